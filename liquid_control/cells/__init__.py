@@ -1,0 +1,1 @@
+"""cells layer of liquid_control (see docs/ARCHITECTURE.md)."""

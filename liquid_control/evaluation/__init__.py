@@ -1,0 +1,1 @@
+"""evaluation layer of liquid_control (see docs/ARCHITECTURE.md)."""

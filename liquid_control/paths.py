@@ -1,0 +1,40 @@
+"""Where the package's shared files (launch/, config/, policies/) are, however it was installed."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE = "liquid_control"
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def share_dir() -> Path:
+    """share/liquid_control of a colcon or pip install, else the source tree (editable install, tests)."""
+    if (_SOURCE_ROOT / "package.xml").is_file():
+        return _SOURCE_ROOT
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # ament index not set up: fall back to the prefix pip installed into
+        import sys
+
+        candidate = Path(sys.prefix) / "share" / PACKAGE
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(
+        f"cannot find the share directory of {PACKAGE}: not in a source tree, not in the ament index, "
+        f"not under {os.path.join(__import__('sys').prefix, 'share', PACKAGE)}"
+    )
+
+
+def policies_dir() -> Path:
+    return share_dir() / "policies"
+
+
+def config_dir() -> Path:
+    return share_dir() / "config"
+
+
+def launch_dir() -> Path:
+    return share_dir() / "launch"

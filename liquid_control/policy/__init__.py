@@ -1,0 +1,1 @@
+"""policy layer of liquid_control (see docs/ARCHITECTURE.md)."""

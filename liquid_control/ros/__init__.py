@@ -1,0 +1,1 @@
+"""ros layer of liquid_control (see docs/ARCHITECTURE.md)."""

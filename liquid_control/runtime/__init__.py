@@ -1,0 +1,1 @@
+"""runtime layer of liquid_control (see docs/ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""training layer of liquid_control (see docs/ARCHITECTURE.md)."""

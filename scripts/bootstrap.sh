@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Create or reuse the project's virtual environment (.venv) and install the pinned dependencies.
+# Sourced by run.sh and test.sh; safe to run again (a stamp skips pip when nothing changed).
+#   usage: source scripts/bootstrap.sh [runtime|test]
+set -euo pipefail
+LC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LC_VENV="${LIQUID_CONTROL_VENV:-$LC_ROOT/.venv}"
+LC_PROFILE="${1:-runtime}"
+REQ="$LC_ROOT/requirements.txt"; [ "$LC_PROFILE" = test ] && REQ="$LC_ROOT/requirements-test.txt"
+
+# The ROS 2 wheels are built for CPython 3.11.
+PY="${LIQUID_CONTROL_PYTHON:-}"
+if [ -z "$PY" ]; then
+  for cand in python3.11 python3; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then PY="$cand"; break; fi
+  done
+fi
+[ -n "$PY" ] || { echo "liquid_control: Python 3.11 is required (the ROS 2 wheels are cp311); set LIQUID_CONTROL_PYTHON." >&2; exit 1; }
+
+# Headless MuJoCo rendering needs EGL (Mesa on a CPU machine).
+if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "liquid_control: installing Mesa EGL for headless rendering" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 libgles2 libegl-mesa0 libgl1-mesa-dri) >/dev/null
+  else
+    echo "liquid_control: libEGL.so.1 not found; install libegl1 and Mesa (libegl-mesa0 libgl1-mesa-dri) for rendering." >&2
+  fi
+fi
+
+[ -x "$LC_VENV/bin/python" ] || "$PY" -m venv "$LC_VENV"
+STAMP="$LC_VENV/.liquid_control-$LC_PROFILE.sha"
+WANT="$(cat "$REQ" "$LC_ROOT/requirements.txt" "$LC_ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+  echo "liquid_control: installing pinned dependencies into $LC_VENV ($LC_PROFILE)" >&2
+  "$LC_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  "$LC_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$LC_ROOT" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  echo "$WANT" > "$STAMP"
+fi
+
+# The ROS 2 wheels load their shared libraries from <venv>/lib; MuJoCo renders through EGL.
+export LD_LIBRARY_PATH="$LC_VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export MUJOCO_GL="${MUJOCO_GL:-egl}"
+export PYOPENGL_PLATFORM="${PYOPENGL_PLATFORM:-egl}"
+export PATH="$LC_VENV/bin:$PATH"
+LC_PYTHON="$LC_VENV/bin/python"

@@ -1,0 +1,48 @@
+"""ament_python package: builds with `colcon build` and installs with `pip install -e .`."""
+from glob import glob
+import os
+
+from setuptools import find_packages, setup
+
+PACKAGE = "liquid_control"
+
+
+def tree(src, dst_root):
+    """data_files entries that mirror `src` (recursively) under share/liquid_control/<dst_root>."""
+    entries = []
+    for dirpath, _, files in os.walk(src):
+        files = [os.path.join(dirpath, f) for f in files if not f.endswith(".pyc")]
+        if files:
+            rel = os.path.relpath(dirpath, src)
+            dst = os.path.normpath(os.path.join("share", PACKAGE, dst_root, rel))
+            entries.append((dst, files))
+    return entries
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["liquid_control", "liquid_control.*", "sim_envs", "sim_envs.*"]),
+    package_data={"sim_envs": ["assets/*"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
+        ("share/" + PACKAGE, ["package.xml"]),
+        ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
+        ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+    ]
+    + tree("policies", "policies"),
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="liquid_control maintainers",
+    maintainer_email="maintainers@liquid-control.dev",
+    description="Liquid neural network (LTC/CfC) policies for robots, with MuJoCo worlds and ROS 2 nodes.",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "liquid-control = liquid_control.cli:main",
+            "policy_node = liquid_control.ros.policy_node:main",
+            "sim_node = liquid_control.ros.sim_node:main",
+        ],
+    },
+)

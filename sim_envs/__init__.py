@@ -1,0 +1,1 @@
+"""MuJoCo + gymnasium worlds for training liquid policies and measuring them under distribution shift."""
