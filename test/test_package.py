@@ -26,3 +26,36 @@ def test_package_xml_is_format3_ament_python():
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root.findall("exec_depend")}
     assert {"rclpy", "sensor_msgs", "geometry_msgs"} <= deps
+
+
+def _copy_source_tree(dst):
+    """The package as a user would check it out: the source tree without venv, caches or build outputs."""
+    import shutil
+
+    src = paths.share_dir()
+    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build", "install", "log",
+                                    "runs", "reports", ".pytest_cache")
+    shutil.copytree(src, dst, ignore=ignore, symlinks=True)
+
+
+def test_colcon_build_installs_where_ros2_looks(tmp_path):
+    """`colcon build` puts executables in lib/<pkg> (ros2 run), launch/config/policies under share/<pkg>."""
+    import os
+    import shutil
+
+    colcon = shutil.which("colcon") or os.path.join(os.path.dirname(sys.executable), "colcon")
+    _copy_source_tree(tmp_path / "src" / "liquid_control")
+    proc = subprocess.run([colcon, "build", "--base-paths", "src"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    prefix = tmp_path / "install" / "liquid_control"
+    for exe in ("policy_node", "sim_node", "liquid-control"):
+        assert os.access(prefix / "lib" / "liquid_control" / exe, os.X_OK), exe
+    share = prefix / "share" / "liquid_control"
+    assert (share / "package.xml").is_file()
+    assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "liquid_control").is_file()
+    src = paths.share_dir()
+    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.yaml"), ("policies", "*")):
+        expected = sorted(p.name for p in (src / folder).glob(pattern) if p.is_file())
+        installed = sorted(p.name for p in (share / folder).glob(pattern) if p.is_file()) if expected else []
+        assert installed == expected, folder
