@@ -1,0 +1,174 @@
+"""Inference backends for the runtime: the torch Policy, or its exported single-step ONNX model.
+
+A backend runs one policy step on one sample with numpy in and out, so :class:`~.runner.PolicyRunner`
+and the ROS node never touch torch directly, and a robot without the training stack (no torch) runs the
+exported ``.onnx`` file with onnxruntime. Both backends expose the same :class:`ObservationSpec`, read from
+the policy config (embedded in the checkpoint, or in the ONNX model's metadata).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CAMERA = "camera"  # sensor name of the image input (observation key "image")
+ONNX_CONFIG_KEY = "liquid_control.policy_config"  # metadata_props entry holding the policy config (JSON)
+
+
+class BackendError(RuntimeError):
+    """A policy file that cannot be run: missing, wrong format, or a backend that is not installed."""
+
+
+@dataclass(frozen=True)
+class ObservationSpec:
+    """What a policy eats and emits, from its config (docs/ARCHITECTURE.md, Policy).
+
+    ``sensors`` maps each sensor name (``camera`` for the image, else the vector key such as ``imu``) to the
+    observation shape the policy expects; ``update_on`` names the sensor whose messages advance the state.
+    """
+
+    sensors: dict[str, tuple[int, ...]]
+    update_on: str
+    action_low: np.ndarray
+    action_high: np.ndarray
+    action_kind: str
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ObservationSpec":
+        obs = config["observation"]
+        sensors: dict[str, tuple[int, ...]] = {}
+        if obs.get("image"):
+            sensors[CAMERA] = (int(obs["image"]["height"]), int(obs["image"]["width"]), 3)
+        for key, size in obs.get("vectors", {}).items():
+            sensors[str(key)] = (int(size),)
+        update_on = obs["update_on"]
+        if update_on not in sensors:
+            raise BackendError(f"policy config: observation.update_on {update_on!r} is not one of its inputs "
+                               f"{sorted(sensors)}")
+        act = config["action"]
+        return cls(sensors=sensors, update_on=update_on,
+                   action_low=np.asarray(act["low"], dtype=np.float64),
+                   action_high=np.asarray(act["high"], dtype=np.float64),
+                   action_kind=str(act.get("kind", "twist")))
+
+    @property
+    def action_size(self) -> int:
+        return int(self.action_low.shape[0])
+
+    @staticmethod
+    def obs_key(sensor: str) -> str:
+        """Observation-dict key of a sensor (the camera's reading is ``image``)."""
+        return "image" if sensor == CAMERA else sensor
+
+    def dtype(self, sensor: str):
+        return np.uint8 if sensor == CAMERA else np.float32
+
+
+class TorchBackend:
+    """Runs a ``liquid_control.policy.Policy`` (or any module with the same ``step`` contract)."""
+
+    name = "torch"
+
+    def __init__(self, policy):
+        import torch
+
+        self._torch = torch
+        self.policy = policy.eval()
+        self.config = policy.config
+        self.spec = ObservationSpec.from_config(self.config)
+
+    def initial_state(self) -> np.ndarray:
+        with self._torch.no_grad():
+            return self.policy.initial_state(1)[0].detach().cpu().numpy().astype(np.float32)
+
+    def step(self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        torch = self._torch
+        with torch.no_grad():
+            batch = {key: torch.from_numpy(np.ascontiguousarray(value)[None]) for key, value in obs.items()}
+            action, new_state = self.policy.step(batch, torch.from_numpy(state[None]),
+                                                 torch.tensor([dt], dtype=torch.float32))
+        return action[0].numpy().astype(np.float64), new_state[0].numpy().astype(np.float32)
+
+    def close(self):
+        self.policy = None
+
+
+class OnnxBackend:
+    """Runs the single-step ONNX model written by ``liquid-control export`` with onnxruntime."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise BackendError(f"{path}: onnxruntime is not installed, cannot run an ONNX policy") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # one sample per step: threads only add latency
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise BackendError(f"{path}: not a loadable ONNX model ({exc})") from exc
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if ONNX_CONFIG_KEY not in meta:
+            raise BackendError(f"{path}: ONNX model has no {ONNX_CONFIG_KEY!r} metadata; "
+                               "write it with `liquid-control export`")
+        self.config = json.loads(meta[ONNX_CONFIG_KEY])
+        self.spec = ObservationSpec.from_config(self.config)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        expected = [ObservationSpec.obs_key(s) for s in self.spec.sensors] + ["state", "dt"]
+        if sorted(inputs) != sorted(expected):
+            raise BackendError(f"{path}: ONNX inputs {sorted(inputs)} do not match the policy config {expected}")
+        self.state_size = int(inputs["state"].shape[-1])
+
+    def initial_state(self) -> np.ndarray:
+        return np.zeros(self.state_size, dtype=np.float32)
+
+    def step(self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+        feed = {key: np.ascontiguousarray(value)[None] for key, value in obs.items()}
+        feed["state"] = np.asarray(state, dtype=np.float32)[None]
+        feed["dt"] = np.asarray([dt], dtype=np.float32)
+        action, new_state = self.session.run(["action", "state_out"], feed)
+        return action[0].astype(np.float64), new_state[0].astype(np.float32)
+
+    def close(self):
+        self.session = None
+
+
+def torch_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def load_backend(path: str | Path, backend: str = "auto"):
+    """Open a policy file: ``.pt`` checkpoint with torch, ``.onnx`` with onnxruntime.
+
+    ``backend='auto'`` runs a ``.pt`` with torch when torch is installed, else falls back to the ``.onnx``
+    file of the same name next to it (what ``liquid-control export`` writes by default).
+    """
+    path = Path(path)
+    if backend not in ("auto", "torch", "onnx"):
+        raise BackendError(f"unknown backend {backend!r}; choose from auto, torch, onnx")
+    if path.suffix == ".onnx":
+        if backend == "torch":
+            raise BackendError(f"{path}: an ONNX model cannot run with the torch backend")
+        if not path.is_file():
+            raise BackendError(f"{path}: no such policy file")
+        return OnnxBackend(path)
+    if path.suffix != ".pt":
+        raise BackendError(f"{path}: unknown policy file type; expected a .pt checkpoint or an .onnx model")
+    if backend == "onnx" or (backend == "auto" and not torch_available()):
+        onnx_path = path.with_suffix(".onnx")
+        if not onnx_path.is_file():
+            why = "torch is not installed" if backend == "auto" else "backend 'onnx' was requested"
+            raise BackendError(f"{path}: {why} and there is no exported {onnx_path.name} next to it "
+                               f"(write one with `liquid-control export {path}`)")
+        return OnnxBackend(onnx_path)
+    if not path.is_file():
+        raise BackendError(f"{path}: no such policy file")
+    from liquid_control.policy import load_policy
+
+    return TorchBackend(load_policy(path))

@@ -1,0 +1,167 @@
+"""PolicyRunner: stamp-difference updates, held inputs, rejection of bad readings, resets."""
+import numpy as np
+import pytest
+
+from liquid_control.runtime.backends import ObservationSpec
+from liquid_control.runtime import runner as R
+
+CONFIG = {
+    "observation": {"image": {"height": 4, "width": 5}, "vectors": {"imu": 6}, "update_on": "camera"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+}
+
+
+class LeakyBackend:
+    """Oracle backend: state' = state + dt * (input - state) with input = mean(image)/255 + sum(imu);
+    records every call so tests can check which dt and inputs each update used."""
+
+    name = "oracle"
+
+    def __init__(self, config=CONFIG):
+        self.spec = ObservationSpec.from_config(config)
+        self.calls = []
+        self.fail_next = False
+
+    def initial_state(self):
+        return np.zeros(1, dtype=np.float32)
+
+    def step(self, obs, state, dt):
+        self.calls.append((dt, {k: v.copy() for k, v in obs.items()}))
+        if self.fail_next:
+            self.fail_next = False
+            return np.array([np.nan, 0.0]), state + 1
+        drive = obs["image"].mean() / 255.0 + obs["imu"].sum()
+        new = (state + dt * (drive - state)).astype(np.float32)
+        return np.array([new[0], -new[0]]), new
+
+
+def image(value=10):
+    return np.full((4, 5, 3), value, dtype=np.uint8)
+
+
+def imu(value=0.0):
+    return np.full(6, value, dtype=np.float32)
+
+
+@pytest.fixture
+def runner():
+    return R.PolicyRunner(LeakyBackend(), R.RunnerLimits(max_gap_s=0.5, max_backward_s=0.3, first_dt=0.05))
+
+
+def test_updates_integrate_stamp_differences_with_held_inputs(runner):
+    backend = runner.backend
+    assert runner.submit("camera", 1.00, image()).status == R.WAITING  # no IMU yet
+    assert runner.submit("imu", 1.001, imu(0.1)).status == R.HELD
+    first = runner.submit("camera", 1.07, image())
+    assert first.status == R.UPDATED and first.dt == pytest.approx(0.05)  # first update: first_dt
+    # irregular IMU between frames: only the latest is held
+    for t, v in [(1.08, 0.2), (1.081, 0.3), (1.13, 0.4)]:
+        assert runner.submit("imu", t, imu(v)).status == R.HELD
+    second = runner.submit("camera", 1.19, image())  # 120 ms after the previous frame
+    third = runner.submit("camera", 1.223, image())  # 33 ms
+    assert [c[0] for c in backend.calls] == pytest.approx([0.05, 0.12, 0.033])
+    assert second.dt == pytest.approx(0.12) and third.dt == pytest.approx(0.033)
+    np.testing.assert_allclose(backend.calls[1][1]["imu"], imu(0.4))  # the latest IMU reading was held
+    # the state equals the oracle integrated with those dts
+    drive0, drive1 = 10 / 255 + 0.6, 10 / 255 + 2.4
+    s = 0.05 * drive0
+    s = s + 0.12 * (drive1 - s)
+    s = s + 0.033 * (drive1 - s)
+    assert runner.state[0] == pytest.approx(s, rel=1e-5)
+    assert runner.counters["updates"] == 3
+
+
+@pytest.mark.parametrize("sensor,value,reason", [
+    ("imu", np.array([0, 0, np.nan, 0, 0, 0], np.float32), R.NON_FINITE),
+    ("imu", np.array([0, 0, np.inf, 0, 0, 0]), R.NON_FINITE),
+    ("imu", np.zeros(5, np.float32), R.BAD_SHAPE),
+    ("camera", np.zeros((4, 5, 4), np.uint8), R.BAD_SHAPE),
+    ("camera", np.zeros((4, 5, 3), np.float32), R.BAD_DTYPE),
+    ("imu", np.array(["a"] * 6), R.BAD_DTYPE),
+    ("lidar", np.zeros(3), R.UNKNOWN_SENSOR),
+])
+def test_bad_values_are_rejected_without_touching_the_state(runner, sensor, value, reason):
+    runner.submit("imu", 1.0, imu(0.1))
+    runner.submit("camera", 1.0, image())
+    runner.submit("camera", 1.1, image())
+    before, calls = runner.state, len(runner.backend.calls)
+    result = runner.submit(sensor, 1.2, value)
+    assert result.status == R.REJECTED and result.reason == reason
+    assert runner.counters[f"rejected.{reason}"] == 1
+    np.testing.assert_array_equal(runner.state, before)
+    assert len(runner.backend.calls) == calls
+    # the next good frame integrates from the last good update (1.1), with the last good IMU
+    assert runner.submit("camera", 1.25, image()).dt == pytest.approx(0.15)
+    np.testing.assert_allclose(runner.backend.calls[-1][1]["imu"], imu(0.1))
+
+
+def test_duplicate_out_of_order_and_bad_stamps_are_rejected(runner):
+    runner.submit("imu", 2.0, imu())
+    runner.submit("camera", 2.0, image())
+    runner.submit("camera", 2.1, image())
+    state = runner.state
+    assert runner.submit("camera", 2.1, image()).reason == R.DUPLICATE
+    assert runner.submit("camera", 2.05, image()).reason == R.OUT_OF_ORDER
+    assert runner.submit("imu", 2.0, imu()).reason == R.DUPLICATE
+    assert runner.submit("camera", float("nan"), image()).reason == R.BAD_STAMP
+    assert runner.submit("camera", -1.0, image()).reason == R.BAD_STAMP
+    assert runner.submit("camera", 9.0, image(), now=2.2).reason == R.FUTURE_STAMP
+    np.testing.assert_array_equal(runner.state, state)
+    assert runner.rejected_total() == 6
+    assert runner.submit("camera", 2.2, image(), now=2.2).dt == pytest.approx(0.1)
+
+
+def test_backwards_clock_jump_resets_instead_of_integrating_negative_dt(runner):
+    runner.submit("imu", 50.0, imu(1.0))
+    runner.submit("camera", 50.0, image())
+    runner.submit("camera", 50.1, image())
+    assert runner.state[0] != 0
+    # simulation reset: the clock restarts near zero
+    res = runner.submit("imu", 0.01, imu(0.0))
+    assert res.status == R.HELD and res.reset == "clock_backwards"
+    np.testing.assert_array_equal(runner.state, np.zeros(1))
+    assert runner.counters["resets.clock_backwards"] == 1
+    first = runner.submit("camera", 0.02, image())
+    assert first.status == R.UPDATED and first.dt == pytest.approx(0.05)  # starts a new run
+    assert all(c[0] >= 0 for c in runner.backend.calls)
+
+
+def test_large_gap_resets_the_state(runner):
+    runner.submit("imu", 1.0, imu(1.0))
+    runner.submit("camera", 1.0, image())
+    runner.submit("camera", 1.1, image())
+    res = runner.submit("camera", 3.0, image())  # camera stale for 1.9 s > max_gap_s
+    assert res.status == R.UPDATED and res.reset == "gap" and res.dt == pytest.approx(0.05)
+    drive = 10 / 255 + 6.0
+    assert runner.state[0] == pytest.approx(0.05 * drive, rel=1e-5)  # one first_dt step from zero
+
+
+def test_failing_inference_keeps_the_previous_state(runner):
+    runner.submit("imu", 1.0, imu(1.0))
+    runner.submit("camera", 1.0, image())
+    before = runner.state
+    runner.backend.fail_next = True
+    res = runner.submit("camera", 1.1, image())
+    assert res.status == R.REJECTED and res.reason == R.INFERENCE_ERROR
+    np.testing.assert_array_equal(runner.state, before)
+    assert runner.submit("camera", 1.2, image()).dt == pytest.approx(0.2)
+
+
+def test_reset_request_and_stats(runner):
+    runner.submit("imu", 1.0, imu(1.0))
+    for t in (1.0, 1.05, 1.15):
+        runner.submit("camera", t, image())
+    stats = runner.dt_stats()
+    assert stats["n"] == 3 and stats["max"] == pytest.approx(0.1) and stats["min"] == pytest.approx(0.05)
+    assert set(runner.latency_stats()) == {"p50", "p99", "max"}
+    runner.reset()
+    np.testing.assert_array_equal(runner.state, np.zeros(1))
+    assert runner.submit("camera", 1.2, image()).dt == pytest.approx(0.05)
+    assert runner.counters["resets.request"] == 1
+
+
+@pytest.mark.parametrize("kwargs", [{"max_gap_s": 0}, {"max_backward_s": float("nan")}, {"first_dt": -0.1},
+                                    {"first_dt": 5.0}])
+def test_limits_are_validated(kwargs):
+    with pytest.raises(ValueError):
+        R.RunnerLimits(**kwargs)
