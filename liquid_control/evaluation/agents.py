@@ -1,0 +1,117 @@
+"""The evaluation's only contact with the layers below: worlds (sim_envs), policies, and the expert.
+
+Kept in one module so that the rest of the evaluation (plan, backends, report) does not care how a
+checkpoint is loaded or how a world is built.
+"""
+from __future__ import annotations
+
+from liquid_control.evaluation.plan import DEFAULT_SHIFT, EvaluationSetupError
+
+_POLICY_CACHE: dict[tuple[str, str | None], object] = {}  # per process: (path, sha) -> Policy
+
+
+def shift_for_env(shift: str) -> str:
+    """The shift string handed to the world (sim_envs presets and settings, see sim_envs.shifts)."""
+    return shift.strip() or DEFAULT_SHIFT
+
+
+def check_shift(shift: str) -> None:
+    """Raise EvaluationSetupError naming `shift` when sim_envs cannot parse it."""
+    shift_changes(shift)
+
+
+def shift_changes(shift: str) -> dict:
+    """What `shift` changes from the training distribution, e.g. {'sensor_rate': 0.25} ({} for none)."""
+    from sim_envs.shifts import parse_shift
+
+    try:
+        return parse_shift(shift_for_env(shift)).changed()
+    except ValueError as exc:  # parse_shift's message lists the valid names
+        raise EvaluationSetupError(f"unknown or invalid shift {shift!r}: {exc}") from exc
+
+
+def shift_kinds(shift: str) -> set:
+    """Which parts of the world `shift` touches: a subset of {'visual', 'sensor', 'dynamics'}."""
+    from sim_envs.shifts import parse_shift
+
+    return parse_shift(shift_for_env(shift)).kinds()
+
+
+def default_env_kwargs(policy_config: dict | None) -> dict:
+    """Keyword arguments for gymnasium.make: render the camera at the size the policy was trained on."""
+    if not policy_config:
+        return {}
+    image = (policy_config.get("observation") or {}).get("image")
+    if image:
+        return {"render_size": int(image["height"])}
+    return {}
+
+
+def inspect_checkpoint(path: str) -> dict:
+    """Load a checkpoint once in the parent: name, world, training seed, parameter counts (errors name the file)."""
+    from liquid_control.policy import load_policy
+
+    try:
+        policy = load_policy(path)
+    except Exception as exc:  # PolicyLoadError, or anything a broken file raises
+        raise EvaluationSetupError(f"cannot load checkpoint {path!r}: {exc}") from exc
+    config = dict(policy.config)
+    metadata = _checkpoint_metadata(policy)
+    seed = metadata.get("seed", metadata.get("training_seed"))
+    core = getattr(policy, "core", None)
+    return {
+        "name": str(config.get("name") or path),
+        "world": str(config.get("world", "LiquidRover-v0")),
+        "training_seed": int(seed) if seed is not None else None,
+        "parameter_count": count_parameters(policy),
+        "core_parameter_count": count_parameters(core) if core is not None else None,
+        "env_kwargs": default_env_kwargs(config),
+    }
+
+
+def _checkpoint_metadata(policy) -> dict:
+    meta = getattr(policy, "metadata", None)
+    return dict(meta) if isinstance(meta, dict) else {}
+
+
+def count_parameters(module) -> int:
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def make_env(world: str, shift: str, env_kwargs: dict):
+    import gymnasium
+    import sim_envs  # noqa: F401  (registers the worlds)
+
+    return gymnasium.make(world, shift=shift_for_env(shift), **env_kwargs)
+
+
+class ExpertAgent:
+    """The privileged expert as an agent: a reference row in every report (it sees the true state)."""
+
+    def __init__(self, env):
+        self._env = env
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs):
+        return self._env.unwrapped.expert_action()
+
+
+def load_cached_policy(path: str, sha: str | None):
+    key = (path, sha)
+    if key not in _POLICY_CACHE:
+        from liquid_control.policy import load_policy
+
+        policy = load_policy(path)
+        policy.eval()
+        _POLICY_CACHE[key] = policy
+    return _POLICY_CACHE[key]
+
+
+def make_agent(checkpoint: str | None, checkpoint_sha: str | None, env):
+    if checkpoint is None:
+        return ExpertAgent(env)
+    from liquid_control.policy import PolicyAgent
+
+    return PolicyAgent(load_cached_policy(checkpoint, checkpoint_sha))

@@ -1,0 +1,48 @@
+"""An evaluation end to end: plan -> episodes (any backend, logged as they finish) -> tables, report, plots."""
+from __future__ import annotations
+
+import json
+import os
+
+from liquid_control.evaluation.backends import run_jobs
+from liquid_control.evaluation.plan import EvaluationPlan
+from liquid_control.evaluation.report import write_report
+from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
+
+
+def evaluate(plan: EvaluationPlan, out_dir: str, *, backend: str = "process", workers: int | None = None,
+             resume: bool = False, ray_address: str | None = None, progress: bool = True, command: str = "",
+             title: str = "Out-of-distribution evaluation", notes: list[str] | None = None,
+             example: bool = True) -> dict:
+    """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots."""
+    log = ResultLog(out_dir, resume=resume)
+    jobs = plan.jobs
+    todo = log.pending(jobs)
+    _write_plan(plan, out_dir, command)
+    if progress:
+        print(f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
+              f"{log.path}, running {len(todo)} on the {backend} backend", flush=True)
+    run_jobs(todo, lambda job, record: log.append(finish_record(record, job)), backend=backend,
+             workers=workers, ray_address=ray_address, progress=progress)
+    records = log.records_for(jobs)
+    csv_path, json_path = write_tables(records, out_dir)
+    report = write_report(plan, records, out_dir, command, title=title, notes=notes, example=example)
+    return {"records": records, "report": report, "csv": csv_path, "json": json_path, "ran": len(todo)}
+
+
+def _write_plan(plan: EvaluationPlan, out_dir: str, command: str) -> None:
+    """plan.json: what was asked (for a reader of the folder, and to see what `--resume` continues)."""
+    data = {
+        "command": command,
+        "shifts": plan.shifts,
+        "episode_seeds": plan.episode_seeds,
+        "policies": [{
+            "name": p.name, "world": p.world, "checkpoints": list(p.checkpoints),
+            "training_seeds": list(p.training_seeds), "parameter_count": p.parameter_count,
+            "core_parameter_count": p.core_parameter_count, "env_kwargs": p.env_kwargs,
+        } for p in plan.policies],
+    }
+    tmp = os.path.join(out_dir, "plan.json.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "plan.json"))

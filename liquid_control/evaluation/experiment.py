@@ -1,0 +1,4 @@
+"""Named experiments and shift sets (placeholder until the headline experiment lands)."""
+SHIFT_SETS = {}
+EXPERIMENTS = {}
+ARCHITECTURES = ()

@@ -1,0 +1,205 @@
+"""What an evaluation runs: policies x shifts x training seeds x episode seeds, validated before any work.
+
+Everything that can be wrong with the request (an unknown shift, a missing or corrupt checkpoint, policies
+for different worlds) is found here, in the parent process, before a single episode starts — an evaluation
+that fails an hour in because of a typo in the last shift name wastes the hour.
+
+Episode seeds are the same list for every policy and every training seed, so two policies are compared on
+the same worlds (paired comparison): seed `episode_seed_base + i` for episode i.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+from dataclasses import asdict, dataclass, field
+
+EXPERT = "expert"
+DEFAULT_EPISODE_SEED_BASE = 1_000_000  # far from the small seeds training uses for demonstrations
+DEFAULT_SHIFT = "in_distribution"  # the training distribution (sim_envs preset: summer, noon, nominal sensors)
+
+
+class EvaluationSetupError(ValueError):
+    """The evaluation request is invalid (names the shift, checkpoint or policy and the problem)."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One policy under test: the privileged expert, or one checkpoint per training seed."""
+
+    name: str
+    checkpoints: tuple[str, ...] = ()  # empty for the expert
+    training_seeds: tuple[int, ...] = (0,)
+    world: str | None = None
+    env_kwargs: dict = field(default_factory=dict, compare=False)
+    parameter_count: int | None = None  # trainable parameters of the whole policy (None for the expert)
+    core_parameter_count: int | None = None
+    checkpoint_sha: tuple[str, ...] = ()
+
+    @property
+    def is_expert(self) -> bool:
+        return not self.checkpoints
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One episode: everything a worker (local process or Ray node) needs, picklable and self-describing."""
+
+    policy: str
+    training_seed: int
+    shift: str
+    episode_seed: int
+    world: str
+    checkpoint: str | None  # None: the privileged expert
+    checkpoint_sha: str | None
+    env_kwargs: dict
+
+    @property
+    def key(self) -> tuple:
+        return episode_key(self.policy, self.training_seed, self.shift, self.episode_seed)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def episode_key(policy: str, training_seed: int, shift: str, episode_seed: int) -> tuple:
+    """Identity of an episode in the results log (what `--resume` matches on)."""
+    return (str(policy), int(training_seed), str(shift), int(episode_seed))
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
+    """`expert` | `[NAME=]CKPT[,CKPT...]` (globs allowed; one checkpoint per training seed) -> (name, paths)."""
+    text = text.strip()
+    if not text:
+        raise EvaluationSetupError("empty --policy value")
+    if text == EXPERT:
+        return EXPERT, []
+    name, sep, rest = text.partition("=")
+    if not sep:
+        name, rest = None, text
+    elif not name or not rest:
+        raise EvaluationSetupError(f"--policy {text!r}: expected NAME=CHECKPOINT[,CHECKPOINT...]")
+    paths: list[str] = []
+    for part in rest.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        matches = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
+        if not matches:
+            raise EvaluationSetupError(f"--policy {text!r}: no checkpoint matches {part!r}")
+        paths.extend(matches)
+    if not paths:
+        raise EvaluationSetupError(f"--policy {text!r}: no checkpoint given")
+    return name, paths
+
+
+def resolve_policy(name: str | None, paths: list[str], default_world: str) -> PolicySpec:
+    """Load every checkpoint once (errors name the file), read world/seed/size; the expert needs no file."""
+    from liquid_control.evaluation import agents
+
+    if name == EXPERT and not paths:
+        return PolicySpec(name=EXPERT, world=default_world, env_kwargs=agents.default_env_kwargs(None))
+    infos = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r})")
+        infos.append(agents.inspect_checkpoint(path))  # raises EvaluationSetupError naming the file
+    worlds = {info["world"] for info in infos}
+    if len(worlds) != 1:
+        raise EvaluationSetupError(f"policy {name!r}: checkpoints are for different worlds {sorted(worlds)}")
+    seeds = [info["training_seed"] if info["training_seed"] is not None else i for i, info in enumerate(infos)]
+    if len(set(seeds)) != len(seeds):
+        seeds = list(range(len(infos)))  # metadata seeds collide (e.g. copies): number them instead
+    counts = {info["parameter_count"] for info in infos}
+    if len(counts) != 1:
+        raise EvaluationSetupError(
+            f"policy {name!r}: its checkpoints have different sizes {sorted(counts)}; "
+            "one policy name must be one architecture (several training seeds)")
+    return PolicySpec(
+        name=name or infos[0]["name"],
+        checkpoints=tuple(os.path.abspath(p) for p in paths),
+        training_seeds=tuple(int(s) for s in seeds),
+        world=infos[0]["world"],
+        env_kwargs=infos[0]["env_kwargs"],
+        parameter_count=infos[0]["parameter_count"],
+        core_parameter_count=infos[0]["core_parameter_count"],
+        checkpoint_sha=tuple(file_sha256(p) for p in paths),
+    )
+
+
+def validate_shifts(shifts: list[str]) -> list[str]:
+    """Each shift must parse (`sim_envs.shifts.parse_shift`); the error names the shift."""
+    from liquid_control.evaluation import agents
+
+    if not shifts:
+        raise EvaluationSetupError("no shift given")
+    seen = []
+    for shift in shifts:
+        shift = shift.strip() or DEFAULT_SHIFT
+        agents.check_shift(shift)
+        if shift not in seen:
+            seen.append(shift)
+    return seen
+
+
+@dataclass
+class EvaluationPlan:
+    policies: list[PolicySpec]
+    shifts: list[str]
+    episode_seeds: list[int]
+
+    @property
+    def jobs(self) -> list[EpisodeJob]:
+        """Ordered so that every policy/seed gets a first pass over all shifts before more episodes."""
+        jobs = []
+        for episode_seed in self.episode_seeds:
+            for shift in self.shifts:
+                for spec in self.policies:
+                    for i, training_seed in enumerate(spec.training_seeds):
+                        jobs.append(EpisodeJob(
+                            policy=spec.name,
+                            training_seed=training_seed,
+                            shift=shift,
+                            episode_seed=episode_seed,
+                            world=spec.world,
+                            checkpoint=None if spec.is_expert else spec.checkpoints[i],
+                            checkpoint_sha=None if spec.is_expert else spec.checkpoint_sha[i],
+                            env_kwargs=dict(spec.env_kwargs),
+                        ))
+        return jobs
+
+
+def build_plan(policy_args: list[str], shifts: list[str], episodes: int,
+               episode_seed_base: int = DEFAULT_EPISODE_SEED_BASE,
+               world: str = "LiquidRover-v0") -> EvaluationPlan:
+    """Parse and validate a whole request; raises EvaluationSetupError before anything runs."""
+    if episodes < 1:
+        raise EvaluationSetupError(f"--episodes must be >= 1, got {episodes}")
+    if not policy_args:
+        raise EvaluationSetupError("no policy given (use --policy expert or --policy NAME=CHECKPOINT)")
+    shifts = validate_shifts(shifts)
+    specs: list[PolicySpec] = []
+    for text in policy_args:
+        name, paths = parse_policy_argument(text)
+        specs.append(resolve_policy(name, paths, world))
+    policy_worlds = {s.world for s in specs if not s.is_expert}
+    if len(policy_worlds) > 1:
+        raise EvaluationSetupError(f"policies are for different worlds {sorted(policy_worlds)}; evaluate one world at a time")
+    if policy_worlds:  # the expert drives the same world, rendered the same way, as the trained policies
+        trained = next(s for s in specs if not s.is_expert)
+        specs = [PolicySpec(name=s.name, world=trained.world, env_kwargs=dict(trained.env_kwargs))
+                 if s.is_expert else s for s in specs]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise EvaluationSetupError(f"policy names must be unique, repeated: {duplicates} (use NAME=CHECKPOINT)")
+    seeds = [episode_seed_base + i for i in range(episodes)]
+    return EvaluationPlan(policies=specs, shifts=shifts, episode_seeds=seeds)

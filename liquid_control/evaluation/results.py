@@ -1,0 +1,119 @@
+"""The results log: one JSON line per finished episode, appended and flushed as each episode ends.
+
+An evaluation killed at any moment keeps every episode that finished (a half-written last line from the
+kill is dropped on reading); `--resume` reads the log and runs only the episodes it lacks.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+
+from liquid_control.evaluation.episode import RECORD_FIELDS
+from liquid_control.evaluation.plan import EvaluationSetupError, EpisodeJob, episode_key
+
+LOG_NAME = "episodes.jsonl"
+
+
+def record_key(record: dict) -> tuple:
+    return episode_key(record["policy"], record["training_seed"], record["shift"], record["episode_seed"])
+
+
+class ResultLog:
+    """Append-only episode log inside an output folder."""
+
+    def __init__(self, out_dir: str, resume: bool):
+        self.out_dir = out_dir
+        self.path = os.path.join(out_dir, LOG_NAME)
+        os.makedirs(out_dir, exist_ok=True)
+        if os.path.exists(self.path) and not resume:
+            raise EvaluationSetupError(
+                f"{self.path} already holds episodes of an earlier evaluation: pass --resume to continue it, "
+                "or choose another --out")
+        self.records = read_log(self.path) if os.path.exists(self.path) else []
+        if self.records or os.path.exists(self.path):
+            _drop_partial_tail(self.path)  # so the next append starts on a line of its own
+        self._done = {record_key(r): r for r in self.records}
+
+    def pending(self, jobs: list[EpisodeJob]) -> list[EpisodeJob]:
+        """Jobs with no finished record for the same episode and the same checkpoint file contents."""
+        todo = []
+        for job in jobs:
+            done = self._done.get(job.key)
+            if done is not None and done.get("checkpoint_sha") == _short_sha(job.checkpoint_sha):
+                continue
+            todo.append(job)
+        return todo
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True)
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.records.append(record)
+        self._done[record_key(record)] = record
+
+    def records_for(self, jobs: list[EpisodeJob]) -> list[dict]:
+        """The latest record of each planned episode, in plan order (stale or foreign records left out)."""
+        out = []
+        for job in jobs:
+            record = self._done.get(job.key)
+            if record is not None and record.get("checkpoint_sha") == _short_sha(job.checkpoint_sha):
+                out.append(record)
+        return out
+
+
+def _short_sha(sha: str | None) -> str:
+    return (sha or "")[:12]
+
+
+def finish_record(record: dict, job: EpisodeJob) -> dict:
+    """Stamp a worker's record with the checkpoint identity the log matches on when resuming."""
+    record = dict(record)
+    record["checkpoint_sha"] = _short_sha(job.checkpoint_sha)
+    return record
+
+
+def read_log(path: str) -> list[dict]:
+    records = []
+    with open(path, encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number >= len(lines) - 1:  # the last line, cut by a kill mid-write: that episode reruns
+                print(f"liquid-control eval: dropping a half-written last line of {path}", file=sys.stderr)
+                continue
+            raise EvaluationSetupError(f"{path}: line {number} is not a JSON record (corrupt results log)")
+    return records
+
+
+def _drop_partial_tail(path: str) -> None:
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def write_tables(records: list[dict], out_dir: str) -> tuple[str, str]:
+    """results.csv and results.json: every planned episode, one row each."""
+    csv_path = os.path.join(out_dir, "results.csv")
+    json_path = os.path.join(out_dir, "results.json")
+    fields = list(RECORD_FIELDS) + ["checkpoint_sha"]
+    tmp = csv_path + ".tmp"
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for record in records:
+            writer.writerow(record)
+    os.replace(tmp, csv_path)
+    tmp = json_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(records, fh, indent=1, sort_keys=True)
+    os.replace(tmp, json_path)
+    return csv_path, json_path
