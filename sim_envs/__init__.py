@@ -1,1 +1,15 @@
-"""MuJoCo + gymnasium worlds for training liquid policies and measuring them under distribution shift."""
+"""MuJoCo + gymnasium worlds for training liquid policies and measuring them under distribution shift.
+
+Importing registers ``LiquidRover-v0`` and ``LiquidBalance-v0``; each env ends its episodes itself
+(``truncated`` at its own time limit), so no TimeLimit wrapper is added.
+"""
+import gymnasium
+
+from .shifts import SHIFT_PRESETS, Shift, parse_shift
+from .timing import SensorStream, SensorTiming
+
+for _id, _entry in (("LiquidRover-v0", "sim_envs.rover:LiquidRoverEnv"),):
+    if _id not in gymnasium.registry:
+        gymnasium.register(id=_id, entry_point=_entry, max_episode_steps=None, disable_env_checker=False)
+
+__all__ = ["SHIFT_PRESETS", "Shift", "parse_shift", "SensorStream", "SensorTiming"]

@@ -1,0 +1,178 @@
+"""Named, composable distribution shifts of the worlds.
+
+A ``Shift`` says how the world differs from the training distribution (summer, noon, nominal sensors and
+dynamics). Users type it as ``"season=winter,lighting=dusk,fog=0.3"``, pass a dict, or name presets from
+``SHIFT_PRESETS`` (``"winter,camera_noise=0.1"``: bare words are presets, applied left to right, later
+settings override earlier ones). The random parts (noise samples, bias signs) are drawn from the
+environment's seeded generator, so a seed and a shift give one episode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Mapping
+
+SEASONS = ("summer", "autumn", "winter")
+LIGHTINGS = ("noon", "overcast", "dusk", "night")
+
+# Named dynamics changes, expanded into the factors mass, friction and motor_gain.
+DYNAMICS_PRESETS = {
+    "nominal": {"mass": 1.0, "friction": 1.0, "motor_gain": 1.0},
+    "heavy": {"mass": 1.5},
+    "light": {"mass": 0.6},
+    "slippery": {"friction": 0.3},
+    "weak_motors": {"motor_gain": 0.7},
+}
+
+# Numeric fields: (low, high) inclusive, and what they mean.
+NUMERIC_RANGES = {
+    "fog": (0.0, 1.0),  # 0 = clear air, 1 = dense fog (visibility ~3 m)
+    "camera_noise": (0.0, 1.0),  # variance of Gaussian pixel noise on images scaled to [0, 1]
+    "imu_noise": (0.0, 10.0),  # extra white-noise std: gyro rad/s and accelerometer m/s^2
+    "imu_bias": (0.0, 10.0),  # constant per-episode bias magnitude (random sign per axis), same units
+    "sensor_rate": (0.1, 10.0),  # factor on every sensor's nominal rate
+    "jitter": (0.0, 4.0),  # factor on every sensor's jitter fraction (capped at 0.95)
+    "dropout": (0.0, 0.9),  # probability that any sensor message is lost (replaces the nominal one)
+    "latency": (0.0, 1.0),  # seconds added to every sensor's latency
+    "mass": (0.25, 4.0),  # factor on every body mass and inertia of the robot
+    "friction": (0.1, 4.0),  # factor on ground/wheel friction
+    "motor_gain": (0.1, 2.0),  # factor from commanded to delivered wheel speed/torque
+}
+CHOICES = {"season": SEASONS, "lighting": LIGHTINGS, "dynamics": tuple(DYNAMICS_PRESETS)}
+
+VISUAL_FIELDS = ("season", "lighting", "fog", "camera_noise")
+SENSOR_FIELDS = ("imu_noise", "imu_bias", "sensor_rate", "jitter", "dropout", "latency")
+DYNAMICS_FIELDS = ("mass", "friction", "motor_gain")
+
+
+@dataclass(frozen=True)
+class Shift:
+    """One setting of the world; the default is the training distribution."""
+
+    season: str = "summer"
+    lighting: str = "noon"
+    fog: float = 0.0
+    camera_noise: float = 0.0
+    imu_noise: float = 0.0
+    imu_bias: float = 0.0
+    sensor_rate: float = 1.0
+    jitter: float = 1.0
+    dropout: float = 0.0
+    latency: float = 0.0
+    mass: float = 1.0
+    friction: float = 1.0
+    motor_gain: float = 1.0
+
+    def __post_init__(self):
+        for name in ("season", "lighting"):
+            if getattr(self, name) not in CHOICES[name]:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of "
+                                 f"{', '.join(CHOICES[name])}")
+        for name, (lo, hi) in NUMERIC_RANGES.items():
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not (lo <= value <= hi):
+                raise ValueError(f"{name}={value!r} is out of range; valid: {lo} <= {name} <= {hi}")
+            object.__setattr__(self, name, float(value))
+
+    def changed(self) -> dict:
+        """The settings that differ from the training distribution, in field order."""
+        default = Shift()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) != getattr(default, f.name)}
+
+    def __add__(self, other: "Shift") -> "Shift":
+        """Compose: ``self`` with every setting that ``other`` changes."""
+        return replace(self, **other.changed())
+
+    def to_string(self) -> str:
+        """The typed form; ``parse_shift(s.to_string()) == s``. The default is ``""``."""
+        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.changed().items())
+
+    def kinds(self) -> set:
+        """Which groups of the world this shift touches: subset of {'visual', 'sensor', 'dynamics'}."""
+        changed = self.changed()
+        groups = {"visual": VISUAL_FIELDS, "sensor": SENSOR_FIELDS, "dynamics": DYNAMICS_FIELDS}
+        return {kind for kind, names in groups.items() if any(n in changed for n in names)}
+
+    def __str__(self) -> str:
+        return self.to_string() or "in_distribution"
+
+
+def _valid_keys_message() -> str:
+    parts = [f"{k}={'|'.join(v)}" for k, v in CHOICES.items()]
+    parts += [f"{k}=<{lo}..{hi}>" for k, (lo, hi) in NUMERIC_RANGES.items()]
+    return "valid settings: " + ", ".join(parts) + "; presets: " + ", ".join(SHIFT_PRESETS)
+
+
+def _apply(settings: dict, key: str, value) -> None:
+    key = key.strip()
+    if key == "dynamics":
+        name = value.strip() if isinstance(value, str) else value
+        if name not in DYNAMICS_PRESETS:
+            raise ValueError(f"dynamics={name!r} is not valid; choose one of {', '.join(DYNAMICS_PRESETS)}")
+        settings.update(DYNAMICS_PRESETS[name])
+    elif key in ("season", "lighting"):
+        settings[key] = value.strip() if isinstance(value, str) else value
+    elif key in NUMERIC_RANGES:
+        try:
+            settings[key] = float(value)
+        except (TypeError, ValueError):
+            lo, hi = NUMERIC_RANGES[key]
+            raise ValueError(f"{key}={value!r} is not a number; valid: {lo} <= {key} <= {hi}") from None
+    else:
+        raise ValueError(f"unknown shift setting {key!r}; {_valid_keys_message()}")
+
+
+def parse_shift(spec: "str | Mapping | Shift | None") -> Shift:
+    """A Shift from a typed string, a dict, an existing Shift or None (the training distribution).
+
+    Raises ValueError naming the valid settings for an unknown name or an out-of-range value.
+    """
+    if spec is None:
+        return Shift()
+    if isinstance(spec, Shift):
+        return spec
+    settings: dict = {}
+    if isinstance(spec, Mapping):
+        for key, value in spec.items():
+            _apply(settings, str(key), value)
+        return Shift(**settings)
+    if not isinstance(spec, str):
+        raise ValueError(f"a shift is a string, a dict or a Shift, got {type(spec).__name__}")
+    base = Shift()
+    for token in filter(None, (t.strip() for t in spec.split(","))):
+        if "=" in token:
+            key, value = token.split("=", 1)
+            _apply(settings, key, value)
+        elif token in SHIFT_PRESETS:
+            base = replace(base, **settings) + SHIFT_PRESETS[token]
+            settings = {}
+        else:
+            raise ValueError(f"unknown shift preset or setting {token!r}; {_valid_keys_message()}")
+    return replace(base, **settings)
+
+
+# The settings of the out-of-distribution evaluation. Names are stable (reports refer to them).
+SHIFT_PRESETS: dict = {
+    "in_distribution": Shift(),
+    "autumn": Shift(season="autumn"),
+    "winter": Shift(season="winter"),
+    "overcast": Shift(lighting="overcast"),
+    "dusk": Shift(lighting="dusk"),
+    "night": Shift(lighting="night"),
+    "winter_dusk": Shift(season="winter", lighting="dusk"),
+    "fog": Shift(fog=0.5),
+    "dense_fog": Shift(fog=0.9),
+    "camera_noise_0.1": Shift(camera_noise=0.1),
+    "camera_noise_0.2": Shift(camera_noise=0.2),
+    "camera_noise_0.3": Shift(camera_noise=0.3),
+    "imu_noise": Shift(imu_noise=0.2),
+    "imu_bias": Shift(imu_bias=0.1),
+    "slow_sensors": Shift(sensor_rate=0.5),
+    "fast_sensors": Shift(sensor_rate=2.0),
+    "jitter_x2": Shift(jitter=2.0),
+    "dropout_0.2": Shift(dropout=0.2),
+    "latency_50ms": Shift(latency=0.05),
+    "heavy": Shift(mass=1.5),
+    "slippery": Shift(friction=0.3),
+    "weak_motors": Shift(motor_gain=0.7),
+}

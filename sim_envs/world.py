@@ -1,0 +1,200 @@
+"""Event-driven MuJoCo world: physics runs continuously, sensors emit stamped messages, one env step per
+message of the trigger sensor.
+
+Each sensor has a ``SensorTiming``. A message is *measured* at its stamp (the reading is taken from the
+physics state then) and *delivered* ``latency`` later. The env advances physics (exact to the event times,
+by shortening the last physics step) until the next trigger delivery and returns the latest delivered
+reading of every sensor, plus ``dt`` (difference of trigger stamps) and ``ages`` (now minus the stamp of each
+sensor's latest reading), exactly what the ROS policy node sees. The action is held until the next update.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from .shifts import Shift
+from .timing import SensorStream
+
+_MIN_STEP = 1e-7  # physics steps shorter than this are skipped (stamps are not quantized to physics steps)
+
+
+class TimedMujocoWorld(gym.Env):
+    """Base class of the worlds. Subclasses define the model, the sensors' readings and the task."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    trigger: str = ""
+
+    def __init__(self, xml: str, timings: dict, shift: Shift, time_limit: float, render_mode=None):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        self.shift = shift
+        self.time_limit = float(time_limit)
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        self.data = mujoco.MjData(self.model)
+        self.physics_dt = float(self.model.opt.timestep)
+        self.sensor_names = tuple(timings)
+        if self.trigger not in self.sensor_names:
+            raise ValueError(f"trigger sensor {self.trigger!r} is not among {self.sensor_names}")
+        # The shift's sensor settings apply to every sensor.
+        self.timings = {
+            name: t.scaled(rate=shift.sensor_rate, jitter=shift.jitter,
+                           dropout=shift.dropout if shift.dropout > 0 else None, extra_latency=shift.latency)
+            for name, t in timings.items()
+        }
+        self.clipped_actions = 0
+        self._streams: dict = {}
+
+    # ----- to be defined by the worlds -----
+    def _reset_world(self, rng: np.random.Generator) -> None:
+        """Lay out the episode (positions, commands) and set the physics state at t = 0."""
+        raise NotImplementedError
+
+    def _apply_action(self, action: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _measure(self, sensor: str) -> np.ndarray:
+        """The reading of `sensor` now (noise included)."""
+        raise NotImplementedError
+
+    def _after_physics_step(self) -> None:
+        """Per physics step bookkeeping (contacts, references)."""
+
+    def _outcome(self) -> tuple:
+        """(reward, terminated, info) at an update."""
+        raise NotImplementedError
+
+    def _observation(self) -> dict:
+        raise NotImplementedError
+
+    def expert_action(self) -> np.ndarray:
+        raise NotImplementedError
+
+    # ----- the event loop -----
+    def _rngs(self, seed):
+        """Independent generators for layout, each sensor's timing and the noise of one episode.
+
+        Drawn from the env's np_random so `reset(seed=s)` fixes the episode and later resets continue the
+        sequence; the layout generator does not depend on the shift, so every shift sees the same arenas.
+        """
+        super().reset(seed=seed)
+        episode_seed = int(self.np_random.integers(0, 2**63 - 1))
+        children = np.random.SeedSequence(episode_seed).spawn(2 + len(self.sensor_names))
+        layout = np.random.default_rng(children[0])
+        noise = np.random.default_rng(children[1])
+        timing = {n: np.random.default_rng(c) for n, c in zip(self.sensor_names, children[2:])}
+        return layout, noise, timing
+
+    def reset(self, *, seed=None, options=None):
+        layout_rng, self._noise_rng, timing_rngs = self._rngs(seed)
+        mujoco.mj_resetData(self.model, self.data)
+        self._reset_world(layout_rng)
+        mujoco.mj_forward(self.model, self.data)
+        self._streams = {n: SensorStream(self.timings[n], timing_rngs[n]) for n in self.sensor_names}
+        self._pending = {n: deque() for n in self.sensor_names}  # measured, not yet delivered
+        self._latest = {n: None for n in self.sensor_names}  # (stamp, reading) last delivered
+        self._update_stamp = None
+        self._dt = 0.0
+        self.clipped_actions = 0
+        self.updates = 0
+        self._apply_action(np.zeros(self.action_space.shape, dtype=np.float64))
+        self._run_until_trigger()
+        self._dt = 0.0  # no previous update at reset
+        _, _, info = self._outcome()
+        return self._observation(), self._info(info)
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"action must be finite, got {action.tolist()} (physics not stepped)")
+        low, high = self.action_space.low, self.action_space.high
+        if np.any(action < low) or np.any(action > high):
+            self.clipped_actions += 1
+            action = np.clip(action, low, high)
+        self._apply_action(action)
+        self._run_until_trigger()
+        reward, terminated, info = self._outcome()
+        truncated = (not terminated) and self._update_stamp >= self.time_limit
+        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(info)
+
+    def _info(self, info: dict) -> dict:
+        info.update(stamp=float(self._update_stamp), sim_time=float(self.data.time), event=self.trigger,
+                    clipped_actions=self.clipped_actions)
+        return info
+
+    def _advance_physics(self, t_target: float) -> None:
+        """Step physics to exactly t_target (the last step shortened)."""
+        model, data = self.model, self.data
+        while t_target - data.time > _MIN_STEP:
+            model.opt.timestep = min(self.physics_dt, t_target - data.time)
+            mujoco.mj_step(model, data)
+            self._after_physics_step()
+        model.opt.timestep = self.physics_dt
+
+    def _run_until_trigger(self) -> None:
+        """Process sensor measurements and deliveries in time order up to the next trigger delivery."""
+        while True:
+            # Next event: a measurement (kind 0) or a delivery (kind 1); measurements first on ties.
+            best = None
+            for name in self.sensor_names:
+                candidate = (self._streams[name].next_stamp, 0, name)
+                if best is None or candidate < best:
+                    best = candidate
+                if self._pending[name]:
+                    candidate = (self._pending[name][0][0] + self.timings[name].latency, 1, name)
+                    if candidate < best:
+                        best = candidate
+            t, kind, name = best
+            self._advance_physics(t)
+            if kind == 0:
+                stamp = self._streams[name].pop()
+                self._pending[name].append((stamp, self._measure(name)))
+                continue
+            self._latest[name] = self._pending[name].popleft()
+            if name == self.trigger:
+                stamp = self._latest[name][0]
+                self._dt = 0.0 if self._update_stamp is None else stamp - self._update_stamp
+                self._update_stamp = stamp
+                self.updates += 1
+                return
+
+    def _reading(self, name: str, size) -> np.ndarray:
+        """Latest delivered reading of a sensor (zeros before its first message)."""
+        latest = self._latest[name]
+        return np.zeros(size, dtype=np.float32) if latest is None else latest[1]
+
+    def _ages(self) -> np.ndarray:
+        now = self.data.time
+        return np.array([now - (0.0 if self._latest[n] is None else self._latest[n][0]) for n in self.sensor_names],
+                        dtype=np.float32)
+
+    def _time_observation(self) -> dict:
+        return {"dt": np.array([self._dt], dtype=np.float32), "ages": self._ages()}
+
+    def _time_spaces(self) -> dict:
+        """dt and ages never exceed the time since reset, which stays below the time limit plus a margin."""
+        horizon = 2.0 * self.time_limit + 10.0
+        return {
+            "dt": gym.spaces.Box(0.0, horizon, shape=(1,), dtype=np.float32),
+            "ages": gym.spaces.Box(0.0, horizon, shape=(len(self.sensor_names),), dtype=np.float32),
+        }
+
+
+# IMU measurement ranges (a typical MEMS IMU: +-2000 deg/s, +-16 g); readings saturate there.
+GYRO_RANGE = 35.0
+ACCEL_RANGE = 160.0
+
+
+def imu_space() -> gym.spaces.Box:
+    high = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3, dtype=np.float32)
+    return gym.spaces.Box(-high, high, dtype=np.float32)
+
+
+def saturate_imu(reading: np.ndarray) -> np.ndarray:
+    high = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3)
+    return np.clip(reading, -high, high).astype(np.float32)

@@ -1,0 +1,112 @@
+"""LiquidRover-v0: gymnasium API, the time interface, seeding, bad actions and the privileged expert."""
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sim_envs  # noqa: F401  (registers the worlds)
+
+
+@pytest.fixture(scope="module")
+def rover():
+    env = gym.make("LiquidRover-v0")
+    yield env
+    env.close()
+
+
+def rollout(env, seed, steps, policy=None):
+    obs, info = env.reset(seed=seed)
+    observations, infos = [obs], [info]
+    for _ in range(steps):
+        action = env.unwrapped.expert_action() if policy is None else policy(obs)
+        obs, _, terminated, truncated, info = env.step(action)
+        observations.append(obs)
+        infos.append(info)
+        if terminated or truncated:
+            break
+    return observations, infos
+
+
+def test_check_env():
+    env = gym.make("LiquidRover-v0", render_mode="rgb_array", render_size=32)
+    check_env(env.unwrapped, skip_render_check=False)
+    env.reset(seed=0)
+    assert env.render().shape == (240, 320, 3)
+    env.close()
+
+
+def test_make_by_id_spaces(rover):
+    obs, info = rover.reset(seed=0)
+    assert obs["image"].shape == (64, 64, 3) and obs["image"].dtype == np.uint8
+    assert obs["imu"].shape == (6,) and obs["ages"].shape == (2,)
+    assert info["event"] == "camera"
+    assert rover.observation_space.contains(obs)
+    for _ in range(5):
+        obs, *_ = rover.step(np.zeros(2))
+    assert obs["imu"][5] == pytest.approx(9.81, abs=0.1)  # the accelerometer feels gravity at rest
+    np.testing.assert_allclose(obs["imu"][:3], 0.0, atol=0.03)
+
+
+def test_dt_is_difference_of_stamps_and_camera_rate(rover):
+    observations, infos = rollout(rover, seed=1, steps=60)
+    stamps = np.array([i["stamp"] for i in infos])
+    dts = np.array([o["dt"][0] for o in observations])
+    assert dts[0] == 0.0
+    np.testing.assert_allclose(dts[1:], np.diff(stamps), atol=1e-6)
+    assert 1 / 15 * 0.8 - 1e-6 <= dts[1:].min() and dts[1:].max() <= 1 / 15 * 1.2 + 1e-6
+    ages = np.array([o["ages"] for o in observations])
+    np.testing.assert_allclose(ages[:, 0], 0.0, atol=1e-9)  # camera triggered the update, no latency
+    assert ages[1:, 1].max() <= 0.011 + 1e-6  # the IMU (100 Hz +- 10%) is at most one interval old
+
+
+def test_same_seed_same_episode_different_seeds_differ(rover):
+    a, _ = rollout(rover, seed=5, steps=15)
+    b, _ = rollout(rover, seed=5, steps=15)
+    c, _ = rollout(rover, seed=6, steps=15)
+    for oa, ob in zip(a, b):
+        for key in oa:
+            np.testing.assert_array_equal(oa[key], ob[key])
+    assert not np.array_equal(a[0]["image"], c[0]["image"])
+    assert not np.array_equal(a[3]["dt"], c[3]["dt"])
+
+
+def test_out_of_bounds_action_clipped_and_counted(rover):
+    rover.reset(seed=2)
+    _, _, _, _, info = rover.step(np.array([0.5, 0.0]))
+    assert info["clipped_actions"] == 0
+    _, _, _, _, info = rover.step(np.array([3.0, -0.2]))
+    _, _, _, _, info = rover.step(np.array([0.2, -1.5]))
+    assert info["clipped_actions"] == 2
+
+
+@pytest.mark.parametrize("bad", [[np.nan, 0.0], [0.0, np.inf]])
+def test_nan_action_raises_without_stepping(rover, bad):
+    rover.reset(seed=2)
+    before = rover.unwrapped.data.time
+    with pytest.raises(ValueError, match="finite"):
+        rover.step(np.array(bad))
+    assert rover.unwrapped.data.time == before
+
+
+def test_driving_into_a_tree_is_a_collision(rover):
+    """Aim straight at the nearest obstacle: the episode ends with collision, not success."""
+    rover.reset(seed=4)
+    env = rover.unwrapped
+    position, yaw = env.pose()
+    obstacle = env.obstacles[np.argmin(np.linalg.norm(env.obstacles[:, :2] - position, axis=1))]
+
+    def aim(_obs):
+        p, y = env.pose()
+        bearing = np.arctan2(*(obstacle[1::-1] - p[::-1]))
+        error = (bearing - y + np.pi) % (2 * np.pi) - np.pi
+        return np.array([0.8 if abs(error) < 0.3 else 0.0, np.clip(2 * error, -1, 1)])
+
+    _, infos = rollout(rover, seed=4, steps=400, policy=aim)
+    assert infos[-1]["collision"] and not infos[-1]["success"]
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_expert_reaches_target(rover, seed):
+    _, infos = rollout(rover, seed=seed, steps=1000)
+    assert infos[-1]["success"] and not infos[-1]["collision"]
+    assert infos[-1]["distance"] < 0.6
