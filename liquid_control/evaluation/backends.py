@@ -127,23 +127,19 @@ def _run_ray(jobs, on_result, address: str | None, bar) -> None:
 
 
 def _ray_episode(job: EpisodeJob, checkpoint_bytes: bytes | None) -> dict:
-    """Runs on a Ray worker: materialize the checkpoint from the object store when the path is not here."""
+    """Runs on a Ray worker: the checkpoint comes from the object store (written once per node, by hash)."""
     import dataclasses
     import tempfile
 
     _init_worker()
-    if job.checkpoint and checkpoint_bytes is not None:
-        from liquid_control.evaluation.plan import file_sha256
-
-        local_ok = os.path.isfile(job.checkpoint) and file_sha256(job.checkpoint) == job.checkpoint_sha
-        if not local_ok:
-            path = os.path.join(tempfile.gettempdir(), f"liquid_control_ckpt_{job.checkpoint_sha[:16]}.pt")
-            if not os.path.isfile(path):
-                tmp = f"{path}.{os.getpid()}.tmp"
-                with open(tmp, "wb") as fh:
-                    fh.write(checkpoint_bytes)
-                os.replace(tmp, path)
-            record = run_episode(dataclasses.replace(job, checkpoint=path))
-            record["checkpoint"] = job.checkpoint  # report the driver's path, not the worker's copy
-            return record
-    return run_episode(job)
+    if job.checkpoint is None:
+        return run_episode(job)
+    path = os.path.join(tempfile.gettempdir(), f"liquid_control_ckpt_{job.checkpoint_sha}.pt")
+    if not os.path.isfile(path):
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(checkpoint_bytes)
+        os.replace(tmp, path)
+    record = run_episode(dataclasses.replace(job, checkpoint=path))
+    record["checkpoint"] = job.checkpoint  # the driver's path, not the worker's copy
+    return record

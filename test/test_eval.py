@@ -1,0 +1,226 @@
+"""OOD evaluation (`liquid-control eval`): statistics, paired seeds, backends, resume, validation, report."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from liquid_control.evaluation import evaluate as evaluate_module
+from liquid_control.evaluation.backends import run_jobs
+from liquid_control.evaluation.episode import SmoothnessTracker, run_episode
+from liquid_control.evaluation.evaluate import evaluate
+from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
+from liquid_control.evaluation.results import LOG_NAME, read_log
+from liquid_control.evaluation.stats import bootstrap_mean_interval, wilson_interval
+
+TINY_CONFIG = {
+    "name": "tiny_cfc", "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 32, "width": 32}, "vectors": {"imu": 6}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8},
+                "vectors": {"hidden": [8], "features": 4}},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+}
+
+
+def without_wall_time(records):
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in records]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory):
+    """Two untrained tiny CfC policies (two 'training seeds'); the expert supplies the successes."""
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    folder = tmp_path_factory.mktemp("ckpt")
+    paths = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        paths.append(str(save_policy(folder / f"tiny_s{seed}.pt", Policy.from_config(TINY_CONFIG), {"seed": seed})))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+@pytest.mark.parametrize("k,n,lo,hi", [
+    # Newcombe (1998), Stat. Med. 17:857, Table I, method 3 (Wilson score without continuity correction)
+    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
+    (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0),
+])
+def test_wilson_interval_matches_published_values(k, n, lo, hi):
+    got = wilson_interval(k, n)
+    assert got == pytest.approx((lo, hi), abs=6e-5)
+
+
+def test_wilson_interval_rejects_impossible_counts():
+    with pytest.raises(ValueError, match="n >= 1"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="outside"):
+        wilson_interval(11, 10)
+
+
+def test_bootstrap_interval_agrees_with_t_interval_on_normal_data():
+    from scipy import stats
+
+    x = np.random.default_rng(1).normal(3.0, 2.0, size=400)
+    half = stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
+    lo, hi = bootstrap_mean_interval(x)
+    assert lo == pytest.approx(x.mean() - half, abs=0.03)
+    assert hi == pytest.approx(x.mean() + half, abs=0.03)
+    assert bootstrap_mean_interval([2.0]) is None
+    with pytest.raises(ValueError, match="NaN"):
+        bootstrap_mean_interval([1.0, float("nan")])
+
+
+def test_smoothness_is_total_action_change_over_measured_time():
+    tracker = SmoothnessTracker()
+    actions = [np.array([0.0, 0.0]), np.array([1.0, 0.0]), np.array([1.0, 0.0]), np.array([0.0, 1.0])]
+    for action, dt in zip(actions, [None, 0.5, 0.25, 0.25]):
+        tracker.add(action, dt)
+    # |delta| averaged over the 2 dims: 0.5, 0, 1  -> 1.5 over 1.0 s
+    assert tracker.value == pytest.approx(1.5)
+
+
+# ------------------------------------------------------------------------------------------ plan checks
+
+def test_unknown_shift_and_bad_checkpoints_are_rejected_before_any_work(tmp_path, tiny_checkpoints):
+    from liquid_control.cli import main
+
+    with pytest.raises(EvaluationSetupError, match="season=monsoon"):
+        build_plan(["expert"], ["in_distribution", "season=monsoon"], 2)
+    with pytest.raises(EvaluationSetupError, match="shiny_new_preset"):
+        build_plan(["expert"], ["shiny_new_preset"], 2)
+    missing = str(tmp_path / "nowhere.pt")
+    with pytest.raises(EvaluationSetupError, match="nowhere.pt.*does not exist"):
+        build_plan([f"cfc={missing}"], ["in_distribution"], 2)
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(open(tiny_checkpoints[0], "rb").read()[:300])  # a truncated copy
+    with pytest.raises(EvaluationSetupError, match="corrupt.pt"):
+        build_plan([f"cfc={tiny_checkpoints[0]}", f"bad={corrupt}"], ["in_distribution"], 2)
+    with pytest.raises(EvaluationSetupError, match="no checkpoint matches"):
+        build_plan([f"cfc={tmp_path}/run_*/policy.pt"], ["in_distribution"], 2)
+    # through the command: exit status 2, a message naming the file, and no report folder started
+    out = tmp_path / "report"
+    assert main(["eval", "--policy", f"bad={corrupt}", "--out", str(out), "--no-progress"]) == 2
+    assert main(["eval", "--policy", "expert", "--shift", "fog=7", "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()
+
+
+def test_paired_episode_seeds_identical_across_policies_and_training_seeds(tiny_checkpoints):
+    plan = build_plan(["expert", "tiny=" + ",".join(tiny_checkpoints)], ["in_distribution", "winter"], 3)
+    tiny = plan.policies[1]
+    assert tiny.training_seeds == (3, 4)  # read from the checkpoints' metadata
+    assert tiny.parameter_count > 0 and 0 < tiny.core_parameter_count < tiny.parameter_count
+    seeds = {}
+    for job in plan.jobs:
+        seeds.setdefault((job.policy, job.training_seed), []).append((job.shift, job.episode_seed))
+    assert len(seeds) == 3
+    first = next(iter(seeds.values()))
+    assert all(sorted(v) == sorted(first) for v in seeds.values())
+    assert len(first) == 6 and len(set(first)) == 6
+
+    # and the worlds really are the same: the first camera frame of an episode does not depend on the policy
+    frames = {}
+    for job in plan.jobs[:3]:  # expert, tiny seed 3, tiny seed 4 on the same shift and episode seed
+        assert (job.shift, job.episode_seed) == (plan.jobs[0].shift, plan.jobs[0].episode_seed)
+        seen = []
+        run_episode(job, recorder=lambda obs, action, info: seen.append(obs["image"].copy()) if not seen else None)
+        frames[(job.policy, job.training_seed)] = seen[0]
+    images = list(frames.values())
+    assert all(np.array_equal(images[0], im) for im in images[1:])
+
+
+# ------------------------------------------------------------------------------------------ running
+
+def test_process_pool_gives_the_same_records_as_serial(tmp_path, tiny_checkpoints):
+    plan = build_plan(["expert", f"tiny={tiny_checkpoints[0]}"], ["in_distribution", "sensor_rate=2"], 2)
+    serial, pooled = {}, {}
+    run_jobs(plan.jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
+    run_jobs(plan.jobs, lambda job, r: pooled.__setitem__(job.key, r), backend="process", workers=2, progress=False)
+    assert set(serial) == set(pooled) == {j.key for j in plan.jobs}
+    keys = sorted(serial)
+    assert without_wall_time([serial[k] for k in keys]) == without_wall_time([pooled[k] for k in keys])
+    expert = [serial[k] for k in keys if k[0] == "expert"]
+    assert all(r["success"] for r in expert)  # the privileged expert reaches the target
+    assert all(r["steps"] > 10 and r["sim_time_s"] > 1.0 and r["smoothness"] > 0 for r in expert)
+    rate2 = [r for r in expert if r["shift"] == "sensor_rate=2"]
+    nominal = [r for r in expert if r["shift"] == "in_distribution"]
+    # twice the camera rate: about half the measured dt between updates
+    assert np.mean([r["mean_dt_s"] for r in rate2]) == pytest.approx(np.mean([r["mean_dt_s"] for r in nominal]) / 2,
+                                                                      rel=0.15)
+
+
+def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, monkeypatch):
+    plan = build_plan(["expert"], ["in_distribution", "winter"], 3)
+    out = str(tmp_path / "run")
+    real_run_jobs = evaluate_module.run_jobs
+
+    def interrupted_after_three(jobs, on_result, **kwargs):
+        finished = []
+
+        def stop_after_three(job, record):
+            on_result(job, record)
+            finished.append(job)
+            if len(finished) == 3:
+                raise KeyboardInterrupt
+
+        real_run_jobs(jobs, stop_after_three, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(plan, out, backend="serial", progress=False, example=False)
+    log = os.path.join(out, LOG_NAME)
+    before = read_log(log)
+    assert len(before) == 3
+    with open(log, "a") as fh:  # a kill in the middle of writing the fourth line
+        fh.write('{"policy": "expert", "trai')
+
+    with pytest.raises(EvaluationSetupError, match="--resume"):
+        evaluate(plan, out, backend="serial", progress=False, example=False)
+
+    ran = []
+
+    def counting(jobs, on_result, **kwargs):
+        ran.extend(jobs)
+        real_run_jobs(jobs, on_result, **kwargs)
+
+    monkeypatch.setattr(evaluate_module, "run_jobs", counting)
+    result = evaluate(plan, out, backend="serial", resume=True, progress=False, example=False)
+    assert len(ran) == 3 and not {j.key for j in ran} & {(r["policy"], r["training_seed"], r["shift"],
+                                                         r["episode_seed"]) for r in before}
+    after = read_log(log)
+    assert len(after) == 6 and after[:3] == before
+    keys = [(r["shift"], r["episode_seed"]) for r in result["records"]]
+    assert len(keys) == len(set(keys)) == 6
+    with open(os.path.join(out, "results.json")) as fh:
+        assert len(json.load(fh)) == 6
+
+    ran.clear()
+    evaluate(plan, out, backend="serial", resume=True, progress=False, example=False)
+    assert ran == []  # everything done: nothing reruns
+
+
+def test_report_folder_with_tables_and_plots(tmp_path):
+    import csv
+
+    import matplotlib.image
+
+    plan = build_plan(["expert"], ["in_distribution", "winter", "sensor_rate=0.5", "sensor_rate=2"], 2)
+    out = tmp_path / "report"
+    result = evaluate(plan, str(out), backend="process", workers=2, progress=False, command="liquid-control eval ...")
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8 and {r["shift"] for r in rows} == set(plan.shifts)
+    assert {"policy", "training_seed", "shift", "episode_seed", "success", "return", "smoothness",
+            "collision", "steps", "sim_time_s"} <= set(rows[0])
+    report = (out / "report.md").read_text()
+    assert "| winter | 100% [34%, 100%] |" in report  # 2/2 successes: Wilson [0.342, 1]
+    for png in ("success_by_shift.png", "success_vs_sensor_timing.png", "example_episode.png"):
+        assert f"]({png})" in report
+        image = matplotlib.image.imread(out / png)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+        assert image[..., :3].std() > 0.05  # not a blank canvas
+    assert len(result["records"]) == 8
