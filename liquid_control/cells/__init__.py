@@ -1,1 +1,20 @@
-"""cells layer of liquid_control (see docs/ARCHITECTURE.md)."""
+"""Continuous-time recurrent cores (CfC, LTC), NCP wirings, LTC ODE solvers, baselines and checkpoints.
+
+Every core follows the contract in docs/ARCHITECTURE.md ("Cells"): ``step(x, state, dt) -> state``,
+``output(state)``, ``initial_state(batch)``, ``config()`` / ``build_core(config)``; ``LiquidRNN`` runs a core
+over sequences with ``torch.nn.RNN`` conventions; ``save_model`` / ``load_model`` store weights + config.
+"""
+from .core import RecurrentCore, build_core
+from .wiring import AutoNCP, FullyConnected, NCP, Wiring
+from .solvers import SOLVERS, Solver, make_solver
+from .cfc import CfCCell
+from .ltc import LTCCell
+from .baselines import FrameStackMLP, GRUCore, LSTMCore
+from .rnn import CfC, LTC, LiquidRNN
+from .checkpoint import CheckpointError, load_model, save_model
+
+__all__ = [
+    "AutoNCP", "CfC", "CfCCell", "CheckpointError", "FrameStackMLP", "FullyConnected", "GRUCore", "LSTMCore",
+    "LTC", "LTCCell", "LiquidRNN", "NCP", "RecurrentCore", "SOLVERS", "Solver", "Wiring", "build_core",
+    "load_model", "make_solver", "save_model",
+]

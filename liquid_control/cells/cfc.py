@@ -1,0 +1,287 @@
+"""CfC: closed-form continuous-time cell (Hasani et al. 2022), numerically matching ncps's PyTorch code.
+
+One CfC block maps ``[x, h]`` through an optional backbone MLP to heads ``ff1, ff2, t_a, t_b`` and returns
+
+- ``default``: ``h' = ff1 * (1 - s) + s * ff2`` with ``s = sigmoid(t_a * t + t_b)``, ``ff1/ff2 = tanh(.)``
+- ``no_gate``: ``h' = ff1 + s * ff2``
+- ``pure``:    ``h' = A - A * exp(-t * (|w_tau| + |ff1|)) * ff1`` (direct solution, one head, no tanh)
+
+**Sign of the time term.** ncps's PyTorch code (and this module) uses ``+ t_a * t``; the CfC paper and
+ncps's Keras code write ``- t_a * t``. The two are the same family (``t_a`` is a free linear head, so a
+trained model just learns the opposite sign); we follow ncps/PyTorch so its weights load unchanged and the
+parity tests can compare outputs.
+
+With a wiring (e.g. ``AutoNCP``) the cell is ncps's ``WiredCfCCell``: one backbone-free CfC block per wiring
+layer (inter -> command -> motor), layer ``l`` fed by layer ``l-1``'s new state, ``ff1``/``ff2`` weights
+masked by the wiring's synapses (the time heads stay dense, as in ncps). The state is the layers' states
+concatenated in layer order; the output is the motor neurons.
+
+Speed: the four heads are one fused matrix (one matmul instead of four); the input part of the first
+linear map is computed for a whole sequence in one matmul before the time loop (``prepare_inputs``);
+masked weights are formed once per sequence (``step_context``). Dropout (``backbone_dropout``) follows every
+backbone layer (ncps skips it after the first).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .core import RecurrentCore, activation, register_core, xavier_uniform_
+from .wiring import Wiring, as_wiring
+
+MODES = ("default", "no_gate", "pure")
+
+
+class CfCBlock(nn.Module):
+    """One CfC layer: ``[input, h] -> backbone -> fused heads -> closed-form update``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        mode: str = "default",
+        backbone_units: int = 128,
+        backbone_layers: int = 1,
+        backbone_dropout: float = 0.0,
+        activation_name: str = "lecun_tanh",
+        input_mask: np.ndarray | None = None,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown CfC mode {mode!r}; choose from {', '.join(MODES)}")
+        if backbone_layers < 0 or (backbone_layers > 0 and backbone_units < 1):
+            raise ValueError(f"invalid backbone: {backbone_layers} layers of {backbone_units} units")
+        if not 0.0 <= backbone_dropout < 1.0:
+            raise ValueError(f"backbone_dropout must be in [0, 1), got {backbone_dropout}")
+        self.in_features, self.hidden, self.mode = in_features, hidden, mode
+        self.activation_name = activation_name
+        self.act = activation(activation_name)
+        cat = in_features + hidden
+        self.backbone = nn.ModuleList(
+            nn.Linear(cat if i == 0 else backbone_units, backbone_units) for i in range(backbone_layers)
+        )
+        self.dropout = nn.Dropout(backbone_dropout) if backbone_dropout > 0 else None
+        head_in = backbone_units if backbone_layers else cat
+        self.n_heads = 1 if mode == "pure" else 4
+        # rows: [ff1 | ff2 | time_a | time_b] (or only ff1 for "pure")
+        self.head_weight = nn.Parameter(torch.empty(self.n_heads * hidden, head_in))
+        self.head_bias = nn.Parameter(torch.empty(self.n_heads * hidden))
+        if mode == "pure":
+            self.w_tau = nn.Parameter(torch.zeros(hidden))
+            self.A = nn.Parameter(torch.ones(hidden))
+        if input_mask is not None:
+            # (in_features, hidden) synapse mask, plus dense recurrence inside the layer; applied to ff1/ff2 only
+            block = torch.cat([torch.as_tensor(input_mask, dtype=torch.float32), torch.ones(hidden, hidden)], 0).t()
+            mask = torch.ones(self.n_heads * hidden, cat)
+            mask[: min(2, self.n_heads) * hidden] = block.repeat(min(2, self.n_heads), 1)
+            self.register_buffer("head_mask", mask)
+        else:
+            self.head_mask = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for layer in self.backbone:
+            xavier_uniform_(layer.weight, layer.in_features, layer.out_features)
+        fan_in = self.head_weight.shape[1]
+        for k in range(self.n_heads):  # each head initialised like its own (hidden x fan_in) matrix
+            xavier_uniform_(self.head_weight[k * self.hidden : (k + 1) * self.hidden], fan_in, self.hidden)
+        with torch.no_grad():
+            self.head_bias.uniform_(-(fan_in**-0.5), fan_in**-0.5)
+
+    # ---- once per sequence ---------------------------------------------------------------------------
+    def context(self) -> dict:
+        heads = self.head_weight if self.head_mask is None else self.head_weight * self.head_mask
+        if self.backbone:
+            first_w, first_b = self.backbone[0].weight, self.backbone[0].bias
+        else:
+            first_w, first_b = heads, self.head_bias
+        return {
+            "heads": heads,
+            "w_x": first_w[:, : self.in_features],
+            "w_hT": first_w[:, self.in_features :].t(),
+            "b": first_b,
+        }
+
+    def project_input(self, x: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """Input part of the first linear map (bias included), for any leading dims."""
+        return nn.functional.linear(x, ctx["w_x"], ctx["b"])
+
+    # ---- once per step -------------------------------------------------------------------------------
+    def recur(self, px: torch.Tensor, h: torch.Tensor, ts: torch.Tensor, ctx: dict) -> torch.Tensor:
+        """New hidden state from the projected input ``px``, the old state and ``ts`` (B, 1)."""
+        z = torch.addmm(px, h, ctx["w_hT"])
+        if self.backbone:
+            z = self.act(z)
+            if self.dropout is not None:
+                z = self.dropout(z)
+            for layer in self.backbone[1:]:
+                z = self.act(layer(z))
+                if self.dropout is not None:
+                    z = self.dropout(z)
+            z = nn.functional.linear(z, ctx["heads"], self.head_bias)
+        H = self.hidden
+        if self.mode == "pure":
+            return self.A - self.A * torch.exp(-ts * (self.w_tau.abs() + z.abs())) * z
+        ff = torch.tanh(z[:, : 2 * H])
+        gate = torch.sigmoid(torch.addcmul(z[:, 3 * H :], z[:, 2 * H : 3 * H], ts))
+        if self.mode == "no_gate":
+            return torch.addcmul(ff[:, :H], gate, ff[:, H:])
+        return torch.lerp(ff[:, :H], ff[:, H:], gate)
+
+    # ---- numpy kernel (no-grad streaming) ----------------------------------------------------------
+    def numpy_kernel(self, ctx: dict, to_np):
+        """(px, h, ts) -> h' in numpy, or None where numpy lacks the activation (gelu)."""
+        if self.activation_name == "gelu" or (self.training and self.dropout is not None):
+            return None
+        H, mode = self.hidden, self.mode
+        w_hT = to_np(ctx["w_hT"])
+        backbone = [(to_np(l.weight.t()), to_np(l.bias)) for l in self.backbone[1:]]
+        heads_T, head_b = to_np(ctx["heads"].t()), to_np(self.head_bias)
+        if mode != "pure":  # sigmoid(u) = 0.5 + 0.5 tanh(u / 2): halve the time heads once
+            heads_T[:, 2 * H :] *= 0.5
+            head_b[2 * H :] *= 0.5
+        else:
+            w_tau, amp = np.abs(to_np(self.w_tau)), to_np(self.A)
+        act = _NUMPY_ACTIVATIONS[self.activation_name]
+        has_backbone = bool(self.backbone)
+
+        def kernel(px, h, ts):
+            z = px + h @ w_hT
+            if has_backbone:
+                z = act(z)
+                for w, b in backbone:
+                    z = act(z @ w + b)
+                z = z @ heads_T + head_b
+            if mode == "pure":
+                return amp - amp * np.exp(-ts * (w_tau + np.abs(z))) * z
+            ff1, ff2 = np.tanh(z[:, :H]), np.tanh(z[:, H : 2 * H])
+            half_gate = np.tanh(z[:, 2 * H : 3 * H] * ts + z[:, 3 * H :])  # = 2 * sigmoid - 1
+            if mode == "no_gate":
+                return ff1 + 0.5 * (1.0 + half_gate) * ff2
+            return 0.5 * ((ff1 + ff2) + half_gate * (ff2 - ff1))
+
+        return kernel
+
+
+def _np_lecun(z):
+    return 1.7159 * np.tanh(0.666 * z)
+
+
+_NUMPY_ACTIVATIONS = {
+    "lecun_tanh": _np_lecun,
+    "tanh": np.tanh,
+    "relu": lambda z: np.maximum(z, 0),
+    "silu": lambda z: z / (1.0 + np.exp(-z)),
+}
+
+
+@register_core("cfc")
+class CfCCell(RecurrentCore):
+    """CfC core, fully connected (with a backbone MLP) or wired (one block per wiring layer).
+
+    ``units`` is a unit count or a ``Wiring`` (or its ``to_dict()``); ``state_size`` is the number of units,
+    ``output_size`` the unit count (fully connected) or the wiring's motor neurons.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        units: int | Wiring | dict,
+        mode: str = "default",
+        backbone_units: int | None = None,
+        backbone_layers: int | None = None,
+        backbone_dropout: float | None = None,
+        activation: str = "lecun_tanh",
+    ):
+        super().__init__()
+        self.input_size = int(input_size)
+        self.mode = mode
+        self.wiring = as_wiring(units, self.input_size)
+        if self.wiring is None:
+            if int(units) < 1:
+                raise ValueError(f"units must be >= 1, got {units}")
+            self.backbone_units = 128 if backbone_units is None else int(backbone_units)
+            self.backbone_layers = 1 if backbone_layers is None else int(backbone_layers)
+            self.backbone_dropout = 0.0 if backbone_dropout is None else float(backbone_dropout)
+            self.activation = activation
+            self.state_size = self.output_size = int(units)
+            self.blocks = nn.ModuleList(
+                [
+                    CfCBlock(
+                        self.input_size, self.state_size, mode, self.backbone_units, self.backbone_layers,
+                        self.backbone_dropout, activation,
+                    )
+                ]
+            )
+            self._output_slice = slice(0, self.state_size)
+        else:
+            if any(v not in (None, 0) for v in (backbone_units, backbone_layers, backbone_dropout)):
+                raise ValueError("a wired CfC has no backbone: leave backbone_units/layers/dropout unset")
+            self.backbone_units, self.backbone_layers, self.backbone_dropout = 0, 0, 0.0
+            self.activation = activation
+            w = self.wiring
+            self.state_size, self.output_size = w.units, w.output_size
+            sizes = [len(layer) for layer in w.layers]
+            self.blocks = nn.ModuleList(
+                CfCBlock(
+                    self.input_size if l == 0 else sizes[l - 1], sizes[l], mode, 0, 0, 0.0, activation,
+                    input_mask=w.layer_input_mask(l),
+                )
+                for l in range(w.num_layers)
+            )
+            # state layout = layers concatenated; the motor neurons (ids 0..output_size-1) must be contiguous
+            order = [n for layer in w.layers for n in layer]
+            start = order.index(0)
+            if order[start : start + self.output_size] != list(range(self.output_size)):
+                raise ValueError("wiring's motor neurons (ids 0..output_size-1) must be contiguous in one layer")
+            self._output_slice = slice(start, start + self.output_size)
+        self._layer_sizes = [b.hidden for b in self.blocks]
+
+    def config(self) -> dict:
+        return {
+            "type": "cfc",
+            "input_size": self.input_size,
+            "units": self.state_size if self.wiring is None else self.wiring.to_dict(),
+            "mode": self.mode,
+            "backbone_units": self.backbone_units if self.wiring is None else None,
+            "backbone_layers": self.backbone_layers if self.wiring is None else None,
+            "backbone_dropout": self.backbone_dropout if self.wiring is None else None,
+            "activation": self.activation,
+        }
+
+    def step_context(self):
+        return [block.context() for block in self.blocks]
+
+    def prepare_inputs(self, x, ctx):
+        return self.blocks[0].project_input(x, ctx[0])
+
+    def step_prepared(self, p, state, dt, ctx):
+        ts = dt[:, None]
+        if len(self.blocks) == 1:
+            return self.blocks[0].recur(p, state, ts, ctx[0])
+        hs = torch.split(state, self._layer_sizes, dim=1)
+        new = [self.blocks[0].recur(p, hs[0], ts, ctx[0])]
+        for block, h, c in zip(self.blocks[1:], hs[1:], ctx[1:]):
+            new.append(block.recur(block.project_input(new[-1], c), h, ts, c))
+        return torch.cat(new, dim=1)
+
+    def output(self, state):
+        return state[..., self._output_slice]
+
+    def _numpy_kernel(self):
+        ctx = self.step_context()
+        kernels = [b.numpy_kernel(c, self._np) for b, c in zip(self.blocks, ctx)]
+        if any(k is None for k in kernels):
+            return None
+        projections = [(self._np(c["w_x"].t()), self._np(c["b"])) for c in ctx]
+        bounds = np.cumsum([0] + self._layer_sizes)
+
+        def kernel(x, state, ts):
+            out, inp = [], x
+            for k, (w_x, b), lo, hi in zip(kernels, projections, bounds[:-1], bounds[1:]):
+                inp = k(inp @ w_x + b, state[:, lo:hi], ts)
+                out.append(inp)
+            return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
+
+        return kernel

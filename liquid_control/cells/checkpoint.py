@@ -1,0 +1,73 @@
+"""One-file checkpoints of a core: weights plus the ``config()`` that rebuilds it.
+
+The file is a ``torch.save`` dict of plain data and tensors, read back with ``torch.load(weights_only=True)``
+(no pickled code runs). Writes go to a temporary file in the same directory and are renamed into place, so
+a crash never leaves a half-written checkpoint under the real name.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .core import build_core
+
+FORMAT = "liquid_control.core"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, corrupt, of another format, or does not match its config."""
+
+
+def save_model(path: str | os.PathLike, module: nn.Module) -> Path:
+    """Write ``module``'s config and weights to ``path`` atomically; returns the path."""
+    if not hasattr(module, "config"):
+        raise TypeError(f"save_model needs a core with config(), got {type(module).__name__}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": module.config(),
+        "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
+    """Rebuild the saved core and load its weights; any problem is a ``CheckpointError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # corrupt, truncated, not a torch file, or would need pickled code
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (no format marker)")
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, this code reads {VERSION}")
+    try:
+        module = build_core(payload["config"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: invalid model config ({exc})") from exc
+    try:
+        module.load_state_dict(payload["state_dict"], strict=True)
+    except (KeyError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: weights do not match the config ({exc})") from exc
+    return module

@@ -1,0 +1,91 @@
+"""``LiquidRNN``: run any core over a sequence with ``torch.nn.RNN`` conventions, plus ``CfC``/``LTC`` shortcuts."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .core import CORE_TYPES, RecurrentCore, build_core, register_core, sequence_dt
+
+
+@register_core("liquid_rnn")
+class LiquidRNN(nn.Module):
+    """Sequence wrapper: ``forward(x, dt, h0=None, mask=None) -> (outputs, h_n)``.
+
+    ``x`` is (B, T, input_size) (``batch_first=True``) or (T, B, input_size); ``dt`` elapsed seconds per
+    sample and step, (B, T) (or (T, B) when not batch first), (B,) for a per-sample constant step, or a float.
+    ``mask`` (B, T) bool marks real steps: at a False (padding) step the state is held and the output is the
+    held state's readout. Returns ``outputs`` (B, T, output_size) and the final state ``h_n`` (B, state_size).
+
+    Input-only work (input projections, LTC sensory synapses) is done for all T steps in one batched op
+    before the time loop; only the recurrent part runs per step.
+    """
+
+    def __init__(self, cell: RecurrentCore, batch_first: bool = True):
+        super().__init__()
+        if not isinstance(cell, RecurrentCore):
+            raise TypeError(f"LiquidRNN wraps a RecurrentCore, got {type(cell).__name__}")
+        self.cell, self.batch_first = cell, batch_first
+
+    @property
+    def input_size(self) -> int:
+        return self.cell.input_size
+
+    @property
+    def state_size(self) -> int:
+        return self.cell.state_size
+
+    @property
+    def output_size(self) -> int:
+        return self.cell.output_size
+
+    def config(self) -> dict:
+        return {"type": "liquid_rnn", "cell": self.cell.config(), "batch_first": self.batch_first}
+
+    @classmethod
+    def from_config(cls, kwargs: dict):
+        return cls(build_core(kwargs["cell"]), batch_first=kwargs.get("batch_first", True))
+
+    def forward(self, x: torch.Tensor, dt=1.0, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        if x.dim() != 3:
+            raise ValueError(f"LiquidRNN expects x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
+        if not self.batch_first:
+            x = x.transpose(0, 1)
+            if isinstance(dt, torch.Tensor) and dt.dim() >= 2:
+                dt = dt.transpose(0, 1)
+            if mask is not None:
+                mask = mask.transpose(0, 1)
+        cell = self.cell
+        cell.check_input(x)
+        batch, steps = x.shape[0], x.shape[1]
+        dt = sequence_dt(dt, batch, steps, x)
+        if h0 is None:
+            state = cell.initial_state(batch, device=x.device, dtype=x.dtype)
+        elif h0.shape != (batch, cell.state_size):
+            raise ValueError(f"h0 must have shape ({batch}, {cell.state_size}), got {tuple(h0.shape)}")
+        else:
+            state = h0
+        if mask is not None:
+            if mask.shape != (batch, steps):
+                raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
+            keep = mask.to(torch.bool).unsqueeze(-1)
+        ctx = cell.step_context()
+        prepared = cell.prepare_inputs(x, ctx)
+        states = []
+        for t in range(steps):
+            new = cell.step_prepared(prepared[:, t], state, dt[:, t], ctx)
+            state = new if mask is None else torch.where(keep[:, t], new, state)
+            states.append(state)
+        outputs = cell.output(torch.stack(states, dim=1)) if steps else x.new_zeros(batch, 0, cell.output_size)
+        if not self.batch_first:
+            outputs = outputs.transpose(0, 1)
+        return outputs, state
+
+
+def CfC(input_size: int, units, batch_first: bool = True, **cell_options) -> LiquidRNN:
+    """A CfC sequence model, like ``ncps.torch.CfC(input_size, units, ...)`` (see ``CfCCell`` for options)."""
+    return LiquidRNN(CORE_TYPES["cfc"](input_size, units, **cell_options), batch_first=batch_first)
+
+
+def LTC(input_size: int, units, batch_first: bool = True, **cell_options) -> LiquidRNN:
+    """An LTC sequence model, like ``ncps.torch.LTC(input_size, units, ...)`` (see ``LTCCell`` for options)."""
+    return LiquidRNN(CORE_TYPES["ltc"](input_size, units, **cell_options), batch_first=batch_first)

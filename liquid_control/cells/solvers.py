@@ -1,0 +1,178 @@
+"""ODE solvers for the LTC cell, chosen by name (``make_solver("rk4", substeps=4)``).
+
+The LTC ODE in conductance form, per neuron::
+
+    cm * dv/dt = b(v) - a(v) * v,   a = g_leak + sum_j g_j(v),   b = g_leak * v_leak + sum_j g_j(v) * E_j
+
+where ``g_j(v) = w_j * sigmoid(sigma_j * (v_pre_j - mu_j))`` are synaptic conductances (sensory ones included).
+A solver only sees a *dynamics* object offering ``conductances(v) -> (a, b)``, ``derivative(v)``, ``cm``,
+``epsilon`` and ``expm1``; it never knows about synapses or wirings. The fixed-step solvers use only array
+arithmetic, so they run unchanged on torch tensors (training) and numpy arrays (the no-grad streaming kernel).
+
+Each solver advances by ``dt`` (shape (B, 1), per sample) in ``substeps`` equal sub-steps ``h = dt/substeps``:
+
+- ``semi_implicit``: the LTC paper's fused step (ncps's solver; ``substeps`` = ncps's ``ode_unfolds``):
+  ``v' = (cm/h v + b) / (cm/h + a + eps)``, written as ``v + h (b - a v) / (cm + h a)`` so dt = 0 gives v.
+- ``euler``, ``midpoint``, ``rk4``: explicit Runge-Kutta (stable only for h/tau below ~2-2.8).
+- ``exponential``: hold a, b over the sub-step and solve the then-linear ODE exactly,
+  ``v' = v_inf + (v - v_inf) exp(-a h / cm)``; unconditionally stable for any dt.
+- ``dopri5``: adaptive Dormand-Prince 4(5) with per-sample step sizes, ``rtol``/``atol``, a cap on the
+  number of attempted steps (``max_steps``, RuntimeError beyond it); ``substeps`` sets the first step guess.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Solver:
+    """Fixed-step solver base: ``solve`` splits dt into ``substeps`` and calls ``advance`` on each."""
+
+    name = "abstract"
+    supports_numpy = True
+
+    def __init__(self, substeps: int = 1):
+        if int(substeps) != substeps or substeps < 1:
+            raise ValueError(f"{self.name}: substeps must be a positive integer, got {substeps}")
+        self.substeps = int(substeps)
+
+    def solve(self, ode, v, dt):
+        h = dt / self.substeps if self.substeps > 1 else dt
+        for _ in range(self.substeps):
+            v = self.advance(ode, v, h)
+        return v
+
+    def advance(self, ode, v, h):
+        raise NotImplementedError
+
+    def config(self) -> dict:
+        return {"name": self.name, "substeps": self.substeps}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
+        return f"{self.name}({args})"
+
+
+class SemiImplicit(Solver):
+    name = "semi_implicit"
+
+    def advance(self, ode, v, h):
+        a, b = ode.conductances(v)
+        a = a + ode.epsilon
+        return v + h * (b - a * v) / (ode.cm + h * a)
+
+
+class Euler(Solver):
+    name = "euler"
+
+    def advance(self, ode, v, h):
+        return v + h * ode.derivative(v)
+
+
+class Midpoint(Solver):
+    name = "midpoint"
+
+    def advance(self, ode, v, h):
+        return v + h * ode.derivative(v + 0.5 * h * ode.derivative(v))
+
+
+class RK4(Solver):
+    name = "rk4"
+
+    def advance(self, ode, v, h):
+        k1 = ode.derivative(v)
+        k2 = ode.derivative(v + 0.5 * h * k1)
+        k3 = ode.derivative(v + 0.5 * h * k2)
+        k4 = ode.derivative(v + h * k3)
+        return v + (h / 6.0) * (k1 + 2.0 * (k2 + k3) + k4)
+
+
+class Exponential(Solver):
+    name = "exponential"
+
+    def advance(self, ode, v, h):
+        a, b = ode.conductances(v)
+        a = a + ode.epsilon
+        # v' = v + (b/a - v) * (1 - exp(-a h / cm)); expm1 keeps it exact for small a h / cm and h = 0
+        return v - (b / a - v) * ode.expm1(-(a / ode.cm) * h)
+
+
+# Dormand-Prince 4(5) tableau (FSAL): nodes c, stage weights a, 5th-order weights b5, error weights b5 - b4.
+_DP_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+_DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
+
+
+class Dopri5(Solver):
+    name = "dopri5"
+    supports_numpy = False
+
+    def __init__(self, substeps: int = 1, rtol: float = 1e-5, atol: float = 1e-6, max_steps: int = 1000):
+        super().__init__(substeps)
+        if not (rtol > 0 and atol > 0):
+            raise ValueError(f"dopri5: rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+        if int(max_steps) < 1:
+            raise ValueError(f"dopri5: max_steps must be >= 1, got {max_steps}")
+        self.rtol, self.atol, self.max_steps = float(rtol), float(atol), int(max_steps)
+
+    def config(self) -> dict:
+        return {**super().config(), "rtol": self.rtol, "atol": self.atol, "max_steps": self.max_steps}
+
+    def solve(self, ode, v, dt):
+        """Each sample integrates [0, dt_b] with its own step size; finished samples take zero steps."""
+        t = torch.zeros_like(dt)
+        h = dt / self.substeps
+        k1 = ode.derivative(v)
+        for _ in range(self.max_steps):
+            remaining = dt - t
+            if not bool((remaining > 0).any()):
+                return v
+            last = h >= remaining
+            h = torch.where(last, remaining, h)
+            ks = [k1]
+            for row in _DP_A[1:]:
+                ks.append(ode.derivative(v + h * sum(c * k for c, k in zip(row, ks) if c)))
+            y5 = v + h * sum(c * k for c, k in zip(_DP_A[6], ks) if c)
+            ks.append(ode.derivative(y5))
+            err = h * sum(c * k for c, k in zip(_DP_E, ks) if c)
+            with torch.no_grad():  # step-size control is not differentiated (its gradient is 0/inf noise)
+                scale = self.atol + self.rtol * torch.maximum(v.abs(), y5.abs())
+                err_norm = (err / scale).pow(2).mean(dim=1, keepdim=True).sqrt()
+                accept = (err_norm <= 1.0) & (remaining > 0)
+                factor = (0.9 * err_norm.clamp_min(1e-10).pow(-0.2)).clamp(0.2, 10.0)
+            v = torch.where(accept, y5, v)
+            k1 = torch.where(accept, ks[-1], k1)
+            t = torch.where(accept, torch.where(last, dt, t + h), t)
+            h = h * factor
+        if bool((dt - t > 0).any()):
+            raise RuntimeError(
+                f"dopri5 needed more than max_steps={self.max_steps} steps (rtol={self.rtol}, atol={self.atol}); "
+                "raise max_steps or loosen the tolerances"
+            )
+        return v
+
+
+SOLVERS: dict[str, type[Solver]] = {
+    cls.name: cls for cls in (SemiImplicit, Euler, Midpoint, RK4, Exponential, Dopri5)
+}
+
+
+def make_solver(spec: "str | dict | Solver", **options) -> Solver:
+    """A solver from a name (plus options), a ``config()`` dict, or a solver instance (returned as is)."""
+    if isinstance(spec, Solver):
+        return spec
+    if isinstance(spec, dict):
+        options = {**{k: v for k, v in spec.items() if k != "name"}, **options}
+        spec = spec.get("name")
+    if spec not in SOLVERS:
+        raise ValueError(f"unknown ODE solver {spec!r}; choose from {', '.join(SOLVERS)}")
+    try:
+        return SOLVERS[spec](**options)
+    except TypeError as exc:
+        raise ValueError(f"bad options for solver {spec!r}: {exc}") from exc
