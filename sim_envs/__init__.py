@@ -8,7 +8,8 @@ import gymnasium
 from .shifts import SHIFT_PRESETS, Shift, parse_shift
 from .timing import SensorStream, SensorTiming
 
-for _id, _entry in (("LiquidRover-v0", "sim_envs.rover:LiquidRoverEnv"),):
+for _id, _entry in (("LiquidRover-v0", "sim_envs.rover:LiquidRoverEnv"),
+                   ("LiquidBalance-v0", "sim_envs.balancer:LiquidBalanceEnv")):
     if _id not in gymnasium.registry:
         gymnasium.register(id=_id, entry_point=_entry, max_episode_steps=None, disable_env_checker=False)
 

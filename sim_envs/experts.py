@@ -42,3 +42,84 @@ def rover_expert(position, yaw, target, obstacles, max_angular=1.5) -> np.ndarra
     angular = np.clip(2.5 * error / max_angular, -1.0, 1.0)
     linear = np.clip(np.cos(error), 0.0, 1.0) ** 2 * np.clip(distance / 1.0, 0.3, 1.0)
     return np.array([linear, angular], dtype=np.float32)
+
+
+# Balancer: LQR on the linearized wheeled inverted pendulum, yaw by a proportional loop on the yaw rate.
+def _expm(M: np.ndarray) -> np.ndarray:
+    """Matrix exponential (scaling and squaring of a Taylor series); enough for small, well-scaled systems."""
+    squarings = max(0, int(np.ceil(np.log2(max(np.abs(M).sum(axis=1).max(), 1e-12)))) + 1)
+    A = M / 2.0 ** squarings
+    result, term = np.eye(len(M)), np.eye(len(M))
+    for k in range(1, 20):
+        term = term @ A / k
+        result = result + term
+    for _ in range(squarings):
+        result = result @ result
+    return result
+
+
+def discretize(A: np.ndarray, B: np.ndarray, dt: float):
+    """Zero-order-hold discretization of x' = A x + B u."""
+    n, m = B.shape
+    M = np.zeros((n + m, n + m))
+    M[:n, :n], M[:n, n:] = A, B
+    E = _expm(M * dt)
+    return E[:n, :n], E[:n, n:]
+
+
+def dlqr(A: np.ndarray, B: np.ndarray, Q: np.ndarray, R: np.ndarray, iterations: int = 10000, tol: float = 1e-10):
+    """Gain K of u = -K x minimizing sum x'Qx + u'Ru, by iterating the discrete Riccati equation."""
+    P = Q.copy()
+    for _ in range(iterations):
+        BtP = B.T @ P
+        K = np.linalg.solve(R + BtP @ B, BtP @ A)
+        P_next = Q + A.T @ P @ (A - B @ K)
+        P_next = 0.5 * (P_next + P_next.T)
+        if np.max(np.abs(P_next - P)) < tol * max(1.0, np.max(np.abs(P))):
+            P = P_next
+            break
+        P = P_next
+    else:
+        raise ValueError("the discrete Riccati iteration did not converge (is the system stabilizable?)")
+    BtP = B.T @ P
+    return np.linalg.solve(R + BtP @ B, BtP @ A)
+
+
+def wheeled_pendulum(plant: dict):
+    """Continuous linear model around upright of state [x, pitch, x', pitch'] with input total wheel torque.
+
+    Body (mass M, centre of mass l above the axle, pitch inertia I) on two wheels (mass m, axial inertia J,
+    radius r); the motor torque tau drives the wheels and reacts on the body:
+    (M + 2m + 2J/r^2) x'' + M l pitch'' = tau / r;  M l x'' + (I + M l^2) pitch'' - M g l pitch = -tau.
+    """
+    M, l, I = plant["body_mass"], plant["com_height"], plant["body_pitch_inertia"]
+    m, J, r, g = plant["wheel_mass"], plant["wheel_inertia"], plant["wheel_radius"], plant["gravity"]
+    mass = np.array([[M + 2 * m + 2 * J / r ** 2, M * l], [M * l, I + M * l ** 2]])
+    stiffness = np.array([[0.0, 0.0], [0.0, M * g * l]])
+    torque = np.array([[1.0 / r], [-1.0]])
+    A = np.zeros((4, 4))
+    A[:2, 2:] = np.eye(2)
+    A[2:, :2] = np.linalg.solve(mass, stiffness)
+    B = np.zeros((4, 1))
+    B[2:] = np.linalg.solve(mass, torque)
+    return A, B
+
+
+class BalancerExpert:
+    """LQR expert for LiquidBalance-v0, designed once on the nominal plant at the IMU control period."""
+
+    def __init__(self, plant: dict, control_period: float, yaw_gain: float = 0.15):
+        A, B = discretize(*wheeled_pendulum(plant), control_period)
+        Q = np.diag([5.0, 20.0, 20.0, 0.5])  # position error, pitch, velocity error, pitch rate
+        R = np.array([[1.0]])
+        self.gain = dlqr(A, B, Q, R)[0]
+        self.max_torque = plant["max_torque"]
+        self.yaw_gain = yaw_gain
+
+    def __call__(self, state: dict, command) -> np.ndarray:
+        error = np.array([state["position_error"], state["pitch"], state["velocity"] - command[0],
+                          state["pitch_rate"]])
+        total = -float(self.gain @ error)
+        turn = self.yaw_gain * (command[1] - state["yaw_rate"])
+        action = np.array([total / 2 - turn, total / 2 + turn]) / self.max_torque
+        return np.clip(action, -1.0, 1.0).astype(np.float32)

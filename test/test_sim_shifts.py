@@ -1,0 +1,113 @@
+"""Shift presets: parsing (string == dict, round trip, clear errors) and their real effect on the worlds."""
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import sim_envs  # noqa: F401
+from sim_envs.shifts import SHIFT_PRESETS, Shift, parse_shift
+
+
+def test_string_and_dict_forms_agree():
+    a = parse_shift("season=winter,lighting=dusk")
+    assert a == parse_shift({"season": "winter", "lighting": "dusk"})
+    assert a == Shift(season="winter", lighting="dusk")
+    assert parse_shift(None) == parse_shift("") == parse_shift({}) == Shift()
+    assert parse_shift(" fog = 0.5 , camera_noise=0.1 ") == Shift(fog=0.5, camera_noise=0.1)
+
+
+@pytest.mark.parametrize("name", list(SHIFT_PRESETS))
+def test_every_preset_round_trips(name):
+    shift = SHIFT_PRESETS[name]
+    assert parse_shift(shift.to_string()) == shift
+    assert parse_shift(name) == shift
+
+
+def test_dynamics_names_and_composition():
+    assert parse_shift("dynamics=heavy") == Shift(mass=1.5)
+    assert parse_shift("dynamics=slippery,motor_gain=0.8") == Shift(friction=0.3, motor_gain=0.8)
+    assert parse_shift("winter,fog=0.3") == Shift(season="winter", fog=0.3)
+    assert parse_shift("winter,dusk") == SHIFT_PRESETS["winter_dusk"]
+    assert SHIFT_PRESETS["winter"] + SHIFT_PRESETS["fog"] == Shift(season="winter", fog=0.5)
+    assert Shift(season="winter").kinds() == {"visual"}
+    assert Shift(dropout=0.1, mass=2.0).kinds() == {"sensor", "dynamics"}
+
+
+@pytest.mark.parametrize("spec, mentions", [
+    ("season=spring", "summer, autumn, winter"),
+    ("lighting=sunrise", "noon, overcast, dusk, night"),
+    ("fog=1.5", "0.0 <= fog <= 1.0"),
+    ("camera_noise=-0.1", "camera_noise"),
+    ("dropout=abc", "not a number"),
+    ("gravity=2", "valid settings"),
+    ("wintr", "presets"),
+    ("dynamics=bouncy", "heavy"),
+    ({"fog": 2}, "fog"),
+])
+def test_bad_shifts_name_the_valid_ones(spec, mentions):
+    with pytest.raises(ValueError, match=None) as err:
+        parse_shift(spec)
+    assert mentions in str(err.value)
+
+
+def test_env_rejects_bad_shift():
+    with pytest.raises(ValueError, match="season"):
+        gym.make("LiquidRover-v0", shift="season=monsoon")
+
+
+def first_images(shift, seed=7, steps=3):
+    env = gym.make("LiquidRover-v0", shift=shift)
+    obs, _ = env.reset(seed=seed)
+    images = [obs["image"]]
+    for _ in range(steps):
+        obs, *_ = env.step(np.zeros(2))
+        images.append(obs["image"])
+    env.close()
+    return np.stack(images).astype(np.float64)
+
+
+def test_presets_change_image_statistics_and_default_is_stable():
+    default = first_images(None)
+    np.testing.assert_array_equal(default, first_images(None))
+    mean_rgb = default.mean(axis=(0, 1, 2))
+
+    shifted = first_images
+    winter, night, dusk = shifted("season=winter"), shifted("lighting=night"), shifted("lighting=dusk")
+    assert winter.mean() > mean_rgb.mean() + 20  # snow is bright
+    assert night.mean() < 0.4 * default.mean()  # night is dark
+    assert dusk.mean(axis=(0, 1, 2))[0] / dusk.mean(axis=(0, 1, 2))[2] > mean_rgb[0] / mean_rgb[2] + 0.2  # warmer
+    autumn = shifted("season=autumn")
+    assert autumn.mean(axis=(0, 1, 2))[0] > mean_rgb[0] + 10  # red/brown foliage and ground
+    def saturation(images):
+        return (images.max(axis=-1) - images.min(axis=-1)).mean()
+
+    fog = shifted("fog=0.5")
+    assert saturation(fog) < 0.8 * saturation(default)  # fog washes out colour
+    assert saturation(shifted("fog=0.9")) < 0.9 * saturation(fog)  # denser fog washes out more
+    noisy = shifted("camera_noise=0.1")
+    residual = (noisy - default) / 255.0
+    assert 0.15 < residual.std() < 0.32  # sqrt(0.1) = 0.32 before clipping to [0, 1]
+    # Sensor settings do not touch the first image's content (same arena, same rendering).
+    np.testing.assert_array_equal(shifted("imu_noise=0.5")[0], default[0])
+
+
+def test_sensor_shifts_change_timing_and_imu():
+    def run(shift):
+        env = gym.make("LiquidRover-v0", shift=shift)
+        obs, _ = env.reset(seed=3)
+        dts, imu = [], []
+        for _ in range(40):
+            obs, *_ = env.step(np.zeros(2))
+            dts.append(obs["dt"][0])
+            imu.append(obs["imu"])
+        env.close()
+        return np.array(dts), np.array(imu)
+
+    dts, imu = run(None)
+    slow_dts, _ = run("sensor_rate=0.5")
+    assert np.mean(slow_dts) == pytest.approx(2 * np.mean(dts), rel=0.1)
+    drop_dts, _ = run("dropout=0.3")
+    assert drop_dts.max() > 1.5 / 15  # a lost camera frame doubles an interval
+    _, noisy_imu = run("imu_noise=0.5")
+    assert noisy_imu[:, :3].std() > 5 * imu[:, :3].std()
+    _, biased_imu = run("imu_bias=0.3")
+    assert np.abs(biased_imu[:, :3].mean(axis=0)).min() > 0.25
