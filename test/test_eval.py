@@ -224,3 +224,23 @@ def test_report_folder_with_tables_and_plots(tmp_path):
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
         assert image[..., :3].std() > 0.05  # not a blank canvas
     assert len(result["records"]) == 8
+
+
+def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, monkeypatch):
+    """`--backend ray` (optional extra): same records as serial; checkpoints travel through the object store."""
+    ray = pytest.importorskip("ray", reason="ray is an optional extra (pip install ray==2.60.0)")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway instance: no token file in the user's home
+    plan = build_plan(["expert", f"tiny={tiny_checkpoints[1]}"], ["in_distribution", "lighting=dusk"], 1)
+    serial, on_ray = {}, {}
+    run_jobs(plan.jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}})
+    try:
+        run_jobs(plan.jobs, lambda job, r: on_ray.__setitem__(job.key, r), backend="ray", progress=False)
+        assert ray.is_initialized()  # an instance the backend did not start is left running
+    finally:
+        ray.shutdown()
+    assert set(on_ray) == set(serial) == {j.key for j in plan.jobs}
+    assert all(without_wall_time([on_ray[k]]) == without_wall_time([serial[k]]) for k in serial)
+    assert all(on_ray[k]["success"] for k in serial if k[0] == "expert")
+    assert {on_ray[k]["checkpoint"] for k in serial if k[0] == "tiny"} == {tiny_checkpoints[1]}
