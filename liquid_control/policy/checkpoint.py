@@ -1,0 +1,109 @@
+"""Policy files: one file holding the validated config, the weights and free-form metadata.
+
+Written atomically (temporary file in the same folder, then ``os.replace``), so a killed process never leaves
+a half-written policy behind; read with ``torch.load(weights_only=True)``, so loading never runs pickled code.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import PolicyConfigError, validate_config
+from .model import Policy
+
+FORMAT = "liquid_control.policy"
+VERSION = 1
+
+
+class PolicyLoadError(RuntimeError):
+    """A policy file that cannot be used; the message names the file and the problem."""
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    """torch.save to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_policy(path: str | Path, policy: Policy, metadata: dict | None = None) -> Path:
+    """Write ``policy`` (config + weights) and ``metadata`` (plain values: str, numbers, lists, dicts)."""
+    payload = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": policy.config,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
+        "metadata": dict(metadata or {}),
+    }
+    atomic_torch_save(payload, path)
+    return Path(path)
+
+
+def _read_payload(path: Path) -> dict:
+    if not path.is_file():
+        raise PolicyLoadError(f"{path}: policy file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, pickled code...
+        raise PolicyLoadError(f"{path}: not a readable policy file (corrupt or wrong format): {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise PolicyLoadError(f"{path}: not a liquid_control policy file (no '{FORMAT}' header)")
+    if payload.get("version") != VERSION:
+        raise PolicyLoadError(f"{path}: policy file version {payload.get('version')!r}, this code reads {VERSION}")
+    for key in ("config", "state_dict"):
+        if not isinstance(payload.get(key), dict):
+            raise PolicyLoadError(f"{path}: policy file lacks its {key!r}")
+    return payload
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Rebuild the policy stored in ``path`` (in eval mode); its metadata is ``policy.metadata``."""
+    path = Path(path)
+    payload = _read_payload(path)
+    try:
+        config = validate_config(payload["config"])
+    except PolicyConfigError as exc:
+        raise PolicyLoadError(f"{path}: the embedded config is not valid: {exc}") from None
+    try:
+        policy = Policy(config)
+    except Exception as exc:
+        raise PolicyLoadError(f"{path}: cannot build the policy of its config: {exc}") from None
+    state = payload["state_dict"]
+    expected = policy.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or shapes:
+        problems = []
+        if missing:
+            problems.append(f"missing weights {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            problems.append(f"unexpected weights {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if shapes:
+            problems.append(f"shape mismatch (file vs config) {'; '.join(shapes[:5])}")
+        raise PolicyLoadError(f"{path}: config does not match the weights: {'; '.join(problems)}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise PolicyLoadError(f"{path}: non-finite weights in {', '.join(bad[:5])}")
+    policy.load_state_dict(state)
+    policy.metadata = dict(payload.get("metadata") or {})
+    return policy.eval()
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The metadata of a policy file without building the model."""
+    return dict(_read_payload(Path(path)).get("metadata") or {})

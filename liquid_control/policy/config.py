@@ -1,0 +1,244 @@
+"""Policy configuration: one YAML file describes a policy (and, optionally, how to train it).
+
+The file is validated here, once, against an explicit schema: unknown keys, wrong types and values out of
+range raise :class:`PolicyConfigError` naming the key path and the valid choices, so a typo in a config
+never silently trains the wrong model. Validation returns a *complete* plain dict (defaults filled in) that
+is embedded in every checkpoint, so a checkpoint rebuilds exactly the model it was trained as.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CORE_TYPES = ("cfc", "ltc", "lstm", "gru", "mlp")
+WIRINGS = ("none", "ncp")
+ACTION_KINDS = ("twist", "wheel_torques")
+AUGMENTATIONS = ("brightness", "contrast", "noise", "shift")
+
+
+class PolicyConfigError(ValueError):
+    """A policy config that is not valid; the message names the key path and the problem."""
+
+
+class _Required:
+    def __repr__(self):
+        return "<required>"
+
+
+REQUIRED = _Required()
+
+
+def _field(kind, default=REQUIRED, *, choices=None, min_value=None, max_value=None, nullable=False):
+    return {"kind": kind, "default": default, "choices": choices, "min": min_value, "max": max_value,
+            "nullable": nullable}
+
+
+# Schema: section -> key -> field.  ``kind`` is one of int, float, bool, str, int_list, float_list, dict.
+_CAMERA_ENCODER = {
+    "channels": _field("int_list", [8, 16, 16], min_value=1),
+    "kernel_sizes": _field("int_list", [5, 3, 3], min_value=1),
+    "strides": _field("int_list", [2, 2, 2], min_value=1),
+    "features": _field("int", 32, min_value=1),
+}
+_VECTOR_ENCODER = {
+    "hidden": _field("int_list", [32], min_value=1),
+    "features": _field("int", 16, min_value=1),
+}
+_CORE = {
+    "type": _field("str", REQUIRED, choices=CORE_TYPES),
+    "units": _field("int", 32, min_value=1),
+    "outputs": _field("int", None, min_value=1, nullable=True),  # motor neurons of a wiring; default: action size
+    "wiring": _field("str", "none", choices=WIRINGS),
+    "mode": _field("str", "default", choices=("default", "no_gate", "pure")),  # CfC only
+    "solver": _field("str", "semi_implicit",
+                     choices=("semi_implicit", "euler", "midpoint", "rk4", "dopri5", "exponential")),  # LTC only
+    "unfolds": _field("int", 6, min_value=1),  # LTC sub-steps per dt
+    "frames": _field("int", 4, min_value=1),  # MLP frame stack length
+    "ignore_dt": _field("bool", False),  # ablation: the core integrates a constant dt = 1
+    "seed": _field("int", 22222),  # seed of the random NCP wiring
+    "backbone_units": _field("int", None, min_value=1, nullable=True),  # fully connected CfC; null: cells' default
+}
+_ACTION = {
+    "size": _field("int", REQUIRED, min_value=1),
+    "low": _field("float_list", REQUIRED),
+    "high": _field("float_list", REQUIRED),
+    "kind": _field("str", "twist", choices=ACTION_KINDS),
+}
+_TRAINING = {
+    "demonstrations": _field("int", 60, min_value=1),  # expert-driven episodes before DAgger
+    "dagger_rounds": _field("int", 4, min_value=0),
+    "dagger_episodes": _field("int", 20, min_value=1),  # per round
+    "beta": _field("float_list", [0.5, 0.25, 0.0], min_value=0.0, max_value=1.0),  # expert share per round
+    "epochs_first": _field("int", 10, min_value=1),  # epochs on the demonstrations
+    "epochs_per_round": _field("int", 4, min_value=1),  # epochs after each DAgger round
+    "batch_size": _field("int", 16, min_value=1),
+    "sequence_length": _field("int", 32, min_value=2),  # truncated BPTT chunk length
+    "lr": _field("float", 3e-3, min_value=0.0),
+    "lr_final": _field("float", 3e-4, min_value=0.0),  # cosine-decayed over all epochs
+    "weight_decay": _field("float", 0.0, min_value=0.0),
+    "grad_clip": _field("float", 1.0, min_value=0.0),
+    "eval_episodes": _field("int", 10, min_value=0),  # policy-only episodes after each round (model selection)
+    "max_episode_steps": _field("int", None, min_value=1, nullable=True),
+    "shift": _field("str", None, nullable=True),  # training distribution (default: the world's default)
+    "augmentation": _field("str_list", [], choices=AUGMENTATIONS),  # off by default (headline comparison)
+}
+_IMAGE = {"height": _field("int", 64, min_value=8), "width": _field("int", 64, min_value=8)}
+_OBSERVATION = {
+    "image": _field("dict", None, nullable=True),
+    "vectors": _field("dict", {}),
+    "update_on": _field("str", REQUIRED),
+}
+_TOP = {
+    "name": _field("str", REQUIRED),
+    "world": _field("str", REQUIRED),
+    "observation": _field("dict", REQUIRED),
+    "encoder": _field("dict", {}),
+    "core": _field("dict", REQUIRED),
+    "action": _field("dict", REQUIRED),
+    "training": _field("dict", {}),
+    "description": _field("str", "", nullable=True),
+}
+
+
+def _check_value(path: str, value: Any, spec: dict) -> Any:
+    kind = spec["kind"]
+    if value is None:
+        if spec["nullable"]:
+            return None
+        raise PolicyConfigError(f"{path}: must not be empty (null)")
+    if kind in ("int_list", "float_list", "str_list"):
+        if not isinstance(value, (list, tuple)):
+            raise PolicyConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        item = {"int_list": "int", "float_list": "float", "str_list": "str"}[kind]
+        return [_check_value(f"{path}[{i}]", v, dict(spec, kind=item, nullable=False)) for i, v in enumerate(value)]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise PolicyConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise PolicyConfigError(f"{path}: expected an integer, got {value!r}")
+    elif kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PolicyConfigError(f"{path}: expected a number, got {value!r}")
+        value = float(value)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise PolicyConfigError(f"{path}: must be finite, got {value!r}")
+    elif kind == "str":
+        if not isinstance(value, str):
+            raise PolicyConfigError(f"{path}: expected a string, got {value!r}")
+    elif kind == "dict":
+        if not isinstance(value, dict):
+            raise PolicyConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        return value
+    if spec["choices"] is not None and value not in spec["choices"]:
+        raise PolicyConfigError(f"{path}: unknown value {value!r}; choose from {', '.join(map(str, spec['choices']))}")
+    if spec["min"] is not None and value < spec["min"]:
+        raise PolicyConfigError(f"{path}: must be >= {spec['min']}, got {value!r}")
+    if spec["max"] is not None and value > spec["max"]:
+        raise PolicyConfigError(f"{path}: must be <= {spec['max']}, got {value!r}")
+    return value
+
+
+def _check_section(path: str, section: Any, schema: dict) -> dict:
+    if not isinstance(section, dict):
+        raise PolicyConfigError(f"{path or 'config'}: expected a mapping, got {type(section).__name__}")
+    unknown = sorted(set(section) - set(schema))
+    if unknown:
+        where = path or "config"
+        raise PolicyConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
+                                f"valid keys: {', '.join(schema)}")
+    out = {}
+    for key, spec in schema.items():
+        sub = f"{path}.{key}" if path else key
+        if key in section:
+            out[key] = _check_value(sub, section[key], spec)
+        elif spec["default"] is REQUIRED:
+            raise PolicyConfigError(f"{sub}: missing (required)")
+        else:
+            out[key] = copy.deepcopy(spec["default"])
+    return out
+
+
+def validate_config(raw: dict) -> dict:
+    """Check a config dict and return a complete copy with every default filled in."""
+    cfg = _check_section("", raw, _TOP)
+    obs = _check_section("observation", cfg["observation"], _OBSERVATION)
+    if obs["image"] is not None:
+        obs["image"] = _check_section("observation.image", obs["image"], _IMAGE)
+    vectors = {}
+    for key, size in obs["vectors"].items():
+        vectors[str(key)] = _check_value(f"observation.vectors.{key}", size,
+                                         _field("int", min_value=1))
+    obs["vectors"] = vectors
+    if obs["image"] is None and not vectors:
+        raise PolicyConfigError("observation: needs an image or at least one vector input")
+    cfg["observation"] = obs
+
+    enc = cfg["encoder"]
+    unknown = sorted(set(enc) - {"camera", "vectors"})
+    if unknown:
+        raise PolicyConfigError(f"encoder: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: camera, vectors")
+    camera = _check_section("encoder.camera", enc.get("camera") or {}, _CAMERA_ENCODER)
+    n = len(camera["channels"])
+    if not (len(camera["kernel_sizes"]) == len(camera["strides"]) == n):
+        raise PolicyConfigError(f"encoder.camera: channels, kernel_sizes and strides need the same length, got "
+                                f"{n}, {len(camera['kernel_sizes'])}, {len(camera['strides'])}")
+    cfg["encoder"] = {"camera": camera,
+                      "vectors": _check_section("encoder.vectors", enc.get("vectors") or {}, _VECTOR_ENCODER)}
+
+    core = _check_section("core", cfg["core"], _CORE)
+    if core["wiring"] == "ncp" and core["type"] not in ("cfc", "ltc"):
+        raise PolicyConfigError(f"core.wiring: 'ncp' needs core.type cfc or ltc, got {core['type']!r}")
+    cfg["core"] = core
+
+    act = _check_section("action", cfg["action"], _ACTION)
+    for key in ("low", "high"):
+        if len(act[key]) != act["size"]:
+            raise PolicyConfigError(f"action.{key}: needs {act['size']} values (action.size), got {len(act[key])}")
+    if any(lo >= hi for lo, hi in zip(act["low"], act["high"])):
+        raise PolicyConfigError(f"action: every low must be < high, got low={act['low']} high={act['high']}")
+    if core["outputs"] is not None and core["wiring"] == "ncp" and core["outputs"] >= core["units"] - 2:
+        raise PolicyConfigError(f"core.outputs: {core['outputs']} motor neurons leave too few of {core['units']} units")
+    cfg["action"] = act
+
+    cfg["training"] = _check_section("training", cfg["training"], _TRAINING)
+    if not cfg["training"]["beta"]:
+        cfg["training"]["beta"] = [0.0]
+    return cfg
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a policy YAML file; errors name the file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PolicyConfigError(f"{path}: policy config not found") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raise PolicyConfigError(f"{path}: empty policy config")
+    try:
+        return validate_config(raw)
+    except PolicyConfigError as exc:
+        raise PolicyConfigError(f"{path}: {exc}") from None
+
+
+def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
+    """Return a validated copy of ``cfg`` with dotted-key overrides, e.g. {"training.epochs_first": 2}."""
+    raw = copy.deepcopy(cfg)
+    for dotted, value in overrides.items():
+        node = raw
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise PolicyConfigError(f"override {dotted!r}: {part!r} is not a section")
+            node = node[part]
+        node[parts[-1]] = value
+    return validate_config(raw)

@@ -1,0 +1,70 @@
+"""Sensor encoders: a small CNN for the camera and a small MLP for vector sensors (IMU, encoders, commands).
+
+Both are deliberately tiny: the policy runs on a CPU at camera rate, and training must fit in minutes on two
+cores. Their outputs are tanh-bounded so every recurrent core sees inputs of the same scale.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class CameraEncoder(nn.Module):
+    """uint8 images (N, H, W, 3) -> features (N, F): stride-2 convolutions, flatten, linear, tanh.
+
+    Flattening (instead of global pooling) keeps *where* things are in the image, which a visual
+    navigation policy needs (target left or right of the heading).
+    """
+
+    def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int):
+        super().__init__()
+        layers, c_in, h, w = [], 3, height, width
+        for c_out, k, s in zip(channels, kernel_sizes, strides):
+            layers += [nn.Conv2d(c_in, c_out, k, stride=s), nn.ReLU()]
+            h, w = (h - k) // s + 1, (w - k) // s + 1
+            if h < 1 or w < 1:
+                raise ValueError(f"camera encoder: a {height}x{width} image is too small for these convolutions "
+                                 f"(kernel {k}, stride {s} leaves {h}x{w})")
+            c_in = c_out
+        self.height, self.width = height, width
+        self.conv = nn.Sequential(*layers)
+        self.project = nn.Linear(c_in * h * w, features)
+        self.output_size = features
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dim() != 4 or tuple(image.shape[1:]) != (self.height, self.width, 3):
+            raise ValueError(f"camera encoder: expected images (N, {self.height}, {self.width}, 3), "
+                             f"got {tuple(image.shape)}")
+        x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0 - 0.5  # [0, 1], centred
+        return torch.tanh(self.project(self.conv(x).flatten(1)))
+
+
+class VectorEncoder(nn.Module):
+    """Concatenated vector sensors (N, D) -> features (N, F), normalised by stored input statistics.
+
+    The statistics (``mean``, ``std``) are buffers set from the training data, so a checkpoint carries them
+    and the IMU's gravity offset never reaches the core unscaled.
+    """
+
+    def __init__(self, input_size: int, hidden, features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(input_size))
+        self.register_buffer("std", torch.ones(input_size))
+        layers, n = [], input_size
+        for width in hidden:
+            layers += [nn.Linear(n, width), nn.Tanh()]
+            n = width
+        layers += [nn.Linear(n, features), nn.Tanh()]
+        self.mlp = nn.Sequential(*layers)
+        self.input_size, self.output_size = input_size, features
+
+    def set_normalization(self, mean, std, min_std: float = 1e-3) -> None:
+        mean = torch.as_tensor(mean, dtype=self.mean.dtype).reshape(self.input_size)
+        std = torch.as_tensor(std, dtype=self.std.dtype).reshape(self.input_size)
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise ValueError("vector encoder: normalisation statistics must be finite")
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(min_std))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp((x.to(self.mean.dtype) - self.mean) / self.std)

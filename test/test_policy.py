@@ -1,0 +1,251 @@
+"""Policy layer: config validation, sequence/step equivalence, dt handling, policy files, PolicyAgent."""
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_control.paths import policies_dir
+from liquid_control.policy import (Policy, PolicyAgent, PolicyConfigError, PolicyLoadError, load_config, load_policy,
+                                   save_policy, validate_config)
+
+CONFIGS = sorted((policies_dir() / "configs").glob("*.yaml"))
+
+
+def small_config(core=None, image=True, vectors=None):
+    """A tiny rover-like config (16x16 camera) so tests stay fast."""
+    cfg = {
+        "name": "tiny",
+        "world": "LiquidRover-v0",
+        "observation": {"vectors": {"imu": 6} if vectors is None else vectors, "update_on": "camera"},
+        "encoder": {"camera": {"channels": [4, 8], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8},
+                    "vectors": {"hidden": [8], "features": 4}},
+        "core": core or {"type": "cfc", "units": 8, "wiring": "ncp"},
+        "action": {"size": 2, "low": [-1, -0.5], "high": [1, 0.5]},
+    }
+    if image:
+        cfg["observation"]["image"] = {"height": 16, "width": 16}
+    return cfg
+
+
+def random_obs(batch, steps, seed=0, size=16):
+    g = torch.Generator().manual_seed(seed)
+    lead = (batch,) if steps is None else (batch, steps)
+    return {"image": torch.randint(0, 256, lead + (size, size, 3), dtype=torch.uint8, generator=g),
+            "imu": torch.randn(lead + (6,), generator=g) * 3.0}
+
+
+# ------------------------------------------------------------------------------------------------ config
+def test_example_configs_are_valid_and_cover_every_core():
+    names = {p.stem for p in CONFIGS}
+    assert {"cfc_ncp_rover", "ltc_ncp_rover", "cfc_rover", "lstm_rover", "gru_rover", "mlp_rover",
+            "cfc_rover_no_dt"} <= names
+    types = set()
+    for path in CONFIGS:
+        cfg = load_config(path)
+        assert cfg["name"] == path.stem
+        types.add(cfg["core"]["type"])
+    assert types == {"cfc", "ltc", "lstm", "gru", "mlp"}
+    assert load_config(policies_dir() / "configs" / "cfc_rover_no_dt.yaml")["core"]["ignore_dt"] is True
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda c: c.update(colour="red"), "unknown key(s) 'colour'"),
+    (lambda c: c["core"].update(type="transformer"), "core.type: unknown value 'transformer'; choose from cfc"),
+    (lambda c: c["core"].update(unit=8), "core: unknown key(s) 'unit'"),
+    (lambda c: c["core"].update(units=0), "core.units: must be >= 1"),
+    (lambda c: c["core"].update(type="lstm", wiring="ncp"), "core.wiring: 'ncp' needs core.type cfc or ltc"),
+    (lambda c: c["action"].update(low=[-1]), "action.low: needs 2 values"),
+    (lambda c: c["action"].update(low=[1, 1]), "every low must be < high"),
+    (lambda c: c.pop("world"), "world: missing (required)"),
+    (lambda c: c["encoder"]["camera"].update(strides=[2]), "need the same length"),
+    (lambda c: c["observation"]["vectors"].update(imu="six"), "observation.vectors.imu: expected an integer"),
+    (lambda c: c.update(training={"lr": "fast"}), "training.lr: expected a number"),
+    (lambda c: c.update(training={"augmentation": ["blur"]}), "training.augmentation[0]: unknown value 'blur'"),
+])
+def test_bad_config_is_rejected_with_the_key_path(mutate, message):
+    cfg = small_config()
+    mutate(cfg)
+    with pytest.raises(PolicyConfigError) as err:
+        validate_config(cfg)
+    assert message in str(err.value)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(PolicyConfigError, match="nope.yaml: policy config not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(PolicyConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("name: x\nworld: LiquidRover-v0\nobservation: {vectors: {imu: 6}, update_on: imu}\n"
+                    "core: {type: cfc, unitz: 4}\naction: {size: 1, low: [-1], high: [1]}\n")
+    with pytest.raises(PolicyConfigError, match=r"typo.yaml: core: unknown key\(s\) 'unitz'"):
+        load_config(typo)
+
+
+def test_defaults_are_filled_in():
+    cfg = validate_config(small_config())
+    assert cfg["core"]["ignore_dt"] is False
+    assert cfg["training"]["augmentation"] == []  # augmentation is off unless asked for
+    assert cfg["action"]["kind"] == "twist"
+
+
+# ------------------------------------------------------------------------------------------------ running
+@pytest.mark.parametrize("core", [
+    {"type": "cfc", "units": 8, "wiring": "ncp"},
+    {"type": "cfc", "units": 6, "backbone_units": 8},
+    {"type": "ltc", "units": 8, "wiring": "ncp", "unfolds": 2},
+    {"type": "lstm", "units": 6},
+    {"type": "gru", "units": 6},
+    {"type": "mlp", "units": 6, "frames": 3},
+])
+def test_forward_sequence_equals_repeated_step(core):
+    torch.manual_seed(0)
+    policy = Policy.from_config(small_config(core))
+    obs = random_obs(3, 6)
+    dt = torch.rand(3, 6) * 0.1 + 0.02  # every sample its own irregular steps
+    actions, h_n = policy.forward_sequence(obs, dt)
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            state, stepped = None, []
+            for t in range(6):
+                a, state = policy.step({k: v[:, t] for k, v in obs.items()}, state, dt[:, t])
+                stepped.append(a)
+        torch.testing.assert_close(torch.stack(stepped, 1), actions, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(state, h_n, atol=1e-5, rtol=1e-4)
+    low, high = policy.action_low, policy.action_high
+    assert bool(((actions >= low) & (actions <= high)).all())
+
+
+def test_mask_holds_the_state_on_padding():
+    torch.manual_seed(1)
+    policy = Policy.from_config(small_config())
+    obs = random_obs(2, 5)
+    dt = torch.full((2, 5), 0.07)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    _, h_masked = policy.forward_sequence(obs, dt, mask=mask)
+    _, h_short = policy.forward_sequence({k: v[1:, :2] for k, v in obs.items()}, dt[1:, :2])
+    torch.testing.assert_close(h_masked[1:], h_short)
+
+
+def test_core_integrates_measured_dt_unless_ignored():
+    torch.manual_seed(2)
+    cfg = small_config({"type": "cfc", "units": 8, "wiring": "ncp"})
+    policy = Policy.from_config(cfg)
+    obs = random_obs(1, 4)
+    fast, _ = policy.forward_sequence(obs, torch.full((1, 4), 0.01))
+    slow, _ = policy.forward_sequence(obs, torch.full((1, 4), 0.5))
+    assert (fast - slow).abs().max() > 1e-3  # the measured dt changes the state
+
+    cfg["core"]["ignore_dt"] = True
+    ablated = Policy.from_config(cfg)
+    ablated.load_state_dict(policy.state_dict())
+    a, _ = ablated.forward_sequence(obs, torch.full((1, 4), 0.01))
+    b, _ = ablated.forward_sequence(obs, torch.full((1, 4), 0.5))
+    ones, _ = policy.forward_sequence(obs, torch.ones(1, 4))
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, ones)  # ignore_dt means dt := 1
+
+
+def test_bad_inputs_are_clear_errors():
+    policy = Policy.from_config(small_config())
+    obs = random_obs(1, None)
+    with pytest.raises(ValueError, match="dt must be finite and >= 0"):
+        policy.step(obs, None, torch.tensor([-0.1]))
+    with pytest.raises(ValueError, match="dt must be finite"):
+        policy.step(obs, None, torch.tensor([float("nan")]))
+    with pytest.raises(ValueError, match=r"expected images \(N, 16, 16, 3\)"):
+        policy.step(dict(obs, image=torch.zeros(1, 32, 32, 3, dtype=torch.uint8)), None, torch.tensor([0.1]))
+    with pytest.raises(ValueError, match="lacks 'imu'"):
+        policy.step({"image": obs["image"]}, None, torch.tensor([0.1]))
+
+
+def test_parameter_count_matches_the_modules():
+    policy = Policy.from_config(small_config())
+    parts = [policy.camera, policy.vectors, policy.core, policy.head]
+    assert policy.num_parameters() == sum(p.numel() for m in parts for p in m.parameters())
+    assert policy.num_parameters() < 10_000
+
+
+# ------------------------------------------------------------------------------------------------ files
+def test_save_load_roundtrip_is_exact(tmp_path):
+    torch.manual_seed(3)
+    policy = Policy.from_config(small_config())
+    policy.vectors.set_normalization(np.arange(6.0), np.full(6, 2.0))
+    path = save_policy(tmp_path / "p.pt", policy, {"seed": 7, "note": "x"})
+    loaded = load_policy(path)
+    assert loaded.config == policy.config and loaded.metadata == {"seed": 7, "note": "x"}
+    obs, dt = random_obs(2, 5), torch.rand(2, 5) * 0.1
+    torch.testing.assert_close(loaded.forward_sequence(obs, dt)[0], policy.forward_sequence(obs, dt)[0],
+                               rtol=0, atol=0)
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary behind
+
+
+def test_load_errors_name_the_file_and_the_problem(tmp_path):
+    policy = Policy.from_config(small_config())
+    good = save_policy(tmp_path / "good.pt", policy)
+    with pytest.raises(PolicyLoadError, match="missing.pt: policy file not found"):
+        load_policy(tmp_path / "missing.pt")
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(PolicyLoadError, match="truncated.pt: not a readable policy file"):
+        load_policy(truncated)
+
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(PolicyLoadError, match="other.pt: not a liquid_control policy file"):
+        load_policy(other)
+
+    payload = torch.load(good, weights_only=True)
+    mismatched = copy.deepcopy(payload)
+    mismatched["config"]["encoder"]["vectors"]["features"] = 5
+    torch.save(mismatched, tmp_path / "mismatch.pt")
+    with pytest.raises(PolicyLoadError, match="mismatch.pt: config does not match the weights: shape mismatch"):
+        load_policy(tmp_path / "mismatch.pt")
+
+    invalid = copy.deepcopy(payload)
+    invalid["config"]["core"]["type"] = "rnn"
+    torch.save(invalid, tmp_path / "invalid.pt")
+    with pytest.raises(PolicyLoadError, match="invalid.pt: the embedded config is not valid: core.type"):
+        load_policy(tmp_path / "invalid.pt")
+
+    nan = copy.deepcopy(payload)
+    nan["state_dict"]["head.bias"][0] = float("nan")
+    torch.save(nan, tmp_path / "nan.pt")
+    with pytest.raises(PolicyLoadError, match="nan.pt: non-finite weights in head.bias"):
+        load_policy(tmp_path / "nan.pt")
+
+
+# ------------------------------------------------------------------------------------------------ agent
+def test_agent_drives_the_rover_within_bounds_and_resets():
+    import gymnasium
+
+    import sim_envs  # noqa: F401
+
+    cfg = small_config()
+    cfg["observation"]["image"] = {"height": 16, "width": 16}
+    torch.manual_seed(4)
+    agent = PolicyAgent(Policy.from_config(cfg))
+    env = gymnasium.make("LiquidRover-v0", render_size=16)
+    try:
+        runs = []
+        for _ in range(2):
+            obs, _ = env.reset(seed=5)
+            agent.reset()
+            actions = []
+            for _ in range(8):
+                action = agent.act(obs)
+                assert action.shape == (2,) and action.dtype == np.float32
+                assert np.all(action >= [-1, -0.5]) and np.all(action <= [1, 0.5])
+                actions.append(action)
+                obs, *_ = env.step(action)
+            runs.append(np.stack(actions))
+        np.testing.assert_array_equal(runs[0], runs[1])  # reset() really starts a fresh episode
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="lacks 'dt'"):
+        agent.act({"image": obs["image"], "imu": obs["imu"]})
