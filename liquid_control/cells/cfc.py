@@ -137,7 +137,7 @@ class CfCBlock(nn.Module):
         H, mode = self.hidden, self.mode
         w_hT = to_np(ctx["w_hT"])
         backbone = [(to_np(l.weight.t()), to_np(l.bias)) for l in self.backbone[1:]]
-        heads_T, head_b = to_np(ctx["heads"].t()), to_np(self.head_bias)
+        heads_T, head_b = to_np(ctx["heads"].t()), to_np(self.head_bias).copy()  # own copy: halved in place below
         if mode != "pure":  # sigmoid(u) = 0.5 + 0.5 tanh(u / 2): halve the time heads once
             heads_T[:, 2 * H :] *= 0.5
             head_b[2 * H :] *= 0.5
@@ -156,7 +156,8 @@ class CfCBlock(nn.Module):
             if mode == "pure":
                 return amp - amp * np.exp(-ts * (w_tau + np.abs(z))) * z
             ff1, ff2 = np.tanh(z[:, :H]), np.tanh(z[:, H : 2 * H])
-            half_gate = np.tanh(z[:, 2 * H : 3 * H] * ts + z[:, 3 * H :])  # = 2 * sigmoid - 1
+            u = z[:, 2 * H : 3 * H] * ts + z[:, 3 * H :]
+            half_gate = np.tanh(u if has_backbone else 0.5 * u)  # = 2 * sigmoid - 1 (heads pre-halved only with a backbone)
             if mode == "no_gate":
                 return ff1 + 0.5 * (1.0 + half_gate) * ff2
             return 0.5 * ((ff1 + ff2) + half_gate * (ff2 - ff1))
