@@ -141,11 +141,11 @@ class Dopri5(Solver):
             y5 = v + h * sum(c * k for c, k in zip(_DP_A[6], ks) if c)
             ks.append(ode.derivative(y5))
             err = h * sum(c * k for c, k in zip(_DP_E, ks) if c)
-            with torch.no_grad():  # step-size control is not differentiated (its gradient is 0/inf noise)
-                scale = self.atol + self.rtol * torch.maximum(v.abs(), y5.abs())
-                err_norm = (err / scale).pow(2).mean(dim=1, keepdim=True).sqrt()
-                accept = (err_norm <= 1.0) & (remaining > 0)
-                factor = (0.9 * err_norm.clamp_min(1e-10).pow(-0.2)).clamp(0.2, 10.0)
+            # The step-size control is differentiated too, so gradients are exact for the computed solution.
+            scale = self.atol + self.rtol * torch.maximum(v.abs(), y5.abs())
+            err_sq = (err / scale).pow(2).mean(dim=1, keepdim=True)  # squared RMS error norm, per sample
+            accept = (err_sq <= 1.0) & (remaining > 0)
+            factor = (0.9 * err_sq.clamp_min(1e-20).pow(-0.1)).clamp(0.2, 10.0)
             v = torch.where(accept, y5, v)
             k1 = torch.where(accept, ks[-1], k1)
             t = torch.where(accept, torch.where(last, dt, t + h), t)

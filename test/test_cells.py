@@ -1,0 +1,279 @@
+"""Cell contract: streaming vs sequence, per-sample dt, dt validation, masks, gradients, wirings, checkpoints."""
+import json
+
+import pytest
+import torch
+
+from liquid_control.cells import (
+    AutoNCP, CfC, CfCCell, CheckpointError, FrameStackMLP, FullyConnected, GRUCore, LiquidRNN, LSTMCore, LTC,
+    LTCCell, NCP, Wiring, build_core, load_model, save_model,
+)
+
+torch.set_num_threads(1)
+
+CORES = {
+    "cfc": lambda: CfCCell(3, 6, backbone_units=8),
+    "cfc_no_gate_2layers": lambda: CfCCell(3, 6, mode="no_gate", backbone_units=8, backbone_layers=2, activation="silu"),
+    "cfc_pure": lambda: CfCCell(3, 6, mode="pure", backbone_layers=0),
+    "cfc_ncp": lambda: CfCCell(3, AutoNCP(10, 2, seed=1)),
+    "ltc": lambda: LTCCell(3, 5),
+    "ltc_ncp_rk4": lambda: LTCCell(3, AutoNCP(8, 2, seed=1), solver="rk4", substeps=2),
+    "ltc_exponential": lambda: LTCCell(3, 5, solver="exponential", substeps=2),
+    "ltc_dopri5": lambda: LTCCell(3, 4, solver="dopri5", rtol=1e-4, atol=1e-6),
+    "lstm": lambda: LSTMCore(3, 5),
+    "gru": lambda: GRUCore(3, 5),
+    "mlp": lambda: FrameStackMLP(3, hidden_size=5, frames=3),
+}
+
+
+def _core(name, dtype=torch.float32):
+    torch.manual_seed(0)
+    return CORES[name]().to(dtype)
+
+
+def _data(batch=4, steps=7, features=3, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, steps, features, generator=g, dtype=dtype)
+    dt = (0.05 + 0.5 * torch.rand(batch, steps, generator=g, dtype=dtype))
+    return x, dt
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_contract_sizes_and_sequence_equals_streaming_steps(name):
+    cell = _core(name)
+    x, dt = _data()
+    out, h_n = LiquidRNN(cell)(x, dt)
+    assert out.shape == (4, 7, cell.output_size) and h_n.shape == (4, cell.state_size)
+    assert cell.initial_state(4).shape == (4, cell.state_size)
+    state = None
+    for t in range(7):
+        state = cell.step(x[:, t], state, dt[:, t])
+        torch.testing.assert_close(cell.output(state), out[:, t], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(state, h_n, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_per_sample_dt_batch_equals_each_sample_alone(name):
+    """Every sample has its own irregular dt sequence; batching must not mix them (batch == units too)."""
+    cell = _core(name, torch.float64)
+    batch = cell.state_size  # the case where ncps silently broadcasts dt along the units
+    x, dt = _data(batch=batch, dtype=torch.float64, seed=1)
+    rnn = LiquidRNN(cell)
+    batched, h_n = rnn(x, dt)
+    for i in range(batch):
+        alone, h_alone = rnn(x[i : i + 1], dt[i : i + 1])
+        torch.testing.assert_close(batched[i : i + 1], alone, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(h_n[i : i + 1], h_alone, atol=1e-9, rtol=1e-9)
+
+
+def test_dt_forms_broadcast_like_documented():
+    cell = _core("ltc")
+    rnn = LiquidRNN(cell)
+    x, _ = _data(batch=3, steps=5)
+    full, _ = rnn(x, torch.full((3, 5), 0.2))
+    torch.testing.assert_close(rnn(x, 0.2)[0], full)
+    torch.testing.assert_close(rnn(x, torch.full((3,), 0.2))[0], full)  # (B,): per-sample constant
+    torch.testing.assert_close(rnn(x, torch.full((3, 5, 1), 0.2))[0], full)
+    state = cell.step(x[:, 0], None, 0.2)
+    torch.testing.assert_close(state, cell.step(x[:, 0], None, torch.full((3, 1), 0.2)))
+    rnn_tf = LiquidRNN(cell, batch_first=False)
+    out_tf, _ = rnn_tf(x.transpose(0, 1), torch.full((5, 3), 0.2))
+    torch.testing.assert_close(out_tf.transpose(0, 1), full)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize("grad", [True, False])
+def test_negative_or_non_finite_dt_is_a_value_error(bad, grad):
+    cell = _core("cfc")
+    cell.eval()
+    x, dt = _data(batch=2, steps=3)
+    dt[1, 2] = bad
+    with torch.set_grad_enabled(grad):
+        with pytest.raises(ValueError, match="dt must be finite and >= 0"):
+            cell.step(x[:, 0], None, dt[:, 2])
+        with pytest.raises(ValueError, match="dt must be finite and >= 0"):
+            LiquidRNN(cell)(x, dt)
+
+
+def test_wrong_shapes_are_value_errors():
+    cell = _core("ltc")
+    x, dt = _data(batch=2, steps=3)
+    with pytest.raises(ValueError, match="dt must be"):
+        cell.step(x[:, 0], None, torch.ones(3))
+    with pytest.raises(ValueError, match="expects 3 input features"):
+        cell.step(torch.ones(2, 4), None, 0.1)
+    with pytest.raises(ValueError, match="state must have shape"):
+        cell.step(x[:, 0], torch.zeros(2, 9), 0.1)
+    with pytest.raises(ValueError, match="mask must have shape"):
+        LiquidRNN(cell)(x, dt, mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("name", ["ltc", "ltc_ncp_rk4", "ltc_exponential", "ltc_dopri5"])
+def test_ltc_zero_dt_leaves_the_state_unchanged(name):
+    cell = _core(name)
+    x, _ = _data(batch=3, steps=1)
+    state = torch.rand(3, cell.state_size)
+    assert torch.equal(cell.step(x[:, 0], state, torch.zeros(3)), state)
+    mixed = cell.step(x[:, 0], state, torch.tensor([0.0, 0.3, 0.0]))
+    assert torch.equal(mixed[[0, 2]], state[[0, 2]]) and not torch.equal(mixed[1], state[1])
+
+
+def test_padding_mask_holds_the_state_and_repeats_its_output():
+    cell = _core("cfc_ncp")
+    rnn = LiquidRNN(cell)
+    x, dt = _data(batch=2, steps=6)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    out, h_n = rnn(x, dt, mask=mask)
+    short_out, short_h = rnn(x[1:, :4], dt[1:, :4])
+    torch.testing.assert_close(out[1, :4], short_out[0])
+    torch.testing.assert_close(h_n[1], short_h[0])
+    torch.testing.assert_close(out[1, 4], out[1, 3])
+    torch.testing.assert_close(out[1, 5], out[1, 3])
+    torch.testing.assert_close(out[0], rnn(x[:1], dt[:1])[0][0])
+    h0 = torch.randn(2, cell.state_size)  # a masked first step keeps h0
+    _, h_first = rnn(x[:, :1], dt[:, :1], h0=h0, mask=torch.tensor([[False], [True]]))
+    torch.testing.assert_close(h_first[0], h0[0])
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
+    cell = _core(name, torch.float64)
+    x, dt = _data(batch=2, steps=3, dtype=torch.float64, seed=4)
+    h0 = 0.1 * torch.randn(2, cell.state_size, dtype=torch.float64)
+    names = [n for n, p in cell.named_parameters()]
+    params = tuple(p.detach().clone().requires_grad_() for p in cell.parameters())
+    rnn = LiquidRNN(cell)
+
+    def run(x, dt, h0, *params):
+        out, h_n = torch.func.functional_call(rnn, {f"cell.{n}": p for n, p in zip(names, params)}, (x, dt, h0))
+        return out, h_n
+
+    inputs = (x.requires_grad_(), dt.requires_grad_(), h0.requires_grad_()) + params
+    fast = name == "ltc_dopri5"  # full Jacobians through adaptive stepping take ~10 s; a random projection ~0.5 s
+    assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
+
+
+# ---- the no-grad streaming kernel ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["cfc", "cfc_no_gate_2layers", "cfc_pure", "cfc_ncp", "ltc", "ltc_ncp_rk4", "ltc_exponential"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_numpy_streaming_kernel_equals_the_torch_path(name, batch):
+    cell = _core(name).eval()
+    x, dt = _data(batch=batch, steps=5)
+    state_np = state_torch = None
+    for t in range(5):
+        with torch.no_grad():
+            state_np = cell.step(x[:, t], state_np, dt[:, t])
+        state_torch = cell.step(x[:, t], state_torch, dt[:, t])  # grad enabled: torch path
+        torch.testing.assert_close(state_np, state_torch.detach(), atol=1e-5, rtol=1e-5)
+    assert cell.__dict__["_numpy_kernel_cache"][1] is not None  # the kernel really ran
+
+
+def test_numpy_kernel_follows_parameter_updates():
+    cell = _core("cfc").eval()
+    x = torch.randn(1, 3)
+    with torch.no_grad():
+        before = cell.step(x, None, torch.tensor([0.1]))
+        for p in cell.parameters():
+            p.add_(0.1)
+        after = cell.step(x, None, torch.tensor([0.1]))
+    torch.testing.assert_close(after, cell.step(x, None, torch.tensor([0.1])).detach())  # torch path (grad on)
+    assert not torch.allclose(before, after)
+
+
+# ---- wirings --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: AutoNCP(19, 3, sparsity_level=0.7, seed=11), lambda: NCP(6, 5, 2, 3, 3, 4, 2, seed=4), lambda: FullyConnected(5, 2)],
+)
+def test_wiring_dict_roundtrip_is_identical_through_json(make):
+    wiring = make().build(4)
+    again = Wiring.from_dict(json.loads(json.dumps(wiring.to_dict())))
+    assert again == wiring
+    assert (again.adjacency == wiring.adjacency).all() and again.layers == wiring.layers
+    assert again.to_dict() == wiring.to_dict()
+
+
+def test_ncp_structure_is_sensory_inter_command_motor():
+    w = NCP(inter_neurons=6, command_neurons=5, motor_neurons=2, sensory_fanout=3, inter_fanout=3,
+            recurrent_command_synapses=4, motor_fanin=2, seed=4).build(4)
+    inter, command, motor = w.layers
+    assert motor == [0, 1] and w.output_size == 2
+    assert w.sensory_adjacency[:, command + motor].sum() == 0  # inputs reach only inter neurons
+    assert (abs(w.sensory_adjacency[:, inter]).sum(0) > 0).all()  # ... all of them
+    assert abs(w.adjacency[inter][:, inter + motor]).sum() == 0  # inter -> command only
+    assert (abs(w.adjacency[command][:, motor]).sum(0) >= 2).all()  # every motor hears motor_fanin commands
+    assert abs(w.adjacency[motor]).sum() == 0  # motor neurons project nowhere
+
+
+def test_bad_wiring_arguments_are_value_errors():
+    with pytest.raises(ValueError, match="output_size must be < units - 2"):
+        AutoNCP(5, 3)
+    with pytest.raises(ValueError, match="motor_fanin"):
+        NCP(4, 2, 2, 2, 2, 1, motor_fanin=3)
+    with pytest.raises(ValueError, match="built for 4 inputs"):
+        AutoNCP(10, 2).build(4).build(5)
+    with pytest.raises(ValueError, match="invalid wiring dict"):
+        Wiring.from_dict({"units": 3})
+
+
+# ---- config + checkpoints -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_checkpoint_roundtrip_rebuilds_the_same_model(name, tmp_path):
+    cell = _core(name)
+    path = save_model(tmp_path / "sub" / f"{name}.pt", cell)
+    loaded = load_model(path)
+    assert type(loaded) is type(cell) and loaded.config() == cell.config()
+    x, dt = _data()
+    torch.testing.assert_close(LiquidRNN(loaded)(x, dt)[0], LiquidRNN(cell)(x, dt)[0], atol=0, rtol=0)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left behind
+    json.dumps(cell.config())  # configs are plain data
+
+
+def test_wired_model_reloads_with_identical_wiring(tmp_path):
+    rnn = LTC(4, AutoNCP(12, 3, seed=5), solver="rk4", substeps=3)
+    loaded = load_model(save_model(tmp_path / "m.pt", rnn))
+    assert isinstance(loaded, LiquidRNN) and loaded.cell.wiring == rnn.cell.wiring
+    assert loaded.cell.solver.config() == {"name": "rk4", "substeps": 3}
+    x, dt = _data(features=4)
+    torch.testing.assert_close(loaded(x, dt)[0], rnn(x, dt)[0], atol=0, rtol=0)
+    assert build_core(rnn.config()).cell.wiring == rnn.cell.wiring
+
+
+def test_corrupt_wrong_and_mismatched_files_raise_checkpoint_error(tmp_path):
+    good = save_model(tmp_path / "good.pt", _core("cfc"))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt.pt: not a readable checkpoint"):
+        load_model(corrupt)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.ones(2)}, other)
+    with pytest.raises(CheckpointError, match="other.pt: not a liquid_control.core checkpoint"):
+        load_model(other)
+    pickled = tmp_path / "pickled.pt"
+    torch.save({"format": "liquid_control.core", "obj": CfCCell(3, 4)}, pickled)  # would need pickled code
+    with pytest.raises(CheckpointError, match="pickled.pt: not a readable checkpoint"):
+        load_model(pickled)
+    payload = torch.load(good, weights_only=True)
+    payload["config"]["units"] = 7
+    torch.save(payload, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="mismatch.pt: weights do not match the config"):
+        load_model(tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="missing.pt: no such checkpoint file"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_convenience_constructors_mirror_ncps():
+    rnn = CfC(4, 8, mode="no_gate", backbone_units=16)
+    assert isinstance(rnn.cell, CfCCell) and rnn.cell.mode == "no_gate" and rnn.output_size == 8
+    ltc = LTC(4, AutoNCP(10, 2))
+    assert ltc.output_size == 2 and ltc.state_size == 10 and ltc.cell.solver.config() == {"name": "semi_implicit", "substeps": 6}
+    with pytest.raises(ValueError, match="unknown CfC mode"):
+        CfC(4, 8, mode="fast")
+    with pytest.raises(ValueError, match="wired CfC has no backbone"):
+        CfC(4, AutoNCP(10, 2), backbone_units=16)
