@@ -267,6 +267,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
         d.qpos[q:q + 3] = (0.0, 0.0, WHEEL_RADIUS)
         d.qpos[q + 3:q + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         self._collided = False
+        self.frames_rendered = 0  # camera renders this episode (only on camera measurements)
         self._imu_bias = self.shift.imu_bias * rng.choice([-1.0, 1.0], size=6)
         self._previous_distance = distance
 
@@ -293,6 +294,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
             flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             flags[mujoco.mjtRndFlag.mjRND_FOG] = int(self.shift.fog > 0)
         self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
+        self.frames_rendered += 1
         return self._renderer.render()
 
     def _measure(self, sensor):

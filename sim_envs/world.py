@@ -136,8 +136,13 @@ class TimedMujocoWorld(gym.Env):
             self._after_physics_step()
         model.opt.timestep = self.physics_dt
 
-    def _run_until_trigger(self) -> None:
-        """Process sensor measurements and deliveries in time order up to the next trigger delivery."""
+    def next_delivery(self, until: float | None = None):
+        """Advance physics to the next sensor delivery and return ``(sensor, stamp, reading)``.
+
+        Measurements on the way are taken at their stamps. With ``until``, stop at that time instead when
+        nothing is delivered before it, and return None. The env's step is this loop up to a trigger delivery;
+        the ROS sim node calls it directly to publish every message in real time.
+        """
         while True:
             # Next event: a measurement (kind 0) or a delivery (kind 1); measurements first on ties.
             best = None
@@ -150,14 +155,22 @@ class TimedMujocoWorld(gym.Env):
                     if candidate < best:
                         best = candidate
             t, kind, name = best
+            if until is not None and t > until:
+                self._advance_physics(until)
+                return None
             self._advance_physics(t)
             if kind == 0:
                 stamp = self._streams[name].pop()
                 self._pending[name].append((stamp, self._measure(name)))
                 continue
             self._latest[name] = self._pending[name].popleft()
+            return (name, *self._latest[name])
+
+    def _run_until_trigger(self) -> None:
+        """Process sensor measurements and deliveries in time order up to the next trigger delivery."""
+        while True:
+            name, stamp, _ = self.next_delivery()
             if name == self.trigger:
-                stamp = self._latest[name][0]
                 self._dt = 0.0 if self._update_stamp is None else stamp - self._update_stamp
                 self._update_stamp = stamp
                 self.updates += 1

@@ -110,3 +110,24 @@ def test_expert_reaches_target(rover, seed):
     _, infos = rollout(rover, seed=seed, steps=1000)
     assert infos[-1]["success"] and not infos[-1]["collision"]
     assert infos[-1]["distance"] < 0.6
+
+
+def test_latency_shift_delays_delivery_not_stamps():
+    env = gym.make("LiquidRover-v0", shift="latency=0.05", render_size=16)
+    observations, infos = rollout(env, seed=1, steps=20)
+    env.close()
+    for obs, info in zip(observations, infos):
+        assert info["sim_time"] - info["stamp"] == pytest.approx(0.05, abs=1e-6)
+        assert obs["ages"][0] == pytest.approx(0.05, abs=1e-6)  # the camera frame is as old as the latency
+        assert obs["ages"][1] >= 0.05 - 1e-6
+    stamps = np.array([i["stamp"] for i in infos])
+    np.testing.assert_allclose([o["dt"][0] for o in observations[1:]], np.diff(stamps), atol=1e-6)
+
+
+def test_expert_eval_worker_counts_outcomes():
+    from sim_envs.expert_eval import run_episodes, wilson_lower
+
+    world, preset, results = run_episodes(("rover", "winter", [10, 11]))
+    assert (world, preset) == ("rover", "winter") and len(results) == 2
+    assert all(success and not collision for success, collision, _, _ in results)
+    assert wilson_lower(50, 50) == pytest.approx(0.9287, abs=1e-3)

@@ -1,0 +1,62 @@
+"""Speed of the worlds on one core: simulated seconds per wall second with the expert driving, and camera
+frames per second (rover: 64x64 camera 15 Hz + IMU 100 Hz; balancer: IMU + encoders 200 Hz).
+
+    .venv/bin/python benchmarks/bench_sim.py [--episodes 10]
+
+Target: rover >= 20x real time. The last lines are `name: value`.
+"""
+import argparse
+import os
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+
+import sim_envs  # noqa: E402,F401
+
+
+def drive(env_id: str, episodes: int, **kwargs):
+    """Wall seconds, simulated seconds, policy updates and camera frames over `episodes` expert episodes."""
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=0)  # create the renderer outside the timing
+    env.step(env.unwrapped.expert_action())
+    wall = sim = 0.0
+    updates = frames = 0
+    for seed in range(episodes):
+        start = time.perf_counter()
+        env.reset(seed=seed)
+        while True:
+            _, _, terminated, truncated, info = env.step(env.unwrapped.expert_action())
+            updates += 1
+            if terminated or truncated:
+                break
+        wall += time.perf_counter() - start
+        sim += info["sim_time"]
+        frames += getattr(env.unwrapped, "frames_rendered", 0)
+    env.close()
+    return wall, sim, updates, frames
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--episodes", type=int, default=10)
+    args = parser.parse_args()
+    results = {}
+    wall, sim, updates, frames = drive("LiquidRover-v0", args.episodes)
+    print(f"rover: {args.episodes} episodes, {sim:.1f} sim s in {wall:.2f} wall s, {updates} updates, {frames} frames")
+    results["rover_sim_seconds_per_wall_second"] = sim / wall
+    results["rover_camera_frames_per_second"] = frames / wall
+    results["rover_camera_frames_per_sim_second"] = frames / sim
+    wall, sim, updates, _ = drive("LiquidRover-v0", max(1, args.episodes // 2), render_size=128)
+    results["rover_128px_sim_seconds_per_wall_second"] = sim / wall
+    wall, sim, updates, _ = drive("LiquidBalance-v0", max(1, args.episodes // 2))
+    print(f"balancer: {sim:.1f} sim s in {wall:.2f} wall s, {updates} updates")
+    results["balancer_sim_seconds_per_wall_second"] = sim / wall
+    results["balancer_updates_per_second"] = updates / wall
+    for name, value in results.items():
+        print(f"{name}: {value:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""Contact sheet of the visual shifts: one rover camera view (same seed, same pose) per season x lighting,
+plus fog and camera noise, labelled.
+
+    python -m sim_envs.contact_sheet --out docs/shifts.png
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import numpy as np
+
+from .shifts import LIGHTINGS, SEASONS, Shift
+
+
+def rover_view(shift: Shift, seed: int, steps: int, size: int) -> np.ndarray:
+    """The camera image after `steps` expert updates from the episode of `seed`."""
+    import gymnasium as gym
+
+    env = gym.make("LiquidRover-v0", shift=shift, render_size=size)
+    obs, _ = env.reset(seed=seed)
+    for _ in range(steps):
+        obs, *_ = env.step(env.unwrapped.expert_action())
+    env.close()
+    return obs["image"]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="docs/shifts.png")
+    parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=8, help="expert updates before the snapshot")
+    parser.add_argument("--size", type=int, default=96, help="rendered pixels (the env default is 64)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import sim_envs  # noqa: F401
+
+    columns = [(lighting, Shift(lighting=lighting)) for lighting in LIGHTINGS]
+    columns += [("fog=0.5", Shift(fog=0.5)), ("camera_noise=0.1", Shift(camera_noise=0.1))]
+    fig, axes = plt.subplots(len(SEASONS), len(columns), figsize=(1.45 * len(columns), 1.55 * len(SEASONS)),
+                             dpi=100, squeeze=False)
+    for row, season in enumerate(SEASONS):
+        for col, (label, column_shift) in enumerate(columns):
+            shift = Shift(season=season) + column_shift
+            ax = axes[row][col]
+            ax.imshow(rover_view(shift, args.seed, args.steps, args.size), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(label, fontsize=8)
+            if col == 0:
+                ax.set_ylabel(season, fontsize=8)
+    fig.suptitle(f"LiquidRover-v0 camera, seed {args.seed}, {args.size}x{args.size}", fontsize=8)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.95))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    fig.savefig(args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
