@@ -12,7 +12,8 @@ from liquid_control.evaluation.episode import SmoothnessTracker, run_episode
 from liquid_control.evaluation.evaluate import evaluate
 from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
 from liquid_control.evaluation.results import LOG_NAME, read_log
-from liquid_control.evaluation.stats import bootstrap_mean_interval, wilson_interval
+from liquid_control.evaluation.report import paired_comparison
+from liquid_control.evaluation.stats import bootstrap_mean_interval, mcnemar_exact_p, wilson_interval
 
 TINY_CONFIG = {
     "name": "tiny_cfc", "world": "LiquidRover-v0",
@@ -73,6 +74,28 @@ def test_bootstrap_interval_agrees_with_t_interval_on_normal_data():
     assert bootstrap_mean_interval([2.0]) is None
     with pytest.raises(ValueError, match="NaN"):
         bootstrap_mean_interval([1.0, float("nan")])
+
+
+@pytest.mark.parametrize("only_a,only_b", [(0, 0), (3, 0), (7, 2), (10, 10), (1, 12)])
+def test_mcnemar_exact_matches_a_binomial_test(only_a, only_b):
+    from scipy import stats
+
+    want = 1.0 if only_a + only_b == 0 else stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    assert mcnemar_exact_p(only_a, only_b) == pytest.approx(want, rel=1e-9)
+
+
+def test_paired_comparison_pairs_by_training_and_episode_seed():
+    def rec(policy, seed, episode, success, shift="winter"):
+        return {"policy": policy, "shift": shift, "training_seed": seed, "episode_seed": episode, "success": success}
+
+    records = [rec("a", 0, 1, True), rec("b", 0, 1, False), rec("a", 0, 2, True), rec("b", 0, 2, True),
+               rec("a", 1, 1, False), rec("b", 1, 1, True), rec("a", 1, 2, True), rec("b", 1, 2, False),
+               rec("a", 2, 1, True),  # no partner: left out
+               rec("a", 0, 1, False, shift="fog"), rec("b", 0, 1, False, shift="fog")]
+    rows = paired_comparison(records, "a", "b", ["winter", "fog", "night"])
+    assert [(r.shift, r.pairs, r.only_a, r.only_b) for r in rows] == [("winter", 4, 2, 1), ("fog", 1, 0, 0)]
+    assert rows[0].success_a == 0.75 and rows[0].success_b == 0.5
+    assert rows[0].p_value == pytest.approx(1.0) and rows[1].p_value == 1.0
 
 
 def test_smoothness_is_total_action_change_over_measured_time():

@@ -1,7 +1,7 @@
 """`liquid-control eval`: policies x shifts x episodes x training seeds -> a report folder.
 
     liquid-control eval --policy expert --policy cfc=runs/cfc_s*/policy.pt \
-        --shift default --shift season=winter --episodes 20 --out reports/winter
+        --shift in_distribution --shift season=winter --episodes 20 --out reports/winter
     liquid-control eval --experiment headline --out reports/headline   # trains, then evaluates
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import shlex
 import sys
 
 from liquid_control.evaluation.backends import BACKENDS
-from liquid_control.evaluation.plan import DEFAULT_EPISODE_SEED_BASE, EvaluationSetupError
+from liquid_control.evaluation.plan import DEFAULT_EPISODE_SEED_BASE, DEFAULT_SHIFT, EvaluationSetupError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="`expert` (privileged reference) or [NAME=]CKPT[,CKPT...] (globs allowed), one "
                            "checkpoint per training seed; repeat for several policies")
     what.add_argument("--shift", action="append", default=[], metavar="SHIFT",
-                      help="a shift preset or string (e.g. season=winter,lighting=dusk; `default` = the "
-                           "training distribution); repeat for several")
+                      help="a shift preset or string (e.g. winter, season=winter,lighting=dusk; `in_distribution` = "
+                           "the training distribution, the default); repeat for several")
     what.add_argument("--shift-set", choices=sorted(experiment.SHIFT_SETS), action="append", default=[],
                       help="a named list of shifts (added to --shift): " + "; ".join(
                           f"{k}: {', '.join(v)}" for k, v in sorted(experiment.SHIFT_SETS.items())))
@@ -32,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--episodes", type=int, default=20, help="episodes per policy, shift and training seed")
     what.add_argument("--episode-seed-base", type=int, default=DEFAULT_EPISODE_SEED_BASE,
                       help="episode i uses seed BASE+i for every policy (paired comparison)")
+    what.add_argument("--paired", action="append", default=[], metavar="A,B",
+                      help="add a paired comparison of policies A and B (same seeds) with McNemar p-values")
     how = parser.add_argument_group("how to run")
     how.add_argument("--out", default="reports/eval", help="report folder (results, report.md, plots)")
     how.add_argument("--resume", action="store_true",
@@ -53,6 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")
 
 
+def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for item in items:
+        names = [n.strip() for n in item.split(",")]
+        if len(names) != 2 or not all(names):
+            raise EvaluationSetupError(f"--paired {item!r}: expected two policy names A,B")
+        missing = [n for n in names if n not in policies]
+        if missing:
+            raise EvaluationSetupError(f"--paired {item!r}: no policy named {missing[0]!r} (policies: "
+                                       f"{', '.join(policies)})")
+        pairs.append((names[0], names[1]))
+    return pairs
+
+
 def run(args: argparse.Namespace) -> int:
     from liquid_control.evaluation import experiment
     from liquid_control.evaluation.evaluate import evaluate
@@ -65,11 +81,12 @@ def run(args: argparse.Namespace) -> int:
             result = experiment.run_experiment(args, command=command)
         else:
             shifts = list(args.shift) + [s for name in args.shift_set for s in experiment.SHIFT_SETS[name]]
-            plan = build_plan(args.policy, shifts or ["default"], args.episodes,
+            plan = build_plan(args.policy, shifts or [DEFAULT_SHIFT], args.episodes,
                               episode_seed_base=args.episode_seed_base, world=args.world)
+            paired = parse_pairs(args.paired, [p.name for p in plan.policies])
             result = evaluate(plan, args.out, backend=args.backend, workers=args.workers, resume=args.resume,
                               ray_address=args.ray_address, progress=not args.no_progress, command=command,
-                              example=not args.no_example)
+                              example=not args.no_example, paired=paired)
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)
         return 2

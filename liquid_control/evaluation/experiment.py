@@ -34,6 +34,8 @@ ARCHITECTURES = {
     "mlp": "mlp_rover.yaml",
     "cfc_no_dt": "cfc_rover_no_dt.yaml",
 }
+# paired comparisons in the report: the continuous-time ablation, and the NCP cells against the LSTM
+ABLATION_PAIRS = [("cfc", "cfc_no_dt"), ("cfc_ncp", "lstm"), ("ltc_ncp", "lstm")]
 FULL_SCHEDULE_MINUTES = 20.0  # the shipped schedule (the issue's target: CfC >= 90% in 20 min on 2 cores)
 
 VISUAL_SHIFTS = ["in_distribution", "autumn", "winter", "dusk", "night", "fog",
@@ -163,6 +165,7 @@ def _training_notes(trained: list[dict], minutes: float, overrides_by_arch: dict
 def run_experiment(args, command: str = "") -> dict:
     """`liquid-control eval --experiment headline`: train, then evaluate, into args.out."""
     from liquid_control.evaluation.backends import available_cpus
+    from liquid_control.evaluation.cli import parse_pairs
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
     from liquid_control.policy import load_config
@@ -179,6 +182,7 @@ def run_experiment(args, command: str = "") -> dict:
     shifts = shifts or SHIFT_SETS["headline"]
     # validate the shifts (and the evaluation options) before hours of training
     build_plan([EXPERT], shifts, args.episodes, episode_seed_base=args.episode_seed_base)
+    cli_pairs = parse_pairs(args.paired, ([] if args.no_expert else [EXPERT]) + archs)
     overrides_by_arch = {a: schedule_overrides(load_config(config_path(a)), args.train_minutes) for a in archs}
 
     from liquid_control.evaluation.results import LOG_NAME
@@ -208,4 +212,5 @@ def run_experiment(args, command: str = "") -> dict:
     return evaluate(plan, args.out, backend=args.backend, workers=args.workers, resume=args.resume,
                     ray_address=args.ray_address, progress=not args.no_progress, command=command,
                     title="Headline experiment: liquid and baseline cores under distribution shift",
-                    notes=notes, example=not args.no_example)
+                    notes=notes, example=not args.no_example,
+                    paired=[(a, b) for a, b in ABLATION_PAIRS if a in archs and b in archs] + cli_pairs)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liquid_control.evaluation.plan import EvaluationPlan
-from liquid_control.evaluation.stats import bootstrap_mean_interval, wilson_interval
+from liquid_control.evaluation.stats import bootstrap_mean_interval, mcnemar_exact_p, wilson_interval
 
 SWEEP_KEYS = ("sensor_rate", "jitter")  # shifts plotted as a curve against their factor
 
@@ -63,6 +63,44 @@ def summarize(records: list[dict], policies: list[str], shifts: list[str]) -> li
             per_seed_success={s: float(np.mean(v)) for s, v in sorted(per_seed.items())},
         ))
     return cells
+
+
+@dataclass
+class PairedRow:
+    """Policy A against policy B under one shift, on the same (training seed, episode seed) pairs."""
+
+    shift: str
+    pairs: int
+    success_a: float
+    success_b: float
+    only_a: int  # pairs where only A succeeded
+    only_b: int
+    p_value: float  # exact McNemar
+
+
+def paired_comparison(records: list[dict], a: str, b: str, shifts: list[str]) -> list[PairedRow]:
+    """Pairs episodes of `a` and `b` by (shift, training seed, episode seed); unpaired episodes are left out."""
+    outcome = {(r["policy"], r["shift"], int(r["training_seed"]), int(r["episode_seed"])): bool(r["success"])
+               for r in records}
+    rows = []
+    for shift in shifts:
+        pairs = [(outcome[(a, *k[1:])], outcome[(b, *k[1:])]) for k in outcome
+                 if k[0] == a and k[1] == shift and (b, *k[1:]) in outcome]
+        if not pairs:
+            continue
+        only_a = sum(1 for x, y in pairs if x and not y)
+        only_b = sum(1 for x, y in pairs if y and not x)
+        rows.append(PairedRow(shift, len(pairs), float(np.mean([x for x, _ in pairs])),
+                              float(np.mean([y for _, y in pairs])), only_a, only_b, mcnemar_exact_p(only_a, only_b)))
+    return rows
+
+
+def shift_group(shift: str) -> str:
+    """Report group of a shift: in-distribution, visual, sensor, dynamics (or a mix)."""
+    from liquid_control.evaluation.agents import shift_kinds
+
+    kinds = shift_kinds(shift)
+    return "in-distribution" if not kinds else "+".join(sorted(kinds))
 
 
 def sweep_factor(shift: str, key: str) -> float | None:
@@ -270,9 +308,31 @@ def _pivot(cells, policies, shifts, cell_text) -> list[str]:
     return lines
 
 
+def _group_summary(records, policies, shifts) -> list[str]:
+    """Success pooled over the shifts of each group (visual, sensor, ...), Wilson CI on the pooled episodes."""
+    found: dict[str, list[str]] = {}
+    for shift in shifts:
+        found.setdefault(shift_group(shift), []).append(shift)
+    order = ["in-distribution", "visual", "sensor", "dynamics"]
+    groups = OrderedDict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 9, kv[0])))
+    lines = ["| policy | " + " | ".join(f"{g} ({len(s)} shift{'s' if len(s) > 1 else ''})" for g, s in groups.items())
+             + " |", "| --- |" + " --- |" * len(groups)]
+    for policy in policies:
+        row = []
+        for members in groups.values():
+            wins = [bool(r["success"]) for r in records if r["policy"] == policy and r["shift"] in members]
+            if not wins:
+                row.append("—")
+                continue
+            lo, hi = wilson_interval(sum(wins), len(wins))
+            row.append(f"{_pct(np.mean(wins))} [{_pct(lo)}, {_pct(hi)}]")
+        lines.append(f"| {policy} | " + " | ".join(row) + " |")
+    return lines
+
+
 def write_report(plan: EvaluationPlan, records: list[dict], out_dir: str, command: str,
                  title: str = "Out-of-distribution evaluation", notes: list[str] | None = None,
-                 example: bool = True) -> str:
+                 example: bool = True, paired: list[tuple[str, str]] | None = None) -> str:
     policies = [p.name for p in plan.policies]
     cells = summarize(records, policies, plan.shifts)
     figures = {}
@@ -319,7 +379,25 @@ def write_report(plan: EvaluationPlan, records: list[dict], out_dir: str, comman
     lines += ["", "## Success rate (95% Wilson CI)", ""]
     lines += _pivot(cells, policies, plan.shifts,
                     lambda c: f"{_pct(c.success_rate)} [{_pct(c.success_ci[0])}, {_pct(c.success_ci[1])}]")
-    lines += ["", "![success per shift](success_by_shift.png)", ""]
+    lines += ["", "![success per shift](success_by_shift.png)", "",
+              "### Pooled by kind of shift", "",
+              "Success over all episodes of the shifts of each kind (unweighted pooling, 95% Wilson CI).", ""]
+    lines += _group_summary(records, policies, plan.shifts)
+    lines.append("")
+    for a, b in paired or []:
+        rows = paired_comparison(records, a, b, plan.shifts)
+        if not rows:
+            continue
+        lines += [f"### Paired: `{a}` versus `{b}`", "",
+                  f"Same training seed and episode seed in each pair. `only {a}`/`only {b}`: pairs where only that "
+                  "policy succeeded; p: exact two-sided McNemar test on those discordant pairs (no correction "
+                  "for the number of shifts).", "",
+                  f"| shift | pairs | success {a} | success {b} | only {a} | only {b} | p |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for r in rows:
+            lines.append(f"| {r.shift} | {r.pairs} | {_pct(r.success_a)} | {_pct(r.success_b)} | {r.only_a} | "
+                         f"{r.only_b} | {r.p_value:.3g} |")
+        lines.append("")
     if "sweep" in figures:
         lines += ["## Success versus sensor rate / jitter", "",
                   "Policies were trained at the default sensor timing (factor 1x).", "",

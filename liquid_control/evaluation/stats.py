@@ -44,3 +44,19 @@ def bootstrap_mean_interval(values, confidence: float = 0.95, resamples: int = 2
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
     return float(lo), float(hi)
+
+
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test on paired successes: p-value from the discordant pairs alone.
+
+    `only_a`: pairs where only policy A succeeded, `only_b`: only B. Under "no difference" each discordant
+    pair is a fair coin flip, so the count is Binomial(only_a + only_b, 1/2).
+    """
+    if only_a < 0 or only_b < 0:
+        raise ValueError(f"mcnemar_exact_p: counts must be >= 0, got {only_a}, {only_b}")
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    return min(1.0, 2.0 * tail)
