@@ -22,6 +22,13 @@ class PolicyLoadError(RuntimeError):
     """A policy file that cannot be used; the message names the file and the problem."""
 
 
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give (mkstemp's 0600 would hide shipped policies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_torch_save(obj, path: str | Path) -> None:
     """torch.save to ``path`` through a temporary file and an atomic rename."""
     path = Path(path)
@@ -32,6 +39,7 @@ def atomic_torch_save(obj, path: str | Path) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

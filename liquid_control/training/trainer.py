@@ -1,0 +1,359 @@
+"""The training run: expert demonstrations, DAgger rounds and behaviour cloning, with resumable checkpoints.
+
+Schedule (all numbers from the config's ``training`` section)::
+
+    round 0:   collect `demonstrations` expert episodes      -> `epochs_first` BC epochs  -> evaluate
+    round r>0: collect `dagger_episodes` with beta = beta[r-1] -> `epochs_per_round` epochs -> evaluate
+
+BC always trains on everything collected so far (DAgger's aggregation). After each round the policy drives
+`eval_episodes` fixed held-out episodes alone; the best round (ties: the later) becomes ``policy.pt``.
+
+Everything random is derived from (seed, round, episode) or (seed, epoch), never from the history of a
+process, so a run killed at any point and continued with ``resume=True`` produces the same result as one
+that was never interrupted: finished epochs come from ``checkpoint.pt`` (written atomically after every
+epoch and every evaluation), finished episodes from their files under ``data/``.
+
+Output folder: ``config.yaml`` (the complete config), ``data/round_XX/ep_XXXX.npz``, ``checkpoint.pt``,
+``metrics.csv`` (+ ``tensorboard/`` if TensorBoard is installed), ``policy.pt`` (the selected policy).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from liquid_control.policy import Policy, PolicyAgent, apply_overrides, load_config, save_policy, validate_config
+from liquid_control.policy.checkpoint import atomic_torch_save
+
+from .bc import bc_epoch, count_chunks
+from .data import Episode, load_episode, rollout, save_episode
+
+CHECKPOINT_FORMAT = "liquid_control.training/1"
+METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
+# Episode seeds: training data and model-selection episodes come from ranges no evaluation uses by default.
+TRAIN_SEED_BASE = 1_000_000
+SELECTION_SEED_BASE = 9_000_000
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue (existing output folder, changed config, lost data)."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    policy_path: Path
+    success: float | None  # success rate of the selected policy on the selection episodes (None: not measured)
+    selected_round: int
+    epochs: int
+    wall_s: float  # training wall-clock seconds, summed over resumed parts
+
+
+def episode_seed(seed: int, round_index: int, episode: int) -> int:
+    return TRAIN_SEED_BASE + seed * 100_000 + round_index * 1_000 + episode
+
+
+def selection_seeds(count: int) -> list[int]:
+    return [SELECTION_SEED_BASE + i for i in range(count)]
+
+
+def make_env(config: dict, shift: str | None = None):
+    """The policy's world at the policy's camera size, in the training distribution unless ``shift``."""
+    import gymnasium
+
+    import sim_envs  # noqa: F401  (registers the worlds)
+
+    kwargs = {"shift": shift if shift is not None else (config["training"]["shift"] or "")}
+    if config["observation"]["image"] is not None:
+        kwargs["render_size"] = config["observation"]["image"]["height"]
+    return gymnasium.make(config["world"], **kwargs)
+
+
+def observation_keys(config: dict) -> list[str]:
+    return (["image"] if config["observation"]["image"] is not None else []) + list(config["observation"]["vectors"])
+
+
+def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, max_steps: int | None = None) -> float:
+    """Fraction of the episodes ``seeds`` the policy alone brings to success."""
+    own_env = env is None
+    env = make_env(policy.config, shift) if own_env else env
+    agent = PolicyAgent(policy)
+    try:
+        wins = [rollout(env, agent, beta=0.0, seed=s, record=False, max_steps=max_steps).success for s in seeds]
+    finally:
+        if own_env:
+            env.close()
+    return float(np.mean(wins)) if wins else float("nan")
+
+
+def _cosine_lr(tcfg: dict, epoch: int, total: int) -> float:
+    frac = epoch / max(total - 1, 1)
+    return tcfg["lr_final"] + (tcfg["lr"] - tcfg["lr_final"]) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+
+class _Run:
+    """State of one training run in ``out_dir`` (see the module docstring)."""
+
+    def __init__(self, config: dict, out_dir: Path, seed: int, progress: bool, command: str | None, log):
+        self.config, self.out, self.seed, self.progress, self.command = config, out_dir, seed, progress, command
+        self.log = log
+        t = config["training"]
+        self.rounds = 1 + t["dagger_rounds"]
+        self.round_epochs = [t["epochs_first"]] + [t["epochs_per_round"]] * t["dagger_rounds"]
+        self.total_epochs = sum(self.round_epochs)
+        torch.manual_seed(seed)
+        self.policy = Policy(config)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        self.epoch_done = 0
+        self.rounds_evaluated = -1
+        self.best = None  # {"success", "round", "epoch", "state_dict"}
+        self.rows: list[dict] = []
+        self.wall_s = 0.0
+        self._t0 = time.monotonic()
+        self.writer = _tensorboard(out_dir / "tensorboard")
+
+    # ------------------------------------------------------------------------------------------- persistence
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+    def _elapsed(self) -> float:
+        now = time.monotonic()
+        self.wall_s += now - self._t0
+        self._t0 = now
+        return self.wall_s
+
+    def save_checkpoint(self) -> None:
+        self._elapsed()
+        atomic_torch_save({
+            "format": CHECKPOINT_FORMAT, "config": self.config, "seed": self.seed,
+            "epoch_done": self.epoch_done, "rounds_evaluated": self.rounds_evaluated,
+            "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "best": self.best, "rows": self.rows, "wall_s": self.wall_s,
+        }, self.checkpoint_path)
+        self._write_metrics()
+
+    def load_checkpoint(self) -> None:
+        try:
+            ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise TrainingError(f"{self.checkpoint_path}: cannot read the training checkpoint: {exc}") from None
+        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+            raise TrainingError(f"{self.checkpoint_path}: not a liquid_control training checkpoint")
+        if ck["config"] != self.config or ck["seed"] != self.seed:
+            raise TrainingError(f"{self.checkpoint_path}: the run was started with another config or seed; "
+                                f"resume with the same ones, or train into a new folder")
+        self.policy.load_state_dict(ck["policy"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
+        self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
+
+    def _write_metrics(self) -> None:
+        path = self.out / "metrics.csv"
+        tmp = path.with_name(".metrics.csv.tmp")
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, path)
+
+    def _row(self, **values) -> None:
+        row = {k: values.get(k, "") for k in METRIC_COLUMNS}
+        row["wall_s"] = round(self._elapsed(), 2)
+        self.rows.append(row)
+        if self.writer is not None:
+            for key in ("loss", "success"):
+                if values.get(key, "") != "":
+                    self.writer.add_scalar(f"{values['kind']}/{key}", float(values[key]), int(values["epoch"]))
+            self.writer.flush()
+
+    # ------------------------------------------------------------------------------------------- stages
+    def collect(self, env, round_index: int) -> list[Episode]:
+        """Episodes of one round: loaded from ``data/`` where finished, collected otherwise."""
+        t = self.config["training"]
+        count = t["demonstrations"] if round_index == 0 else t["dagger_episodes"]
+        beta = 1.0 if round_index == 0 else t["beta"][min(round_index - 1, len(t["beta"]) - 1)]
+        folder = self.out / "data" / f"round_{round_index:02d}"
+        first_epoch = sum(self.round_epochs[:round_index])
+        agent = PolicyAgent(self.policy) if beta < 1.0 else None
+        episodes, collected = [], 0
+        bar = _bar(count, f"round {round_index} collect (beta={beta:g})", self.progress)
+        for i in range(count):
+            path = folder / f"ep_{i:04d}.npz"
+            if path.is_file():
+                episodes.append(load_episode(path))
+            else:
+                if self.epoch_done > first_epoch:
+                    raise TrainingError(f"{path}: missing, but the run already trained on round {round_index}; "
+                                        f"the data folder was changed, start a new run")
+                seed = episode_seed(self.seed, round_index, i)
+                rng = np.random.default_rng([self.seed, round_index, i])
+                ep = rollout(env, agent, beta=beta, rng=rng, seed=seed, observation_keys=observation_keys(self.config),
+                             max_steps=t["max_episode_steps"])
+                save_episode(path, ep)
+                episodes.append(ep)
+                collected += 1
+            bar.update(1)
+        bar.close()
+        if collected:
+            success = float(np.mean([ep.success for ep in episodes]))
+            self._row(epoch=first_epoch, round=round_index, kind="collect", success=round(success, 4),
+                      episodes=count, updates=sum(len(ep) for ep in episodes))
+            self.log(f"round {round_index}: {count} episodes (beta={beta:g}), driver success {success:.0%}, "
+                     f"{sum(len(ep) for ep in episodes)} updates")
+        return episodes
+
+    def fit_normalization(self, episodes: list[Episode]) -> None:
+        """Vector-input statistics from the first demonstrations (fixed afterwards; stored in the policy)."""
+        if self.policy.vectors is None:
+            return
+        data = np.concatenate([np.concatenate([ep.observations[k] for k in self.policy.vector_keys], axis=1)
+                               for ep in episodes])
+        self.policy.vectors.set_normalization(data.mean(axis=0), data.std(axis=0))
+
+    def train_epoch(self, episodes: list[Episode], epoch: int, round_index: int) -> None:
+        t = self.config["training"]
+        lr = _cosine_lr(t, epoch, self.total_epochs)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        rng = np.random.default_rng([self.seed, 7, epoch])
+        torch.manual_seed(self.seed * 100_003 + epoch)
+        order_preview = count_chunks(episodes, t["batch_size"], t["sequence_length"])
+        bar = _bar(order_preview, f"epoch {epoch + 1}/{self.total_epochs}", self.progress)
+
+        def tick(loss):
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+
+        stats = bc_epoch(self.policy, self.optimizer, episodes, batch_size=t["batch_size"],
+                         sequence_length=t["sequence_length"], grad_clip=t["grad_clip"], rng=rng,
+                         augmentation=t["augmentation"], progress=tick)
+        bar.close()
+        self.epoch_done = epoch + 1
+        self._row(epoch=self.epoch_done, round=round_index, kind="train", loss=round(stats["loss"], 6),
+                  episodes=len(episodes), updates=stats["updates"], lr=f"{lr:.3g}")
+        self.save_checkpoint()
+
+    def evaluate(self, env, round_index: int) -> None:
+        n = self.config["training"]["eval_episodes"]
+        success = None
+        if n > 0:
+            success = measure_success(self.policy, selection_seeds(n), env=env,
+                                      max_steps=self.config["training"]["max_episode_steps"])
+            self.log(f"round {round_index}: policy alone succeeds in {success:.0%} of {n} selection episodes")
+        self._row(epoch=self.epoch_done, round=round_index, kind="eval",
+                  success="" if success is None else round(success, 4), episodes=n)
+        score = -1.0 if success is None else success
+        if self.best is None or score >= self.best["success"]:
+            self.best = {"success": score, "round": round_index, "epoch": self.epoch_done,
+                         "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()}}
+        self.rounds_evaluated = round_index
+        self.save_checkpoint()
+
+    def run(self) -> TrainResult:
+        env = make_env(self.config)
+        episodes: list[Episode] = []
+        try:
+            for r in range(self.rounds):
+                first_epoch = sum(self.round_epochs[:r])
+                if self.rounds_evaluated >= r and self.epoch_done >= first_epoch + self.round_epochs[r]:
+                    if r + 1 < self.rounds:  # finished round: its data are still needed by later epochs
+                        episodes += self.collect(env, r)
+                    continue
+                episodes += self.collect(env, r)
+                if r == 0 and self.epoch_done == 0:
+                    self.fit_normalization(episodes)
+                for epoch in range(max(first_epoch, self.epoch_done), first_epoch + self.round_epochs[r]):
+                    self.train_epoch(episodes, epoch, r)
+                if self.rounds_evaluated < r:
+                    self.evaluate(env, r)
+        finally:
+            env.close()
+            if self.writer is not None:
+                self.writer.close()
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        selected = Policy(self.config)
+        selected.load_state_dict(self.best["state_dict"])
+        success = None if self.best["success"] < 0 else self.best["success"]
+        t = self.config["training"]
+        metadata = {
+            "seed": self.seed, "selected_round": self.best["round"], "selected_epoch": self.best["epoch"],
+            "selection_success": success, "selection_episodes": t["eval_episodes"],
+            "parameters": selected.num_parameters(), "training_wall_s": round(self.wall_s, 1),
+            "training_episodes": t["demonstrations"] + t["dagger_rounds"] * t["dagger_episodes"],
+            "command": self.command or "", "torch": str(torch.__version__),
+        }
+        path = save_policy(self.out / "policy.pt", selected, metadata)
+        self.log(f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
+                 f"{'n/a' if success is None else f'{success:.0%}'}; wrote {path} after {self.wall_s:.0f} s")
+        return TrainResult(out_dir=self.out, policy_path=path, success=success, selected_round=self.best["round"],
+                           epochs=self.epoch_done, wall_s=self.wall_s)
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # TensorBoard is optional
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _log(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def train(config: str | Path | dict | None, out_dir: str | Path, *, seed: int = 0, resume: bool = False,
+          overrides: dict | None = None, progress: bool = True, threads: int | None = 1, command: str | None = None,
+          log=_log) -> TrainResult:
+    """Train the policy described by ``config`` (YAML path or dict) into ``out_dir``; returns the result.
+
+    ``resume=True`` continues the run in ``out_dir`` (config may then be None: the run's own config.yaml is
+    used). ``overrides`` are dotted keys, e.g. ``{"training.dagger_rounds": 2}``. ``threads`` sets torch's
+    intra-op threads (1: deterministic and polite on a shared CPU; None leaves torch's default).
+    """
+    out = Path(out_dir)
+    saved = out / "config.yaml"
+    if config is None:
+        if not (resume and saved.is_file()):
+            raise TrainingError(f"no config given and no {saved} to resume from")
+        config = saved
+    cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True)
+    checkpoint = out / "checkpoint.pt"
+    if not resume and (checkpoint.exists() or (out / "data").exists()):
+        raise TrainingError(f"{out} already holds a training run; pass resume (--resume) to continue it, "
+                            f"or choose another output folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if saved.is_file() and resume:
+        previous = validate_config(yaml.safe_load(saved.read_text()))
+        if previous != cfg:
+            raise TrainingError(f"{saved}: the run was started with another config; resume with the same one")
+    else:
+        saved.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    run = _Run(cfg, out, seed, progress, command, log)
+    if resume and checkpoint.exists():
+        run.load_checkpoint()
+        log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
+    return run.run()

@@ -1,0 +1,195 @@
+"""Training: demonstrations keep real irregular dt, BC learns, DAgger labels with the expert, runs resume exactly."""
+import csv
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+
+from liquid_control.policy import Policy, load_policy
+from liquid_control.training import cli as train_cli
+from liquid_control.training import trainer
+from liquid_control.training.bc import bc_epoch
+from liquid_control.training.data import Episode, load_episode, rollout, save_episode
+
+
+class TinyReach(gymnasium.Env):
+    """A point that must reach the origin, observed at irregular intervals: a seconds-fast stand-in world.
+
+    Same interface as the sim_envs worlds: ``shift`` kwarg, dict observation with ``dt``, ``info["stamp"]``,
+    ``info["success"]`` and ``unwrapped.expert_action()``.
+    """
+
+    def __init__(self, shift=""):
+        self.observation_space = gymnasium.spaces.Dict({
+            "pos": gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+            "dt": gymnasium.spaces.Box(0, np.inf, (1,), np.float32)})
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def _obs(self, dt):
+        return {"pos": self.pos.astype(np.float32), "dt": np.array([dt], np.float32)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.t, self.n = self.np_random.uniform(-2, 2, size=2), 0.0, 0
+        return self._obs(0.0), {"stamp": 0.0, "success": False}
+
+    def expert_action(self):
+        return np.clip(-1.5 * self.pos, -1, 1).astype(np.float32)
+
+    def step(self, action):
+        dt = float(self.np_random.uniform(0.05, 0.15))  # irregular sensor period
+        self.pos = self.pos + dt * np.asarray(action, float)
+        self.t, self.n = self.t + dt, self.n + 1
+        success = bool(np.linalg.norm(self.pos) < 0.2)
+        return self._obs(dt), 0.0, success, self.n >= 40, {"stamp": self.t, "success": success}
+
+
+if "TinyReach-v0" not in gymnasium.registry:
+    gymnasium.register(id="TinyReach-v0", entry_point=TinyReach)
+
+
+def tiny_config(**training):
+    return {
+        "name": "tiny_reach", "world": "TinyReach-v0",
+        "observation": {"vectors": {"pos": 2}, "update_on": "pos"},
+        "encoder": {"vectors": {"hidden": [8], "features": 8}},
+        "core": {"type": "cfc", "units": 8, "backbone_units": 8},
+        "action": {"size": 2, "low": [-1, -1], "high": [1, 1]},
+        "training": {"demonstrations": 6, "dagger_rounds": 2, "dagger_episodes": 3, "beta": [0.5, 0.0],
+                     "epochs_first": 3, "epochs_per_round": 2, "batch_size": 4, "sequence_length": 8,
+                     "eval_episodes": 2, **training},
+    }
+
+
+def test_rover_demonstrations_keep_real_irregular_dt(tmp_path):
+    import sim_envs  # noqa: F401
+
+    env = gymnasium.make("LiquidRover-v0", render_size=16)
+    try:
+        episode = rollout(env, None, beta=1.0, seed=3, max_steps=25)
+    finally:
+        env.close()
+    path = save_episode(tmp_path / "ep.npz", episode)
+    loaded = load_episode(path)
+    assert len(loaded) == 25
+    assert loaded.observations["image"].dtype == np.uint8 and loaded.observations["image"].shape == (25, 16, 16, 3)
+    assert loaded.dt[0] == 0.0  # reset: no previous update
+    np.testing.assert_allclose(loaded.dt[1:], np.diff(loaded.stamp), atol=1e-5)  # dt = stamp differences
+    assert np.all((loaded.dt[1:] > 1 / 15 * 0.7) & (loaded.dt[1:] < 1 / 15 * 1.3))  # 15 Hz +- 20 % camera
+    assert np.std(loaded.dt[1:]) > 1e-3  # really irregular, not a fixed period
+    np.testing.assert_array_equal(loaded.expert_action, loaded.action)  # beta = 1: the expert drove
+
+
+def test_dagger_rollout_mixes_drivers_and_labels_with_the_expert():
+    env = gymnasium.make("TinyReach-v0")
+    torch.manual_seed(0)
+    from liquid_control.policy import PolicyAgent
+
+    agent = PolicyAgent(Policy.from_config(tiny_config()))
+    episode = rollout(env, agent, beta=0.5, rng=np.random.default_rng(0), seed=1)
+    driven_by_expert = np.all(np.isclose(episode.action, episode.expert_action), axis=1)
+    assert 0 < driven_by_expert.sum() < len(episode)  # both drivers acted
+    # the labels are the expert's action in the visited state: -1.5 * pos, clipped
+    np.testing.assert_allclose(episode.expert_action, np.clip(-1.5 * episode.observations["pos"], -1, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="beta < 1 needs an agent"):
+        rollout(env, None, beta=0.5, seed=1)
+
+
+def test_behaviour_cloning_loss_decreases():
+    env = gymnasium.make("TinyReach-v0")
+    episodes = [rollout(env, None, seed=s) for s in range(8)]
+    torch.manual_seed(0)
+    policy = Policy.from_config(tiny_config())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    losses = [bc_epoch(policy, optimizer, episodes, batch_size=4, sequence_length=8, grad_clip=1.0, rng=rng)["loss"]
+              for _ in range(8)]
+    assert losses[-1] < 0.3 * losses[0], losses
+
+
+def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
+    a = trainer.train(tiny_config(), tmp_path / "a", progress=False, log=lambda m: None)
+    b = trainer.train(tiny_config(), tmp_path / "b", progress=False, log=lambda m: None)
+    assert a.epochs == 3 + 2 * 2
+    pa, pb = load_policy(a.policy_path), load_policy(b.policy_path)
+    for k, v in pa.state_dict().items():
+        torch.testing.assert_close(v, pb.state_dict()[k], rtol=0, atol=0)
+    rows = list(csv.DictReader(open(tmp_path / "a" / "metrics.csv")))
+    train_rows = [r for r in rows if r["kind"] == "train"]
+    assert [int(r["epoch"]) for r in train_rows] == list(range(1, 8))
+    assert len([r for r in rows if r["kind"] == "eval"]) == 3
+    assert pa.metadata["seed"] == 0 and pa.metadata["selection_episodes"] == 2
+    assert len(list((tmp_path / "a" / "data").glob("round_*/ep_*.npz"))) == 6 + 2 * 3
+    with pytest.raises(trainer.TrainingError, match="already holds a training run"):
+        trainer.train(tiny_config(), tmp_path / "a", progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("kill_after_epochs", [2, 4])
+def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypatch, kill_after_epochs):
+    reference = trainer.train(tiny_config(), tmp_path / "ref", progress=False, log=lambda m: None)
+
+    original = trainer._Run.train_epoch
+    calls = []
+
+    def dying_epoch(self, episodes, epoch, round_index):
+        if epoch == kill_after_epochs:
+            raise KeyboardInterrupt("killed")  # the process dies before this epoch finishes
+        calls.append(epoch)
+        return original(self, episodes, epoch, round_index)
+
+    monkeypatch.setattr(trainer._Run, "train_epoch", dying_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(tiny_config(), tmp_path / "run", progress=False, log=lambda m: None)
+    data_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "data").glob("round_*/ep_*.npz")}
+    assert not (tmp_path / "run" / "policy.pt").exists()
+
+    calls.clear()
+    monkeypatch.setattr(trainer._Run, "train_epoch", original)
+    resumed_epochs = []
+    monkeypatch.setattr(trainer._Run, "train_epoch",
+                        lambda self, eps, epoch, r: (resumed_epochs.append(epoch), original(self, eps, epoch, r)))
+    result = trainer.train(None, tmp_path / "run", resume=True, progress=False, log=lambda m: None)
+    assert resumed_epochs == list(range(kill_after_epochs, 7))  # finished epochs are not redone
+    for p, mtime in data_before.items():
+        assert p.stat().st_mtime_ns == mtime  # finished episodes are reused, not recollected
+    resumed, ref = load_policy(result.policy_path), load_policy(reference.policy_path)
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)  # as if never killed
+    rows = lambda d: [(r["epoch"], r["kind"], r["loss"], r["success"])  # noqa: E731
+                      for r in csv.DictReader(open(tmp_path / d / "metrics.csv"))]
+    assert rows("run") == rows("ref")
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    trainer.train(tiny_config(dagger_rounds=0), tmp_path / "run", progress=False, log=lambda m: None)
+    with pytest.raises(trainer.TrainingError, match="another config"):
+        trainer.train(tiny_config(dagger_rounds=0, lr=0.1), tmp_path / "run", resume=True, progress=False,
+                      log=lambda m: None)
+
+
+def test_cli_help_and_bad_overrides(capsys, tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    help_text = parser.format_help()
+    for flag in ("--config", "--out", "--resume", "--seed", "--set", "--augment"):
+        assert flag in help_text
+    args = parser.parse_args(["--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "x"),
+                              "--set", "core.typ=cfc"])
+    assert train_cli.run(args) == 2
+    assert "core: unknown key(s) 'typ'" in capsys.readouterr().err
+    args = parser.parse_args(["--out", str(tmp_path / "y")])
+    assert train_cli.run(args) == 2
+    assert "--config is required" in capsys.readouterr().err
+
+
+def test_episode_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.npz: not a readable demonstration episode"):
+        load_episode(bad)
+    ep = Episode(observations={"pos": np.zeros((2, 2), np.float32)}, dt=np.zeros(2, np.float32),
+                 stamp=np.zeros(2), expert_action=np.zeros((2, 2), np.float32), action=np.zeros((2, 2), np.float32))
+    assert len(load_episode(save_episode(tmp_path / "ok.npz", ep))) == 2
