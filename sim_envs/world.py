@@ -111,6 +111,14 @@ class TimedMujocoWorld(gym.Env):
         return self._observation(), self._info(info)
 
     def step(self, action):
+        self.apply_action(action)
+        self._run_until_trigger()
+        reward, terminated, info = self._outcome()
+        truncated = (not terminated) and self._update_stamp >= self.time_limit
+        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(info)
+
+    def apply_action(self, action) -> None:
+        """Validate ``action``, clip it to the action space (counted in ``clipped_actions``) and hold it."""
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
@@ -121,10 +129,13 @@ class TimedMujocoWorld(gym.Env):
             self.clipped_actions += 1
             action = np.clip(action, low, high)
         self._apply_action(action)
-        self._run_until_trigger()
-        reward, terminated, info = self._outcome()
-        truncated = (not terminated) and self._update_stamp >= self.time_limit
-        return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(info)
+
+    def outcome(self) -> tuple[bool, dict]:
+        """(terminated, info with success/collision/...) now, for drivers using next_delivery (time limit:
+        theirs to check against ``time_limit``)."""
+        _, terminated, info = self._outcome()
+        info.update(sim_time=float(self.data.time), clipped_actions=self.clipped_actions)
+        return bool(terminated), info
 
     def _info(self, info: dict) -> dict:
         info.update(stamp=float(self._update_stamp), sim_time=float(self.data.time), event=self.trigger,
