@@ -267,3 +267,44 @@ def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, monkey
     assert all(without_wall_time([on_ray[k]]) == without_wall_time([serial[k]]) for k in serial)
     assert all(on_ray[k]["success"] for k in serial if k[0] == "expert")
     assert {on_ray[k]["checkpoint"] for k in serial if k[0] == "tiny"} == {tiny_checkpoints[1]}
+
+
+def test_reduced_training_schedule_scales_counts_and_keeps_the_beta_decay():
+    from liquid_control.evaluation.experiment import config_path, schedule_overrides
+    from liquid_control.policy import load_config
+
+    config = load_config(config_path("cfc"))
+    t = config["training"]
+    assert schedule_overrides(config, 20) == {} and schedule_overrides(config, 60) == {}
+    half = schedule_overrides(config, 10)
+    assert half["training.demonstrations"] == round(t["demonstrations"] / 2)
+    assert half["training.dagger_rounds"] == round(t["dagger_rounds"] / 2)
+    assert half["training.beta"] == [t["beta"][0], t["beta"][-1]]
+    assert half["training.epochs_first"] == round(t["epochs_first"] / 2)
+    tiny = schedule_overrides(config, 0.01)
+    assert tiny["training.demonstrations"] >= 4 and tiny["training.epochs_first"] == 1
+    with pytest.raises(EvaluationSetupError, match="train-minutes"):
+        schedule_overrides(config, 0)
+
+
+def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
+    """The one-command experiment at a toy budget: one architecture, one seed, one shift, one episode."""
+    from liquid_control.cli import main
+
+    out = tmp_path / "headline"
+    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--train-minutes", "0.1",
+            "--episodes", "1", "--shift", "in_distribution", "--out", str(out), "--workers", "1",
+            "--no-progress", "--no-example"]
+    assert main(argv + ["--archs", "transformer"]) == 2 and not out.exists()  # rejected before training
+    assert main(argv) == 0
+    policy = out / "train" / "cfc" / "seed_0" / "policy.pt"
+    with open(out / "results.json") as fh:
+        records = json.load(fh)
+    assert sorted(r["policy"] for r in records) == ["cfc", "expert"]
+    assert {r["checkpoint"] for r in records if r["policy"] == "cfc"} == {str(policy)}
+    report = (out / "report.md").read_text()
+    assert "**Reduced budget**" in report and "| cfc | `policies/configs/cfc_rover.yaml` | 0 |" in report
+    assert main(argv) == 2  # the folder holds an experiment: needs --resume
+    stamp = policy.stat().st_mtime_ns
+    assert main(argv + ["--resume"]) == 0
+    assert policy.stat().st_mtime_ns == stamp  # trained policies are kept, not retrained

@@ -13,7 +13,8 @@ from liquid_control.evaluation.results import ResultLog, finish_record, write_ta
 def evaluate(plan: EvaluationPlan, out_dir: str, *, backend: str = "process", workers: int | None = None,
              resume: bool = False, ray_address: str | None = None, progress: bool = True, command: str = "",
              title: str = "Out-of-distribution evaluation", notes: list[str] | None = None,
-             example: bool = True, paired: list[tuple[str, str]] | None = None) -> dict:
+             example: bool = True, paired: list[tuple[str, str]] | None = None,
+             sections: list[str] | None = None) -> dict:
     """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots."""
     log = ResultLog(out_dir, resume=resume)
     jobs = plan.jobs
@@ -27,7 +28,7 @@ def evaluate(plan: EvaluationPlan, out_dir: str, *, backend: str = "process", wo
     records = log.records_for(jobs)
     csv_path, json_path = write_tables(records, out_dir)
     report = write_report(plan, records, out_dir, command, title=title, notes=notes, example=example,
-                          paired=paired)
+                          paired=paired, sections=sections)
     return {"records": records, "report": report, "csv": csv_path, "json": json_path, "ran": len(todo)}
 
 

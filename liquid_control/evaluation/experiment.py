@@ -208,9 +208,9 @@ def run_experiment(args, command: str = "") -> dict:
     notes += ["Policies: " + ", ".join(f"`{a}` = `policies/configs/{ARCHITECTURES[a]}`" for a in archs) +
               (". `expert` is the privileged expert (sees the true state), a reference, not a competitor."
                if not args.no_expert else "."), ""]
-    notes += _training_notes(trained, args.train_minutes, overrides_by_arch)
+    sections = _training_notes(trained, args.train_minutes, overrides_by_arch)
     return evaluate(plan, args.out, backend=args.backend, workers=args.workers, resume=args.resume,
                     ray_address=args.ray_address, progress=not args.no_progress, command=command,
                     title="Headline experiment: liquid and baseline cores under distribution shift",
-                    notes=notes, example=not args.no_example,
+                    notes=notes, sections=sections, example=not args.no_example,
                     paired=[(a, b) for a, b in ABLATION_PAIRS if a in archs and b in archs] + cli_pairs)

@@ -332,7 +332,9 @@ def _group_summary(records, policies, shifts) -> list[str]:
 
 def write_report(plan: EvaluationPlan, records: list[dict], out_dir: str, command: str,
                  title: str = "Out-of-distribution evaluation", notes: list[str] | None = None,
-                 example: bool = True, paired: list[tuple[str, str]] | None = None) -> str:
+                 example: bool = True, paired: list[tuple[str, str]] | None = None,
+                 sections: list[str] | None = None) -> str:
+    """report.md and its figures. `notes`: lines under the title; `sections`: markdown after the policy table."""
     policies = [p.name for p in plan.policies]
     cells = summarize(records, policies, plan.shifts)
     figures = {}
@@ -376,7 +378,8 @@ def write_report(plan: EvaluationPlan, records: list[dict], out_dir: str, comman
             lines.append(f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | "
                          f"{p.core_parameter_count:,} |" if p.core_parameter_count is not None else
                          f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | n/a |")
-    lines += ["", "## Success rate (95% Wilson CI)", ""]
+    lines += [""] + (sections or [])
+    lines += ["## Success rate (95% Wilson CI)", ""]
     lines += _pivot(cells, policies, plan.shifts,
                     lambda c: f"{_pct(c.success_rate)} [{_pct(c.success_ci[0])}, {_pct(c.success_ci[1])}]")
     lines += ["", "![success per shift](success_by_shift.png)", "",
