@@ -47,10 +47,6 @@ class TimedMujocoWorld(gym.Env):
         }
         self.clipped_actions = 0
         self._streams: dict = {}
-        # Set True to keep every delivered message (sensor, stamp, reading) in `delivered_messages`, e.g. for
-        # a ROS node that publishes each one; the caller drains the list.
-        self.record_messages = False
-        self.delivered_messages: list = []
 
     # ----- to be defined by the worlds -----
     def _reset_world(self, rng: np.random.Generator) -> None:
@@ -179,8 +175,6 @@ class TimedMujocoWorld(gym.Env):
                 self._pending[name].append((stamp, self._measure(name)))
                 continue
             self._latest[name] = self._pending[name].popleft()
-            if self.record_messages:
-                self.delivered_messages.append((name, *self._latest[name]))
             return (name, *self._latest[name])
 
     def _run_until_trigger(self) -> None:

@@ -131,3 +131,22 @@ def test_expert_eval_worker_counts_outcomes():
     assert (world, preset) == ("rover", "winter") and len(results) == 2
     assert all(success and not collision for success, collision, _, _ in results)
     assert wilson_lower(50, 50) == pytest.approx(0.9287, abs=1e-3)
+
+
+def test_next_delivery_gives_every_message_in_order():
+    """The ROS sim node publishes each message: between two camera updates come ~6-7 IMU messages."""
+    env = gym.make("LiquidRover-v0", render_size=16)
+    _, info = env.reset(seed=0)
+    world = env.unwrapped
+    world.apply_action(np.zeros(2))
+    messages = []
+    while not messages or messages[-1][0] != "camera":
+        messages.append(world.next_delivery())
+    imu_stamps = [m[1] for m in messages if m[0] == "imu"]
+    assert 4 <= len(imu_stamps) <= 9 and np.all(np.diff(imu_stamps) > 0.009 - 1e-9)
+    assert info["sim_time"] <= imu_stamps[0] and messages[-1][1] - info["stamp"] >= 0.8 / 15 - 1e-9
+    assert messages[0][2].shape == (6,) and messages[-1][2].shape == (16, 16, 3)
+    # With `until` before the next message: physics stops there and nothing is delivered.
+    now = world.data.time
+    assert world.next_delivery(until=now + 1e-4) is None and world.data.time == pytest.approx(now + 1e-4)
+    env.close()
