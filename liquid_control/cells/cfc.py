@@ -131,49 +131,77 @@ class CfCBlock(nn.Module):
 
     # ---- numpy kernel (no-grad streaming) ----------------------------------------------------------
     def numpy_kernel(self, ctx: dict, to_np):
-        """(px, h, ts) -> h' in numpy, or None where numpy lacks the activation (gelu)."""
-        if self.activation_name == "gelu" or (self.training and self.dropout is not None):
+        """(input, h, ts) -> h' in numpy, or None where there is no numpy version (gelu, active dropout).
+
+        Constant scales are folded into the weights once: LeCun's 0.666 / 1.7159 into the layers around each
+        activation, and ``sigmoid(u) = (1 + tanh(u / 2)) / 2`` halves the time heads, so ff1, ff2 and the
+        gate need a single tanh call. The input, the state and a constant 1 (bias) share one matmul.
+        """
+        if self.activation_name not in _NUMPY_ACTIVATIONS or (self.training and self.dropout is not None):
             return None
         H, mode = self.hidden, self.mode
-        w_hT = to_np(ctx["w_hT"])
-        backbone = [(to_np(l.weight.t()), to_np(l.bias)) for l in self.backbone[1:]]
-        heads_T, head_b = to_np(ctx["heads"].t()), to_np(self.head_bias).copy()  # own copy: halved in place below
-        if mode != "pure":  # sigmoid(u) = 0.5 + 0.5 tanh(u / 2): halve the time heads once
-            heads_T[:, 2 * H :] *= 0.5
+        in_scale, base, out_scale = _NUMPY_ACTIVATIONS[self.activation_name]
+        heads, head_b = ctx["heads"].t().clone(), self.head_bias.clone()
+        if mode != "pure":
+            heads[:, 2 * H :] *= 0.5
             head_b[2 * H :] *= 0.5
+        if self.backbone:
+            first = torch.cat([ctx["w_x"].t(), ctx["w_hT"], ctx["b"][None]]) * in_scale
+            rest = [(to_np(l.weight.t() * (in_scale * out_scale)), to_np(l.bias * in_scale)) for l in self.backbone[1:]]
+            heads_np, head_b_np = to_np(heads * out_scale), to_np(head_b)
         else:
+            first = torch.cat([heads, head_b[None]])
+        first = to_np(first)
+        if mode == "pure":
             w_tau, amp = np.abs(to_np(self.w_tau)), to_np(self.A)
-        act = _NUMPY_ACTIVATIONS[self.activation_name]
         has_backbone = bool(self.backbone)
+        ones = {}
 
-        def kernel(px, h, ts):
-            z = px + h @ w_hT
+        def kernel(inp, h, ts):
+            batch = inp.shape[0]
+            one = ones.get(batch)
+            if one is None:
+                one = ones[batch] = np.ones((batch, 1), dtype=first.dtype)
+            z = np.concatenate((inp, h, one), axis=1) @ first
             if has_backbone:
-                z = act(z)
-                for w, b in backbone:
-                    z = act(z @ w + b)
-                z = z @ heads_T + head_b
+                z = base(z)
+                for w, b in rest:
+                    z = base(z @ w + b)
+                z = z @ heads_np
+                z += head_b_np
             if mode == "pure":
-                return amp - amp * np.exp(-ts * (w_tau + np.abs(z))) * z
-            ff1, ff2 = np.tanh(z[:, :H]), np.tanh(z[:, H : 2 * H])
-            u = z[:, 2 * H : 3 * H] * ts + z[:, 3 * H :]
-            half_gate = np.tanh(u if has_backbone else 0.5 * u)  # = 2 * sigmoid - 1 (heads pre-halved only with a backbone)
+                decay = np.exp(-ts * (w_tau + np.abs(z)))
+                return amp - amp * decay * z
+            z[:, 2 * H : 3 * H] *= ts
+            z[:, 2 * H : 3 * H] += z[:, 3 * H :]
+            t = np.tanh(z[:, : 3 * H])
+            ff1, ff2, gate = t[:, :H], t[:, H : 2 * H], t[:, 2 * H :]  # gate = 2 sigmoid - 1
             if mode == "no_gate":
-                return ff1 + 0.5 * (1.0 + half_gate) * ff2
-            return 0.5 * ((ff1 + ff2) + half_gate * (ff2 - ff1))
+                out = gate + 1.0
+                out *= ff2
+                out *= 0.5
+                out += ff1
+                return out
+            out = ff2 - ff1
+            out *= gate
+            out += ff1
+            out += ff2
+            out *= 0.5
+            return out
 
         return kernel
 
 
-def _np_lecun(z):
-    return 1.7159 * np.tanh(0.666 * z)
+def _np_silu(z):
+    return z / (1.0 + np.exp(-z))
 
 
+# activation(z) = out_scale * base(in_scale * z); the scales get folded into neighbouring weights
 _NUMPY_ACTIVATIONS = {
-    "lecun_tanh": _np_lecun,
-    "tanh": np.tanh,
-    "relu": lambda z: np.maximum(z, 0),
-    "silu": lambda z: z / (1.0 + np.exp(-z)),
+    "lecun_tanh": (0.666, np.tanh, 1.7159),
+    "tanh": (1.0, np.tanh, 1.0),
+    "relu": (1.0, lambda z: np.maximum(z, 0.0), 1.0),
+    "silu": (1.0, _np_silu, 1.0),
 }
 
 
@@ -275,14 +303,15 @@ class CfCCell(RecurrentCore):
         kernels = [b.numpy_kernel(c, self._np) for b, c in zip(self.blocks, ctx)]
         if any(k is None for k in kernels):
             return None
-        projections = [(self._np(c["w_x"].t()), self._np(c["b"])) for c in ctx]
-        bounds = np.cumsum([0] + self._layer_sizes)
+        if len(kernels) == 1:
+            return kernels[0]
+        bounds = list(zip(np.cumsum([0] + self._layer_sizes[:-1]), np.cumsum(self._layer_sizes)))
 
         def kernel(x, state, ts):
             out, inp = [], x
-            for k, (w_x, b), lo, hi in zip(kernels, projections, bounds[:-1], bounds[1:]):
-                inp = k(inp @ w_x + b, state[:, lo:hi], ts)
+            for k, (lo, hi) in zip(kernels, bounds):
+                inp = k(inp, state[:, lo:hi], ts)
                 out.append(inp)
-            return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
+            return np.concatenate(out, axis=1)
 
         return kernel

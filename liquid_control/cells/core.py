@@ -139,64 +139,99 @@ class RecurrentCore(nn.Module):
 
     def step(self, x: torch.Tensor, state: torch.Tensor | None, dt) -> torch.Tensor:
         """Advance ``state`` (B, state_size) by ``dt`` seconds per sample with input ``x`` (B, input_size)."""
-        if x.dim() != 2:
-            raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
-        self.check_input(x)
-        batch = x.shape[0]
-        if state is None:
-            state = self.initial_state(batch, device=x.device, dtype=x.dtype)
-        elif state.shape != (batch, self.state_size):
-            raise ValueError(f"state must have shape ({batch}, {self.state_size}), got {tuple(state.shape)}")
         if (
-            batch <= FAST_PATH_MAX_BATCH
+            state is not None
             and not torch.is_grad_enabled()
+            and x.dtype in _NUMPY_DTYPES
+            and x.dim() == 2
+            and x.shape[0] <= FAST_PATH_MAX_BATCH
             and x.device.type == "cpu"
-            and x.dtype in (torch.float32, torch.float64)
+            and state.dtype == x.dtype
+            and state.device.type == "cpu"
         ):
             kernel = self._cached_numpy_kernel(x.dtype)
             if kernel is not None:
-                dt_np = _numpy_step_dt(dt, batch, x.dtype)
-                out = kernel(x.detach().numpy(), state.detach().numpy(), dt_np)
-                return torch.from_numpy(out)
-        dt = step_dt(dt, batch, x)
+                batch = x.shape[0]
+                if x.shape[1] != self.input_size or state.shape != (batch, self.state_size):
+                    self._check_step_shapes(x, state)
+                dt_np = _numpy_step_dt(dt, batch, _NUMPY_DTYPES[x.dtype])
+                x_np = (x.detach() if x.requires_grad else x).numpy()
+                state_np = (state.detach() if state.requires_grad else state).numpy()
+                return torch.from_numpy(kernel(x_np, state_np, dt_np))
+        if state is None and x.dim() == 2:
+            state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
+        self._check_step_shapes(x, state)
+        dt = step_dt(dt, x.shape[0], x)
         ctx = self.step_context()
         return self.step_prepared(self.prepare_inputs(x, ctx), state, dt, ctx)
 
-    def _cached_numpy_kernel(self, dtype: torch.dtype):
-        key = (dtype, self.training) + tuple((p.data_ptr(), p._version) for p in self.parameters())
-        cache = self.__dict__.get("_numpy_kernel_cache")
-        if cache is None or cache[0] != key:
-            with torch.no_grad():
-                kernel = self._numpy_kernel_for(dtype)
-            cache = (key, kernel)
-            self.__dict__["_numpy_kernel_cache"] = cache
-        return cache[1]
+    def _check_step_shapes(self, x: torch.Tensor, state: torch.Tensor) -> None:
+        if x.dim() != 2:
+            raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
+        self.check_input(x)
+        if state.shape != (x.shape[0], self.state_size):
+            raise ValueError(f"state must have shape ({x.shape[0]}, {self.state_size}), got {tuple(state.shape)}")
 
-    def _numpy_kernel_for(self, dtype: torch.dtype):
-        self.__dict__["_kernel_dtype"] = np.float32 if dtype == torch.float32 else np.float64
-        return self._numpy_kernel()
+    def _cached_numpy_kernel(self, dtype: torch.dtype):
+        """The numpy kernel for the current weights; rebuilt when a parameter changed (in-place updates bump
+        its version counter; ``load_state_dict``, ``to()`` and friends drop the cache)."""
+        cache = self.__dict__.get("_numpy_kernel_cache")
+        if cache is not None and cache[0] is dtype and cache[1] == self.training:
+            params, versions = cache[2], cache[3]
+            for p, version in zip(params, versions):
+                if p._version != version:
+                    break
+            else:
+                return cache[4]
+        params = tuple(self.parameters())
+        self.__dict__["_kernel_dtype"] = _NUMPY_DTYPES[dtype]
+        with torch.no_grad():
+            kernel = self._numpy_kernel()
+        self.__dict__["_numpy_kernel_cache"] = (dtype, self.training, params, [p._version for p in params], kernel)
+        return kernel
+
+    def invalidate_fast_path(self) -> None:
+        """Forget the numpy kernel (needed only after replacing parameter objects by hand)."""
+        self.__dict__.pop("_numpy_kernel_cache", None)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.invalidate_fast_path()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.invalidate_fast_path()
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def _np(self, tensor: torch.Tensor) -> np.ndarray:
         """A parameter-derived tensor as a contiguous numpy array of the kernel's dtype."""
         return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=self.__dict__["_kernel_dtype"])
 
 
-def _numpy_step_dt(dt: Any, batch: int, dtype: torch.dtype) -> np.ndarray:
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+def _numpy_step_dt(dt: Any, batch: int, np_dtype) -> np.ndarray:
     """Validated (B, 1) numpy dt for the numpy kernels (same rules as ``step_dt``)."""
-    np_dtype = np.float32 if dtype == torch.float32 else np.float64
     if isinstance(dt, torch.Tensor):
-        arr = dt.detach().cpu().numpy().astype(np_dtype, copy=False)
+        arr = (dt.detach() if dt.requires_grad else dt).cpu().numpy()
+        if arr.dtype != np_dtype:
+            arr = arr.astype(np_dtype)
     else:
         arr = np.asarray(dt, dtype=np_dtype)
-    if arr.ndim == 2 and arr.shape[1] == 1:
-        arr = arr[:, 0]
+    if arr.size == 1 and batch == 1:
+        value = arr.item()
+        if not 0.0 <= value < math.inf:  # NaN fails too
+            _raise_bad_dt(torch.tensor([value]))
+        return arr.reshape(1, 1)
     if arr.ndim == 0:
-        arr = np.full(batch, arr, dtype=np_dtype)
-    if arr.shape != (batch,):
+        arr = np.full((batch, 1), arr, dtype=np_dtype)
+    elif arr.shape == (batch,):
+        arr = arr.reshape(batch, 1)
+    elif arr.shape != (batch, 1):
         raise ValueError(f"dt must be a float or have shape ({batch},) for a batch of {batch}; got {arr.shape}")
-    if not (np.isfinite(arr).all() and (arr >= 0).all()):
+    if not (arr.min() >= 0.0 and arr.max() < np.inf):  # NaN fails the first test
         _raise_bad_dt(torch.from_numpy(np.array(arr)))
-    return arr[:, None]
+    return arr
 
 
 def lecun_tanh(x: torch.Tensor) -> torch.Tensor:

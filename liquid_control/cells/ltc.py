@@ -42,12 +42,16 @@ _INIT = {
 
 
 class LTCDynamics:
-    """The LTC ODE for one step: recurrent synapses + this step's sensory/leak terms, on torch tensors."""
+    """The LTC ODE for one step: recurrent synapses + this step's sensory/leak terms, on torch tensors.
+
+    ``a`` carries an extra ``epsilon`` leak conductance: in the semi-implicit step it is exactly ncps's
+    ``denominator + epsilon``; for the other solvers it is a negligible leak that keeps ``a > 0``.
+    """
 
     def __init__(self, ctx: dict, sensory: torch.Tensor, epsilon: float):
         n = ctx["cm"].shape[0]
-        self.ctx, self.cm, self.epsilon = ctx, ctx["cm"], epsilon
-        self.a0 = ctx["gleak"] + sensory[:, n:]
+        self.ctx, self.cm = ctx, ctx["cm"]
+        self.a0 = (ctx["gleak"] + epsilon) + sensory[:, n:]
         self.b0 = ctx["gleak_vleak"] + sensory[:, :n]
         self.expm1 = torch.expm1
 
@@ -62,18 +66,20 @@ class LTCDynamics:
 
 
 class NumpyLTCDynamics:
-    """Same ODE on numpy arrays for the no-grad streaming kernel (sigmoid via tanh, both sums in one einsum)."""
+    """Same ODE on numpy arrays for the no-grad streaming kernel: ``sigmoid(z) = (1 + tanh(z/2)) / 2`` with
+    the halves folded into the weights and constants; arrays are laid out (post, pre) so both synapse sums
+    are one ``vecdot`` over contiguous memory."""
 
-    def __init__(self, kp: dict, sensory_num, sensory_den, epsilon: float):
-        self.kp, self.cm, self.epsilon = kp, kp["cm"], epsilon
-        self.a0 = kp["a0"] + sensory_den
-        self.b0 = kp["b0"] + sensory_num
+    def __init__(self, kp: dict, a0, b0):
+        self.kp, self.cm, self.a0, self.b0 = kp, kp["cm"], a0, b0
         self.expm1 = np.expm1
 
     def conductances(self, v):
         kp = self.kp
-        half = np.tanh(v[:, :, None] * kp["half_sigma"] - kp["half_sigma_mu"])  # 2 sigmoid - 1
-        den_num = np.einsum("bij,kij->kbj", half, kp["half_w_stack"])
+        z = np.multiply(v[:, None, :], kp["half_sigma_t"])  # (B, post, pre)
+        np.subtract(z, kp["half_sigma_mu_t"], out=z)
+        np.tanh(z, out=z)
+        den_num = np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post)
         return self.a0 + den_num[0], self.b0 + den_num[1]
 
     def derivative(self, v):
@@ -191,31 +197,29 @@ class LTCCell(RecurrentCore):
             return None
         ctx = self.step_context()
         f = self._np
-        # sigmoid(z) = (1 + tanh(z / 2)) / 2: the 1/2 goes into sigma, the constant half into a0/b0
         kp = {
             "cm": f(ctx["cm"]),
-            "half_sigma": f(0.5 * ctx["sigma"]),
-            "half_sigma_mu": f(-0.5 * ctx["neg_sigma_mu"]),
-            "half_w_stack": f(0.5 * torch.stack([ctx["w"], ctx["w_erev"]])),
-            "a0": f(ctx["gleak"] + 0.5 * ctx["w"].sum(0)),
-            "b0": f(ctx["gleak_vleak"] + 0.5 * ctx["w_erev"].sum(0)),
+            "half_sigma_t": f(0.5 * ctx["sigma"].t()),
+            "half_sigma_mu_t": f(-0.5 * ctx["neg_sigma_mu"].t()),
+            "half_w_stack_t": f(0.5 * torch.stack([ctx["w"].t(), ctx["w_erev"].t()])[:, None]),
         }
-        s_half_sigma = f(0.5 * self.sensory_sigma)
-        s_half_sigma_mu = f(0.5 * self.sensory_sigma * self.sensory_mu)
-        s_stack = f(0.5 * torch.stack([ctx["sensory_w"], ctx["sensory_w_erev"]]))
-        s_const = f(0.5 * torch.stack([ctx["sensory_w"].sum(0), ctx["sensory_w_erev"].sum(0)]))
-        in_w = None if self.input_w is None else f(self.input_w)
-        in_b = None if self.input_b is None else f(self.input_b)
-        solver, eps = self.solver, self.epsilon
+        # constant halves of the sigmoids (recurrent and sensory), the leak and epsilon, added once per step
+        a_const = f(ctx["gleak"] + self.epsilon + 0.5 * (ctx["w"].sum(0) + ctx["sensory_w"].sum(0)))
+        b_const = f(ctx["gleak_vleak"] + 0.5 * (ctx["w_erev"].sum(0) + ctx["sensory_w_erev"].sum(0)))
+        # input mapping folded into the sensory sigmoid: sigma (w x + b - mu) / 2 = (sigma w / 2) x - sigma (mu - b) / 2
+        in_w = self.input_w if self.input_w is not None else torch.ones(self.input_size)
+        in_b = self.input_b if self.input_b is not None else torch.zeros(self.input_size)
+        s_scale = f((0.5 * self.sensory_sigma * in_w[:, None]).t())
+        s_shift = f((0.5 * self.sensory_sigma * (self.sensory_mu - in_b[:, None])).t())
+        s_stack = f(0.5 * torch.stack([ctx["sensory_w"].t(), ctx["sensory_w_erev"].t()])[:, None])
+        solver = self.solver
 
         def kernel(x, state, dt):
-            if in_w is not None:
-                x = x * in_w
-            if in_b is not None:
-                x = x + in_b
-            half = np.tanh(x[:, :, None] * s_half_sigma - s_half_sigma_mu)
-            den_num = np.einsum("bij,kij->kbj", half, s_stack)
-            ode = NumpyLTCDynamics(kp, den_num[1] + s_const[1], den_num[0] + s_const[0], eps)
+            z = np.multiply(x[:, None, :], s_scale)  # (B, post, inputs)
+            np.subtract(z, s_shift, out=z)
+            np.tanh(z, out=z)
+            den_num = np.vecdot(z, s_stack)
+            ode = NumpyLTCDynamics(kp, den_num[0] + a_const, den_num[1] + b_const)
             return solver.solve(ode, state, dt)
 
         return kernel

@@ -5,14 +5,15 @@ The LTC ODE in conductance form, per neuron::
     cm * dv/dt = b(v) - a(v) * v,   a = g_leak + sum_j g_j(v),   b = g_leak * v_leak + sum_j g_j(v) * E_j
 
 where ``g_j(v) = w_j * sigmoid(sigma_j * (v_pre_j - mu_j))`` are synaptic conductances (sensory ones included).
-A solver only sees a *dynamics* object offering ``conductances(v) -> (a, b)``, ``derivative(v)``, ``cm``,
-``epsilon`` and ``expm1``; it never knows about synapses or wirings. The fixed-step solvers use only array
+A solver only sees a *dynamics* object offering ``conductances(v) -> (a, b)`` (``a`` includes a tiny
+``epsilon`` leak, ncps's guard against dividing by zero), ``derivative(v)``, ``cm`` and ``expm1``; it never
+knows about synapses or wirings. The fixed-step solvers use only array
 arithmetic, so they run unchanged on torch tensors (training) and numpy arrays (the no-grad streaming kernel).
 
 Each solver advances by ``dt`` (shape (B, 1), per sample) in ``substeps`` equal sub-steps ``h = dt/substeps``:
 
 - ``semi_implicit``: the LTC paper's fused step (ncps's solver; ``substeps`` = ncps's ``ode_unfolds``):
-  ``v' = (cm/h v + b) / (cm/h + a + eps)``, written as ``v + h (b - a v) / (cm + h a)`` so dt = 0 gives v.
+  ``v' = (cm/h v + b) / (cm/h + a)``, written as ``v + h (b - a v) / (cm + h a)`` so dt = 0 gives v.
 - ``euler``, ``midpoint``, ``rk4``: explicit Runge-Kutta (stable only for h/tau below ~2-2.8).
 - ``exponential``: hold a, b over the sub-step and solve the then-linear ODE exactly,
   ``v' = v_inf + (v - v_inf) exp(-a h / cm)``; unconditionally stable for any dt.
@@ -57,7 +58,6 @@ class SemiImplicit(Solver):
 
     def advance(self, ode, v, h):
         a, b = ode.conductances(v)
-        a = a + ode.epsilon
         return v + h * (b - a * v) / (ode.cm + h * a)
 
 
@@ -91,7 +91,6 @@ class Exponential(Solver):
 
     def advance(self, ode, v, h):
         a, b = ode.conductances(v)
-        a = a + ode.epsilon
         # v' = v + (b/a - v) * (1 - exp(-a h / cm)); expm1 keeps it exact for small a h / cm and h = 0
         return v - (b / a - v) * ode.expm1(-(a / ode.cm) * h)
 

@@ -1,0 +1,117 @@
+"""Speed of our CfC/LTC cells beside ncps (the reference library) on the same shapes, on this machine.
+
+Training throughput: forward + backward of a 64-unit model on a batch of 32 sequences x 64 steps
+(16 input features, scalar dt for ncps, per-sample (B, T) dt for ours). Single-step latency: one streaming
+step, batch 1, no grad (ncps: ``cell(x, h, dt)``; ours: ``cell.step(x, state, dt)`` with a (1,) dt tensor).
+
+All timings use ONE torch thread (``torch.set_num_threads(1)``) for a fair, reproducible comparison on a
+shared CPU; each figure is the median of several repeats. The last lines are ``name: value`` figures.
+
+    .venv/bin/python benchmarks/bench_cells.py [--repeats 7] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from liquid_control.cells import CfC, LTC  # noqa: E402
+
+BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
+
+
+def median_time(fn, repeats: int, inner: int) -> float:
+    """Median over `repeats` blocks of the mean seconds per call of `fn` (`inner` calls per block)."""
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def train_step(model, x, dt, ours: bool):
+    def run():
+        model.zero_grad(set_to_none=True)
+        out = model(x, dt)[0] if ours else model(x, timespans=dt)[0]
+        out.pow(2).mean().backward()
+
+    return run
+
+
+def bench_training(kind: str, repeats: int):
+    import ncps.torch as nt
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(BATCH, STEPS, FEATURES, generator=g)
+    if kind == "cfc":
+        theirs, ours = nt.CfC(FEATURES, UNITS), CfC(FEATURES, UNITS)
+    else:
+        theirs, ours = nt.LTC(FEATURES, UNITS), LTC(FEATURES, UNITS)
+    # ncps only handles a scalar-like dt per step (see test_cells_parity.py); ours gets per-sample dts
+    ts_theirs = None
+    dt_ours = 0.05 + torch.rand(BATCH, STEPS, generator=g)
+    t_theirs = median_time(train_step(theirs, x, ts_theirs, False), repeats, 1)
+    t_ours = median_time(train_step(ours, x, dt_ours, True), repeats, 1)
+    return t_theirs, t_ours
+
+
+def bench_step(kind: str, repeats: int):
+    import ncps.torch as nt
+
+    torch.manual_seed(0)
+    if kind == "cfc":
+        theirs, ours = nt.CfC(FEATURES, UNITS).rnn_cell, CfC(FEATURES, UNITS).cell
+    else:
+        theirs, ours = nt.LTC(FEATURES, UNITS).rnn_cell, LTC(FEATURES, UNITS).cell
+    ours.eval()
+    x = torch.randn(1, FEATURES)
+    h_theirs, h_ours = torch.zeros(1, UNITS), torch.zeros(1, UNITS)
+    dt = torch.tensor([0.05])
+    with torch.no_grad():
+        t_theirs = median_time(lambda: theirs(x, h_theirs, 0.05), repeats, 2000)
+        t_ours = median_time(lambda: ours.step(x, h_ours, dt), repeats, 2000)
+    return t_theirs, t_ours
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timing repeats per figure (median taken)")
+    parser.add_argument("--quick", action="store_true", help="3 repeats (a rough look)")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else args.repeats
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread; medians of {repeats} repeats\n")
+    print(f"{'benchmark':44s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}")
+    figures = {}
+    for kind in ("cfc", "ltc"):
+        t_theirs, t_ours = bench_training(kind, repeats)
+        label = f"{kind.upper()} train fwd+bwd {BATCH}x{STEPS} steps, {UNITS} units"
+        print(f"{label:44s} {t_theirs * 1e3:10.1f}ms {t_ours * 1e3:10.1f}ms {t_theirs / t_ours:7.2f}x")
+        figures[f"{kind}_train_ms"] = t_ours * 1e3
+        figures[f"{kind}_train_ms_ncps"] = t_theirs * 1e3
+        figures[f"{kind}_train_speedup_vs_ncps"] = t_theirs / t_ours
+    for kind in ("cfc", "ltc"):
+        t_theirs, t_ours = bench_step(kind, repeats)
+        label = f"{kind.upper()}-{UNITS} single step, batch 1, no grad" + (" (6 unfolds)" if kind == "ltc" else "")
+        print(f"{label:44s} {t_theirs * 1e6:10.1f}us {t_ours * 1e6:10.1f}us {t_theirs / t_ours:7.2f}x")
+        figures[f"{kind}64_step_us"] = t_ours * 1e6
+        figures[f"{kind}64_step_us_ncps"] = t_theirs * 1e6
+    print()
+    for name in ("cfc_train_ms_ncps", "cfc_train_ms", "ltc_train_ms_ncps", "ltc_train_ms",
+                 "cfc64_step_us_ncps", "ltc64_step_us_ncps",
+                 "cfc_train_speedup_vs_ncps", "ltc_train_speedup_vs_ncps", "cfc64_step_us", "ltc64_step_us"):
+        print(f"{name}: {figures[name]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
