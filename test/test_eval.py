@@ -123,6 +123,14 @@ def test_unknown_shift_and_bad_checkpoints_are_rejected_before_any_work(tmp_path
     corrupt.write_bytes(open(tiny_checkpoints[0], "rb").read()[:300])  # a truncated copy
     with pytest.raises(EvaluationSetupError, match="corrupt.pt"):
         build_plan([f"cfc={tiny_checkpoints[0]}", f"bad={corrupt}"], ["in_distribution"], 2)
+    import torch
+
+    mismatched = tmp_path / "mismatched.pt"
+    payload = torch.load(tiny_checkpoints[0], weights_only=True)
+    payload["config"]["core"]["units"] = 12  # a config that does not match the weights
+    torch.save(payload, mismatched)
+    with pytest.raises(EvaluationSetupError, match="mismatched.pt.*does not match"):
+        build_plan([f"cfc={mismatched}"], ["in_distribution"], 2)
     with pytest.raises(EvaluationSetupError, match="no checkpoint matches"):
         build_plan([f"cfc={tmp_path}/run_*/policy.pt"], ["in_distribution"], 2)
     # through the command: exit status 2, a message naming the file, and no report folder started

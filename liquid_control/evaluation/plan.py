@@ -87,6 +87,9 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
         name, rest = None, text
     elif not name or not rest:
         raise EvaluationSetupError(f"--policy {text!r}: expected NAME=CHECKPOINT[,CHECKPOINT...]")
+    elif name == EXPERT:
+        raise EvaluationSetupError(f"--policy {text!r}: the name {EXPERT!r} is the privileged expert's; "
+                                   "name the checkpoint differently")
     paths: list[str] = []
     for part in rest.split(","):
         part = part.strip()
