@@ -15,7 +15,7 @@ import numpy as np
 from . import experts
 from .shifts import parse_shift
 from .timing import BALANCER_ENCODERS, BALANCER_IMU
-from .world import TimedMujocoWorld, imu_space, saturate_imu
+from .world import TimedMujocoWorld, imu_space, make_renderer, saturate_imu
 
 WHEEL_RADIUS = 0.05
 WHEEL_TRACK = 0.24  # distance between the wheels
@@ -197,9 +197,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, height=240, width=320)
-            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            self._renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+            self._renderer = make_renderer(self.model, 240, 320)
         self._renderer.update_scene(self.data, camera="side")
         return self._renderer.render()
 

@@ -16,7 +16,7 @@ import numpy as np
 from . import experts
 from .shifts import parse_shift
 from .timing import ROVER_CAMERA, ROVER_IMU
-from .world import TimedMujocoWorld, imu_space, saturate_imu
+from .world import TimedMujocoWorld, imu_space, make_renderer, saturate_imu
 
 MAX_LINEAR = 1.0  # m/s at action[0] = 1
 MAX_ANGULAR = 1.5  # rad/s at action[1] = 1
@@ -288,11 +288,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
             h, w, _ = self.image_shape
-            self._renderer = mujoco.Renderer(self.model, height=h, width=w)
-            flags = self._renderer.scene.flags
-            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-            flags[mujoco.mjtRndFlag.mjRND_FOG] = int(self.shift.fog > 0)
+            self._renderer = make_renderer(self.model, h, w, fog=self.shift.fog > 0)
         self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
         self.frames_rendered += 1
         return self._renderer.render()
@@ -340,10 +336,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
         if self.render_mode != "rgb_array":
             return None
         if self._chase_renderer is None:
-            self._chase_renderer = mujoco.Renderer(self.model, height=240, width=320)
-            self._chase_renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
-            self._chase_renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
-            self._chase_renderer.scene.flags[mujoco.mjtRndFlag.mjRND_FOG] = int(self.shift.fog > 0)
+            self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)
         self._chase_renderer.update_scene(self.data, camera="chase", scene_option=self._scene_option)
         return self._chase_renderer.render()
 

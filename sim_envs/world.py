@@ -9,6 +9,7 @@ sensor's latest reading), exactly what the ROS policy node sees. The action is h
 """
 from __future__ import annotations
 
+import os
 from collections import deque
 
 import gymnasium as gym
@@ -222,3 +223,18 @@ def imu_space() -> gym.spaces.Box:
 def saturate_imu(reading: np.ndarray) -> np.ndarray:
     high = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3)
     return np.clip(reading, -high, high).astype(np.float32)
+
+
+def make_renderer(model, height: int, width: int, fog: bool = False) -> mujoco.Renderer:
+    """An offscreen renderer set up for a CPU: no shadows, no reflections (fog only when asked).
+
+    On Mesa's llvmpipe a single render thread is fastest for small frames and leaves the other cores to
+    other envs; LP_NUM_THREADS only takes effect if set before the process's first GL context.
+    """
+    os.environ.setdefault("LP_NUM_THREADS", "1")
+    renderer = mujoco.Renderer(model, height=height, width=width)
+    flags = renderer.scene.flags
+    flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+    flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+    flags[mujoco.mjtRndFlag.mjRND_FOG] = int(fog)
+    return renderer
