@@ -150,3 +150,9 @@ def test_next_delivery_gives_every_message_in_order():
     now = world.data.time
     assert world.next_delivery(until=now + 1e-4) is None and world.data.time == pytest.approx(now + 1e-4)
     env.close()
+
+
+@pytest.mark.parametrize("size", [4, 5000, (64, 2)])
+def test_bad_render_size_rejected(size):
+    with pytest.raises(ValueError, match="render_size"):
+        gym.make("LiquidRover-v0", render_size=size)

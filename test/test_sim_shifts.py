@@ -1,5 +1,6 @@
 """Shift presets: parsing (string == dict, round trip, clear errors) and their real effect on the worlds."""
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
@@ -111,3 +112,29 @@ def test_sensor_shifts_change_timing_and_imu():
     assert noisy_imu[:, :3].std() > 5 * imu[:, :3].std()
     _, biased_imu = run("imu_bias=0.3")
     assert np.abs(biased_imu[:, :3].mean(axis=0)).min() > 0.25
+
+
+@pytest.mark.parametrize("world", ["LiquidRover-v0", "LiquidBalance-v0"])
+def test_dynamics_factors_reach_the_model(world):
+    kwargs = {"render_size": 16} if world == "LiquidRover-v0" else {}
+    nominal = gym.make(world, **kwargs).unwrapped
+    shifted = gym.make(world, shift="mass=1.5,friction=0.5", **kwargs).unwrapped
+    robot = "rover" if world == "LiquidRover-v0" else "base"
+
+    def robot_mass(env):
+        return env.model.body_subtreemass[mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_BODY, robot)]
+
+    assert robot_mass(shifted) == pytest.approx(1.5 * robot_mass(nominal), rel=1e-3)
+    assert shifted.model.geom_friction[:, 0].max() == pytest.approx(0.5 * nominal.model.geom_friction[:, 0].max())
+
+
+def test_weak_motors_drive_slower():
+    def speed(shift):
+        env = gym.make("LiquidRover-v0", shift=shift, render_size=16)
+        env.reset(seed=0)
+        for _ in range(30):
+            _, _, _, _, info = env.step(np.array([1.0, 0.0]))
+        env.close()
+        return np.linalg.norm(info["position"]) / info["sim_time"]
+
+    assert speed("motor_gain=0.5") == pytest.approx(0.5 * speed(None), rel=0.15)
