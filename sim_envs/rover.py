@@ -154,8 +154,8 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
     </body>
   </worldbody>
   <actuator>
-    <velocity name="wheel_left" joint="wheel_left" kv="{1.5 * m:.3f}" forcerange="-3 3"/>
-    <velocity name="wheel_right" joint="wheel_right" kv="{1.5 * m:.3f}" forcerange="-3 3"/>
+    <velocity name="wheel_left" joint="wheel_left" kv="1.5" forcerange="-3 3"/>
+    <velocity name="wheel_right" joint="wheel_right" kv="1.5" forcerange="-3 3"/>
   </actuator>
   <sensor>
     <gyro name="gyro" site="imu"/>
@@ -324,7 +324,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
         return reward, bool(success or self._collided), info
 
     def _observation(self):
-        return {"image": self._reading("camera", self.image_shape).astype(np.uint8),
+        return {"image": self._reading("camera", self.image_shape).astype(np.uint8, copy=False),
                 "imu": self._reading("imu", 6), **self._time_observation()}
 
     def expert_action(self) -> np.ndarray:

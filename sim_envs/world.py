@@ -189,9 +189,10 @@ class TimedMujocoWorld(gym.Env):
                 return
 
     def _reading(self, name: str, size) -> np.ndarray:
-        """Latest delivered reading of a sensor (zeros before its first message)."""
+        """Latest delivered reading of a sensor (zeros before its first message); a copy, since a held
+        reading is returned again at later updates and callers may keep or modify what they get."""
         latest = self._latest[name]
-        return np.zeros(size, dtype=np.float32) if latest is None else latest[1]
+        return np.zeros(size, dtype=np.float32) if latest is None else latest[1].copy()
 
     def _ages(self) -> np.ndarray:
         now = self.data.time

@@ -89,3 +89,19 @@ def test_nan_torque_rejected(balancer):
     balancer.reset(seed=0)
     with pytest.raises(ValueError):
         balancer.step(np.array([np.nan, 0.0]))
+
+
+def test_held_readings_are_fresh_arrays():
+    """With encoders at a tenth of the IMU rate their reading is held over several updates; each observation
+    must still own its arrays, so a caller modifying one cannot corrupt the next."""
+    env = gym.make("LiquidBalance-v0", shift="sensor_rate=0.5")
+    env.unwrapped.timings["encoders"] = sim_envs.SensorTiming(rate_hz=10.0)
+    first, _ = env.reset(seed=0)
+    while not first["wheels"].any():  # until the first encoder message
+        first, *_ = env.step(env.unwrapped.expert_action())
+    kept = first["wheels"].copy()
+    first["wheels"][:] = 1e3
+    second, *_ = env.step(env.unwrapped.expert_action())
+    assert second["ages"][1] > first["ages"][1]  # the same encoder message is still held
+    np.testing.assert_array_equal(second["wheels"], kept)  # and unaffected by the caller's edit
+    env.close()
