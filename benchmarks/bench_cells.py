@@ -26,16 +26,21 @@ from liquid_control.cells import CfC, LTC  # noqa: E402
 BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
 
 
-def median_time(fn, repeats: int, inner: int) -> float:
-    """Median over `repeats` blocks of the mean seconds per call of `fn` (`inner` calls per block)."""
-    fn()
-    samples = []
+def paired_times(fn_a, fn_b, repeats: int, inner: int) -> tuple[float, float]:
+    """Median seconds per call of two functions, timed in alternating blocks of `inner` calls.
+
+    Alternating keeps both under the same background load (other engineers share this CPU), so the ratio of
+    the medians is meaningful even when absolute numbers drift.
+    """
+    fn_a(), fn_b()
+    samples_a, samples_b = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
+        for fn, samples in ((fn_a, samples_a), (fn_b, samples_b)):
+            start = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples_a), statistics.median(samples_b)
 
 
 def train_step(model, x, dt, ours: bool):
@@ -59,9 +64,7 @@ def bench_training(kind: str, repeats: int):
     # ncps only handles a scalar-like dt per step (see test_cells_parity.py); ours gets per-sample dts
     ts_theirs = None
     dt_ours = 0.05 + torch.rand(BATCH, STEPS, generator=g)
-    t_theirs = median_time(train_step(theirs, x, ts_theirs, False), repeats, 1)
-    t_ours = median_time(train_step(ours, x, dt_ours, True), repeats, 1)
-    return t_theirs, t_ours
+    return paired_times(train_step(theirs, x, ts_theirs, False), train_step(ours, x, dt_ours, True), repeats, 1)
 
 
 def bench_step(kind: str, repeats: int):
@@ -77,14 +80,12 @@ def bench_step(kind: str, repeats: int):
     h_theirs, h_ours = torch.zeros(1, UNITS), torch.zeros(1, UNITS)
     dt = torch.tensor([0.05])
     with torch.no_grad():
-        t_theirs = median_time(lambda: theirs(x, h_theirs, 0.05), repeats, 2000)
-        t_ours = median_time(lambda: ours.step(x, h_ours, dt), repeats, 2000)
-    return t_theirs, t_ours
+        return paired_times(lambda: theirs(x, h_theirs, 0.05), lambda: ours.step(x, h_ours, dt), repeats, 500)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timing repeats per figure (median taken)")
+    parser.add_argument("--repeats", type=int, default=15, help="timing repeats per figure (median taken)")
     parser.add_argument("--quick", action="store_true", help="3 repeats (a rough look)")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats

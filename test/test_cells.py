@@ -153,6 +153,40 @@ def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
     assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"mode": "default", "backbone_units": 8},
+        {"mode": "default", "backbone_layers": 0},
+        {"mode": "no_gate", "backbone_layers": 3, "backbone_units": 8, "activation": "tanh"},
+        {"mode": "pure", "backbone_units": 8, "activation": "relu"},
+        {"mode": "no_gate", "backbone_layers": 0},
+    ],
+)
+def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch):
+    """The hand-written backward (CfCSequence) gives autograd's gradients, with padding masks too."""
+    torch.manual_seed(0)
+    cell = CfCCell(3, 5, **options).double()
+    x, dt = _data(batch=3, steps=6, dtype=torch.float64, seed=5)
+    h0 = torch.randn(3, 5, dtype=torch.float64)
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [False, True] * 3])
+
+    def run():
+        tensors = [x, dt, h0] + list(cell.parameters())
+        for tensor in tensors:
+            tensor.grad = None
+            tensor.requires_grad_()
+        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
+        (out.sin().sum() + h_n.pow(2).sum()).backward()
+        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
+
+    fused = run()
+    monkeypatch.setattr(CfCCell, "run_sequence", lambda *args: None)
+    generic = run()
+    for a, b in zip(fused, generic, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
 # ---- the no-grad streaming kernel ---------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cfc_sequence import FUSED_ACTIVATIONS, CfCSequence, fused_weights
 from .core import RecurrentCore, activation, register_core, xavier_uniform_
 from .wiring import Wiring, as_wiring
 
@@ -123,11 +124,30 @@ class CfCBlock(nn.Module):
         H = self.hidden
         if self.mode == "pure":
             return self.A - self.A * torch.exp(-ts * (self.w_tau.abs() + z.abs())) * z
-        ff = torch.tanh(z[:, : 2 * H])
-        gate = torch.sigmoid(torch.addcmul(z[:, 3 * H :], z[:, 2 * H : 3 * H], ts))
+        ff, t_a, t_b = z.split([2 * H, H, H], dim=1)  # split, not slicing: one cheap backward node
+        ff1, ff2 = torch.tanh(ff).chunk(2, dim=1)
+        gate = torch.sigmoid(torch.addcmul(t_b, t_a, ts))
         if self.mode == "no_gate":
-            return torch.addcmul(ff[:, :H], gate, ff[:, H:])
-        return torch.lerp(ff[:, :H], ff[:, H:], gate)
+            return torch.addcmul(ff1, gate, ff2)
+        return torch.lerp(ff1, ff2, gate)
+
+    def run_sequence(self, x: torch.Tensor, h0: torch.Tensor, ts: torch.Tensor, ctx: dict, keep):
+        """All steps as one fused autograd node (``CfCSequence``) from the raw input ``x`` (B, T, in);
+        None where that path does not apply."""
+        if self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
+            return None
+        w_x, w_hT, b, weights = fused_weights(
+            self.activation_name, self.hidden, self.mode, self.backbone, ctx["heads"], self.head_bias,
+            ctx["w_x"], ctx["w_hT"], ctx["b"],
+        )
+        if self.mode == "pure":
+            weights += [self.w_tau, self.A]
+        px = nn.functional.linear(x, w_x, b)
+        need_grad = torch.is_grad_enabled() and (
+            any(p.requires_grad for p in self.parameters()) or x.requires_grad or h0.requires_grad or ts.requires_grad
+        )
+        spec = (self.mode, self.activation_name, len(self.backbone), need_grad)
+        return CfCSequence.apply(spec, px, h0, ts, keep, w_hT, *weights).transpose(0, 1)
 
     # ---- numpy kernel (no-grad streaming) ----------------------------------------------------------
     def numpy_kernel(self, ctx: dict, to_np):
@@ -294,6 +314,11 @@ class CfCCell(RecurrentCore):
         for block, h, c in zip(self.blocks[1:], hs[1:], ctx[1:]):
             new.append(block.recur(block.project_input(new[-1], c), h, ts, c))
         return torch.cat(new, dim=1)
+
+    def run_sequence(self, x, state, dt, ctx, keep):
+        if len(self.blocks) != 1:
+            return None
+        return self.blocks[0].run_sequence(x, state, dt, ctx[0], keep)
 
     def output(self, state):
         return state[..., self._output_slice]

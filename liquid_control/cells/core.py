@@ -111,6 +111,13 @@ class RecurrentCore(nn.Module):
     def step_prepared(self, p: torch.Tensor, state: torch.Tensor, dt: torch.Tensor, ctx: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def run_sequence(self, x, state, dt, ctx, keep):
+        """Optional fused loop over a whole sequence: states (B, T, state_size), or None for the generic loop.
+
+        ``x`` (B, T, input_size), ``state`` (B, state_size), ``dt`` (B, T), ``keep`` (B, T) bool or None.
+        """
+        return None
+
     def output(self, state: torch.Tensor) -> torch.Tensor:
         """Readout of a state (works on any leading dims)."""
         return state

@@ -49,10 +49,10 @@ class LTCDynamics:
     """
 
     def __init__(self, ctx: dict, sensory: torch.Tensor, epsilon: float):
-        n = ctx["cm"].shape[0]
+        sensory_num, sensory_den = sensory.chunk(2, dim=1)
         self.ctx, self.cm = ctx, ctx["cm"]
-        self.a0 = (ctx["gleak"] + epsilon) + sensory[:, n:]
-        self.b0 = ctx["gleak_vleak"] + sensory[:, :n]
+        self.a0 = (ctx["gleak"] + epsilon) + sensory_den
+        self.b0 = ctx["gleak_vleak"] + sensory_num
         self.expm1 = torch.expm1
 
     def conductances(self, v):

@@ -64,18 +64,26 @@ class LiquidRNN(nn.Module):
             raise ValueError(f"h0 must have shape ({batch}, {cell.state_size}), got {tuple(h0.shape)}")
         else:
             state = h0
-        if mask is not None:
-            if mask.shape != (batch, steps):
-                raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
-            keep = mask.to(torch.bool).unsqueeze(-1)
+        if mask is not None and mask.shape != (batch, steps):
+            raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
+        if steps == 0:
+            outputs = x.new_zeros(batch, 0, cell.output_size)
+            return (outputs if self.batch_first else outputs.transpose(0, 1)), state
         ctx = cell.step_context()
-        prepared = cell.prepare_inputs(x, ctx)
-        states = []
-        for t in range(steps):
-            new = cell.step_prepared(prepared[:, t], state, dt[:, t], ctx)
-            state = new if mask is None else torch.where(keep[:, t], new, state)
-            states.append(state)
-        outputs = cell.output(torch.stack(states, dim=1)) if steps else x.new_zeros(batch, 0, cell.output_size)
+        keep = mask.to(torch.bool) if mask is not None else None
+        states = cell.run_sequence(x, state, dt, ctx, keep)
+        if states is None:
+            # unbind once: indexing [:, t] in the loop would make autograd zero-fill a full-size gradient per step
+            prepared, dts = cell.prepare_inputs(x, ctx).unbind(1), dt.unbind(1)
+            keeps = keep.unsqueeze(-1).unbind(1) if keep is not None else None
+            history = []
+            for t in range(steps):
+                new = cell.step_prepared(prepared[t], state, dts[t], ctx)
+                state = new if keeps is None else torch.where(keeps[t], new, state)
+                history.append(state)
+            states = torch.stack(history, dim=1)
+        state = states[:, -1]
+        outputs = cell.output(states)
         if not self.batch_first:
             outputs = outputs.transpose(0, 1)
         return outputs, state
