@@ -7,6 +7,7 @@ outputs ``action`` (B, A) and ``state_out`` (B, S). The policy config is stored 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import warnings
@@ -32,8 +33,7 @@ def _single_step_module(policy):
             super().__init__()
             self.policy = policy
 
-        def forward(self, *inputs):
-            *obs, state, dt = inputs
+        def forward(self, obs: tuple, state, dt):
             return self.policy.step(dict(zip(keys, obs)), state, dt)
 
     return SingleStep().eval(), keys, spec
@@ -54,6 +54,29 @@ def example_inputs(policy, batch: int = 1, seed: int = 0) -> dict[str, np.ndarra
     return out
 
 
+@contextlib.contextmanager
+def _traceable_as_tensor():
+    """While tracing, ``torch.as_tensor(tensor, ...)`` becomes ``tensor.to(...)``.
+
+    The tracer records ``as_tensor`` results as constants, which would freeze an input (e.g. ``dt`` or a
+    vector) into the graph; ``.to`` is recorded as an operation on the input. Non-tensors are unaffected.
+    """
+    import torch
+
+    original = torch.as_tensor
+
+    def as_tensor(data, dtype=None, device=None):
+        if isinstance(data, torch.Tensor):
+            return data.to(dtype=dtype or data.dtype, device=device or data.device)
+        return original(data, dtype=dtype, device=device)
+
+    torch.as_tensor = as_tensor
+    try:
+        yield
+    finally:
+        torch.as_tensor = original
+
+
 def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
     """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic)."""
     import onnx
@@ -62,12 +85,14 @@ def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
     module, keys, _ = _single_step_module(policy)
     inputs = example_inputs(policy)
     names = keys + ["state", "dt"]
-    args = tuple(torch.from_numpy(inputs[n]) for n in names)
+    args = (tuple(torch.from_numpy(inputs[k]) for k in keys), torch.from_numpy(inputs["state"]),
+            torch.from_numpy(inputs["dt"]))  # the exporter flattens the obs tuple: inputs are `names` in order
     dynamic = {n: {0: "batch"} for n in names + ["action", "state_out"]}
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), _traceable_as_tensor():
         # The TorchScript exporter (onnxscript, needed by the dynamo one, is not a dependency); tracing warns
-        # about the policy's dt validity check, which is constant for valid inputs.
+        # about the shape and dt validity checks, which are constant for valid inputs. (Not under no_grad:
+        # the exporter then drops the graph inputs.)
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, buffer, dynamo=False, input_names=names,
                           output_names=["action", "state_out"], dynamic_axes=dynamic, opset_version=opset)
@@ -90,7 +115,8 @@ def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> floa
     inputs = example_inputs(policy, batch=batch, seed=seed)
     names = keys + ["state", "dt"]
     with torch.no_grad():
-        ref = module(*(torch.from_numpy(inputs[n]) for n in names))
+        ref = module(tuple(torch.from_numpy(inputs[k]) for k in keys), torch.from_numpy(inputs["state"]),
+                     torch.from_numpy(inputs["dt"]))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(["action", "state_out"], {n: inputs[n] for n in names})
     return max(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got))

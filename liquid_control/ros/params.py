@@ -1,0 +1,122 @@
+"""The policy node's parameters: one table (name -> default, description) and their validation.
+
+Pure Python (no rclpy) so the checks are unit-tested directly; ``policy_node`` declares every entry of
+``POLICY_NODE_PARAMETERS`` and calls :func:`validate_policy_node_parameters` at ``configure``, which reports
+every problem at once, naming the parameter, the value and what is allowed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+COMMAND_TYPES = ("twist", "twist_stamped", "float64_multi_array")
+PUBLISH_MODES = ("per_update", "fixed_rate")
+BACKENDS = ("auto", "torch", "onnx")
+RELIABILITIES = ("best_effort", "reliable")
+
+POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
+    "policy": ("", "policy file (.pt checkpoint or exported .onnx); relative paths are looked up in "
+                   "share/liquid_control/policies"),
+    "backend": ("auto", "auto | torch | onnx (auto: torch if installed, else the .onnx next to the .pt)"),
+    "autostart": (False, "configure and activate on start (without a lifecycle manager)"),
+    "camera_topic": ("camera/image_raw", "sensor_msgs/Image input (when the policy has a camera)"),
+    "imu_topic": ("imu/data", "sensor_msgs/Imu input: [gyro xyz, accel xyz]"),
+    "wheels_topic": ("joint_states", "sensor_msgs/JointState input: wheel velocities (balancer)"),
+    "target_topic": ("target_velocity", "geometry_msgs/Twist input: commanded [linear.x, angular.z] (balancer)"),
+    "command_topic": ("cmd_vel", "output topic"),
+    "command_type": ("twist", "twist | twist_stamped | float64_multi_array (e.g. wheel torques)"),
+    "command_frame_id": ("base_link", "frame_id of twist_stamped commands"),
+    "publish_mode": ("per_update", "per_update: one command per state update; fixed_rate: at control_rate_hz"),
+    "control_rate_hz": (30.0, "command rate in fixed_rate mode"),
+    "action_scale": ([1.0], "command = action * action_scale (one value per action element, or one for all)"),
+    "max_command": ([1.0], "|command| limit per element (or one for all), robot units"),
+    "max_command_rate": ([1.0e9], "limit on the change of each command element per second (or one for all)"),
+    "watchdog_timeout_s": (0.5, "a sensor silent for longer than this (node clock) => stop command + warning"),
+    "max_gap_s": (1.0, "update gap beyond which the liquid state is reset"),
+    "max_backward_jump_s": (0.5, "a stamp this much older than the previous one is a clock reset (state reset)"),
+    "max_future_stamp_s": (1.0, "stamps further ahead of the node clock are rejected"),
+    "first_update_dt": (0.0, "dt of the first update after a (re)start (the worlds use 0)"),
+    "camera_qos_depth": (1, "camera subscription depth (latest frame wins)"),
+    "imu_qos_depth": (200, "IMU subscription depth (deep enough for 200 Hz bursts)"),
+    "sensor_qos_reliability": ("best_effort", "best_effort (sensor data QoS) | reliable"),
+    "command_qos_depth": (10, "command publisher depth (reliable)"),
+    "diagnostics_period_s": (1.0, "period of /diagnostics messages"),
+    "log_throttle_s": (2.0, "minimum seconds between repeated warnings of one kind"),
+}
+
+
+class ParameterError(ValueError):
+    """Invalid node parameters; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class PolicyNodeSettings:
+    values: dict
+
+    def __getattr__(self, name):
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def _per_element(name, value, size, problems, positive: bool):
+    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+    if len(values) == 1:
+        values = values * size
+    if len(values) != size:
+        problems.append(f"{name}: needs 1 or {size} values (the policy's action size), got {len(values)}")
+        return None
+    if any(not math.isfinite(v) for v in values) or (positive and any(v <= 0 for v in values)):
+        problems.append(f"{name}: values must be finite{' and > 0' if positive else ''}, got {values}")
+        return None
+    return values
+
+
+def validate_policy_node_parameters(values: dict, action_size: int | None = None,
+                                    action_kind: str | None = None) -> PolicyNodeSettings:
+    """Check the parameter values; with the policy's action size/kind also check the command settings."""
+    problems = []
+    out = dict(values)
+
+    def choice(name, choices):
+        if values[name] not in choices:
+            problems.append(f"{name}: {values[name]!r} is not one of {', '.join(choices)}")
+
+    def positive(name, allow_zero=False):
+        v = values[name]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        if not ok or v < 0 or (v == 0 and not allow_zero):
+            problems.append(f"{name}: must be a {'non-negative' if allow_zero else 'positive'} finite number, "
+                            f"got {v!r}")
+
+    if not values["policy"]:
+        problems.append("policy: no policy file given (set the 'policy' parameter)")
+    choice("backend", BACKENDS)
+    choice("command_type", COMMAND_TYPES)
+    choice("publish_mode", PUBLISH_MODES)
+    choice("sensor_qos_reliability", RELIABILITIES)
+    for name in ("control_rate_hz", "watchdog_timeout_s", "max_gap_s", "max_backward_jump_s",
+                 "max_future_stamp_s", "diagnostics_period_s"):
+        positive(name)
+    for name in ("first_update_dt", "log_throttle_s"):
+        positive(name, allow_zero=True)
+    for name in ("camera_qos_depth", "imu_qos_depth", "command_qos_depth"):
+        if not isinstance(values[name], int) or values[name] < 1:
+            problems.append(f"{name}: must be an integer >= 1, got {values[name]!r}")
+    for name in ("camera_topic", "imu_topic", "wheels_topic", "target_topic", "command_topic"):
+        if not isinstance(values[name], str) or not values[name]:
+            problems.append(f"{name}: must be a non-empty topic name, got {values[name]!r}")
+    if action_size is not None:
+        out["action_scale"] = _per_element("action_scale", values["action_scale"], action_size, problems, False)
+        out["max_command"] = _per_element("max_command", values["max_command"], action_size, problems, True)
+        out["max_command_rate"] = _per_element("max_command_rate", values["max_command_rate"], action_size,
+                                               problems, True)
+        if values["command_type"] in ("twist", "twist_stamped"):
+            if action_size != 2 or action_kind not in (None, "twist"):
+                problems.append(f"command_type: {values['command_type']!r} needs a twist policy with 2 actions "
+                                f"[linear, angular], this policy has {action_size} {action_kind!r} actions; "
+                                f"use float64_multi_array")
+    if problems:
+        raise ParameterError("invalid parameters:\n  - " + "\n  - ".join(problems))
+    return PolicyNodeSettings(out)

@@ -1,0 +1,409 @@
+"""policy_node: a managed (lifecycle) ROS 2 node that runs a liquid policy on camera/IMU messages.
+
+- configure: read + validate the parameters (config/*.yaml), load the policy (torch, or ONNX when torch is
+  absent), create the subscriptions, the command publisher, the ~/reset service and /diagnostics.
+- activate: start commanding (fresh liquid state). deactivate: publish a stop command and hold.
+  cleanup / shutdown: free the model and every ROS entity.
+
+Each accepted message of the policy's ``update_on`` sensor advances the state by the difference of
+``header.stamp`` s (see :class:`liquid_control.runtime.PolicyRunner` for rejection and reset rules). The
+watchdog stops the robot when any input goes silent for ``watchdog_timeout_s`` of the node clock (sim time
+with ``use_sim_time``). Per-update commands carry the stamp of the message that produced them (TwistStamped),
+fixed-rate and stop commands the node clock.
+
+Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover_policy.yaml``.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Twist, TwistStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.signals import SignalHandlerOptions
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, Imu, JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from liquid_control.ros.image_conversion import ImageConversionError, image_to_numpy
+from liquid_control.ros.params import (POLICY_NODE_PARAMETERS, ParameterError,
+                                       validate_policy_node_parameters)
+from liquid_control.runtime import runner as R
+from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
+from liquid_control.runtime.command import CommandLimiter
+
+BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
+
+
+def stamp_seconds(stamp) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def resolve_policy_path(value: str) -> Path:
+    """An absolute path or one relative to the working directory, else one in share/liquid_control/policies."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    from liquid_control.paths import policies_dir
+
+    return policies_dir() / path
+
+
+# sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion
+def _imu_reading(msg):
+    w, a = msg.angular_velocity, msg.linear_acceleration
+    return np.array([w.x, w.y, w.z, a.x, a.y, a.z], dtype=np.float64)
+
+
+SENSORS = {
+    CAMERA: (Image, "camera_topic", None),
+    "imu": (Imu, "imu_topic", _imu_reading),
+    "wheels": (JointState, "wheels_topic", lambda msg: np.asarray(msg.velocity, dtype=np.float64)),
+    "command": (Twist, "target_topic", lambda msg: np.array([msg.linear.x, msg.angular.z])),
+}
+
+
+class PolicyNode(LifecycleNode):
+    """The liquid policy as a managed node (see the module docstring)."""
+
+    def __init__(self, name: str = "policy_node", **kwargs):
+        super().__init__(name, **kwargs)
+        for pname, (default, description) in POLICY_NODE_PARAMETERS.items():
+            self.declare_parameter(pname, default, ParameterDescriptor(description=description, dynamic_typing=True))
+        self.settings = None
+        self.runner: R.PolicyRunner | None = None
+        self._subscriptions_by_sensor = {}
+        self._command_pub = None
+        self._diag_pub = None
+        self._reset_srv = None
+        self._timers = []
+        self._active = False
+        self._reset_bookkeeping()
+
+    def _reset_bookkeeping(self):
+        self._last_arrival: dict[str, float] = {}
+        self._activated_at = None
+        self._stale: list[str] = []
+        self._commands_published = 0
+        self._stops_published = 0
+        self._pending_action = None
+        self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
+        try:
+            validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
+            backend = load_backend(resolve_policy_path(values["policy"]), values["backend"])
+            spec = backend.spec
+            self.settings = validate_policy_node_parameters(values, spec.action_size, spec.action_kind)
+            s = self.settings
+            missing = [sensor for sensor in spec.sensors if sensor not in SENSORS]
+            if missing:
+                raise ParameterError(f"the policy needs inputs {missing} that this node has no topic for "
+                                     f"(known: {', '.join(SENSORS)})")
+            self.runner = R.PolicyRunner(backend, R.RunnerLimits(
+                max_gap_s=s.max_gap_s, max_backward_s=s.max_backward_jump_s, max_future_s=s.max_future_stamp_s,
+                first_dt=s.first_update_dt))
+        except (ParameterError, BackendError, ValueError, OSError) as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self.settings = self.runner = None
+            return TransitionCallbackReturn.FAILURE
+        self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
+        self._create_entities(spec)
+        self.get_logger().info(
+            f"configured: policy {values['policy']} ({backend.name}, {backend.config['name']}), inputs "
+            f"{', '.join(f'{k}<-{self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value)}' for k in spec.sensors)}"
+            f", updates on {spec.update_on}, {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
+            f"({s.publish_mode})")
+        return super().on_configure(state)
+
+    def _create_entities(self, spec):
+        s = self.settings
+        reliability = (ReliabilityPolicy.BEST_EFFORT if s.sensor_qos_reliability == "best_effort"
+                       else ReliabilityPolicy.RELIABLE)
+        for sensor in spec.sensors:
+            msg_type, topic_param, _ = SENSORS[sensor]
+            depth = s.camera_qos_depth if sensor == CAMERA else s.imu_qos_depth
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability)
+            callback = self._on_image if sensor == CAMERA else (lambda msg, sensor=sensor: self._on_vector(sensor, msg))
+            self._subscriptions_by_sensor[sensor] = self.create_subscription(
+                msg_type, self.get_parameter(topic_param).value, callback, qos)
+        command_type = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
+        self._command_pub = self.create_lifecycle_publisher(
+            command_type[s.command_type], s.command_topic,
+            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=s.command_qos_depth, reliability=ReliabilityPolicy.RELIABLE))
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        ret = super().on_activate(state)
+        self.runner.reset("activate")
+        self._reset_bookkeeping()
+        self._activated_at = self._now()
+        self.limiter.stop(self._activated_at)
+        s = self.settings
+        self._timers.append(self.create_timer(s.watchdog_timeout_s / 4.0, self._on_watchdog))
+        self._timers.append(self.create_timer(s.diagnostics_period_s, self._publish_diagnostics))
+        if s.publish_mode == "fixed_rate":
+            self._timers.append(self.create_timer(1.0 / s.control_rate_hz, self._on_control_timer))
+        self._active = True
+        self.get_logger().info("active: commanding")
+        return ret
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._publish_stop("deactivated")
+        self._destroy_timers()
+        self.get_logger().info("inactive: stop command published, holding")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._active:
+            self._active = False
+            self._publish_stop("shutdown")
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _destroy_timers(self):
+        for timer in self._timers:
+            self.destroy_timer(timer)
+        self._timers = []
+
+    def _release(self):
+        """Free the model and every entity created at configure."""
+        self._destroy_timers()
+        for sub in self._subscriptions_by_sensor.values():
+            self.destroy_subscription(sub)
+        self._subscriptions_by_sensor = {}
+        if self._command_pub is not None:
+            self.destroy_lifecycle_publisher(self._command_pub)
+        if self._diag_pub is not None:
+            self.destroy_publisher(self._diag_pub)
+        if self._reset_srv is not None:
+            self.destroy_service(self._reset_srv)
+        self._command_pub = self._diag_pub = self._reset_srv = None
+        if self.runner is not None:
+            self.runner.backend.close()
+        self.runner = self.settings = None
+
+    # ------------------------------------------------------------------------------------------- input
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, msg: Image):
+        if not self._active:
+            return
+        try:
+            value = image_to_numpy(msg, "rgb8")
+        except ImageConversionError as exc:
+            self.runner.counters["received.camera"] += 1
+            self.runner.counters[f"rejected.{BAD_ENCODING}"] += 1
+            self.get_logger().warning(f"camera image rejected: {exc}",
+                                      throttle_duration_sec=self.settings.log_throttle_s)
+            return
+        self._on_reading(CAMERA, msg.header.stamp, value)
+
+    def _on_vector(self, sensor: str, msg):
+        if not self._active:
+            return
+        self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, SENSORS[sensor][2](msg))
+
+    def _on_reading(self, sensor: str, stamp_msg, value):
+        now = self._now()
+        stamp = now if stamp_msg is None else stamp_seconds(stamp_msg)  # Twist has no header: arrival time
+        result = self.runner.submit(sensor, stamp, value, now=now)
+        if not result.accepted:
+            self.get_logger().warning(f"{sensor} message rejected ({result.reason}, stamp {stamp:.6f})",
+                                      throttle_duration_sec=self.settings.log_throttle_s)
+            return
+        self._last_arrival[sensor] = now
+        if result.reset is not None:
+            self.get_logger().info(f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}",
+                                   throttle_duration_sec=self.settings.log_throttle_s)
+        if result.status != R.UPDATED or self._stale:
+            return
+        if self.settings.publish_mode == "per_update":
+            self._publish_command(self.limiter(result.action, now), stamp_msg)
+        else:
+            self._pending_action = result.action
+
+    def _on_control_timer(self):
+        if self._active and not self._stale and self._pending_action is not None:
+            self._publish_command(self.limiter(self._pending_action, self._now()), None)
+
+    # ------------------------------------------------------------------------------------------- output
+    def _publish_command(self, command: np.ndarray, stamp_msg):
+        s = self.settings
+        if s.command_type == "float64_multi_array":
+            msg = Float64MultiArray(data=[float(c) for c in command])
+        else:
+            twist = Twist()
+            twist.linear.x, twist.angular.z = float(command[0]), float(command[1])
+            if s.command_type == "twist":
+                msg = twist
+            else:
+                msg = TwistStamped(twist=twist)
+                msg.header.frame_id = s.command_frame_id
+                msg.header.stamp = stamp_msg if stamp_msg is not None else self.get_clock().now().to_msg()
+        self._command_pub.publish(msg)
+        self._commands_published += 1
+
+    def _publish_stop(self, why: str):
+        if self._command_pub is None or self.settings is None:
+            return
+        self._publish_command(self.limiter.stop(self._now()), None)
+        self._stops_published += 1
+        self._pending_action = None
+
+    def _on_watchdog(self):
+        if not self._active:
+            return
+        now, timeout = self._now(), self.settings.watchdog_timeout_s
+        stale = []
+        for sensor in self.runner.spec.sensors:
+            last = self._last_arrival.get(sensor, self._activated_at)
+            if now - last > timeout:
+                stale.append(sensor)
+        if stale:
+            if not self._stale:
+                ages = ", ".join(f"{k} silent {now - self._last_arrival.get(k, self._activated_at):.2f} s" for k in stale)
+                self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command")
+            self._publish_stop("watchdog")  # repeated while stale, so a restarted base stays stopped
+        elif self._stale:
+            self.get_logger().info("watchdog: all inputs fresh again, commanding")
+        was_stale, self._stale = self._stale, stale
+        if stale != was_stale:
+            self._publish_diagnostics()
+
+    def _on_reset(self, request, response):
+        if self.runner is None:
+            response.success, response.message = False, "not configured"
+            return response
+        self.runner.reset("service")
+        response.success, response.message = True, "liquid state reset"
+        self.get_logger().info("liquid state reset (~/reset)")
+        return response
+
+    # ------------------------------------------------------------------------------------------- diagnostics
+    def diagnostic_status(self) -> DiagnosticStatus:
+        runner, now = self.runner, self._now()
+        status = DiagnosticStatus(name=f"{self.get_name()}: liquid policy", hardware_id=self.get_fully_qualified_name())
+        counters = dict(runner.counters)
+        values = {"state": "active" if self._active else "inactive"}
+        previous_time, previous_counts = self._rate_window
+        for sensor in runner.spec.sensors:
+            key = f"received.{sensor}"
+            if previous_time is not None and now > previous_time:
+                rate = (counters.get(key, 0) - previous_counts.get(key, 0)) / (now - previous_time)
+                values[f"rate_hz.{sensor}"] = f"{rate:.1f}"
+        self._rate_window = (now, {k: v for k, v in counters.items() if k.startswith("received.")})
+        for k, v in runner.dt_stats().items():
+            values[f"dt.{k}"] = f"{v:.6g}"
+        for k, v in runner.latency_stats().items():
+            values[f"inference_ms.{k}"] = f"{v * 1e3:.3f}"
+        for k, v in sorted(counters.items()):
+            values[k] = str(v)
+        values["rejected_total"] = str(runner.rejected_total())
+        values["commands_published"] = str(self._commands_published)
+        values["stop_commands"] = str(self._stops_published)
+        values["stale_inputs"] = ",".join(self._stale)
+        if self._stale:
+            status.level, status.message = DiagnosticStatus.WARN, f"stale input(s): {', '.join(self._stale)}: stopped"
+        elif not self._active:
+            status.level, status.message = DiagnosticStatus.OK, "inactive"
+        elif runner.counters["updates"] == 0:
+            status.level, status.message = DiagnosticStatus.WARN, "waiting for sensor data"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, "commanding"
+        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
+        return status
+
+    def _publish_diagnostics(self):
+        if self._diag_pub is None or self.runner is None:
+            return
+        msg = DiagnosticArray(status=[self.diagnostic_status()])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+
+def make_executor():
+    """The EventsExecutor (lowest callback latency in rclpy); the MultiThreadedExecutor is far slower.
+
+    Drive it with :func:`spin`: in this rclpy build ``EventsExecutor.spin()`` never runs a callback, while
+    ``spin_once`` does.
+    """
+    try:
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    except ImportError:  # pragma: no cover - older rclpy
+        return rclpy.executors.SingleThreadedExecutor()
+
+
+def spin(executor, stop=lambda: False, context=None):
+    """Run callbacks until ``stop()`` or the context shuts down."""
+    ok = (context or rclpy.get_default_context()).ok
+    while ok() and not stop():
+        executor.spin_once(timeout_sec=0.05)
+
+
+def main(args=None) -> int:
+    """Entry point of the ``policy_node`` executable. SIGINT/SIGTERM end the loop between callbacks, then the
+    node shuts down through its lifecycle (publishing a stop command) before the context goes away."""
+    stop = threading.Event()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    _single_threaded_torch()
+    node = PolicyNode()
+    executor = make_executor()
+    executor.add_node(node)
+    code = 0
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal("autostart: configure failed (see above)")
+                code = 1
+            else:
+                node.trigger_activate()
+        if code == 0:
+            spin(executor, stop.is_set)
+    finally:
+        if node.runner is not None:
+            node.trigger_shutdown()
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+def _single_threaded_torch():
+    """One sample per step: intra-op threads only add latency (and steal cores from the sim)."""
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # deployment without torch: the ONNX backend is single-threaded already
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

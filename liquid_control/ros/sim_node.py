@@ -1,0 +1,348 @@
+"""sim_node: a sim_envs MuJoCo world as a ROS 2 robot, in real time (or faster, with /clock).
+
+Every sensor message the world's timing model produces (irregular intervals, dropouts, latency) is published
+when it is delivered, stamped with its measurement time: sim time with ``use_sim_time`` (then /clock is
+published and ``real_time_factor`` may differ from 1), else wall time of the episode start + sim time.
+The latest command (Twist in m/s, rad/s for the rover; Float64MultiArray of wheel torques in N m for the
+balancer) drives the world until the next one; no command for ``command_timeout_s`` means zero (as a base
+controller's timeout). Odometry is the true pose; each episode's outcome goes to the status topic
+(std_msgs/String, JSON, transient local).
+
+Run: ``ros2 run liquid_control sim_node --ros-args --params-file config/sim.yaml``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (before mujoco is imported)
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+import gymnasium  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+import rclpy  # noqa: E402
+import rclpy.executors  # noqa: E402
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Twist, TwistStamped, Vector3
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, Imu, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+import sim_envs  # noqa: F401  (registers the worlds)
+from liquid_control.ros.image_conversion import numpy_to_image
+
+
+def _rover_command_scale():
+    from sim_envs import rover
+
+    return np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
+
+
+def _balancer_command_scale():
+    from sim_envs import balancer
+
+    return np.array([balancer.MAX_TORQUE, balancer.MAX_TORQUE])
+
+
+# world id -> how it maps to ROS: sensor -> topic parameter, command message kind, robot units per action unit
+WORLDS = {
+    "LiquidRover-v0": dict(sensors={"camera": "camera_topic", "imu": "imu_topic"}, command="twist",
+                           command_scale=_rover_command_scale),
+    "LiquidBalance-v0": dict(sensors={"imu": "imu_topic", "encoders": "wheels_topic"}, command="float64_multi_array",
+                             command_scale=_balancer_command_scale),
+}
+
+SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
+    "world": ("LiquidRover-v0", f"world id: {', '.join(WORLDS)}"),
+    "shift": ("", "shift preset or spec for sim_envs.parse_shift (empty: the training distribution)"),
+    "seed": (0, "seed of the first episode (later episodes continue the world's sequence)"),
+    "episodes": (1, "episodes to run (0: forever)"),
+    "exit_when_done": (True, "shut the node down after the last episode"),
+    "real_time_factor": (1.0, "sim seconds per wall second (!= 1 needs use_sim_time)"),
+    "render_size": (64, "camera image size (pixels, square)"),
+    "time_limit": (0.0, "episode time limit in sim seconds (0: the world's)"),
+    "camera_topic": ("camera/image_raw", "sensor_msgs/Image (rgb8)"),
+    "imu_topic": ("imu/data", "sensor_msgs/Imu"),
+    "wheels_topic": ("joint_states", "sensor_msgs/JointState wheel velocities (balancer)"),
+    "target_topic": ("target_velocity", "geometry_msgs/Twist commanded velocity (balancer)"),
+    "target_rate_hz": (20.0, "rate of the target_velocity messages (balancer)"),
+    "command_topic": ("cmd_vel", "command input"),
+    "command_type": ("", "twist | twist_stamped | float64_multi_array (empty: the world's)"),
+    "command_timeout_s": (0.5, "no command for this long (sim time) => zero command"),
+    "odom_topic": ("odom", "nav_msgs/Odometry (true pose)"),
+    "odom_rate_hz": (50.0, "odometry rate (sim time)"),
+    "status_topic": ("episode_status", "std_msgs/String JSON outcome of each episode"),
+    "wait_for_subscribers_s": (15.0, "before the first episode, wait up to this long for the sensor "
+                                     "subscribers and the command publisher"),
+    "policy_reset_service": ("", "std_srvs/Trigger called before each episode (e.g. /policy_node/reset)"),
+    "frame_prefix": ("", "prefix of the frame ids (base_link, camera, imu, odom)"),
+}
+
+
+class SimNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("sim_node", **kwargs)
+        for name, (default, description) in SIM_NODE_PARAMETERS.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, dynamic_typing=True))
+        p = {name: self.get_parameter(name).value for name in SIM_NODE_PARAMETERS}
+        self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
+        self.p = p
+        self._validate()
+        io = WORLDS[p["world"]]
+        self.command_type = p["command_type"] or io["command"]
+        self.command_scale = io["command_scale"]()
+        kwargs = dict(shift=p["shift"] or None)
+        if p["world"] == "LiquidRover-v0":
+            kwargs["render_size"] = int(p["render_size"])
+        if p["time_limit"] > 0:
+            kwargs["time_limit"] = float(p["time_limit"])
+        self.world = gymnasium.make(p["world"], **kwargs).unwrapped
+        self.frame = lambda name: f"{p['frame_prefix']}{name}"
+
+        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.publishers_by_sensor = {}
+        for sensor, topic_param in io["sensors"].items():
+            msg_type = {"camera": Image, "imu": Imu, "encoders": JointState}[sensor]
+            self.publishers_by_sensor[sensor] = self.create_publisher(msg_type, p[topic_param], sensor_qos)
+        self.target_pub = (self.create_publisher(Twist, p["target_topic"], 10)
+                           if hasattr(self.world, "command") else None)
+        self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
+        self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
+        self.status_pub = self.create_publisher(String, p["status_topic"], QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        command_msg = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
+        self.create_subscription(command_msg[self.command_type], p["command_topic"], self._on_command,
+                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self.reset_client = self.create_client(Trigger, p["policy_reset_service"]) if p["policy_reset_service"] else None
+        self._lock = threading.Lock()
+        self._command = None  # (action in world units, arrival sim time)
+        self._sim_now = 0.0
+        self.commands_received = 0
+        m = self.world.model
+        root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "root")
+        self._qpos_adr, self._qvel_adr = int(m.jnt_qposadr[root]), int(m.jnt_dofadr[root])
+
+    def _validate(self):
+        p, problems = self.p, []
+        if p["world"] not in WORLDS:
+            problems.append(f"world: {p['world']!r} is not one of {', '.join(WORLDS)}")
+        if p["command_type"] not in ("", "twist", "twist_stamped", "float64_multi_array"):
+            problems.append(f"command_type: {p['command_type']!r} is not twist, twist_stamped or float64_multi_array")
+        rtf = p["real_time_factor"]
+        if not (isinstance(rtf, (int, float)) and math.isfinite(rtf) and rtf > 0):
+            problems.append(f"real_time_factor: must be a positive number, got {rtf!r}")
+        elif rtf != 1.0 and not self.use_sim_time:
+            problems.append(f"real_time_factor: {rtf} != 1 needs use_sim_time:=true (stamps would not be wall time)")
+        for name in ("command_timeout_s", "odom_rate_hz", "target_rate_hz"):
+            if not (isinstance(p[name], (int, float)) and p[name] > 0):
+                problems.append(f"{name}: must be > 0, got {p[name]!r}")
+        if not isinstance(p["episodes"], int) or p["episodes"] < 0:
+            problems.append(f"episodes: must be an integer >= 0, got {p['episodes']!r}")
+        if problems:
+            raise ValueError("sim_node: invalid parameters:\n  - " + "\n  - ".join(problems))
+        if p["shift"]:
+            sim_envs.parse_shift(p["shift"])  # raises ValueError naming the bad part
+
+    # ------------------------------------------------------------------------------------------- command
+    def _on_command(self, msg):
+        if self.command_type == "float64_multi_array":
+            value = np.asarray(msg.data, dtype=np.float64)
+        else:
+            twist = msg.twist if self.command_type == "twist_stamped" else msg
+            value = np.array([twist.linear.x, twist.angular.z])
+        if value.shape != self.command_scale.shape or not np.all(np.isfinite(value)):
+            self.get_logger().warning(f"ignoring command {value.tolist()}: needs {self.command_scale.size} finite "
+                                      "values", throttle_duration_sec=2.0)
+            return
+        with self._lock:
+            self._command = (value / self.command_scale, self._sim_now)
+            self.commands_received += 1
+
+    def _current_action(self, sim_t: float) -> np.ndarray:
+        with self._lock:
+            command = self._command
+        if command is None or sim_t - command[1] > self.p["command_timeout_s"]:
+            return np.zeros(self.command_scale.shape)
+        return command[0]
+
+    # ------------------------------------------------------------------------------------------- messages
+    def _stamp(self, sim_t: float):
+        seconds = sim_t if self.use_sim_time else self._wall_epoch + sim_t
+        sec = int(math.floor(seconds))
+        return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+    def _publish_reading(self, sensor: str, stamp: float, reading: np.ndarray):
+        header_stamp = self._stamp(stamp)
+        if sensor == "camera":
+            msg = numpy_to_image(np.asarray(reading, dtype=np.uint8), "rgb8")
+            msg.header.frame_id = self.frame("camera")
+        elif sensor == "imu":
+            msg = Imu()
+            msg.header.frame_id = self.frame("imu")
+            r = [float(v) for v in reading]
+            msg.angular_velocity.x, msg.angular_velocity.y, msg.angular_velocity.z = r[:3]
+            msg.linear_acceleration.x, msg.linear_acceleration.y, msg.linear_acceleration.z = r[3:6]
+            msg.orientation_covariance[0] = -1.0  # no orientation estimate
+        else:  # wheel encoders
+            msg = JointState(name=["wheel_left", "wheel_right"], velocity=[float(v) for v in reading])
+        msg.header.stamp = header_stamp
+        self.publishers_by_sensor[sensor].publish(msg)
+
+    def _publish_odometry(self, sim_t: float):
+        d = self.world.data
+        q, v = d.qpos[self._qpos_adr:self._qpos_adr + 7], d.qvel[self._qvel_adr:self._qvel_adr + 6]
+        msg = Odometry()
+        msg.header.stamp = self._stamp(sim_t)
+        msg.header.frame_id, msg.child_frame_id = self.frame("odom"), self.frame("base_link")
+        pose = msg.pose.pose
+        pose.position.x, pose.position.y, pose.position.z = (float(x) for x in q[:3])
+        pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(x) for x in q[3:7])
+        rot = np.empty(9)
+        mujoco.mju_quat2Mat(rot, q[3:7])
+        linear_body = rot.reshape(3, 3).T @ v[:3]  # free joint: linear velocity in world, angular in body frame
+        msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.linear.z = (float(x) for x in linear_body)
+        msg.twist.twist.angular.x, msg.twist.twist.angular.y, msg.twist.twist.angular.z = (float(x) for x in v[3:6])
+        self.odom_pub.publish(msg)
+
+    # ------------------------------------------------------------------------------------------- episodes
+    def wait_for_graph(self):
+        """Wait (bounded) until the policy side is there, so the first messages are not lost."""
+        deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
+        while time.monotonic() < deadline:
+            sensors_ready = all(pub.get_subscription_count() > 0 for pub in self.publishers_by_sensor.values())
+            command_ready = self.count_publishers(self.p["command_topic"]) > 0
+            if sensors_ready and command_ready:
+                return True
+            time.sleep(0.05)
+        self.get_logger().warning("no policy node seen on the sensor/command topics; starting anyway")
+        return False
+
+    def _reset_policy(self):
+        if self.reset_client is None:
+            return
+        if not self.reset_client.wait_for_service(timeout_sec=5.0):
+            self.get_logger().warning(f"{self.p['policy_reset_service']} not available")
+            return
+        future = self.reset_client.call_async(Trigger.Request())
+        deadline = time.monotonic() + 5.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def run_episode(self, index: int, seed) -> dict:
+        world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
+        world.reset(seed=seed)
+        with self._lock:
+            self._command = None
+        self._reset_policy()
+        sim0 = float(world.data.time)
+        wall0 = time.monotonic()
+        self._wall_epoch = time.time() - sim0
+        odom_period, target_period = 1.0 / self.p["odom_rate_hz"], 1.0 / self.p["target_rate_hz"]
+        next_odom = next_target = sim0
+        counts = {s: 0 for s in self.publishers_by_sensor}
+        info, terminated = {}, False
+        while True:
+            # Sim time allowed by the wall clock, rounded down to whole physics steps.
+            target = sim0 + math.floor((time.monotonic() - wall0) * rtf / physics_dt) * physics_dt
+            if target <= world.data.time:
+                time.sleep(min(physics_dt / rtf, 0.002))
+                continue
+            deliveries = []
+            while True:
+                self._sim_now = float(world.data.time)
+                world.apply_action(self._current_action(self._sim_now))
+                delivery = world.next_delivery(until=target)
+                if delivery is None:
+                    break
+                deliveries.append(delivery)
+                if delivery[0] == world.trigger:
+                    terminated, info = world.outcome()
+                    if terminated:
+                        break
+            now = float(world.data.time)
+            if self.clock_pub is not None:
+                self.clock_pub.publish(Clock(clock=self._stamp(now)))
+            for sensor, stamp, reading in deliveries:
+                self._publish_reading(sensor, stamp, reading)
+                counts[sensor] += 1
+            if now >= next_odom:
+                self._publish_odometry(now)
+                next_odom = now + odom_period
+            if self.target_pub is not None and now >= next_target:
+                cmd = world.command
+                self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
+                next_target = now + target_period
+            if terminated or now >= world.time_limit:
+                break
+        terminated, info = world.outcome()
+        success = bool(info.get("success"))
+        if success:
+            outcome = "success"
+        elif info.get("fallen"):
+            outcome = "fallen"
+        elif info.get("collision"):
+            outcome = "collision"
+        else:
+            outcome = "timeout"
+        status = {"episode": index, "seed": seed, "world": self.p["world"], "shift": self.p["shift"],
+                  "outcome": outcome, "success": success, "sim_time": round(float(world.data.time), 4),
+                  "wall_time": round(time.monotonic() - wall0, 3), "messages": counts,
+                  "commands_received": self.commands_received}
+        for key in ("distance", "tracking_error"):
+            if key in info:
+                status[key] = round(float(info[key]), 4)
+        self.status_pub.publish(String(data=json.dumps(status)))
+        self.get_logger().info(f"episode {index}: {outcome} at t={status['sim_time']:.2f} s {json.dumps(status)}")
+        return status
+
+    def run(self) -> list[dict]:
+        self.wait_for_graph()
+        results = []
+        episode = 0
+        while rclpy.ok() and (self.p["episodes"] == 0 or episode < self.p["episodes"]):
+            seed = int(self.p["seed"]) if episode == 0 else None
+            results.append(self.run_episode(episode, seed))
+            episode += 1
+        return results
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = SimNode()
+    except ValueError as exc:
+        print(f"sim_node: {exc}", file=sys.stderr)
+        rclpy.shutdown()
+        return 2
+    executor = rclpy.executors.SingleThreadedExecutor()  # command callbacks; the world runs in this thread
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    try:
+        node.run()
+        if not node.p["exit_when_done"]:
+            spinner.join()
+        time.sleep(0.5)  # let the last status message (transient local) reach late subscribers
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.world.close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

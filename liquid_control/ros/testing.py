@@ -1,0 +1,109 @@
+"""Helpers to drive nodes over real DDS from a test or a benchmark: an isolated ROS domain, node processes,
+and a probe node (publishers + recorders) spinning in a background thread of the calling process.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from liquid_control.ros.graph import parameter_argument
+
+
+def isolated_ros_env(domain_id: int | None = None) -> dict:
+    """os.environ for a private graph: a random ROS_DOMAIN_ID (1..100) and localhost-only discovery."""
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 100))
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the setting above
+    env.setdefault("MUJOCO_GL", "egl")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start_node_process(module: str, name: str, parameters: dict, env: dict, log_path: str | Path | None = None,
+                       params_files: tuple = ()) -> subprocess.Popen:
+    """``python -m module --ros-args ...`` with parameters set by ``-p`` (YAML values)."""
+    argv = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
+    for path in params_files:
+        argv += ["--params-file", str(path)]
+    for key, value in parameters.items():
+        argv += ["-p", parameter_argument(key, value)]
+    out = open(log_path, "w") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+class Probe:
+    """A node in this process on its own context (domain of ``env``), spun by a background thread.
+
+    ``record(topic, type, qos)`` keeps ``(receive time.monotonic(), msg)`` pairs in ``self.received[topic]``.
+    """
+
+    def __init__(self, env: dict, name: str = "probe"):
+        import rclpy
+        import rclpy.executors
+
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=int(env["ROS_DOMAIN_ID"]))
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self):
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # context shut down while waiting
+                break
+
+    def publisher(self, msg_type, topic: str, qos=10):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def record(self, topic: str, msg_type, qos=10):
+        self.received.setdefault(topic, [])
+
+        def on_msg(msg):
+            with self._lock:
+                self.received[topic].append((time.monotonic(), msg))
+
+        return self.node.create_subscription(msg_type, topic, on_msg, qos)
+
+    def messages(self, topic: str) -> list:
+        with self._lock:
+            return list(self.received.get(topic, []))
+
+    def wait_for(self, predicate, timeout: float, poll: float = 0.01) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(poll)
+        return bool(predicate())
+
+    def close(self):
+        self.context.try_shutdown()
+        self._thread.join(timeout=2.0)
+        self.executor.shutdown()
+        self.node.destroy_node()

@@ -1,0 +1,43 @@
+"""Command shaping between the policy's action and the robot: scale, clip, limit the rate of change.
+
+Pure numpy so it is unit-tested without ROS. Rate limits use the elapsed time between published commands
+(the receiver's clock); a stop command bypasses them (a safety stop must not ramp).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class CommandLimiter:
+    """action (policy units) -> command (robot units): ``clip(action * scale, +-max)``, then at most
+    ``max_rate * elapsed`` away from the previous command, per element."""
+
+    def __init__(self, scale, max_command, max_rate):
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self.max_command = np.asarray(max_command, dtype=np.float64)
+        self.max_rate = np.asarray(max_rate, dtype=np.float64)
+        n = self.scale.shape
+        if self.scale.ndim != 1 or self.max_command.shape != n or self.max_rate.shape != n:
+            raise ValueError(f"scale, max_command and max_rate need one value per action element, got "
+                             f"{self.scale.shape}, {self.max_command.shape}, {self.max_rate.shape}")
+        if not (np.all(self.max_command > 0) and np.all(self.max_rate > 0)):
+            raise ValueError("max_command and max_rate must be > 0 (use a large value to disable a limit)")
+        self.previous = np.zeros(n)
+        self.previous_time: float | None = None
+
+    @property
+    def size(self) -> int:
+        return int(self.scale.shape[0])
+
+    def __call__(self, action, now: float) -> np.ndarray:
+        target = np.clip(np.asarray(action, dtype=np.float64) * self.scale, -self.max_command, self.max_command)
+        if self.previous_time is not None:
+            step = self.max_rate * max(now - self.previous_time, 0.0)
+            target = np.clip(target, self.previous - step, self.previous + step)
+        self.previous, self.previous_time = target, now
+        return target.copy()
+
+    def stop(self, now: float) -> np.ndarray:
+        """The zero command, recorded as the previous one so the next command ramps up from standstill."""
+        self.previous, self.previous_time = np.zeros(self.size), now
+        return self.previous.copy()

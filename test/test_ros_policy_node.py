@@ -1,0 +1,231 @@
+"""policy_node over real DDS, in its own process: stamp-difference updates, rejected messages, watchdog."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from geometry_msgs.msg import TwistStamped
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, Imu
+
+from liquid_control.policy import Policy, save_policy
+from liquid_control.ros.image_conversion import numpy_to_image
+from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
+
+H = W = 16
+CONFIG = {
+    "name": "tiny_rover", "world": "LiquidRover-v0",
+    "observation": {"image": {"height": H, "width": W}, "vectors": {"imu": 6}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4, 4], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8},
+                "vectors": {"hidden": [8], "features": 8}},
+    "core": {"type": "cfc", "units": 12, "wiring": "ncp"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+}
+RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    torch.manual_seed(3)
+    policy = Policy.from_config(CONFIG)
+    with torch.no_grad():  # larger weights so dt visibly changes the action
+        for p in policy.core.parameters():
+            p.mul_(3.0)
+    return save_policy(tmp_path_factory.mktemp("policy") / "tiny_rover.pt", policy)
+
+
+def stamp_msg(seconds):
+    from builtin_interfaces.msg import Time
+
+    sec = int(seconds)
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
+
+
+def image_msg(stamp, value, encoding="rgb8", size=(H, W)):
+    rng = np.random.default_rng(int(value))
+    rgb = rng.integers(0, 256, size=(*size, 3), dtype=np.uint8)
+    pixels = rgb[..., ::-1].copy() if encoding == "bgr8" else rgb
+    msg = numpy_to_image(pixels, "bgr8" if encoding == "bgr8" else "rgb8")
+    msg.encoding = encoding  # "yuv422" etc.: the node must reject it
+    msg.header.stamp = stamp_msg(stamp)
+    return msg, rgb
+
+
+def imu_msg(stamp, values):
+    msg = Imu()
+    msg.header.stamp = stamp_msg(stamp)
+    a, b = msg.angular_velocity, msg.linear_acceleration
+    a.x, a.y, a.z, b.x, b.y, b.z = (float(v) for v in values)
+    return msg
+
+
+def start_policy_node(policy_file, env, tmp_path, **overrides):
+    params = dict(policy=str(policy_file), autostart=True, command_type="twist_stamped", publish_mode="per_update",
+                  action_scale=[1.0, 1.0], max_command=[10.0, 10.0], max_command_rate=[1e9, 1e9],
+                  watchdog_timeout_s=30.0, diagnostics_period_s=0.2, max_gap_s=1.0, max_backward_jump_s=0.5)
+    params.update(overrides)
+    return start_node_process("liquid_control.ros.policy_node", "policy_node", params, env,
+                              log_path=tmp_path / "policy_node.log")
+
+
+def connect(probe, node_log, timeout=30.0):
+    cam = probe.publisher(Image, "camera/image_raw", RELIABLE)
+    imu = probe.publisher(Imu, "imu/data", RELIABLE)
+    probe.record("cmd_vel", TwistStamped, RELIABLE)
+    probe.record("/diagnostics", DiagnosticArray)
+    ready = probe.wait_for(lambda: cam.get_subscription_count() and imu.get_subscription_count()
+                           and probe.node.count_publishers("cmd_vel"), timeout)
+    assert ready, f"policy_node did not come up:\n{node_log.read_text() if node_log.exists() else ''}"
+    time.sleep(0.3)  # let discovery settle both ways
+    return cam, imu
+
+
+def last_diagnostics(probe):
+    msgs = probe.messages("/diagnostics")
+    if not msgs:
+        return None, {}
+    status = msgs[-1][1].status[0]
+    return status, {kv.key: kv.value for kv in status.values}
+
+
+def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_file, tmp_path):
+    env = isolated_ros_env()
+    proc = start_policy_node(policy_file, env, tmp_path)
+    probe = Probe(env)
+    try:
+        cam, imu = connect(probe, tmp_path / "policy_node.log")
+        t0 = time.time() - 20.0  # stamps in the (recent) past of the node clock
+        # (kind, stamp offset, payload, accepted): irregular rates, out of order, duplicate, NaN, bad encodings
+        script = [
+            ("imu", 0.000, [0.1, 0, 0, 0, 0, 9.8], True),
+            ("cam", 0.010, 1, True),                       # first update: dt = first_update_dt = 0
+            ("imu", 0.021, [0.2, 0.1, 0, 0, 0, 9.8], True),
+            ("imu", 0.026, [0.3, 0.1, 0, 0.5, 0, 9.8], True),  # 5 ms later: only the latest is held
+            ("cam", 0.140, 2, True),                       # dt 0.130
+            ("cam", 0.140, 3, False),                      # duplicate stamp
+            ("cam", 0.100, 4, False),                      # out of order
+            ("imu", 0.150, [np.nan, 0, 0, 0, 0, 9.8], False),  # NaN
+            ("cam", 0.180, 5, True),                       # dt 0.040, the NaN IMU was not held
+            ("cam/yuv422", 0.200, 6, False),               # unsupported encoding
+            ("cam/small", 0.210, 7, False),                # wrong size
+            ("cam/bgr8", 0.400, 8, True),                  # bgr8 converted like cv_bridge; dt 0.220
+            ("imu", 0.410, [0, 0, -0.4, 0, 0.2, 9.7], True),
+            ("cam", 0.433, 9, True),                       # dt 0.033
+        ]
+        expected_updates = []  # (stamp, image, imu, dt) the oracle integrates
+        held_imu, last_update = None, None
+        for kind, offset, payload, accepted in script:
+            stamp = t0 + offset
+            if kind == "imu":
+                imu.publish(imu_msg(stamp, payload))
+                if accepted:
+                    held_imu = np.asarray(payload, np.float32)
+                time.sleep(0.05)
+                continue
+            encoding = kind.split("/")[1] if "/" in kind else "rgb8"
+            size = (8, 8) if encoding == "small" else (H, W)
+            msg, rgb = image_msg(stamp, payload, "rgb8" if encoding == "small" else encoding, size)
+            n_before = len(probe.messages("cmd_vel"))
+            cam.publish(msg)
+            if accepted:
+                dt = 0.0 if last_update is None else stamp - last_update
+                expected_updates.append((stamp, rgb, held_imu.copy(), dt))
+                last_update = stamp
+                assert probe.wait_for(lambda: len(probe.messages("cmd_vel")) > n_before, 5.0), f"no command for {kind}"
+            else:
+                time.sleep(0.2)
+                assert len(probe.messages("cmd_vel")) == n_before, f"{kind} at {offset} produced a command"
+
+        commands = [m for _, m in probe.messages("cmd_vel")]
+        assert len(commands) == len(expected_updates) == 5
+        # each command carries the stamp of the frame that produced it
+        for cmd, (stamp, *_rest) in zip(commands, expected_updates):
+            assert cmd.header.stamp.sec + cmd.header.stamp.nanosec * 1e-9 == pytest.approx(stamp, abs=1e-6)
+
+        # Oracle: the policy stepped with the stamp differences and the held IMU readings.
+        from liquid_control.policy import load_policy
+
+        policy = load_policy(policy_file)
+
+        def run(dts):
+            state, actions = policy.initial_state(1), []
+            with torch.no_grad():
+                for (stamp, rgb, imu_v, _), dt in zip(expected_updates, dts):
+                    obs = {"image": torch.from_numpy(rgb)[None], "imu": torch.from_numpy(imu_v)[None]}
+                    action, state = policy.step(obs, state, torch.tensor([dt], dtype=torch.float32))
+                    actions.append(action[0].numpy())
+            return np.array(actions)
+
+        got = np.array([[c.twist.linear.x, c.twist.angular.z] for c in commands])
+        want = run([u[3] for u in expected_updates])
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        np.testing.assert_allclose([u[3] for u in expected_updates], [0, 0.13, 0.04, 0.22, 0.033], atol=1e-6)
+        # the test can fail: integrating a constant dt instead of the measured ones gives other commands
+        assert np.abs(run([0.0] + [1 / 15] * 4) - got).max() > 1e-3
+
+        def rejected_counts():
+            _, values = last_diagnostics(probe)
+            return {k.split(".", 1)[1]: int(v) for k, v in values.items() if k.startswith("rejected.")}
+
+        want_rejected = {"duplicate_stamp": 1, "out_of_order": 1, "non_finite": 1, "bad_encoding": 1, "bad_shape": 1}
+        assert probe.wait_for(lambda: rejected_counts() == want_rejected, 3.0), rejected_counts()
+        status, values = last_diagnostics(probe)
+        assert values["updates"] == "5" and values["rejected_total"] == "5"
+        assert float(values["dt.max"]) == pytest.approx(0.22, abs=1e-6)
+        assert float(values["dt.min"]) == pytest.approx(0.0, abs=1e-9)
+
+        # A backwards clock jump (simulation reset) resets the state: the next command equals a fresh start.
+        n_before = len(probe.messages("cmd_vel"))
+        back = t0 - 10.0
+        imu.publish(imu_msg(back, [0.1, 0, 0, 0, 0, 9.8]))
+        time.sleep(0.05)
+        msg, rgb = image_msg(back + 0.01, 1)
+        cam.publish(msg)
+        assert probe.wait_for(lambda: len(probe.messages("cmd_vel")) > n_before, 5.0)
+        cmd = probe.messages("cmd_vel")[-1][1]
+        np.testing.assert_allclose([cmd.twist.linear.x, cmd.twist.angular.z], want[0], atol=1e-5)
+        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("resets.clock_backwards") == "1", 3.0)
+    finally:
+        probe.close()
+        code = stop_process(proc)
+    assert code == 0, (tmp_path / "policy_node.log").read_text()
+
+
+def test_camera_silence_triggers_the_watchdog_stop(policy_file, tmp_path):
+    timeout = 0.3
+    env = isolated_ros_env()
+    proc = start_policy_node(policy_file, env, tmp_path, watchdog_timeout_s=timeout, action_scale=[5.0, 5.0])
+    probe = Probe(env)
+    try:
+        cam, imu = connect(probe, tmp_path / "policy_node.log")
+        t_imu = t_cam = 0.0
+        start = time.monotonic()
+        while time.monotonic() - start < 1.0:  # camera 15 Hz + IMU 100 Hz with wall-clock stamps
+            now = time.monotonic()
+            if now >= t_imu:
+                imu.publish(imu_msg(time.time(), [0, 0, 0.1, 0, 0, 9.8]))
+                t_imu = now + 0.01
+            if now >= t_cam:
+                cam.publish(image_msg(time.time(), int(now * 1000) % 1000)[0])
+                last_camera = time.monotonic()
+                t_cam = now + 1 / 15
+            time.sleep(0.002)
+        moving = [m for _, m in probe.messages("cmd_vel")]
+        assert len(moving) >= 10 and any(abs(m.twist.linear.x) > 1e-3 for m in moving)
+        while time.monotonic() - last_camera < 1.5:  # the camera is silent, the IMU goes on
+            imu.publish(imu_msg(time.time(), [0, 0, 0.1, 0, 0, 9.8]))
+            time.sleep(0.01)
+        after = [(t, m) for t, m in probe.messages("cmd_vel") if t > last_camera]
+        stops = [(t, m) for t, m in after if m.twist.linear.x == 0.0 and m.twist.angular.z == 0.0]
+        assert stops, "no stop command after the camera went silent"
+        assert all(m.twist.linear.x == 0.0 for t, m in after if t >= stops[0][0])  # stays stopped
+        # within the timeout (plus one watchdog period and delivery)
+        assert stops[0][0] - last_camera <= timeout + timeout / 4 + 0.25
+        warn = [m.status[0] for t, m in probe.messages("/diagnostics") if t > last_camera and m.status[0].level == DiagnosticStatus.WARN]
+        assert warn and "camera" in warn[-1].message
+    finally:
+        probe.close()
+        code = stop_process(proc)
+    assert code == 0, (tmp_path / "policy_node.log").read_text()
