@@ -45,6 +45,7 @@ class NodeDescription:
     parameter_files: tuple[str, ...]  # absolute paths
     parameters: dict = field(default_factory=dict)  # overrides, applied after the files
     remappings: tuple[tuple[str, str], ...] = ()
+    lifecycle: bool = False  # a managed node (launch_ros.actions.LifecycleNode)
 
     def command(self, python: str = sys.executable) -> list[str]:
         """argv that starts this node as its own process, with the same parameters as the launch file."""
@@ -91,8 +92,21 @@ def sim_graph(world: str = "LiquidRover-v0", policy: str = "", shift: str = "", 
     return [
         NodeDescription("sim_node", "liquid_control.ros.sim_node", "sim_node", (str(sim_yaml),), sim_overrides),
         NodeDescription("policy_node", "liquid_control.ros.policy_node", "policy_node", (str(policy_yaml),),
-                        policy_overrides),
+                        policy_overrides, lifecycle=True),
     ]
+
+
+def policy_graph(params_file: str = "", policy: str = "", use_sim_time: bool = False,
+                 autostart: bool = False) -> list[NodeDescription]:
+    """The policy node alone (a robot): its parameter file (default config/rover_policy.yaml) and overrides."""
+    path = Path(params_file) if params_file else config_dir() / WORLD_POLICIES["LiquidRover-v0"][0]
+    if not path.is_file():
+        raise FileNotFoundError(f"parameter file {path} not found")
+    overrides = {"use_sim_time": bool(use_sim_time), "autostart": bool(autostart)}
+    if policy:
+        overrides["policy"] = policy
+    return [NodeDescription("policy_node", "liquid_control.ros.policy_node", "policy_node", (str(path),), overrides,
+                            lifecycle=True)]
 
 
 # ------------------------------------------------------------------------------------------ liquid-control sim

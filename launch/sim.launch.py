@@ -1,0 +1,51 @@
+"""Closed-loop simulation: sim_node (a sim_envs world) + policy_node (a liquid policy), over ROS 2.
+
+    ros2 launch liquid_control sim.launch.py [world:=LiquidRover-v0] [policy:=cfc_ncp_rover.pt]
+        [shift:=season=winter,lighting=dusk] [use_sim_time:=false] [real_time_factor:=1.0]
+        [publish_mode:=per_update|fixed_rate] [control_rate_hz:=30.0] [seed:=0] [episodes:=1]
+
+The node list comes from liquid_control.ros.graph.sim_graph, the same description `liquid-control sim`
+starts as processes where ros2 launch is not available.
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+from liquid_control.ros.graph import sim_graph
+
+ARGUMENTS = {
+    "world": ("LiquidRover-v0", "LiquidRover-v0 | LiquidBalance-v0"),
+    "policy": ("", "policy file (.pt/.onnx); empty: the world's shipped policy from its parameter file"),
+    "shift": ("", "shift preset or spec (sim_envs.parse_shift); empty: the training distribution"),
+    "use_sim_time": ("false", "run both nodes on /clock published by sim_node"),
+    "real_time_factor": ("1.0", "sim seconds per wall second (!= 1 needs use_sim_time:=true)"),
+    "publish_mode": ("", "per_update | fixed_rate; empty: the parameter file's"),
+    "control_rate_hz": ("0.0", "command rate in fixed_rate mode; 0: the parameter file's"),
+    "seed": ("0", "seed of the first episode"),
+    "episodes": ("1", "episodes to run (0: forever)"),
+}
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    graph = sim_graph(world=arg["world"], policy=arg["policy"], shift=arg["shift"],
+                      use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
+                      real_time_factor=float(arg["real_time_factor"]), seed=int(arg["seed"]),
+                      episodes=int(arg["episodes"]), publish_mode=arg["publish_mode"],
+                      control_rate_hz=float(arg["control_rate_hz"]))
+    actions = []
+    for node in graph:
+        kind = LifecycleNode if node.lifecycle else Node
+        actions.append(kind(package="liquid_control", executable=node.executable, name=node.name, namespace="",
+                            output="screen", parameters=[*node.parameter_files, node.parameters],
+                            remappings=list(node.remappings)))
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=text)
+         for name, (default, text) in ARGUMENTS.items()]
+        + [OpaqueFunction(function=_nodes)]
+    )

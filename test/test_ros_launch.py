@@ -1,0 +1,143 @@
+"""Launch files: standard launch_ros form built from liquid_control.ros.graph, referencing real executables,
+modules, parameter files and declared parameters (launch/launch_ros are not installable here: stubbed)."""
+import ast
+import importlib.util
+import runpy
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from liquid_control import paths
+from liquid_control.ros import graph
+from liquid_control.ros.params import POLICY_NODE_PARAMETERS
+from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
+
+ROOT = paths.share_dir()
+DECLARED = {"policy_node": set(POLICY_NODE_PARAMETERS) | {"use_sim_time"},
+            "sim_node": set(SIM_NODE_PARAMETERS) | {"use_sim_time"}}
+
+
+class Recorder:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+@pytest.fixture
+def launch_stubs(monkeypatch):
+    """Minimal launch / launch_ros modules: actions record their arguments; LaunchConfiguration.perform reads
+    the values given to ``evaluate``."""
+    values = {}
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    mods = {
+        "launch": types.ModuleType("launch"),
+        "launch.actions": types.ModuleType("launch.actions"),
+        "launch.substitutions": types.ModuleType("launch.substitutions"),
+        "launch_ros": types.ModuleType("launch_ros"),
+        "launch_ros.actions": types.ModuleType("launch_ros.actions"),
+    }
+    mods["launch"].LaunchDescription = lambda entities: list(entities)
+    mods["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (Recorder,), {})
+    mods["launch.actions"].OpaqueFunction = type("OpaqueFunction", (Recorder,), {})
+    mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
+    mods["launch_ros.actions"].Node = type("Node", (Recorder,), {})
+    mods["launch_ros.actions"].LifecycleNode = type("LifecycleNode", (Recorder,), {})
+    for name, mod in mods.items():
+        monkeypatch.setitem(sys.modules, name, mod)
+
+    def evaluate(path, **overrides):
+        description = runpy.run_path(str(path))["generate_launch_description"]()
+        declared = {a.kwargs["name"] if "name" in a.kwargs else a.args[0]: a.kwargs["default_value"]
+                    for a in description if type(a).__name__ == "DeclareLaunchArgument"}
+        context = dict(declared, **overrides)
+        opaque = [a for a in description if type(a).__name__ == "OpaqueFunction"]
+        nodes = [n for op in opaque for n in op.kwargs["function"](context)]
+        return declared, nodes
+
+    return evaluate
+
+
+def console_scripts():
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value == "console_scripts":
+                    return {s.split("=")[0].strip(): s.split("=")[1].strip() for s in ast.literal_eval(value)}
+    raise AssertionError("no console_scripts in setup.py")
+
+
+def check_node(node):
+    scripts = console_scripts()
+    kw = node.kwargs
+    assert kw["package"] == "liquid_control"
+    assert kw["executable"] in scripts, f"{kw['executable']} is not an installed executable"
+    module = scripts[kw["executable"]].split(":")[0]
+    assert importlib.util.find_spec(module) is not None
+    files, overrides = kw["parameters"][:-1], kw["parameters"][-1]
+    for f in files:
+        assert Path(f).is_file() and Path(f).parent.name == "config"
+        assert Path(f).name in [p.name for p in (ROOT / "config").glob("*.yaml")]  # installed by setup.py
+        params = yaml.safe_load(Path(f).read_text())[kw["name"]]["ros__parameters"]
+        assert set(params) <= DECLARED[kw["name"]], set(params) - DECLARED[kw["name"]]
+    assert set(overrides) <= DECLARED[kw["name"]]
+    return overrides
+
+
+def test_sim_launch_builds_the_graph_of_liquid_control_sim(launch_stubs):
+    declared, nodes = launch_stubs(ROOT / "launch" / "sim.launch.py")
+    assert {"policy", "world", "shift", "use_sim_time", "real_time_factor", "control_rate_hz"} <= set(declared)
+    assert [n.kwargs["name"] for n in nodes] == ["sim_node", "policy_node"]
+    assert type(nodes[1]).__name__ == "LifecycleNode"
+    sim, policy = (check_node(n) for n in nodes)
+    assert policy["policy"] == "cfc_ncp_rover.pt" and policy["autostart"] is True
+    assert sim["world"] == "LiquidRover-v0" and sim["command_topic"] == "cmd_vel"
+    # the same description as the processes `liquid-control sim` starts
+    described = graph.sim_graph()
+    for launched, desc in zip(nodes, described):
+        argv = desc.command()
+        assert argv[2] == desc.module and f"__node:={launched.kwargs['name']}" in argv
+        for f in launched.kwargs["parameters"][:-1]:
+            assert argv[argv.index(f) - 1] == "--params-file"
+        for key, value in launched.kwargs["parameters"][-1].items():
+            assert graph.parameter_argument(key, value) in argv
+
+    _, nodes = launch_stubs(ROOT / "launch" / "sim.launch.py", world="LiquidBalance-v0", shift="fog=0.5",
+                            use_sim_time="true", real_time_factor="2.0", publish_mode="fixed_rate",
+                            control_rate_hz="50")
+    sim, policy = (check_node(n) for n in nodes)
+    assert sim["use_sim_time"] is policy["use_sim_time"] is True and sim["real_time_factor"] == 2.0
+    assert sim["shift"] == "fog=0.5" and sim["command_type"] == "float64_multi_array"
+    assert sim["command_topic"] == "wheel_torques" and policy["policy"] == "cfc_balancer.pt"
+    assert policy["publish_mode"] == "fixed_rate" and policy["control_rate_hz"] == 50.0
+
+
+def test_policy_launch_runs_the_node_alone_from_a_parameter_file(launch_stubs, tmp_path):
+    declared, nodes = launch_stubs(ROOT / "launch" / "policy.launch.py")
+    assert {"params_file", "policy", "use_sim_time", "autostart"} <= set(declared)
+    (node,) = nodes
+    assert type(node).__name__ == "LifecycleNode"
+    overrides = check_node(node)
+    assert overrides == {"use_sim_time": False, "autostart": False}
+    robot = tmp_path / "config" / "robot.yaml"
+    robot.parent.mkdir()
+    robot.write_text((ROOT / "config" / "balance_policy.yaml").read_text())
+    (node,) = launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(robot), policy="/opt/p.onnx")[1]
+    assert node.kwargs["parameters"] == [str(robot), {"use_sim_time": False, "autostart": False,
+                                                      "policy": "/opt/p.onnx"}]
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(tmp_path / "missing.yaml"))
+
+
+def test_unknown_world_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown world 'Mars-v0'"):
+        graph.sim_graph(world="Mars-v0")
