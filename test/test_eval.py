@@ -317,3 +317,5 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
     stamp = policy.stat().st_mtime_ns
     assert main(argv + ["--resume"]) == 0
     assert policy.stat().st_mtime_ns == stamp  # trained policies are kept, not retrained
+    changed = [a if a != "0.1" else "10" for a in argv]  # another training schedule: refused, not mixed in
+    assert main(changed + ["--resume"]) == 2

@@ -87,17 +87,26 @@ def _log_with_prefix(prefix: str, message: str) -> None:
 def _train_one(arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
     """One training run in a worker process: returns where the policy is and what training measured."""
     from liquid_control.policy import read_metadata
-    from liquid_control.training.trainer import train
+    from liquid_control.training import TrainingError, train
 
     policy_path = os.path.join(out_dir, "policy.pt")
     if resume and os.path.isfile(policy_path):
-        log = functools.partial(_log_with_prefix, f"{arch} seed {seed}")
-        log(f"already trained: {policy_path}")
+        from liquid_control.policy import apply_overrides, load_config
+
+        wanted = load_config(config_path(arch))
+        wanted = apply_overrides(wanted, overrides) if overrides else wanted
+        if load_config(os.path.join(out_dir, "config.yaml")) != wanted:
+            raise EvaluationSetupError(f"{out_dir} was trained with another config or schedule (--train-minutes); "
+                                       "resume with the same options, or choose another --out")
+        _log_with_prefix(f"{arch} seed {seed}", f"already trained: {policy_path}")
     else:
         started = os.path.exists(os.path.join(out_dir, "checkpoint.pt")) or os.path.isdir(os.path.join(out_dir, "data"))
-        train(config_path(arch), out_dir, seed=seed, resume=resume and started, overrides=overrides or None,
-              progress=False, threads=1, log=functools.partial(_log_with_prefix, f"{arch} seed {seed}"),
-              command=f"liquid-control eval --experiment headline (training {arch}, seed {seed})")
+        try:
+            train(config_path(arch), out_dir, seed=seed, resume=resume and started, overrides=overrides or None,
+                  progress=False, threads=1, log=functools.partial(_log_with_prefix, f"{arch} seed {seed}"),
+                  command=f"liquid-control eval --experiment headline (training {arch}, seed {seed})")
+        except TrainingError as exc:  # e.g. --resume with another --train-minutes: a clear error, not a trace
+            raise EvaluationSetupError(f"training {arch} (seed {seed}) in {out_dir}: {exc}") from None
     metadata = read_metadata(policy_path)
     return {"arch": arch, "seed": seed, "policy": policy_path, "metadata": metadata}
 
