@@ -1,0 +1,157 @@
+"""policy_node lifecycle in-process: configure validates, activate commands, deactivate stops, cleanup frees,
+~/reset clears the state; parameter validation and command limits as pure functions."""
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import rclpy.executors
+import torch
+from geometry_msgs.msg import Twist
+from lifecycle_msgs.msg import State
+from rclpy.lifecycle import TransitionCallbackReturn
+from std_srvs.srv import Trigger
+
+from liquid_control.policy import Policy, save_policy
+from liquid_control.ros.params import POLICY_NODE_PARAMETERS, ParameterError, validate_policy_node_parameters
+from liquid_control.ros.policy_node import PolicyNode
+from liquid_control.ros.testing import isolated_ros_env
+from liquid_control.runtime.command import CommandLimiter
+
+CONFIG = {
+    "name": "tiny_balancer", "world": "LiquidBalance-v0",
+    "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_policy(tmp_path_factory.mktemp("p") / "tiny_balancer.pt", Policy.from_config(CONFIG))
+
+
+@pytest.fixture
+def ros():
+    """A private context + executor in this process; yields a factory of nodes on it."""
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    nodes = []
+
+    def make(cls, *args, **kwargs):
+        node = cls(*args, context=context, **kwargs)
+        executor.add_node(node)
+        nodes.append(node)
+        return node
+
+    def spin(duration=0.3, until=lambda: False):
+        end = time.monotonic() + duration
+        while time.monotonic() < end and not until():
+            executor.spin_once(timeout_sec=0.02)
+
+    yield make, spin
+    for node in nodes:
+        node.destroy_node()
+    executor.shutdown()
+    context.try_shutdown()
+
+
+def params(policy_file, **overrides):
+    from rclpy.parameter import Parameter
+
+    values = dict(policy=str(policy_file), command_type="float64_multi_array", command_topic="torques",
+                  action_scale=[0.6], max_command=[0.6], watchdog_timeout_s=5.0)
+    values.update(overrides)
+    return [Parameter(k, value=v) for k, v in values.items()]
+
+
+def test_lifecycle_transitions(policy_file, ros):
+    make, spin = ros
+    from std_msgs.msg import Float64MultiArray
+
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    probe = make(rclpy.node.Node, "probe")
+    commands = []
+    probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
+    assert node.runner is None
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.runner is not None and node.runner.spec.update_on == "imu"
+    assert set(node._subscriptions_by_sensor) == {"imu", "wheels", "command"}
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+    # feed it directly (the DDS path is covered by test_ros_policy_node): held inputs, then IMU updates
+    now = node._now()
+    node.runner.submit("wheels", now - 0.5, np.zeros(2))
+    node.runner.submit("command", now - 0.5, np.array([0.2, 0.0]))
+    for k in range(3):
+        node._on_reading("imu", None, np.array([0, 0, 0, 0, 0, 9.8]) + k)
+    assert node.runner.counters["updates"] == 3
+    assert not np.allclose(node.runner.state, node.runner.backend.initial_state())
+    # ~/reset clears the liquid state
+    client = probe.create_client(Trigger, "/policy_node/reset")
+    assert client.wait_for_service(timeout_sec=5.0)
+    future = client.call_async(Trigger.Request())
+    spin(5.0, until=future.done)
+    assert future.result().success
+    np.testing.assert_array_equal(node.runner.state, node.runner.backend.initial_state())
+    spin(0.3, until=lambda: len(commands) >= 3)
+    assert len(commands) == 3 and all(abs(c) <= 0.6 for m in commands for c in m.data)
+    # deactivate publishes a stop command and holds still
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    spin(2.0, until=lambda: len(commands) >= 4)
+    assert list(commands[-1].data) == [0.0, 0.0]
+    node._on_reading("imu", None, np.zeros(6))  # inactive: ignored
+    spin(0.2)
+    assert len(commands) == 4
+    # cleanup frees the model
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.runner is None and node._subscriptions_by_sensor == {}
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS  # configurable again
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"policy": ""}, "policy: no policy file given"),
+    ({"policy": "/nonexistent/p.pt"}, "no such policy file"),
+    ({"command_type": "twist"}, "needs a twist policy with 2 actions"),
+    ({"max_command": [0.6, 0.6, 0.6]}, "max_command: needs 1 or 2 values"),
+    ({"watchdog_timeout_s": -1.0}, "watchdog_timeout_s: must be a positive"),
+    ({"publish_mode": "sometimes"}, "publish_mode: 'sometimes' is not one of"),
+])
+def test_configure_fails_with_a_clear_error(policy_file, ros, overrides, message, caplog):
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file, **overrides))
+    errors = []
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)  # capture the node's error log
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.runner is None
+    assert any(message in e for e in errors), errors
+
+
+def test_parameter_validation_reports_every_problem():
+    values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()}
+    values.update(policy="p.pt", control_rate_hz=0, imu_qos_depth=0, sensor_qos_reliability="maybe",
+                  action_scale=[1, 2, 3])
+    with pytest.raises(ParameterError) as err:
+        validate_policy_node_parameters(values, action_size=2, action_kind="twist")
+    text = str(err.value)
+    for part in ("control_rate_hz", "imu_qos_depth", "sensor_qos_reliability", "action_scale: needs 1 or 2"):
+        assert part in text
+    values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()}
+    settings = validate_policy_node_parameters(dict(values, policy="p.pt", max_command=[1.0, 1.5]), 2, "twist")
+    assert settings.max_command == [1.0, 1.5] and settings.action_scale == [1.0, 1.0]
+
+
+def test_command_limiter_clips_and_limits_the_rate():
+    lim = CommandLimiter(scale=[1.0, 1.5], max_command=[1.0, 1.5], max_rate=[2.0, 10.0])
+    lim.stop(0.0)
+    np.testing.assert_allclose(lim([1.0, 1.0], 0.1), [0.2, 1.0])  # linear ramps at 2 m/s^2; angular 1.5*1 then rate
+    np.testing.assert_allclose(lim([1.0, 1.0], 0.2), [0.4, 1.5])  # angular clipped to 1.5
+    np.testing.assert_allclose(lim([-1.0, -1.0], 0.25), [0.3, 1.0])
+    np.testing.assert_allclose(lim.stop(0.3), [0.0, 0.0])  # a stop does not ramp
+    with pytest.raises(ValueError, match="one value per action element"):
+        CommandLimiter([1.0], [1.0, 1.0], [1.0])
+    with pytest.raises(ValueError, match="must be > 0"):
+        CommandLimiter([1.0], [0.0], [1.0])

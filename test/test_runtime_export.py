@@ -1,0 +1,84 @@
+"""`liquid-control export`: the single-step ONNX model matches torch to 1e-5; the runtime runs it without torch."""
+import numpy as np
+import pytest
+import torch
+
+from liquid_control import cli
+from liquid_control.policy import Policy, save_policy
+from liquid_control.runtime import backends
+from liquid_control.runtime.backends import BackendError, OnnxBackend, TorchBackend, load_backend
+from liquid_control.runtime.export import export_onnx, parity
+from liquid_control.runtime.runner import PolicyRunner
+
+ROVER = {
+    "name": "tiny_rover", "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 16, "width": 16}, "vectors": {"imu": 6}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4, 4], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8}},
+    "core": {"type": "cfc", "units": 12, "wiring": "ncp"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+}
+BALANCER = {
+    "name": "tiny_balancer", "world": "LiquidBalance-v0",
+    "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
+    "core": {"type": "ltc", "units": 8, "wiring": "ncp"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+@pytest.mark.parametrize("config", [ROVER, BALANCER, dict(ROVER, core={"type": "gru", "units": 10}),
+                                    dict(BALANCER, core={"type": "cfc", "units": 8, "mode": "no_gate"})],
+                         ids=["cfc_ncp_rover", "ltc_ncp_balancer", "gru_rover", "cfc_no_gate_balancer"])
+def test_export_matches_torch(config, tmp_path):
+    torch.manual_seed(0)
+    policy = Policy.from_config(config).eval()
+    path = export_onnx(policy, tmp_path / "p.onnx")
+    assert parity(policy, path, batch=1, seed=5) < 1e-5
+    assert parity(policy, path, batch=3, seed=6) < 1e-5
+    # a stream of updates through the runtime: same actions and states with either backend
+    torch_runner, onnx_runner = PolicyRunner(TorchBackend(policy)), PolicyRunner(OnnxBackend(path))
+    rng = np.random.default_rng(0)
+    stamp = 10.0
+    for _ in range(6):
+        stamp += float(rng.uniform(0.003, 0.2))
+        for sensor, shape in torch_runner.spec.sensors.items():
+            if sensor == torch_runner.spec.update_on:
+                continue
+            value = rng.integers(0, 256, shape, dtype=np.uint8) if sensor == "camera" else rng.normal(size=shape)
+            torch_runner.submit(sensor, stamp - 0.001, value)
+            onnx_runner.submit(sensor, stamp - 0.001, value)
+        sensor = torch_runner.spec.update_on
+        shape = torch_runner.spec.sensors[sensor]
+        value = rng.integers(0, 256, shape, dtype=np.uint8) if sensor == "camera" else rng.normal(size=shape)
+        a, b = torch_runner.submit(sensor, stamp, value), onnx_runner.submit(sensor, stamp, value)
+        assert a.status == b.status == "updated"
+        np.testing.assert_allclose(a.action, b.action, atol=1e-5)
+    np.testing.assert_allclose(torch_runner.state, onnx_runner.state, atol=1e-5)
+
+
+def test_cli_export_and_fallback_without_torch(tmp_path, monkeypatch, capsys):
+    torch.manual_seed(1)
+    pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER))
+    monkeypatch.setattr(backends, "torch_available", lambda: False)  # a robot without the training stack
+    with pytest.raises(BackendError, match="torch is not installed and there is no exported rover.onnx"):
+        load_backend(pt)
+    assert cli.main(["export", str(pt)]) == 0
+    out = capsys.readouterr().out
+    assert "max_abs_diff_vs_torch" in out and (tmp_path / "rover.onnx").is_file()
+    backend = load_backend(pt)
+    assert isinstance(backend, OnnxBackend) and backend.spec.update_on == "camera"
+    assert backend.spec.sensors == {"camera": (16, 16, 3), "imu": (6,)}
+    monkeypatch.setattr(backends, "torch_available", lambda: True)
+    assert isinstance(load_backend(pt), TorchBackend)
+    assert isinstance(load_backend(pt, "onnx"), OnnxBackend)
+
+
+def test_backend_errors_name_the_problem(tmp_path):
+    with pytest.raises(BackendError, match="no such policy file"):
+        load_backend(tmp_path / "missing.onnx")
+    with pytest.raises(BackendError, match="unknown policy file type"):
+        load_backend(tmp_path / "p.txt")
+    (tmp_path / "bad.onnx").write_bytes(b"not onnx")
+    with pytest.raises(BackendError, match="not a loadable ONNX model"):
+        load_backend(tmp_path / "bad.onnx")
+    with pytest.raises(BackendError, match="unknown backend 'tpu'"):
+        load_backend(tmp_path / "p.pt", "tpu")
