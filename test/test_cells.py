@@ -187,6 +187,32 @@ def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
 
 
+@pytest.mark.parametrize("units", [5, "ncp"])
+def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch):
+    """The hand-written backward (LTCSequence, semi_implicit) gives autograd's gradients, masks and dt = 0 too."""
+    torch.manual_seed(0)
+    cell = LTCCell(3, AutoNCP(8, 2, seed=3) if units == "ncp" else units, substeps=3).double()
+    x, dt = _data(batch=3, steps=5, dtype=torch.float64, seed=6)
+    dt[2, 1] = 0.0
+    h0 = torch.randn(3, cell.state_size, dtype=torch.float64)
+    mask = torch.tensor([[True] * 5, [True] * 2 + [False] * 3, [False, True] * 2 + [True]])
+
+    def run():
+        tensors = [x, dt, h0] + list(cell.parameters())
+        for tensor in tensors:
+            tensor.grad = None
+            tensor.requires_grad_()
+        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
+        (out.sin().sum() + h_n.pow(2).sum()).backward()
+        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
+
+    fused = run()
+    monkeypatch.setattr(LTCCell, "run_sequence", lambda *args: None)
+    generic = run()
+    for a, b in zip(fused, generic, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
 # ---- the no-grad streaming kernel ---------------------------------------------------------------------
 
 

@@ -22,7 +22,8 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from .core import RecurrentCore, register_core
-from .solvers import Solver, make_solver
+from .ltc_sequence import LTCSequence
+from .solvers import SemiImplicit, Solver, make_solver
 from .wiring import FullyConnected, Wiring, as_wiring
 
 MAPPINGS = ("affine", "linear", "none")
@@ -53,12 +54,17 @@ class LTCDynamics:
         self.ctx, self.cm = ctx, ctx["cm"]
         self.a0 = (ctx["gleak"] + epsilon) + sensory_den
         self.b0 = ctx["gleak_vleak"] + sensory_num
-        self.expm1 = torch.expm1
+        self.expm1, self.addcmul = torch.expm1, torch.addcmul
 
-    def conductances(self, v):
+    def synapses(self, v):
+        """Recurrent synapse sums ``(sum_j g_j, sum_j g_j E_j)`` per neuron at state ``v``."""
         c = self.ctx
         act = torch.sigmoid(torch.addcmul(c["neg_sigma_mu"], v.unsqueeze(2), c["sigma"]))  # (B, pre, post)
-        return self.a0 + (act * c["w"]).sum(1), self.b0 + (act * c["w_erev"]).sum(1)
+        return (act * c["w"]).sum(1), (act * c["w_erev"]).sum(1)
+
+    def conductances(self, v):
+        den, num = self.synapses(v)
+        return self.a0 + den, self.b0 + num
 
     def derivative(self, v):
         a, b = self.conductances(v)
@@ -74,13 +80,21 @@ class NumpyLTCDynamics:
         self.kp, self.cm, self.a0, self.b0 = kp, kp["cm"], a0, b0
         self.expm1 = np.expm1
 
-    def conductances(self, v):
+    @staticmethod
+    def addcmul(x, y, z, value=1.0):
+        return x + y * z if value == 1.0 else x + value * y * z
+
+    def synapses(self, v):
         kp = self.kp
         z = np.multiply(v[:, None, :], kp["half_sigma_t"])  # (B, post, pre)
         np.subtract(z, kp["half_sigma_mu_t"], out=z)
         np.tanh(z, out=z)
-        den_num = np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post)
-        return self.a0 + den_num[0], self.b0 + den_num[1]
+        den_num = np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post); the constant halves live in a0/b0
+        return den_num[0], den_num[1]
+
+    def conductances(self, v):
+        den, num = self.synapses(v)
+        return self.a0 + den, self.b0 + num
 
     def derivative(self, v):
         a, b = self.conductances(v)
@@ -175,13 +189,37 @@ class LTCCell(RecurrentCore):
         return x
 
     def prepare_inputs(self, x, ctx):
-        """Sensory synapse sums ``[sum w E, sum w]`` (..., 2 * units) for every step at once."""
-        x = self.map_inputs(x)
-        act = torch.sigmoid((x.unsqueeze(-1) - self.sensory_mu) * self.sensory_sigma)  # (..., inputs, units)
-        return torch.cat([(act * ctx["sensory_w_erev"]).sum(-2), (act * ctx["sensory_w"]).sum(-2)], dim=-1)
+        """Sensory synapse sums ``[sum w E, sum w]`` (..., 2 * units) for every step at once.
+
+        Rows are processed in chunks of about 64k synapse activations so the (rows, inputs, units)
+        temporaries stay in cache (one pass over a whole 64-step batch would stream tens of MB)."""
+        lead, x = x.shape[:-1], self.map_inputs(x).reshape(-1, self.input_size)
+        neg_shift = -(self.sensory_sigma * self.sensory_mu)
+        rows = max(1, 65536 // (self.input_size * self.state_size))
+        parts = []
+        for chunk in x.split(rows):
+            act = torch.addcmul(neg_shift, chunk.unsqueeze(-1), self.sensory_sigma).sigmoid_()  # (rows, in, units)
+            parts.append(torch.cat([(act * ctx["sensory_w_erev"]).sum(1), (act * ctx["sensory_w"]).sum(1)], dim=-1))
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return out.reshape(*lead, 2 * self.state_size)
 
     def step_prepared(self, p, state, dt, ctx):
         return self.solver.solve(LTCDynamics(ctx, p, self.epsilon), state, dt[:, None])
+
+    def run_sequence(self, x, state, dt, ctx, keep):
+        """The default ``semi_implicit`` solver runs as one fused autograd node (``LTCSequence``)."""
+        if type(self.solver) is not SemiImplicit:
+            return None
+        sensory = self.prepare_inputs(x, ctx)
+        need_grad = torch.is_grad_enabled() and (
+            any(p.requires_grad for p in self.parameters()) or sensory.requires_grad or state.requires_grad
+            or dt.requires_grad
+        )
+        states = LTCSequence.apply(
+            (self.solver.substeps, need_grad), sensory, state, dt, keep, ctx["sigma"], ctx["neg_sigma_mu"], ctx["w"],
+            ctx["w_erev"], ctx["cm"], ctx["gleak"] + self.epsilon, ctx["gleak_vleak"],
+        )
+        return states.transpose(0, 1)
 
     def output(self, state):
         out = state[..., : self.output_size]

@@ -6,8 +6,9 @@ The LTC ODE in conductance form, per neuron::
 
 where ``g_j(v) = w_j * sigmoid(sigma_j * (v_pre_j - mu_j))`` are synaptic conductances (sensory ones included).
 A solver only sees a *dynamics* object offering ``conductances(v) -> (a, b)`` (``a`` includes a tiny
-``epsilon`` leak, ncps's guard against dividing by zero), ``derivative(v)``, ``cm`` and ``expm1``; it never
-knows about synapses or wirings. The fixed-step solvers use only array
+``epsilon`` leak, ncps's guard against dividing by zero), their state-independent parts ``a0``/``b0`` and
+``synapses(v)`` (the rest), ``derivative(v)``, ``cm``, and the array ops ``expm1``/``addcmul``; it never
+knows about synapses' parameters or wirings. The fixed-step solvers use only array
 arithmetic, so they run unchanged on torch tensors (training) and numpy arrays (the no-grad streaming kernel).
 
 Each solver advances by ``dt`` (shape (B, 1), per sample) in ``substeps`` equal sub-steps ``h = dt/substeps``:
@@ -56,9 +57,15 @@ class Solver:
 class SemiImplicit(Solver):
     name = "semi_implicit"
 
-    def advance(self, ode, v, h):
-        a, b = ode.conductances(v)
-        return v + h * (b - a * v) / (ode.cm + h * a)
+    def solve(self, ode, v, dt):
+        # v' = v + (h b - h a v) / (cm + h a) with h a0, h b0 formed once per dt, not once per sub-step
+        h = dt / self.substeps if self.substeps > 1 else dt
+        h_a0, h_b0, cm = h * ode.a0, h * ode.b0, ode.cm
+        for _ in range(self.substeps):
+            den, num = ode.synapses(v)
+            h_a, h_b = ode.addcmul(h_a0, h, den), ode.addcmul(h_b0, h, num)
+            v = v + ode.addcmul(h_b, h_a, v, value=-1.0) / (cm + h_a)
+        return v
 
 
 class Euler(Solver):
