@@ -220,8 +220,18 @@ def run_sim(args) -> tuple[int, list[dict]]:
     return (1 if failed else 0), statuses
 
 
+def describe(status: dict) -> str:
+    """One human line per episode."""
+    extra = "".join(f", {k.replace('_', ' ')} {status[k]}" for k in ("distance", "tracking_error") if k in status)
+    return (f"episode {status['episode']} (seed {status['seed']}): {status['outcome'].upper()} after "
+            f"{status['sim_time']:.2f} s sim time ({status['wall_time']:.1f} s wall){extra}; "
+            f"{status['commands_received']} commands, messages {status['messages']}")
+
+
 def run(args) -> int:
     code, statuses = run_sim(args)
+    for status in statuses:
+        print(describe(status))
     if statuses:
         wins = sum(s["success"] for s in statuses)
         print(f"success_rate: {wins}/{len(statuses)}")
