@@ -55,6 +55,8 @@ def main() -> int:
     parser.add_argument("--camera-hz", type=float, default=30.0)
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     parser.add_argument("--policy", default="", help="a rover policy (.pt) to use instead of random weights")
+    parser.add_argument("--realtime-priority", type=int, default=0,
+                        help="run the node (chrt -f N) and this process with SCHED_FIFO priority N, as on a robot")
     args = parser.parse_args()
 
     from builtin_interfaces.msg import Time
@@ -77,7 +79,11 @@ def main() -> int:
     params = dict(policy=str(policy_path), backend=args.backend, autostart=True, command_type="twist_stamped",
                   publish_mode="per_update", action_scale=[1.0, 1.5], max_command=[1.0, 1.5],
                   watchdog_timeout_s=1.0, diagnostics_period_s=1.0)
-    node = start_node_process("liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log")
+    prefix = ("chrt", "-f", str(args.realtime_priority)) if args.realtime_priority else ()
+    if args.realtime_priority:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
+    node = start_node_process("liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log",
+                              prefix=prefix)
     probe = Probe(env, "bench")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     imu_pub, cam_pub = probe.publisher(Imu, "imu/data", qos), probe.publisher(Image, "camera/image_raw", qos)
@@ -131,12 +137,7 @@ def main() -> int:
     time.sleep(0.5)
     commands = probe.messages("cmd_vel")[n_warm:]
     sent_at = {key: key[0] + key[1] * 1e-9 for key in sent}
-    latencies = []
-    for recv_mono, msg in commands:
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-        if key in sent_at:
-            latencies.append(None if recv_mono is None else key)
-    # receive wall time: convert the probe's monotonic receive time with the offset measured now
+    # receive wall time: the probe's monotonic receive time plus the wall-monotonic offset
     offset = time.time() - time.monotonic()
     lat_ms = np.array([(recv + offset - sent_at[(m.header.stamp.sec, m.header.stamp.nanosec)]) * 1e3
                        for recv, m in commands if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_at])
@@ -152,8 +153,12 @@ def main() -> int:
     print(f"policy: {'random weights, ' if not args.policy else args.policy + ', '}rover architecture "
           f"(64x64 CNN + IMU MLP + CfC/NCP), updates on IMU; backend {args.backend}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.seconds:.0f} s at IMU "
-          f"{args.imu_hz:.0f} Hz + camera {args.camera_hz:.0f} Hz")
-    print(f"node inference p50/p99 (ms): {values.get('inference_ms.p50', '?')} / {values.get('inference_ms.p99', '?')}")
+          f"{args.imu_hz:.0f} Hz + camera {args.camera_hz:.0f} Hz; "
+          f"{'SCHED_FIFO %d' % args.realtime_priority if args.realtime_priority else 'normal scheduling'}")
+    print(f"node inference p50/p99 (ms): {values.get('inference_ms.p50', '?')} / {values.get('inference_ms.p99', '?')}"
+          f"; stamp->publish inside the node p50/p99 (ms): {values.get('command_age_ms.p50', '?')} / "
+          f"{values.get('command_age_ms.p99', '?')} (last 500 updates)")
+    print(f"load average during the run: {os.getloadavg()[0]:.1f}")
     print(f"imu_messages_sent: {len(sent_at)}")
     print(f"imu_messages_dropped: {dropped}")
     print(f"imu_to_command_latency_p50_ms: {np.percentile(lat_ms, 50):.3f}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,7 @@ class PolicyNode(LifecycleNode):
         self._commands_published = 0
         self._stops_published = 0
         self._pending_action = None
+        self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
         self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -242,6 +244,7 @@ class PolicyNode(LifecycleNode):
             return
         if self.settings.publish_mode == "per_update":
             self._publish_command(self.limiter(result.action, now), stamp_msg)
+            self._command_ages.append(self._now() - stamp)
         else:
             self._pending_action = result.action
 
@@ -319,6 +322,10 @@ class PolicyNode(LifecycleNode):
             values[f"dt.{k}"] = f"{v:.6g}"
         for k, v in runner.latency_stats().items():
             values[f"inference_ms.{k}"] = f"{v * 1e3:.3f}"
+        if self._command_ages:
+            ages = np.asarray(self._command_ages) * 1e3
+            values["command_age_ms.p50"] = f"{np.percentile(ages, 50):.3f}"
+            values["command_age_ms.p99"] = f"{np.percentile(ages, 99):.3f}"
         for k, v in sorted(counters.items()):
             values[k] = str(v)
         values["rejected_total"] = str(runner.rejected_total())

@@ -26,9 +26,9 @@ def isolated_ros_env(domain_id: int | None = None) -> dict:
 
 
 def start_node_process(module: str, name: str, parameters: dict, env: dict, log_path: str | Path | None = None,
-                       params_files: tuple = ()) -> subprocess.Popen:
-    """``python -m module --ros-args ...`` with parameters set by ``-p`` (YAML values)."""
-    argv = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
+                       params_files: tuple = (), prefix: tuple = ()) -> subprocess.Popen:
+    """``[prefix...] python -m module --ros-args ...`` with parameters set by ``-p`` (YAML values)."""
+    argv = [*prefix, sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
     for path in params_files:
         argv += ["--params-file", str(path)]
     for key, value in parameters.items():
