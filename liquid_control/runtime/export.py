@@ -55,26 +55,33 @@ def example_inputs(policy, batch: int = 1, seed: int = 0) -> dict[str, np.ndarra
 
 
 @contextlib.contextmanager
-def _traceable_as_tensor():
-    """While tracing, ``torch.as_tensor(tensor, ...)`` becomes ``tensor.to(...)``.
+def _traceable():
+    """Patch two eager idioms that the tracer turns into wrong graphs, for the duration of an export.
 
-    The tracer records ``as_tensor`` results as constants, which would freeze an input (e.g. ``dt`` or a
-    vector) into the graph; ``.to`` is recorded as an operation on the input. Non-tensors are unaffected.
+    - ``torch.as_tensor(tensor, ...)`` is recorded as a constant (freezing e.g. ``dt`` into the graph):
+      it becomes ``tensor.to(...)``, recorded as an operation on the input.
+    - ``tensor.split(n)`` with ``n`` >= the dimension (cache-sized chunking, one chunk at deployment batch
+      sizes) is recorded as an ONNX Split of size ``n`` that fails at run time: it returns ``(tensor,)``.
     """
     import torch
 
-    original = torch.as_tensor
+    as_tensor, split = torch.as_tensor, torch.Tensor.split
 
-    def as_tensor(data, dtype=None, device=None):
+    def traceable_as_tensor(data, dtype=None, device=None):
         if isinstance(data, torch.Tensor):
             return data.to(dtype=dtype or data.dtype, device=device or data.device)
-        return original(data, dtype=dtype, device=device)
+        return as_tensor(data, dtype=dtype, device=device)
 
-    torch.as_tensor = as_tensor
+    def traceable_split(self, split_size, dim=0):
+        if isinstance(split_size, int) and split_size >= self.shape[dim]:
+            return (self,)
+        return split(self, split_size, dim)
+
+    torch.as_tensor, torch.Tensor.split = traceable_as_tensor, traceable_split
     try:
         yield
     finally:
-        torch.as_tensor = original
+        torch.as_tensor, torch.Tensor.split = as_tensor, split
 
 
 def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
@@ -89,7 +96,7 @@ def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
             torch.from_numpy(inputs["dt"]))  # the exporter flattens the obs tuple: inputs are `names` in order
     dynamic = {n: {0: "batch"} for n in names + ["action", "state_out"]}
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), _traceable_as_tensor():
+    with warnings.catch_warnings(), _traceable():
         # The TorchScript exporter (onnxscript, needed by the dynamo one, is not a dependency); tracing warns
         # about the shape and dt validity checks, which are constant for valid inputs. (Not under no_grad:
         # the exporter then drops the graph inputs.)
