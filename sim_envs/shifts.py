@@ -69,7 +69,7 @@ class Shift:
                                  f"{', '.join(CHOICES[name])}")
         for name, (lo, hi) in NUMERIC_RANGES.items():
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not (lo <= value <= hi):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
                 raise ValueError(f"{name}={value!r} is out of range; valid: {lo} <= {name} <= {hi}")
             object.__setattr__(self, name, float(value))
 
