@@ -126,31 +126,38 @@ def _pyplot():
     return plt
 
 
-def plot_success_by_shift(cells: list[CellSummary], policies: list[str], shifts: list[str], path: str) -> str:
+def plot_success_by_shift(cells: list[CellSummary], policies: list[str], shifts: list[str], path: str,
+                          shifts_per_row: int = 6) -> str:
+    """Grouped bars (one per policy) with Wilson error bars, a row of panels per `shifts_per_row` shifts."""
     plt = _pyplot()
     by_key = {(c.policy, c.shift): c for c in cells}
+    rows = [shifts[i:i + shifts_per_row] for i in range(0, len(shifts), shifts_per_row)]
     width = 0.8 / max(1, len(policies))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(shifts) * max(1, len(policies)) ** 0.5 + 3), 4.2))
-    x = np.arange(len(shifts))
-    for i, policy in enumerate(policies):
-        rates, lo, hi = [], [], []
-        for shift in shifts:
-            c = by_key.get((policy, shift))
-            if c is None:
-                rates.append(np.nan), lo.append(0), hi.append(0)
-                continue
-            rates.append(c.success_rate)
-            lo.append(c.success_rate - c.success_ci[0])
-            hi.append(c.success_ci[1] - c.success_rate)
-        ax.bar(x + (i - (len(policies) - 1) / 2) * width, rates, width, yerr=[lo, hi], capsize=2,
-               label=policy, error_kw={"elinewidth": 0.8})
-    ax.set_xticks(x)
-    ax.set_xticklabels(shifts, rotation=35, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("success rate (95% Wilson CI)")
-    ax.set_title("Success per shift")
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.grid(axis="y", alpha=0.3)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(min(13.0, 3.0 + 1.6 * len(rows[0])), 2.9 * len(rows)),
+                             squeeze=False)
+    for ax, row in zip(axes[:, 0], rows):
+        x = np.arange(len(row))
+        for i, policy in enumerate(policies):
+            rates, lo, hi = [], [], []
+            for shift in row:
+                c = by_key.get((policy, shift))
+                if c is None:
+                    rates.append(np.nan), lo.append(0), hi.append(0)
+                    continue
+                rates.append(c.success_rate)
+                lo.append(c.success_rate - c.success_ci[0])
+                hi.append(c.success_ci[1] - c.success_rate)
+            ax.bar(x + (i - (len(policies) - 1) / 2) * width, rates, width, yerr=[lo, hi], capsize=1.5,
+                   label=policy, color=colors[i % len(colors)], error_kw={"elinewidth": 0.7})
+        ax.set_xticks(x)
+        ax.set_xticklabels(row, fontsize=8)
+        ax.set_xlim(-0.5, len(rows[0]) - 0.5)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("success (95% CI)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].set_title("Success per shift")
+    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -180,8 +187,11 @@ def plot_sweeps(cells: list[CellSummary], policies: list[str], shifts: list[str]
                 lo.append(c.success_ci[0]), hi.append(c.success_ci[1])
             if not xs:
                 continue
-            line, = ax.plot(xs, ys, marker="o", label=policy)
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12)
+            # small horizontal offsets per policy so overlapping error bars stay readable
+            offset = 2 ** (0.06 * (policies.index(policy) - (len(policies) - 1) / 2))
+            xs_shown = [x * offset for x in xs]
+            ax.errorbar(xs_shown, ys, yerr=[np.subtract(ys, lo), np.subtract(hi, ys)], marker="o", ms=4,
+                        capsize=2, elinewidth=0.7, lw=1.2, label=policy)
         ax.set_xscale("log", base=2)
         factors = sorted({f for f, _ in points})
         ax.set_xticks(factors)
