@@ -45,26 +45,26 @@ _INIT = {
 class LTCDynamics:
     """The LTC ODE for one step: recurrent synapses + this step's sensory/leak terms, on torch tensors.
 
-    ``a`` carries an extra ``epsilon`` leak conductance: in the semi-implicit step it is exactly ncps's
-    ``denominator + epsilon``; for the other solvers it is a negligible leak that keeps ``a > 0``.
+    ``ab0`` stacks the state-independent parts ``[a0, b0]`` (leak + sensory synapses) and
+    ``synapse_sums(v)`` the recurrent ones ``[sum g, sum g E]``, both (2, B, N). ``a`` carries an extra
+    ``epsilon`` leak conductance: in the semi-implicit step it is exactly ncps's ``denominator + epsilon``;
+    for the other solvers it is a negligible leak that keeps ``a > 0``.
     """
 
     def __init__(self, ctx: dict, sensory: torch.Tensor, epsilon: float):
         sensory_num, sensory_den = sensory.chunk(2, dim=1)
         self.ctx, self.cm = ctx, ctx["cm"]
-        self.a0 = (ctx["gleak"] + epsilon) + sensory_den
-        self.b0 = ctx["gleak_vleak"] + sensory_num
+        self.ab0 = torch.stack([(ctx["gleak"] + epsilon) + sensory_den, ctx["gleak_vleak"] + sensory_num])
         self.expm1, self.addcmul = torch.expm1, torch.addcmul
 
-    def synapses(self, v):
-        """Recurrent synapse sums ``(sum_j g_j, sum_j g_j E_j)`` per neuron at state ``v``."""
+    def synapse_sums(self, v):
         c = self.ctx
         act = torch.sigmoid(torch.addcmul(c["neg_sigma_mu"], v.unsqueeze(2), c["sigma"]))  # (B, pre, post)
-        return (act * c["w"]).sum(1), (act * c["w_erev"]).sum(1)
+        return (act.unsqueeze(0) * c["w_stack"]).sum(2)  # (2, B, post)
 
     def conductances(self, v):
-        den, num = self.synapses(v)
-        return self.a0 + den, self.b0 + num
+        a, b = self.ab0 + self.synapse_sums(v)
+        return a, b
 
     def derivative(self, v):
         a, b = self.conductances(v)
@@ -76,25 +76,26 @@ class NumpyLTCDynamics:
     the halves folded into the weights and constants; arrays are laid out (post, pre) so both synapse sums
     are one ``vecdot`` over contiguous memory."""
 
-    def __init__(self, kp: dict, a0, b0):
-        self.kp, self.cm, self.a0, self.b0 = kp, kp["cm"], a0, b0
+    def __init__(self, kp: dict, ab0):
+        self.kp, self.cm, self.ab0 = kp, kp["cm"], ab0
         self.expm1 = np.expm1
 
     @staticmethod
     def addcmul(x, y, z, value=1.0):
-        return x + y * z if value == 1.0 else x + value * y * z
+        if value == 1.0:
+            return x + y * z
+        return x - y * z if value == -1.0 else x + value * y * z
 
-    def synapses(self, v):
+    def synapse_sums(self, v):
         kp = self.kp
         z = np.multiply(v[:, None, :], kp["half_sigma_t"])  # (B, post, pre)
         np.subtract(z, kp["half_sigma_mu_t"], out=z)
         np.tanh(z, out=z)
-        den_num = np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post); the constant halves live in a0/b0
-        return den_num[0], den_num[1]
+        return np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post); the constant halves live in ab0
 
     def conductances(self, v):
-        den, num = self.synapses(v)
-        return self.a0 + den, self.b0 + num
+        a, b = self.ab0 + self.synapse_sums(v)
+        return a, b
 
     def derivative(self, v):
         a, b = self.conductances(v)
@@ -169,9 +170,11 @@ class LTCCell(RecurrentCore):
         w = softplus(self.w) * self.sparsity_mask
         sensory_w = softplus(self.sensory_w) * self.sensory_sparsity_mask
         gleak = softplus(self.gleak)
+        w_erev = w * self.erev
         return {
             "w": w,
-            "w_erev": w * self.erev,
+            "w_erev": w_erev,
+            "w_stack": torch.stack([w, w_erev]).unsqueeze(1),  # (2, 1, pre, post)
             "sigma": self.sigma,
             "neg_sigma_mu": -(self.sigma * self.mu),
             "sensory_w": sensory_w,
@@ -242,8 +245,10 @@ class LTCCell(RecurrentCore):
             "half_w_stack_t": f(0.5 * torch.stack([ctx["w"].t(), ctx["w_erev"].t()])[:, None]),
         }
         # constant halves of the sigmoids (recurrent and sensory), the leak and epsilon, added once per step
-        a_const = f(ctx["gleak"] + self.epsilon + 0.5 * (ctx["w"].sum(0) + ctx["sensory_w"].sum(0)))
-        b_const = f(ctx["gleak_vleak"] + 0.5 * (ctx["w_erev"].sum(0) + ctx["sensory_w_erev"].sum(0)))
+        ab_const = f(torch.stack([
+            ctx["gleak"] + self.epsilon + 0.5 * (ctx["w"].sum(0) + ctx["sensory_w"].sum(0)),
+            ctx["gleak_vleak"] + 0.5 * (ctx["w_erev"].sum(0) + ctx["sensory_w_erev"].sum(0)),
+        ])[:, None])  # (2, 1, N)
         # input mapping folded into the sensory sigmoid: sigma (w x + b - mu) / 2 = (sigma w / 2) x - sigma (mu - b) / 2
         in_w = self.input_w if self.input_w is not None else torch.ones(self.input_size)
         in_b = self.input_b if self.input_b is not None else torch.zeros(self.input_size)
@@ -256,8 +261,7 @@ class LTCCell(RecurrentCore):
             z = np.multiply(x[:, None, :], s_scale)  # (B, post, inputs)
             np.subtract(z, s_shift, out=z)
             np.tanh(z, out=z)
-            den_num = np.vecdot(z, s_stack)
-            ode = NumpyLTCDynamics(kp, den_num[0] + a_const, den_num[1] + b_const)
+            ode = NumpyLTCDynamics(kp, np.vecdot(z, s_stack) + ab_const)
             return solver.solve(ode, state, dt)
 
         return kernel

@@ -6,9 +6,9 @@ The LTC ODE in conductance form, per neuron::
 
 where ``g_j(v) = w_j * sigmoid(sigma_j * (v_pre_j - mu_j))`` are synaptic conductances (sensory ones included).
 A solver only sees a *dynamics* object offering ``conductances(v) -> (a, b)`` (``a`` includes a tiny
-``epsilon`` leak, ncps's guard against dividing by zero), their state-independent parts ``a0``/``b0`` and
-``synapses(v)`` (the rest), ``derivative(v)``, ``cm``, and the array ops ``expm1``/``addcmul``; it never
-knows about synapses' parameters or wirings. The fixed-step solvers use only array
+``epsilon`` leak, ncps's guard against dividing by zero), their state-independent part ``ab0`` and
+state-dependent part ``synapse_sums(v)`` stacked as (2, B, N), ``derivative(v)``, ``cm``, and the array ops
+``expm1``/``addcmul``; it never knows about synapse parameters or wirings. The fixed-step solvers use only array
 arithmetic, so they run unchanged on torch tensors (training) and numpy arrays (the no-grad streaming kernel).
 
 Each solver advances by ``dt`` (shape (B, 1), per sample) in ``substeps`` equal sub-steps ``h = dt/substeps``:
@@ -58,15 +58,15 @@ class SemiImplicit(Solver):
     name = "semi_implicit"
 
     def solve(self, ode, v, dt):
-        # v' = v + (h b - h a v) / (cm + h a) with h a0, h b0 formed once per dt, not once per sub-step
+        # ncps's (cm/h v + b) / (cm/h + a), as the increment v' = v + (h b - h a v) / (cm + h a): exact for
+        # h = 0 (no division by h, v' == v bit for bit) and with gradients everywhere;
+        # h [a0, b0] is formed once per dt, not once per sub-step
         h = dt / self.substeps if self.substeps > 1 else dt
-        h_a0, h_b0, cm = h * ode.a0, h * ode.b0, ode.cm
+        h_ab0, cm = h * ode.ab0, ode.cm
         for _ in range(self.substeps):
-            den, num = ode.synapses(v)
-            h_a, h_b = ode.addcmul(h_a0, h, den), ode.addcmul(h_b0, h, num)
+            h_a, h_b = ode.addcmul(h_ab0, h, ode.synapse_sums(v))
             v = v + ode.addcmul(h_b, h_a, v, value=-1.0) / (cm + h_a)
         return v
-
 
 class Euler(Solver):
     name = "euler"
