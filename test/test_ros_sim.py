@@ -88,3 +88,28 @@ def test_closed_loop_reaches_the_target_with_the_shipped_policy(tmp_path):
     assert status["distance"] < 0.6
     assert status["commands_received"] > 10
     assert "success_rate: 1/1" in proc.stdout
+
+
+def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_fall(tmp_path):
+    from sensor_msgs.msg import JointState
+
+    env = isolated_ros_env()
+    probe = Probe(env)
+    for topic, msg_type in (("imu/data", Imu), ("joint_states", JointState), ("target_velocity", Twist)):
+        probe.record(topic, msg_type, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    probe.record("episode_status", String, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                                                      durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", dict(
+        world="LiquidBalance-v0", seed=0, episodes=1, command_topic="wheel_torques", wait_for_subscribers_s=0.0),
+        env, tmp_path / "sim.log")
+    try:  # no torques at all: the body falls within a fraction of a second
+        assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 30.0), (tmp_path / "sim.log").read_text()
+        time.sleep(0.3)
+    finally:
+        probe.close()
+        stop_process(proc)
+    status = json.loads(probe.messages("episode_status")[0][1].data)
+    assert status["outcome"] == "fallen" and not status["success"] and status["sim_time"] < 2.0
+    wheels = [m for _, m in probe.messages("joint_states")]
+    assert wheels and list(wheels[0].name) == ["wheel_left", "wheel_right"] and len(wheels[-1].velocity) == 2
+    assert probe.messages("target_velocity") and probe.messages("imu/data")

@@ -64,6 +64,9 @@ def _imu_reading(msg):
     return np.array([w.x, w.y, w.z, a.x, a.y, a.z], dtype=np.float64)
 
 
+# Inputs that are setpoints, not sensors: held until changed, so their silence is not a fault for the watchdog.
+SETPOINTS = ("command",)
+
 SENSORS = {
     CAMERA: (Image, "camera_topic", None),
     "imu": (Imu, "imu_topic", _imu_reading),
@@ -190,7 +193,11 @@ class PolicyNode(LifecycleNode):
         self._timers = []
 
     def _release(self):
-        """Free the model and every entity created at configure."""
+        """Free the model and every entity created at configure (logging a summary of the run)."""
+        if self.runner is not None:
+            counters = {k: v for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")}
+            self.get_logger().info(f"summary: {self._commands_published} commands ({self._stops_published} stops), "
+                                   f"{counters}")
         self._destroy_timers()
         for sub in self._subscriptions_by_sensor.values():
             self.destroy_subscription(sub)
@@ -282,6 +289,8 @@ class PolicyNode(LifecycleNode):
         now, timeout = self._now(), self.settings.watchdog_timeout_s
         stale = []
         for sensor in self.runner.spec.sensors:
+            if sensor in SETPOINTS:
+                continue
             last = self._last_arrival.get(sensor, self._activated_at)
             if now - last > timeout:
                 stale.append(sensor)

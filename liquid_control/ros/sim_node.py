@@ -57,9 +57,9 @@ def _balancer_command_scale():
 # world id -> how it maps to ROS: sensor -> topic parameter, command message kind, robot units per action unit
 WORLDS = {
     "LiquidRover-v0": dict(sensors={"camera": "camera_topic", "imu": "imu_topic"}, command="twist",
-                           command_scale=_rover_command_scale),
+                           command_scale=_rover_command_scale, target=False),
     "LiquidBalance-v0": dict(sensors={"imu": "imu_topic", "encoders": "wheels_topic"}, command="float64_multi_array",
-                             command_scale=_balancer_command_scale),
+                             command_scale=_balancer_command_scale, target=True),  # world.command: velocity target
 }
 
 SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -114,8 +114,7 @@ class SimNode(Node):
         for sensor, topic_param in io["sensors"].items():
             msg_type = {"camera": Image, "imu": Imu, "encoders": JointState}[sensor]
             self.publishers_by_sensor[sensor] = self.create_publisher(msg_type, p[topic_param], sensor_qos)
-        self.target_pub = (self.create_publisher(Twist, p["target_topic"], 10)
-                           if hasattr(self.world, "command") else None)
+        self.target_pub = self.create_publisher(Twist, p["target_topic"], 10) if io["target"] else None
         self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
         self.status_pub = self.create_publisher(String, p["status_topic"], QoSProfile(
@@ -326,21 +325,29 @@ def main(args=None) -> int:
         return 2
     executor = rclpy.executors.SingleThreadedExecutor()  # command callbacks; the world runs in this thread
     executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
+    done = threading.Event()
+
+    def spin():
+        while rclpy.ok() and not done.is_set():
+            executor.spin_once(timeout_sec=0.05)
+
+    spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
     try:
         node.run()
         if not node.p["exit_when_done"]:
-            spinner.join()
+            while rclpy.ok():
+                time.sleep(0.1)
         time.sleep(0.5)  # let the last status message (transient local) reach late subscribers
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
     finally:
-        executor.shutdown()
+        done.set()
+        spinner.join()  # no callback may run while the node and the world go away
         node.world.close()
         node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        executor.shutdown()
+        rclpy.try_shutdown()
     return 0
 
 
