@@ -235,6 +235,37 @@ def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, 
     assert ran == []  # everything done: nothing reruns
 
 
+def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path):
+    """A real SIGKILL of `liquid-control eval` (process pool) mid-run, then `--resume`."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from liquid_control.cli import main
+
+    out = tmp_path / "killed"
+    args = ["eval", "--policy", "expert", "--shift", "in_distribution", "--shift", "night", "--episodes", "6",
+            "--out", str(out), "--workers", "2", "--no-progress", "--no-example"]
+    proc = subprocess.Popen([sys.executable, "-m", "liquid_control.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = out / LOG_NAME
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if log.exists() and len(read_log(str(log))) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = read_log(str(log))
+    assert 2 <= len(finished) < 12, "the kill should land mid-run"
+    assert main(args + ["--resume"]) == 0
+    after = read_log(str(log))
+    assert after[:len(finished)] == finished  # kept as they were
+    keys = [(r["shift"], r["episode_seed"]) for r in after]
+    assert len(keys) == len(set(keys)) == 12  # every episode once
+
+
 def test_report_folder_with_tables_and_plots(tmp_path):
     import csv
 

@@ -7,6 +7,7 @@ writer and an interrupted run keeps what finished. Results do not depend on the 
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import multiprocessing
 
@@ -25,11 +26,26 @@ def available_cpus() -> int:
 
 def _init_worker() -> None:
     """One thread per episode: the parallelism is across episodes, and results match the serial backend."""
+    _die_with_parent()
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     import torch
 
     torch.set_num_threads(1)
+
+
+def _die_with_parent() -> None:
+    """Linux: a pool worker gets SIGTERM when the evaluation process dies (killed), instead of lingering."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # no glibc: workers then end when they next find their queue closed
+        pass
 
 
 def run_jobs(jobs: list[EpisodeJob], on_result, backend: str = "process", workers: int | None = None,
