@@ -155,3 +155,26 @@ def test_command_limiter_clips_and_limits_the_rate():
         CommandLimiter([1.0], [1.0, 1.0], [1.0])
     with pytest.raises(ValueError, match="must be > 0"):
         CommandLimiter([1.0], [0.0], [1.0])
+
+
+def test_fixed_rate_mode_republishes_the_latest_limited_action(policy_file, ros):
+    make, spin = ros
+    from std_msgs.msg import Float64MultiArray
+
+    node = make(PolicyNode, parameter_overrides=params(policy_file, publish_mode="fixed_rate", control_rate_hz=50.0,
+                                                       action_scale=[10.0], max_command=[0.05]))
+    probe = make(rclpy.node.Node, "probe")
+    commands = []
+    probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    now = node._now()
+    node.runner.submit("wheels", now - 0.1, np.zeros(2))
+    node.runner.submit("command", now - 0.1, np.zeros(2))
+    node._on_reading("imu", None, np.array([0, 0, 0, 0, 0, 9.8]))  # one update, no command yet
+    spin(0.01)
+    assert node.runner.counters["updates"] == 1
+    spin(0.5, until=lambda: len(commands) >= 5)
+    assert len(commands) >= 5  # the timer keeps publishing the one action
+    values = np.array([m.data for m in commands])
+    assert np.all(np.abs(values) <= 0.05 + 1e-12) and np.all(values == values[0])  # clipped, unchanged
