@@ -80,5 +80,8 @@ def test_backend_errors_name_the_problem(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(BackendError, match="not a loadable ONNX model"):
         load_backend(tmp_path / "bad.onnx")
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BackendError, match="bad.pt"):
+        load_backend(tmp_path / "bad.pt", "torch")
     with pytest.raises(BackendError, match="unknown backend 'tpu'"):
         load_backend(tmp_path / "p.pt", "tpu")

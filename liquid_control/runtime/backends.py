@@ -169,6 +169,9 @@ def load_backend(path: str | Path, backend: str = "auto"):
         return OnnxBackend(onnx_path)
     if not path.is_file():
         raise BackendError(f"{path}: no such policy file")
-    from liquid_control.policy import load_policy
+    from liquid_control.policy import PolicyLoadError, load_policy
 
-    return TorchBackend(load_policy(path))
+    try:
+        return TorchBackend(load_policy(path))
+    except PolicyLoadError as exc:  # corrupt file, config not matching the weights...
+        raise BackendError(str(exc)) from None
