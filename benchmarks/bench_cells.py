@@ -6,8 +6,8 @@ step, batch 1, no grad (ncps: ``cell(x, h, dt)``; ours: ``cell.step(x, state, dt
 
 All timings use ONE torch thread (``torch.set_num_threads(1)``) and measure the CPU time of this process
 (``time.process_time``), not wall time: other engineers share this 2-core machine, and CPU time does not
-count the time we wait for them. ncps and ours are timed in alternating blocks and each figure is the median
-of the repeats. The last lines are ``name: value`` figures.
+count the time we wait for them. ncps and ours are timed in alternating blocks (each block after one untimed
+warm-up call) and each figure is the median of the repeats. The last lines are ``name: value`` figures.
 
     .venv/bin/python benchmarks/bench_cells.py [--repeats 7] [--quick]
 """
@@ -29,15 +29,16 @@ BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
 
 
 def paired_times(fn_a, fn_b, repeats: int, inner: int) -> tuple[float, float]:
-    """Median seconds per call of two functions, timed in alternating blocks of `inner` calls.
+    """Median CPU seconds per call of two functions, timed in alternating blocks of `inner` calls.
 
-    Alternating keeps both under the same background load (other engineers share this CPU), so the ratio of
-    the medians is meaningful even when absolute numbers drift.
+    Alternating keeps both under the same background load (other engineers share this CPU); each block
+    starts with one untimed call so neither side pays for the other's memory churn (page faults when the
+    allocator hands back memory the other model freed).
     """
-    fn_a(), fn_b()
     samples_a, samples_b = [], []
     for _ in range(repeats):
         for fn, samples in ((fn_a, samples_a), (fn_b, samples_b)):
+            fn()
             start = time.process_time()
             for _ in range(inner):
                 fn()
@@ -87,7 +88,7 @@ def bench_step(kind: str, repeats: int):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15, help="timing repeats per figure (median taken)")
+    parser.add_argument("--repeats", type=int, default=11, help="timing repeats per figure (median taken)")
     parser.add_argument("--quick", action="store_true", help="3 repeats (a rough look)")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
