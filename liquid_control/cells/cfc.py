@@ -131,7 +131,7 @@ class CfCBlock(nn.Module):
             return torch.addcmul(ff1, gate, ff2)
         return torch.lerp(ff1, ff2, gate)
 
-    def run_sequence(self, x: torch.Tensor, h0: torch.Tensor, ts: torch.Tensor, ctx: dict, keep):
+    def fused_sequence(self, x: torch.Tensor, h0: torch.Tensor, ts: torch.Tensor, ctx: dict, keep):
         """All steps as one fused autograd node (``CfCSequence``) from the raw input ``x`` (B, T, in);
         None where that path does not apply."""
         if self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
@@ -315,10 +315,10 @@ class CfCCell(RecurrentCore):
             new.append(block.recur(block.project_input(new[-1], c), h, ts, c))
         return torch.cat(new, dim=1)
 
-    def run_sequence(self, x, state, dt, ctx, keep):
+    def fused_sequence(self, x, state, dt, ctx, keep):
         if len(self.blocks) != 1:
             return None
-        return self.blocks[0].run_sequence(x, state, dt, ctx[0], keep)
+        return self.blocks[0].fused_sequence(x, state, dt, ctx[0], keep)
 
     def output(self, state):
         return state[..., self._output_slice]

@@ -17,7 +17,7 @@ constants go in as ``value=``/``alpha=`` arguments rather than as Python-scalar 
 An activation is ``act(u) = alpha * g(k * u) + beta`` with ``g`` in {sigmoid, relu, silu}; the consumer
 matmul applies ``alpha`` and a bias pre-shifted by ``beta * rowsum(W)`` (``fused_weights``, under autograd).
 
-Used by ``CfCBlock.run_sequence`` for a single (fully connected) block whose activation is listed in
+Used by ``CfCBlock.fused_sequence`` for a single (fully connected) block whose activation is listed in
 ``FUSED_ACTIVATIONS`` and whose dropout is inactive; everything else takes the generic per-step path.
 ``test_cells.py`` checks this path against autograd on the generic one, and with ``gradcheck``.
 """

@@ -6,9 +6,11 @@ the sequence wrapper can hoist work out of the time loop:
 - ``step_context()``: parameter transforms that do not change during a sequence (masked weights,
   softplus'd conductances...), computed once per sequence;
 - ``prepare_inputs(x, ctx)``: everything that depends only on the input, for all steps in one batched op;
-- ``step_prepared(p, state, dt, ctx)``: the recurrent part of one step.
+- ``step_prepared(p, state, dt, ctx)``: the recurrent part of one step;
+- optionally ``fused_sequence(...)``: a whole sequence as one autograd node (CfC, LTC semi-implicit).
 
-``step(x, state, dt)`` is the public streaming API built from those hooks. Cores that have a numpy kernel
+``step(x, state, dt)`` (streaming) and ``forward_sequence(x, dt, h0, mask)`` (training) are the public
+APIs built from those hooks. Cores that have a numpy kernel
 (``_numpy_kernel``) use it for small no-grad CPU batches, where framework overhead dominates; the kernel is
 rebuilt whenever a parameter changes (optimizer step, ``load_state_dict``).
 """
@@ -111,7 +113,7 @@ class RecurrentCore(nn.Module):
     def step_prepared(self, p: torch.Tensor, state: torch.Tensor, dt: torch.Tensor, ctx: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def run_sequence(self, x, state, dt, ctx, keep):
+    def fused_sequence(self, x, state, dt, ctx, keep):
         """Optional fused loop over a whole sequence: states (B, T, state_size), or None for the generic loop.
 
         ``x`` (B, T, input_size), ``state`` (B, state_size), ``dt`` (B, T), ``keep`` (B, T) bool or None.
@@ -171,6 +173,44 @@ class RecurrentCore(nn.Module):
         dt = step_dt(dt, x.shape[0], x)
         ctx = self.step_context()
         return self.step_prepared(self.prepare_inputs(x, ctx), state, dt, ctx)
+
+    def forward_sequence(self, x: torch.Tensor, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        """Run over a batch-first sequence: ``x`` (B, T, input_size), ``dt`` (B, T) | (B,) | float, optional
+        ``h0`` (B, state_size) and ``mask`` (B, T) bool (False = padding: the state is held).
+        Returns ``(states (B, T, state_size), h_n (B, state_size))``; ``output(states)`` gives the readouts.
+
+        Uses the core's fused path where it has one (CfC, LTC ``semi_implicit``: one autograd node per
+        sequence), else the per-step hooks with the input-only work done for all T steps at once.
+        """
+        if x.dim() != 3:
+            raise ValueError(f"expected x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
+        self.check_input(x)
+        batch, steps = x.shape[0], x.shape[1]
+        if steps == 0:
+            raise ValueError("forward_sequence needs at least one step")
+        dt = sequence_dt(dt, batch, steps, x)
+        if h0 is None:
+            state = self.initial_state(batch, device=x.device, dtype=x.dtype)
+        elif h0.shape != (batch, self.state_size):
+            raise ValueError(f"h0 must have shape ({batch}, {self.state_size}), got {tuple(h0.shape)}")
+        else:
+            state = h0
+        if mask is not None and mask.shape != (batch, steps):
+            raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
+        keep = mask.to(torch.bool) if mask is not None else None
+        ctx = self.step_context()
+        states = self.fused_sequence(x, state, dt, ctx, keep)
+        if states is None:
+            # unbind once: indexing [:, t] in the loop would make autograd zero-fill a full-size gradient per step
+            prepared, dts = self.prepare_inputs(x, ctx).unbind(1), dt.unbind(1)
+            keeps = keep.unsqueeze(-1).unbind(1) if keep is not None else None
+            history = []
+            for t in range(steps):
+                new = self.step_prepared(prepared[t], state, dts[t], ctx)
+                state = new if keeps is None else torch.where(keeps[t], new, state)
+                history.append(state)
+            states = torch.stack(history, dim=1)
+        return states, states[:, -1]
 
     def _check_step_shapes(self, x: torch.Tensor, state: torch.Tensor) -> None:
         if x.dim() != 2:

@@ -209,7 +209,7 @@ class LTCCell(RecurrentCore):
     def step_prepared(self, p, state, dt, ctx):
         return self.solver.solve(LTCDynamics(ctx, p, self.epsilon), state, dt[:, None])
 
-    def run_sequence(self, x, state, dt, ctx, keep):
+    def fused_sequence(self, x, state, dt, ctx, keep):
         """The default ``semi_implicit`` solver runs as one fused autograd node (``LTCSequence``)."""
         if type(self.solver) is not SemiImplicit:
             return None

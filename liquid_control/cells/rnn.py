@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import CORE_TYPES, RecurrentCore, build_core, register_core, sequence_dt
+from .core import CORE_TYPES, RecurrentCore, build_core, register_core
 
 
 @register_core("liquid_rnn")
@@ -16,8 +16,7 @@ class LiquidRNN(nn.Module):
     ``mask`` (B, T) bool marks real steps: at a False (padding) step the state is held and the output is the
     held state's readout. Returns ``outputs`` (B, T, output_size) and the final state ``h_n`` (B, state_size).
 
-    Input-only work (input projections, LTC sensory synapses) is done for all T steps in one batched op
-    before the time loop; only the recurrent part runs per step.
+    The time loop is the core's ``forward_sequence`` (fused CfC/LTC paths, input-only work batched over T).
     """
 
     def __init__(self, cell: RecurrentCore, batch_first: bool = True):
@@ -55,34 +54,12 @@ class LiquidRNN(nn.Module):
             if mask is not None:
                 mask = mask.transpose(0, 1)
         cell = self.cell
-        cell.check_input(x)
-        batch, steps = x.shape[0], x.shape[1]
-        dt = sequence_dt(dt, batch, steps, x)
-        if h0 is None:
-            state = cell.initial_state(batch, device=x.device, dtype=x.dtype)
-        elif h0.shape != (batch, cell.state_size):
-            raise ValueError(f"h0 must have shape ({batch}, {cell.state_size}), got {tuple(h0.shape)}")
-        else:
-            state = h0
-        if mask is not None and mask.shape != (batch, steps):
-            raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
-        if steps == 0:
-            outputs = x.new_zeros(batch, 0, cell.output_size)
+        if x.shape[1] == 0:
+            cell.check_input(x)
+            state = cell.initial_state(x.shape[0], device=x.device, dtype=x.dtype) if h0 is None else h0
+            outputs = x.new_zeros(x.shape[0], 0, cell.output_size)
             return (outputs if self.batch_first else outputs.transpose(0, 1)), state
-        ctx = cell.step_context()
-        keep = mask.to(torch.bool) if mask is not None else None
-        states = cell.run_sequence(x, state, dt, ctx, keep)
-        if states is None:
-            # unbind once: indexing [:, t] in the loop would make autograd zero-fill a full-size gradient per step
-            prepared, dts = cell.prepare_inputs(x, ctx).unbind(1), dt.unbind(1)
-            keeps = keep.unsqueeze(-1).unbind(1) if keep is not None else None
-            history = []
-            for t in range(steps):
-                new = cell.step_prepared(prepared[t], state, dts[t], ctx)
-                state = new if keeps is None else torch.where(keeps[t], new, state)
-                history.append(state)
-            states = torch.stack(history, dim=1)
-        state = states[:, -1]
+        states, state = cell.forward_sequence(x, dt, h0, mask)
         outputs = cell.output(states)
         if not self.batch_first:
             outputs = outputs.transpose(0, 1)
