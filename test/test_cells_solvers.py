@@ -1,5 +1,4 @@
 """LTC solvers against scipy.integrate.solve_ivp on the LTC ODE: convergence orders, tolerance, stability."""
-import numpy as np
 import pytest
 import torch
 from scipy.integrate import solve_ivp

@@ -82,8 +82,8 @@ def fused_weights(activation: str, hidden: int, mode: str, backbone, heads, head
 class CfCSequence(torch.autograd.Function):
     """states (T, B, H) of a CfC block run over a sequence (see the module docstring).
 
-    Inputs: ``spec = (mode, activation, backbone_layers, need_grad)``; ``px`` (B, T, F) input part of the first linear map
-    (bias included); ``h0`` (B, H); ``ts`` (B, T); ``keep`` (B, T) bool or None; ``w_hT`` (H, F); then
+    Inputs: ``spec = (mode, activation, backbone_layers, need_grad)``; ``px`` (B, T, F) input part of the
+    first linear map (bias included); ``h0`` (B, H); ``ts`` (B, T); ``keep`` (B, T) bool or None; ``w_hT`` (H, F); then
     ``(W_k, b_k)`` for backbone layers 2..L, ``(head_w, head_b)`` if L > 0, ``(w_tau, A)`` in ``pure`` mode --
     all as returned by ``fused_weights``.
     """
@@ -106,7 +106,8 @@ class CfCSequence(torch.autograd.Function):
         history = h0.new_empty(steps + 1, batch, H)
         history[0] = h0
         hist = history.unbind(0)
-        zs = h0.new_empty(steps, batch, H if mode == "pure" else 4 * H).unbind(0)
+        z_all = h0.new_empty(steps, batch, H if mode == "pure" else 4 * H)
+        zs = z_all.unbind(0)
         units = w_hT.shape[1]
         g_in = [h0.new_empty(steps, batch, units) for _ in range(layers)]
         g_out = [h0.new_empty(steps, batch, units) for _ in range(layers)]
@@ -135,10 +136,11 @@ class CfCSequence(torch.autograd.Function):
                 sig = torch.sigmoid(z.narrow(1, H, 3 * H), out=sig_t[t])  # [s1 | s2 | gate], ff = 2 s - 1
                 s_ff, gate = sig.narrow(1, 0, 2 * H), sig.narrow(1, 2 * H, H)
                 ff1, ff2 = torch.addcmul(minus_one, s_ff, two).chunk(2, dim=1)
-                if keep is None:
-                    new = torch.addcmul(ff1, gate, ff2, out=hist[t + 1]) if mode == "no_gate" else torch.lerp(ff1, ff2, gate, out=hist[t + 1])
+                out = hist[t + 1] if keep is None else None  # with a mask, `where` below writes the history
+                if mode == "no_gate":
+                    new = torch.addcmul(ff1, gate, ff2, out=out) if out is not None else torch.addcmul(ff1, gate, ff2)
                 else:
-                    new = torch.addcmul(ff1, gate, ff2) if mode == "no_gate" else torch.lerp(ff1, ff2, gate)
+                    new = torch.lerp(ff1, ff2, gate, out=out) if out is not None else torch.lerp(ff1, ff2, gate)
             if keep is not None:
                 new = torch.where(keep_t[t], new, h, out=hist[t + 1])
             elif mode == "pure":
@@ -151,13 +153,13 @@ class CfCSequence(torch.autograd.Function):
         # Local Jacobians of every step, batched over all T steps.
         ts_tb = ts.t().unsqueeze(-1)  # (T, B, 1)
         if mode == "pure":
-            z = torch.stack(zs)
+            z = z_all
             decay = torch.exp(-ts_tb * (abs_w_tau + z.abs()))
             a_e = amp * decay
             jac = a_e * (ts_tb * z.abs() - 1.0)  # dh/dz
             extra = (1.0 - decay * z, a_e * z * ts_tb, a_e * z * (abs_w_tau + z.abs()))  # dh/dA, dh/d|w_tau|, dh/dt
         else:
-            t_a = torch.stack([z[:, :H] for z in zs])
+            t_a = z_all[..., :H]
             s1, s2, gate = sig_all.split(H, dim=-1)
             ff_slope1, ff_slope2 = 2.0 * (s1 - s1 * s1), 2.0 * (s2 - s2 * s2)
             gate_slope = gate - gate * gate
