@@ -41,30 +41,33 @@ class LTCSequence(torch.autograd.Function):
         history = h0.new_empty(steps + 1, batch, n)
         history[0] = h0
         hist = history.unbind(0)
-        # per sub-step records for the backward: state before the sub-step and the synapse sums there
-        v_in = h0.new_empty(steps, substeps, batch, n) if need_grad else None
-        dens = h0.new_empty(steps, substeps, batch, n) if need_grad else None
-        nums = h0.new_empty(steps, substeps, batch, n) if need_grad else None
+        # per sub-step records for the backward: synapse sums and the state after each sub-step
+        records = h0.new_empty(3, steps, substeps, batch, n) if need_grad else None
+        dens_r, nums_r, after_r = (r.reshape(-1, batch, n).unbind(0) for r in records) if need_grad else (None,) * 3
         sigma_b = sigma.unsqueeze(0)
         v = h0
         for t in range(steps):
             h, h_a0, h_b0 = h_all[t], h_a0_all[t], h_b0_all[t]
             start = v
             for k in range(substeps):
+                i = t * substeps + k
                 act = torch.addcmul(neg_sigma_mu, v.unsqueeze(2), sigma_b).sigmoid_()
-                den, num = (act * w).sum(1), (act * w_erev).sum(1)
                 if need_grad:
-                    v_in[t, k], dens[t, k], nums[t, k] = v, den, num
+                    den = torch.sum(act * w, 1, out=dens_r[i])
+                    num = torch.sum(act * w_erev, 1, out=nums_r[i])
+                else:
+                    den, num = (act * w).sum(1), (act * w_erev).sum(1)
                 h_a, h_b = torch.addcmul(h_a0, h, den), torch.addcmul(h_b0, h, num)
-                v = v + torch.addcmul(h_b, h_a, v, value=-1.0) / (cm + h_a)
+                step = torch.addcmul(h_b, h_a, v, value=-1.0) / (cm + h_a)
+                v = torch.add(v, step, out=after_r[i]) if need_grad else v + step
             if keep is not None:
                 v = torch.where(keep_t[t], v, start)
             hist[t + 1].copy_(v)
         ctx.spec, ctx.has_keep = spec, keep is not None
         if need_grad:
             ctx.save_for_backward(
-                history, dt, keep if keep is not None else dt.new_empty(0), v_in, dens, nums, h_all, a0_all,
-                b0_all, sigma, neg_sigma_mu, w, w_erev, cm,
+                history, keep if keep is not None else dt.new_empty(0), records, h_all, a0_all, b0_all,
+                sigma, neg_sigma_mu, w, w_erev, cm,
             )
         return history[1:]
 
@@ -72,17 +75,23 @@ class LTCSequence(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_states):
         substeps, _ = ctx.spec
-        (history, dt, keep, v_in, dens, nums, h_all, a0_all, b0_all,
-         sigma, neg_sigma_mu, w, w_erev, cm) = ctx.saved_tensors
+        history, keep, records, h_all, a0_all, b0_all, sigma, neg_sigma_mu, w, w_erev, cm = ctx.saved_tensors
+        dens, nums, v_after = records  # (T, K, B, N) each
         steps, batch, n = grad_states.shape
+        # Everything that does not depend on the incoming gradient, for all sub-steps at once:
+        # v' = v + step, step = (h b - h a v) / q, q = cm + h a  =>  dv'/dv = cm / q, dv'/d(h a) = -v'/q,
+        # dv'/d(h b) = 1/q, dv'/dcm = -step/q
+        v_in = torch.cat([history[:-1].unsqueeze(1), v_after[:, :-1]], dim=1)
+        h_k = h_all.unsqueeze(1)  # (T, 1, B, 1)
+        h_a = h_k * (a0_all.unsqueeze(1) + dens)
+        inv_q = 1.0 / (cm + h_a)
+        den_coef = -v_after * h_k  # d(den) = r * den_coef, with r = g / q
+        r_all = torch.empty_like(v_after)
         grads_t = grad_states.contiguous().unbind(0)
         keep_tb = keep.t().unsqueeze(-1) if ctx.has_keep else None
         sigma_b = sigma.unsqueeze(0)
         # (B, N, N) accumulators, reduced over the batch at the end
         acc_w, acc_w_erev, acc_nsm, acc_sigma = (sigma.new_zeros(batch, n, n) for _ in range(4))
-        d_cm = torch.zeros_like(cm)
-        d_h_a0_all, d_h_b0_all = torch.empty_like(a0_all), torch.empty_like(b0_all)
-        d_h_all = torch.empty_like(h_all)
         g = torch.zeros_like(grads_t[0])
         for t in range(steps - 1, -1, -1):
             g = g + grads_t[t]
@@ -90,37 +99,28 @@ class LTCSequence(torch.autograd.Function):
                 carry = g * (~keep_tb[t])
                 g = g * keep_tb[t]
             h = h_all[t]
-            h_a0, h_b0 = h * a0_all[t], h * b0_all[t]
-            d_h_a0, d_h_b0 = torch.zeros_like(g), torch.zeros_like(g)
-            d_h = torch.zeros_like(h)
             for k in range(substeps - 1, -1, -1):
-                v, den, num = v_in[t, k], dens[t, k], nums[t, k]
-                h_a, h_b = torch.addcmul(h_a0, h, den), torch.addcmul(h_b0, h, num)
-                q = cm + h_a
-                step = torch.addcmul(h_b, h_a, v, value=-1.0) / q  # v' - v
-                r = g / q  # dv'/d(h b) = 1/q, dv'/d(h a) = -v'/q, dv'/dcm = -(v' - v)/q, dv'/dv = cm/q
-                d_ha = -r * (v + step)
-                d_cm -= (r * step).sum(0)
-                d_h_a0 += d_ha
-                d_h_b0 += r
-                d_den, d_num = d_ha * h, r * h
-                d_h += (d_ha * den + r * num).sum(1, keepdim=True)
-                # recompute this sub-step's synapse activations
-                act = torch.addcmul(neg_sigma_mu, v.unsqueeze(2), sigma_b).sigmoid_()
-                d_den_b, d_num_b = d_den.unsqueeze(1), d_num.unsqueeze(1)
+                v = v_in[t, k]
+                r = torch.mul(g, inv_q[t, k], out=r_all[t, k])
+                d_den_b, d_num_b = (r * den_coef[t, k]).unsqueeze(1), (r * h).unsqueeze(1)
+                act = torch.addcmul(neg_sigma_mu, v.unsqueeze(2), sigma_b).sigmoid_()  # recomputed
                 acc_w.addcmul_(act, d_den_b)
                 acc_w_erev.addcmul_(act, d_num_b)
                 d_act = torch.addcmul(d_den_b * w, d_num_b, w_erev)
                 d_z = d_act.mul_(act.addcmul_(act, act, value=-1.0))  # sigmoid' = s (1 - s)
                 acc_nsm += d_z
                 acc_sigma.addcmul_(d_z, v.unsqueeze(2))
-                g = r * cm + (d_z * sigma_b).sum(2)
-            d_h_a0_all[t], d_h_b0_all[t], d_h_all[t] = d_h_a0, d_h_b0, d_h
+                g = torch.addcmul((d_z * sigma_b).sum(2), r, cm)
             if keep_tb is not None:
                 g = g + carry
+        # gradient-independent factors times r, summed over sub-steps
+        d_ha = -r_all * v_after  # (T, K, B, N)
+        d_cm = -(r_all * (v_after - v_in)).sum((0, 1, 2))
+        d_h_a0, d_h_b0 = d_ha.sum(1), r_all.sum(1)  # (T, B, N)
+        d_h = (d_ha * dens + r_all * nums).sum((1, 3)).unsqueeze(-1)  # (T, B, 1)
         # h a0 = h (leak + sensory_den), h b0 = h (leak_vleak + sensory_num), h = dt / substeps
-        d_sens_den, d_sens_num = d_h_a0_all * h_all, d_h_b0_all * h_all
-        d_h_total = d_h_all + (d_h_a0_all * a0_all + d_h_b0_all * b0_all).sum(-1, keepdim=True)
+        d_sens_den, d_sens_num = d_h_a0 * h_all, d_h_b0 * h_all
+        d_h_total = d_h + (d_h_a0 * a0_all + d_h_b0 * b0_all).sum(-1, keepdim=True)
         d_dt = (d_h_total.squeeze(-1) / substeps).t()
         d_sensory = torch.cat([d_sens_num, d_sens_den], dim=-1).transpose(0, 1)
         return (
