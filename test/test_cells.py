@@ -340,3 +340,7 @@ def test_convenience_constructors_mirror_ncps():
         CfC(4, 8, mode="fast")
     with pytest.raises(ValueError, match="wired CfC has no backbone"):
         CfC(4, AutoNCP(10, 2), backbone_units=16)
+    with pytest.raises(ValueError, match="bad config for core type 'gru'"):
+        build_core({"type": "gru", "input_size": 3, "units": 4})
+    with pytest.raises(ValueError, match="unknown core type 'transformer'"):
+        build_core({"type": "transformer"})

@@ -1,7 +1,7 @@
 """The recurrent-core contract shared by every cell (docs/ARCHITECTURE.md, "Cells").
 
-A core advances one state tensor by a measured, per-sample time step. Subclasses implement three hooks so
-the sequence wrapper can hoist work out of the time loop:
+A core advances one state tensor by a measured, per-sample time step. Subclasses implement these hooks so
+the sequence loop can hoist work out of the time loop:
 
 - ``step_context()``: parameter transforms that do not change during a sequence (masked weights,
   softplus'd conductances...), computed once per sequence;
@@ -10,9 +10,9 @@ the sequence wrapper can hoist work out of the time loop:
 - optionally ``fused_sequence(...)``: a whole sequence as one autograd node (CfC, LTC semi-implicit).
 
 ``step(x, state, dt)`` (streaming) and ``forward_sequence(x, dt, h0, mask)`` (training) are the public
-APIs built from those hooks. Cores that have a numpy kernel
-(``_numpy_kernel``) use it for small no-grad CPU batches, where framework overhead dominates; the kernel is
-rebuilt whenever a parameter changes (optimizer step, ``load_state_dict``).
+APIs built from those hooks. Cores that have a numpy kernel (``_numpy_kernel``) use it in ``step`` for small
+no-grad CPU batches, where framework overhead dominates; the kernel is rebuilt whenever a parameter changes
+(optimizer step, ``load_state_dict``).
 """
 from __future__ import annotations
 
@@ -48,7 +48,10 @@ def build_core(config: dict) -> nn.Module:
     if kind not in CORE_TYPES:
         raise ValueError(f"unknown core type {kind!r}; known: {', '.join(sorted(CORE_TYPES))}")
     kwargs = {k: v for k, v in config.items() if k != "type"}
-    return CORE_TYPES[kind].from_config(kwargs)
+    try:
+        return CORE_TYPES[kind].from_config(kwargs)
+    except TypeError as exc:  # unknown or missing constructor arguments
+        raise ValueError(f"bad config for core type {kind!r}: {exc}") from exc
 
 
 def _raise_bad_dt(dt: torch.Tensor) -> None:
