@@ -57,6 +57,7 @@ def main() -> int:
     parser.add_argument("--policy", default="", help="a rover policy (.pt) to use instead of random weights")
     parser.add_argument("--realtime-priority", type=int, default=0,
                         help="run the node (chrt -f N) and this process with SCHED_FIFO priority N, as on a robot")
+    parser.add_argument("--nice", type=int, default=0, help="run the node and this process at this nice level")
     args = parser.parse_args()
 
     from builtin_interfaces.msg import Time
@@ -80,6 +81,9 @@ def main() -> int:
                   publish_mode="per_update", action_scale=[1.0, 1.5], max_command=[1.0, 1.5],
                   watchdog_timeout_s=1.0, diagnostics_period_s=1.0)
     prefix = ("chrt", "-f", str(args.realtime_priority)) if args.realtime_priority else ()
+    if args.nice:
+        prefix = ("nice", "-n", str(args.nice), *prefix)
+        os.nice(args.nice)
     if args.realtime_priority:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
     node = start_node_process("liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log",
@@ -154,7 +158,8 @@ def main() -> int:
           f"(64x64 CNN + IMU MLP + CfC/NCP), updates on IMU; backend {args.backend}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.seconds:.0f} s at IMU "
           f"{args.imu_hz:.0f} Hz + camera {args.camera_hz:.0f} Hz; "
-          f"{'SCHED_FIFO %d' % args.realtime_priority if args.realtime_priority else 'normal scheduling'}")
+          f"{'SCHED_FIFO %d' % args.realtime_priority if args.realtime_priority else 'normal scheduling'}"
+          f"{', nice %d' % args.nice if args.nice else ''}")
     print(f"node inference p50/p99 (ms): {values.get('inference_ms.p50', '?')} / {values.get('inference_ms.p99', '?')}"
           f"; stamp->publish inside the node p50/p99 (ms): {values.get('command_age_ms.p50', '?')} / "
           f"{values.get('command_age_ms.p99', '?')} (last 500 updates)")
