@@ -160,6 +160,7 @@ class RecurrentCore(nn.Module):
             and x.device.type == "cpu"
             and state.dtype == x.dtype
             and state.device.type == "cpu"
+            and not torch.jit.is_tracing()  # ONNX export / tracing must record torch ops
         ):
             kernel = self._cached_numpy_kernel(x.dtype)
             if kernel is not None:

@@ -200,7 +200,7 @@ class LTCCell(RecurrentCore):
         neg_shift = -(self.sensory_sigma * self.sensory_mu)
         rows = max(1, 65536 // (self.input_size * self.state_size))
         parts = []
-        for chunk in x.split(rows):
+        for chunk in (x,) if x.shape[0] <= rows else x.split(rows):  # no Split op in traced single-step graphs
             act = torch.addcmul(neg_shift, chunk.unsqueeze(-1), self.sensory_sigma).sigmoid_()  # (rows, in, units)
             parts.append(torch.cat([(act * ctx["sensory_w_erev"]).sum(1), (act * ctx["sensory_w"]).sum(1)], dim=-1))
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
