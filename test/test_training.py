@@ -109,8 +109,8 @@ def test_behaviour_cloning_loss_decreases():
 
 
 def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
-    a = trainer.train(tiny_config(), tmp_path / "a", progress=False, log=lambda m: None)
-    b = trainer.train(tiny_config(), tmp_path / "b", progress=False, log=lambda m: None)
+    a = trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
+    b = trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "b", progress=False, log=lambda m: None)
     assert a.epochs == 3 + 2 * 2
     pa, pb = load_policy(a.policy_path), load_policy(b.policy_path)
     for k, v in pa.state_dict().items():
@@ -121,8 +121,11 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
     assert len([r for r in rows if r["kind"] == "eval"]) == 3
     assert pa.metadata["seed"] == 0 and pa.metadata["selection_episodes"] == 2
     assert len(list((tmp_path / "a" / "data").glob("round_*/ep_*.npz"))) == 6 + 2 * 3
+    demo_lengths = [len(load_episode(p)) for p in (tmp_path / "a" / "data").glob("round_00/ep_*.npz")]
+    dagger_lengths = [len(load_episode(p)) for p in (tmp_path / "a" / "data").glob("round_0[12]/ep_*.npz")]
+    assert max(demo_lengths) > 5 and max(dagger_lengths) <= 5  # dagger_max_steps caps DAgger episodes only
     with pytest.raises(trainer.TrainingError, match="already holds a training run"):
-        trainer.train(tiny_config(), tmp_path / "a", progress=False, log=lambda m: None)
+        trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
 
 
 @pytest.mark.parametrize("kill_after_epochs", [2, 4])

@@ -81,7 +81,10 @@ _TRAINING = {
     "weight_decay": _field("float", 0.0, min_value=0.0),
     "grad_clip": _field("float", 1.0, min_value=0.0),
     "eval_episodes": _field("int", 10, min_value=0),  # policy-only episodes after each round (model selection)
-    "max_episode_steps": _field("int", None, min_value=1, nullable=True),
+    "max_episode_steps": _field("int", None, min_value=1, nullable=True),  # cap on every episode (null: the world's)
+    # cap on DAgger episodes only: a policy that lost the target would otherwise fill the data with minutes of
+    # hopeless search whose labels (turn towards a target the camera cannot see) are unlearnable
+    "dagger_max_steps": _field("int", None, min_value=1, nullable=True),
     "shift": _field("str", None, nullable=True),  # training distribution (default: the world's default)
     "augmentation": _field("str_list", [], choices=AUGMENTATIONS),  # off by default (headline comparison)
 }

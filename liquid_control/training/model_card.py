@@ -56,7 +56,8 @@ def _describe_core(core: dict) -> str:
     return f"{kind}{wiring}, {core['units']} units{extra}; integrates {dt}"
 
 
-def write_card(name: str, run_dir: Path, episodes: int, check_episodes: int, out_dir: Path, machine_note: str) -> Path:
+def write_card(name: str, run_dir: Path, episodes: int, check_episodes: int, out_dir: Path, machine_note: str,
+               command: str | None = None) -> Path:
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / "policy.pt")
     meta = dict(policy.metadata)
@@ -92,7 +93,7 @@ def write_card(name: str, run_dir: Path, episodes: int, check_episodes: int, out
             "action": f"{cfg['action']['kind']} {cfg['action']['size']}-d in [{cfg['action']['low']}, {cfg['action']['high']}]",
         },
         "training": {
-            "command": meta.get("command") or f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
+            "command": command or meta.get("command") or f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
                                                f"--out runs/{name} --seed {meta.get('seed', 0)}",
             "seed": meta.get("seed"),
             "data": (f"{t['demonstrations']} expert demonstrations + {t['dagger_rounds']} DAgger rounds x "
@@ -142,9 +143,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="destination folder (default: the package's policies/)")
     parser.add_argument("--machine", default=f"{platform.machine()} CPU, shared with other jobs",
                         help="note on the machine the training ran on")
+    parser.add_argument("--command", default=None,
+                        help="training command to print on the card (default: the one recorded in the policy)")
     args = parser.parse_args(argv)
     path = write_card(args.name, Path(args.run), args.episodes, args.check_episodes,
-                      Path(args.out) if args.out else policies_dir(), args.machine)
+                      Path(args.out) if args.out else policies_dir(), args.machine, args.command)
     print(path)
     return 0
 

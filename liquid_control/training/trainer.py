@@ -196,8 +196,9 @@ class _Run:
                                         f"the data folder was changed, start a new run")
                 seed = episode_seed(self.seed, round_index, i)
                 rng = np.random.default_rng([self.seed, round_index, i])
+                cap = t["max_episode_steps"] if round_index == 0 else _min_cap(t["max_episode_steps"], t["dagger_max_steps"])
                 ep = rollout(env, agent, beta=beta, rng=rng, seed=seed, observation_keys=observation_keys(self.config),
-                             max_steps=t["max_episode_steps"])
+                             max_steps=cap)
                 save_episode(path, ep)
                 episodes.append(ep)
                 collected += 1
@@ -298,6 +299,11 @@ class _Run:
                  f"{'n/a' if success is None else f'{success:.0%}'}; wrote {path} after {self.wall_s:.0f} s")
         return TrainResult(out_dir=self.out, policy_path=path, success=success, selected_round=self.best["round"],
                            epochs=self.epoch_done, wall_s=self.wall_s)
+
+
+def _min_cap(*caps):
+    caps = [c for c in caps if c is not None]
+    return min(caps) if caps else None
 
 
 def _bar(total: int, desc: str, enabled: bool):
