@@ -80,6 +80,14 @@ def schedule_overrides(config: dict, minutes: float) -> dict:
     }
 
 
+def describe_schedule(minutes: float) -> str:
+    """How the report names the training budget of `--train-minutes`."""
+    fraction = min(1.0, minutes / FULL_SCHEDULE_MINUTES)
+    if fraction >= 1.0:
+        return "the shipped training schedule of each config"
+    return f"the shipped training schedule scaled to {fraction:.0%} (--train-minutes {minutes:g})"
+
+
 def _log_with_prefix(prefix: str, message: str) -> None:
     print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
 
@@ -150,9 +158,9 @@ def train_all(archs: list[str], seeds: list[int], train_dir: str, minutes: float
 def _training_notes(trained: list[dict], minutes: float, overrides_by_arch: dict) -> list[str]:
     lines = ["## Training", "",
              f"Every policy trained on the training distribution (`in_distribution`: summer, noon, nominal "
-             f"sensors), schedule sized for {minutes:g} min (full schedule = {FULL_SCHEDULE_MINUTES:g}), data "
-             "augmentation off. Selection success: the training run's own held-out episodes (model selection), "
-             "not the evaluation episodes below.", "",
+             f"sensors) with {describe_schedule(minutes)}, data augmentation off. Training wall time: wall-clock "
+             "seconds on a shared machine (other jobs ran beside it). Selection success: the training run's own "
+             "held-out episodes (model selection), not the evaluation episodes below.", "",
              "| policy | config | training seed | training wall time (s) | training episodes | selection success |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in trained:
@@ -210,10 +218,11 @@ def run_experiment(args, command: str = "") -> dict:
     reduced = (args.train_minutes < FULL_SCHEDULE_MINUTES or args.seeds < 3 or args.episodes < 20)
     notes = []
     if reduced:
-        notes += [f"**Reduced budget** ({args.seeds} training seed(s), schedule for {args.train_minutes:g} min "
-                  f"per policy, {args.episodes} episodes per shift and seed): the full experiment is "
-                  "`liquid-control eval --experiment headline --out reports/headline` "
-                  "(3 seeds, 20 min, 20 episodes). Small samples: read the confidence intervals.", ""]
+        notes += [f"**Reduced budget**: {args.seeds} training seed(s) per architecture, "
+                  f"{describe_schedule(args.train_minutes)}, {args.episodes} episodes per shift and seed. The "
+                  "full experiment is `liquid-control eval --experiment headline --out reports/headline` "
+                  "(3 seeds, the shipped schedules, 20 episodes). Small samples: read the confidence intervals.",
+                  ""]
     notes += ["Policies: " + ", ".join(f"`{a}` = `policies/configs/{ARCHITECTURES[a]}`" for a in archs) +
               (". `expert` is the privileged expert (sees the true state), a reference, not a competitor."
                if not args.no_expert else "."), ""]
