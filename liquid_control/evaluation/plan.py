@@ -195,7 +195,8 @@ def build_plan(policy_args: list[str], shifts: list[str], episodes: int,
         specs.append(resolve_policy(name, paths, world))
     policy_worlds = {s.world for s in specs if not s.is_expert}
     if len(policy_worlds) > 1:
-        raise EvaluationSetupError(f"policies are for different worlds {sorted(policy_worlds)}; evaluate one world at a time")
+        raise EvaluationSetupError(f"policies are for different worlds {sorted(policy_worlds)}; "
+                                   "evaluate one world at a time")
     if policy_worlds:  # the expert drives the same world, rendered the same way, as the trained policies
         trained = next(s for s in specs if not s.is_expert)
         specs = [PolicySpec(name=s.name, world=trained.world, env_kwargs=dict(trained.env_kwargs))

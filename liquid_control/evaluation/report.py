@@ -420,7 +420,8 @@ def write_report(plan: EvaluationPlan, records: list[dict], out_dir: str, comman
     lines += ["", "## Action smoothness (mean |Δaction| per second, lower is smoother)", ""]
     lines += _pivot(cells, policies, plan.shifts, lambda c: f"{c.smoothness_mean:.3f} {_ci(c.smoothness_ci, '{:.3f}')}")
     lines += ["", "## Every cell", "",
-              "| policy | shift | n | success | collision | mean steps | mean sim time (s) | success per training seed |",
+              "| policy | shift | n | success | collision | mean steps | mean sim time (s) | "
+              "success per training seed |",
               "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in cells:
         seeds = ", ".join(f"{s}: {_pct(v)}" for s, v in c.per_seed_success.items())
