@@ -325,6 +325,11 @@ def test_reduced_training_schedule_scales_counts_and_keeps_the_beta_decay():
     assert tiny["training.demonstrations"] >= 4 and tiny["training.epochs_first"] == 1
     with pytest.raises(EvaluationSetupError, match="train-minutes"):
         schedule_overrides(config, 0)
+    from liquid_control.evaluation.experiment import training_overrides
+
+    both = training_overrides("cfc", 10, {"training.epochs_first": 7, "training.batch_size": 4})
+    assert both["training.epochs_first"] == 7 and both["training.batch_size"] == 4  # --train-set wins
+    assert both["training.demonstrations"] == half["training.demonstrations"]
 
 
 def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
@@ -336,6 +341,7 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
             "--episodes", "1", "--shift", "in_distribution", "--out", str(out), "--workers", "1",
             "--no-progress", "--no-example"]
     assert main(argv + ["--archs", "transformer"]) == 2 and not out.exists()  # rejected before training
+    assert main(argv + ["--train-set", "training.epochs_frist=3"]) == 2 and not out.exists()
     assert main(argv) == 0
     policy = out / "train" / "cfc" / "seed_0" / "policy.pt"
     with open(out / "results.json") as fh:

@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="run a whole experiment: train every architecture, then evaluate on its shifts")
     exp.add_argument("--seeds", type=int, default=3, help="training seeds per architecture")
     exp.add_argument("--train-minutes", type=float, default=20.0, help="training budget per policy (minutes)")
+    exp.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                     help="training override applied to every architecture (as `liquid-control train --set`), "
+                          "e.g. training.demonstrations=100; after the --train-minutes scaling")
     exp.add_argument("--archs", default=None,
                      help="comma-separated subset of architectures: " + ", ".join(experiment.ARCHITECTURES))
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")

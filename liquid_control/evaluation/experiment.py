@@ -119,14 +119,25 @@ def _train_one(arch: str, seed: int, out_dir: str, overrides: dict, resume: bool
     return {"arch": arch, "seed": seed, "policy": policy_path, "metadata": metadata}
 
 
-def train_all(archs: list[str], seeds: list[int], train_dir: str, minutes: float, resume: bool,
+def training_overrides(arch: str, minutes: float, extra: dict | None = None) -> dict:
+    """The overrides one architecture trains with: its schedule for `minutes`, then `--train-set` (validated)."""
+    from liquid_control.policy import PolicyConfigError, apply_overrides, load_config
+
+    config = load_config(config_path(arch))
+    overrides = {**schedule_overrides(config, minutes), **(extra or {})}
+    try:
+        apply_overrides(config, overrides)
+    except (PolicyConfigError, ValueError, KeyError) as exc:
+        raise EvaluationSetupError(f"--train-set for {arch} ({config_path(arch)}): {exc}") from None
+    return overrides
+
+
+def train_all(archs: list[str], seeds: list[int], train_dir: str, overrides_by_arch: dict, resume: bool,
               workers: int) -> list[dict]:
     """Train every (architecture, seed) in parallel (one CPU thread each); finished runs are kept."""
-    from liquid_control.policy import load_config
-
     jobs = []
     for arch in archs:
-        overrides = schedule_overrides(load_config(config_path(arch)), minutes)
+        overrides = overrides_by_arch[arch]
         for seed in seeds:
             out_dir = os.path.join(train_dir, arch, f"seed_{seed}")
             if not resume and os.path.exists(out_dir):
@@ -173,7 +184,7 @@ def _training_notes(trained: list[dict], minutes: float, overrides_by_arch: dict
     if changed:
         first = next(iter(changed.values()))
         same = all(o == first for o in changed.values())
-        lines += ["", "Schedule overrides (reduced budget)" + (" for every policy" if same else "") + ": " +
+        lines += ["", "Training overrides" + (" for every policy" if same else "") + ": " +
                   ", ".join(f"`{k}={v}`" for k, v in first.items()) + ("" if same else " (first policy)")]
     lines.append("")
     return lines
@@ -185,7 +196,6 @@ def run_experiment(args, command: str = "") -> dict:
     from liquid_control.evaluation.cli import parse_pairs
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
-    from liquid_control.policy import load_config
 
     if args.experiment not in EXPERIMENTS:
         raise EvaluationSetupError(f"unknown experiment {args.experiment!r}; choose from {', '.join(EXPERIMENTS)}")
@@ -200,7 +210,13 @@ def run_experiment(args, command: str = "") -> dict:
     # validate the shifts (and the evaluation options) before hours of training
     build_plan([EXPERT], shifts, args.episodes, episode_seed_base=args.episode_seed_base)
     cli_pairs = parse_pairs(args.paired, ([] if args.no_expert else [EXPERT]) + archs)
-    overrides_by_arch = {a: schedule_overrides(load_config(config_path(a)), args.train_minutes) for a in archs}
+    from liquid_control.training.cli import parse_overrides
+
+    try:
+        extra = parse_overrides(args.train_set)
+    except ValueError as exc:
+        raise EvaluationSetupError(str(exc).replace("--set", "--train-set")) from None
+    overrides_by_arch = {a: training_overrides(a, args.train_minutes, extra) for a in archs}
 
     from liquid_control.evaluation.results import LOG_NAME
 
@@ -208,7 +224,7 @@ def run_experiment(args, command: str = "") -> dict:
         raise EvaluationSetupError(f"{args.out} already holds an evaluation: pass --resume to continue it, "
                                    "or choose another --out")
     os.makedirs(args.out, exist_ok=True)
-    trained = train_all(archs, list(range(args.seeds)), os.path.join(args.out, "train"), args.train_minutes,
+    trained = train_all(archs, list(range(args.seeds)), os.path.join(args.out, "train"), overrides_by_arch,
                         args.resume, args.workers or available_cpus())
     policies = [] if args.no_expert else [EXPERT]
     for arch in archs:
