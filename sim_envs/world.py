@@ -176,17 +176,17 @@ class TimedMujocoWorld(gym.Env):
                 self._pending[name].append((stamp, self._measure(name)))
                 continue
             self._latest[name] = self._pending[name].popleft()
+            if name == self.trigger:  # an update: what outcome() and the observation's dt refer to
+                stamp = self._latest[name][0]
+                self._dt = 0.0 if self._update_stamp is None else stamp - self._update_stamp
+                self._update_stamp = stamp
+                self.updates += 1
             return (name, *self._latest[name])
 
     def _run_until_trigger(self) -> None:
         """Process sensor measurements and deliveries in time order up to the next trigger delivery."""
-        while True:
-            name, stamp, _ = self.next_delivery()
-            if name == self.trigger:
-                self._dt = 0.0 if self._update_stamp is None else stamp - self._update_stamp
-                self._update_stamp = stamp
-                self.updates += 1
-                return
+        while self.next_delivery()[0] != self.trigger:
+            pass
 
     def _reading(self, name: str, size) -> np.ndarray:
         """Latest delivered reading of a sensor (zeros before its first message); a copy, since a held
