@@ -1,7 +1,7 @@
 """Closed-loop simulation: sim_node (a sim_envs world) + policy_node (a liquid policy), over ROS 2.
 
     ros2 launch liquid_control sim.launch.py [world:=LiquidRover-v0] [policy:=cfc_ncp_rover.pt]
-        [shift:=season=winter,lighting=dusk] [use_sim_time:=false] [real_time_factor:=1.0]
+        [shift:=season=winter,lighting=dusk] [use_sim_time:=false] [real_time_factor:=1.0] [lockstep:=false]
         [publish_mode:=per_update|fixed_rate] [control_rate_hz:=30.0] [seed:=0] [episodes:=1]
 
 The node list comes from liquid_control.ros.graph.sim_graph, the same description `liquid-control sim`
@@ -20,6 +20,7 @@ ARGUMENTS = {
     "shift": ("", "shift preset or spec (sim_envs.parse_shift); empty: the training distribution"),
     "use_sim_time": ("false", "run both nodes on /clock published by sim_node"),
     "real_time_factor": ("1.0", "sim seconds per wall second (!= 1 needs use_sim_time:=true)"),
+    "lockstep": ("false", "the sim waits for each update's command (implies use_sim_time)"),
     "publish_mode": ("", "per_update | fixed_rate; empty: the parameter file's"),
     "control_rate_hz": ("0.0", "command rate in fixed_rate mode; 0: the parameter file's"),
     "seed": ("0", "seed of the first episode"),
@@ -33,7 +34,8 @@ def _nodes(context):
                       use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
                       real_time_factor=float(arg["real_time_factor"]), seed=int(arg["seed"]),
                       episodes=int(arg["episodes"]), publish_mode=arg["publish_mode"],
-                      control_rate_hz=float(arg["control_rate_hz"]))
+                      control_rate_hz=float(arg["control_rate_hz"]),
+                      lockstep=arg["lockstep"].lower() in ("true", "1"))
     actions = []
     for node in graph:
         kind = LifecycleNode if node.lifecycle else Node

@@ -113,3 +113,23 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
     wheels = [m for _, m in probe.messages("joint_states")]
     assert wheels and list(wheels[0].name) == ["wheel_left", "wheel_right"] and len(wheels[-1].velocity) == 2
     assert probe.messages("target_velocity") and probe.messages("imu/data")
+
+
+SHIPPED_BALANCER_POLICY = policies_dir() / "cfc_balancer.pt"
+
+
+@pytest.mark.skipif(not SHIPPED_BALANCER_POLICY.is_file(), reason=f"{SHIPPED_BALANCER_POLICY} not shipped yet")
+def test_balancer_stays_up_with_the_shipped_policy_at_200_hz_in_lockstep(tmp_path):
+    """IMU-triggered updates at 200 Hz through DDS; lockstep makes the loop the one of training (no compute
+    latency), so the seed the policy balances in the world (1) is balanced over ROS too."""
+    env = isolated_ros_env()
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "sim", "--world", "LiquidBalance-v0", "--seed", "1",
+         "--lockstep", "--log-dir", str(tmp_path), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=120)
+    logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]
+    status = json.loads(line.removeprefix("episode: "))
+    assert status["outcome"] == "success" and status["sim_time"] >= 10.0 and status["tracking_error"] < 0.2, status
+    assert status["commands_received"] >= 0.95 * status["messages"]["imu"]  # one command per IMU update

@@ -66,8 +66,12 @@ def _policy_parameters(path: Path) -> dict:
 def sim_graph(world: str = "LiquidRover-v0", policy: str = "", shift: str = "", use_sim_time: bool = False,
               real_time_factor: float = 1.0, seed: int = 0, episodes: int = 1, publish_mode: str = "",
               control_rate_hz: float = 0.0, backend: str = "", policy_params_file: str = "",
-              sim_params_file: str = "") -> list[NodeDescription]:
-    """sim_node + policy_node for ``world``; empty/zero arguments keep the parameter files' values."""
+              sim_params_file: str = "", lockstep: bool = False) -> list[NodeDescription]:
+    """sim_node + policy_node for ``world``; empty/zero arguments keep the parameter files' values.
+
+    ``lockstep`` (implies ``use_sim_time``): the simulation waits for the command after each update, the
+    closed loop of training without compute latency."""
+    use_sim_time = use_sim_time or lockstep
     if world not in WORLD_POLICIES:
         raise ValueError(f"unknown world {world!r}; choose from {', '.join(WORLD_POLICIES)}")
     policy_file, default_policy = WORLD_POLICIES[world]
@@ -86,7 +90,7 @@ def sim_graph(world: str = "LiquidRover-v0", policy: str = "", shift: str = "", 
     if backend:
         policy_overrides["backend"] = backend
     sim_overrides = dict(common, world=world, shift=shift, seed=int(seed), episodes=int(episodes),
-                         real_time_factor=float(real_time_factor),
+                         real_time_factor=float(real_time_factor), lockstep=bool(lockstep),
                          # the sim listens where the policy commands, in the type it publishes
                          command_topic=policy_params["command_topic"], command_type=policy_params["command_type"])
     return [
@@ -118,6 +122,8 @@ def add_arguments(parser):
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--use-sim-time", action="store_true", help="nodes run on /clock published by sim_node")
     parser.add_argument("--real-time-factor", type=float, default=1.0, help="!= 1 implies --use-sim-time")
+    parser.add_argument("--lockstep", action="store_true", help="the sim waits for the command after each update "
+                                                                "(implies --use-sim-time; as in training)")
     parser.add_argument("--publish-mode", default="", choices=["", "per_update", "fixed_rate"])
     parser.add_argument("--control-rate", type=float, default=0.0, help="command rate in fixed_rate mode (Hz)")
     parser.add_argument("--backend", default="", choices=["", "auto", "torch", "onnx"])
@@ -179,7 +185,8 @@ def run_sim(args) -> tuple[int, list[dict]]:
     use_sim_time = args.use_sim_time or args.real_time_factor != 1.0
     nodes = sim_graph(world=args.world, policy=args.policy, shift=args.shift, use_sim_time=use_sim_time,
                       real_time_factor=args.real_time_factor, seed=args.seed, episodes=args.episodes,
-                      publish_mode=args.publish_mode, control_rate_hz=args.control_rate, backend=args.backend)
+                      publish_mode=args.publish_mode, control_rate_hz=args.control_rate, backend=args.backend,
+                      lockstep=args.lockstep)
     env = dict(os.environ)
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)

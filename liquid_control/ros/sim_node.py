@@ -65,10 +65,13 @@ WORLDS = {
 SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "world": ("LiquidRover-v0", f"world id: {', '.join(WORLDS)}"),
     "shift": ("", "shift preset or spec for sim_envs.parse_shift (empty: the training distribution)"),
-    "seed": (0, "seed of the first episode (later episodes continue the world's sequence)"),
+    "seed": (0, "episode k runs the world reset with seed + k"),
     "episodes": (1, "episodes to run (0: forever)"),
     "exit_when_done": (True, "shut the node down after the last episode"),
     "real_time_factor": (1.0, "sim seconds per wall second (!= 1 needs use_sim_time)"),
+    "lockstep": (False, "after each trigger message wait for the policy's command (needs use_sim_time; the "
+                        "closed loop of training: no compute latency, as fast as the policy)"),
+    "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before going on"),
     "render_size": (64, "camera image size (pixels, square)"),
     "time_limit": (0.0, "episode time limit in sim seconds (0: the world's)"),
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image (rgb8)"),
@@ -142,6 +145,8 @@ class SimNode(Node):
             problems.append(f"real_time_factor: must be a positive number, got {rtf!r}")
         elif rtf != 1.0 and not self.use_sim_time:
             problems.append(f"real_time_factor: {rtf} != 1 needs use_sim_time:=true (stamps would not be wall time)")
+        if p["lockstep"] and not self.use_sim_time:
+            problems.append("lockstep: needs use_sim_time:=true (sim time no longer follows the wall clock)")
         for name in ("command_timeout_s", "odom_rate_hz", "target_rate_hz"):
             if not (isinstance(p[name], (int, float)) and p[name] > 0):
                 problems.append(f"{name}: must be > 0, got {p[name]!r}")
@@ -249,14 +254,19 @@ class SimNode(Node):
         odom_period, target_period = 1.0 / self.p["odom_rate_hz"], 1.0 / self.p["target_rate_hz"]
         next_odom = next_target = sim0
         counts = {s: 0 for s in self.publishers_by_sensor}
+        commands_before = self.commands_received
+        lockstep = bool(self.p["lockstep"])
         info, terminated = {}, False
         while True:
-            # Sim time allowed by the wall clock, rounded down to whole physics steps.
-            target = sim0 + math.floor((time.monotonic() - wall0) * rtf / physics_dt) * physics_dt
-            if target <= world.data.time:
-                time.sleep(min(physics_dt / rtf, 0.002))
-                continue
-            deliveries = []
+            if lockstep:
+                target = None  # one trigger message at a time, then wait for its command
+            else:
+                # Sim time allowed by the wall clock, rounded down to whole physics steps.
+                target = sim0 + math.floor((time.monotonic() - wall0) * rtf / physics_dt) * physics_dt
+                if target <= world.data.time:
+                    time.sleep(min(physics_dt / rtf, 0.002))
+                    continue
+            deliveries, triggered = [], False
             while True:
                 self._sim_now = float(world.data.time)
                 world.apply_action(self._current_action(self._sim_now))
@@ -265,12 +275,14 @@ class SimNode(Node):
                     break
                 deliveries.append(delivery)
                 if delivery[0] == world.trigger:
+                    triggered = True
                     terminated, info = world.outcome()
-                    if terminated:
+                    if terminated or lockstep:
                         break
             now = float(world.data.time)
             if self.clock_pub is not None:
                 self.clock_pub.publish(Clock(clock=self._stamp(now)))
+            waited_for = self.commands_received
             for sensor, stamp, reading in deliveries:
                 self._publish_reading(sensor, stamp, reading)
                 counts[sensor] += 1
@@ -283,6 +295,8 @@ class SimNode(Node):
                 next_target = now + target_period
             if terminated or now >= world.time_limit:
                 break
+            if lockstep and triggered:
+                self._wait_for_command(waited_for)
         terminated, info = world.outcome()
         success = bool(info.get("success"))
         if success:
@@ -296,7 +310,7 @@ class SimNode(Node):
         status = {"episode": index, "seed": seed, "world": self.p["world"], "shift": self.p["shift"],
                   "outcome": outcome, "success": success, "sim_time": round(float(world.data.time), 4),
                   "wall_time": round(time.monotonic() - wall0, 3), "messages": counts,
-                  "commands_received": self.commands_received}
+                  "commands_received": self.commands_received - commands_before}
         for key in ("distance", "tracking_error"):
             if key in info:
                 status[key] = round(float(info[key]), 4)
@@ -304,12 +318,21 @@ class SimNode(Node):
         self.get_logger().info(f"episode {index}: {outcome} at t={status['sim_time']:.2f} s {json.dumps(status)}")
         return status
 
+    def _wait_for_command(self, count_before: int):
+        """Lockstep: hold the simulation until a command newer than ``count_before`` arrives (bounded)."""
+        deadline = time.monotonic() + float(self.p["lockstep_timeout_s"])
+        while self.commands_received <= count_before and time.monotonic() < deadline and rclpy.ok():
+            time.sleep(0.0002)
+        if self.commands_received <= count_before:
+            self.get_logger().warning("lockstep: no command after the update; continuing with the held one",
+                                      throttle_duration_sec=2.0)
+
     def run(self) -> list[dict]:
         self.wait_for_graph()
         results = []
         episode = 0
         while rclpy.ok() and (self.p["episodes"] == 0 or episode < self.p["episodes"]):
-            seed = int(self.p["seed"]) if episode == 0 else None
+            seed = int(self.p["seed"]) + episode  # episode k = the world reset with seed + k, as in evaluation
             results.append(self.run_episode(episode, seed))
             episode += 1
         return results
