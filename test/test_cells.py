@@ -233,6 +233,19 @@ def test_numpy_streaming_kernel_equals_the_torch_path(name, batch):
     assert cell._cached_numpy_kernel(torch.float32) is not None  # so the no-grad steps above used it
 
 
+@pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "cfc_pure", "ltc", "ltc_exponential"])
+def test_numpy_kernel_never_writes_to_the_weights(name):
+    cell = _core(name).eval()
+    before = {k: v.clone() for k, v in cell.state_dict().items()}
+    x, dt = _data(batch=2, steps=4)
+    with torch.no_grad():
+        state = None
+        for t in range(4):
+            state = cell.step(x[:, t], state, dt[:, t])
+    for key, value in cell.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
 def test_numpy_kernel_follows_parameter_updates():
     cell = _core("cfc").eval()
     x = torch.randn(1, 3)

@@ -254,8 +254,8 @@ class RecurrentCore(nn.Module):
         return super()._load_from_state_dict(*args, **kwargs)
 
     def _np(self, tensor: torch.Tensor) -> np.ndarray:
-        """A parameter-derived tensor as a contiguous numpy array of the kernel's dtype."""
-        return np.ascontiguousarray(tensor.detach().cpu().numpy(), dtype=self.__dict__["_kernel_dtype"])
+        """A parameter-derived tensor as a contiguous numpy COPY of the kernel's dtype (never aliases a weight)."""
+        return np.array(tensor.detach().cpu().numpy(), dtype=self.__dict__["_kernel_dtype"], order="C", copy=True)
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
