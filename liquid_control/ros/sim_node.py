@@ -256,7 +256,7 @@ class SimNode(Node):
         counts = {s: 0 for s in self.publishers_by_sensor}
         commands_before = self.commands_received
         lockstep = bool(self.p["lockstep"])
-        info, terminated = {}, False
+        info, terminated, update_stamp = {}, False, -math.inf
         while True:
             if lockstep:
                 target = None  # one trigger message at a time, then wait for its command
@@ -275,9 +275,9 @@ class SimNode(Node):
                     break
                 deliveries.append(delivery)
                 if delivery[0] == world.trigger:
-                    triggered = True
+                    triggered, update_stamp = True, delivery[1]
                     terminated, info = world.outcome()
-                    if terminated or lockstep:
+                    if terminated or lockstep or update_stamp >= world.time_limit:
                         break
             now = float(world.data.time)
             if self.clock_pub is not None:
@@ -293,7 +293,7 @@ class SimNode(Node):
                 cmd = world.command
                 self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
                 next_target = now + target_period
-            if terminated or now >= world.time_limit:
+            if terminated or update_stamp >= world.time_limit:  # truncated as the env: first update past the limit
                 break
             if lockstep and triggered:
                 self._wait_for_command(waited_for)
