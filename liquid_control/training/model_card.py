@@ -51,9 +51,16 @@ def read_card(path: str | Path) -> dict:
 def _describe_core(core: dict) -> str:
     kind = {"cfc": "CfC", "ltc": "LTC", "lstm": "LSTM", "gru": "GRU", "mlp": "frame-stack MLP"}[core["type"]]
     wiring = " with an NCP wiring (AutoNCP)" if core["wiring"] == "ncp" else ""
-    extra = f", solver {core['solver']} x{core['unfolds']}" if core["type"] == "ltc" else ""
+    extra = ""
+    if core["type"] == "ltc":
+        extra = f", solver {core['solver']} x{core['unfolds']}"
+    elif core["type"] == "cfc":
+        extra = f", mode {core['mode']}" + (f", backbone {core['backbone_units']}" if core["backbone_units"] else "")
+    elif core["type"] == "mlp":
+        extra = f", {core['frames']} frames"
     dt = "constant dt = 1 (dt ignored)" if core["ignore_dt"] else "the measured dt of each update"
-    return f"{kind}{wiring}, {core['units']} units{extra}; integrates {dt}"
+    use = "integrates" if core["type"] in ("cfc", "ltc") else "takes as an input feature"
+    return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 
 def write_card(name: str, run_dir: Path, episodes: int, check_episodes: int, out_dir: Path, machine_note: str,
