@@ -119,13 +119,18 @@ SHIPPED_BALANCER_POLICY = policies_dir() / "cfc_balancer.pt"
 
 
 @pytest.mark.skipif(not SHIPPED_BALANCER_POLICY.is_file(), reason=f"{SHIPPED_BALANCER_POLICY} not shipped yet")
-def test_balancer_stays_up_with_the_shipped_policy_at_200_hz_in_lockstep(tmp_path):
-    """IMU-triggered updates at 200 Hz through DDS; lockstep makes the loop the one of training (no compute
-    latency), so the seed the policy balances in the world (1) is balanced over ROS too."""
+def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in_lockstep(tmp_path):
+    """The deployment path without torch: the shipped balancer exported to ONNX, run by onnxruntime in the
+    node, IMU-triggered at 200 Hz through DDS. Lockstep makes the loop the one of training (no compute latency),
+    so the seed the policy balances in the world (1) is balanced over ROS too."""
+    onnx = tmp_path / "cfc_balancer.onnx"
+    export = subprocess.run([sys.executable, "-m", "liquid_control.cli", "export", str(SHIPPED_BALANCER_POLICY),
+                             "-o", str(onnx)], capture_output=True, text=True, timeout=120)
+    assert export.returncode == 0, export.stdout + export.stderr
     env = isolated_ros_env()
     proc = subprocess.run(
         [sys.executable, "-m", "liquid_control.cli", "sim", "--world", "LiquidBalance-v0", "--seed", "1",
-         "--lockstep", "--log-dir", str(tmp_path), "--quiet"],
+         "--policy", str(onnx), "--lockstep", "--log-dir", str(tmp_path), "--quiet"],
         env=env, capture_output=True, text=True, timeout=120)
     logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
     assert proc.returncode == 0, proc.stdout + proc.stderr + logs
@@ -133,3 +138,4 @@ def test_balancer_stays_up_with_the_shipped_policy_at_200_hz_in_lockstep(tmp_pat
     status = json.loads(line.removeprefix("episode: "))
     assert status["outcome"] == "success" and status["sim_time"] >= 10.0 and status["tracking_error"] < 0.2, status
     assert status["commands_received"] >= 0.95 * status["messages"]["imu"]  # one command per IMU update
+    assert "(onnx, cfc_balancer)" in (tmp_path / "policy_node.log").read_text()
