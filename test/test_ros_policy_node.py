@@ -170,9 +170,10 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
             return {k.split(".", 1)[1]: int(v) for k, v in values.items() if k.startswith("rejected.")}
 
         want_rejected = {"duplicate_stamp": 1, "out_of_order": 1, "non_finite": 1, "bad_encoding": 1, "bad_shape": 1}
-        assert probe.wait_for(lambda: rejected_counts() == want_rejected, 3.0), rejected_counts()
+        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("updates") == "5", 5.0)
+        assert rejected_counts() == want_rejected
         status, values = last_diagnostics(probe)
-        assert values["updates"] == "5" and values["rejected_total"] == "5"
+        assert values["rejected_total"] == "5"
         assert float(values["dt.max"]) == pytest.approx(0.22, abs=1e-6)
         assert float(values["dt.min"]) == pytest.approx(0.0, abs=1e-9)
 
@@ -221,8 +222,8 @@ def test_camera_silence_triggers_the_watchdog_stop(policy_file, tmp_path):
         stops = [(t, m) for t, m in after if m.twist.linear.x == 0.0 and m.twist.angular.z == 0.0]
         assert stops, "no stop command after the camera went silent"
         assert all(m.twist.linear.x == 0.0 for t, m in after if t >= stops[0][0])  # stays stopped
-        # within the timeout (plus one watchdog period and delivery)
-        assert stops[0][0] - last_camera <= timeout + timeout / 4 + 0.25
+        # within the timeout (plus one watchdog period and scheduling/delivery)
+        assert stops[0][0] - last_camera <= timeout + timeout / 4 + 0.5  # slack: a loaded 2-core machine
         warn = [m.status[0] for t, m in probe.messages("/diagnostics") if t > last_camera and m.status[0].level == DiagnosticStatus.WARN]
         assert warn and "camera" in warn[-1].message
     finally:

@@ -99,11 +99,14 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
         probe.record(topic, msg_type, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
     probe.record("episode_status", String, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
                                                       durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    from std_msgs.msg import Float64MultiArray
+
+    probe.publisher(Float64MultiArray, "wheel_torques")  # silent: the sim starts once it sees a commander
     proc = start_node_process("liquid_control.ros.sim_node", "sim_node", dict(
-        world="LiquidBalance-v0", seed=0, episodes=1, command_topic="wheel_torques", wait_for_subscribers_s=0.0),
+        world="LiquidBalance-v0", seed=0, episodes=1, command_topic="wheel_torques", wait_for_subscribers_s=30.0),
         env, tmp_path / "sim.log")
     try:  # no torques at all: the body falls within a fraction of a second
-        assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 30.0), (tmp_path / "sim.log").read_text()
+        assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 60.0), (tmp_path / "sim.log").read_text()
         time.sleep(0.3)
     finally:
         probe.close()
