@@ -107,7 +107,8 @@ class PolicyNode(LifecycleNode):
         values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
         try:
             validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
-            backend = load_backend(resolve_policy_path(values["policy"]), values["backend"])
+            policy_path = resolve_policy_path(values["policy"])
+            backend = load_backend(policy_path, values["backend"])
             spec = backend.spec
             self.settings = validate_policy_node_parameters(values, spec.action_size, spec.action_kind)
             s = self.settings
@@ -125,7 +126,7 @@ class PolicyNode(LifecycleNode):
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
         self._create_entities(spec)
         self.get_logger().info(
-            f"configured: policy {values['policy']} ({backend.name}, {backend.config['name']}), inputs "
+            f"configured: policy {policy_path} ({backend.name}, {backend.config['name']}), inputs "
             f"{', '.join(f'{k}<-{self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value)}' for k in spec.sensors)}"
             f", updates on {spec.update_on}, {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
             f"({s.publish_mode})")
