@@ -152,7 +152,11 @@ def main(argv=None) -> int:
                         help="note on the machine the training ran on")
     parser.add_argument("--command", default=None,
                         help="training command to print on the card (default: the one recorded in the policy)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)  # several intra-op threads on a busy 2-core machine spin instead of working
     path = write_card(args.name, Path(args.run), args.episodes, args.check_episodes,
                       Path(args.out) if args.out else policies_dir(), args.machine, args.command)
     print(path)
