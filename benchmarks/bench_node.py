@@ -30,6 +30,8 @@ def make_policy(path: Path, source: str | None) -> Path:
 
     if source:
         policy = load_policy(source)
+        if "imu" not in policy.config["observation"]["vectors"]:
+            raise SystemExit(f"{source}: the policy has no IMU input to update on")
         config = dict(policy.config)
         config["observation"] = dict(config["observation"], update_on="imu")
         policy2 = Policy.from_config(config)
@@ -38,6 +40,7 @@ def make_policy(path: Path, source: str | None) -> Path:
     else:
         torch.manual_seed(0)
         config = load_config(Path(__file__).resolve().parent.parent / "policies/configs/cfc_ncp_rover.yaml")
+        config["observation"]["vectors"] = {"imu": 6}  # the rover's camera + an IMU, updating on the IMU
         config["observation"]["update_on"] = "imu"
         policy = Policy.from_config(config)
     return save_policy(path, policy)
@@ -96,6 +99,8 @@ def main() -> int:
     ok = probe.wait_for(lambda: imu_pub.get_subscription_count() and cam_pub.get_subscription_count()
                         and probe.node.count_publishers("cmd_vel"), 60.0)
     if not ok:
+        probe.close()
+        stop_process(node)
         print((tmp / "node.log").read_text(), file=sys.stderr)
         return 1
     rng = np.random.default_rng(0)
@@ -155,7 +160,7 @@ def main() -> int:
     import platform
 
     print(f"policy: {'random weights, ' if not args.policy else args.policy + ', '}rover architecture "
-          f"(64x64 CNN + IMU MLP + CfC/NCP), updates on IMU; backend {args.backend}")
+          f"(64x64 CNN + IMU MLP + CfC/NCP) with an IMU input, updates on IMU; backend {args.backend}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.seconds:.0f} s at IMU "
           f"{args.imu_hz:.0f} Hz + camera {args.camera_hz:.0f} Hz; "
           f"{'SCHED_FIFO %d' % args.realtime_priority if args.realtime_priority else 'normal scheduling'}"
