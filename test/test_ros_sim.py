@@ -73,7 +73,6 @@ def test_sim_node_publishes_irregular_stamped_sensors_and_obeys_commands(tmp_pat
     assert np.median([m.linear_acceleration.z for m in imus]) == pytest.approx(9.81, abs=0.5)
 
 
-@pytest.mark.skipif(not SHIPPED_ROVER_POLICY.is_file(), reason=f"{SHIPPED_ROVER_POLICY} not shipped yet")
 def test_closed_loop_reaches_the_target_with_the_shipped_policy(tmp_path):
     env = isolated_ros_env()
     proc = subprocess.run(
@@ -122,7 +121,6 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
 SHIPPED_BALANCER_POLICY = policies_dir() / "cfc_balancer.pt"
 
 
-@pytest.mark.skipif(not SHIPPED_BALANCER_POLICY.is_file(), reason=f"{SHIPPED_BALANCER_POLICY} not shipped yet")
 def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in_lockstep(tmp_path):
     """The deployment path without torch: the shipped balancer exported to ONNX, run by onnxruntime in the
     node, IMU-triggered at 200 Hz through DDS. Lockstep makes the loop the one of training (no compute latency),
