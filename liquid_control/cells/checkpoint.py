@@ -7,11 +7,12 @@ a crash never leaves a half-written checkpoint under the real name.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from liquid_control.atomic_file import atomic_write
 
 from .core import build_core
 
@@ -35,17 +36,8 @@ def save_model(path: str | os.PathLike, module: nn.Module) -> Path:
         "config": module.config(),
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        torch.save(payload, f)
     return path
 
 

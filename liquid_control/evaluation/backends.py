@@ -11,6 +11,7 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 import multiprocessing
 
+from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import run_episode
 from liquid_control.evaluation.plan import EpisodeJob
 
@@ -152,10 +153,8 @@ def _ray_episode(job: EpisodeJob, checkpoint_bytes: bytes | None) -> dict:
         return run_episode(job)
     path = os.path.join(tempfile.gettempdir(), f"liquid_control_ckpt_{job.checkpoint_sha}.pt")
     if not os.path.isfile(path):
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
+        with atomic_write(path) as fh:
             fh.write(checkpoint_bytes)
-        os.replace(tmp, path)
     record = run_episode(dataclasses.replace(job, checkpoint=path))
     record["checkpoint"] = job.checkpoint  # the driver's path, not the worker's copy
     return record

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.backends import run_jobs
 from liquid_control.evaluation.plan import EvaluationPlan
 from liquid_control.evaluation.report import write_report
@@ -44,7 +45,5 @@ def _write_plan(plan: EvaluationPlan, out_dir: str, command: str) -> None:
             "core_parameter_count": p.core_parameter_count, "env_kwargs": p.env_kwargs,
         } for p in plan.policies],
     }
-    tmp = os.path.join(out_dir, "plan.json.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(os.path.join(out_dir, "plan.json"), "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "plan.json"))

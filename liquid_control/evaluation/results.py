@@ -10,6 +10,7 @@ import json
 import os
 import sys
 
+from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import RECORD_FIELDS
 from liquid_control.evaluation.plan import EvaluationSetupError, EpisodeJob, episode_key
 
@@ -105,15 +106,11 @@ def write_tables(records: list[dict], out_dir: str) -> tuple[str, str]:
     csv_path = os.path.join(out_dir, "results.csv")
     json_path = os.path.join(out_dir, "results.json")
     fields = list(RECORD_FIELDS) + ["checkpoint_sha"]
-    tmp = csv_path + ".tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with atomic_write(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for record in records:
             writer.writerow(record)
-    os.replace(tmp, csv_path)
-    tmp = json_path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_write(json_path, "w", encoding="utf-8") as fh:
         json.dump(records, fh, indent=1, sort_keys=True)
-    os.replace(tmp, json_path)
     return csv_path, json_path

@@ -5,11 +5,11 @@ a half-written policy behind; read with ``torch.load(weights_only=True)``, so lo
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from liquid_control.atomic_file import atomic_write
 
 from .config import PolicyConfigError, validate_config
 from .model import Policy
@@ -22,29 +22,10 @@ class PolicyLoadError(RuntimeError):
     """A policy file that cannot be used; the message names the file and the problem."""
 
 
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give (mkstemp's 0600 would hide shipped policies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def atomic_torch_save(obj, path: str | Path) -> None:
     """torch.save to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as handle:
+        torch.save(obj, handle)
 
 
 def save_policy(path: str | Path, policy: Policy, metadata: dict | None = None) -> Path:

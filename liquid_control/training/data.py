@@ -10,14 +10,12 @@ leaves a truncated episode that a resumed run would trust.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from liquid_control.policy.checkpoint import default_file_mode
+from liquid_control.atomic_file import atomic_write
 
 
 @dataclass
@@ -46,18 +44,8 @@ def save_episode(path: str | Path, episode: Episode) -> Path:
                   expert_action=episode.expert_action.astype(np.float32), action=episode.action.astype(np.float32),
                   success=np.array(bool(episode.success)), seed=np.array(int(episode.seed), dtype=np.int64),
                   beta=np.array(float(episode.beta)))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as handle:
+        np.savez_compressed(handle, **arrays)
     return path
 
 

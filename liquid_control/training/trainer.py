@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import torch
 import yaml
 
 from liquid_control.policy import Policy, PolicyAgent, apply_overrides, load_config, save_policy, validate_config
+from liquid_control.atomic_file import atomic_write
 from liquid_control.policy.checkpoint import atomic_torch_save
 
 from .bc import bc_epoch, count_chunks
@@ -157,13 +157,10 @@ class _Run:
         self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
 
     def _write_metrics(self) -> None:
-        path = self.out / "metrics.csv"
-        tmp = path.with_name(".metrics.csv.tmp")
-        with open(tmp, "w", newline="") as handle:
+        with atomic_write(self.out / "metrics.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, path)
 
     def _row(self, **values) -> None:
         row = {k: values.get(k, "") for k in METRIC_COLUMNS}

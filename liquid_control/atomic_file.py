@@ -1,0 +1,34 @@
+"""Write files so that a killed process never leaves a half-written checkpoint, dataset or report behind."""
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give (mkstemp's 0600 would hide shipped policies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs):
+    """Open a temporary file beside ``path``; on success flush, fsync and rename it over ``path``, on any
+    error remove it and leave ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **open_kwargs) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, default_file_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
