@@ -32,6 +32,8 @@ setup(
     ]
     + tree("policies", "policies"),
     install_requires=["setuptools"],
+    # Runtime dependencies are pinned in requirements.txt (installed by run.sh/test.sh or rosdep/apt on a robot).
+    extras_require={"ray": ["ray==2.60.0"]},
     zip_safe=False,
     maintainer="liquid_control maintainers",
     maintainer_email="maintainers@liquid-control.dev",
