@@ -3,10 +3,16 @@
 Importing registers ``LiquidRover-v0`` and ``LiquidBalance-v0``; each env ends its episodes itself
 (``truncated`` at its own time limit), so no TimeLimit wrapper is added.
 """
-import gymnasium
+import os
 
-from .shifts import SHIFT_PRESETS, Shift, parse_shift
-from .timing import SensorStream, SensorTiming
+# Headless CPU rendering unless the user chose otherwise (MuJoCo reads this when it first creates a context).
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+import gymnasium  # noqa: E402
+
+from .shifts import SHIFT_PRESETS, Shift, parse_shift  # noqa: E402
+from .timing import SensorStream, SensorTiming  # noqa: E402
 
 for _id, _entry in (("LiquidRover-v0", "sim_envs.rover:LiquidRoverEnv"),
                    ("LiquidBalance-v0", "sim_envs.balancer:LiquidBalanceEnv")):
