@@ -162,9 +162,18 @@ class Policy(nn.Module):
             raise ValueError(f"policy {self.config['name']!r}: sequence dt must be (B, T), got {tuple(dt.shape)}")
         batch, steps = dt.shape
         x = self.encode(obs, (batch, steps))
-        # The cells' sequence loop: fused forward/backward where the core has one (CfC, LTC semi_implicit).
-        states, h_n = self.core.forward_sequence(x, dt, h0, mask)
-        return self.act_from_output(self.core.output(states)), h_n
+        state = self.initial_state(batch, dtype=x.dtype) if h0 is None else h0
+        # The cells' sequence hooks: input-only work for all steps at once, then the recurrent part per step.
+        ctx = self.core.step_context()
+        prepared = self.core.prepare_inputs(x, ctx)
+        outputs = []
+        for t in range(steps):
+            new_state = self.core.step_prepared(prepared[:, t], state, dt[:, t], ctx)
+            if mask is not None:
+                new_state = torch.where(mask[:, t, None], new_state, state)
+            state = new_state
+            outputs.append(self.core.output(state))
+        return self.act_from_output(torch.stack(outputs, dim=1)), state
 
     def forward(self, obs: dict, dt, h0=None, mask=None):
         return self.forward_sequence(obs, dt, h0, mask)
