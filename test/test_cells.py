@@ -156,6 +156,25 @@ def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
     assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
+def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch):
+    """Outputs and every gradient of the fused sequence path equal autograd's graph of the per-step path."""
+
+    def run():
+        tensors = [x, dt, h0] + list(cell.parameters())
+        for tensor in tensors:
+            tensor.grad = None
+            tensor.requires_grad_()
+        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
+        (out.sin().sum() + h_n.pow(2).sum()).backward()
+        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
+
+    fused = run()
+    monkeypatch.setattr(type(cell), "fused_sequence", lambda *args: None)
+    generic = run()
+    for a, b in zip(fused, generic, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+
+
 @pytest.mark.parametrize(
     "options",
     [
@@ -174,20 +193,7 @@ def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch):
     h0 = torch.randn(3, 5, dtype=torch.float64)
     mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [False, True] * 3])
 
-    def run():
-        tensors = [x, dt, h0] + list(cell.parameters())
-        for tensor in tensors:
-            tensor.grad = None
-            tensor.requires_grad_()
-        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
-        (out.sin().sum() + h_n.pow(2).sum()).backward()
-        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
-
-    fused = run()
-    monkeypatch.setattr(CfCCell, "fused_sequence", lambda *args: None)
-    generic = run()
-    for a, b in zip(fused, generic, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+    _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch)
 
 
 @pytest.mark.parametrize("units", [5, "ncp"])
@@ -200,20 +206,7 @@ def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch):
     h0 = torch.randn(3, cell.state_size, dtype=torch.float64)
     mask = torch.tensor([[True] * 5, [True] * 2 + [False] * 3, [False, True] * 2 + [True]])
 
-    def run():
-        tensors = [x, dt, h0] + list(cell.parameters())
-        for tensor in tensors:
-            tensor.grad = None
-            tensor.requires_grad_()
-        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
-        (out.sin().sum() + h_n.pow(2).sum()).backward()
-        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
-
-    fused = run()
-    monkeypatch.setattr(LTCCell, "fused_sequence", lambda *args: None)
-    generic = run()
-    for a, b in zip(fused, generic, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
+    _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch)
 
 
 # ---- the no-grad streaming kernel ---------------------------------------------------------------------
