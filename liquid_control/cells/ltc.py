@@ -42,7 +42,19 @@ _INIT = {
 }
 
 
-class LTCDynamics:
+class _LTCODE:
+    """What every solver asks of the LTC ODE ``C dv/dt = b - a v``, given ``ab0`` and ``synapse_sums(v)``."""
+
+    def conductances(self, v):
+        a, b = self.ab0 + self.synapse_sums(v)
+        return a, b
+
+    def derivative(self, v):
+        a, b = self.conductances(v)
+        return (b - a * v) / self.cm
+
+
+class LTCDynamics(_LTCODE):
     """The LTC ODE for one step: recurrent synapses + this step's sensory/leak terms, on torch tensors.
 
     ``ab0`` stacks the state-independent parts ``[a0, b0]`` (leak + sensory synapses) and
@@ -62,16 +74,8 @@ class LTCDynamics:
         act = torch.sigmoid(torch.addcmul(c["neg_sigma_mu"], v.unsqueeze(2), c["sigma"]))  # (B, pre, post)
         return (act.unsqueeze(0) * c["w_stack"]).sum(2)  # (2, B, post)
 
-    def conductances(self, v):
-        a, b = self.ab0 + self.synapse_sums(v)
-        return a, b
 
-    def derivative(self, v):
-        a, b = self.conductances(v)
-        return (b - a * v) / self.cm
-
-
-class NumpyLTCDynamics:
+class NumpyLTCDynamics(_LTCODE):
     """Same ODE on numpy arrays for the no-grad streaming kernel: ``sigmoid(z) = (1 + tanh(z/2)) / 2`` with
     the halves folded into the weights and constants; arrays are laid out (post, pre) so both synapse sums
     are one ``vecdot`` over contiguous memory."""
@@ -93,13 +97,6 @@ class NumpyLTCDynamics:
         np.tanh(z, out=z)
         return np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post); the constant halves live in ab0
 
-    def conductances(self, v):
-        a, b = self.ab0 + self.synapse_sums(v)
-        return a, b
-
-    def derivative(self, v):
-        a, b = self.conductances(v)
-        return (b - a * v) / self.cm
 
 
 @register_core("ltc")
