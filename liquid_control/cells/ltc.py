@@ -98,7 +98,6 @@ class NumpyLTCDynamics(_LTCODE):
         return np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post); the constant halves live in ab0
 
 
-
 @register_core("ltc")
 class LTCCell(RecurrentCore):
     """LTC core, fully connected (``units`` int) or wired (``Wiring`` or its dict); solver chosen by name."""
