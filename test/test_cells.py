@@ -1,5 +1,7 @@
 """Cell contract: streaming vs sequence, per-sample dt, dt validation, masks, gradients, wirings, checkpoints."""
 import json
+import os
+import shutil
 
 import pytest
 import torch
@@ -8,6 +10,7 @@ from liquid_control.cells import (
     AutoNCP, CfC, CfCCell, CheckpointError, FrameStackMLP, FullyConnected, GRUCore, LiquidRNN, LSTMCore, LTC,
     LTCCell, NCP, Wiring, build_core, load_model, save_model,
 )
+from liquid_control.cells import native
 
 torch.set_num_threads(1)
 
@@ -156,6 +159,18 @@ def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
     assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
+@pytest.fixture(params=["compiled", "torch"])
+def fused_backend(request, monkeypatch):
+    """Run a fused-path test with the compiled kernels (``cells/native``) and with the torch loops."""
+    if request.param == "torch":
+        monkeypatch.setattr(native, "load", lambda: None)
+    elif native.load() is None:
+        if shutil.which(os.environ.get("CC", "cc")) is not None:
+            pytest.fail("a C compiler is present but the compiled kernels did not load (see the warning)")
+        pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    return request.param
+
+
 def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch):
     """Outputs and every gradient of the fused sequence path equal autograd's graph of the per-step path."""
 
@@ -197,7 +212,7 @@ def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch):
 
 
 @pytest.mark.parametrize("units", [5, "ncp"])
-def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch):
+def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fused_backend):
     """The hand-written backward (LTCSequence, semi_implicit) gives autograd's gradients, masks and dt = 0 too."""
     torch.manual_seed(0)
     cell = LTCCell(3, AutoNCP(8, 2, seed=3) if units == "ncp" else units, substeps=3).double()

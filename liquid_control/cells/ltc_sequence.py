@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import native
+
 
 class LTCSequence(torch.autograd.Function):
     """states (T, B, N) of an LTC run with ``semi_implicit`` over a sequence.
@@ -31,6 +33,11 @@ class LTCSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, sensory, h0, dt, keep, sigma, neg_sigma_mu, w, w_erev, cm, leak, leak_vleak):
         substeps, need_grad = spec
+        params = (sigma, neg_sigma_mu, w, w_erev, cm, leak, leak_vleak)
+        kernels = native.load()
+        ctx.native = kernels is not None and kernels.supports(sensory, h0, dt, *params)
+        if ctx.native:
+            return _native_forward(ctx, kernels, spec, sensory, h0, dt, keep, params)
         batch, steps = dt.shape
         n = h0.shape[1]
         sens_num, sens_den = sensory.transpose(0, 1).chunk(2, dim=-1)  # (T, B, N) each
@@ -74,6 +81,8 @@ class LTCSequence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_states):
+        if ctx.native:
+            return _native_backward(ctx, grad_states)
         substeps, _ = ctx.spec
         history, keep, records, h_all, a0_all, b0_all, sigma, neg_sigma_mu, w, w_erev, cm = ctx.saved_tensors
         dens, nums, v_after = records  # (T, K, B, N) each
@@ -127,3 +136,39 @@ class LTCSequence(torch.autograd.Function):
             None, d_sensory, g, d_dt, None, acc_sigma.sum(0), acc_nsm.sum(0), acc_w.sum(0), acc_w_erev.sum(0), d_cm,
             d_sens_den.sum((0, 1)), d_sens_num.sum((0, 1)),
         )
+
+
+def _native_forward(ctx, kernels, spec, sensory, h0, dt, keep, params):
+    """The same forward in the compiled kernel (``native/ltc.inc``): one sample at a time, no (B, N, N) tensor."""
+    substeps, need_grad = spec
+    batch, steps = dt.shape
+    n = h0.shape[1]
+    sensory, h0, dt = sensory.contiguous(), h0.contiguous(), dt.contiguous()
+    keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
+    params = tuple(p.contiguous() for p in params)
+    history = h0.new_empty(steps + 1, batch, n)
+    records = h0.new_empty(3, steps, substeps, batch, n) if need_grad else None
+    work = h0.new_empty(8 * n)
+    kernels.call("ltc_forward", h0.dtype, batch, steps, n, substeps, sensory, h0, dt, keep_u8, *params, history,
+                 records, work)
+    ctx.spec = spec
+    if need_grad:
+        ctx.kernels = kernels
+        ctx.save_for_backward(sensory, dt, keep_u8 if keep_u8 is not None else dt.new_empty(0), history, records,
+                              *params)
+        ctx.has_keep = keep is not None
+    return history[1:]
+
+
+def _native_backward(ctx, grad_states):
+    substeps, _ = ctx.spec
+    sensory, dt, keep_u8, history, records, *params = ctx.saved_tensors
+    steps, batch, n = grad_states.shape
+    d_sensory, d_h0, d_dt = torch.empty_like(sensory), history.new_empty(batch, n), torch.empty_like(dt)
+    d_params = [torch.empty_like(p) for p in params]
+    work = history.new_empty(8 * n)
+    ctx.kernels.call(
+        "ltc_backward", history.dtype, batch, steps, n, substeps, grad_states.contiguous(), sensory, dt,
+        keep_u8 if ctx.has_keep else None, *params, history, records, d_sensory, d_h0, d_dt, *d_params, work,
+    )
+    return (None, d_sensory, d_h0, d_dt, None, *d_params)

@@ -1,0 +1,147 @@
+"""Compiled loops of the sequence paths (CfC, LTC semi-implicit), built on first use.
+
+Why: on a CPU, training these cells in torch is dominated by per-op overhead in a Python loop over time steps
+(CfC: ~15 small ops per step) or by passes over (B, N, N) temporaries (LTC). A small C library runs those
+loops with the BLAS inside torch (the MKL that ``torch.mm`` uses), so both become arithmetic-bound.
+
+It is compiled with the system C compiler (``$CC`` or ``cc``, about a second) into a per-user cache the first
+time a cell needs it, and checked once after loading. With no compiler, a failed build or a failed check,
+``load()`` returns None (one warning says why) and the cells use their torch paths: the same numbers, slower.
+``LIQUID_CONTROL_NATIVE=0`` turns it off; ``LIQUID_CONTROL_CACHE`` moves the cache.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE_DIR = Path(__file__).resolve().parent
+SOURCES = ("kernels.c", "common.h", "ltc.inc", "cfc.inc")
+OPT_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
+SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
+
+# name -> argument kinds: "i" C int, "p" pointer (a tensor's data, or None for NULL)
+SIGNATURES = {
+    "ltc_forward": "iiii" + "p" * 14,
+    "ltc_backward": "iiii" + "p" * 24,
+    "liquid_exp": "ipp",
+}
+
+_lock = threading.Lock()
+_state: dict = {}
+
+
+class NativeKernels:
+    """The loaded library: ``kernels.call("ltc_forward", dtype, *args)`` with ints and tensors (or None)."""
+
+    def __init__(self, lib: ctypes.CDLL):
+        self._functions = {}
+        for name, kinds in SIGNATURES.items():
+            for suffix in SUFFIX.values():
+                fn = getattr(lib, f"{name}_{suffix}")
+                fn.argtypes = [ctypes.c_int if k == "i" else ctypes.c_void_p for k in kinds]
+                fn.restype = None
+                self._functions[(name, suffix)] = fn
+
+    def supports(self, *tensors: torch.Tensor) -> bool:
+        """True when every tensor is on the CPU with one dtype this library has kernels for."""
+        dtype = tensors[0].dtype
+        return dtype in SUFFIX and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
+
+    def call(self, name: str, dtype: torch.dtype, *args) -> None:
+        fn = self._functions[(name, SUFFIX[dtype])]
+        converted = []
+        for arg in args:
+            if isinstance(arg, torch.Tensor):
+                if not arg.is_contiguous():
+                    raise ValueError(f"{name}: tensor arguments must be contiguous")
+                converted.append(arg.data_ptr())
+            else:
+                converted.append(arg)
+        fn(*converted)  # ctypes releases the GIL for the call
+
+
+def load() -> NativeKernels | None:
+    """The compiled kernels, or None when they are turned off or cannot be built here (warned once)."""
+    with _lock:
+        if "kernels" not in _state:
+            _state["kernels"] = _load()
+        return _state["kernels"]
+
+
+def _load() -> NativeKernels | None:
+    if os.environ.get("LIQUID_CONTROL_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        path = build()
+        lib = ctypes.CDLL(str(path))
+        if lib.liquid_selftest() != 1:
+            raise RuntimeError("the BLAS self-test failed (unexpected BLAS ABI)")
+        return NativeKernels(lib)
+    except Exception as exc:  # noqa: BLE001 -- any failure means: use the torch paths
+        warnings.warn(f"liquid_control: compiled kernels unavailable, using the torch paths ({exc})", stacklevel=3)
+        return None
+
+
+def _torch_blas() -> Path:
+    lib_dir = Path(torch.__file__).resolve().parent / "lib"
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib"):
+        if (lib_dir / name).exists():
+            return lib_dir / name
+    raise RuntimeError(f"no libtorch_cpu in {lib_dir}")
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LIQUID_CONTROL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "liquid_control"
+    )
+    return Path(root) / "native"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def build() -> Path:
+    """Compile the library into the cache (once per source, torch and CPU) and return its path."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    blas = _torch_blas()
+    key = hashlib.sha256()
+    for name in SOURCES:
+        key.update((SOURCE_DIR / name).read_bytes())
+    key.update(" ".join([compiler, torch.__version__, str(blas), platform.machine(), _cpu_model()] + OPT_FLAGS).encode())
+    out_dir = cache_dir()
+    target = out_dir / f"liquid_kernels-{key.hexdigest()[:16]}.so"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    link = [f"-L{blas.parent}", "-l" + blas.name[3:].split(".")[0], f"-Wl,-rpath,{blas.parent}"]
+    errors = []
+    for arch in (["-march=native"], []):  # -march=native is not known to every compiler
+        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
+        os.close(fd)
+        cmd = [compiler, *OPT_FLAGS, *arch, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c"), "-o", tmp, *link]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode == 0:
+            os.replace(tmp, target)  # atomic: a concurrent build or reader never sees a partial library
+            return target
+        os.unlink(tmp)
+        errors.append(result.stderr.strip().splitlines()[-1:] or ["(no output)"])
+    raise RuntimeError(f"compiling {SOURCE_DIR / 'kernels.c'} failed: {errors[-1][0]}")

@@ -1,0 +1,74 @@
+"""The compiled kernels (``liquid_control/cells/native``): their exp, the build cache, and the torch fallback.
+
+Their numerics inside the cells are checked in test_cells.py (fused paths vs autograd, compiled and torch)."""
+import ctypes
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_control.cells import LTC, native
+
+needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_vectorised_exp_is_within_two_ulp_of_numpy_and_propagates_nan(dtype):
+    kernels = native.load()
+    assert kernels is not None
+    lo, hi = (-87.0, 88.0) if dtype == torch.float32 else (-708.0, 708.0)
+    x = torch.cat([torch.linspace(lo, hi, 200_001, dtype=dtype), torch.tensor([0.0, 1e-30, -1e-30], dtype=dtype)])
+    y = torch.empty_like(x)
+    kernels.call("liquid_exp", dtype, x.numel(), x, y)
+    ref = np.exp(x.numpy().astype(np.float64))
+    ulp = np.abs(y.numpy() - ref) / ref / torch.finfo(dtype).eps
+    assert ulp.max() <= 2.0
+    special = torch.tensor([float("nan"), 1e4, -1e4], dtype=dtype)
+    out = torch.empty_like(special)
+    kernels.call("liquid_exp", dtype, 3, special, out)
+    assert torch.isnan(out[0]) and torch.isfinite(out[1:]).all() and out[1] > 1e37 and 0 <= out[2] < 1e-37
+
+
+@needs_compiler
+def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(tmp_path))
+    first = native.build()
+    stamp = first.stat().st_mtime_ns
+    assert native.build() == first and first.stat().st_mtime_ns == stamp  # second call reuses the library
+    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary files left behind
+    assert ctypes.CDLL(str(first)).liquid_selftest() == 1
+
+
+def test_without_a_compiler_the_cells_warn_once_and_use_the_torch_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(native, "_state", {})
+    with pytest.warns(UserWarning, match="compiled kernels unavailable.*no C compiler"):
+        assert native.load() is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.load() is None  # the answer is remembered: no second warning
+    torch.manual_seed(0)
+    model = LTC(3, 4).double()
+    x, dt = torch.randn(2, 5, 3, dtype=torch.float64), torch.full((2, 5), 0.1, dtype=torch.float64)
+    out, h_n = model(x, dt)
+    out.sum().backward()
+    assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_turned_off_by_environment(monkeypatch):
+    monkeypatch.setenv("LIQUID_CONTROL_NATIVE", "0")
+    monkeypatch.setattr(native, "_state", {})
+    assert native.load() is None
+
+
+@needs_compiler
+def test_rejects_non_contiguous_tensors():
+    kernels = native.load()
+    x = torch.zeros(4, 2)[:, 0]
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.call("liquid_exp", torch.float32, 4, x, torch.empty(4))
