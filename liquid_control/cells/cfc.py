@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .cfc_sequence import FUSED_ACTIVATIONS, CfCSequence, fused_weights
+from . import native
+from .cfc_sequence import FUSED_ACTIVATIONS, CfCSequence, CompiledCfCSequence, fused_weights
 from .core import RecurrentCore, activation, register_core, xavier_uniform_
 from .wiring import Wiring, as_wiring
 
@@ -136,6 +137,19 @@ class CfCBlock(nn.Module):
         None where that path does not apply."""
         if self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
             return None
+        need_grad = torch.is_grad_enabled() and (
+            any(p.requires_grad for p in self.parameters()) or x.requires_grad or h0.requires_grad or ts.requires_grad
+        )
+        spec = (self.mode, self.activation_name, len(self.backbone), need_grad)
+        kernels = native.load()
+        if kernels is not None and kernels.supports(x, h0, ts, self.head_weight):
+            weights = [t for layer in self.backbone[1:] for t in (layer.weight, layer.bias)]
+            if self.backbone:
+                weights += [ctx["heads"], self.head_bias]
+            if self.mode == "pure":
+                weights += [self.w_tau, self.A]
+            first = (self.backbone[0].weight, self.backbone[0].bias) if self.backbone else (ctx["heads"], self.head_bias)
+            return CompiledCfCSequence.apply(kernels, spec, x, h0, ts, keep, *first, *weights).transpose(0, 1)
         w_x, w_hT, b, weights = fused_weights(
             self.activation_name, self.hidden, self.mode, self.backbone, ctx["heads"], self.head_bias,
             ctx["w_x"], ctx["w_hT"], ctx["b"],
@@ -143,10 +157,6 @@ class CfCBlock(nn.Module):
         if self.mode == "pure":
             weights += [self.w_tau, self.A]
         px = nn.functional.linear(x, w_x, b)
-        need_grad = torch.is_grad_enabled() and (
-            any(p.requires_grad for p in self.parameters()) or x.requires_grad or h0.requires_grad or ts.requires_grad
-        )
-        spec = (self.mode, self.activation_name, len(self.backbone), need_grad)
         return CfCSequence.apply(spec, px, h0, ts, keep, w_hT, *weights).transpose(0, 1)
 
     # ---- numpy kernel (no-grad streaming) ----------------------------------------------------------

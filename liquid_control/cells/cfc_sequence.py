@@ -224,15 +224,9 @@ class CfCSequence(torch.autograd.Function):
                 base = torch.addcmul(base, dh, drop_t[t])  # padding steps pass the gradient straight through
             dh = torch.addmm(base, first, w_h)
 
-        flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
-        d_zf = d_z.reshape(steps, batch, -1)
-        d_first_all = d_u[0] if layers else d_zf  # (T, B, F): gradient w.r.t. px
-        d_w_hT = flat(history[:-1]).t() @ flat(d_first_all)
-        d_weights = []
-        for k in range(1, layers):  # u_k = alpha g_{k-1} W_k^T + b_k
-            d_weights += [(flat(d_u[k]).t() @ flat(g_out[k - 1])) * alpha, flat(d_u[k]).sum(0)]
-        if layers:
-            d_weights += [(flat(d_zf).t() @ flat(g_out[layers - 1])) * alpha, flat(d_zf).sum(0)]
+        d_first_all = d_u[0] if layers else d_z.reshape(steps, batch, -1)  # (T, B, F): gradient w.r.t. px
+        d_w_hT = history[:-1].reshape(-1, H).t() @ d_first_all.reshape(steps * batch, -1)
+        d_weights = [d_w_hT] + _layer_and_head_grads(layers, alpha, d_u, d_z, g_out)
         if mode == "pure":
             w_tau = weights[-2]
             dA, d_abs_w_tau, dt_coef = extra
@@ -241,4 +235,100 @@ class CfCSequence(torch.autograd.Function):
             d_ts = (masked * dt_coef).sum(-1)
         else:
             d_ts = (d_z[:, :, 3] * extra[0]).sum(-1)  # d gate_pre / d t = time_a
-        return None, d_first_all.transpose(0, 1), dh, d_ts.t(), None, d_w_hT, *d_weights
+        return None, d_first_all.transpose(0, 1), dh, d_ts.t(), None, *d_weights
+
+
+def _layer_and_head_grads(layers, alpha, d_u, d_z, g_out):
+    """``[(d W_k, d b_k) for layers 2..L, (d head_w, d head_b)]``, each ONE matmul over all B*T rows."""
+    flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
+    scaled = (lambda m: m) if alpha == 1.0 else (lambda m: m.mul_(alpha))  # noqa: E731
+    d_zf = d_z.reshape(d_z.shape[0] * d_z.shape[1], -1)
+    d_weights = []
+    for k in range(1, layers):  # u_k = alpha g_{k-1} W_k^T + b_k
+        d_weights += [scaled(flat(d_u[k]).t() @ flat(g_out[k - 1])), flat(d_u[k]).sum(0)]
+    if layers:
+        d_weights += [scaled(d_zf.t() @ flat(g_out[layers - 1])), d_zf.sum(0)]
+    return d_weights
+
+
+_MODES = {"default": 0, "no_gate": 1, "pure": 2}
+_KINDS = {"sigmoid": 0, "relu": 1, "silu": 2}
+
+
+class CompiledCfCSequence(torch.autograd.Function):
+    """``CfCSequence`` on the compiled kernels (``native/cfc.inc``), on the block's own weights.
+
+    Both time loops, the input projection, the activations and every step's local Jacobian run in C (the
+    BLAS calls are torch's MKL); each weight gradient is one matmul over all B*T rows, as in ``CfCSequence``.
+    The kernel computes the true activations (``alpha g + beta``) and ``tanh`` itself, so no weight is
+    reordered or re-expressed. Inputs: ``kernels``; ``spec`` as ``CfCSequence``; ``x`` (B, T, I); ``h0``;
+    ``ts``; ``keep``; the first linear map ``(W, b)`` (W over ``[x | h]``); then ``(W_k, b_k)`` for backbone
+    layers 2..L, ``(heads, head_bias)`` if L > 0, ``(w_tau, A)`` in ``pure`` mode.
+    """
+
+    @staticmethod
+    def forward(ctx, kernels, spec, x, h0, ts, keep, first_w, first_b, *weights):
+        mode, activation, layers, need_grad = spec
+        kind, k, alpha, beta = FUSED_ACTIVATIONS[activation]
+        batch, steps, features = x.shape
+        H = h0.shape[1]
+        units = first_w.shape[0] if layers else 0
+        Z = H if mode == "pure" else 4 * H
+        x_tb = x.transpose(0, 1).contiguous()
+        h0, ts, first_w, first_b = h0.contiguous(), ts.contiguous(), first_w.contiguous(), first_b.contiguous()
+        weights = [w.contiguous() for w in weights]
+        keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
+        layer_w, layer_b = weights[0 : 2 * layers - 2 : 2], weights[1 : 2 * layers - 2 : 2]
+        head_w, head_b = (weights[2 * layers - 2], weights[2 * layers - 1]) if layers else (None, None)
+        w_tau, amp = (weights[-2], weights[-1]) if mode == "pure" else (None, None)
+        new = h0.new_empty
+        history = new(steps + 1, batch, H)
+        g_out = [new(steps, batch, units) for _ in range(layers)]
+        jac = new(steps, batch, Z) if need_grad else None
+        aux = new((3 if mode == "pure" else 1) * steps, batch, H) if need_grad else None
+        slopes = [new(steps, batch, units) for _ in range(layers)] if need_grad else None
+        work = new(steps * batch * first_w.shape[0] + batch * (units + Z))
+        kernels.call(
+            "cfc_forward", h0.dtype, batch, steps, H, units, layers, features, _MODES[mode], _KINDS[kind], k, alpha,
+            beta, x_tb, h0, ts, keep_u8, first_w, first_b, layer_w, layer_b, head_w, head_b, w_tau, amp, history,
+            g_out, jac, aux, slopes, work,
+        )
+        if need_grad:
+            ctx.spec, ctx.kernels, ctx.n_weights, ctx.has_keep = spec, kernels, len(weights), keep is not None
+            ctx.save_for_backward(
+                x_tb, history, keep_u8 if keep_u8 is not None else ts.new_empty(0), first_w, jac, aux, *weights,
+                *slopes, *g_out,
+            )
+        return history[1:]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states):
+        mode, _, layers, _ = ctx.spec
+        saved, n = ctx.saved_tensors, ctx.n_weights
+        x_tb, history, keep_u8, first_w, jac, aux = saved[:6]
+        weights = saved[6 : 6 + n]
+        slopes, g_out = saved[6 + n : 6 + n + layers], saved[6 + n + layers :]
+        steps, batch, H = grad_states.shape
+        features = x_tb.shape[-1]
+        units = first_w.shape[0] if layers else 0
+        new = history.new_empty
+        d_z, d_u = torch.empty_like(jac), [new(steps, batch, units) for _ in range(layers)]
+        d_ts, d_h0 = new(batch, steps), new(batch, H)
+        d_pure = new(2, H) if mode == "pure" else None
+        ctx.kernels.call(
+            "cfc_backward", history.dtype, batch, steps, H, units, layers, features, _MODES[mode],
+            grad_states.contiguous(), keep_u8 if ctx.has_keep else None, first_w, weights[0 : 2 * layers - 2 : 2],
+            weights[2 * layers - 2] if layers else None, jac, aux, slopes, d_z, d_u, d_ts, d_h0, d_pure,
+            new(batch * (2 * H + units)),
+        )
+        d_first = (d_u[0] if layers else d_z).reshape(steps * batch, -1)
+        d_x = None
+        if ctx.needs_input_grad[2]:
+            d_x = (d_first @ first_w[:, :features]).reshape(steps, batch, features).transpose(0, 1)
+        d_first_w = torch.cat([d_first.t() @ x_tb.reshape(-1, features), d_first.t() @ history[:-1].reshape(-1, H)], 1)
+        d_weights = [d_first_w, d_first.sum(0)] + _layer_and_head_grads(layers, 1.0, d_u, d_z, g_out)
+        if mode == "pure":
+            w_tau, amp = weights[-2], weights[-1]
+            d_weights += [d_pure[0].reshape(w_tau.shape) * torch.sign(w_tau), d_pure[1].reshape(amp.shape)]
+        return None, None, d_x, d_h0, d_ts, None, *d_weights

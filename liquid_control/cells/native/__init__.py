@@ -29,12 +29,17 @@ SOURCES = ("kernels.c", "common.h", "ltc.inc", "cfc.inc")
 OPT_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
-# name -> argument kinds: "i" C int, "p" pointer (a tensor's data, or None for NULL)
+# name -> argument kinds: "i" C int, "r" a real of the kernel's precision, "p" pointer (a tensor's data, or None
+# for NULL), "a" array of pointers (a list of tensors, or None for NULL)
 SIGNATURES = {
     "ltc_forward": "iiii" + "p" * 14,
     "ltc_backward": "iiii" + "p" * 24,
+    "cfc_forward": "iiiiiiii" + "rrr" + "pppppp" + "aa" + "ppppp" + "a" + "pp" + "a" + "p",
+    "cfc_backward": "iiiiiii" + "ppp" + "a" + "ppp" + "a" + "p" + "a" + "pppp",
     "liquid_exp": "ipp",
 }
+_REAL = {"f32": ctypes.c_float, "f64": ctypes.c_double}
+
 
 _lock = threading.Lock()
 _state: dict = {}
@@ -48,7 +53,8 @@ class NativeKernels:
         for name, kinds in SIGNATURES.items():
             for suffix in SUFFIX.values():
                 fn = getattr(lib, f"{name}_{suffix}")
-                fn.argtypes = [ctypes.c_int if k == "i" else ctypes.c_void_p for k in kinds]
+                kind_types = {"i": ctypes.c_int, "r": _REAL[suffix], "p": ctypes.c_void_p, "a": ctypes.c_void_p}
+                fn.argtypes = [kind_types[k] for k in kinds]
                 fn.restype = None
                 self._functions[(name, suffix)] = fn
 
@@ -59,15 +65,21 @@ class NativeKernels:
 
     def call(self, name: str, dtype: torch.dtype, *args) -> None:
         fn = self._functions[(name, SUFFIX[dtype])]
-        converted = []
-        for arg in args:
-            if isinstance(arg, torch.Tensor):
-                if not arg.is_contiguous():
-                    raise ValueError(f"{name}: tensor arguments must be contiguous")
-                converted.append(arg.data_ptr())
-            else:
-                converted.append(arg)
-        fn(*converted)  # ctypes releases the GIL for the call
+        fn(*(_c_argument(name, arg) for arg in args))  # ctypes releases the GIL for the call
+
+
+def _pointer(name: str, tensor: torch.Tensor) -> int:
+    if not tensor.is_contiguous():
+        raise ValueError(f"{name}: tensor arguments must be contiguous")
+    return tensor.data_ptr()
+
+
+def _c_argument(name: str, arg):
+    if isinstance(arg, torch.Tensor):
+        return _pointer(name, arg)
+    if isinstance(arg, (list, tuple)):
+        return ctypes.cast((ctypes.c_void_p * max(1, len(arg)))(*(_pointer(name, t) for t in arg)), ctypes.c_void_p)
+    return arg
 
 
 def load() -> NativeKernels | None:

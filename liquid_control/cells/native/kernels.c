@@ -12,6 +12,7 @@
 #define EXP exp_f32
 #define GEMM gemm_f32
 #include "ltc.inc"
+#include "cfc.inc"
 #undef REAL
 #undef SUFFIX
 #undef SIGMOID
@@ -24,6 +25,7 @@
 #define EXP exp_f64
 #define GEMM gemm_f64
 #include "ltc.inc"
+#include "cfc.inc"
 
 /* ABI self-check for the loader: 1 if this library's BLAS computes a known 2x2 product. */
 int liquid_selftest(void) {
