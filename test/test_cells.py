@@ -159,10 +159,10 @@ def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
     assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
-@pytest.fixture(params=["compiled", "torch"])
+@pytest.fixture(params=["compiled", "without"])
 def fused_backend(request, monkeypatch):
-    """Run a fused-path test with the compiled kernels (``cells/native``) and with the torch loops."""
-    if request.param == "torch":
+    """Run a test with the compiled kernels (``cells/native``) and without them (torch loops, numpy steps)."""
+    if request.param == "without":
         monkeypatch.setattr(native, "load", lambda: None)
     elif native.load() is None:
         if shutil.which(os.environ.get("CC", "cc")) is not None:
@@ -200,7 +200,7 @@ def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch):
         {"mode": "no_gate", "backbone_layers": 0},
     ],
 )
-def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch):
+def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, fused_backend):
     """The hand-written backward (CfCSequence) gives autograd's gradients, with padding masks too."""
     torch.manual_seed(0)
     cell = CfCCell(3, 5, **options).double()
@@ -229,7 +229,7 @@ def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fu
 
 @pytest.mark.parametrize("name", ["cfc", "cfc_no_gate_2layers", "cfc_pure", "cfc_ncp", "ltc", "ltc_ncp_rk4", "ltc_exponential"])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_numpy_streaming_kernel_equals_the_torch_path(name, batch):
+def test_numpy_streaming_kernel_equals_the_torch_path(name, batch, fused_backend):
     cell = _core(name).eval()
     x, dt = _data(batch=batch, steps=5)
     state_np = state_torch = None

@@ -29,6 +29,7 @@ from torch import nn
 
 from . import native
 from .cfc_sequence import FUSED_ACTIVATIONS, CfCSequence, CompiledCfCSequence, fused_weights
+from .cfc_sequence import _KINDS as _CFC_KINDS, _MODES as _CFC_MODES
 from .core import RecurrentCore, activation, register_core, xavier_uniform_
 from .wiring import Wiring, as_wiring
 
@@ -159,7 +160,51 @@ class CfCBlock(nn.Module):
         px = nn.functional.linear(x, w_x, b)
         return CfCSequence.apply(spec, px, h0, ts, keep, w_hT, *weights).transpose(0, 1)
 
-    # ---- numpy kernel (no-grad streaming) ----------------------------------------------------------
+    # ---- no-grad streaming kernels -------------------------------------------------------------------
+    def compiled_step_kernel(self, ctx: dict, to_np, dtype):
+        """(input, h, ts) -> h' as one call of the compiled kernel (``native/cfc.inc``), on tensors (see
+        ``RecurrentCore.step``); None where the kernels are unavailable or the activation has no fused form."""
+        kernels = native.load()
+        if kernels is None or self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
+            return None
+        torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
+        fn = kernels.function("cfc_step", torch_dtype)
+        H, L, I = self.hidden, len(self.backbone), self.in_features
+        kind, k, alpha, beta = FUSED_ACTIVATIONS[self.activation_name]
+        units = self.backbone[0].out_features if L else 0
+        Z = H if self.mode == "pure" else 4 * H
+        first = (self.backbone[0].weight, self.backbone[0].bias) if L else (ctx["heads"], self.head_bias)
+        layers = [t for layer in self.backbone[1:] for t in (layer.weight, layer.bias)]
+        heads = [ctx["heads"], self.head_bias] if L else []
+        pure = [self.w_tau, self.A] if self.mode == "pure" else []
+        constants = [torch.from_numpy(to_np(t)) for t in (*first, *layers, *heads, *pure)]  # copies: never the weights
+        c = iter(constants)
+        first_t, layers_t = [next(c), next(c)], [next(c) for _ in layers]
+        heads_t, pure_t = [next(c) for _ in heads] or [None, None], [next(c) for _ in pure] or [None, None]
+        import ctypes  # noqa: PLC0415
+
+        arrays = [(ctypes.c_void_p * max(1, L - 1))(*(t.data_ptr() for t in layers_t[i::2])) for i in (0, 1)]
+        address = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+        fixed = (
+            *(address(t) for t in first_t), *(ctypes.cast(a, ctypes.c_void_p) for a in arrays),
+            *(address(t) for t in heads_t), *(address(t) for t in pure_t),
+        )
+        spec = (H, units, L, I, _CFC_MODES[self.mode], _CFC_KINDS[kind], k, alpha, beta)
+        work_numel = lambda batch: batch * (2 * H + (units if L else Z) + 2 * units + Z)  # noqa: E731
+        scratch = native.StepScratch()
+
+        def kernel(x, h, ts):
+            x, h = x.contiguous(), h.contiguous()
+            batch = x.shape[0]
+            out = torch.empty(batch, H, dtype=torch_dtype)
+            fn(batch, *spec, x.data_ptr(), h.data_ptr(), np.ascontiguousarray(ts).ctypes.data, *fixed, out.data_ptr(),
+               scratch.address(work_numel(batch), torch_dtype))
+            return out
+
+        kernel.on_tensors = True
+        kernel.constants = (constants, arrays)  # the addresses above point into these
+        return kernel
+
     def numpy_kernel(self, ctx: dict, to_np):
         """(input, h, ts) -> h' in numpy, or None where there is no numpy version (gelu, active dropout).
 
@@ -335,6 +380,10 @@ class CfCCell(RecurrentCore):
 
     def _numpy_kernel(self):
         ctx = self.step_context()
+        if len(self.blocks) == 1:
+            compiled = self.blocks[0].compiled_step_kernel(ctx[0], self._np, self.__dict__["_kernel_dtype"])
+            if compiled is not None:
+                return compiled
         kernels = [b.numpy_kernel(c, self._np) for b, c in zip(self.blocks, ctx)]
         if any(k is None for k in kernels):
             return None

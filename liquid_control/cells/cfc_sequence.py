@@ -287,7 +287,7 @@ class CompiledCfCSequence(torch.autograd.Function):
         jac = new(steps, batch, Z) if need_grad else None
         aux = new((3 if mode == "pure" else 1) * steps, batch, H) if need_grad else None
         slopes = [new(steps, batch, units) for _ in range(layers)] if need_grad else None
-        work = new(steps * batch * first_w.shape[0] + batch * (units + Z))
+        work = new(steps * batch * first_w.shape[0] + batch * (2 * units + Z))
         kernels.call(
             "cfc_forward", h0.dtype, batch, steps, H, units, layers, features, _MODES[mode], _KINDS[kind], k, alpha,
             beta, x_tb, h0, ts, keep_u8, first_w, first_b, layer_w, layer_b, head_w, head_b, w_tau, amp, history,

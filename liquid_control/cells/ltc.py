@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from . import native
 from .core import RecurrentCore, register_core
 from .ltc_sequence import LTCSequence
 from .solvers import SemiImplicit, Solver, make_solver
@@ -230,6 +231,9 @@ class LTCCell(RecurrentCore):
 
     # ---- numpy kernel --------------------------------------------------------------------------------
     def _numpy_kernel(self):
+        compiled = self._compiled_step_kernel()
+        if compiled is not None:
+            return compiled
         if not self.solver.supports_numpy:
             return None
         ctx = self.step_context()
@@ -260,4 +264,36 @@ class LTCCell(RecurrentCore):
             ode = NumpyLTCDynamics(kp, np.vecdot(z, s_stack) + ab_const)
             return solver.solve(ode, state, dt)
 
+        return kernel
+
+    def _compiled_step_kernel(self):
+        """The ``semi_implicit`` step in the compiled kernels (``native/ltc.inc``, input mapping and sensory
+        synapses included), on tensors (see ``RecurrentCore.step``). None where they are unavailable."""
+        kernels = native.load()
+        if type(self.solver) is not SemiImplicit or kernels is None:
+            return None
+        torch_dtype = torch.float32 if self.__dict__["_kernel_dtype"] == np.float32 else torch.float64
+        fn = kernels.function("ltc_step", torch_dtype)
+        ctx, f = self.step_context(), self._np
+        in_w = self.input_w if self.input_w is not None else torch.ones(self.input_size)
+        in_b = self.input_b if self.input_b is not None else torch.zeros(self.input_size)
+        constants = [torch.from_numpy(f(t)) for t in (  # copies: the kernel never sees the weights themselves
+            in_w, in_b, self.sensory_sigma, -(self.sensory_sigma * self.sensory_mu), ctx["sensory_w"],
+            ctx["sensory_w_erev"], ctx["sigma"], ctx["neg_sigma_mu"], ctx["w"], ctx["w_erev"], ctx["cm"],
+            ctx["gleak"] + self.epsilon, ctx["gleak_vleak"],
+        )]
+        addresses = [t.data_ptr() for t in constants]
+        n, inputs, substeps = self.state_size, self.input_size, self.solver.substeps
+        scratch = native.StepScratch()
+
+        def kernel(x, state, dt):
+            x, state = x.contiguous(), state.contiguous()
+            batch = x.shape[0]
+            out = torch.empty(batch, n, dtype=torch_dtype)
+            fn(batch, n, inputs, substeps, x.data_ptr(), state.data_ptr(), np.ascontiguousarray(dt).ctypes.data, *addresses,
+               out.data_ptr(), scratch.address(4 * batch * n + 8 * n, torch_dtype))
+            return out
+
+        kernel.on_tensors = True
+        kernel.constants = constants  # the addresses above point into these
         return kernel

@@ -36,6 +36,8 @@ SIGNATURES = {
     "ltc_backward": "iiii" + "p" * 24,
     "cfc_forward": "iiiiiiii" + "rrr" + "pppppp" + "aa" + "ppppp" + "a" + "pp" + "a" + "p",
     "cfc_backward": "iiiiiii" + "ppp" + "a" + "ppp" + "a" + "p" + "a" + "pppp",
+    "ltc_step": "iiii" + "p" * 18,
+    "cfc_step": "iiiiiii" + "rrr" + "p" * 13,
     "liquid_exp": "ipp",
 }
 _REAL = {"f32": ctypes.c_float, "f64": ctypes.c_double}
@@ -63,9 +65,23 @@ class NativeKernels:
         dtype = tensors[0].dtype
         return dtype in SUFFIX and all(t.device.type == "cpu" and t.dtype == dtype for t in tensors)
 
+    def function(self, name: str, dtype: torch.dtype):
+        """The raw ctypes function (ints and data addresses only), for per-step calls where every us counts."""
+        return self._functions[(name, SUFFIX[dtype])]
+
     def call(self, name: str, dtype: torch.dtype, *args) -> None:
         fn = self._functions[(name, SUFFIX[dtype])]
         fn(*(_c_argument(name, arg) for arg in args))  # ctypes releases the GIL for the call
+
+
+class StepScratch(threading.local):
+    """Per-thread scratch memory for the streaming step kernels (a ROS executor may step from several threads)."""
+
+    def address(self, numel: int, dtype: torch.dtype) -> int:
+        buffer = getattr(self, "buffer", None)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
+            self.buffer = buffer = torch.empty(max(numel, 1024), dtype=dtype)
+        return buffer.data_ptr()
 
 
 def _pointer(name: str, tensor: torch.Tensor) -> int:
