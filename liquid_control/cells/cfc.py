@@ -167,42 +167,45 @@ class CfCBlock(nn.Module):
         kernels = native.load()
         if kernels is None or self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
             return None
+        import ctypes  # noqa: PLC0415 -- only the compiled path needs it
+
         torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
         fn = kernels.function("cfc_step", torch_dtype)
-        H, L, I = self.hidden, len(self.backbone), self.in_features
+        H, L, n_in = self.hidden, len(self.backbone), self.in_features
         kind, k, alpha, beta = FUSED_ACTIVATIONS[self.activation_name]
         units = self.backbone[0].out_features if L else 0
-        Z = H if self.mode == "pure" else 4 * H
-        first = (self.backbone[0].weight, self.backbone[0].bias) if L else (ctx["heads"], self.head_bias)
-        layers = [t for layer in self.backbone[1:] for t in (layer.weight, layer.bias)]
-        heads = [ctx["heads"], self.head_bias] if L else []
-        pure = [self.w_tau, self.A] if self.mode == "pure" else []
-        constants = [torch.from_numpy(to_np(t)) for t in (*first, *layers, *heads, *pure)]  # copies: never the weights
-        c = iter(constants)
-        first_t, layers_t = [next(c), next(c)], [next(c) for _ in layers]
-        heads_t, pure_t = [next(c) for _ in heads] or [None, None], [next(c) for _ in pure] or [None, None]
-        import ctypes  # noqa: PLC0415
-
-        arrays = [(ctypes.c_void_p * max(1, L - 1))(*(t.data_ptr() for t in layers_t[i::2])) for i in (0, 1)]
+        first_w, first_b = (self.backbone[0].weight, self.backbone[0].bias) if L else (ctx["heads"], self.head_bias)
+        copy = lambda t: torch.from_numpy(to_np(t))  # noqa: E731 -- copies: the kernel never sees the weights
+        # the kernel multiplies by W^T: transposed once here
+        wxT, whT, first_b = copy(first_w[:, :n_in].t()), copy(first_w[:, n_in:].t()), copy(first_b)
+        layer_wT = [copy(layer.weight.t()) for layer in self.backbone[1:]]
+        layer_b = [copy(layer.bias) for layer in self.backbone[1:]]
+        headT, head_b = (copy(ctx["heads"].t()), copy(self.head_bias)) if L else (None, None)
+        w_tau, amp = (copy(self.w_tau), copy(self.A)) if self.mode == "pure" else (None, None)
+        arrays = [(ctypes.c_void_p * max(1, L - 1))(*(t.data_ptr() for t in ts)) for ts in (layer_wT, layer_b)]
         address = lambda t: None if t is None else t.data_ptr()  # noqa: E731
         fixed = (
-            *(address(t) for t in first_t), *(ctypes.cast(a, ctypes.c_void_p) for a in arrays),
-            *(address(t) for t in heads_t), *(address(t) for t in pure_t),
+            address(wxT), address(whT), address(first_b), *(ctypes.cast(a, ctypes.c_void_p) for a in arrays),
+            address(headT), address(head_b), address(w_tau), address(amp),
         )
-        spec = (H, units, L, I, _CFC_MODES[self.mode], _CFC_KINDS[kind], k, alpha, beta)
-        work_numel = lambda batch: batch * (2 * H + (units if L else Z) + 2 * units + Z)  # noqa: E731
+        mode = _CFC_MODES[self.mode]
+        spec = (H, units, L, n_in, mode, _CFC_KINDS[kind], k, alpha, beta)
+        work_numel = {}  # batch -> scratch elements
         scratch = native.StepScratch()
 
         def kernel(x, h, ts):
             x, h = x.contiguous(), h.contiguous()
             batch = x.shape[0]
             out = torch.empty(batch, H, dtype=torch_dtype)
+            numel = work_numel.get(batch)
+            if numel is None:
+                numel = work_numel[batch] = 2 * batch * H + kernels.cfc_work(batch, 1, H, units, L, mode)
             fn(batch, *spec, x.data_ptr(), h.data_ptr(), np.ascontiguousarray(ts).ctypes.data, *fixed, out.data_ptr(),
-               scratch.address(work_numel(batch), torch_dtype))
+               scratch.address(numel, torch_dtype))
             return out
 
         kernel.on_tensors = True
-        kernel.constants = (constants, arrays)  # the addresses above point into these
+        kernel.constants = (wxT, whT, first_b, layer_wT, layer_b, headT, head_b, w_tau, amp, arrays)  # keep alive
         return kernel
 
     def numpy_kernel(self, ctx: dict, to_np):

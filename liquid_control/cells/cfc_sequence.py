@@ -255,6 +255,11 @@ _MODES = {"default": 0, "no_gate": 1, "pure": 2}
 _KINDS = {"sigmoid": 0, "relu": 1, "silu": 2}
 
 
+def transposed(matrices):
+    """Contiguous W^T of each weight: the compiled forward multiplies by W^T row-major (``native/cfc.inc``)."""
+    return [m.detach().t().contiguous() for m in matrices]
+
+
 class CompiledCfCSequence(torch.autograd.Function):
     """``CfCSequence`` on the compiled kernels (``native/cfc.inc``), on the block's own weights.
 
@@ -278,8 +283,8 @@ class CompiledCfCSequence(torch.autograd.Function):
         h0, ts, first_w, first_b = h0.contiguous(), ts.contiguous(), first_w.contiguous(), first_b.contiguous()
         weights = [w.contiguous() for w in weights]
         keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
-        layer_w, layer_b = weights[0 : 2 * layers - 2 : 2], weights[1 : 2 * layers - 2 : 2]
-        head_w, head_b = (weights[2 * layers - 2], weights[2 * layers - 1]) if layers else (None, None)
+        layer_wT, layer_b = transposed(weights[0 : 2 * layers - 2 : 2]), weights[1 : 2 * layers - 2 : 2]
+        headT, head_b = (transposed([weights[2 * layers - 2]])[0], weights[2 * layers - 1]) if layers else (None, None)
         w_tau, amp = (weights[-2], weights[-1]) if mode == "pure" else (None, None)
         new = h0.new_empty
         history = new(steps + 1, batch, H)
@@ -287,10 +292,11 @@ class CompiledCfCSequence(torch.autograd.Function):
         jac = new(steps, batch, Z) if need_grad else None
         aux = new((3 if mode == "pure" else 1) * steps, batch, H) if need_grad else None
         slopes = [new(steps, batch, units) for _ in range(layers)] if need_grad else None
-        work = new(steps * batch * first_w.shape[0] + batch * (2 * units + Z))
+        work = new(kernels.cfc_work(batch, steps, H, units, layers, _MODES[mode]))
+        wxT, whT = transposed([first_w[:, :features], first_w[:, features:]])
         kernels.call(
             "cfc_forward", h0.dtype, batch, steps, H, units, layers, features, _MODES[mode], _KINDS[kind], k, alpha,
-            beta, x_tb, h0, ts, keep_u8, first_w, first_b, layer_w, layer_b, head_w, head_b, w_tau, amp, history,
+            beta, x_tb, h0, ts, keep_u8, wxT, whT, first_b, layer_wT, layer_b, headT, head_b, w_tau, amp, history,
             g_out, jac, aux, slopes, work,
         )
         if need_grad:
@@ -315,20 +321,21 @@ class CompiledCfCSequence(torch.autograd.Function):
         new = history.new_empty
         d_z, d_u = torch.empty_like(jac), [new(steps, batch, units) for _ in range(layers)]
         d_ts, d_h0 = new(batch, steps), new(batch, H)
+        d_x_tb = new(steps, batch, features) if ctx.needs_input_grad[2] else None
+        d_first_w, d_first_b = torch.empty_like(first_w), new(first_w.shape[0])
+        d_layers = [torch.empty_like(w) for w in weights[: 2 * layers - 2]] if layers else []
+        d_head = [torch.empty_like(w) for w in weights[2 * layers - 2 : 2 * layers]] if layers else [None, None]
         d_pure = new(2, H) if mode == "pure" else None
         ctx.kernels.call(
             "cfc_backward", history.dtype, batch, steps, H, units, layers, features, _MODES[mode],
-            grad_states.contiguous(), keep_u8 if ctx.has_keep else None, first_w, weights[0 : 2 * layers - 2 : 2],
-            weights[2 * layers - 2] if layers else None, jac, aux, slopes, d_z, d_u, d_ts, d_h0, d_pure,
+            grad_states.contiguous(), keep_u8 if ctx.has_keep else None, x_tb, history, first_w,
+            weights[0 : 2 * layers - 2 : 2], weights[2 * layers - 2] if layers else None, jac, aux, slopes, g_out, d_z,
+            d_u, d_ts, d_h0, d_x_tb, d_first_w, d_first_b, d_layers[0::2], d_layers[1::2], *d_head, d_pure,
             new(batch * (2 * H + units)),
         )
-        d_first = (d_u[0] if layers else d_z).reshape(steps * batch, -1)
-        d_x = None
-        if ctx.needs_input_grad[2]:
-            d_x = (d_first @ first_w[:, :features]).reshape(steps, batch, features).transpose(0, 1)
-        d_first_w = torch.cat([d_first.t() @ x_tb.reshape(-1, features), d_first.t() @ history[:-1].reshape(-1, H)], 1)
-        d_weights = [d_first_w, d_first.sum(0)] + _layer_and_head_grads(layers, 1.0, d_u, d_z, g_out)
+        d_weights = [d_first_w, d_first_b, *d_layers] + (d_head if layers else [])
         if mode == "pure":
             w_tau, amp = weights[-2], weights[-1]
             d_weights += [d_pure[0].reshape(w_tau.shape) * torch.sign(w_tau), d_pure[1].reshape(amp.shape)]
+        d_x = d_x_tb.transpose(0, 1) if d_x_tb is not None else None
         return None, None, d_x, d_h0, d_ts, None, *d_weights

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 SOURCE_DIR = Path(__file__).resolve().parent
-SOURCES = ("kernels.c", "common.h", "ltc.inc", "cfc.inc")
+SOURCES = ("kernels.c", "common.h", "gemm.h", "ltc.inc", "cfc.inc")
 OPT_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
@@ -34,10 +34,10 @@ SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 SIGNATURES = {
     "ltc_forward": "iiii" + "p" * 14,
     "ltc_backward": "iiii" + "p" * 24,
-    "cfc_forward": "iiiiiiii" + "rrr" + "pppppp" + "aa" + "ppppp" + "a" + "pp" + "a" + "p",
-    "cfc_backward": "iiiiiii" + "ppp" + "a" + "ppp" + "a" + "p" + "a" + "pppp",
+    "cfc_forward": "iiiiiiii" + "rrr" + "ppppppp" + "aa" + "ppppp" + "a" + "pp" + "a" + "p",
+    "cfc_backward": "iiiiiii" + "ppppp" + "a" + "ppp" + "aa" + "p" + "a" + "ppppp" + "aa" + "pppp",
     "ltc_step": "iiii" + "p" * 18,
-    "cfc_step": "iiiiiii" + "rrr" + "p" * 13,
+    "cfc_step": "iiiiiii" + "rrr" + "p" * 14,
     "liquid_exp": "ipp",
 }
 _REAL = {"f32": ctypes.c_float, "f64": ctypes.c_double}
@@ -59,6 +59,12 @@ class NativeKernels:
                 fn.argtypes = [kind_types[k] for k in kinds]
                 fn.restype = None
                 self._functions[(name, suffix)] = fn
+        self._cfc_work = lib.cfc_forward_work_size
+        self._cfc_work.argtypes, self._cfc_work.restype = [ctypes.c_int] * 6, ctypes.c_size_t
+
+    def cfc_work(self, batch: int, steps: int, hidden: int, units: int, layers: int, mode: int) -> int:
+        """Scratch elements ``cfc_forward`` needs."""
+        return self._cfc_work(batch, steps, hidden, units, layers, mode)
 
     def supports(self, *tensors: torch.Tensor) -> bool:
         """True when every tensor is on the CPU with one dtype this library has kernels for."""

@@ -1,6 +1,7 @@
 /* Compiled loops of the sequence paths (see __init__.py for how this is built and when it is used).
  * Every kernel is instantiated for float32 (_f32) and float64 (_f64). */
 #include "common.h"
+#include "gemm.h"
 
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
@@ -11,6 +12,7 @@
 #define SIGMOID sigmoid_f32
 #define EXP exp_f32
 #define GEMM gemm_f32
+#define MM mm_f32
 #include "ltc.inc"
 #include "cfc.inc"
 #undef REAL
@@ -18,14 +20,21 @@
 #undef SIGMOID
 #undef EXP
 #undef GEMM
+#undef MM
 
 #define REAL double
 #define SUFFIX f64
 #define SIGMOID sigmoid_f64
 #define EXP exp_f64
 #define GEMM gemm_f64
+#define MM mm_f64
 #include "ltc.inc"
 #include "cfc.inc"
+
+/* Scratch sizes, for the Python side. */
+size_t cfc_forward_work_size(int B, int T, int H, int U, int L, int mode) {
+    return cfc_forward_work_f32(B, T, H, U, L, mode);
+}
 
 /* ABI self-check for the loader: 1 if this library's BLAS computes a known 2x2 product. */
 int liquid_selftest(void) {
