@@ -211,6 +211,38 @@ def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, 
     _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch)
 
 
+@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+@pytest.mark.parametrize("kind", ["cfc_default", "cfc_no_gate_relu_2layers", "cfc_pure_no_backbone", "ltc"])
+def test_compiled_float32_sequences_match_the_torch_path(kind, monkeypatch):
+    """float32 (the AVX-512 matrix kernel's precision) at sizes with tails: batch 11, 5 units, 37 backbone."""
+    torch.manual_seed(1)
+    cell = {
+        "cfc_default": lambda: CfCCell(6, 5, backbone_units=37),
+        "cfc_no_gate_relu_2layers": lambda: CfCCell(6, 5, mode="no_gate", backbone_units=37, backbone_layers=2,
+                                                    activation="relu"),
+        "cfc_pure_no_backbone": lambda: CfCCell(6, 5, mode="pure", backbone_layers=0),
+        "ltc": lambda: LTCCell(6, 5),
+    }[kind]()
+    x, dt = _data(batch=11, steps=9, features=6, seed=3)
+    h0 = torch.randn(11, 5)
+    mask = torch.ones(11, 9, dtype=torch.bool)
+    mask[3, 4:] = False
+
+    def run():
+        tensors = [x, dt, h0] + list(cell.parameters())
+        for tensor in tensors:
+            tensor.grad = None
+            tensor.requires_grad_()
+        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
+        (out.sin().sum() + h_n.pow(2).sum()).backward()
+        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
+
+    compiled = run()
+    monkeypatch.setattr(native, "load", lambda: None)
+    for a, b in zip(compiled, run(), strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("units", [5, "ncp"])
 def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fused_backend):
     """The hand-written backward (LTCSequence, semi_implicit) gives autograd's gradients, masks and dt = 0 too."""

@@ -72,3 +72,25 @@ def test_rejects_non_contiguous_tensors():
     x = torch.zeros(4, 2)[:, 0]
     with pytest.raises(ValueError, match="contiguous"):
         kernels.call("liquid_exp", torch.float32, 4, x, torch.empty(4))
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("shape", [(32, 256, 128), (3, 5, 7), (9, 33, 2), (17, 100, 64), (1, 1, 1)])
+def test_matrix_kernel_equals_torch_including_tails_and_accumulation(dtype, trans_a, shape):
+    """The register-tiled product (8 x 32 tiles, masked tails) used by the CfC loops and weight gradients."""
+    M, N, K = shape
+    g = torch.Generator().manual_seed(M * 1000 + N)
+    a = torch.randn((K, M) if trans_a else (M, K), generator=g, dtype=dtype)
+    b = torch.randn(K, N + 3, generator=g, dtype=dtype)[:, :N]  # a leading dimension wider than N
+    c0 = torch.randn(M, N, generator=g, dtype=dtype)
+    op_a = a.t() if trans_a else a
+    fn = native.load().function("liquid_mm", dtype)
+    for accumulate in (0, 1):
+        c = c0.clone()
+        fn(trans_a, M, N, K, a.data_ptr(), a.shape[1], b.data_ptr(), b.stride(0), accumulate, c.data_ptr(), N)
+        expected = op_a @ b + (c0 if accumulate else 0)
+        tol = 1e-4 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(c, expected, atol=tol * K ** 0.5, rtol=tol)
+

@@ -143,13 +143,14 @@ class CfCBlock(nn.Module):
         )
         spec = (self.mode, self.activation_name, len(self.backbone), need_grad)
         kernels = native.load()
-        if kernels is not None and kernels.supports(x, h0, ts, self.head_weight):
+        if kernels is not None and kernels.supports(x, h0, ts, self.head_weight) and not torch.jit.is_tracing():
             weights = [t for layer in self.backbone[1:] for t in (layer.weight, layer.bias)]
             if self.backbone:
                 weights += [ctx["heads"], self.head_bias]
             if self.mode == "pure":
                 weights += [self.w_tau, self.A]
-            first = (self.backbone[0].weight, self.backbone[0].bias) if self.backbone else (ctx["heads"], self.head_bias)
+            first = (self.backbone[0].weight, self.backbone[0].bias) if self.backbone else (ctx["heads"],
+                                                                                          self.head_bias)
             return CompiledCfCSequence.apply(kernels, spec, x, h0, ts, keep, *first, *weights).transpose(0, 1)
         w_x, w_hT, b, weights = fused_weights(
             self.activation_name, self.hidden, self.mode, self.backbone, ctx["heads"], self.head_bias,
@@ -165,7 +166,8 @@ class CfCBlock(nn.Module):
         """(input, h, ts) -> h' as one call of the compiled kernel (``native/cfc.inc``), on tensors (see
         ``RecurrentCore.step``); None where the kernels are unavailable or the activation has no fused form."""
         kernels = native.load()
-        if kernels is None or self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
+        dropout_active = self.training and self.dropout is not None
+        if kernels is None or self.activation_name not in FUSED_ACTIVATIONS or dropout_active:
             return None
         import ctypes  # noqa: PLC0415 -- only the compiled path needs it
 
@@ -200,7 +202,8 @@ class CfCBlock(nn.Module):
             numel = work_numel.get(batch)
             if numel is None:
                 numel = work_numel[batch] = 2 * batch * H + kernels.cfc_work(batch, 1, H, units, L, mode)
-            fn(batch, *spec, x.data_ptr(), h.data_ptr(), np.ascontiguousarray(ts).ctypes.data, *fixed, out.data_ptr(),
+            ts = np.ascontiguousarray(ts)  # kept referenced: the kernel reads its memory
+            fn(batch, *spec, x.data_ptr(), h.data_ptr(), ts.ctypes.data, *fixed, out.data_ptr(),
                scratch.address(numel, torch_dtype))
             return out
 

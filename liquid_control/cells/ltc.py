@@ -290,8 +290,9 @@ class LTCCell(RecurrentCore):
             x, state = x.contiguous(), state.contiguous()
             batch = x.shape[0]
             out = torch.empty(batch, n, dtype=torch_dtype)
-            fn(batch, n, inputs, substeps, x.data_ptr(), state.data_ptr(), np.ascontiguousarray(dt).ctypes.data, *addresses,
-               out.data_ptr(), scratch.address(4 * batch * n + 8 * n, torch_dtype))
+            dt = np.ascontiguousarray(dt)  # kept referenced: the kernel reads its memory
+            fn(batch, n, inputs, substeps, x.data_ptr(), state.data_ptr(), dt.ctypes.data, *addresses, out.data_ptr(),
+               scratch.address(4 * batch * n + 8 * n, torch_dtype))
             return out
 
         kernel.on_tensors = True

@@ -35,7 +35,7 @@ class LTCSequence(torch.autograd.Function):
         substeps, need_grad = spec
         params = (sigma, neg_sigma_mu, w, w_erev, cm, leak, leak_vleak)
         kernels = native.load()
-        ctx.native = kernels is not None and kernels.supports(sensory, h0, dt, *params)
+        ctx.native = kernels is not None and kernels.supports(sensory, h0, dt, *params) and not torch.jit.is_tracing()
         if ctx.native:
             return _native_forward(ctx, kernels, spec, sensory, h0, dt, keep, params)
         batch, steps = dt.shape

@@ -39,6 +39,7 @@ SIGNATURES = {
     "ltc_step": "iiii" + "p" * 18,
     "cfc_step": "iiiiiii" + "rrr" + "p" * 14,
     "liquid_exp": "ipp",
+    "liquid_mm": "iiiipipiipi",
 }
 _REAL = {"f32": ctypes.c_float, "f64": ctypes.c_double}
 
@@ -160,7 +161,8 @@ def build() -> Path:
     key = hashlib.sha256()
     for name in SOURCES:
         key.update((SOURCE_DIR / name).read_bytes())
-    key.update(" ".join([compiler, torch.__version__, str(blas), platform.machine(), _cpu_model()] + OPT_FLAGS).encode())
+    identity = [compiler, torch.__version__, str(blas), platform.machine(), _cpu_model()] + OPT_FLAGS
+    key.update(" ".join(identity).encode())
     out_dir = cache_dir()
     target = out_dir / f"liquid_kernels-{key.hexdigest()[:16]}.so"
     if target.exists():

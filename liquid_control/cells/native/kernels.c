@@ -51,3 +51,13 @@ void liquid_exp_f32(int n, const float *x, float *y) {
 void liquid_exp_f64(int n, const double *x, double *y) {
     for (int i = 0; i < n; i++) y[i] = exp_f64(x[i]);
 }
+
+/* The kernels' matrix product, for the tests: C = op(A) B (+ C). */
+void liquid_mm_f32(int trans_a, int M, int N, int K, const float *A, int lda, const float *B, int ldb, int accumulate,
+                   float *C, int ldc) {
+    mm_f32(trans_a, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+}
+void liquid_mm_f64(int trans_a, int M, int N, int K, const double *A, int lda, const double *B, int ldb,
+                   int accumulate, double *C, int ldc) {
+    mm_f64(trans_a, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
+}
