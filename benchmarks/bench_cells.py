@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from liquid_control.cells import CfC, LTC  # noqa: E402
+from liquid_control.cells import CfC, LTC, native  # noqa: E402
 
 BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
 
@@ -93,7 +93,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     torch.set_num_threads(1)
-    print(f"torch {torch.__version__}, 1 thread; medians of {repeats} repeats\n")
+    compiled = "yes" if native.load() is not None else "no (LIQUID_CONTROL_NATIVE=0 or no C compiler): torch, numpy"
+    print(f"torch {torch.__version__}, 1 thread; medians of {repeats} repeats; compiled kernels: {compiled}\n")
     print(f"{'benchmark':44s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}")
     figures = {}
     for kind in ("cfc", "ltc"):
