@@ -94,3 +94,13 @@ def test_matrix_kernel_equals_torch_including_tails_and_accumulation(dtype, tran
         tol = 1e-4 if dtype == torch.float32 else 1e-12
         torch.testing.assert_close(c, expected, atol=tol * K ** 0.5, rtol=tol)
 
+
+
+@needs_compiler
+def test_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(blocker))
+    path = native.build()
+    assert path.exists() and blocker not in path.parents
+    assert ctypes.CDLL(str(path)).liquid_selftest() == 1

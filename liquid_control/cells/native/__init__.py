@@ -142,14 +142,19 @@ def cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def _cpu_model() -> str:
+def _cpu_identity() -> str:
+    """What -march=native compiles for: the CPU's model and feature flags (a shared home may span machines)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags", "Features")):
-                return line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    seen = {}
+    for line in lines:
+        key = line.split(":", 1)[0].strip()
+        wanted = key in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")
+        if wanted and key not in seen:
+            seen[key] = line
+    return "\n".join(seen.values())
 
 
 def build() -> Path:
@@ -161,13 +166,21 @@ def build() -> Path:
     key = hashlib.sha256()
     for name in SOURCES:
         key.update((SOURCE_DIR / name).read_bytes())
-    identity = [compiler, torch.__version__, str(blas), platform.machine(), _cpu_model()] + OPT_FLAGS
+    identity = [compiler, torch.__version__, str(blas), platform.machine(), _cpu_identity()] + OPT_FLAGS
     key.update(" ".join(identity).encode())
-    out_dir = cache_dir()
-    target = out_dir / f"liquid_kernels-{key.hexdigest()[:16]}.so"
-    if target.exists():
-        return target
-    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"liquid_kernels-{key.hexdigest()[:16]}.so"
+    for out_dir in (cache_dir(), Path(tempfile.gettempdir()) / f"liquid_control-{os.getuid()}" / "native"):
+        if (out_dir / name).exists():
+            return out_dir / name
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if os.access(out_dir, os.W_OK):
+                break
+        except OSError:
+            continue  # e.g. a read-only home on a robot: build under the temporary directory
+    else:
+        raise RuntimeError(f"no writable directory for the compiled kernels (tried {cache_dir()})")
+    target = out_dir / name
     link = [f"-L{blas.parent}", "-l" + blas.name[3:].split(".")[0], f"-Wl,-rpath,{blas.parent}"]
     errors = []
     for arch in (["-march=native"], []):  # -march=native is not known to every compiler
