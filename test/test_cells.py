@@ -397,3 +397,13 @@ def test_convenience_constructors_mirror_ncps():
         build_core({"type": "gru", "input_size": 3, "units": 4})
     with pytest.raises(ValueError, match="unknown core type 'transformer'"):
         build_core({"type": "transformer"})
+
+
+@pytest.mark.parametrize("name", sorted(CORES))
+def test_an_empty_batch_is_an_empty_result_not_an_error(name):
+    cell = _core(name).eval()
+    x, dt = torch.randn(0, 4, 3), torch.rand(0, 4)
+    with torch.no_grad():
+        assert cell.step(x[:, 0], cell.initial_state(0), dt[:, 0]).shape == (0, cell.state_size)
+    out, h_n = LiquidRNN(cell)(x.requires_grad_(), dt)
+    assert out.shape == (0, 4, cell.output_size) and h_n.shape == (0, cell.state_size)

@@ -282,7 +282,7 @@ def _numpy_step_dt(dt: Any, batch: int, np_dtype) -> np.ndarray:
         arr = arr.reshape(batch, 1)
     elif arr.shape != (batch, 1):
         raise ValueError(f"dt must be a float or have shape ({batch},) for a batch of {batch}; got {arr.shape}")
-    if not (arr.min() >= 0.0 and arr.max() < np.inf):  # NaN fails the first test
+    if arr.size and not (arr.min() >= 0.0 and arr.max() < np.inf):  # NaN fails the first test
         _raise_bad_dt(torch.from_numpy(np.array(arr)))
     return arr
 
