@@ -171,21 +171,22 @@ def fused_backend(request, monkeypatch):
     return request.param
 
 
+def _outputs_and_gradients(cell, x, dt, h0, mask):
+    """A sequence's outputs, final state and the gradients of a loss w.r.t. inputs, dt, h0 and every weight."""
+    tensors = [x, dt, h0] + list(cell.parameters())
+    for tensor in tensors:
+        tensor.grad = None
+        tensor.requires_grad_()
+    out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
+    (out.sin().sum() + h_n.pow(2).sum()).backward()
+    return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
+
+
 def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch):
     """Outputs and every gradient of the fused sequence path equal autograd's graph of the per-step path."""
-
-    def run():
-        tensors = [x, dt, h0] + list(cell.parameters())
-        for tensor in tensors:
-            tensor.grad = None
-            tensor.requires_grad_()
-        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
-        (out.sin().sum() + h_n.pow(2).sum()).backward()
-        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
-
-    fused = run()
+    fused = _outputs_and_gradients(cell, x, dt, h0, mask)
     monkeypatch.setattr(type(cell), "fused_sequence", lambda *args: None)
-    generic = run()
+    generic = _outputs_and_gradients(cell, x, dt, h0, mask)
     for a, b in zip(fused, generic, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
 
@@ -228,18 +229,9 @@ def test_compiled_float32_sequences_match_the_torch_path(kind, monkeypatch):
     mask = torch.ones(11, 9, dtype=torch.bool)
     mask[3, 4:] = False
 
-    def run():
-        tensors = [x, dt, h0] + list(cell.parameters())
-        for tensor in tensors:
-            tensor.grad = None
-            tensor.requires_grad_()
-        out, h_n = LiquidRNN(cell)(x, dt, h0=h0, mask=mask)
-        (out.sin().sum() + h_n.pow(2).sum()).backward()
-        return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
-
-    compiled = run()
+    compiled = _outputs_and_gradients(cell, x, dt, h0, mask)
     monkeypatch.setattr(native, "load", lambda: None)
-    for a, b in zip(compiled, run(), strict=True):
+    for a, b in zip(compiled, _outputs_and_gradients(cell, x, dt, h0, mask), strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
