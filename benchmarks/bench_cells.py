@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from liquid_control.cells import CfC, LTC, native  # noqa: E402
+from liquid_control.cells import AutoNCP, CfC, LTC, native  # noqa: E402
 
 BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
 
@@ -62,6 +62,10 @@ def bench_training(kind: str, repeats: int):
     x = torch.randn(BATCH, STEPS, FEATURES, generator=g)
     if kind == "cfc":
         theirs, ours = nt.CfC(FEATURES, UNITS), CfC(FEATURES, UNITS)
+    elif kind == "cfc_ncp":  # the wired CfC of the NCP papers: AutoNCP(64 units, 8 motor neurons)
+        from ncps.wirings import AutoNCP as TheirAutoNCP
+
+        theirs, ours = nt.CfC(FEATURES, TheirAutoNCP(UNITS, 8)), CfC(FEATURES, AutoNCP(UNITS, 8))
     else:
         theirs, ours = nt.LTC(FEATURES, UNITS), LTC(FEATURES, UNITS)
     # ncps only handles a scalar-like dt per step (see test_cells_parity.py); ours gets per-sample dts
@@ -97,9 +101,9 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, 1 thread; medians of {repeats} repeats; compiled kernels: {compiled}\n")
     print(f"{'benchmark':44s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}")
     figures = {}
-    for kind in ("cfc", "ltc"):
+    for kind in ("cfc", "ltc", "cfc_ncp"):
         t_theirs, t_ours = bench_training(kind, repeats)
-        label = f"{kind.upper()} train fwd+bwd {BATCH}x{STEPS} steps, {UNITS} units"
+        label = f"{kind.upper().replace('_', '-')} train fwd+bwd {BATCH}x{STEPS} steps, {UNITS} units"
         print(f"{label:44s} {t_theirs * 1e3:10.1f}ms {t_ours * 1e3:10.1f}ms {t_theirs / t_ours:7.2f}x")
         figures[f"{kind}_train_ms"] = t_ours * 1e3
         figures[f"{kind}_train_ms_ncps"] = t_theirs * 1e3
@@ -112,6 +116,7 @@ def main(argv=None) -> int:
         figures[f"{kind}64_step_us_ncps"] = t_theirs * 1e6
     print()
     for name in ("cfc_train_ms_ncps", "cfc_train_ms", "ltc_train_ms_ncps", "ltc_train_ms",
+                 "cfc_ncp_train_ms_ncps", "cfc_ncp_train_ms", "cfc_ncp_train_speedup_vs_ncps",
                  "cfc64_step_us_ncps", "ltc64_step_us_ncps",
                  "cfc_train_speedup_vs_ncps", "ltc_train_speedup_vs_ncps", "cfc64_step_us", "ltc64_step_us"):
         print(f"{name}: {figures[name]:.2f}")

@@ -199,14 +199,19 @@ def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch):
         {"mode": "no_gate", "backbone_layers": 3, "backbone_units": 8, "activation": "tanh"},
         {"mode": "pure", "backbone_units": 8, "activation": "relu"},
         {"mode": "no_gate", "backbone_layers": 0},
+        {"units": "ncp"},
+        {"units": "ncp", "mode": "pure"},
     ],
 )
 def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, fused_backend):
-    """The hand-written backward (CfCSequence) gives autograd's gradients, with padding masks too."""
+    """The hand-written backward (CfCSequence) gives autograd's gradients, with padding masks too; NCP-wired
+    cells run one fused node per layer of the wiring."""
     torch.manual_seed(0)
-    cell = CfCCell(3, 5, **options).double()
+    options = dict(options)
+    units = AutoNCP(5, 2, seed=2) if options.pop("units", None) == "ncp" else 5
+    cell = CfCCell(3, units, **options).double()
     x, dt = _data(batch=3, steps=6, dtype=torch.float64, seed=5)
-    h0 = torch.randn(3, 5, dtype=torch.float64)
+    h0 = torch.randn(3, cell.state_size, dtype=torch.float64)
     mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [False, True] * 3])
 
     _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch)

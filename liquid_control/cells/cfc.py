@@ -377,9 +377,17 @@ class CfCCell(RecurrentCore):
         return torch.cat(new, dim=1)
 
     def fused_sequence(self, x, state, dt, ctx, keep):
-        if len(self.blocks) != 1:
-            return None
-        return self.blocks[0].fused_sequence(x, state, dt, ctx[0], keep)
+        """Block by block: block l's input at step t is block l-1's new state at step t, so each block runs
+        over the whole sequence (one fused node each) on the previous block's state sequence."""
+        if len(self.blocks) == 1:
+            return self.blocks[0].fused_sequence(x, state, dt, ctx[0], keep)
+        states, inputs = [], x
+        for block, h0, block_ctx in zip(self.blocks, torch.split(state, self._layer_sizes, dim=1), ctx):
+            inputs = block.fused_sequence(inputs, h0, dt, block_ctx, keep)
+            if inputs is None:
+                return None
+            states.append(inputs)
+        return torch.cat(states, dim=-1)
 
     def output(self, state):
         return state[..., self._output_slice]
