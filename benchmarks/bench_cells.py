@@ -1,7 +1,8 @@
 """Speed of our CfC/LTC cells beside ncps (the reference library) on the same shapes, on this machine.
 
 Training throughput: forward + backward of a 64-unit model on a batch of 32 sequences x 64 steps
-(16 input features, scalar dt for ncps, per-sample (B, T) dt for ours). Single-step latency: one streaming
+(16 input features, scalar dt for ncps, per-sample (B, T) dt for ours): CfC, LTC, and the NCP-wired CfC
+(AutoNCP(64, 8)). Single-step latency: one streaming
 step, batch 1, no grad (ncps: ``cell(x, h, dt)``; ours: ``cell.step(x, state, dt)`` with a (1,) dt tensor).
 
 All timings use ONE torch thread (``torch.set_num_threads(1)``) and measure the CPU time of this process
