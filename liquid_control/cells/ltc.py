@@ -292,7 +292,7 @@ class LTCCell(RecurrentCore):
             out = torch.empty(batch, n, dtype=torch_dtype)
             dt = np.ascontiguousarray(dt)  # kept referenced: the kernel reads its memory
             fn(batch, n, inputs, substeps, x.data_ptr(), state.data_ptr(), dt.ctypes.data, *addresses, out.data_ptr(),
-               scratch.address(4 * batch * n + 8 * n, torch_dtype))
+               scratch.address(4 * batch * n + 8 * n + inputs, torch_dtype))
             return out
 
         kernel.on_tensors = True

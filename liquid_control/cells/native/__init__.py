@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 SOURCE_DIR = Path(__file__).resolve().parent
-SOURCES = ("kernels.c", "common.h", "gemm.h", "ltc.inc", "cfc.inc")
+SOURCES = ("kernels.c", "common.h", "gemm.h", "synapses.h", "ltc.inc", "cfc.inc")
 OPT_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-fPIC", "-shared", "-std=c11"]
 SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 

@@ -2,6 +2,7 @@
  * Every kernel is instantiated for float32 (_f32) and float64 (_f64). */
 #include "common.h"
 #include "gemm.h"
+#include "synapses.h"
 
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
