@@ -1,6 +1,7 @@
 """Cell contract: streaming vs sequence, per-sample dt, dt validation, masks, gradients, wirings, checkpoints."""
 import json
 import os
+import platform
 import shutil
 
 import pytest
@@ -159,15 +160,27 @@ def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
     assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
-@pytest.fixture(params=["compiled", "without"])
+def _portable_kernels():
+    """The compiled kernels built without AVX-512: the plain-C loops and the BLAS products other CPUs run."""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("-mno-avx512f is an x86 flag")
+    return native.open_library(native.build(("-mno-avx512f",)))
+
+
+@pytest.fixture(params=["compiled", "compiled_without_avx512", "without"])
 def fused_backend(request, monkeypatch):
-    """Run a test with the compiled kernels (``cells/native``) and without them (torch loops, numpy steps)."""
+    """Run a test with the compiled kernels (``cells/native``), with them built for a CPU without AVX-512,
+    and without them (torch loops, numpy steps)."""
     if request.param == "without":
         monkeypatch.setattr(native, "load", lambda: None)
-    elif native.load() is None:
+        return request.param
+    if native.load() is None:
         if shutil.which(os.environ.get("CC", "cc")) is not None:
             pytest.fail("a C compiler is present but the compiled kernels did not load (see the warning)")
         pytest.skip("no C compiler: the compiled kernels cannot be built here")
+    if request.param == "compiled_without_avx512":
+        kernels = _portable_kernels()
+        monkeypatch.setattr(native, "load", lambda: kernels)
     return request.param
 
 
@@ -218,8 +231,9 @@ def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, 
 
 
 @pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+@pytest.mark.parametrize("build", ["native", "without_avx512"])
 @pytest.mark.parametrize("kind", ["cfc_default", "cfc_no_gate_relu_2layers", "cfc_pure_no_backbone", "ltc"])
-def test_compiled_float32_sequences_match_the_torch_path(kind, monkeypatch):
+def test_compiled_float32_sequences_match_the_torch_path(kind, build, monkeypatch):
     """float32 (the AVX-512 matrix kernel's precision) at sizes with tails: batch 11, 5 units, 37 backbone."""
     torch.manual_seed(1)
     cell = {
@@ -233,6 +247,9 @@ def test_compiled_float32_sequences_match_the_torch_path(kind, monkeypatch):
     h0 = torch.randn(11, 5)
     mask = torch.ones(11, 9, dtype=torch.bool)
     mask[3, 4:] = False
+    if build == "without_avx512":
+        kernels = _portable_kernels()
+        monkeypatch.setattr(native, "load", lambda: kernels)
 
     compiled = _outputs_and_gradients(cell, x, dt, h0, mask)
     monkeypatch.setattr(native, "load", lambda: None)

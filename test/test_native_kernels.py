@@ -3,6 +3,7 @@
 Their numerics inside the cells are checked in test_cells.py (fused paths vs autograd, compiled and torch)."""
 import ctypes
 import os
+import platform
 import shutil
 import warnings
 
@@ -75,18 +76,22 @@ def test_rejects_non_contiguous_tensors():
 
 
 @needs_compiler
+@pytest.mark.parametrize("build", [(), ("-mno-avx512f",)], ids=["native", "without_avx512"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("trans_a", [0, 1])
 @pytest.mark.parametrize("shape", [(32, 256, 128), (3, 5, 7), (9, 33, 2), (17, 100, 64), (1, 1, 1)])
-def test_matrix_kernel_equals_torch_including_tails_and_accumulation(dtype, trans_a, shape):
-    """The register-tiled product (8 x 32 tiles, masked tails) used by the CfC loops and weight gradients."""
+def test_matrix_kernel_equals_torch_including_tails_and_accumulation(dtype, trans_a, shape, build):
+    """The register-tiled product (8 x 32 tiles, masked tails) used by the CfC loops and weight gradients, and
+    the BLAS that replaces it without AVX-512."""
+    if build and platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("-mno-avx512f is an x86 flag")
     M, N, K = shape
     g = torch.Generator().manual_seed(M * 1000 + N)
     a = torch.randn((K, M) if trans_a else (M, K), generator=g, dtype=dtype)
     b = torch.randn(K, N + 3, generator=g, dtype=dtype)[:, :N]  # a leading dimension wider than N
     c0 = torch.randn(M, N, generator=g, dtype=dtype)
     op_a = a.t() if trans_a else a
-    fn = native.load().function("liquid_mm", dtype)
+    fn = native.open_library(native.build(build)).function("liquid_mm", dtype)
     for accumulate in (0, 1):
         c = c0.clone()
         fn(trans_a, M, N, K, a.data_ptr(), a.shape[1], b.data_ptr(), b.stride(0), accumulate, c.data_ptr(), N)

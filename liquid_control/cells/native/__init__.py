@@ -113,15 +113,19 @@ def load() -> NativeKernels | None:
         return _state["kernels"]
 
 
+def open_library(path: Path) -> NativeKernels:
+    """Load a built library and check it (its BLAS must compute a known product)."""
+    lib = ctypes.CDLL(str(path))
+    if lib.liquid_selftest() != 1:
+        raise RuntimeError("the BLAS self-test failed (unexpected BLAS ABI)")
+    return NativeKernels(lib)
+
+
 def _load() -> NativeKernels | None:
     if os.environ.get("LIQUID_CONTROL_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
         return None
     try:
-        path = build()
-        lib = ctypes.CDLL(str(path))
-        if lib.liquid_selftest() != 1:
-            raise RuntimeError("the BLAS self-test failed (unexpected BLAS ABI)")
-        return NativeKernels(lib)
+        return open_library(build())
     except Exception as exc:  # noqa: BLE001 -- any failure means: use the torch paths
         warnings.warn(f"liquid_control: compiled kernels unavailable, using the torch paths ({exc})", stacklevel=3)
         return None
@@ -157,8 +161,9 @@ def _cpu_identity() -> str:
     return "\n".join(seen.values())
 
 
-def build() -> Path:
-    """Compile the library into the cache (once per source, torch and CPU) and return its path."""
+def build(extra_flags: tuple[str, ...] = ()) -> Path:
+    """Compile the library into the cache (once per source, torch, CPU and flags) and return its path.
+    ``extra_flags`` go after the defaults (the tests build a variant without AVX-512 this way)."""
     compiler = shutil.which(os.environ.get("CC", "cc"))
     if compiler is None:
         raise RuntimeError("no C compiler found (set CC)")
@@ -167,6 +172,7 @@ def build() -> Path:
     for name in SOURCES:
         key.update((SOURCE_DIR / name).read_bytes())
     identity = [compiler, torch.__version__, str(blas), platform.machine(), _cpu_identity()] + OPT_FLAGS
+    identity += list(extra_flags)
     key.update(" ".join(identity).encode())
     name = f"liquid_kernels-{key.hexdigest()[:16]}.so"
     for out_dir in (cache_dir(), Path(tempfile.gettempdir()) / f"liquid_control-{os.getuid()}" / "native"):
@@ -186,7 +192,8 @@ def build() -> Path:
     for arch in (["-march=native"], []):  # -march=native is not known to every compiler
         fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
         os.close(fd)
-        cmd = [compiler, *OPT_FLAGS, *arch, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c"), "-o", tmp, *link]
+        cmd = [compiler, *OPT_FLAGS, *arch, *extra_flags, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c"), "-o", tmp,
+               *link]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode == 0:
             os.replace(tmp, target)  # atomic: a concurrent build or reader never sees a partial library
