@@ -134,8 +134,8 @@ class CfCBlock(nn.Module):
         return torch.lerp(ff1, ff2, gate)
 
     def fused_sequence(self, x: torch.Tensor, h0: torch.Tensor, ts: torch.Tensor, ctx: dict, keep):
-        """All steps as one fused autograd node (``CfCSequence``) from the raw input ``x`` (B, T, in);
-        None where that path does not apply."""
+        """All steps as one fused autograd node from the raw input ``x`` (B, T, in): ``CompiledCfCSequence``
+        with the compiled kernels, else ``CfCSequence``; None where neither applies."""
         if self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
             return None
         need_grad = torch.is_grad_enabled() and (

@@ -17,9 +17,10 @@ constants go in as ``value=``/``alpha=`` arguments rather than as Python-scalar 
 An activation is ``act(u) = alpha * g(k * u) + beta`` with ``g`` in {sigmoid, relu, silu}; the consumer
 matmul applies ``alpha`` and a bias pre-shifted by ``beta * rowsum(W)`` (``fused_weights``, under autograd).
 
-Used by ``CfCBlock.fused_sequence`` for a single (fully connected) block whose activation is listed in
-``FUSED_ACTIVATIONS`` and whose dropout is inactive; everything else takes the generic per-step path.
-``test_cells.py`` checks this path against autograd on the generic one, and with ``gradcheck``.
+Used by ``CfCBlock.fused_sequence`` for a block whose activation is listed in ``FUSED_ACTIVATIONS`` and whose
+dropout is inactive, when the compiled kernels (``native``) are unavailable; with them, ``CompiledCfCSequence``
+(below) runs instead. Everything else takes the generic per-step path. ``test_cells.py`` checks both against
+autograd on the generic path, and with ``gradcheck``.
 """
 from __future__ import annotations
 
@@ -263,10 +264,10 @@ def transposed(matrices):
 class CompiledCfCSequence(torch.autograd.Function):
     """``CfCSequence`` on the compiled kernels (``native/cfc.inc``), on the block's own weights.
 
-    Both time loops, the input projection, the activations and every step's local Jacobian run in C (the
-    BLAS calls are torch's MKL); each weight gradient is one matmul over all B*T rows, as in ``CfCSequence``.
-    The kernel computes the true activations (``alpha g + beta``) and ``tanh`` itself, so no weight is
-    reordered or re-expressed. Inputs: ``kernels``; ``spec`` as ``CfCSequence``; ``x`` (B, T, I); ``h0``;
+    Both time loops, the input projection, the activations, every step's local Jacobian and every weight
+    gradient (one product over all B*T rows each) run in C, one call forward and one backward. The kernel
+    computes the true activations (``alpha g + beta``) and ``tanh`` itself, so no weight is reordered or
+    re-expressed; the forward takes ``W^T`` of the weights it multiplies by (``transposed``). Inputs: ``kernels``; ``spec`` as ``CfCSequence``; ``x`` (B, T, I); ``h0``;
     ``ts``; ``keep``; the first linear map ``(W, b)`` (W over ``[x | h]``); then ``(W_k, b_k)`` for backbone
     layers 2..L, ``(heads, head_bias)`` if L > 0, ``(w_tau, A)`` in ``pure`` mode.
     """

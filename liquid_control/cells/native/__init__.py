@@ -2,7 +2,9 @@
 
 Why: on a CPU, training these cells in torch is dominated by per-op overhead in a Python loop over time steps
 (CfC: ~15 small ops per step) or by passes over (B, N, N) temporaries (LTC). A small C library runs those
-loops with the BLAS inside torch (the MKL that ``torch.mm`` uses), so both become arithmetic-bound.
+loops (``cfc.inc``, ``ltc.inc``), its own AVX-512 matrix kernel (``gemm.h``; torch's MKL takes a slower
+path on AMD CPUs) or else torch's BLAS, and hand-vectorised synapse passes (``synapses.h``).
+``benchmarks/README.md`` has the measurements behind each of these.
 
 It is compiled with the system C compiler (``$CC`` or ``cc``, about a second) into a per-user cache the first
 time a cell needs it, and checked once after loading. With no compiler, a failed build or a failed check,
