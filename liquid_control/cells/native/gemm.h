@@ -37,10 +37,29 @@ static inline __attribute__((always_inline)) void mm_tile_f32(const int R, int K
 
 static inline __mmask16 mm_mask(int n) { return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1); }
 
-/* C (M x N) = op(A) B (K x N) + (accumulate ? C : 0); op(A) = A (M x K) or, trans_a, A^T with A (K x M). */
+/* C (M x N) = op(A) B (K x N) + (accumulate ? C : 0); op(A) = A (M x K) or, trans_a, A^T with A (K x M).
+ * Long products (the weight gradients: K = B*T rows) go in chunks of MM_KC rows so a chunk of B stays in the
+ * L2 cache while every tile of C passes over it (without, B was re-read from L3 by every row block). */
+#define MM_KC 256
+static void mm_block_f32(int M, int N, int K, const float *A, size_t a_si, size_t a_sk, const float *B, int ldb,
+                         int accumulate, float *C, int ldc);
+
 static void mm_f32(int trans_a, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                    int accumulate, float *C, int ldc) {
     const size_t a_si = trans_a ? 1 : (size_t)lda, a_sk = trans_a ? (size_t)lda : 1;
+    if (K == 0) { /* an empty sum */
+        mm_block_f32(M, N, 0, A, a_si, a_sk, B, ldb, accumulate, C, ldc);
+        return;
+    }
+    for (int k0 = 0; k0 < K; k0 += MM_KC) {
+        const int kc = K - k0 < MM_KC ? K - k0 : MM_KC;
+        mm_block_f32(M, N, kc, A + (size_t)k0 * a_sk, a_si, a_sk, B + (size_t)k0 * ldb, ldb, accumulate || k0 > 0, C,
+                     ldc);
+    }
+}
+
+static void mm_block_f32(int M, int N, int K, const float *A, size_t a_si, size_t a_sk, const float *B, int ldb,
+                         int accumulate, float *C, int ldc) {
     for (int i = 0; i < M; i += 8) {
         const float *a = A + (size_t)i * a_si;
         for (int j = 0; j < N; j += 32) {
