@@ -166,7 +166,7 @@ def _native_backward(ctx, grad_states):
     steps, batch, n = grad_states.shape
     d_sensory, d_h0, d_dt = torch.empty_like(sensory), history.new_empty(batch, n), torch.empty_like(dt)
     d_params = [torch.empty_like(p) for p in params]
-    work = history.new_empty(8 * n)
+    work = history.new_empty(14 * n)  # ltc_backward: 14 N
     ctx.kernels.call(
         "ltc_backward", history.dtype, batch, steps, n, substeps, grad_states.contiguous(), sensory, dt,
         keep_u8 if ctx.has_keep else None, *params, history, records, d_sensory, d_h0, d_dt, *d_params, work,

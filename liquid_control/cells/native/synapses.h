@@ -50,8 +50,18 @@
         }                                                                                                    \
     }
 
+/* The same for two samples at once (the AVX-512 version shares each accumulator's load and store). */
+#define LIQUID_GRADS2_PLAIN(name, single, T)                                                                 \
+    static void name(int N, const T *v0, const T *v1, const T *sigma, const T *nsm, const T *w, const T *we,  \
+                     const T *dd0, const T *dn0, const T *rc0, const T *dd1, const T *dn1, const T *rc1, T *aw,  \
+                     T *ae, T *an, T *as, T *g0, T *g1) {                                                     \
+        single(N, v0, sigma, nsm, w, we, dd0, dn0, rc0, aw, ae, an, as, g0);                                  \
+        single(N, v1, sigma, nsm, w, we, dd1, dn1, rc1, aw, ae, an, as, g1);                                  \
+    }
+
 LIQUID_SUMS_PLAIN(synapse_sums_f64, double, sigmoid_f64)
 LIQUID_GRADS_PLAIN(synapse_grads_f64, double, sigmoid_f64)
+LIQUID_GRADS2_PLAIN(synapse_grads2_f64, synapse_grads_f64, double)
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
@@ -139,8 +149,42 @@ static void synapse_grads_f32(int N, const float *v, const float *sigma, const f
         g_new[j] = _mm512_reduce_add_ps(acc) + r_cm[j];
     }
 }
+
+static void synapse_grads2_f32(int N, const float *v0, const float *v1, const float *sigma, const float *nsm,
+                               const float *w, const float *we, const float *dd0, const float *dn0, const float *rc0,
+                               const float *dd1, const float *dn1, const float *rc1, float *aw, float *ae, float *an,
+                               float *as, float *g0, float *g1) {
+    for (int j = 0; j < N; j++) {
+        const __m512 vj0 = _mm512_set1_ps(v0[j]), vj1 = _mm512_set1_ps(v1[j]);
+        __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+        const size_t row = (size_t)j * N;
+        for (int i = 0; i < N; i += 16) {
+            const __mmask16 m = lane_mask(N - i);
+            const size_t at = row + i;
+            const __m512 sg = _mm512_maskz_loadu_ps(m, sigma + at), sh = _mm512_maskz_loadu_ps(m, nsm + at);
+            const __m512 wv = _mm512_maskz_loadu_ps(m, w + at), ev = _mm512_maskz_loadu_ps(m, we + at);
+            const __m512 s0 = sigmoid16(_mm512_fmadd_ps(sg, vj0, sh)), s1 = sigmoid16(_mm512_fmadd_ps(sg, vj1, sh));
+            const __m512 a0 = _mm512_maskz_loadu_ps(m, dd0 + i), b0 = _mm512_maskz_loadu_ps(m, dn0 + i);
+            const __m512 a1 = _mm512_maskz_loadu_ps(m, dd1 + i), b1 = _mm512_maskz_loadu_ps(m, dn1 + i);
+            const __m512 w_acc = _mm512_fmadd_ps(s1, a1, _mm512_fmadd_ps(s0, a0, _mm512_maskz_loadu_ps(m, aw + at)));
+            _mm512_mask_storeu_ps(aw + at, m, w_acc);
+            const __m512 e_acc = _mm512_fmadd_ps(s1, b1, _mm512_fmadd_ps(s0, b0, _mm512_maskz_loadu_ps(m, ae + at)));
+            _mm512_mask_storeu_ps(ae + at, m, e_acc);
+            const __m512 dz0 = _mm512_mul_ps(_mm512_fmadd_ps(a0, wv, _mm512_mul_ps(b0, ev)), _mm512_fnmadd_ps(s0, s0, s0));
+            const __m512 dz1 = _mm512_mul_ps(_mm512_fmadd_ps(a1, wv, _mm512_mul_ps(b1, ev)), _mm512_fnmadd_ps(s1, s1, s1));
+            _mm512_mask_storeu_ps(an + at, m, _mm512_add_ps(_mm512_add_ps(dz0, dz1), _mm512_maskz_loadu_ps(m, an + at)));
+            const __m512 s_acc = _mm512_fmadd_ps(dz1, vj1, _mm512_fmadd_ps(dz0, vj0, _mm512_maskz_loadu_ps(m, as + at)));
+            _mm512_mask_storeu_ps(as + at, m, s_acc);
+            acc0 = _mm512_fmadd_ps(dz0, sg, acc0);
+            acc1 = _mm512_fmadd_ps(dz1, sg, acc1);
+        }
+        g0[j] = _mm512_reduce_add_ps(acc0) + rc0[j];
+        g1[j] = _mm512_reduce_add_ps(acc1) + rc1[j];
+    }
+}
 #else
 LIQUID_SUMS_PLAIN(synapse_sums_f32, float, sigmoid_f32)
 LIQUID_GRADS_PLAIN(synapse_grads_f32, float, sigmoid_f32)
+LIQUID_GRADS2_PLAIN(synapse_grads2_f32, synapse_grads_f32, float)
 #endif
 #endif
