@@ -75,6 +75,9 @@ class TorchBackend:
     def __init__(self, policy):
         import torch
 
+        from liquid_control.cells import native
+
+        native.load()  # build / load the compiled kernels now (~1 s the first time), not on the first message
         self._torch = torch
         self.policy = policy.eval()
         self.config = policy.config
