@@ -28,8 +28,9 @@ import torch
 from torch import nn
 
 from . import native
-from .cfc_sequence import FUSED_ACTIVATIONS, CfCSequence, CompiledCfCSequence, fused_weights
-from .cfc_sequence import _KINDS as _CFC_KINDS, _MODES as _CFC_MODES
+from .cfc_sequence import (
+    FUSED_ACTIVATIONS, KERNEL_ACTIVATIONS, KERNEL_MODES, CfCSequence, CompiledCfCSequence, fused_weights,
+)
 from .core import RecurrentCore, activation, register_core, xavier_uniform_
 from .wiring import Wiring, as_wiring
 
@@ -190,8 +191,8 @@ class CfCBlock(nn.Module):
             address(wxT), address(whT), address(first_b), *(ctypes.cast(a, ctypes.c_void_p) for a in arrays),
             address(headT), address(head_b), address(w_tau), address(amp),
         )
-        mode = _CFC_MODES[self.mode]
-        spec = (H, units, L, n_in, mode, _CFC_KINDS[kind], k, alpha, beta)
+        mode = KERNEL_MODES[self.mode]
+        spec = (H, units, L, n_in, mode, KERNEL_ACTIVATIONS[kind], k, alpha, beta)
         work_numel = {}  # batch -> scratch elements
         scratch = native.StepScratch()
 

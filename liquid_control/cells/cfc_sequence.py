@@ -252,8 +252,9 @@ def _layer_and_head_grads(layers, alpha, d_u, d_z, g_out):
     return d_weights
 
 
-_MODES = {"default": 0, "no_gate": 1, "pure": 2}
-_KINDS = {"sigmoid": 0, "relu": 1, "silu": 2}
+# how the compiled kernel (native/cfc.inc) numbers the modes and the activation families
+KERNEL_MODES = {"default": 0, "no_gate": 1, "pure": 2}
+KERNEL_ACTIVATIONS = {"sigmoid": 0, "relu": 1, "silu": 2}
 
 
 def transposed(matrices):
@@ -264,12 +265,14 @@ def transposed(matrices):
 class CompiledCfCSequence(torch.autograd.Function):
     """``CfCSequence`` on the compiled kernels (``native/cfc.inc``), on the block's own weights.
 
-    Both time loops, the input projection, the activations, every step's local Jacobian and every weight
-    gradient (one product over all B*T rows each) run in C, one call forward and one backward. The kernel
-    computes the true activations (``alpha g + beta``) and ``tanh`` itself, so no weight is reordered or
-    re-expressed; the forward takes ``W^T`` of the weights it multiplies by (``transposed``). Inputs: ``kernels``; ``spec`` as ``CfCSequence``; ``x`` (B, T, I); ``h0``;
-    ``ts``; ``keep``; the first linear map ``(W, b)`` (W over ``[x | h]``); then ``(W_k, b_k)`` for backbone
-    layers 2..L, ``(heads, head_bias)`` if L > 0, ``(w_tau, A)`` in ``pure`` mode.
+    Both time loops, the input projection, the activations, every step's local Jacobian and the weight
+    gradients (products over chunks of ~256 rows of B*T) run in C, one call forward and one backward. The
+    kernel computes the true activations (``alpha g + beta``) and ``tanh`` itself, so no weight is reordered
+    or re-expressed; the forward takes ``W^T`` of the weights it multiplies by (``transposed``).
+
+    Inputs: ``kernels``; ``spec`` as ``CfCSequence``; ``x`` (B, T, I); ``h0``; ``ts``; ``keep``; the first
+    linear map ``(W, b)`` (W over ``[x | h]``); then ``(W_k, b_k)`` for backbone layers 2..L,
+    ``(heads, head_bias)`` if L > 0, ``(w_tau, A)`` in ``pure`` mode.
     """
 
     @staticmethod
@@ -293,11 +296,11 @@ class CompiledCfCSequence(torch.autograd.Function):
         jac = new(steps, batch, Z) if need_grad else None
         aux = new((3 if mode == "pure" else 1) * steps, batch, H) if need_grad else None
         slopes = [new(steps, batch, units) for _ in range(layers)] if need_grad else None
-        work = new(kernels.cfc_work(batch, steps, H, units, layers, _MODES[mode]))
+        work = new(kernels.cfc_work(batch, steps, H, units, layers, KERNEL_MODES[mode]))
         wxT, whT = transposed([first_w[:, :features], first_w[:, features:]])
         kernels.call(
-            "cfc_forward", h0.dtype, batch, steps, H, units, layers, features, _MODES[mode], _KINDS[kind], k, alpha,
-            beta, x_tb, h0, ts, keep_u8, wxT, whT, first_b, layer_wT, layer_b, headT, head_b, w_tau, amp, history,
+            "cfc_forward", h0.dtype, batch, steps, H, units, layers, features, KERNEL_MODES[mode],
+            KERNEL_ACTIVATIONS[kind], k, alpha, beta, x_tb, h0, ts, keep_u8, wxT, whT, first_b, layer_wT, layer_b, headT, head_b, w_tau, amp, history,
             g_out, jac, aux, slopes, work,
         )
         if need_grad:
@@ -328,7 +331,7 @@ class CompiledCfCSequence(torch.autograd.Function):
         d_head = [torch.empty_like(w) for w in weights[2 * layers - 2 : 2 * layers]] if layers else [None, None]
         d_pure = new(2, H) if mode == "pure" else None
         ctx.kernels.call(
-            "cfc_backward", history.dtype, batch, steps, H, units, layers, features, _MODES[mode],
+            "cfc_backward", history.dtype, batch, steps, H, units, layers, features, KERNEL_MODES[mode],
             grad_states.contiguous(), keep_u8 if ctx.has_keep else None, x_tb, history, first_w,
             weights[0 : 2 * layers - 2 : 2], weights[2 * layers - 2] if layers else None, jac, aux, slopes, g_out, d_z,
             d_u, d_ts, d_h0, d_x_tb, d_first_w, d_first_b, d_layers[0::2], d_layers[1::2], *d_head, d_pure,

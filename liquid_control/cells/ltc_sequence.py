@@ -35,9 +35,9 @@ class LTCSequence(torch.autograd.Function):
         substeps, need_grad = spec
         params = (sigma, neg_sigma_mu, w, w_erev, cm, leak, leak_vleak)
         kernels = native.load()
-        ctx.native = kernels is not None and kernels.supports(sensory, h0, dt, *params) and not torch.jit.is_tracing()
-        if ctx.native:
-            return _native_forward(ctx, kernels, spec, sensory, h0, dt, keep, params)
+        ctx.compiled = kernels is not None and kernels.supports(sensory, h0, dt, *params) and not torch.jit.is_tracing()
+        if ctx.compiled:
+            return _compiled_forward(ctx, kernels, spec, sensory, h0, dt, keep, params)
         batch, steps = dt.shape
         n = h0.shape[1]
         sens_num, sens_den = sensory.transpose(0, 1).chunk(2, dim=-1)  # (T, B, N) each
@@ -81,8 +81,8 @@ class LTCSequence(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_states):
-        if ctx.native:
-            return _native_backward(ctx, grad_states)
+        if ctx.compiled:
+            return _compiled_backward(ctx, grad_states)
         substeps, _ = ctx.spec
         history, keep, records, h_all, a0_all, b0_all, sigma, neg_sigma_mu, w, w_erev, cm = ctx.saved_tensors
         dens, nums, v_after = records  # (T, K, B, N) each
@@ -138,7 +138,7 @@ class LTCSequence(torch.autograd.Function):
         )
 
 
-def _native_forward(ctx, kernels, spec, sensory, h0, dt, keep, params):
+def _compiled_forward(ctx, kernels, spec, sensory, h0, dt, keep, params):
     """The same forward in the compiled kernel (``native/ltc.inc``): one sample at a time, no (B, N, N) tensor."""
     substeps, need_grad = spec
     batch, steps = dt.shape
@@ -160,7 +160,7 @@ def _native_forward(ctx, kernels, spec, sensory, h0, dt, keep, params):
     return history[1:]
 
 
-def _native_backward(ctx, grad_states):
+def _compiled_backward(ctx, grad_states):
     substeps, _ = ctx.spec
     sensory, dt, keep_u8, history, records, *params = ctx.saved_tensors
     steps, batch, n = grad_states.shape
