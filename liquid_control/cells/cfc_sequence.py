@@ -300,8 +300,8 @@ class CompiledCfCSequence(torch.autograd.Function):
         wxT, whT = transposed([first_w[:, :features], first_w[:, features:]])
         kernels.call(
             "cfc_forward", h0.dtype, batch, steps, H, units, layers, features, KERNEL_MODES[mode],
-            KERNEL_ACTIVATIONS[kind], k, alpha, beta, x_tb, h0, ts, keep_u8, wxT, whT, first_b, layer_wT, layer_b, headT, head_b, w_tau, amp, history,
-            g_out, jac, aux, slopes, work,
+            KERNEL_ACTIVATIONS[kind], k, alpha, beta, x_tb, h0, ts, keep_u8, wxT, whT, first_b, layer_wT, layer_b,
+            headT, head_b, w_tau, amp, history, g_out, jac, aux, slopes, work,
         )
         if need_grad:
             ctx.spec, ctx.kernels, ctx.n_weights, ctx.has_keep = spec, kernels, len(weights), keep is not None
