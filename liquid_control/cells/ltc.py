@@ -229,7 +229,7 @@ class LTCCell(RecurrentCore):
             out = out + self.output_b
         return out
 
-    # ---- numpy kernel --------------------------------------------------------------------------------
+    # ---- no-grad streaming kernels (compiled, else numpy) ----------------------------------------------
     def _numpy_kernel(self):
         compiled = self._compiled_step_kernel()
         if compiled is not None:

@@ -35,7 +35,8 @@ class LTCSequence(torch.autograd.Function):
         substeps, need_grad = spec
         params = (sigma, neg_sigma_mu, w, w_erev, cm, leak, leak_vleak)
         kernels = native.load()
-        ctx.compiled = kernels is not None and kernels.supports(sensory, h0, dt, *params) and not torch.jit.is_tracing()
+        ctx.compiled = (kernels is not None and kernels.supports(sensory, h0, dt, *params)
+                        and not torch.jit.is_tracing())
         if ctx.compiled:
             return _compiled_forward(ctx, kernels, spec, sensory, h0, dt, keep, params)
         batch, steps = dt.shape
