@@ -1,6 +1,7 @@
 """ament_python package: builds with `colcon build` and installs with `pip install -e .`."""
-from glob import glob
+
 import os
+from glob import glob
 
 from setuptools import find_packages, setup
 

@@ -12,6 +12,7 @@ warm-up call) and each figure is the median of the repeats. The last lines are `
 
     .venv/bin/python benchmarks/bench_cells.py [--repeats 7] [--quick]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from liquid_control.cells import AutoNCP, CfC, LTC, native  # noqa: E402
+from liquid_control.cells import LTC, AutoNCP, CfC, native
 
 BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
 
@@ -116,10 +117,21 @@ def main(argv=None) -> int:
         figures[f"{kind}64_step_us"] = t_ours * 1e6
         figures[f"{kind}64_step_us_ncps"] = t_theirs * 1e6
     print()
-    for name in ("cfc_train_ms_ncps", "cfc_train_ms", "ltc_train_ms_ncps", "ltc_train_ms",
-                 "cfc_ncp_train_ms_ncps", "cfc_ncp_train_ms", "cfc_ncp_train_speedup_vs_ncps",
-                 "cfc64_step_us_ncps", "ltc64_step_us_ncps",
-                 "cfc_train_speedup_vs_ncps", "ltc_train_speedup_vs_ncps", "cfc64_step_us", "ltc64_step_us"):
+    for name in (
+        "cfc_train_ms_ncps",
+        "cfc_train_ms",
+        "ltc_train_ms_ncps",
+        "ltc_train_ms",
+        "cfc_ncp_train_ms_ncps",
+        "cfc_ncp_train_ms",
+        "cfc_ncp_train_speedup_vs_ncps",
+        "cfc64_step_us_ncps",
+        "ltc64_step_us_ncps",
+        "cfc_train_speedup_vs_ncps",
+        "ltc_train_speedup_vs_ncps",
+        "cfc64_step_us",
+        "ltc64_step_us",
+    ):
         print(f"{name}: {figures[name]:.2f}")
     return 0
 

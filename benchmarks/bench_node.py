@@ -9,6 +9,7 @@ a command. CPU = the node process's CPU time over the measurement window (100% =
 
 Targets: p99 <= 5 ms on the IMU path, no IMU message dropped at 200 Hz. Last lines are `name: value`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,12 @@ def main() -> int:
     parser.add_argument("--camera-hz", type=float, default=30.0)
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
     parser.add_argument("--policy", default="", help="a rover policy (.pt) to use instead of random weights")
-    parser.add_argument("--realtime-priority", type=int, default=0,
-                        help="run the node (chrt -f N) and this process with SCHED_FIFO priority N, as on a robot")
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        default=0,
+        help="run the node (chrt -f N) and this process with SCHED_FIFO priority N, as on a robot",
+    )
     parser.add_argument("--nice", type=int, default=0, help="run the node and this process at this nice level")
     args = parser.parse_args()
 
@@ -80,24 +85,39 @@ def main() -> int:
 
         policy_path = export_onnx(load_policy(policy_path), tmp / "bench_policy.onnx")
     env = isolated_ros_env()
-    params = dict(policy=str(policy_path), backend=args.backend, autostart=True, command_type="twist_stamped",
-                  publish_mode="per_update", action_scale=[1.0, 1.5], max_command=[1.0, 1.5],
-                  watchdog_timeout_s=1.0, diagnostics_period_s=1.0)
+    params = dict(
+        policy=str(policy_path),
+        backend=args.backend,
+        autostart=True,
+        command_type="twist_stamped",
+        publish_mode="per_update",
+        action_scale=[1.0, 1.5],
+        max_command=[1.0, 1.5],
+        watchdog_timeout_s=1.0,
+        diagnostics_period_s=1.0,
+    )
     prefix = ("chrt", "-f", str(args.realtime_priority)) if args.realtime_priority else ()
     if args.nice:
         prefix = ("nice", "-n", str(args.nice), *prefix)
         os.nice(args.nice)
     if args.realtime_priority:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
-    node = start_node_process("liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log",
-                              prefix=prefix)
+    node = start_node_process(
+        "liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log", prefix=prefix
+    )
     probe = Probe(env, "bench")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     imu_pub, cam_pub = probe.publisher(Imu, "imu/data", qos), probe.publisher(Image, "camera/image_raw", qos)
     probe.record("cmd_vel", TwistStamped, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
     probe.record("/diagnostics", DiagnosticArray)
-    ok = probe.wait_for(lambda: imu_pub.get_subscription_count() and cam_pub.get_subscription_count()
-                        and probe.node.count_publishers("cmd_vel"), 60.0)
+    ok = probe.wait_for(
+        lambda: (
+            imu_pub.get_subscription_count()
+            and cam_pub.get_subscription_count()
+            and probe.node.count_publishers("cmd_vel")
+        ),
+        60.0,
+    )
     if not ok:
         probe.close()
         stop_process(node)
@@ -148,8 +168,13 @@ def main() -> int:
     sent_at = {key: key[0] + key[1] * 1e-9 for key in sent}
     # receive wall time: the probe's monotonic receive time plus the wall-monotonic offset
     offset = time.time() - time.monotonic()
-    lat_ms = np.array([(recv + offset - sent_at[(m.header.stamp.sec, m.header.stamp.nanosec)]) * 1e3
-                       for recv, m in commands if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_at])
+    lat_ms = np.array(
+        [
+            (recv + offset - sent_at[(m.header.stamp.sec, m.header.stamp.nanosec)]) * 1e3
+            for recv, m in commands
+            if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_at
+        ]
+    )
     answered = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in commands} & set(sent_at)
     dropped = len(sent_at) - len(answered)
     diag = probe.messages("/diagnostics")
@@ -159,15 +184,21 @@ def main() -> int:
 
     import platform
 
-    print(f"policy: {'random weights, ' if not args.policy else args.policy + ', '}rover architecture "
-          f"(64x64 CNN + IMU MLP + CfC/NCP) with an IMU input, updates on IMU; backend {args.backend}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.seconds:.0f} s at IMU "
-          f"{args.imu_hz:.0f} Hz + camera {args.camera_hz:.0f} Hz; "
-          f"{'SCHED_FIFO %d' % args.realtime_priority if args.realtime_priority else 'normal scheduling'}"
-          f"{', nice %d' % args.nice if args.nice else ''}")
-    print(f"node inference p50/p99 (ms): {values.get('inference_ms.p50', '?')} / {values.get('inference_ms.p99', '?')}"
-          f"; stamp->publish inside the node p50/p99 (ms): {values.get('command_age_ms.p50', '?')} / "
-          f"{values.get('command_age_ms.p99', '?')} (last 500 updates)")
+    print(
+        f"policy: {'random weights, ' if not args.policy else args.policy + ', '}rover architecture "
+        f"(64x64 CNN + IMU MLP + CfC/NCP) with an IMU input, updates on IMU; backend {args.backend}"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.seconds:.0f} s at IMU "
+        f"{args.imu_hz:.0f} Hz + camera {args.camera_hz:.0f} Hz; "
+        f"{'SCHED_FIFO %d' % args.realtime_priority if args.realtime_priority else 'normal scheduling'}"
+        f"{', nice %d' % args.nice if args.nice else ''}"
+    )
+    print(
+        f"node inference p50/p99 (ms): {values.get('inference_ms.p50', '?')} / {values.get('inference_ms.p99', '?')}"
+        f"; stamp->publish inside the node p50/p99 (ms): {values.get('command_age_ms.p50', '?')} / "
+        f"{values.get('command_age_ms.p99', '?')} (last 500 updates)"
+    )
     print(f"load average during the run: {os.getloadavg()[0]:.1f}")
     print(f"imu_messages_sent: {len(sent_at)}")
     print(f"imu_messages_dropped: {dropped}")

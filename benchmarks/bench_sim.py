@@ -6,15 +6,16 @@ frames per second (rover: 64x64 camera 15 Hz + IMU 100 Hz; balancer: IMU + encod
 Target: rover >= 20x real time. Wall-clock figures fall when other processes share the core; the
 per-CPU-second figures (all threads of this process) do not. The last lines are `name: value`.
 """
+
 import argparse
 import os
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-import gymnasium as gym  # noqa: E402
+import gymnasium as gym
 
-import sim_envs  # noqa: E402,F401
+import sim_envs  # noqa: F401
 
 
 def drive(env_id: str, episodes: int, **kwargs):
@@ -47,8 +48,10 @@ def main():
     args = parser.parse_args()
     results = {}
     wall, cpu, sim, updates, frames = drive("LiquidRover-v0", args.episodes)
-    print(f"rover: {args.episodes} episodes, {sim:.1f} sim s in {wall:.2f} wall s ({cpu:.2f} CPU s), "
-          f"{updates} updates, {frames} frames")
+    print(
+        f"rover: {args.episodes} episodes, {sim:.1f} sim s in {wall:.2f} wall s ({cpu:.2f} CPU s), "
+        f"{updates} updates, {frames} frames"
+    )
     results["rover_sim_seconds_per_wall_second"] = sim / wall
     results["rover_sim_seconds_per_cpu_second"] = sim / cpu
     results["rover_camera_frames_per_second"] = frames / wall

@@ -7,11 +7,12 @@ With autostart:=false the node waits for a lifecycle manager (configure, activat
 parameter file (camera_topic, imu_topic, command_topic). The node list comes from
 liquid_control.ros.graph.policy_graph.
 """
-from launch import LaunchDescription
+
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
+from launch import LaunchDescription
 from liquid_control.ros.graph import policy_graph
 
 ARGUMENTS = {
@@ -24,17 +25,31 @@ ARGUMENTS = {
 
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    graph = policy_graph(params_file=arg["params_file"], policy=arg["policy"],
-                         use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
-                         autostart=arg["autostart"].lower() in ("true", "1"))
-    return [LifecycleNode(package="liquid_control", executable=node.executable, name=node.name, namespace="",
-                          output="screen", parameters=[*node.parameter_files, node.parameters],
-                          remappings=list(node.remappings)) for node in graph]
+    graph = policy_graph(
+        params_file=arg["params_file"],
+        policy=arg["policy"],
+        use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
+        autostart=arg["autostart"].lower() in ("true", "1"),
+    )
+    return [
+        LifecycleNode(
+            package="liquid_control",
+            executable=node.executable,
+            name=node.name,
+            namespace="",
+            output="screen",
+            parameters=[*node.parameter_files, node.parameters],
+            remappings=list(node.remappings),
+        )
+        for node in graph
+    ]
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text)
-         for name, (default, text) in ARGUMENTS.items()]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
         + [OpaqueFunction(function=_nodes)]
     )

@@ -7,11 +7,12 @@
 The node list comes from liquid_control.ros.graph.sim_graph, the same description `liquid-control sim`
 starts as processes where ros2 launch is not available.
 """
-from launch import LaunchDescription
+
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
+from launch import LaunchDescription
 from liquid_control.ros.graph import sim_graph
 
 ARGUMENTS = {
@@ -30,24 +31,40 @@ ARGUMENTS = {
 
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    graph = sim_graph(world=arg["world"], policy=arg["policy"], shift=arg["shift"],
-                      use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
-                      real_time_factor=float(arg["real_time_factor"]), seed=int(arg["seed"]),
-                      episodes=int(arg["episodes"]), publish_mode=arg["publish_mode"],
-                      control_rate_hz=float(arg["control_rate_hz"]),
-                      lockstep=arg["lockstep"].lower() in ("true", "1"))
+    graph = sim_graph(
+        world=arg["world"],
+        policy=arg["policy"],
+        shift=arg["shift"],
+        use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
+        real_time_factor=float(arg["real_time_factor"]),
+        seed=int(arg["seed"]),
+        episodes=int(arg["episodes"]),
+        publish_mode=arg["publish_mode"],
+        control_rate_hz=float(arg["control_rate_hz"]),
+        lockstep=arg["lockstep"].lower() in ("true", "1"),
+    )
     actions = []
     for node in graph:
         kind = LifecycleNode if node.lifecycle else Node
-        actions.append(kind(package="liquid_control", executable=node.executable, name=node.name, namespace="",
-                            output="screen", parameters=[*node.parameter_files, node.parameters],
-                            remappings=list(node.remappings)))
+        actions.append(
+            kind(
+                package="liquid_control",
+                executable=node.executable,
+                name=node.name,
+                namespace="",
+                output="screen",
+                parameters=[*node.parameter_files, node.parameters],
+                remappings=list(node.remappings),
+            )
+        )
     return actions
 
 
 def generate_launch_description():
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text)
-         for name, (default, text) in ARGUMENTS.items()]
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
         + [OpaqueFunction(function=_nodes)]
     )

@@ -1,4 +1,5 @@
 """Write files so that a killed process never leaves a half-written checkpoint, dataset or report behind."""
+
 from __future__ import annotations
 
 import os

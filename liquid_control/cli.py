@@ -4,6 +4,7 @@ Each sub-command lives with the code it drives and is imported only when used, s
 is fast and a deployment without the training stack still has `sim`/`export`.
 A sub-command module provides ``add_arguments(parser)`` and ``run(args) -> int``.
 """
+
 from __future__ import annotations
 
 import argparse

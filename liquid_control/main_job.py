@@ -4,6 +4,7 @@ Starts the graph of launch/sim.launch.py (sim_node + policy_node as separate pro
 `liquid-control sim`, with the same arguments, and prints each episode's outcome. Without a shipped rover
 policy in share/liquid_control/policies it says so and runs the cells demo instead.
 """
+
 from __future__ import annotations
 
 from liquid_control.ros import graph
@@ -18,13 +19,18 @@ def run(args) -> int:
 
     _, default_policy = graph.WORLD_POLICIES[args.world]
     if not args.policy and not (policies_dir() / default_policy).is_file():
-        print(f"no shipped policy {policies_dir() / default_policy} yet (train one with `liquid-control train`); "
-              "running the cells demo instead")
+        print(
+            f"no shipped policy {policies_dir() / default_policy} yet (train one with `liquid-control train`); "
+            "running the cells demo instead"
+        )
         from liquid_control.cells import demo
 
         parser = __import__("argparse").ArgumentParser()
         demo.add_arguments(parser)
         return demo.run(parser.parse_args([]))
-    print(f"closed loop over ROS 2: {args.world}, policy {args.policy or default_policy}, "
-          f"shift {args.shift or 'none'}, seed {args.seed}, {args.episodes} episode(s)", flush=True)
+    print(
+        f"closed loop over ROS 2: {args.world}, policy {args.policy or default_policy}, "
+        f"shift {args.shift or 'none'}, seed {args.seed}, {args.episodes} episode(s)",
+        flush=True,
+    )
     return graph.run(args)

@@ -1,4 +1,5 @@
 """Where the package's shared files (launch/, config/, policies/) are, however it was installed."""
+
 from __future__ import annotations
 
 import os

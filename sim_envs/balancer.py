@@ -6,6 +6,7 @@ is part of the observation and changes every 2-4 s. Action: normalized wheel tor
 Success: still up at the time limit with a mean forward-velocity error below ``SUCCESS_TRACKING_ERROR``;
 failure: the body tilts past ``FALL_PITCH``.
 """
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -74,10 +75,17 @@ def nominal_plant() -> dict:
     model = mujoco.MjModel.from_xml_string(balancer_xml(parse_shift(None)))
     base = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "base")
     wheel = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "wheel_left")
-    return dict(body_mass=float(model.body_mass[base]), com_height=float(model.body_ipos[base][2]),
-                body_pitch_inertia=float(model.body_inertia[base][1]), wheel_mass=float(model.body_mass[wheel]),
-                wheel_inertia=float(model.body_inertia[wheel].max()), wheel_radius=WHEEL_RADIUS,
-                wheel_track=WHEEL_TRACK, max_torque=MAX_TORQUE, gravity=float(-model.opt.gravity[2]))
+    return dict(
+        body_mass=float(model.body_mass[base]),
+        com_height=float(model.body_ipos[base][2]),
+        body_pitch_inertia=float(model.body_inertia[base][1]),
+        wheel_mass=float(model.body_mass[wheel]),
+        wheel_inertia=float(model.body_inertia[wheel].max()),
+        wheel_radius=WHEEL_RADIUS,
+        wheel_track=WHEEL_TRACK,
+        max_torque=MAX_TORQUE,
+        gravity=float(-model.opt.gravity[2]),
+    )
 
 
 class LiquidBalanceEnv(TimedMujocoWorld):
@@ -88,16 +96,21 @@ class LiquidBalanceEnv(TimedMujocoWorld):
 
     def __init__(self, shift=None, time_limit: float = TIME_LIMIT, render_mode=None):
         shift = parse_shift(shift)
-        super().__init__(balancer_xml(shift), {"imu": BALANCER_IMU, "encoders": BALANCER_ENCODERS}, shift,
-                         time_limit, render_mode)
+        super().__init__(
+            balancer_xml(shift), {"imu": BALANCER_IMU, "encoders": BALANCER_ENCODERS}, shift, time_limit, render_mode
+        )
         m = self.model
-        self.observation_space = gym.spaces.Dict({
-            "imu": imu_space(),
-            "wheels": gym.spaces.Box(-500.0, 500.0, shape=(2,), dtype=np.float32),
-            "command": gym.spaces.Box(np.array([-MAX_SPEED_COMMAND, -MAX_YAW_COMMAND], dtype=np.float32),
-                                      np.array([MAX_SPEED_COMMAND, MAX_YAW_COMMAND], dtype=np.float32)),
-            **self._time_spaces(),
-        })
+        self.observation_space = gym.spaces.Dict(
+            {
+                "imu": imu_space(),
+                "wheels": gym.spaces.Box(-500.0, 500.0, shape=(2,), dtype=np.float32),
+                "command": gym.spaces.Box(
+                    np.array([-MAX_SPEED_COMMAND, -MAX_YAW_COMMAND], dtype=np.float32),
+                    np.array([MAX_SPEED_COMMAND, MAX_YAW_COMMAND], dtype=np.float32),
+                ),
+                **self._time_spaces(),
+            }
+        )
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "base")
         self._root_qpos = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "root")]
@@ -110,14 +123,17 @@ class LiquidBalanceEnv(TimedMujocoWorld):
     def _reset_world(self, rng):
         pitch = rng.uniform(-0.1, 0.1)
         q = self._root_qpos
-        self.data.qpos[q:q + 3] = (0.0, 0.0, WHEEL_RADIUS)
-        self.data.qpos[q + 3:q + 7] = (np.cos(pitch / 2), 0.0, np.sin(pitch / 2), 0.0)
+        self.data.qpos[q : q + 3] = (0.0, 0.0, WHEEL_RADIUS)
+        self.data.qpos[q + 3 : q + 7] = (np.cos(pitch / 2), 0.0, np.sin(pitch / 2), 0.0)
         # Piecewise constant commands; the first one starts at rest for a second.
         changes, commands, t = [0.0], [np.zeros(2)], 1.0
         while t < self.time_limit + 5.0:
             changes.append(t)
-            commands.append(np.array([rng.uniform(-MAX_SPEED_COMMAND, MAX_SPEED_COMMAND),
-                                      rng.uniform(-MAX_YAW_COMMAND, MAX_YAW_COMMAND)]))
+            commands.append(
+                np.array(
+                    [rng.uniform(-MAX_SPEED_COMMAND, MAX_SPEED_COMMAND), rng.uniform(-MAX_YAW_COMMAND, MAX_YAW_COMMAND)]
+                )
+            )
             t += rng.uniform(2.0, 4.0)
         self._command_changes, self._commands = np.array(changes), np.array(commands)
         self._command_index = 0
@@ -133,7 +149,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
     def _body_frame(self):
         """Rotation matrix of the body, its yaw and its horizontal heading unit vector, from qpos."""
         R = np.empty(9)
-        mujoco.mju_quat2Mat(R, self.data.qpos[self._root_qpos + 3:self._root_qpos + 7])
+        mujoco.mju_quat2Mat(R, self.data.qpos[self._root_qpos + 3 : self._root_qpos + 7])
         R = R.reshape(3, 3)
         yaw = float(np.arctan2(R[1, 0], R[0, 0]))
         return R, yaw, np.array([np.cos(yaw), np.sin(yaw), 0.0])
@@ -146,17 +162,24 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         R, yaw, heading = self._body_frame()
         lateral = np.array([-heading[1], heading[0], 0.0])
         angular_velocity = R @ self.data.qvel[3:6]  # free joint angular velocity is in the body frame
-        return dict(pitch=float(np.arctan2(R[:, 2] @ heading, R[2, 2])),
-                    pitch_rate=float(angular_velocity @ lateral), velocity=self._forward_velocity(heading),
-                    yaw=yaw, yaw_rate=float(angular_velocity[2]), position_error=self._position_error)
+        return dict(
+            pitch=float(np.arctan2(R[:, 2] @ heading, R[2, 2])),
+            pitch_rate=float(angular_velocity @ lateral),
+            velocity=self._forward_velocity(heading),
+            yaw=yaw,
+            yaw_rate=float(angular_velocity[2]),
+            position_error=self._position_error,
+        )
 
     def _apply_action(self, action):
         self.data.ctrl[:] = action
 
     def _after_physics_step(self):
         h = self.model.opt.timestep
-        if self._command_index + 1 < len(self._command_changes) and \
-                self.data.time >= self._command_changes[self._command_index + 1]:
+        if (
+            self._command_index + 1 < len(self._command_changes)
+            and self.data.time >= self._command_changes[self._command_index + 1]
+        ):
             self._command_index += 1
             self._position_error = 0.0
         error = self._forward_velocity(self._body_frame()[2]) - self.command[0]
@@ -180,14 +203,24 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         at_end = self._update_stamp is not None and self._update_stamp >= self.time_limit
         success = at_end and not fallen and tracking_error < SUCCESS_TRACKING_ERROR
         error = st["velocity"] - self.command[0]
-        reward = self._dt * (1.0 - error ** 2 - 0.25 * (st["yaw_rate"] - self.command[1]) ** 2) - 10.0 * fallen
-        info = dict(success=bool(success), collision=bool(fallen), fallen=bool(fallen),
-                    tracking_error=float(tracking_error), command=self.command.copy(), **st)
+        reward = self._dt * (1.0 - error**2 - 0.25 * (st["yaw_rate"] - self.command[1]) ** 2) - 10.0 * fallen
+        info = dict(
+            success=bool(success),
+            collision=bool(fallen),
+            fallen=bool(fallen),
+            tracking_error=float(tracking_error),
+            command=self.command.copy(),
+            **st,
+        )
         return float(reward), bool(fallen), info
 
     def _observation(self):
-        return {"imu": self._reading("imu", 6), "wheels": self._reading("encoders", 2),
-                "command": self.command.astype(np.float32), **self._time_observation()}
+        return {
+            "imu": self._reading("imu", 6),
+            "wheels": self._reading("encoders", 2),
+            "command": self.command.astype(np.float32),
+            **self._time_observation(),
+        }
 
     def expert_action(self) -> np.ndarray:
         """The privileged LQR expert's wheel torques for the current true state and command."""

@@ -3,6 +3,7 @@ plus fog and camera noise, labelled.
 
     python -m sim_envs.contact_sheet --out docs/shifts.png
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ def main(argv=None):
 
     columns = [(lighting, Shift(lighting=lighting)) for lighting in LIGHTINGS]
     columns += [("fog=0.5", Shift(fog=0.5)), ("camera_noise=0.1", Shift(camera_noise=0.1))]
-    fig, axes = plt.subplots(len(SEASONS), len(columns), figsize=(1.45 * len(columns), 1.55 * len(SEASONS)),
-                             dpi=100, squeeze=False)
+    fig, axes = plt.subplots(
+        len(SEASONS), len(columns), figsize=(1.45 * len(columns), 1.55 * len(SEASONS)), dpi=100, squeeze=False
+    )
     for row, season in enumerate(SEASONS):
         for col, (label, column_shift) in enumerate(columns):
             shift = Shift(season=season) + column_shift

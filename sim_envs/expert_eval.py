@@ -5,6 +5,7 @@
 Episode seeds are the same in every setting (same arenas and command sequences), so settings differ
 only by the shift. Prints a markdown table. The balancer has no camera: visual presets are skipped there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ def run_episodes(task):
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
 
-    import sim_envs  # noqa: F401
+    import sim_envs
 
     env = gym.make(WORLDS[world], shift=sim_envs.SHIFT_PRESETS[preset])
     results = []
@@ -53,8 +54,7 @@ def wilson_lower(successes: int, n: int, z: float = 1.96) -> float:
 def settings_for(world: str) -> list:
     from sim_envs.shifts import SHIFT_PRESETS
 
-    return [name for name, shift in SHIFT_PRESETS.items()
-            if world == "rover" or "visual" not in shift.kinds()]
+    return [name for name, shift in SHIFT_PRESETS.items() if world == "rover" or "visual" not in shift.kinds()]
 
 
 def main(argv=None):
@@ -69,8 +69,12 @@ def main(argv=None):
     from sim_envs.shifts import SHIFT_PRESETS
 
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.episodes))
-    tasks = [(world, preset, seeds[i:i + args.chunk]) for world in args.worlds for preset in settings_for(world)
-             for i in range(0, len(seeds), args.chunk)]
+    tasks = [
+        (world, preset, seeds[i : i + args.chunk])
+        for world in args.worlds
+        for preset in settings_for(world)
+        for i in range(0, len(seeds), args.chunk)
+    ]
     results: dict = {}
     start = time.time()
     with mp.get_context("spawn").Pool(args.workers) as pool:
@@ -91,8 +95,10 @@ def main(argv=None):
             other = n - wins - failures
             kind = "/".join(sorted(SHIFT_PRESETS[preset].kinds())) or "-"
             mean_t = sum(e[2] for e in episodes) / n
-            print(f"| {preset} | {kind} | {100 * wins / n:.0f}% | {100 * wilson_lower(wins, n):.0f}% | "
-                  f"{failures} | {other} | {mean_t:.1f} |")
+            print(
+                f"| {preset} | {kind} | {100 * wins / n:.0f}% | {100 * wilson_lower(wins, n):.0f}% | "
+                f"{failures} | {other} | {mean_t:.1f} |"
+            )
     print(f"\nwall time {wall:.0f} s with {args.workers} workers")
 
 

@@ -1,4 +1,5 @@
 """Privileged experts: they read the true state of the world, for demonstrations and DAgger labels."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -48,7 +49,7 @@ def rover_expert(position, yaw, target, obstacles, max_angular=1.5) -> np.ndarra
 def _expm(M: np.ndarray) -> np.ndarray:
     """Matrix exponential (scaling and squaring of a Taylor series); enough for small, well-scaled systems."""
     squarings = max(0, int(np.ceil(np.log2(max(np.abs(M).sum(axis=1).max(), 1e-12)))) + 1)
-    A = M / 2.0 ** squarings
+    A = M / 2.0**squarings
     result, term = np.eye(len(M)), np.eye(len(M))
     for k in range(1, 20):
         term = term @ A / k
@@ -94,7 +95,7 @@ def wheeled_pendulum(plant: dict):
     """
     M, l, I = plant["body_mass"], plant["com_height"], plant["body_pitch_inertia"]
     m, J, r, g = plant["wheel_mass"], plant["wheel_inertia"], plant["wheel_radius"], plant["gravity"]
-    mass = np.array([[M + 2 * m + 2 * J / r ** 2, M * l], [M * l, I + M * l ** 2]])
+    mass = np.array([[M + 2 * m + 2 * J / r**2, M * l], [M * l, I + M * l**2]])
     stiffness = np.array([[0.0, 0.0], [0.0, M * g * l]])
     torque = np.array([[1.0 / r], [-1.0]])
     A = np.zeros((4, 4))
@@ -117,8 +118,7 @@ class BalancerExpert:
         self.yaw_gain = yaw_gain
 
     def __call__(self, state: dict, command) -> np.ndarray:
-        error = np.array([state["position_error"], state["pitch"], state["velocity"] - command[0],
-                          state["pitch_rate"]])
+        error = np.array([state["position_error"], state["pitch"], state["velocity"] - command[0], state["pitch_rate"]])
         total = -float(self.gain @ error)
         turn = self.yaw_gain * (command[1] - state["yaw_rate"])
         action = np.array([total / 2 - turn, total / 2 + turn]) / self.max_torque

@@ -7,6 +7,7 @@ velocity controller inside turns it into wheel speeds. Updates are triggered by 
 (15 Hz +- 20%); the IMU (100 Hz +- 10%) is held between them. Success: within ``SUCCESS_RADIUS`` of the
 target; failure: any contact between the rover and an obstacle, or the time limit.
 """
+
 from __future__ import annotations
 
 import gymnasium as gym
@@ -39,26 +40,55 @@ GYRO_NOISE, ACCEL_NOISE = 0.005, 0.02  # nominal IMU white noise (rad/s, m/s^2)
 
 # Season palettes: ground colours (base, marks), foliage colours (cycled over trees), trunk, bush.
 SEASONS = {
-    "summer": dict(ground=((0.32, 0.50, 0.20), (0.26, 0.42, 0.16)),
-                   foliage=((0.16, 0.42, 0.12), (0.20, 0.48, 0.14), (0.12, 0.36, 0.10)),
-                   trunk=(0.40, 0.27, 0.15), bush=(0.22, 0.46, 0.14)),
-    "autumn": dict(ground=((0.46, 0.40, 0.20), (0.52, 0.34, 0.14)),
-                   foliage=((0.85, 0.45, 0.08), (0.70, 0.22, 0.08), (0.82, 0.66, 0.12)),
-                   trunk=(0.36, 0.24, 0.14), bush=(0.55, 0.34, 0.12)),
-    "winter": dict(ground=((0.88, 0.90, 0.94), (0.74, 0.77, 0.82)),
-                   foliage=((0.86, 0.89, 0.93), (0.78, 0.82, 0.86), (0.30, 0.38, 0.32)),
-                   trunk=(0.22, 0.17, 0.13), bush=(0.84, 0.87, 0.91)),
+    "summer": dict(
+        ground=((0.32, 0.50, 0.20), (0.26, 0.42, 0.16)),
+        foliage=((0.16, 0.42, 0.12), (0.20, 0.48, 0.14), (0.12, 0.36, 0.10)),
+        trunk=(0.40, 0.27, 0.15),
+        bush=(0.22, 0.46, 0.14),
+    ),
+    "autumn": dict(
+        ground=((0.46, 0.40, 0.20), (0.52, 0.34, 0.14)),
+        foliage=((0.85, 0.45, 0.08), (0.70, 0.22, 0.08), (0.82, 0.66, 0.12)),
+        trunk=(0.36, 0.24, 0.14),
+        bush=(0.55, 0.34, 0.12),
+    ),
+    "winter": dict(
+        ground=((0.88, 0.90, 0.94), (0.74, 0.77, 0.82)),
+        foliage=((0.86, 0.89, 0.93), (0.78, 0.82, 0.86), (0.30, 0.38, 0.32)),
+        trunk=(0.22, 0.17, 0.13),
+        bush=(0.84, 0.87, 0.91),
+    ),
 }
 # Lighting: directional light direction, diffuse, ambient; sky (top, horizon); camera headlight diffuse.
 LIGHTINGS = {
-    "noon": dict(dir=(0.3, 0.2, -1.0), diffuse=(0.75, 0.75, 0.72), ambient=(0.35, 0.35, 0.35),
-                 sky=((0.35, 0.55, 0.90), (0.80, 0.88, 0.98)), headlight=0.0),
-    "overcast": dict(dir=(0.0, 0.0, -1.0), diffuse=(0.35, 0.35, 0.37), ambient=(0.45, 0.45, 0.47),
-                     sky=((0.58, 0.60, 0.63), (0.75, 0.76, 0.78)), headlight=0.0),
-    "dusk": dict(dir=(-1.0, 0.4, -0.25), diffuse=(0.65, 0.36, 0.20), ambient=(0.20, 0.15, 0.17),
-                 sky=((0.25, 0.20, 0.40), (0.90, 0.50, 0.30)), headlight=0.0),
-    "night": dict(dir=(0.2, 0.3, -1.0), diffuse=(0.04, 0.04, 0.08), ambient=(0.03, 0.03, 0.06),
-                  sky=((0.01, 0.01, 0.04), (0.05, 0.06, 0.12)), headlight=0.55),
+    "noon": dict(
+        dir=(0.3, 0.2, -1.0),
+        diffuse=(0.75, 0.75, 0.72),
+        ambient=(0.35, 0.35, 0.35),
+        sky=((0.35, 0.55, 0.90), (0.80, 0.88, 0.98)),
+        headlight=0.0,
+    ),
+    "overcast": dict(
+        dir=(0.0, 0.0, -1.0),
+        diffuse=(0.35, 0.35, 0.37),
+        ambient=(0.45, 0.45, 0.47),
+        sky=((0.58, 0.60, 0.63), (0.75, 0.76, 0.78)),
+        headlight=0.0,
+    ),
+    "dusk": dict(
+        dir=(-1.0, 0.4, -0.25),
+        diffuse=(0.65, 0.36, 0.20),
+        ambient=(0.20, 0.15, 0.17),
+        sky=((0.25, 0.20, 0.40), (0.90, 0.50, 0.30)),
+        headlight=0.0,
+    ),
+    "night": dict(
+        dir=(0.2, 0.3, -1.0),
+        diffuse=(0.04, 0.04, 0.08),
+        ambient=(0.03, 0.03, 0.06),
+        sky=((0.01, 0.01, 0.04), (0.05, 0.06, 0.12)),
+        headlight=0.55,
+    ),
 }
 TARGET_RGB = (1.0, 0.38, 0.0)
 
@@ -81,20 +111,27 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
     fr = shift.friction
     foliage_materials = "\n".join(
         f'<material name="foliage{i}" rgba="{_rgb(c)} 1" specular="0" shininess="0"/>'
-        for i, c in enumerate(season["foliage"]))
+        for i, c in enumerate(season["foliage"])
+    )
     trees = "\n".join(
         f'''<body name="tree{i}" mocap="true" pos="0 0 -20">
           <geom name="trunk{i}" type="cylinder" size="{TREE_RADII[i]:.4f} {1.0 + 4 * TREE_RADII[i]:.3f}"
                 pos="0 0 {1.0 + 4 * TREE_RADII[i]:.3f}" material="trunk" group="1"/>
-          <geom name="foliage{i}" type="ellipsoid" size="{5 * TREE_RADII[i]:.3f} {5 * TREE_RADII[i]:.3f} {6 * TREE_RADII[i]:.3f}"
+          <geom name="foliage{i}" type="ellipsoid"
+                size="{5 * TREE_RADII[i]:.3f} {5 * TREE_RADII[i]:.3f} {6 * TREE_RADII[i]:.3f}"
                 pos="0 0 {2.0 + 14 * TREE_RADII[i]:.3f}" material="foliage{i % 3}"
                 contype="0" conaffinity="0"/>
-        </body>''' for i in range(N_TREES))
+        </body>'''
+        for i in range(N_TREES)
+    )
     bushes = "\n".join(
         f'''<body name="bush{i}" mocap="true" pos="0 0 -20">
-          <geom name="bush{i}" type="ellipsoid" size="{BUSH_RADII[i]:.3f} {BUSH_RADII[i]:.3f} {0.75 * BUSH_RADII[i]:.3f}"
+          <geom name="bush{i}" type="ellipsoid"
+                size="{BUSH_RADII[i]:.3f} {BUSH_RADII[i]:.3f} {0.75 * BUSH_RADII[i]:.3f}"
                 material="bush" group="1"/>
-        </body>''' for i in range(N_BUSHES))
+        </body>'''
+        for i in range(N_BUSHES)
+    )
     return f"""
 <mujoco model="liquid_rover">
   <compiler angle="radian"/>
@@ -103,19 +140,20 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
   <visual>
     <global offwidth="{max(width, 320)}" offheight="{max(height, 240)}"/>
     <quality shadowsize="0" offsamples="0" numslices="12" numstacks="8" numquads="1"/>
-    <headlight ambient="0 0 0" diffuse="{light['headlight']} {light['headlight']} {light['headlight']}" specular="0 0 0"/>
+    <headlight ambient="0 0 0" diffuse="{light["headlight"]} {light["headlight"]} {light["headlight"]}"
+               specular="0 0 0"/>
     <map znear="0.02" zfar="60" fogstart="0" fogend="{fog_end:.2f}" haze="0"/>
     <rgba fog="{_rgb(fog_rgb)} 1" haze="{_rgb(fog_rgb)} 1"/>
   </visual>
   <asset>
     <texture name="sky" type="skybox" builtin="gradient" rgb1="{_rgb(sky_top)}" rgb2="{_rgb(sky_low)}"
              width="32" height="32"/>
-    <texture name="ground" type="2d" builtin="flat" rgb1="{_rgb(season['ground'][0])}"
-             rgb2="{_rgb(season['ground'][0])}" mark="random" random="0.08" markrgb="{_rgb(season['ground'][1])}"
+    <texture name="ground" type="2d" builtin="flat" rgb1="{_rgb(season["ground"][0])}"
+             rgb2="{_rgb(season["ground"][0])}" mark="random" random="0.08" markrgb="{_rgb(season["ground"][1])}"
              width="128" height="128"/>
     <material name="ground" texture="ground" texrepeat="12 12" reflectance="0" specular="0"/>
-    <material name="trunk" rgba="{_rgb(season['trunk'])} 1" specular="0"/>
-    <material name="bush" rgba="{_rgb(season['bush'])} 1" specular="0"/>
+    <material name="trunk" rgba="{_rgb(season["trunk"])} 1" specular="0"/>
+    <material name="bush" rgba="{_rgb(season["bush"])} 1" specular="0"/>
     {foliage_materials}
     <material name="target" rgba="{_rgb(TARGET_RGB)} 1" emission="0.35" specular="0.1"/>
     <material name="rover" rgba="0.2 0.25 0.3 1"/>
@@ -125,8 +163,8 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
     <geom friction="{1.0 * fr:.3f} 0.005 0.0001"/>
   </default>
   <worldbody>
-    <light name="sun" directional="true" pos="0 0 20" dir="{_rgb(light['dir'])}" diffuse="{_rgb(light['diffuse'])}"
-           ambient="{_rgb(light['ambient'])}" specular="0 0 0" castshadow="false"/>
+    <light name="sun" directional="true" pos="0 0 20" dir="{_rgb(light["dir"])}" diffuse="{_rgb(light["diffuse"])}"
+           ambient="{_rgb(light["ambient"])}" specular="0 0 0" castshadow="false"/>
     <geom name="ground" type="plane" size="{ARENA_HALF + 14} {ARENA_HALF + 14} 5" material="ground"/>
     <body name="rover" pos="0 0 {WHEEL_RADIUS:.3f}">
       <freejoint name="root"/>
@@ -175,21 +213,23 @@ class LiquidRoverEnv(TimedMujocoWorld):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
     trigger = "camera"
 
-    def __init__(self, shift=None, render_size: int | tuple = 64, time_limit: float = TIME_LIMIT,
-                 render_mode=None):
+    def __init__(self, shift=None, render_size: int | tuple = 64, time_limit: float = TIME_LIMIT, render_mode=None):
         shift = parse_shift(shift)
         height, width = (render_size, render_size) if np.isscalar(render_size) else tuple(render_size)
         if not (8 <= height <= 1024 and 8 <= width <= 1024):
             raise ValueError(f"render_size must be between 8 and 1024 pixels, got {render_size!r}")
         self.image_shape = (int(height), int(width), 3)
-        super().__init__(rover_xml(shift, width, height), {"camera": ROVER_CAMERA, "imu": ROVER_IMU}, shift,
-                         time_limit, render_mode)
+        super().__init__(
+            rover_xml(shift, width, height), {"camera": ROVER_CAMERA, "imu": ROVER_IMU}, shift, time_limit, render_mode
+        )
         m = self.model
-        self.observation_space = gym.spaces.Dict({
-            "image": gym.spaces.Box(0, 255, shape=self.image_shape, dtype=np.uint8),
-            "imu": imu_space(),
-            **self._time_spaces(),
-        })
+        self.observation_space = gym.spaces.Dict(
+            {
+                "image": gym.spaces.Box(0, 255, shape=self.image_shape, dtype=np.uint8),
+                "imu": imu_space(),
+                **self._time_spaces(),
+            }
+        )
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
         self._root_qpos = m.jnt_qposadr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "root")]
         self._rover_body = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "rover")
@@ -197,8 +237,9 @@ class LiquidRoverEnv(TimedMujocoWorld):
         self._tree_mocap = np.array([m.body_mocapid[body(f"tree{i}")] for i in range(N_TREES)])
         self._bush_mocap = np.array([m.body_mocapid[body(f"bush{i}")] for i in range(N_BUSHES)])
         self._target_mocap = m.body_mocapid[body("target")]
-        rover_geoms = [i for i in range(m.ngeom) if m.geom_bodyid[i] in
-                       (self._rover_body, body("wheel_left"), body("wheel_right"))]
+        rover_geoms = [
+            i for i in range(m.ngeom) if m.geom_bodyid[i] in (self._rover_body, body("wheel_left"), body("wheel_right"))
+        ]
         obstacle_geoms = [i for i in range(m.ngeom) if m.geom_group[i] == 1]
         self._is_rover_geom = np.zeros(m.ngeom, bool)
         self._is_rover_geom[rover_geoms] = True
@@ -248,15 +289,22 @@ class LiquidRoverEnv(TimedMujocoWorld):
         # A handful of obstacles near the straight path (the expert must go around them) ...
         if distance > 3.5:
             for _ in range(rng.integers(1, 4)):
-                place("tree" if rng.uniform() < 0.6 else "bush",
-                      lambda: start + heading * rng.uniform(0.35, 0.7) * distance + normal * rng.uniform(-0.7, 0.7),
-                      keep_path_clear=False, attempts=20)
+                place(
+                    "tree" if rng.uniform() < 0.6 else "bush",
+                    lambda: start + heading * rng.uniform(0.35, 0.7) * distance + normal * rng.uniform(-0.7, 0.7),
+                    keep_path_clear=False,
+                    attempts=20,
+                )
         # ... and scenery around, keeping a corridor to the target open.
         for kind in ("tree", "bush"):
             while pools[kind]:
                 before = len(pools[kind])
-                place(kind, lambda: rng.uniform(-ARENA_HALF, ARENA_HALF, size=2) + 0.5 * target,
-                      keep_path_clear=True, attempts=50)
+                place(
+                    kind,
+                    lambda: rng.uniform(-ARENA_HALF, ARENA_HALF, size=2) + 0.5 * target,
+                    keep_path_clear=True,
+                    attempts=50,
+                )
                 if len(pools[kind]) == before:
                     break
         d = self.data
@@ -268,8 +316,8 @@ class LiquidRoverEnv(TimedMujocoWorld):
         self.target = target
         self.obstacles = np.array(placed).reshape(-1, 3)
         q = self._root_qpos
-        d.qpos[q:q + 3] = (0.0, 0.0, WHEEL_RADIUS)
-        d.qpos[q + 3:q + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
+        d.qpos[q : q + 3] = (0.0, 0.0, WHEEL_RADIUS)
+        d.qpos[q + 3 : q + 7] = (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2))
         self._collided = False
         self.frames_rendered = 0  # camera renders this episode (only on camera measurements)
         self._imu_bias = self.shift.imu_bias * rng.choice([-1.0, 1.0], size=6)
@@ -285,8 +333,9 @@ class LiquidRoverEnv(TimedMujocoWorld):
         ncon = self.data.ncon
         if ncon and not self._collided:
             g = self.data.contact.geom[:ncon]
-            hit = (self._is_rover_geom[g[:, 0]] & self._is_obstacle_geom[g[:, 1]]) | \
-                  (self._is_rover_geom[g[:, 1]] & self._is_obstacle_geom[g[:, 0]])
+            hit = (self._is_rover_geom[g[:, 0]] & self._is_obstacle_geom[g[:, 1]]) | (
+                self._is_rover_geom[g[:, 1]] & self._is_obstacle_geom[g[:, 0]]
+            )
             self._collided = bool(hit.any())
 
     def _render_camera(self) -> np.ndarray:
@@ -306,14 +355,14 @@ class LiquidRoverEnv(TimedMujocoWorld):
                 image = (np.clip(noisy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
             return image
         s = self.data.sensordata
-        reading = np.concatenate([s[self._gyro_adr:self._gyro_adr + 3], s[self._accel_adr:self._accel_adr + 3]])
+        reading = np.concatenate([s[self._gyro_adr : self._gyro_adr + 3], s[self._accel_adr : self._accel_adr + 3]])
         std = np.array([GYRO_NOISE] * 3 + [ACCEL_NOISE] * 3) + shift.imu_noise
         return saturate_imu(reading + self._imu_bias + rng.normal(0.0, 1.0, size=6) * std)
 
     # ----- task -----
     def pose(self):
         """True (x, y) position and yaw of the rover."""
-        q = self.data.qpos[self._root_qpos:self._root_qpos + 7]
+        q = self.data.qpos[self._root_qpos : self._root_qpos + 7]
         w, x, y, z = q[3:7]
         return q[:2].copy(), float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
 
@@ -323,13 +372,22 @@ class LiquidRoverEnv(TimedMujocoWorld):
         success = distance < SUCCESS_RADIUS and not self._collided
         reward = (self._previous_distance - distance) + 10.0 * success - 10.0 * self._collided
         self._previous_distance = distance
-        info = dict(success=bool(success), collision=bool(self._collided), distance=distance,
-                    position=position, yaw=yaw, target=self.target.copy())
+        info = dict(
+            success=bool(success),
+            collision=bool(self._collided),
+            distance=distance,
+            position=position,
+            yaw=yaw,
+            target=self.target.copy(),
+        )
         return reward, bool(success or self._collided), info
 
     def _observation(self):
-        return {"image": self._reading("camera", self.image_shape).astype(np.uint8, copy=False),
-                "imu": self._reading("imu", 6), **self._time_observation()}
+        return {
+            "image": self._reading("camera", self.image_shape).astype(np.uint8, copy=False),
+            "imu": self._reading("imu", 6),
+            **self._time_observation(),
+        }
 
     def expert_action(self) -> np.ndarray:
         """The privileged expert's action (pure pursuit + obstacle avoidance) for the current true state."""

@@ -6,6 +6,7 @@ dynamics). Users type it as ``"season=winter,lighting=dusk,fog=0.3"``, pass a di
 settings override earlier ones). The random parts (noise samples, bias signs) are drawn from the
 environment's seeded generator, so a seed and a shift give one episode.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
@@ -65,8 +66,9 @@ class Shift:
     def __post_init__(self):
         for name in ("season", "lighting"):
             if getattr(self, name) not in CHOICES[name]:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not valid; choose one of "
-                                 f"{', '.join(CHOICES[name])}")
+                raise ValueError(
+                    f"{name}={getattr(self, name)!r} is not valid; choose one of {', '.join(CHOICES[name])}"
+                )
         for name, (lo, hi) in NUMERIC_RANGES.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
@@ -76,8 +78,9 @@ class Shift:
     def changed(self) -> dict:
         """The settings that differ from the training distribution, in field order."""
         default = Shift()
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if getattr(self, f.name) != getattr(default, f.name)}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)
+        }
 
     def __add__(self, other: "Shift") -> "Shift":
         """Compose: ``self`` with every setting that ``other`` changes."""

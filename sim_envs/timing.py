@@ -5,6 +5,7 @@ rate; each interval between ticks is drawn uniformly in ``period * (1 +- jitter)
 probability ``dropout``; a surviving message carries the tick time as its stamp (like a ROS header stamp)
 and is delivered ``latency`` seconds later.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -39,8 +40,9 @@ class SensorTiming:
     def period(self) -> float:
         return 1.0 / self.rate_hz
 
-    def scaled(self, rate: float = 1.0, jitter: float = 1.0, dropout: float | None = None,
-               extra_latency: float = 0.0) -> "SensorTiming":
+    def scaled(
+        self, rate: float = 1.0, jitter: float = 1.0, dropout: float | None = None, extra_latency: float = 0.0
+    ) -> "SensorTiming":
         """This timing with the rate and jitter multiplied, dropout replaced and latency added (a shift)."""
         return replace(
             self,
@@ -51,7 +53,7 @@ class SensorTiming:
         )
 
     def intervals(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """n tick-to-tick intervals in seconds."""
+        """N tick-to-tick intervals in seconds."""
         return self.period * (1.0 + self.jitter * rng.uniform(-1.0, 1.0, size=n))
 
     def message_stamps(self, rng: np.random.Generator, duration: float, t0: float = 0.0):

@@ -7,6 +7,7 @@ by shortening the last physics step) until the next trigger delivery and returns
 reading of every sensor, plus ``dt`` (difference of trigger stamps) and ``ages`` (now minus the stamp of each
 sensor's latest reading), exactly what the ROS policy node sees. The action is held until the next update.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,12 @@ class TimedMujocoWorld(gym.Env):
             raise ValueError(f"trigger sensor {self.trigger!r} is not among {self.sensor_names}")
         # The shift's sensor settings apply to every sensor.
         self.timings = {
-            name: t.scaled(rate=shift.sensor_rate, jitter=shift.jitter,
-                           dropout=shift.dropout if shift.dropout > 0 else None, extra_latency=shift.latency)
+            name: t.scaled(
+                rate=shift.sensor_rate,
+                jitter=shift.jitter,
+                dropout=shift.dropout if shift.dropout > 0 else None,
+                extra_latency=shift.latency,
+            )
             for name, t in timings.items()
         }
         self.clipped_actions = 0
@@ -135,8 +140,12 @@ class TimedMujocoWorld(gym.Env):
         return bool(terminated), info
 
     def _info(self, info: dict) -> dict:
-        info.update(stamp=float(self._update_stamp), sim_time=float(self.data.time), event=self.trigger,
-                    clipped_actions=self.clipped_actions)
+        info.update(
+            stamp=float(self._update_stamp),
+            sim_time=float(self.data.time),
+            event=self.trigger,
+            clipped_actions=self.clipped_actions,
+        )
         return info
 
     def _advance_physics(self, t_target: float) -> None:
@@ -196,14 +205,16 @@ class TimedMujocoWorld(gym.Env):
 
     def _ages(self) -> np.ndarray:
         now = self.data.time
-        return np.array([now - (0.0 if self._latest[n] is None else self._latest[n][0]) for n in self.sensor_names],
-                        dtype=np.float32)
+        return np.array(
+            [now - (0.0 if self._latest[n] is None else self._latest[n][0]) for n in self.sensor_names],
+            dtype=np.float32,
+        )
 
     def _time_observation(self) -> dict:
         return {"dt": np.array([self._dt], dtype=np.float32), "ages": self._ages()}
 
     def _time_spaces(self) -> dict:
-        """dt and ages never exceed the time since reset, which stays below the time limit plus a margin."""
+        """Dt and ages never exceed the time since reset, which stays below the time limit plus a margin."""
         horizon = 2.0 * self.time_limit + 10.0
         return {
             "dt": gym.spaces.Box(0.0, horizon, shape=(1,), dtype=np.float32),

@@ -1,4 +1,5 @@
 """Test-wide settings: headless rendering, and deterministic small torch thread pools."""
+
 import os
 
 os.environ.setdefault("MUJOCO_GL", "egl")

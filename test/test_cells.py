@@ -1,4 +1,5 @@
 """Cell contract: streaming vs sequence, per-sample dt, dt validation, masks, gradients, wirings, checkpoints."""
+
 import json
 import os
 import platform
@@ -8,16 +9,32 @@ import pytest
 import torch
 
 from liquid_control.cells import (
-    AutoNCP, CfC, CfCCell, CheckpointError, FrameStackMLP, FullyConnected, GRUCore, LiquidRNN, LSTMCore, LTC,
-    LTCCell, NCP, Wiring, build_core, load_model, save_model,
+    LTC,
+    NCP,
+    AutoNCP,
+    CfC,
+    CfCCell,
+    CheckpointError,
+    FrameStackMLP,
+    FullyConnected,
+    GRUCore,
+    LiquidRNN,
+    LSTMCore,
+    LTCCell,
+    Wiring,
+    build_core,
+    load_model,
+    native,
+    save_model,
 )
-from liquid_control.cells import native
 
 torch.set_num_threads(1)
 
 CORES = {
     "cfc": lambda: CfCCell(3, 6, backbone_units=8),
-    "cfc_no_gate_2layers": lambda: CfCCell(3, 6, mode="no_gate", backbone_units=8, backbone_layers=2, activation="silu"),
+    "cfc_no_gate_2layers": lambda: CfCCell(
+        3, 6, mode="no_gate", backbone_units=8, backbone_layers=2, activation="silu"
+    ),
     "cfc_pure": lambda: CfCCell(3, 6, mode="pure", backbone_layers=0),
     "cfc_ncp": lambda: CfCCell(3, AutoNCP(10, 2, seed=1)),
     "ltc": lambda: LTCCell(3, 5),
@@ -38,7 +55,7 @@ def _core(name, dtype=torch.float32):
 def _data(batch=4, steps=7, features=3, dtype=torch.float32, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, steps, features, generator=g, dtype=dtype)
-    dt = (0.05 + 0.5 * torch.rand(batch, steps, generator=g, dtype=dtype))
+    dt = 0.05 + 0.5 * torch.rand(batch, steps, generator=g, dtype=dtype)
     return x, dt
 
 
@@ -238,8 +255,9 @@ def test_compiled_float32_sequences_match_the_torch_path(kind, build, monkeypatc
     torch.manual_seed(1)
     cell = {
         "cfc_default": lambda: CfCCell(6, 5, backbone_units=37),
-        "cfc_no_gate_relu_2layers": lambda: CfCCell(6, 5, mode="no_gate", backbone_units=37, backbone_layers=2,
-                                                    activation="relu"),
+        "cfc_no_gate_relu_2layers": lambda: CfCCell(
+            6, 5, mode="no_gate", backbone_units=37, backbone_layers=2, activation="relu"
+        ),
         "cfc_pure_no_backbone": lambda: CfCCell(6, 5, mode="pure", backbone_layers=0),
         "ltc": lambda: LTCCell(6, 5),
     }[kind]()
@@ -273,7 +291,9 @@ def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fu
 # ---- the no-grad streaming kernel ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["cfc", "cfc_no_gate_2layers", "cfc_pure", "cfc_ncp", "ltc", "ltc_ncp_rk4", "ltc_exponential"])
+@pytest.mark.parametrize(
+    "name", ["cfc", "cfc_no_gate_2layers", "cfc_pure", "cfc_ncp", "ltc", "ltc_ncp_rk4", "ltc_exponential"]
+)
 @pytest.mark.parametrize("batch", [1, 3])
 def test_numpy_streaming_kernel_equals_the_torch_path(name, batch, fused_backend):
     cell = _core(name).eval()
@@ -317,7 +337,11 @@ def test_numpy_kernel_follows_parameter_updates():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda: AutoNCP(19, 3, sparsity_level=0.7, seed=11), lambda: NCP(6, 5, 2, 3, 3, 4, 2, seed=4), lambda: FullyConnected(5, 2)],
+    [
+        lambda: AutoNCP(19, 3, sparsity_level=0.7, seed=11),
+        lambda: NCP(6, 5, 2, 3, 3, 4, 2, seed=4),
+        lambda: FullyConnected(5, 2),
+    ],
 )
 def test_wiring_dict_roundtrip_is_identical_through_json(make):
     wiring = make().build(4)
@@ -328,8 +352,16 @@ def test_wiring_dict_roundtrip_is_identical_through_json(make):
 
 
 def test_ncp_structure_is_sensory_inter_command_motor():
-    w = NCP(inter_neurons=6, command_neurons=5, motor_neurons=2, sensory_fanout=3, inter_fanout=3,
-            recurrent_command_synapses=4, motor_fanin=2, seed=4).build(4)
+    w = NCP(
+        inter_neurons=6,
+        command_neurons=5,
+        motor_neurons=2,
+        sensory_fanout=3,
+        inter_fanout=3,
+        recurrent_command_synapses=4,
+        motor_fanin=2,
+        seed=4,
+    ).build(4)
     inter, command, motor = w.layers
     assert motor == [0, 1] and w.output_size == 2
     assert w.sensory_adjacency[:, command + motor].sum() == 0  # inputs reach only inter neurons
@@ -402,7 +434,11 @@ def test_convenience_constructors_mirror_ncps():
     rnn = CfC(4, 8, mode="no_gate", backbone_units=16)
     assert isinstance(rnn.cell, CfCCell) and rnn.cell.mode == "no_gate" and rnn.output_size == 8
     ltc = LTC(4, AutoNCP(10, 2))
-    assert ltc.output_size == 2 and ltc.state_size == 10 and ltc.cell.solver.config() == {"name": "semi_implicit", "substeps": 6}
+    assert (
+        ltc.output_size == 2
+        and ltc.state_size == 10
+        and ltc.cell.solver.config() == {"name": "semi_implicit", "substeps": 6}
+    )
     with pytest.raises(ValueError, match="unknown CfC mode"):
         CfC(4, 8, mode="fast")
     with pytest.raises(ValueError, match="wired CfC has no backbone"):

@@ -3,6 +3,7 @@
 
 ncps is a test-only dependency; the helpers below copy its weights into our cells.
 """
+
 import ncps.torch as nt
 import ncps.wirings as nw
 import numpy as np

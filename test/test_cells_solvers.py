@@ -1,4 +1,5 @@
 """LTC solvers against scipy.integrate.solve_ivp on the LTC ODE: convergence orders, tolerance, stability."""
+
 import pytest
 import torch
 from scipy.integrate import solve_ivp
@@ -111,5 +112,9 @@ def test_unknown_solver_and_bad_options_are_clear_errors():
     with pytest.raises(ValueError, match="bad options"):
         make_solver("euler", rtol=1e-3)
     assert make_solver({"name": "dopri5", "substeps": 2, "rtol": 1e-3, "atol": 1e-5, "max_steps": 9}).config() == {
-        "name": "dopri5", "substeps": 2, "rtol": 1e-3, "atol": 1e-5, "max_steps": 9,
+        "name": "dopri5",
+        "substeps": 2,
+        "rtol": 1e-3,
+        "atol": 1e-5,
+        "max_steps": 9,
     }

@@ -1,4 +1,5 @@
 """OOD evaluation (`liquid-control eval`): statistics, paired seeds, backends, resume, validation, report."""
+
 import json
 import math
 import os
@@ -11,15 +12,18 @@ from liquid_control.evaluation.backends import run_jobs
 from liquid_control.evaluation.episode import SmoothnessTracker
 from liquid_control.evaluation.evaluate import evaluate
 from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
-from liquid_control.evaluation.results import LOG_NAME, read_log
 from liquid_control.evaluation.report import paired_comparison
+from liquid_control.evaluation.results import LOG_NAME, read_log
 from liquid_control.evaluation.stats import bootstrap_mean_interval, mcnemar_exact_p, wilson_interval
 
 TINY_CONFIG = {
-    "name": "tiny_cfc", "world": "LiquidRover-v0",
+    "name": "tiny_cfc",
+    "world": "LiquidRover-v0",
     "observation": {"image": {"height": 32, "width": 32}, "vectors": {"imu": 6}, "update_on": "camera"},
-    "encoder": {"camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8},
-                "vectors": {"hidden": [8], "features": 4}},
+    "encoder": {
+        "camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8},
+        "vectors": {"hidden": [8], "features": 4},
+    },
     "core": {"type": "cfc", "units": 8},
     "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
 }
@@ -46,11 +50,19 @@ def tiny_checkpoints(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ statistics
 
-@pytest.mark.parametrize("k,n,lo,hi", [
-    # Newcombe (1998), Stat. Med. 17:857, Table I, method 3 (Wilson score without continuity correction)
-    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718),
-    (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0),
-])
+
+@pytest.mark.parametrize(
+    "k,n,lo,hi",
+    [
+        # Newcombe (1998), Stat. Med. 17:857, Table I, method 3 (Wilson score without continuity correction)
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+        (5, 10, 0.2366, 0.7634),
+        (10, 10, 0.7225, 1.0),
+    ],
+)
 def test_wilson_interval_matches_published_values(k, n, lo, hi):
     got = wilson_interval(k, n)
     assert got == pytest.approx((lo, hi), abs=6e-5)
@@ -88,10 +100,19 @@ def test_paired_comparison_pairs_by_training_and_episode_seed():
     def rec(policy, seed, episode, success, shift="winter"):
         return {"policy": policy, "shift": shift, "training_seed": seed, "episode_seed": episode, "success": success}
 
-    records = [rec("a", 0, 1, True), rec("b", 0, 1, False), rec("a", 0, 2, True), rec("b", 0, 2, True),
-               rec("a", 1, 1, False), rec("b", 1, 1, True), rec("a", 1, 2, True), rec("b", 1, 2, False),
-               rec("a", 2, 1, True),  # no partner: left out
-               rec("a", 0, 1, False, shift="fog"), rec("b", 0, 1, False, shift="fog")]
+    records = [
+        rec("a", 0, 1, True),
+        rec("b", 0, 1, False),
+        rec("a", 0, 2, True),
+        rec("b", 0, 2, True),
+        rec("a", 1, 1, False),
+        rec("b", 1, 1, True),
+        rec("a", 1, 2, True),
+        rec("b", 1, 2, False),
+        rec("a", 2, 1, True),  # no partner: left out
+        rec("a", 0, 1, False, shift="fog"),
+        rec("b", 0, 1, False, shift="fog"),
+    ]
     rows = paired_comparison(records, "a", "b", ["winter", "fog", "night"])
     assert [(r.shift, r.pairs, r.only_a, r.only_b) for r in rows] == [("winter", 4, 2, 1), ("fog", 1, 0, 0)]
     assert rows[0].success_a == 0.75 and rows[0].success_b == 0.5
@@ -108,6 +129,7 @@ def test_smoothness_is_total_action_change_over_measured_time():
 
 
 # ------------------------------------------------------------------------------------------ plan checks
+
 
 def test_unknown_shift_and_bad_checkpoints_are_rejected_before_any_work(tmp_path, tiny_checkpoints):
     from liquid_control.cli import main
@@ -167,6 +189,7 @@ def test_paired_episode_seeds_identical_across_policies_and_training_seeds(tiny_
 
 # ------------------------------------------------------------------------------------------ running
 
+
 def test_process_pool_gives_the_same_records_as_serial(tmp_path, tiny_checkpoints):
     plan = build_plan(["expert", f"tiny={tiny_checkpoints[0]}"], ["in_distribution", "sensor_rate=2"], 1)
     serial, pooled = {}, {}
@@ -181,8 +204,9 @@ def test_process_pool_gives_the_same_records_as_serial(tmp_path, tiny_checkpoint
     rate2 = [r for r in expert if r["shift"] == "sensor_rate=2"]
     nominal = [r for r in expert if r["shift"] == "in_distribution"]
     # twice the camera rate: about half the measured dt between updates
-    assert np.mean([r["mean_dt_s"] for r in rate2]) == pytest.approx(np.mean([r["mean_dt_s"] for r in nominal]) / 2,
-                                                                      rel=0.15)
+    assert np.mean([r["mean_dt_s"] for r in rate2]) == pytest.approx(
+        np.mean([r["mean_dt_s"] for r in nominal]) / 2, rel=0.15
+    )
 
 
 def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, monkeypatch):
@@ -221,8 +245,9 @@ def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, 
 
     monkeypatch.setattr(evaluate_module, "run_jobs", counting)
     result = evaluate(plan, out, backend="serial", resume=True, progress=False, example=False)
-    assert len(ran) == 3 and not {j.key for j in ran} & {(r["policy"], r["training_seed"], r["shift"],
-                                                         r["episode_seed"]) for r in before}
+    assert len(ran) == 3 and not {j.key for j in ran} & {
+        (r["policy"], r["training_seed"], r["shift"], r["episode_seed"]) for r in before
+    }
     after = read_log(log)
     assert len(after) == 6 and after[:3] == before
     keys = [(r["shift"], r["episode_seed"]) for r in result["records"]]
@@ -245,10 +270,26 @@ def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path)
     from liquid_control.cli import main
 
     out = tmp_path / "killed"
-    args = ["eval", "--policy", "expert", "--shift", "in_distribution", "--shift", "night", "--episodes", "6",
-            "--out", str(out), "--workers", "2", "--no-progress", "--no-example"]
-    proc = subprocess.Popen([sys.executable, "-m", "liquid_control.cli", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    args = [
+        "eval",
+        "--policy",
+        "expert",
+        "--shift",
+        "in_distribution",
+        "--shift",
+        "night",
+        "--episodes",
+        "6",
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--no-progress",
+        "--no-example",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log = out / LOG_NAME
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -261,7 +302,7 @@ def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path)
     assert 2 <= len(finished) < 12, "the kill should land mid-run"
     assert main(args + ["--resume"]) == 0
     after = read_log(str(log))
-    assert after[:len(finished)] == finished  # kept as they were
+    assert after[: len(finished)] == finished  # kept as they were
     keys = [(r["shift"], r["episode_seed"]) for r in after]
     assert len(keys) == len(set(keys)) == 12  # every episode once
 
@@ -277,8 +318,18 @@ def test_report_folder_with_tables_and_plots(tmp_path):
     with open(out / "results.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 8 and {r["shift"] for r in rows} == set(plan.shifts)
-    assert {"policy", "training_seed", "shift", "episode_seed", "success", "return", "smoothness",
-            "collision", "steps", "sim_time_s"} <= set(rows[0])
+    assert {
+        "policy",
+        "training_seed",
+        "shift",
+        "episode_seed",
+        "success",
+        "return",
+        "smoothness",
+        "collision",
+        "steps",
+        "sim_time_s",
+    } <= set(rows[0])
     report = (out / "report.md").read_text()
     assert "| winter | 100% [34%, 100%] |" in report  # 2/2 successes: Wilson [0.342, 1]
     for png in ("success_by_shift.png", "success_vs_sensor_timing.png", "example_episode.png"):
@@ -296,8 +347,12 @@ def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, monkey
     plan = build_plan(["expert", f"tiny={tiny_checkpoints[1]}"], ["lighting=dusk"], 1)
     serial, on_ray = {}, {}
     run_jobs(plan.jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}},
+    )
     try:
         run_jobs(plan.jobs, lambda job, r: on_ray.__setitem__(job.key, r), backend="ray", progress=False)
         assert ray.is_initialized()  # an instance the backend did not start is left running
@@ -337,9 +392,27 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
     from liquid_control.cli import main
 
     out = tmp_path / "headline"
-    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--train-minutes", "0.1",
-            "--episodes", "1", "--shift", "in_distribution", "--out", str(out), "--workers", "1",
-            "--no-progress", "--no-example"]
+    argv = [
+        "eval",
+        "--experiment",
+        "headline",
+        "--archs",
+        "cfc",
+        "--seeds",
+        "1",
+        "--train-minutes",
+        "0.1",
+        "--episodes",
+        "1",
+        "--shift",
+        "in_distribution",
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-progress",
+        "--no-example",
+    ]
     assert main(argv + ["--archs", "transformer"]) == 2 and not out.exists()  # rejected before training
     assert main(argv + ["--train-set", "training.epochs_frist=3"]) == 2 and not out.exists()
     assert main(argv) == 0

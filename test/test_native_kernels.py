@@ -1,6 +1,7 @@
 """The compiled kernels (``liquid_control/cells/native``): their exp, the build cache, and the torch fallback.
 
 Their numerics inside the cells are checked in test_cells.py (fused paths vs autograd, compiled and torch)."""
+
 import ctypes
 import os
 import platform
@@ -97,8 +98,7 @@ def test_matrix_kernel_equals_torch_including_tails_and_accumulation(dtype, tran
         fn(trans_a, M, N, K, a.data_ptr(), a.shape[1], b.data_ptr(), b.stride(0), accumulate, c.data_ptr(), N)
         expected = op_a @ b + (c0 if accumulate else 0)
         tol = 1e-4 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(c, expected, atol=tol * K ** 0.5, rtol=tol)
-
+        torch.testing.assert_close(c, expected, atol=tol * K**0.5, rtol=tol)
 
 
 @needs_compiler

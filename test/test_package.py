@@ -1,4 +1,5 @@
 """The package skeleton: CLI, share-dir lookup, package manifest."""
+
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -33,8 +34,9 @@ def _copy_source_tree(dst):
     import shutil
 
     src = paths.share_dir()
-    ignore = shutil.ignore_patterns(".venv", ".git", "__pycache__", "*.egg-info", "build", "install", "log",
-                                    "runs", "reports", ".pytest_cache")
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", "__pycache__", "*.egg-info", "build", "install", "log", "runs", "reports", ".pytest_cache"
+    )
     shutil.copytree(src, dst, ignore=ignore, symlinks=True)
 
 
@@ -45,8 +47,9 @@ def test_colcon_build_installs_where_ros2_looks(tmp_path):
 
     colcon = shutil.which("colcon") or os.path.join(os.path.dirname(sys.executable), "colcon")
     _copy_source_tree(tmp_path / "src" / "liquid_control")
-    proc = subprocess.run([colcon, "build", "--base-paths", "src"], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [colcon, "build", "--base-paths", "src"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     prefix = tmp_path / "install" / "liquid_control"
     for exe in ("policy_node", "sim_node", "liquid-control"):

@@ -1,14 +1,22 @@
 """Policy layer: config validation, sequence/step equivalence, dt handling, policy files, PolicyAgent."""
+
 import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from liquid_control.paths import policies_dir
-from liquid_control.policy import (Policy, PolicyAgent, PolicyConfigError, PolicyLoadError, load_config, load_policy,
-                                   save_policy, validate_config)
+from liquid_control.policy import (
+    Policy,
+    PolicyAgent,
+    PolicyConfigError,
+    PolicyLoadError,
+    load_config,
+    load_policy,
+    save_policy,
+    validate_config,
+)
 
 CONFIGS = sorted((policies_dir() / "configs").glob("*.yaml"))
 
@@ -19,8 +27,10 @@ def small_config(core=None, image=True, vectors=None):
         "name": "tiny",
         "world": "LiquidRover-v0",
         "observation": {"vectors": {"imu": 6} if vectors is None else vectors, "update_on": "camera"},
-        "encoder": {"camera": {"channels": [4, 8], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8},
-                    "vectors": {"hidden": [8], "features": 4}},
+        "encoder": {
+            "camera": {"channels": [4, 8], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8},
+            "vectors": {"hidden": [8], "features": 4},
+        },
         "core": core or {"type": "cfc", "units": 8, "wiring": "ncp"},
         "action": {"size": 2, "low": [-1, -0.5], "high": [1, 0.5]},
     }
@@ -32,15 +42,24 @@ def small_config(core=None, image=True, vectors=None):
 def random_obs(batch, steps, seed=0, size=16):
     g = torch.Generator().manual_seed(seed)
     lead = (batch,) if steps is None else (batch, steps)
-    return {"image": torch.randint(0, 256, lead + (size, size, 3), dtype=torch.uint8, generator=g),
-            "imu": torch.randn(lead + (6,), generator=g) * 3.0}
+    return {
+        "image": torch.randint(0, 256, lead + (size, size, 3), dtype=torch.uint8, generator=g),
+        "imu": torch.randn(lead + (6,), generator=g) * 3.0,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ config
 def test_example_configs_are_valid_and_cover_every_core():
     names = {p.stem for p in CONFIGS}
-    assert {"cfc_ncp_rover", "ltc_ncp_rover", "cfc_rover", "lstm_rover", "gru_rover", "mlp_rover",
-            "cfc_rover_no_dt"} <= names
+    assert {
+        "cfc_ncp_rover",
+        "ltc_ncp_rover",
+        "cfc_rover",
+        "lstm_rover",
+        "gru_rover",
+        "mlp_rover",
+        "cfc_rover_no_dt",
+    } <= names
     types = set()
     for path in CONFIGS:
         cfg = load_config(path)
@@ -50,20 +69,23 @@ def test_example_configs_are_valid_and_cover_every_core():
     assert load_config(policies_dir() / "configs" / "cfc_rover_no_dt.yaml")["core"]["ignore_dt"] is True
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda c: c.update(colour="red"), "unknown key(s) 'colour'"),
-    (lambda c: c["core"].update(type="transformer"), "core.type: unknown value 'transformer'; choose from cfc"),
-    (lambda c: c["core"].update(unit=8), "core: unknown key(s) 'unit'"),
-    (lambda c: c["core"].update(units=0), "core.units: must be >= 1"),
-    (lambda c: c["core"].update(type="lstm", wiring="ncp"), "core.wiring: 'ncp' needs core.type cfc or ltc"),
-    (lambda c: c["action"].update(low=[-1]), "action.low: needs 2 values"),
-    (lambda c: c["action"].update(low=[1, 1]), "every low must be < high"),
-    (lambda c: c.pop("world"), "world: missing (required)"),
-    (lambda c: c["encoder"]["camera"].update(strides=[2]), "need the same length"),
-    (lambda c: c["observation"]["vectors"].update(imu="six"), "observation.vectors.imu: expected an integer"),
-    (lambda c: c.update(training={"lr": "fast"}), "training.lr: expected a number"),
-    (lambda c: c.update(training={"augmentation": ["blur"]}), "training.augmentation[0]: unknown value 'blur'"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c.update(colour="red"), "unknown key(s) 'colour'"),
+        (lambda c: c["core"].update(type="transformer"), "core.type: unknown value 'transformer'; choose from cfc"),
+        (lambda c: c["core"].update(unit=8), "core: unknown key(s) 'unit'"),
+        (lambda c: c["core"].update(units=0), "core.units: must be >= 1"),
+        (lambda c: c["core"].update(type="lstm", wiring="ncp"), "core.wiring: 'ncp' needs core.type cfc or ltc"),
+        (lambda c: c["action"].update(low=[-1]), "action.low: needs 2 values"),
+        (lambda c: c["action"].update(low=[1, 1]), "every low must be < high"),
+        (lambda c: c.pop("world"), "world: missing (required)"),
+        (lambda c: c["encoder"]["camera"].update(strides=[2]), "need the same length"),
+        (lambda c: c["observation"]["vectors"].update(imu="six"), "observation.vectors.imu: expected an integer"),
+        (lambda c: c.update(training={"lr": "fast"}), "training.lr: expected a number"),
+        (lambda c: c.update(training={"augmentation": ["blur"]}), "training.augmentation[0]: unknown value 'blur'"),
+    ],
+)
 def test_bad_config_is_rejected_with_the_key_path(mutate, message):
     cfg = small_config()
     mutate(cfg)
@@ -80,8 +102,10 @@ def test_config_file_errors_name_the_file(tmp_path):
     with pytest.raises(PolicyConfigError, match="bad.yaml: not valid YAML"):
         load_config(bad)
     typo = tmp_path / "typo.yaml"
-    typo.write_text("name: x\nworld: LiquidRover-v0\nobservation: {vectors: {imu: 6}, update_on: imu}\n"
-                    "core: {type: cfc, unitz: 4}\naction: {size: 1, low: [-1], high: [1]}\n")
+    typo.write_text(
+        "name: x\nworld: LiquidRover-v0\nobservation: {vectors: {imu: 6}, update_on: imu}\n"
+        "core: {type: cfc, unitz: 4}\naction: {size: 1, low: [-1], high: [1]}\n"
+    )
     with pytest.raises(PolicyConfigError, match=r"typo.yaml: core: unknown key\(s\) 'unitz'"):
         load_config(typo)
 
@@ -94,14 +118,17 @@ def test_defaults_are_filled_in():
 
 
 # ------------------------------------------------------------------------------------------------ running
-@pytest.mark.parametrize("core", [
-    {"type": "cfc", "units": 8, "wiring": "ncp"},
-    {"type": "cfc", "units": 6, "backbone_units": 8},
-    {"type": "ltc", "units": 8, "wiring": "ncp", "unfolds": 2},
-    {"type": "lstm", "units": 6},
-    {"type": "gru", "units": 6},
-    {"type": "mlp", "units": 6, "frames": 3},
-])
+@pytest.mark.parametrize(
+    "core",
+    [
+        {"type": "cfc", "units": 8, "wiring": "ncp"},
+        {"type": "cfc", "units": 6, "backbone_units": 8},
+        {"type": "ltc", "units": 8, "wiring": "ncp", "unfolds": 2},
+        {"type": "lstm", "units": 6},
+        {"type": "gru", "units": 6},
+        {"type": "mlp", "units": 6, "frames": 3},
+    ],
+)
 def test_forward_sequence_equals_repeated_step(core):
     torch.manual_seed(0)
     policy = Policy.from_config(small_config(core))
@@ -179,8 +206,7 @@ def test_save_load_roundtrip_is_exact(tmp_path):
     loaded = load_policy(path)
     assert loaded.config == policy.config and loaded.metadata == {"seed": 7, "note": "x"}
     obs, dt = random_obs(2, 5), torch.rand(2, 5) * 0.1
-    torch.testing.assert_close(loaded.forward_sequence(obs, dt)[0], policy.forward_sequence(obs, dt)[0],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(loaded.forward_sequence(obs, dt)[0], policy.forward_sequence(obs, dt)[0], rtol=0, atol=0)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary behind
 
 

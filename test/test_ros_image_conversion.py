@@ -1,4 +1,5 @@
 """Image conversion without cv_bridge, on hand-built messages (padding, byte order, encodings)."""
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
@@ -12,7 +13,7 @@ def message(encoding, pixels: np.ndarray, pad: int = 0, bigendian: bool = False)
     order = ">" if bigendian else "<"
     raw = pixels.astype(pixels.dtype.newbyteorder(order)).tobytes()
     row = len(raw) // h
-    data = b"".join(raw[i * row:(i + 1) * row] + bytes([0xAB] * pad) for i in range(h))
+    data = b"".join(raw[i * row : (i + 1) * row] + bytes([0xAB] * pad) for i in range(h))
     return Image(height=h, width=w, encoding=encoding, is_bigendian=int(bigendian), step=row + pad, data=data)
 
 
@@ -23,8 +24,12 @@ RGB = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 7  # (H=2, W=3) di
 def test_colour_encodings_decode_to_rgb(pad):
     bgr = RGB[..., ::-1]
     alpha = np.full((2, 3, 1), 99, np.uint8)
-    cases = {"rgb8": RGB, "bgr8": bgr, "rgba8": np.concatenate([RGB, alpha], -1),
-             "bgra8": np.concatenate([bgr, alpha], -1)}
+    cases = {
+        "rgb8": RGB,
+        "bgr8": bgr,
+        "rgba8": np.concatenate([RGB, alpha], -1),
+        "bgra8": np.concatenate([bgr, alpha], -1),
+    }
     for encoding, pixels in cases.items():
         msg = message(encoding, pixels, pad=pad)
         np.testing.assert_array_equal(image_to_numpy(msg), pixels)  # passthrough keeps the layout
@@ -66,14 +71,17 @@ def test_round_trip_through_numpy_to_image():
     assert mono.step == 6 and image_to_numpy(mono).shape == (4, 6)
 
 
-@pytest.mark.parametrize("mutate,match", [
-    (lambda m: setattr(m, "encoding", "yuv422"), "unsupported image encoding 'yuv422'"),
-    (lambda m: setattr(m, "encoding", "32FC1"), "unsupported"),
-    (lambda m: setattr(m, "step", 8), "step 8 is smaller"),
-    (lambda m: setattr(m, "height", 3), "expected step\\*height"),
-    (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "expected step\\*height"),
-    (lambda m: setattr(m, "width", 0), "empty size"),
-])
+@pytest.mark.parametrize(
+    "mutate,match",
+    [
+        (lambda m: setattr(m, "encoding", "yuv422"), "unsupported image encoding 'yuv422'"),
+        (lambda m: setattr(m, "encoding", "32FC1"), "unsupported"),
+        (lambda m: setattr(m, "step", 8), "step 8 is smaller"),
+        (lambda m: setattr(m, "height", 3), "expected step\\*height"),
+        (lambda m: setattr(m, "data", bytes(m.data)[:-1]), "expected step\\*height"),
+        (lambda m: setattr(m, "width", 0), "empty size"),
+    ],
+)
 def test_inconsistent_messages_raise_clear_errors(mutate, match):
     msg = message("rgb8", RGB)
     mutate(msg)

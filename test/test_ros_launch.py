@@ -1,5 +1,6 @@
 """Launch files: standard launch_ros form built from liquid_control.ros.graph, referencing real executables,
 modules, parameter files and declared parameters (launch/launch_ros are not installable here: stubbed)."""
+
 import ast
 import importlib.util
 import runpy
@@ -16,8 +17,10 @@ from liquid_control.ros.params import POLICY_NODE_PARAMETERS
 from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
 
 ROOT = paths.share_dir()
-DECLARED = {"policy_node": set(POLICY_NODE_PARAMETERS) | {"use_sim_time"},
-            "sim_node": set(SIM_NODE_PARAMETERS) | {"use_sim_time"}}
+DECLARED = {
+    "policy_node": set(POLICY_NODE_PARAMETERS) | {"use_sim_time"},
+    "sim_node": set(SIM_NODE_PARAMETERS) | {"use_sim_time"},
+}
 
 
 class Recorder:
@@ -29,7 +32,6 @@ class Recorder:
 def launch_stubs(monkeypatch):
     """Minimal launch / launch_ros modules: actions record their arguments; LaunchConfiguration.perform reads
     the values given to ``evaluate``."""
-    values = {}
 
     class LaunchConfiguration:
         def __init__(self, name):
@@ -56,8 +58,11 @@ def launch_stubs(monkeypatch):
 
     def evaluate(path, **overrides):
         description = runpy.run_path(str(path))["generate_launch_description"]()
-        declared = {a.kwargs["name"] if "name" in a.kwargs else a.args[0]: a.kwargs["default_value"]
-                    for a in description if type(a).__name__ == "DeclareLaunchArgument"}
+        declared = {
+            a.kwargs["name"] if "name" in a.kwargs else a.args[0]: a.kwargs["default_value"]
+            for a in description
+            if type(a).__name__ == "DeclareLaunchArgument"
+        }
         context = dict(declared, **overrides)
         opaque = [a for a in description if type(a).__name__ == "OpaqueFunction"]
         nodes = [n for op in opaque for n in op.kwargs["function"](context)]
@@ -111,9 +116,15 @@ def test_sim_launch_builds_the_graph_of_liquid_control_sim(launch_stubs):
         for key, value in launched.kwargs["parameters"][-1].items():
             assert graph.parameter_argument(key, value) in argv
 
-    _, nodes = launch_stubs(ROOT / "launch" / "sim.launch.py", world="LiquidBalance-v0", shift="fog=0.5",
-                            use_sim_time="true", real_time_factor="2.0", publish_mode="fixed_rate",
-                            control_rate_hz="50")
+    _, nodes = launch_stubs(
+        ROOT / "launch" / "sim.launch.py",
+        world="LiquidBalance-v0",
+        shift="fog=0.5",
+        use_sim_time="true",
+        real_time_factor="2.0",
+        publish_mode="fixed_rate",
+        control_rate_hz="50",
+    )
     sim, policy = (check_node(n) for n in nodes)
     assert sim["use_sim_time"] is policy["use_sim_time"] is True and sim["real_time_factor"] == 2.0
     assert sim["shift"] == "fog=0.5" and sim["command_type"] == "float64_multi_array"
@@ -132,8 +143,10 @@ def test_policy_launch_runs_the_node_alone_from_a_parameter_file(launch_stubs, t
     robot.parent.mkdir()
     robot.write_text((ROOT / "config" / "balance_policy.yaml").read_text())
     (node,) = launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(robot), policy="/opt/p.onnx")[1]
-    assert node.kwargs["parameters"] == [str(robot), {"use_sim_time": False, "autostart": False,
-                                                      "policy": "/opt/p.onnx"}]
+    assert node.kwargs["parameters"] == [
+        str(robot),
+        {"use_sim_time": False, "autostart": False, "policy": "/opt/p.onnx"},
+    ]
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(tmp_path / "missing.yaml"))
 

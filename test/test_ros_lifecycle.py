@@ -1,5 +1,6 @@
 """policy_node lifecycle in-process: configure validates, activate commands, deactivate stops, cleanup frees,
 ~/reset clears the state; parameter validation and command limits as pure functions."""
+
 import time
 
 import numpy as np
@@ -7,7 +8,6 @@ import pytest
 import rclpy
 import rclpy.executors
 import torch
-from geometry_msgs.msg import Twist
 from lifecycle_msgs.msg import State
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_srvs.srv import Trigger
@@ -19,7 +19,8 @@ from liquid_control.ros.testing import isolated_ros_env
 from liquid_control.runtime.command import CommandLimiter
 
 CONFIG = {
-    "name": "tiny_balancer", "world": "LiquidBalance-v0",
+    "name": "tiny_balancer",
+    "world": "LiquidBalance-v0",
     "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
     "core": {"type": "cfc", "units": 8},
     "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
@@ -62,8 +63,14 @@ def ros():
 def params(policy_file, **overrides):
     from rclpy.parameter import Parameter
 
-    values = dict(policy=str(policy_file), command_type="float64_multi_array", command_topic="torques",
-                  action_scale=[0.6], max_command=[0.6], watchdog_timeout_s=5.0)
+    values = dict(
+        policy=str(policy_file),
+        command_type="float64_multi_array",
+        command_topic="torques",
+        action_scale=[0.6],
+        max_command=[0.6],
+        watchdog_timeout_s=5.0,
+    )
     values.update(overrides)
     return [Parameter(k, value=v) for k, v in values.items()]
 
@@ -112,14 +119,17 @@ def test_lifecycle_transitions(policy_file, ros):
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS  # configurable again
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"policy": ""}, "policy: no policy file given"),
-    ({"policy": "/nonexistent/p.pt"}, "no such policy file"),
-    ({"command_type": "twist"}, "needs a twist policy with 2 actions"),
-    ({"max_command": [0.6, 0.6, 0.6]}, "max_command: needs 1 or 2 values"),
-    ({"watchdog_timeout_s": -1.0}, "watchdog_timeout_s: must be a positive"),
-    ({"publish_mode": "sometimes"}, "publish_mode: 'sometimes' is not one of"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"policy": ""}, "policy: no policy file given"),
+        ({"policy": "/nonexistent/p.pt"}, "no such policy file"),
+        ({"command_type": "twist"}, "needs a twist policy with 2 actions"),
+        ({"max_command": [0.6, 0.6, 0.6]}, "max_command: needs 1 or 2 values"),
+        ({"watchdog_timeout_s": -1.0}, "watchdog_timeout_s: must be a positive"),
+        ({"publish_mode": "sometimes"}, "publish_mode: 'sometimes' is not one of"),
+    ],
+)
 def test_configure_fails_with_a_clear_error(policy_file, ros, overrides, message, caplog):
     make, _ = ros
     node = make(PolicyNode, parameter_overrides=params(policy_file, **overrides))
@@ -132,8 +142,9 @@ def test_configure_fails_with_a_clear_error(policy_file, ros, overrides, message
 
 def test_parameter_validation_reports_every_problem():
     values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()}
-    values.update(policy="p.pt", control_rate_hz=0, imu_qos_depth=0, sensor_qos_reliability="maybe",
-                  action_scale=[1, 2, 3])
+    values.update(
+        policy="p.pt", control_rate_hz=0, imu_qos_depth=0, sensor_qos_reliability="maybe", action_scale=[1, 2, 3]
+    )
     with pytest.raises(ParameterError) as err:
         validate_policy_node_parameters(values, action_size=2, action_kind="twist")
     text = str(err.value)
@@ -161,8 +172,12 @@ def test_fixed_rate_mode_republishes_the_latest_limited_action(policy_file, ros)
     make, spin = ros
     from std_msgs.msg import Float64MultiArray
 
-    node = make(PolicyNode, parameter_overrides=params(policy_file, publish_mode="fixed_rate", control_rate_hz=50.0,
-                                                       action_scale=[10.0], max_command=[0.05]))
+    node = make(
+        PolicyNode,
+        parameter_overrides=params(
+            policy_file, publish_mode="fixed_rate", control_rate_hz=50.0, action_scale=[10.0], max_command=[0.05]
+        ),
+    )
     probe = make(rclpy.node.Node, "probe")
     commands = []
     probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)

@@ -1,5 +1,5 @@
 """policy_node over real DDS, in its own process: stamp-difference updates, rejected messages, watchdog."""
-import json
+
 import time
 
 import numpy as np
@@ -16,10 +16,13 @@ from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_proce
 
 H = W = 16
 CONFIG = {
-    "name": "tiny_rover", "world": "LiquidRover-v0",
+    "name": "tiny_rover",
+    "world": "LiquidRover-v0",
     "observation": {"image": {"height": H, "width": W}, "vectors": {"imu": 6}, "update_on": "camera"},
-    "encoder": {"camera": {"channels": [4, 4], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8},
-                "vectors": {"hidden": [8], "features": 8}},
+    "encoder": {
+        "camera": {"channels": [4, 4], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8},
+        "vectors": {"hidden": [8], "features": 8},
+    },
     "core": {"type": "cfc", "units": 12, "wiring": "ncp"},
     "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
 }
@@ -62,12 +65,23 @@ def imu_msg(stamp, values):
 
 
 def start_policy_node(policy_file, env, tmp_path, **overrides):
-    params = dict(policy=str(policy_file), autostart=True, command_type="twist_stamped", publish_mode="per_update",
-                  action_scale=[1.0, 1.0], max_command=[10.0, 10.0], max_command_rate=[1e9, 1e9],
-                  watchdog_timeout_s=30.0, diagnostics_period_s=0.2, max_gap_s=1.0, max_backward_jump_s=0.5)
+    params = dict(
+        policy=str(policy_file),
+        autostart=True,
+        command_type="twist_stamped",
+        publish_mode="per_update",
+        action_scale=[1.0, 1.0],
+        max_command=[10.0, 10.0],
+        max_command_rate=[1e9, 1e9],
+        watchdog_timeout_s=30.0,
+        diagnostics_period_s=0.2,
+        max_gap_s=1.0,
+        max_backward_jump_s=0.5,
+    )
     params.update(overrides)
-    return start_node_process("liquid_control.ros.policy_node", "policy_node", params, env,
-                              log_path=tmp_path / "policy_node.log")
+    return start_node_process(
+        "liquid_control.ros.policy_node", "policy_node", params, env, log_path=tmp_path / "policy_node.log"
+    )
 
 
 def connect(probe, node_log, timeout=30.0):
@@ -75,8 +89,12 @@ def connect(probe, node_log, timeout=30.0):
     imu = probe.publisher(Imu, "imu/data", RELIABLE)
     probe.record("cmd_vel", TwistStamped, RELIABLE)
     probe.record("/diagnostics", DiagnosticArray)
-    ready = probe.wait_for(lambda: cam.get_subscription_count() and imu.get_subscription_count()
-                           and probe.node.count_publishers("cmd_vel"), timeout)
+    ready = probe.wait_for(
+        lambda: (
+            cam.get_subscription_count() and imu.get_subscription_count() and probe.node.count_publishers("cmd_vel")
+        ),
+        timeout,
+    )
     assert ready, f"policy_node did not come up:\n{node_log.read_text() if node_log.exists() else ''}"
     time.sleep(0.3)  # let discovery settle both ways
     return cam, imu
@@ -100,19 +118,19 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
         # (kind, stamp offset, payload, accepted): irregular rates, out of order, duplicate, NaN, bad encodings
         script = [
             ("imu", 0.000, [0.1, 0, 0, 0, 0, 9.8], True),
-            ("cam", 0.010, 1, True),                       # first update: dt = first_update_dt = 0
+            ("cam", 0.010, 1, True),  # first update: dt = first_update_dt = 0
             ("imu", 0.021, [0.2, 0.1, 0, 0, 0, 9.8], True),
             ("imu", 0.026, [0.3, 0.1, 0, 0.5, 0, 9.8], True),  # 5 ms later: only the latest is held
-            ("cam", 0.140, 2, True),                       # dt 0.130
-            ("cam", 0.140, 3, False),                      # duplicate stamp
-            ("cam", 0.100, 4, False),                      # out of order
+            ("cam", 0.140, 2, True),  # dt 0.130
+            ("cam", 0.140, 3, False),  # duplicate stamp
+            ("cam", 0.100, 4, False),  # out of order
             ("imu", 0.150, [np.nan, 0, 0, 0, 0, 9.8], False),  # NaN
-            ("cam", 0.180, 5, True),                       # dt 0.040, the NaN IMU was not held
-            ("cam/yuv422", 0.200, 6, False),               # unsupported encoding
-            ("cam/small", 0.210, 7, False),                # wrong size
-            ("cam/bgr8", 0.400, 8, True),                  # bgr8 converted like cv_bridge; dt 0.220
+            ("cam", 0.180, 5, True),  # dt 0.040, the NaN IMU was not held
+            ("cam/yuv422", 0.200, 6, False),  # unsupported encoding
+            ("cam/small", 0.210, 7, False),  # wrong size
+            ("cam/bgr8", 0.400, 8, True),  # bgr8 converted like cv_bridge; dt 0.220
             ("imu", 0.410, [0, 0, -0.4, 0, 0.2, 9.7], True),
-            ("cam", 0.433, 9, True),                       # dt 0.033
+            ("cam", 0.433, 9, True),  # dt 0.033
         ]
         expected_updates = []  # (stamp, image, imu, dt) the oracle integrates
         held_imu, last_update = None, None
@@ -133,7 +151,9 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
                 dt = 0.0 if last_update is None else stamp - last_update
                 expected_updates.append((stamp, rgb, held_imu.copy(), dt))
                 last_update = stamp
-                assert probe.wait_for(lambda: len(probe.messages("cmd_vel")) > n_before, 5.0), f"no command for {kind}"
+                assert probe.wait_for(lambda n=n_before: len(probe.messages("cmd_vel")) > n, 5.0), (
+                    f"no command for {kind}"
+                )
             else:
                 time.sleep(0.2)
                 assert len(probe.messages("cmd_vel")) == n_before, f"{kind} at {offset} produced a command"
@@ -152,7 +172,7 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
         def run(dts):
             state, actions = policy.initial_state(1), []
             with torch.no_grad():
-                for (stamp, rgb, imu_v, _), dt in zip(expected_updates, dts):
+                for (_stamp, rgb, imu_v, _), dt in zip(expected_updates, dts):
                     obs = {"image": torch.from_numpy(rgb)[None], "imu": torch.from_numpy(imu_v)[None]}
                     action, state = policy.step(obs, state, torch.tensor([dt], dtype=torch.float32))
                     actions.append(action[0].numpy())
@@ -224,7 +244,11 @@ def test_camera_silence_triggers_the_watchdog_stop(policy_file, tmp_path):
         assert all(m.twist.linear.x == 0.0 for t, m in after if t >= stops[0][0])  # stays stopped
         # within the timeout (plus one watchdog period and scheduling/delivery)
         assert stops[0][0] - last_camera <= timeout + timeout / 4 + 0.5  # slack: a loaded 2-core machine
-        warn = [m.status[0] for t, m in probe.messages("/diagnostics") if t > last_camera and m.status[0].level == DiagnosticStatus.WARN]
+        warn = [
+            m.status[0]
+            for t, m in probe.messages("/diagnostics")
+            if t > last_camera and m.status[0].level == DiagnosticStatus.WARN
+        ]
         assert warn and "camera" in warn[-1].message
     finally:
         probe.close()

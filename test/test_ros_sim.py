@@ -1,4 +1,5 @@
 """sim_node over real DDS, and the closed loop sim_node + policy_node with a shipped rover policy."""
+
 import json
 import subprocess
 import sys
@@ -30,12 +31,28 @@ def test_sim_node_publishes_irregular_stamped_sensors_and_obeys_commands(tmp_pat
     probe = Probe(env)
     for topic, msg_type in (("camera/image_raw", Image), ("imu/data", Imu), ("odom", Odometry), ("/clock", Clock)):
         probe.record(topic, msg_type, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
-    probe.record("episode_status", String, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                                                      durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    probe.record(
+        "episode_status",
+        String,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     cmd = probe.publisher(Twist, "cmd_vel", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", dict(
-        world="LiquidRover-v0", seed=1, episodes=1, time_limit=3.0, use_sim_time=True, real_time_factor=1.5,
-        wait_for_subscribers_s=20.0, render_size=32), env, tmp_path / "sim.log")
+    proc = start_node_process(
+        "liquid_control.ros.sim_node",
+        "sim_node",
+        dict(
+            world="LiquidRover-v0",
+            seed=1,
+            episodes=1,
+            time_limit=3.0,
+            use_sim_time=True,
+            real_time_factor=1.5,
+            wait_for_subscribers_s=20.0,
+            render_size=32,
+        ),
+        env,
+        tmp_path / "sim.log",
+    )
     try:
         assert probe.wait_for(lambda: cmd.get_subscription_count() > 0, 30.0), (tmp_path / "sim.log").read_text()
         # drive straight at 0.5 m/s (10 Hz, as a teleop would)
@@ -62,7 +79,7 @@ def test_sim_node_publishes_irregular_stamped_sensors_and_obeys_commands(tmp_pat
     assert image_to_numpy(cams[-1]).shape == (32, 32, 3) and cams[-1].encoding == "rgb8"
     # the commands moved the rover forward (true odometry), at about the commanded speed
     odom = [m for _, m in probe.messages("odom")]
-    speeds = [m.twist.twist.linear.x for m in odom[len(odom) // 2:]]
+    speeds = [m.twist.twist.linear.x for m in odom[len(odom) // 2 :]]
     assert 0.3 < np.median(speeds) < 0.6
     start, end = odom[0].pose.pose.position, odom[-1].pose.pose.position
     assert np.hypot(end.x - start.x, end.y - start.y) > 0.6
@@ -76,9 +93,23 @@ def test_sim_node_publishes_irregular_stamped_sensors_and_obeys_commands(tmp_pat
 def test_closed_loop_reaches_the_target_with_the_shipped_policy(tmp_path):
     env = isolated_ros_env()
     proc = subprocess.run(
-        [sys.executable, "-m", "liquid_control.cli", "sim", "--seed", str(CLOSED_LOOP_SEED), "--use-sim-time",
-         "--log-dir", str(tmp_path), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "sim",
+            "--seed",
+            str(CLOSED_LOOP_SEED),
+            "--use-sim-time",
+            "--log-dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
     assert proc.returncode == 0, proc.stdout + proc.stderr + logs
     (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]
@@ -97,14 +128,21 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
     probe = Probe(env)
     for topic, msg_type in (("imu/data", Imu), ("joint_states", JointState), ("target_velocity", Twist)):
         probe.record(topic, msg_type, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
-    probe.record("episode_status", String, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE,
-                                                      durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    probe.record(
+        "episode_status",
+        String,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     from std_msgs.msg import Float64MultiArray
 
     probe.publisher(Float64MultiArray, "wheel_torques")  # silent: the sim starts once it sees a commander
-    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", dict(
-        world="LiquidBalance-v0", seed=0, episodes=1, command_topic="wheel_torques", wait_for_subscribers_s=30.0),
-        env, tmp_path / "sim.log")
+    proc = start_node_process(
+        "liquid_control.ros.sim_node",
+        "sim_node",
+        dict(world="LiquidBalance-v0", seed=0, episodes=1, command_topic="wheel_torques", wait_for_subscribers_s=30.0),
+        env,
+        tmp_path / "sim.log",
+    )
     try:  # no torques at all: the body falls within a fraction of a second
         assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 60.0), (tmp_path / "sim.log").read_text()
         time.sleep(0.3)
@@ -126,14 +164,36 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
     node, IMU-triggered at 200 Hz through DDS. Lockstep makes the loop the one of training (no compute latency),
     so the seed the policy balances in the world (1) is balanced over ROS too."""
     onnx = tmp_path / "cfc_balancer.onnx"
-    export = subprocess.run([sys.executable, "-m", "liquid_control.cli", "export", str(SHIPPED_BALANCER_POLICY),
-                             "-o", str(onnx)], capture_output=True, text=True, timeout=120)
+    export = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "export", str(SHIPPED_BALANCER_POLICY), "-o", str(onnx)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert export.returncode == 0, export.stdout + export.stderr
     env = isolated_ros_env()
     proc = subprocess.run(
-        [sys.executable, "-m", "liquid_control.cli", "sim", "--world", "LiquidBalance-v0", "--seed", "1",
-         "--policy", str(onnx), "--lockstep", "--log-dir", str(tmp_path), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "sim",
+            "--world",
+            "LiquidBalance-v0",
+            "--seed",
+            "1",
+            "--policy",
+            str(onnx),
+            "--lockstep",
+            "--log-dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
     assert proc.returncode == 0, proc.stdout + proc.stderr + logs
     (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]

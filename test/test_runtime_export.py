@@ -1,4 +1,5 @@
 """`liquid-control export`: the single-step ONNX model matches torch to 1e-5; the runtime runs it without torch."""
+
 import numpy as np
 import pytest
 import torch
@@ -11,23 +12,32 @@ from liquid_control.runtime.export import export_onnx, parity
 from liquid_control.runtime.runner import PolicyRunner
 
 ROVER = {
-    "name": "tiny_rover", "world": "LiquidRover-v0",
+    "name": "tiny_rover",
+    "world": "LiquidRover-v0",
     "observation": {"image": {"height": 16, "width": 16}, "vectors": {"imu": 6}, "update_on": "camera"},
     "encoder": {"camera": {"channels": [4, 4], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8}},
     "core": {"type": "cfc", "units": 12, "wiring": "ncp"},
     "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
 }
 BALANCER = {
-    "name": "tiny_balancer", "world": "LiquidBalance-v0",
+    "name": "tiny_balancer",
+    "world": "LiquidBalance-v0",
     "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
     "core": {"type": "ltc", "units": 8, "wiring": "ncp"},
     "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
 }
 
 
-@pytest.mark.parametrize("config", [ROVER, BALANCER, dict(ROVER, core={"type": "gru", "units": 10}),
-                                    dict(BALANCER, core={"type": "cfc", "units": 8, "mode": "no_gate"})],
-                         ids=["cfc_ncp_rover", "ltc_ncp_balancer", "gru_rover", "cfc_no_gate_balancer"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        ROVER,
+        BALANCER,
+        dict(ROVER, core={"type": "gru", "units": 10}),
+        dict(BALANCER, core={"type": "cfc", "units": 8, "mode": "no_gate"}),
+    ],
+    ids=["cfc_ncp_rover", "ltc_ncp_balancer", "gru_rover", "cfc_no_gate_balancer"],
+)
 def test_export_matches_torch(config, tmp_path):
     torch.manual_seed(0)
     policy = Policy.from_config(config).eval()

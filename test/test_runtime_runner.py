@@ -1,9 +1,10 @@
 """PolicyRunner: stamp-difference updates, held inputs, rejection of bad readings, resets."""
+
 import numpy as np
 import pytest
 
-from liquid_control.runtime.backends import ObservationSpec
 from liquid_control.runtime import runner as R
+from liquid_control.runtime.backends import ObservationSpec
 
 CONFIG = {
     "observation": {"image": {"height": 4, "width": 5}, "vectors": {"imu": 6}, "update_on": "camera"},
@@ -71,15 +72,18 @@ def test_updates_integrate_stamp_differences_with_held_inputs(runner):
     assert runner.counters["updates"] == 3
 
 
-@pytest.mark.parametrize("sensor,value,reason", [
-    ("imu", np.array([0, 0, np.nan, 0, 0, 0], np.float32), R.NON_FINITE),
-    ("imu", np.array([0, 0, np.inf, 0, 0, 0]), R.NON_FINITE),
-    ("imu", np.zeros(5, np.float32), R.BAD_SHAPE),
-    ("camera", np.zeros((4, 5, 4), np.uint8), R.BAD_SHAPE),
-    ("camera", np.zeros((4, 5, 3), np.float32), R.BAD_DTYPE),
-    ("imu", np.array(["a"] * 6), R.BAD_DTYPE),
-    ("lidar", np.zeros(3), R.UNKNOWN_SENSOR),
-])
+@pytest.mark.parametrize(
+    "sensor,value,reason",
+    [
+        ("imu", np.array([0, 0, np.nan, 0, 0, 0], np.float32), R.NON_FINITE),
+        ("imu", np.array([0, 0, np.inf, 0, 0, 0]), R.NON_FINITE),
+        ("imu", np.zeros(5, np.float32), R.BAD_SHAPE),
+        ("camera", np.zeros((4, 5, 4), np.uint8), R.BAD_SHAPE),
+        ("camera", np.zeros((4, 5, 3), np.float32), R.BAD_DTYPE),
+        ("imu", np.array(["a"] * 6), R.BAD_DTYPE),
+        ("lidar", np.zeros(3), R.UNKNOWN_SENSOR),
+    ],
+)
 def test_bad_values_are_rejected_without_touching_the_state(runner, sensor, value, reason):
     runner.submit("imu", 1.0, imu(0.1))
     runner.submit("camera", 1.0, image())
@@ -160,8 +164,9 @@ def test_reset_request_and_stats(runner):
     assert runner.counters["resets.request"] == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"max_gap_s": 0}, {"max_backward_s": float("nan")}, {"first_dt": -0.1},
-                                    {"first_dt": 5.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"max_gap_s": 0}, {"max_backward_s": float("nan")}, {"first_dt": -0.1}, {"first_dt": 5.0}]
+)
 def test_limits_are_validated(kwargs):
     with pytest.raises(ValueError):
         R.RunnerLimits(**kwargs)

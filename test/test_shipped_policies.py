@@ -1,4 +1,5 @@
 """Every shipped policy loads, matches its model card, and still reaches the card's success on its check episodes."""
+
 import pytest
 import torch
 
@@ -47,4 +48,5 @@ def test_shipped_policy_matches_its_card_and_reaches_its_success(name):
     success = sum(outcomes) / len(outcomes)
     assert success >= card["check"]["min_success"], (
         f"{name}: {sum(outcomes)}/{len(outcomes)} check episodes succeeded, the card promises "
-        f"{card['check']['min_success']:.0%} on seeds {card['check']['seeds']}")
+        f"{card['check']['min_success']:.0%} on seeds {card['check']['seeds']}"
+    )

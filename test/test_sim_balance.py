@@ -1,10 +1,11 @@
 """LiquidBalance-v0: gymnasium API, IMU-triggered updates, the LQR expert, and its Riccati solver."""
+
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import sim_envs  # noqa: F401  (registers the worlds)
+import sim_envs
 from sim_envs import experts
 
 

@@ -1,4 +1,5 @@
 """LiquidRover-v0: gymnasium API, the time interface, seeding, bad actions and the privileged expert."""
+
 import gymnasium as gym
 import numpy as np
 import pytest

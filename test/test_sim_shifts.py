@@ -1,4 +1,5 @@
 """Shift presets: parsing (string == dict, round trip, clear errors) and their real effect on the worlds."""
+
 import gymnasium as gym
 import mujoco
 import numpy as np
@@ -33,17 +34,20 @@ def test_dynamics_names_and_composition():
     assert Shift(dropout=0.1, mass=2.0).kinds() == {"sensor", "dynamics"}
 
 
-@pytest.mark.parametrize("spec, mentions", [
-    ("season=spring", "summer, autumn, winter"),
-    ("lighting=sunrise", "noon, overcast, dusk, night"),
-    ("fog=1.5", "0.0 <= fog <= 1.0"),
-    ("camera_noise=-0.1", "camera_noise"),
-    ("dropout=abc", "not a number"),
-    ("gravity=2", "valid settings"),
-    ("wintr", "presets"),
-    ("dynamics=bouncy", "heavy"),
-    ({"fog": 2}, "fog"),
-])
+@pytest.mark.parametrize(
+    "spec, mentions",
+    [
+        ("season=spring", "summer, autumn, winter"),
+        ("lighting=sunrise", "noon, overcast, dusk, night"),
+        ("fog=1.5", "0.0 <= fog <= 1.0"),
+        ("camera_noise=-0.1", "camera_noise"),
+        ("dropout=abc", "not a number"),
+        ("gravity=2", "valid settings"),
+        ("wintr", "presets"),
+        ("dynamics=bouncy", "heavy"),
+        ({"fog": 2}, "fog"),
+    ],
+)
 def test_bad_shifts_name_the_valid_ones(spec, mentions):
     with pytest.raises(ValueError, match=None) as err:
         parse_shift(spec)
@@ -78,6 +82,7 @@ def test_presets_change_image_statistics_and_default_is_stable():
     assert dusk.mean(axis=(0, 1, 2))[0] / dusk.mean(axis=(0, 1, 2))[2] > mean_rgb[0] / mean_rgb[2] + 0.2  # warmer
     autumn = shifted("season=autumn")
     assert autumn.mean(axis=(0, 1, 2))[0] > mean_rgb[0] + 10  # red/brown foliage and ground
+
     def saturation(images):
         return (images.max(axis=-1) - images.min(axis=-1)).mean()
 

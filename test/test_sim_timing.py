@@ -1,4 +1,5 @@
 """Sensor timing model: seeded, with the nominal rate, bounded jitter, dropout fraction and latency."""
+
 import numpy as np
 import pytest
 
@@ -33,8 +34,16 @@ def test_dropout_fraction_and_latency():
     assert stream.next_arrival - stream.next_stamp == pytest.approx(0.04)
 
 
-@pytest.mark.parametrize("kwargs", [dict(rate_hz=0.0), dict(rate_hz=10, jitter=1.0), dict(rate_hz=10, dropout=-0.1),
-                                    dict(rate_hz=10, latency=float("nan")), dict(rate_hz=float("inf"))])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(rate_hz=0.0),
+        dict(rate_hz=10, jitter=1.0),
+        dict(rate_hz=10, dropout=-0.1),
+        dict(rate_hz=10, latency=float("nan")),
+        dict(rate_hz=float("inf")),
+    ],
+)
 def test_invalid_timing_rejected(kwargs):
     with pytest.raises(ValueError):
         SensorTiming(**kwargs)

@@ -1,4 +1,5 @@
 """Training: demonstrations keep real irregular dt, BC learns, DAgger labels with the expert, runs resume exactly."""
+
 import csv
 
 import gymnasium
@@ -21,9 +22,12 @@ class TinyReach(gymnasium.Env):
     """
 
     def __init__(self, shift=""):
-        self.observation_space = gymnasium.spaces.Dict({
-            "pos": gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32),
-            "dt": gymnasium.spaces.Box(0, np.inf, (1,), np.float32)})
+        self.observation_space = gymnasium.spaces.Dict(
+            {
+                "pos": gymnasium.spaces.Box(-np.inf, np.inf, (2,), np.float32),
+                "dt": gymnasium.spaces.Box(0, np.inf, (1,), np.float32),
+            }
+        )
         self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
 
     def _obs(self, dt):
@@ -51,14 +55,24 @@ if "TinyReach-v0" not in gymnasium.registry:
 
 def tiny_config(**training):
     return {
-        "name": "tiny_reach", "world": "TinyReach-v0",
+        "name": "tiny_reach",
+        "world": "TinyReach-v0",
         "observation": {"vectors": {"pos": 2}, "update_on": "pos"},
         "encoder": {"vectors": {"hidden": [8], "features": 8}},
         "core": {"type": "cfc", "units": 8, "backbone_units": 8},
         "action": {"size": 2, "low": [-1, -1], "high": [1, 1]},
-        "training": {"demonstrations": 6, "dagger_rounds": 2, "dagger_episodes": 3, "beta": [0.5, 0.0],
-                     "epochs_first": 3, "epochs_per_round": 2, "batch_size": 4, "sequence_length": 8,
-                     "eval_episodes": 2, **training},
+        "training": {
+            "demonstrations": 6,
+            "dagger_rounds": 2,
+            "dagger_episodes": 3,
+            "beta": [0.5, 0.0],
+            "epochs_first": 3,
+            "epochs_per_round": 2,
+            "batch_size": 4,
+            "sequence_length": 8,
+            "eval_episodes": 2,
+            **training,
+        },
     }
 
 
@@ -103,8 +117,10 @@ def test_behaviour_cloning_loss_decreases():
     policy = Policy.from_config(tiny_config())
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
-    losses = [bc_epoch(policy, optimizer, episodes, batch_size=4, sequence_length=8, grad_clip=1.0, rng=rng)["loss"]
-              for _ in range(8)]
+    losses = [
+        bc_epoch(policy, optimizer, episodes, batch_size=4, sequence_length=8, grad_clip=1.0, rng=rng)["loss"]
+        for _ in range(8)
+    ]
     assert losses[-1] < 0.3 * losses[0], losses
 
 
@@ -150,8 +166,11 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
     calls.clear()
     monkeypatch.setattr(trainer._Run, "train_epoch", original)
     resumed_epochs = []
-    monkeypatch.setattr(trainer._Run, "train_epoch",
-                        lambda self, eps, epoch, r: (resumed_epochs.append(epoch), original(self, eps, epoch, r)))
+    monkeypatch.setattr(
+        trainer._Run,
+        "train_epoch",
+        lambda self, eps, epoch, r: (resumed_epochs.append(epoch), original(self, eps, epoch, r)),
+    )
     result = trainer.train(None, tmp_path / "run", resume=True, progress=False, log=lambda m: None)
     assert resumed_epochs == list(range(kill_after_epochs, 7))  # finished epochs are not redone
     for p, mtime in data_before.items():
@@ -159,16 +178,20 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
     resumed, ref = load_policy(result.policy_path), load_policy(reference.policy_path)
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)  # as if never killed
-    rows = lambda d: [(r["epoch"], r["kind"], r["loss"], r["success"])  # noqa: E731
-                      for r in csv.DictReader(open(tmp_path / d / "metrics.csv"))]
+
+    def rows(d):
+        with open(tmp_path / d / "metrics.csv") as f:
+            return [(r["epoch"], r["kind"], r["loss"], r["success"]) for r in csv.DictReader(f)]
+
     assert rows("run") == rows("ref")
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
     trainer.train(tiny_config(dagger_rounds=0), tmp_path / "run", progress=False, log=lambda m: None)
     with pytest.raises(trainer.TrainingError, match="another config"):
-        trainer.train(tiny_config(dagger_rounds=0, lr=0.1), tmp_path / "run", resume=True, progress=False,
-                      log=lambda m: None)
+        trainer.train(
+            tiny_config(dagger_rounds=0, lr=0.1), tmp_path / "run", resume=True, progress=False, log=lambda m: None
+        )
 
 
 def test_cli_help_and_bad_overrides(capsys, tmp_path):
@@ -179,8 +202,9 @@ def test_cli_help_and_bad_overrides(capsys, tmp_path):
     help_text = parser.format_help()
     for flag in ("--config", "--out", "--resume", "--seed", "--set", "--augment"):
         assert flag in help_text
-    args = parser.parse_args(["--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "x"),
-                              "--set", "core.typ=cfc"])
+    args = parser.parse_args(
+        ["--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "x"), "--set", "core.typ=cfc"]
+    )
     assert train_cli.run(args) == 2
     assert "core: unknown key(s) 'typ'" in capsys.readouterr().err
     args = parser.parse_args(["--out", str(tmp_path / "y")])
@@ -193,6 +217,11 @@ def test_episode_file_errors_name_the_file(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="bad.npz: not a readable demonstration episode"):
         load_episode(bad)
-    ep = Episode(observations={"pos": np.zeros((2, 2), np.float32)}, dt=np.zeros(2, np.float32),
-                 stamp=np.zeros(2), expert_action=np.zeros((2, 2), np.float32), action=np.zeros((2, 2), np.float32))
+    ep = Episode(
+        observations={"pos": np.zeros((2, 2), np.float32)},
+        dt=np.zeros(2, np.float32),
+        stamp=np.zeros(2),
+        expert_action=np.zeros((2, 2), np.float32),
+        action=np.zeros((2, 2), np.float32),
+    )
     assert len(load_episode(save_episode(tmp_path / "ok.npz", ep))) == 2

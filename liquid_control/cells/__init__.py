@@ -4,17 +4,35 @@ Every core follows the contract in docs/ARCHITECTURE.md ("Cells"): ``step(x, sta
 ``output(state)``, ``initial_state(batch)``, ``config()`` / ``build_core(config)``; ``LiquidRNN`` runs a core
 over sequences with ``torch.nn.RNN`` conventions; ``save_model`` / ``load_model`` store weights + config.
 """
-from .core import RecurrentCore, build_core
-from .wiring import AutoNCP, FullyConnected, NCP, Wiring
-from .solvers import SOLVERS, Solver, make_solver
-from .cfc import CfCCell
-from .ltc import LTCCell
+
 from .baselines import FrameStackMLP, GRUCore, LSTMCore
-from .rnn import CfC, LTC, LiquidRNN
+from .cfc import CfCCell
 from .checkpoint import CheckpointError, load_model, save_model
+from .core import RecurrentCore, build_core
+from .ltc import LTCCell
+from .rnn import LTC, CfC, LiquidRNN
+from .solvers import SOLVERS, Solver, make_solver
+from .wiring import NCP, AutoNCP, FullyConnected, Wiring
 
 __all__ = [
-    "AutoNCP", "CfC", "CfCCell", "CheckpointError", "FrameStackMLP", "FullyConnected", "GRUCore", "LSTMCore",
-    "LTC", "LTCCell", "LiquidRNN", "NCP", "RecurrentCore", "SOLVERS", "Solver", "Wiring", "build_core",
-    "load_model", "make_solver", "save_model",
+    "AutoNCP",
+    "CfC",
+    "CfCCell",
+    "CheckpointError",
+    "FrameStackMLP",
+    "FullyConnected",
+    "GRUCore",
+    "LSTMCore",
+    "LTC",
+    "LTCCell",
+    "LiquidRNN",
+    "NCP",
+    "RecurrentCore",
+    "SOLVERS",
+    "Solver",
+    "Wiring",
+    "build_core",
+    "load_model",
+    "make_solver",
+    "save_model",
 ]

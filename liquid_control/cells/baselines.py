@@ -4,6 +4,7 @@ LSTM and GRU see the elapsed time as one extra input feature (``[x, dt]``); they
 continuous time otherwise. ``FrameStackMLP`` is a feed-forward network over the last ``frames`` inputs
 (each with its dt): its state *is* the frame stack, so it has a fixed, short memory.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,7 +27,9 @@ class LSTMCore(RecurrentCore):
         return {"type": "lstm", "input_size": self.input_size, "hidden_size": self.hidden_size}
 
     def step_prepared(self, p, state, dt, ctx):
-        h, c = self.lstm(torch.cat([p, dt[:, None]], dim=1), (state[:, : self.hidden_size], state[:, self.hidden_size :]))
+        h, c = self.lstm(
+            torch.cat([p, dt[:, None]], dim=1), (state[:, : self.hidden_size], state[:, self.hidden_size :])
+        )
         return torch.cat([h, c], dim=1)
 
     def output(self, state):
@@ -54,7 +57,9 @@ class GRUCore(RecurrentCore):
 class FrameStackMLP(RecurrentCore):
     """MLP over the last ``frames`` frames ``[x, dt]`` (oldest first); the state is that stack, flattened."""
 
-    def __init__(self, input_size: int, hidden_size: int = 64, frames: int = 4, layers: int = 2, activation_name: str = "tanh"):
+    def __init__(
+        self, input_size: int, hidden_size: int = 64, frames: int = 4, layers: int = 2, activation_name: str = "tanh"
+    ):
         super().__init__()
         if frames < 1 or layers < 1:
             raise ValueError(f"FrameStackMLP needs frames >= 1 and layers >= 1, got {frames}, {layers}")
@@ -68,8 +73,12 @@ class FrameStackMLP(RecurrentCore):
 
     def config(self) -> dict:
         return {
-            "type": "frame_stack_mlp", "input_size": self.input_size, "hidden_size": self.hidden_size,
-            "frames": self.frames, "layers": self.layers, "activation_name": self.activation_name,
+            "type": "frame_stack_mlp",
+            "input_size": self.input_size,
+            "hidden_size": self.hidden_size,
+            "frames": self.frames,
+            "layers": self.layers,
+            "activation_name": self.activation_name,
         }
 
     def step_prepared(self, p, state, dt, ctx):

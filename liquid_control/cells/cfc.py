@@ -21,6 +21,7 @@ linear map is computed for a whole sequence in one matmul before the time loop (
 masked weights are formed once per sequence (``step_context``). Dropout (``backbone_dropout``) follows every
 backbone layer (ncps skips it after the first).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,7 +30,12 @@ from torch import nn
 
 from . import native
 from .cfc_sequence import (
-    FUSED_ACTIVATIONS, KERNEL_ACTIVATIONS, KERNEL_MODES, CfCSequence, CompiledCfCSequence, fused_weights,
+    FUSED_ACTIVATIONS,
+    KERNEL_ACTIVATIONS,
+    KERNEL_MODES,
+    CfCSequence,
+    CompiledCfCSequence,
+    fused_weights,
 )
 from .core import RecurrentCore, activation, register_core, xavier_uniform_
 from .wiring import Wiring, as_wiring
@@ -150,12 +156,20 @@ class CfCBlock(nn.Module):
                 weights += [ctx["heads"], self.head_bias]
             if self.mode == "pure":
                 weights += [self.w_tau, self.A]
-            first = (self.backbone[0].weight, self.backbone[0].bias) if self.backbone else (ctx["heads"],
-                                                                                          self.head_bias)
+            first = (
+                (self.backbone[0].weight, self.backbone[0].bias) if self.backbone else (ctx["heads"], self.head_bias)
+            )
             return CompiledCfCSequence.apply(kernels, spec, x, h0, ts, keep, *first, *weights).transpose(0, 1)
         w_x, w_hT, b, weights = fused_weights(
-            self.activation_name, self.hidden, self.mode, self.backbone, ctx["heads"], self.head_bias,
-            ctx["w_x"], ctx["w_hT"], ctx["b"],
+            self.activation_name,
+            self.hidden,
+            self.mode,
+            self.backbone,
+            ctx["heads"],
+            self.head_bias,
+            ctx["w_x"],
+            ctx["w_hT"],
+            ctx["b"],
         )
         if self.mode == "pure":
             weights += [self.w_tau, self.A]
@@ -170,7 +184,7 @@ class CfCBlock(nn.Module):
         dropout_active = self.training and self.dropout is not None
         if kernels is None or self.activation_name not in FUSED_ACTIVATIONS or dropout_active:
             return None
-        import ctypes  # noqa: PLC0415 -- only the compiled path needs it
+        import ctypes
 
         torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
         fn = kernels.function("cfc_step", torch_dtype)
@@ -188,8 +202,14 @@ class CfCBlock(nn.Module):
         arrays = [(ctypes.c_void_p * max(1, L - 1))(*(t.data_ptr() for t in ts)) for ts in (layer_wT, layer_b)]
         address = lambda t: None if t is None else t.data_ptr()  # noqa: E731
         fixed = (
-            address(wxT), address(whT), address(first_b), *(ctypes.cast(a, ctypes.c_void_p) for a in arrays),
-            address(headT), address(head_b), address(w_tau), address(amp),
+            address(wxT),
+            address(whT),
+            address(first_b),
+            *(ctypes.cast(a, ctypes.c_void_p) for a in arrays),
+            address(headT),
+            address(head_b),
+            address(w_tau),
+            address(amp),
         )
         mode = KERNEL_MODES[self.mode]
         spec = (H, units, L, n_in, mode, KERNEL_ACTIVATIONS[kind], k, alpha, beta)
@@ -204,8 +224,16 @@ class CfCBlock(nn.Module):
             if numel is None:
                 numel = work_numel[batch] = 2 * batch * H + kernels.cfc_work(batch, 1, H, units, L, mode)
             ts = np.ascontiguousarray(ts)  # kept referenced: the kernel reads its memory
-            fn(batch, *spec, x.data_ptr(), h.data_ptr(), ts.ctypes.data, *fixed, out.data_ptr(),
-               scratch.address(numel, torch_dtype))
+            fn(
+                batch,
+                *spec,
+                x.data_ptr(),
+                h.data_ptr(),
+                ts.ctypes.data,
+                *fixed,
+                out.data_ptr(),
+                scratch.address(numel, torch_dtype),
+            )
             return out
 
         kernel.on_tensors = True
@@ -320,8 +348,13 @@ class CfCCell(RecurrentCore):
             self.blocks = nn.ModuleList(
                 [
                     CfCBlock(
-                        self.input_size, self.state_size, mode, self.backbone_units, self.backbone_layers,
-                        self.backbone_dropout, activation,
+                        self.input_size,
+                        self.state_size,
+                        mode,
+                        self.backbone_units,
+                        self.backbone_layers,
+                        self.backbone_dropout,
+                        activation,
                     )
                 ]
             )
@@ -336,7 +369,13 @@ class CfCCell(RecurrentCore):
             sizes = [len(layer) for layer in w.layers]
             self.blocks = nn.ModuleList(
                 CfCBlock(
-                    self.input_size if l == 0 else sizes[l - 1], sizes[l], mode, 0, 0, 0.0, activation,
+                    self.input_size if l == 0 else sizes[l - 1],
+                    sizes[l],
+                    mode,
+                    0,
+                    0,
+                    0.0,
+                    activation,
                     input_mask=w.layer_input_mask(l),
                 )
                 for l in range(w.num_layers)

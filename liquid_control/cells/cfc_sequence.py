@@ -22,6 +22,7 @@ dropout is inactive, when the compiled kernels (``native``) are unavailable; wit
 (below) runs instead. Everything else takes the generic per-step path. ``test_cells.py`` checks both against
 autograd on the generic path, and with ``gradcheck``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -175,8 +176,15 @@ class CfCSequence(torch.autograd.Function):
             jac = jac * keep_f.reshape(keep_f.shape + (1,) * (jac.dim() - 2))
         slopes = [_g_slope(kind, g_in[k], g_out[k]) * (alpha * k_in) for k in range(layers)]
         ctx.save_for_backward(
-            history, ts, keep if keep is not None else ts.new_empty(0), w_hT, jac, *weights, *extra,
-            *slopes, *g_out,
+            history,
+            ts,
+            keep if keep is not None else ts.new_empty(0),
+            w_hT,
+            jac,
+            *weights,
+            *extra,
+            *slopes,
+            *g_out,
         )
         return history[1:]
 
@@ -242,7 +250,7 @@ class CfCSequence(torch.autograd.Function):
 def _layer_and_head_grads(layers, alpha, d_u, d_z, g_out):
     """``[(d W_k, d b_k) for layers 2..L, (d head_w, d head_b)]``, each ONE matmul over all B*T rows."""
     flat = lambda x: x.reshape(-1, x.shape[-1])  # noqa: E731
-    scaled = (lambda m: m) if alpha == 1.0 else (lambda m: m.mul_(alpha))  # noqa: E731
+    scaled = (lambda m: m) if alpha == 1.0 else (lambda m: m.mul_(alpha))
     d_zf = d_z.reshape(d_z.shape[0] * d_z.shape[1], -1)
     d_weights = []
     for k in range(1, layers):  # u_k = alpha g_{k-1} W_k^T + b_k
@@ -299,15 +307,51 @@ class CompiledCfCSequence(torch.autograd.Function):
         work = new(kernels.cfc_work(batch, steps, H, units, layers, KERNEL_MODES[mode]))
         wxT, whT = transposed([first_w[:, :features], first_w[:, features:]])
         kernels.call(
-            "cfc_forward", h0.dtype, batch, steps, H, units, layers, features, KERNEL_MODES[mode],
-            KERNEL_ACTIVATIONS[kind], k, alpha, beta, x_tb, h0, ts, keep_u8, wxT, whT, first_b, layer_wT, layer_b,
-            headT, head_b, w_tau, amp, history, g_out, jac, aux, slopes, work,
+            "cfc_forward",
+            h0.dtype,
+            batch,
+            steps,
+            H,
+            units,
+            layers,
+            features,
+            KERNEL_MODES[mode],
+            KERNEL_ACTIVATIONS[kind],
+            k,
+            alpha,
+            beta,
+            x_tb,
+            h0,
+            ts,
+            keep_u8,
+            wxT,
+            whT,
+            first_b,
+            layer_wT,
+            layer_b,
+            headT,
+            head_b,
+            w_tau,
+            amp,
+            history,
+            g_out,
+            jac,
+            aux,
+            slopes,
+            work,
         )
         if need_grad:
             ctx.spec, ctx.kernels, ctx.n_weights, ctx.has_keep = spec, kernels, len(weights), keep is not None
             ctx.save_for_backward(
-                x_tb, history, keep_u8 if keep_u8 is not None else ts.new_empty(0), first_w, jac, aux, *weights,
-                *slopes, *g_out,
+                x_tb,
+                history,
+                keep_u8 if keep_u8 is not None else ts.new_empty(0),
+                first_w,
+                jac,
+                aux,
+                *weights,
+                *slopes,
+                *g_out,
             )
         return history[1:]
 
@@ -331,10 +375,37 @@ class CompiledCfCSequence(torch.autograd.Function):
         d_head = [torch.empty_like(w) for w in weights[2 * layers - 2 : 2 * layers]] if layers else [None, None]
         d_pure = new(2, H) if mode == "pure" else None
         ctx.kernels.call(
-            "cfc_backward", history.dtype, batch, steps, H, units, layers, features, KERNEL_MODES[mode],
-            grad_states.contiguous(), keep_u8 if ctx.has_keep else None, x_tb, history, first_w,
-            weights[0 : 2 * layers - 2 : 2], weights[2 * layers - 2] if layers else None, jac, aux, slopes, g_out, d_z,
-            d_u, d_ts, d_h0, d_x_tb, d_first_w, d_first_b, d_layers[0::2], d_layers[1::2], *d_head, d_pure,
+            "cfc_backward",
+            history.dtype,
+            batch,
+            steps,
+            H,
+            units,
+            layers,
+            features,
+            KERNEL_MODES[mode],
+            grad_states.contiguous(),
+            keep_u8 if ctx.has_keep else None,
+            x_tb,
+            history,
+            first_w,
+            weights[0 : 2 * layers - 2 : 2],
+            weights[2 * layers - 2] if layers else None,
+            jac,
+            aux,
+            slopes,
+            g_out,
+            d_z,
+            d_u,
+            d_ts,
+            d_h0,
+            d_x_tb,
+            d_first_w,
+            d_first_b,
+            d_layers[0::2],
+            d_layers[1::2],
+            *d_head,
+            d_pure,
             new(batch * (2 * H + units)),
         )
         d_weights = [d_first_w, d_first_b, *d_layers] + (d_head if layers else [])

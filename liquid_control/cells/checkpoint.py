@@ -4,6 +4,7 @@ The file is a ``torch.save`` dict of plain data and tensors, read back with ``to
 (no pickled code runs). Writes go to a temporary file in the same directory and are renamed into place, so
 a crash never leaves a half-written checkpoint under the real name.
 """
+
 from __future__ import annotations
 
 import os

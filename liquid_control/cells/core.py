@@ -14,6 +14,7 @@ APIs built from those hooks. Cores that have a numpy kernel (``_numpy_kernel``) 
 no-grad CPU batches, where framework overhead dominates; the kernel is rebuilt whenever a parameter changes
 (optimizer step, ``load_state_dict``).
 """
+
 from __future__ import annotations
 
 import math

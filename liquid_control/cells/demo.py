@@ -4,6 +4,7 @@ Task: each sequence samples ``sin(w t + phase)`` at irregular times (every sampl
 noisy samples and the dts, predict the clean signal ``lead`` seconds ahead. A model that ignores dt cannot
 know how far ahead that is in steps, so the cells must integrate the measured time.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,7 +12,7 @@ import time
 import torch
 from torch import nn
 
-from .rnn import CfC, LTC, LiquidRNN
+from .rnn import LTC, CfC, LiquidRNN
 
 
 def make_batch(batch: int, steps: int, generator: torch.Generator, lead: float = 0.5):
@@ -80,7 +81,11 @@ def run(args) -> int:
         alone = torch.cat([rnn(x[i : i + 1], dt[i : i + 1])[0] for i in range(4)])
         state = rnn.cell.initial_state(4) + 0.3
         held = rnn.cell.step(x[:, 0], state, torch.zeros(4))
-    print(f"\n  per-sample dt: batch of 4 with different dt sequences vs each sample alone: "
-          f"max |diff| = {(batched - alone).abs().max().item():.1e}  (ncps raises or silently mixes dts here)")
-    print(f"  dt = 0 leaves the LTC state unchanged: max |change| = {(held - state).abs().max().item():.1e}  (ncps: NaN)")
+    print(
+        f"\n  per-sample dt: batch of 4 with different dt sequences vs each sample alone: "
+        f"max |diff| = {(batched - alone).abs().max().item():.1e}  (ncps raises or silently mixes dts here)"
+    )
+    print(
+        f"  dt = 0 leaves the LTC state unchanged: max |change| = {(held - state).abs().max().item():.1e}  (ncps: NaN)"
+    )
     return 0

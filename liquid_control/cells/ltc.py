@@ -14,6 +14,7 @@ The integration itself is delegated to a solver from ``solvers.py`` (default ``s
 sub-steps = ncps's ``ode_unfolds=6``). Sensory synapses depend only on the input, so they are computed once
 per step -- for a whole sequence in one batched op (``prepare_inputs``) -- not once per sub-step.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -145,7 +146,9 @@ class LTCCell(RecurrentCore):
         self.sensory_w = init("sensory_w", (i, n))
         self.sensory_erev = nn.Parameter(torch.tensor(wiring.sensory_adjacency, dtype=torch.float32))
         self.register_buffer("sparsity_mask", torch.tensor(np.abs(wiring.adjacency), dtype=torch.float32))
-        self.register_buffer("sensory_sparsity_mask", torch.tensor(np.abs(wiring.sensory_adjacency), dtype=torch.float32))
+        self.register_buffer(
+            "sensory_sparsity_mask", torch.tensor(np.abs(wiring.sensory_adjacency), dtype=torch.float32)
+        )
         self.input_w = nn.Parameter(torch.ones(i)) if input_mapping != "none" else None
         self.input_b = nn.Parameter(torch.zeros(i)) if input_mapping == "affine" else None
         self.output_w = nn.Parameter(torch.ones(self.output_size)) if output_mapping != "none" else None
@@ -212,12 +215,24 @@ class LTCCell(RecurrentCore):
             return None
         sensory = self.prepare_inputs(x, ctx)
         need_grad = torch.is_grad_enabled() and (
-            any(p.requires_grad for p in self.parameters()) or sensory.requires_grad or state.requires_grad
+            any(p.requires_grad for p in self.parameters())
+            or sensory.requires_grad
+            or state.requires_grad
             or dt.requires_grad
         )
         states = LTCSequence.apply(
-            (self.solver.substeps, need_grad), sensory, state, dt, keep, ctx["sigma"], ctx["neg_sigma_mu"], ctx["w"],
-            ctx["w_erev"], ctx["cm"], ctx["gleak"] + self.epsilon, ctx["gleak_vleak"],
+            (self.solver.substeps, need_grad),
+            sensory,
+            state,
+            dt,
+            keep,
+            ctx["sigma"],
+            ctx["neg_sigma_mu"],
+            ctx["w"],
+            ctx["w_erev"],
+            ctx["cm"],
+            ctx["gleak"] + self.epsilon,
+            ctx["gleak_vleak"],
         )
         return states.transpose(0, 1)
 
@@ -245,10 +260,14 @@ class LTCCell(RecurrentCore):
             "half_w_stack_t": f(0.5 * torch.stack([ctx["w"].t(), ctx["w_erev"].t()])[:, None]),
         }
         # constant halves of the sigmoids (recurrent and sensory), the leak and epsilon, added once per step
-        ab_const = f(torch.stack([
-            ctx["gleak"] + self.epsilon + 0.5 * (ctx["w"].sum(0) + ctx["sensory_w"].sum(0)),
-            ctx["gleak_vleak"] + 0.5 * (ctx["w_erev"].sum(0) + ctx["sensory_w_erev"].sum(0)),
-        ])[:, None])  # (2, 1, N)
+        ab_const = f(
+            torch.stack(
+                [
+                    ctx["gleak"] + self.epsilon + 0.5 * (ctx["w"].sum(0) + ctx["sensory_w"].sum(0)),
+                    ctx["gleak_vleak"] + 0.5 * (ctx["w_erev"].sum(0) + ctx["sensory_w_erev"].sum(0)),
+                ]
+            )[:, None]
+        )  # (2, 1, N)
         # input mapping folded into the sensory sigmoid: sigma (w x + b - mu) / 2 = (sigma w / 2) x - sigma (mu - b) / 2
         in_w = self.input_w if self.input_w is not None else torch.ones(self.input_size)
         in_b = self.input_b if self.input_b is not None else torch.zeros(self.input_size)
@@ -277,11 +296,24 @@ class LTCCell(RecurrentCore):
         ctx, f = self.step_context(), self._np
         in_w = self.input_w if self.input_w is not None else torch.ones(self.input_size)
         in_b = self.input_b if self.input_b is not None else torch.zeros(self.input_size)
-        constants = [torch.from_numpy(f(t)) for t in (  # copies: the kernel never sees the weights themselves
-            in_w, in_b, self.sensory_sigma, -(self.sensory_sigma * self.sensory_mu), ctx["sensory_w"],
-            ctx["sensory_w_erev"], ctx["sigma"], ctx["neg_sigma_mu"], ctx["w"], ctx["w_erev"], ctx["cm"],
-            ctx["gleak"] + self.epsilon, ctx["gleak_vleak"],
-        )]
+        constants = [
+            torch.from_numpy(f(t))
+            for t in (  # copies: the kernel never sees the weights themselves
+                in_w,
+                in_b,
+                self.sensory_sigma,
+                -(self.sensory_sigma * self.sensory_mu),
+                ctx["sensory_w"],
+                ctx["sensory_w_erev"],
+                ctx["sigma"],
+                ctx["neg_sigma_mu"],
+                ctx["w"],
+                ctx["w_erev"],
+                ctx["cm"],
+                ctx["gleak"] + self.epsilon,
+                ctx["gleak_vleak"],
+            )
+        ]
         addresses = [t.data_ptr() for t in constants]
         n, inputs, substeps = self.state_size, self.input_size, self.solver.substeps
         scratch = native.StepScratch()
@@ -291,8 +323,18 @@ class LTCCell(RecurrentCore):
             batch = x.shape[0]
             out = torch.empty(batch, n, dtype=torch_dtype)
             dt = np.ascontiguousarray(dt)  # kept referenced: the kernel reads its memory
-            fn(batch, n, inputs, substeps, x.data_ptr(), state.data_ptr(), dt.ctypes.data, *addresses, out.data_ptr(),
-               scratch.address(4 * batch * n + 8 * n + inputs, torch_dtype))
+            fn(
+                batch,
+                n,
+                inputs,
+                substeps,
+                x.data_ptr(),
+                state.data_ptr(),
+                dt.ctypes.data,
+                *addresses,
+                out.data_ptr(),
+                scratch.address(4 * batch * n + 8 * n + inputs, torch_dtype),
+            )
             return out
 
         kernel.on_tensors = True

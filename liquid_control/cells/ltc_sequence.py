@@ -14,6 +14,7 @@ synapse sums at ``v``)::
 which is ``SemiImplicit`` in ``solvers.py`` (the generic path), and ncps's fused step.
 ``test_cells.py`` checks this path against autograd on the generic one, and with ``gradcheck``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,7 @@ class LTCSequence(torch.autograd.Function):
         substeps, need_grad = spec
         params = (sigma, neg_sigma_mu, w, w_erev, cm, leak, leak_vleak)
         kernels = native.load()
-        ctx.compiled = (kernels is not None and kernels.supports(sensory, h0, dt, *params)
-                        and not torch.jit.is_tracing())
+        ctx.compiled = kernels is not None and kernels.supports(sensory, h0, dt, *params) and not torch.jit.is_tracing()
         if ctx.compiled:
             return _compiled_forward(ctx, kernels, spec, sensory, h0, dt, keep, params)
         batch, steps = dt.shape
@@ -74,8 +74,17 @@ class LTCSequence(torch.autograd.Function):
         ctx.spec, ctx.has_keep = spec, keep is not None
         if need_grad:
             ctx.save_for_backward(
-                history, keep if keep is not None else dt.new_empty(0), records, h_all, a0_all, b0_all,
-                sigma, neg_sigma_mu, w, w_erev, cm,
+                history,
+                keep if keep is not None else dt.new_empty(0),
+                records,
+                h_all,
+                a0_all,
+                b0_all,
+                sigma,
+                neg_sigma_mu,
+                w,
+                w_erev,
+                cm,
             )
         return history[1:]
 
@@ -134,8 +143,18 @@ class LTCSequence(torch.autograd.Function):
         d_dt = (d_h_total.squeeze(-1) / substeps).t()
         d_sensory = torch.cat([d_sens_num, d_sens_den], dim=-1).transpose(0, 1)
         return (
-            None, d_sensory, g, d_dt, None, acc_sigma.sum(0), acc_nsm.sum(0), acc_w.sum(0), acc_w_erev.sum(0), d_cm,
-            d_sens_den.sum((0, 1)), d_sens_num.sum((0, 1)),
+            None,
+            d_sensory,
+            g,
+            d_dt,
+            None,
+            acc_sigma.sum(0),
+            acc_nsm.sum(0),
+            acc_w.sum(0),
+            acc_w_erev.sum(0),
+            d_cm,
+            d_sens_den.sum((0, 1)),
+            d_sens_num.sum((0, 1)),
         )
 
 
@@ -150,13 +169,15 @@ def _compiled_forward(ctx, kernels, spec, sensory, h0, dt, keep, params):
     history = h0.new_empty(steps + 1, batch, n)
     records = h0.new_empty(3, steps, substeps, batch, n) if need_grad else None
     work = h0.new_empty(8 * n)
-    kernels.call("ltc_forward", h0.dtype, batch, steps, n, substeps, sensory, h0, dt, keep_u8, *params, history,
-                 records, work)
+    kernels.call(
+        "ltc_forward", h0.dtype, batch, steps, n, substeps, sensory, h0, dt, keep_u8, *params, history, records, work
+    )
     ctx.spec = spec
     if need_grad:
         ctx.kernels = kernels
-        ctx.save_for_backward(sensory, dt, keep_u8 if keep_u8 is not None else dt.new_empty(0), history, records,
-                              *params)
+        ctx.save_for_backward(
+            sensory, dt, keep_u8 if keep_u8 is not None else dt.new_empty(0), history, records, *params
+        )
         ctx.has_keep = keep is not None
     return history[1:]
 
@@ -169,7 +190,23 @@ def _compiled_backward(ctx, grad_states):
     d_params = [torch.empty_like(p) for p in params]
     work = history.new_empty(14 * n)  # ltc_backward: 14 N
     ctx.kernels.call(
-        "ltc_backward", history.dtype, batch, steps, n, substeps, grad_states.contiguous(), sensory, dt,
-        keep_u8 if ctx.has_keep else None, *params, history, records, d_sensory, d_h0, d_dt, *d_params, work,
+        "ltc_backward",
+        history.dtype,
+        batch,
+        steps,
+        n,
+        substeps,
+        grad_states.contiguous(),
+        sensory,
+        dt,
+        keep_u8 if ctx.has_keep else None,
+        *params,
+        history,
+        records,
+        d_sensory,
+        d_h0,
+        d_dt,
+        *d_params,
+        work,
     )
     return (None, d_sensory, d_h0, d_dt, None, *d_params)

@@ -1,4 +1,5 @@
 """``LiquidRNN``: run any core over a sequence with ``torch.nn.RNN`` conventions, plus ``CfC``/``LTC`` shortcuts."""
+
 from __future__ import annotations
 
 import torch

@@ -21,6 +21,7 @@ Each solver advances by ``dt`` (shape (B, 1), per sample) in ``substeps`` equal 
 - ``dopri5``: adaptive Dormand-Prince 4(5) with per-sample step sizes, ``rtol``/``atol``, a cap on the
   number of attempted steps (``max_steps``, RuntimeError beyond it); ``substeps`` sets the first step guess.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -77,6 +78,7 @@ class SemiImplicit(Solver):
             h_a, h_b = ode.addcmul(h_ab0, h, ode.synapse_sums(v))
             v = v + ode.addcmul(h_b, h_a, v, value=-1.0) / (cm + h_a)
         return v
+
 
 class Euler(Solver):
     name = "euler"
@@ -174,9 +176,7 @@ class Dopri5(Solver):
         return v
 
 
-SOLVERS: dict[str, type[Solver]] = {
-    cls.name: cls for cls in (SemiImplicit, Euler, Midpoint, RK4, Exponential, Dopri5)
-}
+SOLVERS: dict[str, type[Solver]] = {cls.name: cls for cls in (SemiImplicit, Euler, Midpoint, RK4, Exponential, Dopri5)}
 
 
 def make_solver(spec: "str | dict | Solver", **options) -> Solver:

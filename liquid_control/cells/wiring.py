@@ -11,6 +11,7 @@ ncps's synapses): ``FullyConnected`` draws polarities from ``default_rng(seed)``
 sensory -> inter -> command (+ recurrent command synapses) -> motor from ``RandomState(seed)``.
 The sensory synapses need the input size, so they are drawn in ``build(input_size)`` (the cells call it).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -132,7 +133,10 @@ class Wiring:
 
     def __repr__(self) -> str:
         sizes = "/".join(str(len(l)) for l in self.layers)
-        return f"{type(self).__name__}(kind={self.kind}, units={self.units}, layers={sizes}, outputs={self.output_size}, inputs={self.input_size})"
+        return (
+            f"{type(self).__name__}(kind={self.kind}, units={self.units}, layers={sizes}, "
+            f"outputs={self.output_size}, inputs={self.input_size})"
+        )
 
 
 class FullyConnected(Wiring):
@@ -142,7 +146,12 @@ class FullyConnected(Wiring):
 
     def __init__(self, units: int, output_size: int | None = None, seed: int = 1111, self_connections: bool = True):
         super().__init__(units, units if output_size is None else output_size)
-        self.params = {"units": units, "output_size": self.output_size, "seed": seed, "self_connections": self_connections}
+        self.params = {
+            "units": units,
+            "output_size": self.output_size,
+            "seed": seed,
+            "self_connections": self_connections,
+        }
         self._rng = np.random.default_rng(seed)
         for src in range(units):
             for dest in range(units):
@@ -174,7 +183,11 @@ class NCP(Wiring):
         motor_fanin: int,
         seed: int = 22222,
     ):
-        for name, value in (("inter_neurons", inter_neurons), ("command_neurons", command_neurons), ("motor_neurons", motor_neurons)):
+        for name, value in (
+            ("inter_neurons", inter_neurons),
+            ("command_neurons", command_neurons),
+            ("motor_neurons", motor_neurons),
+        ):
             if value < 1:
                 raise ValueError(f"NCP needs {name} >= 1, got {value}")
         if motor_fanin > command_neurons:

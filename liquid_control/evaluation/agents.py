@@ -3,6 +3,7 @@
 Kept in one module so that the rest of the evaluation (plan, backends, report) does not care how a
 checkpoint is loaded or how a world is built.
 """
+
 from __future__ import annotations
 
 from liquid_control.evaluation.plan import DEFAULT_SHIFT, EvaluationSetupError
@@ -80,6 +81,7 @@ def count_parameters(module) -> int:
 
 def make_env(world: str, shift: str, env_kwargs: dict):
     import gymnasium
+
     import sim_envs  # noqa: F401  (registers the worlds)
 
     return gymnasium.make(world, shift=shift_for_env(shift), **env_kwargs)

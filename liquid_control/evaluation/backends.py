@@ -4,12 +4,13 @@ Every backend runs the same function (`episode.run_episode`) on the same jobs, o
 and hands each record to `on_result` as soon as it finishes, in the parent, so the results log has a single
 writer and an interrupted run keeps what finished. Results do not depend on the backend or the order.
 """
+
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-import multiprocessing
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import run_episode
@@ -49,8 +50,14 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_jobs(jobs: list[EpisodeJob], on_result, backend: str = "process", workers: int | None = None,
-             ray_address: str | None = None, progress: bool = True) -> None:
+def run_jobs(
+    jobs: list[EpisodeJob],
+    on_result,
+    backend: str = "process",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> None:
     """Run every job; `on_result(job, record)` is called in this process as each episode finishes."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -117,8 +124,12 @@ def _run_ray(jobs, on_result, address: str | None, bar) -> None:
     started_here = not ray.is_initialized()
     if started_here:
         env_vars = {k: os.environ[k] for k in ("MUJOCO_GL", "PYOPENGL_PLATFORM") if k in os.environ}
-        ray.init(address=address, runtime_env={"env_vars": env_vars} if env_vars else None,
-                 include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=address,
+            runtime_env={"env_vars": env_vars} if env_vars else None,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
     try:
         blobs = {}
         for job in jobs:

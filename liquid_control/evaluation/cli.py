@@ -1,9 +1,10 @@
 """`liquid-control eval`: policies x shifts x episodes x training seeds -> a report folder.
 
-    liquid-control eval --policy expert --policy cfc=runs/cfc_s*/policy.pt \
+liquid-control eval --policy expert --policy cfc=runs/cfc_s*/policy.pt \
         --shift in_distribution --shift season=winter --episodes 20 --out reports/winter
-    liquid-control eval --experiment headline --out reports/headline   # trains, then evaluates
+liquid-control eval --experiment headline --out reports/headline   # trains, then evaluates
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,43 +19,88 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from liquid_control.evaluation import experiment
 
     what = parser.add_argument_group("what to evaluate")
-    what.add_argument("--policy", action="append", default=[], metavar="SPEC",
-                      help="`expert` (privileged reference) or [NAME=]CKPT[,CKPT...] (globs allowed), one "
-                           "checkpoint per training seed; repeat for several policies")
-    what.add_argument("--shift", action="append", default=[], metavar="SHIFT",
-                      help="a shift preset or string (e.g. winter, season=winter,lighting=dusk; `in_distribution` = "
-                           "the training distribution, the default); repeat for several")
-    what.add_argument("--shift-set", choices=sorted(experiment.SHIFT_SETS), action="append", default=[],
-                      help="a named list of shifts (added to --shift): " + "; ".join(
-                          f"{k}: {', '.join(v)}" for k, v in sorted(experiment.SHIFT_SETS.items())))
-    what.add_argument("--world", default="LiquidRover-v0", help="world for an expert-only evaluation "
-                      "(otherwise the policies' own world)")
+    what.add_argument(
+        "--policy",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="`expert` (privileged reference) or [NAME=]CKPT[,CKPT...] (globs allowed), one "
+        "checkpoint per training seed; repeat for several policies",
+    )
+    what.add_argument(
+        "--shift",
+        action="append",
+        default=[],
+        metavar="SHIFT",
+        help="a shift preset or string (e.g. winter, season=winter,lighting=dusk; `in_distribution` = "
+        "the training distribution, the default); repeat for several",
+    )
+    what.add_argument(
+        "--shift-set",
+        choices=sorted(experiment.SHIFT_SETS),
+        action="append",
+        default=[],
+        help="a named list of shifts (added to --shift): "
+        + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(experiment.SHIFT_SETS.items())),
+    )
+    what.add_argument(
+        "--world",
+        default="LiquidRover-v0",
+        help="world for an expert-only evaluation (otherwise the policies' own world)",
+    )
     what.add_argument("--episodes", type=int, default=20, help="episodes per policy, shift and training seed")
-    what.add_argument("--episode-seed-base", type=int, default=DEFAULT_EPISODE_SEED_BASE,
-                      help="episode i uses seed BASE+i for every policy (paired comparison)")
-    what.add_argument("--paired", action="append", default=[], metavar="A,B",
-                      help="add a paired comparison of policies A and B (same seeds) with McNemar p-values")
+    what.add_argument(
+        "--episode-seed-base",
+        type=int,
+        default=DEFAULT_EPISODE_SEED_BASE,
+        help="episode i uses seed BASE+i for every policy (paired comparison)",
+    )
+    what.add_argument(
+        "--paired",
+        action="append",
+        default=[],
+        metavar="A,B",
+        help="add a paired comparison of policies A and B (same seeds) with McNemar p-values",
+    )
     how = parser.add_argument_group("how to run")
     how.add_argument("--out", default="reports/eval", help="report folder (results, report.md, plots)")
-    how.add_argument("--resume", action="store_true",
-                     help="continue an interrupted evaluation in --out: run only the episodes it lacks")
-    how.add_argument("--backend", choices=BACKENDS, default="process",
-                     help="process: local process pool (default); serial: this process; ray: a Ray cluster")
+    how.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted evaluation in --out: run only the episodes it lacks",
+    )
+    how.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="process",
+        help="process: local process pool (default); serial: this process; ray: a Ray cluster",
+    )
     how.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU cores)")
-    how.add_argument("--ray-address", default=None,
-                     help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)")
+    how.add_argument(
+        "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)"
+    )
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     how.add_argument("--no-example", action="store_true", help="skip the example-episode figure")
     exp = parser.add_argument_group("the headline experiment (trains, then evaluates)")
-    exp.add_argument("--experiment", choices=sorted(experiment.EXPERIMENTS), default=None,
-                     help="run a whole experiment: train every architecture, then evaluate on its shifts")
+    exp.add_argument(
+        "--experiment",
+        choices=sorted(experiment.EXPERIMENTS),
+        default=None,
+        help="run a whole experiment: train every architecture, then evaluate on its shifts",
+    )
     exp.add_argument("--seeds", type=int, default=3, help="training seeds per architecture")
     exp.add_argument("--train-minutes", type=float, default=20.0, help="training budget per policy (minutes)")
-    exp.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
-                     help="training override applied to every architecture (as `liquid-control train --set`), "
-                          "e.g. training.demonstrations=100; after the --train-minutes scaling")
-    exp.add_argument("--archs", default=None,
-                     help="comma-separated subset of architectures: " + ", ".join(experiment.ARCHITECTURES))
+    exp.add_argument(
+        "--train-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="training override applied to every architecture (as `liquid-control train --set`), "
+        "e.g. training.demonstrations=100; after the --train-minutes scaling",
+    )
+    exp.add_argument(
+        "--archs", default=None, help="comma-separated subset of architectures: " + ", ".join(experiment.ARCHITECTURES)
+    )
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")
 
 
@@ -66,8 +112,9 @@ def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
             raise EvaluationSetupError(f"--paired {item!r}: expected two policy names A,B")
         missing = [n for n in names if n not in policies]
         if missing:
-            raise EvaluationSetupError(f"--paired {item!r}: no policy named {missing[0]!r} (policies: "
-                                       f"{', '.join(policies)})")
+            raise EvaluationSetupError(
+                f"--paired {item!r}: no policy named {missing[0]!r} (policies: {', '.join(policies)})"
+            )
         pairs.append((names[0], names[1]))
     return pairs
 
@@ -77,19 +124,36 @@ def run(args: argparse.Namespace) -> int:
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
 
-    command = "liquid-control eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-        if len(sys.argv) > 1 and sys.argv[1] == "eval" else ""
+    command = (
+        "liquid-control eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+        if len(sys.argv) > 1 and sys.argv[1] == "eval"
+        else ""
+    )
     try:
         if args.experiment:
             result = experiment.run_experiment(args, command=command)
         else:
             shifts = list(args.shift) + [s for name in args.shift_set for s in experiment.SHIFT_SETS[name]]
-            plan = build_plan(args.policy, shifts or [DEFAULT_SHIFT], args.episodes,
-                              episode_seed_base=args.episode_seed_base, world=args.world)
+            plan = build_plan(
+                args.policy,
+                shifts or [DEFAULT_SHIFT],
+                args.episodes,
+                episode_seed_base=args.episode_seed_base,
+                world=args.world,
+            )
             paired = parse_pairs(args.paired, [p.name for p in plan.policies])
-            result = evaluate(plan, args.out, backend=args.backend, workers=args.workers, resume=args.resume,
-                              ray_address=args.ray_address, progress=not args.no_progress, command=command,
-                              example=not args.no_example, paired=paired)
+            result = evaluate(
+                plan,
+                args.out,
+                backend=args.backend,
+                workers=args.workers,
+                resume=args.resume,
+                ray_address=args.ray_address,
+                progress=not args.no_progress,
+                command=command,
+                example=not args.no_example,
+                paired=paired,
+            )
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
 """One evaluation episode -> one flat record of metrics (the unit every backend runs and the log stores)."""
+
 from __future__ import annotations
 
 import time
@@ -10,9 +11,22 @@ from liquid_control.evaluation.plan import EpisodeJob
 
 # Columns of results.csv, in order (a record may carry nothing else).
 RECORD_FIELDS = (
-    "policy", "training_seed", "shift", "episode_seed", "world", "checkpoint",
-    "success", "collision", "outcome", "return", "steps", "sim_time_s", "mean_dt_s",
-    "smoothness", "clipped_actions", "wall_time_s",
+    "policy",
+    "training_seed",
+    "shift",
+    "episode_seed",
+    "world",
+    "checkpoint",
+    "success",
+    "collision",
+    "outcome",
+    "return",
+    "steps",
+    "sim_time_s",
+    "mean_dt_s",
+    "smoothness",
+    "clipped_actions",
+    "wall_time_s",
 )
 
 
@@ -30,8 +44,10 @@ def run_episode(job: EpisodeJob, recorder=None) -> dict:
         while True:
             action = np.asarray(agent.act(obs), dtype=np.float64)
             if not np.all(np.isfinite(action)):
-                raise RuntimeError(f"policy {job.policy!r} (seed {job.training_seed}) produced a non-finite "
-                                   f"action {action} in episode {job.episode_seed} under shift {job.shift!r}")
+                raise RuntimeError(
+                    f"policy {job.policy!r} (seed {job.training_seed}) produced a non-finite "
+                    f"action {action} in episode {job.episode_seed} under shift {job.shift!r}"
+                )
             tracker.add(action, float(np.asarray(obs["dt"]).reshape(-1)[0]) if steps else None)
             if recorder is not None:
                 recorder(obs, action, info)

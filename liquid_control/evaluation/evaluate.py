@@ -1,4 +1,5 @@
 """An evaluation end to end: plan -> episodes (any backend, logged as they finish) -> tables, report, plots."""
+
 from __future__ import annotations
 
 import json
@@ -11,25 +12,46 @@ from liquid_control.evaluation.report import write_report
 from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
 
 
-def evaluate(plan: EvaluationPlan, out_dir: str, *, backend: str = "process", workers: int | None = None,
-             resume: bool = False, ray_address: str | None = None, progress: bool = True, command: str = "",
-             title: str = "Out-of-distribution evaluation", notes: list[str] | None = None,
-             example: bool = True, paired: list[tuple[str, str]] | None = None,
-             sections: list[str] | None = None) -> dict:
+def evaluate(
+    plan: EvaluationPlan,
+    out_dir: str,
+    *,
+    backend: str = "process",
+    workers: int | None = None,
+    resume: bool = False,
+    ray_address: str | None = None,
+    progress: bool = True,
+    command: str = "",
+    title: str = "Out-of-distribution evaluation",
+    notes: list[str] | None = None,
+    example: bool = True,
+    paired: list[tuple[str, str]] | None = None,
+    sections: list[str] | None = None,
+) -> dict:
     """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots."""
     log = ResultLog(out_dir, resume=resume)
     jobs = plan.jobs
     todo = log.pending(jobs)
     _write_plan(plan, out_dir, command)
     if progress:
-        print(f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
-              f"{log.path}, running {len(todo)} on the {backend} backend", flush=True)
-    run_jobs(todo, lambda job, record: log.append(finish_record(record, job)), backend=backend,
-             workers=workers, ray_address=ray_address, progress=progress)
+        print(
+            f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
+            f"{log.path}, running {len(todo)} on the {backend} backend",
+            flush=True,
+        )
+    run_jobs(
+        todo,
+        lambda job, record: log.append(finish_record(record, job)),
+        backend=backend,
+        workers=workers,
+        ray_address=ray_address,
+        progress=progress,
+    )
     records = log.records_for(jobs)
     csv_path, json_path = write_tables(records, out_dir)
-    report = write_report(plan, records, out_dir, command, title=title, notes=notes, example=example,
-                          paired=paired, sections=sections)
+    report = write_report(
+        plan, records, out_dir, command, title=title, notes=notes, example=example, paired=paired, sections=sections
+    )
     return {"records": records, "report": report, "csv": csv_path, "json": json_path, "ran": len(todo)}
 
 
@@ -39,11 +61,18 @@ def _write_plan(plan: EvaluationPlan, out_dir: str, command: str) -> None:
         "command": command,
         "shifts": plan.shifts,
         "episode_seeds": plan.episode_seeds,
-        "policies": [{
-            "name": p.name, "world": p.world, "checkpoints": list(p.checkpoints),
-            "training_seeds": list(p.training_seeds), "parameter_count": p.parameter_count,
-            "core_parameter_count": p.core_parameter_count, "env_kwargs": p.env_kwargs,
-        } for p in plan.policies],
+        "policies": [
+            {
+                "name": p.name,
+                "world": p.world,
+                "checkpoints": list(p.checkpoints),
+                "training_seeds": list(p.training_seeds),
+                "parameter_count": p.parameter_count,
+                "core_parameter_count": p.core_parameter_count,
+                "env_kwargs": p.env_kwargs,
+            }
+            for p in plan.policies
+        ],
     }
     with atomic_write(os.path.join(out_dir, "plan.json"), "w", encoding="utf-8") as fh:
         json.dump(data, fh, indent=1)

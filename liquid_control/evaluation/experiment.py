@@ -14,6 +14,7 @@ architecture gets the same episodes and epochs (a wall-clock cut would give slow
 M >= FULL_SCHEDULE_MINUTES runs the shipped schedule; a smaller M scales demonstrations, DAgger episodes and
 epochs by M / FULL_SCHEDULE_MINUTES. The measured training wall time of every run is in the report.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,8 +39,17 @@ ARCHITECTURES = {
 ABLATION_PAIRS = [("cfc", "cfc_no_dt"), ("cfc_ncp", "lstm"), ("ltc_ncp", "lstm")]
 FULL_SCHEDULE_MINUTES = 20.0  # the shipped schedule (the issue's target: CfC >= 90% in 20 min on 2 cores)
 
-VISUAL_SHIFTS = ["in_distribution", "autumn", "winter", "dusk", "night", "fog",
-                 "camera_noise_0.1", "camera_noise_0.2", "camera_noise_0.3"]
+VISUAL_SHIFTS = [
+    "in_distribution",
+    "autumn",
+    "winter",
+    "dusk",
+    "night",
+    "fog",
+    "camera_noise_0.1",
+    "camera_noise_0.2",
+    "camera_noise_0.3",
+]
 RATE_SHIFTS = ["sensor_rate=0.25", "sensor_rate=0.5", "sensor_rate=2", "sensor_rate=4"]
 JITTER_SHIFTS = ["jitter=0.25", "jitter=2", "jitter=4"]
 SHIFT_SETS = {
@@ -47,8 +57,9 @@ SHIFT_SETS = {
     "visual": VISUAL_SHIFTS,
     "sensor_timing": ["in_distribution"] + RATE_SHIFTS + JITTER_SHIFTS,
 }
-EXPERIMENTS = {"headline": "train CfC, CfC-NCP, LTC-NCP, LSTM, GRU, MLP and CfC-without-dt; evaluate on "
-                           "the headline shifts"}
+EXPERIMENTS = {
+    "headline": "train CfC, CfC-NCP, LTC-NCP, LSTM, GRU, MLP and CfC-without-dt; evaluate on the headline shifts"
+}
 
 
 def config_path(arch: str) -> str:
@@ -104,15 +115,25 @@ def _train_one(arch: str, seed: int, out_dir: str, overrides: dict, resume: bool
         wanted = load_config(config_path(arch))
         wanted = apply_overrides(wanted, overrides) if overrides else wanted
         if load_config(os.path.join(out_dir, "config.yaml")) != wanted:
-            raise EvaluationSetupError(f"{out_dir} was trained with another config or schedule (--train-minutes); "
-                                       "resume with the same options, or choose another --out")
+            raise EvaluationSetupError(
+                f"{out_dir} was trained with another config or schedule (--train-minutes); "
+                "resume with the same options, or choose another --out"
+            )
         _log_with_prefix(f"{arch} seed {seed}", f"already trained: {policy_path}")
     else:
         started = os.path.exists(os.path.join(out_dir, "checkpoint.pt")) or os.path.isdir(os.path.join(out_dir, "data"))
         try:
-            train(config_path(arch), out_dir, seed=seed, resume=resume and started, overrides=overrides or None,
-                  progress=False, threads=1, log=functools.partial(_log_with_prefix, f"{arch} seed {seed}"),
-                  command=f"liquid-control eval --experiment headline (training {arch}, seed {seed})")
+            train(
+                config_path(arch),
+                out_dir,
+                seed=seed,
+                resume=resume and started,
+                overrides=overrides or None,
+                progress=False,
+                threads=1,
+                log=functools.partial(_log_with_prefix, f"{arch} seed {seed}"),
+                command=f"liquid-control eval --experiment headline (training {arch}, seed {seed})",
+            )
         except TrainingError as exc:  # e.g. --resume with another --train-minutes: a clear error, not a trace
             raise EvaluationSetupError(f"training {arch} (seed {seed}) in {out_dir}: {exc}") from None
     metadata = read_metadata(policy_path)
@@ -132,8 +153,9 @@ def training_overrides(arch: str, minutes: float, extra: dict | None = None) -> 
     return overrides
 
 
-def train_all(archs: list[str], seeds: list[int], train_dir: str, overrides_by_arch: dict, resume: bool,
-              workers: int) -> list[dict]:
+def train_all(
+    archs: list[str], seeds: list[int], train_dir: str, overrides_by_arch: dict, resume: bool, workers: int
+) -> list[dict]:
     """Train every (architecture, seed) in parallel (one CPU thread each); finished runs are kept."""
     jobs = []
     for arch in archs:
@@ -141,8 +163,10 @@ def train_all(archs: list[str], seeds: list[int], train_dir: str, overrides_by_a
         for seed in seeds:
             out_dir = os.path.join(train_dir, arch, f"seed_{seed}")
             if not resume and os.path.exists(out_dir):
-                raise EvaluationSetupError(f"{out_dir} already holds a training run: pass --resume to continue "
-                                           "the experiment, or choose another --out")
+                raise EvaluationSetupError(
+                    f"{out_dir} already holds a training run: pass --resume to continue "
+                    "the experiment, or choose another --out"
+                )
             jobs.append((arch, seed, out_dir, overrides, resume))
     context = multiprocessing.get_context("spawn")
     results = []
@@ -154,9 +178,11 @@ def train_all(archs: list[str], seeds: list[int], train_dir: str, overrides_by_a
                 for future in done:
                     result = future.result()
                     meta = result["metadata"]
-                    _log_with_prefix(f"{result['arch']} seed {result['seed']}",
-                                     f"trained in {meta.get('training_wall_s', '?')} s, selection success "
-                                     f"{meta.get('selection_success')}")
+                    _log_with_prefix(
+                        f"{result['arch']} seed {result['seed']}",
+                        f"trained in {meta.get('training_wall_s', '?')} s, selection success "
+                        f"{meta.get('selection_success')}",
+                    )
                     results.append(result)
         except BaseException:
             for future in pending:
@@ -167,25 +193,37 @@ def train_all(archs: list[str], seeds: list[int], train_dir: str, overrides_by_a
 
 
 def _training_notes(trained: list[dict], minutes: float, overrides_by_arch: dict) -> list[str]:
-    lines = ["## Training", "",
-             f"Every policy trained on the training distribution (`in_distribution`: summer, noon, nominal "
-             f"sensors) with {describe_schedule(minutes)}, data augmentation off. Training wall time: wall-clock "
-             "seconds on a shared machine (other jobs ran beside it). Selection success: the training run's own "
-             "held-out episodes (model selection), not the evaluation episodes below.", "",
-             "| policy | config | training seed | training wall time (s) | training episodes | selection success |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "## Training",
+        "",
+        f"Every policy trained on the training distribution (`in_distribution`: summer, noon, nominal "
+        f"sensors) with {describe_schedule(minutes)}, data augmentation off. Training wall time: wall-clock "
+        "seconds on a shared machine (other jobs ran beside it). Selection success: the training run's own "
+        "held-out episodes (model selection), not the evaluation episodes below.",
+        "",
+        "| policy | config | training seed | training wall time (s) | training episodes | selection success |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in trained:
         m = r["metadata"]
         sel = m.get("selection_success")
-        lines.append(f"| {r['arch']} | `policies/configs/{ARCHITECTURES[r['arch']]}` | {r['seed']} | "
-                     f"{m.get('training_wall_s', 'n/a')} | {m.get('training_episodes', 'n/a')} | "
-                     f"{'n/a' if sel is None else f'{100 * sel:.0f}%'} |")
+        lines.append(
+            f"| {r['arch']} | `policies/configs/{ARCHITECTURES[r['arch']]}` | {r['seed']} | "
+            f"{m.get('training_wall_s', 'n/a')} | {m.get('training_episodes', 'n/a')} | "
+            f"{'n/a' if sel is None else f'{100 * sel:.0f}%'} |"
+        )
     changed = {a: o for a, o in overrides_by_arch.items() if o}
     if changed:
         first = next(iter(changed.values()))
         same = all(o == first for o in changed.values())
-        lines += ["", "Training overrides" + (" for every policy" if same else "") + ": " +
-                  ", ".join(f"`{k}={v}`" for k, v in first.items()) + ("" if same else " (first policy)")]
+        lines += [
+            "",
+            "Training overrides"
+            + (" for every policy" if same else "")
+            + ": "
+            + ", ".join(f"`{k}={v}`" for k, v in first.items())
+            + ("" if same else " (first policy)"),
+        ]
     lines.append("")
     return lines
 
@@ -221,30 +259,56 @@ def run_experiment(args, command: str = "") -> dict:
     from liquid_control.evaluation.results import LOG_NAME
 
     if not args.resume and os.path.exists(os.path.join(args.out, LOG_NAME)):
-        raise EvaluationSetupError(f"{args.out} already holds an evaluation: pass --resume to continue it, "
-                                   "or choose another --out")
+        raise EvaluationSetupError(
+            f"{args.out} already holds an evaluation: pass --resume to continue it, or choose another --out"
+        )
     os.makedirs(args.out, exist_ok=True)
-    trained = train_all(archs, list(range(args.seeds)), os.path.join(args.out, "train"), overrides_by_arch,
-                        args.resume, args.workers or available_cpus())
+    trained = train_all(
+        archs,
+        list(range(args.seeds)),
+        os.path.join(args.out, "train"),
+        overrides_by_arch,
+        args.resume,
+        args.workers or available_cpus(),
+    )
     policies = [] if args.no_expert else [EXPERT]
     for arch in archs:
         paths = [r["policy"] for r in trained if r["arch"] == arch]
         policies.append(f"{arch}=" + ",".join(paths))
     plan = build_plan(policies, shifts, args.episodes, episode_seed_base=args.episode_seed_base)
-    reduced = (args.train_minutes < FULL_SCHEDULE_MINUTES or args.seeds < 3 or args.episodes < 20)
+    reduced = args.train_minutes < FULL_SCHEDULE_MINUTES or args.seeds < 3 or args.episodes < 20
     notes = []
     if reduced:
-        notes += [f"**Reduced budget**: {args.seeds} training seed(s) per architecture, "
-                  f"{describe_schedule(args.train_minutes)}, {args.episodes} episodes per shift and seed. The "
-                  "full experiment is `liquid-control eval --experiment headline --out reports/headline` "
-                  "(3 seeds, the shipped schedules, 20 episodes). Small samples: read the confidence intervals.",
-                  ""]
-    notes += ["Policies: " + ", ".join(f"`{a}` = `policies/configs/{ARCHITECTURES[a]}`" for a in archs) +
-              (". `expert` is the privileged expert (sees the true state), a reference, not a competitor."
-               if not args.no_expert else "."), ""]
+        notes += [
+            f"**Reduced budget**: {args.seeds} training seed(s) per architecture, "
+            f"{describe_schedule(args.train_minutes)}, {args.episodes} episodes per shift and seed. The "
+            "full experiment is `liquid-control eval --experiment headline --out reports/headline` "
+            "(3 seeds, the shipped schedules, 20 episodes). Small samples: read the confidence intervals.",
+            "",
+        ]
+    notes += [
+        "Policies: "
+        + ", ".join(f"`{a}` = `policies/configs/{ARCHITECTURES[a]}`" for a in archs)
+        + (
+            ". `expert` is the privileged expert (sees the true state), a reference, not a competitor."
+            if not args.no_expert
+            else "."
+        ),
+        "",
+    ]
     sections = _training_notes(trained, args.train_minutes, overrides_by_arch)
-    return evaluate(plan, args.out, backend=args.backend, workers=args.workers, resume=args.resume,
-                    ray_address=args.ray_address, progress=not args.no_progress, command=command,
-                    title="Headline experiment: liquid and baseline cores under distribution shift",
-                    notes=notes, sections=sections, example=not args.no_example,
-                    paired=[(a, b) for a, b in ABLATION_PAIRS if a in archs and b in archs] + cli_pairs)
+    return evaluate(
+        plan,
+        args.out,
+        backend=args.backend,
+        workers=args.workers,
+        resume=args.resume,
+        ray_address=args.ray_address,
+        progress=not args.no_progress,
+        command=command,
+        title="Headline experiment: liquid and baseline cores under distribution shift",
+        notes=notes,
+        sections=sections,
+        example=not args.no_example,
+        paired=[(a, b) for a, b in ABLATION_PAIRS if a in archs and b in archs] + cli_pairs,
+    )

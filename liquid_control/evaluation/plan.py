@@ -7,6 +7,7 @@ that fails an hour in because of a typo in the last shift name wastes the hour.
 Episode seeds are the same list for every policy and every training seed, so two policies are compared on
 the same worlds (paired comparison): seed `episode_seed_base + i` for episode i.
 """
+
 from __future__ import annotations
 
 import glob
@@ -88,8 +89,9 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
     elif not name or not rest:
         raise EvaluationSetupError(f"--policy {text!r}: expected NAME=CHECKPOINT[,CHECKPOINT...]")
     elif name == EXPERT:
-        raise EvaluationSetupError(f"--policy {text!r}: the name {EXPERT!r} is the privileged expert's; "
-                                   "name the checkpoint differently")
+        raise EvaluationSetupError(
+            f"--policy {text!r}: the name {EXPERT!r} is the privileged expert's; name the checkpoint differently"
+        )
     paths: list[str] = []
     for part in rest.split(","):
         part = part.strip()
@@ -125,7 +127,8 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
     if len(counts) != 1:
         raise EvaluationSetupError(
             f"policy {name!r}: its checkpoints have different sizes {sorted(counts)}; "
-            "one policy name must be one architecture (several training seeds)")
+            "one policy name must be one architecture (several training seeds)"
+        )
     return PolicySpec(
         name=name or infos[0]["name"],
         checkpoints=tuple(os.path.abspath(p) for p in paths),
@@ -167,22 +170,28 @@ class EvaluationPlan:
             for shift in self.shifts:
                 for spec in self.policies:
                     for i, training_seed in enumerate(spec.training_seeds):
-                        jobs.append(EpisodeJob(
-                            policy=spec.name,
-                            training_seed=training_seed,
-                            shift=shift,
-                            episode_seed=episode_seed,
-                            world=spec.world,
-                            checkpoint=None if spec.is_expert else spec.checkpoints[i],
-                            checkpoint_sha=None if spec.is_expert else spec.checkpoint_sha[i],
-                            env_kwargs=dict(spec.env_kwargs),
-                        ))
+                        jobs.append(
+                            EpisodeJob(
+                                policy=spec.name,
+                                training_seed=training_seed,
+                                shift=shift,
+                                episode_seed=episode_seed,
+                                world=spec.world,
+                                checkpoint=None if spec.is_expert else spec.checkpoints[i],
+                                checkpoint_sha=None if spec.is_expert else spec.checkpoint_sha[i],
+                                env_kwargs=dict(spec.env_kwargs),
+                            )
+                        )
         return jobs
 
 
-def build_plan(policy_args: list[str], shifts: list[str], episodes: int,
-               episode_seed_base: int = DEFAULT_EPISODE_SEED_BASE,
-               world: str = "LiquidRover-v0") -> EvaluationPlan:
+def build_plan(
+    policy_args: list[str],
+    shifts: list[str],
+    episodes: int,
+    episode_seed_base: int = DEFAULT_EPISODE_SEED_BASE,
+    world: str = "LiquidRover-v0",
+) -> EvaluationPlan:
     """Parse and validate a whole request; raises EvaluationSetupError before anything runs."""
     if episodes < 1:
         raise EvaluationSetupError(f"--episodes must be >= 1, got {episodes}")
@@ -195,12 +204,15 @@ def build_plan(policy_args: list[str], shifts: list[str], episodes: int,
         specs.append(resolve_policy(name, paths, world))
     policy_worlds = {s.world for s in specs if not s.is_expert}
     if len(policy_worlds) > 1:
-        raise EvaluationSetupError(f"policies are for different worlds {sorted(policy_worlds)}; "
-                                   "evaluate one world at a time")
+        raise EvaluationSetupError(
+            f"policies are for different worlds {sorted(policy_worlds)}; evaluate one world at a time"
+        )
     if policy_worlds:  # the expert drives the same world, rendered the same way, as the trained policies
         trained = next(s for s in specs if not s.is_expert)
-        specs = [PolicySpec(name=s.name, world=trained.world, env_kwargs=dict(trained.env_kwargs))
-                 if s.is_expert else s for s in specs]
+        specs = [
+            PolicySpec(name=s.name, world=trained.world, env_kwargs=dict(trained.env_kwargs)) if s.is_expert else s
+            for s in specs
+        ]
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -1,4 +1,5 @@
 """From episode records to the report: summary per policy x shift with 95% CIs, report.md and PNG plots."""
+
 from __future__ import annotations
 
 import os
@@ -52,16 +53,23 @@ def summarize(records: list[dict], policies: list[str], shifts: list[str]) -> li
         per_seed: dict[int, list[bool]] = {}
         for r in rows:
             per_seed.setdefault(int(r["training_seed"]), []).append(bool(r["success"]))
-        cells.append(CellSummary(
-            policy=policy, shift=shift, n=len(rows), successes=int(success.sum()),
-            success_ci=wilson_interval(int(success.sum()), len(rows)),
-            return_mean=float(returns.mean()), return_ci=bootstrap_mean_interval(returns),
-            smoothness_mean=float(smooth.mean()), smoothness_ci=bootstrap_mean_interval(smooth),
-            collision_rate=float(np.mean([bool(r["collision"]) for r in rows])),
-            mean_steps=float(np.mean([r["steps"] for r in rows])),
-            mean_sim_time_s=float(np.mean([r["sim_time_s"] for r in rows])),
-            per_seed_success={s: float(np.mean(v)) for s, v in sorted(per_seed.items())},
-        ))
+        cells.append(
+            CellSummary(
+                policy=policy,
+                shift=shift,
+                n=len(rows),
+                successes=int(success.sum()),
+                success_ci=wilson_interval(int(success.sum()), len(rows)),
+                return_mean=float(returns.mean()),
+                return_ci=bootstrap_mean_interval(returns),
+                smoothness_mean=float(smooth.mean()),
+                smoothness_ci=bootstrap_mean_interval(smooth),
+                collision_rate=float(np.mean([bool(r["collision"]) for r in rows])),
+                mean_steps=float(np.mean([r["steps"] for r in rows])),
+                mean_sim_time_s=float(np.mean([r["sim_time_s"] for r in rows])),
+                per_seed_success={s: float(np.mean(v)) for s, v in sorted(per_seed.items())},
+            )
+        )
     return cells
 
 
@@ -80,18 +88,31 @@ class PairedRow:
 
 def paired_comparison(records: list[dict], a: str, b: str, shifts: list[str]) -> list[PairedRow]:
     """Pairs episodes of `a` and `b` by (shift, training seed, episode seed); unpaired episodes are left out."""
-    outcome = {(r["policy"], r["shift"], int(r["training_seed"]), int(r["episode_seed"])): bool(r["success"])
-               for r in records}
+    outcome = {
+        (r["policy"], r["shift"], int(r["training_seed"]), int(r["episode_seed"])): bool(r["success"]) for r in records
+    }
     rows = []
     for shift in shifts:
-        pairs = [(outcome[(a, *k[1:])], outcome[(b, *k[1:])]) for k in outcome
-                 if k[0] == a and k[1] == shift and (b, *k[1:]) in outcome]
+        pairs = [
+            (outcome[(a, *k[1:])], outcome[(b, *k[1:])])
+            for k in outcome
+            if k[0] == a and k[1] == shift and (b, *k[1:]) in outcome
+        ]
         if not pairs:
             continue
         only_a = sum(1 for x, y in pairs if x and not y)
         only_b = sum(1 for x, y in pairs if y and not x)
-        rows.append(PairedRow(shift, len(pairs), float(np.mean([x for x, _ in pairs])),
-                              float(np.mean([y for _, y in pairs])), only_a, only_b, mcnemar_exact_p(only_a, only_b)))
+        rows.append(
+            PairedRow(
+                shift,
+                len(pairs),
+                float(np.mean([x for x, _ in pairs])),
+                float(np.mean([y for _, y in pairs])),
+                only_a,
+                only_b,
+                mcnemar_exact_p(only_a, only_b),
+            )
+        )
     return rows
 
 
@@ -117,6 +138,7 @@ def sweep_factor(shift: str, key: str) -> float | None:
 
 # ----------------------------------------------------------------------------------------------- plots
 
+
 def _pyplot():
     import matplotlib
 
@@ -126,16 +148,18 @@ def _pyplot():
     return plt
 
 
-def plot_success_by_shift(cells: list[CellSummary], policies: list[str], shifts: list[str], path: str,
-                          shifts_per_row: int = 6) -> str:
+def plot_success_by_shift(
+    cells: list[CellSummary], policies: list[str], shifts: list[str], path: str, shifts_per_row: int = 6
+) -> str:
     """Grouped bars (one per policy) with Wilson error bars, a row of panels per `shifts_per_row` shifts."""
     plt = _pyplot()
     by_key = {(c.policy, c.shift): c for c in cells}
-    rows = [shifts[i:i + shifts_per_row] for i in range(0, len(shifts), shifts_per_row)]
+    rows = [shifts[i : i + shifts_per_row] for i in range(0, len(shifts), shifts_per_row)]
     width = 0.8 / max(1, len(policies))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(min(13.0, 3.0 + 1.6 * len(rows[0])), 2.9 * len(rows)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), 1, figsize=(min(13.0, 3.0 + 1.6 * len(rows[0])), 2.9 * len(rows)), squeeze=False
+    )
     for ax, row in zip(axes[:, 0], rows):
         x = np.arange(len(row))
         for i, policy in enumerate(policies):
@@ -148,8 +172,16 @@ def plot_success_by_shift(cells: list[CellSummary], policies: list[str], shifts:
                 rates.append(c.success_rate)
                 lo.append(c.success_rate - c.success_ci[0])
                 hi.append(c.success_ci[1] - c.success_rate)
-            ax.bar(x + (i - (len(policies) - 1) / 2) * width, rates, width, yerr=[lo, hi], capsize=1.5,
-                   label=policy, color=colors[i % len(colors)], error_kw={"elinewidth": 0.7})
+            ax.bar(
+                x + (i - (len(policies) - 1) / 2) * width,
+                rates,
+                width,
+                yerr=[lo, hi],
+                capsize=1.5,
+                label=policy,
+                color=colors[i % len(colors)],
+                error_kw={"elinewidth": 0.7},
+            )
         ax.set_xticks(x)
         ax.set_xticklabels(row, fontsize=8)
         ax.set_xlim(-0.5, len(rows[0]) - 0.5)
@@ -190,8 +222,17 @@ def plot_sweeps(cells: list[CellSummary], policies: list[str], shifts: list[str]
             # small horizontal offsets per policy so overlapping error bars stay readable
             offset = 2 ** (0.06 * (policies.index(policy) - (len(policies) - 1) / 2))
             xs_shown = [x * offset for x in xs]
-            ax.errorbar(xs_shown, ys, yerr=[np.subtract(ys, lo), np.subtract(hi, ys)], marker="o", ms=4,
-                        capsize=2, elinewidth=0.7, lw=1.2, label=policy)
+            ax.errorbar(
+                xs_shown,
+                ys,
+                yerr=[np.subtract(ys, lo), np.subtract(hi, ys)],
+                marker="o",
+                ms=4,
+                capsize=2,
+                elinewidth=0.7,
+                lw=1.2,
+                label=policy,
+            )
         ax.set_xscale("log", base=2)
         factors = sorted({f for f, _ in points})
         ax.set_xticks(factors)
@@ -269,7 +310,7 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
     ax.set_ylabel("action")
     ax.grid(alpha=0.3)
     if has_xy:
-        ax2 = fig.add_subplot(grid[rows - 1, (frames * 2) // 3:])
+        ax2 = fig.add_subplot(grid[rows - 1, (frames * 2) // 3 :])
         xy = np.array(positions)
         ax2.plot(xy[:, 0], xy[:, 1], lw=1.2)
         ax2.plot(xy[0, 0], xy[0, 1], "go", ms=4, label="start")
@@ -279,8 +320,11 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
         ax2.set_aspect("equal", adjustable="datalim")
         ax2.set_title("trajectory (x, y)", fontsize=8)
         ax2.legend(fontsize=6)
-    fig.suptitle(f"{job.policy} (training seed {job.training_seed}) under '{job.shift}', episode seed "
-                 f"{job.episode_seed}: {record['outcome']}, return {record['return']:.2f}", fontsize=10)
+    fig.suptitle(
+        f"{job.policy} (training seed {job.training_seed}) under '{job.shift}', episode seed "
+        f"{job.episode_seed}: {record['outcome']}, return {record['return']:.2f}",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -300,6 +344,7 @@ def _position(info: dict):
 
 
 # ------------------------------------------------------------------------------------------- report.md
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
@@ -325,8 +370,12 @@ def _group_summary(records, policies, shifts) -> list[str]:
         found.setdefault(shift_group(shift), []).append(shift)
     order = ["in-distribution", "visual", "sensor", "dynamics"]
     groups = OrderedDict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 9, kv[0])))
-    lines = ["| policy | " + " | ".join(f"{g} ({len(s)} shift{'s' if len(s) > 1 else ''})" for g, s in groups.items())
-             + " |", "| --- |" + " --- |" * len(groups)]
+    lines = [
+        "| policy | "
+        + " | ".join(f"{g} ({len(s)} shift{'s' if len(s) > 1 else ''})" for g, s in groups.items())
+        + " |",
+        "| --- |" + " --- |" * len(groups),
+    ]
     for policy in policies:
         row = []
         for members in groups.values():
@@ -340,16 +389,24 @@ def _group_summary(records, policies, shifts) -> list[str]:
     return lines
 
 
-def write_report(plan: EvaluationPlan, records: list[dict], out_dir: str, command: str,
-                 title: str = "Out-of-distribution evaluation", notes: list[str] | None = None,
-                 example: bool = True, paired: list[tuple[str, str]] | None = None,
-                 sections: list[str] | None = None) -> str:
+def write_report(
+    plan: EvaluationPlan,
+    records: list[dict],
+    out_dir: str,
+    command: str,
+    title: str = "Out-of-distribution evaluation",
+    notes: list[str] | None = None,
+    example: bool = True,
+    paired: list[tuple[str, str]] | None = None,
+    sections: list[str] | None = None,
+) -> str:
     """report.md and its figures. `notes`: lines under the title; `sections`: markdown after the policy table."""
     policies = [p.name for p in plan.policies]
     cells = summarize(records, policies, plan.shifts)
     figures = {}
-    figures["success"] = plot_success_by_shift(cells, policies, plan.shifts,
-                                               os.path.join(out_dir, "success_by_shift.png"))
+    figures["success"] = plot_success_by_shift(
+        cells, policies, plan.shifts, os.path.join(out_dir, "success_by_shift.png")
+    )
     sweep = plot_sweeps(cells, policies, plan.shifts, os.path.join(out_dir, "success_vs_sensor_timing.png"))
     if sweep:
         figures["sweep"] = sweep
@@ -385,53 +442,88 @@ def write_report(plan: EvaluationPlan, records: list[dict], out_dir: str, comman
         if p.is_expert:
             lines.append(f"| {p.name} | — | privileged (true state) | — |")
         else:
-            lines.append(f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | "
-                         f"{p.core_parameter_count:,} |" if p.core_parameter_count is not None else
-                         f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | n/a |")
+            lines.append(
+                f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | "
+                f"{p.core_parameter_count:,} |"
+                if p.core_parameter_count is not None
+                else f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | n/a |"
+            )
     lines += [""] + (sections or [])
     lines += ["## Success rate (95% Wilson CI)", ""]
-    lines += _pivot(cells, policies, plan.shifts,
-                    lambda c: f"{_pct(c.success_rate)} [{_pct(c.success_ci[0])}, {_pct(c.success_ci[1])}]")
-    lines += ["", "![success per shift](success_by_shift.png)", "",
-              "### Pooled by kind of shift", "",
-              "Success over all episodes of the shifts of each kind (unweighted pooling, 95% Wilson CI).", ""]
+    lines += _pivot(
+        cells,
+        policies,
+        plan.shifts,
+        lambda c: f"{_pct(c.success_rate)} [{_pct(c.success_ci[0])}, {_pct(c.success_ci[1])}]",
+    )
+    lines += [
+        "",
+        "![success per shift](success_by_shift.png)",
+        "",
+        "### Pooled by kind of shift",
+        "",
+        "Success over all episodes of the shifts of each kind (unweighted pooling, 95% Wilson CI).",
+        "",
+    ]
     lines += _group_summary(records, policies, plan.shifts)
     lines.append("")
     for a, b in paired or []:
         rows = paired_comparison(records, a, b, plan.shifts)
         if not rows:
             continue
-        lines += [f"### Paired: `{a}` versus `{b}`", "",
-                  f"Same training seed and episode seed in each pair. `only {a}`/`only {b}`: pairs where only that "
-                  "policy succeeded; p: exact two-sided McNemar test on those discordant pairs (no correction "
-                  "for the number of shifts).", "",
-                  f"| shift | pairs | success {a} | success {b} | only {a} | only {b} | p |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"### Paired: `{a}` versus `{b}`",
+            "",
+            f"Same training seed and episode seed in each pair. `only {a}`/`only {b}`: pairs where only that "
+            "policy succeeded; p: exact two-sided McNemar test on those discordant pairs (no correction "
+            "for the number of shifts).",
+            "",
+            f"| shift | pairs | success {a} | success {b} | only {a} | only {b} | p |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in rows:
-            lines.append(f"| {r.shift} | {r.pairs} | {_pct(r.success_a)} | {_pct(r.success_b)} | {r.only_a} | "
-                         f"{r.only_b} | {r.p_value:.3g} |")
+            lines.append(
+                f"| {r.shift} | {r.pairs} | {_pct(r.success_a)} | {_pct(r.success_b)} | {r.only_a} | "
+                f"{r.only_b} | {r.p_value:.3g} |"
+            )
         lines.append("")
     if "sweep" in figures:
-        lines += ["## Success versus sensor rate / jitter", "",
-                  "Policies were trained at the default sensor timing (factor 1x).", "",
-                  f"![success versus sensor timing]({os.path.basename(figures['sweep'])})", ""]
+        lines += [
+            "## Success versus sensor rate / jitter",
+            "",
+            "Policies were trained at the default sensor timing (factor 1x).",
+            "",
+            f"![success versus sensor timing]({os.path.basename(figures['sweep'])})",
+            "",
+        ]
     lines += ["## Return (mean, 95% bootstrap CI)", ""]
     lines += _pivot(cells, policies, plan.shifts, lambda c: f"{c.return_mean:.2f} {_ci(c.return_ci)}")
     lines += ["", "## Action smoothness (mean |Δaction| per second, lower is smoother)", ""]
     lines += _pivot(cells, policies, plan.shifts, lambda c: f"{c.smoothness_mean:.3f} {_ci(c.smoothness_ci, '{:.3f}')}")
-    lines += ["", "## Every cell", "",
-              "| policy | shift | n | success | collision | mean steps | mean sim time (s) | "
-              "success per training seed |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "## Every cell",
+        "",
+        "| policy | shift | n | success | collision | mean steps | mean sim time (s) | success per training seed |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for c in cells:
         seeds = ", ".join(f"{s}: {_pct(v)}" for s, v in c.per_seed_success.items())
-        lines.append(f"| {c.policy} | {c.shift} | {c.n} | {c.successes}/{c.n} | {_pct(c.collision_rate)} | "
-                     f"{c.mean_steps:.0f} | {c.mean_sim_time_s:.1f} | {seeds} |")
+        lines.append(
+            f"| {c.policy} | {c.shift} | {c.n} | {c.successes}/{c.n} | {_pct(c.collision_rate)} | "
+            f"{c.mean_steps:.0f} | {c.mean_sim_time_s:.1f} | {seeds} |"
+        )
     if example_record is not None:
-        lines += ["", "## Example shifted episode", "",
-                  f"`{example_record['policy']}` (training seed {example_record['training_seed']}) under "
-                  f"`{example_record['shift']}`, episode seed {example_record['episode_seed']}: "
-                  f"{example_record['outcome']}.", "", "![example episode](example_episode.png)"]
+        lines += [
+            "",
+            "## Example shifted episode",
+            "",
+            f"`{example_record['policy']}` (training seed {example_record['training_seed']}) under "
+            f"`{example_record['shift']}`, episode seed {example_record['episode_seed']}: "
+            f"{example_record['outcome']}.",
+            "",
+            "![example episode](example_episode.png)",
+        ]
     path = os.path.join(out_dir, "report.md")
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")

@@ -3,6 +3,7 @@
 An evaluation killed at any moment keeps every episode that finished (a half-written last line from the
 kill is dropped on reading); `--resume` reads the log and runs only the episodes it lacks.
 """
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ import sys
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import RECORD_FIELDS
-from liquid_control.evaluation.plan import EvaluationSetupError, EpisodeJob, episode_key
+from liquid_control.evaluation.plan import EpisodeJob, EvaluationSetupError, episode_key
 
 LOG_NAME = "episodes.jsonl"
 
@@ -31,7 +32,8 @@ class ResultLog:
         if os.path.exists(self.path) and not resume:
             raise EvaluationSetupError(
                 f"{self.path} already holds episodes of an earlier evaluation: pass --resume to continue it, "
-                "or choose another --out")
+                "or choose another --out"
+            )
         self.records = read_log(self.path) if os.path.exists(self.path) else []
         if self.records or os.path.exists(self.path):
             _drop_partial_tail(self.path)  # so the next append starts on a line of its own
@@ -86,11 +88,11 @@ def read_log(path: str) -> list[dict]:
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except json.JSONDecodeError as exc:
             if number >= len(lines) - 1:  # the last line, cut by a kill mid-write: that episode reruns
                 print(f"liquid-control eval: dropping a half-written last line of {path}", file=sys.stderr)
                 continue
-            raise EvaluationSetupError(f"{path}: line {number} is not a JSON record (corrupt results log)")
+            raise EvaluationSetupError(f"{path}: line {number} is not a JSON record (corrupt results log)") from exc
     return records
 
 

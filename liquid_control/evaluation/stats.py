@@ -4,6 +4,7 @@ Wilson rather than the normal (Wald) interval because success rates near 0 or 1 
 the common case here, where Wald collapses to a zero-width interval. The bootstrap (percentile, fixed seed,
 so a report is reproducible) for means because episode returns are skewed (a collision ends an episode).
 """
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,9 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     return max(0.0, center - half), min(1.0, center + half)
 
 
-def bootstrap_mean_interval(values, confidence: float = 0.95, resamples: int = 2000,
-                            seed: int = 0) -> tuple[float, float] | None:
+def bootstrap_mean_interval(
+    values, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float] | None:
     """Percentile bootstrap interval of the mean; None when fewer than 2 values (no spread to resample)."""
     x = np.asarray(values, dtype=np.float64).ravel()
     if not np.all(np.isfinite(x)):
@@ -58,5 +60,5 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     if n == 0:
         return 1.0
     k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
     return min(1.0, 2.0 * tail)

@@ -2,6 +2,7 @@
 
 Used by DAgger (training) and by the OOD evaluation; the ROS node uses the runtime's PolicyRunner instead.
 """
+
 from __future__ import annotations
 
 import numpy as np

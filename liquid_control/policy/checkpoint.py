@@ -3,6 +3,7 @@
 Written atomically (temporary file in the same folder, then ``os.replace``), so a killed process never leaves
 a half-written policy behind; read with ``torch.load(weights_only=True)``, so loading never runs pickled code.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -74,8 +75,11 @@ def load_policy(path: str | Path) -> Policy:
     expected = policy.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shapes:
         problems = []
         if missing:

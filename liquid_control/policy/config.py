@@ -5,6 +5,7 @@ range raise :class:`PolicyConfigError` naming the key path and the valid choices
 never silently trains the wrong model. Validation returns a *complete* plain dict (defaults filled in) that
 is embedded in every checkpoint, so a checkpoint rebuilds exactly the model it was trained as.
 """
+
 from __future__ import annotations
 
 import copy
@@ -32,8 +33,14 @@ REQUIRED = _Required()
 
 
 def _field(kind, default=REQUIRED, *, choices=None, min_value=None, max_value=None, nullable=False):
-    return {"kind": kind, "default": default, "choices": choices, "min": min_value, "max": max_value,
-            "nullable": nullable}
+    return {
+        "kind": kind,
+        "default": default,
+        "choices": choices,
+        "min": min_value,
+        "max": max_value,
+        "nullable": nullable,
+    }
 
 
 # Schema: section -> key -> field.  ``kind`` is one of int, float, bool, str, int_list, float_list, dict.
@@ -53,8 +60,9 @@ _CORE = {
     "outputs": _field("int", None, min_value=1, nullable=True),  # motor neurons of a wiring; default: action size
     "wiring": _field("str", "none", choices=WIRINGS),
     "mode": _field("str", "default", choices=("default", "no_gate", "pure")),  # CfC only
-    "solver": _field("str", "semi_implicit",
-                     choices=("semi_implicit", "euler", "midpoint", "rk4", "dopri5", "exponential")),  # LTC only
+    "solver": _field(
+        "str", "semi_implicit", choices=("semi_implicit", "euler", "midpoint", "rk4", "dopri5", "exponential")
+    ),  # LTC only
     "unfolds": _field("int", 6, min_value=1),  # LTC sub-steps per dt
     "frames": _field("int", 4, min_value=1),  # MLP frame stack length
     "ignore_dt": _field("bool", False),  # ablation: the core integrates a constant dt = 1
@@ -152,8 +160,9 @@ def _check_section(path: str, section: Any, schema: dict) -> dict:
     unknown = sorted(set(section) - set(schema))
     if unknown:
         where = path or "config"
-        raise PolicyConfigError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; "
-                                f"valid keys: {', '.join(schema)}")
+        raise PolicyConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(schema)}"
+        )
     out = {}
     for key, spec in schema.items():
         sub = f"{path}.{key}" if path else key
@@ -174,8 +183,7 @@ def validate_config(raw: dict) -> dict:
         obs["image"] = _check_section("observation.image", obs["image"], _IMAGE)
     vectors = {}
     for key, size in obs["vectors"].items():
-        vectors[str(key)] = _check_value(f"observation.vectors.{key}", size,
-                                         _field("int", min_value=1))
+        vectors[str(key)] = _check_value(f"observation.vectors.{key}", size, _field("int", min_value=1))
     obs["vectors"] = vectors
     if obs["image"] is None and not vectors:
         raise PolicyConfigError("observation: needs an image or at least one vector input")
@@ -188,10 +196,14 @@ def validate_config(raw: dict) -> dict:
     camera = _check_section("encoder.camera", enc.get("camera") or {}, _CAMERA_ENCODER)
     n = len(camera["channels"])
     if not (len(camera["kernel_sizes"]) == len(camera["strides"]) == n):
-        raise PolicyConfigError(f"encoder.camera: channels, kernel_sizes and strides need the same length, got "
-                                f"{n}, {len(camera['kernel_sizes'])}, {len(camera['strides'])}")
-    cfg["encoder"] = {"camera": camera,
-                      "vectors": _check_section("encoder.vectors", enc.get("vectors") or {}, _VECTOR_ENCODER)}
+        raise PolicyConfigError(
+            f"encoder.camera: channels, kernel_sizes and strides need the same length, got "
+            f"{n}, {len(camera['kernel_sizes'])}, {len(camera['strides'])}"
+        )
+    cfg["encoder"] = {
+        "camera": camera,
+        "vectors": _check_section("encoder.vectors", enc.get("vectors") or {}, _VECTOR_ENCODER),
+    }
 
     core = _check_section("core", cfg["core"], _CORE)
     if core["wiring"] == "ncp" and core["type"] not in ("cfc", "ltc"):

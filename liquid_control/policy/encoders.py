@@ -3,6 +3,7 @@
 Both are deliberately tiny: the policy runs on a CPU at camera rate, and training must fit in minutes on two
 cores. Their outputs are tanh-bounded so every recurrent core sees inputs of the same scale.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,10 @@ class CameraEncoder(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, k, stride=s), nn.ReLU()]
             h, w = (h - k) // s + 1, (w - k) // s + 1
             if h < 1 or w < 1:
-                raise ValueError(f"camera encoder: a {height}x{width} image is too small for these convolutions "
-                                 f"(kernel {k}, stride {s} leaves {h}x{w})")
+                raise ValueError(
+                    f"camera encoder: a {height}x{width} image is too small for these convolutions "
+                    f"(kernel {k}, stride {s} leaves {h}x{w})"
+                )
             c_in = c_out
         self.height, self.width = height, width
         self.conv = nn.Sequential(*layers)
@@ -41,8 +44,9 @@ class CameraEncoder(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if image.dim() != 4 or tuple(image.shape[1:]) != (self.height, self.width, 3):
-            raise ValueError(f"camera encoder: expected images (N, {self.height}, {self.width}, 3), "
-                             f"got {tuple(image.shape)}")
+            raise ValueError(
+                f"camera encoder: expected images (N, {self.height}, {self.width}, 3), got {tuple(image.shape)}"
+            )
         x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0 - 0.5  # [0, 1], centred
         return torch.tanh(self.norm(self.project(self.conv(x).flatten(1))))
 

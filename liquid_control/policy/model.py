@@ -1,4 +1,5 @@
 """The policy: sensor encoders -> recurrent core (advanced by the measured dt) -> tanh-bounded action head."""
+
 from __future__ import annotations
 
 import copy
@@ -63,8 +64,14 @@ class Policy(nn.Module):
         self.camera = None
         if obs["image"] is not None:
             cam = enc["camera"]
-            self.camera = CameraEncoder(obs["image"]["height"], obs["image"]["width"], cam["channels"],
-                                        cam["kernel_sizes"], cam["strides"], cam["features"])
+            self.camera = CameraEncoder(
+                obs["image"]["height"],
+                obs["image"]["width"],
+                cam["channels"],
+                cam["kernel_sizes"],
+                cam["strides"],
+                cam["features"],
+            )
             features += self.camera.output_size
         self.vectors = None
         if self.vector_keys:
@@ -104,12 +111,15 @@ class Policy(nn.Module):
         parts = []
         for key, size in zip(self.vector_keys, self.vector_sizes):
             if key not in obs:
-                raise ValueError(f"policy {self.config['name']!r}: observation lacks {key!r} "
-                                 f"(has {', '.join(sorted(obs))})")
+                raise ValueError(
+                    f"policy {self.config['name']!r}: observation lacks {key!r} (has {', '.join(sorted(obs))})"
+                )
             value = torch.as_tensor(obs[key])
             if tuple(value.shape) != lead + (size,):
-                raise ValueError(f"policy {self.config['name']!r}: observation {key!r} has shape "
-                                 f"{tuple(value.shape)}, expected {lead + (size,)}")
+                raise ValueError(
+                    f"policy {self.config['name']!r}: observation {key!r} has shape "
+                    f"{tuple(value.shape)}, expected {lead + (size,)}"
+                )
             parts.append(value.to(torch.float32))
         return torch.cat(parts, dim=-1)
 
@@ -124,9 +134,11 @@ class Policy(nn.Module):
                 raise ValueError(f"policy {self.config['name']!r}: observation lacks 'image'")
             image = torch.as_tensor(obs["image"])
             if tuple(image.shape[: len(lead)]) != lead:
-                raise ValueError(f"policy {self.config['name']!r}: image has shape {tuple(image.shape)}, "
-                                 f"expected leading dims {lead}")
-            parts.append(self.camera(image.reshape((n,) + tuple(image.shape[len(lead):]))))
+                raise ValueError(
+                    f"policy {self.config['name']!r}: image has shape {tuple(image.shape)}, "
+                    f"expected leading dims {lead}"
+                )
+            parts.append(self.camera(image.reshape((n,) + tuple(image.shape[len(lead) :]))))
         if self.vectors is not None:
             parts.append(self.vectors(self._vector_input(obs, lead).reshape(n, -1)))
         return torch.cat(parts, dim=-1).reshape(lead + (self.feature_size,))

@@ -5,6 +5,7 @@ remappings). ``launch/sim.launch.py`` turns it into ``launch_ros.actions.Node`` 
 sim`` (this module's ``run``) starts the same nodes as separate processes (``python -m <module>``, so no
 install is needed), listens to the episode status topic and prints each outcome.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,7 +49,7 @@ class NodeDescription:
     lifecycle: bool = False  # a managed node (launch_ros.actions.LifecycleNode)
 
     def command(self, python: str = sys.executable) -> list[str]:
-        """argv that starts this node as its own process, with the same parameters as the launch file."""
+        """Argv that starts this node as its own process, with the same parameters as the launch file."""
         argv = [python, "-m", self.module, "--ros-args", "-r", f"__node:={self.name}"]
         for path in self.parameter_files:
             argv += ["--params-file", path]
@@ -63,10 +64,21 @@ def _policy_parameters(path: Path) -> dict:
     return yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
 
 
-def sim_graph(world: str = "LiquidRover-v0", policy: str = "", shift: str = "", use_sim_time: bool = False,
-              real_time_factor: float = 1.0, seed: int = 0, episodes: int = 1, publish_mode: str = "",
-              control_rate_hz: float = 0.0, backend: str = "", policy_params_file: str = "",
-              sim_params_file: str = "", lockstep: bool = False) -> list[NodeDescription]:
+def sim_graph(
+    world: str = "LiquidRover-v0",
+    policy: str = "",
+    shift: str = "",
+    use_sim_time: bool = False,
+    real_time_factor: float = 1.0,
+    seed: int = 0,
+    episodes: int = 1,
+    publish_mode: str = "",
+    control_rate_hz: float = 0.0,
+    backend: str = "",
+    policy_params_file: str = "",
+    sim_params_file: str = "",
+    lockstep: bool = False,
+) -> list[NodeDescription]:
     """sim_node + policy_node for ``world``; empty/zero arguments keep the parameter files' values.
 
     ``lockstep`` (implies ``use_sim_time``): the simulation waits for the command after each update, the
@@ -89,19 +101,34 @@ def sim_graph(world: str = "LiquidRover-v0", policy: str = "", shift: str = "", 
         policy_overrides["control_rate_hz"] = float(control_rate_hz)
     if backend:
         policy_overrides["backend"] = backend
-    sim_overrides = dict(common, world=world, shift=shift, seed=int(seed), episodes=int(episodes),
-                         real_time_factor=float(real_time_factor), lockstep=bool(lockstep),
-                         # the sim listens where the policy commands, in the type it publishes
-                         command_topic=policy_params["command_topic"], command_type=policy_params["command_type"])
+    sim_overrides = dict(
+        common,
+        world=world,
+        shift=shift,
+        seed=int(seed),
+        episodes=int(episodes),
+        real_time_factor=float(real_time_factor),
+        lockstep=bool(lockstep),
+        # the sim listens where the policy commands, in the type it publishes
+        command_topic=policy_params["command_topic"],
+        command_type=policy_params["command_type"],
+    )
     return [
         NodeDescription("sim_node", "liquid_control.ros.sim_node", "sim_node", (str(sim_yaml),), sim_overrides),
-        NodeDescription("policy_node", "liquid_control.ros.policy_node", "policy_node", (str(policy_yaml),),
-                        policy_overrides, lifecycle=True),
+        NodeDescription(
+            "policy_node",
+            "liquid_control.ros.policy_node",
+            "policy_node",
+            (str(policy_yaml),),
+            policy_overrides,
+            lifecycle=True,
+        ),
     ]
 
 
-def policy_graph(params_file: str = "", policy: str = "", use_sim_time: bool = False,
-                 autostart: bool = False) -> list[NodeDescription]:
+def policy_graph(
+    params_file: str = "", policy: str = "", use_sim_time: bool = False, autostart: bool = False
+) -> list[NodeDescription]:
     """The policy node alone (a robot): its parameter file (default config/rover_policy.yaml) and overrides."""
     path = Path(params_file) if params_file else config_dir() / WORLD_POLICIES["LiquidRover-v0"][0]
     if not path.is_file():
@@ -109,8 +136,11 @@ def policy_graph(params_file: str = "", policy: str = "", use_sim_time: bool = F
     overrides = {"use_sim_time": bool(use_sim_time), "autostart": bool(autostart)}
     if policy:
         overrides["policy"] = policy
-    return [NodeDescription("policy_node", "liquid_control.ros.policy_node", "policy_node", (str(path),), overrides,
-                            lifecycle=True)]
+    return [
+        NodeDescription(
+            "policy_node", "liquid_control.ros.policy_node", "policy_node", (str(path),), overrides, lifecycle=True
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------------------ liquid-control sim
@@ -122,14 +152,18 @@ def add_arguments(parser):
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--use-sim-time", action="store_true", help="nodes run on /clock published by sim_node")
     parser.add_argument("--real-time-factor", type=float, default=1.0, help="!= 1 implies --use-sim-time")
-    parser.add_argument("--lockstep", action="store_true", help="the sim waits for the command after each update "
-                                                                "(implies --use-sim-time; as in training)")
+    parser.add_argument(
+        "--lockstep",
+        action="store_true",
+        help="the sim waits for the command after each update (implies --use-sim-time; as in training)",
+    )
     parser.add_argument("--publish-mode", default="", choices=["", "per_update", "fixed_rate"])
     parser.add_argument("--control-rate", type=float, default=0.0, help="command rate in fixed_rate mode (Hz)")
     parser.add_argument("--backend", default="", choices=["", "auto", "torch", "onnx"])
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph (default: inherited)")
-    parser.add_argument("--timeout", type=float, default=0.0, help="wall-clock limit in seconds (0: episodes x "
-                                                                   "(time limit + 30 s))")
+    parser.add_argument(
+        "--timeout", type=float, default=0.0, help="wall-clock limit in seconds (0: episodes x (time limit + 30 s))"
+    )
     parser.add_argument("--log-dir", default="", help="write each node's output to <dir>/<node>.log")
     parser.add_argument("--quiet", action="store_true", help="only the outcome lines")
 
@@ -145,8 +179,12 @@ def _status_listener(domain_id: int | None):
     rclpy.init(context=context, domain_id=domain_id)
     node = rclpy.create_node("liquid_control_sim_monitor", context=context)
     received: list[dict] = []
-    node.create_subscription(String, STATUS_TOPIC, lambda msg: received.append(json.loads(msg.data)), QoSProfile(
-        depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+    node.create_subscription(
+        String,
+        STATUS_TOPIC,
+        lambda msg: received.append(json.loads(msg.data)),
+        QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     return context, executor, node, received
@@ -161,8 +199,13 @@ def start_graph(nodes: list[NodeDescription], env: dict, log_dir: str = "", quie
             out = open(Path(log_dir) / f"{node.name}.log", "w")
         else:
             out = subprocess.DEVNULL if quiet else None
-        procs[node.name] = subprocess.Popen(node.command(), env=env, stdout=out, stderr=subprocess.STDOUT
-                                            if out is not None else None, start_new_session=True)
+        procs[node.name] = subprocess.Popen(
+            node.command(),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+            start_new_session=True,
+        )
     return procs
 
 
@@ -183,19 +226,28 @@ def stop_graph(procs: dict, grace: float = 5.0) -> dict:
 
 def run_sim(args) -> tuple[int, list[dict]]:
     use_sim_time = args.use_sim_time or args.real_time_factor != 1.0
-    nodes = sim_graph(world=args.world, policy=args.policy, shift=args.shift, use_sim_time=use_sim_time,
-                      real_time_factor=args.real_time_factor, seed=args.seed, episodes=args.episodes,
-                      publish_mode=args.publish_mode, control_rate_hz=args.control_rate, backend=args.backend,
-                      lockstep=args.lockstep)
+    nodes = sim_graph(
+        world=args.world,
+        policy=args.policy,
+        shift=args.shift,
+        use_sim_time=use_sim_time,
+        real_time_factor=args.real_time_factor,
+        seed=args.seed,
+        episodes=args.episodes,
+        publish_mode=args.publish_mode,
+        control_rate_hz=args.control_rate,
+        backend=args.backend,
+        lockstep=args.lockstep,
+    )
     env = dict(os.environ)
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     domain = int(env["ROS_DOMAIN_ID"]) if env.get("ROS_DOMAIN_ID") else None
     context, executor, monitor, statuses = _status_listener(domain)
     procs = start_graph(nodes, env, args.log_dir, args.quiet)
-    from sim_envs import rover, balancer
+    from sim_envs import balancer, rover
 
-    episode_limit = (rover.TIME_LIMIT if args.world == "LiquidRover-v0" else balancer.TIME_LIMIT)
+    episode_limit = rover.TIME_LIMIT if args.world == "LiquidRover-v0" else balancer.TIME_LIMIT
     timeout = args.timeout or max(1, args.episodes) * (episode_limit / args.real_time_factor + 30.0)
     deadline = time.monotonic() + timeout
     printed = 0
@@ -230,9 +282,11 @@ def run_sim(args) -> tuple[int, list[dict]]:
 def describe(status: dict) -> str:
     """One human line per episode."""
     extra = "".join(f", {k.replace('_', ' ')} {status[k]}" for k in ("distance", "tracking_error") if k in status)
-    return (f"episode {status['episode']} (seed {status['seed']}): {status['outcome'].upper()} after "
-            f"{status['sim_time']:.2f} s sim time ({status['wall_time']:.1f} s wall){extra}; "
-            f"{status['commands_received']} commands, messages {status['messages']}")
+    return (
+        f"episode {status['episode']} (seed {status['seed']}): {status['outcome'].upper()} after "
+        f"{status['sim_time']:.2f} s sim time ({status['wall_time']:.1f} s wall){extra}; "
+        f"{status['commands_received']} commands, messages {status['messages']}"
+    )
 
 
 def run(args) -> int:

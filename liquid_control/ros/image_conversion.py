@@ -6,6 +6,7 @@ encodings the way cv_bridge's ``cvtColor`` calls do (channel reorder, alpha drop
 grey replicated into colour channels, colour to grey with OpenCV's weights, 8 <-> 16 bit scaled by
 255/65535). ``numpy_to_image`` writes a tightly packed, host-endian message like ``cv2_to_imgmsg``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -32,8 +33,9 @@ def _layout(encoding: str):
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        raise ImageConversionError(f"unsupported image encoding {encoding!r}; supported: "
-                                   f"{', '.join(ENCODINGS)}") from None
+        raise ImageConversionError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}"
+        ) from None
 
 
 def image_to_numpy(msg, desired_encoding: str = "passthrough") -> np.ndarray:
@@ -45,12 +47,14 @@ def image_to_numpy(msg, desired_encoding: str = "passthrough") -> np.ndarray:
     if height <= 0 or width <= 0:
         raise ImageConversionError(f"image has an empty size {width}x{height}")
     if step < row_bytes:
-        raise ImageConversionError(f"image step {step} is smaller than a {msg.encoding} row of {width} pixels "
-                                   f"({row_bytes} bytes)")
+        raise ImageConversionError(
+            f"image step {step} is smaller than a {msg.encoding} row of {width} pixels ({row_bytes} bytes)"
+        )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != step * height:
-        raise ImageConversionError(f"image data has {data.size} bytes, expected step*height = {step}*{height} "
-                                   f"= {step * height}")
+        raise ImageConversionError(
+            f"image data has {data.size} bytes, expected step*height = {step}*{height} = {step * height}"
+        )
     rows = data.reshape(height, step)[:, :row_bytes]
     order = ">" if msg.is_bigendian else "<"
     pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order))
@@ -96,8 +100,9 @@ def numpy_to_image(array: np.ndarray, encoding: str, header=None):
     if array.ndim == 2 and len(channels) == 1:
         array = array[..., None]
     if array.ndim != 3 or array.shape[2] != len(channels):
-        raise ImageConversionError(f"{encoding} needs shape (H, W{', %d' % len(channels) if len(channels) > 1 else ''})"
-                                   f", got {array.shape}")
+        raise ImageConversionError(
+            f"{encoding} needs shape (H, W{', %d' % len(channels) if len(channels) > 1 else ''}), got {array.shape}"
+        )
     msg = Image()
     if header is not None:
         msg.header = header

@@ -4,6 +4,7 @@ Pure Python (no rclpy) so the checks are unit-tested directly; ``policy_node`` d
 ``POLICY_NODE_PARAMETERS`` and calls :func:`validate_policy_node_parameters` at ``configure``, which reports
 every problem at once, naming the parameter, the value and what is allowed.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,8 +16,10 @@ BACKENDS = ("auto", "torch", "onnx")
 RELIABILITIES = ("best_effort", "reliable")
 
 POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
-    "policy": ("", "policy file (.pt checkpoint or exported .onnx); relative paths are looked up in "
-                   "share/liquid_control/policies"),
+    "policy": (
+        "",
+        "policy file (.pt checkpoint or exported .onnx); relative paths are looked up in share/liquid_control/policies",
+    ),
     "backend": ("auto", "auto | torch | onnx (auto: torch if installed, else the .onnx next to the .pt)"),
     "autostart": (False, "configure and activate on start (without a lifecycle manager)"),
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image input (when the policy has a camera)"),
@@ -73,8 +76,9 @@ def _per_element(name, value, size, problems, positive: bool):
     return values
 
 
-def validate_policy_node_parameters(values: dict, action_size: int | None = None,
-                                    action_kind: str | None = None) -> PolicyNodeSettings:
+def validate_policy_node_parameters(
+    values: dict, action_size: int | None = None, action_kind: str | None = None
+) -> PolicyNodeSettings:
     """Check the parameter values; with the policy's action size/kind also check the command settings."""
     problems = []
     out = dict(values)
@@ -87,8 +91,9 @@ def validate_policy_node_parameters(values: dict, action_size: int | None = None
         v = values[name]
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or v < 0 or (v == 0 and not allow_zero):
-            problems.append(f"{name}: must be a {'non-negative' if allow_zero else 'positive'} finite number, "
-                            f"got {v!r}")
+            problems.append(
+                f"{name}: must be a {'non-negative' if allow_zero else 'positive'} finite number, got {v!r}"
+            )
 
     if not values["policy"]:
         problems.append("policy: no policy file given (set the 'policy' parameter)")
@@ -96,8 +101,14 @@ def validate_policy_node_parameters(values: dict, action_size: int | None = None
     choice("command_type", COMMAND_TYPES)
     choice("publish_mode", PUBLISH_MODES)
     choice("sensor_qos_reliability", RELIABILITIES)
-    for name in ("control_rate_hz", "watchdog_timeout_s", "max_gap_s", "max_backward_jump_s",
-                 "max_future_stamp_s", "diagnostics_period_s"):
+    for name in (
+        "control_rate_hz",
+        "watchdog_timeout_s",
+        "max_gap_s",
+        "max_backward_jump_s",
+        "max_future_stamp_s",
+        "diagnostics_period_s",
+    ):
         positive(name)
     for name in ("first_update_dt", "log_throttle_s"):
         positive(name, allow_zero=True)
@@ -110,13 +121,16 @@ def validate_policy_node_parameters(values: dict, action_size: int | None = None
     if action_size is not None:
         out["action_scale"] = _per_element("action_scale", values["action_scale"], action_size, problems, False)
         out["max_command"] = _per_element("max_command", values["max_command"], action_size, problems, True)
-        out["max_command_rate"] = _per_element("max_command_rate", values["max_command_rate"], action_size,
-                                               problems, True)
+        out["max_command_rate"] = _per_element(
+            "max_command_rate", values["max_command_rate"], action_size, problems, True
+        )
         if values["command_type"] in ("twist", "twist_stamped"):
             if action_size != 2 or action_kind not in (None, "twist"):
-                problems.append(f"command_type: {values['command_type']!r} needs a twist policy with 2 actions "
-                                f"[linear, angular], this policy has {action_size} {action_kind!r} actions; "
-                                f"use float64_multi_array")
+                problems.append(
+                    f"command_type: {values['command_type']!r} needs a twist policy with 2 actions "
+                    f"[linear, angular], this policy has {action_size} {action_kind!r} actions; "
+                    f"use float64_multi_array"
+                )
     if problems:
         raise ParameterError("invalid parameters:\n  - " + "\n  - ".join(problems))
     return PolicyNodeSettings(out)

@@ -13,6 +13,7 @@ fixed-rate and stop commands the node clock.
 
 Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover_policy.yaml``.
 """
+
 from __future__ import annotations
 
 import signal
@@ -28,15 +29,14 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from liquid_control.ros.image_conversion import ImageConversionError, image_to_numpy
-from liquid_control.ros.params import (POLICY_NODE_PARAMETERS, ParameterError,
-                                       validate_policy_node_parameters)
+from liquid_control.ros.params import POLICY_NODE_PARAMETERS, ParameterError, validate_policy_node_parameters
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
@@ -114,39 +114,55 @@ class PolicyNode(LifecycleNode):
             s = self.settings
             missing = [sensor for sensor in spec.sensors if sensor not in SENSORS]
             if missing:
-                raise ParameterError(f"the policy needs inputs {missing} that this node has no topic for "
-                                     f"(known: {', '.join(SENSORS)})")
-            self.runner = R.PolicyRunner(backend, R.RunnerLimits(
-                max_gap_s=s.max_gap_s, max_backward_s=s.max_backward_jump_s, max_future_s=s.max_future_stamp_s,
-                first_dt=s.first_update_dt))
+                raise ParameterError(
+                    f"the policy needs inputs {missing} that this node has no topic for (known: {', '.join(SENSORS)})"
+                )
+            self.runner = R.PolicyRunner(
+                backend,
+                R.RunnerLimits(
+                    max_gap_s=s.max_gap_s,
+                    max_backward_s=s.max_backward_jump_s,
+                    max_future_s=s.max_future_stamp_s,
+                    first_dt=s.first_update_dt,
+                ),
+            )
         except (ParameterError, BackendError, ValueError, OSError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.settings = self.runner = None
             return TransitionCallbackReturn.FAILURE
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
         self._create_entities(spec)
+        inputs = ", ".join(
+            f"{k}<-{self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value)}" for k in spec.sensors
+        )
         self.get_logger().info(
-            f"configured: policy {policy_path} ({backend.name}, {backend.config['name']}), inputs "
-            f"{', '.join(f'{k}<-{self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value)}' for k in spec.sensors)}"
+            f"configured: policy {policy_path} ({backend.name}, {backend.config['name']}), inputs {inputs}"
             f", updates on {spec.update_on}, {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
-            f"({s.publish_mode})")
+            f"({s.publish_mode})"
+        )
         return super().on_configure(state)
 
     def _create_entities(self, spec):
         s = self.settings
-        reliability = (ReliabilityPolicy.BEST_EFFORT if s.sensor_qos_reliability == "best_effort"
-                       else ReliabilityPolicy.RELIABLE)
+        reliability = (
+            ReliabilityPolicy.BEST_EFFORT if s.sensor_qos_reliability == "best_effort" else ReliabilityPolicy.RELIABLE
+        )
         for sensor in spec.sensors:
             msg_type, topic_param, _ = SENSORS[sensor]
             depth = s.camera_qos_depth if sensor == CAMERA else s.imu_qos_depth
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability)
             callback = self._on_image if sensor == CAMERA else (lambda msg, sensor=sensor: self._on_vector(sensor, msg))
             self._subscriptions_by_sensor[sensor] = self.create_subscription(
-                msg_type, self.get_parameter(topic_param).value, callback, qos)
+                msg_type, self.get_parameter(topic_param).value, callback, qos
+            )
         command_type = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
         self._command_pub = self.create_lifecycle_publisher(
-            command_type[s.command_type], s.command_topic,
-            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=s.command_qos_depth, reliability=ReliabilityPolicy.RELIABLE))
+            command_type[s.command_type],
+            s.command_topic,
+            QoSProfile(
+                history=HistoryPolicy.KEEP_LAST, depth=s.command_qos_depth, reliability=ReliabilityPolicy.RELIABLE
+            ),
+        )
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
 
@@ -197,8 +213,9 @@ class PolicyNode(LifecycleNode):
         """Free the model and every entity created at configure (logging a summary of the run)."""
         if self.runner is not None:
             counters = {k: v for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")}
-            self.get_logger().info(f"summary: {self._commands_published} commands ({self._stops_published} stops), "
-                                   f"{counters}")
+            self.get_logger().info(
+                f"summary: {self._commands_published} commands ({self._stops_published} stops), {counters}"
+            )
         self._destroy_timers()
         for sub in self._subscriptions_by_sensor.values():
             self.destroy_subscription(sub)
@@ -226,8 +243,9 @@ class PolicyNode(LifecycleNode):
         except ImageConversionError as exc:
             self.runner.counters["received.camera"] += 1
             self.runner.counters[f"rejected.{BAD_ENCODING}"] += 1
-            self.get_logger().warning(f"camera image rejected: {exc}",
-                                      throttle_duration_sec=self.settings.log_throttle_s)
+            self.get_logger().warning(
+                f"camera image rejected: {exc}", throttle_duration_sec=self.settings.log_throttle_s
+            )
             return
         self._on_reading(CAMERA, msg.header.stamp, value)
 
@@ -241,13 +259,17 @@ class PolicyNode(LifecycleNode):
         stamp = now if stamp_msg is None else stamp_seconds(stamp_msg)  # Twist has no header: arrival time
         result = self.runner.submit(sensor, stamp, value, now=now)
         if not result.accepted:
-            self.get_logger().warning(f"{sensor} message rejected ({result.reason}, stamp {stamp:.6f})",
-                                      throttle_duration_sec=self.settings.log_throttle_s)
+            self.get_logger().warning(
+                f"{sensor} message rejected ({result.reason}, stamp {stamp:.6f})",
+                throttle_duration_sec=self.settings.log_throttle_s,
+            )
             return
         self._last_arrival[sensor] = now
         if result.reset is not None:
-            self.get_logger().info(f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}",
-                                   throttle_duration_sec=self.settings.log_throttle_s)
+            self.get_logger().info(
+                f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}",
+                throttle_duration_sec=self.settings.log_throttle_s,
+            )
         if result.status != R.UPDATED or self._stale:
             return
         if self.settings.publish_mode == "per_update":
@@ -297,7 +319,9 @@ class PolicyNode(LifecycleNode):
                 stale.append(sensor)
         if stale:
             if not self._stale:
-                ages = ", ".join(f"{k} silent {now - self._last_arrival.get(k, self._activated_at):.2f} s" for k in stale)
+                ages = ", ".join(
+                    f"{k} silent {now - self._last_arrival.get(k, self._activated_at):.2f} s" for k in stale
+                )
                 self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command")
             self._publish_stop("watchdog")  # repeated while stale, so a restarted base stays stopped
         elif self._stale:

@@ -10,6 +10,7 @@ controller's timeout). Odometry is the true pose; each episode's outcome goes to
 
 Run: ``ros2 run liquid_control sim_node --ros-args --params-file config/sim.yaml``.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,11 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")  # headless rendering (before mujoco is imported)
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
-import gymnasium  # noqa: E402
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-import rclpy  # noqa: E402
-import rclpy.executors  # noqa: E402
+import gymnasium
+import mujoco
+import numpy as np
+import rclpy
+import rclpy.executors
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
@@ -38,7 +39,7 @@ from sensor_msgs.msg import Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-import sim_envs  # noqa: F401  (registers the worlds)
+import sim_envs
 from liquid_control.ros.image_conversion import numpy_to_image
 
 
@@ -56,10 +57,18 @@ def _balancer_command_scale():
 
 # world id -> how it maps to ROS: sensor -> topic parameter, command message kind, robot units per action unit
 WORLDS = {
-    "LiquidRover-v0": dict(sensors={"camera": "camera_topic", "imu": "imu_topic"}, command="twist",
-                           command_scale=_rover_command_scale, target=False),
-    "LiquidBalance-v0": dict(sensors={"imu": "imu_topic", "encoders": "wheels_topic"}, command="float64_multi_array",
-                             command_scale=_balancer_command_scale, target=True),  # world.command: velocity target
+    "LiquidRover-v0": dict(
+        sensors={"camera": "camera_topic", "imu": "imu_topic"},
+        command="twist",
+        command_scale=_rover_command_scale,
+        target=False,
+    ),
+    "LiquidBalance-v0": dict(
+        sensors={"imu": "imu_topic", "encoders": "wheels_topic"},
+        command="float64_multi_array",
+        command_scale=_balancer_command_scale,
+        target=True,
+    ),  # world.command: velocity target
 }
 
 SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -69,8 +78,11 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "episodes": (1, "episodes to run (0: forever)"),
     "exit_when_done": (True, "shut the node down after the last episode"),
     "real_time_factor": (1.0, "sim seconds per wall second (!= 1 needs use_sim_time)"),
-    "lockstep": (False, "after each trigger message wait for the policy's command (needs use_sim_time; the "
-                        "closed loop of training: no compute latency, as fast as the policy)"),
+    "lockstep": (
+        False,
+        "after each trigger message wait for the policy's command (needs use_sim_time; the "
+        "closed loop of training: no compute latency, as fast as the policy)",
+    ),
     "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before going on"),
     "render_size": (64, "camera image size (pixels, square)"),
     "time_limit": (0.0, "episode time limit in sim seconds (0: the world's)"),
@@ -85,8 +97,10 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "odom_topic": ("odom", "nav_msgs/Odometry (true pose)"),
     "odom_rate_hz": (50.0, "odometry rate (sim time)"),
     "status_topic": ("episode_status", "std_msgs/String JSON outcome of each episode"),
-    "wait_for_subscribers_s": (15.0, "before the first episode, wait up to this long for the sensor "
-                                     "subscribers and the command publisher"),
+    "wait_for_subscribers_s": (
+        15.0,
+        "before the first episode, wait up to this long for the sensor subscribers and the command publisher",
+    ),
     "policy_reset_service": ("", "std_srvs/Trigger called before each episode (e.g. /policy_node/reset)"),
     "frame_prefix": ("", "prefix of the frame ids (base_link, camera, imu, odom)"),
 }
@@ -120,12 +134,21 @@ class SimNode(Node):
         self.target_pub = self.create_publisher(Twist, p["target_topic"], 10) if io["target"] else None
         self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
-        self.status_pub = self.create_publisher(String, p["status_topic"], QoSProfile(
-            depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.status_pub = self.create_publisher(
+            String,
+            p["status_topic"],
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
         command_msg = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
-        self.create_subscription(command_msg[self.command_type], p["command_topic"], self._on_command,
-                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        self.reset_client = self.create_client(Trigger, p["policy_reset_service"]) if p["policy_reset_service"] else None
+        self.create_subscription(
+            command_msg[self.command_type],
+            p["command_topic"],
+            self._on_command,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+        )
+        self.reset_client = (
+            self.create_client(Trigger, p["policy_reset_service"]) if p["policy_reset_service"] else None
+        )
         self._lock = threading.Lock()
         self._command = None  # (action in world units, arrival sim time)
         self._sim_now = 0.0
@@ -165,8 +188,10 @@ class SimNode(Node):
             twist = msg.twist if self.command_type == "twist_stamped" else msg
             value = np.array([twist.linear.x, twist.angular.z])
         if value.shape != self.command_scale.shape or not np.all(np.isfinite(value)):
-            self.get_logger().warning(f"ignoring command {value.tolist()}: needs {self.command_scale.size} finite "
-                                      "values", throttle_duration_sec=2.0)
+            self.get_logger().warning(
+                f"ignoring command {value.tolist()}: needs {self.command_scale.size} finite values",
+                throttle_duration_sec=2.0,
+            )
             return
         with self._lock:
             self._command = (value / self.command_scale, self._sim_now)
@@ -204,7 +229,7 @@ class SimNode(Node):
 
     def _publish_odometry(self, sim_t: float):
         d = self.world.data
-        q, v = d.qpos[self._qpos_adr:self._qpos_adr + 7], d.qvel[self._qvel_adr:self._qvel_adr + 6]
+        q, v = d.qpos[self._qpos_adr : self._qpos_adr + 7], d.qvel[self._qvel_adr : self._qvel_adr + 6]
         msg = Odometry()
         msg.header.stamp = self._stamp(sim_t)
         msg.header.frame_id, msg.child_frame_id = self.frame("odom"), self.frame("base_link")
@@ -307,10 +332,18 @@ class SimNode(Node):
             outcome = "collision"
         else:
             outcome = "timeout"
-        status = {"episode": index, "seed": seed, "world": self.p["world"], "shift": self.p["shift"],
-                  "outcome": outcome, "success": success, "sim_time": round(float(world.data.time), 4),
-                  "wall_time": round(time.monotonic() - wall0, 3), "messages": counts,
-                  "commands_received": self.commands_received - commands_before}
+        status = {
+            "episode": index,
+            "seed": seed,
+            "world": self.p["world"],
+            "shift": self.p["shift"],
+            "outcome": outcome,
+            "success": success,
+            "sim_time": round(float(world.data.time), 4),
+            "wall_time": round(time.monotonic() - wall0, 3),
+            "messages": counts,
+            "commands_received": self.commands_received - commands_before,
+        }
         for key in ("distance", "tracking_error"):
             if key in info:
                 status[key] = round(float(info[key]), 4)
@@ -324,8 +357,9 @@ class SimNode(Node):
         while self.commands_received <= count_before and time.monotonic() < deadline and rclpy.ok():
             time.sleep(0.0002)
         if self.commands_received <= count_before:
-            self.get_logger().warning("lockstep: no command after the update; continuing with the held one",
-                                      throttle_duration_sec=2.0)
+            self.get_logger().warning(
+                "lockstep: no command after the update; continuing with the held one", throttle_duration_sec=2.0
+            )
 
     def run(self) -> list[dict]:
         self.wait_for_graph()

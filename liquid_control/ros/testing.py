@@ -1,6 +1,7 @@
 """Helpers to drive nodes over real DDS from a test or a benchmark: an isolated ROS domain, node processes,
 and a probe node (publishers + recorders) spinning in a background thread of the calling process.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,15 @@ def isolated_ros_env(domain_id: int | None = None) -> dict:
     return env
 
 
-def start_node_process(module: str, name: str, parameters: dict, env: dict, log_path: str | Path | None = None,
-                       params_files: tuple = (), prefix: tuple = ()) -> subprocess.Popen:
+def start_node_process(
+    module: str,
+    name: str,
+    parameters: dict,
+    env: dict,
+    log_path: str | Path | None = None,
+    params_files: tuple = (),
+    prefix: tuple = (),
+) -> subprocess.Popen:
     """``[prefix...] python -m module --ros-args ...`` with parameters set by ``-p`` (YAML values)."""
     argv = [*prefix, sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
     for path in params_files:

@@ -5,6 +5,7 @@ and the ROS node never touch torch directly, and a robot without the training st
 exported ``.onnx`` file with onnxruntime. Both backends expose the same :class:`ObservationSpec`, read from
 the policy config (embedded in the checkpoint, or in the ONNX model's metadata).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -46,13 +47,17 @@ class ObservationSpec:
             sensors[str(key)] = (int(size),)
         update_on = obs["update_on"]
         if update_on not in sensors:
-            raise BackendError(f"policy config: observation.update_on {update_on!r} is not one of its inputs "
-                               f"{sorted(sensors)}")
+            raise BackendError(
+                f"policy config: observation.update_on {update_on!r} is not one of its inputs {sorted(sensors)}"
+            )
         act = config["action"]
-        return cls(sensors=sensors, update_on=update_on,
-                   action_low=np.asarray(act["low"], dtype=np.float64),
-                   action_high=np.asarray(act["high"], dtype=np.float64),
-                   action_kind=str(act.get("kind", "twist")))
+        return cls(
+            sensors=sensors,
+            update_on=update_on,
+            action_low=np.asarray(act["low"], dtype=np.float64),
+            action_high=np.asarray(act["high"], dtype=np.float64),
+            action_kind=str(act.get("kind", "twist")),
+        )
 
     @property
     def action_size(self) -> int:
@@ -91,8 +96,9 @@ class TorchBackend:
         torch = self._torch
         with torch.no_grad():
             batch = {key: torch.from_numpy(np.ascontiguousarray(value)[None]) for key, value in obs.items()}
-            action, new_state = self.policy.step(batch, torch.from_numpy(state[None]),
-                                                 torch.tensor([dt], dtype=torch.float32))
+            action, new_state = self.policy.step(
+                batch, torch.from_numpy(state[None]), torch.tensor([dt], dtype=torch.float32)
+            )
         return action[0].numpy().astype(np.float64), new_state[0].numpy().astype(np.float32)
 
     def close(self):
@@ -118,8 +124,9 @@ class OnnxBackend:
             raise BackendError(f"{path}: not a loadable ONNX model ({exc})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if ONNX_CONFIG_KEY not in meta:
-            raise BackendError(f"{path}: ONNX model has no {ONNX_CONFIG_KEY!r} metadata; "
-                               "write it with `liquid-control export`")
+            raise BackendError(
+                f"{path}: ONNX model has no {ONNX_CONFIG_KEY!r} metadata; write it with `liquid-control export`"
+            )
         self.config = json.loads(meta[ONNX_CONFIG_KEY])
         self.spec = ObservationSpec.from_config(self.config)
         inputs = {i.name: i for i in self.session.get_inputs()}
@@ -167,8 +174,10 @@ def load_backend(path: str | Path, backend: str = "auto"):
         onnx_path = path.with_suffix(".onnx")
         if not onnx_path.is_file():
             why = "torch is not installed" if backend == "auto" else "backend 'onnx' was requested"
-            raise BackendError(f"{path}: {why} and there is no exported {onnx_path.name} next to it "
-                               f"(write one with `liquid-control export {path}`)")
+            raise BackendError(
+                f"{path}: {why} and there is no exported {onnx_path.name} next to it "
+                f"(write one with `liquid-control export {path}`)"
+            )
         return OnnxBackend(onnx_path)
     if not path.is_file():
         raise BackendError(f"{path}: no such policy file")

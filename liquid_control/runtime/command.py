@@ -3,6 +3,7 @@
 Pure numpy so it is unit-tested without ROS. Rate limits use the elapsed time between published commands
 (the receiver's clock); a stop command bypasses them (a safety stop must not ramp).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,10 @@ class CommandLimiter:
         self.max_rate = np.asarray(max_rate, dtype=np.float64)
         n = self.scale.shape
         if self.scale.ndim != 1 or self.max_command.shape != n or self.max_rate.shape != n:
-            raise ValueError(f"scale, max_command and max_rate need one value per action element, got "
-                             f"{self.scale.shape}, {self.max_command.shape}, {self.max_rate.shape}")
+            raise ValueError(
+                f"scale, max_command and max_rate need one value per action element, got "
+                f"{self.scale.shape}, {self.max_command.shape}, {self.max_rate.shape}"
+            )
         if not (np.all(self.max_command > 0) and np.all(self.max_rate > 0)):
             raise ValueError("max_command and max_rate must be > 0 (use a large value to disable a limit)")
         self.previous = np.zeros(n)

@@ -5,6 +5,7 @@ camera), one float32 (B, n) input per vector key (config order), ``state`` (B, S
 outputs ``action`` (B, A) and ``state_out`` (B, S). The policy config is stored in the model's metadata
 (``liquid_control.policy_config``) so the runtime knows the inputs, the update sensor and the action bounds.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -92,8 +93,11 @@ def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
     module, keys, _ = _single_step_module(policy)
     inputs = example_inputs(policy)
     names = keys + ["state", "dt"]
-    args = (tuple(torch.from_numpy(inputs[k]) for k in keys), torch.from_numpy(inputs["state"]),
-            torch.from_numpy(inputs["dt"]))  # the exporter flattens the obs tuple: inputs are `names` in order
+    args = (
+        tuple(torch.from_numpy(inputs[k]) for k in keys),
+        torch.from_numpy(inputs["state"]),
+        torch.from_numpy(inputs["dt"]),
+    )  # the exporter flattens the obs tuple: inputs are `names` in order
     dynamic = {n: {0: "batch"} for n in names + ["action", "state_out"]}
     buffer = io.BytesIO()
     with warnings.catch_warnings(), _traceable():
@@ -101,8 +105,16 @@ def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
         # about the shape and dt validity checks, which are constant for valid inputs. (Not under no_grad:
         # the exporter then drops the graph inputs.)
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, buffer, dynamo=False, input_names=names,
-                          output_names=["action", "state_out"], dynamic_axes=dynamic, opset_version=opset)
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            dynamo=False,
+            input_names=names,
+            output_names=["action", "state_out"],
+            dynamic_axes=dynamic,
+            opset_version=opset,
+        )
     model = onnx.load_from_string(buffer.getvalue())
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(policy.config)
@@ -122,8 +134,11 @@ def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> floa
     inputs = example_inputs(policy, batch=batch, seed=seed)
     names = keys + ["state", "dt"]
     with torch.no_grad():
-        ref = module(tuple(torch.from_numpy(inputs[k]) for k in keys), torch.from_numpy(inputs["state"]),
-                     torch.from_numpy(inputs["dt"]))
+        ref = module(
+            tuple(torch.from_numpy(inputs[k]) for k in keys),
+            torch.from_numpy(inputs["state"]),
+            torch.from_numpy(inputs["dt"]),
+        )
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(["action", "state_out"], {n: inputs[n] for n in names})
     return max(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got))
@@ -142,8 +157,10 @@ def run(args) -> int:
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
     export_onnx(policy, out, opset=args.opset)
     err = parity(policy, out)
-    print(f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
-          f", state {policy.state_size})")
+    print(
+        f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
+        f", state {policy.state_size})"
+    )
     print(f"max_abs_diff_vs_torch: {err:.3g}")
     if err > 1e-5:
         print("warning: the ONNX model differs from torch by more than 1e-5")

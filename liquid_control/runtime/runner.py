@@ -18,6 +18,7 @@ seconds, and this class decides what each reading does to the liquid state.
 - The backend's output is checked (finite action and state) before the state is committed, so a failing
   or diverging step never corrupts the state.
 """
+
 from __future__ import annotations
 
 import math
@@ -195,8 +196,9 @@ class PolicyRunner:
             return Result(REJECTED, INFERENCE_ERROR, dt=dt, reset=reset)
         self._latencies.append(time.perf_counter() - start)
         action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (self.spec.action_size,) or not (np.all(np.isfinite(action))
-                                                             and np.all(np.isfinite(new_state))):
+        if action.shape != (self.spec.action_size,) or not (
+            np.all(np.isfinite(action)) and np.all(np.isfinite(new_state))
+        ):
             self.counters[f"rejected.{INFERENCE_ERROR}"] += 1
             return Result(REJECTED, INFERENCE_ERROR, dt=dt, reset=reset)
         self._state = np.asarray(new_state, dtype=np.float32)
@@ -218,13 +220,17 @@ class PolicyRunner:
         if not self._dts:
             return {}
         d = np.asarray(self._dts)
-        return {"n": float(d.size), "mean": float(d.mean()), "std": float(d.std()),
-                "min": float(d.min()), "max": float(d.max())}
+        return {
+            "n": float(d.size),
+            "mean": float(d.mean()),
+            "std": float(d.std()),
+            "min": float(d.min()),
+            "max": float(d.max()),
+        }
 
     def latency_stats(self) -> dict[str, float]:
         """Inference latency of recent updates (seconds): p50, p99, max."""
         if not self._latencies:
             return {}
         lat = np.asarray(self._latencies)
-        return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                "max": float(lat.max())}
+        return {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}

@@ -3,6 +3,7 @@
 ``train(config, out_dir, seed=...)`` runs expert demonstrations, DAgger rounds and truncated-BPTT behaviour
 cloning into a resumable output folder; ``liquid-control train`` is its command line.
 """
+
 from .trainer import TrainingError, TrainResult, measure_success, train
 
 __all__ = ["TrainResult", "TrainingError", "measure_success", "train"]

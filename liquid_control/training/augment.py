@@ -4,6 +4,7 @@ measure the architectures, not the augmentation).
 Parameters are drawn once per episode of a batch and kept for all of its chunks, so an augmented episode is
 a consistent "other world" rather than per-frame flicker.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,11 @@ class EpisodeAugmentation:
         if self.brightness is not None:
             x = x * torch.as_tensor(self.brightness, dtype=x.dtype).view(view)
         if self.noise is not None:
-            x = x + torch.randn(x.shape, generator=self.generator) * torch.as_tensor(self.noise, dtype=x.dtype).view(view)
+            x = x + torch.randn(x.shape, generator=self.generator) * torch.as_tensor(self.noise, dtype=x.dtype).view(
+                view
+            )
         if self.shift is not None:
-            x = torch.stack([torch.roll(x[b], shifts=(int(dy), int(dx)), dims=(1, 2))
-                             for b, (dy, dx) in enumerate(self.shift)])
+            x = torch.stack(
+                [torch.roll(x[b], shifts=(int(dy), int(dx)), dims=(1, 2)) for b, (dy, dx) in enumerate(self.shift)]
+            )
         return (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)

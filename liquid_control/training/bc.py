@@ -6,6 +6,7 @@ trains on exactly the states it meets when it runs an episode from its start, wi
 irregular dt, while gradients only flow back ``sequence_length`` updates. Padding (shorter episodes of a
 batch) is masked out of both the state and the loss.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,7 +32,7 @@ def _chunk(group, keys, start: int, length: int):
         sample = group[0].observations[key]
         out = np.zeros((batch, length) + sample.shape[1:], dtype=sample.dtype)
         for b, ep in enumerate(group):
-            part = ep.observations[key][start:start + length]
+            part = ep.observations[key][start : start + length]
             out[b, : len(part)] = part
         obs[key] = torch.from_numpy(out)
     dt = np.zeros((batch, length), np.float32)
@@ -39,8 +40,8 @@ def _chunk(group, keys, start: int, length: int):
     mask = np.zeros((batch, length), bool)
     for b, ep in enumerate(group):
         n = max(0, min(length, len(ep) - start))
-        dt[b, :n] = ep.dt[start:start + n]
-        labels[b, :n] = ep.expert_action[start:start + n]
+        dt[b, :n] = ep.dt[start : start + n]
+        labels[b, :n] = ep.expert_action[start : start + n]
         mask[b, :n] = True
     return obs, torch.from_numpy(dt), torch.from_numpy(labels), torch.from_numpy(mask)
 
@@ -50,13 +51,23 @@ def count_chunks(episodes, batch_size: int, sequence_length: int, order=None) ->
     order = list(order)
     total = 0
     for g in range(0, len(order), batch_size):
-        longest = max(len(episodes[i]) for i in order[g:g + batch_size])
+        longest = max(len(episodes[i]) for i in order[g : g + batch_size])
         total += -(-longest // sequence_length)
     return total
 
 
-def bc_epoch(policy, optimizer, episodes, *, batch_size: int, sequence_length: int, grad_clip: float,
-             rng: np.random.Generator, augmentation=(), progress=None) -> dict:
+def bc_epoch(
+    policy,
+    optimizer,
+    episodes,
+    *,
+    batch_size: int,
+    sequence_length: int,
+    grad_clip: float,
+    rng: np.random.Generator,
+    augmentation=(),
+    progress=None,
+) -> dict:
     """One pass over ``episodes`` (shuffled by ``rng``); returns {"loss": mean per-update loss, "chunks": n}.
 
     ``progress`` is an optional callable(loss) called after every optimizer step (a tqdm update).
@@ -68,7 +79,7 @@ def bc_epoch(policy, optimizer, episodes, *, batch_size: int, sequence_length: i
     order = rng.permutation(len(episodes))
     weighted, updates, chunks = 0.0, 0, 0
     for g in range(0, len(order), batch_size):
-        group = [episodes[i] for i in order[g:g + batch_size]]
+        group = [episodes[i] for i in order[g : g + batch_size]]
         augment = EpisodeAugmentation(augmentation, len(group), rng) if augmentation else None
         longest = max(len(ep) for ep in group)
         state = None

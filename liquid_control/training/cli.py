@@ -1,4 +1,5 @@
 """`liquid-control train`: expert demonstrations, DAgger rounds and behaviour cloning for one policy config."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,21 +23,41 @@ checkpoint.pt (after every epoch), metrics.csv and policy.pt (the selected polic
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("--config", help="policy YAML (e.g. policies/configs/cfc_ncp_rover.yaml); optional with "
-                                         "--resume, which then reuses the run's config.yaml")
+    parser.add_argument(
+        "--config",
+        help="policy YAML (e.g. policies/configs/cfc_ncp_rover.yaml); optional with "
+        "--resume, which then reuses the run's config.yaml",
+    )
     parser.add_argument("--out", required=True, help="output folder of the run (must be new unless --resume)")
-    parser.add_argument("--seed", type=int, default=0, help="training seed: weights, data episodes, shuffling "
-                                                            "(default 0)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last finished epoch and its saved episodes")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value by dotted key, value in YAML syntax, e.g. "
-                             "training.epochs_first=5 or core.units=24 (repeatable)")
-    parser.add_argument("--augment", action="store_true",
-                        help="shorthand for --set training.augmentation=[brightness,contrast,noise,shift] "
-                             "(off by default so OOD comparisons measure the architecture)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: deterministic and polite on a shared machine)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="training seed: weights, data episodes, shuffling (default 0)"
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last finished epoch and its saved episodes",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by dotted key, value in YAML syntax, e.g. "
+        "training.epochs_first=5 or core.units=24 (repeatable)",
+    )
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="shorthand for --set training.augmentation=[brightness,contrast,noise,shift] "
+        "(off by default so OOD comparisons measure the architecture)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: deterministic and polite on a shared machine)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
 
 
@@ -61,10 +82,21 @@ def run(args) -> int:
             overrides["training.augmentation"] = ["brightness", "contrast", "noise", "shift"]
         if args.config is None and not args.resume:
             raise ValueError("--config is required (except with --resume)")
-        command = "liquid-control train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
-            if len(sys.argv) > 2 and sys.argv[1] == "train" else None
-        result = train(args.config, args.out, seed=args.seed, resume=args.resume, overrides=overrides or None,
-                       progress=not args.no_progress, threads=args.threads, command=command)
+        command = (
+            "liquid-control train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+            if len(sys.argv) > 2 and sys.argv[1] == "train"
+            else None
+        )
+        result = train(
+            args.config,
+            args.out,
+            seed=args.seed,
+            resume=args.resume,
+            overrides=overrides or None,
+            progress=not args.no_progress,
+            threads=args.threads,
+            command=command,
+        )
     except (PolicyConfigError, TrainingError, ValueError) as exc:
         print(f"liquid-control train: error: {exc}", file=sys.stderr)
         return 2

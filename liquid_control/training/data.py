@@ -8,6 +8,7 @@ of the update; ``expert_action`` float32 (T, A) the label; ``action`` float32 (T
 and scalars ``success``, ``seed``, ``beta``. Files are written atomically, so a killed collection never
 leaves a truncated episode that a resumed run would trust.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,10 +41,15 @@ def save_episode(path: str | Path, episode: Episode) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {("image" if k == "image" else f"vec_{k}"): v for k, v in episode.observations.items()}
-    arrays.update(dt=episode.dt.astype(np.float32), stamp=episode.stamp.astype(np.float64),
-                  expert_action=episode.expert_action.astype(np.float32), action=episode.action.astype(np.float32),
-                  success=np.array(bool(episode.success)), seed=np.array(int(episode.seed), dtype=np.int64),
-                  beta=np.array(float(episode.beta)))
+    arrays.update(
+        dt=episode.dt.astype(np.float32),
+        stamp=episode.stamp.astype(np.float64),
+        expert_action=episode.expert_action.astype(np.float32),
+        action=episode.action.astype(np.float32),
+        success=np.array(bool(episode.success)),
+        seed=np.array(int(episode.seed), dtype=np.int64),
+        beta=np.array(float(episode.beta)),
+    )
     with atomic_write(path) as handle:
         np.savez_compressed(handle, **arrays)
     return path
@@ -59,15 +65,31 @@ def load_episode(path: str | Path) -> Episode:
                     obs["image"] = data["image"]
                 elif key.startswith("vec_"):
                     obs[key[4:]] = data[key]
-            return Episode(observations=obs, dt=data["dt"], stamp=data["stamp"],
-                           expert_action=data["expert_action"], action=data["action"],
-                           success=bool(data["success"]), seed=int(data["seed"]), beta=float(data["beta"]))
+            return Episode(
+                observations=obs,
+                dt=data["dt"],
+                stamp=data["stamp"],
+                expert_action=data["expert_action"],
+                action=data["action"],
+                success=bool(data["success"]),
+                seed=int(data["seed"]),
+                beta=float(data["beta"]),
+            )
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"{path}: not a readable demonstration episode: {exc}") from None
 
 
-def rollout(env, agent=None, *, beta: float = 1.0, rng: np.random.Generator | None = None, seed: int | None = None,
-            observation_keys=None, max_steps: int | None = None, record: bool = True) -> Episode:
+def rollout(
+    env,
+    agent=None,
+    *,
+    beta: float = 1.0,
+    rng: np.random.Generator | None = None,
+    seed: int | None = None,
+    observation_keys=None,
+    max_steps: int | None = None,
+    record: bool = True,
+) -> Episode:
     """Run one episode. At each update the expert's action is the label; the executed action is the expert's
     with probability ``beta`` (per update) and the agent's otherwise (DAgger's mixture policy).
 
@@ -99,14 +121,24 @@ def rollout(env, agent=None, *, beta: float = 1.0, rng: np.random.Generator | No
         steps += 1
         if terminated or truncated or (max_steps is not None and steps >= max_steps):
             break
-    observations = {k: (np.stack(v).astype(np.uint8) if k == "image" else np.stack(v).astype(np.float32))
-                    for k, v in rec.items()} if record else {}
+    observations = (
+        {k: (np.stack(v).astype(np.uint8) if k == "image" else np.stack(v).astype(np.float32)) for k, v in rec.items()}
+        if record
+        else {}
+    )
     empty = np.zeros((0,), np.float32)
-    return Episode(observations=observations,
-                   dt=np.asarray(dts, np.float32) if record else empty,
-                   stamp=np.asarray(stamps, np.float64) if record else empty.astype(np.float64),
-                   expert_action=np.stack(labels) if record else empty,
-                   action=np.stack(actions) if record else empty,
-                   success=bool(info.get("success", False)), seed=-1 if seed is None else int(seed), beta=beta,
-                   info={"steps": steps, "collision": bool(info.get("collision", False)),
-                         "sim_time": float(info.get("stamp", np.nan))})
+    return Episode(
+        observations=observations,
+        dt=np.asarray(dts, np.float32) if record else empty,
+        stamp=np.asarray(stamps, np.float64) if record else empty.astype(np.float64),
+        expert_action=np.stack(labels) if record else empty,
+        action=np.stack(actions) if record else empty,
+        success=bool(info.get("success", False)),
+        seed=-1 if seed is None else int(seed),
+        beta=beta,
+        info={
+            "steps": steps,
+            "collision": bool(info.get("collision", False)),
+            "sim_time": float(info.get("stamp", np.nan)),
+        },
+    )

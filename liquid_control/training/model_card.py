@@ -8,6 +8,7 @@ marked as not yet measured until someone fills them in.
 
     python -m liquid_control.training.model_card --run runs/cfc_ncp_rover --name cfc_ncp_rover --episodes 100
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,7 +22,7 @@ import yaml
 from liquid_control.paths import policies_dir
 from liquid_control.policy import load_policy, save_policy
 
-from .trainer import make_env, measure_success
+from .trainer import make_env
 
 OOD_NOT_MEASURED = "NOT YET MEASURED - fill in from the evaluation report (liquid-control eval)"
 
@@ -42,7 +43,7 @@ def read_card(path: str | Path) -> dict:
     if not text.startswith("---\n"):
         raise ValueError(f"{path}: a model card starts with a YAML front matter ('---')")
     try:
-        front = text[4:text.index("\n---\n", 4)]
+        front = text[4 : text.index("\n---\n", 4)]
     except ValueError:
         raise ValueError(f"{path}: the YAML front matter is not closed by '---'") from None
     return yaml.safe_load(front)
@@ -63,16 +64,24 @@ def _describe_core(core: dict) -> str:
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 
-def write_card(name: str, run_dir: Path, episodes: int, check_episodes: int, out_dir: Path, machine_note: str,
-               command: str | None = None) -> Path:
+def write_card(
+    name: str,
+    run_dir: Path,
+    episodes: int,
+    check_episodes: int,
+    out_dir: Path,
+    machine_note: str,
+    command: str | None = None,
+) -> Path:
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / "policy.pt")
     meta = dict(policy.metadata)
     cfg = policy.config
     env = make_env(cfg)
     try:
-        from .data import rollout
         from liquid_control.policy import PolicyAgent
+
+        from .data import rollout
 
         agent = PolicyAgent(policy)
         outcomes = [rollout(env, agent, beta=0.0, seed=s, record=False).success for s in range(episodes)]
@@ -89,23 +98,33 @@ def write_card(name: str, run_dir: Path, episodes: int, check_episodes: int, out
         "world": cfg["world"],
         "architecture": {
             "core": _describe_core(cfg["core"]),
-            "camera_encoder": (None if cfg["observation"]["image"] is None else
-                               f"CNN {cfg['encoder']['camera']['channels']} channels, kernels "
-                               f"{cfg['encoder']['camera']['kernel_sizes']}, strides {cfg['encoder']['camera']['strides']}"
-                               f" -> {cfg['encoder']['camera']['features']} features on "
-                               f"{cfg['observation']['image']['height']}x{cfg['observation']['image']['width']} RGB"),
+            "camera_encoder": (
+                None
+                if cfg["observation"]["image"] is None
+                else f"CNN {cfg['encoder']['camera']['channels']} channels, kernels "
+                f"{cfg['encoder']['camera']['kernel_sizes']}, strides {cfg['encoder']['camera']['strides']}"
+                f" -> {cfg['encoder']['camera']['features']} features on "
+                f"{cfg['observation']['image']['height']}x{cfg['observation']['image']['width']} RGB"
+            ),
             "vector_inputs": dict(cfg["observation"]["vectors"]),
             "parameters": policy.num_parameters(),
             "core_parameters": sum(p.numel() for p in policy.core.parameters()),
-            "action": f"{cfg['action']['kind']} {cfg['action']['size']}-d in [{cfg['action']['low']}, {cfg['action']['high']}]",
+            "action": (
+                f"{cfg['action']['kind']} {cfg['action']['size']}-d in "
+                f"[{cfg['action']['low']}, {cfg['action']['high']}]"
+            ),
         },
         "training": {
-            "command": command or meta.get("command") or f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
-                                               f"--out runs/{name} --seed {meta.get('seed', 0)}",
+            "command": command
+            or meta.get("command")
+            or f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
+            f"--out runs/{name} --seed {meta.get('seed', 0)}",
             "seed": meta.get("seed"),
-            "data": (f"{t['demonstrations']} expert demonstrations + {t['dagger_rounds']} DAgger rounds x "
-                     f"{t['dagger_episodes']} episodes (beta {t['beta']}), training distribution "
-                     f"'{t['shift'] or 'default'}', augmentation {t['augmentation'] or 'off'}"),
+            "data": (
+                f"{t['demonstrations']} expert demonstrations + {t['dagger_rounds']} DAgger rounds x "
+                f"{t['dagger_episodes']} episodes (beta {t['beta']}), training distribution "
+                f"'{t['shift'] or 'default'}', augmentation {t['augmentation'] or 'off'}"
+            ),
             "selected_round": meta.get("selected_round"),
             "wall_clock_s": meta.get("training_wall_s"),
             "machine": machine_note,
@@ -123,12 +142,12 @@ def write_card(name: str, run_dir: Path, episodes: int, check_episodes: int, out
     save_policy(out_dir / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes})
     body = f"""# {name}
 
-{cfg.get('description') or ''}
+{cfg.get("description") or ""}
 
-- **Architecture**: {card['architecture']['core']}; {card['architecture']['parameters']} parameters
-  ({card['architecture']['core_parameters']} in the recurrent core).
-- **Training**: `{card['training']['command']}` — {card['training']['data']}.
-  Wall clock {card['training']['wall_clock_s']} s on {machine_note}.
+- **Architecture**: {card["architecture"]["core"]}; {card["architecture"]["parameters"]} parameters
+  ({card["architecture"]["core_parameters"]} in the recurrent core).
+- **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.
+  Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}.
 - **In-distribution success**: {wins}/{episodes} = {wins / episodes:.0%} (95% CI {low:.0%}-{high:.0%}),
   env seeds 0..{episodes - 1}, measured by `python -m liquid_control.training.model_card`.
 - **OOD**: {OOD_NOT_MEASURED}.
@@ -145,20 +164,34 @@ def main(argv=None) -> int:
     parser.add_argument("--run", required=True, help="training output folder (holds policy.pt)")
     parser.add_argument("--name", required=True, help="shipped name: policies/<name>.pt and policies/<name>.md")
     parser.add_argument("--episodes", type=int, default=100, help="in-distribution episodes to measure (default 100)")
-    parser.add_argument("--check-episodes", type=int, default=8,
-                        help="first episodes replayed by the shipped-policies test (default 8)")
+    parser.add_argument(
+        "--check-episodes", type=int, default=8, help="first episodes replayed by the shipped-policies test (default 8)"
+    )
     parser.add_argument("--out", default=None, help="destination folder (default: the package's policies/)")
-    parser.add_argument("--machine", default=f"{platform.machine()} CPU, shared with other jobs",
-                        help="note on the machine the training ran on")
-    parser.add_argument("--command", default=None,
-                        help="training command to print on the card (default: the one recorded in the policy)")
+    parser.add_argument(
+        "--machine",
+        default=f"{platform.machine()} CPU, shared with other jobs",
+        help="note on the machine the training ran on",
+    )
+    parser.add_argument(
+        "--command",
+        default=None,
+        help="training command to print on the card (default: the one recorded in the policy)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)  # several intra-op threads on a busy 2-core machine spin instead of working
-    path = write_card(args.name, Path(args.run), args.episodes, args.check_episodes,
-                      Path(args.out) if args.out else policies_dir(), args.machine, args.command)
+    path = write_card(
+        args.name,
+        Path(args.run),
+        args.episodes,
+        args.check_episodes,
+        Path(args.out) if args.out else policies_dir(),
+        args.machine,
+        args.command,
+    )
     print(path)
     return 0
 

@@ -16,6 +16,7 @@ epoch and every evaluation), finished episodes from their files under ``data/``.
 Output folder: ``config.yaml`` (the complete config), ``data/round_XX/ep_XXXX.npz``, ``checkpoint.pt``,
 ``metrics.csv`` (+ ``tensorboard/`` if TensorBoard is installed), ``policy.pt`` (the selected policy).
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,8 +30,8 @@ import numpy as np
 import torch
 import yaml
 
-from liquid_control.policy import Policy, PolicyAgent, apply_overrides, load_config, save_policy, validate_config
 from liquid_control.atomic_file import atomic_write
+from liquid_control.policy import Policy, PolicyAgent, apply_overrides, load_config, save_policy, validate_config
 from liquid_control.policy.checkpoint import atomic_torch_save
 
 from .bc import bc_epoch, count_chunks
@@ -133,12 +134,21 @@ class _Run:
 
     def save_checkpoint(self) -> None:
         self._elapsed()
-        atomic_torch_save({
-            "format": CHECKPOINT_FORMAT, "config": self.config, "seed": self.seed,
-            "epoch_done": self.epoch_done, "rounds_evaluated": self.rounds_evaluated,
-            "policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "best": self.best, "rows": self.rows, "wall_s": self.wall_s,
-        }, self.checkpoint_path)
+        atomic_torch_save(
+            {
+                "format": CHECKPOINT_FORMAT,
+                "config": self.config,
+                "seed": self.seed,
+                "epoch_done": self.epoch_done,
+                "rounds_evaluated": self.rounds_evaluated,
+                "policy": self.policy.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "best": self.best,
+                "rows": self.rows,
+                "wall_s": self.wall_s,
+            },
+            self.checkpoint_path,
+        )
         self._write_metrics()
 
     def load_checkpoint(self) -> None:
@@ -149,8 +159,10 @@ class _Run:
         if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
             raise TrainingError(f"{self.checkpoint_path}: not a liquid_control training checkpoint")
         if ck["config"] != self.config or ck["seed"] != self.seed:
-            raise TrainingError(f"{self.checkpoint_path}: the run was started with another config or seed; "
-                                f"resume with the same ones, or train into a new folder")
+            raise TrainingError(
+                f"{self.checkpoint_path}: the run was started with another config or seed; "
+                f"resume with the same ones, or train into a new folder"
+            )
         self.policy.load_state_dict(ck["policy"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
@@ -189,13 +201,26 @@ class _Run:
                 episodes.append(load_episode(path))
             else:
                 if self.epoch_done > first_epoch:
-                    raise TrainingError(f"{path}: missing, but the run already trained on round {round_index}; "
-                                        f"the data folder was changed, start a new run")
+                    raise TrainingError(
+                        f"{path}: missing, but the run already trained on round {round_index}; "
+                        f"the data folder was changed, start a new run"
+                    )
                 seed = episode_seed(self.seed, round_index, i)
                 rng = np.random.default_rng([self.seed, round_index, i])
-                cap = t["max_episode_steps"] if round_index == 0 else _min_cap(t["max_episode_steps"], t["dagger_max_steps"])
-                ep = rollout(env, agent, beta=beta, rng=rng, seed=seed, observation_keys=observation_keys(self.config),
-                             max_steps=cap)
+                cap = (
+                    t["max_episode_steps"]
+                    if round_index == 0
+                    else _min_cap(t["max_episode_steps"], t["dagger_max_steps"])
+                )
+                ep = rollout(
+                    env,
+                    agent,
+                    beta=beta,
+                    rng=rng,
+                    seed=seed,
+                    observation_keys=observation_keys(self.config),
+                    max_steps=cap,
+                )
                 save_episode(path, ep)
                 episodes.append(ep)
                 collected += 1
@@ -203,18 +228,27 @@ class _Run:
         bar.close()
         if collected:
             success = float(np.mean([ep.success for ep in episodes]))
-            self._row(epoch=first_epoch, round=round_index, kind="collect", success=round(success, 4),
-                      episodes=count, updates=sum(len(ep) for ep in episodes))
-            self.log(f"round {round_index}: {count} episodes (beta={beta:g}), driver success {success:.0%}, "
-                     f"{sum(len(ep) for ep in episodes)} updates")
+            self._row(
+                epoch=first_epoch,
+                round=round_index,
+                kind="collect",
+                success=round(success, 4),
+                episodes=count,
+                updates=sum(len(ep) for ep in episodes),
+            )
+            self.log(
+                f"round {round_index}: {count} episodes (beta={beta:g}), driver success {success:.0%}, "
+                f"{sum(len(ep) for ep in episodes)} updates"
+            )
         return episodes
 
     def fit_normalization(self, episodes: list[Episode]) -> None:
         """Vector-input statistics from the first demonstrations (fixed afterwards; stored in the policy)."""
         if self.policy.vectors is None:
             return
-        data = np.concatenate([np.concatenate([ep.observations[k] for k in self.policy.vector_keys], axis=1)
-                               for ep in episodes])
+        data = np.concatenate(
+            [np.concatenate([ep.observations[k] for k in self.policy.vector_keys], axis=1) for ep in episodes]
+        )
         self.policy.vectors.set_normalization(data.mean(axis=0), data.std(axis=0))
 
     def train_epoch(self, episodes: list[Episode], epoch: int, round_index: int) -> None:
@@ -231,28 +265,53 @@ class _Run:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
-        stats = bc_epoch(self.policy, self.optimizer, episodes, batch_size=t["batch_size"],
-                         sequence_length=t["sequence_length"], grad_clip=t["grad_clip"], rng=rng,
-                         augmentation=t["augmentation"], progress=tick)
+        stats = bc_epoch(
+            self.policy,
+            self.optimizer,
+            episodes,
+            batch_size=t["batch_size"],
+            sequence_length=t["sequence_length"],
+            grad_clip=t["grad_clip"],
+            rng=rng,
+            augmentation=t["augmentation"],
+            progress=tick,
+        )
         bar.close()
         self.epoch_done = epoch + 1
-        self._row(epoch=self.epoch_done, round=round_index, kind="train", loss=round(stats["loss"], 6),
-                  episodes=len(episodes), updates=stats["updates"], lr=f"{lr:.3g}")
+        self._row(
+            epoch=self.epoch_done,
+            round=round_index,
+            kind="train",
+            loss=round(stats["loss"], 6),
+            episodes=len(episodes),
+            updates=stats["updates"],
+            lr=f"{lr:.3g}",
+        )
         self.save_checkpoint()
 
     def evaluate(self, env, round_index: int) -> None:
         n = self.config["training"]["eval_episodes"]
         success = None
         if n > 0:
-            success = measure_success(self.policy, selection_seeds(n), env=env,
-                                      max_steps=self.config["training"]["max_episode_steps"])
+            success = measure_success(
+                self.policy, selection_seeds(n), env=env, max_steps=self.config["training"]["max_episode_steps"]
+            )
             self.log(f"round {round_index}: policy alone succeeds in {success:.0%} of {n} selection episodes")
-        self._row(epoch=self.epoch_done, round=round_index, kind="eval",
-                  success="" if success is None else round(success, 4), episodes=n)
+        self._row(
+            epoch=self.epoch_done,
+            round=round_index,
+            kind="eval",
+            success="" if success is None else round(success, 4),
+            episodes=n,
+        )
         score = -1.0 if success is None else success
         if self.best is None or score >= self.best["success"]:
-            self.best = {"success": score, "round": round_index, "epoch": self.epoch_done,
-                         "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()}}
+            self.best = {
+                "success": score,
+                "round": round_index,
+                "epoch": self.epoch_done,
+                "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()},
+            }
         self.rounds_evaluated = round_index
         self.save_checkpoint()
 
@@ -285,17 +344,30 @@ class _Run:
         success = None if self.best["success"] < 0 else self.best["success"]
         t = self.config["training"]
         metadata = {
-            "seed": self.seed, "selected_round": self.best["round"], "selected_epoch": self.best["epoch"],
-            "selection_success": success, "selection_episodes": t["eval_episodes"],
-            "parameters": selected.num_parameters(), "training_wall_s": round(self.wall_s, 1),
+            "seed": self.seed,
+            "selected_round": self.best["round"],
+            "selected_epoch": self.best["epoch"],
+            "selection_success": success,
+            "selection_episodes": t["eval_episodes"],
+            "parameters": selected.num_parameters(),
+            "training_wall_s": round(self.wall_s, 1),
             "training_episodes": t["demonstrations"] + t["dagger_rounds"] * t["dagger_episodes"],
-            "command": self.command or "", "torch": str(torch.__version__),
+            "command": self.command or "",
+            "torch": str(torch.__version__),
         }
         path = save_policy(self.out / "policy.pt", selected, metadata)
-        self.log(f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
-                 f"{'n/a' if success is None else f'{success:.0%}'}; wrote {path} after {self.wall_s:.0f} s")
-        return TrainResult(out_dir=self.out, policy_path=path, success=success, selected_round=self.best["round"],
-                           epochs=self.epoch_done, wall_s=self.wall_s)
+        self.log(
+            f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
+            f"{'n/a' if success is None else f'{success:.0%}'}; wrote {path} after {self.wall_s:.0f} s"
+        )
+        return TrainResult(
+            out_dir=self.out,
+            policy_path=path,
+            success=success,
+            selected_round=self.best["round"],
+            epochs=self.epoch_done,
+            wall_s=self.wall_s,
+        )
 
 
 def _min_cap(*caps):
@@ -323,9 +395,18 @@ def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def train(config: str | Path | dict | None, out_dir: str | Path, *, seed: int = 0, resume: bool = False,
-          overrides: dict | None = None, progress: bool = True, threads: int | None = 1, command: str | None = None,
-          log=_log) -> TrainResult:
+def train(
+    config: str | Path | dict | None,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    resume: bool = False,
+    overrides: dict | None = None,
+    progress: bool = True,
+    threads: int | None = 1,
+    command: str | None = None,
+    log=_log,
+) -> TrainResult:
     """Train the policy described by ``config`` (YAML path or dict) into ``out_dir``; returns the result.
 
     ``resume=True`` continues the run in ``out_dir`` (config may then be None: the run's own config.yaml is
@@ -346,8 +427,10 @@ def train(config: str | Path | dict | None, out_dir: str | Path, *, seed: int = 
     torch.use_deterministic_algorithms(True)
     checkpoint = out / "checkpoint.pt"
     if not resume and (checkpoint.exists() or (out / "data").exists()):
-        raise TrainingError(f"{out} already holds a training run; pass resume (--resume) to continue it, "
-                            f"or choose another output folder")
+        raise TrainingError(
+            f"{out} already holds a training run; pass resume (--resume) to continue it, "
+            f"or choose another output folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     if saved.is_file() and resume:
         previous = validate_config(yaml.safe_load(saved.read_text()))

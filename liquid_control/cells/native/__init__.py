@@ -11,6 +11,7 @@ time a cell needs it, and checked once after loading. With no compiler, a failed
 ``load()`` returns None (one warning says why) and the cells use their torch paths: the same numbers, slower.
 ``LIQUID_CONTROL_NATIVE=0`` turns it off; ``LIQUID_CONTROL_CACHE`` moves the cache.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -128,7 +129,7 @@ def _load() -> NativeKernels | None:
         return None
     try:
         return open_library(build())
-    except Exception as exc:  # noqa: BLE001 -- any failure means: use the torch paths
+    except Exception as exc:
         warnings.warn(f"liquid_control: compiled kernels unavailable, using the torch paths ({exc})", stacklevel=3)
         return None
 
@@ -194,8 +195,18 @@ def build(extra_flags: tuple[str, ...] = ()) -> Path:
     for arch in (["-march=native"], []):  # -march=native is not known to every compiler
         fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".so.tmp")
         os.close(fd)
-        cmd = [compiler, *OPT_FLAGS, *arch, *extra_flags, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c"), "-o", tmp,
-               *link]
+        cmd = [
+            compiler,
+            *OPT_FLAGS,
+            *arch,
+            *extra_flags,
+            "-I",
+            str(SOURCE_DIR),
+            str(SOURCE_DIR / "kernels.c"),
+            "-o",
+            tmp,
+            *link,
+        ]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode == 0:
             os.replace(tmp, target)  # atomic: a concurrent build or reader never sees a partial library
