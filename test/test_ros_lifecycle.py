@@ -1,6 +1,8 @@
 """policy_node lifecycle in-process: configure validates, activate commands, deactivate stops, cleanup frees,
 ~/reset clears the state; parameter validation and command limits as pure functions."""
 
+import fractions
+import json
 import time
 
 import numpy as np
@@ -138,6 +140,119 @@ def test_configure_fails_with_a_clear_error(policy_file, ros, overrides, message
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert node.runner is None
     assert any(message in e for e in errors), errors
+
+
+ROVER = {
+    "name": "tiny_rover",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 16, "width": 16}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8}},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+}
+
+
+def _with_onnx_metadata(source, target, value):
+    import onnx
+
+    from liquid_control.runtime.backends import ONNX_CONFIG_KEY
+
+    model = onnx.load(str(source))
+    for prop in model.metadata_props:
+        if prop.key == ONNX_CONFIG_KEY:
+            prop.value = value if isinstance(value, str) else json.dumps(value)
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.fixture(scope="module")
+def hostile_files(policy_file, tmp_path_factory):
+    """Files that used to make configure fail with nothing logged (issue 9, item 3), and their causes."""
+    from liquid_control.runtime.export import export_onnx
+
+    folder = tmp_path_factory.mktemp("hostile")
+    payload = torch.load(policy_file, weights_only=True)
+    first = next(iter(payload["state_dict"]))
+    payload["state_dict"][first] = "a string"
+    torch.save(payload, folder / "string_weight.pt")
+    huge = torch.load(policy_file, weights_only=True)
+    huge["config"]["core"].update(units=20000, wiring="ncp")  # a few KB asking for minutes of NCP drawing
+    huge["state_dict"] = {}
+    torch.save(huge, folder / "huge.pt")
+    torch.save({"format": "liquid_control.policy", "version": 1, "x": fractions.Fraction(1, 3)}, folder / "code.pt")
+    torch.manual_seed(0)
+    rover = export_onnx(Policy.from_config(ROVER), folder / "rover.onnx")
+    config_32 = json.loads(json.dumps(Policy.from_config(ROVER).config))
+    config_32["observation"]["image"] = {"height": 32, "width": 32}  # the graph takes 16x16
+    return {
+        "string_weight": (
+            folder / "string_weight.pt",
+            f"string_weight.pt: state_dict entries that are not tensors: {first!r} (str)",
+        ),
+        "huge": (folder / "huge.pt", "core.units: 20000 is above the size bound 1024"),
+        "pickled_code": (folder / "code.pt", "it holds a pickled Python object (fractions.Fraction)"),
+        "onnx_meta_empty": (_with_onnx_metadata(rover, folder / "empty.onnx", "{}"), "empty.onnx: metadata"),
+        "onnx_meta_list": (_with_onnx_metadata(rover, folder / "list.onnx", "[1, 2]"), "must be a mapping, got list"),
+        "onnx_shape": (
+            _with_onnx_metadata(rover, folder / "shape.onnx", config_32),
+            "input 'image' has shape [batch, 16, 16, 3], the policy config needs [batch, 32, 32, 3]",
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["string_weight", "huge", "pickled_code", "onnx_meta_empty", "onnx_meta_list", "onnx_shape"]
+)
+def test_configure_logs_why_a_policy_file_is_refused(hostile_files, ros, case):
+    make, _ = ros
+    path, message = hostile_files[case]
+    overrides = dict(command_type="twist", action_scale=[1.0], max_command=[1.0]) if path.suffix == ".onnx" else {}
+    node = make(PolicyNode, parameter_overrides=params(path, **overrides))
+    errors = []
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.runner is None and node._subscriptions_by_sensor == {}
+    assert any(message in e and "configure failed" in e for e in errors), errors
+    assert "weights_only=False" not in " ".join(errors)  # our advice, not torch's
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"imu_topic": "imu data"}, "imu_topic: 'imu data' is not a valid ROS topic name"),
+        ({"command_topic": "cmd vel"}, "command_topic: 'cmd vel' is not a valid ROS topic name"),
+        ({"imu_qos_depth": 100_000_000_000}, "imu_qos_depth: must be an integer in [1, 100000]"),
+        ({"imu_qos_depth": 1e11}, "imu_qos_depth: must be an integer in [1, 100000]"),
+        ({"watchdog_timeout_s": 1e300}, "watchdog_timeout_s: must be at most 86400"),
+        ({"diagnostics_period_s": 1e300}, "diagnostics_period_s: must be at most 86400"),
+        ({"control_rate_hz": 1e-300}, "control_rate_hz: must be at least"),
+    ],
+)
+def test_configure_names_the_parameter_that_would_fail_later(policy_file, ros, overrides, message):
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file, **overrides))
+    errors = []
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert any(message in e for e in errors), errors
+
+
+def test_an_activate_failure_is_logged_and_leaves_the_node_inactive(policy_file, ros):
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    errors = []
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+
+    def broken_timer(*args, **kwargs):
+        raise OverflowError("timer period out of range")
+
+    node.create_timer = broken_timer
+    assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+    assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
+    assert not node._active and node._timers == []
+    assert any("activate failed" in e and "watchdog_timeout_s" in e and "out of range" in e for e in errors), errors
+    assert node.failure.startswith("activate failed")
 
 
 def test_parameter_validation_reports_every_problem():

@@ -95,3 +95,75 @@ def test_backend_errors_name_the_problem(tmp_path):
         load_backend(tmp_path / "bad.pt", "torch")
     with pytest.raises(BackendError, match="unknown backend 'tpu'"):
         load_backend(tmp_path / "p.pt", "tpu")
+
+
+def _hand_made_onnx(path, image_type, image_dims, action_size=2, state_size=4):
+    """A minimal single-step graph (action = state[:, :A], state_out = state) with chosen input types/shapes."""
+    import json
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from liquid_control.policy import validate_config
+    from liquid_control.runtime.backends import ONNX_CONFIG_KEY
+
+    def tensor(name, elem, dims):
+        return helper.make_tensor_value_info(name, elem, ["batch", *dims])
+
+    starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
+    ends = helper.make_tensor("ends", TensorProto.INT64, [1], [action_size])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["state"], ["state_out"]),
+            helper.make_node("Slice", ["state", "starts", "ends", "axes"], ["action"]),
+        ],
+        "single_step",
+        [
+            tensor("image", image_type, image_dims),
+            tensor("imu", TensorProto.FLOAT, [6]),
+            tensor("state", TensorProto.FLOAT, [state_size]),
+            tensor("dt", TensorProto.FLOAT, []),
+        ],
+        [tensor("action", TensorProto.FLOAT, [action_size]), tensor("state_out", TensorProto.FLOAT, [state_size])],
+        initializer=[starts, ends, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(validate_config(ROVER))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_inputs_are_checked_by_shape_and_dtype_when_loaded(tmp_path):
+    """Issue 9, item 4: a graph that cannot take what its metadata promises is refused when it is opened, not
+    frame by frame at run time."""
+    from onnx import TensorProto
+
+    ok = OnnxBackend(_hand_made_onnx(tmp_path / "ok.onnx", TensorProto.UINT8, [16, 16, 3]))
+    assert ok.state_size == 4
+    action, state = ok.step(
+        {"image": np.zeros((16, 16, 3), np.uint8), "imu": np.zeros(6, np.float32)}, np.ones(4, np.float32), 0.1
+    )
+    np.testing.assert_array_equal(action, [1.0, 1.0])
+    cases = {
+        "size": (
+            TensorProto.UINT8,
+            [64, 64, 3],
+            "input 'image' has shape [batch, 64, 64, 3], the policy config needs [batch, 16, 16, 3]",
+        ),
+        "dtype": (
+            TensorProto.FLOAT,
+            [16, 16, 3],
+            "input 'image' is tensor(float), the policy config needs tensor(uint8)",
+        ),
+        "rank": (TensorProto.UINT8, [16, 48], "input 'image' has shape [batch, 16, 48]"),
+    }
+    for name, (elem, dims, message) in cases.items():
+        with pytest.raises(BackendError) as err:
+            load_backend(_hand_made_onnx(tmp_path / f"{name}.onnx", elem, dims))
+        assert f"{name}.onnx: the ONNX graph does not match its policy config" in str(err.value)
+        assert message in str(err.value)
+    with pytest.raises(BackendError, match=r"output 'action' is tensor\(float\) \[batch, 3\], expected"):
+        load_backend(_hand_made_onnx(tmp_path / "action.onnx", TensorProto.UINT8, [16, 16, 3], action_size=3))

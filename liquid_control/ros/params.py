@@ -8,6 +8,7 @@ every problem at once, naming the parameter, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 COMMAND_TYPES = ("twist", "twist_stamped", "float64_multi_array")
@@ -46,6 +47,38 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "diagnostics_period_s": (1.0, "period of /diagnostics messages"),
     "log_throttle_s": (2.0, "minimum seconds between repeated warnings of one kind"),
 }
+
+
+# Upper bounds: a value beyond them is a typo or an attack, and fails later where nothing names the parameter
+# (a timer of 1e300 s overflows rclpy's nanoseconds at activate; a queue depth of 1e11 fails in the middleware).
+MAX_SECONDS = 86400.0  # durations and periods: one day
+MAX_RATE_HZ = 10000.0
+MAX_QOS_DEPTH = 100000
+MAX_THROTTLE_S = 3600.0
+SECONDS_PARAMETERS = (
+    "watchdog_timeout_s",
+    "max_gap_s",
+    "max_backward_jump_s",
+    "max_future_stamp_s",
+    "diagnostics_period_s",
+)
+TOPIC_PARAMETERS = ("camera_topic", "imu_topic", "wheels_topic", "target_topic", "command_topic")
+# A ROS 2 topic name (before expansion): tokens of letters, digits and underscores (not starting with a digit)
+# or {substitutions}, separated by single slashes; optionally absolute ('/') or private ('~' or '~/').
+_TOKEN = r"(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})+"
+_TOPIC = re.compile(rf"(?:~|~/{_TOKEN}(?:/{_TOKEN})*|/?{_TOKEN}(?:/{_TOKEN})*)")
+
+
+def topic_name_problem(name) -> str | None:
+    """Why ``name`` is not a valid ROS 2 topic name (None when it is)."""
+    if not isinstance(name, str) or not name:
+        return f"must be a non-empty topic name, got {name!r}"
+    if _TOPIC.fullmatch(name) is None:
+        return (
+            f"{name!r} is not a valid ROS topic name (letters, digits, underscores and single '/' between "
+            f"tokens; no spaces, no token starting with a digit, no trailing '/')"
+        )
+    return None
 
 
 class ParameterError(ValueError):
@@ -87,13 +120,15 @@ def validate_policy_node_parameters(
         if values[name] not in choices:
             problems.append(f"{name}: {values[name]!r} is not one of {', '.join(choices)}")
 
-    def positive(name, allow_zero=False):
+    def positive(name, allow_zero=False, upper=None):
         v = values[name]
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or v < 0 or (v == 0 and not allow_zero):
             problems.append(
                 f"{name}: must be a {'non-negative' if allow_zero else 'positive'} finite number, got {v!r}"
             )
+        elif upper is not None and v > upper:
+            problems.append(f"{name}: must be at most {upper:g}, got {v!r}")
 
     if not values["policy"]:
         problems.append("policy: no policy file given (set the 'policy' parameter)")
@@ -101,23 +136,23 @@ def validate_policy_node_parameters(
     choice("command_type", COMMAND_TYPES)
     choice("publish_mode", PUBLISH_MODES)
     choice("sensor_qos_reliability", RELIABILITIES)
-    for name in (
-        "control_rate_hz",
-        "watchdog_timeout_s",
-        "max_gap_s",
-        "max_backward_jump_s",
-        "max_future_stamp_s",
-        "diagnostics_period_s",
-    ):
-        positive(name)
-    for name in ("first_update_dt", "log_throttle_s"):
-        positive(name, allow_zero=True)
+    positive("control_rate_hz", upper=MAX_RATE_HZ)
+    if isinstance(values["control_rate_hz"], (int, float)) and 0 < values["control_rate_hz"] < 1 / MAX_SECONDS:
+        problems.append(f"control_rate_hz: must be at least {1 / MAX_SECONDS:.3g} (one per day)")
+    for name in SECONDS_PARAMETERS:
+        positive(name, upper=MAX_SECONDS)
+    positive("first_update_dt", allow_zero=True, upper=MAX_SECONDS)
+    positive("log_throttle_s", allow_zero=True, upper=MAX_THROTTLE_S)
     for name in ("camera_qos_depth", "imu_qos_depth", "command_qos_depth"):
-        if not isinstance(values[name], int) or values[name] < 1:
-            problems.append(f"{name}: must be an integer >= 1, got {values[name]!r}")
-    for name in ("camera_topic", "imu_topic", "wheels_topic", "target_topic", "command_topic"):
-        if not isinstance(values[name], str) or not values[name]:
-            problems.append(f"{name}: must be a non-empty topic name, got {values[name]!r}")
+        v = values[name]
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_QOS_DEPTH:
+            problems.append(f"{name}: must be an integer in [1, {MAX_QOS_DEPTH}], got {v!r}")
+    for name in TOPIC_PARAMETERS:
+        problem = topic_name_problem(values[name])
+        if problem:
+            problems.append(f"{name}: {problem}")
+    if not isinstance(values["command_frame_id"], str):
+        problems.append(f"command_frame_id: must be a string, got {values['command_frame_id']!r}")
     if action_size is not None:
         out["action_scale"] = _per_element("action_scale", values["action_scale"], action_size, problems, False)
         out["max_command"] = _per_element("max_command", values["max_command"], action_size, problems, True)

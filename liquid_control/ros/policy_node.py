@@ -16,6 +16,7 @@ Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -75,6 +76,22 @@ SENSORS = {
 }
 
 
+class StopRequested(BaseException):
+    """SIGINT/SIGTERM during a blocking configure (a kernel build, a slow load): abandon it and exit.
+
+    A BaseException, so that no ``except Exception`` on the way (rclpy's lifecycle swallows those) keeps the
+    node from stopping."""
+
+
+@contextlib.contextmanager
+def _naming(what: str):
+    """Re-raise an error from creating a ROS entity as a ParameterError naming the parameter(s) behind it."""
+    try:
+        yield
+    except Exception as exc:
+        raise ParameterError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+
 class PolicyNode(LifecycleNode):
     """The liquid policy as a managed node (see the module docstring)."""
 
@@ -90,6 +107,8 @@ class PolicyNode(LifecycleNode):
         self._reset_srv = None
         self._timers = []
         self._active = False
+        self.configuring = False  # inside on_configure (a signal then abandons it, see main)
+        self.failure: str | None = None  # why the last configure/activate failed
         self._reset_bookkeeping()
 
     def _reset_bookkeeping(self):
@@ -104,12 +123,33 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
+        """Validate, load, create the entities; any failure is logged with its cause and leaves nothing behind."""
+        self.failure = None
+        self.configuring = True  # SIGINT/SIGTERM now abandon the configure (see main)
         try:
-            validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
-            policy_path = resolve_policy_path(values["policy"])
+            self._configure()
+        except Exception as exc:
+            expected = isinstance(exc, (ParameterError, BackendError, ValueError, OSError))
+            self._fail("configure", exc if expected else f"{type(exc).__name__}: {exc}")
+            self._release(summary=False)
+            return TransitionCallbackReturn.FAILURE
+        finally:
+            self.configuring = False
+        return super().on_configure(state)
+
+    def _configure(self):
+        values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
+        validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
+        policy_path = resolve_policy_path(values["policy"])
+        try:
             backend = load_backend(policy_path, values["backend"])
-            spec = backend.spec
+        except (BackendError, OSError):
+            raise
+        except Exception as exc:  # anything else a hostile or broken file raises: name the file
+            raise BackendError(f"{policy_path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        self.runner = None
+        spec = backend.spec
+        try:
             self.settings = validate_policy_node_parameters(values, spec.action_size, spec.action_kind)
             s = self.settings
             missing = [sensor for sensor in spec.sensors if sensor not in SENSORS]
@@ -126,10 +166,9 @@ class PolicyNode(LifecycleNode):
                     first_dt=s.first_update_dt,
                 ),
             )
-        except (ParameterError, BackendError, ValueError, OSError) as exc:
-            self.get_logger().error(f"configure failed: {exc}")
-            self.settings = self.runner = None
-            return TransitionCallbackReturn.FAILURE
+        finally:
+            if self.runner is None:
+                backend.close()
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
         self._create_entities(spec)
         inputs = ", ".join(
@@ -140,7 +179,11 @@ class PolicyNode(LifecycleNode):
             f", updates on {spec.update_on}, {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
             f"({s.publish_mode})"
         )
-        return super().on_configure(state)
+
+    def _fail(self, transition: str, reason) -> None:
+        """Log why a transition failed (and keep it for autostart's message)."""
+        self.failure = f"{transition} failed: {reason}"
+        self.get_logger().error(self.failure)
 
     def _create_entities(self, spec):
         s = self.settings
@@ -149,34 +192,47 @@ class PolicyNode(LifecycleNode):
         )
         for sensor in spec.sensors:
             msg_type, topic_param, _ = SENSORS[sensor]
-            depth = s.camera_qos_depth if sensor == CAMERA else s.imu_qos_depth
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=reliability)
+            depth_param = "camera_qos_depth" if sensor == CAMERA else "imu_qos_depth"
+            topic = self.get_parameter(topic_param).value
             callback = self._on_image if sensor == CAMERA else (lambda msg, sensor=sensor: self._on_vector(sensor, msg))
-            self._subscriptions_by_sensor[sensor] = self.create_subscription(
-                msg_type, self.get_parameter(topic_param).value, callback, qos
-            )
+            with _naming(f"{topic_param} ({topic!r}) / {depth_param}"):
+                qos = QoSProfile(
+                    history=HistoryPolicy.KEEP_LAST, depth=getattr(s, depth_param), reliability=reliability
+                )
+                self._subscriptions_by_sensor[sensor] = self.create_subscription(msg_type, topic, callback, qos)
         command_type = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
-        self._command_pub = self.create_lifecycle_publisher(
-            command_type[s.command_type],
-            s.command_topic,
-            QoSProfile(
-                history=HistoryPolicy.KEEP_LAST, depth=s.command_qos_depth, reliability=ReliabilityPolicy.RELIABLE
-            ),
-        )
+        with _naming(f"command_topic ({s.command_topic!r}) / command_qos_depth"):
+            self._command_pub = self.create_lifecycle_publisher(
+                command_type[s.command_type],
+                s.command_topic,
+                QoSProfile(
+                    history=HistoryPolicy.KEEP_LAST, depth=s.command_qos_depth, reliability=ReliabilityPolicy.RELIABLE
+                ),
+            )
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        ret = super().on_activate(state)
-        self.runner.reset("activate")
-        self._reset_bookkeeping()
-        self._activated_at = self._now()
-        self.limiter.stop(self._activated_at)
-        s = self.settings
-        self._timers.append(self.create_timer(s.watchdog_timeout_s / 4.0, self._on_watchdog))
-        self._timers.append(self.create_timer(s.diagnostics_period_s, self._publish_diagnostics))
-        if s.publish_mode == "fixed_rate":
-            self._timers.append(self.create_timer(1.0 / s.control_rate_hz, self._on_control_timer))
+        """Start commanding from a fresh state; a failure is logged and leaves the node inactive."""
+        self.failure = None
+        try:
+            self.runner.reset("activate")
+            self._reset_bookkeeping()
+            self._activated_at = self._now()
+            self.limiter.stop(self._activated_at)
+            s = self.settings
+            with _naming("watchdog_timeout_s"):
+                self._timers.append(self.create_timer(s.watchdog_timeout_s / 4.0, self._on_watchdog))
+            with _naming("diagnostics_period_s"):
+                self._timers.append(self.create_timer(s.diagnostics_period_s, self._publish_diagnostics))
+            if s.publish_mode == "fixed_rate":
+                with _naming("control_rate_hz"):
+                    self._timers.append(self.create_timer(1.0 / s.control_rate_hz, self._on_control_timer))
+            ret = super().on_activate(state)
+        except Exception as exc:
+            self._destroy_timers()
+            self._fail("activate", exc if isinstance(exc, ParameterError) else f"{type(exc).__name__}: {exc}")
+            return TransitionCallbackReturn.FAILURE
         self._active = True
         self.get_logger().info("active: commanding")
         return ret
@@ -209,9 +265,9 @@ class PolicyNode(LifecycleNode):
             self.destroy_timer(timer)
         self._timers = []
 
-    def _release(self):
+    def _release(self, summary: bool = True):
         """Free the model and every entity created at configure (logging a summary of the run)."""
-        if self.runner is not None:
+        if self.runner is not None and summary:
             counters = {k: v for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")}
             self.get_logger().info(
                 f"summary: {self._commands_published} commands ({self._stops_published} stops), {counters}"
@@ -407,26 +463,42 @@ def spin(executor, stop=lambda: False, context=None):
 
 
 def main(args=None) -> int:
-    """Entry point of the ``policy_node`` executable. SIGINT/SIGTERM end the loop between callbacks, then the
-    node shuts down through its lifecycle (publishing a stop command) before the context goes away."""
+    """Entry point of the ``policy_node`` executable.
+
+    SIGINT/SIGTERM end the loop between callbacks, then the node shuts down through its lifecycle (publishing
+    a stop command) before the context goes away. During a configure (which may build the compiled kernels or
+    load a large file) they abandon it at once: the node stays stoppable whatever it is waiting for.
+    Exit status: 0 after a requested stop, 1 when autostart's configure or activate failed (cause logged).
+    """
     stop = threading.Event()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    node = None
+
+    def on_signal(signum, _frame):
+        stop.set()
+        if node is not None and node.configuring:
+            raise StopRequested(signum)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
     _single_threaded_torch()
     node = PolicyNode()
     executor = make_executor()
     executor.add_node(node)
     code = 0
     try:
-        if node.get_parameter("autostart").value:
+        if node.get_parameter("autostart").value and not stop.is_set():
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: configure failed (see above)")
+                node.get_logger().fatal(f"autostart: {node.failure or 'configure failed'}")
                 code = 1
-            else:
-                node.trigger_activate()
+            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+                node.get_logger().fatal(f"autostart: {node.failure or 'activate failed'}")
+                code = 1
         if code == 0:
             spin(executor, stop.is_set)
+    except StopRequested as interrupt:
+        name = signal.Signals(interrupt.args[0]).name
+        node.get_logger().warning(f"{name} during configure: abandoned it, shutting down")
     finally:
         if node.runner is not None:
             node.trigger_shutdown()

@@ -127,13 +127,14 @@ class OnnxBackend:
             raise BackendError(
                 f"{path}: ONNX model has no {ONNX_CONFIG_KEY!r} metadata; write it with `liquid-control export`"
             )
-        self.config = json.loads(meta[ONNX_CONFIG_KEY])
+        try:
+            config = json.loads(meta[ONNX_CONFIG_KEY])
+        except ValueError as exc:
+            raise BackendError(f"{path}: metadata {ONNX_CONFIG_KEY!r} is not valid JSON ({exc})") from None
+        check_policy_config(config, f"{path}: metadata {ONNX_CONFIG_KEY!r}")
+        self.config = config
         self.spec = ObservationSpec.from_config(self.config)
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        expected = [ObservationSpec.obs_key(s) for s in self.spec.sensors] + ["state", "dt"]
-        if sorted(inputs) != sorted(expected):
-            raise BackendError(f"{path}: ONNX inputs {sorted(inputs)} do not match the policy config {expected}")
-        self.state_size = int(inputs["state"].shape[-1])
+        self.state_size = check_onnx_signature(path, self.session, self.spec)
 
     def initial_state(self) -> np.ndarray:
         return np.zeros(self.state_size, dtype=np.float32)
@@ -147,6 +148,101 @@ class OnnxBackend:
 
     def close(self):
         self.session = None
+
+
+def check_policy_config(config, source: str) -> None:
+    """The parts of a policy config the runtime reads (observation, action), checked before they are used, so
+    a malformed one (e.g. ONNX metadata ``{}`` or ``[1, 2]``) is a :class:`BackendError` naming ``source`` and
+    the key rather than a KeyError/TypeError at configure."""
+
+    def fail(what: str):
+        raise BackendError(f"{source}: policy config {what}")
+
+    def positive_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+    if not isinstance(config, dict):
+        fail(f"must be a mapping, got {type(config).__name__} {str(config)[:60]}")
+    for key in ("observation", "action"):
+        if not isinstance(config.get(key), dict):
+            fail(f"lacks its {key!r} section (got {str(config.get(key))[:60]})")
+    obs, act = config["observation"], config["action"]
+    image = obs.get("image")
+    if image is not None and not (
+        isinstance(image, dict) and positive_int(image.get("height")) and positive_int(image.get("width"))
+    ):
+        fail(f"observation.image must be {{height: int, width: int}}, got {str(image)[:60]}")
+    vectors = obs.get("vectors", {})
+    if not isinstance(vectors, dict) or not all(positive_int(v) for v in vectors.values()):
+        fail(f"observation.vectors must map input names to positive sizes, got {str(vectors)[:60]}")
+    if not image and not vectors:
+        fail("observation has no inputs (no image, no vectors)")
+    if not isinstance(obs.get("update_on"), str):
+        fail(f"observation.update_on must name an input, got {obs.get('update_on')!r}")
+    bounds = [act.get("low"), act.get("high")]
+    if not all(isinstance(b, list) and b and all(isinstance(v, (int, float)) for v in b) for b in bounds):
+        fail(f"action.low and action.high must be lists of numbers, got {str(bounds)[:60]}")
+    if len(bounds[0]) != len(bounds[1]):
+        fail(f"action.low and action.high differ in length ({len(bounds[0])} vs {len(bounds[1])})")
+    if not isinstance(act.get("kind", "twist"), str):
+        fail(f"action.kind must be a string, got {act.get('kind')!r}")
+
+
+_ONNX_TYPES = {np.uint8: "tensor(uint8)", np.float32: "tensor(float)"}
+
+
+def _onnx_shape(shape) -> str:
+    return "[" + ", ".join(str(d) if isinstance(d, int) else "batch" for d in shape) + "]"
+
+
+def check_onnx_signature(path, session, spec: ObservationSpec) -> int:
+    """Every input and output of the ONNX graph has the name, dtype and shape the policy config implies
+    (batch dimension first, any size); returns the state size. A model whose metadata says 32x32 images
+    but whose graph takes 64x64 is refused here, at configure, not frame by frame at run time."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    expected = [ObservationSpec.obs_key(s) for s in spec.sensors] + ["state", "dt"]
+    if sorted(inputs) != sorted(expected):
+        raise BackendError(f"{path}: ONNX inputs {sorted(inputs)} do not match the policy config {expected}")
+    if sorted(outputs) != ["action", "state_out"]:
+        raise BackendError(f"{path}: ONNX outputs {sorted(outputs)}, expected ['action', 'state_out']")
+    state_dims = inputs["state"].shape
+    if len(state_dims) != 2 or not isinstance(state_dims[1], int) or state_dims[1] < 1:
+        raise BackendError(f"{path}: ONNX input 'state' has shape {_onnx_shape(state_dims)}, expected [batch, S]")
+    state_size = state_dims[1]
+    want = {ObservationSpec.obs_key(s): (spec.dtype(s), shape) for s, shape in spec.sensors.items()}
+    want.update(state=(np.float32, (state_size,)), dt=(np.float32, ()))
+    problems = []
+    for name, (dtype, shape) in want.items():
+        got = inputs[name]
+        if got.type != _ONNX_TYPES[dtype]:
+            problems.append(f"input {name!r} is {got.type}, the policy config needs {_ONNX_TYPES[dtype]}")
+        if not _dims_match(got.shape, shape):
+            problems.append(
+                f"input {name!r} has shape {_onnx_shape(got.shape)}, the policy config needs "
+                f"{_onnx_shape(('batch', *shape))}"
+            )
+    for name, shape in (("action", (spec.action_size,)), ("state_out", (state_size,))):
+        got = outputs[name]
+        if got.type != "tensor(float)" or not _dims_match(got.shape, shape):
+            problems.append(
+                f"output {name!r} is {got.type} {_onnx_shape(got.shape)}, expected tensor(float) "
+                f"{_onnx_shape(('batch', *shape))}"
+            )
+    if problems:
+        raise BackendError(
+            f"{path}: the ONNX graph does not match its policy config (metadata {ONNX_CONFIG_KEY!r}): "
+            + "; ".join(problems)
+        )
+    return state_size
+
+
+def _dims_match(dims, shape: tuple) -> bool:
+    """ONNX dims (first: the batch, named or 1: the runtime feeds one sample) against the per-sample ``shape``;
+    named/unknown dims match any size."""
+    if len(dims) != 1 + len(shape) or (isinstance(dims[0], int) and dims[0] != 1):
+        return False
+    return all(not isinstance(d, int) or d == want for d, want in zip(dims[1:], shape))
 
 
 def torch_available() -> bool:
