@@ -8,6 +8,8 @@ a crash never leaves a half-written checkpoint under the real name.
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -23,6 +25,25 @@ VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, of another format, or does not match its config."""
+
+
+def read_plain_torch_file(path: str | os.PathLike, map_location="cpu"):
+    """``torch.load(path, weights_only=True)``: tensors and plain values only, no pickled code ever runs.
+
+    A file that needs more (a pickled class or function: a foreign or tampered file) raises
+    ``pickle.UnpicklingError`` with our own message naming the file and the object, instead of torch's advice
+    to re-run with ``weights_only=False`` (which would run that code); the caller prefixes the file name.
+    Other errors (truncated, not a torch file) propagate unchanged."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise pickle.UnpicklingError(
+            f"it holds a pickled Python object{what} where liquid_control files hold only tensors and plain "
+            f"values; it was not loaded, and is never loaded in a way that could run code. Use a file written "
+            f"by liquid_control (save_model, save_policy, `liquid-control train`)"
+        ) from None
 
 
 def save_model(path: str | os.PathLike, module: nn.Module) -> Path:
@@ -48,8 +69,10 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # corrupt, truncated, not a torch file, or would need pickled code
+        payload = read_plain_torch_file(path, map_location)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint: {exc}") from None
+    except Exception as exc:  # corrupt, truncated, not a torch file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (no format marker)")

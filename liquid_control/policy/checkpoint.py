@@ -6,11 +6,13 @@ a half-written policy behind; read with ``torch.load(weights_only=True)``, so lo
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 
 from liquid_control.atomic_file import atomic_write
+from liquid_control.cells.checkpoint import read_plain_torch_file
 
 from .config import PolicyConfigError, validate_config
 from .model import Policy
@@ -46,8 +48,10 @@ def _read_payload(path: Path) -> dict:
     if not path.is_file():
         raise PolicyLoadError(f"{path}: policy file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, not a torch file, pickled code...
+        payload = read_plain_torch_file(path)
+    except pickle.UnpicklingError as exc:  # pickled code: our message, not torch's "weights_only=False" advice
+        raise PolicyLoadError(f"{path}: not a readable policy file: {exc}") from None
+    except Exception as exc:  # truncated, not a torch file...
         raise PolicyLoadError(f"{path}: not a readable policy file (corrupt or wrong format): {exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PolicyLoadError(f"{path}: not a liquid_control policy file (no '{FORMAT}' header)")
@@ -56,6 +60,9 @@ def _read_payload(path: Path) -> dict:
     for key in ("config", "state_dict"):
         if not isinstance(payload.get(key), dict):
             raise PolicyLoadError(f"{path}: policy file lacks its {key!r}")
+    not_tensors = [f"{k!r} ({type(v).__name__})" for k, v in payload["state_dict"].items() if not torch.is_tensor(v)]
+    if not_tensors:
+        raise PolicyLoadError(f"{path}: state_dict entries that are not tensors: {', '.join(not_tensors[:5])}")
     return payload
 
 

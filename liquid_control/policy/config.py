@@ -9,6 +9,7 @@ is embedded in every checkpoint, so a checkpoint rebuilds exactly the model it w
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,97 @@ AUGMENTATIONS = ("brightness", "contrast", "noise", "shift")
 
 class PolicyConfigError(ValueError):
     """A policy config that is not valid; the message names the key path and the problem."""
+
+
+# Size bounds. Configs arrive from files we did not write (a downloaded checkpoint embeds its config), and a
+# few bytes of config can ask for minutes of CPU and gigabytes of memory (core.units: 20000 builds an NCP of
+# 400 million synapses). Every size is bounded far above what these robots need (the shipped policies: 19-64
+# units, ~35k-240k parameters); a legitimately larger policy sets LIQUID_CONTROL_ALLOW_LARGE_POLICIES=1.
+ALLOW_LARGE_ENV = "LIQUID_CONTROL_ALLOW_LARGE_POLICIES"
+SIZE_BOUNDS = {
+    "observation.image.height": 1024,
+    "observation.image.width": 1024,
+    "observation.vectors": 4096,  # each vector input's size
+    "encoder.camera.channels": 512,  # each layer; also the number of layers below
+    "encoder.camera.kernel_sizes": 31,
+    "encoder.camera.strides": 31,
+    "encoder.camera.features": 4096,
+    "encoder.vectors.hidden": 4096,
+    "encoder.vectors.features": 4096,
+    "encoder.layers": 16,  # layers of each encoder
+    "core.units": 1024,  # an NCP of 1024 units takes ~3 s to draw and build
+    "core.backbone_units": 4096,
+    "core.unfolds": 64,
+    "core.frames": 64,
+    "action.size": 64,
+    "parameters": 50_000_000,  # estimated trainable parameters of the whole policy (200 MB of float32)
+}
+
+
+def large_policies_allowed() -> bool:
+    return os.environ.get(ALLOW_LARGE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _size_error(key: str, value, bound) -> PolicyConfigError:
+    return PolicyConfigError(
+        f"{key}: {value} is above the size bound {bound} for policy configs (a config can come from an untrusted "
+        f"file, and one this large takes minutes and gigabytes to build); if this size is intended, set "
+        f"{ALLOW_LARGE_ENV}=1"
+    )
+
+
+def estimated_parameters(cfg: dict) -> int:
+    """Trainable parameters a validated config asks for (an upper-range estimate, computed without building it)."""
+    features, total = 0, 0
+    image = cfg["observation"]["image"]
+    if image is not None:
+        cam = cfg["encoder"]["camera"]
+        h, w, c_in = image["height"], image["width"], 3
+        for c_out, k, stride in zip(cam["channels"], cam["kernel_sizes"], cam["strides"]):
+            total += c_in * c_out * k * k + c_out
+            h, w, c_in = max(1, (h - k) // stride + 1), max(1, (w - k) // stride + 1), c_out
+        total += (c_in * h * w + 3) * cam["features"]
+        features += cam["features"]
+    if cfg["observation"]["vectors"]:
+        vec = cfg["encoder"]["vectors"]
+        n = sum(cfg["observation"]["vectors"].values())
+        for width in vec["hidden"] + [vec["features"]]:
+            total += (n + 1) * width
+            n = width
+        features += vec["features"]
+    core = cfg["core"]
+    backbone = core["type"] == "cfc" and core["wiring"] == "none"
+    width = core["units"] + ((core["backbone_units"] or 128) if backbone else 0)
+    inputs = features * (core["frames"] if core["type"] == "mlp" else 1)
+    per_synapse = 8 if core["type"] == "ltc" else 4  # LTC synapses: weight, sigma, mu, erev (sensory + recurrent)
+    total += per_synapse * (inputs + width + 1) * width + (width + 1) * cfg["action"]["size"]
+    return int(total)
+
+
+def _check_sizes(cfg: dict) -> None:
+    """Raise a PolicyConfigError for the first size above :data:`SIZE_BOUNDS` (unless large ones are allowed)."""
+    if large_policies_allowed():
+        return
+    obs, enc, core = cfg["observation"], cfg["encoder"], cfg["core"]
+    values = [("action.size", cfg["action"]["size"])]
+    if obs["image"] is not None:
+        values += [(f"observation.image.{k}", obs["image"][k]) for k in ("height", "width")]
+        cam = enc["camera"]
+        values += [("encoder.layers", len(cam["channels"])), ("encoder.camera.features", cam["features"])]
+        for key in ("channels", "kernel_sizes", "strides"):
+            values += [(f"encoder.camera.{key}", max(cam[key], default=0))]
+    if obs["vectors"]:
+        values += [("observation.vectors", max(obs["vectors"].values()))]
+        vec = enc["vectors"]
+        values += [("encoder.layers", len(vec["hidden"])), ("encoder.vectors.features", vec["features"])]
+        values += [("encoder.vectors.hidden", max(vec["hidden"], default=0))]
+    values += [(f"core.{k}", core[k] or 0) for k in ("units", "backbone_units", "unfolds", "frames")]
+    for key, value in values:
+        if value > SIZE_BOUNDS[key]:
+            raise _size_error(key, value, SIZE_BOUNDS[key])
+    parameters = estimated_parameters(cfg)
+    if parameters > SIZE_BOUNDS["parameters"]:
+        raise _size_error("parameters (estimated from the sizes)", f"{parameters:,}", f"{SIZE_BOUNDS['parameters']:,}")
 
 
 class _Required:
@@ -223,6 +315,7 @@ def validate_config(raw: dict) -> dict:
     cfg["training"] = _check_section("training", cfg["training"], _TRAINING)
     if not cfg["training"]["beta"]:
         cfg["training"]["beta"] = [0.0]
+    _check_sizes(cfg)
     return cfg
 
 

@@ -1,0 +1,77 @@
+"""Untrusted policy files (issue 9, item 9): sizes are bounded before anything is built, and a file that
+would need pickled code is refused with our message, not torch's advice to load it with weights_only=False."""
+
+import fractions
+
+import pytest
+import torch
+
+from liquid_control.cells import CheckpointError, load_model
+from liquid_control.policy import Policy, PolicyConfigError, PolicyLoadError, load_policy, save_policy, validate_config
+from liquid_control.policy.config import ALLOW_LARGE_ENV, SIZE_BOUNDS, estimated_parameters
+
+ROVER = {
+    "name": "tiny_rover",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 16, "width": 16}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8}},
+    "core": {"type": "cfc", "units": 12, "wiring": "ncp"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+}
+
+
+def test_a_tiny_checkpoint_asking_for_a_huge_core_is_refused_before_it_is_built(tmp_path, monkeypatch):
+    monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
+    payload = torch.load(save_policy(tmp_path / "p.pt", Policy.from_config(ROVER)), weights_only=True)
+    payload["config"]["core"]["units"] = 20000  # an NCP this size took minutes to draw before the bound
+    payload["state_dict"] = {}
+    torch.save(payload, tmp_path / "huge.pt")
+    assert (tmp_path / "huge.pt").stat().st_size < 10_000
+    with pytest.raises(PolicyLoadError) as err:
+        load_policy(tmp_path / "huge.pt")
+    text = str(err.value)
+    assert "huge.pt" in text and "core.units: 20000 is above the size bound 1024" in text
+    assert f"set {ALLOW_LARGE_ENV}=1" in text  # how to lift it when the size is legitimate
+
+
+def test_the_bounds_can_be_lifted_for_a_legitimately_large_policy(monkeypatch):
+    config = dict(ROVER, core={"type": "cfc", "units": SIZE_BOUNDS["core.units"] + 1})
+    monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
+    with pytest.raises(PolicyConfigError, match="core.units"):
+        validate_config(config)
+    monkeypatch.setenv(ALLOW_LARGE_ENV, "1")
+    assert validate_config(config)["core"]["units"] == SIZE_BOUNDS["core.units"] + 1
+
+
+def test_sizes_within_each_bound_can_still_multiply_into_too_many_parameters(monkeypatch):
+    monkeypatch.delenv(ALLOW_LARGE_ENV, raising=False)
+    config = dict(
+        ROVER,
+        observation={"image": {"height": 1024, "width": 1024}, "update_on": "camera"},
+        encoder={"camera": {"channels": [8], "kernel_sizes": [1], "strides": [1], "features": 4096}},
+    )
+    with pytest.raises(PolicyConfigError, match=r"parameters \(estimated from the sizes\)"):
+        validate_config(config)
+
+
+def test_the_parameter_estimate_is_of_the_real_order():
+    """A gate against absurd sizes, not an account: within a small factor of the real count either way."""
+    for core in (
+        {"type": "cfc", "units": 12, "wiring": "ncp"},
+        {"type": "ltc", "units": 12, "wiring": "ncp"},
+        {"type": "cfc", "units": 32},
+        {"type": "lstm", "units": 32},
+    ):
+        config = validate_config(dict(ROVER, core=core))
+        real = Policy.from_config(config).num_parameters()
+        assert real / 2 <= estimated_parameters(config) <= 5 * real, core
+
+
+def test_pickled_code_is_refused_with_our_message(tmp_path):
+    torch.save({"format": "liquid_control.policy", "version": 1, "x": fractions.Fraction(1, 3)}, tmp_path / "p.pt")
+    for load, error in ((load_policy, PolicyLoadError), (load_model, CheckpointError)):
+        with pytest.raises(error) as err:
+            load(tmp_path / "p.pt")
+        text = str(err.value)
+        assert "p.pt: not a readable" in text and "pickled Python object (fractions.Fraction)" in text
+        assert "weights_only" not in text and "trust" not in text
