@@ -6,15 +6,27 @@ training never uses: its seeds start at 1,000,000), and the ``check`` episodes t
 ``test/test_shipped_policies.py`` replays. The OOD figures come from the evaluation report and are left
 marked as not yet measured until someone fills them in.
 
+Closed-loop episodes are chaotic: the compiled kernels and the torch loops (``LIQUID_CONTROL_NATIVE=0``) round
+differently in the last bit, and that flips some episodes. The in-distribution episodes therefore run on both
+kernel paths (two processes); the card states which path produced its headline figure, the other path's figure
+and how many episodes differ. The check is a rate, not a count: it fails only when the observed successes are
+implausible (probability below ``check.false_alarm``) for a policy as good as the lower 95% bound of the card.
+
     python -m liquid_control.training.model_card --run runs/cfc_ncp_rover --name cfc_ncp_rover --episodes 100
+    python -m liquid_control.training.model_card --refresh cfc_ncp_rover --out /tmp/cards   # re-measure a shipped one
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
+import os
 import platform
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -35,6 +47,154 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+CHECK_FALSE_ALARM = 1e-3  # probability that a correct build fails the shipped-policy check
+NATIVE_ENV = "LIQUID_CONTROL_NATIVE"
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(0, k + 1))
+
+
+def min_check_successes(n: int, reference: float, false_alarm: float = CHECK_FALSE_ALARM) -> int:
+    """The fewest successes out of ``n`` that a policy succeeding at rate ``reference`` reaches with probability
+    at least ``1 - false_alarm``: fewer is implausible for a correct build, so the check fails only then."""
+    k = 0
+    while k < n and binomial_cdf(k, n, reference) < false_alarm:
+        k += 1
+    return k
+
+
+def kernel_path() -> str:
+    """The kernel path of this process, as the card names it."""
+    from liquid_control.cells import native
+
+    if native.load() is None:
+        return f"torch ({NATIVE_ENV}=0)"
+    flags = ""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        pass
+    simd = "AVX-512" if " avx512f" in flags else ("AVX2/FMA, no AVX-512" if " avx2" in flags else "no AVX2")
+    return f"compiled kernels ({platform.machine()}, {simd})"
+
+
+def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = False) -> list[bool]:
+    """Success of each in-distribution episode (env seeds 0..episodes-1) of the policy alone, in this process."""
+    from tqdm import tqdm
+
+    from liquid_control.policy import PolicyAgent
+
+    from .data import rollout
+
+    policy = load_policy(policy_path)
+    env = make_env(policy.config)
+    agent = PolicyAgent(policy)
+    try:
+        seeds = tqdm(range(episodes), desc=Path(policy_path).stem, disable=not progress, file=sys.stderr)
+        return [bool(rollout(env, agent, beta=0.0, seed=s, record=False).success) for s in seeds]
+    finally:
+        env.close()
+
+
+def measure_both_paths(
+    policy_path: str | Path, episodes: int, threads: int = 1, cache: Path | None = None
+) -> dict[str, dict]:
+    """Outcomes on the compiled and on the torch kernel path, two processes side by side:
+    ``{"compiled"|"torch": {"kernel_path": str, "outcomes": [bool]}}``. With ``cache`` (a folder) each
+    path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused (the same file, bit for bit)."""
+    digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
+
+    def one(native: str) -> dict:
+        stored = None
+        if cache is not None:
+            stored = (
+                Path(cache) / f"{Path(policy_path).stem}.{'compiled' if native == '1' else 'torch'}.{episodes}.json"
+            )
+            if stored.is_file():
+                data = json.loads(stored.read_text())
+                if data.get("sha256") == digest:
+                    return data
+        env = dict(os.environ, **{NATIVE_ENV: native})
+        argv = [
+            sys.executable,
+            "-m",
+            "liquid_control.training.model_card",
+            "--outcomes",
+            str(policy_path),
+            "--episodes",
+            str(episodes),
+        ]
+        argv += ["--threads", str(threads)]
+        done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, text=True, check=True)
+        data = dict(json.loads(done.stdout.strip().splitlines()[-1]), sha256=digest)
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_text(json.dumps(data))
+        return data
+
+    with ThreadPoolExecutor(2) as pool:
+        compiled, torch_path = pool.map(one, ["1", "0"])
+    return {"compiled": compiled, "torch": torch_path}
+
+
+def in_distribution_section(measured: dict[str, dict], primary: str, episodes: int) -> dict:
+    """The card's ``in_distribution`` entry: the ``primary`` path's figure, the other path's, what differs."""
+    other = "torch" if primary == "compiled" else "compiled"
+    first, second = measured[primary]["outcomes"], measured[other]["outcomes"]
+    wins, other_wins = sum(first), sum(second)
+    low, high = wilson_interval(wins, episodes)
+    other_low, other_high = wilson_interval(other_wins, episodes)
+    differ = [seed for seed, (a, b) in enumerate(zip(first, second)) if a != b]
+    return {
+        "success": round(wins / episodes, 4),
+        "episodes": episodes,
+        "ci95": [round(low, 4), round(high, 4)],
+        "episode_seeds": f"0..{episodes - 1}",
+        "kernel_path": measured[primary]["kernel_path"],
+        "other_kernel_path": {
+            "kernel_path": measured[other]["kernel_path"],
+            "success": round(other_wins / episodes, 4),
+            "ci95": [round(other_low, 4), round(other_high, 4)],
+            "episodes_that_differ": len(differ),
+            "seeds_that_differ": differ,
+        },
+    }
+
+
+def check_section(measured: dict[str, dict], check_episodes: int, in_distribution: dict) -> dict:
+    """The ``check`` entry: seeds, the reference rate (lower 95% bound of the worse path) and the threshold."""
+    worse = min(in_distribution["ci95"][0], in_distribution["other_kernel_path"]["ci95"][0])
+    return {
+        "seeds": list(range(check_episodes)),
+        "reference_success": worse,
+        "false_alarm": CHECK_FALSE_ALARM,
+        "min_successes": min_check_successes(check_episodes, worse),
+        "successes": {path: int(sum(m["outcomes"][:check_episodes])) for path, m in measured.items()},
+    }
+
+
+def in_distribution_text(card: dict) -> str:
+    """The card body's in-distribution bullet (what the front matter says, for a human)."""
+    ind, check = card["in_distribution"], card["check"]
+    other = ind["other_kernel_path"]
+    n, wins = ind["episodes"], round(ind["success"] * ind["episodes"])
+    other_wins = round(other["success"] * n)
+    return (
+        f"- **In-distribution success**: {wins}/{n} = {ind['success']:.0%} (95% CI {ind['ci95'][0]:.0%}-"
+        f"{ind['ci95'][1]:.0%}) with {ind['kernel_path']}; {other_wins}/{n} = {other['success']:.0%} with "
+        f"{other['kernel_path']}: {other['episodes_that_differ']} of {n} episodes change outcome between the two "
+        f"kernel paths (last-bit rounding in a chaotic closed loop; other CPUs flip others). Env seeds 0..{n - 1}, "
+        f"one training seed, measured by `python -m liquid_control.training.model_card`.\n"
+        f"- **Check** (`test/test_shipped_policies.py`): seeds 0..{len(check['seeds']) - 1} must give at least "
+        f"{check['min_successes']}/{len(check['seeds'])} successes, the fewest a policy as good as "
+        f"{check['reference_success']:.0%} (the lower 95% bound of the worse path) reaches with probability "
+        f"{1 - check['false_alarm']:.1%}; here {check['successes']['compiled']} (compiled) and "
+        f"{check['successes']['torch']} (torch)."
+    )
 
 
 def read_card(path: str | Path) -> dict:
@@ -77,20 +237,9 @@ def write_card(
     policy = load_policy(run_dir / "policy.pt")
     meta = dict(policy.metadata)
     cfg = policy.config
-    env = make_env(cfg)
-    try:
-        from liquid_control.policy import PolicyAgent
-
-        from .data import rollout
-
-        agent = PolicyAgent(policy)
-        outcomes = [rollout(env, agent, beta=0.0, seed=s, record=False).success for s in range(episodes)]
-    finally:
-        env.close()
-    wins = int(sum(outcomes))
-    check_seeds = list(range(check_episodes))
-    check_success = float(sum(outcomes[:check_episodes]) / check_episodes)
-    low, high = wilson_interval(wins, episodes)
+    measured = measure_both_paths(run_dir / "policy.pt", episodes)
+    in_distribution = in_distribution_section(measured, "compiled", episodes)
+    wins = round(in_distribution["success"] * episodes)
     t = cfg["training"]
     card = {
         "name": name,
@@ -129,13 +278,8 @@ def write_card(
             "wall_clock_s": meta.get("training_wall_s"),
             "machine": machine_note,
         },
-        "in_distribution": {
-            "success": round(wins / episodes, 4),
-            "episodes": episodes,
-            "ci95": [round(low, 4), round(high, 4)],
-            "episode_seeds": f"0..{episodes - 1}",
-        },
-        "check": {"seeds": check_seeds, "min_success": check_success},
+        "in_distribution": in_distribution,
+        "check": check_section(measured, check_episodes, in_distribution),
         "ood": OOD_NOT_MEASURED,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -148,8 +292,7 @@ def write_card(
   ({card["architecture"]["core_parameters"]} in the recurrent core).
 - **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.
   Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}.
-- **In-distribution success**: {wins}/{episodes} = {wins / episodes:.0%} (95% CI {low:.0%}-{high:.0%}),
-  env seeds 0..{episodes - 1}, measured by `python -m liquid_control.training.model_card`.
+{in_distribution_text(card)}
 - **OOD**: {OOD_NOT_MEASURED}.
 
 The front matter above is read by `test/test_shipped_policies.py`, which replays the `check` episodes.
@@ -159,13 +302,53 @@ The front matter above is read by `test/test_shipped_policies.py`, which replays
     return path
 
 
+def refresh_card(
+    name: str,
+    episodes: int,
+    check_episodes: int,
+    out_dir: Path,
+    source_dir: Path | None = None,
+    cache: Path | None = None,
+) -> Path:
+    """Re-measure a shipped policy on both kernel paths and rewrite its card's in-distribution and check
+    sections (training, OOD, description and the rest of the text kept; the policy file is not touched)."""
+    source_dir = Path(source_dir or policies_dir())
+    card_path = source_dir / f"{name}.md"
+    card = read_card(card_path)
+    text = card_path.read_text()
+    body = text[text.index("\n---\n", 4) + 5 :]
+    measured = measure_both_paths(source_dir / f"{name}.pt", episodes, cache=cache)
+    card["in_distribution"] = in_distribution_section(measured, "compiled", episodes)
+    card["check"] = check_section(measured, check_episodes, card["in_distribution"])
+    lines, kept, skipping = body.splitlines(), [], False
+    for line in lines:  # replace the in-distribution and check bullets (each may wrap onto indented lines)
+        if line.startswith("- **In-distribution success**") or line.startswith("- **Check**"):
+            if not skipping:
+                kept.append(in_distribution_text(card))
+            skipping = True
+            continue
+        if skipping and line.startswith("  "):
+            continue
+        skipping = False
+        kept.append(line)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.md"
+    path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + "\n".join(kept) + "\n")
+    return path
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run", required=True, help="training output folder (holds policy.pt)")
-    parser.add_argument("--name", required=True, help="shipped name: policies/<name>.pt and policies/<name>.md")
-    parser.add_argument("--episodes", type=int, default=100, help="in-distribution episodes to measure (default 100)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", help="training output folder (holds policy.pt): ship it as --name")
+    what.add_argument("--refresh", metavar="NAME", help="re-measure the shipped policies/NAME.pt and rewrite its card")
+    what.add_argument("--outcomes", metavar="POLICY", help=argparse.SUPPRESS)  # one path's outcomes as JSON
+    parser.add_argument("--name", help="shipped name: policies/<name>.pt and policies/<name>.md (with --run)")
+    parser.add_argument("--episodes", type=int, default=100, help="in-distribution episodes to measure")
     parser.add_argument(
-        "--check-episodes", type=int, default=8, help="first episodes replayed by the shipped-policies test (default 8)"
+        "--check-episodes", type=int, default=12, help="first episodes the shipped-policies test replays"
     )
     parser.add_argument("--out", default=None, help="destination folder (default: the package's policies/)")
     parser.add_argument(
@@ -178,20 +361,26 @@ def main(argv=None) -> int:
         default=None,
         help="training command to print on the card (default: the one recorded in the policy)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--cache", default=None, help="folder keeping each kernel path's outcomes (reused if present)")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)  # several intra-op threads on a busy 2-core machine spin instead of working
-    path = write_card(
-        args.name,
-        Path(args.run),
-        args.episodes,
-        args.check_episodes,
-        Path(args.out) if args.out else policies_dir(),
-        args.machine,
-        args.command,
-    )
+    if args.outcomes:
+        outcomes = measure_outcomes(args.outcomes, args.episodes, progress=True)
+        print(json.dumps({"kernel_path": kernel_path(), "outcomes": outcomes}))
+        return 0
+    out = Path(args.out) if args.out else policies_dir()
+    if args.refresh:
+        cache = Path(args.cache) if args.cache else None
+        path = refresh_card(args.refresh, args.episodes, args.check_episodes, out, cache=cache)
+    else:
+        if not args.name:
+            parser.error("--run needs --name")
+        path = write_card(
+            args.name, Path(args.run), args.episodes, args.check_episodes, out, args.machine, args.command
+        )
     print(path)
     return 0
 
