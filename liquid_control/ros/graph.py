@@ -13,7 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,20 @@ WORLD_POLICIES = {
     "LiquidBalance-v0": ("balance_policy.yaml", "cfc_balancer.pt"),
 }
 STATUS_TOPIC = "episode_status"
+
+# Exit status of `liquid-control sim` (and `./run.sh`); also in docs/ros.md and `liquid-control sim --help`.
+EXIT_OK = 0  # every episode ran to its end (whatever its outcome: the summary says how many succeeded)
+EXIT_NODE_FAILED = 1  # a node failed or was killed; the episode it interrupted is reported as failed, with why
+EXIT_USAGE = 2  # invalid arguments (argparse, an unknown world, a missing parameter file)
+EXIT_TIMEOUT = 3  # the wall-clock --timeout expired before every episode ended
+EXIT_SIGNAL_BASE = 128  # + signal number: stopped by SIGINT (130) or SIGTERM (143); every node stopped first
+EXIT_STATUS_HELP = (
+    f"exit status: {EXIT_OK} every episode ran to its end (success or not); {EXIT_NODE_FAILED} a node failed or "
+    f"was killed (the episode it interrupted is reported as failed, with the cause); {EXIT_USAGE} invalid "
+    f"arguments; {EXIT_TIMEOUT} --timeout expired first; {EXIT_SIGNAL_BASE + signal.SIGINT} / "
+    f"{EXIT_SIGNAL_BASE + signal.SIGTERM} interrupted by SIGINT / SIGTERM (all nodes stopped, summary printed)"
+)
+STOP_GRACE_S = 3.0  # a node still running this long after SIGINT is killed
 
 
 def parameter_argument(key: str, value) -> str:
@@ -165,7 +181,10 @@ def add_arguments(parser):
         "--timeout", type=float, default=0.0, help="wall-clock limit in seconds (0: episodes x (time limit + 30 s))"
     )
     parser.add_argument("--log-dir", default="", help="write each node's output to <dir>/<node>.log")
-    parser.add_argument("--quiet", action="store_true", help="only the outcome lines")
+    parser.add_argument(
+        "--quiet", action="store_true", help="only the outcome lines (and why a node failed, if one does)"
+    )
+    parser.epilog = EXIT_STATUS_HELP
 
 
 def _status_listener(domain_id: int | None):
@@ -190,26 +209,77 @@ def _status_listener(domain_id: int | None):
     return context, executor, node, received
 
 
+class NodeOutput:
+    """Reads one node's output (stdout + stderr) in a thread: forwards it (to its log file, else to our stderr
+    unless quiet) and keeps the last lines, so that a node's failure can be explained even with --quiet."""
+
+    def __init__(self, proc: subprocess.Popen, log_path: Path | None, quiet: bool):
+        self.lines: deque[str] = deque(maxlen=200)
+        self._log = open(log_path, "w") if log_path else None
+        self._echo = self._log is None and not quiet
+        self._thread = threading.Thread(target=self._pump, args=(proc.stdout,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream):
+        for line in iter(stream.readline, ""):
+            self.lines.append(line.rstrip("\n"))
+            if self._log is not None:
+                self._log.write(line)
+                self._log.flush()
+            elif self._echo:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+        stream.close()
+        if self._log is not None:
+            self._log.close()
+
+    def join(self, timeout: float = 1.0) -> None:
+        self._thread.join(timeout)
+
+    def cause(self) -> str:
+        """The node's last FATAL, else ERROR, log message (else its last output line): why it stopped."""
+        for level in ("[FATAL]", "[ERROR]"):
+            for line in reversed(self.lines):
+                if line.startswith(level):
+                    return line.split("]: ", 1)[-1]
+        rest = [line for line in self.lines if line.strip()]
+        return rest[-1].strip() if rest else "no output"
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the node gets SIGTERM if `liquid-control sim` dies without stopping it (e.g. SIGKILL)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def start_graph(nodes: list[NodeDescription], env: dict, log_dir: str = "", quiet: bool = False):
-    """Start every node as a process; returns {name: Popen}."""
-    procs = {}
+    """Start every node as a process (its own session, so a terminal's Ctrl-C reaches only us and we stop the
+    graph in order); returns ({name: Popen}, {name: NodeOutput})."""
+    procs, outputs = {}, {}
     for node in nodes:
+        log_path = None
         if log_dir:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
-            out = open(Path(log_dir) / f"{node.name}.log", "w")
-        else:
-            out = subprocess.DEVNULL if quiet else None
+            log_path = Path(log_dir) / f"{node.name}.log"
         procs[node.name] = subprocess.Popen(
             node.command(),
             env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT if out is not None else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
             start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
-    return procs
+        outputs[node.name] = NodeOutput(procs[node.name], log_path, quiet)
+    return procs, outputs
 
 
-def stop_graph(procs: dict, grace: float = 5.0) -> dict:
+def stop_graph(procs: dict, grace: float = STOP_GRACE_S) -> dict:
     """SIGINT every node still running (a clean ROS shutdown), then SIGKILL after ``grace``; returns exit codes."""
     for proc in procs.values():
         if proc.poll() is None:
@@ -224,7 +294,50 @@ def stop_graph(procs: dict, grace: float = 5.0) -> dict:
     return {name: proc.returncode for name, proc in procs.items()}
 
 
-def run_sim(args) -> tuple[int, list[dict]]:
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class SimRun:
+    """What `liquid-control sim` saw: the episode statuses (a failed one added by us), and how it ended."""
+
+    statuses: list[dict]
+    code: int
+    elapsed_s: float
+    errors: list[str] = field(default_factory=list)
+
+
+class _Signals:
+    """SIGINT/SIGTERM while the graph runs: remembered, so the loop stops the nodes and still reports."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def _on_signal(self, signum, _frame):
+        if self.received is None:
+            self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def run_sim(args) -> SimRun:
     use_sim_time = args.use_sim_time or args.real_time_factor != 1.0
     nodes = sim_graph(
         world=args.world,
@@ -243,44 +356,100 @@ def run_sim(args) -> tuple[int, list[dict]]:
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     domain = int(env["ROS_DOMAIN_ID"]) if env.get("ROS_DOMAIN_ID") else None
-    context, executor, monitor, statuses = _status_listener(domain)
-    procs = start_graph(nodes, env, args.log_dir, args.quiet)
     from sim_envs import balancer, rover
 
+    episodes = max(1, args.episodes)
     episode_limit = rover.TIME_LIMIT if args.world == "LiquidRover-v0" else balancer.TIME_LIMIT
-    timeout = args.timeout or max(1, args.episodes) * (episode_limit / args.real_time_factor + 30.0)
-    deadline = time.monotonic() + timeout
+    timeout = args.timeout or episodes * (episode_limit / args.real_time_factor + 30.0)
+    start = time.monotonic()
+    deadline = start + timeout
     printed = 0
-    try:
-        while time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-            while printed < len(statuses):
-                print("episode: " + json.dumps(statuses[printed]), flush=True)
-                printed += 1
-            if procs["sim_node"].poll() is not None or procs["policy_node"].poll() is not None:
-                break
-        end = time.monotonic() + 2.0  # the last status may still be on its way
-        while printed < max(1, args.episodes) and time.monotonic() < end:
-            executor.spin_once(timeout_sec=0.1)
-            while printed < len(statuses):
-                print("episode: " + json.dumps(statuses[printed]), flush=True)
-                printed += 1
-    finally:
-        codes = stop_graph(procs)
-        executor.shutdown()
-        monitor.destroy_node()
-        context.try_shutdown()
-    failed = {n: c for n, c in codes.items() if c not in (0, -signal.SIGINT)}
+
+    def show_new():
+        nonlocal printed
+        while printed < len(statuses):
+            print("episode: " + json.dumps(statuses[printed]), flush=True)
+            printed += 1
+
+    with _Signals() as signals:
+        context, executor, monitor, statuses = _status_listener(domain)
+        procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)
+        ended = None  # name of the first node that exited on its own
+        try:
+            while time.monotonic() < deadline and signals.received is None:
+                executor.spin_once(timeout_sec=0.1)
+                show_new()
+                ended = next((name for name, proc in procs.items() if proc.poll() is not None), None)
+                if ended:
+                    break
+            if ended == "sim_node" and procs["sim_node"].returncode == 0:
+                end = time.monotonic() + 2.0  # the sim finished: its last status may still be on its way
+                while len(statuses) < episodes and time.monotonic() < end and signals.received is None:
+                    executor.spin_once(timeout_sec=0.1)
+                    show_new()
+        finally:
+            first_codes = {name: proc.poll() for name, proc in procs.items()}
+            codes = stop_graph(procs)
+            for output in outputs.values():
+                output.join()
+            executor.shutdown()
+            monitor.destroy_node()
+            context.try_shutdown()
+    elapsed = time.monotonic() - start
+    run = SimRun(statuses=list(statuses), code=EXIT_OK, elapsed_s=elapsed)
+    # A node that ended on its own before the run was over failed (the sim ends itself after the last episode).
+    failed = {
+        name: code
+        for name, code in first_codes.items()
+        if code is not None and not (name == "sim_node" and code == 0 and len(statuses) >= episodes)
+    }
     if failed:
-        print(f"error: node(s) exited abnormally: {failed}", file=sys.stderr)
-    if len(statuses) < max(1, args.episodes):
-        print(f"error: {len(statuses)} of {args.episodes} episode(s) finished within {timeout:.0f} s", file=sys.stderr)
-        return 1, statuses
-    return (1 if failed else 0), statuses
+        why = "; ".join(
+            f"{name} {describe_exit(code)}" + (f": {outputs[name].cause()}" if code > 0 else "")
+            for name, code in failed.items()
+        )
+        run.code = EXIT_NODE_FAILED
+        run.errors.append(f"{why} ({elapsed:.1f} s into the run)")
+        if len(statuses) < episodes:
+            index = len(statuses)
+            run.statuses.append(
+                {
+                    "episode": index,
+                    "seed": int(args.seed) + index,
+                    "world": args.world,
+                    "shift": args.shift,
+                    "outcome": "failed",
+                    "success": False,
+                    "reason": why,
+                    "wall_time": round(elapsed, 3),
+                }
+            )
+            print("episode: " + json.dumps(run.statuses[-1]), flush=True)
+    elif signals.received is not None:
+        run.code = EXIT_SIGNAL_BASE + signals.received
+        name = signal.Signals(signals.received).name
+        run.errors.append(f"interrupted by {name} after {elapsed:.1f} s; every node stopped")
+    elif len(statuses) < episodes:
+        run.code = EXIT_TIMEOUT
+        run.errors.append(f"--timeout: {timeout:.0f} s passed before every episode ended")
+    crashed_on_stop = {n: c for n, c in codes.items() if n not in failed and c not in (0, -signal.SIGINT, None)}
+    if crashed_on_stop:
+        run.errors.append(
+            "node(s) did not stop cleanly: " + ", ".join(f"{n} {describe_exit(c)}" for n, c in crashed_on_stop.items())
+        )
+    finished = sum(1 for s in run.statuses if s.get("outcome") != "failed")
+    if finished < episodes:
+        run.errors.append(f"{finished} of {episodes} episode(s) finished after {elapsed:.1f} s")
+    return run
 
 
 def describe(status: dict) -> str:
     """One human line per episode."""
+    if status.get("outcome") == "failed":
+        return (
+            f"episode {status['episode']} (seed {status['seed']}): FAILED after {status['wall_time']:.1f} s wall: "
+            f"{status['reason']}"
+        )
     extra = "".join(f", {k.replace('_', ' ')} {status[k]}" for k in ("distance", "tracking_error") if k in status)
     return (
         f"episode {status['episode']} (seed {status['seed']}): {status['outcome'].upper()} after "
@@ -290,10 +459,22 @@ def describe(status: dict) -> str:
 
 
 def run(args) -> int:
-    code, statuses = run_sim(args)
-    for status in statuses:
+    """`liquid-control sim`: run the graph, print each episode and a summary; the exit status is documented in
+    :data:`EXIT_STATUS_HELP`."""
+    try:
+        result = run_sim(args)
+    except (ValueError, FileNotFoundError) as exc:  # unknown world, missing parameter file
+        print(f"liquid-control sim: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for error in result.errors:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+    for status in result.statuses:
         print(describe(status))
-    if statuses:
-        wins = sum(s["success"] for s in statuses)
-        print(f"success_rate: {wins}/{len(statuses)}")
-    return code
+    wins, ran = sum(s["success"] for s in result.statuses), len(result.statuses)
+    print(
+        f"summary: {wins} of {ran} episode(s) succeeded ({max(1, args.episodes)} requested) in "
+        f"{result.elapsed_s:.1f} s; exit status {result.code}"
+    )
+    if ran:
+        print(f"success_rate: {wins}/{ran}")
+    return result.code

@@ -17,6 +17,7 @@ Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -469,6 +470,7 @@ def main(args=None) -> int:
     a stop command) before the context goes away. During a configure (which may build the compiled kernels or
     load a large file) they abandon it at once: the node stays stoppable whatever it is waiting for.
     Exit status: 0 after a requested stop, 1 when autostart's configure or activate failed (cause logged).
+    Ends the process (``os._exit``) once the node is shut down.
     """
     stop = threading.Event()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
@@ -505,7 +507,12 @@ def main(args=None) -> int:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return code
+    # Everything that matters is done (stop command published, every ROS entity destroyed). Skip the interpreter
+    # teardown: garbage-collecting torch's modules takes seconds on a loaded CPU, long enough for a launch system
+    # (or `liquid-control sim`) to give up and SIGKILL the node.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _single_threaded_torch():

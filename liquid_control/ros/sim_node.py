@@ -32,6 +32,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -247,7 +248,7 @@ class SimNode(Node):
     def wait_for_graph(self):
         """Wait (bounded) until the policy side is there, so the first messages are not lost."""
         deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and rclpy.ok():
             sensors_ready = all(pub.get_subscription_count() > 0 for pub in self.publishers_by_sensor.values())
             command_ready = self.count_publishers(self.p["command_topic"]) > 0
             if sensors_ready and command_ready:
@@ -386,7 +387,10 @@ def main(args=None) -> int:
 
     def spin():
         while rclpy.ok() and not done.is_set():
-            executor.spin_once(timeout_sec=0.05)
+            try:
+                executor.spin_once(timeout_sec=0.05)
+            except rclpy.executors.ExternalShutdownException:  # SIGINT/SIGTERM shut the context down
+                break
 
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
@@ -398,6 +402,10 @@ def main(args=None) -> int:
         time.sleep(0.5)  # let the last status message (transient local) reach late subscribers
     except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
         pass
+    except RCLError:
+        if rclpy.ok():
+            raise
+        # SIGINT/SIGTERM shut the context down under a publish: a requested stop, not a failure
     finally:
         done.set()
         spinner.join()  # no callback may run while the node and the world go away

@@ -1,0 +1,145 @@
+"""`liquid-control sim` as a process: signals stop the whole graph and still report, a dead or failing policy node
+ends the run with the episode reported as failed and the cause shown (issue 9 item 5, issue 13)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+
+from liquid_control.paths import policies_dir
+from liquid_control.ros import graph
+from liquid_control.ros.testing import isolated_ros_env
+
+
+def _graph_processes(marker: str) -> dict[int, str]:
+    """pid -> command line of every process whose environment holds ``marker`` (the CLI and its nodes)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                if marker.encode() not in fh.read():
+                    continue
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                found[int(pid)] = fh.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
+
+
+class SimProcess:
+    """`liquid-control sim` in its own session (as from a terminal), its node logs in ``log_dir``."""
+
+    def __init__(self, tmp_path, *args):
+        self.marker = f"LC_TEST_GRAPH={uuid.uuid4().hex}"
+        env = isolated_ros_env()
+        env[self.marker.split("=")[0]] = self.marker.split("=")[1]
+        self.log_dir = tmp_path / "logs"
+        argv = [sys.executable, "-m", "liquid_control.cli", "sim", "--log-dir", str(self.log_dir), *args]
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+
+    def log(self, node: str) -> str:
+        path = self.log_dir / f"{node}.log"
+        return path.read_text() if path.exists() else ""
+
+    def wait_for_log(self, node: str, text: str, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log(node) and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert text in self.log(node), f"{node} never logged {text!r}:\n{self.log(node)}\n{self.log('sim_node')}"
+
+    def node_pid(self, node: str) -> int:
+        (pid,) = [p for p, argv in _graph_processes(self.marker).items() if f"__node:={node}" in argv]
+        return pid
+
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill_all()
+            out, err = self.proc.communicate()
+            pytest.fail(f"liquid-control sim did not end within {timeout} s:\n{out}\n{err}")
+        return self.proc.returncode, out, err
+
+    def kill_all(self) -> None:
+        for pid in _graph_processes(self.marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _episode_lines(out: str) -> list[dict]:
+    return [json.loads(line.removeprefix("episode: ")) for line in out.splitlines() if line.startswith("episode: ")]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_every_process_of_the_graph_and_the_summary_still_prints(tmp_path, sig):
+    sim = SimProcess(tmp_path, "--episodes", "2", "--quiet")
+    try:
+        sim.wait_for_log("policy_node", "liquid state reset (~/reset)")  # the sim started episode 0
+        assert len(_graph_processes(sim.marker)) == 3  # the CLI, sim_node, policy_node
+        sim.proc.send_signal(sig)
+        signalled = time.monotonic()
+        code, out, err = sim.finish(timeout=5.0)  # before the fix: SIGTERM left the nodes running 40 s or more
+        while _graph_processes(sim.marker) and time.monotonic() - signalled < 5.0:
+            time.sleep(0.1)
+        left = _graph_processes(sim.marker)
+    finally:
+        sim.kill_all()
+    assert left == {}, f"still running 5 s after {sig.name}: {left}"
+    assert code == graph.EXIT_SIGNAL_BASE + sig, out + err
+    assert f"interrupted by {sig.name}" in err and "summary: 0 of 0 episode(s) succeeded (2 requested)" in out
+    everything = out + err + sim.log("sim_node") + sim.log("policy_node")
+    assert "Traceback" not in everything, everything
+
+
+def test_killing_the_policy_node_ends_the_run_with_the_episode_reported_failed(tmp_path):
+    sim = SimProcess(tmp_path, "--episodes", "2", "--quiet")
+    try:
+        sim.wait_for_log("policy_node", "liquid state reset (~/reset)")
+        os.kill(sim.node_pid("policy_node"), signal.SIGKILL)
+        code, out, err = sim.finish(timeout=30.0)
+        time.sleep(0.5)
+        left = _graph_processes(sim.marker)
+    finally:
+        sim.kill_all()
+    assert left == {}, left
+    assert code == graph.EXIT_NODE_FAILED, out + err
+    (failed,) = _episode_lines(out)  # episode 0 failed, episode 1 never ran
+    assert failed["episode"] == 0 and failed["outcome"] == "failed" and failed["success"] is False
+    assert failed["reason"] == "policy_node killed by SIGKILL"
+    assert "episode 0 (seed 0): FAILED" in out and "success_rate: 0/1" in out
+    assert "1 of 2 episode(s)" not in err and "0 of 2 episode(s) finished" in err
+    assert "Traceback" not in out + err + sim.log("sim_node"), sim.log("sim_node")
+
+
+def test_a_policy_node_that_fails_to_configure_shows_why_and_the_real_time_even_quiet(tmp_path):
+    payload = torch.load(policies_dir() / "cfc_ncp_rover.pt", weights_only=True)
+    payload["state_dict"]["core.extra"] = "not a tensor"
+    bad = tmp_path / "bad.pt"
+    torch.save(payload, bad)
+    sim = SimProcess(tmp_path, "--policy", str(bad), "--quiet")
+    try:
+        code, out, err = sim.finish(timeout=90.0)
+    finally:
+        sim.kill_all()
+    wall = time.monotonic() - sim.started
+    assert code == graph.EXIT_NODE_FAILED, out + err
+    cause = "policy_node exited with code 1: autostart: configure failed: "
+    assert cause in err and "bad.pt: state_dict entries that are not tensors: 'core.extra' (str)" in err, err
+    (failed,) = _episode_lines(out)
+    assert failed["outcome"] == "failed" and cause in failed["reason"]
+    # the time it really took, not the episode budget ("0 of 1 episode(s) finished within 55 s" before)
+    (line,) = [line for line in err.splitlines() if "episode(s) finished after" in line]
+    elapsed = float(line.split("after ")[1].split(" s")[0])
+    assert 0 < elapsed <= wall, (elapsed, wall)
+    assert "Traceback" not in out + err + sim.log("sim_node"), err + sim.log("sim_node")
