@@ -429,3 +429,35 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
     assert policy.stat().st_mtime_ns == stamp  # trained policies are kept, not retrained
     changed = [a if a != "0.1" else "10" for a in argv]  # another training schedule: refused, not mixed in
     assert main(changed + ["--resume"]) == 2
+
+
+def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoints, tmp_path, monkeypatch):
+    """Issue 9, item 6: workers evaluate only the bytes whose SHA-256 the plan recorded. Before: a Ray worker
+    trusted any file at tmp/liquid_control_ckpt_<sha>.pt (another user could plant one), and every backend
+    read whatever the path held by then."""
+    import shutil
+    import tempfile
+
+    from liquid_control.evaluation import backends
+    from liquid_control.evaluation.plan import CheckpointChangedError, file_sha256
+
+    # a checkpoint replaced after the plan was made: the backends refuse it, naming the file
+    swapped = tmp_path / "swapped.pt"
+    shutil.copy(tiny_checkpoints[0], swapped)
+    (job,) = build_plan([f"tiny={swapped}"], ["in_distribution"], 1).jobs
+    shutil.copy(tiny_checkpoints[1], swapped)
+    for backend in ("serial", "process"):
+        with pytest.raises(CheckpointChangedError, match=r"swapped.pt: SHA-256 .* is not the .* recorded"):
+            run_jobs([job], lambda *_: None, backend=backend, progress=False)
+    # a Ray worker with a planted file where the old code cached its copy: the plan's bytes are what runs
+    monkeypatch.setattr(backends, "_init_worker", lambda: None)  # no per-worker process settings in pytest
+    seen = []
+    monkeypatch.setattr(backends, "run_episode", lambda job: seen.append(file_sha256(job.checkpoint)) or {})
+    (job,) = build_plan([f"tiny={tiny_checkpoints[0]}"], ["in_distribution"], 1).jobs
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    planted = tmp_path / f"liquid_control_ckpt_{job.checkpoint_sha}.pt"
+    shutil.copy(tiny_checkpoints[1], planted)
+    backends._ray_episode(job, open(tiny_checkpoints[0], "rb").read())
+    assert seen == [job.checkpoint_sha] and file_sha256(planted) != job.checkpoint_sha
+    with pytest.raises(CheckpointChangedError, match="bytes received from the object store"):
+        backends._ray_episode(job, open(tiny_checkpoints[1], "rb").read())

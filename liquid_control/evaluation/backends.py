@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import run_episode
-from liquid_control.evaluation.plan import EpisodeJob
+from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, verify_checkpoint
 
 BACKENDS = ("process", "serial", "ray")
 
@@ -81,6 +81,13 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="episode", desc="eval", disable=not enabled, dynamic_ncols=True)
 
 
+def run_verified_episode(job: EpisodeJob) -> dict:
+    """`run_episode`, after checking that the checkpoint still has the SHA-256 the plan recorded."""
+    if job.checkpoint is not None:
+        verify_checkpoint(job.checkpoint, job.checkpoint_sha)
+    return run_episode(job)
+
+
 def _run_serial(jobs, on_result, bar) -> None:
     import torch
 
@@ -88,7 +95,7 @@ def _run_serial(jobs, on_result, bar) -> None:
     torch.set_num_threads(1)
     try:
         for job in jobs:
-            on_result(job, run_episode(job))
+            on_result(job, run_verified_episode(job))
             bar.update(1)
     finally:
         torch.set_num_threads(threads)
@@ -99,7 +106,7 @@ def _run_process_pool(jobs, on_result, workers: int, bar) -> None:
     context = multiprocessing.get_context("spawn")
     workers = max(1, min(workers, len(jobs)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        pending = {pool.submit(run_episode, job): job for job in jobs}
+        pending = {pool.submit(run_verified_episode, job): job for job in jobs}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
@@ -155,17 +162,43 @@ def _run_ray(jobs, on_result, address: str | None, bar) -> None:
 
 
 def _ray_episode(job: EpisodeJob, checkpoint_bytes: bytes | None) -> dict:
-    """Runs on a Ray worker: the checkpoint comes from the object store (written once per node, by hash)."""
+    """Runs on a Ray worker: the checkpoint comes from the object store, checked against the plan's SHA-256."""
     import dataclasses
-    import tempfile
 
     _init_worker()
     if job.checkpoint is None:
         return run_episode(job)
-    path = os.path.join(tempfile.gettempdir(), f"liquid_control_ckpt_{job.checkpoint_sha}.pt")
-    if not os.path.isfile(path):
-        with atomic_write(path) as fh:
-            fh.write(checkpoint_bytes)
-    record = run_episode(dataclasses.replace(job, checkpoint=path))
+    path = _private_checkpoint_copy(job.checkpoint, job.checkpoint_sha, checkpoint_bytes)
+    record = run_verified_episode(dataclasses.replace(job, checkpoint=path))
     record["checkpoint"] = job.checkpoint  # the driver's path, not the worker's copy
     return record
+
+
+_PRIVATE_COPIES: dict[str, str] = {}  # per worker process: sha256 -> its private copy
+
+
+def _private_checkpoint_copy(name: str, sha256: str, data: bytes | None) -> str:
+    """Write the checkpoint bytes once per worker process into a directory only this process created (mode
+    0700, removed at exit), after checking them against the plan's SHA-256. A file another user planted under a
+    predictable name in a shared TMPDIR is never read; the copy is hashed again before each episode."""
+    import atexit
+    import hashlib
+    import shutil
+    import tempfile
+
+    if data is None or hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointChangedError(
+            f"checkpoint {name}: the bytes received from the object store do not have the SHA-256 {sha256[:16]}... "
+            "recorded when the evaluation was planned; refusing to evaluate them"
+        )
+    if sha256 not in _PRIVATE_COPIES:
+        if not _PRIVATE_COPIES:
+            folder = tempfile.mkdtemp(prefix="liquid_control_ckpt_")
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        else:
+            folder = os.path.dirname(next(iter(_PRIVATE_COPIES.values())))
+        path = os.path.join(folder, f"{sha256}.pt")
+        with atomic_write(path) as fh:
+            fh.write(data)
+        _PRIVATE_COPIES[sha256] = path
+    return _PRIVATE_COPIES[sha256]

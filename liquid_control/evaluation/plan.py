@@ -76,6 +76,21 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
+class CheckpointChangedError(RuntimeError):
+    """A checkpoint whose bytes are not those the plan recorded (replaced, planted or corrupted since)."""
+
+
+def verify_checkpoint(path: str, sha256: str) -> None:
+    """Refuse to evaluate ``path`` unless its SHA-256 is the one the plan recorded: a file swapped after the
+    plan was made, or planted under a cached copy's name, would otherwise be reported under another name."""
+    found = file_sha256(path)
+    if found != sha256:
+        raise CheckpointChangedError(
+            f"checkpoint {path}: SHA-256 {found[:16]}... is not the {sha256[:16]}... recorded when the evaluation "
+            "was planned (the file was replaced or tampered with); refusing to evaluate it"
+        )
+
+
 def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
     """`expert` | `[NAME=]CKPT[,CKPT...]` (globs allowed; one checkpoint per training seed) -> (name, paths)."""
     text = text.strip()
