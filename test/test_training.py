@@ -144,7 +144,8 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
         trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
 
 
-@pytest.mark.parametrize("kill_after_epochs", [2, 4])
+# 3: killed in the first epoch of round 1, before that round's "collect" row reached a checkpoint (issue 9 item 7)
+@pytest.mark.parametrize("kill_after_epochs", [2, 3, 4])
 def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypatch, kill_after_epochs):
     reference = trainer.train(tiny_config(), tmp_path / "ref", progress=False, log=lambda m: None)
 
@@ -192,6 +193,94 @@ def test_resume_refuses_a_changed_config(tmp_path):
         trainer.train(
             tiny_config(dagger_rounds=0, lr=0.1), tmp_path / "run", resume=True, progress=False, log=lambda m: None
         )
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """An uninterrupted tiny run (one DAgger round): what every resumed run must reproduce bit for bit."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    trainer.train(tiny_config(dagger_rounds=1, beta=[0.5]), out, progress=False, log=lambda m: None)
+    return out
+
+
+def _same_policy(a, b):
+    pa, pb = load_policy(a / "policy.pt"), load_policy(b / "policy.pt")
+    return all(torch.equal(v, pb.state_dict()[k]) for k, v in pa.state_dict().items())
+
+
+def _killed_during_collection(out, monkeypatch, episodes_saved):
+    """Start a tiny run and kill it after ``episodes_saved`` demonstrations: no checkpoint exists yet."""
+    saved = []
+    original = trainer.save_episode
+
+    def dying_save(path, episode):
+        if len(saved) == episodes_saved:
+            raise KeyboardInterrupt("killed")
+        saved.append(path)
+        return original(path, episode)
+
+    monkeypatch.setattr(trainer, "save_episode", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(tiny_config(dagger_rounds=1, beta=[0.5]), out, progress=False, log=lambda m: None)
+    monkeypatch.setattr(trainer, "save_episode", original)
+    assert not (out / "checkpoint.pt").exists()
+    return saved
+
+
+def test_a_refused_resume_changes_nothing_and_the_run_can_still_be_resumed(tmp_path, reference_run):
+    """Before: config.yaml was written before the checkpoint was checked, so a refused resume left the run
+    holding the wrong config (every later --resume refused)."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(reference_run, run)
+    (run / "policy.pt").unlink()
+    (run / "config.yaml").unlink()  # lost (or never written): the checkpoint still knows the config
+    changed = tiny_config(dagger_rounds=1, beta=[0.5], lr=0.1)
+    with pytest.raises(trainer.TrainingError, match="another config or seed"):
+        trainer.train(changed, run, resume=True, progress=False, log=lambda m: None)
+    assert not (run / "config.yaml").exists()
+    with pytest.raises(trainer.TrainingError, match=r"another config or seed \(seed 0\)"):
+        trainer.train(None, run, resume=True, seed=5, progress=False, log=lambda m: None)
+    trainer.train(None, run, resume=True, progress=False, log=lambda m: None)
+    assert _same_policy(run, reference_run)
+    assert (run / "config.yaml").is_file()
+
+
+def test_a_seed_change_before_the_first_checkpoint_is_refused(tmp_path, monkeypatch):
+    """Before: accepted, and the run mixed the episode seeds of two training seeds in one data folder."""
+    run = tmp_path / "run"
+    saved = _killed_during_collection(run, monkeypatch, episodes_saved=2)
+    with pytest.raises(
+        trainer.TrainingError, match=r"ep_0000.npz: collected with episode seed 1000000, .* another --seed"
+    ):
+        trainer.train(None, run, resume=True, seed=1, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in (run / "data" / "round_00").iterdir()) == [p.name for p in saved]
+
+
+def test_corrupt_episode_files_are_named_and_collected_again(tmp_path, monkeypatch, reference_run):
+    run = tmp_path / "run"
+    saved = _killed_during_collection(run, monkeypatch, episodes_saved=4)
+    data = saved[1].read_bytes()
+    saved[1].write_bytes(data[: len(data) // 2])  # truncated
+    flipped = bytearray(saved[2].read_bytes())
+    flipped[len(flipped) // 2] ^= 0xFF
+    saved[2].write_bytes(bytes(flipped))  # flipped bytes
+    saved[3].write_bytes(b"")  # empty
+    for path in saved[1:]:
+        with pytest.raises(ValueError, match=f"{path.name}: not a readable demonstration episode"):
+            load_episode(path)
+    messages = []
+    trainer.train(None, run, resume=True, progress=False, log=messages.append)
+    for path in saved[1:]:
+        assert any(f"{path.name}: not a readable" in m and "collecting the episode again" in m for m in messages)
+        assert path.with_name(path.name + ".corrupt").is_file()  # kept aside for a look
+    assert _same_policy(run, reference_run)  # the same episodes again: the run as if never damaged
+    # once the run has trained on an episode, it cannot be collected again identically: say what to do
+    (run / "policy.pt").unlink()
+    saved[0].write_bytes(b"")
+    with pytest.raises(trainer.TrainingError, match=r"ep_0000.npz: not a readable .* new folder"):
+        trainer.train(None, run, resume=True, progress=False, log=lambda m: None)
 
 
 def test_cli_help_and_bad_overrides(capsys, tmp_path):

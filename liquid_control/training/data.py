@@ -55,7 +55,12 @@ def save_episode(path: str | Path, episode: Episode) -> Path:
     return path
 
 
+class EpisodeFileError(ValueError):
+    """An episode file that cannot be read (truncated, corrupt, empty, inconsistent); the message names it."""
+
+
 def load_episode(path: str | Path) -> Episode:
+    """Read one episode file; any problem is an :class:`EpisodeFileError` naming the file."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
@@ -65,7 +70,7 @@ def load_episode(path: str | Path) -> Episode:
                     obs["image"] = data["image"]
                 elif key.startswith("vec_"):
                     obs[key[4:]] = data[key]
-            return Episode(
+            episode = Episode(
                 observations=obs,
                 dt=data["dt"],
                 stamp=data["stamp"],
@@ -75,8 +80,16 @@ def load_episode(path: str | Path) -> Episode:
                 seed=int(data["seed"]),
                 beta=float(data["beta"]),
             )
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable demonstration episode: {exc}") from None
+    except Exception as exc:  # truncated (BadZipFile), flipped bytes (CRC, zlib), empty (EOFError), missing keys
+        raise EpisodeFileError(f"{path}: not a readable demonstration episode ({type(exc).__name__}: {exc})") from None
+    lengths = {k: len(v) for k, v in obs.items()} | {
+        "stamp": len(episode.stamp),
+        "expert_action": len(episode.expert_action),
+        "action": len(episode.action),
+    }
+    if any(n != len(episode) for n in lengths.values()):
+        raise EpisodeFileError(f"{path}: arrays of different lengths {lengths} (dt: {len(episode)})")
+    return episode
 
 
 def rollout(

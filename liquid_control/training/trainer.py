@@ -31,11 +31,12 @@ import torch
 import yaml
 
 from liquid_control.atomic_file import atomic_write
+from liquid_control.cells.checkpoint import read_plain_torch_file
 from liquid_control.policy import Policy, PolicyAgent, apply_overrides, load_config, save_policy, validate_config
 from liquid_control.policy.checkpoint import atomic_torch_save
 
 from .bc import bc_epoch, count_chunks
-from .data import Episode, load_episode, rollout, save_episode
+from .data import Episode, EpisodeFileError, load_episode, rollout, save_episode
 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
@@ -152,17 +153,7 @@ class _Run:
         self._write_metrics()
 
     def load_checkpoint(self) -> None:
-        try:
-            ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise TrainingError(f"{self.checkpoint_path}: cannot read the training checkpoint: {exc}") from None
-        if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-            raise TrainingError(f"{self.checkpoint_path}: not a liquid_control training checkpoint")
-        if ck["config"] != self.config or ck["seed"] != self.seed:
-            raise TrainingError(
-                f"{self.checkpoint_path}: the run was started with another config or seed; "
-                f"resume with the same ones, or train into a new folder"
-            )
+        ck = read_training_checkpoint(self.checkpoint_path, self.config, self.seed)
         self.policy.load_state_dict(ck["policy"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
@@ -197,15 +188,16 @@ class _Run:
         bar = _bar(count, f"round {round_index} collect (beta={beta:g})", self.progress)
         for i in range(count):
             path = folder / f"ep_{i:04d}.npz"
-            if path.is_file():
-                episodes.append(load_episode(path))
+            seed = episode_seed(self.seed, round_index, i)
+            episode = self._stored_episode(path, seed, trained_on=self.epoch_done > first_epoch)
+            if episode is not None:
+                episodes.append(episode)
             else:
                 if self.epoch_done > first_epoch:
                     raise TrainingError(
                         f"{path}: missing, but the run already trained on round {round_index}; "
                         f"the data folder was changed, start a new run"
                     )
-                seed = episode_seed(self.seed, round_index, i)
                 rng = np.random.default_rng([self.seed, round_index, i])
                 cap = (
                     t["max_episode_steps"]
@@ -226,7 +218,9 @@ class _Run:
                 collected += 1
             bar.update(1)
         bar.close()
-        if collected:
+        # One "collect" row per round, also when the run was killed before it was saved (it only reaches
+        # checkpoint.pt with the first epoch): a resumed round that found all its episodes on disk still has one.
+        if not any(row["kind"] == "collect" and int(row["round"]) == round_index for row in self.rows):
             success = float(np.mean([ep.success for ep in episodes]))
             self._row(
                 epoch=first_epoch,
@@ -236,11 +230,38 @@ class _Run:
                 episodes=count,
                 updates=sum(len(ep) for ep in episodes),
             )
+            self._write_metrics()
             self.log(
-                f"round {round_index}: {count} episodes (beta={beta:g}), driver success {success:.0%}, "
-                f"{sum(len(ep) for ep in episodes)} updates"
+                f"round {round_index}: {count} episodes (beta={beta:g}, {collected} collected now), driver "
+                f"success {success:.0%}, {sum(len(ep) for ep in episodes)} updates"
             )
         return episodes
+
+    def _stored_episode(self, path: Path, seed: int, trained_on: bool) -> Episode | None:
+        """The finished episode in ``path`` (None: to collect). A corrupt file is set aside and collected again
+        when that gives the same episode (the round was not trained on yet: same seed, same policy); otherwise
+        the run cannot continue identically and the error says what to do. An episode of another seed means
+        the run was resumed with another ``seed`` before its first checkpoint: refused, nothing is mixed."""
+        if not path.is_file():
+            return None
+        try:
+            episode = load_episode(path)
+        except EpisodeFileError as exc:
+            if trained_on:
+                raise TrainingError(
+                    f"{exc}; the run already trained on it, so it cannot be collected again identically. Restore "
+                    f"the file, or train again into a new folder (same config and seed: the same run, bit for bit)"
+                ) from None
+            aside = path.with_name(path.name + ".corrupt")
+            path.replace(aside)
+            self.log(f"{exc}; moved to {aside.name}, collecting the episode again (same seed and policy)")
+            return None
+        if episode.seed != seed:
+            raise TrainingError(
+                f"{path}: collected with episode seed {episode.seed}, this run expects {seed}: the run in {self.out} "
+                f"was started with another --seed; resume with that seed, or train into a new folder"
+            )
+        return episode
 
     def fit_normalization(self, episodes: list[Episode]) -> None:
         """Vector-input statistics from the first demonstrations (fixed afterwards; stored in the policy)."""
@@ -370,6 +391,22 @@ class _Run:
         )
 
 
+def read_training_checkpoint(path: Path, config: dict | None = None, seed: int | None = None) -> dict:
+    """Read ``checkpoint.pt``; with ``config``/``seed``, refuse one written by a run with others."""
+    try:
+        ck = read_plain_torch_file(path)
+    except Exception as exc:
+        raise TrainingError(f"{path}: cannot read the training checkpoint: {exc}") from None
+    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path}: not a liquid_control training checkpoint")
+    if (config is not None and ck["config"] != config) or (seed is not None and ck["seed"] != seed):
+        raise TrainingError(
+            f"{path}: the run was started with another config or seed (seed {ck['seed']}); resume with the same "
+            f"ones, or train into a new folder"
+        )
+    return ck
+
+
 def _min_cap(*caps):
     caps = [c for c in caps if c is not None]
     return min(caps) if caps else None
@@ -415,29 +452,41 @@ def train(
     """
     out = Path(out_dir)
     saved = out / "config.yaml"
+    checkpoint = out / "checkpoint.pt"
     if config is None:
-        if not (resume and saved.is_file()):
+        if not resume:
+            raise TrainingError("no config given (a config is optional only with resume)")
+        if saved.is_file():
+            config = saved
+        elif checkpoint.is_file():  # config.yaml lost: the checkpoint holds the run's config
+            config = read_training_checkpoint(checkpoint)["config"]
+        else:
             raise TrainingError(f"no config given and no {saved} to resume from")
-        config = saved
     cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    torch.use_deterministic_algorithms(True)
-    checkpoint = out / "checkpoint.pt"
     if not resume and (checkpoint.exists() or (out / "data").exists()):
         raise TrainingError(
             f"{out} already holds a training run; pass resume (--resume) to continue it, "
             f"or choose another output folder"
         )
-    out.mkdir(parents=True, exist_ok=True)
-    if saved.is_file() and resume:
-        previous = validate_config(yaml.safe_load(saved.read_text()))
+    # Every check of a resume comes before anything is written, so a refused resume changes nothing.
+    if resume and saved.is_file():
+        try:
+            previous = validate_config(yaml.safe_load(saved.read_text()))
+        except Exception as exc:
+            raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
         if previous != cfg:
             raise TrainingError(f"{saved}: the run was started with another config; resume with the same one")
-    else:
-        saved.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if resume and checkpoint.exists():
+        read_training_checkpoint(checkpoint, cfg, seed)
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    torch.use_deterministic_algorithms(True)
+    out.mkdir(parents=True, exist_ok=True)
+    if not saved.is_file():
+        with atomic_write(saved, "w") as handle:
+            handle.write(yaml.safe_dump(cfg, sort_keys=False))
     run = _Run(cfg, out, seed, progress, command, log)
     if resume and checkpoint.exists():
         run.load_checkpoint()
