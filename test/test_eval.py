@@ -461,3 +461,53 @@ def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoi
     assert seen == [job.checkpoint_sha] and file_sha256(planted) != job.checkpoint_sha
     with pytest.raises(CheckpointChangedError, match="bytes received from the object store"):
         backends._ray_episode(job, open(tiny_checkpoints[1], "rb").read())
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--world", "NoSuchWorld-v0"], "--world 'NoSuchWorld-v0': no such world; choose from LiquidBalance-v0"),
+        (["--episode-seed-base", "-5"], "--episode-seed-base must be >= 0"),
+        (["--episode-seed-base", str(2**32)], "--episode-seed-base must be >= 0 with every seed below 2**32"),
+    ],
+)
+def test_an_invalid_request_is_refused_before_the_output_folder_exists(tmp_path, capsys, flags, message):
+    """Issue 9, item 8: these used to fail with a traceback from the episode, after the folder was created."""
+    from liquid_control.cli import main
+
+    out = tmp_path / "report"
+    argv = ["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--backend", "serial"]
+    assert main(argv + flags + ["--no-progress", "--no-example"]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_an_unwritable_output_is_a_clear_error(tmp_path, capsys):
+    from liquid_control.cli import main
+
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("not a folder")
+    argv = ["eval", "--policy", "expert", "--episodes", "1", "--backend", "serial", "--no-progress", "--no-example"]
+    for out, message in (
+        (a_file, f"--out {a_file}: exists and is not a folder"),
+        (a_file / "sub", f"--out {a_file / 'sub'}: cannot write there (Not a directory)"),
+        ("/sys/liquid_control_eval", "--out /sys/liquid_control_eval: cannot write there"),  # even for root
+    ):
+        assert main(argv + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and "Errno" not in err, err
+    assert a_file.read_text() == "not a folder"
+
+
+def test_a_write_error_during_the_run_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    """The folder was writable when checked, then was not (read-only remount, disk full): no raw OSError."""
+    from liquid_control.cli import main
+
+    def read_only_now(*args, **kwargs):
+        raise OSError(30, "Read-only file system", str(tmp_path / "r" / "results.jsonl"))
+
+    monkeypatch.setattr(evaluate_module, "evaluate", read_only_now)
+    argv = ["eval", "--policy", "expert", "--episodes", "1", "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {tmp_path / 'r' / 'results.jsonl'}: Read-only file system" in err

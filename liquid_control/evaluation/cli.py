@@ -12,7 +12,12 @@ import shlex
 import sys
 
 from liquid_control.evaluation.backends import BACKENDS
-from liquid_control.evaluation.plan import DEFAULT_EPISODE_SEED_BASE, DEFAULT_SHIFT, EvaluationSetupError
+from liquid_control.evaluation.plan import (
+    DEFAULT_EPISODE_SEED_BASE,
+    DEFAULT_SHIFT,
+    EvaluationSetupError,
+    validate_output_folder,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 world=args.world,
             )
             paired = parse_pairs(args.paired, [p.name for p in plan.policies])
+            validate_output_folder(args.out)  # after every other check: a refused request creates nothing
             result = evaluate(
                 plan,
                 args.out,
@@ -157,5 +163,9 @@ def run(args: argparse.Namespace) -> int:
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(f"liquid-control eval: {len(result['records'])} episodes -> {result['report']}")
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 
 EXPERT = "expert"
@@ -171,6 +172,30 @@ def validate_shifts(shifts: list[str]) -> list[str]:
     return seen
 
 
+def validate_world(world: str) -> None:
+    """The world must be a registered gymnasium id (sim_envs registers ours); the error lists them."""
+    import gymnasium
+
+    import sim_envs  # noqa: F401  (registers the worlds)
+
+    if world not in gymnasium.registry:
+        ours = sorted(k for k in gymnasium.registry if k.startswith("Liquid"))
+        raise EvaluationSetupError(f"--world {world!r}: no such world; choose from {', '.join(ours)}")
+
+
+def validate_output_folder(out_dir: str) -> None:
+    """``out_dir`` must be a folder this process can write (created if missing): a clear error now, not an
+    OSError after the episodes ran."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise EvaluationSetupError(f"--out {out_dir}: exists and is not a folder")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write_test_")
+        probe.close()
+    except OSError as exc:
+        raise EvaluationSetupError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+
+
 @dataclass
 class EvaluationPlan:
     policies: list[PolicySpec]
@@ -210,9 +235,14 @@ def build_plan(
     """Parse and validate a whole request; raises EvaluationSetupError before anything runs."""
     if episodes < 1:
         raise EvaluationSetupError(f"--episodes must be >= 1, got {episodes}")
+    if episode_seed_base < 0 or episode_seed_base + episodes > 2**32:
+        raise EvaluationSetupError(
+            f"--episode-seed-base must be >= 0 with every seed below 2**32 (the worlds' seeds), got {episode_seed_base}"
+        )
     if not policy_args:
         raise EvaluationSetupError("no policy given (use --policy expert or --policy NAME=CHECKPOINT)")
     shifts = validate_shifts(shifts)
+    validate_world(world)
     specs: list[PolicySpec] = []
     for text in policy_args:
         name, paths = parse_policy_argument(text)
