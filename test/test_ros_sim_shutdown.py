@@ -81,45 +81,48 @@ def _episode_lines(out: str) -> list[dict]:
     return [json.loads(line.removeprefix("episode: ")) for line in out.splitlines() if line.startswith("episode: ")]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_stops_every_process_of_the_graph_and_the_summary_still_prints(tmp_path, sig):
-    sim = SimProcess(tmp_path, "--episodes", "2", "--quiet")
+def test_signals_and_a_killed_policy_node_end_the_whole_graph_and_still_report(tmp_path):
+    """Three graphs side by side, each in episode 0 of 2: `liquid-control sim` gets SIGTERM, or SIGINT, or its
+    policy node is killed. Before: SIGTERM left both nodes running for 40 s or more, SIGINT printed a
+    KeyboardInterrupt traceback, and a killed policy lost the episode report ("0 of 2 episodes finished", a
+    traceback from sim_node, exit 1)."""
+    cases = ("SIGTERM", "SIGINT", "kill policy_node")
+    sims = {case: SimProcess(tmp_path / case.replace(" ", "_"), "--episodes", "2", "--quiet") for case in cases}
+    results, left = {}, {}
     try:
-        sim.wait_for_log("policy_node", "liquid state reset (~/reset)")  # the sim started episode 0
-        assert len(_graph_processes(sim.marker)) == 3  # the CLI, sim_node, policy_node
-        sim.proc.send_signal(sig)
+        for sim in sims.values():
+            sim.wait_for_log("policy_node", "liquid state reset (~/reset)")  # the sim started episode 0
+            assert len(_graph_processes(sim.marker)) == 3  # the CLI, sim_node, policy_node
+        for case, sim in sims.items():
+            if case == "kill policy_node":
+                os.kill(sim.node_pid("policy_node"), signal.SIGKILL)
+            else:
+                sim.proc.send_signal(getattr(signal, case))
         signalled = time.monotonic()
-        code, out, err = sim.finish(timeout=5.0)  # before the fix: SIGTERM left the nodes running 40 s or more
-        while _graph_processes(sim.marker) and time.monotonic() - signalled < 5.0:
+        for case, sim in sims.items():
+            results[case] = sim.finish(timeout=max(1.0, signalled + 5.0 - time.monotonic()))
+        while any(_graph_processes(s.marker) for s in sims.values()) and time.monotonic() - signalled < 5.0:
             time.sleep(0.1)
-        left = _graph_processes(sim.marker)
+        left = {case: _graph_processes(sim.marker) for case, sim in sims.items()}
     finally:
-        sim.kill_all()
-    assert left == {}, f"still running 5 s after {sig.name}: {left}"
-    assert code == graph.EXIT_SIGNAL_BASE + sig, out + err
-    assert f"interrupted by {sig.name}" in err and "summary: 0 of 0 episode(s) succeeded (2 requested)" in out
-    everything = out + err + sim.log("sim_node") + sim.log("policy_node")
-    assert "Traceback" not in everything, everything
-
-
-def test_killing_the_policy_node_ends_the_run_with_the_episode_reported_failed(tmp_path):
-    sim = SimProcess(tmp_path, "--episodes", "2", "--quiet")
-    try:
-        sim.wait_for_log("policy_node", "liquid state reset (~/reset)")
-        os.kill(sim.node_pid("policy_node"), signal.SIGKILL)
-        code, out, err = sim.finish(timeout=30.0)
-        time.sleep(0.5)
-        left = _graph_processes(sim.marker)
-    finally:
-        sim.kill_all()
-    assert left == {}, left
-    assert code == graph.EXIT_NODE_FAILED, out + err
-    (failed,) = _episode_lines(out)  # episode 0 failed, episode 1 never ran
-    assert failed["episode"] == 0 and failed["outcome"] == "failed" and failed["success"] is False
-    assert failed["reason"] == "policy_node killed by SIGKILL"
-    assert "episode 0 (seed 0): FAILED" in out and "success_rate: 0/1" in out
-    assert "1 of 2 episode(s)" not in err and "0 of 2 episode(s) finished" in err
-    assert "Traceback" not in out + err + sim.log("sim_node"), sim.log("sim_node")
+        for sim in sims.values():
+            sim.kill_all()
+    assert all(not pids for pids in left.values()), f"still running 5 s after the signal: {left}"
+    for case, sim in sims.items():
+        code, out, err = results[case]
+        everything = out + err + sim.log("sim_node") + sim.log("policy_node")
+        assert "Traceback" not in everything, f"{case}:\n{everything}"
+        if case == "kill policy_node":
+            assert code == graph.EXIT_NODE_FAILED, out + err
+            (failed,) = _episode_lines(out)  # episode 0 failed, episode 1 never ran
+            assert failed["episode"] == 0 and failed["outcome"] == "failed" and failed["success"] is False
+            assert failed["reason"] == "policy_node killed by SIGKILL"
+            assert "episode 0 (seed 0): FAILED" in out and "success_rate: 0/1" in out
+            assert "0 of 2 episode(s) finished after" in err
+        else:
+            sig = getattr(signal, case)
+            assert code == graph.EXIT_SIGNAL_BASE + sig, out + err
+            assert f"interrupted by {case}" in err and "summary: 0 of 0 episode(s) succeeded (2 requested)" in out
 
 
 def test_a_policy_node_that_fails_to_configure_shows_why_and_the_real_time_even_quiet(tmp_path):
