@@ -1,4 +1,13 @@
-"""Every shipped policy loads, matches its model card, and still reaches the card's success on its check episodes."""
+"""Every shipped policy loads, matches its model card, and still succeeds at the rate its card promises.
+
+Closed-loop episodes are chaotic: the compiled kernels of another CPU (with or without AVX-512) or the torch
+loops (``LIQUID_CONTROL_NATIVE=0``) round differently in the last bit, and that flips some episodes (each card
+says how many of its 100 flip between the two kernel paths on the machine that measured it). So the check is a
+rate, not a count: the policy drives the card's check episodes, and the test fails only when its successes are
+implausibly few for a policy as good as the card's figure, taken conservatively as the lower 95% bound of the
+worse kernel path: fewer than a correct build reaches with probability 1 - ``check.false_alarm`` (1e-3, from the
+binomial). A build that broke the policy (near 0 % success) fails it; a one-episode flip cannot.
+"""
 
 import pytest
 import torch
@@ -6,7 +15,7 @@ import torch
 from liquid_control.paths import policies_dir
 from liquid_control.policy import PolicyAgent, load_policy
 from liquid_control.training.data import rollout
-from liquid_control.training.model_card import read_card
+from liquid_control.training.model_card import binomial_cdf, min_check_successes, read_card
 from liquid_control.training.trainer import make_env
 
 EXPECTED = ["cfc_ncp_rover", "ltc_ncp_rover", "lstm_rover", "cfc_balancer"]
@@ -28,6 +37,16 @@ def test_the_promised_policies_are_shipped_with_cards():
         assert (policies_dir() / f"{name}.md").is_file(), f"policies/{name}.md (model card) is missing"
 
 
+def test_the_check_threshold_is_the_binomial_quantile():
+    from scipy.stats import binom
+
+    for n, p in ((12, 0.636), (12, 0.838), (16, 0.745), (6, 0.826), (8, 0.0), (8, 1.0)):
+        assert binomial_cdf(5, n, p) == pytest.approx(binom.cdf(5, n, p), abs=1e-12)
+        k = min_check_successes(n, p, 1e-3)
+        assert k == 0 or binom.cdf(k - 1, n, p) < 1e-3  # fewer than k: implausible for a correct build
+        assert binom.cdf(k, n, p) >= 1e-3 or k == n  # k itself is not
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_policy_matches_its_card_and_reaches_its_success(name):
     path = policies_dir() / f"{name}.pt"
@@ -37,16 +56,22 @@ def test_shipped_policy_matches_its_card_and_reaches_its_success(name):
     assert card["name"] == name and card["file"] == f"{name}.pt"
     assert card["world"] == policy.config["world"]
     assert card["architecture"]["parameters"] == policy.num_parameters()
-    assert card["in_distribution"]["success"] >= card["check"]["min_success"] - 0.5  # check is a sample of it
+    ind, check = card["in_distribution"], card["check"]
+    assert ind["kernel_path"] and ind["other_kernel_path"]["kernel_path"]  # which path produced the figures
+    reference = min(ind["ci95"][0], ind["other_kernel_path"]["ci95"][0])
+    assert check["reference_success"] == pytest.approx(reference)
+    seeds = check["seeds"]
+    needed = min_check_successes(len(seeds), reference, check["false_alarm"])
+    assert check["min_successes"] == needed and check["false_alarm"] <= 1e-3
+    assert needed >= 1  # the check can fail: a policy that never succeeds does
 
     env = make_env(policy.config)
     agent = PolicyAgent(policy)
     try:
-        outcomes = [rollout(env, agent, beta=0.0, seed=s, record=False).success for s in card["check"]["seeds"]]
+        outcomes = [rollout(env, agent, beta=0.0, seed=s, record=False).success for s in seeds]
     finally:
         env.close()
-    success = sum(outcomes) / len(outcomes)
-    assert success >= card["check"]["min_success"], (
-        f"{name}: {sum(outcomes)}/{len(outcomes)} check episodes succeeded, the card promises "
-        f"{card['check']['min_success']:.0%} on seeds {card['check']['seeds']}"
+    assert sum(outcomes) >= needed, (
+        f"{name}: {sum(outcomes)}/{len(seeds)} check episodes succeeded (seeds {seeds}); a policy as good as its "
+        f"card ({reference:.0%}, lower 95% bound) gets at least {needed} with probability {1 - check['false_alarm']}"
     )

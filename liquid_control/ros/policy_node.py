@@ -148,7 +148,6 @@ class PolicyNode(LifecycleNode):
             raise
         except Exception as exc:  # anything else a hostile or broken file raises: name the file
             raise BackendError(f"{policy_path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
-        self.runner = None
         spec = backend.spec
         try:
             self.settings = validate_policy_node_parameters(values, spec.action_size, spec.action_kind)
@@ -167,9 +166,9 @@ class PolicyNode(LifecycleNode):
                     first_dt=s.first_update_dt,
                 ),
             )
-        finally:
-            if self.runner is None:
-                backend.close()
+        except BaseException:
+            backend.close()  # the runner owns it from here on (closed by _release)
+            raise
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
         self._create_entities(spec)
         inputs = ", ".join(
