@@ -298,7 +298,7 @@ def write_card(
 The front matter above is read by `test/test_shipped_policies.py`, which replays the `check` episodes.
 """
     path = out_dir / f"{name}.md"
-    path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n\n" + body)
+    path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n\n" + body)
     return path
 
 
@@ -333,7 +333,7 @@ def refresh_card(
         kept.append(line)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.md"
-    path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + "\n".join(kept) + "\n")
+    path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + "\n".join(kept) + "\n")
     return path
 
 
