@@ -315,3 +315,35 @@ def test_episode_file_errors_name_the_file(tmp_path):
         action=np.zeros((2, 2), np.float32),
     )
     assert len(load_episode(save_episode(tmp_path / "ok.npz", ep))) == 2
+
+
+def test_model_card_refresh_states_both_kernel_paths_and_keeps_the_rest(tmp_path, monkeypatch):
+    """--refresh rewrites the in-distribution and check sections from both paths' outcomes, nothing else."""
+    import shutil
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.training import model_card
+
+    shutil.copy(policies_dir() / "cfc_rover.md", tmp_path / "cfc_rover.md")
+    shutil.copy(policies_dir() / "cfc_rover.pt", tmp_path / "cfc_rover.pt")
+    compiled = [True] * 70 + [False] * 30
+    torch_path = list(compiled)
+    torch_path[0], torch_path[75] = False, True  # two episodes flip between the paths
+    measured = {
+        "compiled": {"kernel_path": "compiled kernels (x86_64, AVX2/FMA, no AVX-512)", "outcomes": compiled},
+        "torch": {"kernel_path": "torch (LIQUID_CONTROL_NATIVE=0)", "outcomes": torch_path},
+    }
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: measured)
+    before = model_card.read_card(tmp_path / "cfc_rover.md")
+    path = model_card.refresh_card("cfc_rover", 100, 12, tmp_path / "out", source_dir=tmp_path)
+    card = model_card.read_card(path)
+    ind = card["in_distribution"]
+    assert ind["success"] == 0.7 and ind["kernel_path"].startswith("compiled kernels")
+    assert ind["other_kernel_path"]["success"] == 0.7 and ind["other_kernel_path"]["seeds_that_differ"] == [0, 75]
+    assert card["check"]["successes"] == {"compiled": 12, "torch": 11}
+    assert card["check"]["min_successes"] == model_card.min_check_successes(12, card["check"]["reference_success"])
+    assert card["ood"] == before["ood"] and card["training"] == before["training"]
+    text = path.read_text()
+    assert text.count("- **In-distribution success**") == 1 and text.count("- **Check**") == 1
+    assert "2 of 100 episodes change outcome between the two kernel paths" in text
+    assert "- **OOD** (20 episodes per shift" in text
