@@ -36,6 +36,8 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   "$LC_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$LC_ROOT" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$WANT" > "$STAMP"
 fi
+# tf2_msgs (the /tf message) is not among the ROS 2 wheels: built once from interfaces/ (stamped; ~30 s).
+"$LC_ROOT/scripts/build_interfaces.sh" "$LC_VENV"
 
 # The ROS 2 wheels load their shared libraries from <venv>/lib; MuJoCo renders through EGL.
 export LD_LIBRARY_PATH="$LC_VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

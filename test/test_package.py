@@ -58,7 +58,7 @@ def test_colcon_build_installs_where_ros2_looks(tmp_path):
     assert (share / "package.xml").is_file()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "liquid_control").is_file()
     src = paths.share_dir()
-    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.yaml"), ("policies", "*")):
+    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.yaml"), ("policies", "*"), ("urdf", "*.urdf")):
         expected = sorted(p.name for p in (src / folder).glob(pattern) if p.is_file())
         installed = sorted(p.name for p in (share / folder).glob(pattern) if p.is_file()) if expected else []
         assert installed == expected, folder

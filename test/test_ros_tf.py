@@ -1,0 +1,247 @@
+"""sim_node as a ROS robot: TF (REP 105), robot_description, camera_info, IMU conventions (REP 145).
+
+The URDF is generated from the worlds' MuJoCo models; here it is checked against MuJoCo itself (MuJoCo compiles
+URDF: the robot it builds from our file must have the masses, joints and sensor poses of the source model) and
+parsed with ROS's urdf_parser_py. Over real DDS, during a closed loop with the shipped policy, /tf carries
+odom -> base_link with every odometry message, /tf_static the sensor mounts, robot_description the URDF and
+camera_info the intrinsics of each image.
+"""
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import mujoco
+import numpy as np
+import pytest
+from nav_msgs.msg import Odometry
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, Imu
+from std_msgs.msg import String
+from tf2_msgs.msg import TFMessage
+from urdf_parser_py.urdf import URDF
+
+from liquid_control.paths import share_dir
+from liquid_control.ros import robot_description as rd
+from liquid_control.ros.testing import Probe, isolated_ros_env
+
+# tf2_msgs/msg/TFMessage's type hash in a ROS 2 installation (`ros2 topic info -v /tf`, Jazzy and later)
+ROS_TF_MESSAGE_TYPE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
+WORLDS = sorted(rd.ROBOTS)
+FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes (x right, y up, z back) -> optical (x right, y down, z fwd)
+
+
+def seconds(stamp):
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def quat_xyzw_to_matrix(q):
+    return rd.quat_to_matrix([q.w, q.x, q.y, q.z])
+
+
+def _poses_relative_to(model, data, root: int) -> dict:
+    """name -> (position, rotation) of every body, camera and site, in the frame of body ``root``."""
+    mujoco.mj_forward(model, data)  # kinematics + camera poses
+    r0, p0 = data.xmat[root].reshape(3, 3), data.xpos[root]
+    out = {}
+    for kind, count, pos, mat in (
+        (mujoco.mjtObj.mjOBJ_BODY, model.nbody, data.xpos, data.xmat),
+        (mujoco.mjtObj.mjOBJ_CAMERA, model.ncam, data.cam_xpos, data.cam_xmat),
+        (mujoco.mjtObj.mjOBJ_SITE, model.nsite, data.site_xpos, data.site_xmat),
+    ):
+        for i in range(count):
+            out[(kind, mujoco.mj_id2name(model, kind, i))] = (r0.T @ (pos[i] - p0), r0.T @ mat[i].reshape(3, 3))
+    return out
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_shipped_urdf_is_the_mujoco_model(world):
+    """urdf/<robot>.urdf is what the generator writes from the MJCF, and MuJoCo compiling it builds the same robot."""
+    spec = rd.ROBOTS[world]
+    text = (share_dir() / "urdf" / rd.urdf_file_name(world)).read_text()
+    assert text == rd.nominal_urdf(world), "urdf/ is stale: python -m liquid_control.ros.robot_description --write urdf"
+
+    # ROS's own parser: links and joints as documented
+    robot = URDF.from_xml_string(text)
+    assert robot.get_root() == "base_link"
+    source = rd.nominal_model(world)
+    hinges = {
+        mujoco.mj_id2name(source, mujoco.mjtObj.mjOBJ_JOINT, j)
+        for j in range(source.njnt)
+        if source.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE
+    }
+    assert {j.name for j in robot.joints if j.type == "continuous"} == hinges == {"wheel_left", "wheel_right"}
+    sensors = {"imu"} | ({"camera", "camera_optical"} if spec.camera else set())
+    assert {link.name for link in robot.links} == {"base_link", *hinges} | sensors
+
+    # MuJoCo as the oracle: compile the URDF (sensor frames kept as bodies) and compare with the source model
+    urdf_for_mujoco = text.replace(
+        f'<robot name="{spec.name}">',
+        f'<robot name="{spec.name}"><mujoco><compiler fusestatic="false" discardvisual="false"/></mujoco>',
+    )
+    rebuilt = mujoco.MjModel.from_xml_string(urdf_for_mujoco)
+    body = lambda m, name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, name)  # noqa: E731
+    root = body(source, spec.root_body)
+    src = _poses_relative_to(source, mujoco.MjData(source), root)
+    new = _poses_relative_to(rebuilt, mujoco.MjData(rebuilt), body(rebuilt, "base_link"))
+    B = mujoco.mjtObj.mjOBJ_BODY
+    assert rebuilt.body_mass[body(rebuilt, "base_link")] == pytest.approx(source.body_mass[root])
+    for wheel in hinges:
+        assert rebuilt.body_mass[body(rebuilt, wheel)] == pytest.approx(source.body_mass[body(source, wheel)])
+        np.testing.assert_allclose(
+            sorted(rebuilt.body_inertia[body(rebuilt, wheel)]), sorted(source.body_inertia[body(source, wheel)])
+        )
+        np.testing.assert_allclose(new[(B, wheel)][0], src[(B, wheel)][0], atol=1e-9)
+        j_new, j_src = (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, wheel) for m in (rebuilt, source))
+        np.testing.assert_allclose(rebuilt.jnt_axis[j_new], source.jnt_axis[j_src], atol=1e-9)
+    np.testing.assert_allclose(
+        sorted(rebuilt.body_inertia[body(rebuilt, "base_link")]), sorted(source.body_inertia[root]), rtol=1e-6
+    )
+    imu = src[(mujoco.mjtObj.mjOBJ_SITE, spec.imu_site)]
+    np.testing.assert_allclose(new[(B, "imu")][0], imu[0], atol=1e-9)
+    np.testing.assert_allclose(new[(B, "imu")][1], imu[1], atol=1e-7)
+    if spec.camera:  # the optical frame is MuJoCo's camera frame with y and z flipped
+        cam = src[(mujoco.mjtObj.mjOBJ_CAMERA, spec.camera)]
+        np.testing.assert_allclose(new[(B, "camera_optical")][0], cam[0], atol=1e-9)
+        np.testing.assert_allclose(new[(B, "camera_optical")][1], cam[1] @ FLIP_YZ, atol=1e-7)
+        # and the camera link is in body convention: it looks along its own +x
+        forward = new[(B, "camera")][1][:, 0]
+        np.testing.assert_allclose(forward, cam[1] @ np.array([0.0, 0.0, -1.0]), atol=1e-7)
+
+
+def test_robot_description_rejects_a_model_without_the_robot():
+    model = mujoco.MjModel.from_xml_string(
+        "<mujoco><worldbody><body name='b'><geom size='1'/></body></worldbody></mujoco>"
+    )
+    with pytest.raises(ValueError, match="no body 'rover'"):
+        rd.describe(model, rd.ROBOTS["LiquidRover-v0"])
+    with pytest.raises(ValueError, match="free joint"):
+        rd.describe(model, rd.RobotSpec("x", root_body="b"))
+
+
+def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_path):
+    env = isolated_ros_env()
+    probe = Probe(env)
+    stream = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    for topic, msg_type in (
+        ("/tf", TFMessage),
+        ("odom", Odometry),
+        ("camera/image_raw", Image),
+        ("camera/camera_info", CameraInfo),
+        ("imu/data", Imu),
+    ):
+        probe.record(topic, msg_type, stream)
+    probe.record("/tf_static", TFMessage, latched)
+    probe.record("robot_description", String, latched)
+    probe.record(
+        "episode_status",
+        String,
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "sim",
+            "--seed",
+            "7",
+            "--use-sim-time",
+            "--log-dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    tf_publishers = []
+    try:
+        assert probe.wait_for(lambda: bool(probe.messages("/tf")), 60.0), "no /tf message"
+        tf_publishers = probe.node.get_publishers_info_by_topic("/tf")
+        out, _ = proc.communicate(timeout=120)
+        time.sleep(0.3)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        probe.close()
+    sim_log = (tmp_path / "sim_node.log").read_text()
+    assert proc.returncode == 0, out + sim_log
+    status = json.loads(probe.messages("episode_status")[0][1].data)
+    assert status["success"], status
+
+    # the TF message is ROS's type: same name and type hash as in a ROS installation
+    (tf_info,) = [i for i in tf_publishers if i.node_name == "sim_node"]
+    assert tf_info.topic_type == "tf2_msgs/msg/TFMessage"
+    assert str(tf_info.topic_type_hash) == ROS_TF_MESSAGE_TYPE_HASH
+
+    # /tf: odom -> base_link with every odometry message (same stamp, same pose), and the wheel joints
+    odom = {seconds(m.header.stamp): m for _, m in probe.messages("odom")}
+    base = {}
+    for _, msg in probe.messages("/tf"):
+        frames = {(t.header.frame_id, t.child_frame_id): t for t in msg.transforms}
+        assert {("base_link", "wheel_left"), ("base_link", "wheel_right")} <= set(frames)
+        t = frames[("odom", "base_link")]
+        base[seconds(t.header.stamp)] = t
+    assert len(base) >= 0.95 * len(odom) and len(odom) >= 0.9 * 50 * status["sim_time"]
+    stamps = sorted(set(base) & set(odom))
+    assert len(stamps) >= 0.95 * len(odom)
+    assert np.median(np.diff(stamps)) == pytest.approx(1 / 50.0, rel=0.1)  # odom_rate_hz (sim time)
+    for stamp in stamps[:: max(1, len(stamps) // 20)]:
+        pose, tr = odom[stamp].pose.pose, base[stamp].transform
+        assert (tr.translation.x, tr.translation.y, tr.translation.z) == (
+            pose.position.x,
+            pose.position.y,
+            pose.position.z,
+        )
+        assert (tr.rotation.w, tr.rotation.z) == (pose.orientation.w, pose.orientation.z)
+
+    # /tf_static: the sensor mounts of the MuJoCo model (base_link -> camera_optical is MuJoCo's camera, flipped)
+    (static,) = [m for _, m in probe.messages("/tf_static")]
+    mounts = {(t.header.frame_id, t.child_frame_id): t.transform for t in static.transforms}
+    assert set(mounts) == {("base_link", "imu"), ("base_link", "camera"), ("camera", "camera_optical")}
+    model = rd.nominal_model("LiquidRover-v0")
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "front")
+    to_xyz = lambda v: np.array([v.x, v.y, v.z])  # noqa: E731
+    rotation = quat_xyzw_to_matrix(mounts[("base_link", "camera")].rotation) @ quat_xyzw_to_matrix(
+        mounts[("camera", "camera_optical")].rotation
+    )
+    np.testing.assert_allclose(rotation, rd.quat_to_matrix(model.cam_quat[cam]) @ FLIP_YZ, atol=1e-9)
+    np.testing.assert_allclose(to_xyz(mounts[("base_link", "camera")].translation), model.cam_pos[cam])
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "imu")
+    np.testing.assert_allclose(to_xyz(mounts[("base_link", "imu")].translation), model.site_pos[site])
+
+    # robot_description: URDF whose links are every frame of the TF tree below odom
+    (description,) = [m.data for _, m in probe.messages("robot_description")]
+    robot = URDF.from_xml_string(description)
+    tf_frames = {c for _, c in mounts} | {"base_link", "wheel_left", "wheel_right"}
+    assert {link.name for link in robot.links} == tf_frames
+    assert {j.name for j in robot.joints if j.type == "continuous"} == {"wheel_left", "wheel_right"}
+
+    # camera_info with each image: same stamp and frame, the image's size and the camera's field of view
+    images = [m for _, m in probe.messages("camera/image_raw")]
+    infos = {seconds(m.header.stamp): m for _, m in probe.messages("camera/camera_info")}
+    assert len(images) > 20 and len(infos) >= len(images) - 1
+    for image in images:
+        info = infos.get(seconds(image.header.stamp))
+        if info is None:
+            continue  # best not to depend on the last message of each stream arriving
+        assert info.header.frame_id == image.header.frame_id == "camera_optical"
+        assert (info.width, info.height) == (image.width, image.height) == (64, 64)
+    fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
+    assert math.degrees(2 * math.atan(info.height / 2 / fy)) == pytest.approx(model.cam_fovy[cam])
+    assert fx == fy and (cx, cy) == ((info.width - 1) / 2, (info.height - 1) / 2)
+    assert list(info.p[:3]) == [fx, 0.0, cx] and info.distortion_model == "plumb_bob" and not any(info.d)
+
+    # IMU (REP 145): its own frame, orientation unknown, noise covariances on the diagonal
+    imu = probe.messages("imu/data")[-1][1]
+    assert imu.header.frame_id == "imu" and imu.orientation_covariance[0] == -1.0
+    assert imu.angular_velocity_covariance[0] > 0 and imu.linear_acceleration_covariance[8] > 0
+    assert imu.angular_velocity_covariance[1] == 0.0
+
+    # sim_node waited for the camera only: the policy does not subscribe to the IMU
+    assert "policy node subscribes to camera: starting" in sim_log and "no policy node seen" not in sim_log
