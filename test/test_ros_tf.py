@@ -245,3 +245,46 @@ def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_
 
     # sim_node waited for the camera only: the policy does not subscribe to the IMU
     assert "policy node subscribes to camera: starting" in sim_log and "no policy node seen" not in sim_log
+
+
+def test_policy_node_checks_the_image_size_against_camera_info(tmp_path):
+    """A camera whose camera_info announces another resolution than the policy's input is reported (counter +
+    error naming both sizes); a matching one is not."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.ros.testing import start_node_process, stop_process
+
+    env = isolated_ros_env()
+    log = tmp_path / "policy_node.log"
+    proc = start_node_process(
+        "liquid_control.ros.policy_node",
+        "policy_node",
+        dict(policy=str(policies_dir() / "cfc_ncp_rover.pt"), autostart=True, diagnostics_period_s=0.2),
+        env,
+        log_path=log,
+    )
+    probe = Probe(env)
+    try:
+        info_pub = probe.publisher(CameraInfo, "camera/camera_info")
+        probe.record("/diagnostics", DiagnosticArray)
+        assert probe.wait_for(lambda: info_pub.get_subscription_count() > 0, 60.0), log.read_text()
+
+        def mismatches():
+            msgs = probe.messages("/diagnostics")
+            values = {kv.key: kv.value for kv in msgs[-1][1].status[0].values} if msgs else {}
+            return int(values.get("camera_info.size_mismatch", 0))
+
+        for _ in range(5):  # the policy's own size: nothing to report
+            info_pub.publish(CameraInfo(width=64, height=64))
+            time.sleep(0.05)
+        assert probe.wait_for(lambda: len(probe.messages("/diagnostics")) >= 3, 10.0)
+        assert mismatches() == 0
+        for _ in range(3):
+            info_pub.publish(CameraInfo(width=32, height=24))
+            time.sleep(0.05)
+        assert probe.wait_for(lambda: mismatches() == 3, 10.0), log.read_text()
+    finally:
+        probe.close()
+        stop_process(proc)
+    assert "camera_info says 32x24 images but the policy takes 64x64" in log.read_text()
