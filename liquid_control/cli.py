@@ -63,6 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(name: str):
+    """(module, argparse parser) of the sub-command ``name`` (imports only that module)."""
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"liquid-control {name}", description=help_text)
+    module.add_arguments(sub)
+    sub.formatter_class = HelpFormatter  # also over a module's RawDescriptionHelpFormatter (HelpFormatter is one)
+    for action in sub._actions:  # argparse prints no help line, so no default, for options without help
+        if action.help is None and HelpFormatter.shows_default(action):
+            action.help = "(default: %(default)s)"
+    return module, sub
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -75,14 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
-    module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"liquid-control {name}", description=help_text)
-    module.add_arguments(sub)
-    sub.formatter_class = HelpFormatter  # also over a module's RawDescriptionHelpFormatter (HelpFormatter is one)
-    for action in sub._actions:  # argparse prints no help line, so no default, for options without help
-        if action.help is None and HelpFormatter.shows_default(action):
-            action.help = "(default: %(default)s)"
+    module, sub = command_parser(name)
     args = sub.parse_args(argv[1:])
     return int(module.run(args) or 0)
 
