@@ -21,6 +21,7 @@ COMMANDS = {
     "eval": ("liquid_control.evaluation.cli", "out-of-distribution evaluation: policies x shifts x seeds -> report"),
     "sim": ("liquid_control.ros.graph", "start sim_node + policy_node (the graph of launch/sim.launch.py)"),
     "export": ("liquid_control.runtime.export", "export a policy as a single-step ONNX model for deployment"),
+    "view": ("liquid_control.ros.view", "watch a running graph: live in Foxglove, or as a picture of its topics"),
 }
 
 

