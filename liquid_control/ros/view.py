@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
+
 # topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds)
 TOPICS = {
     "robot_description": ("std_msgs/msg/String", "latched"),
@@ -74,8 +76,6 @@ def _qos(kind: str):
 
 # ------------------------------------------------------------------------------------------ what the picture needs
 def _transform_matrix(t) -> np.ndarray:
-    from liquid_control.ros.robot_description import quat_to_matrix
-
     m = np.eye(4)
     r, p = t.rotation, t.translation
     m[:3, :3] = quat_to_matrix([r.w, r.x, r.y, r.z])
@@ -129,8 +129,6 @@ class Recording:
 
 def _urdf_shapes(description: str) -> list[tuple[str, str, np.ndarray, tuple, tuple]]:
     """(link, shape, 4x4 origin in the link, size, rgba) of each URDF visual."""
-    from liquid_control.ros.robot_description import rpy_to_matrix
-
     shapes = []
     for link in ET.fromstring(description).iter("link"):
         for visual in link.iter("visual"):
