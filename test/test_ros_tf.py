@@ -379,3 +379,10 @@ def test_policy_node_checks_the_image_size_against_camera_info(tmp_path):
         probe.close()
         stop_process(proc)
     assert "camera_info says 32x24 images but the policy takes 64x64" in log.read_text()
+
+
+def test_view_without_an_output_says_what_it_needs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "view"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "--foxglove and/or --snapshot" in proc.stdout
