@@ -135,6 +135,9 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
 }
 
 
+_TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
+
+
 def _next_tick(tick: float, period: float, now: float) -> float:
     """The first tick of the grid ``tick + k * period`` after ``now``: a rate that holds on average although
     the loop reaches the ticks late (skipped ticks are not caught up)."""
@@ -422,6 +425,8 @@ class SimNode(Node):
                 if target <= world.data.time:
                     time.sleep(min(physics_dt / rtf, 0.002))
                     continue
+                if next_odom > world.data.time + _TICK_TOLERANCE:  # stop at the odometry tick: 50 Hz, on time
+                    target = min(target, next_odom)
             deliveries, triggered = [], False
             while True:
                 self._sim_now = float(world.data.time)
@@ -442,9 +447,9 @@ class SimNode(Node):
             for sensor, stamp, reading in deliveries:
                 self._publish_reading(sensor, stamp, reading)
                 counts[sensor] += 1
-            if now >= next_odom:
+            if now >= next_odom - _TICK_TOLERANCE:
                 self._publish_odometry(now)
-                next_odom = _next_tick(next_odom, odom_period, now)
+                next_odom = _next_tick(next_odom, odom_period, now + _TICK_TOLERANCE)
             if self.target_pub is not None and now >= next_target:
                 cmd = world.command
                 self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
