@@ -386,3 +386,14 @@ def test_view_without_an_output_says_what_it_needs():
         [sys.executable, "-m", "liquid_control.cli", "view"], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2 and "--foxglove and/or --snapshot" in proc.stdout
+
+
+def test_a_world_without_an_entry_gets_its_robot_read_off_the_model():
+    """A new world needs no ROBOTS entry: the free-joint body, its imu site and its camera are found."""
+    for world, spec in rd.ROBOTS.items():
+        model = rd.nominal_model(world)
+        inferred = rd.robot_spec("Unlisted-v0", model)
+        assert (inferred.root_body, inferred.imu_site, inferred.camera) == (spec.root_body, spec.imu_site, spec.camera)
+        assert inferred.name == "unlisted"
+    with pytest.raises(ValueError, match="free-joint"):
+        rd.robot_spec("Empty-v0", mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"))

@@ -97,6 +97,29 @@ class Robot:
         return [j for j in self.joints if j.kind != "fixed"]
 
 
+def robot_spec(world: str, model: mujoco.MjModel) -> RobotSpec:
+    """The robot of a world: ``ROBOTS[world]``, else read off the model (a new world needs no entry): the body
+    with a free joint, its ``imu`` site and the first camera mounted on the robot."""
+    if world in ROBOTS:
+        return ROBOTS[world]
+    free = [model.jnt_bodyid[j] for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+    if len(free) != 1:
+        raise ValueError(f"world {world}: no single free-joint body to describe as the robot (found {len(free)})")
+    root = int(free[0])
+    on_robot = {root}
+    for b in range(model.nbody):
+        if model.body_parentid[b] in on_robot:
+            on_robot.add(b)
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "imu")
+    cameras = [c for c in range(model.ncam) if model.cam_bodyid[c] in on_robot]
+    return RobotSpec(
+        name=world.split("-")[0].lower(),
+        root_body=_name(model, mujoco.mjtObj.mjOBJ_BODY, root),
+        imu_site="imu" if site >= 0 and model.site_bodyid[site] in on_robot else None,
+        camera=_name(model, mujoco.mjtObj.mjOBJ_CAMERA, cameras[0]) if cameras else None,
+    )
+
+
 def quat_to_matrix(quat_wxyz) -> np.ndarray:
     out = np.empty(9)
     mujoco.mju_quat2Mat(out, np.asarray(quat_wxyz, dtype=np.float64))

@@ -163,10 +163,10 @@ class SimNode(Node):
             kwargs["time_limit"] = float(p["time_limit"])
         self.world = gymnasium.make(p["world"], **kwargs).unwrapped
         self.frame = lambda name: f"{p['frame_prefix']}{name}"
-        spec = robot_description.ROBOTS[p["world"]]
+        spec = robot_description.robot_spec(p["world"], self.world.model)
         self.robot = robot_description.describe(self.world.model, spec)
         self._moving_joints = self.robot.moving_joints()
-        self._imu_noise = io["imu_noise"]()
+        self._imu_noise = io["imu_noise"]() if "imu_noise" in io else None  # None: covariance unknown (zeros)
 
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.publishers_by_sensor = {}
@@ -196,7 +196,7 @@ class SimNode(Node):
             self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", latched)
             self._publish_static_transforms()
         self.camera_info_pub, self._camera_info = None, None
-        if "camera" in self.publishers_by_sensor:
+        if "camera" in self.publishers_by_sensor and spec.camera is not None:
             camera_topic = p["camera_topic"]  # image_transport's convention: camera_info beside image_raw
             sibling = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
             info_topic = p["camera_info_topic"] or sibling
@@ -285,7 +285,8 @@ class SimNode(Node):
         if sensor == "camera":
             msg = numpy_to_image(np.asarray(reading, dtype=np.uint8), "rgb8")
             msg.header.frame_id, msg.header.stamp = self.frame("camera_optical"), header_stamp
-            self._publish_camera_info(msg)
+            if self.camera_info_pub is not None:
+                self._publish_camera_info(msg)
         elif sensor == "imu":  # REP 145: in the imu frame, accelerometer including gravity
             msg = Imu()
             msg.header.frame_id = self.frame("imu")
@@ -293,10 +294,11 @@ class SimNode(Node):
             msg.angular_velocity.x, msg.angular_velocity.y, msg.angular_velocity.z = r[:3]
             msg.linear_acceleration.x, msg.linear_acceleration.y, msg.linear_acceleration.z = r[3:6]
             msg.orientation_covariance[0] = -1.0  # no orientation estimate (sensor_msgs/Imu: -1 in element 0)
-            gyro_std, accel_std = self._imu_noise
-            for i in (0, 4, 8):  # independent axes: the nominal white-noise variances on the diagonal
-                msg.angular_velocity_covariance[i] = gyro_std**2
-                msg.linear_acceleration_covariance[i] = accel_std**2
+            if self._imu_noise is not None:  # else all zeros: "covariance unknown" (sensor_msgs/Imu)
+                gyro_std, accel_std = self._imu_noise
+                for i in (0, 4, 8):  # independent axes: the nominal white-noise variances on the diagonal
+                    msg.angular_velocity_covariance[i] = gyro_std**2
+                    msg.linear_acceleration_covariance[i] = accel_std**2
         else:  # wheel encoders
             msg = JointState(name=["wheel_left", "wheel_right"], velocity=[float(v) for v in reading])
         msg.header.stamp = header_stamp
