@@ -25,7 +25,7 @@ from std_msgs.msg import String
 from tf2_msgs.msg import TFMessage
 from urdf_parser_py.urdf import URDF
 
-from liquid_control.paths import share_dir
+from liquid_control.paths import policies_dir, share_dir
 from liquid_control.ros import robot_description as rd
 from liquid_control.ros.testing import Probe, isolated_ros_env
 
@@ -167,7 +167,9 @@ class FoxgloveClient(threading.Thread):
                             ws.send(json.dumps({"op": "subscribe", "subscriptions": [sub]}))
 
 
-def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_path):
+def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
+    """The shipped rover policy over DDS reaches its target; meanwhile /tf, /tf_static, robot_description,
+    camera_info and the IMU are what a ROS viewer expects, and `liquid-control view` relays them to Foxglove."""
     env = isolated_ros_env()
     # what a person watches: `liquid-control view` relaying to Foxglove and rendering a picture
     viewer = subprocess.Popen(
@@ -247,8 +249,14 @@ def test_tf_robot_description_camera_info_and_imu_over_dds_in_a_closed_loop(tmp_
         if viewer.poll() is None:
             viewer.kill()
     assert viewer.returncode == 0, viewer_out
-    status = json.loads(probe.messages("episode_status")[0][1].data)
-    assert status["success"], status
+    (line,) = [l for l in out.splitlines() if l.startswith("episode: ")]
+    status = json.loads(line.removeprefix("episode: "))
+    assert status["success"] and status["outcome"] == "success", status
+    assert status["distance"] <= 0.6  # SUCCESS_RADIUS (rounded to 4 decimals in the status)
+    assert status["commands_received"] > 10 and "success_rate: 1/1" in out
+    policy = policies_dir() / "cfc_ncp_rover.pt"
+    assert f"policy {policy} (torch, cfc_ncp_rover)" in (tmp_path / "policy_node.log").read_text()
+    assert json.loads(probe.messages("episode_status")[0][1].data) == status
 
     # the TF message is ROS's type: same name and type hash as in a ROS installation
     (tf_info,) = [i for i in tf_publishers if i.node_name == "sim_node"]
@@ -343,7 +351,6 @@ def test_policy_node_checks_the_image_size_against_camera_info(tmp_path):
     error naming both sizes); a matching one is not."""
     from diagnostic_msgs.msg import DiagnosticArray
 
-    from liquid_control.paths import policies_dir
     from liquid_control.ros.testing import start_node_process, stop_process
 
     env = isolated_ros_env()
