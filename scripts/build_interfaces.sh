@@ -7,7 +7,9 @@ set -euo pipefail
 LC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(cd "${1:?usage: build_interfaces.sh <venv>}" && pwd)"
 STAMP="$VENV/.liquid_control-interfaces.sha"
-WANT="$(cd "$LC_ROOT" && cat interfaces/tf2_msgs/CMakeLists.txt interfaces/tf2_msgs/package.xml interfaces/tf2_msgs/msg/*.msg requirements.txt | sha256sum | cut -d' ' -f1)"
+# the interface sources and the ROS pins (other requirement changes do not rebuild it)
+WANT="$(cd "$LC_ROOT" && cat interfaces/tf2_msgs/CMakeLists.txt interfaces/tf2_msgs/package.xml interfaces/tf2_msgs/msg/*.msg \
+  <(grep -E '^(ros-|catkin-pkg)' requirements.txt) | sha256sum | cut -d' ' -f1)"
 [ "$(cat "$STAMP" 2>/dev/null)" = "$WANT" ] && exit 0
 if [ ! -f "$STAMP" ] && "$VENV/bin/python" -c 'import tf2_msgs.msg' 2>/dev/null; then
   exit 0  # a ROS installation's tf2_msgs: use it
