@@ -246,25 +246,28 @@ class NodeOutput:
         return rest[-1].strip() if rest else "no output"
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the node gets SIGTERM if `liquid-control sim` dies without stopping it (e.g. SIGKILL)."""
+def _parent_death_signal():
+    """Linux: a function that, run in a child between fork and exec, makes it get SIGTERM when its parent dies
+    (``liquid-control sim`` killed without stopping the graph). Resolved here, in the parent: the child only
+    calls it (no import, no dlopen after fork). None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def start_graph(nodes: list[NodeDescription], env: dict, log_dir: str = "", quiet: bool = False):
     """Start every node as a process (its own session, so a terminal's Ctrl-C reaches only us and we stop the
-    graph in order); returns ({name: Popen}, {name: NodeOutput})."""
+    graph in order); returns ({name: Popen}, {name: NodeOutput}). Every process is forked before any thread of
+    ours starts (the output readers come after), so nothing runs between fork and exec but the prctl call."""
     procs, outputs = {}, {}
+    die_with_parent = _parent_death_signal()
     for node in nodes:
-        log_path = None
-        if log_dir:
-            Path(log_dir).mkdir(parents=True, exist_ok=True)
-            log_path = Path(log_dir) / f"{node.name}.log"
         procs[node.name] = subprocess.Popen(
             node.command(),
             env=env,
@@ -273,9 +276,14 @@ def start_graph(nodes: list[NodeDescription], env: dict, log_dir: str = "", quie
             text=True,
             errors="replace",
             start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent,
         )
-        outputs[node.name] = NodeOutput(procs[node.name], log_path, quiet)
+    for name, proc in procs.items():
+        log_path = None
+        if log_dir:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            log_path = Path(log_dir) / f"{name}.log"
+        outputs[name] = NodeOutput(proc, log_path, quiet)
     return procs, outputs
 
 
@@ -372,8 +380,8 @@ def run_sim(args) -> SimRun:
             printed += 1
 
     with _Signals() as signals:
-        context, executor, monitor, statuses = _status_listener(domain)
-        procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)
+        procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)  # before rclpy starts its threads
+        context, executor, monitor, statuses = _status_listener(domain)  # statuses are transient local
         ended = None  # name of the first node that exited on its own
         try:
             while time.monotonic() < deadline and signals.received is None:
