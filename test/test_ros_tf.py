@@ -9,6 +9,7 @@ camera_info the intrinsics of each image.
 
 import json
 import math
+import queue
 import re
 import subprocess
 import sys
@@ -167,6 +168,42 @@ class FoxgloveClient(threading.Thread):
                             ws.send(json.dumps({"op": "subscribe", "subscriptions": [sub]}))
 
 
+def _end(proc: subprocess.Popen, grace: float = 10.0):
+    """End a process still running: SIGTERM (`liquid-control sim` then ends its whole graph), SIGKILL if it stays."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class OutputLines(threading.Thread):
+    """Reads a process's stdout line by line in the background: ``next_line`` waits a bounded time for one."""
+
+    def __init__(self, proc: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.proc, self.lines, self._queue = proc, [], queue.Queue()
+        self.start()
+
+    def run(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)  # end of output
+
+    def next_line(self, timeout: float) -> str:
+        try:
+            return self._queue.get(timeout=timeout) or ""
+        except queue.Empty:
+            return ""
+
+    def text(self, timeout: float = 10.0) -> str:
+        self.join(timeout)
+        return "".join(self.lines)
+
+
 def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     """The shipped rover policy over DDS reaches its target; meanwhile /tf, /tf_static, robot_description,
     camera_info and the IMU are what a ROS viewer expects, and `liquid-control view` relays them to Foxglove."""
@@ -190,64 +227,68 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = viewer.stdout.readline().split("connection to ")[-1].strip()
-    assert url.startswith("ws://127.0.0.1:"), url + viewer.stdout.read()
-    foxglove = FoxgloveClient(url, ("/tf", "/robot_description", "/camera/image_raw"))
-    foxglove.start()
-    probe = Probe(env)
-    stream = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    for topic, msg_type in (
-        ("/tf", TFMessage),
-        ("odom", Odometry),
-        ("camera/image_raw", Image),
-        ("camera/camera_info", CameraInfo),
-        ("imu/data", Imu),
-    ):
-        probe.record(topic, msg_type, stream)
-    probe.record("/tf_static", TFMessage, latched)
-    probe.record("robot_description", String, latched)
-    probe.record(
-        "episode_status",
-        String,
-        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "liquid_control.cli",
-            "sim",
-            "--seed",
-            "7",
-            "--use-sim-time",
-            "--log-dir",
-            str(tmp_path),
-            "--quiet",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    tf_publishers = []
+    viewer_output = OutputLines(viewer)
+    foxglove = probe = proc = None
     try:
+        url = viewer_output.next_line(timeout=60).split("connection to ")[-1].strip()
+        assert url.startswith("ws://127.0.0.1:"), url + viewer_output.text(timeout=0)
+        foxglove = FoxgloveClient(url, ("/tf", "/robot_description", "/camera/image_raw"))
+        foxglove.start()
+        probe = Probe(env)
+        stream = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        for topic, msg_type in (
+            ("/tf", TFMessage),
+            ("odom", Odometry),
+            ("camera/image_raw", Image),
+            ("camera/camera_info", CameraInfo),
+            ("imu/data", Imu),
+        ):
+            probe.record(topic, msg_type, stream)
+        probe.record("/tf_static", TFMessage, latched)
+        probe.record("robot_description", String, latched)
+        probe.record(
+            "episode_status",
+            String,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "liquid_control.cli",
+                "sim",
+                "--seed",
+                "7",
+                "--use-sim-time",
+                "--log-dir",
+                str(tmp_path),
+                "--quiet",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert probe.wait_for(lambda: bool(probe.messages("/tf")), 60.0), "no /tf message"
         tf_publishers = probe.node.get_publishers_info_by_topic("/tf")
         out, _ = proc.communicate(timeout=120)
-        time.sleep(0.3)
+        sim_log = (tmp_path / "sim_node.log").read_text()
+        assert proc.returncode == 0, out + sim_log
+        # the episode status is sim_node's last message: the probe has everything before it too
+        assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 10.0), "no episode_status"
+        viewer.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        probe.close()
-    sim_log = (tmp_path / "sim_node.log").read_text()
-    assert proc.returncode == 0, out + sim_log
-    try:
-        viewer_out, _ = viewer.communicate(timeout=60)
-    finally:
-        foxglove.stop.set()
-        if viewer.poll() is None:
-            viewer.kill()
+        if probe is not None:
+            probe.close()
+        if foxglove is not None:
+            foxglove.stop.set()
+        for process in (proc, viewer):  # a failed step leaves no process behind
+            if process is not None:
+                _end(process)
+    viewer_out = viewer_output.text()
     assert viewer.returncode == 0, viewer_out
     (line,) = [l for l in out.splitlines() if l.startswith("episode: ")]
     status = json.loads(line.removeprefix("episode: "))
@@ -283,7 +324,12 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
             pose.position.y,
             pose.position.z,
         )
-        assert (tr.rotation.w, tr.rotation.z) == (pose.orientation.w, pose.orientation.z)
+        assert (tr.rotation.w, tr.rotation.x, tr.rotation.y, tr.rotation.z) == (
+            pose.orientation.w,
+            pose.orientation.x,
+            pose.orientation.y,
+            pose.orientation.z,
+        )
 
     # /tf_static: the sensor mounts of the MuJoCo model (base_link -> camera_optical is MuJoCo's camera, flipped)
     (static,) = [m for _, m in probe.messages("/tf_static")]
@@ -311,12 +357,12 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     images = [m for _, m in probe.messages("camera/image_raw")]
     infos = {seconds(m.header.stamp): m for _, m in probe.messages("camera/camera_info")}
     assert len(images) > 20 and len(infos) >= len(images) - 1
-    for image in images:
-        info = infos.get(seconds(image.header.stamp))
-        if info is None:
-            continue  # best not to depend on the last message of each stream arriving
+    matched = [(image, infos[seconds(image.header.stamp)]) for image in images if seconds(image.header.stamp) in infos]
+    assert len(matched) >= len(images) - 1  # best not to depend on the last message of each stream arriving
+    for image, info in matched:
         assert info.header.frame_id == image.header.frame_id == "camera_optical"
         assert (info.width, info.height) == (image.width, image.height) == (64, 64)
+    info = matched[-1][1]
     fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
     assert math.degrees(2 * math.atan(info.height / 2 / fy)) == pytest.approx(model.cam_fovy[cam])
     assert fx == fy and (cx, cy) == ((info.width - 1) / 2, (info.height - 1) / 2)
