@@ -450,3 +450,76 @@ def test_a_world_without_an_entry_gets_its_robot_read_off_the_model():
         assert inferred.name == "unlisted"
     with pytest.raises(ValueError, match="free-joint"):
         rd.robot_spec("Empty-v0", mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"))
+
+
+def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot():
+    """`view --foxglove --until-episode-end` (no picture) in a namespace: the latched status of an episode that
+    ended before it started is replayed at connect and ignored; the next episode's status stops it."""
+    env = isolated_ros_env()
+    probe = Probe(env)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    status = probe.publisher(String, "/robot1/episode_status", latched)
+    status.publish(String(data=json.dumps({"episode": 0, "outcome": "timeout"})))
+    argv = ["view", "--foxglove", "--port", "0", "--until-episode-end", "--duration", "90", "--namespace", "robot1"]
+    viewer = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = OutputLines(viewer)
+    try:
+        lines = [output.next_line(timeout=60) for _ in range(2)]
+        assert lines[0].startswith("Foxglove: open a connection"), lines
+        assert lines[1].startswith("ignoring the status of an episode that ended before the viewer started"), lines
+        assert '"episode": 0' in lines[1] and viewer.poll() is None  # still watching
+        status.publish(String(data=json.dumps({"episode": 1, "outcome": "success"})))
+        assert viewer.wait(timeout=30) == 0, output.text()
+    finally:
+        probe.close()
+        _end(viewer)
+    assert 'episode ended: {"episode": 1, "outcome": "success"}' in output.text()
+
+
+def test_view_picture_follows_prefixed_frames(tmp_path):
+    """With sim_node's frame_prefix the picture follows <prefix>odom -> <prefix>base_link (the prefix read off
+    robot_description's root link), not another robot's odom -> base_link on the same /tf."""
+    from geometry_msgs.msg import TransformStamped
+
+    from liquid_control.ros.view import Recording, render_snapshot
+
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), rd.ROBOTS["LiquidRover-v0"])
+
+    def transform(parent, child, xyz, quat_wxyz=(1.0, 0.0, 0.0, 0.0)):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, xyz)
+        r = t.transform.rotation
+        r.w, r.x, r.y, r.z = map(float, quat_wxyz)
+        return t
+
+    static = [
+        transform(f"r1/{j.parent}", f"r1/{j.child}", j.xyz, rd.matrix_to_quat(j.rotation)) for j in robot.fixed_joints()
+    ]
+    messages = [
+        ("robot_description", String(data=rd.to_urdf(robot, "r1/"))),
+        ("/tf_static", TFMessage(transforms=static)),
+    ]
+    for k in range(5):
+        messages.append(("/tf", TFMessage(transforms=[transform("r1/odom", "r1/base_link", (0.1 * k, 0.0, 0.05))])))
+        messages.append(("/tf", TFMessage(transforms=[transform("odom", "base_link", (-1.0, 0.2 * k, 0.05))])))
+    recordings = {}
+    for prefix in (None, ""):
+        rec = recordings[prefix] = Recording(frame_prefix=prefix)
+        for topic, msg in messages:
+            rec.add(topic, msg, 0.0)
+    rec = recordings[None]
+    assert rec.frame("odom") == "r1/odom"
+    assert rec.path() == [(0.1 * k, 0.0) for k in range(5)]
+    model = rd.nominal_model("LiquidRover-v0")
+    mount = model.cam_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "front")]
+    camera = rec.pose(rec.frame("camera_optical"), rec.frame("odom"))  # through the prefixed static mounts
+    np.testing.assert_allclose(camera[:3, 3], np.array([0.4, 0.0, 0.05]) + mount, atol=1e-9)
+    assert recordings[""].path() == [(-1.0, 0.2 * k) for k in range(5)]  # --frame-prefix "": the other robot
+    assert render_snapshot(rec, tmp_path / "r1.png").stat().st_size > 10_000
