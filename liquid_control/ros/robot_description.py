@@ -62,6 +62,8 @@ class Visual:
 
 @dataclass
 class Link:
+    """A URDF link: mass, centre of mass and principal inertia of its MuJoCo body (zero for sensor frames)."""
+
     name: str
     mass: float = 0.0
     com: np.ndarray = field(default_factory=lambda: np.zeros(3))
@@ -86,14 +88,18 @@ class Joint:
 
 @dataclass
 class Robot:
+    """A world's robot as URDF sees it: ``base_link`` first, then its child links and the sensor frames."""
+
     name: str
     links: list[Link]
     joints: list[Joint]
 
     def fixed_joints(self) -> list[Joint]:
+        """The joints that never move (the sensor mounts): published once on /tf_static."""
         return [j for j in self.joints if j.kind == "fixed"]
 
     def moving_joints(self) -> list[Joint]:
+        """The joints with a position (the wheels): published on /tf with each odometry message."""
         return [j for j in self.joints if j.kind != "fixed"]
 
 
@@ -121,6 +127,7 @@ def robot_spec(world: str, model: mujoco.MjModel) -> RobotSpec:
 
 
 def quat_to_matrix(quat_wxyz) -> np.ndarray:
+    """3x3 rotation matrix of a unit quaternion (w, x, y, z), MuJoCo's order."""
     out = np.empty(9)
     mujoco.mju_quat2Mat(out, np.asarray(quat_wxyz, dtype=np.float64))
     return out.reshape(3, 3)
@@ -380,10 +387,12 @@ def nominal_urdf(world: str) -> str:
 
 
 def urdf_file_name(world: str) -> str:
+    """The file under urdf/ of ``world``'s robot: ``<robot name>.urdf``."""
     return f"{ROBOTS[world].name}.urdf"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the nominal URDFs, or write them (``--write urdf`` refreshes the shipped files)."""
     parser = argparse.ArgumentParser(
         prog="python -m liquid_control.ros.robot_description",
         description="Print or write the URDF of each world's robot, generated from its MuJoCo model.",

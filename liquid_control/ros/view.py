@@ -119,6 +119,7 @@ class Recording:
         return self.paths.get((self.frame("odom"), self.frame("base_link")), [])
 
     def add(self, topic: str, msg, t: float):
+        """Take in one message of ``topic`` received ``t`` seconds after the viewer started."""
         self.counts[topic] = self.counts.get(topic, 0) + 1
         if topic == "robot_description":
             self.description = msg.data
