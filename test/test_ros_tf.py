@@ -32,7 +32,12 @@ from liquid_control.ros.testing import Probe, isolated_ros_env
 
 # tf2_msgs/msg/TFMessage's type hash in a ROS 2 installation (`ros2 topic info -v /tf`, Jazzy and later)
 ROS_TF_MESSAGE_TYPE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
-WORLDS = sorted(rd.ROBOTS)
+WORLDS = rd.world_ids()
+# what each world's robot is, by hand (the oracle of robot_spec, which reads it off the model)
+EXPECTED_ROBOTS = {
+    "LiquidRover-v0": rd.RobotSpec("liquid_rover", root_body="rover", imu_site="imu", camera="front"),
+    "LiquidBalance-v0": rd.RobotSpec("liquid_balance", root_body="base", imu_site="imu"),
+}
 FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes (x right, y up, z back) -> optical (x right, y down, z fwd)
 
 
@@ -62,14 +67,16 @@ def _poses_relative_to(model, data, root: int) -> dict:
 @pytest.mark.parametrize("world", WORLDS)
 def test_shipped_urdf_is_the_mujoco_model(world):
     """urdf/<robot>.urdf is what the generator writes from the MJCF, and MuJoCo compiling it builds the same robot."""
-    spec = rd.ROBOTS[world]
-    text = (share_dir() / "urdf" / rd.urdf_file_name(world)).read_text()
-    assert text == rd.nominal_urdf(world), "urdf/ is stale: python -m liquid_control.ros.robot_description --write urdf"
+    source = rd.nominal_model(world)
+    spec = rd.robot_spec(world, source)
+    path = share_dir() / "urdf" / rd.urdf_file_name(world)
+    write = "python -m liquid_control.ros.robot_description --write urdf"
+    assert path.is_file() and path.read_text() == rd.nominal_urdf(world), f"urdf/ is stale: {write}"
+    text = path.read_text()
 
     # ROS's own parser: links and joints as documented
     robot = URDF.from_xml_string(text)
     assert robot.get_root() == "base_link"
-    source = rd.nominal_model(world)
     hinges = {
         mujoco.mj_id2name(source, mujoco.mjtObj.mjOBJ_JOINT, j)
         for j in range(source.njnt)
@@ -119,7 +126,7 @@ def test_robot_description_rejects_a_model_without_the_robot():
         "<mujoco><worldbody><body name='b'><geom size='1'/></body></worldbody></mujoco>"
     )
     with pytest.raises(ValueError, match="no body 'rover'"):
-        rd.describe(model, rd.ROBOTS["LiquidRover-v0"])
+        rd.describe(model, EXPECTED_ROBOTS["LiquidRover-v0"])
     with pytest.raises(ValueError, match="free joint"):
         rd.describe(model, rd.RobotSpec("x", root_body="b"))
 
@@ -441,13 +448,15 @@ def test_view_without_an_output_says_what_it_needs():
     assert proc.returncode == 2 and "--foxglove and/or --snapshot" in proc.stdout
 
 
-def test_a_world_without_an_entry_gets_its_robot_read_off_the_model():
-    """A new world needs no ROBOTS entry: the free-joint body, its imu site and its camera are found."""
-    for world, spec in rd.ROBOTS.items():
-        model = rd.nominal_model(world)
-        inferred = rd.robot_spec("Unlisted-v0", model)
-        assert (inferred.root_body, inferred.imu_site, inferred.camera) == (spec.root_body, spec.imu_site, spec.camera)
-        assert inferred.name == "unlisted"
+def test_each_world_gets_its_robot_read_off_the_model():
+    """No table of robots: the free-joint body, its imu site and its camera are found in each world's model, and
+    the robot is named after the world."""
+    assert set(EXPECTED_ROBOTS) <= set(WORLDS)
+    for world, spec in EXPECTED_ROBOTS.items():
+        assert rd.robot_spec(world, rd.nominal_model(world)) == spec
+    assert rd.robot_spec("MyNewWorld-v3", rd.nominal_model("LiquidRover-v0")).name == "my_new_world"
+    with pytest.raises(ValueError, match="no robot description for world 'Nowhere-v0'"):
+        rd.nominal_model("Nowhere-v0")
     with pytest.raises(ValueError, match="free-joint"):
         rd.robot_spec("Empty-v0", mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"))
 
@@ -489,7 +498,7 @@ def test_view_picture_follows_prefixed_frames(tmp_path):
 
     from liquid_control.ros.view import Recording, render_snapshot
 
-    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), rd.ROBOTS["LiquidRover-v0"])
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
 
     def transform(parent, child, xyz, quat_wxyz=(1.0, 0.0, 0.0, 0.0)):
         t = TransformStamped()
