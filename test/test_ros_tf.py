@@ -532,3 +532,46 @@ def test_view_picture_follows_prefixed_frames(tmp_path):
     np.testing.assert_allclose(camera[:3, 3], np.array([0.4, 0.0, 0.05]) + mount, atol=1e-9)
     assert recordings[""].path() == [(-1.0, 0.2 * k) for k in range(5)]  # --frame-prefix "": the other robot
     assert render_snapshot(rec, tmp_path / "r1.png").stat().st_size > 10_000
+
+
+def test_imu_covariance_is_the_nominal_noise_and_each_episode_restarts_odom(tmp_path):
+    """As docs/ros.md and docs/viewing.md say: under an imu_noise shift the IMU covariance stays the world's
+    nominal noise; each episode restarts the robot at the odom origin and, with sim time, the clock (two
+    balancer episodes without torques: each falls within a second)."""
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros.testing import start_node_process, stop_process
+    from sim_envs import balancer
+
+    env = isolated_ros_env()
+    probe = Probe(env)
+    stream = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
+    probe.record("imu/data", Imu, stream)
+    probe.record("odom", Odometry, stream)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.record("episode_status", String, latched)
+    probe.publisher(Float64MultiArray, "wheel_torques")  # silent: the sim starts once it sees a commander
+    log = tmp_path / "sim_node.log"
+    parameters = dict(world="LiquidBalance-v0", seed=0, episodes=2, shift="imu_noise=0.5", use_sim_time=True)
+    parameters.update(real_time_factor=4.0, command_topic="wheel_torques", wait_for_subscribers_s=30.0)
+    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", parameters, env, log_path=log)
+    try:
+        assert probe.wait_for(lambda: len(probe.messages("episode_status")) == 2, 60.0), log.read_text()
+    finally:
+        probe.close()
+        stop_process(proc)
+    imu = probe.messages("imu/data")[-1][1]
+    assert list(imu.angular_velocity_covariance[::4]) == [balancer.GYRO_NOISE**2] * 3  # not (0.005 + 0.5)^2
+    assert list(imu.linear_acceleration_covariance[::4]) == [balancer.ACCEL_NOISE**2] * 3
+
+    odom = [m for _, m in probe.messages("odom")]
+    stamps = [seconds(m.header.stamp) for m in odom]
+    (restart,) = [i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1]]  # sim time restarts once
+    assert stamps[restart] < 0.1
+
+    def tilt(m):
+        return 2 * math.acos(min(1.0, abs(m.pose.pose.orientation.w)))
+
+    before, after = odom[restart - 1], odom[restart]
+    assert tilt(before) > 0.4 and tilt(after) < 0.15  # fallen, then upright again: the pose jumps
+    assert math.hypot(after.pose.pose.position.x, after.pose.pose.position.y) < 0.05  # back at the odom origin
