@@ -13,8 +13,10 @@ import ast
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from liquid_control import cli
@@ -132,7 +134,37 @@ def _ros2_launch_check(argv: list[str], share: Path):
             sim_envs.parse_shift(value)
 
 
+def _end_group(proc: subprocess.Popen, grace: float = 15.0):
+    """End a step still running, started in its own session, with everything it started: SIGTERM to its process
+    group (the CLI then ends its ROS graph), SIGKILL to the group if it is still there after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def _run_step(argv, cwd, env, timeout: float) -> subprocess.CompletedProcess:
+    """One README command in its own process group, ended with everything it started if it overruns or fails."""
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        _end_group(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def test_readme_commands_run_in_a_fresh_clone(tmp_path):
+    assert sys.prefix != sys.base_prefix, (
+        f"test_readme_commands.py runs the clone's ./run.sh and ./test.sh against this suite's virtual environment "
+        f"(LIQUID_CONTROL_VENV=sys.prefix, LIQUID_CONTROL_NO_INSTALL=1), but this Python ({sys.executable}) is not "
+        f"in one: run the suite from a venv (./test.sh creates .venv)"
+    )
     workspace = tmp_path / "ws"
     clone = workspace / "src" / "liquid_control"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True, timeout=120)
@@ -143,45 +175,56 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
         LIQUID_CONTROL_NO_INSTALL="1",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
     )
-    ran, background = [], []
-    for lang, code in fenced_blocks((clone / "README.md").read_text()):
-        if lang == "python":
-            script = tmp_path / f"readme_{len(ran)}.py"
-            script.write_text(code)
-            steps = [("run", [sys.executable, str(script)])]
-        else:
-            steps = [plan(command) for command in command_lines(code)]
-        for kind, what in steps:
-            if kind == "launch":
-                _ros2_launch_check(what, workspace / "install" / "liquid_control" / "share" / "liquid_control")
-                ran.append(" ".join(what))
-                continue
-            cwd = workspace if kind == "shell" else clone
-            argv = (
-                ["bash", "-c", f"set -e; {what}; echo AMENT_PREFIX_PATH=$AMENT_PREFIX_PATH"]
-                if kind == "shell"
-                else what
-            )
-            shown = what if isinstance(what, str) else " ".join(what)
-            if what == ["./run.sh"]:  # real time, mostly waiting: beside the next commands (it shares nothing)
-                background.append(
-                    (
-                        shown,
-                        subprocess.Popen(
-                            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-                        ),
-                    )
+    ran, background, timings = [], [], []
+    try:
+        for lang, code in fenced_blocks((clone / "README.md").read_text()):
+            if lang == "python":
+                script = tmp_path / f"readme_{len(ran)}.py"
+                script.write_text(code)
+                steps = [("run", [sys.executable, str(script)])]
+            else:
+                steps = [plan(command) for command in command_lines(code)]
+            for kind, what in steps:
+                if kind == "launch":
+                    _ros2_launch_check(what, workspace / "install" / "liquid_control" / "share" / "liquid_control")
+                    ran.append(" ".join(what))
+                    continue
+                cwd = workspace if kind == "shell" else clone
+                argv = (
+                    ["bash", "-c", f"set -e; {what}; echo AMENT_PREFIX_PATH=$AMENT_PREFIX_PATH"]
+                    if kind == "shell"
+                    else what
                 )
-                continue
-            proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-            assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                shown = what if isinstance(what, str) else " ".join(what)
+                if what == ["./run.sh"]:  # real time, mostly waiting: beside the next commands (it shares nothing)
+                    started = time.monotonic()
+                    proc = subprocess.Popen(
+                        argv,
+                        cwd=cwd,
+                        env=env,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                        start_new_session=True,
+                    )
+                    background.append((shown, proc, started))
+                    continue
+                started = time.monotonic()
+                proc = _run_step(argv, cwd, env, timeout=600)
+                timings.append((shown, time.monotonic() - started))
+                assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                ran.append(shown)
+                if kind == "shell":  # the workspace's setup.bash puts the package on the ament index
+                    assert f"AMENT_PREFIX_PATH={workspace / 'install' / 'liquid_control'}" in proc.stdout
+        for shown, proc, started in background:
+            out, err = proc.communicate(timeout=300)
+            timings.append((f"{shown} (in the background)", time.monotonic() - started))
+            assert proc.returncode == 0 and "success_rate: " in out, f"{shown}\n{out[-3000:]}\n{err[-3000:]}"
             ran.append(shown)
-            if kind == "shell":  # the workspace's setup.bash puts the package on the ament index
-                assert f"AMENT_PREFIX_PATH={workspace / 'install' / 'liquid_control'}" in proc.stdout
-    for shown, proc in background:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and "success_rate: " in out, f"{shown}\n{out[-3000:]}\n{err[-3000:]}"
-        ran.append(shown)
+    finally:
+        for _, proc, _ in background:  # a failed step leaves no ./run.sh (and no ROS graph) behind
+            _end_group(proc)
+        print("README commands, wall seconds:\n" + "\n".join(f"{t:6.1f}  {c}" for c, t in timings))
     assert (clone / "runs" / "cfc_ncp_rover" / "policy.pt").is_file()
     assert (clone / "reports" / "headline" / "report.md").is_file()
     assert (clone / "reports" / "mine" / "report.md").is_file()
