@@ -26,12 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 # The shrunk training of every `liquid-control train --config` and of the headline experiment: two expert
-# episodes, one epoch, no DAgger round, one selection episode.
+# episodes, one epoch, no DAgger round, one selection episode, every episode cut at 30 updates (2 s): each
+# stage (collect, fit, select, write) runs, on little data.
 TINY_TRAINING = [
     "training.demonstrations=2",
     "training.dagger_rounds=0",
     "training.epochs_first=1",
     "training.eval_episodes=1",
+    "training.max_episode_steps=30",
 ]
 
 
@@ -70,7 +72,8 @@ def plan(command: str) -> tuple[str, list[str] | str]:
         return "run", argv + ["--no-progress"]
     if argv[:4] == ["liquid-control", "eval", "--experiment", "headline"]:
         shrink = ["--archs", "cfc_ncp", "--seeds", "1", "--episodes", "1", "--shift", "in_distribution"]
-        shrink += ["--train-minutes", "0.1", "--no-expert", "--no-example", "--no-progress", "--workers", "1"]
+        # training runs in its process pool; the one episode in this process (the pool: the next command)
+        shrink += ["--train-minutes", "0.1", "--no-expert", "--no-example", "--no-progress", "--backend", "serial"]
         return "run", argv + shrink + [arg for s in TINY_TRAINING for arg in ("--train-set", s)]
     if argv[:3] == ["liquid-control", "eval", "--policy"]:  # the 16 headline shifts -> one, one episode each
         i = argv.index("--shift-set")
