@@ -12,6 +12,7 @@ README cannot drift from the code unnoticed.
 import ast
 import os
 import re
+import resource
 import shlex
 import signal
 import subprocess
@@ -150,6 +151,12 @@ def _end_group(proc: subprocess.Popen, grace: float = 15.0):
             pass
 
 
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the ended child processes so far, theirs included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _run_step(argv, cwd, env, timeout: float) -> subprocess.CompletedProcess:
     """One README command in its own process group, ended with everything it started if it overruns or fails."""
     proc = subprocess.Popen(
@@ -212,22 +219,24 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
                     )
                     background.append((shown, proc, started))
                     continue
-                started = time.monotonic()
+                started, cpu = time.monotonic(), _children_cpu()
                 proc = _run_step(argv, cwd, env, timeout=600)
-                timings.append((shown, time.monotonic() - started))
+                timings.append((shown, time.monotonic() - started, _children_cpu() - cpu))
                 assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
                 ran.append(shown)
                 if kind == "shell":  # the workspace's setup.bash puts the package on the ament index
                     assert f"AMENT_PREFIX_PATH={workspace / 'install' / 'liquid_control'}" in proc.stdout
         for shown, proc, started in background:
+            cpu = _children_cpu()
             out, err = proc.communicate(timeout=300)
-            timings.append((f"{shown} (in the background)", time.monotonic() - started))
+            timings.append((f"{shown} (in the background)", time.monotonic() - started, _children_cpu() - cpu))
             assert proc.returncode == 0 and "success_rate: " in out, f"{shown}\n{out[-3000:]}\n{err[-3000:]}"
             ran.append(shown)
     finally:
         for _, proc, _ in background:  # a failed step leaves no ./run.sh (and no ROS graph) behind
             _end_group(proc)
-        print("README commands, wall seconds:\n" + "\n".join(f"{t:6.1f}  {c}" for c, t in timings))
+        print("README commands, wall / CPU seconds:")
+        print("\n".join(f"{wall:6.1f} {cpu:6.1f}  {command}" for command, wall, cpu in timings))
     assert (clone / "runs" / "cfc_ncp_rover" / "policy.pt").is_file()
     assert (clone / "reports" / "headline" / "report.md").is_file()
     assert (clone / "reports" / "mine" / "report.md").is_file()
