@@ -1,13 +1,13 @@
 """Every command of README.md works as written, in a fresh clone of the committed tree.
 
 Each command line of a fenced block runs (shrunk where a flag allows: one episode, a tiny training) in a
-`git clone` of this repository, placed as a colcon workspace's `src/liquid_control` (the two that share nothing
-with the others, `./run.sh` and the headline experiment, beside the rest); `./run.sh` and `./test.sh`
-run against this suite's environment (LIQUID_CONTROL_VENV + LIQUID_CONTROL_NO_INSTALL: the install itself is
-what CI's `./test.sh` on a fresh clone does). `ros2 launch` needs a ROS installation: its launch file must be
-installed by the colcon build and declare the arguments the README passes. Commands quoted in the prose are
-parsed by the CLI (arguments, shift strings, files). A README command this test does not know fails it, so the
-README cannot drift from the code unnoticed.
+`git clone` of this repository, placed as a colcon workspace's `src/liquid_control`; the two long ones no other
+command needs (`./run.sh`, mostly waiting in real time, and the headline experiment) run beside the rest.
+`./run.sh` and `./test.sh` run against this suite's environment (LIQUID_CONTROL_VENV + LIQUID_CONTROL_NO_INSTALL:
+the install itself is what CI's `./test.sh` on a fresh clone does). `ros2 launch` needs a ROS installation: its
+launch file must be installed by the colcon build and declare the arguments the README passes. Commands quoted
+in the prose are parsed by the CLI (arguments, shift strings, files). A README command this test does not know
+fails it, so the README cannot drift from the code unnoticed.
 """
 
 import ast
