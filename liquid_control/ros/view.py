@@ -334,7 +334,6 @@ class Viewer:
         self.server = foxglove_server
         self.recording = Recording(frame_prefix=frame_prefix) if record else None
         self.episode_ends = []  # statuses of episodes that ended after the start
-        self.earlier_statuses = 0  # latched statuses of episodes that ended before it
         self.channels = {}
         self.latched = {}  # Foxglove topic -> last message of a transient-local topic (robot_description, ...)
         self.replay = []  # Foxglove topics a client subscribed to: send their latched message again
@@ -374,8 +373,10 @@ class Viewer:
             if info["source_timestamp"] >= self.started_ns or not info["source_timestamp"]:  # 0: not known
                 self.episode_ends.append(status)
             else:
-                self.earlier_statuses += 1
-                print(f"ignoring the status of an episode that ended before the viewer started: {json.dumps(status)}")
+                print(
+                    f"ignoring the status of an episode that ended before the viewer started: {json.dumps(status)}",
+                    flush=True,
+                )
         if self.recording is not None:
             msg = self._deserialize(data, message_class(TOPICS[topic][0]))
             with self._lock:
