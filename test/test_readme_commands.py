@@ -160,7 +160,7 @@ def _children_cpu() -> float:
 
 
 def _run_step(argv, cwd, env, timeout: float) -> subprocess.CompletedProcess:
-    """One README command in its own process group, ended with everything it started if it overruns or fails."""
+    """One README command in its own process group, ended with everything it started if it overruns."""
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
