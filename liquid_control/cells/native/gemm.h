@@ -1,10 +1,11 @@
 /* Small row-major matrix products for the sequence loops: C = op(A) B (+ C), alpha = 1.
  *
- * Why not always the BLAS: torch's MKL takes its AVX2 code path on AMD CPUs (~100 GFLOP/s on one core
- * here), while this CPU's AVX-512 units reach ~270. The per-step products are small (32 x 128 x 256) and
- * their right-hand matrices are weights that stay in cache for the whole sequence, so a plain register-tiled
- * kernel (8 rows x 32 columns of C in 16 zmm accumulators) runs them at a good fraction of that. Without
- * AVX-512 (or in double precision) the BLAS does the work. */
+ * Why not the BLAS: torch's MKL takes its AVX2 code path on AMD CPUs (~100 GFLOP/s on one core of an AVX-512
+ * machine, whose units reach ~270), and on small products (one step: 32 x 128 x 256) its call overhead
+ * dominates. The per-step products' right-hand matrices are weights that stay in cache for the whole sequence,
+ * so a plain register-tiled kernel runs them at a good fraction of the peak: with AVX-512, 8 rows x 32 columns
+ * of C in 16 zmm accumulators (intrinsics, masked tails); otherwise 6 x 2 vectors on vec.h (AVX2 + FMA, or
+ * the portable vectors the compiler maps to NEON/SSE). In double precision the BLAS does the work. */
 #ifndef LIQUID_GEMM_H
 #define LIQUID_GEMM_H
 #include "common.h"
@@ -79,9 +80,92 @@ static void mm_block_f32(int M, int N, int K, const float *A, size_t a_si, size_
     }
 }
 #else
+/* Without AVX-512: the same register tiling on vec.h's vectors (AVX2 + FMA on x86-64, NEON on aarch64, ...):
+ * MM_R rows x 2 vectors of C in 2 MM_R accumulators (AVX2: 6 x 16 in 12 of the 16 ymm registers). A tail of
+ * fewer than 2 VW columns goes through partial loads and stores. */
+#include "vec.h"
+#define MM_R 6
+#define MM_KC 256
+
+static inline __attribute__((always_inline)) void mm_tile_v(const int R, int K, const float *A, size_t a_si,
+                                                            size_t a_sk, const float *B, int ldb, float *C, int ldc,
+                                                            int accumulate) {
+    vf c0[MM_R], c1[MM_R];
+    for (int r = 0; r < R; r++) {
+        c0[r] = accumulate ? vload(C + (size_t)r * ldc) : vsplat(0.0f);
+        c1[r] = accumulate ? vload(C + (size_t)r * ldc + VW) : vsplat(0.0f);
+    }
+    for (int k = 0; k < K; k++) {
+        const vf b0 = vload(B + (size_t)k * ldb), b1 = vload(B + (size_t)k * ldb + VW);
+        for (int r = 0; r < R; r++) {
+            const vf a = vsplat(A[r * a_si + k * a_sk]);
+            c0[r] += a * b0;
+            c1[r] += a * b1;
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        vstore(C + (size_t)r * ldc, c0[r]);
+        vstore(C + (size_t)r * ldc + VW, c1[r]);
+    }
+}
+
+/* the last n < 2 VW columns */
+static void mm_tile_tail(int R, int n, int K, const float *A, size_t a_si, size_t a_sk, const float *B, int ldb,
+                         float *C, int ldc, int accumulate) {
+    const int n0 = n < VW ? n : VW, n1 = n - n0;
+    vf c0[MM_R], c1[MM_R];
+    for (int r = 0; r < R; r++) {
+        c0[r] = accumulate ? vload_n(C + (size_t)r * ldc, n0) : vsplat(0.0f);
+        c1[r] = accumulate && n1 > 0 ? vload_n(C + (size_t)r * ldc + VW, n1) : vsplat(0.0f);
+    }
+    for (int k = 0; k < K; k++) {
+        const vf b0 = vload_n(B + (size_t)k * ldb, n0);
+        const vf b1 = n1 > 0 ? vload_n(B + (size_t)k * ldb + VW, n1) : vsplat(0.0f);
+        for (int r = 0; r < R; r++) {
+            const vf a = vsplat(A[r * a_si + k * a_sk]);
+            c0[r] += a * b0;
+            c1[r] += a * b1;
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        vstore_n(C + (size_t)r * ldc, c0[r], n0);
+        if (n1 > 0) vstore_n(C + (size_t)r * ldc + VW, c1[r], n1);
+    }
+}
+
+static void mm_block_f32(int M, int N, int K, const float *A, size_t a_si, size_t a_sk, const float *B, int ldb,
+                         int accumulate, float *C, int ldc) {
+    for (int i = 0; i < M; i += MM_R) {
+        const float *a = A + (size_t)i * a_si;
+        const int rows = M - i >= MM_R ? MM_R : M - i;
+        int j = 0;
+        for (; j + 2 * VW <= N; j += 2 * VW) {
+            float *c = C + (size_t)i * ldc + j;
+            switch (rows) {
+            case 6: mm_tile_v(6, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
+            case 5: mm_tile_v(5, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
+            case 4: mm_tile_v(4, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
+            case 3: mm_tile_v(3, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
+            case 2: mm_tile_v(2, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
+            default: mm_tile_v(1, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
+            }
+        }
+        if (j < N) mm_tile_tail(rows, N - j, K, a, a_si, a_sk, B + j, ldb, C + (size_t)i * ldc + j, ldc, accumulate);
+    }
+}
+
 static void mm_f32(int trans_a, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
                    int accumulate, float *C, int ldc) {
-    gemm_f32(trans_a, 0, M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
+    const size_t a_si = trans_a ? 1 : (size_t)lda, a_sk = trans_a ? (size_t)lda : 1;
+    if (K == 0) { /* an empty sum */
+        mm_block_f32(M, N, 0, A, a_si, a_sk, B, ldb, accumulate, C, ldc);
+        return;
+    }
+    for (int k0 = 0; k0 < K; k0 += MM_KC) {
+        const int kc = K - k0 < MM_KC ? K - k0 : MM_KC;
+        mm_block_f32(M, N, kc, A + (size_t)k0 * a_sk, a_si, a_sk, B + (size_t)k0 * ldb, ldb, accumulate || k0 > 0, C,
+                     ldc);
+    }
 }
 #endif
 
