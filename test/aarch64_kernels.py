@@ -178,6 +178,18 @@ class QemuKernels:
         return data
 
 
+class _QemuBound:
+    """``bindings.BoundCall``'s interface; ``unchecked`` is checked too (the tensors cross a pipe anyway)."""
+
+    def __init__(self, function, fixed):
+        self.function, self.fixed = function, fixed
+
+    def __call__(self, **rest):
+        return self.function(**self.fixed, **rest)
+
+    unchecked = __call__
+
+
 class QemuFunction:
     """One kernel called by name through the driver (same argument checks as ``bindings.CFunction``)."""
 
@@ -186,10 +198,7 @@ class QemuFunction:
         self.names = tuple(p.name for p in proto.parameters)
 
     def bind(self, **fixed):
-        def call(**rest):
-            return self(**fixed, **rest)
-
-        return call
+        return _QemuBound(self, fixed)
 
     def __call__(self, **arguments):
         missing = [n for n in self.names if n not in arguments]

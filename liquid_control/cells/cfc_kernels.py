@@ -298,7 +298,9 @@ class _CompiledBlockStep:
         if numel is None:
             numel = self.work_numel[batch] = 2 * batch * self.hidden + self.work_size(batch)
         out = torch.empty(batch, self.hidden, dtype=self.dtype)
-        self.call(B=batch, x=x, state=h, dt=dt, out=out, work=self.scratch.get(numel, self.dtype))
+        work = self.scratch.get(numel, self.dtype)
+        # x, h, dt: contiguous tensors of this dtype (CompiledCfC.step, RecurrentCore.advance checked them)
+        self.call.unchecked(B=batch, x=x, state=h, dt=dt, out=out, work=work)
         return out
 
 

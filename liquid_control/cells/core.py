@@ -111,7 +111,7 @@ class RecurrentCore(nn.Module):
         ``dt``: a float, (B,) or (B, 1); validated here (``cells.dt``), then ``advance`` runs."""
         if x.dim() != 2:
             raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
-        return self.advance(x, state, step_dt(dt, x.shape[0], x.dtype, x.device))
+        return self.advance(x, state, step_dt(dt, x.shape[0], x.dtype, None if x.is_cpu else x.device))
 
     def advance(self, x: torch.Tensor, state: torch.Tensor | None, dt: torch.Tensor) -> torch.Tensor:
         """``step`` with a dt that is already validated: (B,) of ``x``'s dtype and device (``cells.dt``).
@@ -121,18 +121,22 @@ class RecurrentCore(nn.Module):
             if x.dim() != 2:
                 raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
             state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
-        if x.dim() != 2 or x.shape[1] != self.input_size or state.shape != (x.shape[0], self.state_size):
+        shape = x.shape
+        if len(shape) != 2 or shape[1] != self.input_size or state.shape != (shape[0], self.state_size):
             self._check_step_shapes(x, state)
+        dtype = x.dtype
         if (
-            not torch.is_grad_enabled()
-            and x.shape[0] <= dispatch.STEP_KERNEL_MAX_BATCH
-            and x.device.type == "cpu"
-            and state.dtype == x.dtype
-            and state.device.type == "cpu"
+            shape[0] <= dispatch.STEP_KERNEL_MAX_BATCH
+            and not torch.is_grad_enabled()
+            and x.is_cpu
+            and state.is_cpu
+            and state.dtype == dtype
+            and dt.dtype == dtype
         ):
-            kernel = self._step_kernels().get(self, x.dtype)
+            kernel = self._step_kernels().get(self, dtype)
             if kernel is not None:
-                dispatch.note(self, "step", kernel.backend)
+                if dispatch.recorders:
+                    dispatch.note(self, "step", kernel.backend)
                 return kernel.step(x, state, dt)
         dispatch.note(self, "step", dispatch.STEPWISE)
         ctx = self.step_context()

@@ -20,6 +20,7 @@ benchmarks' report); ``KERNEL_ORDER`` is the only place the order lives.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -33,7 +34,8 @@ KERNEL_DTYPES = (torch.float32, torch.float64)
 # Largest batch for which a no-grad step uses a step kernel instead of the torch graph.
 STEP_KERNEL_MAX_BATCH = 16
 
-_recorders: list[list] = []
+_VERSION = attrgetter("_version")  # a tensor's in-place update counter
+recorders: list[list] = []  # active ``recording()`` lists
 
 
 class Kernel:
@@ -76,9 +78,9 @@ def select(core, dtype: torch.dtype, purpose: str) -> type[Kernel] | None:
 
 def note(core, purpose: str, backend: str) -> None:
     """Record that ``backend`` ran ``core`` for ``purpose`` (a no-op unless ``recording()`` is active)."""
-    if _recorders:
+    if recorders:
         entry = (core.core_type, purpose, backend)
-        for recorder in _recorders:
+        for recorder in recorders:
             recorder.append(entry)
 
 
@@ -86,11 +88,11 @@ def note(core, purpose: str, backend: str) -> None:
 def recording():
     """Collect ``(core_type, purpose, backend)`` of every step / sequence that runs inside the block."""
     ran: list[tuple[str, str, str]] = []
-    _recorders.append(ran)
+    recorders.append(ran)
     try:
         yield ran
     finally:
-        _recorders.remove(ran)
+        recorders.remove(ran)
 
 
 class StepKernels:
@@ -101,19 +103,15 @@ class StepKernels:
         self._cache: dict[Any, tuple] = {}
 
     def get(self, core, dtype: torch.dtype) -> Kernel | None:
+        """The step kernel of ``core`` in ``dtype`` for its current weights (None: the stepwise graph)."""
         cached = self._cache.get(dtype)
-        if cached is not None and cached[0] == core.training:
-            params, versions, kernel = cached[1], cached[2], cached[3]
-            for p, version in zip(params, versions):
-                if p._version != version:
-                    break
-            else:
-                return kernel
+        if cached is not None and cached[0] == core.training and tuple(map(_VERSION, cached[1])) == cached[2]:
+            return cached[3]
         cls = select(core, dtype, "step")
         params = tuple(core.parameters())
         with torch.no_grad():
             kernel = cls(core, dtype, "step") if cls is not None else None
-        self._cache[dtype] = (core.training, params, [p._version for p in params], kernel)
+        self._cache[dtype] = (core.training, params, tuple(map(_VERSION, params)), kernel)
         return kernel
 
     def clear(self) -> None:

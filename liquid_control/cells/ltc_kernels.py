@@ -110,7 +110,8 @@ class CompiledLTC(Kernel):
         batch, n = x.shape[0], self.n
         out = torch.empty(batch, n, dtype=self.dtype)
         work = self.scratch.get(4 * batch * n + 8 * n + self.inputs, self.dtype)  # ltc_step: 4 B N + 8 N + I
-        self.call(B=batch, x=x.contiguous(), state=state.contiguous(), dt=dt.contiguous(), out=out, work=work)
+        x, state, dt = x.contiguous(), state.contiguous(), dt.contiguous()  # dtype: RecurrentCore.advance checked
+        self.call.unchecked(B=batch, x=x, state=state, dt=dt, out=out, work=work)
         return out
 
 

@@ -197,10 +197,16 @@ class BoundCall:
         params = {p.name: p for p in function.prototype.parameters}
         self._params = [params[n] for n in self.free]
         self._slots = [function.names.index(n) for n in self.free]
+        self._unchecked = [(slot, p.name, p.kind == "pointer") for slot, p in zip(self._slots, self._params)]
         self._args: list = [None] * len(function.names)
         self.keep = []
         for name, value in fixed.items():
-            self._args[function.names.index(name)], held = _convert(params[name], value, function.prototype.symbol)
+            param = params[name]
+            converted, held = _convert(param, value, function.prototype.symbol)
+            # as ctypes objects: ctypes passes an instance of the argument's own type without converting it
+            if converted is not None:
+                converted = param.ctype(converted) if param.kind == "scalar" else ctypes.c_void_p(converted)
+            self._args[function.names.index(name)] = converted
             self.keep.append(held)
 
     def __call__(self, **arguments):
@@ -211,4 +217,14 @@ class BoundCall:
         for slot, param in zip(self._slots, self._params):
             args[slot], h = _convert(param, arguments[param.name], symbol)
             held.append(h)
+        return self.function._fn(*args)
+
+    def unchecked(self, **arguments):
+        """The call without the dtype, device and layout checks: for the per-step kernels, where the checks
+        cost more than the C code, and only with tensors the caller has just made or checked itself (right
+        dtype, contiguous, on the CPU)."""
+        args = list(self._args)
+        for slot, name, pointer in self._unchecked:
+            value = arguments[name]
+            args[slot] = value.data_ptr() if pointer and value is not None else value
         return self.function._fn(*args)

@@ -10,7 +10,7 @@
 #define LIQUID_GEMM_H
 #include "common.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && !defined(LIQUID_MM_BLAS)
 #include <immintrin.h>
 
 static inline __attribute__((always_inline)) void mm_tile_f32(const int R, int K, const float *A, size_t a_si,
@@ -79,7 +79,7 @@ static void mm_block_f32(int M, int N, int K, const float *A, size_t a_si, size_
         }
     }
 }
-#else
+#elif !defined(LIQUID_MM_BLAS)
 /* Without AVX-512: the same register tiling on vec.h's vectors (AVX2 + FMA on x86-64, NEON on aarch64, ...):
  * MM_R rows x 2 vectors of C in 2 MM_R accumulators (AVX2: 6 x 16 in 12 of the 16 ymm registers). A tail of
  * fewer than 2 VW columns goes through partial loads and stores. */
@@ -133,25 +133,69 @@ static void mm_tile_tail(int R, int n, int K, const float *A, size_t a_si, size_
     }
 }
 
-static void mm_block_f32(int M, int N, int K, const float *A, size_t a_si, size_t a_sk, const float *B, int ldb,
-                         int accumulate, float *C, int ldc) {
+/* C[:, j:j+2VW] for all rows, B's 2VW columns read from `panel` (row stride `ps`) */
+static void mm_column_tile(int M, int K, const float *A, size_t a_si, size_t a_sk, const float *panel, int ps,
+                           int accumulate, float *C, int ldc) {
     for (int i = 0; i < M; i += MM_R) {
         const float *a = A + (size_t)i * a_si;
-        const int rows = M - i >= MM_R ? MM_R : M - i;
-        int j = 0;
-        for (; j + 2 * VW <= N; j += 2 * VW) {
-            float *c = C + (size_t)i * ldc + j;
-            switch (rows) {
-            case 6: mm_tile_v(6, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
-            case 5: mm_tile_v(5, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
-            case 4: mm_tile_v(4, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
-            case 3: mm_tile_v(3, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
-            case 2: mm_tile_v(2, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
-            default: mm_tile_v(1, K, a, a_si, a_sk, B + j, ldb, c, ldc, accumulate); break;
-            }
+        float *c = C + (size_t)i * ldc;
+        switch (M - i >= MM_R ? MM_R : M - i) {
+        case 6: mm_tile_v(6, K, a, a_si, a_sk, panel, ps, c, ldc, accumulate); break;
+        case 5: mm_tile_v(5, K, a, a_si, a_sk, panel, ps, c, ldc, accumulate); break;
+        case 4: mm_tile_v(4, K, a, a_si, a_sk, panel, ps, c, ldc, accumulate); break;
+        case 3: mm_tile_v(3, K, a, a_si, a_sk, panel, ps, c, ldc, accumulate); break;
+        case 2: mm_tile_v(2, K, a, a_si, a_sk, panel, ps, c, ldc, accumulate); break;
+        default: mm_tile_v(1, K, a, a_si, a_sk, panel, ps, c, ldc, accumulate); break;
         }
-        if (j < N) mm_tile_tail(rows, N - j, K, a, a_si, a_sk, B + j, ldb, C + (size_t)i * ldc + j, ldc, accumulate);
     }
+}
+
+/* Column tiles outer: with more than one row block, each tile's 2VW columns of B are first packed into a
+ * contiguous panel (one cache line per k instead of a strided walk), then every row block runs over it. */
+/* One or two rows (a streaming step's batch): R rows x V vectors, R V = 8 independent accumulators, enough
+ * to hide the multiply-add latency that two accumulators per row would wait on. */
+static inline __attribute__((always_inline)) void mm_rows_wide(const int R, const int V, int K, const float *A,
+                                                               size_t a_si, size_t a_sk, const float *B, int ldb,
+                                                               float *C, int ldc, int accumulate) {
+    vf c[2][8];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < V; q++) c[r][q] = accumulate ? vload(C + (size_t)r * ldc + q * VW) : vsplat(0.0f);
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb;
+        for (int r = 0; r < R; r++) {
+            const vf a = vsplat(A[r * a_si + k * a_sk]);
+            for (int q = 0; q < V; q++) c[r][q] += a * vload(b + q * VW);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < V; q++) vstore(C + (size_t)r * ldc + q * VW, c[r][q]);
+}
+
+/* Column tiles outer: with more than one row block, each tile's 2VW columns of B are first packed into a
+ * contiguous panel (one cache line per k instead of a strided walk), then every row block runs over it. */
+static void mm_block_f32(int M, int N, int K, const float *A, size_t a_si, size_t a_sk, const float *B, int ldb,
+                         int accumulate, float *C, int ldc) {
+    float panel[MM_KC * 2 * VW] __attribute__((aligned(64)));
+    int j = 0;
+    if (M == 1)
+        for (; j + 8 * VW <= N; j += 8 * VW) mm_rows_wide(1, 8, K, A, a_si, a_sk, B + j, ldb, C + j, ldc, accumulate);
+    if (M == 2)
+        for (; j + 4 * VW <= N; j += 4 * VW) mm_rows_wide(2, 4, K, A, a_si, a_sk, B + j, ldb, C + j, ldc, accumulate);
+    for (; j + 2 * VW <= N; j += 2 * VW) {
+        if (M > MM_R) {
+            for (int k = 0; k < K; k++) {
+                vstore(panel + (size_t)k * 2 * VW, vload(B + (size_t)k * ldb + j));
+                vstore(panel + (size_t)k * 2 * VW + VW, vload(B + (size_t)k * ldb + j + VW));
+            }
+            mm_column_tile(M, K, A, a_si, a_sk, panel, 2 * VW, accumulate, C + j, ldc);
+        } else {
+            mm_column_tile(M, K, A, a_si, a_sk, B + j, ldb, accumulate, C + j, ldc);
+        }
+    }
+    if (j < N)
+        for (int i = 0; i < M; i += MM_R)
+            mm_tile_tail(M - i >= MM_R ? MM_R : M - i, N - j, K, A + (size_t)i * a_si, a_si, a_sk, B + j, ldb,
+                         C + (size_t)i * ldc + j, ldc, accumulate);
 }
 
 static void mm_f32(int trans_a, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
@@ -166,6 +210,11 @@ static void mm_f32(int trans_a, int M, int N, int K, const float *A, int lda, co
         mm_block_f32(M, N, kc, A + (size_t)k0 * a_sk, a_si, a_sk, B + (size_t)k0 * ldb, ldb, accumulate || k0 > 0, C,
                      ldc);
     }
+}
+#else
+static void mm_f32(int trans_a, int M, int N, int K, const float *A, int lda, const float *B, int ldb,
+                   int accumulate, float *C, int ldc) {
+    gemm_f32(trans_a, 0, M, N, K, 1.0f, A, lda, B, ldb, accumulate ? 1.0f : 0.0f, C, ldc);
 }
 #endif
 

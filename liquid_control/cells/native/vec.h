@@ -24,7 +24,11 @@ typedef int32_t vi __attribute__((vector_size(LIQUID_VBYTES)));
 
 static inline vf vload(const float *p) { return *(const vf_u *)p; }
 static inline void vstore(float *p, vf v) { *(vf_u *)p = v; }
-static inline vf vsplat(float x) { return (vf){0} + x; }
+#if LIQUID_VBYTES == 32
+static inline vf vsplat(float x) { return (vf){x, x, x, x, x, x, x, x}; }
+#else
+static inline vf vsplat(float x) { return (vf){x, x, x, x}; } /* not 0 + x: an add per broadcast */
+#endif
 static inline vf vload_n(const float *p, int n) {
     if (n >= VW) return vload(p);
     vf v = {0};
@@ -41,9 +45,19 @@ static inline void vstore_n(float *p, vf v, int n) {
 /* lane-wise select: mask lanes (-1) take a, the others b */
 static inline vf vselect(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
+/* min(x, hi) and max(x, lo) that keep a NaN x */
+static inline vf vclamp(vf x, float lo, float hi) {
+#if defined(__AVX__) && LIQUID_VBYTES == 32
+    /* minps/maxps return their second operand when either is NaN */
+    return (vf)_mm256_max_ps(_mm256_set1_ps(lo), _mm256_min_ps(_mm256_set1_ps(hi), (__m256)x));
+#else
+    x = vselect(x > hi, vsplat(hi), x); /* comparisons are false for NaN: it passes through */
+    return vselect(x < lo, vsplat(lo), x);
+#endif
+}
+
 static inline vf vexp(vf x) {
-    x = vselect(x > 88.0f, vsplat(88.0f), x); /* comparisons are false for NaN: it passes through */
-    x = vselect(x < -87.0f, vsplat(-87.0f), x);
+    x = vclamp(x, -87.0f, 88.0f);
     const vf shifter = vsplat(12582912.0f);
     const vf t = x * 1.44269504088896341f + shifter;
     const vf n = t - shifter;
