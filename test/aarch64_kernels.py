@@ -89,7 +89,7 @@ _CTYPE_C = {
     ctypes.c_float: ("float", "rd_f32()"),
     ctypes.c_double: ("double", "rd_f64()"),
 }
-_ELEMENT_SIZE = {torch.float32: 4, torch.float64: 8, torch.uint8: 1}
+_ELEMENT_SIZE = {torch.float32: 4, torch.float64: 8, torch.uint8: 1, torch.int32: 4}
 
 
 def driver_source() -> str:

@@ -67,17 +67,13 @@ class CompiledCfC(Kernel):
         super().__init__(core, dtype, purpose)
         self.native = native_kernels()
         if purpose == "step":
-            self._steps = [_CompiledBlockStep(self.native, block, ctx, dtype) for block, ctx in _contexts(core)]
+            if len(core.blocks) == 1:
+                self._step = _CompiledBlockStep(self.native, core.blocks[0], core.step_context()[0], dtype)
+            else:  # a wiring's layers (no backbone): one C call for all blocks
+                self._step = _CompiledWiredStep(self.native, core, dtype)
 
     def step(self, x, state, dt):
-        dt = dt.contiguous()
-        if len(self._steps) == 1:
-            return self._steps[0](x.contiguous(), state.contiguous(), dt)
-        out, inp = [], x.contiguous()
-        for block_step, h in zip(self._steps, torch.split(state, self.core.layer_sizes, dim=1)):
-            inp = block_step(inp, h.contiguous(), dt)
-            out.append(inp)
-        return torch.cat(out, dim=1)
+        return self._step(x.contiguous(), state.contiguous(), dt.contiguous())
 
     def sequence(self, x, state, dt, keep):
         keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
@@ -300,6 +296,41 @@ class _CompiledBlockStep:
         out = torch.empty(batch, self.hidden, dtype=self.dtype)
         work = self.scratch.get(numel, self.dtype)
         # x, h, dt: contiguous tensors of this dtype (CompiledCfC.step, RecurrentCore.advance checked them)
+        self.call.unchecked(B=batch, x=x, state=h, dt=dt, out=out, work=work)
+        return out
+
+
+class _CompiledWiredStep:
+    """A wired CfC's streaming step: ``native/cfc.inc``'s ``cfc_step_blocks``, every block in one call, with
+    each block's weights copied (and transposed) once."""
+
+    def __init__(self, lib, core, dtype):
+        blocks, contexts = core.blocks, core.step_context()
+
+        def copy(t):
+            return t.detach().to(dtype).contiguous().clone()
+
+        pure = core.mode == "pure"
+        self.state_size, self.dtype = core.state_size, dtype
+        self.widest = max(core.layer_sizes)
+        self.scratch = native.StepScratch()
+        self.call = lib.function("cfc_step_blocks", dtype).bind(
+            blocks=len(blocks),
+            I=core.input_size,
+            S=core.state_size,
+            sizes=torch.tensor(core.layer_sizes, dtype=torch.int32),
+            mode=KERNEL_MODES[core.mode],
+            wxT=[copy(c["heads"][:, : b.in_features].t()) for b, c in zip(blocks, contexts)],
+            whT=[copy(c["heads"][:, b.in_features :].t()) for b, c in zip(blocks, contexts)],
+            first_b=[copy(b.head_bias) for b in blocks],
+            w_tau=[copy(b.w_tau) for b in blocks] if pure else None,
+            amp=[copy(b.A) for b in blocks] if pure else None,
+        )
+
+    def __call__(self, x, h, dt):
+        batch = x.shape[0]
+        out = torch.empty(batch, self.state_size, dtype=self.dtype)
+        work = self.scratch.get(13 * batch * self.widest, self.dtype)  # cfc_step_blocks: 13 B W
         self.call.unchecked(B=batch, x=x, state=h, dt=dt, out=out, work=work)
         return out
 
