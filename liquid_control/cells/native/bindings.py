@@ -12,8 +12,8 @@ stay the same between calls (weights, sizes) once, for per-step calls where ever
 
 C types understood (``const`` and ``restrict`` ignored): ``int``, ``size_t`` (results), ``REAL`` (the
 precision of the instantiation: ``float`` for ``_f32``, ``double`` for ``_f64``), ``float``, ``double``,
-pointers to them, to ``uint8_t`` and to ``int`` (a tensor of that dtype: int32 for ``int``, or None for NULL), and pointers to pointers (a list
-of tensors, or None).
+pointers to them, to ``uint8_t`` and to ``int`` (a tensor of that dtype, int32 for ``int``, or None for
+NULL), and pointers to pointers (a list of tensors, or None).
 """
 
 from __future__ import annotations
