@@ -27,6 +27,16 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
   fi
 fi
 
+# The test suite also checks the compiled kernels on aarch64: cross-compiled, run under user-mode emulation.
+if [ "$LC_PROFILE" = test ] && ! { command -v aarch64-linux-gnu-gcc && command -v qemu-aarch64; } >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "liquid_control: installing the aarch64 cross compiler and qemu-user for the kernel tests" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu qemu-user) >/dev/null
+  else
+    echo "liquid_control: aarch64-linux-gnu-gcc / qemu-aarch64 not found; install gcc-aarch64-linux-gnu and qemu-user to run the aarch64 kernel tests." >&2
+  fi
+fi
+
 [ -x "$LC_VENV/bin/python" ] || "$PY" -m venv "$LC_VENV"
 STAMP="$LC_VENV/.liquid_control-$LC_PROFILE.sha"
 WANT="$(cat "$REQ" "$LC_ROOT/requirements.txt" "$LC_ROOT/setup.py" | sha256sum | cut -d' ' -f1)"

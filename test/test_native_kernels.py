@@ -7,6 +7,7 @@ the portable code under qemu-aarch64 in test_native_kernels_aarch64.py."""
 
 import hashlib
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -86,6 +87,7 @@ def test_each_variant_runs_the_vector_code_it_was_built_for():
 
 # ---- bindings read from the C prototypes ----------------------------------------------------------------
 @needs_compiler
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils) to list the library's symbols")
 def test_bindings_are_exactly_the_exported_functions_of_the_library(tmp_path):
     """Every LIQUID_API prototype is exported and nothing else is (-fvisibility=hidden): the parsed
     declarations are the library's whole interface."""
@@ -212,9 +214,26 @@ def test_planted_library_in_a_world_writable_fallback_dir_is_refused(tmp_path, m
     assert not marker.exists()
 
 
+@pytest.fixture(scope="module")
+def suite_build():
+    """The library of the suite's own cache (built once; module scope: before any test moves the cache)."""
+    return native.build()
+
+
+def _seed_cache(directory, suite_build):
+    """Put the suite's verified build (library + record) into ``directory``, as if built there (no compile)."""
+    path, data = suite_build
+    native_cache.private_dir(directory)
+    record, base = _expected_names(path.parent)
+    (directory / path.name).write_bytes(data)
+    (directory / record.name).write_bytes(record.read_bytes())
+    return directory / path.name, data
+
+
 @needs_compiler
-def test_library_swapped_after_our_build_is_refused(private_cache, tmp_path):
-    path, _ = native.build()
+def test_library_swapped_after_our_build_is_refused(suite_build, private_cache, tmp_path):
+    path, _ = _seed_cache(private_cache, suite_build)
+    assert native.build()[0] == path  # found and verified, not rebuilt
     marker = tmp_path / "planted-code-ran"
     _plant_library(path, marker)  # same name, same owner and mode: only the digest tells
     native._state.clear()
@@ -228,8 +247,10 @@ def test_library_swapped_after_our_build_is_refused(private_cache, tmp_path):
 
 
 @needs_compiler
-def test_what_is_loaded_is_the_verified_bytes_not_the_file_swapped_after_the_check(private_cache, tmp_path):
-    path, data = native.build()
+def test_what_is_loaded_is_the_verified_bytes_not_the_file_swapped_after_the_check(
+    suite_build, private_cache, tmp_path
+):
+    path, data = _seed_cache(private_cache, suite_build)
     marker = tmp_path / "planted-code-ran"
     _plant_library(tmp_path / "evil.so", marker)
     evil = (tmp_path / "evil.so").read_bytes()

@@ -193,7 +193,8 @@ class RecurrentCore(nn.Module):
         if mask is not None and mask.shape != (batch, steps):
             raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
         keep = mask.to(torch.bool) if mask is not None else None
-        kernel = dispatch.select(self, x.dtype, "sequence") if fused and x.device.type == "cpu" else None
+        # an empty batch has nothing for a kernel to do (and some would trip over zero-size buffers)
+        kernel = dispatch.select(self, x.dtype, "sequence") if fused and batch and x.is_cpu else None
         if kernel is not None:
             dispatch.note(self, "sequence", kernel.backend)
             states = kernel(self, x.dtype, "sequence").sequence(x, state, dt, keep)
