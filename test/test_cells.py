@@ -226,7 +226,7 @@ def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch, backend):
     ],
 )
 def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, fused_backend):
-    """The hand-written backward (CfCSequence) gives autograd's gradients, with padding masks too; NCP-wired
+    """The hand-written backwards (CompiledCfC, TorchCfC) give autograd's gradients, with padding masks too; NCP-wired
     cells run one fused node per layer of the wiring."""
     torch.manual_seed(0)
     options = dict(options)
@@ -270,7 +270,8 @@ def test_compiled_float32_sequences_match_the_torch_path(kind, variant, monkeypa
 
 @pytest.mark.parametrize("units", [5, "ncp"])
 def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fused_backend):
-    """The hand-written backward (LTCSequence, semi_implicit) gives autograd's gradients, masks and dt = 0 too."""
+    """The hand-written backwards (CompiledLTC, TorchLTC: semi_implicit) give autograd's gradients, masks and dt = 0
+    too."""
     torch.manual_seed(0)
     cell = LTCCell(3, AutoNCP(8, 2, seed=3) if units == "ncp" else units, substeps=3).double()
     x, dt = _data(batch=3, steps=5, dtype=torch.float64, seed=6)

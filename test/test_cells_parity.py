@@ -124,7 +124,7 @@ def test_ltc_semi_implicit_matches_ncps(units, unfolds):
 
 
 def test_streaming_step_matches_ncps_for_cfc_and_ltc():
-    """The no-grad streaming path (numpy kernel) gives the same numbers as ncps too."""
+    """The no-grad streaming path (the step kernels) gives the same numbers as ncps too."""
     x = _inputs(batch=1, steps=6)
     for theirs, ours in (cfc_pair(5, 16, "default"), ltc_pair(5, 12)):
         expected, _ = run_ncps(theirs, x, 0.5)

@@ -104,3 +104,15 @@ def test_fused_training_path_runs_the_cores_sequence_kernel_and_matches(name, va
     assert ran == [(stepwise.core.core_type, "sequence", "stepwise")]  # the switch never takes a kernel
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_the_switch_is_a_validated_config_key_with_the_fused_default():
+    from liquid_control.policy import PolicyConfigError, apply_overrides, validate_config
+
+    cfg = validate_config(_config(CORES["cfc_ncp_pure"], "fused"))
+    del cfg["training"]["sequence_kernel"]
+    assert validate_config(cfg)["training"]["sequence_kernel"] == "fused"
+    stepwise = apply_overrides(cfg, {"training.sequence_kernel": "stepwise"})  # liquid-control train --set ...
+    assert not Policy(stepwise).fused_sequence and Policy(validate_config(cfg)).fused_sequence
+    with pytest.raises(PolicyConfigError, match="training.sequence_kernel: unknown value 'compiled'"):
+        apply_overrides(cfg, {"training.sequence_kernel": "compiled"})

@@ -16,10 +16,12 @@ layer (inter -> command -> motor), layer ``l`` fed by layer ``l-1``'s new state,
 masked by the wiring's synapses (the time heads stay dense, as in ncps). The state is the layers' states
 concatenated in layer order; the output is the motor neurons.
 
-Speed: the four heads are one fused matrix (one matmul instead of four); the input part of the first
-linear map is computed for a whole sequence in one matmul before the time loop (``prepare_inputs``);
-masked weights are formed once per sequence (``step_context``). Dropout (``backbone_dropout``) follows every
-backbone layer (ncps skips it after the first).
+This module holds the parameters and the stepwise reference graph (``CfCBlock.recur``: ncps's formulas); the
+kernels that run it fast -- compiled, fused torch, numpy -- are in ``cfc_kernels.py``, chosen by
+``kernels.py``. In the reference graph the four heads are one fused matrix (one matmul instead of four), the
+input part of the first linear map is computed for a whole sequence in one matmul before the time loop
+(``prepare_inputs``), masked weights are formed once per sequence (``step_context``). Dropout
+(``backbone_dropout``) follows every backbone layer (ncps skips it after the first).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ mapped.
 
 The integration itself is delegated to a solver from ``solvers.py`` (default ``semi_implicit`` with 6
 sub-steps = ncps's ``ode_unfolds=6``). Sensory synapses depend only on the input, so they are computed once
-per step -- for a whole sequence in one batched op (``prepare_inputs``) -- not once per sub-step.
+per step -- for a whole sequence in one batched op (``prepare_inputs``) -- not once per sub-step. This is the
+stepwise reference graph; the kernels (compiled, fused torch, numpy) are in ``ltc_kernels.py``.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Why: on a CPU, training these cells in torch is dominated by per-op overhead in a Python loop over time steps
 (CfC: ~15 small ops per step) or by passes over (B, N, N) temporaries (LTC), and a streaming step by
 framework overhead. A small C library runs those loops (``cfc.inc``, ``ltc.inc``) with its own matrix kernel
-(``gemm.h``: AVX-512 or AVX2/FMA intrinsics on x86-64, GCC vector extensions elsewhere, e.g. NEON on
-aarch64) and vectorised synapse passes (``synapses.h``). ``benchmarks/README.md`` has the measurements.
+(``gemm.h``: AVX-512 intrinsics, else GCC vector extensions, ``vec.h``, which compile to AVX2 + FMA on x86-64
+and NEON on aarch64) and vectorised synapse passes (``synapses.h``). ``benchmarks/README.md`` has the measurements.
 
 It is compiled with the system C compiler (``$CC`` or ``cc``, about a second) into a private per-user cache
 the first time a cell needs it (``cache.py``: private directories, a SHA-256 recorded at build time and checked
