@@ -23,6 +23,7 @@ from liquid_control.cells import (
     build_core,
     kernels,
     load_model,
+    native,
     save_model,
 )
 
@@ -455,3 +456,25 @@ def test_an_empty_batch_is_an_empty_result_not_an_error(name):
         assert cell.step(x[:, 0], cell.initial_state(0), dt[:, 0]).shape == (0, cell.state_size)
     out, h_n = LiquidRNN(cell)(x.requires_grad_(), dt)
     assert out.shape == (0, 4, cell.output_size) and h_n.shape == (0, cell.state_size)
+
+
+def test_tracing_records_the_stepwise_graph_and_later_steps_still_use_the_kernels():
+    """ONNX export traces ``step``: it must see torch ops, and must not leave the core without its step kernel."""
+    cell = _core("cfc").eval()
+
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x, h, dt):
+            return self.cell.step(x, h, dt)
+
+    x, h, dt = torch.randn(1, 3), torch.zeros(1, cell.state_size), torch.tensor([0.1])
+    with torch.no_grad():
+        with kernels.recording() as ran:
+            torch.jit.trace(Step(), (x, h, dt), check_trace=False)
+        assert {b for _, p, b in ran if p == "step"} == {"stepwise"}
+        with kernels.recording() as ran:
+            cell.step(x, h, dt)
+    assert ran == [("cfc", "step", "compiled" if native.load() is not None else "numpy")]

@@ -107,6 +107,8 @@ class StepKernels:
         cached = self._cache.get(dtype)
         if cached is not None and cached[0] == core.training and tuple(map(_VERSION, cached[1])) == cached[2]:
             return cached[3]
+        if torch.jit.is_tracing():  # an ONNX export records the stepwise graph; later steps still get kernels
+            return None
         cls = select(core, dtype, "step")
         params = tuple(core.parameters())
         with torch.no_grad():
