@@ -3,8 +3,8 @@
 - ``native``: the library built for this CPU (``-march=native``: AVX-512 or AVX2 code on x86-64);
 - ``no_avx512``: built with ``-mno-avx512f`` (the AVX2 code an x86-64 CPU without AVX-512 runs); the same build
   as ``native`` on a CPU without AVX-512, so skipped there as a duplicate;
-- ``portable``: built without AVX-512, AVX2 and FMA (the plain-C / vector-extension code that aarch64 and other
-  CPUs run; ``test_native_kernels.py`` also runs it under qemu-aarch64);
+- ``portable``: built without AVX-512, AVX2, FMA and AVX (the 4-lane vector-extension code that aarch64 and
+  other CPUs run, here as SSE; ``test_native_kernels_aarch64.py`` runs it as NEON under qemu-aarch64);
 - ``without``: no compiled library (``native.load()`` returns None, as with ``LIQUID_CONTROL_NATIVE=0``).
 
 The compiled variants are built explicitly (``native.open_library``), also when ``LIQUID_CONTROL_NATIVE=0``
@@ -20,7 +20,11 @@ import pytest
 from liquid_control.cells import native
 
 VARIANTS = ("native", "no_avx512", "portable", "without")
-FLAGS = {"native": (), "no_avx512": ("-mno-avx512f",), "portable": ("-mno-avx512f", "-mno-avx2", "-mno-fma")}
+FLAGS = {
+    "native": (),
+    "no_avx512": ("-mno-avx512f",),
+    "portable": ("-mno-avx512f", "-mno-avx2", "-mno-fma", "-mno-avx"),
+}
 X86 = platform.machine() in ("x86_64", "AMD64")
 _libraries: dict = {}
 
