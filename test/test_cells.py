@@ -1,6 +1,7 @@
 """Cell contract: streaming vs sequence, per-sample dt, dt validation, masks, gradients, wirings, checkpoints."""
 
 import json
+import warnings
 
 import kernel_variants
 import pytest
@@ -471,7 +472,8 @@ def test_tracing_records_the_stepwise_graph_and_later_steps_still_use_the_kernel
             return self.cell.step(x, h, dt)
 
     x, h, dt = torch.randn(1, 3), torch.zeros(1, cell.state_size), torch.tensor([0.1])
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing (how the TorchScript ONNX exporter records) warns; not under test
         with kernels.recording() as ran:
             torch.jit.trace(Step(), (x, h, dt), check_trace=False)
         assert {b for _, p, b in ran if p == "step"} == {"stepwise"}
