@@ -164,6 +164,7 @@ class QemuKernels:
     def close(self) -> None:
         self._proc.stdin.close()
         self._proc.wait(timeout=10)
+        self._proc.stdout.close()
 
     def exchange(self, request: bytes, reply_sizes: list[int]) -> tuple[list[bytes], int]:
         self._proc.stdin.write(request)
