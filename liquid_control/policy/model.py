@@ -180,6 +180,8 @@ class Policy(nn.Module):
         batch, steps = dt.shape
         dt = sequence_dt(dt, batch, steps, torch.float32)
         x = self.encode(obs, (batch, steps))
+        if dt.dtype != x.dtype:  # a float64 policy
+            dt = dt.to(x.dtype)
         outputs, h_n = self.core.advance_sequence(
             x, self._core_dt(dt), h0, mask, fused=self.fused_sequence, readout=True
         )
