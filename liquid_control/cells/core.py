@@ -66,6 +66,10 @@ class RecurrentCore(nn.Module):
     # backend name -> kernel class (``kernels.Kernel``); empty: the stepwise graph only
     kernels: dict[str, type] = {}
 
+    def __init__(self):
+        super().__init__()
+        self.step_kernels = dispatch.StepKernels()  # this core's prepared step kernels, per dtype
+
     # ---- hooks for subclasses -------------------------------------------------------------------------
     def step_context(self) -> Any:
         """Parameter transforms computed once per sequence (or step)."""
@@ -133,7 +137,7 @@ class RecurrentCore(nn.Module):
             and state.dtype == dtype
             and dt.dtype == dtype
         ):
-            kernel = self._step_kernels().get(self, dtype)
+            kernel = self.step_kernels.get(self, dtype)
             if kernel is not None:
                 if dispatch.recorders:
                     dispatch.note(self, "step", kernel.backend)
@@ -218,15 +222,9 @@ class RecurrentCore(nn.Module):
         if state.shape != (x.shape[0], self.state_size):
             raise ValueError(f"state must have shape ({x.shape[0]}, {self.state_size}), got {tuple(state.shape)}")
 
-    def _step_kernels(self) -> dispatch.StepKernels:
-        cache = self.__dict__.get("_step_kernel_cache")
-        if cache is None:
-            cache = self.__dict__["_step_kernel_cache"] = dispatch.StepKernels()
-        return cache
-
     def invalidate_fast_path(self) -> None:
         """Forget the step kernels (needed only after replacing parameter objects by hand)."""
-        self._step_kernels().clear()
+        self.step_kernels.clear()
 
     def _apply(self, fn, *args, **kwargs):
         self.invalidate_fast_path()
