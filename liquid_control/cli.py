@@ -33,6 +33,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     @staticmethod
     def shows_default(action) -> bool:
+        """Whether ``action``'s help gets ``(default: ...)``: an option with a set default its help does not name."""
         default = action.default
         unset = default is None or default is False or default is argparse.SUPPRESS
         unset = unset or (isinstance(default, (str, list, tuple)) and not default)  # 0 and 0.0 are shown
@@ -52,6 +53,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: the sub-command names and their one-line help (their options load on use)."""
     parser = argparse.ArgumentParser(
         prog="liquid-control",
         description="Liquid neural network (LTC/CfC) policies for robots: train, evaluate, simulate, deploy.",
@@ -78,6 +80,7 @@ def command_parser(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`liquid-control COMMAND [options]`: parse the command's options and run it; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):

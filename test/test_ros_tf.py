@@ -9,6 +9,7 @@ camera_info the intrinsics of each image.
 
 import json
 import math
+import queue
 import re
 import subprocess
 import sys
@@ -31,7 +32,12 @@ from liquid_control.ros.testing import Probe, isolated_ros_env
 
 # tf2_msgs/msg/TFMessage's type hash in a ROS 2 installation (`ros2 topic info -v /tf`, Jazzy and later)
 ROS_TF_MESSAGE_TYPE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
-WORLDS = sorted(rd.ROBOTS)
+WORLDS = rd.world_ids()
+# what each world's robot is, by hand (the oracle of robot_spec, which reads it off the model)
+EXPECTED_ROBOTS = {
+    "LiquidRover-v0": rd.RobotSpec("liquid_rover", root_body="rover", imu_site="imu", camera="front"),
+    "LiquidBalance-v0": rd.RobotSpec("liquid_balance", root_body="base", imu_site="imu"),
+}
 FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes (x right, y up, z back) -> optical (x right, y down, z fwd)
 
 
@@ -61,14 +67,16 @@ def _poses_relative_to(model, data, root: int) -> dict:
 @pytest.mark.parametrize("world", WORLDS)
 def test_shipped_urdf_is_the_mujoco_model(world):
     """urdf/<robot>.urdf is what the generator writes from the MJCF, and MuJoCo compiling it builds the same robot."""
-    spec = rd.ROBOTS[world]
-    text = (share_dir() / "urdf" / rd.urdf_file_name(world)).read_text()
-    assert text == rd.nominal_urdf(world), "urdf/ is stale: python -m liquid_control.ros.robot_description --write urdf"
+    source = rd.nominal_model(world)
+    spec = rd.robot_spec(world, source)
+    path = share_dir() / "urdf" / rd.urdf_file_name(world)
+    write = "python -m liquid_control.ros.robot_description --write urdf"
+    assert path.is_file() and path.read_text() == rd.nominal_urdf(world), f"urdf/ is stale: {write}"
+    text = path.read_text()
 
     # ROS's own parser: links and joints as documented
     robot = URDF.from_xml_string(text)
     assert robot.get_root() == "base_link"
-    source = rd.nominal_model(world)
     hinges = {
         mujoco.mj_id2name(source, mujoco.mjtObj.mjOBJ_JOINT, j)
         for j in range(source.njnt)
@@ -118,7 +126,7 @@ def test_robot_description_rejects_a_model_without_the_robot():
         "<mujoco><worldbody><body name='b'><geom size='1'/></body></worldbody></mujoco>"
     )
     with pytest.raises(ValueError, match="no body 'rover'"):
-        rd.describe(model, rd.ROBOTS["LiquidRover-v0"])
+        rd.describe(model, EXPECTED_ROBOTS["LiquidRover-v0"])
     with pytest.raises(ValueError, match="free joint"):
         rd.describe(model, rd.RobotSpec("x", root_body="b"))
 
@@ -167,6 +175,42 @@ class FoxgloveClient(threading.Thread):
                             ws.send(json.dumps({"op": "subscribe", "subscriptions": [sub]}))
 
 
+def _end(proc: subprocess.Popen, grace: float = 10.0):
+    """End a process still running: SIGTERM (`liquid-control sim` then ends its whole graph), SIGKILL if it stays."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class OutputLines(threading.Thread):
+    """Reads a process's stdout line by line in the background: ``next_line`` waits a bounded time for one."""
+
+    def __init__(self, proc: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.proc, self.lines, self._queue = proc, [], queue.Queue()
+        self.start()
+
+    def run(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)  # end of output
+
+    def next_line(self, timeout: float) -> str:
+        try:
+            return self._queue.get(timeout=timeout) or ""
+        except queue.Empty:
+            return ""
+
+    def text(self, timeout: float = 10.0) -> str:
+        self.join(timeout)
+        return "".join(self.lines)
+
+
 def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     """The shipped rover policy over DDS reaches its target; meanwhile /tf, /tf_static, robot_description,
     camera_info and the IMU are what a ROS viewer expects, and `liquid-control view` relays them to Foxglove."""
@@ -190,64 +234,68 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = viewer.stdout.readline().split("connection to ")[-1].strip()
-    assert url.startswith("ws://127.0.0.1:"), url + viewer.stdout.read()
-    foxglove = FoxgloveClient(url, ("/tf", "/robot_description", "/camera/image_raw"))
-    foxglove.start()
-    probe = Probe(env)
-    stream = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
-    latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-    for topic, msg_type in (
-        ("/tf", TFMessage),
-        ("odom", Odometry),
-        ("camera/image_raw", Image),
-        ("camera/camera_info", CameraInfo),
-        ("imu/data", Imu),
-    ):
-        probe.record(topic, msg_type, stream)
-    probe.record("/tf_static", TFMessage, latched)
-    probe.record("robot_description", String, latched)
-    probe.record(
-        "episode_status",
-        String,
-        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "liquid_control.cli",
-            "sim",
-            "--seed",
-            "7",
-            "--use-sim-time",
-            "--log-dir",
-            str(tmp_path),
-            "--quiet",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    tf_publishers = []
+    viewer_output = OutputLines(viewer)
+    foxglove = probe = proc = None
     try:
+        url = viewer_output.next_line(timeout=60).split("connection to ")[-1].strip()
+        assert url.startswith("ws://127.0.0.1:"), url + viewer_output.text(timeout=0)
+        foxglove = FoxgloveClient(url, ("/tf", "/robot_description", "/camera/image_raw"))
+        foxglove.start()
+        probe = Probe(env)
+        stream = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        for topic, msg_type in (
+            ("/tf", TFMessage),
+            ("odom", Odometry),
+            ("camera/image_raw", Image),
+            ("camera/camera_info", CameraInfo),
+            ("imu/data", Imu),
+        ):
+            probe.record(topic, msg_type, stream)
+        probe.record("/tf_static", TFMessage, latched)
+        probe.record("robot_description", String, latched)
+        probe.record(
+            "episode_status",
+            String,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "liquid_control.cli",
+                "sim",
+                "--seed",
+                "7",
+                "--use-sim-time",
+                "--log-dir",
+                str(tmp_path),
+                "--quiet",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         assert probe.wait_for(lambda: bool(probe.messages("/tf")), 60.0), "no /tf message"
         tf_publishers = probe.node.get_publishers_info_by_topic("/tf")
         out, _ = proc.communicate(timeout=120)
-        time.sleep(0.3)
+        sim_log = (tmp_path / "sim_node.log").read_text()
+        assert proc.returncode == 0, out + sim_log
+        # the episode status is sim_node's last message: the probe has everything before it too
+        assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 10.0), "no episode_status"
+        viewer.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        probe.close()
-    sim_log = (tmp_path / "sim_node.log").read_text()
-    assert proc.returncode == 0, out + sim_log
-    try:
-        viewer_out, _ = viewer.communicate(timeout=60)
-    finally:
-        foxglove.stop.set()
-        if viewer.poll() is None:
-            viewer.kill()
+        if probe is not None:
+            probe.close()
+        if foxglove is not None:
+            foxglove.stop.set()
+        for process in (proc, viewer):  # a failed step leaves no process behind
+            if process is not None:
+                _end(process)
+    viewer_out = viewer_output.text()
     assert viewer.returncode == 0, viewer_out
     (line,) = [l for l in out.splitlines() if l.startswith("episode: ")]
     status = json.loads(line.removeprefix("episode: "))
@@ -283,7 +331,12 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
             pose.position.y,
             pose.position.z,
         )
-        assert (tr.rotation.w, tr.rotation.z) == (pose.orientation.w, pose.orientation.z)
+        assert (tr.rotation.w, tr.rotation.x, tr.rotation.y, tr.rotation.z) == (
+            pose.orientation.w,
+            pose.orientation.x,
+            pose.orientation.y,
+            pose.orientation.z,
+        )
 
     # /tf_static: the sensor mounts of the MuJoCo model (base_link -> camera_optical is MuJoCo's camera, flipped)
     (static,) = [m for _, m in probe.messages("/tf_static")]
@@ -311,12 +364,12 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     images = [m for _, m in probe.messages("camera/image_raw")]
     infos = {seconds(m.header.stamp): m for _, m in probe.messages("camera/camera_info")}
     assert len(images) > 20 and len(infos) >= len(images) - 1
-    for image in images:
-        info = infos.get(seconds(image.header.stamp))
-        if info is None:
-            continue  # best not to depend on the last message of each stream arriving
+    matched = [(image, infos[seconds(image.header.stamp)]) for image in images if seconds(image.header.stamp) in infos]
+    assert len(matched) >= len(images) - 1  # best not to depend on the last message of each stream arriving
+    for image, info in matched:
         assert info.header.frame_id == image.header.frame_id == "camera_optical"
         assert (info.width, info.height) == (image.width, image.height) == (64, 64)
+    info = matched[-1][1]
     fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
     assert math.degrees(2 * math.atan(info.height / 2 / fy)) == pytest.approx(model.cam_fovy[cam])
     assert fx == fy and (cx, cy) == ((info.width - 1) / 2, (info.height - 1) / 2)
@@ -395,12 +448,130 @@ def test_view_without_an_output_says_what_it_needs():
     assert proc.returncode == 2 and "--foxglove and/or --snapshot" in proc.stdout
 
 
-def test_a_world_without_an_entry_gets_its_robot_read_off_the_model():
-    """A new world needs no ROBOTS entry: the free-joint body, its imu site and its camera are found."""
-    for world, spec in rd.ROBOTS.items():
-        model = rd.nominal_model(world)
-        inferred = rd.robot_spec("Unlisted-v0", model)
-        assert (inferred.root_body, inferred.imu_site, inferred.camera) == (spec.root_body, spec.imu_site, spec.camera)
-        assert inferred.name == "unlisted"
+def test_each_world_gets_its_robot_read_off_the_model():
+    """No table of robots: the free-joint body, its imu site and its camera are found in each world's model, and
+    the robot is named after the world."""
+    assert set(EXPECTED_ROBOTS) <= set(WORLDS)
+    for world, spec in EXPECTED_ROBOTS.items():
+        assert rd.robot_spec(world, rd.nominal_model(world)) == spec
+    assert rd.robot_spec("MyNewWorld-v3", rd.nominal_model("LiquidRover-v0")).name == "my_new_world"
+    with pytest.raises(ValueError, match="no robot description for world 'Nowhere-v0'"):
+        rd.nominal_model("Nowhere-v0")
     with pytest.raises(ValueError, match="free-joint"):
         rd.robot_spec("Empty-v0", mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"))
+
+
+def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot():
+    """`view --foxglove --until-episode-end` (no picture) in a namespace: the latched status of an episode that
+    ended before it started is replayed at connect and ignored; the next episode's status stops it."""
+    env = isolated_ros_env()
+    probe = Probe(env)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    status = probe.publisher(String, "/robot1/episode_status", latched)
+    status.publish(String(data=json.dumps({"episode": 0, "outcome": "timeout"})))
+    argv = ["view", "--foxglove", "--port", "0", "--until-episode-end", "--duration", "90", "--namespace", "robot1"]
+    viewer = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = OutputLines(viewer)
+    try:
+        lines = [output.next_line(timeout=60) for _ in range(2)]
+        assert lines[0].startswith("Foxglove: open a connection"), lines
+        assert lines[1].startswith("ignoring the status of an episode that ended before the viewer started"), lines
+        assert '"episode": 0' in lines[1] and viewer.poll() is None  # still watching
+        status.publish(String(data=json.dumps({"episode": 1, "outcome": "success"})))
+        assert viewer.wait(timeout=30) == 0, output.text()
+    finally:
+        probe.close()
+        _end(viewer)
+    assert 'episode ended: {"episode": 1, "outcome": "success"}' in output.text()
+
+
+def test_view_picture_follows_prefixed_frames(tmp_path):
+    """With sim_node's frame_prefix the picture follows <prefix>odom -> <prefix>base_link (the prefix read off
+    robot_description's root link), not another robot's odom -> base_link on the same /tf."""
+    from geometry_msgs.msg import TransformStamped
+
+    from liquid_control.ros.view import Recording, render_snapshot
+
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
+
+    def transform(parent, child, xyz, quat_wxyz=(1.0, 0.0, 0.0, 0.0)):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, xyz)
+        r = t.transform.rotation
+        r.w, r.x, r.y, r.z = map(float, quat_wxyz)
+        return t
+
+    static = [
+        transform(f"r1/{j.parent}", f"r1/{j.child}", j.xyz, rd.matrix_to_quat(j.rotation)) for j in robot.fixed_joints()
+    ]
+    messages = [
+        ("robot_description", String(data=rd.to_urdf(robot, "r1/"))),
+        ("/tf_static", TFMessage(transforms=static)),
+    ]
+    for k in range(5):
+        messages.append(("/tf", TFMessage(transforms=[transform("r1/odom", "r1/base_link", (0.1 * k, 0.0, 0.05))])))
+        messages.append(("/tf", TFMessage(transforms=[transform("odom", "base_link", (-1.0, 0.2 * k, 0.05))])))
+    recordings = {}
+    for prefix in (None, ""):
+        rec = recordings[prefix] = Recording(frame_prefix=prefix)
+        for topic, msg in messages:
+            rec.add(topic, msg, 0.0)
+    rec = recordings[None]
+    assert rec.frame("odom") == "r1/odom"
+    assert rec.path() == [(0.1 * k, 0.0) for k in range(5)]
+    model = rd.nominal_model("LiquidRover-v0")
+    mount = model.cam_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "front")]
+    camera = rec.pose(rec.frame("camera_optical"), rec.frame("odom"))  # through the prefixed static mounts
+    np.testing.assert_allclose(camera[:3, 3], np.array([0.4, 0.0, 0.05]) + mount, atol=1e-9)
+    assert recordings[""].path() == [(-1.0, 0.2 * k) for k in range(5)]  # --frame-prefix "": the other robot
+    assert render_snapshot(rec, tmp_path / "r1.png").stat().st_size > 10_000
+
+
+def test_imu_covariance_is_the_nominal_noise_and_each_episode_restarts_odom(tmp_path):
+    """As docs/ros.md and docs/viewing.md say: under an imu_noise shift the IMU covariance stays the world's
+    nominal noise; each episode restarts the robot at the odom origin and, with sim time, the clock (two
+    balancer episodes without torques: each falls within a second)."""
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros.testing import start_node_process, stop_process
+    from sim_envs import balancer
+
+    env = isolated_ros_env()
+    probe = Probe(env)
+    stream = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
+    probe.record("imu/data", Imu, stream)
+    probe.record("odom", Odometry, stream)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.record("episode_status", String, latched)
+    probe.publisher(Float64MultiArray, "wheel_torques")  # silent: the sim starts once it sees a commander
+    log = tmp_path / "sim_node.log"
+    parameters = dict(world="LiquidBalance-v0", seed=0, episodes=2, shift="imu_noise=0.5", use_sim_time=True)
+    parameters.update(real_time_factor=4.0, command_topic="wheel_torques", wait_for_subscribers_s=30.0)
+    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", parameters, env, log_path=log)
+    try:
+        assert probe.wait_for(lambda: len(probe.messages("episode_status")) == 2, 60.0), log.read_text()
+    finally:
+        probe.close()
+        stop_process(proc)
+    imu = probe.messages("imu/data")[-1][1]
+    assert list(imu.angular_velocity_covariance[::4]) == [balancer.GYRO_NOISE**2] * 3  # not (0.005 + 0.5)^2
+    assert list(imu.linear_acceleration_covariance[::4]) == [balancer.ACCEL_NOISE**2] * 3
+
+    odom = [m for _, m in probe.messages("odom")]
+    stamps = [seconds(m.header.stamp) for m in odom]
+    (restart,) = [i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1]]  # sim time restarts once
+    assert stamps[restart] < 0.1
+
+    def tilt(m):
+        return 2 * math.acos(min(1.0, abs(m.pose.pose.orientation.w)))
+
+    before, after = odom[restart - 1], odom[restart]
+    assert tilt(before) > 0.4 and tilt(after) < 0.15  # fallen, then upright again: the pose jumps
+    assert math.hypot(after.pose.pose.position.x, after.pose.pose.position.y) < 0.05  # back at the odom origin

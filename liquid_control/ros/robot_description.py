@@ -1,6 +1,8 @@
 """Robot descriptions (URDF) and TF frames of the worlds' robots, generated from their MuJoCo models.
 
-One source: the MJCF of each world (``sim_envs``). ``describe(model, spec)`` walks the robot's body tree:
+One source: the MJCF of each world (``sim_envs``); the worlds are sim_envs's registrations and each world's robot is
+read off its model (``robot_spec``), so a new world needs no table here. ``describe(model, spec)`` walks the
+robot's body tree:
 the body with the free joint is ``base_link``; each child body is a link, attached by a ``continuous`` joint
 named after its MuJoCo hinge (the wheels); the sensors are fixed frames at their MuJoCo mounts: ``imu`` at the
 IMU site (REP 145: the frame the gyro and accelerometer measure in), ``camera`` at the MuJoCo camera in body
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +44,6 @@ class RobotSpec:
     camera: str | None = None  # MuJoCo camera -> camera (+ camera_optical)
 
 
-# world id -> its robot
-ROBOTS = {
-    "LiquidRover-v0": RobotSpec("liquid_rover", root_body="rover", imu_site="imu", camera="front"),
-    "LiquidBalance-v0": RobotSpec("liquid_balance", root_body="base", imu_site="imu"),
-}
-
-
 @dataclass
 class Visual:
     """A primitive shape of a link: type box/sphere/cylinder, URDF size, pose in the link, colour."""
@@ -62,6 +58,8 @@ class Visual:
 
 @dataclass
 class Link:
+    """A URDF link: mass, centre of mass and principal inertia of its MuJoCo body (zero for sensor frames)."""
+
     name: str
     mass: float = 0.0
     com: np.ndarray = field(default_factory=lambda: np.zeros(3))
@@ -86,22 +84,24 @@ class Joint:
 
 @dataclass
 class Robot:
+    """A world's robot as URDF sees it: ``base_link`` first, then its child links and the sensor frames."""
+
     name: str
     links: list[Link]
     joints: list[Joint]
 
     def fixed_joints(self) -> list[Joint]:
+        """The joints that never move (the sensor mounts): published once on /tf_static."""
         return [j for j in self.joints if j.kind == "fixed"]
 
     def moving_joints(self) -> list[Joint]:
+        """The joints with a position (the wheels): published on /tf with each odometry message."""
         return [j for j in self.joints if j.kind != "fixed"]
 
 
 def robot_spec(world: str, model: mujoco.MjModel) -> RobotSpec:
-    """The robot of a world: ``ROBOTS[world]``, else read off the model (a new world needs no entry): the body
-    with a free joint, its ``imu`` site and the first camera mounted on the robot."""
-    if world in ROBOTS:
-        return ROBOTS[world]
+    """The robot of a world, read off its model: the body with the free joint, its ``imu`` site and the first
+    camera mounted on the robot; named after the world (``LiquidRover-v0`` -> ``liquid_rover``)."""
     free = [model.jnt_bodyid[j] for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
     if len(free) != 1:
         raise ValueError(f"world {world}: no single free-joint body to describe as the robot (found {len(free)})")
@@ -113,7 +113,7 @@ def robot_spec(world: str, model: mujoco.MjModel) -> RobotSpec:
     site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "imu")
     cameras = [c for c in range(model.ncam) if model.cam_bodyid[c] in on_robot]
     return RobotSpec(
-        name=world.split("-")[0].lower(),
+        name=re.sub(r"(?<!^)(?=[A-Z])", "_", world.split("-")[0]).lower(),
         root_body=_name(model, mujoco.mjtObj.mjOBJ_BODY, root),
         imu_site="imu" if site >= 0 and model.site_bodyid[site] in on_robot else None,
         camera=_name(model, mujoco.mjtObj.mjOBJ_CAMERA, cameras[0]) if cameras else None,
@@ -121,6 +121,7 @@ def robot_spec(world: str, model: mujoco.MjModel) -> RobotSpec:
 
 
 def quat_to_matrix(quat_wxyz) -> np.ndarray:
+    """3x3 rotation matrix of a unit quaternion (w, x, y, z), MuJoCo's order."""
     out = np.empty(9)
     mujoco.mju_quat2Mat(out, np.asarray(quat_wxyz, dtype=np.float64))
     return out.reshape(3, 3)
@@ -359,42 +360,53 @@ def to_urdf(robot: Robot, frame_prefix: str = "", source: str = "") -> str:
 
 
 # ------------------------------------------------------------------------------------------------ nominal files
-def nominal_model(world: str) -> mujoco.MjModel:
-    """The compiled MJCF of ``world`` without a shift (the robot as built)."""
-    from sim_envs import balancer, rover
-    from sim_envs.shifts import parse_shift
+def world_ids() -> list[str]:
+    """The worlds of sim_envs (its gymnasium registrations), each with a robot."""
+    import gymnasium
 
-    xml = {
-        "LiquidRover-v0": lambda: rover.rover_xml(parse_shift(None)),
-        "LiquidBalance-v0": lambda: balancer.balancer_xml(parse_shift(None)),
-    }
-    if world not in xml:
-        raise ValueError(f"no robot description for world {world!r}; choose from {', '.join(ROBOTS)}")
-    return mujoco.MjModel.from_xml_string(xml[world]())
+    import sim_envs  # noqa: F401  (registers the worlds)
+
+    return sorted(k for k, spec in gymnasium.registry.items() if str(spec.entry_point).startswith("sim_envs."))
+
+
+def nominal_model(world: str) -> mujoco.MjModel:
+    """The compiled MJCF of ``world`` without a shift (the robot as built): the model of the world made with its
+    defaults, as sim_node makes it."""
+    import gymnasium
+
+    if world not in world_ids():
+        raise ValueError(f"no robot description for world {world!r}; choose from {', '.join(world_ids())}")
+    env = gymnasium.make(world).unwrapped
+    try:
+        return env.model
+    finally:
+        env.close()
 
 
 def nominal_urdf(world: str) -> str:
     """The URDF of ``world``'s nominal robot, as shipped under urdf/."""
-    spec = ROBOTS[world]
-    return to_urdf(describe(nominal_model(world), spec), source=f"the MJCF of {world} (sim_envs)")
+    model = nominal_model(world)
+    return to_urdf(describe(model, robot_spec(world, model)), source=f"the MJCF of {world} (sim_envs)")
 
 
 def urdf_file_name(world: str) -> str:
-    return f"{ROBOTS[world].name}.urdf"
+    """The file under urdf/ of ``world``'s robot: ``<robot name>.urdf``."""
+    return f"{robot_spec(world, nominal_model(world)).name}.urdf"
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the nominal URDFs, or write them (``--write urdf`` refreshes the shipped files)."""
     parser = argparse.ArgumentParser(
         prog="python -m liquid_control.ros.robot_description",
         description="Print or write the URDF of each world's robot, generated from its MuJoCo model.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--world", choices=sorted(ROBOTS), default=None, help="one world (default: all)")
+    parser.add_argument("--world", choices=world_ids(), default=None, help="one world (default: all)")
     parser.add_argument(
         "--write", metavar="DIR", default="", help="write <robot>.urdf files into DIR instead of printing"
     )
     args = parser.parse_args(argv)
-    for world in [args.world] if args.world else sorted(ROBOTS):
+    for world in [args.world] if args.world else world_ids():
         text = nominal_urdf(world)
         if args.write:
             path = Path(args.write) / urdf_file_name(world)

@@ -1,7 +1,9 @@
 """`liquid-control view`: watch a running graph (the simulation or a robot) live in Foxglove, or as a picture.
 
 Subscribes over DDS to the robot's topics (``robot_description``, ``/tf``, ``/tf_static``, camera image and
-camera_info, IMU, odometry, commands, episode status) as serialized messages.
+camera_info, IMU, odometry, commands, episode status) as serialized messages. A robot in a namespace
+(``--namespace``: the relative topics below resolve in it) with prefixed frames (sim_node's ``frame_prefix``,
+read off the root link of ``robot_description`` unless ``--frame-prefix`` is given) is followed as well.
 
 - ``--foxglove``: relays them unchanged (CDR, with their ros2msg schemas) through a Foxglove WebSocket server
   (``foxglove-sdk``, optional: ``pip install foxglove-sdk==0.30.3``). Open Foxglove and connect to
@@ -11,7 +13,8 @@ camera_info, IMU, odometry, commands, episode status) as serialized messages.
   shapes placed by TF on its path in ``odom``, the sensor frames, the camera's field of view from camera_info,
   the latest image and the commands over time.
 
-It stops after ``--duration`` seconds, at the first episode status with ``--until-episode-end``, or on Ctrl-C.
+It stops after ``--duration`` seconds, with ``--until-episode-end`` at the first episode that ends after it started
+(a latched status of an earlier episode, replayed at connect, does not count), or on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ import numpy as np
 
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
 
-# topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds)
+# topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
+# relative names resolve in the viewer's namespace (--namespace)
 TOPICS = {
     "robot_description": ("std_msgs/msg/String", "latched"),
     "/tf": ("tf2_msgs/msg/TFMessage", "reliable"),
@@ -60,11 +64,6 @@ def ros2msg_schema(type_name: str) -> str:
     return get_typestore(Stores.ROS2_KILTED).generate_msgdef(type_name, ros_version=2)[0]
 
 
-def foxglove_topic(topic: str) -> str:
-    """The Foxglove channel of a ROS topic: its absolute name (as foxglove_bridge names them)."""
-    return topic if topic.startswith("/") else f"/{topic}"
-
-
 def _qos(kind: str):
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -83,36 +82,60 @@ def _transform_matrix(t) -> np.ndarray:
     return m
 
 
+def urdf_root_link(description: str) -> str:
+    """The root link of a URDF: the one link that is no joint's child."""
+    robot = ET.fromstring(description)
+    children = {joint.find("child").get("link") for joint in robot.iter("joint")}
+    roots = [link.get("name") for link in robot.iter("link") if link.get("name") not in children]
+    return roots[0] if len(roots) == 1 else ""
+
+
 @dataclass
 class Recording:
-    """The latest state of the topics a picture shows (decoded from the relayed messages)."""
+    """The latest state of the topics a picture shows (decoded from the relayed messages).
 
+    Frames are sim_node's names with ``frame_prefix`` in front; None: read off robot_description, whose root link
+    is ``<prefix>base_link``."""
+
+    frame_prefix: str | None = None
     description: str = ""
     transforms: dict = field(default_factory=dict)  # child -> (parent, 4x4) from /tf and /tf_static
-    path: list = field(default_factory=list)  # (x, y) of odom -> base_link
+    paths: dict = field(default_factory=dict)  # (parent, child) -> [(x, y)] of each */odom -> * transform on /tf
     image: object = None  # latest sensor_msgs/Image
     camera_info: object = None
     commands: list = field(default_factory=list)  # (seconds since start, linear, angular)
-    statuses: list = field(default_factory=list)
     counts: dict = field(default_factory=dict)
 
+    def frame(self, name: str) -> str:
+        """The frame id of one of sim_node's frames (``odom``, ``base_link``, ``camera_optical``, ...)."""
+        prefix = self.frame_prefix
+        if prefix is None:
+            root = urdf_root_link(self.description) if self.description else ""
+            prefix = root.removesuffix("base_link") if root.endswith("base_link") else ""
+        return prefix + name
+
+    def path(self) -> list:
+        """(x, y) of ``odom -> base_link`` over time."""
+        return self.paths.get((self.frame("odom"), self.frame("base_link")), [])
+
     def add(self, topic: str, msg, t: float):
+        """Take in one message of ``topic`` received ``t`` seconds after the viewer started."""
         self.counts[topic] = self.counts.get(topic, 0) + 1
         if topic == "robot_description":
             self.description = msg.data
         elif topic in ("/tf", "/tf_static"):
             for ts in msg.transforms:
-                self.transforms[ts.child_frame_id] = (ts.header.frame_id, _transform_matrix(ts.transform))
-                if ts.child_frame_id.endswith("base_link") and ts.header.frame_id.endswith("odom"):
-                    self.path.append((ts.transform.translation.x, ts.transform.translation.y))
+                parent, child = ts.header.frame_id, ts.child_frame_id
+                self.transforms[child] = (parent, _transform_matrix(ts.transform))
+                if topic == "/tf" and parent.endswith("odom"):
+                    xy = (ts.transform.translation.x, ts.transform.translation.y)
+                    self.paths.setdefault((parent, child), []).append(xy)
         elif topic == "camera/image_raw":
             self.image = msg
         elif topic == "camera/camera_info":
             self.camera_info = msg
         elif topic == "cmd_vel":
             self.commands.append((t, msg.linear.x, msg.angular.z))
-        elif topic == "episode_status":
-            self.statuses.append(json.loads(msg.data))
 
     def pose(self, frame: str, root: str) -> np.ndarray | None:
         """4x4 pose of ``frame`` in ``root`` through the TF tree (None if not connected)."""
@@ -168,6 +191,11 @@ def _shape_points(shape: str, size: tuple) -> np.ndarray:
     return np.array([[r * math.cos(a), r * math.sin(a), z] for a in angles for z in (-length / 2, length / 2)])
 
 
+def _cross(a, b) -> float:
+    """The z component of the cross product of two 2-D vectors."""
+    return a[0] * b[1] - a[1] * b[0]
+
+
 def _hull(points: np.ndarray) -> np.ndarray:
     """Convex hull of 2-D points (monotone chain), counter-clockwise."""
     pts = sorted(map(tuple, np.round(points, 9)))
@@ -177,7 +205,7 @@ def _hull(points: np.ndarray) -> np.ndarray:
     def half(seq):
         out = []
         for p in seq:
-            while len(out) >= 2 and np.cross(np.subtract(out[-1], out[-2]), np.subtract(p, out[-2])) <= 0:
+            while len(out) >= 2 and _cross(np.subtract(out[-1], out[-2]), np.subtract(p, out[-2])) <= 0:
                 out.pop()
             out.append(p)
         return out[:-1]
@@ -199,19 +227,20 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     grid = fig.add_gridspec(2, 3, width_ratios=[1.25, 1.0, 1.0], height_ratios=[1.0, 1.0])
     ax_map, ax_robot = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[:, 1])
     ax_image, ax_cmd = fig.add_subplot(grid[0, 2]), fig.add_subplot(grid[1, 2])
-    base = rec.pose("base_link", "odom")
+    odom = rec.frame("odom")
+    base = rec.pose(rec.frame("base_link"), odom)
     shapes = _urdf_shapes(rec.description) if rec.description else []
 
     def draw_robot(ax, alpha=1.0):
         for link, shape, origin, size, rgba in shapes:
-            pose = rec.pose(link, "odom")
+            pose = rec.pose(link, odom)
             if pose is None:
                 continue
             pts = (pose @ origin @ np.c_[_shape_points(shape, size), np.ones(len(_shape_points(shape, size)))].T).T
             ax.add_patch(Polygon(_hull(pts[:, :2]), closed=True, fc=rgba[:3], ec="k", lw=0.5, alpha=alpha, zorder=3))
 
     def draw_fov(ax, reach):
-        optical = rec.pose("camera_optical", "odom")
+        optical = rec.pose(rec.frame("camera_optical"), odom)
         if optical is None or rec.camera_info is None:
             return
         info = rec.camera_info
@@ -224,9 +253,9 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
         ax.plot([], [], color="tab:orange", lw=1, label=f"camera field of view ({math.degrees(2 * half):.0f} deg)")
 
     # 1. odom frame: path, robot, camera field of view
-    if rec.path:
-        xy = np.array(rec.path)
-        ax_map.plot(xy[:, 0], xy[:, 1], color="tab:blue", lw=1.5, label="odom -> base_link (/tf)")
+    if rec.path():
+        xy = np.array(rec.path())
+        ax_map.plot(xy[:, 0], xy[:, 1], color="tab:blue", lw=1.5, label=f"{odom} -> {rec.frame('base_link')} (/tf)")
         ax_map.plot(*xy[0], "o", color="tab:blue", ms=4)
         span = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 2.0) + 2.0  # 1 m around the path
         centre = xy.min(0) + np.ptp(xy, 0) / 2
@@ -235,7 +264,7 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
         draw_fov(ax_map, 0.25 * span)
     draw_robot(ax_map)
     ax_map.set_aspect("equal")
-    ax_map.set_title("odom: path, robot (robot_description + TF)", fontsize=9)
+    ax_map.set_title(f"{odom}: path, robot (robot_description + TF)", fontsize=9)
     ax_map.set_xlabel("x (m)")
     ax_map.set_ylabel("y (m)")
     ax_map.legend(fontsize=7, loc="best")
@@ -246,8 +275,8 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     if base is not None:
         labels = {}  # frames at the same place (base_link and imu seen from above) share one label
         for frame in sorted(rec.transforms):
-            pose = rec.pose(frame, "odom")
-            if pose is None or frame.endswith("odom"):
+            pose = rec.pose(frame, odom)
+            if pose is None or frame == odom:
                 continue
             o = pose[:3, 3]
             for axis, color in ((0, "r"), (1, "g")):
@@ -293,29 +322,36 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
 
 # ------------------------------------------------------------------------------------------ the relay
 class Viewer:
-    """Raw subscriptions to TOPICS; each message goes to the Foxglove server (if any) and the recording."""
+    """Raw subscriptions to TOPICS; each message goes to the Foxglove server (if any) and the recording.
 
-    def __init__(self, node, foxglove_server=None, record: bool = True):
+    Episode statuses are kept apart (``episode_ends``), recording or not, and only those published after the
+    viewer started (by the publisher's clock): the latched status of an earlier episode is replayed at connect."""
+
+    def __init__(self, node, foxglove_server=None, record: bool = True, frame_prefix: str | None = None):
         from rclpy.serialization import deserialize_message
 
         self._deserialize = deserialize_message
         self.server = foxglove_server
-        self.recording = Recording() if record else None
+        self.recording = Recording(frame_prefix=frame_prefix) if record else None
+        self.episode_ends = []  # statuses of episodes that ended after the start
         self.channels = {}
         self.latched = {}  # Foxglove topic -> last message of a transient-local topic (robot_description, ...)
         self.replay = []  # Foxglove topics a client subscribed to: send their latched message again
         self.started = time.monotonic()
+        self.started_ns = time.time_ns()  # wall clock, as the publishers' source timestamps
         self._lock = threading.Lock()
-        self._subscriptions = [
-            node.create_subscription(
+        self._subscriptions = {
+            topic: node.create_subscription(
                 message_class(type_name),
                 topic,
-                lambda data, topic=topic: self._on_message(topic, data),
+                lambda data, info, topic=topic: self._on_message(topic, data, info),
                 _qos(kind),
                 raw=True,
             )
             for topic, (type_name, kind) in TOPICS.items()
-        ]
+        }
+        # the Foxglove channel of each topic: its resolved name (as foxglove_bridge names them)
+        self.channel_names = {topic: sub.topic_name for topic, sub in self._subscriptions.items()}
 
     def _channel(self, topic: str):
         if topic not in self.channels:
@@ -323,15 +359,24 @@ class Viewer:
 
             type_name = TOPICS[topic][0]
             schema = foxglove.Schema(name=type_name, encoding="ros2msg", data=ros2msg_schema(type_name).encode())
-            self.channels[topic] = foxglove.Channel(foxglove_topic(topic), schema=schema, message_encoding="cdr")
+            self.channels[topic] = foxglove.Channel(self.channel_names[topic], schema=schema, message_encoding="cdr")
         return self.channels[topic]
 
-    def _on_message(self, topic: str, data: bytes):
+    def _on_message(self, topic: str, data: bytes, info: dict):
         if self.server is not None:
             channel = self._channel(topic)
             channel.log(data, log_time=time.time_ns())
             if TOPICS[topic][1] == "latched":
-                self.latched[foxglove_topic(topic)] = (channel, data)
+                self.latched[self.channel_names[topic]] = (channel, data)
+        if topic == "episode_status":
+            status = json.loads(self._deserialize(data, message_class(TOPICS[topic][0])).data)
+            if info["source_timestamp"] >= self.started_ns or not info["source_timestamp"]:  # 0: not known
+                self.episode_ends.append(status)
+            else:
+                print(
+                    f"ignoring the status of an episode that ended before the viewer started: {json.dumps(status)}",
+                    flush=True,
+                )
         if self.recording is not None:
             msg = self._deserialize(data, message_class(TOPICS[topic][0]))
             with self._lock:
@@ -357,16 +402,30 @@ def _replay_listener(viewer_ref: list):
 
 
 def add_arguments(parser):
+    """The options of `liquid-control view`."""
     parser.add_argument("--foxglove", action="store_true", help="serve the topics live to Foxglove (foxglove-sdk)")
     parser.add_argument("--host", default="127.0.0.1", help="Foxglove server address (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8765, help="Foxglove server port (0: any free port)")
     parser.add_argument("--snapshot", default="", help="write a PNG picture of the topics when done")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
-    parser.add_argument("--until-episode-end", action="store_true", help="stop at the first episode status")
+    parser.add_argument(
+        "--until-episode-end",
+        action="store_true",
+        help="stop when an episode ends (the first episode status published after the viewer started)",
+    )
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: inherited)")
+    parser.add_argument(
+        "--namespace", default="", help="namespace of the robot's topics (relative names resolve in it; /tf stays)"
+    )
+    parser.add_argument(
+        "--frame-prefix",
+        default=None,
+        help="sim_node's frame_prefix (default: read off robot_description's root link, <prefix>base_link)",
+    )
 
 
 def run(args) -> int:
+    """Relay and/or record until the duration, the end of an episode or a signal; then write the picture."""
     import os
 
     import rclpy
@@ -390,8 +449,8 @@ def run(args) -> int:
     domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID") or 0)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
-    node = rclpy.create_node("liquid_control_view", context=context)
-    viewer = Viewer(node, server, record=bool(args.snapshot))
+    node = rclpy.create_node("liquid_control_view", namespace=args.namespace, context=context)
+    viewer = Viewer(node, server, record=bool(args.snapshot), frame_prefix=args.frame_prefix)
     if server is not None:
         viewer_ref.append(viewer)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
@@ -404,8 +463,8 @@ def run(args) -> int:
         while not stop.is_set() and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
             viewer.replay_latched()
-            rec = viewer.recording
-            if args.until_episode_end and rec is not None and rec.statuses:
+            if args.until_episode_end and viewer.episode_ends:
+                print(f"episode ended: {json.dumps(viewer.episode_ends[0])}", flush=True)
                 break
     finally:
         executor.shutdown()
@@ -415,7 +474,7 @@ def run(args) -> int:
             server.stop()
     if args.snapshot:
         rec = viewer.recording
-        outcome = f", episode {rec.statuses[0]['outcome']}" if rec.statuses else ""
+        outcome = f", episode {viewer.episode_ends[0]['outcome']}" if viewer.episode_ends else ""
         path = render_snapshot(
             rec, args.snapshot, title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
         )
