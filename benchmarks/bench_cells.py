@@ -25,9 +25,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from liquid_control.cells import LTC, AutoNCP, CfC, native
+from liquid_control.cells import LTC, AutoNCP, CfC, kernels, native
 
 BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
+
+
+def path_of(fn) -> str:
+    """Which kernel backends one call of ``fn`` ran (the dispatcher's record), e.g. "compiled"."""
+    with kernels.recording() as ran:
+        fn()
+    return "+".join(sorted({backend for _, _, backend in ran})) or "?"
 
 
 def paired_times(fn_a, fn_b, repeats: int, inner: int) -> tuple[float, float]:
@@ -73,7 +80,8 @@ def bench_training(kind: str, repeats: int):
     # ncps only handles a scalar-like dt per step (see test_cells_parity.py); ours gets per-sample dts
     ts_theirs = None
     dt_ours = 0.05 + torch.rand(BATCH, STEPS, generator=g)
-    return paired_times(train_step(theirs, x, ts_theirs, False), train_step(ours, x, dt_ours, True), repeats, 1)
+    ours_fn = train_step(ours, x, dt_ours, True)
+    return (*paired_times(train_step(theirs, x, ts_theirs, False), ours_fn, repeats, 1), path_of(ours_fn))
 
 
 def bench_step(kind: str, repeats: int):
@@ -89,7 +97,8 @@ def bench_step(kind: str, repeats: int):
     h_theirs, h_ours = torch.zeros(1, UNITS), torch.zeros(1, UNITS)
     dt = torch.tensor([0.05])
     with torch.no_grad():
-        return paired_times(lambda: theirs(x, h_theirs, 0.05), lambda: ours.step(x, h_ours, dt), repeats, 500)
+        times = paired_times(lambda: theirs(x, h_theirs, 0.05), lambda: ours.step(x, h_ours, dt), repeats, 500)
+        return (*times, path_of(lambda: ours.step(x, h_ours, dt)))
 
 
 def main(argv=None) -> int:
@@ -99,21 +108,23 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
     torch.set_num_threads(1)
-    compiled = "yes" if native.load() is not None else "no (LIQUID_CONTROL_NATIVE=0 or no C compiler): torch, numpy"
+    lib = native.load()
+    compiled = f"yes ({lib.isa} vector code)" if lib is not None else "no (LIQUID_CONTROL_NATIVE=0 or no C compiler)"
     print(f"torch {torch.__version__}, 1 thread; medians of {repeats} repeats; compiled kernels: {compiled}\n")
-    print(f"{'benchmark':44s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}")
+    print(f"{'benchmark':44s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}  kernel path (ours)")
     figures = {}
     for kind in ("cfc", "ltc", "cfc_ncp"):
-        t_theirs, t_ours = bench_training(kind, repeats)
+        t_theirs, t_ours, path = bench_training(kind, repeats)
         label = f"{kind.upper().replace('_', '-')} train fwd+bwd {BATCH}x{STEPS} steps, {UNITS} units"
-        print(f"{label:44s} {t_theirs * 1e3:10.1f}ms {t_ours * 1e3:10.1f}ms {t_theirs / t_ours:7.2f}x")
+        print(f"{label:44s} {t_theirs * 1e3:10.1f}ms {t_ours * 1e3:10.1f}ms {t_theirs / t_ours:7.2f}x  {path}")
         figures[f"{kind}_train_ms"] = t_ours * 1e3
         figures[f"{kind}_train_ms_ncps"] = t_theirs * 1e3
         figures[f"{kind}_train_speedup_vs_ncps"] = t_theirs / t_ours
     for kind in ("cfc", "ltc"):
-        t_theirs, t_ours = bench_step(kind, repeats)
+        t_theirs, t_ours, path = bench_step(kind, repeats)
         label = f"{kind.upper()}-{UNITS} single step, batch 1, no grad" + (" (6 unfolds)" if kind == "ltc" else "")
-        print(f"{label:44s} {t_theirs * 1e6:10.1f}us {t_ours * 1e6:10.1f}us {t_theirs / t_ours:7.2f}x")
+        print(f"{label:44s} {t_theirs * 1e6:10.1f}us {t_ours * 1e6:10.1f}us {t_theirs / t_ours:7.2f}x  {path}")
+        figures[f"{kind}64_step_speedup_vs_ncps"] = t_theirs / t_ours
         figures[f"{kind}64_step_us"] = t_ours * 1e6
         figures[f"{kind}64_step_us_ncps"] = t_theirs * 1e6
     print()
@@ -131,6 +142,8 @@ def main(argv=None) -> int:
         "ltc_train_speedup_vs_ncps",
         "cfc64_step_us",
         "ltc64_step_us",
+        "cfc64_step_speedup_vs_ncps",
+        "ltc64_step_speedup_vs_ncps",
     ):
         print(f"{name}: {figures[name]:.2f}")
     return 0

@@ -33,6 +33,11 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
   lc_apt_install "libEGL.so.1 not found; headless rendering" libegl1 libgl1 libgles2 libegl-mesa0 libgl1-mesa-dri
 fi
 
+# The test suite also checks the compiled kernels on aarch64: cross-compiled, run under user-mode emulation.
+if [ "$LC_PROFILE" = test ] && ! { command -v aarch64-linux-gnu-gcc && command -v qemu-aarch64; } >/dev/null 2>&1; then
+  lc_apt_install "the aarch64 kernel tests (cross compiler, user-mode emulation)" gcc-aarch64-linux-gnu qemu-user
+fi
+
 # LIQUID_CONTROL_NO_INSTALL=1 uses the venv as it is (no venv creation, no pip, no build): how
 # test/test_readme_commands.py runs a fresh clone's run.sh/test.sh against the test suite's own environment.
 if [ ! -x "$LC_VENV/bin/python" ]; then

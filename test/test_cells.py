@@ -1,10 +1,9 @@
 """Cell contract: streaming vs sequence, per-sample dt, dt validation, masks, gradients, wirings, checkpoints."""
 
 import json
-import os
-import platform
-import shutil
+import warnings
 
+import kernel_variants
 import pytest
 import torch
 
@@ -23,6 +22,7 @@ from liquid_control.cells import (
     LTCCell,
     Wiring,
     build_core,
+    kernels,
     load_model,
     native,
     save_model,
@@ -177,28 +177,17 @@ def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
     assert torch.autograd.gradcheck(run, inputs, eps=1e-6, atol=1e-5, rtol=1e-4, fast_mode=fast)
 
 
-def _portable_kernels():
-    """The compiled kernels built without AVX-512: the plain-C loops and the BLAS products other CPUs run."""
-    if platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("-mno-avx512f is an x86 flag")
-    return native.open_library(native.build(("-mno-avx512f",)))
-
-
-@pytest.fixture(params=["compiled", "compiled_without_avx512", "without"])
+@pytest.fixture(params=kernel_variants.VARIANTS)
 def fused_backend(request, monkeypatch):
-    """Run a test with the compiled kernels (``cells/native``), with them built for a CPU without AVX-512,
-    and without them (torch loops, numpy steps)."""
-    if request.param == "without":
-        monkeypatch.setattr(native, "load", lambda: None)
-        return request.param
-    if native.load() is None:
-        if shutil.which(os.environ.get("CC", "cc")) is not None:
-            pytest.fail("a C compiler is present but the compiled kernels did not load (see the warning)")
-        pytest.skip("no C compiler: the compiled kernels cannot be built here")
-    if request.param == "compiled_without_avx512":
-        kernels = _portable_kernels()
-        monkeypatch.setattr(native, "load", lambda: kernels)
-    return request.param
+    """Run a test on every kernel variant (``kernel_variants.py``): the compiled kernels built for this CPU,
+    without AVX-512, portable, and without them (torch sequences, numpy steps). Returns the backend name the
+    dispatcher must report for a fused sequence / a no-grad step."""
+    compiled = kernel_variants.use(request.param, monkeypatch) is not None
+    return {"sequence": "compiled" if compiled else "torch", "step": "compiled" if compiled else "numpy"}
+
+
+def _backends(ran, purpose):
+    return {backend for _, p, backend in ran if p == purpose}
 
 
 def _outputs_and_gradients(cell, x, dt, h0, mask):
@@ -212,11 +201,16 @@ def _outputs_and_gradients(cell, x, dt, h0, mask):
     return [out.detach(), h_n.detach()] + [t.grad.clone() for t in tensors]
 
 
-def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch):
-    """Outputs and every gradient of the fused sequence path equal autograd's graph of the per-step path."""
-    fused = _outputs_and_gradients(cell, x, dt, h0, mask)
-    monkeypatch.setattr(type(cell), "fused_sequence", lambda *args: None)
-    generic = _outputs_and_gradients(cell, x, dt, h0, mask)
+def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch, backend):
+    """Outputs and every gradient of the fused sequence path equal autograd's graph of the per-step path, and
+    each ran: the dispatcher reports ``backend`` (every block), then ``stepwise``."""
+    with kernels.recording() as ran:
+        fused = _outputs_and_gradients(cell, x, dt, h0, mask)
+    assert _backends(ran, "sequence") == {backend}
+    monkeypatch.setattr(kernels, "select", lambda *args: None)
+    with kernels.recording() as ran:
+        generic = _outputs_and_gradients(cell, x, dt, h0, mask)
+    assert _backends(ran, "sequence") == {"stepwise"}
     for a, b in zip(fused, generic, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-9)
 
@@ -234,7 +228,7 @@ def _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch):
     ],
 )
 def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, fused_backend):
-    """The hand-written backward (CfCSequence) gives autograd's gradients, with padding masks too; NCP-wired
+    """The hand-written backwards (CompiledCfC, TorchCfC) give autograd's gradients, with padding masks too; NCP-wired
     cells run one fused node per layer of the wiring."""
     torch.manual_seed(0)
     options = dict(options)
@@ -244,14 +238,13 @@ def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, 
     h0 = torch.randn(3, cell.state_size, dtype=torch.float64)
     mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3, [False, True] * 3])
 
-    _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch)
+    _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch, fused_backend["sequence"])
 
 
-@pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
-@pytest.mark.parametrize("build", ["native", "without_avx512"])
+@pytest.mark.parametrize("variant", ["native", "no_avx512", "portable"])
 @pytest.mark.parametrize("kind", ["cfc_default", "cfc_no_gate_relu_2layers", "cfc_pure_no_backbone", "ltc"])
-def test_compiled_float32_sequences_match_the_torch_path(kind, build, monkeypatch):
-    """float32 (the AVX-512 matrix kernel's precision) at sizes with tails: batch 11, 5 units, 37 backbone."""
+def test_compiled_float32_sequences_match_the_torch_path(kind, variant, monkeypatch):
+    """float32 (the matrix kernels' precision) at sizes with tails: batch 11, 5 units, 37 backbone."""
     torch.manual_seed(1)
     cell = {
         "cfc_default": lambda: CfCCell(6, 5, backbone_units=37),
@@ -265,19 +258,22 @@ def test_compiled_float32_sequences_match_the_torch_path(kind, build, monkeypatc
     h0 = torch.randn(11, 5)
     mask = torch.ones(11, 9, dtype=torch.bool)
     mask[3, 4:] = False
-    if build == "without_avx512":
-        kernels = _portable_kernels()
-        monkeypatch.setattr(native, "load", lambda: kernels)
-
-    compiled = _outputs_and_gradients(cell, x, dt, h0, mask)
-    monkeypatch.setattr(native, "load", lambda: None)
-    for a, b in zip(compiled, _outputs_and_gradients(cell, x, dt, h0, mask), strict=True):
+    kernel_variants.use(variant, monkeypatch)
+    with kernels.recording() as ran:
+        compiled = _outputs_and_gradients(cell, x, dt, h0, mask)
+    assert _backends(ran, "sequence") == {"compiled"}
+    kernel_variants.use("without", monkeypatch)
+    with kernels.recording() as ran:
+        reference = _outputs_and_gradients(cell, x, dt, h0, mask)
+    assert _backends(ran, "sequence") == {"torch"}
+    for a, b in zip(compiled, reference, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("units", [5, "ncp"])
 def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fused_backend):
-    """The hand-written backward (LTCSequence, semi_implicit) gives autograd's gradients, masks and dt = 0 too."""
+    """The hand-written backwards (CompiledLTC, TorchLTC: semi_implicit) give autograd's gradients, masks and dt = 0
+    too."""
     torch.manual_seed(0)
     cell = LTCCell(3, AutoNCP(8, 2, seed=3) if units == "ncp" else units, substeps=3).double()
     x, dt = _data(batch=3, steps=5, dtype=torch.float64, seed=6)
@@ -285,7 +281,7 @@ def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fu
     h0 = torch.randn(3, cell.state_size, dtype=torch.float64)
     mask = torch.tensor([[True] * 5, [True] * 2 + [False] * 3, [False, True] * 2 + [True]])
 
-    _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch)
+    _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch, fused_backend["sequence"])
 
 
 # ---- the no-grad streaming kernel ---------------------------------------------------------------------
@@ -295,20 +291,24 @@ def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fu
     "name", ["cfc", "cfc_no_gate_2layers", "cfc_pure", "cfc_ncp", "ltc", "ltc_ncp_rk4", "ltc_exponential"]
 )
 @pytest.mark.parametrize("batch", [1, 3])
-def test_numpy_streaming_kernel_equals_the_torch_path(name, batch, fused_backend):
+def test_streaming_step_kernels_equal_the_torch_path(name, batch, fused_backend):
     cell = _core(name).eval()
     x, dt = _data(batch=batch, steps=5)
     state_np = state_torch = None
     for t in range(5):
-        with torch.no_grad():
+        with torch.no_grad(), kernels.recording() as ran:
             state_np = cell.step(x[:, t], state_np, dt[:, t])
-        state_torch = cell.step(x[:, t], state_torch, dt[:, t])  # grad enabled: torch path
+        # the step kernel ran: compiled (semi-implicit LTC, every CfC) or numpy (the other LTC solvers)
+        expected = "numpy" if name in ("ltc_ncp_rk4", "ltc_exponential") else fused_backend["step"]
+        assert _backends(ran, "step") == {expected}
+        with kernels.recording() as ran:
+            state_torch = cell.step(x[:, t], state_torch, dt[:, t])  # grad enabled: the stepwise graph
+        assert _backends(ran, "step") == {"stepwise"}
         torch.testing.assert_close(state_np, state_torch.detach(), atol=1e-5, rtol=1e-5)
-    assert cell._cached_numpy_kernel(torch.float32) is not None  # so the no-grad steps above used it
 
 
 @pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "cfc_pure", "ltc", "ltc_exponential"])
-def test_numpy_kernel_never_writes_to_the_weights(name):
+def test_step_kernels_never_write_to_the_weights(name, fused_backend):
     cell = _core(name).eval()
     before = {k: v.clone() for k, v in cell.state_dict().items()}
     x, dt = _data(batch=2, steps=4)
@@ -320,7 +320,7 @@ def test_numpy_kernel_never_writes_to_the_weights(name):
         assert torch.equal(value, before[key]), key
 
 
-def test_numpy_kernel_follows_parameter_updates():
+def test_step_kernels_follow_parameter_updates(fused_backend):
     cell = _core("cfc").eval()
     x = torch.randn(1, 3)
     with torch.no_grad():
@@ -457,3 +457,26 @@ def test_an_empty_batch_is_an_empty_result_not_an_error(name):
         assert cell.step(x[:, 0], cell.initial_state(0), dt[:, 0]).shape == (0, cell.state_size)
     out, h_n = LiquidRNN(cell)(x.requires_grad_(), dt)
     assert out.shape == (0, 4, cell.output_size) and h_n.shape == (0, cell.state_size)
+
+
+def test_tracing_records_the_stepwise_graph_and_later_steps_still_use_the_kernels():
+    """ONNX export traces ``step``: it must see torch ops, and must not leave the core without its step kernel."""
+    cell = _core("cfc").eval()
+
+    class Step(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x, h, dt):
+            return self.cell.step(x, h, dt)
+
+    x, h, dt = torch.randn(1, 3), torch.zeros(1, cell.state_size), torch.tensor([0.1])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracing (how the TorchScript ONNX exporter records) warns; not under test
+        with kernels.recording() as ran:
+            torch.jit.trace(Step(), (x, h, dt), check_trace=False)
+        assert {b for _, p, b in ran if p == "step"} == {"stepwise"}
+        with kernels.recording() as ran:
+            cell.step(x, h, dt)
+    assert ran == [("cfc", "step", "compiled" if native.load() is not None else "numpy")]

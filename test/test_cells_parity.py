@@ -4,15 +4,28 @@
 ncps is a test-only dependency; the helpers below copy its weights into our cells.
 """
 
+import kernel_variants
 import ncps.torch as nt
 import ncps.wirings as nw
 import numpy as np
 import pytest
 import torch
 
-from liquid_control.cells import AutoNCP, CfCCell, FullyConnected, LiquidRNN, LTCCell, Wiring
+from liquid_control.cells import AutoNCP, CfCCell, FullyConnected, LiquidRNN, LTCCell, Wiring, kernels
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, params=["native", "portable", "without"])
+def kernel_variant(request, monkeypatch):
+    """Every parity test on the compiled kernels (this CPU's build and the portable one) and without them; the
+    sequences must have run on that variant's kernel (the dispatcher's record)."""
+    compiled = kernel_variants.use(request.param, monkeypatch) is not None
+    with kernels.recording() as ran:
+        yield request.param
+    sequence = "compiled" if compiled else "torch"
+    assert {b for _, p, b in ran if p == "sequence"} <= {sequence}
+    assert {b for _, p, b in ran if p == "step"} <= {"compiled" if compiled else "numpy", "stepwise"}
 
 
 def wiring_from_ncps(wiring: nw.Wiring) -> Wiring:
@@ -124,7 +137,7 @@ def test_ltc_semi_implicit_matches_ncps(units, unfolds):
 
 
 def test_streaming_step_matches_ncps_for_cfc_and_ltc():
-    """The no-grad streaming path (numpy kernel) gives the same numbers as ncps too."""
+    """The no-grad streaming path (the step kernels) gives the same numbers as ncps too."""
     x = _inputs(batch=1, steps=6)
     for theirs, ours in (cfc_pair(5, 16, "default"), ltc_pair(5, 12)):
         expected, _ = run_ncps(theirs, x, 0.5)

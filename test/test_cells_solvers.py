@@ -5,7 +5,6 @@ import torch
 from scipy.integrate import solve_ivp
 
 from liquid_control.cells import LTCCell, make_solver
-from liquid_control.cells.ltc import LTCDynamics
 
 torch.set_num_threads(1)
 
@@ -19,7 +18,7 @@ def problem():
     v0 = torch.rand(2, 6, dtype=torch.float64) - 0.5
     with torch.no_grad():
         ctx = cell.step_context()
-        ode = LTCDynamics(ctx, cell.prepare_inputs(x, ctx), cell.epsilon)
+        ode = cell.dynamics(cell.prepare_inputs(x, ctx), ctx)
 
     def reference(t_end):
         @torch.no_grad()

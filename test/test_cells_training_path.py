@@ -7,9 +7,11 @@ rounding and must actually run the fused path.
 
 import copy
 
+import kernel_variants
 import pytest
 import torch
 
+from liquid_control.cells import kernels
 from liquid_control.policy import Policy
 
 torch.set_num_threads(1)
@@ -86,24 +88,31 @@ def test_stepwise_switch_reproduces_the_old_per_step_loop_bit_for_bit(name):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("variant", ["native", "without"])
 @pytest.mark.parametrize("name", CORES)
-def test_fused_training_path_runs_the_cores_sequence_kernel_and_matches(name, monkeypatch):
+def test_fused_training_path_runs_the_cores_sequence_kernel_and_matches(name, variant, monkeypatch):
+    compiled = kernel_variants.use(variant, monkeypatch) is not None
     fused, stepwise = _policies(name)
     obs, dt, mask = _batch(seed=1)
     h0 = 0.1 * torch.randn(3, fused.state_size)
-    ran = []
-    real = type(fused.core).fused_sequence
-
-    def spy(self, *args):
-        states = real(self, *args)
-        ran.append(states is not None)
-        return states
-
-    monkeypatch.setattr(type(fused.core), "fused_sequence", spy)
-    got = _loss_and_grads(fused, Policy.forward_sequence, obs, dt, h0, mask)
-    assert ran == [True]  # one fused call for the whole chunk, and it ran
-    ran.clear()
-    expected = _loss_and_grads(stepwise, Policy.forward_sequence, obs, dt, h0, mask)
-    assert ran == []  # the stepwise switch never asks for the fused path
+    with kernels.recording() as ran:
+        got = _loss_and_grads(fused, Policy.forward_sequence, obs, dt, h0, mask)
+    backend = "compiled" if compiled else "torch"
+    assert ran == [(fused.core.core_type, "sequence", backend)]  # one kernel call per chunk, the fused one
+    with kernels.recording() as ran:
+        expected = _loss_and_grads(stepwise, Policy.forward_sequence, obs, dt, h0, mask)
+    assert ran == [(stepwise.core.core_type, "sequence", "stepwise")]  # the switch never takes a kernel
     for a, b in zip(got, expected, strict=True):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_the_switch_is_a_validated_config_key_with_the_fused_default():
+    from liquid_control.policy import PolicyConfigError, apply_overrides, validate_config
+
+    cfg = validate_config(_config(CORES["cfc_ncp_pure"], "fused"))
+    del cfg["training"]["sequence_kernel"]
+    assert validate_config(cfg)["training"]["sequence_kernel"] == "fused"
+    stepwise = apply_overrides(cfg, {"training.sequence_kernel": "stepwise"})  # liquid-control train --set ...
+    assert not Policy(stepwise).fused_sequence and Policy(validate_config(cfg)).fused_sequence
+    with pytest.raises(PolicyConfigError, match="training.sequence_kernel: unknown value 'compiled'"):
+        apply_overrides(cfg, {"training.sequence_kernel": "compiled"})

@@ -1,54 +1,363 @@
-"""The compiled kernels (``liquid_control/cells/native``): their exp, the build cache, and the torch fallback.
+"""The compiled kernels (``liquid_control/cells/native``): exp and matrix product, bindings read from the C
+prototypes, the private build cache (planted and swapped libraries refused), the compiler timeout, and the
+fallback to torch.
 
-Their numerics inside the cells are checked in test_cells.py (fused paths vs autograd, compiled and torch)."""
+Their numerics inside the cells are checked in test_cells.py (fused paths vs autograd, compiled and torch);
+the portable code under qemu-aarch64 in test_native_kernels_aarch64.py."""
 
-import ctypes
+import hashlib
 import os
-import platform
 import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
 import warnings
 
+import kernel_variants
 import numpy as np
 import pytest
 import torch
 
-from liquid_control.cells import LTC, native
+from liquid_control.cells import LTC, kernels, native
+from liquid_control.cells.native import bindings
+from liquid_control.cells.native import cache as native_cache
 
-needs_compiler = pytest.mark.skipif(shutil.which(os.environ.get("CC", "cc")) is None, reason="no C compiler")
+needs_compiler = pytest.mark.skipif(not kernel_variants.has_compiler(), reason="no C compiler")
 
 
-@needs_compiler
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """A fresh cache directory for this test, and no remembered library or warning."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(cache))
+    monkeypatch.delenv("LIQUID_CONTROL_NATIVE", raising=False)
+    monkeypatch.setattr(native, "_state", {})
+    return cache / "native"
+
+
+@pytest.mark.parametrize("variant", ["native", "no_avx512", "portable"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_vectorised_exp_is_within_two_ulp_of_numpy_and_propagates_nan(dtype):
-    kernels = native.load()
-    assert kernels is not None
+def test_vectorised_exp_is_within_two_ulp_of_numpy_and_propagates_nan(dtype, variant):
+    exp = kernel_variants.library(variant).function("liquid_exp", dtype)
     lo, hi = (-87.0, 88.0) if dtype == torch.float32 else (-708.0, 708.0)
     x = torch.cat([torch.linspace(lo, hi, 200_001, dtype=dtype), torch.tensor([0.0, 1e-30, -1e-30], dtype=dtype)])
     y = torch.empty_like(x)
-    kernels.call("liquid_exp", dtype, x.numel(), x, y)
+    exp(n=x.numel(), x=x, y=y)
     ref = np.exp(x.numpy().astype(np.float64))
     ulp = np.abs(y.numpy() - ref) / ref / torch.finfo(dtype).eps
     assert ulp.max() <= 2.0
     special = torch.tensor([float("nan"), 1e4, -1e4], dtype=dtype)
     out = torch.empty_like(special)
-    kernels.call("liquid_exp", dtype, 3, special, out)
+    exp(n=3, x=special, y=out)
     assert torch.isnan(out[0]) and torch.isfinite(out[1:]).all() and out[1] > 1e37 and 0 <= out[2] < 1e-37
 
 
+@pytest.mark.parametrize("variant", ["native", "no_avx512", "portable"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("trans_a", [0, 1])
+@pytest.mark.parametrize("shape", [(32, 256, 128), (3, 5, 7), (9, 33, 2), (17, 100, 64), (1, 1, 1)])
+def test_matrix_kernel_equals_torch_including_tails_and_accumulation(dtype, trans_a, shape, variant):
+    """The register-tiled products (AVX-512, AVX2 or portable tiles with tails) used by the CfC loops and
+    weight gradients; in float64 the BLAS."""
+    M, N, K = shape
+    g = torch.Generator().manual_seed(M * 1000 + N)
+    a = torch.randn((K, M) if trans_a else (M, K), generator=g, dtype=dtype)
+    b_wide = torch.randn(K, N + 3, generator=g, dtype=dtype)  # a leading dimension wider than N
+    c0 = torch.randn(M, N, generator=g, dtype=dtype)
+    op_a = a.t() if trans_a else a
+    mm = kernel_variants.library(variant).function("liquid_mm", dtype)
+    for accumulate in (0, 1):
+        c = c0.clone()
+        mm(trans_a=trans_a, M=M, N=N, K=K, A=a, lda=a.shape[1], B=b_wide, ldb=N + 3, accumulate=accumulate, C=c, ldc=N)
+        expected = op_a @ b_wide[:, :N] + (c0 if accumulate else 0)
+        tol = 1e-4 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(c, expected, atol=tol * max(K, 1) ** 0.5, rtol=tol)
+
+
+def test_each_variant_runs_the_vector_code_it_was_built_for():
+    isa = kernel_variants.library("native").isa
+    assert isa in ("avx512", "avx2", "portable")
+    if kernel_variants.X86:
+        assert kernel_variants.library("portable").isa == "portable"
+        cpu = open("/proc/cpuinfo").read()
+        assert isa == ("avx512" if " avx512f" in cpu else "avx2" if " avx2" in cpu and " fma" in cpu else "portable")
+
+
+# ---- bindings read from the C prototypes ----------------------------------------------------------------
 @needs_compiler
-def test_build_is_cached_and_atomic(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(tmp_path))
-    first = native.build()
-    stamp = first.stat().st_mtime_ns
-    assert native.build() == first and first.stat().st_mtime_ns == stamp  # second call reuses the library
-    assert [p.name for p in first.parent.iterdir()] == [first.name]  # no temporary files left behind
-    assert ctypes.CDLL(str(first)).liquid_selftest() == 1
+@pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils) to list the library's symbols")
+def test_bindings_are_exactly_the_exported_functions_of_the_library(tmp_path):
+    """Every LIQUID_API prototype is exported and nothing else is (-fvisibility=hidden): the parsed
+    declarations are the library's whole interface."""
+    lib = kernel_variants.library("native")
+    declared = {proto.symbol for proto in native.prototypes().values()}
+    out = subprocess.run(["nm", "-D", "--defined-only", str(lib.path)], capture_output=True, text=True, check=True)
+    exported = {line.split()[-1] for line in out.stdout.splitlines() if line.split()[-2:-1] == ["T"]}
+    assert exported == declared
+    assert {"cfc_forward_f32", "cfc_backward_f64", "ltc_step_f32", "liquid_selftest"} <= declared
 
 
-def test_without_a_compiler_the_cells_warn_once_and_use_the_torch_paths(tmp_path, monkeypatch):
-    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(tmp_path))
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+def test_prototype_parser_reads_types_and_refuses_what_it_cannot_express(tmp_path):
+    source = tmp_path / "k.inc"
+    source.write_text(
+        "LIQUID_API void FN(f)(int n, REAL k, const REAL *restrict x, REAL *const *ys, const uint8_t *m) {}\n"
+        "/* LIQUID_API void FN(commented_out)(int n) {} */\n"
+        "LIQUID_API size_t g(void) { return 0; }\n"
+    )
+    found = bindings.parse_prototypes([source])
+    assert set(found) == {("f", "f32"), ("f", "f64"), ("g", None)}
+    f32 = found[("f", "f32")]
+    assert [(p.name, p.kind) for p in f32.parameters] == [
+        ("n", "scalar"),
+        ("k", "scalar"),
+        ("x", "pointer"),
+        ("ys", "pointers"),
+        ("m", "pointer"),
+    ]
+    assert f32.parameters[1].ctype.__name__ == "c_float" and found[("f", "f64")].parameters[1].ctype.__name__ == (
+        "c_double"
+    )
+    assert f32.parameters[2].element == torch.float32 and f32.parameters[4].element == torch.uint8
+    source.write_text("LIQUID_API void h(struct thing *t) {}\n")
+    with pytest.raises(bindings.BindingError, match="unsupported pointer type"):
+        bindings.parse_prototypes([source])
+
+
+@needs_compiler
+def test_named_calls_are_checked_against_the_prototype():
+    exp = kernel_variants.library("native").function("liquid_exp", torch.float32)
+    x, y = torch.zeros(4), torch.empty(4)
+    with pytest.raises(TypeError, match="missing argument.*y"):
+        exp(n=4, x=x)
+    with pytest.raises(TypeError, match="unknown argument.*z"):
+        exp(n=4, x=x, y=y, z=y)
+    with pytest.raises(TypeError, match="y must be torch.float32, got torch.float64"):
+        exp(n=4, x=x, y=torch.empty(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="contiguous"):
+        exp(n=4, x=torch.zeros(4, 2)[:, 0], y=y)
+    bound = exp.bind(n=4, x=x)
+    bound(y=y)
+    assert torch.equal(y, torch.ones(4))
+    with pytest.raises(TypeError, match="missing argument.*y"):
+        bound()
+
+
+# ---- the build cache: private, verified, never a planted library ----------------------------------------
+PLANTED = r"""
+#include <stdio.h>
+__attribute__((constructor)) static void planted(void) {
+    FILE *f = fopen("%s", "w");
+    if (f) { fputs("planted code ran\n", f); fclose(f); }
+}
+int liquid_selftest(void) { return 1; }
+"""
+
+
+def _plant_library(path, marker, cc="cc"):
+    source = path.parent / "planted.c"
+    source.write_text(PLANTED % marker)
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(path), str(source)], check=True)
+    source.unlink()
+
+
+def _expected_names(directory):
+    base = native_cache.library_base(native_cache.compiler())
+    return directory / f"{base}.sha256", base
+
+
+@needs_compiler
+def test_build_is_cached_verified_and_leaves_no_temporary_files(private_cache):
+    path, data = native.build()
+    stamp = path.stat().st_mtime_ns
+    assert native.build() == (path, data) and path.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    record, base = _expected_names(private_cache)
+    assert sorted(p.name for p in private_cache.iterdir()) == sorted([path.name, record.name])
+    assert stat.S_IMODE(private_cache.stat().st_mode) == 0o700
+    assert record.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert native.open_library().function("liquid_selftest")() == 1
+
+
+@needs_compiler
+@pytest.mark.parametrize("owner", ["us", "another_user"])
+def test_planted_library_in_a_world_writable_fallback_dir_is_refused(tmp_path, monkeypatch, owner):
+    """Issue 9: another local user pre-creates the predictable /tmp fallback (mode 777) with a library of the
+    expected name whose constructor runs on dlopen. It must never be loaded: warning, torch path."""
+    if owner == "another_user" and os.geteuid() != 0:
+        pytest.skip("making a directory owned by another user needs root")
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be")  # the home cache cannot be created
+    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(blocker))
+    monkeypatch.setattr(native_cache.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.delenv("LIQUID_CONTROL_NATIVE", raising=False)
     monkeypatch.setattr(native, "_state", {})
+    fallback = native_cache.fallback_dir()
+    fallback.mkdir(parents=True)
+    os.chmod(fallback, 0o777)
+    (tmp_path / "tmp").chmod(0o1777)  # like /tmp: world-writable and sticky
+    marker = tmp_path / "planted-code-ran"
+    record, base = _expected_names(fallback)
+    fake = fallback / f"{base}-{'0' * 16}.so"
+    _plant_library(fake, marker)
+    record.write_text("0" * 64 + "\n")  # the attacker can write a matching-looking record too
+    if owner == "another_user":
+        for p in (fallback.parent, fallback, fake, record):
+            os.chown(p, 65534, 65534)
+    with pytest.warns(UserWarning, match=r"REFUSED.*(owned by uid 65534|writable by group or others)"):
+        assert native.load() is None
+    assert not marker.exists()
+    torch.manual_seed(0)
+    with kernels.recording() as ran:
+        out, _ = LTC(3, 4)(torch.randn(2, 5, 3), 0.1)
+    assert ran == [("ltc", "sequence", "torch")] and torch.isfinite(out).all()
+    assert not marker.exists()
+
+
+@pytest.fixture(scope="module")
+def suite_build():
+    """The library of the suite's own cache (built once; module scope: before any test moves the cache)."""
+    return native.build()
+
+
+def _seed_cache(directory, suite_build):
+    """Put the suite's verified build (library + record) into ``directory``, as if built there (no compile)."""
+    path, data = suite_build
+    native_cache.private_dir(directory)
+    record, base = _expected_names(path.parent)
+    (directory / path.name).write_bytes(data)
+    (directory / record.name).write_bytes(record.read_bytes())
+    return directory / path.name, data
+
+
+@needs_compiler
+def test_library_swapped_after_our_build_is_refused(suite_build, private_cache, tmp_path):
+    path, _ = _seed_cache(private_cache, suite_build)
+    assert native.build()[0] == path  # found and verified, not rebuilt
+    marker = tmp_path / "planted-code-ran"
+    _plant_library(path, marker)  # same name, same owner and mode: only the digest tells
+    native._state.clear()
+    with pytest.warns(UserWarning, match=r"REFUSED.*SHA-256.*not the one recorded"):
+        assert native.load() is None
+    assert not marker.exists()
+    with kernels.recording() as ran, torch.no_grad():
+        LTC(3, 4).cell.eval().step(torch.randn(1, 3), None, 0.1)
+    assert ran == [("ltc", "step", "numpy")]
+    assert not marker.exists()
+
+
+@needs_compiler
+def test_what_is_loaded_is_the_verified_bytes_not_the_file_swapped_after_the_check(
+    suite_build, private_cache, tmp_path
+):
+    path, data = _seed_cache(private_cache, suite_build)
+    marker = tmp_path / "planted-code-ran"
+    _plant_library(tmp_path / "evil.so", marker)
+    evil = (tmp_path / "evil.so").read_bytes()
+    path.write_bytes(evil)  # swapped between verification and dlopen
+    library = native_cache.open_verified(path, data)  # the bytes we verified
+    assert library.liquid_selftest() == 1 and not marker.exists()
+
+
+@needs_compiler
+def test_symlinked_or_group_writable_cache_dirs_are_refused(tmp_path, monkeypatch):
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "cache").mkdir()
+    os.symlink(real, tmp_path / "cache" / "native")
+    monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(native.UnsafeCacheError, match="not a directory"):
+        native_cache.private_dir(native_cache.cache_dir())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o770)
+    with pytest.raises(native.UnsafeCacheError, match="writable by group or others"):
+        native_cache.private_dir(shared)
+    open_parent = tmp_path / "open"
+    open_parent.mkdir()
+    os.chmod(open_parent, 0o777)  # others could rename our directory away (no sticky bit)
+    with pytest.raises(native.UnsafeCacheError, match="above the kernel cache that others control"):
+        native_cache.private_dir(open_parent / "native")
+
+
+# ---- the compiler: bounded in time, killed with its children, no leftovers ------------------------------
+HANGING_CC = """#!/bin/sh
+sleep 600 &
+echo $! > "{pids}"
+echo $$ >> "{pids}"
+wait
+"""
+
+
+def _hanging_compiler(tmp_path):
+    cc = tmp_path / "hanging-cc"
+    pids = tmp_path / "pids"
+    cc.write_text(HANGING_CC.format(pids=pids))
+    cc.chmod(0o755)
+    return cc, pids
+
+
+def _all_dead(pids_file) -> bool:
+    for pid in map(int, pids_file.read_text().split()):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        state = open(f"/proc/{pid}/stat").read().split()[2] if os.path.exists(f"/proc/{pid}/stat") else "X"
+        if state != "Z":
+            return False
+    return True
+
+
+def _no_leftovers(cache):
+    return [p.name for p in cache.iterdir()] == [] if cache.exists() else True
+
+
+def test_a_hanging_compiler_times_out_is_killed_with_its_children_and_leaves_nothing(
+    private_cache, tmp_path, monkeypatch
+):
+    cc, pids = _hanging_compiler(tmp_path)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "1.5")
+    start = time.monotonic()
+    with pytest.warns(UserWarning, match=r"did not finish within 1.5 s.*LIQUID_CONTROL_CC_TIMEOUT"):
+        assert native.load() is None
+    assert time.monotonic() - start < 20  # one attempt, not one per -march variant
+    assert _all_dead(pids)
+    assert _no_leftovers(private_cache)
+
+
+def test_an_interrupted_build_kills_the_compiler_and_removes_its_files(private_cache, tmp_path, monkeypatch):
+    """Ctrl-C (or a signal handler raising, as a node does on SIGTERM) during the build."""
+    cc, pids = _hanging_compiler(tmp_path)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "60")
+    previous = signal.getsignal(signal.SIGALRM)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGALRM, interrupt)
+    try:
+        threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGALRM)).start()
+        with pytest.raises(KeyboardInterrupt):
+            native.build()
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    assert _all_dead(pids)
+    assert _no_leftovers(private_cache)
+
+
+def test_a_bad_timeout_setting_is_a_clear_error(monkeypatch):
+    for bad in ("0", "-1", "soon", "inf"):
+        monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", bad)
+        with pytest.raises(ValueError, match="LIQUID_CONTROL_CC_TIMEOUT must be a positive number"):
+            native.compile_timeout()
+
+
+# ---- without the library -----------------------------------------------------------------------------
+def test_without_a_compiler_the_cells_warn_once_and_use_the_torch_paths(private_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     with pytest.warns(UserWarning, match="compiled kernels unavailable.*no C compiler"):
         assert native.load() is None
     with warnings.catch_warnings():
@@ -57,7 +366,9 @@ def test_without_a_compiler_the_cells_warn_once_and_use_the_torch_paths(tmp_path
     torch.manual_seed(0)
     model = LTC(3, 4).double()
     x, dt = torch.randn(2, 5, 3, dtype=torch.float64), torch.full((2, 5), 0.1, dtype=torch.float64)
-    out, h_n = model(x, dt)
+    with kernels.recording() as ran:
+        out, h_n = model(x, dt)
+    assert ran == [("ltc", "sequence", "torch")]
     out.sum().backward()
     assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())
 
@@ -69,43 +380,20 @@ def test_turned_off_by_environment(monkeypatch):
 
 
 @needs_compiler
-def test_rejects_non_contiguous_tensors():
-    kernels = native.load()
-    x = torch.zeros(4, 2)[:, 0]
-    with pytest.raises(ValueError, match="contiguous"):
-        kernels.call("liquid_exp", torch.float32, 4, x, torch.empty(4))
-
-
-@needs_compiler
-@pytest.mark.parametrize("build", [(), ("-mno-avx512f",)], ids=["native", "without_avx512"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("trans_a", [0, 1])
-@pytest.mark.parametrize("shape", [(32, 256, 128), (3, 5, 7), (9, 33, 2), (17, 100, 64), (1, 1, 1)])
-def test_matrix_kernel_equals_torch_including_tails_and_accumulation(dtype, trans_a, shape, build):
-    """The register-tiled product (8 x 32 tiles, masked tails) used by the CfC loops and weight gradients, and
-    the BLAS that replaces it without AVX-512."""
-    if build and platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("-mno-avx512f is an x86 flag")
-    M, N, K = shape
-    g = torch.Generator().manual_seed(M * 1000 + N)
-    a = torch.randn((K, M) if trans_a else (M, K), generator=g, dtype=dtype)
-    b = torch.randn(K, N + 3, generator=g, dtype=dtype)[:, :N]  # a leading dimension wider than N
-    c0 = torch.randn(M, N, generator=g, dtype=dtype)
-    op_a = a.t() if trans_a else a
-    fn = native.open_library(native.build(build)).function("liquid_mm", dtype)
-    for accumulate in (0, 1):
-        c = c0.clone()
-        fn(trans_a, M, N, K, a.data_ptr(), a.shape[1], b.data_ptr(), b.stride(0), accumulate, c.data_ptr(), N)
-        expected = op_a @ b + (c0 if accumulate else 0)
-        tol = 1e-4 if dtype == torch.float32 else 1e-12
-        torch.testing.assert_close(c, expected, atol=tol * K**0.5, rtol=tol)
-
-
-@needs_compiler
-def test_unwritable_cache_falls_back_to_the_temporary_directory(tmp_path, monkeypatch):
+def test_unwritable_cache_falls_back_to_a_private_temporary_directory(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the cache directory should be")
     monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(blocker))
-    path = native.build()
-    assert path.exists() and blocker not in path.parents
-    assert ctypes.CDLL(str(path)).liquid_selftest() == 1
+    monkeypatch.setattr(native_cache.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp").chmod(0o1777)
+    path, data = native.build()
+    assert path.parent == native_cache.fallback_dir() and blocker not in path.parents
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert native_cache.open_verified(path, data).liquid_selftest() == 1
+
+
+def test_source_list_covers_every_file_the_build_reads():
+    """The cache key hashes SOURCES: a source missing from it would let a stale library survive an edit."""
+    on_disk = {p.name for p in native_cache.SOURCE_DIR.iterdir() if p.suffix in (".c", ".h", ".inc")}
+    assert on_disk == set(native_cache.SOURCES)

@@ -1,5 +1,7 @@
 """LiquidBalance-v0: gymnasium API, IMU-triggered updates, the LQR expert, and its Riccati solver."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -18,7 +20,9 @@ def balancer():
 
 def test_check_env():
     env = gym.make("LiquidBalance-v0", render_mode="rgb_array")
-    check_env(env.unwrapped)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium's checker only warns about most problems
+        check_env(env.unwrapped)
     env.close()
 
 

@@ -1,5 +1,7 @@
 """LiquidRover-v0: gymnasium API, the time interface, seeding, bad actions and the privileged expert."""
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -30,7 +32,9 @@ def rollout(env, seed, steps, policy=None):
 
 def test_check_env():
     env = gym.make("LiquidRover-v0", render_mode="rgb_array", render_size=32)
-    check_env(env.unwrapped, skip_render_check=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium's checker only warns about most problems
+        check_env(env.unwrapped, skip_render_check=False)
     env.reset(seed=0)
     assert env.render().shape == (240, 320, 3)
     env.close()

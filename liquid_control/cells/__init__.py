@@ -3,8 +3,10 @@
 Every core follows the contract in docs/ARCHITECTURE.md ("Cells"): ``step(x, state, dt) -> state``,
 ``output(state)``, ``initial_state(batch)``, ``config()`` / ``build_core(config)``; ``LiquidRNN`` runs a core
 over sequences with ``torch.nn.RNN`` conventions; ``save_model`` / ``load_model`` store weights + config.
+Time enters through ``dt.py`` (the one validation); ``kernels.py`` chooses the kernel that runs a core.
 """
 
+from .activations import ACTIVATIONS
 from .baselines import FrameStackMLP, GRUCore, LSTMCore
 from .cfc import CfCCell
 from .checkpoint import CheckpointError, load_model, save_model
@@ -15,6 +17,7 @@ from .solvers import SOLVERS, Solver, make_solver
 from .wiring import NCP, AutoNCP, FullyConnected, Wiring
 
 __all__ = [
+    "ACTIVATIONS",
     "AutoNCP",
     "CfC",
     "CfCCell",

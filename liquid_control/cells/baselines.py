@@ -10,7 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import RecurrentCore, activation, register_core
+from .activations import activation
+from .core import RecurrentCore, register_core
 
 
 @register_core("lstm")
@@ -67,7 +68,7 @@ class FrameStackMLP(RecurrentCore):
         self.frames, self.layers, self.activation_name = int(frames), int(layers), activation_name
         self.frame_size = self.input_size + 1
         self.state_size, self.output_size = self.frames * self.frame_size, self.hidden_size
-        self.act = activation(activation_name)
+        self.act = activation(activation_name).torch_fn
         sizes = [self.state_size] + [self.hidden_size] * self.layers
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 

@@ -16,10 +16,12 @@ layer (inter -> command -> motor), layer ``l`` fed by layer ``l-1``'s new state,
 masked by the wiring's synapses (the time heads stay dense, as in ncps). The state is the layers' states
 concatenated in layer order; the output is the motor neurons.
 
-Speed: the four heads are one fused matrix (one matmul instead of four); the input part of the first
-linear map is computed for a whole sequence in one matmul before the time loop (``prepare_inputs``);
-masked weights are formed once per sequence (``step_context``). Dropout (``backbone_dropout``) follows every
-backbone layer (ncps skips it after the first).
+This module holds the parameters and the stepwise reference graph (``CfCBlock.recur``: ncps's formulas); the
+kernels that run it fast -- compiled, fused torch, numpy -- are in ``cfc_kernels.py``, chosen by
+``kernels.py``. In the reference graph the four heads are one fused matrix (one matmul instead of four), the
+input part of the first linear map is computed for a whole sequence in one matmul before the time loop
+(``prepare_inputs``), masked weights are formed once per sequence (``step_context``). Dropout
+(``backbone_dropout``) follows every backbone layer (ncps skips it after the first).
 """
 
 from __future__ import annotations
@@ -28,16 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import native
-from .cfc_sequence import (
-    FUSED_ACTIVATIONS,
-    KERNEL_ACTIVATIONS,
-    KERNEL_MODES,
-    CfCSequence,
-    CompiledCfCSequence,
-    fused_weights,
-)
-from .core import RecurrentCore, activation, register_core, xavier_uniform_
+from .activations import activation
+from .cfc_kernels import CompiledCfC, NumpyCfC, TorchCfC
+from .core import RecurrentCore, register_core, xavier_uniform_
 from .wiring import Wiring, as_wiring
 
 MODES = ("default", "no_gate", "pure")
@@ -66,7 +61,7 @@ class CfCBlock(nn.Module):
             raise ValueError(f"backbone_dropout must be in [0, 1), got {backbone_dropout}")
         self.in_features, self.hidden, self.mode = in_features, hidden, mode
         self.activation_name = activation_name
-        self.act = activation(activation_name)
+        self.act = activation(activation_name).torch_fn
         cat = in_features + hidden
         self.backbone = nn.ModuleList(
             nn.Linear(cat if i == 0 else backbone_units, backbone_units) for i in range(backbone_layers)
@@ -140,188 +135,17 @@ class CfCBlock(nn.Module):
             return torch.addcmul(ff1, gate, ff2)
         return torch.lerp(ff1, ff2, gate)
 
-    def fused_sequence(self, x: torch.Tensor, h0: torch.Tensor, ts: torch.Tensor, ctx: dict, keep):
-        """All steps as one fused autograd node from the raw input ``x`` (B, T, in): ``CompiledCfCSequence``
-        with the compiled kernels, else ``CfCSequence``; None where neither applies."""
-        if self.activation_name not in FUSED_ACTIVATIONS or (self.training and self.dropout is not None):
-            return None
-        need_grad = torch.is_grad_enabled() and (
-            any(p.requires_grad for p in self.parameters()) or x.requires_grad or h0.requires_grad or ts.requires_grad
-        )
-        spec = (self.mode, self.activation_name, len(self.backbone), need_grad)
-        kernels = native.load()
-        if kernels is not None and kernels.supports(x, h0, ts, self.head_weight) and not torch.jit.is_tracing():
-            weights = [t for layer in self.backbone[1:] for t in (layer.weight, layer.bias)]
-            if self.backbone:
-                weights += [ctx["heads"], self.head_bias]
-            if self.mode == "pure":
-                weights += [self.w_tau, self.A]
-            first = (
-                (self.backbone[0].weight, self.backbone[0].bias) if self.backbone else (ctx["heads"], self.head_bias)
-            )
-            return CompiledCfCSequence.apply(kernels, spec, x, h0, ts, keep, *first, *weights).transpose(0, 1)
-        w_x, w_hT, b, weights = fused_weights(
-            self.activation_name,
-            self.hidden,
-            self.mode,
-            self.backbone,
-            ctx["heads"],
-            self.head_bias,
-            ctx["w_x"],
-            ctx["w_hT"],
-            ctx["b"],
-        )
-        if self.mode == "pure":
-            weights += [self.w_tau, self.A]
-        px = nn.functional.linear(x, w_x, b)
-        return CfCSequence.apply(spec, px, h0, ts, keep, w_hT, *weights).transpose(0, 1)
-
-    # ---- no-grad streaming kernels -------------------------------------------------------------------
-    def compiled_step_kernel(self, ctx: dict, to_np, dtype):
-        """(input, h, ts) -> h' as one call of the compiled kernel (``native/cfc.inc``), on tensors (see
-        ``RecurrentCore.step``); None where the kernels are unavailable or the activation has no fused form."""
-        kernels = native.load()
-        dropout_active = self.training and self.dropout is not None
-        if kernels is None or self.activation_name not in FUSED_ACTIVATIONS or dropout_active:
-            return None
-        import ctypes
-
-        torch_dtype = torch.float32 if dtype == np.float32 else torch.float64
-        fn = kernels.function("cfc_step", torch_dtype)
-        H, L, n_in = self.hidden, len(self.backbone), self.in_features
-        kind, k, alpha, beta = FUSED_ACTIVATIONS[self.activation_name]
-        units = self.backbone[0].out_features if L else 0
-        first_w, first_b = (self.backbone[0].weight, self.backbone[0].bias) if L else (ctx["heads"], self.head_bias)
-        copy = lambda t: torch.from_numpy(to_np(t))  # noqa: E731 -- copies: the kernel never sees the weights
-        # the kernel multiplies by W^T: transposed once here
-        wxT, whT, first_b = copy(first_w[:, :n_in].t()), copy(first_w[:, n_in:].t()), copy(first_b)
-        layer_wT = [copy(layer.weight.t()) for layer in self.backbone[1:]]
-        layer_b = [copy(layer.bias) for layer in self.backbone[1:]]
-        headT, head_b = (copy(ctx["heads"].t()), copy(self.head_bias)) if L else (None, None)
-        w_tau, amp = (copy(self.w_tau), copy(self.A)) if self.mode == "pure" else (None, None)
-        arrays = [(ctypes.c_void_p * max(1, L - 1))(*(t.data_ptr() for t in ts)) for ts in (layer_wT, layer_b)]
-        address = lambda t: None if t is None else t.data_ptr()  # noqa: E731
-        fixed = (
-            address(wxT),
-            address(whT),
-            address(first_b),
-            *(ctypes.cast(a, ctypes.c_void_p) for a in arrays),
-            address(headT),
-            address(head_b),
-            address(w_tau),
-            address(amp),
-        )
-        mode = KERNEL_MODES[self.mode]
-        spec = (H, units, L, n_in, mode, KERNEL_ACTIVATIONS[kind], k, alpha, beta)
-        work_numel = {}  # batch -> scratch elements
-        scratch = native.StepScratch()
-
-        def kernel(x, h, ts):
-            x, h = x.contiguous(), h.contiguous()
-            batch = x.shape[0]
-            out = torch.empty(batch, H, dtype=torch_dtype)
-            numel = work_numel.get(batch)
-            if numel is None:
-                numel = work_numel[batch] = 2 * batch * H + kernels.cfc_work(batch, 1, H, units, L, mode)
-            ts = np.ascontiguousarray(ts)  # kept referenced: the kernel reads its memory
-            fn(
-                batch,
-                *spec,
-                x.data_ptr(),
-                h.data_ptr(),
-                ts.ctypes.data,
-                *fixed,
-                out.data_ptr(),
-                scratch.address(numel, torch_dtype),
-            )
-            return out
-
-        kernel.on_tensors = True
-        kernel.constants = (wxT, whT, first_b, layer_wT, layer_b, headT, head_b, w_tau, amp, arrays)  # keep alive
-        return kernel
-
-    def numpy_kernel(self, ctx: dict, to_np):
-        """(input, h, ts) -> h' in numpy, or None where there is no numpy version (gelu, active dropout).
-
-        Constant scales are folded into the weights once: LeCun's 0.666 / 1.7159 into the layers around each
-        activation, and ``sigmoid(u) = (1 + tanh(u / 2)) / 2`` halves the time heads, so ff1, ff2 and the
-        gate need a single tanh call. The input, the state and a constant 1 (bias) share one matmul.
-        """
-        if self.activation_name not in _NUMPY_ACTIVATIONS or (self.training and self.dropout is not None):
-            return None
-        H, mode = self.hidden, self.mode
-        in_scale, base, out_scale = _NUMPY_ACTIVATIONS[self.activation_name]
-        heads, head_b = ctx["heads"].t().clone(), self.head_bias.clone()
-        if mode != "pure":
-            heads[:, 2 * H :] *= 0.5
-            head_b[2 * H :] *= 0.5
-        if self.backbone:
-            first = torch.cat([ctx["w_x"].t(), ctx["w_hT"], ctx["b"][None]]) * in_scale
-            rest = [(to_np(l.weight.t() * (in_scale * out_scale)), to_np(l.bias * in_scale)) for l in self.backbone[1:]]
-            heads_np, head_b_np = to_np(heads * out_scale), to_np(head_b)
-        else:
-            first = torch.cat([heads, head_b[None]])
-        first = to_np(first)
-        if mode == "pure":
-            w_tau, amp = np.abs(to_np(self.w_tau)), to_np(self.A)
-        has_backbone = bool(self.backbone)
-        ones = {}
-
-        def kernel(inp, h, ts):
-            batch = inp.shape[0]
-            one = ones.get(batch)
-            if one is None:
-                one = ones[batch] = np.ones((batch, 1), dtype=first.dtype)
-            z = np.concatenate((inp, h, one), axis=1) @ first
-            if has_backbone:
-                z = base(z)
-                for w, b in rest:
-                    z = base(z @ w + b)
-                z = z @ heads_np
-                z += head_b_np
-            if mode == "pure":
-                decay = np.exp(-ts * (w_tau + np.abs(z)))
-                return amp - amp * decay * z
-            z[:, 2 * H : 3 * H] *= ts
-            z[:, 2 * H : 3 * H] += z[:, 3 * H :]
-            t = np.tanh(z[:, : 3 * H])
-            ff1, ff2, gate = t[:, :H], t[:, H : 2 * H], t[:, 2 * H :]  # gate = 2 sigmoid - 1
-            if mode == "no_gate":
-                out = gate + 1.0
-                out *= ff2
-                out *= 0.5
-                out += ff1
-                return out
-            out = ff2 - ff1
-            out *= gate
-            out += ff1
-            out += ff2
-            out *= 0.5
-            return out
-
-        return kernel
-
-
-def _np_silu(z):
-    return z / (1.0 + np.exp(-z))
-
-
-# activation(z) = out_scale * base(in_scale * z); the scales get folded into neighbouring weights
-_NUMPY_ACTIVATIONS = {
-    "lecun_tanh": (0.666, np.tanh, 1.7159),
-    "tanh": (1.0, np.tanh, 1.0),
-    "relu": (1.0, lambda z: np.maximum(z, 0.0), 1.0),
-    "silu": (1.0, _np_silu, 1.0),
-}
-
 
 @register_core("cfc")
 class CfCCell(RecurrentCore):
     """CfC core, fully connected (with a backbone MLP) or wired (one block per wiring layer).
 
     ``units`` is a unit count or a ``Wiring`` (or its ``to_dict()``); ``state_size`` is the number of units,
-    ``output_size`` the unit count (fully connected) or the wiring's motor neurons.
+    ``output_size`` the unit count (fully connected) or the wiring's motor neurons. Its kernels
+    (``cfc_kernels.py``) run the blocks one after another, each over a whole sequence.
     """
+
+    kernels = {"compiled": CompiledCfC, "torch": TorchCfC, "numpy": NumpyCfC}
 
     def __init__(
         self,
@@ -386,7 +210,7 @@ class CfCCell(RecurrentCore):
             if order[start : start + self.output_size] != list(range(self.output_size)):
                 raise ValueError("wiring's motor neurons (ids 0..output_size-1) must be contiguous in one layer")
             self._output_slice = slice(start, start + self.output_size)
-        self._layer_sizes = [b.hidden for b in self.blocks]
+        self.layer_sizes = [b.hidden for b in self.blocks]
 
     def config(self) -> dict:
         return {
@@ -410,46 +234,11 @@ class CfCCell(RecurrentCore):
         ts = dt[:, None]
         if len(self.blocks) == 1:
             return self.blocks[0].recur(p, state, ts, ctx[0])
-        hs = torch.split(state, self._layer_sizes, dim=1)
+        hs = torch.split(state, self.layer_sizes, dim=1)
         new = [self.blocks[0].recur(p, hs[0], ts, ctx[0])]
         for block, h, c in zip(self.blocks[1:], hs[1:], ctx[1:]):
             new.append(block.recur(block.project_input(new[-1], c), h, ts, c))
         return torch.cat(new, dim=1)
 
-    def fused_sequence(self, x, state, dt, ctx, keep):
-        """Block by block: block l's input at step t is block l-1's new state at step t, so each block runs
-        over the whole sequence (one fused node each) on the previous block's state sequence."""
-        if len(self.blocks) == 1:
-            return self.blocks[0].fused_sequence(x, state, dt, ctx[0], keep)
-        states, inputs = [], x
-        for block, h0, block_ctx in zip(self.blocks, torch.split(state, self._layer_sizes, dim=1), ctx):
-            inputs = block.fused_sequence(inputs, h0, dt, block_ctx, keep)
-            if inputs is None:
-                return None
-            states.append(inputs)
-        return torch.cat(states, dim=-1)
-
     def output(self, state):
         return state[..., self._output_slice]
-
-    def _numpy_kernel(self):
-        ctx = self.step_context()
-        if len(self.blocks) == 1:
-            compiled = self.blocks[0].compiled_step_kernel(ctx[0], self._np, self.__dict__["_kernel_dtype"])
-            if compiled is not None:
-                return compiled
-        kernels = [b.numpy_kernel(c, self._np) for b, c in zip(self.blocks, ctx)]
-        if any(k is None for k in kernels):
-            return None
-        if len(kernels) == 1:
-            return kernels[0]
-        bounds = list(zip(np.cumsum([0] + self._layer_sizes[:-1]), np.cumsum(self._layer_sizes)))
-
-        def kernel(x, state, ts):
-            out, inp = [], x
-            for k, (lo, hi) in zip(kernels, bounds):
-                inp = k(inp, state[:, lo:hi], ts)
-                out.append(inp)
-            return np.concatenate(out, axis=1)
-
-        return kernel

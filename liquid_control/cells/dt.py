@@ -30,8 +30,9 @@ def check_dt(dt: torch.Tensor) -> torch.Tensor:
     n = dt.numel()
     if n == 0:
         return dt
-    if n <= _SMALL and dt.device.type == "cpu":
-        ok = all(0.0 <= v < math.inf for v in dt.reshape(-1).tolist())  # NaN fails the comparison
+    if n <= _SMALL and dt.is_cpu:
+        values = dt.tolist() if dt.dim() == 1 else dt.reshape(-1).tolist()
+        ok = all(0.0 <= v < math.inf for v in values)  # NaN fails the comparison
     else:
         ok = bool((dt >= 0).logical_and_(torch.isfinite(dt)).all())
     if not ok:
@@ -43,6 +44,15 @@ def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torc
     """Validated per-sample step ``dt`` of shape (B,) from a float, a 0-d, (B,) or (B, 1) tensor.
 
     ``batch=None`` takes the batch from ``dt`` itself (a float is then one sample)."""
+    if (  # the streaming case, kept cheap: already a (B,) tensor of the right dtype on the CPU
+        type(dt) is torch.Tensor
+        and dt.dtype == dtype
+        and dt.dim() == 1
+        and (batch is None or dt.shape[0] == batch)
+        and device is None
+        and dt.is_cpu
+    ):
+        return check_dt(dt)
     dt = torch.as_tensor(dt, dtype=dtype, device=device)
     if dt.dim() == 2 and dt.shape[1] == 1:
         dt = dt[:, 0]

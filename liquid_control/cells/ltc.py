@@ -12,7 +12,8 @@ mapped.
 
 The integration itself is delegated to a solver from ``solvers.py`` (default ``semi_implicit`` with 6
 sub-steps = ncps's ``ode_unfolds=6``). Sensory synapses depend only on the input, so they are computed once
-per step -- for a whole sequence in one batched op (``prepare_inputs``) -- not once per sub-step.
+per step -- for a whole sequence in one batched op (``prepare_inputs``) -- not once per sub-step. This is the
+stepwise reference graph; the kernels (compiled, fused torch, numpy) are in ``ltc_kernels.py``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from . import native
 from .core import RecurrentCore, register_core
-from .ltc_sequence import LTCSequence
-from .solvers import SemiImplicit, Solver, make_solver
+from .ltc_kernels import CompiledLTC, NumpyLTC, TorchLTC
+from .solvers import Solver, make_solver
 from .wiring import FullyConnected, Wiring, as_wiring
 
 MAPPINGS = ("affine", "linear", "none")
@@ -44,8 +44,41 @@ _INIT = {
 }
 
 
-class _LTCODE:
-    """What every solver asks of the LTC ODE ``C dv/dt = b - a v``, given ``ab0`` and ``synapse_sums(v)``."""
+class LTCDynamics:
+    """The LTC ODE ``C dv/dt = b - a v`` of one step, for the solvers, on torch tensors or numpy arrays.
+
+    ``ab0`` stacks the state-independent parts ``[a0, b0]`` (leak + sensory synapses), (2, B, N);
+    ``synapse_sums(v)`` the recurrent ones ``[sum g, sum g E]``, also (2, B, N). ``a`` carries an extra
+    ``epsilon`` leak conductance: in the semi-implicit step it is exactly ncps's ``denominator + epsilon``;
+    for the other solvers it is a negligible leak that keeps ``a > 0``. ``ctx`` holds ``sigma``,
+    ``neg_sigma_mu`` (pre, post) and ``w_stack`` (2, 1, pre, post) for torch; their (post, pre) transposes for
+    numpy (``ltc_kernels.NumpyLTC``), where each sum is then one ``vecdot`` over contiguous memory.
+    """
+
+    def __init__(self, ctx: dict, ab0, cm):
+        self.ctx, self.ab0, self.cm = ctx, ab0, cm
+        self.numpy = isinstance(ab0, np.ndarray)
+        self.expm1 = np.expm1 if self.numpy else torch.expm1
+
+    def addcmul(self, x, y, z, value=1.0):
+        """``x + value * y * z`` (torch.addcmul's meaning, for either array type)."""
+        if not self.numpy:
+            return torch.addcmul(x, y, z, value=value)
+        if value == 1.0:
+            return x + y * z
+        return x - y * z if value == -1.0 else x + value * y * z
+
+    def synapse_sums(self, v):
+        p = self.ctx
+        if self.numpy:
+            z = np.multiply(v[:, None, :], p["sigma"])  # (B, post, pre)
+            z += p["neg_sigma_mu"]
+            np.negative(z, out=z)
+            np.exp(z, out=z)
+            z += 1.0
+            return np.vecdot(np.reciprocal(z, out=z), p["w_stack"])  # sigmoid, then [sum g, sum g E]
+        act = torch.sigmoid(torch.addcmul(p["neg_sigma_mu"], v.unsqueeze(2), p["sigma"]))  # (B, pre, post)
+        return (act.unsqueeze(0) * p["w_stack"]).sum(2)  # (2, B, post)
 
     def conductances(self, v):
         a, b = self.ab0 + self.synapse_sums(v)
@@ -56,53 +89,14 @@ class _LTCODE:
         return (b - a * v) / self.cm
 
 
-class LTCDynamics(_LTCODE):
-    """The LTC ODE for one step: recurrent synapses + this step's sensory/leak terms, on torch tensors.
-
-    ``ab0`` stacks the state-independent parts ``[a0, b0]`` (leak + sensory synapses) and
-    ``synapse_sums(v)`` the recurrent ones ``[sum g, sum g E]``, both (2, B, N). ``a`` carries an extra
-    ``epsilon`` leak conductance: in the semi-implicit step it is exactly ncps's ``denominator + epsilon``;
-    for the other solvers it is a negligible leak that keeps ``a > 0``.
-    """
-
-    def __init__(self, ctx: dict, sensory: torch.Tensor, epsilon: float):
-        sensory_num, sensory_den = sensory.chunk(2, dim=1)
-        self.ctx, self.cm = ctx, ctx["cm"]
-        self.ab0 = torch.stack([(ctx["gleak"] + epsilon) + sensory_den, ctx["gleak_vleak"] + sensory_num])
-        self.expm1, self.addcmul = torch.expm1, torch.addcmul
-
-    def synapse_sums(self, v):
-        c = self.ctx
-        act = torch.sigmoid(torch.addcmul(c["neg_sigma_mu"], v.unsqueeze(2), c["sigma"]))  # (B, pre, post)
-        return (act.unsqueeze(0) * c["w_stack"]).sum(2)  # (2, B, post)
-
-
-class NumpyLTCDynamics(_LTCODE):
-    """Same ODE on numpy arrays for the no-grad streaming kernel: ``sigmoid(z) = (1 + tanh(z/2)) / 2`` with
-    the halves folded into the weights and constants; arrays are laid out (post, pre) so both synapse sums
-    are one ``vecdot`` over contiguous memory."""
-
-    def __init__(self, kp: dict, ab0):
-        self.kp, self.cm, self.ab0 = kp, kp["cm"], ab0
-        self.expm1 = np.expm1
-
-    @staticmethod
-    def addcmul(x, y, z, value=1.0):
-        if value == 1.0:
-            return x + y * z
-        return x - y * z if value == -1.0 else x + value * y * z
-
-    def synapse_sums(self, v):
-        kp = self.kp
-        z = np.multiply(v[:, None, :], kp["half_sigma_t"])  # (B, post, pre)
-        np.subtract(z, kp["half_sigma_mu_t"], out=z)
-        np.tanh(z, out=z)
-        return np.vecdot(z, kp["half_w_stack_t"])  # (2, B, post); the constant halves live in ab0
-
-
 @register_core("ltc")
 class LTCCell(RecurrentCore):
-    """LTC core, fully connected (``units`` int) or wired (``Wiring`` or its dict); solver chosen by name."""
+    """LTC core, fully connected (``units`` int) or wired (``Wiring`` or its dict); solver chosen by name.
+
+    Its kernels (``ltc_kernels.py``) run the ``semi_implicit`` solver (compiled, torch) and, for the no-grad
+    step without the compiled library, every fixed-step solver in numpy."""
+
+    kernels = {"compiled": CompiledLTC, "torch": TorchLTC, "numpy": NumpyLTC}
 
     def __init__(
         self,
@@ -206,35 +200,14 @@ class LTCCell(RecurrentCore):
         out = parts[0] if len(parts) == 1 else torch.cat(parts)
         return out.reshape(*lead, 2 * self.state_size)
 
-    def step_prepared(self, p, state, dt, ctx):
-        return self.solver.solve(LTCDynamics(ctx, p, self.epsilon), state, dt[:, None])
+    def dynamics(self, p, ctx) -> LTCDynamics:
+        """The ODE of one step from its prepared sensory sums ``p`` (B, 2N) (what the solvers integrate)."""
+        sensory_num, sensory_den = p.chunk(2, dim=1)
+        ab0 = torch.stack([(ctx["gleak"] + self.epsilon) + sensory_den, ctx["gleak_vleak"] + sensory_num])
+        return LTCDynamics(ctx, ab0, ctx["cm"])
 
-    def fused_sequence(self, x, state, dt, ctx, keep):
-        """The default ``semi_implicit`` solver runs as one fused autograd node (``LTCSequence``)."""
-        if type(self.solver) is not SemiImplicit:
-            return None
-        sensory = self.prepare_inputs(x, ctx)
-        need_grad = torch.is_grad_enabled() and (
-            any(p.requires_grad for p in self.parameters())
-            or sensory.requires_grad
-            or state.requires_grad
-            or dt.requires_grad
-        )
-        states = LTCSequence.apply(
-            (self.solver.substeps, need_grad),
-            sensory,
-            state,
-            dt,
-            keep,
-            ctx["sigma"],
-            ctx["neg_sigma_mu"],
-            ctx["w"],
-            ctx["w_erev"],
-            ctx["cm"],
-            ctx["gleak"] + self.epsilon,
-            ctx["gleak_vleak"],
-        )
-        return states.transpose(0, 1)
+    def step_prepared(self, p, state, dt, ctx):
+        return self.solver.solve(self.dynamics(p, ctx), state, dt[:, None])
 
     def output(self, state):
         out = state[..., : self.output_size]
@@ -243,100 +216,3 @@ class LTCCell(RecurrentCore):
         if self.output_b is not None:
             out = out + self.output_b
         return out
-
-    # ---- no-grad streaming kernels (compiled, else numpy) ----------------------------------------------
-    def _numpy_kernel(self):
-        compiled = self._compiled_step_kernel()
-        if compiled is not None:
-            return compiled
-        if not self.solver.supports_numpy:
-            return None
-        ctx = self.step_context()
-        f = self._np
-        kp = {
-            "cm": f(ctx["cm"]),
-            "half_sigma_t": f(0.5 * ctx["sigma"].t()),
-            "half_sigma_mu_t": f(-0.5 * ctx["neg_sigma_mu"].t()),
-            "half_w_stack_t": f(0.5 * torch.stack([ctx["w"].t(), ctx["w_erev"].t()])[:, None]),
-        }
-        # constant halves of the sigmoids (recurrent and sensory), the leak and epsilon, added once per step
-        ab_const = f(
-            torch.stack(
-                [
-                    ctx["gleak"] + self.epsilon + 0.5 * (ctx["w"].sum(0) + ctx["sensory_w"].sum(0)),
-                    ctx["gleak_vleak"] + 0.5 * (ctx["w_erev"].sum(0) + ctx["sensory_w_erev"].sum(0)),
-                ]
-            )[:, None]
-        )  # (2, 1, N)
-        # input mapping folded into the sensory sigmoid: sigma (w x + b - mu) / 2 = (sigma w / 2) x - sigma (mu - b) / 2
-        in_w = self.input_w if self.input_w is not None else torch.ones(self.input_size)
-        in_b = self.input_b if self.input_b is not None else torch.zeros(self.input_size)
-        s_scale = f((0.5 * self.sensory_sigma * in_w[:, None]).t())
-        s_shift = f((0.5 * self.sensory_sigma * (self.sensory_mu - in_b[:, None])).t())
-        s_stack = f(0.5 * torch.stack([ctx["sensory_w"].t(), ctx["sensory_w_erev"].t()])[:, None])
-        solver = self.solver
-
-        def kernel(x, state, dt):
-            z = np.multiply(x[:, None, :], s_scale)  # (B, post, inputs)
-            np.subtract(z, s_shift, out=z)
-            np.tanh(z, out=z)
-            ode = NumpyLTCDynamics(kp, np.vecdot(z, s_stack) + ab_const)
-            return solver.solve(ode, state, dt)
-
-        return kernel
-
-    def _compiled_step_kernel(self):
-        """The ``semi_implicit`` step in the compiled kernels (``native/ltc.inc``, input mapping and sensory
-        synapses included), on tensors (see ``RecurrentCore.step``). None where they are unavailable."""
-        kernels = native.load()
-        if type(self.solver) is not SemiImplicit or kernels is None:
-            return None
-        torch_dtype = torch.float32 if self.__dict__["_kernel_dtype"] == np.float32 else torch.float64
-        fn = kernels.function("ltc_step", torch_dtype)
-        ctx, f = self.step_context(), self._np
-        in_w = self.input_w if self.input_w is not None else torch.ones(self.input_size)
-        in_b = self.input_b if self.input_b is not None else torch.zeros(self.input_size)
-        constants = [
-            torch.from_numpy(f(t))
-            for t in (  # copies: the kernel never sees the weights themselves
-                in_w,
-                in_b,
-                self.sensory_sigma,
-                -(self.sensory_sigma * self.sensory_mu),
-                ctx["sensory_w"],
-                ctx["sensory_w_erev"],
-                ctx["sigma"],
-                ctx["neg_sigma_mu"],
-                ctx["w"],
-                ctx["w_erev"],
-                ctx["cm"],
-                ctx["gleak"] + self.epsilon,
-                ctx["gleak_vleak"],
-            )
-        ]
-        addresses = [t.data_ptr() for t in constants]
-        n, inputs, substeps = self.state_size, self.input_size, self.solver.substeps
-        scratch = native.StepScratch()
-
-        def kernel(x, state, dt):
-            x, state = x.contiguous(), state.contiguous()
-            batch = x.shape[0]
-            out = torch.empty(batch, n, dtype=torch_dtype)
-            dt = np.ascontiguousarray(dt)  # kept referenced: the kernel reads its memory
-            fn(
-                batch,
-                n,
-                inputs,
-                substeps,
-                x.data_ptr(),
-                state.data_ptr(),
-                dt.ctypes.data,
-                *addresses,
-                out.data_ptr(),
-                scratch.address(4 * batch * n + 8 * n + inputs, torch_dtype),
-            )
-            return out
-
-        kernel.on_tensors = True
-        kernel.constants = constants  # the addresses above point into these
-        return kernel

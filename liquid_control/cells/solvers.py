@@ -24,7 +24,6 @@ Each solver advances by ``dt`` (shape (B, 1), per sample) in ``substeps`` equal 
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 
@@ -60,19 +59,10 @@ class SemiImplicit(Solver):
     name = "semi_implicit"
 
     def solve(self, ode, v, dt):
+        # the step as an increment v + (h b - h a v) / (cm + h a): exact for h = 0 and differentiable everywhere
+        # (also in dt at dt = 0); the same formula as the sequence kernels (ltc_kernels.py, native/ltc.inc)
         h = dt / self.substeps if self.substeps > 1 else dt
         cm = ode.cm
-        if isinstance(v, np.ndarray):
-            # numpy streaming kernel (no gradients): ncps's (cm/h v + b) / (cm/h + a) times h/h, 5 array ops
-            # per sub-step; q_b0 = [cm + h a0, h b0] is formed once per dt
-            q_b0, start = h * ode.ab0, v
-            q_b0[0] += cm
-            for _ in range(self.substeps):
-                q, h_b = q_b0 + h * ode.synapse_sums(v)
-                v = (cm * v + h_b) / q
-            return np.where(dt > 0, v, start)  # dt = 0: the state bit for bit (cm v / cm may round)
-        # torch: the same step as an increment v + (h b - h a v) / (cm + h a), exact for h = 0 and
-        # differentiable everywhere (also in dt at dt = 0)
         h_ab0 = h * ode.ab0
         for _ in range(self.substeps):
             h_a, h_b = ode.addcmul(h_ab0, h, ode.synapse_sums(v))

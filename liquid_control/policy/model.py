@@ -160,6 +160,8 @@ class Policy(nn.Module):
         """One update: obs tensors (B, ...), state (B, S) or None, dt (B,) seconds -> (action (B, A), state)."""
         dt = step_dt(dt, None, torch.float32)
         x = self.encode(obs, (dt.shape[0],))
+        if dt.dtype != x.dtype:  # a float64 policy
+            dt = dt.to(x.dtype)
         if state is None:
             state = self.initial_state(dt.shape[0], dtype=x.dtype)
         state = self.core.advance(x, state, self._core_dt(dt))
@@ -178,6 +180,8 @@ class Policy(nn.Module):
         batch, steps = dt.shape
         dt = sequence_dt(dt, batch, steps, torch.float32)
         x = self.encode(obs, (batch, steps))
+        if dt.dtype != x.dtype:  # a float64 policy
+            dt = dt.to(x.dtype)
         outputs, h_n = self.core.advance_sequence(
             x, self._core_dt(dt), h0, mask, fused=self.fused_sequence, readout=True
         )

@@ -4,8 +4,23 @@
  * Row-major matrices throughout; the Fortran BLAS is column-major, so C = A B is computed as C^T = B^T A^T. */
 #ifndef LIQUID_COMMON_H
 #define LIQUID_COMMON_H
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+
+/* The functions Python calls: exported (the library is built with -fvisibility=hidden) and read by
+ * bindings.py, which parses every "LIQUID_API result name(parameters) {" definition for its ctypes types. */
+#define LIQUID_API __attribute__((visibility("default")))
+
+/* Which vector code this build has (gemm.h, synapses.h): AVX-512, AVX2 + FMA, or portable C that the compiler
+ * vectorises for the target (SSE2 on x86-64, NEON on aarch64, ...). */
+#if defined(__AVX512F__)
+#define LIQUID_ISA 0
+#elif defined(__AVX2__) && defined(__FMA__)
+#define LIQUID_ISA 1
+#else
+#define LIQUID_ISA 2
+#endif
 
 /* Fortran BLAS exported by torch's libtorch_cpu (MKL in the x86 wheels); LP64 integers. */
 void sgemm_(const char *ta, const char *tb, const int *m, const int *n, const int *k, const float *alpha,

@@ -16,6 +16,7 @@
 #define MM mm_f32
 #include "ltc.inc"
 #include "cfc.inc"
+#include "checks.inc"
 #undef REAL
 #undef SUFFIX
 #undef SIGMOID
@@ -31,34 +32,20 @@
 #define MM mm_f64
 #include "ltc.inc"
 #include "cfc.inc"
+#include "checks.inc"
 
-/* Scratch sizes, for the Python side. */
-size_t cfc_forward_work_size(int B, int T, int H, int U, int L, int mode) {
+/* Scratch elements cfc_forward needs (the same for both precisions). */
+LIQUID_API size_t cfc_forward_work_size(int B, int T, int H, int U, int L, int mode) {
     return cfc_forward_work_f32(B, T, H, U, L, mode);
 }
 
 /* ABI self-check for the loader: 1 if this library's BLAS computes a known 2x2 product. */
-int liquid_selftest(void) {
+LIQUID_API int liquid_selftest(void) {
     const float a[4] = {1, 2, 3, 4}, b[4] = {5, 6, 7, 8};
     float c[4] = {0, 0, 0, 0};
     gemm_f32(0, 0, 2, 2, 2, 1.0f, a, 2, b, 2, 0.0f, c, 2);
     return c[0] == 19 && c[1] == 22 && c[2] == 43 && c[3] == 50;
 }
 
-/* The kernels' exp, elementwise, for the accuracy test. */
-void liquid_exp_f32(int n, const float *x, float *y) {
-    for (int i = 0; i < n; i++) y[i] = exp_f32(x[i]);
-}
-void liquid_exp_f64(int n, const double *x, double *y) {
-    for (int i = 0; i < n; i++) y[i] = exp_f64(x[i]);
-}
-
-/* The kernels' matrix product, for the tests: C = op(A) B (+ C). */
-void liquid_mm_f32(int trans_a, int M, int N, int K, const float *A, int lda, const float *B, int ldb, int accumulate,
-                   float *C, int ldc) {
-    mm_f32(trans_a, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
-}
-void liquid_mm_f64(int trans_a, int M, int N, int K, const double *A, int lda, const double *B, int ldb,
-                   int accumulate, double *C, int ldc) {
-    mm_f64(trans_a, M, N, K, A, lda, B, ldb, accumulate, C, ldc);
-}
+/* The vector code this build runs: 0 AVX-512, 1 AVX2 + FMA, 2 portable (common.h). */
+LIQUID_API int liquid_isa(void) { return LIQUID_ISA; }

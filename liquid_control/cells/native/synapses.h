@@ -2,9 +2,10 @@
  * over the pre-synaptic neurons (forward) or differentiated (backward), without storing the grid.
  *
  * Why by hand in float32: these loops are the whole LTC cost, and compiled from plain C the division in the
- * sigmoid is a long-latency instruction every result waits on. With AVX-512, 1/d is rcp14 plus one Newton
- * step (relative error < 1e-7, below float32's rounding), the sums stay in registers across the pre-synaptic
- * rows, and tails are masked lanes. float64, or a CPU without AVX-512, uses the plain loops. */
+ * sigmoid is a long-latency instruction every result waits on. With AVX-512 (intrinsics), 1/d is rcp14 plus
+ * one Newton step (relative error < 1e-7, below float32's rounding), the sums stay in registers across the
+ * pre-synaptic rows, and tails are masked lanes. Without AVX-512 the same structure on vec.h's vectors (AVX2:
+ * rcp + one Newton step; NEON/SSE: a division). float64 uses the plain loops. */
 #ifndef LIQUID_SYNAPSES_H
 #define LIQUID_SYNAPSES_H
 #include "common.h"
@@ -183,8 +184,93 @@ static void synapse_grads2_f32(int N, const float *v0, const float *v1, const fl
     }
 }
 #else
-LIQUID_SUMS_PLAIN(synapse_sums_f32, float, sigmoid_f32)
-LIQUID_GRADS_PLAIN(synapse_grads_f32, float, sigmoid_f32)
-LIQUID_GRADS2_PLAIN(synapse_grads2_f32, synapse_grads_f32, float)
+/* Without AVX-512: the same passes on vec.h's vectors (AVX2 + FMA, or NEON/SSE). The sums keep 2 vectors of
+ * posts in registers over all pre-synaptic rows; tails are partial loads and stores. */
+#include "vec.h"
+
+static void synapse_sums_f32(int rows, int N, const float *v, const float *sigma, const float *nsm, const float *w,
+                             const float *we, float *den, float *num) {
+    for (int i0 = 0; i0 < N; i0 += 2 * VW) {
+        const int n0 = N - i0 < VW ? N - i0 : VW, n1 = N - i0 - VW < VW ? N - i0 - VW : VW;
+        vf d0 = vsplat(0.0f), d1 = vsplat(0.0f), m0 = vsplat(0.0f), m1 = vsplat(0.0f);
+        for (int j = 0; j < rows; j++) {
+            const vf vj = vsplat(v[j]);
+            const size_t at = (size_t)j * N + i0;
+            const vf s0 = vsigmoid(vload_n(sigma + at, n0) * vj + vload_n(nsm + at, n0));
+            d0 += s0 * vload_n(w + at, n0);
+            m0 += s0 * vload_n(we + at, n0);
+            if (n1 > 0) {
+                const vf s1 = vsigmoid(vload_n(sigma + at + VW, n1) * vj + vload_n(nsm + at + VW, n1));
+                d1 += s1 * vload_n(w + at + VW, n1);
+                m1 += s1 * vload_n(we + at + VW, n1);
+            }
+        }
+        vstore_n(den + i0, d0, n0);
+        vstore_n(num + i0, m0, n0);
+        if (n1 > 0) {
+            vstore_n(den + i0 + VW, d1, n1);
+            vstore_n(num + i0 + VW, m1, n1);
+        }
+    }
+}
+
+/* dz = (d_den w + d_num we) s (1 - s) for one sample and VW posts at row offset `at`; accumulates the four
+ * parameter gradients there and returns dz * sigma for g_new. */
+static inline __attribute__((always_inline)) vf synapse_grad_lanes(int n, size_t at, vf vj, vf sg, const float *nsm,
+                                                                   const float *w, const float *we, vf dd, vf dn,
+                                                                   float *aw, float *ae, float *an, float *as) {
+    const vf s = vsigmoid(sg * vj + vload_n(nsm + at, n));
+    vstore_n(aw + at, vload_n(aw + at, n) + s * dd, n);
+    vstore_n(ae + at, vload_n(ae + at, n) + s * dn, n);
+    const vf dz = (dd * vload_n(w + at, n) + dn * vload_n(we + at, n)) * (s - s * s);
+    vstore_n(an + at, vload_n(an + at, n) + dz, n);
+    vstore_n(as + at, vload_n(as + at, n) + dz * vj, n);
+    return dz * sg;
+}
+
+static void synapse_grads_f32(int N, const float *v, const float *sigma, const float *nsm, const float *w,
+                              const float *we, const float *d_den, const float *d_num, const float *r_cm, float *aw,
+                              float *ae, float *an, float *as, float *g_new) {
+    for (int j = 0; j < N; j++) {
+        const vf vj = vsplat(v[j]);
+        vf acc = vsplat(0.0f);
+        for (int i = 0; i < N; i += VW) {
+            const int n = N - i < VW ? N - i : VW;
+            const size_t at = (size_t)j * N + i;
+            acc += synapse_grad_lanes(n, at, vj, vload_n(sigma + at, n), nsm, w, we, vload_n(d_den + i, n),
+                                      vload_n(d_num + i, n), aw, ae, an, as);
+        }
+        g_new[j] = vsum(acc) + r_cm[j];
+    }
+}
+
+/* Two samples in lock-step: each accumulator element is read and written once for both. */
+static void synapse_grads2_f32(int N, const float *v0, const float *v1, const float *sigma, const float *nsm,
+                               const float *w, const float *we, const float *dd0, const float *dn0, const float *rc0,
+                               const float *dd1, const float *dn1, const float *rc1, float *aw, float *ae, float *an,
+                               float *as, float *g0, float *g1) {
+    for (int j = 0; j < N; j++) {
+        const vf vj0 = vsplat(v0[j]), vj1 = vsplat(v1[j]);
+        vf acc0 = vsplat(0.0f), acc1 = vsplat(0.0f);
+        for (int i = 0; i < N; i += VW) {
+            const int n = N - i < VW ? N - i : VW;
+            const size_t at = (size_t)j * N + i;
+            const vf sg = vload_n(sigma + at, n), sh = vload_n(nsm + at, n);
+            const vf wv = vload_n(w + at, n), ev = vload_n(we + at, n);
+            const vf s0 = vsigmoid(sg * vj0 + sh), s1 = vsigmoid(sg * vj1 + sh);
+            const vf a0 = vload_n(dd0 + i, n), b0 = vload_n(dn0 + i, n);
+            const vf a1 = vload_n(dd1 + i, n), b1 = vload_n(dn1 + i, n);
+            vstore_n(aw + at, vload_n(aw + at, n) + s0 * a0 + s1 * a1, n);
+            vstore_n(ae + at, vload_n(ae + at, n) + s0 * b0 + s1 * b1, n);
+            const vf dz0 = (a0 * wv + b0 * ev) * (s0 - s0 * s0), dz1 = (a1 * wv + b1 * ev) * (s1 - s1 * s1);
+            vstore_n(an + at, vload_n(an + at, n) + dz0 + dz1, n);
+            vstore_n(as + at, vload_n(as + at, n) + dz0 * vj0 + dz1 * vj1, n);
+            acc0 += dz0 * sg;
+            acc1 += dz1 * sg;
+        }
+        g0[j] = vsum(acc0) + rc0[j];
+        g1[j] = vsum(acc1) + rc1[j];
+    }
+}
 #endif
 #endif

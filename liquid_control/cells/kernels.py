@@ -1,0 +1,150 @@
+"""The one dispatcher: which kernel advances a core, chosen by name, core, dtype and purpose.
+
+A *kernel* is one object per core and precision with an explicit interface (``Kernel``): it prepares the
+core's weights once (``__init__``), then runs ``step`` (a no-grad streaming update) or ``sequence`` (a whole
+sequence as one autograd node per block, whose ``forward`` and ``backward`` it implements). A core lists its
+kernel classes by backend name (``RecurrentCore.kernels``); ``select`` walks the backends in a fixed order and
+takes the first that supports the core and dtype:
+
+- ``step`` (no grad, small CPU batch): ``compiled`` (``native``), then ``numpy``;
+- ``sequence`` (training, ``forward_sequence``): ``compiled``, then ``torch`` (the fused torch loop with a
+  hand-written backward).
+
+Where none applies (other solvers, gelu, active dropout, GPU tensors, ONNX tracing, ``fused=False``) the core
+runs ``stepwise``: its per-step hooks as a plain torch graph, the reference every kernel is tested against.
+
+``recording()`` collects which backend ran (for tests that must fail when their path did not run, and for the
+benchmarks' report); ``KERNEL_ORDER`` is the only place the order lives.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from operator import attrgetter
+from typing import Any
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import native
+
+STEPWISE = "stepwise"
+KERNEL_ORDER = {"step": ("compiled", "numpy"), "sequence": ("compiled", "torch")}
+KERNEL_DTYPES = (torch.float32, torch.float64)
+# Largest batch for which a no-grad step uses a step kernel instead of the torch graph.
+STEP_KERNEL_MAX_BATCH = 16
+
+_VERSION = attrgetter("_version")  # a tensor's in-place update counter
+recorders: list[list] = []  # active ``recording()`` lists
+
+
+class Kernel:
+    """Interface of a kernel (see the module docstring). ``backend`` names it; ``supports`` says where it runs."""
+
+    backend = "abstract"
+
+    def __init__(self, core, dtype: torch.dtype, purpose: str):
+        self.core, self.dtype, self.purpose = core, dtype, purpose
+
+    @classmethod
+    def supports(cls, core, dtype: torch.dtype, purpose: str) -> bool:
+        """Whether this kernel can run ``core`` in ``dtype`` for ``purpose`` ("step" or "sequence")."""
+        return False
+
+    def step(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """No-grad update of ``state`` (B, S) by ``dt`` (B,) with input ``x`` (B, I); a new tensor."""
+        raise NotImplementedError
+
+    def sequence(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor, keep) -> torch.Tensor:
+        """States (B, T, S) over ``x`` (B, T, I), ``dt`` (B, T), ``keep`` (B, T) bool or None, differentiable."""
+        raise NotImplementedError
+
+
+def native_kernels():
+    """The compiled library (``native.load()``), or None: the only way kernels reach it."""
+    return native.load()
+
+
+def select(core, dtype: torch.dtype, purpose: str) -> type[Kernel] | None:
+    """The kernel class that runs ``core`` for ``purpose`` in ``dtype``, or None (``stepwise``)."""
+    if dtype not in KERNEL_DTYPES or torch.jit.is_tracing():  # ONNX export must record torch ops
+        return None
+    for backend in KERNEL_ORDER[purpose]:
+        cls = core.kernels.get(backend)
+        if cls is not None and cls.supports(core, dtype, purpose):
+            return cls
+    return None
+
+
+def note(core, purpose: str, backend: str) -> None:
+    """Record that ``backend`` ran ``core`` for ``purpose`` (a no-op unless ``recording()`` is active)."""
+    if recorders:
+        entry = (core.core_type, purpose, backend)
+        for recorder in recorders:
+            recorder.append(entry)
+
+
+@contextmanager
+def recording():
+    """Collect ``(core_type, purpose, backend)`` of every step / sequence that runs inside the block."""
+    ran: list[tuple[str, str, str]] = []
+    recorders.append(ran)
+    try:
+        yield ran
+    finally:
+        recorders.remove(ran)
+
+
+class StepKernels:
+    """The step kernel of a core per dtype, rebuilt when a parameter changed (in-place updates bump its version
+    counter; ``load_state_dict``, ``to()`` and friends call ``clear``)."""
+
+    def __init__(self):
+        self._cache: dict[Any, tuple] = {}
+
+    def get(self, core, dtype: torch.dtype) -> Kernel | None:
+        """The step kernel of ``core`` in ``dtype`` for its current weights (None: the stepwise graph)."""
+        cached = self._cache.get(dtype)
+        if cached is not None and cached[0] == core.training and tuple(map(_VERSION, cached[1])) == cached[2]:
+            return cached[3]
+        if torch.jit.is_tracing():  # an ONNX export records the stepwise graph; later steps still get kernels
+            return None
+        cls = select(core, dtype, "step")
+        params = tuple(core.parameters())
+        with torch.no_grad():
+            kernel = cls(core, dtype, "step") if cls is not None else None
+        self._cache[dtype] = (core.training, params, tuple(map(_VERSION, params)), kernel)
+        return kernel
+
+    def clear(self) -> None:
+        """Forget every kernel (the next step prepares the weights again)."""
+        self._cache.clear()
+
+    def __deepcopy__(self, memo):
+        return StepKernels()  # a copied core prepares its own kernels (prepared weights are not shared)
+
+    def __getstate__(self):
+        return {"_cache": {}}
+
+
+class FusedSequence(torch.autograd.Function):
+    """One autograd node for a whole sequence of one block: ``part.forward`` / ``part.backward`` do the work.
+
+    ``part`` is a kernel's per-block object with ``forward(ctx, *inputs) -> states (T, B, H)`` and
+    ``backward(ctx, grad_states) -> gradients of inputs``; ``inputs`` are the tensors (and Nones) whose
+    gradients autograd needs."""
+
+    @staticmethod
+    def forward(ctx, part, *inputs):
+        ctx.part = part
+        return part.forward(ctx, *inputs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_states):
+        return (None, *ctx.part.backward(ctx, grad_states))
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether autograd will ask for gradients of anything computed from ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)

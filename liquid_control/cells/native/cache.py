@@ -1,0 +1,342 @@
+"""Building the kernel library into a private cache, and opening only a library we built.
+
+Threats this guards against (issue 9): another local user pre-creating the cache directory (or the
+``/tmp`` fallback) to plant a library that then runs inside our process, swapping our library after the build,
+and a compiler that never returns.
+
+- **Private directories.** The cache directory is created with mode 0700 and then checked with ``lstat``: a
+  real directory (no symlink), owned by us, not writable by group or others; every directory above it is owned
+  by us or root and, where others may write to it, sticky (like ``/tmp``), so nobody else can rename it away.
+  A directory that fails is refused, never repaired.
+- **Only what we built is loaded.** A build records the SHA-256 of the library it produced (written atomically
+  next to it; the library's file name carries the digest, so concurrent builds never pair a record with another
+  build's file). Loading opens the file without following links, checks owner and mode on the open descriptor,
+  reads it, compares the digest of the bytes read, and hands exactly those bytes to the dynamic loader through
+  an anonymous memory file (``memfd``), so a file swapped after the check is never the one loaded. A library
+  whose digest does not match is refused with a message naming it.
+- **Bounded builds.** The compiler runs in its own process group with a timeout (``LIQUID_CONTROL_CC_TIMEOUT``
+  seconds, default 120); on timeout or interruption (Ctrl-C, a signal turned into an exception) the whole group
+  is killed and the temporary files (the partial library and the compiler's own temporaries, kept in a private
+  directory) are removed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+SOURCE_DIR = Path(__file__).resolve().parent
+SOURCES = ("kernels.c", "common.h", "vec.h", "gemm.h", "synapses.h", "ltc.inc", "cfc.inc", "checks.inc")
+OPT_FLAGS = [
+    "-O3",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp-simd",
+    "-fPIC",
+    "-shared",
+    "-std=gnu11",
+    "-ffp-contract=fast",
+    "-fvisibility=hidden",
+]
+DEFAULT_TIMEOUT_S = 120.0
+TIMEOUT_ENV = "LIQUID_CONTROL_CC_TIMEOUT"
+
+
+class UnsafeCacheError(RuntimeError):
+    """A cache directory or library file that someone else could have written: refused, never loaded."""
+
+
+def cache_dir() -> Path:
+    """Where the library is built: ``$LIQUID_CONTROL_CACHE/native``, else ``~/.cache/liquid_control/native``."""
+    root = os.environ.get("LIQUID_CONTROL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "liquid_control"
+    )
+    return Path(root) / "native"
+
+
+def fallback_dir() -> Path:
+    """Used when the cache directory cannot be created (e.g. a read-only home on a robot)."""
+    return Path(tempfile.gettempdir()) / f"liquid_control-{os.geteuid()}" / "native"
+
+
+def compile_timeout() -> float:
+    """The compiler's time limit in seconds (``LIQUID_CONTROL_CC_TIMEOUT``; default 120)."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not (0 < value < float("inf")):
+        raise ValueError(f"{TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+# ---- private directories -------------------------------------------------------------------------------
+def _check_owned_private(path: Path, st: os.stat_result, what: str) -> None:
+    if st.st_uid != os.geteuid():
+        raise UnsafeCacheError(f"{path}: {what} is owned by uid {st.st_uid}, not by us (uid {os.geteuid()})")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeCacheError(
+            f"{path}: {what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            "someone else could have put a library there"
+        )
+
+
+def _check_ancestors(path: Path) -> None:
+    """Every directory above ``path``: ours or root's, and sticky where others may write (nobody can rename)."""
+    for parent in path.resolve().parents:  # the real directories (a symlinked home is checked where it lives)
+        st = parent.stat()
+        writable_by_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if st.st_uid not in (0, os.geteuid()) or (writable_by_others and not st.st_mode & stat.S_ISVTX):
+            raise UnsafeCacheError(
+                f"{parent}: a directory above the kernel cache that others control "
+                f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+            )
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700 for every directory we create) and verify it (see the module docstring)."""
+    missing = []
+    probe = path
+    while not os.path.lexists(probe):
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass  # a concurrent build created it: verified below like any existing directory
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeCacheError(f"{path}: not a directory (a symlink or a file where the kernel cache should be)")
+    _check_owned_private(path, st, "the kernel cache directory")
+    _check_ancestors(path)
+    return path
+
+
+def _usable_dirs() -> tuple[list[Path], list[str]]:
+    dirs, problems = [], []
+    for candidate in (cache_dir(), fallback_dir()):
+        try:
+            dirs.append(private_dir(candidate))
+        except UnsafeCacheError as exc:
+            problems.append(f"refused {exc}")
+        except OSError as exc:
+            problems.append(f"{candidate}: {exc.strerror or exc}")
+    return dirs, problems
+
+
+# ---- what we built, verified ---------------------------------------------------------------------------
+def _record_path(directory: Path, base: str) -> Path:
+    return directory / f"{base}.sha256"
+
+
+def _library_path(directory: Path, base: str, digest: str) -> Path:
+    return directory / f"{base}-{digest[:16]}.so"
+
+
+def _read_private_file(path: Path, what: str) -> bytes:
+    """The bytes of a regular file that is ours and writable only by us (checked on the open descriptor)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeCacheError(f"{path}: {what} is not a regular file")
+        _check_owned_private(path, st, what)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def verified_library(directory: Path, base: str) -> tuple[Path, bytes] | None:
+    """``(path, bytes)`` of the library built for ``base`` in ``directory``, or None if there is none yet.
+
+    Raises ``UnsafeCacheError`` when a record or library exists but is not ours or not what we built."""
+    record = _record_path(directory, base)
+    if not os.path.lexists(record):
+        return None
+    digest = _read_private_file(record, "the kernel library's SHA-256 record").decode("ascii", "replace").strip()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise UnsafeCacheError(f"{record}: not a SHA-256 record")
+    library = _library_path(directory, base, digest)
+    if not os.path.lexists(library):
+        return None  # recorded, then removed (cache cleaned): build again
+    data = _read_private_file(library, "the kernel library")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != digest:
+        raise UnsafeCacheError(
+            f"{library}: its SHA-256 ({actual[:16]}...) is not the one recorded when we built it "
+            f"({digest[:16]}...): it was changed after the build; not loading it (delete it to rebuild)"
+        )
+    return library, data
+
+
+def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with _ignore_missing():
+            os.unlink(tmp)
+        raise
+
+
+@contextmanager
+def _ignore_missing():
+    try:
+        yield
+    except FileNotFoundError:
+        pass
+
+
+_memfds: list[int] = []  # open for the life of the process (see open_verified)
+
+
+def open_verified(path: Path, data: bytes) -> ctypes.CDLL:
+    """Load exactly ``data`` (the verified bytes of ``path``): through a memfd where the OS has one, so no
+    later change of the file can change what is loaded; else the path itself (checked just before).
+
+    The memfd stays open: the loader recognises an already-loaded library by its path, so a later library
+    opened under a reused ``/proc/self/fd/N`` would silently be the earlier one."""
+    if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
+        fd = os.memfd_create(f"liquid_control:{path.name}", getattr(os, "MFD_CLOEXEC", 0))
+        _memfds.append(fd)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        return ctypes.CDLL(f"/proc/self/fd/{fd}")
+    return ctypes.CDLL(str(path))
+
+
+# ---- compiling -----------------------------------------------------------------------------------------
+def _torch_blas() -> Path:
+    lib_dir = Path(torch.__file__).resolve().parent / "lib"
+    for name in ("libtorch_cpu.so", "libtorch_cpu.dylib"):
+        if (lib_dir / name).exists():
+            return lib_dir / name
+    raise RuntimeError(f"no libtorch_cpu in {lib_dir}")
+
+
+def _cpu_identity() -> str:
+    """What -march=native compiles for: the CPU's model and feature flags (a shared home may span machines)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    seen = {}
+    for line in lines:
+        key = line.split(":", 1)[0].strip()
+        wanted = key in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")
+        if wanted and key not in seen:
+            seen[key] = line
+    return "\n".join(seen.values())
+
+
+def compiler() -> str:
+    """The C compiler: ``$CC`` (a name on PATH or a path), else ``cc``."""
+    found = shutil.which(os.environ.get("CC", "cc"))
+    if found is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    return found
+
+
+def library_base(cc: str, extra_flags: tuple[str, ...] = ()) -> str:
+    """The library's name stem: a digest of the sources, compiler, torch, CPU and flags."""
+    key = hashlib.sha256()
+    for name in SOURCES:
+        key.update((SOURCE_DIR / name).read_bytes())
+    identity = [cc, torch.__version__, str(_torch_blas()), platform.machine(), _cpu_identity()] + OPT_FLAGS
+    key.update(" ".join(identity + list(extra_flags)).encode())
+    return f"liquid_kernels-{key.hexdigest()[:16]}"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def run_compiler(cmd: list[str], timeout: float, scratch: Path) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group with its temporaries in ``scratch``; kill the group on timeout or
+    on any interruption (KeyboardInterrupt, SystemExit from a signal handler) and re-raise."""
+    env = dict(os.environ, TMPDIR=str(scratch), TMP=str(scratch), TEMP=str(scratch))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        raise RuntimeError(
+            f"the C compiler did not finish within {timeout:g} s (killed; {TIMEOUT_ENV} sets the limit)"
+        ) from None
+    except BaseException:
+        _kill_group(proc)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
+    """The verified library for these flags, compiled into the cache first if needed: ``(path, bytes)``.
+
+    ``extra_flags`` go after the defaults (the tests build a variant without AVX-512 this way). Raises
+    ``UnsafeCacheError`` for a cache we must not use, RuntimeError when the build fails or times out."""
+    cc = compiler()
+    timeout = compile_timeout()
+    base = library_base(cc, extra_flags)
+    dirs, problems = _usable_dirs()
+    for directory in dirs:
+        found = verified_library(directory, base)  # raises for a tampered library: never rebuilt over silently
+        if found is not None:
+            return found
+    for directory in dirs:
+        if os.access(directory, os.W_OK):
+            return _compile(cc, timeout, directory, base, extra_flags)
+    if any(p.startswith("refused") for p in problems):
+        raise UnsafeCacheError("no safe directory for the compiled kernels: " + "; ".join(problems))
+    raise RuntimeError("no writable directory for the compiled kernels: " + "; ".join(problems))
+
+
+def _compile(cc: str, timeout: float, directory: Path, base: str, extra_flags) -> tuple[Path, bytes]:
+    blas = _torch_blas()
+    link = [f"-L{blas.parent}", "-l" + blas.name[3:].split(".")[0], f"-Wl,-rpath,{blas.parent}"]
+    scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".build-"))
+    try:
+        errors = []
+        for arch in (["-march=native"], []):  # -march=native is not known to every compiler
+            out = scratch / "kernels.so"
+            cmd = [cc, *OPT_FLAGS, *arch, *extra_flags, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c")]
+            result = run_compiler(cmd + ["-o", str(out), *link], timeout, scratch)
+            if result.returncode == 0:
+                data = out.read_bytes()
+                digest = hashlib.sha256(data).hexdigest()
+                library = _library_path(directory, base, digest)
+                _write_atomically(directory, library, data)
+                _write_atomically(directory, _record_path(directory, base), (digest + "\n").encode())
+                return library, data
+            errors.append((result.stderr.strip().splitlines() or ["(no output)"])[-1])
+        raise RuntimeError(f"compiling {SOURCE_DIR / 'kernels.c'} failed: {errors[-1]}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
