@@ -76,7 +76,11 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
     rng = np.random.default_rng([int(seed), 7])
     world.reset(seed=int(seed))
-    custom = {"liquid_control.source": "expert", "liquid_control.seed": str(seed), "liquid_control.noise": str(noise)}
+    custom = {
+        "liquid_control.source": "expert",
+        "liquid_control.seed": str(seed),
+        "liquid_control.noise": json.dumps({"std": noise.std, "correlation": noise.correlation}),
+    }
     counts = {"camera": 0, "imu": 0}
     drift = np.zeros(2)
     executed = np.zeros(2)

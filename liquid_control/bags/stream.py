@@ -385,7 +385,9 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
         try:
             decoded = msg.decode()
         except Exception as exc:  # a corrupt message body
-            raise BagError(f"{reader.path}: message on {msg.topic} at log time {t:.6f} s cannot be decoded: {exc}")
+            raise BagError(
+                f"{reader.path}: message on {msg.topic} at log time {t:.6f} s cannot be decoded: {exc}"
+            ) from None
         if msg.topic == spec.command_topic:
             ready, ok = labeller.on_command(t, command_vector(decoded, command_type))
             counters["commands" if ok else "commands_rejected"] += 1

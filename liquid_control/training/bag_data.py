@@ -343,10 +343,11 @@ class BagRun(_Run):
                 except BagError as exc:
                     raise TrainingError(f"{kind} bag {i + 1}/{len(bags)}: {exc}") from None
                 s = index["stats"]
+                events = ", ".join(f"{k} {v}" for k, v in s.items() if k.startswith(("rejected.", "resets.")))
                 self.log(
                     f"{kind} bag {Path(bag).name}: {s.get('updates', 0)} updates ({s.get('labelled', 0)} labelled) "
-                    f"in {len(index['segments'])} segment(s) over {s['duration_s']:.1f} s; "
-                    + ", ".join(f"{k} {v}" for k, v in s.items() if k.startswith(("rejected.", "resets.")))
+                    f"in {len(index['segments'])} segment(s) over {s['duration_s']:.1f} s"
+                    + (f"; {events}" if events else "")
                 )
             self.bag_stats[bag] = index["stats"]
             episodes += load_segments(folder, index)
