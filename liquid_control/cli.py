@@ -19,6 +19,8 @@ COMMANDS = {
     "eval": ("liquid_control.evaluation.cli", "out-of-distribution evaluation: policies x shifts x seeds -> report"),
     "sim": ("liquid_control.ros.graph", "start sim_node + policy_node (the graph of launch/sim.launch.py)"),
     "export": ("liquid_control.runtime.export", "export a policy as a single-step ONNX model for deployment"),
+    "record": ("liquid_control.ros.recorder_node", "record topics into a rosbag2 (MCAP) bag, or expert episodes"),
+    "replay": ("liquid_control.ros.replay", "play bags into a running policy_node and record its commands"),
 }
 
 
