@@ -1,7 +1,7 @@
 """Helpers of scripts/bag_loop.sh: the DDS replay check and the summary of the loop's figures.
 
-    python scripts/bag_loop.py replay --policy RUN/policy.pt --bag BAG --out DIR
-    python scripts/bag_loop.py summary --out OUT [--seconds S]
+python scripts/bag_loop.py replay --policy RUN/policy.pt --bag BAG --out DIR
+python scripts/bag_loop.py summary --out OUT [--seconds S]
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
             imu_qos_depth=1000,
             max_command=[100.0, 100.0],
             max_command_rate=[1e9, 1e9],
-            watchdog_timeout_s=30.0,
+            watchdog_timeout_s=1000.0,  # waiting for the replay must not make the node stale
         ),
         env,
         log_path=out_dir / "policy_node.log",
@@ -61,7 +61,7 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
         os.environ.clear()
         os.environ.update(saved)
         stop_process(node)
-    result.update(match_replayed(policy, bag, result["output"]))
+    result.update(match_replayed(policy, bag, result["output"]), rate=rate)
     (out_dir / "replay.json").write_text(json.dumps(result, indent=1))
     return result
 

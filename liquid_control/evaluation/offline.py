@@ -158,6 +158,37 @@ def evaluate_offline(
     return results
 
 
+def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = None, topic: str = "/cmd_vel") -> dict:
+    """Compare the commands a policy_node published while ``bag`` was replayed into it (recorded in the bag
+    ``replayed``, TwistStamped: each stamped with the frame it answers) with the same policy's commands
+    computed offline on ``bag``: how many updates found their command, and the largest difference."""
+    from liquid_control.bags.messages import TWIST_STAMPED, command_vector, stamp_seconds
+
+    data = data or {}
+    backend = load_backend(policy)
+    spec = data_spec(backend.config, data.get("node_params"), data.get("topics"), data.get("command_topic"))
+    offline = evaluate_bag(backend, bag, spec)
+    backend.close()
+    expected = {
+        int(round(s * 1e9)): a * np.asarray(spec.action_scale) for s, a in zip(offline["stamp"], offline["action"])
+    }
+    got = {}
+    with BagReader(replayed) as reader:
+        reader.require(topic, (TWIST_STAMPED,))
+        for msg in reader.messages([topic]):
+            decoded = msg.decode()
+            got[int(round(stamp_seconds(decoded) * 1e9))] = command_vector(decoded, TWIST_STAMPED)
+    matched = sorted(set(expected) & set(got))
+    diffs = [float(np.max(np.abs(got[k] - expected[k]))) for k in matched]
+    return {
+        "bag": str(bag),
+        "offline_updates": len(expected),
+        "recorded_commands": len(got),
+        "matched": len(matched),
+        "max_abs_diff": max(diffs) if diffs else float("nan"),
+    }
+
+
 def _fmt(values) -> str:
     return ", ".join(f"{v:.4f}" for v in values) if values else "n/a"
 

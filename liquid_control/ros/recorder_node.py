@@ -77,7 +77,7 @@ class BagRecorderNode(Node):
         )
         self.pending = list(dict.fromkeys(topics))
         self.counts = {t: 0 for t in self.pending}
-        self._subscriptions = {}
+        self._recorded_subscriptions = {}
         self._started = self.get_clock().now().nanoseconds
         self.done = threading.Event()
         self._discover()
@@ -99,7 +99,7 @@ class BagRecorderNode(Node):
                 self.pending.remove(topic)
                 continue
             qos = subscription_qos(profiles, self.p["qos_depth"])
-            self._subscriptions[topic] = self.create_subscription(
+            self._recorded_subscriptions[topic] = self.create_subscription(
                 cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True
             )
             self.pending.remove(topic)
@@ -118,9 +118,9 @@ class BagRecorderNode(Node):
 
     def close(self) -> Path:
         """Finish the bag (call once the executor no longer runs this node's callbacks)."""
-        for sub in self._subscriptions.values():
+        for sub in self._recorded_subscriptions.values():
             self.destroy_subscription(sub)
-        self._subscriptions = {}
+        self._recorded_subscriptions = {}
         path = self.writer.close()
         self.get_logger().info(f"wrote {path}: {self.counts}")
         return path

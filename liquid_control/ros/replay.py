@@ -65,14 +65,17 @@ class Replay:
         self.published = {t: 0 for t in self.publishers}
         self.clock_pub = None
 
-    def wait_for_subscribers(self, topics, timeout: float) -> list[str]:
-        """Wait until each of ``topics`` has a subscriber; returns those that still have none."""
+    def wait_for_subscribers(self, timeout: float) -> bool:
+        """Wait until some replayed topic has a subscriber (the node is up); False after ``timeout``.
+
+        Not every topic of a bag has a subscriber (a camera-only policy ignores the IMU), so one is enough.
+        """
         deadline = time.monotonic() + timeout
-        while True:
-            missing = [t for t in topics if self.publishers[t].get_subscription_count() == 0]
-            if not missing or time.monotonic() > deadline:
-                return missing
+        while not any(p.get_subscription_count() for p in self.publishers.values()):
+            if time.monotonic() > deadline:
+                return False
             time.sleep(0.05)
+        return True
 
     def play(self, reader: BagReader, rate: float, stop: threading.Event) -> int:
         """Publish the messages of ``reader`` on the replayed topics at ``rate`` x the recorded timing."""
@@ -178,16 +181,19 @@ def replay(args) -> dict:
             from rosgraph_msgs.msg import Clock
 
             player.clock_pub = node.create_publisher(Clock, "/clock", 10)
-        missing = player.wait_for_subscribers(list(player.publishers), args.wait)
-        if missing:
+        if not player.wait_for_subscribers(args.wait):
             print(
-                f"replay: no subscriber on {', '.join(missing)} after {args.wait:.0f} s; playing anyway",
+                f"replay: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
+                "playing anyway",
                 file=sys.stderr,
             )
         deadline = time.monotonic() + args.wait  # and the recorded topics' publishers (the policy node)
         while recorder.pending and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(0.3)  # let discovery settle both ways
+        time.sleep(0.5)  # let discovery settle both ways (the node's other subscriptions, our subscription)
+        unused = [t for t, p in player.publishers.items() if not p.get_subscription_count()]
+        if unused:
+            print(f"replay: nobody subscribes to {', '.join(unused)} (replayed anyway)", file=sys.stderr)
         for reader in readers:
             if args.reset_service and not _call_reset(node, args.reset_service):
                 print(f"replay: {args.reset_service} did not answer", file=sys.stderr)
@@ -216,7 +222,9 @@ def _spin(executor, context, stop):
     while context.ok() and not stop.is_set():
         try:
             executor.spin_once(timeout_sec=0.05)
-        except Exception:  # shutting down
+        except Exception:
+            if context.ok() and not stop.is_set():
+                raise  # a failing callback (e.g. the bag cannot be written): not swallowed
             break
 
 
