@@ -23,7 +23,7 @@ from pathlib import Path
 
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-from rosbags.rosbag2.errors import ReaderError, WriterError
+from rosbags.rosbag2.errors import WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 BAG_VERSION = 9  # metadata.yaml version written (rosbag2 of Jazzy and later)
@@ -293,8 +293,8 @@ class BagReader:
         try:
             self._reader = Reader(source)
             self._reader.open()
-        except (ReaderError, FileNotFoundError, KeyError, ValueError, OSError) as exc:
-            raise BagError(f"{self.path}: cannot open the bag: {exc}") from None
+        except Exception as exc:  # rosbags' parser meets corrupt bytes with many kinds of errors
+            raise BagError(f"{self.path}: cannot open the bag: {type(exc).__name__}: {exc}") from None
         self._register_types(self._reader.connections)
         self.topics = {}
         for conn in self._reader.connections:
@@ -362,9 +362,9 @@ class BagReader:
             for conn, timestamp, data in self._reader.messages(connections=connections):
                 last = timestamp
                 yield BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
-        except (ReaderError, ValueError, KeyError, IndexError, OSError, EOFError) as exc:
+        except Exception as exc:  # as at open: any parser error on corrupt bytes
             where = f" after log time {last * 1e-9:.3f} s" if last is not None else ""
-            raise BagError(f"{self.path}: corrupt bag{where}: {exc}") from None
+            raise BagError(f"{self.path}: corrupt bag{where}: {type(exc).__name__}: {exc}") from None
 
     def _salvaged_messages(self, wanted: set) -> Iterator[BagMessage]:
         # Read chunk by chunk; the messages of a chunk are sorted by log time as the indexed reader does.
@@ -389,7 +389,6 @@ class BagReader:
 # ------------------------------------------------------------------------------------------------ salvage
 def _iter_truncated_records(path: Path):
     """(record, error) pairs of an MCAP file read front to back with the ``mcap`` library; stops at the break."""
-    from mcap.exceptions import McapError
     from mcap.stream_reader import StreamReader
 
     with path.open("rb") as handle:
@@ -397,7 +396,7 @@ def _iter_truncated_records(path: Path):
         try:
             for record in reader.records:
                 yield record, None
-        except (McapError, ValueError, EOFError, OSError, Exception) as exc:  # the break
+        except Exception as exc:  # the break (EndOfFile, a cut record, garbage)
             yield None, exc
 
 

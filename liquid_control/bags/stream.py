@@ -289,7 +289,7 @@ class Update:
     time: float  # log time of the message that caused it (s): when the node computed it
     stamp: float  # header stamp of that message (s)
     dt: float  # what the cell integrated
-    reset: str | None  # a reset this update began with ("gap", "clock_backwards"), or None
+    reset: str | None  # the state was reset since the previous update ("gap", "clock_backwards"), or None
     obs: dict  # the inputs given to the backend (held readings)
     action: np.ndarray  # the backend's action (zeros for CaptureBackend)
     label: np.ndarray | None = None  # recorded command in action units, or None (unlabelled)
@@ -371,6 +371,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     labeller = _Labeller(spec.label, scale, reader.path, spec.command_topic)
     counters = stats.counters
     first = last = None
+    reset = None  # a reset of the state since the last update (e.g. a clock jump on a held sensor's message)
 
     def emit(updates):
         for update in updates:
@@ -403,6 +404,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             continue
         backend.last = None
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
+        reset = result.reset or reset
         if result.status != R.UPDATED:
             continue
         obs, dt = backend.last
@@ -410,10 +412,11 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             time=t,
             stamp=t if stamp is None else stamp,
             dt=dt,
-            reset=result.reset,
+            reset=reset,
             obs=obs,
             action=result.action,
         )
+        reset = None
         yield from emit(labeller.on_update(update))
     yield from emit(labeller.flush())
     counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
