@@ -212,11 +212,11 @@ class SimNode(Node):
                 throttle_duration_sec=2.0,
             )
             return
+        if self.recorder is not None:  # before it counts: lockstep resumes the world on the count
+            self.recorder.record(self.resolve_topic_name(self.p["command_topic"]), msg)
         with self._lock:
             self._command = (value / self.command_scale, self._sim_now)
             self.commands_received += 1
-        if self.recorder is not None:
-            self.recorder.record(self.resolve_topic_name(self.p["command_topic"]), msg)
 
     def _current_action(self, sim_t: float) -> np.ndarray:
         with self._lock:
