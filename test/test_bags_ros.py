@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from sensor_msgs.msg import Imu
+from test_ros_launch import launch_stubs  # noqa: F401  (fixture)
 
 from liquid_control.bags import BagReader
 from liquid_control.bags.io import qos_dict, typestore
@@ -156,3 +157,22 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
         for proc in (sim, recorder, node):
             stop_process(proc)
     np.testing.assert_array_equal(check["offline_updates"], frames)
+
+
+def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_path):  # noqa: F811
+    from test_ros_launch import ROOT, console_scripts
+
+    from liquid_control.ros.recorder_node import RECORDER_PARAMETERS
+
+    declared, nodes = launch_stubs(ROOT / "launch" / "record.launch.py", output="bags/day1")
+    assert {"output", "params_file", "topics", "use_sim_time", "duration_s"} <= set(declared)
+    (node,) = nodes
+    assert node.kwargs["executable"] == "bag_recorder" and "bag_recorder" in console_scripts()
+    params = node.kwargs["parameters"][-1]
+    assert set(params) <= set(RECORDER_PARAMETERS) | {"use_sim_time"}
+    assert params["topics"] == ["/camera/image_raw", "/imu/data", "/cmd_vel"] and params["output"] == "bags/day1"
+    robot = tmp_path / "robot.yaml"
+    robot.write_text("policy_node:\n  ros__parameters:\n    camera_topic: front/image\n    command_topic: /base/cmd\n")
+    (node,) = launch_stubs(ROOT / "launch" / "record.launch.py", params_file=str(robot), use_sim_time="true")[1]
+    params = node.kwargs["parameters"][-1]
+    assert params["topics"] == ["/front/image", "/imu/data", "/base/cmd"] and params["use_sim_time"] is True

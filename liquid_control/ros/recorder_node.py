@@ -205,6 +205,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def default_topics(params_file: str | None = None) -> list[str]:
+    """What to record for a policy: the camera, IMU and command topics of its policy_node parameter file
+    (default: config/rover_policy.yaml)."""
+    from liquid_control.bags.stream import absolute_topic, default_node_parameters_file, load_node_parameters
+
+    values = load_node_parameters(params_file or default_node_parameters_file("LiquidRover-v0"))
+    return [absolute_topic(values[k]) for k in ("camera_topic", "imu_topic", "command_topic")]
+
+
+def record_graph(
+    output: str = "", params_file: str = "", topics=(), use_sim_time: bool = False, duration_s: float = 0.0
+):
+    """The recorder node for launch/record.launch.py (one description, as liquid_control.ros.graph)."""
+    from liquid_control.ros.graph import NodeDescription
+
+    if params_file and not Path(params_file).is_file():
+        raise FileNotFoundError(f"parameter file {params_file} not found")
+    parameters = {
+        "output": output,
+        "topics": list(topics) or default_topics(params_file or None),
+        "duration_s": float(duration_s),
+        "use_sim_time": bool(use_sim_time),
+    }
+    return [NodeDescription("bag_recorder", "liquid_control.ros.recorder_node", "bag_recorder", (), parameters)]
+
+
 def bag_info(path: str) -> str:
     """A human summary of a bag, like ``ros2 bag info``."""
     with BagReader(path, allow_truncated=True) as reader:
@@ -278,13 +304,7 @@ def run(args) -> int:
                 f"{wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
             )
             return 0
-        topics = list(args.topics)
-        if not topics:
-            from liquid_control.bags.stream import absolute_topic, default_node_parameters_file, load_node_parameters
-
-            values = load_node_parameters(args.node_params or default_node_parameters_file("LiquidRover-v0"))
-            topics = [absolute_topic(values[k]) for k in ("camera_topic", "imu_topic", "command_topic")]
-        return _record_graph(args, topics)
+        return _record_graph(args, list(args.topics) or default_topics(args.node_params))
     except (BagError, ValueError) as exc:
         print(f"liquid-control record: error: {exc}", file=sys.stderr)
         return 2
