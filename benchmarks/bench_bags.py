@@ -77,6 +77,7 @@ def main():
             record_wall = time.perf_counter() - t0
             bags = [o["bag"] for o in outcomes]
             seconds = recorded_seconds(bags)
+            time_read(bags[:1], decode=True)  # warm up: rosbags builds its deserializers on first use
             size = sum(f.stat().st_size for b in bags for f in Path(b).iterdir()) / 1e6
             read_wall, n = time_read(bags, decode=False)
             decode_wall, _ = time_read(bags, decode=True)
