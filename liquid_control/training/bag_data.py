@@ -69,7 +69,7 @@ DATA_DEFAULTS = {
     "allow_truncated": False,
     "window": 512,
 }
-CACHE_FORMAT = "liquid_control.bag_cache/1"
+CACHE_FORMAT = "liquid_control.bag_cache/2"
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -201,9 +201,6 @@ def convert_bag(
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    keys = (["image"] if policy_config["observation"]["image"] is not None else []) + list(
-        policy_config["observation"]["vectors"]
-    )
     stats = StreamStats()
     segments, current = [], None
     try:
@@ -217,7 +214,7 @@ def convert_bag(
                 if current is None:
                     current = _SegmentFiles(tmp, len(segments))
                 label = update.label if update.label is not None else np.zeros(len(spec.action_scale))
-                arrays = {key: update.obs[key] for key in keys}
+                arrays = {f"obs.{key}": value for key, value in update.obs.items()}  # all the network is given
                 arrays.update(
                     dt=np.float32(update.dt),
                     stamp=np.float64(update.stamp),
@@ -269,7 +266,7 @@ def load_segments(folder: Path, index: dict) -> list[Episode]:
                 mode="r",
                 shape=(seg["length"], *layout["shape"]),
             )
-        obs = {k: v for k, v in arrays.items() if k not in ("dt", "stamp", "time", "label", "labelled")}
+        obs = {k.removeprefix("obs."): v for k, v in arrays.items() if k.startswith("obs.")}
         episodes.append(
             Episode(
                 observations=obs,
