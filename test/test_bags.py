@@ -361,6 +361,9 @@ def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bag
         CAMERA_ONLY, tmp_path / "run", data={**data, "allow_truncated": True}, resume=True, progress=False
     )
     assert result.epochs == 2
+    big = {**CAMERA_ONLY, "observation": {**CAMERA_ONLY["observation"], "image": {"height": 32, "width": 32}}}
+    with pytest.raises(trainer.TrainingError, match=r"episode_100: no labelled update .*reads 32x32 images"):
+        trainer.train(big, tmp_path / "big", data={"bags": [bags[0]]}, progress=False)
     with pytest.raises(trainer.TrainingError, match="other bags"):
         trainer.train(CAMERA_ONLY, tmp_path / "run", data={**data, "bags": [bags[0]]}, resume=True, progress=False)
 

@@ -234,10 +234,7 @@ def convert_bag(
     summary = stats.summary()
     if not summary.get("labelled"):
         shutil.rmtree(tmp, ignore_errors=True)
-        raise BagError(
-            f"{bag}: no labelled update ({summary}); check the topics "
-            f"{spec.topics} and the command topic {spec.command_topic} against the bag (liquid-control record --info)"
-        )
+        raise BagError(f"{bag}: no labelled update ({summary}): {_diagnose(summary, spec, policy_config)}")
     index = {
         "format": CACHE_FORMAT,
         "bag": bag,
@@ -252,6 +249,27 @@ def convert_bag(
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return index
+
+
+def _diagnose(counters: dict, spec, policy_config: dict) -> str:
+    """The likely reason a bag gave no training data, from its counters."""
+    hints = []
+    if counters.get("rejected.bad_shape"):
+        image = policy_config["observation"]["image"] or {}
+        hints.append(
+            f"readings of the wrong size (the policy reads {image.get('width')}x{image.get('height')} images: "
+            f"record the topic policy_node will subscribe to, resized)"
+        )
+    if counters.get("rejected.future_stamp"):
+        hints.append(
+            "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
+            "without --use-sim-time)"
+        )
+    if not counters.get("commands"):
+        hints.append(f"no command on {spec.command_topic} (set --command-topic)")
+    if not counters.get("updates") and not hints:
+        hints.append(f"no state update from {spec.topics}")
+    return "; ".join(hints) + " (see `liquid-control record --info` for what the bag holds)"
 
 
 def load_segments(folder: Path, index: dict) -> list[Episode]:
