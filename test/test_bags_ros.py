@@ -114,6 +114,7 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
         # the command after each frame; lockstep: one per frame)
         offline = evaluate_offline({"tiny": str(policy_file)}, [str(sim_bag)], tmp_path / "offline", progress=False)
         overall = offline["policies"]["tiny"]["overall"]
+        assert (tmp_path / "offline" / offline["policies"]["tiny"]["bags"][str(sim_bag)]["plot"]).stat().st_size > 0
         assert overall["labelled"] >= frames - 1 and max(overall["mae"]) < 1e-6, overall
 
         # 3. the graph recorder: the same frames, the publishers' QoS and the graph's type hashes
