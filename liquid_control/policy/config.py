@@ -18,6 +18,7 @@ CORE_TYPES = ("cfc", "ltc", "lstm", "gru", "mlp")
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
 AUGMENTATIONS = ("brightness", "contrast", "noise", "shift")
+SEQUENCE_KERNELS = ("fused", "stepwise")
 
 
 class PolicyConfigError(ValueError):
@@ -95,6 +96,9 @@ _TRAINING = {
     "dagger_max_steps": _field("int", None, min_value=1, nullable=True),
     "shift": _field("str", None, nullable=True),  # training distribution (default: the world's default)
     "augmentation": _field("str_list", [], choices=AUGMENTATIONS),  # off by default (headline comparison)
+    # how BC runs the core over a chunk: "fused" (the core's sequence kernels, compiled where available) or
+    # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
+    "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
 }
 _IMAGE = {"height": _field("int", 64, min_value=8), "width": _field("int", 64, min_value=8)}
 _OBSERVATION = {
