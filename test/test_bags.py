@@ -309,7 +309,6 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     """Record -> train (a killed run resumed gives the uninterrupted weights) -> the validation loss of
     training (fused sequences over the captured updates) equals the offline error the node's runner gives
     step by step on the same held-out bag."""
-    from liquid_control.evaluation.offline import evaluate_offline
     from liquid_control.policy import load_policy
     from liquid_control.training import trainer
 
@@ -336,14 +335,15 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     assert meta["training_data"] == "bags" and meta["training_bags"] == ["episode_100", "episode_101", "episode_102"]
     assert meta["data_spec"]["action_scale"] == [1.0, 1.5] and meta["training_updates"] > 60
 
-    results = evaluate_offline(
-        {"bc": str(whole.policy_path)}, [held], tmp_path / "offline", progress=False, plots=False
-    )  # (the plots: test_bags_ros)
+    from liquid_control import cli
+
+    argv = ["eval", "--bag", held, "--policy", f"bc={whole.policy_path}", "--out", str(tmp_path / "offline")]
+    assert cli.main([*argv, "--no-progress", "--no-example"]) == 0  # (the plots: test_bags_ros)
+    results = json.loads((tmp_path / "offline" / "offline.json").read_text())
     overall = results["policies"]["bc"]["overall"]
     assert overall["loss"] == pytest.approx(meta["validation_loss"], rel=1e-4)
     assert "| bc | episode_500 |" in (tmp_path / "offline" / "report.md").read_text()
-    report = json.loads((tmp_path / "offline" / "offline.json").read_text())
-    assert report["policies"]["bc"]["bags"][held]["counters"]["updates"] == overall["labelled"] + 1
+    assert results["policies"]["bc"]["bags"][held]["counters"]["updates"] == overall["labelled"] + 1
 
 
 def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bags, long_bag, tmp_path):
@@ -403,6 +403,18 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
         cmd = [M.command_vector(m.decode(), M.TWIST) for m in reader.messages(["/cmd_vel"])]
         executed = [M.command_vector(m.decode(), M.TWIST) for m in reader.messages(["/base/cmd_vel"])]
     assert len(cmd) == len(executed) > 5 and not np.allclose(cmd, executed)
+    # train from it on the command line, labels on the operator's topic (the base's is noisy), YAML data section
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**CAMERA_ONLY, "data": {"command_topic": "/cmd_vel", "window": 16}}))
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / "run"), "--bag", str(tmp_path / "exp" / "*")]
+    assert cli.main([*argv, "--label", "held", "--set", "training.epochs_first=1", "--no-progress"]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "data.yaml").read_text())
+    assert saved["spec"]["label"]["mode"] == "held" and saved["data"]["window"] == 16
+    assert saved["data"]["bags"] == [str((tmp_path / "exp" / "episode_3").resolve())]
+    assert "selection success not measured: trained from bags" in capsys.readouterr().out
+    argv[4] = str(tmp_path / "run2")
+    assert cli.main([*argv, "--topic", "lidar=/scan"]) == 2
+    assert "the policy does not read" in capsys.readouterr().err
     assert cli.main(["record", "--recover", str(tmp_path / "nothing"), "-o", str(tmp_path / "x")]) == 2
     assert "no such bag" in capsys.readouterr().err
     with pytest.raises(ValueError, match="LiquidRover"):
