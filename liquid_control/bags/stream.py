@@ -311,8 +311,8 @@ class StreamStats:
 class _Labeller:
     """Pairs updates with recorded commands by the :class:`LabelRule`; hands out updates in order."""
 
-    def __init__(self, rule: LabelRule, scale: np.ndarray, bag: Path, command_topic: str):
-        self.rule, self.scale, self.bag, self.topic = rule, scale, bag, command_topic
+    def __init__(self, rule: LabelRule, scale: np.ndarray):
+        self.rule, self.scale = rule, scale
         self.pending: deque = deque()
         self.held = None  # (log time, action) of the latest command
 
@@ -368,7 +368,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
         reader.require(topic, (SENSOR_TYPES[sensor][0],))
     command_type = reader.require(spec.command_topic, COMMAND_TYPES).msgtype
     scale = np.asarray(spec.action_scale, dtype=np.float64)
-    labeller = _Labeller(spec.label, scale, reader.path, spec.command_topic)
+    labeller = _Labeller(spec.label, scale)
     counters = stats.counters
     first = last = None
     reset = None  # a reset of the state since the last update (e.g. a clock jump on a held sensor's message)

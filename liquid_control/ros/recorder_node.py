@@ -78,7 +78,7 @@ class BagRecorderNode(Node):
         self.pending = list(dict.fromkeys(topics))
         self.counts = {t: 0 for t in self.pending}
         self._recorded_subscriptions = {}
-        self._started = self.get_clock().now().nanoseconds
+        self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
         self.done = threading.Event()
         self._discover()
         self.create_timer(float(p["discovery_period_s"]), self._discover)
@@ -106,8 +106,11 @@ class BagRecorderNode(Node):
             self.get_logger().info(
                 f"subscribed {topic} ({msgtype}, {qos.reliability.name.lower()}, {len(infos)} publisher(s))"
             )
+        now = self.get_clock().now().nanoseconds
+        if self._started is None and now > 0:
+            self._started = now
         duration = float(self.p["duration_s"])
-        if duration > 0 and self.get_clock().now().nanoseconds - self._started >= duration * 1e9:
+        if duration > 0 and self._started is not None and now - self._started >= duration * 1e9:
             self.done.set()
 
     def _on_message(self, topic: str, data: bytes):
