@@ -32,13 +32,13 @@ from .recorder_node import BagRecorderNode, default_bag_name
 
 
 def publisher_qos(profiles) -> QoSProfile:
-    """The QoS a replayed topic is published with: its first recorded publisher's (rosbags Qos)."""
+    """The QoS a replayed topic is published with: its first recorded publisher's (rosbags Qos), keeping 100."""
     if not profiles:
-        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     q = profiles[0]
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
-        depth=max(10, int(q.depth)),
+        depth=max(100, int(q.depth)),  # deep: a busy subscriber must not lose replayed messages
         reliability=ReliabilityPolicy.BEST_EFFORT
         if q.reliability.name == "BEST_EFFORT"
         else ReliabilityPolicy.RELIABLE,
