@@ -20,6 +20,7 @@ EPOCHS=${EPOCHS:-100}
 SEED=${SEED:-0}                   # training seed
 NOISE_STD=${NOISE_STD:-0.0}       # noise injected into the expert's executed command (action units)
 NOISE_CORR=${NOISE_CORR:-0.0}
+BURST_RATE=${BURST_RATE:-0.0}     # swerves per second in the expert's executed command (recovery demonstrations)
 AUGMENT=${AUGMENT:---augment}     # image augmentation of BC ("" to switch off)
 EXTRA_SET=${EXTRA_SET:-}          # further --set KEY=VALUE for training
 REPLAY=${REPLAY:-1}               # replay a test bag through policy_node over DDS (0: skip)
@@ -31,7 +32,7 @@ stage() { echo "[bag_loop $(($(date +%s) - start)) s] $*" >&2; }
 
 stage "1/5 record $EPISODES expert episodes (+ $VAL_EPISODES validation, $TEST_EPISODES test) to MCAP"
 [ -d "$OUT/bags/train" ] || $LC record --expert -o "$OUT/bags/train" --episodes "$EPISODES" --seed 100 \
-  --noise-std "$NOISE_STD" --noise-correlation "$NOISE_CORR" --no-progress
+  --noise-std "$NOISE_STD" --noise-correlation "$NOISE_CORR" --burst-rate "$BURST_RATE" --no-progress
 [ -d "$OUT/bags/validation" ] || $LC record --expert -o "$OUT/bags/validation" --episodes "$VAL_EPISODES" \
   --seed 500 --no-progress
 [ -d "$OUT/bags/test" ] || $LC record --expert -o "$OUT/bags/test" --episodes "$TEST_EPISODES" --seed 600 \

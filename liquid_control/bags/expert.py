@@ -38,15 +38,36 @@ TOPICS = {
 
 @dataclass(frozen=True)
 class ExpertNoise:
-    """Noise added to the executed command (action units): per-update Gaussian with ``std`` per dimension,
-    correlated over updates by ``correlation`` (0: white; 0.9: drifts lasting ~10 updates)."""
+    """What the base executes instead of the operator's command (action units).
+
+    ``std``/``correlation``: Gaussian noise per update and dimension, correlated over updates (0: white; 0.9:
+    drifts lasting ~10 updates), as DART. ``burst_rate``: swerves per second of driving, each replacing the
+    angular command by a random one in [-1, 1] for ``burst_s`` seconds (the operator's deliberate deviations
+    that a recovery demonstration starts from); the operator's label stays the expert's throughout.
+    """
 
     std: float = 0.0
     correlation: float = 0.0
+    burst_rate: float = 0.0
+    burst_s: float = 0.6
 
     def __post_init__(self):
         if not (self.std >= 0 and 0 <= self.correlation < 1):
             raise ValueError(f"noise std must be >= 0 and correlation in [0, 1), got {self.std}, {self.correlation}")
+        if not (self.burst_rate >= 0 and self.burst_s > 0):
+            raise ValueError(f"burst rate must be >= 0 and duration > 0, got {self.burst_rate}, {self.burst_s}")
+
+    @property
+    def active(self) -> bool:
+        return self.std > 0 or self.burst_rate > 0
+
+    def describe(self) -> dict:
+        return {
+            "std": self.std,
+            "correlation": self.correlation,
+            "burst_rate": self.burst_rate,
+            "burst_s": self.burst_s,
+        }
 
 
 def make_world(world: str = "LiquidRover-v0", render_size: int = 64, shift: str = "", time_limit: float = 0.0):
@@ -79,7 +100,7 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
     custom = {
         "liquid_control.source": "expert",
         "liquid_control.seed": str(seed),
-        "liquid_control.noise": json.dumps({"std": noise.std, "correlation": noise.correlation}),
+        "liquid_control.noise": json.dumps(noise.describe()),
     }
     counts = {"camera": 0, "imu": 0}
     drift = np.zeros(2)
@@ -89,10 +110,11 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
         bag.add_topic(TOPICS["camera"], IMAGE, [SENSOR_QOS])
         bag.add_topic(TOPICS["imu"], IMU, [SENSOR_QOS])
         bag.add_topic(TOPICS["command"], TWIST, [SENSOR_QOS])
-        if noise.std > 0:
+        if noise.active:
             bag.add_topic(TOPICS["executed"], TWIST, [SENSOR_QOS])
         bag.add_topic(TOPICS["status"], STRING, [STATUS_QOS])
         update_stamp = -np.inf
+        previous_stamp, burst_until, burst_angular = 0.0, -np.inf, 0.0
         while True:
             world.apply_action(executed)
             sensor, stamp, reading = world.next_delivery()
@@ -111,11 +133,16 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
             expert = np.asarray(world.expert_action(), dtype=np.float64)
             bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
             executed = expert
-            if noise.std > 0:
+            if noise.active:
                 rho = noise.correlation
                 drift = rho * drift + np.sqrt(1 - rho * rho) * rng.normal(0.0, noise.std, size=2)
                 executed = np.clip(expert + drift, -1.0, 1.0)
+                if burst_until <= stamp and rng.random() < noise.burst_rate * max(stamp - previous_stamp, 0.0):
+                    burst_until, burst_angular = stamp + noise.burst_s, rng.uniform(-1.0, 1.0)
+                if stamp < burst_until:
+                    executed = np.array([executed[0], burst_angular])
                 bag.write(TOPICS["executed"], now_ns, twist_message(*(executed * scale)))
+            previous_stamp = stamp
         success = bool(info.get("success"))
         outcome = "success" if success else ("collision" if info.get("collision") else "timeout")
         status = {
@@ -124,7 +151,7 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
             "success": success,
             "sim_time": round(float(world.data.time), 4),
             "messages": counts,
-            "noise": {"std": noise.std, "correlation": noise.correlation},
+            "noise": noise.describe(),
         }
         bag.write(TOPICS["status"], int(round(float(world.data.time) * 1e9)), string_message(json.dumps(status)))
     return status

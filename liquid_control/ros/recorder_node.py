@@ -205,6 +205,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise-std", type=float, default=0.0, help="noise injected into the executed command (action units)"
     )
     sim.add_argument("--noise-correlation", type=float, default=0.0, help="correlation of that noise per update")
+    sim.add_argument(
+        "--burst-rate", type=float, default=0.0, help="swerves per second: random angular command for --burst-s"
+    )
+    sim.add_argument("--burst-s", type=float, default=0.6, help="duration of a swerve (s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -297,7 +301,7 @@ def run(args) -> int:
                 render_size=args.render_size,
                 shift=args.shift,
                 time_limit=args.time_limit,
-                noise=ExpertNoise(args.noise_std, args.noise_correlation),
+                noise=ExpertNoise(args.noise_std, args.noise_correlation, args.burst_rate, args.burst_s),
                 progress=not args.no_progress,
             )
             wins = sum(r["success"] for r in results)
