@@ -47,6 +47,7 @@ setup(
             "liquid-control = liquid_control.cli:main",
             "policy_node = liquid_control.ros.policy_node:main",
             "sim_node = liquid_control.ros.sim_node:main",
+            "bag_recorder = liquid_control.ros.recorder_node:main",
         ],
     },
 )

@@ -22,6 +22,8 @@ COMMANDS = {
     "sim": ("liquid_control.ros.graph", "start sim_node + policy_node (the graph of launch/sim.launch.py)"),
     "export": ("liquid_control.runtime.export", "export a policy as a single-step ONNX model for deployment"),
     "view": ("liquid_control.ros.view", "watch a running graph: live in Foxglove, or as a picture of its topics"),
+    "record": ("liquid_control.ros.recorder_node", "record topics into a rosbag2 (MCAP) bag, or expert episodes"),
+    "replay": ("liquid_control.ros.replay", "play bags into a running policy_node and record its commands"),
 }
 
 

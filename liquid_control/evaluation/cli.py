@@ -49,6 +49,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(experiment.SHIFT_SETS.items())),
     )
     what.add_argument(
+        "--bag",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="offline evaluation: the policies' command error on these recorded rosbag2 bags (globs; "
+        "repeatable) instead of simulated episodes; see docs/real_robot.md",
+    )
+    what.add_argument(
         "--world",
         default="LiquidRover-v0",
         help="world for an expert-only evaluation (otherwise the policies' own world)",
@@ -86,6 +94,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     how.add_argument("--no-example", action="store_true", help="skip the example-episode figure")
+    from liquid_control.bags.stream import add_data_arguments
+
+    add_data_arguments(parser)
     exp = parser.add_argument_group("the headline experiment (trains, then evaluates)")
     exp.add_argument(
         "--experiment",
@@ -134,6 +145,10 @@ def run(args: argparse.Namespace) -> int:
         if len(sys.argv) > 1 and sys.argv[1] == "eval"
         else ""
     )
+    if args.bag:
+        from liquid_control.evaluation.offline import run_offline
+
+        return run_offline(args, command)
     try:
         if args.experiment:
             result = experiment.run_experiment(args, command=command)

@@ -133,6 +133,11 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_info_topic": ("", "sensor_msgs/CameraInfo with each image (empty: camera_info beside camera_topic)"),
     "robot_description_topic": ("robot_description", "std_msgs/String URDF of the robot (transient local)"),
     "publish_tf": (True, "odom -> base_link and the wheels on /tf with the odometry, sensor mounts on /tf_static"),
+    "record_bag": (
+        "",
+        "folder: record each episode into <folder>/episode_<seed> (rosbag2 MCAP: what this node publishes "
+        "and the commands it receives, logged at sim time in the stamps' clock); empty: no recording",
+    ),
 }
 
 
@@ -217,6 +222,7 @@ class SimNode(Node):
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
         )
         self.command_topic_name = command_sub.topic_name
+        self.recorder = self._make_recorder(p["record_bag"]) if p["record_bag"] else None
         self.reset_client = (
             self.create_client(Trigger, p["policy_reset_service"]) if p["policy_reset_service"] else None
         )
@@ -227,6 +233,23 @@ class SimNode(Node):
         m = self.world.model
         root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "root")
         self._qpos_adr, self._qvel_adr = int(m.jnt_qposadr[root]), int(m.jnt_dofadr[root])
+
+    def _make_recorder(self, folder: str):
+        """Wrap the publishers so what they publish also goes into the episode's bag (liquid_control.bags)."""
+        from liquid_control.bags.recording import EpisodeRecorder
+
+        recorder = EpisodeRecorder(folder, lambda: self._stamp(float(self.world.data.time)), {"source": "sim_node"})
+        self.publishers_by_sensor = {s: recorder.wrap(pub) for s, pub in self.publishers_by_sensor.items()}
+        self.odom_pub, self.status_pub = recorder.wrap(self.odom_pub), recorder.wrap(self.status_pub)
+        if self.target_pub is not None:
+            self.target_pub = recorder.wrap(self.target_pub)
+        if self.camera_info_pub is not None:
+            self.camera_info_pub = recorder.wrap(self.camera_info_pub)
+        if self.tf_pub is not None:
+            self.tf_pub = recorder.wrap(self.tf_pub)
+        command_msg = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
+        recorder.add_topic(self.resolve_topic_name(self.p["command_topic"]), command_msg[self.command_type])
+        return recorder
 
     def _validate(self):
         p, problems = self.p, []
@@ -264,6 +287,8 @@ class SimNode(Node):
                 throttle_duration_sec=2.0,
             )
             return
+        if self.recorder is not None:  # before it counts: lockstep resumes the world on the count
+            self.recorder.record(self.resolve_topic_name(self.p["command_topic"]), msg)
         with self._lock:
             self._command = (value / self.command_scale, self._sim_now)
             self.commands_received += 1
@@ -413,6 +438,8 @@ class SimNode(Node):
         sim0 = float(world.data.time)
         wall0 = time.monotonic()
         self._wall_epoch = time.time() - sim0
+        if self.recorder is not None:
+            self.recorder.start(f"episode_{seed}", seed=seed, world=self.p["world"], shift=self.p["shift"])
         odom_period, target_period = 1.0 / self.p["odom_rate_hz"], 1.0 / self.p["target_rate_hz"]
         next_odom = next_target = sim0
         counts = {s: 0 for s in self.publishers_by_sensor}
@@ -487,6 +514,8 @@ class SimNode(Node):
             if key in info:
                 status[key] = round(float(info[key]), 4)
         self.status_pub.publish(String(data=json.dumps(status)))
+        if self.recorder is not None:
+            status["bag"] = str(self.recorder.stop())
         self.get_logger().info(f"episode {index}: {outcome} at t={status['sim_time']:.2f} s {json.dumps(status)}")
         return status
 
@@ -547,6 +576,8 @@ def main(args=None) -> int:
     finally:
         done.set()
         spinner.join()  # no callback may run while the node and the world go away
+        if node.recorder is not None:
+            node.recorder.stop()  # an interrupted episode still gets a complete bag
         node.world.close()
         node.destroy_node()
         executor.shutdown()

@@ -25,7 +25,8 @@ def action_loss(policy, predicted: torch.Tensor, target: torch.Tensor, mask: tor
 
 
 def _chunk(group, keys, start: int, length: int):
-    """Stack updates [start, start+length) of each episode in ``group``, zero-padded, with a validity mask."""
+    """Stack updates [start, start+length) of each episode in ``group``, zero-padded, with a validity mask
+    (padding: False) and a loss mask (also False where an episode has no label, see ``Episode.label_mask``)."""
     batch = len(group)
     obs = {}
     for key in keys:
@@ -38,12 +39,14 @@ def _chunk(group, keys, start: int, length: int):
     dt = np.zeros((batch, length), np.float32)
     labels = np.zeros((batch, length, group[0].expert_action.shape[1]), np.float32)
     mask = np.zeros((batch, length), bool)
+    labelled = np.zeros((batch, length), bool)
     for b, ep in enumerate(group):
         n = max(0, min(length, len(ep) - start))
         dt[b, :n] = ep.dt[start : start + n]
         labels[b, :n] = ep.expert_action[start : start + n]
         mask[b, :n] = True
-    return obs, torch.from_numpy(dt), torch.from_numpy(labels), torch.from_numpy(mask)
+        labelled[b, :n] = True if ep.label_mask is None else ep.label_mask[start : start + n]
+    return obs, torch.from_numpy(dt), torch.from_numpy(labels), torch.from_numpy(mask), torch.from_numpy(labelled)
 
 
 def count_chunks(episodes, batch_size: int, sequence_length: int, order=None) -> int:
@@ -84,18 +87,18 @@ def bc_epoch(
         longest = max(len(ep) for ep in group)
         state = None
         for start in range(0, longest, sequence_length):
-            obs, dt, labels, mask = _chunk(group, keys, start, sequence_length)
+            obs, dt, labels, mask, labelled = _chunk(group, keys, start, sequence_length)
             if augment is not None and "image" in obs:
                 obs["image"] = augment.apply(obs["image"])
             actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask)
-            loss = action_loss(policy, actions, labels, mask)
+            loss = action_loss(policy, actions, labels, labelled)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
             optimizer.step()
             state = state.detach()
-            n = int(mask.sum())
+            n = int(labelled.sum())
             weighted += loss.item() * n
             updates += n
             chunks += 1
@@ -103,3 +106,28 @@ def bc_epoch(
                 progress(loss.item())
     policy.eval()
     return {"loss": weighted / max(updates, 1), "chunks": chunks, "updates": updates}
+
+
+def bc_loss(policy, episodes, *, batch_size: int, sequence_length: int) -> dict:
+    """The behaviour-cloning loss of ``episodes`` without training (validation): same chunks, state carried
+    between them, same masks; returns {"loss": mean per labelled update, "updates": labelled updates}."""
+    if not episodes:
+        raise ValueError("a validation loss needs at least one episode")
+    keys = (["image"] if policy.camera is not None else []) + list(policy.vector_keys)
+    was_training = policy.training
+    policy.eval()
+    weighted, updates = 0.0, 0
+    with torch.no_grad():
+        for g in range(0, len(episodes), batch_size):
+            group = episodes[g : g + batch_size]
+            longest = max(len(ep) for ep in group)
+            state = None
+            for start in range(0, longest, sequence_length):
+                obs, dt, labels, mask, labelled = _chunk(group, keys, start, sequence_length)
+                actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask)
+                n = int(labelled.sum())
+                if n:
+                    weighted += action_loss(policy, actions, labels, labelled).item() * n
+                    updates += n
+    policy.train(was_training)
+    return {"loss": weighted / updates if updates else float("nan"), "updates": updates}

@@ -32,6 +32,7 @@ class Episode:
     seed: int = -1
     beta: float = 1.0
     info: dict = field(default_factory=dict)
+    label_mask: np.ndarray | None = None  # bool (T,): False where there is no label (bags); None: all labelled
 
     def __len__(self) -> int:
         return int(self.dt.shape[0])

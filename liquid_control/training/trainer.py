@@ -359,6 +359,10 @@ class _Run:
                 self.writer.close()
         return self.finish()
 
+    def extra_metadata(self) -> dict:
+        """Metadata a subclass adds to policy.pt (training.bag_data: the bags it learned from)."""
+        return {}
+
     def finish(self) -> TrainResult:
         selected = Policy(self.config)
         selected.load_state_dict(self.best["state_dict"])
@@ -376,6 +380,7 @@ class _Run:
             "command": self.command or "",
             "torch": str(torch.__version__),
         }
+        metadata.update(self.extra_metadata())
         path = save_policy(self.out / "policy.pt", selected, metadata)
         self.log(
             f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
@@ -443,14 +448,19 @@ def train(
     threads: int | None = 1,
     command: str | None = None,
     log=_log,
+    data: dict | None = None,
 ) -> TrainResult:
     """Train the policy described by ``config`` (YAML path or dict) into ``out_dir``; returns the result.
 
     ``resume=True`` continues the run in ``out_dir`` (config may then be None: the run's own config.yaml is
     used). ``overrides`` are dotted keys, e.g. ``{"training.dagger_rounds": 2}``. ``threads`` sets torch's
     intra-op threads (1: deterministic and polite on a shared CPU; None leaves torch's default).
+    ``data`` (or a ``data:`` section in the config) trains from recorded bags instead (training.bag_data).
     """
+    from . import bag_data  # imports this module
+
     out = Path(out_dir)
+    config, data = bag_data.resolve(config, data, out)
     saved = out / "config.yaml"
     checkpoint = out / "checkpoint.pt"
     if config is None:
@@ -465,6 +475,8 @@ def train(
     cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    if data is not None:
+        cfg = bag_data.force_bag_schedule(cfg)
     if not resume and (checkpoint.exists() or (out / "data").exists()):
         raise TrainingError(
             f"{out} already holds a training run; pass resume (--resume) to continue it, "
@@ -487,7 +499,11 @@ def train(
     if not saved.is_file():
         with atomic_write(saved, "w") as handle:
             handle.write(yaml.safe_dump(cfg, sort_keys=False))
-    run = _Run(cfg, out, seed, progress, command, log)
+    run = (
+        _Run(cfg, out, seed, progress, command, log)
+        if data is None
+        else bag_data.BagRun(cfg, out, seed, progress, command, log, data)
+    )
     if resume and checkpoint.exists():
         run.load_checkpoint()
         log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")

@@ -1,0 +1,55 @@
+"""Record a robot's sensor and command topics into a rosbag2 (MCAP) bag: the data of `liquid-control train --bag`.
+
+    ros2 launch liquid_control record.launch.py output:=bags/day1_001 [params_file:=/path/to/robot_policy.yaml]
+        [topics:="/camera/image_raw /imu/data /cmd_vel"] [use_sim_time:=false] [duration_s:=0]
+
+By default the camera, IMU and command topics of the policy node's parameter file are recorded, with the QoS
+their publishers offer. Stop with Ctrl-C (the bag is finished cleanly). See docs/real_robot.md.
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+from liquid_control.ros.recorder_node import record_graph
+
+ARGUMENTS = {
+    "output": ("", "bag folder to create; empty: rosbag2_<date>_<time> in the working directory"),
+    "params_file": ("", "policy_node parameter file naming the topics; empty: config/rover_policy.yaml"),
+    "topics": ("", "space-separated topics overriding the parameter file's"),
+    "use_sim_time": ("false", "log times from /clock"),
+    "duration_s": ("0", "stop after this many seconds (0: until Ctrl-C)"),
+}
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    graph = record_graph(
+        output=arg["output"],
+        params_file=arg["params_file"],
+        topics=arg["topics"].split(),
+        use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
+        duration_s=float(arg["duration_s"]),
+    )
+    return [
+        Node(
+            package="liquid_control",
+            executable=node.executable,
+            name=node.name,
+            namespace="",
+            output="screen",
+            parameters=[*node.parameter_files, node.parameters],
+        )
+        for node in graph
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
+        + [OpaqueFunction(function=_nodes)]
+    )

@@ -1,0 +1,186 @@
+"""Expert demonstrations straight into bags: the rover world driven by its privileged expert, written as the
+messages ``sim_node`` publishes (no DDS, no real-time pacing; one bag per episode).
+
+This is the teleoperation session of a real robot, simulated: the world runs its sensor timing model
+exactly as in ``sim_node`` (camera 15 Hz +- 20%, IMU 100 Hz, stamped at measurement, logged at delivery),
+and at each camera frame the expert (the "operator") commands a Twist on ``/cmd_vel`` (log time = the
+frame's delivery: no reaction time). With ``noise_std > 0`` the base executes the operator's command plus
+noise (DART-style noise injection, recorded on ``/base/cmd_vel``) while ``/cmd_vel`` keeps the operator's
+clean command, so the recording holds recovery situations labelled by the expert, without DAgger.
+
+Stamps are sim time of the episode (from 0), as ``sim_node`` with ``use_sim_time``. Topics and QoS are
+``sim_node``'s: sensors reliable depth 10, commands reliable depth 10, the JSON outcome on
+``/episode_status`` (transient local) at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import BagWriter
+from .messages import IMAGE, IMU, STRING, TWIST, image_message, imu_message, string_message, twist_message
+
+SENSOR_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "volatile"}
+STATUS_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "transient_local"}
+TOPICS = {
+    "camera": "/camera/image_raw",
+    "imu": "/imu/data",
+    "command": "/cmd_vel",
+    "executed": "/base/cmd_vel",
+    "status": "/episode_status",
+}
+
+
+@dataclass(frozen=True)
+class ExpertNoise:
+    """What the base executes instead of the operator's command (action units).
+
+    ``std``/``correlation``: Gaussian noise per update and dimension, correlated over updates (0: white; 0.9:
+    drifts lasting ~10 updates), as DART. ``burst_rate``: swerves per second of driving, each replacing the
+    angular command by a random one in [-1, 1] for ``burst_s`` seconds (the operator's deliberate deviations
+    that a recovery demonstration starts from); the operator's label stays the expert's throughout.
+    """
+
+    std: float = 0.0
+    correlation: float = 0.0
+    burst_rate: float = 0.0
+    burst_s: float = 0.6
+
+    def __post_init__(self):
+        if not (self.std >= 0 and 0 <= self.correlation < 1):
+            raise ValueError(f"noise std must be >= 0 and correlation in [0, 1), got {self.std}, {self.correlation}")
+        if not (self.burst_rate >= 0 and self.burst_s > 0):
+            raise ValueError(f"burst rate must be >= 0 and duration > 0, got {self.burst_rate}, {self.burst_s}")
+
+    @property
+    def active(self) -> bool:
+        return self.std > 0 or self.burst_rate > 0
+
+    def describe(self) -> dict:
+        return {
+            "std": self.std,
+            "correlation": self.correlation,
+            "burst_rate": self.burst_rate,
+            "burst_s": self.burst_s,
+        }
+
+
+def make_world(world: str = "LiquidRover-v0", render_size: int = 64, shift: str = "", time_limit: float = 0.0):
+    """The unwrapped world as sim_node builds it."""
+    if world != "LiquidRover-v0":
+        raise ValueError(f"expert recording drives LiquidRover-v0 (a Twist command); got {world!r}")
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import gymnasium
+
+    import sim_envs  # noqa: F401  (registers the worlds)
+
+    kwargs = {"shift": shift or None, "render_size": int(render_size)}
+    if time_limit > 0:
+        kwargs["time_limit"] = float(time_limit)
+    return gymnasium.make(world, **kwargs).unwrapped
+
+
+def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise = ExpertNoise()) -> dict:
+    """Run one expert episode of ``world`` (seeded) and write it to the bag ``path``; returns its outcome.
+
+    Like sim_node: after ``reset(seed)`` every delivered message is published (logged at its delivery time),
+    the command is applied until the next camera frame, and the episode ends at success, collision or the
+    first update past the time limit.
+    """
+    from sim_envs import rover
+
+    scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
+    rng = np.random.default_rng([int(seed), 7])
+    world.reset(seed=int(seed))
+    custom = {
+        "liquid_control.source": "expert",
+        "liquid_control.seed": str(seed),
+        "liquid_control.noise": json.dumps(noise.describe()),
+    }
+    counts = {"camera": 0, "imu": 0}
+    drift = np.zeros(2)
+    executed = np.zeros(2)
+    info, terminated = {}, False
+    with BagWriter(path, custom_data=custom) as bag:
+        bag.add_topic(TOPICS["camera"], IMAGE, [SENSOR_QOS])
+        bag.add_topic(TOPICS["imu"], IMU, [SENSOR_QOS])
+        bag.add_topic(TOPICS["command"], TWIST, [SENSOR_QOS])
+        if noise.active:
+            bag.add_topic(TOPICS["executed"], TWIST, [SENSOR_QOS])
+        bag.add_topic(TOPICS["status"], STRING, [STATUS_QOS])
+        update_stamp = -np.inf
+        previous_stamp, burst_until, burst_angular = 0.0, -np.inf, 0.0
+        while True:
+            world.apply_action(executed)
+            sensor, stamp, reading = world.next_delivery()
+            now_ns = int(round(float(world.data.time) * 1e9))  # delivered (and logged) now
+            if sensor == "camera":
+                bag.write(TOPICS["camera"], now_ns, image_message(reading, stamp))
+            else:
+                bag.write(TOPICS["imu"], now_ns, imu_message(reading, stamp))
+            counts[sensor] += 1
+            if sensor != world.trigger:
+                continue
+            update_stamp = stamp
+            terminated, info = world.outcome()
+            if terminated or update_stamp >= world.time_limit:
+                break
+            expert = np.asarray(world.expert_action(), dtype=np.float64)
+            bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
+            executed = expert
+            if noise.active:
+                rho = noise.correlation
+                drift = rho * drift + np.sqrt(1 - rho * rho) * rng.normal(0.0, noise.std, size=2)
+                executed = np.clip(expert + drift, -1.0, 1.0)
+                if burst_until <= stamp and rng.random() < noise.burst_rate * max(stamp - previous_stamp, 0.0):
+                    burst_until, burst_angular = stamp + noise.burst_s, rng.uniform(-1.0, 1.0)
+                if stamp < burst_until:
+                    executed = np.array([executed[0], burst_angular])
+                bag.write(TOPICS["executed"], now_ns, twist_message(*(executed * scale)))
+            previous_stamp = stamp
+        success = bool(info.get("success"))
+        outcome = "success" if success else ("collision" if info.get("collision") else "timeout")
+        status = {
+            "seed": int(seed),
+            "outcome": outcome,
+            "success": success,
+            "sim_time": round(float(world.data.time), 4),
+            "messages": counts,
+            "noise": noise.describe(),
+        }
+        bag.write(TOPICS["status"], int(round(float(world.data.time) * 1e9)), string_message(json.dumps(status)))
+    return status
+
+
+def record_expert_episodes(
+    out_dir: str | Path,
+    seeds,
+    *,
+    world: str = "LiquidRover-v0",
+    render_size: int = 64,
+    shift: str = "",
+    time_limit: float = 0.0,
+    noise: ExpertNoise = ExpertNoise(),
+    progress: bool = False,
+) -> list[dict]:
+    """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``)."""
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    env = make_world(world, render_size, shift, time_limit)
+    results = []
+    try:
+        for seed in tqdm(list(seeds), desc="expert episodes", disable=not progress, leave=False):
+            path = out / f"episode_{int(seed)}"
+            status = record_expert_episode(env, int(seed), path, noise)
+            status["bag"] = str(path)
+            results.append(status)
+    finally:
+        env.close()
+    return results

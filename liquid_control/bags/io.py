@@ -1,0 +1,497 @@
+"""rosbag2 bags in MCAP, read and written through ``rosbags`` (pure Python; ``rosbag2_py`` is not on PyPI).
+
+A bag is the standard rosbag2 layout that ``ros2 bag`` and Foxglove open: a folder with ``metadata.yaml``
+(version 9) and one ``<folder>.mcap`` file with the ``ros2`` profile, CDR-serialized messages, one ros2msg
+schema per message type and the publishers' QoS in each channel's ``offered_qos_profiles``. The MCAP log time
+of a message is when the recorder received it (its clock), as with ``ros2 bag record``; the measurement time
+is the message's own ``header.stamp``.
+
+Reading streams from disk (one MCAP chunk of ~1 MB at a time), in log-time order. A bag that cannot be read
+raises :class:`BagError` naming the file and the problem. A recording whose recorder was killed has no MCAP
+footer (and often no ``metadata.yaml``): it is refused with that explanation, and ``allow_truncated=True``
+reads the messages before the break instead (counted in ``BagReader.salvaged``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.errors import WriterError
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+BAG_VERSION = 9  # metadata.yaml version written (rosbag2 of Jazzy and later)
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+TYPESTORE = Stores.ROS2_KILTED  # the distribution of the ROS 2 wheels this package runs on
+
+
+class BagError(RuntimeError):
+    """A bag that cannot be written or read; the message names the file and what is wrong with it."""
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """The rosbags type store (message definitions, CDR (de)serializers, RIHS01 hashes)."""
+    return get_typestore(TYPESTORE)
+
+
+# ------------------------------------------------------------------------------------------------ QoS
+def _duration(value) -> QosTime:
+    """QosTime from an rclpy Duration (or anything with ``nanoseconds``), a dict or a QosTime."""
+    if isinstance(value, QosTime):
+        return value
+    if isinstance(value, dict):
+        return QosTime(int(value["sec"]), int(value["nsec"]))
+    ns = int(getattr(value, "nanoseconds", value))
+    return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
+
+
+def _enum(enum, value):
+    """An enum member from an rclpy enum (by name), a name or an int."""
+    if isinstance(value, enum):
+        return value
+    if isinstance(value, int):
+        return enum(int(value))
+    name = getattr(value, "name", value)
+    return enum.__members__.get(str(name).upper(), enum.UNKNOWN)
+
+
+def to_qos(profile) -> Qos:
+    """A rosbags ``Qos`` from an rclpy ``QoSProfile`` (as in ``get_publishers_info_by_topic``) or a dict."""
+    if isinstance(profile, Qos):
+        return profile
+    get = profile.get if isinstance(profile, dict) else (lambda key, default=None: getattr(profile, key, default))
+    return Qos(
+        history=_enum(QosHistory, get("history", "keep_last")),
+        depth=int(get("depth", 10) or 0),
+        reliability=_enum(QosReliability, get("reliability", "reliable")),
+        durability=_enum(QosDurability, get("durability", "volatile")),
+        deadline=_duration(get("deadline", 0)),
+        lifespan=_duration(get("lifespan", 0)),
+        liveliness=_enum(QosLiveliness, get("liveliness", "automatic")),
+        liveliness_lease_duration=_duration(get("liveliness_lease_duration", 0)),
+        avoid_ros_namespace_conventions=bool(get("avoid_ros_namespace_conventions", False)),
+    )
+
+
+def qos_dict(qos: Qos) -> dict:
+    """Plain dict of a rosbags ``Qos`` (enum names in lower case, as metadata.yaml version 9 writes them)."""
+    return {
+        "history": qos.history.name.lower(),
+        "depth": qos.depth,
+        "reliability": qos.reliability.name.lower(),
+        "durability": qos.durability.name.lower(),
+        "deadline": {"sec": qos.deadline.sec, "nsec": qos.deadline.nsec},
+        "lifespan": {"sec": qos.lifespan.sec, "nsec": qos.lifespan.nsec},
+        "liveliness": qos.liveliness.name.lower(),
+        "liveliness_lease_duration": {
+            "sec": qos.liveliness_lease_duration.sec,
+            "nsec": qos.liveliness_lease_duration.nsec,
+        },
+        "avoid_ros_namespace_conventions": qos.avoid_ros_namespace_conventions,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ writing
+def message_type_name(message) -> str:
+    """``pkg/msg/Type`` of an rclpy message or a rosbags message."""
+    name = getattr(message, "__msgtype__", None)
+    if name:
+        return str(name)
+    cls = type(message)
+    package = cls.__module__.split(".")[0]
+    return f"{package}/msg/{cls.__name__}"
+
+
+def _serialize(message, msgtype: str) -> bytes | memoryview:
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return message
+    if getattr(message, "__msgtype__", None):  # a rosbags message
+        return typestore().serialize_cdr(message, msgtype)
+    from rclpy.serialization import serialize_message  # an rclpy message: the bytes DDS would carry
+
+    return serialize_message(message)
+
+
+class BagWriter:
+    """Writes one rosbag2 MCAP bag; topics are added before (or when) their first message is written.
+
+    ``write(topic, log_time_ns, message)`` takes serialized CDR bytes, an rclpy message or a rosbags message.
+    Thread-safe (a recorder's callbacks and its main thread may both write). ``close()`` finishes the MCAP
+    file (index, footer) and writes ``metadata.yaml`` atomically; a bag that was never closed is truncated.
+    """
+
+    def __init__(self, path: str | Path, *, compression: bool = False, custom_data: dict | None = None):
+        self.path = Path(path)
+        if self.path.exists():
+            raise BagError(f"{self.path}: already exists; a bag is never overwritten, choose a new name")
+        try:
+            self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+            if compression:
+                from rosbags.rosbag2 import CompressionFormat, CompressionMode
+
+                self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+            for key, value in (custom_data or {}).items():
+                self._writer.set_custom_data(str(key), str(value))
+            self._writer.open()
+        except (WriterError, OSError) as exc:
+            raise BagError(f"{self.path}: cannot create the bag: {exc}") from None
+        self._connections: dict[str, object] = {}
+        self._types: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @property
+    def mcap_path(self) -> Path:
+        return self.path / f"{self.path.name}.mcap"
+
+    def add_topic(self, topic: str, msgtype: str, qos: Iterable = ()) -> None:
+        """Register ``topic`` with its type (``pkg/msg/Type``) and the QoS profiles its publishers offer."""
+        with self._lock:
+            self._add_topic(topic, msgtype, qos)
+
+    def _add_topic(self, topic, msgtype, qos):
+        if topic in self._connections:
+            if self._types[topic] != msgtype:
+                raise BagError(f"{self.path}: topic {topic} already recorded as {self._types[topic]}, not {msgtype}")
+            return
+        store = typestore()
+        if msgtype not in store.fielddefs:
+            raise BagError(f"{self.path}: message type {msgtype} of {topic} is unknown to the rosbags type store")
+        profiles = [to_qos(q) for q in qos]
+        self._connections[topic] = self._writer.add_connection(
+            topic, msgtype, typestore=store, offered_qos_profiles=profiles
+        )
+        self._types[topic] = msgtype
+
+    def has_topic(self, topic: str) -> bool:
+        return topic in self._connections
+
+    def write(self, topic: str, log_time_ns: int, message, msgtype: str | None = None) -> None:
+        """Append one message (``log_time_ns``: when it was received/published, on the recorder's clock)."""
+        with self._lock:
+            if self.closed:
+                raise BagError(f"{self.path}: bag already closed")
+            if topic not in self._connections:
+                if isinstance(message, (bytes, bytearray, memoryview)) and msgtype is None:
+                    raise BagError(f"{self.path}: add_topic({topic!r}, ...) before writing raw bytes")
+                self._add_topic(topic, msgtype or message_type_name(message), ())
+            data = _serialize(message, self._types[topic])
+            self._writer.write(self._connections[topic], int(log_time_ns), data)
+
+    def close(self) -> Path:
+        """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                try:
+                    self._writer.close()
+                except (WriterError, OSError) as exc:
+                    raise BagError(f"{self.path}: cannot finish the bag: {exc}") from None
+        return self.path
+
+    def abort(self) -> None:
+        """Stop writing without finishing (what a killed recorder leaves behind: a truncated MCAP file)."""
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self._writer.abort()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ reading
+@dataclass(frozen=True)
+class TopicInfo:
+    """One recorded topic: type, message count and the QoS profiles its publishers offered."""
+
+    name: str
+    msgtype: str
+    count: int
+    qos: tuple  # of rosbags Qos
+
+
+@dataclass(frozen=True)
+class BagMessage:
+    """One message: topic, log time (ns, the recorder's clock), type and CDR bytes (``decode()`` parses them)."""
+
+    topic: str
+    log_time_ns: int
+    msgtype: str
+    data: bytes
+
+    def decode(self):
+        return typestore().deserialize_cdr(self.data, self.msgtype)
+
+
+def _mcap_file(path: Path) -> Path | None:
+    """The single .mcap file of a bag folder (or the file itself)."""
+    if path.is_file():
+        return path if path.suffix == ".mcap" else None
+    files = sorted(path.glob("*.mcap"))
+    return files[0] if len(files) == 1 else None
+
+
+def _looks_truncated(path: Path) -> bool:
+    """True for an MCAP file that starts well but has no footer (its writer was killed)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - 8))
+            tail = handle.read(8)
+    except OSError:
+        return False
+    return head == MCAP_MAGIC and tail != MCAP_MAGIC
+
+
+class BagReader:
+    """Opens a rosbag2 bag folder (or a bare ``.mcap`` file) for streaming reads in log-time order.
+
+    ``topics``: name -> :class:`TopicInfo`; ``messages(topics)`` yields :class:`BagMessage` one at a time.
+    With ``allow_truncated`` a recording without MCAP footer is read up to its break (``salvaged`` is True
+    and ``salvage_note`` says where it stopped); otherwise it is refused with a :class:`BagError`.
+    """
+
+    def __init__(self, path: str | Path, *, allow_truncated: bool = False):
+        self.path = Path(path)
+        self.salvaged = False
+        self.salvage_note = ""
+        self._reader = None
+        if not self.path.exists():
+            raise BagError(f"{self.path}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)")
+        mcap = _mcap_file(self.path)
+        source = self.path
+        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            if mcap is None:
+                raise BagError(f"{self.path}: not a rosbag2 bag: no metadata.yaml and no single .mcap file in it")
+            source = mcap  # a recorder killed before writing metadata.yaml: the MCAP file alone
+        if mcap is not None and _looks_truncated(mcap):
+            if not allow_truncated:
+                raise BagError(
+                    f"{mcap}: truncated MCAP file (no footer: the recorder was killed or the disk filled up); "
+                    f"its messages up to the break can be used with --allow-truncated (allow_truncated=True), "
+                    f"or rewrite it with `liquid-control record --recover {self.path} NEW_BAG`"
+                )
+            self._open_truncated(mcap)
+            return
+        try:
+            self._reader = Reader(source)
+            self._reader.open()
+        except Exception as exc:  # rosbags' parser meets corrupt bytes with many kinds of errors
+            raise BagError(f"{self.path}: cannot open the bag: {type(exc).__name__}: {exc}") from None
+        self._register_types(self._reader.connections)
+        self.topics = {}
+        for conn in self._reader.connections:
+            info = self.topics.get(conn.topic)
+            qos = tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
+            count = conn.msgcount + (info.count if info else 0)
+            self.topics[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count, qos)
+        self.start_ns = int(self._reader.start_time) if self._reader.message_count else 0
+        self.end_ns = int(self._reader.end_time) if self._reader.message_count else 0
+        self.message_count = int(self._reader.message_count)
+
+    # -------------------------------------------------------------------------------------------- truncated
+    def _open_truncated(self, mcap: Path) -> None:
+        """Index what a footer-less MCAP file holds (schemas, channels, message count) up to its break."""
+        self.salvaged = True
+        self._salvage_file = mcap
+        channels, counts, first, last, note = _scan_truncated(mcap)
+        self.topics = {
+            c["topic"]: TopicInfo(c["topic"], c["msgtype"], counts.get(cid, 0), c["qos"]) for cid, c in channels.items()
+        }
+        self._salvage_channels = channels
+        self.message_count = sum(counts.values())
+        self.start_ns, self.end_ns = (first, last) if self.message_count else (0, 0)
+        self.salvage_note = f"{mcap}: truncated; {self.message_count} messages read up to the break ({note})"
+
+    # -------------------------------------------------------------------------------------------- info
+    @property
+    def duration_s(self) -> float:
+        return max(0, self.end_ns - self.start_ns) * 1e-9
+
+    def _register_types(self, connections) -> None:
+        """Types the store does not know (custom messages) are registered from the definitions in the bag."""
+        store = typestore()
+        for conn in connections:
+            if conn.msgtype not in store.fielddefs and conn.msgdef.data:
+                try:
+                    store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+                except Exception:  # an unparsable custom definition: only that topic becomes unreadable
+                    pass
+
+    def require(self, topic: str, msgtypes: Iterable[str] | None = None) -> TopicInfo:
+        """The info of ``topic``, or a BagError naming the bag, the topic and what the bag has."""
+        info = self.topics.get(topic)
+        have = ", ".join(f"{t} ({i.msgtype}, {i.count})" for t, i in sorted(self.topics.items())) or "nothing"
+        if info is None:
+            raise BagError(f"{self.path}: no topic {topic} in the bag; it has {have}")
+        if msgtypes is not None and info.msgtype not in tuple(msgtypes):
+            raise BagError(f"{self.path}: topic {topic} is {info.msgtype}; expected {' or '.join(msgtypes)}")
+        return info
+
+    # -------------------------------------------------------------------------------------------- messages
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+        """The messages of ``topics`` (default: all), in log-time order, read from disk as they are needed."""
+        wanted = set(self.topics) if topics is None else set(topics)
+        if self.salvaged:
+            yield from self._salvaged_messages(wanted)
+            return
+        if self._reader is None:
+            raise BagError(f"{self.path}: bag is closed")
+        connections = [c for c in self._reader.connections if c.topic in wanted]
+        if not connections:
+            return
+        last = None
+        try:
+            for conn, timestamp, data in self._reader.messages(connections=connections):
+                last = timestamp
+                yield BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
+        except Exception as exc:  # as at open: any parser error on corrupt bytes
+            where = f" after log time {last * 1e-9:.3f} s" if last is not None else ""
+            raise BagError(f"{self.path}: corrupt bag{where}: {type(exc).__name__}: {exc}") from None
+
+    def _salvaged_messages(self, wanted: set) -> Iterator[BagMessage]:
+        # Read chunk by chunk; the messages of a chunk are sorted by log time as the indexed reader does.
+        for batch in _iter_truncated_batches(self._salvage_file):
+            for topic, log_time, msgtype, data in sorted(batch, key=lambda m: m[1]):
+                if topic in wanted:
+                    yield BagMessage(topic, log_time, msgtype, data)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ salvage
+def _iter_truncated_records(path: Path):
+    """(record, error) pairs of an MCAP file read front to back with the ``mcap`` library; stops at the break."""
+    from mcap.stream_reader import StreamReader
+
+    with path.open("rb") as handle:
+        reader = StreamReader(handle, skip_magic=False, emit_chunks=False)
+        try:
+            for record in reader.records:
+                yield record, None
+        except Exception as exc:  # the break (EndOfFile, a cut record, garbage)
+            yield None, exc
+
+
+def _channel_entry(record, schemas) -> dict:
+    from rosbags.rosbag2.storage_mcap import get_qos
+
+    metadata = b""
+    for key, value in (record.metadata or {}).items():  # re-encode as the MCAP map rosbags parses
+        for text in (key, value):
+            raw = text.encode()
+            metadata += len(raw).to_bytes(4, "little") + raw
+    schema = schemas.get(record.schema_id)
+    return {"topic": record.topic, "msgtype": schema.name if schema else "", "qos": tuple(get_qos(metadata))}
+
+
+def _iter_truncated_batches(path: Path):
+    """Lists of (topic, log_time_ns, msgtype, data), one per MCAP chunk (or run of loose messages)."""
+    from mcap.records import Channel, Chunk, Message, Schema
+
+    schemas, channels, batch = {}, {}, []
+    for record, error in _iter_truncated_records(path):
+        if error is not None:
+            break
+        if isinstance(record, Schema):
+            schemas[record.id] = record
+            _register_schema(record)
+        elif isinstance(record, Channel):
+            channels[record.id] = _channel_entry(record, schemas)
+        elif isinstance(record, Message):
+            channel = channels.get(record.channel_id)
+            if channel is not None:
+                batch.append((channel["topic"], int(record.log_time), channel["msgtype"], bytes(record.data)))
+        elif isinstance(record, Chunk):
+            pass
+        else:  # a message index / chunk boundary: hand over what the chunk held
+            if batch:
+                yield batch
+                batch = []
+    if batch:
+        yield batch
+
+
+def _register_schema(record) -> None:
+    store = typestore()
+    if record.name not in store.fielddefs and record.data:
+        try:
+            store.register(get_types_from_msg(record.data.decode(), record.name))
+        except Exception:
+            pass
+
+
+def _scan_truncated(path: Path):
+    """Channels, per-channel counts, first/last log time and where the break is, of a footer-less MCAP."""
+    from mcap.records import Channel, Message, Schema
+
+    schemas, channels, counts = {}, {}, {}
+    first, last, note = None, None, "end of file"
+    for record, error in _iter_truncated_records(path):
+        if error is not None:
+            note = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            break
+        if isinstance(record, Schema):
+            schemas[record.id] = record
+            _register_schema(record)
+        elif isinstance(record, Channel):
+            channels[record.id] = _channel_entry(record, schemas)
+        elif isinstance(record, Message):
+            counts[record.channel_id] = counts.get(record.channel_id, 0) + 1
+            t = int(record.log_time)
+            first = t if first is None else min(first, t)
+            last = t if last is None else max(last, t)
+    return channels, counts, first or 0, last or 0, note
+
+
+def recover(src: str | Path, dst: str | Path) -> tuple[Path, int]:
+    """Rewrite the readable part of a truncated bag ``src`` into a new, complete bag ``dst``.
+
+    Returns (dst, number of messages kept). Like ``ros2 bag reindex`` for a recording whose recorder died.
+    """
+    reader = BagReader(src, allow_truncated=True)
+    kept = 0
+    with BagWriter(dst) as writer:
+        for topic, info in reader.topics.items():
+            writer.add_topic(topic, info.msgtype, info.qos)
+        for msg in reader.messages():
+            writer.write(msg.topic, msg.log_time_ns, msg.data)
+            kept += 1
+    reader.close()
+    return Path(dst), kept
+
+
+def message_class(msgtype: str):
+    """The rclpy message class of ``pkg/msg/Type`` (imported on demand; needs the ROS 2 Python packages)."""
+    package, _, name = msgtype.split("/")
+    try:
+        return getattr(importlib.import_module(f"{package}.msg"), name)
+    except (ImportError, AttributeError) as exc:
+        raise BagError(f"message type {msgtype} is not importable here: {exc}") from None

@@ -1,0 +1,124 @@
+"""ROS messages <-> numpy readings, for bags: what ``policy_node`` reads out of each message, and the messages
+``sim_node`` publishes, built as rosbags message objects (no rclpy needed to write or read a bag).
+
+Readings follow ``policy_node`` exactly (test_bags checks it against the node's own table): the camera is
+``image_to_numpy(msg, 'rgb8')``, the IMU ``[gyro xyz, accel xyz]``, wheel encoders ``JointState.velocity``,
+the balancer's target ``[linear.x, angular.z]`` of a Twist. A message with a header is stamped by
+``header.stamp``; one without (Twist) by its arrival, i.e. its log time in the bag.
+Commands (the labels of behaviour cloning): ``[linear.x, angular.z]`` of a Twist or TwistStamped, or the
+``data`` of a Float64MultiArray (wheel torques), in robot units.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from liquid_control.ros.image_conversion import HOST_BIGENDIAN, image_to_numpy
+
+from .io import typestore
+
+IMAGE = "sensor_msgs/msg/Image"
+IMU = "sensor_msgs/msg/Imu"
+JOINT_STATE = "sensor_msgs/msg/JointState"
+TWIST = "geometry_msgs/msg/Twist"
+TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
+FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
+STRING = "std_msgs/msg/String"
+
+# sensor name (policy observation) -> message type policy_node subscribes with, and its topic parameter
+SENSOR_TYPES = {
+    "camera": (IMAGE, "camera_topic"),
+    "imu": (IMU, "imu_topic"),
+    "wheels": (JOINT_STATE, "wheels_topic"),
+    "command": (TWIST, "target_topic"),
+}
+COMMAND_TYPES = (TWIST, TWIST_STAMPED, FLOAT64_ARRAY)
+
+
+def stamp_seconds(msg) -> float | None:
+    """``header.stamp`` in seconds, or None for a message without header."""
+    header = getattr(msg, "header", None)
+    if header is None:
+        return None
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+def sensor_reading(sensor: str, msg) -> np.ndarray:
+    """The reading ``policy_node`` takes from a message of ``sensor`` (raises ImageConversionError for a bad
+    image, as the node rejects it)."""
+    if sensor == "camera":
+        return image_to_numpy(msg, "rgb8")
+    if sensor == "imu":
+        w, a = msg.angular_velocity, msg.linear_acceleration
+        return np.array([w.x, w.y, w.z, a.x, a.y, a.z], dtype=np.float64)
+    if sensor == "wheels":
+        return np.asarray(msg.velocity, dtype=np.float64)
+    if sensor == "command":
+        return np.array([msg.linear.x, msg.angular.z])
+    raise KeyError(f"no reading is defined for sensor {sensor!r}; known: {', '.join(SENSOR_TYPES)}")
+
+
+def command_vector(msg, msgtype: str) -> np.ndarray:
+    """Robot-unit command of a Twist/TwistStamped ([linear.x, angular.z]) or Float64MultiArray (data)."""
+    if msgtype == FLOAT64_ARRAY:
+        return np.asarray(msg.data, dtype=np.float64)
+    twist = msg.twist if msgtype == TWIST_STAMPED else msg
+    return np.array([twist.linear.x, twist.angular.z], dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------------------------ building
+def _types():
+    return typestore().types
+
+
+def time_msg(seconds: float):
+    """builtin_interfaces/Time of ``seconds`` (rounded to the nanosecond, as sim_node stamps)."""
+    sec = int(math.floor(seconds))
+    return _types()["builtin_interfaces/msg/Time"](sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+
+
+def header(stamp: float, frame_id: str = ""):
+    return _types()["std_msgs/msg/Header"](stamp=time_msg(stamp), frame_id=frame_id)
+
+
+def image_message(rgb: np.ndarray, stamp: float, frame_id: str = "camera"):
+    """A tightly packed rgb8 Image, as sim_node publishes the camera (``numpy_to_image(..., 'rgb8')``)."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    return _types()[IMAGE](
+        header=header(stamp, frame_id),
+        height=h,
+        width=w,
+        encoding="rgb8",
+        is_bigendian=int(HOST_BIGENDIAN),
+        step=w * 3,
+        data=rgb.reshape(-1),
+    )
+
+
+def imu_message(reading, stamp: float, frame_id: str = "imu"):
+    """An Imu with gyro and accelerometer and no orientation estimate (covariance[0] = -1), as sim_node's."""
+    t = _types()
+    r = [float(v) for v in reading]
+    vec = t["geometry_msgs/msg/Vector3"]
+    return t[IMU](
+        header=header(stamp, frame_id),
+        orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
+        orientation_covariance=np.array([-1.0] + [0.0] * 8),
+        angular_velocity=vec(x=r[0], y=r[1], z=r[2]),
+        angular_velocity_covariance=np.zeros(9),
+        linear_acceleration=vec(x=r[3], y=r[4], z=r[5]),
+        linear_acceleration_covariance=np.zeros(9),
+    )
+
+
+def twist_message(linear: float, angular: float):
+    t = _types()
+    vec = t["geometry_msgs/msg/Vector3"]
+    return t[TWIST](linear=vec(x=float(linear), y=0.0, z=0.0), angular=vec(x=0.0, y=0.0, z=float(angular)))
+
+
+def string_message(text: str):
+    return _types()[STRING](data=text)

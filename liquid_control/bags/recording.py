@@ -1,0 +1,88 @@
+"""Recording what a node publishes and receives, one bag per episode (``sim_node``'s ``record_bag``).
+
+:class:`EpisodeRecorder` wraps a node's publishers: ``publish(msg)`` publishes as before and also writes the
+message into the current episode's bag, with the log time given by the node (``sim_node``: the simulated
+time now, in its stamp clock). Received messages (the commands) are written with :meth:`record`. Nothing is
+written between episodes. Works with rclpy messages (serialized with rclpy: the bytes DDS carries).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from .io import BagWriter, message_type_name
+
+
+def _ns(stamp) -> int:
+    """Nanoseconds of a builtin_interfaces/Time (or an int of ns)."""
+    if isinstance(stamp, int):
+        return stamp
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+class _RecordedPublisher:
+    """A publisher whose messages are also written to the recorder's current bag."""
+
+    def __init__(self, publisher, recorder: "EpisodeRecorder"):
+        self._publisher = publisher
+        self._recorder = recorder
+        self._topic = publisher.topic_name
+
+    def publish(self, msg):
+        self._publisher.publish(msg)
+        self._recorder.record(self._topic, msg)
+
+    def __getattr__(self, name):  # get_subscription_count, topic_name, destroy...
+        return getattr(self._publisher, name)
+
+
+class EpisodeRecorder:
+    """One bag per episode under ``folder``; ``clock()`` gives the log time (builtin Time or ns) of a message."""
+
+    def __init__(self, folder: str | Path, clock, custom_data: dict | None = None):
+        self.folder = Path(folder)
+        self.clock = clock
+        self.custom_data = dict(custom_data or {})
+        self.topics: dict[str, tuple[str, list]] = {}
+        self.writer: BagWriter | None = None
+        self.paths: list[Path] = []
+        self._lock = threading.Lock()
+
+    def add_topic(self, topic: str, msg_type, qos=None) -> None:
+        """Record ``topic`` (its message class or ``pkg/msg/Type``, and the QoS its publisher offers)."""
+        name = msg_type if isinstance(msg_type, str) else message_type_name(msg_type())
+        self.topics[topic] = (name, [qos] if qos is not None else [])
+
+    def wrap(self, publisher):
+        """``publisher`` recording what it publishes (its topic, type and QoS are taken from it)."""
+        self.add_topic(publisher.topic_name, publisher.msg_type, publisher.qos_profile)
+        return _RecordedPublisher(publisher, self)
+
+    def start(self, name: str, **custom) -> Path:
+        """Open the bag ``folder/name`` for the next episode (closing a previous one)."""
+        self.stop()
+        path = self.folder / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        writer = BagWriter(path, custom_data={**self.custom_data, **{k: str(v) for k, v in custom.items()}})
+        for topic, (msgtype, qos) in self.topics.items():
+            writer.add_topic(topic, msgtype, qos)
+        with self._lock:
+            self.writer = writer
+        return path
+
+    def record(self, topic: str, msg) -> None:
+        """Write ``msg`` (published or received on ``topic``) into the current bag, if one is open."""
+        with self._lock:
+            if self.writer is not None:
+                self.writer.write(topic, _ns(self.clock()), msg)
+
+    def stop(self) -> Path | None:
+        """Finish the current bag; returns its path."""
+        with self._lock:
+            writer, self.writer = self.writer, None
+        if writer is None:
+            return None
+        path = writer.close()
+        self.paths.append(path)
+        return path

@@ -1,0 +1,438 @@
+"""A recorded bag played through the runtime's :class:`~liquid_control.runtime.runner.PolicyRunner`, exactly as
+``policy_node`` would have lived it, with each update labelled by the recorded command.
+
+The event semantics are not re-implemented here: every sensor message of the bag goes, in log-time order
+(the order the recorder, and so a node, received them), through ``PolicyRunner.submit(sensor,
+header.stamp, reading, now=log time)``. The runner decides what the node would have decided: duplicates and
+out-of-order stamps rejected, held inputs, the update dt from stamp differences, resets after a gap or a clock
+jump. The backend sees every update the node's network would see; :class:`CaptureBackend` runs no network
+and only keeps the held observation and dt of each update (training data), any other backend (the torch or
+ONNX policy) gives the node's actions (offline evaluation).
+
+Labels. A policy update happens when its message is received (log time ``t``; the node computes and
+publishes its command right then). Its label is a recorded command (``command_topic``), by one rule:
+
+- ``next`` (default): the first command received at or after ``t + offset_s`` (for ``offset_s = 0``: after
+  the update's message in the bag). What the driver (expert, teleoperator or policy) commanded in response to
+  what the update saw; a policy node's own compute latency is absorbed by the wait.
+- ``held``: the command in force at ``t + offset_s``: the latest received before the update's message
+  (``offset_s = 0``), or at or before ``t + offset_s``.
+
+``offset_s > 0`` shifts the label later in time, e.g. by a teleoperator's reaction time. No command within
+``max_wait_s`` of ``t + offset_s`` leaves the update unlabelled: it still advances the state in training,
+but is not in the loss. Commands (robot units) become actions by dividing by the node's ``action_scale``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import Counter, deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from liquid_control.ros.image_conversion import ImageConversionError
+from liquid_control.ros.params import POLICY_NODE_PARAMETERS
+from liquid_control.runtime import runner as R
+from liquid_control.runtime.backends import ObservationSpec
+
+from .io import BagError, BagReader
+from .messages import COMMAND_TYPES, SENSOR_TYPES, command_vector, sensor_reading, stamp_seconds
+
+LABEL_MODES = ("next", "held")
+
+
+# ------------------------------------------------------------------------------------------------ the spec
+@dataclass(frozen=True)
+class LabelRule:
+    """How a recorded command labels an update (module docstring)."""
+
+    mode: str = "next"
+    offset_s: float = 0.0
+    max_wait_s: float = 0.5
+
+    def __post_init__(self):
+        if self.mode not in LABEL_MODES:
+            raise ValueError(f"label mode {self.mode!r} is not one of {', '.join(LABEL_MODES)}")
+        for name in ("offset_s", "max_wait_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"label {name} must be a finite number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BagDataSpec:
+    """Where the policy's inputs and labels are in a bag, and the runtime limits of the node that will run it.
+
+    ``topics``: sensor name -> topic; ``command_topic``: the labels; ``action_scale``: robot units per action
+    unit (the node's ``action_scale``); ``limits``: the node's dt limits; ``label``: the :class:`LabelRule`.
+    """
+
+    topics: dict
+    command_topic: str
+    action_scale: tuple
+    limits: R.RunnerLimits = field(default_factory=R.RunnerLimits)
+    label: LabelRule = field(default_factory=LabelRule)
+
+    def describe(self) -> dict:
+        """Plain dict (for run folders, model cards and reports)."""
+        return {
+            "topics": dict(self.topics),
+            "command_topic": self.command_topic,
+            "action_scale": list(self.action_scale),
+            "limits": {
+                "max_gap_s": self.limits.max_gap_s,
+                "max_backward_jump_s": self.limits.max_backward_s,
+                "max_future_stamp_s": self.limits.max_future_s,
+                "first_update_dt": self.limits.first_dt,
+            },
+            "label": {"mode": self.label.mode, "offset_s": self.label.offset_s, "max_wait_s": self.label.max_wait_s},
+        }
+
+
+def absolute_topic(name: str) -> str:
+    """Topic names in a bag are absolute; the node's parameters are relative to its (root) namespace."""
+    return name if name.startswith("/") else "/" + name
+
+
+def load_node_parameters(path: str | Path | None) -> dict:
+    """The policy_node parameters of a parameter file (``policy_node: ros__parameters: ...`` or ``/**``) over
+    the node's defaults; ``None``: the defaults alone."""
+    values = {name: default for name, (default, _) in POLICY_NODE_PARAMETERS.items()}
+    if path is None:
+        return values
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"{path}: cannot read the policy_node parameter file: {exc}") from None
+    nodes = {k: v for k, v in (raw or {}).items() if isinstance(v, dict) and "ros__parameters" in v}
+    if not nodes:
+        raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...)")
+    node = nodes.get("policy_node") or nodes.get("/**") or next(iter(nodes.values()))
+    values.update(node["ros__parameters"])
+    return values
+
+
+def default_node_parameters_file(world: str) -> Path | None:
+    """The parameter file the package ships for the policy node of ``world`` (config/rover_policy.yaml...)."""
+    from liquid_control.paths import config_dir
+    from liquid_control.ros.graph import WORLD_POLICIES
+
+    if world not in WORLD_POLICIES:
+        return None
+    return config_dir() / WORLD_POLICIES[world][0]
+
+
+def data_spec(
+    policy_config: dict,
+    node_params: str | Path | None = None,
+    topics: dict | None = None,
+    command_topic: str | None = None,
+    label: dict | None = None,
+) -> BagDataSpec:
+    """The spec of a policy: topics, scale and limits from the node's parameter file (default: the one shipped
+    for the policy's world), overridden by ``topics`` (sensor -> topic), ``command_topic`` and ``label``."""
+    if node_params is None:
+        node_params = default_node_parameters_file(policy_config["world"])
+    values = load_node_parameters(node_params)
+    spec = ObservationSpec.from_config(policy_config)
+    mapping = {}
+    for sensor in spec.sensors:
+        if sensor not in SENSOR_TYPES:
+            raise ValueError(
+                f"the policy reads {sensor!r}, which has no message type (known: {', '.join(SENSOR_TYPES)})"
+            )
+        mapping[sensor] = absolute_topic(str(values[SENSOR_TYPES[sensor][1]]))
+    for sensor, topic in (topics or {}).items():
+        if sensor not in spec.sensors:
+            raise ValueError(
+                f"topic given for {sensor!r}, which the policy does not read (it reads {list(spec.sensors)})"
+            )
+        mapping[sensor] = absolute_topic(str(topic))
+    scale = values["action_scale"]
+    scale = [float(s) for s in (scale if isinstance(scale, (list, tuple)) else [scale])]
+    if len(scale) == 1:
+        scale = scale * spec.action_size
+    if len(scale) != spec.action_size or any(not math.isfinite(s) or s == 0 for s in scale):
+        raise ValueError(f"action_scale {scale}: needs 1 or {spec.action_size} finite non-zero values")
+    limits = R.RunnerLimits(
+        max_gap_s=float(values["max_gap_s"]),
+        max_backward_s=float(values["max_backward_jump_s"]),
+        max_future_s=float(values["max_future_stamp_s"]),
+        first_dt=float(values["first_update_dt"]),
+    )
+    return BagDataSpec(
+        topics=mapping,
+        command_topic=absolute_topic(command_topic or str(values["command_topic"])),
+        action_scale=tuple(scale),
+        limits=limits,
+        label=LabelRule(**(label or {})),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ CLI options
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``train --bag``, ``eval --bag``: where the inputs and labels are in the bags."""
+    group = parser.add_argument_group("bags (rosbag2 MCAP recordings)")
+    group.add_argument(
+        "--node-params",
+        default=None,
+        metavar="YAML",
+        help="policy_node parameter file of the robot: topic names, action_scale, dt limits "
+        "(default: the one shipped for the policy's world, e.g. config/rover_policy.yaml)",
+    )
+    group.add_argument(
+        "--topic",
+        dest="topics",
+        action="append",
+        default=[],
+        metavar="SENSOR=TOPIC",
+        help="topic of a policy input in the bags, e.g. camera=/front/image_raw (repeatable)",
+    )
+    group.add_argument("--command-topic", default=None, help="recorded commands = labels (default: the node's)")
+    group.add_argument(
+        "--label", default=None, choices=LABEL_MODES, help="label rule (default next; docs/real_robot.md)"
+    )
+    group.add_argument("--label-offset-s", type=float, default=None, help="shift labels later by this (s; default 0)")
+    group.add_argument(
+        "--label-max-wait-s", type=float, default=None, help="no command within this => unlabelled (s; default 0.5)"
+    )
+    group.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="use the messages before the break of bags whose recorder was killed (default: refuse them)",
+    )
+
+
+def data_overrides(args) -> dict:
+    """The ``data:`` keys set on the command line (see training.bag_data for the section)."""
+    out: dict = {}
+    if getattr(args, "node_params", None):
+        out["node_params"] = args.node_params
+    topics = {}
+    for item in getattr(args, "topics", []) or []:
+        sensor, sep, topic = item.partition("=")
+        if not sep or not sensor or not topic:
+            raise ValueError(f"--topic expects SENSOR=TOPIC, got {item!r}")
+        topics[sensor.strip()] = topic.strip()
+    if topics:
+        out["topics"] = topics
+    if getattr(args, "command_topic", None):
+        out["command_topic"] = args.command_topic
+    label = {}
+    for key, attr in (("mode", "label"), ("offset_s", "label_offset_s"), ("max_wait_s", "label_max_wait_s")):
+        if getattr(args, attr, None) is not None:
+            label[key] = getattr(args, attr)
+    if label:
+        out["label"] = label
+    if getattr(args, "allow_truncated", False):
+        out["allow_truncated"] = True
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ backends
+class CaptureBackend:
+    """A runtime backend that runs no network: it keeps what the network would have been given.
+
+    ``last`` is ``(obs, dt)`` of the latest step: the held input of every sensor and the dt, as decided by the
+    :class:`PolicyRunner` that calls it. The action is zeros (training only needs the inputs).
+    """
+
+    name = "capture"
+
+    def __init__(self, policy_config: dict):
+        self.config = policy_config
+        self.spec = ObservationSpec.from_config(policy_config)
+        self.last = None
+
+    def initial_state(self) -> np.ndarray:
+        return np.zeros(1, dtype=np.float32)
+
+    def step(self, obs, state, dt):
+        self.last = (obs, float(dt))
+        return np.zeros(self.spec.action_size), state
+
+    def close(self):
+        pass
+
+
+class TapBackend:
+    """Wraps a real backend and keeps the input of its latest step (``last``), like :class:`CaptureBackend`."""
+
+    def __init__(self, backend):
+        self.inner = backend
+        self.name = backend.name
+        self.config = backend.config
+        self.spec = backend.spec
+        self.last = None
+
+    def initial_state(self):
+        return self.inner.initial_state()
+
+    def step(self, obs, state, dt):
+        self.last = (obs, float(dt))
+        return self.inner.step(obs, state, dt)
+
+    def close(self):
+        self.inner.close()
+
+
+# ------------------------------------------------------------------------------------------------ the stream
+@dataclass
+class Update:
+    """One state update of the runner over the bag, with its label."""
+
+    time: float  # log time of the message that caused it (s): when the node computed it
+    stamp: float  # header stamp of that message (s)
+    dt: float  # what the cell integrated
+    reset: str | None  # the state was reset since the previous update ("gap", "clock_backwards"), or None
+    obs: dict  # the inputs given to the backend (held readings)
+    action: np.ndarray  # the backend's action (zeros for CaptureBackend)
+    label: np.ndarray | None = None  # recorded command in action units, or None (unlabelled)
+    label_time: float | None = None  # log time of that command
+
+
+@dataclass
+class StreamStats:
+    """Counters of one pass over a bag: the runner's (received/accepted/rejected/resets/updates) and the labels'."""
+
+    counters: Counter = field(default_factory=Counter)
+    duration_s: float = 0.0
+    salvage_note: str = ""
+
+    def summary(self) -> dict:
+        return {"duration_s": round(self.duration_s, 3), **dict(sorted(self.counters.items()))}
+
+
+class _Labeller:
+    """Pairs updates with recorded commands by the :class:`LabelRule`; hands out updates in order."""
+
+    def __init__(self, rule: LabelRule, scale: np.ndarray):
+        self.rule, self.scale = rule, scale
+        self.pending: deque = deque()
+        self.held = None  # (log time, action) of the latest command
+
+    def _finish(self, update: Update, command) -> Update:
+        if command is not None:
+            due = update.time + self.rule.offset_s
+            if abs(command[0] - due) <= self.rule.max_wait_s:
+                update.label, update.label_time = command[1], command[0]
+        return update
+
+    def on_time(self, t: float):
+        """A message at log time ``t`` is about to be processed: updates whose label is decided go out."""
+        out = []
+        if self.rule.mode == "held":
+            while self.pending and self.pending[0].time + self.rule.offset_s < t:
+                out.append(self._finish(self.pending.popleft(), self.held))
+        return out
+
+    def on_command(self, t: float, command: np.ndarray):
+        if command.shape != self.scale.shape or not np.all(np.isfinite(command)):
+            return [], False
+        action = command / self.scale
+        out = []
+        if self.rule.mode == "next":
+            while self.pending and self.pending[0].time + self.rule.offset_s <= t:
+                out.append(self._finish(self.pending.popleft(), (t, action)))
+        self.held = (t, action)
+        return out, True
+
+    def on_update(self, update: Update):
+        if self.rule.mode == "held" and self.rule.offset_s == 0:
+            return [self._finish(update, self.held)]
+        self.pending.append(update)
+        return []
+
+    def flush(self):
+        out = []
+        while self.pending:
+            update = self.pending.popleft()
+            out.append(self._finish(update, self.held if self.rule.mode == "held" else None))
+        return out
+
+
+def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec, stats: StreamStats | None = None):
+    """Feed the bag through ``runner`` (whose backend must be a Capture/TapBackend) and yield each labelled
+    :class:`Update` in order. ``stats`` collects the runner's counters and the label counts."""
+    stats = stats if stats is not None else StreamStats()
+    backend = runner.backend
+    if not hasattr(backend, "last"):
+        raise TypeError("stream_updates needs a CaptureBackend or a TapBackend around the policy backend")
+    by_topic = {topic: sensor for sensor, topic in spec.topics.items()}
+    for topic, sensor in by_topic.items():
+        reader.require(topic, (SENSOR_TYPES[sensor][0],))
+    command_type = reader.require(spec.command_topic, COMMAND_TYPES).msgtype
+    scale = np.asarray(spec.action_scale, dtype=np.float64)
+    labeller = _Labeller(spec.label, scale)
+    counters = stats.counters
+    first = last = None
+    reset = None  # a reset of the state since the last update (e.g. a clock jump on a held sensor's message)
+
+    def emit(updates):
+        for update in updates:
+            counters["labelled" if update.label is not None else "unlabelled"] += 1
+            yield update
+
+    for msg in reader.messages(list(by_topic) + [spec.command_topic]):
+        t = msg.log_time_ns * 1e-9
+        first = t if first is None else first
+        last = t
+        yield from emit(labeller.on_time(t))
+        try:
+            decoded = msg.decode()
+        except Exception as exc:  # a corrupt message body
+            raise BagError(
+                f"{reader.path}: message on {msg.topic} at log time {t:.6f} s cannot be decoded: {exc}"
+            ) from None
+        if msg.topic == spec.command_topic:
+            ready, ok = labeller.on_command(t, command_vector(decoded, command_type))
+            counters["commands" if ok else "commands_rejected"] += 1
+            yield from emit(ready)
+            continue
+        sensor = by_topic[msg.topic]
+        stamp = stamp_seconds(decoded)
+        try:
+            value = sensor_reading(sensor, decoded)
+        except ImageConversionError:  # the node rejects it the same way (its bad_encoding counter)
+            runner.counters[f"received.{sensor}"] += 1
+            runner.counters["rejected.bad_encoding"] += 1
+            continue
+        backend.last = None
+        result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
+        reset = result.reset or reset
+        if result.status != R.UPDATED:
+            continue
+        obs, dt = backend.last
+        update = Update(
+            time=t,
+            stamp=t if stamp is None else stamp,
+            dt=dt,
+            reset=reset,
+            obs=obs,
+            action=result.action,
+        )
+        reset = None
+        yield from emit(labeller.on_update(update))
+    yield from emit(labeller.flush())
+    counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
+    stats.duration_s = 0.0 if first is None else last - first
+    stats.salvage_note = reader.salvage_note
+
+
+def capture_runner(policy_config: dict, spec: BagDataSpec) -> R.PolicyRunner:
+    """A PolicyRunner over a :class:`CaptureBackend` with the node's limits (training data)."""
+    return R.PolicyRunner(CaptureBackend(policy_config), spec.limits)
+
+
+def policy_runner(backend, spec: BagDataSpec) -> R.PolicyRunner:
+    """A PolicyRunner over a real backend (tapped) with the node's limits (offline evaluation)."""
+    return R.PolicyRunner(TapBackend(backend), spec.limits)
+
+
+def with_label(spec: BagDataSpec, **label) -> BagDataSpec:
+    return replace(spec, label=replace(spec.label, **label))

@@ -1,0 +1,255 @@
+"""Offline evaluation on recorded bags (``liquid-control eval --bag``): how far a policy's commands are from the
+recorded ones, update by update, when it lives through the recording exactly as ``policy_node`` would.
+
+Each bag is played through a fresh :class:`~liquid_control.runtime.runner.PolicyRunner` around the policy's
+own backend (torch, or the exported ONNX model): the same messages, held inputs, dt, rejections and resets
+as the node, and the same labels as training from bags (:mod:`liquid_control.bags.stream`). The policy's
+action times the node's ``action_scale`` (the command before the node's limiter) is compared with the
+recorded command on every labelled update: mean absolute error and RMSE per command element in robot
+units, and the training loss (mean squared error with each element scaled to [-1, 1] by the action bounds,
+the offline metric of the NCP lane-keeping work). Per bag, a plot of predicted versus recorded commands.
+
+Output folder: ``offline.json`` (every figure), ``report.md``, ``plots/<policy>__<bag>.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from liquid_control.atomic_file import atomic_write
+from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
+from liquid_control.bags.stream import StreamStats, data_overrides, policy_runner
+from liquid_control.runtime.backends import BackendError, load_backend
+
+
+def _policies(specs: list[str]) -> dict[str, str]:
+    out = {}
+    for item in specs:
+        name, sep, path = item.partition("=")
+        if not sep:
+            name, path = Path(item).stem if Path(item).stem != "policy" else Path(item).parent.name, item
+        if name in out:
+            raise ValueError(f"--policy: two policies named {name!r}; name them NAME=PATH")
+        out[name] = path
+    if not out:
+        raise ValueError("--policy: give the policy file(s) to evaluate on the bags (NAME=PATH or PATH)")
+    return out
+
+
+def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict:
+    """Play one bag through ``backend``; returns per-update arrays and the runner's counters."""
+    stats = StreamStats()
+    rows = []
+    with BagReader(bag, allow_truncated=allow_truncated) as reader:
+        for update in stream_updates(reader, policy_runner(backend, spec), spec, stats):
+            label = np.full(len(spec.action_scale), np.nan) if update.label is None else update.label
+            rows.append((update.time, update.stamp, update.dt, update.reset is not None, update.action, label))
+    if not rows:
+        raise BagError(f"{bag}: the policy made no update on this bag ({stats.summary()})")
+    time, stamp, dt, reset, action, label = (np.asarray(x) for x in zip(*rows))
+    return {
+        "time": time,
+        "stamp": stamp,
+        "dt": dt,
+        "reset": reset,
+        "action": np.stack(action),
+        "label": np.stack(label),
+        "stats": stats.summary(),
+    }
+
+
+def command_errors(action: np.ndarray, label: np.ndarray, scale, low, high) -> dict:
+    """Errors on the labelled updates: per element MAE/RMSE in robot units and the normalized training loss."""
+    scale, low, high = (np.asarray(v, dtype=np.float64) for v in (scale, low, high))
+    ok = np.all(np.isfinite(label), axis=1)
+    if not ok.any():
+        return {"labelled": 0}
+    a, y = action[ok], label[ok]
+    diff = (a - y) * scale
+    target = np.clip(y, low, high)  # as the training loss: labels beyond the action bounds count at the bound
+    loss = float(np.mean(np.mean(((a - target) / (0.5 * (high - low))) ** 2, axis=1)))
+    return {
+        "labelled": int(ok.sum()),
+        "mae": [float(v) for v in np.mean(np.abs(diff), axis=0)],
+        "rmse": [float(v) for v in np.sqrt(np.mean(diff**2, axis=0))],
+        "loss": loss,
+    }
+
+
+def _plot(path: Path, result: dict, scale, title: str, names) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = result["time"] - result["time"][0]
+    n = result["action"].shape[1]
+    fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), sharex=True, squeeze=False)
+    for i, ax in enumerate(axes[:, 0]):
+        ax.plot(t, result["label"][:, i] * scale[i], color="0.3", lw=1.2, label="recorded")
+        ax.plot(t, result["action"][:, i] * scale[i], color="tab:orange", lw=1.2, label="policy")
+        for x in t[result["reset"]]:
+            ax.axvline(x, color="tab:red", lw=0.8, ls=":")
+        ax.set_ylabel(names[i] if i < len(names) else f"command[{i}]")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(loc="upper right", fontsize=8)
+    axes[0, 0].set_title(title, fontsize=9)
+    axes[-1, 0].set_xlabel("time in the bag (s); dotted: liquid state reset")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def evaluate_offline(
+    policies: dict[str, str],
+    bags: list[str],
+    out_dir: str | Path,
+    data: dict | None = None,
+    backend: str = "auto",
+    plots: bool = True,
+    progress: bool = True,
+    command: str = "",
+) -> dict:
+    """Every policy on every bag; writes offline.json, report.md and plots under ``out_dir``; returns the results."""
+    from tqdm import tqdm
+
+    data = data or {}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"command": command, "bags": list(bags), "policies": {}}
+    for name, path in policies.items():
+        policy_backend = load_backend(path, backend)
+        config = policy_backend.config
+        spec = data_spec(
+            config, data.get("node_params"), data.get("topics"), data.get("command_topic"), data.get("label")
+        )
+        low, high = config["action"]["low"], config["action"]["high"]
+        names = ["linear (m/s)", "angular (rad/s)"] if config["action"].get("kind") == "twist" else []
+        per_bag, actions, labels = {}, [], []
+        for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):
+            result = evaluate_bag(policy_backend, bag, spec, data.get("allow_truncated", False))
+            errors = command_errors(result["action"], result["label"], spec.action_scale, low, high)
+            per_bag[bag] = {
+                "updates": int(len(result["time"])),
+                "duration_s": result["stats"]["duration_s"],
+                **errors,
+                "counters": result["stats"],
+            }
+            actions.append(result["action"])
+            labels.append(result["label"])
+            if plots:
+                plot = out / "plots" / f"{name}__{Path(bag).name}.png"
+                loss = errors.get("loss", float("nan"))
+                _plot(plot, result, spec.action_scale, f"{name} on {Path(bag).name}: loss {loss:.4f}", names)
+                per_bag[bag]["plot"] = str(plot.relative_to(out))
+        pooled = command_errors(np.concatenate(actions), np.concatenate(labels), spec.action_scale, low, high)
+        results["policies"][name] = {"path": str(path), "spec": spec.describe(), "overall": pooled, "bags": per_bag}
+        policy_backend.close()
+    with atomic_write(out / "offline.json", "w") as handle:
+        json.dump(results, handle, indent=1)
+    with atomic_write(out / "report.md", "w") as handle:
+        handle.write(report_markdown(results))
+    return results
+
+
+def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = None, topic: str = "/cmd_vel") -> dict:
+    """Compare the commands a policy_node published while ``bag`` was replayed into it (recorded in the bag
+    ``replayed``, TwistStamped: each stamped with the frame it answers) with the same policy's commands
+    computed offline on ``bag``: how many updates found their command, and the largest difference."""
+    from liquid_control.bags.messages import TWIST_STAMPED, command_vector, stamp_seconds
+
+    data = data or {}
+    backend = load_backend(policy)
+    spec = data_spec(backend.config, data.get("node_params"), data.get("topics"), data.get("command_topic"))
+    offline = evaluate_bag(backend, bag, spec)
+    backend.close()
+    expected = {
+        int(round(s * 1e9)): a * np.asarray(spec.action_scale) for s, a in zip(offline["stamp"], offline["action"])
+    }
+    got = {}
+    with BagReader(replayed) as reader:
+        reader.require(topic, (TWIST_STAMPED,))
+        for msg in reader.messages([topic]):
+            decoded = msg.decode()
+            got[int(round(stamp_seconds(decoded) * 1e9))] = command_vector(decoded, TWIST_STAMPED)
+    matched = sorted(set(expected) & set(got))
+    diffs = [float(np.max(np.abs(got[k] - expected[k]))) for k in matched]
+    return {
+        "bag": str(bag),
+        "offline_updates": len(expected),
+        "recorded_commands": len(got),
+        "matched": len(matched),
+        "max_abs_diff": max(diffs) if diffs else float("nan"),
+    }
+
+
+def _fmt(values) -> str:
+    return ", ".join(f"{v:.4f}" for v in values) if values else "n/a"
+
+
+def report_markdown(results: dict) -> str:
+    """The report: one row per policy and bag, then the pooled figures."""
+    lines = ["# Offline evaluation on recorded bags", ""]
+    if results.get("command"):
+        lines += [f"`{results['command']}`", ""]
+    lines += [
+        "Each bag played through the policy's PolicyRunner with the node's limits; errors on the labelled updates",
+        "(command before the node's limiter vs recorded command, robot units; loss: normalized MSE as in training).",
+        "",
+        "| policy | bag | updates | labelled | MAE | RMSE | loss | plot |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, res in results["policies"].items():
+        for bag, row in res["bags"].items():
+            plot = f"![]({row['plot']})" if row.get("plot") else ""
+            lines.append(
+                f"| {name} | {Path(bag).name} | {row['updates']} | {row.get('labelled', 0)} | "
+                f"{_fmt(row.get('mae'))} | {_fmt(row.get('rmse'))} | {row.get('loss', math.nan):.5f} | {plot} |"
+            )
+    lines += ["", "| policy | labelled updates | MAE | RMSE | loss |", "| --- | --- | --- | --- | --- |"]
+    for name, res in results["policies"].items():
+        o = res["overall"]
+        lines.append(
+            f"| {name} | {o.get('labelled', 0)} | {_fmt(o.get('mae'))} | {_fmt(o.get('rmse'))} | "
+            f"{o.get('loss', math.nan):.5f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_offline(args, command: str = "") -> int:
+    """``liquid-control eval --bag ...``."""
+    try:
+        bags = []
+        for pattern in args.bag:
+            import glob
+
+            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+            if not matches:
+                raise ValueError(f"--bag {pattern!r} matches no bag")
+            bags += matches
+        results = evaluate_offline(
+            _policies(args.policy),
+            bags,
+            args.out,
+            data=data_overrides(args),
+            progress=not args.no_progress,
+            plots=not args.no_example,
+            command=command,
+        )
+    except (BagError, BackendError, ValueError) as exc:
+        print(f"liquid-control eval: error: {exc}", file=sys.stderr)
+        return 2
+    for name, res in results["policies"].items():
+        o = res["overall"]
+        print(
+            f"{name}: {o.get('labelled', 0)} labelled updates on {len(bags)} bag(s): MAE {_fmt(o.get('mae'))}, "
+            f"RMSE {_fmt(o.get('rmse'))}, loss {o.get('loss', math.nan):.5f}"
+        )
+    print(f"liquid-control eval: offline report -> {Path(args.out) / 'report.md'}")
+    return 0

@@ -1,0 +1,321 @@
+"""Recording for liquid policies: a rosbag2 (MCAP) recorder node, and ``liquid-control record``.
+
+``BagRecorderNode`` subscribes to its topics as their publishers appear (type and QoS taken from the graph,
+as ``ros2 bag record`` does: reliable only if every publisher is, transient local only if every publisher
+is), receives the serialized messages (no deserialization) and writes them with the node clock as log time
+(sim time with ``use_sim_time``) and the publishers' offered QoS in the bag. The bag is finished on shutdown
+(SIGINT/SIGTERM or ``duration_s``); a recorder killed hard leaves a truncated bag that
+``liquid-control record --recover`` rewrites.
+
+    ros2 run liquid_control bag_recorder --ros-args -p output:=bags/run1 -p topics:="[/camera/image_raw, /cmd_vel]"
+    liquid-control record -o bags/run1 /camera/image_raw /imu/data /cmd_vel
+    liquid-control record -o bags/expert --expert --episodes 20 --seed 100     # simulated teleoperation
+    liquid-control record --info bags/run1                                     # what a bag holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+import rclpy
+import rclpy.executors
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from liquid_control.bags import BagError, BagReader, BagWriter
+from liquid_control.bags.io import message_class, qos_dict
+
+RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
+    "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
+    "topics": (["/camera/image_raw", "/imu/data", "/cmd_vel"], "topics to record (absolute or node-relative)"),
+    "duration_s": (0.0, "stop after this many seconds of the node clock (0: until shutdown)"),
+    "discovery_period_s": (0.2, "how often to look for publishers of topics not yet subscribed"),
+    "qos_depth": (100, "subscription history depth (keep last)"),
+    "compression": (False, "zstd-compress the MCAP chunks (smaller, slower to read)"),
+}
+
+
+def default_bag_name() -> str:
+    return datetime.now().strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
+
+
+def subscription_qos(profiles, depth: int):
+    """The QoS ``ros2 bag record`` picks for the offered profiles of a topic's publishers."""
+    reliable = bool(profiles) and all(p.reliability == ReliabilityPolicy.RELIABLE for p in profiles)
+    latched = bool(profiles) and all(p.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in profiles)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=int(depth),
+        reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
+    )
+
+
+class BagRecorderNode(Node):
+    """Records ``topics`` into the bag ``output`` (see the module docstring)."""
+
+    def __init__(self, name: str = "bag_recorder", parameter_overrides: dict | None = None, **kwargs):
+        super().__init__(name, **kwargs)
+        for pname, (default, description) in RECORDER_PARAMETERS.items():
+            self.declare_parameter(pname, default, ParameterDescriptor(description=description))
+        p = {n: self.get_parameter(n).value for n in RECORDER_PARAMETERS}
+        p.update(parameter_overrides or {})
+        self.p = p
+        topics = [self.resolve_topic_name(t) for t in p["topics"]]
+        if not topics:
+            raise ValueError("topics: nothing to record")
+        self.output = Path(p["output"] or default_bag_name())
+        self.writer = BagWriter(
+            self.output, compression=bool(p["compression"]), custom_data={"liquid_control.source": "recorder"}
+        )
+        self.pending = list(dict.fromkeys(topics))
+        self.counts = {t: 0 for t in self.pending}
+        self._recorded_subscriptions = {}
+        self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
+        self.done = threading.Event()
+        self._discover()
+        self.create_timer(float(p["discovery_period_s"]), self._discover)
+        self.get_logger().info(f"recording {', '.join(self.pending)} into {self.output}")
+
+    def _discover(self):
+        for topic in list(self.pending):
+            infos = self.get_publishers_info_by_topic(topic)
+            if not infos:
+                continue
+            msgtype = infos[0].topic_type
+            profiles = [i.qos_profile for i in infos]
+            try:
+                self.writer.add_topic(topic, msgtype, profiles)
+                cls = message_class(msgtype)
+            except BagError as exc:
+                self.get_logger().error(f"not recording {topic}: {exc}")
+                self.pending.remove(topic)
+                continue
+            qos = subscription_qos(profiles, self.p["qos_depth"])
+            self._recorded_subscriptions[topic] = self.create_subscription(
+                cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True
+            )
+            self.pending.remove(topic)
+            self.get_logger().info(
+                f"subscribed {topic} ({msgtype}, {qos.reliability.name.lower()}, {len(infos)} publisher(s))"
+            )
+        now = self.get_clock().now().nanoseconds
+        if self._started is None and now > 0:
+            self._started = now
+        duration = float(self.p["duration_s"])
+        if duration > 0 and self._started is not None and now - self._started >= duration * 1e9:
+            self.done.set()
+
+    def _on_message(self, topic: str, data: bytes):
+        if self.writer.closed:
+            return
+        self.writer.write(topic, self.get_clock().now().nanoseconds, data)
+        self.counts[topic] += 1
+
+    def close(self) -> Path:
+        """Finish the bag (call once the executor no longer runs this node's callbacks)."""
+        for sub in self._recorded_subscriptions.values():
+            self.destroy_subscription(sub)
+        self._recorded_subscriptions = {}
+        path = self.writer.close()
+        self.get_logger().info(f"wrote {path}: {self.counts}")
+        return path
+
+
+def main(args=None) -> int:
+    """Entry point of the ``bag_recorder`` executable (launch files)."""
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node = BagRecorderNode()
+    except (BagError, ValueError) as exc:
+        print(f"bag_recorder: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while rclpy.ok() and not stop.is_set() and not node.done.is_set():
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.remove_node(node)
+        node.close()
+        node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+EPILOG = """\
+examples:
+  liquid-control record -o bags/run1                                   # the rover policy's topics
+  liquid-control record -o bags/run1 /camera/image_raw /imu/data /cmd_vel --duration 300
+  liquid-control record -o bags/expert --expert --episodes 20 --seed 100 [--noise-std 0.3]
+  liquid-control record --info bags/run1
+  liquid-control record --recover bags/killed -o bags/killed_fixed
+
+A bag is a rosbag2 folder (metadata.yaml + one .mcap file) that `ros2 bag` and Foxglove open.
+What to record and for how long: docs/real_robot.md.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument(
+        "topics", nargs="*", help="topics to record (default: camera, IMU and command topics of --node-params)"
+    )
+    parser.add_argument("-o", "--output", default="", help="bag folder to create (default rosbag2_<date>_<time>)")
+    parser.add_argument(
+        "--node-params",
+        default=None,
+        help="policy_node parameter file whose camera_topic, imu_topic and command_topic are recorded by default "
+        "(default: config/rover_policy.yaml)",
+    )
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds to record (0: until Ctrl-C)")
+    parser.add_argument("--use-sim-time", action="store_true", help="log times from /clock")
+    parser.add_argument("--compress", action="store_true", help="zstd-compress the MCAP chunks")
+    mode = parser.add_argument_group("other modes")
+    mode.add_argument("--info", metavar="BAG", help="print what a bag holds (topics, types, counts, QoS) and exit")
+    mode.add_argument("--recover", metavar="BAG", help="rewrite what a killed recorder left into --output")
+    mode.add_argument(
+        "--expert",
+        action="store_true",
+        help="record expert episodes of the simulated rover (no DDS): one bag per episode under --output",
+    )
+    sim = parser.add_argument_group("--expert")
+    sim.add_argument("--episodes", type=int, default=20, help="episodes (bags)")
+    sim.add_argument("--seed", type=int, default=100, help="episode k uses seed SEED + k")
+    sim.add_argument("--shift", default="", help="world shift (default: the training distribution)")
+    sim.add_argument("--render-size", type=int, default=64, help="camera image size (pixels)")
+    sim.add_argument("--time-limit", type=float, default=0.0, help="episode time limit (s; 0: the world's)")
+    sim.add_argument(
+        "--noise-std", type=float, default=0.0, help="noise injected into the executed command (action units)"
+    )
+    sim.add_argument("--noise-correlation", type=float, default=0.0, help="correlation of that noise per update")
+    sim.add_argument(
+        "--burst-rate", type=float, default=0.0, help="swerves per second: random angular command for --burst-s"
+    )
+    sim.add_argument("--burst-s", type=float, default=0.6, help="duration of a swerve (s)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def default_topics(params_file: str | None = None) -> list[str]:
+    """What to record for a policy: the camera, IMU and command topics of its policy_node parameter file
+    (default: config/rover_policy.yaml)."""
+    from liquid_control.bags.stream import absolute_topic, default_node_parameters_file, load_node_parameters
+
+    values = load_node_parameters(params_file or default_node_parameters_file("LiquidRover-v0"))
+    return [absolute_topic(values[k]) for k in ("camera_topic", "imu_topic", "command_topic")]
+
+
+def record_graph(
+    output: str = "", params_file: str = "", topics=(), use_sim_time: bool = False, duration_s: float = 0.0
+):
+    """The recorder node for launch/record.launch.py (one description, as liquid_control.ros.graph)."""
+    from liquid_control.ros.graph import NodeDescription
+
+    if params_file and not Path(params_file).is_file():
+        raise FileNotFoundError(f"parameter file {params_file} not found")
+    parameters = {
+        "output": output,
+        "topics": list(topics) or default_topics(params_file or None),
+        "duration_s": float(duration_s),
+        "use_sim_time": bool(use_sim_time),
+    }
+    return [NodeDescription("bag_recorder", "liquid_control.ros.recorder_node", "bag_recorder", (), parameters)]
+
+
+def bag_info(path: str) -> str:
+    """A human summary of a bag, like ``ros2 bag info``."""
+    with BagReader(path, allow_truncated=True) as reader:
+        lines = [f"bag: {reader.path}", f"duration: {reader.duration_s:.3f} s, messages: {reader.message_count}"]
+        if reader.salvaged:
+            lines.append(f"TRUNCATED: {reader.salvage_note}")
+        for topic, info in sorted(reader.topics.items()):
+            qos = ", ".join(f"{q['reliability']}/{q['durability']}/depth {q['depth']}" for q in map(qos_dict, info.qos))
+            lines.append(f"  {topic}: {info.msgtype}, {info.count} messages, offered QoS [{qos}]")
+    return "\n".join(lines)
+
+
+def _record_graph(args, topics: list[str]) -> int:
+    context = rclpy.Context()
+    cli_args = ["--ros-args", "-p", f"use_sim_time:={'true' if args.use_sim_time else 'false'}"]
+    rclpy.init(context=context, args=cli_args)
+    overrides = {"output": args.output, "topics": topics, "duration_s": args.duration, "compression": args.compress}
+    node = BagRecorderNode(context=context, parameter_overrides=overrides, cli_args=cli_args)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    print(f"recording {', '.join(topics)} -> {node.output} (Ctrl-C to stop)", flush=True)
+    try:
+        while context.ok() and not node.done.is_set():
+            executor.spin_once(timeout_sec=0.05)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        executor.remove_node(node)
+        path = node.close()
+        node.destroy_node()
+        executor.shutdown()
+        context.try_shutdown()
+    print(f"wrote {path}: {node.counts}")
+    missing = [t for t, n in node.counts.items() if n == 0]
+    if missing:
+        print(f"warning: nothing received on {', '.join(missing)}", file=sys.stderr)
+    return 0
+
+
+def run(args) -> int:
+    try:
+        if args.info:
+            print(bag_info(args.info))
+            return 0
+        if args.recover:
+            if not args.output:
+                raise ValueError("--recover needs -o/--output for the new bag")
+            from liquid_control.bags import recover
+
+            path, kept = recover(args.recover, args.output)
+            print(f"recovered {kept} messages of {args.recover} into {path}")
+            return 0
+        if args.expert:
+            from liquid_control.bags.expert import ExpertNoise, record_expert_episodes
+
+            out = args.output or default_bag_name()
+            t0 = time.monotonic()
+            results = record_expert_episodes(
+                out,
+                range(args.seed, args.seed + args.episodes),
+                render_size=args.render_size,
+                shift=args.shift,
+                time_limit=args.time_limit,
+                noise=ExpertNoise(args.noise_std, args.noise_correlation, args.burst_rate, args.burst_s),
+                progress=not args.no_progress,
+            )
+            wins = sum(r["success"] for r in results)
+            seconds = sum(r["sim_time"] for r in results)
+            print(
+                f"recorded {len(results)} expert episodes ({seconds:.1f} s of driving, expert success "
+                f"{wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
+            )
+            return 0
+        return _record_graph(args, list(args.topics) or default_topics(args.node_params))
+    except (BagError, ValueError) as exc:
+        print(f"liquid-control record: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

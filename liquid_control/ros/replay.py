@@ -1,0 +1,247 @@
+"""``liquid-control replay``: play recorded bags into a running ``policy_node`` over DDS and record what it commands.
+
+The bag's sensor messages are published unchanged (serialized bytes, original stamps) on their topics with the
+QoS their publishers offered, at the recorded timing (log-time differences) or ``--rate`` times faster; the
+policy integrates the stamps, so its state evolves as it would have on the robot, only the wall clock is
+compressed. The node's commands (``--record``, default ``/cmd_vel``) are recorded into a new bag by a
+:class:`~liquid_control.ros.recorder_node.BagRecorderNode` in this process. Topics that are recorded are not
+replayed (the recorded commands of the bag would otherwise collide with the node's).
+
+    ros2 launch liquid_control policy.launch.py policy:=runs/from_bags/policy.pt autostart:=true
+    liquid-control replay bags/heldout/episode_200 -o bags/replayed --rate 2
+
+With ``command_type: twist_stamped`` every command carries the stamp of the frame it answers, so the recorded
+commands can be matched to the bag's frames (``liquid-control eval --bag`` computes the same commands offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+
+import rclpy
+import rclpy.executors
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from liquid_control.bags import BagError, BagReader
+from liquid_control.bags.io import message_class
+
+from .recorder_node import BagRecorderNode, default_bag_name
+
+
+def publisher_qos(profiles) -> QoSProfile:
+    """The QoS a replayed topic is published with: its first recorded publisher's (rosbags Qos), keeping 100."""
+    if not profiles:
+        return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    q = profiles[0]
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=max(100, int(q.depth)),  # deep: a busy subscriber must not lose replayed messages
+        reliability=ReliabilityPolicy.BEST_EFFORT
+        if q.reliability.name == "BEST_EFFORT"
+        else ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL
+        if q.durability.name == "TRANSIENT_LOCAL"
+        else DurabilityPolicy.VOLATILE,
+    )
+
+
+class Replay:
+    """Publishers for a bag's topics on one node, and the timed playback (``play``)."""
+
+    def __init__(self, node, readers: list[BagReader], topics: list[str]):
+        self.node = node
+        self.publishers = {}
+        for reader in readers:
+            for topic in topics:
+                info = reader.topics.get(topic)
+                if info is None or topic in self.publishers:
+                    continue
+                self.publishers[topic] = node.create_publisher(
+                    message_class(info.msgtype), topic, publisher_qos(info.qos)
+                )
+        self.published = {t: 0 for t in self.publishers}
+        self.clock_pub = None
+
+    def wait_for_subscribers(self, timeout: float) -> bool:
+        """Wait until some replayed topic has a subscriber (the node is up); False after ``timeout``.
+
+        Not every topic of a bag has a subscriber (a camera-only policy ignores the IMU), so one is enough.
+        """
+        deadline = time.monotonic() + timeout
+        while not any(p.get_subscription_count() for p in self.publishers.values()):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def play(self, reader: BagReader, rate: float, stop: threading.Event) -> int:
+        """Publish the messages of ``reader`` on the replayed topics at ``rate`` x the recorded timing."""
+        first, wall0, sent = None, None, 0
+        for msg in reader.messages(list(self.publishers)):
+            if stop.is_set():
+                break
+            if first is None:
+                first, wall0 = msg.log_time_ns, time.monotonic()
+            due = wall0 + (msg.log_time_ns - first) * 1e-9 / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if self.clock_pub is not None:
+                from builtin_interfaces.msg import Time
+                from rosgraph_msgs.msg import Clock
+
+                t = msg.log_time_ns
+                self.clock_pub.publish(Clock(clock=Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)))
+            self.publishers[msg.topic].publish(msg.data)
+            self.published[msg.topic] += 1
+            sent += 1
+        return sent
+
+
+EPILOG = """\
+examples (policy_node running with autostart:=true, e.g. ros2 launch liquid_control policy.launch.py):
+  liquid-control replay bags/heldout/episode_200 -o bags/replayed            # recorded timing
+  liquid-control replay bags/heldout/* -o bags/replayed --rate 4 --reset-service /policy_node/reset
+
+Give the node command_type: twist_stamped to match each command to the frame it answers (its stamp).
+See docs/real_robot.md.
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("bags", nargs="+", metavar="BAG", help="recorded bag(s), played one after another")
+    parser.add_argument("-o", "--output", default="", help="bag of the recorded commands (default rosbag2_<date>)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed (2: twice as fast)")
+    parser.add_argument(
+        "--record", action="append", default=[], metavar="TOPIC", help="topics to record (default /cmd_vel)"
+    )
+    parser.add_argument(
+        "--topics", nargs="*", default=None, help="topics to replay (default: every topic of the bag not recorded)"
+    )
+    parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's log times")
+    parser.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for subscribers of the replayed topics"
+    )
+    parser.add_argument("--linger", type=float, default=1.0, help="seconds to keep recording after the last message")
+    parser.add_argument(
+        "--reset-service", default="", help="std_srvs/Trigger called before each bag (e.g. /policy_node/reset)"
+    )
+    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)")
+    parser.add_argument("--allow-truncated", action="store_true", help="replay what a killed recorder left")
+
+
+def _call_reset(node, service: str) -> bool:
+    from std_srvs.srv import Trigger
+
+    client = node.create_client(Trigger, service)
+    try:
+        if not client.wait_for_service(timeout_sec=5.0):
+            return False
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + 5.0
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return future.done() and future.result().success
+    finally:
+        node.destroy_client(client)
+
+
+def replay(args) -> dict:
+    """Play ``args.bags`` and record ``args.record``; returns counts and the output bag."""
+    if not args.rate > 0:
+        raise ValueError(f"--rate must be > 0, got {args.rate}")
+    record = args.record or ["/cmd_vel"]
+    readers = [BagReader(b, allow_truncated=args.allow_truncated) for b in args.bags]
+    topics = args.topics
+    if topics is None:
+        topics = sorted({t for r in readers for t in r.topics} - set(record))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=args.domain_id)
+    node = rclpy.create_node("bag_replay", context=context)
+    recorder = BagRecorderNode(
+        context=context,
+        parameter_overrides={"output": args.output or default_bag_name(), "topics": record, "duration_s": 0.0},
+    )
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(recorder)
+    stop = threading.Event()
+    spinner = threading.Thread(target=lambda: _spin(executor, context, stop), daemon=True)
+    spinner.start()
+    result = {"output": str(recorder.output), "published": {}, "recorded": {}}
+    player = None
+    try:
+        player = Replay(node, readers, topics)
+        if args.clock:
+            from rosgraph_msgs.msg import Clock
+
+            player.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        if not player.wait_for_subscribers(args.wait):
+            print(
+                f"replay: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
+                "playing anyway",
+                file=sys.stderr,
+            )
+        deadline = time.monotonic() + args.wait  # and the recorded topics' publishers (the policy node)
+        while recorder.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # let discovery settle both ways (the node's other subscriptions, our subscription)
+        unused = [t for t, p in player.publishers.items() if not p.get_subscription_count()]
+        if unused:
+            print(f"replay: nobody subscribes to {', '.join(unused)} (replayed anyway)", file=sys.stderr)
+        for reader in readers:
+            if args.reset_service and not _call_reset(node, args.reset_service):
+                print(f"replay: {args.reset_service} did not answer", file=sys.stderr)
+            t0 = time.monotonic()
+            sent = player.play(reader, args.rate, stop)
+            print(f"replayed {reader.path}: {sent} messages in {time.monotonic() - t0:.1f} s", flush=True)
+        time.sleep(args.linger)
+    finally:
+        stop.set()
+        spinner.join(timeout=2.0)
+        executor.remove_node(recorder)
+        path = recorder.close()
+        result.update(
+            output=str(path), published=dict(player.published) if player else {}, recorded=dict(recorder.counts)
+        )
+        recorder.destroy_node()
+        node.destroy_node()
+        executor.shutdown()
+        context.try_shutdown()
+        for reader in readers:
+            reader.close()
+    return result
+
+
+def _spin(executor, context, stop):
+    while context.ok() and not stop.is_set():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except Exception:
+            if context.ok() and not stop.is_set():
+                raise  # a failing callback (e.g. the bag cannot be written): not swallowed
+            break
+
+
+def run(args) -> int:
+    try:
+        result = replay(args)
+    except (BagError, ValueError) as exc:
+        print(f"liquid-control replay: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {result['output']}: recorded {result['recorded']}, published {result['published']}")
+    if not any(result["recorded"].values()):
+        print("warning: nothing was recorded (is the policy node running and active?)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    args = argparse.ArgumentParser(prog="liquid-control replay")
+    add_arguments(args)
+    sys.exit(run(args.parse_args()))

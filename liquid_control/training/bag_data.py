@@ -1,0 +1,428 @@
+"""Behaviour cloning from recorded bags: ``liquid-control train --bag DIR...`` or a ``data:`` section.
+
+Each bag is played once through the runtime's ``PolicyRunner`` (:func:`liquid_control.bags.stream_updates`,
+the node's event semantics: the same held inputs, dt, rejections and resets as ``policy_node``) and what the
+network would have been given at each update is written, with its label, to a cache under the run's
+``data/bags/`` folder: raw arrays per segment, memory-mapped when training, so a recording of any length
+streams from disk and is never loaded whole. A segment runs from a state reset (start of the bag, an update
+gap over ``max_gap_s``, a clock jump) to the next one and is cut into training windows of ``window``
+updates (each window starts from the initial state, like an episode). Each bag is converted atomically
+(temporary folder, then rename) and reused by ``--resume`` while the bag and the data settings are unchanged.
+
+Training: ``training.epochs_first`` epochs of the usual BC (truncated BPTT over the windows, masked where an
+update has no label), no DAgger (a bag cannot answer "what would the expert do here"); after every epoch the
+loss on the held-out validation bags selects the policy (lowest wins; without validation bags the last
+epoch). Checkpoints are atomic after every epoch, as for simulated runs.
+
+The ``data:`` section (YAML; every key optional except ``bags``; command-line options win)::
+
+    data:
+      bags: [recordings/day1/*]          # rosbag2 folders (globs), relative to the working directory
+      validation: [recordings/heldout]   # held-out bags: model selection and the reported offline error
+      node_params: config/rover_policy.yaml   # the robot's policy_node parameters: topics, action_scale, dt limits
+      topics: {camera: /front/image_raw} # override a topic per sensor
+      command_topic: /teleop/cmd_vel     # labels (default: the node's command_topic)
+      label: {mode: next, offset_s: 0.0, max_wait_s: 0.5}
+      allow_truncated: false             # use what a killed recorder left (default: refuse such bags)
+      window: 512                        # updates per training window
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from liquid_control.atomic_file import atomic_write
+from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
+from liquid_control.bags.stream import StreamStats, capture_runner
+from liquid_control.policy import PolicyConfigError
+
+from .bc import bc_loss
+from .data import Episode
+from .trainer import TrainingError, _bar, _Run
+
+DATA_KEYS = {
+    "bags": list,
+    "validation": list,
+    "node_params": (str, type(None)),
+    "topics": dict,
+    "command_topic": (str, type(None)),
+    "label": dict,
+    "allow_truncated": bool,
+    "window": int,
+}
+DATA_DEFAULTS = {
+    "bags": [],
+    "validation": [],
+    "node_params": None,
+    "topics": {},
+    "command_topic": None,
+    "label": {},
+    "allow_truncated": False,
+    "window": 512,
+}
+CACHE_FORMAT = "liquid_control.bag_cache/2"
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def _expand(patterns, key: str) -> list[str]:
+    paths = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
+        if not matches:
+            raise ValueError(f"data.{key}: {pattern!r} matches no bag")
+        paths += [str(Path(m).resolve()) for m in matches]
+    return paths
+
+
+def validate_data(section: dict) -> dict:
+    """Check a ``data:`` section (unknown keys and wrong types name the key) and expand the bag globs."""
+    if not isinstance(section, dict):
+        raise ValueError(f"data: expected a mapping, got {type(section).__name__}")
+    unknown = sorted(set(section) - set(DATA_KEYS))
+    if unknown:
+        raise ValueError(f"data: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(DATA_KEYS)}")
+    out = copy.deepcopy(DATA_DEFAULTS)
+    for key, value in section.items():
+        if not isinstance(value, DATA_KEYS[key]) or (DATA_KEYS[key] is int and isinstance(value, bool)):
+            raise ValueError(f"data.{key}: wrong type {type(value).__name__} ({value!r})")
+        out[key] = copy.deepcopy(value)
+    if not out["bags"]:
+        raise ValueError("data.bags: no training bags given (--bag DIR, or data: bags: [...])")
+    if out["window"] < 2:
+        raise ValueError(f"data.window: must be >= 2 updates, got {out['window']}")
+    out["bags"] = _expand(out["bags"], "bags")
+    out["validation"] = _expand(out["validation"], "validation")
+    overlap = sorted(set(out["bags"]) & set(out["validation"]))
+    if overlap:
+        raise ValueError(f"data: bag(s) {overlap} are both training and validation bags")
+    if out["node_params"] is not None:
+        out["node_params"] = str(Path(out["node_params"]).resolve())
+    return out
+
+
+def resolve(config, data: dict | None, out_dir: Path):
+    """Split a ``data:`` section off a policy config (path or dict) and merge ``data`` (command line) over it.
+
+    Returns ``(config, data)``: the policy config alone (a dict when it had a data section), and the validated
+    data settings, or None for a simulated run. With neither, a resumed bag run reads its ``data.yaml``.
+    """
+    section = None
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise PolicyConfigError(f"{path}: policy config not found") from None
+        except yaml.YAMLError as exc:
+            raise PolicyConfigError(f"{path}: not valid YAML: {exc}") from None
+        if isinstance(raw, dict) and "data" in raw:
+            section = raw.pop("data")
+            from liquid_control.policy import validate_config
+
+            try:
+                config = validate_config(raw)
+            except PolicyConfigError as exc:
+                raise PolicyConfigError(f"{path}: {exc}") from None
+    elif isinstance(config, dict) and "data" in config:
+        config = dict(config)
+        section = config.pop("data")
+    if section is None and not data:
+        saved = out_dir / "data.yaml"
+        if config is None and saved.is_file():  # resume of a bag run
+            return None, yaml.safe_load(saved.read_text())["data"]
+        return config, None
+    merged = dict(section or {})
+    merged.update(data or {})
+    try:
+        return config, validate_data(merged)
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+
+
+def force_bag_schedule(cfg: dict) -> dict:
+    """A bag run is behaviour cloning only: no DAgger rounds, no simulated selection episodes."""
+    cfg = copy.deepcopy(cfg)
+    cfg["training"]["dagger_rounds"] = 0
+    cfg["training"]["eval_episodes"] = 0
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------ the cache
+def _fingerprint(bag: str, spec_description: dict, observation: dict) -> str:
+    """Changes when the bag's files or what is extracted from it change."""
+    path = Path(bag)
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    h.update(json.dumps([spec_description, observation, CACHE_FORMAT], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+class _SegmentFiles:
+    """Appends the updates of one segment to raw array files (one per key)."""
+
+    def __init__(self, folder: Path, index: int):
+        self.prefix = folder / f"seg_{index:05d}"
+        self.handles: dict = {}
+        self.layout: dict = {}
+        self.length = 0
+
+    def append(self, arrays: dict) -> None:
+        for key, value in arrays.items():
+            value = np.asarray(value)  # tobytes() writes C order; 0-d stays 0-d
+            if key not in self.handles:
+                self.handles[key] = open(f"{self.prefix}.{key}.bin", "wb")
+                self.layout[key] = {"dtype": value.dtype.str, "shape": list(value.shape)}
+            self.handles[key].write(value.tobytes())
+        self.length += 1
+
+    def close(self) -> dict:
+        for handle in self.handles.values():
+            handle.close()
+        return {"name": self.prefix.name, "length": self.length, "layout": self.layout}
+
+
+def convert_bag(
+    bag: str, policy_config: dict, spec, folder: Path, window: int, allow_truncated: bool, log, fingerprint: str = ""
+) -> dict:
+    """Play ``bag`` through a capture runner and write its segments under ``folder`` (atomically)."""
+    tmp = folder.parent / f".{folder.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    stats = StreamStats()
+    segments, current = [], None
+    try:
+        with BagReader(bag, allow_truncated=allow_truncated) as reader:
+            if reader.salvaged:
+                log(f"warning: {reader.salvage_note}")
+            for update in stream_updates(reader, capture_runner(policy_config, spec), spec, stats):
+                if current is not None and (update.reset is not None or current.length >= window):
+                    segments.append(current.close())
+                    current = None
+                if current is None:
+                    current = _SegmentFiles(tmp, len(segments))
+                label = update.label if update.label is not None else np.zeros(len(spec.action_scale))
+                arrays = {f"obs.{key}": value for key, value in update.obs.items()}  # all the network is given
+                arrays.update(
+                    dt=np.float32(update.dt),
+                    stamp=np.float64(update.stamp),
+                    time=np.float64(update.time),
+                    label=np.asarray(label, np.float32),
+                    labelled=np.bool_(update.label is not None),
+                )
+                current.append(arrays)
+        if current is not None:
+            segments.append(current.close())
+            current = None
+    except BaseException:
+        if current is not None:
+            current.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary = stats.summary()
+    if not summary.get("labelled"):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise BagError(f"{bag}: no labelled update ({summary}): {_diagnose(summary, spec, policy_config)}")
+    index = {
+        "format": CACHE_FORMAT,
+        "bag": bag,
+        "fingerprint": fingerprint,
+        "segments": segments,
+        "stats": summary,
+        "note": stats.salvage_note,
+    }
+    with atomic_write(tmp / "index.json", "w") as handle:
+        json.dump(index, handle, indent=1)
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return index
+
+
+def _diagnose(counters: dict, spec, policy_config: dict) -> str:
+    """The likely reason a bag gave no training data, from its counters."""
+    hints = []
+    if counters.get("rejected.bad_shape"):
+        image = policy_config["observation"]["image"] or {}
+        hints.append(
+            f"readings of the wrong size (the policy reads {image.get('width')}x{image.get('height')} images: "
+            f"record the topic policy_node will subscribe to, resized)"
+        )
+    if counters.get("rejected.future_stamp"):
+        hints.append(
+            "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
+            "without --use-sim-time)"
+        )
+    if not counters.get("commands"):
+        hints.append(f"no command on {spec.command_topic} (set --command-topic)")
+    if not counters.get("updates") and not hints:
+        hints.append(f"no state update from {spec.topics}")
+    return "; ".join(hints) + " (see `liquid-control record --info` for what the bag holds)"
+
+
+def load_segments(folder: Path, index: dict) -> list[Episode]:
+    """The cached segments of one bag as memory-mapped :class:`Episode` objects."""
+    episodes = []
+    for seg in index["segments"]:
+        arrays = {}
+        for key, layout in seg["layout"].items():
+            arrays[key] = np.memmap(
+                folder / f"{seg['name']}.{key}.bin",
+                dtype=np.dtype(layout["dtype"]),
+                mode="r",
+                shape=(seg["length"], *layout["shape"]),
+            )
+        obs = {k.removeprefix("obs."): v for k, v in arrays.items() if k.startswith("obs.")}
+        episodes.append(
+            Episode(
+                observations=obs,
+                dt=arrays["dt"],
+                stamp=arrays["stamp"],
+                expert_action=arrays["label"],
+                action=arrays["label"],
+                info={"bag": index["bag"], "segment": seg["name"]},
+                label_mask=arrays["labelled"],
+            )
+        )
+    return episodes
+
+
+# ------------------------------------------------------------------------------------------------ the run
+class BagRun(_Run):
+    """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with _Run."""
+
+    def __init__(self, config, out_dir, seed, progress, command, log, data: dict):
+        super().__init__(config, out_dir, seed, progress, command, log)
+        self.data = data
+        self.rounds, self.round_epochs = 1, [config["training"]["epochs_first"]]
+        self.total_epochs = self.round_epochs[0]
+        try:
+            self.spec = data_spec(
+                config, data["node_params"], data["topics"], data["command_topic"], data["label"] or None
+            )
+        except ValueError as exc:
+            raise TrainingError(f"data: {exc}") from None
+        self.bag_stats: dict = {}
+
+    def _check_data_file(self) -> None:
+        """data.yaml holds the run's data settings; they may change only before the first epoch."""
+        path = self.out / "data.yaml"
+        content = {"data": self.data, "spec": self.spec.describe()}
+        if path.is_file():
+            saved = yaml.safe_load(path.read_text())
+            if saved != content and self.epoch_done > 0:
+                raise TrainingError(
+                    f"{path}: the run was trained on other bags or data settings; resume with the same ones, "
+                    f"or train into a new folder"
+                )
+        with atomic_write(path, "w") as handle:
+            yaml.safe_dump(content, handle, sort_keys=False)
+
+    def prepare(self, bags: list[str], kind: str) -> list[Episode]:
+        """Segments of ``bags`` (converted once, cached in data/bags/<kind>/), cut into training windows."""
+        episodes = []
+        root = self.out / "data" / "bags" / kind
+        bar = _bar(len(bags), f"{kind} bags", self.progress)
+        for i, bag in enumerate(bags):
+            folder = root / f"{i:04d}_{Path(bag).name}"
+            fingerprint = _fingerprint(bag, self.spec.describe(), self.config["observation"])
+            index = None
+            if (folder / "index.json").is_file():
+                index = json.loads((folder / "index.json").read_text())
+                if index.get("fingerprint") != fingerprint:
+                    index = None
+            if index is None:
+                try:
+                    index = convert_bag(
+                        bag,
+                        self.config,
+                        self.spec,
+                        folder,
+                        self.data["window"],
+                        self.data["allow_truncated"],
+                        self.log,
+                        fingerprint,
+                    )
+                except BagError as exc:
+                    raise TrainingError(f"{kind} bag {i + 1}/{len(bags)}: {exc}") from None
+                s = index["stats"]
+                events = ", ".join(f"{k} {v}" for k, v in s.items() if k.startswith(("rejected.", "resets.")))
+                self.log(
+                    f"{kind} bag {Path(bag).name}: {s.get('updates', 0)} updates ({s.get('labelled', 0)} labelled) "
+                    f"in {len(index['segments'])} segment(s) over {s['duration_s']:.1f} s"
+                    + (f"; {events}" if events else "")
+                )
+            self.bag_stats[bag] = index["stats"]
+            episodes += load_segments(folder, index)
+            bar.update(1)
+        bar.close()
+        return episodes
+
+    def validate(self, validation: list[Episode]) -> None:
+        t = self.config["training"]
+        loss = None
+        if validation:
+            result = bc_loss(self.policy, validation, batch_size=t["batch_size"], sequence_length=t["sequence_length"])
+            loss = result["loss"]
+            self.log(f"epoch {self.epoch_done}: validation loss {loss:.5f} ({result['updates']} updates)")
+        self._row(epoch=self.epoch_done, round=0, kind="validate", loss="" if loss is None else round(loss, 6))
+        best_loss = None if self.best is None else self.best.get("validation_loss")
+        if self.best is None or loss is None or best_loss is None or loss <= best_loss:
+            self.best = {
+                "success": -1.0,  # not measured: no simulator in the loop
+                "round": 0,
+                "epoch": self.epoch_done,
+                "validation_loss": loss,
+                "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()},
+            }
+        self.rounds_evaluated = 0
+        self.save_checkpoint()
+
+    def _validated(self, epoch: int) -> bool:
+        return any(r["kind"] == "validate" and int(r["epoch"]) == epoch for r in self.rows)
+
+    def run(self):
+        self._check_data_file()
+        episodes = self.prepare(self.data["bags"], "train")
+        validation = self.prepare(self.data["validation"], "validation")
+        if not validation:
+            self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
+        try:
+            if self.epoch_done == 0:
+                self.fit_normalization(episodes)
+            if self.epoch_done > 0 and not self._validated(self.epoch_done):
+                self.validate(validation)  # killed between an epoch and its validation
+            for epoch in range(self.epoch_done, self.total_epochs):
+                self.train_epoch(episodes, epoch, 0)
+                self.validate(validation)
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+        return self.finish()
+
+    def extra_metadata(self) -> dict:
+        labelled = sum(s.get("labelled", 0) for b, s in self.bag_stats.items() if b in self.data["bags"])
+        return {
+            "training_data": "bags",
+            "training_bags": [Path(b).name for b in self.data["bags"]],
+            "validation_bags": [Path(b).name for b in self.data["validation"]],
+            "training_episodes": len(self.data["bags"]),
+            "training_updates": labelled,
+            "recorded_seconds": round(
+                sum(s.get("duration_s", 0.0) for b, s in self.bag_stats.items() if b in self.data["bags"]), 2
+            ),
+            "validation_loss": self.best.get("validation_loss") if self.best else None,
+            "data_spec": self.spec.describe(),
+        }

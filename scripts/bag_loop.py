@@ -1,0 +1,175 @@
+"""Helpers of scripts/bag_loop.sh: the DDS replay check and the summary of the loop's figures.
+
+python scripts/bag_loop.py replay --policy RUN/policy.pt --bag BAG --out DIR
+python scripts/bag_loop.py summary --out OUT [--seconds S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
+    """policy_node (own process, isolated ROS domain) + ``liquid-control replay`` of ``bag``; the recorded
+    commands are matched by stamp to the same policy's commands computed offline on the bag."""
+    from liquid_control.evaluation.offline import match_replayed
+    from liquid_control.ros.replay import add_arguments, replay
+    from liquid_control.ros.testing import isolated_ros_env, start_node_process, stop_process
+
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = isolated_ros_env()
+    node = start_node_process(
+        "liquid_control.ros.policy_node",
+        "policy_node",
+        dict(
+            policy=str(Path(policy).resolve()),
+            autostart=True,
+            command_type="twist_stamped",
+            sensor_qos_reliability="reliable",
+            camera_qos_depth=100,
+            imu_qos_depth=1000,
+            max_command=[100.0, 100.0],
+            max_command_rate=[1e9, 1e9],
+            watchdog_timeout_s=1000.0,  # waiting for the replay must not make the node stale
+        ),
+        env,
+        log_path=out_dir / "policy_node.log",
+        params_files=(str(Path("config/rover_policy.yaml").resolve()),),
+    )
+    import os
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        args = parser.parse_args(
+            [bag, "-o", str(out_dir / "commands"), "--rate", str(rate), "--domain-id", env["ROS_DOMAIN_ID"]]
+        )
+        t0 = time.monotonic()
+        result = replay(args)
+        result["wall_s"] = round(time.monotonic() - t0, 2)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        stop_process(node)
+    result.update(match_replayed(policy, bag, result["output"]), rate=rate)
+    (out_dir / "replay.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    c = p + z * z / (2 * n)
+    m = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return ((c - m) / (1 + z * z / n), (c + m) / (1 + z * z / n))
+
+
+def summary(out: str, seconds: float | None = None) -> dict:
+    """The loop's figures from its output folder -> summary.md / summary.json."""
+    root = Path(out)
+    figures: dict = {}
+    bags = {}
+    for kind in ("train", "validation", "test"):
+        statuses = []
+        for bag in sorted((root / "bags" / kind).glob("episode_*")):
+            from liquid_control.bags import BagReader
+
+            with BagReader(bag) as reader:
+                for msg in reader.messages(["/episode_status"]):
+                    statuses.append(json.loads(msg.decode().data))
+        bags[kind] = {
+            "bags": len(statuses),
+            "expert_success": sum(s["success"] for s in statuses),
+            "seconds": round(sum(s["sim_time"] for s in statuses), 1),
+            "seeds": [s["seed"] for s in statuses],
+        }
+    figures["bags"] = bags
+    from liquid_control.policy import load_policy
+
+    meta = load_policy(root / "run" / "policy.pt").metadata
+    figures["training"] = {
+        k: meta.get(k)
+        for k in ("training_wall_s", "selected_epoch", "validation_loss", "training_updates", "recorded_seconds")
+    }
+    figures["training"]["command"] = meta.get("command")
+    offline = json.loads((root / "offline" / "offline.json").read_text())["policies"]["bags"]["overall"]
+    figures["offline_test_bags"] = offline
+    records = json.loads((root / "sim" / "results.json").read_text())
+    sim = {}
+    for name in sorted({r["policy"] for r in records}):
+        rows = [r for r in records if r["policy"] == name]
+        k = sum(bool(r["success"]) for r in rows)
+        seeds = sorted(int(r["episode_seed"]) for r in rows)
+        sim[name] = {"success": k, "episodes": len(rows), "ci95": wilson(k, len(rows)), "seeds": [seeds[0], seeds[-1]]}
+    figures["simulated_episodes"] = sim
+    replay_file = root / "replay" / "replay.json"
+    if replay_file.is_file():
+        figures["replay"] = json.loads(replay_file.read_text())
+    if seconds is not None:
+        figures["loop_wall_s"] = seconds
+    (root / "summary.json").write_text(json.dumps(figures, indent=1))
+    b = bags
+    lines = [
+        "# Bag loop: record -> train from bags -> offline check -> simulated episodes -> DDS replay",
+        "",
+        f"- recorded expert bags: train {b['train']['bags']} ({b['train']['seconds']} s, expert success "
+        f"{b['train']['expert_success']}/{b['train']['bags']}, seeds {b['train']['seeds'][:1]}..), validation "
+        f"{b['validation']['bags']}, test {b['test']['bags']}",
+        f"- training: {figures['training']['training_updates']} labelled updates, "
+        f"{figures['training']['training_wall_s']} s, selected epoch {figures['training']['selected_epoch']} "
+        f"(validation loss {figures['training']['validation_loss']:.5f})",
+        f"- offline error on the test bags ({offline['labelled']} updates): MAE linear {offline['mae'][0]:.4f} m/s, "
+        f"angular {offline['mae'][1]:.4f} rad/s; RMSE {offline['rmse'][0]:.4f}, {offline['rmse'][1]:.4f}; "
+        f"loss {offline['loss']:.5f}",
+    ]
+    for name, s in sim.items():
+        lines.append(
+            f"- simulated episodes, {name}: {s['success']}/{s['episodes']} reach the target "
+            f"(95% CI {s['ci95'][0]:.2f}-{s['ci95'][1]:.2f}; episode seeds {s['seeds'][0]}..{s['seeds'][1]})"
+        )
+    if "replay" in figures:
+        r = figures["replay"]
+        lines.append(
+            f"- DDS replay of {Path(r['bag']).name} at {r.get('rate', '?')}x: {r['matched']}/{r['offline_updates']} "
+            f"commands matched by stamp, max |difference| {r['max_abs_diff']:.2e} vs offline"
+        )
+    if seconds is not None:
+        lines.append(f"- loop wall time: {seconds:.0f} s")
+    lines += ["", "```", yaml.safe_dump(figures, sort_keys=False, width=110), "```"]
+    (root / "summary.md").write_text("\n".join(lines) + "\n")
+    return figures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    r = sub.add_parser("replay")
+    r.add_argument("--policy", required=True)
+    r.add_argument("--bag", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--rate", type=float, default=2.0)
+    s = sub.add_parser("summary")
+    s.add_argument("--out", required=True)
+    s.add_argument("--seconds", type=float, default=None)
+    args = parser.parse_args(argv)
+    if args.what == "replay":
+        result = replay_check(args.policy, args.bag, args.out, args.rate)
+        print(json.dumps({k: v for k, v in result.items() if k != "published"}))
+        return 0 if result["matched"] else 1
+    summary(args.out, args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

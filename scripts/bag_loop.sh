@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The robot loop end to end, in simulation: record expert driving to rosbag2 (MCAP), train a liquid policy from
+# those bags alone, check it offline on held-out bags, then drive 50 held-out simulated episodes with it and
+# replay a held-out bag through policy_node over DDS. Figures: $OUT/summary.md (and summary.json).
+#
+#   scripts/bag_loop.sh                    # defaults below; run it through /work/heavy on the shared machine
+#   OUT=reports/bag_loop_noise NOISE_STD=0.3 NOISE_CORR=0.9 EPOCHS=150 scripts/bag_loop.sh
+#
+# Seeds: training bags 100.., validation bags (model selection) 500.., test bags (offline error) 600..; the
+# simulated evaluation uses the evaluation seeds 20,000,000.. (liquid-control eval's default): all disjoint.
+set -euo pipefail
+
+OUT=${OUT:-reports/bag_loop}
+CONFIG=${CONFIG:-policies/configs/cfc_ncp_rover.yaml}
+EPISODES=${EPISODES:-20}          # recorded expert episodes (training bags)
+VAL_EPISODES=${VAL_EPISODES:-3}   # held-out bags for model selection
+TEST_EPISODES=${TEST_EPISODES:-5} # held-out bags for the offline error
+EVAL_EPISODES=${EVAL_EPISODES:-50}
+EPOCHS=${EPOCHS:-100}
+SEED=${SEED:-0}                   # training seed
+NOISE_STD=${NOISE_STD:-0.0}       # noise injected into the expert's executed command (action units)
+NOISE_CORR=${NOISE_CORR:-0.0}
+BURST_RATE=${BURST_RATE:-0.0}     # swerves per second in the expert's executed command (recovery demonstrations)
+AUGMENT=${AUGMENT:---augment}     # image augmentation of BC ("" to switch off)
+EXTRA_SET=${EXTRA_SET:-}          # further --set KEY=VALUE for training
+REPLAY=${REPLAY:-1}               # replay a test bag through policy_node over DDS (0: skip)
+LC=${LC:-liquid-control}
+
+mkdir -p "$OUT"
+start=$(date +%s)
+stage() { echo "[bag_loop $(($(date +%s) - start)) s] $*" >&2; }
+
+stage "1/5 record $EPISODES expert episodes (+ $VAL_EPISODES validation, $TEST_EPISODES test) to MCAP"
+[ -d "$OUT/bags/train" ] || $LC record --expert -o "$OUT/bags/train" --episodes "$EPISODES" --seed 100 \
+  --noise-std "$NOISE_STD" --noise-correlation "$NOISE_CORR" --burst-rate "$BURST_RATE" --no-progress
+[ -d "$OUT/bags/validation" ] || $LC record --expert -o "$OUT/bags/validation" --episodes "$VAL_EPISODES" \
+  --seed 500 --no-progress
+[ -d "$OUT/bags/test" ] || $LC record --expert -o "$OUT/bags/test" --episodes "$TEST_EPISODES" --seed 600 \
+  --no-progress
+
+stage "2/5 train $CONFIG from the training bags ($EPOCHS epochs)"
+resume=()
+[ -f "$OUT/run/checkpoint.pt" ] && resume=(--resume)
+# shellcheck disable=SC2086
+$LC train --config "$CONFIG" --out "$OUT/run" --seed "$SEED" "${resume[@]}" --no-progress $AUGMENT \
+  --bag "$OUT/bags/train/*" --val-bag "$OUT/bags/validation/*" \
+  --set "training.epochs_first=$EPOCHS" $EXTRA_SET
+
+stage "3/5 offline error on the test bags"
+$LC eval --bag "$OUT/bags/test/*" --policy "bags=$OUT/run/policy.pt" --out "$OUT/offline" --no-progress
+
+stage "4/5 $EVAL_EPISODES held-out simulated episodes"
+$LC eval --policy "bags=$OUT/run/policy.pt" --policy expert --episodes "$EVAL_EPISODES" --out "$OUT/sim" \
+  --no-progress --no-example
+
+if [ "$REPLAY" = 1 ]; then
+  stage "5/5 replay a test bag into policy_node over DDS, record its commands"
+  python scripts/bag_loop.py replay --policy "$OUT/run/policy.pt" \
+    --bag "$(ls -d "$OUT"/bags/test/* | head -1)" --out "$OUT/replay"
+fi
+
+python scripts/bag_loop.py summary --out "$OUT" --seconds "$(($(date +%s) - start))"
+cat "$OUT/summary.md"

@@ -1,0 +1,179 @@
+"""Bags over real DDS: sim_node records a closed-loop episode with policy_node, ``liquid-control record`` records
+the same graph, and ``liquid-control replay`` feeds the recording back into the running policy_node."""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from sensor_msgs.msg import Imu
+from test_ros_launch import launch_stubs  # noqa: F401  (fixture)
+
+from liquid_control.bags import BagReader
+from liquid_control.bags.io import qos_dict, typestore
+from liquid_control.evaluation.offline import evaluate_offline, match_replayed
+from liquid_control.paths import config_dir
+from liquid_control.policy import Policy, save_policy
+from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
+
+H = W = 16
+CONFIG = {
+    "name": "tiny_bag_rover",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": H, "width": W}, "vectors": {}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4, 4], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8}},
+    "core": {"type": "cfc", "units": 12, "wiring": "ncp", "mode": "pure"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+}
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    torch.manual_seed(4)
+    policy = Policy.from_config(CONFIG)
+    with torch.no_grad():  # larger weights: commands that visibly change from frame to frame
+        for p in policy.parameters():
+            p.mul_(2.0)
+    return save_policy(tmp_path_factory.mktemp("policy") / "tiny.pt", policy)
+
+
+def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(policy_file, tmp_path):
+    env = isolated_ros_env()
+    rover_params = str(config_dir() / "rover_policy.yaml")
+    node = start_node_process(
+        "liquid_control.ros.policy_node",
+        "policy_node",
+        dict(
+            policy=str(policy_file),
+            autostart=True,
+            command_type="twist_stamped",  # each command carries the stamp of the frame it answers
+            sensor_qos_reliability="reliable",
+            camera_qos_depth=100,
+            max_command=[100.0, 100.0],  # no limiter: the commands are action * action_scale
+            max_command_rate=[1e9, 1e9],
+            watchdog_timeout_s=1000.0,
+        ),
+        env,
+        tmp_path / "policy_node.log",
+        params_files=(rover_params,),
+    )
+    recorder = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", "record", "-o", str(tmp_path / "graph"), "/camera/image_raw",
+         "/cmd_vel"],
+        env=env, stdout=open(tmp_path / "record.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    probe = Probe(env)
+    probe.record("/imu/data", Imu, 10)  # sim_node waits for a subscriber on every sensor; the policy reads the camera
+    sim = start_node_process(
+        "liquid_control.ros.sim_node",
+        "sim_node",
+        dict(
+            world="LiquidRover-v0",
+            seed=3,
+            episodes=1,
+            time_limit=2.0,
+            render_size=W,
+            use_sim_time=True,
+            lockstep=True,
+            command_type="twist_stamped",
+            policy_reset_service="",
+            wait_for_subscribers_s=60.0,
+            record_bag=str(tmp_path / "sim"),
+        ),
+        env,
+        tmp_path / "sim.log",
+    )
+    hashes = {}
+    try:
+        while sim.poll() is None:
+            for topic in ("/camera/image_raw", "/cmd_vel"):
+                infos = probe.node.get_publishers_info_by_topic(topic)
+                if infos:
+                    hashes[topic] = str(infos[0].topic_type_hash)
+            time.sleep(0.1)
+        assert sim.wait(timeout=120) == 0, (tmp_path / "sim.log").read_text()
+        time.sleep(0.5)
+        assert stop_process(recorder) == 0, (tmp_path / "record.log").read_text()
+
+        # 1. sim_node's bag: every topic it publishes and the commands it received, complete and readable
+        sim_bag = tmp_path / "sim" / "episode_3"
+        with BagReader(sim_bag) as reader:
+            assert {"/camera/image_raw", "/imu/data", "/odom", "/cmd_vel", "/episode_status"} <= set(reader.topics)
+            assert reader.topics["/cmd_vel"].msgtype == "geometry_msgs/msg/TwistStamped"
+            assert qos_dict(reader.topics["/camera/image_raw"].qos[0])["reliability"] == "reliable"
+            (status,) = [json.loads(m.decode().data) for m in reader.messages(["/episode_status"])]
+            frames = reader.topics["/camera/image_raw"].count
+        assert status["seed"] == 3 and status["messages"]["camera"] == frames > 20
+
+        # 2. the recorded commands are the policy's: offline, the same policy on the bag gives them back (labels:
+        # the command after each frame; lockstep: one per frame)
+        offline = evaluate_offline({"tiny": str(policy_file)}, [str(sim_bag)], tmp_path / "offline", progress=False)
+        overall = offline["policies"]["tiny"]["overall"]
+        assert (tmp_path / "offline" / offline["policies"]["tiny"]["bags"][str(sim_bag)]["plot"]).stat().st_size > 0
+        assert overall["labelled"] >= frames - 1 and max(overall["mae"]) < 1e-6, overall
+
+        # 3. the graph recorder: the same frames, the publishers' QoS and the graph's type hashes
+        with BagReader(tmp_path / "graph") as reader:
+            assert reader.topics["/camera/image_raw"].count == frames
+            offered = qos_dict(reader.topics["/camera/image_raw"].qos[0])
+            assert offered["reliability"] == "reliable" and offered["durability"] == "volatile"
+        meta = (tmp_path / "graph" / "metadata.yaml").read_text()
+        for topic, type_hash in hashes.items():
+            assert type_hash in meta and type_hash == typestore().hash_rihs01(
+                "sensor_msgs/msg/Image" if topic == "/camera/image_raw" else "geometry_msgs/msg/TwistStamped"
+            )
+
+        # 4. replay the bag into the running policy_node (4x faster): its commands match the offline ones by stamp
+        from liquid_control.ros.replay import add_arguments, replay
+
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        args = parser.parse_args(
+            [
+                str(sim_bag),
+                "-o",
+                str(tmp_path / "replayed"),
+                "--rate",
+                "4",
+                "--linger",
+                "0.3",
+                "--domain-id",
+                env["ROS_DOMAIN_ID"],
+            ]
+        )
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+        result = replay(args)
+        assert result["published"]["/camera/image_raw"] == frames and "/cmd_vel" not in result["published"]
+        check = match_replayed(str(policy_file), str(sim_bag), result["output"])
+        assert check["matched"] == check["offline_updates"] == frames and check["max_abs_diff"] == 0.0, check
+        with BagReader(result["output"]) as reader:
+            assert qos_dict(reader.topics["/cmd_vel"].qos[0])["reliability"] == "reliable"
+    finally:
+        probe.close()
+        for proc in (sim, recorder, node):
+            stop_process(proc)
+    np.testing.assert_array_equal(check["offline_updates"], frames)
+
+
+def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_path):  # noqa: F811
+    from test_ros_launch import ROOT, console_scripts
+
+    from liquid_control.ros.recorder_node import RECORDER_PARAMETERS
+
+    declared, nodes = launch_stubs(ROOT / "launch" / "record.launch.py", output="bags/day1")
+    assert {"output", "params_file", "topics", "use_sim_time", "duration_s"} <= set(declared)
+    (node,) = nodes
+    assert node.kwargs["executable"] == "bag_recorder" and "bag_recorder" in console_scripts()
+    params = node.kwargs["parameters"][-1]
+    assert set(params) <= set(RECORDER_PARAMETERS) | {"use_sim_time"}
+    assert params["topics"] == ["/camera/image_raw", "/imu/data", "/cmd_vel"] and params["output"] == "bags/day1"
+    robot = tmp_path / "robot.yaml"
+    robot.write_text("policy_node:\n  ros__parameters:\n    camera_topic: front/image\n    command_topic: /base/cmd\n")
+    (node,) = launch_stubs(ROOT / "launch" / "record.launch.py", params_file=str(robot), use_sim_time="true")[1]
+    params = node.kwargs["parameters"][-1]
+    assert params["topics"] == ["/front/image", "/imu/data", "/base/cmd"] and params["use_sim_time"] is True
