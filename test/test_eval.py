@@ -429,3 +429,50 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
     assert policy.stat().st_mtime_ns == stamp  # trained policies are kept, not retrained
     changed = [a if a != "0.1" else "10" for a in argv]  # another training schedule: refused, not mixed in
     assert main(changed + ["--resume"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ structure
+
+
+def evaluation_import_graph() -> dict:
+    """Module -> the liquid_control.evaluation modules it imports, at top level or inside functions."""
+    import ast
+    import pathlib
+
+    import liquid_control.evaluation as package
+
+    folder = pathlib.Path(package.__file__).parent
+    prefix = "liquid_control.evaluation"
+    graph = {}
+    for path in sorted(folder.glob("*.py")):
+        name = f"{prefix}.{path.stem}"
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                module = node.module if node.level == 0 else f"{prefix}.{node.module}"
+                if module == prefix:  # from liquid_control.evaluation import agents
+                    edges |= {f"{prefix}.{a.name}" for a in node.names}
+                elif module.startswith(prefix + "."):
+                    edges.add(module)
+            elif isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name.startswith(prefix + ".")}
+        graph[name] = edges - {name}
+    return graph
+
+
+def test_evaluation_modules_import_without_circles():
+    graph = evaluation_import_graph()
+    assert "liquid_control.evaluation.agents" in graph["liquid_control.evaluation.plan"]  # the graph is read
+    state = {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for nxt in sorted(graph.get(module, ())):
+            assert state.get(nxt) != "open", "import circle: " + " -> ".join(path + [nxt])
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[module] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])

@@ -12,7 +12,13 @@ import shlex
 import sys
 
 from liquid_control.evaluation.backends import BACKENDS
-from liquid_control.evaluation.plan import DEFAULT_EPISODE_SEED_BASE, DEFAULT_SHIFT, EvaluationSetupError
+from liquid_control.evaluation.plan import (
+    DEFAULT_EPISODE_SEED_BASE,
+    DEFAULT_SHIFT,
+    EvaluationSetupError,
+    parse_pairs,
+)
+from liquid_control.evaluation.shifts import SHIFT_SETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,11 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--shift-set",
-        choices=sorted(experiment.SHIFT_SETS),
+        choices=sorted(SHIFT_SETS),
         action="append",
         default=[],
         help="a named list of shifts (added to --shift): "
-        + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(experiment.SHIFT_SETS.items())),
+        + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(SHIFT_SETS.items())),
     )
     what.add_argument(
         "--world",
@@ -104,21 +110,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")
 
 
-def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for item in items:
-        names = [n.strip() for n in item.split(",")]
-        if len(names) != 2 or not all(names):
-            raise EvaluationSetupError(f"--paired {item!r}: expected two policy names A,B")
-        missing = [n for n in names if n not in policies]
-        if missing:
-            raise EvaluationSetupError(
-                f"--paired {item!r}: no policy named {missing[0]!r} (policies: {', '.join(policies)})"
-            )
-        pairs.append((names[0], names[1]))
-    return pairs
-
-
 def run(args: argparse.Namespace) -> int:
     from liquid_control.evaluation import experiment
     from liquid_control.evaluation.evaluate import evaluate
@@ -133,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         if args.experiment:
             result = experiment.run_experiment(args, command=command)
         else:
-            shifts = list(args.shift) + [s for name in args.shift_set for s in experiment.SHIFT_SETS[name]]
+            shifts = list(args.shift) + [s for name in args.shift_set for s in SHIFT_SETS[name]]
             plan = build_plan(
                 args.policy,
                 shifts or [DEFAULT_SHIFT],

@@ -23,7 +23,8 @@ import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError
+from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs
+from liquid_control.evaluation.shifts import SHIFT_SETS
 
 # policy name in the report -> shipped config (policies/configs/)
 ARCHITECTURES = {
@@ -39,24 +40,6 @@ ARCHITECTURES = {
 ABLATION_PAIRS = [("cfc", "cfc_no_dt"), ("cfc_ncp", "lstm"), ("ltc_ncp", "lstm")]
 FULL_SCHEDULE_MINUTES = 20.0  # the shipped schedule (the issue's target: CfC >= 90% in 20 min on 2 cores)
 
-VISUAL_SHIFTS = [
-    "in_distribution",
-    "autumn",
-    "winter",
-    "dusk",
-    "night",
-    "fog",
-    "camera_noise_0.1",
-    "camera_noise_0.2",
-    "camera_noise_0.3",
-]
-RATE_SHIFTS = ["sensor_rate=0.25", "sensor_rate=0.5", "sensor_rate=2", "sensor_rate=4"]
-JITTER_SHIFTS = ["jitter=0.25", "jitter=2", "jitter=4"]
-SHIFT_SETS = {
-    "headline": VISUAL_SHIFTS + RATE_SHIFTS + JITTER_SHIFTS,
-    "visual": VISUAL_SHIFTS,
-    "sensor_timing": ["in_distribution"] + RATE_SHIFTS + JITTER_SHIFTS,
-}
 EXPERIMENTS = {
     "headline": "train CfC, CfC-NCP, LTC-NCP, LSTM, GRU, MLP and CfC-without-dt; evaluate on the headline shifts"
 }
@@ -231,7 +214,6 @@ def _training_notes(trained: list[dict], minutes: float, overrides_by_arch: dict
 def run_experiment(args, command: str = "") -> dict:
     """`liquid-control eval --experiment headline`: train, then evaluate, into args.out."""
     from liquid_control.evaluation.backends import available_cpus
-    from liquid_control.evaluation.cli import parse_pairs
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
 

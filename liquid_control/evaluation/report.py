@@ -9,9 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from liquid_control.evaluation.plan import EvaluationPlan
+from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_group, shift_kinds, sweep_factor
 from liquid_control.evaluation.stats import bootstrap_mean_interval, mcnemar_exact_p, wilson_interval
-
-SWEEP_KEYS = ("sensor_rate", "jitter")  # shifts plotted as a curve against their factor
 
 
 @dataclass
@@ -114,26 +113,6 @@ def paired_comparison(records: list[dict], a: str, b: str, shifts: list[str]) ->
             )
         )
     return rows
-
-
-def shift_group(shift: str) -> str:
-    """Report group of a shift: in-distribution, visual, sensor, dynamics (or a mix)."""
-    from liquid_control.evaluation.agents import shift_kinds
-
-    kinds = shift_kinds(shift)
-    return "in-distribution" if not kinds else "+".join(sorted(kinds))
-
-
-def sweep_factor(shift: str, key: str) -> float | None:
-    """The factor of a shift that changes only `key` (e.g. sensor_rate); 1.0 for the training distribution."""
-    from liquid_control.evaluation.agents import shift_changes
-
-    changes = shift_changes(shift)
-    if not changes:
-        return 1.0
-    if set(changes) == {key}:
-        return float(changes[key])
-    return None
 
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -253,8 +232,6 @@ def plot_sweeps(cells: list[CellSummary], policies: list[str], shifts: list[str]
 def pick_example(plan: EvaluationPlan):
     """The example episode: the first trained policy (else the expert) under the first visual shift."""
     jobs = plan.jobs
-    from liquid_control.evaluation.agents import shift_kinds
-
     shifted = [s for s in plan.shifts if shift_kinds(s)]
     visual = [s for s in shifted if "visual" in shift_kinds(s)]
     shift = (visual or shifted or plan.shifts)[0]
