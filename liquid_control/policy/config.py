@@ -17,7 +17,9 @@ import yaml
 CORE_TYPES = ("cfc", "ltc", "lstm", "gru", "mlp")
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
-AUGMENTATIONS = ("brightness", "contrast", "noise", "shift")
+# photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
+AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift")
+CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.encoders.CameraEncoder
 
 
 class PolicyConfigError(ValueError):
@@ -49,6 +51,7 @@ _CAMERA_ENCODER = {
     "kernel_sizes": _field("int_list", [5, 3, 3], min_value=1),
     "strides": _field("int_list", [2, 2, 2], min_value=1),
     "features": _field("int", 32, min_value=1),
+    "normalize": _field("str", "none", choices=CAMERA_NORMALIZATIONS),  # input standardisation (a recipe)
 }
 _VECTOR_ENCODER = {
     "hidden": _field("int_list", [32], min_value=1),
@@ -95,6 +98,10 @@ _TRAINING = {
     "dagger_max_steps": _field("int", None, min_value=1, nullable=True),
     "shift": _field("str", None, nullable=True),  # training distribution (default: the world's default)
     "augmentation": _field("str_list", [], choices=AUGMENTATIONS),  # off by default (headline comparison)
+    # timing augmentation: each training episode draws a sensor-rate factor log-uniformly from this range and a
+    # jitter factor uniformly from `jitter_range` (null: the world's nominal timing); selection episodes stay nominal
+    "sensor_rate_range": _field("float_list", None, nullable=True, min_value=0.1, max_value=10.0),
+    "jitter_range": _field("float_list", None, nullable=True, min_value=0.0, max_value=4.0),
 }
 _IMAGE = {"height": _field("int", 64, min_value=8), "width": _field("int", 64, min_value=8)}
 _OBSERVATION = {
@@ -221,6 +228,10 @@ def validate_config(raw: dict) -> dict:
     cfg["action"] = act
 
     cfg["training"] = _check_section("training", cfg["training"], _TRAINING)
+    for key in ("sensor_rate_range", "jitter_range"):
+        span = cfg["training"][key]
+        if span is not None and (len(span) != 2 or span[0] > span[1]):
+            raise PolicyConfigError(f"training.{key}: expected [low, high] with low <= high, got {span}")
     if not cfg["training"]["beta"]:
         cfg["training"]["beta"] = [0.0]
     return cfg

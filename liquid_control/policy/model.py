@@ -71,6 +71,7 @@ class Policy(nn.Module):
                 cam["kernel_sizes"],
                 cam["strides"],
                 cam["features"],
+                cam["normalize"],
             )
             features += self.camera.output_size
         self.vectors = None
