@@ -17,7 +17,7 @@ import numpy as np
 from . import experts
 from .shifts import parse_shift
 from .timing import ROVER_CAMERA, ROVER_IMU
-from .world import TimedMujocoWorld, imu_space, make_renderer, saturate_imu
+from .world import TimedMujocoWorld, imu_space, make_renderer, release_renderer, saturate_imu, shared_renderer
 
 MAX_LINEAR = 1.0  # m/s at action[0] = 1
 MAX_ANGULAR = 1.5  # rad/s at action[1] = 1
@@ -248,7 +248,8 @@ class LiquidRoverEnv(TimedMujocoWorld):
         self._gyro_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "gyro")]
         self._accel_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "accel")]
         self._scene_option = mujoco.MjvOption()
-        self._renderer = None
+        self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
+        self._renderer_key = None
         self._chase_renderer = None
         self.obstacles = np.zeros((0, 3))
 
@@ -341,7 +342,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
             h, w, _ = self.image_shape
-            self._renderer = make_renderer(self.model, h, w, fog=self.shift.fog > 0)
+            self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog > 0)
         self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
         self.frames_rendered += 1
         return self._renderer.render()
@@ -403,7 +404,8 @@ class LiquidRoverEnv(TimedMujocoWorld):
         return self._chase_renderer.render()
 
     def close(self):
-        for renderer in (self._renderer, self._chase_renderer):
-            if renderer is not None:
-                renderer.close()
+        if self._renderer is not None:
+            release_renderer(self._renderer_key)
+        if self._chase_renderer is not None:
+            self._chase_renderer.close()
         self._renderer = self._chase_renderer = None

@@ -12,6 +12,7 @@ import shlex
 import sys
 
 from liquid_control.evaluation.backends import BACKENDS
+from liquid_control.evaluation.batched import DEFAULT_LANES
 from liquid_control.evaluation.plan import (
     DEFAULT_EPISODE_SEED_BASE,
     DEFAULT_SHIFT,
@@ -83,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU cores)")
     how.add_argument(
+        "--lanes",
+        type=int,
+        default=DEFAULT_LANES,
+        help="episodes of one policy and shift stepped in lockstep by a worker, one batched policy call per "
+        "update (1: one episode at a time)",
+    )
+    how.add_argument(
         "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)"
     )
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -121,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
         else ""
     )
     try:
+        if args.lanes < 1:
+            raise EvaluationSetupError(f"--lanes must be >= 1, got {args.lanes}")
         if args.experiment:
             result = experiment.run_experiment(args, command=command)
         else:
@@ -144,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                 command=command,
                 example=not args.no_example,
                 paired=paired,
+                lanes=args.lanes,
             )
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)

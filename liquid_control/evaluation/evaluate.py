@@ -7,6 +7,7 @@ import os
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.backends import run_jobs
+from liquid_control.evaluation.batched import DEFAULT_LANES
 from liquid_control.evaluation.plan import EvaluationPlan
 from liquid_control.evaluation.report import write_report
 from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
@@ -27,6 +28,7 @@ def evaluate(
     example: bool = True,
     paired: list[tuple[str, str]] | None = None,
     sections: list[str] | None = None,
+    lanes: int = DEFAULT_LANES,
 ) -> dict:
     """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots."""
     log = ResultLog(out_dir, resume=resume)
@@ -46,6 +48,7 @@ def evaluate(
         workers=workers,
         ray_address=ray_address,
         progress=progress,
+        lanes=lanes,
     )
     records = log.records_for(jobs)
     csv_path, json_path = write_tables(records, out_dir)

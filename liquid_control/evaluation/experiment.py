@@ -292,5 +292,6 @@ def run_experiment(args, command: str = "") -> dict:
         notes=notes,
         sections=sections,
         example=not args.no_example,
+        lanes=args.lanes,
         paired=[(a, b) for a, b in ABLATION_PAIRS if a in archs and b in archs] + cli_pairs,
     )
