@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-CORE_TYPES = ("cfc", "ltc", "lstm", "gru", "mlp")
+CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
@@ -66,8 +66,8 @@ _CORE = {
     "solver": _field(
         "str", "semi_implicit", choices=("semi_implicit", "euler", "midpoint", "rk4", "dopri5", "exponential")
     ),  # LTC only
-    "unfolds": _field("int", 6, min_value=1),  # LTC sub-steps per dt
-    "frames": _field("int", 4, min_value=1),  # MLP frame stack length
+    "unfolds": _field("int", 6, min_value=1),  # LTC, CT-RNN, GRU-ODE sub-steps per dt
+    "frames": _field("int", 4, min_value=1),  # MLP frame stack length; TCN window (a power of two)
     "ignore_dt": _field("bool", False),  # ablation: the core integrates a constant dt = 1
     "seed": _field("int", 22222),  # seed of the random NCP wiring
     "backbone_units": _field("int", None, min_value=1, nullable=True),  # fully connected CfC; null: cells' default
@@ -215,6 +215,8 @@ def validate_config(raw: dict) -> dict:
     core = _check_section("core", cfg["core"], _CORE)
     if core["wiring"] == "ncp" and core["type"] not in ("cfc", "ltc"):
         raise PolicyConfigError(f"core.wiring: 'ncp' needs core.type cfc or ltc, got {core['type']!r}")
+    if core["type"] == "tcn" and (core["frames"] < 2 or core["frames"] & (core["frames"] - 1)):
+        raise PolicyConfigError(f"core.frames: a tcn window must be a power of two >= 2, got {core['frames']}")
     cfg["core"] = core
 
     act = _check_section("action", cfg["action"], _ACTION)

@@ -50,17 +50,28 @@ def read_card(path: str | Path) -> dict:
 
 
 def _describe_core(core: dict) -> str:
-    kind = {"cfc": "CfC", "ltc": "LTC", "lstm": "LSTM", "gru": "GRU", "mlp": "frame-stack MLP"}[core["type"]]
+    kind = {
+        "cfc": "CfC",
+        "ltc": "LTC",
+        "ctrnn": "CT-RNN",
+        "gru_ode": "GRU-ODE",
+        "lstm": "LSTM",
+        "gru": "GRU",
+        "tcn": "temporal convolution",
+        "mlp": "frame-stack MLP",
+    }[core["type"]]
     wiring = " with an NCP wiring (AutoNCP)" if core["wiring"] == "ncp" else ""
     extra = ""
     if core["type"] == "ltc":
         extra = f", solver {core['solver']} x{core['unfolds']}"
     elif core["type"] == "cfc":
         extra = f", mode {core['mode']}" + (f", backbone {core['backbone_units']}" if core["backbone_units"] else "")
-    elif core["type"] == "mlp":
+    elif core["type"] in ("ctrnn", "gru_ode"):
+        extra = f", {core['unfolds']} exponential sub-steps"
+    elif core["type"] in ("mlp", "tcn"):
         extra = f", {core['frames']} frames"
     dt = "constant dt = 1 (dt ignored)" if core["ignore_dt"] else "the measured dt of each update"
-    use = "integrates" if core["type"] in ("cfc", "ltc") else "takes as an input feature"
+    use = "integrates" if core["type"] in ("cfc", "ltc", "ctrnn", "gru_ode") else "takes as an input feature"
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 
