@@ -14,7 +14,16 @@ from liquid_control.evaluation.evaluate import evaluate
 from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
 from liquid_control.evaluation.report import paired_comparison
 from liquid_control.evaluation.results import LOG_NAME, read_log
-from liquid_control.evaluation.stats import bootstrap_mean_interval, mcnemar_exact_p, wilson_interval
+from liquid_control.evaluation.stats import (
+    bootstrap_mean_interval,
+    hierarchical_bootstrap_interval,
+    holm_adjust,
+    mcnemar_exact_p,
+    paired_seed_test,
+    student_t_quantile,
+    student_t_sf,
+    wilson_interval,
+)
 
 TINY_CONFIG = {
     "name": "tiny_cfc",
@@ -94,6 +103,51 @@ def test_mcnemar_exact_matches_a_binomial_test(only_a, only_b):
 
     want = 1.0 if only_a + only_b == 0 else stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
     assert mcnemar_exact_p(only_a, only_b) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("t,df", [(0.5, 4), (2.776, 4), (-1.3, 7), (10.0, 2), (0.0, 3), (3.2, 1.5), (40.0, 30)])
+def test_student_t_matches_scipy(t, df):
+    from scipy import stats
+
+    assert student_t_sf(t, df) == pytest.approx(stats.t.sf(t, df), rel=1e-9, abs=1e-15)
+    assert student_t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-7)
+
+
+def test_paired_seed_test_is_a_paired_t_test_and_holm_controls_the_family():
+    from scipy import stats
+
+    d = [0.1, 0.2, -0.05, 0.15, 0.3]
+    mean, lo, hi, p = paired_seed_test(d)
+    assert p == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
+    half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / math.sqrt(5)
+    assert (mean, lo, hi) == pytest.approx((0.14, 0.14 - half, 0.14 + half), rel=1e-7)
+    assert paired_seed_test([0.1] * 4)[3] == 0.0 and paired_seed_test([0.0] * 4)[3] == 1.0
+    with pytest.raises(ValueError, match=">= 2 training seeds"):
+        paired_seed_test([0.3])
+    # Holm (1979): sorted p_(i) * (m - i + 1), made monotone; input order kept
+    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_seed_level_interval_covers_the_architecture_mean_where_pooled_episodes_do_not():
+    """Seeds differ (a beta spread of true rates): the interval over seeds then episodes covers the
+    architecture's mean success about 90% of the time with 5 seeds; Wilson on pooled episodes about half."""
+    rng = np.random.default_rng(0)
+    hierarchical = pooled = 0
+    for r in range(200):
+        rates = rng.beta(4, 2, size=5)  # mean 2/3
+        outcomes = [[rng.random(30) < rate] for rate in rates]
+        _, lo, hi = hierarchical_bootstrap_interval(outcomes, resamples=1000, seed=r)
+        hierarchical += lo <= 2 / 3 <= hi
+        wins = int(sum(o[0].sum() for o in outcomes))
+        w_lo, w_hi = wilson_interval(wins, 150)
+        pooled += w_lo <= 2 / 3 <= w_hi
+    assert hierarchical / 200 >= 0.85 and pooled / 200 <= 0.7
+    # strata (several shifts) are averaged with equal weight, per seed
+    mean, lo, hi = hierarchical_bootstrap_interval([[[1, 1], [0, 0, 0, 0]], [[1, 0], [0, 0, 0, 1]]])
+    assert mean == pytest.approx((0.5 + 0.5 * (0.5 + 0.25)) / 2) and lo <= mean <= hi
+    with pytest.raises(ValueError, match="same, non-empty strata"):
+        hierarchical_bootstrap_interval([[[1]], [[1], [0]]])
 
 
 def test_paired_comparison_pairs_by_training_and_episode_seed():
