@@ -21,6 +21,8 @@ from liquid_control.evaluation.plan import (
 )
 from liquid_control.evaluation.shifts import SHIFT_SETS
 
+DEFAULT_EPISODES = 20
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from liquid_control.evaluation import experiment
@@ -55,7 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="LiquidRover-v0",
         help="world for an expert-only evaluation (otherwise the policies' own world)",
     )
-    what.add_argument("--episodes", type=int, default=20, help="episodes per policy, shift and training seed")
+    what.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help=f"episodes per policy, shift and training seed (default {DEFAULT_EPISODES}; "
+        f"{experiment.DEFAULT_EPISODES} for --experiment)",
+    )
     what.add_argument(
         "--episode-seed-base",
         type=int,
@@ -95,6 +103,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     how.add_argument("--no-example", action="store_true", help="skip the example-episode figure")
+    how.add_argument(
+        "--no-saliency",
+        action="store_true",
+        help="skip the attention figures (saliency grid, animated episode, NCP neuron traces)",
+    )
     exp = parser.add_argument_group("the headline experiment (trains, then evaluates)")
     exp.add_argument(
         "--experiment",
@@ -102,8 +115,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="run a whole experiment: train every architecture, then evaluate on its shifts",
     )
-    exp.add_argument("--seeds", type=int, default=3, help="training seeds per architecture")
-    exp.add_argument("--train-minutes", type=float, default=20.0, help="training budget per policy (minutes)")
+    exp.add_argument("--seeds", type=int, default=5, help="training seeds per architecture")
+    exp.add_argument(
+        "--recipes",
+        choices=sorted(experiment.RECIPE_ARMS),
+        default="both",
+        help="train each architecture as configured (off), with the robustness recipes (on) or both",
+    )
+    exp.add_argument(
+        "--schedule",
+        choices=sorted(experiment.SCHEDULES),
+        default="headline",
+        help="training schedule: the reduced headline recipe, or each config's shipped one",
+    )
+    exp.add_argument(
+        "--train-minutes",
+        type=float,
+        default=experiment.FULL_SCHEDULE_MINUTES,
+        help=f"scale the schedule's episodes and epochs by MINUTES/{experiment.FULL_SCHEDULE_MINUTES:g} (up to 1)",
+    )
     exp.add_argument(
         "--train-set",
         action="append",
@@ -113,7 +143,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "e.g. training.demonstrations=100; after the --train-minutes scaling",
     )
     exp.add_argument(
-        "--archs", default=None, help="comma-separated subset of architectures: " + ", ".join(experiment.ARCHITECTURES)
+        "--archs",
+        default=None,
+        help="comma-separated architectures (default: all but mlp): " + ", ".join(experiment.ARCHITECTURES),
     )
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")
 
@@ -138,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
             plan = build_plan(
                 args.policy,
                 shifts or [DEFAULT_SHIFT],
-                args.episodes,
+                DEFAULT_EPISODES if args.episodes is None else args.episodes,
                 episode_seed_base=args.episode_seed_base,
                 world=args.world,
             )
@@ -155,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
                 example=not args.no_example,
                 paired=paired,
                 lanes=args.lanes,
+                saliency=not args.no_saliency,
             )
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)

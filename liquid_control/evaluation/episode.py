@@ -97,7 +97,8 @@ class EpisodeTally:
 def run_episode(job: EpisodeJob, recorder=None) -> dict:
     """Drive one seeded episode to its end in a world of its own, one policy call per update.
 
-    ``recorder(obs, action, info)`` sees every update (figures; the last call has ``action=None``).
+    ``recorder(obs, action, info, state)`` sees every update (figures; the last call has ``action=None``):
+    ``state`` is the policy's recurrent state (1, S) after the update, None for the expert.
     """
     env = agents.make_env(job.world, job.shift, job.env_kwargs)
     try:
@@ -108,13 +109,13 @@ def run_episode(job: EpisodeJob, recorder=None) -> dict:
         while True:
             action = tally.before_step(agent.act(obs), obs)
             if recorder is not None:
-                recorder(obs, action, info)
+                recorder(obs, action, info, getattr(agent, "state", None))
             obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
             tally.after_step(obs, reward, info)
             if terminated or truncated:
                 break
         if recorder is not None:
-            recorder(obs, None, info)
+            recorder(obs, None, info, getattr(agent, "state", None))
         return tally.record(info)
     finally:
         env.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.backends import run_jobs
@@ -29,8 +30,20 @@ def evaluate(
     paired: list[tuple[str, str]] | None = None,
     sections: list[str] | None = None,
     lanes: int = DEFAULT_LANES,
+    comparisons: list[tuple[str, str]] | None = None,
+    panels: dict[str, list[str]] | None = None,
+    saliency: bool = True,
+    started: float | None = None,
+    provenance_extra: dict | None = None,
 ) -> dict:
-    """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots."""
+    """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots.
+
+    ``started``: when the whole run began (time.time(); an experiment passes its own start so the report's wall
+    time includes training); ``provenance_extra``: more lines for the report's provenance.
+    """
+    from liquid_control.evaluation import provenance
+
+    started = time.time() if started is None else started
     log = ResultLog(out_dir, resume=resume)
     jobs = plan.jobs
     todo = log.pending(jobs)
@@ -52,8 +65,23 @@ def evaluate(
     )
     records = log.records_for(jobs)
     csv_path, json_path = write_tables(records, out_dir)
+    prov = provenance.collect(command, started, time.time() - started, **(provenance_extra or {}))
+    with atomic_write(os.path.join(out_dir, "provenance.json"), "w", encoding="utf-8") as fh:
+        json.dump(prov, fh, indent=1)
     report = write_report(
-        plan, records, out_dir, command, title=title, notes=notes, example=example, paired=paired, sections=sections
+        plan,
+        records,
+        out_dir,
+        command,
+        title=title,
+        notes=notes,
+        example=example,
+        paired=paired,
+        sections=sections,
+        comparisons=comparisons,
+        panels=panels,
+        saliency=saliency,
+        provenance=prov,
     )
     return {"records": records, "report": report, "csv": csv_path, "json": json_path, "ran": len(todo)}
 

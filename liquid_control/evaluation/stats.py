@@ -193,3 +193,24 @@ def holm_adjust(p_values) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p[i]))
         adjusted[i] = running
     return adjusted.tolist()
+
+
+def success_interval(outcomes, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean over seeds, low, high): the wider of the seed-then-episode bootstrap and the pooled Wilson interval.
+
+    ``outcomes`` as for `hierarchical_bootstrap_interval`. The bootstrap carries the seed-to-seed spread but
+    collapses to a point when every episode succeeded (or failed); Wilson on all episodes pooled does not.
+    """
+    mean, lo, hi = hierarchical_bootstrap_interval(outcomes, confidence=confidence)
+    flat = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for strata in outcomes for x in strata])
+    z = math.sqrt(2.0) * _erfinv(confidence)
+    w_lo, w_hi = wilson_interval(int(round(flat.sum())), flat.size, z=z)
+    return mean, min(lo, w_lo), max(hi, w_hi)
+
+
+def _erfinv(y: float) -> float:
+    """Inverse error function by Newton's method (for the normal quantile of a confidence level)."""
+    x = 0.0
+    for _ in range(60):
+        x -= (math.erf(x) - y) / (2.0 / math.sqrt(math.pi) * math.exp(-x * x))
+    return x
