@@ -12,7 +12,7 @@ Figures written by the evaluation report (`liquid-control eval`, `report.write_s
 - ``saliency_grid.png``: one column per visual shift (the training distribution first), a top row with the
   camera frames and one row per policy; every policy sees the *same* frames (from the privileged expert's
   episode with the same episode seed), so the rows differ only by what each network attends to;
-- ``saliency_episode.gif``: one policy's own episode under a shift, frame by frame with its saliency;
+- ``saliency_episode.gif``: one policy's own episode under a shift, frame by frame with its saliency and actions;
 - ``neuron_traces.png``: the recurrent state of an NCP policy (inter, command, motor neurons) over one
   episode in the training distribution and under a shift.
 """
@@ -128,9 +128,10 @@ def plot_saliency_grid(policies: list[tuple[str, object]], frames: dict[str, np.
     return path
 
 
-def animate_episode(job: EpisodeJob, path: str, max_frames: int = 120, fps: int = 8) -> tuple[str, dict]:
-    """GIF of one policy episode: camera frame, its saliency, and the actions so far."""
-    from matplotlib import animation
+def animate_episode(job: EpisodeJob, path: str, max_frames: int = 60, fps: int = 6, scale: int = 2) -> tuple[str, dict]:
+    """GIF of one policy episode: camera frame | its saliency, with bars for the two actions (drawn with PIL:
+    a few milliseconds per frame)."""
+    from PIL import Image, ImageDraw
 
     from liquid_control.evaluation.agents import load_cached_policy
 
@@ -140,35 +141,26 @@ def animate_episode(job: EpisodeJob, path: str, max_frames: int = 120, fps: int 
     picks = np.unique(np.linspace(0, len(images) - 1, num=min(max_frames, len(images))).round().astype(int))
     saliency = visual_backprop(policy.camera, np.stack([images[i] for i in picks]))
     actions, times = np.stack(trace["actions"]), np.asarray(trace["times"])
-    plt = pyplot()
-    fig = plt.figure(figsize=(7.2, 2.6))
-    grid = fig.add_gridspec(1, 3, width_ratios=[1, 1, 1.5])
-    ax_img, ax_sal, ax_act = fig.add_subplot(grid[0]), fig.add_subplot(grid[1]), fig.add_subplot(grid[2])
-    for ax in (ax_img, ax_sal):
-        ax.axis("off")
-    shown_img = ax_img.imshow(images[picks[0]])
-    shown_sal = ax_sal.imshow(overlay(images[picks[0]], saliency[0]))
-    lines = [ax_act.plot([], [], lw=1, label=label)[0] for label in ("linear", "angular")[: actions.shape[1]]]
-    ax_act.set_xlim(0, max(times[-1], 1e-3))
-    ax_act.set_ylim(-1.05, 1.05)
-    ax_act.set_xlabel("sim time (s)", fontsize=7)
-    ax_act.legend(fontsize=6, loc="lower right")
-    ax_act.tick_params(labelsize=6)
     record = trace["record"]
-    fig.suptitle(f"{job.policy} under '{job.shift}', episode {job.episode_seed}: {record['outcome']}", fontsize=8)
-    fig.tight_layout()
-
-    def draw(k):
-        i = picks[k]
-        shown_img.set_data(images[i])
-        shown_sal.set_data(overlay(images[i], saliency[k]))
-        for d, line in enumerate(lines):
-            line.set_data(times[: i + 1], actions[: i + 1, d])
-        return [shown_img, shown_sal, *lines]
-
-    movie = animation.FuncAnimation(fig, draw, frames=len(picks), blit=False)
-    movie.save(path, writer=animation.PillowWriter(fps=fps))
-    plt.close(fig)
+    h, w = images[0].shape[:2]
+    header, footer = 14, 26
+    frames = []
+    for k, i in enumerate(picks):
+        pair = np.concatenate([images[i] / 255.0, overlay(images[i], saliency[k])], axis=1)
+        pair = np.repeat(np.repeat((pair * 255).astype(np.uint8), scale, axis=0), scale, axis=1)
+        canvas = Image.new("RGB", (pair.shape[1], pair.shape[0] + header + footer), "white")
+        canvas.paste(Image.fromarray(pair), (0, header))
+        draw = ImageDraw.Draw(canvas)
+        draw.text((2, 1), f"{job.policy} | {job.shift} | t={times[i]:.1f}s | {record['outcome']}", fill="black")
+        mid = pair.shape[1] // 2
+        for d, label in enumerate(("lin", "ang")[: actions.shape[1]]):
+            y = header + pair.shape[0] + 3 + 11 * d
+            draw.text((2, y - 2), label, fill="black")
+            draw.line((mid, y, mid, y + 8), fill="grey")
+            end = mid + int(actions[i, d] * (mid - 30))
+            draw.rectangle((min(mid, end), y + 1, max(mid, end), y + 7), fill=(200, 80, 20))
+        frames.append(canvas)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return path, record
 
 
