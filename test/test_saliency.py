@@ -68,6 +68,8 @@ def test_report_writes_the_saliency_grid_animation_and_neuron_traces(tmp_path):
     torch.manual_seed(1)
     path = save_policy(tmp_path / "tiny.pt", Policy.from_config(config), {"seed": 0})
     plan = build_plan(["expert", f"tiny={path}"], ["in_distribution", "dusk", "sensor_rate=2"], 1)
+    for spec in plan.policies:
+        spec.env_kwargs["time_limit"] = 4.0  # short episodes: this tests the figures, not the policy
     lines = write_saliency(plan, str(tmp_path))
     text = "\n".join(lines)
     assert "![saliency grid](saliency_grid.png)" in text and "saliency_episode.gif" in text
