@@ -37,6 +37,7 @@ BUSH_RADII = np.linspace(0.3, 0.45, N_BUSHES)
 BUSH_Z = 0.15
 ARENA_HALF = 16.0
 GYRO_NOISE, ACCEL_NOISE = 0.005, 0.02  # nominal IMU white noise (rad/s, m/s^2)
+_IMU_NOISE_STD = np.array([GYRO_NOISE] * 3 + [ACCEL_NOISE] * 3)
 
 # Season palettes: ground colours (base, marks), foliage colours (cycled over trees), trunk, bush.
 SEASONS = {
@@ -245,6 +246,11 @@ class LiquidRoverEnv(TimedMujocoWorld):
         self._is_rover_geom[rover_geoms] = True
         self._is_obstacle_geom = np.zeros(m.ngeom, bool)
         self._is_obstacle_geom[obstacle_geoms] = True
+        # the same test as a set of geom pairs: checked after every physics step, where numpy's per-call
+        # overhead cost more than the physics step itself
+        self._collision_pairs = frozenset(
+            pair for r in rover_geoms for o in obstacle_geoms for pair in ((r, o), (o, r))
+        )
         self._gyro_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "gyro")]
         self._accel_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "accel")]
         self._scene_option = mujoco.MjvOption()
@@ -333,11 +339,8 @@ class LiquidRoverEnv(TimedMujocoWorld):
     def _after_physics_step(self):
         ncon = self.data.ncon
         if ncon and not self._collided:
-            g = self.data.contact.geom[:ncon]
-            hit = (self._is_rover_geom[g[:, 0]] & self._is_obstacle_geom[g[:, 1]]) | (
-                self._is_rover_geom[g[:, 1]] & self._is_obstacle_geom[g[:, 0]]
-            )
-            self._collided = bool(hit.any())
+            pairs = self._collision_pairs
+            self._collided = any(tuple(g) in pairs for g in self.data.contact.geom[:ncon].tolist())
 
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
@@ -357,7 +360,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
             return image
         s = self.data.sensordata
         reading = np.concatenate([s[self._gyro_adr : self._gyro_adr + 3], s[self._accel_adr : self._accel_adr + 3]])
-        std = np.array([GYRO_NOISE] * 3 + [ACCEL_NOISE] * 3) + shift.imu_noise
+        std = _IMU_NOISE_STD + shift.imu_noise
         return saturate_imu(reading + self._imu_bias + rng.normal(0.0, 1.0, size=6) * std)
 
     # ----- task -----

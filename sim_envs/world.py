@@ -234,9 +234,11 @@ def imu_space() -> gym.spaces.Box:
     return gym.spaces.Box(-high, high, dtype=np.float32)
 
 
+_IMU_HIGH = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3)
+
+
 def saturate_imu(reading: np.ndarray) -> np.ndarray:
-    high = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3)
-    return np.clip(reading, -high, high).astype(np.float32)
+    return np.clip(reading, -_IMU_HIGH, _IMU_HIGH).astype(np.float32)
 
 
 def make_renderer(model, height: int, width: int, fog: bool = False) -> mujoco.Renderer:
