@@ -75,28 +75,41 @@ class EpisodeAugmentation:
             return images
         if images.dim() != 5 or images.shape[-1] != 3:
             raise ValueError(f"augmentation expects uint8 frames (B, T, H, W, 3), got {tuple(images.shape)}")
-        x = images.to(torch.float32) / 255.0
-        per_episode = lambda v: torch.as_tensor(v, dtype=x.dtype).view(-1, 1, 1, 1, 1)  # noqa: E731
-        if self.gain is not None:
-            x = x * torch.as_tensor(self.gain, dtype=x.dtype).view(-1, 1, 1, 1, 3)
-            grey = x.mean(dim=-1, keepdim=True)
-            x = grey + (x - grey) * per_episode(self.saturation)
-        if self.brightness is not None:
-            x = x * per_episode(self.brightness)
-        if self.contrast is not None:
-            mean = x.mean(dim=(2, 3, 4), keepdim=True)  # per frame
-            x = (x - mean) * per_episode(self.contrast) + mean
+        b = images.shape[0]
+        per_episode = lambda v: torch.as_tensor(v, dtype=torch.float32).view(-1, 1, 1, 1, 1)  # noqa: E731
+        x = images.to(torch.float32)
+        if self.gain is not None or self.brightness is not None or self.contrast is not None:
+            # colour gain, saturation, brightness and contrast are one affine map per episode and frame:
+            # y = M_b x + o_bt, applied in a single pass (and the 1/255 scaling folded in)
+            matrix = torch.eye(3).repeat(b, 1, 1) / 255.0
+            if self.gain is not None:
+                s = torch.as_tensor(self.saturation, dtype=torch.float32).view(-1, 1, 1)
+                mix = s * torch.eye(3) + (1.0 - s) / 3.0  # grey + s (y - grey), grey = channel mean
+                matrix = mix @ (torch.diag_embed(torch.as_tensor(self.gain, dtype=torch.float32)) @ matrix)
+            if self.brightness is not None:
+                matrix = matrix * torch.as_tensor(self.brightness, dtype=torch.float32).view(-1, 1, 1)
+            offset = None
+            if self.contrast is not None:
+                c = torch.as_tensor(self.contrast, dtype=torch.float32).view(-1, 1, 1)
+                frame_mean = torch.einsum("btc,bdc->btd", x.mean(dim=(2, 3)), matrix).mean(dim=2)  # (B, T)
+                offset = ((1.0 - c[:, :, 0]) * frame_mean)[:, :, None, None, None]
+                matrix = matrix * c
+            x = torch.einsum("bthwc,bdc->bthwd", x, matrix)
+            if offset is not None:
+                x += offset
+        else:
+            x /= 255.0
         if self.gamma is not None:
-            x = x.clamp(0.0, 1.0) ** per_episode(self.gamma)
+            x = x.clamp_(0.0, 1.0).pow_(per_episode(self.gamma))
         if self.blur is not None:
             x = _gaussian_blur(x, self.blur)
         if self.noise is not None:
-            x = x + torch.randn(x.shape, generator=self.generator) * per_episode(self.noise)
+            x += torch.randn(x.shape, generator=self.generator).mul_(per_episode(self.noise))
         if self.shift is not None:
             x = torch.stack(
-                [torch.roll(x[b], shifts=(int(dy), int(dx)), dims=(1, 2)) for b, (dy, dx) in enumerate(self.shift)]
+                [torch.roll(x[i], shifts=(int(dy), int(dx)), dims=(1, 2)) for i, (dy, dx) in enumerate(self.shift)]
             )
-        return (x.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        return x.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
 
 
 def _gaussian_blur(x: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
