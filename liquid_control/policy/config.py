@@ -20,6 +20,7 @@ ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
 AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift")
 CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.encoders.CameraEncoder
+SEQUENCE_KERNELS = ("fused", "stepwise")
 
 
 class PolicyConfigError(ValueError):
@@ -102,6 +103,9 @@ _TRAINING = {
     # jitter factor uniformly from `jitter_range` (null: the world's nominal timing); selection episodes stay nominal
     "sensor_rate_range": _field("float_list", None, nullable=True, min_value=0.1, max_value=10.0),
     "jitter_range": _field("float_list", None, nullable=True, min_value=0.0, max_value=4.0),
+    # how BC runs the core over a chunk: "fused" (the core's sequence kernels, compiled where available) or
+    # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
+    "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
 }
 _IMAGE = {"height": _field("int", 64, min_value=8), "width": _field("int", 64, min_value=8)}
 _OBSERVATION = {

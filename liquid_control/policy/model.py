@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from liquid_control.cells.dt import sequence_dt, step_dt
+
 from .config import validate_config
 from .encoders import CameraEncoder, VectorEncoder
 
@@ -90,6 +92,7 @@ class Policy(nn.Module):
         self.register_buffer("action_low", torch.tensor(act["low"], dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(act["high"], dtype=torch.float32))
         self.ignore_dt = bool(config["core"]["ignore_dt"])
+        self.fused_sequence = config["training"]["sequence_kernel"] == "fused"
         self.feature_size = features
 
     @classmethod
@@ -156,43 +159,36 @@ class Policy(nn.Module):
         return self.action_low + (t + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def _core_dt(self, dt: torch.Tensor) -> torch.Tensor:
-        dt = torch.as_tensor(dt, dtype=torch.float32)
-        if not torch.isfinite(dt).all() or (dt < 0).any():
-            raise ValueError(f"policy {self.config['name']!r}: dt must be finite and >= 0, got {dt.tolist()}")
+        """The dt the core integrates: validated once here (``cells.dt``), then 1 under ``ignore_dt``."""
         return torch.ones_like(dt) if self.ignore_dt else dt
 
     # ----------------------------------------------------------------------------------------- running
     def step(self, obs: dict, state: torch.Tensor | None, dt) -> tuple[torch.Tensor, torch.Tensor]:
         """One update: obs tensors (B, ...), state (B, S) or None, dt (B,) seconds -> (action (B, A), state)."""
-        dt = self._core_dt(dt).reshape(-1)
+        dt = step_dt(dt, None, torch.float32)
         x = self.encode(obs, (dt.shape[0],))
         if state is None:
             state = self.initial_state(dt.shape[0], dtype=x.dtype)
-        state = self.core.step(x, state, dt)
+        state = self.core.advance(x, state, self._core_dt(dt))
         return self.act_from_output(self.core.output(state)), state
 
     def forward_sequence(self, obs: dict, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         """Sequences (B, T, ...) -> (actions (B, T, A), h_n (B, S)); encoders see all B*T frames in one call.
 
         ``mask`` (B, T) bool: False steps (padding) keep the state; their actions are those of the held state.
+        The core runs its sequence path (``RecurrentCore.forward_sequence``: the fused, compiled kernels where
+        it has them); ``training.sequence_kernel: stepwise`` selects its per-step autograd path instead.
         """
-        dt = self._core_dt(dt)
+        dt = torch.as_tensor(dt)
         if dt.dim() != 2:
             raise ValueError(f"policy {self.config['name']!r}: sequence dt must be (B, T), got {tuple(dt.shape)}")
         batch, steps = dt.shape
+        dt = sequence_dt(dt, batch, steps, torch.float32)
         x = self.encode(obs, (batch, steps))
-        state = self.initial_state(batch, dtype=x.dtype) if h0 is None else h0
-        # The cells' sequence hooks: input-only work for all steps at once, then the recurrent part per step.
-        ctx = self.core.step_context()
-        prepared = self.core.prepare_inputs(x, ctx)
-        outputs = []
-        for t in range(steps):
-            new_state = self.core.step_prepared(prepared[:, t], state, dt[:, t], ctx)
-            if mask is not None:
-                new_state = torch.where(mask[:, t, None], new_state, state)
-            state = new_state
-            outputs.append(self.core.output(state))
-        return self.act_from_output(torch.stack(outputs, dim=1)), state
+        outputs, h_n = self.core.advance_sequence(
+            x, self._core_dt(dt), h0, mask, fused=self.fused_sequence, readout=True
+        )
+        return self.act_from_output(outputs), h_n
 
     def forward(self, obs: dict, dt, h0=None, mask=None):
         return self.forward_sequence(obs, dt, h0, mask)
