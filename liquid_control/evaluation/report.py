@@ -242,12 +242,14 @@ def _ci(ci, fmt="{:.2f}") -> str:
 
 
 def _pivot(cells, policies, shifts, cell_text) -> list[str]:
+    """A table of ``cell_text(cell)``: a row per shift, or a row per policy when there are more policies."""
     by_key = {(c.policy, c.shift): c for c in cells}
+    text = lambda p, s: cell_text(by_key[(p, s)]) if (p, s) in by_key else "—"  # noqa: E731
+    if len(policies) > len(shifts):
+        lines = ["| policy | " + " | ".join(shifts) + " |", "| --- |" + " --- |" * len(shifts)]
+        return lines + [f"| {p} | " + " | ".join(text(p, s) for s in shifts) + " |" for p in policies]
     lines = ["| shift | " + " | ".join(policies) + " |", "| --- |" + " --- |" * len(policies)]
-    for shift in shifts:
-        row = [cell_text(by_key[(p, shift)]) if (p, shift) in by_key else "—" for p in policies]
-        lines.append(f"| {shift} | " + " | ".join(row) + " |")
-    return lines
+    return lines + [f"| {s} | " + " | ".join(text(p, s) for p in policies) + " |" for s in shifts]
 
 
 def _group_table(groups, policies) -> list[str]:

@@ -170,6 +170,36 @@ The front matter above is read by `test/test_shipped_policies.py`, which replays
     return path
 
 
+def ood_section(results_path: str | Path, policy: str, reference: str = "in_distribution") -> dict:
+    """The card's ``ood`` entry from an evaluation's ``results.json`` (``liquid-control eval``): success per
+    shift with a 95% Wilson interval, and the change from ``reference`` on the same episode seeds (paired)."""
+    import json
+
+    records = [r for r in json.loads(Path(results_path).read_text()) if r["policy"] == policy]
+    if not records:
+        raise ValueError(f"{results_path}: no episodes of policy {policy!r}")
+    by_shift: dict[str, dict[int, bool]] = {}
+    for r in records:
+        by_shift.setdefault(r["shift"], {})[int(r["episode_seed"])] = bool(r["success"])
+    base = by_shift.get(reference, {})
+    out = {}
+    for shift, outcomes in by_shift.items():
+        wins, n = sum(outcomes.values()), len(outcomes)
+        low, high = wilson_interval(wins, n)
+        entry = {"success": round(wins / n, 4), "episodes": n, "ci95": [round(low, 4), round(high, 4)]}
+        paired = [s for s in outcomes if s in base]
+        if shift != reference and paired:
+            entry["paired_with_" + reference] = {
+                "episodes": len(paired),
+                "only_here": sum(outcomes[s] and not base[s] for s in paired),
+                "only_" + reference: sum(base[s] and not outcomes[s] for s in paired),
+            }
+        seeds = sorted(outcomes)
+        entry["episode_seeds"] = f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else seeds
+        out[shift] = entry
+    return {"source": str(results_path), "policy": policy, "shifts": out}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="training output folder (holds policy.pt)")
