@@ -30,12 +30,16 @@ fi
 [ -x "$LC_VENV/bin/python" ] || "$PY" -m venv "$LC_VENV"
 STAMP="$LC_VENV/.liquid_control-$LC_PROFILE.sha"
 WANT="$(cat "$REQ" "$LC_ROOT/requirements.txt" "$LC_ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+# LIQUID_CONTROL_NO_INSTALL=1 uses the venv as it is (no pip, no build): how test/test_readme_commands.py runs a
+# fresh clone's run.sh/test.sh against the test suite's own environment.
+if [ -z "${LIQUID_CONTROL_NO_INSTALL:-}" ] && [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "liquid_control: installing pinned dependencies into $LC_VENV ($LC_PROFILE)" >&2
   "$LC_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   "$LC_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$LC_ROOT" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$WANT" > "$STAMP"
 fi
+# tf2_msgs (the /tf message) is not among the ROS 2 wheels: built once from interfaces/ (stamped; ~30 s).
+[ -n "${LIQUID_CONTROL_NO_INSTALL:-}" ] || "$LC_ROOT/scripts/build_interfaces.sh" "$LC_VENV"
 
 # The ROS 2 wheels load their shared libraries from <venv>/lib; MuJoCo renders through EGL.
 export LD_LIBRARY_PATH="$LC_VENV/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -58,7 +58,32 @@ def test_colcon_build_installs_where_ros2_looks(tmp_path):
     assert (share / "package.xml").is_file()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "liquid_control").is_file()
     src = paths.share_dir()
-    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.yaml"), ("policies", "*")):
+    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.yaml"), ("policies", "*"), ("urdf", "*.urdf")):
         expected = sorted(p.name for p in (src / folder).glob(pattern) if p.is_file())
         installed = sorted(p.name for p in (share / folder).glob(pattern) if p.is_file()) if expected else []
         assert installed == expected, folder
+
+
+def test_cli_version_and_help_show_defaults_and_choices(capsys):
+    import re
+
+    from liquid_control import __version__
+
+    proc = subprocess.run([sys.executable, "-m", "liquid_control.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"liquid-control {__version__}"
+    root = ET.parse(paths.share_dir() / "package.xml").getroot()
+    assert root.findtext("version") == __version__  # one version for the ROS package and the CLI
+    for command in ("sim", "eval", "train"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "liquid_control.cli", command, "--help"], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())  # argparse wraps lines
+        assert "{," not in text and ",}" not in text  # no empty choice shown
+        if command == "sim":
+            assert "--publish-mode {per_update,fixed_rate}" in text and "--backend {auto,torch,onnx}" in text
+            assert re.search(r"--seed SEED \(default: 0\)", text) and "(default: LiquidRover-v0)" in text
+        if command == "eval":
+            assert "(default: 20)" in text  # --episodes
+        if command == "train":
+            assert "examples:\n  liquid-control train" in proc.stdout  # epilog line breaks kept
