@@ -68,7 +68,8 @@ def plan(command: str) -> tuple[str, list[str] | str]:
         return "run", argv + ["--no-progress"]
     if argv[:4] == ["liquid-control", "eval", "--experiment", "headline"]:
         shrink = ["--archs", "cfc_ncp", "--seeds", "1", "--episodes", "1", "--shift", "in_distribution"]
-        shrink += ["--train-minutes", "0.1", "--no-expert", "--no-example", "--no-progress", "--workers", "1"]
+        shrink += ["--train-minutes", "0.1", "--no-expert", "--no-example", "--no-saliency", "--no-progress"]
+        shrink += ["--workers", "1"]
         return "run", argv + shrink + [arg for s in TINY_TRAINING for arg in ("--train-set", s)]
     if argv[:3] == ["liquid-control", "eval", "--policy"]:  # the 16 headline shifts -> one, one episode each
         i = argv.index("--shift-set")
