@@ -133,3 +133,14 @@ def test_non_finite_actions_stop_the_batch_naming_the_episode(tmp_path, monkeypa
     jobs = [EpisodeJob("tiny", 0, "fog", s, "LiquidRover-v0", path, "x", {"render_size": 32}) for s in (7, 8)]
     with pytest.raises(RuntimeError, match="non-finite action .* episode 7 under shift 'fog'"):
         run_batch(jobs, pool=WorldPool())
+
+
+def test_world_pool_reuses_worlds_and_closes_the_least_recent_shift():
+    pool = WorldPool(max_worlds=3)
+    try:
+        dusk = pool.get("LiquidRover-v0", "dusk", {"render_size": 16}, 2)
+        assert pool.get("LiquidRover-v0", "dusk", {"render_size": 16}, 1) == dusk[:1]  # the same objects
+        fog = pool.get("LiquidRover-v0", "fog", {"render_size": 16}, 2)  # 4 worlds > 3: dusk's are closed
+        assert [key[1] for key in pool._worlds] == ["fog"] and pool.get("LiquidRover-v0", "fog", {}, 2) != fog
+    finally:
+        pool.close()

@@ -57,17 +57,11 @@ class WorldPool:
         envs = self._worlds.pop(key, [])
         while len(envs) < count:
             envs.append(agents.make_env(world, shift, env_kwargs))
-        self._worlds[key] = envs  # most recently used last
-        self._evict(keep=key)
-        return envs[:count]
-
-    def _evict(self, keep: tuple) -> None:
-        while sum(len(v) for v in self._worlds.values()) > self.max_worlds:
-            oldest = next(k for k in self._worlds if k != keep) if len(self._worlds) > 1 else None
-            if oldest is None:
-                return
-            for env in self._worlds.pop(oldest):
+        self._worlds[key] = envs  # most recently used last: never the one evicted below
+        while len(self._worlds) > 1 and sum(len(v) for v in self._worlds.values()) > self.max_worlds:
+            for env in self._worlds.pop(next(iter(self._worlds))):
                 env.close()
+        return envs[:count]
 
     def close(self) -> None:
         for envs in self._worlds.values():
