@@ -538,3 +538,16 @@ def test_evaluation_modules_import_without_circles():
     for module in graph:
         if module not in state:
             visit(module, [module])
+
+
+def test_provenance_of_a_resumed_run_lists_every_part_and_adds_their_wall_times():
+    from liquid_control.evaluation import provenance
+
+    first = provenance.collect("liquid-control eval --recipes off", 0.0, 100.0)
+    assert first["command"].endswith("--recipes off") and first["wall_time_s"] == 100.0 and first["commit"]
+    second = provenance.accumulate(first, provenance.collect("liquid-control eval --resume", 10.0, 50.0))
+    third = provenance.accumulate(second, provenance.collect("liquid-control eval --resume", 20.0, 5.0))
+    assert third["total_wall_time_s"] == 155.0 and len(third["earlier_parts"]) == 2
+    text = "\n".join(provenance.markdown(third))
+    assert "Earlier part (continued by `--resume`): `liquid-control eval --recipes off`" in text
+    assert "Total wall time of all parts: **155 s" in text

@@ -66,7 +66,14 @@ def evaluate(
     records = log.records_for(jobs)
     csv_path, json_path = write_tables(records, out_dir)
     prov = provenance.collect(command, started, time.time() - started, **(provenance_extra or {}))
-    with atomic_write(os.path.join(out_dir, "provenance.json"), "w", encoding="utf-8") as fh:
+    prov_path = os.path.join(out_dir, "provenance.json")
+    if resume and len(todo) and os.path.isfile(prov_path):  # a continued run: keep what the earlier parts took
+        with open(prov_path, encoding="utf-8") as fh:
+            prov = provenance.accumulate(json.load(fh), prov)
+    elif resume and os.path.isfile(prov_path):  # nothing ran: the report is only rewritten
+        with open(prov_path, encoding="utf-8") as fh:
+            prov = json.load(fh)
+    with atomic_write(prov_path, "w", encoding="utf-8") as fh:
         json.dump(prov, fh, indent=1)
     report = write_report(
         plan,

@@ -48,6 +48,21 @@ def collect(command: str, started: float, wall_s: float, **extra) -> dict:
     }
 
 
+def accumulate(previous: dict | None, current: dict) -> dict:
+    """``current`` with the earlier parts of a resumed run (``previous``: its provenance.json) listed and their
+    wall times added: a report finished by ``--resume`` states what every part took."""
+    parts = list((previous or {}).get("earlier_parts", []))
+    if previous:
+        parts.append({k: previous[k] for k in ("command", "commit", "started_utc", "wall_time_s") if k in previous})
+    if not parts:
+        return current
+    total = current["wall_time_s"] + sum(float(p.get("wall_time_s", 0.0)) for p in parts)
+    return {**current, "earlier_parts": parts, "total_wall_time_s": round(total, 1)}
+
+
+_LISTED = ("command", "commit", "machine", "software", "started_utc", "wall_time_s", "load_average_at_end")
+
+
 def markdown(prov: dict) -> list[str]:
     """The provenance as the lines of a report's header."""
     hours = prov["wall_time_s"] / 3600.0
@@ -60,7 +75,16 @@ def markdown(prov: dict) -> list[str]:
         f"- Started {prov['started_utc']}; wall time **{prov['wall_time_s']:.0f} s ({hours:.2f} h)**"
         + (f"; load average at the end {prov['load_average_at_end']}" if prov.get("load_average_at_end") else ""),
     ]
+    for part in prov.get("earlier_parts", []):
+        lines.append(
+            f"- Earlier part (continued by `--resume`): `{part.get('command', '')}`, "
+            f"commit `{part.get('commit', '')}`, started {part.get('started_utc', '?')}, "
+            f"wall time {float(part.get('wall_time_s', 0)):.0f} s"
+        )
+    if "total_wall_time_s" in prov:
+        total = prov["total_wall_time_s"]
+        lines.append(f"- Total wall time of all parts: **{total:.0f} s ({total / 3600:.2f} h)**")
     for key, value in prov.items():
-        if key not in ("command", "commit", "machine", "software", "started_utc", "wall_time_s", "load_average_at_end"):
+        if key not in _LISTED + ("earlier_parts", "total_wall_time_s"):
             lines.append(f"- {key.replace('_', ' ').capitalize()}: {value}")
     return lines
