@@ -200,6 +200,40 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
     return {"source": str(results_path), "policy": policy, "shifts": out}
 
 
+def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Path:
+    """Fill a card's ``ood`` entry and its **OOD** line from an evaluation (``ood_section``), keeping the rest."""
+    card_path = Path(card_path)
+    text = card_path.read_text()
+    card = read_card(card_path)
+    card["ood"] = ood_section(results_path, policy)
+    body = text[text.index("\n---\n", 4) + 5 :]
+    rows = ["| shift | success (95% CI) | episodes | paired with in-distribution: only here / only in-distribution |"]
+    rows.append("| --- | --- | --- | --- |")
+    for shift, entry in card["ood"]["shifts"].items():
+        pair = entry.get("paired_with_in_distribution")
+        rows.append(
+            f"| {shift} | {entry['success']:.0%} ({entry['ci95'][0]:.0%}-{entry['ci95'][1]:.0%}) | "
+            f"{entry['episodes']} (seeds {entry['episode_seeds']}) | "
+            + (f"{pair['only_here']} / {pair['only_in_distribution']} |" if pair else "— |")
+        )
+    ood_text = (
+        f"- **OOD** (`{results_path}`, policy `{policy}`; the same episode seeds under every shift):\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    lines = body.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith("- **OOD**")), None)
+    if start is None:
+        body = body.rstrip("\n") + "\n\n" + ood_text
+    else:
+        end = start + 1
+        while end < len(lines) and lines[end].startswith("  "):  # the old entry's continuation lines
+            end += 1
+        body = "\n".join(lines[:start] + ood_text.rstrip("\n").split("\n") + lines[end:])
+    card_path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + body)
+    return card_path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", required=True, help="training output folder (holds policy.pt)")
@@ -220,6 +254,12 @@ def main(argv=None) -> int:
         help="training command to print on the card (default: the one recorded in the policy)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument(
+        "--ood-results",
+        default=None,
+        help="results.json of a `liquid-control eval` of this policy: fills the card's OOD section",
+    )
+    parser.add_argument("--ood-policy", default=None, help="the policy's name in --ood-results (default: --name)")
     args = parser.parse_args(argv)
     import torch
 
@@ -233,6 +273,8 @@ def main(argv=None) -> int:
         args.machine,
         args.command,
     )
+    if args.ood_results:
+        add_ood(path, args.ood_results, args.ood_policy or args.name)
     print(path)
     return 0
 
