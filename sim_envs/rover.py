@@ -17,7 +17,7 @@ import numpy as np
 from . import experts
 from .shifts import parse_shift
 from .timing import ROVER_CAMERA, ROVER_IMU
-from .world import TimedMujocoWorld, imu_space, make_renderer, saturate_imu
+from .world import TimedMujocoWorld, imu_space, make_renderer, release_renderer, saturate_imu, shared_renderer
 
 MAX_LINEAR = 1.0  # m/s at action[0] = 1
 MAX_ANGULAR = 1.5  # rad/s at action[1] = 1
@@ -37,6 +37,7 @@ BUSH_RADII = np.linspace(0.3, 0.45, N_BUSHES)
 BUSH_Z = 0.15
 ARENA_HALF = 16.0
 GYRO_NOISE, ACCEL_NOISE = 0.005, 0.02  # nominal IMU white noise (rad/s, m/s^2)
+_IMU_NOISE_STD = np.array([GYRO_NOISE] * 3 + [ACCEL_NOISE] * 3)
 
 # Season palettes: ground colours (base, marks), foliage colours (cycled over trees), trunk, bush.
 SEASONS = {
@@ -245,10 +246,16 @@ class LiquidRoverEnv(TimedMujocoWorld):
         self._is_rover_geom[rover_geoms] = True
         self._is_obstacle_geom = np.zeros(m.ngeom, bool)
         self._is_obstacle_geom[obstacle_geoms] = True
+        # the same test as a set of geom pairs: checked after every physics step, where numpy's per-call
+        # overhead cost more than the physics step itself
+        self._collision_pairs = frozenset(
+            pair for r in rover_geoms for o in obstacle_geoms for pair in ((r, o), (o, r))
+        )
         self._gyro_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "gyro")]
         self._accel_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "accel")]
         self._scene_option = mujoco.MjvOption()
-        self._renderer = None
+        self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
+        self._renderer_key = None
         self._chase_renderer = None
         self.obstacles = np.zeros((0, 3))
 
@@ -332,16 +339,13 @@ class LiquidRoverEnv(TimedMujocoWorld):
     def _after_physics_step(self):
         ncon = self.data.ncon
         if ncon and not self._collided:
-            g = self.data.contact.geom[:ncon]
-            hit = (self._is_rover_geom[g[:, 0]] & self._is_obstacle_geom[g[:, 1]]) | (
-                self._is_rover_geom[g[:, 1]] & self._is_obstacle_geom[g[:, 0]]
-            )
-            self._collided = bool(hit.any())
+            pairs = self._collision_pairs
+            self._collided = any(tuple(g) in pairs for g in self.data.contact.geom[:ncon].tolist())
 
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
             h, w, _ = self.image_shape
-            self._renderer = make_renderer(self.model, h, w, fog=self.shift.fog > 0)
+            self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog > 0)
         self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
         self.frames_rendered += 1
         return self._renderer.render()
@@ -356,7 +360,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
             return image
         s = self.data.sensordata
         reading = np.concatenate([s[self._gyro_adr : self._gyro_adr + 3], s[self._accel_adr : self._accel_adr + 3]])
-        std = np.array([GYRO_NOISE] * 3 + [ACCEL_NOISE] * 3) + shift.imu_noise
+        std = _IMU_NOISE_STD + shift.imu_noise
         return saturate_imu(reading + self._imu_bias + rng.normal(0.0, 1.0, size=6) * std)
 
     # ----- task -----
@@ -403,7 +407,8 @@ class LiquidRoverEnv(TimedMujocoWorld):
         return self._chase_renderer.render()
 
     def close(self):
-        for renderer in (self._renderer, self._chase_renderer):
-            if renderer is not None:
-                renderer.close()
+        if self._renderer is not None:
+            release_renderer(self._renderer_key)
+        if self._chase_renderer is not None:
+            self._chase_renderer.close()
         self._renderer = self._chase_renderer = None

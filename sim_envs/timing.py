@@ -56,6 +56,10 @@ class SensorTiming:
         """N tick-to-tick intervals in seconds."""
         return self.period * (1.0 + self.jitter * rng.uniform(-1.0, 1.0, size=n))
 
+    def interval(self, rng: np.random.Generator) -> float:
+        """One tick-to-tick interval: ``intervals(rng, 1)[0]`` (the same draw), without building an array."""
+        return self.period * (1.0 + self.jitter * rng.uniform(-1.0, 1.0))
+
     def message_stamps(self, rng: np.random.Generator, duration: float, t0: float = 0.0):
         """Stamps and arrival times of the messages that survive in [t0, t0 + duration) (arrays)."""
         stream = SensorStream(self, rng, t0)
@@ -83,7 +87,7 @@ class SensorStream:
     def _advance_to_surviving(self):
         while self.timing.dropout > 0 and self._rng.uniform() < self.timing.dropout:
             self.dropped += 1
-            self._tick += float(self.timing.intervals(self._rng, 1)[0])
+            self._tick += self.timing.interval(self._rng)
 
     @property
     def next_stamp(self) -> float:
@@ -96,7 +100,7 @@ class SensorStream:
     def pop(self) -> float:
         """Consume the next surviving message; returns its stamp."""
         stamp = self._tick
-        self._tick += float(self.timing.intervals(self._rng, 1)[0])
+        self._tick += self.timing.interval(self._rng)
         self._advance_to_surviving()
         return stamp
 

@@ -59,13 +59,18 @@ def test_example_configs_are_valid_and_cover_every_core():
         "gru_rover",
         "mlp_rover",
         "cfc_rover_no_dt",
+        "ltc_rover",
+        "ctrnn_rover",
+        "gru_ode_rover",
+        "tcn_rover",
+        "cfc_ncp_rover_robust",
     } <= names
     types = set()
     for path in CONFIGS:
         cfg = load_config(path)
         assert cfg["name"] == path.stem
         types.add(cfg["core"]["type"])
-    assert types == {"cfc", "ltc", "lstm", "gru", "mlp"}
+    assert types == {"cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp"}
     assert load_config(policies_dir() / "configs" / "cfc_rover_no_dt.yaml")["core"]["ignore_dt"] is True
 
 
@@ -83,7 +88,7 @@ def test_example_configs_are_valid_and_cover_every_core():
         (lambda c: c["encoder"]["camera"].update(strides=[2]), "need the same length"),
         (lambda c: c["observation"]["vectors"].update(imu="six"), "observation.vectors.imu: expected an integer"),
         (lambda c: c.update(training={"lr": "fast"}), "training.lr: expected a number"),
-        (lambda c: c.update(training={"augmentation": ["blur"]}), "training.augmentation[0]: unknown value 'blur'"),
+        (lambda c: c.update(training={"augmentation": ["dusk"]}), "training.augmentation[0]: unknown value 'dusk'"),
     ],
 )
 def test_bad_config_is_rejected_with_the_key_path(mutate, message):

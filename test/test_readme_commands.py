@@ -76,7 +76,8 @@ def plan(command: str) -> tuple[str, list[str] | str]:
     if argv[:4] == ["liquid-control", "eval", "--experiment", "headline"]:
         shrink = ["--archs", "cfc_ncp", "--seeds", "1", "--episodes", "1", "--shift", "in_distribution"]
         # training runs in its process pool; the one episode in this process (the pool: the next command)
-        shrink += ["--train-minutes", "0.1", "--no-expert", "--no-example", "--no-progress", "--backend", "serial"]
+        shrink += ["--train-minutes", "0.1", "--no-expert", "--no-example", "--no-saliency", "--no-progress"]
+        shrink += ["--backend", "serial"]
         return "background", argv + shrink + [arg for s in TINY_TRAINING for arg in ("--train-set", s)]
     if argv[:3] == ["liquid-control", "eval", "--policy"]:  # the 16 headline shifts -> one, one episode each
         i = argv.index("--shift-set")

@@ -11,20 +11,25 @@ from .baselines import FrameStackMLP, GRUCore, LSTMCore
 from .cfc import CfCCell
 from .checkpoint import CheckpointError, load_model, save_model
 from .core import RecurrentCore, build_core
+from .ctrnn import CTRNNCore
+from .gru_ode import GRUODECore
 from .ltc import LTCCell
 from .rnn import LTC, CfC, LiquidRNN
 from .solvers import SOLVERS, Solver, make_solver
+from .tcn import TemporalConvCore
 from .wiring import NCP, AutoNCP, FullyConnected, Wiring
 
 __all__ = [
     "ACTIVATIONS",
     "AutoNCP",
+    "CTRNNCore",
     "CfC",
     "CfCCell",
     "CheckpointError",
     "FrameStackMLP",
     "FullyConnected",
     "GRUCore",
+    "GRUODECore",
     "LSTMCore",
     "LTC",
     "LTCCell",
@@ -33,6 +38,7 @@ __all__ = [
     "RecurrentCore",
     "SOLVERS",
     "Solver",
+    "TemporalConvCore",
     "Wiring",
     "build_core",
     "load_model",

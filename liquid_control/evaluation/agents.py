@@ -6,36 +6,10 @@ checkpoint is loaded or how a world is built.
 
 from __future__ import annotations
 
-from liquid_control.evaluation.plan import DEFAULT_SHIFT, EvaluationSetupError
+from liquid_control.evaluation.errors import EvaluationSetupError
+from liquid_control.evaluation.shifts import shift_for_env
 
 _POLICY_CACHE: dict[tuple[str, str | None], object] = {}  # per process: (path, sha) -> Policy
-
-
-def shift_for_env(shift: str) -> str:
-    """The shift string handed to the world (sim_envs presets and settings, see sim_envs.shifts)."""
-    return shift.strip() or DEFAULT_SHIFT
-
-
-def check_shift(shift: str) -> None:
-    """Raise EvaluationSetupError naming `shift` when sim_envs cannot parse it."""
-    shift_changes(shift)
-
-
-def shift_changes(shift: str) -> dict:
-    """What `shift` changes from the training distribution, e.g. {'sensor_rate': 0.25} ({} for none)."""
-    from sim_envs.shifts import parse_shift
-
-    try:
-        return parse_shift(shift_for_env(shift)).changed()
-    except ValueError as exc:  # parse_shift's message lists the valid names
-        raise EvaluationSetupError(f"unknown or invalid shift {shift!r}: {exc}") from exc
-
-
-def shift_kinds(shift: str) -> set:
-    """Which parts of the world `shift` touches: a subset of {'visual', 'sensor', 'dynamics'}."""
-    from sim_envs.shifts import parse_shift
-
-    return parse_shift(shift_for_env(shift)).kinds()
 
 
 def default_env_kwargs(policy_config: dict | None) -> dict:

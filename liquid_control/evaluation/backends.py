@@ -1,8 +1,10 @@
 """Where episodes run: in this process (serial), a local process pool (default), or a Ray cluster.
 
-Every backend runs the same function (`episode.run_episode`) on the same jobs, one CPU thread per episode,
-and hands each record to `on_result` as soon as it finishes, in the parent, so the results log has a single
-writer and an interrupted run keeps what finished. Results do not depend on the backend or the order.
+The jobs are cut into batches (`batched.make_batches`: one policy, training seed and shift, up to `lanes`
+episodes stepped in lockstep) and every backend runs the same function (`batched.run_batch`) on the same
+batches, one CPU thread per batch, handing each batch's records to `on_result` in the parent as the batch
+finishes, so the results log has a single writer and an interrupted run keeps what finished. Results do not
+depend on the backend or on the order in which batches run.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.evaluation.episode import run_episode
+from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, verify_checkpoint
 
 BACKENDS = ("process", "serial", "ray")
@@ -27,7 +29,7 @@ def available_cpus() -> int:
 
 
 def _init_worker() -> None:
-    """One thread per episode: the parallelism is across episodes, and results match the serial backend."""
+    """One thread per worker: the parallelism is across batches, and results match the serial backend."""
     _die_with_parent()
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
@@ -57,20 +59,28 @@ def run_jobs(
     workers: int | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    lanes: int = DEFAULT_LANES,
 ) -> None:
-    """Run every job; `on_result(job, record)` is called in this process as each episode finishes."""
+    """Run every job; `on_result(job, record)` is called in this process for each episode of a finished batch."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if not jobs:
         return
+    batches = make_batches(jobs, lanes)
     bar = _progress(len(jobs), progress)
+
+    def finished(batch, records) -> None:
+        for job, record in zip(batch, records):
+            on_result(job, record)
+        bar.update(len(batch))
+
     try:
         if backend == "serial":
-            _run_serial(jobs, on_result, bar)
+            _run_serial(batches, finished)
         elif backend == "process":
-            _run_process_pool(jobs, on_result, workers or available_cpus(), bar)
+            _run_process_pool(batches, finished, workers or available_cpus())
         else:
-            _run_ray(jobs, on_result, ray_address, bar)
+            _run_ray(batches, finished, ray_address)
     finally:
         bar.close()
 
@@ -81,47 +91,45 @@ def _progress(total: int, enabled: bool):
     return tqdm(total=total, unit="episode", desc="eval", disable=not enabled, dynamic_ncols=True)
 
 
-def run_verified_episode(job: EpisodeJob) -> dict:
-    """`run_episode`, after checking that the checkpoint still has the SHA-256 the plan recorded."""
-    if job.checkpoint is not None:
-        verify_checkpoint(job.checkpoint, job.checkpoint_sha)
-    return run_episode(job)
+def run_verified_batch(batch: list[EpisodeJob]) -> list[dict]:
+    """`run_batch`, after checking that the checkpoint still has the SHA-256 the plan recorded."""
+    for checkpoint, sha in {(job.checkpoint, job.checkpoint_sha) for job in batch if job.checkpoint is not None}:
+        verify_checkpoint(checkpoint, sha)
+    return run_batch(batch)
 
 
-def _run_serial(jobs, on_result, bar) -> None:
+def _run_serial(batches, finished) -> None:
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for job in jobs:
-            on_result(job, run_verified_episode(job))
-            bar.update(1)
+        for batch in batches:
+            finished(batch, run_verified_batch(batch))
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_process_pool(jobs, on_result, workers: int, bar) -> None:
+def _run_process_pool(batches, finished, workers: int) -> None:
     # spawn, not fork: a forked MuJoCo/EGL or torch state is not safe to reuse in a child
     context = multiprocessing.get_context("spawn")
-    workers = max(1, min(workers, len(jobs)))
+    workers = max(1, min(workers, len(batches)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        pending = {pool.submit(run_verified_episode, job): job for job in jobs}
+        pending = {pool.submit(run_verified_batch, batch): batch for batch in batches}
         try:
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    job = pending.pop(future)
-                    on_result(job, future.result())  # an episode's exception stops the evaluation here
-                    bar.update(1)
+                    batch = pending.pop(future)
+                    finished(batch, future.result())  # an episode's exception stops the evaluation here
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
 
 
-def _run_ray(jobs, on_result, address: str | None, bar) -> None:
-    """Same jobs as Ray tasks (1 CPU each). Checkpoints travel through the object store, so the cluster's
+def _run_ray(batches, finished, address: str | None) -> None:
+    """Same batches as Ray tasks (1 CPU each). Checkpoints travel through the object store, so the cluster's
     nodes need the package installed but not the checkpoint files."""
     try:
         import ray
@@ -139,19 +147,19 @@ def _run_ray(jobs, on_result, address: str | None, bar) -> None:
         )
     try:
         blobs = {}
-        for job in jobs:
+        for batch in batches:
+            job = batch[0]
             if job.checkpoint and job.checkpoint_sha not in blobs:
                 with open(job.checkpoint, "rb") as fh:
                     blobs[job.checkpoint_sha] = ray.put(fh.read())
-        remote = ray.remote(num_cpus=1)(_ray_episode)
-        pending = {remote.remote(job, blobs.get(job.checkpoint_sha)): job for job in jobs}
+        remote = ray.remote(num_cpus=1)(_ray_batch)
+        pending = {remote.remote(batch, blobs.get(batch[0].checkpoint_sha)): batch for batch in batches}
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
-                    job = pending.pop(ref)
-                    on_result(job, ray.get(ref))
-                    bar.update(1)
+                    batch = pending.pop(ref)
+                    finished(batch, ray.get(ref))
         except BaseException:
             for ref in pending:
                 ray.cancel(ref)
@@ -161,17 +169,19 @@ def _run_ray(jobs, on_result, address: str | None, bar) -> None:
             ray.shutdown()
 
 
-def _ray_episode(job: EpisodeJob, checkpoint_bytes: bytes | None) -> dict:
+def _ray_batch(batch: list[EpisodeJob], checkpoint_bytes: bytes | None) -> list[dict]:
     """Runs on a Ray worker: the checkpoint comes from the object store, checked against the plan's SHA-256."""
     import dataclasses
 
     _init_worker()
+    job = batch[0]
     if job.checkpoint is None:
-        return run_episode(job)
+        return run_batch(batch)
     path = _private_checkpoint_copy(job.checkpoint, job.checkpoint_sha, checkpoint_bytes)
-    record = run_verified_episode(dataclasses.replace(job, checkpoint=path))
-    record["checkpoint"] = job.checkpoint  # the driver's path, not the worker's copy
-    return record
+    records = run_verified_batch([dataclasses.replace(j, checkpoint=path) for j in batch])
+    for record in records:
+        record["checkpoint"] = job.checkpoint  # the driver's path, not the worker's copy
+    return records
 
 
 _PRIVATE_COPIES: dict[str, str] = {}  # per worker process: sha256 -> its private copy
@@ -180,7 +190,7 @@ _PRIVATE_COPIES: dict[str, str] = {}  # per worker process: sha256 -> its privat
 def _private_checkpoint_copy(name: str, sha256: str, data: bytes | None) -> str:
     """Write the checkpoint bytes once per worker process into a directory only this process created (mode
     0700, removed at exit), after checking them against the plan's SHA-256. A file another user planted under a
-    predictable name in a shared TMPDIR is never read; the copy is hashed again before each episode."""
+    predictable name in a shared TMPDIR is never read; the copy is hashed again before each batch."""
     import atexit
     import hashlib
     import shutil

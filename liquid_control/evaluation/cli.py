@@ -12,12 +12,17 @@ import shlex
 import sys
 
 from liquid_control.evaluation.backends import BACKENDS
+from liquid_control.evaluation.batched import DEFAULT_LANES
 from liquid_control.evaluation.plan import (
     DEFAULT_EPISODE_SEED_BASE,
     DEFAULT_SHIFT,
     EvaluationSetupError,
+    parse_pairs,
     validate_output_folder,
 )
+from liquid_control.evaluation.shifts import SHIFT_SETS
+
+DEFAULT_EPISODES = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,11 +47,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--shift-set",
-        choices=sorted(experiment.SHIFT_SETS),
+        choices=sorted(SHIFT_SETS),
         action="append",
         default=[],
         help="a named list of shifts (added to --shift): "
-        + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(experiment.SHIFT_SETS.items())),
+        + "; ".join(f"{k}: {', '.join(v)}" for k, v in sorted(SHIFT_SETS.items())),
     )
     what.add_argument(
         "--bag",
@@ -61,7 +66,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="LiquidRover-v0",
         help="world for an expert-only evaluation (otherwise the policies' own world)",
     )
-    what.add_argument("--episodes", type=int, default=20, help="episodes per policy, shift and training seed")
+    what.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help=f"episodes per policy, shift and training seed (default {DEFAULT_EPISODES}; "
+        f"{experiment.DEFAULT_EPISODES} for --experiment)",
+    )
     what.add_argument(
         "--episode-seed-base",
         type=int,
@@ -90,10 +101,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     how.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU cores)")
     how.add_argument(
+        "--lanes",
+        type=int,
+        default=DEFAULT_LANES,
+        help="episodes of one policy and shift stepped in lockstep by a worker, one batched policy call per "
+        "update (1: one episode at a time)",
+    )
+    how.add_argument(
         "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)"
     )
     how.add_argument("--no-progress", action="store_true", help="no progress bar")
     how.add_argument("--no-example", action="store_true", help="skip the example-episode figure")
+    how.add_argument(
+        "--no-saliency",
+        action="store_true",
+        help="skip the attention figures (saliency grid, animated episode, NCP neuron traces)",
+    )
     from liquid_control.bags.stream import add_data_arguments
 
     add_data_arguments(parser)
@@ -104,8 +127,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="run a whole experiment: train every architecture, then evaluate on its shifts",
     )
-    exp.add_argument("--seeds", type=int, default=3, help="training seeds per architecture")
-    exp.add_argument("--train-minutes", type=float, default=20.0, help="training budget per policy (minutes)")
+    exp.add_argument("--seeds", type=int, default=5, help="training seeds per architecture")
+    exp.add_argument(
+        "--recipes",
+        choices=sorted(experiment.RECIPE_ARMS),
+        default="both",
+        help="train each architecture as configured (off), with the robustness recipes (on) or both",
+    )
+    exp.add_argument(
+        "--schedule",
+        choices=sorted(experiment.SCHEDULES),
+        default="headline",
+        help="training schedule: the reduced headline recipe, or each config's shipped one",
+    )
+    exp.add_argument(
+        "--train-minutes",
+        type=float,
+        default=experiment.FULL_SCHEDULE_MINUTES,
+        help=f"scale the schedule's episodes and epochs by MINUTES/{experiment.FULL_SCHEDULE_MINUTES:g} (up to 1)",
+    )
     exp.add_argument(
         "--train-set",
         action="append",
@@ -115,24 +155,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "e.g. training.demonstrations=100; after the --train-minutes scaling",
     )
     exp.add_argument(
-        "--archs", default=None, help="comma-separated subset of architectures: " + ", ".join(experiment.ARCHITECTURES)
+        "--archs",
+        default=None,
+        help="comma-separated architectures (default: all but mlp): " + ", ".join(experiment.ARCHITECTURES),
     )
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")
-
-
-def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
-    pairs = []
-    for item in items:
-        names = [n.strip() for n in item.split(",")]
-        if len(names) != 2 or not all(names):
-            raise EvaluationSetupError(f"--paired {item!r}: expected two policy names A,B")
-        missing = [n for n in names if n not in policies]
-        if missing:
-            raise EvaluationSetupError(
-                f"--paired {item!r}: no policy named {missing[0]!r} (policies: {', '.join(policies)})"
-            )
-        pairs.append((names[0], names[1]))
-    return pairs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,14 +177,16 @@ def run(args: argparse.Namespace) -> int:
 
         return run_offline(args, command)
     try:
+        if args.lanes < 1:
+            raise EvaluationSetupError(f"--lanes must be >= 1, got {args.lanes}")
         if args.experiment:
             result = experiment.run_experiment(args, command=command)
         else:
-            shifts = list(args.shift) + [s for name in args.shift_set for s in experiment.SHIFT_SETS[name]]
+            shifts = list(args.shift) + [s for name in args.shift_set for s in SHIFT_SETS[name]]
             plan = build_plan(
                 args.policy,
                 shifts or [DEFAULT_SHIFT],
-                args.episodes,
+                DEFAULT_EPISODES if args.episodes is None else args.episodes,
                 episode_seed_base=args.episode_seed_base,
                 world=args.world,
             )
@@ -174,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
                 command=command,
                 example=not args.no_example,
                 paired=paired,
+                lanes=args.lanes,
+                saliency=not args.no_saliency,
             )
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)

@@ -1,4 +1,9 @@
-"""One evaluation episode -> one flat record of metrics (the unit every backend runs and the log stores)."""
+"""One evaluation episode -> one flat record of metrics (the unit the log stores and the report reads).
+
+`EpisodeTally` is the one place an episode's metrics are accumulated and its record is built: the batched
+evaluation (`batched.run_batch`, many episodes in lockstep) and the one-episode loop `run_episode` (used to
+replay an episode for the figures, and by the benchmark as the reference) both feed it.
+"""
 
 from __future__ import annotations
 
@@ -30,60 +35,90 @@ RECORD_FIELDS = (
 )
 
 
+def _dt(obs) -> float:
+    return float(np.asarray(obs["dt"]).reshape(-1)[0])
+
+
+class EpisodeTally:
+    """Metrics of one running episode: call ``before_step`` with each action, ``after_step`` with each result."""
+
+    def __init__(self, job: EpisodeJob, info: dict):
+        self.job = job
+        self.tracker = SmoothnessTracker()
+        self.total_return, self.steps, self.collision, self.sim_time = 0.0, 0, False, 0.0
+        self.start_stamp = info.get("stamp")
+        self.started = time.perf_counter()
+
+    def before_step(self, action: np.ndarray, obs: dict) -> np.ndarray:
+        """Check the policy's action (a non-finite one stops the evaluation, naming the episode) and track it."""
+        action = np.asarray(action, dtype=np.float64)
+        if not np.all(np.isfinite(action)):
+            job = self.job
+            raise RuntimeError(
+                f"policy {job.policy!r} (seed {job.training_seed}) produced a non-finite "
+                f"action {action} in episode {job.episode_seed} under shift {job.shift!r}"
+            )
+        self.tracker.add(action, _dt(obs) if self.steps else None)
+        return action
+
+    def after_step(self, obs: dict, reward: float, info: dict) -> None:
+        self.total_return += float(reward)
+        self.steps += 1
+        self.sim_time += _dt(obs)
+        self.collision = self.collision or bool(info.get("collision", False))
+
+    def record(self, info: dict) -> dict:
+        """The finished episode's record (``info``: the last step's)."""
+        job, sim_time = self.job, self.sim_time
+        if self.start_stamp is not None and info.get("stamp") is not None:
+            sim_time = float(info["stamp"]) - float(self.start_stamp)
+        success = bool(info.get("success", False))
+        clipped = info.get("clipped_actions", 0)
+        return {
+            "policy": job.policy,
+            "training_seed": int(job.training_seed),
+            "shift": job.shift,
+            "episode_seed": int(job.episode_seed),
+            "world": job.world,
+            "checkpoint": job.checkpoint or "",
+            "success": success,
+            "collision": self.collision,
+            "outcome": "success" if success else ("collision" if self.collision else "timeout"),
+            "return": self.total_return,
+            "steps": self.steps,
+            "sim_time_s": sim_time,
+            "mean_dt_s": sim_time / self.steps if self.steps else 0.0,
+            "smoothness": self.tracker.value,
+            "clipped_actions": int(np.sum(clipped)) if clipped is not None else 0,
+            "wall_time_s": time.perf_counter() - self.started,
+        }
+
+
 def run_episode(job: EpisodeJob, recorder=None) -> dict:
-    """Drive one seeded episode to its end; `recorder(obs, action, info)` sees every update (plots)."""
+    """Drive one seeded episode to its end in a world of its own, one policy call per update.
+
+    ``recorder(obs, action, info, state)`` sees every update (figures; the last call has ``action=None``):
+    ``state`` is the policy's recurrent state (1, S) after the update, None for the expert.
+    """
     env = agents.make_env(job.world, job.shift, job.env_kwargs)
-    start = time.perf_counter()
     try:
         agent = agents.make_agent(job.checkpoint, job.checkpoint_sha, env)
         obs, info = env.reset(seed=int(job.episode_seed))
         agent.reset()
-        tracker = SmoothnessTracker()
-        total_return, steps, collision = 0.0, 0, False
-        sim_time, start_stamp = 0.0, info.get("stamp")
+        tally = EpisodeTally(job, info)
         while True:
-            action = np.asarray(agent.act(obs), dtype=np.float64)
-            if not np.all(np.isfinite(action)):
-                raise RuntimeError(
-                    f"policy {job.policy!r} (seed {job.training_seed}) produced a non-finite "
-                    f"action {action} in episode {job.episode_seed} under shift {job.shift!r}"
-                )
-            tracker.add(action, float(np.asarray(obs["dt"]).reshape(-1)[0]) if steps else None)
+            action = tally.before_step(agent.act(obs), obs)
             if recorder is not None:
-                recorder(obs, action, info)
+                recorder(obs, action, info, getattr(agent, "state", None))
             obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
-            total_return += float(reward)
-            steps += 1
-            sim_time += float(np.asarray(obs["dt"]).reshape(-1)[0])
-            collision = collision or bool(info.get("collision", False))
+            tally.after_step(obs, reward, info)
             if terminated or truncated:
                 break
         if recorder is not None:
-            recorder(obs, None, info)
-        if start_stamp is not None and info.get("stamp") is not None:
-            sim_time = float(info["stamp"]) - float(start_stamp)
-        success = bool(info.get("success", False))
-        clipped = info.get("clipped_actions", 0)
+            recorder(obs, None, info, getattr(agent, "state", None))
+        return tally.record(info)
     finally:
         env.close()
-    return {
-        "policy": job.policy,
-        "training_seed": int(job.training_seed),
-        "shift": job.shift,
-        "episode_seed": int(job.episode_seed),
-        "world": job.world,
-        "checkpoint": job.checkpoint or "",
-        "success": success,
-        "collision": collision,
-        "outcome": "success" if success else ("collision" if collision else "timeout"),
-        "return": total_return,
-        "steps": steps,
-        "sim_time_s": sim_time,
-        "mean_dt_s": sim_time / steps if steps else 0.0,
-        "smoothness": tracker.value,
-        "clipped_actions": int(np.sum(clipped)) if clipped is not None else 0,
-        "wall_time_s": time.perf_counter() - start,
-    }
 
 
 class SmoothnessTracker:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.backends import run_jobs
+from liquid_control.evaluation.batched import DEFAULT_LANES
 from liquid_control.evaluation.plan import EvaluationPlan
 from liquid_control.evaluation.report import write_report
 from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
@@ -27,8 +29,21 @@ def evaluate(
     example: bool = True,
     paired: list[tuple[str, str]] | None = None,
     sections: list[str] | None = None,
+    lanes: int = DEFAULT_LANES,
+    comparisons: list[tuple[str, str]] | None = None,
+    panels: dict[str, list[str]] | None = None,
+    saliency: bool = True,
+    started: float | None = None,
+    provenance_extra: dict | None = None,
 ) -> dict:
-    """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots."""
+    """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots.
+
+    ``started``: when the whole run began (time.time(); an experiment passes its own start so the report's wall
+    time includes training); ``provenance_extra``: more lines for the report's provenance.
+    """
+    from liquid_control.evaluation import provenance
+
+    started = time.time() if started is None else started
     log = ResultLog(out_dir, resume=resume)
     jobs = plan.jobs
     todo = log.pending(jobs)
@@ -46,11 +61,34 @@ def evaluate(
         workers=workers,
         ray_address=ray_address,
         progress=progress,
+        lanes=lanes,
     )
     records = log.records_for(jobs)
     csv_path, json_path = write_tables(records, out_dir)
+    prov = provenance.collect(command, started, time.time() - started, **(provenance_extra or {}))
+    prov_path = os.path.join(out_dir, "provenance.json")
+    if resume and len(todo) and os.path.isfile(prov_path):  # a continued run: keep what the earlier parts took
+        with open(prov_path, encoding="utf-8") as fh:
+            prov = provenance.accumulate(json.load(fh), prov)
+    elif resume and os.path.isfile(prov_path):  # nothing ran: the report is only rewritten
+        with open(prov_path, encoding="utf-8") as fh:
+            prov = json.load(fh)
+    with atomic_write(prov_path, "w", encoding="utf-8") as fh:
+        json.dump(prov, fh, indent=1)
     report = write_report(
-        plan, records, out_dir, command, title=title, notes=notes, example=example, paired=paired, sections=sections
+        plan,
+        records,
+        out_dir,
+        command,
+        title=title,
+        notes=notes,
+        example=example,
+        paired=paired,
+        sections=sections,
+        comparisons=comparisons,
+        panels=panels,
+        saliency=saliency,
+        provenance=prov,
     )
     return {"records": records, "report": report, "csv": csv_path, "json": json_path, "ran": len(todo)}
 

@@ -1,18 +1,26 @@
-"""The headline experiment as one command: train every architecture on the training distribution, then
-evaluate all of them (plus the privileged expert) on the same shifts and the same episode seeds.
+"""The headline experiment as one command: train every architecture on the training distribution, with and
+without the robustness recipes, then evaluate all of them (plus the privileged expert) on the same shifts and
+the same episode seeds, with statistics over training seeds.
 
-    liquid-control eval --experiment headline --out reports/headline              # full budget
-    liquid-control eval --experiment headline --out reports/headline_reduced \
-        --seeds 1 --train-minutes 4 --episodes 10                                  # a reduced run
+    liquid-control eval --experiment headline --out reports/headline             # 5 seeds, 30 episodes
+    liquid-control eval --experiment headline --out reports/small --seeds 2 --episodes 5 --recipes off
 
-Architectures are the shipped configs in policies/configs/ (one shared camera CNN + IMU MLP encoder, only
-the recurrent core differs; data augmentation off), so the comparison measures the core. `cfc_no_dt` is the
-ablation of the continuous-time claim: the same CfC trained and run with dt ignored (constant 1).
+Architectures are the shipped configs in policies/configs/ (one camera CNN, only the recurrent core differs):
+the cores of the liquid drone-navigation paper (CfC, CfC-NCP, LTC, LTC-NCP, CT-RNN, GRU-ODE, LSTM, GRU, a
+temporal convolution) and `cfc_no_dt`, the ablation of the continuous-time claim (the same CfC trained and
+run with dt ignored). `mlp` (a frame stack) can be added with `--archs`.
 
-Training budget: `--train-minutes M` sizes the training schedule, not a wall-clock cut-off — every
-architecture gets the same episodes and epochs (a wall-clock cut would give slow cores less data).
-M >= FULL_SCHEDULE_MINUTES runs the shipped schedule; a smaller M scales demonstrations, DAgger episodes and
-epochs by M / FULL_SCHEDULE_MINUTES. The measured training wall time of every run is in the report.
+Recipes (`--recipes both`, the default): every architecture is trained twice, as configured (augmentation
+off: the comparison measures the core) and with `RECIPES` (photometric augmentation, per-channel input
+normalisation, timing augmentation; named `<arch>_robust`). The worlds render only the training distribution
+in both: the recipes change the rendered frames in image space and the sensor timing, never the season,
+lighting or fog.
+
+Training budget: `--schedule headline` (default) is a reduced recipe (`HEADLINE_SCHEDULE`) sized so that
+100 training runs fit the machine budget; `--schedule shipped` is each config's own. `--train-minutes M` then
+scales the schedule's episodes and epochs by M / FULL_SCHEDULE_MINUTES (M >= that: unchanged): every
+architecture gets the same episodes and epochs (a wall-clock cut would give slow cores less data). The
+measured training wall time of every run is in the report.
 """
 
 from __future__ import annotations
@@ -21,44 +29,54 @@ import functools
 import multiprocessing
 import os
 import sys
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from itertools import combinations
 
-from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError
+from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs
+from liquid_control.evaluation.shifts import SHIFT_SETS
 
-# policy name in the report -> shipped config (policies/configs/)
+# architecture name in the report -> shipped config (policies/configs/)
 ARCHITECTURES = {
     "cfc": "cfc_rover.yaml",
     "cfc_ncp": "cfc_ncp_rover.yaml",
+    "ltc": "ltc_rover.yaml",
     "ltc_ncp": "ltc_ncp_rover.yaml",
+    "ctrnn": "ctrnn_rover.yaml",
+    "gru_ode": "gru_ode_rover.yaml",
     "lstm": "lstm_rover.yaml",
     "gru": "gru_rover.yaml",
-    "mlp": "mlp_rover.yaml",
+    "tcn": "tcn_rover.yaml",
     "cfc_no_dt": "cfc_rover_no_dt.yaml",
+    "mlp": "mlp_rover.yaml",
 }
-# paired comparisons in the report: the continuous-time ablation, and the NCP cells against the LSTM
-ABLATION_PAIRS = [("cfc", "cfc_no_dt"), ("cfc_ncp", "lstm"), ("ltc_ncp", "lstm")]
-FULL_SCHEDULE_MINUTES = 20.0  # the shipped schedule (the issue's target: CfC >= 90% in 20 min on 2 cores)
-
-VISUAL_SHIFTS = [
-    "in_distribution",
-    "autumn",
-    "winter",
-    "dusk",
-    "night",
-    "fog",
-    "camera_noise_0.1",
-    "camera_noise_0.2",
-    "camera_noise_0.3",
-]
-RATE_SHIFTS = ["sensor_rate=0.25", "sensor_rate=0.5", "sensor_rate=2", "sensor_rate=4"]
-JITTER_SHIFTS = ["jitter=0.25", "jitter=2", "jitter=4"]
-SHIFT_SETS = {
-    "headline": VISUAL_SHIFTS + RATE_SHIFTS + JITTER_SHIFTS,
-    "visual": VISUAL_SHIFTS,
-    "sensor_timing": ["in_distribution"] + RATE_SHIFTS + JITTER_SHIFTS,
+DEFAULT_ARCHS = [a for a in ARCHITECTURES if a != "mlp"]  # the drone paper's list plus the no-dt ablation
+ROBUST_SUFFIX = "_robust"
+# The robustness recipes (docs/training.md), the same switches as policies/configs/cfc_ncp_rover_robust.yaml.
+RECIPES = {
+    "training.augmentation": ["brightness", "contrast", "gamma", "colour", "noise", "blur"],
+    "encoder.camera.normalize": "instance",
+    "training.sensor_rate_range": [0.5, 2.0],
+    "training.jitter_range": [0.5, 2.0],
 }
+RECIPE_ARMS = {"off": (False,), "on": (True,), "both": (False, True)}
+# The reduced training recipe of the headline (see docs/ood.md): one DAgger round, no model selection
+# episodes (the last round is kept), fewer epochs; about 1-2 CPU-minutes per run on this machine.
+HEADLINE_SCHEDULE = {
+    "training.demonstrations": 40,
+    "training.dagger_rounds": 1,
+    "training.dagger_episodes": 20,
+    "training.beta": [0.3],
+    "training.epochs_first": 8,
+    "training.epochs_per_round": 4,
+    "training.eval_episodes": 0,
+}
+SCHEDULES = {"headline": HEADLINE_SCHEDULE, "shipped": {}}
+FULL_SCHEDULE_MINUTES = 20.0  # --train-minutes at which a schedule runs unscaled
+DEFAULT_EPISODES = 30
 EXPERIMENTS = {
-    "headline": "train CfC, CfC-NCP, LTC-NCP, LSTM, GRU, MLP and CfC-without-dt; evaluate on the headline shifts"
+    "headline": "train CfC, CfC-NCP, LTC, LTC-NCP, CT-RNN, GRU-ODE, LSTM, GRU, TCN and CfC-without-dt, with and "
+    "without the robustness recipes; evaluate on the headline shifts"
 }
 
 
@@ -66,6 +84,10 @@ def config_path(arch: str) -> str:
     from liquid_control.paths import policies_dir
 
     return str(policies_dir() / "configs" / ARCHITECTURES[arch])
+
+
+def variant_name(arch: str, robust: bool) -> str:
+    return arch + (ROBUST_SUFFIX if robust else "")
 
 
 def schedule_overrides(config: dict, minutes: float) -> dict:
@@ -87,23 +109,22 @@ def schedule_overrides(config: dict, minutes: float) -> dict:
         "training.beta": betas,
         "training.epochs_first": max(1, round(t["epochs_first"] * fraction)),
         "training.epochs_per_round": max(1, round(t["epochs_per_round"] * fraction)),
-        "training.eval_episodes": max(5, round(t["eval_episodes"] * fraction)),
+        "training.eval_episodes": min(t["eval_episodes"], max(5, round(t["eval_episodes"] * fraction))),
     }
 
 
-def describe_schedule(minutes: float) -> str:
-    """How the report names the training budget of `--train-minutes`."""
+def describe_schedule(schedule: str, minutes: float) -> str:
+    """How the report names the training budget."""
     fraction = min(1.0, minutes / FULL_SCHEDULE_MINUTES)
-    if fraction >= 1.0:
-        return "the shipped training schedule of each config"
-    return f"the shipped training schedule scaled to {fraction:.0%} (--train-minutes {minutes:g})"
+    base = "each config's shipped schedule" if schedule == "shipped" else "the reduced headline schedule"
+    return base if fraction >= 1.0 else f"{base} scaled to {fraction:.0%} (--train-minutes {minutes:g})"
 
 
 def _log_with_prefix(prefix: str, message: str) -> None:
     print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
 
 
-def _train_one(arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
+def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
     """One training run in a worker process: returns where the policy is and what training measured."""
     from liquid_control.policy import read_metadata
     from liquid_control.training import TrainingError, train
@@ -116,10 +137,10 @@ def _train_one(arch: str, seed: int, out_dir: str, overrides: dict, resume: bool
         wanted = apply_overrides(wanted, overrides) if overrides else wanted
         if load_config(os.path.join(out_dir, "config.yaml")) != wanted:
             raise EvaluationSetupError(
-                f"{out_dir} was trained with another config or schedule (--train-minutes); "
-                "resume with the same options, or choose another --out"
+                f"{out_dir} was trained with another config or schedule (--schedule, --train-minutes, "
+                "--train-set); resume with the same options, or choose another --out"
             )
-        _log_with_prefix(f"{arch} seed {seed}", f"already trained: {policy_path}")
+        _log_with_prefix(f"{name} seed {seed}", f"already trained: {policy_path}")
     else:
         started = os.path.exists(os.path.join(out_dir, "checkpoint.pt")) or os.path.isdir(os.path.join(out_dir, "data"))
         try:
@@ -131,22 +152,28 @@ def _train_one(arch: str, seed: int, out_dir: str, overrides: dict, resume: bool
                 overrides=overrides or None,
                 progress=False,
                 threads=1,
-                log=functools.partial(_log_with_prefix, f"{arch} seed {seed}"),
-                command=f"liquid-control eval --experiment headline (training {arch}, seed {seed})",
+                log=functools.partial(_log_with_prefix, f"{name} seed {seed}"),
+                command=f"liquid-control eval --experiment headline (training {name}, seed {seed})",
             )
-        except TrainingError as exc:  # e.g. --resume with another --train-minutes: a clear error, not a trace
-            raise EvaluationSetupError(f"training {arch} (seed {seed}) in {out_dir}: {exc}") from None
+        except TrainingError as exc:  # e.g. --resume with another schedule: a clear error, not a trace
+            raise EvaluationSetupError(f"training {name} (seed {seed}) in {out_dir}: {exc}") from None
     metadata = read_metadata(policy_path)
-    return {"arch": arch, "seed": seed, "policy": policy_path, "metadata": metadata}
+    return {"name": name, "arch": arch, "seed": seed, "policy": policy_path, "metadata": metadata}
 
 
-def training_overrides(arch: str, minutes: float, extra: dict | None = None) -> dict:
-    """The overrides one architecture trains with: its schedule for `minutes`, then `--train-set` (validated)."""
+def training_overrides(
+    arch: str, minutes: float, extra: dict | None = None, robust: bool = False, schedule: str = "shipped"
+) -> dict:
+    """The overrides one variant trains with: schedule, its --train-minutes scaling, recipes, then --train-set."""
     from liquid_control.policy import PolicyConfigError, apply_overrides, load_config
 
+    if schedule not in SCHEDULES:
+        raise EvaluationSetupError(f"unknown schedule {schedule!r}; choose from {', '.join(SCHEDULES)}")
     config = load_config(config_path(arch))
-    overrides = {**schedule_overrides(config, minutes), **(extra or {})}
+    base = dict(SCHEDULES[schedule])
     try:
+        scheduled = apply_overrides(config, base) if base else config
+        overrides = {**base, **schedule_overrides(scheduled, minutes), **(RECIPES if robust else {}), **(extra or {})}
         apply_overrides(config, overrides)
     except (PolicyConfigError, ValueError, KeyError) as exc:
         raise EvaluationSetupError(f"--train-set for {arch} ({config_path(arch)}): {exc}") from None
@@ -154,20 +181,22 @@ def training_overrides(arch: str, minutes: float, extra: dict | None = None) -> 
 
 
 def train_all(
-    archs: list[str], seeds: list[int], train_dir: str, overrides_by_arch: dict, resume: bool, workers: int
-) -> list[dict]:
-    """Train every (architecture, seed) in parallel (one CPU thread each); finished runs are kept."""
+    variants: list[tuple[str, str]], seeds: list[int], train_dir: str, overrides: dict, resume: bool, workers: int
+):
+    """Train every (variant, seed) in parallel (one CPU thread each); finished runs are kept.
+
+    ``variants``: [(name, arch)]; ``overrides``: name -> training overrides.
+    """
     jobs = []
-    for arch in archs:
-        overrides = overrides_by_arch[arch]
+    for name, arch in variants:
         for seed in seeds:
-            out_dir = os.path.join(train_dir, arch, f"seed_{seed}")
+            out_dir = os.path.join(train_dir, name, f"seed_{seed}")
             if not resume and os.path.exists(out_dir):
                 raise EvaluationSetupError(
                     f"{out_dir} already holds a training run: pass --resume to continue "
                     "the experiment, or choose another --out"
                 )
-            jobs.append((arch, seed, out_dir, overrides, resume))
+            jobs.append((name, arch, seed, out_dir, overrides[name], resume))
     context = multiprocessing.get_context("spawn")
     results = []
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
@@ -179,82 +208,117 @@ def train_all(
                     result = future.result()
                     meta = result["metadata"]
                     _log_with_prefix(
-                        f"{result['arch']} seed {result['seed']}",
-                        f"trained in {meta.get('training_wall_s', '?')} s, selection success "
-                        f"{meta.get('selection_success')}",
+                        f"{result['name']} seed {result['seed']}",
+                        f"trained in {meta.get('training_wall_s', '?')} s ({len(results) + 1}/{len(jobs)})",
                     )
                     results.append(result)
         except BaseException:
             for future in pending:
                 future.cancel()
             raise
-    order = {(a, s): i for i, (a, s, *_ignored) in enumerate(jobs)}
-    return sorted(results, key=lambda r: order[(r["arch"], r["seed"])])
+    order = {(j[0], j[2]): i for i, j in enumerate(jobs)}
+    return sorted(results, key=lambda r: order[(r["name"], r["seed"])])
 
 
-def _training_notes(trained: list[dict], minutes: float, overrides_by_arch: dict) -> list[str]:
+def _training_notes(trained: list[dict], schedule: str, minutes: float, overrides: dict, arms) -> list[str]:
+    from liquid_control.policy import load_config
+    from liquid_control.training.augment import describe_recipes
+
+    walls = [float(r["metadata"]["training_wall_s"]) for r in trained if r["metadata"].get("training_wall_s")]
     lines = [
         "## Training",
         "",
-        f"Every policy trained on the training distribution (`in_distribution`: summer, noon, nominal "
-        f"sensors) with {describe_schedule(minutes)}, data augmentation off. Training wall time: wall-clock "
-        "seconds on a shared machine (other jobs ran beside it). Selection success: the training run's own "
-        "held-out episodes (model selection), not the evaluation episodes below.",
+        f"Every policy trained on the training distribution (`in_distribution`: summer, noon, clear air, nominal "
+        f"sensors) with {describe_schedule(schedule, minutes)}: "
+        + ", ".join(f"`{k}={v}`" for k, v in SCHEDULES[schedule].items())
+        + ("" if SCHEDULES[schedule] else "as configured")
+        + ". Training wall time: wall-clock seconds of one run on one CPU thread, two runs side by side "
+        + (f"(total {sum(walls):.0f} s over {len(walls)} runs)." if walls else "."),
         "",
-        "| policy | config | training seed | training wall time (s) | training episodes | selection success |",
+    ]
+    if True in arms:
+        cfg = load_config(config_path(trained[0]["arch"]))
+        from liquid_control.policy import apply_overrides
+
+        recipe_cfg = apply_overrides(cfg, RECIPES)
+        lines += [
+            f"`*{ROBUST_SUFFIX}` policies: the same configs trained with the robustness recipes. What they saw "
+            "(and nothing else; the `"
+            + "`, `".join(a for a in ARCHITECTURES if a in {r["arch"] for r in trained})
+            + "` "
+            "policies without the suffix saw only the rendered frames at nominal timing):",
+            "",
+        ]
+        lines += [
+            f"- {line}"
+            for line in describe_recipes(recipe_cfg["training"], recipe_cfg["encoder"]["camera"]["normalize"])
+        ]
+        lines.append("")
+    lines += [
+        "| policy | config | training seed | training wall time (s) | training episodes | selected round |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in trained:
         m = r["metadata"]
-        sel = m.get("selection_success")
         lines.append(
-            f"| {r['arch']} | `policies/configs/{ARCHITECTURES[r['arch']]}` | {r['seed']} | "
+            f"| {r['name']} | `policies/configs/{ARCHITECTURES[r['arch']]}` | {r['seed']} | "
             f"{m.get('training_wall_s', 'n/a')} | {m.get('training_episodes', 'n/a')} | "
-            f"{'n/a' if sel is None else f'{100 * sel:.0f}%'} |"
+            f"{m.get('selected_round', 'n/a')} |"
         )
-    changed = {a: o for a, o in overrides_by_arch.items() if o}
-    if changed:
-        first = next(iter(changed.values()))
-        same = all(o == first for o in changed.values())
-        lines += [
-            "",
-            "Training overrides"
-            + (" for every policy" if same else "")
-            + ": "
-            + ", ".join(f"`{k}={v}`" for k, v in first.items())
-            + ("" if same else " (first policy)"),
-        ]
+    extra = {
+        k: v for k, v in next(iter(overrides.values())).items() if k not in SCHEDULES[schedule] and k not in RECIPES
+    }
+    if extra:
+        lines += ["", "Further training overrides: " + ", ".join(f"`{k}={v}`" for k, v in extra.items())]
     lines.append("")
     return lines
+
+
+def comparison_pairs(archs: list[str], arms) -> list[tuple[str, str]]:
+    """The comparisons over seeds: every pair of architectures within each recipe arm, and each recipe's effect."""
+    pairs = []
+    for robust in arms:
+        pairs += [(variant_name(a, robust), variant_name(b, robust)) for a, b in combinations(archs, 2)]
+    if len(arms) == 2:
+        pairs += [(variant_name(a, True), variant_name(a, False)) for a in archs]
+    return pairs
 
 
 def run_experiment(args, command: str = "") -> dict:
     """`liquid-control eval --experiment headline`: train, then evaluate, into args.out."""
     from liquid_control.evaluation.backends import available_cpus
-    from liquid_control.evaluation.cli import parse_pairs
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
 
+    started = time.time()
     if args.experiment not in EXPERIMENTS:
         raise EvaluationSetupError(f"unknown experiment {args.experiment!r}; choose from {', '.join(EXPERIMENTS)}")
-    archs = list(ARCHITECTURES) if not args.archs else [a.strip() for a in args.archs.split(",") if a.strip()]
+    archs = list(DEFAULT_ARCHS) if not args.archs else [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
         raise EvaluationSetupError(f"unknown architecture(s) {unknown}; choose from {', '.join(ARCHITECTURES)}")
     if args.seeds < 1:
         raise EvaluationSetupError(f"--seeds must be >= 1, got {args.seeds}")
+    arms = RECIPE_ARMS[args.recipes]
+    variants = [(variant_name(a, robust), a) for robust in arms for a in archs]
+    episodes = DEFAULT_EPISODES if args.episodes is None else args.episodes
     shifts = list(args.shift) + [s for name in args.shift_set for s in SHIFT_SETS[name]]
     shifts = shifts or SHIFT_SETS["headline"]
     # validate the shifts (and the evaluation options) before hours of training
-    build_plan([EXPERT], shifts, args.episodes, episode_seed_base=args.episode_seed_base)
-    cli_pairs = parse_pairs(args.paired, ([] if args.no_expert else [EXPERT]) + archs)
+    build_plan([EXPERT], shifts, episodes, episode_seed_base=args.episode_seed_base)
+    names = [n for n, _ in variants]
+    cli_pairs = parse_pairs(args.paired, ([] if args.no_expert else [EXPERT]) + names)
     from liquid_control.training.cli import parse_overrides
 
     try:
         extra = parse_overrides(args.train_set)
     except ValueError as exc:
         raise EvaluationSetupError(str(exc).replace("--set", "--train-set")) from None
-    overrides_by_arch = {a: training_overrides(a, args.train_minutes, extra) for a in archs}
+    overrides = {
+        variant_name(a, robust): training_overrides(a, args.train_minutes, extra, robust, args.schedule)
+        for robust in arms
+        for a in archs
+    }
 
     from liquid_control.evaluation.results import LOG_NAME
 
@@ -264,31 +328,32 @@ def run_experiment(args, command: str = "") -> dict:
         )
     os.makedirs(args.out, exist_ok=True)
     trained = train_all(
-        archs,
+        variants,
         list(range(args.seeds)),
         os.path.join(args.out, "train"),
-        overrides_by_arch,
+        overrides,
         args.resume,
         args.workers or available_cpus(),
     )
+    training_wall = time.time() - started
     policies = [] if args.no_expert else [EXPERT]
-    for arch in archs:
-        paths = [r["policy"] for r in trained if r["arch"] == arch]
-        policies.append(f"{arch}=" + ",".join(paths))
-    plan = build_plan(policies, shifts, args.episodes, episode_seed_base=args.episode_seed_base)
-    reduced = args.train_minutes < FULL_SCHEDULE_MINUTES or args.seeds < 3 or args.episodes < 20
+    for name in names:
+        policies.append(f"{name}=" + ",".join(r["policy"] for r in trained if r["name"] == name))
+    plan = build_plan(policies, shifts, episodes, episode_seed_base=args.episode_seed_base)
+    target = args.seeds >= 5 and episodes >= DEFAULT_EPISODES and args.train_minutes >= FULL_SCHEDULE_MINUTES
     notes = []
-    if reduced:
+    if not target:
         notes += [
             f"**Reduced budget**: {args.seeds} training seed(s) per architecture, "
-            f"{describe_schedule(args.train_minutes)}, {args.episodes} episodes per shift and seed. The "
-            "full experiment is `liquid-control eval --experiment headline --out reports/headline` "
-            "(3 seeds, the shipped schedules, 20 episodes). Small samples: read the confidence intervals.",
+            f"{describe_schedule(args.schedule, args.train_minutes)}, {episodes} episodes per shift and seed. The "
+            "target budget is `liquid-control eval --experiment headline --out reports/headline` (5 seeds, "
+            "30 episodes). Small samples: read the intervals.",
             "",
         ]
     notes += [
         "Policies: "
         + ", ".join(f"`{a}` = `policies/configs/{ARCHITECTURES[a]}`" for a in archs)
+        + (f"; `<name>{ROBUST_SUFFIX}`: the same config trained with the robustness recipes" if True in arms else "")
         + (
             ". `expert` is the privileged expert (sees the true state), a reference, not a competitor."
             if not args.no_expert
@@ -296,7 +361,11 @@ def run_experiment(args, command: str = "") -> dict:
         ),
         "",
     ]
-    sections = _training_notes(trained, args.train_minutes, overrides_by_arch)
+    sections = _training_notes(trained, args.schedule, args.train_minutes, overrides, arms)
+    panels = {}
+    for robust in arms:
+        title = "with the robustness recipes" if robust else "as configured (no recipes)"
+        panels[title] = ([] if args.no_expert or robust else [EXPERT]) + [variant_name(a, robust) for a in archs]
     return evaluate(
         plan,
         args.out,
@@ -310,5 +379,15 @@ def run_experiment(args, command: str = "") -> dict:
         notes=notes,
         sections=sections,
         example=not args.no_example,
-        paired=[(a, b) for a, b in ABLATION_PAIRS if a in archs and b in archs] + cli_pairs,
+        lanes=args.lanes,
+        paired=cli_pairs,
+        comparisons=comparison_pairs(archs, arms) + cli_pairs,
+        panels=panels,
+        saliency=not args.no_saliency,
+        started=started,
+        provenance_extra={
+            "training_wall_time_s": round(training_wall, 1),
+            "budget": f"{args.seeds} training seeds x {len(names)} policies, {episodes} episodes x {len(shifts)} "
+            f"shifts per policy and seed",
+        },
     )

@@ -16,13 +16,12 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 
+from liquid_control.evaluation import agents
+from liquid_control.evaluation.errors import EvaluationSetupError
+from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift
+
 EXPERT = "expert"
 DEFAULT_EPISODE_SEED_BASE = 20_000_000  # outside the seed ranges training uses (1e6 + 1e5*seed..., 9e6...)
-DEFAULT_SHIFT = "in_distribution"  # the training distribution (sim_envs preset: summer, noon, nominal sensors)
-
-
-class EvaluationSetupError(ValueError):
-    """The evaluation request is invalid (names the shift, checkpoint or policy and the problem)."""
 
 
 @dataclass(frozen=True)
@@ -124,8 +123,6 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
 
 def resolve_policy(name: str | None, paths: list[str], default_world: str) -> PolicySpec:
     """Load every checkpoint once (errors name the file), read world/seed/size; the expert needs no file."""
-    from liquid_control.evaluation import agents
-
     if name == EXPERT and not paths:
         return PolicySpec(name=EXPERT, world=default_world, env_kwargs=agents.default_env_kwargs(None))
     infos = []
@@ -159,14 +156,12 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
 
 def validate_shifts(shifts: list[str]) -> list[str]:
     """Each shift must parse (`sim_envs.shifts.parse_shift`); the error names the shift."""
-    from liquid_control.evaluation import agents
-
     if not shifts:
         raise EvaluationSetupError("no shift given")
     seen = []
     for shift in shifts:
         shift = shift.strip() or DEFAULT_SHIFT
-        agents.check_shift(shift)
+        check_shift(shift)
         if shift not in seen:
             seen.append(shift)
     return seen
@@ -264,3 +259,19 @@ def build_plan(
         raise EvaluationSetupError(f"policy names must be unique, repeated: {duplicates} (use NAME=CHECKPOINT)")
     seeds = [episode_seed_base + i for i in range(episodes)]
     return EvaluationPlan(policies=specs, shifts=shifts, episode_seeds=seeds)
+
+
+def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
+    """`--paired A,B` arguments -> [(A, B)], each name one of `policies` (errors name the argument)."""
+    pairs = []
+    for item in items:
+        names = [n.strip() for n in item.split(",")]
+        if len(names) != 2 or not all(names):
+            raise EvaluationSetupError(f"--paired {item!r}: expected two policy names A,B")
+        missing = [n for n in names if n not in policies]
+        if missing:
+            raise EvaluationSetupError(
+                f"--paired {item!r}: no policy named {missing[0]!r} (policies: {', '.join(policies)})"
+            )
+        pairs.append((names[0], names[1]))
+    return pairs

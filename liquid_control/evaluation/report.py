@@ -1,167 +1,46 @@
-"""From episode records to the report: summary per policy x shift with 95% CIs, report.md and PNG plots."""
+"""From episode records to the report folder: report.md with intervals over training seeds, and the figures.
+
+The numbers come from `summary` (success over training seeds, comparisons); the attention figures from
+`saliency`; where and how the report was made from `provenance`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 
+from liquid_control.evaluation.figures import pyplot
 from liquid_control.evaluation.plan import EvaluationPlan
-from liquid_control.evaluation.stats import bootstrap_mean_interval, mcnemar_exact_p, wilson_interval
-
-SWEEP_KEYS = ("sensor_rate", "jitter")  # shifts plotted as a curve against their factor
-
-
-@dataclass
-class CellSummary:
-    """All episodes of one policy under one shift (all training seeds pooled)."""
-
-    policy: str
-    shift: str
-    n: int
-    successes: int
-    success_ci: tuple[float, float]
-    return_mean: float
-    return_ci: tuple[float, float] | None
-    smoothness_mean: float
-    smoothness_ci: tuple[float, float] | None
-    collision_rate: float
-    mean_steps: float
-    mean_sim_time_s: float
-    per_seed_success: dict[int, float]
-
-    @property
-    def success_rate(self) -> float:
-        return self.successes / self.n
-
-
-def summarize(records: list[dict], policies: list[str], shifts: list[str]) -> list[CellSummary]:
-    groups: dict[tuple[str, str], list[dict]] = OrderedDict(((p, s), []) for p in policies for s in shifts)
-    for record in records:
-        key = (record["policy"], record["shift"])
-        if key in groups:
-            groups[key].append(record)
-    cells = []
-    for (policy, shift), rows in groups.items():
-        if not rows:
-            continue
-        success = np.array([bool(r["success"]) for r in rows])
-        returns = np.array([float(r["return"]) for r in rows])
-        smooth = np.array([float(r["smoothness"]) for r in rows])
-        per_seed: dict[int, list[bool]] = {}
-        for r in rows:
-            per_seed.setdefault(int(r["training_seed"]), []).append(bool(r["success"]))
-        cells.append(
-            CellSummary(
-                policy=policy,
-                shift=shift,
-                n=len(rows),
-                successes=int(success.sum()),
-                success_ci=wilson_interval(int(success.sum()), len(rows)),
-                return_mean=float(returns.mean()),
-                return_ci=bootstrap_mean_interval(returns),
-                smoothness_mean=float(smooth.mean()),
-                smoothness_ci=bootstrap_mean_interval(smooth),
-                collision_rate=float(np.mean([bool(r["collision"]) for r in rows])),
-                mean_steps=float(np.mean([r["steps"] for r in rows])),
-                mean_sim_time_s=float(np.mean([r["sim_time_s"] for r in rows])),
-                per_seed_success={s: float(np.mean(v)) for s, v in sorted(per_seed.items())},
-            )
-        )
-    return cells
-
-
-@dataclass
-class PairedRow:
-    """Policy A against policy B under one shift, on the same (training seed, episode seed) pairs."""
-
-    shift: str
-    pairs: int
-    success_a: float
-    success_b: float
-    only_a: int  # pairs where only A succeeded
-    only_b: int
-    p_value: float  # exact McNemar
-
-
-def paired_comparison(records: list[dict], a: str, b: str, shifts: list[str]) -> list[PairedRow]:
-    """Pairs episodes of `a` and `b` by (shift, training seed, episode seed); unpaired episodes are left out."""
-    outcome = {
-        (r["policy"], r["shift"], int(r["training_seed"]), int(r["episode_seed"])): bool(r["success"]) for r in records
-    }
-    rows = []
-    for shift in shifts:
-        pairs = [
-            (outcome[(a, *k[1:])], outcome[(b, *k[1:])])
-            for k in outcome
-            if k[0] == a and k[1] == shift and (b, *k[1:]) in outcome
-        ]
-        if not pairs:
-            continue
-        only_a = sum(1 for x, y in pairs if x and not y)
-        only_b = sum(1 for x, y in pairs if y and not x)
-        rows.append(
-            PairedRow(
-                shift,
-                len(pairs),
-                float(np.mean([x for x, _ in pairs])),
-                float(np.mean([y for _, y in pairs])),
-                only_a,
-                only_b,
-                mcnemar_exact_p(only_a, only_b),
-            )
-        )
-    return rows
-
-
-def shift_group(shift: str) -> str:
-    """Report group of a shift: in-distribution, visual, sensor, dynamics (or a mix)."""
-    from liquid_control.evaluation.agents import shift_kinds
-
-    kinds = shift_kinds(shift)
-    return "in-distribution" if not kinds else "+".join(sorted(kinds))
-
-
-def sweep_factor(shift: str, key: str) -> float | None:
-    """The factor of a shift that changes only `key` (e.g. sensor_rate); 1.0 for the training distribution."""
-    from liquid_control.evaluation.agents import shift_changes
-
-    changes = shift_changes(shift)
-    if not changes:
-        return 1.0
-    if set(changes) == {key}:
-        return float(changes[key])
-    return None
-
+from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_kinds, sweep_factor
+from liquid_control.evaluation.summary import (
+    CellSummary,
+    compare_over_seeds,
+    paired_comparison,
+    summarize,
+    summarize_groups,
+)
 
 # ----------------------------------------------------------------------------------------------- plots
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_success_by_shift(
-    cells: list[CellSummary], policies: list[str], shifts: list[str], path: str, shifts_per_row: int = 6
+    cells: list[CellSummary], panels: dict[str, list[str]], shifts: list[str], path: str, shifts_per_row: int = 6
 ) -> str:
-    """Grouped bars (one per policy) with Wilson error bars, a row of panels per `shifts_per_row` shifts."""
-    plt = _pyplot()
+    """Grouped bars (one per policy) with 95% intervals over training seeds: one row of axes per panel of
+    policies (e.g. without / with the robustness recipes) and per `shifts_per_row` shifts."""
+    plt = pyplot()
     by_key = {(c.policy, c.shift): c for c in cells}
-    rows = [shifts[i : i + shifts_per_row] for i in range(0, len(shifts), shifts_per_row)]
-    width = 0.8 / max(1, len(policies))
+    chunks = [shifts[i : i + shifts_per_row] for i in range(0, len(shifts), shifts_per_row)]
+    rows = [(title, policies, chunk) for title, policies in panels.items() for chunk in chunks]
+    widest = max(len(p) for p in panels.values())
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(
-        len(rows), 1, figsize=(min(13.0, 3.0 + 1.6 * len(rows[0])), 2.9 * len(rows)), squeeze=False
+        len(rows), 1, figsize=(min(14.0, 3.0 + (0.9 + 0.09 * widest) * len(chunks[0])), 2.6 * len(rows)), squeeze=False
     )
-    for ax, row in zip(axes[:, 0], rows):
+    for ax, (title, policies, row) in zip(axes[:, 0], rows):
         x = np.arange(len(row))
+        width = 0.8 / max(1, len(policies))
         for i, policy in enumerate(policies):
             rates, lo, hi = [], [], []
             for shift in row:
@@ -177,27 +56,33 @@ def plot_success_by_shift(
                 rates,
                 width,
                 yerr=[lo, hi],
-                capsize=1.5,
+                capsize=1.0,
                 label=policy,
                 color=colors[i % len(colors)],
-                error_kw={"elinewidth": 0.7},
+                error_kw={"elinewidth": 0.6},
             )
         ax.set_xticks(x)
         ax.set_xticklabels(row, fontsize=8)
-        ax.set_xlim(-0.5, len(rows[0]) - 0.5)
+        ax.set_xlim(-0.5, len(chunks[0]) - 0.5)
         ax.set_ylim(0, 1.05)
-        ax.set_ylabel("success (95% CI)", fontsize=8)
+        ax.set_ylabel("success", fontsize=8)
+        ax.set_title(title, fontsize=8, loc="left")
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].set_title("Success per shift")
-    axes[0, 0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        if row is chunks[0]:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(
+        "Success per shift (mean over training seeds, 95% CI: bootstrap over seeds, then episodes)", fontsize=9
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def plot_sweeps(cells: list[CellSummary], policies: list[str], shifts: list[str], path: str) -> str | None:
-    """Success against the sensor-rate and jitter factors (trained at factor 1): the continuous-time claim."""
+def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: list[str], path: str) -> str | None:
+    """Success against the sensor-rate and jitter factors (trained at factor 1): the continuous-time claim.
+
+    One row per swept setting, one column per panel of policies."""
     sweeps = {}
     for key in SWEEP_KEYS:
         points = sorted((sweep_factor(s, key), s) for s in shifts if sweep_factor(s, key) is not None)
@@ -205,44 +90,48 @@ def plot_sweeps(cells: list[CellSummary], policies: list[str], shifts: list[str]
             sweeps[key] = points
     if not sweeps:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     by_key = {(c.policy, c.shift): c for c in cells}
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.2 * len(sweeps), 3.8), squeeze=False)
-    for ax, (key, points) in zip(axes[0], sweeps.items()):
-        for policy in policies:
-            xs, ys, lo, hi = [], [], [], []
-            for factor, shift in points:
-                c = by_key.get((policy, shift))
-                if c is None:
+    fig, axes = plt.subplots(
+        len(sweeps), len(panels), figsize=(5.4 * len(panels) + 1.2, 3.6 * len(sweeps)), squeeze=False
+    )
+    for r, (key, points) in enumerate(sweeps.items()):
+        for c, (title, policies) in enumerate(panels.items()):
+            ax = axes[r, c]
+            for policy in policies:
+                xs, ys, lo, hi = [], [], [], []
+                for factor, shift in points:
+                    cell = by_key.get((policy, shift))
+                    if cell is None:
+                        continue
+                    xs.append(factor), ys.append(cell.success_rate)
+                    lo.append(cell.success_ci[0]), hi.append(cell.success_ci[1])
+                if not xs:
                     continue
-                xs.append(factor), ys.append(c.success_rate)
-                lo.append(c.success_ci[0]), hi.append(c.success_ci[1])
-            if not xs:
-                continue
-            # small horizontal offsets per policy so overlapping error bars stay readable
-            offset = 2 ** (0.06 * (policies.index(policy) - (len(policies) - 1) / 2))
-            xs_shown = [x * offset for x in xs]
-            ax.errorbar(
-                xs_shown,
-                ys,
-                yerr=[np.subtract(ys, lo), np.subtract(hi, ys)],
-                marker="o",
-                ms=4,
-                capsize=2,
-                elinewidth=0.7,
-                lw=1.2,
-                label=policy,
-            )
-        ax.set_xscale("log", base=2)
-        factors = sorted({f for f, _ in points})
-        ax.set_xticks(factors)
-        ax.set_xticklabels([f"{f:g}x" for f in factors])
-        ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel(f"{key} factor (trained at 1x)")
-        ax.set_ylabel("success rate (95% Wilson CI)")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+                # small horizontal offsets per policy so overlapping error bars stay readable
+                offset = 2 ** (0.04 * (policies.index(policy) - (len(policies) - 1) / 2))
+                ax.errorbar(
+                    [x * offset for x in xs],
+                    ys,
+                    yerr=[np.subtract(ys, lo), np.subtract(hi, ys)],
+                    marker="o",
+                    ms=3,
+                    capsize=1.5,
+                    elinewidth=0.6,
+                    lw=1.0,
+                    label=policy,
+                )
+            ax.set_xscale("log", base=2)
+            factors = sorted({f for f, _ in points})
+            ax.set_xticks(factors)
+            ax.set_xticklabels([f"{f:g}x" for f in factors])
+            ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+            ax.set_ylim(0, 1.05)
+            ax.set_xlabel(f"{key} factor (trained at 1x)", fontsize=8)
+            ax.set_ylabel("success (95% CI over seeds)", fontsize=8)
+            ax.set_title(title, fontsize=8, loc="left")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle("Success versus sensor timing")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -253,8 +142,6 @@ def plot_sweeps(cells: list[CellSummary], policies: list[str], shifts: list[str]
 def pick_example(plan: EvaluationPlan):
     """The example episode: the first trained policy (else the expert) under the first visual shift."""
     jobs = plan.jobs
-    from liquid_control.evaluation.agents import shift_kinds
-
     shifted = [s for s in plan.shifts if shift_kinds(s)]
     visual = [s for s in shifted if "visual" in shift_kinds(s)]
     shift = (visual or shifted or plan.shifts)[0]
@@ -270,7 +157,7 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
     images, image_times, actions, action_times, positions, targets = [], [], [], [], [], []
     clock = [0.0, False]  # sim time since reset, whether the first update was seen
 
-    def recorder(obs, action, info):
+    def recorder(obs, action, info, state):
         if clock[1]:
             clock[0] += float(np.asarray(obs["dt"]).reshape(-1)[0])
         clock[1] = True
@@ -287,7 +174,7 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
             targets.append(np.asarray(info["target"], dtype=np.float64).reshape(-1)[:2])
 
     record = run_episode(job, recorder=recorder)
-    plt = _pyplot()
+    plt = pyplot()
     has_images = bool(images)
     rows = 2 if has_images else 1
     fig = plt.figure(figsize=(12, 4.6 if has_images else 3.0))
@@ -355,37 +242,46 @@ def _ci(ci, fmt="{:.2f}") -> str:
 
 
 def _pivot(cells, policies, shifts, cell_text) -> list[str]:
+    """A table of ``cell_text(cell)``: a row per shift, or a row per policy when there are more policies."""
     by_key = {(c.policy, c.shift): c for c in cells}
+    text = lambda p, s: cell_text(by_key[(p, s)]) if (p, s) in by_key else "—"  # noqa: E731
+    if len(policies) > len(shifts):
+        lines = ["| policy | " + " | ".join(shifts) + " |", "| --- |" + " --- |" * len(shifts)]
+        return lines + [f"| {p} | " + " | ".join(text(p, s) for s in shifts) + " |" for p in policies]
     lines = ["| shift | " + " | ".join(policies) + " |", "| --- |" + " --- |" * len(policies)]
-    for shift in shifts:
-        row = [cell_text(by_key[(p, shift)]) if (p, shift) in by_key else "—" for p in policies]
-        lines.append(f"| {shift} | " + " | ".join(row) + " |")
-    return lines
+    return lines + [f"| {s} | " + " | ".join(text(p, s) for p in policies) + " |" for s in shifts]
 
 
-def _group_summary(records, policies, shifts) -> list[str]:
-    """Success pooled over the shifts of each group (visual, sensor, ...), Wilson CI on the pooled episodes."""
-    found: dict[str, list[str]] = {}
-    for shift in shifts:
-        found.setdefault(shift_group(shift), []).append(shift)
-    order = ["in-distribution", "visual", "sensor", "dynamics"]
-    groups = OrderedDict(sorted(found.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else 9, kv[0])))
+def _group_table(groups, policies) -> list[str]:
+    names = list(dict.fromkeys(g.group for g in groups))
+    by_key = {(g.policy, g.group): g for g in groups}
+    counts = {g.group: len(g.shifts) for g in groups}
     lines = [
-        "| policy | "
-        + " | ".join(f"{g} ({len(s)} shift{'s' if len(s) > 1 else ''})" for g, s in groups.items())
-        + " |",
-        "| --- |" + " --- |" * len(groups),
+        "| policy | " + " | ".join(f"{n} ({counts[n]} shift{'s' if counts[n] > 1 else ''})" for n in names) + " |",
+        "| --- |" + " --- |" * len(names),
     ]
     for policy in policies:
         row = []
-        for members in groups.values():
-            wins = [bool(r["success"]) for r in records if r["policy"] == policy and r["shift"] in members]
-            if not wins:
-                row.append("—")
-                continue
-            lo, hi = wilson_interval(sum(wins), len(wins))
-            row.append(f"{_pct(np.mean(wins))} [{_pct(lo)}, {_pct(hi)}]")
+        for name in names:
+            g = by_key.get((policy, name))
+            row.append("—" if g is None else f"{_pct(g.mean)} [{_pct(g.ci[0])}, {_pct(g.ci[1])}]")
         lines.append(f"| {policy} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _comparison_table(rows) -> list[str]:
+    lines = [
+        "| A | B | shifts | seeds | success A | success B | A - B [95% CI] | p | p (Holm) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        diff = f"{100 * r.difference:+.0f} pts [{100 * r.ci[0]:+.0f}, {100 * r.ci[1]:+.0f}]"
+        if r.p_holm < 0.05:
+            diff = f"**{diff}**"
+        lines.append(
+            f"| {r.a} | {r.b} | {r.group} | {r.seeds} | {_pct(r.mean_a)} | {_pct(r.mean_b)} | {diff} | "
+            f"{r.p_value:.3g} | {r.p_holm:.3g} |"
+        )
     return lines
 
 
@@ -399,39 +295,62 @@ def write_report(
     example: bool = True,
     paired: list[tuple[str, str]] | None = None,
     sections: list[str] | None = None,
+    comparisons: list[tuple[str, str]] | None = None,
+    panels: dict[str, list[str]] | None = None,
+    saliency: bool = True,
+    provenance: dict | None = None,
 ) -> str:
-    """report.md and its figures. `notes`: lines under the title; `sections`: markdown after the policy table."""
+    """report.md and its figures.
+
+    `notes`: lines under the title; `sections`: markdown after the policy table; `paired`: episode-level
+    McNemar tables; `comparisons`: pairs compared over training seeds (default: `paired`), Holm-corrected
+    together; `panels`: title -> policies, one panel each in the figures (default: all in one);
+    `saliency`: the attention figures; `provenance`: `provenance.collect(...)`, printed at the top.
+    """
+    from liquid_control.evaluation import provenance as provenance_module
+
     policies = [p.name for p in plan.policies]
+    panels = panels or {"": policies}
     cells = summarize(records, policies, plan.shifts)
     figures = {}
     figures["success"] = plot_success_by_shift(
-        cells, policies, plan.shifts, os.path.join(out_dir, "success_by_shift.png")
+        cells, panels, plan.shifts, os.path.join(out_dir, "success_by_shift.png")
     )
-    sweep = plot_sweeps(cells, policies, plan.shifts, os.path.join(out_dir, "success_vs_sensor_timing.png"))
+    sweep = plot_sweeps(cells, panels, plan.shifts, os.path.join(out_dir, "success_vs_sensor_timing.png"))
     if sweep:
         figures["sweep"] = sweep
+    attention = write_saliency(plan, out_dir) if saliency else []
     example_record = None
     if example:
         job = pick_example(plan)
         figures["example"], example_record = plot_example_episode(job, os.path.join(out_dir, "example_episode.png"))
 
     world = plan.policies[0].world
-    n_seeds = sorted({len(p.training_seeds) for p in plan.policies})
+    n_seeds = sorted({len(p.training_seeds) for p in plan.policies if not p.is_expert} or {1})
     lines = [f"# {title}", ""]
-    lines += [f"Command: `{command}`", ""] if command else []
+    if provenance is not None:
+        lines += provenance_module.markdown(provenance) + [""]
+    elif command:
+        lines += [f"Command: `{command}`", ""]
     lines += notes or []
     if notes:
         lines.append("")
     lines += [
         f"- World: `{world}`; {len(plan.episode_seeds)} episodes per policy, shift and training seed; "
         f"training seeds per policy: {', '.join(map(str, n_seeds))}.",
-        f"- Episode seeds {plan.episode_seeds[0]}..{plan.episode_seeds[-1]}, the same for every policy and shift "
-        "(paired comparison).",
+        f"- Episode seeds {plan.episode_seeds[0]}..{plan.episode_seeds[-1]}, the same for every policy, training "
+        "seed and shift (paired comparison).",
         f"- {len(records)} episodes in this report (`results.csv`, `results.json`).",
-        "- Success: 95% Wilson score interval over all episodes of all training seeds of a policy (episodes "
-        "treated as independent; the per-seed rates are in the last table). Return and smoothness: mean with "
-        "a 95% percentile bootstrap interval. Smoothness = mean |Δaction| per second of measured time "
-        "(lower is smoother).",
+        "- **Success** of a policy: the mean over its training seeds of each seed's success rate, with a 95% "
+        "interval from a bootstrap over training seeds, then over episodes within each seed (2000 resamples, "
+        "fixed seed), widened to the Wilson interval of all episodes pooled where that is wider (the bootstrap "
+        "collapses at 0% and 100%). It includes the seed-to-seed spread of training (a simulation with 5 seeds: "
+        "90% coverage for the bootstrap alone). Per-seed rates: last table.",
+        "- **Comparisons** over training seeds: the difference of matched seeds' success rates (same training "
+        "seed number, same evaluation episodes), a paired t-test over seeds and a t interval; p-values of all "
+        "comparisons of this report Holm-corrected together (bold: adjusted p < 0.05).",
+        "- Return and smoothness: mean over episodes with a 95% percentile bootstrap interval. Smoothness = mean "
+        "|Δaction| per second of measured time (lower is smoother).",
         "",
         "## Policies",
         "",
@@ -442,14 +361,10 @@ def write_report(
         if p.is_expert:
             lines.append(f"| {p.name} | — | privileged (true state) | — |")
         else:
-            lines.append(
-                f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | "
-                f"{p.core_parameter_count:,} |"
-                if p.core_parameter_count is not None
-                else f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | n/a |"
-            )
+            core = "n/a" if p.core_parameter_count is None else f"{p.core_parameter_count:,}"
+            lines.append(f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | {core} |")
     lines += [""] + (sections or [])
-    lines += ["## Success rate (95% Wilson CI)", ""]
+    lines += ["## Success rate (mean over training seeds, 95% CI over seeds then episodes)", ""]
     lines += _pivot(
         cells,
         policies,
@@ -462,21 +377,30 @@ def write_report(
         "",
         "### Pooled by kind of shift",
         "",
-        "Success over all episodes of the shifts of each kind (unweighted pooling, 95% Wilson CI).",
+        "Each shift of a kind weighted equally, per training seed; 95% CI over seeds then episodes.",
         "",
     ]
-    lines += _group_summary(records, policies, plan.shifts)
+    lines += _group_table(summarize_groups(records, policies, plan.shifts), policies)
     lines.append("")
+    compared = compare_over_seeds(records, comparisons if comparisons is not None else list(paired or []), plan.shifts)
+    if compared:
+        lines += [
+            "## Comparisons over training seeds",
+            "",
+            f"{len(compared)} comparisons (pairs x kinds of shift), Holm-corrected together.",
+            "",
+        ]
+        lines += _comparison_table(compared) + [""]
     for a, b in paired or []:
         rows = paired_comparison(records, a, b, plan.shifts)
         if not rows:
             continue
         lines += [
-            f"### Paired: `{a}` versus `{b}`",
+            f"### Paired episodes: `{a}` versus `{b}`",
             "",
             f"Same training seed and episode seed in each pair. `only {a}`/`only {b}`: pairs where only that "
-            "policy succeeded; p: exact two-sided McNemar test on those discordant pairs (no correction "
-            "for the number of shifts).",
+            "policy succeeded; p: exact two-sided McNemar test on those discordant pairs (episodes treated as "
+            "independent, no correction for the number of shifts).",
             "",
             f"| shift | pairs | success {a} | success {b} | only {a} | only {b} | p |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -491,11 +415,13 @@ def write_report(
         lines += [
             "## Success versus sensor rate / jitter",
             "",
-            "Policies were trained at the default sensor timing (factor 1x).",
+            "Policies were trained at the default sensor timing (factor 1x), those with the timing recipe on rates "
+            "and jitters drawn per training episode (see Training).",
             "",
             f"![success versus sensor timing]({os.path.basename(figures['sweep'])})",
             "",
         ]
+    lines += attention
     lines += ["## Return (mean, 95% bootstrap CI)", ""]
     lines += _pivot(cells, policies, plan.shifts, lambda c: f"{c.return_mean:.2f} {_ci(c.return_ci)}")
     lines += ["", "## Action smoothness (mean |Δaction| per second, lower is smoother)", ""]
@@ -504,7 +430,7 @@ def write_report(
         "",
         "## Every cell",
         "",
-        "| policy | shift | n | success | collision | mean steps | mean sim time (s) | success per training seed |",
+        "| policy | shift | n | successes | collision | mean steps | mean sim time (s) | success per training seed |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in cells:
@@ -528,3 +454,58 @@ def write_report(
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     return path
+
+
+def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
+    """The attention figures (saliency grid, one animated episode, NCP neuron traces) and their section."""
+    from liquid_control.evaluation import saliency
+    from liquid_control.evaluation.agents import load_cached_policy
+
+    trained = [p for p in plan.policies if not p.is_expert]
+    visual = [s for s in plan.shifts if not shift_kinds(s) or shift_kinds(s) == {"visual"}]
+    if not trained or not visual:
+        return []
+    first = [(p.name, load_cached_policy(p.checkpoints[0], p.checkpoint_sha[0])) for p in trained]
+    if any(policy.camera is None for _, policy in first):
+        return []
+    seed = plan.episode_seeds[0]
+    spec = trained[0]
+    frames = {}
+    for shift in visual:
+        picked = saliency.expert_frames(spec.world, shift, seed, spec.env_kwargs, count=1)
+        if picked:
+            frames[shift] = picked[0]
+    saliency.plot_saliency_grid(first, frames, os.path.join(out_dir, "saliency_grid.png"))
+    lines = [
+        "## What the networks look at",
+        "",
+        "VisualBackProp saliency of each policy's camera encoder (first training seed), on the same frames: "
+        f"the privileged expert's episode {seed} in each visual shift, at the middle of the episode. Bright: the "
+        "pixels whose activation survives every convolution, i.e. what reaches the recurrent core.",
+        "",
+        "![saliency grid](saliency_grid.png)",
+        "",
+    ]
+    shifted = [s for s in visual if shift_kinds(s)]
+    jobs = plan.jobs
+    if shifted:
+        job = next(j for j in jobs if j.policy == spec.name and j.shift == shifted[0] and j.episode_seed == seed)
+        _, record = saliency.animate_episode(job, os.path.join(out_dir, "saliency_episode.gif"))
+        lines += [
+            f"`{spec.name}` (training seed {job.training_seed}) driving episode {seed} under `{job.shift}` "
+            f"({record['outcome']}): camera, saliency and actions, frame by frame.",
+            "",
+            "![saliency over an episode](saliency_episode.gif)",
+            "",
+        ]
+    for p, (_, policy) in zip(trained, first):
+        if not saliency.neuron_groups(policy.core):
+            continue
+        pair = [
+            j for j in jobs if j.policy == p.name and j.episode_seed == seed and j.training_seed == p.training_seeds[0]
+        ]
+        pair = [next(j for j in pair if j.shift == s) for s in [visual[0]] + shifted[:1]]
+        name = f"neuron_traces_{p.name}.png"
+        saliency.plot_neuron_traces(pair, os.path.join(out_dir, name))
+        lines += [f"Neuron states of `{p.name}` (NCP: inter, command, motor neurons):", "", f"![neurons]({name})", ""]
+    return lines

@@ -62,3 +62,155 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     k = min(only_a, only_b)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
     return min(1.0, 2.0 * tail)
+
+
+# --------------------------------------------------------------------------------------- training seeds
+#
+# A policy is an architecture trained with several seeds; its success under a shift varies from seed to seed
+# (what training happened to learn) and from episode to episode. Intervals and tests below treat the training
+# seed as the unit: a policy's success is the mean of its seeds' success rates, its interval comes from
+# resampling seeds and then episodes within each seed, and two architectures are compared by the differences
+# of their seeds' rates (seed i of A against seed i of B: the same training seed number means the same
+# demonstration episodes, and the same evaluation episodes).
+
+
+def hierarchical_bootstrap_interval(
+    outcomes, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """(mean, low, high) of a success rate over training seeds, resampling seeds, then episodes within a seed.
+
+    ``outcomes[s][k]``: the 0/1 outcomes of training seed ``s`` in stratum ``k`` (a shift; several strata are
+    averaged with equal weight, e.g. all visual shifts). The statistic is the mean over seeds of the mean over
+    strata of the episode mean. Every seed needs the same strata. A percentile interval (fixed seed: a report
+    is reproducible); with few seeds it is narrower than the truth, so read it with the per-seed table.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"hierarchical_bootstrap_interval: confidence must be in (0, 1), got {confidence}")
+    seeds = [[np.asarray(stratum, dtype=np.float64).ravel() for stratum in strata] for strata in outcomes]
+    if not seeds or any(not strata for strata in seeds) or len({len(s) for s in seeds}) != 1:
+        raise ValueError("hierarchical_bootstrap_interval: every training seed needs the same, non-empty strata")
+    if any(x.size == 0 for strata in seeds for x in strata):
+        raise ValueError("hierarchical_bootstrap_interval: a training seed has a stratum without episodes")
+    n_seeds, n_strata = len(seeds), len(seeds[0])
+    point = float(np.mean([np.mean([x.mean() for x in strata]) for strata in seeds]))
+    rng = np.random.default_rng(seed)
+    picked = rng.integers(0, n_seeds, size=(resamples, n_seeds))  # which seed fills each slot
+    total = np.zeros((resamples, n_seeds))
+    for k in range(n_strata):
+        # resample the episodes of stratum k of every seed, then read off the picked seeds' resampled means
+        means = np.empty((resamples, n_seeds))
+        for s, strata in enumerate(seeds):
+            x = strata[k]
+            means[:, s] = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+        total += np.take_along_axis(means, picked, axis=1)
+    stats = (total / n_strata).mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return point, float(lo), float(hi)
+
+
+def student_t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` degrees of freedom (regularized incomplete beta, no scipy)."""
+    if df <= 0:
+        raise ValueError(f"student_t_sf: df must be > 0, got {df}")
+    if not math.isfinite(t):
+        return 0.0 if t > 0 else 1.0
+    tail = 0.5 * _regularized_beta(df / (df + t * t), df / 2.0, 0.5)
+    return tail if t >= 0 else 1.0 - tail
+
+
+def student_t_quantile(p: float, df: float) -> float:
+    """The t with P(T <= t) = p (bisection on ``student_t_sf``)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"student_t_quantile: p must be in (0, 1), got {p}")
+    lo, hi = -1e3, 1e3
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 1.0 - student_t_sf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b) by Lentz's continued fraction (Numerical Recipes 6.4)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast on this side only
+        return 1.0 - _regularized_beta(1.0 - x, b, a)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    fraction = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
+            d = 1.0 + numerator * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + numerator / c
+            c = c if abs(c) > tiny else tiny
+            fraction *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return math.exp(log_front) * fraction / a
+
+
+def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean difference, low, high, two-sided p) of per-seed differences: a paired t-test over training seeds.
+
+    ``differences[i]``: seed i's success rate under A minus under B (each over the same episodes). With all
+    differences equal the spread is zero: p is 0 for a non-zero mean and 1 for zero.
+    """
+    d = np.asarray(differences, dtype=np.float64).ravel()
+    if d.size < 2:
+        raise ValueError(f"paired_seed_test needs >= 2 training seeds per policy, got {d.size}")
+    mean, sd = float(d.mean()), float(d.std(ddof=1))
+    df = d.size - 1
+    if sd == 0.0:
+        return mean, mean, mean, 1.0 if mean == 0.0 else 0.0
+    se = sd / math.sqrt(d.size)
+    t = mean / se
+    half = student_t_quantile(0.5 + confidence / 2.0, df) * se
+    return mean, mean - half, mean + half, min(1.0, 2.0 * student_t_sf(abs(t), df))
+
+
+def holm_adjust(p_values) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (family-wise error over all the tests given), in the input order."""
+    p = np.asarray(p_values, dtype=np.float64).ravel()
+    if np.any((p < 0) | (p > 1) | ~np.isfinite(p)):
+        raise ValueError("holm_adjust: p-values must be in [0, 1]")
+    order = np.argsort(p, kind="stable")
+    m = p.size
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def success_interval(outcomes, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(mean over seeds, low, high): the wider of the seed-then-episode bootstrap and the pooled Wilson interval.
+
+    ``outcomes`` as for `hierarchical_bootstrap_interval`. The bootstrap carries the seed-to-seed spread but
+    collapses to a point when every episode succeeded (or failed); Wilson on all episodes pooled does not.
+    """
+    mean, lo, hi = hierarchical_bootstrap_interval(outcomes, confidence=confidence)
+    flat = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for strata in outcomes for x in strata])
+    z = math.sqrt(2.0) * _erfinv(confidence)
+    w_lo, w_hi = wilson_interval(int(round(flat.sum())), flat.size, z=z)
+    return mean, min(lo, w_lo), max(hi, w_hi)
+
+
+def _erfinv(y: float) -> float:
+    """Inverse error function by Newton's method (for the normal quantile of a confidence level)."""
+    x = 0.0
+    for _ in range(60):
+        x -= (math.erf(x) - y) / (2.0 / math.sqrt(math.pi) * math.exp(-x * x))
+    return x

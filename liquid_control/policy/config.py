@@ -15,10 +15,12 @@ from typing import Any
 
 import yaml
 
-CORE_TYPES = ("cfc", "ltc", "lstm", "gru", "mlp")
+CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
-AUGMENTATIONS = ("brightness", "contrast", "noise", "shift")
+# photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
+AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift")
+CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.encoders.CameraEncoder
 SEQUENCE_KERNELS = ("fused", "stepwise")
 
 
@@ -142,6 +144,7 @@ _CAMERA_ENCODER = {
     "kernel_sizes": _field("int_list", [5, 3, 3], min_value=1),
     "strides": _field("int_list", [2, 2, 2], min_value=1),
     "features": _field("int", 32, min_value=1),
+    "normalize": _field("str", "none", choices=CAMERA_NORMALIZATIONS),  # input standardisation (a recipe)
 }
 _VECTOR_ENCODER = {
     "hidden": _field("int_list", [32], min_value=1),
@@ -156,8 +159,8 @@ _CORE = {
     "solver": _field(
         "str", "semi_implicit", choices=("semi_implicit", "euler", "midpoint", "rk4", "dopri5", "exponential")
     ),  # LTC only
-    "unfolds": _field("int", 6, min_value=1),  # LTC sub-steps per dt
-    "frames": _field("int", 4, min_value=1),  # MLP frame stack length
+    "unfolds": _field("int", 6, min_value=1),  # LTC, CT-RNN, GRU-ODE sub-steps per dt
+    "frames": _field("int", 4, min_value=1),  # MLP frame stack length; TCN window (a power of two)
     "ignore_dt": _field("bool", False),  # ablation: the core integrates a constant dt = 1
     "seed": _field("int", 22222),  # seed of the random NCP wiring
     "backbone_units": _field("int", None, min_value=1, nullable=True),  # fully connected CfC; null: cells' default
@@ -188,6 +191,10 @@ _TRAINING = {
     "dagger_max_steps": _field("int", None, min_value=1, nullable=True),
     "shift": _field("str", None, nullable=True),  # training distribution (default: the world's default)
     "augmentation": _field("str_list", [], choices=AUGMENTATIONS),  # off by default (headline comparison)
+    # timing augmentation: each training episode draws a sensor-rate factor log-uniformly from this range and a
+    # jitter factor uniformly from `jitter_range` (null: the world's nominal timing); selection episodes stay nominal
+    "sensor_rate_range": _field("float_list", None, nullable=True, min_value=0.1, max_value=10.0),
+    "jitter_range": _field("float_list", None, nullable=True, min_value=0.0, max_value=4.0),
     # how BC runs the core over a chunk: "fused" (the core's sequence kernels, compiled where available) or
     # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
     "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
@@ -304,6 +311,8 @@ def validate_config(raw: dict) -> dict:
     core = _check_section("core", cfg["core"], _CORE)
     if core["wiring"] == "ncp" and core["type"] not in ("cfc", "ltc"):
         raise PolicyConfigError(f"core.wiring: 'ncp' needs core.type cfc or ltc, got {core['type']!r}")
+    if core["type"] == "tcn" and (core["frames"] < 2 or core["frames"] & (core["frames"] - 1)):
+        raise PolicyConfigError(f"core.frames: a tcn window must be a power of two >= 2, got {core['frames']}")
     cfg["core"] = core
 
     act = _check_section("action", cfg["action"], _ACTION)
@@ -317,6 +326,10 @@ def validate_config(raw: dict) -> dict:
     cfg["action"] = act
 
     cfg["training"] = _check_section("training", cfg["training"], _TRAINING)
+    for key in ("sensor_rate_range", "jitter_range"):
+        span = cfg["training"][key]
+        if span is not None and (len(span) != 2 or span[0] > span[1]):
+            raise PolicyConfigError(f"training.{key}: expected [low, high] with low <= high, got {span}")
     if not cfg["training"]["beta"]:
         cfg["training"]["beta"] = [0.0]
     _check_sizes(cfg)

@@ -9,6 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .config import CAMERA_NORMALIZATIONS
+
+_NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
+
 
 class CameraEncoder(nn.Module):
     """uint8 images (N, H, W, 3) -> features (N, F): strided ReLU convolutions, flatten, linear, LayerNorm, tanh.
@@ -18,10 +22,18 @@ class CameraEncoder(nn.Module):
     and the projection a LayerNorm: with PyTorch's default initialisation three layers shrink the image
     signal so much that the recurrent core sees near-constant features and behaviour cloning stalls at the
     mean action (measured: loss stuck at the constant predictor's for 30 epochs).
+
+    ``normalize`` (a robustness recipe, docs/training.md) standardises each input image before the
+    convolutions: ``none`` only scales to [0, 1] and centres; ``frame`` subtracts the frame's mean and divides
+    by its standard deviation (all pixels and channels: removes global brightness and contrast); ``instance``
+    does so per colour channel (instance norm: also removes a global colour cast, e.g. an orange sky).
     """
 
-    def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int):
+    def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int, normalize="none"):
         super().__init__()
+        if normalize not in CAMERA_NORMALIZATIONS:
+            raise ValueError(f"camera encoder: normalize must be one of {CAMERA_NORMALIZATIONS}, got {normalize!r}")
+        self.normalize = normalize
         layers, c_in, h, w = [], 3, height, width
         for c_out, k, s in zip(channels, kernel_sizes, strides):
             layers += [nn.Conv2d(c_in, c_out, k, stride=s), nn.ReLU()]
@@ -47,8 +59,17 @@ class CameraEncoder(nn.Module):
             raise ValueError(
                 f"camera encoder: expected images (N, {self.height}, {self.width}, 3), got {tuple(image.shape)}"
             )
-        x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0 - 0.5  # [0, 1], centred
-        return torch.tanh(self.norm(self.project(self.conv(x).flatten(1))))
+        return torch.tanh(self.norm(self.project(self.conv(self.scale(image)).flatten(1))))
+
+    def scale(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``)."""
+        x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
+        if self.normalize == "none":
+            return x - 0.5  # [0, 1], centred
+        dims = (1, 2, 3) if self.normalize == "frame" else (2, 3)
+        mean = x.mean(dim=dims, keepdim=True)
+        std = x.var(dim=dims, keepdim=True, unbiased=False).add(_NORMALIZE_EPS**2).sqrt()
+        return (x - mean) / std
 
 
 class VectorEncoder(nn.Module):

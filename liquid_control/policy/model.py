@@ -36,6 +36,12 @@ def core_config(core: dict, input_size: int, action_size: int) -> dict:
     elif kind == "ltc":
         cfg["solver"] = core["solver"]
         cfg["substeps"] = core["unfolds"]
+    elif kind in ("ctrnn", "gru_ode"):
+        cfg["unfolds"] = core["unfolds"]
+        if kind == "ctrnn":
+            cfg["units"] = cfg.pop("hidden_size")
+    elif kind == "tcn":
+        cfg["frames"] = core["frames"]
     elif kind == "mlp":
         cfg["type"] = "frame_stack_mlp"
         cfg["frames"] = core["frames"]
@@ -73,6 +79,7 @@ class Policy(nn.Module):
                 cam["kernel_sizes"],
                 cam["strides"],
                 cam["features"],
+                cam["normalize"],
             )
             features += self.camera.output_size
         self.vectors = None

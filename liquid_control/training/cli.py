@@ -53,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--augment",
         action="store_true",
-        help="shorthand for --set training.augmentation=[brightness,contrast,noise,shift] "
-        "(off by default so OOD comparisons measure the architecture)",
+        help="shorthand for --set training.augmentation=[brightness,contrast,gamma,colour,noise,blur] (the "
+        "photometric recipe; off by default so OOD comparisons measure the architecture)",
     )
     parser.add_argument(
         "--threads",
@@ -103,7 +103,9 @@ def run(args) -> int:
             data["validation"] = list(args.val_bag)
         overrides = parse_overrides(args.overrides)
         if args.augment:
-            overrides["training.augmentation"] = ["brightness", "contrast", "noise", "shift"]
+            from .augment import PHOTOMETRIC
+
+            overrides["training.augmentation"] = list(PHOTOMETRIC)
         if args.config is None and not args.resume:
             raise ValueError("--config is required (except with --resume)")
         command = (

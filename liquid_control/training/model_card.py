@@ -210,17 +210,28 @@ def read_card(path: str | Path) -> dict:
 
 
 def _describe_core(core: dict) -> str:
-    kind = {"cfc": "CfC", "ltc": "LTC", "lstm": "LSTM", "gru": "GRU", "mlp": "frame-stack MLP"}[core["type"]]
+    kind = {
+        "cfc": "CfC",
+        "ltc": "LTC",
+        "ctrnn": "CT-RNN",
+        "gru_ode": "GRU-ODE",
+        "lstm": "LSTM",
+        "gru": "GRU",
+        "tcn": "temporal convolution",
+        "mlp": "frame-stack MLP",
+    }[core["type"]]
     wiring = " with an NCP wiring (AutoNCP)" if core["wiring"] == "ncp" else ""
     extra = ""
     if core["type"] == "ltc":
         extra = f", solver {core['solver']} x{core['unfolds']}"
     elif core["type"] == "cfc":
         extra = f", mode {core['mode']}" + (f", backbone {core['backbone_units']}" if core["backbone_units"] else "")
-    elif core["type"] == "mlp":
+    elif core["type"] in ("ctrnn", "gru_ode"):
+        extra = f", {core['unfolds']} exponential sub-steps"
+    elif core["type"] in ("mlp", "tcn"):
         extra = f", {core['frames']} frames"
     dt = "constant dt = 1 (dt ignored)" if core["ignore_dt"] else "the measured dt of each update"
-    use = "integrates" if core["type"] in ("cfc", "ltc") else "takes as an input feature"
+    use = "integrates" if core["type"] in ("cfc", "ltc", "ctrnn", "gru_ode") else "takes as an input feature"
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 
@@ -337,6 +348,70 @@ def refresh_card(
     return path
 
 
+def ood_section(results_path: str | Path, policy: str, reference: str = "in_distribution") -> dict:
+    """The card's ``ood`` entry from an evaluation's ``results.json`` (``liquid-control eval``): success per
+    shift with a 95% Wilson interval, and the change from ``reference`` on the same episode seeds (paired)."""
+    import json
+
+    records = [r for r in json.loads(Path(results_path).read_text()) if r["policy"] == policy]
+    if not records:
+        raise ValueError(f"{results_path}: no episodes of policy {policy!r}")
+    by_shift: dict[str, dict[int, bool]] = {}
+    for r in records:
+        by_shift.setdefault(r["shift"], {})[int(r["episode_seed"])] = bool(r["success"])
+    base = by_shift.get(reference, {})
+    out = {}
+    for shift, outcomes in by_shift.items():
+        wins, n = sum(outcomes.values()), len(outcomes)
+        low, high = wilson_interval(wins, n)
+        entry = {"success": round(wins / n, 4), "episodes": n, "ci95": [round(low, 4), round(high, 4)]}
+        paired = [s for s in outcomes if s in base]
+        if shift != reference and paired:
+            entry["paired_with_" + reference] = {
+                "episodes": len(paired),
+                "only_here": sum(outcomes[s] and not base[s] for s in paired),
+                "only_" + reference: sum(base[s] and not outcomes[s] for s in paired),
+            }
+        seeds = sorted(outcomes)
+        entry["episode_seeds"] = f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else seeds
+        out[shift] = entry
+    return {"source": str(results_path), "policy": policy, "shifts": out}
+
+
+def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Path:
+    """Fill a card's ``ood`` entry and its **OOD** line from an evaluation (``ood_section``), keeping the rest."""
+    card_path = Path(card_path)
+    text = card_path.read_text()
+    card = read_card(card_path)
+    card["ood"] = ood_section(results_path, policy)
+    body = text[text.index("\n---\n", 4) + 5 :]
+    rows = ["| shift | success (95% CI) | episodes | paired with in-distribution: only here / only in-distribution |"]
+    rows.append("| --- | --- | --- | --- |")
+    for shift, entry in card["ood"]["shifts"].items():
+        pair = entry.get("paired_with_in_distribution")
+        rows.append(
+            f"| {shift} | {entry['success']:.0%} ({entry['ci95'][0]:.0%}-{entry['ci95'][1]:.0%}) | "
+            f"{entry['episodes']} (seeds {entry['episode_seeds']}) | "
+            + (f"{pair['only_here']} / {pair['only_in_distribution']} |" if pair else "— |")
+        )
+    ood_text = (
+        f"- **OOD** (`{results_path}`, policy `{policy}`; the same episode seeds under every shift):\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+    lines = body.split("\n")
+    start = next((i for i, line in enumerate(lines) if line.startswith("- **OOD**")), None)
+    if start is None:
+        body = body.rstrip("\n") + "\n\n" + ood_text
+    else:
+        end = start + 1
+        while end < len(lines) and lines[end].startswith("  "):  # the old entry's continuation lines
+            end += 1
+        body = "\n".join(lines[:start] + ood_text.rstrip("\n").split("\n") + lines[end:])
+    card_path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + body)
+    return card_path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -363,6 +438,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--cache", default=None, help="folder keeping each kernel path's outcomes (reused if present)")
+    parser.add_argument(
+        "--ood-results",
+        default=None,
+        help="results.json of a `liquid-control eval` of this policy: fills the card's OOD section",
+    )
+    parser.add_argument("--ood-policy", default=None, help="the policy's name in --ood-results (default: --name)")
     args = parser.parse_args(argv)
     import torch
 
@@ -381,6 +462,8 @@ def main(argv=None) -> int:
         path = write_card(
             args.name, Path(args.run), args.episodes, args.check_episodes, out, args.machine, args.command
         )
+    if args.ood_results:
+        add_ood(path, args.ood_results, args.ood_policy or args.name or args.refresh)
     print(path)
     return 0
 

@@ -35,6 +35,7 @@ from liquid_control.cells.checkpoint import read_plain_torch_file
 from liquid_control.policy import Policy, PolicyAgent, apply_overrides, load_config, save_policy, validate_config
 from liquid_control.policy.checkpoint import atomic_torch_save
 
+from .augment import EpisodeTiming
 from .bc import bc_epoch, count_chunks
 from .data import Episode, EpisodeFileError, load_episode, rollout, save_episode
 
@@ -204,15 +205,24 @@ class _Run:
                     if round_index == 0
                     else _min_cap(t["max_episode_steps"], t["dagger_max_steps"])
                 )
-                ep = rollout(
-                    env,
-                    agent,
-                    beta=beta,
-                    rng=rng,
-                    seed=seed,
-                    observation_keys=observation_keys(self.config),
-                    max_steps=cap,
-                )
+                timed = t["sensor_rate_range"] is not None or t["jitter_range"] is not None
+                if timed:  # the timing recipe: this episode's own sensor rate and jitter
+                    world, nominal = env.unwrapped, _sensor_timings(env, self.config)
+                    draw = np.random.default_rng([self.seed, round_index, i, 1])
+                    EpisodeTiming(t["sensor_rate_range"], t["jitter_range"], draw).apply(world, nominal)
+                try:
+                    ep = rollout(
+                        env,
+                        agent,
+                        beta=beta,
+                        rng=rng,
+                        seed=seed,
+                        observation_keys=observation_keys(self.config),
+                        max_steps=cap,
+                    )
+                finally:
+                    if timed:
+                        EpisodeTiming.restore(world, nominal)
                 save_episode(path, ep)
                 episodes.append(ep)
                 collected += 1
@@ -410,6 +420,16 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
             f"ones, or train into a new folder"
         )
     return ck
+
+
+def _sensor_timings(env, config: dict) -> dict:
+    """The world's nominal sensor timings (a sim_envs world reads ``timings`` at every reset)."""
+    timings = getattr(env.unwrapped, "timings", None)
+    if not isinstance(timings, dict):
+        raise TrainingError(
+            f"training.sensor_rate_range / jitter_range: world {config['world']!r} has no sensor timings to vary"
+        )
+    return dict(timings)
 
 
 def _min_cap(*caps):

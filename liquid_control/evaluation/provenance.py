@@ -1,0 +1,90 @@
+"""Where a report came from: the command, the code's commit, the machine and the wall time it took."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+
+
+def _git(*args: str) -> str | None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def collect(command: str, started: float, wall_s: float, **extra) -> dict:
+    """Provenance of a run that began at ``started`` (time.time()) and took ``wall_s`` seconds."""
+    import mujoco
+    import torch
+
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "command": command,
+        "commit": (commit or "unknown") + (" (with uncommitted changes)" if dirty else ""),
+        "machine": f"{_cpu_model()}, {cpus} CPU cores available, {platform.system()} {platform.release()}",
+        "software": f"Python {platform.python_version()}, torch {torch.__version__}, mujoco {mujoco.__version__}",
+        "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_time_s": round(float(wall_s), 1),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
+        **extra,
+    }
+
+
+def accumulate(previous: dict | None, current: dict) -> dict:
+    """``current`` with the earlier parts of a resumed run (``previous``: its provenance.json) listed and their
+    wall times added: a report finished by ``--resume`` states what every part took."""
+    parts = list((previous or {}).get("earlier_parts", []))
+    if previous:
+        parts.append({k: previous[k] for k in ("command", "commit", "started_utc", "wall_time_s") if k in previous})
+    if not parts:
+        return current
+    total = current["wall_time_s"] + sum(float(p.get("wall_time_s", 0.0)) for p in parts)
+    return {**current, "earlier_parts": parts, "total_wall_time_s": round(total, 1)}
+
+
+_LISTED = ("command", "commit", "machine", "software", "started_utc", "wall_time_s", "load_average_at_end")
+
+
+def markdown(prov: dict) -> list[str]:
+    """The provenance as the lines of a report's header."""
+    hours = prov["wall_time_s"] / 3600.0
+    lines = [
+        "## Provenance",
+        "",
+        f"- Command: `{prov['command'] or '(from Python)'}`",
+        f"- Commit: `{prov['commit']}`",
+        f"- Machine: {prov['machine']}; {prov['software']}",
+        f"- Started {prov['started_utc']}; wall time **{prov['wall_time_s']:.0f} s ({hours:.2f} h)**"
+        + (f"; load average at the end {prov['load_average_at_end']}" if prov.get("load_average_at_end") else ""),
+    ]
+    for part in prov.get("earlier_parts", []):
+        lines.append(
+            f"- Earlier part (continued by `--resume`): `{part.get('command', '')}`, "
+            f"commit `{part.get('commit', '')}`, started {part.get('started_utc', '?')}, "
+            f"wall time {float(part.get('wall_time_s', 0)):.0f} s"
+        )
+    if "total_wall_time_s" in prov:
+        total = prov["total_wall_time_s"]
+        lines.append(f"- Total wall time of all parts: **{total:.0f} s ({total / 3600:.2f} h)**")
+    for key, value in prov.items():
+        if key not in _LISTED + ("earlier_parts", "total_wall_time_s"):
+            lines.append(f"- {key.replace('_', ' ').capitalize()}: {value}")
+    return lines

@@ -1,0 +1,212 @@
+"""The numbers of a report: success per policy and shift over training seeds, pooled groups, comparisons.
+
+The unit of the statistics is the training seed (`stats`, "training seeds"): a policy's success under a
+shift is the mean of its seeds' success rates, with a 95% interval from resampling seeds, then episodes
+within each seed (widened to the pooled episodes' Wilson interval where that is wider, as at 0% or 100%);
+architectures are compared by the per-seed differences (a paired t-test over seeds), the p-values of all
+comparisons of a report Holm-corrected together. Episode-level McNemar tests remain for `--paired`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+
+from liquid_control.evaluation.shifts import shift_group
+from liquid_control.evaluation.stats import (
+    bootstrap_mean_interval,
+    holm_adjust,
+    mcnemar_exact_p,
+    paired_seed_test,
+    success_interval,
+)
+
+GROUP_ORDER = ["in-distribution", "visual", "sensor", "dynamics"]
+
+
+@dataclass
+class CellSummary:
+    """All episodes of one policy under one shift, by training seed."""
+
+    policy: str
+    shift: str
+    n: int
+    successes: int
+    success_rate: float  # mean over training seeds of the seeds' success rates
+    success_ci: tuple[float, float]  # 95%: bootstrap over seeds then episodes, at least the pooled Wilson interval
+    return_mean: float
+    return_ci: tuple[float, float] | None
+    smoothness_mean: float
+    smoothness_ci: tuple[float, float] | None
+    collision_rate: float
+    mean_steps: float
+    mean_sim_time_s: float
+    per_seed_success: dict[int, float]
+
+
+def outcomes_by_seed(records: list[dict], policy: str, shifts: list[str]) -> dict[int, list[np.ndarray]]:
+    """Training seed -> [0/1 outcomes under each of ``shifts``], for the seeds that have all of them."""
+    found: dict[int, dict[str, list[bool]]] = {}
+    for r in records:
+        if r["policy"] == policy and r["shift"] in shifts:
+            found.setdefault(int(r["training_seed"]), {}).setdefault(r["shift"], []).append(bool(r["success"]))
+    return {
+        seed: [np.asarray(by_shift[s], dtype=np.float64) for s in shifts]
+        for seed, by_shift in sorted(found.items())
+        if all(s in by_shift for s in shifts)
+    }
+
+
+def summarize(records: list[dict], policies: list[str], shifts: list[str]) -> list[CellSummary]:
+    groups: dict[tuple[str, str], list[dict]] = OrderedDict(((p, s), []) for p in policies for s in shifts)
+    for record in records:
+        key = (record["policy"], record["shift"])
+        if key in groups:
+            groups[key].append(record)
+    cells = []
+    for (policy, shift), rows in groups.items():
+        if not rows:
+            continue
+        by_seed = outcomes_by_seed(rows, policy, [shift])
+        mean, lo, hi = success_interval(list(by_seed.values()))
+        returns = np.array([float(r["return"]) for r in rows])
+        smooth = np.array([float(r["smoothness"]) for r in rows])
+        cells.append(
+            CellSummary(
+                policy=policy,
+                shift=shift,
+                n=len(rows),
+                successes=int(sum(bool(r["success"]) for r in rows)),
+                success_rate=mean,
+                success_ci=(lo, hi),
+                return_mean=float(returns.mean()),
+                return_ci=bootstrap_mean_interval(returns),
+                smoothness_mean=float(smooth.mean()),
+                smoothness_ci=bootstrap_mean_interval(smooth),
+                collision_rate=float(np.mean([bool(r["collision"]) for r in rows])),
+                mean_steps=float(np.mean([r["steps"] for r in rows])),
+                mean_sim_time_s=float(np.mean([r["sim_time_s"] for r in rows])),
+                per_seed_success={s: float(v[0].mean()) for s, v in by_seed.items()},
+            )
+        )
+    return cells
+
+
+def shift_groups(shifts: list[str]) -> OrderedDict:
+    """Report group -> its shifts (in-distribution, visual, sensor, dynamics, mixes last)."""
+    found: dict[str, list[str]] = {}
+    for shift in shifts:
+        found.setdefault(shift_group(shift), []).append(shift)
+    rank = lambda kv: (GROUP_ORDER.index(kv[0]) if kv[0] in GROUP_ORDER else len(GROUP_ORDER), kv[0])  # noqa: E731
+    return OrderedDict(sorted(found.items(), key=rank))
+
+
+@dataclass
+class GroupSummary:
+    """One policy over the shifts of one group (each shift weighted equally), over training seeds."""
+
+    policy: str
+    group: str
+    shifts: list[str]
+    mean: float
+    ci: tuple[float, float]
+    seeds: int
+
+
+def summarize_groups(records: list[dict], policies: list[str], shifts: list[str]) -> list[GroupSummary]:
+    out = []
+    for group, members in shift_groups(shifts).items():
+        for policy in policies:
+            by_seed = outcomes_by_seed(records, policy, members)
+            if by_seed:
+                mean, lo, hi = success_interval(list(by_seed.values()))
+                out.append(GroupSummary(policy, group, members, mean, (lo, hi), len(by_seed)))
+    return out
+
+
+@dataclass
+class SeedComparison:
+    """Policy A against B over the shifts of a group: differences of matched training seeds' success rates."""
+
+    a: str
+    b: str
+    group: str
+    seeds: int
+    mean_a: float
+    mean_b: float
+    difference: float
+    ci: tuple[float, float]
+    p_value: float
+    p_holm: float = float("nan")  # set by `compare_over_seeds` over the whole family
+
+
+def compare_over_seeds(records: list[dict], pairs: list[tuple[str, str]], shifts: list[str]) -> list[SeedComparison]:
+    """Paired t-tests over training seeds for every pair and shift group; Holm-corrected over all of them.
+
+    Seeds are matched by training seed number when both policies have the same seeds, else in order. Pairs
+    with fewer than two matched seeds are left out (the episode-level McNemar test covers one seed).
+    """
+    rows = []
+    for group, members in shift_groups(shifts).items():
+        for a, b in pairs:
+            seeds_a, seeds_b = outcomes_by_seed(records, a, members), outcomes_by_seed(records, b, members)
+            if set(seeds_a) == set(seeds_b):
+                matched = [(seeds_a[s], seeds_b[s]) for s in sorted(seeds_a)]
+            else:
+                matched = list(zip(seeds_a.values(), seeds_b.values()))
+            if len(matched) < 2:
+                continue
+            rate = lambda strata: float(np.mean([x.mean() for x in strata]))  # noqa: E731
+            ra, rb = np.array([rate(x) for x, _ in matched]), np.array([rate(y) for _, y in matched])
+            diff, lo, hi, p = paired_seed_test(ra - rb)
+            rows.append(
+                SeedComparison(a, b, group, len(matched), float(ra.mean()), float(rb.mean()), diff, (lo, hi), p)
+            )
+    for row, adjusted in zip(rows, holm_adjust([r.p_value for r in rows]) if rows else []):
+        row.p_holm = adjusted
+    return rows
+
+
+@dataclass
+class PairedRow:
+    """Policy A against policy B under one shift, on the same (training seed, episode seed) pairs."""
+
+    shift: str
+    pairs: int
+    success_a: float
+    success_b: float
+    only_a: int  # pairs where only A succeeded
+    only_b: int
+    p_value: float  # exact McNemar
+
+
+def paired_comparison(records: list[dict], a: str, b: str, shifts: list[str]) -> list[PairedRow]:
+    """Pairs episodes of `a` and `b` by (shift, training seed, episode seed); unpaired episodes are left out."""
+    outcome = {
+        (r["policy"], r["shift"], int(r["training_seed"]), int(r["episode_seed"])): bool(r["success"]) for r in records
+    }
+    rows = []
+    for shift in shifts:
+        pairs = [
+            (outcome[(a, *k[1:])], outcome[(b, *k[1:])])
+            for k in outcome
+            if k[0] == a and k[1] == shift and (b, *k[1:]) in outcome
+        ]
+        if not pairs:
+            continue
+        only_a = sum(1 for x, y in pairs if x and not y)
+        only_b = sum(1 for x, y in pairs if y and not x)
+        rows.append(
+            PairedRow(
+                shift,
+                len(pairs),
+                float(np.mean([x for x, _ in pairs])),
+                float(np.mean([y for _, y in pairs])),
+                only_a,
+                only_b,
+                mcnemar_exact_p(only_a, only_b),
+            )
+        )
+    return rows

@@ -1,0 +1,51 @@
+"""The OOD section of a model card is read from an evaluation's results, paired by episode seed."""
+
+import json
+
+import pytest
+
+from liquid_control.training.model_card import ood_section
+
+
+def test_ood_section_counts_successes_and_discordant_pairs(tmp_path):
+    def rec(shift, seed, success, policy="robust"):
+        return {"policy": policy, "shift": shift, "episode_seed": seed, "success": success}
+
+    records = [rec("in_distribution", s, s != 3) for s in range(5)]  # 4/5
+    records += [rec("dusk", s, s in (0, 3)) for s in range(5)]  # 2/5: seed 3 only at dusk, 1, 2, 4 only in-dist
+    records += [rec("dusk", s, True, policy="other") for s in range(5)]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(records))
+    card = ood_section(path, "robust")
+    assert card["shifts"]["in_distribution"]["success"] == 0.8
+    dusk = card["shifts"]["dusk"]
+    assert dusk["success"] == 0.4 and dusk["episodes"] == 5 and dusk["episode_seeds"] == "0..4"
+    assert dusk["paired_with_in_distribution"] == {"episodes": 5, "only_here": 1, "only_in_distribution": 3}
+    assert dusk["ci95"] == pytest.approx([0.1176, 0.7693], abs=1e-4)  # Wilson 2/5
+    with pytest.raises(ValueError, match="no episodes of policy 'missing'"):
+        ood_section(path, "missing")
+
+
+def test_add_ood_fills_the_card_and_keeps_the_rest(tmp_path):
+    import yaml
+
+    from liquid_control.training.model_card import OOD_NOT_MEASURED, add_ood, read_card
+
+    results = tmp_path / "results.json"
+    records = [
+        {"policy": "p", "shift": s, "episode_seed": i, "success": i < k}
+        for s, k in (("in_distribution", 9), ("fog", 7))
+        for i in range(10)
+    ]
+    results.write_text(json.dumps(records))
+    card = tmp_path / "p.md"
+    front = {"name": "p", "check": {"seeds": [0, 1]}, "ood": OOD_NOT_MEASURED}
+    card.write_text(
+        f"---\n{yaml.safe_dump(front)}---\n\n# p\n\n- **Training**: x.\n- **OOD**: {OOD_NOT_MEASURED}.\n\nEnd.\n"
+    )
+    add_ood(card, results, "p")
+    data = read_card(card)
+    assert data["check"] == {"seeds": [0, 1]} and data["ood"]["shifts"]["fog"]["success"] == 0.7
+    text = card.read_text()
+    assert "| fog | 70% (40%-89%) | 10 (seeds 0..9) | 0 / 2 |" in text
+    assert "- **Training**: x." in text and text.rstrip().endswith("End.") and OOD_NOT_MEASURED not in text

@@ -1,0 +1,168 @@
+"""Robustness recipes: photometric augmentation, camera input normalisation, timing augmentation."""
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_control.policy import PolicyConfigError, apply_overrides, load_config
+from liquid_control.policy.encoders import CameraEncoder
+from liquid_control.training.augment import (
+    AUGMENTATION_RANGES,
+    PHOTOMETRIC,
+    EpisodeAugmentation,
+    EpisodeTiming,
+    describe_recipes,
+)
+
+
+def frames(batch=2, steps=3, seed=0):
+    """A smooth test pattern with detail (so blur, contrast and gamma all have something to change)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:32, 0:32] / 31.0
+    base = np.stack([x, y, 0.5 + 0.4 * np.sin(6 * x) * np.cos(5 * y)], axis=-1)
+    out = base[None, None] * rng.uniform(0.5, 1.0, size=(batch, steps, 1, 1, 3))
+    out[..., ::4, :, :] *= 0.6  # stripes: high-frequency content
+    return torch.from_numpy((out * 255).round().astype(np.uint8))
+
+
+def augment(kinds, images, seed=1):
+    return EpisodeAugmentation(kinds, images.shape[0], np.random.default_rng(seed)).apply(images)
+
+
+def test_each_augmentation_changes_frames_and_keeps_uint8():
+    images = frames()
+    assert torch.equal(augment([], images), images)
+    for kind in AUGMENTATION_RANGES:
+        out = augment([kind], images)
+        assert out.dtype == torch.uint8 and out.shape == images.shape
+        assert (out.float() - images.float()).abs().mean() > 0.5, kind
+
+
+def test_augmentation_draws_do_not_depend_on_which_kinds_are_on():
+    images = frames()
+    one = EpisodeAugmentation(["brightness"], 2, np.random.default_rng(3))
+    many = EpisodeAugmentation(list(PHOTOMETRIC), 2, np.random.default_rng(3))
+    assert np.array_equal(one.brightness, many.brightness)
+    assert torch.equal(augment(["brightness"], images, 3), augment(["brightness"], images, 3))  # deterministic
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        EpisodeAugmentation(["dusk"], 2, np.random.default_rng(0))
+
+
+def test_photometric_kinds_follow_their_formulas():
+    images = frames(batch=3)
+    x = images.double() / 255
+    aug = EpisodeAugmentation(["brightness"], 3, np.random.default_rng(5))
+    want = (x * torch.tensor(aug.brightness).view(-1, 1, 1, 1, 1)).clamp(0, 1)
+    assert (aug.apply(images).double() / 255 - want).abs().max() <= 0.5 / 255 + 1e-9
+    assert np.all((aug.brightness >= 0.6) & (aug.brightness <= 1.4))
+    aug = EpisodeAugmentation(["gamma"], 3, np.random.default_rng(6))
+    want = x ** torch.tensor(aug.gamma).view(-1, 1, 1, 1, 1)
+    assert (aug.apply(images).double() / 255 - want).abs().max() <= 0.5 / 255 + 1e-6
+    aug = EpisodeAugmentation(["contrast"], 3, np.random.default_rng(7))
+    mean = x.mean(dim=(2, 3, 4), keepdim=True)
+    want = ((x - mean) * torch.tensor(aug.contrast).view(-1, 1, 1, 1, 1) + mean).clamp(0, 1)
+    assert (aug.apply(images).double() / 255 - want).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_blur_matches_scipy_gaussian_filter():
+    from scipy import ndimage
+
+    images = frames(batch=2, steps=2)
+    aug = EpisodeAugmentation(["blur"], 2, np.random.default_rng(11))
+    got = aug.apply(images).double().numpy() / 255
+    x = images.double().numpy() / 255
+    for b, sigma in enumerate(aug.blur):
+        want = ndimage.gaussian_filter(x[b], sigma=(0, sigma, sigma, 0), mode="nearest", truncate=3.0 / sigma)
+        assert np.abs(got[b] - want).max() <= 0.6 / 255 + 1e-3 * (sigma < 0.05), sigma
+
+
+def test_noise_is_per_frame_and_within_its_range():
+    images = torch.full((2, 2, 32, 32, 3), 128, dtype=torch.uint8)
+    aug = EpisodeAugmentation(["noise"], 2, np.random.default_rng(2))
+    out = aug.apply(images).double() / 255
+    for b in range(2):
+        assert out[b].std().item() == pytest.approx(aug.noise[b], rel=0.1, abs=2e-3)
+    assert not torch.equal(out[:, 0], out[:, 1])
+
+
+@pytest.mark.parametrize("normalize", ["frame", "instance"])
+def test_camera_normalisation_removes_global_brightness_and_contrast(normalize):
+    torch.manual_seed(0)
+    encoder = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize=normalize)
+    image = frames(batch=1, steps=1)[0]  # (1, 32, 32, 3)
+    darker = (image.double() * 0.5 + 10).round().to(torch.uint8)  # dimmer, lower contrast, offset
+    a, b = encoder.scale(image), encoder.scale(darker)
+    assert (a - b).abs().max() < 0.1  # the same standardised input (up to uint8 rounding)
+    assert encoder(image).shape == (1, 8)
+    tinted = image.double()
+    tinted[..., 2] *= 0.5  # a colour cast: only per-channel (instance) normalisation removes it
+    c = encoder.scale(tinted.round().to(torch.uint8))
+    assert ((a - c).abs().max() < 0.1) == (normalize == "instance")
+    flat = torch.full((1, 32, 32, 3), 77, dtype=torch.uint8)
+    assert torch.all(torch.isfinite(encoder.scale(flat))) and encoder.scale(flat).abs().max() == 0
+
+
+def test_default_normalisation_is_the_shipped_scaling():
+    encoder = CameraEncoder(32, 32, [4], [5], [2], 8)
+    image = frames(batch=1, steps=1)[0]
+    want = image.permute(0, 3, 1, 2).float() / 255 - 0.5
+    assert torch.equal(encoder.scale(image), want)
+    with pytest.raises(ValueError, match="normalize"):
+        CameraEncoder(32, 32, [4], [5], [2], 8, normalize="batch")
+
+
+def test_recipe_switches_are_validated():
+    from liquid_control.paths import policies_dir
+
+    cfg = load_config(policies_dir() / "configs" / "cfc_ncp_rover.yaml")
+    assert cfg["encoder"]["camera"]["normalize"] == "none" and cfg["training"]["sensor_rate_range"] is None
+    ok = apply_overrides(cfg, {"training.sensor_rate_range": [0.5, 2], "encoder.camera.normalize": "instance"})
+    assert ok["training"]["sensor_rate_range"] == [0.5, 2.0]
+    for key, value, match in [
+        ("training.sensor_rate_range", [2, 0.5], "low <= high"),
+        ("training.sensor_rate_range", [0.5], "low <= high"),
+        ("training.sensor_rate_range", [0.01, 2], ">= 0.1"),
+        ("training.jitter_range", [0, 9], "<= 4"),
+        ("encoder.camera.normalize", "batch", "choose from none, frame, instance"),
+        ("training.augmentation", ["dusk"], "choose from"),
+    ]:
+        with pytest.raises(PolicyConfigError, match=match):
+            apply_overrides(cfg, {key: value})
+
+
+def test_timing_draws_cover_the_range_log_uniformly():
+    rates = [EpisodeTiming([0.5, 2.0], None, np.random.default_rng(i)).rate for i in range(400)]
+    assert 0.5 <= min(rates) and max(rates) <= 2.0
+    assert np.mean(np.log(rates)) == pytest.approx(0.0, abs=0.08)  # log-uniform: centred on 1x
+    jitters = [EpisodeTiming(None, [1.0, 3.0], np.random.default_rng(i)).jitter for i in range(200)]
+    assert 1.0 <= min(jitters) and max(jitters) <= 3.0 and EpisodeTiming(None, None, None).nominal
+
+
+def test_timing_recipe_collects_rover_episodes_at_drawn_rates(tmp_path):
+    """A tiny rover run with the timing recipe: each episode's measured dt follow its drawn rate."""
+    from liquid_control.training import trainer
+
+    cfg = load_config(__import__("liquid_control.paths").paths.policies_dir() / "configs" / "cfc_ncp_rover.yaml")
+    cfg = apply_overrides(
+        cfg,
+        {
+            "observation.image": {"height": 16, "width": 16},
+            "encoder.camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8},
+            "training.demonstrations": 4,
+            "training.dagger_rounds": 0,
+            "training.epochs_first": 1,
+            "training.eval_episodes": 0,
+            "training.max_episode_steps": 30,
+            "training.sensor_rate_range": [0.5, 2.0],
+        },
+    )
+    trainer.train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    from liquid_control.training.data import load_episode
+
+    for i in range(4):
+        ep = load_episode(tmp_path / "run" / "data" / "round_00" / f"ep_{i:04d}.npz")
+        rate = EpisodeTiming([0.5, 2.0], None, np.random.default_rng([0, 0, i, 1])).rate
+        assert np.median(ep.dt[1:]) == pytest.approx(1.0 / (15.0 * rate), rel=0.2)
+    lines = describe_recipes(cfg["training"], "instance")
+    assert any("sensor rate x [0.5, 2]" in line for line in lines) and any("instance" in line for line in lines)
+    assert lines[-1].startswith("rendered worlds: the training distribution")

@@ -1,0 +1,81 @@
+"""What the network looks at: VisualBackProp against a hand computation, and the report's attention figures."""
+
+import numpy as np
+import torch
+
+from liquid_control.evaluation.saliency import neuron_groups, visual_backprop
+from liquid_control.policy.encoders import CameraEncoder
+
+
+def test_visual_backprop_of_one_convolution_matches_a_hand_computation():
+    torch.manual_seed(0)
+    encoder = CameraEncoder(12, 12, [3], [4], [2], 4)
+    image = torch.randint(0, 256, (1, 12, 12, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        act = torch.relu(encoder.conv[0](encoder.scale(image)))[0].mean(dim=0).numpy()  # (5, 5)
+    want = np.zeros((12, 12))
+    for i in range(act.shape[0]):  # every output position spreads its mean activation over its receptive field
+        for j in range(act.shape[1]):
+            want[2 * i : 2 * i + 4, 2 * j : 2 * j + 4] += act[i, j]
+    want = (want - want.min()) / (want.max() - want.min())
+    np.testing.assert_allclose(visual_backprop(encoder, image)[0], want, atol=1e-6)
+
+
+def test_visual_backprop_finds_the_only_bright_object():
+    encoder = CameraEncoder(32, 32, [4, 4], [5, 3], [2, 2], 4)
+    with torch.no_grad():  # positive filters: activation only where there is light
+        for conv in (encoder.conv[0], encoder.conv[2]):
+            conv.weight.fill_(0.1)
+            conv.bias.zero_()
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[20:26, 6:12] = 255
+    encoder.normalize = "frame"
+    saliency = visual_backprop(encoder, image)[0]
+    y, x = np.unravel_index(np.argmax(saliency), saliency.shape)
+    assert 18 <= y <= 27 and 4 <= x <= 13
+    assert saliency[:8, 20:].max() < 0.05  # far from the object: nothing
+
+
+def test_ncp_neuron_groups_follow_the_state_layout():
+    from liquid_control.cells import AutoNCP, CfCCell, LTCCell
+
+    cfc = CfCCell(4, AutoNCP(10, 2, seed=1))
+    groups = dict(neuron_groups(cfc))
+    w = cfc.wiring
+    assert [len(groups[k]) for k in ("inter", "command", "motor")] == [len(layer) for layer in w.layers]
+    assert groups["motor"] == list(range(cfc.state_size))[cfc._output_slice]  # CfC: layers side by side
+    ltc = LTCCell(4, AutoNCP(10, 2, seed=1))
+    assert dict(neuron_groups(ltc))["motor"] == [0, 1]  # LTC: by neuron id, motor neurons first
+    assert neuron_groups(CfCCell(4, 8)) == []  # fully connected: no groups
+
+
+def test_report_writes_the_saliency_grid_animation_and_neuron_traces(tmp_path):
+    import matplotlib.image
+    from PIL import Image
+
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_saliency
+    from liquid_control.policy import Policy, save_policy
+
+    config = {
+        "name": "tiny_ncp",
+        "world": "LiquidRover-v0",
+        "observation": {"image": {"height": 32, "width": 32}, "vectors": {}, "update_on": "camera"},
+        "encoder": {"camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8}},
+        "core": {"type": "cfc", "units": 8, "wiring": "ncp", "mode": "pure"},
+        "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+    }
+    torch.manual_seed(1)
+    path = save_policy(tmp_path / "tiny.pt", Policy.from_config(config), {"seed": 0})
+    plan = build_plan(["expert", f"tiny={path}"], ["in_distribution", "dusk", "sensor_rate=2"], 1)
+    for spec in plan.policies:
+        spec.env_kwargs["time_limit"] = 4.0  # short episodes: this tests the figures, not the policy
+    lines = write_saliency(plan, str(tmp_path))
+    text = "\n".join(lines)
+    assert "![saliency grid](saliency_grid.png)" in text and "saliency_episode.gif" in text
+    assert "neuron_traces_tiny.png" in text
+    grid = matplotlib.image.imread(tmp_path / "saliency_grid.png")
+    assert grid.shape[0] > 150 and grid[..., :3].std() > 0.05
+    with Image.open(tmp_path / "saliency_episode.gif") as gif:
+        assert gif.n_frames > 5
+    assert (tmp_path / "neuron_traces_tiny.png").stat().st_size > 10_000
