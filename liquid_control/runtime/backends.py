@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-CAMERA = "camera"  # sensor name of the image input (observation key "image")
+CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
+VECTORS = "vectors"  # name of the encoder of every vector input
 ONNX_CONFIG_KEY = "liquid_control.policy_config"  # metadata_props entry holding the policy config (JSON)
 
 
@@ -28,11 +29,19 @@ class ObservationSpec:
     """What a policy eats and emits, from its config (docs/ARCHITECTURE.md, Policy).
 
     ``sensors`` maps each sensor name (``camera`` for the image, else the vector key such as ``imu``) to the
-    observation shape the policy expects; ``update_on`` names the sensor whose messages advance the state.
+    observation shape the policy expects. Every message of an ``update_on`` sensor advances the state; the
+    others are held. ``encoders`` maps each encoder (``camera``: the CNN, ``vectors``: the MLP over every
+    vector input) to the sensors it reads: an encoder runs only when one of them has a new message, its
+    latest features are part of the state. ``timing`` names the time inputs of the core (``event``: which
+    update sensor arrived, ``ages``: how old each update sensor's latest message is); ``reorder_lag_s`` is the
+    lag of the reordering buffer the policy was trained with (:mod:`.timeline`).
     """
 
     sensors: dict[str, tuple[int, ...]]
-    update_on: str
+    update_on: tuple[str, ...]
+    encoders: dict[str, tuple[str, ...]]
+    timing: tuple[str, ...]
+    reorder_lag_s: float
     action_low: np.ndarray
     action_high: np.ndarray
     action_kind: str
@@ -41,19 +50,28 @@ class ObservationSpec:
     def from_config(cls, config: dict) -> "ObservationSpec":
         obs = config["observation"]
         sensors: dict[str, tuple[int, ...]] = {}
+        encoders: dict[str, tuple[str, ...]] = {}
         if obs.get("image"):
             sensors[CAMERA] = (int(obs["image"]["height"]), int(obs["image"]["width"]), 3)
+            encoders[CAMERA] = (CAMERA,)
         for key, size in obs.get("vectors", {}).items():
             sensors[str(key)] = (int(size),)
+        if obs.get("vectors"):
+            encoders[VECTORS] = tuple(str(k) for k in obs["vectors"])
         update_on = obs["update_on"]
-        if update_on not in sensors:
-            raise BackendError(
-                f"policy config: observation.update_on {update_on!r} is not one of its inputs {sorted(sensors)}"
-            )
+        update_on = (update_on,) if isinstance(update_on, str) else tuple(update_on)
+        for i, sensor in enumerate(update_on):
+            if sensor not in sensors:
+                raise BackendError(
+                    f"policy config: observation.update_on[{i}] {sensor!r} is not one of its inputs {sorted(sensors)}"
+                )
         act = config["action"]
         return cls(
             sensors=sensors,
             update_on=update_on,
+            encoders=encoders,
+            timing=tuple(obs.get("timing", ())),
+            reorder_lag_s=float(obs.get("reorder_lag_s", 0.0)),
             action_low=np.asarray(act["low"], dtype=np.float64),
             action_high=np.asarray(act["high"], dtype=np.float64),
             action_kind=str(act.get("kind", "twist")),
@@ -68,8 +86,9 @@ class ObservationSpec:
         """Observation-dict key of a sensor (the camera's reading is ``image``)."""
         return "image" if sensor == CAMERA else sensor
 
-    def dtype(self, sensor: str):
-        return np.uint8 if sensor == CAMERA else np.float32
+    def encoder_of(self, sensor: str) -> str:
+        """The encoder that reads ``sensor``."""
+        return CAMERA if sensor == CAMERA else VECTORS
 
 
 class TorchBackend:
@@ -92,12 +111,16 @@ class TorchBackend:
         with self._torch.no_grad():
             return self.policy.initial_state(1)[0].detach().cpu().numpy().astype(np.float32)
 
-    def step(self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    def step(
+        self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One update of one sample; ``encode``: the encoders to run (None: all), the others' features come
+        from the state."""
         torch = self._torch
         with torch.no_grad():
-            batch = {key: torch.from_numpy(np.ascontiguousarray(value)[None]) for key, value in obs.items()}
+            batch = {key: torch.from_numpy(np.ascontiguousarray(np.asarray(value)[None])) for key, value in obs.items()}
             action, new_state = self.policy.step(
-                batch, torch.from_numpy(state[None]), torch.tensor([dt], dtype=torch.float32)
+                batch, torch.from_numpy(state[None]), torch.tensor([dt], dtype=torch.float32), encode=encode
             )
         return action[0].numpy().astype(np.float64), new_state[0].numpy().astype(np.float32)
 
@@ -130,7 +153,7 @@ class OnnxBackend:
         self.config = json.loads(meta[ONNX_CONFIG_KEY])
         self.spec = ObservationSpec.from_config(self.config)
         inputs = {i.name: i for i in self.session.get_inputs()}
-        expected = [ObservationSpec.obs_key(s) for s in self.spec.sensors] + ["state", "dt"]
+        expected = onnx_input_names(self.spec)
         if sorted(inputs) != sorted(expected):
             raise BackendError(f"{path}: ONNX inputs {sorted(inputs)} do not match the policy config {expected}")
         self.state_size = int(inputs["state"].shape[-1])
@@ -138,15 +161,31 @@ class OnnxBackend:
     def initial_state(self) -> np.ndarray:
         return np.zeros(self.state_size, dtype=np.float32)
 
-    def step(self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        feed = {key: np.ascontiguousarray(value)[None] for key, value in obs.items()}
+    def step(
+        self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = np.asarray([dt], dtype=np.float32)
+        for encoder in self.spec.encoders:
+            feed[encode_input(encoder)] = np.array(encode is None or encoder in encode)
         action, new_state = self.session.run(["action", "state_out"], feed)
         return action[0].astype(np.float64), new_state[0].astype(np.float32)
 
     def close(self):
         self.session = None
+
+
+def encode_input(encoder: str) -> str:
+    """Name of the ONNX input (bool scalar) that says whether ``encoder`` runs at this step."""
+    return f"encode_{encoder}"
+
+
+def onnx_input_names(spec: ObservationSpec) -> list[str]:
+    """Inputs of the single-step ONNX model, in order: the sensors, the time inputs, the state, dt, and one
+    encode flag per encoder."""
+    names = [ObservationSpec.obs_key(s) for s in spec.sensors] + list(spec.timing) + ["state", "dt"]
+    return names + [encode_input(e) for e in spec.encoders]
 
 
 def torch_available() -> bool:
