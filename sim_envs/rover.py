@@ -4,9 +4,9 @@ Outdoor arena with trees (trunk cylinders that block, foliage that does not) and
 seed every episode; a tall orange marker is the target, placed 3-8 m ahead within +-35 deg of the start
 heading (so it starts in view). The action is a normalized Twist ``[linear, angular]`` in [-1, 1]; a wheel
 velocity controller inside turns it into wheel speeds. By default updates are triggered by camera messages
-(15 Hz +- 20%) and the IMU (100 Hz +- 10%) is held between them (``update_on`` chooses other
-triggers). Success: within ``SUCCESS_RADIUS`` of the
-target; failure: any contact between the rover and an obstacle, or the time limit.
+(15 Hz +- 20%) and the IMU (100 Hz +- 10%) is held between them (``update_on`` chooses other triggers).
+Success: within ``SUCCESS_RADIUS`` of the target; failure: any contact between the rover and an obstacle,
+or the time limit.
 """
 
 from __future__ import annotations

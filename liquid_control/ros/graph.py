@@ -26,7 +26,10 @@ PACKAGE = "liquid_control"
 WORLD_POLICIES = {
     "LiquidRover-v0": ("rover_policy.yaml", "cfc_ncp_rover.pt"),
     "LiquidBalance-v0": ("balance_policy.yaml", "cfc_balancer.pt"),
+    "LiquidBalanceNav-v0": ("balance_nav_policy.yaml", "cfc_balance_nav.pt"),
 }
+# world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
+WORLD_SIM_PARAMETERS = {"LiquidBalanceNav-v0": {"render_size": 32}}
 STATUS_TOPIC = "episode_status"
 
 
@@ -103,6 +106,7 @@ def sim_graph(
         policy_overrides["backend"] = backend
     sim_overrides = dict(
         common,
+        **WORLD_SIM_PARAMETERS.get(world, {}),
         world=world,
         shift=shift,
         seed=int(seed),
@@ -245,9 +249,9 @@ def run_sim(args) -> tuple[int, list[dict]]:
     domain = int(env["ROS_DOMAIN_ID"]) if env.get("ROS_DOMAIN_ID") else None
     context, executor, monitor, statuses = _status_listener(domain)
     procs = start_graph(nodes, env, args.log_dir, args.quiet)
-    from sim_envs import balancer, rover
+    from sim_envs import balance_nav, balancer, rover
 
-    episode_limit = rover.TIME_LIMIT if args.world == "LiquidRover-v0" else balancer.TIME_LIMIT
+    episode_limit = {"LiquidRover-v0": rover, "LiquidBalanceNav-v0": balance_nav}.get(args.world, balancer).TIME_LIMIT
     timeout = args.timeout or max(1, args.episodes) * (episode_limit / args.real_time_factor + 30.0)
     deadline = time.monotonic() + timeout
     printed = 0

@@ -39,6 +39,11 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "max_backward_jump_s": (0.5, "a stamp this much older than the previous one is a clock reset (state reset)"),
     "max_future_stamp_s": (1.0, "stamps further ahead of the node clock are rejected"),
     "first_update_dt": (0.0, "dt of the first update after a (re)start (the worlds use 0)"),
+    "reorder_lag_s": (
+        -1.0,
+        "lag of the buffer that releases messages in stamp order across sensors; negative: the policy's "
+        "(observation.reorder_lag_s, what it was trained with)",
+    ),
     "camera_qos_depth": (1, "camera subscription depth (latest frame wins)"),
     "imu_qos_depth": (200, "IMU subscription depth (deep enough for 200 Hz bursts)"),
     "sensor_qos_reliability": ("best_effort", "best_effort (sensor data QoS) | reliable"),
@@ -112,6 +117,9 @@ def validate_policy_node_parameters(
         positive(name)
     for name in ("first_update_dt", "log_throttle_s"):
         positive(name, allow_zero=True)
+    lag = values["reorder_lag_s"]
+    if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not math.isfinite(lag):
+        problems.append(f"reorder_lag_s: must be a finite number of seconds (negative: the policy's), got {lag!r}")
     for name in ("camera_qos_depth", "imu_qos_depth", "command_qos_depth"):
         if not isinstance(values[name], int) or values[name] < 1:
             problems.append(f"{name}: must be an integer >= 1, got {values[name]!r}")

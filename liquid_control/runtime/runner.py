@@ -84,7 +84,8 @@ class RunnerLimits:
 class Result:
     """What one reading did: ``status`` is updated/waiting/held/queued/rejected; ``reason`` names a rejection;
     ``updates`` counts the state updates it released (more than one only with a reordering lag), ``action``,
-    ``dt`` and ``stamp`` (update stamp, seconds) are those of the last; ``reset`` names a reset it caused."""
+    ``dt``, ``stamp`` (update stamp, seconds) and ``tag`` (what was submitted with the message that caused it)
+    are those of the last; ``reset`` names a reset it caused."""
 
     status: str
     reason: str = ""
@@ -93,6 +94,7 @@ class Result:
     stamp: float | None = None
     updates: int = 0
     reset: str | None = None
+    tag: object = None
 
     @property
     def accepted(self) -> bool:
@@ -168,8 +170,9 @@ class PolicyRunner:
             return None, BAD_SHAPE
         return arr, ""
 
-    def submit(self, sensor: str, stamp: float, value, now: float | None = None) -> Result:
-        """Feed one reading (``stamp`` in seconds, e.g. from ``header.stamp``; ``now`` the receiver's clock)."""
+    def submit(self, sensor: str, stamp: float, value, now: float | None = None, tag=None) -> Result:
+        """Feed one reading (``stamp`` in seconds, e.g. from ``header.stamp``; ``now`` the receiver's clock;
+        ``tag`` comes back with the update this reading causes, e.g. the exact ``header.stamp``)."""
         self.counters[f"received.{sensor}"] += 1
         if sensor not in self.spec.sensors:
             return self._reject(sensor, UNKNOWN_SENSOR)
@@ -197,11 +200,11 @@ class PolicyRunner:
                 return self._reject(sensor, OUT_OF_ORDER)
         self._last_stamp[sensor] = stamp
         self.counters[f"accepted.{sensor}"] += 1
-        status, last_update, updates, failed = QUEUED, None, 0, False
-        for released_sensor, released_stamp, reading in self._buffer.push(sensor, stamp, arr):
+        status, last_update, last_tag, updates, failed = QUEUED, None, None, 0, False
+        for released_sensor, released_stamp, (reading, released_tag) in self._buffer.push(sensor, stamp, (arr, tag)):
             outcome, update, reset = self._release(released_sensor, released_stamp, reading, reset)
             if outcome == UPDATED:
-                last_update, updates = update, updates + 1
+                last_update, last_tag, updates = update, released_tag, updates + 1
             failed |= outcome == INFERENCE_ERROR
             if _RANK.get(outcome, -1) > _RANK[status]:
                 status = outcome
@@ -209,7 +212,9 @@ class PolicyRunner:
         if last_update is None:
             return Result(REJECTED, INFERENCE_ERROR, reset=reset) if failed else Result(status, reset=reset)
         action, dt = last_update
-        return Result(UPDATED, action=action.copy(), dt=dt, stamp=self._clock.stamp, updates=updates, reset=reset)
+        return Result(
+            UPDATED, action=action.copy(), dt=dt, stamp=self._clock.stamp, updates=updates, reset=reset, tag=last_tag
+        )
 
     def _release(self, sensor: str, stamp: float, reading: np.ndarray, reset: str | None):
         """A reading leaves the buffer: hold it, and update when it is an update sensor's."""

@@ -77,13 +77,9 @@ def selection_seeds(count: int) -> list[int]:
     return [SELECTION_SEED_BASE + i for i in range(count)]
 
 
-def make_env(config: dict, shift: str | None = None):
-    """The policy's world as the policy sees it, in the training distribution unless ``shift``.
-
-    A sim_envs world (one that declares its ``sensor_names``) gets the policy's camera size, update sensors
-    and reordering lag (``liquid_control.policy.env_kwargs``), after a check that it has every input the
-    config names (refused naming the key); another gymnasium world gets the shift and the camera size only.
-    """
+def world_class(config: dict):
+    """The env class of the config's world, after checking that a sim_envs world (one that declares its
+    ``sensor_names``) has every input the config names (PolicyConfigError naming the key otherwise)."""
     import gymnasium
     from gymnasium.envs.registration import load_env_creator
 
@@ -93,9 +89,22 @@ def make_env(config: dict, shift: str | None = None):
         raise PolicyConfigError(f"world: unknown world {config['world']!r}; known: {', '.join(sim_envs.WORLDS)}")
     entry = gymnasium.spec(config["world"]).entry_point
     world = load_env_creator(entry) if isinstance(entry, str) else entry
-    kwargs = {"shift": shift if shift is not None else (config["training"]["shift"] or "")}
     if getattr(world, "sensor_names", ()):
         check_world(config, world.sensor_names, world.observation_keys)
+    return world
+
+
+def make_env(config: dict, shift: str | None = None):
+    """The policy's world as the policy sees it, in the training distribution unless ``shift``.
+
+    A sim_envs world gets the policy's camera size, update sensors and reordering lag
+    (``liquid_control.policy.env_kwargs``); another gymnasium world gets the shift and the camera size only.
+    """
+    import gymnasium
+
+    world = world_class(config)
+    kwargs = {"shift": shift if shift is not None else (config["training"]["shift"] or "")}
+    if getattr(world, "sensor_names", ()):
         kwargs.update(env_kwargs(config))
     elif config["observation"]["image"] is not None:
         kwargs["render_size"] = config["observation"]["image"]["height"]
@@ -445,6 +454,10 @@ def train(
     cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    try:  # a config naming inputs its world does not have is refused before anything is written
+        world_class(cfg)
+    except PolicyConfigError as exc:
+        raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
     if threads is not None:
         torch.set_num_threads(int(threads))
     torch.use_deterministic_algorithms(True)
