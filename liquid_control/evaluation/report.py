@@ -11,7 +11,7 @@ import numpy as np
 from liquid_control.evaluation.plan import EvaluationPlan
 from liquid_control.evaluation.stats import bootstrap_mean_interval, mcnemar_exact_p, wilson_interval
 
-SWEEP_KEYS = ("sensor_rate", "jitter")  # shifts plotted as a curve against their factor
+SWEEP_KEYS = ("sensor_rate", "jitter", "camera_rate", "imu_rate")  # shifts plotted against their factor
 
 
 @dataclass
