@@ -72,6 +72,7 @@ def write_card(
     out_dir: Path,
     machine_note: str,
     command: str | None = None,
+    append: str = "",
 ) -> Path:
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / "policy.pt")
@@ -154,6 +155,8 @@ def write_card(
 
 The front matter above is read by `test/test_shipped_policies.py`, which replays the `check` episodes.
 """
+    if append:
+        body += "\n" + append.strip() + "\n"
     path = out_dir / f"{name}.md"
     path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n\n" + body)
     return path
@@ -179,6 +182,7 @@ def main(argv=None) -> int:
         help="training command to print on the card (default: the one recorded in the policy)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--append", default=None, help="a Markdown file appended to the card (e.g. baselines)")
     args = parser.parse_args(argv)
     import torch
 
@@ -191,6 +195,7 @@ def main(argv=None) -> int:
         Path(args.out) if args.out else policies_dir(),
         args.machine,
         args.command,
+        Path(args.append).read_text() if args.append else "",
     )
     print(path)
     return 0
