@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .dt import sequence_dt, step_dt
+
 # Largest batch for which step() under no_grad uses a numpy kernel instead of torch ops.
 FAST_PATH_MAX_BATCH = 16
 
@@ -53,50 +55,6 @@ def build_core(config: dict) -> nn.Module:
         return CORE_TYPES[kind].from_config(kwargs)
     except TypeError as exc:  # unknown or missing constructor arguments
         raise ValueError(f"bad config for core type {kind!r}: {exc}") from exc
-
-
-def _raise_bad_dt(dt: torch.Tensor) -> None:
-    bad = dt[~(torch.isfinite(dt) & (dt >= 0))]
-    raise ValueError(
-        f"dt must be finite and >= 0 (elapsed seconds per sample); got {bad.numel()} bad value(s), "
-        f"e.g. {bad.flatten()[0].item()}"
-    )
-
-
-def check_dt(dt: torch.Tensor) -> torch.Tensor:
-    """Raise ValueError unless every entry of ``dt`` is finite and non-negative."""
-    if dt.numel() and not bool((dt >= 0).logical_and_(torch.isfinite(dt)).all()):
-        _raise_bad_dt(dt)
-    return dt
-
-
-def step_dt(dt: Any, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Validated per-sample step ``dt`` of shape (B,) from a float, a 0-d, (B,) or (B, 1) tensor."""
-    dt = torch.as_tensor(dt, dtype=like.dtype, device=like.device)
-    if dt.dim() == 2 and dt.shape[1] == 1:
-        dt = dt[:, 0]
-    if dt.dim() == 0:
-        dt = dt.expand(batch)
-    if dt.shape != (batch,):
-        raise ValueError(f"dt must be a float or have shape ({batch},) for a batch of {batch}; got {tuple(dt.shape)}")
-    return check_dt(dt)
-
-
-def sequence_dt(dt: Any, batch: int, steps: int, like: torch.Tensor) -> torch.Tensor:
-    """Validated ``dt`` of shape (B, T) from a float, (B,) (same dt every step), (B, T) or (B, T, 1)."""
-    dt = torch.as_tensor(dt, dtype=like.dtype, device=like.device)
-    if dt.dim() == 3 and dt.shape[2] == 1:
-        dt = dt[..., 0]
-    if dt.dim() == 0:
-        dt = dt.expand(batch, steps)
-    elif dt.dim() == 1 and dt.shape[0] == batch:
-        dt = dt[:, None].expand(batch, steps)
-    if dt.shape != (batch, steps):
-        raise ValueError(
-            f"dt must be a float, ({batch},) or ({batch}, {steps}) for input of batch {batch} and {steps} steps; "
-            f"got {tuple(dt.shape)}"
-        )
-    return check_dt(dt)
 
 
 class RecurrentCore(nn.Module):
@@ -151,7 +109,15 @@ class RecurrentCore(nn.Module):
             raise ValueError(f"{type(self).__name__} expects {self.input_size} input features, got {x.shape[-1]}")
 
     def step(self, x: torch.Tensor, state: torch.Tensor | None, dt) -> torch.Tensor:
-        """Advance ``state`` (B, state_size) by ``dt`` seconds per sample with input ``x`` (B, input_size)."""
+        """Advance ``state`` (B, state_size) by ``dt`` seconds per sample with input ``x`` (B, input_size).
+
+        ``dt``: a float, (B,) or (B, 1); validated here (``cells.dt``), then ``advance`` runs."""
+        if x.dim() != 2:
+            raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
+        return self.advance(x, state, step_dt(dt, x.shape[0], x.dtype, x.device))
+
+    def advance(self, x: torch.Tensor, state: torch.Tensor | None, dt: torch.Tensor) -> torch.Tensor:
+        """``step`` with a dt that is already validated: (B,) of ``x``'s dtype and device (``cells.dt``)."""
         if (
             state is not None
             and not torch.is_grad_enabled()
@@ -168,7 +134,7 @@ class RecurrentCore(nn.Module):
                 batch = x.shape[0]
                 if x.shape[1] != self.input_size or state.shape != (batch, self.state_size):
                     self._check_step_shapes(x, state)
-                dt_np = _numpy_step_dt(dt, batch, _NUMPY_DTYPES[x.dtype])
+                dt_np = (dt.detach() if dt.requires_grad else dt).numpy().reshape(batch, 1)
                 if getattr(kernel, "on_tensors", False):  # compiled kernels read the tensors' memory directly
                     return kernel(x, state, dt_np)
                 x_np = (x.detach() if x.requires_grad else x).numpy()
@@ -177,25 +143,51 @@ class RecurrentCore(nn.Module):
         if state is None and x.dim() == 2:
             state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
         self._check_step_shapes(x, state)
-        dt = step_dt(dt, x.shape[0], x)
         ctx = self.step_context()
         return self.step_prepared(self.prepare_inputs(x, ctx), state, dt, ctx)
 
-    def forward_sequence(self, x: torch.Tensor, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    def forward_sequence(
+        self,
+        x: torch.Tensor,
+        dt,
+        h0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        fused: bool = True,
+    ):
         """Run over a batch-first sequence: ``x`` (B, T, input_size), ``dt`` (B, T) | (B,) | float, optional
         ``h0`` (B, state_size) and ``mask`` (B, T) bool (False = padding: the state is held).
         Returns ``(states (B, T, state_size), h_n (B, state_size))``; ``output(states)`` gives the readouts.
 
         Uses the core's fused path where it has one (CfC, LTC ``semi_implicit``: one autograd node per
         sequence), else the per-step hooks with the input-only work done for all T steps at once.
+        ``fused=False`` forces the per-step hooks (autograd on the step-by-step graph; the path policies were
+        trained with before the fused paths reached training, see docs/training.md).
         """
         if x.dim() != 3:
             raise ValueError(f"expected x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
+        if x.shape[1] == 0:
+            raise ValueError("forward_sequence needs at least one step")
+        dt = sequence_dt(dt, x.shape[0], x.shape[1], x.dtype, x.device)
+        return self.advance_sequence(x, dt, h0, mask, fused=fused)
+
+    def advance_sequence(
+        self,
+        x: torch.Tensor,
+        dt: torch.Tensor,
+        h0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        fused: bool = True,
+        readout: bool = False,
+    ):
+        """``forward_sequence`` with a dt that is already validated: (B, T) of ``x``'s dtype (``cells.dt``).
+
+        ``readout=True`` returns ``(output(states), h_n)``; on the per-step path each step's output is formed
+        inside the loop, which keeps autograd's summation order (and so every bit of the gradients) that of the
+        policy training loop before the fused paths reached it (``training.sequence_kernel: stepwise``)."""
         self.check_input(x)
         batch, steps = x.shape[0], x.shape[1]
         if steps == 0:
             raise ValueError("forward_sequence needs at least one step")
-        dt = sequence_dt(dt, batch, steps, x)
         if h0 is None:
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
         elif h0.shape != (batch, self.state_size):
@@ -206,7 +198,7 @@ class RecurrentCore(nn.Module):
             raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
         keep = mask.to(torch.bool) if mask is not None else None
         ctx = self.step_context()
-        states = self.fused_sequence(x, state, dt, ctx, keep)
+        states = self.fused_sequence(x, state, dt, ctx, keep) if fused else None
         if states is None:
             # unbind once: indexing [:, t] in the loop would make autograd zero-fill a full-size gradient per step
             prepared, dts = self.prepare_inputs(x, ctx).unbind(1), dt.unbind(1)
@@ -215,9 +207,9 @@ class RecurrentCore(nn.Module):
             for t in range(steps):
                 new = self.step_prepared(prepared[t], state, dts[t], ctx)
                 state = new if keeps is None else torch.where(keeps[t], new, state)
-                history.append(state)
-            states = torch.stack(history, dim=1)
-        return states, states[:, -1]
+                history.append(self.output(state) if readout else state)
+            return torch.stack(history, dim=1), state
+        return (self.output(states) if readout else states), states[:, -1]
 
     def _check_step_shapes(self, x: torch.Tensor, state: torch.Tensor) -> None:
         if x.dim() != 2:
@@ -262,30 +254,6 @@ class RecurrentCore(nn.Module):
 
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
-
-
-def _numpy_step_dt(dt: Any, batch: int, np_dtype) -> np.ndarray:
-    """Validated (B, 1) numpy dt for the numpy kernels (same rules as ``step_dt``)."""
-    if isinstance(dt, torch.Tensor):
-        arr = (dt.detach() if dt.requires_grad else dt).cpu().numpy()
-        if arr.dtype != np_dtype:
-            arr = arr.astype(np_dtype)
-    else:
-        arr = np.asarray(dt, dtype=np_dtype)
-    if arr.size == 1 and batch == 1:
-        value = arr.item()
-        if not 0.0 <= value < math.inf:  # NaN fails too
-            _raise_bad_dt(torch.tensor([value]))
-        return arr.reshape(1, 1)
-    if arr.ndim == 0:
-        arr = np.full((batch, 1), arr, dtype=np_dtype)
-    elif arr.shape == (batch,):
-        arr = arr.reshape(batch, 1)
-    elif arr.shape != (batch, 1):
-        raise ValueError(f"dt must be a float or have shape ({batch},) for a batch of {batch}; got {arr.shape}")
-    if arr.size and not (arr.min() >= 0.0 and arr.max() < np.inf):  # NaN fails the first test
-        _raise_bad_dt(torch.from_numpy(np.array(arr)))
-    return arr
 
 
 def lecun_tanh(x: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ ACTION_KINDS = ("twist", "wheel_torques")
 AUGMENTATIONS = ("brightness", "contrast", "noise", "shift")
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
+SEQUENCE_KERNELS = ("fused", "stepwise")
 
 
 class PolicyConfigError(ValueError):
@@ -101,6 +102,9 @@ _TRAINING = {
     # plus temporally correlated noise (std in action units, correlation time in seconds); labels stay clean
     "action_noise": _field("float", 0.0, min_value=0.0, max_value=1.0),
     "action_noise_tau": _field("float", 0.2, min_value=0.0, max_value=10.0),
+    # how BC runs the core over a chunk: "fused" (the core's sequence kernels, compiled where available) or
+    # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
+    "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
 }
 _IMAGE = {"height": _field("int", 64, min_value=8), "width": _field("int", 64, min_value=8)}
 _OBSERVATION = {

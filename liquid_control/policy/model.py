@@ -8,6 +8,8 @@ import math
 import torch
 from torch import nn
 
+from liquid_control.cells.dt import sequence_dt, step_dt
+
 from .config import validate_config
 from .encoders import CameraEncoder, VectorEncoder
 
@@ -101,6 +103,7 @@ class Policy(nn.Module):
         self.register_buffer("action_low", torch.tensor(act["low"], dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(act["high"], dtype=torch.float32))
         self.ignore_dt = bool(config["core"]["ignore_dt"])
+        self.fused_sequence = config["training"]["sequence_kernel"] == "fused"
 
     @classmethod
     def from_config(cls, config: dict) -> "Policy":
@@ -208,15 +211,15 @@ class Policy(nn.Module):
         return self.action_low + (t + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def _core_dt(self, dt: torch.Tensor) -> torch.Tensor:
-        dt = torch.as_tensor(dt, dtype=torch.float32)
-        if not torch.isfinite(dt).all() or (dt < 0).any():
-            raise ValueError(f"policy {self.config['name']!r}: dt must be finite and >= 0, got {dt.tolist()}")
+        """The dt the core integrates: validated once here (``cells.dt``), then 1 under ``ignore_dt``."""
         return torch.ones_like(dt) if self.ignore_dt else dt
 
     # ----------------------------------------------------------------------------------------- running
     def advance(self, features: torch.Tensor, time: torch.Tensor, core_state: torch.Tensor, dt: torch.Tensor):
-        """The core's update from the encoders' features and the time inputs: (action (B, A), core state)."""
-        core_state = self.core.step(torch.cat([features, time], dim=-1), core_state, self._core_dt(dt))
+        """The core's update from the encoders' features and the time inputs, with a validated ``dt`` (B,):
+        (action (B, A), core state)."""
+        x = torch.cat([features, time.to(features.dtype)], dim=-1)
+        core_state = self.core.advance(x, core_state.contiguous(), self._core_dt(dt))
         return self.act_from_output(self.core.output(core_state)), core_state
 
     def step(self, obs: dict, state: torch.Tensor | None, dt, encode=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -225,7 +228,7 @@ class Policy(nn.Module):
         ``encode``: names of the encoders to run (None: all); the others' features come from ``state``, so
         their inputs may be absent from ``obs``.
         """
-        dt = torch.as_tensor(dt, dtype=torch.float32).reshape(-1)
+        dt = step_dt(dt, None, torch.float32)
         lead = (dt.shape[0],)
         if state is None:
             state = self.initial_state(dt.shape[0])
@@ -246,30 +249,23 @@ class Policy(nn.Module):
         inputs in one call (the camera CNN once per distinct frame, see ``encode_with``).
 
         ``mask`` (B, T) bool: False steps (padding) keep the state; their actions are those of the held state.
-        Every step carries all of its inputs, so the features cached in ``h0`` are not needed; those in ``h_n``
-        are the last valid step's.
+        The core runs its sequence path (``RecurrentCore.advance_sequence``: the fused, compiled kernels where
+        it has them); ``training.sequence_kernel: stepwise`` selects its per-step autograd path instead. Every
+        step carries all of its inputs, so the features cached in ``h0`` are not needed; those in ``h_n`` are
+        the last valid step's.
         """
-        dt = self._core_dt(dt)
+        dt = torch.as_tensor(dt)
         if dt.dim() != 2:
             raise ValueError(f"policy {self.config['name']!r}: sequence dt must be (B, T), got {tuple(dt.shape)}")
         batch, steps = dt.shape
+        dt = sequence_dt(dt, batch, steps, torch.float32)
         features = self.encode(obs, (batch, steps))
         x = torch.cat([features, self.time_inputs(obs, (batch, steps)).to(features.dtype)], dim=-1)
-        core_h0 = None if h0 is None else self.split_state(h0)[0]
-        state = self.core.initial_state(batch, dtype=x.dtype) if core_h0 is None else core_h0
-        # The cells' sequence hooks: input-only work for all steps at once, then the recurrent part per step.
-        ctx = self.core.step_context()
-        prepared = self.core.prepare_inputs(x, ctx)
-        outputs = []
-        for t in range(steps):
-            new_state = self.core.step_prepared(prepared[:, t], state, dt[:, t], ctx)
-            if mask is not None:
-                new_state = torch.where(mask[:, t, None], new_state, state)
-            state = new_state
-            outputs.append(self.core.output(state))
-        return self.act_from_output(torch.stack(outputs, dim=1)), torch.cat(
-            [state, self._last_features(features, h0, mask)], dim=-1
+        core_h0 = None if h0 is None else self.split_state(h0)[0].contiguous()
+        outputs, core_hn = self.core.advance_sequence(
+            x, self._core_dt(dt), core_h0, mask, fused=self.fused_sequence, readout=True
         )
+        return self.act_from_output(outputs), torch.cat([core_hn, self._last_features(features, h0, mask)], dim=-1)
 
     def _last_features(self, features: torch.Tensor, h0: torch.Tensor | None, mask: torch.Tensor | None):
         """Features (B, F) of each sample's last valid step (h0's, or zeros, where no step is valid)."""

@@ -1,0 +1,72 @@
+"""Where time enters the cells: the one validation of ``dt`` (elapsed seconds per sample and step).
+
+The public entry points (``RecurrentCore.step`` / ``forward_sequence``, ``LiquidRNN``, ``Policy.step`` /
+``forward_sequence``) turn whatever ``dt`` they were given into a tensor of the documented shape with these
+functions, once; everything behind them (``RecurrentCore.advance`` / ``advance_sequence``, the kernels)
+trusts it. A negative, NaN or infinite dt is a ``ValueError`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+# Up to this many values, checking them as Python floats is cheaper than three torch ops (streaming steps).
+_SMALL = 32
+
+
+def _raise_bad_dt(dt: torch.Tensor) -> None:
+    bad = dt[~(torch.isfinite(dt) & (dt >= 0))]
+    raise ValueError(
+        f"dt must be finite and >= 0 (elapsed seconds per sample); got {bad.numel()} bad value(s), "
+        f"e.g. {bad.flatten()[0].item()}"
+    )
+
+
+def check_dt(dt: torch.Tensor) -> torch.Tensor:
+    """Raise ValueError unless every entry of ``dt`` is finite and non-negative; returns ``dt``."""
+    n = dt.numel()
+    if n == 0:
+        return dt
+    if n <= _SMALL and dt.device.type == "cpu":
+        ok = all(0.0 <= v < math.inf for v in dt.reshape(-1).tolist())  # NaN fails the comparison
+    else:
+        ok = bool((dt >= 0).logical_and_(torch.isfinite(dt)).all())
+    if not ok:
+        _raise_bad_dt(dt.detach())
+    return dt
+
+
+def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """Validated per-sample step ``dt`` of shape (B,) from a float, a 0-d, (B,) or (B, 1) tensor.
+
+    ``batch=None`` takes the batch from ``dt`` itself (a float is then one sample)."""
+    dt = torch.as_tensor(dt, dtype=dtype, device=device)
+    if dt.dim() == 2 and dt.shape[1] == 1:
+        dt = dt[:, 0]
+    if batch is None:
+        dt = dt.reshape(-1)
+    elif dt.dim() == 0:
+        dt = dt.expand(batch)
+    if batch is not None and dt.shape != (batch,):
+        raise ValueError(f"dt must be a float or have shape ({batch},) for a batch of {batch}; got {tuple(dt.shape)}")
+    return check_dt(dt)
+
+
+def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """Validated ``dt`` of shape (B, T) from a float, (B,) (same dt every step), (B, T) or (B, T, 1)."""
+    dt = torch.as_tensor(dt, dtype=dtype, device=device)
+    if dt.dim() == 3 and dt.shape[2] == 1:
+        dt = dt[..., 0]
+    if dt.dim() == 0:
+        dt = dt.expand(batch, steps)
+    elif dt.dim() == 1 and dt.shape[0] == batch:
+        dt = dt[:, None].expand(batch, steps)
+    if dt.shape != (batch, steps):
+        raise ValueError(
+            f"dt must be a float, ({batch},) or ({batch}, {steps}) for input of batch {batch} and {steps} steps; "
+            f"got {tuple(dt.shape)}"
+        )
+    return check_dt(dt)
