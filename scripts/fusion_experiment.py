@@ -32,8 +32,20 @@ VARIANTS = {  # name in the reports -> config
 }
 SWEPT = ["liquid", "held_imu", "lstm_events", "lstm_100hz"]  # the ablations fail in distribution already
 RATES = [0.25, 0.5, 2.0, 4.0]
-# the copycat measurement: the liquid policy trained without the remedy (no DART action noise)
-COPYCAT = {"liquid_no_dart": ("cfc_balance_nav", {"training.action_noise": 0.0})}
+# the copycat measurement: the liquid policy trained without the remedies, on as many episodes and epochs:
+# plain behaviour cloning of clean expert demonstrations (no DAgger rounds, no DART noise), and DAgger alone
+COPYCAT = {
+    "liquid_bc": (
+        "cfc_balance_nav",
+        {
+            "training.demonstrations": 120,
+            "training.dagger_rounds": 0,
+            "training.epochs_first": 22,
+            "training.action_noise": 0.0,
+        },
+    ),
+    "liquid_no_dart": ("cfc_balance_nav", {"training.action_noise": 0.0}),
+}
 
 
 def run_dir(out: Path, name: str, seed: int) -> Path:
@@ -92,6 +104,8 @@ def main() -> int:
     parser.add_argument("--sweep-episodes", type=int, default=20, help="episodes per seed and rate (default 20)")
     parser.add_argument("--workers", type=int, default=2, help="evaluation processes (default 2)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
+    parser.add_argument("--copycat", default="", help="copycat: subset of " + ", ".join(COPYCAT) + " (default all)")
+    parser.add_argument("--no-eval", action="store_true", help="copycat: train only")
     args = parser.parse_args()
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS]
@@ -105,8 +119,11 @@ def main() -> int:
     if args.stage == "sweep":
         shifts = ["in_distribution"] + [f"{key}={r:g}" for key in ("camera_rate", "imu_rate") for r in RATES]
         return evaluate(args, [n for n in names if n in SWEPT], shifts, args.sweep_episodes, "sweep")
-    train_all(args, COPYCAT)
-    return evaluate(args, ["liquid", *COPYCAT], ["in_distribution"], args.episodes, "copycat")
+    copycat = {n: COPYCAT[n] for n in (args.copycat or ",".join(COPYCAT)).split(",")}
+    train_all(args, copycat)
+    if args.no_eval:
+        return 0
+    return evaluate(args, ["liquid", *copycat], ["in_distribution"], args.episodes, "copycat")
 
 
 if __name__ == "__main__":
