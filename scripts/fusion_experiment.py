@@ -4,9 +4,11 @@
     python scripts/fusion_experiment.py table              # in-distribution, same 100 episodes for all
     python scripts/fusion_experiment.py sweep              # success vs camera rate and vs IMU rate
     python scripts/fusion_experiment.py copycat            # the copycat remedy, with and without
+    python scripts/fusion_experiment.py speed              # a BC epoch at the event rate: fused vs stepwise
 
 Variants (policies/configs/): the liquid policy (CfC updating on every camera frame and IMU message, with
-time inputs), the same CfC holding the camera between IMU updates (today's design), a discrete LSTM fed the
+time inputs), the same CfC on one trigger sensor with the other inputs held (today's design: on the IMU, or
+on the camera as the rover policies do), a discrete LSTM fed the
 same events without dt, the same LSTM resampled to 100 Hz, and the camera-only and IMU-only ablations. Every
 run trains with the same schedule; evaluation uses the same episode seeds for every policy (paired) and
 seeds no training run uses. Run it under ``/work/heavy`` on a shared machine.
@@ -25,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 VARIANTS = {  # name in the reports -> config
     "liquid": "cfc_balance_nav",
     "held_imu": "cfc_balance_nav_held",
+    "held_camera": "cfc_balance_nav_held_camera",
     "lstm_events": "lstm_balance_nav_events",
     "lstm_100hz": "lstm_balance_nav_resampled",
     "camera_only": "cfc_balance_nav_camera_only",
@@ -94,9 +97,51 @@ def evaluate(args, names: list[str], shifts: list[str], episodes: int, report: s
     return cli.main(argv)
 
 
+def speed(args) -> int:
+    """One BC epoch on the liquid run's first episodes, the core on its fused kernels vs step by step."""
+    import numpy as np
+    import torch
+
+    from liquid_control.policy import Policy
+    from liquid_control.training.bc import bc_epoch
+    from liquid_control.training.data import load_episode
+
+    torch.set_num_threads(1)
+    run = run_dir(Path(args.out), "liquid", 0)
+    files = sorted((run / "data").rglob("ep_*.npz"))[: args.speed_episodes]
+    episodes = [load_episode(f) for f in files]
+    config = __import__("yaml").safe_load((run / "config.yaml").read_text())
+    t = config["training"]
+    times = {}
+    for kernel in ("fused", "stepwise", "fused", "stepwise"):  # twice, alternating: the machine is shared
+        torch.manual_seed(0)
+        policy = Policy(dict(config, training=dict(t, sequence_kernel=kernel)))
+        optimizer = torch.optim.Adam(policy.parameters(), lr=t["lr"])
+        start = time.perf_counter()
+        stats = bc_epoch(
+            policy,
+            optimizer,
+            episodes,
+            batch_size=t["batch_size"],
+            sequence_length=t["sequence_length"],
+            grad_clip=t["grad_clip"],
+            rng=np.random.default_rng(0),
+        )
+        times.setdefault(kernel, []).append(time.perf_counter() - start)
+    updates = stats["updates"]
+    for kernel, seconds in times.items():
+        best = min(seconds)
+        print(
+            f"{kernel}: {best:.2f} s per epoch of {len(episodes)} episodes ({updates} updates), "
+            f"{updates / best:.0f} updates/s"
+        )
+    print(f"fused_speedup: {min(times['stepwise']) / min(times['fused']):.2f}x")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("stage", choices=["train", "table", "sweep", "copycat"])
+    parser.add_argument("stage", choices=["train", "table", "sweep", "copycat", "speed"])
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per variant (default 3)")
     parser.add_argument("--out", default="runs/fusion", help="training runs (default runs/fusion)")
     parser.add_argument("--report", default="reports/fusion", help="evaluation reports (default reports/fusion)")
@@ -106,11 +151,16 @@ def main() -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
     parser.add_argument("--copycat", default="", help="copycat: subset of " + ", ".join(COPYCAT) + " (default all)")
     parser.add_argument("--no-eval", action="store_true", help="copycat: train only")
+    parser.add_argument("--speed-episodes", type=int, default=20, help="speed: episodes of the epoch (default 20)")
     args = parser.parse_args()
     names = [n for n in args.variants.split(",") if n]
-    unknown = [n for n in names if n not in VARIANTS]
+    unknown = [n for n in names if n not in VARIANTS and (args.stage != "table" or n not in COPYCAT)]
     if unknown:
-        parser.error(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+        parser.error(
+            f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)} (table: also {', '.join(COPYCAT)})"
+        )
+    if args.stage == "speed":
+        return speed(args)
     if args.stage == "train":
         train_all(args, {n: (VARIANTS[n], {}) for n in names})
         return 0

@@ -146,7 +146,7 @@ def test_visual_and_imu_shifts_change_their_sensor():
     assert np.abs(base["imu"] - noisy["imu"]).max() > 0.05
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_expert_reaches_the_target_without_falling(seed):
     env = gym.make("LiquidBalanceNav-v0", render_size=16)
     _, infos = run(env, seed=seed)
