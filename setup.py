@@ -30,6 +30,7 @@ setup(
         ("share/" + PACKAGE, ["package.xml"]),
         ("share/" + PACKAGE + "/launch", glob("launch/*.launch.py")),
         ("share/" + PACKAGE + "/config", glob("config/*.yaml")),
+        ("share/" + PACKAGE + "/urdf", glob("urdf/*.urdf")),
     ]
     + tree("policies", "policies"),
     install_requires=["setuptools"],

@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from liquid_control import __version__
+
 # name -> (module, one-line help)
 COMMANDS = {
     "main": ("liquid_control.main_job", "the README's main job: closed-loop rover simulation with a shipped policy"),
@@ -19,33 +21,78 @@ COMMANDS = {
     "eval": ("liquid_control.evaluation.cli", "out-of-distribution evaluation: policies x shifts x seeds -> report"),
     "sim": ("liquid_control.ros.graph", "start sim_node + policy_node (the graph of launch/sim.launch.py)"),
     "export": ("liquid_control.runtime.export", "export a policy as a single-step ONNX model for deployment"),
+    "view": ("liquid_control.ros.view", "watch a running graph: live in Foxglove, or as a picture of its topics"),
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help with every default shown and choices without the empty string that means "not set".
+
+    An option whose default is unset (``""``, ``None``, ``False``) or whose help already names its default
+    gets no ``(default: ...)``; descriptions and epilogs keep their line breaks (examples)."""
+
+    @staticmethod
+    def shows_default(action) -> bool:
+        """Whether ``action``'s help gets ``(default: ...)``: an option with a set default its help does not name."""
+        default = action.default
+        unset = default is None or default is False or default is argparse.SUPPRESS
+        unset = unset or (isinstance(default, (str, list, tuple)) and not default)  # 0 and 0.0 are shown
+        return bool(action.option_strings) and not unset and "default" not in (action.help or "")
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if not self.shows_default(action):
+            return text
+        return f"{text} (default: %(default)s)" if text else "(default: %(default)s)"
+
+    def _metavar_formatter(self, action, default_metavar):
+        if action.metavar is None and action.choices is not None and "" in action.choices:
+            shown = "{" + ",".join(str(c) for c in action.choices if c != "") + "}"
+            return lambda size: (shown,) * size
+        return super()._metavar_formatter(action, default_metavar)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: the sub-command names and their one-line help (their options load on use)."""
     parser = argparse.ArgumentParser(
         prog="liquid-control",
         description="Liquid neural network (LTC/CfC) policies for robots: train, evaluate, simulate, deploy.",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"liquid-control {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
+def command_parser(name: str):
+    """(module, argparse parser) of the sub-command ``name`` (imports only that module)."""
+    module_name, help_text = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    sub = argparse.ArgumentParser(prog=f"liquid-control {name}", description=help_text)
+    module.add_arguments(sub)
+    sub.formatter_class = HelpFormatter  # also over a module's RawDescriptionHelpFormatter (HelpFormatter is one)
+    for action in sub._actions:  # argparse prints no help line, so no default, for options without help
+        if action.help is None and HelpFormatter.shows_default(action):
+            action.help = "(default: %(default)s)"
+    return module, sub
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`liquid-control COMMAND [options]`: parse the command's options and run it; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
+    if argv[0] == "--version":
+        print(f"liquid-control {__version__}")
+        return 0
     name = argv[0]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
-    module_name, help_text = COMMANDS[name]
-    module = importlib.import_module(module_name)
-    sub = argparse.ArgumentParser(prog=f"liquid-control {name}", description=help_text)
-    module.add_arguments(sub)
+    module, sub = command_parser(name)
     args = sub.parse_args(argv[1:])
     return int(module.run(args) or 0)
 

@@ -17,24 +17,48 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { echo "liquid_control: Python 3.11 is required (the ROS 2 wheels are cp311); set LIQUID_CONTROL_PYTHON." >&2; exit 1; }
 
+# System packages: installed with apt when running as root (a container, CI), otherwise named for the user.
+lc_apt_install() {  # <why> <package>...
+  local why="$1"; shift
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "liquid_control: installing $* ($why)" >&2
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@") >/dev/null ||
+      echo "liquid_control: apt-get install $* failed" >&2
+  else
+    echo "liquid_control: $why needs: sudo apt install $*" >&2
+  fi
+}
 # Headless MuJoCo rendering needs EGL (Mesa on a CPU machine).
 if ! ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1'; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "liquid_control: installing Mesa EGL for headless rendering" >&2
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libegl1 libgl1 libgles2 libegl-mesa0 libgl1-mesa-dri) >/dev/null
-  else
-    echo "liquid_control: libEGL.so.1 not found; install libegl1 and Mesa (libegl-mesa0 libgl1-mesa-dri) for rendering." >&2
-  fi
+  lc_apt_install "libEGL.so.1 not found; headless rendering" libegl1 libgl1 libgles2 libegl-mesa0 libgl1-mesa-dri
 fi
 
-[ -x "$LC_VENV/bin/python" ] || "$PY" -m venv "$LC_VENV"
+# LIQUID_CONTROL_NO_INSTALL=1 uses the venv as it is (no venv creation, no pip, no build): how
+# test/test_readme_commands.py runs a fresh clone's run.sh/test.sh against the test suite's own environment.
+if [ ! -x "$LC_VENV/bin/python" ]; then
+  if [ -n "${LIQUID_CONTROL_NO_INSTALL:-}" ]; then
+    echo "liquid_control: LIQUID_CONTROL_NO_INSTALL is set but $LC_VENV is not a virtual environment (no bin/python);" \
+         "set LIQUID_CONTROL_VENV to an existing one, or unset LIQUID_CONTROL_NO_INSTALL to create it" >&2
+    exit 1
+  fi
+  "$PY" -m venv "$LC_VENV"
+fi
 STAMP="$LC_VENV/.liquid_control-$LC_PROFILE.sha"
 WANT="$(cat "$REQ" "$LC_ROOT/requirements.txt" "$LC_ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
-if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+if [ -z "${LIQUID_CONTROL_NO_INSTALL:-}" ] && [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
   echo "liquid_control: installing pinned dependencies into $LC_VENV ($LC_PROFILE)" >&2
   "$LC_VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQ" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   "$LC_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$LC_ROOT" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
   echo "$WANT" > "$STAMP"
+fi
+# tf2_msgs (the /tf message) is not among the ROS 2 wheels: built once from interfaces/ (stamped; ~30 s) with
+# cmake and a C++ compiler; a failed build stops the test profile and CI (see build_interfaces.sh).
+if [ -z "${LIQUID_CONTROL_NO_INSTALL:-}" ]; then
+  if [ ! -f "$LC_VENV/.liquid_control-interfaces.sha" ] && ! { command -v cmake && command -v c++; } >/dev/null &&
+    ! "$LC_VENV/bin/python" -c 'import tf2_msgs.msg' 2>/dev/null; then
+    lc_apt_install "building tf2_msgs" cmake g++
+  fi
+  "$LC_ROOT/scripts/build_interfaces.sh" "$LC_VENV" "$LC_PROFILE"
 fi
 
 # The ROS 2 wheels load their shared libraries from <venv>/lib; MuJoCo renders through EGL.

@@ -56,6 +56,8 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
 
 
 def train_all(args, variants: dict) -> None:
+    import fcntl
+
     from liquid_control.training.trainer import train
 
     for name, (config, overrides) in variants.items():
@@ -63,6 +65,13 @@ def train_all(args, variants: dict) -> None:
             folder = run_dir(Path(args.out), name, seed)
             if (folder / "policy.pt").is_file():
                 print(f"{folder}: done", flush=True)
+                continue
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(folder.parent / f"{folder.name}.lock", "w")  # two chains of this script never share a run
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"{folder}: being trained by another process, skipped", flush=True)
                 continue
             start = time.monotonic()
             result = train(

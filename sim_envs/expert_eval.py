@@ -4,6 +4,7 @@
 
 Episode seeds are the same in every setting (same arenas and command sequences), so settings differ
 only by the shift. Prints a markdown table. The balancer has no camera: visual presets are skipped there.
+A progress bar (episodes done, on stderr) runs meanwhile; ``--no-progress`` turns it off.
 """
 
 from __future__ import annotations
@@ -58,11 +59,18 @@ def settings_for(world: str) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--worlds", nargs="+", choices=sorted(WORLDS), default=["rover", "balancer"])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk", type=int, default=25, help="episodes per task")
+    parser = argparse.ArgumentParser(
+        prog="python -m sim_envs.expert_eval",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--episodes", type=int, default=50, help="episodes per setting (default 50)")
+    parser.add_argument(
+        "--worlds", nargs="+", choices=sorted(WORLDS), default=["rover", "balancer"], help="(default: both)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--chunk", type=int, default=25, help="episodes per task (default 25)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.workers < 1 or args.chunk < 1:
         parser.error("--episodes, --workers and --chunk must be positive")
@@ -75,11 +83,19 @@ def main(argv=None):
         for preset in settings_for(world)
         for i in range(0, len(seeds), args.chunk)
     ]
+    from tqdm import tqdm
+
     results: dict = {}
     start = time.time()
-    with mp.get_context("spawn").Pool(args.workers) as pool:
+    total = sum(len(task[2]) for task in tasks)
+    with (
+        mp.get_context("spawn").Pool(args.workers) as pool,
+        tqdm(total=total, unit="episode", desc="expert episodes", disable=args.no_progress) as bar,
+    ):
         for world, preset, episodes in pool.imap_unordered(run_episodes, tasks):
             results.setdefault((world, preset), []).extend(episodes)
+            bar.update(len(episodes))
+            bar.set_postfix_str(f"{world} {preset}", refresh=False)
     wall = time.time() - start
 
     failure_name = {"rover": "collisions", "balancer": "falls", "balance_nav": "falls"}

@@ -58,7 +58,91 @@ def test_colcon_build_installs_where_ros2_looks(tmp_path):
     assert (share / "package.xml").is_file()
     assert (prefix / "share" / "ament_index" / "resource_index" / "packages" / "liquid_control").is_file()
     src = paths.share_dir()
-    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.yaml"), ("policies", "*")):
+    for folder, pattern in (("launch", "*.launch.py"), ("config", "*.yaml"), ("policies", "*"), ("urdf", "*.urdf")):
         expected = sorted(p.name for p in (src / folder).glob(pattern) if p.is_file())
         installed = sorted(p.name for p in (share / folder).glob(pattern) if p.is_file()) if expected else []
         assert installed == expected, folder
+
+
+def test_cli_version_and_help_show_defaults_and_choices(capsys):
+    import re
+
+    from liquid_control import __version__
+
+    proc = subprocess.run([sys.executable, "-m", "liquid_control.cli", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"liquid-control {__version__}"
+    root = ET.parse(paths.share_dir() / "package.xml").getroot()
+    assert root.findtext("version") == __version__  # one version for the ROS package and the CLI
+    for command in ("sim", "eval", "train"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "liquid_control.cli", command, "--help"], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr
+        text = " ".join(proc.stdout.split())  # argparse wraps lines
+        assert "{," not in text and ",}" not in text  # no empty choice shown
+        if command == "sim":
+            assert "--publish-mode {per_update,fixed_rate}" in text and "--backend {auto,torch,onnx}" in text
+            assert re.search(r"--seed SEED \(default: 0\)", text) and "(default: LiquidRover-v0)" in text
+        if command == "eval":
+            assert "(default: 20)" in text  # --episodes
+        if command == "train":
+            assert "examples:\n  liquid-control train" in proc.stdout  # epilog line breaks kept
+
+
+def _setup_script(argv, tmp_path, tools=(), fake=None, **env_vars):
+    """Run a scripts/ file with PATH limited to the coreutils it uses plus ``tools`` (and ``fake`` name -> shell
+    script body), so a missing or failing cmake can be staged."""
+    import os
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("cat", "grep", "sha256sum", "cut", "mkdir", "tail", "nproc", "id", "dirname", *tools):
+        if shutil.which(tool) and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(shutil.which(tool))
+    for name, body in (fake or {}).items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "LIQUID_CONTROL_NO_INSTALL", "LIQUID_CONTROL_VENV")}
+    env.update(PATH=str(bin_dir), **env_vars)
+    return subprocess.run(
+        [shutil.which("bash"), *argv], cwd=paths.share_dir(), env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_interface_build_failure_stops_the_tests_and_ci_but_not_run_sh(tmp_path):
+    """scripts/build_interfaces.sh: without cmake, or when the build fails, ./run.sh goes on with a warning (no /tf)
+    while the test profile and CI stop with the reason and the end of the build log; nothing is stamped."""
+    venv = tmp_path / "venv"  # no tf2_msgs importable: a build is needed
+    venv.mkdir()
+    script = "scripts/build_interfaces.sh"
+    runtime = _setup_script([script, str(venv)], tmp_path)
+    assert runtime.returncode == 0 and "cmake and a C++ compiler are needed" in runtime.stderr, runtime.stderr
+    for argv, env in (([script, str(venv), "test"], {}), ([script, str(venv)], {"CI": "true"})):
+        strict = _setup_script(argv, tmp_path, **env)
+        assert strict.returncode == 1, strict.stderr
+        assert "cmake and a C++ compiler are needed" in strict.stderr and "required for the tests" in strict.stderr
+    failing = {"cmake": "echo 'CMake Error: staged failure'; exit 1", "c++": "exit 1"}
+    build = _setup_script([script, str(venv), "test"], tmp_path, fake=failing)
+    assert build.returncode == 1, build.stderr
+    assert "building tf2_msgs failed" in build.stderr and "CMake Error: staged failure" in build.stderr
+    assert _setup_script([script, str(venv)], tmp_path, fake=failing).returncode == 0
+    assert not (venv / ".liquid_control-interfaces.sha").exists()
+
+
+def test_bootstrap_without_install_refuses_to_create_a_venv(tmp_path):
+    """LIQUID_CONTROL_NO_INSTALL uses an existing venv as it is: one that does not exist is an error, not created."""
+    import os
+
+    venv = tmp_path / "missing-venv"
+    proc = subprocess.run(
+        ["bash", "-c", "source scripts/bootstrap.sh runtime"],
+        cwd=paths.share_dir(),
+        env=dict(os.environ, LIQUID_CONTROL_VENV=str(venv), LIQUID_CONTROL_NO_INSTALL="1"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert f"LIQUID_CONTROL_NO_INSTALL is set but {venv} is not a virtual environment" in proc.stderr
+    assert not venv.exists()

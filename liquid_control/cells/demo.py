@@ -62,6 +62,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    torch.set_num_threads(1)  # tiny models: extra threads only add overhead and contend with other jobs
     torch.manual_seed(args.seed)
     print("liquid_control cells demo: predict a sine 0.5 s ahead from noisy samples taken at irregular times")
     print("(dt uniform in [0.05, 0.40] s, different for every sample and step; loss = MSE on held-out sequences)\n")

@@ -32,7 +32,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import Image, Imu, JointState
+from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
@@ -158,6 +158,12 @@ class PolicyNode(LifecycleNode):
             self._subscriptions_by_sensor[sensor] = self.create_subscription(
                 msg_type, self.get_parameter(topic_param).value, callback, qos
             )
+        if CAMERA in spec.sensors:  # camera_info beside the image (image_transport's convention), where published
+            camera_topic = self.get_parameter("camera_topic").value
+            info_topic = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
+            self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
+                CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), 10
+            )
         command_type = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
         self._command_pub = self.create_lifecycle_publisher(
             command_type[s.command_type],
@@ -251,6 +257,18 @@ class PolicyNode(LifecycleNode):
             )
             return
         self._on_reading(CAMERA, msg.header.stamp, value)
+
+    def _on_camera_info(self, msg: CameraInfo, expected_shape: tuple):
+        """The camera's resolution must be the policy's input size: say so once per throttle period if not."""
+        if self.runner is None or (msg.height, msg.width) == tuple(expected_shape[:2]):
+            return
+        self.runner.counters["camera_info.size_mismatch"] += 1
+        self.get_logger().error(
+            f"camera_info says {msg.width}x{msg.height} images but the policy takes "
+            f"{expected_shape[1]}x{expected_shape[0]}: its images will be rejected (bad_shape); "
+            "set the camera's resolution to the policy's",
+            throttle_duration_sec=self.settings.log_throttle_s,
+        )
 
     def _on_vector(self, sensor: str, msg):
         if not self._active:

@@ -8,6 +8,12 @@ balancer) drives the world until the next one; no command for ``command_timeout_
 controller's timeout). Odometry is the true pose; each episode's outcome goes to the status topic
 (std_msgs/String, JSON, transient local).
 
+As a ROS robot it also provides what RViz, Foxglove and the navigation stack expect: the robot's URDF on
+``robot_description`` (generated from the world's MuJoCo model, transient local), ``odom -> base_link`` and
+the wheel joints on ``/tf`` with every odometry message (REP 105), the sensor mounts on ``/tf_static``, a
+``sensor_msgs/CameraInfo`` with each image (same stamp and frame, intrinsics from the camera's field of view)
+and IMU messages by REP 145 (the ``imu`` frame, noise covariances, orientation marked unknown).
+
 Run: ``ros2 run liquid_control sim_node --ros-args --params-file config/sim.yaml``.
 """
 
@@ -29,18 +35,24 @@ import numpy as np
 import rclpy
 import rclpy.executors
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Twist, TwistStamped, Vector3
+from geometry_msgs.msg import TransformStamped, Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import Image, Imu, JointState
+from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 import sim_envs
+from liquid_control.ros import robot_description
 from liquid_control.ros.image_conversion import numpy_to_image
+
+try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh builds into the venv
+    from tf2_msgs.msg import TFMessage
+except ImportError:  # pragma: no cover - reported by the node
+    TFMessage = None
 
 
 def _rover_command_scale():
@@ -55,18 +67,32 @@ def _balancer_command_scale():
     return np.array([balancer.MAX_TORQUE, balancer.MAX_TORQUE])
 
 
+def _rover_imu_noise():
+    from sim_envs import rover
+
+    return rover.GYRO_NOISE, rover.ACCEL_NOISE
+
+
+def _balancer_imu_noise():
+    from sim_envs import balancer
+
+    return balancer.GYRO_NOISE, balancer.ACCEL_NOISE
+
+
 # world id -> how it maps to ROS: sensor -> topic parameter, command message kind, robot units per action unit
 WORLDS = {
     "LiquidRover-v0": dict(
         sensors={"camera": "camera_topic", "imu": "imu_topic"},
         command="twist",
         command_scale=_rover_command_scale,
+        imu_noise=_rover_imu_noise,  # nominal white-noise std (gyro rad/s, accel m/s^2): the IMU's datasheet
         target=False,
     ),
     "LiquidBalance-v0": dict(
         sensors={"imu": "imu_topic", "encoders": "wheels_topic"},
         command="float64_multi_array",
         command_scale=_balancer_command_scale,
+        imu_noise=_balancer_imu_noise,
         target=True,
     ),  # world.command: velocity target
     "LiquidBalanceNav-v0": dict(
@@ -108,8 +134,20 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
         "before the first episode, wait up to this long for the sensor subscribers and the command publisher",
     ),
     "policy_reset_service": ("", "std_srvs/Trigger called before each episode (e.g. /policy_node/reset)"),
-    "frame_prefix": ("", "prefix of the frame ids (base_link, camera, imu, odom)"),
+    "frame_prefix": ("", "prefix of the frame ids (odom, base_link, imu, camera, camera_optical, wheels)"),
+    "camera_info_topic": ("", "sensor_msgs/CameraInfo with each image (empty: camera_info beside camera_topic)"),
+    "robot_description_topic": ("robot_description", "std_msgs/String URDF of the robot (transient local)"),
+    "publish_tf": (True, "odom -> base_link and the wheels on /tf with the odometry, sensor mounts on /tf_static"),
 }
+
+
+_TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
+
+
+def _next_tick(tick: float, period: float, now: float) -> float:
+    """The first tick of the grid ``tick + k * period`` after ``now``: a rate that holds on average although
+    the loop reaches the ticks late (skipped ticks are not caught up)."""
+    return tick + (math.floor((now - tick) / period) + 1) * period
 
 
 class SimNode(Node):
@@ -131,6 +169,10 @@ class SimNode(Node):
             kwargs["time_limit"] = float(p["time_limit"])
         self.world = gymnasium.make(p["world"], **kwargs).unwrapped
         self.frame = lambda name: f"{p['frame_prefix']}{name}"
+        spec = robot_description.robot_spec(p["world"], self.world.model)
+        self.robot = robot_description.describe(self.world.model, spec)
+        self._moving_joints = self.robot.moving_joints()
+        self._imu_noise = io["imu_noise"]() if "imu_noise" in io else None  # None: covariance unknown (zeros)
 
         sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE)
         self.publishers_by_sensor = {}
@@ -139,6 +181,33 @@ class SimNode(Node):
             self.publishers_by_sensor[sensor] = self.create_publisher(msg_type, p[topic_param], sensor_qos)
         self.target_pub = self.create_publisher(Twist, p["target_topic"], 10) if io["target"] else None
         self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.description_pub = self.create_publisher(String, p["robot_description_topic"], latched)
+        self.description_pub.publish(
+            String(data=robot_description.to_urdf(self.robot, p["frame_prefix"], source=f"the MJCF of {p['world']}"))
+        )
+        self.tf_pub = self.tf_static_pub = None
+        if p["publish_tf"] and TFMessage is None:
+            self.get_logger().warning(
+                "tf2_msgs is not importable: no /tf, /tf_static (a ROS installation has it; without one, "
+                "scripts/build_interfaces.sh builds it into the venv)"
+            )
+        elif p["publish_tf"]:
+            # tf2_ros's QoS: /tf reliable depth 100, /tf_static reliable transient local
+            self.tf_pub = self.create_publisher(
+                TFMessage, "/tf", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+            )
+            self.tf_static_pub = self.create_publisher(TFMessage, "/tf_static", latched)
+            self._publish_static_transforms()
+        self.camera_info_pub, self._camera_info = None, None
+        if "camera" in self.publishers_by_sensor and spec.camera is not None:
+            camera_topic = p["camera_topic"]  # image_transport's convention: camera_info beside image_raw
+            sibling = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
+            info_topic = p["camera_info_topic"] or sibling
+            self.camera_info_pub = self.create_publisher(CameraInfo, info_topic, sensor_qos)
+            self._camera_info = self._camera_info_template(robot_description.camera_fovy_deg(self.world.model, spec))
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
         self.status_pub = self.create_publisher(
             String,
@@ -146,12 +215,13 @@ class SimNode(Node):
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
         )
         command_msg = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
-        self.create_subscription(
+        command_sub = self.create_subscription(
             command_msg[self.command_type],
             p["command_topic"],
             self._on_command,
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
         )
+        self.command_topic_name = command_sub.topic_name
         self.reset_client = (
             self.create_client(Trigger, p["policy_reset_service"]) if p["policy_reset_service"] else None
         )
@@ -220,24 +290,72 @@ class SimNode(Node):
         header_stamp = self._stamp(stamp)
         if sensor == "camera":
             msg = numpy_to_image(np.asarray(reading, dtype=np.uint8), "rgb8")
-            msg.header.frame_id = self.frame("camera")
-        elif sensor == "imu":
+            msg.header.frame_id, msg.header.stamp = self.frame("camera_optical"), header_stamp
+            if self.camera_info_pub is not None:
+                self._publish_camera_info(msg)
+        elif sensor == "imu":  # REP 145: in the imu frame, accelerometer including gravity
             msg = Imu()
             msg.header.frame_id = self.frame("imu")
             r = [float(v) for v in reading]
             msg.angular_velocity.x, msg.angular_velocity.y, msg.angular_velocity.z = r[:3]
             msg.linear_acceleration.x, msg.linear_acceleration.y, msg.linear_acceleration.z = r[3:6]
-            msg.orientation_covariance[0] = -1.0  # no orientation estimate
+            msg.orientation_covariance[0] = -1.0  # no orientation estimate (sensor_msgs/Imu: -1 in element 0)
+            if self._imu_noise is not None:  # else all zeros: "covariance unknown" (sensor_msgs/Imu)
+                gyro_std, accel_std = self._imu_noise
+                for i in (0, 4, 8):  # independent axes: the nominal white-noise variances on the diagonal
+                    msg.angular_velocity_covariance[i] = gyro_std**2
+                    msg.linear_acceleration_covariance[i] = accel_std**2
         else:  # wheel encoders
             msg = JointState(name=["wheel_left", "wheel_right"], velocity=[float(v) for v in reading])
         msg.header.stamp = header_stamp
         self.publishers_by_sensor[sensor].publish(msg)
 
+    def _camera_info_template(self, fovy_deg: float) -> CameraInfo:
+        """Pinhole intrinsics of the rendered camera: MuJoCo's fovy is vertical, pixels are square, no distortion."""
+        height, width, _ = self.world.image_shape
+        f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2.0)
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0  # pixel centres at integer coordinates (OpenCV, ROS)
+        info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+        info.d = [0.0] * 5
+        info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
+        info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+        return info
+
+    def _publish_camera_info(self, image: Image):
+        info = self._camera_info
+        info.header.stamp, info.header.frame_id = image.header.stamp, image.header.frame_id
+        self.camera_info_pub.publish(info)
+
+    def _transform(self, stamp, parent: str, child: str, xyz, quat_wxyz) -> TransformStamped:
+        t = TransformStamped()
+        t.header.stamp, t.header.frame_id, t.child_frame_id = stamp, self.frame(parent), self.frame(child)
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = (float(x) for x in xyz)
+        r = t.transform.rotation
+        r.w, r.x, r.y, r.z = (float(x) for x in quat_wxyz)
+        return t
+
+    def _publish_static_transforms(self):
+        stamp = self.get_clock().now().to_msg()
+        transforms = [
+            self._transform(stamp, j.parent, j.child, j.xyz, robot_description.matrix_to_quat(j.rotation))
+            for j in self.robot.fixed_joints()
+        ]
+        self.tf_static_pub.publish(TFMessage(transforms=transforms))
+
     def _publish_odometry(self, sim_t: float):
         d = self.world.data
         q, v = d.qpos[self._qpos_adr : self._qpos_adr + 7], d.qvel[self._qvel_adr : self._qvel_adr + 6]
+        stamp = self._stamp(sim_t)
+        if self.tf_pub is not None:  # the same pose as the odometry, and the wheels at their joint angles
+            transforms = [self._transform(stamp, "odom", "base_link", q[:3], q[3:7])]
+            for joint in self._moving_joints:
+                transforms.append(
+                    self._transform(stamp, joint.parent, joint.child, *robot_description.joint_transform(joint, d.qpos))
+                )
+            self.tf_pub.publish(TFMessage(transforms=transforms))
         msg = Odometry()
-        msg.header.stamp = self._stamp(sim_t)
+        msg.header.stamp = stamp
         msg.header.frame_id, msg.child_frame_id = self.frame("odom"), self.frame("base_link")
         pose = msg.pose.pose
         pose.position.x, pose.position.y, pose.position.z = (float(x) for x in q[:3])
@@ -250,14 +368,32 @@ class SimNode(Node):
         self.odom_pub.publish(msg)
 
     # ------------------------------------------------------------------------------------------- episodes
+    def policy_sensors(self) -> set[str] | None:
+        """The sensors that the node(s) publishing our command topic subscribe to (None: no commander seen)."""
+        commanders = self.get_publishers_info_by_topic(self.command_topic_name)
+        if not commanders:
+            return None
+        sensor_by_topic = {pub.topic_name: sensor for sensor, pub in self.publishers_by_sensor.items()}
+        wanted = set()
+        for info in commanders:
+            try:
+                topics = self.get_subscriber_names_and_types_by_node(info.node_name, info.node_namespace)
+            except Exception:  # the node left the graph between the two calls
+                continue
+            wanted |= {sensor_by_topic[name] for name, _ in topics if name in sensor_by_topic}
+        return wanted
+
     def wait_for_graph(self):
-        """Wait (bounded) until the policy side is there, so the first messages are not lost."""
+        """Wait (bounded) until a policy commands us and every sensor it subscribes to has a subscriber here,
+        so the first messages are not lost. Sensors it does not use (the rover policy's IMU) are not waited for."""
         deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
         while time.monotonic() < deadline:
-            sensors_ready = all(pub.get_subscription_count() > 0 for pub in self.publishers_by_sensor.values())
-            command_ready = self.count_publishers(self.p["command_topic"]) > 0
-            if sensors_ready and command_ready:
-                return True
+            wanted = self.policy_sensors()
+            if wanted:  # a commander with sensor subscriptions (still discovering them: empty)
+                matched = {s for s in wanted if self.publishers_by_sensor[s].get_subscription_count() > 0}
+                if matched == wanted:
+                    self.get_logger().info(f"policy node subscribes to {', '.join(sorted(wanted))}: starting")
+                    return True
             time.sleep(0.05)
         self.get_logger().warning("no policy node seen on the sensor/command topics; starting anyway")
         return False
@@ -297,6 +433,8 @@ class SimNode(Node):
                 if target <= world.data.time:
                     time.sleep(min(physics_dt / rtf, 0.002))
                     continue
+                if next_odom > world.data.time + _TICK_TOLERANCE:  # stop at the odometry tick: 50 Hz, on time
+                    target = min(target, next_odom)
             deliveries, triggered = [], False
             while True:
                 self._sim_now = float(world.data.time)
@@ -317,13 +455,13 @@ class SimNode(Node):
             for sensor, stamp, reading in deliveries:
                 self._publish_reading(sensor, stamp, reading)
                 counts[sensor] += 1
-            if now >= next_odom:
+            if now >= next_odom - _TICK_TOLERANCE:
                 self._publish_odometry(now)
-                next_odom = now + odom_period
+                next_odom = _next_tick(next_odom, odom_period, now + _TICK_TOLERANCE)
             if self.target_pub is not None and now >= next_target:
                 cmd = world.command
                 self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
-                next_target = now + target_period
+                next_target = _next_tick(next_target, target_period, now)
             if terminated or update_stamp >= world.time_limit:  # truncated as the env: first update past the limit
                 break
             if lockstep and triggered:

@@ -1,0 +1,482 @@
+"""`liquid-control view`: watch a running graph (the simulation or a robot) live in Foxglove, or as a picture.
+
+Subscribes over DDS to the robot's topics (``robot_description``, ``/tf``, ``/tf_static``, camera image and
+camera_info, IMU, odometry, commands, episode status) as serialized messages. A robot in a namespace
+(``--namespace``: the relative topics below resolve in it) with prefixed frames (sim_node's ``frame_prefix``,
+read off the root link of ``robot_description`` unless ``--frame-prefix`` is given) is followed as well.
+
+- ``--foxglove``: relays them unchanged (CDR, with their ros2msg schemas) through a Foxglove WebSocket server
+  (``foxglove-sdk``, optional: ``pip install foxglove-sdk==0.30.3``). Open Foxglove and connect to
+  ``ws://localhost:8765``: the 3D panel shows the robot from ``robot_description`` placed by TF, the Image panel
+  the camera, the Plot panel the commands. With a ROS installation, ``foxglove_bridge`` or RViz do the same.
+- ``--snapshot PATH``: renders a picture of the same topics with matplotlib (no viewer needed): the robot's URDF
+  shapes placed by TF on its path in ``odom``, the sensor frames, the camera's field of view from camera_info,
+  the latest image and the commands over time.
+
+It stops after ``--duration`` seconds, with ``--until-episode-end`` at the first episode that ends after it started
+(a latched status of an earlier episode, replayed at connect, does not count), or on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import signal
+import threading
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
+
+# topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
+# relative names resolve in the viewer's namespace (--namespace)
+TOPICS = {
+    "robot_description": ("std_msgs/msg/String", "latched"),
+    "/tf": ("tf2_msgs/msg/TFMessage", "reliable"),
+    "/tf_static": ("tf2_msgs/msg/TFMessage", "latched"),
+    "camera/image_raw": ("sensor_msgs/msg/Image", "sensor"),
+    "camera/camera_info": ("sensor_msgs/msg/CameraInfo", "sensor"),
+    "imu/data": ("sensor_msgs/msg/Imu", "sensor"),
+    "joint_states": ("sensor_msgs/msg/JointState", "sensor"),
+    "odom": ("nav_msgs/msg/Odometry", "reliable"),
+    "cmd_vel": ("geometry_msgs/msg/Twist", "reliable"),
+    "wheel_torques": ("std_msgs/msg/Float64MultiArray", "reliable"),
+    "target_velocity": ("geometry_msgs/msg/Twist", "reliable"),
+    "episode_status": ("std_msgs/msg/String", "latched"),
+}
+
+
+def message_class(type_name: str):
+    """``pkg/msg/Type`` -> the rclpy message class."""
+    package, _, name = type_name.split("/")
+    return getattr(importlib.import_module(f"{package}.msg"), name)
+
+
+def ros2msg_schema(type_name: str) -> str:
+    """The ``ros2msg`` schema text of a type with its dependencies, as rosbag2 writes it into MCAP."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_KILTED).generate_msgdef(type_name, ros_version=2)[0]
+
+
+def _qos(kind: str):
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    if kind == "sensor":
+        return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    durability = DurabilityPolicy.TRANSIENT_LOCAL if kind == "latched" else DurabilityPolicy.VOLATILE
+    return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=durability)
+
+
+# ------------------------------------------------------------------------------------------ what the picture needs
+def _transform_matrix(t) -> np.ndarray:
+    m = np.eye(4)
+    r, p = t.rotation, t.translation
+    m[:3, :3] = quat_to_matrix([r.w, r.x, r.y, r.z])
+    m[:3, 3] = (p.x, p.y, p.z)
+    return m
+
+
+def urdf_root_link(description: str) -> str:
+    """The root link of a URDF: the one link that is no joint's child."""
+    robot = ET.fromstring(description)
+    children = {joint.find("child").get("link") for joint in robot.iter("joint")}
+    roots = [link.get("name") for link in robot.iter("link") if link.get("name") not in children]
+    return roots[0] if len(roots) == 1 else ""
+
+
+@dataclass
+class Recording:
+    """The latest state of the topics a picture shows (decoded from the relayed messages).
+
+    Frames are sim_node's names with ``frame_prefix`` in front; None: read off robot_description, whose root link
+    is ``<prefix>base_link``."""
+
+    frame_prefix: str | None = None
+    description: str = ""
+    transforms: dict = field(default_factory=dict)  # child -> (parent, 4x4) from /tf and /tf_static
+    paths: dict = field(default_factory=dict)  # (parent, child) -> [(x, y)] of each */odom -> * transform on /tf
+    image: object = None  # latest sensor_msgs/Image
+    camera_info: object = None
+    commands: list = field(default_factory=list)  # (seconds since start, linear, angular)
+    counts: dict = field(default_factory=dict)
+
+    def frame(self, name: str) -> str:
+        """The frame id of one of sim_node's frames (``odom``, ``base_link``, ``camera_optical``, ...)."""
+        prefix = self.frame_prefix
+        if prefix is None:
+            root = urdf_root_link(self.description) if self.description else ""
+            prefix = root.removesuffix("base_link") if root.endswith("base_link") else ""
+        return prefix + name
+
+    def path(self) -> list:
+        """(x, y) of ``odom -> base_link`` over time."""
+        return self.paths.get((self.frame("odom"), self.frame("base_link")), [])
+
+    def add(self, topic: str, msg, t: float):
+        """Take in one message of ``topic`` received ``t`` seconds after the viewer started."""
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+        if topic == "robot_description":
+            self.description = msg.data
+        elif topic in ("/tf", "/tf_static"):
+            for ts in msg.transforms:
+                parent, child = ts.header.frame_id, ts.child_frame_id
+                self.transforms[child] = (parent, _transform_matrix(ts.transform))
+                if topic == "/tf" and parent.endswith("odom"):
+                    xy = (ts.transform.translation.x, ts.transform.translation.y)
+                    self.paths.setdefault((parent, child), []).append(xy)
+        elif topic == "camera/image_raw":
+            self.image = msg
+        elif topic == "camera/camera_info":
+            self.camera_info = msg
+        elif topic == "cmd_vel":
+            self.commands.append((t, msg.linear.x, msg.angular.z))
+
+    def pose(self, frame: str, root: str) -> np.ndarray | None:
+        """4x4 pose of ``frame`` in ``root`` through the TF tree (None if not connected)."""
+        m = np.eye(4)
+        for _ in range(32):
+            if frame == root:
+                return m
+            if frame not in self.transforms:
+                return None
+            parent, t = self.transforms[frame]
+            m, frame = t @ m, parent
+        return None
+
+
+def _urdf_shapes(description: str) -> list[tuple[str, str, np.ndarray, tuple, tuple]]:
+    """(link, shape, 4x4 origin in the link, size, rgba) of each URDF visual."""
+    shapes = []
+    for link in ET.fromstring(description).iter("link"):
+        for visual in link.iter("visual"):
+            origin = visual.find("origin")
+            xyz = [float(v) for v in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()]
+            rpy = [float(v) for v in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
+            m = np.eye(4)
+            m[:3, :3], m[:3, 3] = rpy_to_matrix(*rpy), xyz
+            geometry = visual.find("geometry")[0]
+            size = {
+                "box": lambda g: tuple(float(v) for v in g.get("size").split()),
+                "cylinder": lambda g: (float(g.get("radius")), float(g.get("length"))),
+                "sphere": lambda g: (float(g.get("radius")),),
+            }[geometry.tag](geometry)
+            color = visual.find("material/color")
+            rgba = tuple(float(v) for v in color.get("rgba").split()) if color is not None else (0.5, 0.5, 0.5, 1.0)
+            shapes.append((link.get("name"), geometry.tag, m, size, rgba))
+    return shapes
+
+
+def _shape_points(shape: str, size: tuple) -> np.ndarray:
+    """Surface points of a primitive in its own frame (for its top-down outline)."""
+    if shape == "box":
+        return np.array(
+            [
+                [sx * size[0], sy * size[1], sz * size[2]]
+                for sx in (-0.5, 0.5)
+                for sy in (-0.5, 0.5)
+                for sz in (-0.5, 0.5)
+            ]
+        )
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    if shape == "sphere":
+        r = size[0]
+        return np.array([[r * math.cos(a), r * math.sin(a), 0.0] for a in angles])
+    r, length = size
+    return np.array([[r * math.cos(a), r * math.sin(a), z] for a in angles for z in (-length / 2, length / 2)])
+
+
+def _cross(a, b) -> float:
+    """The z component of the cross product of two 2-D vectors."""
+    return a[0] * b[1] - a[1] * b[0]
+
+
+def _hull(points: np.ndarray) -> np.ndarray:
+    """Convex hull of 2-D points (monotone chain), counter-clockwise."""
+    pts = sorted(map(tuple, np.round(points, 9)))
+    if len(pts) < 3:
+        return np.array(pts)
+
+    def half(seq):
+        out = []
+        for p in seq:
+            while len(out) >= 2 and _cross(np.subtract(out[-1], out[-2]), np.subtract(p, out[-2])) <= 0:
+                out.pop()
+            out.append(p)
+        return out[:-1]
+
+    return np.array(half(pts) + half(pts[::-1]))
+
+
+def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
+    """A picture of the recorded topics: path + robot in odom, robot close-up with frames, camera, commands."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Polygon
+
+    from liquid_control.ros.image_conversion import image_to_numpy
+
+    fig = plt.figure(figsize=(13, 4.6))
+    grid = fig.add_gridspec(2, 3, width_ratios=[1.25, 1.0, 1.0], height_ratios=[1.0, 1.0])
+    ax_map, ax_robot = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[:, 1])
+    ax_image, ax_cmd = fig.add_subplot(grid[0, 2]), fig.add_subplot(grid[1, 2])
+    odom = rec.frame("odom")
+    base = rec.pose(rec.frame("base_link"), odom)
+    shapes = _urdf_shapes(rec.description) if rec.description else []
+
+    def draw_robot(ax, alpha=1.0):
+        for link, shape, origin, size, rgba in shapes:
+            pose = rec.pose(link, odom)
+            if pose is None:
+                continue
+            pts = (pose @ origin @ np.c_[_shape_points(shape, size), np.ones(len(_shape_points(shape, size)))].T).T
+            ax.add_patch(Polygon(_hull(pts[:, :2]), closed=True, fc=rgba[:3], ec="k", lw=0.5, alpha=alpha, zorder=3))
+
+    def draw_fov(ax, reach):
+        optical = rec.pose(rec.frame("camera_optical"), odom)
+        if optical is None or rec.camera_info is None:
+            return
+        info = rec.camera_info
+        half = math.atan(info.width / 2 / info.k[0])
+        origin = optical[:3, 3]
+        for s in (-1, 1):
+            ray = optical[:3, :3] @ np.array([s * math.tan(half), 0.0, 1.0])
+            ray = ray[:2] / np.linalg.norm(ray[:2])
+            ax.plot(*zip(origin[:2], origin[:2] + reach * ray), color="tab:orange", lw=1, zorder=2)
+        ax.plot([], [], color="tab:orange", lw=1, label=f"camera field of view ({math.degrees(2 * half):.0f} deg)")
+
+    # 1. odom frame: path, robot, camera field of view
+    if rec.path():
+        xy = np.array(rec.path())
+        ax_map.plot(xy[:, 0], xy[:, 1], color="tab:blue", lw=1.5, label=f"{odom} -> {rec.frame('base_link')} (/tf)")
+        ax_map.plot(*xy[0], "o", color="tab:blue", ms=4)
+        span = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 2.0) + 2.0  # 1 m around the path
+        centre = xy.min(0) + np.ptp(xy, 0) / 2
+        ax_map.set_xlim(centre[0] - span / 2, centre[0] + span / 2)
+        ax_map.set_ylim(centre[1] - span / 2, centre[1] + span / 2)
+        draw_fov(ax_map, 0.25 * span)
+    draw_robot(ax_map)
+    ax_map.set_aspect("equal")
+    ax_map.set_title(f"{odom}: path, robot (robot_description + TF)", fontsize=9)
+    ax_map.set_xlabel("x (m)")
+    ax_map.set_ylabel("y (m)")
+    ax_map.legend(fontsize=7, loc="best")
+    ax_map.grid(alpha=0.3)
+
+    # 2. close-up of the robot at its last pose, with the TF frames (x red, y green)
+    draw_robot(ax_robot, alpha=0.85)
+    if base is not None:
+        labels = {}  # frames at the same place (base_link and imu seen from above) share one label
+        for frame in sorted(rec.transforms):
+            pose = rec.pose(frame, odom)
+            if pose is None or frame == odom:
+                continue
+            o = pose[:3, 3]
+            for axis, color in ((0, "r"), (1, "g")):
+                d = pose[:3, axis] * 0.08
+                ax_robot.arrow(o[0], o[1], d[0], d[1], color=color, width=0.002, head_width=0.012, zorder=5)
+            labels.setdefault(tuple(np.round(o[:2], 2)), []).append(frame)
+        for xy, frames in labels.items():
+            ax_robot.annotate(", ".join(frames), xy, fontsize=7, xytext=(3, 3), textcoords="offset points", zorder=6)
+        draw_fov(ax_robot, 0.45)
+        ax_robot.set_xlim(base[0, 3] - 0.45, base[0, 3] + 0.45)
+        ax_robot.set_ylim(base[1, 3] - 0.45, base[1, 3] + 0.45)
+    ax_robot.set_aspect("equal")
+    ax_robot.set_title("robot at its last pose: URDF shapes, TF frames (x red, y green)", fontsize=9)
+    ax_robot.grid(alpha=0.3)
+
+    # 3. the latest camera image, 4. the commands
+    if rec.image is not None:
+        ax_image.imshow(image_to_numpy(rec.image, "rgb8"), interpolation="nearest")
+        stamp = rec.image.header.stamp.sec + rec.image.header.stamp.nanosec * 1e-9
+        ax_image.set_title(
+            f"camera/image_raw {rec.image.width}x{rec.image.height}, frame {rec.image.header.frame_id}, "
+            f"t={stamp:.2f} s",
+            fontsize=8,
+        )
+    ax_image.axis("off")
+    if rec.commands:
+        c = np.array(rec.commands)
+        ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 1], label="linear.x (m/s)", lw=1)
+        ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 2], label="angular.z (rad/s)", lw=1)
+        ax_cmd.legend(fontsize=7, loc="lower right")
+    ax_cmd.set_title(f"cmd_vel ({len(rec.commands)} commands)", fontsize=8)
+    ax_cmd.set_xlabel("wall s since the first command", fontsize=8)
+    ax_cmd.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ the relay
+class Viewer:
+    """Raw subscriptions to TOPICS; each message goes to the Foxglove server (if any) and the recording.
+
+    Episode statuses are kept apart (``episode_ends``), recording or not, and only those published after the
+    viewer started (by the publisher's clock): the latched status of an earlier episode is replayed at connect."""
+
+    def __init__(self, node, foxglove_server=None, record: bool = True, frame_prefix: str | None = None):
+        from rclpy.serialization import deserialize_message
+
+        self._deserialize = deserialize_message
+        self.server = foxglove_server
+        self.recording = Recording(frame_prefix=frame_prefix) if record else None
+        self.episode_ends = []  # statuses of episodes that ended after the start
+        self.channels = {}
+        self.latched = {}  # Foxglove topic -> last message of a transient-local topic (robot_description, ...)
+        self.replay = []  # Foxglove topics a client subscribed to: send their latched message again
+        self.started = time.monotonic()
+        self.started_ns = time.time_ns()  # wall clock, as the publishers' source timestamps
+        self._lock = threading.Lock()
+        self._subscriptions = {
+            topic: node.create_subscription(
+                message_class(type_name),
+                topic,
+                lambda data, info, topic=topic: self._on_message(topic, data, info),
+                _qos(kind),
+                raw=True,
+            )
+            for topic, (type_name, kind) in TOPICS.items()
+        }
+        # the Foxglove channel of each topic: its resolved name (as foxglove_bridge names them)
+        self.channel_names = {topic: sub.topic_name for topic, sub in self._subscriptions.items()}
+
+    def _channel(self, topic: str):
+        if topic not in self.channels:
+            import foxglove
+
+            type_name = TOPICS[topic][0]
+            schema = foxglove.Schema(name=type_name, encoding="ros2msg", data=ros2msg_schema(type_name).encode())
+            self.channels[topic] = foxglove.Channel(self.channel_names[topic], schema=schema, message_encoding="cdr")
+        return self.channels[topic]
+
+    def _on_message(self, topic: str, data: bytes, info: dict):
+        if self.server is not None:
+            channel = self._channel(topic)
+            channel.log(data, log_time=time.time_ns())
+            if TOPICS[topic][1] == "latched":
+                self.latched[self.channel_names[topic]] = (channel, data)
+        if topic == "episode_status":
+            status = json.loads(self._deserialize(data, message_class(TOPICS[topic][0])).data)
+            if info["source_timestamp"] >= self.started_ns or not info["source_timestamp"]:  # 0: not known
+                self.episode_ends.append(status)
+            else:
+                print(
+                    f"ignoring the status of an episode that ended before the viewer started: {json.dumps(status)}",
+                    flush=True,
+                )
+        if self.recording is not None:
+            msg = self._deserialize(data, message_class(TOPICS[topic][0]))
+            with self._lock:
+                self.recording.add(topic, msg, time.monotonic() - self.started)
+
+    def replay_latched(self):
+        """A client that subscribes late still gets the latched messages (as a transient-local subscriber would)."""
+        while self.replay:
+            channel, data = self.latched.get(self.replay.pop(), (None, None))
+            if channel is not None:
+                channel.log(data, log_time=time.time_ns())
+
+
+def _replay_listener(viewer_ref: list):
+    import foxglove
+
+    class ReplayLatched(foxglove.ServerListener):
+        def on_subscribe(self, client, channel):
+            if viewer_ref:
+                viewer_ref[0].replay.append(channel.topic)
+
+    return ReplayLatched()
+
+
+def add_arguments(parser):
+    """The options of `liquid-control view`."""
+    parser.add_argument("--foxglove", action="store_true", help="serve the topics live to Foxglove (foxglove-sdk)")
+    parser.add_argument("--host", default="127.0.0.1", help="Foxglove server address (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=8765, help="Foxglove server port (0: any free port)")
+    parser.add_argument("--snapshot", default="", help="write a PNG picture of the topics when done")
+    parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
+    parser.add_argument(
+        "--until-episode-end",
+        action="store_true",
+        help="stop when an episode ends (the first episode status published after the viewer started)",
+    )
+    parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: inherited)")
+    parser.add_argument(
+        "--namespace", default="", help="namespace of the robot's topics (relative names resolve in it; /tf stays)"
+    )
+    parser.add_argument(
+        "--frame-prefix",
+        default=None,
+        help="sim_node's frame_prefix (default: read off robot_description's root link, <prefix>base_link)",
+    )
+
+
+def run(args) -> int:
+    """Relay and/or record until the duration, the end of an episode or a signal; then write the picture."""
+    import os
+
+    import rclpy
+    import rclpy.executors
+
+    if not args.foxglove and not args.snapshot:
+        print("liquid-control view: nothing to do; give --foxglove and/or --snapshot PATH")
+        return 2
+    server = None
+    if args.foxglove:
+        try:
+            import foxglove
+        except ImportError:
+            print("liquid-control view: --foxglove needs foxglove-sdk (pip install foxglove-sdk==0.30.3)")
+            return 2
+        viewer_ref = []
+        server = foxglove.start_server(
+            name="liquid_control", host=args.host, port=args.port, server_listener=_replay_listener(viewer_ref)
+        )
+        print(f"Foxglove: open a connection to ws://{args.host}:{server.port}", flush=True)
+    domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID") or 0)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    node = rclpy.create_node("liquid_control_view", namespace=args.namespace, context=context)
+    viewer = Viewer(node, server, record=bool(args.snapshot), frame_prefix=args.frame_prefix)
+    if server is not None:
+        viewer_ref.append(viewer)
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    deadline = time.monotonic() + args.duration if args.duration > 0 else math.inf
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+            viewer.replay_latched()
+            if args.until_episode_end and viewer.episode_ends:
+                print(f"episode ended: {json.dumps(viewer.episode_ends[0])}", flush=True)
+                break
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+        if server is not None:
+            server.stop()
+    if args.snapshot:
+        rec = viewer.recording
+        outcome = f", episode {viewer.episode_ends[0]['outcome']}" if viewer.episode_ends else ""
+        path = render_snapshot(
+            rec, args.snapshot, title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
+        )
+        print(f"wrote {path} from {sum(rec.counts.values())} messages: {json.dumps(rec.counts)}")
+    return 0

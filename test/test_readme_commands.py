@@ -1,0 +1,244 @@
+"""Every command of README.md works as written, in a fresh clone of the committed tree.
+
+Each command line of a fenced block runs (shrunk where a flag allows: one episode, a tiny training) in a
+`git clone` of this repository, placed as a colcon workspace's `src/liquid_control`; the two long ones no other
+command needs (`./run.sh`, mostly waiting in real time, and the headline experiment) run beside the rest.
+`./run.sh` and `./test.sh` run against this suite's environment (LIQUID_CONTROL_VENV + LIQUID_CONTROL_NO_INSTALL:
+the install itself is what CI's `./test.sh` on a fresh clone does). `ros2 launch` needs a ROS installation: its
+launch file must be installed by the colcon build and declare the arguments the README passes. Commands quoted
+in the prose are parsed by the CLI (arguments, shift strings, files). A README command this test does not know
+fails it, so the README cannot drift from the code unnoticed.
+"""
+
+import ast
+import os
+import re
+import resource
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from liquid_control import cli
+from liquid_control.ros.testing import isolated_ros_env
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+# The shrunk training of every `liquid-control train --config` and of the headline experiment: two expert
+# episodes, one epoch, no DAgger round, one selection episode, every episode cut at 30 updates (2 s): each
+# stage (collect, fit, select, write) runs, on little data.
+TINY_TRAINING = [
+    "training.demonstrations=2",
+    "training.dagger_rounds=0",
+    "training.epochs_first=1",
+    "training.eval_episodes=1",
+    "training.max_episode_steps=30",
+]
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    return re.findall(r"^```(\w*)\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def command_lines(code: str) -> list[str]:
+    """Shell commands of a bash block: comments dropped, continuation lines joined."""
+    lines, current = [], ""
+    for raw in code.splitlines():
+        line = raw.split("  #")[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        current += line.rstrip("\\").strip() + " " if line else ""
+        if line and not line.endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    return lines
+
+
+def inline_commands(text: str) -> list[str]:
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    spans = (" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose))
+    return [s for s in spans if re.match(r"(\./run\.sh|liquid-control)( |$)", s)]
+
+
+def plan(command: str) -> tuple[str, list[str] | str]:
+    """How a README command runs here: ("run", argv), ("background", argv): beside the next commands, as it
+    shares nothing with them, ("shell", text) or ("launch", argv)."""
+    argv = shlex.split(command)
+    if command == "./run.sh":  # real time, mostly waiting
+        return "background", argv
+    if command == "./test.sh":  # the whole suite is this run: one test of it, through the script
+        return "run", argv + ["-q", "test/test_package.py", "-k", "cli_help_lists_every_command"]
+    if argv[:3] == ["liquid-control", "train", "--config"]:
+        return "run", argv + [arg for s in TINY_TRAINING for arg in ("--set", s)] + ["--no-progress"]
+    if argv[:2] == ["liquid-control", "train"] and "--resume" in argv:
+        return "run", argv + ["--no-progress"]
+    if argv[:4] == ["liquid-control", "eval", "--experiment", "headline"]:
+        shrink = ["--archs", "cfc_ncp", "--seeds", "1", "--episodes", "1", "--shift", "in_distribution"]
+        # training runs in its process pool; the one episode in this process (the pool: the next command)
+        shrink += ["--train-minutes", "0.1", "--no-expert", "--no-example", "--no-progress", "--backend", "serial"]
+        return "background", argv + shrink + [arg for s in TINY_TRAINING for arg in ("--train-set", s)]
+    if argv[:3] == ["liquid-control", "eval", "--policy"]:  # the 16 headline shifts -> one, one episode each
+        i = argv.index("--shift-set")
+        argv = argv[:i] + ["--shift", "in_distribution"] + argv[i + 2 :]
+        return "run", argv + ["--episodes", "1", "--no-example", "--no-progress", "--workers", "1"]
+    if command == "colcon build --packages-select liquid_control && source install/setup.bash":
+        return "shell", command
+    if argv[:2] == ["ros2", "launch"]:
+        return "launch", argv
+    raise AssertionError(f"README command not covered by test/test_readme_commands.py: {command!r}")
+
+
+def test_every_readme_command_is_covered():
+    """Cheap and first: every fenced command has a rule, every prose command parses."""
+    blocks = fenced_blocks(README)
+    assert {lang for lang, _ in blocks} <= {"bash", "python"}
+    for lang, code in blocks:
+        if lang == "bash":
+            for command in command_lines(code):
+                plan(command)
+    inline = inline_commands(README)
+    assert "./run.sh --help" in inline and any(c.startswith("liquid-control export") for c in inline)
+    import sim_envs
+
+    for command in inline:
+        argv = shlex.split(command)
+        name, args = ("main", argv[1:]) if argv[0] == "./run.sh" else (argv[1], argv[2:])
+        if name.startswith("-"):
+            assert cli.main([name]) == 0  # liquid-control --help / --version
+            continue
+        if "--help" in args or not args:  # `liquid-control train` named in the prose: the command exists
+            assert name in cli.COMMANDS, command
+            continue
+        _, parser = cli.command_parser(name)
+        parsed = parser.parse_args(args)  # exits (a failure here) on a bad argument
+        if getattr(parsed, "shift", ""):
+            sim_envs.parse_shift(parsed.shift)
+        for value in vars(parsed).values():
+            if isinstance(value, str) and value.startswith("policies/"):
+                assert (ROOT / value).is_file(), command
+
+
+def _ros2_launch_check(argv: list[str], share: Path):
+    """`ros2 launch liquid_control FILE k:=v`: FILE installed by colcon, every k declared by it."""
+    package, launch_file, *assignments = argv[2:]
+    assert package == "liquid_control"
+    path = share / "launch" / launch_file
+    assert path.is_file(), f"{launch_file} not installed to {share / 'launch'}"
+    tree = ast.parse(path.read_text())
+    (declared,) = [
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "ARGUMENTS"
+    ]
+    for assignment in assignments:
+        key, _, value = assignment.partition(":=")
+        assert key in declared, f"{launch_file} declares no argument {key!r}"
+        if key == "shift":
+            import sim_envs
+
+            sim_envs.parse_shift(value)
+
+
+def _end_group(proc: subprocess.Popen, grace: float = 15.0):
+    """End a step still running, started in its own session, with everything it started: SIGTERM to its process
+    group (the CLI then ends its ROS graph), SIGKILL to the group if it is still there after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=wait)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            pass
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the ended child processes so far, theirs included."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_step(argv, cwd, env, timeout: float) -> subprocess.CompletedProcess:
+    """One README command in its own process group, ended with everything it started if it overruns."""
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        _end_group(proc)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def test_readme_commands_run_in_a_fresh_clone(tmp_path):
+    assert sys.prefix != sys.base_prefix, (
+        f"test_readme_commands.py runs the clone's ./run.sh and ./test.sh against this suite's virtual environment "
+        f"(LIQUID_CONTROL_VENV=sys.prefix, LIQUID_CONTROL_NO_INSTALL=1), but this Python ({sys.executable}) is not "
+        f"in one: run the suite from a venv (./test.sh creates .venv)"
+    )
+    workspace = tmp_path / "ws"
+    clone = workspace / "src" / "liquid_control"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True, timeout=120)
+    env = isolated_ros_env()
+    env.update(
+        PYTHONPATH=str(clone),
+        LIQUID_CONTROL_VENV=sys.prefix,
+        LIQUID_CONTROL_NO_INSTALL="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+    )
+    ran, background, timings = [], [], []
+    try:
+        for lang, code in fenced_blocks((clone / "README.md").read_text()):
+            if lang == "python":
+                script = tmp_path / f"readme_{len(ran)}.py"
+                script.write_text(code)
+                steps = [("run", [sys.executable, str(script)])]
+            else:
+                steps = [plan(command) for command in command_lines(code)]
+            for kind, what in steps:
+                if kind == "launch":
+                    _ros2_launch_check(what, workspace / "install" / "liquid_control" / "share" / "liquid_control")
+                    ran.append(" ".join(what))
+                    continue
+                cwd = workspace if kind == "shell" else clone
+                argv = (
+                    ["bash", "-c", f"set -e; {what}; echo AMENT_PREFIX_PATH=$AMENT_PREFIX_PATH"]
+                    if kind == "shell"
+                    else what
+                )
+                shown = what if isinstance(what, str) else " ".join(what)
+                if kind == "background":
+                    output = tmp_path / f"background_{len(background)}"
+                    with open(f"{output}.out", "w") as out, open(f"{output}.err", "w") as err:
+                        proc = subprocess.Popen(
+                            argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True
+                        )
+                    background.append((shown, proc, output, time.monotonic()))
+                    continue
+                started, cpu = time.monotonic(), _children_cpu()
+                proc = _run_step(argv, cwd, env, timeout=600)
+                timings.append((shown, time.monotonic() - started, _children_cpu() - cpu))
+                assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+                ran.append(shown)
+                if kind == "shell":  # the workspace's setup.bash puts the package on the ament index
+                    assert f"AMENT_PREFIX_PATH={workspace / 'install' / 'liquid_control'}" in proc.stdout
+        for shown, proc, output, started in background:
+            cpu = _children_cpu()
+            proc.wait(timeout=600)
+            timings.append((f"{shown} (in the background)", time.monotonic() - started, _children_cpu() - cpu))
+            out, err = (Path(f"{output}.{name}").read_text() for name in ("out", "err"))
+            assert proc.returncode == 0, f"{shown}\n{out[-3000:]}\n{err[-3000:]}"
+            assert shown != "./run.sh" or "success_rate: " in out, out
+            ran.append(shown)
+    finally:
+        for _, proc, _, _ in background:  # a failed step leaves no ./run.sh (and no ROS graph) behind
+            _end_group(proc)
+        print("README commands, wall / CPU seconds:")
+        print("\n".join(f"{wall:6.1f} {cpu:6.1f}  {command}" for command, wall, cpu in timings))
+    assert (clone / "runs" / "cfc_ncp_rover" / "policy.pt").is_file()
+    assert (clone / "reports" / "headline" / "report.md").is_file()
+    assert (clone / "reports" / "mine" / "report.md").is_file()
+    blocks = fenced_blocks(README)
+    expected = sum(len(command_lines(code)) if lang == "bash" else 1 for lang, code in blocks)
+    assert len(ran) == expected >= 10, ran  # every command ran (./run.sh ... ros2 launch)

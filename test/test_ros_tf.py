@@ -1,0 +1,577 @@
+"""sim_node as a ROS robot: TF (REP 105), robot_description, camera_info, IMU conventions (REP 145).
+
+The URDF is generated from the worlds' MuJoCo models; here it is checked against MuJoCo itself (MuJoCo compiles
+URDF: the robot it builds from our file must have the masses, joints and sensor poses of the source model) and
+parsed with ROS's urdf_parser_py. Over real DDS, during a closed loop with the shipped policy, /tf carries
+odom -> base_link with every odometry message, /tf_static the sensor mounts, robot_description the URDF and
+camera_info the intrinsics of each image.
+"""
+
+import json
+import math
+import queue
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import mujoco
+import numpy as np
+import pytest
+from nav_msgs.msg import Odometry
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image, Imu
+from std_msgs.msg import String
+from tf2_msgs.msg import TFMessage
+from urdf_parser_py.urdf import URDF
+
+from liquid_control.paths import policies_dir, share_dir
+from liquid_control.ros import robot_description as rd
+from liquid_control.ros.testing import Probe, isolated_ros_env
+
+# tf2_msgs/msg/TFMessage's type hash in a ROS 2 installation (`ros2 topic info -v /tf`, Jazzy and later)
+ROS_TF_MESSAGE_TYPE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"
+WORLDS = rd.world_ids()
+# what each world's robot is, by hand (the oracle of robot_spec, which reads it off the model)
+EXPECTED_ROBOTS = {
+    "LiquidRover-v0": rd.RobotSpec("liquid_rover", root_body="rover", imu_site="imu", camera="front"),
+    "LiquidBalance-v0": rd.RobotSpec("liquid_balance", root_body="base", imu_site="imu"),
+}
+FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes (x right, y up, z back) -> optical (x right, y down, z fwd)
+
+
+def seconds(stamp):
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def quat_xyzw_to_matrix(q):
+    return rd.quat_to_matrix([q.w, q.x, q.y, q.z])
+
+
+def _poses_relative_to(model, data, root: int) -> dict:
+    """name -> (position, rotation) of every body, camera and site, in the frame of body ``root``."""
+    mujoco.mj_forward(model, data)  # kinematics + camera poses
+    r0, p0 = data.xmat[root].reshape(3, 3), data.xpos[root]
+    out = {}
+    for kind, count, pos, mat in (
+        (mujoco.mjtObj.mjOBJ_BODY, model.nbody, data.xpos, data.xmat),
+        (mujoco.mjtObj.mjOBJ_CAMERA, model.ncam, data.cam_xpos, data.cam_xmat),
+        (mujoco.mjtObj.mjOBJ_SITE, model.nsite, data.site_xpos, data.site_xmat),
+    ):
+        for i in range(count):
+            out[(kind, mujoco.mj_id2name(model, kind, i))] = (r0.T @ (pos[i] - p0), r0.T @ mat[i].reshape(3, 3))
+    return out
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_shipped_urdf_is_the_mujoco_model(world):
+    """urdf/<robot>.urdf is what the generator writes from the MJCF, and MuJoCo compiling it builds the same robot."""
+    source = rd.nominal_model(world)
+    spec = rd.robot_spec(world, source)
+    path = share_dir() / "urdf" / rd.urdf_file_name(world)
+    write = "python -m liquid_control.ros.robot_description --write urdf"
+    assert path.is_file() and path.read_text() == rd.nominal_urdf(world), f"urdf/ is stale: {write}"
+    text = path.read_text()
+
+    # ROS's own parser: links and joints as documented
+    robot = URDF.from_xml_string(text)
+    assert robot.get_root() == "base_link"
+    hinges = {
+        mujoco.mj_id2name(source, mujoco.mjtObj.mjOBJ_JOINT, j)
+        for j in range(source.njnt)
+        if source.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE
+    }
+    assert {j.name for j in robot.joints if j.type == "continuous"} == hinges == {"wheel_left", "wheel_right"}
+    sensors = {"imu"} | ({"camera", "camera_optical"} if spec.camera else set())
+    assert {link.name for link in robot.links} == {"base_link", *hinges} | sensors
+
+    # MuJoCo as the oracle: compile the URDF (sensor frames kept as bodies) and compare with the source model
+    urdf_for_mujoco = text.replace(
+        f'<robot name="{spec.name}">',
+        f'<robot name="{spec.name}"><mujoco><compiler fusestatic="false" discardvisual="false"/></mujoco>',
+    )
+    rebuilt = mujoco.MjModel.from_xml_string(urdf_for_mujoco)
+    body = lambda m, name: mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, name)  # noqa: E731
+    root = body(source, spec.root_body)
+    src = _poses_relative_to(source, mujoco.MjData(source), root)
+    new = _poses_relative_to(rebuilt, mujoco.MjData(rebuilt), body(rebuilt, "base_link"))
+    B = mujoco.mjtObj.mjOBJ_BODY
+    assert rebuilt.body_mass[body(rebuilt, "base_link")] == pytest.approx(source.body_mass[root])
+    for wheel in hinges:
+        assert rebuilt.body_mass[body(rebuilt, wheel)] == pytest.approx(source.body_mass[body(source, wheel)])
+        np.testing.assert_allclose(
+            sorted(rebuilt.body_inertia[body(rebuilt, wheel)]), sorted(source.body_inertia[body(source, wheel)])
+        )
+        np.testing.assert_allclose(new[(B, wheel)][0], src[(B, wheel)][0], atol=1e-9)
+        j_new, j_src = (mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, wheel) for m in (rebuilt, source))
+        np.testing.assert_allclose(rebuilt.jnt_axis[j_new], source.jnt_axis[j_src], atol=1e-9)
+    np.testing.assert_allclose(
+        sorted(rebuilt.body_inertia[body(rebuilt, "base_link")]), sorted(source.body_inertia[root]), rtol=1e-6
+    )
+    imu = src[(mujoco.mjtObj.mjOBJ_SITE, spec.imu_site)]
+    np.testing.assert_allclose(new[(B, "imu")][0], imu[0], atol=1e-9)
+    np.testing.assert_allclose(new[(B, "imu")][1], imu[1], atol=1e-7)
+    if spec.camera:  # the optical frame is MuJoCo's camera frame with y and z flipped
+        cam = src[(mujoco.mjtObj.mjOBJ_CAMERA, spec.camera)]
+        np.testing.assert_allclose(new[(B, "camera_optical")][0], cam[0], atol=1e-9)
+        np.testing.assert_allclose(new[(B, "camera_optical")][1], cam[1] @ FLIP_YZ, atol=1e-7)
+        # and the camera link is in body convention: it looks along its own +x
+        forward = new[(B, "camera")][1][:, 0]
+        np.testing.assert_allclose(forward, cam[1] @ np.array([0.0, 0.0, -1.0]), atol=1e-7)
+
+
+def test_robot_description_rejects_a_model_without_the_robot():
+    model = mujoco.MjModel.from_xml_string(
+        "<mujoco><worldbody><body name='b'><geom size='1'/></body></worldbody></mujoco>"
+    )
+    with pytest.raises(ValueError, match="no body 'rover'"):
+        rd.describe(model, EXPECTED_ROBOTS["LiquidRover-v0"])
+    with pytest.raises(ValueError, match="free joint"):
+        rd.describe(model, rd.RobotSpec("x", root_body="b"))
+
+
+class FoxgloveClient(threading.Thread):
+    """A Foxglove WebSocket client (as the Foxglove app connects): records the advertised channels and
+    subscribes to ``topics``, counting the binary message frames of each."""
+
+    def __init__(self, url: str, topics: tuple):
+        super().__init__(daemon=True)
+        self.url, self.topics = url, topics
+        self.channels, self.frames, self.stop = {}, {}, threading.Event()
+
+    def run(self):
+        from websockets.sync.client import connect
+
+        protocols = ["foxglove.sdk.v1", "foxglove.websocket.v1"]  # the SDK's name, the Foxglove app's older one
+        with connect(self.url, subprotocols=protocols, open_timeout=20, proxy=None) as ws:
+            while not self.stop.is_set():
+                try:
+                    frame = ws.recv(timeout=0.2)
+                except TimeoutError:
+                    continue
+                except Exception:  # server gone
+                    return
+                if isinstance(frame, bytes):
+                    if frame[0] == 1:  # MessageData: opcode, subscription id, timestamp, payload
+                        sub_id = int.from_bytes(frame[1:5], "little")
+                        self.frames[sub_id] = self.frames.get(sub_id, 0) + 1
+                    continue
+                op = json.loads(frame)
+                unknown = (
+                    re.match(r"Unknown channel ID: (\d+)", op.get("message", "")) if op.get("op") == "status" else None
+                )
+                if unknown:  # the SDK answers a subscription sent right after the advertisement so: again
+                    time.sleep(0.1)
+                    channel_id = int(unknown.group(1))
+                    ws.send(
+                        json.dumps({"op": "subscribe", "subscriptions": [{"id": channel_id, "channelId": channel_id}]})
+                    )
+                if op.get("op") == "advertise":
+                    for channel in op["channels"]:
+                        self.channels[channel["topic"]] = channel
+                        if channel["topic"] in self.topics:
+                            sub = {"id": channel["id"], "channelId": channel["id"]}
+                            ws.send(json.dumps({"op": "subscribe", "subscriptions": [sub]}))
+
+
+def _end(proc: subprocess.Popen, grace: float = 10.0):
+    """End a process still running: SIGTERM (`liquid-control sim` then ends its whole graph), SIGKILL if it stays."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class OutputLines(threading.Thread):
+    """Reads a process's stdout line by line in the background: ``next_line`` waits a bounded time for one."""
+
+    def __init__(self, proc: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.proc, self.lines, self._queue = proc, [], queue.Queue()
+        self.start()
+
+    def run(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)  # end of output
+
+    def next_line(self, timeout: float) -> str:
+        try:
+            return self._queue.get(timeout=timeout) or ""
+        except queue.Empty:
+            return ""
+
+    def text(self, timeout: float = 10.0) -> str:
+        self.join(timeout)
+        return "".join(self.lines)
+
+
+def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
+    """The shipped rover policy over DDS reaches its target; meanwhile /tf, /tf_static, robot_description,
+    camera_info and the IMU are what a ROS viewer expects, and `liquid-control view` relays them to Foxglove."""
+    env = isolated_ros_env()
+    # what a person watches: `liquid-control view` relaying to Foxglove and rendering a picture
+    viewer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "view",
+            "--foxglove",
+            "--port",
+            "0",
+            "--snapshot",
+            str(tmp_path / "view.png"),
+            "--until-episode-end",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    viewer_output = OutputLines(viewer)
+    foxglove = probe = proc = None
+    try:
+        url = viewer_output.next_line(timeout=60).split("connection to ")[-1].strip()
+        assert url.startswith("ws://127.0.0.1:"), url + viewer_output.text(timeout=0)
+        foxglove = FoxgloveClient(url, ("/tf", "/robot_description", "/camera/image_raw"))
+        foxglove.start()
+        probe = Probe(env)
+        stream = QoSProfile(depth=2000, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        for topic, msg_type in (
+            ("/tf", TFMessage),
+            ("odom", Odometry),
+            ("camera/image_raw", Image),
+            ("camera/camera_info", CameraInfo),
+            ("imu/data", Imu),
+        ):
+            probe.record(topic, msg_type, stream)
+        probe.record("/tf_static", TFMessage, latched)
+        probe.record("robot_description", String, latched)
+        probe.record(
+            "episode_status",
+            String,
+            QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
+        )
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "liquid_control.cli",
+                "sim",
+                "--seed",
+                "7",
+                "--use-sim-time",
+                "--log-dir",
+                str(tmp_path),
+                "--quiet",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert probe.wait_for(lambda: bool(probe.messages("/tf")), 60.0), "no /tf message"
+        tf_publishers = probe.node.get_publishers_info_by_topic("/tf")
+        out, _ = proc.communicate(timeout=120)
+        sim_log = (tmp_path / "sim_node.log").read_text()
+        assert proc.returncode == 0, out + sim_log
+        # the episode status is sim_node's last message: the probe has everything before it too
+        assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 10.0), "no episode_status"
+        viewer.wait(timeout=60)
+    finally:
+        if probe is not None:
+            probe.close()
+        if foxglove is not None:
+            foxglove.stop.set()
+        for process in (proc, viewer):  # a failed step leaves no process behind
+            if process is not None:
+                _end(process)
+    viewer_out = viewer_output.text()
+    assert viewer.returncode == 0, viewer_out
+    (line,) = [l for l in out.splitlines() if l.startswith("episode: ")]
+    status = json.loads(line.removeprefix("episode: "))
+    assert status["success"] and status["outcome"] == "success", status
+    assert status["distance"] <= 0.6  # SUCCESS_RADIUS (rounded to 4 decimals in the status)
+    assert status["commands_received"] > 10 and "success_rate: 1/1" in out
+    policy = policies_dir() / "cfc_ncp_rover.pt"
+    assert f"policy {policy} (torch, cfc_ncp_rover)" in (tmp_path / "policy_node.log").read_text()
+    assert json.loads(probe.messages("episode_status")[0][1].data) == status
+
+    # the TF message is ROS's type: same name and type hash as in a ROS installation
+    (tf_info,) = [i for i in tf_publishers if i.node_name == "sim_node"]
+    assert tf_info.topic_type == "tf2_msgs/msg/TFMessage"
+    assert str(tf_info.topic_type_hash) == ROS_TF_MESSAGE_TYPE_HASH
+
+    # /tf: odom -> base_link with every odometry message (same stamp, same pose), and the wheel joints
+    odom = {seconds(m.header.stamp): m for _, m in probe.messages("odom")}
+    base = {}
+    for _, msg in probe.messages("/tf"):
+        frames = {(t.header.frame_id, t.child_frame_id): t for t in msg.transforms}
+        assert {("base_link", "wheel_left"), ("base_link", "wheel_right")} <= set(frames)
+        t = frames[("odom", "base_link")]
+        base[seconds(t.header.stamp)] = t
+    # 50 Hz of sim time (odom_rate_hz): the sim loop stops at every odometry tick
+    assert len(base) >= 0.95 * len(odom) and len(odom) >= 0.95 * 50 * status["sim_time"]
+    stamps = sorted(set(base) & set(odom))
+    assert len(stamps) >= 0.95 * len(odom)
+    assert np.median(np.diff(stamps)) == pytest.approx(1 / 50.0, rel=0.1)  # odom_rate_hz (sim time)
+    for stamp in stamps[:: max(1, len(stamps) // 20)]:
+        pose, tr = odom[stamp].pose.pose, base[stamp].transform
+        assert (tr.translation.x, tr.translation.y, tr.translation.z) == (
+            pose.position.x,
+            pose.position.y,
+            pose.position.z,
+        )
+        assert (tr.rotation.w, tr.rotation.x, tr.rotation.y, tr.rotation.z) == (
+            pose.orientation.w,
+            pose.orientation.x,
+            pose.orientation.y,
+            pose.orientation.z,
+        )
+
+    # /tf_static: the sensor mounts of the MuJoCo model (base_link -> camera_optical is MuJoCo's camera, flipped)
+    (static,) = [m for _, m in probe.messages("/tf_static")]
+    mounts = {(t.header.frame_id, t.child_frame_id): t.transform for t in static.transforms}
+    assert set(mounts) == {("base_link", "imu"), ("base_link", "camera"), ("camera", "camera_optical")}
+    model = rd.nominal_model("LiquidRover-v0")
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "front")
+    to_xyz = lambda v: np.array([v.x, v.y, v.z])  # noqa: E731
+    rotation = quat_xyzw_to_matrix(mounts[("base_link", "camera")].rotation) @ quat_xyzw_to_matrix(
+        mounts[("camera", "camera_optical")].rotation
+    )
+    np.testing.assert_allclose(rotation, rd.quat_to_matrix(model.cam_quat[cam]) @ FLIP_YZ, atol=1e-9)
+    np.testing.assert_allclose(to_xyz(mounts[("base_link", "camera")].translation), model.cam_pos[cam])
+    site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "imu")
+    np.testing.assert_allclose(to_xyz(mounts[("base_link", "imu")].translation), model.site_pos[site])
+
+    # robot_description: URDF whose links are every frame of the TF tree below odom
+    (description,) = [m.data for _, m in probe.messages("robot_description")]
+    robot = URDF.from_xml_string(description)
+    tf_frames = {c for _, c in mounts} | {"base_link", "wheel_left", "wheel_right"}
+    assert {link.name for link in robot.links} == tf_frames
+    assert {j.name for j in robot.joints if j.type == "continuous"} == {"wheel_left", "wheel_right"}
+
+    # camera_info with each image: same stamp and frame, the image's size and the camera's field of view
+    images = [m for _, m in probe.messages("camera/image_raw")]
+    infos = {seconds(m.header.stamp): m for _, m in probe.messages("camera/camera_info")}
+    assert len(images) > 20 and len(infos) >= len(images) - 1
+    matched = [(image, infos[seconds(image.header.stamp)]) for image in images if seconds(image.header.stamp) in infos]
+    assert len(matched) >= len(images) - 1  # best not to depend on the last message of each stream arriving
+    for image, info in matched:
+        assert info.header.frame_id == image.header.frame_id == "camera_optical"
+        assert (info.width, info.height) == (image.width, image.height) == (64, 64)
+    info = matched[-1][1]
+    fx, cx, fy, cy = info.k[0], info.k[2], info.k[4], info.k[5]
+    assert math.degrees(2 * math.atan(info.height / 2 / fy)) == pytest.approx(model.cam_fovy[cam])
+    assert fx == fy and (cx, cy) == ((info.width - 1) / 2, (info.height - 1) / 2)
+    assert list(info.p[:3]) == [fx, 0.0, cx] and info.distortion_model == "plumb_bob" and not any(info.d)
+
+    # IMU (REP 145): its own frame, orientation unknown, noise covariances on the diagonal
+    imu = probe.messages("imu/data")[-1][1]
+    assert imu.header.frame_id == "imu" and imu.orientation_covariance[0] == -1.0
+    assert imu.angular_velocity_covariance[0] > 0 and imu.linear_acceleration_covariance[8] > 0
+    assert imu.angular_velocity_covariance[1] == 0.0
+
+    # Foxglove saw the ROS types with their schemas and received /tf, the URDF and the images as CDR
+    tf_channel = foxglove.channels["/tf"]
+    assert (tf_channel["schemaName"], tf_channel["encoding"], tf_channel["schemaEncoding"]) == (
+        "tf2_msgs/msg/TFMessage",
+        "cdr",
+        "ros2msg",
+    )
+    assert "MSG: geometry_msgs/TransformStamped" in tf_channel["schema"]
+    for topic in ("/tf", "/robot_description", "/camera/image_raw"):
+        assert foxglove.frames.get(foxglove.channels[topic]["id"], 0) >= 1, (topic, foxglove.frames)
+    assert {"/tf_static", "/camera/camera_info", "/odom", "/cmd_vel"} <= set(foxglove.channels)
+    # and the picture was drawn from the same topics
+    assert "wrote " in viewer_out and (tmp_path / "view.png").stat().st_size > 20_000, viewer_out
+
+    # sim_node waited for the camera only: the policy does not subscribe to the IMU
+    assert "policy node subscribes to camera: starting" in sim_log and "no policy node seen" not in sim_log
+
+
+def test_policy_node_checks_the_image_size_against_camera_info(tmp_path):
+    """A camera whose camera_info announces another resolution than the policy's input is reported (counter +
+    error naming both sizes); a matching one is not."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from liquid_control.ros.testing import start_node_process, stop_process
+
+    env = isolated_ros_env()
+    log = tmp_path / "policy_node.log"
+    proc = start_node_process(
+        "liquid_control.ros.policy_node",
+        "policy_node",
+        dict(policy=str(policies_dir() / "cfc_ncp_rover.pt"), autostart=True, diagnostics_period_s=0.2),
+        env,
+        log_path=log,
+    )
+    probe = Probe(env)
+    try:
+        info_pub = probe.publisher(CameraInfo, "camera/camera_info")
+        probe.record("/diagnostics", DiagnosticArray)
+        assert probe.wait_for(lambda: info_pub.get_subscription_count() > 0, 60.0), log.read_text()
+
+        def mismatches():
+            msgs = probe.messages("/diagnostics")
+            values = {kv.key: kv.value for kv in msgs[-1][1].status[0].values} if msgs else {}
+            return int(values.get("camera_info.size_mismatch", 0))
+
+        for _ in range(5):  # the policy's own size: nothing to report
+            info_pub.publish(CameraInfo(width=64, height=64))
+            time.sleep(0.05)
+        assert probe.wait_for(lambda: len(probe.messages("/diagnostics")) >= 3, 10.0)
+        assert mismatches() == 0
+        for _ in range(3):
+            info_pub.publish(CameraInfo(width=32, height=24))
+            time.sleep(0.05)
+        assert probe.wait_for(lambda: mismatches() == 3, 10.0), log.read_text()
+    finally:
+        probe.close()
+        stop_process(proc)
+    assert "camera_info says 32x24 images but the policy takes 64x64" in log.read_text()
+
+
+def test_view_without_an_output_says_what_it_needs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "view"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "--foxglove and/or --snapshot" in proc.stdout
+
+
+def test_each_world_gets_its_robot_read_off_the_model():
+    """No table of robots: the free-joint body, its imu site and its camera are found in each world's model, and
+    the robot is named after the world."""
+    assert set(EXPECTED_ROBOTS) <= set(WORLDS)
+    for world, spec in EXPECTED_ROBOTS.items():
+        assert rd.robot_spec(world, rd.nominal_model(world)) == spec
+    assert rd.robot_spec("MyNewWorld-v3", rd.nominal_model("LiquidRover-v0")).name == "my_new_world"
+    with pytest.raises(ValueError, match="no robot description for world 'Nowhere-v0'"):
+        rd.nominal_model("Nowhere-v0")
+    with pytest.raises(ValueError, match="free-joint"):
+        rd.robot_spec("Empty-v0", mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"))
+
+
+def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot():
+    """`view --foxglove --until-episode-end` (no picture) in a namespace: the latched status of an episode that
+    ended before it started is replayed at connect and ignored; the next episode's status stops it."""
+    env = isolated_ros_env()
+    probe = Probe(env)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    status = probe.publisher(String, "/robot1/episode_status", latched)
+    status.publish(String(data=json.dumps({"episode": 0, "outcome": "timeout"})))
+    argv = ["view", "--foxglove", "--port", "0", "--until-episode-end", "--duration", "90", "--namespace", "robot1"]
+    viewer = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", *argv],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = OutputLines(viewer)
+    try:
+        lines = [output.next_line(timeout=60) for _ in range(2)]
+        assert lines[0].startswith("Foxglove: open a connection"), lines
+        assert lines[1].startswith("ignoring the status of an episode that ended before the viewer started"), lines
+        assert '"episode": 0' in lines[1] and viewer.poll() is None  # still watching
+        status.publish(String(data=json.dumps({"episode": 1, "outcome": "success"})))
+        assert viewer.wait(timeout=30) == 0, output.text()
+    finally:
+        probe.close()
+        _end(viewer)
+    assert 'episode ended: {"episode": 1, "outcome": "success"}' in output.text()
+
+
+def test_view_picture_follows_prefixed_frames(tmp_path):
+    """With sim_node's frame_prefix the picture follows <prefix>odom -> <prefix>base_link (the prefix read off
+    robot_description's root link), not another robot's odom -> base_link on the same /tf."""
+    from geometry_msgs.msg import TransformStamped
+
+    from liquid_control.ros.view import Recording, render_snapshot
+
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
+
+    def transform(parent, child, xyz, quat_wxyz=(1.0, 0.0, 0.0, 0.0)):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = parent, child
+        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, xyz)
+        r = t.transform.rotation
+        r.w, r.x, r.y, r.z = map(float, quat_wxyz)
+        return t
+
+    static = [
+        transform(f"r1/{j.parent}", f"r1/{j.child}", j.xyz, rd.matrix_to_quat(j.rotation)) for j in robot.fixed_joints()
+    ]
+    messages = [
+        ("robot_description", String(data=rd.to_urdf(robot, "r1/"))),
+        ("/tf_static", TFMessage(transforms=static)),
+    ]
+    for k in range(5):
+        messages.append(("/tf", TFMessage(transforms=[transform("r1/odom", "r1/base_link", (0.1 * k, 0.0, 0.05))])))
+        messages.append(("/tf", TFMessage(transforms=[transform("odom", "base_link", (-1.0, 0.2 * k, 0.05))])))
+    recordings = {}
+    for prefix in (None, ""):
+        rec = recordings[prefix] = Recording(frame_prefix=prefix)
+        for topic, msg in messages:
+            rec.add(topic, msg, 0.0)
+    rec = recordings[None]
+    assert rec.frame("odom") == "r1/odom"
+    assert rec.path() == [(0.1 * k, 0.0) for k in range(5)]
+    model = rd.nominal_model("LiquidRover-v0")
+    mount = model.cam_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, "front")]
+    camera = rec.pose(rec.frame("camera_optical"), rec.frame("odom"))  # through the prefixed static mounts
+    np.testing.assert_allclose(camera[:3, 3], np.array([0.4, 0.0, 0.05]) + mount, atol=1e-9)
+    assert recordings[""].path() == [(-1.0, 0.2 * k) for k in range(5)]  # --frame-prefix "": the other robot
+    assert render_snapshot(rec, tmp_path / "r1.png").stat().st_size > 10_000
+
+
+def test_imu_covariance_is_the_nominal_noise_and_each_episode_restarts_odom(tmp_path):
+    """As docs/ros.md and docs/viewing.md say: under an imu_noise shift the IMU covariance stays the world's
+    nominal noise; each episode restarts the robot at the odom origin and, with sim time, the clock (two
+    balancer episodes without torques: each falls within a second)."""
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros.testing import start_node_process, stop_process
+    from sim_envs import balancer
+
+    env = isolated_ros_env()
+    probe = Probe(env)
+    stream = QoSProfile(depth=5000, reliability=ReliabilityPolicy.RELIABLE)
+    probe.record("imu/data", Imu, stream)
+    probe.record("odom", Odometry, stream)
+    latched = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.record("episode_status", String, latched)
+    probe.publisher(Float64MultiArray, "wheel_torques")  # silent: the sim starts once it sees a commander
+    log = tmp_path / "sim_node.log"
+    parameters = dict(world="LiquidBalance-v0", seed=0, episodes=2, shift="imu_noise=0.5", use_sim_time=True)
+    parameters.update(real_time_factor=4.0, command_topic="wheel_torques", wait_for_subscribers_s=30.0)
+    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", parameters, env, log_path=log)
+    try:
+        assert probe.wait_for(lambda: len(probe.messages("episode_status")) == 2, 60.0), log.read_text()
+    finally:
+        probe.close()
+        stop_process(proc)
+    imu = probe.messages("imu/data")[-1][1]
+    assert list(imu.angular_velocity_covariance[::4]) == [balancer.GYRO_NOISE**2] * 3  # not (0.005 + 0.5)^2
+    assert list(imu.linear_acceleration_covariance[::4]) == [balancer.ACCEL_NOISE**2] * 3
+
+    odom = [m for _, m in probe.messages("odom")]
+    stamps = [seconds(m.header.stamp) for m in odom]
+    (restart,) = [i for i in range(1, len(stamps)) if stamps[i] < stamps[i - 1]]  # sim time restarts once
+    assert stamps[restart] < 0.1
+
+    def tilt(m):
+        return 2 * math.acos(min(1.0, abs(m.pose.pose.orientation.w)))
+
+    before, after = odom[restart - 1], odom[restart]
+    assert tilt(before) > 0.4 and tilt(after) < 0.15  # fallen, then upright again: the pose jumps
+    assert math.hypot(after.pose.pose.position.x, after.pose.pose.position.y) < 0.05  # back at the odom origin
