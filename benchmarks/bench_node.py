@@ -1,13 +1,20 @@
-"""policy_node latency under load: IMU at 200 Hz + camera at 30 Hz over DDS into the node in another process.
+"""policy_node latency under load: IMU at 200 Hz + camera at 30 Hz (+ wheel encoders at 200 Hz) over DDS into
+the node in another process, running the camera + IMU policy (every IMU message and every camera frame is an
+update).
 
-The policy has the rover's architecture (64x64 camera CNN + IMU MLP + CfC/NCP core) but updates on the IMU,
-so every IMU message yields one command: message->command latency is measured from the IMU stamp (wall clock
-at publish) to the arrival of the TwistStamped that carries that stamp back. Dropped = IMU messages without
-a command. CPU = the node process's CPU time over the measurement window (100% = one core).
+The policy is the shipped ``policies/cfc_balance_nav.pt`` (32x32 camera CNN + IMU/wheel MLP + CfC, updates on
+camera and IMU), with its action kind relabelled ``twist`` so that commands are TwistStamped and carry the stamp
+of the message that caused them (random weights of the same config if it is not shipped yet, or ``--policy``).
+IMU-message->command latency runs from the IMU stamp (wall clock at publish) to the arrival of the command
+that carries it back; dropped = IMU messages without a command. Camera frames are stamped at exposure,
+``--camera-latency-ms`` before they are published (as the world's camera); a frame's processing time runs from
+its publish to the arrival of its command. CPU = the node process's CPU time over the window (100% = one core).
 
-    .venv/bin/python benchmarks/bench_node.py [--seconds 10] [--backend torch|onnx] [--policy P.pt]
+    .venv/bin/python benchmarks/bench_node.py [--seconds 10] [--backend torch|onnx] [--reorder-lag-ms 30]
 
-Targets: p99 <= 5 ms on the IMU path, no IMU message dropped at 200 Hz. Last lines are `name: value`.
+Targets: IMU p99 <= 5 ms, no IMU message dropped at 200 Hz, every camera frame processed within one camera
+period. ``--reorder-lag-ms`` measures what a reordering lag costs in command latency. Last lines are
+`name: value`.
 """
 
 from __future__ import annotations
@@ -21,30 +28,28 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SHIPPED = ROOT / "policies" / "cfc_balance_nav.pt"
 
 
-def make_policy(path: Path, source: str | None) -> Path:
+def make_policy(path: Path, source: str | None) -> tuple[Path, str]:
+    """The benchmark's policy file (action kind twist, so commands carry stamps) and where it came from."""
     import torch
 
     from liquid_control.policy import Policy, load_config, load_policy, save_policy
 
-    if source:
-        policy = load_policy(source)
-        if "imu" not in policy.config["observation"]["vectors"]:
-            raise SystemExit(f"{source}: the policy has no IMU input to update on")
-        config = dict(policy.config)
-        config["observation"] = dict(config["observation"], update_on="imu")
-        policy2 = Policy.from_config(config)
-        policy2.load_state_dict(policy.state_dict())
-        policy = policy2
+    if source or SHIPPED.is_file():
+        policy = load_policy(source or SHIPPED)
+        origin = str(source or SHIPPED.relative_to(ROOT))
     else:
         torch.manual_seed(0)
-        config = load_config(Path(__file__).resolve().parent.parent / "policies/configs/cfc_ncp_rover.yaml")
-        config["observation"]["vectors"] = {"imu": 6}  # the rover's camera + an IMU, updating on the IMU
-        config["observation"]["update_on"] = "imu"
-        policy = Policy.from_config(config)
-    return save_policy(path, policy)
+        policy = Policy.from_config(load_config(ROOT / "policies/configs/cfc_balance_nav.yaml"))
+        origin = "random weights of policies/configs/cfc_balance_nav.yaml"
+    config = dict(policy.config, action=dict(policy.config["action"], kind="twist"))
+    relabelled = Policy.from_config(config)
+    relabelled.load_state_dict(policy.state_dict())
+    return save_policy(path, relabelled), origin
 
 
 def cpu_seconds(pid: int) -> float:
@@ -53,12 +58,19 @@ def cpu_seconds(pid: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--imu-hz", type=float, default=200.0)
     parser.add_argument("--camera-hz", type=float, default=30.0)
+    parser.add_argument("--wheels-hz", type=float, default=200.0)
+    parser.add_argument("--camera-latency-ms", type=float, default=25.0, help="exposure -> publish of a frame")
+    parser.add_argument(
+        "--reorder-lag-ms", type=float, default=-1.0, help="the node's reorder_lag_s in ms (negative: the policy's)"
+    )
     parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
-    parser.add_argument("--policy", default="", help="a rover policy (.pt) to use instead of random weights")
+    parser.add_argument("--policy", default="", help="a camera + IMU policy (.pt) instead of the shipped one")
     parser.add_argument(
         "--realtime-priority",
         type=int,
@@ -72,15 +84,17 @@ def main() -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import TwistStamped
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image, Imu
+    from sensor_msgs.msg import Image, Imu, JointState
 
+    from liquid_control.policy import load_policy
     from liquid_control.ros.image_conversion import numpy_to_image
     from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
-    policy_path = make_policy(tmp / "bench_policy.pt", args.policy)
+    policy_path, origin = make_policy(tmp / "bench_policy.pt", args.policy)
+    config = load_policy(policy_path).config
+    height, width = config["observation"]["image"]["height"], config["observation"]["image"]["width"]
     if args.backend == "onnx":
-        from liquid_control.policy import load_policy
         from liquid_control.runtime.export import export_onnx
 
         policy_path = export_onnx(load_policy(policy_path), tmp / "bench_policy.onnx")
@@ -91,10 +105,12 @@ def main() -> int:
         autostart=True,
         command_type="twist_stamped",
         publish_mode="per_update",
-        action_scale=[1.0, 1.5],
-        max_command=[1.0, 1.5],
+        action_scale=[1.0, 1.0],
+        max_command=[1.0, 1.0],
         watchdog_timeout_s=1.0,
         diagnostics_period_s=1.0,
+        reorder_lag_s=args.reorder_lag_ms / 1e3 if args.reorder_lag_ms >= 0 else -1.0,
+        camera_qos_depth=5,
     )
     prefix = ("chrt", "-f", str(args.realtime_priority)) if args.realtime_priority else ()
     if args.nice:
@@ -108,12 +124,14 @@ def main() -> int:
     probe = Probe(env, "bench")
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     imu_pub, cam_pub = probe.publisher(Imu, "imu/data", qos), probe.publisher(Image, "camera/image_raw", qos)
+    wheels_pub = probe.publisher(JointState, "joint_states", qos)
     probe.record("cmd_vel", TwistStamped, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
     probe.record("/diagnostics", DiagnosticArray)
     ok = probe.wait_for(
         lambda: (
             imu_pub.get_subscription_count()
             and cam_pub.get_subscription_count()
+            and wheels_pub.get_subscription_count()
             and probe.node.count_publishers("cmd_vel")
         ),
         60.0,
@@ -124,59 +142,67 @@ def main() -> int:
         print((tmp / "node.log").read_text(), file=sys.stderr)
         return 1
     rng = np.random.default_rng(0)
-    frames = [numpy_to_image(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8), "rgb8") for _ in range(8)]
+    frames = [numpy_to_image(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "rgb8") for _ in range(8)]
 
     def stamp_of(t: float) -> Time:
-        sec = int(t)
-        return Time(sec=sec, nanosec=int((t - sec) * 1e9))
+        ns = int(t * 1e9)
+        return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+    def key(stamp) -> tuple[int, int]:
+        return (stamp.sec, stamp.nanosec)
 
     def stream(seconds: float, record: bool):
-        sent = []
-        imu_period, cam_period = 1.0 / args.imu_hz, 1.0 / args.camera_hz
+        imu_sent, frames_sent = {}, {}  # stamp -> wall time at publish
+        periods = {"imu": 1.0 / args.imu_hz, "camera": 1.0 / args.camera_hz, "wheels": 1.0 / args.wheels_hz}
         start = time.monotonic()
-        next_imu, next_cam, k = start, start, 0
-        while True:
+        due = dict.fromkeys(periods, start)
+        k = 0
+        while time.monotonic() - start < seconds:
             now = time.monotonic()
-            if now - start >= seconds:
-                return sent
-            if now >= next_cam:
+            if now >= due["camera"]:
                 frame = frames[k % len(frames)]
-                frame.header.stamp = stamp_of(time.time())
+                t = time.time()
+                frame.header.stamp = stamp_of(t - args.camera_latency_ms / 1e3)  # stamped at exposure
                 cam_pub.publish(frame)
-                next_cam += cam_period
+                if record:
+                    frames_sent[key(frame.header.stamp)] = t
+                due["camera"] += periods["camera"]
                 k += 1
-            if now >= next_imu:
+            if now >= due["wheels"]:
+                msg = JointState(name=["wheel_left", "wheel_right"], velocity=[1.0, 1.0])
+                msg.header.stamp = stamp_of(time.time())
+                wheels_pub.publish(msg)
+                due["wheels"] += periods["wheels"]
+            if now >= due["imu"]:
                 msg = Imu()
                 t = time.time()
                 msg.header.stamp = stamp_of(t)
-                msg.angular_velocity.z = float(np.sin(t))
+                msg.angular_velocity.y = float(0.1 * np.sin(t))
                 msg.linear_acceleration.z = 9.81
                 imu_pub.publish(msg)
                 if record:
-                    sent.append((msg.header.stamp.sec, msg.header.stamp.nanosec))
-                next_imu += imu_period
-            time.sleep(max(0.0, min(next_imu, next_cam) - time.monotonic()))
+                    imu_sent[key(msg.header.stamp)] = t
+                due["imu"] += periods["imu"]
+            time.sleep(max(0.0, min(due.values()) - time.monotonic()))
+        return imu_sent, frames_sent
 
     stream(2.0, record=False)  # warm-up: first inferences, discovery of every path
     time.sleep(0.2)
     n_warm = len(probe.messages("cmd_vel"))
     cpu0, wall0 = cpu_seconds(node.pid), time.monotonic()
-    sent = stream(args.seconds, record=True)
+    imu_sent, frames_sent = stream(args.seconds, record=True)
     cpu1, wall1 = cpu_seconds(node.pid), time.monotonic()
     time.sleep(0.5)
     commands = probe.messages("cmd_vel")[n_warm:]
-    sent_at = {key: key[0] + key[1] * 1e-9 for key in sent}
-    # receive wall time: the probe's monotonic receive time plus the wall-monotonic offset
-    offset = time.time() - time.monotonic()
-    lat_ms = np.array(
-        [
-            (recv + offset - sent_at[(m.header.stamp.sec, m.header.stamp.nanosec)]) * 1e3
-            for recv, m in commands
-            if (m.header.stamp.sec, m.header.stamp.nanosec) in sent_at
-        ]
-    )
-    answered = {(m.header.stamp.sec, m.header.stamp.nanosec) for _, m in commands} & set(sent_at)
-    dropped = len(sent_at) - len(answered)
+    offset = time.time() - time.monotonic()  # receive wall time = the probe's monotonic time + offset
+    received = {}
+    for recv, m in commands:
+        received.setdefault(key(m.header.stamp), recv + offset)
+    imu_ms = np.array([(received[k] - t) * 1e3 for k, t in imu_sent.items() if k in received])
+    frame_ms = np.array([(received[k] - t) * 1e3 for k, t in frames_sent.items() if k in received])
+    imu_dropped = len(imu_sent) - len(imu_ms)
+    frames_dropped = len(frames_sent) - len(frame_ms)
+    camera_period_ms = 1e3 / args.camera_hz
     diag = probe.messages("/diagnostics")
     values = {kv.key: kv.value for kv in diag[-1][1].status[0].values} if diag else {}
     probe.close()
@@ -184,27 +210,32 @@ def main() -> int:
 
     import platform
 
+    print(f"policy: {origin}; updates on {', '.join(config['observation']['update_on'])}; backend {args.backend}")
     print(
-        f"policy: {'random weights, ' if not args.policy else args.policy + ', '}rover architecture "
-        f"(64x64 CNN + IMU MLP + CfC/NCP) with an IMU input, updates on IMU; backend {args.backend}"
-    )
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.seconds:.0f} s at IMU "
-        f"{args.imu_hz:.0f} Hz + camera {args.camera_hz:.0f} Hz; "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; {args.seconds:.0f} s at IMU {args.imu_hz:.0f} Hz + "
+        f"camera {args.camera_hz:.0f} Hz (stamped {args.camera_latency_ms:g} ms before publish) + wheels "
+        f"{args.wheels_hz:.0f} Hz; reordering lag "
+        f"{'as trained' if args.reorder_lag_ms < 0 else f'{args.reorder_lag_ms:g} ms'}; "
         f"{'SCHED_FIFO %d' % args.realtime_priority if args.realtime_priority else 'normal scheduling'}"
         f"{', nice %d' % args.nice if args.nice else ''}"
     )
     print(
         f"node inference p50/p99 (ms): {values.get('inference_ms.p50', '?')} / {values.get('inference_ms.p99', '?')}"
         f"; stamp->publish inside the node p50/p99 (ms): {values.get('command_age_ms.p50', '?')} / "
-        f"{values.get('command_age_ms.p99', '?')} (last 500 updates)"
+        f"{values.get('command_age_ms.p99', '?')} (last 500 updates); late camera frames "
+        f"{values.get('late.camera', '0')}"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f}")
-    print(f"imu_messages_sent: {len(sent_at)}")
-    print(f"imu_messages_dropped: {dropped}")
-    print(f"imu_to_command_latency_p50_ms: {np.percentile(lat_ms, 50):.3f}")
-    print(f"imu_to_command_latency_p99_ms: {np.percentile(lat_ms, 99):.3f}")
-    print(f"imu_to_command_latency_max_ms: {lat_ms.max():.3f}")
+    print(f"imu_messages_sent: {len(imu_sent)}")
+    print(f"imu_messages_dropped: {imu_dropped}")
+    print(f"imu_to_command_latency_p50_ms: {np.percentile(imu_ms, 50):.3f}")
+    print(f"imu_to_command_latency_p99_ms: {np.percentile(imu_ms, 99):.3f}")
+    print(f"imu_to_command_latency_max_ms: {imu_ms.max():.3f}")
+    print(f"camera_frames_sent: {len(frames_sent)}")
+    print(f"camera_frames_dropped: {frames_dropped}")
+    print(f"camera_frame_to_command_p99_ms: {np.percentile(frame_ms, 99):.3f}")
+    print(f"camera_frame_to_command_max_ms: {frame_ms.max():.3f}")
+    print(f"camera_frames_within_one_period: {int((frame_ms <= camera_period_ms).sum())}/{len(frames_sent)}")
     print(f"node_cpu_percent_of_one_core: {100.0 * (cpu1 - cpu0) / (wall1 - wall0):.1f}")
     print(f"rejected_total: {values.get('rejected_total', '?')}")
     return 0

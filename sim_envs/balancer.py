@@ -88,16 +88,47 @@ def nominal_plant() -> dict:
     )
 
 
+def body_frame(data, root_qpos: int):
+    """Rotation matrix of a free-floating body, its yaw and its horizontal heading unit vector, from qpos."""
+    R = np.empty(9)
+    mujoco.mju_quat2Mat(R, data.qpos[root_qpos + 3 : root_qpos + 7])
+    R = R.reshape(3, 3)
+    yaw = float(np.arctan2(R[1, 0], R[0, 0]))
+    return R, yaw, np.array([np.cos(yaw), np.sin(yaw), 0.0])
+
+
+def body_state(data, root_qpos: int) -> dict:
+    """True pitch, pitch rate, forward velocity, yaw and yaw rate of a two-wheeled robot's body."""
+    R, yaw, heading = body_frame(data, root_qpos)
+    lateral = np.array([-heading[1], heading[0], 0.0])
+    angular_velocity = R @ data.qvel[3:6]  # free joint angular velocity is in the body frame
+    return dict(
+        pitch=float(np.arctan2(R[:, 2] @ heading, R[2, 2])),
+        pitch_rate=float(angular_velocity @ lateral),
+        velocity=float(data.qvel[0:3] @ heading),  # free joint linear velocity is in the world frame
+        yaw=yaw,
+        yaw_rate=float(angular_velocity[2]),
+    )
+
+
 class LiquidBalanceEnv(TimedMujocoWorld):
     """Balance on two wheels and follow a changing velocity command, from IMU and encoder streams."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
-    trigger = "imu"
+    sensor_names = ("imu", "encoders")
+    observation_keys = ("imu", "wheels", "command")
+    default_update_on = ("imu",)
 
-    def __init__(self, shift=None, time_limit: float = TIME_LIMIT, render_mode=None):
+    def __init__(self, shift=None, time_limit: float = TIME_LIMIT, render_mode=None, update_on=None, reorder_lag_s=0.0):
         shift = parse_shift(shift)
         super().__init__(
-            balancer_xml(shift), {"imu": BALANCER_IMU, "encoders": BALANCER_ENCODERS}, shift, time_limit, render_mode
+            balancer_xml(shift),
+            {"imu": BALANCER_IMU, "encoders": BALANCER_ENCODERS},
+            shift,
+            time_limit,
+            render_mode,
+            update_on,
+            reorder_lag_s,
         )
         m = self.model
         self.observation_space = gym.spaces.Dict(
@@ -147,29 +178,14 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         return self._commands[self._command_index]
 
     def _body_frame(self):
-        """Rotation matrix of the body, its yaw and its horizontal heading unit vector, from qpos."""
-        R = np.empty(9)
-        mujoco.mju_quat2Mat(R, self.data.qpos[self._root_qpos + 3 : self._root_qpos + 7])
-        R = R.reshape(3, 3)
-        yaw = float(np.arctan2(R[1, 0], R[0, 0]))
-        return R, yaw, np.array([np.cos(yaw), np.sin(yaw), 0.0])
+        return body_frame(self.data, self._root_qpos)
 
     def _forward_velocity(self, heading) -> float:
         return float(self.data.qvel[0:3] @ heading)  # free joint linear velocity is in the world frame
 
     def state(self) -> dict:
-        """True pitch, pitch rate, forward velocity, yaw and yaw rate of the body."""
-        R, yaw, heading = self._body_frame()
-        lateral = np.array([-heading[1], heading[0], 0.0])
-        angular_velocity = R @ self.data.qvel[3:6]  # free joint angular velocity is in the body frame
-        return dict(
-            pitch=float(np.arctan2(R[:, 2] @ heading, R[2, 2])),
-            pitch_rate=float(angular_velocity @ lateral),
-            velocity=self._forward_velocity(heading),
-            yaw=yaw,
-            yaw_rate=float(angular_velocity[2]),
-            position_error=self._position_error,
-        )
+        """True pitch, pitch rate, forward velocity, yaw and yaw rate of the body, and the position error."""
+        return dict(body_state(self.data, self._root_qpos), position_error=self._position_error)
 
     def _apply_action(self, action):
         self.data.ctrl[:] = action

@@ -1,6 +1,6 @@
 """Measure the privileged experts' success per setting (in-distribution and every shift preset).
 
-    python -m sim_envs.expert_eval --episodes 50 [--worlds rover balancer] [--workers 2]
+    python -m sim_envs.expert_eval --episodes 50 [--worlds rover balancer balance_nav] [--workers 2]
 
 Episode seeds are the same in every setting (same arenas and command sequences), so settings differ
 only by the shift. Prints a markdown table. The balancer has no camera: visual presets are skipped there.
@@ -15,7 +15,7 @@ import multiprocessing as mp
 import os
 import time
 
-WORLDS = {"rover": "LiquidRover-v0", "balancer": "LiquidBalance-v0"}
+WORLDS = {"rover": "LiquidRover-v0", "balancer": "LiquidBalance-v0", "balance_nav": "LiquidBalanceNav-v0"}
 FIRST_SEED = 1000
 
 
@@ -55,7 +55,7 @@ def wilson_lower(successes: int, n: int, z: float = 1.96) -> float:
 def settings_for(world: str) -> list:
     from sim_envs.shifts import SHIFT_PRESETS
 
-    return [name for name, shift in SHIFT_PRESETS.items() if world == "rover" or "visual" not in shift.kinds()]
+    return [name for name, shift in SHIFT_PRESETS.items() if world != "balancer" or "visual" not in shift.kinds()]
 
 
 def main(argv=None):
@@ -98,7 +98,7 @@ def main(argv=None):
             bar.set_postfix_str(f"{world} {preset}", refresh=False)
     wall = time.time() - start
 
-    failure_name = {"rover": "collisions", "balancer": "falls"}
+    failure_name = {"rover": "collisions", "balancer": "falls", "balance_nav": "falls"}
     for world in args.worlds:
         print(f"\n### {WORLDS[world]} expert, {args.episodes} episodes per setting (seeds {seeds[0]}..{seeds[-1]})\n")
         print(f"| setting | kind | success | 95% lower | {failure_name[world]} | timeouts/untracked | mean episode s |")

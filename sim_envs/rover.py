@@ -3,9 +3,10 @@
 Outdoor arena with trees (trunk cylinders that block, foliage that does not) and bushes, re-laid from the
 seed every episode; a tall orange marker is the target, placed 3-8 m ahead within +-35 deg of the start
 heading (so it starts in view). The action is a normalized Twist ``[linear, angular]`` in [-1, 1]; a wheel
-velocity controller inside turns it into wheel speeds. Updates are triggered by camera messages
-(15 Hz +- 20%); the IMU (100 Hz +- 10%) is held between them. Success: within ``SUCCESS_RADIUS`` of the
-target; failure: any contact between the rover and an obstacle, or the time limit.
+velocity controller inside turns it into wheel speeds. By default updates are triggered by camera messages
+(15 Hz +- 20%) and the IMU (100 Hz +- 10%) is held between them (``update_on`` chooses other triggers).
+Success: within ``SUCCESS_RADIUS`` of the target; failure: any contact between the rover and an obstacle,
+or the time limit.
 """
 
 from __future__ import annotations
@@ -212,16 +213,32 @@ class LiquidRoverEnv(TimedMujocoWorld):
     """Visual navigation to a target through trees and bushes, with irregular camera and IMU streams."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
-    trigger = "camera"
+    sensor_names = ("camera", "imu")
+    observation_keys = ("image", "imu")
+    default_update_on = ("camera",)
 
-    def __init__(self, shift=None, render_size: int | tuple = 64, time_limit: float = TIME_LIMIT, render_mode=None):
+    def __init__(
+        self,
+        shift=None,
+        render_size: int | tuple = 64,
+        time_limit: float = TIME_LIMIT,
+        render_mode=None,
+        update_on=None,
+        reorder_lag_s: float = 0.0,
+    ):
         shift = parse_shift(shift)
         height, width = (render_size, render_size) if np.isscalar(render_size) else tuple(render_size)
         if not (8 <= height <= 1024 and 8 <= width <= 1024):
             raise ValueError(f"render_size must be between 8 and 1024 pixels, got {render_size!r}")
         self.image_shape = (int(height), int(width), 3)
         super().__init__(
-            rover_xml(shift, width, height), {"camera": ROVER_CAMERA, "imu": ROVER_IMU}, shift, time_limit, render_mode
+            rover_xml(shift, width, height),
+            {"camera": ROVER_CAMERA, "imu": ROVER_IMU},
+            shift,
+            time_limit,
+            render_mode,
+            update_on,
+            reorder_lag_s,
         )
         m = self.model
         self.observation_space = gym.spaces.Dict(

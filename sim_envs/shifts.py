@@ -32,6 +32,10 @@ NUMERIC_RANGES = {
     "imu_bias": (0.0, 10.0),  # constant per-episode bias magnitude (random sign per axis), same units
     "sensor_rate": (0.1, 10.0),  # factor on every sensor's nominal rate
     "jitter": (0.0, 4.0),  # factor on every sensor's jitter fraction (capped at 0.95)
+    "camera_rate": (0.1, 10.0),  # factor on the camera's rate alone (times sensor_rate)
+    "imu_rate": (0.1, 10.0),  # factor on the IMU's rate alone (times sensor_rate)
+    "camera_jitter": (0.0, 4.0),  # factor on the camera's jitter alone (times jitter)
+    "imu_jitter": (0.0, 4.0),  # factor on the IMU's jitter alone (times jitter)
     "dropout": (0.0, 0.9),  # probability that any sensor message is lost (replaces the nominal one)
     "latency": (0.0, 1.0),  # seconds added to every sensor's latency
     "mass": (0.25, 4.0),  # factor on every body mass and inertia of the robot
@@ -41,7 +45,19 @@ NUMERIC_RANGES = {
 CHOICES = {"season": SEASONS, "lighting": LIGHTINGS, "dynamics": tuple(DYNAMICS_PRESETS)}
 
 VISUAL_FIELDS = ("season", "lighting", "fog", "camera_noise")
-SENSOR_FIELDS = ("imu_noise", "imu_bias", "sensor_rate", "jitter", "dropout", "latency")
+SENSOR_FIELDS = (
+    "imu_noise",
+    "imu_bias",
+    "sensor_rate",
+    "jitter",
+    "camera_rate",
+    "imu_rate",
+    "camera_jitter",
+    "imu_jitter",
+    "dropout",
+    "latency",
+)
+PER_SENSOR = ("camera", "imu")  # sensors with their own rate and jitter factors
 DYNAMICS_FIELDS = ("mass", "friction", "motor_gain")
 
 
@@ -57,6 +73,10 @@ class Shift:
     imu_bias: float = 0.0
     sensor_rate: float = 1.0
     jitter: float = 1.0
+    camera_rate: float = 1.0
+    imu_rate: float = 1.0
+    camera_jitter: float = 1.0
+    imu_jitter: float = 1.0
     dropout: float = 0.0
     latency: float = 0.0
     mass: float = 1.0
@@ -74,6 +94,12 @@ class Shift:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
                 raise ValueError(f"{name}={value!r} is out of range; valid: {lo} <= {name} <= {hi}")
             object.__setattr__(self, name, float(value))
+
+    def sensor_factors(self, sensor: str) -> tuple[float, float]:
+        """(rate, jitter) factors of ``sensor`` alone (camera, imu; 1 for the others), besides the global ones."""
+        if sensor not in PER_SENSOR:
+            return 1.0, 1.0
+        return getattr(self, f"{sensor}_rate"), getattr(self, f"{sensor}_jitter")
 
     def changed(self) -> dict:
         """The settings that differ from the training distribution, in field order."""
@@ -171,6 +197,12 @@ SHIFT_PRESETS: dict = {
     "imu_noise": Shift(imu_noise=0.2),
     "imu_bias": Shift(imu_bias=0.1),
     "slow_sensors": Shift(sensor_rate=0.5),
+    "slow_camera": Shift(camera_rate=0.5),
+    "fast_camera": Shift(camera_rate=2.0),
+    "slow_imu": Shift(imu_rate=0.5),
+    "fast_imu": Shift(imu_rate=2.0),
+    "camera_jitter_x2": Shift(camera_jitter=2.0),
+    "imu_jitter_x2": Shift(imu_jitter=2.0),
     "fast_sensors": Shift(sensor_rate=2.0),
     "jitter_x2": Shift(jitter=2.0),
     "dropout_0.2": Shift(dropout=0.2),

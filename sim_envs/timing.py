@@ -110,3 +110,8 @@ ROVER_CAMERA = SensorTiming(rate_hz=15.0, jitter=0.2)
 ROVER_IMU = SensorTiming(rate_hz=100.0, jitter=0.1)
 BALANCER_IMU = SensorTiming(rate_hz=200.0, jitter=0.05)
 BALANCER_ENCODERS = SensorTiming(rate_hz=200.0, jitter=0.05)
+# LiquidBalanceNav-v0: the camera frame is stamped at exposure and delivered 25 ms later (after the IMU
+# messages stamped after it), the IMU and the wheel encoders at the balancer's rates.
+NAV_CAMERA = SensorTiming(rate_hz=30.0, jitter=0.2, latency=0.025)
+NAV_IMU = SensorTiming(rate_hz=200.0, jitter=0.05)
+NAV_ENCODERS = SensorTiming(rate_hz=200.0, jitter=0.05)

@@ -1,11 +1,14 @@
 """Event-driven MuJoCo world: physics runs continuously, sensors emit stamped messages, one env step per
-message of the trigger sensor.
+update: per message of an update sensor (``update_on``).
 
 Each sensor has a ``SensorTiming``. A message is *measured* at its stamp (the reading is taken from the
-physics state then) and *delivered* ``latency`` later. The env advances physics (exact to the event times,
-by shortening the last physics step) until the next trigger delivery and returns the latest delivered
-reading of every sensor, plus ``dt`` (difference of trigger stamps) and ``ages`` (now minus the stamp of each
-sensor's latest reading), exactly what the ROS policy node sees. The action is held until the next update.
+physics state then) and *delivered* ``latency`` later. Delivered messages pass the runtime's update timeline
+(``liquid_control.runtime.timeline``: a reordering buffer with ``reorder_lag_s``, then the update clock), the
+same code the ROS policy node runs, so the env's updates, dts and time inputs are exactly those the node
+computes from the same messages. The env advances physics (exact to the event times, by shortening the last
+physics step) until the next update and returns the latest reading of every sensor, plus ``dt`` (difference
+of update stamps, never negative), ``event`` (which update sensor caused the update) and ``ages`` (update
+stamp minus the stamp of each update sensor's latest reading). The action is held until the next update.
 """
 
 from __future__ import annotations
@@ -18,19 +21,40 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from liquid_control.runtime.timeline import ReorderBuffer, UpdateClock
+
 from .shifts import Shift
 from .timing import SensorStream
 
 _MIN_STEP = 1e-7  # physics steps shorter than this are skipped (stamps are not quantized to physics steps)
+_MAX_QUEUED_UPDATES = 4096  # updates released but not yet returned (drivers of next_delivery never take them)
 
 
 class TimedMujocoWorld(gym.Env):
-    """Base class of the worlds. Subclasses define the model, the sensors' readings and the task."""
+    """Base class of the worlds. Subclasses define the model, the sensors' readings and the task.
+
+    Class attributes a subclass sets: ``sensor_names`` (its sensors, in the order of its timings),
+    ``observation_keys`` (its observation inputs besides the time entries), ``default_update_on`` and
+    ``wait_for_all_sensors`` (the first update waits until every sensor has delivered, as the policy node
+    does; the older worlds start at the first update message).
+    """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
-    trigger: str = ""
+    sensor_names: tuple = ()
+    observation_keys: tuple = ()
+    default_update_on: tuple = ()
+    wait_for_all_sensors: bool = False
 
-    def __init__(self, xml: str, timings: dict, shift: Shift, time_limit: float, render_mode=None):
+    def __init__(
+        self,
+        xml: str,
+        timings: dict,
+        shift: Shift,
+        time_limit: float,
+        render_mode=None,
+        update_on=None,
+        reorder_lag_s: float = 0.0,
+    ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
@@ -40,19 +64,28 @@ class TimedMujocoWorld(gym.Env):
         self.model_digest = hashlib.sha256(xml.encode()).hexdigest()  # worlds with equal digests look the same
         self.data = mujoco.MjData(self.model)
         self.physics_dt = float(self.model.opt.timestep)
-        self.sensor_names = tuple(timings)
-        if self.trigger not in self.sensor_names:
-            raise ValueError(f"trigger sensor {self.trigger!r} is not among {self.sensor_names}")
-        # The shift's sensor settings apply to every sensor.
-        self.timings = {
-            name: t.scaled(
-                rate=shift.sensor_rate,
-                jitter=shift.jitter,
+        if tuple(timings) != tuple(self.sensor_names):
+            raise ValueError(f"timings {tuple(timings)} do not match the world's sensors {self.sensor_names}")
+        update_on = self.default_update_on if update_on is None else update_on
+        self.update_on = (update_on,) if isinstance(update_on, str) else tuple(update_on)
+        unknown = [s for s in self.update_on if s not in self.sensor_names]
+        if unknown or not self.update_on or len(set(self.update_on)) != len(self.update_on):
+            raise ValueError(
+                f"update_on {list(self.update_on)}: name distinct sensors of this world "
+                f"({', '.join(self.sensor_names)})"
+            )
+        ReorderBuffer(reorder_lag_s)  # validates the lag
+        self.reorder_lag_s = float(reorder_lag_s)
+        # The shift's sensor settings: every sensor's, then each sensor's own factors.
+        self.timings = {}
+        for name, t in timings.items():
+            rate, jitter = shift.sensor_factors(name)
+            self.timings[name] = t.scaled(
+                rate=shift.sensor_rate * rate,
+                jitter=shift.jitter * jitter,
                 dropout=shift.dropout if shift.dropout > 0 else None,
                 extra_latency=shift.latency,
             )
-            for name, t in timings.items()
-        }
         self.clipped_actions = 0
         self._streams: dict = {}
 
@@ -103,20 +136,23 @@ class TimedMujocoWorld(gym.Env):
         mujoco.mj_forward(self.model, self.data)
         self._streams = {n: SensorStream(self.timings[n], timing_rngs[n]) for n in self.sensor_names}
         self._pending = {n: deque() for n in self.sensor_names}  # measured, not yet delivered
-        self._latest = {n: None for n in self.sensor_names}  # (stamp, reading) last delivered
+        self._latest = {n: None for n in self.sensor_names}  # (stamp, reading) last released by the buffer
+        self._reorder = ReorderBuffer(self.reorder_lag_s)
+        self._clock = UpdateClock(self.update_on, required=self.sensor_names if self.wait_for_all_sensors else ())
+        self._updates = deque(maxlen=_MAX_QUEUED_UPDATES)  # (Update, readings then) released, not yet returned
         self._update_stamp = None
-        self._dt = 0.0
+        self._update = None
+        self._observed = self._latest
         self.clipped_actions = 0
         self.updates = 0
         self._apply_action(np.zeros(self.action_space.shape, dtype=np.float64))
-        self._run_until_trigger()
-        self._dt = 0.0  # no previous update at reset
+        self._run_until_update()
         _, _, info = self._outcome()
         return self._observation(), self._info(info)
 
     def step(self, action):
         self.apply_action(action)
-        self._run_until_trigger()
+        self._run_until_update()
         reward, terminated, info = self._outcome()
         truncated = (not terminated) and self._update_stamp >= self.time_limit
         return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(info)
@@ -145,7 +181,10 @@ class TimedMujocoWorld(gym.Env):
         info.update(
             stamp=float(self._update_stamp),
             sim_time=float(self.data.time),
-            event=self.trigger,
+            event=self.update_on[self._update.event],
+            late=self._update.late,
+            stamps={n: (None if r is None else float(r[0])) for n, r in self._observed.items()},
+            late_messages=dict(self._clock.late),
             clipped_actions=self.clipped_actions,
         )
         return info
@@ -163,8 +202,8 @@ class TimedMujocoWorld(gym.Env):
         """Advance physics to the next sensor delivery and return ``(sensor, stamp, reading)``.
 
         Measurements on the way are taken at their stamps. With ``until``, stop at that time instead when
-        nothing is delivered before it, and return None. The env's step is this loop up to a trigger delivery;
-        the ROS sim node calls it directly to publish every message in real time.
+        nothing is delivered before it, and return None. The env's step is this loop up to the next update
+        the delivery releases; the ROS sim node calls it directly to publish every message in real time.
         """
         while True:
             # Next event: a measurement (kind 0) or a delivery (kind 1); measurements first on ties.
@@ -186,41 +225,48 @@ class TimedMujocoWorld(gym.Env):
                 stamp = self._streams[name].pop()
                 self._pending[name].append((stamp, self._measure(name)))
                 continue
-            self._latest[name] = self._pending[name].popleft()
-            if name == self.trigger:  # an update: what outcome() and the observation's dt refer to
-                stamp = self._latest[name][0]
-                self._dt = 0.0 if self._update_stamp is None else stamp - self._update_stamp
-                self._update_stamp = stamp
-                self.updates += 1
-            return (name, *self._latest[name])
+            delivered = self._pending[name].popleft()
+            for sensor, stamp, reading in self._reorder.push(name, *delivered):
+                self._latest[sensor] = (stamp, reading)
+                update = self._clock.release(sensor, stamp)
+                if update is not None:  # what outcome() refers to
+                    self._update_stamp = update.stamp
+                    self._updates.append((update, dict(self._latest)))
+            return (name, *delivered)
 
-    def _run_until_trigger(self) -> None:
-        """Process sensor measurements and deliveries in time order up to the next trigger delivery."""
-        while self.next_delivery()[0] != self.trigger:
-            pass
+    def _run_until_update(self) -> None:
+        """Process sensor measurements and deliveries in time order up to the next update."""
+        while not self._updates:
+            self.next_delivery()
+        self._update, self._observed = self._updates.popleft()
+        self._update_stamp = self._update.stamp
+        self.updates += 1
 
     def _reading(self, name: str, size) -> np.ndarray:
-        """Latest delivered reading of a sensor (zeros before its first message); a copy, since a held
+        """Latest reading of a sensor at this update (zeros before its first message); a copy, since a held
         reading is returned again at later updates and callers may keep or modify what they get."""
-        latest = self._latest[name]
+        latest = self._observed[name]
         return np.zeros(size, dtype=np.float32) if latest is None else latest[1].copy()
 
-    def _ages(self) -> np.ndarray:
-        now = self.data.time
-        return np.array(
-            [now - (0.0 if self._latest[n] is None else self._latest[n][0]) for n in self.sensor_names],
-            dtype=np.float32,
-        )
+    @property
+    def _dt(self) -> float:
+        """Dt of the current update (what the cell integrates)."""
+        return 0.0 if self._update is None else self._update.dt
 
     def _time_observation(self) -> dict:
-        return {"dt": np.array([self._dt], dtype=np.float32), "ages": self._ages()}
+        return {
+            "dt": np.array([self._update.dt], dtype=np.float32),
+            "event": np.int64(self._update.event),
+            "ages": np.asarray(self._update.ages, dtype=np.float32),
+        }
 
     def _time_spaces(self) -> dict:
         """Dt and ages never exceed the time since reset, which stays below the time limit plus a margin."""
         horizon = 2.0 * self.time_limit + 10.0
         return {
             "dt": gym.spaces.Box(0.0, horizon, shape=(1,), dtype=np.float32),
-            "ages": gym.spaces.Box(0.0, horizon, shape=(len(self.sensor_names),), dtype=np.float32),
+            "event": gym.spaces.Discrete(len(self.update_on)),
+            "ages": gym.spaces.Box(0.0, horizon, shape=(len(self.update_on),), dtype=np.float32),
         }
 
 

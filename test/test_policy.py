@@ -89,6 +89,17 @@ def test_example_configs_are_valid_and_cover_every_core():
         (lambda c: c["observation"]["vectors"].update(imu="six"), "observation.vectors.imu: expected an integer"),
         (lambda c: c.update(training={"lr": "fast"}), "training.lr: expected a number"),
         (lambda c: c.update(training={"augmentation": ["dusk"]}), "training.augmentation[0]: unknown value 'dusk'"),
+        (
+            lambda c: c["observation"].update(update_on=["camera", "wheels"]),
+            "observation.update_on[1]: 'wheels' is not an input of this policy, so no encoder reads it",
+        ),
+        (lambda c: c["observation"].update(update_on=["imu", "imu"]), "observation.update_on[1]: 'imu' is named twice"),
+        (lambda c: c["observation"].update(update_on=[]), "observation.update_on: needs at least one sensor"),
+        (lambda c: c["observation"].update(timing=["clock"]), "observation.timing[0]: unknown value 'clock'"),
+        (
+            lambda c: c["observation"].update(timing=["event"], resample_hz=100.0),
+            "a resampled policy (resample_hz) has no events",
+        ),
     ],
 )
 def test_bad_config_is_rejected_with_the_key_path(mutate, message):
@@ -280,3 +291,124 @@ def test_agent_drives_the_rover_within_bounds_and_resets():
         env.close()
     with pytest.raises(ValueError, match="lacks 'dt'"):
         agent.act({"image": obs["image"], "imu": obs["imu"]})
+
+
+# ------------------------------------------------------------------------------------------------ several sensors
+def fusion_config(core=None, timing=("event", "ages")):
+    cfg = small_config(core, vectors={"imu": 6, "wheels": 2})
+    cfg["world"] = "LiquidBalanceNav-v0"
+    cfg["observation"].update(update_on=["camera", "imu"], timing=list(timing))
+    return cfg
+
+
+def event_stream(batch, steps, seed=0, frames=4):
+    """Random obs of an event stream: a few distinct frames held over several steps, per-step IMU/wheels."""
+    g = torch.Generator().manual_seed(seed)
+    index = torch.sort(torch.randint(0, frames, (batch, steps), generator=g), dim=1).values
+    event = torch.randint(0, 2, (batch, steps), generator=g)
+    return {
+        "image": torch.randint(0, 256, (batch, frames, 16, 16, 3), dtype=torch.uint8, generator=g),
+        "image_index": index,
+        "imu": torch.randn(batch, steps, 6, generator=g),
+        "wheels": torch.randn(batch, steps, 2, generator=g),
+        "event": event,
+        "ages": torch.rand(batch, steps, 2, generator=g) * 0.05,
+    }
+
+
+def test_update_on_one_name_or_a_list():
+    cfg = validate_config(small_config())
+    assert cfg["observation"]["update_on"] == ["camera"] and cfg["observation"]["timing"] == []
+    cfg = validate_config(fusion_config())
+    assert cfg["observation"]["update_on"] == ["camera", "imu"] and cfg["observation"]["reorder_lag_s"] == 0.0
+
+
+@pytest.mark.parametrize("core", [{"type": "cfc", "units": 8, "wiring": "ncp"}, {"type": "ltc", "units": 8}])
+def test_event_sequence_with_held_frames_equals_streaming_with_cached_features(core):
+    """Training's sequence path (each frame encoded once, gathered per step) gives the streaming updates where
+    the camera CNN runs only when the frame changed and its features come from the state otherwise."""
+    torch.manual_seed(2)
+    policy = Policy.from_config(fusion_config(core))
+    obs = event_stream(2, 12)
+    dt = torch.rand(2, 12) * 0.02
+    actions, h_n = policy.forward_sequence(obs, dt)
+    state, stepped = None, []
+    index = obs["image_index"]
+    for t in range(12):
+        step_obs = {k: obs[k][:, t] for k in ("imu", "wheels", "event", "ages")}
+        step_obs["image"] = obs["image"][torch.arange(2), index[:, t]]
+        fresh = t == 0 or bool((index[:, t] != index[:, t - 1]).any())
+        encode = ("camera", "vectors") if fresh else ("vectors",)
+        if not fresh:
+            step_obs["image"] = torch.zeros_like(step_obs["image"])  # not looked at: the features are cached
+        a, state = policy.step(step_obs, state, dt[:, t], encode=encode)
+        stepped.append(a)
+    torch.testing.assert_close(torch.stack(stepped, 1), actions, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(state, h_n, atol=1e-5, rtol=1e-4)
+
+
+def test_the_core_sees_which_sensor_arrived_and_how_old_each_is():
+    torch.manual_seed(3)
+    policy = Policy.from_config(fusion_config()).eval()
+    obs = {k: v[:, 0] for k, v in event_stream(1, 1).items() if k != "image_index"}
+    obs["image"] = event_stream(1, 1)["image"][:, 0]
+    state = policy.initial_state(1)
+    dt = torch.tensor([0.005])
+    base = policy.step(obs, state, dt)[0]
+    other_event = policy.step(dict(obs, event=1 - obs["event"]), state, dt)[0]
+    older = policy.step(dict(obs, ages=obs["ages"] + 0.1), state, dt)[0]
+    assert (base - other_event).abs().max() > 1e-4 and (base - older).abs().max() > 1e-4
+    blind = Policy.from_config(fusion_config(timing=())).eval()
+    assert blind.core.input_size == policy.core.input_size - 4
+    assert policy.state_size == policy.core.state_size + 8 + 4  # core state + camera and vector features
+
+
+def test_agent_runs_the_camera_encoder_once_per_frame():
+    import gymnasium
+
+    import sim_envs  # noqa: F401
+    from liquid_control.policy import env_kwargs
+
+    cfg = validate_config(fusion_config())
+    torch.manual_seed(4)
+    policy = Policy(cfg)
+    env = gymnasium.make(cfg["world"], **env_kwargs(cfg))
+    calls = []
+    policy.camera.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[0]))
+    agent = PolicyAgent(policy)
+    obs, _ = env.reset(seed=0)
+    events, frames, previous = [], 0, None
+    for _ in range(60):
+        action = agent.act(obs)
+        events.append(int(obs["event"]))
+        frames += previous is None or not np.array_equal(previous, obs["image"])
+        previous = obs["image"]
+        obs, *_ = env.step(action)
+    env.close()
+    assert 0 in events and 1 in events and len(calls) == frames < 30
+
+
+def test_resampled_agent_steps_on_a_fixed_clock():
+    from liquid_control.policy import resample_ticks
+
+    stamps = np.array([0.0, 0.004, 0.009, 0.021, 0.0215, 0.0305])
+    # ticks 0, .01, .02, .03 hold the latest event at or before them
+    np.testing.assert_array_equal(resample_ticks(stamps, 0.01), [0, 2, 2, 4])
+    cfg = small_config({"type": "lstm", "units": 6}, image=False)
+    cfg["observation"].update(update_on="imu", resample_hz=100.0)
+    torch.manual_seed(5)
+    policy = Policy.from_config(cfg)
+    agent = PolicyAgent(policy)
+    rng = np.random.default_rng(0)
+    imus = rng.normal(size=(6, 6)).astype(np.float32)
+    dts = np.diff(stamps, prepend=0.0).astype(np.float32)
+    actions = [agent.act({"imu": imus[k], "dt": dts[k : k + 1]}) for k in range(6)]
+    # the same LSTM on the inputs resampled to 100 Hz
+    ticks = resample_ticks(np.cumsum(dts.astype(np.float64)), 0.01)
+    tick_dt = torch.tensor([[0.0, 0.01, 0.01, 0.01]])
+    with torch.no_grad():
+        want, _ = policy.forward_sequence({"imu": torch.from_numpy(imus[ticks])[None]}, tick_dt)
+    np.testing.assert_allclose(actions[0], want[0, 0], atol=1e-6)  # tick 0 on the first event
+    np.testing.assert_allclose(actions[2], want[0, 0], atol=1e-6)  # no tick yet: the action is held
+    np.testing.assert_allclose(actions[3], want[0, 2], atol=1e-6)  # ticks .01 and .02 pass by the .021 event
+    np.testing.assert_allclose(actions[5], want[0, 3], atol=1e-6)

@@ -87,7 +87,7 @@ def test_lifecycle_transitions(policy_file, ros):
     probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
     assert node.runner is None
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.runner is not None and node.runner.spec.update_on == "imu"
+    assert node.runner is not None and node.runner.spec.update_on == ("imu",)
     assert set(node._subscriptions_by_sensor) == {"imu", "wheels", "command"}
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE

@@ -1,10 +1,12 @@
-"""PolicyRunner: stamp-difference updates, held inputs, rejection of bad readings, resets."""
+"""PolicyRunner: stamp-difference updates, held inputs, rejection of bad readings, resets; several update
+sensors, messages out of stamp order across sensors (the reordering buffer and late messages)."""
 
 import numpy as np
 import pytest
 
 from liquid_control.runtime import runner as R
-from liquid_control.runtime.backends import ObservationSpec
+from liquid_control.runtime.backends import BackendError, ObservationSpec
+from liquid_control.runtime.timeline import ReorderBuffer, UpdateClock
 
 CONFIG = {
     "observation": {"image": {"height": 4, "width": 5}, "vectors": {"imu": 6}, "update_on": "camera"},
@@ -21,13 +23,15 @@ class LeakyBackend:
     def __init__(self, config=CONFIG):
         self.spec = ObservationSpec.from_config(config)
         self.calls = []
+        self.encoded = []
         self.fail_next = False
 
     def initial_state(self):
         return np.zeros(1, dtype=np.float32)
 
-    def step(self, obs, state, dt):
+    def step(self, obs, state, dt, encode=None):
         self.calls.append((dt, {k: v.copy() for k, v in obs.items()}))
+        self.encoded.append(encode)
         if self.fail_next:
             self.fail_next = False
             return np.array([np.nan, 0.0]), state + 1
@@ -46,7 +50,7 @@ def imu(value=0.0):
 
 @pytest.fixture
 def runner():
-    return R.PolicyRunner(LeakyBackend(), R.RunnerLimits(max_gap_s=0.5, max_backward_s=0.3, first_dt=0.05))
+    return R.PolicyRunner(LeakyBackend(), R.RunnerLimits(max_gap_s=0.5, max_backward_jump_s=0.3, first_update_dt=0.05))
 
 
 def test_updates_integrate_stamp_differences_with_held_inputs(runner):
@@ -165,8 +169,140 @@ def test_reset_request_and_stats(runner):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_gap_s": 0}, {"max_backward_s": float("nan")}, {"first_dt": -0.1}, {"first_dt": 5.0}]
+    "kwargs",
+    [
+        {"max_gap_s": 0},
+        {"max_backward_jump_s": float("nan")},
+        {"first_update_dt": -0.1},
+        {"first_update_dt": 5.0},
+        {"reorder_lag_s": -0.01},
+        {"reorder_lag_s": 2.0},
+    ],
 )
 def test_limits_are_validated(kwargs):
     with pytest.raises(ValueError):
         R.RunnerLimits(**kwargs)
+
+
+# ----------------------------------------------------------------------------------- several update sensors
+FUSION = {
+    "observation": {
+        "image": {"height": 4, "width": 5},
+        "vectors": {"imu": 6, "wheels": 2},
+        "update_on": ["camera", "imu"],
+        "timing": ["event", "ages"],
+    },
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+def fusion_runner(lag=None, **limits):
+    limits = {"max_gap_s": 0.5, "first_update_dt": 0.0, **limits}
+    return R.PolicyRunner(LeakyBackend(FUSION), R.RunnerLimits(reorder_lag_s=lag, **limits))
+
+
+def wheels():
+    return np.zeros(2, np.float32)
+
+
+def reading(sensor):
+    return {"camera": image, "imu": imu, "wheels": wheels}[sensor]()
+
+
+def test_every_update_sensor_advances_the_state_by_the_stamp_difference():
+    runner = fusion_runner()
+    backend = runner.backend
+    assert runner.submit("wheels", 0.999, wheels()).status == R.HELD
+    assert runner.submit("imu", 1.000, imu(0.1)).status == R.WAITING  # no camera frame yet
+    first = runner.submit("camera", 1.002, image(20))
+    assert first.status == R.UPDATED and first.dt == 0.0 and first.stamp == pytest.approx(1.002)
+    stamps = [1.007, 1.012, 1.017, 1.035, 1.040]  # IMU, IMU, IMU, camera, IMU
+    sensors = ["imu", "imu", "imu", "camera", "imu"]
+    for sensor, stamp in zip(sensors, stamps):
+        value = image(30) if sensor == "camera" else imu(0.2)
+        assert runner.submit(sensor, stamp, value).status == R.UPDATED
+    dts = [c[0] for c in backend.calls]
+    np.testing.assert_allclose(dts, np.diff([1.002] + stamps, prepend=1.002), atol=1e-12)
+    events = [int(c[1]["event"]) for c in backend.calls]
+    assert events == [0, 1, 1, 1, 0, 1]  # index into update_on: camera, imu
+    # ages of [camera, imu] at each update: the stamp difference to each sensor's latest message
+    np.testing.assert_allclose(backend.calls[3][1]["ages"], [1.017 - 1.002, 0.0], atol=1e-6)
+    np.testing.assert_allclose(backend.calls[5][1]["ages"], [1.040 - 1.035, 0.0], atol=1e-6)
+    # the CNN runs only on camera updates; the vector MLP when the IMU (or the wheels) changed
+    assert backend.encoded == [
+        ("camera", "vectors"),
+        ("vectors",),
+        ("vectors",),
+        ("vectors",),
+        ("camera",),
+        ("vectors",),
+    ]
+    assert runner.counters["updates"] == 6 and not any(k.startswith("late.") for k in runner.counters)
+
+
+def test_late_camera_frame_updates_with_zero_dt_and_is_counted():
+    """Lag 0: a frame stamped at exposure arrives after IMU messages stamped after it. It is used (never a
+    negative dt, never dropped silently): dt 0, its age tells the cell how old it is, ``late.camera`` counts it."""
+    runner = fusion_runner(lag=0.0)
+    runner.submit("wheels", 0.9, wheels())
+    runner.submit("camera", 0.95, image())
+    runner.submit("imu", 1.000, imu())
+    runner.submit("imu", 1.005, imu())
+    runner.submit("imu", 1.010, imu())
+    late = runner.submit("camera", 0.985, image(40))  # exposed at 0.985, delivered after the 1.010 IMU
+    assert late.status == R.UPDATED and late.dt == 0.0 and late.stamp == pytest.approx(1.010)
+    assert runner.counters["late.camera"] == 1
+    np.testing.assert_allclose(runner.backend.calls[-1][1]["ages"], [1.010 - 0.985, 0.0], atol=1e-6)
+    assert runner.submit("imu", 1.015, imu()).dt == pytest.approx(0.005)
+    assert all(c[0] >= 0 for c in runner.backend.calls)
+
+
+def test_reordering_buffer_releases_in_stamp_order_after_the_lag():
+    """Lag 30 ms: a frame stamped 0.935 that arrives after the 0.950 IMU message is released in stamp order,
+    not late; every message waits until one stamped 30 ms after it has arrived (the lag's latency cost)."""
+    runner = fusion_runner(lag=0.03)
+    arrivals = [("wheels", 0.900), ("imu", 0.900), ("camera", 0.909)]
+    assert [runner.submit(s, t, reading(s)).status for s, t in arrivals] == [R.QUEUED] * 3
+    first = runner.submit("imu", 0.940, imu())  # releases everything stamped <= 0.910
+    assert first.status == R.UPDATED and first.updates == 1 and first.stamp == pytest.approx(0.909)
+    arrivals = [("imu", 0.945), ("imu", 0.950), ("camera", 0.935), ("imu", 0.955), ("imu", 0.960)]
+    assert [runner.submit(s, t, reading(s)).status for s, t in arrivals] == [R.QUEUED] * 5
+    assert runner.submit("imu", 0.971, imu()).updates == 2  # camera 0.935, imu 0.940
+    assert runner.submit("imu", 1.0015, imu()).updates == 5  # imu 0.945 ... 0.960, 0.971
+    dts = [c[0] for c in runner.backend.calls]
+    events = [int(c[1]["event"]) for c in runner.backend.calls]
+    assert events == [0, 0, 1, 1, 1, 1, 1, 1]
+    np.testing.assert_allclose(dts, [0.0, 0.026, 0.005, 0.005, 0.005, 0.005, 0.005, 0.011], atol=1e-9)
+    assert "late.camera" not in runner.counters and runner.reorder_lag_s == 0.03
+
+
+def test_reordering_buffer_is_bounded_and_counts_early_releases():
+    buffer = ReorderBuffer(lag_s=10.0, capacity=3)
+    assert buffer.push("imu", 1.0) == [] and buffer.push("imu", 1.1) == [] and buffer.push("imu", 1.2) == []
+    assert buffer.push("camera", 0.5) == [("camera", 0.5, None)]  # full: the oldest leaves early
+    assert buffer.forced == 1 and len(buffer) == 3
+    with pytest.raises(ValueError):
+        ReorderBuffer(lag_s=-1.0)
+
+
+def test_update_clock_never_integrates_a_negative_dt():
+    clock = UpdateClock(["camera", "imu"], required=["camera", "imu", "wheels"], first_dt=0.0)
+    assert clock.release("imu", 1.0) is None  # waiting for the camera and the wheels
+    assert clock.release("wheels", 1.0) is None
+    first = clock.release("camera", 0.99)
+    assert first.dt == 0.0 and first.stamp == 0.99 and first.event == 0
+    rng = np.random.default_rng(0)
+    previous = first.stamp
+    for _ in range(200):
+        sensor = "camera" if rng.random() < 0.2 else "imu"
+        update = clock.release(sensor, previous + rng.uniform(-0.05, 0.01))
+        assert update.dt >= 0 and update.stamp == pytest.approx(previous + update.dt)
+        assert min(update.ages) >= 0
+        previous = update.stamp
+    assert clock.late["camera"] + clock.late["imu"] > 0
+
+
+def test_config_update_sensor_must_be_an_input():
+    spec = dict(FUSION, observation=dict(FUSION["observation"], update_on=["camera", "gps"]))
+    with pytest.raises(BackendError, match=r"update_on\[1\] 'gps'"):
+        ObservationSpec.from_config(spec)

@@ -13,13 +13,14 @@ _POLICY_CACHE: dict[tuple[str, str | None], object] = {}  # per process: (path, 
 
 
 def default_env_kwargs(policy_config: dict | None) -> dict:
-    """Keyword arguments for gymnasium.make: render the camera at the size the policy was trained on."""
+    """Keyword arguments for gymnasium.make: the world as the policy was trained on it (camera size, update
+    sensors, reordering lag: ``liquid_control.policy.env_kwargs``)."""
     if not policy_config:
         return {}
-    image = (policy_config.get("observation") or {}).get("image")
-    if image:
-        return {"render_size": int(image["height"])}
-    return {}
+    from liquid_control.policy import env_kwargs
+
+    kwargs = env_kwargs(policy_config)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
 
 
 def inspect_checkpoint(path: str) -> dict:

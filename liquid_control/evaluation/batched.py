@@ -25,6 +25,7 @@ import torch
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.episode import EpisodeTally
 from liquid_control.evaluation.plan import EpisodeJob
+from liquid_control.policy import PolicyAgent, observation_keys
 
 DEFAULT_LANES = 32  # episodes stepped together per batch (a headline cell is 30 episodes)
 MAX_POOLED_WORLDS = 96  # worlds a process keeps for later batches (a few shifts' worth)
@@ -78,7 +79,7 @@ class BatchedPolicy:
 
     def __init__(self, policy, lanes: int):
         self.policy = policy.eval()
-        self.keys = (["image"] if policy.camera is not None else []) + list(policy.vector_keys)
+        self.keys = observation_keys(policy.config)  # the sensors and the time inputs (event, ages)
         self.state = policy.initial_state(lanes)
         self._initial = policy.initial_state(1)[0]
 
@@ -99,6 +100,20 @@ class BatchedPolicy:
         action, state = self.policy.step(batch, self.state[index], dt)
         self.state[index] = state
         return action.numpy()
+
+
+class _AgentLanes:
+    """One `PolicyAgent` per lane, for policies whose updates are not the env's (``observation.resample_hz``:
+    they step on their own fixed-rate clock, which differs from lane to lane)."""
+
+    def __init__(self, policy, lanes: int):
+        self.agents = [PolicyAgent(policy) for _ in range(lanes)]
+
+    def reset_lane(self, lane: int) -> None:
+        self.agents[lane].reset()
+
+    def act(self, lanes: list[int], observations: list[dict]) -> np.ndarray:
+        return np.stack([self.agents[lane].act(obs) for lane, obs in zip(lanes, observations)])
 
 
 class _ExpertDriver:
@@ -132,7 +147,9 @@ def run_batch(jobs: list[EpisodeJob], lanes: int | None = None, pool: WorldPool 
     if first.checkpoint is None:
         driver = _ExpertDriver(envs)
     else:
-        driver = BatchedPolicy(agents.load_cached_policy(first.checkpoint, first.checkpoint_sha), lanes)
+        policy = agents.load_cached_policy(first.checkpoint, first.checkpoint_sha)
+        resampled = policy.config["observation"].get("resample_hz") is not None
+        driver = (_AgentLanes if resampled else BatchedPolicy)(policy, lanes)
     queue = deque(enumerate(jobs))
     running: dict[int, list] = {}  # lane -> [index in jobs, tally, obs]
     records: list[dict | None] = [None] * len(jobs)

@@ -31,7 +31,7 @@ SHIFT_SETS = {
     "visual": VISUAL_SHIFTS,
     "sensor_timing": ["in_distribution"] + RATE_SHIFTS + JITTER_SHIFTS,
 }
-SWEEP_KEYS = ("sensor_rate", "jitter")  # shifts plotted as a curve against their factor
+SWEEP_KEYS = ("sensor_rate", "jitter", "camera_rate", "imu_rate")  # shifts plotted against their factor
 
 
 def shift_for_env(shift: str) -> str:

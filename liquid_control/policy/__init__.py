@@ -4,9 +4,9 @@ One YAML config describes a policy (``load_config``); ``Policy.from_config`` bui
 ``load_policy`` keep config and weights in one file; ``PolicyAgent`` drives a gymnasium world with it.
 """
 
-from .agent import PolicyAgent
+from .agent import PolicyAgent, observation_keys, resample_ticks
 from .checkpoint import PolicyLoadError, load_policy, read_metadata, save_policy
-from .config import PolicyConfigError, apply_overrides, load_config, validate_config
+from .config import PolicyConfigError, apply_overrides, check_world, env_kwargs, load_config, validate_config
 from .model import Policy
 
 __all__ = [
@@ -15,6 +15,10 @@ __all__ = [
     "PolicyConfigError",
     "PolicyLoadError",
     "apply_overrides",
+    "check_world",
+    "env_kwargs",
+    "observation_keys",
+    "resample_ticks",
     "load_config",
     "load_policy",
     "read_metadata",

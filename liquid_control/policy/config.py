@@ -21,6 +21,8 @@ ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
 AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift")
 CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.encoders.CameraEncoder
+TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
+CAMERA = "camera"  # the sensor name of the image input
 SEQUENCE_KERNELS = ("fused", "stepwise")
 
 
@@ -195,6 +197,10 @@ _TRAINING = {
     # jitter factor uniformly from `jitter_range` (null: the world's nominal timing); selection episodes stay nominal
     "sensor_rate_range": _field("float_list", None, nullable=True, min_value=0.1, max_value=10.0),
     "jitter_range": _field("float_list", None, nullable=True, min_value=0.0, max_value=4.0),
+    # DART (Laskey et al. 2017) against the copycat shortcut: expert-driven updates execute the expert's action
+    # plus temporally correlated noise (std in action units, correlation time in seconds); labels stay clean
+    "action_noise": _field("float", 0.0, min_value=0.0, max_value=1.0),
+    "action_noise_tau": _field("float", 0.2, min_value=0.0, max_value=10.0),
     # how BC runs the core over a chunk: "fused" (the core's sequence kernels, compiled where available) or
     # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
     "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
@@ -203,7 +209,12 @@ _IMAGE = {"height": _field("int", 64, min_value=8), "width": _field("int", 64, m
 _OBSERVATION = {
     "image": _field("dict", None, nullable=True),
     "vectors": _field("dict", {}),
-    "update_on": _field("str", REQUIRED),
+    # sensors whose every message advances the state (camera, or a vector key); one name or a list
+    "update_on": _field("str_list", REQUIRED),
+    "timing": _field("str_list", [], choices=TIMING_INPUTS),  # time inputs of the core besides dt
+    "reorder_lag_s": _field("float", 0.0, min_value=0.0, max_value=1.0),  # lag of the reordering buffer
+    # baseline only: the core steps at this fixed rate on the latest inputs instead of on sensor messages
+    "resample_hz": _field("float", None, min_value=1.0, max_value=10000.0, nullable=True),
 }
 _TOP = {
     "name": _field("str", REQUIRED),
@@ -223,6 +234,8 @@ def _check_value(path: str, value: Any, spec: dict) -> Any:
         if spec["nullable"]:
             return None
         raise PolicyConfigError(f"{path}: must not be empty (null)")
+    if kind == "str_list" and isinstance(value, str):
+        value = [value]  # one name stands for a list of one
     if kind in ("int_list", "float_list", "str_list"):
         if not isinstance(value, (list, tuple)):
             raise PolicyConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
@@ -290,6 +303,21 @@ def validate_config(raw: dict) -> dict:
     obs["vectors"] = vectors
     if obs["image"] is None and not vectors:
         raise PolicyConfigError("observation: needs an image or at least one vector input")
+    inputs = ([CAMERA] if obs["image"] is not None else []) + list(vectors)
+    if not obs["update_on"]:
+        raise PolicyConfigError("observation.update_on: needs at least one sensor")
+    for i, sensor in enumerate(obs["update_on"]):
+        if sensor not in inputs:
+            raise PolicyConfigError(
+                f"observation.update_on[{i}]: {sensor!r} is not an input of this policy, so no encoder reads it "
+                f"(inputs: {', '.join(inputs)}; the image is 'camera')"
+            )
+        if sensor in obs["update_on"][:i]:
+            raise PolicyConfigError(f"observation.update_on[{i}]: {sensor!r} is named twice")
+    if len(set(obs["timing"])) != len(obs["timing"]):
+        raise PolicyConfigError(f"observation.timing: names an input twice: {obs['timing']}")
+    if obs["resample_hz"] is not None and obs["timing"]:
+        raise PolicyConfigError("observation.timing: a resampled policy (resample_hz) has no events; leave it []")
     cfg["observation"] = obs
 
     enc = cfg["encoder"]
@@ -334,6 +362,39 @@ def validate_config(raw: dict) -> dict:
         cfg["training"]["beta"] = [0.0]
     _check_sizes(cfg)
     return cfg
+
+
+def check_world(cfg: dict, sensors, observations) -> None:
+    """Check a validated config against its world's ``sensors`` and observation keys: every input must be an
+    observation of the world and every update sensor one of its sensors. Raises PolicyConfigError naming the
+    key path (training and evaluation call this before they build the world)."""
+    world, obs = cfg["world"], cfg["observation"]
+    if obs["image"] is not None and "image" not in observations:
+        raise PolicyConfigError(
+            f"observation.image: world {world} has no camera (observations: {', '.join(observations)})"
+        )
+    for key in obs["vectors"]:
+        if key not in observations:
+            raise PolicyConfigError(
+                f"observation.vectors.{key}: world {world} has no observation {key!r} "
+                f"(observations: {', '.join(observations)})"
+            )
+    for i, sensor in enumerate(obs["update_on"]):
+        if sensor not in sensors:
+            raise PolicyConfigError(
+                f"observation.update_on[{i}]: world {world} has no sensor {sensor!r} whose messages could trigger "
+                f"updates (sensors: {', '.join(sensors)})"
+            )
+
+
+def env_kwargs(cfg: dict) -> dict:
+    """Keyword arguments of the policy's world (``gymnasium.make``): the camera at the policy's image size,
+    updates on the policy's update sensors, the policy's reordering lag."""
+    obs = cfg["observation"]
+    kwargs = {"update_on": tuple(obs["update_on"]), "reorder_lag_s": obs["reorder_lag_s"]}
+    if obs["image"] is not None:
+        kwargs["render_size"] = (obs["image"]["height"], obs["image"]["width"])
+    return kwargs
 
 
 def load_config(path: str | Path) -> dict:

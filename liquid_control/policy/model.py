@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -11,6 +12,8 @@ from liquid_control.cells.dt import sequence_dt, step_dt
 
 from .config import validate_config
 from .encoders import CameraEncoder, VectorEncoder
+
+ENCODERS = ("camera", "vectors")  # encoder names, in the order of their features (core input and state)
 
 
 def core_config(core: dict, input_size: int, action_size: int) -> dict:
@@ -54,12 +57,24 @@ def _build_core(core: dict, input_size: int, action_size: int) -> nn.Module:
     return build_core(core_config(core, input_size, action_size))
 
 
+# Ages enter the core on a log scale: 1 ms -> 0.10, 5 ms -> 0.26, 33 ms -> 0.51, 1 s -> 1.0, so the IMU's
+# milliseconds and a slow camera's hundreds of milliseconds both stay visible.
+AGE_UNIT_S = 1e-3
+AGE_FULL_SCALE_S = 1.0
+
+
 class Policy(nn.Module):
     """Encoders + recurrent core + action head, built from one validated config (see ARCHITECTURE.md).
 
     Observations are dicts of tensors: ``image`` uint8 (B, H, W, 3) and one float tensor per configured vector
-    key. The core integrates the measured ``dt`` of each update, per sample; with ``core.ignore_dt`` it
+    key; with ``observation.timing``, also ``event`` (B,) int (index into ``update_on`` of the sensor whose
+    message caused the update) and ``ages`` (B, len(update_on)) seconds since each update sensor's latest
+    message. The core integrates the measured ``dt`` of each update, per sample; with ``core.ignore_dt`` it
     integrates a constant dt = 1 instead (the ablation that tests the continuous-time claim).
+
+    The state is the core's state followed by the latest features of each encoder (``camera``: the CNN,
+    ``vectors``: the MLP over all vector inputs), so a streaming ``step`` runs an encoder only when one of its
+    inputs has a new message (``encode``) and takes the others' features from the state.
     """
 
     def __init__(self, config: dict):
@@ -68,7 +83,8 @@ class Policy(nn.Module):
         obs, enc, act = config["observation"], config["encoder"], config["action"]
         self.vector_keys = list(obs["vectors"])
         self.vector_sizes = [obs["vectors"][k] for k in self.vector_keys]
-        features = 0
+        self.update_on = list(obs["update_on"])
+        self.timing = list(obs["timing"])
         self.camera = None
         if obs["image"] is not None:
             cam = enc["camera"]
@@ -81,19 +97,20 @@ class Policy(nn.Module):
                 cam["features"],
                 cam["normalize"],
             )
-            features += self.camera.output_size
         self.vectors = None
         if self.vector_keys:
             vec = enc["vectors"]
             self.vectors = VectorEncoder(sum(self.vector_sizes), vec["hidden"], vec["features"])
-            features += self.vectors.output_size
-        self.core = _build_core(config["core"], features, act["size"])
+        self.encoder_names = [name for name in ENCODERS if getattr(self, name) is not None]
+        self.encoder_sizes = [getattr(self, name).output_size for name in self.encoder_names]
+        self.feature_size = sum(self.encoder_sizes)
+        self.time_size = len(self.timing) * len(self.update_on)
+        self.core = _build_core(config["core"], self.feature_size + self.time_size, act["size"])
         self.head = nn.Linear(self.core.output_size, act["size"])
         self.register_buffer("action_low", torch.tensor(act["low"], dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(act["high"], dtype=torch.float32))
         self.ignore_dt = bool(config["core"]["ignore_dt"])
         self.fused_sequence = config["training"]["sequence_kernel"] == "fused"
-        self.feature_size = features
 
     @classmethod
     def from_config(cls, config: dict) -> "Policy":
@@ -103,7 +120,8 @@ class Policy(nn.Module):
     # ----------------------------------------------------------------------------------------- sizes, state
     @property
     def state_size(self) -> int:
-        return self.core.state_size
+        """The core's state plus the cached features of every encoder."""
+        return self.core.state_size + self.feature_size
 
     @property
     def action_size(self) -> int:
@@ -114,7 +132,13 @@ class Policy(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def initial_state(self, batch: int, device=None, dtype=None) -> torch.Tensor:
-        return self.core.initial_state(batch, device=device, dtype=dtype)
+        """(B, state_size): the core's initial state, and zero features (every encoder runs at the first step)."""
+        core = self.core.initial_state(batch, device=device, dtype=dtype)
+        return torch.cat([core, core.new_zeros(batch, self.feature_size)], dim=-1)
+
+    def split_state(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(core state, cached features) of a policy state."""
+        return state[..., : self.core.state_size], state[..., self.core.state_size :]
 
     # ----------------------------------------------------------------------------------------- encoding
     def _vector_input(self, obs: dict, lead: tuple) -> torch.Tensor:
@@ -133,25 +157,60 @@ class Policy(nn.Module):
             parts.append(value.to(torch.float32))
         return torch.cat(parts, dim=-1)
 
+    def _image_input(self, obs: dict, lead: tuple) -> torch.Tensor:
+        if "image" not in obs:
+            raise ValueError(f"policy {self.config['name']!r}: observation lacks 'image'")
+        image = torch.as_tensor(obs["image"])
+        if tuple(image.shape[: len(lead)]) != lead:
+            raise ValueError(
+                f"policy {self.config['name']!r}: image has shape {tuple(image.shape)}, expected leading dims {lead}"
+            )
+        return image
+
+    def encode_with(self, name: str, obs: dict, lead: tuple) -> torch.Tensor:
+        """Features (*lead, size) of encoder ``name`` (``camera`` or ``vectors``) for observations with leading
+        dims ``lead``, in one batch.
+
+        For sequences, ``image`` may hold each episode's distinct frames (B, F, H, W, 3) with
+        ``image_index`` (B, T) naming the frame of each step: the CNN then runs once per frame, not per step.
+        """
+        if name == "vectors":
+            return self.vectors(self._vector_input(obs, lead).reshape(-1, sum(self.vector_sizes))).reshape(lead + (-1,))
+        if "image_index" in obs:
+            index = torch.as_tensor(obs["image_index"]).long()
+            frames = self._image_input(obs, lead[:1])
+            batch, count = frames.shape[:2]
+            features = self.camera(frames.reshape((batch * count,) + tuple(frames.shape[2:])))
+            flat = index + torch.arange(batch, device=index.device).reshape((batch,) + (1,) * (index.dim() - 1)) * count
+            return features[flat.reshape(-1)].reshape(lead + (-1,))
+        image = self._image_input(obs, lead)
+        return self.camera(image.reshape((-1,) + tuple(image.shape[len(lead) :]))).reshape(lead + (-1,))
+
     def encode(self, obs: dict, lead: tuple) -> torch.Tensor:
-        """Features (*lead, F) for observations with leading dims ``lead`` ((B,) or (B, T)), in one batch."""
-        n = 1
-        for d in lead:
-            n *= d
+        """Features (*lead, F) of every encoder, concatenated."""
+        return torch.cat([self.encode_with(name, obs, lead) for name in self.encoder_names], dim=-1)
+
+    def time_inputs(self, obs: dict, lead: tuple) -> torch.Tensor:
+        """The core's time inputs (*lead, time_size): one-hot ``event`` and log-scaled ``ages`` as configured."""
         parts = []
-        if self.camera is not None:
-            if "image" not in obs:
-                raise ValueError(f"policy {self.config['name']!r}: observation lacks 'image'")
-            image = torch.as_tensor(obs["image"])
-            if tuple(image.shape[: len(lead)]) != lead:
+        n = len(self.update_on)
+        for kind in self.timing:
+            if kind not in obs:
+                raise ValueError(f"policy {self.config['name']!r}: observation lacks {kind!r} (observation.timing)")
+            value = torch.as_tensor(obs[kind])
+            want = lead if kind == "event" else lead + (n,)
+            if tuple(value.shape) != want:
                 raise ValueError(
-                    f"policy {self.config['name']!r}: image has shape {tuple(image.shape)}, "
-                    f"expected leading dims {lead}"
+                    f"policy {self.config['name']!r}: {kind!r} has shape {tuple(value.shape)}, expected {want}"
                 )
-            parts.append(self.camera(image.reshape((n,) + tuple(image.shape[len(lead) :]))))
-        if self.vectors is not None:
-            parts.append(self.vectors(self._vector_input(obs, lead).reshape(n, -1)))
-        return torch.cat(parts, dim=-1).reshape(lead + (self.feature_size,))
+            if kind == "event":
+                parts.append((value[..., None].long() == torch.arange(n, device=value.device)).to(torch.float32))
+            else:
+                ages = value.to(torch.float32).clamp_min(0.0)
+                parts.append(torch.log1p(ages / AGE_UNIT_S) / math.log1p(AGE_FULL_SCALE_S / AGE_UNIT_S))
+        if not parts:
+            return torch.zeros(lead + (0,))
+        return torch.cat(parts, dim=-1)
 
     def act_from_output(self, y: torch.Tensor) -> torch.Tensor:
         """Core output -> action scaled into [low, high] by a tanh."""
@@ -163,36 +222,71 @@ class Policy(nn.Module):
         return torch.ones_like(dt) if self.ignore_dt else dt
 
     # ----------------------------------------------------------------------------------------- running
-    def step(self, obs: dict, state: torch.Tensor | None, dt) -> tuple[torch.Tensor, torch.Tensor]:
-        """One update: obs tensors (B, ...), state (B, S) or None, dt (B,) seconds -> (action (B, A), state)."""
-        dt = step_dt(dt, None, torch.float32)
-        x = self.encode(obs, (dt.shape[0],))
+    def advance(self, features: torch.Tensor, time: torch.Tensor, core_state: torch.Tensor, dt: torch.Tensor):
+        """The core's update from the encoders' features and the time inputs, with a validated ``dt`` (B,):
+        (action (B, A), core state)."""
+        x = torch.cat([features, time.to(features.dtype)], dim=-1)
         if dt.dtype != x.dtype:  # a float64 policy
             dt = dt.to(x.dtype)
-        if state is None:
-            state = self.initial_state(dt.shape[0], dtype=x.dtype)
-        state = self.core.advance(x, state, self._core_dt(dt))
-        return self.act_from_output(self.core.output(state)), state
+        core_state = self.core.advance(x, core_state.contiguous(), self._core_dt(dt))
+        return self.act_from_output(self.core.output(core_state)), core_state
+
+    def step(self, obs: dict, state: torch.Tensor | None, dt, encode=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One update: obs tensors (B, ...), state (B, state_size) or None, dt (B,) seconds -> (action, state).
+
+        ``encode``: names of the encoders to run (None: all); the others' features come from ``state``, so
+        their inputs may be absent from ``obs``.
+        """
+        dt = step_dt(dt, None, torch.float32)
+        lead = (dt.shape[0],)
+        if state is None:  # in the policy's precision (float64 policies exist for the kernels' tests)
+            state = self.initial_state(dt.shape[0], dtype=self.action_low.dtype)
+        core_state, cached = self.split_state(state)
+        parts, offset = [], 0
+        for name, size in zip(self.encoder_names, self.encoder_sizes):
+            if encode is None or name in encode:
+                parts.append(self.encode_with(name, obs, lead).to(cached.dtype))
+            else:
+                parts.append(cached[:, offset : offset + size])
+            offset += size
+        features = torch.cat(parts, dim=-1)
+        action, core_state = self.advance(features, self.time_inputs(obs, lead), core_state, dt)
+        return action, torch.cat([core_state, features], dim=-1)
 
     def forward_sequence(self, obs: dict, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        """Sequences (B, T, ...) -> (actions (B, T, A), h_n (B, S)); encoders see all B*T frames in one call.
+        """Sequences (B, T, ...) -> (actions (B, T, A), h_n (B, state_size)); each encoder sees all of its
+        inputs in one call (the camera CNN once per distinct frame, see ``encode_with``).
 
         ``mask`` (B, T) bool: False steps (padding) keep the state; their actions are those of the held state.
-        The core runs its sequence path (``RecurrentCore.forward_sequence``: the fused, compiled kernels where
-        it has them); ``training.sequence_kernel: stepwise`` selects its per-step autograd path instead.
+        The core runs its sequence path (``RecurrentCore.advance_sequence``: the fused, compiled kernels where
+        it has them); ``training.sequence_kernel: stepwise`` selects its per-step autograd path instead. Every
+        step carries all of its inputs, so the features cached in ``h0`` are not needed; those in ``h_n`` are
+        the last valid step's.
         """
         dt = torch.as_tensor(dt)
         if dt.dim() != 2:
             raise ValueError(f"policy {self.config['name']!r}: sequence dt must be (B, T), got {tuple(dt.shape)}")
         batch, steps = dt.shape
         dt = sequence_dt(dt, batch, steps, torch.float32)
-        x = self.encode(obs, (batch, steps))
-        if dt.dtype != x.dtype:  # a float64 policy
-            dt = dt.to(x.dtype)
-        outputs, h_n = self.core.advance_sequence(
-            x, self._core_dt(dt), h0, mask, fused=self.fused_sequence, readout=True
+        features = self.encode(obs, (batch, steps))
+        if dt.dtype != features.dtype:  # a float64 policy
+            dt = dt.to(features.dtype)
+        x = torch.cat([features, self.time_inputs(obs, (batch, steps)).to(features.dtype)], dim=-1)
+        core_h0 = None if h0 is None else self.split_state(h0)[0].contiguous()
+        outputs, core_hn = self.core.advance_sequence(
+            x, self._core_dt(dt), core_h0, mask, fused=self.fused_sequence, readout=True
         )
-        return self.act_from_output(outputs), h_n
+        return self.act_from_output(outputs), torch.cat([core_hn, self._last_features(features, h0, mask)], dim=-1)
+
+    def _last_features(self, features: torch.Tensor, h0: torch.Tensor | None, mask: torch.Tensor | None):
+        """Features (B, F) of each sample's last valid step (h0's, or zeros, where no step is valid)."""
+        if mask is None:
+            return features[:, -1]
+        steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        last = (mask.long() * steps).argmax(dim=1)
+        picked = features[torch.arange(features.shape[0]), last]
+        held = self.split_state(h0)[1] if h0 is not None else torch.zeros_like(picked)
+        return torch.where(mask.any(dim=1, keepdim=True), picked, held.to(picked.dtype))
 
     def forward(self, obs: dict, dt, h0=None, mask=None):
         return self.forward_sequence(obs, dt, h0, mask)

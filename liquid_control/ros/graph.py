@@ -28,7 +28,10 @@ PACKAGE = "liquid_control"
 WORLD_POLICIES = {
     "LiquidRover-v0": ("rover_policy.yaml", "cfc_ncp_rover.pt"),
     "LiquidBalance-v0": ("balance_policy.yaml", "cfc_balancer.pt"),
+    "LiquidBalanceNav-v0": ("balance_nav_policy.yaml", "cfc_balance_nav.pt"),
 }
+# world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
+WORLD_SIM_PARAMETERS = {"LiquidBalanceNav-v0": {"render_size": 32}}
 STATUS_TOPIC = "episode_status"
 
 # Exit status of `liquid-control sim` (and `./run.sh`); also in docs/ros.md and `liquid-control sim --help`.
@@ -119,6 +122,7 @@ def sim_graph(
         policy_overrides["backend"] = backend
     sim_overrides = dict(
         common,
+        **WORLD_SIM_PARAMETERS.get(world, {}),
         world=world,
         shift=shift,
         seed=int(seed),
@@ -364,10 +368,10 @@ def run_sim(args) -> SimRun:
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     domain = int(env["ROS_DOMAIN_ID"]) if env.get("ROS_DOMAIN_ID") else None
-    from sim_envs import balancer, rover
+    from sim_envs import balance_nav, balancer, rover
 
     episodes = max(1, args.episodes)
-    episode_limit = rover.TIME_LIMIT if args.world == "LiquidRover-v0" else balancer.TIME_LIMIT
+    episode_limit = {"LiquidRover-v0": rover, "LiquidBalanceNav-v0": balance_nav}.get(args.world, balancer).TIME_LIMIT
     timeout = args.timeout or episodes * (episode_limit / args.real_time_factor + 30.0)
     start = time.monotonic()
     deadline = start + timeout

@@ -40,6 +40,11 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "max_backward_jump_s": (0.5, "a stamp this much older than the previous one is a clock reset (state reset)"),
     "max_future_stamp_s": (1.0, "stamps further ahead of the node clock are rejected"),
     "first_update_dt": (0.0, "dt of the first update after a (re)start (the worlds use 0)"),
+    "reorder_lag_s": (
+        -1.0,
+        "lag of the buffer that releases messages in stamp order across sensors; negative: the policy's "
+        "(observation.reorder_lag_s, what it was trained with)",
+    ),
     "camera_qos_depth": (1, "camera subscription depth (latest frame wins)"),
     "imu_qos_depth": (200, "IMU subscription depth (deep enough for 200 Hz bursts)"),
     "sensor_qos_reliability": ("best_effort", "best_effort (sensor data QoS) | reliable"),
@@ -143,6 +148,12 @@ def validate_policy_node_parameters(
         positive(name, upper=MAX_SECONDS)
     positive("first_update_dt", allow_zero=True, upper=MAX_SECONDS)
     positive("log_throttle_s", allow_zero=True, upper=MAX_THROTTLE_S)
+    lag = values["reorder_lag_s"]
+    if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not math.isfinite(lag) or lag > MAX_SECONDS:
+        problems.append(
+            f"reorder_lag_s: must be a finite number of seconds up to {MAX_SECONDS:g} (negative: the policy's), "
+            f"got {lag!r}"
+        )
     for name in ("camera_qos_depth", "imu_qos_depth", "command_qos_depth"):
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_QOS_DEPTH:

@@ -5,11 +5,12 @@
 - activate: start commanding (fresh liquid state). deactivate: publish a stop command and hold.
   cleanup / shutdown: free the model and every ROS entity.
 
-Each accepted message of the policy's ``update_on`` sensor advances the state by the difference of
-``header.stamp`` s (see :class:`liquid_control.runtime.PolicyRunner` for rejection and reset rules). The
-watchdog stops the robot when any input goes silent for ``watchdog_timeout_s`` of the node clock (sim time
-with ``use_sim_time``). Per-update commands carry the stamp of the message that produced them (TwistStamped),
-fixed-rate and stop commands the node clock.
+The node subscribes to every sensor its policy names; each accepted message of one of the policy's
+``update_on`` sensors advances the state by the difference of ``header.stamp`` s (see
+:class:`liquid_control.runtime.PolicyRunner` for the reordering across sensors, rejection and reset rules).
+The watchdog stops the robot when any input goes silent for ``watchdog_timeout_s`` of the node clock (sim
+time with ``use_sim_time``), naming that input. Per-update commands carry the stamp of the update that
+produced them (TwistStamped), fixed-rate and stop commands the node clock.
 
 Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover_policy.yaml``.
 """
@@ -161,9 +162,10 @@ class PolicyNode(LifecycleNode):
                 backend,
                 R.RunnerLimits(
                     max_gap_s=s.max_gap_s,
-                    max_backward_s=s.max_backward_jump_s,
-                    max_future_s=s.max_future_stamp_s,
-                    first_dt=s.first_update_dt,
+                    max_backward_jump_s=s.max_backward_jump_s,
+                    max_future_stamp_s=s.max_future_stamp_s,
+                    first_update_dt=s.first_update_dt,
+                    reorder_lag_s=None if s.reorder_lag_s < 0 else float(s.reorder_lag_s),
                 ),
             )
         except BaseException:
@@ -176,7 +178,8 @@ class PolicyNode(LifecycleNode):
         )
         self.get_logger().info(
             f"configured: policy {policy_path} ({backend.name}, {backend.config['name']}), inputs {inputs}"
-            f", updates on {spec.update_on}, {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
+            f", updates on {', '.join(spec.update_on)} (reordering lag {self.runner.reorder_lag_s * 1e3:g} ms)"
+            f", {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
             f"({s.publish_mode})"
         )
 
@@ -331,7 +334,7 @@ class PolicyNode(LifecycleNode):
     def _on_reading(self, sensor: str, stamp_msg, value):
         now = self._now()
         stamp = now if stamp_msg is None else stamp_seconds(stamp_msg)  # Twist has no header: arrival time
-        result = self.runner.submit(sensor, stamp, value, now=now)
+        result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
         if not result.accepted:
             self.get_logger().warning(
                 f"{sensor} message rejected ({result.reason}, stamp {stamp:.6f})",
@@ -346,9 +349,10 @@ class PolicyNode(LifecycleNode):
             )
         if result.status != R.UPDATED or self._stale:
             return
-        if self.settings.publish_mode == "per_update":
-            self._publish_command(self.limiter(result.action, now), stamp_msg)
-            self._command_ages.append(self._now() - stamp)
+        if self.settings.publish_mode == "per_update":  # the latest of the updates this message released
+            # stamped as the message that caused the update (exactly: the header stamp travels as the tag)
+            self._publish_command(self.limiter(result.action, now), result.tag)
+            self._command_ages.append(self._now() - result.stamp)
         else:
             self._pending_action = result.action
 

@@ -96,6 +96,12 @@ WORLDS = {
         imu_noise=_balancer_imu_noise,
         target=True,
     ),  # world.command: velocity target
+    "LiquidBalanceNav-v0": dict(
+        sensors={"camera": "camera_topic", "imu": "imu_topic", "encoders": "wheels_topic"},
+        command="float64_multi_array",
+        command_scale=_balancer_command_scale,
+        target=False,
+    ),
 }
 
 SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -163,7 +169,7 @@ class SimNode(Node):
         self.command_type = p["command_type"] or io["command"]
         self.command_scale = io["command_scale"]()
         kwargs = dict(shift=p["shift"] or None)
-        if p["world"] == "LiquidRover-v0":
+        if "camera" in io["sensors"]:
             kwargs["render_size"] = int(p["render_size"])
         if p["time_limit"] > 0:
             kwargs["time_limit"] = float(p["time_limit"])
@@ -465,7 +471,7 @@ class SimNode(Node):
                 if delivery is None:
                     break
                 deliveries.append(delivery)
-                if delivery[0] == world.trigger:
+                if delivery[0] in world.update_on:
                     triggered, update_stamp = True, delivery[1]
                     terminated, info = world.outcome()
                     if terminated or lockstep or update_stamp >= world.time_limit:

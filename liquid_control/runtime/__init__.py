@@ -6,6 +6,7 @@ from .backends import CAMERA, BackendError, ObservationSpec, OnnxBackend, TorchB
 from .command import CommandLimiter
 from .export import export_onnx
 from .runner import PolicyRunner, Result, RunnerLimits
+from .timeline import ReorderBuffer, Update, UpdateClock
 
 __all__ = [
     "CAMERA",
@@ -14,9 +15,12 @@ __all__ = [
     "ObservationSpec",
     "OnnxBackend",
     "PolicyRunner",
+    "ReorderBuffer",
     "Result",
     "RunnerLimits",
     "TorchBackend",
+    "Update",
+    "UpdateClock",
     "export_onnx",
     "load_backend",
     "torch_available",

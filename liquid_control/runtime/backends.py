@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-CAMERA = "camera"  # sensor name of the image input (observation key "image")
+CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
+VECTORS = "vectors"  # name of the encoder of every vector input
 ONNX_CONFIG_KEY = "liquid_control.policy_config"  # metadata_props entry holding the policy config (JSON)
 
 
@@ -28,11 +29,19 @@ class ObservationSpec:
     """What a policy eats and emits, from its config (docs/ARCHITECTURE.md, Policy).
 
     ``sensors`` maps each sensor name (``camera`` for the image, else the vector key such as ``imu``) to the
-    observation shape the policy expects; ``update_on`` names the sensor whose messages advance the state.
+    observation shape the policy expects. Every message of an ``update_on`` sensor advances the state; the
+    others are held. ``encoders`` maps each encoder (``camera``: the CNN, ``vectors``: the MLP over every
+    vector input) to the sensors it reads: an encoder runs only when one of them has a new message, its
+    latest features are part of the state. ``timing`` names the time inputs of the core (``event``: which
+    update sensor arrived, ``ages``: how old each update sensor's latest message is); ``reorder_lag_s`` is the
+    lag of the reordering buffer the policy was trained with (:mod:`.timeline`).
     """
 
     sensors: dict[str, tuple[int, ...]]
-    update_on: str
+    update_on: tuple[str, ...]
+    encoders: dict[str, tuple[str, ...]]
+    timing: tuple[str, ...]
+    reorder_lag_s: float
     action_low: np.ndarray
     action_high: np.ndarray
     action_kind: str
@@ -41,19 +50,28 @@ class ObservationSpec:
     def from_config(cls, config: dict) -> "ObservationSpec":
         obs = config["observation"]
         sensors: dict[str, tuple[int, ...]] = {}
+        encoders: dict[str, tuple[str, ...]] = {}
         if obs.get("image"):
             sensors[CAMERA] = (int(obs["image"]["height"]), int(obs["image"]["width"]), 3)
+            encoders[CAMERA] = (CAMERA,)
         for key, size in obs.get("vectors", {}).items():
             sensors[str(key)] = (int(size),)
+        if obs.get("vectors"):
+            encoders[VECTORS] = tuple(str(k) for k in obs["vectors"])
         update_on = obs["update_on"]
-        if update_on not in sensors:
-            raise BackendError(
-                f"policy config: observation.update_on {update_on!r} is not one of its inputs {sorted(sensors)}"
-            )
+        update_on = (update_on,) if isinstance(update_on, str) else tuple(update_on)
+        for i, sensor in enumerate(update_on):
+            if sensor not in sensors:
+                raise BackendError(
+                    f"policy config: observation.update_on[{i}] {sensor!r} is not one of its inputs {sorted(sensors)}"
+                )
         act = config["action"]
         return cls(
             sensors=sensors,
             update_on=update_on,
+            encoders=encoders,
+            timing=tuple(obs.get("timing", ())),
+            reorder_lag_s=float(obs.get("reorder_lag_s", 0.0)),
             action_low=np.asarray(act["low"], dtype=np.float64),
             action_high=np.asarray(act["high"], dtype=np.float64),
             action_kind=str(act.get("kind", "twist")),
@@ -68,8 +86,9 @@ class ObservationSpec:
         """Observation-dict key of a sensor (the camera's reading is ``image``)."""
         return "image" if sensor == CAMERA else sensor
 
-    def dtype(self, sensor: str):
-        return np.uint8 if sensor == CAMERA else np.float32
+    def encoder_of(self, sensor: str) -> str:
+        """The encoder that reads ``sensor``."""
+        return CAMERA if sensor == CAMERA else VECTORS
 
 
 class TorchBackend:
@@ -92,12 +111,16 @@ class TorchBackend:
         with self._torch.no_grad():
             return self.policy.initial_state(1)[0].detach().cpu().numpy().astype(np.float32)
 
-    def step(self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    def step(
+        self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One update of one sample; ``encode``: the encoders to run (None: all), the others' features come
+        from the state."""
         torch = self._torch
         with torch.no_grad():
-            batch = {key: torch.from_numpy(np.ascontiguousarray(value)[None]) for key, value in obs.items()}
+            batch = {key: torch.from_numpy(np.ascontiguousarray(np.asarray(value)[None])) for key, value in obs.items()}
             action, new_state = self.policy.step(
-                batch, torch.from_numpy(state[None]), torch.tensor([dt], dtype=torch.float32)
+                batch, torch.from_numpy(state[None]), torch.tensor([dt], dtype=torch.float32), encode=encode
             )
         return action[0].numpy().astype(np.float64), new_state[0].numpy().astype(np.float32)
 
@@ -139,15 +162,31 @@ class OnnxBackend:
     def initial_state(self) -> np.ndarray:
         return np.zeros(self.state_size, dtype=np.float32)
 
-    def step(self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-        feed = {key: np.ascontiguousarray(value)[None] for key, value in obs.items()}
+    def step(
+        self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = np.asarray([dt], dtype=np.float32)
+        for encoder in self.spec.encoders:
+            feed[encode_input(encoder)] = np.array(encode is None or encoder in encode)
         action, new_state = self.session.run(["action", "state_out"], feed)
         return action[0].astype(np.float64), new_state[0].astype(np.float32)
 
     def close(self):
         self.session = None
+
+
+def encode_input(encoder: str) -> str:
+    """Name of the ONNX input (bool scalar) that says whether ``encoder`` runs at this step."""
+    return f"encode_{encoder}"
+
+
+def onnx_input_names(spec: ObservationSpec) -> list[str]:
+    """Inputs of the single-step ONNX model, in order: the sensors, the time inputs, the state, dt, and one
+    encode flag per encoder."""
+    names = [ObservationSpec.obs_key(s) for s in spec.sensors] + list(spec.timing) + ["state", "dt"]
+    return names + [encode_input(e) for e in spec.encoders]
 
 
 def check_policy_config(config, source: str) -> None:
@@ -177,8 +216,12 @@ def check_policy_config(config, source: str) -> None:
         fail(f"observation.vectors must map input names to positive sizes, got {str(vectors)[:60]}")
     if not image and not vectors:
         fail("observation has no inputs (no image, no vectors)")
-    if not isinstance(obs.get("update_on"), str):
-        fail(f"observation.update_on must name an input, got {obs.get('update_on')!r}")
+    update_on = obs.get("update_on")
+    if not (
+        isinstance(update_on, str)
+        or (isinstance(update_on, list) and update_on and all(isinstance(u, str) for u in update_on))
+    ):
+        fail(f"observation.update_on must name an input or a list of inputs, got {str(update_on)[:60]}")
     bounds = [act.get("low"), act.get("high")]
     if not all(isinstance(b, list) and b and all(isinstance(v, (int, float)) for v in b) for b in bounds):
         fail(f"action.low and action.high must be lists of numbers, got {str(bounds)[:60]}")
@@ -188,7 +231,7 @@ def check_policy_config(config, source: str) -> None:
         fail(f"action.kind must be a string, got {act.get('kind')!r}")
 
 
-_ONNX_TYPES = {np.uint8: "tensor(uint8)", np.float32: "tensor(float)"}
+_ONNX_TYPES = {np.uint8: "tensor(uint8)", np.float32: "tensor(float)", np.int64: "tensor(int64)"}
 
 
 def _onnx_shape(shape) -> str:
@@ -201,7 +244,7 @@ def check_onnx_signature(path, session, spec: ObservationSpec) -> int:
     but whose graph takes 64x64 is refused here, at configure, not frame by frame at run time."""
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
-    expected = [ObservationSpec.obs_key(s) for s in spec.sensors] + ["state", "dt"]
+    expected = onnx_input_names(spec)
     if sorted(inputs) != sorted(expected):
         raise BackendError(f"{path}: ONNX inputs {sorted(inputs)} do not match the policy config {expected}")
     if sorted(outputs) != ["action", "state_out"]:
@@ -212,7 +255,17 @@ def check_onnx_signature(path, session, spec: ObservationSpec) -> int:
     state_size = state_dims[1]
     want = {ObservationSpec.obs_key(s): (spec.dtype(s), shape) for s, shape in spec.sensors.items()}
     want.update(state=(np.float32, (state_size,)), dt=(np.float32, ()))
+    if "event" in spec.timing:
+        want["event"] = (np.int64, ())
+    if "ages" in spec.timing:
+        want["ages"] = (np.float32, (len(spec.update_on),))
     problems = []
+    for encoder in spec.encoders:  # scalar flags, one per call, no batch dimension
+        got = inputs[encode_input(encoder)]
+        if got.type != "tensor(bool)" or len(got.shape) != 0:
+            problems.append(
+                f"input {got.name!r} is {got.type} {_onnx_shape(got.shape)}, expected a tensor(bool) scalar"
+            )
     for name, (dtype, shape) in want.items():
         got = inputs[name]
         if got.type != _ONNX_TYPES[dtype]:

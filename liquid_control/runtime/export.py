@@ -1,9 +1,16 @@
 """`liquid-control export`: a policy checkpoint -> a single-step ONNX model for deployment without torch.
 
-The model computes one ``Policy.step`` for a batch: inputs ``image`` (uint8 B,H,W,3, when the policy has a
-camera), one float32 (B, n) input per vector key (config order), ``state`` (B, S) and ``dt`` (B,) seconds;
-outputs ``action`` (B, A) and ``state_out`` (B, S). The policy config is stored in the model's metadata
-(``liquid_control.policy_config``) so the runtime knows the inputs, the update sensor and the action bounds.
+The model computes one ``Policy.step`` for a batch. Inputs (``backends.onnx_input_names``): ``image`` (uint8
+B,H,W,3, when the policy has a camera), one float32 (B, n) input per vector key (config order), the time
+inputs the policy uses (``event`` int64 (B,), ``ages`` float32 (B, len(update_on))), ``state`` (B, S) and
+``dt`` (B,) seconds, and one bool scalar ``encode_<encoder>`` per encoder (``camera``, ``vectors``): an
+encoder whose flag is false does not run, its features come from the state (an ONNX ``If``, so the camera CNN
+costs nothing on an IMU update). Outputs ``action`` (B, A) and ``state_out`` (B, S). The policy config is
+stored in the model's metadata (``liquid_control.policy_config``) so the runtime knows the inputs, the update
+sensors and the action bounds.
+
+The graph is assembled from three traced pieces (each encoder, and the core's update with the action head),
+so that the encoders can sit inside ``If`` branches.
 """
 
 from __future__ import annotations
@@ -16,42 +23,30 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import ONNX_CONFIG_KEY, ObservationSpec
+from .backends import CAMERA, ONNX_CONFIG_KEY, VECTORS, ObservationSpec, encode_input, onnx_input_names
 
 OPSET = 17
 
 
-def _single_step_module(policy):
-    import torch
-
-    spec = ObservationSpec.from_config(policy.config)
-    keys = [ObservationSpec.obs_key(s) for s in spec.sensors]
-
-    class SingleStep(torch.nn.Module):
-        """(obs..., state, dt) -> (action, state_out): ``Policy.step`` with positional inputs."""
-
-        def __init__(self):
-            super().__init__()
-            self.policy = policy
-
-        def forward(self, obs: tuple, state, dt):
-            return self.policy.step(dict(zip(keys, obs)), state, dt)
-
-    return SingleStep().eval(), keys, spec
-
-
-def example_inputs(policy, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the right shapes and dtypes (used to trace the model and to check parity)."""
+def example_inputs(policy, batch: int = 1, seed: int = 0, encode: bool = True) -> dict[str, np.ndarray]:
+    """Random inputs of the right shapes and dtypes (used to trace the model and to check parity); ``encode``
+    sets every encoder's flag."""
     rng = np.random.default_rng(seed)
     spec = ObservationSpec.from_config(policy.config)
     out = {}
     for sensor, shape in spec.sensors.items():
-        if sensor == "camera":
+        if sensor == CAMERA:
             out["image"] = rng.integers(0, 256, size=(batch,) + shape, dtype=np.uint8)
         else:
             out[sensor] = rng.normal(size=(batch,) + shape).astype(np.float32)
+    if "event" in spec.timing:
+        out["event"] = rng.integers(0, len(spec.update_on), size=batch).astype(np.int64)
+    if "ages" in spec.timing:
+        out["ages"] = rng.uniform(0.0, 0.2, size=(batch, len(spec.update_on))).astype(np.float32)
     out["state"] = (0.5 * rng.normal(size=(batch, policy.state_size))).astype(np.float32)
     out["dt"] = rng.uniform(0.01, 0.2, size=(batch,)).astype(np.float32)
+    for encoder in spec.encoders:
+        out[encode_input(encoder)] = np.array(encode)
     return out
 
 
@@ -85,20 +80,52 @@ def _traceable():
         torch.as_tensor, torch.Tensor.split = as_tensor, split
 
 
-def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
-    """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic)."""
+def _pieces(policy):
+    """The traced pieces: {name: (module, input names, output names)}; the core piece ends in the action head."""
+    import torch
+
+    spec = ObservationSpec.from_config(policy.config)
+
+    class CameraPiece(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, image):
+            return self.policy.camera(image)
+
+    class VectorPiece(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, *vectors):
+            return self.policy.vectors(torch.cat([v.to(torch.float32) for v in vectors], dim=-1))
+
+    class CorePiece(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, features, core_state, dt, *time):
+            obs = dict(zip(spec.timing, time))
+            return self.policy.advance(features, self.policy.time_inputs(obs, (dt.shape[0],)), core_state, dt)
+
+    pieces = {}
+    if CAMERA in spec.encoders:
+        pieces[CAMERA] = (CameraPiece(), ["image"], ["features"])
+    if VECTORS in spec.encoders:
+        pieces[VECTORS] = (VectorPiece(), list(spec.encoders[VECTORS]), ["features"])
+    pieces["core"] = (CorePiece(), ["features", "core_state", "dt"] + list(spec.timing), ["action", "state_out"])
+    return pieces
+
+
+def _trace(module, names: list[str], outputs: list[str], inputs: dict, opset: int):
+    """One piece as an ONNX graph (batch dimension dynamic)."""
     import onnx
     import torch
 
-    module, keys, _ = _single_step_module(policy)
-    inputs = example_inputs(policy)
-    names = keys + ["state", "dt"]
-    args = (
-        tuple(torch.from_numpy(inputs[k]) for k in keys),
-        torch.from_numpy(inputs["state"]),
-        torch.from_numpy(inputs["dt"]),
-    )  # the exporter flattens the obs tuple: inputs are `names` in order
-    dynamic = {n: {0: "batch"} for n in names + ["action", "state_out"]}
+    args = tuple(torch.from_numpy(inputs[n]) for n in names)
     buffer = io.BytesIO()
     with warnings.catch_warnings(), _traceable():
         # The TorchScript exporter (onnxscript, needed by the dynamo one, is not a dependency); tracing warns
@@ -106,19 +133,131 @@ def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
         # the exporter then drops the graph inputs.)
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module,
+            module.eval(),
             args,
             buffer,
             dynamo=False,
             input_names=names,
-            output_names=["action", "state_out"],
-            dynamic_axes=dynamic,
+            output_names=outputs,
+            dynamic_axes={n: {0: "batch"} for n in names + outputs},
             opset_version=opset,
         )
-    model = onnx.load_from_string(buffer.getvalue())
+    return onnx.load_from_string(buffer.getvalue()).graph
+
+
+def _inline(graph, prefix: str, rename: dict):
+    """Nodes and initializers of ``graph`` with every internal name prefixed (``rename`` maps its inputs and
+    outputs to names of the enclosing graph)."""
+    import onnx
+
+    names = {i.name for i in graph.initializer}
+    for node in graph.node:
+        names.update(node.input)
+        names.update(node.output)
+    mapping = {n: rename.get(n, f"{prefix}/{n}") for n in names if n}
+    nodes = []
+    for node in graph.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = f"{prefix}/{node.name}"
+        copy.input[:] = [mapping.get(n, n) for n in node.input]
+        copy.output[:] = [mapping.get(n, n) for n in node.output]
+        nodes.append(copy)
+    initializers = []
+    for init in graph.initializer:
+        copy = onnx.TensorProto()
+        copy.CopyFrom(init)
+        copy.name = mapping[init.name]
+        initializers.append(copy)
+    return nodes, initializers
+
+
+def build_onnx(policy, opset: int = OPSET):
+    """The single-step ONNX model of ``policy`` (an ``onnx.ModelProto``, checked)."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    spec = ObservationSpec.from_config(policy.config)
+    inputs = example_inputs(policy)
+    core_size = policy.core.state_size
+    inputs["core_state"] = inputs["state"][:, :core_size]
+    with torch.no_grad():
+        features = policy.encode({k: torch.from_numpy(v) for k, v in inputs.items()}, (1,))
+    inputs["features"] = features.numpy()
+    nodes, initializers, feature_names = [], [], []
+
+    def const(name, values):
+        initializers.append(helper.make_tensor(name, TensorProto.INT64, [len(values)], values))
+        return name
+
+    # state = [core state | features of each encoder]
+    bounds = [0, core_size]
+    for size in policy.encoder_sizes:
+        bounds.append(bounds[-1] + size)
+    const("axes_1", [1])
+    for i, name in enumerate(["core"] + policy.encoder_names):
+        nodes.append(
+            helper.make_node(
+                "Slice",
+                ["state", const(f"{name}_start", [bounds[i]]), const(f"{name}_end", [bounds[i + 1]]), "axes_1"],
+                [f"{name}_cached" if name != "core" else "core_state"],
+            )
+        )
+    pieces = _pieces(policy)
+    for name in policy.encoder_names:
+        module, names, outputs = pieces[name]
+        graph = _trace(module, names, outputs, inputs, opset)
+        branch_nodes, branch_inits = _inline(graph, name, {n: n for n in names} | {"features": f"{name}_new"})
+        size = policy.encoder_sizes[policy.encoder_names.index(name)]
+        out = [helper.make_tensor_value_info(f"{name}_new", TensorProto.FLOAT, ["batch", size])]
+        then_branch = helper.make_graph(branch_nodes, f"encode_{name}", [], out, branch_inits)
+        keep = [helper.make_tensor_value_info(f"{name}_kept", TensorProto.FLOAT, ["batch", size])]
+        else_branch = helper.make_graph(
+            [helper.make_node("Identity", [f"{name}_cached"], [f"{name}_kept"])], f"keep_{name}", [], keep
+        )
+        nodes.append(
+            helper.make_node(
+                "If", [encode_input(name)], [f"{name}_features"], then_branch=then_branch, else_branch=else_branch
+            )
+        )
+        feature_names.append(f"{name}_features")
+    nodes.append(helper.make_node("Concat", feature_names, ["features"], axis=1))
+    module, names, outputs = pieces["core"]
+    graph = _trace(module, names, outputs, inputs, opset)
+    core_nodes, core_inits = _inline(
+        graph, "core", {n: n for n in names} | {"action": "action", "state_out": "core_state_out"}
+    )
+    nodes += core_nodes
+    initializers += core_inits
+    nodes.append(helper.make_node("Concat", ["core_state_out", "features"], ["state_out"], axis=1))
+
+    def value_info(name):
+        array = inputs[name]
+        if array.ndim == 0:
+            return helper.make_tensor_value_info(name, TensorProto.BOOL, [])
+        kind = {np.uint8: TensorProto.UINT8, np.int64: TensorProto.INT64}.get(array.dtype.type, TensorProto.FLOAT)
+        return helper.make_tensor_value_info(name, kind, ["batch", *array.shape[1:]])
+
+    outputs = [
+        helper.make_tensor_value_info("action", TensorProto.FLOAT, ["batch", policy.action_size]),
+        helper.make_tensor_value_info("state_out", TensorProto.FLOAT, ["batch", policy.state_size]),
+    ]
+    graph = helper.make_graph(
+        nodes, policy.config["name"], [value_info(n) for n in onnx_input_names(spec)], outputs, initializers
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="liquid_control")
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(policy.config)
-    onnx.checker.check_model(model)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
+    """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic)."""
+    import onnx
+
+    model = build_onnx(policy, opset)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -126,22 +265,27 @@ def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
 
 
 def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> float:
-    """Max abs difference between torch and onnxruntime (action and state) on random inputs."""
+    """Max abs difference between torch and onnxruntime (action and state) on random inputs, with every
+    encoder running and with every encoder's features taken from the state."""
     import onnxruntime as ort
     import torch
 
-    module, keys, _ = _single_step_module(policy)
-    inputs = example_inputs(policy, batch=batch, seed=seed)
-    names = keys + ["state", "dt"]
-    with torch.no_grad():
-        ref = module(
-            tuple(torch.from_numpy(inputs[k]) for k in keys),
-            torch.from_numpy(inputs["state"]),
-            torch.from_numpy(inputs["dt"]),
-        )
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(["action", "state_out"], {n: inputs[n] for n in names})
-    return max(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got))
+    spec = ObservationSpec.from_config(policy.config)
+    worst = 0.0
+    for encode in (True, False):
+        inputs = example_inputs(policy, batch=batch, seed=seed, encode=encode)
+        obs = {k: torch.from_numpy(v) for k, v in inputs.items() if k not in ("state", "dt")}
+        with torch.no_grad():
+            ref = policy.step(
+                obs,
+                torch.from_numpy(inputs["state"]),
+                torch.from_numpy(inputs["dt"]),
+                encode=None if encode else (),
+            )
+        got = session.run(["action", "state_out"], {n: inputs[n] for n in onnx_input_names(spec)})
+        worst = max(worst, *(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got)))
+    return worst
 
 
 def add_arguments(parser):

@@ -5,18 +5,23 @@ seconds, and this class decides what each reading does to the liquid state.
 
 - Every reading is validated first (known sensor, shape, dtype, finite values, finite stamp, stamp not in
   the future); a rejected reading changes nothing but a counter.
-- Readings of held sensors (e.g. the IMU of the rover) only replace the held input. A reading of the
-  ``update_on`` sensor advances the state by ``dt = stamp - stamp of the previous update`` with the inputs
-  held at that moment, exactly as the sim_envs worlds do during training.
+- Accepted readings pass the update timeline (:mod:`.timeline`) shared with the worlds: a reordering buffer
+  releases them in stamp order after the policy's ``reorder_lag_s`` (0: on arrival); every released message of
+  an ``update_on`` sensor advances the state by ``dt = update stamp - previous update stamp`` (never
+  negative: a message stamped before the previous update is *late* and updates with dt = 0, counted as
+  ``late.<sensor>``), the other sensors' readings are held. Each encoder runs only when one of its inputs has
+  a new message; its latest features are part of the state (the camera CNN once per frame, not once per IMU
+  message). The core also sees which update sensor arrived and how old each one's latest message is, when
+  the policy was trained with those time inputs.
 - Per sensor, a stamp equal to the previous one is a duplicate and an older one is out of order: both are
-  rejected. A stamp more than ``max_backward_s`` older is a clock jump backwards (a simulation reset):
-  the state and the held inputs are reset and the reading starts a new run.
+  rejected. A stamp more than ``max_backward_jump_s`` older is a clock jump backwards (a simulation reset):
+  the state, the held inputs and the buffer are reset and the reading starts a new run.
 - Large gap policy: RESET. When the update dt exceeds ``max_gap_s`` (a sensor was stale, or the clock
   jumped forward) the old memory describes a world that has moved on, and integrating one huge step is
-  outside what the cell was trained on; the state is reset and the update integrates ``first_dt`` like
-  the first update of an episode.
+  outside what the cell was trained on; the state is reset and the update integrates ``first_update_dt``
+  like the first update of an episode.
 - The backend's output is checked (finite action and state) before the state is committed, so a failing
-  or diverging step never corrupts the state.
+  or diverging step never corrupts the state (its dt is carried into the next update).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import CAMERA, ObservationSpec
+from .timeline import ReorderBuffer, Update, UpdateClock
 
 # Why a reading was rejected (diagnostics keys: ``rejected.<reason>``).
 UNKNOWN_SENSOR = "unknown_sensor"
@@ -41,41 +47,54 @@ DUPLICATE = "duplicate_stamp"
 OUT_OF_ORDER = "out_of_order"
 INFERENCE_ERROR = "inference_error"
 
-# What an accepted reading did.
+# What an accepted reading did (the most consequential of the messages it released, in this order).
 UPDATED = "updated"  # the state advanced and a new action is available
+WAITING = "waiting"  # an update reading was released before every input had a first value
 HELD = "held"  # a held input was replaced
-WAITING = "waiting"  # an update reading arrived before every input had a first value
+QUEUED = "queued"  # in the reordering buffer, nothing released yet
 REJECTED = "rejected"
+_RANK = {QUEUED: 0, HELD: 1, WAITING: 2, UPDATED: 3}
 
 
 @dataclass(frozen=True)
 class RunnerLimits:
-    """Thresholds of the runner (the ``dt`` limits of the node's parameter file)."""
+    """Thresholds of the runner: the node's parameters of the same names (config/*_policy.yaml)."""
 
     max_gap_s: float = 1.0  # an update gap longer than this resets the state
-    max_backward_s: float = 0.5  # a stamp this much older than the previous one is a clock reset
-    max_future_s: float = 1.0  # a stamp this far ahead of the receiver's clock is bogus
-    first_dt: float = 0.0  # dt integrated by the first update after a (re)start
+    max_backward_jump_s: float = 0.5  # a stamp this much older than the previous one is a clock reset
+    max_future_stamp_s: float = 1.0  # a stamp this far ahead of the receiver's clock is bogus
+    first_update_dt: float = 0.0  # dt integrated by the first update after a (re)start
+    reorder_lag_s: float | None = None  # lag of the reordering buffer; None: the policy's (observation.reorder_lag_s)
 
     def __post_init__(self):
-        for name in ("max_gap_s", "max_backward_s", "max_future_s"):
+        for name in ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number of seconds, got {value!r}")
-        if not (math.isfinite(self.first_dt) and 0 <= self.first_dt <= self.max_gap_s):
-            raise ValueError(f"first_dt must be in [0, max_gap_s={self.max_gap_s}], got {self.first_dt!r}")
+        if not (math.isfinite(self.first_update_dt) and 0 <= self.first_update_dt <= self.max_gap_s):
+            raise ValueError(
+                f"first_update_dt must be in [0, max_gap_s={self.max_gap_s}], got {self.first_update_dt!r}"
+            )
+        lag = self.reorder_lag_s
+        if lag is not None and not (math.isfinite(lag) and 0 <= lag < self.max_gap_s):
+            raise ValueError(f"reorder_lag_s must be in [0, max_gap_s={self.max_gap_s}), got {lag!r}")
 
 
 @dataclass(frozen=True)
 class Result:
-    """What one reading did: ``status`` is updated/held/waiting/rejected; ``reason`` names a rejection;
-    ``action`` is set when the state advanced; ``reset`` names a reset this reading caused."""
+    """What one reading did: ``status`` is updated/waiting/held/queued/rejected; ``reason`` names a rejection;
+    ``updates`` counts the state updates it released (more than one only with a reordering lag), ``action``,
+    ``dt``, ``stamp`` (update stamp, seconds) and ``tag`` (what was submitted with the message that caused it)
+    are those of the last; ``reset`` names a reset it caused."""
 
     status: str
     reason: str = ""
     action: np.ndarray | None = None
     dt: float | None = None
+    stamp: float | None = None
+    updates: int = 0
     reset: str | None = None
+    tag: object = None
 
     @property
     def accepted(self) -> bool:
@@ -89,14 +108,17 @@ class PolicyRunner:
         self.backend = backend
         self.spec: ObservationSpec = backend.spec
         self.limits = limits or RunnerLimits()
+        lag = self.spec.reorder_lag_s if self.limits.reorder_lag_s is None else self.limits.reorder_lag_s
         self.counters: Counter = Counter()
         self._dts: deque = deque(maxlen=window)
         self._latencies: deque = deque(maxlen=window)
+        self._buffer = ReorderBuffer(lag)
+        self._clock = UpdateClock(self.spec.update_on, required=self.spec.sensors, first_dt=self.limits.first_update_dt)
         self._state = backend.initial_state()
         self._held: dict[str, np.ndarray] = {}
-        self._last_stamp: dict[str, float] = {}
-        self._last_update_stamp: float | None = None
-        self.last_action: np.ndarray | None = None
+        self._last_stamp: dict[str, float] = {}  # per sensor, of the last accepted reading
+        self._stale_encoders = set(self.spec.encoders)  # encoders whose inputs changed since they last ran
+        self._carried_dt = 0.0  # dt of failed updates, integrated by the next one
 
     # ---- state -------------------------------------------------------------------------------------
     @property
@@ -104,21 +126,26 @@ class PolicyRunner:
         return self._state.copy()
 
     @property
-    def last_update_stamp(self) -> float | None:
-        return self._last_update_stamp
+    def reorder_lag_s(self) -> float:
+        return self._buffer.lag_s
 
     def reset(self, reason: str = "request", clear_inputs: bool = False) -> None:
-        """Back to the initial state; the next update integrates ``first_dt``.
+        """Back to the initial state; the next update integrates ``first_update_dt``.
 
-        ``clear_inputs`` also forgets held inputs and per-sensor stamps (a clock reset: old stamps belong to
-        another timeline).
+        ``clear_inputs`` also forgets held inputs, per-sensor stamps and buffered messages (a clock reset: old
+        stamps belong to another timeline).
         """
-        self._state = self.backend.initial_state()
-        self._last_update_stamp = None
-        self.last_action = None
+        self._reset_state(reason)
+        self._clock.restart(forget_inputs=clear_inputs)
         if clear_inputs:
             self._held.clear()
             self._last_stamp.clear()
+            self._buffer.clear()
+
+    def _reset_state(self, reason: str) -> None:
+        self._state = self.backend.initial_state()
+        self._stale_encoders = set(self.spec.encoders)  # the features in the state are zeros again
+        self._carried_dt = 0.0
         self.counters[f"resets.{reason}"] += 1
 
     # ---- input -------------------------------------------------------------------------------------
@@ -143,8 +170,9 @@ class PolicyRunner:
             return None, BAD_SHAPE
         return arr, ""
 
-    def submit(self, sensor: str, stamp: float, value, now: float | None = None) -> Result:
-        """Feed one reading (``stamp`` in seconds, e.g. from ``header.stamp``; ``now`` the receiver's clock)."""
+    def submit(self, sensor: str, stamp: float, value, now: float | None = None, tag=None) -> Result:
+        """Feed one reading (``stamp`` in seconds, e.g. from ``header.stamp``; ``now`` the receiver's clock;
+        ``tag`` comes back with the update this reading causes, e.g. the exact ``header.stamp``)."""
         self.counters[f"received.{sensor}"] += 1
         if sensor not in self.spec.sensors:
             return self._reject(sensor, UNKNOWN_SENSOR)
@@ -154,7 +182,7 @@ class PolicyRunner:
             return self._reject(sensor, BAD_STAMP)
         if not math.isfinite(stamp) or stamp < 0:
             return self._reject(sensor, BAD_STAMP)
-        if now is not None and stamp > now + self.limits.max_future_s:
+        if now is not None and stamp > now + self.limits.max_future_stamp_s:
             return self._reject(sensor, FUTURE_STAMP)
         arr, reason = self._check_value(sensor, value)
         if arr is None:
@@ -165,53 +193,78 @@ class PolicyRunner:
         if last is not None:
             if stamp == last:
                 return self._reject(sensor, DUPLICATE)
-            if stamp < last - self.limits.max_backward_s:
+            if stamp < last - self.limits.max_backward_jump_s:
                 self.reset("clock_backwards", clear_inputs=True)
                 reset = "clock_backwards"
             elif stamp < last:
                 return self._reject(sensor, OUT_OF_ORDER)
-        self._held[sensor] = arr
         self._last_stamp[sensor] = stamp
         self.counters[f"accepted.{sensor}"] += 1
-        if sensor != self.spec.update_on:
-            return Result(HELD, reset=reset)
-        if len(self._held) < len(self.spec.sensors):
-            self.counters["waiting_for_inputs"] += 1
-            return Result(WAITING, reset=reset)
-        return self._update(stamp, reset)
+        status, last_update, last_tag, updates, failed = QUEUED, None, None, 0, False
+        for released_sensor, released_stamp, (reading, released_tag) in self._buffer.push(sensor, stamp, (arr, tag)):
+            outcome, update, reset = self._release(released_sensor, released_stamp, reading, reset)
+            if outcome == UPDATED:
+                last_update, last_tag, updates = update, released_tag, updates + 1
+            failed |= outcome == INFERENCE_ERROR
+            if _RANK.get(outcome, -1) > _RANK[status]:
+                status = outcome
+        self.counters["reorder.forced"] = self._buffer.forced
+        if last_update is None:
+            return Result(REJECTED, INFERENCE_ERROR, reset=reset) if failed else Result(status, reset=reset)
+        action, dt = last_update
+        return Result(
+            UPDATED, action=action.copy(), dt=dt, stamp=self._clock.stamp, updates=updates, reset=reset, tag=last_tag
+        )
 
-    def _update(self, stamp: float, reset: str | None) -> Result:
-        dt = None if self._last_update_stamp is None else stamp - self._last_update_stamp
-        if dt is not None and dt > self.limits.max_gap_s:
-            self.reset("gap")
-            reset, dt = "gap", None
-        if dt is None:
-            dt = self.limits.first_dt
+    def _release(self, sensor: str, stamp: float, reading: np.ndarray, reset: str | None):
+        """A reading leaves the buffer: hold it, and update when it is an update sensor's."""
+        self._held[sensor] = reading
+        self._stale_encoders.add(self.spec.encoder_of(sensor))
+        update = self._clock.release(sensor, stamp)
+        if update is None:
+            if sensor in self.spec.update_on:
+                self.counters["waiting_for_inputs"] += 1
+                return WAITING, None, reset
+            return HELD, None, reset
+        if update.late:
+            self.counters[f"late.{sensor}"] += 1
+        return self._update(update, reset)
+
+    def _update(self, update: Update, reset: str | None):
+        dt = update.dt + self._carried_dt
+        if dt > self.limits.max_gap_s:
+            self._reset_state("gap")
+            reset, dt = "gap", self.limits.first_update_dt
         obs = {ObservationSpec.obs_key(s): self._held[s] for s in self.spec.sensors}
+        if "event" in self.spec.timing:
+            obs["event"] = np.int64(update.event)
+        if "ages" in self.spec.timing:
+            obs["ages"] = np.asarray(update.ages, dtype=np.float32)
+        encode = tuple(e for e in self.spec.encoders if e in self._stale_encoders)
         start = time.perf_counter()
         try:
-            action, new_state = self.backend.step(obs, self._state, dt)
+            action, new_state = self.backend.step(obs, self._state, dt, encode=encode)
         except Exception:  # a failing model must not take the node down; the state stays as it was
-            self.counters[f"rejected.{INFERENCE_ERROR}"] += 1
-            return Result(REJECTED, INFERENCE_ERROR, dt=dt, reset=reset)
+            return self._failed(dt, reset)
         self._latencies.append(time.perf_counter() - start)
         action = np.asarray(action, dtype=np.float64).reshape(-1)
         if action.shape != (self.spec.action_size,) or not (
             np.all(np.isfinite(action)) and np.all(np.isfinite(new_state))
         ):
-            self.counters[f"rejected.{INFERENCE_ERROR}"] += 1
-            return Result(REJECTED, INFERENCE_ERROR, dt=dt, reset=reset)
+            return self._failed(dt, reset)
         self._state = np.asarray(new_state, dtype=np.float32)
-        self._last_update_stamp = stamp
-        self.last_action = action
+        self._stale_encoders.clear()
+        self._carried_dt = 0.0
         self._dts.append(dt)
         self.counters["updates"] += 1
-        return Result(UPDATED, action=action.copy(), dt=dt, reset=reset)
+        return UPDATED, (action, dt), reset
+
+    def _failed(self, dt: float, reset: str | None):
+        self.counters[f"rejected.{INFERENCE_ERROR}"] += 1
+        self._carried_dt = dt
+        return INFERENCE_ERROR, None, reset
 
     # ---- diagnostics -------------------------------------------------------------------------------
-    def held_stamp(self, sensor: str) -> float | None:
-        return self._last_stamp.get(sensor)
-
     def rejected_total(self) -> int:
         return sum(v for k, v in self.counters.items() if k.startswith("rejected."))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from liquid_control.policy import observation_keys
+
 from .augment import EpisodeAugmentation
 
 
@@ -26,10 +28,17 @@ def action_loss(policy, predicted: torch.Tensor, target: torch.Tensor, mask: tor
 
 def _chunk(group, keys, start: int, length: int):
     """Stack updates [start, start+length) of each episode in ``group``, zero-padded, with a validity mask
-    (padding: False) and a loss mask (also False where an episode has no label, see ``Episode.label_mask``)."""
+    (padding: False) and a loss mask (also False where an episode has no label, see ``Episode.label_mask``).
+
+    The camera arrives as each episode's distinct frames of the chunk (B, F, H, W, 3) with ``image_index``
+    (B, length) into them, so the CNN runs once per frame (see ``Policy.encode_with``).
+    """
     batch = len(group)
     obs = {}
     for key in keys:
+        if key == "image":
+            obs["image"], obs["image_index"] = _chunk_frames(group, start, length)
+            continue
         sample = group[0].observations[key]
         out = np.zeros((batch, length) + sample.shape[1:], dtype=sample.dtype)
         for b, ep in enumerate(group):
@@ -47,6 +56,25 @@ def _chunk(group, keys, start: int, length: int):
         mask[b, :n] = True
         labelled[b, :n] = True if ep.label_mask is None else ep.label_mask[start : start + n]
     return obs, torch.from_numpy(dt), torch.from_numpy(labels), torch.from_numpy(mask), torch.from_numpy(labelled)
+
+
+def _chunk_frames(group, start: int, length: int):
+    """(frames (B, F, H, W, 3) uint8, index (B, length) long): each episode's frames used in the chunk."""
+    firsts, counts = [], []
+    for ep in group:
+        index = ep.image_index[start : start + length]
+        first = int(index[0]) if len(index) else 0
+        firsts.append(first)
+        counts.append(int(index[-1]) - first + 1 if len(index) else 1)
+    frame_shape = group[0].observations["image"].shape[1:]
+    frames = np.zeros((len(group), max(counts)) + frame_shape, dtype=np.uint8)
+    index = np.zeros((len(group), length), dtype=np.int64)
+    for b, ep in enumerate(group):
+        part = ep.observations["image"][firsts[b] : firsts[b] + counts[b]]
+        frames[b, : len(part)] = part
+        local = ep.image_index[start : start + length] - firsts[b]
+        index[b, : len(local)] = local
+    return torch.from_numpy(frames), torch.from_numpy(index)
 
 
 def count_chunks(episodes, batch_size: int, sequence_length: int, order=None) -> int:
@@ -77,7 +105,7 @@ def bc_epoch(
     """
     if not episodes:
         raise ValueError("behaviour cloning needs at least one episode")
-    keys = (["image"] if policy.camera is not None else []) + list(policy.vector_keys)
+    keys = observation_keys(policy.config)
     policy.train()
     order = rng.permutation(len(episodes))
     weighted, updates, chunks = 0.0, 0, 0
@@ -113,7 +141,7 @@ def bc_loss(policy, episodes, *, batch_size: int, sequence_length: int) -> dict:
     between them, same masks; returns {"loss": mean per labelled update, "updates": labelled updates}."""
     if not episodes:
         raise ValueError("a validation loss needs at least one episode")
-    keys = (["image"] if policy.camera is not None else []) + list(policy.vector_keys)
+    keys = observation_keys(policy.config)
     was_training = policy.training
     policy.eval()
     weighted, updates = 0.0, 0

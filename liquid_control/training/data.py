@@ -2,7 +2,9 @@
 the privileged expert, stored one compressed ``.npz`` per episode with their real stamps and dt.
 
 An episode file holds, per update t (one env step = one sensor-triggered policy update):
-``image`` uint8 (T, H, W, 3) if the world has a camera; ``vec_<key>`` float32 (T, n) per vector sensor;
+``image`` uint8 (F, H, W, 3) the distinct camera frames and ``image_index`` int (T,) the frame held at each
+update (a frame is stored once, not once per IMU update; files without ``image_index`` hold one frame per
+update); ``vec_<key>`` float32 (T, n) per vector sensor and time input (``event``, ``ages``);
 ``dt`` float32 (T,) measured seconds since the previous update (0 at reset), ``stamp`` float64 (T,) sim time
 of the update; ``expert_action`` float32 (T, A) the label; ``action`` float32 (T, A) what was executed;
 and scalars ``success``, ``seed``, ``beta``. Files are written atomically, so a killed collection never
@@ -23,7 +25,7 @@ from liquid_control.atomic_file import atomic_write
 class Episode:
     """One recorded episode (arrays indexed by update)."""
 
-    observations: dict  # "image" uint8 (T,H,W,3) and vector keys float32 (T,n)
+    observations: dict  # "image" uint8 (F,H,W,3), vector keys float32 (T,n), "event" int (T,), "ages" (T,n)
     dt: np.ndarray  # float32 (T,)
     stamp: np.ndarray  # float64 (T,)
     expert_action: np.ndarray  # float32 (T, A)
@@ -33,6 +35,11 @@ class Episode:
     beta: float = 1.0
     info: dict = field(default_factory=dict)
     label_mask: np.ndarray | None = None  # bool (T,): False where there is no label (bags); None: all labelled
+    image_index: np.ndarray | None = None  # int (T,): frame of "image" held at each update (None: one per update)
+
+    def __post_init__(self):
+        if "image" in self.observations and self.image_index is None:
+            self.image_index = np.arange(len(self.observations["image"]))
 
     def __len__(self) -> int:
         return int(self.dt.shape[0])
@@ -42,6 +49,8 @@ def save_episode(path: str | Path, episode: Episode) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {("image" if k == "image" else f"vec_{k}"): v for k, v in episode.observations.items()}
+    if episode.image_index is not None:
+        arrays["image_index"] = np.asarray(episode.image_index, dtype=np.int32)
     arrays.update(
         dt=episode.dt.astype(np.float32),
         stamp=episode.stamp.astype(np.float64),
@@ -80,6 +89,7 @@ def load_episode(path: str | Path) -> Episode:
                 success=bool(data["success"]),
                 seed=int(data["seed"]),
                 beta=float(data["beta"]),
+                image_index=data["image_index"].astype(np.int64) if "image_index" in data.files else None,
             )
     except Exception as exc:  # truncated (BadZipFile), flipped bytes (CRC, zlib), empty (EOFError), missing keys
         raise EpisodeFileError(f"{path}: not a readable demonstration episode ({type(exc).__name__}: {exc})") from None
@@ -93,6 +103,22 @@ def load_episode(path: str | Path) -> Episode:
     return episode
 
 
+class ActionNoise:
+    """DART-style perturbation (Laskey et al. 2017): Ornstein-Uhlenbeck noise in action units, ``std`` at
+    steady state and correlation time ``tau`` seconds, advanced by each update's dt (so it is the same process
+    at any sensor rate)."""
+
+    def __init__(self, std: float, tau: float, size: int, rng: np.random.Generator):
+        self.std, self.tau, self.rng = float(std), float(tau), rng
+        self.value = rng.normal(0.0, self.std, size=size) if std > 0 else np.zeros(size)
+
+    def __call__(self, dt: float) -> np.ndarray:
+        if self.std > 0:
+            keep = np.exp(-dt / self.tau) if self.tau > 0 else 0.0
+            self.value = keep * self.value + np.sqrt(1.0 - keep**2) * self.rng.normal(0.0, self.std, self.value.shape)
+        return self.value
+
+
 def rollout(
     env,
     agent=None,
@@ -103,12 +129,14 @@ def rollout(
     observation_keys=None,
     max_steps: int | None = None,
     record: bool = True,
+    action_noise: tuple[float, float] = (0.0, 0.0),
 ) -> Episode:
     """Run one episode. At each update the expert's action is the label; the executed action is the expert's
     with probability ``beta`` (per update) and the agent's otherwise (DAgger's mixture policy).
 
     The agent acts at every update, even when the expert drives, so its recurrent state follows the episode.
-    ``agent=None`` requires ``beta == 1`` (pure expert demonstrations).
+    ``agent=None`` requires ``beta == 1`` (pure expert demonstrations). ``action_noise`` (std, tau): the
+    expert's executed actions carry :class:`ActionNoise` (the labels stay clean).
     """
     if agent is None and beta < 1.0:
         raise ValueError("rollout: beta < 1 needs an agent to drive")
@@ -116,18 +144,33 @@ def rollout(
     obs, info = env.reset(seed=seed)
     if agent is not None:
         agent.reset()
-    keys = list(observation_keys) if observation_keys is not None else [k for k in obs if k not in ("dt", "ages")]
+    noise = ActionNoise(*action_noise, size=env.action_space.shape[0], rng=rng)
+    low, high = env.action_space.low, env.action_space.high
+    keys = (
+        list(observation_keys) if observation_keys is not None else [k for k in obs if k not in ("dt", "event", "ages")]
+    )
     rec = {k: [] for k in keys}
+    frames, image_index = [], []
     dts, stamps, labels, actions = [], [], [], []
     steps = 0
     while True:
         expert = np.asarray(env.unwrapped.expert_action(), dtype=np.float32)
         own = agent.act(obs) if agent is not None else None
-        action = expert if (own is None or rng.random() < beta) else own
+        dt = float(np.asarray(obs["dt"]).reshape(-1)[0])
+        perturbation = noise(dt)
+        if own is None or rng.random() < beta:
+            action = np.clip(expert + perturbation, low, high).astype(np.float32) if noise.std > 0 else expert
+        else:
+            action = own
         if record:
             for k in keys:
-                rec[k].append(np.asarray(obs[k]))
-            dts.append(float(np.asarray(obs["dt"]).reshape(-1)[0]))
+                if k == "image":  # a frame is stored once, then referred to while it is held
+                    if not frames or not np.array_equal(frames[-1], obs["image"]):
+                        frames.append(np.asarray(obs["image"]))
+                    image_index.append(len(frames) - 1)
+                else:
+                    rec[k].append(np.asarray(obs[k]))
+            dts.append(dt)
             stamps.append(float(info.get("stamp", np.nan)))
             labels.append(expert)
             actions.append(np.asarray(action, dtype=np.float32))
@@ -135,11 +178,15 @@ def rollout(
         steps += 1
         if terminated or truncated or (max_steps is not None and steps >= max_steps):
             break
-    observations = (
-        {k: (np.stack(v).astype(np.uint8) if k == "image" else np.stack(v).astype(np.float32)) for k, v in rec.items()}
-        if record
-        else {}
-    )
+    observations = {}
+    if record:
+        for k, v in rec.items():
+            if k == "image":
+                observations[k] = np.stack(frames).astype(np.uint8)
+            elif k == "event":
+                observations[k] = np.asarray(v, dtype=np.int64)
+            else:
+                observations[k] = np.stack(v).astype(np.float32)
     empty = np.zeros((0,), np.float32)
     return Episode(
         observations=observations,
@@ -155,4 +202,29 @@ def rollout(
             "collision": bool(info.get("collision", False)),
             "sim_time": float(info.get("stamp", np.nan)),
         },
+        image_index=np.asarray(image_index, dtype=np.int64) if record and frames else None,
+    )
+
+
+def resample_episode(episode: Episode, rate_hz: float) -> Episode:
+    """The episode as a fixed-rate loop would have seen it: one step per tick of ``rate_hz`` with the latest
+    inputs and the expert's latest label (``liquid_control.policy.resample_ticks``; dt 0 at the first tick)."""
+    from liquid_control.policy import resample_ticks
+
+    period = 1.0 / rate_hz
+    source = resample_ticks(np.cumsum(episode.dt.astype(np.float64)), period)
+    observations = {k: (v if k == "image" else v[source]) for k, v in episode.observations.items()}
+    dt = np.full(len(source), period, dtype=np.float32)
+    dt[:1] = 0.0
+    return Episode(
+        observations=observations,
+        dt=dt,
+        stamp=episode.stamp[source],
+        expert_action=episode.expert_action[source],
+        action=episode.action[source],
+        success=episode.success,
+        seed=episode.seed,
+        beta=episode.beta,
+        info=dict(episode.info),
+        image_index=None if episode.image_index is None else episode.image_index[source],
     )

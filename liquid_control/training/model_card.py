@@ -243,6 +243,7 @@ def write_card(
     out_dir: Path,
     machine_note: str,
     command: str | None = None,
+    append: str = "",
 ) -> Path:
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / "policy.pt")
@@ -308,6 +309,8 @@ def write_card(
 
 The front matter above is read by `test/test_shipped_policies.py`, which replays the `check` episodes.
 """
+    if append:
+        body += "\n" + append.strip() + "\n"
     path = out_dir / f"{name}.md"
     path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n\n" + body)
     return path
@@ -444,6 +447,7 @@ def main(argv=None) -> int:
         help="results.json of a `liquid-control eval` of this policy: fills the card's OOD section",
     )
     parser.add_argument("--ood-policy", default=None, help="the policy's name in --ood-results (default: --name)")
+    parser.add_argument("--append", default=None, help="a Markdown file appended to the card (e.g. baselines)")
     args = parser.parse_args(argv)
     import torch
 
@@ -459,8 +463,9 @@ def main(argv=None) -> int:
     else:
         if not args.name:
             parser.error("--run needs --name")
+        appendix = Path(args.append).read_text() if args.append else ""
         path = write_card(
-            args.name, Path(args.run), args.episodes, args.check_episodes, out, args.machine, args.command
+            args.name, Path(args.run), args.episodes, args.check_episodes, out, args.machine, args.command, appendix
         )
     if args.ood_results:
         add_ood(path, args.ood_results, args.ood_policy or args.name or args.refresh)

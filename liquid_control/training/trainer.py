@@ -32,12 +32,23 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.checkpoint import read_plain_torch_file
-from liquid_control.policy import Policy, PolicyAgent, apply_overrides, load_config, save_policy, validate_config
+from liquid_control.policy import (
+    Policy,
+    PolicyAgent,
+    PolicyConfigError,
+    apply_overrides,
+    check_world,
+    env_kwargs,
+    load_config,
+    observation_keys,
+    save_policy,
+    validate_config,
+)
 from liquid_control.policy.checkpoint import atomic_torch_save
 
 from .augment import EpisodeTiming
 from .bc import bc_epoch, count_chunks
-from .data import Episode, EpisodeFileError, load_episode, rollout, save_episode
+from .data import Episode, EpisodeFileError, load_episode, resample_episode, rollout, save_episode
 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
@@ -68,20 +79,38 @@ def selection_seeds(count: int) -> list[int]:
     return [SELECTION_SEED_BASE + i for i in range(count)]
 
 
+def world_class(config: dict):
+    """The env class of the config's world, after checking that a sim_envs world (one that declares its
+    ``sensor_names``) has every input the config names (PolicyConfigError naming the key otherwise)."""
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    import sim_envs
+
+    if config["world"] not in gymnasium.registry:
+        raise PolicyConfigError(f"world: unknown world {config['world']!r}; known: {', '.join(sim_envs.WORLDS)}")
+    entry = gymnasium.spec(config["world"]).entry_point
+    world = load_env_creator(entry) if isinstance(entry, str) else entry
+    if getattr(world, "sensor_names", ()):
+        check_world(config, world.sensor_names, world.observation_keys)
+    return world
+
+
 def make_env(config: dict, shift: str | None = None):
-    """The policy's world at the policy's camera size, in the training distribution unless ``shift``."""
+    """The policy's world as the policy sees it, in the training distribution unless ``shift``.
+
+    A sim_envs world gets the policy's camera size, update sensors and reordering lag
+    (``liquid_control.policy.env_kwargs``); another gymnasium world gets the shift and the camera size only.
+    """
     import gymnasium
 
-    import sim_envs  # noqa: F401  (registers the worlds)
-
+    world = world_class(config)
     kwargs = {"shift": shift if shift is not None else (config["training"]["shift"] or "")}
-    if config["observation"]["image"] is not None:
+    if getattr(world, "sensor_names", ()):
+        kwargs.update(env_kwargs(config))
+    elif config["observation"]["image"] is not None:
         kwargs["render_size"] = config["observation"]["image"]["height"]
     return gymnasium.make(config["world"], **kwargs)
-
-
-def observation_keys(config: dict) -> list[str]:
-    return (["image"] if config["observation"]["image"] is not None else []) + list(config["observation"]["vectors"])
 
 
 def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, max_steps: int | None = None) -> float:
@@ -178,7 +207,8 @@ class _Run:
 
     # ------------------------------------------------------------------------------------------- stages
     def collect(self, env, round_index: int) -> list[Episode]:
-        """Episodes of one round: loaded from ``data/`` where finished, collected otherwise."""
+        """Episodes of one round: loaded from ``data/`` where finished, collected otherwise; as the policy trains on
+        them (a ``resample_hz`` policy: resampled to its fixed rate)."""
         t = self.config["training"]
         count = t["demonstrations"] if round_index == 0 else t["dagger_episodes"]
         beta = 1.0 if round_index == 0 else t["beta"][min(round_index - 1, len(t["beta"]) - 1)]
@@ -219,6 +249,7 @@ class _Run:
                         seed=seed,
                         observation_keys=observation_keys(self.config),
                         max_steps=cap,
+                        action_noise=(t["action_noise"], t["action_noise_tau"]),
                     )
                 finally:
                     if timed:
@@ -245,7 +276,8 @@ class _Run:
                 f"round {round_index}: {count} episodes (beta={beta:g}, {collected} collected now), driver "
                 f"success {success:.0%}, {sum(len(ep) for ep in episodes)} updates"
             )
-        return episodes
+        hz = self.config["observation"]["resample_hz"]
+        return episodes if hz is None else [resample_episode(ep, hz) for ep in episodes]
 
     def _stored_episode(self, path: Path, seed: int, trained_on: bool) -> Episode | None:
         """The finished episode in ``path`` (None: to collect). A corrupt file is set aside and collected again
@@ -497,6 +529,10 @@ def train(
         cfg = apply_overrides(cfg, overrides)
     if data is not None:
         cfg = bag_data.force_bag_schedule(cfg)
+    try:  # a config naming inputs its world does not have is refused before anything is written
+        world_class(cfg)
+    except PolicyConfigError as exc:
+        raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
     if not resume and (checkpoint.exists() or (out / "data").exists()):
         raise TrainingError(
             f"{out} already holds a training run; pass resume (--resume) to continue it, "

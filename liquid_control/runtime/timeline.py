@@ -1,0 +1,116 @@
+"""When a sensor message advances the liquid state, and by how much: the update timeline.
+
+One implementation, used by the runtime (:class:`~.runner.PolicyRunner`, so the ROS node) and by the worlds
+(``sim_envs``), so a policy integrates in deployment exactly the dts it was trained on. Pure Python.
+
+Messages come in *arrival* order, which across sensors is not stamp order: a camera frame is stamped at
+exposure and delivered tens of milliseconds later, after IMU messages stamped after it. Two pieces:
+
+- :class:`ReorderBuffer` holds messages and releases them in stamp order once a message stamped ``lag_s``
+  later has arrived (the cache approach of ROS ``message_filters``); ``lag_s = 0`` releases every message on
+  arrival. It holds at most ``capacity`` messages: beyond that the oldest is released early (counted).
+  The lag is paid in command latency: an IMU message waits ``lag_s`` (plus up to one IMU period) before its
+  update.
+- :class:`UpdateClock` turns released messages into updates. Every message of an *update sensor* is one
+  update, at the update stamp ``u = max(previous u, stamp)``, integrating ``dt = u - previous u >= 0``. A
+  message stamped before the previous update (it arrived later than the lag allowed: *late*) therefore updates
+  with ``dt = 0``; it is used, never dropped, and counted. Each update carries which sensor caused it
+  (``event``, an index into ``update_on``) and ``ages``: ``u`` minus the stamp of each update sensor's latest
+  message, so the cell sees how old each input is. Before every ``required`` sensor has delivered once, update
+  messages only wait.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+
+class ReorderBuffer:
+    """Releases messages in stamp order once the newest stamp seen is ``lag_s`` past them (see module doc)."""
+
+    def __init__(self, lag_s: float = 0.0, capacity: int = 256):
+        if not (lag_s >= 0.0 and lag_s < float("inf")):
+            raise ValueError(f"reorder lag must be a finite number of seconds >= 0, got {lag_s!r}")
+        if capacity < 1:
+            raise ValueError(f"reorder buffer capacity must be >= 1, got {capacity!r}")
+        self.lag_s, self.capacity = float(lag_s), int(capacity)
+        self.forced = 0  # messages released before their lag because the buffer was full
+        self.clear()
+
+    def clear(self) -> None:
+        self._heap: list = []
+        self._arrivals = 0
+        self._newest = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def push(self, sensor: str, stamp: float, payload=None) -> list[tuple[str, float, object]]:
+        """Add one message; returns the messages released by it, ``(sensor, stamp, payload)`` in stamp order."""
+        heapq.heappush(self._heap, (stamp, self._arrivals, sensor, payload))
+        self._arrivals += 1
+        self._newest = max(self._newest, stamp)
+        released = []
+        while self._heap and (self._heap[0][0] <= self._newest - self.lag_s or len(self._heap) > self.capacity):
+            if self._heap[0][0] > self._newest - self.lag_s:
+                self.forced += 1
+            stamp_, _, sensor_, payload_ = heapq.heappop(self._heap)
+            released.append((sensor_, stamp_, payload_))
+        return released
+
+
+@dataclass(frozen=True)
+class Update:
+    """One state update: its stamp, the dt it integrates, the sensor that caused it and the inputs' ages."""
+
+    stamp: float  # u: the update's time (seconds)
+    dt: float  # u - previous u (the first update after a start: the clock's first_dt)
+    event: int  # index into update_on of the sensor whose message caused the update
+    ages: tuple[float, ...]  # per update sensor: u - stamp of its latest message
+    late: bool  # the message was stamped before the previous update (dt = 0)
+
+
+class UpdateClock:
+    """Turns released messages into updates (see module doc). ``first_dt``: dt of the first update."""
+
+    def __init__(self, update_on, required=(), first_dt: float = 0.0):
+        self.update_on = tuple(update_on)
+        if not self.update_on or len(set(self.update_on)) != len(self.update_on):
+            raise ValueError(f"update sensors must be distinct and at least one, got {list(self.update_on)}")
+        self.required = frozenset(required) | frozenset(self.update_on)
+        self.first_dt = float(first_dt)
+        self.late = {s: 0 for s in self.update_on}  # late messages per update sensor
+        self.restart(forget_inputs=True)
+
+    def restart(self, forget_inputs: bool = False) -> None:
+        """The next update is a first one (integrates ``first_dt``); optionally forget which sensors delivered."""
+        self.stamp: float | None = None
+        if forget_inputs:
+            self._latest: dict[str, float] = {}
+
+    @property
+    def ready(self) -> bool:
+        """Every required sensor has delivered at least once."""
+        return self.required.issubset(self._latest)
+
+    def release(self, sensor: str, stamp: float) -> Update | None:
+        """A message leaves the reorder buffer: note its stamp; the update it causes, or None (held input,
+        or waiting for the first message of a required sensor)."""
+        self._latest[sensor] = stamp if sensor not in self._latest else max(self._latest[sensor], stamp)
+        if sensor not in self.update_on or not self.ready:
+            return None
+        late = self.stamp is not None and stamp < self.stamp
+        if self.stamp is None:
+            u, dt = stamp, self.first_dt
+        else:
+            u = max(self.stamp, stamp)
+            dt = u - self.stamp
+        if late:
+            self.late[sensor] += 1
+        self.stamp = u
+        return Update(stamp=u, dt=dt, event=self.update_on.index(sensor), ages=self.ages(u), late=late)
+
+    def ages(self, at: float) -> tuple[float, ...]:
+        """``at`` minus the stamp of each update sensor's latest message (all have delivered: see ``ready``)."""
+        return tuple(max(0.0, at - self._latest[s]) for s in self.update_on)

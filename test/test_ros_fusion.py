@@ -1,0 +1,196 @@
+"""policy_node with a camera + IMU policy over real DDS: it subscribes to every sensor the policy names, updates
+on every camera and IMU message exactly as the runtime oracle does, and stops when one sensor goes silent."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, Imu, JointState
+from std_msgs.msg import Float64MultiArray
+
+from liquid_control.policy import Policy, save_policy
+from liquid_control.ros.image_conversion import numpy_to_image
+from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
+from liquid_control.runtime.backends import TorchBackend
+from liquid_control.runtime.runner import PolicyRunner, RunnerLimits
+
+H = W = 8
+CONFIG = {
+    "name": "tiny_fusion",
+    "world": "LiquidBalanceNav-v0",
+    "observation": {
+        "image": {"height": H, "width": W},
+        "vectors": {"imu": 6, "wheels": 2},
+        "update_on": ["camera", "imu"],
+        "timing": ["event", "ages"],
+    },
+    "encoder": {
+        "camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8},
+        "vectors": {"hidden": [8], "features": 8},
+    },
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+RELIABLE = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+
+
+@pytest.fixture(scope="module")
+def policy_file(tmp_path_factory):
+    torch.manual_seed(5)
+    policy = Policy.from_config(CONFIG)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.mul_(2.0)
+    return save_policy(tmp_path_factory.mktemp("policy") / "tiny_fusion.pt", policy)
+
+
+def stamp_msg(seconds):
+    from builtin_interfaces.msg import Time
+
+    ns = int(round(seconds * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def message(sensor, stamp, value):
+    if sensor == "camera":
+        msg = numpy_to_image(value, "rgb8")
+    elif sensor == "imu":
+        msg = Imu()
+        a, b = msg.angular_velocity, msg.linear_acceleration
+        a.x, a.y, a.z, b.x, b.y, b.z = (float(v) for v in value)
+    else:
+        msg = JointState(name=["wheel_left", "wheel_right"], velocity=[float(v) for v in value])
+    msg.header.stamp = stamp_msg(stamp)
+    return msg
+
+
+def start(policy_file, env, tmp_path, **overrides):
+    params = dict(
+        policy=str(policy_file),
+        autostart=True,
+        command_topic="wheel_torques",
+        command_type="float64_multi_array",
+        publish_mode="per_update",
+        action_scale=[1.0, 1.0],
+        max_command=[10.0, 10.0],
+        max_command_rate=[1e9, 1e9],
+        watchdog_timeout_s=30.0,
+        diagnostics_period_s=0.2,
+        max_gap_s=1.0,
+        sensor_qos_reliability="reliable",
+        camera_qos_depth=50,
+    )
+    params.update(overrides)
+    return start_node_process(
+        "liquid_control.ros.policy_node", "policy_node", params, env, log_path=tmp_path / "policy_node.log"
+    )
+
+
+def connect(probe, log):
+    pubs = {
+        "camera": probe.publisher(Image, "camera/image_raw", RELIABLE),
+        "imu": probe.publisher(Imu, "imu/data", RELIABLE),
+        "wheels": probe.publisher(JointState, "joint_states", RELIABLE),
+    }
+    probe.record("wheel_torques", Float64MultiArray, RELIABLE)
+    probe.record("/diagnostics", DiagnosticArray)
+    ready = probe.wait_for(
+        lambda: all(p.get_subscription_count() for p in pubs.values()) and probe.node.count_publishers("wheel_torques"),
+        30.0,
+    )
+    assert ready, f"policy_node did not subscribe to camera, IMU and wheels:\n{log.read_text() if log.exists() else ''}"
+    time.sleep(0.3)
+    return pubs
+
+
+def test_every_camera_and_imu_message_updates_as_the_runtime_does(policy_file, tmp_path):
+    env = isolated_ros_env()
+    proc = start(policy_file, env, tmp_path)
+    probe = Probe(env)
+    try:
+        pubs = connect(probe, tmp_path / "policy_node.log")
+        rng = np.random.default_rng(0)
+        t0 = time.time() - 5.0
+        # arrival order of a real robot: the frame exposed at 0.020 arrives 25 ms later, after IMU messages
+        script = [("wheels", 0.000), ("imu", 0.001), ("camera", 0.002), ("imu", 0.006), ("wheels", 0.007)]
+        script += [("imu", 0.011), ("imu", 0.016), ("imu", 0.021), ("imu", 0.026), ("wheels", 0.027)]
+        script += [("imu", 0.031), ("imu", 0.036), ("imu", 0.041), ("camera", 0.020), ("imu", 0.046)]
+        oracle = PolicyRunner(TorchBackend(Policy.from_config(CONFIG)), RunnerLimits(max_gap_s=1.0))
+        oracle.backend.policy.load_state_dict(torch.load(policy_file, weights_only=True)["state_dict"])
+        expected = []
+        for sensor, offset in script:
+            shape = {"camera": (H, W, 3), "imu": (6,), "wheels": (2,)}[sensor]
+            value = rng.integers(0, 256, shape, dtype=np.uint8) if sensor == "camera" else rng.normal(size=shape)
+            n_before = len(probe.messages("wheel_torques"))
+            pubs[sensor].publish(message(sensor, t0 + offset, value))
+            result = oracle.submit(sensor, t0 + offset, value)
+            if result.status == "updated":
+                expected.append(result.action)
+                assert probe.wait_for(lambda n=n_before: len(probe.messages("wheel_torques")) > n, 5.0), (
+                    f"no command for {sensor} at {offset}"
+                )
+            else:
+                time.sleep(0.05)
+        got = np.array([m.data for _, m in probe.messages("wheel_torques")])
+        assert len(expected) == 11 and got.shape == (11, 2)  # both frames, every IMU message after the first frame
+        np.testing.assert_allclose(got, np.array(expected), atol=1e-5)
+        assert oracle.counters["late.camera"] == 1
+        assert probe.wait_for(lambda: _diagnostics(probe)[1].get("late.camera") == "1", 3.0)
+    finally:
+        probe.close()
+        code = stop_process(proc)
+    assert code == 0, (tmp_path / "policy_node.log").read_text()
+
+
+def _diagnostics(probe):
+    msgs = probe.messages("/diagnostics")
+    if not msgs:
+        return None, {}
+    status = msgs[-1][1].status[0]
+    return status, {kv.key: kv.value for kv in status.values}
+
+
+def test_a_silent_imu_triggers_the_watchdog_for_the_imu(policy_file, tmp_path):
+    timeout = 0.3
+    env = isolated_ros_env()
+    proc = start(policy_file, env, tmp_path, watchdog_timeout_s=timeout)
+    probe = Probe(env)
+    try:
+        pubs = connect(probe, tmp_path / "policy_node.log")
+        image = np.full((H, W, 3), 100, np.uint8)
+        next_at = {"camera": 0.0, "imu": 0.0, "wheels": 0.0}
+        period = {"camera": 1 / 30, "imu": 1 / 100, "wheels": 1 / 100}
+        value = {"camera": image, "imu": [0, 0, 0.1, 0, 0, 9.8], "wheels": [0.5, 0.5]}
+
+        def publish_for(seconds, silent=()):
+            start = time.monotonic()
+            while time.monotonic() - start < seconds:
+                now = time.monotonic()
+                for sensor in next_at:
+                    if sensor not in silent and now >= next_at[sensor]:
+                        pubs[sensor].publish(message(sensor, time.time(), value[sensor]))
+                        next_at[sensor] = now + period[sensor]
+                time.sleep(0.002)
+
+        publish_for(1.0)
+        moving = [m for _, m in probe.messages("wheel_torques")]
+        assert len(moving) >= 30 and any(abs(v) > 1e-4 for m in moving for v in m.data)
+        silent_since = time.monotonic()
+        publish_for(1.2, silent=("imu",))  # the camera and the wheels go on
+        after = [(t, m) for t, m in probe.messages("wheel_torques") if t > silent_since]
+        stops = [(t, m) for t, m in after if not any(m.data)]
+        assert stops, "no stop command after the IMU went silent"
+        assert all(not any(m.data) for t, m in after if t >= stops[0][0])  # camera updates do not restart it
+        warn = [
+            m.status[0]
+            for t, m in probe.messages("/diagnostics")
+            if t > silent_since and m.status[0].level == DiagnosticStatus.WARN
+        ]
+        assert warn and "imu" in warn[-1].message and "camera" not in warn[-1].message
+    finally:
+        probe.close()
+        code = stop_process(proc)
+    assert code == 0, (tmp_path / "policy_node.log").read_text()
