@@ -151,6 +151,8 @@ def test_readings_and_messages_are_the_nodes():
     published = {}
     stub = SimpleNamespace(
         frame=lambda name: name,
+        camera_info_pub=None,
+        _imu_noise=(0.01, 0.05),
         _stamp=lambda t: sim_node.SimNode._stamp(SimpleNamespace(use_sim_time=True), t),
         publishers_by_sensor={
             s: SimpleNamespace(publish=lambda msg, s=s: published.__setitem__(s, msg)) for s in ("camera", "imu")
@@ -158,7 +160,7 @@ def test_readings_and_messages_are_the_nodes():
     )
     sim_node.SimNode._publish_reading(stub, "camera", 12.3456789, rgb)
     sim_node.SimNode._publish_reading(stub, "imu", 12.3456789, imu)
-    ours = {"camera": M.image_message(rgb, 12.3456789), "imu": M.imu_message(imu, 12.3456789)}
+    ours = {"camera": M.image_message(rgb, 12.3456789), "imu": M.imu_message(imu, 12.3456789, noise=(0.01, 0.05))}
     for sensor, msgtype in (("camera", M.IMAGE), ("imu", M.IMU)):
         wire = serialize_message(published[sensor])
         ours_on_the_wire = bytes(typestore().serialize_cdr(ours[sensor], msgtype))

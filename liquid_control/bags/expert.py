@@ -95,6 +95,7 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
     from sim_envs import rover
 
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
+    imu_noise = (rover.GYRO_NOISE, rover.ACCEL_NOISE)  # the covariances sim_node publishes (REP 145)
     rng = np.random.default_rng([int(seed), 7])
     world.reset(seed=int(seed))
     custom = {
@@ -122,9 +123,9 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
             if sensor == "camera":
                 bag.write(TOPICS["camera"], now_ns, image_message(reading, stamp))
             else:
-                bag.write(TOPICS["imu"], now_ns, imu_message(reading, stamp))
+                bag.write(TOPICS["imu"], now_ns, imu_message(reading, stamp, noise=imu_noise))
             counts[sensor] += 1
-            if sensor != world.trigger:
+            if sensor not in world.update_on:  # an update: a message of an update sensor
                 continue
             update_stamp = stamp
             terminated, info = world.outcome()

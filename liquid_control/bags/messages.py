@@ -83,7 +83,7 @@ def header(stamp: float, frame_id: str = ""):
     return _types()["std_msgs/msg/Header"](stamp=time_msg(stamp), frame_id=frame_id)
 
 
-def image_message(rgb: np.ndarray, stamp: float, frame_id: str = "camera"):
+def image_message(rgb: np.ndarray, stamp: float, frame_id: str = "camera_optical"):
     """A tightly packed rgb8 Image, as sim_node publishes the camera (``numpy_to_image(..., 'rgb8')``)."""
     rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     h, w = rgb.shape[:2]
@@ -98,19 +98,23 @@ def image_message(rgb: np.ndarray, stamp: float, frame_id: str = "camera"):
     )
 
 
-def imu_message(reading, stamp: float, frame_id: str = "imu"):
-    """An Imu with gyro and accelerometer and no orientation estimate (covariance[0] = -1), as sim_node's."""
+def imu_message(reading, stamp: float, frame_id: str = "imu", noise: tuple[float, float] | None = None):
+    """An Imu as sim_node's (REP 145): gyro and accelerometer, no orientation estimate (covariance[0] = -1), and
+    ``noise`` = (gyro std, accel std) on the covariance diagonals (None: all zeros, "covariance unknown")."""
     t = _types()
     r = [float(v) for v in reading]
     vec = t["geometry_msgs/msg/Vector3"]
+    gyro_cov, accel_cov = np.zeros(9), np.zeros(9)
+    if noise is not None:
+        gyro_cov[[0, 4, 8]], accel_cov[[0, 4, 8]] = float(noise[0]) ** 2, float(noise[1]) ** 2
     return t[IMU](
         header=header(stamp, frame_id),
         orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0),
         orientation_covariance=np.array([-1.0] + [0.0] * 8),
         angular_velocity=vec(x=r[0], y=r[1], z=r[2]),
-        angular_velocity_covariance=np.zeros(9),
+        angular_velocity_covariance=gyro_cov,
         linear_acceleration=vec(x=r[3], y=r[4], z=r[5]),
-        linear_acceleration_covariance=np.zeros(9),
+        linear_acceleration_covariance=accel_cov,
     )
 
 

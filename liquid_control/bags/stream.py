@@ -85,9 +85,9 @@ class BagDataSpec:
             "action_scale": list(self.action_scale),
             "limits": {
                 "max_gap_s": self.limits.max_gap_s,
-                "max_backward_jump_s": self.limits.max_backward_s,
-                "max_future_stamp_s": self.limits.max_future_s,
-                "first_update_dt": self.limits.first_dt,
+                "max_backward_jump_s": self.limits.max_backward_jump_s,
+                "max_future_stamp_s": self.limits.max_future_stamp_s,
+                "first_update_dt": self.limits.first_update_dt,
             },
             "label": {"mode": self.label.mode, "offset_s": self.label.offset_s, "max_wait_s": self.label.max_wait_s},
         }
@@ -161,9 +161,9 @@ def data_spec(
         raise ValueError(f"action_scale {scale}: needs 1 or {spec.action_size} finite non-zero values")
     limits = R.RunnerLimits(
         max_gap_s=float(values["max_gap_s"]),
-        max_backward_s=float(values["max_backward_jump_s"]),
-        max_future_s=float(values["max_future_stamp_s"]),
-        first_dt=float(values["first_update_dt"]),
+        max_backward_jump_s=float(values["max_backward_jump_s"]),
+        max_future_stamp_s=float(values["max_future_stamp_s"]),
+        first_update_dt=float(values["first_update_dt"]),
     )
     return BagDataSpec(
         topics=mapping,
@@ -238,8 +238,9 @@ def data_overrides(args) -> dict:
 class CaptureBackend:
     """A runtime backend that runs no network: it keeps what the network would have been given.
 
-    ``last`` is ``(obs, dt)`` of the latest step: the held input of every sensor and the dt, as decided by the
-    :class:`PolicyRunner` that calls it. The action is zeros (training only needs the inputs).
+    ``steps`` lists ``(obs, dt, action)`` of every step since it was last cleared: the held input of every
+    sensor (and the time inputs), the dt, as decided by the :class:`PolicyRunner` that calls it. The action is
+    zeros (training only needs the inputs). One message can release several steps (the reordering buffer).
     """
 
     name = "capture"
@@ -247,35 +248,38 @@ class CaptureBackend:
     def __init__(self, policy_config: dict):
         self.config = policy_config
         self.spec = ObservationSpec.from_config(policy_config)
-        self.last = None
+        self.steps = []
 
     def initial_state(self) -> np.ndarray:
         return np.zeros(1, dtype=np.float32)
 
-    def step(self, obs, state, dt):
-        self.last = (obs, float(dt))
-        return np.zeros(self.spec.action_size), state
+    def step(self, obs, state, dt, encode=None):
+        action = np.zeros(self.spec.action_size)
+        self.steps.append((obs, float(dt), action))
+        return action, state
 
     def close(self):
         pass
 
 
 class TapBackend:
-    """Wraps a real backend and keeps the input of its latest step (``last``), like :class:`CaptureBackend`."""
+    """Wraps a real backend and keeps the input and action of every step (``steps``), like
+    :class:`CaptureBackend`."""
 
     def __init__(self, backend):
         self.inner = backend
         self.name = backend.name
         self.config = backend.config
         self.spec = backend.spec
-        self.last = None
+        self.steps = []
 
     def initial_state(self):
         return self.inner.initial_state()
 
-    def step(self, obs, state, dt):
-        self.last = (obs, float(dt))
-        return self.inner.step(obs, state, dt)
+    def step(self, obs, state, dt, encode=None):
+        action, new_state = self.inner.step(obs, state, dt, encode=encode)
+        self.steps.append((obs, float(dt), np.asarray(action, dtype=np.float64)))
+        return action, new_state
 
     def close(self):
         self.inner.close()
@@ -361,7 +365,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     :class:`Update` in order. ``stats`` collects the runner's counters and the label counts."""
     stats = stats if stats is not None else StreamStats()
     backend = runner.backend
-    if not hasattr(backend, "last"):
+    if not hasattr(backend, "steps"):
         raise TypeError("stream_updates needs a CaptureBackend or a TapBackend around the policy backend")
     by_topic = {topic: sensor for sensor, topic in spec.topics.items()}
     for topic, sensor in by_topic.items():
@@ -402,22 +406,20 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             runner.counters[f"received.{sensor}"] += 1
             runner.counters["rejected.bad_encoding"] += 1
             continue
-        backend.last = None
+        backend.steps.clear()
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
         reset = result.reset or reset
         if result.status != R.UPDATED:
             continue
-        obs, dt = backend.last
-        update = Update(
-            time=t,
-            stamp=t if stamp is None else stamp,
-            dt=dt,
-            reset=reset,
-            obs=obs,
-            action=result.action,
-        )
-        reset = None
-        yield from emit(labeller.on_update(update))
+        # the steps this message released (several when the reordering buffer lets older messages go), their
+        # stamps counted back from the last one's
+        stamps = [float(result.stamp)]
+        for _, dt, _ in reversed(backend.steps[1:]):
+            stamps.insert(0, stamps[0] - dt)
+        for (obs, dt, action), update_stamp in zip(backend.steps, stamps):
+            update = Update(time=t, stamp=update_stamp, dt=dt, reset=reset, obs=obs, action=action)
+            reset = None
+            yield from emit(labeller.on_update(update))
     yield from emit(labeller.flush())
     counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
     stats.duration_s = 0.0 if first is None else last - first
