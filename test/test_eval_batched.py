@@ -144,3 +144,19 @@ def test_world_pool_reuses_worlds_and_closes_the_least_recent_shift():
         assert [key[1] for key in pool._worlds] == ["fog"] and pool.get("LiquidRover-v0", "fog", {}, 2) != fog
     finally:
         pool.close()
+
+
+def test_world_pool_takes_env_kwargs_as_the_plan_carries_them():
+    """The plan carries a policy's env kwargs JSON-ready (update_on, render_size as lists): pooled by value."""
+    from liquid_control.evaluation.agents import default_env_kwargs
+    from liquid_control.policy import validate_config
+
+    kwargs = default_env_kwargs(validate_config(TINY))
+    assert isinstance(kwargs["update_on"], list) and isinstance(kwargs["render_size"], list)
+    pool = WorldPool()
+    try:
+        first = pool.get("LiquidRover-v0", "", kwargs, 2)
+        again = pool.get("LiquidRover-v0", "", dict(kwargs, update_on=list(kwargs["update_on"])), 1)
+    finally:
+        pool.close()
+    assert again[0] is first[0] and first[0].unwrapped.update_on == ("camera",)

@@ -46,6 +46,15 @@ def make_batches(jobs: list[EpisodeJob], lanes: int = DEFAULT_LANES) -> list[lis
     return [group[i : i + lanes] for group in groups.values() for i in range(0, len(group), lanes)]
 
 
+def _hashable(value):
+    """A dict key for env kwargs: lists (JSON's tuples, e.g. ``update_on``, ``render_size``) as tuples."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
 class WorldPool:
     """This process's worlds, by (world, shift, env kwargs); least recently used shifts are closed first."""
 
@@ -54,7 +63,7 @@ class WorldPool:
         self._worlds: OrderedDict[tuple, list] = OrderedDict()
 
     def get(self, world: str, shift: str, env_kwargs: dict, count: int) -> list:
-        key = (world, shift, tuple(sorted(env_kwargs.items())))
+        key = (world, shift, _hashable(env_kwargs))
         envs = self._worlds.pop(key, [])
         while len(envs) < count:
             envs.append(agents.make_env(world, shift, env_kwargs))
