@@ -75,7 +75,16 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return ((c - m) / (1 + z * z / n), (c + m) / (1 + z * z / n))
 
 
-def summary(out: str, seconds: float | None = None) -> dict:
+def _noise_text(noise: dict | None) -> str:
+    if not noise or not (noise.get("std") or noise.get("burst_rate")):
+        return "none (clean demonstrations)"
+    text = f"std {noise['std']} (action units), correlation {noise['correlation']}"
+    if noise.get("burst_rate"):
+        text += f", {noise['burst_rate']} swerves/s of {noise['burst_s']} s"
+    return text
+
+
+def summary(out: str, seconds: float | None = None, settings: str = "") -> dict:
     """The loop's figures from its output folder -> summary.md / summary.json."""
     root = Path(out)
     figures: dict = {}
@@ -93,6 +102,7 @@ def summary(out: str, seconds: float | None = None) -> dict:
             "expert_success": sum(s["success"] for s in statuses),
             "seconds": round(sum(s["sim_time"] for s in statuses), 1),
             "seeds": [s["seed"] for s in statuses],
+            "noise": statuses[0].get("noise") if statuses else None,  # the same for every bag of a kind
         }
     figures["bags"] = bags
     from liquid_control.policy import load_policy
@@ -118,6 +128,8 @@ def summary(out: str, seconds: float | None = None) -> dict:
         figures["replay"] = json.loads(replay_file.read_text())
     if seconds is not None:
         figures["loop_wall_s"] = seconds
+    if settings:
+        figures["command"] = f"{settings} scripts/bag_loop.sh"
     (root / "summary.json").write_text(json.dumps(figures, indent=1))
     b = bags
     lines = [
@@ -126,6 +138,8 @@ def summary(out: str, seconds: float | None = None) -> dict:
         f"- recorded expert bags: train {b['train']['bags']} ({b['train']['seconds']} s, expert success "
         f"{b['train']['expert_success']}/{b['train']['bags']}, seeds {b['train']['seeds'][:1]}..), validation "
         f"{b['validation']['bags']}, test {b['test']['bags']}",
+        f"- noise injected into the executed command of the training bags (DART; labels: the expert's clean "
+        f"command): {_noise_text(b['train']['noise'])}",
         f"- training: {figures['training']['training_updates']} labelled updates, "
         f"{figures['training']['training_wall_s']} s, selected epoch {figures['training']['selected_epoch']} "
         f"(validation loss {figures['training']['validation_loss']:.5f})",
@@ -146,6 +160,8 @@ def summary(out: str, seconds: float | None = None) -> dict:
         )
     if seconds is not None:
         lines.append(f"- loop wall time: {seconds:.0f} s")
+    if settings:
+        lines.append(f"- command: `{figures['command']}`")
     lines += ["", "```", yaml.safe_dump(figures, sort_keys=False, width=110), "```"]
     (root / "summary.md").write_text("\n".join(lines) + "\n")
     return figures
@@ -162,12 +178,13 @@ def main(argv=None) -> int:
     s = sub.add_parser("summary")
     s.add_argument("--out", required=True)
     s.add_argument("--seconds", type=float, default=None)
+    s.add_argument("--settings", default="", help="the loop's settings (KEY=VALUE ...), for the summary")
     args = parser.parse_args(argv)
     if args.what == "replay":
         result = replay_check(args.policy, args.bag, args.out, args.rate)
         print(json.dumps({k: v for k, v in result.items() if k != "published"}))
         return 0 if result["matched"] else 1
-    summary(args.out, args.seconds)
+    summary(args.out, args.seconds, args.settings)
     return 0
 
 

@@ -23,20 +23,25 @@ NOISE_CORR=${NOISE_CORR:-0.0}
 BURST_RATE=${BURST_RATE:-0.0}     # swerves per second in the expert's executed command (recovery demonstrations)
 AUGMENT=${AUGMENT:---augment}     # image augmentation of BC ("" to switch off)
 EXTRA_SET=${EXTRA_SET:-}          # further --set KEY=VALUE for training
+EVAL_ARGS=${EVAL_ARGS:-}          # further options of the simulated evaluation (e.g. --no-saliency --backend serial)
 REPLAY=${REPLAY:-1}               # replay a test bag through policy_node over DDS (0: skip)
+RENDER_SIZE=${RENDER_SIZE:-64}    # camera pixels: the policy's image size (the node does not resize)
+TIME_LIMIT=${TIME_LIMIT:-0}       # episode time limit of the recordings (s; 0: the world's)
 LC=${LC:-liquid-control}
+PYTHON=${PYTHON:-python}
 
 mkdir -p "$OUT"
+settings="OUT=$OUT CONFIG=$CONFIG EPISODES=$EPISODES VAL_EPISODES=$VAL_EPISODES TEST_EPISODES=$TEST_EPISODES EVAL_EPISODES=$EVAL_EPISODES \
+EPOCHS=$EPOCHS SEED=$SEED NOISE_STD=$NOISE_STD NOISE_CORR=$NOISE_CORR BURST_RATE=$BURST_RATE AUGMENT=$AUGMENT"
+record=($LC record --expert --render-size "$RENDER_SIZE" --time-limit "$TIME_LIMIT" --no-progress)
 start=$(date +%s)
 stage() { echo "[bag_loop $(($(date +%s) - start)) s] $*" >&2; }
 
 stage "1/5 record $EPISODES expert episodes (+ $VAL_EPISODES validation, $TEST_EPISODES test) to MCAP"
-[ -d "$OUT/bags/train" ] || $LC record --expert -o "$OUT/bags/train" --episodes "$EPISODES" --seed 100 \
-  --noise-std "$NOISE_STD" --noise-correlation "$NOISE_CORR" --burst-rate "$BURST_RATE" --no-progress
-[ -d "$OUT/bags/validation" ] || $LC record --expert -o "$OUT/bags/validation" --episodes "$VAL_EPISODES" \
-  --seed 500 --no-progress
-[ -d "$OUT/bags/test" ] || $LC record --expert -o "$OUT/bags/test" --episodes "$TEST_EPISODES" --seed 600 \
-  --no-progress
+[ -d "$OUT/bags/train" ] || "${record[@]}" -o "$OUT/bags/train" --episodes "$EPISODES" --seed 100 \
+  --noise-std "$NOISE_STD" --noise-correlation "$NOISE_CORR" --burst-rate "$BURST_RATE"
+[ -d "$OUT/bags/validation" ] || "${record[@]}" -o "$OUT/bags/validation" --episodes "$VAL_EPISODES" --seed 500
+[ -d "$OUT/bags/test" ] || "${record[@]}" -o "$OUT/bags/test" --episodes "$TEST_EPISODES" --seed 600
 
 stage "2/5 train $CONFIG from the training bags ($EPOCHS epochs)"
 resume=()
@@ -50,14 +55,15 @@ stage "3/5 offline error on the test bags"
 $LC eval --bag "$OUT/bags/test/*" --policy "bags=$OUT/run/policy.pt" --out "$OUT/offline" --no-progress
 
 stage "4/5 $EVAL_EPISODES held-out simulated episodes"
+# shellcheck disable=SC2086
 $LC eval --policy "bags=$OUT/run/policy.pt" --policy expert --episodes "$EVAL_EPISODES" --out "$OUT/sim" \
-  --no-progress --no-example
+  --no-progress --no-example $EVAL_ARGS
 
 if [ "$REPLAY" = 1 ]; then
   stage "5/5 replay a test bag into policy_node over DDS, record its commands"
-  python scripts/bag_loop.py replay --policy "$OUT/run/policy.pt" \
+  $PYTHON scripts/bag_loop.py replay --policy "$OUT/run/policy.pt" \
     --bag "$(ls -d "$OUT"/bags/test/* | head -1)" --out "$OUT/replay"
 fi
 
-python scripts/bag_loop.py summary --out "$OUT" --seconds "$(($(date +%s) - start))"
+$PYTHON scripts/bag_loop.py summary --out "$OUT" --seconds "$(($(date +%s) - start))" --settings "$settings"
 cat "$OUT/summary.md"

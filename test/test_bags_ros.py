@@ -177,3 +177,47 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
     (node,) = launch_stubs(ROOT / "launch" / "record.launch.py", params_file=str(robot), use_sim_time="true")[1]
     params = node.kwargs["parameters"][-1]
     assert params["topics"] == ["/front/image", "/imu/data", "/base/cmd"] and params["use_sim_time"] is True
+
+
+def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
+    """scripts/bag_loop.sh, shrunk (16x16 camera, 2 s recordings, one epoch, 2 simulated episodes): records
+    noisy expert bags, trains from them, evaluates offline and in simulation, replays a test bag over DDS."""
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        yaml.safe_dump({**CONFIG, "training": {"epochs_first": 1, "batch_size": 2, "sequence_length": 8}})
+    )
+    out = tmp_path / "loop"
+    settings = dict(
+        OUT=str(out), CONFIG=str(config), EPISODES="2", VAL_EPISODES="1", TEST_EPISODES="1", EVAL_EPISODES="2",
+        EPOCHS="1", RENDER_SIZE=str(W), TIME_LIMIT="2", NOISE_STD="0.3", NOISE_CORR="0.9", BURST_RATE="1",
+        EVAL_ARGS="--backend serial --no-saliency",
+    )  # fmt: skip
+    env = {
+        **isolated_ros_env(),
+        **settings,
+        "LC": f"{sys.executable} -m liquid_control.cli",
+        "PYTHON": sys.executable,
+    }
+    proc = subprocess.run(
+        ["bash", str(root / "scripts" / "bag_loop.sh")], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads((out / "summary.json").read_text())
+    bags = figures["bags"]
+    assert (bags["train"]["bags"], bags["validation"]["bags"], bags["test"]["bags"]) == (2, 1, 1)
+    assert bags["train"]["noise"]["std"] == 0.3 and bags["validation"]["noise"]["std"] == 0.0
+    with BagReader(out / "bags" / "train" / "episode_100") as reader:  # DART: the base's command is recorded too
+        assert reader.topics["/base/cmd_vel"].count == reader.topics["/cmd_vel"].count > 10
+    assert figures["training"]["training_updates"] > 20
+    offline = figures["offline_test_bags"]
+    assert offline["labelled"] > 20 and all(np.isfinite(offline["mae"])) and all(np.isfinite(offline["rmse"]))
+    assert {name: s["episodes"] for name, s in figures["simulated_episodes"].items()} == {"bags": 2, "expert": 2}
+    replay = figures["replay"]
+    assert replay["matched"] == replay["offline_updates"] > 20 and replay["max_abs_diff"] == 0.0
+    assert figures["command"].startswith(f"OUT={out} ") and "NOISE_STD=0.3" in figures["command"]
+    assert "reach the target" in (out / "summary.md").read_text()
