@@ -1,7 +1,8 @@
 """Helpers of scripts/bag_loop.sh: the DDS replay check and the summary of the loop's figures.
 
 python scripts/bag_loop.py replay --policy RUN/policy.pt --bag BAG --out DIR
-python scripts/bag_loop.py summary --out OUT [--seconds S]
+python scripts/bag_loop.py summary --out OUT [--seconds S] [--settings "KEY=VALUE ..."]
+python scripts/bag_loop.py publish --out OUT --to docs/bag_loop
 """
 
 from __future__ import annotations
@@ -167,6 +168,34 @@ def summary(out: str, seconds: float | None = None, settings: str = "") -> dict:
     return figures
 
 
+PUBLISHED = (  # the small files of a loop's output worth keeping in the repository (not bags, not checkpoints)
+    "summary.md",
+    "summary.json",
+    "run/metrics.csv",
+    "offline/offline.json",
+    "offline/plots/bags__episode_600.png",
+    "sim/results.csv",
+    "sim/success_by_shift.png",
+    "replay/replay.json",
+)
+
+
+def publish(out: str, to: str) -> list[Path]:
+    """Copy the loop's summary and small figures from ``out`` into ``to`` (e.g. docs/bag_loop)."""
+    import shutil
+
+    copied = []
+    for name in PUBLISHED:
+        source = Path(out) / name
+        if not source.is_file():
+            continue
+        target = Path(to) / name.replace("/", "_")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        copied.append(target)
+    return copied
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -179,7 +208,14 @@ def main(argv=None) -> int:
     s.add_argument("--out", required=True)
     s.add_argument("--seconds", type=float, default=None)
     s.add_argument("--settings", default="", help="the loop's settings (KEY=VALUE ...), for the summary")
+    c = sub.add_parser("publish", help="copy the summary and small figures (no bags, no checkpoints)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--to", required=True)
     args = parser.parse_args(argv)
+    if args.what == "publish":
+        for path in publish(args.out, args.to):
+            print(path)
+        return 0
     if args.what == "replay":
         result = replay_check(args.policy, args.bag, args.out, args.rate)
         print(json.dumps({k: v for k, v in result.items() if k != "published"}))
