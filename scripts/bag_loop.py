@@ -3,6 +3,7 @@
 python scripts/bag_loop.py replay --policy RUN/policy.pt --bag BAG --out DIR
 python scripts/bag_loop.py summary --out OUT [--seconds S] [--settings "KEY=VALUE ..."]
 python scripts/bag_loop.py publish --out OUT --to docs/bag_loop
+python scripts/bag_loop.py compare OUT1 OUT2 ... [--figure runs.png]
 """
 
 from __future__ import annotations
@@ -196,6 +197,58 @@ def publish(out: str, to: str) -> list[Path]:
     return copied
 
 
+def _training_text(command: str) -> str:
+    """The --set overrides of a training command, e.g. ``epochs_first=150, batch_size=4``."""
+    import re
+
+    return ", ".join(m.removeprefix("training.") for m in re.findall(r"--set (\S+)", command or "")) or "defaults"
+
+
+def compare(outs: list[str], figure: str | None = None, target: float = 0.8) -> str:
+    """A markdown table of several loops (their summary.json) and, with ``figure``, their success rates with
+    95% CIs beside the target."""
+    rows, table = (
+        [],
+        [
+            "| run | noise in the training bags | training | selected epoch (val loss) | offline MAE lin, ang "
+            "| success (95% CI) | wall |",
+            "| --- | --- | --- | --- | --- | --- | ---: |",
+        ],
+    )
+    for out in outs:
+        f = json.loads((Path(out) / "summary.json").read_text())
+        sim, off, tr = f["simulated_episodes"]["bags"], f["offline_test_bags"], f["training"]
+        rows.append((Path(out).name, sim))
+        wall = f"{f['loop_wall_s']:.0f} s" if f.get("loop_wall_s") else ""
+        table.append(
+            f"| {Path(out).name} | {_noise_text(f['bags']['train']['noise'])} | {_training_text(tr['command'])} "
+            f"| {tr['selected_epoch']} "
+            f"({tr['validation_loss']:.4f}) | {off['mae'][0]:.3f}, {off['mae'][1]:.3f} | "
+            f"{sim['success']}/{sim['episodes']} ({sim['ci95'][0]:.2f}-{sim['ci95'][1]:.2f}) | {wall} |"
+        )
+    if figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.2))
+        for i, (_name, sim) in enumerate(rows):
+            rate = sim["success"] / sim["episodes"]
+            low, high = sim["ci95"]
+            ax.bar(i, rate, color="tab:blue")
+            ax.errorbar(i, rate, yerr=[[rate - low], [high - rate]], color="k", capsize=4)
+        ax.axhline(target, color="tab:red", linestyle="--", label=f"target {target:.0%}")
+        ax.set_xticks(range(len(rows)), [name for name, _ in rows], rotation=20)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("success, 50 held-out episodes")
+        ax.legend(loc="upper right", fontsize=8)
+        fig.tight_layout()
+        fig.savefig(figure, dpi=100)
+        plt.close(fig)
+    return "\n".join(table)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -211,7 +264,13 @@ def main(argv=None) -> int:
     c = sub.add_parser("publish", help="copy the summary and small figures (no bags, no checkpoints)")
     c.add_argument("--out", required=True)
     c.add_argument("--to", required=True)
+    m = sub.add_parser("compare", help="a markdown table (and figure) of several loops' results")
+    m.add_argument("outs", nargs="+")
+    m.add_argument("--figure", default=None)
     args = parser.parse_args(argv)
+    if args.what == "compare":
+        print(compare(args.outs, args.figure))
+        return 0
     if args.what == "publish":
         for path in publish(args.out, args.to):
             print(path)

@@ -221,3 +221,15 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     assert replay["matched"] == replay["offline_updates"] > 20 and replay["max_abs_diff"] == 0.0
     assert figures["command"].startswith(f"OUT={out} ") and "NOISE_STD=0.3" in figures["command"]
     assert "reach the target" in (out / "summary.md").read_text()
+
+    import importlib.util  # the script's helpers: publish (the files a repository keeps), compare (runs)
+
+    spec = importlib.util.spec_from_file_location("bag_loop", root / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+    published = {p.name for p in bag_loop.publish(str(out), str(tmp_path / "docs"))}
+    assert {"summary.md", "summary.json", "sim_success_by_shift.png", "replay_replay.json"} <= published
+    assert not any(name.endswith((".pt", ".mcap")) for name in published)
+    table = bag_loop.compare([str(out)], str(tmp_path / "runs.png"))
+    assert "| loop | std 0.3 (action units), correlation 0.9, 1.0 swerves/s of 0.6 s | epochs_first=1 |" in table
+    assert (tmp_path / "runs.png").stat().st_size > 0
