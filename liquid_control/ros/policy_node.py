@@ -39,7 +39,12 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from liquid_control.ros.image_conversion import ImageConversionError, image_to_numpy
-from liquid_control.ros.params import POLICY_NODE_PARAMETERS, ParameterError, validate_policy_node_parameters
+from liquid_control.ros.params import (
+    POLICY_NODE_PARAMETERS,
+    ParameterError,
+    camera_info_topic,
+    validate_policy_node_parameters,
+)
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
@@ -205,10 +210,10 @@ class PolicyNode(LifecycleNode):
                 )
                 self._subscriptions_by_sensor[sensor] = self.create_subscription(msg_type, topic, callback, qos)
         if CAMERA in spec.sensors:  # camera_info beside the image (image_transport's convention), where published
-            camera_topic = self.get_parameter("camera_topic").value
-            info_topic = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
+            info_topic = camera_info_topic(self.get_parameter("camera_topic").value)
+            info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)  # the camera's
             self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
-                CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), 10
+                CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), info_qos
             )
         command_type = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
         with _naming(f"command_topic ({s.command_topic!r}) / command_qos_depth"):

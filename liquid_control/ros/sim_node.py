@@ -49,6 +49,7 @@ from std_srvs.srv import Trigger
 import sim_envs
 from liquid_control.ros import robot_description
 from liquid_control.ros.image_conversion import numpy_to_image
+from liquid_control.ros.params import camera_info_topic
 
 try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -211,9 +212,7 @@ class SimNode(Node):
             self._publish_static_transforms()
         self.camera_info_pub, self._camera_info = None, None
         if "camera" in self.publishers_by_sensor and spec.camera is not None:
-            camera_topic = p["camera_topic"]  # image_transport's convention: camera_info beside image_raw
-            sibling = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
-            info_topic = p["camera_info_topic"] or sibling
+            info_topic = p["camera_info_topic"] or camera_info_topic(p["camera_topic"])
             self.camera_info_pub = self.create_publisher(CameraInfo, info_topic, sensor_qos)
             self._camera_info = self._camera_info_template(robot_description.camera_fovy_deg(self.world.model, spec))
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
