@@ -74,7 +74,7 @@ class TrainResult:
 
 
 def episode_seed(seed: int, round_index: int, episode: int) -> int:
-    """Seed of one training-data episode: distinct per seed, round and episode, from ``TRAIN_SEED_BASE``."""
+    """Seed of one training-data episode: ``TRAIN_SEED_BASE + 100000 seed + 1000 round_index + episode``."""
     return TRAIN_SEED_BASE + seed * 100_000 + round_index * 1_000 + episode
 
 
