@@ -54,6 +54,7 @@ class WorldPool:
         self._worlds: OrderedDict[tuple, list] = OrderedDict()
 
     def get(self, world: str, shift: str, env_kwargs: dict, count: int) -> list:
+        """``count`` worlds for the key, built as needed; other keys' worlds closed beyond ``max_worlds``."""
         key = (world, shift, tuple(sorted(env_kwargs.items())))
         envs = self._worlds.pop(key, [])
         while len(envs) < count:
@@ -65,6 +66,7 @@ class WorldPool:
         return envs[:count]
 
     def close(self) -> None:
+        """Close every pooled world."""
         for envs in self._worlds.values():
             for env in envs:
                 env.close()
@@ -84,6 +86,7 @@ class BatchedPolicy:
         self._initial = policy.initial_state(1)[0]
 
     def reset_lane(self, lane: int) -> None:
+        """Put ``lane`` back to the policy's initial state (a new episode starts there)."""
         self.state[lane] = self._initial
 
     @torch.no_grad()

@@ -92,6 +92,8 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class PolicyNodeSettings:
+    """The policy node's validated parameters, read as attributes (``settings.command_topic``)."""
+
     values: dict
 
     def __getattr__(self, name):

@@ -53,6 +53,7 @@ BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be conve
 
 
 def stamp_seconds(stamp) -> float:
+    """A builtin_interfaces/Time in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
 
 
@@ -252,6 +253,7 @@ class PolicyNode(LifecycleNode):
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop commanding: publish a stop command and hold (timers stopped; model and subscriptions kept)."""
         self._active = False
         self._publish_stop("deactivated")
         self._destroy_timers()
@@ -259,10 +261,12 @@ class PolicyNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model and the entities created at configure."""
         self._release()
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Publish a stop command if active, then free everything."""
         if self._active:
             self._active = False
             self._publish_stop("shutdown")
@@ -270,6 +274,7 @@ class PolicyNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop and free everything; SUCCESS returns the node to unconfigured."""
         self._active = False
         self._release()
         return TransitionCallbackReturn.SUCCESS
@@ -424,6 +429,7 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------- diagnostics
     def diagnostic_status(self) -> DiagnosticStatus:
+        """The node's health: input rates, dt and inference-time statistics, counters, a level saying what is wrong."""
         runner, now = self.runner, self._now()
         status = DiagnosticStatus(name=f"{self.get_name()}: liquid policy", hardware_id=self.get_fully_qualified_name())
         counters = dict(runner.counters)

@@ -158,6 +158,8 @@ def _next_tick(tick: float, period: float, now: float) -> float:
 
 
 class SimNode(Node):
+    """A sim_envs world as a ROS 2 robot: publishes its sensors as they are delivered, applies the commands."""
+
     def __init__(self, **kwargs):
         super().__init__("sim_node", **kwargs)
         for name, (default, description) in SIM_NODE_PARAMETERS.items():
@@ -435,6 +437,7 @@ class SimNode(Node):
             time.sleep(0.005)
 
     def run_episode(self, index: int, seed) -> dict:
+        """Run one episode from ``seed``, publishing every delivery; its status (also published on the status topic)."""
         world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
         world.reset(seed=seed)
         with self._lock:
@@ -535,6 +538,7 @@ class SimNode(Node):
             )
 
     def run(self) -> list[dict]:
+        """Wait for the policy node, then run the episodes (seeds ``seed + k``); their statuses."""
         self.wait_for_graph()
         results = []
         episode = 0
@@ -546,6 +550,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
+    """Entry point of ``ros2 run liquid_control sim_node``; exit code 2 for invalid parameters."""
     rclpy.init(args=args)
     try:
         node = SimNode()
