@@ -260,7 +260,10 @@ def check_onnx_signature(path, session, spec: ObservationSpec) -> int:
     if len(state_dims) != 2 or not isinstance(state_dims[1], int) or state_dims[1] < 1:
         raise BackendError(f"{path}: ONNX input 'state' has shape {_onnx_shape(state_dims)}, expected [batch, S]")
     state_size = state_dims[1]
-    want = {ObservationSpec.obs_key(s): (spec.dtype(s), shape) for s, shape in spec.sensors.items()}
+    want = {
+        ObservationSpec.obs_key(s): (np.uint8 if s == CAMERA else np.float32, shape)
+        for s, shape in spec.sensors.items()
+    }
     want.update(state=(np.float32, (state_size,)), dt=(np.float32, ()))
     if "event" in spec.timing:
         want["event"] = (np.int64, ())
