@@ -253,25 +253,37 @@ def bag_info(path: str) -> str:
 
 
 def _record_graph(args, topics: list[str]) -> int:
+    from rclpy.signals import SignalHandlerOptions
+
     context = rclpy.Context()
     cli_args = ["--ros-args", "-p", f"use_sim_time:={'true' if args.use_sim_time else 'false'}"]
-    rclpy.init(context=context, args=cli_args)
+    rclpy.init(context=context, args=cli_args, signal_handler_options=SignalHandlerOptions.NO)
+    # Our own handlers: SIGINT and SIGTERM finish the bag, also where the shell started us with SIGINT ignored
+    # (`liquid-control record ... &` in a script) or a supervisor stops us with SIGTERM.
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     overrides = {"output": args.output, "topics": topics, "duration_s": args.duration, "compression": args.compress}
-    node = BagRecorderNode(context=context, parameter_overrides=overrides, cli_args=cli_args)
+    try:
+        node = BagRecorderNode(context=context, parameter_overrides=overrides, cli_args=cli_args)
+    except BaseException:
+        context.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     print(f"recording {', '.join(topics)} -> {node.output} (Ctrl-C to stop)", flush=True)
     try:
-        while context.ok() and not node.done.is_set():
+        while context.ok() and not stop.is_set() and not node.done.is_set():
             executor.spin_once(timeout_sec=0.05)
-    except KeyboardInterrupt:
-        pass
     finally:
         executor.remove_node(node)
         path = node.close()
         node.destroy_node()
         executor.shutdown()
         context.try_shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(f"wrote {path}: {node.counts}")
     missing = [t for t, n in node.counts.items() if n == 0]
     if missing:
