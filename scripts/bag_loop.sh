@@ -3,8 +3,9 @@
 # those bags alone, check it offline on held-out bags, then drive 50 held-out simulated episodes with it and
 # replay a held-out bag through policy_node over DDS. Figures: $OUT/summary.md (and summary.json).
 #
-#   scripts/bag_loop.sh                    # defaults below; run it through /work/heavy on the shared machine
-#   OUT=reports/bag_loop_noise NOISE_STD=0.3 NOISE_CORR=0.9 EPOCHS=150 scripts/bag_loop.sh
+#   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
+#   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/real_robot.md's run
+#   python scripts/bag_loop.py publish --out runs/loop_dart --to docs/bag_loop             # keep its small files
 #
 # Seeds: training bags 100.., validation bags (model selection) 500.., test bags (offline error) 600..; the
 # simulated evaluation uses the evaluation seeds 20,000,000.. (liquid-control eval's default): all disjoint.
