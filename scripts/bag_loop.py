@@ -192,7 +192,10 @@ def publish(out: str, to: str) -> list[Path]:
             continue
         target = Path(to) / name.replace("/", "_")
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        if source.suffix in (".md", ".json", ".csv"):  # paths relative to the repository, not this machine's
+            target.write_text(source.read_text().replace(f"{Path.cwd().resolve()}/", ""))
+        else:
+            shutil.copyfile(source, target)
         copied.append(target)
     return copied
 
