@@ -86,6 +86,10 @@ class ObservationSpec:
         """Observation-dict key of a sensor (the camera's reading is ``image``)."""
         return "image" if sensor == CAMERA else sensor
 
+    def dtype(self, sensor: str):
+        """Numpy dtype of a sensor's reading as the policy takes it: the camera's uint8, a vector's float32."""
+        return np.uint8 if sensor == CAMERA else np.float32
+
     def encoder_of(self, sensor: str) -> str:
         """The encoder that reads ``sensor``."""
         return CAMERA if sensor == CAMERA else VECTORS
