@@ -77,7 +77,7 @@ class CompiledCfC(Kernel):
 
     def sequence(self, x, state, dt, keep):
         keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
-        return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep_u8))
+        return _blockwise(self.core, x, state, lambda b, c, i, h: self._block(b, c, i, h, dt, keep_u8))
 
     def _block(self, block, ctx, x, h0, ts, keep_u8):
         weights = [t for layer in block.backbone[1:] for t in (layer.weight, layer.bias)]
@@ -96,7 +96,7 @@ def _contexts(core):
     return zip(core.blocks, core.step_context())
 
 
-def _blockwise(core, x, state, dt, keep, run_block):
+def _blockwise(core, x, state, run_block):
     """Run ``run_block(block, ctx, inputs, h0)`` block by block; states (B, T, S) concatenated in layer order."""
     ctx = core.step_context()
     if len(core.blocks) == 1:
@@ -346,7 +346,7 @@ class TorchCfC(Kernel):
         return purpose == "sequence" and fusable(core, dtype)
 
     def sequence(self, x, state, dt, keep):
-        return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep))
+        return _blockwise(self.core, x, state, lambda b, c, i, h: self._block(b, c, i, h, dt, keep))
 
     @staticmethod
     def _block(block, ctx, x, h0, ts, keep):
