@@ -49,6 +49,7 @@ from std_srvs.srv import Trigger
 import sim_envs
 from liquid_control.ros import robot_description
 from liquid_control.ros.image_conversion import numpy_to_image
+from liquid_control.ros.params import camera_info_topic
 
 try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -157,6 +158,8 @@ def _next_tick(tick: float, period: float, now: float) -> float:
 
 
 class SimNode(Node):
+    """A sim_envs world as a ROS 2 robot: publishes its sensors as they are delivered, applies the commands."""
+
     def __init__(self, **kwargs):
         super().__init__("sim_node", **kwargs)
         for name, (default, description) in SIM_NODE_PARAMETERS.items():
@@ -209,9 +212,7 @@ class SimNode(Node):
             self._publish_static_transforms()
         self.camera_info_pub, self._camera_info = None, None
         if "camera" in self.publishers_by_sensor and spec.camera is not None:
-            camera_topic = p["camera_topic"]  # image_transport's convention: camera_info beside image_raw
-            sibling = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
-            info_topic = p["camera_info_topic"] or sibling
+            info_topic = p["camera_info_topic"] or camera_info_topic(p["camera_topic"])
             self.camera_info_pub = self.create_publisher(CameraInfo, info_topic, sensor_qos)
             self._camera_info = self._camera_info_template(robot_description.camera_fovy_deg(self.world.model, spec))
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
@@ -436,6 +437,7 @@ class SimNode(Node):
             time.sleep(0.005)
 
     def run_episode(self, index: int, seed) -> dict:
+        """Run one episode from ``seed``, publishing every delivery; its status (also published on the status topic)."""
         world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
         world.reset(seed=seed)
         with self._lock:
@@ -536,6 +538,7 @@ class SimNode(Node):
             )
 
     def run(self) -> list[dict]:
+        """Wait for the policy node, then run the episodes (seeds ``seed + k``); their statuses."""
         self.wait_for_graph()
         results = []
         episode = 0
@@ -547,6 +550,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
+    """Entry point of ``ros2 run liquid_control sim_node``; exit code 2 for invalid parameters."""
     rclpy.init(args=args)
     try:
         node = SimNode()

@@ -48,6 +48,7 @@ class ObservationSpec:
 
     @classmethod
     def from_config(cls, config: dict) -> "ObservationSpec":
+        """The spec of a policy config; BackendError when an ``update_on`` sensor is not one of its inputs."""
         obs = config["observation"]
         sensors: dict[str, tuple[int, ...]] = {}
         encoders: dict[str, tuple[str, ...]] = {}
@@ -79,6 +80,7 @@ class ObservationSpec:
 
     @property
     def action_size(self) -> int:
+        """Number of action elements."""
         return int(self.action_low.shape[0])
 
     @staticmethod
@@ -112,6 +114,7 @@ class TorchBackend:
         self.spec = ObservationSpec.from_config(self.config)
 
     def initial_state(self) -> np.ndarray:
+        """The policy's initial state for one sample (float32)."""
         with self._torch.no_grad():
             return self.policy.initial_state(1)[0].detach().cpu().numpy().astype(np.float32)
 
@@ -129,6 +132,7 @@ class TorchBackend:
         return action[0].numpy().astype(np.float64), new_state[0].numpy().astype(np.float32)
 
     def close(self):
+        """Drop the policy."""
         self.policy = None
 
 
@@ -164,11 +168,13 @@ class OnnxBackend:
         self.state_size = check_onnx_signature(path, self.session, self.spec)
 
     def initial_state(self) -> np.ndarray:
+        """The policy's initial state: zeros of the graph's state size (as ``Policy.initial_state``)."""
         return np.zeros(self.state_size, dtype=np.float32)
 
     def step(
         self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """One update of one sample through the ONNX graph; ``encode``: the encoders to run (None: all)."""
         feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = np.asarray([dt], dtype=np.float32)
@@ -178,6 +184,7 @@ class OnnxBackend:
         return action[0].astype(np.float64), new_state[0].astype(np.float32)
 
     def close(self):
+        """Drop the onnxruntime session."""
         self.session = None
 
 
@@ -303,6 +310,7 @@ def _dims_match(dims, shape: tuple) -> bool:
 
 
 def torch_available() -> bool:
+    """Whether torch can be imported here (else ``auto`` loads the ONNX backend)."""
     return importlib.util.find_spec("torch") is not None
 
 

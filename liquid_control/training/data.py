@@ -46,6 +46,7 @@ class Episode:
 
 
 def save_episode(path: str | Path, episode: Episode) -> Path:
+    """Write ``episode`` to ``path`` as a compressed .npz, atomically (``load_episode`` reads it); the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {("image" if k == "image" else f"vec_{k}"): v for k, v in episode.observations.items()}
@@ -113,6 +114,7 @@ class ActionNoise:
         self.value = rng.normal(0.0, self.std, size=size) if std > 0 else np.zeros(size)
 
     def __call__(self, dt: float) -> np.ndarray:
+        """Advance the noise by ``dt`` seconds and return it (zeros when ``std`` is 0)."""
         if self.std > 0:
             keep = np.exp(-dt / self.tau) if self.tau > 0 else 0.0
             self.value = keep * self.value + np.sqrt(1.0 - keep**2) * self.rng.normal(0.0, self.std, self.value.shape)

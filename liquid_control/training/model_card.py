@@ -245,6 +245,7 @@ def write_card(
     command: str | None = None,
     append: str = "",
 ) -> Path:
+    """Measure a run's policy on both kernel paths, save it as ``<name>.pt`` and write its card ``<name>.md``."""
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / "policy.pt")
     meta = dict(policy.metadata)
@@ -416,6 +417,7 @@ def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Pat
 
 
 def main(argv=None) -> int:
+    """Command line: ship a run (``--run``, ``--name``) or re-measure a shipped card (``--refresh``)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
