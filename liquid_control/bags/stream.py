@@ -88,6 +88,7 @@ class BagDataSpec:
                 "max_backward_jump_s": self.limits.max_backward_jump_s,
                 "max_future_stamp_s": self.limits.max_future_stamp_s,
                 "first_update_dt": self.limits.first_update_dt,
+                "reorder_lag_s": self.limits.reorder_lag_s,
             },
             "label": {"mode": self.label.mode, "offset_s": self.label.offset_s, "max_wait_s": self.label.max_wait_s},
         }
@@ -164,6 +165,7 @@ def data_spec(
         max_backward_jump_s=float(values["max_backward_jump_s"]),
         max_future_stamp_s=float(values["max_future_stamp_s"]),
         first_update_dt=float(values["first_update_dt"]),
+        reorder_lag_s=None if float(values["reorder_lag_s"]) < 0 else float(values["reorder_lag_s"]),  # as the node
     )
     return BagDataSpec(
         topics=mapping,

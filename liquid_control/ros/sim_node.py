@@ -395,31 +395,38 @@ class SimNode(Node):
         self.odom_pub.publish(msg)
 
     # ------------------------------------------------------------------------------------------- episodes
-    def policy_sensors(self) -> set[str] | None:
-        """The sensors that the node(s) publishing our command topic subscribe to (None: no commander seen)."""
+    def _published(self) -> dict:
+        """Topic name -> our publisher, for everything a commander may subscribe to (sensors, odometry, ...)."""
+        pubs = list(self.publishers_by_sensor.values()) + [self.odom_pub, self.target_pub, self.camera_info_pub]
+        return {pub.topic_name: pub for pub in pubs if pub is not None}
+
+    def commander_topics(self) -> set[str] | None:
+        """Our topics that the node(s) publishing our command topic subscribe to (None: no commander seen)."""
         commanders = self.get_publishers_info_by_topic(self.command_topic_name)
         if not commanders:
             return None
-        sensor_by_topic = {pub.topic_name: sensor for sensor, pub in self.publishers_by_sensor.items()}
+        ours = self._published()
         wanted = set()
         for info in commanders:
             try:
                 topics = self.get_subscriber_names_and_types_by_node(info.node_name, info.node_namespace)
             except Exception:  # the node left the graph between the two calls
                 continue
-            wanted |= {sensor_by_topic[name] for name, _ in topics if name in sensor_by_topic}
+            wanted |= {name for name, _ in topics if name in ours}
         return wanted
 
     def wait_for_graph(self):
-        """Wait (bounded) until a policy commands us and every sensor it subscribes to has a subscriber here,
-        so the first messages are not lost. Sensors it does not use (the rover policy's IMU) are not waited for."""
+        """Wait (bounded) until a policy commands us and every topic of ours it subscribes to (its sensors, and
+        odometry where it reads it) has a subscriber here, so the first messages are not lost. Sensors it does
+        not use (the rover policy's IMU) are not waited for."""
         deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
+        ours = self._published()
         while time.monotonic() < deadline and rclpy.ok():
-            wanted = self.policy_sensors()
-            if wanted:  # a commander with sensor subscriptions (still discovering them: empty)
-                matched = {s for s in wanted if self.publishers_by_sensor[s].get_subscription_count() > 0}
+            wanted = self.commander_topics()
+            if wanted:  # a commander with subscriptions to us (still discovering them: empty)
+                matched = {t for t in wanted if ours[t].get_subscription_count() > 0}
                 if matched == wanted:
-                    self.get_logger().info(f"policy node subscribes to {', '.join(sorted(wanted))}: starting")
+                    self.get_logger().info(f"the policy node subscribes to {', '.join(sorted(wanted))}: starting")
                     return True
             time.sleep(0.05)
         self.get_logger().warning("no policy node seen on the sensor/command topics; starting anyway")

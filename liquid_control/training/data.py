@@ -94,13 +94,23 @@ def load_episode(path: str | Path) -> Episode:
             )
     except Exception as exc:  # truncated (BadZipFile), flipped bytes (CRC, zlib), empty (EOFError), missing keys
         raise EpisodeFileError(f"{path}: not a readable demonstration episode ({type(exc).__name__}: {exc})") from None
-    lengths = {k: len(v) for k, v in obs.items()} | {
+    # per update: every array but the camera frames, which are stored once each and indexed by image_index
+    lengths = {k: len(v) for k, v in obs.items() if k != "image"} | {
         "stamp": len(episode.stamp),
         "expert_action": len(episode.expert_action),
         "action": len(episode.action),
     }
+    if episode.image_index is not None:
+        lengths["image_index"] = len(episode.image_index)
     if any(n != len(episode) for n in lengths.values()):
         raise EpisodeFileError(f"{path}: arrays of different lengths {lengths} (dt: {len(episode)})")
+    if episode.image_index is not None and len(episode.image_index):
+        frames, index = len(obs["image"]), episode.image_index
+        if index.min() < 0 or index.max() >= frames or np.any(np.diff(index) < 0):
+            raise EpisodeFileError(
+                f"{path}: image_index must be non-decreasing frame numbers below {frames} (the stored frames), "
+                f"got {index.min()}..{index.max()}"
+            )
     return episode
 
 
