@@ -101,7 +101,7 @@ def markdown(prov: dict) -> list[str]:
     if prov.get("cpu_time_s") is not None:
         lines.append(
             f"- CPU time {prov['cpu_time_s']:.0f} s: this process and its finished worker processes (training runs, "
-            "process-pool evaluation; not Ray workers, not the figures), user + system"
+            "process-pool evaluation, figures; not Ray workers), user + system"
         )
     for part in prov.get("earlier_parts", []):
         lines.append(
