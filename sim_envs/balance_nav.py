@@ -287,6 +287,7 @@ class LiquidBalanceNavEnv(TimedMujocoWorld):
         return self._expert(dict(st, position_error=0.0), command)
 
     def render(self):
+        """A 320x240 RGB frame from the chase camera in ``rgb_array`` mode, else None."""
         if self.render_mode != "rgb_array":
             return None
         if self._chase_renderer is None:
@@ -295,6 +296,7 @@ class LiquidBalanceNavEnv(TimedMujocoWorld):
         return self._chase_renderer.render()
 
     def close(self):
+        """Close the camera and chase renderers."""
         for renderer in (self._renderer, self._chase_renderer):
             if renderer is not None:
                 renderer.close()

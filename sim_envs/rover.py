@@ -416,6 +416,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
         return experts.rover_expert(position, yaw, self.target, self.obstacles)
 
     def render(self):
+        """A 320x240 RGB frame from the chase camera in ``rgb_array`` mode, else None."""
         if self.render_mode != "rgb_array":
             return None
         if self._chase_renderer is None:
@@ -424,6 +425,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
         return self._chase_renderer.render()
 
     def close(self):
+        """Release the shared camera renderer and close the chase renderer."""
         if self._renderer is not None:
             release_renderer(self._renderer_key)
         if self._chase_renderer is not None:

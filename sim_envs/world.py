@@ -112,6 +112,7 @@ class TimedMujocoWorld(gym.Env):
         raise NotImplementedError
 
     def expert_action(self) -> np.ndarray:
+        """The privileged expert's action for the current true state; each world implements it."""
         raise NotImplementedError
 
     # ----- the event loop -----
@@ -130,6 +131,7 @@ class TimedMujocoWorld(gym.Env):
         return layout, noise, timing
 
     def reset(self, *, seed=None, options=None):
+        """Start an episode from ``seed`` (layout, sensor timings, noise) and run to its first update."""
         layout_rng, self._noise_rng, timing_rngs = self._rngs(seed)
         mujoco.mj_resetData(self.model, self.data)
         self._reset_world(layout_rng)
@@ -151,6 +153,7 @@ class TimedMujocoWorld(gym.Env):
         return self._observation(), self._info(info)
 
     def step(self, action):
+        """Hold ``action`` and run physics and sensors to the next update (truncated at ``time_limit``)."""
         self.apply_action(action)
         self._run_until_update()
         reward, terminated, info = self._outcome()
@@ -276,6 +279,7 @@ ACCEL_RANGE = 160.0
 
 
 def imu_space() -> gym.spaces.Box:
+    """Space of one IMU reading: gyro (rad/s) then accelerometer (m/s^2), bounded at the measurement range."""
     high = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3, dtype=np.float32)
     return gym.spaces.Box(-high, high, dtype=np.float32)
 
@@ -284,6 +288,7 @@ _IMU_HIGH = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3)
 
 
 def saturate_imu(reading: np.ndarray) -> np.ndarray:
+    """The reading clipped to the IMU's measurement range, as a real IMU saturates (float32)."""
     return np.clip(reading, -_IMU_HIGH, _IMU_HIGH).astype(np.float32)
 
 

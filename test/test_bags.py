@@ -421,3 +421,21 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     assert "no such bag" in capsys.readouterr().err
     with pytest.raises(ValueError, match="LiquidRover"):
         make_world("LiquidBalance-v0")
+
+
+def test_offline_eval_refuses_a_bad_request_before_writing(tmp_path, capsys):
+    """`eval --bag` checks the policy files and the output folder first: a refused request creates nothing and
+    prints one line naming what is wrong (no traceback)."""
+    from liquid_control.cli import main
+    from liquid_control.paths import policies_dir
+
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("not a folder")
+    shipped = str(policies_dir() / "cfc_ncp_rover.pt")
+    argv = ["eval", "--bag", str(a_file), "--no-progress"]
+    assert main(argv + ["--policy", str(tmp_path / "no.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert main(argv + ["--policy", shipped, "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"--policy {tmp_path / 'no.pt'}: {tmp_path / 'no.pt'} is not a policy file" in err
+    assert f"--out {a_file}: exists and is not a folder" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() and a_file.read_text() == "not a folder"

@@ -1,6 +1,8 @@
 """PolicyRunner: stamp-difference updates, held inputs, rejection of bad readings, resets; several update
 sensors, messages out of stamp order across sensors (the reordering buffer and late messages)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -306,3 +308,37 @@ def test_config_update_sensor_must_be_an_input():
     spec = dict(FUSION, observation=dict(FUSION["observation"], update_on=["camera", "gps"]))
     with pytest.raises(BackendError, match=r"update_on\[1\] 'gps'"):
         ObservationSpec.from_config(spec)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"timing": 5}, "observation.timing must list distinct time inputs"),
+        ({"timing": ["event", "event"]}, "observation.timing must list distinct time inputs"),
+        ({"reorder_lag_s": 1e9}, "observation.reorder_lag_s must be seconds in [0, 1]"),
+        ({"resample_hz": 100.0}, "a resampling baseline steps on a fixed-rate clock"),
+    ],
+)
+def test_time_keys_of_an_untrusted_config_are_checked(change, message):
+    """ONNX metadata and bag training read these keys without liquid_control.policy's validation: a bad value is
+    a BackendError naming the key, and a resampled baseline is refused instead of being stepped on events."""
+    config = {**CONFIG, "observation": {**CONFIG["observation"], **change}}
+    with pytest.raises(BackendError, match=re.escape(message)):
+        ObservationSpec.from_config(config)
+
+
+def test_bag_data_spec_takes_the_nodes_reorder_lag(tmp_path):
+    """Training from bags and `eval --bag` use the lag of the node's parameter file, as policy_node does."""
+    from liquid_control.bags.stream import data_spec
+
+    params = tmp_path / "node.yaml"
+    params.write_text("policy_node:\n  ros__parameters:\n    reorder_lag_s: 0.05\n")
+    config = {
+        **CONFIG,
+        "world": "LiquidRover-v0",
+        "observation": {**CONFIG["observation"], "update_on": ["camera", "imu"]},
+    }
+    spec = data_spec(config, node_params=params)
+    assert spec.limits.reorder_lag_s == 0.05 and spec.describe()["limits"]["reorder_lag_s"] == 0.05
+    assert R.PolicyRunner(LeakyBackend(config), spec.limits).reorder_lag_s == 0.05
+    assert data_spec(config).limits.reorder_lag_s is None  # the default (-1): the policy's own

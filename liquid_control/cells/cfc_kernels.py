@@ -61,6 +61,7 @@ class CompiledCfC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """The compiled library is loaded and the core is ``fusable`` in ``dtype``."""
         return native_kernels() is not None and fusable(core, dtype)
 
     def __init__(self, core, dtype, purpose):
@@ -73,9 +74,11 @@ class CompiledCfC(Kernel):
                 self._step = _CompiledWiredStep(self.native, core, dtype)
 
     def step(self, x, state, dt):
+        """The streaming update in one C call (a wiring's blocks included), on weights copied once."""
         return self._step(x.contiguous(), state.contiguous(), dt.contiguous())
 
     def sequence(self, x, state, dt, keep):
+        """The blocks' sequences in C, one forward and one backward call per block."""
         keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
         return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep_u8))
 
@@ -343,9 +346,11 @@ class TorchCfC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """Sequences only, for a ``fusable`` core."""
         return purpose == "sequence" and fusable(core, dtype)
 
     def sequence(self, x, state, dt, keep):
+        """The blocks' sequences in torch, each one autograd node with a hand-written backward."""
         return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep))
 
     @staticmethod
@@ -607,6 +612,7 @@ class NumpyCfC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """Streaming steps only, for a ``fusable`` core."""
         return purpose == "step" and fusable(core, dtype)
 
     def __init__(self, core, dtype, purpose):
@@ -661,6 +667,7 @@ class NumpyCfC(Kernel):
         return step
 
     def step(self, x, state, dt):
+        """The streaming update in numpy, block by block for a wiring."""
         x_np = x.detach().numpy()
         h_np = state.detach().numpy()
         ts = dt.detach().numpy().reshape(-1, 1)

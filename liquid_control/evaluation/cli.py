@@ -26,6 +26,7 @@ DEFAULT_EPISODES = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``liquid-control eval``."""
     from liquid_control.evaluation import experiment
 
     what = parser.add_argument_group("what to evaluate")
@@ -163,6 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the evaluation (offline on bags, an experiment, or a plan) and report; 2 for a refused request."""
     from liquid_control.evaluation import experiment
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan

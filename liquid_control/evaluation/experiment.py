@@ -81,12 +81,14 @@ EXPERIMENTS = {
 
 
 def config_path(arch: str) -> str:
+    """The shipped config file of architecture ``arch``."""
     from liquid_control.paths import policies_dir
 
     return str(policies_dir() / "configs" / ARCHITECTURES[arch])
 
 
 def variant_name(arch: str, robust: bool) -> str:
+    """The policy name of ``arch``, with ``ROBUST_SUFFIX`` when trained with the recipes."""
     return arch + (ROBUST_SUFFIX if robust else "")
 
 

@@ -98,6 +98,7 @@ class Result:
 
     @property
     def accepted(self) -> bool:
+        """Whether the reading was taken (not rejected)."""
         return self.status != REJECTED
 
 
@@ -123,10 +124,12 @@ class PolicyRunner:
     # ---- state -------------------------------------------------------------------------------------
     @property
     def state(self) -> np.ndarray:
+        """A copy of the current liquid state."""
         return self._state.copy()
 
     @property
     def reorder_lag_s(self) -> float:
+        """Lag of the reordering buffer in use (seconds)."""
         return self._buffer.lag_s
 
     def reset(self, reason: str = "request", clear_inputs: bool = False) -> None:
@@ -266,6 +269,7 @@ class PolicyRunner:
 
     # ---- diagnostics -------------------------------------------------------------------------------
     def rejected_total(self) -> int:
+        """Number of readings rejected so far, over every reason."""
         return sum(v for k, v in self.counters.items() if k.startswith("rejected."))
 
     def dt_stats(self) -> dict[str, float]:

@@ -39,6 +39,7 @@ class ReorderBuffer:
         self.clear()
 
     def clear(self) -> None:
+        """Drop every held message and forget the newest stamp (``forced`` keeps counting)."""
         self._heap: list = []
         self._arrivals = 0
         self._newest = float("-inf")
