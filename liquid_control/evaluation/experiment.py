@@ -61,7 +61,9 @@ RECIPES = {
 }
 RECIPE_ARMS = {"off": (False,), "on": (True,), "both": (False, True)}
 # The reduced training recipe of the headline (see docs/ood.md): one DAgger round, no model selection
-# episodes (the last round is kept), fewer epochs; about 1-2 CPU-minutes per run on this machine.
+# episodes (the last round is kept), fewer epochs. CfC-NCP measured 56 CPU-s per run without the recipes and
+# 160 with them on the 2-core development machine; the other cores within ~20% (docs/ood.md, "What the target
+# budget costs").
 HEADLINE_SCHEDULE = {
     "training.demonstrations": 40,
     "training.dagger_rounds": 1,
