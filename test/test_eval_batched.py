@@ -138,10 +138,11 @@ def test_non_finite_actions_stop_the_batch_naming_the_episode(tmp_path, monkeypa
 
 def test_world_pool_reuses_worlds_and_closes_the_least_recent_shift():
     pool = WorldPool(max_worlds=3)
+    kwargs = {"update_on": ["camera"], "render_size": [16, 16]}  # list values, as a policy's env_kwargs carry them
     try:
-        dusk = pool.get("LiquidRover-v0", "dusk", {"render_size": 16}, 2)
-        assert pool.get("LiquidRover-v0", "dusk", {"render_size": 16}, 1) == dusk[:1]  # the same objects
-        fog = pool.get("LiquidRover-v0", "fog", {"render_size": 16}, 2)  # 4 worlds > 3: dusk's are closed
+        dusk = pool.get("LiquidRover-v0", "dusk", kwargs, 2)
+        assert pool.get("LiquidRover-v0", "dusk", dict(kwargs), 1) == dusk[:1]  # the same objects
+        fog = pool.get("LiquidRover-v0", "fog", kwargs, 2)  # 4 worlds > 3: dusk's are closed
         assert [key[1] for key in pool._worlds] == ["fog"] and pool.get("LiquidRover-v0", "fog", {}, 2) != fog
     finally:
         pool.close()
