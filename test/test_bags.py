@@ -231,7 +231,7 @@ def test_bag_updates_follow_the_policy_runner_exactly(tmp_path):
     got = [(u.time, u.stamp, u.dt) for u in updates]
     np.testing.assert_allclose(got, expected, atol=1e-9)
     # by hand: f2 duplicate, f3 out of order, f5 after a 1.36 s gap, f7 after a clock jump (seen first on the IMU
-    # message before it: the state resets there, f7 starts a new run with first_dt), f8 bad encoding
+    # message before it: the state resets there, f7 starts a new run with first_update_dt), f8 bad encoding
     np.testing.assert_allclose([u.dt for u in updates], [0.0, 0.07, 0.07, 0.0, 0.06, 0.0, 0.14], atol=1e-9)
     assert [u.reset for u in updates] == [None, None, None, "gap", None, "clock_backwards", None]
     # (the IMU readings of f2 and f3 are a duplicate and out of order as well)

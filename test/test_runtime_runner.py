@@ -60,7 +60,7 @@ def test_updates_integrate_stamp_differences_with_held_inputs(runner):
     assert runner.submit("camera", 1.00, image()).status == R.WAITING  # no IMU yet
     assert runner.submit("imu", 1.001, imu(0.1)).status == R.HELD
     first = runner.submit("camera", 1.07, image())
-    assert first.status == R.UPDATED and first.dt == pytest.approx(0.05)  # first update: first_dt
+    assert first.status == R.UPDATED and first.dt == pytest.approx(0.05)  # first update: first_update_dt
     # irregular IMU between frames: only the latest is held
     for t, v in [(1.08, 0.2), (1.081, 0.3), (1.13, 0.4)]:
         assert runner.submit("imu", t, imu(v)).status == R.HELD
@@ -143,7 +143,7 @@ def test_large_gap_resets_the_state(runner):
     res = runner.submit("camera", 3.0, image())  # camera stale for 1.9 s > max_gap_s
     assert res.status == R.UPDATED and res.reset == "gap" and res.dt == pytest.approx(0.05)
     drive = 10 / 255 + 6.0
-    assert runner.state[0] == pytest.approx(0.05 * drive, rel=1e-5)  # one first_dt step from zero
+    assert runner.state[0] == pytest.approx(0.05 * drive, rel=1e-5)  # one first_update_dt step from zero
 
 
 def test_failing_inference_keeps_the_previous_state(runner):
@@ -288,7 +288,7 @@ def test_reordering_buffer_is_bounded_and_counts_early_releases():
 
 
 def test_update_clock_never_integrates_a_negative_dt():
-    clock = UpdateClock(["camera", "imu"], required=["camera", "imu", "wheels"], first_dt=0.0)
+    clock = UpdateClock(["camera", "imu"], required=["camera", "imu", "wheels"], first_update_dt=0.0)
     assert clock.release("imu", 1.0) is None  # waiting for the camera and the wheels
     assert clock.release("wheels", 1.0) is None
     first = clock.release("camera", 0.99)

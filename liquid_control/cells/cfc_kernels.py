@@ -80,7 +80,7 @@ class CompiledCfC(Kernel):
     def sequence(self, x, state, dt, keep):
         """The blocks' sequences in C, one forward and one backward call per block."""
         keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
-        return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep_u8))
+        return _blockwise(self.core, x, state, lambda b, c, i, h: self._block(b, c, i, h, dt, keep_u8))
 
     def _block(self, block, ctx, x, h0, ts, keep_u8):
         weights = [t for layer in block.backbone[1:] for t in (layer.weight, layer.bias)]
@@ -99,7 +99,7 @@ def _contexts(core):
     return zip(core.blocks, core.step_context())
 
 
-def _blockwise(core, x, state, dt, keep, run_block):
+def _blockwise(core, x, state, run_block):
     """Run ``run_block(block, ctx, inputs, h0)`` block by block; states (B, T, S) concatenated in layer order."""
     ctx = core.step_context()
     if len(core.blocks) == 1:
@@ -351,7 +351,7 @@ class TorchCfC(Kernel):
 
     def sequence(self, x, state, dt, keep):
         """The blocks' sequences in torch, each one autograd node with a hand-written backward."""
-        return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep))
+        return _blockwise(self.core, x, state, lambda b, c, i, h: self._block(b, c, i, h, dt, keep))
 
     @staticmethod
     def _block(block, ctx, x, h0, ts, keep):

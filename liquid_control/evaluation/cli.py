@@ -174,11 +174,11 @@ def run(args: argparse.Namespace) -> int:
         if len(sys.argv) > 1 and sys.argv[1] == "eval"
         else ""
     )
-    if args.bag:
-        from liquid_control.evaluation.offline import run_offline
-
-        return run_offline(args, command)
     try:
+        if args.bag:
+            from liquid_control.evaluation.offline import run_offline
+
+            return run_offline(args, command)
         if args.lanes < 1:
             raise EvaluationSetupError(f"--lanes must be >= 1, got {args.lanes}")
         if args.experiment:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -226,7 +225,7 @@ def report_markdown(results: dict) -> str:
 
 
 def run_offline(args, command: str = "") -> int:
-    """``liquid-control eval --bag ...``."""
+    """``liquid-control eval --bag ...``; a refused request raises EvaluationSetupError (the CLI prints it)."""
     try:
         bags = []
         for pattern in args.bag:
@@ -247,13 +246,8 @@ def run_offline(args, command: str = "") -> int:
             plots=not args.no_example,
             command=command,
         )
-    except (BagError, BackendError, ValueError, EvaluationSetupError) as exc:
-        print(f"liquid-control eval: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+    except (BagError, BackendError, ValueError) as exc:  # the caller (evaluation.cli) prints it, exit status 2
+        raise EvaluationSetupError(str(exc)) from None
     for name, res in results["policies"].items():
         o = res["overall"]
         print(

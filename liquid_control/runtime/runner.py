@@ -114,7 +114,9 @@ class PolicyRunner:
         self._dts: deque = deque(maxlen=window)
         self._latencies: deque = deque(maxlen=window)
         self._buffer = ReorderBuffer(lag)
-        self._clock = UpdateClock(self.spec.update_on, required=self.spec.sensors, first_dt=self.limits.first_update_dt)
+        self._clock = UpdateClock(
+            self.spec.update_on, required=self.spec.sensors, first_update_dt=self.limits.first_update_dt
+        )
         self._state = backend.initial_state()
         self._held: dict[str, np.ndarray] = {}
         self._last_stamp: dict[str, float] = {}  # per sensor, of the last accepted reading
