@@ -94,10 +94,19 @@ def evaluate(args, names: list[str], shifts: list[str], episodes: int, report: s
     from liquid_control import cli
 
     argv = ["eval", "--out", str(Path(args.report) / report), "--episodes", str(episodes), "--resume"]
-    argv += ["--workers", str(args.workers), "--no-progress"]
+    argv += ["--workers", str(args.workers), "--no-progress", "--no-saliency"]  # saliency: CPU this run lacks
+    trained = {}
+    for name in names:  # the seeds trained so far (a variant with fewer seeds than --seeds is said so)
+        found = [run_dir(Path(args.out), name, s) / "policy.pt" for s in range(args.seeds)]
+        trained[name] = [str(f) for f in found if f.is_file()]
+        if len(trained[name]) < args.seeds:
+            print(f"{name}: {len(trained[name])} of {args.seeds} training seeds trained", flush=True)
+    names = [n for n in names if trained[n]]
+    if not names:
+        print("nothing trained to evaluate", file=sys.stderr)
+        return 1
     for name in names:
-        runs = ",".join(str(run_dir(Path(args.out), name, s) / "policy.pt") for s in range(args.seeds))
-        argv += ["--policy", f"{name}={runs}"]
+        argv += ["--policy", f"{name}={','.join(trained[name])}"]
     for shift in shifts:
         argv += ["--shift", shift]
     for other in names[1:]:

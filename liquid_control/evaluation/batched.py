@@ -17,6 +17,7 @@ different world: the paired design holds for any batching.
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, deque
 
 import numpy as np
@@ -54,7 +55,7 @@ class WorldPool:
         self._worlds: OrderedDict[tuple, list] = OrderedDict()
 
     def get(self, world: str, shift: str, env_kwargs: dict, count: int) -> list:
-        key = (world, shift, tuple(sorted(env_kwargs.items())))
+        key = (world, shift, json.dumps(env_kwargs, sort_keys=True))  # values may be lists (``update_on``)
         envs = self._worlds.pop(key, [])
         while len(envs) < count:
             envs.append(agents.make_env(world, shift, env_kwargs))
