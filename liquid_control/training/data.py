@@ -93,13 +93,23 @@ def load_episode(path: str | Path) -> Episode:
             )
     except Exception as exc:  # truncated (BadZipFile), flipped bytes (CRC, zlib), empty (EOFError), missing keys
         raise EpisodeFileError(f"{path}: not a readable demonstration episode ({type(exc).__name__}: {exc})") from None
-    lengths = {k: len(v) for k, v in obs.items()} | {
+    # one entry per update, except the camera frames: stored once each, held by ``image_index`` (one per update)
+    per_update = {k: v for k, v in obs.items() if k != "image"}
+    if "image" in obs:
+        per_update["image_index"] = episode.image_index
+    lengths = {k: len(v) for k, v in per_update.items()} | {
         "stamp": len(episode.stamp),
         "expert_action": len(episode.expert_action),
         "action": len(episode.action),
     }
     if any(n != len(episode) for n in lengths.values()):
         raise EpisodeFileError(f"{path}: arrays of different lengths {lengths} (dt: {len(episode)})")
+    if (
+        "image" in obs
+        and len(episode)
+        and not 0 <= episode.image_index.min() <= episode.image_index.max() < len(obs["image"])
+    ):
+        raise EpisodeFileError(f"{path}: image_index outside the {len(obs['image'])} stored camera frames")
     return episode
 
 
