@@ -11,10 +11,12 @@ from liquid_control.ros import graph
 
 
 def add_arguments(parser):
+    """The options of ``liquid-control sim``."""
     graph.add_arguments(parser)
 
 
 def run(args) -> int:
+    """Run the closed loop over ROS 2, or the cells demo when no policy is given or shipped; the exit code."""
     from liquid_control.paths import policies_dir
 
     _, default_policy = graph.WORLD_POLICIES[args.world]

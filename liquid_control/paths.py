@@ -30,12 +30,15 @@ def share_dir() -> Path:
 
 
 def policies_dir() -> Path:
+    """The shipped policies (share/liquid_control/policies)."""
     return share_dir() / "policies"
 
 
 def config_dir() -> Path:
+    """The shipped node parameter files (share/liquid_control/config)."""
     return share_dir() / "config"
 
 
 def launch_dir() -> Path:
+    """The launch files (share/liquid_control/launch)."""
     return share_dir() / "launch"

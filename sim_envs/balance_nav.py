@@ -33,7 +33,7 @@ from .balancer import (
 from .rover import LIGHTINGS, SEASONS, TARGET_RGB, _rgb
 from .shifts import parse_shift
 from .timing import NAV_CAMERA, NAV_ENCODERS, NAV_IMU
-from .world import TimedMujocoWorld, imu_space, make_renderer, saturate_imu
+from .world import FrontCamera, TimedMujocoWorld, camera_image_shape, imu_space, saturate_imu
 
 TIME_LIMIT = 10.0
 SUCCESS_RADIUS = 0.4  # m, body centre to the marker's axis
@@ -136,7 +136,7 @@ def navigation_command(position, yaw, target) -> np.ndarray:
     return np.array([speed, np.clip(2.0 * error, -MAX_TURN, MAX_TURN)])
 
 
-class LiquidBalanceNavEnv(TimedMujocoWorld):
+class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
     """Balance on two wheels (IMU) and drive to a marker seen by the camera; see the module docstring."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -155,10 +155,8 @@ class LiquidBalanceNavEnv(TimedMujocoWorld):
         reorder_lag_s: float = 0.0,
     ):
         shift = parse_shift(shift)
-        height, width = (render_size, render_size) if np.isscalar(render_size) else tuple(render_size)
-        if not (8 <= height <= 1024 and 8 <= width <= 1024):
-            raise ValueError(f"render_size must be between 8 and 1024 pixels, got {render_size!r}")
-        self.image_shape = (int(height), int(width), 3)
+        self.image_shape = camera_image_shape(render_size)
+        height, width, _ = self.image_shape
         super().__init__(
             balance_nav_xml(shift, width, height),
             {"camera": NAV_CAMERA, "imu": NAV_IMU, "encoders": NAV_ENCODERS},
@@ -186,8 +184,7 @@ class LiquidBalanceNavEnv(TimedMujocoWorld):
         self._imu_adr = (sensor("gyro"), sensor("accel"))
         self._encoder_adr = [sensor("encoder_left"), sensor("encoder_right")]
         self._expert = experts.BalancerExpert(nominal_plant(), control_period=1.0 / NAV_IMU.rate_hz)
-        self._renderer = None
-        self._chase_renderer = None
+        self._init_camera()
         self.target = np.zeros(2)
 
     # ----- layout -----
@@ -219,22 +216,10 @@ class LiquidBalanceNavEnv(TimedMujocoWorld):
     def _apply_action(self, action):
         self.data.ctrl[:] = action
 
-    def _render_camera(self) -> np.ndarray:
-        if self._renderer is None:
-            h, w, _ = self.image_shape
-            self._renderer = make_renderer(self.model, h, w, fog=self.shift.fog > 0)
-        self._renderer.update_scene(self.data, camera="front")
-        self.frames_rendered += 1
-        return self._renderer.render()
-
     def _measure(self, sensor):
         rng, shift, s = self._noise_rng, self.shift, self.data.sensordata
         if sensor == "camera":
-            image = self._render_camera()
-            if shift.camera_noise > 0:
-                noisy = image / 255.0 + rng.normal(0.0, np.sqrt(shift.camera_noise), size=image.shape)
-                image = (np.clip(noisy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-            return image
+            return self._camera_measurement(rng)
         if sensor == "imu":
             gyro, accel = self._imu_adr
             reading = np.concatenate([s[gyro : gyro + 3], s[accel : accel + 3]])
@@ -285,17 +270,3 @@ class LiquidBalanceNavEnv(TimedMujocoWorld):
         st = self.state()
         command = navigation_command(st["position"], st["yaw"], self.target)
         return self._expert(dict(st, position_error=0.0), command)
-
-    def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        if self._chase_renderer is None:
-            self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)
-        self._chase_renderer.update_scene(self.data, camera="chase")
-        return self._chase_renderer.render()
-
-    def close(self):
-        for renderer in (self._renderer, self._chase_renderer):
-            if renderer is not None:
-                renderer.close()
-        self._renderer = self._chase_renderer = None

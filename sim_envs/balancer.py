@@ -175,6 +175,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
 
     @property
     def command(self) -> np.ndarray:
+        """The velocity command in force now: (forward speed m/s, yaw rate rad/s)."""
         return self._commands[self._command_index]
 
     def _body_frame(self):
@@ -243,6 +244,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         return self._expert(self.state(), self.command)
 
     def render(self):
+        """A 320x240 RGB frame from the side camera in ``rgb_array`` mode, else None."""
         if self.render_mode != "rgb_array":
             return None
         if self._renderer is None:
@@ -251,6 +253,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         return self._renderer.render()
 
     def close(self):
+        """Close the renderer, if one was made."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None

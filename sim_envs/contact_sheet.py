@@ -27,6 +27,7 @@ def rover_view(shift: Shift, seed: int, steps: int, size: int) -> np.ndarray:
 
 
 def main(argv=None):
+    """Command line: render the contact sheet to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="docs/shifts.png")
     parser.add_argument("--seed", type=int, default=3)

@@ -53,12 +53,14 @@ def wilson_lower(successes: int, n: int, z: float = 1.96) -> float:
 
 
 def settings_for(world: str) -> list:
+    """The shift presets evaluated in ``world``: all, but none of the visual ones for the camera-less balancer."""
     from sim_envs.shifts import SHIFT_PRESETS
 
     return [name for name, shift in SHIFT_PRESETS.items() if world != "balancer" or "visual" not in shift.kinds()]
 
 
 def main(argv=None):
+    """Command line: run the experts on every setting in worker processes and print one table per world."""
     parser = argparse.ArgumentParser(
         prog="python -m sim_envs.expert_eval",
         description=__doc__,

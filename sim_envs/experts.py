@@ -118,6 +118,7 @@ class BalancerExpert:
         self.yaw_gain = yaw_gain
 
     def __call__(self, state: dict, command) -> np.ndarray:
+        """Wheel torques as fractions of max torque, in [-1, 1]: LQR on the tracking error plus a yaw-rate term."""
         error = np.array([state["position_error"], state["pitch"], state["velocity"] - command[0], state["pitch_rate"]])
         total = -float(self.gain @ error)
         turn = self.yaw_gain * (command[1] - state["yaw_rate"])

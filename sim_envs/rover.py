@@ -18,7 +18,7 @@ import numpy as np
 from . import experts
 from .shifts import parse_shift
 from .timing import ROVER_CAMERA, ROVER_IMU
-from .world import TimedMujocoWorld, imu_space, make_renderer, release_renderer, saturate_imu, shared_renderer
+from .world import FrontCamera, TimedMujocoWorld, camera_image_shape, imu_space, saturate_imu
 
 MAX_LINEAR = 1.0  # m/s at action[0] = 1
 MAX_ANGULAR = 1.5  # rad/s at action[1] = 1
@@ -209,7 +209,7 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
 """
 
 
-class LiquidRoverEnv(TimedMujocoWorld):
+class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     """Visual navigation to a target through trees and bushes, with irregular camera and IMU streams."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
@@ -227,10 +227,8 @@ class LiquidRoverEnv(TimedMujocoWorld):
         reorder_lag_s: float = 0.0,
     ):
         shift = parse_shift(shift)
-        height, width = (render_size, render_size) if np.isscalar(render_size) else tuple(render_size)
-        if not (8 <= height <= 1024 and 8 <= width <= 1024):
-            raise ValueError(f"render_size must be between 8 and 1024 pixels, got {render_size!r}")
-        self.image_shape = (int(height), int(width), 3)
+        self.image_shape = camera_image_shape(render_size)
+        height, width, _ = self.image_shape
         super().__init__(
             rover_xml(shift, width, height),
             {"camera": ROVER_CAMERA, "imu": ROVER_IMU},
@@ -270,10 +268,7 @@ class LiquidRoverEnv(TimedMujocoWorld):
         )
         self._gyro_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "gyro")]
         self._accel_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "accel")]
-        self._scene_option = mujoco.MjvOption()
-        self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
-        self._renderer_key = None
-        self._chase_renderer = None
+        self._init_camera()
         self.obstacles = np.zeros((0, 3))
 
     # ----- layout -----
@@ -359,22 +354,10 @@ class LiquidRoverEnv(TimedMujocoWorld):
             pairs = self._collision_pairs
             self._collided = any(tuple(g) in pairs for g in self.data.contact.geom[:ncon].tolist())
 
-    def _render_camera(self) -> np.ndarray:
-        if self._renderer is None:
-            h, w, _ = self.image_shape
-            self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog > 0)
-        self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
-        self.frames_rendered += 1
-        return self._renderer.render()
-
     def _measure(self, sensor):
         rng, shift = self._noise_rng, self.shift
         if sensor == "camera":
-            image = self._render_camera()
-            if shift.camera_noise > 0:
-                noisy = image / 255.0 + rng.normal(0.0, np.sqrt(shift.camera_noise), size=image.shape)
-                image = (np.clip(noisy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-            return image
+            return self._camera_measurement(rng)
         s = self.data.sensordata
         reading = np.concatenate([s[self._gyro_adr : self._gyro_adr + 3], s[self._accel_adr : self._accel_adr + 3]])
         std = _IMU_NOISE_STD + shift.imu_noise
@@ -414,18 +397,3 @@ class LiquidRoverEnv(TimedMujocoWorld):
         """The privileged expert's action (pure pursuit + obstacle avoidance) for the current true state."""
         position, yaw = self.pose()
         return experts.rover_expert(position, yaw, self.target, self.obstacles)
-
-    def render(self):
-        if self.render_mode != "rgb_array":
-            return None
-        if self._chase_renderer is None:
-            self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)
-        self._chase_renderer.update_scene(self.data, camera="chase", scene_option=self._scene_option)
-        return self._chase_renderer.render()
-
-    def close(self):
-        if self._renderer is not None:
-            release_renderer(self._renderer_key)
-        if self._chase_renderer is not None:
-            self._chase_renderer.close()
-        self._renderer = self._chase_renderer = None

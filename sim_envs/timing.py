@@ -38,6 +38,7 @@ class SensorTiming:
 
     @property
     def period(self) -> float:
+        """Nominal seconds between messages."""
         return 1.0 / self.rate_hz
 
     def scaled(
@@ -91,10 +92,12 @@ class SensorStream:
 
     @property
     def next_stamp(self) -> float:
+        """Measurement time of the next surviving message."""
         return self._tick
 
     @property
     def next_arrival(self) -> float:
+        """Delivery time of the next surviving message (its stamp plus the latency)."""
         return self._tick + self.timing.latency
 
     def pop(self) -> float:

@@ -112,6 +112,7 @@ class TimedMujocoWorld(gym.Env):
         raise NotImplementedError
 
     def expert_action(self) -> np.ndarray:
+        """The privileged expert's action for the current true state; each world implements it."""
         raise NotImplementedError
 
     # ----- the event loop -----
@@ -130,6 +131,7 @@ class TimedMujocoWorld(gym.Env):
         return layout, noise, timing
 
     def reset(self, *, seed=None, options=None):
+        """Start an episode from ``seed`` (layout, sensor timings, noise) and run to its first update."""
         layout_rng, self._noise_rng, timing_rngs = self._rngs(seed)
         mujoco.mj_resetData(self.model, self.data)
         self._reset_world(layout_rng)
@@ -151,6 +153,7 @@ class TimedMujocoWorld(gym.Env):
         return self._observation(), self._info(info)
 
     def step(self, action):
+        """Hold ``action`` and run physics and sensors to the next update (truncated at ``time_limit``)."""
         self.apply_action(action)
         self._run_until_update()
         reward, terminated, info = self._outcome()
@@ -276,6 +279,7 @@ ACCEL_RANGE = 160.0
 
 
 def imu_space() -> gym.spaces.Box:
+    """Space of one IMU reading: gyro (rad/s) then accelerometer (m/s^2), bounded at the measurement range."""
     high = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3, dtype=np.float32)
     return gym.spaces.Box(-high, high, dtype=np.float32)
 
@@ -284,6 +288,7 @@ _IMU_HIGH = np.array([GYRO_RANGE] * 3 + [ACCEL_RANGE] * 3)
 
 
 def saturate_imu(reading: np.ndarray) -> np.ndarray:
+    """The reading clipped to the IMU's measurement range, as a real IMU saturates (float32)."""
     return np.clip(reading, -_IMU_HIGH, _IMU_HIGH).astype(np.float32)
 
 
@@ -341,3 +346,56 @@ def release_renderer(key: tuple) -> None:
     if entry[1] <= 0:
         del _SHARED_RENDERERS[key]
         entry[0].close()
+
+
+def camera_image_shape(render_size) -> tuple[int, int, int]:
+    """(height, width, 3) of the front camera from ``render_size`` (pixels, or (height, width)), range-checked."""
+    height, width = (render_size, render_size) if np.isscalar(render_size) else tuple(render_size)
+    if not (8 <= height <= 1024 and 8 <= width <= 1024):
+        raise ValueError(f"render_size must be between 8 and 1024 pixels, got {render_size!r}")
+    return int(height), int(width), 3
+
+
+class FrontCamera:
+    """The camera sensor of a world with a ``front`` camera (its renderer shared with same-looking worlds of this
+    process, see ``shared_renderer``), the camera-noise shift, and the ``chase`` view of ``render()``; mixed into
+    a :class:`TimedMujocoWorld` that sets ``image_shape`` and calls ``_init_camera()`` after building its model."""
+
+    def _init_camera(self) -> None:
+        self._scene_option = mujoco.MjvOption()
+        self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
+        self._renderer_key = None
+        self._chase_renderer = None
+
+    def _render_camera(self) -> np.ndarray:
+        if self._renderer is None:
+            h, w, _ = self.image_shape
+            self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog > 0)
+        self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
+        self.frames_rendered += 1
+        return self._renderer.render()
+
+    def _camera_measurement(self, rng) -> np.ndarray:
+        """A rendered frame with the shift's camera noise (variance ``camera_noise`` on [0, 1] intensities)."""
+        image = self._render_camera()
+        if self.shift.camera_noise > 0:
+            noisy = image / 255.0 + rng.normal(0.0, np.sqrt(self.shift.camera_noise), size=image.shape)
+            image = (np.clip(noisy, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return image
+
+    def render(self):
+        """A 320x240 RGB frame from the chase camera in ``rgb_array`` mode, else None."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._chase_renderer is None:
+            self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)
+        self._chase_renderer.update_scene(self.data, camera="chase", scene_option=self._scene_option)
+        return self._chase_renderer.render()
+
+    def close(self):
+        """Release the shared camera renderer and close the chase renderer."""
+        if self._renderer is not None:
+            release_renderer(self._renderer_key)
+        if self._chase_renderer is not None:
+            self._chase_renderer.close()
+        self._renderer = self._chase_renderer = None

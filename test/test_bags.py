@@ -231,7 +231,7 @@ def test_bag_updates_follow_the_policy_runner_exactly(tmp_path):
     got = [(u.time, u.stamp, u.dt) for u in updates]
     np.testing.assert_allclose(got, expected, atol=1e-9)
     # by hand: f2 duplicate, f3 out of order, f5 after a 1.36 s gap, f7 after a clock jump (seen first on the IMU
-    # message before it: the state resets there, f7 starts a new run with first_dt), f8 bad encoding
+    # message before it: the state resets there, f7 starts a new run with first_update_dt), f8 bad encoding
     np.testing.assert_allclose([u.dt for u in updates], [0.0, 0.07, 0.07, 0.0, 0.06, 0.0, 0.14], atol=1e-9)
     assert [u.reset for u in updates] == [None, None, None, "gap", None, "clock_backwards", None]
     # (the IMU readings of f2 and f3 are a duplicate and out of order as well)
@@ -421,3 +421,21 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     assert "no such bag" in capsys.readouterr().err
     with pytest.raises(ValueError, match="LiquidRover"):
         make_world("LiquidBalance-v0")
+
+
+def test_offline_eval_refuses_a_bad_request_before_writing(tmp_path, capsys):
+    """`eval --bag` checks the policy files and the output folder first: a refused request creates nothing and
+    prints one line naming what is wrong (no traceback)."""
+    from liquid_control.cli import main
+    from liquid_control.paths import policies_dir
+
+    a_file = tmp_path / "report.txt"
+    a_file.write_text("not a folder")
+    shipped = str(policies_dir() / "cfc_ncp_rover.pt")
+    argv = ["eval", "--bag", str(a_file), "--no-progress"]
+    assert main(argv + ["--policy", str(tmp_path / "no.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert main(argv + ["--policy", shipped, "--out", str(a_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"--policy {tmp_path / 'no.pt'}: {tmp_path / 'no.pt'} is not a policy file" in err
+    assert f"--out {a_file}: exists and is not a folder" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists() and a_file.read_text() == "not a folder"

@@ -45,10 +45,11 @@ def _batch(seed=0, batch=3, steps=6):
 
 
 def _old_forward_sequence(policy, obs, dt, h0=None, mask=None):
-    """The loop ``Policy.forward_sequence`` ran before it called the core's sequence path (the oracle)."""
+    """The loop ``Policy.forward_sequence`` ran before it called the core's sequence path (the oracle); its
+    state is the core's, to which the policy state appends the last step's encoder features."""
     batch, steps = dt.shape
     x = policy.encode(obs, (batch, steps))
-    state = policy.initial_state(batch, dtype=x.dtype) if h0 is None else h0
+    state = policy.core.initial_state(batch, dtype=x.dtype) if h0 is None else policy.split_state(h0)[0]
     core = policy.core
     ctx = core.step_context()
     prepared = core.prepare_inputs(x, ctx)
@@ -59,7 +60,9 @@ def _old_forward_sequence(policy, obs, dt, h0=None, mask=None):
             new_state = torch.where(mask[:, t, None], new_state, state)
         state = new_state
         outputs.append(core.output(state))
-    return policy.act_from_output(torch.stack(outputs, dim=1)), state
+    last = [max(t for t in range(steps) if mask is None or mask[b, t]) for b in range(batch)]  # a valid step each
+    features = torch.stack([x[b, t] for b, t in enumerate(last)])
+    return policy.act_from_output(torch.stack(outputs, dim=1)), torch.cat([state, features], dim=-1)
 
 
 def _loss_and_grads(policy, run, obs, dt, h0, mask):

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -483,6 +484,10 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
     assert load_policy(policy).config["training"]["augmentation"] == []  # the plain arm: no recipe
     report = (out / "report.md").read_text()
     assert "**Reduced budget**" in report and "| cfc | `policies/configs/cfc_rover.yaml` | 0 |" in report
+    row = next(line for line in report.splitlines() if line.startswith("| cfc_robust | `policies/"))
+    assert float(row.split("|")[5]) > 0  # the run's own CPU seconds, beside its wall time
+    with open(out / "provenance.json") as fh:
+        assert json.load(fh)["cpu_time_s"] >= float(row.split("|")[5])  # the training workers are counted
     assert "augmentation `gamma`" in report and "rendered worlds: the training distribution" in report
     assert "## Provenance" in report and "- Commit: `" in report
     assert main(argv) == 2  # the folder holds an experiment: needs --resume
@@ -635,3 +640,16 @@ def test_provenance_of_a_resumed_run_lists_every_part_and_adds_their_wall_times(
     text = "\n".join(provenance.markdown(third))
     assert "Earlier part (continued by `--resume`): `liquid-control eval --recipes off`" in text
     assert "Total wall time of all parts: **155 s" in text
+
+
+def test_provenance_counts_the_cpu_time_of_finished_worker_processes():
+    import subprocess
+
+    from liquid_control.evaluation import provenance
+
+    before = provenance.cpu_seconds()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5:\n    pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    prov = provenance.collect("liquid-control eval", 0.0, 1.0)
+    assert prov["cpu_time_s"] >= before + 0.45  # the finished child's CPU seconds are in
+    assert "- CPU time " in "\n".join(provenance.markdown(prov))

@@ -100,8 +100,9 @@ def test_worlds_of_one_shift_share_one_renderer_with_the_same_pixels():
     from sim_envs import world as world_module
     from sim_envs.world import make_renderer
 
-    envs = [gymnasium.make("LiquidRover-v0", shift="dusk", render_size=32) for _ in range(2)]
-    other = gymnasium.make("LiquidRover-v0", shift="winter", render_size=32)
+    # a size no other test renders at: worlds kept alive by an earlier test's pool share no context with these
+    envs = [gymnasium.make("LiquidRover-v0", shift="dusk", render_size=28) for _ in range(2)]
+    other = gymnasium.make("LiquidRover-v0", shift="winter", render_size=28)
     try:
         frames = [env.reset(seed=5 + i)[0]["image"] for i, env in enumerate(envs)]
         other.reset(seed=5)
@@ -109,7 +110,7 @@ def test_worlds_of_one_shift_share_one_renderer_with_the_same_pixels():
         assert a._renderer is b._renderer and other.unwrapped._renderer is not a._renderer
         assert world_module._SHARED_RENDERERS[a._renderer_key][1] == 2
         for env in (a, b):  # the shared context draws each world's own state
-            private = make_renderer(env.model, 32, 32)
+            private = make_renderer(env.model, 28, 28)
             private.update_scene(env.data, camera="front")
             assert np.array_equal(private.render(), env._render_camera())
             private.close()
@@ -137,10 +138,11 @@ def test_non_finite_actions_stop_the_batch_naming_the_episode(tmp_path, monkeypa
 
 def test_world_pool_reuses_worlds_and_closes_the_least_recent_shift():
     pool = WorldPool(max_worlds=3)
+    kwargs = {"update_on": ["camera"], "render_size": [16, 16]}  # list values, as a policy's env_kwargs carry them
     try:
-        dusk = pool.get("LiquidRover-v0", "dusk", {"render_size": 16}, 2)
-        assert pool.get("LiquidRover-v0", "dusk", {"render_size": 16}, 1) == dusk[:1]  # the same objects
-        fog = pool.get("LiquidRover-v0", "fog", {"render_size": 16}, 2)  # 4 worlds > 3: dusk's are closed
+        dusk = pool.get("LiquidRover-v0", "dusk", kwargs, 2)
+        assert pool.get("LiquidRover-v0", "dusk", dict(kwargs), 1) == dusk[:1]  # the same objects
+        fog = pool.get("LiquidRover-v0", "fog", kwargs, 2)  # 4 worlds > 3: dusk's are closed
         assert [key[1] for key in pool._worlds] == ["fog"] and pool.get("LiquidRover-v0", "fog", {}, 2) != fog
     finally:
         pool.close()

@@ -84,7 +84,7 @@ def test_cli_version_and_help_show_defaults_and_choices(capsys):
             assert "--publish-mode {per_update,fixed_rate}" in text and "--backend {auto,torch,onnx}" in text
             assert re.search(r"--seed SEED \(default: 0\)", text) and "(default: LiquidRover-v0)" in text
         if command == "eval":
-            assert "(default: 20)" in text  # --episodes
+            assert "(default 20; 30 for --experiment)" in text  # --episodes: default depends on --experiment
         if command == "train":
             assert "examples:\n  liquid-control train" in proc.stdout  # epilog line breaks kept
 

@@ -69,6 +69,10 @@ def plan(command: str) -> tuple[str, list[str] | str]:
         return "background", argv
     if command == "./test.sh":  # the whole suite is this run: one test of it, through the script
         return "run", argv + ["-q", "test/test_package.py", "-k", "cli_help_lists_every_command"]
+    if argv[:3] == ["liquid-control", "record", "--expert"]:  # two short episodes per bag folder
+        return "run", argv + ["--episodes", "2", "--time-limit", "3", "--no-progress"]
+    if argv[:3] == ["liquid-control", "eval", "--bag"]:
+        return "run", argv + ["--no-progress"]
     if argv[:3] == ["liquid-control", "train", "--config"]:
         return "run", argv + [arg for s in TINY_TRAINING for arg in ("--set", s)] + ["--no-progress"]
     if argv[:2] == ["liquid-control", "train"] and "--resume" in argv:
@@ -240,6 +244,7 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
     assert (clone / "runs" / "cfc_ncp_rover" / "policy.pt").is_file()
     assert (clone / "reports" / "headline" / "report.md").is_file()
     assert (clone / "reports" / "mine" / "report.md").is_file()
+    assert (clone / "runs" / "robot" / "policy.pt").is_file() and (clone / "reports" / "offline").is_dir()
     blocks = fenced_blocks(README)
     expected = sum(len(command_lines(code)) if lang == "bash" else 1 for lang, code in blocks)
     assert len(ran) == expected >= 10, ran  # every command ran (./run.sh ... ros2 launch)

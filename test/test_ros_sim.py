@@ -59,7 +59,14 @@ def test_sim_node_publishes_irregular_stamped_sensors_and_obeys_commands(tmp_pat
             cmd.publish(Twist(linear=type(Twist().linear)(x=0.5)))
             time.sleep(0.1)
         assert probe.wait_for(done, 10.0), (tmp_path / "sim.log").read_text()
-        time.sleep(0.5)  # messages published just before the status may still be in flight
+        end = json.loads(probe.messages("episode_status")[0][1].data)["sim_time"]
+
+        def caught_up():  # messages published just before the status may still be in flight (a busy machine)
+            clocks = probe.messages("/clock")
+            return bool(clocks) and seconds(clocks[-1][1].clock) >= end - 0.05
+
+        probe.wait_for(caught_up, 10.0)
+        time.sleep(0.2)
     finally:
         probe.close()
         stop_process(proc)
@@ -156,6 +163,8 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
             "--policy",
             str(onnx),
             "--lockstep",
+            "--timeout",
+            "150",  # lockstep runs at the machine's pace: a busy machine needs longer than the default 40 s
             "--log-dir",
             str(tmp_path),
             "--quiet",
@@ -163,7 +172,7 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=200,
     )
     logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
     assert proc.returncode == 0, proc.stdout + proc.stderr + logs

@@ -170,6 +170,8 @@ def _hand_made_onnx(path, image_type, image_dims, action_size=2, state_size=4):
             tensor("imu", TensorProto.FLOAT, [6]),
             tensor("state", TensorProto.FLOAT, [state_size]),
             tensor("dt", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("encode_camera", TensorProto.BOOL, []),  # scalar flags, no batch
+            helper.make_tensor_value_info("encode_vectors", TensorProto.BOOL, []),
         ],
         [tensor("action", TensorProto.FLOAT, [action_size]), tensor("state_out", TensorProto.FLOAT, [state_size])],
         initializer=[starts, ends, axes],

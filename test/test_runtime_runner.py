@@ -1,6 +1,8 @@
 """PolicyRunner: stamp-difference updates, held inputs, rejection of bad readings, resets; several update
 sensors, messages out of stamp order across sensors (the reordering buffer and late messages)."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -58,7 +60,7 @@ def test_updates_integrate_stamp_differences_with_held_inputs(runner):
     assert runner.submit("camera", 1.00, image()).status == R.WAITING  # no IMU yet
     assert runner.submit("imu", 1.001, imu(0.1)).status == R.HELD
     first = runner.submit("camera", 1.07, image())
-    assert first.status == R.UPDATED and first.dt == pytest.approx(0.05)  # first update: first_dt
+    assert first.status == R.UPDATED and first.dt == pytest.approx(0.05)  # first update: first_update_dt
     # irregular IMU between frames: only the latest is held
     for t, v in [(1.08, 0.2), (1.081, 0.3), (1.13, 0.4)]:
         assert runner.submit("imu", t, imu(v)).status == R.HELD
@@ -141,7 +143,7 @@ def test_large_gap_resets_the_state(runner):
     res = runner.submit("camera", 3.0, image())  # camera stale for 1.9 s > max_gap_s
     assert res.status == R.UPDATED and res.reset == "gap" and res.dt == pytest.approx(0.05)
     drive = 10 / 255 + 6.0
-    assert runner.state[0] == pytest.approx(0.05 * drive, rel=1e-5)  # one first_dt step from zero
+    assert runner.state[0] == pytest.approx(0.05 * drive, rel=1e-5)  # one first_update_dt step from zero
 
 
 def test_failing_inference_keeps_the_previous_state(runner):
@@ -286,7 +288,7 @@ def test_reordering_buffer_is_bounded_and_counts_early_releases():
 
 
 def test_update_clock_never_integrates_a_negative_dt():
-    clock = UpdateClock(["camera", "imu"], required=["camera", "imu", "wheels"], first_dt=0.0)
+    clock = UpdateClock(["camera", "imu"], required=["camera", "imu", "wheels"], first_update_dt=0.0)
     assert clock.release("imu", 1.0) is None  # waiting for the camera and the wheels
     assert clock.release("wheels", 1.0) is None
     first = clock.release("camera", 0.99)
@@ -306,3 +308,37 @@ def test_config_update_sensor_must_be_an_input():
     spec = dict(FUSION, observation=dict(FUSION["observation"], update_on=["camera", "gps"]))
     with pytest.raises(BackendError, match=r"update_on\[1\] 'gps'"):
         ObservationSpec.from_config(spec)
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"timing": 5}, "observation.timing must list distinct time inputs"),
+        ({"timing": ["event", "event"]}, "observation.timing must list distinct time inputs"),
+        ({"reorder_lag_s": 1e9}, "observation.reorder_lag_s must be seconds in [0, 1]"),
+        ({"resample_hz": 100.0}, "a resampling baseline steps on a fixed-rate clock"),
+    ],
+)
+def test_time_keys_of_an_untrusted_config_are_checked(change, message):
+    """ONNX metadata and bag training read these keys without liquid_control.policy's validation: a bad value is
+    a BackendError naming the key, and a resampled baseline is refused instead of being stepped on events."""
+    config = {**CONFIG, "observation": {**CONFIG["observation"], **change}}
+    with pytest.raises(BackendError, match=re.escape(message)):
+        ObservationSpec.from_config(config)
+
+
+def test_bag_data_spec_takes_the_nodes_reorder_lag(tmp_path):
+    """Training from bags and `eval --bag` use the lag of the node's parameter file, as policy_node does."""
+    from liquid_control.bags.stream import data_spec
+
+    params = tmp_path / "node.yaml"
+    params.write_text("policy_node:\n  ros__parameters:\n    reorder_lag_s: 0.05\n")
+    config = {
+        **CONFIG,
+        "world": "LiquidRover-v0",
+        "observation": {**CONFIG["observation"], "update_on": ["camera", "imu"]},
+    }
+    spec = data_spec(config, node_params=params)
+    assert spec.limits.reorder_lag_s == 0.05 and spec.describe()["limits"]["reorder_lag_s"] == 0.05
+    assert R.PolicyRunner(LeakyBackend(config), spec.limits).reorder_lag_s == 0.05
+    assert data_spec(config).limits.reorder_lag_s is None  # the default (-1): the policy's own

@@ -320,7 +320,7 @@ def test_episode_file_errors_name_the_file(tmp_path):
     held.image_index = np.array([0, 0, 1])
     assert len(load_episode(save_episode(tmp_path / "held.npz", held))) == 3  # a frame stored once, held twice
     held.image_index = np.array([0, 1, 2])
-    with pytest.raises(ValueError, match="bad_index.npz: image_index outside the 2 stored camera frames"):
+    with pytest.raises(ValueError, match="bad_index.npz: image_index must be non-decreasing frame numbers below 2"):
         load_episode(save_episode(tmp_path / "bad_index.npz", held))
 
 

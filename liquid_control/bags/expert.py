@@ -59,9 +59,11 @@ class ExpertNoise:
 
     @property
     def active(self) -> bool:
+        """Whether any noise or swerve is applied (else the base executes the operator's command)."""
         return self.std > 0 or self.burst_rate > 0
 
     def describe(self) -> dict:
+        """The settings as a plain dict (stored in the bag's metadata)."""
         return {
             "std": self.std,
             "correlation": self.correlation,

@@ -149,6 +149,7 @@ class BagWriter:
 
     @property
     def mcap_path(self) -> Path:
+        """The MCAP file inside the bag folder."""
         return self.path / f"{self.path.name}.mcap"
 
     def add_topic(self, topic: str, msgtype: str, qos: Iterable = ()) -> None:
@@ -171,6 +172,7 @@ class BagWriter:
         self._types[topic] = msgtype
 
     def has_topic(self, topic: str) -> bool:
+        """Whether ``topic`` has been added."""
         return topic in self._connections
 
     def write(self, topic: str, log_time_ns: int, message, msgtype: str | None = None) -> None:
@@ -235,6 +237,7 @@ class BagMessage:
     data: bytes
 
     def decode(self):
+        """The message parsed from its CDR bytes."""
         return typestore().deserialize_cdr(self.data, self.msgtype)
 
 
@@ -323,6 +326,7 @@ class BagReader:
     # -------------------------------------------------------------------------------------------- info
     @property
     def duration_s(self) -> float:
+        """Seconds from the first to the last message (0 for an empty bag)."""
         return max(0, self.end_ns - self.start_ns) * 1e-9
 
     def _register_types(self, connections) -> None:
@@ -374,6 +378,7 @@ class BagReader:
                     yield BagMessage(topic, log_time, msgtype, data)
 
     def close(self) -> None:
+        """Close the underlying reader; closing twice is harmless."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None

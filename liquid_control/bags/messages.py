@@ -80,6 +80,7 @@ def time_msg(seconds: float):
 
 
 def header(stamp: float, frame_id: str = ""):
+    """std_msgs/Header with ``stamp`` in seconds."""
     return _types()["std_msgs/msg/Header"](stamp=time_msg(stamp), frame_id=frame_id)
 
 
@@ -119,10 +120,12 @@ def imu_message(reading, stamp: float, frame_id: str = "imu", noise: tuple[float
 
 
 def twist_message(linear: float, angular: float):
+    """geometry_msgs/Twist: ``linear`` along x, ``angular`` about z, the rest zero."""
     t = _types()
     vec = t["geometry_msgs/msg/Vector3"]
     return t[TWIST](linear=vec(x=float(linear), y=0.0, z=0.0), angular=vec(x=0.0, y=0.0, z=float(angular)))
 
 
 def string_message(text: str):
+    """std_msgs/String of ``text``."""
     return _types()[STRING](data=text)

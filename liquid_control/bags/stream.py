@@ -88,6 +88,7 @@ class BagDataSpec:
                 "max_backward_jump_s": self.limits.max_backward_jump_s,
                 "max_future_stamp_s": self.limits.max_future_stamp_s,
                 "first_update_dt": self.limits.first_update_dt,
+                "reorder_lag_s": self.limits.reorder_lag_s,
             },
             "label": {"mode": self.label.mode, "offset_s": self.label.offset_s, "max_wait_s": self.label.max_wait_s},
         }
@@ -164,6 +165,7 @@ def data_spec(
         max_backward_jump_s=float(values["max_backward_jump_s"]),
         max_future_stamp_s=float(values["max_future_stamp_s"]),
         first_update_dt=float(values["first_update_dt"]),
+        reorder_lag_s=None if float(values["reorder_lag_s"]) < 0 else float(values["reorder_lag_s"]),  # as the node
     )
     return BagDataSpec(
         topics=mapping,
@@ -251,14 +253,17 @@ class CaptureBackend:
         self.steps = []
 
     def initial_state(self) -> np.ndarray:
+        """A one-element dummy state (there is no network)."""
         return np.zeros(1, dtype=np.float32)
 
     def step(self, obs, state, dt, encode=None):
+        """Record the step's inputs and return a zero action; the state is passed through."""
         action = np.zeros(self.spec.action_size)
         self.steps.append((obs, float(dt), action))
         return action, state
 
     def close(self):
+        """Nothing to release."""
         pass
 
 
@@ -274,14 +279,17 @@ class TapBackend:
         self.steps = []
 
     def initial_state(self):
+        """The wrapped backend's initial state."""
         return self.inner.initial_state()
 
     def step(self, obs, state, dt, encode=None):
+        """Step the wrapped backend and record the inputs and its action."""
         action, new_state = self.inner.step(obs, state, dt, encode=encode)
         self.steps.append((obs, float(dt), np.asarray(action, dtype=np.float64)))
         return action, new_state
 
     def close(self):
+        """Close the wrapped backend."""
         self.inner.close()
 
 
@@ -309,6 +317,7 @@ class StreamStats:
     salvage_note: str = ""
 
     def summary(self) -> dict:
+        """The duration and the counters, sorted by name, as a plain dict (for reports)."""
         return {"duration_s": round(self.duration_s, 3), **dict(sorted(self.counters.items()))}
 
 
@@ -437,4 +446,5 @@ def policy_runner(backend, spec: BagDataSpec) -> R.PolicyRunner:
 
 
 def with_label(spec: BagDataSpec, **label) -> BagDataSpec:
+    """``spec`` with the given fields of its label rule replaced."""
     return replace(spec, label=replace(spec.label, **label))

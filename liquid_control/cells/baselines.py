@@ -25,15 +25,18 @@ class LSTMCore(RecurrentCore):
         self.lstm = nn.LSTMCell(self.input_size + 1, self.hidden_size)
 
     def config(self) -> dict:
+        """Plain-data constructor arguments; ``build_core(config())`` rebuilds the core."""
         return {"type": "lstm", "input_size": self.input_size, "hidden_size": self.hidden_size}
 
     def step_prepared(self, p, state, dt, ctx):
+        """One LSTM step on ``[p, dt]`` from the packed ``[h, c]``; returns the packed new state."""
         h, c = self.lstm(
             torch.cat([p, dt[:, None]], dim=1), (state[:, : self.hidden_size], state[:, self.hidden_size :])
         )
         return torch.cat([h, c], dim=1)
 
     def output(self, state):
+        """The ``h`` half of the packed state."""
         return state[..., : self.hidden_size]
 
 
@@ -48,9 +51,11 @@ class GRUCore(RecurrentCore):
         self.gru = nn.GRUCell(self.input_size + 1, self.hidden_size)
 
     def config(self) -> dict:
+        """Plain-data constructor arguments; ``build_core(config())`` rebuilds the core."""
         return {"type": "gru", "input_size": self.input_size, "hidden_size": self.hidden_size}
 
     def step_prepared(self, p, state, dt, ctx):
+        """One GRU step on ``[p, dt]``."""
         return self.gru(torch.cat([p, dt[:, None]], dim=1), state)
 
 
@@ -73,6 +78,7 @@ class FrameStackMLP(RecurrentCore):
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
 
     def config(self) -> dict:
+        """Plain-data constructor arguments; ``build_core(config())`` rebuilds the core."""
         return {
             "type": "frame_stack_mlp",
             "input_size": self.input_size,
@@ -83,9 +89,11 @@ class FrameStackMLP(RecurrentCore):
         }
 
     def step_prepared(self, p, state, dt, ctx):
+        """Drop the oldest frame and append ``[p, dt]``."""
         return torch.cat([state[:, self.frame_size :], p, dt[:, None]], dim=1)
 
     def output(self, state):
+        """The MLP over the flattened frame stack."""
         z = state
         for layer in self.mlp:
             z = self.act(layer(z))

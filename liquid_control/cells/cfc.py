@@ -86,6 +86,7 @@ class CfCBlock(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Xavier-uniform weights (each head as its own matrix) and nn.Linear-style uniform head biases."""
         for layer in self.backbone:
             xavier_uniform_(layer.weight, layer.in_features, layer.out_features)
         fan_in = self.head_weight.shape[1]
@@ -96,6 +97,7 @@ class CfCBlock(nn.Module):
 
     # ---- once per sequence ---------------------------------------------------------------------------
     def context(self) -> dict:
+        """Weights formed once per sequence: the masked heads, the input and state parts of the first map, its bias."""
         heads = self.head_weight if self.head_mask is None else self.head_weight * self.head_mask
         if self.backbone:
             first_w, first_b = self.backbone[0].weight, self.backbone[0].bias
@@ -213,6 +215,7 @@ class CfCCell(RecurrentCore):
         self.layer_sizes = [b.hidden for b in self.blocks]
 
     def config(self) -> dict:
+        """Plain-data constructor arguments (a wiring as its dict); ``build_core(config())`` rebuilds the core."""
         return {
             "type": "cfc",
             "input_size": self.input_size,
@@ -225,12 +228,15 @@ class CfCCell(RecurrentCore):
         }
 
     def step_context(self):
+        """Each block's ``context()`` (masked weights and first-map parts), formed once per sequence."""
         return [block.context() for block in self.blocks]
 
     def prepare_inputs(self, x, ctx):
+        """The first block's input projection, for all steps at once."""
         return self.blocks[0].project_input(x, ctx[0])
 
     def step_prepared(self, p, state, dt, ctx):
+        """One update of every block in layer order, each block fed the previous block's new state."""
         ts = dt[:, None]
         if len(self.blocks) == 1:
             return self.blocks[0].recur(p, state, ts, ctx[0])
@@ -241,4 +247,5 @@ class CfCCell(RecurrentCore):
         return torch.cat(new, dim=1)
 
     def output(self, state):
+        """The motor neurons' states (the whole state without a wiring)."""
         return state[..., self._output_slice]

@@ -61,6 +61,7 @@ class CompiledCfC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """The compiled library is loaded and the core is ``fusable`` in ``dtype``."""
         return native_kernels() is not None and fusable(core, dtype)
 
     def __init__(self, core, dtype, purpose):
@@ -73,11 +74,13 @@ class CompiledCfC(Kernel):
                 self._step = _CompiledWiredStep(self.native, core, dtype)
 
     def step(self, x, state, dt):
+        """The streaming update in one C call (a wiring's blocks included), on weights copied once."""
         return self._step(x.contiguous(), state.contiguous(), dt.contiguous())
 
     def sequence(self, x, state, dt, keep):
+        """The blocks' sequences in C, one forward and one backward call per block."""
         keep_u8 = keep.to(torch.uint8).contiguous() if keep is not None else None
-        return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep_u8))
+        return _blockwise(self.core, x, state, lambda b, c, i, h: self._block(b, c, i, h, dt, keep_u8))
 
     def _block(self, block, ctx, x, h0, ts, keep_u8):
         weights = [t for layer in block.backbone[1:] for t in (layer.weight, layer.bias)]
@@ -96,7 +99,7 @@ def _contexts(core):
     return zip(core.blocks, core.step_context())
 
 
-def _blockwise(core, x, state, dt, keep, run_block):
+def _blockwise(core, x, state, run_block):
     """Run ``run_block(block, ctx, inputs, h0)`` block by block; states (B, T, S) concatenated in layer order."""
     ctx = core.step_context()
     if len(core.blocks) == 1:
@@ -343,10 +346,12 @@ class TorchCfC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """Sequences only, for a ``fusable`` core."""
         return purpose == "sequence" and fusable(core, dtype)
 
     def sequence(self, x, state, dt, keep):
-        return _blockwise(self.core, x, state, dt, keep, lambda b, c, i, h: self._block(b, c, i, h, dt, keep))
+        """The blocks' sequences in torch, each one autograd node with a hand-written backward."""
+        return _blockwise(self.core, x, state, lambda b, c, i, h: self._block(b, c, i, h, dt, keep))
 
     @staticmethod
     def _block(block, ctx, x, h0, ts, keep):
@@ -607,6 +612,7 @@ class NumpyCfC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """Streaming steps only, for a ``fusable`` core."""
         return purpose == "step" and fusable(core, dtype)
 
     def __init__(self, core, dtype, purpose):
@@ -661,6 +667,7 @@ class NumpyCfC(Kernel):
         return step
 
     def step(self, x, state, dt):
+        """The streaming update in numpy, block by block for a wiring."""
         x_np = x.detach().numpy()
         h_np = state.detach().numpy()
         ts = dt.detach().numpy().reshape(-1, 1)

@@ -48,6 +48,7 @@ class CTRNNCore(RecurrentCore):
         self.raw_tau = nn.Parameter(torch.full((self.units,), math.log(math.expm1(self.tau_init - TAU_MIN))))
 
     def config(self) -> dict:
+        """Plain-data constructor arguments; ``build_core(config())`` rebuilds the core."""
         return {
             "type": "ctrnn",
             "input_size": self.input_size,
@@ -61,12 +62,15 @@ class CTRNNCore(RecurrentCore):
         return softplus(self.raw_tau) + TAU_MIN
 
     def step_context(self):
+        """The time constants, computed once per sequence."""
         return self.tau()
 
     def prepare_inputs(self, x, ctx):
+        """The input projection ``W_x x + b``, for all steps at once."""
         return self.input_map(x)
 
     def step_prepared(self, p, state, dt, ctx):
+        """``unfolds`` exponential-Euler sub-steps of ``dt / unfolds``: the drive held, the leak solved exactly."""
         tau = ctx
         decay = torch.exp(-(dt[:, None] / self.unfolds) / tau)  # (B, units)
         h = state

@@ -42,6 +42,7 @@ class GRUODECore(RecurrentCore):
         self.raw_rate = nn.Parameter(torch.full((n,), math.log(math.expm1(self.rate_init))))
 
     def config(self) -> dict:
+        """Plain-data constructor arguments; ``build_core(config())`` rebuilds the core."""
         return {
             "type": "gru_ode",
             "input_size": self.input_size,
@@ -55,12 +56,15 @@ class GRUODECore(RecurrentCore):
         return softplus(self.raw_rate)
 
     def step_context(self):
+        """The per-unit rates (1/s), computed once per sequence."""
         return self.rate()
 
     def prepare_inputs(self, x, ctx):
+        """The input projections of z, r and g, for all steps at once."""
         return self.input_map(x)
 
     def step_prepared(self, p, state, dt, ctx):
+        """``unfolds`` exponential sub-steps of ``dt / unfolds``: z, g held, the linear ODE solved exactly."""
         n = self.hidden_size
         pz, pr, pg = p[:, :n], p[:, n : 2 * n], p[:, 2 * n :]
         sub_dt = (dt[:, None] / self.unfolds) * ctx  # (B, n): rate * dt per sub-step

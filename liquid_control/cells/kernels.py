@@ -136,12 +136,14 @@ class FusedSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, part, *inputs):
+        """Run ``part.forward`` over the whole sequence; ``part`` stays on ``ctx`` for the backward."""
         ctx.part = part
         return part.forward(ctx, *inputs)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_states):
+        """The inputs' gradients from ``part.backward`` (none for ``part`` itself)."""
         return (None, *ctx.part.backward(ctx, grad_states))
 
 

@@ -69,6 +69,7 @@ class LTCDynamics:
         return x - y * z if value == -1.0 else x + value * y * z
 
     def synapse_sums(self, v):
+        """Recurrent synapse sums ``[sum g, sum g E]`` at ``v``, (2, B, N)."""
         p = self.ctx
         if self.numpy:
             z = np.multiply(v[:, None, :], p["sigma"])  # (B, post, pre)
@@ -81,10 +82,12 @@ class LTCDynamics:
         return (act.unsqueeze(0) * p["w_stack"]).sum(2)  # (2, B, post)
 
     def conductances(self, v):
+        """``(a, b)`` at ``v``: the state-independent parts plus the recurrent synapse sums."""
         a, b = self.ab0 + self.synapse_sums(v)
         return a, b
 
     def derivative(self, v):
+        """``dv/dt = (b - a v) / cm`` at ``v``."""
         a, b = self.conductances(v)
         return (b - a * v) / self.cm
 
@@ -149,6 +152,7 @@ class LTCCell(RecurrentCore):
         self.output_b = nn.Parameter(torch.zeros(self.output_size)) if output_mapping == "affine" else None
 
     def config(self) -> dict:
+        """Plain-data constructor arguments (wiring and solver as dicts); ``build_core(config())`` rebuilds the core."""
         return {
             "type": "ltc",
             "input_size": self.input_size,
@@ -161,6 +165,7 @@ class LTCCell(RecurrentCore):
 
     # ---- hooks ---------------------------------------------------------------------------------------
     def step_context(self) -> dict:
+        """Positive (softplus) weights, capacitances and leaks, masked by the wiring, formed once per sequence."""
         w = softplus(self.w) * self.sparsity_mask
         sensory_w = softplus(self.sensory_w) * self.sensory_sparsity_mask
         gleak = softplus(self.gleak)
@@ -179,6 +184,7 @@ class LTCCell(RecurrentCore):
         }
 
     def map_inputs(self, x):
+        """The inputs after the input mapping (affine, linear or none)."""
         if self.input_w is not None:
             x = x * self.input_w
         if self.input_b is not None:
@@ -207,9 +213,11 @@ class LTCCell(RecurrentCore):
         return LTCDynamics(ctx, ab0, ctx["cm"])
 
     def step_prepared(self, p, state, dt, ctx):
+        """Integrate the step's ODE over ``dt`` with the cell's solver."""
         return self.solver.solve(self.dynamics(p, ctx), state, dt[:, None])
 
     def output(self, state):
+        """The motor neurons' states after the output mapping."""
         out = state[..., : self.output_size]
         if self.output_w is not None:
             out = out * self.output_w

@@ -63,6 +63,7 @@ class CompiledLTC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """The compiled library is loaded and the core runs the semi-implicit solver with CPU weights of ``dtype``."""
         return native_kernels() is not None and _semi_implicit(core, dtype)
 
     def __init__(self, core, dtype, purpose):
@@ -72,6 +73,7 @@ class CompiledLTC(Kernel):
             self._prepare_step()
 
     def sequence(self, x, state, dt, keep):
+        """The recurrent sub-steps of the whole sequence in C (sensory sums from torch), one autograd node."""
         sensory, params = _sequence_inputs(self.core, x)
         part = _CompiledLTCSequence(self.native, self.core.solver.substeps, needs_grad(sensory, state, dt, *params))
         return FusedSequence.apply(part, sensory, state, dt, keep, *params).transpose(0, 1)
@@ -107,6 +109,7 @@ class CompiledLTC(Kernel):
         )
 
     def step(self, x, state, dt):
+        """The streaming update in one C call: input mapping, sensory synapses and sub-steps."""
         batch, n = x.shape[0], self.n
         out = torch.empty(batch, n, dtype=self.dtype)
         work = self.scratch.get(4 * batch * n + 8 * n + self.inputs, self.dtype)  # ltc_step: 4 B N + 8 N + I
@@ -190,9 +193,11 @@ class TorchLTC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """Sequences only, for the semi-implicit solver with CPU weights of ``dtype``."""
         return purpose == "sequence" and _semi_implicit(core, dtype)
 
     def sequence(self, x, state, dt, keep):
+        """The semi-implicit sequence in torch, one autograd node with a hand-written backward."""
         sensory, params = _sequence_inputs(self.core, x)
         part = _TorchLTCSequence(self.core.solver.substeps, needs_grad(sensory, state, dt, *params))
         return FusedSequence.apply(part, sensory, state, dt, keep, *params).transpose(0, 1)
@@ -328,6 +333,7 @@ class NumpyLTC(Kernel):
 
     @classmethod
     def supports(cls, core, dtype, purpose):
+        """Streaming steps only, for any solver that runs on numpy arrays, with CPU weights of ``dtype``."""
         return (
             purpose == "step"
             and core.solver.supports_numpy
@@ -362,6 +368,7 @@ class NumpyLTC(Kernel):
         self.dynamics = LTCDynamics
 
     def step(self, x, state, dt):
+        """The streaming update in numpy: input mapping, sensory sums, then the core's solver on ``LTCDynamics``."""
         mapped = x.detach().numpy() * self.in_w + self.in_b
         act = np.multiply(mapped[:, None, :], self.s_sigma)  # (B, post, inputs)
         act += self.s_neg_shift

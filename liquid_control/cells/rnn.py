@@ -28,24 +28,30 @@ class LiquidRNN(nn.Module):
 
     @property
     def input_size(self) -> int:
+        """Features per step of ``x`` (the cell's)."""
         return self.cell.input_size
 
     @property
     def state_size(self) -> int:
+        """Size of the state ``h_n`` (the cell's)."""
         return self.cell.state_size
 
     @property
     def output_size(self) -> int:
+        """Features per step of ``outputs`` (the cell's readout)."""
         return self.cell.output_size
 
     def config(self) -> dict:
+        """Plain-data constructor arguments, the cell's config included; ``build_core(config())`` rebuilds it."""
         return {"type": "liquid_rnn", "cell": self.cell.config(), "batch_first": self.batch_first}
 
     @classmethod
     def from_config(cls, kwargs: dict):
+        """The wrapper for ``config()`` minus its ``type``, the cell rebuilt with ``build_core``."""
         return cls(build_core(kwargs["cell"]), batch_first=kwargs.get("batch_first", True))
 
     def forward(self, x: torch.Tensor, dt=1.0, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        """Run the cell over the sequence; see the class docstring for shapes, ``dt`` and ``mask``."""
         if x.dim() != 3:
             raise ValueError(f"LiquidRNN expects x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
         if not self.batch_first:

@@ -39,15 +39,18 @@ class Solver:
         self.substeps = int(substeps)
 
     def solve(self, ode, v, dt):
+        """Advance ``v`` by ``dt`` (B, 1) in ``substeps`` equal calls of ``advance``."""
         h = dt / self.substeps if self.substeps > 1 else dt
         for _ in range(self.substeps):
             v = self.advance(ode, v, h)
         return v
 
     def advance(self, ode, v, h):
+        """One sub-step of length ``h`` from ``v``; each fixed-step solver defines it."""
         raise NotImplementedError
 
     def config(self) -> dict:
+        """Plain-data options; ``make_solver(config())`` rebuilds the solver."""
         return {"name": self.name, "substeps": self.substeps}
 
     def __repr__(self) -> str:
@@ -56,9 +59,12 @@ class Solver:
 
 
 class SemiImplicit(Solver):
+    """The LTC paper's fused semi-implicit step (ncps's solver); stable for any dt, dt = 0 keeps the state."""
+
     name = "semi_implicit"
 
     def solve(self, ode, v, dt):
+        """Advance ``v`` by ``dt`` in ``substeps`` fused steps, written as increments so dt = 0 gives exactly ``v``."""
         # the step as an increment v + (h b - h a v) / (cm + h a): exact for h = 0 and differentiable everywhere
         # (also in dt at dt = 0); the same formula as the sequence kernels (ltc_kernels.py, native/ltc.inc)
         h = dt / self.substeps if self.substeps > 1 else dt
@@ -71,23 +77,32 @@ class SemiImplicit(Solver):
 
 
 class Euler(Solver):
+    """Explicit Euler: one derivative per sub-step (stable only for small h/tau)."""
+
     name = "euler"
 
     def advance(self, ode, v, h):
+        """One explicit Euler sub-step."""
         return v + h * ode.derivative(v)
 
 
 class Midpoint(Solver):
+    """Explicit midpoint (second-order Runge-Kutta)."""
+
     name = "midpoint"
 
     def advance(self, ode, v, h):
+        """One midpoint sub-step: the derivative at the half step."""
         return v + h * ode.derivative(v + 0.5 * h * ode.derivative(v))
 
 
 class RK4(Solver):
+    """Classic fourth-order Runge-Kutta."""
+
     name = "rk4"
 
     def advance(self, ode, v, h):
+        """One RK4 sub-step (four derivatives)."""
         k1 = ode.derivative(v)
         k2 = ode.derivative(v + 0.5 * h * k1)
         k3 = ode.derivative(v + 0.5 * h * k2)
@@ -96,9 +111,12 @@ class RK4(Solver):
 
 
 class Exponential(Solver):
+    """Exponential integrator: a, b held over a sub-step, the then-linear ODE solved exactly; stable for any dt."""
+
     name = "exponential"
 
     def advance(self, ode, v, h):
+        """One exponential sub-step towards ``b / a`` with rate ``a / cm`` (expm1: exact for small steps and h = 0)."""
         a, b = ode.conductances(v)
         # v' = v + (b/a - v) * (1 - exp(-a h / cm)); expm1 keeps it exact for small a h / cm and h = 0
         return v - (b / a - v) * ode.expm1(-(a / ode.cm) * h)
@@ -118,6 +136,8 @@ _DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 
 
 
 class Dopri5(Solver):
+    """Adaptive Dormand-Prince 4(5) with per-sample step sizes, error-controlled by ``rtol``/``atol``."""
+
     name = "dopri5"
     supports_numpy = False
 
@@ -130,6 +150,7 @@ class Dopri5(Solver):
         self.rtol, self.atol, self.max_steps = float(rtol), float(atol), int(max_steps)
 
     def config(self) -> dict:
+        """Plain-data options, tolerances and step cap included; ``make_solver(config())`` rebuilds the solver."""
         return {**super().config(), "rtol": self.rtol, "atol": self.atol, "max_steps": self.max_steps}
 
     def solve(self, ode, v, dt):

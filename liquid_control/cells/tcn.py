@@ -34,12 +34,15 @@ class TemporalConvCore(RecurrentCore):
         )
 
     def config(self) -> dict:
+        """Plain-data constructor arguments; ``build_core(config())`` rebuilds the core."""
         return {"type": "tcn", "input_size": self.input_size, "hidden_size": self.hidden_size, "frames": self.frames}
 
     def step_prepared(self, p, state, dt, ctx):
+        """Drop the oldest frame of the window and append ``[p, dt]``."""
         return torch.cat([state[:, self.frame_size :], p, dt[:, None]], dim=1)
 
     def output(self, state):
+        """The causal convolutions over the window, read at its newest frame."""
         lead = state.shape[:-1]
         z = state.reshape(-1, self.frames, self.frame_size).transpose(1, 2)  # (N, channels, frames)
         for conv in self.convs:  # each layer shortens the window by its dilation: frames -> 1

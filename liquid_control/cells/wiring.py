@@ -38,6 +38,7 @@ class Wiring:
     # ---- building -----------------------------------------------------------------------------------
     @property
     def is_built(self) -> bool:
+        """Whether ``build`` has fixed the sensory inputs."""
         return self.sensory_adjacency is not None
 
     def build(self, input_size: int) -> "Wiring":
@@ -65,6 +66,7 @@ class Wiring:
     # ---- views used by the cells --------------------------------------------------------------------
     @property
     def num_layers(self) -> int:
+        """Number of neuron layers (1 for an unlayered wiring)."""
         return len(self.layers)
 
     def layer_input_mask(self, layer: int) -> np.ndarray:
@@ -78,10 +80,12 @@ class Wiring:
 
     @property
     def synapse_count(self) -> int:
+        """Number of synapses between neurons."""
         return int(np.abs(self.adjacency).sum())
 
     @property
     def sensory_synapse_count(self) -> int:
+        """Number of synapses from the sensory inputs (the wiring must be built)."""
         self._require_built()
         return int(np.abs(self.sensory_adjacency).sum())
 

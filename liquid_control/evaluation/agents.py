@@ -51,10 +51,12 @@ def _checkpoint_metadata(policy) -> dict:
 
 
 def count_parameters(module) -> int:
+    """Number of trainable parameters of ``module``."""
     return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
 
 
 def make_env(world: str, shift: str, env_kwargs: dict):
+    """The world ``world`` under ``shift`` (a shift string), built with ``env_kwargs``."""
     import gymnasium
 
     import sim_envs  # noqa: F401  (registers the worlds)
@@ -69,13 +71,16 @@ class ExpertAgent:
         self._env = env
 
     def reset(self) -> None:
+        """Nothing to reset: the expert holds no state."""
         pass
 
     def act(self, obs):
+        """The world's privileged expert action (``obs`` is not used)."""
         return self._env.unwrapped.expert_action()
 
 
 def load_cached_policy(path: str, sha: str | None):
+    """The policy at ``path`` in eval mode, loaded once per process and file contents (``sha``)."""
     key = (path, sha)
     if key not in _POLICY_CACHE:
         from liquid_control.policy import load_policy
@@ -87,6 +92,7 @@ def load_cached_policy(path: str, sha: str | None):
 
 
 def make_agent(checkpoint: str | None, checkpoint_sha: str | None, env):
+    """The expert when ``checkpoint`` is None, else a PolicyAgent for the (cached) checkpoint."""
     if checkpoint is None:
         return ExpertAgent(env)
     from liquid_control.policy import PolicyAgent

@@ -22,6 +22,7 @@ BACKENDS = ("process", "serial", "ray")
 
 
 def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux

@@ -55,7 +55,8 @@ class WorldPool:
         self._worlds: OrderedDict[tuple, list] = OrderedDict()
 
     def get(self, world: str, shift: str, env_kwargs: dict, count: int) -> list:
-        key = (world, shift, json.dumps(env_kwargs, sort_keys=True))  # values may be lists (``update_on``)
+        """``count`` worlds for the key, built as needed; other keys' worlds closed beyond ``max_worlds``."""
+        key = (world, shift, json.dumps(env_kwargs, sort_keys=True))  # values may be lists (update_on)
         envs = self._worlds.pop(key, [])
         while len(envs) < count:
             envs.append(agents.make_env(world, shift, env_kwargs))
@@ -66,6 +67,7 @@ class WorldPool:
         return envs[:count]
 
     def close(self) -> None:
+        """Close every pooled world."""
         for envs in self._worlds.values():
             for env in envs:
                 env.close()
@@ -85,6 +87,7 @@ class BatchedPolicy:
         self._initial = policy.initial_state(1)[0]
 
     def reset_lane(self, lane: int) -> None:
+        """Put ``lane`` back to the policy's initial state (a new episode starts there)."""
         self.state[lane] = self._initial
 
     @torch.no_grad()

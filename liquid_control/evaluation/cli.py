@@ -26,6 +26,7 @@ DEFAULT_EPISODES = 20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``liquid-control eval``."""
     from liquid_control.evaluation import experiment
 
     what = parser.add_argument_group("what to evaluate")
@@ -163,6 +164,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the evaluation (offline on bags, an experiment, or a plan) and report; 2 for a refused request."""
     from liquid_control.evaluation import experiment
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
@@ -172,11 +174,11 @@ def run(args: argparse.Namespace) -> int:
         if len(sys.argv) > 1 and sys.argv[1] == "eval"
         else ""
     )
-    if args.bag:
-        from liquid_control.evaluation.offline import run_offline
-
-        return run_offline(args, command)
     try:
+        if args.bag:
+            from liquid_control.evaluation.offline import run_offline
+
+            return run_offline(args, command)
         if args.lanes < 1:
             raise EvaluationSetupError(f"--lanes must be >= 1, got {args.lanes}")
         if args.experiment:

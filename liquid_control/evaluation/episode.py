@@ -62,6 +62,7 @@ class EpisodeTally:
         return action
 
     def after_step(self, obs: dict, reward: float, info: dict) -> None:
+        """Count one step's reward, dt and collision."""
         self.total_return += float(reward)
         self.steps += 1
         self.sim_time += _dt(obs)
@@ -134,6 +135,7 @@ class SmoothnessTracker:
         self._total_time = 0.0
 
     def add(self, action: np.ndarray, dt_since_previous: float | None) -> None:
+        """Add ``action``; its change from the previous one counts over ``dt_since_previous`` (None: first action)."""
         if self._previous is not None and dt_since_previous is not None:
             self._total_change += float(np.mean(np.abs(action - self._previous)))
             self._total_time += float(dt_since_previous)
@@ -141,4 +143,5 @@ class SmoothnessTracker:
 
     @property
     def value(self) -> float:
+        """Mean |delta action| per second so far (0 before any measured time)."""
         return self._total_change / self._total_time if self._total_time > 0 else 0.0

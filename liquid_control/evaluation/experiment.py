@@ -61,7 +61,9 @@ RECIPES = {
 }
 RECIPE_ARMS = {"off": (False,), "on": (True,), "both": (False, True)}
 # The reduced training recipe of the headline (see docs/ood.md): one DAgger round, no model selection
-# episodes (the last round is kept), fewer epochs; about 1-2 CPU-minutes per run on this machine.
+# episodes (the last round is kept), fewer epochs. CfC-NCP measured 56 CPU-s per run without the recipes and
+# 160 with them on the 2-core development machine; the other cores within ~20% (docs/ood.md, "What the target
+# budget costs").
 HEADLINE_SCHEDULE = {
     "training.demonstrations": 40,
     "training.dagger_rounds": 1,
@@ -81,12 +83,14 @@ EXPERIMENTS = {
 
 
 def config_path(arch: str) -> str:
+    """The shipped config file of architecture ``arch``."""
     from liquid_control.paths import policies_dir
 
     return str(policies_dir() / "configs" / ARCHITECTURES[arch])
 
 
 def variant_name(arch: str, robust: bool) -> str:
+    """The policy name of ``arch``, with ``ROBUST_SUFFIX`` when trained with the recipes."""
     return arch + (ROBUST_SUFFIX if robust else "")
 
 
@@ -130,6 +134,8 @@ def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, r
     from liquid_control.training import TrainingError, train
 
     policy_path = os.path.join(out_dir, "policy.pt")
+    cpu_started = time.process_time()  # this worker runs one training at a time: its CPU time is this run's
+    trained_here = False
     if resume and os.path.isfile(policy_path):
         from liquid_control.policy import apply_overrides, load_config
 
@@ -157,8 +163,10 @@ def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, r
             )
         except TrainingError as exc:  # e.g. --resume with another schedule: a clear error, not a trace
             raise EvaluationSetupError(f"training {name} (seed {seed}) in {out_dir}: {exc}") from None
+        trained_here = True
     metadata = read_metadata(policy_path)
-    return {"name": name, "arch": arch, "seed": seed, "policy": policy_path, "metadata": metadata}
+    cpu_s = round(time.process_time() - cpu_started, 1) if trained_here else None
+    return {"name": name, "arch": arch, "seed": seed, "policy": policy_path, "metadata": metadata, "cpu_s": cpu_s}
 
 
 def training_overrides(
@@ -209,7 +217,8 @@ def train_all(
                     meta = result["metadata"]
                     _log_with_prefix(
                         f"{result['name']} seed {result['seed']}",
-                        f"trained in {meta.get('training_wall_s', '?')} s ({len(results) + 1}/{len(jobs)})",
+                        f"trained in {meta.get('training_wall_s', '?')} s wall, {result['cpu_s']} s CPU "
+                        f"({len(results) + 1}/{len(jobs)})",
                     )
                     results.append(result)
         except BaseException:
@@ -225,6 +234,7 @@ def _training_notes(trained: list[dict], schedule: str, minutes: float, override
     from liquid_control.training.augment import describe_recipes
 
     walls = [float(r["metadata"]["training_wall_s"]) for r in trained if r["metadata"].get("training_wall_s")]
+    cpus = [r["cpu_s"] for r in trained if r.get("cpu_s") is not None]
     lines = [
         "## Training",
         "",
@@ -232,8 +242,12 @@ def _training_notes(trained: list[dict], schedule: str, minutes: float, override
         f"sensors) with {describe_schedule(schedule, minutes)}: "
         + ", ".join(f"`{k}={v}`" for k, v in SCHEDULES[schedule].items())
         + ("" if SCHEDULES[schedule] else "as configured")
-        + ". Training wall time: wall-clock seconds of one run on one CPU thread, two runs side by side "
-        + (f"(total {sum(walls):.0f} s over {len(walls)} runs)." if walls else "."),
+        + ". Training wall time: wall-clock seconds of one run on one CPU thread, as many runs side by side as "
+        "workers (on a shared machine it includes the other jobs' share); training CPU: the run's own CPU "
+        "seconds (n/a: trained by an earlier part of a resumed run)"
+        + (f"; total {sum(walls):.0f} s wall over {len(walls)} runs" if walls else "")
+        + (f", {sum(cpus):.0f} CPU s over {len(cpus)} runs" if cpus else "")
+        + ".",
         "",
     ]
     if True in arms:
@@ -255,14 +269,16 @@ def _training_notes(trained: list[dict], schedule: str, minutes: float, override
         ]
         lines.append("")
     lines += [
-        "| policy | config | training seed | training wall time (s) | training episodes | selected round |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| policy | config | training seed | training wall time (s) | training CPU (s) | training episodes "
+        "| selected round |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in trained:
         m = r["metadata"]
         lines.append(
             f"| {r['name']} | `policies/configs/{ARCHITECTURES[r['arch']]}` | {r['seed']} | "
-            f"{m.get('training_wall_s', 'n/a')} | {m.get('training_episodes', 'n/a')} | "
+            f"{m.get('training_wall_s', 'n/a')} | {r['cpu_s'] if r.get('cpu_s') is not None else 'n/a'} | "
+            f"{m.get('training_episodes', 'n/a')} | "
             f"{m.get('selected_round', 'n/a')} |"
         )
     extra = {

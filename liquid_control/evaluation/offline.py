@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ import numpy as np
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
 from liquid_control.bags.stream import StreamStats, data_overrides, policy_runner
+from liquid_control.evaluation.plan import EvaluationSetupError, validate_output_folder
 from liquid_control.runtime.backends import BackendError, load_backend
 
 
@@ -35,6 +35,8 @@ def _policies(specs: list[str]) -> dict[str, str]:
             name, path = Path(item).stem if Path(item).stem != "policy" else Path(item).parent.name, item
         if name in out:
             raise ValueError(f"--policy: two policies named {name!r}; name them NAME=PATH")
+        if not Path(path).is_file():
+            raise ValueError(f"--policy {item}: {path} is not a policy file")
         out[name] = path
     if not out:
         raise ValueError("--policy: give the policy file(s) to evaluate on the bags (NAME=PATH or PATH)")
@@ -223,7 +225,7 @@ def report_markdown(results: dict) -> str:
 
 
 def run_offline(args, command: str = "") -> int:
-    """``liquid-control eval --bag ...``."""
+    """``liquid-control eval --bag ...``; a refused request raises EvaluationSetupError (the CLI prints it)."""
     try:
         bags = []
         for pattern in args.bag:
@@ -233,8 +235,10 @@ def run_offline(args, command: str = "") -> int:
             if not matches:
                 raise ValueError(f"--bag {pattern!r} matches no bag")
             bags += matches
+        policies = _policies(args.policy)
+        validate_output_folder(args.out)  # after every other check: a refused request creates nothing
         results = evaluate_offline(
-            _policies(args.policy),
+            policies,
             bags,
             args.out,
             data=data_overrides(args),
@@ -242,9 +246,8 @@ def run_offline(args, command: str = "") -> int:
             plots=not args.no_example,
             command=command,
         )
-    except (BagError, BackendError, ValueError) as exc:
-        print(f"liquid-control eval: error: {exc}", file=sys.stderr)
-        return 2
+    except (BagError, BackendError, ValueError) as exc:  # the caller (evaluation.cli) prints it, exit status 2
+        raise EvaluationSetupError(str(exc)) from None
     for name, res in results["policies"].items():
         o = res["overall"]
         print(

@@ -39,6 +39,7 @@ class PolicySpec:
 
     @property
     def is_expert(self) -> bool:
+        """Whether this is the privileged expert (no checkpoints)."""
         return not self.checkpoints
 
 
@@ -57,9 +58,11 @@ class EpisodeJob:
 
     @property
     def key(self) -> tuple:
+        """Identity of the episode in the results log (``episode_key``)."""
         return episode_key(self.policy, self.training_seed, self.shift, self.episode_seed)
 
     def to_dict(self) -> dict:
+        """The job as a plain dict."""
         return asdict(self)
 
 
@@ -69,6 +72,7 @@ def episode_key(policy: str, training_seed: int, shift: str, episode_seed: int) 
 
 
 def file_sha256(path: str) -> str:
+    """Hex SHA-256 of a file's contents (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -193,6 +197,8 @@ def validate_output_folder(out_dir: str) -> None:
 
 @dataclass
 class EvaluationPlan:
+    """The validated request: policies, shifts and episode seeds; ``jobs`` lists every episode."""
+
     policies: list[PolicySpec]
     shifts: list[str]
     episode_seeds: list[int]

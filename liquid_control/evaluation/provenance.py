@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import resource
 import subprocess
 
 
@@ -28,6 +29,17 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its finished child processes (training runs and
+    process-pool workers of an evaluation; a Ray cluster's workers are not children and are not counted).
+
+    On a shared machine the wall clock measures the other jobs too; CPU seconds are what a budget scales by.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def collect(command: str, started: float, wall_s: float, **extra) -> dict:
     """Provenance of a run that began at ``started`` (time.time()) and took ``wall_s`` seconds."""
     import mujoco
@@ -43,6 +55,7 @@ def collect(command: str, started: float, wall_s: float, **extra) -> dict:
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, mujoco {mujoco.__version__}",
         "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "wall_time_s": round(float(wall_s), 1),
+        "cpu_time_s": round(cpu_seconds(), 1),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         **extra,
     }
@@ -53,14 +66,24 @@ def accumulate(previous: dict | None, current: dict) -> dict:
     wall times added: a report finished by ``--resume`` states what every part took."""
     parts = list((previous or {}).get("earlier_parts", []))
     if previous:
-        parts.append({k: previous[k] for k in ("command", "commit", "started_utc", "wall_time_s") if k in previous})
+        keys = ("command", "commit", "started_utc", "wall_time_s", "cpu_time_s")
+        parts.append({k: previous[k] for k in keys if k in previous})
     if not parts:
         return current
     total = current["wall_time_s"] + sum(float(p.get("wall_time_s", 0.0)) for p in parts)
     return {**current, "earlier_parts": parts, "total_wall_time_s": round(total, 1)}
 
 
-_LISTED = ("command", "commit", "machine", "software", "started_utc", "wall_time_s", "load_average_at_end")
+_LISTED = (
+    "command",
+    "commit",
+    "machine",
+    "software",
+    "started_utc",
+    "wall_time_s",
+    "cpu_time_s",
+    "load_average_at_end",
+)
 
 
 def markdown(prov: dict) -> list[str]:
@@ -75,6 +98,11 @@ def markdown(prov: dict) -> list[str]:
         f"- Started {prov['started_utc']}; wall time **{prov['wall_time_s']:.0f} s ({hours:.2f} h)**"
         + (f"; load average at the end {prov['load_average_at_end']}" if prov.get("load_average_at_end") else ""),
     ]
+    if prov.get("cpu_time_s") is not None:
+        lines.append(
+            f"- CPU time {prov['cpu_time_s']:.0f} s: this process and its finished worker processes (training runs, "
+            "process-pool evaluation, figures; not Ray workers), user + system"
+        )
     for part in prov.get("earlier_parts", []):
         lines.append(
             f"- Earlier part (continued by `--resume`): `{part.get('command', '')}`, "

@@ -298,14 +298,15 @@ def write_report(
     comparisons: list[tuple[str, str]] | None = None,
     panels: dict[str, list[str]] | None = None,
     saliency: bool = True,
-    provenance: dict | None = None,
+    provenance=None,
 ) -> str:
     """report.md and its figures.
 
     `notes`: lines under the title; `sections`: markdown after the policy table; `paired`: episode-level
     McNemar tables; `comparisons`: pairs compared over training seeds (default: `paired`), Holm-corrected
     together; `panels`: title -> policies, one panel each in the figures (default: all in one);
-    `saliency`: the attention figures; `provenance`: `provenance.collect(...)`, printed at the top.
+    `saliency`: the attention figures; `provenance`: `provenance.collect(...)` (or a callable returning it, called
+    after the figures), printed at the top.
     """
     from liquid_control.evaluation import provenance as provenance_module
 
@@ -325,6 +326,8 @@ def write_report(
         job = pick_example(plan)
         figures["example"], example_record = plot_example_episode(job, os.path.join(out_dir, "example_episode.png"))
 
+    if callable(provenance):  # collected now, so that its wall and CPU time include the figures
+        provenance = provenance()
     world = plan.policies[0].world
     n_seeds = sorted({len(p.training_seeds) for p in plan.policies if not p.is_expert} or {1})
     lines = [f"# {title}", ""]

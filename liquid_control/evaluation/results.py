@@ -19,6 +19,7 @@ LOG_NAME = "episodes.jsonl"
 
 
 def record_key(record: dict) -> tuple:
+    """``episode_key`` of a logged record."""
     return episode_key(record["policy"], record["training_seed"], record["shift"], record["episode_seed"])
 
 
@@ -50,6 +51,7 @@ class ResultLog:
         return todo
 
     def append(self, record: dict) -> None:
+        """Write ``record`` as one line and fsync it before counting the episode as done."""
         line = json.dumps(record, sort_keys=True)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
@@ -80,6 +82,7 @@ def finish_record(record: dict, job: EpisodeJob) -> dict:
 
 
 def read_log(path: str) -> list[dict]:
+    """Every record of a results log; a half-written last line is dropped, any other bad line is an error."""
     records = []
     with open(path, encoding="utf-8") as fh:
         lines = fh.read().split("\n")

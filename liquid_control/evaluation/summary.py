@@ -60,6 +60,7 @@ def outcomes_by_seed(records: list[dict], policy: str, shifts: list[str]) -> dic
 
 
 def summarize(records: list[dict], policies: list[str], shifts: list[str]) -> list[CellSummary]:
+    """One CellSummary per policy and shift that has episodes, statistics over training seeds."""
     groups: dict[tuple[str, str], list[dict]] = OrderedDict(((p, s), []) for p in policies for s in shifts)
     for record in records:
         key = (record["policy"], record["shift"])
@@ -116,6 +117,7 @@ class GroupSummary:
 
 
 def summarize_groups(records: list[dict], policies: list[str], shifts: list[str]) -> list[GroupSummary]:
+    """One GroupSummary per shift group and policy, over the seeds that ran every shift of the group."""
     out = []
     for group, members in shift_groups(shifts).items():
         for policy in policies:

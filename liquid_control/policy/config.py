@@ -56,6 +56,7 @@ SIZE_BOUNDS = {
 
 
 def large_policies_allowed() -> bool:
+    """Whether ``LIQUID_CONTROL_ALLOW_LARGE_POLICIES`` is set true, lifting the size bounds on configs."""
     return os.environ.get(ALLOW_LARGE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 

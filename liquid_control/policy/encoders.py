@@ -55,6 +55,7 @@ class CameraEncoder(nn.Module):
         self.output_size = features
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Features (N, F) of uint8 images (N, H, W, 3); ValueError for any other shape."""
         if image.dim() != 4 or tuple(image.shape[1:]) != (self.height, self.width, 3):
             raise ValueError(
                 f"camera encoder: expected images (N, {self.height}, {self.width}, 3), got {tuple(image.shape)}"
@@ -92,6 +93,7 @@ class VectorEncoder(nn.Module):
         self.input_size, self.output_size = input_size, features
 
     def set_normalization(self, mean, std, min_std: float = 1e-3) -> None:
+        """Store the input statistics (``std`` floored at ``min_std``); ValueError unless they are finite."""
         mean = torch.as_tensor(mean, dtype=self.mean.dtype).reshape(self.input_size)
         std = torch.as_tensor(std, dtype=self.std.dtype).reshape(self.input_size)
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
@@ -100,4 +102,5 @@ class VectorEncoder(nn.Module):
         self.std.copy_(std.clamp_min(min_std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features (N, F) of the normalised inputs."""
         return self.mlp((x.to(self.mean.dtype) - self.mean) / self.std)

@@ -125,6 +125,7 @@ class Policy(nn.Module):
 
     @property
     def action_size(self) -> int:
+        """Number of action elements."""
         return self.head.out_features
 
     def num_parameters(self) -> int:
@@ -289,4 +290,5 @@ class Policy(nn.Module):
         return torch.where(mask.any(dim=1, keepdim=True), picked, held.to(picked.dtype))
 
     def forward(self, obs: dict, dt, h0=None, mask=None):
+        """``forward_sequence`` (what calling the module runs)."""
         return self.forward_sequence(obs, dt, h0, mask)

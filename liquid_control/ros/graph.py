@@ -165,6 +165,7 @@ def policy_graph(
 
 # ------------------------------------------------------------------------------------------ liquid-control sim
 def add_arguments(parser):
+    """The options of ``liquid-control sim``."""
     parser.add_argument("--world", default="LiquidRover-v0", choices=sorted(WORLD_POLICIES))
     parser.add_argument("--policy", default="", help="policy file (.pt/.onnx); default: the world's shipped policy")
     parser.add_argument("--shift", default="", help="shift preset or spec, e.g. 'season=winter,lighting=dusk'")
@@ -238,6 +239,7 @@ class NodeOutput:
             self._log.close()
 
     def join(self, timeout: float = 1.0) -> None:
+        """Wait up to ``timeout`` seconds for the reader thread to finish."""
         self._thread.join(timeout)
 
     def cause(self) -> str:
@@ -307,6 +309,7 @@ def stop_graph(procs: dict, grace: float = STOP_GRACE_S) -> dict:
 
 
 def describe_exit(code: int | None) -> str:
+    """A process exit code in words (None: still running; negative: the signal that killed it)."""
     if code is None:
         return "still running"
     if code < 0:
@@ -350,6 +353,7 @@ class _Signals:
 
 
 def run_sim(args) -> SimRun:
+    """Start the graph's nodes, print each episode's status as it arrives, stop every node; what happened."""
     use_sim_time = args.use_sim_time or args.real_time_factor != 1.0
     nodes = sim_graph(
         world=args.world,

@@ -92,6 +92,8 @@ class ParameterError(ValueError):
 
 @dataclass(frozen=True)
 class PolicyNodeSettings:
+    """The policy node's validated parameters, read as attributes (``settings.command_topic``)."""
+
     values: dict
 
     def __getattr__(self, name):
@@ -180,3 +182,9 @@ def validate_policy_node_parameters(
     if problems:
         raise ParameterError("invalid parameters:\n  - " + "\n  - ".join(problems))
     return PolicyNodeSettings(out)
+
+
+def camera_info_topic(camera_topic: str) -> str:
+    """The CameraInfo topic beside an image topic (image_transport's convention: ``<ns>/camera_info`` next to
+    ``<ns>/image_raw``), the one name sim_node publishes and policy_node subscribes to."""
+    return f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"

@@ -39,7 +39,12 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from liquid_control.ros.image_conversion import ImageConversionError, image_to_numpy
-from liquid_control.ros.params import POLICY_NODE_PARAMETERS, ParameterError, validate_policy_node_parameters
+from liquid_control.ros.params import (
+    POLICY_NODE_PARAMETERS,
+    ParameterError,
+    camera_info_topic,
+    validate_policy_node_parameters,
+)
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
@@ -48,6 +53,7 @@ BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be conve
 
 
 def stamp_seconds(stamp) -> float:
+    """A builtin_interfaces/Time in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
 
 
@@ -204,10 +210,10 @@ class PolicyNode(LifecycleNode):
                 )
                 self._subscriptions_by_sensor[sensor] = self.create_subscription(msg_type, topic, callback, qos)
         if CAMERA in spec.sensors:  # camera_info beside the image (image_transport's convention), where published
-            camera_topic = self.get_parameter("camera_topic").value
-            info_topic = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
+            info_topic = camera_info_topic(self.get_parameter("camera_topic").value)
+            info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)  # the camera's
             self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
-                CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), 10
+                CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), info_qos
             )
         command_type = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
         with _naming(f"command_topic ({s.command_topic!r}) / command_qos_depth"):
@@ -247,6 +253,7 @@ class PolicyNode(LifecycleNode):
         return ret
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop commanding: publish a stop command and hold (timers stopped; model and subscriptions kept)."""
         self._active = False
         self._publish_stop("deactivated")
         self._destroy_timers()
@@ -254,10 +261,12 @@ class PolicyNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Free the model and the entities created at configure."""
         self._release()
         return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Publish a stop command if active, then free everything."""
         if self._active:
             self._active = False
             self._publish_stop("shutdown")
@@ -265,6 +274,7 @@ class PolicyNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop and free everything; SUCCESS returns the node to unconfigured."""
         self._active = False
         self._release()
         return TransitionCallbackReturn.SUCCESS
@@ -419,6 +429,7 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------- diagnostics
     def diagnostic_status(self) -> DiagnosticStatus:
+        """The node's health: input rates, dt and inference-time statistics, counters, a level saying what is wrong."""
         runner, now = self.runner, self._now()
         status = DiagnosticStatus(name=f"{self.get_name()}: liquid policy", hardware_id=self.get_fully_qualified_name())
         counters = dict(runner.counters)

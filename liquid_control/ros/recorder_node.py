@@ -43,6 +43,7 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
 
 
 def default_bag_name() -> str:
+    """``rosbag2_<date>-<time>`` of now, as ``ros2 bag record`` names its bags."""
     return datetime.now().strftime("rosbag2_%Y_%m_%d-%H_%M_%S")
 
 
@@ -172,6 +173,7 @@ What to record and for how long: docs/real_robot.md.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``liquid-control record``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
@@ -278,6 +280,7 @@ def _record_graph(args, topics: list[str]) -> int:
 
 
 def run(args) -> int:
+    """Record topics or expert episodes, or show or recover a bag; exit code 2 for a bad bag or argument."""
     try:
         if args.info:
             print(bag_info(args.info))

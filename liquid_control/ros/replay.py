@@ -112,6 +112,7 @@ See docs/real_robot.md.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``liquid-control replay``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("bags", nargs="+", metavar="BAG", help="recorded bag(s), played one after another")
@@ -229,6 +230,7 @@ def _spin(executor, context, stop):
 
 
 def run(args) -> int:
+    """Replay the bags and report; exit code 2 for a bad bag or argument, 1 when nothing was recorded."""
     try:
         result = replay(args)
     except (BagError, ValueError) as exc:

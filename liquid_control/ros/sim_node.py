@@ -49,6 +49,7 @@ from std_srvs.srv import Trigger
 import sim_envs
 from liquid_control.ros import robot_description
 from liquid_control.ros.image_conversion import numpy_to_image
+from liquid_control.ros.params import camera_info_topic
 
 try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -157,6 +158,8 @@ def _next_tick(tick: float, period: float, now: float) -> float:
 
 
 class SimNode(Node):
+    """A sim_envs world as a ROS 2 robot: publishes its sensors as they are delivered, applies the commands."""
+
     def __init__(self, **kwargs):
         super().__init__("sim_node", **kwargs)
         for name, (default, description) in SIM_NODE_PARAMETERS.items():
@@ -209,9 +212,7 @@ class SimNode(Node):
             self._publish_static_transforms()
         self.camera_info_pub, self._camera_info = None, None
         if "camera" in self.publishers_by_sensor and spec.camera is not None:
-            camera_topic = p["camera_topic"]  # image_transport's convention: camera_info beside image_raw
-            sibling = f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"
-            info_topic = p["camera_info_topic"] or sibling
+            info_topic = p["camera_info_topic"] or camera_info_topic(p["camera_topic"])
             self.camera_info_pub = self.create_publisher(CameraInfo, info_topic, sensor_qos)
             self._camera_info = self._camera_info_template(robot_description.camera_fovy_deg(self.world.model, spec))
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None
@@ -394,31 +395,38 @@ class SimNode(Node):
         self.odom_pub.publish(msg)
 
     # ------------------------------------------------------------------------------------------- episodes
-    def policy_sensors(self) -> set[str] | None:
-        """The sensors that the node(s) publishing our command topic subscribe to (None: no commander seen)."""
+    def _published(self) -> dict:
+        """Topic name -> our publisher, for everything a commander may subscribe to (sensors, odometry, ...)."""
+        pubs = list(self.publishers_by_sensor.values()) + [self.odom_pub, self.target_pub, self.camera_info_pub]
+        return {pub.topic_name: pub for pub in pubs if pub is not None}
+
+    def commander_topics(self) -> set[str] | None:
+        """Our topics that the node(s) publishing our command topic subscribe to (None: no commander seen)."""
         commanders = self.get_publishers_info_by_topic(self.command_topic_name)
         if not commanders:
             return None
-        sensor_by_topic = {pub.topic_name: sensor for sensor, pub in self.publishers_by_sensor.items()}
+        ours = self._published()
         wanted = set()
         for info in commanders:
             try:
                 topics = self.get_subscriber_names_and_types_by_node(info.node_name, info.node_namespace)
             except Exception:  # the node left the graph between the two calls
                 continue
-            wanted |= {sensor_by_topic[name] for name, _ in topics if name in sensor_by_topic}
+            wanted |= {name for name, _ in topics if name in ours}
         return wanted
 
     def wait_for_graph(self):
-        """Wait (bounded) until a policy commands us and every sensor it subscribes to has a subscriber here,
-        so the first messages are not lost. Sensors it does not use (the rover policy's IMU) are not waited for."""
+        """Wait (bounded) until a policy commands us and every topic of ours it subscribes to (its sensors, and
+        odometry where it reads it) has a subscriber here, so the first messages are not lost. Sensors it does
+        not use (the rover policy's IMU) are not waited for."""
         deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
+        ours = self._published()
         while time.monotonic() < deadline and rclpy.ok():
-            wanted = self.policy_sensors()
-            if wanted:  # a commander with sensor subscriptions (still discovering them: empty)
-                matched = {s for s in wanted if self.publishers_by_sensor[s].get_subscription_count() > 0}
+            wanted = self.commander_topics()
+            if wanted:  # a commander with subscriptions to us (still discovering them: empty)
+                matched = {t for t in wanted if ours[t].get_subscription_count() > 0}
                 if matched == wanted:
-                    self.get_logger().info(f"policy node subscribes to {', '.join(sorted(wanted))}: starting")
+                    self.get_logger().info(f"the policy node subscribes to {', '.join(sorted(wanted))}: starting")
                     return True
             time.sleep(0.05)
         self.get_logger().warning("no policy node seen on the sensor/command topics; starting anyway")
@@ -436,6 +444,7 @@ class SimNode(Node):
             time.sleep(0.005)
 
     def run_episode(self, index: int, seed) -> dict:
+        """Run one episode from ``seed``, publishing every delivery; its status (also published on the status topic)."""
         world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
         world.reset(seed=seed)
         with self._lock:
@@ -536,6 +545,7 @@ class SimNode(Node):
             )
 
     def run(self) -> list[dict]:
+        """Wait for the policy node, then run the episodes (seeds ``seed + k``); their statuses."""
         self.wait_for_graph()
         results = []
         episode = 0
@@ -547,6 +557,7 @@ class SimNode(Node):
 
 
 def main(args=None) -> int:
+    """Entry point of ``ros2 run liquid_control sim_node``; exit code 2 for invalid parameters."""
     rclpy.init(args=args)
     try:
         node = SimNode()

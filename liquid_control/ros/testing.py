@@ -46,6 +46,7 @@ def start_node_process(
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
+    """SIGINT ``proc`` (a clean ROS shutdown), SIGKILL after ``grace`` seconds; its exit code."""
     import signal
 
     if proc.poll() is None:
@@ -87,9 +88,11 @@ class Probe:
                 break
 
     def publisher(self, msg_type, topic: str, qos=10):
+        """A publisher on the probe's node."""
         return self.node.create_publisher(msg_type, topic, qos)
 
     def record(self, topic: str, msg_type, qos=10):
+        """Keep every message on ``topic`` (see the class docstring); the subscription."""
         self.received.setdefault(topic, [])
 
         def on_msg(msg):
@@ -99,10 +102,12 @@ class Probe:
         return self.node.create_subscription(msg_type, topic, on_msg, qos)
 
     def messages(self, topic: str) -> list:
+        """A copy of the ``(receive time, msg)`` pairs recorded on ``topic`` so far."""
         with self._lock:
             return list(self.received.get(topic, []))
 
     def wait_for(self, predicate, timeout: float, poll: float = 0.01) -> bool:
+        """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
@@ -111,6 +116,7 @@ class Probe:
         return bool(predicate())
 
     def close(self):
+        """Shut the probe's context down and destroy its node."""
         self.context.try_shutdown()
         self._thread.join(timeout=2.0)
         self.executor.shutdown()

@@ -18,6 +18,9 @@ import numpy as np
 CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
 VECTORS = "vectors"  # name of the encoder of every vector input
 ONNX_CONFIG_KEY = "liquid_control.policy_config"  # metadata_props entry holding the policy config (JSON)
+# observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
+# policies without torch, which that package needs)
+TIMING_INPUTS = ("event", "ages")
 
 
 class BackendError(RuntimeError):
@@ -48,6 +51,9 @@ class ObservationSpec:
 
     @classmethod
     def from_config(cls, config: dict) -> "ObservationSpec":
+        """The spec of a policy config; BackendError when the config is malformed (:func:`check_policy_config`)
+        or an ``update_on`` sensor is not one of its inputs."""
+        check_policy_config(config, f"policy {config.get('name', '?')!r}" if isinstance(config, dict) else "policy")
         obs = config["observation"]
         sensors: dict[str, tuple[int, ...]] = {}
         encoders: dict[str, tuple[str, ...]] = {}
@@ -79,6 +85,7 @@ class ObservationSpec:
 
     @property
     def action_size(self) -> int:
+        """Number of action elements."""
         return int(self.action_low.shape[0])
 
     @staticmethod
@@ -108,6 +115,7 @@ class TorchBackend:
         self.spec = ObservationSpec.from_config(self.config)
 
     def initial_state(self) -> np.ndarray:
+        """The policy's initial state for one sample (float32)."""
         with self._torch.no_grad():
             return self.policy.initial_state(1)[0].detach().cpu().numpy().astype(np.float32)
 
@@ -125,6 +133,7 @@ class TorchBackend:
         return action[0].numpy().astype(np.float64), new_state[0].numpy().astype(np.float32)
 
     def close(self):
+        """Drop the policy."""
         self.policy = None
 
 
@@ -160,11 +169,13 @@ class OnnxBackend:
         self.state_size = check_onnx_signature(path, self.session, self.spec)
 
     def initial_state(self) -> np.ndarray:
+        """The policy's initial state: zeros of the graph's state size (as ``Policy.initial_state``)."""
         return np.zeros(self.state_size, dtype=np.float32)
 
     def step(
         self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """One update of one sample through the ONNX graph; ``encode``: the encoders to run (None: all)."""
         feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = np.asarray([dt], dtype=np.float32)
@@ -174,6 +185,7 @@ class OnnxBackend:
         return action[0].astype(np.float64), new_state[0].astype(np.float32)
 
     def close(self):
+        """Drop the onnxruntime session."""
         self.session = None
 
 
@@ -222,6 +234,18 @@ def check_policy_config(config, source: str) -> None:
         or (isinstance(update_on, list) and update_on and all(isinstance(u, str) for u in update_on))
     ):
         fail(f"observation.update_on must name an input or a list of inputs, got {str(update_on)[:60]}")
+    timing = obs.get("timing", [])
+    if not (isinstance(timing, list) and all(t in TIMING_INPUTS for t in timing) and len(set(timing)) == len(timing)):
+        fail(f"observation.timing must list distinct time inputs of {list(TIMING_INPUTS)}, got {str(timing)[:60]}")
+    lag = obs.get("reorder_lag_s", 0.0)
+    if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not 0.0 <= lag <= 1.0:
+        fail(f"observation.reorder_lag_s must be seconds in [0, 1], got {str(lag)[:60]}")
+    if obs.get("resample_hz") is not None:
+        fail(
+            f"observation.resample_hz is {str(obs['resample_hz'])[:20]}: a resampling baseline steps on a fixed-rate "
+            "clock, which only the simulated evaluation (PolicyAgent) implements; policy_node, ONNX and training "
+            "from bags step on sensor messages"
+        )
     bounds = [act.get("low"), act.get("high")]
     if not all(isinstance(b, list) and b and all(isinstance(v, (int, float)) for v in b) for b in bounds):
         fail(f"action.low and action.high must be lists of numbers, got {str(bounds)[:60]}")
@@ -253,7 +277,10 @@ def check_onnx_signature(path, session, spec: ObservationSpec) -> int:
     if len(state_dims) != 2 or not isinstance(state_dims[1], int) or state_dims[1] < 1:
         raise BackendError(f"{path}: ONNX input 'state' has shape {_onnx_shape(state_dims)}, expected [batch, S]")
     state_size = state_dims[1]
-    want = {ObservationSpec.obs_key(s): (spec.dtype(s), shape) for s, shape in spec.sensors.items()}
+    want = {
+        ObservationSpec.obs_key(s): (np.uint8 if s == CAMERA else np.float32, shape)
+        for s, shape in spec.sensors.items()
+    }
     want.update(state=(np.float32, (state_size,)), dt=(np.float32, ()))
     if "event" in spec.timing:
         want["event"] = (np.int64, ())
@@ -299,6 +326,7 @@ def _dims_match(dims, shape: tuple) -> bool:
 
 
 def torch_available() -> bool:
+    """Whether torch can be imported here (else ``auto`` loads the ONNX backend)."""
     return importlib.util.find_spec("torch") is not None
 
 

@@ -30,9 +30,11 @@ class CommandLimiter:
 
     @property
     def size(self) -> int:
+        """Number of command elements."""
         return int(self.scale.shape[0])
 
     def __call__(self, action, now: float) -> np.ndarray:
+        """The command for ``action`` at time ``now`` (s): scaled, clipped, rate-limited since the previous call."""
         target = np.clip(np.asarray(action, dtype=np.float64) * self.scale, -self.max_command, self.max_command)
         if self.previous_time is not None:
             step = self.max_rate * max(now - self.previous_time, 0.0)

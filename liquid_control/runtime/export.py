@@ -289,12 +289,14 @@ def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> floa
 
 
 def add_arguments(parser):
+    """The options of ``liquid-control export``."""
     parser.add_argument("policy", help="policy checkpoint (.pt) to export")
     parser.add_argument("-o", "--output", help="ONNX file to write (default: the checkpoint's name with .onnx)")
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
 
 
 def run(args) -> int:
+    """Export the checkpoint to ONNX and check parity with torch; exit code 1 when they differ by more than 1e-5."""
     from liquid_control.policy import load_policy
 
     policy = load_policy(args.policy)

@@ -98,6 +98,7 @@ class Result:
 
     @property
     def accepted(self) -> bool:
+        """Whether the reading was taken (not rejected)."""
         return self.status != REJECTED
 
 
@@ -113,7 +114,9 @@ class PolicyRunner:
         self._dts: deque = deque(maxlen=window)
         self._latencies: deque = deque(maxlen=window)
         self._buffer = ReorderBuffer(lag)
-        self._clock = UpdateClock(self.spec.update_on, required=self.spec.sensors, first_dt=self.limits.first_update_dt)
+        self._clock = UpdateClock(
+            self.spec.update_on, required=self.spec.sensors, first_update_dt=self.limits.first_update_dt
+        )
         self._state = backend.initial_state()
         self._held: dict[str, np.ndarray] = {}
         self._last_stamp: dict[str, float] = {}  # per sensor, of the last accepted reading
@@ -123,10 +126,12 @@ class PolicyRunner:
     # ---- state -------------------------------------------------------------------------------------
     @property
     def state(self) -> np.ndarray:
+        """A copy of the current liquid state."""
         return self._state.copy()
 
     @property
     def reorder_lag_s(self) -> float:
+        """Lag of the reordering buffer in use (seconds)."""
         return self._buffer.lag_s
 
     def reset(self, reason: str = "request", clear_inputs: bool = False) -> None:
@@ -266,6 +271,7 @@ class PolicyRunner:
 
     # ---- diagnostics -------------------------------------------------------------------------------
     def rejected_total(self) -> int:
+        """Number of readings rejected so far, over every reason."""
         return sum(v for k, v in self.counters.items() if k.startswith("rejected."))
 
     def dt_stats(self) -> dict[str, float]:

@@ -39,6 +39,7 @@ class ReorderBuffer:
         self.clear()
 
     def clear(self) -> None:
+        """Drop every held message and forget the newest stamp (``forced`` keeps counting)."""
         self._heap: list = []
         self._arrivals = 0
         self._newest = float("-inf")
@@ -65,26 +66,27 @@ class Update:
     """One state update: its stamp, the dt it integrates, the sensor that caused it and the inputs' ages."""
 
     stamp: float  # u: the update's time (seconds)
-    dt: float  # u - previous u (the first update after a start: the clock's first_dt)
+    dt: float  # u - previous u (the first update after a start: the clock's first_update_dt)
     event: int  # index into update_on of the sensor whose message caused the update
     ages: tuple[float, ...]  # per update sensor: u - stamp of its latest message
     late: bool  # the message was stamped before the previous update (dt = 0)
 
 
 class UpdateClock:
-    """Turns released messages into updates (see module doc). ``first_dt``: dt of the first update."""
+    """Turns released messages into updates (see module doc). ``first_update_dt``: dt of the first update."""
 
-    def __init__(self, update_on, required=(), first_dt: float = 0.0):
+    def __init__(self, update_on, required=(), first_update_dt: float = 0.0):
         self.update_on = tuple(update_on)
         if not self.update_on or len(set(self.update_on)) != len(self.update_on):
             raise ValueError(f"update sensors must be distinct and at least one, got {list(self.update_on)}")
         self.required = frozenset(required) | frozenset(self.update_on)
-        self.first_dt = float(first_dt)
+        self.first_update_dt = float(first_update_dt)
         self.late = {s: 0 for s in self.update_on}  # late messages per update sensor
         self.restart(forget_inputs=True)
 
     def restart(self, forget_inputs: bool = False) -> None:
-        """The next update is a first one (integrates ``first_dt``); optionally forget which sensors delivered."""
+        """The next update is a first one (integrates ``first_update_dt``); optionally forget which sensors
+        delivered."""
         self.stamp: float | None = None
         if forget_inputs:
             self._latest: dict[str, float] = {}
@@ -102,7 +104,7 @@ class UpdateClock:
             return None
         late = self.stamp is not None and stamp < self.stamp
         if self.stamp is None:
-            u, dt = stamp, self.first_dt
+            u, dt = stamp, self.first_update_dt
         else:
             u = max(self.stamp, stamp)
             dt = u - self.stamp

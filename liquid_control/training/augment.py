@@ -147,13 +147,16 @@ class EpisodeTiming:
 
     @property
     def nominal(self) -> bool:
+        """Whether the draw leaves the timing nominal (both factors 1)."""
         return self.rate == 1.0 and self.jitter == 1.0
 
     def apply(self, world, nominal_timings: dict) -> None:
+        """Set the world's sensor timings to ``nominal_timings`` scaled by this draw (used from its next reset)."""
         world.timings = {name: t.scaled(rate=self.rate, jitter=self.jitter) for name, t in nominal_timings.items()}
 
     @staticmethod
     def restore(world, nominal_timings: dict) -> None:
+        """Put the nominal timings back on the world."""
         world.timings = dict(nominal_timings)
 
 

@@ -371,6 +371,7 @@ class BagRun(_Run):
         return episodes
 
     def validate(self, validation: list[Episode]) -> None:
+        """Validation loss on the held-out bags; keep the best epoch (the last without them) and save a checkpoint."""
         t = self.config["training"]
         loss = None
         if validation:
@@ -394,6 +395,7 @@ class BagRun(_Run):
         return any(r["kind"] == "validate" and int(r["epoch"]) == epoch for r in self.rows)
 
     def run(self):
+        """Train epoch by epoch on the bags, validating after each (continuing a resumed run); its TrainResult."""
         self._check_data_file()
         episodes = self.prepare(self.data["bags"], "train")
         validation = self.prepare(self.data["validation"], "validation")
@@ -413,6 +415,7 @@ class BagRun(_Run):
         return self.finish()
 
     def extra_metadata(self) -> dict:
+        """What policy.pt records of the bag data: bags, labelled updates, seconds, validation loss, data spec."""
         labelled = sum(s.get("labelled", 0) for b, s in self.bag_stats.items() if b in self.data["bags"])
         return {
             "training_data": "bags",

@@ -78,6 +78,7 @@ def _chunk_frames(group, start: int, length: int):
 
 
 def count_chunks(episodes, batch_size: int, sequence_length: int, order=None) -> int:
+    """Number of updates in one epoch: per batch of episodes (in ``order``), its longest in sequence chunks."""
     order = range(len(episodes)) if order is None else order
     order = list(order)
     total = 0

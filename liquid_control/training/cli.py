@@ -25,6 +25,7 @@ episodes: behaviour cloning on the recorded commands, selected on --val-bag. See
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``liquid-control train``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
@@ -79,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_overrides(items) -> dict:
+    """``--set KEY=VALUE`` items as {dotted key: YAML-parsed value}; ValueError for a malformed item."""
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -89,6 +91,7 @@ def parse_overrides(items) -> dict:
 
 
 def run(args) -> int:
+    """Train one policy from the parsed options; exit code 2 with the reason for a refused request."""
     from liquid_control.bags import BagError
     from liquid_control.bags.stream import data_overrides
     from liquid_control.policy import PolicyConfigError

@@ -46,6 +46,7 @@ class Episode:
 
 
 def save_episode(path: str | Path, episode: Episode) -> Path:
+    """Write ``episode`` to ``path`` as a compressed .npz, atomically (``load_episode`` reads it); the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {("image" if k == "image" else f"vec_{k}"): v for k, v in episode.observations.items()}
@@ -93,23 +94,23 @@ def load_episode(path: str | Path) -> Episode:
             )
     except Exception as exc:  # truncated (BadZipFile), flipped bytes (CRC, zlib), empty (EOFError), missing keys
         raise EpisodeFileError(f"{path}: not a readable demonstration episode ({type(exc).__name__}: {exc})") from None
-    # one entry per update, except the camera frames: stored once each, held by ``image_index`` (one per update)
-    per_update = {k: v for k, v in obs.items() if k != "image"}
-    if "image" in obs:
-        per_update["image_index"] = episode.image_index
-    lengths = {k: len(v) for k, v in per_update.items()} | {
+    # per update: every array but the camera frames, which are stored once each and indexed by image_index
+    lengths = {k: len(v) for k, v in obs.items() if k != "image"} | {
         "stamp": len(episode.stamp),
         "expert_action": len(episode.expert_action),
         "action": len(episode.action),
     }
+    if episode.image_index is not None:
+        lengths["image_index"] = len(episode.image_index)
     if any(n != len(episode) for n in lengths.values()):
         raise EpisodeFileError(f"{path}: arrays of different lengths {lengths} (dt: {len(episode)})")
-    if (
-        "image" in obs
-        and len(episode)
-        and not 0 <= episode.image_index.min() <= episode.image_index.max() < len(obs["image"])
-    ):
-        raise EpisodeFileError(f"{path}: image_index outside the {len(obs['image'])} stored camera frames")
+    if episode.image_index is not None and len(episode.image_index):
+        frames, index = len(obs["image"]), episode.image_index
+        if index.min() < 0 or index.max() >= frames or np.any(np.diff(index) < 0):
+            raise EpisodeFileError(
+                f"{path}: image_index must be non-decreasing frame numbers below {frames} (the stored frames), "
+                f"got {index.min()}..{index.max()}"
+            )
     return episode
 
 
@@ -123,6 +124,7 @@ class ActionNoise:
         self.value = rng.normal(0.0, self.std, size=size) if std > 0 else np.zeros(size)
 
     def __call__(self, dt: float) -> np.ndarray:
+        """Advance the noise by ``dt`` seconds and return it (zeros when ``std`` is 0)."""
         if self.std > 0:
             keep = np.exp(-dt / self.tau) if self.tau > 0 else 0.0
             self.value = keep * self.value + np.sqrt(1.0 - keep**2) * self.rng.normal(0.0, self.std, self.value.shape)

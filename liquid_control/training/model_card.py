@@ -67,12 +67,15 @@ def min_check_successes(n: int, reference: float, false_alarm: float = CHECK_FAL
     return k
 
 
-def kernel_path() -> str:
-    """The kernel path of this process, as the card names it."""
+def kernel_path(ran: list | None = None) -> str:
+    """The kernel path of this process, as the card names it; ``ran``: the ``(core, purpose, backend)`` that
+    ``cells.kernels.recording()`` saw while the policy drove (a core without compiled kernels runs torch)."""
     from liquid_control.cells import native
 
     if native.load() is None:
         return f"torch ({NATIVE_ENV}=0)"
+    if ran is not None and not any(backend == "compiled" for _, _, backend in ran):
+        return f"torch (this core has no compiled kernel; {NATIVE_ENV} changes nothing)"
     flags = ""
     try:
         flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
@@ -246,6 +249,7 @@ def write_card(
     append: str = "",
     cache: Path | None = None,
 ) -> Path:
+    """Measure a run's policy on both kernel paths, save it as ``<name>.pt`` and write its card ``<name>.md``."""
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / "policy.pt")
     meta = dict(policy.metadata)
@@ -417,6 +421,7 @@ def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Pat
 
 
 def main(argv=None) -> int:
+    """Command line: ship a run (``--run``, ``--name``) or re-measure a shipped card (``--refresh``)."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
@@ -454,8 +459,11 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)  # several intra-op threads on a busy 2-core machine spin instead of working
     if args.outcomes:
-        outcomes = measure_outcomes(args.outcomes, args.episodes, progress=True)
-        print(json.dumps({"kernel_path": kernel_path(), "outcomes": outcomes}))
+        from liquid_control.cells import kernels
+
+        with kernels.recording() as ran:
+            outcomes = measure_outcomes(args.outcomes, args.episodes, progress=True)
+        print(json.dumps({"kernel_path": kernel_path(ran), "outcomes": outcomes}))
         return 0
     out = Path(args.out) if args.out else policies_dir()
     if args.refresh:

@@ -63,6 +63,8 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class TrainResult:
+    """What ``train`` returns: the run folder, the selected policy and its selection success, epochs, wall time."""
+
     out_dir: Path
     policy_path: Path
     success: float | None  # success rate of the selected policy on the selection episodes (None: not measured)
@@ -72,10 +74,12 @@ class TrainResult:
 
 
 def episode_seed(seed: int, round_index: int, episode: int) -> int:
+    """Seed of one training-data episode: ``TRAIN_SEED_BASE + 100000 seed + 1000 round_index + episode``."""
     return TRAIN_SEED_BASE + seed * 100_000 + round_index * 1_000 + episode
 
 
 def selection_seeds(count: int) -> list[int]:
+    """The model-selection episode seeds, the same for every run (from ``SELECTION_SEED_BASE``)."""
     return [SELECTION_SEED_BASE + i for i in range(count)]
 
 

@@ -80,6 +80,7 @@ class StepScratch(threading.local):
     """Per-thread scratch memory for the streaming step kernels (a ROS executor may step from several threads)."""
 
     def get(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        """This thread's buffer of ``numel``+ elements, reallocated when too small or of another dtype."""
         buffer = getattr(self, "buffer", None)
         if buffer is None or buffer.numel() < numel or buffer.dtype != dtype:
             self.buffer = buffer = torch.empty(max(numel, 1024), dtype=dtype)

@@ -175,6 +175,7 @@ class CFunction:
             )
 
     def __call__(self, **arguments):
+        """Call the C function with every argument by name, each checked against the prototype and converted."""
         self._check_names(arguments, self.names)
         symbol = self.prototype.symbol
         converted = [_convert(p, arguments[p.name], symbol) for p in self.prototype.parameters]
@@ -210,6 +211,7 @@ class BoundCall:
             self.keep.append(held)
 
     def __call__(self, **arguments):
+        """Call with the free arguments by name, each checked and converted as ``CFunction`` does."""
         if len(arguments) != len(self.free) or any(n not in arguments for n in self.free):
             self.function._check_names(arguments, self.free)
         args, symbol = list(self._args), self.function.prototype.symbol

@@ -1,0 +1,107 @@
+"""Behaviour-cloning epoch of a policy recipe on the fused (compiled) core path against the per-step graph.
+
+    .venv/bin/python benchmarks/bench_training.py [--config policies/configs/cfc_ncp_rover.yaml]
+        [--data RUN/data/round_00 | --episodes 32] [--rounds 4]
+
+Two copies of the same policy (same initial weights) train on the same episodes, one with
+``training.sequence_kernel: fused`` (the default: ``Policy.forward_sequence`` -> the core's sequence kernel,
+compiled where the C kernels load) and one with ``stepwise`` (autograd over the per-step graph, how policies
+trained before the kernels reached training). Their epochs alternate in this process, so both see the same
+machine load; the clock is the process's CPU time, one torch thread. The episodes are a run's saved episodes
+(``--data``, e.g. the first round of ``liquid-control train``) or fresh expert episodes of the recipe's world
+(``--episodes``). A ``torch.profiler`` pass over a few batches of the fused path follows, to show where a BC
+step's time goes (the camera CNN or the core). Which kernel ran is printed (the dispatcher's record). The last
+lines are ``name: value``. docs/training.md ("Training speed") has the figures of the rover recipe.
+"""
+
+import argparse
+import copy
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+import numpy as np
+import torch
+
+from liquid_control.cells import kernels
+from liquid_control.policy import Policy, load_config, observation_keys
+from liquid_control.training.bc import bc_epoch
+from liquid_control.training.data import load_episode, rollout
+from liquid_control.training.trainer import make_env
+
+PATHS = ("fused", "stepwise")
+
+
+def episodes_of(args, config) -> list:
+    """The saved episodes of ``--data``, or ``--episodes`` fresh expert episodes (env seeds 5,000,000 up)."""
+    if args.data:
+        files = sorted(Path(args.data).glob("ep_*.npz"))
+        if not files:
+            raise SystemExit(f"--data {args.data}: no ep_*.npz episode files")
+        return [load_episode(f) for f in files]
+    env = make_env(config)
+    keys = observation_keys(config)
+    return [rollout(env, seed=5_000_000 + i, observation_keys=keys) for i in range(args.episodes)]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="policies/configs/cfc_ncp_rover.yaml", help="policy recipe")
+    parser.add_argument("--data", help="folder of saved episodes (ep_*.npz), e.g. RUN/data/round_00")
+    parser.add_argument("--episodes", type=int, default=32, help="expert episodes to collect without --data")
+    parser.add_argument("--rounds", type=int, default=4, help="timed epochs per path, alternating")
+    parser.add_argument("--profile-episodes", type=int, default=32, help="episodes of the profiler pass (0: none)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    config = load_config(args.config)
+    episodes = episodes_of(args, config)
+    t = config["training"]
+    fit = dict(batch_size=t["batch_size"], sequence_length=t["sequence_length"], grad_clip=t["grad_clip"])
+    updates = sum(len(e) for e in episodes)
+    print(f"{config['name']}: {len(episodes)} episodes, {updates} updates, chunks of {t['sequence_length']}")
+    runs = {}
+    for path in PATHS:
+        variant = copy.deepcopy(config)
+        variant["training"]["sequence_kernel"] = path
+        torch.manual_seed(0)
+        policy = Policy.from_config(variant)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=t["lr"])
+        bc_epoch(policy, optimizer, episodes[: t["batch_size"]], rng=np.random.default_rng(1), **fit)  # warm-up
+        runs[path] = (policy, optimizer, [], set())
+    for r in range(args.rounds):
+        for path, (policy, optimizer, cpu, ran) in runs.items():
+            start = time.process_time()
+            with kernels.recording() as calls:
+                bc_epoch(policy, optimizer, episodes, rng=np.random.default_rng(r), **fit)
+            cpu.append(time.process_time() - start)
+            ran.update(backend for _, purpose, backend in calls if purpose == "sequence")
+            print(f"epoch {r} {path}: {cpu[-1]:.2f} s CPU", flush=True)
+    if args.profile_episodes > 0:
+        from torch.profiler import ProfilerActivity, profile
+
+        policy, optimizer, _, _ = runs["fused"]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            bc_epoch(policy, optimizer, episodes[: args.profile_episodes], rng=np.random.default_rng(0), **fit)
+        table = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in table)
+        share = {
+            "convolutions (camera CNN)": ("convolution",),
+            "core (fused sequence nodes)": ("FusedSequence",),
+        }
+        print(table.table(sort_by="self_cpu_time_total", row_limit=12))
+        for name, needles in share.items():
+            part = sum(e.self_cpu_time_total for e in table if any(n in e.key for n in needles))
+            print(f"profile share, {name}: {100 * part / total:.0f}%")
+    medians = {path: statistics.median(runs[path][2]) for path in PATHS}
+    for path in PATHS:
+        print(f"bc_epoch_cpu_s_{path}: {medians[path]:.3f}  (kernel: {', '.join(sorted(runs[path][3]))})")
+    print(f"speedup_fused_over_stepwise: {medians['stepwise'] / medians['fused']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
