@@ -94,10 +94,19 @@ def evaluate(args, names: list[str], shifts: list[str], episodes: int, report: s
     from liquid_control import cli
 
     argv = ["eval", "--out", str(Path(args.report) / report), "--episodes", str(episodes), "--resume"]
-    argv += ["--workers", str(args.workers), "--no-progress"]
+    argv += ["--workers", str(args.workers), "--no-progress", "--no-saliency"]  # saliency: CPU this run lacks
+    trained = {}
+    for name in names:  # the seeds trained so far (a variant with fewer seeds than --seeds is said so)
+        found = [run_dir(Path(args.out), name, s) / "policy.pt" for s in range(args.seeds)]
+        trained[name] = [str(f) for f in found if f.is_file()]
+        if len(trained[name]) < args.seeds:
+            print(f"{name}: {len(trained[name])} of {args.seeds} training seeds trained", flush=True)
+    names = [n for n in names if trained[n]]
+    if not names:
+        print("nothing trained to evaluate", file=sys.stderr)
+        return 1
     for name in names:
-        runs = ",".join(str(run_dir(Path(args.out), name, s) / "policy.pt") for s in range(args.seeds))
-        argv += ["--policy", f"{name}={runs}"]
+        argv += ["--policy", f"{name}={','.join(trained[name])}"]
     for shift in shifts:
         argv += ["--shift", shift]
     for other in names[1:]:
@@ -111,7 +120,7 @@ def speed(args) -> int:
     import numpy as np
     import torch
 
-    from liquid_control.policy import Policy
+    from liquid_control.policy import Policy, load_config, validate_config
     from liquid_control.training.bc import bc_epoch
     from liquid_control.training.data import load_episode
 
@@ -119,14 +128,14 @@ def speed(args) -> int:
     run = run_dir(Path(args.out), "liquid", 0)
     files = sorted((run / "data").rglob("ep_*.npz"))[: args.speed_episodes]
     episodes = [load_episode(f) for f in files]
-    config = __import__("yaml").safe_load((run / "config.yaml").read_text())
+    config = load_config(run / "config.yaml")
     t = config["training"]
     times = {}
     for kernel in ("fused", "stepwise", "fused", "stepwise"):  # twice, alternating: the machine is shared
         torch.manual_seed(0)
-        policy = Policy(dict(config, training=dict(t, sequence_kernel=kernel)))
+        policy = Policy(validate_config(dict(config, training=dict(t, sequence_kernel=kernel))))
         optimizer = torch.optim.Adam(policy.parameters(), lr=t["lr"])
-        start = time.perf_counter()
+        start = time.process_time()  # CPU time: the machine is shared, one torch thread
         stats = bc_epoch(
             policy,
             optimizer,
@@ -136,12 +145,12 @@ def speed(args) -> int:
             grad_clip=t["grad_clip"],
             rng=np.random.default_rng(0),
         )
-        times.setdefault(kernel, []).append(time.perf_counter() - start)
+        times.setdefault(kernel, []).append(time.process_time() - start)
     updates = stats["updates"]
     for kernel, seconds in times.items():
         best = min(seconds)
         print(
-            f"{kernel}: {best:.2f} s per epoch of {len(episodes)} episodes ({updates} updates), "
+            f"{kernel}: {best:.2f} CPU s per epoch of {len(episodes)} episodes ({updates} updates), "
             f"{updates / best:.0f} updates/s"
         )
     print(f"fused_speedup: {min(times['stepwise']) / min(times['fused']):.2f}x")

@@ -162,3 +162,30 @@ def test_world_pool_takes_env_kwargs_as_the_plan_carries_them():
     finally:
         pool.close()
     assert again[0] is first[0] and first[0].unwrapped.update_on == ("camera",)
+
+
+@pytest.mark.parametrize("observation", [{}, {"timing": [], "resample_hz": 100.0}], ids=["events", "resampled"])
+def test_lockstep_lanes_of_a_camera_imu_policy_match_the_one_episode_loop(tmp_path, observation):
+    """Several update sensors (a list in the world's kwargs), time inputs and per-lane resampling, batched."""
+    from test_training_fusion import fusion_config
+
+    from liquid_control.evaluation.agents import default_env_kwargs
+    from liquid_control.policy import Policy, save_policy
+
+    torch.manual_seed(0)
+    policy = Policy.from_config(fusion_config(**observation))
+    path = str(save_policy(tmp_path / "fusion.pt", policy, {"seed": 0}))
+    kwargs = default_env_kwargs(policy.config)  # as the plan carries them: JSON types
+    assert isinstance(kwargs.get("update_on"), list)
+    jobs = [EpisodeJob("fusion", 0, "in_distribution", s, "LiquidBalanceNav-v0", path, "x", kwargs) for s in (3, 4)]
+    pool = WorldPool()
+    try:
+        together = run_batch(jobs, pool=pool)
+    finally:
+        pool.close()
+    alone = [run_episode(job) for job in jobs]
+    for got, want in zip(without_wall_time(together), without_wall_time(alone)):  # batched matmuls: last bits
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert got[key] == (pytest.approx(value, rel=1e-5) if isinstance(value, float) else value), key
+    assert all(r["steps"] > 10 for r in alone)

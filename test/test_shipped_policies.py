@@ -18,7 +18,7 @@ from liquid_control.training.data import rollout
 from liquid_control.training.model_card import binomial_cdf, min_check_successes, read_card
 from liquid_control.training.trainer import make_env
 
-EXPECTED = ["cfc_ncp_rover", "ltc_ncp_rover", "lstm_rover", "cfc_balancer"]
+EXPECTED = ["cfc_ncp_rover", "ltc_ncp_rover", "lstm_rover", "cfc_balancer", "cfc_balance_nav"]
 SHIPPED = sorted(p.stem for p in policies_dir().glob("*.pt"))
 
 

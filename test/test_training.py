@@ -315,6 +315,13 @@ def test_episode_file_errors_name_the_file(tmp_path):
         action=np.zeros((2, 2), np.float32),
     )
     assert len(load_episode(save_episode(tmp_path / "ok.npz", ep))) == 2
+    frames = {"image": np.zeros((2, 4, 4, 3), np.uint8), "imu": np.zeros((3, 6), np.float32)}  # 2 frames, 3 updates
+    held = Episode(frames, np.zeros(3, np.float32), np.zeros(3), np.zeros((3, 2)), np.zeros((3, 2)))
+    held.image_index = np.array([0, 0, 1])
+    assert len(load_episode(save_episode(tmp_path / "held.npz", held))) == 3  # a frame stored once, held twice
+    held.image_index = np.array([0, 1, 2])
+    with pytest.raises(ValueError, match="bad_index.npz: image_index must be non-decreasing frame numbers below 2"):
+        load_episode(save_episode(tmp_path / "bad_index.npz", held))
 
 
 def test_model_card_refresh_states_both_kernel_paths_and_keeps_the_rest(tmp_path, monkeypatch):

@@ -247,13 +247,14 @@ def write_card(
     machine_note: str,
     command: str | None = None,
     append: str = "",
+    cache: Path | None = None,
 ) -> Path:
     """Measure a run's policy on both kernel paths, save it as ``<name>.pt`` and write its card ``<name>.md``."""
     run_dir = Path(run_dir)
     policy = load_policy(run_dir / "policy.pt")
     meta = dict(policy.metadata)
     cfg = policy.config
-    measured = measure_both_paths(run_dir / "policy.pt", episodes)
+    measured = measure_both_paths(run_dir / "policy.pt", episodes, cache=cache)
     in_distribution = in_distribution_section(measured, "compiled", episodes)
     wins = round(in_distribution["success"] * episodes)
     t = cfg["training"]
@@ -472,8 +473,17 @@ def main(argv=None) -> int:
         if not args.name:
             parser.error("--run needs --name")
         appendix = Path(args.append).read_text() if args.append else ""
+        cache = Path(args.cache) if args.cache else None
         path = write_card(
-            args.name, Path(args.run), args.episodes, args.check_episodes, out, args.machine, args.command, appendix
+            args.name,
+            Path(args.run),
+            args.episodes,
+            args.check_episodes,
+            out,
+            args.machine,
+            args.command,
+            appendix,
+            cache=cache,
         )
     if args.ood_results:
         add_ood(path, args.ood_results, args.ood_policy or args.name or args.refresh)
