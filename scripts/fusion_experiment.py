@@ -11,7 +11,7 @@ time inputs), the same CfC on one trigger sensor with the other inputs held (tod
 on the camera as the rover policies do), a discrete LSTM fed the
 same events without dt, the same LSTM resampled to 100 Hz, and the camera-only and IMU-only ablations. Every
 run trains with the same schedule; evaluation uses the same episode seeds for every policy (paired) and
-seeds no training run uses. Run it under ``/work/heavy`` on a shared machine.
+seeds no training run uses. On a shared machine run one stage at a time.
 """
 
 from __future__ import annotations
