@@ -16,7 +16,7 @@ from launch import LaunchDescription
 from liquid_control.ros.graph import sim_graph
 
 ARGUMENTS = {
-    "world": ("LiquidRover-v0", "LiquidRover-v0 | LiquidBalance-v0"),
+    "world": ("LiquidRover-v0", "LiquidRover-v0 | LiquidBalance-v0 | LiquidBalanceNav-v0"),
     "policy": ("", "policy file (.pt/.onnx); empty: the world's shipped policy from its parameter file"),
     "shift": ("", "shift preset or spec (sim_envs.parse_shift); empty: the training distribution"),
     "use_sim_time": ("false", "run both nodes on /clock published by sim_node"),
