@@ -339,6 +339,8 @@ def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path)
         str(out),
         "--workers",
         "2",
+        "--lanes",
+        "1",  # one episode per batch: records arrive one by one, so the kill lands between them
         "--no-progress",
         "--no-example",
     ]
