@@ -35,7 +35,9 @@ class LeakyBackend:
         self.calls.append((dt, {k: v.copy() for k, v in obs.items()}))
         self.encoded.append(encode)
         if self.fail_next:
-            self.fail_next = False
+            mode, self.fail_next = self.fail_next, False
+            if mode == "raise":
+                raise RuntimeError("weights corrupted")
             return np.array([np.nan, 0.0]), state + 1
         drive = obs["image"].mean() / 255.0 + obs["imu"].sum()
         new = (state + dt * (drive - state)).astype(np.float32)
@@ -153,8 +155,13 @@ def test_failing_inference_keeps_the_previous_state(runner):
     runner.backend.fail_next = True
     res = runner.submit("camera", 1.1, image())
     assert res.status == R.REJECTED and res.reason == R.INFERENCE_ERROR
+    assert res.detail == "the model returned a non-finite action"  # the cause, for the node's log
     np.testing.assert_array_equal(runner.state, before)
     assert runner.submit("camera", 1.2, image()).dt == pytest.approx(0.2)
+    runner.backend.fail_next = "raise"
+    res = runner.submit("camera", 1.3, image())
+    assert res.reason == R.INFERENCE_ERROR and res.detail == "RuntimeError: weights corrupted"
+    assert runner.counters[f"rejected.{R.INFERENCE_ERROR}"] == 2
 
 
 def test_reset_request_and_stats(runner):

@@ -346,8 +346,9 @@ class PolicyNode(LifecycleNode):
         stamp = now if stamp_msg is None else stamp_seconds(stamp_msg)  # Twist has no header: arrival time
         result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
         if not result.accepted:
+            detail = f": {result.detail}" if result.detail else ""
             self.get_logger().warning(
-                f"{sensor} message rejected ({result.reason}, stamp {stamp:.6f})",
+                f"{sensor} message rejected ({result.reason}{detail}, stamp {stamp:.6f})",
                 throttle_duration_sec=self.settings.log_throttle_s,
             )
             return

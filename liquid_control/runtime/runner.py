@@ -85,7 +85,8 @@ class Result:
     """What one reading did: ``status`` is updated/waiting/held/queued/rejected; ``reason`` names a rejection;
     ``updates`` counts the state updates it released (more than one only with a reordering lag), ``action``,
     ``dt``, ``stamp`` (update stamp, seconds) and ``tag`` (what was submitted with the message that caused it)
-    are those of the last; ``reset`` names a reset it caused."""
+    are those of the last; ``reset`` names a reset it caused; ``detail`` says why an inference failed (the
+    model's exception or the bad output), for the log."""
 
     status: str
     reason: str = ""
@@ -95,6 +96,7 @@ class Result:
     updates: int = 0
     reset: str | None = None
     tag: object = None
+    detail: str = ""
 
     @property
     def accepted(self) -> bool:
@@ -122,6 +124,7 @@ class PolicyRunner:
         self._last_stamp: dict[str, float] = {}  # per sensor, of the last accepted reading
         self._stale_encoders = set(self.spec.encoders)  # encoders whose inputs changed since they last ran
         self._carried_dt = 0.0  # dt of failed updates, integrated by the next one
+        self.last_inference_error = ""  # why the last failed update failed (for the log)
 
     # ---- state -------------------------------------------------------------------------------------
     @property
@@ -215,7 +218,9 @@ class PolicyRunner:
                 status = outcome
         self.counters["reorder.forced"] = self._buffer.forced
         if last_update is None:
-            return Result(REJECTED, INFERENCE_ERROR, reset=reset) if failed else Result(status, reset=reset)
+            if failed:
+                return Result(REJECTED, INFERENCE_ERROR, reset=reset, detail=self.last_inference_error)
+            return Result(status, reset=reset)
         action, dt = last_update
         return Result(
             UPDATED, action=action.copy(), dt=dt, stamp=self._clock.stamp, updates=updates, reset=reset, tag=last_tag
@@ -249,14 +254,16 @@ class PolicyRunner:
         start = time.perf_counter()
         try:
             action, new_state = self.backend.step(obs, self._state, dt, encode=encode)
-        except Exception:  # a failing model must not take the node down; the state stays as it was
-            return self._failed(dt, reset)
+        except Exception as exc:  # a failing model must not take the node down; the state stays as it was
+            return self._failed(dt, reset, f"{type(exc).__name__}: {exc}")
         self._latencies.append(time.perf_counter() - start)
         action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (self.spec.action_size,) or not (
-            np.all(np.isfinite(action)) and np.all(np.isfinite(new_state))
-        ):
-            return self._failed(dt, reset)
+        if action.shape != (self.spec.action_size,):
+            size = self.spec.action_size
+            return self._failed(dt, reset, f"the model returned {action.size} action values, the policy has {size}")
+        if not (np.all(np.isfinite(action)) and np.all(np.isfinite(new_state))):
+            bad = "action" if not np.all(np.isfinite(action)) else "state"
+            return self._failed(dt, reset, f"the model returned a non-finite {bad}")
         self._state = np.asarray(new_state, dtype=np.float32)
         self._stale_encoders.clear()
         self._carried_dt = 0.0
@@ -264,8 +271,9 @@ class PolicyRunner:
         self.counters["updates"] += 1
         return UPDATED, (action, dt), reset
 
-    def _failed(self, dt: float, reset: str | None):
+    def _failed(self, dt: float, reset: str | None, why: str):
         self.counters[f"rejected.{INFERENCE_ERROR}"] += 1
+        self.last_inference_error = why
         self._carried_dt = dt
         return INFERENCE_ERROR, None, reset
 
