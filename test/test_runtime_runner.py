@@ -285,6 +285,23 @@ def test_reordering_buffer_releases_in_stamp_order_after_the_lag():
     assert "late.camera" not in runner.counters and runner.reorder_lag_s == 0.03
 
 
+def test_updates_released_together_each_carry_their_stamp_and_reset():
+    """One message can release several updates; each comes back with its own stamp and the reset before it
+    (bag capture labels each update by these)."""
+    runner = fusion_runner(lag=0.03, first_update_dt=0.05)
+    for sensor, t in [("wheels", 0.90), ("imu", 0.90), ("camera", 0.91)]:
+        assert runner.submit(sensor, t, reading(sensor)).status == R.QUEUED
+    first = runner.submit("imu", 1.60, imu())  # after 0.7 s of silence: releases 0.90-0.91
+    assert first.update_stamps == pytest.approx((0.91,)) and first.update_resets == (None,)
+    for t in (1.61, 1.62):
+        assert runner.submit("imu", t, imu()).status == R.QUEUED
+    result = runner.submit("imu", 1.70, imu())  # releases 1.60, 1.61, 1.62
+    assert result.update_stamps == pytest.approx((1.60, 1.61, 1.62))
+    assert result.update_resets == ("gap", None, None) and result.reset == "gap"  # 1.60 - 0.91 > max_gap_s
+    assert result.updates == 3 and result.stamp == pytest.approx(1.62)
+    assert [c[0] for c in runner.backend.calls] == pytest.approx([0.05, 0.05, 0.01, 0.01])
+
+
 def test_reordering_buffer_is_bounded_and_counts_early_releases():
     buffer = ReorderBuffer(lag_s=10.0, capacity=3)
     assert buffer.push("imu", 1.0) == [] and buffer.push("imu", 1.1) == [] and buffer.push("imu", 1.2) == []

@@ -283,9 +283,10 @@ class TapBackend:
         return self.inner.initial_state()
 
     def step(self, obs, state, dt, encode=None):
-        """Step the wrapped backend and record the inputs and its action."""
+        """Step the wrapped backend and record the inputs and its action (not an output the runner drops)."""
         action, new_state = self.inner.step(obs, state, dt, encode=encode)
-        self.steps.append((obs, float(dt), np.asarray(action, dtype=np.float64)))
+        if not R.output_problem(action, new_state, self.spec.action_size):
+            self.steps.append((obs, float(dt), np.asarray(action, dtype=np.float64).reshape(-1)))
         return action, new_state
 
     def close(self):
@@ -417,16 +418,14 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             continue
         backend.steps.clear()
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
-        reset = result.reset or reset
         if result.status != R.UPDATED:
+            reset = result.reset or reset  # the next update's
             continue
-        # the steps this message released (several when the reordering buffer lets older messages go), their
-        # stamps counted back from the last one's
-        stamps = [float(result.stamp)]
-        for _, dt, _ in reversed(backend.steps[1:]):
-            stamps.insert(0, stamps[0] - dt)
-        for (obs, dt, action), update_stamp in zip(backend.steps, stamps):
-            update = Update(time=t, stamp=update_stamp, dt=dt, reset=reset, obs=obs, action=action)
+        # the updates this message released (several when the reordering buffer lets older messages go), each
+        # with its own stamp and the reset just before it
+        released = zip(backend.steps, result.update_stamps, result.update_resets, strict=True)
+        for (obs, dt, action), update_stamp, update_reset in released:
+            update = Update(time=t, stamp=update_stamp, dt=dt, reset=update_reset or reset, obs=obs, action=action)
             reset = None
             yield from emit(labeller.on_update(update))
     yield from emit(labeller.flush())

@@ -86,7 +86,8 @@ class Result:
     ``updates`` counts the state updates it released (more than one only with a reordering lag), ``action``,
     ``dt``, ``stamp`` (update stamp, seconds) and ``tag`` (what was submitted with the message that caused it)
     are those of the last; ``reset`` names a reset it caused; ``detail`` says why an inference failed (the
-    model's exception or the bad output), for the log."""
+    model's exception or the bad output), for the log; ``update_stamps`` and ``update_resets`` are the stamp
+    of every update it released, in order, and the reset that came just before it (or None)."""
 
     status: str
     reason: str = ""
@@ -97,11 +98,26 @@ class Result:
     reset: str | None = None
     tag: object = None
     detail: str = ""
+    update_stamps: tuple = ()
+    update_resets: tuple = ()
 
     @property
     def accepted(self) -> bool:
         """Whether the reading was taken (not rejected)."""
         return self.status != REJECTED
+
+
+def output_problem(action, new_state, action_size: int) -> str:
+    """Why a model's output cannot be used (empty if it can): the wrong number of actions, or a non-finite
+    action or state. The runner drops such an update and keeps its state."""
+    action = np.asarray(action).reshape(-1)
+    if action.shape != (action_size,):
+        return f"the model returned {action.size} action values, the policy has {action_size}"
+    if not np.all(np.isfinite(action)):
+        return "the model returned a non-finite action"
+    if not np.all(np.isfinite(new_state)):
+        return "the model returned a non-finite state"
+    return ""
 
 
 class PolicyRunner:
@@ -208,11 +224,16 @@ class PolicyRunner:
                 return self._reject(sensor, OUT_OF_ORDER)
         self._last_stamp[sensor] = stamp
         self.counters[f"accepted.{sensor}"] += 1
-        status, last_update, last_tag, updates, failed = QUEUED, None, None, 0, False
+        status, last_update, last_tag, failed = QUEUED, None, None, False
+        stamps, resets, pending = [], [], reset  # pending: a reset not yet followed by an update
         for released_sensor, released_stamp, (reading, released_tag) in self._buffer.push(sensor, stamp, (arr, tag)):
-            outcome, update, reset = self._release(released_sensor, released_stamp, reading, reset)
+            outcome, update, caused = self._release(released_sensor, released_stamp, reading)
+            reset, pending = caused or reset, caused or pending
             if outcome == UPDATED:
-                last_update, last_tag, updates = update, released_tag, updates + 1
+                last_update, last_tag = update, released_tag
+                stamps.append(self._clock.stamp)
+                resets.append(pending)
+                pending = None
             failed |= outcome == INFERENCE_ERROR
             if _RANK.get(outcome, -1) > _RANK[status]:
                 status = outcome
@@ -223,25 +244,34 @@ class PolicyRunner:
             return Result(status, reset=reset)
         action, dt = last_update
         return Result(
-            UPDATED, action=action.copy(), dt=dt, stamp=self._clock.stamp, updates=updates, reset=reset, tag=last_tag
+            UPDATED,
+            action=action.copy(),
+            dt=dt,
+            stamp=stamps[-1],
+            updates=len(stamps),
+            reset=reset,
+            tag=last_tag,
+            update_stamps=tuple(stamps),
+            update_resets=tuple(resets),
         )
 
-    def _release(self, sensor: str, stamp: float, reading: np.ndarray, reset: str | None):
-        """A reading leaves the buffer: hold it, and update when it is an update sensor's."""
+    def _release(self, sensor: str, stamp: float, reading: np.ndarray):
+        """A reading leaves the buffer: hold it, and update when it is an update sensor's. Returns the outcome,
+        the update's ``(action, dt)`` if any, and the reset it caused (a gap) or None."""
         self._held[sensor] = reading
         self._stale_encoders.add(self.spec.encoder_of(sensor))
         update = self._clock.release(sensor, stamp)
         if update is None:
             if sensor in self.spec.update_on:
                 self.counters["waiting_for_inputs"] += 1
-                return WAITING, None, reset
-            return HELD, None, reset
+                return WAITING, None, None
+            return HELD, None, None
         if update.late:
             self.counters[f"late.{sensor}"] += 1
-        return self._update(update, reset)
+        return self._update(update)
 
-    def _update(self, update: Update, reset: str | None):
-        dt = update.dt + self._carried_dt
+    def _update(self, update: Update):
+        dt, reset = update.dt + self._carried_dt, None
         if dt > self.limits.max_gap_s:
             self._reset_state("gap")
             reset, dt = "gap", self.limits.first_update_dt
@@ -258,12 +288,9 @@ class PolicyRunner:
             return self._failed(dt, reset, f"{type(exc).__name__}: {exc}")
         self._latencies.append(time.perf_counter() - start)
         action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (self.spec.action_size,):
-            size = self.spec.action_size
-            return self._failed(dt, reset, f"the model returned {action.size} action values, the policy has {size}")
-        if not (np.all(np.isfinite(action)) and np.all(np.isfinite(new_state))):
-            bad = "action" if not np.all(np.isfinite(action)) else "state"
-            return self._failed(dt, reset, f"the model returned a non-finite {bad}")
+        problem = output_problem(action, new_state, self.spec.action_size)
+        if problem:
+            return self._failed(dt, reset, problem)
         self._state = np.asarray(new_state, dtype=np.float32)
         self._stale_encoders.clear()
         self._carried_dt = 0.0
@@ -271,7 +298,7 @@ class PolicyRunner:
         self.counters["updates"] += 1
         return UPDATED, (action, dt), reset
 
-    def _failed(self, dt: float, reset: str | None, why: str):
+    def _failed(self, dt: float, reset: str | None, why: str):  # ``reset`` passes through
         self.counters[f"rejected.{INFERENCE_ERROR}"] += 1
         self.last_inference_error = why
         self._carried_dt = dt
