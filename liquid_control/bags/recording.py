@@ -30,8 +30,10 @@ class _RecordedPublisher:
         self._topic = publisher.topic_name
 
     def publish(self, msg):
-        self._publisher.publish(msg)
+        # written before it goes out: a reply (a command received on another thread, logged at the same sim
+        # time) must come after it in the bag, or a lockstep loop's command would precede its own frame
         self._recorder.record(self._topic, msg)
+        self._publisher.publish(msg)
 
     def __getattr__(self, name):  # get_subscription_count, topic_name, destroy...
         return getattr(self._publisher, name)
