@@ -12,6 +12,10 @@ its publish to the arrival of its command. CPU = the node process's CPU time ove
 
     .venv/bin/python benchmarks/bench_node.py [--seconds 10] [--backend torch|onnx] [--reorder-lag-ms 30]
 
+Reference, measured first on the same streams: an echo node (same rclpy executor and QoS, no policy) that sends
+each IMU message's and frame's stamp straight back in a TwistStamped: the latency DDS and rclpy alone cost on
+this machine, printed beside the node's (``--no-reference`` skips it).
+
 Targets: IMU p99 <= 5 ms, no IMU message dropped at 200 Hz, every camera frame processed within one camera
 period. ``--reorder-lag-ms`` measures what a reordering lag costs in command latency. Last lines are
 `name: value`.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +57,44 @@ def make_policy(path: Path, source: str | None) -> tuple[Path, str]:
     return save_policy(path, relabelled), origin
 
 
+def echo_node() -> int:
+    """The reference: subscribes like policy_node, publishes each IMU/camera stamp back at once (no policy)."""
+    import signal
+    import threading
+
+    import rclpy
+    from geometry_msgs.msg import TwistStamped
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.signals import SignalHandlerOptions
+    from sensor_msgs.msg import Image, Imu, JointState
+
+    from liquid_control.ros.policy_node import make_executor, spin
+
+    rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    node = rclpy.create_node("policy_node")
+    sensor_qos = dict(reliability=ReliabilityPolicy.BEST_EFFORT)  # policy_node's defaults, and the bench's depths
+    pub = node.create_publisher(TwistStamped, "cmd_vel", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+
+    def echo(msg):
+        out = TwistStamped()
+        out.header.stamp = msg.header.stamp
+        pub.publish(out)
+
+    node.create_subscription(Imu, "imu/data", echo, QoSProfile(depth=200, **sensor_qos))
+    node.create_subscription(Image, "camera/image_raw", echo, QoSProfile(depth=5, **sensor_qos))
+    node.create_subscription(JointState, "joint_states", lambda msg: None, QoSProfile(depth=200, **sensor_qos))
+    executor = make_executor()
+    executor.add_node(node)
+    spin(executor, stop.is_set)
+    executor.shutdown()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -78,7 +121,11 @@ def main() -> int:
         help="run the node (chrt -f N) and this process with SCHED_FIFO priority N, as on a robot",
     )
     parser.add_argument("--nice", type=int, default=0, help="run the node and this process at this nice level")
+    parser.add_argument("--no-reference", action="store_true", help="skip the echo node's reference run")
+    parser.add_argument("--echo-node", action="store_true", help=argparse.SUPPRESS)  # the reference's process
     args = parser.parse_args()
+    if args.echo_node:
+        return echo_node()
 
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray
@@ -118,29 +165,12 @@ def main() -> int:
         os.nice(args.nice)
     if args.realtime_priority:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
-    node = start_node_process(
-        "liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log", prefix=prefix
-    )
-    probe = Probe(env, "bench")
+    probe = Probe(env, "bench", events_executor=True)
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
     imu_pub, cam_pub = probe.publisher(Imu, "imu/data", qos), probe.publisher(Image, "camera/image_raw", qos)
     wheels_pub = probe.publisher(JointState, "joint_states", qos)
     probe.record("cmd_vel", TwistStamped, QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
     probe.record("/diagnostics", DiagnosticArray)
-    ok = probe.wait_for(
-        lambda: (
-            imu_pub.get_subscription_count()
-            and cam_pub.get_subscription_count()
-            and wheels_pub.get_subscription_count()
-            and probe.node.count_publishers("cmd_vel")
-        ),
-        60.0,
-    )
-    if not ok:
-        probe.close()
-        stop_process(node)
-        print((tmp / "node.log").read_text(), file=sys.stderr)
-        return 1
     rng = np.random.default_rng(0)
     frames = [numpy_to_image(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "rgb8") for _ in range(8)]
 
@@ -186,27 +216,65 @@ def main() -> int:
             time.sleep(max(0.0, min(due.values()) - time.monotonic()))
         return imu_sent, frames_sent
 
-    stream(2.0, record=False)  # warm-up: first inferences, discovery of every path
-    time.sleep(0.2)
-    n_warm = len(probe.messages("cmd_vel"))
-    cpu0, wall0 = cpu_seconds(node.pid), time.monotonic()
-    imu_sent, frames_sent = stream(args.seconds, record=True)
-    cpu1, wall1 = cpu_seconds(node.pid), time.monotonic()
-    time.sleep(0.5)
-    commands = probe.messages("cmd_vel")[n_warm:]
-    offset = time.time() - time.monotonic()  # receive wall time = the probe's monotonic time + offset
-    received = {}
-    for recv, m in commands:
-        received.setdefault(key(m.header.stamp), recv + offset)
-    imu_ms = np.array([(received[k] - t) * 1e3 for k, t in imu_sent.items() if k in received])
-    frame_ms = np.array([(received[k] - t) * 1e3 for k, t in frames_sent.items() if k in received])
-    imu_dropped = len(imu_sent) - len(imu_ms)
-    frames_dropped = len(frames_sent) - len(frame_ms)
-    camera_period_ms = 1e3 / args.camera_hz
-    diag = probe.messages("/diagnostics")
-    values = {kv.key: kv.value for kv in diag[-1][1].status[0].values} if diag else {}
+    def measure(process, log: Path) -> dict | None:
+        """Stream into ``process`` (subscribed like policy_node, publishing stamped commands): the latencies."""
+        ok = probe.wait_for(
+            lambda: (
+                imu_pub.get_subscription_count()
+                and cam_pub.get_subscription_count()
+                and wheels_pub.get_subscription_count()
+                and probe.node.count_publishers("cmd_vel")
+            ),
+            60.0,
+        )
+        if not ok:
+            stop_process(process)
+            print(log.read_text(), file=sys.stderr)
+            return None
+        stream(2.0, record=False)  # warm-up: first inferences, discovery of every path
+        time.sleep(0.2)
+        n_warm, n_diag = len(probe.messages("cmd_vel")), len(probe.messages("/diagnostics"))
+        cpu0, wall0 = cpu_seconds(process.pid), time.monotonic()
+        imu_sent, frames_sent = stream(args.seconds, record=True)
+        cpu1, wall1 = cpu_seconds(process.pid), time.monotonic()
+        time.sleep(0.5)
+        commands = probe.messages("cmd_vel")[n_warm:]
+        offset = time.time() - time.monotonic()  # receive wall time = the probe's monotonic time + offset
+        received = {}
+        for recv, m in commands:
+            received.setdefault(key(m.header.stamp), recv + offset)
+        diag = probe.messages("/diagnostics")[n_diag:]
+        stop_process(process)
+        probe.wait_for(lambda: not probe.node.count_publishers("cmd_vel"), 10.0)  # gone before the next one
+        return {
+            "imu_sent": len(imu_sent),
+            "imu_ms": np.array([(received[k] - t) * 1e3 for k, t in imu_sent.items() if k in received]),
+            "frames_sent": len(frames_sent),
+            "frame_ms": np.array([(received[k] - t) * 1e3 for k, t in frames_sent.items() if k in received]),
+            "cpu_percent": 100.0 * (cpu1 - cpu0) / (wall1 - wall0),
+            "values": {kv.key: kv.value for kv in diag[-1][1].status[0].values} if diag else {},
+        }
+
+    reference = None
+    if not args.no_reference:
+        echo = subprocess.Popen(
+            [sys.executable, __file__, "--echo-node"],
+            env=env,
+            stdout=open(tmp / "echo.log", "w"),
+            stderr=subprocess.STDOUT,
+        )
+        reference = measure(echo, tmp / "echo.log")
+    node = start_node_process(
+        "liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log", prefix=prefix
+    )
+    result = measure(node, tmp / "node.log")
     probe.close()
-    stop_process(node)
+    if result is None:
+        return 1
+    imu_ms, frame_ms, values = result["imu_ms"], result["frame_ms"], result["values"]
+    imu_dropped = result["imu_sent"] - len(imu_ms)
+    frames_dropped = result["frames_sent"] - len(frame_ms)
+    camera_period_ms = 1e3 / args.camera_hz
 
     import platform
 
@@ -226,17 +294,24 @@ def main() -> int:
         f"{values.get('late.camera', '0')}"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f}")
-    print(f"imu_messages_sent: {len(imu_sent)}")
+    if reference is not None and len(reference["imu_ms"]):
+        ref = reference["imu_ms"]
+        print(
+            f"reference, an echo node (DDS + rclpy, same streams and QoS, no policy): IMU->command p50/p99/max (ms) "
+            f"{np.percentile(ref, 50):.3f} / {np.percentile(ref, 99):.3f} / {ref.max():.3f}, "
+            f"{reference['imu_sent'] - len(ref)} IMU messages without a reply, CPU {reference['cpu_percent']:.1f}%"
+        )
+    print(f"imu_messages_sent: {result['imu_sent']}")
     print(f"imu_messages_dropped: {imu_dropped}")
     print(f"imu_to_command_latency_p50_ms: {np.percentile(imu_ms, 50):.3f}")
     print(f"imu_to_command_latency_p99_ms: {np.percentile(imu_ms, 99):.3f}")
     print(f"imu_to_command_latency_max_ms: {imu_ms.max():.3f}")
-    print(f"camera_frames_sent: {len(frames_sent)}")
+    print(f"camera_frames_sent: {result['frames_sent']}")
     print(f"camera_frames_dropped: {frames_dropped}")
     print(f"camera_frame_to_command_p99_ms: {np.percentile(frame_ms, 99):.3f}")
     print(f"camera_frame_to_command_max_ms: {frame_ms.max():.3f}")
-    print(f"camera_frames_within_one_period: {int((frame_ms <= camera_period_ms).sum())}/{len(frames_sent)}")
-    print(f"node_cpu_percent_of_one_core: {100.0 * (cpu1 - cpu0) / (wall1 - wall0):.1f}")
+    print(f"camera_frames_within_one_period: {int((frame_ms <= camera_period_ms).sum())}/{result['frames_sent']}")
+    print(f"node_cpu_percent_of_one_core: {result['cpu_percent']:.1f}")
     print(f"rejected_total: {values.get('rejected_total', '?')}")
     return 0
 

@@ -65,7 +65,9 @@ class Probe:
     ``record(topic, type, qos)`` keeps ``(receive time.monotonic(), msg)`` pairs in ``self.received[topic]``.
     """
 
-    def __init__(self, env: dict, name: str = "probe"):
+    def __init__(self, env: dict, name: str = "probe", events_executor: bool = False):
+        """``events_executor``: spin with rclpy's EventsExecutor (a benchmark's receiver: less dispatch delay in
+        the receive times than the default SingleThreadedExecutor)."""
         import rclpy
         import rclpy.executors
 
@@ -73,7 +75,12 @@ class Probe:
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(env["ROS_DOMAIN_ID"]))
         self.node = rclpy.create_node(name, context=self.context)
-        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        if events_executor:
+            from rclpy.experimental import EventsExecutor
+
+            self.executor = EventsExecutor(context=self.context)
+        else:
+            self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self.received: dict[str, list] = {}
         self._lock = threading.Lock()
