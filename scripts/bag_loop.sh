@@ -22,7 +22,7 @@ SEED=${SEED:-0}                   # training seed
 NOISE_STD=${NOISE_STD:-0.0}       # noise injected into the expert's executed command (action units)
 NOISE_CORR=${NOISE_CORR:-0.0}
 BURST_RATE=${BURST_RATE:-0.0}     # swerves per second in the expert's executed command (recovery demonstrations)
-AUGMENT=${AUGMENT:---augment}     # image augmentation of BC ("" to switch off)
+AUGMENT=${AUGMENT---augment}      # image augmentation of BC (AUGMENT="" switches it off)
 EXTRA_SET=${EXTRA_SET:-}          # further --set KEY=VALUE for training
 EVAL_ARGS=${EVAL_ARGS:-}          # further options of the simulated evaluation (e.g. --no-saliency --backend serial)
 REPLAY=${REPLAY:-1}               # replay a test bag through policy_node over DDS (0: skip)
