@@ -159,10 +159,9 @@ def main() -> int:
         reorder_lag_s=args.reorder_lag_ms / 1e3 if args.reorder_lag_ms >= 0 else -1.0,
         camera_qos_depth=5,
     )
-    prefix = ("chrt", "-f", str(args.realtime_priority)) if args.realtime_priority else ()
+    prefix = ("chrt", "-f", str(args.realtime_priority)) if args.realtime_priority else ()  # node and echo alike
     if args.nice:
-        prefix = ("nice", "-n", str(args.nice), *prefix)
-        os.nice(args.nice)
+        os.nice(args.nice)  # inherited by the node and the echo
     if args.realtime_priority:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.realtime_priority))
     probe = Probe(env, "bench", events_executor=True)
@@ -217,7 +216,19 @@ def main() -> int:
         return imu_sent, frames_sent
 
     def measure(process, log: Path) -> dict | None:
-        """Stream into ``process`` (subscribed like policy_node, publishing stamped commands): the latencies."""
+        """Stream into ``process`` (subscribed like policy_node, publishing stamped commands): the latencies.
+        Stops the process in every case, and waits until its endpoints have left the graph."""
+        try:
+            return run_measurement(process, log)
+        finally:
+            stop_process(process)
+            gone = probe.wait_for(
+                lambda: not (probe.node.count_publishers("cmd_vel") or imu_pub.get_subscription_count()), 10.0
+            )
+            if not gone:
+                print(f"warning: {log.stem}'s endpoints still in the graph 10 s after it stopped", file=sys.stderr)
+
+    def run_measurement(process, log: Path) -> dict | None:
         ok = probe.wait_for(
             lambda: (
                 imu_pub.get_subscription_count()
@@ -228,7 +239,6 @@ def main() -> int:
             60.0,
         )
         if not ok:
-            stop_process(process)
             print(log.read_text(), file=sys.stderr)
             return None
         stream(2.0, record=False)  # warm-up: first inferences, discovery of every path
@@ -244,8 +254,6 @@ def main() -> int:
         for recv, m in commands:
             received.setdefault(key(m.header.stamp), recv + offset)
         diag = probe.messages("/diagnostics")[n_diag:]
-        stop_process(process)
-        probe.wait_for(lambda: not probe.node.count_publishers("cmd_vel"), 10.0)  # gone before the next one
         return {
             "imu_sent": len(imu_sent),
             "imu_ms": np.array([(received[k] - t) * 1e3 for k, t in imu_sent.items() if k in received]),
@@ -256,19 +264,23 @@ def main() -> int:
         }
 
     reference = None
-    if not args.no_reference:
-        echo = subprocess.Popen(
-            [sys.executable, __file__, "--echo-node"],
-            env=env,
-            stdout=open(tmp / "echo.log", "w"),
-            stderr=subprocess.STDOUT,
+    try:
+        if not args.no_reference:
+            with open(tmp / "echo.log", "w") as echo_log:
+                echo = subprocess.Popen(
+                    [*prefix, sys.executable, __file__, "--echo-node"],
+                    env=env,
+                    stdout=echo_log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                reference = measure(echo, tmp / "echo.log")
+        node = start_node_process(
+            "liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log", prefix=prefix
         )
-        reference = measure(echo, tmp / "echo.log")
-    node = start_node_process(
-        "liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log", prefix=prefix
-    )
-    result = measure(node, tmp / "node.log")
-    probe.close()
+        result = measure(node, tmp / "node.log")
+    finally:
+        probe.close()
     if result is None:
         return 1
     imu_ms, frame_ms, values = result["imu_ms"], result["frame_ms"], result["values"]
@@ -294,7 +306,9 @@ def main() -> int:
         f"{values.get('late.camera', '0')}"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f}")
-    if reference is not None and len(reference["imu_ms"]):
+    if reference is not None and not len(reference["imu_ms"]):
+        print(f"reference, an echo node: no replies (its log: {tmp / 'echo.log'})")
+    elif reference is not None:
         ref = reference["imu_ms"]
         print(
             f"reference, an echo node (DDS + rclpy, same streams and QoS, no policy): IMU->command p50/p99/max (ms) "

@@ -87,7 +87,7 @@ class Result:
     ``dt``, ``stamp`` (update stamp, seconds) and ``tag`` (what was submitted with the message that caused it)
     are those of the last; ``reset`` names a reset it caused; ``detail`` says why an inference failed (the
     model's exception or the bad output), for the log; ``update_stamps`` and ``update_resets`` are the stamp
-    of every update it released, in order, and the reset that came just before it (or None)."""
+    of every update it released, in order, and the reset this reading caused just before it (or None)."""
 
     status: str
     reason: str = ""
