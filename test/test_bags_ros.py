@@ -45,23 +45,6 @@ def policy_file(tmp_path_factory):
 def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(policy_file, tmp_path):
     env = isolated_ros_env()
     rover_params = str(config_dir() / "rover_policy.yaml")
-    node = start_node_process(
-        "liquid_control.ros.policy_node",
-        "policy_node",
-        dict(
-            policy=str(policy_file),
-            autostart=True,
-            command_type="twist_stamped",  # each command carries the stamp of the frame it answers
-            sensor_qos_reliability="reliable",
-            camera_qos_depth=100,
-            max_command=[100.0, 100.0],  # no limiter: the commands are action * action_scale
-            max_command_rate=[1e9, 1e9],
-            watchdog_timeout_s=1000.0,
-        ),
-        env,
-        tmp_path / "policy_node.log",
-        params_files=(rover_params,),
-    )
     recorder = subprocess.Popen(
         [sys.executable, "-m", "liquid_control.cli", "record", "-o", str(tmp_path / "graph"), "/camera/image_raw",
          "/cmd_vel"],
@@ -87,6 +70,30 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
         ),
         env,
         tmp_path / "sim.log",
+    )
+    # The graph recorder subscribes once it sees a publisher; sim_node starts publishing as soon as the policy node
+    # subscribes. Start the policy node only after the recorder holds the camera topic, or it misses frames.
+    if not probe.wait_for(lambda: probe.node.count_subscribers("/camera/image_raw") >= 1, 60.0):
+        probe.close()
+        for proc in (sim, recorder):
+            stop_process(proc)
+        pytest.fail("the recorder never subscribed to the camera:\n" + (tmp_path / "record.log").read_text())
+    node = start_node_process(
+        "liquid_control.ros.policy_node",
+        "policy_node",
+        dict(
+            policy=str(policy_file),
+            autostart=True,
+            command_type="twist_stamped",  # each command carries the stamp of the frame it answers
+            sensor_qos_reliability="reliable",
+            camera_qos_depth=100,
+            max_command=[100.0, 100.0],  # no limiter: the commands are action * action_scale
+            max_command_rate=[1e9, 1e9],
+            watchdog_timeout_s=1000.0,
+        ),
+        env,
+        tmp_path / "policy_node.log",
+        params_files=(rover_params,),
     )
     hashes = {}
     try:
