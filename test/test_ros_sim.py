@@ -181,3 +181,53 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
     assert status["outcome"] == "success" and status["sim_time"] >= 10.0 and status["tracking_error"] < 0.2, status
     assert status["commands_received"] >= 0.95 * status["messages"]["imu"]  # one command per IMU update
     assert "(onnx, cfc_balancer)" in (tmp_path / "policy_node.log").read_text()
+
+
+def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
+    """Another graph on the same ROS domain (or a replayed bag holding /episode_status) must not be read as this
+    run's episode: `liquid-control sim` once crashed on such a message (KeyError 'episode')."""
+    from liquid_control.ros.graph import STATUS_TOPIC, _status_listener
+
+    env = isolated_ros_env()
+    probe = Probe(env)
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    pub = probe.publisher(String, STATUS_TOPIC, qos)
+    ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success", "success": True}
+    for data in (
+        json.dumps({"seed": 600, "outcome": "timeout", "noise": {"std": 0.0}}),  # an expert recording's status
+        json.dumps(dict(ours, world="LiquidRover-v0")),  # another world's sim_node
+        "not json",
+        json.dumps(ours),
+    ):
+        pub.publish(String(data=data))
+    context, executor, node, received, ignored = _status_listener(int(env["ROS_DOMAIN_ID"]), "LiquidBalance-v0")
+    try:
+        deadline = time.monotonic() + 20.0
+        while (len(received) + ignored[0] < 4) and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+        assert received == [ours] and ignored[0] == 3
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+        probe.close()
+
+
+def test_concurrent_processes_never_share_a_test_ros_domain():
+    """Each process holds the ids it took (a lock file per id): a second process picks another even when both
+    would try the same id first (shuffle disabled in both)."""
+    import random
+
+    from liquid_control.ros import testing
+
+    shuffle, random.shuffle = random.shuffle, lambda ids: None
+    try:
+        ours = testing.free_domain_id()
+    finally:
+        random.shuffle = shuffle
+    code = (
+        "import random; random.shuffle = lambda ids: None; "
+        "from liquid_control.ros.testing import free_domain_id; print(free_domain_id())"
+    )
+    theirs = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 1 <= ours <= 100 and 1 <= theirs <= 100 and theirs != ours

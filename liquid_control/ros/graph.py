@@ -192,8 +192,10 @@ def add_arguments(parser):
     parser.epilog = EXIT_STATUS_HELP
 
 
-def _status_listener(domain_id: int | None):
-    """A tiny node of this process that collects the JSON episode statuses (transient local)."""
+def _status_listener(domain_id: int | None, world: str):
+    """A tiny node of this process that collects the JSON episode statuses (transient local) of a sim_node of
+    ``world``; anything else on the topic (another graph sharing the domain, a replayed bag) is counted in
+    ``ignored`` and otherwise left alone."""
     import rclpy
     import rclpy.executors
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -203,15 +205,27 @@ def _status_listener(domain_id: int | None):
     rclpy.init(context=context, domain_id=domain_id)
     node = rclpy.create_node("liquid_control_sim_monitor", context=context)
     received: list[dict] = []
+    ignored = [0]
+
+    def on_status(msg):
+        try:
+            status = json.loads(msg.data)
+        except ValueError:
+            status = None
+        if isinstance(status, dict) and status.get("world") == world and {"episode", "seed", "outcome"} <= set(status):
+            received.append(status)
+        else:
+            ignored[0] += 1
+
     node.create_subscription(
         String,
         STATUS_TOPIC,
-        lambda msg: received.append(json.loads(msg.data)),
+        on_status,
         QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
     )
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    return context, executor, node, received
+    return context, executor, node, received, ignored
 
 
 class NodeOutput:
@@ -389,7 +403,7 @@ def run_sim(args) -> SimRun:
 
     with _Signals() as signals:
         procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)  # before rclpy starts its threads
-        context, executor, monitor, statuses = _status_listener(domain)  # statuses are transient local
+        context, executor, monitor, statuses, ignored = _status_listener(domain, args.world)  # transient local
         ended = None  # name of the first node that exited on its own
         try:
             while time.monotonic() < deadline and signals.received is None:
@@ -412,6 +426,13 @@ def run_sim(args) -> SimRun:
             monitor.destroy_node()
             context.try_shutdown()
     elapsed = time.monotonic() - start
+    if ignored[0]:
+        print(
+            f"warning: ignored {ignored[0]} message(s) on {STATUS_TOPIC} that are not this graph's episodes "
+            f"(another graph or a bag replay on ROS_DOMAIN_ID {domain if domain is not None else 0}?)",
+            file=sys.stderr,
+            flush=True,
+        )
     run = SimRun(statuses=list(statuses), code=EXIT_OK, elapsed_s=elapsed)
     # A node that ended on its own before the run was over failed (the sim ends itself after the last episode).
     failed = {

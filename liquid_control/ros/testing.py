@@ -14,16 +14,43 @@ from pathlib import Path
 
 from liquid_control.ros.graph import parameter_argument
 
+_DOMAIN_LOCKS: list = []  # lock files of the domain ids this process took, the newest last
+_DOMAIN_LOCKS_KEPT = 4  # graphs of one process run one after the other: older ids are given back
+
 
 def isolated_ros_env(domain_id: int | None = None) -> dict:
-    """os.environ for a private graph: a random ROS_DOMAIN_ID (1..100) and localhost-only discovery."""
+    """os.environ for a private graph: a ROS_DOMAIN_ID (1..100) no other process on this machine holds through
+    this function, and localhost-only discovery."""
     env = dict(os.environ)
-    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else random.randint(1, 100))
+    env["ROS_DOMAIN_ID"] = str(domain_id if domain_id is not None else free_domain_id())
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     env.pop("ROS_LOCALHOST_ONLY", None)  # deprecated; conflicts with the setting above
     env.setdefault("MUJOCO_GL", "egl")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def free_domain_id() -> int:
+    """A random ROS_DOMAIN_ID in 1..100 that no other process using this function holds: one lock file per id,
+    kept while this process lives (its last few ids). Two test suites or benchmarks run side by side on one
+    machine would otherwise share a graph by chance and read each other's messages."""
+    import fcntl
+    import tempfile
+
+    ids = list(range(1, 101))
+    random.shuffle(ids)
+    for candidate in ids:
+        handle = open(os.path.join(tempfile.gettempdir(), f"liquid_control_ros_domain_{candidate}.lock"), "a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held by another process
+            handle.close()
+            continue
+        _DOMAIN_LOCKS.append(handle)
+        while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT:
+            _DOMAIN_LOCKS.pop(0).close()
+        return candidate
+    return random.randint(1, 100)  # every id held elsewhere: share one, as before
 
 
 def start_node_process(
