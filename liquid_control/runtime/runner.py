@@ -94,12 +94,16 @@ class Result:
     action: np.ndarray | None = None
     dt: float | None = None
     stamp: float | None = None
-    updates: int = 0
     reset: str | None = None
     tag: object = None
     detail: str = ""
     update_stamps: tuple = ()
     update_resets: tuple = ()
+
+    @property
+    def updates(self) -> int:
+        """How many state updates the reading released."""
+        return len(self.update_stamps)
 
     @property
     def accepted(self) -> bool:
@@ -248,7 +252,6 @@ class PolicyRunner:
             action=action.copy(),
             dt=dt,
             stamp=stamps[-1],
-            updates=len(stamps),
             reset=reset,
             tag=last_tag,
             update_stamps=tuple(stamps),
