@@ -303,8 +303,8 @@ def load_segments(folder: Path, index: dict) -> list[Episode]:
 class BagRun(_Run):
     """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with _Run."""
 
-    def __init__(self, config, out_dir, seed, progress, command, log, data: dict):
-        super().__init__(config, out_dir, seed, progress, command, log)
+    def __init__(self, config, out_dir, seed, progress, command, log, data: dict, bc_copies: int = 1):
+        super().__init__(config, out_dir, seed, progress, command, log, bc_copies=bc_copies)
         self.data = data
         self.rounds, self.round_epochs = 1, [config["training"]["epochs_first"]]
         self.total_epochs = self.round_epochs[0]

@@ -88,6 +88,95 @@ def count_chunks(episodes, batch_size: int, sequence_length: int, order=None) ->
     return total
 
 
+class DataParallel:
+    """Behaviour cloning on ``count`` copies of the policy in threads, each on its share of a batch's episodes.
+
+    Torch's operators and the compiled kernels release the GIL, so the copies run on ``count`` cores. Each
+    computes the gradient of its episodes' summed loss; the sum over copies, divided by the batch's labelled
+    updates, is the gradient of the whole batch's loss (the same up to float rounding), applied to the policy,
+    whose weights then go back to the copies. On a 2-core machine this is faster than torch's intra-op threads
+    (which split each small operator; ``benchmarks/bench_training.py --parallel 2``). A policy with dropout is
+    refused: its random masks would depend on the threads' interleaving.
+    """
+
+    def __init__(self, policy, count: int):
+        import copy
+        from concurrent.futures import ThreadPoolExecutor
+
+        if int(count) < 2:
+            raise ValueError(f"data-parallel behaviour cloning needs count >= 2, got {count!r}")
+        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()):
+            raise ValueError(
+                "data-parallel behaviour cloning: the policy has dropout, whose masks would not be reproducible"
+            )
+        self.policy = policy
+        self.copies = [copy.deepcopy(policy) for _ in range(int(count) - 1)]
+        self._threads = ThreadPoolExecutor(int(count) - 1, thread_name_prefix="bc")
+
+    @property
+    def count(self) -> int:
+        """Copies of the policy that train in parallel (the policy itself included)."""
+        return 1 + len(self.copies)
+
+    def sync(self) -> None:
+        """The policy's weights and buffers into every copy."""
+        with torch.no_grad():
+            source = self.policy.state_dict()
+            for replica in self.copies:
+                for key, value in replica.state_dict().items():
+                    value.copy_(source[key])
+
+    def close(self) -> None:
+        """Stop the threads."""
+        self._threads.shutdown(wait=True)
+
+
+def _split(total: int, parts: int) -> list[slice]:
+    bounds = np.linspace(0, total, parts + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _share_step(replica, obs, dt, h0, mask, labels, labelled):
+    """Forward and backward of one share of a chunk; returns (summed loss, labelled updates, state)."""
+    actions, state = replica.forward_sequence(obs, dt, h0=h0, mask=mask)
+    n = int(labelled.sum())
+    summed = action_loss(replica, actions, labels, labelled) * n
+    summed.backward()  # also without labels: zero gradients, as the whole batch's loss gives them
+    return summed.detach(), n, state.detach()
+
+
+def _parallel_step(parallel: DataParallel, obs, dt, states, mask, labels, labelled):
+    """One chunk over the shares of ``parallel``; the policy's gradients are the batch loss's. Returns (loss,
+    labelled updates, per-share states)."""
+    shares = _split(dt.shape[0], parallel.count)
+    models = [parallel.policy, *parallel.copies]
+
+    def run(k):
+        part = shares[k]
+        if part.stop == part.start:  # a last batch with fewer episodes than copies
+            return torch.zeros(()), 0, states[k]
+        share_obs = {key: value[part] for key, value in obs.items()}
+        return _share_step(models[k], share_obs, dt[part], states[k], mask[part], labels[part], labelled[part])
+
+    for model in models:
+        model.zero_grad(set_to_none=True)
+    others = [parallel._threads.submit(run, k) for k in range(1, len(shares))]
+    results = [run(0)] + [f.result() for f in others]
+    total = sum(n for _, n, _ in results)
+    scale = 1.0 / max(total, 1)
+    for params in zip(*(m.parameters() for m in models)):
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            params[0].grad = None
+            continue
+        grad = grads[0] if params[0].grad is not None else grads[0].clone()
+        for other in grads[1:]:
+            grad.add_(other)
+        params[0].grad = grad.mul_(scale)
+    loss = sum(float(s) for s, _, _ in results) * scale
+    return loss, total, [state for _, _, state in results]
+
+
 def bc_epoch(
     policy,
     optimizer,
@@ -99,40 +188,53 @@ def bc_epoch(
     rng: np.random.Generator,
     augmentation=(),
     progress=None,
+    parallel: DataParallel | None = None,
 ) -> dict:
     """One pass over ``episodes`` (shuffled by ``rng``); returns {"loss": mean per-update loss, "chunks": n}.
 
-    ``progress`` is an optional callable(loss) called after every optimizer step (a tqdm update).
+    ``progress`` is an optional callable(loss) called after every optimizer step (a tqdm update). ``parallel``
+    (a :class:`DataParallel` of ``policy``) splits every batch over its copies.
     """
     if not episodes:
         raise ValueError("behaviour cloning needs at least one episode")
+    if parallel is not None and parallel.policy is not policy:
+        raise ValueError("bc_epoch: parallel must hold copies of this policy")
     keys = observation_keys(policy.config)
     policy.train()
+    if parallel is not None:
+        parallel.sync()
+        for replica in parallel.copies:
+            replica.train()
     order = rng.permutation(len(episodes))
     weighted, updates, chunks = 0.0, 0, 0
     for g in range(0, len(order), batch_size):
         group = [episodes[i] for i in order[g : g + batch_size]]
         augment = EpisodeAugmentation(augmentation, len(group), rng) if augmentation else None
         longest = max(len(ep) for ep in group)
-        state = None
+        state = None if parallel is None else [None] * parallel.count
         for start in range(0, longest, sequence_length):
             obs, dt, labels, mask, labelled = _chunk(group, keys, start, sequence_length)
             if augment is not None and "image" in obs:
                 obs["image"] = augment.apply(obs["image"])
-            actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask)
-            loss = action_loss(policy, actions, labels, labelled)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if parallel is None:
+                actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask)
+                loss_t = action_loss(policy, actions, labels, labelled)
+                optimizer.zero_grad(set_to_none=True)
+                loss_t.backward()
+                loss, n = loss_t.item(), int(labelled.sum())
+                state = state.detach()
+            else:
+                loss, n, state = _parallel_step(parallel, obs, dt, state, mask, labels, labelled)
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
             optimizer.step()
-            state = state.detach()
-            n = int(labelled.sum())
-            weighted += loss.item() * n
+            if parallel is not None:
+                parallel.sync()
+            weighted += loss * n
             updates += n
             chunks += 1
             if progress is not None:
-                progress(loss.item())
+                progress(loss)
     policy.eval()
     return {"loss": weighted / max(updates, 1), "chunks": chunks, "updates": updates}
 

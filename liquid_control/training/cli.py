@@ -61,7 +61,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch CPU threads (default 1: deterministic and polite on a shared machine)",
+        help="cores for behaviour cloning (default 1: polite on a shared machine); N > 1 trains N data-parallel "
+        "copies of the policy, one thread each (the same policy up to float rounding)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes that run the episodes (collection and model selection) in parallel; the episodes and the "
+        "trained policy are the same for any number (default 1; on an otherwise idle machine: its cores)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     from liquid_control.bags.stream import add_data_arguments
@@ -124,6 +132,7 @@ def run(args) -> int:
             overrides=overrides or None,
             progress=not args.no_progress,
             threads=args.threads,
+            workers=args.workers,
             command=command,
             data=data or None,
         )

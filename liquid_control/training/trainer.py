@@ -34,27 +34,32 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.checkpoint import read_plain_torch_file
 from liquid_control.policy import (
     Policy,
-    PolicyAgent,
     PolicyConfigError,
     apply_overrides,
-    check_world,
-    env_kwargs,
     load_config,
-    observation_keys,
     save_policy,
     validate_config,
 )
 from liquid_control.policy.checkpoint import atomic_torch_save
 
-from .augment import EpisodeTiming
-from .bc import bc_epoch, count_chunks
-from .data import Episode, EpisodeFileError, load_episode, resample_episode, rollout, save_episode
+from .bc import DataParallel, bc_epoch, count_chunks
+from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode
+from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are part of this module's API
+    SELECTION_SEED_BASE,
+    TRAIN_SEED_BASE,
+    EpisodeWorkerError,
+    EpisodeWorkers,
+    collect_episode,
+    episode_seed,
+    make_env,
+    measure_success,
+    round_beta,
+    selection_seeds,
+    world_class,
+)
 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
-# Episode seeds: training data and model-selection episodes come from ranges no evaluation uses by default.
-TRAIN_SEED_BASE = 1_000_000
-SELECTION_SEED_BASE = 9_000_000
 
 
 class TrainingError(RuntimeError):
@@ -73,63 +78,6 @@ class TrainResult:
     wall_s: float  # training wall-clock seconds, summed over resumed parts
 
 
-def episode_seed(seed: int, round_index: int, episode: int) -> int:
-    """Seed of one training-data episode: ``TRAIN_SEED_BASE + 100000 seed + 1000 round_index + episode``."""
-    return TRAIN_SEED_BASE + seed * 100_000 + round_index * 1_000 + episode
-
-
-def selection_seeds(count: int) -> list[int]:
-    """The model-selection episode seeds, the same for every run (from ``SELECTION_SEED_BASE``)."""
-    return [SELECTION_SEED_BASE + i for i in range(count)]
-
-
-def world_class(config: dict):
-    """The env class of the config's world, after checking that a sim_envs world (one that declares its
-    ``sensor_names``) has every input the config names (PolicyConfigError naming the key otherwise)."""
-    import gymnasium
-    from gymnasium.envs.registration import load_env_creator
-
-    import sim_envs
-
-    if config["world"] not in gymnasium.registry:
-        raise PolicyConfigError(f"world: unknown world {config['world']!r}; known: {', '.join(sim_envs.WORLDS)}")
-    entry = gymnasium.spec(config["world"]).entry_point
-    world = load_env_creator(entry) if isinstance(entry, str) else entry
-    if getattr(world, "sensor_names", ()):
-        check_world(config, world.sensor_names, world.observation_keys)
-    return world
-
-
-def make_env(config: dict, shift: str | None = None):
-    """The policy's world as the policy sees it, in the training distribution unless ``shift``.
-
-    A sim_envs world gets the policy's camera size, update sensors and reordering lag
-    (``liquid_control.policy.env_kwargs``); another gymnasium world gets the shift and the camera size only.
-    """
-    import gymnasium
-
-    world = world_class(config)
-    kwargs = {"shift": shift if shift is not None else (config["training"]["shift"] or "")}
-    if getattr(world, "sensor_names", ()):
-        kwargs.update(env_kwargs(config))
-    elif config["observation"]["image"] is not None:
-        kwargs["render_size"] = config["observation"]["image"]["height"]
-    return gymnasium.make(config["world"], **kwargs)
-
-
-def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, max_steps: int | None = None) -> float:
-    """Fraction of the episodes ``seeds`` the policy alone brings to success."""
-    own_env = env is None
-    env = make_env(policy.config, shift) if own_env else env
-    agent = PolicyAgent(policy)
-    try:
-        wins = [rollout(env, agent, beta=0.0, seed=s, record=False, max_steps=max_steps).success for s in seeds]
-    finally:
-        if own_env:
-            env.close()
-    return float(np.mean(wins)) if wins else float("nan")
-
-
 def _cosine_lr(tcfg: dict, epoch: int, total: int) -> float:
     frac = epoch / max(total - 1, 1)
     return tcfg["lr_final"] + (tcfg["lr"] - tcfg["lr_final"]) * 0.5 * (1.0 + math.cos(math.pi * frac))
@@ -138,9 +86,20 @@ def _cosine_lr(tcfg: dict, epoch: int, total: int) -> float:
 class _Run:
     """State of one training run in ``out_dir`` (see the module docstring)."""
 
-    def __init__(self, config: dict, out_dir: Path, seed: int, progress: bool, command: str | None, log):
+    def __init__(
+        self,
+        config: dict,
+        out_dir: Path,
+        seed: int,
+        progress: bool,
+        command: str | None,
+        log,
+        workers: int = 1,
+        bc_copies: int = 1,
+    ):
         self.config, self.out, self.seed, self.progress, self.command = config, out_dir, seed, progress, command
         self.log = log
+        self.workers = EpisodeWorkers(config, workers) if workers > 1 else None  # else episodes run here
         t = config["training"]
         self.rounds = 1 + t["dagger_rounds"]
         self.round_epochs = [t["epochs_first"]] + [t["epochs_per_round"]] * t["dagger_rounds"]
@@ -148,6 +107,7 @@ class _Run:
         torch.manual_seed(seed)
         self.policy = Policy(config)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
+        self.parallel = DataParallel(self.policy, bc_copies) if bc_copies > 1 else None  # else BC on one thread
         self.epoch_done = 0
         self.rounds_evaluated = -1
         self.best = None  # {"success", "round", "epoch", "state_dict"}
@@ -211,58 +171,46 @@ class _Run:
 
     # ------------------------------------------------------------------------------------------- stages
     def collect(self, env, round_index: int) -> list[Episode]:
-        """Episodes of one round: loaded from ``data/`` where finished, collected otherwise; as the policy trains on
-        them (a ``resample_hz`` policy: resampled to its fixed rate)."""
+        """Episodes of one round: loaded from ``data/`` where finished, collected otherwise (here, or by the
+        episode workers: the same episodes); as the policy trains on them (a ``resample_hz`` policy: resampled
+        to its fixed rate)."""
         t = self.config["training"]
         count = t["demonstrations"] if round_index == 0 else t["dagger_episodes"]
-        beta = 1.0 if round_index == 0 else t["beta"][min(round_index - 1, len(t["beta"]) - 1)]
+        beta = round_beta(self.config, round_index)
         folder = self.out / "data" / f"round_{round_index:02d}"
         first_epoch = sum(self.round_epochs[:round_index])
-        agent = PolicyAgent(self.policy) if beta < 1.0 else None
-        episodes, collected = [], 0
-        bar = _bar(count, f"round {round_index} collect (beta={beta:g})", self.progress)
+        episodes: list[Episode | None] = [None] * count
+        missing = []
         for i in range(count):
-            path = folder / f"ep_{i:04d}.npz"
             seed = episode_seed(self.seed, round_index, i)
-            episode = self._stored_episode(path, seed, trained_on=self.epoch_done > first_epoch)
-            if episode is not None:
-                episodes.append(episode)
-            else:
+            episodes[i] = self._stored_episode(
+                folder / f"ep_{i:04d}.npz", seed, trained_on=self.epoch_done > first_epoch
+            )
+            if episodes[i] is None:
                 if self.epoch_done > first_epoch:
                     raise TrainingError(
-                        f"{path}: missing, but the run already trained on round {round_index}; "
+                        f"{folder / f'ep_{i:04d}.npz'}: missing, but the run already trained on round {round_index}; "
                         f"the data folder was changed, start a new run"
                     )
-                rng = np.random.default_rng([self.seed, round_index, i])
-                cap = (
-                    t["max_episode_steps"]
-                    if round_index == 0
-                    else _min_cap(t["max_episode_steps"], t["dagger_max_steps"])
-                )
-                timed = t["sensor_rate_range"] is not None or t["jitter_range"] is not None
-                if timed:  # the timing recipe: this episode's own sensor rate and jitter
-                    world, nominal = env.unwrapped, _sensor_timings(env, self.config)
-                    draw = np.random.default_rng([self.seed, round_index, i, 1])
-                    EpisodeTiming(t["sensor_rate_range"], t["jitter_range"], draw).apply(world, nominal)
-                try:
-                    ep = rollout(
-                        env,
-                        agent,
-                        beta=beta,
-                        rng=rng,
-                        seed=seed,
-                        observation_keys=observation_keys(self.config),
-                        max_steps=cap,
-                        action_noise=(t["action_noise"], t["action_noise_tau"]),
-                    )
-                finally:
-                    if timed:
-                        EpisodeTiming.restore(world, nominal)
-                save_episode(path, ep)
-                episodes.append(ep)
-                collected += 1
-            bar.update(1)
+                missing.append(i)
+        bar = _bar(count, f"round {round_index} collect (beta={beta:g})", self.progress)
+        bar.update(count - len(missing))
+        policy = self.policy if beta < 1.0 else None
+        if self.workers is not None:
+            finished = self.workers.collect(policy, self.seed, round_index, missing)
+        else:
+            finished = ((i, collect_episode(env, policy, self.config, self.seed, round_index, i)) for i in missing)
+        try:
+            for i, episode in finished:  # each saved as soon as it is done: a failure later loses nothing of it
+                save_episode(folder / f"ep_{i:04d}.npz", episode)
+                episodes[i] = episode
+                bar.update(1)
+        except (EpisodeWorkerError, ValueError) as exc:
+            raise TrainingError(
+                f"round {round_index}: {exc} (finished episodes are saved; --resume continues)"
+            ) from exc
         bar.close()
+        collected = len(missing)
         # One "collect" row per round, also when the run was killed before it was saved (it only reaches
         # checkpoint.pt with the first epoch): a resumed round that found all its episodes on disk still has one.
         if not any(row["kind"] == "collect" and int(row["round"]) == round_index for row in self.rows):
@@ -342,6 +290,7 @@ class _Run:
             rng=rng,
             augmentation=t["augmentation"],
             progress=tick,
+            parallel=self.parallel,
         )
         bar.close()
         self.epoch_done = epoch + 1
@@ -360,9 +309,11 @@ class _Run:
         n = self.config["training"]["eval_episodes"]
         success = None
         if n > 0:
-            success = measure_success(
-                self.policy, selection_seeds(n), env=env, max_steps=self.config["training"]["max_episode_steps"]
-            )
+            cap = self.config["training"]["max_episode_steps"]
+            if self.workers is not None:
+                success = float(np.mean(self.workers.success(self.policy, selection_seeds(n), cap)))
+            else:
+                success = measure_success(self.policy, selection_seeds(n), env=env, max_steps=cap)
             self.log(f"round {round_index}: policy alone succeeds in {success:.0%} of {n} selection episodes")
         self._row(
             epoch=self.epoch_done,
@@ -401,6 +352,10 @@ class _Run:
                     self.evaluate(env, r)
         finally:
             env.close()
+            if self.workers is not None:
+                self.workers.close()
+            if self.parallel is not None:
+                self.parallel.close()
             if self.writer is not None:
                 self.writer.close()
         return self.finish()
@@ -458,19 +413,8 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
     return ck
 
 
-def _sensor_timings(env, config: dict) -> dict:
-    """The world's nominal sensor timings (a sim_envs world reads ``timings`` at every reset)."""
-    timings = getattr(env.unwrapped, "timings", None)
-    if not isinstance(timings, dict):
-        raise TrainingError(
-            f"training.sensor_rate_range / jitter_range: world {config['world']!r} has no sensor timings to vary"
-        )
-    return dict(timings)
-
-
-def _min_cap(*caps):
-    caps = [c for c in caps if c is not None]
-    return min(caps) if caps else None
+def _has_dropout(config: dict) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in Policy(config).modules())
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -502,6 +446,7 @@ def train(
     overrides: dict | None = None,
     progress: bool = True,
     threads: int | None = 1,
+    workers: int = 1,
     command: str | None = None,
     log=_log,
     data: dict | None = None,
@@ -510,7 +455,12 @@ def train(
 
     ``resume=True`` continues the run in ``out_dir`` (config may then be None: the run's own config.yaml is
     used). ``overrides`` are dotted keys, e.g. ``{"training.dagger_rounds": 2}``. ``threads`` sets torch's
-    intra-op threads (1: deterministic and polite on a shared CPU; None leaves torch's default).
+    intra-op threads (1: deterministic and polite on a shared CPU; None leaves torch's default); ``threads`` > 1
+    instead trains on that many data-parallel copies of the policy, one thread each (:class:`.bc.DataParallel`:
+    faster than intra-op threads for these small operators; the same policy up to float rounding), unless the
+    policy has dropout (then intra-op threads). ``workers``
+    > 1 runs the episodes (collection and model selection) in that many processes: the same episodes and the
+    same policy, sooner (:mod:`.episodes`).
     ``data`` (or a ``data:`` section in the config) trains from recorded bags instead (training.bag_data).
     """
     from . import bag_data  # imports this module
@@ -552,17 +502,21 @@ def train(
             raise TrainingError(f"{saved}: the run was started with another config; resume with the same one")
     if resume and checkpoint.exists():
         read_training_checkpoint(checkpoint, cfg, seed)
+    if not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    bc_copies = 1
     if threads is not None:
-        torch.set_num_threads(int(threads))
+        bc_copies = int(threads) if int(threads) > 1 and not _has_dropout(cfg) else 1
+        torch.set_num_threads(1 if bc_copies > 1 else int(threads))
     torch.use_deterministic_algorithms(True)
     out.mkdir(parents=True, exist_ok=True)
     if not saved.is_file():
         with atomic_write(saved, "w") as handle:
             handle.write(yaml.safe_dump(cfg, sort_keys=False))
     run = (
-        _Run(cfg, out, seed, progress, command, log)
+        _Run(cfg, out, seed, progress, command, log, workers=workers, bc_copies=bc_copies)
         if data is None
-        else bag_data.BagRun(cfg, out, seed, progress, command, log, data)
+        else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies)
     )
     if resume and checkpoint.exists():
         run.load_checkpoint()

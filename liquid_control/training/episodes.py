@@ -1,0 +1,252 @@
+"""The episodes of a training run (collection and model selection), here or in worker processes.
+
+An episode is a pure function of the config, the policy's weights, the run seed, the round and its index:
+its world, noise and DAgger coin flips are seeded from them (``episode_seed`` and ``numpy.random
+.default_rng([seed, round, index])``), never from a process's history. So :class:`EpisodeWorkers` (``liquid-control
+train --workers N``) computes in N processes exactly what the training process computes alone (one torch thread,
+the same kernels): the episode files and the trained policy are bit for bit the same for any number of workers
+(``test/test_training_workers.py``). Episodes are half of a camera policy's training time (MuJoCo physics and
+rendering), and they are independent, so they use the cores that one behaviour-cloning process leaves idle.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+import numpy as np
+import torch
+
+from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
+
+from .augment import EpisodeTiming
+from .data import Episode, rollout
+
+# Episode seeds: training data and model-selection episodes come from ranges no evaluation uses by default.
+TRAIN_SEED_BASE = 1_000_000
+SELECTION_SEED_BASE = 9_000_000
+
+
+class EpisodeWorkerError(RuntimeError):
+    """An episode failed in a worker process (its exception, or the worker died)."""
+
+
+def episode_seed(seed: int, round_index: int, episode: int) -> int:
+    """Seed of one training-data episode: ``TRAIN_SEED_BASE + 100000 seed + 1000 round_index + episode``."""
+    return TRAIN_SEED_BASE + seed * 100_000 + round_index * 1_000 + episode
+
+
+def selection_seeds(count: int) -> list[int]:
+    """The model-selection episode seeds, the same for every run (from ``SELECTION_SEED_BASE``)."""
+    return [SELECTION_SEED_BASE + i for i in range(count)]
+
+
+def world_class(config: dict):
+    """The env class of the config's world, after checking that a sim_envs world (one that declares its
+    ``sensor_names``) has every input the config names (PolicyConfigError naming the key otherwise)."""
+    import gymnasium
+    from gymnasium.envs.registration import load_env_creator
+
+    import sim_envs
+
+    if config["world"] not in gymnasium.registry:
+        raise PolicyConfigError(f"world: unknown world {config['world']!r}; known: {', '.join(sim_envs.WORLDS)}")
+    entry = gymnasium.spec(config["world"]).entry_point
+    world = load_env_creator(entry) if isinstance(entry, str) else entry
+    if getattr(world, "sensor_names", ()):
+        check_world(config, world.sensor_names, world.observation_keys)
+    return world
+
+
+def make_env(config: dict, shift: str | None = None):
+    """The policy's world as the policy sees it, in the training distribution unless ``shift``.
+
+    A sim_envs world gets the policy's camera size, update sensors and reordering lag
+    (``liquid_control.policy.env_kwargs``); another gymnasium world gets the shift and the camera size only.
+    """
+    import gymnasium
+
+    world = world_class(config)
+    kwargs = {"shift": shift if shift is not None else (config["training"]["shift"] or "")}
+    if getattr(world, "sensor_names", ()):
+        kwargs.update(env_kwargs(config))
+    elif config["observation"]["image"] is not None:
+        kwargs["render_size"] = config["observation"]["image"]["height"]
+    return gymnasium.make(config["world"], **kwargs)
+
+
+def round_beta(config: dict, round_index: int) -> float:
+    """DAgger's beta of a round: 1 (the expert drives) for the demonstrations, then ``training.beta``."""
+    t = config["training"]
+    return 1.0 if round_index == 0 else t["beta"][min(round_index - 1, len(t["beta"]) - 1)]
+
+
+def _min_cap(*caps):
+    caps = [c for c in caps if c is not None]
+    return min(caps) if caps else None
+
+
+def sensor_timings(env, config: dict) -> dict:
+    """The world's nominal sensor timings, what the timing recipe varies (a sim_envs world reads ``timings`` at
+    every reset); ValueError for a world without them."""
+    timings = getattr(env.unwrapped, "timings", None)
+    if not isinstance(timings, dict):
+        raise ValueError(
+            f"training.sensor_rate_range / jitter_range: world {config['world']!r} has no sensor timings to vary"
+        )
+    return dict(timings)
+
+
+def collect_episode(env, policy: Policy | None, config: dict, seed: int, round_index: int, index: int) -> Episode:
+    """Episode ``index`` of round ``round_index`` of the run with ``seed``: the expert's labels, driven by the
+    mixture of the expert and ``policy`` at the round's beta (``policy`` None: the expert alone, round 0)."""
+    t = config["training"]
+    beta = round_beta(config, round_index)
+    rng = np.random.default_rng([seed, round_index, index])
+    cap = t["max_episode_steps"] if round_index == 0 else _min_cap(t["max_episode_steps"], t["dagger_max_steps"])
+    timed = t["sensor_rate_range"] is not None or t["jitter_range"] is not None
+    if timed:  # the timing recipe: this episode's own sensor rate and jitter
+        world, nominal = env.unwrapped, sensor_timings(env, config)
+        draw = np.random.default_rng([seed, round_index, index, 1])
+        EpisodeTiming(t["sensor_rate_range"], t["jitter_range"], draw).apply(world, nominal)
+    try:
+        return rollout(
+            env,
+            PolicyAgent(policy) if beta < 1.0 else None,
+            beta=beta,
+            rng=rng,
+            seed=episode_seed(seed, round_index, index),
+            observation_keys=observation_keys(config),
+            max_steps=cap,
+            action_noise=(t["action_noise"], t["action_noise_tau"]),
+        )
+    finally:
+        if timed:
+            EpisodeTiming.restore(world, nominal)
+
+
+def episode_success(env, policy: Policy, seed: int, max_steps: int | None) -> bool:
+    """Whether ``policy`` alone brings the episode ``seed`` to success (a model-selection episode)."""
+    return rollout(env, PolicyAgent(policy), beta=0.0, seed=seed, record=False, max_steps=max_steps).success
+
+
+def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, max_steps: int | None = None) -> float:
+    """Fraction of the episodes ``seeds`` the policy alone brings to success (here, one after the other)."""
+    own_env = env is None
+    env = make_env(policy.config, shift) if own_env else env
+    try:
+        wins = [episode_success(env, policy, s, max_steps) for s in seeds]
+    finally:
+        if own_env:
+            env.close()
+    return float(np.mean(wins)) if wins else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------- workers
+_WORKER: dict = {}  # in a worker process: its config, world and policy
+
+
+def _init_worker(config: dict) -> None:
+    torch.set_num_threads(1)  # one sample per step; as the training process runs its episodes
+    torch.use_deterministic_algorithms(True)
+    _WORKER.update(config=config, env=None, policy=Policy(config))
+
+
+def _worker_env():
+    if _WORKER["env"] is None:
+        _WORKER["env"] = make_env(_WORKER["config"])
+    return _WORKER["env"]
+
+
+def _worker_policy(weights) -> Policy | None:
+    if weights is None:
+        return None
+    policy = _WORKER["policy"]
+    policy.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    return policy
+
+
+def _collect_task(weights, seed: int, round_index: int, index: int) -> Episode:
+    return collect_episode(_worker_env(), _worker_policy(weights), _WORKER["config"], seed, round_index, index)
+
+
+def _success_task(weights, seed: int, max_steps: int | None) -> bool:
+    return episode_success(_worker_env(), _worker_policy(weights), seed, max_steps)
+
+
+def policy_weights(policy: Policy) -> dict:
+    """The policy's state as numpy arrays (what a worker loads: exact float copies, cheap to pickle)."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in policy.state_dict().items()}
+
+
+class EpisodeWorkers:
+    """``count`` worker processes, each with its own world, that run a round's episodes in parallel.
+
+    Started on the first use (spawned: a clean interpreter each, with its own GL context), closed with
+    :meth:`close`. Results come back as each episode finishes, so the caller saves finished episodes even when
+    a later one fails; a failure cancels the episodes not yet started and raises :class:`EpisodeWorkerError`
+    naming the episode.
+    """
+
+    def __init__(self, config: dict, count: int):
+        if int(count) < 1:
+            raise ValueError(f"episode workers: count must be >= 1, got {count!r}")
+        self.config, self.count = config, int(count)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.count,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.config,),
+            )
+        return self._pool
+
+    def _run(self, fn, tasks: dict, name):
+        """Yield ``(key, result)`` for ``tasks`` ({int key: args}) in the order they finish; ``name(key)`` says
+        which episode failed."""
+        pool = self._executor()
+        futures = {pool.submit(fn, *args): key for key, args in tasks.items()}
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                failed = None
+                for future in sorted(done, key=futures.get):
+                    if future.exception() is None:
+                        yield futures[future], future.result()
+                    elif failed is None:
+                        failed = future
+                if failed is not None:
+                    exc = failed.exception()
+                    why = (
+                        "its worker process died"
+                        if isinstance(exc, BrokenProcessPool)
+                        else f"{type(exc).__name__}: {exc}"
+                    )
+                    raise EpisodeWorkerError(f"{name(futures[failed])} failed in a worker: {why}") from exc
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def collect(self, policy: Policy | None, seed: int, round_index: int, indices):
+        """Yield ``(index, Episode)`` of round ``round_index``'s episodes ``indices`` as they finish."""
+        weights = None if policy is None or round_beta(self.config, round_index) >= 1.0 else policy_weights(policy)
+        tasks = {i: (weights, seed, round_index, i) for i in indices}
+        yield from self._run(_collect_task, tasks, lambda i: f"episode {i} of round {round_index}")
+
+    def success(self, policy: Policy, seeds, max_steps: int | None) -> list[bool]:
+        """Success of ``policy`` alone on the episodes ``seeds`` (in the order of ``seeds``)."""
+        weights = policy_weights(policy)
+        tasks = {n: (weights, s, max_steps) for n, s in enumerate(seeds)}
+        results = dict(self._run(_success_task, tasks, lambda n: f"selection episode {seeds[n]}"))
+        return [results[n] for n in range(len(seeds))]
+
+    def close(self) -> None:
+        """Stop the worker processes (those running an episode are waited for)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
