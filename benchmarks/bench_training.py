@@ -1,7 +1,7 @@
 """Behaviour-cloning epoch of a policy recipe on the fused (compiled) core path against the per-step graph.
 
     .venv/bin/python benchmarks/bench_training.py [--config policies/configs/cfc_ncp_rover.yaml]
-        [--data RUN/data/round_00 | --episodes 32] [--rounds 4]
+        [--data RUN/data/round_00 | --episodes 32] [--rounds 4] [--cores 2]
 
 Two copies of the same policy (same initial weights) train on the same episodes, one with
 ``training.sequence_kernel: fused`` (the default: ``Policy.forward_sequence`` -> the core's sequence kernel,
@@ -29,7 +29,7 @@ import torch
 
 from liquid_control.cells import kernels
 from liquid_control.policy import Policy, load_config, observation_keys
-from liquid_control.training.bc import bc_epoch
+from liquid_control.training.bc import DataParallel, bc_epoch
 from liquid_control.training.data import load_episode, rollout
 from liquid_control.training.trainer import make_env
 
@@ -48,6 +48,36 @@ def episodes_of(args, config) -> list:
     return [rollout(env, seed=5_000_000 + i, observation_keys=keys) for i in range(args.episodes)]
 
 
+def compare_cores(config, episodes, fit, cores: int, rounds: int) -> None:
+    """Wall-clock seconds of a fused-path epoch: one thread, ``cores`` intra-op threads, ``cores`` data-parallel
+    copies (alternating, so all see the same machine); prints the medians and the speed-ups over one thread."""
+    t = config["training"]
+    ways = {"1 thread": (1, 1), f"{cores} intra-op threads": (cores, 1), f"{cores} data-parallel copies": (1, cores)}
+    state = {}
+    for name, (threads, copies) in ways.items():
+        torch.manual_seed(0)
+        policy = Policy.from_config(config)
+        parallel = DataParallel(policy, copies) if copies > 1 else None
+        state[name] = (policy, torch.optim.Adam(policy.parameters(), lr=t["lr"]), parallel, threads, [])
+    try:
+        for r in range(rounds):
+            for name, (policy, optimizer, parallel, threads, wall) in state.items():
+                torch.set_num_threads(threads)
+                start = time.perf_counter()
+                bc_epoch(policy, optimizer, episodes, rng=np.random.default_rng(r), parallel=parallel, **fit)
+                wall.append(time.perf_counter() - start)
+                print(f"epoch {r} {name}: {wall[-1]:.2f} s wall", flush=True)
+    finally:
+        torch.set_num_threads(1)
+        for _, _, parallel, _, _ in state.values():
+            if parallel is not None:
+                parallel.close()
+    base = statistics.median(state["1 thread"][4])
+    for name, (*_, wall) in state.items():
+        key = name.replace(" ", "_").replace("-", "_")
+        print(f"bc_epoch_wall_s_{key}: {statistics.median(wall):.3f}  (speed-up {base / statistics.median(wall):.2f}x)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="policies/configs/cfc_ncp_rover.yaml", help="policy recipe")
@@ -55,6 +85,13 @@ def main(argv=None) -> int:
     parser.add_argument("--episodes", type=int, default=32, help="expert episodes to collect without --data")
     parser.add_argument("--rounds", type=int, default=4, help="timed epochs per path, alternating")
     parser.add_argument("--profile-episodes", type=int, default=32, help="episodes of the profiler pass (0: none)")
+    parser.add_argument(
+        "--cores",
+        type=int,
+        default=0,
+        help="also time a fused-path epoch in wall-clock seconds on one thread, on N intra-op threads and on N "
+        "data-parallel copies (`liquid-control train --threads N`); run it alone on the machine",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = load_config(args.config)
@@ -96,6 +133,8 @@ def main(argv=None) -> int:
         for name, needles in share.items():
             part = sum(e.self_cpu_time_total for e in table if any(n in e.key for n in needles))
             print(f"profile share, {name}: {100 * part / total:.0f}%")
+    if args.cores > 1:
+        compare_cores(config, episodes, fit, args.cores, args.rounds)
     medians = {path: statistics.median(runs[path][2]) for path in PATHS}
     for path in PATHS:
         print(f"bc_epoch_cpu_s_{path}: {medians[path]:.3f}  (kernel: {', '.join(sorted(runs[path][3]))})")

@@ -3,6 +3,8 @@ and a failing episode named, with the finished ones kept."""
 
 import copy
 import csv
+import os
+import time
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from liquid_control.training.episodes import (
     EpisodeWorkerError,
     EpisodeWorkers,
     collect_episode,
-    episode_success,
+    episode_outcome,
     make_env,
 )
 
@@ -81,30 +83,46 @@ def test_workers_collect_and_select_exactly_what_one_process_does():
             for i in range(3):
                 _same_episode(here[i], there[i])
         assert not np.array_equal(there[0].action, there[0].expert_action)  # the policy drove part of it there
-        seeds = [11, 12, 13]
-        alone = [episode_success(env, policy, s, 60) for s in seeds]
-        assert workers.success(policy, seeds, 60) == alone
+        seeds = [11, 12, 13, 14]
+        alone = [episode_outcome(env, policy, s, 400) for s in seeds]
+        assert len({steps for _, steps in alone}) > 1  # the untrained policy falls, each episode at its own time
+        assert workers.outcomes(policy, seeds, 400) == alone
     finally:
         workers.close()
         env.close()
 
 
-def test_a_run_with_workers_and_bc_copies_trains_from_the_same_demonstrations(tmp_path):
+def test_a_run_with_workers_is_the_run_without_them_bit_for_bit(tmp_path):
     config = camera_imu_config()
-    one = trainer.train(config, tmp_path / "one", progress=False, log=lambda m: None)
-    two = trainer.train(config, tmp_path / "two", progress=False, log=lambda m: None, workers=2, threads=2)
-    for i in range(3):  # round 0: the expert's episodes, whichever process collected them
-        name = f"data/round_00/ep_{i:04d}.npz"
+    quiet = dict(progress=False, log=lambda m: None)
+    one = trainer.train(config, tmp_path / "one", **quiet)
+    two = trainer.train(config, tmp_path / "two", workers=2, **quiet)
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one" / "data").rglob("ep_*.npz"))
+    assert len(files) == 6  # round 0 (the expert) and round 1 (DAgger: the trained policy drives in the workers)
+    for name in files:
         _same_episode(load_episode(tmp_path / "one" / name), load_episode(tmp_path / "two" / name))
-    rows = list(csv.DictReader((tmp_path / "two" / "metrics.csv").open()))
-    assert [r["kind"] for r in rows] == [r["kind"] for r in csv.DictReader((tmp_path / "one" / "metrics.csv").open())]
-    assert len(list((tmp_path / "two" / "data" / "round_01").glob("ep_*.npz"))) == 3
-    assert two.success is not None and two.policy_path.is_file() and one.epochs == two.epochs == 2
-    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
-        trainer.train(config, tmp_path / "bad", workers=0)
+    assert (one.success, one.selected_round) == (two.success, two.selected_round)
+    a = torch.load(one.policy_path, weights_only=False)["state_dict"]
+    b = torch.load(two.policy_path, weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # with data-parallel behaviour cloning as well: the same demonstrations and schedule, another draw of weights
+    three = trainer.train(config, tmp_path / "three", workers=2, threads=2, **quiet)
+    for i in range(3):
+        name = f"data/round_00/ep_{i:04d}.npz"
+        _same_episode(load_episode(tmp_path / "one" / name), load_episode(tmp_path / "three" / name))
+    kinds = [r["kind"] for r in csv.DictReader((tmp_path / "three" / "metrics.csv").open())]
+    assert kinds == [r["kind"] for r in csv.DictReader((tmp_path / "one" / "metrics.csv").open())]
+    assert three.success is not None and three.epochs == 2
+    for bad in ({"workers": 0}, {"threads": 0}):
+        with pytest.raises(ValueError, match="must be an integer >= 1"):
+            trainer.train(config, tmp_path / "bad", **bad)
 
 
-def test_data_parallel_bc_step_is_the_whole_batch_gradient():
+@pytest.mark.parametrize(
+    "batch_size, copies",
+    [(3, 2), (1, 2), (3, 4)],  # (1, 2): the policy's own share is empty; (3, 4): a copy's share is
+)
+def test_data_parallel_bc_step_is_the_whole_batch_gradient(batch_size, copies):
     config = validate_config(camera_imu_config())
     env = make_env(config)
     keys = observation_keys(config)
@@ -113,7 +131,7 @@ def test_data_parallel_bc_step_is_the_whole_batch_gradient():
     torch.manual_seed(0)
     policy = Policy(config)
     twin = copy.deepcopy(policy)
-    parallel = DataParallel(twin, 2)
+    parallel = DataParallel(twin, copies)
     try:
         for model, par in ((policy, None), (twin, parallel)):
             optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # zero steps: the gradients stay to compare
@@ -121,7 +139,7 @@ def test_data_parallel_bc_step_is_the_whole_batch_gradient():
                 model,
                 optimizer,
                 episodes,
-                batch_size=3,
+                batch_size=batch_size,
                 sequence_length=16,
                 grad_clip=0.0,
                 rng=np.random.default_rng(0),
@@ -142,6 +160,27 @@ def test_data_parallel_bc_step_is_the_whole_batch_gradient():
         DataParallel(policy, 1)
 
 
+def _waits_for(path, index):
+    deadline = time.monotonic() + 60
+    while index == 0 and not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return index
+
+
+def test_each_episode_comes_back_as_soon_as_it_is_done(tmp_path):
+    """Episode 0 cannot finish before the test has received episode 1: a runner that returned the batch at its
+    end would deliver 0 first (after its 60 s), and the test would see it."""
+    gate = tmp_path / "gate"
+    workers = EpisodeWorkers(validate_config(camera_imu_config()), 2)
+    try:
+        results = workers._run(_waits_for, {i: (str(gate), i) for i in range(2)}, str, "the batch")
+        assert next(results) == (1, 1)
+        gate.touch()
+        assert next(results) == (0, 0)
+    finally:
+        workers.close()
+
+
 def _fails_on_two(index):
     if index == 2:
         raise RuntimeError("the world exploded")
@@ -156,7 +195,7 @@ def test_a_failing_episode_is_named_and_the_finished_ones_come_back_first():
             EpisodeWorkerError, match="episode 2 of round 1 failed in a worker: RuntimeError: the world"
         ):
             for key, value in workers._run(
-                _fails_on_two, {i: (i,) for i in range(3)}, lambda i: f"episode {i} of round 1"
+                _fails_on_two, {i: (i,) for i in range(3)}, lambda i: f"episode {i} of round 1", "round 1"
             ):
                 finished.append((key, value))
     finally:

@@ -410,8 +410,7 @@ class BagRun(_Run):
                 self.train_epoch(episodes, epoch, 0)
                 self.validate(validation)
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.close()
         return self.finish()
 
     def extra_metadata(self) -> dict:

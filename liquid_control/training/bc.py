@@ -95,7 +95,7 @@ class DataParallel:
     computes the gradient of its episodes' summed loss; the sum over copies, divided by the batch's labelled
     updates, is the gradient of the whole batch's loss (the same up to float rounding), applied to the policy,
     whose weights then go back to the copies. On a 2-core machine this is faster than torch's intra-op threads
-    (which split each small operator; ``benchmarks/bench_training.py --parallel 2``). A policy with dropout is
+    (which split each small operator; ``benchmarks/bench_training.py --cores 2``). A policy with dropout is
     refused: its random masks would depend on the threads' interleaving.
     """
 

@@ -12,7 +12,7 @@ rendering), and they are independent, so they use the cores that one behaviour-c
 from __future__ import annotations
 
 import multiprocessing
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
@@ -126,9 +126,10 @@ def collect_episode(env, policy: Policy | None, config: dict, seed: int, round_i
             EpisodeTiming.restore(world, nominal)
 
 
-def episode_success(env, policy: Policy, seed: int, max_steps: int | None) -> bool:
-    """Whether ``policy`` alone brings the episode ``seed`` to success (a model-selection episode)."""
-    return rollout(env, PolicyAgent(policy), beta=0.0, seed=seed, record=False, max_steps=max_steps).success
+def episode_outcome(env, policy: Policy, seed: int, max_steps: int | None) -> tuple[bool, int]:
+    """(success, updates) of ``policy`` driving the episode ``seed`` alone (a model-selection episode)."""
+    episode = rollout(env, PolicyAgent(policy), beta=0.0, seed=seed, record=False, max_steps=max_steps)
+    return episode.success, int(episode.info["steps"])
 
 
 def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, max_steps: int | None = None) -> float:
@@ -136,7 +137,7 @@ def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, m
     own_env = env is None
     env = make_env(policy.config, shift) if own_env else env
     try:
-        wins = [episode_success(env, policy, s, max_steps) for s in seeds]
+        wins = [episode_outcome(env, policy, s, max_steps)[0] for s in seeds]
     finally:
         if own_env:
             env.close()
@@ -171,8 +172,8 @@ def _collect_task(weights, seed: int, round_index: int, index: int) -> Episode:
     return collect_episode(_worker_env(), _worker_policy(weights), _WORKER["config"], seed, round_index, index)
 
 
-def _success_task(weights, seed: int, max_steps: int | None) -> bool:
-    return episode_success(_worker_env(), _worker_policy(weights), seed, max_steps)
+def _outcome_task(weights, seed: int, max_steps: int | None) -> tuple[bool, int]:
+    return episode_outcome(_worker_env(), _worker_policy(weights), seed, max_steps)
 
 
 def policy_weights(policy: Policy) -> dict:
@@ -186,7 +187,8 @@ class EpisodeWorkers:
     Started on the first use (spawned: a clean interpreter each, with its own GL context), closed with
     :meth:`close`. Results come back as each episode finishes, so the caller saves finished episodes even when
     a later one fails; a failure cancels the episodes not yet started and raises :class:`EpisodeWorkerError`
-    naming the episode.
+    naming the episode (or, when a worker process died or could not start, the batch: which of its episodes
+    was running there is not known).
     """
 
     def __init__(self, config: dict, count: int):
@@ -205,15 +207,15 @@ class EpisodeWorkers:
             )
         return self._pool
 
-    def _run(self, fn, tasks: dict, name):
-        """Yield ``(key, result)`` for ``tasks`` ({int key: args}) in the order they finish; ``name(key)`` says
-        which episode failed."""
+    def _run(self, fn, tasks: dict, name, batch: str):
+        """Yield ``(key, result)`` for ``tasks`` ({int key: args}) as each finishes; ``name(key)`` names an
+        episode, ``batch`` all of them (for a worker that died)."""
         pool = self._executor()
         futures = {pool.submit(fn, *args): key for key, args in tasks.items()}
         pending = set(futures)
         try:
             while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 failed = None
                 for future in sorted(done, key=futures.get):
                     if future.exception() is None:
@@ -222,12 +224,13 @@ class EpisodeWorkers:
                         failed = future
                 if failed is not None:
                     exc = failed.exception()
-                    why = (
-                        "its worker process died"
-                        if isinstance(exc, BrokenProcessPool)
-                        else f"{type(exc).__name__}: {exc}"
-                    )
-                    raise EpisodeWorkerError(f"{name(futures[failed])} failed in a worker: {why}") from exc
+                    if isinstance(exc, BrokenProcessPool):
+                        raise EpisodeWorkerError(
+                            f"{batch}: a worker process died or could not start (its error is above)"
+                        ) from exc
+                    raise EpisodeWorkerError(
+                        f"{name(futures[failed])} failed in a worker: {type(exc).__name__}: {exc}"
+                    ) from exc
         finally:
             for future in pending:
                 future.cancel()
@@ -236,13 +239,15 @@ class EpisodeWorkers:
         """Yield ``(index, Episode)`` of round ``round_index``'s episodes ``indices`` as they finish."""
         weights = None if policy is None or round_beta(self.config, round_index) >= 1.0 else policy_weights(policy)
         tasks = {i: (weights, seed, round_index, i) for i in indices}
-        yield from self._run(_collect_task, tasks, lambda i: f"episode {i} of round {round_index}")
+        name = f"round {round_index}'s episodes"
+        yield from self._run(_collect_task, tasks, lambda i: f"episode {i} of round {round_index}", name)
 
-    def success(self, policy: Policy, seeds, max_steps: int | None) -> list[bool]:
-        """Success of ``policy`` alone on the episodes ``seeds`` (in the order of ``seeds``)."""
+    def outcomes(self, policy: Policy, seeds, max_steps: int | None) -> list[tuple[bool, int]]:
+        """(success, updates) of ``policy`` alone on the episodes ``seeds``, in the order of ``seeds``."""
         weights = policy_weights(policy)
         tasks = {n: (weights, s, max_steps) for n, s in enumerate(seeds)}
-        results = dict(self._run(_success_task, tasks, lambda n: f"selection episode {seeds[n]}"))
+        name = "the selection episodes"
+        results = dict(self._run(_outcome_task, tasks, lambda n: f"selection episode {seeds[n]}", name))
         return [results[n] for n in range(len(seeds))]
 
     def close(self) -> None:

@@ -55,6 +55,7 @@ from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are 
     measure_success,
     round_beta,
     selection_seeds,
+    sensor_timings,
     world_class,
 )
 
@@ -205,7 +206,7 @@ class _Run:
                 save_episode(folder / f"ep_{i:04d}.npz", episode)
                 episodes[i] = episode
                 bar.update(1)
-        except (EpisodeWorkerError, ValueError) as exc:
+        except EpisodeWorkerError as exc:
             raise TrainingError(
                 f"round {round_index}: {exc} (finished episodes are saved; --resume continues)"
             ) from exc
@@ -311,7 +312,11 @@ class _Run:
         if n > 0:
             cap = self.config["training"]["max_episode_steps"]
             if self.workers is not None:
-                success = float(np.mean(self.workers.success(self.policy, selection_seeds(n), cap)))
+                try:
+                    outcomes = self.workers.outcomes(self.policy, selection_seeds(n), cap)
+                except EpisodeWorkerError as exc:
+                    raise TrainingError(f"round {round_index}: {exc} (--resume repeats the selection)") from exc
+                success = float(np.mean([ok for ok, _ in outcomes]))
             else:
                 success = measure_success(self.policy, selection_seeds(n), env=env, max_steps=cap)
             self.log(f"round {round_index}: policy alone succeeds in {success:.0%} of {n} selection episodes")
@@ -337,6 +342,7 @@ class _Run:
         env = make_env(self.config)
         episodes: list[Episode] = []
         try:
+            self._check_timing_recipe(env)
             for r in range(self.rounds):
                 first_epoch = sum(self.round_epochs[:r])
                 if self.rounds_evaluated >= r and self.epoch_done >= first_epoch + self.round_epochs[r]:
@@ -352,13 +358,25 @@ class _Run:
                     self.evaluate(env, r)
         finally:
             env.close()
-            if self.workers is not None:
-                self.workers.close()
-            if self.parallel is not None:
-                self.parallel.close()
-            if self.writer is not None:
-                self.writer.close()
+            self.close()
         return self.finish()
+
+    def _check_timing_recipe(self, env) -> None:
+        t = self.config["training"]
+        if t["sensor_rate_range"] is not None or t["jitter_range"] is not None:
+            try:
+                sensor_timings(env, self.config)
+            except ValueError as exc:
+                raise TrainingError(str(exc)) from None
+
+    def close(self) -> None:
+        """Stop the episode workers and the data-parallel threads, close TensorBoard."""
+        if self.workers is not None:
+            self.workers.close()
+        if self.parallel is not None:
+            self.parallel.close()
+        if self.writer is not None:
+            self.writer.close()
 
     def extra_metadata(self) -> dict:
         """Metadata a subclass adds to policy.pt (training.bag_data: the bags it learned from)."""
@@ -459,8 +477,9 @@ def train(
     instead trains on that many data-parallel copies of the policy, one thread each (:class:`.bc.DataParallel`:
     faster than intra-op threads for these small operators; the same policy up to float rounding), unless the
     policy has dropout (then intra-op threads). ``workers``
-    > 1 runs the episodes (collection and model selection) in that many processes: the same episodes and the
-    same policy, sooner (:mod:`.episodes`).
+    > 1 runs the episodes (collection and model selection) in that many processes, one torch thread each: the
+    same episodes and the same policy, sooner (:mod:`.episodes`; with ``threads=None`` the episodes run here
+    use torch's default threads and may round differently).
     ``data`` (or a ``data:`` section in the config) trains from recorded bags instead (training.bag_data).
     """
     from . import bag_data  # imports this module
@@ -504,6 +523,8 @@ def train(
         read_training_checkpoint(checkpoint, cfg, seed)
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    if threads is not None and not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads must be an integer >= 1 (or None: torch's default), got {threads!r}")
     bc_copies = 1
     if threads is not None:
         bc_copies = int(threads) if int(threads) > 1 and not _has_dropout(cfg) else 1
@@ -513,6 +534,8 @@ def train(
     if not saved.is_file():
         with atomic_write(saved, "w") as handle:
             handle.write(yaml.safe_dump(cfg, sort_keys=False))
+    if data is not None and workers > 1:
+        log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
     run = (
         _Run(cfg, out, seed, progress, command, log, workers=workers, bc_copies=bc_copies)
         if data is None
