@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from test_training_fusion import fusion_config
 
 import sim_envs  # noqa: F401
 from liquid_control.policy import Policy, observation_keys, validate_config
@@ -25,39 +26,18 @@ from liquid_control.training.episodes import (
 
 
 def camera_imu_config(**training):
-    """A tiny camera + IMU policy on the balancing robot, with every random part of collection switched on
+    """The tiny camera + IMU policy of test_training_fusion with every random part of collection switched on
     (DAgger's coin flips, DART noise on the expert, a sensor rate and jitter drawn per episode)."""
-    return {
-        "name": "tiny_workers",
-        "world": "LiquidBalanceNav-v0",
-        "observation": {
-            "image": {"height": 16, "width": 16},
-            "vectors": {"imu": 6, "wheels": 2},
-            "update_on": ["camera", "imu"],
-            "timing": ["event", "ages"],
-        },
-        "encoder": {
-            "camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8},
-            "vectors": {"hidden": [8], "features": 8},
-        },
-        "core": {"type": "cfc", "units": 8},
-        "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
-        "training": {
-            "demonstrations": 3,
-            "dagger_rounds": 1,
-            "dagger_episodes": 3,
-            "beta": [0.5],
-            "epochs_first": 1,
-            "epochs_per_round": 1,
-            "batch_size": 2,
-            "sequence_length": 16,
-            "eval_episodes": 3,
-            "max_episode_steps": 40,
-            "action_noise": 0.2,
-            "sensor_rate_range": [0.5, 2.0],
-            **training,
-        },
-    }
+    config = fusion_config()
+    config["training"].update(
+        demonstrations=3,
+        dagger_episodes=3,
+        eval_episodes=3,
+        action_noise=0.2,
+        sensor_rate_range=[0.5, 2.0],
+        **training,
+    )
+    return config
 
 
 def _same_episode(a, b):
