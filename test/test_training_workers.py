@@ -40,6 +40,14 @@ def camera_imu_config(**training):
     return config
 
 
+@pytest.fixture(scope="module")
+def workers():
+    """Two episode workers for the tests of this module (spawning them costs seconds)."""
+    pool = EpisodeWorkers(validate_config(camera_imu_config()), 2)
+    yield pool
+    pool.close()
+
+
 def _same_episode(a, b):
     assert a.seed == b.seed and a.success == b.success
     assert sorted(a.observations) == sorted(b.observations)
@@ -49,12 +57,11 @@ def _same_episode(a, b):
         np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
 
 
-def test_workers_collect_and_select_exactly_what_one_process_does():
-    config = validate_config(camera_imu_config())
+def test_workers_collect_and_select_exactly_what_one_process_does(workers):
+    config = workers.config
     torch.manual_seed(3)
     policy = Policy(config)
     env = make_env(config)
-    workers = EpisodeWorkers(config, 2)
     try:
         for round_index in (0, 1):  # the expert alone, then DAgger's mixture with the policy driving
             here = [collect_episode(env, policy, config, 5, round_index, i) for i in range(3)]
@@ -68,7 +75,6 @@ def test_workers_collect_and_select_exactly_what_one_process_does():
         assert len({steps for _, steps in alone}) > 1  # the untrained policy falls, each episode at its own time
         assert workers.outcomes(policy, seeds, 400) == alone
     finally:
-        workers.close()
         env.close()
 
 
@@ -147,18 +153,14 @@ def _waits_for(path, index):
     return index
 
 
-def test_each_episode_comes_back_as_soon_as_it_is_done(tmp_path):
+def test_each_episode_comes_back_as_soon_as_it_is_done(tmp_path, workers):
     """Episode 0 cannot finish before the test has received episode 1: a runner that returned the batch at its
     end would deliver 0 first (after its 60 s), and the test would see it."""
     gate = tmp_path / "gate"
-    workers = EpisodeWorkers(validate_config(camera_imu_config()), 2)
-    try:
-        results = workers._run(_waits_for, {i: (str(gate), i) for i in range(2)}, str, "the batch")
-        assert next(results) == (1, 1)
-        gate.touch()
-        assert next(results) == (0, 0)
-    finally:
-        workers.close()
+    results = workers._run(_waits_for, {i: (str(gate), i) for i in range(2)}, str, "the batch")
+    assert next(results) == (1, 1)
+    gate.touch()
+    assert next(results) == (0, 0)
 
 
 def _fails_on_two(index):
@@ -167,19 +169,14 @@ def _fails_on_two(index):
     return index * 10
 
 
-def test_a_failing_episode_is_named_and_the_finished_ones_come_back_first():
-    workers = EpisodeWorkers(validate_config(camera_imu_config()), 2)
+def test_a_failing_episode_is_named_and_the_finished_ones_come_back_first(workers):
     finished = []
-    try:
-        with pytest.raises(
-            EpisodeWorkerError, match="episode 2 of round 1 failed in a worker: RuntimeError: the world"
+    with pytest.raises(EpisodeWorkerError, match="episode 2 of round 1 failed in a worker: RuntimeError: the world"):
+        for key, value in workers._run(
+            _fails_on_two, {i: (i,) for i in range(3)}, lambda i: f"episode {i} of round 1", "round 1"
         ):
-            for key, value in workers._run(
-                _fails_on_two, {i: (i,) for i in range(3)}, lambda i: f"episode {i} of round 1", "round 1"
-            ):
-                finished.append((key, value))
-    finally:
-        workers.close()
+            finished.append((key, value))
     assert set(finished) <= {(0, 0), (1, 10)} and finished  # what finished came back before the error
+    assert dict(workers._run(_fails_on_two, {0: (0,), 1: (1,)}, str, "again")) == {0: 0, 1: 10}  # still serving
     with pytest.raises(ValueError, match="count must be >= 1"):
         EpisodeWorkers(camera_imu_config(), 0)
