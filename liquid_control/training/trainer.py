@@ -475,7 +475,7 @@ def train(
     used). ``overrides`` are dotted keys, e.g. ``{"training.dagger_rounds": 2}``. ``threads`` sets torch's
     intra-op threads (1: deterministic and polite on a shared CPU; None leaves torch's default); ``threads`` > 1
     instead trains on that many data-parallel copies of the policy, one thread each (:class:`.bc.DataParallel`:
-    faster than intra-op threads for these small operators; the same policy up to float rounding), unless the
+    a little faster than intra-op threads here; the same policy up to float rounding), unless the
     policy has dropout (then intra-op threads). ``workers``
     > 1 runs the episodes (collection and model selection) in that many processes, one torch thread each: the
     same episodes and the same policy, sooner (:mod:`.episodes`; with ``threads=None`` the episodes run here
