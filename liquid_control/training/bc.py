@@ -96,8 +96,8 @@ class DataParallel:
     updates, is the gradient of the whole batch's loss (the same up to float rounding), applied to the policy,
     whose weights then go back to the copies. Unlike torch's intra-op threads, which split each operator, the
     copies also run the core's compiled kernels and the Python between operators on every core (on 2 cores an
-    epoch took a median 0.87 of the intra-op threads' time: ``benchmarks/bench_training.py --cores 2``). A policy with dropout is
-    refused: its random masks would depend on the threads' interleaving.
+    epoch took a median 0.87 of the intra-op threads' time: ``benchmarks/bench_training.py --cores 2``). A
+    policy with dropout is refused: its random masks would depend on the threads' interleaving.
     """
 
     def __init__(self, policy, count: int):
