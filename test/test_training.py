@@ -354,3 +354,9 @@ def test_model_card_refresh_states_both_kernel_paths_and_keeps_the_rest(tmp_path
     assert text.count("- **In-distribution success**") == 1 and text.count("- **Check**") == 1
     assert "2 of 100 episodes change outcome between the two kernel paths" in text
     assert "- **OOD** (20 episodes per shift" in text
+
+
+def test_timing_recipe_on_a_world_without_sensor_timings_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(trainer.TrainingError, match="world 'TinyReach-v0' has no sensor timings to vary"):
+        trainer.train(tiny_config(sensor_rate_range=[0.5, 2.0]), tmp_path / "run", progress=False, log=lambda m: None)
+    assert not (tmp_path / "run").exists()

@@ -3,6 +3,7 @@ and a failing episode named, with the finished ones kept."""
 
 import copy
 import os
+import threading
 import time
 
 import numpy as np
@@ -172,6 +173,28 @@ def test_each_episode_comes_back_as_soon_as_it_is_done(tmp_path, workers):
     assert next(results) == (1, 1)
     gate.touch()
     assert next(results) == (0, 0)
+
+
+def _waits_or_fails(path, index):
+    if index == 1:
+        raise RuntimeError("the world exploded")
+    return _waits_for(path, index)
+
+
+def test_after_a_failure_the_episodes_already_running_still_come_back(tmp_path, workers):
+    gate = tmp_path / "gate"
+    opener = threading.Timer(0.5, gate.touch)  # episode 0 finishes only after episode 1 has failed
+    opener.start()
+    finished = []
+    try:
+        with pytest.raises(EpisodeWorkerError, match="episode 1 failed in a worker: RuntimeError: the world"):
+            for key, value in workers._run(
+                _waits_or_fails, {i: (str(gate), i) for i in range(2)}, lambda i: f"episode {i}", "batch"
+            ):
+                finished.append((key, value))
+    finally:
+        opener.cancel()
+    assert finished == [(0, 0)]
 
 
 def _fails_on_two(index):

@@ -396,12 +396,12 @@ class BagRun(_Run):
 
     def run(self):
         """Train epoch by epoch on the bags, validating after each (continuing a resumed run); its TrainResult."""
-        self._check_data_file()
-        episodes = self.prepare(self.data["bags"], "train")
-        validation = self.prepare(self.data["validation"], "validation")
-        if not validation:
-            self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
         try:
+            self._check_data_file()
+            episodes = self.prepare(self.data["bags"], "train")
+            validation = self.prepare(self.data["validation"], "validation")
+            if not validation:
+                self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
             if self.epoch_done == 0:
                 self.fit_normalization(episodes)
             if self.epoch_done > 0 and not self._validated(self.epoch_done):

@@ -11,6 +11,7 @@ rendering), and they are independent, so they use the cores that one behaviour-c
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -98,9 +99,27 @@ def sensor_timings(env, config: dict) -> dict:
     return dict(timings)
 
 
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run the enclosed episode on one torch thread, as every episode runs (here or in a worker), whatever the
+    process uses for behaviour cloning: one sample per step gains nothing from more, and the arithmetic, hence
+    the closed loop, is then the same in every process."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def collect_episode(env, policy: Policy | None, config: dict, seed: int, round_index: int, index: int) -> Episode:
     """Episode ``index`` of round ``round_index`` of the run with ``seed``: the expert's labels, driven by the
     mixture of the expert and ``policy`` at the round's beta (``policy`` None: the expert alone, round 0)."""
+    with one_torch_thread():
+        return _collect_episode(env, policy, config, seed, round_index, index)
+
+
+def _collect_episode(env, policy, config, seed, round_index, index) -> Episode:
     t = config["training"]
     beta = round_beta(config, round_index)
     rng = np.random.default_rng([seed, round_index, index])
@@ -128,7 +147,8 @@ def collect_episode(env, policy: Policy | None, config: dict, seed: int, round_i
 
 def episode_outcome(env, policy: Policy, seed: int, max_steps: int | None) -> tuple[bool, int]:
     """(success, updates) of ``policy`` driving the episode ``seed`` alone (a model-selection episode)."""
-    episode = rollout(env, PolicyAgent(policy), beta=0.0, seed=seed, record=False, max_steps=max_steps)
+    with one_torch_thread():
+        episode = rollout(env, PolicyAgent(policy), beta=0.0, seed=seed, record=False, max_steps=max_steps)
     return episode.success, int(episode.info["steps"])
 
 
@@ -186,9 +206,9 @@ class EpisodeWorkers:
 
     Started on the first use (spawned: a clean interpreter each, with its own GL context), closed with
     :meth:`close`. Results come back as each episode finishes, so the caller saves finished episodes even when
-    a later one fails; a failure cancels the episodes not yet started and raises :class:`EpisodeWorkerError`
-    naming the episode (or, when a worker process died or could not start, the batch: which of its episodes
-    was running there is not known).
+    a later one fails; after a failure the episodes not yet started are cancelled, those already running are
+    waited for and returned, then :class:`EpisodeWorkerError` names the failed episode (or, when a worker process
+    died or could not start, the batch: which of its episodes was running there is not known).
     """
 
     def __init__(self, config: dict, count: int):
@@ -210,27 +230,32 @@ class EpisodeWorkers:
     def _run(self, fn, tasks: dict, name, batch: str):
         """Yield ``(key, result)`` for ``tasks`` ({int key: args}) as each finishes; ``name(key)`` names an
         episode, ``batch`` all of them (for a worker that died)."""
-        pool = self._executor()
-        futures = {pool.submit(fn, *args): key for key, args in tasks.items()}
-        pending = set(futures)
+        died = f"{batch}: a worker process died or could not start (its error, if it printed one, is above)"
+        try:
+            pool = self._executor()
+            futures = {pool.submit(fn, *args): key for key, args in tasks.items()}
+        except BrokenProcessPool as exc:
+            self.close()  # a broken pool serves nothing: the next call starts a new one
+            raise EpisodeWorkerError(died) from exc
+        pending, failed = set(futures), None
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                failed = None
                 for future in sorted(done, key=futures.get):
                     if future.exception() is None:
                         yield futures[future], future.result()
                     elif failed is None:
                         failed = future
-                if failed is not None:
-                    exc = failed.exception()
-                    if isinstance(exc, BrokenProcessPool):
-                        raise EpisodeWorkerError(
-                            f"{batch}: a worker process died or could not start (its error is above)"
-                        ) from exc
-                    raise EpisodeWorkerError(
-                        f"{name(futures[failed])} failed in a worker: {type(exc).__name__}: {exc}"
-                    ) from exc
+                if failed is not None and pending:  # cancel what has not started, keep what is running
+                    pending = {f for f in pending if not f.cancel()}
+            if failed is not None:
+                exc = failed.exception()
+                if isinstance(exc, BrokenProcessPool):
+                    self.close()
+                    raise EpisodeWorkerError(died) from exc
+                raise EpisodeWorkerError(
+                    f"{name(futures[failed])} failed in a worker: {type(exc).__name__}: {exc}"
+                ) from exc
         finally:
             for future in pending:
                 future.cancel()

@@ -55,7 +55,6 @@ from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are 
     measure_success,
     round_beta,
     selection_seeds,
-    sensor_timings,
     world_class,
 )
 
@@ -342,7 +341,6 @@ class _Run:
         env = make_env(self.config)
         episodes: list[Episode] = []
         try:
-            self._check_timing_recipe(env)
             for r in range(self.rounds):
                 first_epoch = sum(self.round_epochs[:r])
                 if self.rounds_evaluated >= r and self.epoch_done >= first_epoch + self.round_epochs[r]:
@@ -360,14 +358,6 @@ class _Run:
             env.close()
             self.close()
         return self.finish()
-
-    def _check_timing_recipe(self, env) -> None:
-        t = self.config["training"]
-        if t["sensor_rate_range"] is not None or t["jitter_range"] is not None:
-            try:
-                sensor_timings(env, self.config)
-            except ValueError as exc:
-                raise TrainingError(str(exc)) from None
 
     def close(self) -> None:
         """Stop the episode workers and the data-parallel threads, close TensorBoard."""
@@ -477,9 +467,8 @@ def train(
     instead trains on that many data-parallel copies of the policy, one thread each (:class:`.bc.DataParallel`:
     a little faster than intra-op threads here; the same policy up to float rounding), unless the
     policy has dropout (then intra-op threads). ``workers``
-    > 1 runs the episodes (collection and model selection) in that many processes, one torch thread each: the
-    same episodes and the same policy, sooner (:mod:`.episodes`; with ``threads=None`` the episodes run here
-    use torch's default threads and may round differently).
+    > 1 runs the episodes (collection and model selection) in that many processes: the same episodes (every
+    episode runs on one torch thread, here or there) and the same policy, sooner (:mod:`.episodes`).
     ``data`` (or a ``data:`` section in the config) trains from recorded bags instead (training.bag_data).
     """
     from . import bag_data  # imports this module
@@ -503,9 +492,14 @@ def train(
     if data is not None:
         cfg = bag_data.force_bag_schedule(cfg)
     try:  # a config naming inputs its world does not have is refused before anything is written
-        world_class(cfg)
+        world = world_class(cfg)
     except PolicyConfigError as exc:
         raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
+    timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
+    if timing and data is None and not getattr(world, "sensor_names", ()):
+        raise TrainingError(
+            f"training.sensor_rate_range / jitter_range: world {cfg['world']!r} has no sensor timings to vary"
+        )
     if not resume and (checkpoint.exists() or (out / "data").exists()):
         raise TrainingError(
             f"{out} already holds a training run; pass resume (--resume) to continue it, "
