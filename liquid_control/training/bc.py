@@ -88,6 +88,11 @@ def count_chunks(episodes, batch_size: int, sequence_length: int, order=None) ->
     return total
 
 
+def has_dropout(module) -> bool:
+    """Whether ``module`` draws dropout masks in training (data-parallel copies cannot reproduce them)."""
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in module.modules())
+
+
 class DataParallel:
     """Behaviour cloning on ``count`` copies of the policy in threads, each on its share of a batch's episodes.
 
@@ -106,7 +111,7 @@ class DataParallel:
 
         if int(count) < 2:
             raise ValueError(f"data-parallel behaviour cloning needs count >= 2, got {count!r}")
-        if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in policy.modules()):
+        if has_dropout(policy):
             raise ValueError(
                 "data-parallel behaviour cloning: the policy has dropout, whose masks would not be reproducible"
             )

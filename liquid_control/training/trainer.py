@@ -42,7 +42,7 @@ from liquid_control.policy import (
 )
 from liquid_control.policy.checkpoint import atomic_torch_save
 
-from .bc import DataParallel, bc_epoch, count_chunks
+from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
 from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode
 from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are part of this module's API
     SELECTION_SEED_BASE,
@@ -421,10 +421,6 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
     return ck
 
 
-def _has_dropout(config: dict) -> bool:
-    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in Policy(config).modules())
-
-
 def _bar(total: int, desc: str, enabled: bool):
     from tqdm import tqdm
 
@@ -521,7 +517,7 @@ def train(
         raise ValueError(f"threads must be an integer >= 1 (or None: torch's default), got {threads!r}")
     bc_copies = 1
     if threads is not None:
-        bc_copies = int(threads) if int(threads) > 1 and not _has_dropout(cfg) else 1
+        bc_copies = int(threads) if int(threads) > 1 and not has_dropout(Policy(cfg)) else 1
         torch.set_num_threads(1 if bc_copies > 1 else int(threads))
     torch.use_deterministic_algorithms(True)
     out.mkdir(parents=True, exist_ok=True)
