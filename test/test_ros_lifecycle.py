@@ -62,6 +62,16 @@ def ros():
     context.try_shutdown()
 
 
+def wait_until_heard(node, spin, timeout=30.0):
+    """Spin until DDS has matched the probe's subscription to the node's command publisher.
+
+    Commands published before discovery completes are lost (volatile QoS); on a loaded machine discovery can
+    take longer than a test's whole listening window.
+    """
+    spin(timeout, until=lambda: node._command_pub.get_subscription_count() > 0)
+    assert node._command_pub.get_subscription_count() > 0, "the probe never matched the command publisher"
+
+
 def params(policy_file, **overrides):
     from rclpy.parameter import Parameter
 
@@ -91,6 +101,7 @@ def test_lifecycle_transitions(policy_file, ros):
     assert set(node._subscriptions_by_sensor) == {"imu", "wheels", "command"}
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+    wait_until_heard(node, spin)
     # feed it directly (the DDS path is covered by test_ros_policy_node): held inputs, then IMU updates
     now = node._now()
     node.runner.submit("wheels", now - 0.5, np.zeros(2))
@@ -106,7 +117,7 @@ def test_lifecycle_transitions(policy_file, ros):
     spin(5.0, until=future.done)
     assert future.result().success
     np.testing.assert_array_equal(node.runner.state, node.runner.backend.initial_state())
-    spin(0.3, until=lambda: len(commands) >= 3)
+    spin(10.0, until=lambda: len(commands) >= 3)
     assert len(commands) == 3 and all(abs(c) <= 0.6 for m in commands for c in m.data)
     # deactivate publishes a stop command and holds still
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
@@ -298,13 +309,14 @@ def test_fixed_rate_mode_republishes_the_latest_limited_action(policy_file, ros)
     probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    wait_until_heard(node, spin)
     now = node._now()
     node.runner.submit("wheels", now - 0.1, np.zeros(2))
     node.runner.submit("command", now - 0.1, np.zeros(2))
     node._on_reading("imu", None, np.array([0, 0, 0, 0, 0, 9.8]))  # one update, no command yet
     spin(0.01)
     assert node.runner.counters["updates"] == 1
-    spin(0.5, until=lambda: len(commands) >= 5)
+    spin(10.0, until=lambda: len(commands) >= 5)  # 0.1 s at 50 Hz; the bound is for a loaded machine
     assert len(commands) >= 5  # the timer keeps publishing the one action
     values = np.array([m.data for m in commands])
     assert np.all(np.abs(values) <= 0.05 + 1e-12) and np.all(values == values[0])  # clipped, unchanged
