@@ -95,14 +95,13 @@ def connect(probe, log):
         "imu": probe.publisher(Imu, "imu/data", RELIABLE),
         "wheels": probe.publisher(JointState, "joint_states", RELIABLE),
     }
-    probe.record("wheel_torques", Float64MultiArray, RELIABLE)
+    torques = probe.record("wheel_torques", Float64MultiArray, RELIABLE)
     probe.record("/diagnostics", DiagnosticArray)
-    ready = probe.wait_for(
-        lambda: all(p.get_subscription_count() for p in pubs.values()) and probe.node.count_publishers("wheel_torques"),
-        30.0,
+    ready = probe.wait_for(  # matched endpoints, not just graph entries: nothing published before is lost
+        lambda: all(p.get_subscription_count() for p in pubs.values()) and torques.get_publisher_count(), 30.0
     )
     assert ready, f"policy_node did not subscribe to camera, IMU and wheels:\n{log.read_text() if log.exists() else ''}"
-    time.sleep(0.3)
+    time.sleep(0.3)  # the node's side of the match may trail the probe's
     return pubs
 
 

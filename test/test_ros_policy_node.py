@@ -87,16 +87,13 @@ def start_policy_node(policy_file, env, tmp_path, **overrides):
 def connect(probe, node_log, timeout=30.0):
     cam = probe.publisher(Image, "camera/image_raw", RELIABLE)
     imu = probe.publisher(Imu, "imu/data", RELIABLE)
-    probe.record("cmd_vel", TwistStamped, RELIABLE)
+    cmd = probe.record("cmd_vel", TwistStamped, RELIABLE)
     probe.record("/diagnostics", DiagnosticArray)
-    ready = probe.wait_for(
-        lambda: (
-            cam.get_subscription_count() and imu.get_subscription_count() and probe.node.count_publishers("cmd_vel")
-        ),
-        timeout,
+    ready = probe.wait_for(  # matched endpoints, not just graph entries: nothing published before is lost
+        lambda: cam.get_subscription_count() and imu.get_subscription_count() and cmd.get_publisher_count(), timeout
     )
     assert ready, f"policy_node did not come up:\n{node_log.read_text() if node_log.exists() else ''}"
-    time.sleep(0.3)  # let discovery settle both ways
+    time.sleep(0.3)  # the node's side of the match may trail the probe's
     return cam, imu
 
 
