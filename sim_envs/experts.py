@@ -7,20 +7,22 @@ import numpy as np
 # Rover: pure pursuit towards the target, bending the heading around obstacles within a lookahead.
 _CANDIDATES = np.deg2rad(np.linspace(-100.0, 100.0, 41))  # headings tried, relative to the target bearing
 _LOOKAHEAD = 2.5  # m
-_CLEARANCE = 0.24 + 0.22  # rover radius + safety margin (m)
+SAFETY_MARGIN = 0.22  # m kept beyond the rover's radius from every obstacle (the training expert's)
 
 
 def _wrap(angle):
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
 
-def rover_expert(position, yaw, target, obstacles, max_angular=1.5) -> np.ndarray:
+def rover_expert(position, yaw, target, obstacles, rover_radius, margin=SAFETY_MARGIN, max_angular=1.5) -> np.ndarray:
     """Normalized [linear, angular] action from the true pose, target and obstacle circles (x, y, r).
 
     Chooses the heading closest to the target bearing whose ray (up to the lookahead, or the target if
-    nearer) keeps `_CLEARANCE` from every obstacle, then turns towards it proportionally and drives
-    slower the more it has to turn.
+    nearer) keeps ``rover_radius + margin`` (m) from every obstacle, then turns towards it proportionally
+    and drives slower the more it has to turn.
     """
+    if not margin >= 0:
+        raise ValueError(f"the expert's safety margin must be >= 0 m, got {margin}")
     to_target = np.asarray(target, float) - np.asarray(position, float)
     distance = float(np.hypot(*to_target))
     bearing = float(np.arctan2(to_target[1], to_target[0]))
@@ -28,7 +30,7 @@ def rover_expert(position, yaw, target, obstacles, max_angular=1.5) -> np.ndarra
     cost = np.abs(_CANDIDATES) + 0.3 * np.abs(_wrap(headings - yaw))
     if len(obstacles):
         rel = np.asarray(obstacles, float)[:, :2] - position  # (n, 2)
-        radius = np.asarray(obstacles, float)[:, 2] + _CLEARANCE
+        radius = np.asarray(obstacles, float)[:, 2] + rover_radius + margin
         u = np.stack([np.cos(headings), np.sin(headings)], axis=1)  # (k, 2)
         along = u @ rel.T  # (k, n)
         perpendicular = np.abs(u[:, 0:1] * rel[None, :, 1] - u[:, 1:2] * rel[None, :, 0])

@@ -393,7 +393,8 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
             **self._time_observation(),
         }
 
-    def expert_action(self) -> np.ndarray:
-        """The privileged expert's action (pure pursuit + obstacle avoidance) for the current true state."""
+    def expert_action(self, margin: float = experts.SAFETY_MARGIN) -> np.ndarray:
+        """The privileged expert's action (pure pursuit + obstacle avoidance) for the current true state;
+        ``margin``: the clearance (m) it keeps beyond the rover's radius."""
         position, yaw = self.pose()
-        return experts.rover_expert(position, yaw, self.target, self.obstacles)
+        return experts.rover_expert(position, yaw, self.target, self.obstacles, ROVER_RADIUS, margin)

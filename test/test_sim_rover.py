@@ -118,6 +118,34 @@ def test_expert_reaches_target(rover, seed):
     assert infos[-1]["distance"] < 0.6
 
 
+def closest_gap(env, seed, margin):
+    """Smallest distance between the rover's circle and an obstacle's over an expert episode; its outcome."""
+    from sim_envs.rover import ROVER_RADIUS
+
+    env.reset(seed=seed)
+    world, gap = env.unwrapped, np.inf
+    while True:
+        _, _, terminated, truncated, info = env.step(world.expert_action(margin))
+        position, _ = world.pose()
+        obstacles = np.asarray(world.obstacles)
+        distances = np.hypot(*(obstacles[:, :2] - position).T) - obstacles[:, 2] - ROVER_RADIUS
+        gap = min(gap, float(distances.min()))
+        if terminated or truncated:
+            return gap, info
+
+
+def test_a_wider_expert_margin_keeps_a_wider_berth_and_still_reaches_the_target():
+    env = gym.make("LiquidRover-v0", render_size=16)
+    default = [closest_gap(env, seed, 0.22) for seed in (100, 101, 102, 103)]
+    wide = [closest_gap(env, seed, 0.6) for seed in (100, 101, 102, 103)]
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        env.unwrapped.expert_action(-0.1)
+    env.close()
+    assert all(info["success"] for _, info in default + wide)
+    assert min(gap for gap, _ in default) < 0.3  # the default expert passes obstacles closely on these seeds
+    assert min(gap for gap, _ in wide) > 0.55  # the wide one keeps ~0.6 m on the same seeds
+
+
 def test_latency_shift_delays_delivery_not_stamps():
     env = gym.make("LiquidRover-v0", shift="latency=0.05", render_size=16)
     observations, infos = rollout(env, seed=1, steps=20)

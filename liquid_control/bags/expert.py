@@ -87,13 +87,20 @@ def make_world(world: str = "LiquidRover-v0", render_size: int = 64, shift: str 
     return gymnasium.make(world, **kwargs).unwrapped
 
 
-def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise = ExpertNoise()) -> dict:
+def record_expert_episode(
+    world, seed: int, path: str | Path, noise: ExpertNoise = ExpertNoise(), margin: float | None = None
+) -> dict:
     """Run one expert episode of ``world`` (seeded) and write it to the bag ``path``; returns its outcome.
 
     Like sim_node: after ``reset(seed)`` every delivered message is published (logged at its delivery time),
     the command is applied until the next camera frame, and the episode ends at success, collision or the
-    first update past the time limit.
+    first update past the time limit. ``margin``: the clearance (m) the operator keeps from obstacles beyond
+    the rover's radius (None: the training expert's); a wider berth than the policy needs leaves room for
+    the learned policy's errors.
     """
+    from sim_envs.experts import SAFETY_MARGIN
+
+    margin = SAFETY_MARGIN if margin is None else float(margin)
     from sim_envs import rover
 
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
@@ -104,6 +111,7 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
         "liquid_control.source": "expert",
         "liquid_control.seed": str(seed),
         "liquid_control.noise": json.dumps(noise.describe()),
+        "liquid_control.expert_margin": str(margin),
     }
     counts = {"camera": 0, "imu": 0}
     drift = np.zeros(2)
@@ -133,7 +141,7 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
             terminated, info = world.outcome()
             if terminated or update_stamp >= world.time_limit:
                 break
-            expert = np.asarray(world.expert_action(), dtype=np.float64)
+            expert = np.asarray(world.expert_action(margin), dtype=np.float64)
             bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
             executed = expert
             if noise.active:
@@ -155,6 +163,7 @@ def record_expert_episode(world, seed: int, path: str | Path, noise: ExpertNoise
             "sim_time": round(float(world.data.time), 4),
             "messages": counts,
             "noise": noise.describe(),
+            "expert_margin": margin,
         }
         bag.write(TOPICS["status"], int(round(float(world.data.time) * 1e9)), string_message(json.dumps(status)))
     return status
@@ -169,10 +178,14 @@ def record_expert_episodes(
     shift: str = "",
     time_limit: float = 0.0,
     noise: ExpertNoise = ExpertNoise(),
+    margin: float | None = None,
     progress: bool = False,
 ) -> list[dict]:
     """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``)."""
     from tqdm import tqdm
+
+    if margin is not None and not margin >= 0:  # refused before any folder is made
+        raise ValueError(f"the expert's margin must be >= 0 m, got {margin}")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -181,7 +194,7 @@ def record_expert_episodes(
     try:
         for seed in tqdm(list(seeds), desc="expert episodes", disable=not progress, leave=False):
             path = out / f"episode_{int(seed)}"
-            status = record_expert_episode(env, int(seed), path, noise)
+            status = record_expert_episode(env, int(seed), path, noise, margin)
             status["bag"] = str(path)
             results.append(status)
     finally:
