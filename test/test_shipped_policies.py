@@ -3,7 +3,8 @@
 Closed-loop episodes are chaotic: the compiled kernels of another CPU (with or without AVX-512) or the torch
 loops (``LIQUID_CONTROL_NATIVE=0``) round differently in the last bit, and that flips some episodes (each card
 says how many of its 100 flip between the two kernel paths on the machine that measured it). So the check is a
-rate, not a count: the policy drives the card's check episodes, and the test fails only when its successes are
+rate, not a count: the policy drives the card's check episodes (in lockstep lanes, as `liquid-control eval`
+steps them: batching, like another CPU, changes only last bits), and the test fails only when its successes are
 implausibly few for a policy as good as the card's figure, taken conservatively as the lower 95% bound of the
 worse kernel path: fewer than a correct build reaches with probability 1 - ``check.false_alarm`` (1e-3, from the
 binomial). A build that broke the policy (near 0 % success) fails it; a one-episode flip cannot.
@@ -13,10 +14,11 @@ import pytest
 import torch
 
 from liquid_control.paths import policies_dir
-from liquid_control.policy import PolicyAgent, load_policy
-from liquid_control.training.data import rollout
+from liquid_control.evaluation.agents import default_env_kwargs
+from liquid_control.evaluation.batched import WorldPool, run_batch
+from liquid_control.evaluation.plan import EpisodeJob, file_sha256
+from liquid_control.policy import load_policy
 from liquid_control.training.model_card import binomial_cdf, min_check_successes, read_card
-from liquid_control.training.trainer import make_env
 
 EXPECTED = ["cfc_ncp_rover", "ltc_ncp_rover", "lstm_rover", "cfc_balancer", "cfc_balance_nav"]
 SHIPPED = sorted(p.stem for p in policies_dir().glob("*.pt"))
@@ -65,12 +67,16 @@ def test_shipped_policy_matches_its_card_and_reaches_its_success(name):
     assert check["min_successes"] == needed and check["false_alarm"] <= 1e-3
     assert needed >= 1  # the check can fail: a policy that never succeeds does
 
-    env = make_env(policy.config)
-    agent = PolicyAgent(policy)
+    assert policy.config["training"]["shift"] in (None, "")  # the card's episodes are in distribution
+    # the check episodes in lockstep lanes, one batched policy call per update: the evaluation's own path
+    sha = file_sha256(str(path))
+    kwargs = default_env_kwargs(policy.config)
+    jobs = [EpisodeJob(name, 0, "", int(s), policy.config["world"], str(path), sha, kwargs) for s in seeds]
+    pool = WorldPool()
     try:
-        outcomes = [rollout(env, agent, beta=0.0, seed=s, record=False).success for s in seeds]
+        outcomes = [record["success"] for record in run_batch(jobs, pool=pool)]
     finally:
-        env.close()
+        pool.close()
     assert sum(outcomes) >= needed, (
         f"{name}: {sum(outcomes)}/{len(seeds)} check episodes succeeded (seeds {seeds}); a policy as good as its "
         f"card ({reference:.0%}, lower 95% bound) gets at least {needed} with probability {1 - check['false_alarm']}"
