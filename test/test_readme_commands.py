@@ -1,8 +1,9 @@
 """Every command of README.md works as written, in a fresh clone of the committed tree.
 
 Each command line of a fenced block runs (shrunk where a flag allows: one episode, a tiny training) in a
-`git clone` of this repository, placed as a colcon workspace's `src/liquid_control`; the two long ones no other
-command needs (`./run.sh`, mostly waiting in real time, and the headline experiment) run beside the rest.
+`git clone` of this repository, placed as a colcon workspace's `src/liquid_control`; the long ones no other
+command needs (`./run.sh`, mostly waiting in real time, the headline experiment, the parallel training) run
+beside the rest, and the real-robot commands (record, train from bags, check offline) as a second sequence.
 `./run.sh` and `./test.sh` run against this suite's environment (LIQUID_CONTROL_VENV + LIQUID_CONTROL_NO_INSTALL:
 the install itself is what CI's `./test.sh` on a fresh clone does). `ros2 launch` needs a ROS installation: its
 launch file must be installed by the colcon build and declare the arguments the README passes. Commands quoted
@@ -13,11 +14,11 @@ fails it, so the README cannot drift from the code unnoticed.
 import ast
 import os
 import re
-import resource
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,18 +64,22 @@ def inline_commands(text: str) -> list[str]:
 
 def plan(command: str) -> tuple[str, list[str] | str]:
     """How a README command runs here: ("run", argv), ("background", argv): beside the next commands, as it
-    shares nothing with them, ("shell", text) or ("launch", argv)."""
+    shares nothing with them, ("side", argv): in order in a second sequence beside the main one (the real-robot
+    commands, which read only each other's bags and runs), ("shell", text) or ("launch", argv)."""
     argv = shlex.split(command)
     if command == "./run.sh":  # real time, mostly waiting
         return "background", argv
     if command == "./test.sh":  # the whole suite is this run: one test of it, through the script
         return "run", argv + ["-q", "test/test_package.py", "-k", "cli_help_lists_every_command"]
     if argv[:3] == ["liquid-control", "record", "--expert"]:  # two short episodes per bag folder
-        return "run", argv + ["--episodes", "2", "--time-limit", "3", "--no-progress"]
+        return "side", argv + ["--episodes", "2", "--time-limit", "3", "--no-progress"]
     if argv[:3] == ["liquid-control", "eval", "--bag"]:
-        return "run", argv + ["--no-progress"]
+        return "side", argv + ["--no-progress"]
     if argv[:3] == ["liquid-control", "train", "--config"]:
-        return "run", argv + [arg for s in TINY_TRAINING for arg in ("--set", s)] + ["--no-progress"]
+        tiny = argv + [arg for s in TINY_TRAINING for arg in ("--set", s)] + ["--no-progress"]
+        if "--bag" in argv:  # the robot's chain: from its bags only
+            return "side", tiny
+        return ("background" if "--workers" in argv else "run"), tiny  # nothing reads the parallel run's output
     if argv[:2] == ["liquid-control", "train"] and "--resume" in argv:
         return "run", argv + ["--no-progress"]
     if argv[:4] == ["liquid-control", "eval", "--experiment", "headline"]:
@@ -158,12 +163,6 @@ def _end_group(proc: subprocess.Popen, grace: float = 15.0):
             pass
 
 
-def _children_cpu() -> float:
-    """CPU seconds (user + system) of the ended child processes so far, theirs included."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _run_step(argv, cwd, env, timeout: float) -> subprocess.CompletedProcess:
     """One README command in its own process group, ended with everything it started if it overruns."""
     proc = subprocess.Popen(
@@ -192,55 +191,76 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
         LIQUID_CONTROL_NO_INSTALL="1",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
     )
-    ran, background, timings = [], [], []
+    steps = []
+    for lang, code in fenced_blocks((clone / "README.md").read_text()):
+        if lang == "python":
+            script = tmp_path / f"readme_{len(steps)}.py"
+            script.write_text(code)
+            steps.append(("run", [sys.executable, str(script)]))
+        else:
+            steps += [plan(command) for command in command_lines(code)]
+    ran, background, timings, side_results = [], [], [], []
+
+    def run_side_chain():
+        """The "side" steps in order (each needs the one before); stops at the first failure."""
+        for _, argv in (step for step in steps if step[0] == "side"):
+            started = time.monotonic()
+            proc = _run_step(argv, clone, env, timeout=600)
+            side_results.append((" ".join(argv), time.monotonic() - started, proc))
+            if proc.returncode != 0:
+                return
+
+    side_chain = threading.Thread(target=run_side_chain, name="readme-side-chain")
+    side_chain.start()
     try:
-        for lang, code in fenced_blocks((clone / "README.md").read_text()):
-            if lang == "python":
-                script = tmp_path / f"readme_{len(ran)}.py"
-                script.write_text(code)
-                steps = [("run", [sys.executable, str(script)])]
-            else:
-                steps = [plan(command) for command in command_lines(code)]
-            for kind, what in steps:
-                if kind == "launch":
-                    _ros2_launch_check(what, workspace / "install" / "liquid_control" / "share" / "liquid_control")
-                    ran.append(" ".join(what))
-                    continue
-                cwd = workspace if kind == "shell" else clone
-                argv = (
-                    ["bash", "-c", f"set -e; {what}; echo AMENT_PREFIX_PATH=$AMENT_PREFIX_PATH"]
-                    if kind == "shell"
-                    else what
-                )
-                shown = what if isinstance(what, str) else " ".join(what)
-                if kind == "background":
-                    output = tmp_path / f"background_{len(background)}"
-                    with open(f"{output}.out", "w") as out, open(f"{output}.err", "w") as err:
-                        proc = subprocess.Popen(
-                            argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True
-                        )
-                    background.append((shown, proc, output, time.monotonic()))
-                    continue
-                started, cpu = time.monotonic(), _children_cpu()
-                proc = _run_step(argv, cwd, env, timeout=600)
-                timings.append((shown, time.monotonic() - started, _children_cpu() - cpu))
-                assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-                ran.append(shown)
-                if kind == "shell":  # the workspace's setup.bash puts the package on the ament index
-                    assert f"AMENT_PREFIX_PATH={workspace / 'install' / 'liquid_control'}" in proc.stdout
+        for kind, what in steps:
+            if kind == "side":
+                continue
+            if kind == "launch":
+                _ros2_launch_check(what, workspace / "install" / "liquid_control" / "share" / "liquid_control")
+                ran.append(" ".join(what))
+                continue
+            cwd = workspace if kind == "shell" else clone
+            argv = (
+                ["bash", "-c", f"set -e; {what}; echo AMENT_PREFIX_PATH=$AMENT_PREFIX_PATH"]
+                if kind == "shell"
+                else what
+            )
+            shown = what if isinstance(what, str) else " ".join(what)
+            if kind == "background":
+                output = tmp_path / f"background_{len(background)}"
+                with open(f"{output}.out", "w") as out, open(f"{output}.err", "w") as err:
+                    proc = subprocess.Popen(
+                        argv, cwd=cwd, env=env, stdout=out, stderr=err, text=True, start_new_session=True
+                    )
+                background.append((shown, proc, output, time.monotonic()))
+                continue
+            started = time.monotonic()
+            proc = _run_step(argv, cwd, env, timeout=600)
+            timings.append((shown, time.monotonic() - started))
+            assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            ran.append(shown)
+            if kind == "shell":  # the workspace's setup.bash puts the package on the ament index
+                assert f"AMENT_PREFIX_PATH={workspace / 'install' / 'liquid_control'}" in proc.stdout
         for shown, proc, output, started in background:
-            cpu = _children_cpu()
             proc.wait(timeout=600)
-            timings.append((f"{shown} (in the background)", time.monotonic() - started, _children_cpu() - cpu))
+            timings.append((f"{shown} (in the background, ended by now)", time.monotonic() - started))
             out, err = (Path(f"{output}.{name}").read_text() for name in ("out", "err"))
             assert proc.returncode == 0, f"{shown}\n{out[-3000:]}\n{err[-3000:]}"
             assert shown != "./run.sh" or "success_rate: " in out, out
             ran.append(shown)
+        side_chain.join(timeout=1200)
+        assert not side_chain.is_alive(), "the real-robot commands did not end"
+        for shown, wall, proc in side_results:
+            timings.append((f"{shown} (beside the others)", wall))
+            assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            ran.append(shown)
     finally:
         for _, proc, _, _ in background:  # a failed step leaves no ./run.sh (and no ROS graph) behind
             _end_group(proc)
-        print("README commands, wall / CPU seconds:")
-        print("\n".join(f"{wall:6.1f} {cpu:6.1f}  {command}" for command, wall, cpu in timings))
+        side_chain.join(timeout=1200)
+        print("README commands, wall seconds:")
+        print("\n".join(f"{wall:6.1f}  {command}" for command, wall in timings))
     assert (clone / "runs" / "cfc_ncp_rover" / "policy.pt").is_file()
     assert (clone / "reports" / "headline" / "report.md").is_file()
     assert (clone / "reports" / "mine" / "report.md").is_file()

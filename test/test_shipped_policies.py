@@ -13,10 +13,10 @@ binomial). A build that broke the policy (near 0 % success) fails it; a one-epis
 import pytest
 import torch
 
-from liquid_control.paths import policies_dir
 from liquid_control.evaluation.agents import default_env_kwargs
 from liquid_control.evaluation.batched import WorldPool, run_batch
 from liquid_control.evaluation.plan import EpisodeJob, file_sha256
+from liquid_control.paths import policies_dir
 from liquid_control.policy import load_policy
 from liquid_control.training.model_card import binomial_cdf, min_check_successes, read_card
 
