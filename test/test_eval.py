@@ -471,6 +471,8 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
         "--no-example",
         "--no-saliency",
     ]
+    for tiny in ("demonstrations=4", "dagger_rounds=0", "epochs_first=1", "eval_episodes=1", "max_episode_steps=30"):
+        argv += ["--train-set", f"training.{tiny}"]  # every stage of a training run, on little data
     assert main(argv + ["--archs", "transformer"]) == 2 and not out.exists()  # rejected before training
     assert main(argv + ["--train-set", "training.epochs_frist=3"]) == 2 and not out.exists()
     assert main(argv) == 0
