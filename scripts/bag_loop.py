@@ -77,12 +77,18 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return ((c - m) / (1 + z * z / n), (c + m) / (1 + z * z / n))
 
 
-def _noise_text(noise: dict | None) -> str:
+def _noise_text(noise: dict | None, margin: float | None = None) -> str:
+    """The training bags' noise, and the expert's clearance where it was not the training expert's."""
+    from sim_envs.experts import SAFETY_MARGIN
+
     if not noise or not (noise.get("std") or noise.get("burst_rate")):
-        return "none (clean demonstrations)"
-    text = f"std {noise['std']} (action units), correlation {noise['correlation']}"
-    if noise.get("burst_rate"):
+        text = "none (clean demonstrations)"
+    else:
+        text = f"std {noise['std']} (action units), correlation {noise['correlation']}"
+    if noise and noise.get("burst_rate"):
         text += f", {noise['burst_rate']} swerves/s of {noise['burst_s']} s"
+    if margin is not None and margin != SAFETY_MARGIN:
+        text += f"; expert margin {margin} m (default {SAFETY_MARGIN})"
     return text
 
 
@@ -105,6 +111,7 @@ def summary(out: str, seconds: float | None = None, settings: str = "") -> dict:
             "seconds": round(sum(s["sim_time"] for s in statuses), 1),
             "seeds": [s["seed"] for s in statuses],
             "noise": statuses[0].get("noise") if statuses else None,  # the same for every bag of a kind
+            "expert_margin": statuses[0].get("expert_margin") if statuses else None,  # None: before it was recorded
         }
     figures["bags"] = bags
     from liquid_control.policy import load_policy
@@ -141,7 +148,7 @@ def summary(out: str, seconds: float | None = None, settings: str = "") -> dict:
         f"{b['train']['expert_success']}/{b['train']['bags']}, seeds {b['train']['seeds'][:1]}..), validation "
         f"{b['validation']['bags']}, test {b['test']['bags']}",
         f"- noise injected into the executed command of the training bags (DART; labels: the expert's clean "
-        f"command): {_noise_text(b['train']['noise'])}",
+        f"command): {_noise_text(b['train']['noise'], b['train']['expert_margin'])}",
         f"- training: {figures['training']['training_updates']} labelled updates, "
         f"{figures['training']['training_wall_s']} s, selected epoch {figures['training']['selected_epoch']} "
         f"(validation loss {figures['training']['validation_loss']:.5f})",
@@ -224,7 +231,8 @@ def compare(outs: list[str], figure: str | None = None, target: float = 0.8) -> 
         rows.append((Path(out).name, sim))
         wall = f"{f['loop_wall_s']:.0f} s" if f.get("loop_wall_s") else ""
         table.append(
-            f"| {Path(out).name} | {_noise_text(f['bags']['train']['noise'])} | {_training_text(tr['command'])} "
+            f"| {Path(out).name} | {_noise_text(f['bags']['train']['noise'], f['bags']['train'].get('expert_margin'))} "
+            f"| {_training_text(tr['command'])} "
             f"| {tr['selected_epoch']} "
             f"({tr['validation_loss']:.4f}) | {off['mae'][0]:.3f}, {off['mae'][1]:.3f} | "
             f"{sim['success']}/{sim['episodes']} ({sim['ci95'][0]:.2f}-{sim['ci95'][1]:.2f}) | {wall} |"
