@@ -22,7 +22,7 @@ SEED=${SEED:-0}                   # training seed
 NOISE_STD=${NOISE_STD:-0.0}       # noise injected into the expert's executed command (action units)
 NOISE_CORR=${NOISE_CORR:-0.0}
 BURST_RATE=${BURST_RATE:-0.0}     # swerves per second in the expert's executed command (recovery demonstrations)
-EXPERT_MARGIN=${EXPERT_MARGIN:-0.22} # clearance (m) the recording expert keeps from obstacles beyond the rover's radius
+EXPERT_MARGIN=${EXPERT_MARGIN:-}  # clearance (m) the recording expert keeps from trees beyond the rover's radius ("": the training expert's)
 AUGMENT=${AUGMENT---augment}      # image augmentation of BC (AUGMENT="" switches it off)
 EXTRA_SET=${EXTRA_SET:-}          # further --set KEY=VALUE for training
 EVAL_ARGS=${EVAL_ARGS:-}          # further options of the simulated evaluation (e.g. --no-saliency --backend serial)
@@ -36,7 +36,8 @@ mkdir -p "$OUT"
 settings="OUT=$OUT CONFIG=$CONFIG EPISODES=$EPISODES VAL_EPISODES=$VAL_EPISODES TEST_EPISODES=$TEST_EPISODES EVAL_EPISODES=$EVAL_EPISODES \
 EPOCHS=$EPOCHS SEED=$SEED NOISE_STD=$NOISE_STD NOISE_CORR=$NOISE_CORR BURST_RATE=$BURST_RATE EXPERT_MARGIN=$EXPERT_MARGIN AUGMENT=$AUGMENT \
 EXTRA_SET=\"$EXTRA_SET\""
-record=($LC record --expert --render-size "$RENDER_SIZE" --time-limit "$TIME_LIMIT" --expert-margin "$EXPERT_MARGIN" --no-progress)
+record=($LC record --expert --render-size "$RENDER_SIZE" --time-limit "$TIME_LIMIT" --no-progress)
+[ -z "$EXPERT_MARGIN" ] || record+=(--expert-margin "$EXPERT_MARGIN")
 start=$(date +%s)
 stage() { echo "[bag_loop $(($(date +%s) - start)) s] $*" >&2; }
 

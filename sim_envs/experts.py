@@ -23,8 +23,8 @@ def rover_expert(position, yaw, target, obstacles, rover_radius, margin=SAFETY_M
     nearer) keeps ``rover_radius + margin`` (m) from every obstacle, then turns towards it proportionally
     and drives slower the more it has to turn.
     """
-    if not margin >= 0:
-        raise ValueError(f"the expert's safety margin must be >= 0 m, got {margin}")
+    if not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"the expert's margin must be a finite number >= 0 m, got {margin}")
     to_target = np.asarray(target, float) - np.asarray(position, float)
     distance = float(np.hypot(*to_target))
     bearing = float(np.arctan2(to_target[1], to_target[0]))
@@ -32,7 +32,7 @@ def rover_expert(position, yaw, target, obstacles, rover_radius, margin=SAFETY_M
     cost = np.abs(_CANDIDATES) + 0.3 * np.abs(_wrap(headings - yaw))
     if len(obstacles):
         rel = np.asarray(obstacles, float)[:, :2] - position  # (n, 2)
-        radius = np.asarray(obstacles, float)[:, 2] + rover_radius + margin
+        radius = np.asarray(obstacles, float)[:, 2] + (rover_radius + margin)  # summed first: the old constant's bits
         u = np.stack([np.cos(headings), np.sin(headings)], axis=1)  # (k, 2)
         along = u @ rel.T  # (k, n)
         perpendicular = np.abs(u[:, 0:1] * rel[None, :, 1] - u[:, 1:2] * rel[None, :, 0])

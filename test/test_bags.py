@@ -421,7 +421,7 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     assert "no such bag" in capsys.readouterr().err
     bad_margin = ["record", "--expert", "-o", str(tmp_path / "wide"), "--episodes", "1", "--expert-margin", "-0.1"]
     assert cli.main(bad_margin) == 2 and not (tmp_path / "wide").exists()
-    assert "margin must be >= 0" in capsys.readouterr().err
+    assert "margin must be a finite number >= 0 m, got -0.1" in capsys.readouterr().err
     with pytest.raises(ValueError, match="LiquidRover"):
         make_world("LiquidBalance-v0")
 

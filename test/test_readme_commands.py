@@ -163,15 +163,20 @@ def _end_group(proc: subprocess.Popen, grace: float = 15.0):
             pass
 
 
-def _run_step(argv, cwd, env, timeout: float) -> subprocess.CompletedProcess:
-    """One README command in its own process group, ended with everything it started if it overruns."""
+def _run_step(argv, cwd, env, timeout: float, running: list | None = None) -> subprocess.CompletedProcess:
+    """One README command in its own process group, ended with everything it started if it overruns;
+    ``running`` holds the process while it runs (so that another thread can end it)."""
     proc = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
+    if running is not None:
+        running.append(proc)
     try:
         out, err = proc.communicate(timeout=timeout)
     finally:
         _end_group(proc)
+        if running is not None:
+            running.remove(proc)
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
@@ -200,17 +205,23 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
         else:
             steps += [plan(command) for command in command_lines(code)]
     ran, background, timings, side_results = [], [], [], []
+    side_stop, side_running, side_errors = threading.Event(), [], []
 
     def run_side_chain():
-        """The "side" steps in order (each needs the one before); stops at the first failure."""
-        for _, argv in (step for step in steps if step[0] == "side"):
-            started = time.monotonic()
-            proc = _run_step(argv, clone, env, timeout=600)
-            side_results.append((" ".join(argv), time.monotonic() - started, proc))
-            if proc.returncode != 0:
-                return
+        """The "side" steps in order (each needs the one before); stops at the first failure or when told."""
+        try:
+            for _, argv in (step for step in steps if step[0] == "side"):
+                if side_stop.is_set():
+                    return
+                started = time.monotonic()
+                proc = _run_step(argv, clone, env, timeout=600, running=side_running)
+                side_results.append((" ".join(argv), time.monotonic() - started, proc))
+                if proc.returncode != 0:
+                    return
+        except BaseException as exc:  # re-raised by the test after the join
+            side_errors.append(exc)
 
-    side_chain = threading.Thread(target=run_side_chain, name="readme-side-chain")
+    side_chain = threading.Thread(target=run_side_chain, name="readme-side-chain", daemon=True)
     side_chain.start()
     try:
         for kind, what in steps:
@@ -251,14 +262,17 @@ def test_readme_commands_run_in_a_fresh_clone(tmp_path):
             ran.append(shown)
         side_chain.join(timeout=1200)
         assert not side_chain.is_alive(), "the real-robot commands did not end"
-        for shown, wall, proc in side_results:
-            timings.append((f"{shown} (beside the others)", wall))
+        if side_errors:
+            raise side_errors[0]
+        for shown, _, proc in side_results:
             assert proc.returncode == 0, f"{shown}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
             ran.append(shown)
     finally:
-        for _, proc, _, _ in background:  # a failed step leaves no ./run.sh (and no ROS graph) behind
+        side_stop.set()  # a failed step leaves nothing behind: no further side step, no process group
+        for proc in list(side_running) + [proc for _, proc, _, _ in background]:
             _end_group(proc)
-        side_chain.join(timeout=1200)
+        side_chain.join(timeout=60)
+        timings += [(f"{shown} (beside the others)", wall) for shown, wall, _ in side_results]
         print("README commands, wall seconds:")
         print("\n".join(f"{wall:6.1f}  {command}" for command, wall in timings))
     assert (clone / "runs" / "cfc_ncp_rover" / "policy.pt").is_file()

@@ -62,14 +62,15 @@ def ros():
     context.try_shutdown()
 
 
-def wait_until_heard(node, spin, timeout=30.0):
-    """Spin until DDS has matched the probe's subscription to the node's command publisher.
+def wait_until_heard(node, subscription, spin, timeout=30.0):
+    """Spin until DDS has matched the node's command publisher and the probe's ``subscription``, both ways.
 
     Commands published before discovery completes are lost (volatile QoS); on a loaded machine discovery can
     take longer than a test's whole listening window.
     """
-    spin(timeout, until=lambda: node._command_pub.get_subscription_count() > 0)
-    assert node._command_pub.get_subscription_count() > 0, "the probe never matched the command publisher"
+    matched = lambda: node._command_pub.get_subscription_count() > 0 and subscription.get_publisher_count() > 0  # noqa: E731
+    spin(timeout, until=matched)
+    assert matched(), "the probe and the node's command publisher never matched"
 
 
 def params(policy_file, **overrides):
@@ -94,14 +95,14 @@ def test_lifecycle_transitions(policy_file, ros):
     node = make(PolicyNode, parameter_overrides=params(policy_file))
     probe = make(rclpy.node.Node, "probe")
     commands = []
-    probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
+    heard = probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
     assert node.runner is None
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.runner is not None and node.runner.spec.update_on == ("imu",)
     assert set(node._subscriptions_by_sensor) == {"imu", "wheels", "command"}
+    wait_until_heard(node, heard, spin)  # before activating: the watchdog's clock starts at activation
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
-    wait_until_heard(node, spin)
     # feed it directly (the DDS path is covered by test_ros_policy_node): held inputs, then IMU updates
     now = node._now()
     node.runner.submit("wheels", now - 0.5, np.zeros(2))
@@ -306,10 +307,10 @@ def test_fixed_rate_mode_republishes_the_latest_limited_action(policy_file, ros)
     )
     probe = make(rclpy.node.Node, "probe")
     commands = []
-    probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
+    heard = probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    wait_until_heard(node, heard, spin)  # before activating: the watchdog's clock starts at activation
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    wait_until_heard(node, spin)
     now = node._now()
     node.runner.submit("wheels", now - 0.1, np.zeros(2))
     node.runner.submit("command", now - 0.1, np.zeros(2))

@@ -174,6 +174,8 @@ What to record and for how long: docs/real_robot.md.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``liquid-control record``."""
+    from sim_envs.experts import SAFETY_MARGIN
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
@@ -216,7 +218,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="clearance (m) the expert keeps from obstacles beyond the rover's radius (default: the training "
-        "expert's 0.22; a wider berth leaves the learned policy room for its errors)",
+        f"expert's {SAFETY_MARGIN}; a wider berth leaves the learned policy room for its errors)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
