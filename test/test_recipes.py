@@ -64,6 +64,22 @@ def test_photometric_kinds_follow_their_formulas():
     assert (aug.apply(images).double() / 255 - want).abs().max() <= 0.5 / 255 + 1e-6
 
 
+def test_gradient_is_a_ramp_of_light_from_the_top_row_to_the_bottom_row():
+    images = frames(batch=3)
+    x = images.double() / 255
+    aug = EpisodeAugmentation(["gradient"], 3, np.random.default_rng(8))
+    top, bottom = (torch.tensor(aug.gradient[:, i]).view(-1, 1, 1, 1, 1) for i in (0, 1))
+    rows = torch.linspace(0, 1, x.shape[2], dtype=torch.float64).view(1, 1, -1, 1, 1)
+    want = (x * (top + (bottom - top) * rows)).clamp(0, 1)
+    assert (aug.apply(images).double() / 255 - want).abs().max() <= 0.5 / 255 + 1e-6
+    assert np.all((aug.gradient >= 0.3) & (aug.gradient <= 1.3))
+    # drawn after every older kind: a config that adds it sees the same brightness, noise, ... as before
+    older = EpisodeAugmentation(["brightness", "noise"], 3, np.random.default_rng(8))
+    both = EpisodeAugmentation(["brightness", "noise", "gradient"], 3, np.random.default_rng(8))
+    assert np.array_equal(older.brightness, both.brightness) and np.array_equal(older.noise, both.noise)
+    assert older.generator.initial_seed() == both.generator.initial_seed()
+
+
 def test_blur_matches_scipy_gaussian_filter():
     from scipy import ndimage
 

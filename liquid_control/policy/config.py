@@ -19,7 +19,7 @@ CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
-AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift")
+AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient")
 CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.encoders.CameraEncoder
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input

@@ -2,7 +2,7 @@
 
 Both are config switches, off by default so that the headline OOD comparison measures the architectures:
 
-- ``training.augmentation: [brightness, contrast, gamma, colour, noise, blur, shift]`` perturbs the camera
+- ``training.augmentation: [brightness, contrast, gamma, colour, noise, blur, shift, gradient]`` perturbs the camera
   frames of a batch *in image space*, after rendering. The worlds only ever render the training distribution
   (summer, noon, clear air, nominal sensors): no dusk, night, autumn, winter or fog frame is rendered for
   training. Parameters are drawn once per episode of a batch and kept for all of its chunks (a consistent
@@ -36,6 +36,8 @@ AUGMENTATION_RANGES = {
     "noise": "Gaussian pixel noise, std U(0, 0.06) on [0, 1] per episode, drawn per pixel and frame",
     "blur": "Gaussian blur, sigma U(0, 1.2) pixels",
     "shift": "translation by -3..3 pixels (wrap-around)",
+    "gradient": "uneven light: rows x a linear ramp from f_top (top row) to f_bottom (bottom row), "
+    "log f ~ U(log 0.3, log 1.3) each",
 }
 PHOTOMETRIC = ("brightness", "contrast", "gamma", "colour", "noise", "blur")  # `liquid-control train --augment`
 _BLUR_RADIUS = 3  # pixels on each side of the kernel (covers 2.5 sigma of the largest blur)
@@ -68,6 +70,8 @@ class EpisodeAugmentation:
         self.blur = blur if "blur" in use else None
         self.shift = shift if "shift" in use else None
         self.generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        ramp = np.exp(rng.uniform(math.log(0.3), math.log(1.3), size=(batch, 2)))  # drawn last: older draws kept
+        self.gradient = ramp if "gradient" in use else None
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """Augment uint8 frames (B, T, H, W, 3) of the batch's B episodes; returns uint8 of the same shape."""
@@ -99,6 +103,11 @@ class EpisodeAugmentation:
                 x += offset
         else:
             x /= 255.0
+        if self.gradient is not None:  # light that falls off (or grows) from the top of the frame to the bottom
+            h = x.shape[2]
+            top, bottom = (torch.as_tensor(self.gradient[:, i], dtype=torch.float32).view(-1, 1) for i in (0, 1))
+            rows = top + (bottom - top) * torch.linspace(0.0, 1.0, h).view(1, -1)  # (B, H)
+            x = x * rows.view(b, 1, h, 1, 1)
         if self.gamma is not None:
             x = x.clamp_(0.0, 1.0).pow_(per_episode(self.gamma))
         if self.blur is not None:
