@@ -1,5 +1,6 @@
 """OOD evaluation (`liquid-control eval`): statistics, paired seeds, backends, resume, validation, report."""
 
+import dataclasses
 import json
 import math
 import os
@@ -245,11 +246,16 @@ def test_paired_episode_seeds_identical_across_policies_and_training_seeds(tiny_
 # ------------------------------------------------------------------------------------------ running
 
 
+def shortened(jobs, time_limit=12.0):
+    """The jobs with a shorter episode time limit: an untrained policy drives until it, the expert arrives first."""
+    return [dataclasses.replace(j, env_kwargs={**j.env_kwargs, "time_limit": time_limit}) for j in jobs]
+
+
 def test_process_pool_gives_the_same_records_as_serial(tmp_path, tiny_checkpoints):
     plan = build_plan(["expert", f"tiny={tiny_checkpoints[0]}"], ["in_distribution", "sensor_rate=2"], 1)
-    serial, pooled = {}, {}
-    run_jobs(plan.jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
-    run_jobs(plan.jobs, lambda job, r: pooled.__setitem__(job.key, r), backend="process", workers=2, progress=False)
+    jobs, serial, pooled = shortened(plan.jobs), {}, {}
+    run_jobs(jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
+    run_jobs(jobs, lambda job, r: pooled.__setitem__(job.key, r), backend="process", workers=2, progress=False)
     assert set(serial) == set(pooled) == {j.key for j in plan.jobs}
     keys = sorted(serial)
     assert without_wall_time([serial[k] for k in keys]) == without_wall_time([pooled[k] for k in keys])
@@ -402,8 +408,8 @@ def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, monkey
     ray = pytest.importorskip("ray", reason="ray is an optional extra (pip install ray==2.60.0)")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway instance: no token file in the user's home
     plan = build_plan(["expert", f"tiny={tiny_checkpoints[1]}"], ["lighting=dusk"], 1)
-    serial, on_ray = {}, {}
-    run_jobs(plan.jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
+    jobs, serial, on_ray = shortened(plan.jobs), {}, {}
+    run_jobs(jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
     ray.init(
         num_cpus=2,
         include_dashboard=False,
@@ -411,7 +417,7 @@ def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, monkey
         runtime_env={"env_vars": {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}},
     )
     try:
-        run_jobs(plan.jobs, lambda job, r: on_ray.__setitem__(job.key, r), backend="ray", progress=False)
+        run_jobs(jobs, lambda job, r: on_ray.__setitem__(job.key, r), backend="ray", progress=False)
         assert ray.is_initialized()  # an instance the backend did not start is left running
     finally:
         ray.shutdown()
