@@ -12,6 +12,16 @@ _LOOKAHEAD = 2.5  # m
 SAFETY_MARGIN = 0.22  # m kept beyond the rover's radius from every obstacle (the training expert's)
 
 
+def checked_margin(margin) -> float:
+    """The expert's clearance beyond the rover's radius (m) as a float; ``None`` is the training expert's, a
+    negative or non-finite value is refused (the one check, at the callers' boundary)."""
+    if margin is None:
+        return SAFETY_MARGIN
+    if not (np.isfinite(margin) and margin >= 0):
+        raise ValueError(f"the expert's margin must be a finite number >= 0 m, got {margin}")
+    return float(margin)
+
+
 def _wrap(angle):
     return (angle + np.pi) % (2 * np.pi) - np.pi
 
@@ -23,8 +33,6 @@ def rover_expert(position, yaw, target, obstacles, rover_radius, margin=SAFETY_M
     nearer) keeps ``rover_radius + margin`` (m) from every obstacle, then turns towards it proportionally
     and drives slower the more it has to turn.
     """
-    if not (np.isfinite(margin) and margin >= 0):
-        raise ValueError(f"the expert's margin must be a finite number >= 0 m, got {margin}")
     to_target = np.asarray(target, float) - np.asarray(position, float)
     distance = float(np.hypot(*to_target))
     bearing = float(np.arctan2(to_target[1], to_target[0]))

@@ -396,5 +396,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     def expert_action(self, margin: float = experts.SAFETY_MARGIN) -> np.ndarray:
         """The privileged expert's action (pure pursuit + obstacle avoidance) for the current true state;
         ``margin``: the clearance (m) it keeps beyond the rover's radius."""
+        if margin is not experts.SAFETY_MARGIN:  # the default needs no check (training calls this every update)
+            margin = experts.checked_margin(margin)
         position, yaw = self.pose()
         return experts.rover_expert(position, yaw, self.target, self.obstacles, ROVER_RADIUS, margin)

@@ -16,7 +16,6 @@ Stamps are sim time of the episode (from 0), as ``sim_node`` with ``use_sim_time
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,18 +72,6 @@ class ExpertNoise:
         }
 
 
-def checked_margin(margin: float | None) -> float:
-    """The expert's clearance beyond the rover's radius (m): ``None`` is the training expert's; a negative or
-    non-finite value is refused before anything is recorded."""
-    from sim_envs.experts import SAFETY_MARGIN
-
-    if margin is None:
-        return SAFETY_MARGIN
-    if not (math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"the expert's margin must be a finite number >= 0 m, got {margin}")
-    return float(margin)
-
-
 def make_world(world: str = "LiquidRover-v0", render_size: int = 64, shift: str = "", time_limit: float = 0.0):
     """The unwrapped world as sim_node builds it."""
     if world != "LiquidRover-v0":
@@ -111,9 +98,10 @@ def record_expert_episode(
     the rover's radius (None: the training expert's); a wider berth than the policy needs leaves room for
     the learned policy's errors.
     """
-    margin = checked_margin(margin)
-
     from sim_envs import rover
+    from sim_envs.experts import checked_margin
+
+    margin = checked_margin(margin)
 
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
     imu_noise = (rover.GYRO_NOISE, rover.ACCEL_NOISE)  # the covariances sim_node publishes (REP 145)
@@ -195,6 +183,8 @@ def record_expert_episodes(
 ) -> list[dict]:
     """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``)."""
     from tqdm import tqdm
+
+    from sim_envs.experts import checked_margin
 
     margin = checked_margin(margin)  # refused before any folder is made
 
