@@ -110,7 +110,7 @@ class PolicyNode(LifecycleNode):
         self.settings = None
         self.runner: R.PolicyRunner | None = None
         self._subscriptions_by_sensor = {}
-        self._command_pub = None
+        self._command_pub = self._command_msg = None
         self._diag_pub = None
         self._reset_srv = None
         self._timers = []
@@ -224,6 +224,11 @@ class PolicyNode(LifecycleNode):
                     history=HistoryPolicy.KEEP_LAST, depth=s.command_qos_depth, reliability=ReliabilityPolicy.RELIABLE
                 ),
             )
+        # one message, refilled for every command: publish() serialises it at once, and building a TwistStamped
+        # (Header, Time, Twist, two Vector3) costs more than the policy's IMU update
+        self._command_msg = command_type[s.command_type]()
+        if s.command_type == "twist_stamped":
+            self._command_msg.header.frame_id = s.command_frame_id
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
 
@@ -373,17 +378,13 @@ class PolicyNode(LifecycleNode):
 
     # ------------------------------------------------------------------------------------------- output
     def _publish_command(self, command: np.ndarray, stamp_msg):
-        s = self.settings
-        if s.command_type == "float64_multi_array":
-            msg = Float64MultiArray(data=[float(c) for c in command])
+        kind, msg = self.settings.command_type, self._command_msg
+        if kind == "float64_multi_array":
+            msg.data = [float(c) for c in command]
         else:
-            twist = Twist()
+            twist = msg if kind == "twist" else msg.twist
             twist.linear.x, twist.angular.z = float(command[0]), float(command[1])
-            if s.command_type == "twist":
-                msg = twist
-            else:
-                msg = TwistStamped(twist=twist)
-                msg.header.frame_id = s.command_frame_id
+            if kind == "twist_stamped":
                 msg.header.stamp = stamp_msg if stamp_msg is not None else self.get_clock().now().to_msg()
         self._command_pub.publish(msg)
         self._commands_published += 1

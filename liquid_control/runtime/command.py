@@ -25,6 +25,7 @@ class CommandLimiter:
             )
         if not (np.all(self.max_command > 0) and np.all(self.max_rate > 0)):
             raise ValueError("max_command and max_rate must be > 0 (use a large value to disable a limit)")
+        self._lowest = -self.max_command
         self.previous = np.zeros(n)
         self.previous_time: float | None = None
 
@@ -35,10 +36,12 @@ class CommandLimiter:
 
     def __call__(self, action, now: float) -> np.ndarray:
         """The command for ``action`` at time ``now`` (s): scaled, clipped, rate-limited since the previous call."""
-        target = np.clip(np.asarray(action, dtype=np.float64) * self.scale, -self.max_command, self.max_command)
+        # minimum(maximum()) is np.clip without its wrappers (this runs on every update of the node); NaN stays NaN
+        scaled = np.asarray(action, dtype=np.float64) * self.scale
+        target = np.minimum(np.maximum(scaled, self._lowest), self.max_command)
         if self.previous_time is not None:
             step = self.max_rate * max(now - self.previous_time, 0.0)
-            target = np.clip(target, self.previous - step, self.previous + step)
+            target = np.minimum(np.maximum(target, self.previous - step), self.previous + step)
         self.previous, self.previous_time = target, now
         return target.copy()
 
