@@ -30,7 +30,7 @@ def augment(kinds, images, seed=1):
 
 
 def test_each_augmentation_changes_frames_and_keeps_uint8():
-    images = frames()
+    images = frames(batch=8)  # enough episodes that 'mirror' (p = 0.5 per episode) flips some
     assert torch.equal(augment([], images), images)
     for kind in AUGMENTATION_RANGES:
         out = augment([kind], images)
@@ -78,6 +78,37 @@ def test_gradient_is_a_ramp_of_light_from_the_top_row_to_the_bottom_row():
     both = EpisodeAugmentation(["brightness", "noise", "gradient"], 3, np.random.default_rng(8))
     assert np.array_equal(older.brightness, both.brightness) and np.array_equal(older.noise, both.noise)
     assert older.generator.initial_seed() == both.generator.initial_seed()
+
+
+def test_mirror_flips_the_chosen_episodes_and_negates_only_their_turn_labels():
+    images = frames(batch=8, steps=2)
+    labels = torch.randn(8, 5, 2)
+    aug = EpisodeAugmentation(["mirror"], 8, np.random.default_rng(3))
+    assert 0 < aug.mirror.sum() < 8  # this seed mirrors some episodes and keeps others
+    got, got_labels = aug.apply(images), aug.labels(labels)
+    for b, flipped in enumerate(aug.mirror):
+        assert torch.equal(got[b], images[b].flip(2) if flipped else images[b])  # (T, H, W, 3): W is dim 2
+        assert torch.equal(got_labels[b, :, 0], labels[b, :, 0])  # forward speed never changes
+        assert torch.equal(got_labels[b, :, 1], -labels[b, :, 1] if flipped else labels[b, :, 1])
+    assert not torch.equal(got_labels, labels) and torch.equal(labels, labels.clone())  # a copy, input kept
+    # drawn last and only when used: adding it leaves every other draw of this batch as it was
+    older = EpisodeAugmentation(["brightness", "gradient"], 8, np.random.default_rng(3))
+    both = EpisodeAugmentation(["brightness", "gradient", "mirror"], 8, np.random.default_rng(3))
+    assert np.array_equal(older.brightness, both.brightness) and np.array_equal(older.gradient, both.gradient)
+    plain = EpisodeAugmentation(["brightness"], 8, np.random.default_rng(3))
+    assert plain.mirror is None and torch.equal(plain.labels(labels), labels)
+
+
+def test_mirror_is_refused_where_a_mirrored_world_is_not_the_negated_command():
+    from liquid_control.paths import policies_dir
+
+    rover = load_config(policies_dir() / "configs" / "cfc_ncp_rover.yaml")
+    assert "mirror" in apply_overrides(rover, {"training.augmentation": ["mirror"]})["training"]["augmentation"]
+    fusion = load_config(policies_dir() / "configs" / "cfc_balance_nav.yaml")  # IMU + wheels inputs
+    with pytest.raises(PolicyConfigError, match=r"training.augmentation: 'mirror'.*vector inputs \['imu', 'wheels'\]"):
+        apply_overrides(fusion, {"training.augmentation": ["mirror"]})
+    with pytest.raises(PolicyConfigError, match="training.augmentation: 'mirror'.*bounds"):
+        apply_overrides(rover, {"training.augmentation": ["mirror"], "action.low": [-1.0, -0.5]})
 
 
 def test_blur_matches_scipy_gaussian_filter():

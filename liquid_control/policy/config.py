@@ -19,7 +19,7 @@ CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
-AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient")
+AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient", "mirror")
 CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.encoders.CameraEncoder
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
@@ -359,6 +359,15 @@ def validate_config(raw: dict) -> dict:
         span = cfg["training"][key]
         if span is not None and (len(span) != 2 or span[0] > span[1]):
             raise PolicyConfigError(f"training.{key}: expected [low, high] with low <= high, got {span}")
+    if "mirror" in cfg["training"]["augmentation"] and (
+        act["kind"] != "twist" or act["size"] != 2 or cfg["observation"]["vectors"] or act["low"][1] != -act["high"][1]
+    ):
+        raise PolicyConfigError(
+            "training.augmentation: 'mirror' flips the camera left-right and negates the turn command, so it needs a "
+            "camera-only policy with twist actions whose turn bounds are symmetric (action.low[1] = -action.high[1]); "
+            f"this one has action.kind {act['kind']!r}, bounds {act['low']}..{act['high']} and vector "
+            f"inputs {sorted(cfg['observation']['vectors']) or 'none'}"
+        )
     if not cfg["training"]["beta"]:
         cfg["training"]["beta"] = [0.0]
     _check_sizes(cfg)

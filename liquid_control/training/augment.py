@@ -2,12 +2,13 @@
 
 Both are config switches, off by default so that the headline OOD comparison measures the architectures:
 
-- ``training.augmentation: [brightness, contrast, gamma, colour, noise, blur, shift, gradient]`` perturbs the camera
-  frames of a batch *in image space*, after rendering. The worlds only ever render the training distribution
-  (summer, noon, clear air, nominal sensors): no dusk, night, autumn, winter or fog frame is rendered for
-  training. Parameters are drawn once per episode of a batch and kept for all of its chunks (a consistent
-  "other camera" rather than per-frame flicker); only pixel noise is drawn per frame. ``AUGMENTATION_RANGES``
-  is exactly what a policy trained with a kind saw (the report and the model cards print it).
+- ``training.augmentation: [brightness, contrast, gamma, colour, noise, blur, shift, gradient, mirror]`` perturbs
+  the camera frames of a batch *in image space*, after rendering (``mirror`` also negates the turn labels). The
+  worlds only ever render the training distribution (summer, noon, clear air, nominal sensors): no dusk, night,
+  autumn, winter or fog frame is rendered for training. Parameters are drawn once per episode of a batch and
+  kept for all of its chunks (a consistent "other camera" rather than per-frame flicker); only pixel noise is
+  drawn per frame. ``AUGMENTATION_RANGES`` is exactly what a policy trained with a kind saw (the report and the
+  model cards print it).
 - ``training.sensor_rate_range`` / ``training.jitter_range``: each training episode is collected with the
   sensor rate multiplied by a factor drawn log-uniformly from the range, and the jitter by one drawn uniformly
   (``EpisodeTiming``). The recorded dt are then those of the drawn timing, so the core learns from a spread
@@ -38,7 +39,9 @@ AUGMENTATION_RANGES = {
     "shift": "translation by -3..3 pixels (wrap-around)",
     "gradient": "uneven light: rows x a linear ramp from f_top (top row) to f_bottom (bottom row), "
     "log f ~ U(log 0.3, log 1.3) each",
+    "mirror": "half the episodes (p = 0.5) mirrored left-right, their turn commands (twist angular z) negated",
 }
+MIRRORED_ACTION = 1  # twist actions are [linear x, angular z]: a mirrored world turns the other way
 PHOTOMETRIC = ("brightness", "contrast", "gamma", "colour", "noise", "blur")  # `liquid-control train --augment`
 _BLUR_RADIUS = 3  # pixels on each side of the kernel (covers 2.5 sigma of the largest blur)
 
@@ -72,6 +75,8 @@ class EpisodeAugmentation:
         self.generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
         ramp = np.exp(rng.uniform(math.log(0.3), math.log(1.3), size=(batch, 2)))  # drawn last: older draws kept
         self.gradient = ramp if "gradient" in use else None
+        # drawn last, and only when used: a config without it consumes exactly the draws it did before
+        self.mirror = rng.random(size=batch) < 0.5 if "mirror" in use else None
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """Augment uint8 frames (B, T, H, W, 3) of the batch's B episodes; returns uint8 of the same shape."""
@@ -114,11 +119,24 @@ class EpisodeAugmentation:
             x = _gaussian_blur(x, self.blur)
         if self.noise is not None:
             x += torch.randn(x.shape, generator=self.generator).mul_(per_episode(self.noise))
+        if self.mirror is not None and self.mirror.any():
+            flipped = torch.as_tensor(self.mirror)
+            x[flipped] = x[flipped].flip(3)  # (B, T, H, W, C): W is dim 3
         if self.shift is not None:
             x = torch.stack(
                 [torch.roll(x[i], shifts=(int(dy), int(dx)), dims=(1, 2)) for i, (dy, dx) in enumerate(self.shift)]
             )
         return x.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+
+    def labels(self, labels: torch.Tensor) -> torch.Tensor:
+        """The action labels (B, T, action size) of the batch's episodes as augmented: a mirrored episode's turn
+        command negated (``mirror``); unchanged otherwise."""
+        if self.mirror is None or not self.mirror.any():
+            return labels
+        labels = labels.clone()
+        flipped = torch.as_tensor(self.mirror)
+        labels[flipped, :, MIRRORED_ACTION] = -labels[flipped, :, MIRRORED_ACTION]
+        return labels
 
 
 def _gaussian_blur(x: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:

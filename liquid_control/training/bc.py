@@ -222,6 +222,7 @@ def bc_epoch(
             obs, dt, labels, mask, labelled = _chunk(group, keys, start, sequence_length)
             if augment is not None and "image" in obs:
                 obs["image"] = augment.apply(obs["image"])
+                labels = augment.labels(labels)
             if parallel is None:
                 actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask)
                 loss_t = action_loss(policy, actions, labels, labelled)
