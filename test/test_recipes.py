@@ -85,12 +85,13 @@ def test_mirror_flips_the_chosen_episodes_and_negates_only_their_turn_labels():
     labels = torch.randn(8, 5, 2)
     aug = EpisodeAugmentation(["mirror"], 8, np.random.default_rng(3))
     assert 0 < aug.mirror.sum() < 8  # this seed mirrors some episodes and keeps others
+    before = labels.clone()
     got, got_labels = aug.apply(images), aug.labels(labels)
     for b, flipped in enumerate(aug.mirror):
         assert torch.equal(got[b], images[b].flip(2) if flipped else images[b])  # (T, H, W, 3): W is dim 2
         assert torch.equal(got_labels[b, :, 0], labels[b, :, 0])  # forward speed never changes
         assert torch.equal(got_labels[b, :, 1], -labels[b, :, 1] if flipped else labels[b, :, 1])
-    assert not torch.equal(got_labels, labels) and torch.equal(labels, labels.clone())  # a copy, input kept
+    assert not torch.equal(got_labels, labels) and torch.equal(labels, before)  # a copy, the input kept
     # drawn last and only when used: adding it leaves every other draw of this batch as it was
     older = EpisodeAugmentation(["brightness", "gradient"], 8, np.random.default_rng(3))
     both = EpisodeAugmentation(["brightness", "gradient", "mirror"], 8, np.random.default_rng(3))
