@@ -393,10 +393,9 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
             **self._time_observation(),
         }
 
-    def expert_action(self, margin: float = experts.SAFETY_MARGIN) -> np.ndarray:
+    def expert_action(self, margin: float | None = None) -> np.ndarray:
         """The privileged expert's action (pure pursuit + obstacle avoidance) for the current true state;
-        ``margin``: the clearance (m) it keeps beyond the rover's radius."""
-        if margin is not experts.SAFETY_MARGIN:  # the default needs no check (training calls this every update)
-            margin = experts.checked_margin(margin)
+        ``margin``: the clearance (m) it keeps beyond the rover's radius (None: the training expert's)."""
         position, yaw = self.pose()
+        margin = experts.checked_margin(margin)
         return experts.rover_expert(position, yaw, self.target, self.obstacles, ROVER_RADIUS, margin)

@@ -77,6 +77,7 @@ class EpisodeAugmentation:
         self.gradient = ramp if "gradient" in use else None
         # drawn last, and only when used: a config without it consumes exactly the draws it did before
         self.mirror = rng.random(size=batch) < 0.5 if "mirror" in use else None
+        self._mirrored = torch.as_tensor(self.mirror) if self.mirror is not None and self.mirror.any() else None
 
     def apply(self, images: torch.Tensor) -> torch.Tensor:
         """Augment uint8 frames (B, T, H, W, 3) of the batch's B episodes; returns uint8 of the same shape."""
@@ -119,9 +120,8 @@ class EpisodeAugmentation:
             x = _gaussian_blur(x, self.blur)
         if self.noise is not None:
             x += torch.randn(x.shape, generator=self.generator).mul_(per_episode(self.noise))
-        if self.mirror is not None and self.mirror.any():
-            flipped = torch.as_tensor(self.mirror)
-            x[flipped] = x[flipped].flip(3)  # (B, T, H, W, C): W is dim 3
+        if self._mirrored is not None:
+            x[self._mirrored] = x[self._mirrored].flip(3)  # (B, T, H, W, C): W is dim 3
         if self.shift is not None:
             x = torch.stack(
                 [torch.roll(x[i], shifts=(int(dy), int(dx)), dims=(1, 2)) for i, (dy, dx) in enumerate(self.shift)]
@@ -131,11 +131,10 @@ class EpisodeAugmentation:
     def labels(self, labels: torch.Tensor) -> torch.Tensor:
         """The action labels (B, T, action size) of the batch's episodes as augmented: a mirrored episode's turn
         command negated (``mirror``); unchanged otherwise."""
-        if self.mirror is None or not self.mirror.any():
+        if self._mirrored is None:
             return labels
         labels = labels.clone()
-        flipped = torch.as_tensor(self.mirror)
-        labels[flipped, :, MIRRORED_ACTION] = -labels[flipped, :, MIRRORED_ACTION]
+        labels[self._mirrored, :, MIRRORED_ACTION] = -labels[self._mirrored, :, MIRRORED_ACTION]
         return labels
 
 
