@@ -25,6 +25,7 @@ period. ``--reorder-lag-ms`` measures what a reordering lag costs in command lat
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import os
 import subprocess
@@ -248,10 +249,17 @@ def main() -> int:
         stream(2.0, record=False)  # warm-up: first inferences, discovery of every path
         time.sleep(0.2)
         n_warm, n_diag = len(probe.messages("cmd_vel")), len(probe.messages("/diagnostics"))
-        cpu0, own0, wall0 = cpu_seconds(process.pid), cpu_seconds(os.getpid()), time.monotonic()
-        imu_sent, frames_sent = stream(args.seconds, record=True)
-        cpu1, own1, wall1 = cpu_seconds(process.pid), cpu_seconds(os.getpid()), time.monotonic()
-        time.sleep(0.5)
+        # no garbage collection in this process while it stamps and receives: the recorded messages make its
+        # full collections take 100-200 ms on the 2-core VM, which would land in the node's latencies
+        gc.collect()
+        gc.disable()
+        try:
+            cpu0, own0, wall0 = cpu_seconds(process.pid), cpu_seconds(os.getpid()), time.monotonic()
+            imu_sent, frames_sent = stream(args.seconds, record=True)
+            cpu1, own1, wall1 = cpu_seconds(process.pid), cpu_seconds(os.getpid()), time.monotonic()
+            time.sleep(0.5)
+        finally:
+            gc.enable()
         commands = probe.messages("cmd_vel")[n_warm:]
         offset = time.time() - time.monotonic()  # receive wall time = the probe's monotonic time + offset
         received = {}
