@@ -2,6 +2,7 @@
 ~/reset clears the state; parameter validation and command limits as pure functions."""
 
 import fractions
+import gc
 import json
 import time
 
@@ -103,6 +104,8 @@ def test_lifecycle_transitions(policy_file, ros):
     wait_until_heard(node, heard, spin)  # before activating: the watchdog's clock starts at activation
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
+    # activating froze the heap (the loaded policy and the node): full collections no longer traverse it
+    assert gc.get_freeze_count() > 10_000
     # feed it directly (the DDS path is covered by test_ros_policy_node): held inputs, then IMU updates
     now = node._now()
     node.runner.submit("wheels", now - 0.5, np.zeros(2))
@@ -124,6 +127,7 @@ def test_lifecycle_transitions(policy_file, ros):
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     spin(2.0, until=lambda: len(commands) >= 4)
     assert list(commands[-1].data) == [0.0, 0.0]
+    assert gc.get_freeze_count() == 0  # and deactivating thawed it
     node._on_reading("imu", None, np.zeros(6))  # inactive: ignored
     spin(0.2)
     assert len(commands) == 4
