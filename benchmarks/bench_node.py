@@ -250,7 +250,7 @@ def main() -> int:
         time.sleep(0.2)
         n_warm, n_diag = len(probe.messages("cmd_vel")), len(probe.messages("/diagnostics"))
         # no garbage collection in this process while it stamps and receives: the recorded messages make its
-        # full collections take 100-200 ms on the 2-core VM, which would land in the node's latencies
+        # full collections take 100-200 ms on the 2-core VM, which would land in the latencies it records
         gc.collect()
         gc.disable()
         try:

@@ -58,7 +58,10 @@ def ros():
 
     yield make, spin
     for node in nodes:
+        if isinstance(node, PolicyNode):
+            node.trigger_shutdown()  # an active node's shutdown lifts its heap freeze (policy_node._hold_heap)
         node.destroy_node()
+    assert gc.get_freeze_count() == 0
     executor.shutdown()
     context.try_shutdown()
 
@@ -102,6 +105,7 @@ def test_lifecycle_transitions(policy_file, ros):
     assert node.runner is not None and node.runner.spec.update_on == ("imu",)
     assert set(node._subscriptions_by_sensor) == {"imu", "wheels", "command"}
     wait_until_heard(node, heard, spin)  # before activating: the watchdog's clock starts at activation
+    assert gc.get_freeze_count() == 0
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
     # activating froze the heap (the loaded policy and the node): full collections no longer traverse it
@@ -314,6 +318,7 @@ def test_fixed_rate_mode_republishes_the_latest_limited_action(policy_file, ros)
     heard = probe.create_subscription(Float64MultiArray, "torques", commands.append, 10)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     wait_until_heard(node, heard, spin)  # before activating: the watchdog's clock starts at activation
+    assert gc.get_freeze_count() == 0
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     now = node._now()
     node.runner.submit("wheels", now - 0.1, np.zeros(2))

@@ -92,6 +92,27 @@ class StopRequested(BaseException):
     node from stopping."""
 
 
+_ACTIVE_NODES: set[int] = set()  # ids of the active PolicyNodes of this process (see _hold_heap)
+
+
+def _hold_heap(node, active: bool) -> None:
+    """Keep CPython's full garbage collections small while a policy node commands.
+
+    A full collection traverses every tracked object: ~200k once torch and a policy are loaded, 100-130 ms on
+    a 2-core VM, a stall of the control loop at a moment CPython picks. While any policy node of the process is
+    active, everything alive at its activation is frozen out of collections (``gc.freeze``, as real-time Python
+    loops do; ``on_activate`` collects the loading garbage first); the freeze is process-wide, so it is lifted
+    when the last active node stops commanding.
+    """
+    if active:
+        _ACTIVE_NODES.add(id(node))
+        gc.freeze()
+    elif id(node) in _ACTIVE_NODES:
+        _ACTIVE_NODES.discard(id(node))
+        if not _ACTIVE_NODES:
+            gc.unfreeze()
+
+
 @contextlib.contextmanager
 def _naming(what: str):
     """Re-raise an error from creating a ROS entity as a ParameterError naming the parameter(s) behind it."""
@@ -236,6 +257,7 @@ class PolicyNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start commanding from a fresh state; a failure is logged and leaves the node inactive."""
         self.failure = None
+        gc.collect()  # the garbage of loading, before the watchdog's clock starts (see _hold_heap)
         try:
             self.runner.reset("activate")
             self._reset_bookkeeping()
@@ -254,12 +276,7 @@ class PolicyNode(LifecycleNode):
             self._destroy_timers()
             self._fail("activate", exc if isinstance(exc, ParameterError) else f"{type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
-        # A full garbage collection traverses every tracked object: ~200k after loading torch and the policy,
-        # 100-130 ms on a 2-core VM, a stall of the control loop at a random moment. Collect the garbage of
-        # loading once, then move everything alive now out of later collections (CPython's gc.freeze, as
-        # real-time Python loops do); later collections see only what commanding allocates.
-        gc.collect()
-        gc.freeze()
+        _hold_heap(self, True)
         self._active = True
         self.get_logger().info("active: commanding")
         return ret
@@ -267,9 +284,9 @@ class PolicyNode(LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop commanding: publish a stop command and hold (timers stopped; model and subscriptions kept)."""
         self._active = False
+        _hold_heap(self, False)
         self._publish_stop("deactivated")
         self._destroy_timers()
-        gc.unfreeze()  # what activate froze is collectable again (a cleanup may free it)
         self.get_logger().info("inactive: stop command published, holding")
         return super().on_deactivate(state)
 
@@ -299,6 +316,7 @@ class PolicyNode(LifecycleNode):
 
     def _release(self, summary: bool = True):
         """Free the model and every entity created at configure (logging a summary of the run)."""
+        _hold_heap(self, False)  # shutdown and error come here from active without a deactivate
         if self.runner is not None and summary:
             counters = {k: v for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")}
             self.get_logger().info(
