@@ -575,6 +575,10 @@ def main(args=None) -> int:
                 executor.spin_once(timeout_sec=0.05)
             except rclpy.executors.ExternalShutdownException:  # SIGINT/SIGTERM shut the context down
                 break
+            except RCLError:
+                if rclpy.ok():
+                    raise
+                break  # the signal shut the context down between the check and the wait: a requested stop
 
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
