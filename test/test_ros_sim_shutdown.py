@@ -146,3 +146,30 @@ def test_a_policy_node_that_fails_to_configure_shows_why_and_the_real_time_even_
     elapsed = float(line.split("after ")[1].split(" s")[0])
     assert 0 < elapsed <= wall, (elapsed, wall)
     assert "Traceback" not in out + err + sim.log("sim_node"), err + sim.log("sim_node")
+
+
+def test_a_signal_between_the_spin_threads_check_and_its_wait_ends_the_thread_quietly():
+    """The race CI hit once: SIGTERM shut the context down after ``rclpy.ok()`` and before the wait, and the
+    command thread of sim_node died with an RCLError traceback. Here the shutdown lands exactly there."""
+    import threading
+
+    import rclpy
+
+    from liquid_control.ros.sim_node import spin_commands
+
+    rclpy.init()
+    executor = rclpy.executors.SingleThreadedExecutor()
+    real_spin_once, calls = executor.spin_once, []
+
+    def shut_down_then_wait(timeout_sec=None):
+        calls.append(timeout_sec)
+        rclpy.shutdown()  # what rclpy's SIGTERM handler does, from another thread
+        real_spin_once(timeout_sec=timeout_sec)
+
+    executor.spin_once = shut_down_then_wait
+    try:
+        spin_commands(executor, threading.Event())  # returns instead of raising
+    finally:
+        executor.shutdown()
+        rclpy.try_shutdown()
+    assert calls == [0.05]  # the wait was reached after the shutdown, once

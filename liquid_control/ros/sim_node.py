@@ -556,6 +556,19 @@ class SimNode(Node):
         return results
 
 
+def spin_commands(executor, done: threading.Event) -> None:
+    """Run the command callbacks until ``done`` or until SIGINT/SIGTERM shut the context down."""
+    while rclpy.ok() and not done.is_set():
+        try:
+            executor.spin_once(timeout_sec=0.05)
+        except rclpy.executors.ExternalShutdownException:
+            break
+        except RCLError:
+            if rclpy.ok():
+                raise
+            break  # the signal shut the context down between the check and the wait: a requested stop
+
+
 def main(args=None) -> int:
     """Entry point of ``ros2 run liquid_control sim_node``; exit code 2 for invalid parameters."""
     rclpy.init(args=args)
@@ -569,18 +582,7 @@ def main(args=None) -> int:
     executor.add_node(node)
     done = threading.Event()
 
-    def spin():
-        while rclpy.ok() and not done.is_set():
-            try:
-                executor.spin_once(timeout_sec=0.05)
-            except rclpy.executors.ExternalShutdownException:  # SIGINT/SIGTERM shut the context down
-                break
-            except RCLError:
-                if rclpy.ok():
-                    raise
-                break  # the signal shut the context down between the check and the wait: a requested stop
-
-    spinner = threading.Thread(target=spin, daemon=True)
+    spinner = threading.Thread(target=spin_commands, args=(executor, done), daemon=True)
     spinner.start()
     try:
         node.run()
