@@ -20,7 +20,7 @@ from liquid_control.paths import policies_dir
 from liquid_control.policy import load_policy
 from liquid_control.training.model_card import binomial_cdf, min_check_successes, read_card
 
-EXPECTED = ["cfc_ncp_rover", "ltc_ncp_rover", "lstm_rover", "cfc_balancer", "cfc_balance_nav"]
+EXPECTED = ["cfc_ncp_rover", "cfc_ncp_rover_robust", "ltc_ncp_rover", "lstm_rover", "cfc_balancer", "cfc_balance_nav"]
 SHIPPED = sorted(p.stem for p in policies_dir().glob("*.pt"))
 
 
