@@ -49,3 +49,6 @@ def test_add_ood_fills_the_card_and_keeps_the_rest(tmp_path):
     text = card.read_text()
     assert "| fog | 70% (40%-89%) | 10 (seeds 0..9) | 0 / 2 |" in text
     assert "- **Training**: x." in text and text.rstrip().endswith("End.") and OOD_NOT_MEASURED not in text
+    add_ood(card, results, "p")  # refilled (another evaluation): one table, the rest kept
+    again = card.read_text()
+    assert again == text and again.count("| fog |") == 1

@@ -150,7 +150,8 @@ def test_a_policy_node_that_fails_to_configure_shows_why_and_the_real_time_even_
 
 def test_a_signal_between_the_spin_threads_check_and_its_wait_ends_the_thread_quietly():
     """The race CI hit once: SIGTERM shut the context down after ``rclpy.ok()`` and before the wait, and the
-    command thread of sim_node died with an RCLError traceback. Here the shutdown lands exactly there."""
+    command thread of sim_node died with an RCLError traceback. Here the shutdown lands between the check and
+    ``spin_once`` (which then fails on the invalid context, at its timer or its wait set)."""
     import threading
 
     import rclpy
@@ -159,12 +160,16 @@ def test_a_signal_between_the_spin_threads_check_and_its_wait_ends_the_thread_qu
 
     rclpy.init()
     executor = rclpy.executors.SingleThreadedExecutor()
-    real_spin_once, calls = executor.spin_once, []
+    real_spin_once, calls, raised = executor.spin_once, [], []
 
     def shut_down_then_wait(timeout_sec=None):
         calls.append(timeout_sec)
         rclpy.shutdown()  # what rclpy's SIGTERM handler does, from another thread
-        real_spin_once(timeout_sec=timeout_sec)
+        try:
+            real_spin_once(timeout_sec=timeout_sec)
+        except Exception as exc:
+            raised.append(type(exc).__name__)
+            raise
 
     executor.spin_once = shut_down_then_wait
     try:
@@ -173,3 +178,4 @@ def test_a_signal_between_the_spin_threads_check_and_its_wait_ends_the_thread_qu
         executor.shutdown()
         rclpy.try_shutdown()
     assert calls == [0.05]  # the wait was reached after the shutdown, once
+    assert raised == ["RCLError"]  # and failed the way CI saw it: the path under test ran

@@ -415,6 +415,11 @@ def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Pat
         end = start + 1
         while end < len(lines) and lines[end].startswith("  "):  # the old entry's continuation lines
             end += 1
+        table = end + 1 if end < len(lines) and not lines[end].strip() else end
+        if table < len(lines) and lines[table].startswith("|"):  # the old entry's table (refilled cards)
+            end = table
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
         body = "\n".join(lines[:start] + ood_text.rstrip("\n").split("\n") + lines[end:])
     card_path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + body)
     return card_path
