@@ -80,3 +80,19 @@ def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None
             f"got {tuple(dt.shape)}"
         )
     return check_dt(dt)
+
+
+# The most sub-steps one update is split into (``substep_counts``): a gap longer than this many ``max_step`` is
+# integrated in this many longer steps, so a stalled sensor cannot make one update arbitrarily expensive.
+MAX_SUBSTEPS = 16
+
+
+def substep_counts(dt: torch.Tensor, max_step: float) -> torch.Tensor:
+    """How many equal sub-steps each sample's ``dt`` is integrated in so that none is longer than ``max_step``
+    seconds: ``ceil(dt / max_step)`` clamped to [1, MAX_SUBSTEPS], in ``dt``'s dtype (a dt of 0 is one step).
+
+    A cell integrates only the step lengths it was trained on with some accuracy: a CfC's closed form, for
+    one, jumps to its fixed point over a gap several times its training steps, and the policy stalls. Split
+    into sub-steps with the input held (zero-order hold), the gap is integrated as the cell was trained to.
+    The ONNX export computes the same counts with the same float32 ops (``runtime.export``)."""
+    return torch.ceil(dt / max_step).clamp_(1.0, float(MAX_SUBSTEPS))

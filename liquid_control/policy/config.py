@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
+CONTINUOUS_CORES = ("cfc", "ltc", "ctrnn", "gru_ode")  # the cores that integrate dt (the others ignore it)
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
@@ -165,6 +166,9 @@ _CORE = {
     "unfolds": _field("int", 6, min_value=1),  # LTC, CT-RNN, GRU-ODE sub-steps per dt
     "frames": _field("int", 4, min_value=1),  # MLP frame stack length; TCN window (a power of two)
     "ignore_dt": _field("bool", False),  # ablation: the core integrates a constant dt = 1
+    # longest single step (s) the core integrates: a longer dt is split into equal sub-steps with the input held
+    # (cells.dt.substep_counts); null: every dt in one step
+    "max_step": _field("float", None, min_value=1e-4, max_value=10.0, nullable=True),
     "seed": _field("int", 22222),  # seed of the random NCP wiring
     "backbone_units": _field("int", None, min_value=1, nullable=True),  # fully connected CfC; null: cells' default
 }
@@ -342,6 +346,9 @@ def validate_config(raw: dict) -> dict:
         raise PolicyConfigError(f"core.wiring: 'ncp' needs core.type cfc or ltc, got {core['type']!r}")
     if core["type"] == "tcn" and (core["frames"] < 2 or core["frames"] & (core["frames"] - 1)):
         raise PolicyConfigError(f"core.frames: a tcn window must be a power of two >= 2, got {core['frames']}")
+    if core["max_step"] is not None and (core["type"] not in CONTINUOUS_CORES or core["ignore_dt"]):
+        why = "core.ignore_dt is true" if core["ignore_dt"] else f"core.type {core['type']!r} does not integrate dt"
+        raise PolicyConfigError(f"core.max_step: sub-steps of dt need a core that integrates it, but {why}")
     cfg["core"] = core
 
     act = _check_section("action", cfg["action"], _ACTION)

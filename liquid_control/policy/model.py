@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from liquid_control.cells.dt import sequence_dt, step_dt
+from liquid_control.cells.dt import sequence_dt, step_dt, substep_counts
 
 from .config import validate_config
 from .encoders import CameraEncoder, VectorEncoder
@@ -63,6 +63,21 @@ AGE_UNIT_S = 1e-3
 AGE_FULL_SCALE_S = 1.0
 
 
+def _substep_sequence(x: torch.Tensor, dt: torch.Tensor, mask: torch.Tensor | None, counts: torch.Tensor):
+    """A sequence (B, T) with step t repeated as often as its most sub-stepped sample needs (K_t): sample b
+    advances ``counts[b, t]`` sub-steps of ``dt[b, t] / counts[b, t]`` on the held input and holds its state
+    (masked) for the rest, exactly as ``Policy.advance`` does in a streaming step. Returns the core's sequence
+    inputs (x, dt, mask) and the index of each step's last sub-step."""
+    repeats = counts.max(dim=0).values.long()  # (T,)
+    index = torch.repeat_interleave(torch.arange(x.shape[1], device=x.device), repeats)
+    ends = torch.cumsum(repeats, 0)
+    position = torch.arange(index.shape[0], device=x.device) - (ends - repeats)[index]  # sub-step within its step
+    active = position[None, :] < counts[:, index]
+    if mask is not None:
+        active &= mask.to(torch.bool)[:, index]
+    return x[:, index], (dt / counts)[:, index], active, ends - 1
+
+
 class Policy(nn.Module):
     """Encoders + recurrent core + action head, built from one validated config (see ARCHITECTURE.md).
 
@@ -70,7 +85,9 @@ class Policy(nn.Module):
     key; with ``observation.timing``, also ``event`` (B,) int (index into ``update_on`` of the sensor whose
     message caused the update) and ``ages`` (B, len(update_on)) seconds since each update sensor's latest
     message. The core integrates the measured ``dt`` of each update, per sample; with ``core.ignore_dt`` it
-    integrates a constant dt = 1 instead (the ablation that tests the continuous-time claim).
+    integrates a constant dt = 1 instead (the ablation that tests the continuous-time claim). With
+    ``core.max_step``, a dt longer than that is integrated in equal sub-steps with the update's input held
+    (``cells.dt.substep_counts``), in streaming steps and in sequences alike.
 
     The state is the core's state followed by the latest features of each encoder (``camera``: the CNN,
     ``vectors``: the MLP over all vector inputs), so a streaming ``step`` runs an encoder only when one of its
@@ -110,6 +127,7 @@ class Policy(nn.Module):
         self.register_buffer("action_low", torch.tensor(act["low"], dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(act["high"], dtype=torch.float32))
         self.ignore_dt = bool(config["core"]["ignore_dt"])
+        self.max_step = config["core"].get("max_step")
         self.fused_sequence = config["training"]["sequence_kernel"] == "fused"
 
     @classmethod
@@ -229,8 +247,21 @@ class Policy(nn.Module):
         x = torch.cat([features, time.to(features.dtype)], dim=-1)
         if dt.dtype != x.dtype:  # a float64 policy
             dt = dt.to(x.dtype)
-        core_state = self.core.advance(x, core_state.contiguous(), self._core_dt(dt))
+        core_state = core_state.contiguous()
+        counts = None if self.max_step is None else substep_counts(dt, self.max_step)
+        n = 1 if counts is None else int(counts.max())
+        if n == 1:
+            core_state = self.core_step(x, core_state, dt)
+        else:  # sample b takes counts[b] sub-steps of dt[b] / counts[b]; then it holds its state
+            h = dt / counts
+            for i in range(n):
+                stepped = self.core_step(x, core_state, h)
+                core_state = stepped if i == 0 else torch.where((counts > i)[:, None], stepped, core_state)
         return self.act_from_output(self.core.output(core_state)), core_state
+
+    def core_step(self, x: torch.Tensor, core_state: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """One step of the core over ``dt`` (B,) without sub-steps (the ONNX export loops over this one)."""
+        return self.core.advance(x, core_state, self._core_dt(dt))
 
     def step(self, obs: dict, state: torch.Tensor | None, dt, encode=None) -> tuple[torch.Tensor, torch.Tensor]:
         """One update: obs tensors (B, ...), state (B, state_size) or None, dt (B,) seconds -> (action, state).
@@ -274,9 +305,16 @@ class Policy(nn.Module):
             dt = dt.to(features.dtype)
         x = torch.cat([features, self.time_inputs(obs, (batch, steps)).to(features.dtype)], dim=-1)
         core_h0 = None if h0 is None else self.split_state(h0)[0].contiguous()
+        core_x, core_dt, core_mask, last = x, dt, mask, None
+        if self.max_step is not None:
+            counts = substep_counts(dt, self.max_step)
+            if bool((counts > 1).any()):
+                core_x, core_dt, core_mask, last = _substep_sequence(x, dt, mask, counts)
         outputs, core_hn = self.core.advance_sequence(
-            x, self._core_dt(dt), core_h0, mask, fused=self.fused_sequence, readout=True
+            core_x, self._core_dt(core_dt), core_h0, core_mask, fused=self.fused_sequence, readout=True
         )
+        if last is not None:  # each step's output is that of its last sub-step
+            outputs = outputs[:, last]
         return self.act_from_output(outputs), torch.cat([core_hn, self._last_features(features, h0, mask)], dim=-1)
 
     def _last_features(self, features: torch.Tensor, h0: torch.Tensor | None, mask: torch.Tensor | None):

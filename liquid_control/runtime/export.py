@@ -111,13 +111,92 @@ def _pieces(policy):
             obs = dict(zip(spec.timing, time))
             return self.policy.advance(features, self.policy.time_inputs(obs, (dt.shape[0],)), core_state, dt)
 
+    class CoreStepPiece(torch.nn.Module):
+        """One core step without sub-steps (the body of the sub-step loop): -> core state."""
+
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, features, core_state, dt, *time):
+            obs = dict(zip(spec.timing, time))
+            x = torch.cat([features, self.policy.time_inputs(obs, (dt.shape[0],)).to(features.dtype)], dim=-1)
+            return self.policy.core_step(x, core_state, dt)
+
+    class HeadPiece(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.policy = policy
+
+        def forward(self, core_state):
+            return self.policy.act_from_output(self.policy.core.output(core_state))
+
     pieces = {}
     if CAMERA in spec.encoders:
         pieces[CAMERA] = (CameraPiece(), ["image"], ["features"])
     if VECTORS in spec.encoders:
         pieces[VECTORS] = (VectorPiece(), list(spec.encoders[VECTORS]), ["features"])
     pieces["core"] = (CorePiece(), ["features", "core_state", "dt"] + list(spec.timing), ["action", "state_out"])
+    pieces["core_step"] = (CoreStepPiece(), ["features", "core_state", "dt"] + list(spec.timing), ["state_out"])
+    pieces["head"] = (HeadPiece(), ["core_state"], ["action"])
     return pieces
+
+
+def _substep_loop(policy, pieces, inputs: dict, opset: int):
+    """Nodes and initializers of the core update with ``core.max_step``: the counts of ``cells.dt.substep_counts``
+    (the same float32 ops), an ONNX ``Loop`` over the most sub-steps of the batch in which sample b steps while
+    the iteration is below its count and then holds its state, then the action head."""
+    from onnx import TensorProto, helper
+
+    from liquid_control.cells.dt import MAX_SUBSTEPS
+
+    nodes = [
+        helper.make_node(
+            "Constant", [], ["max_step"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [policy.max_step])
+        ),
+        helper.make_node("Div", ["dt", "max_step"], ["steps_needed"]),
+        helper.make_node("Ceil", ["steps_needed"], ["steps_ceil"]),
+        helper.make_node("Constant", [], ["one"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [1.0])),
+        helper.make_node(
+            "Constant", [], ["most"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [float(MAX_SUBSTEPS)])
+        ),
+        helper.make_node("Clip", ["steps_ceil", "one", "most"], ["counts"]),
+        helper.make_node("Div", ["dt", "counts"], ["sub_dt"]),
+        helper.make_node("ReduceMax", ["counts"], ["counts_max"], keepdims=0),
+        helper.make_node("Cast", ["counts_max"], ["trip_count"], to=TensorProto.INT64),
+        helper.make_node("Constant", [], ["loop_cond"], value=helper.make_tensor("v", TensorProto.BOOL, [], [True])),
+    ]
+    module, names, outputs = pieces["core_step"]
+    graph = _trace(module, names, outputs, inputs, opset)
+    rename = {n: n for n in names} | {"dt": "sub_dt", "core_state": "state_in", "state_out": "stepped"}
+    body_nodes, initializers = _inline(graph, "core_step", rename)
+    size = policy.core.state_size
+    body_nodes += [
+        helper.make_node("Cast", ["iteration"], ["iteration_f"], to=TensorProto.FLOAT),
+        helper.make_node("Less", ["iteration_f", "counts"], ["active"]),
+        helper.make_node("Constant", [], ["axis_1"], value=helper.make_tensor("v", TensorProto.INT64, [1], [1])),
+        helper.make_node("Unsqueeze", ["active", "axis_1"], ["active_2d"]),
+        helper.make_node("Where", ["active_2d", "stepped", "state_in"], ["state_next"]),
+        helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+    ]
+    body = helper.make_graph(
+        body_nodes,
+        "substep",
+        [
+            helper.make_tensor_value_info("iteration", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_in", TensorProto.FLOAT, ["batch", size]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("state_next", TensorProto.FLOAT, ["batch", size]),
+        ],
+    )
+    nodes.append(helper.make_node("Loop", ["trip_count", "loop_cond", "core_state"], ["core_state_out"], body=body))
+    module, names, outputs = pieces["head"]
+    graph = _trace(module, names, outputs, inputs, opset)
+    head_nodes, head_inits = _inline(graph, "head", {"core_state": "core_state_out", "action": "action"})
+    return nodes + head_nodes, initializers + head_inits
 
 
 def _trace(module, names: list[str], outputs: list[str], inputs: dict, opset: int):
@@ -223,11 +302,14 @@ def build_onnx(policy, opset: int = OPSET):
         )
         feature_names.append(f"{name}_features")
     nodes.append(helper.make_node("Concat", feature_names, ["features"], axis=1))
-    module, names, outputs = pieces["core"]
-    graph = _trace(module, names, outputs, inputs, opset)
-    core_nodes, core_inits = _inline(
-        graph, "core", {n: n for n in names} | {"action": "action", "state_out": "core_state_out"}
-    )
+    if policy.max_step is None:
+        module, names, outputs = pieces["core"]
+        graph = _trace(module, names, outputs, inputs, opset)
+        core_nodes, core_inits = _inline(
+            graph, "core", {n: n for n in names} | {"action": "action", "state_out": "core_state_out"}
+        )
+    else:
+        core_nodes, core_inits = _substep_loop(policy, pieces, inputs, opset)
     nodes += core_nodes
     initializers += core_inits
     nodes.append(helper.make_node("Concat", ["core_state_out", "features"], ["state_out"], axis=1))

@@ -1,0 +1,141 @@
+"""``core.max_step``: a dt longer than the steps a cell was trained on is integrated in equal sub-steps with
+the input held, the same way in streaming steps, sequences (training) and the ONNX export."""
+
+import pytest
+import torch
+from test_policy import random_obs, small_config
+
+from liquid_control.cells.dt import MAX_SUBSTEPS, substep_counts
+from liquid_control.policy import Policy, PolicyConfigError, validate_config
+
+MAX_STEP = 0.05
+
+
+def _pair(core=None, seed=0):
+    """The same weights with and without ``max_step``."""
+    torch.manual_seed(seed)
+    cfg = small_config(core or {"type": "cfc", "units": 8, "wiring": "ncp", "mode": "pure"})
+    plain = Policy.from_config(cfg)
+    cfg["core"]["max_step"] = MAX_STEP
+    split = Policy.from_config(cfg)
+    split.load_state_dict(plain.state_dict())
+    return plain.eval(), split.eval()
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda c: c["core"].update(max_step=0.0), "core.max_step: must be >= 0.0001"),
+        (lambda c: c["core"].update(max_step="fast"), "core.max_step: expected a number"),
+        (
+            lambda c: c["core"].update(type="lstm", wiring="none", max_step=0.1),
+            "core.type 'lstm' does not integrate dt",
+        ),
+        (lambda c: c["core"].update(ignore_dt=True, max_step=0.1), "core.ignore_dt is true"),
+    ],
+)
+def test_bad_max_step_is_rejected_with_the_key_path(mutate, message):
+    cfg = small_config()
+    mutate(cfg)
+    with pytest.raises(PolicyConfigError, match="core.max_step") as err:
+        validate_config(cfg)
+    assert message in str(err.value)
+
+
+def test_counts_cover_the_gap_and_are_bounded():
+    dt = torch.tensor([0.0, 0.01, MAX_STEP, 0.051, 0.2, 0.21, 100.0])
+    counts = substep_counts(dt, MAX_STEP)
+    assert counts.tolist() == [1, 1, 1, 2, 4, 5, MAX_SUBSTEPS]
+    assert bool((dt / counts <= MAX_STEP).all() | (counts == MAX_SUBSTEPS).any())
+
+
+@pytest.mark.parametrize(
+    "core",
+    [
+        {"type": "cfc", "units": 8, "wiring": "ncp", "mode": "pure"},
+        {"type": "ltc", "units": 8, "wiring": "ncp", "unfolds": 2},
+        {"type": "ctrnn", "units": 6},
+    ],
+)
+def test_a_long_dt_is_integrated_as_sub_steps_on_the_held_input(core):
+    plain, split = _pair(core)
+    obs = random_obs(1, None)
+    with torch.no_grad():
+        state = plain.step(obs, None, torch.tensor([0.03]))[1]  # some state to start from
+        long_dt = torch.tensor([3.5 * MAX_STEP])  # 4 sub-steps of 0.04375 s
+        expected_state = state
+        for _ in range(4):
+            _, expected_state = plain.step(obs, expected_state, long_dt / 4)
+        action, got_state = split.step(obs, state, long_dt)
+        one_step, one_state = plain.step(obs, state, long_dt)
+        torch.testing.assert_close(got_state, expected_state, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(action, split.act_from_output(split.core.output(split.split_state(got_state)[0])))
+        assert (got_state - one_state).abs().max() > 1e-5  # the sub-steps change the result (CT-RNN: a little)
+        # a dt within max_step is one step, bit for bit what the policy without max_step computes
+        short = torch.tensor([0.9 * MAX_STEP])
+        assert torch.equal(split.step(obs, state, short)[1], plain.step(obs, state, short)[1])
+
+
+def test_each_sample_takes_its_own_sub_steps_whatever_its_batchmates_need():
+    plain, split = _pair()
+    obs = random_obs(3, None, seed=3)
+    dt = torch.tensor([0.02, 0.12, 0.31])  # 1, 3 and 7 sub-steps
+    with torch.no_grad():
+        _, together = split.step(obs, None, dt)
+        for b in range(3):
+            _, alone = split.step({k: v[b : b + 1] for k, v in obs.items()}, None, dt[b : b + 1])
+            torch.testing.assert_close(together[b : b + 1], alone, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["fused", "stepwise"])
+def test_sequences_take_the_same_sub_steps_as_streaming_steps(kernel):
+    torch.manual_seed(4)
+    cfg = small_config({"type": "cfc", "units": 8, "wiring": "ncp", "mode": "pure", "max_step": MAX_STEP})
+    cfg["training"] = {"sequence_kernel": kernel}
+    policy = Policy.from_config(cfg)
+    obs = random_obs(3, 6, seed=5)
+    dt = torch.rand(3, 6) * 0.2  # 0-0.2 s: 1 to 4 sub-steps, different per sample and step
+    dt[1, 2] = 0.0
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[2, 4:] = False  # padding holds the state, sub-steps or not
+    actions, h_n = policy.forward_sequence(obs, dt, mask=mask)
+    assert int(substep_counts(dt, MAX_STEP).max()) > 1  # the expansion ran
+    for grad in (True, False):
+        with torch.set_grad_enabled(grad):
+            state, stepped = None, []
+            for t in range(6):
+                a, new = policy.step({k: v[:, t] for k, v in obs.items()}, state, dt[:, t])
+                if state is not None:
+                    keep = mask[:, t, None]
+                    new = torch.where(keep, new, state)
+                    a = torch.where(keep, a, stepped[-1])
+                state = new
+                stepped.append(a)
+        torch.testing.assert_close(torch.stack(stepped, 1)[mask], actions[mask], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(state[:, : policy.core.state_size], h_n[:, : policy.core.state_size])
+    # gradients flow through every sub-step
+    loss = actions.square().sum()
+    loss.backward()
+    assert all(p.grad is not None for p in policy.core.parameters() if p.requires_grad)
+
+
+def test_the_onnx_export_takes_the_same_sub_steps(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from liquid_control.runtime.backends import onnx_input_names
+    from liquid_control.runtime.export import ObservationSpec, example_inputs, export_onnx
+
+    plain, split = _pair()
+    path = export_onnx(split, tmp_path / "split.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = onnx_input_names(ObservationSpec.from_config(split.config))
+    inputs = example_inputs(split, batch=4, seed=6)
+    inputs["dt"] = torch.tensor([0.0, 0.04, 0.26, 2.0]).numpy()  # 1, 1, 6 and MAX_SUBSTEPS sub-steps
+    obs = {k: torch.from_numpy(v) for k, v in inputs.items() if k not in ("state", "dt")}
+    state, dt = torch.from_numpy(inputs["state"]), torch.from_numpy(inputs["dt"])
+    with torch.no_grad():
+        want = split.step(obs, state, dt)
+        without = plain.step(obs, state, dt)
+    got = session.run(["action", "state_out"], {n: inputs[n] for n in names})
+    for w, g in zip(want, got):
+        torch.testing.assert_close(torch.from_numpy(g), w, atol=2e-5, rtol=1e-4)
+    assert (without[1] - want[1]).abs().max() > 1e-3  # the exported graph did sub-step
