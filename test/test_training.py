@@ -140,6 +140,9 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
     demo_lengths = [len(load_episode(p)) for p in (tmp_path / "a" / "data").glob("round_00/ep_*.npz")]
     dagger_lengths = [len(load_episode(p)) for p in (tmp_path / "a" / "data").glob("round_0[12]/ep_*.npz")]
     assert max(demo_lengths) > 5 and max(dagger_lengths) <= 5  # dagger_max_steps caps DAgger episodes only
+    # the longest dt trained on is recorded, for choosing core.max_step
+    dts = [float(load_episode(p).dt.max()) for p in (tmp_path / "a" / "data").glob("round_*/ep_*.npz")]
+    assert pa.metadata["training_dt_max_s"] == pytest.approx(max(dts), abs=1e-6) and max(dts) > 0.03
     with pytest.raises(trainer.TrainingError, match="already holds a training run"):
         trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
 

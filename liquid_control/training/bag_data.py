@@ -400,6 +400,7 @@ class BagRun(_Run):
             self._check_data_file()
             episodes = self.prepare(self.data["bags"], "train")
             validation = self.prepare(self.data["validation"], "validation")
+            self.note_dts(episodes)
             if not validation:
                 self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
             if self.epoch_done == 0:

@@ -41,6 +41,7 @@ from liquid_control.policy import (
     validate_config,
 )
 from liquid_control.policy.checkpoint import atomic_torch_save
+from liquid_control.policy.config import CONTINUOUS_CORES
 
 from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
 from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode
@@ -113,6 +114,7 @@ class _Run:
         self.best = None  # {"success", "round", "epoch", "state_dict"}
         self.rows: list[dict] = []
         self.wall_s = 0.0
+        self.longest_dt = 0.0  # of the updates trained on (what core.max_step should not undercut, see finish)
         self._t0 = time.monotonic()
         self.writer = _tensorboard(out_dir / "tensorboard")
 
@@ -229,7 +231,13 @@ class _Run:
                 f"success {success:.0%}, {sum(len(ep) for ep in episodes)} updates"
             )
         hz = self.config["observation"]["resample_hz"]
-        return episodes if hz is None else [resample_episode(ep, hz) for ep in episodes]
+        episodes = episodes if hz is None else [resample_episode(ep, hz) for ep in episodes]
+        self.note_dts(episodes)
+        return episodes
+
+    def note_dts(self, episodes: list[Episode]) -> None:
+        """Keep the longest dt of the training updates (recorded in policy.pt, see ``finish``)."""
+        self.longest_dt = max([self.longest_dt] + [float(ep.dt.max()) for ep in episodes if len(ep)])
 
     def _stored_episode(self, path: Path, seed: int, trained_on: bool) -> Episode | None:
         """The finished episode in ``path`` (None: to collect). A corrupt file is set aside and collected again
@@ -388,8 +396,20 @@ class _Run:
             "training_episodes": t["demonstrations"] + t["dagger_rounds"] * t["dagger_episodes"],
             "command": self.command or "",
             "torch": str(torch.__version__),
+            "training_dt_max_s": round(self.longest_dt, 6),
         }
         metadata.update(self.extra_metadata())
+        max_step = self.config["core"]["max_step"]
+        if self.config["core"]["type"] in CONTINUOUS_CORES and not self.config["core"]["ignore_dt"]:
+            self.log(
+                f"longest dt trained on: {self.longest_dt:.4f} s; core.max_step "
+                + (
+                    f"{max_step:g} s: a longer dt at run time is integrated in sub-steps of at most that"
+                    if max_step is not None
+                    else "not set: a longer dt at run time is one step, which the cell never saw in training "
+                    f"(set core.max_step to about {self.longest_dt:.3g} to integrate it in sub-steps)"
+                )
+            )
         path = save_policy(self.out / "policy.pt", selected, metadata)
         self.log(
             f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
