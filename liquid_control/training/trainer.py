@@ -407,7 +407,8 @@ class _Run:
                     f"{max_step:g} s: a longer dt at run time is integrated in sub-steps of at most that"
                     if max_step is not None
                     else "not set: a longer dt at run time is one step, which the cell never saw in training "
-                    f"(set core.max_step to about {self.longest_dt:.3g} to integrate it in sub-steps)"
+                    f"(set core.max_step a little above the longest, e.g. {1.25 * self.longest_dt:.2g}, to integrate "
+                    "longer gaps in sub-steps of the length it trained on)"
                 )
             )
         path = save_policy(self.out / "policy.pt", selected, metadata)
