@@ -235,6 +235,8 @@ def _describe_core(core: dict) -> str:
         extra = f", {core['frames']} frames"
     dt = "constant dt = 1 (dt ignored)" if core["ignore_dt"] else "the measured dt of each update"
     use = "integrates" if core["type"] in ("cfc", "ltc", "ctrnn", "gru_ode") else "takes as an input feature"
+    if core.get("max_step") is not None:
+        dt += f" (a longer one than {core['max_step']:g} s in sub-steps of at most that, the input held)"
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 
