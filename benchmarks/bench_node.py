@@ -115,7 +115,9 @@ def main() -> int:
     parser.add_argument(
         "--reorder-lag-ms", type=float, default=-1.0, help="the node's reorder_lag_s in ms (negative: the policy's)"
     )
-    parser.add_argument("--backend", default="torch", choices=["torch", "onnx"])
+    parser.add_argument(
+        "--backend", default="onnx", choices=["torch", "onnx"], help="onnx: what the node runs by default"
+    )
     parser.add_argument("--policy", default="", help="a camera + IMU policy (.pt) instead of the shipped one")
     parser.add_argument(
         "--realtime-priority",

@@ -124,8 +124,29 @@ def test_cli_export_and_fallback_without_torch(tmp_path, monkeypatch, capsys):
     assert isinstance(backend, OnnxBackend) and backend.spec.update_on == ("camera",)
     assert backend.spec.sensors == {"camera": (16, 16, 3), "imu": (6,)}
     monkeypatch.setattr(backends, "torch_available", lambda: True)
-    assert isinstance(load_backend(pt), TorchBackend)
+    chosen = load_backend(pt)  # auto: the export of this very file, faster than torch
+    assert isinstance(chosen, OnnxBackend) and chosen.source_sha256 == backends.checkpoint_sha256(pt)
+    assert isinstance(load_backend(pt, "torch"), TorchBackend)
     assert isinstance(load_backend(pt, "onnx"), OnnxBackend)
+
+
+def test_auto_runs_an_export_only_of_the_checkpoint_next_to_it(tmp_path, monkeypatch):
+    torch.manual_seed(2)
+    pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER))
+    assert isinstance(load_backend(pt), TorchBackend) and load_backend(pt).note is None  # nothing exported
+    assert cli.main(["export", str(pt)]) == 0
+    assert isinstance(load_backend(pt), OnnxBackend)
+    save_policy(pt, Policy.from_config(ROVER))  # retrained: the export is stale now
+    fallback = load_backend(pt)
+    assert isinstance(fallback, TorchBackend) and "rover.onnx next to it is not an export of this file" in fallback.note
+    with pytest.raises(BackendError, match="exported from another version of rover.pt"):
+        load_backend(pt, "onnx")
+    monkeypatch.setattr(backends, "torch_available", lambda: False)
+    with pytest.raises(BackendError, match="re-export"):
+        load_backend(pt)  # a robot without torch does not run a stale export either
+    (tmp_path / "rover.onnx").write_bytes(b"not onnx")
+    monkeypatch.setattr(backends, "torch_available", lambda: True)
+    assert "not a usable ONNX policy" in load_backend(pt).note
 
 
 def test_backend_errors_name_the_problem(tmp_path):

@@ -81,3 +81,17 @@ def test_shipped_policy_matches_its_card_and_reaches_its_success(name):
         f"{name}: {sum(outcomes)}/{len(seeds)} check episodes succeeded (seeds {seeds}); a policy as good as its "
         f"card ({reference:.0%}, lower 95% bound) gets at least {needed} with probability {1 - check['false_alarm']}"
     )
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_policy_has_its_onnx_export_which_the_node_runs_by_default(name):
+    """``backend: auto`` (the nodes' default) runs the export next to a checkpoint only when it was exported from
+    that very file: a policy file replaced without `liquid-control export` would silently fall back to torch."""
+    from liquid_control.runtime.backends import OnnxBackend, checkpoint_sha256, load_backend
+    from liquid_control.runtime.export import parity
+
+    path = policies_dir() / f"{name}.pt"
+    export = OnnxBackend(path.with_suffix(".onnx"))
+    assert export.source_sha256 == checkpoint_sha256(path), f"re-export: liquid-control export {path}"
+    assert isinstance(load_backend(path), OnnxBackend)
+    assert parity(load_policy(path), path.with_suffix(".onnx")) < 1e-5

@@ -21,7 +21,7 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
         "",
         "policy file (.pt checkpoint or exported .onnx); relative paths are looked up in share/liquid_control/policies",
     ),
-    "backend": ("auto", "auto | torch | onnx (auto: torch if installed, else the .onnx next to the .pt)"),
+    "backend": ("auto", "auto | torch | onnx (auto: the .onnx next to the .pt if exported from it, else torch)"),
     "autostart": (False, "configure and activate on start (without a lifecycle manager)"),
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image input (when the policy has a camera)"),
     "imu_topic": ("imu/data", "sensor_msgs/Imu input: [gyro xyz, accel xyz]"),

@@ -210,6 +210,8 @@ class PolicyNode(LifecycleNode):
             f", {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
             f"({s.publish_mode})"
         )
+        if getattr(backend, "note", None):
+            self.get_logger().warning(backend.note)
 
     def _fail(self, transition: str, reason) -> None:
         """Log why a transition failed (and keep it for autostart's message)."""

@@ -8,6 +8,7 @@ the policy config (embedded in the checkpoint, or in the ONNX model's metadata).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
 VECTORS = "vectors"  # name of the encoder of every vector input
 ONNX_CONFIG_KEY = "liquid_control.policy_config"  # metadata_props entry holding the policy config (JSON)
+ONNX_SOURCE_KEY = "liquid_control.checkpoint_sha256"  # metadata_props entry: SHA-256 of the exported .pt file
 # observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
 # policies without torch, which that package needs)
 TIMING_INPUTS = ("event", "ages")
@@ -102,6 +104,7 @@ class TorchBackend:
     """Runs a ``liquid_control.policy.Policy`` (or any module with the same ``step`` contract)."""
 
     name = "torch"
+    note = None  # why ``backend: auto`` did not take the ONNX export next to the checkpoint (for the log)
 
     def __init__(self, policy):
         import torch
@@ -165,6 +168,7 @@ class OnnxBackend:
             raise BackendError(f"{path}: metadata {ONNX_CONFIG_KEY!r} is not valid JSON ({exc})") from None
         check_policy_config(config, f"{path}: metadata {ONNX_CONFIG_KEY!r}")
         self.config = config
+        self.source_sha256 = meta.get(ONNX_SOURCE_KEY)  # None: exported before exports recorded their source
         self.spec = ObservationSpec.from_config(self.config)
         self.state_size = check_onnx_signature(path, self.session, self.spec)
 
@@ -330,11 +334,31 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def checkpoint_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a policy file (what an export records of its source)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
+    """The ONNX export next to ``path``, refused when it records another checkpoint than the file there now."""
+    candidate = OnnxBackend(onnx_path)
+    if candidate.source_sha256 is not None and path.is_file() and candidate.source_sha256 != checkpoint_sha256(path):
+        raise BackendError(
+            f"{onnx_path}: exported from another version of {path.name} (checkpoint SHA-256 differs); re-export "
+            f"with `liquid-control export {path}`"
+        )
+    return candidate
+
+
 def load_backend(path: str | Path, backend: str = "auto"):
     """Open a policy file: ``.pt`` checkpoint with torch, ``.onnx`` with onnxruntime.
 
-    ``backend='auto'`` runs a ``.pt`` with torch when torch is installed, else falls back to the ``.onnx``
-    file of the same name next to it (what ``liquid-control export`` writes by default).
+    ``backend='auto'`` runs a ``.pt`` with onnxruntime when the ``.onnx`` of the same name next to it (what
+    ``liquid-control export`` writes by default) was exported from this very file (its SHA-256 is in the
+    model's metadata) and onnxruntime is installed: one policy step costs about half of torch's (the ROS node's
+    latency, ``benchmarks/bench_node.py``). Otherwise it runs the ``.pt`` with torch, and without torch the
+    ``.onnx`` (refused if it was exported from another version of the ``.pt``). The results agree to ~1e-6
+    (``liquid-control export`` checks); chaotic closed loops can still end differently (see the model cards).
     """
     path = Path(path)
     if backend not in ("auto", "torch", "onnx"):
@@ -347,20 +371,34 @@ def load_backend(path: str | Path, backend: str = "auto"):
         return OnnxBackend(path)
     if path.suffix != ".pt":
         raise BackendError(f"{path}: unknown policy file type; expected a .pt checkpoint or an .onnx model")
+    onnx_path = path.with_suffix(".onnx")
     if backend == "onnx" or (backend == "auto" and not torch_available()):
-        onnx_path = path.with_suffix(".onnx")
         if not onnx_path.is_file():
             why = "torch is not installed" if backend == "auto" else "backend 'onnx' was requested"
             raise BackendError(
                 f"{path}: {why} and there is no exported {onnx_path.name} next to it "
                 f"(write one with `liquid-control export {path}`)"
             )
-        return OnnxBackend(onnx_path)
+        return _export_of(path, onnx_path)
     if not path.is_file():
         raise BackendError(f"{path}: no such policy file")
+    if backend == "auto" and onnx_path.is_file() and importlib.util.find_spec("onnxruntime") is not None:
+        try:
+            candidate = OnnxBackend(onnx_path)
+        except BackendError:
+            candidate = None  # not a usable export: torch runs the checkpoint
+        if candidate is not None and candidate.source_sha256 == checkpoint_sha256(path):
+            return candidate
+        skipped = f"{onnx_path.name} next to it is " + (
+            "not a usable ONNX policy" if candidate is None else "not an export of this file (re-export it)"
+        )
+    else:
+        skipped = None
     from liquid_control.policy import PolicyLoadError, load_policy
 
     try:
-        return TorchBackend(load_policy(path))
+        torch_backend = TorchBackend(load_policy(path))
     except PolicyLoadError as exc:  # corrupt file, config not matching the weights...
         raise BackendError(str(exc)) from None
+    torch_backend.note = skipped and f"{path}: runs with torch: {skipped}"
+    return torch_backend

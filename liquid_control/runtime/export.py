@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import CAMERA, ONNX_CONFIG_KEY, VECTORS, ObservationSpec, encode_input, onnx_input_names
+from .backends import (
+    CAMERA,
+    ONNX_CONFIG_KEY,
+    ONNX_SOURCE_KEY,
+    VECTORS,
+    ObservationSpec,
+    checkpoint_sha256,
+    encode_input,
+    onnx_input_names,
+)
 
 OPSET = 17
 
@@ -251,8 +260,9 @@ def _inline(graph, prefix: str, rename: dict):
     return nodes, initializers
 
 
-def build_onnx(policy, opset: int = OPSET):
-    """The single-step ONNX model of ``policy`` (an ``onnx.ModelProto``, checked)."""
+def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None):
+    """The single-step ONNX model of ``policy`` (an ``onnx.ModelProto``, checked); ``source``: the checkpoint
+    file it was loaded from, whose SHA-256 the metadata records (``backend: auto`` runs only a matching export)."""
     import onnx
     import torch
     from onnx import TensorProto, helper
@@ -331,15 +341,19 @@ def build_onnx(policy, opset: int = OPSET):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="liquid_control")
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(policy.config)
+    if source is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = ONNX_SOURCE_KEY, checkpoint_sha256(source)
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def export_onnx(policy, path: str | Path, opset: int = OPSET) -> Path:
-    """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic)."""
+def export_onnx(policy, path: str | Path, opset: int = OPSET, source: str | Path | None = None) -> Path:
+    """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic); ``source``: the
+    checkpoint file of ``policy`` (recorded, see ``build_onnx``)."""
     import onnx
 
-    model = build_onnx(policy, opset)
+    model = build_onnx(policy, opset, source)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
@@ -383,7 +397,7 @@ def run(args) -> int:
 
     policy = load_policy(args.policy)
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
-    export_onnx(policy, out, opset=args.opset)
+    export_onnx(policy, out, opset=args.opset, source=args.policy)
     err = parity(policy, out)
     print(
         f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
