@@ -143,6 +143,14 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
     # the longest dt trained on is recorded, for choosing core.max_step
     dts = [float(load_episode(p).dt.max()) for p in (tmp_path / "a" / "data").glob("round_*/ep_*.npz")]
     assert pa.metadata["training_dt_max_s"] == pytest.approx(max(dts), abs=1e-6) and max(dts) > 0.03
+    # killed after its last epoch: a resumed run does not load every round's episodes again, so the value comes
+    # from checkpoint.pt (set to a marker here to see where it came from)
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    assert ck["longest_dt"] == pytest.approx(max(dts))
+    torch.save(dict(ck, longest_dt=0.5), tmp_path / "a" / "checkpoint.pt")
+    (tmp_path / "a" / "policy.pt").unlink()
+    again = trainer.train(None, tmp_path / "a", resume=True, progress=False, log=lambda m: None)
+    assert load_policy(again.policy_path).metadata["training_dt_max_s"] == 0.5
     with pytest.raises(trainer.TrainingError, match="already holds a training run"):
         trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
 

@@ -9,8 +9,10 @@ costs nothing on an IMU update). Outputs ``action`` (B, A) and ``state_out`` (B,
 stored in the model's metadata (``liquid_control.policy_config``) so the runtime knows the inputs, the update
 sensors and the action bounds.
 
-The graph is assembled from three traced pieces (each encoder, and the core's update with the action head),
-so that the encoders can sit inside ``If`` branches.
+The graph is assembled from traced pieces (each encoder, and the core's update with the action head), so that
+the encoders can sit inside ``If`` branches; with ``core.max_step`` the core's update is an ONNX ``Loop`` over one
+core step (the same sub-steps as ``Policy.advance``), then the action head. The model also records the SHA-256 of
+the checkpoint it was exported from (``backend: auto`` runs only a matching export).
 """
 
 from __future__ import annotations

@@ -143,6 +143,7 @@ class _Run:
                 "best": self.best,
                 "rows": self.rows,
                 "wall_s": self.wall_s,
+                "longest_dt": self.longest_dt,  # a resumed run may not load every round's episodes again
             },
             self.checkpoint_path,
         )
@@ -154,6 +155,7 @@ class _Run:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
         self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
+        self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
 
     def _write_metrics(self) -> None:
         with atomic_write(self.out / "metrics.csv", "w", newline="") as handle:
