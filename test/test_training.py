@@ -371,3 +371,23 @@ def test_timing_recipe_on_a_world_without_sensor_timings_is_refused_before_anyth
     with pytest.raises(trainer.TrainingError, match="world 'TinyReach-v0' has no sensor timings to vary"):
         trainer.train(tiny_config(sensor_rate_range=[0.5, 2.0]), tmp_path / "run", progress=False, log=lambda m: None)
     assert not (tmp_path / "run").exists()
+
+
+def test_shipping_a_run_writes_the_policy_its_onnx_export_and_its_card(tmp_path, monkeypatch):
+    """--run copies the run's policy.pt and exports it next to it: the ROS node's default backend runs the export
+    only when it was made from that very file."""
+    import shutil
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.runtime.backends import OnnxBackend, checkpoint_sha256, load_backend
+    from liquid_control.training import model_card
+
+    (tmp_path / "run").mkdir()
+    shutil.copy(policies_dir() / "cfc_balancer.pt", tmp_path / "run" / "policy.pt")
+    measured = {path: {"kernel_path": path, "outcomes": [True] * 8 + [False] * 2} for path in ("compiled", "torch")}
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: measured)
+    card = model_card.write_card("shipped", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine")
+    pt, onnx = tmp_path / "out" / "shipped.pt", tmp_path / "out" / "shipped.onnx"
+    assert card.is_file() and pt.is_file() and onnx.is_file()
+    assert OnnxBackend(onnx).source_sha256 == checkpoint_sha256(pt)
+    assert isinstance(load_backend(pt), OnnxBackend)

@@ -1,4 +1,5 @@
-"""Ship a trained policy: copy it to ``policies/<name>.pt`` and write its model card ``policies/<name>.md``.
+"""Ship a trained policy: copy it to ``policies/<name>.pt`` (with its ONNX export ``<name>.onnx``) and write its
+model card ``policies/<name>.md``.
 
 The card is Markdown with a YAML front matter that tests and tools read: architecture and parameter counts,
 the training command and data, the measured in-distribution success (episodes with env seeds 0..N-1, which
@@ -302,7 +303,12 @@ def write_card(
         "ood": OOD_NOT_MEASURED,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_policy(out_dir / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes})
+    shipped = save_policy(
+        out_dir / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes}
+    )
+    from liquid_control.runtime.export import export_onnx
+
+    export_onnx(policy, shipped.with_suffix(".onnx"), source=shipped)  # what the ROS node runs (backend: auto)
     body = f"""# {name}
 
 {cfg.get("description") or ""}
