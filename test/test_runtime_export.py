@@ -138,14 +138,21 @@ def test_auto_runs_an_export_only_of_the_checkpoint_next_to_it(tmp_path, monkeyp
     assert isinstance(load_backend(pt), OnnxBackend)
     save_policy(pt, Policy.from_config(ROVER))  # retrained: the export is stale now
     fallback = load_backend(pt)
-    assert isinstance(fallback, TorchBackend) and "rover.onnx next to it is not an export of this file" in fallback.note
+    assert (
+        isinstance(fallback, TorchBackend)
+        and "rover.onnx next to it was exported from another version of it" in fallback.note
+    )
     with pytest.raises(BackendError, match="exported from another version of rover.pt"):
         load_backend(pt, "onnx")
     monkeypatch.setattr(backends, "torch_available", lambda: False)
     with pytest.raises(BackendError, match="re-export"):
         load_backend(pt)  # a robot without torch does not run a stale export either
-    (tmp_path / "rover.onnx").write_bytes(b"not onnx")
     monkeypatch.setattr(backends, "torch_available", lambda: True)
+    find_spec = backends.importlib.util.find_spec
+    with monkeypatch.context() as m:  # a robot where onnxruntime is missing: torch runs, and the log says why
+        m.setattr(backends.importlib.util, "find_spec", lambda n, *a: None if n == "onnxruntime" else find_spec(n, *a))
+        assert "onnxruntime is not installed" in load_backend(pt).note
+    (tmp_path / "rover.onnx").write_bytes(b"not onnx")
     assert "not a usable ONNX policy" in load_backend(pt).note
 
 

@@ -1,7 +1,8 @@
 """policy_node: a managed (lifecycle) ROS 2 node that runs a liquid policy on camera/IMU messages.
 
-- configure: read + validate the parameters (config/*.yaml), load the policy (torch, or ONNX when torch is
-  absent), create the subscriptions, the command publisher, the ~/reset service and /diagnostics.
+- configure: read + validate the parameters (config/*.yaml), load the policy (``backend: auto``: the ONNX
+  export next to the checkpoint when it was exported from it, else torch; ``runtime.backends.load_backend``),
+  create the subscriptions, the command publisher, the ~/reset service and /diagnostics.
 - activate: start commanding (fresh liquid state). deactivate: publish a stop command and hold.
   cleanup / shutdown: free the model and every ROS entity.
 

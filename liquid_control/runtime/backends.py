@@ -345,7 +345,7 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
     if candidate.source_sha256 is not None and path.is_file() and candidate.source_sha256 != checkpoint_sha256(path):
         raise BackendError(
             f"{onnx_path}: exported from another version of {path.name} (checkpoint SHA-256 differs); re-export "
-            f"with `liquid-control export {path}`"
+            f"it (`liquid-control export {path}`, where torch is installed) and copy both files"
         )
     return candidate
 
@@ -382,18 +382,28 @@ def load_backend(path: str | Path, backend: str = "auto"):
         return _export_of(path, onnx_path)
     if not path.is_file():
         raise BackendError(f"{path}: no such policy file")
-    if backend == "auto" and onnx_path.is_file() and importlib.util.find_spec("onnxruntime") is not None:
-        try:
-            candidate = OnnxBackend(onnx_path)
-        except BackendError:
-            candidate = None  # not a usable export: torch runs the checkpoint
-        if candidate is not None and candidate.source_sha256 == checkpoint_sha256(path):
-            return candidate
-        skipped = f"{onnx_path.name} next to it is " + (
-            "not a usable ONNX policy" if candidate is None else "not an export of this file (re-export it)"
-        )
-    else:
-        skipped = None
+    skipped = None
+    if backend == "auto" and onnx_path.is_file():
+        if importlib.util.find_spec("onnxruntime") is None:
+            skipped = f"onnxruntime is not installed, so the export {onnx_path.name} next to it does not run"
+        else:
+            try:
+                candidate = OnnxBackend(onnx_path)
+            except BackendError as exc:  # not a usable export: torch runs the checkpoint
+                skipped = f"{onnx_path.name} next to it is not a usable ONNX policy ({exc})"
+            else:
+                if candidate.source_sha256 == checkpoint_sha256(path):
+                    return candidate
+                candidate.close()
+                skipped = (
+                    f"{onnx_path.name} next to it "
+                    + (
+                        "does not record which checkpoint it was exported from"
+                        if candidate.source_sha256 is None
+                        else "was exported from another version of it"
+                    )
+                    + " (re-export it: liquid-control export)"
+                )
     from liquid_control.policy import PolicyLoadError, load_policy
 
     try:
