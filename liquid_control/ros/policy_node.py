@@ -178,6 +178,8 @@ class PolicyNode(LifecycleNode):
             raise
         except Exception as exc:  # anything else a hostile or broken file raises: name the file
             raise BackendError(f"{policy_path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
+        if backend.name == "torch":
+            _single_threaded_torch()  # not imported at all when the ONNX export runs
         spec = backend.spec
         try:
             self.settings = validate_policy_node_parameters(values, spec.action_size, spec.action_kind)
@@ -546,7 +548,6 @@ def main(args=None) -> int:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
-    _single_threaded_torch()
     node = PolicyNode()
     executor = make_executor()
     executor.add_node(node)
