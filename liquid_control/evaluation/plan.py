@@ -11,7 +11,6 @@ the same worlds (paired comparison): seed `episode_seed_base + i` for episode i.
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift
+from liquid_control.runtime.backends import checkpoint_sha256
 
 EXPERT = "expert"
 DEFAULT_EPISODE_SEED_BASE = 20_000_000  # outside the seed ranges training uses (1e6 + 1e5*seed..., 9e6...)
@@ -72,12 +72,8 @@ def episode_key(policy: str, training_seed: int, shift: str, episode_seed: int) 
 
 
 def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's contents (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex SHA-256 of a file's contents (``runtime.backends.checkpoint_sha256``)."""
+    return checkpoint_sha256(path)
 
 
 class CheckpointChangedError(RuntimeError):

@@ -241,10 +241,15 @@ class Policy(nn.Module):
         return torch.ones_like(dt) if self.ignore_dt else dt
 
     # ----------------------------------------------------------------------------------------- running
+    @staticmethod
+    def core_input(features: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+        """The core's input: the encoders' features followed by the time inputs (``time_inputs``)."""
+        return torch.cat([features, time.to(features.dtype)], dim=-1)
+
     def advance(self, features: torch.Tensor, time: torch.Tensor, core_state: torch.Tensor, dt: torch.Tensor):
         """The core's update from the encoders' features and the time inputs, with a validated ``dt`` (B,):
         (action (B, A), core state)."""
-        x = torch.cat([features, time.to(features.dtype)], dim=-1)
+        x = self.core_input(features, time)
         if dt.dtype != x.dtype:  # a float64 policy
             dt = dt.to(x.dtype)
         core_state = core_state.contiguous()
@@ -303,7 +308,7 @@ class Policy(nn.Module):
         features = self.encode(obs, (batch, steps))
         if dt.dtype != features.dtype:  # a float64 policy
             dt = dt.to(features.dtype)
-        x = torch.cat([features, self.time_inputs(obs, (batch, steps)).to(features.dtype)], dim=-1)
+        x = self.core_input(features, self.time_inputs(obs, (batch, steps)))
         core_h0 = None if h0 is None else self.split_state(h0)[0].contiguous()
         core_x, core_dt, core_mask, last = x, dt, mask, None
         if self.max_step is not None:

@@ -131,7 +131,7 @@ def _pieces(policy):
 
         def forward(self, features, core_state, dt, *time):
             obs = dict(zip(spec.timing, time))
-            x = torch.cat([features, self.policy.time_inputs(obs, (dt.shape[0],)).to(features.dtype)], dim=-1)
+            x = self.policy.core_input(features, self.policy.time_inputs(obs, (dt.shape[0],)))
             return self.policy.core_step(x, core_state, dt)
 
     class HeadPiece(torch.nn.Module):

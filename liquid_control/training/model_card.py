@@ -20,7 +20,6 @@ implausible (probability below ``check.false_alarm``) for a policy as good as th
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -34,6 +33,9 @@ import yaml
 
 from liquid_control.paths import policies_dir
 from liquid_control.policy import load_policy, save_policy
+from liquid_control.policy.config import CONTINUOUS_CORES
+from liquid_control.runtime.backends import checkpoint_sha256
+from liquid_control.runtime.export import export_onnx
 
 from .trainer import make_env
 
@@ -110,7 +112,7 @@ def measure_both_paths(
     """Outcomes on the compiled and on the torch kernel path, two processes side by side:
     ``{"compiled"|"torch": {"kernel_path": str, "outcomes": [bool]}}``. With ``cache`` (a folder) each
     path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused (the same file, bit for bit)."""
-    digest = hashlib.sha256(Path(policy_path).read_bytes()).hexdigest()
+    digest = checkpoint_sha256(policy_path)
 
     def one(native: str) -> dict:
         stored = None
@@ -235,7 +237,7 @@ def _describe_core(core: dict) -> str:
     elif core["type"] in ("mlp", "tcn"):
         extra = f", {core['frames']} frames"
     dt = "constant dt = 1 (dt ignored)" if core["ignore_dt"] else "the measured dt of each update"
-    use = "integrates" if core["type"] in ("cfc", "ltc", "ctrnn", "gru_ode") else "takes as an input feature"
+    use = "integrates" if core["type"] in CONTINUOUS_CORES else "takes as an input feature"
     if core.get("max_step") is not None:
         dt += f" (a longer one than {core['max_step']:g} s in sub-steps of at most that, the input held)"
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
@@ -306,8 +308,6 @@ def write_card(
     shipped = save_policy(
         out_dir / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes}
     )
-    from liquid_control.runtime.export import export_onnx
-
     export_onnx(policy, shipped.with_suffix(".onnx"), source=shipped)  # what the ROS node runs (backend: auto)
     body = f"""# {name}
 
