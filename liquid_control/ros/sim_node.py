@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -38,9 +39,10 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped, Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy._rclpy_pybind11 import RCLError
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray, String
@@ -563,20 +565,27 @@ def spin_commands(executor, done: threading.Event) -> None:
             executor.spin_once(timeout_sec=0.05)
         except rclpy.executors.ExternalShutdownException:
             break
-        except RCLError:
+        except (RCLError, InvalidHandle):
             if rclpy.ok():
                 raise
             break  # the signal shut the context down between the check and the wait: a requested stop
 
 
 def main(args=None) -> int:
-    """Entry point of ``ros2 run liquid_control sim_node``; exit code 2 for invalid parameters."""
-    rclpy.init(args=args)
+    """Entry point of ``ros2 run liquid_control sim_node``; exit code 2 for invalid parameters.
+
+    SIGINT/SIGTERM only shut the context down; every loop here checks ``rclpy.ok()`` and the node closes its
+    world and bag. rclpy's own handler would also raise KeyboardInterrupt wherever the main thread is, e.g. in
+    ctypes' argument conversion of MuJoCo's EGL render, which turns it into a ``ctypes.ArgumentError``.
+    """
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda _signum, _frame: rclpy.try_shutdown())
     try:
         node = SimNode()
     except ValueError as exc:
         print(f"sim_node: {exc}", file=sys.stderr)
-        rclpy.shutdown()
+        rclpy.try_shutdown()
         return 2
     executor = rclpy.executors.SingleThreadedExecutor()  # command callbacks; the world runs in this thread
     executor.add_node(node)
@@ -590,12 +599,13 @@ def main(args=None) -> int:
             while rclpy.ok():
                 time.sleep(0.1)
         time.sleep(0.5)  # let the last status message (transient local) reach late subscribers
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+    except rclpy.executors.ExternalShutdownException:
         pass
-    except RCLError:
+    except (RCLError, InvalidHandle):
         if rclpy.ok():
             raise
-        # SIGINT/SIGTERM shut the context down under a publish: a requested stop, not a failure
+        # SIGINT/SIGTERM shut the context down under a publish (its publishers invalid or already destroyed):
+        # a requested stop, not a failure
     finally:
         done.set()
         spinner.join()  # no callback may run while the node and the world go away
