@@ -406,7 +406,8 @@ class _Run:
             self.log(
                 f"longest dt trained on: {self.longest_dt:.4f} s; core.max_step "
                 + (
-                    f"{max_step:g} s: a longer dt at run time is integrated in sub-steps of at most that"
+                    f"{max_step:g} s: a longer dt is integrated in sub-steps of at most that"
+                    + (" (in training too)" if self.longest_dt > max_step else " at run time")
                     if max_step is not None
                     else "not set: a longer dt at run time is one step, which the cell never saw in training "
                     f"(set core.max_step a little above the longest, e.g. {1.25 * self.longest_dt:.2g}, to integrate "
