@@ -45,9 +45,9 @@ setup(
     entry_points={
         "console_scripts": [
             "liquid-control = liquid_control.cli:main",
-            "policy_node = liquid_control.ros.policy_node:main",
-            "sim_node = liquid_control.ros.sim_node:main",
-            "bag_recorder = liquid_control.ros.recorder_node:main",
+            "policy_node = liquid_control.ros.entry:policy_node",
+            "sim_node = liquid_control.ros.entry:sim_node",
+            "bag_recorder = liquid_control.ros.entry:bag_recorder",
         ],
     },
 )

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from liquid_control import paths
-from liquid_control.ros import graph
+from liquid_control.ros import entry, graph
 from liquid_control.ros.params import POLICY_NODE_PARAMETERS
 from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
 
@@ -86,8 +86,8 @@ def check_node(node):
     kw = node.kwargs
     assert kw["package"] == "liquid_control"
     assert kw["executable"] in scripts, f"{kw['executable']} is not an installed executable"
-    module = scripts[kw["executable"]].split(":")[0]
-    assert importlib.util.find_spec(module) is not None
+    module, function = scripts[kw["executable"]].split(":")
+    assert callable(getattr(importlib.import_module(module), function))  # the console script resolves
     files, overrides = kw["parameters"][:-1], kw["parameters"][-1]
     for f in files:
         assert Path(f).is_file() and Path(f).parent.name == "config"
@@ -110,7 +110,8 @@ def test_sim_launch_builds_the_graph_of_liquid_control_sim(launch_stubs):
     described = graph.sim_graph()
     for launched, desc in zip(nodes, described):
         argv = desc.command()
-        assert argv[2] == desc.module and f"__node:={launched.kwargs['name']}" in argv
+        assert argv[2:4] == ["liquid_control.ros.entry", launched.kwargs["executable"]]
+        assert entry.NODE_MODULES[desc.executable] == desc.module and f"__node:={launched.kwargs['name']}" in argv
         for f in launched.kwargs["parameters"][:-1]:
             assert argv[argv.index(f) - 1] == "--params-file"
         for key, value in launched.kwargs["parameters"][-1].items():

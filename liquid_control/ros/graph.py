@@ -69,7 +69,7 @@ class NodeDescription:
 
     def command(self, python: str = sys.executable) -> list[str]:
         """Argv that starts this node as its own process, with the same parameters as the launch file."""
-        argv = [python, "-m", self.module, "--ros-args", "-r", f"__node:={self.name}"]
+        argv = [python, "-m", "liquid_control.ros.entry", self.executable, "--ros-args", "-r", f"__node:={self.name}"]
         for path in self.parameter_files:
             argv += ["--params-file", path]
         for key, value in self.parameters.items():

@@ -551,7 +551,7 @@ def main(args=None) -> int:
     node = PolicyNode()
     executor = make_executor()
     executor.add_node(node)
-    code = 0
+    code, abandoned = 0, False
     try:
         if node.get_parameter("autostart").value and not stop.is_set():
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
@@ -565,8 +565,9 @@ def main(args=None) -> int:
     except StopRequested as interrupt:
         name = signal.Signals(interrupt.args[0]).name
         node.get_logger().warning(f"{name} during configure: abandoned it, shutting down")
+        abandoned = True  # the lifecycle is stuck in "configuring": no transition is possible, nothing commands
     finally:
-        if node.runner is not None:
+        if node.runner is not None and not abandoned:
             node.trigger_shutdown()
         executor.shutdown()
         node.destroy_node()

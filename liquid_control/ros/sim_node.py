@@ -39,7 +39,7 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped, Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -159,11 +159,16 @@ def _next_tick(tick: float, period: float, now: float) -> float:
     return tick + (math.floor((now - tick) / period) + 1) * period
 
 
+class StopRequested(Exception):
+    """SIGINT/SIGTERM: leave the episode where it is (not reported); main() closes the bag, the world and the node."""
+
+
 class SimNode(Node):
     """A sim_envs world as a ROS 2 robot: publishes its sensors as they are delivered, applies the commands."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, stop: threading.Event | None = None, **kwargs):
         super().__init__("sim_node", **kwargs)
+        self.stop = stop if stop is not None else threading.Event()  # set by main's signal handlers
         for name, (default, description) in SIM_NODE_PARAMETERS.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, dynamic_typing=True))
         p = {name: self.get_parameter(name).value for name in SIM_NODE_PARAMETERS}
@@ -423,7 +428,7 @@ class SimNode(Node):
         not use (the rover policy's IMU) are not waited for."""
         deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
         ours = self._published()
-        while time.monotonic() < deadline and rclpy.ok():
+        while time.monotonic() < deadline and self.running():
             wanted = self.commander_topics()
             if wanted:  # a commander with subscriptions to us (still discovering them: empty)
                 matched = {t for t in wanted if ours[t].get_subscription_count() > 0}
@@ -431,18 +436,32 @@ class SimNode(Node):
                     self.get_logger().info(f"the policy node subscribes to {', '.join(sorted(wanted))}: starting")
                     return True
             time.sleep(0.05)
+        self.check_stop()
         self.get_logger().warning("no policy node seen on the sensor/command topics; starting anyway")
         return False
+
+    def running(self) -> bool:
+        """Neither a signal nor a shutdown of the context has asked this node to stop."""
+        return rclpy.ok() and not self.stop.is_set()
+
+    def check_stop(self) -> None:
+        """Raise :class:`StopRequested` where a loop waits or steps, so that a signal ends it at once."""
+        if not self.running():
+            raise StopRequested
 
     def _reset_policy(self):
         if self.reset_client is None:
             return
-        if not self.reset_client.wait_for_service(timeout_sec=5.0):
-            self.get_logger().warning(f"{self.p['policy_reset_service']} not available")
-            return
+        deadline = time.monotonic() + 5.0
+        while not self.reset_client.wait_for_service(timeout_sec=0.1):
+            self.check_stop()
+            if time.monotonic() > deadline:
+                self.get_logger().warning(f"{self.p['policy_reset_service']} not available")
+                return
         future = self.reset_client.call_async(Trigger.Request())
         deadline = time.monotonic() + 5.0
         while not future.done() and time.monotonic() < deadline:
+            self.check_stop()
             time.sleep(0.005)
 
     def run_episode(self, index: int, seed) -> dict:
@@ -464,6 +483,7 @@ class SimNode(Node):
         lockstep = bool(self.p["lockstep"])
         info, terminated, update_stamp = {}, False, -math.inf
         while True:
+            self.check_stop()
             if lockstep:
                 target = None  # one trigger message at a time, then wait for its command
             else:
@@ -539,8 +559,9 @@ class SimNode(Node):
     def _wait_for_command(self, count_before: int):
         """Lockstep: hold the simulation until a command newer than ``count_before`` arrives (bounded)."""
         deadline = time.monotonic() + float(self.p["lockstep_timeout_s"])
-        while self.commands_received <= count_before and time.monotonic() < deadline and rclpy.ok():
+        while self.commands_received <= count_before and time.monotonic() < deadline and self.running():
             time.sleep(0.0002)
+        self.check_stop()
         if self.commands_received <= count_before:
             self.get_logger().warning(
                 "lockstep: no command after the update; continuing with the held one", throttle_duration_sec=2.0
@@ -551,7 +572,7 @@ class SimNode(Node):
         self.wait_for_graph()
         results = []
         episode = 0
-        while rclpy.ok() and (self.p["episodes"] == 0 or episode < self.p["episodes"]):
+        while self.running() and (self.p["episodes"] == 0 or episode < self.p["episodes"]):
             seed = int(self.p["seed"]) + episode  # episode k = the world reset with seed + k, as in evaluation
             results.append(self.run_episode(episode, seed))
             episode += 1
@@ -559,30 +580,32 @@ class SimNode(Node):
 
 
 def spin_commands(executor, done: threading.Event) -> None:
-    """Run the command callbacks until ``done`` or until SIGINT/SIGTERM shut the context down."""
+    """Run the command callbacks until ``done`` (or until the context is shut down)."""
     while rclpy.ok() and not done.is_set():
         try:
             executor.spin_once(timeout_sec=0.05)
         except rclpy.executors.ExternalShutdownException:
             break
-        except (RCLError, InvalidHandle):
+        except RCLError:
             if rclpy.ok():
                 raise
-            break  # the signal shut the context down between the check and the wait: a requested stop
+            break  # the context was shut down between the check and the wait
 
 
 def main(args=None) -> int:
     """Entry point of ``ros2 run liquid_control sim_node``; exit code 2 for invalid parameters.
 
-    SIGINT/SIGTERM only shut the context down; every loop here checks ``rclpy.ok()`` and the node closes its
-    world and bag. rclpy's own handler would also raise KeyboardInterrupt wherever the main thread is, e.g. in
-    ctypes' argument conversion of MuJoCo's EGL render, which turns it into a ``ctypes.ArgumentError``.
+    SIGINT/SIGTERM only set a flag (a second one too, as from a terminal and a launch system at once); the node's
+    loops check it, leave the episode unreported, and the node closes its bag, its world and its context here.
+    rclpy's own handler would raise KeyboardInterrupt wherever the main thread is, e.g. inside ctypes' argument
+    conversion of MuJoCo's EGL render, which turns it into a ``ctypes.ArgumentError`` traceback.
     """
+    stop = threading.Event()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda _signum, _frame: rclpy.try_shutdown())
+        signal.signal(sig, lambda _signum, _frame: stop.set())
     try:
-        node = SimNode()
+        node = SimNode(stop=stop)
     except ValueError as exc:
         print(f"sim_node: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
@@ -596,16 +619,12 @@ def main(args=None) -> int:
     try:
         node.run()
         if not node.p["exit_when_done"]:
-            while rclpy.ok():
+            while node.running():
                 time.sleep(0.1)
-        time.sleep(0.5)  # let the last status message (transient local) reach late subscribers
-    except rclpy.executors.ExternalShutdownException:
+        elif node.running():
+            time.sleep(0.5)  # let the last status message (transient local) reach late subscribers
+    except (StopRequested, rclpy.executors.ExternalShutdownException):
         pass
-    except (RCLError, InvalidHandle):
-        if rclpy.ok():
-            raise
-        # SIGINT/SIGTERM shut the context down under a publish (its publishers invalid or already destroyed):
-        # a requested stop, not a failure
     finally:
         done.set()
         spinner.join()  # no callback may run while the node and the world go away
