@@ -20,8 +20,11 @@ NODE_MODULES = {
 
 
 def _stop_before_start(_signum, _frame) -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # e.g. the signal interrupted a write to the same stream: exit anyway
+        pass
     os._exit(0)
 
 

@@ -2,8 +2,9 @@
 
 ``sim_graph(...)`` returns the node list (executable, name, parameter files, parameter overrides,
 remappings). ``launch/sim.launch.py`` turns it into ``launch_ros.actions.Node`` actions; ``liquid-control
-sim`` (this module's ``run``) starts the same nodes as separate processes (``python -m <module>``, so no
-install is needed), listens to the episode status topic and prints each outcome.
+sim`` (this module's ``run``) starts the same nodes as separate processes (``python -m
+liquid_control.ros.entry <executable>``, so no install is needed), listens to the episode status topic and
+prints each outcome.
 """
 
 from __future__ import annotations

@@ -557,7 +557,7 @@ def main(args=None) -> int:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal(f"autostart: {node.failure or 'configure failed'}")
                 code = 1
-            elif node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
+            elif not stop.is_set() and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal(f"autostart: {node.failure or 'activate failed'}")
                 code = 1
         if code == 0:
