@@ -320,3 +320,32 @@ def test_a_node_blocked_in_configure_still_stops_on_sigterm_and_sigint(policy_fi
         text = (folder / "policy_node.log").read_text()
         assert codes[sig] == 0 and f"{sig} during configure" in text, text
     assert left == [], "the nodes left processes behind (the compiler?)"
+
+
+def test_a_signal_just_before_configure_starts_abandons_it(policy_file):
+    """A SIGINT/SIGTERM after main()'s check and before ``on_configure`` marks itself as configuring (the window a
+    review found): the configure, which may build kernels for a minute, must not start; main() then abandons it."""
+    import signal
+
+    import rclpy
+
+    from liquid_control.ros import policy_node as pn
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    try:
+        started = []
+        for name, stop_signal in (("signalled", signal.SIGTERM), ("not_signalled", None)):
+            node = pn.PolicyNode(name, context=context)
+            node._configure = lambda name=name: started.append(name)
+            node.stop_signal = stop_signal  # what main()'s handler records
+            if stop_signal is None:
+                node.trigger_configure()  # the same call without a signal configures
+            else:
+                with pytest.raises(pn.StopRequested):
+                    node.trigger_configure()
+                assert not node.configuring
+            node.destroy_node()
+        assert started == ["not_signalled"]
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -139,6 +139,7 @@ class PolicyNode(LifecycleNode):
         self._timers = []
         self._active = False
         self.configuring = False  # inside on_configure (a signal then abandons it, see main)
+        self.stop_signal: int | None = None  # SIGINT/SIGTERM received (set by main's handler)
         self.failure: str | None = None  # why the last configure/activate failed
         self._reset_bookkeeping()
 
@@ -157,6 +158,9 @@ class PolicyNode(LifecycleNode):
         """Validate, load, create the entities; any failure is logged with its cause and leaves nothing behind."""
         self.failure = None
         self.configuring = True  # SIGINT/SIGTERM now abandon the configure (see main)
+        if self.stop_signal is not None:  # one landed just before: do not start a configure that may take long
+            self.configuring = False
+            raise StopRequested(self.stop_signal)
         try:
             self._configure()
         except Exception as exc:
@@ -543,8 +547,10 @@ def main(args=None) -> int:
 
     def on_signal(signum, _frame):
         stop.set()
-        if node is not None and node.configuring:
-            raise StopRequested(signum)
+        if node is not None:
+            node.stop_signal = signum
+            if node.configuring:
+                raise StopRequested(signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
