@@ -516,7 +516,8 @@ def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoi
     import tempfile
 
     from liquid_control.evaluation import backends
-    from liquid_control.evaluation.plan import CheckpointChangedError, file_sha256
+    from liquid_control.evaluation.plan import CheckpointChangedError
+    from liquid_control.runtime.backends import checkpoint_sha256
 
     # a checkpoint replaced after the plan was made: the backends refuse it, naming the file
     swapped = tmp_path / "swapped.pt"
@@ -530,14 +531,14 @@ def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoi
     monkeypatch.setattr(backends, "_init_worker", lambda: None)  # no per-worker process settings in pytest
     seen = []
     monkeypatch.setattr(
-        backends, "run_batch", lambda batch: [seen.append(file_sha256(j.checkpoint)) or {} for j in batch]
+        backends, "run_batch", lambda batch: [seen.append(checkpoint_sha256(j.checkpoint)) or {} for j in batch]
     )
     (job,) = build_plan([f"tiny={tiny_checkpoints[0]}"], ["in_distribution"], 1).jobs
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     planted = tmp_path / f"liquid_control_ckpt_{job.checkpoint_sha}.pt"
     shutil.copy(tiny_checkpoints[1], planted)
     backends._ray_batch([job], open(tiny_checkpoints[0], "rb").read())
-    assert seen == [job.checkpoint_sha] and file_sha256(planted) != job.checkpoint_sha
+    assert seen == [job.checkpoint_sha] and checkpoint_sha256(planted) != job.checkpoint_sha
     with pytest.raises(CheckpointChangedError, match="bytes received from the object store"):
         backends._ray_batch([job], open(tiny_checkpoints[1], "rb").read())
 

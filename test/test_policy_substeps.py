@@ -149,15 +149,16 @@ def test_the_shipped_cfc_ncp_rover_still_drives_at_a_quarter_of_its_camera_rate(
     1 - 1e-3."""
     from liquid_control.evaluation.agents import default_env_kwargs
     from liquid_control.evaluation.batched import WorldPool, run_batch
-    from liquid_control.evaluation.plan import EpisodeJob, file_sha256
+    from liquid_control.evaluation.plan import EpisodeJob
     from liquid_control.paths import policies_dir
     from liquid_control.policy import load_policy
+    from liquid_control.runtime.backends import checkpoint_sha256
     from liquid_control.training.model_card import min_check_successes
 
     path = policies_dir() / "cfc_ncp_rover.pt"
     policy = load_policy(path)
     assert policy.max_step == pytest.approx(0.1)
-    seeds, sha, kwargs = range(16), file_sha256(str(path)), default_env_kwargs(policy.config)
+    seeds, sha, kwargs = range(16), checkpoint_sha256(str(path)), default_env_kwargs(policy.config)
     jobs = [EpisodeJob("p", 0, "sensor_rate=0.25", s, policy.config["world"], str(path), sha, kwargs) for s in seeds]
     pool = WorldPool()
     try:

@@ -15,9 +15,10 @@ import torch
 
 from liquid_control.evaluation.agents import default_env_kwargs
 from liquid_control.evaluation.batched import WorldPool, run_batch
-from liquid_control.evaluation.plan import EpisodeJob, file_sha256
+from liquid_control.evaluation.plan import EpisodeJob
 from liquid_control.paths import policies_dir
 from liquid_control.policy import load_policy
+from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.training.model_card import binomial_cdf, min_check_successes, read_card
 
 EXPECTED = ["cfc_ncp_rover", "cfc_ncp_rover_robust", "ltc_ncp_rover", "lstm_rover", "cfc_balancer", "cfc_balance_nav"]
@@ -69,7 +70,7 @@ def test_shipped_policy_matches_its_card_and_reaches_its_success(name):
 
     assert policy.config["training"]["shift"] in (None, "")  # the card's episodes are in distribution
     # the check episodes in lockstep lanes, one batched policy call per update: the evaluation's own path
-    sha = file_sha256(str(path))
+    sha = checkpoint_sha256(str(path))
     kwargs = default_env_kwargs(policy.config)
     jobs = [EpisodeJob(name, 0, "", int(s), policy.config["world"], str(path), sha, kwargs) for s in seeds]
     pool = WorldPool()

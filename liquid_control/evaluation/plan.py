@@ -71,11 +71,6 @@ def episode_key(policy: str, training_seed: int, shift: str, episode_seed: int) 
     return (str(policy), int(training_seed), str(shift), int(episode_seed))
 
 
-def file_sha256(path: str) -> str:
-    """Hex SHA-256 of a file's contents (``runtime.backends.checkpoint_sha256``)."""
-    return checkpoint_sha256(path)
-
-
 class CheckpointChangedError(RuntimeError):
     """A checkpoint whose bytes are not those the plan recorded (replaced, planted or corrupted since)."""
 
@@ -83,7 +78,7 @@ class CheckpointChangedError(RuntimeError):
 def verify_checkpoint(path: str, sha256: str) -> None:
     """Refuse to evaluate ``path`` unless its SHA-256 is the one the plan recorded: a file swapped after the
     plan was made, or planted under a cached copy's name, would otherwise be reported under another name."""
-    found = file_sha256(path)
+    found = checkpoint_sha256(path)
     if found != sha256:
         raise CheckpointChangedError(
             f"checkpoint {path}: SHA-256 {found[:16]}... is not the {sha256[:16]}... recorded when the evaluation "
@@ -150,7 +145,7 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
         env_kwargs=infos[0]["env_kwargs"],
         parameter_count=infos[0]["parameter_count"],
         core_parameter_count=infos[0]["core_parameter_count"],
-        checkpoint_sha=tuple(file_sha256(p) for p in paths),
+        checkpoint_sha=tuple(checkpoint_sha256(p) for p in paths),
     )
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from liquid_control.paths import config_dir
+from liquid_control.ros.entry import NODE_MODULES
 
 PACKAGE = "liquid_control"
 # world id -> the policy node's parameter file and the shipped policy used by default
@@ -61,12 +62,16 @@ class NodeDescription:
     """One node of the graph, in the terms of launch_ros.actions.Node."""
 
     executable: str  # console script (setup.py entry point), installed to lib/liquid_control
-    module: str  # python module whose main() the executable runs
     name: str
     parameter_files: tuple[str, ...]  # absolute paths
     parameters: dict = field(default_factory=dict)  # overrides, applied after the files
     remappings: tuple[tuple[str, str], ...] = ()
     lifecycle: bool = False  # a managed node (launch_ros.actions.LifecycleNode)
+
+    @property
+    def module(self) -> str:
+        """The python module whose ``main()`` the executable runs (``entry.NODE_MODULES``)."""
+        return NODE_MODULES[self.executable]
 
     def command(self, python: str = sys.executable) -> list[str]:
         """Argv that starts this node as its own process, with the same parameters as the launch file."""
@@ -135,15 +140,8 @@ def sim_graph(
         command_type=policy_params["command_type"],
     )
     return [
-        NodeDescription("sim_node", "liquid_control.ros.sim_node", "sim_node", (str(sim_yaml),), sim_overrides),
-        NodeDescription(
-            "policy_node",
-            "liquid_control.ros.policy_node",
-            "policy_node",
-            (str(policy_yaml),),
-            policy_overrides,
-            lifecycle=True,
-        ),
+        NodeDescription("sim_node", "sim_node", (str(sim_yaml),), sim_overrides),
+        NodeDescription("policy_node", "policy_node", (str(policy_yaml),), policy_overrides, lifecycle=True),
     ]
 
 
@@ -157,11 +155,7 @@ def policy_graph(
     overrides = {"use_sim_time": bool(use_sim_time), "autostart": bool(autostart)}
     if policy:
         overrides["policy"] = policy
-    return [
-        NodeDescription(
-            "policy_node", "liquid_control.ros.policy_node", "policy_node", (str(path),), overrides, lifecycle=True
-        )
-    ]
+    return [NodeDescription("policy_node", "policy_node", (str(path),), overrides, lifecycle=True)]
 
 
 # ------------------------------------------------------------------------------------------ liquid-control sim

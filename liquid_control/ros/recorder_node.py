@@ -246,7 +246,7 @@ def record_graph(
         "duration_s": float(duration_s),
         "use_sim_time": bool(use_sim_time),
     }
-    return [NodeDescription("bag_recorder", "liquid_control.ros.recorder_node", "bag_recorder", (), parameters)]
+    return [NodeDescription("bag_recorder", "bag_recorder", (), parameters)]
 
 
 def bag_info(path: str) -> str:
