@@ -134,8 +134,9 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "odom_rate_hz": (50.0, "odometry rate (sim time)"),
     "status_topic": ("episode_status", "std_msgs/String JSON outcome of each episode"),
     "wait_for_subscribers_s": (
-        15.0,
-        "before the first episode, wait up to this long for the sensor subscribers and the command publisher",
+        30.0,
+        "before the first episode, wait up to this long for the sensor subscribers and the command publisher"
+        " (it ends as soon as they are there)",
     ),
     "policy_reset_service": ("", "std_srvs/Trigger called before each episode (e.g. /policy_node/reset)"),
     "frame_prefix": ("", "prefix of the frame ids (odom, base_link, imu, camera, camera_optical, wheels)"),
@@ -428,6 +429,7 @@ class SimNode(Node):
         not use (the rover policy's IMU) are not waited for."""
         deadline = time.monotonic() + float(self.p["wait_for_subscribers_s"])
         ours = self._published()
+        wanted, matched = None, set()
         while time.monotonic() < deadline and self.running():
             wanted = self.commander_topics()
             if wanted:  # a commander with subscriptions to us (still discovering them: empty)
@@ -437,7 +439,17 @@ class SimNode(Node):
                     return True
             time.sleep(0.05)
         self.check_stop()
-        self.get_logger().warning("no policy node seen on the sensor/command topics; starting anyway")
+        if wanted is None:
+            seen = f"nothing publishes {self.command_topic_name}"
+        elif not wanted:
+            seen = f"a node publishes {self.command_topic_name}, but none of its subscriptions to our topics is known"
+        else:
+            missing = ", ".join(sorted(wanted - matched))
+            seen = f"the policy node's subscriptions to {missing} not matched here yet"
+        self.get_logger().warning(
+            f"no policy node seen on the sensor/command topics after {self.p['wait_for_subscribers_s']} s"
+            f" ({seen}); starting anyway"
+        )
         return False
 
     def running(self) -> bool:
