@@ -147,8 +147,11 @@ class TimedMujocoWorld(gym.Env):
         self._observed = self._latest
         self.clipped_actions = 0
         self.updates = 0
+        self.released_updates = 0  # updates the timeline released (next_delivery's drivers count on it)
         self._apply_action(np.zeros(self.action_space.shape, dtype=np.float64))
-        self._run_until_update()
+        # what reset delivered, up to and including the message of the first update: a driver of
+        # next_delivery (sim_node, the expert recorder) publishes these first, so no message is lost
+        self.reset_deliveries = self._run_until_update()
         _, _, info = self._outcome()
         return self._observation(), self._info(info)
 
@@ -235,15 +238,19 @@ class TimedMujocoWorld(gym.Env):
                 if update is not None:  # what outcome() refers to
                     self._update_stamp = update.stamp
                     self._updates.append((update, dict(self._latest)))
+                    self.released_updates += 1
             return (name, *delivered)
 
-    def _run_until_update(self) -> None:
-        """Process sensor measurements and deliveries in time order up to the next update."""
+    def _run_until_update(self) -> list[tuple]:
+        """Process sensor measurements and deliveries in time order up to the next update; the deliveries
+        ``(sensor, stamp, reading)`` on the way, in order."""
+        deliveries = []
         while not self._updates:
-            self.next_delivery()
+            deliveries.append(self.next_delivery())
         self._update, self._observed = self._updates.popleft()
         self._update_stamp = self._update.stamp
         self.updates += 1
+        return deliveries
 
     def _reading(self, name: str, size) -> np.ndarray:
         """Latest reading of a sensor at this update (zeros before its first message); a copy, since a held

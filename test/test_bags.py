@@ -114,13 +114,18 @@ def test_expert_bag_holds_exactly_what_the_world_delivered(expert_bags):
     world = make_world(render_size=W, time_limit=2.0)
     try:
         world.reset(seed=100)
-        delivered = []
-        while len(delivered) < 40:
-            world.apply_action(np.zeros(2))
+        # what reset delivered (up to the first frame, logged at delivery: stamp + latency) is in the bag too
+        delivered = [(s, st, st + world.timings[s].latency, np.array(r)) for s, st, r in world.reset_deliveries]
+        assert delivered[-1][0] == "camera" and all(d[0] == "imu" for d in delivered[:-1])
+        action = world.expert_action()  # the operator's command at the first frame (no noise in these bags)
+        frames = 1
+        while frames < 3:  # up to the third frame, the rover driven as the bag's operator drove it
+            world.apply_action(action)
             sensor, stamp, reading = world.next_delivery()
             delivered.append((sensor, stamp, float(world.data.time), np.array(reading)))
             if sensor == "camera":
-                break  # the expert acts from here on; compare up to the first frame
+                frames += 1
+                action = world.expert_action()
     finally:
         world.close()
     with BagReader(bags[0]) as reader:
@@ -131,6 +136,7 @@ def test_expert_bag_holds_exactly_what_the_world_delivered(expert_bags):
             got.append((sensor, M.stamp_seconds(decoded), msg.log_time_ns * 1e-9, M.sensor_reading(sensor, decoded)))
             if len(got) == len(delivered):
                 break
+    assert len(got) == len(delivered)
     for (s1, st1, t1, r1), (s2, st2, t2, r2) in zip(delivered, got):
         assert s1 == s2 and abs(st1 - st2) < 1e-9 and abs(t1 - t2) < 1e-9
         np.testing.assert_allclose(r2, r1, rtol=0, atol=0 if s1 == "camera" else 1e-6)

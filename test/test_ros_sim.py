@@ -183,6 +183,40 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
     assert "(onnx, cfc_balancer)" in (tmp_path / "policy_node.log").read_text()
 
 
+def test_camera_imu_policy_in_lockstep_never_waits_out_the_lockstep_timeout(tmp_path):
+    """The camera + IMU policy waits for its first camera frame; the world's first update is that frame, delivered
+    inside reset. sim_node once dropped what reset delivered, so the policy's first frame came a camera period
+    later and lockstep waited out its 2 s timeout after each IMU message before it (7 times, ~14 s an episode)."""
+    env = isolated_ros_env()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "sim",
+            "--world",
+            "LiquidBalanceNav-v0",
+            "--lockstep",
+            "--timeout",
+            "150",
+            "--log-dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    sim_log = (tmp_path / "sim_node.log").read_text()
+    assert proc.returncode == 0, proc.stdout + proc.stderr + sim_log[-3000:]
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]
+    status = json.loads(line.removeprefix("episode: "))
+    assert "lockstep: no command" not in sim_log, sim_log[-3000:]
+    updates = status["messages"]["camera"] + status["messages"]["imu"]  # every camera and IMU message
+    assert status["commands_received"] >= 0.95 * updates > 0, status
+
+
 def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
     """Another graph on the same ROS domain (or a replayed bag holding /episode_status) must not be read as this
     run's episode: `liquid-control sim` once crashed on such a message (KeyError 'episode')."""

@@ -92,11 +92,11 @@ def record_expert_episode(
 ) -> dict:
     """Run one expert episode of ``world`` (seeded) and write it to the bag ``path``; returns its outcome.
 
-    Like sim_node: after ``reset(seed)`` every delivered message is published (logged at its delivery time),
-    the command is applied until the next camera frame, and the episode ends at success, collision or the
-    first update past the time limit. ``margin``: the clearance (m) the operator keeps from obstacles beyond
-    the rover's radius (None: the training expert's); a wider berth than the policy needs leaves room for
-    the learned policy's errors.
+    Like sim_node: every delivered message is published (logged at its delivery time), those ``reset(seed)``
+    delivered first; the command is applied until the next camera frame, and the episode ends at success,
+    collision or the first update past the time limit. ``margin``: the clearance (m) the operator keeps from
+    obstacles beyond the rover's radius (None: the training expert's); a wider berth than the policy needs
+    leaves room for the learned policy's errors.
     """
     from sim_envs import rover
     from sim_envs.experts import checked_margin
@@ -126,10 +126,17 @@ def record_expert_episode(
         bag.add_topic(TOPICS["status"], STRING, [STATUS_QOS])
         update_stamp = -np.inf
         previous_stamp, burst_until, burst_angular = 0.0, -np.inf, 0.0
+        # reset delivered the messages up to the first update (each at its stamp + latency); then the live loop
+        pending = list(world.reset_deliveries)
         while True:
-            world.apply_action(executed)
-            sensor, stamp, reading = world.next_delivery()
-            now_ns = int(round(float(world.data.time) * 1e9))  # delivered (and logged) now
+            if pending:
+                sensor, stamp, reading = pending.pop(0)
+                delivered = stamp + world.timings[sensor].latency
+            else:
+                world.apply_action(executed)
+                sensor, stamp, reading = world.next_delivery()
+                delivered = float(world.data.time)
+            now_ns = int(round(delivered * 1e9))  # delivered (and logged) then
             if sensor == "camera":
                 bag.write(TOPICS["camera"], now_ns, image_message(reading, stamp))
             else:

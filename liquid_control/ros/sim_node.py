@@ -494,6 +494,16 @@ class SimNode(Node):
         commands_before = self.commands_received
         lockstep = bool(self.p["lockstep"])
         info, terminated, update_stamp = {}, False, -math.inf
+        # the messages the world delivered inside reset (up to its first update) go out first: the policy's
+        # first update is the world's, and in lockstep the world waits for its command
+        waited_for = self.commands_received
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=self._stamp(sim0)))
+        for sensor, stamp, reading in world.reset_deliveries:
+            self._publish_reading(sensor, stamp, reading)
+            counts[sensor] += 1
+        if lockstep:
+            self._wait_for_command(waited_for)
         while True:
             self.check_stop()
             if lockstep:
@@ -506,7 +516,7 @@ class SimNode(Node):
                     continue
                 if next_odom > world.data.time + _TICK_TOLERANCE:  # stop at the odometry tick: 50 Hz, on time
                     target = min(target, next_odom)
-            deliveries, triggered = [], False
+            deliveries, released = [], world.released_updates
             while True:
                 self._sim_now = float(world.data.time)
                 world.apply_action(self._current_action(self._sim_now))
@@ -515,10 +525,13 @@ class SimNode(Node):
                     break
                 deliveries.append(delivery)
                 if delivery[0] in world.update_on:
-                    triggered, update_stamp = True, delivery[1]
+                    update_stamp = delivery[1]
                     terminated, info = world.outcome()
-                    if terminated or lockstep or update_stamp >= world.time_limit:
+                    if terminated or update_stamp >= world.time_limit:
                         break
+                if lockstep and world.released_updates > released:  # one update at a time, then its command
+                    break
+            triggered = world.released_updates > released
             now = float(world.data.time)
             if self.clock_pub is not None:
                 self.clock_pub.publish(Clock(clock=self._stamp(now)))
