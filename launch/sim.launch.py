@@ -26,6 +26,7 @@ ARGUMENTS = {
     "control_rate_hz": ("0.0", "command rate in fixed_rate mode; 0: the parameter file's"),
     "seed": ("0", "seed of the first episode"),
     "episodes": ("1", "episodes to run (0: forever)"),
+    "record_bag": ("", "folder: sim_node records each episode into <folder>/episode_<seed> (MCAP); empty: none"),
 }
 
 
@@ -42,6 +43,7 @@ def _nodes(context):
         publish_mode=arg["publish_mode"],
         control_rate_hz=float(arg["control_rate_hz"]),
         lockstep=arg["lockstep"].lower() in ("true", "1"),
+        record_bag=arg["record_bag"],
     )
     actions = []
     for node in graph:

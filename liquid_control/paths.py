@@ -42,3 +42,15 @@ def config_dir() -> Path:
 def launch_dir() -> Path:
     """The launch files (share/liquid_control/launch)."""
     return share_dir() / "launch"
+
+
+def resolve_policy_file(value: str) -> Path:
+    """A policy file named as a user would: an absolute path or one relative to the working directory, else
+    a shipped policy (share/liquid_control/policies); neither: FileNotFoundError naming both places."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    shipped = policies_dir() / path
+    if not shipped.exists():
+        raise FileNotFoundError(f"policy {value!r}: no such file ({path.resolve()}, nor a shipped policy {shipped})")
+    return shipped

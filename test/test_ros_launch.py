@@ -1,6 +1,7 @@
 """Launch files: standard launch_ros form built from liquid_control.ros.graph, referencing real executables,
 modules, parameter files and declared parameters (launch/launch_ros are not installable here: stubbed)."""
 
+import argparse
 import ast
 import importlib.util
 import runpy
@@ -104,7 +105,7 @@ def test_sim_launch_builds_the_graph_of_liquid_control_sim(launch_stubs):
     assert [n.kwargs["name"] for n in nodes] == ["sim_node", "policy_node"]
     assert type(nodes[1]).__name__ == "LifecycleNode"
     sim, policy = (check_node(n) for n in nodes)
-    assert policy["policy"] == "cfc_ncp_rover.pt" and policy["autostart"] is True
+    assert policy["policy"] == "cfc_ncp_rover.pt" and policy["autostart"] is True and "record_bag" not in sim
     assert sim["world"] == "LiquidRover-v0" and sim["command_topic"] == "cmd_vel"
     # the same description as the processes `liquid-control sim` starts
     described = graph.sim_graph()
@@ -125,8 +126,10 @@ def test_sim_launch_builds_the_graph_of_liquid_control_sim(launch_stubs):
         real_time_factor="2.0",
         publish_mode="fixed_rate",
         control_rate_hz="50",
+        record_bag="bags/sim",
     )
     sim, policy = (check_node(n) for n in nodes)
+    assert sim["record_bag"] == "bags/sim"  # documented as record_bag:=<folder> (docs/ros.md)
     assert sim["use_sim_time"] is policy["use_sim_time"] is True and sim["real_time_factor"] == 2.0
     assert sim["shift"] == "fog=0.5" and sim["command_type"] == "float64_multi_array"
     assert sim["command_topic"] == "wheel_torques" and policy["policy"] == "cfc_balancer.pt"
@@ -155,3 +158,20 @@ def test_policy_launch_runs_the_node_alone_from_a_parameter_file(launch_stubs, t
 def test_unknown_world_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown world 'Mars-v0'"):
         graph.sim_graph(world="Mars-v0")
+
+
+def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_path, monkeypatch):
+    """`liquid-control sim` once started both nodes, then failed with exit 1 and named only the shipped-policy
+    fallback of a mistyped path; now it is a usage error (exit 2) naming the path as given."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"policy 'runs/nope.pt': no such file .*runs/nope.pt, nor a shipped"):
+        graph.sim_graph(policy="runs/nope.pt")
+    with pytest.raises(ValueError, match="wintr"):
+        graph.sim_graph(shift="wintr")
+    with pytest.raises(ValueError, match="fog"):
+        graph.sim_graph(shift="fog=2")
+    (tmp_path / "mine.pt").write_bytes(b"")  # relative to the working directory, as policy_node resolves it
+    assert graph.sim_graph(policy="mine.pt")[1].parameters["policy"] == "mine.pt"
+    parser = argparse.ArgumentParser()
+    graph.add_arguments(parser)
+    assert graph.run(parser.parse_args(["--policy", "runs/nope.pt"])) == graph.EXIT_USAGE == 2

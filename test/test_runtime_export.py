@@ -130,6 +130,17 @@ def test_cli_export_and_fallback_without_torch(tmp_path, monkeypatch, capsys):
     assert isinstance(load_backend(pt, "onnx"), OnnxBackend)
 
 
+def test_cli_export_of_a_missing_or_corrupt_file_is_a_usage_error_naming_it(tmp_path, capsys):
+    """Once a traceback ending in PolicyLoadError; now one line naming the file, exit 2, nothing written."""
+    missing, corrupt = tmp_path / "nope.pt", tmp_path / "corrupt.pt"
+    corrupt.write_text("hi\n")
+    for path, problem in ((missing, "policy file not found"), (corrupt, "not a readable policy file")):
+        assert cli.main(["export", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"liquid-control export: error: {path}: {problem}") and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.pt"]
+
+
 def test_auto_runs_an_export_only_of_the_checkpoint_next_to_it(tmp_path, monkeypatch):
     torch.manual_seed(2)
     pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER))

@@ -289,7 +289,7 @@ class BagReader:
                 raise BagError(
                     f"{mcap}: truncated MCAP file (no footer: the recorder was killed or the disk filled up); "
                     f"its messages up to the break can be used with --allow-truncated (allow_truncated=True), "
-                    f"or rewrite it with `liquid-control record --recover {self.path} NEW_BAG`"
+                    f"or rewrite it with `liquid-control record --recover {self.path} -o NEW_BAG`"
                 )
             self._open_truncated(mcap)
             return

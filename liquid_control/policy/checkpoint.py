@@ -52,7 +52,9 @@ def _read_payload(path: Path) -> dict:
     except pickle.UnpicklingError as exc:  # pickled code: our message, not torch's "weights_only=False" advice
         raise PolicyLoadError(f"{path}: not a readable policy file: {exc}") from None
     except Exception as exc:  # truncated, not a torch file...
-        raise PolicyLoadError(f"{path}: not a readable policy file (corrupt or wrong format): {exc}") from None
+        raise PolicyLoadError(
+            f"{path}: not a readable policy file (corrupt or wrong format; {type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise PolicyLoadError(f"{path}: not a liquid_control policy file (no '{FORMAT}' header)")
     if payload.get("version") != VERSION:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.paths import config_dir
+from liquid_control.paths import config_dir, resolve_policy_file
 from liquid_control.ros.entry import NODE_MODULES
 
 PACKAGE = "liquid_control"
@@ -103,6 +103,7 @@ def sim_graph(
     policy_params_file: str = "",
     sim_params_file: str = "",
     lockstep: bool = False,
+    record_bag: str = "",
 ) -> list[NodeDescription]:
     """sim_node + policy_node for ``world``; empty/zero arguments keep the parameter files' values.
 
@@ -119,7 +120,14 @@ def sim_graph(
             raise FileNotFoundError(f"parameter file {path} not found")
     policy_params = _policy_parameters(policy_yaml)
     common = {"use_sim_time": bool(use_sim_time)}
-    policy_overrides = dict(common, autostart=True, policy=policy or policy_params.get("policy") or default_policy)
+    # checked here, before any node starts: a missing policy file or a bad shift is a usage error (exit 2)
+    policy = policy or policy_params.get("policy") or default_policy
+    resolve_policy_file(policy)  # FileNotFoundError naming where it looked (policy_node resolves it the same way)
+    if shift:
+        from sim_envs.shifts import parse_shift
+
+        parse_shift(shift)  # ValueError naming the setting
+    policy_overrides = dict(common, autostart=True, policy=policy)
     if publish_mode:
         policy_overrides["publish_mode"] = publish_mode
     if control_rate_hz:
@@ -135,6 +143,7 @@ def sim_graph(
         episodes=int(episodes),
         real_time_factor=float(real_time_factor),
         lockstep=bool(lockstep),
+        **({"record_bag": str(record_bag)} if record_bag else {}),
         # the sim listens where the policy commands, in the type it publishes
         command_topic=policy_params["command_topic"],
         command_type=policy_params["command_type"],
@@ -172,6 +181,13 @@ def add_arguments(parser):
         "--lockstep",
         action="store_true",
         help="the sim waits for the command after each update (implies --use-sim-time; as in training)",
+    )
+    parser.add_argument(
+        "--record-bag",
+        default="",
+        metavar="DIR",
+        help="sim_node records each episode into DIR/episode_<seed> (rosbag2 MCAP: what it publishes and the "
+        "commands it receives)",
     )
     parser.add_argument("--publish-mode", default="", choices=["", "per_update", "fixed_rate"])
     parser.add_argument("--control-rate", type=float, default=0.0, help="command rate in fixed_rate mode (Hz)")
@@ -376,6 +392,7 @@ def run_sim(args) -> SimRun:
         control_rate_hz=args.control_rate,
         backend=args.backend,
         lockstep=args.lockstep,
+        record_bag=args.record_bag,
     )
     env = dict(os.environ)
     if args.domain_id is not None:

@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 from collections import deque
-from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -40,6 +39,7 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from liquid_control.paths import resolve_policy_file
 from liquid_control.ros.image_conversion import ImageConversionError, image_to_numpy
 from liquid_control.ros.params import (
     POLICY_NODE_PARAMETERS,
@@ -57,16 +57,6 @@ BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be conve
 def stamp_seconds(stamp) -> float:
     """A builtin_interfaces/Time in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def resolve_policy_path(value: str) -> Path:
-    """An absolute path or one relative to the working directory, else one in share/liquid_control/policies."""
-    path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    from liquid_control.paths import policies_dir
-
-    return policies_dir() / path
 
 
 # sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion
@@ -175,7 +165,7 @@ class PolicyNode(LifecycleNode):
     def _configure(self):
         values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
         validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
-        policy_path = resolve_policy_path(values["policy"])
+        policy_path = resolve_policy_file(values["policy"])
         try:
             backend = load_backend(policy_path, values["backend"])
         except (BackendError, OSError):

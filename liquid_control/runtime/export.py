@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -396,10 +397,19 @@ def add_arguments(parser):
 def run(args) -> int:
     """Export the checkpoint to ONNX and check parity with torch; exit code 1 when they differ by more than 1e-5."""
     from liquid_control.policy import load_policy
+    from liquid_control.policy.checkpoint import PolicyLoadError
 
-    policy = load_policy(args.policy)
+    try:
+        policy = load_policy(args.policy)
+    except PolicyLoadError as exc:
+        print(f"liquid-control export: error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
-    export_onnx(policy, out, opset=args.opset, source=args.policy)
+    try:
+        export_onnx(policy, out, opset=args.opset, source=args.policy)
+    except OSError as exc:  # an output folder that does not exist or cannot be written
+        print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     err = parity(policy, out)
     print(
         f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
