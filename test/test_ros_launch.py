@@ -175,3 +175,52 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     parser = argparse.ArgumentParser()
     graph.add_arguments(parser)
     assert graph.run(parser.parse_args(["--policy", "runs/nope.pt"])) == graph.EXIT_USAGE == 2
+
+
+@pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["--real-time-factor", "0"], "--real-time-factor"),
+        (["--episodes", "-1"], "--episodes"),
+        (["--seed", "-1"], "--seed"),
+        (["--timeout", "-5"], "--timeout"),
+        (["--control-rate", "-3"], "--control-rate"),
+        (["--domain-id", "999"], "--domain-id"),
+        (["--log-dir", "FILE"], "--log-dir"),
+        (["--record-bag", "FILE"], "--record-bag"),
+    ],
+)
+def test_sim_arguments_are_checked_before_any_node_starts(argv, option, tmp_path, capsys):
+    """Once a ZeroDivisionError (--real-time-factor 0), a FileExistsError (--log-dir a file), a DDS port error
+    (--domain-id 999) or a failed episode with exit 1: now a usage error naming the option, exit 2."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    parser = argparse.ArgumentParser()
+    graph.add_arguments(parser)
+    args = parser.parse_args([str(afile) if a == "FILE" else a for a in argv])
+    assert graph.run(args) == graph.EXIT_USAGE
+    assert capsys.readouterr().err.startswith(f"liquid-control sim: error: {option}")
+
+
+def test_a_nodes_failure_cause_keeps_the_lines_of_a_multi_line_message():
+    """policy_node reports every invalid parameter on its own line under one FATAL record; the launcher once
+    showed only "configure failed: invalid parameters:" and dropped the parameter's name."""
+    output = "\n".join(
+        [
+            "[INFO] [1.0] [policy_node]: loading",
+            "[FATAL] [1.1] [policy_node]: autostart: configure failed: invalid parameters:",
+            "  - control_rate_hz: must be a positive finite number, got -3.0",
+            "  - max_command: must have 2 elements",
+            "[INFO] [1.2] [policy_node]: shutting down",
+        ]
+    )
+    proc = graph.subprocess.Popen(["cat"], stdin=graph.subprocess.PIPE, stdout=graph.subprocess.PIPE, text=True)
+    reader = graph.NodeOutput(proc, None, quiet=True)
+    proc.stdin.write(output + "\n")
+    proc.stdin.close()  # the reader thread alone reads stdout
+    proc.wait(timeout=10)
+    reader.join(5.0)
+    assert reader.cause() == (
+        "autostart: configure failed: invalid parameters; - control_rate_hz: must be a positive finite number, "
+        "got -3.0; - max_command: must have 2 elements"
+    )

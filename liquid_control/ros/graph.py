@@ -268,11 +268,18 @@ class NodeOutput:
         self._thread.join(timeout)
 
     def cause(self) -> str:
-        """The node's last FATAL, else ERROR, log message (else its last output line): why it stopped."""
+        """The node's last FATAL, else ERROR, log message (else its last output line): why it stopped. A message
+        of several lines (e.g. every invalid parameter, one per line) is joined with "; "."""
+        lines = list(self.lines)
         for level in ("[FATAL]", "[ERROR]"):
-            for line in reversed(self.lines):
-                if line.startswith(level):
-                    return line.split("]: ", 1)[-1]
+            for i in range(len(lines) - 1, -1, -1):
+                if lines[i].startswith(level):
+                    message = [lines[i].split("]: ", 1)[-1]]
+                    for more in lines[i + 1 :]:
+                        if more.startswith("[") or not more.strip():  # the next log record
+                            break
+                        message.append(more.strip())
+                    return "; ".join(m.rstrip(":") if k < len(message) - 1 else m for k, m in enumerate(message))
         rest = [line for line in self.lines if line.strip()]
         return rest[-1].strip() if rest else "no output"
 
@@ -377,8 +384,33 @@ class _Signals:
             signal.signal(sig, handler)
 
 
+def check_arguments(args) -> None:
+    """``liquid-control sim``'s numbers and paths, checked before any node starts (ValueError naming the option):
+    the nodes would refuse most of them too, but as a failed episode, not as a usage error."""
+    import math
+
+    if not (math.isfinite(args.real_time_factor) and args.real_time_factor > 0):
+        raise ValueError(f"--real-time-factor must be a positive number, got {args.real_time_factor}")
+    if args.episodes < 0:
+        raise ValueError(f"--episodes must be >= 0 (0: until stopped), got {args.episodes}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be between 0 and 2**32 - 1 (the worlds' seeds), got {args.seed}")
+    if not (math.isfinite(args.timeout) and args.timeout >= 0):
+        raise ValueError(f"--timeout must be >= 0 seconds (0: from the episodes' time limits), got {args.timeout}")
+    if args.control_rate < 0 or not math.isfinite(args.control_rate):
+        raise ValueError(
+            f"--control-rate must be a positive number of Hz (0: the parameter file's), got {args.control_rate}"
+        )
+    if args.domain_id is not None and not 0 <= args.domain_id <= 232:
+        raise ValueError(f"--domain-id must be between 0 and 232 (0-101 on Linux by default), got {args.domain_id}")
+    for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise ValueError(f"{option} {folder}: exists and is not a folder")
+
+
 def run_sim(args) -> SimRun:
     """Start the graph's nodes, print each episode's status as it arrives, stop every node; what happened."""
+    check_arguments(args)
     use_sim_time = args.use_sim_time or args.real_time_factor != 1.0
     nodes = sim_graph(
         world=args.world,
