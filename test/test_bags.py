@@ -432,6 +432,28 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
         make_world("LiquidBalance-v0")
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--shift", "fogg"], "unknown shift preset or setting 'fogg'"),
+        (["--render-size", "0"], "render_size must be between 8 and 1024"),
+        (["--episodes", "0"], "--episodes must be >= 1"),
+        (["--episodes", "-3"], "--episodes must be >= 1"),
+        (["--time-limit", "-1"], "--time-limit must be a finite number >= 0"),
+        (["--time-limit", "nan"], "--time-limit must be a finite number >= 0"),
+    ],
+)
+def test_record_cli_expert_refuses_bad_options_before_creating_the_folder(tmp_path, capsys, options, message):
+    """A refused `record --expert` leaves no empty output folder behind (nor reports 0 episodes recorded)."""
+    from liquid_control import cli
+
+    out = tmp_path / "rx"
+    assert cli.main(["record", "--expert", "--episodes", "1", "--no-progress", "-o", str(out), *options]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_offline_eval_refuses_a_bad_request_before_writing(tmp_path, capsys):
     """`eval --bag` checks the policy files and the output folder first: a refused request creates nothing and
     prints one line naming what is wrong (no traceback)."""

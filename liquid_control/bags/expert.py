@@ -194,13 +194,21 @@ def record_expert_episodes(
     from sim_envs.experts import checked_margin
 
     margin = checked_margin(margin)  # refused before any folder is made
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("no episodes to record: --episodes must be >= 1")
+    if not (0 <= time_limit < float("inf")):  # NaN and inf too (an endless episode); 0 is the world's own limit
+        raise ValueError(f"--time-limit must be a finite number >= 0 s (0: the world's own), got {time_limit}")
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    env = make_world(world, render_size, shift, time_limit)
+    env = make_world(world, render_size, shift, time_limit)  # a bad shift or size refused before the folder
     results = []
     try:
-        for seed in tqdm(list(seeds), desc="expert episodes", disable=not progress, leave=False):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"-o {out}: cannot create the folder ({exc.strerror or exc})") from None
+        for seed in tqdm(seeds, desc="expert episodes", disable=not progress, leave=False):
             path = out / f"episode_{int(seed)}"
             status = record_expert_episode(env, int(seed), path, noise, margin)
             status["bag"] = str(path)
