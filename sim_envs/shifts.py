@@ -2,8 +2,9 @@
 
 A ``Shift`` says how the world differs from the training distribution (summer, noon, nominal sensors and
 dynamics). Users type it as ``"season=winter,lighting=dusk,fog=0.3"``, pass a dict, or name presets from
-``SHIFT_PRESETS`` (``"winter,camera_noise=0.1"``: bare words are presets, applied left to right, later
-settings override earlier ones). The random parts (noise samples, bias signs) are drawn from the
+``SHIFT_PRESETS`` (``"winter,camera_noise=0.1"``: bare words are presets, combined with the settings).
+Each setting is given once: two items that set it (``"dusk,night"``, ``"fog=0.5,fog=0.2"``) are refused,
+not resolved by order. The random parts (noise samples, bias signs) are drawn from the
 environment's seeded generator, so a seed and a shift give one episode.
 """
 
@@ -132,52 +133,67 @@ def _valid_keys_message() -> str:
     return "valid settings: " + ", ".join(parts) + "; presets: " + ", ".join(SHIFT_PRESETS)
 
 
-def _apply(settings: dict, key: str, value) -> None:
+def _item(key: str, value) -> dict:
+    """The settings of one ``key=value`` item (``dynamics`` names several)."""
     key = key.strip()
     if key == "dynamics":
         name = value.strip() if isinstance(value, str) else value
         if name not in DYNAMICS_PRESETS:
             raise ValueError(f"dynamics={name!r} is not valid; choose one of {', '.join(DYNAMICS_PRESETS)}")
-        settings.update(DYNAMICS_PRESETS[name])
-    elif key in ("season", "lighting"):
-        settings[key] = value.strip() if isinstance(value, str) else value
-    elif key in NUMERIC_RANGES:
+        return dict(DYNAMICS_PRESETS[name])
+    if key in ("season", "lighting"):
+        return {key: value.strip() if isinstance(value, str) else value}
+    if key in NUMERIC_RANGES:
         try:
-            settings[key] = float(value)
+            return {key: float(value)}
         except (TypeError, ValueError):
             lo, hi = NUMERIC_RANGES[key]
             raise ValueError(f"{key}={value!r} is not a number; valid: {lo} <= {key} <= {hi}") from None
-    else:
-        raise ValueError(f"unknown shift setting {key!r}; {_valid_keys_message()}")
+    raise ValueError(f"unknown shift setting {key!r}; {_valid_keys_message()}")
+
+
+def _merge(settings: dict, origins: dict, item: dict, origin: str, typed: bool, spec) -> None:
+    """Add one item's settings; a setting given twice is refused (order would otherwise pick one silently)."""
+    for key, value in item.items():
+        if key in origins and (settings[key] != value or (typed and origins[key][1])):
+            raise ValueError(
+                f"shift {spec!r}: {key} is set twice, by {origins[key][0]!r} and {origin!r}; give each setting once"
+            )
+        settings[key] = value
+        origins[key] = (origin, typed)
 
 
 def parse_shift(spec: "str | Mapping | Shift | None") -> Shift:
     """A Shift from a typed string, a dict, an existing Shift or None (the training distribution).
 
-    Raises ValueError naming the valid settings for an unknown name or an out-of-range value.
+    Raises ValueError naming the valid settings for an unknown name or an out-of-range value, and naming the
+    spec for an empty item or a setting given twice (presets may overlap where they agree).
     """
     if spec is None:
         return Shift()
     if isinstance(spec, Shift):
         return spec
     settings: dict = {}
+    origins: dict = {}  # setting -> (the item that set it, whether typed as key=value)
     if isinstance(spec, Mapping):
         for key, value in spec.items():
-            _apply(settings, str(key), value)
+            _merge(settings, origins, _item(str(key), value), f"{key}={value}", True, dict(spec))
         return Shift(**settings)
     if not isinstance(spec, str):
         raise ValueError(f"a shift is a string, a dict or a Shift, got {type(spec).__name__}")
-    base = Shift()
-    for token in filter(None, (t.strip() for t in spec.split(","))):
+    if not spec.strip():
+        return Shift()
+    for token in (t.strip() for t in spec.split(",")):
+        if not token:
+            raise ValueError(f"shift {spec!r}: empty item (two commas, or a comma at an end)")
         if "=" in token:
             key, value = token.split("=", 1)
-            _apply(settings, key, value)
+            _merge(settings, origins, _item(key, value), token, True, spec)
         elif token in SHIFT_PRESETS:
-            base = replace(base, **settings) + SHIFT_PRESETS[token]
-            settings = {}
+            _merge(settings, origins, SHIFT_PRESETS[token].changed(), token, False, spec)
         else:
             raise ValueError(f"unknown shift preset or setting {token!r}; {_valid_keys_message()}")
-    return replace(base, **settings)
+    return Shift(**settings)
 
 
 # The settings of the out-of-distribution evaluation. Names are stable (reports refer to them).

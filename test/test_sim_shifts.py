@@ -54,6 +54,34 @@ def test_bad_shifts_name_the_valid_ones(spec, mentions):
     assert mentions in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "spec, mentions",
+    [
+        ("dusk,night", "shift 'dusk,night': lighting is set twice, by 'dusk' and 'night'"),
+        ("fog=0.5,fog=0.2", "fog is set twice, by 'fog=0.5' and 'fog=0.2'"),
+        ("fog=0.5,fog=0.5", "fog is set twice"),
+        ("fog,fog=0.2", "fog is set twice, by 'fog' and 'fog=0.2'"),
+        ("winter_dusk,night", "lighting is set twice, by 'winter_dusk' and 'night'"),
+        ("dynamics=heavy,mass=1.2", "mass is set twice, by 'dynamics=heavy' and 'mass=1.2'"),
+        ({"dynamics": "heavy", "mass": 1.2}, "mass is set twice"),
+        (",", "shift ',': empty item"),
+        ("fog=0.5,", "empty item"),
+        ("winter,,dusk", "empty item"),
+    ],
+)
+def test_a_setting_given_twice_or_an_empty_item_is_refused(spec, mentions):
+    """Order used to pick one of two settings silently ('dusk,night' ran night; ',' ran in_distribution)."""
+    with pytest.raises(ValueError) as err:
+        parse_shift(spec)
+    assert mentions in str(err.value)
+
+
+def test_presets_that_agree_still_combine():
+    assert parse_shift("winter_dusk,winter") == parse_shift("winter,season=winter,dusk") == SHIFT_PRESETS["winter_dusk"]
+    assert parse_shift("in_distribution,fog") == Shift(fog=0.5)
+    assert parse_shift("  ") == Shift()
+
+
 def test_env_rejects_bad_shift():
     with pytest.raises(ValueError, match="season"):
         gym.make("LiquidRover-v0", shift="season=monsoon")
