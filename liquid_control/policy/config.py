@@ -131,7 +131,7 @@ class _Required:
 REQUIRED = _Required()
 
 
-def _field(kind, default=REQUIRED, *, choices=None, min_value=None, max_value=None, nullable=False):
+def _field(kind, default=REQUIRED, *, choices=None, min_value=None, max_value=None, nullable=False, above=None):
     return {
         "kind": kind,
         "default": default,
@@ -139,6 +139,7 @@ def _field(kind, default=REQUIRED, *, choices=None, min_value=None, max_value=No
         "min": min_value,
         "max": max_value,
         "nullable": nullable,
+        "above": above,  # exclusive lower bound (a learning rate of 0 trains nothing)
     }
 
 
@@ -187,7 +188,7 @@ _TRAINING = {
     "epochs_per_round": _field("int", 4, min_value=1),  # epochs after each DAgger round
     "batch_size": _field("int", 16, min_value=1),
     "sequence_length": _field("int", 32, min_value=2),  # truncated BPTT chunk length
-    "lr": _field("float", 3e-3, min_value=0.0),
+    "lr": _field("float", 3e-3, above=0.0),
     "lr_final": _field("float", 3e-4, min_value=0.0),  # cosine-decayed over all epochs
     "weight_decay": _field("float", 0.0, min_value=0.0),
     "grad_clip": _field("float", 1.0, min_value=0.0),
@@ -268,6 +269,8 @@ def _check_value(path: str, value: Any, spec: dict) -> Any:
         return value
     if spec["choices"] is not None and value not in spec["choices"]:
         raise PolicyConfigError(f"{path}: unknown value {value!r}; choose from {', '.join(map(str, spec['choices']))}")
+    if spec["above"] is not None and not value > spec["above"]:
+        raise PolicyConfigError(f"{path}: must be > {spec['above']}, got {value!r}")
     if spec["min"] is not None and value < spec["min"]:
         raise PolicyConfigError(f"{path}: must be >= {spec['min']}, got {value!r}")
     if spec["max"] is not None and value > spec["max"]:
@@ -414,17 +417,68 @@ def env_kwargs(cfg: dict) -> dict:
     return kwargs
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate a policy YAML file; errors name the file."""
+def repeated_key(text: str) -> str | None:
+    """The first key given twice in one mapping of a YAML text, as "key.path (lines A and B)", or None.
+
+    PyYAML keeps the last of repeated keys silently, so ``lr: 0.002`` followed further down by ``lr: 5``
+    would train with 5 whatever the author meant; the text must be valid YAML."""
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                sub = f"{path}.{name}" if path else str(name)
+                if name is not None and name != "<<":
+                    if name in seen:
+                        return f"{sub} (lines {seen[name] + 1} and {key.start_mark.line + 1})"
+                    seen[name] = key.start_mark.line
+                found = walk(value, sub)
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                found = walk(item, f"{path}[{i}]")
+                if found:
+                    return found
+        return None
+
+    return walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error on one line: what is wrong and where (PyYAML's own message spans several lines)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context = getattr(exc, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
+def read_config_yaml(path: str | Path):
+    """The YAML content of a policy config file, unvalidated; PolicyConfigError naming the file when it is
+    missing, not YAML, or gives a key twice."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise PolicyConfigError(f"{path}: policy config not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyConfigError(f"{path}: cannot read the policy config: {exc}") from None
     try:
         raw = yaml.safe_load(text)
+        repeated = repeated_key(text)
     except yaml.YAMLError as exc:
-        raise PolicyConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise PolicyConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
+    if repeated:
+        raise PolicyConfigError(f"{path}: {repeated}: key given twice (which one is meant?); keep one")
+    return raw
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate a policy YAML file; errors name the file."""
+    path = Path(path)
+    raw = read_config_yaml(path)
     if raw is None:
         raise PolicyConfigError(f"{path}: empty policy config")
     try:

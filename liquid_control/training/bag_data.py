@@ -117,13 +117,10 @@ def resolve(config, data: dict | None, out_dir: Path):
     """
     section = None
     if isinstance(config, (str, Path)):
+        from liquid_control.policy.config import read_config_yaml
+
         path = Path(config)
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise PolicyConfigError(f"{path}: policy config not found") from None
-        except yaml.YAMLError as exc:
-            raise PolicyConfigError(f"{path}: not valid YAML: {exc}") from None
+        raw = read_config_yaml(path)  # errors name the file (missing, not YAML, a key given twice)
         if isinstance(raw, dict) and "data" in raw:
             section = raw.pop("data")
             from liquid_control.policy import validate_config

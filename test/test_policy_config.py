@@ -1,0 +1,47 @@
+"""Policy config files: a key given twice and a learning rate that trains nothing are refused, naming the key."""
+
+import pytest
+import yaml
+
+from liquid_control.paths import policies_dir
+from liquid_control.policy import PolicyConfigError, load_config, validate_config
+
+ROVER = policies_dir() / "configs" / "cfc_rover.yaml"
+
+
+def test_a_key_given_twice_is_refused_naming_the_file_and_the_key_path(tmp_path, capsys):
+    """Before: PyYAML kept the last `lr` silently, so the run trained at 5 whatever the author meant."""
+    text = ROVER.read_text().replace("training:\n", "training:\n  lr: 0.002\n  lr: 5\n", 1)
+    assert "lr: 5" in text
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text)
+    with pytest.raises(PolicyConfigError, match=r"twice.yaml: training.lr \(lines \d+ and \d+\): key given twice"):
+        load_config(twice)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text(ROVER.read_text() + "data:\n  bags: [a]\n  window: 8\n  window: 16\n")
+    from liquid_control import cli
+
+    argv = ["train", "--config", str(nested), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nested.yaml: data.window (lines" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("lr", [0.0, -0.001])
+def test_a_learning_rate_that_trains_nothing_is_refused(lr):
+    """Before: training.lr 0 (or below) was accepted and the run trained for hours without learning."""
+    cfg = yaml.safe_load(ROVER.read_text())
+    cfg.setdefault("training", {})["lr"] = lr
+    with pytest.raises(PolicyConfigError, match=rf"training.lr: must be > 0.0, got {lr}"):
+        validate_config(cfg)
+    cfg["training"]["lr"], cfg["training"]["lr_final"] = 1e-3, 0.0  # decaying to 0 is fine
+    assert validate_config(cfg)["training"]["lr_final"] == 0.0
+
+
+def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(PolicyConfigError) as err:
+        load_config(bad)
+    assert "bad.yaml: not valid YAML:" in str(err.value) and "\n" not in str(err.value)
