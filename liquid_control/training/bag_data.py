@@ -145,6 +145,15 @@ def resolve(config, data: dict | None, out_dir: Path):
         raise TrainingError(str(exc)) from None
 
 
+def bag_data_spec(cfg: dict, data: dict):
+    """Where a policy's inputs and labels are in the bags (topics, scale, limits: the node's parameter file);
+    TrainingError when the data settings or the parameter file are wrong (checked before a run writes anything)."""
+    try:
+        return data_spec(cfg, data["node_params"], data["topics"], data["command_topic"], data["label"] or None)
+    except ValueError as exc:
+        raise TrainingError(f"data: {exc}") from None
+
+
 def force_bag_schedule(cfg: dict) -> dict:
     """A bag run is behaviour cloning only: no DAgger rounds, no simulated selection episodes."""
     cfg = copy.deepcopy(cfg)
@@ -300,17 +309,12 @@ def load_segments(folder: Path, index: dict) -> list[Episode]:
 class BagRun(_Run):
     """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with _Run."""
 
-    def __init__(self, config, out_dir, seed, progress, command, log, data: dict, bc_copies: int = 1):
+    def __init__(self, config, out_dir, seed, progress, command, log, data: dict, bc_copies: int = 1, spec=None):
         super().__init__(config, out_dir, seed, progress, command, log, bc_copies=bc_copies)
         self.data = data
         self.rounds, self.round_epochs = 1, [config["training"]["epochs_first"]]
         self.total_epochs = self.round_epochs[0]
-        try:
-            self.spec = data_spec(
-                config, data["node_params"], data["topics"], data["command_topic"], data["label"] or None
-            )
-        except ValueError as exc:
-            raise TrainingError(f"data: {exc}") from None
+        self.spec = spec if spec is not None else bag_data_spec(config, data)
         self.bag_stats: dict = {}
 
     def _check_data_file(self) -> None:

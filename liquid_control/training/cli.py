@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -33,14 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="policy YAML (e.g. policies/configs/cfc_ncp_rover.yaml); optional with "
         "--resume, which then reuses the run's config.yaml",
     )
-    parser.add_argument("--out", required=True, help="output folder of the run (must be new unless --resume)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output folder of the run: new or empty (a folder holding other files is refused), or with --resume "
+        "the folder of a run",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="training seed: weights, data episodes, shuffling (default 0)"
     )
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out from its last finished epoch and its saved episodes",
+        help="continue the run in --out from its last finished epoch and its saved episodes (a new or empty --out: "
+        "start it; a folder that holds no run is refused)",
     )
     parser.add_argument(
         "--set",
@@ -89,12 +96,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_overrides(items) -> dict:
     """``--set KEY=VALUE`` items as {dotted key: YAML-parsed value}; ValueError for a malformed item."""
+    from liquid_control.policy.config import repeated_key, yaml_problem
+
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = yaml.safe_load(value)
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+            repeated = repeated_key(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML: {yaml_problem(exc)}") from None
+        if repeated:
+            raise ValueError(f"--set {item!r}: {repeated.split(' (')[0]}: key given twice; keep one")
     return overrides
 
 
@@ -119,6 +134,8 @@ def run(args) -> int:
             overrides["training.augmentation"] = list(PHOTOMETRIC)
         if args.config is None and not args.resume:
             raise ValueError("--config is required (except with --resume)")
+        if os.path.exists(args.out) and not os.path.isdir(args.out):
+            raise ValueError(f"--out {args.out}: exists and is not a folder")
         command = (
             "liquid-control train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2 and sys.argv[1] == "train"

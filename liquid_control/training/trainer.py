@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -459,6 +460,81 @@ def _tensorboard(folder: Path):
     return SummaryWriter(str(folder))
 
 
+# What a run writes before it has collected, converted or trained anything: a folder holding only these (and
+# no checkpoint.pt, no file under data/) holds no run, so a failed start never blocks the next one.
+STARTED_ENTRIES = ("config.yaml", "data.yaml", "data", "tensorboard")
+
+
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` holds something of a training run that a fresh start would lose: a checkpoint, or a
+    collected episode or converted bag under ``data/`` (a ``.*.tmp`` folder is a conversion that never finished)."""
+    if (out / "checkpoint.pt").exists():
+        return True
+    data = out / "data"
+    return data.is_dir() and any(
+        f.is_file() and not any(part.startswith(".") and part.endswith(".tmp") for part in f.relative_to(data).parts)
+        for f in data.rglob("*")
+    )
+
+
+def _listing(out: Path) -> str:
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+    return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+
+def check_out_dir(out: Path, resume: bool, cfg: dict) -> bool:
+    """Refuse an output folder the run would overwrite or misread; True when it holds a run to continue.
+
+    Without ``resume`` the folder must be new, empty, or what a start that trained nothing left (its config.yaml,
+    if any, this config); with ``resume`` a new or empty folder starts the run, and a folder must otherwise hold
+    one (checkpoint.pt, data/ or config.yaml): files of something else are never taken for a run."""
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"{out}: exists and is not a folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return False
+    run = holds_run(out)
+    if not resume and run:
+        raise TrainingError(
+            f"{out} already holds a training run; pass resume (--resume) to continue it, "
+            f"or choose another output folder"
+        )
+    if resume and (run or (out / "config.yaml").is_file()):
+        return True
+    leftovers = all(p.name in STARTED_ENTRIES for p in out.iterdir())
+    saved, other = out / "config.yaml", ""
+    if leftovers and saved.is_file():  # not resume: a start that trained nothing, of this config or another?
+        try:
+            leftovers = validate_config(yaml.safe_load(saved.read_text())) == cfg
+        except Exception:
+            leftovers = False
+        other = "" if leftovers else "; its config.yaml is not this config"
+    if leftovers:
+        return False
+    if resume:
+        raise TrainingError(
+            f"{out}: holds no training run to resume (no checkpoint.pt, config.yaml or data/; it holds "
+            f"{_listing(out)}); pass the folder of a run, or a new or empty folder to start one"
+        )
+    raise TrainingError(
+        f"{out}: not empty and not a training run (it holds {_listing(out)}{other}); the output folder must be new "
+        f"or empty (or a run, with resume)"
+    )
+
+
+def _undo_start(out: Path, created: Path | None, before: set) -> None:
+    """Remove what a start that failed before collecting, converting or training anything wrote into ``out``."""
+    import shutil
+
+    if holds_run(out):
+        return
+    if created is not None:
+        shutil.rmtree(created, ignore_errors=True)
+        return
+    for path in list(out.iterdir()) if out.is_dir() else []:
+        if path.name not in before:
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
 def _log(message: str) -> None:
     from tqdm import tqdm
 
@@ -494,6 +570,8 @@ def train(
     from . import bag_data  # imports this module
 
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise TrainingError(f"{out}: exists and is not a folder")
     config, data = bag_data.resolve(config, data, out)
     saved = out / "config.yaml"
     checkpoint = out / "checkpoint.pt"
@@ -520,11 +598,7 @@ def train(
         raise TrainingError(
             f"training.sensor_rate_range / jitter_range: world {cfg['world']!r} has no sensor timings to vary"
         )
-    if not resume and (checkpoint.exists() or (out / "data").exists()):
-        raise TrainingError(
-            f"{out} already holds a training run; pass resume (--resume) to continue it, "
-            f"or choose another output folder"
-        )
+    resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
     # Every check of a resume comes before anything is written, so a refused resume changes nothing.
     if resume and saved.is_file():
         try:
@@ -543,19 +617,31 @@ def train(
     if threads is not None:
         bc_copies = int(threads) if int(threads) > 1 and not has_dropout(Policy(cfg)) else 1
         torch.set_num_threads(1 if bc_copies > 1 else int(threads))
+    spec = None if data is None else bag_data.bag_data_spec(cfg, data)  # a bad --node-params: before any write
     torch.use_deterministic_algorithms(True)
-    out.mkdir(parents=True, exist_ok=True)
-    if not saved.is_file():
-        with atomic_write(saved, "w") as handle:
-            handle.write(yaml.safe_dump(cfg, sort_keys=False))
-    if data is not None and workers > 1:
-        log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
-    run = (
-        _Run(cfg, out, seed, progress, command, log, workers=workers, bc_copies=bc_copies)
-        if data is None
-        else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies)
-    )
-    if resume and checkpoint.exists():
-        run.load_checkpoint()
-        log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
-    return run.run()
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    before = set(os.listdir(out)) if created is None else set()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TrainingError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
+    try:
+        if not resume or not saved.is_file():
+            with atomic_write(saved, "w") as handle:
+                handle.write(yaml.safe_dump(cfg, sort_keys=False))
+        if not resume and data is None:  # a failed bag start's data.yaml would make a later resume a bag run
+            (out / "data.yaml").unlink(missing_ok=True)
+        if data is not None and workers > 1:
+            log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
+        run = (
+            _Run(cfg, out, seed, progress, command, log, workers=workers, bc_copies=bc_copies)
+            if data is None
+            else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies, spec=spec)
+        )
+        if resume and checkpoint.exists():
+            run.load_checkpoint()
+            log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
+        return run.run()
+    except BaseException:
+        _undo_start(out, created, before)  # nothing collected, converted or trained: leave no half-made run
+        raise

@@ -1,0 +1,86 @@
+"""`liquid-control train` input handling: --set values, the output folder (new, empty, a run, or refused) and
+what a refused or failed start leaves behind (nothing)."""
+
+import pytest
+import yaml
+from test_training import tiny_config
+
+from liquid_control import cli
+from liquid_control.policy import validate_config
+from liquid_control.training import trainer
+
+ROVER = "policies/configs/cfc_rover.yaml"
+
+
+def _train(argv, capsys):
+    code = cli.main(["train", "--config", ROVER, "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+def test_a_set_value_that_is_not_yaml_names_the_argument(tmp_path, capsys):
+    """Before: a yaml.parser.ParserError traceback."""
+    code, err = _train(["--out", str(tmp_path / "r"), "--set", "training.lr=[1,2"], capsys)
+    assert code == 2 and "--set 'training.lr=[1,2': the value is not valid YAML: expected ',' or ']'" in err
+    assert len(err.strip().splitlines()) == 1
+    code, err = _train(["--out", str(tmp_path / "r"), "--set", "training={lr: 1, lr: 2}"], capsys)
+    assert code == 2 and "--set 'training={lr: 1, lr: 2}': lr: key given twice" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_out_that_is_a_file_is_refused(tmp_path, capsys):
+    """Before: a FileExistsError traceback."""
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    code, err = _train(["--out", str(a_file)], capsys)
+    assert code == 2 and f"--out {a_file}: exists and is not a folder" in err
+    code, err = _train(["--out", str(a_file / "run")], capsys)
+    assert code == 2 and f"{a_file / 'run'}: cannot create the output folder" in err
+    assert a_file.read_text() == "mine"
+
+
+def test_a_folder_of_other_files_is_neither_overwritten_nor_resumed(tmp_path, capsys):
+    """Before: a folder holding an unrelated metrics.csv (or another config's config.yaml) was trained into,
+    its files overwritten; --resume on it silently started a fresh run."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "metrics.csv").write_text("a,b\n1,2\n")
+    code, err = _train(["--out", str(other), "--set", "training.epochs_first=1"], capsys)
+    assert code == 2 and f"{other}: not empty and not a training run (it holds metrics.csv)" in err
+    code, err = _train(["--out", str(other), "--resume"], capsys)
+    assert code == 2 and f"{other}: holds no training run to resume" in err and "metrics.csv" in err
+    assert sorted(p.name for p in other.iterdir()) == ["metrics.csv"]
+    assert (other / "metrics.csv").read_text() == "a,b\n1,2\n"
+    another = tmp_path / "another"
+    another.mkdir()
+    (another / "config.yaml").write_text(open("policies/configs/lstm_rover.yaml").read())
+    code, err = _train(["--out", str(another)], capsys)
+    assert code == 2 and "(it holds config.yaml; its config.yaml is not this config)" in err
+
+
+def test_a_start_that_trained_nothing_leaves_nothing_and_blocks_nothing(tmp_path, monkeypatch):
+    """Before: a start that failed before its first episode left config.yaml and data/, and the corrected
+    command was refused ("already holds a training run")."""
+    out = tmp_path / "new" / "run"
+
+    def dying(*args, **kwargs):
+        raise RuntimeError("the world failed to start")
+
+    monkeypatch.setattr(trainer, "collect_episode", dying)
+    with pytest.raises(RuntimeError, match="failed to start"):
+        trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
+    assert not (tmp_path / "new").exists()
+    monkeypatch.undo()
+    # what such a start left before (config.yaml of this config, data.yaml, an empty data tree): not a run
+    out.mkdir(parents=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(validate_config(tiny_config(dagger_rounds=0))))
+    (out / "data.yaml").write_text("data: {bags: [x]}\n")
+    (out / "data" / "bags" / "train").mkdir(parents=True)
+    result = trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
+    assert result.policy_path.is_file() and not (out / "data.yaml").exists()
+    with pytest.raises(trainer.TrainingError, match="already holds a training run"):
+        trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
+    empty = tmp_path / "empty"
+    empty.mkdir()  # resume on a new or empty folder starts the run (documented in --help)
+    assert trainer.train(tiny_config(dagger_rounds=0), empty, resume=True, progress=False, log=lambda m: None).epochs
