@@ -110,12 +110,45 @@ def load_node_parameters(path: str | Path | None) -> dict:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read the policy_node parameter file: {exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(
+            f"{path}: expected a mapping (policy_node: ros__parameters: ...), got {type(raw).__name__} {raw!r}"
+        )
     nodes = {k: v for k, v in (raw or {}).items() if isinstance(v, dict) and "ros__parameters" in v}
     if not nodes:
         raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...)")
-    node = nodes.get("policy_node") or nodes.get("/**") or next(iter(nodes.values()))
-    values.update(node["ros__parameters"])
+    name = next((n for n in ("policy_node", "/**") if n in nodes), next(iter(nodes)))
+    given = nodes[name]["ros__parameters"]
+    if not isinstance(given, dict):
+        raise ValueError(f"{path}: {name}.ros__parameters: expected a mapping, got {type(given).__name__} {given!r}")
+    for key, value in given.items():
+        problem = _parameter_type_problem(key, value)
+        if problem:
+            raise ValueError(f"{path}: {name}.ros__parameters.{key}: {problem}")
+    values.update(given)
     return values
+
+
+def _parameter_type_problem(name, value) -> str | None:
+    """Why ``value`` cannot be the node parameter ``name`` (the type of its default), or None. The node's own
+    checks (liquid_control.ros.params) come later on the robot; here a wrong type would fail far from the file."""
+    if name not in POLICY_NODE_PARAMETERS:
+        return None  # another node's parameter, or one this version does not read
+    default = POLICY_NODE_PARAMETERS[name][0]
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    elif isinstance(default, list):
+        ok = number(value) or (isinstance(value, list) and bool(value) and all(number(v) for v in value))
+        want = "a number or a list of numbers"
+    else:
+        ok, want = number(value), "a number"
+    return None if ok else f"expected {want}, got {value!r}"
 
 
 def default_node_parameters_file(world: str) -> Path | None:
@@ -159,7 +192,10 @@ def data_spec(
     if len(scale) == 1:
         scale = scale * spec.action_size
     if len(scale) != spec.action_size or any(not math.isfinite(s) or s == 0 for s in scale):
-        raise ValueError(f"action_scale {scale}: needs 1 or {spec.action_size} finite non-zero values")
+        raise ValueError(
+            f"{node_params}: action_scale {scale}: needs 1 or {spec.action_size} finite non-zero values "
+            f"(the policy's action size)"
+        )
     limits = R.RunnerLimits(
         max_gap_s=float(values["max_gap_s"]),
         max_backward_jump_s=float(values["max_backward_jump_s"]),
