@@ -59,6 +59,11 @@ SENSOR_FIELDS = (
     "latency",
 )
 PER_SENSOR = ("camera", "imu")  # sensors with their own rate and jitter factors
+# Settings that act on one sensor alone: in a world without it they change nothing.
+SENSOR_SETTINGS = {
+    "camera": VISUAL_FIELDS + ("camera_rate", "camera_jitter"),
+    "imu": ("imu_noise", "imu_bias", "imu_rate", "imu_jitter"),
+}
 DYNAMICS_FIELDS = ("mass", "friction", "motor_gain")
 
 
@@ -122,6 +127,18 @@ class Shift:
         changed = self.changed()
         groups = {"visual": VISUAL_FIELDS, "sensor": SENSOR_FIELDS, "dynamics": DYNAMICS_FIELDS}
         return {kind for kind, names in groups.items() if any(n in changed for n in names)}
+
+    def idle_settings(self, sensor_names) -> dict:
+        """The changed settings that act on a sensor not in ``sensor_names`` (setting -> sensor): in a world
+        with those sensors they change nothing, so an evaluation row under them would measure nothing."""
+        changed = self.changed()
+        return {
+            name: sensor
+            for sensor, names in SENSOR_SETTINGS.items()
+            if sensor not in sensor_names
+            for name in names
+            if name in changed
+        }
 
     def __str__(self) -> str:
         return self.to_string() or "in_distribution"

@@ -549,6 +549,15 @@ def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoi
         (["--world", "NoSuchWorld-v0"], "--world 'NoSuchWorld-v0': no such world; choose from LiquidBalance-v0"),
         (["--episode-seed-base", "-5"], "--episode-seed-base must be >= 0"),
         (["--episode-seed-base", str(2**32)], "--episode-seed-base must be >= 0 with every seed below 2**32"),
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--workers", "-2"], "--workers must be >= 1, got -2"),
+        (["--shift", "dusk,night"], "shift 'dusk,night': lighting is set twice, by 'dusk' and 'night'"),
+        (["--shift", "fog=0.5,fog=0.2"], "fog is set twice"),
+        (["--shift", ","], "shift ',': empty item"),
+        (
+            ["--world", "LiquidBalance-v0", "--shift", "camera_noise=0.3"],
+            "shift 'camera_noise=0.3': camera_noise changes nothing in LiquidBalance-v0, which has no camera",
+        ),
     ],
 )
 def test_an_invalid_request_is_refused_before_the_output_folder_exists(tmp_path, capsys, flags, message):
@@ -559,6 +568,34 @@ def test_an_invalid_request_is_refused_before_the_output_folder_exists(tmp_path,
     argv = ["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--backend", "serial"]
     assert main(argv + flags + ["--no-progress", "--no-example"]) == 2
     assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_policy_is_evaluated_in_its_own_world_under_shifts_that_act_there(tmp_path, capsys):
+    """A --world other than the policy's ran the policy's world under the other's name; a camera shift for a
+    world without a camera reported an in-distribution row under the shift's name; a folder given as the
+    checkpoint was said not to exist."""
+    from liquid_control.cli import main
+    from liquid_control.paths import policies_dir
+
+    balancer = str(policies_dir() / "cfc_balancer.pt")
+    out = tmp_path / "report"
+    argv = ["eval", "--episodes", "1", "--out", str(out), "--no-progress", "--no-example"]
+    assert main([*argv, "--policy", balancer, "--world", "LiquidRover-v0"]) == 2
+    err = capsys.readouterr().err
+    assert "--world LiquidRover-v0: the policies are for LiquidBalance-v0" in err and len(err.splitlines()) == 1
+    for shift in ("camera_noise=0.3", "winter", "imu_noise=0.1,fog=0.2"):
+        assert main([*argv, "--policy", balancer, "--shift", shift]) == 2
+        assert "changes nothing in LiquidBalance-v0, which has no camera" in capsys.readouterr().err
+    plan = build_plan(["expert", balancer], ["imu_noise=0.1", "heavy", "sensor_rate=2"], 1, world="LiquidBalance-v0")
+    assert {p.world for p in plan.policies} == {"LiquidBalance-v0"}
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main([*argv, "--policy", str(run)]) == 2
+    assert f"checkpoint {str(run)!r} is a folder, not a checkpoint file" in capsys.readouterr().err
+    (run / "policy.pt").write_bytes(b"")
+    assert main([*argv, "--policy", f"cfc={run}"]) == 2
+    assert f"did you mean {run / 'policy.pt'}?" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -64,8 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument(
         "--world",
-        default="LiquidRover-v0",
-        help="world for an expert-only evaluation (otherwise the policies' own world)",
+        default=None,
+        help="world for an expert-only evaluation (default LiquidRover-v0); with policies it must be theirs",
     )
     what.add_argument(
         "--episodes",
@@ -175,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
         else ""
     )
     try:
+        if args.workers is not None and args.workers < 1:
+            raise EvaluationSetupError(f"--workers must be >= 1, got {args.workers}")
         if args.bag:
             from liquid_control.evaluation.offline import run_offline
 

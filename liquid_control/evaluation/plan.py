@@ -17,10 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
-from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift
+from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies
 from liquid_control.runtime.backends import checkpoint_sha256
 
 EXPERT = "expert"
+DEFAULT_WORLD = "LiquidRover-v0"  # the expert's world when neither --world nor a policy names one
 DEFAULT_EPISODE_SEED_BASE = 20_000_000  # outside the seed ranges training uses (1e6 + 1e5*seed..., 9e6...)
 
 
@@ -122,6 +123,12 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
         return PolicySpec(name=EXPERT, world=default_world, env_kwargs=agents.default_env_kwargs(None))
     infos = []
     for path in paths:
+        if os.path.isdir(path):  # e.g. a training run's folder: its checkpoint is the policy.pt inside
+            inside = os.path.join(path, "policy.pt")
+            hint = f"; did you mean {inside}?" if os.path.isfile(inside) else ""
+            raise EvaluationSetupError(
+                f"checkpoint {path!r} is a folder, not a checkpoint file (policy {name or path!r}){hint}"
+            )
         if not os.path.isfile(path):
             raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r})")
         infos.append(agents.inspect_checkpoint(path))  # raises EvaluationSetupError naming the file
@@ -222,9 +229,13 @@ def build_plan(
     shifts: list[str],
     episodes: int,
     episode_seed_base: int = DEFAULT_EPISODE_SEED_BASE,
-    world: str = "LiquidRover-v0",
+    world: str | None = None,
 ) -> EvaluationPlan:
-    """Parse and validate a whole request; raises EvaluationSetupError before anything runs."""
+    """Parse and validate a whole request; raises EvaluationSetupError before anything runs.
+
+    ``world``: the world asked for (``--world``); None: the policies' own, or DEFAULT_WORLD for the expert
+    alone. A world that is not the policies' is refused (they run in the world they were trained in).
+    """
     if episodes < 1:
         raise EvaluationSetupError(f"--episodes must be >= 1, got {episodes}")
     if episode_seed_base < 0 or episode_seed_base + episodes > 2**32:
@@ -234,16 +245,24 @@ def build_plan(
     if not policy_args:
         raise EvaluationSetupError("no policy given (use --policy expert or --policy NAME=CHECKPOINT)")
     shifts = validate_shifts(shifts)
-    validate_world(world)
+    validate_world(world or DEFAULT_WORLD)
     specs: list[PolicySpec] = []
     for text in policy_args:
         name, paths = parse_policy_argument(text)
-        specs.append(resolve_policy(name, paths, world))
+        specs.append(resolve_policy(name, paths, world or DEFAULT_WORLD))
     policy_worlds = {s.world for s in specs if not s.is_expert}
     if len(policy_worlds) > 1:
         raise EvaluationSetupError(
             f"policies are for different worlds {sorted(policy_worlds)}; evaluate one world at a time"
         )
+    if world is not None and policy_worlds and world not in policy_worlds:
+        raise EvaluationSetupError(
+            f"--world {world}: the policies are for {next(iter(policy_worlds))} (a policy runs in the world it "
+            "was trained in); leave --world out or evaluate a policy of that world"
+        )
+    evaluated = next(iter(policy_worlds)) if policy_worlds else world or DEFAULT_WORLD
+    for shift in shifts:  # a shift on a sensor the world lacks would be an in-distribution row, mislabelled
+        check_shift_applies(shift, evaluated)
     if policy_worlds:  # the expert drives the same world, rendered the same way, as the trained policies
         trained = next(s for s in specs if not s.is_expert)
         specs = [

@@ -45,13 +45,33 @@ def shift_changes(shift: str) -> dict:
 
     try:
         return parse_shift(shift_for_env(shift)).changed()
-    except ValueError as exc:  # parse_shift's message lists the valid names
-        raise EvaluationSetupError(f"unknown or invalid shift {shift!r}: {exc}") from exc
+    except ValueError as exc:  # parse_shift's message lists the valid names (or names the spec itself)
+        named = str(exc).startswith(f"shift {shift_for_env(shift)!r}: ")
+        raise EvaluationSetupError(str(exc) if named else f"unknown or invalid shift {shift!r}: {exc}") from exc
 
 
 def check_shift(shift: str) -> None:
     """Raise EvaluationSetupError naming `shift` when sim_envs cannot parse it."""
     shift_changes(shift)
+
+
+def check_shift_applies(shift: str, world: str) -> None:
+    """Raise EvaluationSetupError naming `shift` and `world` when the shift acts on a sensor the world lacks
+    (e.g. camera_noise for a world without a camera): its row would be the in-distribution one, mislabelled."""
+    import sim_envs
+    from sim_envs.shifts import parse_shift
+
+    if world not in sim_envs.WORLDS:  # another registered gymnasium world: its sensors are not declared
+        return
+    sensors = sim_envs.world_class(world).sensor_names
+    idle = parse_shift(shift_for_env(shift)).idle_settings(sensors)
+    if idle:
+        verb = "changes" if len(idle) == 1 else "change"
+        missing = " or ".join(dict.fromkeys(idle.values()))
+        raise EvaluationSetupError(
+            f"shift {shift!r}: {', '.join(idle)} {verb} nothing in {world}, which has no {missing} "
+            f"(its sensors: {', '.join(sensors)})"
+        )
 
 
 def shift_kinds(shift: str) -> set:
