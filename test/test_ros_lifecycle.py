@@ -246,6 +246,8 @@ def test_configure_logs_why_a_policy_file_is_refused(hostile_files, ros, case):
         ({"watchdog_timeout_s": 1e300}, "watchdog_timeout_s: must be at most 86400"),
         ({"diagnostics_period_s": 1e300}, "diagnostics_period_s: must be at most 86400"),
         ({"control_rate_hz": 1e-300}, "control_rate_hz: must be at least"),
+        ({"action_scale": "abc"}, "action_scale: must be a number or a list of numbers, got 'abc'"),  # was float()'s
+        ({"policy": 42}, "policy: must be a file path (a string), got 42"),  # was a TypeError from pathlib
     ],
 )
 def test_configure_names_the_parameter_that_would_fail_later(policy_file, ros, overrides, message):
@@ -255,6 +257,22 @@ def test_configure_names_the_parameter_that_would_fail_later(policy_file, ros, o
     node.get_logger().error = lambda msg, **kw: errors.append(msg)
     assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert any(message in e for e in errors), errors
+
+
+def test_an_unknown_parameter_is_named_in_a_warning(policy_file, ros, monkeypatch):
+    """ROS ignores overrides of undeclared parameters: a typo (`-p watchdog_timout_s:=1`) left the default in
+    force without a word."""
+    from rclpy.impl.rcutils_logger import RcutilsLogger
+
+    warnings = []
+    monkeypatch.setattr(RcutilsLogger, "warning", lambda self, msg, **kw: warnings.append(msg))
+    make, _ = ros
+    make(PolicyNode, parameter_overrides=params(policy_file, watchdog_timout_s=1.0))
+    assert len(warnings) == 1 and warnings[0].startswith("ignoring unknown parameter(s) watchdog_timout_s:"), warnings
+    assert "watchdog_timeout_s" in warnings[0]  # the parameters it does have, to spot the typo
+    warnings.clear()
+    make(PolicyNode, parameter_overrides=params(policy_file))
+    assert warnings == []
 
 
 def test_an_activate_failure_is_logged_and_leaves_the_node_inactive(policy_file, ros):

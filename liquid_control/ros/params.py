@@ -74,6 +74,24 @@ _TOKEN = r"(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})+"
 _TOPIC = re.compile(rf"(?:~|~/{_TOKEN}(?:/{_TOKEN})*|/?{_TOKEN}(?:/{_TOKEN})*)")
 
 
+def declare_node_parameters(node, table: dict, dynamic_typing: bool = True) -> None:
+    """Declare ``table``'s parameters (name -> (default, description)) on ``node`` and warn about overrides (a
+    ``-p`` on the command line, a parameter file) that name none of them: ROS ignores those silently, so a
+    typo would leave the default in force without a word."""
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    for name, (default, description) in table.items():
+        node.declare_parameter(
+            name, default, ParameterDescriptor(description=description, dynamic_typing=dynamic_typing)
+        )
+    overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them there; no public accessor
+    unknown = sorted(n for n in overrides if not node.has_parameter(n) and not n.startswith("qos_overrides."))
+    if unknown:
+        node.get_logger().warning(
+            f"ignoring unknown parameter(s) {', '.join(unknown)}: {node.get_name()}'s are {', '.join(table)}"
+        )
+
+
 def topic_name_problem(name) -> str | None:
     """Why ``name`` is not a valid ROS 2 topic name (None when it is)."""
     if not isinstance(name, str) or not name:
@@ -104,7 +122,11 @@ class PolicyNodeSettings:
 
 
 def _per_element(name, value, size, problems, positive: bool):
-    values = [float(v) for v in value] if isinstance(value, (list, tuple)) else [float(value)]
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if any(isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items):
+        problems.append(f"{name}: must be a number or a list of numbers, got {value!r}")
+        return None
+    values = [float(v) for v in items]
     if len(values) == 1:
         values = values * size
     if len(values) != size:
@@ -137,7 +159,9 @@ def validate_policy_node_parameters(
         elif upper is not None and v > upper:
             problems.append(f"{name}: must be at most {upper:g}, got {v!r}")
 
-    if not values["policy"]:
+    if not isinstance(values["policy"], str):
+        problems.append(f"policy: must be a file path (a string), got {values['policy']!r}")
+    elif not values["policy"]:
         problems.append("policy: no policy file given (set the 'policy' parameter)")
     choice("backend", BACKENDS)
     choice("command_type", COMMAND_TYPES)

@@ -31,7 +31,6 @@ import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -45,6 +44,7 @@ from liquid_control.ros.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
     camera_info_topic,
+    declare_node_parameters,
     validate_policy_node_parameters,
 )
 from liquid_control.runtime import runner as R
@@ -118,8 +118,7 @@ class PolicyNode(LifecycleNode):
 
     def __init__(self, name: str = "policy_node", **kwargs):
         super().__init__(name, **kwargs)
-        for pname, (default, description) in POLICY_NODE_PARAMETERS.items():
-            self.declare_parameter(pname, default, ParameterDescriptor(description=description, dynamic_typing=True))
+        declare_node_parameters(self, POLICY_NODE_PARAMETERS)
         self.settings = None
         self.runner: R.PolicyRunner | None = None
         self._subscriptions_by_sensor = {}

@@ -25,12 +25,12 @@ from pathlib import Path
 
 import rclpy
 import rclpy.executors
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError, BagReader, BagWriter
 from liquid_control.bags.io import message_class, qos_dict
+from liquid_control.ros.params import declare_node_parameters
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -64,8 +64,7 @@ class BagRecorderNode(Node):
 
     def __init__(self, name: str = "bag_recorder", parameter_overrides: dict | None = None, **kwargs):
         super().__init__(name, **kwargs)
-        for pname, (default, description) in RECORDER_PARAMETERS.items():
-            self.declare_parameter(pname, default, ParameterDescriptor(description=description))
+        declare_node_parameters(self, RECORDER_PARAMETERS, dynamic_typing=False)
         p = {n: self.get_parameter(n).value for n in RECORDER_PARAMETERS}
         p.update(parameter_overrides or {})
         self.p = p

@@ -38,7 +38,6 @@ import rclpy.executors
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped, Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import ParameterDescriptor
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -51,7 +50,7 @@ from std_srvs.srv import Trigger
 import sim_envs
 from liquid_control.ros import robot_description
 from liquid_control.ros.image_conversion import numpy_to_image
-from liquid_control.ros.params import camera_info_topic
+from liquid_control.ros.params import camera_info_topic, declare_node_parameters
 
 try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -170,8 +169,7 @@ class SimNode(Node):
     def __init__(self, stop: threading.Event | None = None, **kwargs):
         super().__init__("sim_node", **kwargs)
         self.stop = stop if stop is not None else threading.Event()  # set by main's signal handlers
-        for name, (default, description) in SIM_NODE_PARAMETERS.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=description, dynamic_typing=True))
+        declare_node_parameters(self, SIM_NODE_PARAMETERS)
         p = {name: self.get_parameter(name).value for name in SIM_NODE_PARAMETERS}
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
         self.p = p
