@@ -551,6 +551,7 @@ def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoi
         (["--episode-seed-base", str(2**32)], "--episode-seed-base must be >= 0 with every seed below 2**32"),
         (["--workers", "0"], "--workers must be >= 1, got 0"),
         (["--workers", "-2"], "--workers must be >= 1, got -2"),
+        (["--world", "LiquidBalance-v0", "--experiment", "headline"], "--world LiquidBalance-v0: --experiment trains"),
         (["--shift", "dusk,night"], "shift 'dusk,night': lighting is set twice, by 'dusk' and 'night'"),
         (["--shift", "fog=0.5,fog=0.2"], "fog is set twice"),
         (["--shift", ","], "shift ',': empty item"),

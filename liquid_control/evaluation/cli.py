@@ -177,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.workers is not None and args.workers < 1:
             raise EvaluationSetupError(f"--workers must be >= 1, got {args.workers}")
+        if args.world is not None and (args.bag or args.experiment):  # it would be ignored
+            mode = "--bag evaluates recorded bags" if args.bag else "--experiment trains its architectures' world"
+            raise EvaluationSetupError(f"--world {args.world}: {mode}; leave --world out")
         if args.bag:
             from liquid_control.evaluation.offline import run_offline
 
