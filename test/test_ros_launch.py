@@ -121,7 +121,7 @@ def test_sim_launch_builds_the_graph_of_liquid_control_sim(launch_stubs):
     _, nodes = launch_stubs(
         ROOT / "launch" / "sim.launch.py",
         world="LiquidBalance-v0",
-        shift="fog=0.5",
+        shift="imu_noise=0.5",
         use_sim_time="true",
         real_time_factor="2.0",
         publish_mode="fixed_rate",
@@ -131,7 +131,7 @@ def test_sim_launch_builds_the_graph_of_liquid_control_sim(launch_stubs):
     sim, policy = (check_node(n) for n in nodes)
     assert sim["record_bag"] == "bags/sim"  # documented as record_bag:=<folder> (docs/ros.md)
     assert sim["use_sim_time"] is policy["use_sim_time"] is True and sim["real_time_factor"] == 2.0
-    assert sim["shift"] == "fog=0.5" and sim["command_type"] == "float64_multi_array"
+    assert sim["shift"] == "imu_noise=0.5" and sim["command_type"] == "float64_multi_array"
     assert sim["command_topic"] == "wheel_torques" and policy["policy"] == "cfc_balancer.pt"
     assert policy["publish_mode"] == "fixed_rate" and policy["control_rate_hz"] == 50.0
 
@@ -170,6 +170,9 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
         graph.sim_graph(shift="wintr")
     with pytest.raises(ValueError, match="fog"):
         graph.sim_graph(shift="fog=2")
+    with pytest.raises(ValueError, match="fog changes nothing in LiquidBalance-v0, which has no camera"):
+        graph.sim_graph(world="LiquidBalance-v0", shift="fog=0.5")
+    graph.sim_graph(world="LiquidBalance-v0", shift="imu_noise=0.5")
     (tmp_path / "mine.pt").write_bytes(b"")  # relative to the working directory, as policy_node resolves it
     assert graph.sim_graph(policy="mine.pt")[1].parameters["policy"] == "mine.pt"
     parser = argparse.ArgumentParser()

@@ -124,9 +124,16 @@ def sim_graph(
     policy = policy or policy_params.get("policy") or default_policy
     resolve_policy_file(policy)  # FileNotFoundError naming where it looked (policy_node resolves it the same way)
     if shift:
+        from sim_envs import world_class
         from sim_envs.shifts import parse_shift
 
-        parse_shift(shift)  # ValueError naming the setting
+        sensors = world_class(world).sensor_names
+        idle = parse_shift(shift).idle_settings(sensors)  # ValueError naming a bad setting
+        if idle:
+            raise ValueError(
+                f"shift {shift!r}: {', '.join(idle)} changes nothing in {world}, which has no "
+                f"{' or '.join(dict.fromkeys(idle.values()))} (its sensors: {', '.join(sensors)})"
+            )
     policy_overrides = dict(common, autostart=True, policy=policy)
     if publish_mode:
         policy_overrides["publish_mode"] = publish_mode
