@@ -46,11 +46,19 @@ def launch_dir() -> Path:
 
 def resolve_policy_file(value: str) -> Path:
     """A policy file named as a user would: an absolute path or one relative to the working directory, else
-    a shipped policy (share/liquid_control/policies); neither: FileNotFoundError naming both places."""
+    a shipped policy (share/liquid_control/policies). FileNotFoundError naming where it looked when there is
+    none, IsADirectoryError (with the run's policy.pt as a hint) for a folder."""
     path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    shipped = policies_dir() / path
-    if not shipped.exists():
-        raise FileNotFoundError(f"policy {value!r}: no such file ({path.resolve()}, nor a shipped policy {shipped})")
-    return shipped
+    if not path.is_absolute() and not path.exists():
+        shipped = policies_dir() / path
+        if not shipped.exists():
+            raise FileNotFoundError(
+                f"policy {value!r}: no such file ({path.resolve()}, nor a shipped policy {shipped})"
+            )
+        path = shipped
+    if not path.exists():
+        raise FileNotFoundError(f"policy {value!r}: no such file ({path})")
+    if path.is_dir():
+        hint = f"; did you mean {path / 'policy.pt'}?" if (path / "policy.pt").is_file() else ""
+        raise IsADirectoryError(f"policy {value!r}: {path} is a folder, not a policy file{hint}")
+    return path

@@ -140,6 +140,17 @@ class Shift:
             if name in changed
         }
 
+    def idle_problem(self, world: str, sensor_names) -> str | None:
+        """Why this shift measures nothing in ``world`` with ``sensor_names`` (settings acting on sensors it
+        lacks), for a refusal that names them; None when every changed setting acts there."""
+        idle = self.idle_settings(sensor_names)
+        if not idle:
+            return None
+        verb = "changes" if len(idle) == 1 else "change"
+        missing = " or ".join(dict.fromkeys(idle.values()))
+        sensors = ", ".join(sensor_names)
+        return f"{', '.join(idle)} {verb} nothing in {world}, which has no {missing} (its sensors: {sensors})"
+
     def __str__(self) -> str:
         return self.to_string() or "in_distribution"
 

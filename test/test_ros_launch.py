@@ -173,6 +173,12 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     with pytest.raises(ValueError, match="fog changes nothing in LiquidBalance-v0, which has no camera"):
         graph.sim_graph(world="LiquidBalance-v0", shift="fog=0.5")
     graph.sim_graph(world="LiquidBalance-v0", shift="imu_noise=0.5")
+    with pytest.raises(FileNotFoundError, match=r"policy '/nonexistent/run/policy.pt': no such file"):
+        graph.sim_graph(policy="/nonexistent/run/policy.pt")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "policy.pt").write_bytes(b"")
+    with pytest.raises(IsADirectoryError, match=r"is a folder, not a policy file; did you mean .*run/policy.pt\?"):
+        graph.sim_graph(policy="run")
     (tmp_path / "mine.pt").write_bytes(b"")  # relative to the working directory, as policy_node resolves it
     assert graph.sim_graph(policy="mine.pt")[1].parameters["policy"] == "mine.pt"
     parser = argparse.ArgumentParser()

@@ -71,6 +71,18 @@ def test_a_start_that_trained_nothing_leaves_nothing_and_blocks_nothing(tmp_path
     with pytest.raises(RuntimeError, match="failed to start"):
         trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
     assert not (tmp_path / "new").exists()
+    # A sibling run started in the same new parent meanwhile (the headline's seeds run side by side): undoing
+    # this start removes its own folder and the parents it made only while they are empty (once an rmtree of
+    # the parent took the sibling's episodes and checkpoint with it).
+    sibling = tmp_path / "new" / "other_seed"
+    sibling.mkdir(parents=True)
+    (sibling / "checkpoint.pt").write_bytes(b"its progress")
+    (out / "data").mkdir(parents=True)
+    (out / "config.yaml").write_text("x")
+    trainer._undo_start(out, tmp_path / "new", set())
+    assert not out.exists() and (sibling / "checkpoint.pt").read_bytes() == b"its progress"
+    sibling.joinpath("checkpoint.pt").unlink()
+    sibling.rmdir()
     monkeypatch.undo()
     # what such a start left before (config.yaml of this config, data.yaml, an empty data tree): not a run
     out.mkdir(parents=True)

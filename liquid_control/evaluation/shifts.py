@@ -63,15 +63,9 @@ def check_shift_applies(shift: str, world: str) -> None:
 
     if world not in sim_envs.WORLDS:  # another registered gymnasium world: its sensors are not declared
         return
-    sensors = sim_envs.world_class(world).sensor_names
-    idle = parse_shift(shift_for_env(shift)).idle_settings(sensors)
-    if idle:
-        verb = "changes" if len(idle) == 1 else "change"
-        missing = " or ".join(dict.fromkeys(idle.values()))
-        raise EvaluationSetupError(
-            f"shift {shift!r}: {', '.join(idle)} {verb} nothing in {world}, which has no {missing} "
-            f"(its sensors: {', '.join(sensors)})"
-        )
+    problem = parse_shift(shift_for_env(shift)).idle_problem(world, sim_envs.world_class(world).sensor_names)
+    if problem:
+        raise EvaluationSetupError(f"shift {shift!r}: {problem}")
 
 
 def shift_kinds(shift: str) -> set:

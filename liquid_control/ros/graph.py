@@ -127,13 +127,9 @@ def sim_graph(
         from sim_envs import world_class
         from sim_envs.shifts import parse_shift
 
-        sensors = world_class(world).sensor_names
-        idle = parse_shift(shift).idle_settings(sensors)  # ValueError naming a bad setting
-        if idle:
-            raise ValueError(
-                f"shift {shift!r}: {', '.join(idle)} changes nothing in {world}, which has no "
-                f"{' or '.join(dict.fromkeys(idle.values()))} (its sensors: {', '.join(sensors)})"
-            )
+        problem = parse_shift(shift).idle_problem(world, world_class(world).sensor_names)  # or a ValueError
+        if problem:
+            raise ValueError(f"shift {shift!r}: {problem}")
     policy_overrides = dict(common, autostart=True, policy=policy)
     if publish_mode:
         policy_overrides["publish_mode"] = publish_mode
@@ -201,7 +197,10 @@ def add_arguments(parser):
     parser.add_argument("--backend", default="", choices=["", "auto", "torch", "onnx"])
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph (default: inherited)")
     parser.add_argument(
-        "--timeout", type=float, default=0.0, help="wall-clock limit in seconds (0: episodes x (time limit + 30 s))"
+        "--timeout",
+        type=float,
+        default=0.0,
+        help="wall-clock limit in seconds (0: the sim's wait for the policy node + episodes x (time limit + 30 s))",
     )
     parser.add_argument("--log-dir", default="", help="write each node's output to <dir>/<node>.log")
     parser.add_argument(
@@ -276,14 +275,14 @@ class NodeOutput:
 
     def cause(self) -> str:
         """The node's last FATAL, else ERROR, log message (else its last output line): why it stopped. A message
-        of several lines (e.g. every invalid parameter, one per line) is joined with "; "."""
+        of several lines (its indented lines: e.g. every invalid parameter, one per line) is joined with "; "."""
         lines = list(self.lines)
         for level in ("[FATAL]", "[ERROR]"):
             for i in range(len(lines) - 1, -1, -1):
                 if lines[i].startswith(level):
                     message = [lines[i].split("]: ", 1)[-1]]
                     for more in lines[i + 1 :]:
-                        if more.startswith("[") or not more.strip():  # the next log record
+                        if not more[:1].isspace() or not more.strip():  # the next record, or a traceback
                             break
                         message.append(more.strip())
                     return "; ".join(m.rstrip(":") if k < len(message) - 1 else m for k, m in enumerate(message))
@@ -400,8 +399,10 @@ def check_arguments(args) -> None:
         raise ValueError(f"--real-time-factor must be a positive number, got {args.real_time_factor}")
     if args.episodes < 0:
         raise ValueError(f"--episodes must be >= 0 (0: until stopped), got {args.episodes}")
-    if not 0 <= args.seed < 2**32:
-        raise ValueError(f"--seed must be between 0 and 2**32 - 1 (the worlds' seeds), got {args.seed}")
+    if not 0 <= args.seed <= 2**32 - max(1, args.episodes):
+        raise ValueError(
+            f"--seed must be >= 0 with every episode's seed (seed + k) below 2**32 (the worlds' seeds), got {args.seed}"
+        )
     if not (math.isfinite(args.timeout) and args.timeout >= 0):
         raise ValueError(f"--timeout must be >= 0 seconds (0: from the episodes' time limits), got {args.timeout}")
     if args.control_rate < 0 or not math.isfinite(args.control_rate):
@@ -441,7 +442,10 @@ def run_sim(args) -> SimRun:
 
     episodes = max(1, args.episodes)
     episode_limit = {"LiquidRover-v0": rover, "LiquidBalanceNav-v0": balance_nav}.get(args.world, balancer).TIME_LIMIT
-    timeout = args.timeout or episodes * (episode_limit / args.real_time_factor + 30.0)
+    sim = nodes[0]  # its graph wait (wait_for_subscribers_s) comes once, before the first episode
+    sim_params = yaml.safe_load(Path(sim.parameter_files[0]).read_text())["sim_node"]["ros__parameters"]
+    graph_wait = float(sim.parameters.get("wait_for_subscribers_s", sim_params.get("wait_for_subscribers_s", 30.0)))
+    timeout = args.timeout or graph_wait + episodes * (episode_limit / args.real_time_factor + 30.0)
     start = time.monotonic()
     deadline = start + timeout
     printed = 0
@@ -551,7 +555,7 @@ def run(args) -> int:
     :data:`EXIT_STATUS_HELP`."""
     try:
         result = run_sim(args)
-    except (ValueError, FileNotFoundError) as exc:  # unknown world, missing parameter file
+    except (ValueError, FileNotFoundError, IsADirectoryError) as exc:  # unknown world, missing file, a folder
         print(f"liquid-control sim: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     for error in result.errors:

@@ -437,6 +437,9 @@ class SimNode(Node):
                     return True
             time.sleep(0.05)
         self.check_stop()
+        if float(self.p["wait_for_subscribers_s"]) <= 0:
+            self.get_logger().info("wait_for_subscribers_s is 0: starting without waiting for a policy node")
+            return False
         if wanted is None:
             seen = f"nothing publishes {self.command_topic_name}"
         elif not wanted:
@@ -478,6 +481,7 @@ class SimNode(Node):
         """Run one episode from ``seed``, publishing every delivery; its status (also published on the status topic)."""
         world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
         world.reset(seed=seed)
+        self._sim_now = float(world.data.time)  # commands answering what reset delivered are stamped in this episode
         with self._lock:
             self._command = None
         self._reset_policy()

@@ -527,8 +527,15 @@ def _undo_start(out: Path, created: Path | None, before: set) -> None:
 
     if holds_run(out):
         return
-    if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
+    if created is not None:  # this start made ``out`` (and maybe parents): remove it, then those parents while empty
+        shutil.rmtree(out, ignore_errors=True)
+        for parent in out.parents:  # rmdir only: a sibling run (the headline's seeds, in parallel) may live there
+            if not parent.is_relative_to(created):
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
         return
     for path in list(out.iterdir()) if out.is_dir() else []:
         if path.name not in before:
