@@ -53,11 +53,11 @@ def resolve_policy_file(value: str) -> Path:
         shipped = policies_dir() / path
         if not shipped.exists():
             raise FileNotFoundError(
-                f"policy {value!r}: no such file ({path.resolve()}, nor a shipped policy {shipped})"
+                f"policy {value!r}: no such policy file ({path.resolve()}, nor a shipped policy {shipped})"
             )
         path = shipped
     if not path.exists():
-        raise FileNotFoundError(f"policy {value!r}: no such file ({path})")
+        raise FileNotFoundError(f"policy {value!r}: no such policy file ({path})")
     if path.is_dir():
         hint = f"; did you mean {path / 'policy.pt'}?" if (path / "policy.pt").is_file() else ""
         raise IsADirectoryError(f"policy {value!r}: {path} is a folder, not a policy file{hint}")

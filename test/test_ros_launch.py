@@ -164,7 +164,7 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     """`liquid-control sim` once started both nodes, then failed with exit 1 and named only the shipped-policy
     fallback of a mistyped path; now it is a usage error (exit 2) naming the path as given."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"policy 'runs/nope.pt': no such file .*runs/nope.pt, nor a shipped"):
+    with pytest.raises(FileNotFoundError, match=r"policy .runs/nope.pt.: no such policy file .*runs/nope.pt, nor a"):
         graph.sim_graph(policy="runs/nope.pt")
     with pytest.raises(ValueError, match="wintr"):
         graph.sim_graph(shift="wintr")
@@ -173,7 +173,7 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     with pytest.raises(ValueError, match="fog changes nothing in LiquidBalance-v0, which has no camera"):
         graph.sim_graph(world="LiquidBalance-v0", shift="fog=0.5")
     graph.sim_graph(world="LiquidBalance-v0", shift="imu_noise=0.5")
-    with pytest.raises(FileNotFoundError, match=r"policy '/nonexistent/run/policy.pt': no such file"):
+    with pytest.raises(FileNotFoundError, match=r"policy '/nonexistent/run/policy.pt': no such policy file"):
         graph.sim_graph(policy="/nonexistent/run/policy.pt")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "policy.pt").write_bytes(b"")
