@@ -137,6 +137,34 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
 SHIPPED_BALANCER_POLICY = policies_dir() / "cfc_balancer.pt"
 
 
+def run_sim_cli(tmp_path, *args):
+    """`liquid-control sim ARGS` on a private ROS domain, nodes' logs in tmp_path: its one episode's
+    status (a failed run shows the nodes' logs). --timeout 150: lockstep runs at the machine's pace, and a busy
+    machine needs longer than the default."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "sim",
+            *args,
+            "--timeout",
+            "150",
+            "--log-dir",
+            str(tmp_path),
+            "--quiet",
+        ],
+        env=isolated_ros_env(),
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]
+    return json.loads(line.removeprefix("episode: "))
+
+
 def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in_lockstep(tmp_path):
     """The deployment path without torch: the shipped balancer exported to ONNX, run by onnxruntime in the
     node, IMU-triggered at 200 Hz through DDS. Lockstep makes the loop the one of training (no compute latency),
@@ -149,35 +177,7 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
         timeout=120,
     )
     assert export.returncode == 0, export.stdout + export.stderr
-    env = isolated_ros_env()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "liquid_control.cli",
-            "sim",
-            "--world",
-            "LiquidBalance-v0",
-            "--seed",
-            "1",
-            "--policy",
-            str(onnx),
-            "--lockstep",
-            "--timeout",
-            "150",  # lockstep runs at the machine's pace: a busy machine needs longer than the default 40 s
-            "--log-dir",
-            str(tmp_path),
-            "--quiet",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
-    logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
-    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
-    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]
-    status = json.loads(line.removeprefix("episode: "))
+    status = run_sim_cli(tmp_path, "--world", "LiquidBalance-v0", "--seed", "1", "--policy", str(onnx), "--lockstep")
     assert status["outcome"] == "success" and status["sim_time"] >= 10.0 and status["tracking_error"] < 0.2, status
     assert status["commands_received"] >= 0.95 * status["messages"]["imu"]  # one command per IMU update
     assert "(onnx, cfc_balancer)" in (tmp_path / "policy_node.log").read_text()
@@ -187,31 +187,8 @@ def test_camera_imu_policy_in_lockstep_never_waits_out_the_lockstep_timeout(tmp_
     """The camera + IMU policy waits for its first camera frame; the world's first update is that frame, delivered
     inside reset. sim_node once dropped what reset delivered, so the policy's first frame came a camera period
     later and lockstep waited out its 2 s timeout after each IMU message before it (7 times, ~14 s an episode)."""
-    env = isolated_ros_env()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "liquid_control.cli",
-            "sim",
-            "--world",
-            "LiquidBalanceNav-v0",
-            "--lockstep",
-            "--timeout",
-            "150",
-            "--log-dir",
-            str(tmp_path),
-            "--quiet",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+    status = run_sim_cli(tmp_path, "--world", "LiquidBalanceNav-v0", "--lockstep")
     sim_log = (tmp_path / "sim_node.log").read_text()
-    assert proc.returncode == 0, proc.stdout + proc.stderr + sim_log[-3000:]
-    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]
-    status = json.loads(line.removeprefix("episode: "))
     assert "lockstep: no command" not in sim_log, sim_log[-3000:]
     updates = status["messages"]["camera"] + status["messages"]["imu"]  # every camera and IMU message
     assert status["commands_received"] >= 0.95 * updates > 0, status
