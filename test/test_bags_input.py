@@ -46,6 +46,7 @@ def test_a_bad_node_parameter_file_is_named_and_nothing_is_written(tmp_path, cap
     assert cli.main([*evaluate, "--out", str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+    assert not (tmp_path / "eval").exists()  # the data spec is checked before the report folder is made
     if "needs 1 or 2" not in message:
         with pytest.raises(ValueError) as raised:
             load_node_parameters(params)

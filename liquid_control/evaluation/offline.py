@@ -123,14 +123,25 @@ def evaluate_offline(
 
     data = data or {}
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    loaded = []  # every policy and its data spec (topics, --node-params) checked before anything is written
+    try:
+        for name, path in policies.items():
+            loaded.append([name, path, load_backend(path, backend), None])
+            loaded[-1][3] = data_spec(
+                loaded[-1][2].config,
+                data.get("node_params"),
+                data.get("topics"),
+                data.get("command_topic"),
+                data.get("label"),
+            )
+        validate_output_folder(str(out))  # after every check of the request: a refused one creates nothing
+    except BaseException:
+        for entry in loaded:
+            entry[2].close()
+        raise
     results = {"command": command, "bags": list(bags), "policies": {}}
-    for name, path in policies.items():
-        policy_backend = load_backend(path, backend)
+    for name, path, policy_backend, spec in loaded:
         config = policy_backend.config
-        spec = data_spec(
-            config, data.get("node_params"), data.get("topics"), data.get("command_topic"), data.get("label")
-        )
         low, high = config["action"]["low"], config["action"]["high"]
         names = ["linear (m/s)", "angular (rad/s)"] if config["action"].get("kind") == "twist" else []
         per_bag, actions, labels = {}, [], []
@@ -236,7 +247,6 @@ def run_offline(args, command: str = "") -> int:
                 raise ValueError(f"--bag {pattern!r} matches no bag")
             bags += matches
         policies = _policies(args.policy)
-        validate_output_folder(args.out)  # after every other check: a refused request creates nothing
         results = evaluate_offline(
             policies,
             bags,
