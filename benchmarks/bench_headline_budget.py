@@ -145,6 +145,11 @@ def main(argv=None) -> int:
         help="fraction of a CfC-NCP training run spent in BC epochs (default: from the slice's metrics.csv)",
     )
     args = parser.parse_args(argv)
+    if args.slice and not os.path.isfile(os.path.join(args.slice, "provenance.json")):
+        parser.error(
+            f"--slice {args.slice}: no provenance.json there; make the slice first: liquid-control eval "
+            f"--experiment headline --archs cfc_ncp --seeds 1 --episodes 30 --out {args.slice}"
+        )
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     archs = [a for a in args.archs.split(",") if a]

@@ -104,9 +104,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--imu-hz", type=float, default=200.0)
     parser.add_argument("--camera-hz", type=float, default=30.0)
@@ -129,6 +127,8 @@ def main() -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the echo node's reference run")
     parser.add_argument("--echo-node", action="store_true", help=argparse.SUPPRESS)  # the reference's process
     args = parser.parse_args()
+    if args.policy and not Path(args.policy).is_file():
+        parser.error(f"--policy {args.policy}: no such policy file (train one first, e.g. docs/fusion.md)")
     if args.echo_node:
         return echo_node()
 

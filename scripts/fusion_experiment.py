@@ -126,6 +126,9 @@ def speed(args) -> int:
 
     torch.set_num_threads(1)
     run = run_dir(Path(args.out), "liquid", 0)
+    if not (run / "config.yaml").is_file():
+        print(f"fusion_experiment speed: no liquid run in {run}; run the train stage first", file=sys.stderr)
+        return 2
     files = sorted((run / "data").rglob("ep_*.npz"))[: args.speed_episodes]
     episodes = [load_episode(f) for f in files]
     config = load_config(run / "config.yaml")

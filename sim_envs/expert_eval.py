@@ -68,7 +68,7 @@ def main(argv=None):
     )
     parser.add_argument("--episodes", type=int, default=50, help="episodes per setting (default 50)")
     parser.add_argument(
-        "--worlds", nargs="+", choices=sorted(WORLDS), default=["rover", "balancer"], help="(default: both)"
+        "--worlds", nargs="+", choices=sorted(WORLDS), default=["rover", "balancer"], help="(default: rover balancer)"
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--chunk", type=int, default=25, help="episodes per task (default 25)")
