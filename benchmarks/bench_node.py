@@ -103,12 +103,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The module doc as written, and every option's default."""
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--imu-hz", type=float, default=200.0)
-    parser.add_argument("--camera-hz", type=float, default=30.0)
-    parser.add_argument("--wheels-hz", type=float, default=200.0)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_HelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the measured run")
+    parser.add_argument("--imu-hz", type=float, default=200.0, help="IMU message rate")
+    parser.add_argument("--camera-hz", type=float, default=30.0, help="camera frame rate")
+    parser.add_argument("--wheels-hz", type=float, default=200.0, help="wheel encoder rate")
     parser.add_argument("--camera-latency-ms", type=float, default=25.0, help="exposure -> publish of a frame")
     parser.add_argument(
         "--reorder-lag-ms", type=float, default=-1.0, help="the node's reorder_lag_s in ms (negative: the policy's)"

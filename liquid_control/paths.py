@@ -46,17 +46,22 @@ def launch_dir() -> Path:
 
 def resolve_policy_file(value: str) -> Path:
     """A policy file named as a user would: an absolute path or one relative to the working directory, else
-    a shipped policy (share/liquid_control/policies). FileNotFoundError naming where it looked when there is
-    none, IsADirectoryError (with the run's policy.pt as a hint) for a folder."""
+    a shipped policy (share/liquid_control/policies). A ``.pt`` with only its ``.onnx`` export beside it counts
+    (the backends run the export then, e.g. on a robot without torch). FileNotFoundError naming where it looked
+    when there is none, IsADirectoryError (with the run's policy.pt as a hint) for a folder."""
+
+    def present(path: Path) -> bool:
+        return path.exists() or (path.suffix == ".pt" and path.with_suffix(".onnx").is_file())
+
     path = Path(value).expanduser()
-    if not path.is_absolute() and not path.exists():
+    if not path.is_absolute() and not present(path):
         shipped = policies_dir() / path
-        if not shipped.exists():
+        if not present(shipped):
             raise FileNotFoundError(
                 f"policy {value!r}: no such policy file ({path.resolve()}, nor a shipped policy {shipped})"
             )
         path = shipped
-    if not path.exists():
+    if not present(path):
         raise FileNotFoundError(f"policy {value!r}: no such policy file ({path})")
     if path.is_dir():
         hint = f"; did you mean {path / 'policy.pt'}?" if (path / "policy.pt").is_file() else ""

@@ -65,3 +65,9 @@ def test_a_refused_bag_leaves_no_run_behind(tmp_path, capsys):
         err = capsys.readouterr().err
         assert f"train bag 1/1: {empty}: not a rosbag2 bag" in err and "already holds" not in err
         assert not out.exists()
+    # eval --bag: the same folder refused, and no empty report folder left behind (it was made before the bag
+    # was opened)
+    report = tmp_path / "report"
+    shipped = str(policies_dir() / "cfc_rover.pt")
+    assert cli.main(["eval", "--bag", str(empty), "--policy", shipped, "--out", str(report), "--no-progress"]) == 2
+    assert "not a rosbag2 bag" in capsys.readouterr().err and not report.exists()

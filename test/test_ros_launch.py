@@ -179,6 +179,9 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     (tmp_path / "run" / "policy.pt").write_bytes(b"")
     with pytest.raises(IsADirectoryError, match=r"is a folder, not a policy file; did you mean .*run/policy.pt\?"):
         graph.sim_graph(policy="run")
+    (tmp_path / "robot").mkdir()
+    (tmp_path / "robot" / "policy.onnx").write_bytes(b"")  # only the export copied to the robot: the node runs it
+    assert graph.sim_graph(policy=str(tmp_path / "robot" / "policy.pt"), backend="onnx")
     (tmp_path / "mine.pt").write_bytes(b"")  # relative to the working directory, as policy_node resolves it
     assert graph.sim_graph(policy="mine.pt")[1].parameters["policy"] == "mine.pt"
     parser = argparse.ArgumentParser()
@@ -192,6 +195,7 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
         (["--real-time-factor", "0"], "--real-time-factor"),
         (["--episodes", "-1"], "--episodes"),
         (["--seed", "-1"], "--seed"),
+        (["--seed", str(2**32 - 2), "--episodes", "3"], "--seed"),  # episode seeds seed + k must stay below 2**32
         (["--timeout", "-5"], "--timeout"),
         (["--control-rate", "-3"], "--control-rate"),
         (["--domain-id", "999"], "--domain-id"),
@@ -221,6 +225,10 @@ def test_a_nodes_failure_cause_keeps_the_lines_of_a_multi_line_message():
             "  - control_rate_hz: must be a positive finite number, got -3.0",
             "  - max_command: must have 2 elements",
             "[INFO] [1.2] [policy_node]: shutting down",
+            "[ERROR] [1.3] [policy_node]: stop failed: boom",
+            "Traceback (most recent call last):",
+            '  File "x.py", line 1, in <module>',
+            "RuntimeError: boom",
         ]
     )
     proc = graph.subprocess.Popen(["cat"], stdin=graph.subprocess.PIPE, stdout=graph.subprocess.PIPE, text=True)
@@ -232,4 +240,6 @@ def test_a_nodes_failure_cause_keeps_the_lines_of_a_multi_line_message():
     assert reader.cause() == (
         "autostart: configure failed: invalid parameters; - control_rate_hz: must be a positive finite number, "
         "got -3.0; - max_command: must have 2 elements"
-    )
+    )  # the FATAL record first; a traceback's lines are not the message
+    del reader.lines[1]  # without the FATAL record: the last ERROR, without the traceback after it
+    assert reader.cause() == "stop failed: boom"

@@ -119,11 +119,10 @@ def evaluate_offline(
     command: str = "",
 ) -> dict:
     """Every policy on every bag; writes offline.json, report.md and plots under ``out_dir``; returns the results."""
-    from tqdm import tqdm
-
     data = data or {}
     out = Path(out_dir)
-    loaded = []  # every policy and its data spec (topics, --node-params) checked before anything is written
+    existed = out.exists()
+    loaded = []  # every policy and its data spec (topics, --node-params) checked before the folder is made
     try:
         for name, path in policies.items():
             loaded.append([name, path, load_backend(path, backend), None])
@@ -134,41 +133,52 @@ def evaluate_offline(
                 data.get("command_topic"),
                 data.get("label"),
             )
-        validate_output_folder(str(out))  # after every check of the request: a refused one creates nothing
+        validate_output_folder(str(out))
+        results = {"command": command, "bags": list(bags), "policies": {}}
+        for name, path, policy_backend, spec in loaded:
+            results["policies"][name] = _evaluate_policy(
+                name, path, policy_backend, spec, bags, out, data, plots=plots, progress=progress
+            )
+        with atomic_write(out / "offline.json", "w") as handle:
+            json.dump(results, handle, indent=1)
+        with atomic_write(out / "report.md", "w") as handle:
+            handle.write(report_markdown(results))
     except BaseException:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a refused or failed evaluation (a bad bag) leaves no empty report folder
+        raise
+    finally:
         for entry in loaded:
             entry[2].close()
-        raise
-    results = {"command": command, "bags": list(bags), "policies": {}}
-    for name, path, policy_backend, spec in loaded:
-        config = policy_backend.config
-        low, high = config["action"]["low"], config["action"]["high"]
-        names = ["linear (m/s)", "angular (rad/s)"] if config["action"].get("kind") == "twist" else []
-        per_bag, actions, labels = {}, [], []
-        for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):
-            result = evaluate_bag(policy_backend, bag, spec, data.get("allow_truncated", False))
-            errors = command_errors(result["action"], result["label"], spec.action_scale, low, high)
-            per_bag[bag] = {
-                "updates": int(len(result["time"])),
-                "duration_s": result["stats"]["duration_s"],
-                **errors,
-                "counters": result["stats"],
-            }
-            actions.append(result["action"])
-            labels.append(result["label"])
-            if plots:
-                plot = out / "plots" / f"{name}__{Path(bag).name}.png"
-                loss = errors.get("loss", float("nan"))
-                _plot(plot, result, spec.action_scale, f"{name} on {Path(bag).name}: loss {loss:.4f}", names)
-                per_bag[bag]["plot"] = str(plot.relative_to(out))
-        pooled = command_errors(np.concatenate(actions), np.concatenate(labels), spec.action_scale, low, high)
-        results["policies"][name] = {"path": str(path), "spec": spec.describe(), "overall": pooled, "bags": per_bag}
-        policy_backend.close()
-    with atomic_write(out / "offline.json", "w") as handle:
-        json.dump(results, handle, indent=1)
-    with atomic_write(out / "report.md", "w") as handle:
-        handle.write(report_markdown(results))
     return results
+
+
+def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: dict, plots: bool, progress: bool):
+    """One policy on every bag: per-bag and pooled command errors (and a plot per bag under ``out/plots``)."""
+    from tqdm import tqdm
+
+    config = policy_backend.config
+    low, high = config["action"]["low"], config["action"]["high"]
+    names = ["linear (m/s)", "angular (rad/s)"] if config["action"].get("kind") == "twist" else []
+    per_bag, actions, labels = {}, [], []
+    for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):
+        result = evaluate_bag(policy_backend, bag, spec, data.get("allow_truncated", False))
+        errors = command_errors(result["action"], result["label"], spec.action_scale, low, high)
+        per_bag[bag] = {
+            "updates": int(len(result["time"])),
+            "duration_s": result["stats"]["duration_s"],
+            **errors,
+            "counters": result["stats"],
+        }
+        actions.append(result["action"])
+        labels.append(result["label"])
+        if plots:
+            plot = out / "plots" / f"{name}__{Path(bag).name}.png"
+            loss = errors.get("loss", float("nan"))
+            _plot(plot, result, spec.action_scale, f"{name} on {Path(bag).name}: loss {loss:.4f}", names)
+            per_bag[bag]["plot"] = str(plot.relative_to(out))
+    pooled = command_errors(np.concatenate(actions), np.concatenate(labels), spec.action_scale, low, high)
+    return {"path": str(path), "spec": spec.describe(), "overall": pooled, "bags": per_bag}
 
 
 def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = None, topic: str = "/cmd_vel") -> dict:
