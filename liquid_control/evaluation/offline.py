@@ -122,22 +122,18 @@ def evaluate_offline(
     data = data or {}
     out = Path(out_dir)
     existed = out.exists()
-    loaded = []  # every policy and its data spec (topics, --node-params) checked before the folder is made
+    loaded, specs = [], {}  # every policy and its data spec (topics, --node-params) checked before the folder
     try:
         for name, path in policies.items():
-            loaded.append([name, path, load_backend(path, backend), None])
-            loaded[-1][3] = data_spec(
-                loaded[-1][2].config,
-                data.get("node_params"),
-                data.get("topics"),
-                data.get("command_topic"),
-                data.get("label"),
-            )
+            policy_backend = load_backend(path, backend)
+            loaded.append((name, path, policy_backend))
+            settings = (data.get(k) for k in ("node_params", "topics", "command_topic", "label"))
+            specs[name] = data_spec(policy_backend.config, *settings)
         validate_output_folder(str(out))
         results = {"command": command, "bags": list(bags), "policies": {}}
-        for name, path, policy_backend, spec in loaded:
+        for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(
-                name, path, policy_backend, spec, bags, out, data, plots=plots, progress=progress
+                name, path, policy_backend, specs[name], bags, out, data, plots=plots, progress=progress
             )
         with atomic_write(out / "offline.json", "w") as handle:
             json.dump(results, handle, indent=1)

@@ -577,8 +577,6 @@ def train(
     from . import bag_data  # imports this module
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"{out}: exists and is not a folder")
     config, data = bag_data.resolve(config, data, out)
     saved = out / "config.yaml"
     checkpoint = out / "checkpoint.pt"
