@@ -3,7 +3,7 @@
     python -m sim_envs.expert_eval --episodes 50 [--worlds rover balancer balance_nav] [--workers 2]
 
 Episode seeds are the same in every setting (same arenas and command sequences), so settings differ
-only by the shift. Prints a markdown table. The balancer has no camera: visual presets are skipped there.
+only by the shift. Prints a markdown table. The balancer has no camera: visual and camera presets are skipped there.
 A progress bar (episodes done, on stderr) runs meanwhile; ``--no-progress`` turns it off.
 """
 
@@ -53,10 +53,13 @@ def wilson_lower(successes: int, n: int, z: float = 1.96) -> float:
 
 
 def settings_for(world: str) -> list:
-    """The shift presets evaluated in ``world``: all, but none of the visual ones for the camera-less balancer."""
+    """The shift presets evaluated in ``world``: those acting on its sensors (the balancer has no camera, so no
+    visual or camera-timing preset; the worlds refuse such a shift)."""
+    import sim_envs
     from sim_envs.shifts import SHIFT_PRESETS
 
-    return [name for name, shift in SHIFT_PRESETS.items() if world != "balancer" or "visual" not in shift.kinds()]
+    sensors = sim_envs.world_class(WORLDS[world]).sensor_names
+    return [name for name, shift in SHIFT_PRESETS.items() if not shift.idle_settings(sensors)]
 
 
 def main(argv=None):

@@ -30,6 +30,13 @@ _MIN_STEP = 1e-7  # physics steps shorter than this are skipped (stamps are not 
 _MAX_QUEUED_UPDATES = 4096  # updates released but not yet returned (drivers of next_delivery never take them)
 
 
+def _world_id(cls) -> str:
+    """The gymnasium id a world class is registered under (its class name if none), for error messages."""
+    from . import WORLDS  # the package registry; imported here because the package imports this module
+
+    return next((id_ for id_, entry in WORLDS.items() if entry == f"{cls.__module__}:{cls.__name__}"), cls.__name__)
+
+
 class TimedMujocoWorld(gym.Env):
     """Base class of the worlds. Subclasses define the model, the sensors' readings and the task.
 
@@ -58,6 +65,9 @@ class TimedMujocoWorld(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.render_mode = render_mode
+        problem = shift.idle_problem(_world_id(type(self)), self.sensor_names)
+        if problem:  # e.g. fog for a world without a camera: the episode would be the in-distribution one
+            raise ValueError(f"shift {shift}: {problem}")
         self.shift = shift
         self.time_limit = float(time_limit)
         self.model = mujoco.MjModel.from_xml_string(xml)

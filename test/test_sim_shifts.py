@@ -87,6 +87,26 @@ def test_env_rejects_bad_shift():
         gym.make("LiquidRover-v0", shift="season=monsoon")
 
 
+@pytest.mark.parametrize("spec", ["fog=0.5", "season=winter", "camera_rate=2", "slow_camera"])
+def test_a_world_refuses_a_shift_on_a_sensor_it_lacks(spec):
+    # the balancer has no camera: under a camera shift its episodes would be the in-distribution ones, mislabelled
+    with pytest.raises(ValueError, match=r"nothing in LiquidBalance-v0, which has no camera"):
+        gym.make("LiquidBalance-v0", shift=spec)
+    gym.make("LiquidBalance-v0", shift="imu_noise=2").close()  # a shift on its own sensors is taken
+
+
+def test_expert_eval_runs_only_presets_that_act_in_the_world():
+    from sim_envs.expert_eval import WORLDS, run_episodes, settings_for
+
+    balancer = settings_for("balancer")
+    assert "slow_imu" in balancer and "dusk" not in balancer and "slow_camera" not in balancer
+    assert settings_for("rover") == list(SHIFT_PRESETS)
+    for preset in balancer:  # every one builds (a refused shift would raise here)
+        gym.make(WORLDS["balancer"], shift=SHIFT_PRESETS[preset]).close()
+    with pytest.raises(ValueError, match="camera_rate"):
+        run_episodes(("balancer", "slow_camera", []))
+
+
 def first_images(shift, seed=7, steps=3):
     env = gym.make("LiquidRover-v0", shift=shift)
     obs, _ = env.reset(seed=seed)
