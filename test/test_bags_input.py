@@ -4,6 +4,7 @@ a folder that is not a bag. One line naming the file (and the parameter), exit 2
 import pytest
 
 from liquid_control import cli
+from liquid_control.bags import BagReader
 from liquid_control.bags.stream import load_node_parameters
 from liquid_control.paths import policies_dir
 
@@ -71,3 +72,54 @@ def test_a_refused_bag_leaves_no_run_behind(tmp_path, capsys):
     shipped = str(policies_dir() / "cfc_rover.pt")
     assert cli.main(["eval", "--bag", str(empty), "--policy", shipped, "--out", str(report), "--no-progress"]) == 2
     assert "not a rosbag2 bag" in capsys.readouterr().err and not report.exists()
+
+
+def _small_bag(path, commands: int = 5):
+    """A bag with a few camera frames and commands on /cmd_vel, 50 ms apart (what a teleoperated run holds)."""
+    import numpy as np
+
+    from liquid_control.bags import BagWriter
+    from liquid_control.bags.messages import image_message, twist_message
+
+    with BagWriter(path) as bag:
+        for k in range(commands):
+            t = 1.0 + 0.05 * k
+            bag.write("/camera/image_raw", int(t * 1e9), image_message(np.zeros((8, 8, 3), np.uint8), t))
+            bag.write("/cmd_vel", int(t * 1e9) + 1000, twist_message(0.5, 0.1))
+    return path
+
+
+def test_replay_with_a_relative_record_topic_does_not_record_the_bags_own_commands(tmp_path, capsys):
+    """Before: `--record cmd_vel` (as the node's parameter file spells command_topic) left the bag's /cmd_vel
+    among the replayed topics; with no policy node running, the recorder recorded those replayed commands and
+    replay reported success (exit 0) with the operator's commands as "the node's"."""
+    from liquid_control.ros.testing import free_domain_id
+
+    bag = _small_bag(tmp_path / "bag")
+    out = tmp_path / "replayed"
+    argv = ["replay", str(bag), "-o", str(out), "--record", "cmd_vel", "--wait", "0", "--linger", "0.3"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 1  # nothing recorded: no node runs
+    captured = capsys.readouterr()
+    assert "/cmd_vel" not in captured.out.split("published")[1]  # the bag's commands were not replayed
+    with BagReader(out) as reader:
+        assert reader.message_count == 0
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--wait", "nan"], "--wait must be a finite number of seconds >= 0, got nan"),
+        (["--linger", "-1"], "--linger must be a finite number of seconds >= 0, got -1.0"),
+        (["--topics", "/nope", "camera/image_raw"], "--topics /nope: in none of the bags; they hold /camera/image_raw"),
+    ],
+)
+def test_replay_refuses_bad_options_before_playing(tmp_path, capsys, option, message):
+    """Before: --wait nan waited forever (leaving an MCAP file without metadata.yaml), --linger -1 failed only
+    after the whole bag had been played, and --topics naming no topic of the bag replayed 0 messages and blamed
+    the policy node ("is the policy node running?")."""
+    bag = _small_bag(tmp_path / "bag")
+    out = tmp_path / "replayed"
+    assert cli.main(["replay", str(bag), "-o", str(out), *option]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()

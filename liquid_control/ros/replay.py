@@ -17,6 +17,7 @@ commands can be matched to the bag's frames (``liquid-control eval --bag`` compu
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from liquid_control.bags import BagError, BagReader
 from liquid_control.bags.io import message_class
+from liquid_control.bags.stream import absolute_topic
 
 from .recorder_node import BagRecorderNode, default_bag_name
 
@@ -156,11 +158,25 @@ def replay(args) -> dict:
     """Play ``args.bags`` and record ``args.record``; returns counts and the output bag."""
     if not args.rate > 0:
         raise ValueError(f"--rate must be > 0, got {args.rate}")
-    record = args.record or ["/cmd_vel"]
+    for option, value in (("--wait", args.wait), ("--linger", args.linger)):
+        if not (math.isfinite(value) and value >= 0):  # NaN waited forever; a negative --linger failed at the end
+            raise ValueError(f"{option} must be a finite number of seconds >= 0, got {value}")
+    # Bag topics are absolute: `--record cmd_vel` (the node's command_topic as its parameter file spells it)
+    # must not leave the bag's own /cmd_vel among the replayed topics, where the recorder would record it.
+    record = [absolute_topic(t) for t in args.record] or ["/cmd_vel"]
     readers = [BagReader(b, allow_truncated=args.allow_truncated) for b in args.bags]
+    in_bags = {t for r in readers for t in r.topics}
     topics = args.topics
     if topics is None:
-        topics = sorted({t for r in readers for t in r.topics} - set(record))
+        topics = sorted(in_bags - set(record))
+    else:
+        topics = [absolute_topic(t) for t in topics]
+        missing = [t for t in topics if t not in in_bags]
+        if missing:
+            for reader in readers:
+                reader.close()
+            held = ", ".join(sorted(in_bags)) or "nothing"
+            raise ValueError(f"--topics {' '.join(missing)}: in none of the bags; they hold {held}")
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=args.domain_id)
     node = rclpy.create_node("bag_replay", context=context)
