@@ -123,3 +123,30 @@ def test_replay_refuses_bad_options_before_playing(tmp_path, capsys, option, mes
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["bad//topic"], "topics: 'bad//topic' is not a valid topic name (topic name must not contain repeated '/')"),
+        (
+            ["/x", "--duration", "-1"],
+            "duration_s: must be a finite number of seconds >= 0 (0: until stopped), got -1.0",
+        ),
+        (
+            ["/x", "--duration", "nan"],
+            "duration_s: must be a finite number of seconds >= 0 (0: until stopped), got nan",
+        ),
+    ],
+)
+def test_record_refuses_a_bad_topic_name_or_duration_in_one_line(tmp_path, capsys, monkeypatch, argv, message):
+    """Before: an invalid topic name was an RCLError traceback from rclpy's resolve_topic_name; a negative or
+    NaN --duration recorded until Ctrl-C without a word."""
+    from liquid_control.ros.testing import free_domain_id
+
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(free_domain_id()))
+    out = tmp_path / "bag"
+    assert cli.main(["record", "-o", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -16,6 +16,7 @@ is), receives the serialized messages (no deserialization) and writes them with 
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import rclpy
 import rclpy.executors
+from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -68,9 +70,13 @@ class BagRecorderNode(Node):
         p = {n: self.get_parameter(n).value for n in RECORDER_PARAMETERS}
         p.update(parameter_overrides or {})
         self.p = p
-        topics = [self.resolve_topic_name(t) for t in p["topics"]]
+        topics = [self._resolved(t) for t in p["topics"]]
         if not topics:
             raise ValueError("topics: nothing to record")
+        duration = p["duration_s"]
+        if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration >= 0):
+            # a negative or NaN duration recorded until Ctrl-C, silently
+            raise ValueError(f"duration_s: must be a finite number of seconds >= 0 (0: until stopped), got {duration}")
         self.output = Path(p["output"] or default_bag_name())
         self.writer = BagWriter(
             self.output, compression=bool(p["compression"]), custom_data={"liquid_control.source": "recorder"}
@@ -83,6 +89,14 @@ class BagRecorderNode(Node):
         self._discover()
         self.create_timer(float(p["discovery_period_s"]), self._discover)
         self.get_logger().info(f"recording {', '.join(self.pending)} into {self.output}")
+
+    def _resolved(self, topic) -> str:
+        """The full name of ``topic``, or a ValueError naming it (rclpy raises a bare RCLError)."""
+        try:
+            return self.resolve_topic_name(str(topic))
+        except RCLError as exc:
+            reason = str(exc).split(", at ")[0].removeprefix("failed to resolve name: ")
+            raise ValueError(f"topics: {topic!r} is not a valid topic name ({reason})") from None
 
     def _discover(self):
         for topic in list(self.pending):
