@@ -150,3 +150,68 @@ def test_record_refuses_a_bad_topic_name_or_duration_in_one_line(tmp_path, capsy
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_record_expert_refuses_taken_seeds_before_recording_and_drops_an_interrupted_episode(
+    tmp_path, capsys, monkeypatch
+):
+    """Before: with episode_101 already in -o, `--seed 100 --episodes 2` recorded episode_100 and then failed;
+    Ctrl-C printed a KeyboardInterrupt traceback and left the interrupted episode as a truncated bag beside the
+    complete ones (and `train --bag 'out/*'` then stopped on it)."""
+    from liquid_control.bags import expert
+
+    out = tmp_path / "expert"
+    (out / "episode_101").mkdir(parents=True)
+    argv = ["record", "--expert", "-o", str(out), "--time-limit", "0.3", "--no-progress"]
+    assert cli.main([*argv, "--seed", "100", "--episodes", "2"]) == 2
+    assert "already holds episode_101" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["episode_101"]
+
+    real = expert.record_expert_episode
+
+    def interrupted_at_the_second(world, seed, path, *args):
+        if seed == 201:
+            with expert.BagWriter(path) as bag:  # a bag being written when Ctrl-C comes
+                bag.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+                raise KeyboardInterrupt
+        return real(world, seed, path, *args)
+
+    monkeypatch.setattr(expert, "record_expert_episode", interrupted_at_the_second)
+    assert cli.main([*argv, "--seed", "200", "--episodes", "3"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["episode_101", "episode_200"]
+    with BagReader(out / "episode_200") as reader:
+        assert not reader.salvaged and reader.message_count > 0
+
+
+def test_record_expert_stopped_by_sigterm_leaves_only_complete_bags(tmp_path):
+    """Before: SIGTERM killed the process mid-episode (an empty .mcap file left); SIGINT, raised inside MuJoCo's
+    ctypes render call, became a ctypes.ArgumentError traceback with a truncated bag left."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "expert"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", "record", "--expert", "-o", str(out), "--episodes", "50"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "episode_100" / "metadata.yaml").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the next episode
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        err = proc.stderr.read()
+        assert "interrupted" in err and "Traceback" not in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    bags = sorted(out.iterdir())
+    assert bags
+    for bag in bags:
+        with BagReader(bag) as reader:  # refuses a truncated or empty one
+            assert not reader.salvaged and reader.message_count > 0

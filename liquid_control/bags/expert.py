@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .io import BagWriter
+from .io import BagError, BagWriter
 from .messages import IMAGE, IMU, STRING, TWIST, image_message, imu_message, string_message, twist_message
 
 SENSOR_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "volatile"}
@@ -88,7 +90,12 @@ def make_world(world: str = "LiquidRover-v0", render_size: int = 64, shift: str 
 
 
 def record_expert_episode(
-    world, seed: int, path: str | Path, noise: ExpertNoise = ExpertNoise(), margin: float | None = None
+    world,
+    seed: int,
+    path: str | Path,
+    noise: ExpertNoise = ExpertNoise(),
+    margin: float | None = None,
+    stop: threading.Event | None = None,
 ) -> dict:
     """Run one expert episode of ``world`` (seeded) and write it to the bag ``path``; returns its outcome.
 
@@ -96,7 +103,8 @@ def record_expert_episode(
     delivered first; the command is applied until the next camera frame, and the episode ends at success,
     collision or the first update past the time limit. ``margin``: the clearance (m) the operator keeps from
     obstacles beyond the rover's radius (None: the training expert's); a wider berth than the policy needs
-    leaves room for the learned policy's errors.
+    leaves room for the learned policy's errors. ``stop`` set: KeyboardInterrupt between two messages (the bag
+    is left unfinished).
     """
     from sim_envs import rover
     from sim_envs.experts import checked_margin
@@ -129,6 +137,8 @@ def record_expert_episode(
         # reset delivered the messages up to the first update (each at its stamp + latency); then the live loop
         pending = list(world.reset_deliveries)
         while True:
+            if stop is not None and stop.is_set():  # here, not from a signal handler inside MuJoCo's ctypes calls
+                raise KeyboardInterrupt
             if pending:
                 sensor, stamp, reading = pending.pop(0)
                 delivered = stamp + world.timings[sensor].latency
@@ -187,8 +197,12 @@ def record_expert_episodes(
     noise: ExpertNoise = ExpertNoise(),
     margin: float | None = None,
     progress: bool = False,
+    stop: threading.Event | None = None,
 ) -> list[dict]:
-    """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``)."""
+    """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``).
+
+    ``stop`` set (a signal handler's flag): KeyboardInterrupt, with the episode being recorded removed.
+    """
     from tqdm import tqdm
 
     from sim_envs.experts import checked_margin
@@ -201,6 +215,9 @@ def record_expert_episodes(
         raise ValueError(f"--time-limit must be a finite number >= 0 s (0: the world's own), got {time_limit}")
 
     out = Path(out_dir)
+    taken = [f"episode_{int(seed)}" for seed in seeds if (out / f"episode_{int(seed)}").exists()]
+    if taken:  # refused before the first episode (it used to record the bags before the first taken one)
+        raise BagError(f"{out}: already holds {', '.join(taken)}; a bag is never overwritten, choose other seeds or -o")
     env = make_world(world, render_size, shift, time_limit)  # a bad shift or size refused before the folder
     results = []
     try:
@@ -210,7 +227,11 @@ def record_expert_episodes(
             raise ValueError(f"-o {out}: cannot create the folder ({exc.strerror or exc})") from None
         for seed in tqdm(seeds, desc="expert episodes", disable=not progress, leave=False):
             path = out / f"episode_{int(seed)}"
-            status = record_expert_episode(env, int(seed), path, noise, margin)
+            try:
+                status = record_expert_episode(env, int(seed), path, noise, margin, stop)
+            except BaseException:  # Ctrl-C or a failure: no half episode (a truncated bag) among the finished ones
+                shutil.rmtree(path, ignore_errors=True)
+                raise
             status["bag"] = str(path)
             results.append(status)
     finally:

@@ -332,16 +332,38 @@ def run(args) -> int:
 
             out = args.output or default_bag_name()
             t0 = time.monotonic()
-            results = record_expert_episodes(
-                out,
-                range(args.seed, args.seed + args.episodes),
-                render_size=args.render_size,
-                shift=args.shift,
-                time_limit=args.time_limit,
-                noise=ExpertNoise(args.noise_std, args.noise_correlation, args.burst_rate, args.burst_s),
-                margin=args.expert_margin,
-                progress=not args.no_progress,
-            )
+            # SIGINT/SIGTERM: the episode being recorded is removed, the finished bags stay complete. A flag, not
+            # KeyboardInterrupt from the handler: raised inside MuJoCo's ctypes calls it became a ctypes.ArgumentError
+            stop, received = threading.Event(), []
+
+            def on_signal(signum, _frame):
+                received.append(signum)
+                stop.set()
+
+            previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                results = record_expert_episodes(
+                    out,
+                    range(args.seed, args.seed + args.episodes),
+                    render_size=args.render_size,
+                    shift=args.shift,
+                    time_limit=args.time_limit,
+                    noise=ExpertNoise(args.noise_std, args.noise_correlation, args.burst_rate, args.burst_s),
+                    margin=args.expert_margin,
+                    progress=not args.no_progress,
+                    stop=stop,
+                )
+            except KeyboardInterrupt:
+                done = sorted(Path(out).glob("episode_*")) if Path(out).is_dir() else []
+                print(
+                    f"liquid-control record: interrupted; the episode being recorded was discarded, {out} holds "
+                    f"{len(done)} complete bag(s)",
+                    file=sys.stderr,
+                )
+                return 128 + (received[0] if received else signal.SIGINT)  # 130 / 143, as liquid-control sim
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
             wins = sum(r["success"] for r in results)
             seconds = sum(r["sim_time"] for r in results)
             print(
