@@ -242,3 +242,25 @@ def test_concurrent_processes_never_share_a_test_ros_domain():
     )
     theirs = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 1 <= ours <= 100 and 1 <= theirs <= 100 and theirs != ours
+
+
+def test_a_record_bag_folder_already_holding_an_episodes_bag_is_refused_before_the_run(tmp_path, capsys):
+    """Before: `liquid-control sim --record-bag DIR` with DIR/episode_<seed+1> present ran episode 0, then
+    sim_node died at episode 1 with a BagError traceback (the run reported a failed episode, exit 1)."""
+    from liquid_control import cli
+
+    (tmp_path / "episode_4").mkdir()
+    from liquid_control.ros.testing import free_domain_id
+
+    argv = ["sim", "--seed", "3", "--episodes", "2", "--record-bag", str(tmp_path), "--quiet", "--timeout", "120"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 2
+    assert "--record-bag" in capsys.readouterr().err
+    # sim_node itself (ros2 launch ... record_bag:=DIR): refused at start with its invalid parameters, exit 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.ros.entry", "sim_node", "--ros-args", "-p", f"record_bag:={tmp_path}",
+         "-p", "seed:=3", "-p", "episodes:=2"],
+        env=isolated_ros_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"record_bag: {tmp_path} already holds episode_4" in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_4"]

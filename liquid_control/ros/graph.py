@@ -89,6 +89,12 @@ def _policy_parameters(path: Path) -> dict:
     return yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
 
 
+def taken_episode_bags(folder: str, seed: int, episodes: int) -> list[str]:
+    """The bags ``episode_<seed + k>`` (k < episodes) that already exist in ``folder`` (sim_node's ``record_bag``;
+    a bag is never overwritten); with ``episodes`` 0 (until stopped) the first one's."""
+    return [f"episode_{seed + k}" for k in range(max(1, episodes)) if (Path(folder) / f"episode_{seed + k}").exists()]
+
+
 def sim_graph(
     world: str = "LiquidRover-v0",
     policy: str = "",
@@ -414,6 +420,13 @@ def check_arguments(args) -> None:
     for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             raise ValueError(f"{option} {folder}: exists and is not a folder")
+    if args.record_bag:
+        taken = taken_episode_bags(args.record_bag, args.seed, args.episodes)
+        if taken:  # sim_node refuses them too; here before any process starts
+            raise ValueError(
+                f"--record-bag {args.record_bag}: already holds {', '.join(taken)}; a bag is never overwritten, "
+                "choose another folder or --seed"
+            )
 
 
 def run_sim(args) -> SimRun:

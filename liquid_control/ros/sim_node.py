@@ -49,6 +49,7 @@ from std_srvs.srv import Trigger
 
 import sim_envs
 from liquid_control.ros import robot_description
+from liquid_control.ros.graph import taken_episode_bags
 from liquid_control.ros.image_conversion import numpy_to_image
 from liquid_control.ros.params import camera_info_topic, declare_node_parameters
 
@@ -282,6 +283,10 @@ class SimNode(Node):
                 problems.append(f"{name}: must be > 0, got {p[name]!r}")
         if not isinstance(p["episodes"], int) or p["episodes"] < 0:
             problems.append(f"episodes: must be an integer >= 0, got {p['episodes']!r}")
+        elif p["record_bag"]:
+            taken = taken_episode_bags(p["record_bag"], p["seed"], p["episodes"])
+            if taken:  # refused now, not when the robot reaches that episode
+                problems.append(f"record_bag: {p['record_bag']} already holds {', '.join(taken)} (never overwritten)")
         if problems:
             raise ValueError("sim_node: invalid parameters:\n  - " + "\n  - ".join(problems))
         if p["shift"]:
