@@ -142,8 +142,8 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, Imu, JointState
 
+    from liquid_control.interfaces.image_conversion import numpy_to_image
     from liquid_control.policy import load_policy
-    from liquid_control.ros.image_conversion import numpy_to_image
     from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))

@@ -17,9 +17,10 @@ def add_arguments(parser):
 
 def run(args) -> int:
     """Run the closed loop over ROS 2, or the cells demo when no policy is given or shipped; the exit code."""
+    from liquid_control.interfaces.params import WORLD_POLICIES
     from liquid_control.paths import policies_dir
 
-    _, default_policy = graph.WORLD_POLICIES[args.world]
+    _, default_policy = WORLD_POLICIES[args.world]
     if not args.policy and not (policies_dir() / default_policy).is_file():
         print(
             f"no shipped policy {policies_dir() / default_policy} yet (train one with `liquid-control train`); "

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from liquid_control import paths
+from liquid_control.interfaces.params import POLICY_NODE_PARAMETERS
 from liquid_control.ros import entry, graph
-from liquid_control.ros.params import POLICY_NODE_PARAMETERS
 from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
 
 ROOT = paths.share_dir()

@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from liquid_control.ros.image_conversion import ImageConversionError
-from liquid_control.ros.params import POLICY_NODE_PARAMETERS
+from liquid_control.interfaces.image_conversion import ImageConversionError
+from liquid_control.interfaces.params import POLICY_NODE_PARAMETERS, WORLD_POLICIES
+from liquid_control.paths import config_dir
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
 
@@ -131,7 +132,8 @@ def load_node_parameters(path: str | Path | None) -> dict:
 
 def _parameter_type_problem(name, value) -> str | None:
     """Why ``value`` cannot be the node parameter ``name`` (the type of its default), or None. The node's own
-    checks (liquid_control.ros.params) come later on the robot; here a wrong type would fail far from the file."""
+    checks (liquid_control.interfaces.params) come later on the robot; here a wrong type would fail far from the
+    file."""
     if name not in POLICY_NODE_PARAMETERS:
         return None  # another node's parameter, or one this version does not read
     default = POLICY_NODE_PARAMETERS[name][0]
@@ -153,9 +155,6 @@ def _parameter_type_problem(name, value) -> str | None:
 
 def default_node_parameters_file(world: str) -> Path | None:
     """The parameter file the package ships for the policy node of ``world`` (config/rover_policy.yaml...)."""
-    from liquid_control.paths import config_dir
-    from liquid_control.ros.graph import WORLD_POLICIES
-
     if world not in WORLD_POLICIES:
         return None
     return config_dir() / WORLD_POLICIES[world][0]

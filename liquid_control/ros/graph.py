@@ -22,16 +22,11 @@ from pathlib import Path
 
 import yaml
 
+from liquid_control.interfaces.params import WORLD_POLICIES
 from liquid_control.paths import config_dir, resolve_policy_file
 from liquid_control.ros.entry import NODE_MODULES
 
 PACKAGE = "liquid_control"
-# world id -> the policy node's parameter file and the shipped policy used by default
-WORLD_POLICIES = {
-    "LiquidRover-v0": ("rover_policy.yaml", "cfc_ncp_rover.pt"),
-    "LiquidBalance-v0": ("balance_policy.yaml", "cfc_balancer.pt"),
-    "LiquidBalanceNav-v0": ("balance_nav_policy.yaml", "cfc_balance_nav.pt"),
-}
 # world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
 WORLD_SIM_PARAMETERS = {"LiquidBalanceNav-v0": {"render_size": 32}}
 STATUS_TOPIC = "episode_status"

@@ -38,15 +38,15 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from liquid_control.paths import resolve_policy_file
-from liquid_control.ros.image_conversion import ImageConversionError, image_to_numpy
-from liquid_control.ros.params import (
+from liquid_control.interfaces.image_conversion import ImageConversionError, image_to_numpy
+from liquid_control.interfaces.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
     camera_info_topic,
     declare_node_parameters,
     validate_policy_node_parameters,
 )
+from liquid_control.paths import resolve_policy_file
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter

@@ -11,6 +11,13 @@ import math
 import re
 from dataclasses import dataclass
 
+# world id -> the policy node's parameter file (config/) and the shipped policy (policies/) it runs by default
+WORLD_POLICIES = {
+    "LiquidRover-v0": ("rover_policy.yaml", "cfc_ncp_rover.pt"),
+    "LiquidBalance-v0": ("balance_policy.yaml", "cfc_balancer.pt"),
+    "LiquidBalanceNav-v0": ("balance_nav_policy.yaml", "cfc_balance_nav.pt"),
+}
+
 COMMAND_TYPES = ("twist", "twist_stamped", "float64_multi_array")
 PUBLISH_MODES = ("per_update", "fixed_rate")
 BACKENDS = ("auto", "torch", "onnx")
