@@ -3,7 +3,7 @@ a folder that is not a bag. One line naming the file (and the parameter), exit 2
 
 import pytest
 
-from liquid_control import cli
+from liquid_control import cli, paths
 from liquid_control.bags import BagReader
 from liquid_control.bags.stream import load_node_parameters
 from liquid_control.paths import policies_dir
@@ -215,3 +215,20 @@ def test_record_expert_stopped_by_sigterm_leaves_only_complete_bags(tmp_path):
     for bag in bags:
         with BagReader(bag) as reader:  # refuses a truncated or empty one
             assert not reader.salvaged and reader.message_count > 0
+
+
+def test_node_parameter_files_are_read_as_ros_gives_them_to_policy_node(tmp_path):
+    """Before: a file without a policy_node or /** section gave its first section's parameters (train --bag
+    --node-params config/sim.yaml trained on sim_node's), and /** was ignored beside a policy_node section."""
+    params = tmp_path / "params.yaml"
+    params.write_text("sim_node:\n  ros__parameters:\n    camera_topic: /sim/camera\n")
+    with pytest.raises(ValueError, match=r"no section for policy_node .* it has sim_node"):
+        load_node_parameters(params)
+    with pytest.raises(ValueError, match="no section for policy_node"):
+        load_node_parameters(paths.config_dir() / "sim.yaml")
+    params.write_text(
+        "/**:\n  ros__parameters:\n    camera_topic: /wild/camera\n    imu_topic: /wild/imu\n"
+        "policy_node:\n  ros__parameters:\n    camera_topic: /own/camera\n"
+    )
+    values = load_node_parameters(params)
+    assert values["camera_topic"] == "/own/camera" and values["imu_topic"] == "/wild/imu"

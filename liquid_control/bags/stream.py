@@ -100,9 +100,14 @@ def absolute_topic(name: str) -> str:
     return name if name.startswith("/") else "/" + name
 
 
+# the sections of a parameter file that reach a node named policy_node, in the order ROS applies them
+POLICY_NODE_SECTIONS = ("/**", "policy_node", "/policy_node")
+
+
 def load_node_parameters(path: str | Path | None) -> dict:
-    """The policy_node parameters of a parameter file (``policy_node: ros__parameters: ...`` or ``/**``) over
-    the node's defaults; ``None``: the defaults alone."""
+    """The policy_node parameters of a parameter file over the node's defaults, as ROS 2 gives them to a node
+    named policy_node: the ``/**`` section, then ``policy_node`` / ``/policy_node`` (which win); ``None``: the
+    defaults alone. A file with none of these sections is refused (another node's parameters reach no policy)."""
     values = {name: default for name, (default, _) in POLICY_NODE_PARAMETERS.items()}
     if path is None:
         return values
@@ -118,15 +123,24 @@ def load_node_parameters(path: str | Path | None) -> dict:
     nodes = {k: v for k, v in (raw or {}).items() if isinstance(v, dict) and "ros__parameters" in v}
     if not nodes:
         raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...)")
-    name = next((n for n in ("policy_node", "/**") if n in nodes), next(iter(nodes)))
-    given = nodes[name]["ros__parameters"]
-    if not isinstance(given, dict):
-        raise ValueError(f"{path}: {name}.ros__parameters: expected a mapping, got {type(given).__name__} {given!r}")
-    for key, value in given.items():
-        problem = _parameter_type_problem(key, value)
-        if problem:
-            raise ValueError(f"{path}: {name}.ros__parameters.{key}: {problem}")
-    values.update(given)
+    # what ROS gives a node named policy_node from this file: the wildcard section, then its own (which wins)
+    sections = [name for name in POLICY_NODE_SECTIONS if name in nodes]
+    if not sections:
+        raise ValueError(
+            f"{path}: no section for policy_node ({' or '.join(POLICY_NODE_SECTIONS)}); it has "
+            f"{', '.join(nodes)}, whose parameters a node named policy_node would not get"
+        )
+    for name in sections:
+        given = nodes[name]["ros__parameters"]
+        if not isinstance(given, dict):
+            raise ValueError(
+                f"{path}: {name}.ros__parameters: expected a mapping, got {type(given).__name__} {given!r}"
+            )
+        for key, value in given.items():
+            problem = _parameter_type_problem(key, value)
+            if problem:
+                raise ValueError(f"{path}: {name}.ros__parameters.{key}: {problem}")
+        values.update(given)
     return values
 
 
