@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from liquid_control import __version__
 
 # name -> (module, one-line help)
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
 COMMANDS = {
     "main": ("liquid_control.main_job", "the README's main job: closed-loop rover simulation with a shipped policy"),
     "demo": ("liquid_control.cells.demo", "short demo of the liquid cells on irregularly sampled data"),
@@ -96,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
     module, sub = command_parser(name)
     args = sub.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except BrokenPipeError:  # the reader of stdout went away (`liquid-control record --info BAG | head`)
+        # stdout is dead: point it at devnull so the interpreter's final flush does not raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+"""The `liquid-control` front end itself: what every command shares."""
+
+import subprocess
+import sys
+
+PRINTS_A_LOT = """
+import argparse, sys, types
+from liquid_control import cli
+command = types.SimpleNamespace(run=lambda args: [print("x" * 1000) for _ in range(100_000)])
+cli.command_parser = lambda name: (command, argparse.ArgumentParser())
+sys.exit(cli.main(["eval"]))
+"""
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly():
+    """Before: `liquid-control record --info BAG | head -3` ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PRINTS_A_LOT], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.read(10) == "x" * 10
+    proc.stdout.close()  # as `head` does after its lines
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err  # 128 + SIGPIPE, what a shell reports for `... | head`
+    assert "Traceback" not in err and "BrokenPipeError" not in err
