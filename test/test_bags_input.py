@@ -232,3 +232,23 @@ def test_node_parameter_files_are_read_as_ros_gives_them_to_policy_node(tmp_path
     )
     values = load_node_parameters(params)
     assert values["camera_topic"] == "/own/camera" and values["imu_topic"] == "/wild/imu"
+
+
+def test_a_bag_whose_every_command_is_rejected_says_so(tmp_path, capsys):
+    """Before: a bag whose /cmd_vel held only NaN commands was refused with "no command on /cmd_vel (set
+    --command-topic)", though the topic was right and 5 commands were there, all rejected."""
+    import numpy as np
+
+    from liquid_control.bags import BagWriter
+    from liquid_control.bags.messages import image_message, twist_message
+
+    bag = tmp_path / "bag"
+    with BagWriter(bag) as writer:
+        for k in range(5):
+            t = 1.0 + 0.07 * k
+            writer.write("/camera/image_raw", int(t * 1e9), image_message(np.zeros((64, 64, 3), np.uint8), t))
+            writer.write("/cmd_vel", int(t * 1e9) + 1000, twist_message(float("nan"), 0.1))
+    argv = ["train", "--config", ROVER, "--bag", str(bag), "--out", str(tmp_path / "run"), "--no-progress"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "all 5 commands on /cmd_vel were rejected" in err and "set --command-topic" not in err

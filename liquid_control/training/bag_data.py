@@ -271,7 +271,13 @@ def _diagnose(counters: dict, spec, policy_config: dict) -> str:
             "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
             "without --use-sim-time)"
         )
-    if not counters.get("commands"):
+    if not counters.get("commands") and counters.get("commands_rejected"):
+        size = policy_config["action"]["size"]
+        hints.append(
+            f"all {counters['commands_rejected']} commands on {spec.command_topic} were rejected: a label must be "
+            f"{size} finite numbers (the policy's action size), not NaN/inf or an array of another length"
+        )
+    elif not counters.get("commands"):
         hints.append(f"no command on {spec.command_topic} (set --command-topic)")
     if not counters.get("updates") and not hints:
         hints.append(f"no state update from {spec.topics}")
