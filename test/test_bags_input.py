@@ -252,3 +252,16 @@ def test_a_bag_whose_every_command_is_rejected_says_so(tmp_path, capsys):
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "all 5 commands on /cmd_vel were rejected" in err and "set --command-topic" not in err
+
+
+def test_recovering_a_bag_with_no_complete_message_writes_nothing(tmp_path, capsys):
+    """Before: `record --recover` of a recording cut before its first message wrote an empty bag, exit 0."""
+    bag = _small_bag(tmp_path / "bag")
+    mcap = next(bag.glob("*.mcap"))
+    with open(mcap, "r+b") as handle:
+        handle.truncate(40)  # the file header and little else: what a recorder killed at once leaves
+    out = tmp_path / "recovered"
+    assert cli.main(["record", "--recover", str(bag), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "no complete message to recover" in err and str(bag) in err and "Traceback" not in err
+    assert not out.exists()

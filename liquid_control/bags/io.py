@@ -15,6 +15,7 @@ reads the messages before the break instead (counted in ``BagReader.salvaged``).
 from __future__ import annotations
 
 import importlib
+import itertools
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -482,14 +483,22 @@ def recover(src: str | Path, dst: str | Path) -> tuple[Path, int]:
     Returns (dst, number of messages kept). Like ``ros2 bag reindex`` for a recording whose recorder died.
     """
     reader = BagReader(src, allow_truncated=True)
-    kept = 0
-    with BagWriter(dst) as writer:
-        for topic, info in reader.topics.items():
-            writer.add_topic(topic, info.msgtype, info.qos)
-        for msg in reader.messages():
-            writer.write(msg.topic, msg.log_time_ns, msg.data)
-            kept += 1
-    reader.close()
+    try:
+        messages = reader.messages()
+        first = next(messages, None)
+        if first is None:  # an empty "recovered" bag would look like a recording of nothing
+            raise BagError(
+                f"{src}: no complete message to recover (the recording stopped before its first); nothing written"
+            )
+        kept = 0
+        with BagWriter(dst) as writer:
+            for topic, info in reader.topics.items():
+                writer.add_topic(topic, info.msgtype, info.qos)
+            for msg in itertools.chain([first], messages):
+                writer.write(msg.topic, msg.log_time_ns, msg.data)
+                kept += 1
+    finally:
+        reader.close()
     return Path(dst), kept
 
 
