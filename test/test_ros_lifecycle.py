@@ -148,6 +148,7 @@ def test_lifecycle_transitions(policy_file, ros):
         ({"policy": "/nonexistent/p.pt"}, "no such policy file"),
         ({"command_type": "twist"}, "needs a twist policy with 2 actions"),
         ({"max_command": [0.6, 0.6, 0.6]}, "max_command: needs 1 or 2 values"),
+        ({"action_scale": [0.6, 0.0]}, "action_scale: values must be finite and non-zero"),  # was accepted
         ({"watchdog_timeout_s": -1.0}, "watchdog_timeout_s: must be a positive"),
         ({"publish_mode": "sometimes"}, "publish_mode: 'sometimes' is not one of"),
     ],

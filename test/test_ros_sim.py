@@ -263,4 +263,5 @@ def test_a_record_bag_folder_already_holding_an_episodes_bag_is_refused_before_t
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert f"record_bag: {tmp_path} already holds episode_4" in proc.stderr and "Traceback" not in proc.stderr
+    assert "sim_node: invalid parameters" in proc.stderr and "sim_node: sim_node:" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_4"]

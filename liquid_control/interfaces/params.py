@@ -129,6 +129,8 @@ class PolicyNodeSettings:
 
 
 def _per_element(name, value, size, problems, positive: bool):
+    """One value per action (a single one for all), finite and > 0 (``positive``) or non-zero (action_scale: a
+    zero would pin that command to 0 whatever the policy says; training from bags refuses it too)."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
     if any(isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items):
         problems.append(f"{name}: must be a number or a list of numbers, got {value!r}")
@@ -139,8 +141,8 @@ def _per_element(name, value, size, problems, positive: bool):
     if len(values) != size:
         problems.append(f"{name}: needs 1 or {size} values (the policy's action size), got {len(values)}")
         return None
-    if any(not math.isfinite(v) for v in values) or (positive and any(v <= 0 for v in values)):
-        problems.append(f"{name}: values must be finite{' and > 0' if positive else ''}, got {values}")
+    if any(not math.isfinite(v) for v in values) or any(v <= 0 if positive else v == 0 for v in values):
+        problems.append(f"{name}: values must be finite and {'> 0' if positive else 'non-zero'}, got {values}")
         return None
     return values
 

@@ -288,7 +288,7 @@ class SimNode(Node):
             if taken:  # refused now, not when the robot reaches that episode
                 problems.append(f"record_bag: {p['record_bag']} already holds {', '.join(taken)} (never overwritten)")
         if problems:
-            raise ValueError("sim_node: invalid parameters:\n  - " + "\n  - ".join(problems))
+            raise ValueError("invalid parameters:\n  - " + "\n  - ".join(problems))
         if p["shift"]:
             sim_envs.parse_shift(p["shift"])  # raises ValueError naming the bad part
 
