@@ -391,3 +391,33 @@ def test_shipping_a_run_writes_the_policy_its_onnx_export_and_its_card(tmp_path,
     assert card.is_file() and pt.is_file() and onnx.is_file()
     assert OnnxBackend(onnx).source_sha256 == checkpoint_sha256(pt)
     assert isinstance(load_backend(pt), OnnxBackend)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--run", "RUN", "--name", "x", "--episodes", "0"], "--episodes must be >= 1, got 0"),
+        (["--run", "RUN", "--name", "x", "--episodes", "-2"], "--episodes must be >= 1, got -2"),
+        (["--run", "RUN", "--name", "x", "--episodes", "5"], "--check-episodes must be 1..--episodes (5), got 12"),
+        (["--run", "RUN", "--name", "../elsewhere"], "--name '../elsewhere': a file name"),
+        (["--run", "NOWHERE", "--name", "x"], "holds no policy.pt"),
+        (["--refresh", "no_such_policy"], "--refresh no_such_policy: no shipped"),
+        (["--run", "RUN", "--name", "x", "--append", "NOWHERE/a.md"], "a.md: no such file"),
+    ],
+)
+def test_model_card_refuses_a_bad_request_before_measuring(tmp_path, capsys, monkeypatch, argv, message):
+    """Before: --episodes 0 a ZeroDivisionError after the measurement, --episodes -2 a card of no episodes, a
+    missing run or shipped card a traceback, --name ../x a card written outside --out."""
+    import shutil
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.training import model_card
+
+    (tmp_path / "run").mkdir()
+    shutil.copy(policies_dir() / "cfc_balancer.pt", tmp_path / "run" / "policy.pt")
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: pytest.fail("measured"))
+    argv = [a.replace("RUN", str(tmp_path / "run")).replace("NOWHERE", str(tmp_path / "nowhere")) for a in argv]
+    with pytest.raises(SystemExit) as exit_:
+        model_card.main([*argv, "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

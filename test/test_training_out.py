@@ -96,3 +96,47 @@ def test_a_start_that_trained_nothing_leaves_nothing_and_blocks_nothing(tmp_path
     empty = tmp_path / "empty"
     empty.mkdir()  # resume on a new or empty folder starts the run (documented in --help)
     assert trainer.train(tiny_config(dagger_rounds=0), empty, resume=True, progress=False, log=lambda m: None).epochs
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--seed", "-1"], "seed (--seed) must be an integer >= 0, got -1"),
+        # seed 80 collected the selection episodes (9,000,000 up), seed 190 the evaluation's (20,000,000 up)
+        (["--seed", "80"], "seed (--seed) must be 0..79, got 80: the episode seeds of seed 80 (9,000,000 up)"),
+        (["--seed", "190"], "seed (--seed) must be 0..79, got 190"),
+        (["--seed", "99999999999999999999"], "seed (--seed) must be 0..79"),
+        (["--set", "training.demonstrations=1001"], "training.demonstrations: must be <= 1000, got 1001"),
+        (["--set", "training.dagger_rounds=100"], "training.dagger_rounds: must be <= 99, got 100"),
+        (["--set", "training.shift=fog=2"], "training.shift: unknown or invalid shift 'fog=2'"),
+        (["--set", "training.shift=bogus"], "training.shift: unknown or invalid shift 'bogus'"),
+    ],
+)
+def test_a_seed_or_schedule_whose_episode_seeds_overlap_is_refused_by_name(tmp_path, capsys, flags, message):
+    """Before: --seed -1 and a huge seed failed in numpy/torch without naming --seed ("expected non-negative
+    integer", "Overflow when unpacking long"); seeds 80-89 and 190-199 trained on the selection and the
+    evaluation episodes (and 1000+ episodes a round on the next round's), silently; a bad training.shift was an
+    error from the world that did not name the key."""
+    out = tmp_path / "r"
+    tiny = ["training.demonstrations=1", "training.dagger_rounds=0", "training.epochs_first=1"]
+    tiny += ["training.eval_episodes=0", "training.max_episode_steps=5"]  # a short run, were one accepted
+    code, err = _train(["--out", str(out), *[a for item in tiny for a in ("--set", item)], *flags], capsys)
+    assert code == 2 and message in err, err
+    assert not out.exists()
+
+
+def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    """Before: Ctrl-C printed a KeyboardInterrupt traceback."""
+
+    def interrupted(config, out, **kwargs):
+        episodes = trainer.Path(out) / "data" / "round_00"
+        episodes.mkdir(parents=True)
+        (episodes / "ep_0000.npz").write_bytes(b"an episode")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    code, err = _train(["--out", str(tmp_path / "r")], capsys)
+    assert code == 130
+    assert err.strip() == f"liquid-control train: interrupted: {tmp_path / 'r'} keeps the finished epochs and " + (
+        "episodes; add --resume to continue"
+    )

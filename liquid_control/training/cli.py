@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
 import yaml
 
@@ -41,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the folder of a run",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="training seed: weights, data episodes, shuffling (default 0)"
+        "--seed", type=int, default=0, help="training seed, 0..79: weights, data episodes, shuffling (default 0)"
     )
     parser.add_argument(
         "--resume",
@@ -156,6 +157,16 @@ def run(args) -> int:
     except (PolicyConfigError, TrainingError, BagError, ValueError) as exc:
         print(f"liquid-control train: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: finished epochs and episodes are on disk; no traceback
+        from .trainer import holds_run
+
+        kept = (
+            f"{args.out} keeps the finished epochs and episodes; add --resume to continue"
+            if holds_run(Path(args.out))
+            else "nothing was collected or trained yet, and nothing is kept"
+        )
+        print(f"liquid-control train: interrupted: {kept}", file=sys.stderr)
+        return 130
     success = "not measured" if result.success is None else f"{result.success:.0%}"
     if result.success is None and data:
         success = "not measured: trained from bags"

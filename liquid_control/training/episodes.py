@@ -27,6 +27,12 @@ from .data import Episode, rollout
 # Episode seeds: training data and model-selection episodes come from ranges no evaluation uses by default.
 TRAIN_SEED_BASE = 1_000_000
 SELECTION_SEED_BASE = 9_000_000
+# episode_seed keeps every run's episodes apart, and below the selection episodes' SELECTION_SEED_BASE (and the
+# evaluation's default 20,000,000), only for episode indices < MAX_ROUND_EPISODES, rounds <= MAX_DAGGER_ROUNDS and
+# seeds 0..MAX_TRAIN_SEED (seed 80 would collect the selection episodes, seed 190 the evaluation's): train checks.
+MAX_ROUND_EPISODES = 1_000
+MAX_DAGGER_ROUNDS = 99
+MAX_TRAIN_SEED = (SELECTION_SEED_BASE - TRAIN_SEED_BASE) // 100_000 - 1
 
 
 class EpisodeWorkerError(RuntimeError):

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -433,6 +434,30 @@ def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Pat
     return card_path
 
 
+def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
+    """``parser.error`` (exit status 2, one line) for a request that would fail after the measurement, or would
+    measure nothing: episode counts, a name that is not a file name, a missing run, card or input file."""
+    for flag, value in (("--episodes", args.episodes), ("--threads", args.threads)):
+        if value < 1:
+            parser.error(f"{flag} must be >= 1, got {value}")
+    if args.outcomes:  # one kernel path's measurement (a child process of the card's)
+        return
+    if not 1 <= args.check_episodes <= args.episodes:
+        parser.error(f"--check-episodes must be 1..--episodes ({args.episodes}), got {args.check_episodes}")
+    for flag, name in (("--name", args.name), ("--refresh", args.refresh)):
+        if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            parser.error(f"{flag} {name!r}: a file name (letters, digits, _ . -): it names <out>/{name}.pt and .md")
+    if args.run is not None and not (Path(args.run) / "policy.pt").is_file():
+        parser.error(f"--run {args.run}: holds no policy.pt (the folder of a finished `liquid-control train` run)")
+    if args.refresh is not None:
+        missing = [p for p in (policies_dir() / f"{args.refresh}{ext}" for ext in (".pt", ".md")) if not p.is_file()]
+        if missing:
+            parser.error(f"--refresh {args.refresh}: no shipped {missing[0]}")
+    for flag, path in (("--append", args.append), ("--ood-results", args.ood_results)):
+        if path is not None and not Path(path).is_file():
+            parser.error(f"{flag} {path}: no such file")
+
+
 def main(argv=None) -> int:
     """Command line: ship a run (``--run``, ``--name``) or re-measure a shipped card (``--refresh``)."""
     parser = argparse.ArgumentParser(
@@ -468,6 +493,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ood-policy", default=None, help="the policy's name in --ood-results (default: --name)")
     parser.add_argument("--append", default=None, help="a Markdown file appended to the card (e.g. baselines)")
     args = parser.parse_args(argv)
+    _check_arguments(parser, args)  # before minutes of episodes: a bad request ends in a line, not a traceback
     import torch
 
     torch.set_num_threads(args.threads)  # several intra-op threads on a busy 2-core machine spin instead of working

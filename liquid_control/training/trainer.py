@@ -47,6 +47,9 @@ from liquid_control.policy.config import CONTINUOUS_CORES
 from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
 from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode
 from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are part of this module's API
+    MAX_DAGGER_ROUNDS,
+    MAX_ROUND_EPISODES,
+    MAX_TRAIN_SEED,
     SELECTION_SEED_BASE,
     TRAIN_SEED_BASE,
     EpisodeWorkerError,
@@ -542,6 +545,32 @@ def _undo_start(out: Path, created: Path | None, before: set) -> None:
             shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
+    """Refuse a seed or schedule whose episode seeds (``episodes.episode_seed``) would overlap another round's, another
+    run's, the selection episodes' or the evaluation's: the same worlds would be trained on twice, or evaluated on."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise TrainingError(f"seed (--seed) must be an integer >= 0, got {seed!r}")
+    if not simulated:  # a bag run's seed draws weights and batches only
+        return
+    if seed > MAX_TRAIN_SEED:
+        raise TrainingError(
+            f"seed (--seed) must be 0..{MAX_TRAIN_SEED}, got {seed}: the episode seeds of seed {seed} "
+            f"({episode_seed(seed, 0, 0):,} up) reach the selection episodes' ({SELECTION_SEED_BASE:,} up) or the "
+            "evaluation's (20,000,000 up)"
+        )
+    t = cfg["training"]
+    for key, value, bound in (
+        ("demonstrations", t["demonstrations"], MAX_ROUND_EPISODES),
+        ("dagger_episodes", t["dagger_episodes"], MAX_ROUND_EPISODES),
+        ("dagger_rounds", t["dagger_rounds"], MAX_DAGGER_ROUNDS),
+    ):
+        if value > bound:
+            raise PolicyConfigError(
+                f"training.{key}: must be <= {bound}, got {value} (the episode seeds of a run keep "
+                f"{MAX_ROUND_EPISODES} per round and {MAX_DAGGER_ROUNDS} DAgger rounds apart)"
+            )
+
+
 def _log(message: str) -> None:
     from tqdm import tqdm
 
@@ -598,6 +627,15 @@ def train(
         world = world_class(cfg)
     except PolicyConfigError as exc:
         raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
+    check_episode_seeds(cfg, seed, simulated=data is None)
+    if cfg["training"]["shift"] and data is None:  # checked here, named: the world would refuse it unnamed, later
+        from liquid_control.evaluation.shifts import check_shift, check_shift_applies
+
+        try:
+            check_shift(cfg["training"]["shift"])
+            check_shift_applies(cfg["training"]["shift"], cfg["world"])
+        except ValueError as exc:
+            raise PolicyConfigError(f"training.shift: {exc}") from None
     timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
     if timing and data is None and not getattr(world, "sensor_names", ()):
         raise TrainingError(
