@@ -702,3 +702,81 @@ def test_provenance_counts_the_cpu_time_of_finished_worker_processes():
     prov = provenance.collect("liquid-control eval", 0.0, 1.0)
     assert prov["cpu_time_s"] >= before + 0.45  # the finished child's CPU seconds are in
     assert "- CPU time " in "\n".join(provenance.markdown(prov))
+
+
+def test_a_resume_in_another_world_does_not_report_the_other_worlds_episodes(tmp_path):
+    """Before: `--resume --world LiquidBalance-v0 --policy expert` in a folder of a rover evaluation matched the
+    rover's expert records (same name, seed, shift, episode seed, no checkpoint) and reported them as the
+    balancer's, world column LiquidRover-v0."""
+    from liquid_control.evaluation.results import ResultLog
+
+    rover = build_plan(["expert"], ["in_distribution"], 1).jobs[0]
+    balance = build_plan(["expert"], ["in_distribution"], 1, world="LiquidBalance-v0").jobs[0]
+    assert rover.key == balance.key and rover.world != balance.world
+    log = ResultLog(str(tmp_path), resume=False)
+    log.append({"policy": "expert", "training_seed": 0, "shift": "in_distribution", "episode_seed": rover.episode_seed,
+                "world": rover.world, "success": True, "checkpoint_sha": ""})  # fmt: skip
+    log = ResultLog(str(tmp_path), resume=True)
+    assert log.pending([rover]) == [] and len(log.records_for([rover])) == 1
+    assert log.pending([balance]) == [balance] and log.records_for([balance]) == []
+
+
+@pytest.mark.parametrize("name", ["a/b", "a,b", "a b", "a|b", "-a", ".hidden"])
+def test_a_policy_name_that_cannot_name_a_file_or_a_pair_is_refused_before_any_work(name, tiny_checkpoints, tmp_path):
+    """Before: `--policy a/b=CKPT` ran every episode, then stopped at `neuron_traces_a/b.png` with no report.md;
+    a comma made the name impossible to give to --paired, a bar broke the report's tables."""
+    with pytest.raises(EvaluationSetupError, match=f"policy name {name!r}: use letters, digits"):
+        build_plan([f"{name}={tiny_checkpoints[0]}"], ["in_distribution"], 1)
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    torch.manual_seed(0)
+    named = save_policy(tmp_path / "named.pt", Policy.from_config({**TINY_CONFIG, "name": name}), {"seed": 0})
+    with pytest.raises(EvaluationSetupError, match="the config name in .*named.pt; give one with NAME=CHECKPOINT"):
+        build_plan([str(named)], ["in_distribution"], 1)
+    assert build_plan([f"ok_name-2.b+c={named}"], ["in_distribution"], 1).policies[0].name == "ok_name-2.b+c"
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--archs", ","], "--archs ',': no architecture given; choose from cfc"),
+        (["--archs", "cfc,cfc"], "--archs 'cfc,cfc': cfc given twice"),
+        (["--train-minutes", "nan"], "--train-minutes must be a number > 0, got nan"),
+        (["--train-minutes", "0"], "liquid-control eval: error: --train-minutes must be a number > 0, got 0.0"),
+        (["--seeds", "81"], "--seeds must be <= 80 (training seeds 0..79), got 81"),
+        (["--policy", "expert"], "--policy expert: --experiment evaluates the policies it trains; leave --policy out"),
+        (["--train-set", "training.demonstrations=1001"], "training.demonstrations: must be <= 1000, got 1001"),
+    ],
+)
+def test_a_bad_experiment_request_is_refused_before_any_training(tmp_path, capsys, flags, message):
+    """Before: `--archs ,` trained nothing, then an IndexError traceback; `--archs cfc,cfc` trained cfc into the
+    same folders twice; `--train-minutes nan` ran the full schedule; --policy was silently ignored; the
+    --train-minutes error was prefixed `--train-set for cfc`."""
+    from liquid_control.cli import main
+
+    out = tmp_path / "report"
+    argv = ["eval", "--experiment", "headline", "--out", str(out), "--no-progress", "--workers", "1"]
+    small = ["--recipes", "off", "--archs", "cfc", "--seeds", "1", "--episodes", "1", "--train-minutes", "0.1"]
+    assert main([*argv, *small, *flags]) == 2  # (the flags come last and win: a regression trains little)
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_ctrl_c_during_an_evaluation_says_how_to_continue(tmp_path, capsys, monkeypatch):
+    """Before: a KeyboardInterrupt traceback (from the process pool's wait)."""
+    from liquid_control.cli import main
+
+    out = tmp_path / "report"
+
+    def interrupted(plan, out_dir, **kwargs):  # after its first batch: the log holds it
+        open(os.path.join(out_dir, LOG_NAME), "w").close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "evaluate", interrupted)
+    assert main(["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--no-progress"]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"liquid-control eval: interrupted: the finished episodes are in {out / LOG_NAME}; add --resume to continue"
+    )

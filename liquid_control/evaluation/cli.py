@@ -8,6 +8,7 @@ liquid-control eval --experiment headline --out reports/headline   # trains, the
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -216,6 +217,18 @@ def run(args: argparse.Namespace) -> int:
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: what finished is in the results log; no traceback
+        from liquid_control.evaluation.results import LOG_NAME
+
+        log = os.path.join(args.out, LOG_NAME)
+        if args.experiment and not args.bag and os.path.isdir(args.out):
+            kept = f"{args.out} keeps the finished training runs and episodes; add --resume to continue"
+        elif os.path.isfile(log) and not args.bag:
+            kept = f"the finished episodes are in {log}; add --resume to continue"
+        else:
+            kept = "nothing kept"
+        print(f"liquid-control eval: interrupted: {kept}", file=sys.stderr)
+        return 130
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
         where = f" {exc.filename}" if exc.filename else ""
         print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)

@@ -26,6 +26,7 @@ measured training wall time of every run is in the report.
 from __future__ import annotations
 
 import functools
+import math
 import multiprocessing
 import os
 import sys
@@ -183,7 +184,9 @@ def training_overrides(
     try:
         scheduled = apply_overrides(config, base) if base else config
         overrides = {**base, **schedule_overrides(scheduled, minutes), **(RECIPES if robust else {}), **(extra or {})}
-        apply_overrides(config, overrides)
+        from liquid_control.training.trainer import check_episode_seeds
+
+        check_episode_seeds(apply_overrides(config, overrides), 0, simulated=True)  # here, not in a worker later
     except (PolicyConfigError, ValueError, KeyError) as exc:
         raise EvaluationSetupError(f"--train-set for {arch} ({config_path(arch)}): {exc}") from None
     return overrides
@@ -306,16 +309,35 @@ def run_experiment(args, command: str = "") -> dict:
     from liquid_control.evaluation.backends import available_cpus
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
+    from liquid_control.training.episodes import MAX_TRAIN_SEED
 
     started = time.time()
     if args.experiment not in EXPERIMENTS:
         raise EvaluationSetupError(f"unknown experiment {args.experiment!r}; choose from {', '.join(EXPERIMENTS)}")
-    archs = list(DEFAULT_ARCHS) if not args.archs else [a.strip() for a in args.archs.split(",") if a.strip()]
+    archs = list(DEFAULT_ARCHS) if args.archs is None else [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:
         raise EvaluationSetupError(f"unknown architecture(s) {unknown}; choose from {', '.join(ARCHITECTURES)}")
+    if not archs:
+        raise EvaluationSetupError(
+            f"--archs {args.archs!r}: no architecture given; choose from {', '.join(ARCHITECTURES)}"
+        )
+    repeated = sorted({a for a in archs if archs.count(a) > 1})
+    if repeated:  # two runs of one architecture would train into the same folders
+        raise EvaluationSetupError(f"--archs {args.archs!r}: {', '.join(repeated)} given twice; name each once")
     if args.seeds < 1:
         raise EvaluationSetupError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.seeds > MAX_TRAIN_SEED + 1:
+        raise EvaluationSetupError(
+            f"--seeds must be <= {MAX_TRAIN_SEED + 1} (training seeds 0..{MAX_TRAIN_SEED}), got {args.seeds}"
+        )
+    if not args.train_minutes > 0 or not math.isfinite(args.train_minutes):
+        raise EvaluationSetupError(f"--train-minutes must be a number > 0, got {args.train_minutes}")
+    if args.policy:  # the experiment evaluates the policies it trains (and the expert)
+        raise EvaluationSetupError(
+            f"--policy {args.policy[0]}: --experiment evaluates the policies it trains; leave --policy out "
+            "(or evaluate your own policies without --experiment)"
+        )
     arms = RECIPE_ARMS[args.recipes]
     variants = [(variant_name(a, robust), a) for robust in arms for a in archs]
     episodes = DEFAULT_EPISODES if args.episodes is None else args.episodes

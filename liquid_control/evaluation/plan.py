@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 
@@ -23,6 +24,8 @@ from liquid_control.runtime.backends import checkpoint_sha256
 EXPERT = "expert"
 DEFAULT_WORLD = "LiquidRover-v0"  # the expert's world when neither --world nor a policy names one
 DEFAULT_EPISODE_SEED_BASE = 20_000_000  # outside the seed ranges training uses (1e6 + 1e5*seed..., 9e6...)
+# A policy name names report files (neuron_traces_<name>.png), report table cells and --paired A,B items.
+POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,7 @@ def build_plan(
     for text in policy_args:
         name, paths = parse_policy_argument(text)
         specs.append(resolve_policy(name, paths, world or DEFAULT_WORLD))
+        check_policy_name(specs[-1].name, () if name else paths)
     policy_worlds = {s.world for s in specs if not s.is_expert}
     if len(policy_worlds) > 1:
         raise EvaluationSetupError(
@@ -275,6 +279,18 @@ def build_plan(
         raise EvaluationSetupError(f"policy names must be unique, repeated: {duplicates} (use NAME=CHECKPOINT)")
     seeds = [episode_seed_base + i for i in range(episodes)]
     return EvaluationPlan(policies=specs, shifts=shifts, episode_seeds=seeds)
+
+
+def check_policy_name(name: str, checkpoints=()) -> None:
+    """A policy name must be usable as a file name, a report cell and an item of --paired A,B (a name with a
+    slash stopped the report at its figures, after every episode had run). ``checkpoints``: given when the name
+    is the config's (no NAME=)."""
+    if not POLICY_NAME.fullmatch(name):
+        where = f" (the config name in {checkpoints[0]}; give one with NAME=CHECKPOINT)" if checkpoints else ""
+        raise EvaluationSetupError(
+            f"policy name {name!r}{where}: use letters, digits and _ . + - only, starting with a letter or digit "
+            "(it names report files and is an item of --paired A,B)"
+        )
 
 
 def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:

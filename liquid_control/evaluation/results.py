@@ -1,7 +1,7 @@
-"""The results log: one JSON line per finished episode, appended and flushed as each episode ends.
+"""The results log: one JSON line per finished episode, appended and flushed as each batch of episodes ends.
 
-An evaluation killed at any moment keeps every episode that finished (a half-written last line from the
-kill is dropped on reading); `--resume` reads the log and runs only the episodes it lacks.
+An evaluation killed at any moment keeps every episode of the batches that finished (a half-written last line
+from the kill is dropped on reading); `--resume` reads the log and runs only the episodes it lacks.
 """
 
 from __future__ import annotations
@@ -41,14 +41,8 @@ class ResultLog:
         self._done = {record_key(r): r for r in self.records}
 
     def pending(self, jobs: list[EpisodeJob]) -> list[EpisodeJob]:
-        """Jobs with no finished record for the same episode and the same checkpoint file contents."""
-        todo = []
-        for job in jobs:
-            done = self._done.get(job.key)
-            if done is not None and done.get("checkpoint_sha") == _short_sha(job.checkpoint_sha):
-                continue
-            todo.append(job)
-        return todo
+        """Jobs with no finished record for the same episode, world and checkpoint file contents."""
+        return [job for job in jobs if not _same_episode(self._done.get(job.key), job)]
 
     def append(self, record: dict) -> None:
         """Write ``record`` as one line and fsync it before counting the episode as done."""
@@ -62,12 +56,17 @@ class ResultLog:
 
     def records_for(self, jobs: list[EpisodeJob]) -> list[dict]:
         """The latest record of each planned episode, in plan order (stale or foreign records left out)."""
-        out = []
-        for job in jobs:
-            record = self._done.get(job.key)
-            if record is not None and record.get("checkpoint_sha") == _short_sha(job.checkpoint_sha):
-                out.append(record)
-        return out
+        return [self._done[job.key] for job in jobs if _same_episode(self._done.get(job.key), job)]
+
+
+def _same_episode(record: dict | None, job: EpisodeJob) -> bool:
+    """Whether a logged record is ``job``'s episode: the same key, checkpoint contents and world (the expert has no
+    checkpoint: an expert episode of another world, from a resume with another --world, is not this one)."""
+    return (
+        record is not None
+        and record.get("checkpoint_sha") == _short_sha(job.checkpoint_sha)
+        and record.get("world") == job.world
+    )
 
 
 def _short_sha(sha: str | None) -> str:
