@@ -628,14 +628,18 @@ def train(
     except PolicyConfigError as exc:
         raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
     check_episode_seeds(cfg, seed, simulated=data is None)
-    if cfg["training"]["shift"] and data is None:  # checked here, named: the world would refuse it unnamed, later
-        from liquid_control.evaluation.shifts import check_shift, check_shift_applies
+    shift = cfg["training"]["shift"]
+    if shift and data is None:  # checked here, named: the world would refuse it unnamed, later
+        from sim_envs.shifts import parse_shift
 
         try:
-            check_shift(cfg["training"]["shift"])
-            check_shift_applies(cfg["training"]["shift"], cfg["world"])
+            problem = parse_shift(shift).idle_problem(cfg["world"], getattr(world, "sensor_names", None) or ())
         except ValueError as exc:
-            raise PolicyConfigError(f"training.shift: {exc}") from None
+            named = str(exc).startswith(f"shift {shift!r}: ")  # parse_shift names the spec itself, or not
+            what = exc if named else f"unknown or invalid shift {shift!r}: {exc}"
+            raise PolicyConfigError(f"training.shift: {what}") from None
+        if problem and getattr(world, "sensor_names", None):  # a world that declares its sensors
+            raise PolicyConfigError(f"training.shift: shift {shift!r}: {problem}")
     timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
     if timing and data is None and not getattr(world, "sensor_names", ()):
         raise TrainingError(
