@@ -75,3 +75,16 @@ def test_pickled_code_is_refused_with_our_message(tmp_path):
         text = str(err.value)
         assert "p.pt: not a readable" in text and "pickled Python object (fractions.Fraction)" in text
         assert "weights_only" not in text and "trust" not in text
+
+
+@pytest.mark.parametrize(
+    "name, content", [("config.yaml", b"name: x\n"), ("card.md", b"# card\n"), ("p.onnx", b"\x08\x07")]
+)
+def test_a_file_that_is_no_torch_file_is_named_as_such(tmp_path, name, content):
+    """Before: a YAML, Markdown or ONNX file given as a policy was said to hold "a pickled Python object"."""
+    (tmp_path / name).write_bytes(content)
+    for load, error in ((load_policy, PolicyLoadError), (load_model, CheckpointError)):
+        with pytest.raises(error) as err:
+            load(tmp_path / name)
+        text = str(err.value)
+        assert name in text and "it is not a torch file" in text and "pickled" not in text

@@ -38,6 +38,11 @@ def read_plain_torch_file(path: str | os.PathLike, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        if not found and "Unsupported operand" in str(exc):  # its first bytes are no pickle opcode at all
+            raise pickle.UnpicklingError(
+                "it is not a torch file (a text, YAML, Markdown or ONNX file?): give the .pt file liquid_control "
+                "wrote (save_model, save_policy, `liquid-control train`)"
+            ) from None
         what = f" ({found.group(1)})" if found else ""
         raise pickle.UnpicklingError(
             f"it holds a pickled Python object{what} where liquid_control files hold only tensors and plain "
