@@ -105,6 +105,21 @@ def test_dt_forms_broadcast_like_documented():
     torch.testing.assert_close(out_tf.transpose(0, 1), full)
 
 
+def test_ncps_keywords_and_a_state_passed_as_dt():
+    """Code ported from ncps (forward(x, hx, timespans)): the keywords hx= and timespans= work, and a state given
+    positionally where dt goes is named as such (before: "dt must be a float, (2,) or (2, 5) ... got (2, 19)")."""
+    rnn = LiquidRNN(_core("cfc"))
+    x, _ = _data(batch=2, steps=5)
+    h0, dt = torch.randn(2, rnn.state_size), torch.full((2, 5), 0.1)
+    out, h_n = rnn(x, dt, h0)
+    out_kw, h_n_kw = rnn(x, hx=h0, timespans=dt)
+    assert torch.equal(out, out_kw) and torch.equal(h_n, h_n_kw)
+    with pytest.raises(ValueError, match="the shape of a state .* pass the state by keyword"):
+        rnn(x, h0)
+    with pytest.raises(TypeError, match="h0 or hx"):
+        rnn(x, dt, h0, hx=h0)
+
+
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
 @pytest.mark.parametrize("grad", [True, False])
 def test_negative_or_non_finite_dt_is_a_value_error(bad, grad):

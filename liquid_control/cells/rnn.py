@@ -50,10 +50,36 @@ class LiquidRNN(nn.Module):
         """The wrapper for ``config()`` minus its ``type``, the cell rebuilt with ``build_core``."""
         return cls(build_core(kwargs["cell"]), batch_first=kwargs.get("batch_first", True))
 
-    def forward(self, x: torch.Tensor, dt=1.0, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        """Run the cell over the sequence; see the class docstring for shapes, ``dt`` and ``mask``."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        dt=1.0,
+        h0: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        hx: torch.Tensor | None = None,
+        timespans=None,
+    ):
+        """Run the cell over the sequence; see the class docstring for shapes, ``dt`` and ``mask``.
+
+        ``hx`` and ``timespans`` are ncps's names for ``h0`` and ``dt`` (keywords only: ncps's positional order
+        is ``(x, hx, timespans)``, this one's ``(x, dt, h0)`` as ``dt`` is what a liquid cell needs)."""
         if x.dim() != 3:
             raise ValueError(f"LiquidRNN expects x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
+        if hx is not None:
+            if h0 is not None:
+                raise TypeError("give the initial state once: h0 or hx (its ncps name), not both")
+            h0 = hx
+        if timespans is not None:
+            if not (isinstance(dt, float) and dt == 1.0):
+                raise TypeError("give the time steps once: dt or timespans (its ncps name), not both")
+            dt = timespans
+        state_like = isinstance(dt, torch.Tensor) and dt.dim() == 2 and dt.shape[1] == self.state_size
+        if state_like and dt.shape[1] != x.shape[1 if self.batch_first else 0]:
+            raise ValueError(
+                f"dt has shape {tuple(dt.shape)}, the shape of a state (B, {self.state_size}): LiquidRNN's second "
+                f"argument is dt, forward(x, dt, h0); pass the state by keyword (h0= or ncps's hx=)"
+            )
         if not self.batch_first:
             x = x.transpose(0, 1)
             if isinstance(dt, torch.Tensor) and dt.dim() >= 2:
