@@ -299,6 +299,15 @@ def _check_section(path: str, section: Any, schema: dict) -> dict:
     return out
 
 
+def conv_sizes(height: int, width: int, kernel_sizes, strides) -> list[tuple[int, int]]:
+    """(height, width) after each unpadded convolution of the camera encoder (< 1: the image is too small)."""
+    sizes = []
+    for k, s in zip(kernel_sizes, strides):
+        height, width = (height - k) // s + 1, (width - k) // s + 1
+        sizes.append((height, width))
+    return sizes
+
+
 def validate_config(raw: dict) -> dict:
     """Check a config dict and return a complete copy with every default filled in."""
     cfg = _check_section("", raw, _TOP)
@@ -339,6 +348,16 @@ def validate_config(raw: dict) -> dict:
             f"encoder.camera: channels, kernel_sizes and strides need the same length, got "
             f"{n}, {len(camera['kernel_sizes'])}, {len(camera['strides'])}"
         )
+    image = cfg["observation"]["image"]
+    if image is not None:
+        size = (image["height"], image["width"])
+        for layer, (h, w) in enumerate(conv_sizes(*size, camera["kernel_sizes"], camera["strides"])):
+            if h < 1 or w < 1:
+                raise PolicyConfigError(
+                    f"observation.image: a {size[0]}x{size[1]} (height x width) image is too small for "
+                    f"encoder.camera's convolutions (layer {layer}: kernel {camera['kernel_sizes'][layer]}, stride "
+                    f"{camera['strides'][layer]} leaves {h}x{w})"
+                )
     cfg["encoder"] = {
         "camera": camera,
         "vectors": _check_section("encoder.vectors", enc.get("vectors") or {}, _VECTOR_ENCODER),

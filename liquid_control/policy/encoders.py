@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .config import CAMERA_NORMALIZATIONS
+from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
 _NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
 
@@ -34,15 +34,12 @@ class CameraEncoder(nn.Module):
         if normalize not in CAMERA_NORMALIZATIONS:
             raise ValueError(f"camera encoder: normalize must be one of {CAMERA_NORMALIZATIONS}, got {normalize!r}")
         self.normalize = normalize
-        layers, c_in, h, w = [], 3, height, width
+        h, w = conv_sizes(height, width, kernel_sizes, strides)[-1]
+        if min(h, w) < 1:  # configs are checked at load (validate_config); this is for direct use
+            raise ValueError(f"camera encoder: a {height}x{width} image is too small for these convolutions")
+        layers, c_in = [], 3
         for c_out, k, s in zip(channels, kernel_sizes, strides):
             layers += [nn.Conv2d(c_in, c_out, k, stride=s), nn.ReLU()]
-            h, w = (h - k) // s + 1, (w - k) // s + 1
-            if h < 1 or w < 1:
-                raise ValueError(
-                    f"camera encoder: a {height}x{width} image is too small for these convolutions "
-                    f"(kernel {k}, stride {s} leaves {h}x{w})"
-                )
             c_in = c_out
         self.height, self.width = height, width
         self.conv = nn.Sequential(*layers)
