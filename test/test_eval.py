@@ -765,6 +765,18 @@ def test_a_bad_experiment_request_is_refused_before_any_training(tmp_path, capsy
     assert not out.exists()
 
 
+def test_experiment_options_without_experiment_are_refused(tmp_path, capsys):
+    """Before: `eval --policy expert --seeds 2 --archs cfc` ignored both options and evaluated the expert."""
+    from liquid_control.cli import main
+
+    out = tmp_path / "report"
+    argv = ["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--no-progress"]
+    assert main([*argv, "--seeds", "2", "--archs", "cfc"]) == 2
+    err = capsys.readouterr().err
+    assert "--seeds, --archs: only for --experiment" in err and "Traceback" not in err
+    assert not out.exists()
+
+
 def test_ctrl_c_during_an_evaluation_says_how_to_continue(tmp_path, capsys, monkeypatch):
     """Before: a KeyboardInterrupt traceback (from the process pool's wait)."""
     from liquid_control.cli import main

@@ -162,6 +162,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated architectures (default: all but mlp): " + ", ".join(experiment.ARCHITECTURES),
     )
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")
+    # what the experiment's options default to: one given without --experiment is refused, not ignored
+    parser.set_defaults(experiment_defaults={dest: parser.get_default(dest) for dest in EXPERIMENT_OPTIONS})
+
+
+EXPERIMENT_OPTIONS = ("seeds", "recipes", "schedule", "train_minutes", "train_set", "archs", "no_expert")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -181,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
         if args.world is not None and (args.bag or args.experiment):  # it would be ignored
             mode = "--bag evaluates recorded bags" if args.bag else "--experiment trains its architectures' world"
             raise EvaluationSetupError(f"--world {args.world}: {mode}; leave --world out")
+        given = [k for k, v in getattr(args, "experiment_defaults", {}).items() if getattr(args, k) != v]
+        if given and not args.experiment:
+            options = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise EvaluationSetupError(f"{options}: only for --experiment (they would be ignored here)")
         if args.bag:
             from liquid_control.evaluation.offline import run_offline
 
