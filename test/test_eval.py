@@ -765,6 +765,20 @@ def test_a_bad_experiment_request_is_refused_before_any_training(tmp_path, capsy
     assert not out.exists()
 
 
+def test_one_checkpoint_given_twice_is_not_two_training_seeds(tmp_path):
+    """Before: `--policy a=X,X` evaluated one file as two training seeds (and their spread as seed variation)."""
+    from liquid_control.evaluation.plan import parse_policy_argument
+    from liquid_control.paths import policies_dir
+
+    ckpt = str(policies_dir() / "cfc_rover.pt")
+    with pytest.raises(EvaluationSetupError, match="is given twice"):
+        parse_policy_argument(f"a={ckpt},{ckpt}")
+    link = tmp_path / "same.pt"
+    link.symlink_to(ckpt)
+    with pytest.raises(EvaluationSetupError, match="is given twice"):
+        parse_policy_argument(f"a={ckpt},{link}")
+
+
 def test_experiment_options_without_experiment_are_refused(tmp_path, capsys):
     """Before: `eval --policy expert --seeds 2 --archs cfc` ignored both options and evaluated the expert."""
     from liquid_control.cli import main

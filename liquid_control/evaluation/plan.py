@@ -117,6 +117,12 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
         paths.extend(matches)
     if not paths:
         raise EvaluationSetupError(f"--policy {text!r}: no checkpoint given")
+    seen: dict[str, str] = {}
+    for path in paths:  # one file twice would count as two training seeds of the same run
+        key = os.path.realpath(path)
+        if key in seen:
+            raise EvaluationSetupError(f"--policy {text!r}: {path} is given twice (one checkpoint per training seed)")
+        seen[key] = path
     return name, paths
 
 
