@@ -201,10 +201,15 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
 
 def test_resume_refuses_a_changed_config(tmp_path):
     trainer.train(tiny_config(dagger_rounds=0), tmp_path / "run", progress=False, log=lambda m: None)
-    with pytest.raises(trainer.TrainingError, match="another config"):
+    with pytest.raises(trainer.TrainingError, match=r"another config \(keys that differ: training\.lr\)"):
         trainer.train(
             tiny_config(dagger_rounds=0, lr=0.1), tmp_path / "run", resume=True, progress=False, log=lambda m: None
         )
+    assert trainer._differing_keys({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "e": 3}) == [
+        "a.c",
+        "d",
+        "e",
+    ]
 
 
 @pytest.fixture(scope="module")

@@ -442,11 +442,24 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a liquid_control training checkpoint")
     if (config is not None and ck["config"] != config) or (seed is not None and ck["seed"] != seed):
+        changed = _differing_keys(ck["config"], config) if config is not None else []
         raise TrainingError(
-            f"{path}: the run was started with another config or seed (seed {ck['seed']}); resume with the same "
+            f"{path}: the run was started with another config or seed (seed {ck['seed']}"
+            f"{'; config keys that differ: ' + ', '.join(changed) if changed else ''}); resume with the same "
             f"ones, or train into a new folder"
         )
     return ck
+
+
+def _differing_keys(old, new, prefix: str = "", most: int = 6) -> list[str]:
+    """The dotted keys whose values differ between two configs (at most ``most``, then '...'), for refusals."""
+    keys = []
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            keys += _differing_keys(old.get(key), new.get(key), f"{prefix}{key}.", most)
+    elif old != new:
+        keys.append(prefix.rstrip("."))
+    return keys if len(keys) <= most else keys[:most] + ["..."]
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -653,7 +666,10 @@ def train(
         except Exception as exc:
             raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
         if previous != cfg:
-            raise TrainingError(f"{saved}: the run was started with another config; resume with the same one")
+            raise TrainingError(
+                f"{saved}: the run was started with another config (keys that differ: "
+                f"{', '.join(_differing_keys(previous, cfg))}); resume with the same one"
+            )
     if resume and checkpoint.exists():
         read_training_checkpoint(checkpoint, cfg, seed)
     if not (isinstance(workers, int) and workers >= 1):
