@@ -142,7 +142,7 @@ def main() -> int:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, Imu, JointState
 
-    from liquid_control.interfaces.image_conversion import numpy_to_image
+    from liquid_control.conventions.image_conversion import numpy_to_image
     from liquid_control.policy import load_policy
     from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 

@@ -17,7 +17,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     """Run the closed loop over ROS 2, or the cells demo when no policy is given or shipped; the exit code."""
-    from liquid_control.interfaces.params import WORLD_POLICIES
+    from liquid_control.conventions.params import WORLD_POLICIES
     from liquid_control.paths import policies_dir
 
     _, default_policy = WORLD_POLICIES[args.world]

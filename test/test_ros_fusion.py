@@ -11,7 +11,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 
-from liquid_control.interfaces.image_conversion import numpy_to_image
+from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.policy import Policy, save_policy
 from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 from liquid_control.runtime.backends import TorchBackend

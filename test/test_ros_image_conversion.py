@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import Image
 
-from liquid_control.interfaces.image_conversion import ImageConversionError, image_to_numpy, numpy_to_image
+from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy, numpy_to_image
 
 
 def message(encoding, pixels: np.ndarray, pad: int = 0, bigendian: bool = False) -> Image:

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from liquid_control import paths
-from liquid_control.interfaces.params import POLICY_NODE_PARAMETERS
+from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
 from liquid_control.ros import entry, graph
 from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
 

@@ -15,7 +15,7 @@ from lifecycle_msgs.msg import State
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_srvs.srv import Trigger
 
-from liquid_control.interfaces.params import POLICY_NODE_PARAMETERS, ParameterError, validate_policy_node_parameters
+from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, ParameterError, validate_policy_node_parameters
 from liquid_control.policy import Policy, save_policy
 from liquid_control.ros.policy_node import PolicyNode
 from liquid_control.ros.testing import isolated_ros_env

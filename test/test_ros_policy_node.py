@@ -10,7 +10,7 @@ from geometry_msgs.msg import TwistStamped
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, Imu
 
-from liquid_control.interfaces.image_conversion import numpy_to_image
+from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.policy import Policy, save_policy
 from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 

@@ -15,7 +15,7 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, Imu
 from std_msgs.msg import String
 
-from liquid_control.interfaces.image_conversion import image_to_numpy
+from liquid_control.conventions.image_conversion import image_to_numpy
 from liquid_control.paths import policies_dir
 from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 

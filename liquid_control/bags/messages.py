@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from liquid_control.interfaces.image_conversion import HOST_BIGENDIAN, image_to_numpy
+from liquid_control.conventions.image_conversion import HOST_BIGENDIAN, image_to_numpy
 
 from .io import typestore
 

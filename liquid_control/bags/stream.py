@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from liquid_control.interfaces.image_conversion import ImageConversionError
-from liquid_control.interfaces.params import POLICY_NODE_PARAMETERS, WORLD_POLICIES
+from liquid_control.conventions.image_conversion import ImageConversionError
+from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, WORLD_POLICIES
 from liquid_control.paths import config_dir
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
@@ -146,7 +146,7 @@ def load_node_parameters(path: str | Path | None) -> dict:
 
 def _parameter_type_problem(name, value) -> str | None:
     """Why ``value`` cannot be the node parameter ``name`` (the type of its default), or None. The node's own
-    checks (liquid_control.interfaces.params) come later on the robot; here a wrong type would fail far from the
+    checks (liquid_control.conventions.params) come later on the robot; here a wrong type would fail far from the
     file."""
     if name not in POLICY_NODE_PARAMETERS:
         return None  # another node's parameter, or one this version does not read

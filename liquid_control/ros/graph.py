@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.interfaces.params import WORLD_POLICIES
+from liquid_control.conventions.params import WORLD_POLICIES
 from liquid_control.paths import config_dir, resolve_policy_file
 from liquid_control.ros.entry import NODE_MODULES
 

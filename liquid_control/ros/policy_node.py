@@ -38,8 +38,8 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from liquid_control.interfaces.image_conversion import ImageConversionError, image_to_numpy
-from liquid_control.interfaces.params import (
+from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
+from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
     camera_info_topic,

@@ -32,7 +32,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from liquid_control.bags import BagError, BagReader, BagWriter
 from liquid_control.bags.io import message_class, qos_dict
-from liquid_control.interfaces.params import declare_node_parameters
+from liquid_control.conventions.params import declare_node_parameters
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),

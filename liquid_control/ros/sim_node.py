@@ -48,8 +48,8 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 import sim_envs
-from liquid_control.interfaces.image_conversion import numpy_to_image
-from liquid_control.interfaces.params import camera_info_topic, declare_node_parameters
+from liquid_control.conventions.image_conversion import numpy_to_image
+from liquid_control.conventions.params import camera_info_topic, declare_node_parameters
 from liquid_control.ros import robot_description
 from liquid_control.ros.graph import taken_episode_bags
 

@@ -221,7 +221,7 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Polygon
 
-    from liquid_control.interfaces.image_conversion import image_to_numpy
+    from liquid_control.conventions.image_conversion import image_to_numpy
 
     fig = plt.figure(figsize=(13, 4.6))
     grid = fig.add_gridspec(2, 3, width_ratios=[1.25, 1.0, 1.0], height_ratios=[1.0, 1.0])

@@ -1,4 +1,4 @@
-"""interfaces layer of liquid_control (see docs/ARCHITECTURE.md): how the package speaks ROS 2 without rclpy.
+"""conventions layer of liquid_control (see docs/ARCHITECTURE.md): how the package speaks ROS 2 without rclpy.
 
 The conventions that recordings (``bags``, offline) and the nodes (``ros``, live) must share exactly:
 ``sensor_msgs/Image`` <-> numpy (``image_conversion``), and the policy node's parameters, their checks and each
