@@ -118,6 +118,15 @@ def test_ncps_keywords_and_a_state_passed_as_dt():
         rnn(x, h0)
     with pytest.raises(TypeError, match="h0 or hx"):
         rnn(x, dt, h0, hx=h0)
+    with pytest.raises(TypeError, match="dt or timespans"):
+        rnn(x, 1.0, timespans=dt)
+    time_major = LiquidRNN(rnn.cell, batch_first=False)  # a valid (T, B) dt whose B equals the state size
+    batch = rnn.state_size
+    xt = torch.randn(5, batch, x.shape[2])
+    out_t, _ = time_major(xt, torch.full((5, batch), 0.1))
+    assert out_t.shape == (5, batch, rnn.output_size)
+    with pytest.raises(ValueError, match="the shape of a state"):
+        time_major(torch.randn(5, 2, x.shape[2]), h0)
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])

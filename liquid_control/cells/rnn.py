@@ -53,7 +53,7 @@ class LiquidRNN(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        dt=1.0,
+        dt=None,
         h0: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
         *,
@@ -71,11 +71,13 @@ class LiquidRNN(nn.Module):
                 raise TypeError("give the initial state once: h0 or hx (its ncps name), not both")
             h0 = hx
         if timespans is not None:
-            if not (isinstance(dt, float) and dt == 1.0):
+            if dt is not None:
                 raise TypeError("give the time steps once: dt or timespans (its ncps name), not both")
             dt = timespans
+        dt = 1.0 if dt is None else dt  # ncps's default: unit steps
+        # a valid 2-d dt is (B, T) or (T, B): its second dimension is x's; a state (B, state_size) usually is not
         state_like = isinstance(dt, torch.Tensor) and dt.dim() == 2 and dt.shape[1] == self.state_size
-        if state_like and dt.shape[1] != x.shape[1 if self.batch_first else 0]:
+        if state_like and dt.shape[1] != x.shape[1]:
             raise ValueError(
                 f"dt has shape {tuple(dt.shape)}, the shape of a state (B, {self.state_size}): LiquidRNN's second "
                 f"argument is dt, forward(x, dt, h0); pass the state by keyword (h0= or ncps's hx=)"
