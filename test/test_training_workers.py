@@ -214,3 +214,17 @@ def test_a_failing_episode_is_named_and_the_finished_ones_come_back_first(worker
     assert dict(workers._run(_fails_on_two, {0: (0,), 1: (1,)}, str, "again")) == {0: 0, 1: 10}  # still serving
     with pytest.raises(ValueError, match="count must be >= 1"):
         EpisodeWorkers(camera_imu_config(), 0)
+
+
+def test_ctrl_c_is_the_training_process_business_not_the_workers(workers):
+    """Before: Ctrl-C (sent to the whole process group) killed each idle worker with a KeyboardInterrupt
+    traceback of its own, printed before the training process's one-line "interrupted" message."""
+    import signal
+
+    pool = workers._executor()
+    pids = list({pool.submit(os.getpid).result() for _ in range(4)})
+    for pid in pids:
+        os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+    assert {pool.submit(os.getpid).result() for _ in range(4)} <= set(pids)  # the same workers serve on
+    assert pool.submit(signal.getsignal, signal.SIGINT).result() == signal.SIG_IGN

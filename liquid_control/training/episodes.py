@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -175,6 +176,9 @@ _WORKER: dict = {}  # in a worker process: its config, world and policy
 
 
 def _init_worker(config: dict) -> None:
+    # Ctrl-C reaches the whole process group: the training process handles it (shuts the pool down, says how to
+    # resume); a worker that took it too died with a KeyboardInterrupt traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)  # one sample per step; as the training process runs its episodes
     torch.use_deterministic_algorithms(True)
     _WORKER.update(config=config, env=None, policy=Policy(config))
