@@ -222,9 +222,9 @@ def test_node_parameter_files_are_read_as_ros_gives_them_to_policy_node(tmp_path
     --node-params config/sim.yaml trained on sim_node's), and /** was ignored beside a policy_node section."""
     params = tmp_path / "params.yaml"
     params.write_text("sim_node:\n  ros__parameters:\n    camera_topic: /sim/camera\n")
-    with pytest.raises(ValueError, match=r"no section for policy_node .* it has sim_node"):
+    with pytest.raises(ValueError, match=r"no section for /policy_node .* it has sim_node"):
         load_node_parameters(params)
-    with pytest.raises(ValueError, match="no section for policy_node"):
+    with pytest.raises(ValueError, match="no section for /policy_node"):
         load_node_parameters(paths.config_dir() / "sim.yaml")
     params.write_text(
         "/**:\n  ros__parameters:\n    camera_topic: /wild/camera\n    imu_topic: /wild/imu\n"
@@ -232,6 +232,14 @@ def test_node_parameter_files_are_read_as_ros_gives_them_to_policy_node(tmp_path
     )
     values = load_node_parameters(params)
     assert values["camera_topic"] == "/own/camera" and values["imu_topic"] == "/wild/imu"
+    # ROS 2's other spellings: a wildcard namespace, and a robot's namespaced file (a review found both refused)
+    for section in ("/**/policy_node", "/*/policy_node", "/robot1/policy_node"):
+        params.write_text(
+            "/**:\n  ros__parameters:\n    imu_topic: /wild/imu\n"
+            f"{section}:\n  ros__parameters:\n    camera_topic: /own/camera\n"
+        )
+        values = load_node_parameters(params)
+        assert values["camera_topic"] == "/own/camera" and values["imu_topic"] == "/wild/imu", section
 
 
 def test_a_bag_whose_every_command_is_rejected_says_so(tmp_path, capsys):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -100,14 +101,32 @@ def absolute_topic(name: str) -> str:
     return name if name.startswith("/") else "/" + name
 
 
-# the sections of a parameter file that reach a node named policy_node, in the order ROS applies them
-POLICY_NODE_SECTIONS = ("/**", "policy_node", "/policy_node")
+POLICY_NODE = "policy_node"
+
+
+def section_applies(section: str, node: str) -> bool:
+    """Whether ROS 2 gives a parameter file's section ``section`` to the node ``node`` (fully qualified, e.g.
+    ``/robot1/policy_node``): ``/**`` stands for any number of namespace tokens, ``*`` for any one token's
+    characters, a name without a leading slash is absolute."""
+    pattern = ""
+    for token in section.strip("/").split("/"):
+        pattern += r"(?:/[^/]+)*" if token == "**" else "/" + re.escape(token).replace(r"\*", "[^/]*")
+    return re.fullmatch(pattern, node) is not None
+
+
+def _policy_node_name(sections) -> str:
+    """The policy node's fully qualified name offline: ``/policy_node``, or ``/NS/policy_node`` when the file's
+    only explicitly namespaced policy_node section says so (a robot's namespaced parameter file)."""
+    names = [str(s).strip("/") for s in sections]
+    spaces = {n.rsplit("/", 1)[0] for n in names if "*" not in n and n.endswith("/" + POLICY_NODE)}
+    return f"/{spaces.pop()}/{POLICY_NODE}" if len(spaces) == 1 else f"/{POLICY_NODE}"
 
 
 def load_node_parameters(path: str | Path | None) -> dict:
     """The policy_node parameters of a parameter file over the node's defaults, as ROS 2 gives them to a node
-    named policy_node: the ``/**`` section, then ``policy_node`` / ``/policy_node`` (which win); ``None``: the
-    defaults alone. A file with none of these sections is refused (another node's parameters reach no policy)."""
+    named policy_node: every section whose name matches the node (``policy_node``, ``/**``, ``/**/policy_node``,
+    ``/robot1/policy_node`` ...), in file order (a later one overrides an earlier one); ``None``: the defaults
+    alone. A file with no such section is refused (another node's parameters reach no policy)."""
     values = {name: default for name, (default, _) in POLICY_NODE_PARAMETERS.items()}
     if path is None:
         return values
@@ -123,12 +142,12 @@ def load_node_parameters(path: str | Path | None) -> dict:
     nodes = {k: v for k, v in (raw or {}).items() if isinstance(v, dict) and "ros__parameters" in v}
     if not nodes:
         raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...)")
-    # what ROS gives a node named policy_node from this file: the wildcard section, then its own (which wins)
-    sections = [name for name in POLICY_NODE_SECTIONS if name in nodes]
+    node = _policy_node_name(nodes)
+    sections = [name for name in nodes if section_applies(str(name), node)]
     if not sections:
         raise ValueError(
-            f"{path}: no section for policy_node ({' or '.join(POLICY_NODE_SECTIONS)}); it has "
-            f"{', '.join(nodes)}, whose parameters a node named policy_node would not get"
+            f"{path}: no section for {node} (policy_node:, /**:, /**/policy_node: ...); it has "
+            f"{', '.join(map(str, nodes))}, whose parameters a node named {node} would not get"
         )
     for name in sections:
         given = nodes[name]["ros__parameters"]
