@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import signal
 import sys
 
@@ -101,10 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     args = sub.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except BrokenPipeError:  # the reader of stdout went away (`liquid-control record --info BAG | head`)
-        # stdout is dead: point it at devnull so the interpreter's final flush does not raise again
+    except BrokenPipeError:
+        if not _stdout_closed():  # another pipe or socket broke: that is an error, not a reader leaving
+            raise
+        # the reader of stdout went away (`liquid-control record --info BAG | head`): point stdout at devnull so
+        # the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured output)
+        return False
 
 
 if __name__ == "__main__":

@@ -22,3 +22,19 @@ def test_a_reader_that_stops_early_ends_the_command_quietly():
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 141, err  # 128 + SIGPIPE, what a shell reports for `... | head`
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+OTHER_PIPE_BREAKS = """
+import argparse, sys, types
+from liquid_control import cli
+def run(args):
+    raise BrokenPipeError(32, "Broken pipe (a child process's)")
+cli.command_parser = lambda name: (types.SimpleNamespace(run=run), argparse.ArgumentParser())
+sys.exit(cli.main(["eval"]))
+"""
+
+
+def test_another_broken_pipe_is_not_taken_for_a_reader_leaving():
+    """A review: every BrokenPipeError became a silent exit 141, whichever pipe or socket broke."""
+    proc = subprocess.run([sys.executable, "-c", OTHER_PIPE_BREAKS], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "a child process's" in proc.stderr
