@@ -265,3 +265,16 @@ def test_a_record_bag_folder_already_holding_an_episodes_bag_is_refused_before_t
     assert f"record_bag: {tmp_path} already holds episode_4" in proc.stderr and "Traceback" not in proc.stderr
     assert "sim_node: invalid parameters" in proc.stderr and "sim_node: sim_node:" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["episode_4"]
+
+
+def test_taken_episode_bags_lists_the_folder_once(tmp_path):
+    """A review: with --episodes 0 (until stopped) only the first episode's bag was looked for, so a later one
+    still failed mid-run; a huge --episodes made one exists() call per episode."""
+    from liquid_control.ros.graph import taken_episode_bags
+
+    for name in ("episode_3", "episode_5", "episode_10", "episode_07", "episode_x", "notes"):
+        (tmp_path / name).mkdir()
+    assert taken_episode_bags(str(tmp_path), 3, 2) == ["episode_3"]
+    assert taken_episode_bags(str(tmp_path), 4, 0) == ["episode_5", "episode_10"]
+    assert taken_episode_bags(str(tmp_path), 0, 2**32 - 1) == ["episode_3", "episode_5", "episode_10"]
+    assert taken_episode_bags(str(tmp_path / "new"), 0, 3) == []

@@ -85,9 +85,15 @@ def _policy_parameters(path: Path) -> dict:
 
 
 def taken_episode_bags(folder: str, seed: int, episodes: int) -> list[str]:
-    """The bags ``episode_<seed + k>`` (k < episodes) that already exist in ``folder`` (sim_node's ``record_bag``;
-    a bag is never overwritten); with ``episodes`` 0 (until stopped) the first one's."""
-    return [f"episode_{seed + k}" for k in range(max(1, episodes)) if (Path(folder) / f"episode_{seed + k}").exists()]
+    """The bags ``episode_<seed + k>`` (k < episodes; any k >= 0 with ``episodes`` 0, until stopped) that already
+    exist in ``folder`` (sim_node's ``record_bag``; a bag is never overwritten), in episode order."""
+    try:
+        names = os.listdir(folder)  # one listing, whatever the number of episodes
+    except OSError:
+        return []  # no folder yet: nothing is taken
+    numbers = [int(n) for n in (name.removeprefix("episode_") for name in names) if n.isdigit()]
+    numbers = [n for n in numbers if f"episode_{n}" in names]  # as sim_node names them (no episode_07)
+    return [f"episode_{n}" for n in sorted(numbers) if seed <= n and (episodes == 0 or n < seed + episodes)]
 
 
 def sim_graph(
