@@ -125,6 +125,15 @@ def test_a_seed_or_schedule_whose_episode_seeds_overlap_is_refused_by_name(tmp_p
     assert not out.exists()
 
 
+def test_a_run_on_bags_names_a_seed_torch_cannot_take():
+    """A review: on bags (no episodes) any seed >= 0 passed, and 10**20 failed in torch: "Overflow when unpacking
+    long long", naming neither --seed nor the bound."""
+    config = {"training": {"demonstrations": 1, "dagger_episodes": 1, "dagger_rounds": 0}}
+    trainer.check_episode_seeds(config, 10**6, simulated=False)  # any seed of torch's range: no episodes collide
+    with pytest.raises(trainer.TrainingError, match=r"seed \(--seed\) must be below 2\*\*63 for a run on bags"):
+        trainer.check_episode_seeds(config, 10**20, simulated=False)
+
+
 def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeypatch):
     """Before: Ctrl-C printed a KeyboardInterrupt traceback."""
 

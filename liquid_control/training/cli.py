@@ -42,7 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the folder of a run",
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="training seed, 0..79: weights, data episodes, shuffling (default 0)"
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed, 0..79 (any >= 0 with --bag): weights, data episodes, shuffling (default 0)",
     )
     parser.add_argument(
         "--resume",

@@ -563,7 +563,9 @@ def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
     run's, the selection episodes' or the evaluation's: the same worlds would be trained on twice, or evaluated on."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TrainingError(f"seed (--seed) must be an integer >= 0, got {seed!r}")
-    if not simulated:  # a bag run's seed draws weights and batches only
+    if not simulated:  # a bag run's seed draws weights and batches only (torch takes seeds below 2**63)
+        if seed >= 2**63:
+            raise TrainingError(f"seed (--seed) must be below 2**63 for a run on bags, got {seed}")
         return
     if seed > MAX_TRAIN_SEED:
         raise TrainingError(
