@@ -255,3 +255,18 @@ SHIFT_PRESETS: dict = {
     "slippery": Shift(friction=0.3),
     "weak_motors": Shift(motor_gain=0.7),
 }
+
+
+def shift_for_world(spec, world: str, sensor_names=None) -> Shift:
+    """``spec`` parsed for ``world``; ValueError naming the spec when it is no valid shift or, given the world's
+    ``sensor_names``, when it acts on a sensor the world lacks (the world itself refuses that too)."""
+    try:
+        shift = parse_shift(spec)
+    except ValueError as exc:
+        if str(exc).startswith(f"shift {spec!r}: "):  # the message names the spec already
+            raise
+        raise ValueError(f"unknown or invalid shift {spec!r}: {exc}") from None
+    problem = None if sensor_names is None else shift.idle_problem(world, sensor_names)
+    if problem:
+        raise ValueError(f"shift {spec!r}: {problem}")
+    return shift

@@ -95,6 +95,20 @@ def test_a_world_refuses_a_shift_on_a_sensor_it_lacks(spec):
     gym.make("LiquidBalance-v0", shift="imu_noise=2").close()  # a shift on its own sensors is taken
 
 
+def test_shift_for_world_is_the_one_check_every_command_uses():
+    from sim_envs.shifts import shift_for_world
+
+    sensors = sim_envs.world_class("LiquidBalance-v0").sensor_names
+    assert shift_for_world("imu_noise=2", "LiquidBalance-v0", sensors).imu_noise == 2
+    assert shift_for_world("fog=0.5", "LiquidBalance-v0").fog == 0.5  # sensors not given: parsed only
+    with pytest.raises(ValueError, match=r"^shift 'fog=0.5': fog changes nothing in LiquidBalance-v0"):
+        shift_for_world("fog=0.5", "LiquidBalance-v0", sensors)
+    with pytest.raises(ValueError, match=r"^unknown or invalid shift 'bogus': unknown shift preset"):
+        shift_for_world("bogus", "LiquidRover-v0")
+    with pytest.raises(ValueError, match=r"^shift 'fog=0.5,fog=0.2': fog is set twice"):
+        shift_for_world("fog=0.5,fog=0.2", "LiquidRover-v0")
+
+
 def test_expert_eval_runs_only_presets_that_act_in_the_world():
     from sim_envs.expert_eval import WORLDS, run_episodes, settings_for
 

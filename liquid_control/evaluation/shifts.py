@@ -41,13 +41,12 @@ def shift_for_env(shift: str) -> str:
 
 def shift_changes(shift: str) -> dict:
     """What `shift` changes from the training distribution, e.g. {'sensor_rate': 0.25} ({} for none)."""
-    from sim_envs.shifts import parse_shift
+    from sim_envs.shifts import shift_for_world
 
     try:
-        return parse_shift(shift_for_env(shift)).changed()
-    except ValueError as exc:  # parse_shift's message lists the valid names (or names the spec itself)
-        named = str(exc).startswith(f"shift {shift_for_env(shift)!r}: ")
-        raise EvaluationSetupError(str(exc) if named else f"unknown or invalid shift {shift!r}: {exc}") from exc
+        return shift_for_world(shift_for_env(shift), "").changed()
+    except ValueError as exc:  # it lists the valid names and names the spec
+        raise EvaluationSetupError(str(exc)) from exc
 
 
 def check_shift(shift: str) -> None:
@@ -59,13 +58,14 @@ def check_shift_applies(shift: str, world: str) -> None:
     """Raise EvaluationSetupError naming `shift` and `world` when the shift acts on a sensor the world lacks
     (e.g. camera_noise for a world without a camera): its row would be the in-distribution one, mislabelled."""
     import sim_envs
-    from sim_envs.shifts import parse_shift
+    from sim_envs.shifts import shift_for_world
 
     if world not in sim_envs.WORLDS:  # another registered gymnasium world: its sensors are not declared
         return
-    problem = parse_shift(shift_for_env(shift)).idle_problem(world, sim_envs.world_class(world).sensor_names)
-    if problem:
-        raise EvaluationSetupError(f"shift {shift!r}: {problem}")
+    try:
+        shift_for_world(shift_for_env(shift), world, sim_envs.world_class(world).sensor_names)
+    except ValueError as exc:
+        raise EvaluationSetupError(str(exc)) from None
 
 
 def shift_kinds(shift: str) -> set:

@@ -132,11 +132,9 @@ def sim_graph(
     resolve_policy_file(policy)  # FileNotFoundError naming where it looked (policy_node resolves it the same way)
     if shift:
         from sim_envs import world_class
-        from sim_envs.shifts import parse_shift
+        from sim_envs.shifts import shift_for_world
 
-        problem = parse_shift(shift).idle_problem(world, world_class(world).sensor_names)  # or a ValueError
-        if problem:
-            raise ValueError(f"shift {shift!r}: {problem}")
+        shift_for_world(shift, world, world_class(world).sensor_names)  # or a ValueError naming it
     policy_overrides = dict(common, autostart=True, policy=policy)
     if publish_mode:
         policy_overrides["publish_mode"] = publish_mode

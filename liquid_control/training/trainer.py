@@ -645,16 +645,12 @@ def train(
     check_episode_seeds(cfg, seed, simulated=data is None)
     shift = cfg["training"]["shift"]
     if shift and data is None:  # checked here, named: the world would refuse it unnamed, later
-        from sim_envs.shifts import parse_shift
+        from sim_envs.shifts import shift_for_world
 
-        try:
-            problem = parse_shift(shift).idle_problem(cfg["world"], getattr(world, "sensor_names", None) or ())
+        try:  # a world that declares no sensors (another gymnasium env) gets the parse check only
+            shift_for_world(shift, cfg["world"], getattr(world, "sensor_names", None) or None)
         except ValueError as exc:
-            named = str(exc).startswith(f"shift {shift!r}: ")  # parse_shift names the spec itself, or not
-            what = exc if named else f"unknown or invalid shift {shift!r}: {exc}"
-            raise PolicyConfigError(f"training.shift: {what}") from None
-        if problem and getattr(world, "sensor_names", None):  # a world that declares its sensors
-            raise PolicyConfigError(f"training.shift: shift {shift!r}: {problem}")
+            raise PolicyConfigError(f"training.shift: {exc}") from None
     timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
     if timing and data is None and not getattr(world, "sensor_names", ()):
         raise TrainingError(
