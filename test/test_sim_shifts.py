@@ -5,7 +5,7 @@ import mujoco
 import numpy as np
 import pytest
 
-import sim_envs  # noqa: F401
+import sim_envs
 from sim_envs.shifts import SHIFT_PRESETS, Shift, parse_shift
 
 
