@@ -227,10 +227,12 @@ def record_expert_episodes(
             raise ValueError(f"-o {out}: cannot create the folder ({exc.strerror or exc})") from None
         for seed in tqdm(seeds, desc="expert episodes", disable=not progress, leave=False):
             path = out / f"episode_{int(seed)}"
+            existed = path.exists()  # appeared since the check above (another recorder): never ours to remove
             try:
                 status = record_expert_episode(env, int(seed), path, noise, margin, stop)
             except BaseException:  # Ctrl-C or a failure: no half episode (a truncated bag) among the finished ones
-                shutil.rmtree(path, ignore_errors=True)
+                if not existed:
+                    shutil.rmtree(path, ignore_errors=True)
                 raise
             status["bag"] = str(path)
             results.append(status)
