@@ -2,6 +2,7 @@
 what a refused or failed start leaves behind (nothing)."""
 
 import pytest
+import torch
 import yaml
 from test_training import tiny_config
 
@@ -130,8 +131,12 @@ def test_a_run_on_bags_names_a_seed_torch_cannot_take():
     long long", naming neither --seed nor the bound."""
     config = {"training": {"demonstrations": 1, "dagger_episodes": 1, "dagger_rounds": 0}}
     trainer.check_episode_seeds(config, 10**6, simulated=False)  # any seed of torch's range: no episodes collide
-    with pytest.raises(trainer.TrainingError, match=r"seed \(--seed\) must be below 2\*\*63 for a run on bags"):
+    with pytest.raises(trainer.TrainingError, match=r"seed \(--seed\) must be below 2\*\*64 for a run on bags"):
         trainer.check_episode_seeds(config, 10**20, simulated=False)
+    largest = 2**64 - 1
+    trainer.check_episode_seeds(config, largest, simulated=False)
+    torch.manual_seed(trainer.epoch_torch_seed(largest, 99))  # what every epoch of such a run calls
+    assert trainer.epoch_torch_seed(3, 7) == 3 * 100_003 + 7  # the seeds every earlier run used
 
 
 def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeypatch):

@@ -83,6 +83,12 @@ class TrainResult:
     wall_s: float  # training wall-clock seconds, summed over resumed parts
 
 
+def epoch_torch_seed(seed: int, epoch: int) -> int:
+    """The torch seed of an epoch's batches: unchanged for every seed that ever ran, and within torch's
+    [0, 2**64) for any seed >= 0 (a bag run's --seed has no other bound)."""
+    return (seed * 100_003 + epoch) % 2**64
+
+
 def _cosine_lr(tcfg: dict, epoch: int, total: int) -> float:
     frac = epoch / max(total - 1, 1)
     return tcfg["lr_final"] + (tcfg["lr"] - tcfg["lr_final"]) * 0.5 * (1.0 + math.cos(math.pi * frac))
@@ -286,7 +292,7 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         rng = np.random.default_rng([self.seed, 7, epoch])
-        torch.manual_seed(self.seed * 100_003 + epoch)
+        torch.manual_seed(epoch_torch_seed(self.seed, epoch))
         order_preview = count_chunks(episodes, t["batch_size"], t["sequence_length"])
         bar = _bar(order_preview, f"epoch {epoch + 1}/{self.total_epochs}", self.progress)
 
@@ -563,9 +569,9 @@ def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
     run's, the selection episodes' or the evaluation's: the same worlds would be trained on twice, or evaluated on."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise TrainingError(f"seed (--seed) must be an integer >= 0, got {seed!r}")
-    if not simulated:  # a bag run's seed draws weights and batches only (torch takes seeds below 2**63)
-        if seed >= 2**63:
-            raise TrainingError(f"seed (--seed) must be below 2**63 for a run on bags, got {seed}")
+    if not simulated:  # a bag run's seed draws weights and batches only (torch.manual_seed takes [0, 2**64))
+        if seed >= 2**64:
+            raise TrainingError(f"seed (--seed) must be below 2**64 for a run on bags, got {seed}")
         return
     if seed > MAX_TRAIN_SEED:
         raise TrainingError(
