@@ -233,7 +233,7 @@ def test_node_parameter_files_are_read_as_ros_gives_them_to_policy_node(tmp_path
     values = load_node_parameters(params)
     assert values["camera_topic"] == "/own/camera" and values["imu_topic"] == "/wild/imu"
     # ROS 2's other spellings: a wildcard namespace, and a robot's namespaced file (a review found both refused)
-    for section in ("/**/policy_node", "/robot1/policy_node"):
+    for section in ("/**/policy_node", "/*"):
         params.write_text(
             "/**:\n  ros__parameters:\n    imu_topic: /wild/imu\n"
             f"{section}:\n  ros__parameters:\n    camera_topic: /own/camera\n"
@@ -273,3 +273,22 @@ def test_recovering_a_bag_with_no_complete_message_writes_nothing(tmp_path, caps
     err = capsys.readouterr().err
     assert "no complete message to recover" in err and str(bag) in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_sections_match_the_policy_node_by_ros_2s_rules(tmp_path):
+    """A review: namespaced sections were taken with topics resolved from /, and several namespaces fell back
+    silently to the defaults; ROS's /* is exactly one token."""
+    from liquid_control.bags.stream import section_applies
+
+    assert section_applies("/**", "/policy_node") and section_applies("policy_node", "/policy_node")
+    assert section_applies("/*", "/policy_node") and not section_applies("/*/policy_node", "/policy_node")
+    assert section_applies("/*/policy_node", "/robot1/policy_node") and not section_applies("/*", "/r/policy_node")
+    assert not section_applies("/policy_*", "/policy_node")  # ROS refuses partial wildcards in node names
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "/**:\n  ros__parameters:\n    imu_topic: /wild/imu\n"
+        "/robot1/policy_node:\n  ros__parameters:\n    action_scale: [0.5, 0.5]\n"
+        "/robot2/policy_node:\n  ros__parameters:\n    action_scale: [0.9, 0.9]\n"
+    )
+    with pytest.raises(ValueError, match=r"/robot1/policy_node, /robot2/policy_node: parameters for a namespaced"):
+        load_node_parameters(params)

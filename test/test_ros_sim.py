@@ -272,7 +272,7 @@ def test_taken_episode_bags_lists_the_folder_once(tmp_path):
     still failed mid-run; a huge --episodes made one exists() call per episode."""
     from liquid_control.ros.graph import taken_episode_bags
 
-    for name in ("episode_3", "episode_5", "episode_10", "episode_07", "episode_x", "notes"):
+    for name in ("episode_3", "episode_5", "episode_10", "episode_07", "episode_005", "episode_\u00b2", "notes"):
         (tmp_path / name).mkdir()
     assert taken_episode_bags(str(tmp_path), 3, 2) == ["episode_3"]
     assert taken_episode_bags(str(tmp_path), 4, 0) == ["episode_5", "episode_10"]

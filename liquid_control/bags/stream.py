@@ -106,27 +106,20 @@ POLICY_NODE = "policy_node"
 
 def section_applies(section: str, node: str) -> bool:
     """Whether ROS 2 gives a parameter file's section ``section`` to the node ``node`` (fully qualified, e.g.
-    ``/robot1/policy_node``): ``/**`` stands for any number of namespace tokens, ``*`` for any one token's
-    characters, a name without a leading slash is absolute."""
+    ``/policy_node``): ``/**`` stands for any number of namespace tokens, ``/*`` for exactly one, a name without a
+    leading slash is absolute."""
     pattern = ""
     for token in section.strip("/").split("/"):
-        pattern += r"(?:/[^/]+)*" if token == "**" else "/" + re.escape(token).replace(r"\*", "[^/]*")
+        pattern += {"**": r"(?:/[^/]+)*", "*": r"/[^/]+"}.get(token, "/" + re.escape(token))
     return re.fullmatch(pattern, node) is not None
 
 
-def _policy_node_name(sections) -> str:
-    """The policy node's fully qualified name offline: ``/policy_node``, or ``/NS/policy_node`` when the file's
-    only explicitly namespaced policy_node section says so (a robot's namespaced parameter file)."""
-    names = [str(s).strip("/") for s in sections]
-    spaces = {n.rsplit("/", 1)[0] for n in names if "*" not in n and n.endswith("/" + POLICY_NODE)}
-    return f"/{spaces.pop()}/{POLICY_NODE}" if len(spaces) == 1 else f"/{POLICY_NODE}"
-
-
 def load_node_parameters(path: str | Path | None) -> dict:
-    """The policy_node parameters of a parameter file over the node's defaults, as ROS 2 gives them to a node
-    named policy_node: every section whose name matches the node (``policy_node``, ``/**``, ``/**/policy_node``,
-    ``/robot1/policy_node`` ...), in file order (a later one overrides an earlier one); ``None``: the defaults
-    alone. A file with no such section is refused (another node's parameters reach no policy)."""
+    """The policy_node parameters of a parameter file over the node's defaults, as ROS 2 gives them to the node
+    ``/policy_node``: every section whose name matches it (``policy_node``, ``/**``, ``/**/policy_node``), in file
+    order (a later one overrides an earlier one); ``None``: the defaults alone. Refused: a file with no such
+    section (another node's parameters reach no policy), and sections for a namespaced policy node
+    (``/robot1/policy_node``: its relative topics would resolve in a namespace training does not know)."""
     values = {name: default for name, (default, _) in POLICY_NODE_PARAMETERS.items()}
     if path is None:
         return values
@@ -142,8 +135,15 @@ def load_node_parameters(path: str | Path | None) -> dict:
     nodes = {k: v for k, v in (raw or {}).items() if isinstance(v, dict) and "ros__parameters" in v}
     if not nodes:
         raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...)")
-    node = _policy_node_name(nodes)
+    node = f"/{POLICY_NODE}"
     sections = [name for name in nodes if section_applies(str(name), node)]
+    elsewhere = [str(n) for n in nodes if n not in sections and str(n).strip("/").rsplit("/", 1)[-1] == POLICY_NODE]
+    if elsewhere:
+        raise ValueError(
+            f"{path}: {', '.join(elsewhere)}: parameters for a namespaced policy node; training reads them as the "
+            f"node {node} gets them (relative topics resolved from /): give a file with a policy_node: section and "
+            f"the topics as that robot's node subscribes to them (e.g. /robot1/camera/image_raw)"
+        )
     if not sections:
         raise ValueError(
             f"{path}: no section for {node} (policy_node:, /**:, /**/policy_node: ...); it has "

@@ -91,7 +91,7 @@ def taken_episode_bags(folder: str, seed: int, episodes: int) -> list[str]:
         names = os.listdir(folder)  # one listing, whatever the number of episodes
     except OSError:
         return []  # no folder yet: nothing is taken
-    numbers = [int(n) for n in (name.removeprefix("episode_") for name in names) if n.isdigit()]
+    numbers = {int(n) for n in (name.removeprefix("episode_") for name in names) if n.isascii() and n.isdecimal()}
     numbers = [n for n in numbers if f"episode_{n}" in names]  # as sim_node names them (no episode_07)
     return [f"episode_{n}" for n in sorted(numbers) if seed <= n and (episodes == 0 or n < seed + episodes)]
 
