@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -175,10 +176,15 @@ def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, m
 _WORKER: dict = {}  # in a worker process: its config, world and policy
 
 
+def _exit_quietly(signum, frame) -> None:
+    os._exit(128 + signum)  # nothing to save here: the training process keeps every finished episode
+
+
 def _init_worker(config: dict) -> None:
-    # Ctrl-C reaches the whole process group: the training process handles it (shuts the pool down, says how to
-    # resume); a worker that took it too died with a KeyboardInterrupt traceback of its own
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C reaches the whole process group: the training process handles it (says how to resume); a worker
+    # stops at once, without the KeyboardInterrupt traceback it printed (ignoring it made Ctrl-C wait for the
+    # episodes running and queued)
+    signal.signal(signal.SIGINT, _exit_quietly)
     torch.set_num_threads(1)  # one sample per step; as the training process runs its episodes
     torch.use_deterministic_algorithms(True)
     _WORKER.update(config=config, env=None, policy=Policy(config))
