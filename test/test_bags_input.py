@@ -292,3 +292,6 @@ def test_sections_match_the_policy_node_by_ros_2s_rules(tmp_path):
     )
     with pytest.raises(ValueError, match=r"/robot1/policy_node, /robot2/policy_node: parameters for a namespaced"):
         load_node_parameters(params)
+    params.write_text("robot1:\n  policy_node:\n    ros__parameters:\n      imu_topic: /x\n")  # ROS's nested form
+    with pytest.raises(ValueError, match="robot1: a nested namespace; training reads a top-level policy_node"):
+        load_node_parameters(params)

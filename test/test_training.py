@@ -210,6 +210,8 @@ def test_resume_refuses_a_changed_config(tmp_path):
         "d",
         "e",
     ]
+    many = {"a": {str(i): i for i in range(5)}, "b": {str(i): i for i in range(5)}}
+    assert trainer._differing_keys(many, {"a": {}, "b": {}}) == ["a.0", "a.1", "a.2", "a.3", "a.4", "b.0", "..."]
 
 
 @pytest.fixture(scope="module")

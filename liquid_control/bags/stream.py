@@ -134,7 +134,15 @@ def load_node_parameters(path: str | Path | None) -> dict:
         )
     nodes = {k: v for k, v in (raw or {}).items() if isinstance(v, dict) and "ros__parameters" in v}
     if not nodes:
-        raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...)")
+        nested = [
+            k for k, v in (raw or {}).items() if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values())
+        ]
+        hint = (
+            f"; {', '.join(map(str, nested))}: a nested namespace; training reads a top-level policy_node: section"
+            if nested
+            else ""
+        )
+        raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...){hint}")
     node = f"/{POLICY_NODE}"
     sections = [name for name in nodes if section_applies(str(name), node)]
     elsewhere = [str(n) for n in nodes if n not in sections and str(n).strip("/").rsplit("/", 1)[-1] == POLICY_NODE]

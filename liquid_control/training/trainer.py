@@ -457,14 +457,17 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
     return ck
 
 
-def _differing_keys(old, new, prefix: str = "", most: int = 6) -> list[str]:
+def _differing_keys(old, new, most: int = 6) -> list[str]:
     """The dotted keys whose values differ between two configs (at most ``most``, then '...'), for refusals."""
-    keys = []
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            keys += _differing_keys(old.get(key), new.get(key), f"{prefix}{key}.", most)
-    elif old != new:
-        keys.append(prefix.rstrip("."))
+
+    def walk(a, b, prefix):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b), key=str):
+                yield from walk(a.get(key), b.get(key), f"{prefix}{key}.")
+        elif a != b:
+            yield prefix.rstrip(".")
+
+    keys = list(walk(old, new, ""))
     return keys if len(keys) <= most else keys[:most] + ["..."]
 
 
