@@ -26,6 +26,7 @@ import numpy as np
 
 from .io import BagError, BagWriter
 from .messages import IMAGE, IMU, STRING, TWIST, image_message, imu_message, string_message, twist_message
+from .recording import episode_bag_name, existing_episode_seeds
 
 SENSOR_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "volatile"}
 STATUS_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "transient_local"}
@@ -215,7 +216,8 @@ def record_expert_episodes(
         raise ValueError(f"--time-limit must be a finite number >= 0 s (0: the world's own), got {time_limit}")
 
     out = Path(out_dir)
-    taken = [f"episode_{int(seed)}" for seed in seeds if (out / f"episode_{int(seed)}").exists()]
+    existing = existing_episode_seeds(out)
+    taken = [episode_bag_name(seed) for seed in seeds if int(seed) in existing]
     if taken:  # refused before the first episode (it used to record the bags before the first taken one)
         raise BagError(f"{out}: already holds {', '.join(taken)}; a bag is never overwritten, choose other seeds or -o")
     env = make_world(world, render_size, shift, time_limit)  # a bad shift or size refused before the folder
@@ -226,7 +228,7 @@ def record_expert_episodes(
         except OSError as exc:
             raise ValueError(f"-o {out}: cannot create the folder ({exc.strerror or exc})") from None
         for seed in tqdm(seeds, desc="expert episodes", disable=not progress, leave=False):
-            path = out / f"episode_{int(seed)}"
+            path = out / episode_bag_name(seed)
             existed = path.exists()  # appeared since the check above (another recorder): never ours to remove
             try:
                 status = record_expert_episode(env, int(seed), path, noise, margin, stop)

@@ -8,10 +8,26 @@ written between episodes. Works with rclpy messages (serialized with rclpy: the 
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 from .io import BagWriter, message_type_name
+
+
+def episode_bag_name(seed: int) -> str:
+    """The bag of the episode with ``seed`` in a recording folder (sim_node's ``record_bag``, ``record --expert``)."""
+    return f"episode_{int(seed)}"
+
+
+def existing_episode_seeds(folder) -> set[int]:
+    """The seeds whose episode bags already exist in ``folder`` (one listing; an absent folder holds none)."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return set()
+    numbers = {n.removeprefix("episode_") for n in names}
+    return {int(n) for n in numbers if n.isascii() and n.isdecimal() and episode_bag_name(int(n)) in names}
 
 
 def _ns(stamp) -> int:
@@ -61,11 +77,13 @@ class EpisodeRecorder:
         self.add_topic(publisher.topic_name, publisher.msg_type, publisher.qos_profile)
         return _RecordedPublisher(publisher, self)
 
-    def start(self, name: str, **custom) -> Path:
-        """Open the bag ``folder/name`` for the next episode (closing a previous one)."""
+    def start(self, seed: int, **custom) -> Path:
+        """Open the bag of the episode with ``seed`` (``folder/episode_<seed>``) for the next episode (closing a
+        previous one); ``seed`` and ``custom`` go into its metadata."""
         self.stop()
-        path = self.folder / name
+        path = self.folder / episode_bag_name(seed)
         self.folder.mkdir(parents=True, exist_ok=True)
+        custom = {"seed": seed, **custom}
         writer = BagWriter(path, custom_data={**self.custom_data, **{k: str(v) for k, v in custom.items()}})
         for topic, (msgtype, qos) in self.topics.items():
             writer.add_topic(topic, msgtype, qos)

@@ -87,13 +87,10 @@ def _policy_parameters(path: Path) -> dict:
 def taken_episode_bags(folder: str, seed: int, episodes: int) -> list[str]:
     """The bags ``episode_<seed + k>`` (k < episodes; any k >= 0 with ``episodes`` 0, until stopped) that already
     exist in ``folder`` (sim_node's ``record_bag``; a bag is never overwritten), in episode order."""
-    try:
-        names = os.listdir(folder)  # one listing, whatever the number of episodes
-    except OSError:
-        return []  # no folder yet: nothing is taken
-    numbers = {int(n) for n in (name.removeprefix("episode_") for name in names) if n.isascii() and n.isdecimal()}
-    numbers = [n for n in numbers if f"episode_{n}" in names]  # as sim_node names them (no episode_07)
-    return [f"episode_{n}" for n in sorted(numbers) if seed <= n and (episodes == 0 or n < seed + episodes)]
+    from liquid_control.bags.recording import episode_bag_name, existing_episode_seeds
+
+    taken = [n for n in existing_episode_seeds(folder) if seed <= n and (episodes == 0 or n < seed + episodes)]
+    return [episode_bag_name(n) for n in sorted(taken)]
 
 
 def sim_graph(

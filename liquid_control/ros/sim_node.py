@@ -494,7 +494,7 @@ class SimNode(Node):
         wall0 = time.monotonic()
         self._wall_epoch = time.time() - sim0
         if self.recorder is not None:
-            self.recorder.start(f"episode_{seed}", seed=seed, world=self.p["world"], shift=self.p["shift"])
+            self.recorder.start(seed, world=self.p["world"], shift=self.p["shift"])
         odom_period, target_period = 1.0 / self.p["odom_rate_hz"], 1.0 / self.p["target_rate_hz"]
         next_odom = next_target = sim0
         counts = {s: 0 for s in self.publishers_by_sensor}
