@@ -373,99 +373,22 @@ def camera_image_shape(render_size) -> tuple[int, int, int]:
     return int(height), int(width), 3
 
 
-class ViewCulling:
-    """Leaves out of a camera's frame the geoms whose bounding spheres lie wholly outside its view frustum.
-
-    On a software renderer every drawn geom costs ~16 us whether it lands in the frame or not, and the rover's
-    camera sees about a third of its world's geoms (a 64x64 frame: 1.37 ms drawn whole, 0.98 ms culled, the
-    same pixels; ``benchmarks/bench_render.py``). A left-out geom gets type ``mjGEOM_NONE``, which
-    ``mjr_render`` skips; the next ``update_scene`` writes every geom afresh. The test is conservative (a
-    sphere touching the frustum, widened by ``_CULL_MARGIN``, is drawn), so frames are the ones drawn whole,
-    pixel for pixel (``test/test_sim_rover.py`` compares them).
-    """
-
-    def __init__(self, model: mujoco.MjModel, camera: str, aspect: float):
-        self.camera_id = model.camera(camera).id
-        half_height = np.tan(np.deg2rad(model.cam_fovy[self.camera_id]) / 2)
-        # Tangents of the half-angles, widened by the margin.
-        self.tan_x = half_height * aspect * (1 + _CULL_MARGIN)
-        self.tan_y = half_height * (1 + _CULL_MARGIN)
-        self.norm_x, self.norm_y = np.hypot(1.0, self.tan_x), np.hypot(1.0, self.tan_y)
-        # Outward unit normals of the frustum's four sides and of the camera's own plane, in the camera's frame
-        # (x right, y up, z backwards: a point at depth d has z = -d); a point's signed distance to a side is
-        # its coordinates dotted with the normal (the sides pass through the camera).
-        self.normals = np.array(
-            [
-                [1.0, 0.0, self.tan_x],
-                [-1.0, 0.0, self.tan_x],
-                [0.0, 1.0, self.tan_y],
-                [0.0, -1.0, self.tan_y],
-                [0.0, 0.0, 1.0],
-            ]
-        )
-        self.normals[:2] /= self.norm_x
-        self.normals[2:4] /= self.norm_y
-        self.rbound = model.geom_rbound
-        self._layout = None  # (ngeom, scene indices of model geoms that may be culled, their geom ids, radii)
-
-    def _scene_layout(self, scene: mujoco.MjvScene) -> tuple:
-        """Which scene entries are model geoms with a finite bound (planes have rbound 0: never culled)."""
-        ngeom = scene.ngeom
-        if self._layout is None or self._layout[0] != ngeom:
-            entries = [
-                (i, g.objid)
-                for i, g in enumerate(scene.geoms[:ngeom])
-                if g.objtype == mujoco.mjtObj.mjOBJ_GEOM and self.rbound[g.objid] > 0
-            ]
-            index = np.array([i for i, _ in entries], dtype=np.intp)
-            ids = np.array([g for _, g in entries], dtype=np.intp)
-            # The scene is rebuilt in the same order every frame; a different count rebuilds the layout.
-            self._layout = (ngeom, index, ids, (self.rbound[ids] + _CULL_SLACK)[:, None])
-        return self._layout[1:]
-
-    def apply(self, scene: mujoco.MjvScene, data: mujoco.MjData) -> int:
-        """Marks the geoms of ``scene`` (just updated from ``data``) outside the view; returns how many."""
-        index, ids, radius = self._scene_layout(scene)
-        if not len(ids):
-            return 0
-        camera = self.camera_id
-        world_normals = data.cam_xmat[camera].reshape(3, 3) @ self.normals.T  # columns: the planes' normals
-        distance = (data.geom_xpos[ids] - data.cam_xpos[camera]) @ world_normals
-        outside = index[(distance > radius).any(axis=1)].tolist()
-        geoms = scene.geoms
-        for i in outside:
-            geoms[i].type = mujoco.mjtGeom.mjGEOM_NONE
-        return len(outside)
-
-
-_CULL_MARGIN = 0.05  # frustum half-angle tangents widened by 5%
-_CULL_SLACK = 0.01  # metres added to every bounding radius
-
-
 class FrontCamera:
     """The camera sensor of a world with a ``front`` camera (its renderer shared with same-looking worlds of this
     process, see ``shared_renderer``), the camera-noise shift, and the ``chase`` view of ``render()``; mixed into
     a :class:`TimedMujocoWorld` that sets ``image_shape`` and calls ``_init_camera()`` after building its model."""
-
-    cull_outside_view = True  # leave geoms outside the camera's view out of its frames (ViewCulling)
 
     def _init_camera(self) -> None:
         self._scene_option = mujoco.MjvOption()
         self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
         self._renderer_key = None
         self._chase_renderer = None
-        self._view_culling = None  # built at the first frame
 
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
             h, w, _ = self.image_shape
             self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog > 0)
         self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
-        if self.cull_outside_view:
-            if self._view_culling is None:
-                h, w, _ = self.image_shape
-                self._view_culling = ViewCulling(self.model, "front", aspect=w / h)
-            self._view_culling.apply(self._renderer.scene, self.data)
         self.frames_rendered += 1
         return self._renderer.render()
 
