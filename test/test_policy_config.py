@@ -45,3 +45,44 @@ def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
     with pytest.raises(PolicyConfigError) as err:
         load_config(bad)
     assert "bad.yaml: not valid YAML:" in str(err.value) and "\n" not in str(err.value)
+
+
+BALANCE_NAV = policies_dir() / "configs" / "cfc_balance_nav.yaml"
+
+
+@pytest.mark.parametrize(
+    "core, match",
+    [
+        # Before: validation passed and Policy.from_config failed in the cells ("output_size must be < units - 2")
+        ({"wiring": "ncp", "units": 4}, r"core.units: 2 motor neurons \(action.size\) leave too few of 4 units"),
+        ({"type": "ltc", "wiring": "ncp", "units": 4}, r"core.units: 2 motor neurons"),
+        ({"wiring": "ncp", "units": 8, "outputs": 6}, r"core.outputs: 6 motor neurons \(core.outputs\)"),
+        # Before: numpy's bare "Seed must be between 0 and 2**32 - 1" when the NCP was drawn
+        ({"wiring": "ncp", "units": 16, "seed": -5}, r"core.seed: must be >= 0, got -5"),
+        ({"wiring": "ncp", "units": 16, "seed": 2**40}, r"core.seed: must be <= 4294967295"),
+    ],
+)
+def test_an_ncp_the_cells_cannot_draw_is_refused_at_validation_naming_the_key(core, match):
+    cfg = yaml.safe_load(BALANCE_NAV.read_text())
+    cfg["core"].update(backbone_units=None, **core)
+    with pytest.raises(PolicyConfigError, match=match):
+        validate_config(cfg)
+
+
+def test_a_smallest_ncp_and_the_seed_range_ends_still_validate_and_build():
+    from liquid_control.policy import Policy
+
+    cfg = yaml.safe_load(BALANCE_NAV.read_text())
+    for seed in (0, 2**32 - 1):
+        cfg["core"].update(backbone_units=None, wiring="ncp", units=5, seed=seed)
+        Policy.from_config(validate_config(cfg))
+
+
+def test_a_camera_encoder_without_convolutions_is_refused_naming_the_key():
+    """Before: validation passed and Policy.from_config raised a bare IndexError (list index out of range)."""
+    cfg = yaml.safe_load(BALANCE_NAV.read_text())
+    cfg["encoder"]["camera"].update(channels=[], kernel_sizes=[], strides=[])
+    with pytest.raises(PolicyConfigError, match=r"encoder.camera.channels: .* at least one convolution"):
+        validate_config(cfg)
+    cfg["observation"] = {"vectors": {"imu": 6}, "update_on": "imu"}  # no camera: its encoder is not built
+    validate_config(cfg)

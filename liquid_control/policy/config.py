@@ -170,7 +170,7 @@ _CORE = {
     # longest single step (s) the core integrates: a longer dt is split into equal sub-steps with the input held
     # (cells.dt.substep_counts); null: every dt in one step
     "max_step": _field("float", None, min_value=1e-4, max_value=10.0, nullable=True),
-    "seed": _field("int", 22222),  # seed of the random NCP wiring
+    "seed": _field("int", 22222, min_value=0, max_value=2**32 - 1),  # seed of the random NCP wiring (numpy's range)
     "backbone_units": _field("int", None, min_value=1, nullable=True),  # fully connected CfC; null: cells' default
 }
 _ACTION = {
@@ -343,6 +343,8 @@ def validate_config(raw: dict) -> dict:
         raise PolicyConfigError(f"encoder: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: camera, vectors")
     camera = _check_section("encoder.camera", enc.get("camera") or {}, _CAMERA_ENCODER)
     n = len(camera["channels"])
+    if n == 0 and cfg["observation"]["image"] is not None:
+        raise PolicyConfigError("encoder.camera.channels: the camera encoder needs at least one convolution, got []")
     if not (len(camera["kernel_sizes"]) == len(camera["strides"]) == n):
         raise PolicyConfigError(
             f"encoder.camera: channels, kernel_sizes and strides need the same length, got "
@@ -379,8 +381,13 @@ def validate_config(raw: dict) -> dict:
             raise PolicyConfigError(f"action.{key}: needs {act['size']} values (action.size), got {len(act[key])}")
     if any(lo >= hi for lo, hi in zip(act["low"], act["high"])):
         raise PolicyConfigError(f"action: every low must be < high, got low={act['low']} high={act['high']}")
-    if core["outputs"] is not None and core["wiring"] == "ncp" and core["outputs"] >= core["units"] - 2:
-        raise PolicyConfigError(f"core.outputs: {core['outputs']} motor neurons leave too few of {core['units']} units")
+    motor = core["outputs"] or act["size"]  # an NCP's motor neurons: core.outputs, else one per action
+    if core["wiring"] == "ncp" and motor >= core["units"] - 2:
+        key = "core.outputs" if core["outputs"] is not None else "core.units"
+        raise PolicyConfigError(
+            f"{key}: {motor} motor neurons ({'core.outputs' if core['outputs'] is not None else 'action.size'}) "
+            f"leave too few of {core['units']} units for an NCP wiring (needs core.units > motor neurons + 2)"
+        )
     cfg["action"] = act
 
     cfg["training"] = _check_section("training", cfg["training"], _TRAINING)
