@@ -504,3 +504,40 @@ def test_tracing_records_the_stepwise_graph_and_later_steps_still_use_the_kernel
         with kernels.recording() as ran:
             cell.step(x, h, dt)
     assert ran == [("cfc", "step", "compiled" if native.load() is not None else "numpy")]
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        # before: CfC(-4, 8) built a backbone of -4 + 8 = 4 inputs and failed only at forward ("expects -4 input
+        # features"); CfC(4, 3.5) and CfC(4, True) built 3 and 1 units; LTC(4.0, 8) was taken as 4
+        (lambda: CfC(-4, 8), ValueError, "input_size must be >= 1, got -4"),
+        (lambda: CfC(0, 8), ValueError, "input_size must be >= 1, got 0"),
+        (lambda: CfC(4, 3.5), TypeError, "units must be an integer, got float 3.5"),
+        (lambda: CfC(4, True), TypeError, "units must be an integer, got bool True"),
+        (lambda: CfC(4, float("nan")), TypeError, "units must be an integer"),
+        (lambda: LTC(4.5, 8), TypeError, "input_size must be an integer, got float 4.5"),
+        (lambda: LTC(4, 8.0), TypeError, "units must be an integer"),
+        (lambda: LSTMCore(-2, 8), ValueError, "input_size must be >= 1"),
+        (lambda: GRUCore(3, 2.5), TypeError, "hidden_size must be an integer"),
+    ],
+)
+def test_sizes_that_are_not_positive_integers_are_refused_naming_the_argument(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_integer_sizes_of_any_integer_type_still_build():
+    import numpy as np
+
+    rnn = CfC(np.int64(4), np.int32(8))
+    assert (rnn.input_size, rnn.output_size) == (4, 8) and type(rnn.cell.config()["input_size"]) is int
+
+
+def test_ltc_takes_ncps_ode_unfolds():
+    """Before: LTC(4, 8, ode_unfolds=3) raised "bad options for solver 'semi_implicit': ... unexpected keyword
+    argument 'ode_unfolds'" although the docs call substeps ncps's ode_unfolds."""
+    assert LTC(4, 8, ode_unfolds=3).cell.solver.config() == {"name": "semi_implicit", "substeps": 3}
+    assert LTC(4, 8, solver="rk4", ode_unfolds=2).cell.solver.config() == {"name": "rk4", "substeps": 2}
+    with pytest.raises(TypeError, match="substeps or ode_unfolds"):
+        LTC(4, 8, substeps=2, ode_unfolds=3)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .activations import activation
-from .core import RecurrentCore, register_core
+from .core import RecurrentCore, register_core, size_arg
 
 
 @register_core("lstm")
@@ -20,7 +20,7 @@ class LSTMCore(RecurrentCore):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.input_size, self.hidden_size = size_arg("input_size", input_size), size_arg("hidden_size", hidden_size)
         self.state_size, self.output_size = 2 * self.hidden_size, self.hidden_size
         self.lstm = nn.LSTMCell(self.input_size + 1, self.hidden_size)
 
@@ -46,7 +46,7 @@ class GRUCore(RecurrentCore):
 
     def __init__(self, input_size: int, hidden_size: int):
         super().__init__()
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.input_size, self.hidden_size = size_arg("input_size", input_size), size_arg("hidden_size", hidden_size)
         self.state_size = self.output_size = self.hidden_size
         self.gru = nn.GRUCell(self.input_size + 1, self.hidden_size)
 
@@ -69,7 +69,7 @@ class FrameStackMLP(RecurrentCore):
         super().__init__()
         if frames < 1 or layers < 1:
             raise ValueError(f"FrameStackMLP needs frames >= 1 and layers >= 1, got {frames}, {layers}")
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.input_size, self.hidden_size = size_arg("input_size", input_size), size_arg("hidden_size", hidden_size)
         self.frames, self.layers, self.activation_name = int(frames), int(layers), activation_name
         self.frame_size = self.input_size + 1
         self.state_size, self.output_size = self.frames * self.frame_size, self.hidden_size

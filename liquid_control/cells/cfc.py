@@ -32,7 +32,7 @@ from torch import nn
 
 from .activations import activation
 from .cfc_kernels import CompiledCfC, NumpyCfC, TorchCfC
-from .core import RecurrentCore, register_core, xavier_uniform_
+from .core import RecurrentCore, register_core, size_arg, xavier_uniform_
 from .wiring import Wiring, as_wiring
 
 MODES = ("default", "no_gate", "pure")
@@ -160,12 +160,11 @@ class CfCCell(RecurrentCore):
         activation: str = "lecun_tanh",
     ):
         super().__init__()
-        self.input_size = int(input_size)
+        self.input_size = size_arg("input_size", input_size)
         self.mode = mode
         self.wiring = as_wiring(units, self.input_size)
         if self.wiring is None:
-            if int(units) < 1:
-                raise ValueError(f"units must be >= 1, got {units}")
+            units = size_arg("units", units)
             self.backbone_units = 128 if backbone_units is None else int(backbone_units)
             self.backbone_layers = 1 if backbone_layers is None else int(backbone_layers)
             self.backbone_dropout = 0.0 if backbone_dropout is None else float(backbone_dropout)

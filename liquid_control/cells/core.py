@@ -20,6 +20,7 @@ a small CPU batch runs a step kernel (rebuilt whenever a parameter changes: opti
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable
 
 import torch
@@ -54,6 +55,16 @@ def build_core(config: dict) -> nn.Module:
         return CORE_TYPES[kind].from_config(kwargs)
     except TypeError as exc:  # unknown or missing constructor arguments
         raise ValueError(f"bad config for core type {kind!r}: {exc}") from exc
+
+
+def size_arg(name: str, value, minimum: int = 1) -> int:
+    """``value`` as an int size of a core (``input_size``, ``units``...): TypeError unless it is an integer
+    (a bool or a float such as 3.5 would be truncated silently), ValueError below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
 
 
 class RecurrentCore(nn.Module):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .core import RecurrentCore, register_core
+from .core import RecurrentCore, register_core, size_arg
 
 TAU_MIN = 1e-3  # seconds: softplus(tau) + TAU_MIN keeps every time constant positive
 
@@ -35,7 +35,7 @@ class CTRNNCore(RecurrentCore):
                 f"CTRNNCore needs units >= 1, unfolds >= 1, tau_init > 0; got {units}, {unfolds}, {tau_init}"
             )
         self.input_size, self.units, self.unfolds, self.tau_init = (
-            int(input_size),
+            size_arg("input_size", input_size),
             int(units),
             int(unfolds),
             float(tau_init),

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .core import RecurrentCore, register_core
+from .core import RecurrentCore, register_core, size_arg
 
 
 @register_core("gru_ode")
@@ -32,7 +32,7 @@ class GRUODECore(RecurrentCore):
                 f"GRUODECore needs hidden_size >= 1, unfolds >= 1, rate_init > 0; got {hidden_size}, {unfolds}, "
                 f"{rate_init}"
             )
-        self.input_size, self.hidden_size = int(input_size), int(hidden_size)
+        self.input_size, self.hidden_size = size_arg("input_size", input_size), int(hidden_size)
         self.unfolds, self.rate_init = int(unfolds), float(rate_init)
         self.state_size = self.output_size = self.hidden_size
         n = self.hidden_size

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .core import RecurrentCore, register_core
+from .core import RecurrentCore, register_core, size_arg
 from .ltc_kernels import CompiledLTC, NumpyLTC, TorchLTC
 from .solvers import Solver, make_solver
 from .wiring import FullyConnected, Wiring, as_wiring
@@ -113,13 +113,15 @@ class LTCCell(RecurrentCore):
         **solver_options,
     ):
         super().__init__()
-        self.input_size = int(input_size)
+        self.input_size = size_arg("input_size", input_size)
         wiring = as_wiring(units, self.input_size)
         if wiring is None:
-            if int(units) < 1:
-                raise ValueError(f"units must be >= 1, got {units}")
-            wiring = FullyConnected(int(units)).build(self.input_size)
+            wiring = FullyConnected(size_arg("units", units)).build(self.input_size)
         self.wiring = wiring
+        if "ode_unfolds" in solver_options:  # ncps's name for the sub-steps
+            if substeps is not None:
+                raise TypeError("give the sub-steps once: substeps or ode_unfolds (its ncps name), not both")
+            substeps = solver_options.pop("ode_unfolds")
         if isinstance(solver, str) and substeps is None and solver == "semi_implicit":
             substeps = 6  # ncps's ode_unfolds
         if substeps is not None:

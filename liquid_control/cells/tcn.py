@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import RecurrentCore, register_core
+from .core import RecurrentCore, register_core, size_arg
 
 
 @register_core("tcn")
@@ -25,7 +25,11 @@ class TemporalConvCore(RecurrentCore):
             raise ValueError(f"TemporalConvCore needs frames = a power of two >= 2, got {frames}")
         if hidden_size < 1:
             raise ValueError(f"TemporalConvCore needs hidden_size >= 1, got {hidden_size}")
-        self.input_size, self.hidden_size, self.frames = int(input_size), int(hidden_size), int(frames)
+        self.input_size, self.hidden_size, self.frames = (
+            size_arg("input_size", input_size),
+            int(hidden_size),
+            int(frames),
+        )
         self.frame_size = self.input_size + 1
         self.state_size, self.output_size = self.frames * self.frame_size, self.hidden_size
         channels = [self.frame_size] + [self.hidden_size] * layers
