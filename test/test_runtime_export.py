@@ -254,3 +254,46 @@ def test_onnx_inputs_are_checked_by_shape_and_dtype_when_loaded(tmp_path):
         assert message in str(err.value)
     with pytest.raises(BackendError, match=r"output 'action' is tensor\(float\) \[batch, 3\], expected"):
         load_backend(_hand_made_onnx(tmp_path / "action.onnx", TensorProto.UINT8, [16, 16, 3], action_size=3))
+
+
+def test_cli_export_refuses_an_opset_it_cannot_write_and_the_checkpoint_as_output(tmp_path, capsys):
+    """Once a torch/onnx traceback for --opset 5 or 99, and `-o` naming the checkpoint overwrote the policy
+    with its ONNX model; now one line naming the option or the file, exit 2, the checkpoint untouched."""
+    torch.manual_seed(3)
+    pt = save_policy(tmp_path / "bal.pt", Policy.from_config(BALANCER))
+    before = pt.read_bytes()
+    for opset in ("5", "12", "99"):
+        assert cli.main(["export", str(pt), "--opset", opset]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"liquid-control export: error: --opset {opset}:") and "Traceback" not in err, err
+    assert cli.main(["export", str(pt), "-o", str(tmp_path / "." / "bal.pt")]) == 2
+    assert "is the checkpoint itself" in capsys.readouterr().err
+    assert pt.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["bal.pt"]
+    assert cli.main(["export", str(pt), "--opset", "13"]) == 0  # the oldest opset every policy kind exports to
+
+
+def test_export_leaves_no_truncated_model_and_parity_sees_nan(tmp_path, monkeypatch):
+    """A failed write leaves the previous export as it was (onnx.save wrote in place); an export whose
+    outputs are NaN no longer passes the parity check with a difference of 0."""
+    import onnx
+
+    torch.manual_seed(4)
+    policy = Policy.from_config(BALANCER).eval()
+    path = export_onnx(policy, tmp_path / "p.onnx")
+    good = path.read_bytes()
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.fsync", no_space)
+    with pytest.raises(OSError):
+        export_onnx(Policy.from_config(BALANCER).eval(), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["p.onnx"]
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2)
+    values = onnx.numpy_helper.to_array(init).copy()
+    values[:] = np.nan
+    init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(path))
+    assert parity(policy, path) == float("inf")

@@ -38,6 +38,17 @@ from .backends import (
 )
 
 OPSET = 17
+MIN_OPSET = 13  # Unsqueeze with an axes input (the sub-step loop), Clip with min/max inputs, Slice with inputs
+
+
+def max_opset() -> int:
+    """The newest ONNX opset torch's exporter writes."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+
+        return int(ONNX_MAX_OPSET)
+    except (ImportError, AttributeError):  # a torch that moved it: the opset this module is tested with
+        return OPSET
 
 
 def example_inputs(policy, batch: int = 1, seed: int = 0, encode: bool = True) -> dict[str, np.ndarray]:
@@ -354,12 +365,12 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None):
 def export_onnx(policy, path: str | Path, opset: int = OPSET, source: str | Path | None = None) -> Path:
     """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic); ``source``: the
     checkpoint file of ``policy`` (recorded, see ``build_onnx``)."""
-    import onnx
+    from liquid_control.atomic_file import atomic_write
 
     model = build_onnx(policy, opset, source)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(path))
+    with atomic_write(path) as handle:  # a killed or failed export leaves no truncated model beside the checkpoint
+        handle.write(model.SerializeToString())
     return path
 
 
@@ -383,7 +394,9 @@ def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> floa
                 encode=None if encode else (),
             )
         got = session.run(["action", "state_out"], {n: inputs[n] for n in onnx_input_names(spec)})
-        worst = max(worst, *(float(np.max(np.abs(r.numpy() - g))) for r, g in zip(ref, got)))
+        for r, g in zip(ref, got):
+            diff = float(np.max(np.abs(r.numpy() - g)))
+            worst = max(worst, diff if np.isfinite(diff) else float("inf"))  # NaN on either side is no match
     return worst
 
 
@@ -391,7 +404,7 @@ def add_arguments(parser):
     """The options of ``liquid-control export``."""
     parser.add_argument("policy", help="policy checkpoint (.pt) to export")
     parser.add_argument("-o", "--output", help="ONNX file to write (default: the checkpoint's name with .onnx)")
-    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset (default {OPSET})")
+    parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset, {MIN_OPSET} or newer (default {OPSET})")
 
 
 def run(args) -> int:
@@ -399,12 +412,25 @@ def run(args) -> int:
     from liquid_control.policy import load_policy
     from liquid_control.policy.checkpoint import PolicyLoadError
 
+    if not MIN_OPSET <= args.opset <= max_opset():
+        print(
+            f"liquid-control export: error: --opset {args.opset}: the export needs an opset from {MIN_OPSET} to "
+            f"{max_opset()} (torch's newest)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         policy = load_policy(args.policy)
     except PolicyLoadError as exc:
         print(f"liquid-control export: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
+    if out.resolve() == Path(args.policy).resolve():
+        print(
+            f"liquid-control export: error: {out} is the checkpoint itself: give another output file (-o)",
+            file=sys.stderr,
+        )
+        return 2
     try:
         export_onnx(policy, out, opset=args.opset, source=args.policy)
     except OSError as exc:  # an output folder that does not exist or cannot be written
