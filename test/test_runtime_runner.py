@@ -366,3 +366,33 @@ def test_bag_data_spec_takes_the_nodes_reorder_lag(tmp_path):
     assert spec.limits.reorder_lag_s == 0.05 and spec.describe()["limits"]["reorder_lag_s"] == 0.05
     assert R.PolicyRunner(LeakyBackend(config), spec.limits).reorder_lag_s == 0.05
     assert data_spec(config).limits.reorder_lag_s is None  # the default (-1): the policy's own
+
+
+def test_a_policy_or_a_dict_of_limits_given_to_the_runner_is_a_type_error_saying_what_it_takes():
+    """Before: PolicyRunner(policy) raised "AttributeError: 'Policy' object has no attribute 'spec'" and
+    PolicyRunner(backend, {"max_gap_s": 1}) "'dict' object has no attribute 'reorder_lag_s'"."""
+
+    class PolicyLike:  # what a Policy offers: step and initial_state, no spec
+        def step(self, *args, **kwargs): ...
+
+        def initial_state(self, batch): ...
+
+    with pytest.raises(TypeError, match=r"needs a backend .* got PolicyLike: .*TorchBackend\(policy\)"):
+        R.PolicyRunner(PolicyLike())
+    with pytest.raises(TypeError, match="limits must be a RunnerLimits .* got dict"):
+        R.PolicyRunner(LeakyBackend(), {"max_gap_s": 1.0})
+
+
+@pytest.mark.parametrize("name", ["max_gap_s", "max_backward_jump_s", "max_future_stamp_s", "first_update_dt"])
+@pytest.mark.parametrize("value", ["0.5", None, True])
+def test_a_limit_that_is_not_a_number_is_a_type_error_naming_it(name, value):
+    """Before: float's bare "must be real number, not str" (or a bool taken as 1 s)."""
+    with pytest.raises(TypeError, match=rf"{name} must be a number of seconds, got"):
+        R.RunnerLimits(**{name: value})
+
+
+def test_limits_of_any_real_type_still_work():
+    limits = R.RunnerLimits(max_gap_s=np.float32(2.0), max_backward_jump_s=1, first_update_dt=0, reorder_lag_s=None)
+    assert limits.max_gap_s == 2.0 and R.RunnerLimits(reorder_lag_s=0.1).reorder_lag_s == 0.1
+    with pytest.raises(TypeError, match="reorder_lag_s must be a number of seconds, got str"):
+        R.RunnerLimits(reorder_lag_s="0.1")

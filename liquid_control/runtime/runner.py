@@ -27,6 +27,7 @@ seconds, and this class decides what each reading does to the liquid state.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -67,6 +68,12 @@ class RunnerLimits:
     reorder_lag_s: float | None = None  # lag of the reordering buffer; None: the policy's (observation.reorder_lag_s)
 
     def __post_init__(self):
+        for name in ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s", "first_update_dt", "reorder_lag_s"):
+            value = getattr(self, name)
+            if (value is not None or name != "reorder_lag_s") and (
+                isinstance(value, bool) or not isinstance(value, numbers.Real)
+            ):
+                raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__} {value!r}")
         for name in ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -128,6 +135,13 @@ class PolicyRunner:
     """Holds the liquid state of one policy and advances it by the stamp differences of sensor readings."""
 
     def __init__(self, backend, limits: RunnerLimits | None = None, window: int = 500):
+        if not all(hasattr(backend, name) for name in ("spec", "initial_state", "step")):
+            raise TypeError(
+                f"PolicyRunner needs a backend (spec, initial_state(), step()), got {type(backend).__name__}: "
+                f"load one with load_backend(path), or wrap a Policy as TorchBackend(policy)"
+            )
+        if limits is not None and not isinstance(limits, RunnerLimits):
+            raise TypeError(f"limits must be a RunnerLimits (e.g. RunnerLimits(**values)), got {type(limits).__name__}")
         self.backend = backend
         self.spec: ObservationSpec = backend.spec
         self.limits = limits or RunnerLimits()
