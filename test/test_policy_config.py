@@ -86,3 +86,24 @@ def test_a_camera_encoder_without_convolutions_is_refused_naming_the_key():
         validate_config(cfg)
     cfg["observation"] = {"vectors": {"imu": 6}, "update_on": "imu"}  # no camera: its encoder is not built
     validate_config(cfg)
+
+
+def test_an_update_sensor_the_world_lacks_is_named_with_the_inputs_that_can_update():
+    """Before: update_on [camera, wheels] on LiquidBalanceNav-v0 said only "no sensor 'wheels' (sensors: camera, imu,
+    encoders)", and update_on [camera, encoders] then "'encoders' is not an input of this policy": each error sent
+    the author to the other. Now the first says which of the policy's inputs can trigger updates."""
+    from liquid_control.policy import check_world
+
+    cfg = yaml.safe_load(BALANCE_NAV.read_text())
+    cfg["observation"]["update_on"] = ["camera", "encoders"]
+    with pytest.raises(PolicyConfigError, match=r"update_on\[1\]: 'encoders' is not an input of this policy"):
+        validate_config(cfg)
+    cfg["observation"]["update_on"] = ["camera", "wheels"]
+    cfg = validate_config(cfg)
+    with pytest.raises(PolicyConfigError) as err:
+        check_world(cfg, ("camera", "imu", "encoders"), ("image", "imu", "wheels"))
+    assert str(err.value) == (
+        "observation.update_on[1]: world LiquidBalanceNav-v0 has no sensor 'wheels' whose messages could trigger "
+        "updates (sensors: camera, imu, encoders); of this policy's inputs, these can: camera, imu ('wheels' is an "
+        "observation of the world, held between updates)"
+    )

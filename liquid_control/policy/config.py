@@ -425,11 +425,22 @@ def check_world(cfg: dict, sensors, observations) -> None:
                 f"observation.vectors.{key}: world {world} has no observation {key!r} "
                 f"(observations: {', '.join(observations)})"
             )
+    inputs = ([CAMERA] if obs["image"] is not None else []) + list(obs["vectors"])
     for i, sensor in enumerate(obs["update_on"]):
         if sensor not in sensors:
+            # an input the world delivers through a sensor of another name (LiquidBalanceNav-v0's 'wheels' come
+            # from its 'encoders') can only be held: say which inputs can update, or the two checks send the
+            # author back and forth ('encoders' is not an input of the policy)
+            usable = [s for s in sensors if s in inputs]
             raise PolicyConfigError(
                 f"observation.update_on[{i}]: world {world} has no sensor {sensor!r} whose messages could trigger "
-                f"updates (sensors: {', '.join(sensors)})"
+                f"updates (sensors: {', '.join(sensors)}); of this policy's inputs, "
+                + (f"these can: {', '.join(usable)}" if usable else "none is one of them")
+                + (
+                    f" ({sensor!r} is an observation of the world, held between updates)"
+                    if sensor in observations
+                    else ""
+                )
             )
 
 
