@@ -59,6 +59,10 @@ def fusion_config(**observation):
             {"update_on": ["camera", "wheels"]},
             "observation.update_on[1]: world LiquidBalanceNav-v0 has no sensor 'wheels' whose messages",
         ),
+        (  # before: accepted, and after every demonstration torch's "shape '[9]' is invalid for input of size 8"
+            {"vectors": {"imu": 7, "wheels": 2}},
+            "observation.vectors.imu: 7, but world LiquidBalanceNav-v0's 'imu' has shape (6,)",
+        ),
     ],
 )
 def test_config_naming_what_the_world_lacks_is_refused_at_load(tmp_path, capsys, observation, message):
@@ -149,3 +153,13 @@ def test_short_training_run_on_the_event_world(tmp_path):
     assert policy.config["observation"]["update_on"] == ["camera", "imu"]
     episodes = sorted((tmp_path / "run" / "data").rglob("*.npz"))
     assert len(episodes) == 3 and all("image_index" in np.load(p).files for p in episodes)
+
+
+def test_an_action_size_the_world_does_not_have_is_refused_naming_the_key(tmp_path):
+    cfg = fusion_config()
+    cfg["action"] = {"size": 3, "low": [-1] * 3, "high": [1] * 3, "kind": "wheel_torques"}
+    with pytest.raises(
+        PolicyConfigError, match=r"action.size: 3, but world LiquidBalanceNav-v0's action has shape \(2,\)"
+    ):
+        trainer.train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -82,7 +82,31 @@ def make_env(config: dict, shift: str | None = None):
         kwargs.update(env_kwargs(config))
     elif config["observation"]["image"] is not None:
         kwargs["render_size"] = config["observation"]["image"]["height"]
-    return gymnasium.make(config["world"], **kwargs)
+    env = gymnasium.make(config["world"], **kwargs)
+    try:
+        check_sizes(config, env)
+    except PolicyConfigError:
+        env.close()
+        raise
+    return env
+
+
+def check_sizes(config: dict, env) -> None:
+    """PolicyConfigError naming the key when a vector input or the action of the config has another size than
+    the world's (``observation.vectors.imu: 7`` for a 6-value IMU would otherwise fail only when the first
+    demonstrations are fitted, with torch's "shape '[11]' is invalid for input of size 10")."""
+    spaces = getattr(env.observation_space, "spaces", {})
+    for key, size in config["observation"]["vectors"].items():
+        shape = getattr(spaces.get(key), "shape", None)
+        if shape is not None and tuple(shape) != (size,):
+            raise PolicyConfigError(
+                f"observation.vectors.{key}: {size}, but world {config['world']}'s {key!r} has shape {tuple(shape)}"
+            )
+    shape = getattr(env.action_space, "shape", None)
+    if shape is not None and tuple(shape) != (config["action"]["size"],):
+        raise PolicyConfigError(
+            f"action.size: {config['action']['size']}, but world {config['world']}'s action has shape {tuple(shape)}"
+        )
 
 
 def round_beta(config: dict, round_index: int) -> float:

@@ -660,6 +660,11 @@ def train(
             shift_for_world(shift, cfg["world"], getattr(world, "sensor_names", None) or None)
         except ValueError as exc:
             raise PolicyConfigError(f"training.shift: {exc}") from None
+    if data is None:  # input and action sizes the world does not have: refused now, not after the demonstrations
+        try:
+            make_env(cfg).close()
+        except PolicyConfigError as exc:
+            raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
     timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
     if timing and data is None and not getattr(world, "sensor_names", ()):
         raise TrainingError(
