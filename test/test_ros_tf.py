@@ -457,6 +457,41 @@ def test_view_without_an_output_says_what_it_needs():
     assert proc.returncode == 2 and "--foxglove and/or --snapshot" in proc.stdout
 
 
+def test_view_refuses_bad_options_before_it_starts_and_writes_the_snapshot_where_told(tmp_path, capsys):
+    """Once --duration nan or -3 watched forever, --domain-id 500, --port 99999 and a bad --namespace were
+    tracebacks, and a --snapshot .txt or under a file a traceback after the whole watch; a --snapshot without
+    a suffix (or a folder) was written to <name>.png while 'wrote <name>' was printed. Now: exit 2 naming the
+    option at once, and the PNG at exactly the path given."""
+    from liquid_control import cli
+    from liquid_control.ros.testing import free_domain_id
+
+    (tmp_path / "file").write_text("")
+    base = ["view", "--snapshot", str(tmp_path / "run.png")]
+    bad = {
+        "--snapshot": ["--snapshot", str(tmp_path / "run.txt"), "--duration", "1"],
+        "--snapshot ": ["--snapshot", str(tmp_path / "file" / "run.png"), "--duration", "1"],
+        "--snapshot  ": ["--snapshot", str(tmp_path), "--duration", "1"],
+        "--domain-id": ["--domain-id", "500", "--duration", "1"],
+        "--namespace": ["--namespace", "bad ns", "--duration", "1"],
+        "--duration": ["--duration", "nan"],
+        "--duration ": ["--duration", "-3"],
+    }
+    for option, extra in bad.items():
+        assert cli.main(base + extra) == 2, option
+        err = capsys.readouterr().err
+        assert err.startswith(f"liquid-control view: error: {option.strip()} ") and "Traceback" not in err, err
+    assert cli.main(["view", "--foxglove", "--port", "99999", "--duration", "1"]) == 2
+    assert "--port must be between 0 and 65535" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    picture = tmp_path / "pic"
+    assert (
+        cli.main(["view", "--snapshot", str(picture), "--duration", "0.3", "--domain-id", str(free_domain_id())]) == 0
+    )
+    out, err = capsys.readouterr()
+    assert f"wrote {picture} from 0 messages" in out and "no message received on ROS_DOMAIN_ID" in err
+    assert picture.read_bytes().startswith(b"\x89PNG") and sorted(p.name for p in tmp_path.iterdir()) == ["file", "pic"]
+
+
 def test_each_world_gets_its_robot_read_off_the_model():
     """No table of robots: the free-joint body, its imu site and its camera are found in each world's model, and
     the robot is named after the world."""

@@ -22,7 +22,9 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import signal
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -314,9 +316,13 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    from liquid_control.atomic_file import atomic_write
+
+    try:  # a PNG at exactly ``path`` (matplotlib would add ".png" to a name without a suffix), never half-written
+        with atomic_write(path) as handle:
+            fig.savefig(handle, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -424,15 +430,47 @@ def add_arguments(parser):
     )
 
 
+def argument_problem(args) -> str | None:
+    """What is wrong with ``liquid-control view``'s options (a sentence naming the option), or None."""
+    if not (math.isfinite(args.duration) and args.duration >= 0):
+        return f"--duration must be >= 0 seconds (0: no limit), got {args.duration}"
+    if args.domain_id is not None and not 0 <= args.domain_id <= 232:
+        return f"--domain-id must be between 0 and 232 (0-101 on Linux by default), got {args.domain_id}"
+    if args.foxglove and not 0 <= args.port <= 65535:
+        return f"--port must be between 0 and 65535 (0: any free port), got {args.port}"
+    if args.namespace:
+        from rclpy.exceptions import InvalidNamespaceException
+        from rclpy.validate_namespace import validate_namespace
+
+        try:
+            validate_namespace(args.namespace if args.namespace.startswith("/") else "/" + args.namespace)
+        except InvalidNamespaceException:
+            return f"--namespace {args.namespace!r} is not a ROS namespace (letters, digits, '_' and '/')"
+    if args.snapshot:
+        path = Path(args.snapshot)
+        if path.suffix.lower() not in ("", ".png"):
+            return f"--snapshot {args.snapshot}: the picture is a PNG; give a file name ending in .png"
+        if path.is_dir():
+            return f"--snapshot {args.snapshot}: is a folder; give a file name such as {path / 'run.png'}"
+        folder = next((p for p in path.parents if p.exists()), None)
+        if folder is not None and not folder.is_dir():
+            return f"--snapshot {args.snapshot}: {folder} exists and is not a folder"
+        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+            return f"--snapshot {args.snapshot}: cannot write in {folder}"
+    return None
+
+
 def run(args) -> int:
     """Relay and/or record until the duration, the end of an episode or a signal; then write the picture."""
-    import os
-
     import rclpy
     import rclpy.executors
 
     if not args.foxglove and not args.snapshot:
         print("liquid-control view: nothing to do; give --foxglove and/or --snapshot PATH")
+        return 2
+    problem = argument_problem(args)
+    if problem:  # before anything starts: not a traceback at the end of a long watch, nor a viewer that never stops
+        print(f"liquid-control view: error: {problem}", file=sys.stderr)
         return 2
     server = None
     if args.foxglove:
@@ -479,4 +517,10 @@ def run(args) -> int:
             rec, args.snapshot, title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
         )
         print(f"wrote {path} from {sum(rec.counts.values())} messages: {json.dumps(rec.counts)}")
+        if not rec.counts:
+            print(
+                f"liquid-control view: warning: no message received on ROS_DOMAIN_ID {domain}"
+                f"{f' under namespace {args.namespace}' if args.namespace else ''}: is the graph running there?",
+                file=sys.stderr,
+            )
     return 0
