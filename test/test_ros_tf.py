@@ -625,3 +625,24 @@ def test_imu_covariance_is_the_nominal_noise_and_each_episode_restarts_odom(tmp_
     before, after = odom[restart - 1], odom[restart]
     assert tilt(before) > 0.4 and tilt(after) < 0.15  # fallen, then upright again: the pose jumps
     assert math.hypot(after.pose.pose.position.x, after.pose.pose.position.y) < 0.05  # back at the odom origin
+
+
+def test_view_says_when_its_foxglove_port_is_taken_or_the_inherited_domain_is_bad(monkeypatch, capsys):
+    """Once a FoxgloveError traceback for a port in use (a second viewer, foxglove_bridge on 8765) and a bare
+    ValueError or a killed process for ROS_DOMAIN_ID=abc or 500; now one line naming the port or the variable."""
+    import socket
+
+    pytest.importorskip("foxglove")
+    from liquid_control import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["view", "--foxglove", "--port", str(port), "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control view: error: cannot serve on --host 127.0.0.1 --port {port}:"), err
+    for value in ("abc", "500"):
+        monkeypatch.setenv("ROS_DOMAIN_ID", value)
+        assert cli.main(["view", "--foxglove", "--port", "0", "--duration", "1"]) == 2
+        assert f"ROS_DOMAIN_ID must be a number between 0 and 232, got '{value}'" in capsys.readouterr().err

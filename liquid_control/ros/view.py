@@ -436,6 +436,9 @@ def argument_problem(args) -> str | None:
         return f"--duration must be >= 0 seconds (0: no limit), got {args.duration}"
     if args.domain_id is not None and not 0 <= args.domain_id <= 232:
         return f"--domain-id must be between 0 and 232 (0-101 on Linux by default), got {args.domain_id}"
+    inherited = os.environ.get("ROS_DOMAIN_ID") or "0"
+    if args.domain_id is None and not (inherited.isdigit() and int(inherited) <= 232):
+        return f"ROS_DOMAIN_ID must be a number between 0 and 232, got {inherited!r} (or give --domain-id)"
     if args.foxglove and not 0 <= args.port <= 65535:
         return f"--port must be between 0 and 65535 (0: any free port), got {args.port}"
     if args.namespace:
@@ -480,9 +483,16 @@ def run(args) -> int:
             print("liquid-control view: --foxglove needs foxglove-sdk (pip install foxglove-sdk==0.30.3)")
             return 2
         viewer_ref = []
-        server = foxglove.start_server(
-            name="liquid_control", host=args.host, port=args.port, server_listener=_replay_listener(viewer_ref)
-        )
+        try:
+            server = foxglove.start_server(
+                name="liquid_control", host=args.host, port=args.port, server_listener=_replay_listener(viewer_ref)
+            )
+        except RuntimeError as exc:  # FoxgloveError: the port is taken (another viewer, foxglove_bridge), a bad host
+            print(
+                f"liquid-control view: error: cannot serve on --host {args.host} --port {args.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
         print(f"Foxglove: open a connection to ws://{args.host}:{server.port}", flush=True)
     domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID") or 0)
     context = rclpy.Context()
