@@ -31,9 +31,12 @@ def run(args) -> int:
         parser = __import__("argparse").ArgumentParser()
         demo.add_arguments(parser)
         return demo.run(parser.parse_args([]))
-    print(
-        f"closed loop over ROS 2: {args.world}, policy {args.policy or default_policy}, "
-        f"shift {args.shift or 'none'}, seed {args.seed}, {args.episodes} episode(s)",
-        flush=True,
-    )
-    return graph.run(args)
+
+    def announce():  # once the arguments are checked: a usage error is not preceded by this line
+        print(
+            f"closed loop over ROS 2: {args.world}, policy {args.policy or default_policy}, "
+            f"shift {args.shift or 'none'}, seed {args.seed}, {args.episodes} episode(s)",
+            flush=True,
+        )
+
+    return graph.run(args, prog="liquid-control main", announce=announce)

@@ -215,6 +215,27 @@ def test_sim_arguments_are_checked_before_any_node_starts(argv, option, tmp_path
     assert capsys.readouterr().err.startswith(f"liquid-control sim: error: {option}")
 
 
+def test_main_refuses_a_policy_of_another_world_and_a_bad_inherited_domain_as_main(monkeypatch, capsys):
+    """`liquid-control main --policy policies/cfc_balancer.pt` (the rover world) once started both nodes and failed
+    the episode with policy_node's "command_type: 'twist' ... use float64_multi_array" (exit 1), ROS_DOMAIN_ID=abc
+    was "invalid literal for int()", and main's usage errors came after its "closed loop over ROS 2" line under
+    the name "liquid-control sim"; now one line from "liquid-control main" naming the world or the variable,
+    exit 2, before anything starts."""
+    from liquid_control import cli
+
+    monkeypatch.setattr(graph, "start_graph", lambda *a, **k: pytest.fail("a node was started"))
+    assert cli.main(["main", "--policy", str(paths.policies_dir() / "cfc_balancer.pt")]) == graph.EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("liquid-control main: error: --policy "), (out, err)
+    assert "trained for LiquidBalance-v0, but --world is LiquidRover-v0 (add --world LiquidBalance-v0" in err
+    assert cli.main(["sim", "--world", "LiquidBalance-v0", "--policy", "cfc_ncp_rover.pt"]) == graph.EXIT_USAGE
+    assert "trained for LiquidRover-v0, but --world is LiquidBalance-v0" in capsys.readouterr().err
+    monkeypatch.setenv("ROS_DOMAIN_ID", "abc")
+    assert cli.main(["main"]) == graph.EXIT_USAGE
+    out, err = capsys.readouterr()
+    assert not out and err.startswith("liquid-control main: error: ROS_DOMAIN_ID must be a number"), (out, err)
+
+
 def test_a_nodes_failure_cause_keeps_the_lines_of_a_multi_line_message():
     """policy_node reports every invalid parameter on its own line under one FATAL record; the launcher once
     showed only "configure failed: invalid parameters:" and dropped the parameter's name."""

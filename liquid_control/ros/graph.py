@@ -413,6 +413,9 @@ def check_arguments(args) -> None:
         )
     if args.domain_id is not None and not 0 <= args.domain_id <= 232:
         raise ValueError(f"--domain-id must be between 0 and 232 (0-101 on Linux by default), got {args.domain_id}")
+    inherited = os.environ.get("ROS_DOMAIN_ID") or "0"
+    if args.domain_id is None and not (inherited.isdigit() and int(inherited) <= 232):
+        raise ValueError(f"ROS_DOMAIN_ID must be a number between 0 and 232, got {inherited!r} (or give --domain-id)")
     for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             raise ValueError(f"{option} {folder}: exists and is not a folder")
@@ -425,8 +428,31 @@ def check_arguments(args) -> None:
             )
 
 
-def run_sim(args) -> SimRun:
-    """Start the graph's nodes, print each episode's status as it arrives, stop every node; what happened."""
+def policy_world(path: Path) -> str | None:
+    """The world a policy file was trained for (its config's ``world``; from its ONNX export when there is one,
+    which needs no torch), or None when it cannot be read here (policy_node then says why)."""
+    try:
+        onnx_path = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
+        if onnx_path.is_file():
+            import onnx
+
+            from liquid_control.runtime.backends import ONNX_CONFIG_KEY
+
+            meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+            config = json.loads(meta[ONNX_CONFIG_KEY])
+        else:
+            from liquid_control.cells.checkpoint import read_plain_torch_file
+
+            config = read_plain_torch_file(path)["config"]
+        world = config["world"]
+    except Exception:  # unreadable or not a policy file: policy_node reports it with the details
+        return None
+    return world if isinstance(world, str) else None
+
+
+def run_sim(args, announce=None) -> SimRun:
+    """Start the graph's nodes, print each episode's status as it arrives, stop every node; what happened.
+    ``announce``: called once the arguments are checked, before any node starts."""
     check_arguments(args)
     use_sim_time = args.use_sim_time or args.real_time_factor != 1.0
     nodes = sim_graph(
@@ -443,6 +469,15 @@ def run_sim(args) -> SimRun:
         lockstep=args.lockstep,
         record_bag=args.record_bag,
     )
+    policy = resolve_policy_file(nodes[1].parameters["policy"])
+    trained_for = policy_world(policy)
+    if trained_for is not None and trained_for != args.world:
+        raise ValueError(
+            f"--policy {policy}: trained for {trained_for}, but --world is {args.world} "
+            f"(add --world {trained_for}, or give a policy of {args.world})"
+        )
+    if announce is not None:
+        announce()
     env = dict(os.environ)
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
@@ -559,13 +594,13 @@ def describe(status: dict) -> str:
     )
 
 
-def run(args) -> int:
+def run(args, prog: str = "liquid-control sim", announce=None) -> int:
     """`liquid-control sim`: run the graph, print each episode and a summary; the exit status is documented in
-    :data:`EXIT_STATUS_HELP`."""
+    :data:`EXIT_STATUS_HELP`. ``prog`` names the command in error lines, ``announce`` (see ``run_sim``)."""
     try:
-        result = run_sim(args)
+        result = run_sim(args, announce)
     except (ValueError, FileNotFoundError, IsADirectoryError) as exc:  # unknown world, missing file, a folder
-        print(f"liquid-control sim: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr, flush=True)
