@@ -38,3 +38,19 @@ def test_another_broken_pipe_is_not_taken_for_a_reader_leaving():
     """A review: every BrokenPipeError became a silent exit 141, whichever pipe or socket broke."""
     proc = subprocess.run([sys.executable, "-c", OTHER_PIPE_BREAKS], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "a child process's" in proc.stderr
+
+
+def test_demo_refuses_iterations_and_seeds_it_cannot_run(capsys):
+    """Before: `liquid-control demo --iterations -5` printed "after -5 iterations" with exit 0, and
+    `--seed 99999999999999999999` ended in torch's "Overflow when unpacking long long" traceback."""
+    from liquid_control import cli
+
+    for argv, problem in (
+        (["--iterations", "-5"], "--iterations must be >= 1, got -5"),
+        (["--iterations", "0"], "--iterations must be >= 1, got 0"),
+        (["--seed", str(10**20)], "--seed must be between 0 and 2**63 - 2"),
+        (["--seed", "-1"], "--seed must be between 0 and 2**63 - 2"),
+    ):
+        assert cli.main(["demo", *argv]) == 2, argv
+        out, err = capsys.readouterr()
+        assert not out and err.startswith(f"liquid-control demo: error: {problem}"), (argv, err)

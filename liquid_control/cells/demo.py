@@ -61,11 +61,19 @@ def train(model: nn.Module, iterations: int, seed: int, lr: float = 0.01):
 def add_arguments(parser) -> None:
     """Add the demo's options to ``parser``."""
     parser.add_argument("--iterations", type=int, default=150, help="training iterations per model (default 150)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="0 to 2**63 - 2 (default: 0)")
 
 
 def run(args) -> int:
     """Train and compare the cells, then show per-sample dt and dt = 0 on the LTC; returns the exit code."""
+    import sys
+
+    if args.iterations < 1:
+        print(f"liquid-control demo: error: --iterations must be >= 1, got {args.iterations}", file=sys.stderr)
+        return 2
+    if not 0 <= args.seed <= 2**63 - 2:  # torch's seeds; the validation batches use seed + 1
+        print(f"liquid-control demo: error: --seed must be between 0 and 2**63 - 2, got {args.seed}", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)  # tiny models: extra threads only add overhead and contend with other jobs
     torch.manual_seed(args.seed)
     print("liquid_control cells demo: predict a sine 0.5 s ahead from noisy samples taken at irregular times")
