@@ -417,3 +417,29 @@ def test_resampled_agent_steps_on_a_fixed_clock():
     np.testing.assert_allclose(actions[2], want[0, 0], atol=1e-6)  # no tick yet: the action is held
     np.testing.assert_allclose(actions[3], want[0, 2], atol=1e-6)  # ticks .01 and .02 pass by the .021 event
     np.testing.assert_allclose(actions[5], want[0, 3], atol=1e-6)
+
+
+def test_a_wrong_state_an_unknown_encoder_or_a_frame_index_out_of_range_is_a_clear_error():
+    """Before: a state of the wrong size was reported with the core's size ("state must have shape (1, 8)"), a
+    core-only state was taken silently, an unknown name in ``encode`` left that encoder's cached (zero) features in
+    place silently, and an image_index out of range was torch's bare IndexError (a negative one silently picked
+    another sample's frame)."""
+    policy = Policy.from_config(small_config())
+    obs, dt = random_obs(1, None), torch.tensor([0.1])
+    size, core = policy.state_size, policy.core.state_size
+    for bad in (torch.zeros(1, 5), torch.zeros(1, core), torch.zeros(size)):
+        with pytest.raises(ValueError, match=rf"state must have shape \(1, {size}\) \(the core's {core} and"):
+            policy.step(obs, bad, dt)
+    with pytest.raises(ValueError, match=r"encode names \['cam'\], not encoders of this policy \(camera, vectors\)"):
+        policy.step(obs, None, dt, encode=("cam",))
+    a, _ = policy.step(obs, None, dt, encode="camera")  # one name for a tuple of one
+    b, _ = policy.step(obs, None, dt, encode=("camera",))
+    assert torch.equal(a, b)
+    torch.manual_seed(2)
+    fusion = Policy.from_config(fusion_config({"type": "cfc", "units": 8}))
+    seq = event_stream(2, 6)
+    frames = seq["image"].shape[1]
+    for index in (frames, -1):
+        bad = dict(seq, image_index=torch.full_like(seq["image_index"], index))
+        with pytest.raises(ValueError, match=rf"image_index must have shape \(2, 6\) with values in \[0, {frames}\)"):
+            fusion.forward_sequence(bad, torch.full((2, 6), 0.01))

@@ -199,6 +199,15 @@ class Policy(nn.Module):
             index = torch.as_tensor(obs["image_index"]).long()
             frames = self._image_input(obs, lead[:1])
             batch, count = frames.shape[:2]
+            if tuple(index.shape) != lead or (
+                index.numel() and not (0 <= int(index.min()) <= int(index.max()) < count)
+            ):
+                # a negative index would pick another sample's frame (the frames are flattened over the batch)
+                raise ValueError(
+                    f"policy {self.config['name']!r}: image_index must have shape {lead} with values in "
+                    f"[0, {count}) (the frames per sequence), got shape {tuple(index.shape)}"
+                    + (f", values {int(index.min())}..{int(index.max())}" if index.numel() else "")
+                )
             features = self.camera(frames.reshape((batch * count,) + tuple(frames.shape[2:])))
             flat = index + torch.arange(batch, device=index.device).reshape((batch,) + (1,) * (index.dim() - 1)) * count
             return features[flat.reshape(-1)].reshape(lead + (-1,))
@@ -278,6 +287,20 @@ class Policy(nn.Module):
         lead = (dt.shape[0],)
         if state is None:  # in the policy's precision (float64 policies exist for the kernels' tests)
             state = self.initial_state(dt.shape[0], dtype=self.action_low.dtype)
+        elif tuple(state.shape) != (lead[0], self.state_size):
+            raise ValueError(
+                f"policy {self.config['name']!r}: state must have shape ({lead[0]}, {self.state_size}) (the core's "
+                f"{self.core.state_size} and the encoders' {self.feature_size} cached features), "
+                f"got {tuple(state.shape)}"
+            )
+        if encode is not None:
+            encode = (encode,) if isinstance(encode, str) else encode
+            unknown = [name for name in encode if name not in self.encoder_names]
+            if unknown:  # an unknown name would leave the encoder's cached (first step: zero) features in place
+                raise ValueError(
+                    f"policy {self.config['name']!r}: encode names {unknown}, not encoders of this policy "
+                    f"({', '.join(self.encoder_names)})"
+                )
         core_state, cached = self.split_state(state)
         parts, offset = [], 0
         for name, size in zip(self.encoder_names, self.encoder_sizes):
