@@ -297,3 +297,18 @@ def test_export_leaves_no_truncated_model_and_parity_sees_nan(tmp_path, monkeypa
     init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
     onnx.save(model, str(path))
     assert parity(policy, path) == float("inf")
+
+
+def test_cli_export_that_fails_parity_writes_nothing_auto_would_run(tmp_path, monkeypatch, capsys):
+    """Once the model that failed the parity check stayed at <checkpoint>.onnx (over an earlier good export), where
+    `backend: auto` runs it as the export of this very checkpoint; now exit 1 and the earlier file as it was."""
+    from liquid_control.runtime import export
+
+    torch.manual_seed(5)
+    pt = save_policy(tmp_path / "bal.pt", Policy.from_config(BALANCER))
+    (tmp_path / "bal.onnx").write_bytes(b"earlier")
+    monkeypatch.setattr(export, "parity", lambda policy, path: 0.5)
+    assert cli.main(["export", str(pt)]) == 1
+    assert "differs from torch by 0.5 (more than 1e-5)" in capsys.readouterr().err
+    assert (tmp_path / "bal.onnx").read_bytes() == b"earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.onnx", "bal.pt"]

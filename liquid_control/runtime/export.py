@@ -408,7 +408,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    """Export the checkpoint to ONNX and check parity with torch; exit code 1 when they differ by more than 1e-5."""
+    """Export the checkpoint to ONNX and check parity with torch; exit code 1 (and nothing written) when they
+    differ by more than 1e-5."""
     from liquid_control.policy import load_policy
     from liquid_control.policy.checkpoint import PolicyLoadError
 
@@ -431,18 +432,34 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 2
+    # checked under a temporary name beside it, then renamed: a model that fails the check never lands where
+    # `backend: auto` would run it (the export of this very checkpoint), nor replaces an earlier good export
+    check = out.with_name(f".{out.name}.unchecked")
     try:
-        export_onnx(policy, out, opset=args.opset, source=args.policy)
-    except OSError as exc:  # an output folder that does not exist or cannot be written
-        print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-        return 2
-    err = parity(policy, out)
+        try:
+            export_onnx(policy, check, opset=args.opset, source=args.policy)
+        except OSError as exc:  # an output folder that does not exist or cannot be written
+            print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+        err = parity(policy, check)
+        if err > 1e-5:
+            print(f"max_abs_diff_vs_torch: {err:.3g}")
+            print(
+                f"liquid-control export: error: the ONNX model differs from torch by {err:.3g} (more than 1e-5); "
+                f"{out} not written",
+                file=sys.stderr,
+            )
+            return 1
+        try:
+            check.replace(out)
+        except OSError as exc:  # e.g. -o names a folder
+            print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
+    finally:
+        check.unlink(missing_ok=True)
     print(
         f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
         f", state {policy.state_size})"
     )
     print(f"max_abs_diff_vs_torch: {err:.3g}")
-    if err > 1e-5:
-        print("warning: the ONNX model differs from torch by more than 1e-5")
-        return 1
     return 0
