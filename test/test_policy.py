@@ -443,3 +443,19 @@ def test_a_wrong_state_an_unknown_encoder_or_a_frame_index_out_of_range_is_a_cle
         bad = dict(seq, image_index=torch.full_like(seq["image_index"], index))
         with pytest.raises(ValueError, match=rf"image_index must have shape \(2, 6\) with values in \[0, {frames}\)"):
             fusion.forward_sequence(bad, torch.full((2, 6), 0.01))
+
+
+def test_an_event_that_names_no_update_sensor_is_a_clear_error():
+    """Before: event 5 (or -1) of a policy with two update sensors was one-hot encoded as all zeros, silently:
+    the core saw no event at all."""
+    torch.manual_seed(2)
+    policy = Policy.from_config(fusion_config({"type": "cfc", "units": 8}))
+    seq = event_stream(2, 6)
+    step = {k: seq[k][:, 0] for k in ("imu", "wheels", "event", "ages")}
+    step["image"] = seq["image"][:, 0]
+    policy.step(step, None, torch.full((2,), 0.01))
+    for bad in (2, 5, -1):
+        with pytest.raises(ValueError, match=r"'event' must index an update sensor in \[0, 2\) \(camera, imu\)"):
+            policy.step(dict(step, event=torch.full((2,), bad)), None, torch.full((2,), 0.01))
+        with pytest.raises(ValueError, match=r"'event' must index an update sensor"):
+            policy.forward_sequence(dict(seq, event=torch.full((2, 6), bad)), torch.full((2, 6), 0.01))

@@ -232,6 +232,12 @@ class Policy(nn.Module):
                     f"policy {self.config['name']!r}: {kind!r} has shape {tuple(value.shape)}, expected {want}"
                 )
             if kind == "event":
+                if value.numel() and not (0 <= float(value.min()) and float(value.max()) < n):
+                    # one-hot of an index outside [0, n) is all zeros: the core would see no event, silently
+                    raise ValueError(
+                        f"policy {self.config['name']!r}: 'event' must index an update sensor in [0, {n}) "
+                        f"({', '.join(self.update_on)}), got values {value.min().item()}..{value.max().item()}"
+                    )
                 parts.append((value[..., None].long() == torch.arange(n, device=value.device)).to(torch.float32))
             else:
                 ages = value.to(torch.float32).clamp_min(0.0)
