@@ -264,3 +264,11 @@ def test_a_nodes_failure_cause_keeps_the_lines_of_a_multi_line_message():
     )  # the FATAL record first; a traceback's lines are not the message
     del reader.lines[1]  # without the FATAL record: the last ERROR, without the traceback after it
     assert reader.cause() == "stop failed: boom"
+
+
+def test_episodes_zero_runs_until_stopped_without_a_default_timeout():
+    """`liquid-control sim --episodes 0` (documented: until stopped) once stopped on its own after the default
+    --timeout of one episode (the balancer: 70 s, exit 0, "(1 requested)"); now no limit unless --timeout."""
+    assert graph.default_timeout(0, 10.0, 1.0, 30.0) == float("inf")
+    assert graph.default_timeout(1, 10.0, 1.0, 30.0) == 70.0
+    assert graph.default_timeout(3, 25.0, 0.5, 30.0) == 30.0 + 3 * 80.0

@@ -10,6 +10,7 @@ prints each outcome.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -202,7 +203,8 @@ def add_arguments(parser):
         "--timeout",
         type=float,
         default=0.0,
-        help="wall-clock limit in seconds (0: the sim's wait for the policy node + episodes x (time limit + 30 s))",
+        help="wall-clock limit in seconds (0: the sim's wait for the policy node + episodes x (time limit + 30 s); "
+        "none with --episodes 0)",
     )
     parser.add_argument("--log-dir", default="", help="write each node's output to <dir>/<node>.log")
     parser.add_argument(
@@ -450,6 +452,14 @@ def policy_world(path: Path) -> str | None:
     return world if isinstance(world, str) else None
 
 
+def default_timeout(episodes: int, episode_limit: float, real_time_factor: float, graph_wait: float) -> float:
+    """The wall-clock limit of a run without --timeout: the sim's wait for the policy node plus, per episode, its
+    time limit at the real-time factor and 30 s; none (inf) with ``episodes`` 0, which runs until stopped."""
+    if episodes == 0:
+        return math.inf
+    return graph_wait + episodes * (episode_limit / real_time_factor + 30.0)
+
+
 def run_sim(args, announce=None) -> SimRun:
     """Start the graph's nodes, print each episode's status as it arrives, stop every node; what happened.
     ``announce``: called once the arguments are checked, before any node starts."""
@@ -489,7 +499,7 @@ def run_sim(args, announce=None) -> SimRun:
     sim = nodes[0]  # its graph wait (wait_for_subscribers_s) comes once, before the first episode
     sim_params = yaml.safe_load(Path(sim.parameter_files[0]).read_text())["sim_node"]["ros__parameters"]
     graph_wait = float(sim.parameters.get("wait_for_subscribers_s", sim_params.get("wait_for_subscribers_s", 30.0)))
-    timeout = args.timeout or graph_wait + episodes * (episode_limit / args.real_time_factor + 30.0)
+    timeout = args.timeout or default_timeout(args.episodes, episode_limit, args.real_time_factor, graph_wait)
     start = time.monotonic()
     deadline = start + timeout
     printed = 0
@@ -608,7 +618,8 @@ def run(args, prog: str = "liquid-control sim", announce=None) -> int:
         print(describe(status))
     wins, ran = sum(s["success"] for s in result.statuses), len(result.statuses)
     print(
-        f"summary: {wins} of {ran} episode(s) succeeded ({max(1, args.episodes)} requested) in "
+        f"summary: {wins} of {ran} episode(s) succeeded "
+        f"({f'{args.episodes} requested' if args.episodes else 'until stopped'}) in "
         f"{result.elapsed_s:.1f} s; exit status {result.code}"
     )
     if ran:
