@@ -107,3 +107,27 @@ def test_an_update_sensor_the_world_lacks_is_named_with_the_inputs_that_can_upda
         "updates (sensors: camera, imu, encoders); of this policy's inputs, these can: camera, imu ('wheels' is an "
         "observation of the world, held between updates)"
     )
+
+
+def test_a_number_in_scientific_notation_is_a_number_in_a_config_file_and_in_set(tmp_path):
+    """Before: PyYAML (YAML 1.1) read `lr: 3e-4` as the string '3e-4' and validation refused it with
+    "training.lr: expected a number, got '3e-4'"; likewise `--set training.lr=1e-3`."""
+    from liquid_control.training.cli import parse_overrides
+
+    path = tmp_path / "sci.yaml"
+    text = (
+        ROVER.read_text()
+        .replace("  lr: 0.002\n", "  lr: 3e-4\n")
+        .replace("  lr_final: 0.0003\n", "  lr_final: .5E-5\n")
+    )
+    assert "3e-4" in text and ".5E-5" in text
+    path.write_text(text)
+    cfg = load_config(path)
+    assert cfg["training"]["lr"] == 3e-4 and cfg["training"]["lr_final"] == 0.5e-5
+    assert parse_overrides(["training.lr=1e-3", "name=1e3x", "core.units=24"]) == {
+        "training.lr": 1e-3,
+        "name": "1e3x",
+        "core.units": 24,
+    }
+    with pytest.raises(PolicyConfigError, match=r"core.units: expected an integer, got 100.0"):
+        validate_config(dict(yaml.safe_load(ROVER.read_text()), core={"type": "cfc", "units": 1e2}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -492,6 +493,23 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``1e-3`` as the number it is: PyYAML follows YAML 1.1, whose floats need a
+    dot (``1.0e-3``), so ``lr: 3e-4`` was the string '3e-4' and refused as "expected a number"."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"),
+)
+
+
+def load_yaml(text: str):
+    """The YAML content of ``text`` (:class:`ConfigLoader`: safe, and ``1e-3`` is a number)."""
+    return yaml.load(text, Loader=ConfigLoader)
+
+
 def read_config_yaml(path: str | Path):
     """The YAML content of a policy config file, unvalidated; PolicyConfigError naming the file when it is
     missing, not YAML, or gives a key twice."""
@@ -503,7 +521,7 @@ def read_config_yaml(path: str | Path):
     except (OSError, UnicodeDecodeError) as exc:
         raise PolicyConfigError(f"{path}: cannot read the policy config: {exc}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
         repeated = repeated_key(text)
     except yaml.YAMLError as exc:
         raise PolicyConfigError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None

@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_overrides(items) -> dict:
     """``--set KEY=VALUE`` items as {dotted key: YAML-parsed value}; ValueError for a malformed item."""
-    from liquid_control.policy.config import repeated_key, yaml_problem
+    from liquid_control.policy.config import load_yaml, repeated_key, yaml_problem
 
     overrides = {}
     for item in items:
@@ -108,7 +108,7 @@ def parse_overrides(items) -> dict:
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            overrides[key.strip()] = load_yaml(value)
             repeated = repeated_key(value)
         except yaml.YAMLError as exc:
             raise ValueError(f"--set {item!r}: the value is not valid YAML: {yaml_problem(exc)}") from None
