@@ -646,3 +646,27 @@ def test_view_says_when_its_foxglove_port_is_taken_or_the_inherited_domain_is_ba
         monkeypatch.setenv("ROS_DOMAIN_ID", value)
         assert cli.main(["view", "--foxglove", "--port", "0", "--duration", "1"]) == 2
         assert f"ROS_DOMAIN_ID must be a number between 0 and 232, got '{value}'" in capsys.readouterr().err
+
+
+def test_view_picture_draws_the_balancers_wheel_torques(tmp_path, monkeypatch):
+    """The balancers command wheel_torques: the viewer counted them (1089 in a balance-nav run) but the picture's
+    command panel showed "cmd_vel (0 commands)", empty; now it draws the torques under their own topic."""
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros import view
+
+    rec = view.Recording(frame_prefix="")
+    for k in range(20):
+        rec.add("wheel_torques", Float64MultiArray(data=[0.01 * k, -0.02 * k]), 0.005 * k)
+    assert rec.counts == {"wheel_torques": 20} and rec.torques[-1] == pytest.approx((0.095, 0.19, -0.38))
+    titles = []
+    import matplotlib.axes
+
+    real_set_title = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "set_title",
+        lambda ax, text, *a, **k: titles.append(text) or real_set_title(ax, text, *a, **k),
+    )
+    view.render_snapshot(rec, tmp_path / "balancer.png")
+    assert "wheel_torques (20 commands)" in titles, titles

@@ -106,6 +106,7 @@ class Recording:
     image: object = None  # latest sensor_msgs/Image
     camera_info: object = None
     commands: list = field(default_factory=list)  # (seconds since start, linear, angular)
+    torques: list = field(default_factory=list)  # (seconds since start, left, right): the balancers' commands
     counts: dict = field(default_factory=dict)
 
     def frame(self, name: str) -> str:
@@ -138,6 +139,8 @@ class Recording:
             self.camera_info = msg
         elif topic == "cmd_vel":
             self.commands.append((t, msg.linear.x, msg.angular.z))
+        elif topic == "wheel_torques" and len(msg.data) >= 2:
+            self.torques.append((t, msg.data[0], msg.data[1]))
 
     def pose(self, frame: str, root: str) -> np.ndarray | None:
         """4x4 pose of ``frame`` in ``root`` through the TF tree (None if not connected)."""
@@ -304,12 +307,16 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
             fontsize=8,
         )
     ax_image.axis("off")
-    if rec.commands:
-        c = np.array(rec.commands)
-        ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 1], label="linear.x (m/s)", lw=1)
-        ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 2], label="angular.z (rad/s)", lw=1)
+    # the rover's cmd_vel, or the balancers' wheel_torques when only they were commanded
+    topic, commands, labels = "cmd_vel", rec.commands, ("linear.x (m/s)", "angular.z (rad/s)")
+    if rec.torques and not rec.commands:
+        topic, commands, labels = "wheel_torques", rec.torques, ("left wheel (N m)", "right wheel (N m)")
+    if commands:
+        c = np.array(commands)
+        ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 1], label=labels[0], lw=1)
+        ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 2], label=labels[1], lw=1)
         ax_cmd.legend(fontsize=7, loc="lower right")
-    ax_cmd.set_title(f"cmd_vel ({len(rec.commands)} commands)", fontsize=8)
+    ax_cmd.set_title(f"{topic} ({len(commands)} commands)", fontsize=8)
     ax_cmd.set_xlabel("wall s since the first command", fontsize=8)
     ax_cmd.grid(alpha=0.3)
     if title:
