@@ -269,6 +269,9 @@ def test_cli_export_refuses_an_opset_it_cannot_write_and_the_checkpoint_as_outpu
     assert cli.main(["export", str(pt), "-o", str(tmp_path / "." / "bal.pt")]) == 2
     assert "is the checkpoint itself" in capsys.readouterr().err
     assert pt.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["bal.pt"]
+    assert cli.main(["export", str(pt), "-o", str(pt / "bal.onnx")]) == 2  # a folder that is a file
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control export: error: cannot write {pt / 'bal.onnx'}: File exists ({pt})"), err
     assert cli.main(["export", str(pt), "--opset", "13"]) == 0  # the oldest opset every policy kind exports to
 
 

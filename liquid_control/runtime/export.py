@@ -438,8 +438,9 @@ def run(args) -> int:
     try:
         try:
             export_onnx(policy, check, opset=args.opset, source=args.policy)
-        except OSError as exc:  # an output folder that does not exist or cannot be written
-            print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        except OSError as exc:  # an output folder that cannot be made or written
+            where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != check else ""
+            print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}{where}", file=sys.stderr)
             return 2
         err = parity(policy, check)
         if err > 1e-5:
@@ -456,7 +457,8 @@ def run(args) -> int:
             print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
             return 2
     finally:
-        check.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. its folder could not be made
+            check.unlink(missing_ok=True)
     print(
         f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
         f", state {policy.state_size})"
