@@ -272,3 +272,23 @@ def test_episodes_zero_runs_until_stopped_without_a_default_timeout():
     assert graph.default_timeout(0, 10.0, 1.0, 30.0) == float("inf")
     assert graph.default_timeout(1, 10.0, 1.0, 30.0) == 70.0
     assert graph.default_timeout(3, 25.0, 0.5, 30.0) == 30.0 + 3 * 80.0
+
+
+def test_a_control_rate_without_fixed_rate_publishing_is_refused(monkeypatch, capsys):
+    """`liquid-control sim --control-rate 5` once ran with the policy node publishing per update, the rate never
+    read; now a usage error saying to add --publish-mode fixed_rate (with it, the graph starts)."""
+    from liquid_control import cli
+
+    class Started(Exception):
+        pass
+
+    def start_graph(nodes, *rest):
+        assert nodes[1].parameters["control_rate_hz"] == 5.0 and nodes[1].parameters["publish_mode"] == "fixed_rate"
+        raise Started
+
+    monkeypatch.setattr(graph, "start_graph", start_graph)
+    for argv in (["--control-rate", "5"], ["--control-rate", "5", "--publish-mode", "per_update"]):
+        assert cli.main(["sim", *argv]) == graph.EXIT_USAGE
+        assert "--control-rate 5 is the command rate of --publish-mode fixed_rate" in capsys.readouterr().err
+    with pytest.raises(Started):
+        cli.main(["sim", "--control-rate", "5", "--publish-mode", "fixed_rate"])

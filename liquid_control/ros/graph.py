@@ -479,6 +479,15 @@ def run_sim(args, announce=None) -> SimRun:
         lockstep=args.lockstep,
         record_bag=args.record_bag,
     )
+    if args.control_rate:
+        mode = nodes[1].parameters.get("publish_mode") or _policy_parameters(Path(nodes[1].parameter_files[0])).get(
+            "publish_mode", "per_update"
+        )
+        if mode != "fixed_rate":  # the node would publish one command per update and never read the rate
+            raise ValueError(
+                f"--control-rate {args.control_rate:g} is the command rate of --publish-mode fixed_rate, and the "
+                f"policy node publishes {mode} (one command per update): add --publish-mode fixed_rate"
+            )
     policy = resolve_policy_file(nodes[1].parameters["policy"])
     trained_for = policy_world(policy)
     if trained_for is not None and trained_for != args.world:
