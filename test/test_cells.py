@@ -541,3 +541,27 @@ def test_ltc_takes_ncps_ode_unfolds():
     assert LTC(4, 8, solver="rk4", ode_unfolds=2).cell.solver.config() == {"name": "rk4", "substeps": 2}
     with pytest.raises(TypeError, match="substeps or ode_unfolds"):
         LTC(4, 8, substeps=2, ode_unfolds=3)
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        # before: numpy's "Seed must be between 0 and 2**32 - 1" / "expected non-negative integer" / "Cannot cast
+        # scalar from dtype('<U1')", and Python's "'float' object cannot be interpreted as an integer"
+        (lambda: AutoNCP(16, 2, seed=-1), ValueError, r"seed must be in \[0, 4294967295\], got -1"),
+        (lambda: AutoNCP(16, 2, seed=2**32), ValueError, r"seed must be in \[0, 4294967295\]"),
+        (lambda: AutoNCP(16, 2, seed="a"), TypeError, "seed must be an integer, got str 'a'"),
+        (lambda: FullyConnected(8, 2, seed=-1), ValueError, r"seed must be in \[0, 4294967295\], got -1"),
+        (lambda: AutoNCP(16.5, 2), TypeError, "units must be an integer, got float 16.5"),
+        (lambda: AutoNCP(16, 2.5), TypeError, "output_size must be an integer, got float 2.5"),
+        (lambda: FullyConnected(8.5, 2), TypeError, "units must be an integer, got float 8.5"),
+        (lambda: NCP(4.5, 4, 2, 2, 2, 2, 2), TypeError, "inter_neurons must be an integer, got float 4.5"),
+        (lambda: NCP(4, 4, 2, -1, 2, 2, 2), ValueError, "sensory_fanout must be >= 0, got -1"),
+        (lambda: AutoNCP(16, 2).build(3.5), TypeError, "input_size must be an integer, got float 3.5"),
+    ],
+)
+def test_wiring_arguments_of_the_wrong_type_or_range_name_the_argument(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+    w = AutoNCP(16, 2, seed=2**32 - 1).build(3)  # the seed range's end still draws
+    assert w.is_built and w.units == 16

@@ -14,7 +14,22 @@ The sensory synapses need the input size, so they are drawn in ``build(input_siz
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
+
+MAX_SEED = 2**32 - 1  # numpy's legacy RandomState (NCP) takes seeds 0..2**32-1
+
+
+def int_arg(name: str, value, minimum: int, maximum: int | None = None) -> int:
+    """``value`` as an int argument of a wiring: TypeError unless an integer (not a bool), ValueError out of
+    [minimum, maximum] (numpy's own errors name neither the argument nor the wiring)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return int(value)
 
 
 class Wiring:
@@ -23,6 +38,7 @@ class Wiring:
     kind = "custom"
 
     def __init__(self, units: int, output_size: int, layers: list[list[int]] | None = None):
+        units, output_size = int_arg("units", units, 1), int_arg("output_size", output_size, 1)
         if units < 1:
             raise ValueError(f"a wiring needs at least one unit, got {units}")
         if not 1 <= output_size <= units:
@@ -47,9 +63,7 @@ class Wiring:
             if input_size != self.input_size:
                 raise ValueError(f"wiring was built for {self.input_size} inputs, cannot use it with {input_size}")
             return self
-        if input_size < 1:
-            raise ValueError(f"input_size must be >= 1, got {input_size}")
-        self.input_size = int(input_size)
+        self.input_size = input_size = int_arg("input_size", input_size, 1)
         self.sensory_adjacency = np.zeros((input_size, self.units), dtype=np.int8)
         self._draw_sensory_synapses()
         return self
@@ -150,6 +164,7 @@ class FullyConnected(Wiring):
 
     def __init__(self, units: int, output_size: int | None = None, seed: int = 1111, self_connections: bool = True):
         super().__init__(units, units if output_size is None else output_size)
+        units, seed = self.units, int_arg("seed", seed, 0, MAX_SEED)
         self.params = {
             "units": units,
             "output_size": self.output_size,
@@ -192,8 +207,17 @@ class NCP(Wiring):
             ("command_neurons", command_neurons),
             ("motor_neurons", motor_neurons),
         ):
-            if value < 1:
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value < 1:
                 raise ValueError(f"NCP needs {name} >= 1, got {value}")
+            int_arg(name, value, 1)
+        for name, value in (
+            ("sensory_fanout", sensory_fanout),
+            ("inter_fanout", inter_fanout),
+            ("recurrent_command_synapses", recurrent_command_synapses),
+            ("motor_fanin", motor_fanin),
+        ):
+            int_arg(name, value, 0)
+        seed = int_arg("seed", seed, 0, MAX_SEED)
         if motor_fanin > command_neurons:
             raise ValueError(f"motor_fanin {motor_fanin} exceeds the {command_neurons} command neurons")
         if sensory_fanout > inter_neurons:
@@ -270,6 +294,7 @@ class AutoNCP(NCP):
     kind = "auto_ncp"
 
     def __init__(self, units: int, output_size: int, sparsity_level: float = 0.5, seed: int = 22222):
+        units, output_size = int_arg("units", units, 1), int_arg("output_size", output_size, 1)
         if output_size >= units - 2:
             raise ValueError(f"output_size must be < units - 2 (got {output_size} outputs for {units} units)")
         if not 0.1 <= sparsity_level <= 1.0:
