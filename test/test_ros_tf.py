@@ -683,3 +683,24 @@ def test_view_picture_of_an_image_it_cannot_decode_keeps_the_rest(tmp_path):
     assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")
     rec.image = Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32))
     assert view.render_snapshot(rec, tmp_path / "robot.png").stat().st_size > 10_000
+
+
+def test_view_picture_of_a_robot_description_with_meshes_or_no_xml(tmp_path):
+    """A robot's URDF with mesh visuals once ended the watch in KeyError: 'mesh' (and a description that is no
+    XML in a ParseError) with no picture; now the shapes it can draw are drawn and the rest left out."""
+    from liquid_control.ros import view
+
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
+    urdf = rd.to_urdf(robot, "")
+    mesh = '<visual><geometry><mesh filename="package://r/base.stl"/></geometry></visual>'
+    with_mesh = urdf.replace("</link>", mesh + "</link>", 1)
+
+    def drawn(description):
+        return [(link, shape, size) for link, shape, _, size, _ in view._urdf_shapes(description)]
+
+    assert "<mesh" in with_mesh and drawn(with_mesh) == drawn(urdf) != []
+    for description in (with_mesh, "not xml", '<robot name="r"><link name="base_link"><visual/></link></robot>'):
+        rec = view.Recording()
+        rec.add("robot_description", String(data=description), 0.0)
+        assert rec.frame("odom") in ("odom",)
+        assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")

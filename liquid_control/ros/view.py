@@ -85,9 +85,12 @@ def _transform_matrix(t) -> np.ndarray:
 
 
 def urdf_root_link(description: str) -> str:
-    """The root link of a URDF: the one link that is no joint's child."""
-    robot = ET.fromstring(description)
-    children = {joint.find("child").get("link") for joint in robot.iter("joint")}
+    """The root link of a URDF: the one link that is no joint's child ("" when there is none or it is no XML)."""
+    try:
+        robot = ET.fromstring(description)
+    except ET.ParseError:
+        return ""
+    children = {child.get("link") for child in robot.iterfind("joint/child")}
     roots = [link.get("name") for link in robot.iter("link") if link.get("name") not in children]
     return roots[0] if len(roots) == 1 else ""
 
@@ -156,23 +159,33 @@ class Recording:
 
 
 def _urdf_shapes(description: str) -> list[tuple[str, str, np.ndarray, tuple, tuple]]:
-    """(link, shape, 4x4 origin in the link, size, rgba) of each URDF visual."""
+    """(link, shape, 4x4 origin in the link, size, rgba) of each URDF visual drawn as a box, cylinder or sphere
+    (a robot's meshes and visuals that do not parse are left out)."""
     shapes = []
-    for link in ET.fromstring(description).iter("link"):
+    try:
+        robot = ET.fromstring(description)
+    except ET.ParseError:
+        return shapes
+    for link in robot.iter("link"):
         for visual in link.iter("visual"):
-            origin = visual.find("origin")
-            xyz = [float(v) for v in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()]
-            rpy = [float(v) for v in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
-            m = np.eye(4)
-            m[:3, :3], m[:3, 3] = rpy_to_matrix(*rpy), xyz
-            geometry = visual.find("geometry")[0]
-            size = {
-                "box": lambda g: tuple(float(v) for v in g.get("size").split()),
-                "cylinder": lambda g: (float(g.get("radius")), float(g.get("length"))),
-                "sphere": lambda g: (float(g.get("radius")),),
-            }[geometry.tag](geometry)
-            color = visual.find("material/color")
-            rgba = tuple(float(v) for v in color.get("rgba").split()) if color is not None else (0.5, 0.5, 0.5, 1.0)
+            geometry = visual.find("geometry/*")
+            if geometry is None or geometry.tag not in ("box", "cylinder", "sphere"):
+                continue
+            try:
+                origin = visual.find("origin")
+                xyz = [float(v) for v in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()]
+                rpy = [float(v) for v in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
+                m = np.eye(4)
+                m[:3, :3], m[:3, 3] = rpy_to_matrix(*rpy), xyz
+                size = {
+                    "box": lambda g: tuple(float(v) for v in g.get("size").split()),
+                    "cylinder": lambda g: (float(g.get("radius")), float(g.get("length"))),
+                    "sphere": lambda g: (float(g.get("radius")),),
+                }[geometry.tag](geometry)
+                color = visual.find("material/color")
+                rgba = tuple(float(v) for v in color.get("rgba").split()) if color is not None else (0.5, 0.5, 0.5, 1.0)
+            except (AttributeError, TypeError, ValueError):  # a missing or malformed attribute
+                continue
             shapes.append((link.get("name"), geometry.tag, m, size, rgba))
     return shapes
 
