@@ -704,3 +704,26 @@ def test_view_picture_of_a_robot_description_with_meshes_or_no_xml(tmp_path):
         rec.add("robot_description", String(data=description), 0.0)
         assert rec.frame("odom") in ("odom",)
         assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_view_ignores_an_episode_status_that_is_not_one(capsys):
+    """A String on episode_status that is not a JSON status (`ros2 topic pub episode_status std_msgs/String
+    "data: done"`, another node's) once raised JSONDecodeError out of the executor and ended the viewer with a
+    traceback and no picture; now it is ignored with a line saying so, and a real status still ends the watch."""
+    import types
+
+    from rclpy.serialization import serialize_message
+
+    from liquid_control.ros import view
+
+    class Node:
+        def create_subscription(self, cls, topic, callback, qos, raw):
+            return types.SimpleNamespace(topic_name=topic)
+
+    viewer = view.Viewer(Node(), record=True, frame_prefix="")
+    for text in ("done", "[1, 2]", '{"episode": 0}'):
+        viewer._on_message("episode_status", serialize_message(String(data=text)), {"source_timestamp": 0})
+        assert "not an episode's status" in capsys.readouterr().out
+    status = {"episode": 0, "outcome": "success"}
+    viewer._on_message("episode_status", serialize_message(String(data=json.dumps(status))), {"source_timestamp": 0})
+    assert viewer.episode_ends == [status] and viewer.recording.counts == {"episode_status": 4}

@@ -397,8 +397,16 @@ class Viewer:
             if TOPICS[topic][1] == "latched":
                 self.latched[self.channel_names[topic]] = (channel, data)
         if topic == "episode_status":
-            status = json.loads(self._deserialize(data, message_class(TOPICS[topic][0])).data)
-            if info["source_timestamp"] >= self.started_ns or not info["source_timestamp"]:  # 0: not known
+            text = self._deserialize(data, message_class(TOPICS[topic][0])).data
+            try:
+                status = json.loads(text)
+            except ValueError:
+                status = None
+            if not (isinstance(status, dict) and "outcome" in status):  # another node's, `ros2 topic pub`'s
+                print(
+                    f"ignoring a message on episode_status that is not an episode's status: {text[:200]!r}", flush=True
+                )
+            elif info["source_timestamp"] >= self.started_ns or not info["source_timestamp"]:  # 0: not known
                 self.episode_ends.append(status)
             else:
                 print(
