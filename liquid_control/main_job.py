@@ -35,7 +35,8 @@ def run(args) -> int:
     def announce():  # once the arguments are checked: a usage error is not preceded by this line
         print(
             f"closed loop over ROS 2: {args.world}, policy {args.policy or default_policy}, "
-            f"shift {args.shift or 'none'}, seed {args.seed}, {args.episodes} episode(s)",
+            f"shift {args.shift or 'none'}, seed {args.seed}, "
+            f"{f'{args.episodes} episode(s)' if args.episodes else 'episodes until stopped'}",
             flush=True,
         )
 

@@ -292,3 +292,14 @@ def test_a_control_rate_without_fixed_rate_publishing_is_refused(monkeypatch, ca
         assert "--control-rate 5 is the command rate of --publish-mode fixed_rate" in capsys.readouterr().err
     with pytest.raises(Started):
         cli.main(["sim", "--control-rate", "5", "--publish-mode", "fixed_rate"])
+
+
+def test_main_announces_episodes_until_stopped(monkeypatch, capsys):
+    """`liquid-control main --episodes 0` runs until stopped; its first line once said "0 episode(s)"."""
+    from liquid_control import cli
+
+    monkeypatch.setattr(graph, "start_graph", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    for episodes, said in (("0", "seed 0, episodes until stopped"), ("3", "seed 0, 3 episode(s)")):
+        with pytest.raises(KeyboardInterrupt):
+            cli.main(["main", "--episodes", episodes])
+        assert said in capsys.readouterr().out
