@@ -201,6 +201,8 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
         (["--domain-id", "999"], "--domain-id"),
         (["--log-dir", "FILE"], "--log-dir"),
         (["--record-bag", "FILE"], "--record-bag"),
+        (["--log-dir", "FILE/logs"], "--log-dir"),  # once a NotADirectoryError traceback after the nodes started
+        (["--record-bag", "FILE/bags"], "--record-bag"),  # once a failed episode (sim_node's NotADirectoryError)
     ],
 )
 def test_sim_arguments_are_checked_before_any_node_starts(argv, option, tmp_path, capsys):
@@ -210,7 +212,7 @@ def test_sim_arguments_are_checked_before_any_node_starts(argv, option, tmp_path
     afile.write_text("")
     parser = argparse.ArgumentParser()
     graph.add_arguments(parser)
-    args = parser.parse_args([str(afile) if a == "FILE" else a for a in argv])
+    args = parser.parse_args([a.replace("FILE", str(afile)) for a in argv])
     assert graph.run(args) == graph.EXIT_USAGE
     assert capsys.readouterr().err.startswith(f"liquid-control sim: error: {option}")
 

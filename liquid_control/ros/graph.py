@@ -421,6 +421,9 @@ def check_arguments(args) -> None:
     for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             raise ValueError(f"{option} {folder}: exists and is not a folder")
+        in_the_way = next((p for p in Path(folder).parents if p.exists()), None) if folder else None
+        if in_the_way is not None and not in_the_way.is_dir():  # the folder could never be made
+            raise ValueError(f"{option} {folder}: {in_the_way} exists and is not a folder")
     if args.record_bag:
         taken = taken_episode_bags(args.record_bag, args.seed, args.episodes)
         if taken:  # sim_node refuses them too; here before any process starts
