@@ -305,3 +305,19 @@ def test_main_announces_episodes_until_stopped(monkeypatch, capsys):
         with pytest.raises(KeyboardInterrupt):
             cli.main(["main", "--episodes", episodes])
         assert said in capsys.readouterr().out
+
+
+def test_the_world_of_a_policy_is_read_from_its_own_export_only(tmp_path):
+    """A checkpoint beside a stale export of another checkpoint (retrained, not yet exported again) is judged by
+    the checkpoint, which policy_node's backend auto runs, not by the stale export's world."""
+    import shutil
+
+    shutil.copy(paths.policies_dir() / "cfc_balancer.pt", tmp_path / "policy.pt")
+    shutil.copy(paths.policies_dir() / "cfc_rover.onnx", tmp_path / "policy.onnx")  # stale: another checkpoint's
+    assert graph.policy_world(tmp_path / "policy.pt") == "LiquidBalance-v0"
+    assert graph.policy_world(tmp_path / "policy.onnx") == "LiquidRover-v0"
+    assert graph.policy_world(paths.policies_dir() / "cfc_ncp_rover.pt") == "LiquidRover-v0"  # its own export
+    (tmp_path / "policy.pt").unlink()  # only the export on the robot
+    assert graph.policy_world(tmp_path / "policy.pt") == "LiquidRover-v0"
+    (tmp_path / "junk.pt").write_text("junk")
+    assert graph.policy_world(tmp_path / "junk.pt") is None

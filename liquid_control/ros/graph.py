@@ -434,18 +434,20 @@ def check_arguments(args) -> None:
 
 
 def policy_world(path: Path) -> str | None:
-    """The world a policy file was trained for (its config's ``world``; from its ONNX export when there is one,
-    which needs no torch), or None when it cannot be read here (policy_node then says why)."""
+    """The world a policy file was trained for (its config's ``world``; from its ONNX export when that is the
+    export of this very file, which needs no torch), or None when it cannot be read here (policy_node says why)."""
     try:
+        from liquid_control.runtime.backends import ONNX_CONFIG_KEY, ONNX_SOURCE_KEY, checkpoint_sha256
+
         onnx_path = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
+        meta = {}
         if onnx_path.is_file():
             import onnx
 
-            from liquid_control.runtime.backends import ONNX_CONFIG_KEY
-
             meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        if onnx_path == path or not path.is_file() or meta.get(ONNX_SOURCE_KEY) == checkpoint_sha256(path):
             config = json.loads(meta[ONNX_CONFIG_KEY])
-        else:
+        else:  # no export, or a stale one from another checkpoint
             from liquid_control.cells.checkpoint import read_plain_torch_file
 
             config = read_plain_torch_file(path)["config"]
