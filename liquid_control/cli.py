@@ -98,10 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
-    module, sub = command_parser(name)
-    args = sub.parse_args(argv[1:])
     try:
+        module, sub = command_parser(name)
+        args = sub.parse_args(argv[1:])
         return int(module.run(args) or 0)
+    except ModuleNotFoundError as exc:
+        if not exc.name or exc.name.split(".")[0] in ("liquid_control", "sim_envs"):
+            raise
+        # e.g. torch on a robot that only runs exported policies: `export` and `demo` need the training stack
+        print(
+            f"liquid-control {name}: error: needs the Python package {exc.name.split('.')[0]!r}, which is not "
+            "installed here (requirements.txt)",
+            file=sys.stderr,
+        )
+        return 1
     except BrokenPipeError:
         if not _stdout_closed():  # another pipe or socket broke: that is an error, not a reader leaving
             raise

@@ -54,3 +54,16 @@ def test_demo_refuses_iterations_and_seeds_it_cannot_run(capsys):
         assert cli.main(["demo", *argv]) == 2, argv
         out, err = capsys.readouterr()
         assert not out and err.startswith(f"liquid-control demo: error: {problem}"), (argv, err)
+
+
+def test_a_command_whose_package_is_missing_says_which(tmp_path):
+    """On a robot without torch (it runs the exported .onnx), `liquid-control export` and `demo` once ended in a
+    ModuleNotFoundError traceback; now one line naming the missing package, exit 1."""
+    for command in (["export", str(tmp_path / "policy.pt")], ["demo"]):
+        code = (
+            f"import sys; sys.modules['torch'] = None\nfrom liquid_control import cli\nsys.exit(cli.main({command!r}))"
+        )
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        expected = f"liquid-control {command[0]}: error: needs the Python package 'torch', which is not installed"
+        assert proc.stderr.startswith(expected) and "Traceback" not in proc.stderr, proc.stderr
