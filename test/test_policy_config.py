@@ -131,3 +131,43 @@ def test_a_number_in_scientific_notation_is_a_number_in_a_config_file_and_in_set
     }
     with pytest.raises(PolicyConfigError, match=r"core.units: expected an integer, got 100.0"):
         validate_config(dict(yaml.safe_load(ROVER.read_text()), core={"type": "cfc", "units": 1e2}))
+
+
+@pytest.mark.parametrize(
+    "core, match",
+    [
+        (
+            {"type": "ltc", "units": 8, "backbone_units": 64},
+            r"core.backbone_units: 64 would be ignored, it applies to ",
+        ),
+        ({"type": "cfc", "units": 8, "wiring": "ncp", "backbone_units": 64}, r"core.backbone_units: 64 would be"),
+        (
+            {"type": "lstm", "units": 8, "mode": "pure"},
+            r"core.mode: 'pure' would be ignored, it applies to core.type cfc",
+        ),
+        ({"type": "cfc", "units": 8, "solver": "rk4"}, r"core.solver: 'rk4' would be ignored"),
+        ({"type": "cfc", "units": 8, "unfolds": 2}, r"core.unfolds: 2 would be ignored"),
+        ({"type": "gru", "units": 8, "frames": 8}, r"core.frames: 8 would be ignored"),
+        ({"type": "cfc", "units": 8, "outputs": 3}, r"core.outputs: 3 would be ignored, it applies to wiring ncp"),
+        ({"type": "cfc", "units": 8, "seed": 7}, r"core.seed: 7 would be ignored, it applies to wiring ncp"),
+    ],
+)
+def test_a_core_key_of_another_core_type_is_refused_instead_of_ignored(core, match):
+    """Before: each of these validated and built a model that never read the key (an LTC with backbone_units: 64
+    trained as the plain LTC), so the author's setting silently had no effect."""
+    cfg = yaml.safe_load(ROVER.read_text())
+    cfg["core"] = core
+    with pytest.raises(PolicyConfigError, match=match):
+        validate_config(cfg)
+
+
+def test_core_keys_left_at_their_defaults_or_applying_still_validate():
+    cfg = yaml.safe_load(ROVER.read_text())
+    for core in (
+        {"type": "lstm", "units": 8, "mode": "default", "solver": "semi_implicit", "unfolds": 6, "seed": 22222},
+        {"type": "ltc", "units": 8, "wiring": "ncp", "solver": "rk4", "unfolds": 2, "outputs": 2, "seed": 3},
+        {"type": "gru_ode", "units": 8, "unfolds": 4},
+        {"type": "tcn", "units": 8, "frames": 8},
+    ):
+        cfg["core"] = core
+        validate_config(cfg)

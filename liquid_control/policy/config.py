@@ -371,6 +371,22 @@ def validate_config(raw: dict) -> dict:
         raise PolicyConfigError(f"core.wiring: 'ncp' needs core.type cfc or ltc, got {core['type']!r}")
     if core["type"] == "tcn" and (core["frames"] < 2 or core["frames"] & (core["frames"] - 1)):
         raise PolicyConfigError(f"core.frames: a tcn window must be a power of two >= 2, got {core['frames']}")
+    ncp = core["wiring"] == "ncp"
+    applies = {  # key -> (does it apply to this core, to which cores it does): another value would go unread
+        "outputs": (ncp, "wiring ncp"),
+        "seed": (ncp, "wiring ncp"),
+        "mode": (core["type"] == "cfc", "core.type cfc"),
+        "backbone_units": (core["type"] == "cfc" and not ncp, "core.type cfc without a wiring"),
+        "solver": (core["type"] == "ltc", "core.type ltc"),
+        "unfolds": (core["type"] in ("ltc", "ctrnn", "gru_ode"), "core.type ltc, ctrnn or gru_ode"),
+        "frames": (core["type"] in ("mlp", "tcn"), "core.type mlp or tcn"),
+    }
+    for key, (used, where) in applies.items():
+        if not used and core[key] != _CORE[key]["default"]:
+            raise PolicyConfigError(
+                f"core.{key}: {core[key]!r} would be ignored, it applies to {where} only (this is core.type "
+                f"{core['type']!r}, wiring {core['wiring']!r}); remove it or leave it at {_CORE[key]['default']!r}"
+            )
     if core["max_step"] is not None and (core["type"] not in CONTINUOUS_CORES or core["ignore_dt"]):
         why = "core.ignore_dt is true" if core["ignore_dt"] else f"core.type {core['type']!r} does not integrate dt"
         raise PolicyConfigError(f"core.max_step: sub-steps of dt need a core that integrates it, but {why}")
