@@ -672,7 +672,7 @@ def test_view_picture_draws_the_balancers_wheel_torques(tmp_path, monkeypatch):
     assert "wheel_torques (20 commands)" in titles, titles
 
 
-def test_view_picture_of_an_image_it_cannot_decode_keeps_the_rest(tmp_path):
+def test_view_picture_of_an_image_it_cannot_decode_keeps_the_rest(tmp_path, monkeypatch):
     """A robot's camera in an encoding the viewer does not decode (yuv422) once ended the watch in an
     ImageConversionError traceback with no picture; now the picture is written and its image panel says why."""
     from liquid_control.ros import view
@@ -681,8 +681,18 @@ def test_view_picture_of_an_image_it_cannot_decode_keeps_the_rest(tmp_path):
     rec.add("camera/image_raw", Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32)), 0.0)
     rec.add("camera/image_raw", Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(5)), 0.1)  # truncated
     assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")
-    rec.image = Image(height=4, width=4, encoding="yuv422", step=8, data=bytes(32))
-    assert view.render_snapshot(rec, tmp_path / "robot.png").stat().st_size > 10_000
+    rec.image = Image(height=4, width=4, encoding="rgb8", step=12, data=bytes(48))
+    titles = []
+    import matplotlib.figure
+
+    real_suptitle = matplotlib.figure.Figure.suptitle
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "suptitle",
+        lambda fig, text, **k: titles.append(text) or real_suptitle(fig, text, **k),
+    )
+    assert view.render_snapshot(rec, tmp_path / "robot.png", title="the run").stat().st_size > 10_000
+    assert titles == ["the run"]  # not the camera panel's title
 
 
 def test_view_picture_of_a_robot_description_with_meshes_or_no_xml(tmp_path):

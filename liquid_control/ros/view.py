@@ -313,14 +313,14 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     # 3. the latest camera image, 4. the commands
     if rec.image is not None:
         stamp = rec.image.header.stamp.sec + rec.image.header.stamp.nanosec * 1e-9
-        title = (
+        image_title = (
             f"camera/image_raw {rec.image.width}x{rec.image.height}, frame {rec.image.header.frame_id}, t={stamp:.2f} s"
         )
         try:
             ax_image.imshow(image_to_numpy(rec.image, "rgb8"), interpolation="nearest")
         except ImageConversionError as exc:  # a robot's camera in another encoding, a malformed frame: the rest stays
             ax_image.text(0.5, 0.5, f"cannot show the image:\n{exc}", ha="center", va="center", wrap=True, fontsize=7)
-        ax_image.set_title(title, fontsize=8)
+        ax_image.set_title(image_title, fontsize=8)
     ax_image.axis("off")
     # the rover's cmd_vel, or the balancers' wheel_torques when only they were commanded
     topic, commands, labels = "cmd_vel", rec.commands, ("linear.x (m/s)", "angular.z (rad/s)")
