@@ -321,3 +321,21 @@ def test_the_world_of_a_policy_is_read_from_its_own_export_only(tmp_path):
     assert graph.policy_world(tmp_path / "policy.pt") == "LiquidRover-v0"
     (tmp_path / "junk.pt").write_text("junk")
     assert graph.policy_world(tmp_path / "junk.pt") is None
+
+
+def test_a_backend_the_policy_file_cannot_run_on_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    """--backend torch with an .onnx policy, or --backend onnx with a .pt that has no export beside it, once
+    started both nodes and failed the episode when policy_node refused the pair (exit 1); now exit 2 at once."""
+    import shutil
+
+    from liquid_control import cli
+
+    monkeypatch.setattr(graph, "start_graph", lambda *a, **k: pytest.fail("a node was started"))
+    shutil.copy(paths.policies_dir() / "cfc_rover.pt", tmp_path / "mine.pt")
+    for argv, said in (
+        (["--policy", str(paths.policies_dir() / "cfc_rover.onnx"), "--backend", "torch"], "is an ONNX model"),
+        (["--policy", str(tmp_path / "mine.pt"), "--backend", "onnx"], "there is no exported mine.onnx next to"),
+    ):
+        assert cli.main(["sim", *argv]) == graph.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.startswith("liquid-control sim: error: --backend ") and said in err, err

@@ -494,6 +494,13 @@ def run_sim(args, announce=None) -> SimRun:
                 f"policy node publishes {mode} (one command per update): add --publish-mode fixed_rate"
             )
     policy = resolve_policy_file(nodes[1].parameters["policy"])
+    if args.backend == "torch" and policy.suffix == ".onnx":
+        raise ValueError(f"--backend torch runs a .pt checkpoint; --policy {policy} is an ONNX model (--backend onnx)")
+    if args.backend == "onnx" and policy.suffix != ".onnx" and not policy.with_suffix(".onnx").is_file():
+        raise ValueError(
+            f"--backend onnx: there is no exported {policy.with_suffix('.onnx').name} next to --policy {policy} "
+            f"(write one with `liquid-control export {policy}`)"
+        )
     trained_for = policy_world(policy)
     if trained_for is not None and trained_for != args.world:
         raise ValueError(
