@@ -171,3 +171,14 @@ def test_core_keys_left_at_their_defaults_or_applying_still_validate():
     ):
         cfg["core"] = core
         validate_config(cfg)
+
+
+def test_camera_recipes_on_a_policy_without_a_camera_are_refused():
+    """Before: training.augmentation [brightness, noise] or encoder.camera.normalize: frame on the IMU-only balancer
+    validated, did nothing, and the model card still listed the recipes."""
+    cfg = yaml.safe_load((policies_dir() / "configs" / "cfc_balancer.yaml").read_text())
+    validate_config(cfg)
+    with pytest.raises(PolicyConfigError, match=r"training.augmentation: \['brightness', 'noise'\] perturbs camera"):
+        validate_config(dict(cfg, training=dict(cfg["training"], augmentation=["brightness", "noise"])))
+    with pytest.raises(PolicyConfigError, match=r"encoder.camera.normalize: 'frame' standardises camera frames"):
+        validate_config(dict(cfg, encoder=dict(cfg["encoder"], camera={"normalize": "frame"})))

@@ -412,6 +412,17 @@ def validate_config(raw: dict) -> dict:
         span = cfg["training"][key]
         if span is not None and (len(span) != 2 or span[0] > span[1]):
             raise PolicyConfigError(f"training.{key}: expected [low, high] with low <= high, got {span}")
+    if cfg["observation"]["image"] is None:  # image-space recipes of a policy without a camera would do nothing
+        if cfg["training"]["augmentation"]:
+            raise PolicyConfigError(
+                f"training.augmentation: {cfg['training']['augmentation']} perturbs camera frames, and this policy "
+                f"has no observation.image; leave it []"
+            )
+        if cfg["encoder"]["camera"]["normalize"] != "none":
+            raise PolicyConfigError(
+                f"encoder.camera.normalize: {cfg['encoder']['camera']['normalize']!r} standardises camera frames, "
+                f"and this policy has no observation.image; leave it 'none'"
+            )
     if "mirror" in cfg["training"]["augmentation"] and (
         act["kind"] != "twist" or act["size"] != 2 or cfg["observation"]["vectors"] or act["low"][1] != -act["high"][1]
     ):
