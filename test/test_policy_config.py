@@ -58,8 +58,11 @@ BALANCE_NAV = policies_dir() / "configs" / "cfc_balance_nav.yaml"
         ({"type": "ltc", "wiring": "ncp", "units": 4}, r"core.units: 2 motor neurons"),
         ({"wiring": "ncp", "units": 8, "outputs": 6}, r"core.outputs: 6 motor neurons \(core.outputs\)"),
         # Before: numpy's bare "Seed must be between 0 and 2**32 - 1" when the NCP was drawn
-        ({"wiring": "ncp", "units": 16, "seed": -5}, r"core.seed: must be >= 0, got -5"),
-        ({"wiring": "ncp", "units": 16, "seed": 2**40}, r"core.seed: must be <= 4294967295"),
+        ({"wiring": "ncp", "units": 16, "seed": -5}, r"core.seed: the NCP wiring's seed must be in \[0, 4294967295\]"),
+        (
+            {"wiring": "ncp", "units": 16, "seed": 2**40},
+            r"core.seed: the NCP wiring's seed must be in \[0, 4294967295\]",
+        ),
     ],
 )
 def test_an_ncp_the_cells_cannot_draw_is_refused_at_validation_naming_the_key(core, match):
@@ -182,3 +185,22 @@ def test_camera_recipes_on_a_policy_without_a_camera_are_refused():
         validate_config(dict(cfg, training=dict(cfg["training"], augmentation=["brightness", "noise"])))
     with pytest.raises(PolicyConfigError, match=r"encoder.camera.normalize: 'frame' standardises camera frames"):
         validate_config(dict(cfg, encoder=dict(cfg["encoder"], camera={"normalize": "frame"})))
+
+
+def test_a_policy_file_whose_config_has_settings_without_effect_still_loads(tmp_path):
+    """The checks for settings that do nothing (a key of another core type, camera recipes without a camera) are
+    for configs being written: a policy trained before them, with such a setting, still loads."""
+    import torch
+
+    from liquid_control.policy import Policy, load_policy, save_policy
+
+    cfg = yaml.safe_load((policies_dir() / "configs" / "cfc_balancer.yaml").read_text())
+    cfg["core"] = {"type": "ltc", "units": 8}
+    path = save_policy(tmp_path / "old.pt", Policy.from_config(cfg))
+    payload = torch.load(path, weights_only=False)
+    payload["config"]["core"].update(backbone_units=64, seed=-1)
+    payload["config"]["training"]["augmentation"] = ["noise"]
+    torch.save(payload, path)
+    with pytest.raises(PolicyConfigError, match=r"core.seed: -1 would be ignored"):
+        validate_config(payload["config"])
+    assert load_policy(path).config["core"]["backbone_units"] == 64

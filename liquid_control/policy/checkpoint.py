@@ -73,7 +73,7 @@ def load_policy(path: str | Path) -> Policy:
     path = Path(path)
     payload = _read_payload(path)
     try:
-        config = validate_config(payload["config"])
+        config = validate_config(payload["config"], strict=False)  # settings that had no effect still load
     except PolicyConfigError as exc:
         raise PolicyLoadError(f"{path}: the embedded config is not valid: {exc}") from None
     try:

@@ -171,7 +171,7 @@ _CORE = {
     # longest single step (s) the core integrates: a longer dt is split into equal sub-steps with the input held
     # (cells.dt.substep_counts); null: every dt in one step
     "max_step": _field("float", None, min_value=1e-4, max_value=10.0, nullable=True),
-    "seed": _field("int", 22222, min_value=0, max_value=2**32 - 1),  # seed of the random NCP wiring (numpy's range)
+    "seed": _field("int", 22222),  # seed of the random NCP wiring (0..2**32-1, numpy's range; checked with one)
     "backbone_units": _field("int", None, min_value=1, nullable=True),  # fully connected CfC; null: cells' default
 }
 _ACTION = {
@@ -309,8 +309,11 @@ def conv_sizes(height: int, width: int, kernel_sizes, strides) -> list[tuple[int
     return sizes
 
 
-def validate_config(raw: dict) -> dict:
-    """Check a config dict and return a complete copy with every default filled in."""
+def validate_config(raw: dict, strict: bool = True) -> dict:
+    """Check a config dict and return a complete copy with every default filled in.
+
+    ``strict=False`` (a policy file being loaded) skips the checks for settings that would have no effect (a key
+    of another core type, camera recipes without a camera): a policy trained before they existed still loads."""
     cfg = _check_section("", raw, _TOP)
     obs = _check_section("observation", cfg["observation"], _OBSERVATION)
     if obs["image"] is not None:
@@ -381,8 +384,10 @@ def validate_config(raw: dict) -> dict:
         "unfolds": (core["type"] in ("ltc", "ctrnn", "gru_ode"), "core.type ltc, ctrnn or gru_ode"),
         "frames": (core["type"] in ("mlp", "tcn"), "core.type mlp or tcn"),
     }
+    if ncp and not 0 <= core["seed"] <= 2**32 - 1:
+        raise PolicyConfigError(f"core.seed: the NCP wiring's seed must be in [0, {2**32 - 1}], got {core['seed']}")
     for key, (used, where) in applies.items():
-        if not used and core[key] != _CORE[key]["default"]:
+        if strict and not used and core[key] != _CORE[key]["default"]:
             raise PolicyConfigError(
                 f"core.{key}: {core[key]!r} would be ignored, it applies to {where} only (this is core.type "
                 f"{core['type']!r}, wiring {core['wiring']!r}); remove it or leave it at {_CORE[key]['default']!r}"
@@ -412,7 +417,7 @@ def validate_config(raw: dict) -> dict:
         span = cfg["training"][key]
         if span is not None and (len(span) != 2 or span[0] > span[1]):
             raise PolicyConfigError(f"training.{key}: expected [low, high] with low <= high, got {span}")
-    if cfg["observation"]["image"] is None:  # image-space recipes of a policy without a camera would do nothing
+    if strict and cfg["observation"]["image"] is None:  # image-space recipes without a camera would do nothing
         if cfg["training"]["augmentation"]:
             raise PolicyConfigError(
                 f"training.augmentation: {cfg['training']['augmentation']} perturbs camera frames, and this policy "
