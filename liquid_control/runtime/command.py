@@ -6,6 +6,8 @@ Pure numpy so it is unit-tested without ROS. Rate limits use the elapsed time be
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -23,6 +25,8 @@ class CommandLimiter:
                 f"scale, max_command and max_rate need one value per action element, got "
                 f"{self.scale.shape}, {self.max_command.shape}, {self.max_rate.shape}"
             )
+        if not np.all(np.isfinite(self.scale)):  # a NaN scale made every command NaN, an inf one inf * 0 = NaN
+            raise ValueError(f"scale must be finite, got {self.scale.tolist()}")
         if not (np.all(self.max_command > 0) and np.all(self.max_rate > 0)):
             raise ValueError("max_command and max_rate must be > 0 (use a large value to disable a limit)")
         self._lowest = -self.max_command
@@ -37,7 +41,12 @@ class CommandLimiter:
     def __call__(self, action, now: float) -> np.ndarray:
         """The command for ``action`` at time ``now`` (s): scaled, clipped, rate-limited since the previous call."""
         # minimum(maximum()) is np.clip without its wrappers (this runs on every update of the node); NaN stays NaN
-        scaled = np.asarray(action, dtype=np.float64) * self.scale
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.scale.shape:  # (1,) would broadcast over every element silently
+            raise ValueError(f"action must have shape {self.scale.shape}, got {action.shape}")
+        if not math.isfinite(now):  # the rate limit of a NaN elapsed time is NaN: a NaN command
+            raise ValueError(f"now must be a finite time in seconds, got {now!r}")
+        scaled = action * self.scale
         target = np.minimum(np.maximum(scaled, self._lowest), self.max_command)
         if self.previous_time is not None:
             step = self.max_rate * max(now - self.previous_time, 0.0)
@@ -47,5 +56,7 @@ class CommandLimiter:
 
     def stop(self, now: float) -> np.ndarray:
         """The zero command, recorded as the previous one so the next command ramps up from standstill."""
+        if not math.isfinite(now):
+            raise ValueError(f"now must be a finite time in seconds, got {now!r}")
         self.previous, self.previous_time = np.zeros(self.size), now
         return self.previous.copy()

@@ -1,0 +1,29 @@
+"""CommandLimiter on its own (no ROS): inputs that made a NaN or silently broadcast command are refused."""
+
+import numpy as np
+import pytest
+
+from liquid_control.runtime import CommandLimiter
+
+
+@pytest.mark.parametrize("scale", [[np.nan, 1.0], [np.inf, 1.0]])
+def test_a_scale_that_is_not_finite_is_refused(scale):
+    """Before: a NaN scale made every command of that element NaN (an inf one NaN for a zero action)."""
+    with pytest.raises(ValueError, match="scale must be finite"):
+        CommandLimiter(scale, [1.0, 1.0], [1.0, 1.0])
+
+
+def test_an_action_of_another_size_or_a_time_that_is_not_finite_is_refused():
+    """Before: an action (1,) was broadcast over both elements silently, (3,) was numpy's bare broadcast error, and
+    a NaN time made the rate limit, so the command, NaN."""
+    lim = CommandLimiter([1.0, 1.5], [1.0, 1.5], [2.0, 10.0])
+    np.testing.assert_allclose(lim([0.5, 0.5], 0.0), [0.5, 0.75])
+    for action in ([0.5], [0.5, 0.5, 0.5]):
+        with pytest.raises(ValueError, match=r"action must have shape \(2,\)"):
+            lim(action, 0.1)
+    for now in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="now must be a finite time"):
+            lim([0.9, 0.9], now)
+        with pytest.raises(ValueError, match="now must be a finite time"):
+            lim.stop(now)
+    np.testing.assert_allclose(lim([0.9, 0.9], 0.1), [0.7, 1.35])  # the refused calls changed nothing
