@@ -396,3 +396,14 @@ def test_limits_of_any_real_type_still_work():
     assert limits.max_gap_s == 2.0 and R.RunnerLimits(reorder_lag_s=0.1).reorder_lag_s == 0.1
     with pytest.raises(TypeError, match="reorder_lag_s must be a number of seconds, got str"):
         R.RunnerLimits(reorder_lag_s="0.1")
+
+
+@pytest.mark.parametrize("now", [float("nan"), float("inf"), "12.0"])
+def test_a_receiver_clock_that_is_not_a_finite_time_is_a_value_error(runner, now):
+    """Before: now=NaN turned the future-stamp check off silently (every comparison with NaN is false), and a
+    string was a bare "can only concatenate str (not "float") to str"."""
+    with pytest.raises(ValueError, match="now must be a finite time in seconds"):
+        runner.submit("imu", 0.01, imu(), now=now)
+    assert runner.counters["accepted.imu"] == 0
+    assert runner.submit("imu", 0.01, imu(), now=np.float32(0.0)).accepted  # any real type
+    assert runner.submit("camera", 5.0, image(), now=0.0).reason == R.FUTURE_STAMP

@@ -224,6 +224,9 @@ class PolicyRunner:
             return self._reject(sensor, BAD_STAMP)
         if not math.isfinite(stamp) or stamp < 0:
             return self._reject(sensor, BAD_STAMP)
+        if now is not None and not (isinstance(now, numbers.Real) and math.isfinite(now)):
+            # the receiver's clock, not the reading's: a NaN one turned the future-stamp check off silently
+            raise ValueError(f"now must be a finite time in seconds (the receiver's clock) or None, got {now!r}")
         if now is not None and stamp > now + self.limits.max_future_stamp_s:
             return self._reject(sensor, FUTURE_STAMP)
         arr, reason = self._check_value(sensor, value)
