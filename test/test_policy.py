@@ -459,3 +459,18 @@ def test_an_event_that_names_no_update_sensor_is_a_clear_error():
             policy.step(dict(step, event=torch.full((2,), bad)), None, torch.full((2,), 0.01))
         with pytest.raises(ValueError, match=r"'event' must index an update sensor"):
             policy.forward_sequence(dict(seq, event=torch.full((2, 6), bad)), torch.full((2, 6), 0.01))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5])
+def test_a_resampled_agent_refuses_a_dt_that_is_not_a_time_step(bad):
+    """Before: a resample_hz agent took dt = NaN and froze (its clock NaN for the rest of the episode: every later
+    act returned the held action), dt = inf ticked forever (a hang), and a negative dt held the action silently."""
+    cfg = small_config({"type": "lstm", "units": 6}, image=False)
+    cfg["observation"].update(update_on="imu", resample_hz=100.0)
+    agent = PolicyAgent(Policy.from_config(cfg))
+    reading = np.zeros(6, dtype=np.float32)
+    agent.act({"imu": reading, "dt": np.array([0.0], dtype=np.float32)})
+    with pytest.raises(ValueError, match="PolicyAgent: dt must be finite and >= 0"):
+        agent.act({"imu": reading, "dt": np.array([bad], dtype=np.float32)})
+    agent.act({"imu": reading, "dt": np.array([0.01], dtype=np.float32)})
+    assert agent._stamp == pytest.approx(0.01) and agent._tick == 2  # the clock went on as if it never came

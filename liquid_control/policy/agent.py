@@ -5,6 +5,8 @@ Used by DAgger (training) and by the OOD evaluation; the ROS node uses the runti
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -83,6 +85,8 @@ class PolicyAgent:
         if "dt" not in obs:
             raise ValueError("PolicyAgent: observation lacks 'dt' (seconds since the previous update)")
         dt = float(np.asarray(obs["dt"], dtype=np.float32).reshape(-1)[0])
+        if not 0.0 <= dt < math.inf:  # a resampled policy's clock would be NaN forever (frozen) or tick forever (inf)
+            raise ValueError(f"PolicyAgent: dt must be finite and >= 0 (seconds since the previous update), got {dt}")
         if self.period is None:
             return self._step(batch, dt)
         first = self._previous is None
