@@ -565,3 +565,18 @@ def test_wiring_arguments_of_the_wrong_type_or_range_name_the_argument(make, err
         make()
     w = AutoNCP(16, 2, seed=2**32 - 1).build(3)  # the seed range's end still draws
     assert w.is_built and w.units == 16
+
+
+def test_a_time_major_mask_is_checked_in_the_callers_layout():
+    """Before: a time-major LiquidRNN given the documented (B, T) mask said "mask must have shape (2, 5), got (5, 2)"
+    after transposing it, the opposite of what the caller passed and of what it needed ((T, B), like x and dt)."""
+    rnn = CfC(4, 8, batch_first=False)
+    x = torch.randn(5, 2, 4)
+    with pytest.raises(
+        ValueError, match=r"mask must have shape \(5, 2\), \(T, B\) \(batch_first=False\) like x; got \(2, 5\)"
+    ):
+        rnn(x, 0.1, mask=torch.ones(2, 5, dtype=torch.bool))
+    out, _ = rnn(x, 0.1, mask=torch.ones(5, 2, dtype=torch.bool))
+    assert out.shape == (5, 2, 8)
+    with pytest.raises(ValueError, match=r"mask must have shape \(2, 5\), \(B, T\) like x; got \(2, 4\)"):
+        CfC(4, 8)(torch.randn(2, 5, 4), 0.1, mask=torch.ones(2, 4, dtype=torch.bool))

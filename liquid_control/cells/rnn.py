@@ -14,8 +14,9 @@ class LiquidRNN(nn.Module):
 
     ``x`` is (B, T, input_size) (``batch_first=True``) or (T, B, input_size); ``dt`` elapsed seconds per
     sample and step, (B, T) (or (T, B) when not batch first), (B,) for a per-sample constant step, or a float.
-    ``mask`` (B, T) bool marks real steps: at a False (padding) step the state is held and the output is the
-    held state's readout. Returns ``outputs`` (B, T, output_size) and the final state ``h_n`` (B, state_size).
+    ``mask`` (B, T) bool (or (T, B) when not batch first, like ``x``) marks real steps: at a False (padding)
+    step the state is held and the output is the held state's readout. Returns ``outputs`` (B, T, output_size)
+    (time-major when not batch first) and the final state ``h_n`` (B, state_size).
 
     The time loop is the core's ``forward_sequence`` (fused CfC/LTC paths, input-only work batched over T).
     """
@@ -82,6 +83,9 @@ class LiquidRNN(nn.Module):
                 f"dt has shape {tuple(dt.shape)}, the shape of a state (B, {self.state_size}): LiquidRNN's second "
                 f"argument is dt, forward(x, dt, h0); pass the state by keyword (h0= or ncps's hx=)"
             )
+        if mask is not None and tuple(mask.shape) != tuple(x.shape[:2]):  # named in the caller's layout
+            layout = "(B, T)" if self.batch_first else "(T, B) (batch_first=False)"
+            raise ValueError(f"mask must have shape {tuple(x.shape[:2])}, {layout} like x; got {tuple(mask.shape)}")
         if not self.batch_first:
             x = x.transpose(0, 1)
             if isinstance(dt, torch.Tensor) and dt.dim() >= 2:
