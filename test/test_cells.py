@@ -580,3 +580,20 @@ def test_a_time_major_mask_is_checked_in_the_callers_layout():
     assert out.shape == (5, 2, 8)
     with pytest.raises(ValueError, match=r"mask must have shape \(2, 5\), \(B, T\) like x; got \(2, 4\)"):
         CfC(4, 8)(torch.randn(2, 5, 4), 0.1, mask=torch.ones(2, 4, dtype=torch.bool))
+
+
+def test_a_time_major_dt_from_numpy_or_a_list_is_laid_out_like_a_tensor():
+    """Before: a time-major LiquidRNN transposed a (T, B) dt only when it was a torch tensor: the same numbers as a
+    numpy array or a list were read as (B, T), silently wrong when T == B and refused with "(2, 5) ... got (5, 2)"
+    otherwise; a (B, T) tensor was refused naming the transposed shape."""
+    import numpy as np
+
+    torch.manual_seed(0)
+    rnn = CfC(4, 8, batch_first=False)
+    x, dt = torch.randn(3, 3, 4), torch.rand(3, 3)  # T == B
+    want, _ = rnn(x, dt)
+    for same in (dt.numpy(), dt.tolist()):
+        torch.testing.assert_close(rnn(x, same)[0], want, rtol=0, atol=0)
+    for bad in (torch.rand(2, 5), np.random.rand(2, 5)):
+        with pytest.raises(ValueError, match=r"\(T, B\) = \(5, 2\) like x \(batch_first=False\); got \(2, 5\)"):
+            rnn(torch.randn(5, 2, 4), bad)

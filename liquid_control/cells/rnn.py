@@ -87,9 +87,16 @@ class LiquidRNN(nn.Module):
             layout = "(B, T)" if self.batch_first else "(T, B) (batch_first=False)"
             raise ValueError(f"mask must have shape {tuple(x.shape[:2])}, {layout} like x; got {tuple(mask.shape)}")
         if not self.batch_first:
-            x = x.transpose(0, 1)
+            if not isinstance(dt, (int, float, torch.Tensor)):  # a numpy array or a list is laid out like a tensor
+                dt = torch.as_tensor(dt)
             if isinstance(dt, torch.Tensor) and dt.dim() >= 2:
+                if tuple(dt.shape[:2]) != tuple(x.shape[:2]):  # named before the transpose, as the caller wrote it
+                    raise ValueError(
+                        f"dt must be a float, (B,) = ({x.shape[1]},) or (T, B) = {tuple(x.shape[:2])} like x "
+                        f"(batch_first=False); got {tuple(dt.shape)}"
+                    )
                 dt = dt.transpose(0, 1)
+            x = x.transpose(0, 1)
             if mask is not None:
                 mask = mask.transpose(0, 1)
         cell = self.cell
