@@ -597,3 +597,14 @@ def test_a_time_major_dt_from_numpy_or_a_list_is_laid_out_like_a_tensor():
     for bad in (torch.rand(2, 5), np.random.rand(2, 5)):
         with pytest.raises(ValueError, match=r"\(T, B\) = \(5, 2\) like x \(batch_first=False\); got \(2, 5\)"):
             rnn(torch.randn(5, 2, 4), bad)
+
+
+def test_a_numpy_or_list_mask_works_like_a_tensor_one():
+    """Before: AttributeError 'numpy.ndarray' object has no attribute 'to' (a list: no attribute 'shape')."""
+    torch.manual_seed(0)
+    rnn, x = CfC(4, 8), torch.randn(2, 5, 4)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[1, 3:] = False
+    want, _ = rnn(x, 0.1, mask=mask)
+    for same in (mask.numpy(), mask.tolist()):
+        torch.testing.assert_close(rnn(x, 0.1, mask=same)[0], want, rtol=0, atol=0)

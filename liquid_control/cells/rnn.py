@@ -83,6 +83,8 @@ class LiquidRNN(nn.Module):
                 f"dt has shape {tuple(dt.shape)}, the shape of a state (B, {self.state_size}): LiquidRNN's second "
                 f"argument is dt, forward(x, dt, h0); pass the state by keyword (h0= or ncps's hx=)"
             )
+        if mask is not None and not isinstance(mask, torch.Tensor):  # numpy or a list, like dt
+            mask = torch.as_tensor(mask, device=x.device)
         if mask is not None and tuple(mask.shape) != tuple(x.shape[:2]):  # named in the caller's layout
             layout = "(B, T)" if self.batch_first else "(T, B) (batch_first=False)"
             raise ValueError(f"mask must have shape {tuple(x.shape[:2])}, {layout} like x; got {tuple(mask.shape)}")
