@@ -204,3 +204,13 @@ def test_a_policy_file_whose_config_has_settings_without_effect_still_loads(tmp_
     with pytest.raises(PolicyConfigError, match=r"core.seed: -1 would be ignored"):
         validate_config(payload["config"])
     assert load_policy(path).config["core"]["backbone_units"] == 64
+
+
+@pytest.mark.parametrize("key", ["camera", "image", "image_index", "dt", "event", "ages", ""])
+def test_a_vector_input_named_like_the_camera_or_a_time_input_is_refused(key):
+    """Before: accepted; the runtime's sensors then had 'camera': (3,) in place of the image (or a vector 'image'
+    replaced the frame in the observation dict, 'dt'/'event'/'ages' the time inputs)."""
+    cfg = yaml.safe_load(BALANCE_NAV.read_text())
+    cfg["observation"]["vectors"][key] = 3
+    with pytest.raises(PolicyConfigError, match=rf"observation.vectors.{key}: '{key}' cannot name a vector input"):
+        validate_config(cfg)

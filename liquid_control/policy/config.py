@@ -26,6 +26,8 @@ CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.e
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
 SEQUENCE_KERNELS = ("fused", "stepwise")
+# names of the observation dict that are not vector inputs: the camera (sensor and reading), dt and time inputs
+RESERVED_INPUT_NAMES = (CAMERA, "image", "image_index", "dt") + TIMING_INPUTS
 
 
 class PolicyConfigError(ValueError):
@@ -320,6 +322,13 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
         obs["image"] = _check_section("observation.image", obs["image"], _IMAGE)
     vectors = {}
     for key, size in obs["vectors"].items():
+        if str(key) in RESERVED_INPUT_NAMES or not str(key):
+            # the runtime names the camera sensor 'camera' and its reading 'image', and the time inputs ride in the
+            # same observation dict: a vector of one of these names would replace them there
+            raise PolicyConfigError(
+                f"observation.vectors.{key}: {str(key)!r} cannot name a vector input (reserved: "
+                f"{', '.join(RESERVED_INPUT_NAMES)}; the image is observation.image)"
+            )
         vectors[str(key)] = _check_value(f"observation.vectors.{key}", size, _field("int", min_value=1))
     obs["vectors"] = vectors
     if obs["image"] is None and not vectors:
