@@ -608,3 +608,11 @@ def test_a_numpy_or_list_mask_works_like_a_tensor_one():
     want, _ = rnn(x, 0.1, mask=mask)
     for same in (mask.numpy(), mask.tolist()):
         torch.testing.assert_close(rnn(x, 0.1, mask=same)[0], want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("epsilon", [float("nan"), float("inf"), -1.0, "1e-8"])
+def test_an_ltc_epsilon_that_is_not_a_small_non_negative_number_is_refused(epsilon):
+    """Before: LTC(4, 8, epsilon=nan) built and every output was NaN; a negative epsilon can cancel the leak."""
+    with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0"):
+        LTC(4, 8, epsilon=epsilon)
+    assert LTC(4, 8, epsilon=0).cell.epsilon == 0.0
