@@ -616,3 +616,12 @@ def test_an_ltc_epsilon_that_is_not_a_small_non_negative_number_is_refused(epsil
     with pytest.raises(ValueError, match=r"epsilon must be a finite number >= 0"):
         LTC(4, 8, epsilon=epsilon)
     assert LTC(4, 8, epsilon=0).cell.epsilon == 0.0
+
+
+def test_cfc_backbone_sizes_that_are_not_integers_are_refused():
+    """Before: CfC(4, 8, backbone_units=2.5, backbone_layers=1.5) built a backbone of 1 layer of 2 units silently."""
+    with pytest.raises(TypeError, match="backbone_units must be an integer, got float 2.5"):
+        CfC(4, 8, backbone_units=2.5)
+    with pytest.raises(TypeError, match="backbone_layers must be an integer, got float 1.5"):
+        CfC(4, 8, backbone_layers=1.5)
+    assert CfC(4, 8, backbone_units=0, backbone_layers=0).cell.backbone_layers == 0  # ncps's no-backbone form

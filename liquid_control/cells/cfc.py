@@ -165,8 +165,8 @@ class CfCCell(RecurrentCore):
         self.wiring = as_wiring(units, self.input_size)
         if self.wiring is None:
             units = size_arg("units", units)
-            self.backbone_units = 128 if backbone_units is None else int(backbone_units)
-            self.backbone_layers = 1 if backbone_layers is None else int(backbone_layers)
+            self.backbone_units = 128 if backbone_units is None else size_arg("backbone_units", backbone_units, 0)
+            self.backbone_layers = 1 if backbone_layers is None else size_arg("backbone_layers", backbone_layers, 0)
             self.backbone_dropout = 0.0 if backbone_dropout is None else float(backbone_dropout)
             self.activation = activation
             self.state_size = self.output_size = int(units)
