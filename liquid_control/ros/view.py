@@ -285,7 +285,8 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     ax_map.set_title(f"{odom}: path, robot (robot_description + TF)", fontsize=9)
     ax_map.set_xlabel("x (m)")
     ax_map.set_ylabel("y (m)")
-    ax_map.legend(fontsize=7, loc="best")
+    if ax_map.get_legend_handles_labels()[0]:  # nothing labelled before the first /tf message
+        ax_map.legend(fontsize=7, loc="best")
     ax_map.grid(alpha=0.3)
 
     # 2. close-up of the robot at its last pose, with the TF frames (x red, y green)
