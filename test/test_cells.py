@@ -618,6 +618,15 @@ def test_an_ltc_epsilon_that_is_not_a_small_non_negative_number_is_refused(epsil
     assert LTC(4, 8, epsilon=0).cell.epsilon == 0.0
 
 
+def test_an_ltc_epsilon_of_a_numpy_scalar_is_taken():
+    """A review: np.float32(1e-8) (a value read from an array or an ncps config) was refused as "epsilon must be a
+    finite number >= 0", which it is; any real number type is taken, as RunnerLimits takes them."""
+    import numpy as np
+
+    assert LTC(4, 8, epsilon=np.float32(1e-8)).cell.epsilon == pytest.approx(1e-8)
+    assert LTC(4, 8, epsilon=np.int64(0)).cell.epsilon == 0.0
+
+
 def test_cfc_backbone_sizes_that_are_not_integers_are_refused():
     """Before: CfC(4, 8, backbone_units=2.5, backbone_layers=1.5) built a backbone of 1 layer of 2 units silently."""
     with pytest.raises(TypeError, match="backbone_units must be an integer, got float 2.5"):

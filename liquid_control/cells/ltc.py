@@ -18,6 +18,8 @@ stepwise reference graph; the kernels (compiled, fused torch, numpy) are in ``lt
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from torch import nn
@@ -130,7 +132,7 @@ class LTCCell(RecurrentCore):
         for name, mapping in (("input_mapping", input_mapping), ("output_mapping", output_mapping)):
             if mapping not in MAPPINGS:
                 raise ValueError(f"{name} must be one of {', '.join(MAPPINGS)}, got {mapping!r}")
-        if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not 0.0 <= epsilon < float("inf"):
+        if isinstance(epsilon, bool) or not isinstance(epsilon, numbers.Real) or not 0.0 <= epsilon < float("inf"):
             # the leak added to the denominator: NaN made every output NaN, a negative one can cancel the leak
             raise ValueError(f"epsilon must be a finite number >= 0 (ncps's default 1e-8), got {epsilon!r}")
         self.input_mapping, self.output_mapping, self.epsilon = input_mapping, output_mapping, float(epsilon)
