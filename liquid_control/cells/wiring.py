@@ -164,7 +164,7 @@ class FullyConnected(Wiring):
 
     def __init__(self, units: int, output_size: int | None = None, seed: int = 1111, self_connections: bool = True):
         super().__init__(units, units if output_size is None else output_size)
-        units, seed = self.units, int_arg("seed", seed, 0, MAX_SEED)
+        units, seed = self.units, int_arg("seed", seed, 0)  # default_rng takes any seed >= 0 (NCP: RandomState)
         self.params = {
             "units": units,
             "output_size": self.output_size,
