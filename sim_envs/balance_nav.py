@@ -144,6 +144,7 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
     observation_keys = ("image", "imu", "wheels")
     default_update_on = ("camera", "imu")
     wait_for_all_sensors = True
+    action_kind = "wheel_torques"
 
     def __init__(
         self,

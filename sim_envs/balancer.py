@@ -118,6 +118,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
     sensor_names = ("imu", "encoders")
     observation_keys = ("imu", "wheels", "command")
     default_update_on = ("imu",)
+    action_kind = "wheel_torques"
 
     def __init__(self, shift=None, time_limit: float = TIME_LIMIT, render_mode=None, update_on=None, reorder_lag_s=0.0):
         shift = parse_shift(shift)

@@ -216,6 +216,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     sensor_names = ("camera", "imu")
     observation_keys = ("image", "imu")
     default_update_on = ("camera",)
+    action_kind = "twist"
 
     def __init__(
         self,

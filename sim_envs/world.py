@@ -43,7 +43,8 @@ class TimedMujocoWorld(gym.Env):
     Class attributes a subclass sets: ``sensor_names`` (its sensors, in the order of its timings),
     ``observation_keys`` (its observation inputs besides the time entries), ``default_update_on`` and
     ``wait_for_all_sensors`` (the first update waits until every sensor has delivered, as the policy node
-    does; the older worlds start at the first update message).
+    does; the older worlds start at the first update message) and ``action_kind`` (what its action commands, as
+    a policy config's ``action.kind`` names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right]).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -51,6 +52,7 @@ class TimedMujocoWorld(gym.Env):
     observation_keys: tuple = ()
     default_update_on: tuple = ()
     wait_for_all_sensors: bool = False
+    action_kind: str = ""
 
     def __init__(
         self,

@@ -9,6 +9,7 @@ import yaml
 
 import sim_envs  # noqa: F401
 from liquid_control import cli
+from liquid_control.paths import policies_dir
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, env_kwargs, validate_config
 from liquid_control.training import trainer
 from liquid_control.training.bc import bc_epoch
@@ -161,5 +162,25 @@ def test_an_action_size_the_world_does_not_have_is_refused_naming_the_key(tmp_pa
     with pytest.raises(
         PolicyConfigError, match=r"action.size: 3, but world LiquidBalanceNav-v0's action has shape \(2,\)"
     ):
+        trainer.train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "world_config, kind, wanted",
+    [
+        ("cfc_balance_nav.yaml", "twist", "wheel_torques"),
+        ("cfc_balancer.yaml", "twist", "wheel_torques"),
+        ("cfc_rover.yaml", "wheel_torques", "twist"),
+    ],
+)
+def test_an_action_kind_the_world_does_not_have_is_refused_before_training(tmp_path, world_config, kind, wanted):
+    """A balancer config without ``kind: wheel_torques`` (twist, the default) trained, and its policy node would
+    then publish Twist to a robot that takes wheel torques."""
+    from liquid_control.policy.config import load_config
+
+    cfg = load_config(policies_dir() / "configs" / world_config)
+    cfg["action"]["kind"] = kind
+    with pytest.raises(PolicyConfigError, match=rf"action.kind: '{kind}', but world \S+'s action is '{wanted}'"):
         trainer.train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()

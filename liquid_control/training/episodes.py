@@ -94,7 +94,8 @@ def make_env(config: dict, shift: str | None = None):
 def check_sizes(config: dict, env) -> None:
     """PolicyConfigError naming the key when a vector input or the action of the config has another size than
     the world's (``observation.vectors.imu: 7`` for a 6-value IMU would otherwise fail only when the first
-    demonstrations are fitted, with torch's "shape '[11]' is invalid for input of size 10")."""
+    demonstrations are fitted, with torch's "shape '[11]' is invalid for input of size 10"), or the action
+    another kind (a balancer config without ``kind: wheel_torques`` trained, and its node published Twist)."""
     spaces = getattr(env.observation_space, "spaces", {})
     for key, size in config["observation"]["vectors"].items():
         shape = getattr(spaces.get(key), "shape", None)
@@ -106,6 +107,12 @@ def check_sizes(config: dict, env) -> None:
     if shape is not None and tuple(shape) != (config["action"]["size"],):
         raise PolicyConfigError(
             f"action.size: {config['action']['size']}, but world {config['world']}'s action has shape {tuple(shape)}"
+        )
+    kind = getattr(env.unwrapped, "action_kind", "")
+    if kind and config["action"]["kind"] != kind:  # it would train, then the node would publish the wrong message
+        raise PolicyConfigError(
+            f"action.kind: {config['action']['kind']!r}, but world {config['world']}'s action is {kind!r} "
+            f"(set action.kind: {kind})"
         )
 
 
