@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from liquid_control.policy import Policy, load_policy
+from liquid_control.policy import Policy, PolicyConfigError, load_policy
 from liquid_control.training import cli as train_cli
 from liquid_control.training import trainer
 from liquid_control.training.bc import bc_epoch
@@ -197,6 +197,32 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
             return [(r["epoch"], r["kind"], r["loss"], r["success"]) for r in csv.DictReader(f)]
 
     assert rows("run") == rows("ref")
+
+
+def test_a_run_begun_before_a_config_check_still_resumes_and_a_new_one_is_refused(tmp_path, monkeypatch):
+    """A setting without effect (here LTC's ``solver`` on a CfC) is refused for a new run, but a run that began
+    before that check existed continues: refusing its resume would lose the run, as load_policy loads its file."""
+    cfg = tiny_config(dagger_rounds=0)
+    cfg["core"]["solver"] = "rk4"
+    with pytest.raises(PolicyConfigError, match=r"core.solver: 'rk4' would be ignored"):
+        trainer.train(cfg, tmp_path / "new", progress=False, log=lambda m: None)
+    assert not (tmp_path / "new").exists()
+
+    strict_validate = trainer.validate_config  # the run begins as it would have before the check
+    monkeypatch.setattr(trainer, "validate_config", lambda raw, strict=True: strict_validate(raw, strict=False))
+    original = trainer._Run.train_epoch
+
+    def dying_epoch(self, episodes, epoch, round_index):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, episodes, epoch, round_index)
+
+    monkeypatch.setattr(trainer._Run, "train_epoch", dying_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
+    monkeypatch.undo()
+    result = trainer.train(None, tmp_path / "run", resume=True, progress=False, log=lambda m: None)
+    assert result.epochs == 3 and load_policy(result.policy_path).config["core"]["solver"] == "rk4"
 
 
 def test_resume_refuses_a_changed_config(tmp_path):

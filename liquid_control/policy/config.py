@@ -571,19 +571,19 @@ def read_config_yaml(path: str | Path):
     return raw
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate a policy YAML file; errors name the file."""
+def load_config(path: str | Path, strict: bool = True) -> dict:
+    """Read and validate a policy YAML file; errors name the file (``strict``: see ``validate_config``)."""
     path = Path(path)
     raw = read_config_yaml(path)
     if raw is None:
         raise PolicyConfigError(f"{path}: empty policy config")
     try:
-        return validate_config(raw)
+        return validate_config(raw, strict=strict)
     except PolicyConfigError as exc:
         raise PolicyConfigError(f"{path}: {exc}") from None
 
 
-def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
+def apply_overrides(cfg: dict, overrides: dict[str, Any], strict: bool = True) -> dict:
     """Return a validated copy of ``cfg`` with dotted-key overrides, e.g. {"training.epochs_first": 2}."""
     raw = copy.deepcopy(cfg)
     for dotted, value in overrides.items():
@@ -594,4 +594,4 @@ def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
                 raise PolicyConfigError(f"override {dotted!r}: {part!r} is not a section")
             node = node[part]
         node[parts[-1]] = value
-    return validate_config(raw)
+    return validate_config(raw, strict=strict)

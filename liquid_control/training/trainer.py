@@ -642,9 +642,12 @@ def train(
             config = read_training_checkpoint(checkpoint)["config"]
         else:
             raise TrainingError(f"no config given and no {saved} to resume from")
-    cfg = load_config(config) if isinstance(config, (str, Path)) else validate_config(config)
+    # A run being resumed may have started before a check of settings without effect existed (load_policy's
+    # reason for strict=False): it continues as it began; the comparison with its config.yaml below still holds.
+    strict = not resume
+    cfg = load_config(config, strict) if isinstance(config, (str, Path)) else validate_config(config, strict)
     if overrides:
-        cfg = apply_overrides(cfg, overrides)
+        cfg = apply_overrides(cfg, overrides, strict)
     if data is not None:
         cfg = bag_data.force_bag_schedule(cfg)
     try:  # a config naming inputs its world does not have is refused before anything is written
@@ -674,7 +677,7 @@ def train(
     # Every check of a resume comes before anything is written, so a refused resume changes nothing.
     if resume and saved.is_file():
         try:
-            previous = validate_config(yaml.safe_load(saved.read_text()))
+            previous = validate_config(yaml.safe_load(saved.read_text()), strict=False)
         except Exception as exc:
             raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
         if previous != cfg:
