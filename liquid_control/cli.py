@@ -106,9 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         if not exc.name or exc.name.split(".")[0] in ("liquid_control", "sim_envs"):
             raise
         # e.g. torch on a robot that only runs exported policies: `export` and `demo` need the training stack
+        module = exc.name.split(".")[0]
         print(
-            f"liquid-control {name}: error: needs the Python package {exc.name.split('.')[0]!r}, which is not "
-            "installed here (requirements.txt)",
+            f"liquid-control {name}: error: needs the Python package {module!r}, which is not installed here "
+            f"({install_hint(module)})",
             file=sys.stderr,
         )
         return 1
@@ -119,6 +120,20 @@ def main(argv: list[str] | None = None) -> int:
         # the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+
+
+# import name -> the distribution requirements.txt pins it as, where they differ
+_DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML"}
+
+
+def install_hint(module: str) -> str:
+    """Where a missing module comes from: its pip name in requirements.txt (ROS 2 packages from PyPI are named
+    ros-<package>; tf2_msgs is built by the scripts, not a wheel)."""
+    if module == "tf2_msgs":
+        return "built into the environment by scripts/build_interfaces.sh, which ./run.sh and ./test.sh run"
+    if module == "rclpy" or module.endswith(("_msgs", "_srvs")) or module.startswith(("rmw", "ament", "rosidl")):
+        return f"pip: ros-{module.replace('_', '-')}, pinned in requirements.txt"
+    return f"pip: {_DISTRIBUTIONS.get(module, module)}, pinned in requirements.txt"
 
 
 def _stdout_closed() -> bool:

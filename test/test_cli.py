@@ -2,6 +2,13 @@
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from liquid_control import cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 PRINTS_A_LOT = """
 import argparse, sys, types
@@ -67,3 +74,38 @@ def test_a_command_whose_package_is_missing_says_which(tmp_path):
         assert proc.returncode == 1, proc.stderr
         expected = f"liquid-control {command[0]}: error: needs the Python package 'torch', which is not installed"
         assert proc.stderr.startswith(expected) and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "torch",
+        "numpy",
+        "mujoco",
+        "gymnasium",
+        "cv2",
+        "yaml",
+        "tqdm",
+        "matplotlib",
+        "onnx",
+        "onnxruntime",
+        "rosbags",
+        "mcap",
+        "rclpy",
+        "std_msgs",
+        "sensor_msgs",
+        "geometry_msgs",
+        "nav_msgs",
+        "std_srvs",
+        "lifecycle_msgs",
+        "ament_index_python",
+    ],
+)
+def test_a_missing_package_is_named_as_requirements_txt_pins_it(module):
+    """The hint named the import ('cv2', 'yaml', 'rclpy'), which is not what requirements.txt pins."""
+    hint = cli.install_hint(module)
+    pip_name = hint.removeprefix("pip: ").split(",")[0]
+    pinned = {
+        line.split("==")[0].lower() for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line
+    }
+    assert pip_name.lower() in pinned, hint
