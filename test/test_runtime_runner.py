@@ -407,3 +407,15 @@ def test_a_receiver_clock_that_is_not_a_finite_time_is_a_value_error(runner, now
     assert runner.counters["accepted.imu"] == 0
     assert runner.submit("imu", 0.01, imu(), now=np.float32(0.0)).accepted  # any real type
     assert runner.submit("camera", 5.0, image(), now=0.0).reason == R.FUTURE_STAMP
+
+
+def test_a_policys_reordering_lag_must_be_below_the_gap_that_resets_the_state():
+    """RunnerLimits refused its own reorder_lag_s >= max_gap_s, but a policy's observation.reorder_lag_s (up to
+    1 s) was taken unchecked: every update then waited out a gap that resets the state."""
+    config = {**FUSION, "observation": {**FUSION["observation"], "reorder_lag_s": 0.6}}
+    with pytest.raises(ValueError, match=r"observation.reorder_lag_s: 0.6 s\) must be below max_gap_s \(0.5 s\)"):
+        R.PolicyRunner(LeakyBackend(config), R.RunnerLimits(max_gap_s=0.5))
+    runner = R.PolicyRunner(LeakyBackend(config), R.RunnerLimits(max_gap_s=1.0))
+    assert runner.reorder_lag_s == 0.6
+    # a lag the node's limits give explicitly is RunnerLimits' to check (and overrides the policy's)
+    assert R.PolicyRunner(LeakyBackend(config), R.RunnerLimits(max_gap_s=0.5, reorder_lag_s=0.1)).reorder_lag_s == 0.1

@@ -146,6 +146,11 @@ class PolicyRunner:
         self.spec: ObservationSpec = backend.spec
         self.limits = limits or RunnerLimits()
         lag = self.spec.reorder_lag_s if self.limits.reorder_lag_s is None else self.limits.reorder_lag_s
+        if self.limits.reorder_lag_s is None and not lag < self.limits.max_gap_s:  # as RunnerLimits checks its own
+            raise ValueError(
+                f"the policy's reordering lag (observation.reorder_lag_s: {lag:g} s) must be below max_gap_s "
+                f"({self.limits.max_gap_s:g} s): every update would wait out a gap that resets the state"
+            )
         self.counters: Counter = Counter()
         self._dts: deque = deque(maxlen=window)
         self._latencies: deque = deque(maxlen=window)
