@@ -7,6 +7,7 @@ odom -> base_link with every odometry message, /tf_static the sensor mounts, rob
 camera_info the intrinsics of each image.
 """
 
+import argparse
 import json
 import math
 import queue
@@ -737,3 +738,33 @@ def test_view_ignores_an_episode_status_that_is_not_one(capsys):
     status = {"episode": 0, "outcome": "success"}
     viewer._on_message("episode_status", serialize_message(String(data=json.dumps(status))), {"source_timestamp": 0})
     assert viewer.episode_ends == [status] and viewer.recording.counts == {"episode_status": 4}
+
+
+@pytest.mark.parametrize("command_type", ["twist", "twist_stamped"])
+def test_view_subscribes_to_cmd_vel_as_the_policy_node_publishes_it(command_type):
+    """A policy node with command_type twist_stamped (ROS 2's diff-drive controllers take TwistStamped) publishes
+    cmd_vel as TwistStamped; the viewer subscribed to a Twist, which never connects, so no command was drawn."""
+    import types
+
+    from geometry_msgs.msg import Twist, TwistStamped
+    from rclpy.serialization import serialize_message
+
+    from liquid_control.ros import view
+
+    subscribed = {}
+
+    class Node:
+        def create_subscription(self, cls, topic, callback, qos, raw):
+            subscribed[topic] = cls
+            return types.SimpleNamespace(topic_name=topic)
+
+    viewer = view.Viewer(Node(), record=True, frame_prefix="", command_type=command_type)
+    message = Twist() if command_type == "twist" else TwistStamped()
+    twist = message if command_type == "twist" else message.twist
+    twist.linear.x, twist.angular.z = 0.4, -0.7
+    assert subscribed["cmd_vel"] is type(message)
+    viewer._on_message("cmd_vel", serialize_message(message), {"source_timestamp": 0})
+    assert [c[1:] for c in viewer.recording.commands] == [pytest.approx((0.4, -0.7))]
+    parser = argparse.ArgumentParser()
+    view.add_arguments(parser)
+    assert parser.parse_args(["--command-type", command_type]).command_type == command_type

@@ -51,6 +51,15 @@ TOPICS = {
     "target_velocity": ("geometry_msgs/msg/Twist", "reliable"),
     "episode_status": ("std_msgs/msg/String", "latched"),
 }
+COMMAND_TYPES = ("twist", "twist_stamped")  # policy_node's command_type values for cmd_vel
+
+
+def topics_for(command_type: str = "twist") -> dict:
+    """TOPICS with cmd_vel of the type policy_node publishes (its ``command_type``): a subscription of another
+    type never connects, and the command panel stays empty."""
+    if command_type == "twist_stamped":
+        return {**TOPICS, "cmd_vel": ("geometry_msgs/msg/TwistStamped", "reliable")}
+    return dict(TOPICS)
 
 
 def message_class(type_name: str):
@@ -141,7 +150,8 @@ class Recording:
         elif topic == "camera/camera_info":
             self.camera_info = msg
         elif topic == "cmd_vel":
-            self.commands.append((t, msg.linear.x, msg.angular.z))
+            twist = getattr(msg, "twist", msg)  # a TwistStamped carries its Twist inside
+            self.commands.append((t, twist.linear.x, twist.angular.z))
         elif topic == "wheel_torques" and len(msg.data) >= 2:
             self.torques.append((t, msg.data[0], msg.data[1]))
 
@@ -356,9 +366,17 @@ class Viewer:
     Episode statuses are kept apart (``episode_ends``), recording or not, and only those published after the
     viewer started (by the publisher's clock): the latched status of an earlier episode is replayed at connect."""
 
-    def __init__(self, node, foxglove_server=None, record: bool = True, frame_prefix: str | None = None):
+    def __init__(
+        self,
+        node,
+        foxglove_server=None,
+        record: bool = True,
+        frame_prefix: str | None = None,
+        command_type: str = "twist",
+    ):
         from rclpy.serialization import deserialize_message
 
+        self.topics = topics_for(command_type)
         self._deserialize = deserialize_message
         self.server = foxglove_server
         self.recording = Recording(frame_prefix=frame_prefix) if record else None
@@ -377,7 +395,7 @@ class Viewer:
                 _qos(kind),
                 raw=True,
             )
-            for topic, (type_name, kind) in TOPICS.items()
+            for topic, (type_name, kind) in self.topics.items()
         }
         # the Foxglove channel of each topic: its resolved name (as foxglove_bridge names them)
         self.channel_names = {topic: sub.topic_name for topic, sub in self._subscriptions.items()}
@@ -386,7 +404,7 @@ class Viewer:
         if topic not in self.channels:
             import foxglove
 
-            type_name = TOPICS[topic][0]
+            type_name = self.topics[topic][0]
             schema = foxglove.Schema(name=type_name, encoding="ros2msg", data=ros2msg_schema(type_name).encode())
             self.channels[topic] = foxglove.Channel(self.channel_names[topic], schema=schema, message_encoding="cdr")
         return self.channels[topic]
@@ -395,10 +413,10 @@ class Viewer:
         if self.server is not None:
             channel = self._channel(topic)
             channel.log(data, log_time=time.time_ns())
-            if TOPICS[topic][1] == "latched":
+            if self.topics[topic][1] == "latched":
                 self.latched[self.channel_names[topic]] = (channel, data)
         if topic == "episode_status":
-            text = self._deserialize(data, message_class(TOPICS[topic][0])).data
+            text = self._deserialize(data, message_class(self.topics[topic][0])).data
             try:
                 status = json.loads(text)
             except ValueError:
@@ -415,7 +433,7 @@ class Viewer:
                     flush=True,
                 )
         if self.recording is not None:
-            msg = self._deserialize(data, message_class(TOPICS[topic][0]))
+            msg = self._deserialize(data, message_class(self.topics[topic][0]))
             with self._lock:
                 self.recording.add(topic, msg, time.monotonic() - self.started)
 
@@ -458,6 +476,12 @@ def add_arguments(parser):
         "--frame-prefix",
         default=None,
         help="sim_node's frame_prefix (default: read off robot_description's root link, <prefix>base_link)",
+    )
+    parser.add_argument(
+        "--command-type",
+        choices=COMMAND_TYPES,
+        default="twist",
+        help="the type of cmd_vel, as the policy node's command_type parameter (default: twist)",
     )
 
 
@@ -529,7 +553,9 @@ def run(args) -> int:
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = rclpy.create_node("liquid_control_view", namespace=args.namespace, context=context)
-    viewer = Viewer(node, server, record=bool(args.snapshot), frame_prefix=args.frame_prefix)
+    viewer = Viewer(
+        node, server, record=bool(args.snapshot), frame_prefix=args.frame_prefix, command_type=args.command_type
+    )
     if server is not None:
         viewer_ref.append(viewer)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
