@@ -461,6 +461,23 @@ def test_an_event_that_names_no_update_sensor_is_a_clear_error():
             policy.forward_sequence(dict(seq, event=torch.full((2, 6), bad)), torch.full((2, 6), 0.01))
 
 
+@pytest.mark.parametrize("key, value", [("imu", float("nan")), ("ages", float("nan"))])
+def test_a_non_finite_input_is_refused_naming_it_not_turned_into_a_nan_action(key, value):
+    """Policy.step used directly (not through PolicyRunner, which rejects such readings) turned a NaN IMU reading
+    or age into a NaN action, silently."""
+    torch.manual_seed(2)
+    policy = Policy.from_config(fusion_config({"type": "cfc", "units": 8}))
+    seq = event_stream(2, 6)
+    step = {k: seq[k][:, 0].clone() for k in ("imu", "wheels", "event", "ages")}
+    step["image"] = seq["image"][:, 0]
+    action, _ = policy.step(step, None, torch.full((2,), 0.01))
+    assert torch.isfinite(action).all()
+    step[key][1, 0] = value
+    where = r"'vectors' input is not finite" if key == "imu" else r"time inputs \(event, ages\) are not finite"
+    with pytest.raises(ValueError, match=where):
+        policy.step(step, None, torch.full((2,), 0.01))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.5])
 def test_a_resampled_agent_refuses_a_dt_that_is_not_a_time_step(bad):
     """Before: a resample_hz agent took dt = NaN and froze (its clock NaN for the rest of the episode: every later

@@ -312,11 +312,16 @@ class Policy(nn.Module):
         for name, size in zip(self.encoder_names, self.encoder_sizes):
             if encode is None or name in encode:
                 parts.append(self.encode_with(name, obs, lead).to(cached.dtype))
+                if not bool(torch.isfinite(parts[-1]).all()):  # a NaN input would become a NaN action, silently
+                    raise ValueError(f"policy {self.config['name']!r}: {name!r} input is not finite (NaN or inf)")
             else:
                 parts.append(cached[:, offset : offset + size])
             offset += size
         features = torch.cat(parts, dim=-1)
-        action, core_state = self.advance(features, self.time_inputs(obs, lead), core_state, dt)
+        times = self.time_inputs(obs, lead)
+        if not bool(torch.isfinite(times).all()):
+            raise ValueError(f"policy {self.config['name']!r}: time inputs ({', '.join(self.timing)}) are not finite")
+        action, core_state = self.advance(features, times, core_state, dt)
         return action, torch.cat([core_state, features], dim=-1)
 
     def forward_sequence(self, obs: dict, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
