@@ -1,6 +1,9 @@
 """Bad input to `train --bag` / `eval --bag`: a parameter file that is not one, a parameter of the wrong type,
 a folder that is not a bag. One line naming the file (and the parameter), exit 2, nothing left in --out."""
 
+import subprocess
+import sys
+
 import pytest
 
 from liquid_control import cli, paths
@@ -240,6 +243,25 @@ def test_node_parameter_files_are_read_as_ros_gives_them_to_policy_node(tmp_path
         )
         values = load_node_parameters(params)
         assert values["camera_topic"] == "/own/camera" and values["imu_topic"] == "/wild/imu", section
+
+
+def test_node_parameter_numbers_are_read_as_ros_reads_them(tmp_path):
+    """ROS reads `max_gap_s: 2e0` in a parameter file as 2.0 (YAML 1.2); training read the same file with PyYAML's
+    YAML 1.1 rules and refused it: "policy_node.ros__parameters.max_gap_s: expected a number, got '2e0'"."""
+    params = tmp_path / "params.yaml"
+    params.write_text("policy_node:\n  ros__parameters:\n    max_gap_s: 2e0\n    max_future_stamp_s: 5E-1\n")
+    values = load_node_parameters(params)
+    assert values["max_gap_s"] == 2.0 and values["max_future_stamp_s"] == 0.5
+
+
+def test_the_ros_tools_read_parameter_files_without_torch():
+    """A robot that runs exported policies has no torch: the parameter-file readers must not import it."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import liquid_control.ros.graph, liquid_control.bags.stream, liquid_control.yaml_numbers\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_a_bag_whose_every_command_is_rejected_says_so(tmp_path, capsys):

@@ -40,6 +40,7 @@ from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, WORLD_POLI
 from liquid_control.paths import config_dir
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
+from liquid_control.yaml_numbers import load_yaml
 
 from .io import BagError, BagReader
 from .messages import COMMAND_TYPES, SENSOR_TYPES, command_vector, sensor_reading, stamp_seconds
@@ -125,7 +126,7 @@ def load_node_parameters(path: str | Path | None) -> dict:
         return values
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())  # YAML 1.2 numbers, as ROS reads the file (2e0 is 2.0)
     except (OSError, yaml.YAMLError) as exc:
         raise ValueError(f"{path}: cannot read the policy_node parameter file: {exc}") from None
     if raw is not None and not isinstance(raw, dict):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from liquid_control.yaml_numbers import load_yaml
 
 CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
 CONTINUOUS_CORES = ("cfc", "ltc", "ctrnn", "gru_ode")  # the cores that integrate dt (the others ignore it)
@@ -532,23 +533,6 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     context = getattr(exc, "context", None)
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return f"{problem}{where}" + (f" ({context})" if context else "")
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, reading ``1e-3`` as the number it is: PyYAML follows YAML 1.1, whose floats need a
-    dot (``1.0e-3``), so ``lr: 3e-4`` was the string '3e-4' and refused as "expected a number"."""
-
-
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
-
-
-def load_yaml(text: str):
-    """The YAML content of ``text`` (:class:`ConfigLoader`: safe, and ``1e-3`` is a number)."""
-    return yaml.load(text, Loader=ConfigLoader)
 
 
 def read_config_yaml(path: str | Path):

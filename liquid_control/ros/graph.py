@@ -26,6 +26,7 @@ import yaml
 from liquid_control.conventions.params import WORLD_POLICIES
 from liquid_control.paths import config_dir, resolve_policy_file
 from liquid_control.ros.entry import NODE_MODULES
+from liquid_control.yaml_numbers import load_yaml
 
 PACKAGE = "liquid_control"
 # world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
@@ -82,7 +83,7 @@ class NodeDescription:
 
 
 def _policy_parameters(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
+    return load_yaml(path.read_text())["policy_node"]["ros__parameters"]
 
 
 def taken_episode_bags(folder: str, seed: int, episodes: int) -> list[str]:
@@ -518,7 +519,7 @@ def run_sim(args, announce=None) -> SimRun:
     episodes = max(1, args.episodes)
     episode_limit = {"LiquidRover-v0": rover, "LiquidBalanceNav-v0": balance_nav}.get(args.world, balancer).TIME_LIMIT
     sim = nodes[0]  # its graph wait (wait_for_subscribers_s) comes once, before the first episode
-    sim_params = yaml.safe_load(Path(sim.parameter_files[0]).read_text())["sim_node"]["ros__parameters"]
+    sim_params = load_yaml(Path(sim.parameter_files[0]).read_text())["sim_node"]["ros__parameters"]
     graph_wait = float(sim.parameters.get("wait_for_subscribers_s", sim_params.get("wait_for_subscribers_s", 30.0)))
     timeout = args.timeout or default_timeout(args.episodes, episode_limit, args.real_time_factor, graph_wait)
     start = time.monotonic()

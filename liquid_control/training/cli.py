@@ -100,7 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_overrides(items) -> dict:
     """``--set KEY=VALUE`` items as {dotted key: YAML-parsed value}; ValueError for a malformed item."""
-    from liquid_control.policy.config import load_yaml, repeated_key, yaml_problem
+    from liquid_control.policy.config import repeated_key, yaml_problem
+    from liquid_control.yaml_numbers import load_yaml
 
     overrides = {}
     for item in items:
