@@ -20,7 +20,6 @@ a small CPU batch runs a step kernel (rebuilt whenever a parameter changes: opti
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Callable
 
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 
 from . import kernels as dispatch
 from .dt import sequence_dt, step_dt
+from .wiring import int_arg
 
 CORE_TYPES: dict[str, Callable[..., nn.Module]] = {}
 
@@ -59,12 +59,8 @@ def build_core(config: dict) -> nn.Module:
 
 def size_arg(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int size of a core (``input_size``, ``units``...): TypeError unless it is an integer
-    (a bool or a float such as 3.5 would be truncated silently), ValueError below ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
+    (a bool or a float such as 3.5 would be truncated silently), ValueError below ``minimum`` (the wirings' check)."""
+    return int_arg(name, value, minimum)
 
 
 class RecurrentCore(nn.Module):

@@ -39,8 +39,6 @@ class Wiring:
 
     def __init__(self, units: int, output_size: int, layers: list[list[int]] | None = None):
         units, output_size = int_arg("units", units, 1), int_arg("output_size", output_size, 1)
-        if units < 1:
-            raise ValueError(f"a wiring needs at least one unit, got {units}")
         if not 1 <= output_size <= units:
             raise ValueError(f"output_size must be in [1, {units}], got {output_size}")
         self.units = int(units)
