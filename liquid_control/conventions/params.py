@@ -8,6 +8,7 @@ every problem at once, naming the parameter, the value and what is allowed.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 
@@ -126,6 +127,19 @@ class PolicyNodeSettings:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+
+def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
+    """What is wrong with the DDS domain a command joins (``--domain-id``, else the inherited ROS_DOMAIN_ID), or
+    None: outside 0..232 rclpy raises a bare ValueError or Fast-DDS kills the process."""
+    if domain_id is not None:
+        if not 0 <= domain_id <= 232:
+            return f"--domain-id must be between 0 and 232 (0-101 on Linux by default), got {domain_id}"
+        return None
+    inherited = (os.environ if environ is None else environ).get("ROS_DOMAIN_ID") or "0"
+    if not (inherited.isdigit() and int(inherited) <= 232):
+        return f"ROS_DOMAIN_ID must be a number between 0 and 232, got {inherited!r} (or give --domain-id)"
+    return None
 
 
 def _per_element(name, value, size, problems, positive: bool):

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.conventions.params import WORLD_POLICIES
+from liquid_control.conventions.params import WORLD_POLICIES, domain_id_problem
 from liquid_control.paths import config_dir, resolve_policy_file
 from liquid_control.ros.entry import NODE_MODULES
 from liquid_control.yaml_numbers import load_yaml
@@ -414,11 +414,9 @@ def check_arguments(args) -> None:
         raise ValueError(
             f"--control-rate must be a positive number of Hz (0: the parameter file's), got {args.control_rate}"
         )
-    if args.domain_id is not None and not 0 <= args.domain_id <= 232:
-        raise ValueError(f"--domain-id must be between 0 and 232 (0-101 on Linux by default), got {args.domain_id}")
-    inherited = os.environ.get("ROS_DOMAIN_ID") or "0"
-    if args.domain_id is None and not (inherited.isdigit() and int(inherited) <= 232):
-        raise ValueError(f"ROS_DOMAIN_ID must be a number between 0 and 232, got {inherited!r} (or give --domain-id)")
+    problem = domain_id_problem(args.domain_id)
+    if problem:
+        raise ValueError(problem)
     for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             raise ValueError(f"{option} {folder}: exists and is not a folder")

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
+from liquid_control.conventions.params import domain_id_problem
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
 
 # topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
@@ -51,7 +53,7 @@ TOPICS = {
     "target_velocity": ("geometry_msgs/msg/Twist", "reliable"),
     "episode_status": ("std_msgs/msg/String", "latched"),
 }
-COMMAND_TYPES = ("twist", "twist_stamped")  # policy_node's command_type values for cmd_vel
+COMMAND_TYPES = tuple(t for t in NODE_COMMAND_TYPES if t.startswith("twist"))  # policy_node's types of cmd_vel
 
 
 def topics_for(command_type: str = "twist") -> dict:
@@ -489,11 +491,9 @@ def argument_problem(args) -> str | None:
     """What is wrong with ``liquid-control view``'s options (a sentence naming the option), or None."""
     if not (math.isfinite(args.duration) and args.duration >= 0):
         return f"--duration must be >= 0 seconds (0: no limit), got {args.duration}"
-    if args.domain_id is not None and not 0 <= args.domain_id <= 232:
-        return f"--domain-id must be between 0 and 232 (0-101 on Linux by default), got {args.domain_id}"
-    inherited = os.environ.get("ROS_DOMAIN_ID") or "0"
-    if args.domain_id is None and not (inherited.isdigit() and int(inherited) <= 232):
-        return f"ROS_DOMAIN_ID must be a number between 0 and 232, got {inherited!r} (or give --domain-id)"
+    problem = domain_id_problem(args.domain_id)
+    if problem:
+        return problem
     if args.foxglove and not 0 <= args.port <= 65535:
         return f"--port must be between 0 and 65535 (0: any free port), got {args.port}"
     if args.namespace:
