@@ -491,3 +491,38 @@ def test_a_resampled_agent_refuses_a_dt_that_is_not_a_time_step(bad):
         agent.act({"imu": reading, "dt": np.array([bad], dtype=np.float32)})
     agent.act({"imu": reading, "dt": np.array([0.01], dtype=np.float32)})
     assert agent._stamp == pytest.approx(0.01) and agent._tick == 2  # the clock went on as if it never came
+
+
+def test_a_resampled_agent_resets_on_a_gap_over_max_gap_s_instead_of_ticking_through_it():
+    """Before: a resample_hz agent given one huge finite dt (a clock jump of 1e6 s) ran dt * rate = 1e8 ticks with
+    the held inputs: a hang. Now a gap over max_gap_s (the node's default, 1 s) resets the state and restarts the
+    clock on this event, as PolicyRunner does; a shorter gap is still ticked through."""
+    cfg = small_config({"type": "lstm", "units": 6}, image=False)
+    cfg["observation"].update(update_on="imu", resample_hz=100.0)
+    torch.manual_seed(5)
+    policy = Policy.from_config(cfg)
+    agent = PolicyAgent(policy)
+    steps, step = [], agent._step
+
+    def counted(batch, dt):  # fails at once where the agent would tick through the gap (before: 1e8 ticks)
+        steps.append(dt)
+        if len(steps) > 1000:
+            pytest.fail("the agent ticks through the gap")
+        return step(batch, dt)
+
+    agent._step = counted
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=(3, 6)).astype(np.float32)
+    agent.act({"imu": a, "dt": np.array([0.0], dtype=np.float32)})
+    agent.act({"imu": a, "dt": np.array([0.5], dtype=np.float32)})  # under max_gap_s: 50 ticks
+    assert len(steps) == 51 and agent.gap_resets == 0
+    got = agent.act({"imu": b, "dt": np.array([1e6], dtype=np.float32)})
+    assert len(steps) == 52 and steps[-1] == 0.0 and agent.gap_resets == 1  # one first step on this event
+    fresh = PolicyAgent(policy)
+    np.testing.assert_array_equal(got, fresh.act({"imu": b, "dt": np.array([0.0], dtype=np.float32)}))
+    later = agent.act({"imu": c, "dt": np.array([0.01], dtype=np.float32)})  # the clock goes on from the reset
+    np.testing.assert_array_equal(later, fresh.act({"imu": c, "dt": np.array([0.01], dtype=np.float32)}))
+    assert agent.max_gap_s == 1.0  # the node's default
+    for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ValueError, match="PolicyAgent: max_gap_s must be seconds > 0"):
+            PolicyAgent(policy, max_gap_s=bad)

@@ -10,6 +10,8 @@ import math
 import numpy as np
 import torch
 
+from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
+
 from .model import Policy
 
 # Two event stamps closer than this are the same instant (resampling ticks on an event).
@@ -42,9 +44,19 @@ class PolicyAgent:
     Each encoder runs only when one of its inputs changed since it last ran (the camera CNN once per frame);
     a policy with ``observation.resample_hz`` instead steps on a fixed-rate clock with the latest inputs (the
     resampling baseline; see :func:`resample_ticks`).
+
+    Large gaps (resampling only): a dt over ``max_gap_s`` (default: the node's, 1 s) resets the state and
+    restarts the clock on that event, like the first update of an episode (PolicyRunner's rule: the old memory
+    describes a world that has moved on). Ticking through it instead would run dt * resample_hz steps with held
+    inputs: a clock jump of 1e6 s was 1e8 steps, a hang. ``gap_resets`` counts them. An event-driven policy
+    integrates any finite dt in one ``Policy.step`` (``core.max_step`` bounds its sub-steps), as before.
     """
 
-    def __init__(self, policy: Policy):
+    def __init__(self, policy: Policy, max_gap_s: float = POLICY_NODE_PARAMETERS["max_gap_s"][0]):
+        if isinstance(max_gap_s, bool) or not isinstance(max_gap_s, (int, float)) or not 0 < max_gap_s < math.inf:
+            raise ValueError(f"PolicyAgent: max_gap_s must be seconds > 0 (finite), got {max_gap_s!r}")
+        self.max_gap_s = float(max_gap_s)
+        self.gap_resets = 0  # resampling: gaps over max_gap_s that reset the state
         self.policy = policy.eval()
         self.keys = observation_keys(policy.config)
         self.inputs = {
@@ -90,6 +102,10 @@ class PolicyAgent:
         if self.period is None:
             return self._step(batch, dt)
         first = self._previous is None
+        if not first and dt > self.max_gap_s:  # reset, not dt * resample_hz ticks (see the class doc)
+            self.reset()
+            self.gap_resets += 1
+            first = True
         self._stamp = 0.0 if first else self._stamp + dt
         # ticks before this event hold the previous event's inputs; one on this event takes its inputs
         while not first and self._tick * self.period < self._stamp - _SAME_INSTANT_S:
