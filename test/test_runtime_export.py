@@ -315,3 +315,26 @@ def test_cli_export_that_fails_parity_writes_nothing_auto_would_run(tmp_path, mo
     assert "differs from torch by 0.5 (more than 1e-5)" in capsys.readouterr().err
     assert (tmp_path / "bal.onnx").read_bytes() == b"earlier"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.onnx", "bal.pt"]
+
+
+def test_onnx_refuses_an_event_that_names_no_update_sensor_as_torch_does(tmp_path):
+    """Before: the ONNX graph one-hot encoded event 2 (or 5, or -1) of a policy with two update sensors as all
+    zeros, silently (the core saw no event at all), where the torch backend refused it."""
+    torch.manual_seed(0)
+    policy = Policy.from_config(FUSION).eval()
+    path = export_onnx(policy, tmp_path / "p.onnx")
+    rng = np.random.default_rng(1)
+    obs = {
+        "image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+        "imu": rng.normal(size=6).astype(np.float32),
+        "wheels": rng.normal(size=2).astype(np.float32),
+        "event": np.int64(1),
+        "ages": np.array([0.02, 0.0], np.float32),
+    }
+    for backend in (TorchBackend(policy), OnnxBackend(path)):
+        backend.step(obs, backend.initial_state(), 0.01)
+        for bad in (2, 5, -1):
+            with pytest.raises(ValueError, match=r"'event' must index an update sensor in \[0, 2\) \(camera, imu\)"):
+                backend.step(dict(obs, event=np.int64(bad)), backend.initial_state(), 0.01)
+    with pytest.raises(ValueError, match=r"p\.onnx: 'event' must index an update sensor .*, got 5"):
+        OnnxBackend(path).step(dict(obs, event=np.int64(5)), np.zeros(policy.state_size, np.float32), 0.01)

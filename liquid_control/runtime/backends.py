@@ -167,6 +167,7 @@ class OnnxBackend:
         except ValueError as exc:
             raise BackendError(f"{path}: metadata {ONNX_CONFIG_KEY!r} is not valid JSON ({exc})") from None
         check_policy_config(config, f"{path}: metadata {ONNX_CONFIG_KEY!r}")
+        self.path = Path(path)
         self.config = config
         self.source_sha256 = meta.get(ONNX_SOURCE_KEY)  # None: exported before exports recorded their source
         self.spec = ObservationSpec.from_config(self.config)
@@ -180,6 +181,14 @@ class OnnxBackend:
         self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """One update of one sample through the ONNX graph; ``encode``: the encoders to run (None: all)."""
+        if "event" in self.spec.timing and "event" in obs:
+            event, n = np.asarray(obs["event"]), len(self.spec.update_on)
+            if event.size and not (0 <= event.min() and event.max() < n):
+                # the graph's one-hot of an index outside [0, n) is all zeros: the core would see no event, silently
+                raise ValueError(
+                    f"{self.path}: 'event' must index an update sensor in [0, {n}) ({', '.join(self.spec.update_on)}), "
+                    f"got {event.min()}" + ("" if event.size == 1 else f"..{event.max()}")
+                )
         feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = np.asarray([dt], dtype=np.float32)
