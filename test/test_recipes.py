@@ -11,7 +11,9 @@ from liquid_control.training.augment import (
     PHOTOMETRIC,
     EpisodeAugmentation,
     EpisodeTiming,
+    YawRecovery,
     describe_recipes,
+    turn_view,
 )
 
 
@@ -25,6 +27,9 @@ def frames(batch=2, steps=3, seed=0):
     return torch.from_numpy((out * 255).round().astype(np.uint8))
 
 
+YAW = {"gain": 1.5, "hfov_deg": 100.0, "max_deg": 15.0, "rate_hz": 1.0, "decay_s": 0.4}
+
+
 def augment(kinds, images, seed=1):
     return EpisodeAugmentation(kinds, images.shape[0], np.random.default_rng(seed)).apply(images)
 
@@ -32,8 +37,11 @@ def augment(kinds, images, seed=1):
 def test_each_augmentation_changes_frames_and_keeps_uint8():
     images = frames(batch=8)  # enough episodes that 'mirror' (p = 0.5 per episode) flips some
     assert torch.equal(augment([], images), images)
+    index = torch.arange(images.shape[1]).repeat(images.shape[0], 1)
+    dt = torch.full(index.shape, 0.5)  # 'yaw': a kick within the chunk is likely (1 - exp(-1.5) per episode)
     for kind in AUGMENTATION_RANGES:
-        out = augment([kind], images)
+        aug = EpisodeAugmentation([kind], images.shape[0], np.random.default_rng(1), YAW)
+        out, _ = aug.chunk(images, index, torch.zeros(*index.shape, 2), dt)
         assert out.dtype == torch.uint8 and out.shape == images.shape
         assert (out.float() - images.float()).abs().mean() > 0.5, kind
 
@@ -110,6 +118,125 @@ def test_mirror_is_refused_where_a_mirrored_world_is_not_the_negated_command():
         apply_overrides(fusion, {"training.augmentation": ["mirror"]})
     with pytest.raises(PolicyConfigError, match="training.augmentation: 'mirror'.*bounds"):
         apply_overrides(rover, {"training.augmentation": ["mirror"], "action.low": [-1.0, -0.5]})
+
+
+def test_yaw_turns_the_view_as_the_renderer_does_with_the_camera_turned():
+    """The oracle is MuJoCo: the rover's camera turned about its vertical axis by +-deg and rendered again."""
+    import math
+
+    import gymnasium as gym
+    import mujoco
+
+    import sim_envs  # noqa: F401  (registers the worlds)
+
+    env = gym.make("LiquidRover-v0", render_size=64)
+    world = env.unwrapped
+    world.reset(seed=3)
+    cam = mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_CAMERA, "front")
+    original = world.model.cam_quat[cam].copy()
+    recorded = torch.from_numpy(world._render_camera().copy()).float()[None, None]
+    try:
+        for deg in (8.0, -15.0):
+            turn = math.radians(deg)
+            quat = np.zeros(4)
+            mujoco.mju_mulQuat(quat, original, np.array([math.cos(turn / 2), 0.0, math.sin(turn / 2), 0.0]))
+            world.model.cam_quat[cam] = quat
+            mujoco.mj_forward(world.model, world.data)  # the camera's pose follows its quaternion
+            rendered = world._render_camera().astype(float)
+            world.model.cam_quat[cam] = original
+            mujoco.mj_forward(world.model, world.data)
+            edge = int(abs(deg) / 100 * 64) + 3  # the revealed edge repeats border pixels: left out
+
+            def error(frame, rendered=rendered, inner=slice(edge, 64 - edge)):
+                return np.abs(frame[:, inner] - rendered[:, inner]).mean()
+
+            warped = error(turn_view(recorded, [[turn]], math.radians(100.0)).numpy()[0, 0])
+            assert warped < 0.3 * error(recorded.numpy()[0, 0]), deg  # not merely the recorded frame
+            assert warped < 0.3 * error(turn_view(recorded, [[-turn]], math.radians(100.0)).numpy()[0, 0]), deg
+            assert warped < 4.0, deg  # bilinear resampling of a textured 64x64 frame: ~2.6 of 255 measured
+    finally:
+        env.close()
+    assert torch.equal(turn_view(recorded, [[0.0]], 1.0), recorded)  # no turn: the frame as it was
+
+
+def test_yaw_heading_errors_kick_decay_and_correct_the_turn_labels():
+    yaw = YawRecovery(YAW, 64, np.random.default_rng(0), turn_limits=(-1.0, 1.0))
+    dt = np.full((64, 40), 0.05)
+    dt[:8, 20:] = 0.0  # padding: episodes that ended keep their error
+    errors = yaw.advance(dt)
+    limit = np.radians(15.0)
+    assert np.all(np.abs(errors) <= limit + 1e-12) and np.any(errors > 0.5 * limit) and np.any(errors < -0.5 * limit)
+    assert np.array_equal(errors[:8, 20:], np.repeat(errors[:8, 19:20], 20, axis=1))
+    steps = errors[8:, 1:], errors[8:, :-1]
+    decayed = np.isclose(steps[0], steps[1] * np.exp(-0.05 / 0.4))
+    kicks = (~decayed).mean()  # a kick where the error did not just decay: 1 - exp(-rate dt) per update
+    assert 0.02 < kicks < 0.1 and decayed.mean() > 0.9
+    turn = torch.linspace(-1, 1, 40).repeat(64, 1)
+    corrected = yaw.corrected(turn, errors)
+    assert torch.allclose(corrected, (turn - 1.5 * torch.as_tensor(errors, dtype=turn.dtype)).clamp(-1, 1))
+    assert float(corrected.min()) >= -1 and float(corrected.max()) <= 1
+    # each frame takes the error of its first update in the chunk (held frames: several updates use one frame)
+    index = np.array([[0, 0, 1, 1, 2], [0, 1, 2, 3, 4]])
+    update = np.array([[0.1, 0.2, 0.3, 0.4, 0.5], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    assert np.array_equal(YawRecovery.per_frame(update, index, 5), [[0.1, 0.3, 0.5, 0, 0], [1, 2, 3, 4, 5]])
+
+
+def test_yaw_chunks_carry_the_error_and_leave_older_draws_alone():
+    images = frames(batch=4, steps=6)
+    labels = torch.zeros(4, 6, 2)
+    index = torch.arange(6).repeat(4, 1)
+    dt = torch.full((4, 6), 0.3)
+    aug = EpisodeAugmentation(["brightness", "yaw"], 4, np.random.default_rng(2), YAW)
+    older = EpisodeAugmentation(["brightness"], 4, np.random.default_rng(2))
+    assert np.array_equal(aug.brightness, older.brightness)
+    out, got = aug.chunk(images, index, labels, dt)
+    errors = aug.yaw.error.copy()
+    assert torch.equal(got[:, :, 0], labels[:, :, 0]) and not torch.equal(got[:, :, 1], labels[:, :, 1])
+    assert torch.allclose(got[:, -1, 1], torch.as_tensor(-1.5 * errors, dtype=torch.float32).clamp(-1, 1))
+    aug.chunk(images, index, labels, torch.zeros(4, 6))  # a chunk of padding only: the errors stay
+    assert np.array_equal(aug.yaw.error, errors)
+    with pytest.raises(ValueError, match="use chunk"):
+        aug.apply(images)
+    with pytest.raises(ValueError, match="yaw_recovery"):
+        EpisodeAugmentation(["yaw"], 4, np.random.default_rng(2))
+
+
+def test_yaw_config_needs_its_parameters_a_twist_action_and_no_vectors():
+    from liquid_control.paths import policies_dir
+
+    rover = load_config(policies_dir() / "configs" / "cfc_ncp_rover.yaml")
+    assert rover["training"]["yaw_recovery"] is None
+    ok = apply_overrides(
+        rover, {"training.augmentation": ["yaw"], "training.yaw_recovery": {"gain": 1.6, "hfov_deg": 100}}
+    )
+    assert ok["training"]["yaw_recovery"] == {
+        "gain": 1.6,
+        "hfov_deg": 100.0,
+        "max_deg": 15.0,
+        "rate_hz": 1.0,
+        "decay_s": 0.4,
+    }
+    assert any("gain 1.6 per rad, camera 100 deg wide" in line for line in describe_recipes(ok["training"]))
+    for overrides, match in [
+        ({"training.augmentation": ["yaw"]}, "'yaw'.*needs training.yaw_recovery"),
+        ({"training.yaw_recovery": {"gain": 1.6, "hfov_deg": 100}}, "training.yaw_recovery: set, but 'yaw' is not"),
+        ({"training.augmentation": ["yaw"], "training.yaw_recovery": {"gain": 1.6}}, r"yaw_recovery.hfov_deg: missing"),
+        (
+            {"training.augmentation": ["yaw"], "training.yaw_recovery": {"gain": 0, "hfov_deg": 100}},
+            "gain: must be > 0",
+        ),
+        (
+            {"training.augmentation": ["yaw"], "training.yaw_recovery": {"gain": 1, "hfov_deg": 90, "fov": 1}},
+            "unknown key",
+        ),
+    ]:
+        with pytest.raises(PolicyConfigError, match=match):
+            apply_overrides(rover, overrides)
+    fusion = load_config(policies_dir() / "configs" / "cfc_balance_nav.yaml")
+    with pytest.raises(PolicyConfigError, match=r"'yaw'.*vector inputs \['imu', 'wheels'\]"):
+        apply_overrides(
+            fusion, {"training.augmentation": ["yaw"], "training.yaw_recovery": {"gain": 1, "hfov_deg": 90}}
+        )
 
 
 def test_blur_matches_scipy_gaussian_filter():

@@ -22,7 +22,7 @@ CONTINUOUS_CORES = ("cfc", "ltc", "ctrnn", "gru_ode")  # the cores that integrat
 WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
-AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient", "mirror")
+AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient", "mirror", "yaw")
 CAMERA_NORMALIZATIONS = ("none", "frame", "instance")  # liquid_control.policy.encoders.CameraEncoder
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
@@ -203,6 +203,8 @@ _TRAINING = {
     "dagger_max_steps": _field("int", None, min_value=1, nullable=True),
     "shift": _field("str", None, nullable=True),  # training distribution (default: the world's default)
     "augmentation": _field("str_list", [], choices=AUGMENTATIONS),  # off by default (headline comparison)
+    # the `yaw` augmentation's camera and steering (synthetic recovery demonstrations; training/augment.py)
+    "yaw_recovery": _field("dict", None, nullable=True),
     # timing augmentation: each training episode draws a sensor-rate factor log-uniformly from this range and a
     # jitter factor uniformly from `jitter_range` (null: the world's nominal timing); selection episodes stay nominal
     "sensor_rate_range": _field("float_list", None, nullable=True, min_value=0.1, max_value=10.0),
@@ -214,6 +216,13 @@ _TRAINING = {
     # how BC runs the core over a chunk: "fused" (the core's sequence kernels, compiled where available) or
     # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
     "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
+}
+_YAW_RECOVERY = {
+    "gain": _field("float", REQUIRED, above=0.0),  # turn command (action units) per radian of heading error
+    "hfov_deg": _field("float", REQUIRED, above=0.0, max_value=170.0),  # the camera's horizontal field of view
+    "max_deg": _field("float", 15.0, above=0.0, max_value=45.0),  # heading errors drawn within +-max_deg
+    "rate_hz": _field("float", 1.0, above=0.0, max_value=10.0),  # kicks per second of recording (Poisson)
+    "decay_s": _field("float", 0.4, above=0.0, max_value=10.0),  # how fast the corrected command removes an error
 }
 _IMAGE = {"height": _field("int", 64, min_value=8), "width": _field("int", 64, min_value=8)}
 _OBSERVATION = {
@@ -447,10 +456,39 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
             f"this one has action.kind {act['kind']!r}, bounds {act['low']}..{act['high']} and vector "
             f"inputs {sorted(cfg['observation']['vectors']) or 'none'}"
         )
+    _check_yaw_recovery(cfg)
     if not cfg["training"]["beta"]:
         cfg["training"]["beta"] = [0.0]
     _check_sizes(cfg)
     return cfg
+
+
+def _check_yaw_recovery(cfg: dict) -> None:
+    """`yaw` turns the view and corrects the turn command: it needs its parameters, a twist action and no vector
+    input that would contradict a turned view (a gyro); parameters without the augmentation would do nothing."""
+    t, act = cfg["training"], cfg["action"]
+    used = "yaw" in t["augmentation"]
+    if t["yaw_recovery"] is not None:
+        t["yaw_recovery"] = _check_section("training.yaw_recovery", t["yaw_recovery"], _YAW_RECOVERY)
+        if not used:
+            raise PolicyConfigError(
+                "training.yaw_recovery: set, but 'yaw' is not in training.augmentation, so nothing would use it; add "
+                "'yaw' to training.augmentation or leave training.yaw_recovery null"
+            )
+    if not used:
+        return
+    if t["yaw_recovery"] is None:
+        raise PolicyConfigError(
+            "training.augmentation: 'yaw' turns the camera's view and corrects the turn command by the steering "
+            "gain, so it needs training.yaw_recovery: {gain: <turn command per radian of heading error>, hfov_deg: "
+            "<the camera's horizontal field of view>}"
+        )
+    if act["kind"] != "twist" or act["size"] != 2 or cfg["observation"]["vectors"]:
+        raise PolicyConfigError(
+            "training.augmentation: 'yaw' turns the camera's view and corrects the turn command (twist angular z), "
+            f"so it needs a camera-only policy with twist actions; this one has action.kind {act['kind']!r}, "
+            f"action.size {act['size']} and vector inputs {sorted(cfg['observation']['vectors']) or 'none'}"
+        )
 
 
 def check_world(cfg: dict, sensors, observations) -> None:

@@ -2,8 +2,9 @@
 
 Both are config switches, off by default so that the headline OOD comparison measures the architectures:
 
-- ``training.augmentation: [brightness, contrast, gamma, colour, noise, blur, shift, gradient, mirror]`` perturbs
-  the camera frames of a batch *in image space*, after rendering (``mirror`` also negates the turn labels). The
+- ``training.augmentation: [brightness, contrast, gamma, colour, noise, blur, shift, gradient, mirror, yaw]``
+  perturbs the camera frames of a batch *in image space*, after rendering (``mirror`` also negates the turn
+  labels, ``yaw`` turns the view and corrects them: synthetic recovery demonstrations, see ``YawRecovery``). The
   worlds only ever render the training distribution (summer, noon, clear air, nominal sensors): no dusk, night,
   autumn, winter or fog frame is rendered for training. Parameters are drawn once per episode of a batch and
   kept for all of its chunks (a consistent "other camera" rather than per-frame flicker); only pixel noise is
@@ -40,6 +41,9 @@ AUGMENTATION_RANGES = {
     "gradient": "uneven light: rows x a linear ramp from f_top (top row) to f_bottom (bottom row), "
     "log f ~ U(log 0.3, log 1.3) each",
     "mirror": "half the episodes (p = 0.5) mirrored left-right, their turn commands (twist angular z) negated",
+    "yaw": "the view turned about the camera's vertical axis by a heading error that kicks in at random times and "
+    "decays as the corrected command removes it; turn commands (twist angular z) minus gain x error "
+    "(training.yaw_recovery)",
 }
 MIRRORED_ACTION = 1  # twist actions are [linear x, angular z]: a mirrored world turns the other way
 PHOTOMETRIC = ("brightness", "contrast", "gamma", "colour", "noise", "blur")  # `liquid-control train --augment`
@@ -49,7 +53,9 @@ _BLUR_RADIUS = 3  # pixels on each side of the kernel (covers 2.5 sigma of the l
 class EpisodeAugmentation:
     """Per-episode augmentation parameters for a batch; ``apply`` maps uint8 (B, T, H, W, 3) -> uint8."""
 
-    def __init__(self, kinds, batch: int, rng: np.random.Generator):
+    def __init__(
+        self, kinds, batch: int, rng: np.random.Generator, yaw_recovery: dict | None = None, turn_limits=(-1.0, 1.0)
+    ):
         unknown = sorted(set(kinds) - set(AUGMENTATIONS))
         if unknown:
             raise ValueError(f"unknown augmentation(s) {unknown}; choose from {', '.join(AUGMENTATIONS)}")
@@ -78,11 +84,29 @@ class EpisodeAugmentation:
         # drawn last, and only when used: a config without it consumes exactly the draws it did before
         self.mirror = rng.random(size=batch) < 0.5 if "mirror" in use else None
         self._mirrored = torch.as_tensor(self.mirror) if self.mirror is not None and self.mirror.any() else None
+        self.yaw = None
+        if "yaw" in use:  # drawn after mirror, only when used (older configs keep their draws)
+            if yaw_recovery is None:
+                raise ValueError("the 'yaw' augmentation needs its yaw_recovery parameters (gain, hfov_deg, ...)")
+            self.yaw = YawRecovery(yaw_recovery, batch, np.random.default_rng(int(rng.integers(2**63))), turn_limits)
 
-    def apply(self, images: torch.Tensor) -> torch.Tensor:
-        """Augment uint8 frames (B, T, H, W, 3) of the batch's B episodes; returns uint8 of the same shape."""
+    def chunk(self, images: torch.Tensor, image_index: torch.Tensor, labels: torch.Tensor, dt: torch.Tensor):
+        """Augment one chunk of the batch's episodes, in order: frames (B, F, H, W, 3) uint8 used by the updates
+        through ``image_index`` (B, T), labels (B, T, action size), dt (B, T; 0 on padding). Returns (frames,
+        labels). ``yaw`` advances its heading errors over the chunk's dt (chunks must come in episode order)."""
+        frame_yaw = update_yaw = None
+        if self.yaw is not None:
+            update_yaw = self.yaw.advance(dt.numpy())
+            frame_yaw = self.yaw.per_frame(update_yaw, image_index.numpy(), images.shape[1])
+        return self.apply(images, frame_yaw), self.labels(labels, update_yaw)
+
+    def apply(self, images: torch.Tensor, frame_yaw: np.ndarray | None = None) -> torch.Tensor:
+        """Augment uint8 frames (B, T, H, W, 3) of the batch's B episodes; returns uint8 of the same shape.
+        ``frame_yaw`` (B, T; radians, ``yaw`` only): each frame's heading error (see ``chunk``)."""
         if not self.kinds:
             return images
+        if self.yaw is not None and frame_yaw is None:
+            raise ValueError("the 'yaw' augmentation turns each frame by its heading error: use chunk(), not apply()")
         if images.dim() != 5 or images.shape[-1] != 3:
             raise ValueError(f"augmentation expects uint8 frames (B, T, H, W, 3), got {tuple(images.shape)}")
         b = images.shape[0]
@@ -126,16 +150,104 @@ class EpisodeAugmentation:
             x = torch.stack(
                 [torch.roll(x[i], shifts=(int(dy), int(dx)), dims=(1, 2)) for i, (dy, dx) in enumerate(self.shift)]
             )
+        if self.yaw is not None:
+            x = turn_view(x, frame_yaw, self.yaw.hfov)
         return x.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
 
-    def labels(self, labels: torch.Tensor) -> torch.Tensor:
+    def labels(self, labels: torch.Tensor, update_yaw: np.ndarray | None = None) -> torch.Tensor:
         """The action labels (B, T, action size) of the batch's episodes as augmented: a mirrored episode's turn
-        command negated (``mirror``); unchanged otherwise."""
-        if self._mirrored is None:
+        command negated (``mirror``), then corrected for the heading error ``update_yaw`` (B, T; ``yaw``);
+        unchanged otherwise."""
+        if self.yaw is not None and update_yaw is None:
+            raise ValueError("the 'yaw' augmentation corrects each label by its heading error: use chunk()")
+        if self._mirrored is None and self.yaw is None:
             return labels
         labels = labels.clone()
-        labels[self._mirrored, :, MIRRORED_ACTION] = -labels[self._mirrored, :, MIRRORED_ACTION]
+        if self._mirrored is not None:
+            labels[self._mirrored, :, MIRRORED_ACTION] = -labels[self._mirrored, :, MIRRORED_ACTION]
+        if self.yaw is not None:
+            labels[:, :, MIRRORED_ACTION] = self.yaw.corrected(labels[:, :, MIRRORED_ACTION], update_yaw)
         return labels
+
+
+class YawRecovery:
+    """Synthetic recovery demonstrations: the view turned away from the recorded heading, the label turning back.
+
+    Behaviour cloning on clean demonstrations never sees the robot off the expert's course, so its own small
+    errors compound (DAgger's argument). PilotNet (Bojarski et al. 2016) taught recovery from one camera by
+    turning and shifting the recorded view and correcting the steering label; this is the turn, over time: each
+    episode's heading error e(t) gets kicks drawn uniformly in +-max_deg at Poisson times (rate_hz) and decays as
+    exp(-t / decay_s), the way a robot that obeys the corrected command turns back (decay_s = 1 / (gain x turn
+    rate per action unit); the rover: 1 / (1.667 x 1.5 rad/s) = 0.4 s). A frame is the recorded one seen by a
+    camera turned left by e (``turn_view``); its label's turn command is the recorded one minus gain x e
+    (clipped to the action bounds), the expert's proportional steering towards the heading it chose.
+    Approximations, stated: the camera turns about its own vertical axis (the rover's camera is pitched 11 deg
+    and sits 0.21 m ahead of the turning axis: a little parallax is missing), and the revealed edge of the
+    frame repeats its border pixels.
+    """
+
+    def __init__(self, params: dict, batch: int, rng: np.random.Generator, turn_limits=(-1.0, 1.0)):
+        self.gain = float(params["gain"])
+        self.hfov = math.radians(float(params["hfov_deg"]))
+        self.max = math.radians(float(params.get("max_deg", 15.0)))
+        self.rate = float(params.get("rate_hz", 1.0))
+        self.decay_s = float(params.get("decay_s", 0.4))
+        self.turn_limits = (float(turn_limits[0]), float(turn_limits[1]))
+        self.rng = rng
+        self.error = np.zeros(batch)  # radians; > 0: the camera turned left of the recorded heading
+
+    def advance(self, dt: np.ndarray) -> np.ndarray:
+        """The heading error (B, T) after each update of a chunk whose update intervals are ``dt`` (0: padding,
+        nothing happens)."""
+        dt = np.asarray(dt, np.float64)
+        kick = self.rng.random(dt.shape) < -np.expm1(-self.rate * dt)
+        size = self.rng.uniform(-self.max, self.max, size=dt.shape)
+        decay = np.exp(-dt / self.decay_s)
+        out = np.empty(dt.shape)
+        for t in range(dt.shape[1]):
+            self.error = np.clip(self.error * decay[:, t] + np.where(kick[:, t], size[:, t], 0.0), -self.max, self.max)
+            out[:, t] = self.error
+        return out
+
+    @staticmethod
+    def per_frame(update_yaw: np.ndarray, image_index: np.ndarray, frames: int) -> np.ndarray:
+        """Each frame's heading error (B, F): the error at the first update of the chunk that uses it."""
+        out = np.zeros((update_yaw.shape[0], frames))
+        rows = np.arange(update_yaw.shape[0])
+        for t in reversed(range(update_yaw.shape[1])):  # the first update that uses a frame writes last
+            out[rows, image_index[:, t]] = update_yaw[:, t]
+        return out
+
+    def corrected(self, turn: torch.Tensor, update_yaw: np.ndarray) -> torch.Tensor:
+        """Turn commands (B, T) as the expert would give them turned by ``update_yaw``: minus gain x error."""
+        error = torch.as_tensor(update_yaw, dtype=turn.dtype)
+        return (turn - self.gain * error).clamp(*self.turn_limits)
+
+
+def turn_view(x: torch.Tensor, yaw, hfov: float) -> torch.Tensor:
+    """Frames (B, F, H, W, C) float as a pinhole camera of horizontal field of view ``hfov`` (radians) sees them
+    turned left by ``yaw`` (B, F; radians) about its vertical axis: the exact homography K R K^-1, sampled
+    bilinearly; the revealed edge repeats the border. Frames with no turn are returned as they were."""
+    yaw = torch.as_tensor(np.asarray(yaw), dtype=torch.float64)
+    b, f, h, w, c = x.shape
+    turned = yaw.reshape(-1) != 0
+    if not bool(turned.any()):
+        return x
+    focal = (w / 2) / math.tan(hfov / 2)
+    u = (torch.arange(w, dtype=torch.float64) + 0.5 - w / 2).view(1, 1, w)  # output pixel centres, from the middle
+    v = (torch.arange(h, dtype=torch.float64) + 0.5 - h / 2).view(1, h, 1)
+    angle = yaw.reshape(-1)[turned].view(-1, 1, 1)
+    # the output ray (u, v, focal) of the turned camera in the recorded camera's frame (x right, y down, z ahead)
+    along = u * torch.sin(angle) + focal * torch.cos(angle)
+    right = u * torch.cos(angle) - focal * torch.sin(angle)
+    src_u = focal * right / along  # (N, 1, W)
+    src_v = focal * v / along  # (N, H, W)
+    grid = torch.stack([(src_u / (w / 2)).expand(-1, h, w), src_v / (h / 2)], dim=-1).to(x.dtype)
+    frames = x.reshape(b * f, h, w, c)[turned].permute(0, 3, 1, 2)
+    sampled = torch.nn.functional.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = x.reshape(b * f, h, w, c).clone()
+    out[turned] = sampled.permute(0, 2, 3, 1)
+    return out.view(b, f, h, w, c)
 
 
 def _gaussian_blur(x: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
@@ -192,6 +304,12 @@ def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str
     kinds = list(training.get("augmentation") or [])
     for kind in kinds:
         lines.append(f"augmentation `{kind}`: {AUGMENTATION_RANGES[kind]}")
+        if kind == "yaw" and training.get("yaw_recovery"):
+            p = training["yaw_recovery"]
+            lines[-1] += (
+                f": gain {p['gain']:g} per rad, camera {p['hfov_deg']:g} deg wide, kicks U(-{p['max_deg']:g}, "
+                f"{p['max_deg']:g}) deg at {p['rate_hz']:g}/s, decaying in {p['decay_s']:g} s"
+            )
     if camera_normalize != "none":
         what = "per frame" if camera_normalize == "frame" else "per colour channel of each frame (instance norm)"
         lines.append(f"camera input normalisation `{camera_normalize}`: standardised {what}")

@@ -193,6 +193,8 @@ def bc_epoch(
     grad_clip: float,
     rng: np.random.Generator,
     augmentation=(),
+    yaw_recovery: dict | None = None,
+    turn_limits=(-1.0, 1.0),
     progress=None,
     parallel: DataParallel | None = None,
 ) -> dict:
@@ -215,14 +217,15 @@ def bc_epoch(
     weighted, updates, chunks = 0.0, 0, 0
     for g in range(0, len(order), batch_size):
         group = [episodes[i] for i in order[g : g + batch_size]]
-        augment = EpisodeAugmentation(augmentation, len(group), rng) if augmentation else None
+        augment = (
+            EpisodeAugmentation(augmentation, len(group), rng, yaw_recovery, turn_limits) if augmentation else None
+        )
         longest = max(len(ep) for ep in group)
         state = None if parallel is None else [None] * parallel.count
         for start in range(0, longest, sequence_length):
             obs, dt, labels, mask, labelled = _chunk(group, keys, start, sequence_length)
             if augment is not None and "image" in obs:
-                obs["image"] = augment.apply(obs["image"])
-                labels = augment.labels(labels)
+                obs["image"], labels = augment.chunk(obs["image"], obs["image_index"], labels, dt)
             if parallel is None:
                 actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask)
                 loss_t = action_loss(policy, actions, labels, labelled)

@@ -309,6 +309,8 @@ class _Run:
             grad_clip=t["grad_clip"],
             rng=rng,
             augmentation=t["augmentation"],
+            yaw_recovery=t["yaw_recovery"],
+            turn_limits=(self.config["action"]["low"][-1], self.config["action"]["high"][-1]),
             progress=tick,
             parallel=self.parallel,
         )
