@@ -323,6 +323,34 @@ def test_the_world_of_a_policy_is_read_from_its_own_export_only(tmp_path):
     assert graph.policy_world(tmp_path / "junk.pt") is None
 
 
+def test_the_world_of_an_onnx_policy_is_read_without_the_onnx_package(tmp_path, monkeypatch, capsys):
+    """Before: without the onnx package (a robot with only onnxruntime) policy_world returned None for an .onnx
+    policy, and for a .pt with its export beside it, so `liquid-control main`/`sim` skipped the world check
+    silently and started a policy of another world; the ONNX metadata is now read without onnx."""
+    import importlib.util
+    import shutil
+    import sys
+
+    from liquid_control import cli
+    from liquid_control.runtime.backends import read_onnx_metadata
+
+    shutil.copy(paths.policies_dir() / "cfc_balancer.onnx", tmp_path / "balancer.onnx")
+    if importlib.util.find_spec("onnx") is not None:  # the same entries as the onnx package reads
+        import onnx
+
+        props = onnx.load(str(tmp_path / "balancer.onnx"), load_external_data=False).metadata_props
+        assert read_onnx_metadata(tmp_path / "balancer.onnx") == {p.key: p.value for p in props}
+    (tmp_path / "junk.onnx").write_text("junk")
+    with pytest.raises(ValueError, match=r"junk\.onnx: not an ONNX model"):
+        read_onnx_metadata(tmp_path / "junk.onnx")
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    assert graph.policy_world(tmp_path / "balancer.onnx") == "LiquidBalance-v0"
+    assert graph.policy_world(paths.policies_dir() / "cfc_ncp_rover.pt") == "LiquidRover-v0"  # its own export
+    monkeypatch.setattr(graph, "start_graph", lambda *a, **k: pytest.fail("a node was started"))
+    assert cli.main(["sim", "--policy", str(tmp_path / "balancer.onnx")]) == graph.EXIT_USAGE
+    assert "trained for LiquidBalance-v0, but --world is LiquidRover-v0" in capsys.readouterr().err
+
+
 def test_a_backend_the_policy_file_cannot_run_on_is_a_usage_error(tmp_path, monkeypatch, capsys):
     """--backend torch with an .onnx policy, or --backend onnx with a .pt that has no export beside it, once
     started both nodes and failed the episode when policy_node refused the pair (exit 1); now exit 2 at once."""

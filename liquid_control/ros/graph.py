@@ -434,16 +434,18 @@ def check_arguments(args) -> None:
 
 def policy_world(path: Path) -> str | None:
     """The world a policy file was trained for (its config's ``world``; from its ONNX export when that is the
-    export of this very file, which needs no torch), or None when it cannot be read here (policy_node says why)."""
+    export of this very file, which needs no torch, and whose metadata is read without the onnx package), or
+    None when it cannot be read here (policy_node says why)."""
     try:
-        from liquid_control.runtime.backends import ONNX_CONFIG_KEY, ONNX_SOURCE_KEY, checkpoint_sha256
+        from liquid_control.runtime.backends import (
+            ONNX_CONFIG_KEY,
+            ONNX_SOURCE_KEY,
+            checkpoint_sha256,
+            read_onnx_metadata,
+        )
 
         onnx_path = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
-        meta = {}
-        if onnx_path.is_file():
-            import onnx
-
-            meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+        meta = read_onnx_metadata(onnx_path) if onnx_path.is_file() else {}
         if onnx_path == path or not path.is_file() or meta.get(ONNX_SOURCE_KEY) == checkpoint_sha256(path):
             config = json.loads(meta[ONNX_CONFIG_KEY])
         else:  # no export, or a stale one from another checkpoint
