@@ -326,7 +326,8 @@ def test_the_world_of_a_policy_is_read_from_its_own_export_only(tmp_path):
 def test_the_world_of_an_onnx_policy_is_read_without_the_onnx_package(tmp_path, monkeypatch, capsys):
     """Before: without the onnx package (a robot with only onnxruntime) policy_world returned None for an .onnx
     policy, and for a .pt with its export beside it, so `liquid-control main`/`sim` skipped the world check
-    silently and started a policy of another world; the ONNX metadata is now read without onnx."""
+    silently and started a policy of another world; the ONNX metadata is now read with onnxruntime, as
+    policy_node reads it."""
     import importlib.util
     import shutil
     import sys
@@ -341,7 +342,7 @@ def test_the_world_of_an_onnx_policy_is_read_without_the_onnx_package(tmp_path, 
         props = onnx.load(str(tmp_path / "balancer.onnx"), load_external_data=False).metadata_props
         assert read_onnx_metadata(tmp_path / "balancer.onnx") == {p.key: p.value for p in props}
     (tmp_path / "junk.onnx").write_text("junk")
-    with pytest.raises(ValueError, match=r"junk\.onnx: not an ONNX model"):
+    with pytest.raises(ValueError, match=r"junk\.onnx: not a loadable ONNX model"):
         read_onnx_metadata(tmp_path / "junk.onnx")
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
     assert graph.policy_world(tmp_path / "balancer.onnx") == "LiquidBalance-v0"

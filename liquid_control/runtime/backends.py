@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -344,63 +343,19 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
-_MODEL_METADATA_PROPS = 14  # ModelProto.metadata_props (onnx.proto), repeated StringStringEntryProto {key=1, value=2}
-
-
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """The ``metadata_props`` of an ONNX model file (where an export keeps its policy config), read from the
-    protobuf wire format directly: needs neither the onnx package nor onnxruntime (a robot may have only
-    onnxruntime, and opening a session builds the whole graph). The graph and its weights are skipped, not read.
-    Raises ``ValueError`` naming the file when it is not a well-formed protobuf message."""
-    meta = {}
-    with open(path, "rb") as fh:
-        for field, value in _protobuf_fields(fh, fh.seek(0, 2), str(path), keep=(_MODEL_METADATA_PROPS,)):
-            if field == _MODEL_METADATA_PROPS:
-                data = io.BytesIO(value)
-                entry = {f: v for f, v in _protobuf_fields(data, len(value), str(path), keep=(1, 2))}
-                meta[entry.get(1, b"").decode("utf-8", "replace")] = entry.get(2, b"").decode("utf-8", "replace")
-    return meta
-
-
-def _protobuf_fields(fh, size: int, name: str, keep: tuple):
-    """(field number, bytes) of the length-delimited fields numbered in ``keep`` of the protobuf message in
-    ``fh`` (``size`` bytes from the start); every other field is skipped without being read."""
-    fh.seek(0)
-
-    def malformed(why: str) -> ValueError:
-        return ValueError(f"{name}: not an ONNX model ({why} at byte {fh.tell()})")
-
-    def varint() -> int:
-        value = shift = 0
-        while True:
-            byte = fh.read(1)
-            if not byte or shift > 63:
-                raise malformed("a truncated or malformed varint")
-            value |= (byte[0] & 0x7F) << shift
-            shift += 7
-            if byte[0] < 0x80:
-                return value
-
-    while fh.tell() < size:
-        field, wire = divmod(varint(), 8)
-        if field == 0:
-            raise malformed("field number 0")
-        if wire == 0:
-            varint()
-        elif wire in (1, 5):  # fixed 64 / 32 bits
-            fh.seek(8 if wire == 1 else 4, 1)
-        elif wire == 2:
-            length = varint()
-            if fh.tell() + length > size:
-                raise malformed(f"a field of {length} bytes running past the end")
-            if field in keep:
-                yield field, fh.read(length)
-            else:
-                fh.seek(length, 1)
-        else:
-            raise malformed(f"protobuf wire type {wire}")
-    if fh.tell() > size:
-        raise malformed("a field running past the end")
+    """The ``metadata_props`` of an ONNX model file (where an export keeps its policy config), read the way
+    ``OnnxBackend`` reads them: with onnxruntime, what a robot that runs ONNX policies has (the onnx package
+    may be missing there). Raises ``ValueError`` naming the file when onnxruntime cannot load it."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ValueError(f"{path}: onnxruntime is not installed, cannot read an ONNX policy") from exc
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ValueError(f"{path}: not a loadable ONNX model ({exc})") from None
+    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 def checkpoint_sha256(path: str | Path) -> str:
