@@ -338,3 +338,26 @@ def test_onnx_refuses_an_event_that_names_no_update_sensor_as_torch_does(tmp_pat
                 backend.step(dict(obs, event=np.int64(bad)), backend.initial_state(), 0.01)
     with pytest.raises(ValueError, match=r"p\.onnx: 'event' must index an update sensor .*, got 5"):
         OnnxBackend(path).step(dict(obs, event=np.int64(5)), np.zeros(policy.state_size, np.float32), 0.01)
+
+
+def test_onnx_refuses_a_non_finite_input_as_torch_does(tmp_path):
+    """Before: a NaN IMU reading or age went through the ONNX graph into a NaN action, silently, where the torch
+    backend refused it by name; an input whose encoder does not run at this step is not read by either."""
+    torch.manual_seed(0)
+    policy = Policy.from_config(FUSION).eval()
+    path = export_onnx(policy, tmp_path / "p.onnx")
+    obs = {
+        "image": np.zeros((16, 16, 3), np.uint8),
+        "imu": np.zeros(6, np.float32),
+        "wheels": np.zeros(2, np.float32),
+        "event": np.int64(1),
+        "ages": np.array([0.02, 0.0], np.float32),
+    }
+    for backend in (TorchBackend(policy), OnnxBackend(path)):
+        state = backend.initial_state()
+        with pytest.raises(ValueError, match=r"'vectors' input is not finite"):
+            backend.step(dict(obs, imu=np.full(6, np.nan, np.float32)), state, 0.01)
+        with pytest.raises(ValueError, match=r"time inputs \(.*\) are not finite"):
+            backend.step(dict(obs, ages=np.array([np.inf, 0.0], np.float32)), state, 0.01)
+        action, _ = backend.step(dict(obs, imu=np.full(6, np.nan, np.float32)), state, 0.01, encode=("camera",))
+        assert np.all(np.isfinite(action))  # the vector encoder did not run: its held features were used

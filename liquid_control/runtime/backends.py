@@ -189,6 +189,13 @@ class OnnxBackend:
                     f"{self.path}: 'event' must index an update sensor in [0, {n}) ({', '.join(self.spec.update_on)}), "
                     f"got {event.min()}" + ("" if event.size == 1 else f"..{event.max()}")
                 )
+        for encoder, sensors in self.spec.encoders.items():  # as Policy.step: an input its encoder reads now
+            if encoder == CAMERA or (encode is not None and encoder not in encode):
+                continue
+            if not all(np.isfinite(np.asarray(obs[s], dtype=np.float64)).all() for s in sensors if s in obs):
+                raise ValueError(f"{self.path}: {encoder!r} input is not finite (NaN or inf)")
+        if not all(np.isfinite(np.asarray(obs[t], dtype=np.float64)).all() for t in self.spec.timing if t in obs):
+            raise ValueError(f"{self.path}: time inputs ({', '.join(self.spec.timing)}) are not finite")
         feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = np.asarray([dt], dtype=np.float32)
