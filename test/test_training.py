@@ -454,3 +454,48 @@ def test_model_card_refuses_a_bad_request_before_measuring(tmp_path, capsys, mon
         model_card.main([*argv, "--out", str(tmp_path / "out")])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_multimodal_head_keeps_both_ways_around_where_one_action_averages_them():
+    """Demonstrations that pass an obstacle on either side from the same view: the labels' turn is +0.8 or -0.8
+    at random for the same inputs. One action (MSE) learns their mean, 0: straight into the obstacle. With
+    action.modes 2 each label trains its nearest candidate, so the candidates end near +0.8 and -0.8 and the
+    action that runs is one of them, not their mean."""
+    rng = np.random.default_rng(0)
+    episodes = []
+    for s in range(8):
+        n = 24
+        side = rng.choice([-0.8, 0.8], size=(n, 1))
+        labels = np.concatenate([np.full((n, 1), 0.5), side], axis=1).astype(np.float32)
+        episodes.append(
+            Episode(
+                observations={"pos": np.tile(np.float32([0.3, -0.2]), (n, 1))},
+                dt=np.full(n, 0.1, np.float32),
+                stamp=np.arange(n) * 0.1,
+                expert_action=labels,
+                action=labels,
+                seed=s,
+            )
+        )
+    obs = {"pos": torch.tensor([[[0.3, -0.2]]])}
+    turns = {}
+    for modes in (1, 2):
+        torch.manual_seed(0)
+        config = tiny_config()
+        config["action"]["modes"] = modes
+        policy = Policy.from_config(config)
+        optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+        for _ in range(12):
+            bc_epoch(policy, optimizer, episodes, batch_size=8, sequence_length=8, grad_clip=1.0, rng=rng)
+        with torch.no_grad():
+            action, _ = policy.forward_sequence(obs, torch.tensor([[0.1]]))
+            turns[modes] = float(action[0, 0, 1])
+            if modes == 2:
+                (candidates, scores), _ = policy.forward_sequence(obs, torch.tensor([[0.1]]), all_modes=True)
+                kept = sorted(float(c) for c in candidates[0, 0, :, 1])
+                assert kept[0] < -0.6 and kept[1] > 0.6, kept  # both ways kept
+                best = int(scores[0, 0].argmax())
+                assert turns[2] == float(candidates[0, 0, best, 1])  # the chosen way, not a mix
+                assert abs(float(action[0, 0, 0]) - 0.5) < 0.15  # and its speed, the labels' one
+    assert abs(turns[1]) < 0.25, turns  # the mean of the two ways
+    assert abs(turns[2]) > 0.6, turns
