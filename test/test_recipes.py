@@ -159,6 +159,22 @@ def test_yaw_turns_the_view_as_the_renderer_does_with_the_camera_turned():
     assert torch.equal(turn_view(recorded, [[0.0]], 1.0), recorded)  # no turn: the frame as it was
 
 
+def test_yaw_past_the_edge_of_the_view_repeats_the_border_on_its_own_side():
+    """Before: with |yaw| + hfov / 2 over 90 deg (hfov_deg 100 and max_deg 45 are accepted), the outermost output
+    rays point behind the recorded camera's image plane, and the homography mapped them to the other side of the
+    frame: turned left, the left edge showed the right border. They now take the border on their own side."""
+    import math
+
+    w = 32
+    x = torch.zeros(1, 2, w, w, 3)
+    x[..., : w // 2, :] = 0.1  # left half dark, right half bright
+    x[..., w // 2 :, :] = 0.9
+    out = turn_view(x, [[math.radians(45.0), math.radians(-45.0)]], math.radians(100.0))
+    assert torch.all(out[0, 0, :, :4] == 0.1)  # turned left: the revealed left edge is the left border
+    assert torch.all(out[0, 1, :, -4:] == 0.9)  # turned right: the right border
+    assert torch.isfinite(out).all()
+
+
 def test_yaw_heading_errors_kick_decay_and_correct_the_turn_labels():
     yaw = YawRecovery(YAW, 64, np.random.default_rng(0), turn_limits=(-1.0, 1.0))
     dt = np.full((64, 40), 0.05)

@@ -240,6 +240,9 @@ def turn_view(x: torch.Tensor, yaw, hfov: float) -> torch.Tensor:
     # the output ray (u, v, focal) of the turned camera in the recorded camera's frame (x right, y down, z ahead)
     along = u * torch.sin(angle) + focal * torch.cos(angle)
     right = u * torch.cos(angle) - focal * torch.sin(angle)
+    # a ray at or behind the recorded image plane (|yaw| + hfov / 2 >= 90 deg) is outside the recorded view on its
+    # own side: a tiny positive depth sends it to that side's border (a negative one mirrored it to the other side)
+    along = along.clamp_min(1e-6 * focal)
     src_u = focal * right / along  # (N, 1, W)
     src_v = focal * v / along  # (N, H, W)
     grid = torch.stack([(src_u / (w / 2)).expand(-1, h, w), src_v / (h / 2)], dim=-1).to(x.dtype)
