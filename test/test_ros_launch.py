@@ -323,6 +323,22 @@ def test_the_world_of_a_policy_is_read_from_its_own_export_only(tmp_path):
     assert graph.policy_world(tmp_path / "junk.pt") is None
 
 
+def test_the_world_of_a_checkpoint_beside_an_unreadable_export_is_read_from_the_checkpoint(tmp_path, monkeypatch):
+    """Before: a .pt beside an export that cannot be read here (corrupt, or no onnxruntime installed) gave None, so
+    `liquid-control main`/`sim` skipped the world check, though policy_node's backend auto then runs the .pt with
+    torch; the world is now the checkpoint's own. An unreadable .onnx given itself still gives None."""
+    import shutil
+    import sys
+
+    shutil.copy(paths.policies_dir() / "cfc_balancer.pt", tmp_path / "policy.pt")
+    (tmp_path / "policy.onnx").write_text("junk")
+    assert graph.policy_world(tmp_path / "policy.pt") == "LiquidBalance-v0"
+    assert graph.policy_world(tmp_path / "policy.onnx") is None
+    shutil.copy(paths.policies_dir() / "cfc_balancer.onnx", tmp_path / "policy.onnx")  # another .pt's export
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+    assert graph.policy_world(tmp_path / "policy.pt") == "LiquidBalance-v0"
+
+
 def test_the_world_of_an_onnx_policy_is_read_without_the_onnx_package(tmp_path, monkeypatch, capsys):
     """Before: without the onnx package (a robot with only onnxruntime) policy_world returned None for an .onnx
     policy, and for a .pt with its export beside it, so `liquid-control main`/`sim` skipped the world check

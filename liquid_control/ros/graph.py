@@ -445,7 +445,13 @@ def policy_world(path: Path) -> str | None:
         )
 
         onnx_path = path if path.suffix == ".onnx" else path.with_suffix(".onnx")
-        meta = read_onnx_metadata(onnx_path) if onnx_path.is_file() else {}
+        meta = {}
+        if onnx_path.is_file():
+            try:
+                meta = read_onnx_metadata(onnx_path)
+            except ValueError:  # corrupt, or no onnxruntime: backend auto runs a .pt with torch, so judge the .pt
+                if onnx_path == path:
+                    return None
         if onnx_path == path or not path.is_file() or meta.get(ONNX_SOURCE_KEY) == checkpoint_sha256(path):
             config = json.loads(meta[ONNX_CONFIG_KEY])
         else:  # no export, or a stale one from another checkpoint
