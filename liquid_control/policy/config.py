@@ -97,7 +97,7 @@ def estimated_parameters(cfg: dict) -> int:
     width = core["units"] + ((core["backbone_units"] or 128) if backbone else 0)
     inputs = features * (core["frames"] if core["type"] == "mlp" else 1)
     per_synapse = 8 if core["type"] == "ltc" else 4  # LTC synapses: weight, sigma, mu, erev (sensory + recurrent)
-    total += per_synapse * (inputs + width + 1) * width + (width + 1) * cfg["action"]["size"]
+    total += per_synapse * (inputs + width + 1) * width + (width + 1) * head_outputs(cfg["action"])
     return int(total)
 
 
