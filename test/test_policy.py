@@ -526,34 +526,3 @@ def test_a_resampled_agent_resets_on_a_gap_over_max_gap_s_instead_of_ticking_thr
     for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="PolicyAgent: max_gap_s must be seconds > 0"):
             PolicyAgent(policy, max_gap_s=bad)
-
-
-def test_a_multimodal_head_runs_the_candidate_of_the_highest_score_on_every_path():
-    config = small_config(core={"type": "cfc", "units": 14, "wiring": "ncp"})
-    config["action"]["modes"] = 3
-    torch.manual_seed(0)
-    policy = Policy.from_config(config).eval()
-    assert policy.action_size == 2 and policy.head.out_features == 3 * (2 + 1)
-    assert policy.core.output_size == 9  # an NCP's motor neurons: one per head output by default
-    y = torch.randn(5, policy.core.output_size)
-    candidates, scores = policy.mode_outputs(y)
-    assert candidates.shape == (5, 3, 2) and scores.shape == (5, 3)
-    chosen = candidates[torch.arange(5), scores.argmax(dim=-1)]
-    assert torch.equal(policy.act_from_output(y), chosen)
-    assert torch.all(candidates <= policy.action_high) and torch.all(candidates >= policy.action_low)
-    obs, dt = random_obs(2, 6, seed=1), torch.full((2, 6), 0.05)
-    with torch.no_grad():
-        sequence, _ = policy.forward_sequence(obs, dt)
-        (all_candidates, all_scores), _ = policy.forward_sequence(obs, dt, all_modes=True)
-        state = None
-        for t in range(6):
-            action, state = policy.step({k: v[:, t] for k, v in obs.items()}, state, dt[:, t])
-            torch.testing.assert_close(action, sequence[:, t], rtol=1e-5, atol=1e-5)
-    best = all_scores.argmax(dim=-1)[..., None, None].expand(2, 6, 1, 2)
-    torch.testing.assert_close(all_candidates.gather(2, best).squeeze(2), sequence)
-    for modes, match in [(0, "action.modes: must be >= 1"), (9, "action.modes: must be <= 8")]:
-        with pytest.raises(PolicyConfigError, match=match):
-            validate_config(dict(config, action=dict(config["action"], modes=modes)))
-    crowded = dict(config, core={"type": "cfc", "units": 10, "wiring": "ncp"}, action=dict(config["action"], modes=3))
-    with pytest.raises(PolicyConfigError, match=r"core.units: 9 motor neurons \(action.modes x \(action.size \+ 1\)\)"):
-        validate_config(crowded)

@@ -54,7 +54,6 @@ BALANCER = {
             core={"type": "ltc", "units": 8, "wiring": "ncp"},
             observation=dict(FUSION["observation"], timing=[]),
         ),
-        dict(ROVER, action=dict(ROVER["action"], modes=2)),
     ],
     ids=[
         "cfc_ncp_rover",
@@ -63,7 +62,6 @@ BALANCER = {
         "cfc_no_gate_balancer",
         "cfc_fusion",
         "ltc_fusion_no_timing",
-        "cfc_ncp_rover_two_modes",
     ],
 )
 def test_export_matches_torch(config, tmp_path):

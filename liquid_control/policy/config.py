@@ -97,7 +97,7 @@ def estimated_parameters(cfg: dict) -> int:
     width = core["units"] + ((core["backbone_units"] or 128) if backbone else 0)
     inputs = features * (core["frames"] if core["type"] == "mlp" else 1)
     per_synapse = 8 if core["type"] == "ltc" else 4  # LTC synapses: weight, sigma, mu, erev (sensory + recurrent)
-    total += per_synapse * (inputs + width + 1) * width + (width + 1) * head_outputs(cfg["action"])
+    total += per_synapse * (inputs + width + 1) * width + (width + 1) * cfg["action"]["size"]
     return int(total)
 
 
@@ -182,9 +182,6 @@ _ACTION = {
     "low": _field("float_list", REQUIRED),
     "high": _field("float_list", REQUIRED),
     "kind": _field("str", "twist", choices=ACTION_KINDS),
-    # a head of several candidate actions and a choice among them (multimodal demonstrations: an obstacle passed
-    # on either side); 1: one action, the mean of the labels (policy.model.Policy.act_from_output)
-    "modes": _field("int", 1, min_value=1, max_value=8),
 }
 _TRAINING = {
     "demonstrations": _field("int", 60, min_value=1),  # expert-driven episodes before DAgger
@@ -425,12 +422,11 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
             raise PolicyConfigError(f"action.{key}: needs {act['size']} values (action.size), got {len(act[key])}")
     if any(lo >= hi for lo, hi in zip(act["low"], act["high"])):
         raise PolicyConfigError(f"action: every low must be < high, got low={act['low']} high={act['high']}")
-    motor = core["outputs"] or head_outputs(act)  # an NCP's motor neurons: core.outputs, else one per head output
+    motor = core["outputs"] or act["size"]  # an NCP's motor neurons: core.outputs, else one per action
     if core["wiring"] == "ncp" and motor >= core["units"] - 2:
         key = "core.outputs" if core["outputs"] is not None else "core.units"
-        default = "action.size" if act["modes"] == 1 else "action.modes x (action.size + 1)"
         raise PolicyConfigError(
-            f"{key}: {motor} motor neurons ({'core.outputs' if core['outputs'] is not None else default}) "
+            f"{key}: {motor} motor neurons ({'core.outputs' if core['outputs'] is not None else 'action.size'}) "
             f"leave too few of {core['units']} units for an NCP wiring (needs core.units > motor neurons + 2)"
         )
     cfg["action"] = act
@@ -493,12 +489,6 @@ def _check_yaw_recovery(cfg: dict) -> None:
             f"so it needs a camera-only policy with twist actions; this one has action.kind {act['kind']!r}, "
             f"action.size {act['size']} and vector inputs {sorted(cfg['observation']['vectors']) or 'none'}"
         )
-
-
-def head_outputs(action: dict) -> int:
-    """Outputs of the action head: one per action element, or with ``modes`` > 1 each mode's candidate action
-    and its score (``modes x (size + 1)``); an NCP's default number of motor neurons."""
-    return action["size"] if action["modes"] == 1 else action["modes"] * (action["size"] + 1)
 
 
 def check_world(cfg: dict, sensors, observations) -> None:

@@ -10,7 +10,7 @@ from torch import nn
 
 from liquid_control.cells.dt import sequence_dt, step_dt, substep_counts
 
-from .config import head_outputs, validate_config
+from .config import validate_config
 from .encoders import CameraEncoder, VectorEncoder
 
 ENCODERS = ("camera", "vectors")  # encoder names, in the order of their features (core input and state)
@@ -122,9 +122,8 @@ class Policy(nn.Module):
         self.encoder_sizes = [getattr(self, name).output_size for name in self.encoder_names]
         self.feature_size = sum(self.encoder_sizes)
         self.time_size = len(self.timing) * len(self.update_on)
-        self.core = _build_core(config["core"], self.feature_size + self.time_size, head_outputs(act))
-        self.modes = int(act["modes"])
-        self.head = nn.Linear(self.core.output_size, head_outputs(act))
+        self.core = _build_core(config["core"], self.feature_size + self.time_size, act["size"])
+        self.head = nn.Linear(self.core.output_size, act["size"])
         self.register_buffer("action_low", torch.tensor(act["low"], dtype=torch.float32))
         self.register_buffer("action_high", torch.tensor(act["high"], dtype=torch.float32))
         self.ignore_dt = bool(config["core"]["ignore_dt"])
@@ -145,7 +144,7 @@ class Policy(nn.Module):
     @property
     def action_size(self) -> int:
         """Number of action elements."""
-        return int(self.action_low.shape[0])
+        return self.head.out_features
 
     def num_parameters(self) -> int:
         """Trainable parameters (an NCP wiring's masked-out synapses included: they are stored)."""
@@ -248,24 +247,9 @@ class Policy(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def act_from_output(self, y: torch.Tensor) -> torch.Tensor:
-        """Core output -> action scaled into [low, high] by a tanh; with ``action.modes`` > 1 the candidate of
-        the highest score (the head commits to one mode instead of averaging them)."""
-        if self.modes == 1:
-            return self._scaled(self.head(y))
-        candidates, scores = self.mode_outputs(y)
-        best = scores.argmax(dim=-1, keepdim=True)[..., None].expand(*candidates.shape[:-2], 1, candidates.shape[-1])
-        return candidates.gather(-2, best).squeeze(-2)
-
-    def mode_outputs(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Core output (..., O) -> every mode's candidate action (..., modes, A), scaled into [low, high], and the
-        modes' scores (..., modes) (logits; training: ``training.bc.action_loss``)."""
-        out = self.head(y)
-        split = self.modes * self.action_size
-        candidates = out[..., :split].unflatten(-1, (self.modes, self.action_size))
-        return self._scaled(candidates), out[..., split:]
-
-    def _scaled(self, raw: torch.Tensor) -> torch.Tensor:
-        return self.action_low + (torch.tanh(raw) + 1.0) * 0.5 * (self.action_high - self.action_low)
+        """Core output -> action scaled into [low, high] by a tanh."""
+        t = torch.tanh(self.head(y))
+        return self.action_low + (t + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def _core_dt(self, dt: torch.Tensor) -> torch.Tensor:
         """The dt the core integrates: validated once here (``cells.dt``), then 1 under ``ignore_dt``."""
@@ -340,12 +324,9 @@ class Policy(nn.Module):
         action, core_state = self.advance(features, times, core_state, dt)
         return action, torch.cat([core_state, features], dim=-1)
 
-    def forward_sequence(
-        self, obs: dict, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None, all_modes: bool = False
-    ):
+    def forward_sequence(self, obs: dict, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
         """Sequences (B, T, ...) -> (actions (B, T, A), h_n (B, state_size)); each encoder sees all of its
-        inputs in one call (the camera CNN once per distinct frame, see ``encode_with``). ``all_modes``: the
-        actions are ``mode_outputs`` instead, (candidates (B, T, modes, A), scores (B, T, modes)) (training).
+        inputs in one call (the camera CNN once per distinct frame, see ``encode_with``).
 
         ``mask`` (B, T) bool: False steps (padding) keep the state; their actions are those of the held state.
         The core runs its sequence path (``RecurrentCore.advance_sequence``: the fused, compiled kernels where
@@ -373,8 +354,7 @@ class Policy(nn.Module):
         )
         if last is not None:  # each step's output is that of its last sub-step
             outputs = outputs[:, last]
-        actions = self.mode_outputs(outputs) if all_modes else self.act_from_output(outputs)
-        return actions, torch.cat([core_hn, self._last_features(features, h0, mask)], dim=-1)
+        return self.act_from_output(outputs), torch.cat([core_hn, self._last_features(features, h0, mask)], dim=-1)
 
     def _last_features(self, features: torch.Tensor, h0: torch.Tensor | None, mask: torch.Tensor | None):
         """Features (B, F) of each sample's last valid step (h0's, or zeros, where no step is valid)."""

@@ -16,32 +16,12 @@ from liquid_control.policy import observation_keys
 
 from .augment import EpisodeAugmentation
 
-# Multimodal heads (action.modes > 1): the share of the error given to the modes that did not win (keeps every
-# mode learning; Rupprecht et al. 2017, "relaxed" winner-takes-all) and the weight of the choice's cross-entropy.
-MODE_RELAXATION = 0.05
-MODE_CHOICE_WEIGHT = 0.1
 
-
-def action_loss(policy, predicted, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked mean squared error with every action dimension scaled to [-1, 1] by its bounds.
-
-    ``predicted`` is the actions (B, T, A), or a multimodal head's ``(candidates (B, T, K, A), scores (B, T, K))``
-    (``Policy.forward_sequence(all_modes=True)``): then each label trains the candidate nearest to it (and the
-    others by ``MODE_RELAXATION``), and the scores learn, by cross-entropy, which candidate that was. The mean of
-    two ways around an obstacle is the way into it; the nearest candidate keeps each way.
-    """
+def action_loss(policy, predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean squared error with every action dimension scaled to [-1, 1] by its bounds."""
     half_range = 0.5 * (policy.action_high - policy.action_low)
     target = torch.maximum(torch.minimum(target, policy.action_high), policy.action_low)
-    if isinstance(predicted, tuple):
-        candidates, scores = predicted
-        errors = ((candidates - target[..., None, :]) / half_range).pow(2).mean(dim=-1)  # (B, T, K)
-        nearest = errors.detach().argmin(dim=-1)
-        won = errors.gather(-1, nearest[..., None]).squeeze(-1)
-        choice = torch.nn.functional.cross_entropy(scores.flatten(0, -2), nearest.flatten(), reduction="none")
-        err = (1 - MODE_RELAXATION) * won + MODE_RELAXATION * errors.mean(dim=-1)
-        err = err + MODE_CHOICE_WEIGHT * choice.view_as(err)
-    else:
-        err = ((predicted - target) / half_range).pow(2).mean(dim=-1)
+    err = ((predicted - target) / half_range).pow(2).mean(dim=-1)
     weight = mask.to(err.dtype)
     return (err * weight).sum() / weight.sum().clamp_min(1.0)
 
@@ -164,7 +144,7 @@ def _split(total: int, parts: int) -> list[slice]:
 
 def _share_step(replica, obs, dt, h0, mask, labels, labelled):
     """Forward and backward of one share of a chunk; returns (summed loss, labelled updates, state)."""
-    actions, state = replica.forward_sequence(obs, dt, h0=h0, mask=mask, all_modes=replica.modes > 1)
+    actions, state = replica.forward_sequence(obs, dt, h0=h0, mask=mask)
     n = int(labelled.sum())
     summed = action_loss(replica, actions, labels, labelled) * n
     summed.backward()  # also without labels: zero gradients, as the whole batch's loss gives them
@@ -247,7 +227,7 @@ def bc_epoch(
             if augment is not None and "image" in obs:
                 obs["image"], labels = augment.chunk(obs["image"], obs["image_index"], labels, dt)
             if parallel is None:
-                actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask, all_modes=policy.modes > 1)
+                actions, state = policy.forward_sequence(obs, dt, h0=state, mask=mask)
                 loss_t = action_loss(policy, actions, labels, labelled)
                 optimizer.zero_grad(set_to_none=True)
                 loss_t.backward()
@@ -271,8 +251,7 @@ def bc_epoch(
 
 def bc_loss(policy, episodes, *, batch_size: int, sequence_length: int) -> dict:
     """The behaviour-cloning loss of ``episodes`` without training (validation): same chunks, state carried
-    between them, same masks; returns {"loss": mean per labelled update, "updates": labelled updates}. A
-    multimodal head is scored by the candidate it chooses: the action that would run."""
+    between them, same masks; returns {"loss": mean per labelled update, "updates": labelled updates}."""
     if not episodes:
         raise ValueError("a validation loss needs at least one episode")
     keys = observation_keys(policy.config)
