@@ -526,3 +526,13 @@ def test_a_resampled_agent_resets_on_a_gap_over_max_gap_s_instead_of_ticking_thr
     for bad in (0.0, -1.0, float("nan"), float("inf"), True, "1"):
         with pytest.raises(ValueError, match="PolicyAgent: max_gap_s must be seconds > 0"):
             PolicyAgent(policy, max_gap_s=bad)
+
+
+def test_the_agents_large_gap_default_is_the_nodes():
+    """PolicyAgent (simulated evaluation), PolicyRunner (runtime) and policy_node (its max_gap_s parameter) reset
+    the state on the same gap by default; the three layers each hold the number, this keeps them equal."""
+    from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
+    from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
+    from liquid_control.runtime.runner import RunnerLimits
+
+    assert DEFAULT_MAX_GAP_S == RunnerLimits().max_gap_s == POLICY_NODE_PARAMETERS["max_gap_s"][0]

@@ -10,10 +10,11 @@ import math
 import numpy as np
 import torch
 
-from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
-
 from .model import Policy
 
+# The update gap beyond which the state is reset: the node's default (policy_node's max_gap_s, RunnerLimits), kept
+# equal by test/test_policy.py (the ROS conventions sit above this layer, so it is not imported from there).
+DEFAULT_MAX_GAP_S = 1.0
 # Two event stamps closer than this are the same instant (resampling ticks on an event).
 _SAME_INSTANT_S = 1e-9
 
@@ -52,7 +53,7 @@ class PolicyAgent:
     integrates any finite dt in one ``Policy.step`` (``core.max_step`` bounds its sub-steps), as before.
     """
 
-    def __init__(self, policy: Policy, max_gap_s: float = POLICY_NODE_PARAMETERS["max_gap_s"][0]):
+    def __init__(self, policy: Policy, max_gap_s: float = DEFAULT_MAX_GAP_S):
         if isinstance(max_gap_s, bool) or not isinstance(max_gap_s, (int, float)) or not 0 < max_gap_s < math.inf:
             raise ValueError(f"PolicyAgent: max_gap_s must be seconds > 0 (finite), got {max_gap_s!r}")
         self.max_gap_s = float(max_gap_s)
