@@ -88,19 +88,24 @@ def test_export_matches_torch(config, tmp_path):
     np.testing.assert_allclose(torch_runner.state, onnx_runner.state, atol=1e-5)
 
 
-def test_onnx_encoder_runs_only_when_flagged(tmp_path):
-    """With its flag false an encoder's features come from the state: a changed image changes nothing."""
-    torch.manual_seed(0)
-    policy = Policy.from_config(FUSION).eval()
-    backend = OnnxBackend(export_onnx(policy, tmp_path / "p.onnx"))
-    rng = np.random.default_rng(1)
-    obs = {
+def fusion_obs(seed=1):
+    """One update's inputs of FUSION (an IMU event, both ages) with a random image and readings."""
+    rng = np.random.default_rng(seed)
+    return {
         "image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
         "imu": rng.normal(size=6).astype(np.float32),
         "wheels": rng.normal(size=2).astype(np.float32),
         "event": np.int64(1),
         "ages": np.array([0.02, 0.0], np.float32),
     }
+
+
+def test_onnx_encoder_runs_only_when_flagged(tmp_path):
+    """With its flag false an encoder's features come from the state: a changed image changes nothing."""
+    torch.manual_seed(0)
+    policy = Policy.from_config(FUSION).eval()
+    backend = OnnxBackend(export_onnx(policy, tmp_path / "p.onnx"))
+    obs = fusion_obs()
     _, state = backend.step(obs, backend.initial_state(), 0.01)
     other = dict(obs, image=255 - obs["image"])
     held = backend.step(other, state, 0.005, encode=("vectors",))
@@ -323,14 +328,7 @@ def test_onnx_refuses_an_event_that_names_no_update_sensor_as_torch_does(tmp_pat
     torch.manual_seed(0)
     policy = Policy.from_config(FUSION).eval()
     path = export_onnx(policy, tmp_path / "p.onnx")
-    rng = np.random.default_rng(1)
-    obs = {
-        "image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
-        "imu": rng.normal(size=6).astype(np.float32),
-        "wheels": rng.normal(size=2).astype(np.float32),
-        "event": np.int64(1),
-        "ages": np.array([0.02, 0.0], np.float32),
-    }
+    obs = fusion_obs()
     for backend in (TorchBackend(policy), OnnxBackend(path)):
         backend.step(obs, backend.initial_state(), 0.01)
         for bad in (2, 5, -1):
