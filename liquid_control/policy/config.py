@@ -220,6 +220,7 @@ _TRAINING = {
 _YAW_RECOVERY = {
     "gain": _field("float", REQUIRED, above=0.0),  # turn command (action units) per radian of heading error
     "hfov_deg": _field("float", REQUIRED, above=0.0, max_value=170.0),  # the camera's horizontal field of view
+    "pitch_deg": _field("float", 0.0, min_value=-60.0, max_value=60.0),  # the camera's tilt below the horizon
     "max_deg": _field("float", 15.0, above=0.0, max_value=45.0),  # heading errors drawn within +-max_deg
     "rate_hz": _field("float", 1.0, above=0.0, max_value=10.0),  # kicks per second of recording (Poisson)
     "decay_s": _field("float", 0.4, above=0.0, max_value=10.0),  # how fast the corrected command removes an error

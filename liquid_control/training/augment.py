@@ -151,7 +151,7 @@ class EpisodeAugmentation:
                 [torch.roll(x[i], shifts=(int(dy), int(dx)), dims=(1, 2)) for i, (dy, dx) in enumerate(self.shift)]
             )
         if self.yaw is not None:
-            x = turn_view(x, frame_yaw, self.yaw.hfov)
+            x = turn_view(x, frame_yaw, self.yaw.hfov, self.yaw.pitch)
         return x.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
 
     def labels(self, labels: torch.Tensor, update_yaw: np.ndarray | None = None) -> torch.Tensor:
@@ -181,14 +181,16 @@ class YawRecovery:
     rate per action unit); the rover: 1 / (1.667 x 1.5 rad/s) = 0.4 s). A frame is the recorded one seen by a
     camera turned left by e (``turn_view``); its label's turn command is the recorded one minus gain x e
     (clipped to the action bounds), the expert's proportional steering towards the heading it chose.
-    Approximations, stated: the camera turns about its own vertical axis (the rover's camera is pitched 11 deg
-    and sits 0.21 m ahead of the turning axis: a little parallax is missing), and the revealed edge of the
-    frame repeats its border pixels.
+    The turn is about the world's vertical axis for a camera pitched down by ``pitch_deg`` (the rover's: 11.3
+    deg; 0 turns about the camera's own vertical axis, which tilts the horizon of a pitched camera).
+    Approximations, stated: the camera turns on the spot (the rover's sits 0.21 m ahead of its turning axis: a
+    little parallax is missing), and the revealed edge of the frame repeats its border pixels.
     """
 
     def __init__(self, params: dict, batch: int, rng: np.random.Generator, turn_limits=(-1.0, 1.0)):
         self.gain = float(params["gain"])
         self.hfov = math.radians(float(params["hfov_deg"]))
+        self.pitch = math.radians(float(params.get("pitch_deg", 0.0)))
         self.max = math.radians(float(params.get("max_deg", 15.0)))
         self.rate = float(params.get("rate_hz", 1.0))
         self.decay_s = float(params.get("decay_s", 0.4))
@@ -224,10 +226,12 @@ class YawRecovery:
         return (turn - self.gain * error).clamp(*self.turn_limits)
 
 
-def turn_view(x: torch.Tensor, yaw, hfov: float) -> torch.Tensor:
-    """Frames (B, F, H, W, C) float as a pinhole camera of horizontal field of view ``hfov`` (radians) sees them
-    turned left by ``yaw`` (B, F; radians) about its vertical axis: the exact homography K R K^-1, sampled
-    bilinearly; the revealed edge repeats the border. Frames with no turn are returned as they were."""
+def turn_view(x: torch.Tensor, yaw, hfov: float, pitch: float = 0.0) -> torch.Tensor:
+    """Frames (B, F, H, W, C) float as a pinhole camera of horizontal field of view ``hfov`` (radians), pitched
+    down by ``pitch`` (radians), sees them turned left by ``yaw`` (B, F; radians) about the world's vertical
+    axis (a robot turning on the spot; with pitch 0 the camera's own vertical axis): the exact homography
+    K R K^-1, sampled bilinearly; the revealed edge repeats the border. Frames with no turn are returned as
+    they were."""
     yaw = torch.as_tensor(np.asarray(yaw), dtype=torch.float64)
     b, f, h, w, c = x.shape
     turned = yaw.reshape(-1) != 0
@@ -237,15 +241,22 @@ def turn_view(x: torch.Tensor, yaw, hfov: float) -> torch.Tensor:
     u = (torch.arange(w, dtype=torch.float64) + 0.5 - w / 2).view(1, 1, w)  # output pixel centres, from the middle
     v = (torch.arange(h, dtype=torch.float64) + 0.5 - h / 2).view(1, h, 1)
     angle = yaw.reshape(-1)[turned].view(-1, 1, 1)
-    # the output ray (u, v, focal) of the turned camera in the recorded camera's frame (x right, y down, z ahead)
-    along = u * torch.sin(angle) + focal * torch.cos(angle)
-    right = u * torch.cos(angle) - focal * torch.sin(angle)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    # the output ray d = (u, v, focal) of the turned camera in the recorded camera's frame (x right, y down, z
+    # ahead): rotated by the turn about the world's up axis a, in camera coordinates (0, -cos pitch, -sin pitch)
+    # (Rodrigues: d cos + (a x d) sin + a (a . d)(1 - cos))
+    ay, az = -math.cos(pitch), -math.sin(pitch)
+    a_dot_d = ay * v + az * focal  # (1, H, 1)
+    # a x d = (a_y d_z - a_z d_y, a_z d_x, -a_y d_x) with a_x = 0
+    right = u * cos + (ay * focal - az * v) * sin
+    down = v * cos + az * u * sin + ay * a_dot_d * (1 - cos)
+    along = focal * cos - ay * u * sin + az * a_dot_d * (1 - cos)
     # a ray at or behind the recorded image plane (|yaw| + hfov / 2 >= 90 deg) is outside the recorded view on its
     # own side: a tiny positive depth sends it to that side's border (a negative one mirrored it to the other side)
     along = along.clamp_min(1e-6 * focal)
-    src_u = focal * right / along  # (N, 1, W)
-    src_v = focal * v / along  # (N, H, W)
-    grid = torch.stack([(src_u / (w / 2)).expand(-1, h, w), src_v / (h / 2)], dim=-1).to(x.dtype)
+    src_u = focal * right / along  # (N, H, W)
+    src_v = focal * down / along
+    grid = torch.stack([(src_u / (w / 2)).expand(-1, h, w), (src_v / (h / 2)).expand(-1, h, w)], dim=-1).to(x.dtype)
     frames = x.reshape(b * f, h, w, c)[turned].permute(0, 3, 1, 2)
     sampled = torch.nn.functional.grid_sample(frames, grid, mode="bilinear", padding_mode="border", align_corners=False)
     out = x.reshape(b * f, h, w, c).clone()
@@ -311,7 +322,8 @@ def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str
             p = training["yaw_recovery"]
             lines[-1] += (
                 f": gain {p['gain']:g} per rad, camera {p['hfov_deg']:g} deg wide, kicks U(-{p['max_deg']:g}, "
-                f"{p['max_deg']:g}) deg at {p['rate_hz']:g}/s, decaying in {p['decay_s']:g} s"
+                f"{p['max_deg']:g}) deg at {p['rate_hz']:g}/s, decaying in {p['decay_s']:g} s, camera pitched "
+                f"{p['pitch_deg']:g} deg"
             )
     if camera_normalize != "none":
         what = "per frame" if camera_normalize == "frame" else "per colour channel of each frame (instance norm)"
