@@ -455,7 +455,9 @@ def test_view_without_an_output_says_what_it_needs():
     proc = subprocess.run(
         [sys.executable, "-m", "liquid_control.cli", "view"], capture_output=True, text=True, timeout=60
     )
-    assert proc.returncode == 2 and "--foxglove and/or --snapshot" in proc.stdout
+    # a usage error, on stderr as every other refused option (it was printed on stdout)
+    assert proc.returncode == 2 and "error: nothing to do; give --foxglove and/or --snapshot" in proc.stderr
+    assert proc.stdout == ""
 
 
 def test_view_refuses_bad_options_before_it_starts_and_writes_the_snapshot_where_told(tmp_path, capsys):

@@ -489,6 +489,8 @@ def add_arguments(parser):
 
 def argument_problem(args) -> str | None:
     """What is wrong with ``liquid-control view``'s options (a sentence naming the option), or None."""
+    if not args.foxglove and not args.snapshot:
+        return "nothing to do; give --foxglove and/or --snapshot PATH"
     if not (math.isfinite(args.duration) and args.duration >= 0):
         return f"--duration must be >= 0 seconds (0: no limit), got {args.duration}"
     problem = domain_id_problem(args.domain_id)
@@ -523,9 +525,6 @@ def run(args) -> int:
     import rclpy
     import rclpy.executors
 
-    if not args.foxglove and not args.snapshot:
-        print("liquid-control view: nothing to do; give --foxglove and/or --snapshot PATH")
-        return 2
     problem = argument_problem(args)
     if problem:  # before anything starts: not a traceback at the end of a long watch, nor a viewer that never stops
         print(f"liquid-control view: error: {problem}", file=sys.stderr)
