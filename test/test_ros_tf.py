@@ -649,6 +649,11 @@ def test_view_says_when_its_foxglove_port_is_taken_or_the_inherited_domain_is_ba
         monkeypatch.setenv("ROS_DOMAIN_ID", value)
         assert cli.main(["view", "--foxglove", "--port", "0", "--duration", "1"]) == 2
         assert f"ROS_DOMAIN_ID must be a number between 0 and 232, got '{value}'" in capsys.readouterr().err
+    monkeypatch.delenv("ROS_DOMAIN_ID")
+    monkeypatch.setitem(sys.modules, "foxglove", None)  # not installed: a usage error on stderr (was stdout)
+    assert cli.main(["view", "--foxglove", "--port", "0", "--duration", "1"]) == 2
+    out = capsys.readouterr()
+    assert "error: --foxglove needs foxglove-sdk" in out.err and out.out == ""
 
 
 def test_view_picture_draws_the_balancers_wheel_torques(tmp_path, monkeypatch):

@@ -534,7 +534,10 @@ def run(args) -> int:
         try:
             import foxglove
         except ImportError:
-            print("liquid-control view: --foxglove needs foxglove-sdk (pip install foxglove-sdk==0.30.3)")
+            print(
+                "liquid-control view: error: --foxglove needs foxglove-sdk (pip install foxglove-sdk==0.30.3)",
+                file=sys.stderr,
+            )
             return 2
         viewer_ref = []
         try:

@@ -251,8 +251,8 @@ def turn_view(x: torch.Tensor, yaw, hfov: float, pitch: float = 0.0) -> torch.Te
     right = u * cos + (ay * focal - az * v) * sin
     down = v * cos + az * u * sin + ay * a_dot_d * (1 - cos)
     along = focal * cos - ay * u * sin + az * a_dot_d * (1 - cos)
-    # a ray at or behind the recorded image plane (|yaw| + hfov / 2 >= 90 deg) is outside the recorded view on its
-    # own side: a tiny positive depth sends it to that side's border (a negative one mirrored it to the other side)
+    # a ray at or behind the recorded image plane (at pitch 0: |yaw| + hfov / 2 >= 90 deg) is outside the recorded
+    # view on its own side: a tiny positive depth sends it to that side's border (a negative one mirrored it)
     along = along.clamp_min(1e-6 * focal)
     src_u = focal * right / along  # (N, H, W)
     src_v = focal * down / along
