@@ -205,6 +205,22 @@ def test_yaw_heading_errors_kick_decay_and_correct_the_turn_labels():
     assert np.array_equal(YawRecovery.per_frame(update, index, 5), [[0.1, 0.3, 0.5, 0, 0], [1, 2, 3, 4, 5]])
 
 
+def test_yaw_recovery_takes_its_defaults_and_checks_from_the_config_schema():
+    yaw = YawRecovery({"gain": 1.5, "hfov_deg": 100.0}, 2, np.random.default_rng(0))
+    schema = apply_overrides(
+        load_config("policies/configs/cfc_ncp_rover.yaml"),
+        {"training.augmentation": ["yaw"], "training.yaw_recovery": {"gain": 1.5, "hfov_deg": 100.0}},
+    )["training"]["yaw_recovery"]
+    assert (yaw.max, yaw.rate, yaw.decay_s, yaw.pitch) == (
+        pytest.approx(np.radians(schema["max_deg"])),
+        schema["rate_hz"],
+        schema["decay_s"],
+        pytest.approx(np.radians(schema["pitch_deg"])),
+    )
+    with pytest.raises(PolicyConfigError, match=r"training\.yaw_recovery\.decay_s"):
+        YawRecovery({**YAW, "decay_s": 0.0}, 2, np.random.default_rng(0))  # a zero decay divided by zero
+
+
 def test_yaw_chunks_carry_the_error_and_leave_older_draws_alone():
     images = frames(batch=4, steps=6)
     labels = torch.zeros(4, 6, 2)

@@ -464,13 +464,18 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
     return cfg
 
 
+def yaw_recovery_params(section: dict) -> dict:
+    """``training.yaw_recovery`` checked, with the schema's defaults filled in (the one place they live)."""
+    return _check_section("training.yaw_recovery", section, _YAW_RECOVERY)
+
+
 def _check_yaw_recovery(cfg: dict) -> None:
     """`yaw` turns the view and corrects the turn command: it needs its parameters, a twist action and no vector
     input that would contradict a turned view (a gyro); parameters without the augmentation would do nothing."""
     t, act = cfg["training"], cfg["action"]
     used = "yaw" in t["augmentation"]
     if t["yaw_recovery"] is not None:
-        t["yaw_recovery"] = _check_section("training.yaw_recovery", t["yaw_recovery"], _YAW_RECOVERY)
+        t["yaw_recovery"] = yaw_recovery_params(t["yaw_recovery"])
         if not used:
             raise PolicyConfigError(
                 "training.yaw_recovery: set, but 'yaw' is not in training.augmentation, so nothing would use it; add "

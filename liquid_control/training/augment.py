@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from liquid_control.policy.config import AUGMENTATIONS
+from liquid_control.policy.config import AUGMENTATIONS, yaw_recovery_params
 
 # kind -> (what it does, its range); the values below are what `EpisodeAugmentation` draws from.
 AUGMENTATION_RANGES = {
@@ -188,12 +188,13 @@ class YawRecovery:
     """
 
     def __init__(self, params: dict, batch: int, rng: np.random.Generator, turn_limits=(-1.0, 1.0)):
+        params = yaw_recovery_params(params)  # checked, defaults from the config schema
         self.gain = float(params["gain"])
-        self.hfov = math.radians(float(params["hfov_deg"]))
-        self.pitch = math.radians(float(params.get("pitch_deg", 0.0)))
-        self.max = math.radians(float(params.get("max_deg", 15.0)))
-        self.rate = float(params.get("rate_hz", 1.0))
-        self.decay_s = float(params.get("decay_s", 0.4))
+        self.hfov = math.radians(params["hfov_deg"])
+        self.pitch = math.radians(params["pitch_deg"])
+        self.max = math.radians(params["max_deg"])
+        self.rate = float(params["rate_hz"])
+        self.decay_s = float(params["decay_s"])
         self.turn_limits = (float(turn_limits[0]), float(turn_limits[1]))
         self.rng = rng
         self.error = np.zeros(batch)  # radians; > 0: the camera turned left of the recorded heading
