@@ -62,10 +62,15 @@ def test_batched_policy_acts_like_one_agent_per_episode():
         ]
         for _ in range(lanes)
     ]
-    want = []
+    obs[1][6]["dt"][0] = 2.5  # a gap over max_gap_s (1 s): both reset the lane's state and integrate 0 s
+    obs[4][0]["dt"][0] = 2.5  # on a lane's first update it is no gap: integrated as given
+    want, agents = [], []
     for lane in range(lanes):
-        agent = PolicyAgent(policy)
-        want.append([agent.act(o) for o in obs[lane]])
+        agents.append(PolicyAgent(policy))
+        want.append([agents[-1].act(o) for o in obs[lane]])
+    assert [a.gap_resets for a in agents] == [0, 1, 0, 0, 0]
+    fresh = PolicyAgent(policy)
+    np.testing.assert_array_equal(want[1][6], fresh.act({**obs[1][6], "dt": np.zeros(1, np.float32)}))
     batched = BatchedPolicy(policy, lanes)
     got = [[None] * steps for _ in range(lanes)]
     for t in range(steps):
@@ -79,6 +84,7 @@ def test_batched_policy_acts_like_one_agent_per_episode():
     for lane in range(lanes):
         n = steps - 4 if lane == 3 else steps
         np.testing.assert_allclose(np.array(got[lane][:n]), np.array(want[lane][:n]), atol=2e-5)
+    assert batched.gap_resets == 1
 
 
 def test_batches_keep_one_policy_seed_and_shift_each():

@@ -27,6 +27,7 @@ from liquid_control.evaluation import agents
 from liquid_control.evaluation.episode import EpisodeTally
 from liquid_control.evaluation.plan import EpisodeJob
 from liquid_control.policy import PolicyAgent, observation_keys
+from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 
 DEFAULT_LANES = 32  # episodes stepped together per batch (a headline cell is 30 episodes)
 MAX_POOLED_WORLDS = 96  # worlds a process keeps for later batches (a few shifts' worth)
@@ -78,17 +79,24 @@ _POOL = WorldPool()
 
 
 class BatchedPolicy:
-    """A policy driving `lanes` episodes at once: one (lanes, S) recurrent state, one call per update."""
+    """A policy driving `lanes` episodes at once: one (lanes, S) recurrent state, one call per update.
 
-    def __init__(self, policy, lanes: int):
+    A lane's dt over ``max_gap_s`` resets its state and is integrated as 0, PolicyAgent's rule (``gap_resets``).
+    """
+
+    def __init__(self, policy, lanes: int, max_gap_s: float = DEFAULT_MAX_GAP_S):
         self.policy = policy.eval()
         self.keys = observation_keys(policy.config)  # the sensors and the time inputs (event, ages)
         self.state = policy.initial_state(lanes)
         self._initial = policy.initial_state(1)[0]
+        self.max_gap_s = float(max_gap_s)
+        self._started = torch.zeros(lanes, dtype=torch.bool)  # a lane's first update is not a gap
+        self.gap_resets = 0
 
     def reset_lane(self, lane: int) -> None:
         """Put ``lane`` back to the policy's initial state (a new episode starts there)."""
         self.state[lane] = self._initial
+        self._started[lane] = False
 
     @torch.no_grad()
     def act(self, lanes: list[int], observations: list[dict]) -> np.ndarray:
@@ -101,6 +109,12 @@ class BatchedPolicy:
             batch[key] = torch.from_numpy(np.stack([np.asarray(obs[key]) for obs in observations]))
         dt = torch.from_numpy(np.array([float(np.asarray(o["dt"]).reshape(-1)[0]) for o in observations], np.float32))
         index = torch.as_tensor(lanes)
+        gap = self._started[index] & (dt > self.max_gap_s)
+        if gap.any():
+            self.state[index[gap]] = self._initial
+            dt = torch.where(gap, torch.zeros_like(dt), dt)
+            self.gap_resets += int(gap.sum())
+        self._started[index] = True
         action, state = self.policy.step(batch, self.state[index], dt)
         self.state[index] = state
         return action.numpy()

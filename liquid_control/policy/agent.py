@@ -46,18 +46,18 @@ class PolicyAgent:
     a policy with ``observation.resample_hz`` instead steps on a fixed-rate clock with the latest inputs (the
     resampling baseline; see :func:`resample_ticks`).
 
-    Large gaps (resampling only): a dt over ``max_gap_s`` (default: the node's, 1 s) resets the state and
-    restarts the clock on that event, like the first update of an episode (PolicyRunner's rule: the old memory
-    describes a world that has moved on). Ticking through it instead would run dt * resample_hz steps with held
-    inputs: a clock jump of 1e6 s was 1e8 steps, a hang. ``gap_resets`` counts them. An event-driven policy
-    integrates any finite dt in one ``Policy.step`` (``core.max_step`` bounds its sub-steps), as before.
+    Large gaps: a dt over ``max_gap_s`` (default: the node's, 1 s) resets the state and restarts the clock on
+    that event, like the first update of an episode (dt 0, PolicyRunner's rule: the old memory describes a world
+    that has moved on), so simulated evaluation, training from bags and the node treat a gap alike. For a
+    resampled policy ticking through it instead would run dt * resample_hz steps with held inputs: a clock jump
+    of 1e6 s was 1e8 steps, a hang. ``gap_resets`` counts them.
     """
 
     def __init__(self, policy: Policy, max_gap_s: float = DEFAULT_MAX_GAP_S):
         if isinstance(max_gap_s, bool) or not isinstance(max_gap_s, (int, float)) or not 0 < max_gap_s < math.inf:
             raise ValueError(f"PolicyAgent: max_gap_s must be seconds > 0 (finite), got {max_gap_s!r}")
         self.max_gap_s = float(max_gap_s)
-        self.gap_resets = 0  # resampling: gaps over max_gap_s that reset the state
+        self.gap_resets = 0  # gaps over max_gap_s that reset the state
         self.policy = policy.eval()
         self.keys = observation_keys(policy.config)
         self.inputs = {
@@ -74,7 +74,7 @@ class PolicyAgent:
         self._encoded = {}  # encoder -> the raw inputs it last ran on
         self._stamp = 0.0  # seconds since the first update (sum of dt)
         self._tick = 0  # resampling: index of the next tick
-        self._previous = None  # resampling: the previous event's observation
+        self._previous = None  # the previous event's observation (None: no update since the reset)
         self._action = None
 
     def _step(self, batch: dict, dt: float) -> np.ndarray:
@@ -100,13 +100,14 @@ class PolicyAgent:
         dt = float(np.asarray(obs["dt"], dtype=np.float32).reshape(-1)[0])
         if not 0.0 <= dt < math.inf:  # a resampled policy's clock would be NaN forever (frozen) or tick forever (inf)
             raise ValueError(f"PolicyAgent: dt must be finite and >= 0 (seconds since the previous update), got {dt}")
-        if self.period is None:
-            return self._step(batch, dt)
         first = self._previous is None
-        if not first and dt > self.max_gap_s:  # reset, not dt * resample_hz ticks (see the class doc)
+        if not first and dt > self.max_gap_s:  # reset: the first update of a new episode (see the class doc)
             self.reset()
             self.gap_resets += 1
-            first = True
+            first, dt = True, 0.0
+        if self.period is None:
+            self._previous = batch
+            return self._step(batch, dt)
         self._stamp = 0.0 if first else self._stamp + dt
         # ticks before this event hold the previous event's inputs; one on this event takes its inputs
         while not first and self._tick * self.period < self._stamp - _SAME_INSTANT_S:
