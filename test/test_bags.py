@@ -470,3 +470,71 @@ def test_offline_eval_refuses_a_bad_request_before_writing(tmp_path, capsys):
     assert f"--policy {tmp_path / 'no.pt'}: {tmp_path / 'no.pt'} is not a policy file" in err
     assert f"--out {a_file}: exists and is not a folder" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() and a_file.read_text() == "not a folder"
+
+
+def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_bags, tmp_path, capsys):
+    """`record --expert --policy P`: P drives through the node's runner, the expert takes over where their
+    commands part (HG-DAgger) and only its commands become labels; a bag where it never took over teaches
+    nothing and training skips it, saying so, but refuses a run where every bag is like that."""
+    from liquid_control import cli
+    from liquid_control.bags.expert import Takeover
+    from liquid_control.bags.stream import data_spec as spec_of
+    from liquid_control.evaluation.offline import evaluate_bag
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.runtime.backends import load_backend
+    from liquid_control.training import trainer
+
+    torch.manual_seed(0)
+    path = tmp_path / "driver.pt"
+    save_policy(path, Policy.from_config(CAMERA_ONLY))
+    expert_run = record_expert_episodes(tmp_path / "expert", [100], render_size=W, time_limit=2.0)[0]
+    common = dict(render_size=W, time_limit=2.0, policy=path)
+    always = record_expert_episodes(tmp_path / "always", [100], takeover=Takeover(threshold=1e-6), **common)[0]
+    never = record_expert_episodes(tmp_path / "never", [100], takeover=Takeover(threshold=10.0), **common)[0]
+
+    def topic(bag, name):
+        with BagReader(bag) as reader:
+            return [(m.log_time_ns, m.decode()) for m in reader.messages([name])]
+
+    # the operator drove every update: the expert's episode again, its commands on /cmd_vel and on the base
+    assert always["operator_updates"] == always["updates"] > 10 and always["takeovers"] == 1
+    labels, executed = topic(always["bag"], "/cmd_vel"), topic(always["bag"], "/base/cmd_vel")
+    expert = topic(expert_run["bag"], "/cmd_vel")
+    assert [t for t, _ in labels] == [t for t, _ in executed] == [t for t, _ in expert]
+    assert all(m.angular.z == e.angular.z and m.linear.x == e.linear.x for (_, m), (_, e) in zip(labels, expert))
+    # it never took over: no label, and the base ran the policy's commands, those the node computes offline
+    assert never["operator_updates"] == never["takeovers"] == 0 and topic(never["bag"], "/cmd_vel") == []
+    backend = load_backend(path, "torch")
+    offline = evaluate_bag(backend, never["bag"], spec_of(backend.config, command_topic="/base/cmd_vel"))
+    base = np.array([[m.linear.x, m.angular.z] for _, m in topic(never["bag"], "/base/cmd_vel")])
+    actions = np.clip(offline["action"][:-1], -1, 1) * SCALE  # the last update ends the episode: no command
+    assert len(base) == never["updates"] == len(actions) and np.allclose(base, actions, atol=1e-6)
+
+    logged = []
+    data = {"bags": [always["bag"], never["bag"]]}
+    run = trainer.train(
+        CAMERA_ONLY,
+        tmp_path / "run",
+        data=data,
+        overrides={"training.epochs_first": 1},
+        progress=False,
+        log=logged.append,
+    )
+    assert run.epochs == 1 and any("episode_100: skipped, nothing to learn" in m for m in logged)
+    with pytest.raises(trainer.TrainingError, match="no train bag has a command to learn from on /cmd_vel"):
+        trainer.train(CAMERA_ONLY, tmp_path / "none", data={"bags": [never["bag"]]}, progress=False)
+
+    # refused before any folder: a bad threshold, a policy of another world, noise with a driving policy
+    base_args = ["record", "--expert", "--episodes", "1", "--no-progress", "--render-size", str(W)]
+    for extra, message in [
+        (["--policy", str(path), "--takeover-threshold", "0"], "takeover threshold (--takeover-threshold) must be"),
+        (["--policy", str(path), "--noise-std", "0.3"], "with a driving policy there is none"),
+        (["--policy", str(tmp_path / "missing.pt")], "missing.pt: no such policy file"),
+    ]:
+        out = tmp_path / "refused"
+        assert cli.main([*base_args, "-o", str(out), *extra]) == 2
+        assert message in capsys.readouterr().err and not out.exists()
+    balancer = tmp_path / "balancer.pt"
+    save_policy(balancer, Policy.from_config(yaml.safe_load(open("policies/configs/cfc_balancer.yaml"))))
+    with pytest.raises(ValueError, match=r"balancer.pt: cannot drive the recorded rover .*LiquidBalance"):
+        record_expert_episodes(tmp_path / "b", [1], render_size=W, policy=balancer)

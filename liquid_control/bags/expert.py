@@ -8,6 +8,12 @@ frame's delivery: no reaction time). With ``noise_std > 0`` the base executes th
 noise (DART-style noise injection, recorded on ``/base/cmd_vel``) while ``/cmd_vel`` keeps the operator's
 clean command, so the recording holds recovery situations labelled by the expert, without DAgger.
 
+With a ``driver`` (a trained policy) the roles turn: the policy drives, fed every delivered message through
+the runtime's ``PolicyRunner`` as ``policy_node`` would be, and the expert supervises it as a safety operator
+(HG-DAgger, Kelly et al. 2019): it takes over where the policy's command departs from its own (``Takeover``),
+and only its commands while it holds control are recorded on ``/cmd_vel``, the labels; the base's command
+(policy or operator) goes to ``/base/cmd_vel``. The deploy-record-retrain round of docs/real_robot.md.
+
 Stamps are sim time of the episode (from 0), as ``sim_node`` with ``use_sim_time``. Topics and QoS are
 ``sim_node``'s: sensors reliable depth 10, commands reliable depth 10, the JSON outcome on
 ``/episode_status`` (transient local) at the end.
@@ -75,6 +81,72 @@ class ExpertNoise:
         }
 
 
+@dataclass(frozen=True)
+class Takeover:
+    """When the supervising operator takes over from a driving policy, and when it hands back.
+
+    It takes over at an update where the policy's command differs from its own by more than ``threshold``
+    (action units, the largest element), keeps control for at least ``hold_s`` seconds and hands back at the
+    first update after that where the two agree within ``threshold / 2`` (hysteresis: no flicker at the edge).
+    """
+
+    threshold: float = 0.5
+    hold_s: float = 1.0
+
+    def __post_init__(self):
+        for name in ("threshold", "hold_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                flag = "--takeover-" + name.replace("_", "-")
+                raise ValueError(f"takeover {name} ({flag}) must be a finite number > 0, got {value!r}")
+
+    def describe(self) -> dict:
+        """The settings as a plain dict (stored in the bag's metadata)."""
+        return {"threshold": self.threshold, "hold_s": self.hold_s}
+
+
+class _Operator:
+    """The supervising operator's state over one episode (see :class:`Takeover`)."""
+
+    def __init__(self, rule: Takeover):
+        self.rule = rule
+        self.until = None  # None: the policy drives; else the earliest stamp to hand back at
+        self.takeovers = 0
+
+    def in_control(self, stamp: float, policy: np.ndarray | None, expert: np.ndarray) -> bool:
+        """Whether the operator drives at this update (``policy`` None: the policy gave no command yet)."""
+        deviation = np.inf if policy is None else float(np.max(np.abs(policy - expert)))
+        if self.until is None:
+            if deviation > self.rule.threshold:
+                self.until = stamp + self.rule.hold_s
+                self.takeovers += 1
+        elif stamp >= self.until and deviation <= 0.5 * self.rule.threshold:
+            self.until = None
+        return self.until is not None
+
+
+def load_driver(path: str | Path, render_size: int):
+    """The backend of a policy that is to drive the rover from its camera at the recorded size; ValueError
+    naming the file otherwise (a policy of another world, or of another image size: the node would refuse it)."""
+    from liquid_control.runtime.backends import BackendError, load_backend
+
+    try:
+        backend = load_backend(path, "auto")
+    except BackendError as exc:
+        raise ValueError(str(exc)) from None
+    config = backend.config
+    image = config["observation"].get("image") or {}
+    problem = None
+    if config.get("world") != "LiquidRover-v0" or config["action"].get("kind") != "twist":
+        problem = f"it is a policy for {config.get('world')!r} with {config['action'].get('kind')!r} actions"
+    elif (image.get("height"), image.get("width")) != (render_size, render_size):
+        problem = f"it reads {image.get('height')}x{image.get('width')} images, the recording renders {render_size}"
+    if problem:
+        backend.close()
+        raise ValueError(f"{path}: cannot drive the recorded rover (LiquidRover-v0, twist, camera): {problem}")
+    return backend
+
+
 def make_world(world: str = "LiquidRover-v0", render_size: int = 64, shift: str = "", time_limit: float = 0.0):
     """The unwrapped world as sim_node builds it."""
     if world != "LiquidRover-v0":
@@ -97,6 +169,9 @@ def record_expert_episode(
     noise: ExpertNoise = ExpertNoise(),
     margin: float | None = None,
     stop: threading.Event | None = None,
+    driver=None,
+    takeover: Takeover = Takeover(),
+    driver_path: str = "",
 ) -> dict:
     """Run one expert episode of ``world`` (seeded) and write it to the bag ``path``; returns its outcome.
 
@@ -105,12 +180,19 @@ def record_expert_episode(
     collision or the first update past the time limit. ``margin``: the clearance (m) the operator keeps from
     obstacles beyond the rover's radius (None: the training expert's); a wider berth than the policy needs
     leaves room for the learned policy's errors. ``stop`` set: KeyboardInterrupt between two messages (the bag
-    is left unfinished).
+    is left unfinished). ``driver``: a policy backend (``runtime.backends``) that drives instead, the expert
+    supervising it by the ``takeover`` rule (module docstring).
     """
+    from liquid_control.runtime.runner import UPDATED, PolicyRunner, RunnerLimits
     from sim_envs import rover
     from sim_envs.experts import checked_margin
 
     margin = checked_margin(margin)
+    if driver is not None and noise.active:
+        raise ValueError("noise injection perturbs the operator's driving; with a driving policy there is none")
+    runner = None if driver is None else PolicyRunner(driver, RunnerLimits())
+    operator = _Operator(takeover)
+    policy_command, operator_updates, updates = None, 0, 0
 
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
     imu_noise = (rover.GYRO_NOISE, rover.ACCEL_NOISE)  # the covariances sim_node publishes (REP 145)
@@ -122,6 +204,10 @@ def record_expert_episode(
         "liquid_control.noise": json.dumps(noise.describe()),
         "liquid_control.expert_margin": str(margin),
     }
+    if driver is not None:
+        custom["liquid_control.source"] = "policy, expert takeover"
+        custom["liquid_control.driver"] = str(driver_path)
+        custom["liquid_control.takeover"] = json.dumps(takeover.describe())
     counts = {"camera": 0, "imu": 0}
     drift = np.zeros(2)
     executed = np.zeros(2)
@@ -130,7 +216,7 @@ def record_expert_episode(
         bag.add_topic(TOPICS["camera"], IMAGE, [SENSOR_QOS])
         bag.add_topic(TOPICS["imu"], IMU, [SENSOR_QOS])
         bag.add_topic(TOPICS["command"], TWIST, [SENSOR_QOS])
-        if noise.active:
+        if noise.active or driver is not None:
             bag.add_topic(TOPICS["executed"], TWIST, [SENSOR_QOS])
         bag.add_topic(TOPICS["status"], STRING, [STATUS_QOS])
         update_stamp = -np.inf
@@ -153,6 +239,10 @@ def record_expert_episode(
             else:
                 bag.write(TOPICS["imu"], now_ns, imu_message(reading, stamp, noise=imu_noise))
             counts[sensor] += 1
+            if runner is not None:  # the policy node receives every message, as delivered
+                result = runner.submit(sensor, stamp, reading, now=delivered)
+                if result.status == UPDATED:
+                    policy_command = np.asarray(result.action, dtype=np.float64)
             if sensor not in world.update_on:  # an update: a message of an update sensor
                 continue
             update_stamp = stamp
@@ -160,6 +250,17 @@ def record_expert_episode(
             if terminated or update_stamp >= world.time_limit:
                 break
             expert = np.asarray(world.expert_action(margin), dtype=np.float64)
+            updates += 1
+            if driver is not None:
+                if operator.in_control(stamp, policy_command, expert):
+                    operator_updates += 1
+                    executed = expert
+                    bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
+                else:
+                    executed = np.clip(policy_command, -1.0, 1.0)
+                bag.write(TOPICS["executed"], now_ns, twist_message(*(executed * scale)))
+                previous_stamp = stamp
+                continue
             bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
             executed = expert
             if noise.active:
@@ -183,6 +284,8 @@ def record_expert_episode(
             "noise": noise.describe(),
             "expert_margin": margin,
         }
+        if driver is not None:
+            status.update(updates=updates, operator_updates=operator_updates, takeovers=operator.takeovers)
         bag.write(TOPICS["status"], int(round(float(world.data.time) * 1e9)), string_message(json.dumps(status)))
     return status
 
@@ -199,8 +302,11 @@ def record_expert_episodes(
     margin: float | None = None,
     progress: bool = False,
     stop: threading.Event | None = None,
+    policy: str | Path | None = None,
+    takeover: Takeover = Takeover(),
 ) -> list[dict]:
     """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``).
+    ``policy``/``takeover``: that policy drives, the expert supervising (see :func:`record_expert_episode`).
 
     ``stop`` set (a signal handler's flag): KeyboardInterrupt, with the episode being recorded removed.
     """
@@ -209,6 +315,8 @@ def record_expert_episodes(
     from sim_envs.experts import checked_margin
 
     margin = checked_margin(margin)  # refused before any folder is made
+    if policy is not None and noise.active:
+        raise ValueError("noise injection perturbs the operator's driving; with a driving policy there is none")
     seeds = list(seeds)
     if not seeds:
         raise ValueError("no episodes to record: --episodes must be >= 1")
@@ -220,7 +328,13 @@ def record_expert_episodes(
     taken = [episode_bag_name(seed) for seed in seeds if int(seed) in existing]
     if taken:  # refused before the first episode (it used to record the bags before the first taken one)
         raise BagError(f"{out}: already holds {', '.join(taken)}; a bag is never overwritten, choose other seeds or -o")
-    env = make_world(world, render_size, shift, time_limit)  # a bad shift or size refused before the folder
+    driver = None if policy is None else load_driver(policy, render_size)  # refused before the folder too
+    try:
+        env = make_world(world, render_size, shift, time_limit)  # a bad shift or size refused before the folder
+    except BaseException:
+        if driver is not None:
+            driver.close()
+        raise
     results = []
     try:
         try:
@@ -231,7 +345,9 @@ def record_expert_episodes(
             path = out / episode_bag_name(seed)
             existed = path.exists()  # appeared since the check above (another recorder): never ours to remove
             try:
-                status = record_expert_episode(env, int(seed), path, noise, margin, stop)
+                status = record_expert_episode(
+                    env, int(seed), path, noise, margin, stop, driver, takeover, str(policy or "")
+                )
             except BaseException:  # Ctrl-C or a failure: no half episode (a truncated bag) among the finished ones
                 if not existed:
                     shutil.rmtree(path, ignore_errors=True)
@@ -240,4 +356,6 @@ def record_expert_episodes(
             results.append(status)
     finally:
         env.close()
+        if driver is not None:
+            driver.close()
     return results

@@ -233,6 +233,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clearance (m) the expert keeps from obstacles beyond the rover's radius (default: the training "
         f"expert's {SAFETY_MARGIN}; a wider berth leaves the learned policy room for its errors)",
     )
+    sim.add_argument(
+        "--policy",
+        default=None,
+        help="a trained rover policy (.pt/.onnx) drives instead, the expert supervising it: it takes over where "
+        "the policy's command departs from its own and only its commands are recorded as labels (/cmd_vel; the "
+        "base's command on /base/cmd_vel). The deploy-record-retrain round, docs/real_robot.md",
+    )
+    sim.add_argument(
+        "--takeover-threshold",
+        type=float,
+        default=0.5,
+        help="with --policy: the operator takes over where the commands differ by more than this (action units)",
+    )
+    sim.add_argument(
+        "--takeover-hold-s",
+        type=float,
+        default=1.0,
+        help="with --policy: the operator keeps control at least this long (s), then hands back when they agree",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -328,7 +347,7 @@ def run(args) -> int:
             print(f"recovered {kept} messages of {args.recover} into {path}")
             return 0
         if args.expert:
-            from liquid_control.bags.expert import ExpertNoise, record_expert_episodes
+            from liquid_control.bags.expert import ExpertNoise, Takeover, record_expert_episodes
 
             out = args.output or default_bag_name()
             t0 = time.monotonic()
@@ -352,6 +371,8 @@ def run(args) -> int:
                     margin=args.expert_margin,
                     progress=not args.no_progress,
                     stop=stop,
+                    policy=args.policy,
+                    takeover=Takeover(args.takeover_threshold, args.takeover_hold_s),
                 )
             except KeyboardInterrupt:
                 done = sorted(Path(out).glob("episode_*")) if Path(out).is_dir() else []
@@ -366,6 +387,14 @@ def run(args) -> int:
                     signal.signal(sig, handler)
             wins = sum(r["success"] for r in results)
             seconds = sum(r["sim_time"] for r in results)
+            if args.policy:
+                took = sum(r["operator_updates"] for r in results) / max(1, sum(r["updates"] for r in results))
+                print(
+                    f"recorded {len(results)} episodes of {args.policy} driving with expert takeover ({seconds:.1f} s "
+                    f"of driving, {sum(r['takeovers'] for r in results)} takeovers, the operator drove {took:.0%} of "
+                    f"the updates, success {wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
+                )
+                return 0
             print(
                 f"recorded {len(results)} expert episodes ({seconds:.1f} s of driving, expert success "
                 f"{wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"

@@ -200,6 +200,11 @@ class _SegmentFiles:
         return {"name": self.prefix.name, "length": self.length, "layout": self.layout}
 
 
+class NoCommandBag(BagError):
+    """The bag's command topic is there but carries no command: nothing to learn from it, and not a broken bag
+    (a deploy-round recording where the operator never had to take over, ``record --expert --policy``)."""
+
+
 def convert_bag(
     bag: str, policy_config: dict, spec, folder: Path, window: int, allow_truncated: bool, log, fingerprint: str = ""
 ) -> dict:
@@ -240,6 +245,8 @@ def convert_bag(
     summary = stats.summary()
     if not summary.get("labelled"):
         shutil.rmtree(tmp, ignore_errors=True)
+        if summary.get("updates") and not summary.get("commands") and not summary.get("commands_rejected"):
+            raise NoCommandBag(f"{bag}: {summary['updates']} updates but no command on {spec.command_topic}")
         raise BagError(f"{bag}: no labelled update ({summary}): {_diagnose(summary, spec, policy_config)}")
     index = {
         "format": CACHE_FORMAT,
@@ -362,6 +369,11 @@ class BagRun(_Run):
                         self.log,
                         fingerprint,
                     )
+                except NoCommandBag as exc:  # skipped, said; a run with no labelled bag at all is refused below
+                    self.log(f"{kind} bag {Path(bag).name}: skipped, nothing to learn ({exc})")
+                    self.bag_stats[bag] = {"skipped": str(exc)}
+                    bar.update(1)
+                    continue
                 except BagError as exc:
                     raise TrainingError(f"{kind} bag {i + 1}/{len(bags)}: {exc}") from None
                 s = index["stats"]
@@ -375,6 +387,11 @@ class BagRun(_Run):
             episodes += load_segments(folder, index)
             bar.update(1)
         bar.close()
+        if bags and not episodes:
+            raise TrainingError(
+                f"no {kind} bag has a command to learn from on {self.spec.command_topic} (all {len(bags)} skipped; "
+                "set --command-topic if the commands are on another topic)"
+            )
         return episodes
 
     def validate(self, validation: list[Episode]) -> None:
