@@ -524,15 +524,16 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     with pytest.raises(trainer.TrainingError, match="no train bag has a command to learn from on /cmd_vel"):
         trainer.train(CAMERA_ONLY, tmp_path / "none", data={"bags": [never["bag"]]}, progress=False)
 
-    # refused before any folder: a bad threshold, a policy of another world, noise with a driving policy
-    base_args = ["record", "--expert", "--episodes", "1", "--no-progress", "--render-size", str(W)]
-    for extra, message in [
-        (["--policy", str(path), "--takeover-threshold", "0"], "takeover threshold (--takeover-threshold) must be"),
-        (["--policy", str(path), "--noise-std", "0.3"], "with a driving policy there is none"),
-        (["--policy", str(tmp_path / "missing.pt")], "missing.pt: no such policy file"),
+    # refused before any folder: a bad threshold, noise with a driving policy, no policy file, no --expert
+    out = tmp_path / "refused"
+    sim = ["record", "--expert", "--episodes", "1", "--no-progress", "--render-size", str(W), "-o", str(out)]
+    for argv, message in [
+        ([*sim, "--policy", str(path), "--takeover-threshold", "0"], "takeover threshold (--takeover-threshold) must"),
+        ([*sim, "--policy", str(path), "--noise-std", "0.3"], "with a driving policy there is none"),
+        ([*sim, "--policy", str(tmp_path / "missing.pt")], "missing.pt: no such policy file"),
+        (["record", "-o", str(out), "--policy", str(path)], "--policy drives simulated episodes"),
     ]:
-        out = tmp_path / "refused"
-        assert cli.main([*base_args, "-o", str(out), *extra]) == 2
+        assert cli.main(argv) == 2
         assert message in capsys.readouterr().err and not out.exists()
     balancer = tmp_path / "balancer.pt"
     save_policy(balancer, Policy.from_config(yaml.safe_load(open("policies/configs/cfc_balancer.yaml"))))

@@ -346,6 +346,8 @@ def run(args) -> int:
             path, kept = recover(args.recover, args.output)
             print(f"recovered {kept} messages of {args.recover} into {path}")
             return 0
+        if args.policy and not args.expert:
+            raise ValueError("--policy drives simulated episodes under the expert's supervision: it needs --expert")
         if args.expert:
             from liquid_control.bags.expert import ExpertNoise, Takeover, record_expert_episodes
 

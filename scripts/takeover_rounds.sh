@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Deploy-record-retrain rounds after scripts/bag_loop.sh (docs/real_robot.md, "Deploy, record the policy,
+# repeat"): in each round the latest policy drives new simulated episodes while the expert supervises it and
+# takes over where it errs (`liquid-control record --expert --policy`, HG-DAgger); only the operator's commands
+# become labels. The policy is then trained again from every bag so far and drives the same 50 held-out episodes.
+#
+#   OUT=runs/loop_base ROUNDS=2 scripts/takeover_rounds.sh     # after OUT=runs/loop_base scripts/bag_loop.sh
+#
+# Seeds: round k records episodes 200 + 20 (k - 1) ..; training, validation and test bags are bag_loop's (100..,
+# 500.., 600..), the evaluation episodes the same 20,000,000.. as bag_loop's: all disjoint.
+set -euo pipefail
+
+OUT=${OUT:?set OUT to a finished scripts/bag_loop.sh folder (with bags/ and run/policy.pt)}
+CONFIG=${CONFIG:-policies/configs/cfc_ncp_rover.yaml}
+ROUNDS=${ROUNDS:-2}
+EPISODES=${EPISODES:-20}          # supervised episodes per round
+EVAL_EPISODES=${EVAL_EPISODES:-50}
+EPOCHS=${EPOCHS:-60}
+SEED=${SEED:-0}                   # training seed
+THRESHOLD=${THRESHOLD:-0.5}       # the operator takes over where the commands differ by more (action units)
+HOLD_S=${HOLD_S:-1.0}             # and keeps control at least this long
+EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]"}
+LC=${LC:-liquid-control}
+
+[ -f "$OUT/run/policy.pt" ] || { echo "takeover_rounds: $OUT/run/policy.pt not found (run scripts/bag_loop.sh first)" >&2; exit 2; }
+policy="$OUT/run/policy.pt"
+bags=("$OUT/bags/train/*")
+start=$(date +%s)
+for round in $(seq 1 "$ROUNDS"); do
+  dir="$OUT/round_$round"
+  first=$((200 + EPISODES * (round - 1)))
+  echo "[takeover_rounds $(($(date +%s) - start)) s] round $round: $policy drives $EPISODES episodes (seeds $first..), the expert supervising" >&2
+  [ -d "$dir/takeover" ] || $LC record --expert --policy "$policy" -o "$dir/takeover" --episodes "$EPISODES" \
+    --seed "$first" --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" --no-progress | tee "$dir.record.txt"
+  bags+=("$dir/takeover/*")
+  bag_args=()
+  for pattern in "${bags[@]}"; do bag_args+=(--bag "$pattern"); done
+  resume=()
+  [ -f "$dir/run/checkpoint.pt" ] && resume=(--resume)
+  # shellcheck disable=SC2086
+  $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${resume[@]}" --no-progress "${bag_args[@]}" \
+    --val-bag "$OUT/bags/validation/*" --set "training.epochs_first=$EPOCHS" $EXTRA_SET
+  $LC eval --policy "round$round=$dir/run/policy.pt" --episodes "$EVAL_EPISODES" --out "$dir/sim" --no-progress \
+    --no-example --no-saliency
+  policy="$dir/run/policy.pt"
+done
+echo "[takeover_rounds $(($(date +%s) - start)) s] done" >&2
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round: $(tail -n 1 "$OUT/round_$round.record.txt")"
+  awk -F, -v r="$round" 'NR > 1 { n++; k += ($7 == "True") } END { printf "round %s: %d/%d held-out episodes reach the target\n", r, k, n }' \
+    "$OUT/round_$round/sim/results.csv"
+done
