@@ -6,8 +6,9 @@
 #
 #   OUT=runs/loop_base ROUNDS=2 scripts/takeover_rounds.sh     # after OUT=runs/loop_base scripts/bag_loop.sh
 #
-# Seeds: round k records episodes 200 + 20 (k - 1) ..; training, validation and test bags are bag_loop's (100..,
-# 500.., 600..), the evaluation episodes the same 20,000,000.. as bag_loop's: all disjoint.
+# Seeds: round k records episodes 200 + EPISODES (k - 1) ..; training, validation and test bags are bag_loop's
+# (100.., 500.., 600..), the evaluation episodes the same 20,000,000.. as bag_loop's: disjoint while
+# ROUNDS x EPISODES <= 300 (checked). The bags are 64x64 with the training expert, as bag_loop's defaults.
 set -euo pipefail
 
 OUT=${OUT:?set OUT to a finished scripts/bag_loop.sh folder (with bags/ and run/policy.pt)}
@@ -23,6 +24,7 @@ EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,c
 LC=${LC:-liquid-control}
 
 [ -f "$OUT/run/policy.pt" ] || { echo "takeover_rounds: $OUT/run/policy.pt not found (run scripts/bag_loop.sh first)" >&2; exit 2; }
+[ $((ROUNDS * EPISODES)) -le 300 ] || { echo "takeover_rounds: ROUNDS x EPISODES > 300 would reach the validation seeds 500.." >&2; exit 2; }
 policy="$OUT/run/policy.pt"
 bags=("$OUT/bags/train/*")
 start=$(date +%s)
@@ -30,16 +32,23 @@ for round in $(seq 1 "$ROUNDS"); do
   dir="$OUT/round_$round"
   first=$((200 + EPISODES * (round - 1)))
   echo "[takeover_rounds $(($(date +%s) - start)) s] round $round: $policy drives $EPISODES episodes (seeds $first..), the expert supervising" >&2
-  [ -d "$dir/takeover" ] || $LC record --expert --policy "$policy" -o "$dir/takeover" --episodes "$EPISODES" \
-    --seed "$first" --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" --no-progress | tee "$dir.record.txt"
+  [ -f "$dir.record.txt" ] || rm -rf "$dir/takeover"  # an interrupted recording: record the round again
+  if [ ! -d "$dir/takeover" ]; then
+    $LC record --expert --policy "$policy" -o "$dir/takeover" --episodes "$EPISODES" --seed "$first" \
+      --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" --no-progress > "$dir.record.tmp"
+    mv "$dir.record.tmp" "$dir.record.txt"
+  fi
+  cat "$dir.record.txt"
   bags+=("$dir/takeover/*")
   bag_args=()
   for pattern in "${bags[@]}"; do bag_args+=(--bag "$pattern"); done
   resume=()
   [ -f "$dir/run/checkpoint.pt" ] && resume=(--resume)
   # shellcheck disable=SC2086
+  # --label-max-wait-s 0: a label only where the operator commanded at that frame (the simulated operator answers
+  # at once); the default 0.5 s would also give the updates the policy drove just before a takeover its command
   $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${resume[@]}" --no-progress "${bag_args[@]}" \
-    --val-bag "$OUT/bags/validation/*" --set "training.epochs_first=$EPOCHS" $EXTRA_SET
+    --val-bag "$OUT/bags/validation/*" --label-max-wait-s 0 --set "training.epochs_first=$EPOCHS" $EXTRA_SET
   $LC eval --policy "round$round=$dir/run/policy.pt" --episodes "$EVAL_EPISODES" --out "$dir/sim" --no-progress \
     --no-example --no-saliency
   policy="$dir/run/policy.pt"

@@ -510,6 +510,17 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     actions = np.clip(offline["action"][:-1], -1, 1) * SCALE  # the last update ends the episode: no command
     assert len(base) == never["updates"] == len(actions) and np.allclose(base, actions, atol=1e-6)
 
+    # in between: the updates labelled are those the operator drove, when a label must be a command logged with
+    # the frame (--label-max-wait-s 0); the default rule (next command within 0.5 s) also labels the updates the
+    # policy drove just before a takeover with the operator's command
+    some = record_expert_episodes(tmp_path / "some", [100], takeover=Takeover(0.8, 0.3), **common)[0]
+    assert 0 < some["operator_updates"] < some["updates"] and some["takeovers"] >= 1
+    for wait, check in ((0.0, lambda n: n == some["operator_updates"]), (0.5, lambda n: n > some["operator_updates"])):
+        spec = with_label(spec_of(CAMERA_ONLY), max_wait_s=wait)
+        with BagReader(some["bag"]) as reader:
+            updates = list(stream_updates(reader, capture_runner(CAMERA_ONLY, spec), spec, StreamStats()))
+        assert check(sum(u.label is not None for u in updates)), wait
+
     logged = []
     data = {"bags": [always["bag"], never["bag"]]}
     run = trainer.train(
@@ -521,6 +532,9 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
         log=logged.append,
     )
     assert run.epochs == 1 and any("episode_100: skipped, nothing to learn" in m for m in logged)
+    assert any("1 of 2 skipped, no command on /cmd_vel" in m for m in logged)
+    meta = torch.load(run.policy_path, weights_only=False)["metadata"]
+    assert meta["training_episodes"] == 1 and meta["skipped_bags"] == ["episode_100"]
     with pytest.raises(trainer.TrainingError, match="no train bag has a command to learn from on /cmd_vel"):
         trainer.train(CAMERA_ONLY, tmp_path / "none", data={"bags": [never["bag"]]}, progress=False)
 
@@ -529,7 +543,8 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     sim = ["record", "--expert", "--episodes", "1", "--no-progress", "--render-size", str(W), "-o", str(out)]
     for argv, message in [
         ([*sim, "--policy", str(path), "--takeover-threshold", "0"], "takeover threshold (--takeover-threshold) must"),
-        ([*sim, "--policy", str(path), "--noise-std", "0.3"], "with a driving policy there is none"),
+        ([*sim, "--policy", str(path), "--noise-std", "0.3"], "(--noise-std, --burst-rate) perturbs the operator's"),
+        ([*sim, "--takeover-hold-s", "2"], "--takeover-threshold and --takeover-hold-s supervise a driving policy"),
         ([*sim, "--policy", str(tmp_path / "missing.pt")], "missing.pt: no such policy file"),
         (["record", "-o", str(out), "--policy", str(path)], "--policy drives simulated episodes"),
     ]:

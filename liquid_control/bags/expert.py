@@ -81,6 +81,12 @@ class ExpertNoise:
         }
 
 
+NOISE_WITH_DRIVER = (
+    "noise injection (--noise-std, --burst-rate) perturbs the operator's driving; with a driving policy (--policy) "
+    "there is none"
+)
+
+
 @dataclass(frozen=True)
 class Takeover:
     """When the supervising operator takes over from a driving policy, and when it hands back.
@@ -140,7 +146,10 @@ def load_driver(path: str | Path, render_size: int):
     if config.get("world") != "LiquidRover-v0" or config["action"].get("kind") != "twist":
         problem = f"it is a policy for {config.get('world')!r} with {config['action'].get('kind')!r} actions"
     elif (image.get("height"), image.get("width")) != (render_size, render_size):
-        problem = f"it reads {image.get('height')}x{image.get('width')} images, the recording renders {render_size}"
+        problem = (
+            f"it reads {image.get('height')}x{image.get('width')} images, the recording renders "
+            f"{render_size}x{render_size} (--render-size)"
+        )
     if problem:
         backend.close()
         raise ValueError(f"{path}: cannot drive the recorded rover (LiquidRover-v0, twist, camera): {problem}")
@@ -189,7 +198,7 @@ def record_expert_episode(
 
     margin = checked_margin(margin)
     if driver is not None and noise.active:
-        raise ValueError("noise injection perturbs the operator's driving; with a driving policy there is none")
+        raise ValueError(NOISE_WITH_DRIVER)
     runner = None if driver is None else PolicyRunner(driver, RunnerLimits())
     operator = _Operator(takeover)
     policy_command, operator_updates, updates = None, 0, 0
@@ -316,7 +325,7 @@ def record_expert_episodes(
 
     margin = checked_margin(margin)  # refused before any folder is made
     if policy is not None and noise.active:
-        raise ValueError("noise injection perturbs the operator's driving; with a driving policy there is none")
+        raise ValueError(NOISE_WITH_DRIVER)
     seeds = list(seeds)
     if not seeds:
         raise ValueError("no episodes to record: --episodes must be >= 1")

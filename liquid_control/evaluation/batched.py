@@ -109,7 +109,7 @@ class BatchedPolicy:
             batch[key] = torch.from_numpy(np.stack([np.asarray(obs[key]) for obs in observations]))
         dt = torch.from_numpy(np.array([float(np.asarray(o["dt"]).reshape(-1)[0]) for o in observations], np.float32))
         index = torch.as_tensor(lanes)
-        gap = self._started[index] & (dt > self.max_gap_s)
+        gap = self._started[index] & (dt.double() > self.max_gap_s)  # in float64, as PolicyAgent compares
         if gap.any():
             self.state[index[gap]] = self._initial
             dt = torch.where(gap, torch.zeros_like(dt), dt)

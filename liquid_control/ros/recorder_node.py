@@ -187,6 +187,7 @@ What to record and for how long: docs/real_robot.md.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``liquid-control record``."""
+    from liquid_control.bags.expert import Takeover
     from sim_envs.experts import SAFETY_MARGIN
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -243,14 +244,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument(
         "--takeover-threshold",
         type=float,
-        default=0.5,
-        help="with --policy: the operator takes over where the commands differ by more than this (action units)",
+        default=None,
+        help="with --policy: the operator takes over where the commands differ by more than this (action units; "
+        f"default {Takeover.threshold})",
     )
     sim.add_argument(
         "--takeover-hold-s",
         type=float,
-        default=1.0,
-        help="with --policy: the operator keeps control at least this long (s), then hands back when they agree",
+        default=None,
+        help="with --policy: the operator keeps control at least this long (s), then hands back when they agree "
+        f"(default {Takeover.hold_s})",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -348,6 +351,12 @@ def run(args) -> int:
             return 0
         if args.policy and not args.expert:
             raise ValueError("--policy drives simulated episodes under the expert's supervision: it needs --expert")
+        takeover = {"threshold": args.takeover_threshold, "hold_s": args.takeover_hold_s}
+        takeover = {k: v for k, v in takeover.items() if v is not None}  # the rest: Takeover's defaults
+        if takeover and not args.policy:
+            raise ValueError(
+                "--takeover-threshold and --takeover-hold-s supervise a driving policy: they need --policy"
+            )
         if args.expert:
             from liquid_control.bags.expert import ExpertNoise, Takeover, record_expert_episodes
 
@@ -374,7 +383,7 @@ def run(args) -> int:
                     progress=not args.no_progress,
                     stop=stop,
                     policy=args.policy,
-                    takeover=Takeover(args.takeover_threshold, args.takeover_hold_s),
+                    takeover=Takeover(**takeover),
                 )
             except KeyboardInterrupt:
                 done = sorted(Path(out).glob("episode_*")) if Path(out).is_dir() else []

@@ -387,6 +387,12 @@ class BagRun(_Run):
             episodes += load_segments(folder, index)
             bar.update(1)
         bar.close()
+        skipped = [Path(b).name for b in bags if "skipped" in self.bag_stats.get(b, {})]
+        if skipped and episodes:
+            self.log(
+                f"{kind} bags: {len(skipped)} of {len(bags)} skipped, no command on {self.spec.command_topic} "
+                f"({', '.join(skipped)}); expected only for takeover rounds where the operator never took over"
+            )
         if bags and not episodes:
             raise TrainingError(
                 f"no {kind} bag has a command to learn from on {self.spec.command_topic} (all {len(bags)} skipped; "
@@ -441,11 +447,13 @@ class BagRun(_Run):
     def extra_metadata(self) -> dict:
         """What policy.pt records of the bag data: bags, labelled updates, seconds, validation loss, data spec."""
         labelled = sum(s.get("labelled", 0) for b, s in self.bag_stats.items() if b in self.data["bags"])
+        used = [b for b in self.data["bags"] if "skipped" not in self.bag_stats.get(b, {})]
         return {
             "training_data": "bags",
-            "training_bags": [Path(b).name for b in self.data["bags"]],
+            "training_bags": [Path(b).name for b in used],
+            "skipped_bags": [Path(b).name for b in self.data["bags"] if b not in used],  # no command to learn from
             "validation_bags": [Path(b).name for b in self.data["validation"]],
-            "training_episodes": len(self.data["bags"]),
+            "training_episodes": len(used),
             "training_updates": labelled,
             "recorded_seconds": round(
                 sum(s.get("duration_s", 0.0) for b, s in self.bag_stats.items() if b in self.data["bags"]), 2
