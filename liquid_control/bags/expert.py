@@ -268,7 +268,6 @@ def record_expert_episode(
                 else:
                     executed = np.clip(policy_command, -1.0, 1.0)
                 bag.write(TOPICS["executed"], now_ns, twist_message(*(executed * scale)))
-                previous_stamp = stamp
                 continue
             bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
             executed = expert
