@@ -20,6 +20,8 @@ EPOCHS=${EPOCHS:-60}
 SEED=${SEED:-0}                   # training seed
 THRESHOLD=${THRESHOLD:-0.5}       # the operator takes over where the commands differ by more (action units)
 HOLD_S=${HOLD_S:-1.0}             # and keeps control at least this long
+SHADOW=${SHADOW:-0}               # 1: the operator labels every update, driving or not (record --shadow; DAgger)
+TIME_LIMIT=${TIME_LIMIT:-0}       # s; 0: the world's (25 s). Shorter: fewer labels of a search for a lost target
 EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]"}
 LC=${LC:-liquid-control}
 
@@ -34,8 +36,11 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "[takeover_rounds $(($(date +%s) - start)) s] round $round: $policy drives $EPISODES episodes (seeds $first..), the expert supervising" >&2
   [ -f "$dir.record.txt" ] || rm -rf "$dir/takeover"  # an interrupted recording: record the round again
   if [ ! -d "$dir/takeover" ]; then
+    shadow=()
+    [ "$SHADOW" = 1 ] && shadow=(--shadow)
     $LC record --expert --policy "$policy" -o "$dir/takeover" --episodes "$EPISODES" --seed "$first" \
-      --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" --no-progress > "$dir.record.tmp"
+      --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" "${shadow[@]}" --time-limit "$TIME_LIMIT" \
+      --no-progress > "$dir.record.tmp"
     mv "$dir.record.tmp" "$dir.record.txt"
   fi
   cat "$dir.record.txt"

@@ -520,6 +520,18 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
         with BagReader(some["bag"]) as reader:
             updates = list(stream_updates(reader, capture_runner(CAMERA_ONLY, spec), spec, StreamStats()))
         assert check(sum(u.label is not None for u in updates)), wait
+    # shadow mode: the same drive (who drives is still the rule's), and every update labelled by the operator
+    shadow = record_expert_episodes(tmp_path / "shadow", [100], takeover=Takeover(0.8, 0.3, shadow=True), **common)[0]
+    assert {k: shadow[k] for k in ("updates", "operator_updates", "takeovers", "outcome")} == {
+        k: some[k] for k in ("updates", "operator_updates", "takeovers", "outcome")
+    }
+    assert topic(shadow["bag"], "/base/cmd_vel") == topic(some["bag"], "/base/cmd_vel")
+    shadow_labels = topic(shadow["bag"], "/cmd_vel")
+    assert len(shadow_labels) == shadow["updates"] > some["operator_updates"]
+    some_labels = topic(some["bag"], "/cmd_vel")
+    assert all(label in shadow_labels for label in some_labels)  # where the operator drove: the same labels
+    custom = yaml.safe_load(open(os.path.join(shadow["bag"], "metadata.yaml")))["rosbag2_bagfile_information"]
+    assert json.loads(custom["custom_data"]["liquid_control.takeover"])["shadow"] is True
 
     logged = []
     data = {"bags": [always["bag"], never["bag"]]}
@@ -544,7 +556,8 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     for argv, message in [
         ([*sim, "--policy", str(path), "--takeover-threshold", "0"], "takeover threshold (--takeover-threshold) must"),
         ([*sim, "--policy", str(path), "--noise-std", "0.3"], "(--noise-std, --burst-rate) perturbs the operator's"),
-        ([*sim, "--takeover-hold-s", "2"], "--takeover-threshold and --takeover-hold-s supervise a driving policy"),
+        ([*sim, "--takeover-hold-s", "2"], "--takeover-hold-s and --shadow supervise a driving policy"),
+        ([*sim, "--shadow"], "--takeover-hold-s and --shadow supervise a driving policy: they need --policy"),
         ([*sim, "--policy", str(tmp_path / "missing.pt")], "missing.pt: no such policy file"),
         (["record", "-o", str(out), "--policy", str(path)], "--policy drives simulated episodes"),
     ]:

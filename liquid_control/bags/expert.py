@@ -13,6 +13,8 @@ the runtime's ``PolicyRunner`` as ``policy_node`` would be, and the expert super
 (HG-DAgger, Kelly et al. 2019): it takes over where the policy's command departs from its own (``Takeover``),
 and only its commands while it holds control are recorded on ``/cmd_vel``, the labels; the base's command
 (policy or operator) goes to ``/base/cmd_vel``. The deploy-record-retrain round of docs/real_robot.md.
+In shadow mode (``Takeover.shadow``) the operator commands along at every update, driving or not, and every
+update gets its label (DAgger's labels, Ross et al. 2011, with a safety driver); who drives stays the rule's.
 
 Stamps are sim time of the episode (from 0), as ``sim_node`` with ``use_sim_time``. Topics and QoS are
 ``sim_node``'s: sensors reliable depth 10, commands reliable depth 10, the JSON outcome on
@@ -94,10 +96,12 @@ class Takeover:
     It takes over at an update where the policy's command differs from its own by more than ``threshold``
     (action units, the largest element), keeps control for at least ``hold_s`` seconds and hands back at the
     first update after that where the two agree within ``threshold / 2`` (hysteresis: no flicker at the edge).
+    ``shadow``: the operator's command is recorded as the label at every update, not only where it drives.
     """
 
     threshold: float = 0.5
     hold_s: float = 1.0
+    shadow: bool = False
 
     def __post_init__(self):
         for name in ("threshold", "hold_s"):
@@ -105,10 +109,12 @@ class Takeover:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 flag = "--takeover-" + name.replace("_", "-")
                 raise ValueError(f"takeover {name} ({flag}) must be a finite number > 0, got {value!r}")
+        if not isinstance(self.shadow, bool):
+            raise ValueError(f"takeover shadow (--shadow) must be true or false, got {self.shadow!r}")
 
     def describe(self) -> dict:
         """The settings as a plain dict (stored in the bag's metadata)."""
-        return {"threshold": self.threshold, "hold_s": self.hold_s}
+        return {"threshold": self.threshold, "hold_s": self.hold_s, "shadow": self.shadow}
 
 
 class _Operator:
@@ -214,7 +220,7 @@ def record_expert_episode(
         "liquid_control.expert_margin": str(margin),
     }
     if driver is not None:
-        custom["liquid_control.source"] = "policy, expert takeover"
+        custom["liquid_control.source"] = "policy, expert takeover" + (" and shadow labels" if takeover.shadow else "")
         custom["liquid_control.driver"] = str(driver_path)
         custom["liquid_control.takeover"] = json.dumps(takeover.describe())
     counts = {"camera": 0, "imu": 0}
@@ -261,10 +267,12 @@ def record_expert_episode(
             expert = np.asarray(world.expert_action(margin), dtype=np.float64)
             updates += 1
             if driver is not None:
-                if operator.in_control(stamp, policy_command, expert):
+                driving = operator.in_control(stamp, policy_command, expert)
+                if driving or takeover.shadow:
+                    bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
+                if driving:
                     operator_updates += 1
                     executed = expert
-                    bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
                 else:
                     executed = np.clip(policy_command, -1.0, 1.0)
                 bag.write(TOPICS["executed"], now_ns, twist_message(*(executed * scale)))

@@ -255,6 +255,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --policy: the operator keeps control at least this long (s), then hands back when they agree "
         f"(default {Takeover.hold_s})",
     )
+    sim.add_argument(
+        "--shadow",
+        action="store_true",
+        help="with --policy: the operator commands along at every update (shadow mode) and every update is "
+        "labelled, not only those it drives (DAgger's labels; who drives stays the takeover rule's)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -353,9 +359,11 @@ def run(args) -> int:
             raise ValueError("--policy drives simulated episodes under the expert's supervision: it needs --expert")
         takeover = {"threshold": args.takeover_threshold, "hold_s": args.takeover_hold_s}
         takeover = {k: v for k, v in takeover.items() if v is not None}  # the rest: Takeover's defaults
+        if args.shadow:
+            takeover["shadow"] = True
         if takeover and not args.policy:
             raise ValueError(
-                "--takeover-threshold and --takeover-hold-s supervise a driving policy: they need --policy"
+                "--takeover-threshold, --takeover-hold-s and --shadow supervise a driving policy: they need --policy"
             )
         if args.expert:
             from liquid_control.bags.expert import ExpertNoise, Takeover, record_expert_episodes
@@ -401,7 +409,8 @@ def run(args) -> int:
             if args.policy:
                 took = sum(r["operator_updates"] for r in results) / max(1, sum(r["updates"] for r in results))
                 print(
-                    f"recorded {len(results)} episodes of {args.policy} driving with expert takeover ({seconds:.1f} s "
+                    f"recorded {len(results)} episodes of {args.policy} driving with expert takeover"
+                    f"{' and shadow labels' if args.shadow else ''} ({seconds:.1f} s "
                     f"of driving, {sum(r['takeovers'] for r in results)} takeovers, the operator drove {took:.0%} of "
                     f"the updates, success {wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
                 )
