@@ -146,6 +146,46 @@ def test_resampled_episode_is_what_the_fixed_rate_agent_sees():
     np.testing.assert_allclose(actions[-1], want[0, -1].numpy(), atol=1e-5)
 
 
+def test_training_sequences_reset_where_the_agent_resets_on_a_gap():
+    """An update gap over max_gap_s (1 s; a custom shift's stall): the agent resets its state there and
+    integrates 0 s, so training cuts the episode there and starts the next piece from a zero state, dt 0
+    (before, a training sequence integrated the whole gap that the policy never integrates at run time)."""
+    from liquid_control.training.data import split_at_gaps
+
+    cfg = validate_config(fusion_config(timing=[]))
+    env = trainer.make_env(cfg)
+    ep = rollout(env, seed=2, max_steps=60, observation_keys=["image", "imu", "wheels"])
+    env.close()
+    ep.dt[[25, 40]] = [2.5, 1.2]  # two stalls
+    pieces = split_at_gaps(ep, 1.0)
+    assert [len(p) for p in pieces] == [25, 15, len(ep) - 40] and all(p.dt[0] == 0 for p in pieces)
+    assert split_at_gaps(ep, 3.0)[0] is ep
+    torch.manual_seed(1)
+    policy = Policy(cfg).eval()
+    agent = PolicyAgent(policy)
+    actions = []
+    for t in range(len(ep)):
+        obs = {k: ep.observations[k][t] for k in ("imu", "wheels")}
+        obs["image"] = ep.observations["image"][ep.image_index[t]]
+        obs["dt"] = ep.dt[t : t + 1]
+        actions.append(agent.act(obs))
+    assert agent.gap_resets == 2
+    want = []
+    for piece in pieces:
+        obs = {"image": torch.from_numpy(piece.observations["image"])[None]}
+        obs["image_index"] = torch.from_numpy(piece.image_index)[None]
+        obs.update({k: torch.from_numpy(piece.observations[k])[None] for k in ("imu", "wheels")})
+        with torch.no_grad():
+            want.append(policy.forward_sequence(obs, torch.from_numpy(piece.dt)[None])[0][0].numpy())
+    np.testing.assert_allclose(np.array(actions), np.concatenate(want), atol=1e-5)
+    whole = {"image": torch.from_numpy(ep.observations["image"])[None]}
+    whole["image_index"] = torch.from_numpy(ep.image_index)[None]
+    whole.update({k: torch.from_numpy(ep.observations[k])[None] for k in ("imu", "wheels")})
+    with torch.no_grad():
+        integrated, _ = policy.forward_sequence(whole, torch.from_numpy(ep.dt)[None])
+    assert np.abs(integrated[0, 25:].numpy() - np.concatenate(want)[25:]).max() > 1e-3  # the gap matters
+
+
 def test_short_training_run_on_the_event_world(tmp_path):
     from liquid_control.policy import load_policy
 

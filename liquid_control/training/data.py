@@ -218,6 +218,36 @@ def rollout(
     )
 
 
+def split_at_gaps(episode: Episode, max_gap_s: float) -> list[Episode]:
+    """The episode cut before every update whose dt exceeds ``max_gap_s``, each piece starting at dt 0: where
+    PolicyAgent, PolicyRunner and policy_node reset the state and integrate nothing, training starts a new
+    sequence from a zero state too (it used to integrate the whole gap). Frames are shared, not copied."""
+    cuts = [int(i) for i in np.flatnonzero(episode.dt > max_gap_s) if i > 0]
+    if not cuts:
+        return [episode]
+    pieces = []
+    for start, end in zip([0, *cuts], [*cuts, len(episode)]):
+        part = slice(start, end)
+        dt = episode.dt[part].copy()
+        dt[0] = 0.0
+        pieces.append(
+            Episode(
+                observations={k: (v if k == "image" else v[part]) for k, v in episode.observations.items()},
+                dt=dt,
+                stamp=episode.stamp[part],
+                expert_action=episode.expert_action[part],
+                action=episode.action[part],
+                success=episode.success,
+                seed=episode.seed,
+                beta=episode.beta,
+                info=dict(episode.info),
+                label_mask=None if episode.label_mask is None else episode.label_mask[part],
+                image_index=None if episode.image_index is None else episode.image_index[part],
+            )
+        )
+    return pieces
+
+
 def resample_episode(episode: Episode, rate_hz: float) -> Episode:
     """The episode as a fixed-rate loop would have seen it: one step per tick of ``rate_hz`` with the latest
     inputs and the expert's latest label (``liquid_control.policy.resample_ticks``; dt 0 at the first tick)."""

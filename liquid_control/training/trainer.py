@@ -41,11 +41,12 @@ from liquid_control.policy import (
     save_policy,
     validate_config,
 )
+from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.policy.checkpoint import atomic_torch_save
 from liquid_control.policy.config import CONTINUOUS_CORES
 
 from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
-from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode
+from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode, split_at_gaps
 from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are part of this module's API
     MAX_DAGGER_ROUNDS,
     MAX_ROUND_EPISODES,
@@ -242,6 +243,8 @@ class _Run:
                 f"round {round_index}: {count} episodes (beta={beta:g}, {collected} collected now), driver "
                 f"success {success:.0%}, {sum(len(ep) for ep in episodes)} updates"
             )
+        # a gap over max_gap_s: the agent and the node reset the state there, so training does too
+        episodes = [piece for ep in episodes for piece in split_at_gaps(ep, DEFAULT_MAX_GAP_S)]
         hz = self.config["observation"]["resample_hz"]
         episodes = episodes if hz is None else [resample_episode(ep, hz) for ep in episodes]
         self.note_dts(episodes)
