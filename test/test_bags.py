@@ -2,6 +2,7 @@
 readings and messages, the PolicyRunner's event semantics over a recording, labels, truncated/corrupt
 recordings, and the shrunk loop: record expert bags, train from them (resumable), evaluate offline."""
 
+import copy
 import json
 import os
 import shutil
@@ -532,6 +533,18 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     assert all(label in shadow_labels for label in some_labels)  # where the operator drove: the same labels
     custom = yaml.safe_load(open(os.path.join(shadow["bag"], "metadata.yaml")))["rosbag2_bagfile_information"]
     assert json.loads(custom["custom_data"]["liquid_control.takeover"])["shadow"] is True
+    spec = with_label(spec_of(CAMERA_ONLY), max_wait_s=0.0)  # as scripts/takeover_rounds.sh trains
+    with BagReader(shadow["bag"]) as reader:
+        updates = list(stream_updates(reader, capture_runner(CAMERA_ONLY, spec), spec, StreamStats()))
+    assert len(updates) == shadow["updates"] + 1 and all(u.label is not None for u in updates[:-1])
+    # a policy that has no command yet at an update (a reordering lag holds its first frame back): the operator
+    # drives that update, without a takeover that would hold control for hold_s
+    lagged = copy.deepcopy(CAMERA_ONLY)
+    lagged["observation"]["reorder_lag_s"] = 0.05
+    save_policy(tmp_path / "lagged.pt", Policy.from_config(lagged))
+    late = dict(common, policy=tmp_path / "lagged.pt")
+    late = record_expert_episodes(tmp_path / "late", [100], takeover=Takeover(threshold=10.0, shadow=True), **late)[0]
+    assert late["takeovers"] == 0 and 1 <= late["operator_updates"] <= 2 < late["updates"]
 
     logged = []
     data = {"bags": [always["bag"], never["bag"]]}

@@ -186,14 +186,28 @@ def test_training_sequences_reset_where_the_agent_resets_on_a_gap():
     assert np.abs(integrated[0, 25:].numpy() - np.concatenate(want)[25:]).max() > 1e-3  # the gap matters
 
 
-def test_short_training_run_on_the_event_world(tmp_path):
+def test_short_training_run_on_the_event_world(tmp_path, monkeypatch):
+    """... with a stall of 2.5 s in every collected episode: training cuts there (split_at_gaps), says so, and
+    never trains on a dt the agent would not integrate."""
     from liquid_control.policy import load_policy
 
-    result = trainer.train(fusion_config(), tmp_path / "run", progress=False, log=lambda m: None)
+    collect = trainer.collect_episode
+
+    def stalled(*args, **kwargs):
+        episode = collect(*args, **kwargs)
+        episode.dt[len(episode) // 2] = 2.5
+        return episode
+
+    monkeypatch.setattr(trainer, "collect_episode", stalled)
+    logged = []
+    result = trainer.train(fusion_config(), tmp_path / "run", progress=False, log=logged.append)
     policy = load_policy(result.policy_path)
     assert policy.config["observation"]["update_on"] == ["camera", "imu"]
     episodes = sorted((tmp_path / "run" / "data").rglob("*.npz"))
     assert len(episodes) == 3 and all("image_index" in np.load(p).files for p in episodes)
+    assert all(np.load(p)["dt"].max() == np.float32(2.5) for p in episodes)  # stored whole, cut when trained on
+    assert any("update gap(s) over 1 s reset the state: trained as" in m for m in logged), logged
+    assert policy.metadata["training_dt_max_s"] < 1.0
 
 
 def test_an_action_size_the_world_does_not_have_is_refused_naming_the_key(tmp_path):

@@ -126,8 +126,11 @@ class _Operator:
         self.takeovers = 0
 
     def in_control(self, stamp: float, policy: np.ndarray | None, expert: np.ndarray) -> bool:
-        """Whether the operator drives at this update (``policy`` None: the policy gave no command yet)."""
-        deviation = np.inf if policy is None else float(np.max(np.abs(policy - expert)))
+        """Whether the operator drives at this update (``policy`` None: the policy gave no command yet, its
+        first update or a reordering lag; the operator drives that update without taking over)."""
+        if policy is None:
+            return True
+        deviation = float(np.max(np.abs(policy - expert)))
         if self.until is None:
             if deviation > self.rule.threshold:
                 self.until = stamp + self.rule.hold_s

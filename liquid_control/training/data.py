@@ -222,14 +222,15 @@ def split_at_gaps(episode: Episode, max_gap_s: float) -> list[Episode]:
     """The episode cut before every update whose dt exceeds ``max_gap_s``, each piece starting at dt 0: where
     PolicyAgent, PolicyRunner and policy_node reset the state and integrate nothing, training starts a new
     sequence from a zero state too (it used to integrate the whole gap). Frames are shared, not copied."""
-    cuts = [int(i) for i in np.flatnonzero(episode.dt > max_gap_s) if i > 0]
+    cuts = [int(i) for i in np.flatnonzero(episode.dt.astype(np.float64) > max_gap_s) if i > 0]  # as the agent
     if not cuts:
         return [episode]
     pieces = []
     for start, end in zip([0, *cuts], [*cuts, len(episode)]):
         part = slice(start, end)
         dt = episode.dt[part].copy()
-        dt[0] = 0.0
+        if start > 0:
+            dt[0] = 0.0
         pieces.append(
             Episode(
                 observations={k: (v if k == "image" else v[part]) for k, v in episode.observations.items()},

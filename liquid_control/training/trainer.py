@@ -244,7 +244,13 @@ class _Run:
                 f"success {success:.0%}, {sum(len(ep) for ep in episodes)} updates"
             )
         # a gap over max_gap_s: the agent and the node reset the state there, so training does too
-        episodes = [piece for ep in episodes for piece in split_at_gaps(ep, DEFAULT_MAX_GAP_S)]
+        pieces = [piece for ep in episodes for piece in split_at_gaps(ep, DEFAULT_MAX_GAP_S)]
+        if len(pieces) > len(episodes):
+            self.log(
+                f"round {round_index}: {len(pieces) - len(episodes)} update gap(s) over {DEFAULT_MAX_GAP_S:g} s "
+                f"reset the state: trained as {len(pieces)} sequences from {len(episodes)} episodes"
+            )
+        episodes = pieces
         hz = self.config["observation"]["resample_hz"]
         episodes = episodes if hz is None else [resample_episode(ep, hz) for ep in episodes]
         self.note_dts(episodes)
