@@ -54,8 +54,10 @@ for round in $(seq 1 "$ROUNDS"); do
   # at once); the default 0.5 s would also give the updates the policy drove just before a takeover its command
   $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${resume[@]}" --no-progress "${bag_args[@]}" \
     --val-bag "$OUT/bags/validation/*" --label-max-wait-s 0 --set "training.epochs_first=$EPOCHS" $EXTRA_SET
+  eval_resume=()
+  [ -d "$dir/sim" ] && eval_resume=(--resume)  # a rerun with more ROUNDS continues, as training does
   $LC eval --policy "round$round=$dir/run/policy.pt" --episodes "$EVAL_EPISODES" --out "$dir/sim" --no-progress \
-    --no-example --no-saliency
+    --no-example --no-saliency "${eval_resume[@]}"
   policy="$dir/run/policy.pt"
 done
 echo "[takeover_rounds $(($(date +%s) - start)) s] done" >&2
