@@ -121,6 +121,25 @@ def test_dart_noise_perturbs_what_is_executed_not_the_labels():
     assert np.abs(noisy.observations["imu"] - clean.observations["imu"][: len(noisy)]).max() > 0.01
 
 
+def agent_actions(agent, episode) -> list:
+    """The agent driven through ``episode``'s recorded observations, update by update."""
+    actions = []
+    for t in range(len(episode)):
+        obs = {k: episode.observations[k][t] for k in ("imu", "wheels")}
+        obs["image"] = episode.observations["image"][episode.image_index[t]]
+        obs["dt"] = episode.dt[t : t + 1]
+        actions.append(agent.act(obs))
+    return actions
+
+
+def sequence_inputs(episode) -> dict:
+    """``episode``'s observations as one batch row for ``Policy.forward_sequence``."""
+    obs = {"image": torch.from_numpy(episode.observations["image"])[None]}
+    obs["image_index"] = torch.from_numpy(episode.image_index)[None]
+    obs.update({k: torch.from_numpy(episode.observations[k])[None] for k in ("imu", "wheels")})
+    return obs
+
+
 def test_resampled_episode_is_what_the_fixed_rate_agent_sees():
     cfg = validate_config(fusion_config(timing=[], resample_hz=100.0))
     env = trainer.make_env(cfg)
@@ -132,17 +151,9 @@ def test_resampled_episode_is_what_the_fixed_rate_agent_sees():
     torch.manual_seed(1)
     policy = Policy(cfg).eval()
     agent = PolicyAgent(policy)
-    actions = []
-    for t in range(len(ep)):
-        obs = {k: ep.observations[k][t] for k in ("imu", "wheels")}
-        obs["image"] = ep.observations["image"][ep.image_index[t]]
-        obs["dt"] = ep.dt[t : t + 1]
-        actions.append(agent.act(obs))
-    frames = torch.from_numpy(fixed.observations["image"])[None]
-    obs = {"image": frames, "image_index": torch.from_numpy(fixed.image_index)[None]}
-    obs.update({k: torch.from_numpy(fixed.observations[k])[None] for k in ("imu", "wheels")})
+    actions = agent_actions(agent, ep)
     with torch.no_grad():
-        want, _ = policy.forward_sequence(obs, torch.from_numpy(fixed.dt)[None])
+        want, _ = policy.forward_sequence(sequence_inputs(fixed), torch.from_numpy(fixed.dt)[None])
     np.testing.assert_allclose(actions[-1], want[0, -1].numpy(), atol=1e-5)
 
 
@@ -163,26 +174,15 @@ def test_training_sequences_reset_where_the_agent_resets_on_a_gap():
     torch.manual_seed(1)
     policy = Policy(cfg).eval()
     agent = PolicyAgent(policy)
-    actions = []
-    for t in range(len(ep)):
-        obs = {k: ep.observations[k][t] for k in ("imu", "wheels")}
-        obs["image"] = ep.observations["image"][ep.image_index[t]]
-        obs["dt"] = ep.dt[t : t + 1]
-        actions.append(agent.act(obs))
+    actions = agent_actions(agent, ep)
     assert agent.gap_resets == 2
     want = []
     for piece in pieces:
-        obs = {"image": torch.from_numpy(piece.observations["image"])[None]}
-        obs["image_index"] = torch.from_numpy(piece.image_index)[None]
-        obs.update({k: torch.from_numpy(piece.observations[k])[None] for k in ("imu", "wheels")})
         with torch.no_grad():
-            want.append(policy.forward_sequence(obs, torch.from_numpy(piece.dt)[None])[0][0].numpy())
+            want.append(policy.forward_sequence(sequence_inputs(piece), torch.from_numpy(piece.dt)[None])[0][0].numpy())
     np.testing.assert_allclose(np.array(actions), np.concatenate(want), atol=1e-5)
-    whole = {"image": torch.from_numpy(ep.observations["image"])[None]}
-    whole["image_index"] = torch.from_numpy(ep.image_index)[None]
-    whole.update({k: torch.from_numpy(ep.observations[k])[None] for k in ("imu", "wheels")})
     with torch.no_grad():
-        integrated, _ = policy.forward_sequence(whole, torch.from_numpy(ep.dt)[None])
+        integrated, _ = policy.forward_sequence(sequence_inputs(ep), torch.from_numpy(ep.dt)[None])
     assert np.abs(integrated[0, 25:].numpy() - np.concatenate(want)[25:]).max() > 1e-3  # the gap matters
 
 

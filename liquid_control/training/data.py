@@ -231,22 +231,26 @@ def split_at_gaps(episode: Episode, max_gap_s: float) -> list[Episode]:
         dt = episode.dt[part].copy()
         if start > 0:
             dt[0] = 0.0
-        pieces.append(
-            Episode(
-                observations={k: (v if k == "image" else v[part]) for k, v in episode.observations.items()},
-                dt=dt,
-                stamp=episode.stamp[part],
-                expert_action=episode.expert_action[part],
-                action=episode.action[part],
-                success=episode.success,
-                seed=episode.seed,
-                beta=episode.beta,
-                info=dict(episode.info),
-                label_mask=None if episode.label_mask is None else episode.label_mask[part],
-                image_index=None if episode.image_index is None else episode.image_index[part],
-            )
-        )
+        pieces.append(_rows(episode, part, dt))
     return pieces
+
+
+def _rows(episode: Episode, index, dt: np.ndarray) -> Episode:
+    """The updates ``index`` (a slice or an index array) of ``episode`` with the given ``dt``; the frames are
+    shared (``image_index`` keeps pointing into them)."""
+    return Episode(
+        observations={k: (v if k == "image" else v[index]) for k, v in episode.observations.items()},
+        dt=dt,
+        stamp=episode.stamp[index],
+        expert_action=episode.expert_action[index],
+        action=episode.action[index],
+        success=episode.success,
+        seed=episode.seed,
+        beta=episode.beta,
+        info=dict(episode.info),
+        label_mask=None if episode.label_mask is None else episode.label_mask[index],
+        image_index=None if episode.image_index is None else episode.image_index[index],
+    )
 
 
 def resample_episode(episode: Episode, rate_hz: float) -> Episode:
@@ -256,18 +260,6 @@ def resample_episode(episode: Episode, rate_hz: float) -> Episode:
 
     period = 1.0 / rate_hz
     source = resample_ticks(np.cumsum(episode.dt.astype(np.float64)), period)
-    observations = {k: (v if k == "image" else v[source]) for k, v in episode.observations.items()}
     dt = np.full(len(source), period, dtype=np.float32)
     dt[:1] = 0.0
-    return Episode(
-        observations=observations,
-        dt=dt,
-        stamp=episode.stamp[source],
-        expert_action=episode.expert_action[source],
-        action=episode.action[source],
-        success=episode.success,
-        seed=episode.seed,
-        beta=episode.beta,
-        info=dict(episode.info),
-        image_index=None if episode.image_index is None else episode.image_index[source],
-    )
+    return _rows(episode, source, dt)
