@@ -22,10 +22,13 @@ THRESHOLD=${THRESHOLD:-0.5}       # the operator takes over where the commands d
 HOLD_S=${HOLD_S:-1.0}             # and keeps control at least this long
 SHADOW=${SHADOW:-0}               # 1: the operator labels every update, driving or not (record --shadow; DAgger)
 TIME_LIMIT=${TIME_LIMIT:-0}       # s; 0: the world's (25 s). Shorter: fewer labels of a search for a lost target
+SELECT=${SELECT:-validation}      # validation: the epoch of least loss on bag_loop's validation bags; last: the last
 EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]"}
 LC=${LC:-liquid-control}
 
 [ -f "$OUT/run/policy.pt" ] || { echo "takeover_rounds: $OUT/run/policy.pt not found (run scripts/bag_loop.sh first)" >&2; exit 2; }
+case "$SELECT" in validation) val=(--val-bag "$OUT/bags/validation/*") ;; last) val=() ;;
+  *) echo "takeover_rounds: SELECT must be validation or last, got '$SELECT'" >&2; exit 2 ;; esac
 [ $((ROUNDS * EPISODES)) -le 300 ] || { echo "takeover_rounds: ROUNDS x EPISODES > 300 would reach the validation seeds 500.." >&2; exit 2; }
 policy="$OUT/run/policy.pt"
 bags=("$OUT/bags/train/*")
@@ -53,7 +56,7 @@ for round in $(seq 1 "$ROUNDS"); do
   # --label-max-wait-s 0: a label only where the operator commanded at that frame (the simulated operator answers
   # at once); the default 0.5 s would also give the updates the policy drove just before a takeover its command
   $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${resume[@]}" --no-progress "${bag_args[@]}" \
-    --val-bag "$OUT/bags/validation/*" --label-max-wait-s 0 --set "training.epochs_first=$EPOCHS" $EXTRA_SET
+    "${val[@]}" --label-max-wait-s 0 --set "training.epochs_first=$EPOCHS" $EXTRA_SET
   eval_resume=()
   [ -d "$dir/sim" ] && eval_resume=(--resume)  # a rerun with more ROUNDS continues, as training does
   $LC eval --policy "round$round=$dir/run/policy.pt" --episodes "$EVAL_EPISODES" --out "$dir/sim" --no-progress \
