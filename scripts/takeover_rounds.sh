@@ -48,6 +48,10 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
   cat "$dir.record.txt"
   bags+=("$dir/takeover/*")
+  if [ -f "$dir/sim/results.csv" ]; then  # a finished round (rerun with more ROUNDS): its policy drives the next
+    policy="$dir/run/policy.pt"
+    continue
+  fi
   bag_args=()
   for pattern in "${bags[@]}"; do bag_args+=(--bag "$pattern"); done
   resume=()
@@ -58,7 +62,7 @@ for round in $(seq 1 "$ROUNDS"); do
   $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${resume[@]}" --no-progress "${bag_args[@]}" \
     "${val[@]}" --label-max-wait-s 0 --set "training.epochs_first=$EPOCHS" $EXTRA_SET
   eval_resume=()
-  [ -d "$dir/sim" ] && eval_resume=(--resume)  # a rerun with more ROUNDS continues, as training does
+  [ -d "$dir/sim" ] && eval_resume=(--resume)  # an evaluation that was interrupted continues
   $LC eval --policy "round$round=$dir/run/policy.pt" --episodes "$EVAL_EPISODES" --out "$dir/sim" --no-progress \
     --no-example --no-saliency "${eval_resume[@]}"
   policy="$dir/run/policy.pt"
