@@ -542,8 +542,10 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     lagged = copy.deepcopy(CAMERA_ONLY)
     lagged["observation"]["reorder_lag_s"] = 0.05
     save_policy(tmp_path / "lagged.pt", Policy.from_config(lagged))
-    late = dict(common, policy=tmp_path / "lagged.pt")
-    late = record_expert_episodes(tmp_path / "late", [100], takeover=Takeover(threshold=10.0, shadow=True), **late)[0]
+    never_over = Takeover(threshold=10.0, shadow=True)
+    late = record_expert_episodes(
+        tmp_path / "late", [100], takeover=never_over, **{**common, "policy": tmp_path / "lagged.pt"}
+    )[0]
     assert late["takeovers"] == 0 and 1 <= late["operator_updates"] <= 2 < late["updates"]
 
     logged = []
