@@ -23,12 +23,17 @@ HOLD_S=${HOLD_S:-1.0}             # and keeps control at least this long
 SHADOW=${SHADOW:-0}               # 1: the operator labels every update, driving or not (record --shadow; DAgger)
 TIME_LIMIT=${TIME_LIMIT:-0}       # s; 0: the world's (25 s). Shorter: fewer labels of a search for a lost target
 SELECT=${SELECT:-validation}      # validation: the epoch of least loss on bag_loop's validation bags; last: the last
+SHARES=${SHARES:-}                # operator share per round, e.g. "0.5 0.3 0.2 0.1" (record --operator-share: DAgger's
+                                  # beta, the operator drives that share of updates at random; the last repeats; "": 0)
+CONTINUE=${CONTINUE:-0}           # 1: each round fine-tunes the previous round's policy (train --init-from) for
+                                  # EPOCHS epochs, as DAgger continues training, instead of training from scratch
 EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]"}
 LC=${LC:-liquid-control}
 
 [ -f "$OUT/run/policy.pt" ] || { echo "takeover_rounds: $OUT/run/policy.pt not found (run scripts/bag_loop.sh first)" >&2; exit 2; }
 case "$SELECT" in validation) val=(--val-bag "$OUT/bags/validation/*") ;; last) val=() ;;
   *) echo "takeover_rounds: SELECT must be validation or last, got '$SELECT'" >&2; exit 2 ;; esac
+read -r -a shares <<< "$SHARES"
 [ $((ROUNDS * EPISODES)) -le 300 ] || { echo "takeover_rounds: ROUNDS x EPISODES > 300 would reach the validation seeds 500.." >&2; exit 2; }
 policy="$OUT/run/policy.pt"
 bags=("$OUT/bags/train/*")
@@ -41,6 +46,10 @@ for round in $(seq 1 "$ROUNDS"); do
   if [ ! -d "$dir/takeover" ]; then
     shadow=()
     [ "$SHADOW" = 1 ] && shadow=(--shadow)
+    if [ "${#shares[@]}" -gt 0 ]; then  # this round's share: the schedule's, its last value repeating
+      index=$((round - 1 < ${#shares[@]} ? round - 1 : ${#shares[@]} - 1))
+      shadow+=(--operator-share "${shares[$index]}")
+    fi
     $LC record --expert --policy "$policy" -o "$dir/takeover" --episodes "$EPISODES" --seed "$first" \
       --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" "${shadow[@]}" --time-limit "$TIME_LIMIT" \
       --no-progress > "$dir.record.tmp"
@@ -56,6 +65,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for pattern in "${bags[@]}"; do bag_args+=(--bag "$pattern"); done
   resume=()
   [ -f "$dir/run/checkpoint.pt" ] && resume=(--resume)
+  [ "$CONTINUE" = 1 ] && resume+=(--init-from "$policy")  # the policy that drove this round
   # shellcheck disable=SC2086
   # --label-max-wait-s 0: a label only where the operator commanded at that frame (the simulated operator answers
   # at once); the default 0.5 s would also give the updates the policy drove just before a takeover its command

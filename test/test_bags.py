@@ -355,6 +355,48 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     assert results["policies"]["bc"]["bags"][held]["counters"]["updates"] == overall["labelled"] + 1
 
 
+def test_train_from_bags_can_start_from_a_trained_policy(expert_bags, tmp_path, capsys):
+    """`train --init-from P` (DAgger's rounds continue training): the run starts from P's weights and input
+    normalisation, not a random draw, and records where it started; a policy of another network, a missing file
+    and a resume naming another start are refused."""
+    from liquid_control import cli
+    from liquid_control.policy import load_policy
+    from liquid_control.runtime.backends import checkpoint_sha256
+    from liquid_control.training import trainer
+
+    root, bags, held = expert_bags
+    data = {"bags": [str(root / "train" / "episode_*")], "validation": [held]}
+    quiet = dict(data=data, progress=False, log=lambda m: None)
+    first = trainer.train(CAMERA_IMU, tmp_path / "first", overrides={"training.epochs_first": 1}, **quiet)
+    still = {"training.epochs_first": 1, "training.lr": 1e-12, "training.lr_final": 0.0}  # weights barely move
+    warm = trainer.train(CAMERA_IMU, tmp_path / "warm", overrides=still, init_from=first.policy_path, **quiet)
+    cold = trainer.train(CAMERA_IMU, tmp_path / "cold", overrides=still, seed=1, **quiet)
+    a, b, c = (load_policy(r.policy_path).state_dict() for r in (first, warm, cold))
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-8
+    assert max(float((a[k] - c[k]).abs().max()) for k in a) > 1e-2
+    normalisation = [k for k in a if "mean" in k or "std" in k]
+    assert normalisation and all(torch.equal(a[k], b[k]) for k in normalisation)  # kept, not fitted again
+    started = load_policy(warm.policy_path).metadata["started_from"]
+    assert started == {"path": str(first.policy_path), "sha256": checkpoint_sha256(first.policy_path)}
+    assert "started_from" not in load_policy(cold.policy_path).metadata
+
+    # the checkpoint of a resumed run holds the weights: --init-from must then name the run's own start
+    again = trainer.train(None, tmp_path / "warm", resume=True, init_from=first.policy_path, progress=False)
+    assert again.epochs == 1
+    with pytest.raises(trainer.TrainingError, match=r"started from .*first/policy.pt \(SHA-256 [0-9a-f]{12}\), not"):
+        trainer.train(None, tmp_path / "warm", resume=True, init_from=cold.policy_path, progress=False)
+    with pytest.raises(trainer.TrainingError, match="started from random weights; resume it without"):
+        trainer.train(None, tmp_path / "cold", resume=True, seed=1, init_from=first.policy_path, progress=False)
+    with pytest.raises(trainer.TrainingError, match=r"first/policy.pt: a policy of another network \(its observation"):
+        trainer.train(CAMERA_ONLY, tmp_path / "other", init_from=first.policy_path, **quiet)
+    assert not (tmp_path / "other").exists()
+    argv = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "o"), "--bag", bags[0]]
+    assert cli.main([*argv, "--init-from", str(tmp_path / "missing.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--init-from {tmp_path / 'missing.pt'}: policy file not found" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bags, long_bag, tmp_path):
     from liquid_control.training import trainer
 
@@ -547,6 +589,15 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
         tmp_path / "late", [100], takeover=never_over, **{**common, "policy": tmp_path / "lagged.pt"}
     )[0]
     assert late["takeovers"] == 0 and 1 <= late["operator_updates"] <= 2 < late["updates"]
+    # DAgger's mixture: with a rule that never takes over, the operator drives a random half of the updates,
+    # the same ones again for the same seed; every update labelled
+    mixed = Takeover(threshold=10.0, shadow=True, operator_share=0.5)
+    half, again = (record_expert_episodes(tmp_path / k, [100], takeover=mixed, **common)[0] for k in ("m1", "m2"))
+    assert half["takeovers"] == 0 and 0.2 * half["updates"] < half["operator_updates"] < 0.8 * half["updates"]
+    assert topic(half["bag"], "/base/cmd_vel") == topic(again["bag"], "/base/cmd_vel")
+    assert len(topic(half["bag"], "/cmd_vel")) == half["updates"]
+    custom = yaml.safe_load(open(os.path.join(half["bag"], "metadata.yaml")))["rosbag2_bagfile_information"]
+    assert json.loads(custom["custom_data"]["liquid_control.takeover"])["operator_share"] == 0.5
 
     logged = []
     data = {"bags": [always["bag"], never["bag"]]}
@@ -571,8 +622,11 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     for argv, message in [
         ([*sim, "--policy", str(path), "--takeover-threshold", "0"], "takeover threshold (--takeover-threshold) must"),
         ([*sim, "--policy", str(path), "--noise-std", "0.3"], "(--noise-std, --burst-rate) perturbs the operator's"),
-        ([*sim, "--takeover-hold-s", "2"], "--takeover-hold-s and --shadow supervise a driving policy"),
-        ([*sim, "--shadow"], "--takeover-hold-s and --shadow supervise a driving policy: they need --policy"),
+        ([*sim, "--takeover-hold-s", "2"], "--shadow and --operator-share supervise a driving policy"),
+        ([*sim, "--shadow"], "--shadow and --operator-share supervise a driving policy: they need --policy"),
+        ([*sim, "--operator-share", "0.3"], "--operator-share supervise a driving policy: they need --policy"),
+        ([*sim, "--policy", str(path), "--operator-share", "1.5"], "operator share (--operator-share) must be a"),
+        ([*sim, "--policy", str(path), "--operator-share", "nan"], "in [0, 1], got nan"),
         ([*sim, "--policy", str(tmp_path / "missing.pt")], "missing.pt: no such policy file"),
         (["record", "-o", str(out), "--policy", str(path)], "--policy drives simulated episodes"),
     ]:

@@ -14,7 +14,8 @@ the runtime's ``PolicyRunner`` as ``policy_node`` would be, and the expert super
 and only its commands while it holds control are recorded on ``/cmd_vel``, the labels; the base's command
 (policy or operator) goes to ``/base/cmd_vel``. The deploy-record-retrain round of docs/real_robot.md.
 In shadow mode (``Takeover.shadow``) the operator commands along at every update, driving or not, and every
-update gets its label (DAgger's labels, Ross et al. 2011, with a safety driver); who drives stays the rule's.
+update gets its label (DAgger's labels, Ross et al. 2011, with a safety driver); who drives stays the rule's,
+and with ``Takeover.operator_share`` the operator also drives a random share of the updates (DAgger's mixture).
 
 Stamps are sim time of the episode (from 0), as ``sim_node`` with ``use_sim_time``. Topics and QoS are
 ``sim_node``'s: sensors reliable depth 10, commands reliable depth 10, the JSON outcome on
@@ -97,11 +98,15 @@ class Takeover:
     (action units, the largest element), keeps control for at least ``hold_s`` seconds and hands back at the
     first update after that where the two agree within ``threshold / 2`` (hysteresis: no flicker at the edge).
     ``shadow``: the operator's command is recorded as the label at every update, not only where it drives.
+    ``operator_share``: besides, the operator drives each update with this probability, drawn at random per
+    update (DAgger's mixture policy, its beta; Ross et al. 2011): the policy still meets the states its own errors
+    lead to, while the operator's share keeps it from running far off. 0 (default): only the rule decides.
     """
 
     threshold: float = 0.5
     hold_s: float = 1.0
     shadow: bool = False
+    operator_share: float = 0.0
 
     def __post_init__(self):
         for name in ("threshold", "hold_s"):
@@ -111,23 +116,33 @@ class Takeover:
                 raise ValueError(f"takeover {name} ({flag}) must be a finite number > 0, got {value!r}")
         if not isinstance(self.shadow, bool):
             raise ValueError(f"takeover shadow (--shadow) must be true or false, got {self.shadow!r}")
+        share = self.operator_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+            raise ValueError(f"operator share (--operator-share) must be a number in [0, 1], got {share!r}")
 
     def describe(self) -> dict:
         """The settings as a plain dict (stored in the bag's metadata)."""
-        return {"threshold": self.threshold, "hold_s": self.hold_s, "shadow": self.shadow}
+        return {
+            "threshold": self.threshold,
+            "hold_s": self.hold_s,
+            "shadow": self.shadow,
+            "operator_share": self.operator_share,
+        }
 
 
 class _Operator:
     """The supervising operator's state over one episode (see :class:`Takeover`)."""
 
-    def __init__(self, rule: Takeover):
+    def __init__(self, rule: Takeover, seed: int = 0):
         self.rule = rule
         self.until = None  # None: the policy drives; else the earliest stamp to hand back at
         self.takeovers = 0
+        self.rng = np.random.default_rng([int(seed), 11])  # the operator's share: the same draws for the seed
 
     def in_control(self, stamp: float, policy: np.ndarray | None, expert: np.ndarray) -> bool:
         """Whether the operator drives at this update (``policy`` None: the policy gave no command yet, its
         first update or a reordering lag; the operator drives that update without taking over)."""
+        drawn = self.rule.operator_share > 0 and self.rng.random() < self.rule.operator_share  # every update
         if policy is None:
             return True
         deviation = float(np.max(np.abs(policy - expert)))
@@ -137,7 +152,7 @@ class _Operator:
                 self.takeovers += 1
         elif stamp >= self.until and deviation <= 0.5 * self.rule.threshold:
             self.until = None
-        return self.until is not None
+        return self.until is not None or drawn
 
 
 def load_driver(path: str | Path, render_size: int):
@@ -209,7 +224,7 @@ def record_expert_episode(
     if driver is not None and noise.active:
         raise ValueError(NOISE_WITH_DRIVER)
     runner = None if driver is None else PolicyRunner(driver, RunnerLimits())
-    operator = _Operator(takeover)
+    operator = _Operator(takeover, seed)
     policy_command, operator_updates, updates = None, 0, 0
 
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])

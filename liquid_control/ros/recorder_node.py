@@ -261,6 +261,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --policy: the operator commands along at every update (shadow mode) and every update is "
         "labelled, not only those it drives (DAgger's labels; who drives stays the takeover rule's)",
     )
+    sim.add_argument(
+        "--operator-share",
+        type=float,
+        default=None,
+        metavar="BETA",
+        help="with --policy: the operator also drives each update with this probability, at random (DAgger's "
+        "mixture policy, its beta; 0..1, default 0: only the takeover rule decides)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -357,13 +365,18 @@ def run(args) -> int:
             return 0
         if args.policy and not args.expert:
             raise ValueError("--policy drives simulated episodes under the expert's supervision: it needs --expert")
-        takeover = {"threshold": args.takeover_threshold, "hold_s": args.takeover_hold_s}
+        takeover = {
+            "threshold": args.takeover_threshold,
+            "hold_s": args.takeover_hold_s,
+            "operator_share": args.operator_share,
+        }
         takeover = {k: v for k, v in takeover.items() if v is not None}  # the rest: Takeover's defaults
         if args.shadow:
             takeover["shadow"] = True
         if takeover and not args.policy:
             raise ValueError(
-                "--takeover-threshold, --takeover-hold-s and --shadow supervise a driving policy: they need --policy"
+                "--takeover-threshold, --takeover-hold-s, --shadow and --operator-share supervise a driving policy: "
+                "they need --policy"
             )
         if args.expert:
             from liquid_control.bags.expert import ExpertNoise, Takeover, record_expert_episodes
@@ -410,7 +423,8 @@ def run(args) -> int:
                 took = sum(r["operator_updates"] for r in results) / max(1, sum(r["updates"] for r in results))
                 print(
                     f"recorded {len(results)} episodes of {args.policy} driving with expert takeover"
-                    f"{' and shadow labels' if args.shadow else ''} ({seconds:.1f} s "
+                    f"{' and shadow labels' if args.shadow else ''}"
+                    f"{f', operator share {args.operator_share:g}' if args.operator_share else ''} ({seconds:.1f} s "
                     f"of driving, {sum(r['takeovers'] for r in results)} takeovers, the operator drove {took:.0%} of "
                     f"the updates, success {wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
                 )

@@ -83,6 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "trained policy are the same for any number (default 1; on an otherwise idle machine: its cores)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    parser.add_argument(
+        "--init-from",
+        metavar="POLICY",
+        help="start from the weights of this trained policy (.pt) of the same network instead of random ones: "
+        "fine-tune the deployed policy on the next round's bags (DAgger's rounds continue training)",
+    )
     from liquid_control.bags.stream import add_data_arguments
 
     parser.add_argument(
@@ -157,6 +163,7 @@ def run(args) -> int:
             workers=args.workers,
             command=command,
             data=data or None,
+            init_from=args.init_from,
         )
     except (PolicyConfigError, TrainingError, BagError, ValueError) as exc:
         print(f"liquid-control train: error: {exc}", file=sys.stderr)

@@ -66,6 +66,7 @@ from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are 
 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
+NETWORK_SECTIONS = ("world", "observation", "encoder", "core", "action")  # what a warm start shares (init_from)
 
 
 class TrainingError(RuntimeError):
@@ -126,6 +127,7 @@ class _Run:
         self.rows: list[dict] = []
         self.wall_s = 0.0
         self.longest_dt = 0.0  # of the updates trained on (what core.max_step should not undercut, see finish)
+        self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
         self._t0 = time.monotonic()
         self.writer = _tensorboard(out_dir / "tensorboard")
 
@@ -155,6 +157,7 @@ class _Run:
                 "rows": self.rows,
                 "wall_s": self.wall_s,
                 "longest_dt": self.longest_dt,  # a resumed run may not load every round's episodes again
+                "started_from": self.started_from,
             },
             self.checkpoint_path,
         )
@@ -167,6 +170,27 @@ class _Run:
         self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
         self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
+        self.started_from = ck.get("started_from")
+
+    def start_from(self, path: Path) -> None:
+        """A warm start (fine-tuning, e.g. the deployed policy on the next round's bags): the weights and input
+        normalisation of a trained policy of the same network instead of a random draw."""
+        from liquid_control.policy.checkpoint import PolicyLoadError, load_policy
+        from liquid_control.runtime.backends import checkpoint_sha256
+
+        try:
+            source = load_policy(path)
+        except PolicyLoadError as exc:
+            raise TrainingError(f"--init-from {exc}") from None
+        differing = [k for k in NETWORK_SECTIONS if source.config.get(k) != self.config.get(k)]
+        if differing:
+            raise TrainingError(
+                f"--init-from {path}: a policy of another network (its {', '.join(differing)} differ from the "
+                "config's); start from a policy trained with the same world, observation, encoder, core and action"
+            )
+        self.policy.load_state_dict(source.state_dict())
+        self.started_from = {"path": str(path), "sha256": checkpoint_sha256(path)}
+        self.log(f"starting from the weights of {path} (--init-from)")
 
     def _write_metrics(self) -> None:
         with atomic_write(self.out / "metrics.csv", "w", newline="") as handle:
@@ -287,8 +311,9 @@ class _Run:
         return episode
 
     def fit_normalization(self, episodes: list[Episode]) -> None:
-        """Vector-input statistics from the first demonstrations (fixed afterwards; stored in the policy)."""
-        if self.policy.vectors is None:
+        """Vector-input statistics from the first demonstrations (fixed afterwards; stored in the policy). A warm
+        start keeps its policy's: the weights it starts from were trained on those."""
+        if self.policy.vectors is None or self.started_from is not None:
             return
         data = np.concatenate(
             [np.concatenate([ep.observations[k] for k in self.policy.vector_keys], axis=1) for ep in episodes]
@@ -421,6 +446,8 @@ class _Run:
             "torch": str(torch.__version__),
             "training_dt_max_s": round(self.longest_dt, 6),
         }
+        if self.started_from is not None:
+            metadata["started_from"] = self.started_from
         metadata.update(self.extra_metadata())
         max_step = self.config["core"]["max_step"]
         if self.config["core"]["type"] in CONTINUOUS_CORES and not self.config["core"]["ignore_dt"]:
@@ -480,6 +507,19 @@ def _differing_keys(old, new, most: int = 6) -> list[str]:
 
     keys = list(walk(old, new, ""))
     return keys if len(keys) <= most else keys[:most] + ["..."]
+
+
+def _check_same_start(started_from: dict | None, path: Path, out: Path) -> None:
+    """A resumed run continues from its checkpoint: refused where ``--init-from`` names another start than its own."""
+    from liquid_control.runtime.backends import checkpoint_sha256
+
+    if started_from is None:
+        raise TrainingError(f"--init-from {path}: the run in {out} started from random weights; resume it without")
+    if not path.is_file() or checkpoint_sha256(path) != started_from["sha256"]:
+        raise TrainingError(
+            f"--init-from {path}: the run in {out} started from {started_from['path']} (SHA-256 "
+            f"{started_from['sha256'][:12]}), not this file; resume it with that one or without --init-from"
+        )
 
 
 def _bar(total: int, desc: str, enabled: bool):
@@ -625,6 +665,7 @@ def train(
     command: str | None = None,
     log=_log,
     data: dict | None = None,
+    init_from: str | Path | None = None,
 ) -> TrainResult:
     """Train the policy described by ``config`` (YAML path or dict) into ``out_dir``; returns the result.
 
@@ -637,6 +678,8 @@ def train(
     > 1 runs the episodes (collection and model selection) in that many processes: the same episodes (every
     episode runs on one torch thread, here or there) and the same policy, sooner (:mod:`.episodes`).
     ``data`` (or a ``data:`` section in the config) trains from recorded bags instead (training.bag_data).
+    ``init_from``: a trained policy of the same network whose weights the run starts from (a resumed run's
+    checkpoint already holds them: it must then be the file the run started from).
     """
     from . import bag_data  # imports this module
 
@@ -730,6 +773,10 @@ def train(
         if resume and checkpoint.exists():
             run.load_checkpoint()
             log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
+            if init_from is not None:
+                _check_same_start(run.started_from, Path(init_from), out)
+        elif init_from is not None:
+            run.start_from(Path(init_from))
         return run.run()
     except BaseException:
         _undo_start(out, created, before)  # nothing collected, converted or trained: leave no half-made run
