@@ -357,8 +357,8 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
 
 def test_train_from_bags_can_start_from_a_trained_policy(expert_bags, tmp_path, capsys):
     """`train --init-from P` (DAgger's rounds continue training): the run starts from P's weights and input
-    normalisation, not a random draw, and records where it started; a policy of another network, a missing file
-    and a resume naming another start are refused."""
+    normalisation, not a random draw, and records where it started, also across a kill before its first
+    checkpoint; a policy of another network, a missing file and a resume naming another start are refused."""
     from liquid_control import cli
     from liquid_control.policy import load_policy
     from liquid_control.runtime.backends import checkpoint_sha256
@@ -366,29 +366,49 @@ def test_train_from_bags_can_start_from_a_trained_policy(expert_bags, tmp_path, 
 
     root, bags, held = expert_bags
     data = {"bags": [str(root / "train" / "episode_*")], "validation": [held]}
-    quiet = dict(data=data, progress=False, log=lambda m: None)
-    first = trainer.train(CAMERA_IMU, tmp_path / "first", overrides={"training.epochs_first": 1}, **quiet)
+    one = {"bags": bags[:1], "validation": [held]}  # other data: a normalisation fitted again would differ
+    quiet = dict(progress=False, log=lambda m: None)
+    first = trainer.train(CAMERA_IMU, tmp_path / "first", data=data, overrides={"training.epochs_first": 1}, **quiet)
     still = {"training.epochs_first": 1, "training.lr": 1e-12, "training.lr_final": 0.0}  # weights barely move
-    warm = trainer.train(CAMERA_IMU, tmp_path / "warm", overrides=still, init_from=first.policy_path, **quiet)
-    cold = trainer.train(CAMERA_IMU, tmp_path / "cold", overrides=still, seed=1, **quiet)
+    warm = trainer.train(CAMERA_IMU, tmp_path / "warm", data=one, overrides=still, init_from=first.policy_path, **quiet)
+    cold = trainer.train(CAMERA_IMU, tmp_path / "cold", data=one, overrides=still, seed=1, **quiet)
     a, b, c = (load_policy(r.policy_path).state_dict() for r in (first, warm, cold))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-8
     assert max(float((a[k] - c[k]).abs().max()) for k in a) > 1e-2
     normalisation = [k for k in a if "mean" in k or "std" in k]
     assert normalisation and all(torch.equal(a[k], b[k]) for k in normalisation)  # kept, not fitted again
-    started = load_policy(warm.policy_path).metadata["started_from"]
-    assert started == {"path": str(first.policy_path), "sha256": checkpoint_sha256(first.policy_path)}
+    assert not all(torch.equal(a[k], c[k]) for k in normalisation)  # (fitted on the one bag, they differ)
+    record = {"path": str(first.policy_path), "sha256": checkpoint_sha256(first.policy_path)}
+    assert load_policy(warm.policy_path).metadata["started_from"] == record
     assert "started_from" not in load_policy(cold.policy_path).metadata
 
     # the checkpoint of a resumed run holds the weights: --init-from must then name the run's own start
     again = trainer.train(None, tmp_path / "warm", resume=True, init_from=first.policy_path, progress=False)
-    assert again.epochs == 1
+    assert again.epochs == 1 and load_policy(again.policy_path).metadata["started_from"] == record
     with pytest.raises(trainer.TrainingError, match=r"started from .*first/policy.pt \(SHA-256 [0-9a-f]{12}\), not"):
         trainer.train(None, tmp_path / "warm", resume=True, init_from=cold.policy_path, progress=False)
+    with pytest.raises(trainer.TrainingError, match="missing.pt: policy file not found"):
+        trainer.train(None, tmp_path / "warm", resume=True, init_from=tmp_path / "missing.pt", progress=False)
     with pytest.raises(trainer.TrainingError, match="started from random weights; resume it without"):
         trainer.train(None, tmp_path / "cold", resume=True, seed=1, init_from=first.policy_path, progress=False)
-    with pytest.raises(trainer.TrainingError, match=r"first/policy.pt: a policy of another network \(its observation"):
-        trainer.train(CAMERA_ONLY, tmp_path / "other", init_from=first.policy_path, **quiet)
+
+    # killed after converting its bags, before its first checkpoint: a resume without --init-from starts the same
+    def killed_in_preparation(message):
+        if message.startswith("train bag"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(
+            CAMERA_IMU, tmp_path / "k", data=one, overrides=still, init_from=first.policy_path, progress=False,
+            log=killed_in_preparation,
+        )  # fmt: skip
+    assert (tmp_path / "k" / "data").is_dir() and not (tmp_path / "k" / "checkpoint.pt").exists()
+    resumed = trainer.train(None, tmp_path / "k", resume=True, progress=False)
+    d = load_policy(resumed.policy_path)
+    assert d.metadata["started_from"] == record and all(torch.equal(b[k], d.state_dict()[k]) for k in b)
+
+    with pytest.raises(trainer.TrainingError, match=r"first/policy.pt: a policy of another network \(keys that differ"):
+        trainer.train(CAMERA_ONLY, tmp_path / "other", data=data, init_from=first.policy_path, **quiet)
     assert not (tmp_path / "other").exists()
     argv = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "o"), "--bag", bags[0]]
     assert cli.main([*argv, "--init-from", str(tmp_path / "missing.pt"), "--no-progress"]) == 2
@@ -595,7 +615,11 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     half, again = (record_expert_episodes(tmp_path / k, [100], takeover=mixed, **common)[0] for k in ("m1", "m2"))
     assert half["takeovers"] == 0 and 0.2 * half["updates"] < half["operator_updates"] < 0.8 * half["updates"]
     assert topic(half["bag"], "/base/cmd_vel") == topic(again["bag"], "/base/cmd_vel")
-    assert len(topic(half["bag"], "/cmd_vel")) == half["updates"]
+    labels, base = topic(half["bag"], "/cmd_vel"), topic(half["bag"], "/base/cmd_vel")
+    assert len(labels) == len(base) == half["updates"]
+    driven = [(x.linear.x, x.angular.z) == (y.linear.x, y.angular.z) for (_, x), (_, y) in zip(labels, base)]
+    drawn = np.random.default_rng([100, 11]).random(half["updates"]) < 0.5  # the episode seed's own draws
+    assert driven == list(drawn) and sum(driven) == half["operator_updates"]
     custom = yaml.safe_load(open(os.path.join(half["bag"], "metadata.yaml")))["rosbag2_bagfile_information"]
     assert json.loads(custom["custom_data"]["liquid_control.takeover"])["operator_share"] == 0.5
 

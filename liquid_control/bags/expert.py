@@ -238,7 +238,11 @@ def record_expert_episode(
         "liquid_control.expert_margin": str(margin),
     }
     if driver is not None:
-        custom["liquid_control.source"] = "policy, expert takeover" + (" and shadow labels" if takeover.shadow else "")
+        custom["liquid_control.source"] = (
+            "policy, expert takeover"
+            + (" and shadow labels" if takeover.shadow else "")
+            + (f", operator share {takeover.operator_share:g}" if takeover.operator_share else "")
+        )
         custom["liquid_control.driver"] = str(driver_path)
         custom["liquid_control.takeover"] = json.dumps(takeover.describe())
     counts = {"camera": 0, "imu": 0}

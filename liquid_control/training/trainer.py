@@ -20,6 +20,7 @@ Output folder: ``config.yaml`` (the complete config), ``data/round_XX/ep_XXXX.np
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import sys
@@ -67,6 +68,7 @@ from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
 NETWORK_SECTIONS = ("world", "observation", "encoder", "core", "action")  # what a warm start shares (init_from)
+START_FILE = "started_from.json"  # a warm start's record until the run's first checkpoint holds it
 
 
 class TrainingError(RuntimeError):
@@ -172,25 +174,12 @@ class _Run:
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
         self.started_from = ck.get("started_from")
 
-    def start_from(self, path: Path) -> None:
+    def start_from(self, state_dict: dict, record: dict) -> None:
         """A warm start (fine-tuning, e.g. the deployed policy on the next round's bags): the weights and input
-        normalisation of a trained policy of the same network instead of a random draw."""
-        from liquid_control.policy.checkpoint import PolicyLoadError, load_policy
-        from liquid_control.runtime.backends import checkpoint_sha256
-
-        try:
-            source = load_policy(path)
-        except PolicyLoadError as exc:
-            raise TrainingError(f"--init-from {exc}") from None
-        differing = [k for k in NETWORK_SECTIONS if source.config.get(k) != self.config.get(k)]
-        if differing:
-            raise TrainingError(
-                f"--init-from {path}: a policy of another network (its {', '.join(differing)} differ from the "
-                "config's); start from a policy trained with the same world, observation, encoder, core and action"
-            )
-        self.policy.load_state_dict(source.state_dict())
-        self.started_from = {"path": str(path), "sha256": checkpoint_sha256(path)}
-        self.log(f"starting from the weights of {path} (--init-from)")
+        normalisation of a trained policy of the same network (:func:`warm_start`) instead of a random draw."""
+        self.policy.load_state_dict(state_dict)
+        self.started_from = dict(record)
+        self.log(f"starting from the weights of {record['path']} (--init-from)")
 
     def _write_metrics(self) -> None:
         with atomic_write(self.out / "metrics.csv", "w", newline="") as handle:
@@ -509,16 +498,54 @@ def _differing_keys(old, new, most: int = 6) -> list[str]:
     return keys if len(keys) <= most else keys[:most] + ["..."]
 
 
-def _check_same_start(started_from: dict | None, path: Path, out: Path) -> None:
-    """A resumed run continues from its checkpoint: refused where ``--init-from`` names another start than its own."""
+def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
+    """The weights a run starts from (``init_from``) and their record {path, sha256}; TrainingError naming the file
+    for a file that is no policy, or a policy of another network than ``cfg``'s."""
+    from liquid_control.policy.checkpoint import PolicyLoadError, load_policy
     from liquid_control.runtime.backends import checkpoint_sha256
 
-    if started_from is None:
-        raise TrainingError(f"--init-from {path}: the run in {out} started from random weights; resume it without")
-    if not path.is_file() or checkpoint_sha256(path) != started_from["sha256"]:
+    try:
+        source = load_policy(path)
+    except PolicyLoadError as exc:
+        raise TrainingError(f"--init-from {exc}") from None
+    differing = _differing_keys(*({k: c.get(k) for k in NETWORK_SECTIONS} for c in (source.config, cfg)))
+    if differing:
         raise TrainingError(
-            f"--init-from {path}: the run in {out} started from {started_from['path']} (SHA-256 "
-            f"{started_from['sha256'][:12]}), not this file; resume it with that one or without --init-from"
+            f"--init-from {path}: a policy of another network (keys that differ from the config: "
+            f"{', '.join(differing)}); start from a policy with the same world, observation, encoder, core and action"
+        )
+    return source.state_dict(), {"path": str(path), "sha256": checkpoint_sha256(path)}
+
+
+def recorded_start(out: Path, checkpoint: dict | None) -> dict | None:
+    """What a run in ``out`` started from ({path, sha256}, None: random weights): its checkpoint's record, or
+    before its first checkpoint the one written at its start."""
+    if checkpoint is not None:
+        return checkpoint.get("started_from")
+    path = out / START_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        if not (isinstance(record, dict) and isinstance(record.get("path"), str) and "sha256" in record):
+            raise ValueError("not a {path, sha256} object")
+    except ValueError as exc:
+        raise TrainingError(f"{path}: not a readable record of the run's start ({exc}); restore it") from None
+    return record
+
+
+def check_same_start(recorded: dict | None, init_from: Path, out: Path) -> None:
+    """A resumed run keeps its start: refused where ``--init-from`` names another than the one it started from."""
+    from liquid_control.runtime.backends import checkpoint_sha256
+
+    if recorded is None:
+        raise TrainingError(f"--init-from {init_from}: the run in {out} started from random weights; resume it without")
+    if not init_from.is_file():
+        raise TrainingError(f"--init-from {init_from}: policy file not found")
+    if checkpoint_sha256(init_from) != recorded["sha256"]:
+        raise TrainingError(
+            f"--init-from {init_from}: the run in {out} started from {recorded['path']} (SHA-256 "
+            f"{recorded['sha256'][:12]}), not this file; resume it with that one or without --init-from"
         )
 
 
@@ -538,7 +565,7 @@ def _tensorboard(folder: Path):
 
 # What a run writes before it has collected, converted or trained anything: a folder holding only these (and
 # no checkpoint.pt, no file under data/) holds no run, so a failed start never blocks the next one.
-STARTED_ENTRIES = ("config.yaml", "data.yaml", "data", "tensorboard")
+STARTED_ENTRIES = ("config.yaml", "data.yaml", "data", "tensorboard", START_FILE)
 
 
 def holds_run(out: Path) -> bool:
@@ -739,8 +766,21 @@ def train(
                 f"{saved}: the run was started with another config (keys that differ: "
                 f"{', '.join(_differing_keys(previous, cfg))}); resume with the same one"
             )
-    if resume and checkpoint.exists():
-        read_training_checkpoint(checkpoint, cfg, seed)
+    ck = read_training_checkpoint(checkpoint, cfg, seed) if resume and checkpoint.exists() else None
+    start = None  # (weights, record) of a warm start, checked before anything is written
+    if resume:
+        recorded = recorded_start(out, ck)
+        if init_from is not None:
+            check_same_start(recorded, Path(init_from), out)
+        if ck is None and recorded is not None:  # killed before its first checkpoint: the same start again
+            start = warm_start(Path(recorded["path"]), cfg)
+            if start[1]["sha256"] != recorded["sha256"]:
+                raise TrainingError(
+                    f"{out / START_FILE}: the run started from {recorded['path']}, which has changed since (SHA-256 "
+                    f"{recorded['sha256'][:12]} then); restore that file or train into a new folder"
+                )
+    elif init_from is not None:
+        start = warm_start(Path(init_from), cfg)
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
@@ -763,6 +803,8 @@ def train(
                 handle.write(yaml.safe_dump(cfg, sort_keys=False))
         if not resume and data is None:  # a failed bag start's data.yaml would make a later resume a bag run
             (out / "data.yaml").unlink(missing_ok=True)
+        if not resume and start is None:  # a failed warm start's record would make a later resume a warm one
+            (out / START_FILE).unlink(missing_ok=True)
         if data is not None and workers > 1:
             log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
         run = (
@@ -770,13 +812,14 @@ def train(
             if data is None
             else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies, spec=spec)
         )
-        if resume and checkpoint.exists():
+        if ck is not None:
             run.load_checkpoint()
             log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
-            if init_from is not None:
-                _check_same_start(run.started_from, Path(init_from), out)
-        elif init_from is not None:
-            run.start_from(Path(init_from))
+        elif start is not None:
+            if not resume:
+                with atomic_write(out / START_FILE, "w") as handle:
+                    handle.write(json.dumps(start[1]))
+            run.start_from(*start)
         return run.run()
     except BaseException:
         _undo_start(out, created, before)  # nothing collected, converted or trained: leave no half-made run
