@@ -4,6 +4,7 @@ python scripts/bag_loop.py replay --policy RUN/policy.pt --bag BAG --out DIR
 python scripts/bag_loop.py summary --out OUT [--seconds S] [--settings "KEY=VALUE ..."]
 python scripts/bag_loop.py publish --out OUT --to docs/bag_loop
 python scripts/bag_loop.py compare OUT1 OUT2 ... [--figure runs.png]
+python scripts/bag_loop.py rounds OUT_SEED0 OUT_SEED1 ... [--figure rounds.png]   # after scripts/takeover_rounds.sh
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 
@@ -260,6 +262,77 @@ def compare(outs: list[str], figure: str | None = None, target: float = 0.8) -> 
     return "\n".join(table)
 
 
+def _outcomes(results_csv: Path) -> list[int]:
+    """The 0/1 outcomes of the trained policy in an evaluation's results.csv (not the expert's), in episode order."""
+    import csv
+
+    with open(results_csv, newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["policy"] != "expert"]
+    if len({row["policy"] for row in rows}) != 1:
+        raise ValueError(f"{results_csv}: expected the episodes of one trained policy besides the expert's")
+    return [int(row["success"] == "True") for row in sorted(rows, key=lambda row: int(row["episode_seed"]))]
+
+
+def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> str:
+    """Success after each deploy-record-retrain round (round 0: the policy trained on the expert bags alone) of
+    one loop per training seed, all on the same evaluation episodes: a markdown table with each seed's count, the
+    pooled rate with a 95% interval over seeds then episodes, and what the operator did in the round; with
+    ``figure``, success against round, one line per seed, the pooled rate with its interval."""
+    from liquid_control.evaluation.stats import hierarchical_bootstrap_interval
+
+    per_seed = []  # {round: outcomes}
+    for out in outs:
+        found = {0: _outcomes(Path(out) / "sim" / "results.csv")}
+        for path in sorted(Path(out).glob("round_*/sim/results.csv")):
+            found[int(path.parent.parent.name.removeprefix("round_"))] = _outcomes(path)
+        per_seed.append(found)
+    common = sorted(set.intersection(*(set(f) for f in per_seed)))
+    head = (
+        "| round | " + " | ".join(Path(o).name for o in outs) + " | pooled (95% CI over seeds, episodes) | operator |"
+    )
+    table = [head, "|" + " --- |" * (len(outs) + 3)]
+    pooled = []
+    for r in common:
+        counts = [f"{sum(f[r])}/{len(f[r])}" for f in per_seed]
+        mean, low, high = hierarchical_bootstrap_interval([[f[r]] for f in per_seed])
+        pooled.append((r, mean, low, high))
+        notes = []
+        for out in outs:
+            record = Path(out) / f"round_{r}.record.txt"
+            text = record.read_text() if record.is_file() else ""
+            drove = text.split("the operator drove ")[1].split(" ")[0] if "the operator drove " in text else "-"
+            won = text.split("success ")[1].split(")")[0] if "success " in text else "-"
+            notes.append(f"{drove} ({won})")
+        operator = "expert bags only" if r == 0 else "; ".join(notes)
+        table.append(f"| {r} | " + " | ".join(counts) + f" | {mean:.0%} ({low:.0%}-{high:.0%}) | {operator} |")
+    if figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5.5, 3.4))
+        for out, found in zip(outs, per_seed):
+            ax.plot(common, [np.mean(found[r]) for r in common], marker="o", alpha=0.5, label=Path(out).name)
+        rs, means, lows, highs = (np.array(v) for v in zip(*pooled))
+        ax.errorbar(rs, means, yerr=[means - lows, highs - means], color="k", capsize=4, lw=2, label="pooled, 95% CI")
+        ax.axhline(target, color="tab:red", linestyle="--", label=f"target {target:.0%}")
+        ax.set_xticks(common)
+        ax.set_xlabel("round (0: trained on the expert bags alone)")
+        ax.set_ylabel(f"success, {len(per_seed[0][0])} held-out episodes")
+        ax.set_ylim(0, 1)
+        ax.legend(loc="lower right", fontsize=7)
+        fig.tight_layout()
+        fig.savefig(figure, dpi=100)
+        plt.close(fig)
+    table.append("")
+    table.append(
+        "operator: the share of the round's supervised updates the operator drove (the supervised episodes that "
+        "reached the target)"
+    )
+    return "\n".join(table)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
@@ -278,7 +351,13 @@ def main(argv=None) -> int:
     m = sub.add_parser("compare", help="a markdown table (and figure) of several loops' results")
     m.add_argument("outs", nargs="+")
     m.add_argument("--figure", default=None)
+    o = sub.add_parser("rounds", help="success after each takeover_rounds.sh round, one loop folder per training seed")
+    o.add_argument("outs", nargs="+")
+    o.add_argument("--figure", default=None)
     args = parser.parse_args(argv)
+    if args.what == "rounds":
+        print(rounds(args.outs, args.figure))
+        return 0
     if args.what == "compare":
         print(compare(args.outs, args.figure))
         return 0
