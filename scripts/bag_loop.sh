@@ -6,6 +6,7 @@
 #   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
 #   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/real_robot.md's run
 #   python scripts/bag_loop.py publish --out runs/loop_dart --to docs/bag_loop             # keep its small files
+#   OUT=runs/loop_dagger DAGGER_ROUNDS=6 scripts/bag_loop.sh    # + six DAgger rounds from the bags (~30 min here)
 #
 # Seeds: training bags 100.., validation bags (model selection) 500.., test bags (offline error) 600..; the
 # simulated evaluation uses the evaluation seeds 20,000,000.. (liquid-control eval's default): all disjoint.
@@ -29,9 +30,14 @@ EVAL_ARGS=${EVAL_ARGS:-}          # further options of the simulated evaluation 
 REPLAY=${REPLAY:-1}               # replay a test bag through policy_node over DDS (0: skip)
 RENDER_SIZE=${RENDER_SIZE:-64}    # camera pixels: the policy's image size (the node does not resize)
 TIME_LIMIT=${TIME_LIMIT:-0}       # episode time limit of the recordings (s; 0: the world's)
+DAGGER_ROUNDS=${DAGGER_ROUNDS:-0} # then this many deploy-record-retrain rounds (DAgger: the policy drives, the expert
+                                  # labels every update and drives a decaying random share; scripts/takeover_rounds.sh)
+ROUND_EPISODES=${ROUND_EPISODES:-20}  # supervised episodes per round
+ROUND_EPOCHS=${ROUND_EPOCHS:-20}      # fine-tuning epochs per round
 LC=${LC:-liquid-control}
 PYTHON=${PYTHON:-python}
 
+case "$DAGGER_ROUNDS" in ''|*[!0-9]*) echo "bag_loop: DAGGER_ROUNDS must be a whole number, got '$DAGGER_ROUNDS'" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 settings="OUT=$OUT CONFIG=$CONFIG EPISODES=$EPISODES VAL_EPISODES=$VAL_EPISODES TEST_EPISODES=$TEST_EPISODES EVAL_EPISODES=$EVAL_EPISODES \
 EPOCHS=$EPOCHS SEED=$SEED NOISE_STD=$NOISE_STD NOISE_CORR=$NOISE_CORR BURST_RATE=$BURST_RATE EXPERT_MARGIN=$EXPERT_MARGIN AUGMENT=$AUGMENT \
@@ -71,3 +77,15 @@ fi
 
 $PYTHON scripts/bag_loop.py summary --out "$OUT" --seconds "$(($(date +%s) - start))" --settings "$settings"
 cat "$OUT/summary.md"
+
+if [ "$DAGGER_ROUNDS" -gt 0 ]; then
+  stage "rounds: $DAGGER_ROUNDS DAgger rounds of $ROUND_EPISODES supervised episodes each (scripts/takeover_rounds.sh)"
+  # the recipe of docs/real_robot.md ("DAgger rounds from the bags"): every update labelled, the operator driving a
+  # random 50, 30, 20, 10, 10, ..% of the updates, 10 s episodes, each round fine-tuning the last (20 epochs)
+  OUT=$OUT CONFIG=$CONFIG SEED=$SEED EVAL_EPISODES=$EVAL_EPISODES ROUNDS=$DAGGER_ROUNDS EPISODES=$ROUND_EPISODES \
+    SHADOW=1 THRESHOLD=10 TIME_LIMIT=10 SHARES="0.5 0.3 0.2 0.1" CONTINUE=1 EPOCHS=$ROUND_EPOCHS SELECT=last LC=$LC \
+    EXTRA_SET="${AUGMENT:+--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]} $EXTRA_SET" \
+    scripts/takeover_rounds.sh
+  $PYTHON scripts/bag_loop.py rounds "$OUT" --figure "$OUT/rounds.png" | tee "$OUT/rounds.md"
+  stage "done: $OUT/summary.md, $OUT/rounds.md, $OUT/rounds.png"
+fi

@@ -5,10 +5,12 @@
 # become labels. The policy is then trained again from every bag so far and drives the same 50 held-out episodes.
 #
 #   OUT=runs/loop_base ROUNDS=2 scripts/takeover_rounds.sh     # after OUT=runs/loop_base scripts/bag_loop.sh
+#   OUT=runs/loop_base ROUNDS=6 SHADOW=1 THRESHOLD=10 TIME_LIMIT=10 SHARES="0.5 0.3 0.2 0.1" CONTINUE=1 EPOCHS=20 \
+#     SELECT=last scripts/takeover_rounds.sh      # DAgger: every update labelled, a random operator share, fine-tuning
 #
 # Seeds: round k records episodes 200 + EPISODES (k - 1) ..; training, validation and test bags are bag_loop's
 # (100.., 500.., 600..), the evaluation episodes the same 20,000,000.. as bag_loop's: disjoint while
-# ROUNDS x EPISODES <= 300 (checked). The bags are 64x64 with the training expert, as bag_loop's defaults.
+# ROUNDS x EPISODES <= 300 (checked). The bags are recorded by the training expert at RENDER_SIZE (bag_loop's).
 set -euo pipefail
 
 OUT=${OUT:?set OUT to a finished scripts/bag_loop.sh folder (with bags/ and run/policy.pt)}
@@ -28,12 +30,18 @@ SHARES=${SHARES:-}                # operator share per round, e.g. "0.5 0.3 0.2 
 CONTINUE=${CONTINUE:-0}           # 1: each round fine-tunes the previous round's policy (train --init-from) for
                                   # EPOCHS epochs, as DAgger continues training, instead of training from scratch
 EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]"}
+RENDER_SIZE=${RENDER_SIZE:-64}    # camera pixels of the recordings: the policy's image size, as in bag_loop.sh
 LC=${LC:-liquid-control}
 
 [ -f "$OUT/run/policy.pt" ] || { echo "takeover_rounds: $OUT/run/policy.pt not found (run scripts/bag_loop.sh first)" >&2; exit 2; }
 case "$SELECT" in validation) val=(--val-bag "$OUT/bags/validation/*") ;; last) val=() ;;
   *) echo "takeover_rounds: SELECT must be validation or last, got '$SELECT'" >&2; exit 2 ;; esac
 read -r -a shares <<< "$SHARES"
+for share in "${shares[@]}"; do  # checked now, not at the round that first uses it
+  awk -v s="$share" 'BEGIN { exit !(s ~ /^([0-9]*[.])?[0-9]+$/ && s + 0 <= 1) }' ||
+    { echo "takeover_rounds: SHARES must be numbers in [0, 1] separated by spaces, got '$SHARES'" >&2; exit 2; }
+done
+case "$CONTINUE" in 0|1) ;; *) echo "takeover_rounds: CONTINUE must be 0 or 1, got '$CONTINUE'" >&2; exit 2 ;; esac
 [ $((ROUNDS * EPISODES)) -le 300 ] || { echo "takeover_rounds: ROUNDS x EPISODES > 300 would reach the validation seeds 500.." >&2; exit 2; }
 policy="$OUT/run/policy.pt"
 bags=("$OUT/bags/train/*")
@@ -44,15 +52,15 @@ for round in $(seq 1 "$ROUNDS"); do
   echo "[takeover_rounds $(($(date +%s) - start)) s] round $round: $policy drives $EPISODES episodes (seeds $first..), the expert supervising" >&2
   [ -f "$dir.record.txt" ] || rm -rf "$dir/takeover"  # an interrupted recording: record the round again
   if [ ! -d "$dir/takeover" ]; then
-    shadow=()
-    [ "$SHADOW" = 1 ] && shadow=(--shadow)
+    record_opts=()
+    [ "$SHADOW" = 1 ] && record_opts=(--shadow)
     if [ "${#shares[@]}" -gt 0 ]; then  # this round's share: the schedule's, its last value repeating
       index=$((round - 1 < ${#shares[@]} ? round - 1 : ${#shares[@]} - 1))
-      shadow+=(--operator-share "${shares[$index]}")
+      record_opts+=(--operator-share "${shares[$index]}")
     fi
     $LC record --expert --policy "$policy" -o "$dir/takeover" --episodes "$EPISODES" --seed "$first" \
-      --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" "${shadow[@]}" --time-limit "$TIME_LIMIT" \
-      --no-progress > "$dir.record.tmp"
+      --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" "${record_opts[@]}" --time-limit "$TIME_LIMIT" \
+      --render-size "$RENDER_SIZE" --no-progress > "$dir.record.tmp"
     mv "$dir.record.tmp" "$dir.record.txt"
   fi
   cat "$dir.record.txt"
@@ -63,13 +71,13 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
   bag_args=()
   for pattern in "${bags[@]}"; do bag_args+=(--bag "$pattern"); done
-  resume=()
-  [ -f "$dir/run/checkpoint.pt" ] && resume=(--resume)
-  [ "$CONTINUE" = 1 ] && resume+=(--init-from "$policy")  # the policy that drove this round
+  train_opts=()
+  [ -d "$dir/run" ] && train_opts=(--resume)  # an interrupted training continues (a new or empty folder: starts)
+  [ "$CONTINUE" = 1 ] && train_opts+=(--init-from "$policy")  # the policy that drove this round
   # shellcheck disable=SC2086
   # --label-max-wait-s 0: a label only where the operator commanded at that frame (the simulated operator answers
   # at once); the default 0.5 s would also give the updates the policy drove just before a takeover its command
-  $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${resume[@]}" --no-progress "${bag_args[@]}" \
+  $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${train_opts[@]}" --no-progress "${bag_args[@]}" \
     "${val[@]}" --label-max-wait-s 0 --set "training.epochs_first=$EPOCHS" $EXTRA_SET
   eval_resume=()
   [ -d "$dir/sim" ] && eval_resume=(--resume)  # an evaluation that was interrupted continues

@@ -188,7 +188,9 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
 
 def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     """scripts/bag_loop.sh, shrunk (16x16 camera, 2 s recordings, one epoch, 2 simulated episodes): records
-    noisy expert bags, trains from them, evaluates offline and in simulation, replays a test bag over DDS."""
+    noisy expert bags, trains from them, evaluates offline and in simulation, replays a test bag over DDS, then
+    runs one DAgger round (scripts/takeover_rounds.sh: the policy drives, the expert labels every update and
+    drives half of them at random, the policy is fine-tuned on every bag so far and evaluated again)."""
     from pathlib import Path
 
     import yaml
@@ -202,7 +204,7 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     settings = dict(
         OUT=str(out), CONFIG=str(config), EPISODES="2", VAL_EPISODES="1", TEST_EPISODES="1", EVAL_EPISODES="2",
         EPOCHS="1", RENDER_SIZE=str(W), TIME_LIMIT="2", NOISE_STD="0.3", NOISE_CORR="0.9", BURST_RATE="1",
-        EVAL_ARGS="--backend serial --no-saliency",
+        EVAL_ARGS="--backend serial --no-saliency", DAGGER_ROUNDS="1", ROUND_EPISODES="2", ROUND_EPOCHS="1",
     )  # fmt: skip
     env = {
         **isolated_ros_env(),
@@ -228,6 +230,30 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     assert replay["matched"] == replay["offline_updates"] > 20 and replay["max_abs_diff"] == 0.0
     assert figures["command"].startswith(f"OUT={out} ") and "NOISE_STD=0.3" in figures["command"]
     assert "reach the target" in (out / "summary.md").read_text()
+    # the DAgger round: supervised bags with every update labelled and the operator's random share, a policy
+    # fine-tuned from the round's driver, its evaluation on the same episodes, the rounds' table and figure
+    supervised = sorted((out / "round_1" / "takeover").glob("episode_*"))
+    assert [b.name for b in supervised] == ["episode_200", "episode_201"]
+    custom = yaml.safe_load((supervised[0] / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    rule = json.loads(custom["custom_data"]["liquid_control.takeover"])
+    assert rule["operator_share"] == 0.5 and rule["shadow"] is True and rule["threshold"] == 10
+    with BagReader(supervised[0]) as reader:
+        assert reader.topics["/cmd_vel"].count == reader.topics["/base/cmd_vel"].count > 10
+    meta = torch.load(out / "round_1" / "run" / "policy.pt", weights_only=False)["metadata"]
+    assert meta["started_from"]["path"] == str(out / "run" / "policy.pt")
+    assert meta["training_bags"] == ["episode_100", "episode_101", "episode_200", "episode_201"]
+    table = (out / "rounds.md").read_text()
+    assert "\n| 0 | " in table and "\n| 1 | " in table and "/2 |" in table
+    assert (out / "rounds.png").stat().st_size > 0
+    for bad, message in (
+        ({"SHARES": "0.5,0.3"}, "SHARES must be numbers in [0, 1]"),
+        ({"CONTINUE": "yes"}, "CONTINUE must"),
+    ):
+        proc = subprocess.run(
+            ["bash", str(root / "scripts" / "takeover_rounds.sh")], cwd=root, env={**env, **bad}, capture_output=True,
+            text=True,
+        )  # fmt: skip
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr  # refused before any round
 
     import importlib.util  # the script's helpers: publish (the files a repository keeps), compare (runs)
 
