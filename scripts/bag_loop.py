@@ -187,6 +187,8 @@ PUBLISHED = (  # the small files of a loop's output worth keeping in the reposit
     "sim/results.csv",
     "sim/success_by_shift.png",
     "replay/replay.json",
+    "rounds.md",
+    "rounds.png",
 )
 
 
@@ -262,74 +264,101 @@ def compare(outs: list[str], figure: str | None = None, target: float = 0.8) -> 
     return "\n".join(table)
 
 
-def _outcomes(results_csv: Path) -> list[int]:
-    """The 0/1 outcomes of the trained policy in an evaluation's results.csv (not the expert's), in episode order."""
+def _outcomes(results_csv: Path) -> dict[int, int]:
+    """{episode seed: 0/1} of the trained policy (not the expert) in an evaluation's results.csv, in-distribution."""
     import csv
 
     with open(results_csv, newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["policy"] != "expert"]
-    if len({row["policy"] for row in rows}) != 1:
-        raise ValueError(f"{results_csv}: expected the episodes of one trained policy besides the expert's")
-    return [int(row["success"] == "True") for row in sorted(rows, key=lambda row: int(row["episode_seed"]))]
+    if len({row["policy"] for row in rows}) != 1 or {row["shift"] for row in rows} != {"in_distribution"}:
+        raise ValueError(f"{results_csv}: expected one trained policy (besides the expert) in-distribution only")
+    outcomes = {int(row["episode_seed"]): int(row["success"] == "True") for row in rows}
+    if len(outcomes) != len(rows):
+        raise ValueError(f"{results_csv}: an episode seed appears twice")
+    return outcomes
+
+
+def _round_record(out: Path, r: int) -> str:
+    """What the operator did in round ``r`` of ``out``: its share of the updates (supervised episodes that reached
+    the target), from the last line of takeover_rounds.sh's record.txt."""
+    import re
+
+    record = out / f"round_{r}.record.txt"
+    lines = record.read_text().strip().splitlines() if record.is_file() else []
+    found = re.search(r"the operator drove (\d+%) of the updates, success (\d+/\d+)\)", lines[-1] if lines else "")
+    return f"{found[1]} ({found[2]})" if found else "-"
 
 
 def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> str:
     """Success after each deploy-record-retrain round (round 0: the policy trained on the expert bags alone) of
-    one loop per training seed, all on the same evaluation episodes: a markdown table with each seed's count, the
-    pooled rate with a 95% interval over seeds then episodes, and what the operator did in the round; with
-    ``figure``, success against round, one line per seed, the pooled rate with its interval."""
+    one loop per training seed, all on the same evaluation episodes (checked): a markdown table with each seed's
+    count, the pooled rate with a 95% interval (over seeds then episodes; with one folder, over episodes), and what
+    the operator did in the round; with ``figure``, success against round, one line per seed and the pooled rate.
+    A round some folder lacks (unfinished) is shown there as '-' and not pooled."""
+    import re
+
     from liquid_control.evaluation.stats import hierarchical_bootstrap_interval
 
-    per_seed = []  # {round: outcomes}
+    per_seed = []  # {round: {episode seed: 0/1}}
     for out in outs:
         found = {0: _outcomes(Path(out) / "sim" / "results.csv")}
-        for path in sorted(Path(out).glob("round_*/sim/results.csv")):
-            found[int(path.parent.parent.name.removeprefix("round_"))] = _outcomes(path)
+        for path in Path(out).glob("round_*/sim/results.csv"):
+            number = re.fullmatch(r"round_(\d+)", path.parent.parent.name)
+            if number:
+                found[int(number[1])] = _outcomes(path)
         per_seed.append(found)
-    common = sorted(set.intersection(*(set(f) for f in per_seed)))
-    head = (
-        "| round | " + " | ".join(Path(o).name for o in outs) + " | pooled (95% CI over seeds, episodes) | operator |"
+    episodes = sorted(per_seed[0][0])
+    for out, found in zip(outs, per_seed):
+        for r, outcomes in found.items():
+            if sorted(outcomes) != episodes:
+                raise ValueError(f"{out}: round {r} was evaluated on other episodes than {outs[0]}'s round 0")
+    every = sorted(set().union(*per_seed))
+    interval = "over seeds, then episodes" if len(outs) > 1 else "over episodes"
+    names = [Path(o).name for o in outs]
+    table = [
+        f"| round | {' | '.join(names)} | pooled (95% CI {interval}) | operator (supervised successes) |",
+        "|" + " --- |" * (len(outs) + 3),
+    ]
+    pooled, missing = [], []
+    for r in every:
+        counts = [f"{sum(f[r].values())}/{len(f[r])}" if r in f else "-" for f in per_seed]
+        if all(r in f for f in per_seed):
+            mean, low, high = hierarchical_bootstrap_interval([[list(f[r].values())] for f in per_seed])
+            pooled.append((r, mean, low, high))
+            rate = f"{mean:.0%} ({low:.0%}-{high:.0%})"
+        else:
+            missing.append(str(r))
+            rate = "- (a seed lacks this round)"
+        operator = "expert bags only" if r == 0 else "; ".join(_round_record(Path(o), r) for o in outs)
+        table.append(f"| {r} | " + " | ".join(counts) + f" | {rate} | {operator} |")
+    table.append("")
+    table.append(
+        f"{len(episodes)} held-out episodes (seeds {episodes[0]}..) per cell; operator: the share of the round's "
+        "supervised updates the operator drove."
+        + (" With 2-3 training seeds the seed-level interval is narrower than the truth." if 1 < len(outs) < 4 else "")
+        + (f" Not in every folder, so not pooled: round {', '.join(missing)}." if missing else "")
     )
-    table = [head, "|" + " --- |" * (len(outs) + 3)]
-    pooled = []
-    for r in common:
-        counts = [f"{sum(f[r])}/{len(f[r])}" for f in per_seed]
-        mean, low, high = hierarchical_bootstrap_interval([[f[r]] for f in per_seed])
-        pooled.append((r, mean, low, high))
-        notes = []
-        for out in outs:
-            record = Path(out) / f"round_{r}.record.txt"
-            text = record.read_text() if record.is_file() else ""
-            drove = text.split("the operator drove ")[1].split(" ")[0] if "the operator drove " in text else "-"
-            won = text.split("success ")[1].split(")")[0] if "success " in text else "-"
-            notes.append(f"{drove} ({won})")
-        operator = "expert bags only" if r == 0 else "; ".join(notes)
-        table.append(f"| {r} | " + " | ".join(counts) + f" | {mean:.0%} ({low:.0%}-{high:.0%}) | {operator} |")
-    if figure:
+    if figure and pooled:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
-        for out, found in zip(outs, per_seed):
-            ax.plot(common, [np.mean(found[r]) for r in common], marker="o", alpha=0.5, label=Path(out).name)
+        for name, found in zip(names, per_seed):
+            shown = sorted(found)
+            ax.plot(shown, [np.mean(list(found[r].values())) for r in shown], marker="o", alpha=0.5, label=name)
         rs, means, lows, highs = (np.array(v) for v in zip(*pooled))
         ax.errorbar(rs, means, yerr=[means - lows, highs - means], color="k", capsize=4, lw=2, label="pooled, 95% CI")
         ax.axhline(target, color="tab:red", linestyle="--", label=f"target {target:.0%}")
-        ax.set_xticks(common)
+        ax.set_xticks(every)
         ax.set_xlabel("round (0: trained on the expert bags alone)")
-        ax.set_ylabel(f"success, {len(per_seed[0][0])} held-out episodes")
+        ax.set_ylabel(f"success, {len(episodes)} held-out episodes")
         ax.set_ylim(0, 1)
         ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
         fig.savefig(figure, dpi=100)
         plt.close(fig)
-    table.append("")
-    table.append(
-        "operator: the share of the round's supervised updates the operator drove (the supervised episodes that "
-        "reached the target)"
-    )
     return "\n".join(table)
 
 

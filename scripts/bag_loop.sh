@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The robot loop end to end, in simulation: record expert driving to rosbag2 (MCAP), train a liquid policy from
 # those bags alone, check it offline on held-out bags, then drive 50 held-out simulated episodes with it and
-# replay a held-out bag through policy_node over DDS. Figures: $OUT/summary.md (and summary.json).
+# replay a held-out bag through policy_node over DDS. Figures: $OUT/summary.md (and summary.json); with
+# DAGGER_ROUNDS, then deploy-record-retrain rounds from the bags: $OUT/rounds.md and rounds.png. A rerun with the
+# same settings continues an interrupted loop (finished stages are kept).
 #
 #   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
 #   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/real_robot.md's run
@@ -34,10 +36,20 @@ DAGGER_ROUNDS=${DAGGER_ROUNDS:-0} # then this many deploy-record-retrain rounds 
                                   # labels every update and drives a decaying random share; scripts/takeover_rounds.sh)
 ROUND_EPISODES=${ROUND_EPISODES:-20}  # supervised episodes per round
 ROUND_EPOCHS=${ROUND_EPOCHS:-20}      # fine-tuning epochs per round
+ROUND_TIME_LIMIT=${ROUND_TIME_LIMIT:-10}  # s: a supervised episode ends then (fewer labels of a lost target's search)
 LC=${LC:-liquid-control}
 PYTHON=${PYTHON:-python}
 
-case "$DAGGER_ROUNDS" in ''|*[!0-9]*) echo "bag_loop: DAGGER_ROUNDS must be a whole number, got '$DAGGER_ROUNDS'" >&2; exit 2 ;; esac
+for name in DAGGER_ROUNDS ROUND_EPISODES ROUND_EPOCHS; do  # checked before the loop's first stage, not after it
+  case "${!name}" in ''|*[!0-9]*) echo "bag_loop: $name must be a whole number, got '${!name}'" >&2; exit 2 ;; esac
+  printf -v "$name" '%d' "$((10#${!name}))"  # 08 is 8
+done
+if [ "$DAGGER_ROUNDS" -gt 0 ]; then
+  [ "$ROUND_EPISODES" -ge 1 ] && [ "$ROUND_EPOCHS" -ge 1 ] ||
+    { echo "bag_loop: ROUND_EPISODES and ROUND_EPOCHS must be >= 1 with DAGGER_ROUNDS" >&2; exit 2; }
+  [ $((DAGGER_ROUNDS * ROUND_EPISODES)) -le 300 ] ||
+    { echo "bag_loop: DAGGER_ROUNDS x ROUND_EPISODES > 300 would reach the validation seeds 500.." >&2; exit 2; }
+fi
 mkdir -p "$OUT"
 settings="OUT=$OUT CONFIG=$CONFIG EPISODES=$EPISODES VAL_EPISODES=$VAL_EPISODES TEST_EPISODES=$TEST_EPISODES EVAL_EPISODES=$EVAL_EPISODES \
 EPOCHS=$EPOCHS SEED=$SEED NOISE_STD=$NOISE_STD NOISE_CORR=$NOISE_CORR BURST_RATE=$BURST_RATE EXPERT_MARGIN=$EXPERT_MARGIN AUGMENT=$AUGMENT \
@@ -56,20 +68,24 @@ stage "1/5 record $EPISODES expert episodes (+ $VAL_EPISODES validation, $TEST_E
 stage "2/5 train $CONFIG from the training bags ($EPOCHS epochs)"
 resume=()
 [ -f "$OUT/run/checkpoint.pt" ] && resume=(--resume)
+# a finished training is kept (resuming it would rewrite policy.pt, whose SHA-256 the evaluations and rounds record)
 # shellcheck disable=SC2086
-$LC train --config "$CONFIG" --out "$OUT/run" --seed "$SEED" "${resume[@]}" --no-progress $AUGMENT \
+[ -f "$OUT/run/policy.pt" ] || $LC train --config "$CONFIG" --out "$OUT/run" --seed "$SEED" "${resume[@]}" --no-progress $AUGMENT \
   --bag "$OUT/bags/train/*" --val-bag "$OUT/bags/validation/*" \
   --set "training.epochs_first=$EPOCHS" $EXTRA_SET
 
 stage "3/5 offline error on the test bags"
-$LC eval --bag "$OUT/bags/test/*" --policy "bags=$OUT/run/policy.pt" --out "$OUT/offline" --no-progress
+[ -f "$OUT/offline/offline.json" ] ||
+  $LC eval --bag "$OUT/bags/test/*" --policy "bags=$OUT/run/policy.pt" --out "$OUT/offline" --no-progress
 
 stage "4/5 $EVAL_EPISODES held-out simulated episodes"
+eval_resume=()
+[ -d "$OUT/sim" ] && eval_resume=(--resume)  # an interrupted evaluation continues
 # shellcheck disable=SC2086
 $LC eval --policy "bags=$OUT/run/policy.pt" --policy expert --episodes "$EVAL_EPISODES" --out "$OUT/sim" \
-  --no-progress --no-example $EVAL_ARGS
+  --no-progress --no-example "${eval_resume[@]}" $EVAL_ARGS
 
-if [ "$REPLAY" = 1 ]; then
+if [ "$REPLAY" = 1 ] && [ ! -f "$OUT/replay/replay.json" ]; then
   stage "5/5 replay a test bag into policy_node over DDS, record its commands"
   $PYTHON scripts/bag_loop.py replay --policy "$OUT/run/policy.pt" \
     --bag "$(ls -d "$OUT"/bags/test/* | head -1)" --out "$OUT/replay"
@@ -81,9 +97,12 @@ cat "$OUT/summary.md"
 if [ "$DAGGER_ROUNDS" -gt 0 ]; then
   stage "rounds: $DAGGER_ROUNDS DAgger rounds of $ROUND_EPISODES supervised episodes each (scripts/takeover_rounds.sh)"
   # the recipe of docs/real_robot.md ("DAgger rounds from the bags"): every update labelled, the operator driving a
-  # random 50, 30, 20, 10, 10, ..% of the updates, 10 s episodes, each round fine-tuning the last (20 epochs)
-  OUT=$OUT CONFIG=$CONFIG SEED=$SEED EVAL_EPISODES=$EVAL_EPISODES ROUNDS=$DAGGER_ROUNDS EPISODES=$ROUND_EPISODES \
-    SHADOW=1 THRESHOLD=10 TIME_LIMIT=10 SHARES="0.5 0.3 0.2 0.1" CONTINUE=1 EPOCHS=$ROUND_EPOCHS SELECT=last LC=$LC \
+  # random 50, 30, 20, 10, 10, ..% of the updates, short episodes, each round fine-tuning the last. Every setting is
+  # given here, none inherited from the caller's environment; EXTRA_SET is never empty (a space without AUGMENT),
+  # so takeover_rounds.sh's own default (the photometric augmentation) does not apply
+  OUT=$OUT CONFIG=$CONFIG SEED=$SEED EVAL_EPISODES=$EVAL_EPISODES EVAL_ARGS="$EVAL_ARGS" ROUNDS=$DAGGER_ROUNDS \
+    EPISODES=$ROUND_EPISODES SHADOW=1 THRESHOLD=10 HOLD_S=1.0 TIME_LIMIT=$ROUND_TIME_LIMIT SHARES="0.5 0.3 0.2 0.1" \
+    CONTINUE=1 EPOCHS=$ROUND_EPOCHS SELECT=last RENDER_SIZE=$RENDER_SIZE EXPERT_MARGIN="$EXPERT_MARGIN" LC=$LC \
     EXTRA_SET="${AUGMENT:+--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]} $EXTRA_SET" \
     scripts/takeover_rounds.sh
   $PYTHON scripts/bag_loop.py rounds "$OUT" --figure "$OUT/rounds.png" | tee "$OUT/rounds.md"

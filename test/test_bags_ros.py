@@ -4,6 +4,7 @@ the same graph, and ``liquid-control replay`` feeds the recording back into the 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -189,8 +190,9 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
 def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     """scripts/bag_loop.sh, shrunk (16x16 camera, 2 s recordings, one epoch, 2 simulated episodes): records
     noisy expert bags, trains from them, evaluates offline and in simulation, replays a test bag over DDS, then
-    runs one DAgger round (scripts/takeover_rounds.sh: the policy drives, the expert labels every update and
-    drives half of them at random, the policy is fine-tuned on every bag so far and evaluated again)."""
+    runs one DAgger round (scripts/takeover_rounds.sh: the policy drives 3 episodes of at most 3 s, the expert
+    labels every update and drives half of them at random, the policy is fine-tuned on every bag so far for 2
+    epochs and evaluated again); settings the round does not share with the loop must not leak into it."""
     from pathlib import Path
 
     import yaml
@@ -204,7 +206,8 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     settings = dict(
         OUT=str(out), CONFIG=str(config), EPISODES="2", VAL_EPISODES="1", TEST_EPISODES="1", EVAL_EPISODES="2",
         EPOCHS="1", RENDER_SIZE=str(W), TIME_LIMIT="2", NOISE_STD="0.3", NOISE_CORR="0.9", BURST_RATE="1",
-        EVAL_ARGS="--backend serial --no-saliency", DAGGER_ROUNDS="1", ROUND_EPISODES="2", ROUND_EPOCHS="1",
+        EVAL_ARGS="--backend serial --no-saliency", DAGGER_ROUNDS="1", ROUND_EPISODES="3", ROUND_EPOCHS="2",
+        ROUND_TIME_LIMIT="3",
     )  # fmt: skip
     env = {
         **isolated_ros_env(),
@@ -233,17 +236,22 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     # the DAgger round: supervised bags with every update labelled and the operator's random share, a policy
     # fine-tuned from the round's driver, its evaluation on the same episodes, the rounds' table and figure
     supervised = sorted((out / "round_1" / "takeover").glob("episode_*"))
-    assert [b.name for b in supervised] == ["episode_200", "episode_201"]
+    assert [b.name for b in supervised] == ["episode_200", "episode_201", "episode_202"]
     custom = yaml.safe_load((supervised[0] / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     rule = json.loads(custom["custom_data"]["liquid_control.takeover"])
     assert rule["operator_share"] == 0.5 and rule["shadow"] is True and rule["threshold"] == 10
     with BagReader(supervised[0]) as reader:
         assert reader.topics["/cmd_vel"].count == reader.topics["/base/cmd_vel"].count > 10
+    for bag in supervised:  # ROUND_TIME_LIMIT (3 s) ends them
+        with BagReader(bag) as reader:
+            (status,) = [json.loads(m.decode().data) for m in reader.messages(["/episode_status"])]
+        assert status["sim_time"] < 3.2
     meta = torch.load(out / "round_1" / "run" / "policy.pt", weights_only=False)["metadata"]
     assert meta["started_from"]["path"] == str(out / "run" / "policy.pt")
-    assert meta["training_bags"] == ["episode_100", "episode_101", "episode_200", "episode_201"]
+    assert meta["training_bags"] == ["episode_100", "episode_101", "episode_200", "episode_201", "episode_202"]
+    assert meta["selected_epoch"] == 2  # ROUND_EPOCHS (the last epoch), not the loop's EPOCHS
     table = (out / "rounds.md").read_text()
-    assert "\n| 0 | " in table and "\n| 1 | " in table and "/2 |" in table
+    assert "\n| 0 | " in table and re.search(r"\n\| 1 \| \d/2 \| \d+% \(", table)
     assert (out / "rounds.png").stat().st_size > 0
     for bad, message in (
         ({"SHARES": "0.5,0.3"}, "SHARES must be numbers in [0, 1]"),
@@ -253,7 +261,8 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
             ["bash", str(root / "scripts" / "takeover_rounds.sh")], cwd=root, env={**env, **bad}, capture_output=True,
             text=True,
         )  # fmt: skip
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr  # refused before any round
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not (out / "round_2").exists()  # refused before any round
 
     import importlib.util  # the script's helpers: publish (the files a repository keeps), compare (runs)
 
