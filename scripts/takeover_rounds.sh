@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Deploy-record-retrain rounds after scripts/bag_loop.sh (docs/real_robot.md, "Deploy, record the policy,
 # repeat"): in each round the latest policy drives new simulated episodes while the expert supervises it and
-# takes over where it errs (`liquid-control record --expert --policy`, HG-DAgger); only the operator's commands
-# become labels. The policy is then trained again from every bag so far and drives the same 50 held-out episodes.
+# takes over where it errs (`liquid-control record --expert --policy`, HG-DAgger); by default only the operator's
+# commands become labels (SHADOW=1: every update's; SHARES: the operator also drives a random share, DAgger). The
+# policy is then trained again from every bag so far (CONTINUE=1: fine-tuned from the round's driver) and drives
+# the same EVAL_EPISODES held-out episodes. A rerun continues: finished rounds, recordings and trainings are kept.
 #
 #   OUT=runs/loop_base ROUNDS=2 scripts/takeover_rounds.sh     # after OUT=runs/loop_base scripts/bag_loop.sh
 #   OUT=runs/loop_base ROUNDS=6 SHADOW=1 THRESHOLD=10 TIME_LIMIT=10 SHARES="0.5 0.3 0.2 0.1" CONTINUE=1 EPOCHS=20 \
@@ -31,6 +33,8 @@ CONTINUE=${CONTINUE:-0}           # 1: each round fine-tunes the previous round'
                                   # EPOCHS epochs, as DAgger continues training, instead of training from scratch
 EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]"}
 RENDER_SIZE=${RENDER_SIZE:-64}    # camera pixels of the recordings: the policy's image size, as in bag_loop.sh
+EXPERT_MARGIN=${EXPERT_MARGIN:-}  # the supervising expert's clearance from trees (m; "": the training expert's)
+EVAL_ARGS=${EVAL_ARGS:-}          # further options of each round's simulated evaluation (e.g. --backend serial)
 LC=${LC:-liquid-control}
 
 [ -f "$OUT/run/policy.pt" ] || { echo "takeover_rounds: $OUT/run/policy.pt not found (run scripts/bag_loop.sh first)" >&2; exit 2; }
@@ -41,7 +45,13 @@ for share in "${shares[@]}"; do  # checked now, not at the round that first uses
   awk -v s="$share" 'BEGIN { exit !(s ~ /^([0-9]*[.])?[0-9]+$/ && s + 0 <= 1) }' ||
     { echo "takeover_rounds: SHARES must be numbers in [0, 1] separated by spaces, got '$SHARES'" >&2; exit 2; }
 done
-case "$CONTINUE" in 0|1) ;; *) echo "takeover_rounds: CONTINUE must be 0 or 1, got '$CONTINUE'" >&2; exit 2 ;; esac
+for name in SHADOW CONTINUE; do
+  case "${!name}" in 0|1) ;; *) echo "takeover_rounds: $name must be 0 or 1, got '${!name}'" >&2; exit 2 ;; esac
+done
+for name in ROUNDS EPISODES EPOCHS EVAL_EPISODES; do
+  case "${!name}" in ''|*[!0-9]*) echo "takeover_rounds: $name must be a whole number, got '${!name}'" >&2; exit 2 ;; esac
+  printf -v "$name" '%d' "$((10#${!name}))"  # 08 is 8
+done
 [ $((ROUNDS * EPISODES)) -le 300 ] || { echo "takeover_rounds: ROUNDS x EPISODES > 300 would reach the validation seeds 500.." >&2; exit 2; }
 policy="$OUT/run/policy.pt"
 bags=("$OUT/bags/train/*")
@@ -54,6 +64,7 @@ for round in $(seq 1 "$ROUNDS"); do
   if [ ! -d "$dir/takeover" ]; then
     record_opts=()
     [ "$SHADOW" = 1 ] && record_opts=(--shadow)
+    [ -z "$EXPERT_MARGIN" ] || record_opts+=(--expert-margin "$EXPERT_MARGIN")
     if [ "${#shares[@]}" -gt 0 ]; then  # this round's share: the schedule's, its last value repeating
       index=$((round - 1 < ${#shares[@]} ? round - 1 : ${#shares[@]} - 1))
       record_opts+=(--operator-share "${shares[$index]}")
@@ -76,13 +87,15 @@ for round in $(seq 1 "$ROUNDS"); do
   [ "$CONTINUE" = 1 ] && train_opts+=(--init-from "$policy")  # the policy that drove this round
   # shellcheck disable=SC2086
   # --label-max-wait-s 0: a label only where the operator commanded at that frame (the simulated operator answers
-  # at once); the default 0.5 s would also give the updates the policy drove just before a takeover its command
-  $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${train_opts[@]}" --no-progress "${bag_args[@]}" \
+  # at once); the default 0.5 s would also give the updates the policy drove just before a takeover its command.
+  # A finished training is kept: resuming it would rewrite policy.pt, whose SHA-256 the evaluation resumes by
+  [ -f "$dir/run/policy.pt" ] || $LC train --config "$CONFIG" --out "$dir/run" --seed "$SEED" "${train_opts[@]}" --no-progress "${bag_args[@]}" \
     "${val[@]}" --label-max-wait-s 0 --set "training.epochs_first=$EPOCHS" $EXTRA_SET
   eval_resume=()
   [ -d "$dir/sim" ] && eval_resume=(--resume)  # an evaluation that was interrupted continues
+  # shellcheck disable=SC2086
   $LC eval --policy "round$round=$dir/run/policy.pt" --episodes "$EVAL_EPISODES" --out "$dir/sim" --no-progress \
-    --no-example --no-saliency "${eval_resume[@]}"
+    --no-example --no-saliency "${eval_resume[@]}" $EVAL_ARGS
   policy="$dir/run/policy.pt"
 done
 echo "[takeover_rounds $(($(date +%s) - start)) s] done" >&2

@@ -798,6 +798,9 @@ def train(
     except OSError as exc:
         raise TrainingError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
     try:
+        if start is not None and not resume:  # before config.yaml: a run folder never lacks the record of its start
+            with atomic_write(out / START_FILE, "w") as handle:
+                handle.write(json.dumps(start[1]))
         if not resume or not saved.is_file():
             with atomic_write(saved, "w") as handle:
                 handle.write(yaml.safe_dump(cfg, sort_keys=False))
@@ -816,9 +819,6 @@ def train(
             run.load_checkpoint()
             log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
         elif start is not None:
-            if not resume:
-                with atomic_write(out / START_FILE, "w") as handle:
-                    handle.write(json.dumps(start[1]))
             run.start_from(*start)
         return run.run()
     except BaseException:
