@@ -8,7 +8,7 @@
 #   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
 #   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/real_robot.md's run
 #   python scripts/bag_loop.py publish --out runs/loop_dart --to docs/bag_loop             # keep its small files
-#   OUT=runs/loop_dagger DAGGER_ROUNDS=6 scripts/bag_loop.sh    # + six DAgger rounds from the bags (~30 min here)
+#   OUT=runs/loop_dagger DAGGER_ROUNDS=10 scripts/bag_loop.sh   # + ten DAgger rounds from the bags (~40 CPU-min)
 #
 # Seeds: training bags 100.., validation bags (model selection) 500.., test bags (offline error) 600..; the
 # simulated evaluation uses the evaluation seeds 20,000,000.. (liquid-control eval's default): all disjoint.
