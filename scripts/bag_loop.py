@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -213,8 +214,6 @@ def publish(out: str, to: str) -> list[Path]:
 
 def _training_text(command: str) -> str:
     """The --set overrides of a training command, e.g. ``epochs_first=150, batch_size=4``."""
-    import re
-
     return ", ".join(m.removeprefix("training.") for m in re.findall(r"--set (\S+)", command or "")) or "defaults"
 
 
@@ -264,25 +263,20 @@ def compare(outs: list[str], figure: str | None = None, target: float = 0.8) -> 
     return "\n".join(table)
 
 
-def _outcomes(results_csv: Path) -> dict[int, int]:
-    """{episode seed: 0/1} of the trained policy (not the expert) in an evaluation's results.csv, in-distribution."""
-    import csv
-
-    with open(results_csv, newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["policy"] != "expert"]
+def _outcomes(results: Path) -> dict[int, int]:
+    """{episode seed: 0/1} of the trained policy (not the expert) in an evaluation's results.json, in-distribution."""
+    rows = [row for row in json.loads(results.read_text()) if row["policy"] != "expert"]
     if len({row["policy"] for row in rows}) != 1 or {row["shift"] for row in rows} != {"in_distribution"}:
-        raise ValueError(f"{results_csv}: expected one trained policy (besides the expert) in-distribution only")
-    outcomes = {int(row["episode_seed"]): int(row["success"] == "True") for row in rows}
+        raise ValueError(f"{results}: expected one trained policy (besides the expert) in-distribution only")
+    outcomes = {int(row["episode_seed"]): int(bool(row["success"])) for row in rows}
     if len(outcomes) != len(rows):
-        raise ValueError(f"{results_csv}: an episode seed appears twice")
+        raise ValueError(f"{results}: an episode seed appears twice")
     return outcomes
 
 
 def _round_record(out: Path, r: int) -> str:
     """What the operator did in round ``r`` of ``out``: its share of the updates (supervised episodes that reached
     the target), from the last line of takeover_rounds.sh's record.txt."""
-    import re
-
     record = out / f"round_{r}.record.txt"
     lines = record.read_text().strip().splitlines() if record.is_file() else []
     found = re.search(r"the operator drove (\d+%) of the updates, success (\d+/\d+)\)", lines[-1] if lines else "")
@@ -295,14 +289,12 @@ def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> s
     count, the pooled rate with a 95% interval (over seeds then episodes; with one folder, over episodes), and what
     the operator did in the round; with ``figure``, success against round, one line per seed and the pooled rate.
     A round some folder lacks (unfinished) is shown there as '-' and not pooled."""
-    import re
-
     from liquid_control.evaluation.stats import hierarchical_bootstrap_interval
 
     per_seed = []  # {round: {episode seed: 0/1}}
     for out in outs:
-        found = {0: _outcomes(Path(out) / "sim" / "results.csv")}
-        for path in Path(out).glob("round_*/sim/results.csv"):
+        found = {0: _outcomes(Path(out) / "sim" / "results.json")}
+        for path in Path(out).glob("round_*/sim/results.json"):
             number = re.fullmatch(r"round_(\d+)", path.parent.parent.name)
             if number:
                 found[int(number[1])] = _outcomes(path)
