@@ -326,9 +326,11 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
         t = frames[("odom", "base_link")]
         base[seconds(t.header.stamp)] = t
     # 50 Hz of sim time (odom_rate_hz): the sim loop stops at every odometry tick. Over the span the probe heard:
-    # the episode starts as soon as the policy node subscribes, which can be before discovery matched the probe.
+    # the episode starts as soon as the policy node subscribes, which can be before discovery matched the probe
+    # (on a loaded 2-core CI machine the probe once heard only the last 2.3 s of a 5.1 s episode). At least the
+    # last second (50 messages) is heard, and within the span no tick is missing.
     span = max(odom) - min(odom)
-    assert span >= 0.5 * status["sim_time"], (min(odom), max(odom), status["sim_time"])
+    assert span >= 1.0 and max(odom) >= status["sim_time"] - 0.1, (min(odom), max(odom), status["sim_time"])
     assert len(base) >= 0.95 * len(odom) and len(odom) >= 0.95 * 50 * span
     stamps = sorted(set(base) & set(odom))
     assert len(stamps) >= 0.95 * len(odom)
