@@ -322,6 +322,31 @@ def test_camera_normalisation_removes_global_brightness_and_contrast(normalize):
     assert torch.all(torch.isfinite(encoder.scale(flat))) and encoder.scale(flat).abs().max() == 0
 
 
+def test_chromaticity_removes_shading_pixel_by_pixel():
+    """Uneven light (a brightness that varies over the frame) and a colour cast fall out of ``chromaticity``;
+    per-channel standardisation (``instance``) removes only what is uniform over the frame."""
+    torch.manual_seed(0)
+    image = (frames(batch=1, steps=1)[0].double() * 0.6 + 60).round().to(torch.uint8)  # no black pixels
+    rows, cols = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    shading = (0.35 + 0.65 * (0.5 + 0.5 * torch.sin(3 * rows + 2 * cols))).double()[None, :, :, None]
+    cast = torch.tensor([1.0, 0.8, 0.55], dtype=torch.float64)  # a reddish light
+    lit = (image.double() * shading * cast).round().to(torch.uint8)
+    brighter = (image.double() * 1.4).clamp(max=255).round().to(torch.uint8)
+    for normalize, removes_shading in (("chromaticity", True), ("instance", False)):
+        encoder = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize=normalize)
+        a, b = encoder.scale(image), encoder.scale(lit)
+        assert ((a - b).abs().mean() < 0.1) == removes_shading, (normalize, (a - b).abs().mean())
+        assert (a - encoder.scale(brighter)).abs().mean() < 0.1  # a global change: both remove it
+    encoder = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize="chromaticity")
+    grey = torch.full((1, 32, 32, 3), 120, dtype=torch.uint8)
+    grey[:, :16] = 30  # a grey frame, dark above: no colour anywhere, so nothing to see
+    assert encoder.scale(grey).abs().max() < 1e-4
+    black = torch.zeros((1, 32, 32, 3), dtype=torch.uint8)
+    assert torch.all(torch.isfinite(encoder.scale(black))) and torch.all(torch.isfinite(encoder(black)))
+    (encoder(image).sum()).backward()  # trainable through the log
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
+
+
 def test_default_normalisation_is_the_shipped_scaling():
     encoder = CameraEncoder(32, 32, [4], [5], [2], 8)
     image = frames(batch=1, steps=1)[0]

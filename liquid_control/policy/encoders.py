@@ -12,6 +12,7 @@ from torch import nn
 from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
 _NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
+_LOG_EPS = 2e-2  # chromaticity: log(x + eps) on [0, 1] pixel values, so a black pixel is finite and dark noise small
 
 
 class CameraEncoder(nn.Module):
@@ -26,7 +27,10 @@ class CameraEncoder(nn.Module):
     ``normalize`` (a robustness recipe, docs/training.md) standardises each input image before the
     convolutions: ``none`` only scales to [0, 1] and centres; ``frame`` subtracts the frame's mean and divides
     by its standard deviation (all pixels and channels: removes global brightness and contrast); ``instance``
-    does so per colour channel (instance norm: also removes a global colour cast, e.g. an orange sky).
+    does so per colour channel (instance norm: also removes a global colour cast, e.g. an orange sky);
+    ``chromaticity`` keeps each pixel's log-chromaticity (its log RGB minus their mean: the colour without the
+    brightness, so shading and the light's strength fall out pixel by pixel, not only over the frame), then
+    standardises it per channel as ``instance`` does (the light's colour falls out too).
     """
 
     def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int, normalize="none"):
@@ -64,6 +68,9 @@ class CameraEncoder(nn.Module):
         x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
         if self.normalize == "none":
             return x - 0.5  # [0, 1], centred
+        if self.normalize == "chromaticity":
+            log = torch.log(x + _LOG_EPS)
+            x = log - log.mean(dim=1, keepdim=True)
         dims = (1, 2, 3) if self.normalize == "frame" else (2, 3)
         mean = x.mean(dim=dims, keepdim=True)
         std = x.var(dim=dims, keepdim=True, unbiased=False).add(_NORMALIZE_EPS**2).sqrt()

@@ -327,7 +327,11 @@ def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str
                 f"{p['pitch_deg']:g} deg"
             )
     if camera_normalize != "none":
-        what = "per frame" if camera_normalize == "frame" else "per colour channel of each frame (instance norm)"
+        what = {
+            "frame": "per frame",
+            "instance": "per colour channel of each frame (instance norm)",
+            "chromaticity": "each pixel's log-chromaticity (brightness removed), then per colour channel",
+        }[camera_normalize]
         lines.append(f"camera input normalisation `{camera_normalize}`: standardised {what}")
     if training.get("sensor_rate_range") is not None:
         lo, hi = training["sensor_rate_range"]
