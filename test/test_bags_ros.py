@@ -149,7 +149,7 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
                 "--rate",
                 "4",
                 "--linger",
-                "0.3",
+                "3",  # the last frame's command must be back before the recording closes, on a loaded machine too
                 "--domain-id",
                 env["ROS_DOMAIN_ID"],
             ]

@@ -188,7 +188,9 @@ def test_a_silent_imu_triggers_the_watchdog_for_the_imu(policy_file, tmp_path):
             for t, m in probe.messages("/diagnostics")
             if t > silent_since and m.status[0].level == DiagnosticStatus.WARN
         ]
-        assert warn and "imu" in warn[-1].message and "camera" not in warn[-1].message
+        # the silent sensor is named, the others not (any warning: should this process pause for longer than the
+        # timeout, the camera too falls silent for a moment, rightly named in that moment's warning)
+        assert any("imu" in w.message and "camera" not in w.message for w in warn), [w.message for w in warn]
     finally:
         probe.close()
         code = stop_process(proc)

@@ -87,7 +87,10 @@ def test_signals_and_a_killed_policy_node_end_the_whole_graph_and_still_report(t
     KeyboardInterrupt traceback, and a killed policy lost the episode report ("0 of 2 episodes finished", a
     traceback from sim_node, exit 1)."""
     cases = ("SIGTERM", "SIGINT", "kill policy_node")
-    sims = {case: SimProcess(tmp_path / case.replace(" ", "_"), "--episodes", "2", "--quiet") for case in cases}
+    # at a fifth of real time episode 0 lasts ~35 s of wall time: the first graph up is still in it when the
+    # last one is (on a loaded machine they come up seconds apart)
+    slow = ("--episodes", "2", "--quiet", "--real-time-factor", "0.2")
+    sims = {case: SimProcess(tmp_path / case.replace(" ", "_"), *slow) for case in cases}
     results, left = {}, {}
     try:
         for sim in sims.values():

@@ -271,6 +271,8 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
                 "--seed",
                 "7",
                 "--use-sim-time",
+                "--real-time-factor",  # a real-time loop (not lockstep) with room for a loaded machine's delays
+                "0.5",
                 "--log-dir",
                 str(tmp_path),
                 "--quiet",
@@ -291,6 +293,9 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
         assert proc.returncode == 0, out + sim_log
         # the episode status is sim_node's last message: the probe has everything before it too
         assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 10.0), "no episode_status"
+        # the executor takes one message per ready subscription at a time: let a backlog of odometry drain
+        end = json.loads(probe.messages("episode_status")[0][1].data)["sim_time"]
+        probe.wait_for(lambda: max(seconds(m.header.stamp) for _, m in probe.messages("odom")) >= end - 0.1, 10.0)
         viewer.wait(timeout=60)
     finally:
         if probe is not None:
@@ -331,9 +336,10 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     # last second (50 messages) is heard, and within the span no tick is missing.
     span = max(odom) - min(odom)
     assert span >= 1.0 and max(odom) >= status["sim_time"] - 0.1, (min(odom), max(odom), status["sim_time"])
-    assert len(base) >= 0.95 * len(odom) and len(odom) >= 0.95 * 50 * span
+    assert len(odom) >= 0.95 * 50 * span
+    heard_both = [stamp for stamp in odom if stamp >= min(base)]  # /tf may have been matched later than odom
     stamps = sorted(set(base) & set(odom))
-    assert len(stamps) >= 0.95 * len(odom)
+    assert len(heard_both) >= 50 and len(stamps) >= 0.95 * len(heard_both)
     assert np.median(np.diff(stamps)) == pytest.approx(1 / 50.0, rel=0.1)  # odom_rate_hz (sim time)
     for stamp in stamps[:: max(1, len(stamps) // 20)]:
         pose, tr = odom[stamp].pose.pose, base[stamp].transform
@@ -372,9 +378,11 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     assert {j.name for j in robot.joints if j.type == "continuous"} == {"wheel_left", "wheel_right"}
 
     # camera_info with each image: same stamp and frame, the image's size and the camera's field of view
-    images = [m for _, m in probe.messages("camera/image_raw")]
+    # (each stream from when discovery matched the probe: compared where both were heard)
     infos = {seconds(m.header.stamp): m for _, m in probe.messages("camera/camera_info")}
-    assert len(images) > 20 and len(infos) >= len(images) - 1
+    images = [m for _, m in probe.messages("camera/image_raw") if seconds(m.header.stamp) >= min(infos)]
+    image_span = seconds(images[-1].header.stamp) - seconds(images[0].header.stamp)
+    assert image_span >= 0.9 and len(images) >= 0.8 * 15 * image_span  # 15 Hz camera (rover, sim time)
     matched = [(image, infos[seconds(image.header.stamp)]) for image in images if seconds(image.header.stamp) in infos]
     assert len(matched) >= len(images) - 1  # best not to depend on the last message of each stream arriving
     for image, info in matched:
@@ -443,10 +451,9 @@ def test_policy_node_checks_the_image_size_against_camera_info(tmp_path):
             time.sleep(0.05)
         assert probe.wait_for(lambda: len(probe.messages("/diagnostics")) >= 3, 10.0)
         assert mismatches() == 0
-        for _ in range(3):
+        for k in range(1, 4):  # one at a time: the node's camera_info queue holds one message (sensor QoS)
             info_pub.publish(CameraInfo(width=32, height=24))
-            time.sleep(0.05)
-        assert probe.wait_for(lambda: mismatches() == 3, 10.0), log.read_text()
+            assert probe.wait_for(lambda: mismatches() == k, 10.0), (k, log.read_text())  # noqa: B023
     finally:
         probe.close()
         stop_process(proc)
