@@ -332,7 +332,8 @@ def test_chromaticity_removes_shading_pixel_by_pixel():
     cast = torch.tensor([1.0, 0.8, 0.55], dtype=torch.float64)  # a reddish light
     lit = (image.double() * shading * cast).round().to(torch.uint8)
     brighter = (image.double() * 1.4).clamp(max=255).round().to(torch.uint8)
-    for normalize, removes_shading in (("chromaticity", True), ("instance", False)):
+    modes = (("chromaticity", True), ("instance", False), ("chromaticity_brightness", False))
+    for normalize, removes_shading in modes:
         encoder = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize=normalize)
         a, b = encoder.scale(image), encoder.scale(lit)
         assert ((a - b).abs().mean() < 0.1) == removes_shading, (normalize, (a - b).abs().mean())
@@ -341,6 +342,8 @@ def test_chromaticity_removes_shading_pixel_by_pixel():
     grey = torch.full((1, 32, 32, 3), 120, dtype=torch.uint8)
     grey[:, :16] = 30  # a grey frame, dark above: no colour anywhere, so nothing to see
     assert encoder.scale(grey).abs().max() < 1e-4
+    keeps = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize="chromaticity_brightness").scale(grey)
+    assert keeps[:, :2].abs().max() < 1e-4 and keeps[:, 2].std() > 0.5  # no colour, but the dark half is there
     black = torch.zeros((1, 32, 32, 3), dtype=torch.uint8)
     assert torch.all(torch.isfinite(encoder.scale(black))) and torch.all(torch.isfinite(encoder(black)))
     (encoder(image).sum()).backward()  # trainable through the log

@@ -23,7 +23,8 @@ WIRINGS = ("none", "ncp")
 ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
 AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient", "mirror", "yaw")
-CAMERA_NORMALIZATIONS = ("none", "frame", "instance", "chromaticity")  # liquid_control.policy.encoders.CameraEncoder
+# liquid_control.policy.encoders.CameraEncoder
+CAMERA_NORMALIZATIONS = ("none", "frame", "instance", "chromaticity", "chromaticity_brightness")
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
 SEQUENCE_KERNELS = ("fused", "stepwise")

@@ -30,7 +30,9 @@ class CameraEncoder(nn.Module):
     does so per colour channel (instance norm: also removes a global colour cast, e.g. an orange sky);
     ``chromaticity`` keeps each pixel's log-chromaticity (its log RGB minus their mean: the colour without the
     brightness, so shading and the light's strength fall out pixel by pixel, not only over the frame), then
-    standardises it per channel as ``instance`` does (the light's colour falls out too).
+    standardises it per channel as ``instance`` does (the light's colour falls out too); it also loses what only
+    brightness shows (dark tree trunks against dark ground). ``chromaticity_brightness`` keeps that: two
+    log-chromaticity channels and the log brightness, each standardised per frame.
     """
 
     def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int, normalize="none"):
@@ -68,9 +70,12 @@ class CameraEncoder(nn.Module):
         x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
         if self.normalize == "none":
             return x - 0.5  # [0, 1], centred
-        if self.normalize == "chromaticity":
+        if self.normalize in ("chromaticity", "chromaticity_brightness"):
             log = torch.log(x + _LOG_EPS)
-            x = log - log.mean(dim=1, keepdim=True)
+            brightness = log.mean(dim=1, keepdim=True)
+            x = log - brightness
+            if self.normalize == "chromaticity_brightness":  # the three sum to 0: two carry the colour
+                x = torch.cat((x[:, :2], brightness), dim=1)
         dims = (1, 2, 3) if self.normalize == "frame" else (2, 3)
         mean = x.mean(dim=dims, keepdim=True)
         std = x.var(dim=dims, keepdim=True, unbiased=False).add(_NORMALIZE_EPS**2).sqrt()
