@@ -11,8 +11,9 @@ each ``encoder.camera.normalize`` mode (the model's own ``CameraEncoder.scale``)
 
 0 would be a representation the shift does not touch; 1 one where the shift moves frames as far apart as
 different places in the world. A ratio says nothing about what a network learns, only how far apart the CNN's
-inputs are. Nothing here is trained: the shifts are rendered only to measure. Writes results.json and
-results.md under --out.
+inputs are, and a mode that makes a shift vanish may also remove what the task needs (``chromaticity`` makes
+night and noon alike and dark tree trunks invisible; docs/training.md has the trained policies). Nothing here
+is trained: the shifts are rendered only to measure. Writes results.json and results.md under --out.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-SHIFTS = ("dusk", "night", "overcast", "autumn", "winter", "fog")
+# presets of sim_envs.shifts, and shift strings: camera noise (std 0.1 of the pixel range) alone and at night,
+# since noise on dark pixels is what the log modes amplify most
+SHIFTS = ("dusk", "night", "overcast", "autumn", "winter", "fog", "camera_noise_0.1", "night,camera_noise=0.1")
 FIRST_SEED = 40_000_000  # outside the training and evaluation seed ranges (liquid_control.evaluation.plan)
 
 
@@ -63,7 +66,7 @@ def main(argv=None) -> int:
     import sim_envs  # noqa: F401  (registers the worlds)
     from liquid_control.policy.config import CAMERA_NORMALIZATIONS
     from liquid_control.policy.encoders import CameraEncoder
-    from sim_envs.shifts import SHIFT_PRESETS
+    from sim_envs.shifts import parse_shift
 
     started = time.time()
     seeds = range(FIRST_SEED, FIRST_SEED + args.episodes)
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
     for name in SHIFTS:
         pairs = []
         for seed in seeds:
-            shifted = expert_frames(SHIFT_PRESETS[name], seed, args.steps)
+            shifted = expert_frames(parse_shift(name), seed, args.steps)
             n = min(len(shifted), len(clean[seed]))
             pairs.append((clean[seed][:n], shifted[:n]))
         a = torch.from_numpy(np.concatenate([p[0] for p in pairs]))

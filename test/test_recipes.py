@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from liquid_control.policy import PolicyConfigError, apply_overrides, load_config
+from liquid_control.policy.config import CAMERA_NORMALIZATIONS
 from liquid_control.policy.encoders import CameraEncoder
 from liquid_control.training.augment import (
     AUGMENTATION_RANGES,
@@ -413,4 +414,12 @@ def test_timing_recipe_collects_rover_episodes_at_drawn_rates(tmp_path):
         assert np.median(ep.dt[1:]) == pytest.approx(1.0 / (15.0 * rate), rel=0.2)
     lines = describe_recipes(cfg["training"], "instance")
     assert any("sensor rate x [0.5, 2]" in line for line in lines) and any("instance" in line for line in lines)
+    # every normalisation is said in its own words (a model card names what the policy saw)
+    said = {
+        mode: [line for line in describe_recipes({}, mode) if line.startswith("camera input normalisation")]
+        for mode in CAMERA_NORMALIZATIONS
+    }
+    assert said.pop("none") == []
+    assert all(len(lines) == 1 and f"`{mode}`" in lines[0] for mode, lines in said.items())
+    assert len({lines[0].split(":", 1)[1] for lines in said.values()}) == len(said)
     assert lines[-1].startswith("rendered worlds: the training distribution")

@@ -271,7 +271,8 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
                 "--seed",
                 "7",
                 "--use-sim-time",
-                "--real-time-factor",  # a real-time loop (not lockstep) with room for a loaded machine's delays
+                "--real-time-factor",  # a timed loop (not lockstep) with room for a loaded machine's delays (the
+                # policy has twice the wall time per sim second, so a slow policy node fails less often)
                 "0.5",
                 "--log-dir",
                 str(tmp_path),
@@ -295,7 +296,9 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
         assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 10.0), "no episode_status"
         # the executor takes one message per ready subscription at a time: let a backlog of odometry drain
         end = json.loads(probe.messages("episode_status")[0][1].data)["sim_time"]
-        probe.wait_for(lambda: max(seconds(m.header.stamp) for _, m in probe.messages("odom")) >= end - 0.1, 10.0)
+        probe.wait_for(
+            lambda: max((seconds(m.header.stamp) for _, m in probe.messages("odom")), default=-1.0) >= end - 0.1, 10.0
+        )
         viewer.wait(timeout=60)
     finally:
         if probe is not None:
@@ -324,12 +327,14 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
 
     # /tf: odom -> base_link with every odometry message (same stamp, same pose), and the wheel joints
     odom = {seconds(m.header.stamp): m for _, m in probe.messages("odom")}
+    assert odom, "no odometry heard"
     base = {}
     for _, msg in probe.messages("/tf"):
         frames = {(t.header.frame_id, t.child_frame_id): t for t in msg.transforms}
         assert {("base_link", "wheel_left"), ("base_link", "wheel_right")} <= set(frames)
         t = frames[("odom", "base_link")]
         base[seconds(t.header.stamp)] = t
+    assert base, "no odom -> base_link transform heard"
     # 50 Hz of sim time (odom_rate_hz): the sim loop stops at every odometry tick. Over the span the probe heard:
     # the episode starts as soon as the policy node subscribes, which can be before discovery matched the probe
     # (on a loaded 2-core CI machine the probe once heard only the last 2.3 s of a 5.1 s episode). At least the
@@ -380,7 +385,9 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     # camera_info with each image: same stamp and frame, the image's size and the camera's field of view
     # (each stream from when discovery matched the probe: compared where both were heard)
     infos = {seconds(m.header.stamp): m for _, m in probe.messages("camera/camera_info")}
+    assert infos, "no camera_info heard"
     images = [m for _, m in probe.messages("camera/image_raw") if seconds(m.header.stamp) >= min(infos)]
+    assert images, "no image heard after the first camera_info"
     image_span = seconds(images[-1].header.stamp) - seconds(images[0].header.stamp)
     assert image_span >= 0.9 and len(images) >= 0.8 * 15 * image_span  # 15 Hz camera (rover, sim time)
     matched = [(image, infos[seconds(image.header.stamp)]) for image in images if seconds(image.header.stamp) in infos]

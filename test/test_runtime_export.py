@@ -54,6 +54,10 @@ BALANCER = {
             core={"type": "ltc", "units": 8, "wiring": "ncp"},
             observation=dict(FUSION["observation"], timing=[]),
         ),
+        *(  # the camera normalisations (recipes) are part of the exported model
+            dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], normalize=mode)})
+            for mode in ("frame", "instance", "chromaticity", "chromaticity_brightness")
+        ),
     ],
     ids=[
         "cfc_ncp_rover",
@@ -62,6 +66,10 @@ BALANCER = {
         "cfc_no_gate_balancer",
         "cfc_fusion",
         "ltc_fusion_no_timing",
+        "rover_normalize_frame",
+        "rover_normalize_instance",
+        "rover_normalize_chromaticity",
+        "rover_normalize_chromaticity_brightness",
     ],
 )
 def test_export_matches_torch(config, tmp_path):
