@@ -48,6 +48,7 @@ setup(
             "policy_node = liquid_control.ros.entry:policy_node",
             "sim_node = liquid_control.ros.entry:sim_node",
             "bag_recorder = liquid_control.ros.entry:bag_recorder",
+            "takeover_mux = liquid_control.ros.entry:takeover_mux",
         ],
     },
 )

@@ -130,8 +130,9 @@ class Takeover:
         }
 
 
-class _Operator:
-    """The supervising operator's state over one episode (see :class:`Takeover`)."""
+class Operator:
+    """The supervising operator's state over one episode (see :class:`Takeover`): the simulated recording's and
+    the robot's (``liquid_control.ros.takeover_mux``)."""
 
     def __init__(self, rule: Takeover, seed: int = 0):
         self.rule = rule
@@ -224,7 +225,7 @@ def record_expert_episode(
     if driver is not None and noise.active:
         raise ValueError(NOISE_WITH_DRIVER)
     runner = None if driver is None else PolicyRunner(driver, RunnerLimits())
-    operator = _Operator(takeover, seed)
+    operator = Operator(takeover, seed)
     policy_command, operator_updates, updates = None, 0, 0
 
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])

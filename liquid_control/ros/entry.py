@@ -1,5 +1,5 @@
-"""The node executables: ``policy_node``, ``sim_node`` and ``bag_recorder`` (setup.py's console scripts, and
-``python -m liquid_control.ros.entry NAME --ros-args ...`` as ``liquid-control sim`` starts them).
+"""The node executables: ``policy_node``, ``sim_node``, ``bag_recorder`` and ``takeover_mux`` (setup.py's console
+scripts, and ``python -m liquid_control.ros.entry NAME --ros-args ...`` as ``liquid-control sim`` starts them).
 
 A node's imports (rclpy, MuJoCo, torch) take a second or more. A SIGINT/SIGTERM in that time, before the node's
 ``main`` has installed its own handlers, would print a KeyboardInterrupt traceback from deep inside an import.
@@ -16,6 +16,7 @@ NODE_MODULES = {
     "policy_node": "liquid_control.ros.policy_node",
     "sim_node": "liquid_control.ros.sim_node",
     "bag_recorder": "liquid_control.ros.recorder_node",
+    "takeover_mux": "liquid_control.ros.takeover_mux",
 }
 
 
@@ -48,6 +49,11 @@ def sim_node() -> int:
 def bag_recorder() -> int:
     """Console script: the rosbag2 recorder (``ros2 run liquid_control bag_recorder``)."""
     return run("bag_recorder")
+
+
+def takeover_mux() -> int:
+    """Console script: policy or operator to the base (``ros2 run liquid_control takeover_mux``)."""
+    return run("takeover_mux")
 
 
 if __name__ == "__main__":
