@@ -33,6 +33,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from liquid_control.bags import BagError, BagReader, BagWriter
 from liquid_control.bags.io import message_class, qos_dict
 from liquid_control.conventions.params import declare_node_parameters
+from liquid_control.ros.executable import run_until_signal
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -145,30 +146,14 @@ class BagRecorderNode(Node):
 
 def main(args=None) -> int:
     """Entry point of the ``bag_recorder`` executable (launch files)."""
-    from rclpy.signals import SignalHandlerOptions
-
-    stop = threading.Event()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        node = BagRecorderNode()
-    except (BagError, ValueError) as exc:
-        print(f"bag_recorder: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = rclpy.executors.SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while rclpy.ok() and not stop.is_set() and not node.done.is_set():
-            executor.spin_once(timeout_sec=0.05)
-    finally:
-        executor.remove_node(node)
-        node.close()
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
-    return 0
+    return run_until_signal(
+        "bag_recorder",
+        BagRecorderNode,
+        refused=(BagError, ValueError),
+        finish=lambda node: node.close(),
+        done=lambda node: node.done.is_set(),
+        args=args,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ CLI

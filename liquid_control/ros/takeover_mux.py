@@ -22,19 +22,16 @@ policy never drives unsupervised).
 from __future__ import annotations
 
 import math
-import signal
 import sys
-import threading
 
 import numpy as np
-import rclpy
-import rclpy.executors
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags.expert import Operator, Takeover
 from liquid_control.conventions.params import declare_node_parameters, topic_name_problem
+from liquid_control.ros.executable import run_until_signal
 
 MUX_PARAMETERS: dict[str, tuple[object, str]] = {
     "policy_topic": ("policy/cmd_vel", "the policy node's commands (its command_topic remapped here)"),
@@ -167,30 +164,9 @@ class TakeoverMuxNode(Node):
 
 def main(args=None) -> int:
     """Entry point of the ``takeover_mux`` executable (launch files)."""
-    from rclpy.signals import SignalHandlerOptions
-
-    stop = threading.Event()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        node = TakeoverMuxNode()
-    except ValueError as exc:
-        print(f"takeover_mux: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = rclpy.executors.SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while rclpy.ok() and not stop.is_set():
-            executor.spin_once(timeout_sec=0.05)
-    finally:
-        node.get_logger().info(node.summary())
-        executor.remove_node(node)
-        node.destroy_node()
-        executor.shutdown()
-        rclpy.try_shutdown()
-    return 0
+    return run_until_signal(
+        "takeover_mux", TakeoverMuxNode, finish=lambda node: node.get_logger().info(node.summary()), args=args
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,43 @@
+"""The main loop of a simple node executable: the node runs until SIGINT/SIGTERM, then cleans up and exits 0.
+
+rclpy's own signal handling is off (``SignalHandlerOptions.NO``): a signal only sets an event, so the loop ends
+between callbacks and ``finish`` (closing a bag, logging counts) always runs. A setting the node refuses at
+construction is printed on stderr and the process exits with status 2, as a command-line usage error.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+
+def run_until_signal(name: str, make_node, refused=(ValueError,), finish=None, done=None, args=None) -> int:
+    """Make the node with ``make_node()`` and spin it until a signal or ``done(node)``; ``finish(node)`` then."""
+    import rclpy
+    import rclpy.executors
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        node = make_node()
+    except refused as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = rclpy.executors.SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        while rclpy.ok() and not stop.is_set() and not (done is not None and done(node)):
+            executor.spin_once(timeout_sec=0.05)
+    finally:
+        executor.remove_node(node)
+        if finish is not None:
+            finish(node)
+        node.destroy_node()
+        executor.shutdown()
+        rclpy.try_shutdown()
+    return 0
