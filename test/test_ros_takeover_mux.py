@@ -5,21 +5,30 @@ import time
 
 import pytest
 import rclpy
-from geometry_msgs.msg import TwistStamped
+from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from test_ros_launch import console_scripts
 
+from liquid_control.ros import entry
 from liquid_control.ros.takeover_mux import TakeoverMuxNode
 from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def twist(linear, angular, stamp=0.0):
-    msg = TwistStamped()
-    msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
-    msg.twist.linear.x, msg.twist.angular.z = float(linear), float(angular)
+def twist(linear, angular, stamp=0.0, stamped=True):
+    msg = TwistStamped() if stamped else Twist()
+    if stamped:
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(stamp), int(round((stamp % 1) * 1e9))
+    t = msg.twist if stamped else msg
+    t.linear.x, t.angular.z = float(linear), float(angular)
     return msg
+
+
+def values(msg):
+    t = msg.twist if isinstance(msg, TwistStamped) else msg
+    return (t.linear.x, t.angular.z)
 
 
 class Mux:
@@ -28,7 +37,7 @@ class Mux:
     def __init__(self, **params):
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
-        defaults = dict(command_type="twist_stamped", action_scale=[2.0, 1.0], operator_timeout_s=0.5)
+        defaults = dict(command_type="twist_stamped", operator_command_type="twist_stamped", action_scale=[2.0, 1.0])
         defaults.update(params)
         overrides = [Parameter(k, value=v) for k, v in defaults.items()]
         self.node = TakeoverMuxNode(context=self.context, parameter_overrides=overrides)
@@ -36,11 +45,11 @@ class Mux:
         self.node._now = lambda: self.now
         self.node.output.publish = self.sent.append
 
-    def operator(self, linear, angular):
-        self.node._on_operator(twist(linear, angular, self.now))
+    def operator(self, linear, angular, stamped=True):
+        self.node._on_operator(twist(linear, angular, self.now, stamped))
 
     def policy(self, linear, angular):
-        """The message the base got for this policy update."""
+        """What the base got for this policy update (the last message sent) and the policy's message."""
         msg = twist(linear, angular, self.now)
         self.node._on_policy(msg)
         return self.sent[-1], msg
@@ -51,7 +60,7 @@ class Mux:
 
 
 @pytest.fixture
-def mux(request):
+def mux():
     made = []
 
     def make(**params):
@@ -66,57 +75,106 @@ def mux(request):
 def test_policy_drives_while_the_operator_agrees_and_the_operator_takes_over_where_not(mux):
     m = mux()
     out, msg = m.policy(0.4, 0.1)
-    assert (out.twist.linear.x, out.twist.angular.z) == (0.0, 0.0) and out.header == msg.header  # no operator
+    assert values(out) == (0.0, 0.0) and m.node.driver is None  # no operator: a stop
     m.operator(1.0, 0.0)
     out, msg = m.policy(0.4, 0.1)  # 0.3 apart in action units (linear / 2): within the threshold
-    assert out is msg and m.node.operator.takeovers == 0
+    assert values(out) == (0.4, 0.1) and out.header.stamp == msg.header.stamp and m.node.operator.takeovers == 0
     m.operator(1.0, 0.0)
-    out, msg = m.policy(1.0, 0.7)  # angular 0.7 apart: the operator takes over, its command goes to the base
-    assert out is m.node.operator_msg and out.twist.angular.z == 0.0 and m.node.operator.takeovers == 1
+    out, _ = m.policy(1.0, 0.7)  # angular 0.7 apart: the operator takes over, its command goes to the base
+    assert values(out) == (1.0, 0.0) and m.node.operator.takeovers == 1 and m.node.driver == "operator"
     m.operator(0.8, -0.2)  # while it drives, each of its commands goes to the base as it comes
-    assert (m.sent[-1].twist.linear.x, m.sent[-1].twist.angular.z) == (0.8, -0.2)
-    m.now += 0.5
+    assert values(m.sent[-1]) == (0.8, -0.2)
+    sent = len(m.sent)
+    m.now += 0.3
+    m.policy(0.0, 0.5)  # still the operator, whose latest command the base already has: nothing sent twice
+    assert len(m.sent) == sent
+    m.now += 0.2
     m.operator(0.8, -0.2)
-    out, msg = m.policy(0.8, -0.2)  # agree, but within the hold (1 s): still the operator
-    assert out is not msg and out is m.node.operator_msg
+    out, _ = m.policy(0.8, -0.2)  # agree, but within the hold (1 s): still the operator
+    assert m.node.driver == "operator" and values(out) == (0.8, -0.2) and out.header.stamp.sec == 100
     m.now += 0.6
     m.operator(0.8, -0.2)
     out, msg = m.policy(0.8, -0.1)  # after the hold, agreeing within half the threshold: the policy again
-    assert out is msg
-    assert m.node.counts == {"updates": 5, "operator_updates": 2, "unsupervised_stops": 1}
+    assert values(out) == (0.8, -0.1) and m.node.driver == "policy"
+    assert m.node.counts == {"updates": 6, "operator_updates": 3, "unsupervised_updates": 1, "silence_stops": 0}
 
 
-def test_the_threshold_is_in_action_units(mux):
-    for scale, takes_over in (([2.0, 1.0], False), ([1.0, 1.0], True), ([1.0], True)):
+def test_the_threshold_is_in_action_units_and_only_the_checked_fields_reach_the_base(mux):
+    for scale, takes_over in (([2.0, 1.0], False), ([1.0, 1.0], True), ([1.0], True), ([-2.0, 1.0], False)):
         m = mux(action_scale=scale)
         m.operator(1.0, 0.0)
-        out, msg = m.policy(0.2, 0.0)  # 0.8 m/s apart: 0.4 action units at scale 2, 0.8 at scale 1
-        assert (out is not msg) == takes_over and m.node.operator.takeovers == int(takes_over)
-
-
-def test_a_stale_operator_stops_the_base_and_a_nan_policy_command_never_reaches_it(mux):
+        out, _ = m.policy(0.2, 0.0)  # 0.8 m/s apart: 0.4 action units at scale 2, 0.8 at scale 1
+        assert (values(out) == (1.0, 0.0)) == takes_over and m.node.operator.takeovers == int(takes_over)
     m = mux()
+    m.operator(0.5, 0.0)
+    msg = twist(0.5, 0.1, m.now)
+    msg.twist.linear.y, msg.twist.angular.x = 3.0, math.nan  # a field the rover's twist does not have
+    m.node._on_policy(msg)
+    assert values(m.sent[-1]) == (0.5, 0.1) and m.sent[-1].twist.linear.y == 0.0 and m.sent[-1].twist.angular.x == 0
+
+
+def test_the_operator_may_publish_another_type_than_the_policy(mux):
+    m = mux(command_type="twist", operator_command_type="twist_stamped")
+    m.operator(0.5, 0.0)
+    m.node._on_policy(twist(0.5, 2.0, stamped=False))
+    assert isinstance(m.sent[-1], Twist) and values(m.sent[-1]) == (0.5, 0.0)  # taken over: the operator's
+    m = mux(command_type="twist_stamped", operator_command_type="twist")
+    m.operator(0.5, 0.0, stamped=False)
+    out, _ = m.policy(0.5, 2.0)
+    assert isinstance(out, TwistStamped) and values(out) == (0.5, 0.0) and out.header.stamp.sec > 0  # stamped now
+
+
+def test_a_silent_operator_or_a_silent_driver_stops_the_base_once(mux):
+    m = mux(operator_timeout_s=0.5, policy_timeout_s=0.3)
     m.operator(0.5, 0.0)
     m.now += 0.6  # past operator_timeout_s: nobody supervises
     out, _ = m.policy(0.5, 0.0)
-    assert (out.twist.linear.x, out.twist.angular.z) == (0.0, 0.0) and m.node.counts["unsupervised_stops"] == 1
-    m.operator(0.5, 0.1)
-    out, _ = m.policy(math.nan, 0.0)
-    assert out is m.node.operator_msg
+    assert values(out) == (0.0, 0.0) and m.node.counts["unsupervised_updates"] == 1
+    sent = len(m.sent)
+    m.operator(0.5, 0.1)  # the operator is back, but nobody drives until the next update: nothing forwarded
+    assert len(m.sent) == sent
+    out, _ = m.policy(math.nan, 0.0)  # a NaN command: the operator's instead
+    assert values(out) == (0.5, 0.1)
     m.operator(math.inf, 0.0)  # ignored: the last good operator command stays
-    assert m.node.operator_msg.twist.angular.z == 0.1
+    assert list(m.node.operator_command) == [0.25, 0.1]
+
+    m.operator(0.5, 0.0)
+    out, _ = m.policy(0.5, 0.0)
+    assert m.node.driver == "policy"
+    sent = len(m.sent)
+    m.now += 0.2
+    m.operator(0.5, 0.0)
+    m.node._watch()  # 0.2 s without a policy command: nothing yet
+    assert m.node.driver == "policy" and len(m.sent) == sent
+    m.now += 0.2
+    m.operator(0.5, 0.0)
+    m.node._watch()  # 0.4 s: the policy fell silent while driving: one stop
+    m.node._watch()
+    assert m.node.driver is None and [values(x) for x in m.sent[sent:]] == [(0.0, 0.0)]
+    assert m.node.counts["silence_stops"] == 1
+
+    m.operator(1.6, 0.0)
+    m.policy(0.0, 0.0)  # 0.8 action units apart: the operator takes over ...
+    assert m.node.driver == "operator"
+    m.now += 0.6
+    m.node._watch()  # ... and falls silent: a stop
+    assert m.node.driver is None and values(m.sent[-1]) == (0.0, 0.0) and m.node.counts["silence_stops"] == 2
 
 
-def test_operator_share_drives_that_share_of_updates_without_takeovers(mux):
-    m = mux(operator_share=0.3, seed=4)
-    drove = 0
-    for _ in range(400):
-        m.now += 0.05
-        m.operator(0.5, 0.0)
-        out, msg = m.policy(0.5, 0.0)  # always agreeing: only the draws hand over the base
-        drove += out is not msg
-    assert m.node.operator.takeovers == 0 and 0.22 < drove / 400 < 0.38
-    assert m.node.counts["operator_updates"] == drove
+def test_operator_share_drives_that_share_of_updates_the_same_for_the_same_seed(mux):
+    def drive(seed):
+        m = mux(operator_share=0.3, seed=seed)
+        drove = []
+        for i in range(400):
+            m.now += 0.05
+            m.operator(0.5, 0.0)
+            m.policy(0.5, 0.01 * (i % 3))  # always agreeing: only the draws hand the base over
+            drove.append(m.node.driver == "operator")
+        assert m.node.operator.takeovers == 0 and m.node.counts["operator_updates"] == sum(drove)
+        return drove
+
+    first = drive(4)
+    assert 0.22 < sum(first) / 400 < 0.38 and drive(4) == first and drive(5) != first
 
 
 @pytest.mark.parametrize(
@@ -125,11 +183,17 @@ def test_operator_share_drives_that_share_of_updates_without_takeovers(mux):
         (dict(action_scale=[0.0, 1.0]), "action_scale"),
         (dict(action_scale=[1.0, 1.0, 1.0]), "action_scale"),
         (dict(operator_timeout_s=0.0), "operator_timeout_s"),
+        (dict(operator_timeout_s=100.0), "operator_timeout_s"),
+        (dict(policy_timeout_s=-1.0), "policy_timeout_s"),
         (dict(command_type="joy"), "command_type"),
+        (dict(operator_command_type="float64_multi_array"), "operator_command_type"),
         (dict(output_topic="cmd_vel"), "three different topics"),
         (dict(policy_topic="bad topic"), "policy_topic"),
-        (dict(operator_share=1.5), "operator_share"),
-        (dict(takeover_threshold=-1.0), "takeover_threshold"),
+        (dict(operator_share=1.5), r"\(operator_share\)"),
+        (dict(takeover_threshold=-1.0), r"\(takeover_threshold\)"),
+        (dict(takeover_hold_s=0.0), r"\(takeover_hold_s\)"),
+        (dict(seed=-3), "seed"),
+        (dict(seed="abc"), "seed"),
     ],
 )
 def test_bad_parameters_are_refused_naming_them(mux, params, named):
@@ -137,19 +201,14 @@ def test_bad_parameters_are_refused_naming_them(mux, params, named):
         mux(**params)
 
 
-def test_the_node_forwards_over_dds_and_reports_at_shutdown(tmp_path):
+def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
     env = isolated_ros_env()
     log = tmp_path / "takeover_mux.log"
-    proc = start_node_process(
-        "liquid_control.ros.takeover_mux",
-        "takeover_mux",
-        dict(command_type="twist_stamped", operator_timeout_s=5.0),
-        env,
-        log,
-    )
+    params = dict(command_type="twist_stamped", operator_timeout_s=5.0, policy_timeout_s=5.0)
+    proc = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", params, env, log)
     probe = Probe(env)
     try:
-        operator = probe.publisher(TwistStamped, "cmd_vel", RELIABLE)
+        operator = probe.publisher(Twist, "cmd_vel", RELIABLE)  # the default operator type: a joystick's Twist
         policy = probe.publisher(TwistStamped, "policy/cmd_vel", RELIABLE)
         base = probe.record("base/cmd_vel", TwistStamped, RELIABLE)
         assert probe.wait_for(
@@ -159,29 +218,27 @@ def test_the_node_forwards_over_dds_and_reports_at_shutdown(tmp_path):
             60.0,
         ), log.read_text()
 
-        def forwarded(linear):  # the policy's command reaches the base once the operator's has reached the mux
-            deadline = time.monotonic() + 30.0
-            while time.monotonic() < deadline:
-                operator.publish(twist(linear, 0.0, time.time()))
-                policy.publish(twist(linear, 0.05, time.time()))
-                if probe.wait_for(
-                    lambda: any(m.twist.angular.z == 0.05 for _, m in probe.messages("base/cmd_vel")), 0.2
-                ):
-                    return True
-            return False
+        def heard(angular):
+            return any(m.twist.angular.z == angular for _, m in probe.messages("base/cmd_vel"))
 
-        assert forwarded(0.3), log.read_text()
+        deadline = time.monotonic() + 30.0  # the policy's command reaches the base once the operator's reached the mux
+        while time.monotonic() < deadline and not heard(0.05):
+            operator.publish(twist(0.3, 0.0, stamped=False))
+            policy.publish(twist(0.3, 0.05, time.time()))
+            probe.wait_for(lambda: heard(0.05), 0.2)
+        assert heard(0.05), log.read_text()
+        received = len(probe.messages("base/cmd_vel"))
+        code = stop_process(proc)
+        probe.wait_for(lambda: len(probe.messages("base/cmd_vel")) > received, 5.0)
+        last = probe.messages("base/cmd_vel")[-1][1]
     finally:
         probe.close()
-        code = stop_process(proc)
+        stop_process(proc)
     text = log.read_text()
     assert code == 0 and "policy updates, operator drove" in text, text
+    assert values(last) == (0.0, 0.0), "the base was left moving at shutdown"
     # installed as `ros2 run liquid_control takeover_mux` (setup.py's console script through the node entry)
-    from test_ros_launch import console_scripts
-
-    from liquid_control.ros import entry
-
     assert console_scripts()["takeover_mux"] == "liquid_control.ros.entry:takeover_mux"
     assert entry.NODE_MODULES["takeover_mux"] == "liquid_control.ros.takeover_mux"
-    refused = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", dict(action_scale=[1.0, -1.0]), env)
+    refused = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", dict(action_scale=[1.0, 0.0]), env)
     assert refused.wait(timeout=60) == 2

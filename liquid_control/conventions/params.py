@@ -142,7 +142,7 @@ def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
     return None
 
 
-def _per_element(name, value, size, problems, positive: bool):
+def per_element(name, value, size, problems, positive: bool):
     """One value per action (a single one for all), finite and > 0 (``positive``) or non-zero (action_scale: a
     zero would pin that command to 0 whatever the policy says; training from bags refuses it too)."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -214,9 +214,9 @@ def validate_policy_node_parameters(
     if not isinstance(values["command_frame_id"], str):
         problems.append(f"command_frame_id: must be a string, got {values['command_frame_id']!r}")
     if action_size is not None:
-        out["action_scale"] = _per_element("action_scale", values["action_scale"], action_size, problems, False)
-        out["max_command"] = _per_element("max_command", values["max_command"], action_size, problems, True)
-        out["max_command_rate"] = _per_element(
+        out["action_scale"] = per_element("action_scale", values["action_scale"], action_size, problems, False)
+        out["max_command"] = per_element("max_command", values["max_command"], action_size, problems, True)
+        out["max_command_rate"] = per_element(
             "max_command_rate", values["max_command_rate"], action_size, problems, True
         )
         if values["command_type"] in ("twist", "twist_stamped"):

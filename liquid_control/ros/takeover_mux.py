@@ -11,18 +11,23 @@ At every policy command (an update) the mux compares it with the operator's late
 ``action_scale`` (the policy node's: action units): the operator takes over where they differ by more than
 ``takeover_threshold``, keeps the base at least ``takeover_hold_s`` seconds and hands back at the first update
 where they agree within half the threshold; with ``operator_share`` > 0 the operator also drives each update
-with that probability (DAgger's beta, drawn from ``seed``). While the operator drives, each of its commands
-goes to the base as it comes. No fresh operator command (none within ``operator_timeout_s``): nobody
-supervises, so the base gets a stop command instead of the policy's and a warning is logged (a deadman: the
-policy never drives unsupervised).
+with that probability (DAgger's beta, drawn from ``seed``; updates without an operator draw nothing). While the
+operator drives, each of its commands goes to the base as it comes.
 
-    ros2 run liquid_control takeover_mux --ros-args -p operator_share:=0.3 -p action_scale:="[0.8, 1.5]"
+It is a deadman: the base gets a stop command, never the policy's, when no operator command came within
+``operator_timeout_s`` (nobody supervises), and a stop when the one driving falls silent (no policy command within
+``policy_timeout_s`` while the policy drives, no operator command while the operator drives) and at shutdown.
+Times are the machine's monotonic clock, not the ROS clock: a paused or restarted ``/clock`` must not make a
+silent operator look present. Only ``linear.x`` and ``angular.z`` reach the base (the rover's twist), rebuilt
+from the checked values; a policy command with NaN/inf is replaced by the operator's.
+
+    ros2 run liquid_control takeover_mux --ros-args -p operator_share:=0.3 -p action_scale:="[1.0, 1.5]"
 """
 
 from __future__ import annotations
 
 import math
-import sys
+import time
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
@@ -30,26 +35,78 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags.expert import Operator, Takeover
-from liquid_control.conventions.params import declare_node_parameters, topic_name_problem
+from liquid_control.conventions.params import declare_node_parameters, per_element, topic_name_problem
 from liquid_control.ros.executable import run_until_signal
 
 MUX_PARAMETERS: dict[str, tuple[object, str]] = {
     "policy_topic": ("policy/cmd_vel", "the policy node's commands (its command_topic remapped here)"),
     "operator_topic": ("cmd_vel", "the operator's commands (joystick teleop), followed all the time: the labels"),
     "output_topic": ("base/cmd_vel", "what the base executes"),
-    "command_type": ("twist", "message type of all three topics: twist | twist_stamped (as the policy node's)"),
+    "command_type": ("twist", "message type of policy_topic and output_topic: twist | twist_stamped"),
+    "operator_command_type": ("twist", "message type of operator_topic: twist | twist_stamped"),
     "action_scale": ([1.0], "the policy node's action_scale (one value, or linear and angular): commands / scale"),
     "takeover_threshold": (0.5, "take over where the commands differ by more (action units, largest element)"),
-    "takeover_hold_s": (1.0, "keep the base at least this long after a takeover (node clock)"),
+    "takeover_hold_s": (1.0, "keep the base at least this long after a takeover"),
     "operator_share": (0.0, "the operator also drives each update with this probability (DAgger's beta)"),
     "seed": (0, "seed of the operator-share draws"),
-    "operator_timeout_s": (0.5, "an operator command older than this is no supervision: the base is stopped"),
+    "operator_timeout_s": (0.5, "no operator command for this long: nobody supervises, the base is stopped"),
+    "policy_timeout_s": (0.5, "no policy command for this long while the policy drives: the base is stopped"),
+    "watch_period_s": (0.05, "how often the silence of the operator and of the policy is checked"),
 }
-COMMAND_TYPES = {"twist": Twist, "twist_stamped": TwistStamped}
+MESSAGE_TYPES = {"twist": Twist, "twist_stamped": TwistStamped}
+MAX_TIMEOUT_S = 5.0  # a longer deadman is no deadman
+# Takeover's errors name the recording's flags; the node's names are its parameters
+TAKEOVER_PARAMETERS = {
+    "--takeover-threshold": "takeover_threshold",
+    "--takeover-hold-s": "takeover_hold_s",
+    "--operator-share": "operator_share",
+}
 
 
 def _twist(msg):
     return msg.twist if isinstance(msg, TwistStamped) else msg
+
+
+def checked_settings(p: dict) -> dict:
+    """The mux's settings from its parameter values, or ValueError naming every bad parameter."""
+    problems = []
+    for name in ("policy_topic", "operator_topic", "output_topic"):
+        problem = topic_name_problem(p[name])
+        if problem:
+            problems.append(f"{name}: {problem}")
+    if len({p["policy_topic"], p["operator_topic"], p["output_topic"]}) < 3:
+        problems.append("policy_topic, operator_topic and output_topic: must be three different topics")
+    for name in ("command_type", "operator_command_type"):
+        if p[name] not in MESSAGE_TYPES:
+            problems.append(f"{name}: must be one of {', '.join(MESSAGE_TYPES)}, got {p[name]!r}")
+    scale = per_element("action_scale", p["action_scale"], 2, problems, positive=False)
+    for name in ("operator_timeout_s", "policy_timeout_s", "watch_period_s"):
+        value = p[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT_S:
+            problems.append(f"{name}: must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+    if isinstance(p["seed"], bool) or not isinstance(p["seed"], int) or p["seed"] < 0:
+        problems.append(f"seed: must be an integer >= 0, got {p['seed']!r}")
+    rule = None
+    try:
+        rule = Takeover(
+            threshold=p["takeover_threshold"], hold_s=p["takeover_hold_s"], operator_share=p["operator_share"]
+        )
+    except ValueError as exc:
+        message = str(exc)
+        for flag, name in TAKEOVER_PARAMETERS.items():
+            message = message.replace(f"({flag})", f"({name})")
+        problems.append(message)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return dict(
+        rule=rule,
+        scale=np.asarray(scale, dtype=np.float64),
+        output_type=MESSAGE_TYPES[p["command_type"]],
+        operator_type=MESSAGE_TYPES[p["operator_command_type"]],
+        operator_timeout=float(p["operator_timeout_s"]),
+        policy_timeout=float(p["policy_timeout_s"]),
+        seed=p["seed"],
+    )
 
 
 class TakeoverMuxNode(Node):
@@ -59,115 +116,123 @@ class TakeoverMuxNode(Node):
         super().__init__(name, **kwargs)
         declare_node_parameters(self, MUX_PARAMETERS, dynamic_typing=True)
         p = {n: self.get_parameter(n).value for n in MUX_PARAMETERS}
-        self.rule, self.scale, self.timeout, msg_type = self._checked(p)
-        self.operator = Operator(self.rule, int(p["seed"]))
-        self.operator_msg, self.operator_at = None, -math.inf  # latest operator command, node-clock arrival
-        self.operator_driving = False
-        self.counts = {"updates": 0, "operator_updates": 0, "unsupervised_stops": 0}
-        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        self.msg_type = msg_type
-        self.output = self.create_publisher(msg_type, p["output_topic"], qos)
-        self.create_subscription(msg_type, p["operator_topic"], self._on_operator, qos)
-        self.create_subscription(msg_type, p["policy_topic"], self._on_policy, qos)
+        s = checked_settings(p)
+        self.rule, self.scale, self.output_type = s["rule"], s["scale"], s["output_type"]
+        self.operator_timeout, self.policy_timeout = s["operator_timeout"], s["policy_timeout"]
+        self.operator = Operator(self.rule, s["seed"])
+        self.operator_command, self.operator_at = None, -math.inf  # latest operator command (action units)
+        self.operator_message = None  # and its message (its stamp)
+        self.policy_at = -math.inf
+        self.driver = None  # "policy", "operator" or None (the base stopped)
+        self.operator_forwarded = True  # the base has the operator's latest command
+        self.counts = {"updates": 0, "operator_updates": 0, "unsupervised_updates": 0, "silence_stops": 0}
+        # best effort, latest only: matches reliable and best-effort publishers (joystick drivers use both)
+        listen = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.output = self.create_publisher(self.output_type, p["output_topic"], QoSProfile(depth=10))
+        self.create_subscription(s["operator_type"], p["operator_topic"], self._on_operator, listen)
+        self.create_subscription(self.output_type, p["policy_topic"], self._on_policy, listen)
+        self.create_timer(float(p["watch_period_s"]), self._watch)
         self.get_logger().info(
             f"{p['policy_topic']} (policy) or {p['operator_topic']} (operator) -> {p['output_topic']}; "
-            f"takeover {self.rule.describe()}, operator timeout {self.timeout:g} s"
+            f"takeover {self.rule.describe()}, operator timeout {self.operator_timeout:g} s"
         )
 
-    @staticmethod
-    def _checked(p: dict):
-        """The settings, or ValueError naming the parameter."""
-        for name in ("policy_topic", "operator_topic", "output_topic"):
-            problem = topic_name_problem(p[name])
-            if problem:
-                raise ValueError(f"{name}: {problem}")
-        if len({p["policy_topic"], p["operator_topic"], p["output_topic"]}) < 3:
-            raise ValueError("policy_topic, operator_topic and output_topic must be three different topics")
-        if p["command_type"] not in COMMAND_TYPES:
-            raise ValueError(f"command_type: must be one of {', '.join(COMMAND_TYPES)}, got {p['command_type']!r}")
-        try:
-            scale = np.array([float(v) for v in p["action_scale"]], dtype=np.float64)
-        except (TypeError, ValueError):
-            scale = np.array([])
-        if scale.shape not in ((1,), (2,)) or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
-            raise ValueError(
-                f"action_scale: must be one or two finite numbers > 0 (linear, angular), got {p['action_scale']}"
-            )
-        scale = np.broadcast_to(scale, (2,)).copy()
-        timeout = p["operator_timeout_s"]
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-            raise ValueError(f"operator_timeout_s: must be a finite number of seconds > 0, got {timeout!r}")
-        try:
-            rule = Takeover(
-                threshold=p["takeover_threshold"],
-                hold_s=p["takeover_hold_s"],
-                operator_share=p["operator_share"],
-            )
-        except ValueError as exc:  # its words name the CLI flags; the node's names are the parameters
-            raise ValueError(f"takeover_threshold / takeover_hold_s / operator_share: {exc}") from None
-        return rule, scale, float(timeout), COMMAND_TYPES[p["command_type"]]
-
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        return time.monotonic()
 
     def _action(self, msg) -> np.ndarray:
         t = _twist(msg)
         return np.array([t.linear.x, t.angular.z], dtype=np.float64) / self.scale
 
+    def _send(self, action, stamp_msg=None):
+        """The base's command: ``action`` (action units; None: stop) in the output type, stamped ``stamp_msg``'s
+        header stamp where it has one, else now."""
+        msg = self.output_type()
+        twist = _twist(msg)
+        if action is not None:
+            twist.linear.x, twist.angular.z = (float(v) for v in np.asarray(action) * self.scale)
+        if isinstance(msg, TwistStamped):
+            if isinstance(stamp_msg, TwistStamped):
+                msg.header.stamp = stamp_msg.header.stamp
+            else:
+                msg.header.stamp = self.get_clock().now().to_msg()
+        self.output.publish(msg)
+
+    def _stop(self, why: str):
+        if self.driver is not None:
+            self.get_logger().warning(f"stopping the base: {why}")
+        self.driver = None
+        self._send(None)
+
     def _on_operator(self, msg):
-        if not all(math.isfinite(v) for v in self._action(msg)):
+        action = self._action(msg)
+        if not np.all(np.isfinite(action)):
             self.get_logger().warning("operator command with NaN/inf ignored", throttle_duration_sec=2.0)
             return
-        self.operator_msg, self.operator_at = msg, self._now()
-        if self.operator_driving:
-            self.output.publish(msg)
+        self.operator_command, self.operator_at, self.operator_message = action, self._now(), msg
+        self.operator_forwarded = False
+        if self.driver == "operator":
+            self._send(action, msg)
+            self.operator_forwarded = True
 
     def _on_policy(self, msg):
         now = self._now()
-        policy = self._action(msg)
+        self.policy_at = now
         self.counts["updates"] += 1
-        if self.operator_msg is None or now - self.operator_at > self.timeout:
-            self.operator_driving = False
-            self.counts["unsupervised_stops"] += 1
+        if now - self.operator_at > self.operator_timeout:
+            self.counts["unsupervised_updates"] += 1
             self.get_logger().warning(
-                f"no operator command for {self.timeout:g} s: stopping the base (no unsupervised policy driving)",
+                f"no operator command for {self.operator_timeout:g} s: the base stays stopped (no unsupervised "
+                "policy driving)",
                 throttle_duration_sec=2.0,
             )
-            self.output.publish(self._stop(msg))
+            self._stop("no operator command")
             return
-        takeovers = self.operator.takeovers
+        policy = self._action(msg)
         finite = bool(np.all(np.isfinite(policy)))
+        takeovers, holding = self.operator.takeovers, self.operator.until is not None
         # a policy command with NaN/inf is no command (Operator: the operator drives that update)
-        driving = self.operator.in_control(now, policy if finite else None, self._action(self.operator_msg))
+        driving = self.operator.in_control(now, policy if finite else None, self.operator_command)
         if self.operator.takeovers > takeovers:
             self.get_logger().info(f"operator takes over (takeover {self.operator.takeovers})")
-        elif self.operator_driving and not driving and self.operator.until is None:
-            self.get_logger().info("policy drives again")
-        self.operator_driving = driving
-        self.counts["operator_updates"] += int(driving)
-        self.output.publish(self.operator_msg if driving else msg)
+        elif holding and self.operator.until is None:
+            self.get_logger().info("operator hands back to the policy")
+        if driving:
+            self.counts["operator_updates"] += 1
+            if self.driver != "operator" or not self.operator_forwarded:
+                self._send(self.operator_command, self.operator_message)
+                self.operator_forwarded = True
+            self.driver = "operator"
+        else:
+            self._send(policy, msg)
+            self.driver = "policy"
 
-    def _stop(self, like):
-        stop = self.msg_type()
-        if isinstance(like, TwistStamped):
-            stop.header = like.header
-        return stop
+    def _watch(self):
+        """The deadman between messages: a silent driver, or a silent operator, stops the base once."""
+        now = self._now()
+        if self.driver is not None and now - self.operator_at > self.operator_timeout:
+            self.counts["silence_stops"] += 1
+            self._stop(f"no operator command for {self.operator_timeout:g} s")
+        elif self.driver == "policy" and now - self.policy_at > self.policy_timeout:
+            self.counts["silence_stops"] += 1
+            self._stop(f"no policy command for {self.policy_timeout:g} s")
 
-    def summary(self) -> str:
-        """One line of counts (logged at shutdown)."""
+    def close(self):
+        """Stop the base (shutdown) and log the counts."""
+        self._send(None)
         c = self.counts
-        return (
+        self.get_logger().info(
             f"{c['updates']} policy updates, operator drove {c['operator_updates']} ({self.operator.takeovers} "
-            f"takeovers), {c['unsupervised_stops']} stopped without an operator"
+            f"takeovers), {c['unsupervised_updates']} without an operator, {c['silence_stops']} silence stops"
         )
 
 
 def main(args=None) -> int:
     """Entry point of the ``takeover_mux`` executable (launch files)."""
-    return run_until_signal(
-        "takeover_mux", TakeoverMuxNode, finish=lambda node: node.get_logger().info(node.summary()), args=args
-    )
+    return run_until_signal("takeover_mux", TakeoverMuxNode, finish=lambda node: node.close(), args=args)
 
 
 if __name__ == "__main__":
+    import sys
+
     sys.exit(main())
