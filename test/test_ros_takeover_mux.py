@@ -5,6 +5,7 @@ import time
 
 import pytest
 import rclpy
+import rclpy.executors
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -34,7 +35,7 @@ def values(msg):
 class Mux:
     """The node in this process, its clock and its output under the test's control."""
 
-    def __init__(self, **params):
+    def __init__(self, real_clock=False, **params):
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
         defaults = dict(command_type="twist_stamped", operator_command_type="twist_stamped", action_scale=[2.0, 1.0])
@@ -42,7 +43,8 @@ class Mux:
         overrides = [Parameter(k, value=v) for k, v in defaults.items()]
         self.node = TakeoverMuxNode(context=self.context, parameter_overrides=overrides)
         self.now, self.sent = 100.0, []
-        self.node._now = lambda: self.now
+        if not real_clock:
+            self.node._now = lambda: self.now
         self.node.output.publish = self.sent.append
 
     def operator(self, linear, angular, stamped=True):
@@ -160,6 +162,31 @@ def test_a_silent_operator_or_a_silent_driver_stops_the_base_once(mux):
     m.node._watch()  # ... and falls silent: a stop
     assert m.node.driver is None and values(m.sent[-1]) == (0.0, 0.0) and m.node.counts["silence_stops"] == 2
 
+    m.operator(0.5, 0.0)
+    m.policy(0.5, 0.0)  # the policy drives, hands on the joystick ...
+    m.now += 0.45
+    m.policy(0.5, 0.0)  # ... the policy goes on, the operator's last command ages ...
+    m.now += 0.1
+    sent = len(m.sent)
+    for _ in range(3):
+        m.node._watch()  # ... past its timeout between two policy commands: one stop, not one per check
+    assert [values(x) for x in m.sent[sent:]] == [(0.0, 0.0)] and m.node.counts["silence_stops"] == 3
+
+
+def test_the_deadman_runs_on_the_steady_clock_also_with_sim_time(mux):
+    """With use_sim_time and no /clock the ROS clock stands still; the silence must be noticed anyway."""
+    m = mux(real_clock=True, use_sim_time=True, operator_timeout_s=0.1, policy_timeout_s=0.1, watch_period_s=0.02)
+    m.operator(0.5, 0.0)
+    m.policy(0.5, 0.0)
+    assert m.node.driver == "policy"
+    executor = rclpy.executors.SingleThreadedExecutor(context=m.context)
+    executor.add_node(m.node)
+    deadline = time.monotonic() + 5.0
+    while m.node.driver is not None and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    executor.remove_node(m.node)
+    assert m.node.driver is None and values(m.sent[-1]) == (0.0, 0.0) and m.node.counts["silence_stops"] == 1
+
 
 def test_operator_share_drives_that_share_of_updates_the_same_for_the_same_seed(mux):
     def drive(seed):
@@ -185,6 +212,7 @@ def test_operator_share_drives_that_share_of_updates_the_same_for_the_same_seed(
         (dict(operator_timeout_s=0.0), "operator_timeout_s"),
         (dict(operator_timeout_s=100.0), "operator_timeout_s"),
         (dict(policy_timeout_s=-1.0), "policy_timeout_s"),
+        (dict(watch_period_s=1.0), "watch_period_s"),  # longer than the timeouts (0.5 s)
         (dict(command_type="joy"), "command_type"),
         (dict(operator_command_type="float64_multi_array"), "operator_command_type"),
         (dict(output_topic="cmd_vel"), "three different topics"),
@@ -208,7 +236,8 @@ def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
     proc = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", params, env, log)
     probe = Probe(env)
     try:
-        operator = probe.publisher(Twist, "cmd_vel", RELIABLE)  # the default operator type: a joystick's Twist
+        # the default operator type, a joystick's Twist, from a best-effort publisher (some joystick drivers)
+        operator = probe.publisher(Twist, "cmd_vel", QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
         policy = probe.publisher(TwistStamped, "policy/cmd_vel", RELIABLE)
         base = probe.record("base/cmd_vel", TwistStamped, RELIABLE)
         assert probe.wait_for(
@@ -229,7 +258,7 @@ def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
         assert heard(0.05), log.read_text()
         received = len(probe.messages("base/cmd_vel"))
         code = stop_process(proc)
-        probe.wait_for(lambda: len(probe.messages("base/cmd_vel")) > received, 5.0)
+        probe.wait_for(lambda: any(values(m) == (0.0, 0.0) for _, m in probe.messages("base/cmd_vel")[received:]), 5.0)
         last = probe.messages("base/cmd_vel")[-1][1]
     finally:
         probe.close()

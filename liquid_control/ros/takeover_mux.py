@@ -31,6 +31,8 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -80,10 +82,18 @@ def checked_settings(p: dict) -> dict:
         if p[name] not in MESSAGE_TYPES:
             problems.append(f"{name}: must be one of {', '.join(MESSAGE_TYPES)}, got {p[name]!r}")
     scale = per_element("action_scale", p["action_scale"], 2, problems, positive=False)
+    seconds = {}
     for name in ("operator_timeout_s", "policy_timeout_s", "watch_period_s"):
         value = p[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT_S:
             problems.append(f"{name}: must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+        else:
+            seconds[name] = float(value)
+    if len(seconds) == 3 and seconds["watch_period_s"] > min(
+        seconds["operator_timeout_s"], seconds["policy_timeout_s"]
+    ):
+        # a longer period notices a silence only that much later
+        problems.append(f"watch_period_s: must be at most the two timeouts, got {seconds['watch_period_s']:g}")
     if isinstance(p["seed"], bool) or not isinstance(p["seed"], int) or p["seed"] < 0:
         problems.append(f"seed: must be an integer >= 0, got {p['seed']!r}")
     rule = None
@@ -131,7 +141,10 @@ class TakeoverMuxNode(Node):
         self.output = self.create_publisher(self.output_type, p["output_topic"], QoSProfile(depth=10))
         self.create_subscription(s["operator_type"], p["operator_topic"], self._on_operator, listen)
         self.create_subscription(self.output_type, p["policy_topic"], self._on_policy, listen)
-        self.create_timer(float(p["watch_period_s"]), self._watch)
+        # the steady clock: a timer on the ROS clock never fires under use_sim_time while /clock is paused or gone
+        self.watch_timer = self.create_timer(
+            float(p["watch_period_s"]), self._watch, clock=Clock(clock_type=ClockType.STEADY_TIME)
+        )
         self.get_logger().info(
             f"{p['policy_topic']} (policy) or {p['operator_topic']} (operator) -> {p['output_topic']}; "
             f"takeover {self.rule.describe()}, operator timeout {self.operator_timeout:g} s"
@@ -220,6 +233,8 @@ class TakeoverMuxNode(Node):
     def close(self):
         """Stop the base (shutdown) and log the counts."""
         self._send(None)
+        if not self.output.wait_for_all_acked(Duration(seconds=0.5)):  # before the writer goes away
+            self.get_logger().warning("the stop command at shutdown was not acknowledged by every subscriber")
         c = self.counts
         self.get_logger().info(
             f"{c['updates']} policy updates, operator drove {c['operator_updates']} ({self.operator.takeovers} "
