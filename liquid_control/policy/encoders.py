@@ -32,7 +32,7 @@ class CameraEncoder(nn.Module):
     brightness, so shading and the light's strength fall out pixel by pixel, not only over the frame), then
     standardises it per channel as ``instance`` does (the light's colour falls out too); it also loses what only
     brightness shows (dark tree trunks against dark ground). ``chromaticity_brightness`` keeps that: two
-    log-chromaticity channels and the log brightness, each standardised per frame.
+    log-chromaticity channels and the log brightness, each channel standardised over the frame as ``instance``.
     """
 
     def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int, normalize="none"):
