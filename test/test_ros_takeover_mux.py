@@ -9,7 +9,7 @@ import rclpy.executors
 from geometry_msgs.msg import Twist, TwistStamped
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from test_ros_launch import console_scripts
+from test_ros_launch import console_scripts, launch_stubs  # noqa: F401 (a fixture)
 
 from liquid_control.ros import entry
 from liquid_control.ros.takeover_mux import TakeoverMuxNode
@@ -271,3 +271,46 @@ def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
     assert entry.NODE_MODULES["takeover_mux"] == "liquid_control.ros.takeover_mux"
     refused = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", dict(action_scale=[1.0, 0.0]), env)
     assert refused.wait(timeout=60) == 2
+
+
+def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, mux):  # noqa: F811
+    """launch/takeover.launch.py: the policy node publishes to the mux, the mux to the base's topic (the parameter
+    file's command_topic, type and action_scale), the recorder takes the sensors, the labels and both commands."""
+    from test_ros_launch import ROOT, check_node
+
+    from liquid_control.ros.takeover_mux import MUX_PARAMETERS
+
+    path = ROOT / "launch" / "takeover.launch.py"
+    declared, nodes = launch_stubs(path, policy="runs/r0/policy.pt", output="bags/r1", operator_share="0.3")
+    assert {"params_file", "policy", "operator_topic", "operator_share", "seed", "output"} <= set(declared)
+    assert [(type(n).__name__, n.kwargs["name"]) for n in nodes] == [
+        ("LifecycleNode", "policy_node"),
+        ("Node", "takeover_mux"),
+        ("Node", "bag_recorder"),
+    ]
+    policy = check_node(nodes[0])  # the rover's parameter file, overrides the node declares
+    assert policy == {
+        "use_sim_time": False,
+        "autostart": True,
+        "policy": "runs/r0/policy.pt",
+        "command_topic": "policy/cmd_vel",
+    }
+    params = nodes[1].kwargs["parameters"][-1]
+    assert set(params) <= set(MUX_PARAMETERS) | {"use_sim_time"} and nodes[1].kwargs["executable"] == "takeover_mux"
+    assert (params["policy_topic"], params["operator_topic"], params["output_topic"]) == (
+        "policy/cmd_vel",
+        "teleop/cmd_vel",
+        "cmd_vel",
+    )
+    assert (
+        params["action_scale"] == [1.0, 1.5] and params["command_type"] == "twist" and params["operator_share"] == 0.3
+    )
+    mux(**{k: v for k, v in params.items() if k != "use_sim_time"})  # the node takes them
+    recorder = nodes[2].kwargs["parameters"][-1]
+    assert recorder["output"] == "bags/r1"
+    assert recorder["topics"] == ["/camera/image_raw", "/imu/data", "/teleop/cmd_vel", "/cmd_vel", "/policy/cmd_vel"]
+    # a setting the mux would refuse is refused before any node starts, by name
+    with pytest.raises(ValueError, match="operator_share"):
+        launch_stubs(path, operator_share="1.5")
+    with pytest.raises(ValueError, match="three different topics"):
+        launch_stubs(path, operator_topic="cmd_vel")  # the base's own topic

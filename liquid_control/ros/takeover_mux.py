@@ -242,6 +242,56 @@ class TakeoverMuxNode(Node):
         )
 
 
+POLICY_TOPIC = "policy/cmd_vel"  # where the policy node publishes in a round (the mux reads it)
+
+
+def round_graph(
+    params_file: str = "",
+    policy: str = "",
+    operator_topic: str = "teleop/cmd_vel",
+    operator_command_type: str = "twist",
+    operator_share: float = 0.0,
+    seed: int = 0,
+    output: str = "",
+    use_sim_time: bool = False,
+):
+    """A robot's round for launch/takeover.launch.py: the policy node (from its parameter file, publishing to
+    ``policy/cmd_vel``), the mux (to the base's topic, the file's ``command_topic``, with the file's command type
+    and ``action_scale``) and the recorder (sensors, the operator's labels, the base's and the policy's
+    commands). ValueError naming a bad setting before any node starts."""
+    from liquid_control.bags.stream import absolute_topic, load_node_parameters
+    from liquid_control.ros.graph import NodeDescription, policy_graph
+    from liquid_control.ros.recorder_node import record_graph
+
+    (policy_node,) = policy_graph(params_file, policy, use_sim_time, autostart=True)
+    values = load_node_parameters(policy_node.parameter_files[0])
+    mux = dict(
+        policy_topic=POLICY_TOPIC,
+        operator_topic=operator_topic,
+        output_topic=values["command_topic"],
+        command_type=values["command_type"],
+        operator_command_type=operator_command_type,
+        action_scale=values["action_scale"],
+        operator_share=float(operator_share),
+        seed=int(seed),
+    )
+    defaults = {n: d for n, (d, _) in MUX_PARAMETERS.items()}
+    checked_settings({**defaults, **mux})  # the mux would refuse it: say so now, naming the setting
+    topics = [absolute_topic(values[k]) for k in ("camera_topic", "imu_topic")]
+    topics += [absolute_topic(t) for t in (operator_topic, values["command_topic"], POLICY_TOPIC)]
+    return [
+        NodeDescription(
+            policy_node.executable,
+            policy_node.name,
+            policy_node.parameter_files,
+            {**policy_node.parameters, "command_topic": POLICY_TOPIC},
+            lifecycle=True,
+        ),
+        NodeDescription("takeover_mux", "takeover_mux", (), {**mux, "use_sim_time": bool(use_sim_time)}),
+        *record_graph(output=output, topics=topics, use_sim_time=use_sim_time),
+    ]
+
+
 def main(args=None) -> int:
     """Entry point of the ``takeover_mux`` executable (launch files)."""
     return run_until_signal("takeover_mux", TakeoverMuxNode, finish=lambda node: node.close(), args=args)

@@ -1,0 +1,65 @@
+"""A supervised round on a robot: the policy drives through takeover_mux, the operator follows on the joystick.
+
+    ros2 launch liquid_control takeover.launch.py policy:=runs/round0/policy.pt output:=bags/round1_001
+        [params_file:=/path/to/robot_policy.yaml] [operator_topic:=teleop/cmd_vel]
+        [operator_command_type:=twist] [operator_share:=0.3] [seed:=0] [use_sim_time:=false]
+
+The policy node (configured and activated) publishes to policy/cmd_vel; the mux sends the policy's or the
+operator's command to the base on the parameter file's command_topic (the base keeps its topic); the recorder
+writes the sensors, the operator's commands (the labels: train with `command_topic: /teleop/cmd_vel`), the
+base's and the policy's commands. Hold the joystick's enable button throughout: it is the deadman. See
+docs/real_robot.md, section 6.
+"""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
+from launch import LaunchDescription
+from liquid_control.ros.takeover_mux import round_graph
+
+ARGUMENTS = {
+    "params_file": ("", "policy_node parameter file; empty: share/liquid_control/config/rover_policy.yaml"),
+    "policy": ("", "policy file overriding the parameter file's"),
+    "operator_topic": ("teleop/cmd_vel", "the operator's joystick commands (the labels)"),
+    "operator_command_type": ("twist", "twist | twist_stamped: the joystick's message type"),
+    "operator_share": ("0.0", "the operator also drives each update with this probability (DAgger's beta)"),
+    "seed": ("0", "seed of the operator-share draws"),
+    "output": ("", "bag folder to create; empty: rosbag2_<date>_<time> in the working directory"),
+    "use_sim_time": ("false", "use /clock"),
+}
+
+
+def _nodes(context):
+    arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
+    graph = round_graph(
+        params_file=arg["params_file"],
+        policy=arg["policy"],
+        operator_topic=arg["operator_topic"],
+        operator_command_type=arg["operator_command_type"],
+        operator_share=float(arg["operator_share"]),
+        seed=int(arg["seed"]),
+        output=arg["output"],
+        use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
+    )
+    return [
+        (LifecycleNode if node.lifecycle else Node)(
+            package="liquid_control",
+            executable=node.executable,
+            name=node.name,
+            namespace="",
+            output="screen",
+            parameters=[*node.parameter_files, node.parameters],
+        )
+        for node in graph
+    ]
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in ARGUMENTS.items()
+        ]
+        + [OpaqueFunction(function=_nodes)]
+    )
