@@ -30,6 +30,13 @@ ARGUMENTS = {
 }
 
 
+def _number(arg: dict, name: str, kind):
+    try:
+        return kind(arg[name])
+    except ValueError:
+        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {arg[name]!r}") from None
+
+
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     graph = round_graph(
@@ -37,8 +44,8 @@ def _nodes(context):
         policy=arg["policy"],
         operator_topic=arg["operator_topic"],
         operator_command_type=arg["operator_command_type"],
-        operator_share=float(arg["operator_share"]),
-        seed=int(arg["seed"]),
+        operator_share=_number(arg, "operator_share", float),
+        seed=_number(arg, "seed", int),
         output=arg["output"],
         use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
     )

@@ -314,3 +314,7 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
         launch_stubs(path, operator_share="1.5")
     with pytest.raises(ValueError, match="three different topics"):
         launch_stubs(path, operator_topic="cmd_vel")  # the base's own topic
+    with pytest.raises(ValueError, match="seed: must be an integer, got 'x'"):
+        launch_stubs(path, seed="x")
+    with pytest.raises(ValueError, match="operator_share: must be a number"):
+        launch_stubs(path, operator_share="half")
