@@ -1,14 +1,14 @@
 """A supervised round on a robot: the policy drives through takeover_mux, the operator follows on the joystick.
 
     ros2 launch liquid_control takeover.launch.py policy:=runs/round0/policy.pt output:=bags/round1_001
-        [params_file:=/path/to/robot_policy.yaml] [operator_topic:=teleop/cmd_vel]
+        [params_file:=/path/to/robot_policy.yaml] [base_topic:=base/cmd_vel]
         [operator_command_type:=twist] [operator_share:=0.3] [seed:=0] [use_sim_time:=false]
 
-The policy node (configured and activated) publishes to policy/cmd_vel; the mux sends the policy's or the
-operator's command to the base on the parameter file's command_topic (the base keeps its topic); the recorder
-writes the sensors, the operator's commands (the labels: train with `command_topic: /teleop/cmd_vel`), the
-base's and the policy's commands. Hold the joystick's enable button throughout: it is the deadman. See
-docs/real_robot.md, section 6.
+The simulated rounds' layout: the joystick publishes on the parameter file's command_topic (cmd_vel: the labels,
+where the demonstrations have them, so every bag trains with the same config), the policy node (configured and
+activated) on policy/cmd_vel, and the mux sends one of them to the base on base_topic (remap the base driver's
+input there). The recorder writes the sensors, the labels, the base's and the policy's commands. Hold the
+joystick's enable button throughout: it is the deadman. See docs/real_robot.md, section 6.
 """
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -21,7 +21,7 @@ from liquid_control.ros.takeover_mux import round_graph
 ARGUMENTS = {
     "params_file": ("", "policy_node parameter file; empty: share/liquid_control/config/rover_policy.yaml"),
     "policy": ("", "policy file overriding the parameter file's"),
-    "operator_topic": ("teleop/cmd_vel", "the operator's joystick commands (the labels)"),
+    "base_topic": ("base/cmd_vel", "what the base executes (remap the base driver's input here)"),
     "operator_command_type": ("twist", "twist | twist_stamped: the joystick's message type"),
     "operator_share": ("0.0", "the operator also drives each update with this probability (DAgger's beta)"),
     "seed": ("0", "seed of the operator-share draws"),
@@ -42,7 +42,7 @@ def _nodes(context):
     graph = round_graph(
         params_file=arg["params_file"],
         policy=arg["policy"],
-        operator_topic=arg["operator_topic"],
+        base_topic=arg["base_topic"],
         operator_command_type=arg["operator_command_type"],
         operator_share=_number(arg, "operator_share", float),
         seed=_number(arg, "seed", int),
@@ -57,6 +57,7 @@ def _nodes(context):
             namespace="",
             output="screen",
             parameters=[*node.parameter_files, node.parameters],
+            remappings=list(node.remappings),
         )
         for node in graph
     ]

@@ -274,15 +274,16 @@ def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
 
 
 def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, mux):  # noqa: F811
-    """launch/takeover.launch.py: the policy node publishes to the mux, the mux to the base's topic (the parameter
-    file's command_topic, type and action_scale), the recorder takes the sensors, the labels and both commands."""
+    """launch/takeover.launch.py, the simulated rounds' layout: the joystick on the parameter file's command_topic
+    (the labels), the policy node to the mux, the mux to base_topic (with the file's command type and
+    action_scale), the recorder on the sensors, the labels and both commands."""
     from test_ros_launch import ROOT, check_node
 
     from liquid_control.ros.takeover_mux import MUX_PARAMETERS
 
     path = ROOT / "launch" / "takeover.launch.py"
     declared, nodes = launch_stubs(path, policy="runs/r0/policy.pt", output="bags/r1", operator_share="0.3")
-    assert {"params_file", "policy", "operator_topic", "operator_share", "seed", "output"} <= set(declared)
+    assert {"params_file", "policy", "base_topic", "operator_share", "seed", "output", "use_sim_time"} <= set(declared)
     assert [(type(n).__name__, n.kwargs["name"]) for n in nodes] == [
         ("LifecycleNode", "policy_node"),
         ("Node", "takeover_mux"),
@@ -299,8 +300,8 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
     assert set(params) <= set(MUX_PARAMETERS) | {"use_sim_time"} and nodes[1].kwargs["executable"] == "takeover_mux"
     assert (params["policy_topic"], params["operator_topic"], params["output_topic"]) == (
         "policy/cmd_vel",
-        "teleop/cmd_vel",
         "cmd_vel",
+        "base/cmd_vel",
     )
     assert (
         params["action_scale"] == [1.0, 1.5] and params["command_type"] == "twist" and params["operator_share"] == 0.3
@@ -308,12 +309,19 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
     mux(**{k: v for k, v in params.items() if k != "use_sim_time"})  # the node takes them
     recorder = nodes[2].kwargs["parameters"][-1]
     assert recorder["output"] == "bags/r1"
-    assert recorder["topics"] == ["/camera/image_raw", "/imu/data", "/teleop/cmd_vel", "/cmd_vel", "/policy/cmd_vel"]
+    assert recorder["topics"] == ["/camera/image_raw", "/imu/data", "/cmd_vel", "/base/cmd_vel", "/policy/cmd_vel"]
+    _, nodes = launch_stubs(path, use_sim_time="true", seed="7", base_topic="/wheels/cmd")
+    assert [n.kwargs["parameters"][-1]["use_sim_time"] for n in nodes] == [True, True, True]
+    assert nodes[1].kwargs["parameters"][-1]["seed"] == 7
+    assert nodes[2].kwargs["parameters"][-1]["topics"][3] == "/wheels/cmd"
     # a setting the mux would refuse is refused before any node starts, by name
     with pytest.raises(ValueError, match="operator_share"):
         launch_stubs(path, operator_share="1.5")
-    with pytest.raises(ValueError, match="three different topics"):
-        launch_stubs(path, operator_topic="cmd_vel")  # the base's own topic
+    for same in ("cmd_vel", "/cmd_vel", "/policy/cmd_vel"):  # the base on the labels' or the policy's topic
+        with pytest.raises(ValueError, match="three different topics"):
+            launch_stubs(path, base_topic=same)
+    with pytest.raises(ValueError, match="private name"):
+        launch_stubs(path, base_topic="~/cmd")
     with pytest.raises(ValueError, match="seed: must be an integer, got 'x'"):
         launch_stubs(path, seed="x")
     with pytest.raises(ValueError, match="operator_share: must be a number"):

@@ -37,6 +37,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags.expert import Operator, Takeover
+from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions.params import declare_node_parameters, per_element, topic_name_problem
 from liquid_control.ros.executable import run_until_signal
 
@@ -72,11 +73,15 @@ def _twist(msg):
 def checked_settings(p: dict) -> dict:
     """The mux's settings from its parameter values, or ValueError naming every bad parameter."""
     problems = []
-    for name in ("policy_topic", "operator_topic", "output_topic"):
+    names = ("policy_topic", "operator_topic", "output_topic")
+    for name in names:
         problem = topic_name_problem(p[name])
         if problem:
             problems.append(f"{name}: {problem}")
-    if len({p["policy_topic"], p["operator_topic"], p["output_topic"]}) < 3:
+        elif p[name].startswith("~"):
+            problems.append(f"{name}: a private name ({p[name]!r}) is no robot topic; give a plain or absolute name")
+    # as resolved in the root namespace: cmd_vel and /cmd_vel are one topic (the mux would read its own output)
+    if len({absolute_topic(str(p[n])) for n in names}) < 3:
         problems.append("policy_topic, operator_topic and output_topic: must be three different topics")
     for name in ("command_type", "operator_command_type"):
         if p[name] not in MESSAGE_TYPES:
@@ -248,18 +253,19 @@ POLICY_TOPIC = "policy/cmd_vel"  # where the policy node publishes in a round (t
 def round_graph(
     params_file: str = "",
     policy: str = "",
-    operator_topic: str = "teleop/cmd_vel",
+    base_topic: str = "base/cmd_vel",
     operator_command_type: str = "twist",
     operator_share: float = 0.0,
     seed: int = 0,
     output: str = "",
     use_sim_time: bool = False,
 ):
-    """A robot's round for launch/takeover.launch.py: the policy node (from its parameter file, publishing to
-    ``policy/cmd_vel``), the mux (to the base's topic, the file's ``command_topic``, with the file's command type
-    and ``action_scale``) and the recorder (sensors, the operator's labels, the base's and the policy's
-    commands). ValueError naming a bad setting before any node starts."""
-    from liquid_control.bags.stream import absolute_topic, load_node_parameters
+    """A robot's round for launch/takeover.launch.py, in the simulated rounds' layout: the policy node (from its
+    parameter file, publishing to ``policy/cmd_vel``), the mux (the operator's joystick on the file's
+    ``command_topic``, where the demonstrations' labels are, the base on ``base_topic``; the file's command type
+    and ``action_scale``) and the recorder (sensors, labels, the base's and the policy's commands). ValueError
+    naming a bad setting before any node starts."""
+    from liquid_control.bags.stream import load_node_parameters
     from liquid_control.ros.graph import NodeDescription, policy_graph
     from liquid_control.ros.recorder_node import record_graph
 
@@ -267,8 +273,8 @@ def round_graph(
     values = load_node_parameters(policy_node.parameter_files[0])
     mux = dict(
         policy_topic=POLICY_TOPIC,
-        operator_topic=operator_topic,
-        output_topic=values["command_topic"],
+        operator_topic=values["command_topic"],
+        output_topic=base_topic,
         command_type=values["command_type"],
         operator_command_type=operator_command_type,
         action_scale=values["action_scale"],
@@ -277,18 +283,18 @@ def round_graph(
     )
     defaults = {n: d for n, (d, _) in MUX_PARAMETERS.items()}
     checked_settings({**defaults, **mux})  # the mux would refuse it: say so now, naming the setting
-    topics = [absolute_topic(values[k]) for k in ("camera_topic", "imu_topic")]
-    topics += [absolute_topic(t) for t in (operator_topic, values["command_topic"], POLICY_TOPIC)]
+    topics = [values[k] for k in ("camera_topic", "imu_topic", "command_topic")] + [base_topic, POLICY_TOPIC]
     return [
         NodeDescription(
             policy_node.executable,
             policy_node.name,
             policy_node.parameter_files,
             {**policy_node.parameters, "command_topic": POLICY_TOPIC},
+            remappings=policy_node.remappings,
             lifecycle=True,
         ),
         NodeDescription("takeover_mux", "takeover_mux", (), {**mux, "use_sim_time": bool(use_sim_time)}),
-        *record_graph(output=output, topics=topics, use_sim_time=use_sim_time),
+        *record_graph(output=output, topics=[absolute_topic(t) for t in topics], use_sim_time=use_sim_time),
     ]
 
 
