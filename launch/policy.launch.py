@@ -8,12 +8,9 @@ parameter file (camera_topic, imu_topic, command_topic). The node list comes fro
 liquid_control.ros.graph.policy_graph.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode
 
-from launch import LaunchDescription
-from liquid_control.ros.graph import policy_graph
+from liquid_control.ros.graph import launch_actions, launch_description, policy_graph
 
 ARGUMENTS = {
     "params_file": ("", "policy_node parameter file; empty: share/liquid_control/config/rover_policy.yaml"),
@@ -31,25 +28,8 @@ def _nodes(context):
         use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
         autostart=arg["autostart"].lower() in ("true", "1"),
     )
-    return [
-        LifecycleNode(
-            package="liquid_control",
-            executable=node.executable,
-            name=node.name,
-            namespace="",
-            output="screen",
-            parameters=[*node.parameter_files, node.parameters],
-            remappings=list(node.remappings),
-        )
-        for node in graph
-    ]
+    return launch_actions(graph)
 
 
 def generate_launch_description():
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument(name, default_value=default, description=text)
-            for name, (default, text) in ARGUMENTS.items()
-        ]
-        + [OpaqueFunction(function=_nodes)]
-    )
+    return launch_description(ARGUMENTS, _nodes)

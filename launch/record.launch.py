@@ -7,11 +7,9 @@ By default the camera, IMU and command topics of the policy node's parameter fil
 their publishers offer. Stop with Ctrl-C (the bag is finished cleanly). See docs/real_robot.md.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
 
-from launch import LaunchDescription
+from liquid_control.ros.graph import launch_actions, launch_description
 from liquid_control.ros.recorder_node import record_graph
 
 ARGUMENTS = {
@@ -32,24 +30,8 @@ def _nodes(context):
         use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
         duration_s=float(arg["duration_s"]),
     )
-    return [
-        Node(
-            package="liquid_control",
-            executable=node.executable,
-            name=node.name,
-            namespace="",
-            output="screen",
-            parameters=[*node.parameter_files, node.parameters],
-        )
-        for node in graph
-    ]
+    return launch_actions(graph)
 
 
 def generate_launch_description():
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument(name, default_value=default, description=text)
-            for name, (default, text) in ARGUMENTS.items()
-        ]
-        + [OpaqueFunction(function=_nodes)]
-    )
+    return launch_description(ARGUMENTS, _nodes)

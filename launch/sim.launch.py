@@ -8,12 +8,9 @@ The node list comes from liquid_control.ros.graph.sim_graph, the same descriptio
 starts as processes where ros2 launch is not available.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode, Node
 
-from launch import LaunchDescription
-from liquid_control.ros.graph import sim_graph
+from liquid_control.ros.graph import launch_actions, launch_description, sim_graph
 
 ARGUMENTS = {
     "world": ("LiquidRover-v0", "LiquidRover-v0 | LiquidBalance-v0 | LiquidBalanceNav-v0"),
@@ -45,28 +42,8 @@ def _nodes(context):
         lockstep=arg["lockstep"].lower() in ("true", "1"),
         record_bag=arg["record_bag"],
     )
-    actions = []
-    for node in graph:
-        kind = LifecycleNode if node.lifecycle else Node
-        actions.append(
-            kind(
-                package="liquid_control",
-                executable=node.executable,
-                name=node.name,
-                namespace="",
-                output="screen",
-                parameters=[*node.parameter_files, node.parameters],
-                remappings=list(node.remappings),
-            )
-        )
-    return actions
+    return launch_actions(graph)
 
 
 def generate_launch_description():
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument(name, default_value=default, description=text)
-            for name, (default, text) in ARGUMENTS.items()
-        ]
-        + [OpaqueFunction(function=_nodes)]
-    )
+    return launch_description(ARGUMENTS, _nodes)

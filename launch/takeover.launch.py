@@ -11,11 +11,9 @@ input there). The recorder writes the sensors, the labels, the base's and the po
 joystick's enable button throughout: it is the deadman. See docs/real_robot.md, section 6.
 """
 
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import LifecycleNode, Node
 
-from launch import LaunchDescription
+from liquid_control.ros.graph import launch_actions, launch_description
 from liquid_control.ros.takeover_mux import round_graph
 
 ARGUMENTS = {
@@ -49,25 +47,8 @@ def _nodes(context):
         output=arg["output"],
         use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
     )
-    return [
-        (LifecycleNode if node.lifecycle else Node)(
-            package="liquid_control",
-            executable=node.executable,
-            name=node.name,
-            namespace="",
-            output="screen",
-            parameters=[*node.parameter_files, node.parameters],
-            remappings=list(node.remappings),
-        )
-        for node in graph
-    ]
+    return launch_actions(graph)
 
 
 def generate_launch_description():
-    return LaunchDescription(
-        [
-            DeclareLaunchArgument(name, default_value=default, description=text)
-            for name, (default, text) in ARGUMENTS.items()
-        ]
-        + [OpaqueFunction(function=_nodes)]
-    )
+    return launch_description(ARGUMENTS, _nodes)

@@ -174,6 +174,39 @@ def policy_graph(
     return [NodeDescription("policy_node", "policy_node", (str(path),), overrides, lifecycle=True)]
 
 
+def launch_actions(graph: list[NodeDescription]) -> list:
+    """The launch files' launch_ros actions for a graph's nodes: a LifecycleNode for a managed node, else a Node,
+    with the parameter files, then the overrides, and the remappings (launch_ros is imported here, at launch)."""
+    from launch_ros.actions import LifecycleNode, Node
+
+    return [
+        (LifecycleNode if node.lifecycle else Node)(
+            package=PACKAGE,
+            executable=node.executable,
+            name=node.name,
+            namespace="",
+            output="screen",
+            parameters=[*node.parameter_files, node.parameters],
+            remappings=list(node.remappings),
+        )
+        for node in graph
+    ]
+
+
+def launch_description(arguments: dict, nodes):
+    """A launch file's LaunchDescription: its ``arguments`` ({name: (default, description)}) declared, and the
+    nodes ``nodes(context)`` makes from their values once the launch has them."""
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+
+    from launch import LaunchDescription
+
+    declared = [
+        DeclareLaunchArgument(name, default_value=default, description=text)
+        for name, (default, text) in arguments.items()
+    ]
+    return LaunchDescription(declared + [OpaqueFunction(function=nodes)])
+
+
 # ------------------------------------------------------------------------------------------ liquid-control sim
 def add_arguments(parser):
     """The options of ``liquid-control sim``."""
