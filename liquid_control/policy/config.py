@@ -24,7 +24,7 @@ ACTION_KINDS = ("twist", "wheel_torques")
 # photometric and geometric image augmentations (liquid_control.training.augment; ranges documented there)
 AUGMENTATIONS = ("brightness", "contrast", "gamma", "colour", "noise", "blur", "shift", "gradient", "mirror", "yaw")
 # liquid_control.policy.encoders.CameraEncoder
-CAMERA_NORMALIZATIONS = ("none", "frame", "instance", "chromaticity", "chromaticity_brightness")
+CAMERA_NORMALIZATIONS = ("none", "frame", "instance", "chromaticity", "chromaticity_brightness", "retinex")
 TIMING_INPUTS = ("event", "ages")  # time inputs of the core besides dt (see Policy)
 CAMERA = "camera"  # the sensor name of the image input
 SEQUENCE_KERNELS = ("fused", "stepwise")

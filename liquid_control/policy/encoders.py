@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
 _NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
 _LOG_EPS = 2e-2  # chromaticity: log(x + eps) on [0, 1] pixel values, so a black pixel is finite and dark noise small
+_RETINEX_SIGMA = 4.0  # retinex: the surround's Gaussian width in pixels (a 64x64 frame's trunks are 3-10 pixels wide)
+
+
+def _gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 1-D Gaussian over +-3 sigma (odd length)."""
+    radius = int(round(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
 
 
 class CameraEncoder(nn.Module):
@@ -33,6 +43,9 @@ class CameraEncoder(nn.Module):
     standardises it per channel as ``instance`` does (the light's colour falls out too); it also loses what only
     brightness shows (dark tree trunks against dark ground). ``chromaticity_brightness`` keeps that: two
     log-chromaticity channels and the log brightness, each channel standardised over the frame as ``instance``.
+    ``retinex`` (single-scale retinex, Jobson et al. 1997) keeps each pixel's log colour relative to its surround
+    (log RGB minus its Gaussian blur, sigma 4 pixels, edges replicated), then per channel as ``instance``: light
+    that varies slowly over the frame (a dark ground, a bright sky) falls out, edges between things stay.
     """
 
     def __init__(self, height: int, width: int, channels, kernel_sizes, strides, features: int, normalize="none"):
@@ -56,6 +69,8 @@ class CameraEncoder(nn.Module):
         self.project = nn.Linear(c_in * h * w, features)
         self.norm = nn.LayerNorm(features)
         self.output_size = features
+        if normalize == "retinex":  # a buffer, so it follows .double()/.to() and is part of the exported graph
+            self.register_buffer("surround", _gaussian_kernel(_RETINEX_SIGMA).float(), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Features (N, F) of uint8 images (N, H, W, 3); ValueError for any other shape."""
@@ -76,10 +91,22 @@ class CameraEncoder(nn.Module):
             x = log - brightness
             if self.normalize == "chromaticity_brightness":  # the three sum to 0: two carry the colour
                 x = torch.cat((x[:, :2], brightness), dim=1)
+        elif self.normalize == "retinex":
+            log = torch.log(x + _LOG_EPS)
+            x = log - self._blur(log)
         dims = (1, 2, 3) if self.normalize == "frame" else (2, 3)
         mean = x.mean(dim=dims, keepdim=True)
         std = x.var(dim=dims, keepdim=True, unbiased=False).add(_NORMALIZE_EPS**2).sqrt()
         return (x - mean) / std
+
+
+    def _blur(self, x: torch.Tensor) -> torch.Tensor:
+        """Separable Gaussian blur of (N, C, H, W) per channel, edges replicated (same size out)."""
+        k = self.surround.to(x.dtype)
+        r, c = k.numel() // 2, x.shape[1]
+        x = F.pad(x, (r, r, r, r), mode="replicate")
+        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 class VectorEncoder(nn.Module):

@@ -332,6 +332,7 @@ def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str
             "instance": "per colour channel of each frame (instance norm)",
             "chromaticity": "each pixel's log-chromaticity (brightness removed), then per colour channel",
             "chromaticity_brightness": "two log-chromaticity channels and the log brightness, each per frame",
+            "retinex": "each pixel's log colour minus its surround's (Gaussian, sigma 4 px), then per colour channel",
         }[camera_normalize]
         lines.append(f"camera input normalisation `{camera_normalize}`: standardised {what}")
     if training.get("sensor_rate_range") is not None:
