@@ -351,6 +351,42 @@ def test_chromaticity_removes_shading_pixel_by_pixel():
     assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
 
 
+def test_retinex_is_log_colour_minus_its_gaussian_surround():
+    """``retinex`` against scipy: log(x + eps) minus its Gaussian blur (sigma 4 px, edges replicated), then per
+    channel standardised; slowly varying light mostly falls out, a dark trunk on dark ground stays visible."""
+    from scipy import ndimage
+
+    from liquid_control.policy.encoders import _LOG_EPS, _NORMALIZE_EPS, _RETINEX_SIGMA
+
+    encoder = CameraEncoder(32, 32, [4, 8], [5, 3], [2, 2], 8, normalize="retinex").double()
+    image = frames(batch=2, steps=1)[:, 0]  # (2, 32, 32, 3)
+    log = np.log(image.double().numpy() / 255 + _LOG_EPS)
+    surround = ndimage.gaussian_filter(log, sigma=(0, _RETINEX_SIGMA, _RETINEX_SIGMA, 0), mode="nearest", truncate=3.0)
+    want = log - surround
+    spread = np.sqrt(want.var(axis=(1, 2), keepdims=True) + _NORMALIZE_EPS**2)
+    want = (want - want.mean(axis=(1, 2), keepdims=True)) / spread
+    got = encoder.scale(image).permute(0, 2, 3, 1).numpy()
+    assert np.abs(got - want).max() < 1e-6  # the kernel is held in float32
+
+    bright = (frames(batch=1, steps=1)[0].double() * 0.6 + 60).round().to(torch.uint8)
+    rows = torch.linspace(0, 1, 32, dtype=torch.float64)[None, :, None, None]
+    lit = (bright.double() * (0.4 + 0.6 * rows) * torch.tensor([1.0, 0.8, 0.55])).round().to(torch.uint8)
+    change = {
+        mode: (e.scale(bright) - e.scale(lit)).abs().mean().item()
+        for mode, e in ((m, CameraEncoder(32, 32, [4], [5], [2], 8, normalize=m)) for m in ("instance", "retinex"))
+    }
+    assert change["retinex"] < change["instance"] / 3, change  # a ramp of reddish light, dark above
+    trunk = torch.full((1, 32, 32, 3), 40, dtype=torch.uint8)
+    trunk[:, :, 14:18] = 15  # a dark trunk on dark ground: brightness is all there is to see
+    seen = encoder.scale(trunk)
+    ground = seen[..., :2]  # beyond the surround's reach (3 sigma) from the trunk: flat
+    assert ground.std() < 1e-6 and seen[..., 14:18].mean() < ground.mean() - 1  # the trunk stands out
+    black = torch.zeros((1, 32, 32, 3), dtype=torch.uint8)
+    assert torch.all(torch.isfinite(encoder.scale(black))) and torch.all(torch.isfinite(encoder(black)))
+    encoder.float()(image).sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
+
+
 def test_default_normalisation_is_the_shipped_scaling():
     encoder = CameraEncoder(32, 32, [4], [5], [2], 8)
     image = frames(batch=1, steps=1)[0]

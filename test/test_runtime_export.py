@@ -56,7 +56,7 @@ BALANCER = {
         ),
         *(  # the camera normalisations (recipes) are part of the exported model
             dict(ROVER, encoder={"camera": dict(ROVER["encoder"]["camera"], normalize=mode)})
-            for mode in ("frame", "instance", "chromaticity", "chromaticity_brightness")
+            for mode in ("frame", "instance", "chromaticity", "chromaticity_brightness", "retinex")
         ),
     ],
     ids=[
@@ -70,6 +70,7 @@ BALANCER = {
         "rover_normalize_instance",
         "rover_normalize_chromaticity",
         "rover_normalize_chromaticity_brightness",
+        "rover_normalize_retinex",
     ],
 )
 def test_export_matches_torch(config, tmp_path):

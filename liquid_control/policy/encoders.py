@@ -69,8 +69,10 @@ class CameraEncoder(nn.Module):
         self.project = nn.Linear(c_in * h * w, features)
         self.norm = nn.LayerNorm(features)
         self.output_size = features
-        if normalize == "retinex":  # a buffer, so it follows .double()/.to() and is part of the exported graph
-            self.register_buffer("surround", _gaussian_kernel(_RETINEX_SIGMA).float(), persistent=False)
+        if normalize == "retinex":  # buffers, so they follow .double()/.to() and are constants of the exported graph
+            kernel = _gaussian_kernel(_RETINEX_SIGMA).float()
+            self.register_buffer("surround_rows", kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), persistent=False)
+            self.register_buffer("surround_cols", kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Features (N, F) of uint8 images (N, H, W, 3); ValueError for any other shape."""
@@ -99,14 +101,12 @@ class CameraEncoder(nn.Module):
         std = x.var(dim=dims, keepdim=True, unbiased=False).add(_NORMALIZE_EPS**2).sqrt()
         return (x - mean) / std
 
-
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian blur of (N, C, H, W) per channel, edges replicated (same size out)."""
-        k = self.surround.to(x.dtype)
-        r, c = k.numel() // 2, x.shape[1]
+        """Separable Gaussian blur of (N, 3, H, W) per channel, edges replicated (same size out)."""
+        r = self.surround_rows.shape[-1] // 2
         x = F.pad(x, (r, r, r, r), mode="replicate")
-        x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+        x = F.conv2d(x, self.surround_rows.to(x.dtype), groups=3)
+        return F.conv2d(x, self.surround_cols.to(x.dtype), groups=3)
 
 
 class VectorEncoder(nn.Module):
