@@ -366,7 +366,7 @@ def test_retinex_is_log_colour_minus_its_gaussian_surround():
     spread = np.sqrt(want.var(axis=(1, 2), keepdims=True) + _NORMALIZE_EPS**2)
     want = (want - want.mean(axis=(1, 2), keepdims=True)) / spread
     got = encoder.scale(image).permute(0, 2, 3, 1).numpy()
-    assert np.abs(got - want).max() < 1e-6  # the kernel is held in float32
+    assert np.abs(got - want).max() < 1e-6  # the blur matrices are held in float32
 
     bright = (frames(batch=1, steps=1)[0].double() * 0.6 + 60).round().to(torch.uint8)
     rows = torch.linspace(0, 1, 32, dtype=torch.float64)[None, :, None, None]

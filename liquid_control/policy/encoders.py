@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
@@ -17,12 +16,18 @@ _LOG_EPS = 2e-2  # chromaticity: log(x + eps) on [0, 1] pixel values, so a black
 _RETINEX_SIGMA = 4.0  # retinex: the surround's Gaussian width in pixels (a 64x64 frame's trunks are 3-10 pixels wide)
 
 
-def _gaussian_kernel(sigma: float) -> torch.Tensor:
-    """A normalised 1-D Gaussian over +-3 sigma (odd length)."""
+def _blur_matrix(size: int, sigma: float) -> torch.Tensor:
+    """(size, size) matrix of a 1-D Gaussian blur over +-3 sigma with the edge pixels repeated beyond the border:
+    ``M @ column`` blurs a column; the 2-D blur of an image is ``M_rows @ image @ M_cols.T`` (two small matmuls,
+    ~10x cheaper on a CPU than the 25-tap depthwise convolutions it equals)."""
     radius = int(round(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
+    taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
+    taps /= taps.sum()
+    matrix = torch.zeros(size, size, dtype=torch.float64)
+    for i in range(size):
+        for offset, weight in zip(range(-radius, radius + 1), taps):
+            matrix[i, min(max(i + offset, 0), size - 1)] += weight
+    return matrix
 
 
 class CameraEncoder(nn.Module):
@@ -70,9 +75,8 @@ class CameraEncoder(nn.Module):
         self.norm = nn.LayerNorm(features)
         self.output_size = features
         if normalize == "retinex":  # buffers, so they follow .double()/.to() and are constants of the exported graph
-            kernel = _gaussian_kernel(_RETINEX_SIGMA).float()
-            self.register_buffer("surround_rows", kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), persistent=False)
-            self.register_buffer("surround_cols", kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), persistent=False)
+            self.register_buffer("surround_rows", _blur_matrix(height, _RETINEX_SIGMA).float(), persistent=False)
+            self.register_buffer("surround_cols", _blur_matrix(width, _RETINEX_SIGMA).T.float(), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Features (N, F) of uint8 images (N, H, W, 3); ValueError for any other shape."""
@@ -102,11 +106,8 @@ class CameraEncoder(nn.Module):
         return (x - mean) / std
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian blur of (N, 3, H, W) per channel, edges replicated (same size out)."""
-        r = self.surround_rows.shape[-1] // 2
-        x = F.pad(x, (r, r, r, r), mode="replicate")
-        x = F.conv2d(x, self.surround_rows.to(x.dtype), groups=3)
-        return F.conv2d(x, self.surround_cols.to(x.dtype), groups=3)
+        """Gaussian blur of (N, C, H, W) per channel, edges repeated (same size out)."""
+        return self.surround_rows.to(x.dtype) @ x @ self.surround_cols.to(x.dtype)
 
 
 class VectorEncoder(nn.Module):
