@@ -12,14 +12,14 @@ from torch import nn
 from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
 _NORMALIZE_EPS = 1e-2  # on [0, 1] pixel values: a flat frame (all one colour) maps to zeros, not to noise
-_LOG_EPS = 2e-2  # chromaticity: log(x + eps) on [0, 1] pixel values, so a black pixel is finite and dark noise small
+_LOG_EPS = 2e-2  # chromaticity, retinex: log(x + eps) on [0, 1] pixels: a black pixel is finite, dark noise small
 _RETINEX_SIGMA = 4.0  # retinex: the surround's Gaussian width in pixels (a 64x64 frame's trunks are 3-10 pixels wide)
 
 
 def _blur_matrix(size: int, sigma: float) -> torch.Tensor:
     """(size, size) matrix of a 1-D Gaussian blur over +-3 sigma with the edge pixels repeated beyond the border:
     ``M @ column`` blurs a column; the 2-D blur of an image is ``M_rows @ image @ M_cols.T`` (two small matmuls,
-    ~10x cheaper on a CPU than the 25-tap depthwise convolutions it equals)."""
+    ~30x cheaper on a CPU than the 25-tap depthwise convolutions it equals)."""
     radius = int(round(3 * sigma))
     taps = torch.exp(-0.5 * (torch.arange(-radius, radius + 1, dtype=torch.float64) / sigma) ** 2)
     taps /= taps.sum()
