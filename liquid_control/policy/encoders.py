@@ -107,7 +107,7 @@ class CameraEncoder(nn.Module):
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of (N, C, H, W) per channel, edges repeated (same size out)."""
-        return self.surround_rows.to(x.dtype) @ x @ self.surround_cols.to(x.dtype)
+        return self.surround_rows @ x @ self.surround_cols
 
 
 class VectorEncoder(nn.Module):
