@@ -403,28 +403,81 @@ def test_report_folder_with_tables_and_plots(tmp_path):
     assert len(result["records"]) == 8
 
 
-def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, monkeypatch):
-    """`--backend ray` (optional extra): same records as serial; checkpoints travel through the object store."""
+@pytest.fixture(scope="module")
+def local_ray():
+    """A throwaway local Ray instance (optional extra) shared by this module's Ray tests."""
     ray = pytest.importorskip("ray", reason="ray is an optional extra (pip install ray==2.60.0)")
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway instance: no token file in the user's home
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", "disabled")  # no token file in the user's home
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}},
+        )
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, local_ray):
+    """`--backend ray` (optional extra): same records as serial; checkpoints travel through the object store."""
     plan = build_plan(["expert", f"tiny={tiny_checkpoints[1]}"], ["lighting=dusk"], 1)
     jobs, serial, on_ray = shortened(plan.jobs), {}, {}
     run_jobs(jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl"}},
-    )
-    try:
-        run_jobs(jobs, lambda job, r: on_ray.__setitem__(job.key, r), backend="ray", progress=False)
-        assert ray.is_initialized()  # an instance the backend did not start is left running
-    finally:
-        ray.shutdown()
+    run_jobs(jobs, lambda job, r: on_ray.__setitem__(job.key, r), backend="ray", progress=False)
+    assert local_ray.is_initialized()  # an instance the backend did not start is left running
     assert set(on_ray) == set(serial) == {j.key for j in plan.jobs}
     assert all(without_wall_time([on_ray[k]]) == without_wall_time([serial[k]]) for k in serial)
     assert all(on_ray[k]["success"] for k in serial if k[0] == "expert")
     assert {on_ray[k]["checkpoint"] for k in serial if k[0] == "tiny"} == {tiny_checkpoints[1]}
+
+
+TINY_TRAINING = ("demonstrations=4", "dagger_rounds=0", "epochs_first=1", "eval_episodes=1", "max_episode_steps=30")
+
+
+def test_headline_training_on_ray_trains_what_the_local_pool_trains(tmp_path, local_ray):
+    """`--experiment ... --backend ray` trains on the cluster too (before, only the episodes went there): a run
+    trained in a Ray task has the weights the local pool trains (same seed, config, one thread), its files are
+    written into the experiment's folder, and a resume keeps it."""
+    import torch
+
+    from liquid_control.evaluation.experiment import train_all, training_overrides
+    from liquid_control.policy import load_policy
+
+    extra = {f"training.{k}": v for k, v in (t.split("=") for t in TINY_TRAINING)}
+    extra = {k: int(v) for k, v in extra.items()}
+    overrides = {"cfc": training_overrides("cfc", 0.1, extra, False, "headline")}
+    (pooled,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "pool"), overrides, False, 1)
+    (on_ray,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, False, 1, backend="ray")
+    folder = tmp_path / "ray" / "cfc" / "seed_0"
+    assert sorted(os.listdir(folder)) == ["config.yaml", "metrics.csv", "policy.pt"]  # no data left behind
+    assert on_ray["policy"] == str(folder / "policy.pt") and on_ray["cpu_s"] > 0 and on_ray["node"]
+    assert on_ray["metadata"]["seed"] == 0 and "on Ray" in on_ray["metadata"]["command"]
+    here, there = load_policy(pooled["policy"]).state_dict(), load_policy(on_ray["policy"]).state_dict()
+    assert here.keys() == there.keys() and all(torch.equal(here[k], there[k]) for k in here)
+    losses = [(folder / "metrics.csv"), (tmp_path / "pool" / "cfc" / "seed_0" / "metrics.csv")]
+    losses = [[row.rsplit(",", 1)[0] for row in path.read_text().splitlines()] for path in losses]  # no wall time
+    assert losses[0] == losses[1] and len(losses[0]) > 1
+    stamp = (folder / "policy.pt").stat().st_mtime_ns
+    (kept,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, True, 1, backend="ray")
+    assert (folder / "policy.pt").stat().st_mtime_ns == stamp and kept["cpu_s"] is None  # kept, not retrained
+
+
+def test_a_ray_run_of_another_config_or_a_failed_one_is_refused_and_no_policy_written(tmp_path):
+    """A node with another version of the package trains another config: refused, naming the node, before
+    the policy (the file that marks a finished run) is written; a run that failed there is an error too."""
+    from liquid_control.evaluation.experiment import _keep_ray_run, config_path
+
+    other = open(config_path("lstm"), "rb").read()
+    sent = {"files": {"config.yaml": other, "metrics.csv": b"", "policy.pt": b"x"}, "log": [], "node": "n1"}
+    job = ("cfc", "cfc", 0, str(tmp_path / "cfc"), {}, False)
+    with pytest.raises(EvaluationSetupError, match="Ray node n1 trained another config .*install the same"):
+        _keep_ray_run(job, sent)
+    assert not (tmp_path / "cfc" / "policy.pt").exists()
+    with pytest.raises(EvaluationSetupError, match=r"training cfc \(seed 0\) on Ray node n1: out of memory"):
+        _keep_ray_run(job, {"error": "out of memory", "log": ["round 0"], "node": "n1"})
 
 
 def test_reduced_training_schedule_scales_counts_and_keeps_the_beta_decay():
@@ -477,7 +530,7 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
         "--no-example",
         "--no-saliency",
     ]
-    for tiny in ("demonstrations=4", "dagger_rounds=0", "epochs_first=1", "eval_episodes=1", "max_episode_steps=30"):
+    for tiny in TINY_TRAINING:
         argv += ["--train-set", f"training.{tiny}"]  # every stage of a training run, on little data
     assert main(argv + ["--archs", "transformer"]) == 2 and not out.exists()  # rejected before training
     assert main(argv + ["--train-set", "training.epochs_frist=3"]) == 2 and not out.exists()

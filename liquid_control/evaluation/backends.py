@@ -13,6 +13,7 @@ import multiprocessing
 import os
 import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
@@ -129,9 +130,10 @@ def _run_process_pool(batches, finished, workers: int) -> None:
             raise
 
 
-def _run_ray(batches, finished, address: str | None) -> None:
-    """Same batches as Ray tasks (1 CPU each). Checkpoints travel through the object store, so the cluster's
-    nodes need the package installed but not the checkpoint files."""
+@contextmanager
+def ray_connection(address: str | None):
+    """Connect to Ray (`address`, else RAY_ADDRESS, else a local instance) unless this process already is, and
+    disconnect at the end only if connected here: the headline experiment's training and evaluation share one."""
     try:
         import ray
     except ImportError as exc:
@@ -147,6 +149,16 @@ def _run_ray(batches, finished, address: str | None) -> None:
             log_to_driver=False,
         )
     try:
+        yield ray
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_ray(batches, finished, address: str | None) -> None:
+    """Same batches as Ray tasks (1 CPU each). Checkpoints travel through the object store, so the cluster's
+    nodes need the package installed but not the checkpoint files."""
+    with ray_connection(address) as ray:
         blobs = {}
         for batch in batches:
             job = batch[0]
@@ -165,9 +177,6 @@ def _run_ray(batches, finished, address: str | None) -> None:
             for ref in pending:
                 ray.cancel(ref)
             raise
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 def _ray_batch(batch: list[EpisodeJob], checkpoint_bytes: bytes | None) -> list[dict]:

@@ -99,7 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         choices=BACKENDS,
         default="process",
-        help="process: local process pool (default); serial: this process; ray: a Ray cluster",
+        help="process: local process pool (default); serial: this process; ray: a Ray cluster (with --experiment, "
+        "the training runs too)",
     )
     how.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU cores)")
     how.add_argument(

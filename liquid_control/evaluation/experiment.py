@@ -21,10 +21,14 @@ Training budget: `--schedule headline` (default) is a reduced recipe (`HEADLINE_
 scales the schedule's episodes and epochs by M / FULL_SCHEDULE_MINUTES (M >= that: unchanged): every
 architecture gets the same episodes and epochs (a wall-clock cut would give slow cores less data). The
 measured training wall time of every run is in the report.
+
+Where: training runs in a local process pool of `--workers` (one CPU thread each), or with `--backend ray` as
+Ray tasks on the cluster the evaluation then uses too (`_train_on_ray`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import multiprocessing
@@ -193,11 +197,19 @@ def training_overrides(
 
 
 def train_all(
-    variants: list[tuple[str, str]], seeds: list[int], train_dir: str, overrides: dict, resume: bool, workers: int
+    variants: list[tuple[str, str]],
+    seeds: list[int],
+    train_dir: str,
+    overrides: dict,
+    resume: bool,
+    workers: int,
+    backend: str = "process",
 ):
     """Train every (variant, seed) in parallel (one CPU thread each); finished runs are kept.
 
-    ``variants``: [(name, arch)]; ``overrides``: name -> training overrides.
+    ``variants``: [(name, arch)]; ``overrides``: name -> training overrides. ``backend`` "ray" trains on the
+    Ray cluster this process is connected to (``_train_on_ray``), any other in a local process pool of
+    ``workers``.
     """
     jobs = []
     for name, arch in variants:
@@ -209,6 +221,8 @@ def train_all(
                     "the experiment, or choose another --out"
                 )
             jobs.append((name, arch, seed, out_dir, overrides[name], resume))
+    if backend == "ray":
+        return _train_on_ray(jobs)
     context = multiprocessing.get_context("spawn")
     results = []
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
@@ -229,8 +243,120 @@ def train_all(
             for future in pending:
                 future.cancel()
             raise
+    return _in_job_order(results, jobs)
+
+
+def _in_job_order(results: list[dict], jobs: list[tuple]) -> list[dict]:
     order = {(j[0], j[2]): i for i, j in enumerate(jobs)}
     return sorted(results, key=lambda r: order[(r["name"], r["seed"])])
+
+
+RAY_RUN_FILES = ("config.yaml", "metrics.csv", "policy.pt")  # what a Ray task sends back; policy.pt written last
+
+
+def _train_on_ray(jobs: list[tuple]) -> list[dict]:
+    """Training runs as Ray tasks (1 CPU each) on the cluster this process is connected to. A finished run in
+    the folder is kept as the pool keeps it; every other run trains from its start in a private folder on a
+    node (an interrupted local run is not continued there) and sends back the files a finished run is
+    evaluated from, written here with the policy last, so a killed driver never leaves a policy without its
+    config. The nodes need the package installed, as for the evaluation."""
+    import ray
+
+    kept = [job for job in jobs if job[5] and os.path.isfile(os.path.join(job[3], "policy.pt"))]
+    results = [_train_one(*job) for job in kept]  # checks each kept run's config, as the pool does
+    remote = ray.remote(num_cpus=1)(_train_in_ray_task)
+    pending = {}
+    for job in jobs:
+        if job in kept:
+            continue
+        name, arch, seed, out_dir, run_overrides, _ = job
+        if os.path.exists(os.path.join(out_dir, "checkpoint.pt")):
+            _log_with_prefix(f"{name} seed {seed}", f"an interrupted run in {out_dir} restarts from its start on Ray")
+        pending[remote.remote(name, arch, seed, run_overrides)] = job
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                job = pending.pop(ref)
+                results.append(_keep_ray_run(job, ray.get(ref)))
+                meta = results[-1]["metadata"]
+                _log_with_prefix(
+                    f"{job[0]} seed {job[2]}",
+                    f"trained on Ray ({results[-1]['node']}) in {meta.get('training_wall_s', '?')} s wall, "
+                    f"{results[-1]['cpu_s']} s CPU ({len(results)}/{len(jobs)})",
+                )
+    except BaseException:
+        for ref in pending:
+            ray.cancel(ref)
+        raise
+    return _in_job_order(results, jobs)
+
+
+def _train_in_ray_task(name: str, arch: str, seed: int, overrides: dict) -> dict:
+    """Runs on a Ray worker: one training run in a private temporary folder; returns its files and log."""
+    import platform
+    import tempfile
+    from pathlib import Path
+
+    from liquid_control.evaluation.backends import _init_worker
+    from liquid_control.training import TrainingError, train
+
+    _init_worker()
+    lines = []
+    cpu_started = time.process_time()
+    with tempfile.TemporaryDirectory(prefix="liquid_control_train_") as tmp:
+        try:
+            train(
+                config_path(arch),
+                tmp,
+                seed=seed,
+                overrides=overrides or None,
+                progress=False,
+                threads=1,
+                log=lines.append,
+                command=f"liquid-control eval --experiment headline (training {name}, seed {seed}, on Ray)",
+            )
+        except TrainingError as exc:
+            return {"error": str(exc), "log": lines, "node": platform.node()}
+        files = {f: (Path(tmp) / f).read_bytes() for f in RAY_RUN_FILES if (Path(tmp) / f).is_file()}
+    return {"files": files, "log": lines, "node": platform.node(), "cpu_s": round(time.process_time() - cpu_started, 1)}
+
+
+def _keep_ray_run(job: tuple, sent: dict) -> dict:
+    """Write a Ray task's run into its folder here, after checking it trained the config this process asked
+    for (a node with another version of the package would train another one)."""
+    from liquid_control.atomic_file import atomic_write
+    from liquid_control.policy import apply_overrides, load_config, read_metadata
+
+    name, arch, seed, out_dir, overrides, _ = job
+    for line in sent["log"]:
+        _log_with_prefix(f"{name} seed {seed}", line)
+    if "error" in sent:
+        raise EvaluationSetupError(f"training {name} (seed {seed}) on Ray node {sent['node']}: {sent['error']}")
+    missing = [f for f in RAY_RUN_FILES if f not in sent["files"]]
+    if missing:
+        raise EvaluationSetupError(f"training {name} (seed {seed}) on Ray node {sent['node']} sent no {missing}")
+    for filename in RAY_RUN_FILES:  # in this order: policy.pt, which marks a finished run, last
+        with atomic_write(os.path.join(out_dir, filename)) as fh:
+            fh.write(sent["files"][filename])
+        if filename == "config.yaml":
+            wanted = load_config(config_path(arch))
+            wanted = apply_overrides(wanted, overrides) if overrides else wanted
+            if load_config(os.path.join(out_dir, filename)) != wanted:
+                raise EvaluationSetupError(
+                    f"training {name} (seed {seed}): Ray node {sent['node']} trained another config than "
+                    f"{config_path(arch)} here; install the same liquid_control on every node"
+                )
+    policy_path = os.path.join(out_dir, "policy.pt")
+    return {
+        "name": name,
+        "arch": arch,
+        "seed": seed,
+        "policy": policy_path,
+        "metadata": read_metadata(policy_path),
+        "cpu_s": sent["cpu_s"],
+        "node": sent["node"],
+    }
 
 
 def _training_notes(trained: list[dict], schedule: str, minutes: float, overrides: dict, arms) -> list[str]:
@@ -306,7 +432,7 @@ def comparison_pairs(archs: list[str], arms) -> list[tuple[str, str]]:
 
 def run_experiment(args, command: str = "") -> dict:
     """`liquid-control eval --experiment headline`: train, then evaluate, into args.out."""
-    from liquid_control.evaluation.backends import available_cpus
+    from liquid_control.evaluation.backends import available_cpus, ray_connection
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
     from liquid_control.training.episodes import MAX_TRAIN_SEED
@@ -366,67 +492,75 @@ def run_experiment(args, command: str = "") -> dict:
             f"{args.out} already holds an evaluation: pass --resume to continue it, or choose another --out"
         )
     os.makedirs(args.out, exist_ok=True)
-    trained = train_all(
-        variants,
-        list(range(args.seeds)),
-        os.path.join(args.out, "train"),
-        overrides,
-        args.resume,
-        args.workers or available_cpus(),
-    )
-    training_wall = time.time() - started
-    policies = [] if args.no_expert else [EXPERT]
-    for name in names:
-        policies.append(f"{name}=" + ",".join(r["policy"] for r in trained if r["name"] == name))
-    plan = build_plan(policies, shifts, episodes, episode_seed_base=args.episode_seed_base)
-    target = args.seeds >= 5 and episodes >= DEFAULT_EPISODES and args.train_minutes >= FULL_SCHEDULE_MINUTES
-    notes = []
-    if not target:
+    with contextlib.ExitStack() as connection:  # with --backend ray, training and evaluation share one
+        if args.backend == "ray":
+            connection.enter_context(ray_connection(args.ray_address))
+        trained = train_all(
+            variants,
+            list(range(args.seeds)),
+            os.path.join(args.out, "train"),
+            overrides,
+            args.resume,
+            args.workers or available_cpus(),
+            args.backend,
+        )
+        training_wall = time.time() - started
+        policies = [] if args.no_expert else [EXPERT]
+        for name in names:
+            policies.append(f"{name}=" + ",".join(r["policy"] for r in trained if r["name"] == name))
+        plan = build_plan(policies, shifts, episodes, episode_seed_base=args.episode_seed_base)
+        target = args.seeds >= 5 and episodes >= DEFAULT_EPISODES and args.train_minutes >= FULL_SCHEDULE_MINUTES
+        notes = []
+        if not target:
+            notes += [
+                f"**Reduced budget**: {args.seeds} training seed(s) per architecture, "
+                f"{describe_schedule(args.schedule, args.train_minutes)}, {episodes} episodes per shift and seed. The "
+                "target budget is `liquid-control eval --experiment headline --out reports/headline` (5 seeds, "
+                "30 episodes). Small samples: read the intervals.",
+                "",
+            ]
         notes += [
-            f"**Reduced budget**: {args.seeds} training seed(s) per architecture, "
-            f"{describe_schedule(args.schedule, args.train_minutes)}, {episodes} episodes per shift and seed. The "
-            "target budget is `liquid-control eval --experiment headline --out reports/headline` (5 seeds, "
-            "30 episodes). Small samples: read the intervals.",
+            "Policies: "
+            + ", ".join(f"`{a}` = `policies/configs/{ARCHITECTURES[a]}`" for a in archs)
+            + (
+                f"; `<name>{ROBUST_SUFFIX}`: the same config trained with the robustness recipes"
+                if True in arms
+                else ""
+            )
+            + (
+                ". `expert` is the privileged expert (sees the true state), a reference, not a competitor."
+                if not args.no_expert
+                else "."
+            ),
             "",
         ]
-    notes += [
-        "Policies: "
-        + ", ".join(f"`{a}` = `policies/configs/{ARCHITECTURES[a]}`" for a in archs)
-        + (f"; `<name>{ROBUST_SUFFIX}`: the same config trained with the robustness recipes" if True in arms else "")
-        + (
-            ". `expert` is the privileged expert (sees the true state), a reference, not a competitor."
-            if not args.no_expert
-            else "."
-        ),
-        "",
-    ]
-    sections = _training_notes(trained, args.schedule, args.train_minutes, overrides, arms)
-    panels = {}
-    for robust in arms:
-        title = "with the robustness recipes" if robust else "as configured (no recipes)"
-        panels[title] = ([] if args.no_expert or robust else [EXPERT]) + [variant_name(a, robust) for a in archs]
-    return evaluate(
-        plan,
-        args.out,
-        backend=args.backend,
-        workers=args.workers,
-        resume=args.resume,
-        ray_address=args.ray_address,
-        progress=not args.no_progress,
-        command=command,
-        title="Headline experiment: liquid and baseline cores under distribution shift",
-        notes=notes,
-        sections=sections,
-        example=not args.no_example,
-        lanes=args.lanes,
-        paired=cli_pairs,
-        comparisons=comparison_pairs(archs, arms) + cli_pairs,
-        panels=panels,
-        saliency=not args.no_saliency,
-        started=started,
-        provenance_extra={
-            "training_wall_time_s": round(training_wall, 1),
-            "budget": f"{args.seeds} training seeds x {len(names)} policies, {episodes} episodes x {len(shifts)} "
-            f"shifts per policy and seed",
-        },
-    )
+        sections = _training_notes(trained, args.schedule, args.train_minutes, overrides, arms)
+        panels = {}
+        for robust in arms:
+            title = "with the robustness recipes" if robust else "as configured (no recipes)"
+            panels[title] = ([] if args.no_expert or robust else [EXPERT]) + [variant_name(a, robust) for a in archs]
+        return evaluate(
+            plan,
+            args.out,
+            backend=args.backend,
+            workers=args.workers,
+            resume=args.resume,
+            ray_address=args.ray_address,
+            progress=not args.no_progress,
+            command=command,
+            title="Headline experiment: liquid and baseline cores under distribution shift",
+            notes=notes,
+            sections=sections,
+            example=not args.no_example,
+            lanes=args.lanes,
+            paired=cli_pairs,
+            comparisons=comparison_pairs(archs, arms) + cli_pairs,
+            panels=panels,
+            saliency=not args.no_saliency,
+            started=started,
+            provenance_extra={
+                "training_wall_time_s": round(training_wall, 1),
+                "budget": f"{args.seeds} training seeds x {len(names)} policies, {episodes} episodes x {len(shifts)} "
+                f"shifts per policy and seed",
+            },
+        )
