@@ -503,8 +503,9 @@ def test_reduced_training_schedule_scales_counts_and_keeps_the_beta_decay():
     assert both["training.demonstrations"] == half["training.demonstrations"]
 
 
-def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
-    """The one-command experiment at a toy budget: one architecture, one seed, one shift, one episode."""
+def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path, capfd):
+    """The one-command experiment at a toy budget: one architecture, one seed, one shift, one episode; carried
+    to another folder by scripts/headline_state.sh, it resumes there without training or running anything."""
     from liquid_control.cli import main
 
     out = tmp_path / "headline"
@@ -559,6 +560,22 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path):
     assert policy.stat().st_mtime_ns == stamp  # trained policies are kept, not retrained
     changed = [a if a != "0.1" else "10" for a in argv]  # another training schedule: refused, not mixed in
     assert main(changed + ["--resume"]) == 2
+    import subprocess
+
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "headline_state.sh")
+    state, moved = tmp_path / "state", tmp_path / "moved"
+    (out / "train" / "cfc" / "seed_1").mkdir()  # an unfinished run (no policy.pt): not carried
+    subprocess.run(["bash", script, "save", str(out), str(state)], check=True, capture_output=True)
+    assert sorted(p.name for p in (state / "train").iterdir()) == ["cfc", "cfc_robust"]
+    assert not (state / "train" / "cfc" / "seed_1").exists() and (state / "episodes.jsonl.gz").is_file()
+    subprocess.run(["bash", script, "restore", str(state), str(moved)], check=True, capture_output=True)
+    refused = subprocess.run(["bash", script, "restore", str(state), str(moved)], capture_output=True, text=True)
+    assert refused.returncode == 2 and "nothing overwritten" in refused.stderr
+    capfd.readouterr()
+    assert main([a if a != str(out) else str(moved) for a in argv] + ["--resume"]) == 0
+    assert capfd.readouterr().err.count("already trained") == 2  # (logged by the pool's worker processes)
+    assert (moved / "episodes.jsonl").read_text() == (out / "episodes.jsonl").read_text()  # no episode ran again
+    assert (moved / "results.csv").read_text().count("\n") == (out / "results.csv").read_text().count("\n")
 
 
 def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoints, tmp_path, monkeypatch):

@@ -233,10 +233,12 @@ def train_all(
                 for future in done:
                     result = future.result()
                     meta = result["metadata"]
+                    done_how = "kept, trained earlier" if result["cpu_s"] is None else "trained"
                     _log_with_prefix(
                         f"{result['name']} seed {result['seed']}",
-                        f"trained in {meta.get('training_wall_s', '?')} s wall, {result['cpu_s']} s CPU "
-                        f"({len(results) + 1}/{len(jobs)})",
+                        f"{done_how} in {meta.get('training_wall_s', '?')} s wall"
+                        + ("" if result["cpu_s"] is None else f", {result['cpu_s']} s CPU")
+                        + f" ({len(results) + 1}/{len(jobs)})",
                     )
                     results.append(result)
         except BaseException:

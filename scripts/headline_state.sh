@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Carry an unfinished headline experiment from one machine (or sitting) to the next.
+#
+#   scripts/headline_state.sh save RUN_DIR STATE_DIR      # keep what --resume needs from RUN_DIR
+#   scripts/headline_state.sh restore STATE_DIR RUN_DIR   # put it back, then continue with --resume:
+#   liquid-control eval --experiment headline --seeds K --episodes 30 --out RUN_DIR --workers 2 --resume
+#
+# Kept: each finished training run's config.yaml, metrics.csv and policy.pt (a run without its policy.pt is
+# unfinished and trains again from its start), and the episode log (episodes.jsonl, gzipped; a half-written
+# last line is dropped by --resume). --resume then skips every run and episode kept here and checks that the
+# configs and checkpoints are the ones asked for. The collected training data and the training checkpoints
+# are not kept: they are only needed to continue an interrupted training run, which is cheaper to redo.
+set -euo pipefail
+
+usage() {
+    sed -n '4,6p' "$0" | sed 's/^# //' >&2
+    exit 2
+}
+[ $# -eq 3 ] || usage
+action=$1 from=$2 to=$3
+[ "$action" = save ] || [ "$action" = restore ] || usage
+[ -d "$from" ] || { echo "headline_state.sh: $from: no such folder" >&2; exit 2; }
+
+case "$action" in
+save)
+    [ -f "$from/episodes.jsonl" ] || [ -d "$from/train" ] || {
+        echo "headline_state.sh: $from holds no headline experiment (no episodes.jsonl, no train/)" >&2
+        exit 2
+    }
+    mkdir -p "$to"
+    runs=0
+    while IFS= read -r policy; do
+        run=$(dirname "$policy")
+        rel=${run#"$from"/}
+        mkdir -p "$to/$rel"
+        cp "$run/config.yaml" "$run/metrics.csv" "$to/$rel/"
+        cp "$policy" "$to/$rel/policy.pt" # last: a copy cut short leaves no policy.pt
+        runs=$((runs + 1))
+    done < <(find "$from/train" -name policy.pt -path '*/seed_*/policy.pt' 2>/dev/null | sort)
+    episodes=0
+    if [ -f "$from/episodes.jsonl" ]; then
+        gzip -c "$from/episodes.jsonl" > "$to/episodes.jsonl.gz.tmp"
+        mv "$to/episodes.jsonl.gz.tmp" "$to/episodes.jsonl.gz"
+        episodes=$(wc -l < "$from/episodes.jsonl")
+    fi
+    echo "headline_state.sh: kept $runs finished training runs and $episodes logged episodes in $to"
+    ;;
+restore)
+    [ ! -e "$to/episodes.jsonl" ] || {
+        echo "headline_state.sh: $to/episodes.jsonl exists; restore into a new folder (nothing overwritten)" >&2
+        exit 2
+    }
+    mkdir -p "$to"
+    if [ -d "$from/train" ]; then
+        cp -r "$from/train" "$to/"
+    fi
+    if [ -f "$from/episodes.jsonl.gz" ]; then
+        gzip -dc "$from/episodes.jsonl.gz" > "$to/episodes.jsonl"
+    fi
+    echo "headline_state.sh: restored $from into $to; continue with --out $to --resume"
+    ;;
+esac
