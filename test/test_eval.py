@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import pathlib
 import sys
 
 import numpy as np
@@ -438,26 +439,34 @@ TINY_TRAINING = ("demonstrations=4", "dagger_rounds=0", "epochs_first=1", "eval_
 
 
 def test_headline_training_on_ray_trains_what_the_local_pool_trains(tmp_path, local_ray):
-    """`--experiment ... --backend ray` trains on the cluster too (before, only the episodes went there): a run
-    trained in a Ray task has the weights the local pool trains (same seed, config, one thread), its files are
-    written into the experiment's folder, and a resume keeps it."""
+    """With --backend ray the experiment's training runs go to the cluster too (before, only the episodes did):
+    a run trained in a Ray task has the weights and losses the local pool trains (same seed, config, one
+    thread); it replaces an interrupted run of the same options in its folder (one with other options is
+    refused first, as `train --resume` refuses it), and a resume keeps it."""
     import torch
+    import yaml
 
-    from liquid_control.evaluation.experiment import train_all, training_overrides
+    from liquid_control.evaluation.experiment import _wanted_config, train_all, training_overrides
     from liquid_control.policy import load_policy
 
-    extra = {f"training.{k}": v for k, v in (t.split("=") for t in TINY_TRAINING)}
-    extra = {k: int(v) for k, v in extra.items()}
+    extra = {f"training.{k}": int(v) for k, v in (t.split("=") for t in TINY_TRAINING)}
     overrides = {"cfc": training_overrides("cfc", 0.1, extra, False, "headline")}
     (pooled,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "pool"), overrides, False, 1)
-    (on_ray,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, False, 1, backend="ray")
     folder = tmp_path / "ray" / "cfc" / "seed_0"
-    assert sorted(os.listdir(folder)) == ["config.yaml", "metrics.csv", "policy.pt"]  # no data left behind
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"an interrupted run")
+    (folder / "config.yaml").write_text(yaml.safe_dump(_wanted_config("lstm", {})))
+    with pytest.raises(EvaluationSetupError, match="seed_0 was trained with another config or schedule"):
+        train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, True, 1, backend="ray")
+    (folder / "config.yaml").write_text(yaml.safe_dump(_wanted_config("cfc", overrides["cfc"])))
+    (on_ray,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, True, 1, backend="ray")
+    assert sorted(os.listdir(folder)) == ["config.yaml", "metrics.csv", "policy.pt"]  # the interrupted run replaced
+    assert sorted(os.listdir(folder.parent)) == ["seed_0"]  # no staging folder left
     assert on_ray["policy"] == str(folder / "policy.pt") and on_ray["cpu_s"] > 0 and on_ray["node"]
     assert on_ray["metadata"]["seed"] == 0 and "on Ray" in on_ray["metadata"]["command"]
     here, there = load_policy(pooled["policy"]).state_dict(), load_policy(on_ray["policy"]).state_dict()
     assert here.keys() == there.keys() and all(torch.equal(here[k], there[k]) for k in here)
-    losses = [(folder / "metrics.csv"), (tmp_path / "pool" / "cfc" / "seed_0" / "metrics.csv")]
+    losses = [folder / "metrics.csv", tmp_path / "pool" / "cfc" / "seed_0" / "metrics.csv"]
     losses = [[row.rsplit(",", 1)[0] for row in path.read_text().splitlines()] for path in losses]  # no wall time
     assert losses[0] == losses[1] and len(losses[0]) > 1
     stamp = (folder / "policy.pt").stat().st_mtime_ns
@@ -465,19 +474,44 @@ def test_headline_training_on_ray_trains_what_the_local_pool_trains(tmp_path, lo
     assert (folder / "policy.pt").stat().st_mtime_ns == stamp and kept["cpu_s"] is None  # kept, not retrained
 
 
-def test_a_ray_run_of_another_config_or_a_failed_one_is_refused_and_no_policy_written(tmp_path):
-    """A node with another version of the package trains another config: refused, naming the node, before
-    the policy (the file that marks a finished run) is written; a run that failed there is an error too."""
-    from liquid_control.evaluation.experiment import _keep_ray_run, config_path
+def test_the_experiment_with_the_ray_backend_trains_on_ray(tmp_path, local_ray, monkeypatch):
+    """`liquid-control eval --experiment ... --backend ray` reaches the Ray training, connected (the wiring the
+    test above does not go through)."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation import experiment
 
-    other = open(config_path("lstm"), "rb").read()
-    sent = {"files": {"config.yaml": other, "metrics.csv": b"", "policy.pt": b"x"}, "log": [], "node": "n1"}
+    reached = []
+
+    def stop_at_training(jobs):
+        reached.append((sorted((j[0], j[2]) for j in jobs), local_ray.is_initialized()))
+        raise EvaluationSetupError("stopped before training")
+
+    monkeypatch.setattr(experiment, "_train_on_ray", stop_at_training)
+    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--out", str(tmp_path / "x")]
+    assert main(argv + ["--backend", "ray", "--no-progress"]) == 2
+    assert reached == [([("cfc", 0), ("cfc_robust", 0)], True)]
+
+
+def test_a_ray_run_of_another_config_or_a_failed_one_is_refused_and_nothing_written(tmp_path):
+    """A node with another version of the package trains another config: refused, naming the node, and nothing
+    is left in the experiment's folder (a later resume would otherwise misread it); so is a run that failed
+    there, or one that sent back too little."""
+    import yaml
+
+    from liquid_control.evaluation.experiment import _keep_ray_run, _wanted_config, config_path
+
     job = ("cfc", "cfc", 0, str(tmp_path / "cfc"), {}, False)
-    with pytest.raises(EvaluationSetupError, match="Ray node n1 trained another config .*install the same"):
-        _keep_ray_run(job, sent)
-    assert not (tmp_path / "cfc" / "policy.pt").exists()
+    newer = yaml.safe_dump({**_wanted_config("cfc", {}), "a_key_of_a_newer_version": 1}).encode()
+    for config in (pathlib.Path(config_path("lstm")).read_bytes(), newer):
+        sent = {"files": {"config.yaml": config, "metrics.csv": b"", "policy.pt": b"x"}, "log": [], "node": "n1"}
+        with pytest.raises(EvaluationSetupError, match="Ray node n1 trained another config .*install the same"):
+            _keep_ray_run(job, sent)
+        assert os.listdir(tmp_path) == []
     with pytest.raises(EvaluationSetupError, match=r"training cfc \(seed 0\) on Ray node n1: out of memory"):
         _keep_ray_run(job, {"error": "out of memory", "log": ["round 0"], "node": "n1"})
+    with pytest.raises(EvaluationSetupError, match="on Ray node n1 sent no metrics.csv, policy.pt"):
+        _keep_ray_run(job, {"files": {"config.yaml": newer}, "log": [], "node": "n1"})
+    assert os.listdir(tmp_path) == []
 
 
 def test_reduced_training_schedule_scales_counts_and_keeps_the_beta_decay():
@@ -707,7 +741,6 @@ def test_a_write_error_during_the_run_is_a_clear_error(tmp_path, capsys, monkeyp
 def evaluation_import_graph() -> dict:
     """Module -> the liquid_control.evaluation modules it imports, at top level or inside functions."""
     import ast
-    import pathlib
 
     import liquid_control.evaluation as package
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
-from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, verify_checkpoint
+from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
 
 BACKENDS = ("process", "serial", "ray")
 
@@ -136,18 +136,24 @@ def ray_connection(address: str | None):
     disconnect at the end only if connected here: the headline experiment's training and evaluation share one."""
     try:
         import ray
-    except ImportError as exc:
-        raise RuntimeError("--backend ray needs the optional dependency ray: pip install 'ray==2.60.0'") from exc
+    except ImportError:
+        raise EvaluationSetupError(
+            "--backend ray needs the optional dependency ray: pip install 'ray==2.60.0'"
+        ) from None
 
     started_here = not ray.is_initialized()
     if started_here:
         env_vars = {k: os.environ[k] for k in ("MUJOCO_GL", "PYOPENGL_PLATFORM") if k in os.environ}
-        ray.init(
-            address=address,
-            runtime_env={"env_vars": env_vars} if env_vars else None,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        try:
+            ray.init(
+                address=address,
+                runtime_env={"env_vars": env_vars} if env_vars else None,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            where = address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+            raise EvaluationSetupError(f"--backend ray: cannot connect to Ray at {where}: {exc}") from None
     try:
         yield ray
     finally:

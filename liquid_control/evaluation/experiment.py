@@ -134,39 +134,71 @@ def _log_with_prefix(prefix: str, message: str) -> None:
     print(f"[{prefix}] {message}", file=sys.stderr, flush=True)
 
 
+def _wanted_config(arch: str, overrides: dict) -> dict:
+    """The complete config a run of ``arch`` with ``overrides`` trains (what its config.yaml holds)."""
+    from liquid_control.policy import apply_overrides, load_config
+
+    wanted = load_config(config_path(arch))
+    return apply_overrides(wanted, overrides) if overrides else wanted
+
+
+def _check_run_config(out_dir: str, arch: str, overrides: dict) -> None:
+    """Refuse to keep or continue a run in ``out_dir`` that was trained with other options."""
+    from liquid_control.policy import PolicyConfigError, load_config
+
+    try:
+        same = load_config(os.path.join(out_dir, "config.yaml")) == _wanted_config(arch, overrides)
+    except PolicyConfigError as exc:
+        raise EvaluationSetupError(f"{out_dir}: {exc}") from None
+    if not same:
+        raise EvaluationSetupError(
+            f"{out_dir} was trained with another config or schedule (--schedule, --train-minutes, "
+            "--train-set); resume with the same options, or choose another --out"
+        )
+
+
+def _is_started(out_dir: str) -> bool:
+    """Whether ``out_dir`` holds an interrupted training run (what `train --resume` continues)."""
+    return os.path.exists(os.path.join(out_dir, "checkpoint.pt")) or os.path.isdir(os.path.join(out_dir, "data"))
+
+
+def _is_finished(job: tuple) -> bool:
+    """Whether a job's folder holds a finished run that a resume keeps."""
+    return job[5] and os.path.isfile(os.path.join(job[3], "policy.pt"))
+
+
+def _run_training(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool, log, where: str):
+    """The one ``train`` call of the experiment (local pool or Ray task)."""
+    from liquid_control.training import train
+
+    train(
+        config_path(arch),
+        out_dir,
+        seed=seed,
+        resume=resume,
+        overrides=overrides or None,
+        progress=False,
+        threads=1,
+        log=log,
+        command=f"liquid-control eval --experiment headline (training {name}, seed {seed}{where})",
+    )
+
+
 def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
     """One training run in a worker process: returns where the policy is and what training measured."""
     from liquid_control.policy import read_metadata
-    from liquid_control.training import TrainingError, train
+    from liquid_control.training import TrainingError
 
     policy_path = os.path.join(out_dir, "policy.pt")
     cpu_started = time.process_time()  # this worker runs one training at a time: its CPU time is this run's
     trained_here = False
-    if resume and os.path.isfile(policy_path):
-        from liquid_control.policy import apply_overrides, load_config
-
-        wanted = load_config(config_path(arch))
-        wanted = apply_overrides(wanted, overrides) if overrides else wanted
-        if load_config(os.path.join(out_dir, "config.yaml")) != wanted:
-            raise EvaluationSetupError(
-                f"{out_dir} was trained with another config or schedule (--schedule, --train-minutes, "
-                "--train-set); resume with the same options, or choose another --out"
-            )
+    if _is_finished((name, arch, seed, out_dir, overrides, resume)):
+        _check_run_config(out_dir, arch, overrides)
         _log_with_prefix(f"{name} seed {seed}", f"already trained: {policy_path}")
     else:
-        started = os.path.exists(os.path.join(out_dir, "checkpoint.pt")) or os.path.isdir(os.path.join(out_dir, "data"))
+        log = functools.partial(_log_with_prefix, f"{name} seed {seed}")
         try:
-            train(
-                config_path(arch),
-                out_dir,
-                seed=seed,
-                resume=resume and started,
-                overrides=overrides or None,
-                progress=False,
-                threads=1,
-                log=functools.partial(_log_with_prefix, f"{name} seed {seed}"),
-                command=f"liquid-control eval --experiment headline (training {name}, seed {seed})",
-            )
+            _run_training(name, arch, seed, out_dir, overrides, resume and _is_started(out_dir), log, "")
         except TrainingError as exc:  # e.g. --resume with another schedule: a clear error, not a trace
             raise EvaluationSetupError(f"training {name} (seed {seed}) in {out_dir}: {exc}") from None
         trained_here = True
@@ -231,16 +263,8 @@ def train_all(
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    result = future.result()
-                    meta = result["metadata"]
-                    done_how = "kept, trained earlier" if result["cpu_s"] is None else "trained"
-                    _log_with_prefix(
-                        f"{result['name']} seed {result['seed']}",
-                        f"{done_how} in {meta.get('training_wall_s', '?')} s wall"
-                        + ("" if result["cpu_s"] is None else f", {result['cpu_s']} s CPU")
-                        + f" ({len(results) + 1}/{len(jobs)})",
-                    )
-                    results.append(result)
+                    results.append(future.result())
+                    _log_done(results[-1], len(results), len(jobs))
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -253,102 +277,133 @@ def _in_job_order(results: list[dict], jobs: list[tuple]) -> list[dict]:
     return sorted(results, key=lambda r: order[(r["name"], r["seed"])])
 
 
-RAY_RUN_FILES = ("config.yaml", "metrics.csv", "policy.pt")  # what a Ray task sends back; policy.pt written last
+def _log_done(result: dict, count: int, total: int) -> None:
+    wall = result["metadata"].get("training_wall_s", "?")
+    if result["cpu_s"] is None:
+        message = f"kept, trained earlier in {wall} s wall"
+    else:
+        where = f" on Ray ({result['node']})" if "node" in result else ""
+        message = f"trained{where} in {wall} s wall, {result['cpu_s']} s CPU"
+    _log_with_prefix(f"{result['name']} seed {result['seed']}", f"{message} ({count}/{total})")
+
+
+RAY_RUN_FILES = ("config.yaml", "metrics.csv", "policy.pt")  # what a Ray task sends back
 
 
 def _train_on_ray(jobs: list[tuple]) -> list[dict]:
-    """Training runs as Ray tasks (1 CPU each) on the cluster this process is connected to. A finished run in
-    the folder is kept as the pool keeps it; every other run trains from its start in a private folder on a
-    node (an interrupted local run is not continued there) and sends back the files a finished run is
-    evaluated from, written here with the policy last, so a killed driver never leaves a policy without its
-    config. The nodes need the package installed, as for the evaluation."""
+    """Training runs as Ray tasks (1 CPU each, a fresh worker process per run) on the cluster this process is
+    connected to. A finished run in the folder is kept as the pool keeps it; every other run trains from its
+    start in a private folder on a node and sends back the files the evaluation needs, which replace the
+    run's folder here in one rename (an interrupted local run of the same options there is superseded, not
+    continued). A run that fails does not stop the others: they are kept, then the first error is raised."""
     import ray
 
-    kept = [job for job in jobs if job[5] and os.path.isfile(os.path.join(job[3], "policy.pt"))]
-    results = [_train_one(*job) for job in kept]  # checks each kept run's config, as the pool does
-    remote = ray.remote(num_cpus=1)(_train_in_ray_task)
-    pending = {}
+    results, errors, pending = [], [], {}
+    remote = ray.remote(num_cpus=1, max_calls=1)(_train_in_ray_task)
     for job in jobs:
-        if job in kept:
+        name, arch, seed, out_dir, run_overrides, resume = job
+        if _is_finished(job):
+            results.append(_train_one(*job))  # checks the kept run's config, as the pool does
+            _log_done(results[-1], len(results), len(jobs))
             continue
-        name, arch, seed, out_dir, run_overrides, _ = job
-        if os.path.exists(os.path.join(out_dir, "checkpoint.pt")):
-            _log_with_prefix(f"{name} seed {seed}", f"an interrupted run in {out_dir} restarts from its start on Ray")
-        pending[remote.remote(name, arch, seed, run_overrides)] = job
+        if resume and _is_started(out_dir):
+            _check_run_config(out_dir, arch, run_overrides)  # as train --resume would
+            _log_with_prefix(f"{name} seed {seed}", f"the interrupted run in {out_dir} trains again on Ray")
+        pending[remote.remote(name, arch, seed, run_overrides, _package_version())] = job
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 job = pending.pop(ref)
-                results.append(_keep_ray_run(job, ray.get(ref)))
-                meta = results[-1]["metadata"]
-                _log_with_prefix(
-                    f"{job[0]} seed {job[2]}",
-                    f"trained on Ray ({results[-1]['node']}) in {meta.get('training_wall_s', '?')} s wall, "
-                    f"{results[-1]['cpu_s']} s CPU ({len(results)}/{len(jobs)})",
-                )
-    except BaseException:
+                try:
+                    results.append(_keep_ray_run(job, ray.get(ref)))
+                except (EvaluationSetupError, ray.exceptions.RayError) as exc:
+                    errors.append(exc)
+                    continue
+                _log_done(results[-1], len(results), len(jobs))
+    except BaseException:  # interrupted: the runs not back yet are cancelled
         for ref in pending:
-            ray.cancel(ref)
+            ray.cancel(ref, force=True)
         raise
+    if errors:
+        raise errors[0]
     return _in_job_order(results, jobs)
 
 
-def _train_in_ray_task(name: str, arch: str, seed: int, overrides: dict) -> dict:
-    """Runs on a Ray worker: one training run in a private temporary folder; returns its files and log."""
+def _package_version() -> str:
+    import liquid_control
+
+    return liquid_control.__version__
+
+
+def _train_in_ray_task(name: str, arch: str, seed: int, overrides: dict, version: str) -> dict:
+    """Runs on a Ray worker: one training run in a private temporary folder; returns its files and its log
+    (an error returns with the log so far)."""
     import platform
     import tempfile
+    import traceback
     from pathlib import Path
 
     from liquid_control.evaluation.backends import _init_worker
-    from liquid_control.training import TrainingError, train
+    from liquid_control.training import TrainingError
 
     _init_worker()
-    lines = []
+    lines, node = [], platform.node()
+    if _package_version() != version:
+        return {
+            "error": f"liquid_control {_package_version()} here, {version} on the driver",
+            "log": lines,
+            "node": node,
+        }
     cpu_started = time.process_time()
     with tempfile.TemporaryDirectory(prefix="liquid_control_train_") as tmp:
         try:
-            train(
-                config_path(arch),
-                tmp,
-                seed=seed,
-                overrides=overrides or None,
-                progress=False,
-                threads=1,
-                log=lines.append,
-                command=f"liquid-control eval --experiment headline (training {name}, seed {seed}, on Ray)",
-            )
+            _run_training(name, arch, seed, tmp, overrides, False, lines.append, ", on Ray")
         except TrainingError as exc:
-            return {"error": str(exc), "log": lines, "node": platform.node()}
+            return {"error": str(exc), "log": lines, "node": node}
+        except Exception:
+            return {"error": traceback.format_exc(), "log": lines, "node": node}
         files = {f: (Path(tmp) / f).read_bytes() for f in RAY_RUN_FILES if (Path(tmp) / f).is_file()}
-    return {"files": files, "log": lines, "node": platform.node(), "cpu_s": round(time.process_time() - cpu_started, 1)}
+    return {"files": files, "log": lines, "node": node, "cpu_s": round(time.process_time() - cpu_started, 1)}
 
 
 def _keep_ray_run(job: tuple, sent: dict) -> dict:
-    """Write a Ray task's run into its folder here, after checking it trained the config this process asked
-    for (a node with another version of the package would train another one)."""
+    """Make a Ray task's run the run in its folder here, once its config is the one this process asked for
+    (compared as written, defaults and all: a node with another version of the package trains another one)."""
+    import shutil
+
     from liquid_control.atomic_file import atomic_write
-    from liquid_control.policy import apply_overrides, load_config, read_metadata
+    from liquid_control.policy import read_metadata
+    from liquid_control.policy.config import PolicyConfigError, read_config_yaml
 
     name, arch, seed, out_dir, overrides, _ = job
     for line in sent["log"]:
         _log_with_prefix(f"{name} seed {seed}", line)
+    where = f"training {name} (seed {seed}) on Ray node {sent['node']}"
     if "error" in sent:
-        raise EvaluationSetupError(f"training {name} (seed {seed}) on Ray node {sent['node']}: {sent['error']}")
+        raise EvaluationSetupError(f"{where}: {sent['error']}")
     missing = [f for f in RAY_RUN_FILES if f not in sent["files"]]
     if missing:
-        raise EvaluationSetupError(f"training {name} (seed {seed}) on Ray node {sent['node']} sent no {missing}")
-    for filename in RAY_RUN_FILES:  # in this order: policy.pt, which marks a finished run, last
-        with atomic_write(os.path.join(out_dir, filename)) as fh:
+        raise EvaluationSetupError(f"{where} sent no {', '.join(missing)}")
+    staging = out_dir.rstrip(os.sep) + ".from_ray"  # beside the folder: one rename puts the run in place
+    shutil.rmtree(staging, ignore_errors=True)  # what a driver killed while staging left
+    for filename in RAY_RUN_FILES:
+        with atomic_write(os.path.join(staging, filename)) as fh:
             fh.write(sent["files"][filename])
-        if filename == "config.yaml":
-            wanted = load_config(config_path(arch))
-            wanted = apply_overrides(wanted, overrides) if overrides else wanted
-            if load_config(os.path.join(out_dir, filename)) != wanted:
-                raise EvaluationSetupError(
-                    f"training {name} (seed {seed}): Ray node {sent['node']} trained another config than "
-                    f"{config_path(arch)} here; install the same liquid_control on every node"
-                )
+    try:
+        same = read_config_yaml(os.path.join(staging, "config.yaml")) == _wanted_config(arch, overrides)
+    except PolicyConfigError as exc:
+        same, why = False, f": {exc}"
+    else:
+        why = ""
+    if not same:
+        shutil.rmtree(staging)
+        raise EvaluationSetupError(
+            f"{where} trained another config than {config_path(arch)} with these options here{why}; install the "
+            "same liquid_control on every node"
+        )
+    shutil.rmtree(out_dir, ignore_errors=True)  # nothing, or an interrupted run of these options (checked)
+    os.replace(staging, out_dir)
     policy_path = os.path.join(out_dir, "policy.pt")
     return {
         "name": name,
@@ -361,7 +416,9 @@ def _keep_ray_run(job: tuple, sent: dict) -> dict:
     }
 
 
-def _training_notes(trained: list[dict], schedule: str, minutes: float, overrides: dict, arms) -> list[str]:
+def _training_notes(
+    trained: list[dict], schedule: str, minutes: float, overrides: dict, arms, backend: str = "process"
+) -> list[str]:
     from liquid_control.policy import load_config
     from liquid_control.training.augment import describe_recipes
 
@@ -375,7 +432,8 @@ def _training_notes(trained: list[dict], schedule: str, minutes: float, override
         + ", ".join(f"`{k}={v}`" for k, v in SCHEDULES[schedule].items())
         + ("" if SCHEDULES[schedule] else "as configured")
         + ". Training wall time: wall-clock seconds of one run on one CPU thread, as many runs side by side as "
-        "workers (on a shared machine it includes the other jobs' share); training CPU: the run's own CPU "
+        + ("the Ray cluster's CPUs" if backend == "ray" else "workers")
+        + " (on a shared machine it includes the other jobs' share); training CPU: the run's own CPU "
         "seconds (n/a: trained by an earlier part of a resumed run)"
         + (f"; total {sum(walls):.0f} s wall over {len(walls)} runs" if walls else "")
         + (f", {sum(cpus):.0f} CPU s over {len(cpus)} runs" if cpus else "")
@@ -493,10 +551,10 @@ def run_experiment(args, command: str = "") -> dict:
         raise EvaluationSetupError(
             f"{args.out} already holds an evaluation: pass --resume to continue it, or choose another --out"
         )
-    os.makedirs(args.out, exist_ok=True)
     with contextlib.ExitStack() as connection:  # with --backend ray, training and evaluation share one
         if args.backend == "ray":
-            connection.enter_context(ray_connection(args.ray_address))
+            connection.enter_context(ray_connection(args.ray_address))  # before --out is made: a refusal makes none
+        os.makedirs(args.out, exist_ok=True)
         trained = train_all(
             variants,
             list(range(args.seeds)),
@@ -536,7 +594,7 @@ def run_experiment(args, command: str = "") -> dict:
             ),
             "",
         ]
-        sections = _training_notes(trained, args.schedule, args.train_minutes, overrides, arms)
+        sections = _training_notes(trained, args.schedule, args.train_minutes, overrides, arms, args.backend)
         panels = {}
         for robust in arms:
             title = "with the robustness recipes" if robust else "as configured (no recipes)"
