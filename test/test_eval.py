@@ -438,40 +438,55 @@ def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, local_
 TINY_TRAINING = ("demonstrations=4", "dagger_rounds=0", "epochs_first=1", "eval_episodes=1", "max_episode_steps=30")
 
 
-def test_headline_training_on_ray_trains_what_the_local_pool_trains(tmp_path, local_ray):
+def test_headline_training_on_ray_trains_what_the_local_pool_trains(tmp_path, local_ray, monkeypatch):
     """With --backend ray the experiment's training runs go to the cluster too (before, only the episodes did):
     a run trained in a Ray task has the weights and losses the local pool trains (same seed, config, one
     thread); it replaces an interrupted run of the same options in its folder (one with other options is
-    refused first, as `train --resume` refuses it), and a resume keeps it."""
+    refused first, as `train --resume` refuses it); a run that fails leaves the others kept; a resume keeps
+    what finished and trains the rest."""
     import torch
     import yaml
 
-    from liquid_control.evaluation.experiment import _wanted_config, train_all, training_overrides
+    from liquid_control.evaluation import experiment
     from liquid_control.policy import load_policy
 
     extra = {f"training.{k}": int(v) for k, v in (t.split("=") for t in TINY_TRAINING)}
-    overrides = {"cfc": training_overrides("cfc", 0.1, extra, False, "headline")}
-    (pooled,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "pool"), overrides, False, 1)
+    overrides = {"cfc": experiment.training_overrides("cfc", 0.1, extra, False, "headline")}
+    (pooled,) = experiment.train_all([("cfc", "cfc")], [0], str(tmp_path / "pool"), overrides, False, 1)
     folder = tmp_path / "ray" / "cfc" / "seed_0"
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"an interrupted run")
-    (folder / "config.yaml").write_text(yaml.safe_dump(_wanted_config("lstm", {})))
-    with pytest.raises(EvaluationSetupError, match="seed_0 was trained with another config or schedule"):
-        train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, True, 1, backend="ray")
-    (folder / "config.yaml").write_text(yaml.safe_dump(_wanted_config("cfc", overrides["cfc"])))
-    (on_ray,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, True, 1, backend="ray")
+    (folder / "config.yaml").write_text(yaml.safe_dump(experiment._wanted_config("lstm", {})))
+
+    def on_ray(seeds, resume=True):
+        return experiment.train_all([("cfc", "cfc")], seeds, str(tmp_path / "ray"), overrides, resume, 1, "ray")
+
+    with pytest.raises(EvaluationSetupError, match=r"seed_0: .*config.yaml: the run was started with another config"):
+        on_ray([0, 1])
+    (folder / "config.yaml").write_text(yaml.safe_dump(experiment._wanted_config("cfc", overrides["cfc"])))
+    keep = experiment._keep_ray_run
+
+    def seed_1_fails(job, sent):
+        if job[2] == 1:
+            raise RuntimeError("the node went away")
+        return keep(job, sent)
+
+    monkeypatch.setattr(experiment, "_keep_ray_run", seed_1_fails)
+    with pytest.raises(EvaluationSetupError, match=r"training cfc \(seed 1\) on Ray: the node went away"):
+        on_ray([0, 1])
+    monkeypatch.undo()
     assert sorted(os.listdir(folder)) == ["config.yaml", "metrics.csv", "policy.pt"]  # the interrupted run replaced
-    assert sorted(os.listdir(folder.parent)) == ["seed_0"]  # no staging folder left
-    assert on_ray["policy"] == str(folder / "policy.pt") and on_ray["cpu_s"] > 0 and on_ray["node"]
-    assert on_ray["metadata"]["seed"] == 0 and "on Ray" in on_ray["metadata"]["command"]
-    here, there = load_policy(pooled["policy"]).state_dict(), load_policy(on_ray["policy"]).state_dict()
+    assert sorted(os.listdir(folder.parent)) == ["seed_0"]  # seed 1 failed; no staging folder left
+    stamp = (folder / "policy.pt").stat().st_mtime_ns
+    kept, trained = on_ray([0, 1])
+    assert (folder / "policy.pt").stat().st_mtime_ns == stamp and kept["cpu_s"] is None  # kept, not retrained
+    assert trained["seed"] == 1 and trained["cpu_s"] > 0 and trained["node"]
+    assert trained["metadata"]["seed"] == 1 and "on Ray" in trained["metadata"]["command"]
+    here, there = load_policy(pooled["policy"]).state_dict(), load_policy(kept["policy"]).state_dict()
     assert here.keys() == there.keys() and all(torch.equal(here[k], there[k]) for k in here)
     losses = [folder / "metrics.csv", tmp_path / "pool" / "cfc" / "seed_0" / "metrics.csv"]
     losses = [[row.rsplit(",", 1)[0] for row in path.read_text().splitlines()] for path in losses]  # no wall time
     assert losses[0] == losses[1] and len(losses[0]) > 1
-    stamp = (folder / "policy.pt").stat().st_mtime_ns
-    (kept,) = train_all([("cfc", "cfc")], [0], str(tmp_path / "ray"), overrides, True, 1, backend="ray")
-    assert (folder / "policy.pt").stat().st_mtime_ns == stamp and kept["cpu_s"] is None  # kept, not retrained
 
 
 def test_the_experiment_with_the_ray_backend_trains_on_ray(tmp_path, local_ray, monkeypatch):

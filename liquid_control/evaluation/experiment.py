@@ -162,9 +162,9 @@ def _is_started(out_dir: str) -> bool:
     return os.path.exists(os.path.join(out_dir, "checkpoint.pt")) or os.path.isdir(os.path.join(out_dir, "data"))
 
 
-def _is_finished(job: tuple) -> bool:
-    """Whether a job's folder holds a finished run that a resume keeps."""
-    return job[5] and os.path.isfile(os.path.join(job[3], "policy.pt"))
+def _is_finished(out_dir: str, resume: bool) -> bool:
+    """Whether ``out_dir`` holds a finished run that a resume keeps."""
+    return resume and os.path.isfile(os.path.join(out_dir, "policy.pt"))
 
 
 def _run_training(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool, log, where: str):
@@ -192,7 +192,7 @@ def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, r
     policy_path = os.path.join(out_dir, "policy.pt")
     cpu_started = time.process_time()  # this worker runs one training at a time: its CPU time is this run's
     trained_here = False
-    if _is_finished((name, arch, seed, out_dir, overrides, resume)):
+    if _is_finished(out_dir, resume):
         _check_run_config(out_dir, arch, overrides)
         _log_with_prefix(f"{name} seed {seed}", f"already trained: {policy_path}")
     else:
@@ -291,33 +291,37 @@ RAY_RUN_FILES = ("config.yaml", "metrics.csv", "policy.pt")  # what a Ray task s
 
 
 def _train_on_ray(jobs: list[tuple]) -> list[dict]:
-    """Training runs as Ray tasks (1 CPU each, a fresh worker process per run) on the cluster this process is
-    connected to. A finished run in the folder is kept as the pool keeps it; every other run trains from its
-    start in a private folder on a node and sends back the files the evaluation needs, which replace the
-    run's folder here in one rename (an interrupted local run of the same options there is superseded, not
+    """Training runs as Ray tasks (1 CPU each, a fresh worker process per run, no silent retry) on the cluster
+    this process is connected to. Every folder is checked before anything is sent: a finished run is kept as
+    the pool keeps it, an interrupted one must be of the same options (as `train --resume` requires). Every
+    other run trains from its start in a private folder on a node and sends back the files the evaluation
+    needs, which replace the run's folder here in one rename (an interrupted run there is superseded, not
     continued). A run that fails does not stop the others: they are kept, then the first error is raised."""
     import ray
 
-    results, errors, pending = [], [], {}
-    remote = ray.remote(num_cpus=1, max_calls=1)(_train_in_ray_task)
+    results, errors, todo = [], [], []
     for job in jobs:
-        name, arch, seed, out_dir, run_overrides, resume = job
-        if _is_finished(job):
+        if _is_finished(job[3], job[5]):
             results.append(_train_one(*job))  # checks the kept run's config, as the pool does
             _log_done(results[-1], len(results), len(jobs))
-            continue
-        if resume and _is_started(out_dir):
-            _check_run_config(out_dir, arch, run_overrides)  # as train --resume would
-            _log_with_prefix(f"{name} seed {seed}", f"the interrupted run in {out_dir} trains again on Ray")
-        pending[remote.remote(name, arch, seed, run_overrides, _package_version())] = job
+        else:
+            _check_ray_start(job)
+            todo.append(job)
+    remote = ray.remote(num_cpus=1, max_calls=1, max_retries=0)(_train_in_ray_task)
+    pending = {}
     try:
+        for job in todo:
+            pending[remote.remote(job[0], job[1], job[2], job[4], _package_version())] = job
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 job = pending.pop(ref)
                 try:
                     results.append(_keep_ray_run(job, ray.get(ref)))
-                except (EvaluationSetupError, ray.exceptions.RayError) as exc:
+                except Exception as exc:  # a worker crash, a refused run: the others go on
+                    if not isinstance(exc, EvaluationSetupError):
+                        exc = EvaluationSetupError(f"training {job[0]} (seed {job[2]}) on Ray: {exc}")
+                    _log_with_prefix(f"{job[0]} seed {job[2]}", f"failed: {exc}")
                     errors.append(exc)
                     continue
                 _log_done(results[-1], len(results), len(jobs))
@@ -328,6 +332,25 @@ def _train_on_ray(jobs: list[tuple]) -> list[dict]:
     if errors:
         raise errors[0]
     return _in_job_order(results, jobs)
+
+
+def _check_ray_start(job: tuple) -> None:
+    """The checks `train` makes of a run's folder before it writes anything, made here: the run trains on a
+    node, and its folder here is replaced when it comes back."""
+    from pathlib import Path
+
+    from liquid_control.training import TrainingError
+    from liquid_control.training.trainer import check_out_dir, check_saved_config
+
+    name, arch, seed, out_dir, overrides, resume = job
+    wanted, saved = _wanted_config(arch, overrides), Path(out_dir) / "config.yaml"
+    try:
+        if check_out_dir(Path(out_dir), resume and _is_started(out_dir), wanted) and saved.is_file():
+            check_saved_config(saved, wanted)
+    except TrainingError as exc:
+        raise EvaluationSetupError(f"training {name} (seed {seed}) in {out_dir}: {exc}") from None
+    if resume and _is_started(out_dir):
+        _log_with_prefix(f"{name} seed {seed}", f"the interrupted run in {out_dir} trains again on Ray")
 
 
 def _package_version() -> str:
@@ -369,12 +392,14 @@ def _train_in_ray_task(name: str, arch: str, seed: int, overrides: dict, version
 
 def _keep_ray_run(job: tuple, sent: dict) -> dict:
     """Make a Ray task's run the run in its folder here, once its config is the one this process asked for
-    (compared as written, defaults and all: a node with another version of the package trains another one)."""
+    (compared as written, defaults and all: a node with another version of the package trains another one)
+    and its policy file is one this version reads."""
     import shutil
+
+    import yaml
 
     from liquid_control.atomic_file import atomic_write
     from liquid_control.policy import read_metadata
-    from liquid_control.policy.config import PolicyConfigError, read_config_yaml
 
     name, arch, seed, out_dir, overrides, _ = job
     for line in sent["log"]:
@@ -385,32 +410,39 @@ def _keep_ray_run(job: tuple, sent: dict) -> dict:
     missing = [f for f in RAY_RUN_FILES if f not in sent["files"]]
     if missing:
         raise EvaluationSetupError(f"{where} sent no {', '.join(missing)}")
-    staging = out_dir.rstrip(os.sep) + ".from_ray"  # beside the folder: one rename puts the run in place
+    # hidden, beside the folder (one rename puts the run in place), and no seed_* that a glob would take
+    parent, folder = os.path.split(out_dir.rstrip(os.sep))
+    staging = os.path.join(parent, f".{folder}.from_ray")
     shutil.rmtree(staging, ignore_errors=True)  # what a driver killed while staging left
     for filename in RAY_RUN_FILES:
         with atomic_write(os.path.join(staging, filename)) as fh:
             fh.write(sent["files"][filename])
     try:
-        same = read_config_yaml(os.path.join(staging, "config.yaml")) == _wanted_config(arch, overrides)
-    except PolicyConfigError as exc:
-        same, why = False, f": {exc}"
-    else:
-        why = ""
-    if not same:
+        try:
+            same = yaml.safe_load(sent["files"]["config.yaml"]) == _wanted_config(arch, overrides)
+        except yaml.YAMLError:
+            same = False
+        if not same:
+            raise EvaluationSetupError(
+                f"{where} trained another config than {config_path(arch)} with these options here; install the "
+                "same liquid_control on every node"
+            )
+        try:
+            metadata = read_metadata(os.path.join(staging, "policy.pt"))
+        except Exception as exc:
+            raise EvaluationSetupError(f"{where} sent a policy file this version cannot read: {exc}") from None
+    except EvaluationSetupError:
         shutil.rmtree(staging)
-        raise EvaluationSetupError(
-            f"{where} trained another config than {config_path(arch)} with these options here{why}; install the "
-            "same liquid_control on every node"
-        )
-    shutil.rmtree(out_dir, ignore_errors=True)  # nothing, or an interrupted run of these options (checked)
+        raise
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)  # checked before the run was sent: empty, a start of these options, or its run
     os.replace(staging, out_dir)
-    policy_path = os.path.join(out_dir, "policy.pt")
     return {
         "name": name,
         "arch": arch,
         "seed": seed,
-        "policy": policy_path,
-        "metadata": read_metadata(policy_path),
+        "policy": os.path.join(out_dir, "policy.pt"),
+        "metadata": metadata,
         "cpu_s": sent["cpu_s"],
         "node": sent["node"],
     }

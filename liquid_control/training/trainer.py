@@ -624,6 +624,19 @@ def check_out_dir(out: Path, resume: bool, cfg: dict) -> bool:
     )
 
 
+def check_saved_config(saved: Path, cfg: dict) -> None:
+    """Refuse to continue a run whose config.yaml (``saved``) is not ``cfg``."""
+    try:
+        previous = validate_config(yaml.safe_load(saved.read_text()), strict=False)
+    except Exception as exc:
+        raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
+    if previous != cfg:
+        raise TrainingError(
+            f"{saved}: the run was started with another config (keys that differ: "
+            f"{', '.join(_differing_keys(previous, cfg))}); resume with the same one"
+        )
+
+
 def _undo_start(out: Path, created: Path | None, before: set) -> None:
     """Remove what a start that failed before collecting, converting or training anything wrote into ``out``."""
     import shutil
@@ -757,15 +770,7 @@ def train(
     resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
     # Every check of a resume comes before anything is written, so a refused resume changes nothing.
     if resume and saved.is_file():
-        try:
-            previous = validate_config(yaml.safe_load(saved.read_text()), strict=False)
-        except Exception as exc:
-            raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
-        if previous != cfg:
-            raise TrainingError(
-                f"{saved}: the run was started with another config (keys that differ: "
-                f"{', '.join(_differing_keys(previous, cfg))}); resume with the same one"
-            )
+        check_saved_config(saved, cfg)
     ck = read_training_checkpoint(checkpoint, cfg, seed) if resume and checkpoint.exists() else None
     start = None  # (weights, record) of a warm start, checked before anything is written
     if resume:
