@@ -6,8 +6,8 @@
 #   liquid-control eval --experiment headline --seeds K --episodes 30 --out RUN_DIR --workers 2 --resume
 #
 # Kept: each finished training run's config.yaml, metrics.csv and policy.pt (a run without its policy.pt is
-# unfinished and trains again from its start), and the episode log (episodes.jsonl, gzipped; a half-written
-# last line is dropped by --resume). --resume then skips every run and episode kept here and checks that the
+# unfinished and trains again from its start), the episode log (episodes.jsonl, gzipped; a half-written
+# last line is dropped by --resume) and provenance.json (the report lists every earlier part and its time). --resume then skips every run and episode kept here and checks that the
 # configs and checkpoints are the ones asked for. The collected training data and the training checkpoints
 # are not kept: they are only needed to continue an interrupted training run, which is cheaper to redo.
 set -euo pipefail
@@ -43,6 +43,9 @@ save)
         mv "$to/episodes.jsonl.gz.tmp" "$to/episodes.jsonl.gz"
         episodes=$(wc -l < "$from/episodes.jsonl")
     fi
+    if [ -f "$from/provenance.json" ]; then
+        cp "$from/provenance.json" "$to/"
+    fi
     echo "headline_state.sh: kept $runs finished training runs and $episodes logged episodes in $to"
     ;;
 restore)
@@ -53,6 +56,9 @@ restore)
     mkdir -p "$to"
     if [ -d "$from/train" ]; then
         cp -r "$from/train" "$to/"
+    fi
+    if [ -f "$from/provenance.json" ]; then
+        cp "$from/provenance.json" "$to/"
     fi
     if [ -f "$from/episodes.jsonl.gz" ]; then
         gzip -dc "$from/episodes.jsonl.gz" > "$to/episodes.jsonl"

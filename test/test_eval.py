@@ -617,6 +617,7 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path, capfd):
     subprocess.run(["bash", script, "save", str(out), str(state)], check=True, capture_output=True)
     assert sorted(p.name for p in (state / "train").iterdir()) == ["cfc", "cfc_robust"]
     assert not (state / "train" / "cfc" / "seed_1").exists() and (state / "episodes.jsonl.gz").is_file()
+    assert (state / "provenance.json").read_text() == (out / "provenance.json").read_text()
     subprocess.run(["bash", script, "restore", str(state), str(moved)], check=True, capture_output=True)
     refused = subprocess.run(["bash", script, "restore", str(state), str(moved)], capture_output=True, text=True)
     assert refused.returncode == 2 and "nothing overwritten" in refused.stderr
@@ -807,6 +808,24 @@ def test_provenance_of_a_resumed_run_lists_every_part_and_adds_their_wall_times(
     text = "\n".join(provenance.markdown(third))
     assert "Earlier part (continued by `--resume`): `liquid-control eval --recipes off`" in text
     assert "Total wall time of all parts: **155 s" in text
+
+
+def test_provenance_states_the_commit_a_run_began_at_and_a_checkout_that_moved_during_it(tmp_path, monkeypatch):
+    """Before, the commit was read when the report was written: a run of hours whose checkout moved on claimed
+    the end's commit, although its training had imported the start's code."""
+    from liquid_control.evaluation import provenance
+
+    now = provenance.code_commit()
+    assert provenance.collect("c", 0.0, 1.0, commit_at_start=now)["commit"] == now
+    moved = provenance.collect("c", 0.0, 1.0, commit_at_start="0123abc")["commit"]
+    assert moved == f"0123abc at the start, {now} at the end (the checkout changed during the run)"
+    commits = iter(["started-here", "moved-on"])
+    monkeypatch.setattr(provenance, "code_commit", lambda: next(commits))  # evaluate reads it first, at its start
+    monkeypatch.setattr(evaluate_module, "run_jobs", lambda *a, **k: None)  # the episodes do not matter here
+    plan = build_plan(["expert"], ["in_distribution"], 1)
+    evaluate(plan, str(tmp_path), backend="serial", progress=False, example=False, saliency=False)
+    with open(tmp_path / "provenance.json") as fh:
+        assert json.load(fh)["commit"].startswith("started-here at the start, moved-on at the end")
 
 
 def test_provenance_counts_the_cpu_time_of_finished_worker_processes():

@@ -34,16 +34,19 @@ def evaluate(
     panels: dict[str, list[str]] | None = None,
     saliency: bool = True,
     started: float | None = None,
+    commit: str | None = None,
     provenance_extra: dict | None = None,
 ) -> dict:
     """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots.
 
-    ``started``: when the whole run began (time.time(); an experiment passes its own start so the report's wall
-    time includes training); ``provenance_extra``: more lines for the report's provenance.
+    ``started``, ``commit``: when the whole run began (time.time()) and its ``provenance.code_commit()`` then
+    (an experiment passes its own, so the report's wall time includes training); ``provenance_extra``: more
+    lines for the report's provenance.
     """
     from liquid_control.evaluation import provenance
 
     started = time.time() if started is None else started
+    commit = provenance.code_commit() if commit is None else commit
     log = ResultLog(out_dir, resume=resume)
     jobs = plan.jobs
     todo = log.pending(jobs)
@@ -68,7 +71,7 @@ def evaluate(
 
     def finished_provenance() -> dict:
         """Collected once the figures are made (they take minutes): the report's times cover the whole run."""
-        prov = provenance.collect(command, started, time.time() - started, **(provenance_extra or {}))
+        prov = provenance.collect(command, started, time.time() - started, commit, **(provenance_extra or {}))
         prov_path = os.path.join(out_dir, "provenance.json")
         if resume and len(todo) and os.path.isfile(prov_path):  # a continued run: keep what earlier parts took
             with open(prov_path, encoding="utf-8") as fh:

@@ -527,9 +527,10 @@ def run_experiment(args, command: str = "") -> dict:
     from liquid_control.evaluation.backends import available_cpus, ray_connection
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.provenance import code_commit
     from liquid_control.training.episodes import MAX_TRAIN_SEED
 
-    started = time.time()
+    started, commit = time.time(), code_commit()
     if args.experiment not in EXPERIMENTS:
         raise EvaluationSetupError(f"unknown experiment {args.experiment!r}; choose from {', '.join(EXPERIMENTS)}")
     archs = list(DEFAULT_ARCHS) if args.archs is None else [a.strip() for a in args.archs.split(",") if a.strip()]
@@ -650,6 +651,7 @@ def run_experiment(args, command: str = "") -> dict:
             panels=panels,
             saliency=not args.no_saliency,
             started=started,
+            commit=commit,
             provenance_extra={
                 "training_wall_time_s": round(training_wall, 1),
                 "budget": f"{args.seeds} training seeds x {len(names)} policies, {episodes} episodes x {len(shifts)} "

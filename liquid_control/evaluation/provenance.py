@@ -40,17 +40,28 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def collect(command: str, started: float, wall_s: float, **extra) -> dict:
-    """Provenance of a run that began at ``started`` (time.time()) and took ``wall_s`` seconds."""
+def code_commit() -> str:
+    """The checkout's commit, marked when its tracked files differ from it."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return (commit or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def collect(command: str, started: float, wall_s: float, commit_at_start: str | None = None, **extra) -> dict:
+    """Provenance of a run that began at ``started`` (time.time()) and took ``wall_s`` seconds.
+
+    ``commit_at_start``: ``code_commit()`` when the run began. A run of hours imports some code late (worker
+    processes, lazily imported modules), so a checkout that moved meanwhile is stated, not hidden."""
     import mujoco
     import torch
 
-    commit = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    commit = code_commit()
+    if commit_at_start is not None and commit_at_start != commit:
+        commit = f"{commit_at_start} at the start, {commit} at the end (the checkout changed during the run)"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "command": command,
-        "commit": (commit or "unknown") + (" (with uncommitted changes)" if dirty else ""),
+        "commit": commit,
         "machine": f"{_cpu_model()}, {cpus} CPU cores available, {platform.system()} {platform.release()}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, mujoco {mujoco.__version__}",
         "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
