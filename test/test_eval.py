@@ -124,7 +124,10 @@ def test_paired_seed_test_is_a_paired_t_test_and_holm_controls_the_family():
     assert p == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue, rel=1e-9)
     half = stats.t.ppf(0.975, 4) * np.std(d, ddof=1) / math.sqrt(5)
     assert (mean, lo, hi) == pytest.approx((0.14, 0.14 - half, 0.14 + half), rel=1e-7)
-    assert paired_seed_test([0.1] * 4)[3] == 0.0 and paired_seed_test([0.0] * 4)[3] == 1.0
+    # equal differences (rates of 30 episodes tie): the t statistic is undefined; the exact sign-flip p-value,
+    # the share of the 2**n sign patterns whose |mean| reaches the observed one, never 0
+    assert paired_seed_test([-10 / 30] * 2)[3] == 0.5 and paired_seed_test([0.1] * 5)[3] == 0.0625
+    assert paired_seed_test([0.0] * 4)[3] == 1.0
     with pytest.raises(ValueError, match=">= 2 training seeds"):
         paired_seed_test([0.3])
     # Holm (1979): sorted p_(i) * (m - i + 1), made monotone; input order kept
