@@ -127,6 +127,7 @@ def test_paired_seed_test_is_a_paired_t_test_and_holm_controls_the_family():
     # equal differences (rates of 30 episodes tie): the t statistic is undefined; the exact sign-flip p-value,
     # the share of the 2**n sign patterns whose |mean| reaches the observed one, never 0
     assert paired_seed_test([-10 / 30] * 2)[3] == 0.5 and paired_seed_test([0.1] * 5)[3] == 0.0625
+    assert paired_seed_test([0.325, 0.32500000000000007])[3] == 0.5  # two seeds' rates, pooled in float: t ~ 1e16
     assert paired_seed_test([0.0] * 4)[3] == 1.0
     with pytest.raises(ValueError, match=">= 2 training seeds"):
         paired_seed_test([0.3])

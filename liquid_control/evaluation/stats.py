@@ -165,7 +165,7 @@ def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, floa
     """(mean difference, low, high, two-sided p) of per-seed differences: a paired t-test over training seeds.
 
     ``differences[i]``: seed i's success rate under A minus under B (each over the same episodes). With all
-    differences equal the spread is zero and the t statistic undefined; rates of 30 episodes tie often (two
+    differences equal (up to float rounding) the spread is zero and the t statistic undefined; rates of 30 episodes tie often (two
     seeds both at -10/30), so p is then the exact sign-flip permutation p-value, 2 / 2**n for a non-zero mean
     (0.5 for two seeds, 0.0625 for five) and 1 for zero, never 0 (before: p = 0, "significant" for any tie).
     """
@@ -174,8 +174,8 @@ def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, floa
         raise ValueError(f"paired_seed_test needs >= 2 training seeds per policy, got {d.size}")
     mean, sd = float(d.mean()), float(d.std(ddof=1))
     df = d.size - 1
-    if sd == 0.0:
-        return mean, mean, mean, 1.0 if mean == 0.0 else min(1.0, 2.0 / 2.0**d.size)
+    if sd <= 1e-9:  # equal up to float rounding (a rate pooled over shifts in another order): no spread
+        return mean, mean, mean, 1.0 if abs(mean) <= 1e-9 else min(1.0, 2.0 / 2.0**d.size)
     se = sd / math.sqrt(d.size)
     t = mean / se
     half = student_t_quantile(0.5 + confidence / 2.0, df) * se
