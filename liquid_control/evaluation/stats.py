@@ -165,9 +165,10 @@ def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, floa
     """(mean difference, low, high, two-sided p) of per-seed differences: a paired t-test over training seeds.
 
     ``differences[i]``: seed i's success rate under A minus under B (each over the same episodes). With all
-    differences equal (up to float rounding) the spread is zero and the t statistic undefined; rates of 30 episodes tie often (two
-    seeds both at -10/30), so p is then the exact sign-flip permutation p-value, 2 / 2**n for a non-zero mean
-    (0.5 for two seeds, 0.0625 for five) and 1 for zero, never 0 (before: p = 0, "significant" for any tie).
+    differences equal (up to float rounding) the spread is zero and the t statistic undefined; rates of 30
+    episodes tie often (two seeds both at -10/30), so p is then the exact sign-flip permutation p-value,
+    2 / 2**n for a non-zero mean (0.5 for two seeds, 0.0625 for five) and 1 for zero, never 0 (before: p = 0,
+    "significant" for any tie).
     """
     d = np.asarray(differences, dtype=np.float64).ravel()
     if d.size < 2:
