@@ -7,9 +7,11 @@
 #
 # Kept: each finished training run's config.yaml, metrics.csv and policy.pt (a run without its policy.pt is
 # unfinished and trains again from its start), the episode log (episodes.jsonl, gzipped; a half-written
-# last line is dropped by --resume) and provenance.json (the report lists every earlier part and its time). --resume then skips every run and episode kept here and checks that the
-# configs and checkpoints are the ones asked for. The collected training data and the training checkpoints
-# are not kept: they are only needed to continue an interrupted training run, which is cheaper to redo.
+# last line is dropped by --resume) and provenance.json (the report lists every earlier part that finished
+# a report, and its time; a sitting cut short before its report adds no part). --resume then skips every
+# run and episode kept here and checks that the configs and checkpoints are the ones asked for. The collected
+# training data and the training checkpoints are not kept: they are only needed to continue an interrupted
+# training run, which is cheaper to redo.
 set -euo pipefail
 
 usage() {
@@ -33,10 +35,12 @@ save)
         run=$(dirname "$policy")
         rel=${run#"$from"/}
         mkdir -p "$to/$rel"
-        cp "$run/config.yaml" "$run/metrics.csv" "$to/$rel/"
-        cp "$policy" "$to/$rel/policy.pt" # last: a copy cut short leaves no policy.pt
+        for f in config.yaml metrics.csv policy.pt; do # policy.pt last; each copied then renamed, so a copy
+            cp "$run/$f" "$to/$rel/.$f.tmp" #         cut short never replaces a finished run's file
+            mv "$to/$rel/.$f.tmp" "$to/$rel/$f"
+        done
         runs=$((runs + 1))
-    done < <(find "$from/train" -name policy.pt -path '*/seed_*/policy.pt' 2>/dev/null | sort)
+    done < <(find "$from/train" -mindepth 3 -maxdepth 3 -path '*/seed_*/policy.pt' 2>/dev/null | sort)
     episodes=0
     if [ -f "$from/episodes.jsonl" ]; then
         gzip -c "$from/episodes.jsonl" > "$to/episodes.jsonl.gz.tmp"
@@ -44,7 +48,8 @@ save)
         episodes=$(wc -l < "$from/episodes.jsonl")
     fi
     if [ -f "$from/provenance.json" ]; then
-        cp "$from/provenance.json" "$to/"
+        cp "$from/provenance.json" "$to/.provenance.json.tmp"
+        mv "$to/.provenance.json.tmp" "$to/provenance.json"
     fi
     echo "headline_state.sh: kept $runs finished training runs and $episodes logged episodes in $to"
     ;;
@@ -61,7 +66,8 @@ restore)
         cp "$from/provenance.json" "$to/"
     fi
     if [ -f "$from/episodes.jsonl.gz" ]; then
-        gzip -dc "$from/episodes.jsonl.gz" > "$to/episodes.jsonl"
+        gzip -dc "$from/episodes.jsonl.gz" > "$to/.episodes.jsonl.tmp"
+        mv "$to/.episodes.jsonl.tmp" "$to/episodes.jsonl"
     fi
     echo "headline_state.sh: restored $from into $to; continue with --out $to --resume"
     ;;

@@ -611,6 +611,9 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path, capfd):
     stamp = policy.stat().st_mtime_ns
     assert main(argv + ["--resume"]) == 0
     assert policy.stat().st_mtime_ns == stamp  # trained policies are kept, not retrained
+    with open(out / "provenance.json") as fh:  # nothing ran: the report was rewritten, and provenance says by what
+        assert json.load(fh)["report_rewritten"].startswith("by ")
+    assert "- Report rewritten: by " in (out / "report.md").read_text()
     changed = [a if a != "0.1" else "10" for a in argv]  # another training schedule: refused, not mixed in
     assert main(changed + ["--resume"]) == 2
     import subprocess

@@ -71,14 +71,18 @@ def evaluate(
 
     def finished_provenance() -> dict:
         """Collected once the figures are made (they take minutes): the report's times cover the whole run."""
-        prov = provenance.collect(command, started, time.time() - started, commit, **(provenance_extra or {}))
+        prov = prov_now = provenance.collect(
+            command, started, time.time() - started, commit, **(provenance_extra or {})
+        )
         prov_path = os.path.join(out_dir, "provenance.json")
         if resume and len(todo) and os.path.isfile(prov_path):  # a continued run: keep what earlier parts took
             with open(prov_path, encoding="utf-8") as fh:
                 prov = provenance.accumulate(json.load(fh), prov)
-        elif resume and os.path.isfile(prov_path):  # nothing ran: the report is only rewritten
+        elif resume and os.path.isfile(prov_path):  # nothing ran: the report is only rewritten, by this code
             with open(prov_path, encoding="utf-8") as fh:
                 prov = json.load(fh)
+            now = f"by {provenance.code_commit()} at {prov_now['started_utc']}"
+            prov["report_rewritten"] = "; ".join(filter(None, [prov.get("report_rewritten"), now]))
         with atomic_write(prov_path, "w", encoding="utf-8") as fh:
             json.dump(prov, fh, indent=1)
         return prov

@@ -350,7 +350,8 @@ def write_report(
         "collapses at 0% and 100%). It includes the seed-to-seed spread of training (a simulation with 5 seeds: "
         "90% coverage for the bootstrap alone). Per-seed rates: last table.",
         "- **Comparisons** over training seeds: the difference of matched seeds' success rates (same training "
-        "seed number, same evaluation episodes), a paired t-test over seeds and a t interval; p-values of all "
+        "seed number, same evaluation episodes), a paired t-test over seeds and a t interval (where every seed's "
+        "difference is the same, the exact sign-flip p-value 2/2^n and no interval of its own); p-values of all "
         "comparisons of this report Holm-corrected together (bold: adjusted p < 0.05).",
         "- Return and smoothness: mean over episodes with a 95% percentile bootstrap interval. Smoothness = mean "
         "|Δaction| per second of measured time (lower is smoother).",
