@@ -7,11 +7,11 @@
 #
 # Kept: each finished training run's config.yaml, metrics.csv and policy.pt (a run without its policy.pt is
 # unfinished and trains again from its start), the episode log (episodes.jsonl, gzipped; a half-written
-# last line is dropped by --resume) and provenance.json (the report lists every earlier part that finished
-# a report, and its time; a sitting cut short before its report adds no part). --resume then skips every
-# run and episode kept here and checks that the configs and checkpoints are the ones asked for. The collected
-# training data and the training checkpoints are not kept: they are only needed to continue an interrupted
-# training run, which is cheaper to redo.
+# last line is dropped by --resume), provenance.json (the report lists every earlier part and its time) and
+# provenance.sitting.json (the parts cut short since the last report, counted to their last minute). --resume
+# then skips every run and episode kept here and checks that the configs and checkpoints are the ones asked
+# for. The collected training data and the training checkpoints are not kept: they are only needed to
+# continue an interrupted training run, which is cheaper to redo.
 set -euo pipefail
 
 usage() {
@@ -47,10 +47,14 @@ save)
         mv "$to/episodes.jsonl.gz.tmp" "$to/episodes.jsonl.gz"
         episodes=$(wc -l < "$from/episodes.jsonl")
     fi
-    if [ -f "$from/provenance.json" ]; then
-        cp "$from/provenance.json" "$to/.provenance.json.tmp"
-        mv "$to/.provenance.json.tmp" "$to/provenance.json"
-    fi
+    for f in provenance.json provenance.sitting.json; do
+        if [ -f "$from/$f" ]; then
+            cp "$from/$f" "$to/.$f.tmp"
+            mv "$to/.$f.tmp" "$to/$f"
+        else # gone from the run (a finished report removes its sitting record): gone from the state too
+            rm -f "$to/$f"
+        fi
+    done
     echo "headline_state.sh: kept $runs finished training runs and $episodes logged episodes in $to"
     ;;
 restore)
@@ -62,9 +66,11 @@ restore)
     if [ -d "$from/train" ]; then
         cp -r "$from/train" "$to/"
     fi
-    if [ -f "$from/provenance.json" ]; then
-        cp "$from/provenance.json" "$to/"
-    fi
+    for f in provenance.json provenance.sitting.json; do
+        if [ -f "$from/$f" ]; then
+            cp "$from/$f" "$to/"
+        fi
+    done
     if [ -f "$from/episodes.jsonl.gz" ]; then
         gzip -dc "$from/episodes.jsonl.gz" > "$to/.episodes.jsonl.tmp"
         mv "$to/.episodes.jsonl.tmp" "$to/episodes.jsonl"

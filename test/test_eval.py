@@ -621,6 +621,9 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path, capfd):
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "headline_state.sh")
     state, moved = tmp_path / "state", tmp_path / "moved"
     (out / "train" / "cfc" / "seed_1").mkdir()  # an unfinished run (no policy.pt): not carried
+    assert not (out / "provenance.sitting.json").exists()  # the finished report removed its sitting record
+    cut = {"command": "eval --cut", "commit": "abc", "started_utc": "2026-12-03 05:16 UTC", "wall_time_s": 123.0}
+    (out / "provenance.sitting.json").write_text(json.dumps({"cut_short": [], "current": cut}))  # a part killed
     subprocess.run(["bash", script, "save", str(out), str(state)], check=True, capture_output=True)
     assert sorted(p.name for p in (state / "train").iterdir()) == ["cfc", "cfc_robust"]
     assert not (state / "train" / "cfc" / "seed_1").exists() and (state / "episodes.jsonl.gz").is_file()
@@ -633,6 +636,9 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path, capfd):
     assert capfd.readouterr().err.count("already trained") == 2  # (logged by the pool's worker processes)
     assert (moved / "episodes.jsonl").read_text() == (out / "episodes.jsonl").read_text()  # no episode ran again
     assert (moved / "results.csv").read_text().count("\n") == (out / "results.csv").read_text().count("\n")
+    with open(moved / "provenance.json") as fh:  # the part cut short after the last report is counted
+        assert json.load(fh)["earlier_parts"][-1] == cut
+    assert not (moved / "provenance.sitting.json").exists()
 
 
 def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoints, tmp_path, monkeypatch):
@@ -833,6 +839,58 @@ def test_provenance_states_the_commit_a_run_began_at_and_a_checkout_that_moved_d
     evaluate(plan, str(tmp_path), backend="serial", progress=False, example=False, saliency=False)
     with open(tmp_path / "provenance.json") as fh:
         assert json.load(fh)["commit"].startswith("started-here at the start, moved-on at the end")
+
+
+def test_a_part_killed_before_its_report_is_counted_by_the_resume_that_continues_it(tmp_path, monkeypatch):
+    """Before, a sitting cut short (a killed run, a session's end) left no trace in provenance: the report of the
+    run that continued it understated the wall time by the whole cut-short part."""
+    import signal
+    import subprocess
+    import time
+
+    from liquid_control.evaluation import provenance
+
+    record = tmp_path / provenance.SITTING_NAME
+    child = (
+        "import sys, time\n"
+        "from liquid_control.evaluation import provenance\n"
+        "provenance.HEARTBEAT_S = 0.05\n"
+        f"with provenance.Sitting({str(tmp_path)!r}, 'eval --killed', time.time(), 'abc123', resume=False):\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "started\n"
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    with open(record) as fh:
+        cut = json.load(fh)["current"]
+    assert cut["command"] == "eval --killed" and cut["commit"] == "abc123" and 0.7 <= cut["wall_time_s"] < 30
+    monkeypatch.setattr(evaluate_module, "run_jobs", lambda *a, **k: None)  # the episodes do not matter here
+    plan = build_plan(["expert"], ["in_distribution"], 1)
+    kwargs = dict(backend="serial", progress=False, example=False, saliency=False)
+    with pytest.raises(EvaluationSetupError):  # a refused run leaves the record as it found it
+        with provenance.Sitting(str(tmp_path), "eval --refused", time.time(), "def", resume=True):
+            raise EvaluationSetupError("refused")
+    assert json.loads(record.read_text())["current"] == cut
+    evaluate(plan, str(tmp_path), resume=True, command="eval --resume", **kwargs)
+    assert not record.exists()  # counted in provenance.json now
+    with open(tmp_path / "provenance.json") as fh:
+        prov = json.load(fh)
+    (part,) = prov["earlier_parts"]
+    assert part["command"] == "eval --killed" and part["wall_time_s"] == cut["wall_time_s"]
+    assert prov["total_wall_time_s"] == pytest.approx(prov["wall_time_s"] + cut["wall_time_s"], abs=0.11)
+    assert "- Earlier part (cut short before its report" in (tmp_path / "report.md").read_text()
+    with provenance.Sitting(str(tmp_path), "eval --refused", time.time(), "def", resume=True):
+        pass  # left without a report: the record stays for the next part
+    assert json.loads(record.read_text())["current"]["command"] == "eval --refused"
+    with pytest.raises(EvaluationSetupError):  # ... and is removed again by a refused run that found none
+        with provenance.Sitting(str(tmp_path / "new"), "eval", time.time(), "def", resume=False):
+            raise EvaluationSetupError("refused")
+    assert not (tmp_path / "new" / provenance.SITTING_NAME).exists()
 
 
 def test_provenance_counts_the_cpu_time_of_finished_worker_processes():

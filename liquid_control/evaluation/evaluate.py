@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -36,73 +37,81 @@ def evaluate(
     started: float | None = None,
     commit: str | None = None,
     provenance_extra: dict | None = None,
+    sitting=None,
 ) -> dict:
     """Run the episodes the results log lacks, then write results.csv/json, report.md and the plots.
 
     ``started``, ``commit``: when the whole run began (time.time()) and its ``provenance.code_commit()`` then
     (an experiment passes its own, so the report's wall time includes training); ``provenance_extra``: more
-    lines for the report's provenance.
+    lines for the report's provenance; ``sitting``: the caller's ``provenance.Sitting`` (an experiment's
+    begins before its training), else this call keeps its own.
     """
     from liquid_control.evaluation import provenance
 
     started = time.time() if started is None else started
     commit = provenance.code_commit() if commit is None else commit
     log = ResultLog(out_dir, resume=resume)
-    jobs = plan.jobs
-    todo = log.pending(jobs)
-    _write_plan(plan, out_dir, command)
-    if progress:
-        print(
-            f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
-            f"{log.path}, running {len(todo)} on the {backend} backend",
-            flush=True,
+    with contextlib.ExitStack() as stack:
+        if sitting is None:
+            sitting = stack.enter_context(provenance.Sitting(out_dir, command, started, commit, resume))
+        jobs = plan.jobs
+        todo = log.pending(jobs)
+        _write_plan(plan, out_dir, command)
+        if progress:
+            print(
+                f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
+                f"{log.path}, running {len(todo)} on the {backend} backend",
+                flush=True,
+            )
+        run_jobs(
+            todo,
+            lambda job, record: log.append(finish_record(record, job)),
+            backend=backend,
+            workers=workers,
+            ray_address=ray_address,
+            progress=progress,
+            lanes=lanes,
         )
-    run_jobs(
-        todo,
-        lambda job, record: log.append(finish_record(record, job)),
-        backend=backend,
-        workers=workers,
-        ray_address=ray_address,
-        progress=progress,
-        lanes=lanes,
-    )
-    records = log.records_for(jobs)
-    csv_path, json_path = write_tables(records, out_dir)
+        records = log.records_for(jobs)
+        csv_path, json_path = write_tables(records, out_dir)
 
-    def finished_provenance() -> dict:
-        """Collected once the figures are made (they take minutes): the report's times cover the whole run."""
-        prov = prov_now = provenance.collect(
-            command, started, time.time() - started, commit, **(provenance_extra or {})
+        def finished_provenance() -> dict:
+            """Collected once the figures are made (they take minutes): the report's times cover the whole run."""
+            prov = prov_now = provenance.collect(
+                command, started, time.time() - started, commit, **(provenance_extra or {})
+            )
+            prov_path = os.path.join(out_dir, "provenance.json")
+            previous = None
+            if resume and os.path.isfile(prov_path):
+                with open(prov_path, encoding="utf-8") as fh:
+                    previous = json.load(fh)
+            if len(todo) or sitting.cut_short or previous is None:  # this part, or one cut short, ran something
+                prov = provenance.accumulate(previous, prov, sitting.cut_short)
+            else:  # nothing ran: the report is only rewritten, by this code
+                prov = previous
+                now = f"by {provenance.code_commit()} at {prov_now['started_utc']}"
+                prov["report_rewritten"] = "; ".join(filter(None, [prov.get("report_rewritten"), now]))
+            with atomic_write(prov_path, "w", encoding="utf-8") as fh:
+                json.dump(prov, fh, indent=1)
+            sitting.finished()  # counted in provenance.json now
+            return prov
+
+        report = write_report(
+            plan,
+            records,
+            out_dir,
+            command,
+            title=title,
+            notes=notes,
+            example=example,
+            paired=paired,
+            sections=sections,
+            comparisons=comparisons,
+            panels=panels,
+            saliency=saliency,
+            provenance=finished_provenance,
         )
-        prov_path = os.path.join(out_dir, "provenance.json")
-        if resume and len(todo) and os.path.isfile(prov_path):  # a continued run: keep what earlier parts took
-            with open(prov_path, encoding="utf-8") as fh:
-                prov = provenance.accumulate(json.load(fh), prov)
-        elif resume and os.path.isfile(prov_path):  # nothing ran: the report is only rewritten, by this code
-            with open(prov_path, encoding="utf-8") as fh:
-                prov = json.load(fh)
-            now = f"by {provenance.code_commit()} at {prov_now['started_utc']}"
-            prov["report_rewritten"] = "; ".join(filter(None, [prov.get("report_rewritten"), now]))
-        with atomic_write(prov_path, "w", encoding="utf-8") as fh:
-            json.dump(prov, fh, indent=1)
-        return prov
-
-    report = write_report(
-        plan,
-        records,
-        out_dir,
-        command,
-        title=title,
-        notes=notes,
-        example=example,
-        paired=paired,
-        sections=sections,
-        comparisons=comparisons,
-        panels=panels,
-        saliency=saliency,
-        provenance=finished_provenance,
-    )
-    return {"records": records, "report": report, "csv": csv_path, "json": json_path, "ran": len(todo)}
+        return {"records": records, "report": report, "csv": csv_path, "json": json_path, "ran": len(todo)}
 
 
 def _write_plan(plan: EvaluationPlan, out_dir: str, command: str) -> None:

@@ -527,7 +527,7 @@ def run_experiment(args, command: str = "") -> dict:
     from liquid_control.evaluation.backends import available_cpus, ray_connection
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
-    from liquid_control.evaluation.provenance import code_commit
+    from liquid_control.evaluation.provenance import Sitting, code_commit
     from liquid_control.training.episodes import MAX_TRAIN_SEED
 
     started, commit = time.time(), code_commit()
@@ -588,6 +588,7 @@ def run_experiment(args, command: str = "") -> dict:
         if args.backend == "ray":
             connection.enter_context(ray_connection(args.ray_address))  # before --out is made: a refusal makes none
         os.makedirs(args.out, exist_ok=True)
+        sitting = connection.enter_context(Sitting(args.out, command, started, commit, args.resume))
         trained = train_all(
             variants,
             list(range(args.seeds)),
@@ -652,6 +653,7 @@ def run_experiment(args, command: str = "") -> dict:
             saliency=not args.no_saliency,
             started=started,
             commit=commit,
+            sitting=sitting,
             provenance_extra={
                 "training_wall_time_s": round(training_wall, 1),
                 "budget": f"{args.seeds} training seeds x {len(names)} policies, {episodes} episodes x {len(shifts)} "

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import resource
 import subprocess
+import threading
+import time
+
+from liquid_control.atomic_file import atomic_write
+from liquid_control.evaluation.errors import EvaluationSetupError
+
+SITTING_NAME = "provenance.sitting.json"
+HEARTBEAT_S = 60.0
+
+
+def _utc(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _git(*args: str) -> str | None:
@@ -64,7 +77,7 @@ def collect(command: str, started: float, wall_s: float, commit_at_start: str | 
         "commit": commit,
         "machine": f"{_cpu_model()}, {cpus} CPU cores available, {platform.system()} {platform.release()}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, mujoco {mujoco.__version__}",
-        "started_utc": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "started_utc": _utc(started),
         "wall_time_s": round(float(wall_s), 1),
         "cpu_time_s": round(cpu_seconds(), 1),
         "load_average_at_end": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
@@ -72,13 +85,104 @@ def collect(command: str, started: float, wall_s: float, commit_at_start: str | 
     }
 
 
-def accumulate(previous: dict | None, current: dict) -> dict:
-    """``current`` with the earlier parts of a resumed run (``previous``: its provenance.json) listed and their
-    wall times added: a report finished by ``--resume`` states what every part took."""
+class Sitting:
+    """This part of a run, on disk (``SITTING_NAME`` in its folder) from its start until its report is written.
+
+    A run of hours is often cut short before its report (a killed process, the end of a session); ``--resume``
+    then keeps its training runs and episodes, and without this record the report would not count the time they
+    took. A thread rewrites the record every ``HEARTBEAT_S`` seconds, so a part cut short is counted up to its
+    last heartbeat (at most a minute short). The next part (``resume``) takes over the cut-short parts found
+    there; a run that starts afresh drops them with the results they belonged to; a refused run
+    (``EvaluationSetupError``) leaves the record as it found it. Use as a context manager.
+    """
+
+    def __init__(self, out_dir: str, command: str, started: float, commit: str, resume: bool):
+        self.path = os.path.join(out_dir, SITTING_NAME)
+        self.cut_short: list[dict] = []
+        self._found = None  # the record's text as found, put back if this run is refused
+        if os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as fh:
+                self._found = fh.read()
+        if resume and self._found is not None:
+            try:
+                found = json.loads(self._found)
+                self.cut_short = list(found.get("cut_short", [])) + [dict(found["current"])]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EvaluationSetupError(
+                    f"{self.path}: not a sitting record ({exc}); move it away to go on"
+                ) from None
+        self.started = started
+        self.current = {
+            "command": command,
+            "commit": commit,
+            "started_utc": _utc(started),
+            "cut_short": "before its report; wall time up to its last heartbeat",
+        }
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = None
+
+    def _write(self) -> None:
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self.current["wall_time_s"] = round(time.time() - self.started, 1)
+            with atomic_write(self.path, "w", encoding="utf-8") as fh:
+                json.dump({"cut_short": self.cut_short, "current": self.current}, fh, indent=1)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            try:
+                self._write()
+            except OSError:  # e.g. a full disk: the run goes on, its record a minute staler
+                pass
+
+    def _halt(self) -> None:
+        with self._lock:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> Sitting:
+        self._write()
+        self._thread = threading.Thread(target=self._beat, name="sitting-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def finished(self) -> None:
+        """The report's provenance (with ``cut_short``) is written: the record is no longer needed."""
+        self._halt()
+        if os.path.exists(self.path):
+            os.unlink(self.path)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """Unless ``finished()`` removed the record: a last heartbeat, and the record stays for the next part."""
+        if self._stop.is_set():
+            return
+        if exc_type is not None and issubclass(exc_type, EvaluationSetupError):  # refused: it did nothing
+            self._halt()
+            if self._found is None:
+                os.unlink(self.path)
+            else:
+                with atomic_write(self.path, "w", encoding="utf-8") as fh:
+                    fh.write(self._found)
+            return
+        try:
+            self._write()
+        except OSError:
+            pass
+        self._halt()
+
+
+def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
+    """``current`` with the earlier parts of a resumed run (``previous``: its provenance.json, then the parts
+    cut short since, see ``Sitting``) listed and their wall times added: a report finished by ``--resume``
+    states what every part took."""
     parts = list((previous or {}).get("earlier_parts", []))
     if previous:
         keys = ("command", "commit", "started_utc", "wall_time_s", "cpu_time_s")
         parts.append({k: previous[k] for k in keys if k in previous})
+    parts += [dict(part) for part in cut_short]
     if not parts:
         return current
     total = current["wall_time_s"] + sum(float(p.get("wall_time_s", 0.0)) for p in parts)
@@ -115,8 +219,9 @@ def markdown(prov: dict) -> list[str]:
             "process-pool evaluation, figures; not Ray workers), user + system"
         )
     for part in prov.get("earlier_parts", []):
+        cut = f" (cut short {part['cut_short']})" if part.get("cut_short") else ""
         lines.append(
-            f"- Earlier part (continued by `--resume`): `{part.get('command', '')}`, "
+            f"- Earlier part{cut} (continued by `--resume`): `{part.get('command', '')}`, "
             f"commit `{part.get('commit', '')}`, started {part.get('started_utc', '?')}, "
             f"wall time {float(part.get('wall_time_s', 0)):.0f} s"
         )
