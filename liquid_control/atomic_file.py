@@ -8,11 +8,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, "w")`` would give (mkstemp's 0600 would hide shipped policies)."""
+def _umask() -> int:
+    """The process's umask, read where the system shows it (Linux) instead of set and restored: another
+    thread creating a file in between would get no umask at all."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give (mkstemp's 0600 would hide shipped policies)."""
+    return 0o666 & ~_umask()
 
 
 @contextmanager

@@ -47,21 +47,26 @@ save)
         mv "$to/episodes.jsonl.gz.tmp" "$to/episodes.jsonl.gz"
         episodes=$(wc -l < "$from/episodes.jsonl")
     fi
-    for f in provenance.json provenance.sitting.json; do
-        if [ -f "$from/$f" ]; then
-            cp "$from/$f" "$to/.$f.tmp"
-            mv "$to/.$f.tmp" "$to/$f"
-        else # gone from the run (a finished report removes its sitting record): gone from the state too
-            rm -f "$to/$f"
-        fi
-    done
+    # The record of the parts cut short first, then provenance.json: a run writing its report meanwhile writes
+    # provenance.json before it removes the record, and a resume lists a part found in both only once.
+    if cp "$from/provenance.sitting.json" "$to/.provenance.sitting.json.tmp" 2> /dev/null; then
+        mv "$to/.provenance.sitting.json.tmp" "$to/provenance.sitting.json"
+    else # none in the run (a finished report removes it): none in the state either
+        rm -f "$to/.provenance.sitting.json.tmp" "$to/provenance.sitting.json"
+    fi
+    if [ -f "$from/provenance.json" ]; then
+        cp "$from/provenance.json" "$to/.provenance.json.tmp"
+        mv "$to/.provenance.json.tmp" "$to/provenance.json"
+    fi
     echo "headline_state.sh: kept $runs finished training runs and $episodes logged episodes in $to"
     ;;
 restore)
-    [ ! -e "$to/episodes.jsonl" ] || {
-        echo "headline_state.sh: $to/episodes.jsonl exists; restore into a new folder (nothing overwritten)" >&2
-        exit 2
-    }
+    for f in episodes.jsonl train provenance.json provenance.sitting.json; do
+        [ ! -e "$to/$f" ] || {
+            echo "headline_state.sh: $to/$f exists; restore into a new folder (nothing overwritten)" >&2
+            exit 2
+        }
+    done
     mkdir -p "$to"
     if [ -d "$from/train" ]; then
         cp -r "$from/train" "$to/"

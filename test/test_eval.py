@@ -501,7 +501,7 @@ def test_the_experiment_with_the_ray_backend_trains_on_ray(tmp_path, local_ray, 
 
     reached = []
 
-    def stop_at_training(jobs):
+    def stop_at_training(jobs, on_work):
         reached.append((sorted((j[0], j[2]) for j in jobs), local_ray.is_initialized()))
         raise EvaluationSetupError("stopped before training")
 
@@ -855,7 +855,8 @@ def test_a_part_killed_before_its_report_is_counted_by_the_resume_that_continues
         "import sys, time\n"
         "from liquid_control.evaluation import provenance\n"
         "provenance.HEARTBEAT_S = 0.05\n"
-        f"with provenance.Sitting({str(tmp_path)!r}, 'eval --killed', time.time(), 'abc123', resume=False):\n"
+        f"with provenance.Sitting({str(tmp_path)!r}, 'eval --killed', time.time(), 'abc123', resume=False) as s:\n"
+        "    s.working()\n"
         "    print('started', flush=True)\n"
         "    time.sleep(60)\n"
     )
@@ -868,14 +869,16 @@ def test_a_part_killed_before_its_report_is_counted_by_the_resume_that_continues
         proc.wait()
     with open(record) as fh:
         cut = json.load(fh)["current"]
-    assert cut["command"] == "eval --killed" and cut["commit"] == "abc123" and 0.7 <= cut["wall_time_s"] < 30
+    assert cut["command"] == "eval --killed" and cut["commit"] == "abc123" and 0.3 <= cut["wall_time_s"] < 30
     monkeypatch.setattr(evaluate_module, "run_jobs", lambda *a, **k: None)  # the episodes do not matter here
     plan = build_plan(["expert"], ["in_distribution"], 1)
     kwargs = dict(backend="serial", progress=False, example=False, saliency=False)
-    with pytest.raises(EvaluationSetupError):  # a refused run leaves the record as it found it
-        with provenance.Sitting(str(tmp_path), "eval --refused", time.time(), "def", resume=True):
-            raise EvaluationSetupError("refused")
-    assert json.loads(record.read_text())["current"] == cut
+    for ending in (EvaluationSetupError("refused"), KeyboardInterrupt()):  # before working(): as found
+        with pytest.raises(type(ending)):
+            with provenance.Sitting(str(tmp_path), "eval --refused", time.time(), "def", resume=True):
+                raise ending
+        assert json.loads(record.read_text())["current"] == cut
+    assert provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=False).cut_short == []  # afresh
     evaluate(plan, str(tmp_path), resume=True, command="eval --resume", **kwargs)
     assert not record.exists()  # counted in provenance.json now
     with open(tmp_path / "provenance.json") as fh:
@@ -884,13 +887,44 @@ def test_a_part_killed_before_its_report_is_counted_by_the_resume_that_continues
     assert part["command"] == "eval --killed" and part["wall_time_s"] == cut["wall_time_s"]
     assert prov["total_wall_time_s"] == pytest.approx(prov["wall_time_s"] + cut["wall_time_s"], abs=0.11)
     assert "- Earlier part (cut short before its report" in (tmp_path / "report.md").read_text()
-    with provenance.Sitting(str(tmp_path), "eval --refused", time.time(), "def", resume=True):
-        pass  # left without a report: the record stays for the next part
-    assert json.loads(record.read_text())["current"]["command"] == "eval --refused"
-    with pytest.raises(EvaluationSetupError):  # ... and is removed again by a refused run that found none
-        with provenance.Sitting(str(tmp_path / "new"), "eval", time.time(), "def", resume=False):
-            raise EvaluationSetupError("refused")
-    assert not (tmp_path / "new" / provenance.SITTING_NAME).exists()
+    with provenance.Sitting(str(tmp_path), "eval --failed", time.time(), "def", resume=True) as sitting:
+        sitting.working()  # a part that worked, then failed or stopped without a report: kept for the next
+    kept = json.loads(record.read_text())
+    assert kept["current"]["command"] == "eval --failed" and kept["current"]["worked"]
+    again = provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=True).cut_short
+    assert [p["command"] for p in again] == ["eval --failed"]
+    kept["current"]["worked"] = False  # killed before it began work: not counted
+    record.write_text(json.dumps(kept))
+    assert provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=True).cut_short == []
+    killed_after_its_report = {k: prov[k] for k in ("command", "started_utc", "wall_time_s")}
+    twice = provenance.accumulate(prov, provenance.collect("c", 0.0, 1.0), [killed_after_its_report])
+    assert len(twice["earlier_parts"]) == 2  # prov's own part and the killed one, each listed once
+
+
+def test_an_experiment_that_fails_once_training_began_keeps_its_part_and_a_refused_one_leaves_none(
+    tmp_path, monkeypatch
+):
+    """A run failing hours in (a training run fails: EvaluationSetupError after the others finished) is a part
+    that took time; a refusal by the checks before any training is not."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation import experiment, provenance
+
+    out = tmp_path / "headline"
+    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--episodes", "1"]
+    argv += ["--shift", "in_distribution", "--out", str(out), "--workers", "1", "--no-progress"]
+
+    def refused(*args, on_work=None, **kwargs):
+        raise EvaluationSetupError("a training folder is refused")
+
+    def failed(*args, on_work=None, **kwargs):
+        on_work()
+        raise EvaluationSetupError("cfc seed 0: training failed")
+
+    monkeypatch.setattr(experiment, "train_all", refused)
+    assert main(argv) == 2 and not (out / provenance.SITTING_NAME).exists()
+    monkeypatch.setattr(experiment, "train_all", failed)
+    assert main(argv) == 2
+    assert json.loads((out / provenance.SITTING_NAME).read_text())["current"]["worked"]
 
 
 def test_provenance_counts_the_cpu_time_of_finished_worker_processes():

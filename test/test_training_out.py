@@ -154,3 +154,22 @@ def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeyp
     assert err.strip() == f"liquid-control train: interrupted: {tmp_path / 'r'} keeps the finished epochs and " + (
         "episodes; add --resume to continue"
     )
+
+
+def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
+    """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
+    setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside
+    the main thread) got no umask at all, and a race could leave the process at 0 for good."""
+    import os
+    import stat
+
+    from liquid_control import atomic_file
+
+    old = os.umask(0o027)
+    try:
+        assert atomic_file._umask() == 0o027 and os.umask(0o027) == 0o027  # read, not changed
+        with atomic_file.atomic_write(tmp_path / "report.md", "w") as fh:
+            fh.write("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o640

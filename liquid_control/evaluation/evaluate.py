@@ -63,6 +63,8 @@ def evaluate(
                 f"{log.path}, running {len(todo)} on the {backend} backend",
                 flush=True,
             )
+        if todo:
+            sitting.working()
         run_jobs(
             todo,
             lambda job, record: log.append(finish_record(record, job)),

@@ -236,12 +236,14 @@ def train_all(
     resume: bool,
     workers: int,
     backend: str = "process",
+    on_work=None,
 ):
     """Train every (variant, seed) in parallel (one CPU thread each); finished runs are kept.
 
     ``variants``: [(name, arch)]; ``overrides``: name -> training overrides. ``backend`` "ray" trains on the
     Ray cluster this process is connected to (``_train_on_ray``), any other in a local process pool of
-    ``workers``.
+    ``workers``. ``on_work()`` is called once the folders are checked, before the first run trains (never
+    when every run is kept): the part of the experiment that does work begins (``provenance.Sitting``).
     """
     jobs = []
     for name, arch in variants:
@@ -254,7 +256,9 @@ def train_all(
                 )
             jobs.append((name, arch, seed, out_dir, overrides[name], resume))
     if backend == "ray":
-        return _train_on_ray(jobs)
+        return _train_on_ray(jobs, on_work)
+    if on_work is not None and not all(_is_finished(job[3], resume) for job in jobs):
+        on_work()
     context = multiprocessing.get_context("spawn")
     results = []
     with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
@@ -290,7 +294,7 @@ def _log_done(result: dict, count: int, total: int) -> None:
 RAY_RUN_FILES = ("config.yaml", "metrics.csv", "policy.pt")  # what a Ray task sends back
 
 
-def _train_on_ray(jobs: list[tuple]) -> list[dict]:
+def _train_on_ray(jobs: list[tuple], on_work=None) -> list[dict]:
     """Training runs as Ray tasks (1 CPU each, a fresh worker process per run, no silent retry) on the cluster
     this process is connected to. Every folder is checked before anything is sent: a finished run is kept as
     the pool keeps it, an interrupted one must be of the same options (as `train --resume` requires). Every
@@ -307,6 +311,8 @@ def _train_on_ray(jobs: list[tuple]) -> list[dict]:
         else:
             _check_ray_start(job)
             todo.append(job)
+    if todo and on_work is not None:
+        on_work()
     remote = ray.remote(num_cpus=1, max_calls=1, max_retries=0)(_train_in_ray_task)
     pending = {}
     try:
@@ -597,6 +603,7 @@ def run_experiment(args, command: str = "") -> dict:
             args.resume,
             args.workers or available_cpus(),
             args.backend,
+            on_work=sitting.working,
         )
         training_wall = time.time() - started
         policies = [] if args.no_expert else [EXPERT]

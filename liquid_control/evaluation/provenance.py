@@ -92,31 +92,32 @@ class Sitting:
     then keeps its training runs and episodes, and without this record the report would not count the time they
     took. A thread rewrites the record every ``HEARTBEAT_S`` seconds, so a part cut short is counted up to its
     last heartbeat (at most a minute short). The next part (``resume``) takes over the cut-short parts found
-    there; a run that starts afresh drops them with the results they belonged to; a refused run
-    (``EvaluationSetupError``) leaves the record as it found it. Use as a context manager.
+    there; a run that starts afresh drops them with the results they belonged to. Only parts that began work
+    (``working()``: training or episodes to run, past every check) count: a refused run, or one that only
+    rewrote its report, leaves the record as it found it. Use as a context manager.
     """
 
     def __init__(self, out_dir: str, command: str, started: float, commit: str, resume: bool):
         self.path = os.path.join(out_dir, SITTING_NAME)
         self.cut_short: list[dict] = []
-        self._found = None  # the record's text as found, put back if this run is refused
+        self._found = None  # the record's text as found, put back if this part does no work
         if os.path.isfile(self.path):
             with open(self.path, encoding="utf-8") as fh:
                 self._found = fh.read()
         if resume and self._found is not None:
             try:
                 found = json.loads(self._found)
-                self.cut_short = list(found.get("cut_short", [])) + [dict(found["current"])]
+                parts = list(found.get("cut_short", [])) + [dict(found["current"])]
             except (ValueError, KeyError, TypeError) as exc:
-                raise EvaluationSetupError(
-                    f"{self.path}: not a sitting record ({exc}); move it away to go on"
-                ) from None
+                raise EvaluationSetupError(f"{self.path}: not a sitting record ({exc}); move it away") from None
+            self.cut_short = [part for part in parts if part.pop("worked", True)]
         self.started = started
         self.current = {
             "command": command,
             "commit": commit,
             "started_utc": _utc(started),
             "cut_short": "before its report; wall time up to its last heartbeat",
+            "worked": False,
         }
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -149,6 +150,12 @@ class Sitting:
         self._thread.start()
         return self
 
+    def working(self) -> None:
+        """Every check passed and training or episodes are about to run: from now on this part counts."""
+        if not self.current["worked"]:
+            self.current["worked"] = True
+            self._write()
+
     def finished(self) -> None:
         """The report's provenance (with ``cut_short``) is written: the record is no longer needed."""
         self._halt()
@@ -156,22 +163,27 @@ class Sitting:
             os.unlink(self.path)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        """Unless ``finished()`` removed the record: a last heartbeat, and the record stays for the next part."""
+        """Unless ``finished()`` removed the record: a last heartbeat, the record kept for the next part; a part
+        that did no work puts the record back as it found it."""
         if self._stop.is_set():
             return
-        if exc_type is not None and issubclass(exc_type, EvaluationSetupError):  # refused: it did nothing
-            self._halt()
-            if self._found is None:
+        worked = self.current["worked"]
+        try:
+            if worked:
+                self._write()
+            elif self._found is None:
                 os.unlink(self.path)
             else:
                 with atomic_write(self.path, "w", encoding="utf-8") as fh:
                     fh.write(self._found)
-            return
-        try:
-            self._write()
-        except OSError:
+        except OSError:  # a full disk or a read-only folder must not hide the error that ended the run
             pass
         self._halt()
+
+
+def _part_id(part: dict) -> tuple:
+    """Which part: its command and start (not its commit: a finished part's names the end's commit too)."""
+    return part.get("command"), part.get("started_utc")
 
 
 def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
@@ -182,7 +194,8 @@ def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ())
     if previous:
         keys = ("command", "commit", "started_utc", "wall_time_s", "cpu_time_s")
         parts.append({k: previous[k] for k in keys if k in previous})
-    parts += [dict(part) for part in cut_short]
+    listed = {_part_id(part) for part in parts}  # a part killed after its report was written is listed once
+    parts += [dict(part) for part in cut_short if _part_id(part) not in listed]
     if not parts:
         return current
     total = current["wall_time_s"] + sum(float(p.get("wall_time_s", 0.0)) for p in parts)
