@@ -456,14 +456,20 @@ def test_headline_training_on_ray_trains_what_the_local_pool_trains(tmp_path, lo
 
     extra = {f"training.{k}": int(v) for k, v in (t.split("=") for t in TINY_TRAINING)}
     overrides = {"cfc": experiment.training_overrides("cfc", 0.1, extra, False, "headline")}
-    (pooled,) = experiment.train_all([("cfc", "cfc")], [0], str(tmp_path / "pool"), overrides, False, 1)
+    began = []  # on_work: the experiment's part counts from here (provenance.Sitting)
+    (pooled,) = experiment.train_all(
+        [("cfc", "cfc")], [0], str(tmp_path / "pool"), overrides, False, 1, "process", lambda: began.append("pool")
+    )
     folder = tmp_path / "ray" / "cfc" / "seed_0"
     folder.mkdir(parents=True)
     (folder / "checkpoint.pt").write_bytes(b"an interrupted run")
     (folder / "config.yaml").write_text(yaml.safe_dump(experiment._wanted_config("lstm", {})))
 
     def on_ray(seeds, resume=True):
-        return experiment.train_all([("cfc", "cfc")], seeds, str(tmp_path / "ray"), overrides, resume, 1, "ray")
+        on_work = lambda: began.append(tuple(seeds))  # noqa: E731
+        return experiment.train_all(
+            [("cfc", "cfc")], seeds, str(tmp_path / "ray"), overrides, resume, 1, "ray", on_work
+        )
 
     with pytest.raises(EvaluationSetupError, match=r"seed_0: .*config.yaml: the run was started with another config"):
         on_ray([0, 1])
@@ -483,6 +489,9 @@ def test_headline_training_on_ray_trains_what_the_local_pool_trains(tmp_path, lo
     assert sorted(os.listdir(folder.parent)) == ["seed_0"]  # seed 1 failed; no staging folder left
     stamp = (folder / "policy.pt").stat().st_mtime_ns
     kept, trained = on_ray([0, 1])
+    experiment.train_all([("cfc", "cfc")], [0], str(tmp_path / "pool"), overrides, True, 1, "process", began.clear)
+    on_ray([0, 1])  # every run kept: no work begins
+    assert began == ["pool", (0, 1), (0, 1)]  # not the refused first call, nor the calls that kept every run
     assert (folder / "policy.pt").stat().st_mtime_ns == stamp and kept["cpu_s"] is None  # kept, not retrained
     assert trained["seed"] == 1 and trained["cpu_s"] > 0 and trained["node"]
     assert trained["metadata"]["seed"] == 1 and "on Ray" in trained["metadata"]["command"]
