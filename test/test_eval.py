@@ -908,6 +908,10 @@ def test_a_part_killed_before_its_report_is_counted_by_the_resume_that_continues
     killed_after_its_report = {k: prov[k] for k in ("command", "started_utc", "wall_time_s")}
     twice = provenance.accumulate(prov, provenance.collect("c", 0.0, 1.0), [killed_after_its_report])
     assert len(twice["earlier_parts"]) == 2  # prov's own part and the killed one, each listed once
+    for corrupt in ("{half a record", '{"cut_short": [3], "current": {}}', "[1, 2]"):  # refused by name
+        record.write_text(corrupt)
+        with pytest.raises(EvaluationSetupError, match=r"provenance.sitting.json: not a sitting record"):
+            provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=True)
 
 
 def test_an_experiment_that_fails_once_training_began_keeps_its_part_and_a_refused_one_leaves_none(

@@ -107,8 +107,8 @@ class Sitting:
         if resume and self._found is not None:
             try:
                 found = json.loads(self._found)
-                parts = list(found.get("cut_short", [])) + [dict(found["current"])]
-            except (ValueError, KeyError, TypeError) as exc:
+                parts = [dict(part) for part in found.get("cut_short", [])] + [dict(found["current"])]
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise EvaluationSetupError(f"{self.path}: not a sitting record ({exc}); move it away") from None
             self.cut_short = [part for part in parts if part.pop("worked", True)]
         self.started = started
