@@ -899,10 +899,14 @@ def test_a_part_killed_before_its_report_is_counted_by_the_resume_that_continues
     with provenance.Sitting(str(tmp_path), "eval --failed", time.time(), "def", resume=True) as sitting:
         sitting.working()  # a part that worked, then failed or stopped without a report: kept for the next
     kept = json.loads(record.read_text())
-    assert kept["current"]["command"] == "eval --failed" and kept["current"]["worked"]
+    assert kept["current"]["command"] == "eval --failed" and kept["current"]["wall_time_s"] >= 0
     again = provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=True).cut_short
     assert [p["command"] for p in again] == ["eval --failed"]
-    kept["current"]["worked"] = False  # killed before it began work: not counted
+    with provenance.Sitting(str(tmp_path), "eval --afresh", time.time(), "def", resume=False) as sitting:
+        assert json.loads(record.read_text()) == kept  # not yet working: the record as found
+        sitting.working()  # a fresh run that works drops the parts of the results it replaces
+    assert json.loads(record.read_text())["cut_short"] == []
+    kept["current"]["worked"] = False  # a record of the first version (written from a part's start): not counted
     record.write_text(json.dumps(kept))
     assert provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=True).cut_short == []
     killed_after_its_report = {k: prov[k] for k in ("command", "started_utc", "wall_time_s")}
@@ -937,7 +941,7 @@ def test_an_experiment_that_fails_once_training_began_keeps_its_part_and_a_refus
     assert main(argv) == 2 and not (out / provenance.SITTING_NAME).exists()
     monkeypatch.setattr(experiment, "train_all", failed)
     assert main(argv) == 2
-    assert json.loads((out / provenance.SITTING_NAME).read_text())["current"]["worked"]
+    assert json.loads((out / provenance.SITTING_NAME).read_text())["current"]["wall_time_s"] >= 0  # kept
 
 
 def test_provenance_counts_the_cpu_time_of_finished_worker_processes():

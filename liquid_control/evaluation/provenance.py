@@ -86,30 +86,29 @@ def collect(command: str, started: float, wall_s: float, commit_at_start: str | 
 
 
 class Sitting:
-    """This part of a run, on disk (``SITTING_NAME`` in its folder) from its start until its report is written.
+    """This part of a run, on disk (``SITTING_NAME`` in its folder) from when it begins work until its report is
+    written.
 
     A run of hours is often cut short before its report (a killed process, the end of a session); ``--resume``
     then keeps its training runs and episodes, and without this record the report would not count the time they
-    took. A thread rewrites the record every ``HEARTBEAT_S`` seconds, so a part cut short is counted up to its
-    last heartbeat (at most a minute short). The next part (``resume``) takes over the cut-short parts found
-    there; a run that starts afresh drops them with the results they belonged to. Only parts that began work
-    (``working()``: training or episodes to run, past every check) count: a refused run, or one that only
-    rewrote its report, leaves the record as it found it. Use as a context manager.
+    took. From ``working()`` on (training or episodes to run, past every check) a thread rewrites the record every
+    ``HEARTBEAT_S`` seconds, so a part cut short is counted up to its last heartbeat (at most a minute short). The
+    next part (``resume``) takes over the cut-short parts found there; a run that starts afresh and works drops
+    them with the results they belonged to. A part that never works (a refused run, or one that only rewrites its
+    report) never writes the record, so it leaves it as it found it. Use as a context manager.
     """
 
     def __init__(self, out_dir: str, command: str, started: float, commit: str, resume: bool):
         self.path = os.path.join(out_dir, SITTING_NAME)
         self.cut_short: list[dict] = []
-        self._found = None  # the record's text as found, put back if this part does no work
-        if os.path.isfile(self.path):
-            with open(self.path, encoding="utf-8") as fh:
-                self._found = fh.read()
-        if resume and self._found is not None:
+        if resume and os.path.isfile(self.path):
             try:
-                found = json.loads(self._found)
+                with open(self.path, encoding="utf-8") as fh:
+                    found = json.load(fh)
                 parts = [dict(part) for part in found.get("cut_short", [])] + [dict(found["current"])]
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise EvaluationSetupError(f"{self.path}: not a sitting record ({exc}); move it away") from None
+            # records written before 2026-12-03 were written from a part's start, and marked the parts that worked
             self.cut_short = [part for part in parts if part.pop("worked", True)]
         self.started = started
         self.current = {
@@ -117,7 +116,6 @@ class Sitting:
             "commit": commit,
             "started_utc": _utc(started),
             "cut_short": "before its report; wall time up to its last heartbeat",
-            "worked": False,
         }
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -145,16 +143,14 @@ class Sitting:
             self._thread.join()
 
     def __enter__(self) -> Sitting:
-        self._write()
-        self._thread = threading.Thread(target=self._beat, name="sitting-heartbeat", daemon=True)
-        self._thread.start()
         return self
 
     def working(self) -> None:
         """Every check passed and training or episodes are about to run: from now on this part counts."""
-        if not self.current["worked"]:
-            self.current["worked"] = True
+        if self._thread is None and not self._stop.is_set():
             self._write()
+            self._thread = threading.Thread(target=self._beat, name="sitting-heartbeat", daemon=True)
+            self._thread.start()
 
     def finished(self) -> None:
         """The report's provenance (with ``cut_short``) is written: the record is no longer needed."""
@@ -163,21 +159,13 @@ class Sitting:
             os.unlink(self.path)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        """Unless ``finished()`` removed the record: a last heartbeat, the record kept for the next part; a part
-        that did no work puts the record back as it found it."""
-        if self._stop.is_set():
-            return
-        worked = self.current["worked"]
-        try:
-            if worked:
+        """Unless ``finished()`` removed the record: a part that worked writes a last heartbeat, kept for the
+        next part."""
+        if self._thread is not None:
+            try:
                 self._write()
-            elif self._found is None:
-                os.unlink(self.path)
-            else:
-                with atomic_write(self.path, "w", encoding="utf-8") as fh:
-                    fh.write(self._found)
-        except OSError:  # a full disk or a read-only folder must not hide the error that ended the run
-            pass
+            except OSError:  # a full disk or a read-only folder must not hide the error that ended the run
+                pass
         self._halt()
 
 
