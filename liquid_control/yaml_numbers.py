@@ -24,6 +24,17 @@ NumberLoader.add_implicit_resolver(
 )
 
 
+class TooDeepError(yaml.YAMLError):
+    """Brackets nested deeper than Python's recursion limit: a YAMLError, so callers name their file as for any
+    other malformed YAML (PyYAML itself would raise RecursionError)."""
+
+    def __init__(self):
+        super().__init__("nested too deeply for the YAML parser (brackets or indentation)")
+
+
 def load_yaml(text: str):
     """The YAML content of ``text`` (safe; ``1e-3`` is a number)."""
-    return yaml.load(text, Loader=NumberLoader)
+    try:
+        return yaml.load(text, Loader=NumberLoader)
+    except RecursionError:
+        raise TooDeepError() from None

@@ -7,6 +7,7 @@ from liquid_control.paths import policies_dir
 from liquid_control.policy import PolicyConfigError, load_config, validate_config
 
 ROVER = policies_dir() / "configs" / "cfc_rover.yaml"
+BALANCE_NAV = policies_dir() / "configs" / "cfc_balance_nav.yaml"
 
 
 def test_a_key_given_twice_is_refused_naming_the_file_and_the_key_path(tmp_path, capsys):
@@ -47,7 +48,50 @@ def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
     assert "bad.yaml: not valid YAML:" in str(err.value) and "\n" not in str(err.value)
 
 
-BALANCE_NAV = policies_dir() / "configs" / "cfc_balance_nav.yaml"
+def test_aliases_of_aliases_are_checked_once_and_deep_nesting_is_refused_naming_the_file(tmp_path):
+    """Before: the repeated-key walk re-entered every alias, so ~500 bytes of aliases of aliases (each ten of the
+    last, nine levels) kept `load_config` busy for hours; brackets nested thousands deep raised a bare
+    RecursionError naming nothing (in policy configs, `--set` values and node parameter files alike)."""
+    import threading
+
+    from liquid_control.bags.stream import load_node_parameters
+    from liquid_control.training.cli import parse_overrides
+
+    lines = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\nname: *l8\n")
+    done = []
+
+    def load():
+        with pytest.raises(PolicyConfigError, match=r"bomb.yaml: config: unknown key\(s\) 'l0'"):
+            load_config(bomb)
+        done.append(True)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    worker.join(60.0)  # not a timing assertion: the old walk needs ~10^9 steps, this one ~100
+    assert done, "load_config still walking the aliases after a minute"
+    deep = "[" * 5000 + "]" * 5000
+    (tmp_path / "deep.yaml").write_text(f"name: {deep}\n")
+    with pytest.raises(PolicyConfigError, match=r"deep.yaml: not valid YAML: nested too deeply"):
+        load_config(tmp_path / "deep.yaml")
+    (tmp_path / "params.yaml").write_text(f"policy_node:\n  ros__parameters:\n    x: {deep}\n")
+    with pytest.raises(ValueError, match=r"params.yaml: cannot read the policy_node parameter file: nested too"):
+        load_node_parameters(tmp_path / "params.yaml")
+    with pytest.raises(ValueError, match=r"--set 'core.units=\[\[\[.*not valid YAML: nested too deeply"):
+        parse_overrides([f"core.units={deep}"])
+
+
+@pytest.mark.parametrize("key, value", [("camera", []), ("camera", 0), ("vectors", False), ("vectors", "")])
+def test_an_encoder_section_that_is_not_a_mapping_is_refused(key, value):
+    """Before: `encoder: {camera: []}` (or 0, false, "") passed as the defaults; only absent or null means that."""
+    cfg = yaml.safe_load(BALANCE_NAV.read_text())
+    cfg["encoder"][key] = value
+    with pytest.raises(PolicyConfigError, match=rf"encoder.{key}: expected a mapping, got {type(value).__name__}"):
+        validate_config(cfg)
+    cfg["encoder"][key] = None
+    assert validate_config(cfg)["encoder"][key] == validate_config({**cfg, "encoder": {}})["encoder"][key]
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from liquid_control.yaml_numbers import load_yaml
+from liquid_control.yaml_numbers import TooDeepError, load_yaml
 
 CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
 CONTINUOUS_CORES = ("cfc", "ltc", "ctrnn", "gru_ode")  # the cores that integrate dt (the others ignore it)
@@ -366,7 +366,12 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
     unknown = sorted(set(enc) - {"camera", "vectors"})
     if unknown:
         raise PolicyConfigError(f"encoder: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: camera, vectors")
-    camera = _check_section("encoder.camera", enc.get("camera") or {}, _CAMERA_ENCODER)
+
+    def subsection(key):  # absent or empty (``camera:``) means the defaults; anything but a mapping is refused
+        value = enc.get(key)
+        return {} if value is None else value
+
+    camera = _check_section("encoder.camera", subsection("camera"), _CAMERA_ENCODER)
     n = len(camera["channels"])
     if n == 0 and cfg["observation"]["image"] is not None:
         raise PolicyConfigError("encoder.camera.channels: the camera encoder needs at least one convolution, got []")
@@ -387,7 +392,7 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
                 )
     cfg["encoder"] = {
         "camera": camera,
-        "vectors": _check_section("encoder.vectors", enc.get("vectors") or {}, _VECTOR_ENCODER),
+        "vectors": _check_section("encoder.vectors", subsection("vectors"), _VECTOR_ENCODER),
     }
 
     core = _check_section("core", cfg["core"], _CORE)
@@ -546,9 +551,14 @@ def repeated_key(text: str) -> str | None:
     """The first key given twice in one mapping of a YAML text, as "key.path (lines A and B)", or None.
 
     PyYAML keeps the last of repeated keys silently, so ``lr: 0.002`` followed further down by ``lr: 5``
-    would train with 5 whatever the author meant; the text must be valid YAML."""
+    would train with 5 whatever the author meant; the text must be valid YAML. Each node is looked at once: an
+    alias is the node it names, so a few hundred bytes of aliases of aliases (a "billion laughs") stay cheap."""
+    checked = set()
 
     def walk(node, path):
+        if id(node) in checked:
+            return None
+        checked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen = {}
             for key, value in node.value:
@@ -568,7 +578,10 @@ def repeated_key(text: str) -> str | None:
                     return found
         return None
 
-    return walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    try:
+        return walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
+    except RecursionError:
+        raise TooDeepError() from None
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
