@@ -173,3 +173,58 @@ def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o640
+
+
+def test_a_diverged_epoch_is_refused_before_it_is_saved(tmp_path, monkeypatch):
+    """Before: a learning rate far too high (training.lr 1e30: the schema asks only > 0) trained to NaN weights,
+    wrote them as policy.pt and reported success; the policy loader refused the file only later."""
+    from liquid_control.policy import PolicyConfigError
+
+    with pytest.raises(PolicyConfigError, match=r"training.lr: must be <= 1.0, got 1e\+30"):  # Adam overflowed at 1e38
+        trainer.train(tiny_config(lr=1e30), tmp_path / "lr", progress=False, log=lambda m: None)
+    real, calls = trainer.bc_epoch, []
+
+    def diverging_later(policy, *args, **kwargs):  # epoch 1 trains; epoch 2 ends with an inf weight, a NaN loss
+        calls.append(1)
+        stats = real(policy, *args, **kwargs)
+        if len(calls) == 2:
+            with torch.no_grad():
+                next(policy.parameters()).view(-1)[0] = float("inf")
+            stats["loss"] = float("nan")
+        return stats
+
+    monkeypatch.setattr(trainer, "bc_epoch", diverging_later)
+    out = tmp_path / "later"
+    kept_epoch_1 = rf"{out / 'checkpoint.pt'} keeps epoch 1\. Train into a new folder with a lower training.lr"
+    with pytest.raises(
+        trainer.TrainingError, match=rf"epoch 2: training diverged \(loss nan; non-finite .*{kept_epoch_1}"
+    ):
+        trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
+    kept = trainer.read_training_checkpoint(out / "checkpoint.pt")
+    assert kept["epoch_done"] == 1 and not (out / "policy.pt").exists()
+    assert all(torch.isfinite(v).all() for v in kept["policy"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("reading, refused", [(1e20, False), (3e38, True)])
+def test_vector_statistics_of_huge_readings_are_float64_or_refused_naming_the_input(tmp_path, capsys, reading, refused):
+    """Before: one IMU message of 1e20 in a bag overflowed float32's variance and training stopped with
+    "vector encoder: normalisation statistics must be finite", naming no input."""
+    import numpy as np
+    from test_bags import CAMERA_IMU, _synthetic_bag
+
+    cfg = {**CAMERA_IMU, "training": {**CAMERA_IMU["training"], "epochs_first": 1}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    frames = [(s, s + 0.02) for s in 1.0 + np.arange(40) * 0.066]
+    imus = [
+        (s - 0.005, t - 0.015, np.full(6, reading) if i == 20 else np.arange(6) * 0.1)
+        for i, (s, t) in enumerate(frames)
+    ]
+    bag = _synthetic_bag(tmp_path / "bag", frames, imus, [(t + 0.003, (0.5, 0.1)) for _, t in frames])
+    argv = ["train", "--config", str(tmp_path / "cfg.yaml"), "--bag", str(bag), "--out", str(tmp_path / "run")]
+    code = cli.main([*argv, "--no-progress"])
+    err = capsys.readouterr().err
+    if refused:
+        assert code == 2 and "vector input statistics unusable for imu[0] (largest |value| 3e+38), imu[1]" in err
+        assert not (tmp_path / "run" / "policy.pt").exists()
+    else:
+        assert code == 0 and (tmp_path / "run" / "policy.pt").is_file()

@@ -193,8 +193,9 @@ _TRAINING = {
     "epochs_per_round": _field("int", 4, min_value=1),  # epochs after each DAgger round
     "batch_size": _field("int", 16, min_value=1),
     "sequence_length": _field("int", 32, min_value=2),  # truncated BPTT chunk length
-    "lr": _field("float", 3e-3, above=0.0),
-    "lr_final": _field("float", 3e-4, min_value=0.0),  # cosine-decayed over all epochs
+    # Adam moves each weight by about lr per step: above 1 a run only diverges (1e38 overflowed inside Adam)
+    "lr": _field("float", 3e-3, above=0.0, max_value=1.0),
+    "lr_final": _field("float", 3e-4, min_value=0.0, max_value=1.0),  # cosine-decayed over all epochs
     "weight_decay": _field("float", 0.0, min_value=0.0),
     "grad_clip": _field("float", 1.0, min_value=0.0),
     "eval_episodes": _field("int", 10, min_value=0),  # policy-only episodes after each round (model selection)

@@ -304,10 +304,22 @@ class _Run:
         start keeps its policy's: the weights it starts from were trained on those."""
         if self.policy.vectors is None or self.started_from is not None:
             return
+        keys = self.policy.vector_keys
         data = np.concatenate(
-            [np.concatenate([ep.observations[k] for k in self.policy.vector_keys], axis=1) for ep in episodes]
-        )
-        self.policy.vectors.set_normalization(data.mean(axis=0), data.std(axis=0))
+            [np.concatenate([ep.observations[k] for k in keys], axis=1) for ep in episodes], dtype=np.float64
+        )  # float64: one huge but finite reading (1e20) overflowed float32's variance
+        mean, std = data.mean(axis=0), data.std(axis=0)
+        unusable = ~(np.isfinite(mean) & np.isfinite(std) & (np.abs(mean) < 1e30) & (std < 1e30))
+        if unusable.any():
+            columns = [f"{k}[{i}]" for k in keys for i in range(self.policy.config["observation"]["vectors"][k])]
+            bad = [
+                f"{columns[i]} (largest |value| {np.nanmax(np.abs(data[:, i])):.3g})" for i in np.flatnonzero(unusable)
+            ]
+            raise TrainingError(
+                f"vector input statistics unusable for {', '.join(bad)} over {len(episodes)} training episode(s): "
+                "a reading of that size is no sensor's; check the recording (or the vector input's units)"
+            )
+        self.policy.vectors.set_normalization(mean, std)
 
     def train_epoch(self, episodes: list[Episode], epoch: int, round_index: int) -> None:
         t = self.config["training"]
@@ -338,6 +350,7 @@ class _Run:
             parallel=self.parallel,
         )
         bar.close()
+        self._check_finite(epoch, stats["loss"], lr)
         self.epoch_done = epoch + 1
         self._row(
             epoch=self.epoch_done,
@@ -349,6 +362,28 @@ class _Run:
             lr=f"{lr:.3g}",
         )
         self.save_checkpoint()
+
+    def _check_finite(self, epoch: int, loss: float, lr: float) -> None:
+        """A diverged epoch (a learning rate far too high) is refused before it is saved: the checkpoint keeps the
+        last finite epoch, and no policy of NaN weights is written as if training had succeeded."""
+        broken = [name for name, p in self.policy.named_parameters() if not torch.isfinite(p).all()]
+        if np.isfinite(loss) and not broken:
+            return
+        kept = f"{self.checkpoint_path} keeps epoch {self.epoch_done}" if self.epoch_done else "no epoch was saved"
+        raise TrainingError(
+            f"epoch {epoch + 1}: training diverged (loss {loss:.3g}"
+            + (
+                f"; non-finite weights in {', '.join(broken[:3])}" + (", ..." if len(broken) > 3 else "")
+                if broken
+                else ""
+            )
+            + f") at learning rate {lr:.3g}; {kept}. Train into a new folder with a lower training.lr"
+            + (
+                " or a tighter training.grad_clip"
+                if self.config["training"]["grad_clip"] > 0
+                else " or training.grad_clip"
+            )
+        )
 
     def evaluate(self, env, round_index: int) -> None:
         n = self.config["training"]["eval_episodes"]
