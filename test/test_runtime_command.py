@@ -27,3 +27,18 @@ def test_an_action_of_another_size_or_a_time_that_is_not_finite_is_refused():
         with pytest.raises(ValueError, match="now must be a finite time"):
             lim.stop(now)
     np.testing.assert_allclose(lim([0.9, 0.9], 0.1), [0.7, 1.35])  # the refused calls changed nothing
+
+
+def test_an_infinite_rate_limit_disables_it_and_an_action_that_is_not_finite_is_refused():
+    """Before: max_rate inf (the limit off) made the command NaN whenever two came at the same time (inf * 0), and
+    a NaN action passed every clip and stayed the previous command, so every later command was NaN too."""
+    lim = CommandLimiter([1.0, 1.0], [1.0, 1.0], [np.inf, 2.0])
+    np.testing.assert_allclose(lim([0.5, 0.5], 1.0), [0.5, 0.5])
+    np.testing.assert_allclose(lim([-0.5, -0.5], 1.0), [-0.5, 0.5])  # same time: no change allowed but unlimited
+    np.testing.assert_allclose(lim([-0.5, -0.5], 1.1), [-0.5, 0.3])
+    for action in ([np.nan, 0.0], [0.0, np.inf]):
+        with pytest.raises(ValueError, match="action must be finite"):
+            lim(action, 1.2)
+    np.testing.assert_allclose(lim([1.0, 1.0], 1.2), [1.0, 0.5])  # the refused calls changed nothing
+    with pytest.raises(ValueError, match=r"max_command and max_rate must be > 0 \(inf disables a limit\)"):
+        CommandLimiter([1.0], [1.0], [np.nan])

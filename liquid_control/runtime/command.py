@@ -27,9 +27,11 @@ class CommandLimiter:
             )
         if not np.all(np.isfinite(self.scale)):  # a NaN scale made every command NaN, an inf one inf * 0 = NaN
             raise ValueError(f"scale must be finite, got {self.scale.tolist()}")
-        if not (np.all(self.max_command > 0) and np.all(self.max_rate > 0)):
-            raise ValueError("max_command and max_rate must be > 0 (use a large value to disable a limit)")
+        if not (np.all(self.max_command > 0) and np.all(self.max_rate > 0)):  # NaN fails these too
+            raise ValueError("max_command and max_rate must be > 0 (inf disables a limit)")
         self._lowest = -self.max_command
+        self._unlimited = np.isinf(self.max_rate)
+        self._rate = np.where(self._unlimited, 0.0, self.max_rate)
         self.previous = np.zeros(n)
         self.previous_time: float | None = None
 
@@ -40,16 +42,20 @@ class CommandLimiter:
 
     def __call__(self, action, now: float) -> np.ndarray:
         """The command for ``action`` at time ``now`` (s): scaled, clipped, rate-limited since the previous call."""
-        # minimum(maximum()) is np.clip without its wrappers (this runs on every update of the node); NaN stays NaN
+        # minimum(maximum()) is np.clip without its wrappers (this runs on every update of the node)
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.scale.shape:  # (1,) would broadcast over every element silently
             raise ValueError(f"action must have shape {self.scale.shape}, got {action.shape}")
+        if not np.isfinite(action).all():  # NaN would pass every clip and stay the previous command for good
+            raise ValueError(f"action must be finite, got {action.tolist()}")
         if not math.isfinite(now):  # the rate limit of a NaN elapsed time is NaN: a NaN command
             raise ValueError(f"now must be a finite time in seconds, got {now!r}")
         scaled = action * self.scale
         target = np.minimum(np.maximum(scaled, self._lowest), self.max_command)
         if self.previous_time is not None:
-            step = self.max_rate * max(now - self.previous_time, 0.0)
+            elapsed = max(now - self.previous_time, 0.0)
+            step = self._rate * elapsed  # the finite rates; an infinite one (inf * 0 would be NaN) is no limit
+            step[self._unlimited] = np.inf
             target = np.minimum(np.maximum(target, self.previous - step), self.previous + step)
         self.previous, self.previous_time = target, now
         return target.copy()
