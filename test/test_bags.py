@@ -313,6 +313,73 @@ def test_truncated_and_corrupt_bags_give_clear_errors(expert_bags, long_bag, tmp
         BagReader(tmp_path / "nothing")
 
 
+def _with_chunk_crcs(src, dst, chunk_size=200_000):
+    """``src`` (a bag folder) rewritten by the ``mcap`` library, as ``ros2 bag record`` writes: every chunk carries
+    the CRC of its bytes (rosbags' writer leaves it 0, "not computed"); several chunks, no compression."""
+    from mcap.reader import make_reader
+    from mcap.writer import CompressionType, Writer
+
+    dst.mkdir()
+    with open(next(src.glob("*.mcap")), "rb") as f, open(dst / f"{dst.name}.mcap", "wb") as out:
+        reader, writer = make_reader(f), Writer(out, chunk_size=chunk_size, compression=CompressionType.NONE)
+        writer.start(profile="ros2", library="test")
+        summary = reader.get_summary()
+        schemas = {i: writer.register_schema(s.name, s.encoding, s.data) for i, s in summary.schemas.items()}
+        channels = {
+            i: writer.register_channel(c.topic, c.message_encoding, schemas[c.schema_id], c.metadata)
+            for i, c in summary.channels.items()
+        }
+        for _, channel, msg in reader.iter_messages(log_time_order=False):
+            writer.add_message(channels[channel.id], msg.log_time, msg.data, msg.publish_time, msg.sequence)
+        writer.finish()
+    return dst / f"{dst.name}.mcap"
+
+
+def test_a_corrupt_chunk_before_the_cut_ends_the_salvage_there(long_bag, tmp_path):
+    """A recording cut short with one flipped byte in a chunk before the cut: the salvage (and recover) keep the
+    messages of the chunks before it, byte for byte, and stop at the bad chunk, saying where; the corrupt pixels
+    never come back (they did: the salvage read chunks without checking their CRC, and recover copied them)."""
+    from mcap.reader import make_reader
+
+    src = tmp_path / "flipped"
+    mcap = _with_chunk_crcs(long_bag, src)
+    with BagReader(src) as whole:
+        before = [(m.topic, m.log_time_ns, m.data) for m in whole.messages()]
+    with open(mcap, "rb") as handle:
+        chunks = sorted(make_reader(handle).get_summary().chunk_indexes, key=lambda c: c.chunk_start_offset)
+    assert len(chunks) >= 5
+    bad = chunks[2]
+    cut = chunks[4].chunk_start_offset + 100  # killed while writing the fifth chunk
+    data = bytearray(mcap.read_bytes()[:cut])
+    data[bad.chunk_start_offset + bad.chunk_length // 2] ^= 0x40  # one bit of a frame's pixels
+    mcap.write_bytes(bytes(data))
+    with pytest.raises(BagError, match="truncated MCAP file"):
+        BagReader(src)
+    kept = [m for m in before if m[1] < bad.message_start_time]  # the first two chunks' messages
+    assert 0 < len(kept) < len(before) // 2
+
+    with BagReader(src, allow_truncated=True) as salvaged:
+        assert salvaged.message_count == len(kept)
+        got = [(m.topic, m.log_time_ns, m.data) for m in salvaged.messages()]
+        note = salvaged.salvage_note
+    assert got == kept
+    assert note.startswith(f"{mcap}: truncated; {len(kept)} messages read up to the break")
+    assert f"at byte {bad.chunk_start_offset} of {cut}: the chunk there" in note and "fails its CRC check" in note
+    fixed, n = recover(src, tmp_path / "fixed")
+    with BagReader(fixed) as reader:
+        assert n == len(kept) and [(m.topic, m.log_time_ns, m.data) for m in reader.messages()] == kept
+    custom = yaml.safe_load((fixed / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
+    assert custom == {"recovered_from": str(src), "salvage_note": note}
+
+    # without the flipped bit the same cut keeps the four whole chunks: the check refuses only corrupt bytes
+    data[bad.chunk_start_offset + bad.chunk_length // 2] ^= 0x40
+    mcap.write_bytes(bytes(data))
+    with BagReader(src, allow_truncated=True) as salvaged:
+        four = [m for m in before if m[1] < chunks[4].message_start_time]
+        assert [(m.topic, m.log_time_ns, m.data) for m in salvaged.messages()] == four
+        assert f"at byte {chunks[4].chunk_start_offset} of {cut}: EndOfFile" in salvaged.salvage_note
+
+
 # ------------------------------------------------------------------------------------------------ the loop
 def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tmp_path):
     """Record -> train (a killed run resumed gives the uninterrupted weights) -> the validation loss of

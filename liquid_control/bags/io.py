@@ -9,7 +9,9 @@ is the message's own ``header.stamp``.
 Reading streams from disk (one MCAP chunk of ~1 MB at a time), in log-time order. A bag that cannot be read
 raises :class:`BagError` naming the file and the problem. A recording whose recorder was killed has no MCAP
 footer (and often no ``metadata.yaml``): it is refused with that explanation, and ``allow_truncated=True``
-reads the messages before the break instead (counted in ``BagReader.salvaged``).
+reads the messages before the break instead (``BagReader.salvaged``). The break is the first record that
+cannot be read whole or whose chunk fails its CRC check, so corrupt bytes before the cut end the salvage
+there instead of coming back as messages; ``BagReader.salvage_note`` says where (byte offset) and why.
 """
 
 from __future__ import annotations
@@ -268,8 +270,10 @@ class BagReader:
     """Opens a rosbag2 bag folder (or a bare ``.mcap`` file) for streaming reads in log-time order.
 
     ``topics``: name -> :class:`TopicInfo`; ``messages(topics)`` yields :class:`BagMessage` one at a time.
-    With ``allow_truncated`` a recording without MCAP footer is read up to its break (``salvaged`` is True
-    and ``salvage_note`` says where it stopped); otherwise it is refused with a :class:`BagError`.
+    With ``allow_truncated`` a recording without MCAP footer is read up to its break, the first record cut
+    short or unreadable or the first chunk failing its CRC check (``salvaged`` is True and ``salvage_note``
+    names the file, the messages kept and the byte where it stopped and why); otherwise it is refused with a
+    :class:`BagError`.
     """
 
     def __init__(self, path: str | Path, *, allow_truncated: bool = False):
@@ -394,16 +398,43 @@ class BagReader:
 
 # ------------------------------------------------------------------------------------------------ salvage
 def _iter_truncated_records(path: Path):
-    """(record, error) pairs of an MCAP file read front to back with the ``mcap`` library; stops at the break."""
-    from mcap.stream_reader import StreamReader
+    """(record, None) pairs of an MCAP file read front to back with the ``mcap`` library, then (None, where and
+    why it stopped) at the break; stops there.
+
+    Every chunk's CRC is checked before any of its records is handed out: a chunk whose bytes changed after
+    it was written (a flipped bit, the unwritten tail a power cut leaves) is where the readable part ends,
+    exactly like a record cut short, so corrupt bytes are never returned as messages. The note names the
+    byte offset of the bad record, the file's size and, for a chunk, its log times and what was not read.
+    """
+    from mcap.records import Chunk
+    from mcap.stream_reader import CRCValidationError, StreamReader, breakup_chunk
 
     with path.open("rb") as handle:
-        reader = StreamReader(handle, skip_magic=False, emit_chunks=False)
-        try:
-            for record in reader.records:
-                yield record, None
-        except Exception as exc:  # the break (EndOfFile, a cut record, garbage)
-            yield None, exc
+        size = path.stat().st_size
+        records = StreamReader(handle, skip_magic=False, emit_chunks=True).records
+        while True:
+            offset = handle.tell()  # where the next top-level record starts
+            try:
+                record = next(records)
+                inner = breakup_chunk(record, validate_crc=True) if isinstance(record, Chunk) else None
+            except StopIteration:
+                return
+            except CRCValidationError as exc:
+                chunk, end = exc.record, handle.tell()
+                note = (
+                    f"at byte {offset} of {size}: the chunk there (log time {chunk.message_start_time * 1e-9:.3f}-"
+                    f"{chunk.message_end_time * 1e-9:.3f} s) fails its CRC check (expected {exc.expected:08x}, "
+                    f"computed {exc.actual:08x}): its bytes are corrupt; it and the {size - end} bytes after it "
+                    f"were not read"
+                )
+                yield None, note
+                return
+            except Exception as exc:  # the break (EndOfFile, a cut record, garbage)
+                what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                yield None, f"at byte {offset} of {size}: {what}"
+                return
+            for item in [record] if inner is None else inner:  # a chunk: the records it holds
+                yield item, None
 
 
 def _channel_entry(record, schemas) -> dict:
@@ -420,7 +451,7 @@ def _channel_entry(record, schemas) -> dict:
 
 def _iter_truncated_batches(path: Path):
     """Lists of (topic, log_time_ns, msgtype, data), one per MCAP chunk (or run of loose messages)."""
-    from mcap.records import Channel, Chunk, Message, Schema
+    from mcap.records import Channel, Message, Schema
 
     schemas, channels, batch = {}, {}, []
     for record, error in _iter_truncated_records(path):
@@ -435,8 +466,6 @@ def _iter_truncated_batches(path: Path):
             channel = channels.get(record.channel_id)
             if channel is not None:
                 batch.append((channel["topic"], int(record.log_time), channel["msgtype"], bytes(record.data)))
-        elif isinstance(record, Chunk):
-            pass
         else:  # a message index / chunk boundary: hand over what the chunk held
             if batch:
                 yield batch
@@ -462,7 +491,7 @@ def _scan_truncated(path: Path):
     first, last, note = None, None, "end of file"
     for record, error in _iter_truncated_records(path):
         if error is not None:
-            note = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+            note = error
             break
         if isinstance(record, Schema):
             schemas[record.id] = record
@@ -481,6 +510,9 @@ def recover(src: str | Path, dst: str | Path) -> tuple[Path, int]:
     """Rewrite the readable part of a truncated bag ``src`` into a new, complete bag ``dst``.
 
     Returns (dst, number of messages kept). Like ``ros2 bag reindex`` for a recording whose recorder died.
+    What is kept ends at the break (a chunk failing its CRC check included: corrupt bytes are never copied);
+    the new bag's metadata.yaml records the source and that break (custom data ``recovered_from`` and
+    ``salvage_note``).
     """
     reader = BagReader(src, allow_truncated=True)
     try:
@@ -491,7 +523,8 @@ def recover(src: str | Path, dst: str | Path) -> tuple[Path, int]:
                 f"{src}: no complete message to recover (the recording stopped before its first); nothing written"
             )
         kept = 0
-        with BagWriter(dst) as writer:
+        provenance = {"recovered_from": str(src), "salvage_note": reader.salvage_note}
+        with BagWriter(dst, custom_data=provenance) as writer:
             for topic, info in reader.topics.items():
                 writer.add_topic(topic, info.msgtype, info.qos)
             for msg in itertools.chain([first], messages):
