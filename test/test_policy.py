@@ -267,6 +267,76 @@ def test_load_errors_name_the_file_and_the_problem(tmp_path):
         load_policy(tmp_path / "nan.pt")
 
 
+def _save_mutated(tmp_path, name, mutate):
+    """A policy file (vector encoder trained statistics, action bounds [-1, 1] x [-0.5, 0.5]) changed by
+    ``mutate(payload)``; returns its path and the path of the untouched file."""
+    policy = Policy.from_config(small_config())
+    policy.vectors.set_normalization(np.zeros(6), np.full(6, 2.0))
+    good = save_policy(tmp_path / "good.pt", policy, {"seed": 1})
+    payload = torch.load(good, weights_only=True)
+    mutate(payload)
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name, good
+
+
+@pytest.mark.parametrize("value", [0.0, -2.0, float("nan"), float("inf")])
+def test_an_unusable_normalisation_buffer_is_refused_at_load_naming_file_and_buffer(tmp_path, value):
+    path, good = _save_mutated(tmp_path, "std.pt", lambda p: p["state_dict"]["vectors.std"].__setitem__(3, value))
+    with pytest.raises(PolicyLoadError, match=r"std.pt: the input normalisation buffer 'vectors.std' must be finite"):
+        load_policy(path)
+    assert load_policy(good).vectors.std.tolist() == [2.0] * 6  # the file as written still loads
+
+
+def test_action_bounds_in_the_weights_must_match_the_config(tmp_path):
+    def clamp(payload):
+        payload["state_dict"]["action_low"].fill_(0.5)
+        payload["state_dict"]["action_high"].fill_(0.6)
+
+    path, good = _save_mutated(tmp_path, "bounds.pt", clamp)
+    with pytest.raises(
+        PolicyLoadError, match=r"bounds.pt: the weights' action_low \[0.5, 0.5\] disagree with the config's action.low"
+    ) as err:
+        load_policy(path)
+    assert "[-1.0, -0.5]" in str(err.value)
+    path, _ = _save_mutated(tmp_path, "high.pt", lambda p: p["state_dict"]["action_high"].__setitem__(1, 1.0))
+    with pytest.raises(PolicyLoadError, match=r"high.pt: the weights' action_high \[1, 1\] disagree .* \[1.0, 0.5\]"):
+        load_policy(path)
+    loaded = load_policy(good)
+    assert loaded.action_low.tolist() == [-1.0, -0.5] and loaded.action_high.tolist() == [1.0, 0.5]
+
+
+@pytest.mark.parametrize("metadata", ["abc", 5, [1, 2]])
+def test_malformed_metadata_is_the_loaders_named_error(tmp_path, metadata):
+    from liquid_control.policy import read_metadata
+
+    path, good = _save_mutated(tmp_path, "meta.pt", lambda p: p.__setitem__("metadata", metadata))
+    for loader in (load_policy, read_metadata):
+        with pytest.raises(PolicyLoadError, match=r"meta.pt: the policy file's metadata must be a dict"):
+            loader(path)
+    assert read_metadata(good) == {"seed": 1} and load_policy(good).metadata == {"seed": 1}
+    path, _ = _save_mutated(tmp_path, "none.pt", lambda p: p.pop("metadata"))
+    assert read_metadata(path) == {} and load_policy(path).metadata == {}  # no metadata at all is fine
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex64, torch.int64])
+def test_weights_of_a_non_float_dtype_are_refused(tmp_path, dtype):
+    path, _ = _save_mutated(
+        tmp_path, "dtype.pt", lambda p: p["state_dict"].__setitem__("head.bias", torch.ones(2, dtype=dtype))
+    )
+    with pytest.raises(PolicyLoadError, match=r"dtype.pt: weights that are not floating-point tensors: head.bias"):
+        load_policy(path)
+
+
+def test_every_shipped_policy_passes_the_load_checks():
+    shipped = sorted(policies_dir().glob("*.pt"))
+    assert shipped
+    for path in shipped:
+        policy = load_policy(path)
+        action = policy.config["action"]
+        assert policy.action_low.tolist() == [float(v) for v in action["low"]]
+        assert policy.action_high.tolist() == [float(v) for v in action["high"]]
+
+
 # ------------------------------------------------------------------------------------------------ agent
 def test_agent_drives_the_rover_within_bounds_and_resets():
     import gymnasium

@@ -15,6 +15,7 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.checkpoint import read_plain_torch_file
 
 from .config import PolicyConfigError, validate_config
+from .encoders import VectorEncoder
 from .model import Policy
 
 FORMAT = "liquid_control.policy"
@@ -65,7 +66,44 @@ def _read_payload(path: Path) -> dict:
     not_tensors = [f"{k!r} ({type(v).__name__})" for k, v in payload["state_dict"].items() if not torch.is_tensor(v)]
     if not_tensors:
         raise PolicyLoadError(f"{path}: state_dict entries that are not tensors: {', '.join(not_tensors[:5])}")
+    metadata = payload.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise PolicyLoadError(
+            f"{path}: the policy file's metadata must be a dict, not {type(metadata).__name__} {str(metadata)[:60]!r}"
+        )
     return payload
+
+
+def _values(tensor: torch.Tensor) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in tensor.reshape(-1).tolist()) + "]"
+
+
+def _buffer_problem(policy: Policy, config: dict, state: dict) -> str | None:
+    """Why the weights' buffers cannot be used with ``config``, or None.
+
+    The action bounds are buffers only so that they travel with the module: they must be the config's
+    ``action.low`` / ``action.high`` (the bounds the runner, the node and the ONNX export report), not other
+    values that would clamp every action silently. The vector encoder divides by its input ``std``: a zero,
+    negative or non-finite one would make every later update fail as a bad sensor reading."""
+    expected = policy.state_dict()
+    for key, side in (("action_low", "low"), ("action_high", "high")):
+        if not torch.equal(state[key].to(expected[key].dtype), expected[key]):
+            return (
+                f"the weights' {key} {_values(state[key])} disagree with the config's action.{side} "
+                f"{list(config['action'][side])}"
+            )
+    for name, module in policy.named_modules():
+        if isinstance(module, VectorEncoder):
+            key = f"{name}.std"
+            std = state[key]
+            unusable = ~(torch.isfinite(std) & (std > 0))
+            if unusable.any():
+                where = unusable.nonzero().reshape(-1).tolist()
+                return (
+                    f"the input normalisation buffer {key!r} must be finite and > 0 (the encoder divides by it); "
+                    f"entries {where[:5]} are {_values(std[unusable][:5])}"
+                )
+    return None
 
 
 def load_policy(path: str | Path) -> Policy:
@@ -98,6 +136,14 @@ def load_policy(path: str | Path) -> Policy:
         if shapes:
             problems.append(f"shape mismatch (file vs config) {'; '.join(shapes[:5])}")
         raise PolicyLoadError(f"{path}: config does not match the weights: {'; '.join(problems)}")
+    dtypes = [
+        f"{k} ({v.dtype})" for k, v in state.items() if expected[k].is_floating_point() and not v.is_floating_point()
+    ]
+    if dtypes:
+        raise PolicyLoadError(f"{path}: weights that are not floating-point tensors: {', '.join(dtypes[:5])}")
+    problem = _buffer_problem(policy, config, state)
+    if problem:
+        raise PolicyLoadError(f"{path}: {problem}")
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise PolicyLoadError(f"{path}: non-finite weights in {', '.join(bad[:5])}")
