@@ -454,6 +454,78 @@ def test_corrupt_wrong_and_mismatched_files_raise_checkpoint_error(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
+def _mutated_checkpoint(tmp_path, name, mutate, model=None):
+    good = save_model(tmp_path / "good.pt", model if model is not None else CfC(3, 4, backbone_units=8))
+    payload = torch.load(good, weights_only=True)
+    mutate(payload)
+    torch.save(payload, tmp_path / name)
+    return tmp_path / name, good
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weights_are_refused_naming_file_and_tensor(tmp_path, value):
+    def poison(payload):
+        payload["state_dict"]["cell.blocks.0.head_bias"][1] = value
+
+    path, good = _mutated_checkpoint(tmp_path, "poisoned.pt", poison)
+    with pytest.raises(CheckpointError, match=r"poisoned.pt: non-finite weights .* in cell.blocks.0.head_bias"):
+        load_model(path)
+    assert torch.isfinite(load_model(good).cell.blocks[0].head_bias).all()
+
+
+@pytest.mark.parametrize("state", [[1, 2], None, "weights"])
+def test_a_state_dict_that_is_not_a_dict_is_a_checkpoint_error(tmp_path, state):
+    path, _ = _mutated_checkpoint(tmp_path, "state.pt", lambda p: p.__setitem__("state_dict", state))
+    with pytest.raises(CheckpointError, match=rf"state.pt: its 'state_dict' is {type(state).__name__}, not a dict"):
+        load_model(path)
+    path, _ = _mutated_checkpoint(tmp_path, "nostate.pt", lambda p: p.pop("state_dict"))
+    with pytest.raises(CheckpointError, match="nostate.pt: the checkpoint has no 'state_dict'"):
+        load_model(path)
+    path, _ = _mutated_checkpoint(
+        tmp_path,
+        "ints.pt",
+        lambda p: p["state_dict"].__setitem__(
+            "cell.blocks.0.head_bias", p["state_dict"]["cell.blocks.0.head_bias"].to(torch.int64)
+        ),
+    )
+    with pytest.raises(CheckpointError, match="ints.pt: weights that are not floating-point tensors: cell.blocks.0"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("batch_first", None, r"'batch_first' is None \(NoneType\); core type 'liquid_rnn' takes bool"),
+        ("batch_first", 1, r"'batch_first' is 1 \(int\); core type 'liquid_rnn' takes bool"),
+        ("batch_first", float("nan"), r"'batch_first' is nan"),
+        ("units", 4, r"'units' is not a setting of core type 'liquid_rnn' \(it would be ignored\)"),
+    ],
+)
+def test_config_values_of_the_wrong_type_are_refused_naming_the_key(tmp_path, key, value, message):
+    path, good = _mutated_checkpoint(tmp_path, "config.pt", lambda p: p["config"].__setitem__(key, value))
+    with pytest.raises(CheckpointError, match="config.pt: invalid model config: " + message):
+        load_model(path)
+    assert load_model(good).batch_first is True
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+@pytest.mark.parametrize("key, value", [("tau_init", True), ("tau_init", float("inf")), ("units", 6.0)])
+def test_a_continuous_time_core_config_is_type_checked_too(tmp_path, key, value, wrapped):
+    from liquid_control.cells import build_core
+
+    core = build_core({"type": "ctrnn", "input_size": 3, "units": 6})
+    model = LiquidRNN(core) if wrapped else core
+    name = f"cell.{key}" if wrapped else key
+
+    def corrupt(payload):
+        (payload["config"]["cell"] if wrapped else payload["config"])[key] = value
+
+    path, good = _mutated_checkpoint(tmp_path, "ct.pt", corrupt, model)
+    with pytest.raises(CheckpointError, match=rf"ct.pt: invalid model config.*'{name}'"):
+        load_model(path)
+    assert load_model(good).config() == model.config()
+
+
 def test_convenience_constructors_mirror_ncps():
     rnn = CfC(4, 8, mode="no_gate", backbone_units=16)
     assert isinstance(rnn.cell, CfCCell) and rnn.cell.mode == "no_gate" and rnn.output_size == 8
