@@ -505,8 +505,106 @@ def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bag
     with pytest.raises(trainer.TrainingError, match="other bags"):
         trainer.train(CAMERA_ONLY, tmp_path / "run", **{**run, "data": {**data, "bags": [bags[0]]}})
     big = {**CAMERA_ONLY, "observation": {**CAMERA_ONLY["observation"], "image": {"height": 32, "width": 32}}}
-    with pytest.raises(trainer.TrainingError, match=r"episode_100: no labelled update .*reads 32x32 images"):
+    camera = r"/camera/image_raw \(camera: the rgb8 image of sensor_msgs/msg/Image\) has 16x16 images, the policy"
+    with pytest.raises(trainer.TrainingError, match=rf"episode_100: no labelled update .*{camera} reads 32x32 images"):
         trainer.train(big, tmp_path / "big", data={"bags": [bags[0]]}, progress=False)
+
+
+def test_a_damaged_bag_cache_is_rebuilt_from_the_bag_and_named(expert_bags, tmp_path):
+    """The converted bags under data/bags/ are a cache: a segment file cut short or gone, or an index.json that
+    is not one, makes a resume convert the bag again with a warning naming the file (it failed every resume
+    with numpy's "mmap length is greater than file size" or a bare JSON error, naming nothing)."""
+    from liquid_control.training import trainer
+
+    root, bags, held = expert_bags
+    out = tmp_path / "run"
+    data = {"bags": bags[:1], "validation": [held]}
+    first = trainer.train(CAMERA_IMU, out, data=data, overrides={"training.epochs_first": 1}, progress=False)
+    cache = out / "data" / "bags" / "train" / f"0000_{os.path.basename(bags[0])}"
+    pristine = {p.name: p.read_bytes() for p in cache.iterdir()}
+    imu, index = cache / "seg_00000.obs.imu.bin", cache / "index.json"
+    assert imu.name in pristine and index.name in pristine
+
+    damages = [
+        (lambda: imu.write_bytes(pristine[imu.name][:100]), f"{imu}: cache segment file of 100 bytes"),
+        (lambda: imu.unlink(), f"{imu}: cache segment file missing"),
+        (lambda: index.write_text("{"), f"{index}: unreadable cache index (JSONDecodeError"),
+        (lambda: index.write_text("[]"), f"{index}: not a cache index"),
+    ]
+    for damage, named in damages:
+        damage()
+        logs = []
+        again = trainer.train(None, out, resume=True, progress=False, log=logs.append)
+        warnings = [m for m in logs if m.startswith("warning:")]
+        assert len(warnings) == 1 and named in warnings[0], (named, warnings)
+        assert "damaged cache, converting the bag again" in warnings[0]
+        assert {p.name: p.read_bytes() for p in cache.iterdir()} == pristine  # rebuilt as it was
+        assert again.epochs == first.epochs == 1
+    logs = []
+    trainer.train(None, out, resume=True, progress=False, log=logs.append)
+    assert not [m for m in logs if m.startswith(("warning:", "train bag"))]  # a sound cache is reused as is
+
+
+def test_vector_readings_of_the_wrong_size_are_named_by_topic_field_and_sizes(tmp_path):
+    """A balance bag whose /joint_states carry three wheel velocities for a policy reading two: the error names
+    the topic, the field and both sizes (it told of "NonexNone images" for any input of the wrong size)."""
+    from liquid_control.bags.io import typestore
+    from liquid_control.policy import validate_config
+    from liquid_control.training.bag_data import convert_bag
+
+    cfg = validate_config(
+        {
+            "name": "balance",
+            "world": "LiquidBalance-v0",
+            "observation": {"vectors": {"imu": 6, "wheels": 2}, "update_on": "imu"},
+            "core": {"type": "cfc", "units": 8},
+            "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+        }
+    )
+    spec = data_spec(cfg)
+    assert spec.topics == {"imu": "/imu/data", "wheels": "/joint_states"}
+    types = typestore().types
+    with BagWriter(tmp_path / "bag") as bag:
+        for i in range(40):
+            t = 1 + i * 0.005
+            velocity = np.array([0.1, 0.2, 0.3])
+            joints = types[M.JOINT_STATE](
+                header=M.header(t), name=["l", "r", "c"], position=np.zeros(3), velocity=velocity, effort=np.zeros(3)
+            )
+            layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+            bag.write("/imu/data", int(t * 1e9), M.imu_message(np.zeros(6), t))
+            bag.write("/joint_states", int(t * 1e9) + 100, joints)
+            bag.write(spec.command_topic, int(t * 1e9) + 200, types[M.FLOAT64_ARRAY](layout=layout, data=np.ones(2)))
+    with pytest.raises(BagError) as err:
+        convert_bag(str(tmp_path / "bag"), cfg, spec, tmp_path / "cache" / "bag", 64, False, print)
+    message = str(err.value)
+    assert "/joint_states (wheels: velocity of sensor_msgs/msg/JointState) has 3 values per reading, the policy " \
+        "reads 2 values (observation.vectors.wheels: 2)" in message  # fmt: skip
+    assert "images" not in message and "/imu/data" not in message  # (the imu readings are of the right size)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing left behind
+
+
+def test_a_bag_cache_is_on_disk_before_its_index_names_it(expert_bags, tmp_path, monkeypatch):
+    """Every segment file is fsynced before index.json (written atomically) names it, and the folders after."""
+    from liquid_control.training.bag_data import convert_bag
+
+    _, bags, _ = expert_bags
+    synced = []
+    fsync = os.fsync
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    folder = tmp_path / "cache" / "0000_bag"
+    index = convert_bag(bags[0], CAMERA_IMU, data_spec(CAMERA_IMU), folder, 8, False, print)
+    tmp = str(tmp_path / "cache" / ".0000_bag.tmp")
+    files = [f"{tmp}/{seg['name']}.{key}.bin" for seg in index["segments"] for key in seg["layout"]]
+    assert len(index["segments"]) > 2 and sorted(synced[: len(files)]) == sorted(files)
+    assert os.path.basename(synced[len(files)]).startswith(".index.json.")  # atomic_write's temporary file
+    assert synced[len(files) + 1 :] == [tmp, str(tmp_path / "cache")]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["index.json", *(os.path.basename(f) for f in files)])
 
 
 def test_record_cli_expert_info_and_recover(tmp_path, capsys):

@@ -7,7 +7,10 @@ network would have been given at each update is written, with its label, to a ca
 streams from disk and is never loaded whole. A segment runs from a state reset (start of the bag, an update
 gap over ``max_gap_s``, a clock jump) to the next one and is cut into training windows of ``window``
 updates (each window starts from the initial state, like an episode). Each bag is converted atomically
-(temporary folder, then rename) and reused by ``--resume`` while the bag and the data settings are unchanged.
+(segment files flushed and fsynced, then ``index.json``, then the temporary folder renamed) and reused by
+``--resume`` while the bag and the data settings are unchanged. A cache that fails its check when reused (an
+unreadable ``index.json``, a segment file missing or of the wrong size: a crash, a full disk, a hand edit) is
+rebuilt from its bag, with a warning naming the file: it is a cache, the bag is the data.
 
 Training: ``training.epochs_first`` epochs of the usual BC (truncated BPTT over the windows, masked where an
 update has no label), no DAgger (a bag cannot answer "what would the expert do here"); after every epoch the
@@ -42,8 +45,10 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
+from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import StreamStats, capture_runner
 from liquid_control.policy import PolicyConfigError
+from liquid_control.runtime.runner import BAD_SHAPE
 
 from .bc import bc_loss
 from .data import Episode
@@ -194,10 +199,27 @@ class _SegmentFiles:
             self.handles[key].write(value.tobytes())
         self.length += 1
 
-    def close(self) -> dict:
+    def close(self, sync: bool = True) -> dict:
+        """Close the files (flushed and fsynced first with ``sync``: on disk before index.json names them)."""
         for handle in self.handles.values():
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
             handle.close()
         return {"name": self.prefix.name, "length": self.length, "layout": self.layout}
+
+
+class CacheError(TrainingError):
+    """A bag's cache folder that fails its check; the message names the file and what is wrong with it."""
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (created, renamed files) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class NoCommandBag(BagError):
@@ -209,6 +231,8 @@ def convert_bag(
     bag: str, policy_config: dict, spec, folder: Path, window: int, allow_truncated: bool, log, fingerprint: str = ""
 ) -> dict:
     """Play ``bag`` through a capture runner and write its segments under ``folder`` (atomically)."""
+    runner = capture_runner(policy_config, spec)
+    wrong_sizes = _watch_sizes(runner)  # for the error hint of a bag whose readings are all of another size
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -218,7 +242,7 @@ def convert_bag(
         with BagReader(bag, allow_truncated=allow_truncated) as reader:
             if reader.salvaged:
                 log(f"warning: {reader.salvage_note}")
-            for update in stream_updates(reader, capture_runner(policy_config, spec), spec, stats):
+            for update in stream_updates(reader, runner, spec, stats):
                 if current is not None and (update.reset is not None or current.length >= window):
                     segments.append(current.close())
                     current = None
@@ -239,7 +263,7 @@ def convert_bag(
             current = None
     except BaseException:
         if current is not None:
-            current.close()
+            current.close(sync=False)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     summary = stats.summary()
@@ -247,7 +271,8 @@ def convert_bag(
         shutil.rmtree(tmp, ignore_errors=True)
         if summary.get("updates") and not summary.get("commands") and not summary.get("commands_rejected"):
             raise NoCommandBag(f"{bag}: {summary['updates']} updates but no command on {spec.command_topic}")
-        raise BagError(f"{bag}: no labelled update ({summary}): {_diagnose(summary, spec, policy_config)}")
+        hint = _diagnose(summary, spec, policy_config, wrong_sizes, runner.spec.sensors)
+        raise BagError(f"{bag}: no labelled update ({summary}): {hint}")
     index = {
         "format": CACHE_FORMAT,
         "bag": bag,
@@ -256,23 +281,77 @@ def convert_bag(
         "stats": summary,
         "note": stats.salvage_note,
     }
-    with atomic_write(tmp / "index.json", "w") as handle:
+    with atomic_write(tmp / "index.json", "w") as handle:  # last: the segments it names are on disk
         json.dump(index, handle, indent=1)
+    _fsync_dir(tmp)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+    _fsync_dir(folder.parent)
     return index
 
 
-def _diagnose(counters: dict, spec, policy_config: dict) -> str:
-    """The likely reason a bag gave no training data, from its counters."""
+def _watch_sizes(runner) -> dict:
+    """Sensor -> shape of the first reading ``runner`` rejects for its size (filled as the bag plays)."""
+    found = {}
+    submit = runner.submit
+
+    def watched(sensor, stamp, value, *args, **kwargs):
+        result = submit(sensor, stamp, value, *args, **kwargs)
+        if result.reason == BAD_SHAPE and sensor not in found:
+            found[sensor] = tuple(np.shape(value))
+        return result
+
+    runner.submit = watched
+    return found
+
+
+READING_FIELDS = {  # what policy_node reads of each sensor's message (liquid_control.bags.messages.sensor_reading)
+    "camera": "the rgb8 image",
+    "imu": "angular_velocity and linear_acceleration",
+    "wheels": "velocity",
+}
+
+
+def _size_text(sensor: str, shape: tuple | None) -> str:
+    if shape is None:
+        return "of another size"
+    if sensor == "camera" and len(shape) >= 2:
+        return f"{shape[1]}x{shape[0]} images"
+    return f"{shape[0]} values" if len(shape) == 1 else f"values of shape {list(shape)}"
+
+
+def _wrong_size(sensor: str, found: tuple | None, expected: tuple, spec) -> str:
+    """The hint for one input whose readings are not of the size the policy reads: topic, field, both sizes."""
+    topic = spec.topics.get(sensor, "?")
+    msgtype = SENSOR_TYPES.get(sensor, ("?",))[0]
+    where = f"{topic} ({sensor}: {READING_FIELDS.get(sensor, 'its reading')} of {msgtype})"
+    if sensor == "camera":
+        return (
+            f"{where} has {_size_text(sensor, found)}, the policy reads {_size_text(sensor, expected)} "
+            f"(observation.image): record the topic policy_node will subscribe to, resized"
+        )
+    declared = expected[0] if len(expected) == 1 else list(expected)
+    return (
+        f"{where} has {_size_text(sensor, found)} per reading, the policy reads {_size_text(sensor, expected)} "
+        f"(observation.vectors.{sensor}: {declared}): record what policy_node will read there, or give the "
+        f"policy the size the robot publishes"
+    )
+
+
+def _diagnose(counters: dict, spec, policy_config: dict, wrong_sizes: dict | None = None, expected=None) -> str:
+    """The likely reason a bag gave no training data, from its counters and the readings rejected for their
+    size (``wrong_sizes``: sensor -> shape found; ``expected``: sensor -> the shape the policy reads)."""
     hints = []
     if counters.get("rejected.bad_shape"):
-        image = policy_config["observation"]["image"] or {}
-        hints.append(
-            f"readings of the wrong size (the policy reads {image.get('width')}x{image.get('height')} images: "
-            f"record the topic policy_node will subscribe to, resized)"
-        )
+        wrong_sizes = wrong_sizes or {}
+        expected = expected or {}
+        sensors = [s for s in expected if s in wrong_sizes] or [
+            s for s in expected if counters.get(f"rejected_by_sensor.{s}")
+        ]
+        hints += [_wrong_size(s, wrong_sizes.get(s), tuple(expected[s]), spec) for s in sensors]
+        if not sensors:
+            hints.append("readings of the wrong size")
     if counters.get("rejected.future_stamp"):
         hints.append(
             "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
@@ -291,18 +370,63 @@ def _diagnose(counters: dict, spec, policy_config: dict) -> str:
     return "; ".join(hints) + " (see `liquid-control record --info` for what the bag holds)"
 
 
+def read_cache(folder: Path, fingerprint: str) -> dict | None:
+    """The index of the cached conversion in ``folder`` when it is of ``fingerprint`` (this bag, these settings);
+    None when there is none or it is of another bag or settings; :class:`CacheError` naming the file when
+    ``index.json`` cannot be read or is not a cache index."""
+    path = folder / "index.json"
+    if not path.is_file():
+        return None
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise CacheError(f"{path}: unreadable cache index ({type(exc).__name__}: {exc})") from None
+    if not isinstance(index, dict):
+        raise CacheError(f"{path}: not a cache index (a JSON {type(index).__name__}, not an object)")
+    if index.get("fingerprint") != fingerprint:
+        return None
+    kinds = {"format": str, "bag": str, "segments": list, "stats": dict}
+    bad = [key for key, kind in kinds.items() if not isinstance(index.get(key), kind)]
+    if bad or index["format"] != CACHE_FORMAT:
+        raise CacheError(f"{path}: not a {CACHE_FORMAT} index ({', '.join(bad) or 'format'} missing or wrong)")
+    return index
+
+
+def _segment_arrays(folder: Path, seg) -> dict:
+    """The memory-mapped arrays of one cached segment, each file checked against its size in the index first."""
+    if not isinstance(seg, dict) or not isinstance(seg.get("name"), str) or not isinstance(seg.get("layout"), dict):
+        raise CacheError(f"{folder / 'index.json'}: a segment entry without name or layout ({str(seg)[:80]})")
+    arrays = {}
+    for key in [*seg["layout"], *(k for k in ("dt", "stamp", "label", "labelled") if k not in seg["layout"])]:
+        path = folder / f"{seg['name']}.{key}.bin"
+        try:
+            layout = seg["layout"][key]
+            dtype, shape, length = np.dtype(layout["dtype"]), tuple(int(n) for n in layout["shape"]), int(seg["length"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CacheError(f"{folder / 'index.json'}: no valid layout for {path.name} ({exc!r})") from None
+        expected = length * dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise CacheError(f"{path}: cache segment file missing ({exc.strerror})") from None
+        if length < 1 or size != expected:
+            raise CacheError(
+                f"{path}: cache segment file of {size} bytes; index.json says {length} updates of "
+                f"{dtype.str}{list(shape)}, {expected} bytes (cut short or overwritten)"
+            )
+        try:
+            arrays[key] = np.memmap(path, dtype=dtype, mode="r", shape=(length, *shape))
+        except (OSError, ValueError) as exc:
+            raise CacheError(f"{path}: cannot map the cache segment file ({exc})") from None
+    return arrays
+
+
 def load_segments(folder: Path, index: dict) -> list[Episode]:
-    """The cached segments of one bag as memory-mapped :class:`Episode` objects."""
+    """The cached segments of one bag as memory-mapped :class:`Episode` objects; :class:`CacheError` naming
+    the file when one is missing or not of the size the index gives."""
     episodes = []
     for seg in index["segments"]:
-        arrays = {}
-        for key, layout in seg["layout"].items():
-            arrays[key] = np.memmap(
-                folder / f"{seg['name']}.{key}.bin",
-                dtype=np.dtype(layout["dtype"]),
-                mode="r",
-                shape=(seg["length"], *layout["shape"]),
-            )
+        arrays = _segment_arrays(folder, seg)
         obs = {k.removeprefix("obs."): v for k, v in arrays.items() if k.startswith("obs.")}
         episodes.append(
             Episode(
@@ -352,11 +476,12 @@ class BagRun(_Run):
         for i, bag in enumerate(bags):
             folder = root / f"{i:04d}_{Path(bag).name}"
             fingerprint = _fingerprint(bag, self.spec.describe(), self.config["observation"])
-            index = None
-            if (folder / "index.json").is_file():
-                index = json.loads((folder / "index.json").read_text())
-                if index.get("fingerprint") != fingerprint:
-                    index = None
+            try:
+                index = read_cache(folder, fingerprint)
+                segments = None if index is None else load_segments(folder, index)
+            except CacheError as exc:  # a cache: rebuilt from the bag (which the fingerprint says is unchanged)
+                self.log(f"warning: {kind} bag {Path(bag).name}: damaged cache, converting the bag again: {exc}")
+                index = None
             if index is None:
                 try:
                     index = convert_bag(
@@ -383,8 +508,9 @@ class BagRun(_Run):
                     f"in {len(index['segments'])} segment(s) over {s['duration_s']:.1f} s"
                     + (f"; {events}" if events else "")
                 )
+                segments = load_segments(folder, index)
             self.bag_stats[bag] = index["stats"]
-            episodes += load_segments(folder, index)
+            episodes += segments
             bar.update(1)
         bar.close()
         skipped = [Path(b).name for b in bags if "skipped" in self.bag_stats.get(b, {})]
