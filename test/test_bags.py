@@ -5,6 +5,7 @@ recordings, and the shrunk loop: record expert bags, train from them (resumable)
 import copy
 import json
 import os
+import re
 import shutil
 from types import SimpleNamespace
 
@@ -294,7 +295,7 @@ def test_truncated_and_corrupt_bags_give_clear_errors(expert_bags, long_bag, tmp
         assert "truncated" in salvaged.salvage_note and str(mcap) in salvaged.salvage_note
         times = [m.log_time_ns for m in salvaged.messages()]
     assert len(times) == salvaged.message_count and times == sorted(times)
-    fixed, n = recover(src, tmp_path / "fixed")
+    fixed, n, _ = recover(src, tmp_path / "fixed")
     with BagReader(fixed) as reader:  # a complete bag again (footer, metadata.yaml)
         assert reader.message_count == n == len(times) and not reader.salvaged
         assert reader.topics["/camera/image_raw"].qos[0].reliability.name == "BEST_EFFORT"
@@ -365,7 +366,7 @@ def test_a_corrupt_chunk_before_the_cut_ends_the_salvage_there(long_bag, tmp_pat
     assert got == kept
     assert note.startswith(f"{mcap}: truncated; {len(kept)} messages read up to the break")
     assert f"at byte {bad.chunk_start_offset} of {cut}: the chunk there" in note and "fails its CRC check" in note
-    fixed, n = recover(src, tmp_path / "fixed")
+    fixed, n, _ = recover(src, tmp_path / "fixed")
     with BagReader(fixed) as reader:
         assert n == len(kept) and [(m.topic, m.log_time_ns, m.data) for m in reader.messages()] == kept
     custom = yaml.safe_load((fixed / "metadata.yaml").read_text())["rosbag2_bagfile_information"]["custom_data"]
@@ -378,6 +379,153 @@ def test_a_corrupt_chunk_before_the_cut_ends_the_salvage_there(long_bag, tmp_pat
         four = [m for m in before if m[1] < chunks[4].message_start_time]
         assert [(m.topic, m.log_time_ns, m.data) for m in salvaged.messages()] == four
         assert f"at byte {chunks[4].chunk_start_offset} of {cut}: EndOfFile" in salvaged.salvage_note
+
+
+# ------------------------------------------------------------------------------------------------ chunk CRCs
+def _noise_frames(path, compression=False, frames=300, close=True):
+    """A BagWriter bag of ``frames`` 64x64 random frames (12 KB each), a Twist after each: four 1 MB chunks.
+    With ``close=False`` the writer is returned open (a recording still going)."""
+    rng = np.random.default_rng(7)
+    bag = BagWriter(path, compression=compression)
+    bag.add_topic("/camera/image_raw", M.IMAGE)
+    bag.add_topic("/cmd_vel", M.TWIST)
+    for i in range(frames):
+        t = 10**9 + i * 50_000_000
+        bag.write("/camera/image_raw", t, M.image_message(rng.integers(0, 256, (64, 64, 3), np.uint8), t * 1e-9))
+        bag.write("/cmd_vel", t + 1000, M.twist_message(0.5, 0.01 * i))
+    if close:
+        bag.close()
+    return bag
+
+
+def _chunks(mcap):
+    """(offset, Chunk) of every chunk whole in an MCAP file, front to back (a cut file: up to the cut)."""
+    from mcap.records import Chunk
+    from mcap.stream_reader import StreamReader
+
+    found = []
+    with open(mcap, "rb") as handle:
+        records = StreamReader(handle, emit_chunks=True).records
+        while True:
+            offset = handle.tell()
+            try:
+                record = next(records)
+            except Exception:  # StopIteration at the end, EndOfFile at a cut
+                return found
+            if isinstance(record, Chunk):
+                found.append((offset, record))
+
+
+def _flip(mcap, offset, chunk):
+    """One bit flipped in the middle of the chunk's records (a pixel of a frame when not compressed)."""
+    data = bytearray(mcap.read_bytes())
+    data[offset + 9 + 40 + len(chunk.compression) + len(chunk.data) // 2] ^= 0x10
+    mcap.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_bagwriter_chunks_carry_crcs_that_every_reader_checks(tmp_path, compression):
+    """Before: rosbags' writer left every chunk's CRC 0 ("not computed"), so no reader could tell a corrupt
+    chunk of our own recordings. Now each chunk, the data section and the summary carry their CRC-32: the mcap
+    library validates them, rosbags and BagReader still read every message."""
+    import zlib
+
+    from mcap.reader import make_reader
+    from mcap.records import DataEnd, Footer
+    from mcap.stream_reader import StreamReader, get_chunk_data_stream
+    from rosbags.rosbag2 import Reader
+
+    bag = _noise_frames(tmp_path / "bag", compression)
+    mcap = bag.mcap_path
+    chunks = _chunks(mcap)
+    assert len(chunks) >= 3 and all(c.compression == ("zstd" if compression else "") for _, c in chunks)
+    for _, chunk in chunks:
+        stream, size = get_chunk_data_stream(chunk)
+        assert chunk.uncompressed_crc != 0 and chunk.uncompressed_crc == zlib.crc32(stream.read(size))
+    data = mcap.read_bytes()
+    records = list(StreamReader(str(mcap), validate_crcs=True).records)  # the chunks' and data section's CRCs
+    (data_end,) = [r for r in records if isinstance(r, DataEnd)]
+    footer = records[-1]
+    assert isinstance(footer, Footer) and data_end.data_section_crc != 0
+    start = len(data) - 8 - 29  # the footer record; its CRC covers the summary up to summary_offset_start
+    assert footer.summary_crc == zlib.crc32(data[footer.summary_start : start + 25]) != 0
+    with open(mcap, "rb") as handle:
+        by_mcap = [(c.topic, m.log_time, m.data) for _, c, m in make_reader(handle, validate_crcs=True).iter_messages()]
+    assert len(by_mcap) == 600
+    with Reader(bag.path) as reader:
+        by_rosbags = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
+    with BagReader(bag.path) as reader:
+        ours = [(m.topic, m.log_time_ns, m.data) for m in reader.messages()]
+    assert by_rosbags == ours == sorted(by_mcap, key=lambda m: m[1])
+
+
+@pytest.mark.parametrize("compression", [False, True])
+def test_a_flipped_bit_in_a_chunk_of_our_bag_is_refused_whole_or_salvaged(tmp_path, compression):
+    """Before: a flipped bit in a chunk of a BagWriter bag came back as a message (its CRC was 0, unchecked),
+    from the complete bag and from the salvage of a cut one alike. Now BagReader refuses the bag naming it,
+    and the salvage keeps exactly the chunks before the bad one and says where it stopped."""
+    bag = _noise_frames(tmp_path / "bag", compression)
+    with BagReader(bag.path) as reader:
+        before = [(m.topic, m.log_time_ns, m.data) for m in reader.messages()]
+    chunks = _chunks(bag.mcap_path)
+    offset, bad = chunks[1]
+    src = tmp_path / "flipped"
+    shutil.copytree(bag.path, src)
+    mcap = next(src.glob("*.mcap"))
+    _flip(mcap, offset, bad)
+    with pytest.raises(BagError) as err:
+        with BagReader(src) as reader:
+            list(reader.messages())
+    assert str(src) in str(err.value) and "corrupt bag" in str(err.value)
+
+    # the same recording cut short in its fourth chunk (no footer, no metadata.yaml): the salvage path
+    cut = chunks[3][0] + 1000
+    with open(mcap, "r+b") as handle:
+        handle.truncate(cut)
+    (src / "metadata.yaml").unlink()
+    kept = [m for m in before if m[1] < bad.message_start_time]
+    with BagReader(src, allow_truncated=True) as salvaged:
+        assert [(m.topic, m.log_time_ns, m.data) for m in salvaged.messages()] == kept and kept
+        note = salvaged.salvage_note
+    assert note.startswith(f"{mcap}: truncated; {len(kept)} messages read up to the break (at byte {offset} of {cut}")
+    if not compression:  # a zstd frame may already fail to decompress: refused there all the same
+        assert "fails its CRC check" in note and "were not read" in note
+
+
+def test_a_killed_recordings_chunks_carry_their_crcs_and_recover_says_where_it_stopped(tmp_path, capsys):
+    """The CRC of each chunk is written while recording, as soon as the chunk is whole in the file, so a
+    recorder killed hard leaves chunks a salvage checks (before: 0, the corrupt bit came back, and `record
+    --recover` printed only the count, not where the source broke off or what it left out)."""
+    from liquid_control import cli
+
+    writer = _noise_frames(tmp_path / "live", close=False)
+    src = tmp_path / "killed"
+    src.mkdir()
+    mcap = src / "killed.mcap"
+    shutil.copyfile(writer.mcap_path, mcap)  # what SIGKILL would leave now: no footer, no metadata.yaml
+    writer.close()
+    chunks = _chunks(mcap)
+    assert len(chunks) >= 3 and all(c.uncompressed_crc for _, c in chunks)
+    size = mcap.stat().st_size
+    with BagReader(src, allow_truncated=True) as salvaged:
+        count = salvaged.message_count
+    assert cli.main(["record", "--recover", str(src), "-o", str(tmp_path / "fixed")]) == 0
+    out = capsys.readouterr().out
+    assert f"recovered {count} messages of {src} into {tmp_path / 'fixed'}" in out
+    assert f"{mcap}: truncated; {count} messages read up to the break (at byte " in out
+    (offset,) = re.findall(rf"\(at byte (\d+) of {size}: EndOfFile", out)  # after the last whole record
+    rest = size - int(offset)
+    assert (f"EndOfFile; the {rest} bytes from there were not read)" if rest else "EndOfFile)") in out
+
+    offset, bad = chunks[1]
+    _flip(mcap, offset, bad)
+    assert cli.main(["record", "--recover", str(src), "-o", str(tmp_path / "fixed2")]) == 0
+    out = capsys.readouterr().out
+    with BagReader(tmp_path / "fixed2") as reader:
+        kept = reader.message_count
+        assert kept > 0 and reader.end_ns < bad.message_start_time
+    assert f"recovered {kept} messages of {src}" in out and f"(at byte {offset} of {size}: the chunk there" in out
+    assert "fails its CRC check" in out and "were not read" in out
 
 
 # ------------------------------------------------------------------------------------------------ the loop

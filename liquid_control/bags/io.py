@@ -12,17 +12,29 @@ footer (and often no ``metadata.yaml``): it is refused with that explanation, an
 reads the messages before the break instead (``BagReader.salvaged``). The break is the first record that
 cannot be read whole or whose chunk fails its CRC check, so corrupt bytes before the cut end the salvage
 there instead of coming back as messages; ``BagReader.salvage_note`` says where (byte offset) and why.
+
+Integrity: rosbags' writer leaves every chunk's CRC 0 ("not computed", which every reader skips), so
+``BagWriter`` writes them itself (:class:`_ChunkCrcs`): each chunk's CRC-32 goes into its record as soon as the
+chunk is whole in the file, the data-section and summary CRCs when the bag is closed. A flipped byte inside a
+chunk of one of our recordings then fails the check: the complete-file reader refuses it naming the file, the
+salvage stops before it. Not covered: the chunk a killed recorder was writing (it is cut anyway) and any chunk
+whose CRC had not reached the disk when the power went (its CRC stays 0: unchecked, read as before).
 """
 
 from __future__ import annotations
 
 import importlib
 import itertools
+import os
+import struct
 import threading
+import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
@@ -127,7 +139,9 @@ class BagWriter:
 
     ``write(topic, log_time_ns, message)`` takes serialized CDR bytes, an rclpy message or a rosbags message.
     Thread-safe (a recorder's callbacks and its main thread may both write). ``close()`` finishes the MCAP
-    file (index, footer) and writes ``metadata.yaml`` atomically; a bag that was never closed is truncated.
+    file (index, footer), writes ``metadata.yaml`` atomically, then the data-section and summary CRCs, and
+    fsyncs the file; a bag that was never closed is truncated. Every chunk carries the CRC-32 of its records,
+    written while recording as soon as the chunk is whole in the file (see :class:`_ChunkCrcs`).
     """
 
     def __init__(self, path: str | Path, *, compression: bool = False, custom_data: dict | None = None):
@@ -145,6 +159,11 @@ class BagWriter:
             self._writer.open()
         except (WriterError, OSError) as exc:
             raise BagError(f"{self.path}: cannot create the bag: {exc}") from None
+        try:
+            self._crcs = _ChunkCrcs(self.mcap_path)
+        except OSError as exc:
+            self._writer.abort()
+            raise BagError(f"{self.path}: cannot open {self.mcap_path.name} to write its CRCs: {exc}") from None
         self._connections: dict[str, object] = {}
         self._types: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -189,6 +208,7 @@ class BagWriter:
                 self._add_topic(topic, msgtype or message_type_name(message), ())
             data = _serialize(message, self._types[topic])
             self._writer.write(self._connections[topic], int(log_time_ns), data)
+            self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
 
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
@@ -198,7 +218,9 @@ class BagWriter:
                 try:
                     self._writer.close()
                 except (WriterError, OSError) as exc:
+                    self._crcs.close()
                     raise BagError(f"{self.path}: cannot finish the bag: {exc}") from None
+                self._crcs.finish()
         return self.path
 
     def abort(self) -> None:
@@ -207,6 +229,8 @@ class BagWriter:
             if not self.closed:
                 self.closed = True
                 self._writer.abort()
+                self._crcs.advance()  # the chunks already whole keep their CRCs for a salvage
+                self._crcs.close()
 
     def __enter__(self):
         return self
@@ -217,6 +241,146 @@ class BagWriter:
         else:
             self.abort()
         return False
+
+
+class _ChunkCrcs:
+    """Writes the CRCs rosbags' MCAP writer leaves 0 into the file it is writing, through a file descriptor of
+    its own: each chunk's ``uncompressed_crc`` (CRC-32 of its records, decompressed) as soon as the chunk record
+    is whole in the file, and at :meth:`finish` (after rosbags closed the file) the DataEnd record's
+    ``data_section_crc`` and the Footer's ``summary_crc``, then fsync.
+
+    Only bytes below the file's current size are read or patched: rosbags only appends, so they are final and
+    never rewritten under us. Each patch is one independent 4-byte ``pwrite`` over a field that held 0, and 0
+    means "not computed" to every reader: a process killed or a disk failing between two patches leaves a bag
+    that reads as before, its unpatched chunks simply unchecked. The chunk data is fsynced before the
+    data-section CRC (which covers the chunk CRCs) is written, so a power cut cannot leave that CRC describing
+    chunk CRCs that never reached the disk. A CRC field already nonzero (a writer that computes them) is kept.
+    Not covered: the chunk a killed recorder was writing (cut short, the salvage ends before it anyway) and a
+    chunk whose data reached the disk but whose CRC did not (unchecked). Trouble here never stops a recording:
+    the CRCs after it stay 0 and :meth:`finish` warns, naming the file and the byte.
+    """
+
+    DATA_RECORDS = frozenset((0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x09, 0x0C))  # may precede DataEnd
+    CHUNK, DATA_END, FOOTER = 0x06, 0x0F, 0x02
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR)
+        self._pos = 0  # the next record to read; 0: the magic
+        self._crc = 0  # CRC-32 of the bytes before _pos, as they are after patching (the data-section CRC)
+        self._data_end: int | None = None  # offset of the DataEnd record once reached
+        self._failed = ""  # why the patching stopped
+        self.chunks = 0  # chunk CRCs written
+
+    def _read(self, size: int, offset: int) -> bytes:
+        data = os.pread(self._fd, size, offset)
+        if len(data) != size:
+            raise OSError(f"short read of {size} bytes at byte {offset}")
+        return data
+
+    def advance(self) -> None:
+        """Patch every chunk that is whole in the file and not yet patched; cheap (one fstat) when none is."""
+        if self._fd < 0 or self._failed or self._data_end is not None:
+            return
+        try:
+            size = os.fstat(self._fd).st_size
+            if self._pos == 0:
+                if size < len(MCAP_MAGIC):
+                    return
+                magic = self._read(len(MCAP_MAGIC), 0)
+                if magic != MCAP_MAGIC:
+                    raise ValueError("the file does not start with the MCAP magic")
+                self._crc, self._pos = zlib.crc32(magic), len(MCAP_MAGIC)
+            while self._pos + 9 <= size:
+                head = self._read(9, self._pos)
+                opcode, length = head[0], int.from_bytes(head[1:], "little")
+                if opcode == self.DATA_END:
+                    self._data_end = self._pos
+                    return
+                if opcode not in self.DATA_RECORDS:
+                    raise ValueError(f"unexpected record opcode 0x{opcode:02x}")
+                if self._pos + 9 + length > size:
+                    return  # not whole yet
+                body = bytearray(self._read(length, self._pos + 9))
+                if opcode == self.CHUNK:
+                    self._patch_chunk(self._pos, body)
+                self._crc = zlib.crc32(body, zlib.crc32(head, self._crc))
+                self._pos += 9 + length
+        except Exception as exc:  # OSError, a record not as expected, a zstd error: never stops the recording
+            self._failed = f"at byte {self._pos}: {type(exc).__name__}: {exc}"
+
+    def _patch_chunk(self, offset: int, body: bytearray) -> None:
+        # message_start_time, message_end_time, uncompressed_size u64, uncompressed_crc u32, compression
+        # (u32 length + string), records (u64 length + bytes)
+        _, _, size, crc, name_len = struct.unpack_from("<QQQII", body, 0)
+        compression = bytes(body[32 : 32 + name_len]).decode()
+        (records_len,) = struct.unpack_from("<Q", body, 32 + name_len)
+        start = 40 + name_len
+        if crc or start + records_len > len(body):
+            return  # computed by its writer already, or not a chunk rosbags wrote: left as it is
+        records = memoryview(body)[start : start + records_len]
+        if compression == "zstd":
+            try:
+                from compression import zstd  # Python 3.14; rosbags compresses with it, or with the backport
+            except ImportError:
+                from backports import zstd
+            records = zstd.decompress(records)
+        elif compression:
+            return  # rosbags writes only zstd or none; anything else is left unchecked
+        if len(records) != size:
+            raise ValueError(f"the chunk there holds {len(records)} bytes of records, its header says {size}")
+        crc = zlib.crc32(records)
+        if crc:  # a CRC that is 0 cannot be told from "not computed"
+            field = struct.pack("<I", crc)
+            if os.pwrite(self._fd, field, offset + 9 + 24) != 4:
+                raise OSError(f"short write of the CRC of the chunk at byte {offset}")
+            body[24:28] = field
+            self.chunks += 1
+
+    def finish(self) -> None:
+        """After rosbags closed the file: the last chunks, fsync, the data-section and summary CRCs, fsync."""
+        if self._fd < 0:
+            return
+        try:
+            self.advance()
+            if not self._failed and self._data_end is None:
+                self._failed = f"at byte {self._pos}: no DataEnd record"
+            os.fsync(self._fd)  # the chunks and their CRCs before the CRC that covers them
+            if not self._failed:
+                self._patch_data_end_and_summary()
+                os.fsync(self._fd)
+        except Exception as exc:
+            self._failed = self._failed or f"{type(exc).__name__}: {exc}"
+        finally:
+            self.close()
+        if self._failed:
+            warnings.warn(
+                f"{self.path}: MCAP CRCs not written {self._failed}; the bag is complete, but the chunks from "
+                f"there on are not checked when read",
+                stacklevel=3,
+            )
+
+    def _patch_data_end_and_summary(self) -> None:
+        head = self._read(13, self._data_end)
+        if int.from_bytes(head[1:9], "little") >= 4 and head[9:13] == bytes(4) and self._crc:
+            os.pwrite(self._fd, struct.pack("<I", self._crc), self._data_end + 9)
+        # Footer: opcode, length, summary_start u64, summary_offset_start u64, summary_crc u32; then the magic.
+        # summary_crc covers the summary section up to and including the footer's summary_offset_start.
+        size = os.fstat(self._fd).st_size
+        footer = size - len(MCAP_MAGIC) - 29
+        tail = self._read(29 + len(MCAP_MAGIC), footer)
+        if tail[0] != self.FOOTER or tail[29:] != MCAP_MAGIC:
+            raise ValueError(f"no MCAP footer at byte {footer}")
+        summary_start, _, crc = struct.unpack_from("<QQI", tail, 9)
+        if summary_start and not crc and summary_start < footer:
+            crc = zlib.crc32(self._read(footer + 25 - summary_start, summary_start))
+            if crc:
+                os.pwrite(self._fd, struct.pack("<I", crc), footer + 25)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -431,7 +595,8 @@ def _iter_truncated_records(path: Path):
                 return
             except Exception as exc:  # the break (EndOfFile, a cut record, garbage)
                 what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                yield None, f"at byte {offset} of {size}: {what}"
+                rest = f"; the {size - offset} bytes from there were not read" if size > offset else ""
+                yield None, f"at byte {offset} of {size}: {what}{rest}"
                 return
             for item in [record] if inner is None else inner:  # a chunk: the records it holds
                 yield item, None
@@ -506,13 +671,22 @@ def _scan_truncated(path: Path):
     return channels, counts, first or 0, last or 0, note
 
 
-def recover(src: str | Path, dst: str | Path) -> tuple[Path, int]:
+class Recovered(NamedTuple):
+    """What :func:`recover` wrote: the new bag, the messages kept and the salvage note (where the source
+    broke off and why, what was not read; empty for a source that was complete)."""
+
+    path: Path
+    kept: int
+    note: str
+
+
+def recover(src: str | Path, dst: str | Path) -> Recovered:
     """Rewrite the readable part of a truncated bag ``src`` into a new, complete bag ``dst``.
 
-    Returns (dst, number of messages kept). Like ``ros2 bag reindex`` for a recording whose recorder died.
-    What is kept ends at the break (a chunk failing its CRC check included: corrupt bytes are never copied);
-    the new bag's metadata.yaml records the source and that break (custom data ``recovered_from`` and
-    ``salvage_note``).
+    Returns (dst, number of messages kept, the reader's salvage note). Like ``ros2 bag reindex`` for a
+    recording whose recorder died. What is kept ends at the break (a chunk failing its CRC check included:
+    corrupt bytes are never copied); the new bag's metadata.yaml records the source and that break (custom
+    data ``recovered_from`` and ``salvage_note``).
     """
     reader = BagReader(src, allow_truncated=True)
     try:
@@ -532,7 +706,7 @@ def recover(src: str | Path, dst: str | Path) -> tuple[Path, int]:
                 kept += 1
     finally:
         reader.close()
-    return Path(dst), kept
+    return Recovered(Path(dst), kept, reader.salvage_note)
 
 
 def message_class(msgtype: str):

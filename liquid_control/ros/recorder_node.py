@@ -345,8 +345,10 @@ def run(args) -> int:
                 raise ValueError("--recover needs -o/--output for the new bag")
             from liquid_control.bags import recover
 
-            path, kept = recover(args.recover, args.output)
+            path, kept, note = recover(args.recover, args.output)
             print(f"recovered {kept} messages of {args.recover} into {path}")
+            # where the source broke off (a cut record or a chunk failing its CRC check) and what was not read
+            print(f"  {note}" if note else "  the source was complete: nothing was left out")
             return 0
         if args.policy and not args.expert:
             raise ValueError("--policy drives simulated episodes under the expert's supervision: it needs --expert")
