@@ -68,7 +68,7 @@ stage "1/5 record $EPISODES expert episodes (+ $VAL_EPISODES validation, $TEST_E
 stage "2/5 train $CONFIG from the training bags ($EPOCHS epochs)"
 resume=()
 [ -f "$OUT/run/checkpoint.pt" ] && resume=(--resume)
-# a finished training is kept (resuming it would rewrite policy.pt, whose SHA-256 the evaluations and rounds record)
+# a finished training is kept as it is (policy.pt, whose SHA-256 the evaluations and rounds record)
 # shellcheck disable=SC2086
 [ -f "$OUT/run/policy.pt" ] || $LC train --config "$CONFIG" --out "$OUT/run" --seed "$SEED" "${resume[@]}" --no-progress $AUGMENT \
   --bag "$OUT/bags/train/*" --val-bag "$OUT/bags/validation/*" \

@@ -199,6 +199,37 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
     assert rows("run") == rows("ref")
 
 
+def test_a_resumed_run_names_its_first_command_and_a_finished_one_keeps_its_policy_file(tmp_path, monkeypatch):
+    """Before: every --resume rewrote policy.pt with `liquid-control train --out RUN --resume` as its command (the
+    model card lost the config and every --set), and resuming a finished run rewrote the file, changing the
+    SHA-256 its ONNX export records."""
+    import hashlib
+
+    original, run = trainer._Run.train_epoch, tmp_path / "run"
+
+    def dying_epoch(self, episodes, epoch, round_index):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, episodes, epoch, round_index)
+
+    monkeypatch.setattr(trainer._Run, "train_epoch", dying_epoch)
+    first = "liquid-control train --config tiny.yaml --set training.lr=0.004"
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(tiny_config(), run, progress=False, log=lambda m: None, command=first)
+    monkeypatch.undo()
+    again = "liquid-control train --out run --resume"
+    result = trainer.train(None, run, resume=True, progress=False, log=lambda m: None, command=again)
+    assert load_policy(result.policy_path).metadata["command"] == first
+    digest = hashlib.sha256(result.policy_path.read_bytes()).hexdigest()
+    logged = []
+    kept = trainer.train(None, run, resume=True, progress=False, log=logged.append, command=again)
+    assert hashlib.sha256(kept.policy_path.read_bytes()).hexdigest() == digest
+    assert any("the run had finished" in m for m in logged)
+    assert (kept.epochs, kept.selected_round, kept.success) == (result.epochs, result.selected_round, result.success)
+    kept.policy_path.unlink()  # killed between its last checkpoint and policy.pt: the file is written
+    assert load_policy(trainer.train(None, run, resume=True, progress=False, log=logged.append).policy_path)
+
+
 def test_a_run_begun_before_a_config_check_still_resumes_and_a_new_one_is_refused(tmp_path, monkeypatch):
     """A setting without effect (here LTC's ``solver`` on a CfC) is refused for a new run, but a run that began
     before that check existed continues: refusing its resume would lose the run, as load_policy loads its file."""

@@ -130,6 +130,7 @@ class _Run:
         self.wall_s = 0.0
         self.longest_dt = 0.0  # of the updates trained on (what core.max_step should not undercut, see finish)
         self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
+        self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
         self._t0 = time.monotonic()
         self.writer = _tensorboard(out_dir / "tensorboard")
 
@@ -160,6 +161,7 @@ class _Run:
                 "wall_s": self.wall_s,
                 "longest_dt": self.longest_dt,  # a resumed run may not load every round's episodes again
                 "started_from": self.started_from,
+                "command": self.command,  # the run's first command: the one that reproduces it
             },
             self.checkpoint_path,
         )
@@ -173,6 +175,8 @@ class _Run:
         self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
         self.started_from = ck.get("started_from")
+        self.command = ck.get("command") or self.command  # not `--resume`'s: policy.pt names how the run began
+        self.resumed_finished = self.finished() and (self.out / "policy.pt").is_file()
 
     def start_from(self, state_dict: dict, record: dict) -> None:
         """A warm start (fine-tuning, e.g. the deployed policy on the next round's bags): the weights and input
@@ -452,7 +456,16 @@ class _Run:
         """Metadata a subclass adds to policy.pt (training.bag_data: the bags it learned from)."""
         return {}
 
+    def finished(self) -> bool:
+        """Every epoch trained and every round evaluated."""
+        return self.epoch_done >= sum(self.round_epochs) and self.rounds_evaluated >= self.rounds - 1
+
     def finish(self) -> TrainResult:
+        if self.resumed_finished:  # rewriting policy.pt would change its SHA-256, which its exports record
+            path = self.out / "policy.pt"
+            self.log(f"{self.out}: the run had finished; {path} kept as it was")
+            success = None if self.best["success"] < 0 else self.best["success"]
+            return TrainResult(self.out, path, success, self.best["round"], self.epoch_done, self.wall_s)
         selected = Policy(self.config)
         selected.load_state_dict(self.best["state_dict"])
         success = None if self.best["success"] < 0 else self.best["success"]
