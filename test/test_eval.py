@@ -1059,3 +1059,50 @@ def test_ctrl_c_during_an_evaluation_says_how_to_continue(tmp_path, capsys, monk
     assert capsys.readouterr().err.strip() == (
         f"liquid-control eval: interrupted: the finished episodes are in {out / LOG_NAME}; add --resume to continue"
     )
+
+
+def test_options_of_another_mode_and_a_folder_of_another_report_are_refused(tmp_path, capsys):
+    """Before: `eval --bag ... --shift winter` (or --episodes, --paired, --experiment) ran the offline evaluation and
+    ignored them; `eval --bag` into a simulated evaluation's folder replaced its report.md and left its episodes
+    beside the offline results (and a simulated evaluation replaced an offline report.md the same way)."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME
+    from liquid_control.paths import policies_dir
+
+    shipped = str(policies_dir() / "cfc_ncp_rover.pt")
+    out = tmp_path / "report"
+    offline = ["eval", "--bag", str(tmp_path / "no_bag"), "--policy", shipped, "--out", str(out), "--no-progress"]
+    assert main([*offline, "--shift", "winter", "--episodes", "50"]) == 2
+    assert "--shift, --episodes: only for simulated episodes; --bag evaluates recorded bags" in capsys.readouterr().err
+    simulated = ["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--no-progress"]
+    assert main([*simulated, "--node-params", "robot.yaml", "--allow-truncated"]) == 2
+    assert "--node-params, --allow-truncated: only for --bag (recorded bags)" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()
+    for name in (LOG_NAME, "report.md"):
+        (out / name).write_text("a simulated evaluation's\n")
+    assert main(offline) == 2
+    assert f"--out {out}: already holds a report ({LOG_NAME}, report.md)" in capsys.readouterr().err
+    (out / LOG_NAME).unlink()
+    (out / OFFLINE_NAME).write_text("{}")
+    assert main(simulated) == 2
+    assert f"--out {out}: holds an offline (--bag) report" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "a simulated evaluation's\n" and not (out / LOG_NAME).exists()
+
+
+def test_two_checkpoints_of_one_training_seed_are_refused_naming_both(tmp_path):
+    """Before: `--policy a=X,Y` with X and Y both trained with seed 0 numbered them 0 and 1 silently, so the
+    comparisons paired Y with other policies' seed 1 (trained on other demonstrations)."""
+    import torch
+
+    from liquid_control.evaluation.plan import resolve_policy
+    from liquid_control.policy import Policy, save_policy
+
+    paths = []
+    for run in ("a", "b"):
+        torch.manual_seed(len(paths))
+        paths.append(str(save_policy(tmp_path / f"{run}.pt", Policy.from_config(TINY_CONFIG), {"seed": 0})))
+    with pytest.raises(EvaluationSetupError, match=r"a.pt and .*b.pt both record training seed 0.*NAME=CHECKPOINT"):
+        resolve_policy("tiny", paths, "TinyReach-v0")
+    save_policy(tmp_path / "b.pt", Policy.from_config(TINY_CONFIG), {"seed": 1})
+    assert resolve_policy("tiny", paths, "TinyReach-v0").training_seeds == (0, 1)

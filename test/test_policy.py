@@ -236,6 +236,12 @@ def test_load_errors_name_the_file_and_the_problem(tmp_path):
     good = save_policy(tmp_path / "good.pt", policy)
     with pytest.raises(PolicyLoadError, match="missing.pt: policy file not found"):
         load_policy(tmp_path / "missing.pt")
+    (tmp_path / "run").mkdir()  # `liquid-control export runs/x` said "policy file not found"
+    with pytest.raises(PolicyLoadError, match=r"run: is a folder, not a policy file$"):
+        load_policy(tmp_path / "run")
+    save_policy(tmp_path / "run" / "policy.pt", policy)
+    with pytest.raises(PolicyLoadError, match=r"run: is a folder, not a policy file; did you mean .*run/policy.pt\?"):
+        load_policy(tmp_path / "run")
 
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:200])

@@ -163,11 +163,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="comma-separated architectures (default: all but mlp): " + ", ".join(experiment.ARCHITECTURES),
     )
     exp.add_argument("--no-expert", action="store_true", help="leave the expert reference row out")
-    # what the experiment's options default to: one given without --experiment is refused, not ignored
-    parser.set_defaults(experiment_defaults={dest: parser.get_default(dest) for dest in EXPERIMENT_OPTIONS})
+    # what the mode-specific options default to: one given in another mode is refused, not ignored
+    parser.set_defaults(
+        option_defaults={
+            dest: parser.get_default(dest) for dest in EXPERIMENT_OPTIONS + SIMULATED_OPTIONS + BAG_OPTIONS
+        }
+    )
 
 
 EXPERIMENT_OPTIONS = ("seeds", "recipes", "schedule", "train_minutes", "train_set", "archs", "no_expert")
+# what simulated episodes (a plan or --experiment) read, and what only --bag reads
+SIMULATED_OPTIONS = (
+    "experiment",
+    "shift",
+    "shift_set",
+    "episodes",
+    "episode_seed_base",
+    "paired",
+    "resume",
+    "backend",
+    "workers",
+    "lanes",
+    "ray_address",
+    "no_saliency",
+)
+BAG_OPTIONS = (
+    "node_params",
+    "topics",
+    "command_topic",
+    "label",
+    "label_offset_s",
+    "label_max_wait_s",
+    "allow_truncated",
+)
+
+
+def _given(args, options) -> str:
+    """The options among ``options`` set to other than their defaults, as the command line spells them."""
+    defaults = getattr(args, "option_defaults", {})
+    return ", ".join("--" + k.replace("_", "-") for k in options if k in defaults and getattr(args, k) != defaults[k])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,14 +221,21 @@ def run(args: argparse.Namespace) -> int:
         if args.world is not None and (args.bag or args.experiment):  # it would be ignored
             mode = "--bag evaluates recorded bags" if args.bag else "--experiment trains its architectures' world"
             raise EvaluationSetupError(f"--world {args.world}: {mode}; leave --world out")
-        given = [k for k, v in getattr(args, "experiment_defaults", {}).items() if getattr(args, k) != v]
+        given = _given(args, EXPERIMENT_OPTIONS)
         if given and not args.experiment:
-            options = ", ".join("--" + k.replace("_", "-") for k in given)
-            raise EvaluationSetupError(f"{options}: only for --experiment (they would be ignored here)")
+            raise EvaluationSetupError(f"{given}: only for --experiment (they would be ignored here)")
+        given = _given(args, SIMULATED_OPTIONS) if args.bag else _given(args, BAG_OPTIONS)
+        if given:
+            only = "simulated episodes; --bag evaluates recorded bags" if args.bag else "--bag (recorded bags)"
+            raise EvaluationSetupError(f"{given}: only for {only} (they would be ignored here)")
         if args.bag:
             from liquid_control.evaluation.offline import run_offline
 
             return run_offline(args, command)
+        from liquid_control.evaluation.results import OFFLINE_NAME
+
+        if os.path.exists(os.path.join(args.out, OFFLINE_NAME)):  # its report.md would be replaced
+            raise EvaluationSetupError(f"--out {args.out}: holds an offline (--bag) report; choose another --out")
         if args.lanes < 1:
             raise EvaluationSetupError(f"--lanes must be >= 1, got {args.lanes}")
         if args.experiment:

@@ -24,6 +24,7 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
 from liquid_control.bags.stream import StreamStats, data_overrides, policy_runner
 from liquid_control.evaluation.plan import EvaluationSetupError, validate_output_folder
+from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME
 from liquid_control.runtime.backends import BackendError, load_backend
 
 
@@ -129,13 +130,18 @@ def evaluate_offline(
             loaded.append((name, path, policy_backend))
             settings = (data.get(k) for k in ("node_params", "topics", "command_topic", "label"))
             specs[name] = data_spec(policy_backend.config, *settings)
+        held = [name for name in (LOG_NAME, OFFLINE_NAME, "report.md") if (out / name).exists()]
+        if held:  # results are never overwritten silently (a simulated evaluation's least of all)
+            raise EvaluationSetupError(
+                f"--out {out}: already holds a report ({', '.join(held)}); choose another --out or move it away"
+            )
         validate_output_folder(str(out))
         results = {"command": command, "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(
                 name, path, policy_backend, specs[name], bags, out, data, plots=plots, progress=progress
             )
-        with atomic_write(out / "offline.json", "w") as handle:
+        with atomic_write(out / OFFLINE_NAME, "w") as handle:
             json.dump(results, handle, indent=1)
         with atomic_write(out / "report.md", "w") as handle:
             handle.write(report_markdown(results))

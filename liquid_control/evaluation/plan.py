@@ -144,9 +144,15 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
     worlds = {info["world"] for info in infos}
     if len(worlds) != 1:
         raise EvaluationSetupError(f"policy {name!r}: checkpoints are for different worlds {sorted(worlds)}")
-    seeds = [info["training_seed"] if info["training_seed"] is not None else i for i, info in enumerate(infos)]
-    if len(set(seeds)) != len(seeds):
-        seeds = list(range(len(infos)))  # metadata seeds collide (e.g. copies): number them instead
+    recorded = [info["training_seed"] for info in infos]
+    for i, seed in enumerate(recorded):  # comparisons pair policies by training seed (the same demonstrations)
+        if seed is not None and seed in recorded[:i]:
+            raise EvaluationSetupError(
+                f"policy {name or paths[0]!r}: {paths[recorded.index(seed)]} and {paths[i]} both record training "
+                f"seed {seed}; one policy's checkpoints are its training seeds, which the comparisons pair across "
+                "policies: give runs of the same seed as policies of their own (NAME=CHECKPOINT)"
+            )
+    seeds = recorded if None not in recorded else list(range(len(infos)))  # no seed recorded: numbered in order
     counts = {info["parameter_count"] for info in infos}
     if len(counts) != 1:
         raise EvaluationSetupError(

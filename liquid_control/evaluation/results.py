@@ -16,6 +16,7 @@ from liquid_control.evaluation.episode import RECORD_FIELDS
 from liquid_control.evaluation.plan import EpisodeJob, EvaluationSetupError, episode_key
 
 LOG_NAME = "episodes.jsonl"
+OFFLINE_NAME = "offline.json"  # what an offline evaluation (--bag) writes beside its report.md instead
 
 
 def record_key(record: dict) -> tuple:

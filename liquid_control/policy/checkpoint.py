@@ -46,6 +46,10 @@ def save_policy(path: str | Path, policy: Policy, metadata: dict | None = None) 
 
 
 def _read_payload(path: Path) -> dict:
+    if path.is_dir():  # e.g. a training run's folder: its policy is the policy.pt inside
+        inside = path / "policy.pt"
+        hint = f"; did you mean {inside}?" if inside.is_file() else ""
+        raise PolicyLoadError(f"{path}: is a folder, not a policy file{hint}")
     if not path.is_file():
         raise PolicyLoadError(f"{path}: policy file not found")
     try:
