@@ -168,8 +168,21 @@ def load_node_parameters(path: str | Path | None) -> dict:
             problem = _parameter_type_problem(key, value)
             if problem:
                 raise ValueError(f"{path}: {name}.ros__parameters.{key}: {problem}")
+        if str(name).strip("/").rsplit("/", 1)[-1] == POLICY_NODE:  # a wildcard section (/**) holds others' too
+            unknown = [k for k in given if k not in POLICY_NODE_PARAMETERS and not _ros_own_parameter(k)]
+            if unknown:  # the node warns and runs on the default; training would label with it unseen
+                import difflib
+
+                close = {k: difflib.get_close_matches(k, POLICY_NODE_PARAMETERS, n=1) for k in unknown}
+                named = ", ".join(k + (f" (did you mean {close[k][0]}?)" if close[k] else "") for k in unknown)
+                raise ValueError(f"{path}: {name}.ros__parameters: not a policy_node parameter: {named}")
         values.update(given)
     return values
+
+
+def _ros_own_parameter(name: str) -> bool:
+    """A parameter every rclpy node has or reads (``use_sim_time``, QoS overrides), not the policy node's own."""
+    return name in ("use_sim_time", "start_type_description_service") or name.startswith("qos_overrides.")
 
 
 def _parameter_type_problem(name, value) -> str | None:
