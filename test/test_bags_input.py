@@ -112,6 +112,50 @@ def test_replay_with_a_relative_record_topic_does_not_record_the_bags_own_comman
         assert reader.message_count == 0
 
 
+def test_replay_stops_at_the_first_failed_write_naming_the_bag_topic_and_count(tmp_path, capsys, monkeypatch):
+    """Before: a write into the output bag that failed (its disk full: OSError ENOSPC) killed the executor's
+    thread ("Exception in thread"), the playback went on to the end of the bag (hours on a long one) and the
+    exit code said nothing, or 2 only at the very end."""
+    import errno
+    import re
+    import time
+
+    from sensor_msgs.msg import Imu
+
+    from liquid_control.bags import BagWriter
+    from liquid_control.ros.testing import free_domain_id
+
+    bag = tmp_path / "bag"
+    with BagWriter(bag) as writer:  # 400 IMU messages, 10 ms apart: 4 s (2 s at --rate 2)
+        for i in range(400):
+            writer.write("/imu/data", 10**12 + i * 10_000_000, Imu())
+    out = tmp_path / "replayed"
+    real_write, writes = BagWriter.write, []
+
+    def write(self, topic, log_time_ns, message, msgtype=None):
+        if self.path == out:
+            if len(writes) == 20:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            writes.append(topic)
+        return real_write(self, topic, log_time_ns, message, msgtype)
+
+    monkeypatch.setattr(BagWriter, "write", write)
+    argv = ["replay", str(bag), "-o", str(out), "--topics", "/imu/data", "--record", "/imu/data", "--rate", "2"]
+    t0 = time.monotonic()
+    assert cli.main([*argv, "--wait", "10", "--linger", "0.5", "--domain-id", str(free_domain_id())]) == 2
+    took = time.monotonic() - t0
+    captured = capsys.readouterr()
+    assert "replayed " not in captured.out and "Traceback" not in captured.err, captured
+    err = captured.err
+    assert f"recording into {out} failed at message 21 of /imu/data (20 message(s) written before it" in err, err
+    assert "No space left on device" in err and f"{out} was finished with the 20 message(s)" in err, err
+    played = int(re.search(rf"the playback of {bag} stopped after (\d+) of its messages", err).group(1))
+    assert 20 <= played < 100, err  # stopped at once, not after the whole bag
+    assert took < 10.0, took
+    with BagReader(out) as reader:  # what was recorded before the failure is kept, finished
+        assert reader.message_count == 20 and not reader.salvaged
+
+
 @pytest.mark.parametrize(
     "option, message",
     [

@@ -12,6 +12,10 @@ replayed (the recorded commands of the bag would otherwise collide with the node
 
 With ``command_type: twist_stamped`` every command carries the stamp of the frame it answers, so the recorded
 commands can be matched to the bag's frames (``liquid-control eval --bag`` computes the same commands offline).
+
+A recording that fails (the output bag's disk full, an I/O error) stops the playback at once: the error names the
+output bag, the topic and the message that could not be written and where the playback was; the bag is finished
+with what was written before where it can be (else ``liquid-control record --recover`` salvages it). Exit code 2.
 """
 
 from __future__ import annotations
@@ -48,6 +52,32 @@ def publisher_qos(profiles) -> QoSProfile:
         if q.durability.name == "TRANSIENT_LOCAL"
         else DurabilityPolicy.VOLATILE,
     )
+
+
+class RecordingFailed(BagError):
+    """The commands could not be recorded (a write into the output bag failed): the playback was stopped."""
+
+
+class _PlaybackRecorder(BagRecorderNode):
+    """The recorder of a replay: a message it cannot write stops the playback (``failed`` is set) instead of
+    killing the executor's thread while the bag plays on for hours; ``failure`` says which write failed."""
+
+    def __init__(self, failed: threading.Event, **kwargs):
+        self.failed, self.failure = failed, None
+        super().__init__(**kwargs)
+
+    def _on_message(self, topic: str, data: bytes):
+        if self.failure is not None:  # the writer's state after a failed write is unknown: nothing more
+            return
+        try:
+            super()._on_message(topic, data)
+        except Exception as exc:  # OSError (ENOSPC, EIO), BagError, ...: all end the recording
+            written = sum(self.counts.values())
+            self.failure = (
+                f"recording into {self.output} failed at message {self.counts[topic] + 1} of {topic} "
+                f"({written} message(s) written before it: {self.counts}): {exc}"
+            )
+            self.failed.set()
 
 
 class Replay:
@@ -89,8 +119,8 @@ class Replay:
                 first, wall0 = msg.log_time_ns, time.monotonic()
             due = wall0 + (msg.log_time_ns - first) * 1e-9 / rate
             delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+            if delay > 0 and stop.wait(delay):  # a failed recording ends a long gap too
+                break
             if self.clock_pub is not None:
                 from builtin_interfaces.msg import Time
                 from rosgraph_msgs.msg import Clock
@@ -180,18 +210,19 @@ def replay(args) -> dict:
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=args.domain_id)
     node = rclpy.create_node("bag_replay", context=context)
-    recorder = BagRecorderNode(
+    stop, failures = threading.Event(), []  # stop: the playback ends (done, or a failure: ``failures``)
+    recorder = _PlaybackRecorder(
+        stop,
         context=context,
         parameter_overrides={"output": args.output or default_bag_name(), "topics": record, "duration_s": 0.0},
     )
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(recorder)
-    stop = threading.Event()
-    spinner = threading.Thread(target=lambda: _spin(executor, context, stop), daemon=True)
+    spinner = threading.Thread(target=lambda: _spin(executor, context, stop, failures), daemon=True)
     spinner.start()
     result = {"output": str(recorder.output), "published": {}, "recorded": {}}
-    player = None
+    player, where, completed = None, "no message of the bags had been played", False
     try:
         player = Replay(node, readers, topics)
         if args.clock:
@@ -205,24 +236,37 @@ def replay(args) -> dict:
                 file=sys.stderr,
             )
         deadline = time.monotonic() + args.wait  # and the recorded topics' publishers (the policy node)
-        while recorder.pending and time.monotonic() < deadline:
+        while recorder.pending and time.monotonic() < deadline and not stop.is_set():
             time.sleep(0.05)
         time.sleep(0.5)  # let discovery settle both ways (the node's other subscriptions, our subscription)
         unused = [t for t, p in player.publishers.items() if not p.get_subscription_count()]
         if unused:
             print(f"replay: nobody subscribes to {', '.join(unused)} (replayed anyway)", file=sys.stderr)
         for reader in readers:
+            if stop.is_set():  # the recording failed (while waiting, or during the previous bag)
+                break
             if args.reset_service and not _call_reset(node, args.reset_service):
                 print(f"replay: {args.reset_service} did not answer", file=sys.stderr)
             t0 = time.monotonic()
             sent = player.play(reader, args.rate, stop)
+            if stop.is_set():
+                where = f"the playback of {reader.path} stopped after {sent} of its messages"
+                break
             print(f"replayed {reader.path}: {sent} messages in {time.monotonic() - t0:.1f} s", flush=True)
-        time.sleep(args.linger)
+            where = f"the playback stopped after {reader.path}, played whole"
+        else:
+            stop.wait(args.linger)
+            where = "every bag had been played"
+        completed = True
     finally:
         stop.set()
         spinner.join(timeout=2.0)
         executor.remove_node(recorder)
-        path = recorder.close()
+        unfinished = None
+        try:
+            path = recorder.close()
+        except BagError as exc:  # e.g. the disk is still full: the MCAP file stays, truncated
+            path, unfinished = recorder.output, exc
         result.update(
             output=str(path), published=dict(player.published) if player else {}, recorded=dict(recorder.counts)
         )
@@ -232,16 +276,28 @@ def replay(args) -> dict:
         context.try_shutdown()
         for reader in readers:
             reader.close()
+    failure = recorder.failure or (failures[0] if failures else None)
+    if failure is not None:
+        if unfinished is None:
+            kept = f"{path} was finished with the {sum(recorder.counts.values())} message(s) recorded before"
+        else:
+            kept = f"{unfinished}; `liquid-control record --recover {path} -o NEW_BAG` salvages what reached the disk"
+        raise RecordingFailed(f"{failure}; {where}; {kept}")
+    if unfinished is not None and completed:
+        raise unfinished
     return result
 
 
-def _spin(executor, context, stop):
+def _spin(executor, context, stop, failures):
+    """Run the callbacks until ``stop``; a failing callback stops the playback (``failures`` says why), where
+    raising here would only end this thread while the bag played on."""
     while context.ok() and not stop.is_set():
         try:
             executor.spin_once(timeout_sec=0.05)
-        except Exception:
+        except Exception as exc:
             if context.ok() and not stop.is_set():
-                raise  # a failing callback (e.g. the bag cannot be written): not swallowed
+                failures.append(f"a callback failed ({type(exc).__name__}: {exc})")
+                stop.set()
             break
 
 
