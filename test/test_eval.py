@@ -1106,3 +1106,32 @@ def test_two_checkpoints_of_one_training_seed_are_refused_naming_both(tmp_path):
         resolve_policy("tiny", paths, "TinyReach-v0")
     save_policy(tmp_path / "b.pt", Policy.from_config(TINY_CONFIG), {"seed": 1})
     assert resolve_policy("tiny", paths, "TinyReach-v0").training_seeds == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "setting,value,shown",
+    [
+        ("reorder_lag_s", 0.05, "observation.reorder_lag_s (0.0 vs 0.05)"),
+        ("update_on", ["camera", "imu"], "observation.update_on (['camera'] vs ['camera', 'imu'])"),
+    ],
+)
+def test_checkpoints_of_one_policy_in_different_world_settings_are_refused_naming_both(tmp_path, setting, value, shown):
+    """Before: all of one policy's checkpoints ran in the first one's world (its env_kwargs), so a checkpoint
+    trained with another reordering lag or update sensors (same parameter count) was evaluated in the wrong world."""
+    import copy
+
+    import torch
+
+    from liquid_control.evaluation.plan import resolve_policy
+    from liquid_control.policy import Policy, save_policy
+
+    other = copy.deepcopy(TINY_CONFIG)
+    other["observation"][setting] = value
+    torch.manual_seed(0)
+    first = str(save_policy(tmp_path / "first.pt", Policy.from_config(TINY_CONFIG), {"seed": 0}))
+    second = str(save_policy(tmp_path / "second.pt", Policy.from_config(other), {"seed": 1}))
+    with pytest.raises(EvaluationSetupError) as info:
+        resolve_policy("tiny", [first, second], "LiquidRover-v0")
+    assert f"{first} and {second} differ in {shown}" in str(info.value)
+    spec = resolve_policy("tiny", [second], "LiquidRover-v0")  # alone, each runs in its own world
+    assert spec.env_kwargs[setting] == value

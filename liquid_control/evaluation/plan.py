@@ -159,6 +159,14 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
             f"policy {name!r}: its checkpoints have different sizes {sorted(counts)}; "
             "one policy name must be one architecture (several training seeds)"
         )
+    for i, info in enumerate(infos[1:], start=1):  # every checkpoint runs in one world: the policy's settings
+        setting = _differing_world_setting(infos[0]["env_kwargs"], info["env_kwargs"])
+        if setting:
+            raise EvaluationSetupError(
+                f"policy {name or paths[0]!r}: {paths[0]} and {paths[i]} differ in {setting}; one policy name must "
+                "be one architecture and one observation spec (several training seeds): give them as policies of "
+                "their own (NAME=CHECKPOINT)"
+            )
     return PolicySpec(
         name=name or infos[0]["name"],
         checkpoints=tuple(os.path.abspath(p) for p in paths),
@@ -169,6 +177,23 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
         core_parameter_count=infos[0]["core_parameter_count"],
         checkpoint_sha=tuple(checkpoint_sha256(p) for p in paths),
     )
+
+
+# env_kwargs key -> the policy config setting it comes from (liquid_control.policy.config.env_kwargs)
+_WORLD_SETTINGS = {
+    "update_on": "observation.update_on",
+    "reorder_lag_s": "observation.reorder_lag_s",
+    "render_size": "observation.image (height, width)",
+}
+
+
+def _differing_world_setting(first: dict, other: dict) -> str | None:
+    """The first world setting two checkpoints' env_kwargs disagree on, as "SETTING (A vs B)", else None."""
+    for key in sorted(set(first) | set(other), key=lambda k: (k not in _WORLD_SETTINGS, k)):
+        a, b = first.get(key), other.get(key)
+        if a != b:
+            return f"{_WORLD_SETTINGS.get(key, key)} ({a!r} vs {b!r})"
+    return None
 
 
 def validate_shifts(shifts: list[str]) -> list[str]:
