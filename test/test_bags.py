@@ -966,6 +966,8 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
         ([*sim, "--policy", str(path), "--operator-share", "nan"], "in [0, 1], got nan"),
         ([*sim, "--policy", str(tmp_path / "missing.pt")], "missing.pt: no such policy file"),
         (["record", "-o", str(out), "--policy", str(path)], "--policy drives simulated episodes"),
+        # before: without --expert these were ignored and the recorder waited for DDS topics until Ctrl-C
+        (["record", "-o", str(out), "--episodes", "3", "--noise-std", "0.3"], "--episodes, --noise-std: only for"),
     ]:
         assert cli.main(argv) == 2
         assert message in capsys.readouterr().err and not out.exists()

@@ -300,3 +300,61 @@ def test_record_finishes_the_bag_on_sigterm_and_on_sigint_when_started_with_sigi
             stop_process(proc)
         with BagReader(out) as reader:
             assert not reader.salvaged and set(reader.topics) == set()
+
+
+def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came_before(tmp_path, capsys):
+    """Before: a full disk (ENOSPC from a write) escaped the subscription callback, the bag's finishing failed
+    too and its `raise ... from None` hid the write that failed; nothing said how many messages were kept."""
+    import errno
+
+    import rclpy
+    import rclpy.executors
+    from std_msgs.msg import String
+
+    from liquid_control.ros.executable import run_until_signal
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        out = tmp_path / "bag"
+        recorder = BagRecorderNode(context=context, parameter_overrides={"output": str(out), "topics": ["/chatter"]})
+        talker = rclpy.create_node("talker", context=context)
+        publisher = talker.create_publisher(String, "/chatter", 10)
+        real_write, calls = recorder.writer.write, []
+
+        def disk_full_after_three(*args, **kwargs):
+            calls.append(1)
+            if len(calls) > 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(*args, **kwargs)
+
+        recorder.writer.write = disk_full_after_three
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(recorder)
+        executor.add_node(talker)
+        deadline = time.monotonic() + 30.0
+        while not recorder.done.is_set() and time.monotonic() < deadline:
+            recorder._discover()  # subscribe as soon as the talker is seen
+            publisher.publish(String(data="hello"))
+            executor.spin_once(timeout_sec=0.05)
+        assert recorder.done.is_set(), "the recorder kept running after its write failed"
+        assert re.search(
+            r"bag: recording stopped, writing a /chatter message failed after 3 \(.*No space", recorder.failed
+        )
+        executor.remove_node(recorder)
+        path = recorder.close()
+        with BagReader(path) as reader:
+            assert reader.topics["/chatter"].count == 3 and not reader.salvaged
+    finally:
+        context.try_shutdown()
+
+    status = run_until_signal(  # a node that stopped on an error it logged: exit status 1, the reason printed
+        "bag_recorder",
+        lambda: rclpy.create_node("stopped"),
+        done=lambda node: True,
+        failed=lambda node: "recording stopped, writing failed",
+        args=["--ros-args", "-r", "__ns:=/t"],
+    )
+    assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err

@@ -12,32 +12,51 @@ import sys
 import threading
 
 
-def run_until_signal(name: str, make_node, refused=(ValueError,), finish=None, done=None, args=None) -> int:
-    """Make the node with ``make_node()`` and spin it until a signal or ``done(node)``; ``finish(node)`` then."""
+def run_until_signal(
+    name: str, make_node, refused=(ValueError,), finish=None, done=None, failed=None, args=None
+) -> int:
+    """Make the node with ``make_node()`` and spin it until a signal or ``done(node)``; ``finish(node)`` then.
+    ``failed(node)``: why the node stopped on an error it logged (exit status 1), or empty. A ``refused`` error
+    from ``finish`` is printed (exit status 1), not a traceback."""
     import rclpy
     import rclpy.executors
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         node = make_node()
     except refused as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
+        _restore(previous)
         return 2
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
+    status = 0
     try:
         while rclpy.ok() and not stop.is_set() and not (done is not None and done(node)):
             executor.spin_once(timeout_sec=0.05)
     finally:
         executor.remove_node(node)
-        if finish is not None:
-            finish(node)
+        try:
+            if finish is not None:
+                finish(node)
+        except refused as exc:
+            print(f"{name}: {exc}", file=sys.stderr)
+            status = 1
         node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-    return 0
+        _restore(previous)
+    if status == 0 and failed is not None and failed(node):
+        print(f"{name}: {failed(node)}", file=sys.stderr)
+        status = 1
+    return status
+
+
+def _restore(handlers: dict) -> None:
+    """The signal handlers as they were before (the caller may be a test process, not only an executable)."""
+    for sig, handler in handlers.items():
+        signal.signal(sig, handler)

@@ -87,6 +87,7 @@ class BagRecorderNode(Node):
         self._recorded_subscriptions = {}
         self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
         self.done = threading.Event()
+        self.failed = ""  # why recording stopped early (a write failed), else empty
         self._discover()
         self.create_timer(float(p["discovery_period_s"]), self._discover)
         self.get_logger().info(f"recording {', '.join(self.pending)} into {self.output}")
@@ -129,19 +130,30 @@ class BagRecorderNode(Node):
             self.done.set()
 
     def _on_message(self, topic: str, data: bytes):
-        if self.writer.closed:
+        if self.writer.closed or self.failed:
             return
-        self.writer.write(topic, self.get_clock().now().nanoseconds, data)
+        try:
+            self.writer.write(topic, self.get_clock().now().nanoseconds, data)
+        except (OSError, BagError) as exc:  # a full disk, a removed folder: stop, say what and where
+            written = sum(self.counts.values())
+            self.failed = f"{self.output}: recording stopped, writing a {topic} message failed after {written} ({exc})"
+            self.get_logger().error(self.failed)
+            self.done.set()
+            return
         self.counts[topic] += 1
 
     def close(self) -> Path:
-        """Finish the bag (call once the executor no longer runs this node's callbacks)."""
+        """Finish the bag (call once the executor no longer runs this node's callbacks); the counts are logged
+        first, so a bag that cannot be finished still says what it holds and how to get it back."""
         for sub in self._recorded_subscriptions.values():
             self.destroy_subscription(sub)
         self._recorded_subscriptions = {}
-        path = self.writer.close()
-        self.get_logger().info(f"wrote {path}: {self.counts}")
-        return path
+        self.get_logger().info(f"recorded into {self.output}: {self.counts}")
+        try:
+            return self.writer.close()
+        except BagError as exc:
+            hint = f"liquid-control record --recover {self.output} -o <new bag> keeps what was written"
+            raise BagError(f"{exc}; {hint}" + (f" (first: {self.failed})" if self.failed else "")) from None
 
 
 def main(args=None) -> int:
@@ -152,6 +164,7 @@ def main(args=None) -> int:
         refused=(BagError, ValueError),
         finish=lambda node: node.close(),
         done=lambda node: node.done.is_set(),
+        failed=lambda node: node.failed,
         args=args,
     )
 
@@ -255,6 +268,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "mixture policy, its beta; 0..1, default 0: only the takeover rule decides)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # what the --expert options default to: one given without --expert is refused, not ignored
+    parser.set_defaults(expert_defaults={dest: parser.get_default(dest) for dest in EXPERT_OPTIONS})
+
+
+EXPERT_OPTIONS = (
+    "episodes",
+    "seed",
+    "shift",
+    "render_size",
+    "time_limit",
+    "noise_std",
+    "noise_correlation",
+    "burst_rate",
+    "burst_s",
+    "expert_margin",
+)
 
 
 def default_topics(params_file: str | None = None) -> list[str]:
@@ -327,6 +356,8 @@ def _record_graph(args, topics: list[str]) -> int:
         context.try_shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if node.failed:
+        raise BagError(f"{node.failed}; the bag {path} holds what came before")
     print(f"wrote {path}: {node.counts}")
     missing = [t for t, n in node.counts.items() if n == 0]
     if missing:
@@ -352,6 +383,11 @@ def run(args) -> int:
             return 0
         if args.policy and not args.expert:
             raise ValueError("--policy drives simulated episodes under the expert's supervision: it needs --expert")
+        defaults = getattr(args, "expert_defaults", {})
+        given = [k for k in EXPERT_OPTIONS if k in defaults and getattr(args, k) != defaults[k]]
+        if given and not args.expert:
+            options = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ValueError(f"{options}: only for --expert episodes (recording topics over DDS ignores them)")
         takeover = {
             "threshold": args.takeover_threshold,
             "hold_s": args.takeover_hold_s,
