@@ -11,6 +11,7 @@ import pytest
 import rclpy
 import rclpy.executors
 import torch
+from diagnostic_msgs.msg import DiagnosticStatus
 from lifecycle_msgs.msg import State
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_srvs.srv import Trigger
@@ -349,3 +350,121 @@ def test_fixed_rate_mode_republishes_the_latest_limited_action(policy_file, ros)
     assert len(commands) >= 5  # the timer keeps publishing the one action
     values = np.array([m.data for m in commands])
     assert np.all(np.abs(values) <= 0.05 + 1e-12) and np.all(values == values[0])  # clipped, unchanged
+
+
+class BalancerRig:
+    """The tiny balancer node in-process with a probe over DDS: IMU, wheel and target publishers, a recorder of
+    the commands (with their arrival time) and of /diagnostics."""
+
+    def __init__(self, ros, policy_file, **overrides):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import Twist
+        from sensor_msgs.msg import Imu, JointState
+        from std_msgs.msg import Float64MultiArray
+
+        make, self.spin = ros
+        overrides.setdefault("sensor_qos_reliability", "reliable")  # nothing the test sends may be dropped
+        self.node = make(PolicyNode, parameter_overrides=params(policy_file, **overrides))
+        probe = make(rclpy.node.Node, "probe")
+        self.commands, self.diagnostics, self.warnings = [], [], []
+        self.heard = probe.create_subscription(
+            Float64MultiArray, "torques", lambda m: self.commands.append((time.monotonic(), list(m.data))), 10
+        )
+        probe.create_subscription(DiagnosticArray, "/diagnostics", lambda m: self.diagnostics.append(m.status[0]), 10)
+        self.imu = probe.create_publisher(Imu, "imu/data", 10)
+        self.wheels = probe.create_publisher(JointState, "joint_states", 10)
+        self.target = probe.create_publisher(Twist, "target_velocity", 10)
+        self.offset = 0.0  # added to the sensors' stamps (a clock jump)
+        self.wheel_names = []
+        self._types = Imu, JointState, Twist
+
+    def configure(self):
+        assert self.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        node = self.node
+        logger = node.get_logger()
+        warning = logger.warning
+        logger.warning = lambda msg, **kw: (self.warnings.append(msg), warning(msg, **kw))
+        wait_until_heard(node, self.heard, self.spin)
+        inputs = lambda: all(s.get_publisher_count() > 0 for s in node._subscriptions_by_sensor.values())  # noqa: E731
+        self.spin(30.0, until=inputs)
+        assert inputs()
+
+    def publish_target(self, linear, angular=0.0):
+        msg = self._types[2]()
+        msg.linear.x, msg.angular.z = float(linear), float(angular)
+        self.target.publish(msg)
+        self.spin(0.2)
+
+    def stream(self, seconds, wheels=(1.0, 1.0)):
+        """IMU + wheel messages every ~10 ms for ``seconds``, stamped now + offset."""
+        from builtin_interfaces.msg import Time
+
+        imu_type, joint_type, _ = self._types
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ns = self.node.get_clock().now().nanoseconds + int(self.offset * 1e9)
+            stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
+            imu = imu_type()
+            imu.header.stamp, imu.linear_acceleration.z, imu.angular_velocity.x = stamp, 9.8, 0.3
+            joints = joint_type(name=list(self.wheel_names), velocity=[float(v) for v in wheels])
+            joints.header.stamp = stamp
+            self.wheels.publish(joints)
+            self.imu.publish(imu)
+            self.spin(0.01)
+
+    def commands_since(self, t):
+        return [c for at, c in self.commands if at >= t]
+
+
+def test_a_clock_jump_keeps_the_setpoint_and_the_balancer_keeps_commanding(policy_file, ros):
+    """A backward stamp jump reset the held setpoint too: the node then waited for a new target, publishing
+    nothing while its last torque stayed on the motors."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.5)
+    rig.configure()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.5)
+    assert rig.commands and any(c != [0.0, 0.0] for _, c in rig.commands)
+    jump = time.monotonic()
+    rig.offset = -5.0  # the sensors' clock jumps back 5 s (a simulation reset)
+    rig.stream(1.0)
+    rig.spin(0.3)
+    assert rig.node.runner.counters["resets.clock_backwards"] == 1
+    after = rig.commands_since(jump)
+    assert len(after) > 20, after  # was 0: no command at all until the operator published a new target
+    np.testing.assert_array_equal(rig.node.runner._held["command"], [0.5, 0.0])  # the operator's target
+    assert rig.node.diagnostic_status().message == "commanding"
+
+
+@pytest.mark.parametrize("publish_mode", ["per_update", "fixed_rate"])
+def test_a_node_waiting_for_an_input_after_a_reset_stops_the_robot(policy_file, ros, publish_mode):
+    """Safety net: whenever the active node produces no command for longer than the watchdog timeout with fresh
+    inputs (here: the setpoint made to be forgotten by a clock jump, as it used to be), the last command must not
+    stay on the robot: a stop, a warning saying what it waits for, a WARN diagnostic (was OK "commanding", and
+    fixed_rate kept republishing the last action)."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.3, publish_mode=publish_mode, control_rate_hz=100.0)
+    rig.configure()
+    rig.node.runner.setpoints = frozenset()  # the target is a time series to this runner: a clock jump drops it
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.5)
+    assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
+    jump = time.monotonic()
+    rig.offset = -5.0
+    rig.stream(1.5)  # fresh IMU and wheels, no target
+    rig.spin(0.2)
+    after = rig.commands_since(jump)
+    assert [0.0, 0.0] in after, after  # the stop
+    stop = after.index([0.0, 0.0])
+    assert all(c == [0.0, 0.0] for c in after[stop:]), after  # and nothing else after it
+    waiting = [w for w in rig.warnings if "waiting for command (/target_velocity)" in w]
+    assert len(waiting) == 1 and "stop command" in waiting[0], rig.warnings
+    assert rig.diagnostics[-1].level == DiagnosticStatus.WARN, rig.diagnostics[-1]
+    assert rig.diagnostics[-1].message == "no command: waiting for command (/target_velocity): stopped"
+    assert rig.node._stale == []  # not the watchdog's stale-input stop: every sensor was fresh
+    # a new target: commanding again
+    rig.publish_target(0.2)
+    resumed = time.monotonic()
+    rig.stream(0.5)
+    assert any(c != [0.0, 0.0] for c in rig.commands_since(resumed))
+    assert rig.node.diagnostic_status().message == "commanding"

@@ -138,6 +138,54 @@ def test_backwards_clock_jump_resets_instead_of_integrating_negative_dt(runner):
     assert all(c[0] >= 0 for c in runner.backend.calls)
 
 
+BALANCER = {
+    "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+class EchoBackend:
+    """Oracle backend for the balancer's inputs: the action is the held setpoint (``command``)."""
+
+    name = "echo"
+
+    def __init__(self):
+        self.spec = ObservationSpec.from_config(BALANCER)
+
+    def initial_state(self):
+        return np.zeros(1, dtype=np.float32)
+
+    def step(self, obs, state, dt, encode=None):
+        return np.asarray(obs["command"], dtype=np.float64), state + dt
+
+
+@pytest.mark.parametrize("lag", [None, 0.05])
+def test_a_setpoint_survives_a_clock_jump_the_sensor_readings_do_not(lag):
+    """A clock jump cleared the operator's target with the sensors' readings: updates then waited for a new
+    target (the node published nothing). The latest accepted target is held on, also one still in the buffer."""
+    runner = R.PolicyRunner(EchoBackend(), R.RunnerLimits(max_backward_jump_s=0.3, reorder_lag_s=lag))
+    runner.submit("command", 10.0, np.array([0.5, 0.0]))
+    runner.submit("command", 10.01, np.array([0.4, 0.1]))  # with a lag: still in the buffer at the jump
+    for k in range(12):
+        runner.submit("wheels", 10.0 + 0.01 * k, np.zeros(2))
+        runner.submit("imu", 10.0 + 0.01 * k, imu())
+    assert runner.counters["updates"] > 0
+    res = runner.submit("imu", 1.0, imu())  # the sensors' clock jumps back
+    assert res.reset == "clock_backwards" and res.status != R.UPDATED
+    missing = runner.missing_inputs() if hasattr(runner, "missing_inputs") else None
+    runner.submit("wheels", 1.0, np.zeros(2))
+    results = [runner.submit("imu", 1.0 + 0.01 * k, imu()) for k in range(1, 12)]
+    updated = [r for r in results if r.status == R.UPDATED]
+    assert updated and np.allclose(updated[-1].action, [0.4, 0.1])  # the latest target, not the first
+    assert "command" not in missing and "wheels" in missing  # what updates waited for after the jump
+    assert runner.setpoints == {"command"}
+    # the setpoint's own timeline was forgotten: a target stamped before the old one is a new target, no reset
+    res = runner.submit("command", 2.0, np.array([0.0, 0.0]))
+    assert res.accepted and res.reset is None and runner.counters["resets.clock_backwards"] == 1
+    runner.reset("service")  # a request keeps it too
+    assert runner.missing_inputs() == ()
+
+
 def test_large_gap_resets_the_state(runner):
     runner.submit("imu", 1.0, imu(1.0))
     runner.submit("camera", 1.0, image())

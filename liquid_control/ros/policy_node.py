@@ -10,8 +10,9 @@ The node subscribes to every sensor its policy names; each accepted message of o
 ``update_on`` sensors advances the state by the difference of ``header.stamp`` s (see
 :class:`liquid_control.runtime.PolicyRunner` for the reordering across sensors, rejection and reset rules).
 The watchdog stops the robot when any input goes silent for ``watchdog_timeout_s`` of the node clock (sim
-time with ``use_sim_time``), naming that input. Per-update commands carry the stamp of the update that
-produced them (TwistStamped), fixed-rate and stop commands the node clock.
+time with ``use_sim_time``), naming that input, and when no state update came for that long although every
+input is fresh (the runner waits for an input after a reset), naming what it waits for. Per-update commands
+carry the stamp of the update that produced them (TwistStamped), fixed-rate and stop commands the node clock.
 
 Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover_policy.yaml``.
 """
@@ -65,8 +66,9 @@ def _imu_reading(msg):
     return np.array([w.x, w.y, w.z, a.x, a.y, a.z], dtype=np.float64)
 
 
-# Inputs that are setpoints, not sensors: held until changed, so their silence is not a fault for the watchdog.
-SETPOINTS = ("command",)
+# Inputs that are setpoints, not sensors: held until changed (across liquid-state resets, see the runner), so
+# their silence is not a fault for the watchdog.
+SETPOINTS = R.SETPOINTS
 
 SENSORS = {
     CAMERA: (Image, "camera_topic", None),
@@ -122,6 +124,7 @@ class PolicyNode(LifecycleNode):
         self.settings = None
         self.runner: R.PolicyRunner | None = None
         self._subscriptions_by_sensor = {}
+        self._input_topics = {}  # sensor -> resolved topic name (at configure)
         self._command_pub = self._command_msg = None
         self._diag_pub = None
         self._reset_srv = None
@@ -136,6 +139,10 @@ class PolicyNode(LifecycleNode):
         self._last_arrival: dict[str, float] = {}
         self._activated_at = None
         self._stale: list[str] = []
+        self._last_update_at = None  # node clock of the last state update
+        self._starved = ""  # what the node waits for, when no update came for longer than watchdog_timeout_s
+        self._starved_stop = False  # and it published a stop for it (repeated while it lasts)
+        self._moving = False  # the last command published is not all zeros
         self._commands_published = 0
         self._stops_published = 0
         self._pending_action = None
@@ -197,9 +204,8 @@ class PolicyNode(LifecycleNode):
             raise
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
         self._create_entities(spec)
-        inputs = ", ".join(
-            f"{k}<-{self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value)}" for k in spec.sensors
-        )
+        self._input_topics = {k: self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value) for k in spec.sensors}
+        inputs = ", ".join(f"{k}<-{topic}" for k, topic in self._input_topics.items())
         self.get_logger().info(
             f"configured: policy {policy_path} ({backend.name}, {backend.config['name']}), inputs {inputs}"
             f", updates on {', '.join(spec.update_on)} (reordering lag {self.runner.reorder_lag_s * 1e3:g} ms)"
@@ -387,7 +393,14 @@ class PolicyNode(LifecycleNode):
                 f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}",
                 throttle_duration_sec=self.settings.log_throttle_s,
             )
-        if result.status != R.UPDATED or self._stale:
+        if result.status != R.UPDATED:
+            return
+        self._last_update_at = now
+        if self._starved:
+            self.get_logger().info(f"updating again after waiting for {self._starved}")
+            self._starved, self._starved_stop = "", False
+            self._publish_diagnostics()
+        if self._stale:
             return
         if self.settings.publish_mode == "per_update":  # the latest of the updates this message released
             # stamped as the message that caused the update (exactly: the header stamp travels as the tag)
@@ -412,6 +425,7 @@ class PolicyNode(LifecycleNode):
                 msg.header.stamp = stamp_msg if stamp_msg is not None else self.get_clock().now().to_msg()
         self._command_pub.publish(msg)
         self._commands_published += 1
+        self._moving = bool(np.any(command != 0))
 
     def _publish_stop(self, why: str):
         if self._command_pub is None or self.settings is None:
@@ -443,6 +457,34 @@ class PolicyNode(LifecycleNode):
         was_stale, self._stale = self._stale, stale
         if stale != was_stale:
             self._publish_diagnostics()
+        if not stale:
+            self._check_starved(now, timeout)
+
+    def _check_starved(self, now: float, timeout: float):
+        """Every input is fresh but no update came for longer than the watchdog timeout (the runner waits for an
+        input after a reset, or for messages in its reordering buffer): the last command must not stay on the
+        robot. Stop (repeated while it lasts, like the watchdog's) once a command that moves was published."""
+        since = self._activated_at if self._last_update_at is None else self._last_update_at
+        if now - since <= timeout:
+            return
+        if not self._starved:
+            self._starved = self._waiting_for()
+            self._publish_diagnostics()
+        if self._moving or self._starved_stop:
+            if not self._starved_stop:
+                self.get_logger().warning(
+                    f"no state update for {now - since:.2f} s (> watchdog_timeout_s {timeout} s) with fresh "
+                    f"inputs: waiting for {self._starved}: stop command"
+                )
+            self._starved_stop = True
+            self._publish_stop("waiting")
+
+    def _waiting_for(self) -> str:
+        """What updates wait for, in words: the inputs not received since the last reset, with their topics."""
+        missing = self.runner.missing_inputs()
+        if missing:
+            return ", ".join(f"{k} ({self._input_topics[k]})" for k in missing)
+        return f"messages in the reordering buffer (reorder lag {self.runner.reorder_lag_s:g} s)"
 
     def _on_reset(self, request, response):
         if self.runner is None:
@@ -481,8 +523,12 @@ class PolicyNode(LifecycleNode):
         values["commands_published"] = str(self._commands_published)
         values["stop_commands"] = str(self._stops_published)
         values["stale_inputs"] = ",".join(self._stale)
+        values["waiting_for"] = self._starved
         if self._stale:
             status.level, status.message = DiagnosticStatus.WARN, f"stale input(s): {', '.join(self._stale)}: stopped"
+        elif self._active and self._starved:
+            status.level = DiagnosticStatus.WARN
+            status.message = f"no command: waiting for {self._starved}" + (": stopped" if self._starved_stop else "")
         elif not self._active:
             status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif runner.counters["updates"] == 0:

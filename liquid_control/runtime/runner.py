@@ -15,7 +15,11 @@ seconds, and this class decides what each reading does to the liquid state.
   the policy was trained with those time inputs.
 - Per sensor, a stamp equal to the previous one is a duplicate and an older one is out of order: both are
   rejected. A stamp more than ``max_backward_jump_s`` older is a clock jump backwards (a simulation reset):
-  the state, the held inputs and the buffer are reset and the reading starts a new run.
+  the state, the held sensor readings and the buffer are reset and the reading starts a new run.
+- Setpoints (``SETPOINTS``: the balancer's ``command``, an operator's target velocity) are not a time series
+  but a value in force until the next one: no reset forgets them (a clock jump, a gap, a request). After a
+  clock jump the latest accepted setpoint is held at once, so updates resume as soon as every *sensor* has
+  delivered again; its stamp (of the old timeline) is forgotten. Only a new runner starts without one.
 - Large gap policy: RESET. When the update dt exceeds ``max_gap_s`` (a sensor was stale, or the clock
   jumped forward) the old memory describes a world that has moved on, and integrating one huge step is
   outside what the cell was trained on; the state is reset and the update integrates ``first_update_dt``
@@ -55,6 +59,10 @@ HELD = "held"  # a held input was replaced
 QUEUED = "queued"  # in the reordering buffer, nothing released yet
 REJECTED = "rejected"
 _RANK = {QUEUED: 0, HELD: 1, WAITING: 2, UPDATED: 3}
+
+# Inputs that are setpoints (an operator's target, held until changed), not a sensor's time series: see the
+# module docstring. An update sensor is never one.
+SETPOINTS = ("command",)
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,7 @@ def output_problem(action, new_state, action_size: int) -> str:
 class PolicyRunner:
     """Holds the liquid state of one policy and advances it by the stamp differences of sensor readings."""
 
-    def __init__(self, backend, limits: RunnerLimits | None = None, window: int = 500):
+    def __init__(self, backend, limits: RunnerLimits | None = None, window: int = 500, setpoints=SETPOINTS):
         if not all(hasattr(backend, name) for name in ("spec", "initial_state", "step")):
             raise TypeError(
                 f"PolicyRunner needs a backend (spec, initial_state(), step()), got {type(backend).__name__}: "
@@ -161,6 +169,9 @@ class PolicyRunner:
         self._state = backend.initial_state()
         self._held: dict[str, np.ndarray] = {}
         self._last_stamp: dict[str, float] = {}  # per sensor, of the last accepted reading
+        # the policy's setpoint inputs, and the latest accepted value of each (perhaps still in the buffer)
+        self.setpoints = frozenset(setpoints).intersection(self.spec.sensors).difference(self.spec.update_on)
+        self._setpoint_values: dict[str, tuple[float, np.ndarray]] = {}
         self._stale_encoders = set(self.spec.encoders)  # encoders whose inputs changed since they last ran
         self._carried_dt = 0.0  # dt of failed updates, integrated by the next one
         self.last_inference_error = ""  # why the last failed update failed (for the log)
@@ -179,15 +190,25 @@ class PolicyRunner:
     def reset(self, reason: str = "request", clear_inputs: bool = False) -> None:
         """Back to the initial state; the next update integrates ``first_update_dt``.
 
-        ``clear_inputs`` also forgets held inputs, per-sensor stamps and buffered messages (a clock reset: old
-        stamps belong to another timeline).
+        ``clear_inputs`` also forgets the held sensor readings, per-sensor stamps and buffered messages (a clock
+        reset: old stamps belong to another timeline), but not the setpoints: the latest accepted value of each
+        is held on (see the module docstring).
         """
         self._reset_state(reason)
-        self._clock.restart(forget_inputs=clear_inputs)
-        if clear_inputs:
-            self._held.clear()
-            self._last_stamp.clear()
-            self._buffer.clear()
+        if not clear_inputs:
+            self._clock.restart()
+            return
+        self._held.clear()
+        self._last_stamp.clear()
+        self._buffer.clear()
+        self._clock.restart(forget_inputs=True)
+        for sensor, (stamp, value) in self._setpoint_values.items():
+            self._held[sensor] = value
+            self._clock.release(sensor, stamp)  # delivered (not an update sensor: causes no update)
+
+    def missing_inputs(self) -> tuple[str, ...]:
+        """The inputs that updates wait for: not received since the runner started or inputs were cleared."""
+        return self._clock.missing
 
     def _reset_state(self, reason: str) -> None:
         self._state = self.backend.initial_state()
@@ -250,6 +271,8 @@ class PolicyRunner:
                 return self._reject(sensor, OUT_OF_ORDER)
         self._last_stamp[sensor] = stamp
         self.counters[f"accepted.{sensor}"] += 1
+        if sensor in self.setpoints:
+            self._setpoint_values[sensor] = (stamp, arr)
         status, last_update, last_tag, failed = QUEUED, None, None, False
         stamps, resets, pending = [], [], reset  # pending: a reset not yet followed by an update
         for released_sensor, released_stamp, (reading, released_tag) in self._buffer.push(sensor, stamp, (arr, tag)):

@@ -96,6 +96,11 @@ class UpdateClock:
         """Every required sensor has delivered at least once."""
         return self.required.issubset(self._latest)
 
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """The required sensors that have not delivered yet (sorted): what updates wait for."""
+        return tuple(sorted(self.required.difference(self._latest)))
+
     def release(self, sensor: str, stamp: float) -> Update | None:
         """A message leaves the reorder buffer: note its stamp; the update it causes, or None (held input,
         or waiting for the first message of a required sensor)."""
