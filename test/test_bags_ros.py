@@ -358,3 +358,18 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
         args=["--ros-args", "-r", "__ns:=/t"],
     )
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
+
+
+def test_a_parameter_file_rcl_cannot_read_is_one_line_not_a_traceback(tmp_path):
+    """Before: `bag_recorder --ros-args --params-file nope.yaml` (and the other node executables) printed a
+    15-line RCLError traceback ending in "Couldn't parse params file"."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [\n")
+    for params, reason in ((tmp_path / "nope.yaml", "Error opening YAML file"), (bad, "Error at line 1")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "liquid_control.ros.recorder_node", "--ros-args", "--params-file", str(params)],
+            env=isolated_ros_env(), capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"bag_recorder: cannot start: Couldn't parse params file: '--params-file {params}'" in proc.stderr
+        assert reason in proc.stderr

@@ -7,6 +7,7 @@ construction is printed on stderr and the process exits with status 2, as a comm
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -23,7 +24,8 @@ def run_until_signal(
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    if not init_ros(name, args=args, signal_handler_options=SignalHandlerOptions.NO):
+        return 2
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         node = make_node()
@@ -54,6 +56,21 @@ def run_until_signal(
         print(f"{name}: {failed(node)}", file=sys.stderr)
         status = 1
     return status
+
+
+def init_ros(name: str, **kwargs) -> bool:
+    """``rclpy.init(**kwargs)``, or one line on stderr saying why not and False: a --params-file that is missing or
+    not ROS parameter YAML makes rcl raise an RCLError whose traceback hides the reason in its last line."""
+    import rclpy
+    from rclpy._rclpy_pybind11 import RCLError
+
+    try:
+        rclpy.init(**kwargs)
+    except RCLError as exc:
+        reason = re.sub(r"(, at \S+:\d+)+$", "", " ".join(str(exc).split())).strip()  # rcl's source locations
+        print(f"{name}: cannot start: {reason.removeprefix('failed to initialize rcl: ')}", file=sys.stderr)
+        return False
+    return True
 
 
 def _restore(handlers: dict) -> None:
