@@ -273,6 +273,86 @@ def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
     assert refused.wait(timeout=60) == 2
 
 
+def test_run_time_changes_apply_the_checked_rule_and_deadman_and_refuse_the_rest(mux):
+    """Before: set_parameters answered successful=True to everything (operator_timeout_s=60, a threshold 'abc',
+    another output topic) and nothing changed: the node read its parameters only at startup."""
+    m = mux(operator_timeout_s=0.5)
+    m.operator(0.0, 0.0)
+    m.policy(0.0, 0.7)  # 0.7 action units apart, threshold 0.5: the operator takes over
+    assert m.node.driver == "operator" and m.node.operator.takeovers == 1
+    m.now += 1.5  # past the hold; they agree: back to the policy
+    m.operator(0.0, 0.0)
+    m.policy(0.0, 0.0)
+    assert m.node.driver == "policy"
+
+    def set_(**values):
+        return [m.node.set_parameters([Parameter(k, value=v)])[0] for k, v in values.items()]
+
+    (r,) = set_(takeover_threshold=1.0)
+    assert r.successful
+    m.policy(0.0, 0.7)  # the new threshold is used from the next update: the policy drives on
+    assert m.node.driver == "policy" and m.node.operator.takeovers == 1
+    (r,) = set_(operator_timeout_s=0.2)
+    assert r.successful
+    m.now += 0.3  # past the new timeout (not the old 0.5 s): the base is stopped
+    m.policy(0.0, 0.0)
+    assert m.node.driver is None and values(m.sent[-1]) == (0.0, 0.0)
+
+    refused = set_(operator_timeout_s=60.0, takeover_threshold="abc", output_topic="cmd_vel", seed=3)
+    assert not any(r.successful for r in refused)
+    assert "operator_timeout_s: must be a number of seconds in (0, 5], got 60.0" in refused[0].reason
+    assert "(takeover_threshold) must be a finite number > 0, got 'abc'" in refused[1].reason
+    for r, name in zip(refused[2:], ("output_topic='cmd_vel'", "seed=3")):
+        assert f"{name}: read at startup; restart the node with the new value" in r.reason, r.reason
+    assert m.node.get_parameter("takeover_threshold").value == 1.0 and m.node.operator_timeout == 0.2
+    assert m.node.rule.threshold == 1.0 and m.node.get_parameter("output_topic").value == "base/cmd_vel"
+    (r,) = set_(output_topic="base/cmd_vel")  # the value in use: nothing changes, accepted
+    assert r.successful
+
+
+def _remote_parameters(probe, node: str, **values):
+    """set_parameters over DDS (as `ros2 param set` does): each parameter's (successful, reason), then the values
+    the node holds afterwards."""
+    from rcl_interfaces.srv import GetParameters, SetParameters
+    from rclpy.parameter import parameter_value_to_python
+
+    def call(srv, name, request):
+        client = probe.node.create_client(srv, f"/{node}/{name}")
+        assert client.wait_for_service(timeout_sec=30.0), f"/{node}/{name} not offered"
+        future = client.call_async(request)
+        assert probe.wait_for(future.done, 30.0)
+        probe.node.destroy_client(client)
+        return future.result()
+
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    results = [(r.successful, r.reason) for r in call(SetParameters, "set_parameters", request).results]
+    held = call(GetParameters, "get_parameters", GetParameters.Request(names=list(values))).values
+    return results, dict(zip(values, (parameter_value_to_python(v) for v in held)))
+
+
+def test_parameters_set_over_dds_are_applied_or_refused_with_the_reason(tmp_path):
+    env = isolated_ros_env()
+    log = tmp_path / "takeover_mux.log"
+    proc = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", {}, env, log)
+    probe = Probe(env)
+    try:
+        results, held = _remote_parameters(
+            probe, "takeover_mux", operator_timeout_s=60.0, takeover_threshold="abc", output_topic="cmd_vel"
+        )
+        assert [ok for ok, _ in results] == [False, False, False], results
+        assert "(0, 5], got 60.0" in results[0][1] and "got 'abc'" in results[1][1]
+        assert "read at startup; restart the node with the new value" in results[2][1]
+        assert held == dict(operator_timeout_s=0.5, takeover_threshold=0.5, output_topic="base/cmd_vel")
+        results, held = _remote_parameters(probe, "takeover_mux", takeover_threshold=0.8, operator_timeout_s=1.0)
+        assert results == [(True, ""), (True, "")] and held == dict(takeover_threshold=0.8, operator_timeout_s=1.0)
+        assert probe.wait_for(lambda: "operator timeout 1 s" in log.read_text(), 10.0), log.read_text()
+    finally:
+        probe.close()
+        stop_process(proc)
+    text = log.read_text()
+    assert "parameters changed: takeover {'threshold': 0.8" in text and "Traceback" not in text, text
+
+
 def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, mux):  # noqa: F811
     """launch/takeover.launch.py, the simulated rounds' layout: the joystick on the parameter file's command_topic
     (the labels), the policy node to the mux, the mux to base_topic (with the file's command type and

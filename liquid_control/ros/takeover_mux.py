@@ -21,6 +21,11 @@ Times are the machine's monotonic clock, not the ROS clock: a paused or restarte
 silent operator look present. Only ``linear.x`` and ``angular.z`` reach the base (the rover's twist), rebuilt
 from the checked values; a policy command with NaN/inf is replaced by the operator's.
 
+At run time (``ros2 param set``) the rule and the deadman may be tuned: ``takeover_threshold``,
+``takeover_hold_s``, ``operator_share``, ``operator_timeout_s`` and ``policy_timeout_s`` are checked as at
+startup and applied from the next message; any other change (topics, types, ``action_scale``, ``seed``,
+``watch_period_s``) is refused with the reason, as the node reads those at startup.
+
     ros2 run liquid_control takeover_mux --ros-args -p operator_share:=0.3 -p action_scale:="[1.0, 1.5]"
 """
 
@@ -31,6 +36,7 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
@@ -56,6 +62,8 @@ MUX_PARAMETERS: dict[str, tuple[object, str]] = {
     "policy_timeout_s": (0.5, "no policy command for this long while the policy drives: the base is stopped"),
     "watch_period_s": (0.05, "how often the silence of the operator and of the policy is checked"),
 }
+# what may change at run time (checked as at startup, applied from the next message); the rest is read at startup
+LIVE_PARAMETERS = ("takeover_threshold", "takeover_hold_s", "operator_share", "operator_timeout_s", "policy_timeout_s")
 MESSAGE_TYPES = {"twist": Twist, "twist_stamped": TwistStamped}
 MAX_TIMEOUT_S = 5.0  # a longer deadman is no deadman
 # Takeover's errors name the recording's flags; the node's names are its parameters
@@ -64,6 +72,15 @@ TAKEOVER_PARAMETERS = {
     "--takeover-hold-s": "takeover_hold_s",
     "--operator-share": "operator_share",
 }
+
+
+def _same(a, b) -> bool:
+    """Whether two parameter values are equal (a list the same as rclpy's array)."""
+
+    def plain(v):
+        return list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "array" else v
+
+    return plain(a) == plain(b)
 
 
 def _twist(msg):
@@ -154,6 +171,47 @@ class TakeoverMuxNode(Node):
             f"{p['policy_topic']} (policy) or {p['operator_topic']} (operator) -> {p['output_topic']}; "
             f"takeover {self.rule.describe()}, operator timeout {self.operator_timeout:g} s"
         )
+        # after the declarations (they call it too); applied once set (rclpy without post-set callbacks: at once)
+        self.add_on_set_parameters_callback(self._check_parameters)
+        if hasattr(self, "add_post_set_parameters_callback"):
+            self.add_post_set_parameters_callback(lambda _parameters: self._apply_parameters())
+
+    def _values(self) -> dict:
+        return {n: self.get_parameter(n).value for n in MUX_PARAMETERS}
+
+    def _check_parameters(self, parameters) -> SetParametersResult:
+        """A run-time change: refused (with the reason) unless every changed parameter is one of
+        ``LIVE_PARAMETERS`` and the new values pass the startup checks."""
+        values = self._values()
+        changed = {q.name: q.value for q in parameters if q.name in values and not _same(q.value, values[q.name])}
+        fixed = [f"{name}={value!r}" for name, value in changed.items() if name not in LIVE_PARAMETERS]
+        if fixed:
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(fixed)}: read at startup; restart the node with the new value (at run time "
+                f"only {', '.join(LIVE_PARAMETERS)} change)",
+            )
+        if not changed:
+            return SetParametersResult(successful=True)
+        try:
+            checked_settings({**values, **changed})
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if not hasattr(self, "add_post_set_parameters_callback"):
+            self._apply_parameters({**values, **changed})
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, values: dict | None = None):
+        """Use the (checked) live parameters from the next message on; a takeover in progress keeps its hold."""
+        s = checked_settings(values or self._values())
+        old = (self.rule, self.operator_timeout, self.policy_timeout)
+        self.rule = self.operator.rule = s["rule"]
+        self.operator_timeout, self.policy_timeout = s["operator_timeout"], s["policy_timeout"]
+        if old != (self.rule, self.operator_timeout, self.policy_timeout):
+            self.get_logger().info(
+                f"parameters changed: takeover {self.rule.describe()}, operator timeout {self.operator_timeout:g} s, "
+                f"policy timeout {self.policy_timeout:g} s"
+            )
 
     def _now(self) -> float:
         return time.monotonic()
