@@ -967,8 +967,7 @@ def test_a_resume_in_another_world_does_not_report_the_other_worlds_episodes(tmp
     balance = build_plan(["expert"], ["in_distribution"], 1, world="LiquidBalance-v0").jobs[0]
     assert rover.key == balance.key and rover.world != balance.world
     log = ResultLog(str(tmp_path), resume=False)
-    log.append({"policy": "expert", "training_seed": 0, "shift": "in_distribution", "episode_seed": rover.episode_seed,
-                "world": rover.world, "success": True, "checkpoint_sha": ""})  # fmt: skip
+    log.append(finished_record(rover))
     log = ResultLog(str(tmp_path), resume=True)
     assert log.pending([rover]) == [] and len(log.records_for([rover])) == 1
     assert log.pending([balance]) == [balance] and log.records_for([balance]) == []
@@ -1135,3 +1134,40 @@ def test_checkpoints_of_one_policy_in_different_world_settings_are_refused_namin
     assert f"{first} and {second} differ in {shown}" in str(info.value)
     spec = resolve_policy("tiny", [second], "LiquidRover-v0")  # alone, each runs in its own world
     assert spec.env_kwargs[setting] == value
+
+
+def finished_record(job, **changes):
+    """A record as a finished episode leaves it in the results log (``EpisodeTally.record`` + ``finish_record``)."""
+    from liquid_control.evaluation.results import finish_record
+
+    record = {
+        "policy": job.policy, "training_seed": job.training_seed, "shift": job.shift, "episode_seed": job.episode_seed,
+        "world": job.world, "checkpoint": job.checkpoint or "", "success": True, "collision": False,
+        "outcome": "success", "return": 9.5, "steps": 2000, "sim_time_s": 10.0, "mean_dt_s": 0.005,
+        "smoothness": 0.5, "clipped_actions": 0, "wall_time_s": 2.5,
+    }  # fmt: skip
+    return {**finish_record(record, job), **changes}
+
+
+def test_resume_keeps_a_complete_last_record_without_its_newline_and_drops_only_a_cut_one(tmp_path):
+    """Before: a last record complete but for its newline was read as done, then cut from the file (the log had one
+    record fewer than results.json, and the next resume ran that episode again)."""
+    from liquid_control.evaluation.results import ResultLog
+
+    jobs = build_plan(["expert"], ["in_distribution"], 3).jobs
+    log = ResultLog(str(tmp_path), resume=False)
+    for job in jobs[:2]:
+        log.append(finished_record(job))
+    path = tmp_path / LOG_NAME
+    two = path.read_bytes()
+    path.write_bytes(two[:-1])  # e.g. copied by a tool that drops the final newline
+    log = ResultLog(str(tmp_path), resume=True)
+    assert log.pending(jobs) == jobs[2:] and len(log.records_for(jobs)) == 2
+    assert path.read_bytes() == two  # kept, newline added: the next append starts a line of its own
+    log.append(finished_record(jobs[2]))
+    three = path.read_bytes()
+    assert read_log(str(path)) == [finished_record(job) for job in jobs] and three.count(b"\n") == 3
+    path.write_bytes(three + b'{"checkpoint": "", "checkpoint_sha": "", "clipp')  # a kill mid-write
+    assert len(read_log(str(path))) == 3
+    log = ResultLog(str(tmp_path), resume=True)
+    assert log.pending(jobs) == [] and path.read_bytes() == three

@@ -36,9 +36,10 @@ class ResultLog:
                 f"{self.path} already holds episodes of an earlier evaluation: pass --resume to continue it, "
                 "or choose another --out"
             )
-        self.records = read_log(self.path) if os.path.exists(self.path) else []
-        if self.records or os.path.exists(self.path):
-            _drop_partial_tail(self.path)  # so the next append starts on a line of its own
+        self.records = []
+        if os.path.exists(self.path):
+            self.records, tail = _scan_log(self.path)
+            _repair_tail(self.path, tail)  # so the next append starts on a line of its own
         self._done = {record_key(r): r for r in self.records}
 
     def pending(self, jobs: list[EpisodeJob]) -> list[EpisodeJob]:
@@ -83,27 +84,52 @@ def finish_record(record: dict, job: EpisodeJob) -> dict:
 
 def read_log(path: str) -> list[dict]:
     """Every record of a results log; a half-written last line is dropped, any other bad line is an error."""
-    records = []
-    with open(path, encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
+    return _scan_log(path)[0]
+
+
+def _scan_log(path: str) -> tuple[list[dict], tuple[str, int] | None]:
+    """The records of a results log, and what its end needs before the next append: ("cut", offset) for a
+    half-written last line (a kill mid-write) to drop from ``offset``, ("newline", size) for a complete last record
+    missing only its newline, None for a log that ends with one.
+    """
+    with open(path, "rb") as fh:
+        data = fh.read()
+    lines = data.split(b"\n")  # the last item: b"" when the log ends with a newline, else an unterminated line
+    records: list[dict] = []
+    offset = 0
+    for number, raw in enumerate(lines, start=1):
+        start, offset = offset, offset + len(raw) + 1
+        unterminated = number == len(lines)
+        if not raw.strip():
+            if unterminated and raw:
+                return records, ("cut", start)
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            if number >= len(lines) - 1:  # the last line, cut by a kill mid-write: that episode reruns
+            record = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            if unterminated:  # the last line, cut by a kill mid-write: that episode reruns
                 print(f"liquid-control eval: dropping a half-written last line of {path}", file=sys.stderr)
-                continue
+                return records, ("cut", start)
             raise EvaluationSetupError(f"{path}: line {number} is not a JSON record (corrupt results log)") from exc
-    return records
+        records.append(record)
+        if unterminated:  # complete: only the newline is missing
+            return records, ("newline", len(data))
+    return records, None
 
 
-def _drop_partial_tail(path: str) -> None:
+def _repair_tail(path: str, tail: tuple[str, int] | None) -> None:
+    """Drop a half-written last line, or end a complete last record with its newline (``_scan_log``'s ``tail``)."""
+    if tail is None:
+        return
+    what, offset = tail
     with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
+        if what == "cut":
+            fh.truncate(offset)
+        else:
+            fh.seek(offset)
+            fh.write(b"\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_tables(records: list[dict], out_dir: str) -> tuple[str, str]:
