@@ -396,7 +396,7 @@ class BalancerRig:
         self.spin(0.2)
 
     def stream(self, seconds, wheels=(1.0, 1.0)):
-        """IMU + wheel messages every ~10 ms for ``seconds``, stamped now + offset."""
+        """IMU + wheel messages (none with ``wheels=None``) every ~10 ms for ``seconds``, stamped now + offset."""
         from builtin_interfaces.msg import Time
 
         imu_type, joint_type, _ = self._types
@@ -406,9 +406,10 @@ class BalancerRig:
             stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
             imu = imu_type()
             imu.header.stamp, imu.linear_acceleration.z, imu.angular_velocity.x = stamp, 9.8, 0.3
-            joints = joint_type(name=list(self.wheel_names), velocity=[float(v) for v in wheels])
+            joints = joint_type(name=list(self.wheel_names), velocity=[float(v) for v in wheels or ()])
             joints.header.stamp = stamp
-            self.wheels.publish(joints)
+            if wheels is not None:
+                self.wheels.publish(joints)
             self.imu.publish(imu)
             self.spin(0.01)
 
@@ -468,3 +469,28 @@ def test_a_node_waiting_for_an_input_after_a_reset_stops_the_robot(policy_file, 
     rig.stream(0.5)
     assert any(c != [0.0, 0.0] for c in rig.commands_since(resumed))
     assert rig.node.diagnostic_status().message == "commanding"
+
+
+def test_the_latest_setpoint_in_any_state_is_the_current_one_and_activate_forgets_old_readings(policy_file, ros):
+    """A target published while the node was inactive was dropped (the robot drove off with the previous one
+    after activate), and activate reused the sensor readings held from before the deactivate."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=5.0)
+    rig.configure()
+    rig.publish_target(0.5)  # configured, not yet active: kept too
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.stream(0.3)
+    assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
+    np.testing.assert_array_equal(rig.node.runner._held["command"], [0.5, 0.0])
+    assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.0)  # the operator sets the target to 0 while the node is inactive
+    rig.spin(0.3, until=lambda: rig.node.runner.counters["received.command"] >= 2)
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    active = time.monotonic()
+    rig.stream(0.3, wheels=None)  # IMU only: the wheel readings held from before the deactivate are stale
+    rig.spin(0.1)
+    assert rig.commands_since(active) == []  # waits for the wheels (was: commanded with the old readings)
+    assert rig.node.runner.missing_inputs() == ("wheels",)  # not the target: it is the one received inactive
+    rig.stream(0.3)
+    rig.spin(0.1)
+    assert len(rig.commands_since(active)) > 5
+    np.testing.assert_array_equal(rig.node.runner._held["command"], [0.0, 0.0])  # was [0.5, 0]

@@ -3,7 +3,8 @@
 - configure: read + validate the parameters (config/*.yaml), load the policy (``backend: auto``: the ONNX
   export next to the checkpoint when it was exported from it, else torch; ``runtime.backends.load_backend``),
   create the subscriptions, the command publisher, the ~/reset service and /diagnostics.
-- activate: start commanding (fresh liquid state). deactivate: publish a stop command and hold.
+- activate: start commanding (fresh liquid state, fresh sensor readings). deactivate: publish a stop command and
+  hold. A setpoint (``target_velocity``) received in any state while configured is the one in force.
   cleanup / shutdown: free the model and every ROS entity.
 
 The node subscribes to every sensor its policy names; each accepted message of one of the policy's
@@ -263,7 +264,8 @@ class PolicyNode(LifecycleNode):
         self.failure = None
         gc.collect()  # the garbage of loading, before the watchdog's clock starts (see _hold_heap)
         try:
-            self.runner.reset("activate")
+            # sensor readings held from before a deactivate are stale; the setpoint stays (the latest received)
+            self.runner.reset("activate", clear_inputs=True)
             self._reset_bookkeeping()
             self._activated_at = self._now()
             self.limiter.stop(self._activated_at)
@@ -372,8 +374,8 @@ class PolicyNode(LifecycleNode):
         )
 
     def _on_vector(self, sensor: str, msg):
-        if not self._active:
-            return
+        if not self._active and not (sensor in SETPOINTS and self.runner is not None):
+            return  # inactive: sensor messages are ignored, a setpoint is kept (the latest one in any state)
         self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, SENSORS[sensor][2](msg))
 
     def _on_reading(self, sensor: str, stamp_msg, value):
@@ -393,7 +395,7 @@ class PolicyNode(LifecycleNode):
                 f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}",
                 throttle_duration_sec=self.settings.log_throttle_s,
             )
-        if result.status != R.UPDATED:
+        if result.status != R.UPDATED or not self._active:
             return
         self._last_update_at = now
         if self._starved:
