@@ -1171,3 +1171,60 @@ def test_resume_keeps_a_complete_last_record_without_its_newline_and_drops_only_
     assert len(read_log(str(path))) == 3
     log = ResultLog(str(tmp_path), resume=True)
     assert log.pending(jobs) == [] and path.read_bytes() == three
+
+
+@pytest.mark.parametrize(
+    "line,problem",
+    [
+        (b'{"a": 1}', "not an episode record: no 'policy', 'training_seed'"),
+        (b"[1, 2]", "a list, not an episode record"),
+        (b"\xff\xfe\x00\x01binary", "not UTF-8 text"),
+        (b'{"policy": "expert", "trai', "not a JSON record"),  # cut, but not the last line
+        ("training_seed", """'training_seed' is "x" (a string), not an integer"""),
+        ("success", "not an episode record: no 'success'"),
+        ("return", "'return' is NaN (a number), not a finite number"),
+        ("outcome", """'outcome' is "won", not one of success, collision, timeout"""),
+    ],
+)
+def test_resume_refuses_a_foreign_or_corrupt_log_line_naming_the_file_and_line(tmp_path, capsys, line, problem):
+    """Before: `--resume` stopped with a bare KeyError, TypeError, ValueError or UnicodeDecodeError naming no file;
+    a record lacking `success` was taken as done, then the report stopped with a KeyError and no report.md."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation.results import ResultLog
+
+    out = tmp_path / "report"
+    jobs = build_plan(["expert"], ["in_distribution"], 2).jobs
+    if isinstance(line, str):  # a record of this evaluation with one field changed or removed
+        bad = finished_record(jobs[1], training_seed="x", success=None, outcome="won", **{"return": math.nan})
+        bad = {**finished_record(jobs[1]), line: bad[line]}
+        if line == "success":
+            del bad["success"]
+        line = json.dumps(bad, sort_keys=True).encode()
+    path = out / LOG_NAME
+    out.mkdir()
+    content = (json.dumps(finished_record(jobs[0]), sort_keys=True) + "\n").encode() + line + b"\n"
+    path.write_bytes(content)
+    with pytest.raises(EvaluationSetupError) as info:
+        ResultLog(str(out), resume=True)
+    assert str(info.value).startswith(f"{path}: line 2: ") and problem in str(info.value)
+    assert str(info.value).endswith("move the file away or fix the line")
+    argv = ["eval", "--policy", "expert", "--episodes", "2", "--out", str(out), "--no-progress", "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: line 2: " in err and problem in err and "Traceback" not in err
+    assert path.read_bytes() == content and not (out / "report.md").exists()  # nothing lost, nothing half-made
+
+
+def test_resume_refuses_a_foreign_last_line_and_drops_only_a_cut_one(tmp_path):
+    """A complete JSON last line that is no record (no newline after it) is another file's, not a kill's cut."""
+    from liquid_control.evaluation.results import ResultLog
+
+    jobs = build_plan(["expert"], ["in_distribution"], 1).jobs
+    path = tmp_path / LOG_NAME
+    first = (json.dumps(finished_record(jobs[0]), sort_keys=True) + "\n").encode()
+    path.write_bytes(first + b'{"a": 1}')
+    with pytest.raises(EvaluationSetupError, match=r"line 2: not an episode record: no 'policy'"):
+        ResultLog(str(tmp_path), resume=True)
+    assert path.read_bytes() == first + b'{"a": 1}'
+    path.write_bytes(first + b"\xff\xfe")  # a cut in the middle of a character
+    assert ResultLog(str(tmp_path), resume=True).pending(jobs) == [] and path.read_bytes() == first

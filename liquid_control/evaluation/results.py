@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import sys
 
@@ -82,6 +83,47 @@ def finish_record(record: dict, job: EpisodeJob) -> dict:
     return record
 
 
+# A finished record's fields (``EpisodeTally.record`` then ``finish_record``) and their JSON types.
+_FIELD_TYPES = {
+    **dict.fromkeys(("policy", "shift", "world", "checkpoint", "outcome", "checkpoint_sha"), str),
+    **dict.fromkeys(("training_seed", "episode_seed", "steps", "clipped_actions"), int),
+    **dict.fromkeys(("success", "collision"), bool),
+    **dict.fromkeys(("return", "sim_time_s", "mean_dt_s", "smoothness", "wall_time_s"), float),
+}
+_RECORD_TYPES = {name: _FIELD_TYPES[name] for name in (*RECORD_FIELDS, "checkpoint_sha")}
+_OUTCOMES = ("success", "collision", "timeout")
+_JSON_TYPE = {dict: "an object", list: "a list", str: "a string", int: "an integer", float: "a number",
+              bool: "true/false", type(None): "null"}  # fmt: skip
+
+
+def _json_type(value) -> str:
+    return _JSON_TYPE.get(type(value), type(value).__name__)
+
+
+def record_problem(record) -> str | None:
+    """Why ``record`` is not a finished episode's record (a missing field, a value of the wrong type), or None."""
+    if not isinstance(record, dict):
+        return f"{_json_type(record)}, not an episode record (a JSON object)"
+    missing = [name for name in _RECORD_TYPES if name not in record]
+    if missing:
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        return f"not an episode record: no {', '.join(repr(m) for m in missing[:4])}{more}"
+    for name, kind in _RECORD_TYPES.items():
+        value = record[name]
+        if kind is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            wanted = "a finite number"
+        elif kind is int:
+            ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        else:
+            ok, wanted = isinstance(value, kind), _JSON_TYPE[kind]
+        if not ok:
+            return f"{name!r} is {json.dumps(value)} ({_json_type(value)}), not {wanted}"
+    if record["outcome"] not in _OUTCOMES:
+        return f"'outcome' is {json.dumps(record['outcome'])}, not one of {', '.join(_OUTCOMES)}"
+    return None
+
+
 def read_log(path: str) -> list[dict]:
     """Every record of a results log; a half-written last line is dropped, any other bad line is an error."""
     return _scan_log(path)[0]
@@ -91,7 +133,10 @@ def _scan_log(path: str) -> tuple[list[dict], tuple[str, int] | None]:
     """The records of a results log, and what its end needs before the next append: ("cut", offset) for a
     half-written last line (a kill mid-write) to drop from ``offset``, ("newline", size) for a complete last record
     missing only its newline, None for a log that ends with one.
-    """
+
+    Any other line that is not a finished episode's record (corrupt bytes, another file's JSON, a field missing or
+    of the wrong type) is an EvaluationSetupError naming the file and the line: it would stop the resume with a
+    traceback or the report with no report.md, after the episodes ran."""
     with open(path, "rb") as fh:
         data = fh.read()
     lines = data.split(b"\n")  # the last item: b"" when the log ends with a newline, else an unterminated line
@@ -110,7 +155,15 @@ def _scan_log(path: str) -> tuple[list[dict], tuple[str, int] | None]:
             if unterminated:  # the last line, cut by a kill mid-write: that episode reruns
                 print(f"liquid-control eval: dropping a half-written last line of {path}", file=sys.stderr)
                 return records, ("cut", start)
-            raise EvaluationSetupError(f"{path}: line {number} is not a JSON record (corrupt results log)") from exc
+            reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else "not a JSON record"
+            raise EvaluationSetupError(
+                f"{path}: line {number}: {reason} (a corrupt results log); move the file away or fix the line"
+            ) from None
+        problem = record_problem(record)
+        if problem:
+            raise EvaluationSetupError(
+                f"{path}: line {number}: {problem} (not a line of a results log); move the file away or fix the line"
+            )
         records.append(record)
         if unterminated:  # complete: only the newline is missing
             return records, ("newline", len(data))
