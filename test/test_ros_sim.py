@@ -278,3 +278,101 @@ def test_taken_episode_bags_lists_the_folder_once(tmp_path):
     assert taken_episode_bags(str(tmp_path), 4, 0) == ["episode_5", "episode_10"]
     assert taken_episode_bags(str(tmp_path), 0, 2**32 - 1) == ["episode_3", "episode_5", "episode_10"]
     assert taken_episode_bags(str(tmp_path / "new"), 0, 3) == []
+
+
+@pytest.fixture(scope="module")
+def sim_context():
+    import rclpy
+
+    from liquid_control.ros.testing import free_domain_id
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=free_domain_id())
+    yield context
+    context.try_shutdown()
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("command_timeout_s", float("inf"), "command_timeout_s: must be a finite number of seconds > 0 and <= 86400"),
+        (
+            "time_limit",
+            "abc",
+            "time_limit: must be a finite number of sim seconds >= 0 (0: the world's limit), got 'abc'",
+        ),
+        ("time_limit", float("nan"), "time_limit: must be a finite number of sim seconds >= 0"),
+        (
+            "time_limit",
+            -1.0,
+            "time_limit: must be a finite number of sim seconds >= 0 (0: the world's limit), got -1.0",
+        ),
+        ("seed", -1, "seed: must be an integer >= 0, got -1"),
+        ("episodes", True, "episodes: must be an integer >= 0, got True"),
+        ("lockstep_timeout_s", "abc", "lockstep_timeout_s: must be a finite number of seconds > 0"),
+        ("wait_for_subscribers_s", float("nan"), "wait_for_subscribers_s: must be a finite number of seconds >= 0"),
+        ("odom_rate_hz", float("inf"), "odom_rate_hz: must be a finite rate in Hz from 1/86400 (one a day) to 10000"),
+        ("target_rate_hz", float("inf"), "target_rate_hz: must be a finite rate in Hz"),
+        ("render_size", 0, "render_size: must be an integer in [8, 1024], got 0"),
+        ("frame_prefix", "bad prefix/", "frame_prefix: 'bad prefix/' does not make valid TF frame ids"),
+        ("frame_prefix", "/robot1/", "frame_prefix: '/robot1/' does not make valid TF frame ids"),
+        ("odom_topic", "bad topic", "odom_topic: 'bad topic' is not a valid ROS topic name"),
+        ("camera_info_topic", "a//b", "camera_info_topic: 'a//b' is not a valid ROS topic name"),
+        ("policy_reset_service", "/policy node/reset", "policy_reset_service: '/policy node/reset' is not a valid"),
+        ("lockstep", "yes", "lockstep: must be true or false, got 'yes'"),
+        ("shift", "fog=7", "shift: "),
+    ],
+)
+def test_sim_node_parameters_are_checked_at_startup_naming_them(sim_context, name, value, message):
+    """Before: odom_rate_hz/target_rate_hz inf passed the check, then a ZeroDivisionError mid-run; inf
+    command_timeout_s ran the last command forever; time_limit 'abc' a TypeError (main caught ValueError only),
+    NaN or negative silently the world's limit; seed -1 a gymnasium error at the first reset; 'bad topic' an
+    InvalidTopicNameException; lockstep_timeout_s 'abc', frame_prefix 'bad prefix/' accepted."""
+    from rclpy.parameter import Parameter
+
+    from liquid_control.ros.sim_node import SimNode
+
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "episodes": 1, name: value}
+    overrides = [Parameter(k, value=v) for k, v in params.items()]
+    with pytest.raises(ValueError, match="invalid parameters") as raised:
+        SimNode(context=sim_context, parameter_overrides=overrides)
+    assert message in str(raised.value) and str(raised.value).count("\n  - ") == 1, str(raised.value)
+
+
+def test_sim_node_refuses_bad_parameters_with_exit_2_and_no_traceback():
+    """Every bad parameter named at once, exit 2, no traceback (time_limit 'abc' was a TypeError traceback)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.ros.entry", "sim_node", "--ros-args", "-p", "time_limit:=abc",
+         "-p", "odom_topic:=bad topic", "-p", "frame_prefix:=bad prefix/", "-p", "seed:=-1",
+         "-p", "command_timeout_s:=.inf", "-p", "odom_rate_hz:=.inf"],
+        env=isolated_ros_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    for name in ("time_limit", "odom_topic", "frame_prefix", "seed", "command_timeout_s", "odom_rate_hz"):
+        assert f"\n  - {name}: " in proc.stderr, proc.stderr
+
+
+def test_sim_node_refuses_run_time_parameter_changes_over_dds(tmp_path):
+    """Before: set_parameters answered successful=True and nothing changed (the node reads them at startup)."""
+    from test_ros_takeover_mux import _remote_parameters
+
+    env = isolated_ros_env()
+    log = tmp_path / "sim_node.log"
+    params = dict(world="LiquidBalance-v0", episodes=1, wait_for_subscribers_s=120.0)
+    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", params, env, log)
+    probe = Probe(env)
+    try:
+        results, held = _remote_parameters(
+            probe, "sim_node", command_timeout_s=5.0, odom_topic="other_odom", use_sim_time=True
+        )
+        assert [ok for ok, _ in results] == [False, False, False], results
+        for (_, reason), name in zip(results, ("command_timeout_s=5.0", "odom_topic='other_odom'", "use_sim_time")):
+            assert name in reason and "read at startup" in reason and "restart the node" in reason, reason
+        assert held == dict(command_timeout_s=0.5, odom_topic="odom", use_sim_time=False)
+        results, _ = _remote_parameters(probe, "sim_node", command_timeout_s=0.5)  # the value in use
+        assert results == [(True, "")]
+        assert proc.poll() is None, log.read_text()
+    finally:
+        probe.close()
+        code = stop_process(proc)
+    assert code == 0 and "Traceback" not in log.read_text(), log.read_text()

@@ -6,7 +6,8 @@ published and ``real_time_factor`` may differ from 1), else wall time of the epi
 The latest command (Twist in m/s, rad/s for the rover; Float64MultiArray of wheel torques in N m for the
 balancer) drives the world until the next one; no command for ``command_timeout_s`` means zero (as a base
 controller's timeout). Odometry is the true pose; each episode's outcome goes to the status topic
-(std_msgs/String, JSON, transient local).
+(std_msgs/String, JSON, transient local). Every parameter is checked at startup (exit 2 naming each bad one) and
+read then: a change at run time (``ros2 param set``) is refused with that reason, not accepted and ignored.
 
 As a ROS robot it also provides what RViz, Foxglove and the navigation stack expect: the robot's URDF on
 ``robot_description`` (generated from the world's MuJoCo model, transient local), ``odom -> base_link`` and
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -38,6 +40,7 @@ import rclpy.executors
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import TransformStamped, Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -49,7 +52,13 @@ from std_srvs.srv import Trigger
 
 import sim_envs
 from liquid_control.conventions.image_conversion import numpy_to_image
-from liquid_control.conventions.params import camera_info_topic, declare_node_parameters
+from liquid_control.conventions.params import (
+    MAX_RATE_HZ,
+    MAX_SECONDS,
+    camera_info_topic,
+    declare_node_parameters,
+    topic_name_problem,
+)
 from liquid_control.ros import robot_description
 from liquid_control.ros.graph import taken_episode_bags
 
@@ -129,7 +138,7 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "target_rate_hz": (20.0, "rate of the target_velocity messages (balancer)"),
     "command_topic": ("cmd_vel", "command input"),
     "command_type": ("", "twist | twist_stamped | float64_multi_array (empty: the world's)"),
-    "command_timeout_s": (0.5, "no command for this long (sim time) => zero command"),
+    "command_timeout_s": (0.5, "no command for this long (sim time) => zero command (finite: there is no 'off')"),
     "odom_topic": ("odom", "nav_msgs/Odometry (true pose)"),
     "odom_rate_hz": (50.0, "odometry rate (sim time)"),
     "status_topic": ("episode_status", "std_msgs/String JSON outcome of each episode"),
@@ -149,6 +158,19 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
         "and the commands it receives, logged at sim time in the stamps' clock); empty: no recording",
     ),
 }
+
+
+# a frame_prefix: tokens of letters, digits and underscores, single '/' between them (and after the last)
+_FRAME_PREFIX = re.compile(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)*/?")
+
+
+def _same(parameter, node) -> bool:
+    """Whether ``parameter`` sets the value ``node`` has already (a list the same as an array)."""
+
+    def plain(v):
+        return list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "array" else v
+
+    return plain(parameter.value) == plain(node.get_parameter(parameter.name).value)
 
 
 _TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
@@ -175,6 +197,7 @@ class SimNode(Node):
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
         self.p = p
         self._validate()
+        self.add_on_set_parameters_callback(self._on_set_parameters)  # after the declarations: they call it too
         io = WORLDS[p["world"]]
         self.command_type = p["command_type"] or io["command"]
         self.command_scale = io["command_scale"]()
@@ -266,31 +289,100 @@ class SimNode(Node):
         return recorder
 
     def _validate(self):
+        """Every parameter checked before anything runs: a ValueError listing each bad one with its value (main:
+        exit 2), not an error in the middle of an episode or a value silently replaced by a default."""
         p, problems = self.p, []
+
+        def number(name, low=0.0, high=math.inf, allow_low=False, what="number", note=""):
+            """A finite number in (low, high] ([low, high] with ``allow_low``): the value, or None (a problem)."""
+            v = p[name]
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            if ok and (low < v or (allow_low and v == low)) and v <= high:
+                return float(v)
+            limits = f">= {low:g}" if allow_low else f"> {low:g}"
+            if high < math.inf:
+                limits += f" and <= {high:g}"
+            problems.append(f"{name}: must be a finite {what} {note or limits}, got {v!r}")
+            return None
+
+        def integer(name, low, high=None):
+            v = p[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
+                limits = f">= {low}" if high is None else f"in [{low}, {high}]"
+                problems.append(f"{name}: must be an integer {limits}, got {v!r}")
+                return False
+            return True
+
         if p["world"] not in WORLDS:
             problems.append(f"world: {p['world']!r} is not one of {', '.join(WORLDS)}")
         if p["command_type"] not in ("", "twist", "twist_stamped", "float64_multi_array"):
             problems.append(f"command_type: {p['command_type']!r} is not twist, twist_stamped or float64_multi_array")
-        rtf = p["real_time_factor"]
-        if not (isinstance(rtf, (int, float)) and math.isfinite(rtf) and rtf > 0):
-            problems.append(f"real_time_factor: must be a positive number, got {rtf!r}")
-        elif rtf != 1.0 and not self.use_sim_time:
+        if not isinstance(p["shift"], str):
+            problems.append(f"shift: must be a shift preset or spec (a string), got {p['shift']!r}")
+        elif p["shift"]:
+            try:
+                sim_envs.parse_shift(p["shift"])
+            except ValueError as exc:  # names the bad part
+                problems.append(f"shift: {exc}")
+        for name in ("exit_when_done", "lockstep", "publish_tf"):
+            if not isinstance(p[name], bool):
+                problems.append(f"{name}: must be true or false, got {p[name]!r}")
+        rtf = number("real_time_factor")
+        if rtf is not None and rtf != 1.0 and not self.use_sim_time:
             problems.append(f"real_time_factor: {rtf} != 1 needs use_sim_time:=true (stamps would not be wall time)")
-        if p["lockstep"] and not self.use_sim_time:
+        if p["lockstep"] is True and not self.use_sim_time:
             problems.append("lockstep: needs use_sim_time:=true (sim time no longer follows the wall clock)")
-        for name in ("command_timeout_s", "odom_rate_hz", "target_rate_hz"):
-            if not (isinstance(p[name], (int, float)) and p[name] > 0):
-                problems.append(f"{name}: must be > 0, got {p[name]!r}")
-        if not isinstance(p["episodes"], int) or p["episodes"] < 0:
-            problems.append(f"episodes: must be an integer >= 0, got {p['episodes']!r}")
-        elif p["record_bag"]:
+        # inf is no timeout (the robot would drive its last command forever), as policy_node's watchdog_timeout_s
+        number("command_timeout_s", high=MAX_SECONDS, what="number of seconds")
+        number("lockstep_timeout_s", high=MAX_SECONDS, what="number of seconds")
+        number("wait_for_subscribers_s", high=MAX_SECONDS, allow_low=True, what="number of seconds")
+        # NaN or negative: refused, not silently the world's limit
+        number("time_limit", allow_low=True, what="number of sim seconds", note=">= 0 (0: the world's limit)")
+        rates = f"in Hz from 1/{MAX_SECONDS:g} (one a day) to {MAX_RATE_HZ:g}"
+        for name in ("odom_rate_hz", "target_rate_hz"):  # a period of 0 (inf Hz) or inf never reaches the next tick
+            number(name, 1 / MAX_SECONDS, MAX_RATE_HZ, allow_low=True, what="rate", note=rates)
+        seed_ok = integer("seed", 0)  # the world's reset refuses a negative seed, mid-run
+        integer("render_size", 8, 1024)  # the camera's range (sim_envs.world.camera_image_shape)
+        for name in SIM_NODE_PARAMETERS:
+            if name.endswith("_topic") or name == "policy_reset_service":
+                if name in ("camera_info_topic", "policy_reset_service") and p[name] == "":
+                    continue  # empty: beside the camera topic / no reset service
+                problem = topic_name_problem(p[name])
+                if problem is None:  # what the regular expression lets through, rclpy may still refuse
+                    try:
+                        service = name == "policy_reset_service"
+                        (self.resolve_service_name if service else self.resolve_topic_name)(p[name])
+                    except Exception as exc:
+                        problem = f"{p[name]!r} is not a valid name ({str(exc).splitlines()[0]})"
+                if problem:
+                    problems.append(f"{name}: {problem}")
+        prefix = p["frame_prefix"]
+        if not isinstance(prefix, str) or (prefix and _FRAME_PREFIX.fullmatch(prefix) is None):
+            problems.append(
+                f"frame_prefix: {prefix!r} does not make valid TF frame ids (letters, digits and underscores, single "
+                f"'/' between them, e.g. 'robot1/' or 'robot1_'; no spaces, no leading '/')"
+            )
+        if not isinstance(p["record_bag"], str):
+            problems.append(f"record_bag: must be a folder (a string), got {p['record_bag']!r}")
+        if integer("episodes", 0) and seed_ok and p["record_bag"] and isinstance(p["record_bag"], str):
             taken = taken_episode_bags(p["record_bag"], p["seed"], p["episodes"])
             if taken:  # refused now, not when the robot reaches that episode
                 problems.append(f"record_bag: {p['record_bag']} already holds {', '.join(taken)} (never overwritten)")
         if problems:
             raise ValueError("invalid parameters:\n  - " + "\n  - ".join(problems))
-        if p["shift"]:
-            sim_envs.parse_shift(p["shift"])  # raises ValueError naming the bad part
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """Run-time changes (``ros2 param set``, a set_parameters call) are refused with the reason: the node reads
+        its parameters at startup (its world, publishers and rates are made from them); a value that would be
+        accepted and ignored tells the robot's user something that is not so. Setting the value in use is fine."""
+        changed = [f"{q.name}={q.value!r}" for q in parameters if self.has_parameter(q.name) and not _same(q, self)]
+        if not changed:
+            return SetParametersResult(successful=True)
+        return SetParametersResult(
+            successful=False,
+            reason=f"{', '.join(changed)}: read at startup; restart the node with the new value (sim_node applies "
+            "no change at run time)",
+        )
 
     # ------------------------------------------------------------------------------------------- command
     def _on_command(self, msg):
