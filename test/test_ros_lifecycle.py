@@ -494,3 +494,98 @@ def test_the_latest_setpoint_in_any_state_is_the_current_one_and_activate_forget
     rig.spin(0.1)
     assert len(rig.commands_since(active)) > 5
     np.testing.assert_array_equal(rig.node.runner._held["command"], [0.0, 0.0])  # was [0.5, 0]
+
+
+def _problem(name, value, action_size=None):
+    """The line configure's validation gives for ``name: value`` (the reason a run-time change must give)."""
+    values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()}
+    values.update({"policy": "p.pt", name: value})
+    with pytest.raises(ParameterError) as err:
+        validate_policy_node_parameters(values, action_size, "wheel_torques")
+    (line,) = [p for p in str(err.value).split("\n  - ")[1:] if p.startswith(f"{name}:")]
+    return line
+
+
+BAD_VALUES = [
+    ("watchdog_timeout_s", "abc"),
+    ("watchdog_timeout_s", 1e300),
+    ("publish_mode", "nonsense"),
+    ("max_command", [-5.0]),
+    ("max_command_rate", "fast"),
+    ("command_topic", "bad topic!"),
+    ("imu_qos_depth", 0),
+]
+
+
+def test_run_time_parameter_changes_are_checked_and_refused_while_configured(policy_file, ros):
+    """set_parameters returned successful=True for anything and nothing changed (the node reads its parameters
+    at configure only)."""
+    from rclpy.parameter import Parameter
+
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    for name, value in BAD_VALUES:  # unconfigured: refused with configure's reason
+        (result,) = node.set_parameters([Parameter(name, value=value)])
+        assert not result.successful and result.reason == _problem(name, value), (name, result.reason)
+    assert node.get_parameter("watchdog_timeout_s").value == 5.0
+    (result,) = node.set_parameters([Parameter("watchdog_timeout_s", value=0.7)])  # valid: used at configure
+    assert result.successful
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.settings.watchdog_timeout_s == 0.7
+    for transition in ("configured", "active"):
+        if transition == "active":
+            assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        for name, value in BAD_VALUES:
+            (result,) = node.set_parameters([Parameter(name, value=value)])
+            assert not result.successful and result.reason == _problem(name, value, 2), (name, result.reason)
+        for name, value in [
+            ("watchdog_timeout_s", 0.05),
+            ("policy", "/nonexistent.pt"),
+            ("publish_mode", "fixed_rate"),
+        ]:
+            (result,) = node.set_parameters([Parameter(name, value=value)])
+            assert not result.successful, name
+            assert result.reason.startswith(f"{name}: the node is configured ("), result.reason
+            assert "takes effect at configure: cleanup, then configure again" in result.reason
+        assert node.get_parameter("policy").value == str(policy_file)
+        assert node.settings.watchdog_timeout_s == 0.7 and node.settings.publish_mode == "per_update"
+        (result,) = node.set_parameters([Parameter("watchdog_timeout_s", value=0.7)])  # no change: fine
+        assert result.successful
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    (result,) = node.set_parameters([Parameter("publish_mode", value="fixed_rate")])  # unconfigured again
+    assert result.successful
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.settings.publish_mode == "fixed_rate"
+
+
+def test_max_command_and_its_rate_apply_at_once_on_an_active_node(policy_file, ros):
+    from rclpy.parameter import Parameter
+
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=5.0)
+    rig.configure()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.3)
+    assert max(abs(x) for _, c in rig.commands for x in c) > 0.1
+    (result,) = rig.node.set_parameters([Parameter("max_command", value=[0.02])])
+    assert result.successful
+    changed = time.monotonic()
+    rig.stream(0.3)
+    rig.spin(0.1)
+    after = rig.commands_since(changed)
+    assert len(after) > 5 and max(abs(x) for c in after for x in c) <= 0.02 + 1e-12, after
+    assert rig.node.settings.max_command == [0.02, 0.02]
+    # a rate limit: from standstill (a stop), each element moves at most rate * elapsed
+    results = rig.node.set_parameters(
+        [Parameter("max_command", value=[0.6]), Parameter("max_command_rate", value=[0.1])]
+    )
+    assert all(r.successful for r in results)
+    assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    activated = time.monotonic()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.stream(0.3)
+    rig.spin(0.1)
+    after = rig.commands_since(activated)
+    largest = max(abs(x) for c in after for x in c)
+    assert 0 < largest <= 0.1 * (time.monotonic() - activated) + 1e-9, after  # unlimited: ~0.24 at once

@@ -2,7 +2,8 @@
 
 Pure Python (no rclpy) so the checks are unit-tested directly; ``policy_node`` declares every entry of
 ``POLICY_NODE_PARAMETERS`` and calls :func:`validate_policy_node_parameters` at ``configure``, which reports
-every problem at once, naming the parameter, the value and what is allowed.
+every problem at once, naming the parameter, the value and what is allowed; a change at run time
+(``ros2 param set``) is checked by the same rules (:func:`policy_node_parameter_problems`).
 """
 
 from __future__ import annotations
@@ -144,12 +145,17 @@ def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
 
 def per_element(name, value, size, problems, positive: bool):
     """One value per action (a single one for all), finite and > 0 (``positive``) or non-zero (action_scale: a
-    zero would pin that command to 0 whatever the policy says; training from bags refuses it too)."""
+    zero would pin that command to 0 whatever the policy says; training from bags refuses it too). Without the
+    action ``size`` (None) only the values are checked."""
     items = list(value) if isinstance(value, (list, tuple)) else [value]
-    if any(isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items):
+    if (size is None and not items) or any(
+        isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items
+    ):
         problems.append(f"{name}: must be a number or a list of numbers, got {value!r}")
         return None
     values = [float(v) for v in items]
+    if size is None:
+        size = len(values)
     if len(values) == 1:
         values = values * size
     if len(values) != size:
@@ -164,9 +170,23 @@ def per_element(name, value, size, problems, positive: bool):
 def validate_policy_node_parameters(
     values: dict, action_size: int | None = None, action_kind: str | None = None
 ) -> PolicyNodeSettings:
-    """Check the parameter values; with the policy's action size/kind also check the command settings."""
-    problems = []
+    """Check the parameter values; with the policy's action size/kind also check the command settings (and
+    expand the per-element ones to the action size)."""
     out = dict(values)
+    problems = policy_node_parameter_problems(values, action_size, action_kind, out)
+    if problems:
+        raise ParameterError("invalid parameters:\n  - " + "\n  - ".join(problems))
+    return PolicyNodeSettings(out)
+
+
+def policy_node_parameter_problems(
+    values: dict, action_size: int | None = None, action_kind: str | None = None, out: dict | None = None
+) -> list[str]:
+    """Every problem of the parameter values, one line each starting with the parameter's name and a colon
+    (see :func:`validate_policy_node_parameters`); ``out`` receives the per-element values expanded to
+    ``action_size``."""
+    problems = []
+    out = {} if out is None else out
 
     def choice(name, choices):
         if values[name] not in choices:
@@ -213,12 +233,11 @@ def validate_policy_node_parameters(
             problems.append(f"{name}: {problem}")
     if not isinstance(values["command_frame_id"], str):
         problems.append(f"command_frame_id: must be a string, got {values['command_frame_id']!r}")
+    for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads
+        expanded = per_element(name, values[name], action_size, problems, positive=name != "action_scale")
+        if action_size is not None:
+            out[name] = expanded
     if action_size is not None:
-        out["action_scale"] = per_element("action_scale", values["action_scale"], action_size, problems, False)
-        out["max_command"] = per_element("max_command", values["max_command"], action_size, problems, True)
-        out["max_command_rate"] = per_element(
-            "max_command_rate", values["max_command_rate"], action_size, problems, True
-        )
         if values["command_type"] in ("twist", "twist_stamped"):
             if action_size != 2 or action_kind not in (None, "twist"):
                 problems.append(
@@ -226,9 +245,7 @@ def validate_policy_node_parameters(
                     f"[linear, angular], this policy has {action_size} {action_kind!r} actions; "
                     f"use float64_multi_array"
                 )
-    if problems:
-        raise ParameterError("invalid parameters:\n  - " + "\n  - ".join(problems))
-    return PolicyNodeSettings(out)
+    return problems
 
 
 def camera_info_topic(camera_topic: str) -> str:

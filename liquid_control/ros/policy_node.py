@@ -33,6 +33,7 @@ import rclpy
 import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -44,8 +45,10 @@ from liquid_control.conventions.image_conversion import ImageConversionError, im
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
+    PolicyNodeSettings,
     camera_info_topic,
     declare_node_parameters,
+    policy_node_parameter_problems,
     validate_policy_node_parameters,
 )
 from liquid_control.paths import resolve_policy_file
@@ -54,6 +57,7 @@ from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
+LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
 
 
 def stamp_seconds(stamp) -> float:
@@ -122,6 +126,7 @@ class PolicyNode(LifecycleNode):
     def __init__(self, name: str = "policy_node", **kwargs):
         super().__init__(name, **kwargs)
         declare_node_parameters(self, POLICY_NODE_PARAMETERS)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.settings = None
         self.runner: R.PolicyRunner | None = None
         self._subscriptions_by_sensor = {}
@@ -342,6 +347,50 @@ class PolicyNode(LifecycleNode):
         if self.runner is not None:
             self.runner.backend.close()
         self.runner = self.settings = None
+
+    # ------------------------------------------------------------------------------------------- parameters
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """A change at run time (``ros2 param set``): a value that configure would refuse is refused with the
+        same reason; while configured (inactive or active) only max_command and max_command_rate apply, at the
+        next command; every other change is refused, as it takes effect only at configure."""
+        changes = {p.name: p.value for p in parameters if p.name in POLICY_NODE_PARAMETERS}
+        if not changes:  # use_sim_time etc.: rclpy's
+            return SetParametersResult(successful=True)
+        values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
+        changed = sorted(n for n, v in changes.items() if v != values[n] or type(v) is not type(values[n]))
+        values.update(changes)
+        spec = self.runner.spec if self.runner is not None else None
+        expanded = {}
+        problems = [
+            p
+            for p in policy_node_parameter_problems(
+                values, spec and spec.action_size, spec and spec.action_kind, expanded
+            )
+            if p.split(":", 1)[0] in changes
+        ]
+        if problems:
+            return SetParametersResult(successful=False, reason="; ".join(problems))
+        if self.settings is None or not changed:  # unconfigured: used at the next configure
+            return SetParametersResult(successful=True)
+        later = [n for n in changed if n not in LIVE_PARAMETERS]
+        if later:
+            state = "active" if self._active else "inactive"
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    f"{', '.join(later)}: the node is configured ({state}); this takes effect at configure: "
+                    f"cleanup, then configure again (only {' and '.join(LIVE_PARAMETERS)} apply at once)"
+                ),
+            )
+        s = self.settings
+        live = {n: expanded[n] for n in LIVE_PARAMETERS}
+        limiter = CommandLimiter(s.action_scale, live["max_command"], live["max_command_rate"])
+        limiter.previous, limiter.previous_time = self.limiter.previous, self.limiter.previous_time
+        self.limiter, self.settings = limiter, PolicyNodeSettings({**s.values, **live})
+        self.get_logger().info(
+            "command limits changed: " + ", ".join(f"{n} {live[n]}" for n in changed) + " (from the next command)"
+        )
+        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------------------------------- input
     def _now(self) -> float:
