@@ -1228,3 +1228,34 @@ def test_resume_refuses_a_foreign_last_line_and_drops_only_a_cut_one(tmp_path):
     assert path.read_bytes() == first + b'{"a": 1}'
     path.write_bytes(first + b"\xff\xfe")  # a cut in the middle of a character
     assert ResultLog(str(tmp_path), resume=True).pending(jobs) == [] and path.read_bytes() == first
+
+
+def test_a_failed_report_write_keeps_the_previous_file_and_names_it(tmp_path, capsys, monkeypatch):
+    """Before: the figures and report.md were rewritten in place, so a write that failed (disk full, `ulimit -f`)
+    left a truncated PNG or report.md where a good one was, and the error read 'cannot write: File too large'."""
+    import resource
+
+    from liquid_control.cli import main
+    from liquid_control.evaluation import report
+
+    out = tmp_path / "r"
+    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "1", "--out", str(out),
+            "--no-progress", "--no-example"]  # fmt: skip
+    assert main(argv) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert len(before["success_by_shift.png"]) > 2000 and len(before["report.md"]) > 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    for failing in ("success_by_shift.png", "report.md"):
+        if failing == "report.md":  # the figure is kept as it is, so that report.md is the file that fails
+            monkeypatch.setattr(report, "plot_success_by_shift", lambda cells, panels, shifts, path: path)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))  # a file may grow to 2000 bytes, no further
+        try:
+            code = main([*argv, "--resume"])
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        err = capsys.readouterr().err
+        assert code == 1 and f"cannot write {out / failing}: File too large" in err, err
+        after = {p.name: p.read_bytes() for p in out.iterdir()}
+        assert after[failing] == before[failing]  # the previous one, whole
+        assert set(before) <= set(after) and not [name for name in after if name.startswith(".")]  # no temp file

@@ -281,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"liquid-control eval: interrupted: {kept}", file=sys.stderr)
         return 130
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
-        where = f" {exc.filename}" if exc.filename else ""
+        where = f" {exc.filename}" if exc.filename else f" in {args.out}"  # at least the folder
         print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"liquid-control eval: {len(result['records'])} episodes -> {result['report']}")

@@ -24,7 +24,7 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
 from liquid_control.bags.stream import StreamStats, data_overrides, policy_runner
 from liquid_control.evaluation.plan import EvaluationSetupError, validate_output_folder
-from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME
+from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME, atomic_path, naming
 from liquid_control.runtime.backends import BackendError, load_backend
 
 
@@ -104,9 +104,11 @@ def _plot(path: Path, result: dict, scale, title: str, names) -> None:
     axes[0, 0].set_title(title, fontsize=9)
     axes[-1, 0].set_xlabel("time in the bag (s); dotted: liquid state reset")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_path(str(path)) as tmp:  # never a truncated plot where a good one was; errors name the plot
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
 
 
 def evaluate_offline(
@@ -141,9 +143,9 @@ def evaluate_offline(
             results["policies"][name] = _evaluate_policy(
                 name, path, policy_backend, specs[name], bags, out, data, plots=plots, progress=progress
             )
-        with atomic_write(out / OFFLINE_NAME, "w") as handle:
+        with naming(str(out / OFFLINE_NAME)), atomic_write(out / OFFLINE_NAME, "w") as handle:
             json.dump(results, handle, indent=1)
-        with atomic_write(out / "report.md", "w") as handle:
+        with naming(str(out / "report.md")), atomic_write(out / "report.md", "w") as handle:
             handle.write(report_markdown(results))
     except BaseException:
         if not existed and out.is_dir() and not any(out.iterdir()):

@@ -10,8 +10,10 @@ import os
 
 import numpy as np
 
+from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.figures import pyplot
 from liquid_control.evaluation.plan import EvaluationPlan
+from liquid_control.evaluation.results import atomic_path, naming
 from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_kinds, sweep_factor
 from liquid_control.evaluation.summary import (
     CellSummary,
@@ -74,8 +76,11 @@ def plot_success_by_shift(
         "Success per shift (mean over training seeds, 95% CI: bootstrap over seeds, then episodes)", fontsize=9
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # never a truncated figure where a good one was
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -134,8 +139,11 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle("Success versus sensor timing")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # never a truncated figure where a good one was
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -213,8 +221,11 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
         fontsize=10,
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_path(path) as tmp:  # never a truncated figure where a good one was
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
     return path, record
 
 
@@ -455,7 +466,7 @@ def write_report(
             "![example episode](example_episode.png)",
         ]
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w", encoding="utf-8") as fh:
+    with naming(path), atomic_write(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
     return path
 
@@ -479,7 +490,8 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
         picked = saliency.expert_frames(spec.world, shift, seed, spec.env_kwargs, count=1)
         if picked:
             frames[shift] = picked[0]
-    saliency.plot_saliency_grid(first, frames, os.path.join(out_dir, "saliency_grid.png"))
+    with atomic_path(os.path.join(out_dir, "saliency_grid.png")) as tmp:  # each figure replaced whole or not at all
+        saliency.plot_saliency_grid(first, frames, tmp)
     lines = [
         "## What the networks look at",
         "",
@@ -494,7 +506,8 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
     jobs = plan.jobs
     if shifted:
         job = next(j for j in jobs if j.policy == spec.name and j.shift == shifted[0] and j.episode_seed == seed)
-        _, record = saliency.animate_episode(job, os.path.join(out_dir, "saliency_episode.gif"))
+        with atomic_path(os.path.join(out_dir, "saliency_episode.gif")) as tmp:
+            _, record = saliency.animate_episode(job, tmp)
         lines += [
             f"`{spec.name}` (training seed {job.training_seed}) driving episode {seed} under `{job.shift}` "
             f"({record['outcome']}): camera, saliency and actions, frame by frame.",
@@ -510,6 +523,7 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
         ]
         pair = [next(j for j in pair if j.shift == s) for s in [visual[0]] + shifted[:1]]
         name = f"neuron_traces_{p.name}.png"
-        saliency.plot_neuron_traces(pair, os.path.join(out_dir, name))
+        with atomic_path(os.path.join(out_dir, name)) as tmp:
+            saliency.plot_neuron_traces(pair, tmp)
         lines += [f"Neuron states of `{p.name}` (NCP: inter, command, motor neurons):", "", f"![neurons]({name})", ""]
     return lines

@@ -11,8 +11,10 @@ import json
 import math
 import os
 import sys
+import tempfile
+from contextlib import contextmanager
 
-from liquid_control.atomic_file import atomic_write
+from liquid_control.atomic_file import atomic_write, default_file_mode
 from liquid_control.evaluation.episode import RECORD_FIELDS
 from liquid_control.evaluation.plan import EpisodeJob, EvaluationSetupError, episode_key
 
@@ -185,16 +187,57 @@ def _repair_tail(path: str, tail: tuple[str, int] | None) -> None:
         os.fsync(fh.fileno())
 
 
+@contextmanager
+def naming(path: str):
+    """Let an OSError that names no file (a write into an open file: disk full, file too large) or only the
+    temporary file beside ``path`` name ``path``: the error says which file of the report could not be written."""
+    try:
+        yield
+    except OSError as exc:
+        folder, name = os.path.split(os.path.abspath(path))
+        found = exc.filename
+        ours = found is None or (
+            os.path.dirname(os.path.abspath(str(found))) == folder and os.path.basename(str(found)).startswith(".")
+        )
+        if not ours or found == path:
+            raise
+        raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
+
+
+@contextmanager
+def atomic_path(path: str):
+    """A temporary path beside ``path``, with its extension (matplotlib and PIL choose the format by it), for a
+    writer that takes a path (``fig.savefig``); on success it is synced and renamed over ``path``, on any error removed,
+    leaving ``path`` as it was (a failed write never leaves a truncated figure where a good one was). A writer that
+    wrote nothing leaves ``path`` as it was. Errors name ``path``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    with naming(path):
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
+        os.close(fd)
+        try:
+            yield tmp
+            if os.path.getsize(tmp):
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.chmod(tmp, default_file_mode())
+                os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
 def write_tables(records: list[dict], out_dir: str) -> tuple[str, str]:
     """results.csv and results.json: every planned episode, one row each."""
     csv_path = os.path.join(out_dir, "results.csv")
     json_path = os.path.join(out_dir, "results.json")
     fields = list(RECORD_FIELDS) + ["checkpoint_sha"]
-    with atomic_write(csv_path, "w", newline="", encoding="utf-8") as fh:
+    with naming(csv_path), atomic_write(csv_path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for record in records:
             writer.writerow(record)
-    with atomic_write(json_path, "w", encoding="utf-8") as fh:
+    with naming(json_path), atomic_write(json_path, "w", encoding="utf-8") as fh:
         json.dump(records, fh, indent=1, sort_keys=True)
     return csv_path, json_path
