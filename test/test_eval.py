@@ -1259,3 +1259,24 @@ def test_a_failed_report_write_keeps_the_previous_file_and_names_it(tmp_path, ca
         after = {p.name: p.read_bytes() for p in out.iterdir()}
         assert after[failing] == before[failing]  # the previous one, whole
         assert set(before) <= set(after) and not [name for name in after if name.startswith(".")]  # no temp file
+
+
+def test_offline_policy_names_are_checked_like_simulated_ones(tmp_path, capsys):
+    """Before: `eval --bag B --policy ../../escaped=P` evaluated and wrote plots/../../escaped__B.png, outside --out."""
+    import shutil
+
+    from liquid_control.cli import main
+    from liquid_control.paths import policies_dir
+
+    shipped = policies_dir() / "cfc_ncp_rover.pt"
+    spaced = tmp_path / "my policy.pt"
+    shutil.copyfile(shipped, spaced)
+    out = tmp_path / "o" / "x"
+    argv = ["eval", "--bag", str(tmp_path / "a_bag"), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--policy", f"../../escaped={shipped}"]) == 2
+    err = capsys.readouterr().err
+    assert "policy name '../../escaped': use letters, digits and _ . + - only" in err and "Traceback" not in err
+    assert main([*argv, "--policy", str(spaced)]) == 2
+    err = capsys.readouterr().err
+    assert f"policy name 'my policy' (the name taken from the file (or folder) name in {spaced}; give one" in err
+    assert not (tmp_path / "o").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["my policy.pt"]

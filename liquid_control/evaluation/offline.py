@@ -23,7 +23,7 @@ import numpy as np
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
 from liquid_control.bags.stream import StreamStats, data_overrides, policy_runner
-from liquid_control.evaluation.plan import EvaluationSetupError, validate_output_folder
+from liquid_control.evaluation.plan import EvaluationSetupError, check_policy_name, validate_output_folder
 from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME, atomic_path, naming
 from liquid_control.runtime.backends import BackendError, load_backend
 
@@ -34,6 +34,8 @@ def _policies(specs: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep:
             name, path = Path(item).stem if Path(item).stem != "policy" else Path(item).parent.name, item
+        # the name names the plots (plots/NAME__BAG.png): a ../ in it would write them outside --out
+        check_policy_name(name, () if sep else (path,), origin="the name taken from the file (or folder) name")
         if name in out:
             raise ValueError(f"--policy: two policies named {name!r}; name them NAME=PATH")
         if not Path(path).is_file():

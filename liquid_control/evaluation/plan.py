@@ -318,12 +318,12 @@ def build_plan(
     return EvaluationPlan(policies=specs, shifts=shifts, episode_seeds=seeds)
 
 
-def check_policy_name(name: str, checkpoints=()) -> None:
+def check_policy_name(name: str, checkpoints=(), origin: str = "the config name") -> None:
     """A policy name must be usable as a file name, a report cell and an item of --paired A,B (a name with a
-    slash stopped the report at its figures, after every episode had run). ``checkpoints``: given when the name
-    is the config's (no NAME=)."""
+    slash stopped the report at its figures, after every episode had run; one with ../ wrote them outside --out).
+    ``checkpoints``: given when the name is not the user's (no NAME=) but ``origin`` in the first of them."""
     if not POLICY_NAME.fullmatch(name):
-        where = f" (the config name in {checkpoints[0]}; give one with NAME=CHECKPOINT)" if checkpoints else ""
+        where = f" ({origin} in {checkpoints[0]}; give one with NAME=CHECKPOINT)" if checkpoints else ""
         raise EvaluationSetupError(
             f"policy name {name!r}{where}: use letters, digits and _ . + - only, starting with a letter or digit "
             "(it names report files and is an item of --paired A,B)"
