@@ -147,7 +147,7 @@ def test_replay_stops_at_the_first_failed_write_naming_the_bag_topic_and_count(t
     captured = capsys.readouterr()
     assert "replayed " not in captured.out and "Traceback" not in captured.err, captured
     err = captured.err
-    assert f"recording into {out} failed at message 21 of /imu/data (20 message(s) written before it" in err, err
+    assert f"{out}: recording stopped, writing a /imu/data message failed after 20 (" in err, err
     assert "No space left on device" in err and f"{out} was finished with the 20 message(s)" in err, err
     played = int(re.search(rf"the playback of {bag} stopped after (\d+) of its messages", err).group(1))
     assert 20 <= played < 100, err  # stopped at once, not after the whole bag

@@ -59,25 +59,17 @@ class RecordingFailed(BagError):
 
 
 class _PlaybackRecorder(BagRecorderNode):
-    """The recorder of a replay: a message it cannot write stops the playback (``failed`` is set) instead of
-    killing the executor's thread while the bag plays on for hours; ``failure`` says which write failed."""
+    """The recorder of a replay: where it stops recording on a failed write (``failed``: the bag, the topic, the
+    count), the playback stops too (``stop``) instead of playing on for hours into a recorder that records nothing."""
 
-    def __init__(self, failed: threading.Event, **kwargs):
-        self.failed, self.failure = failed, None
+    def __init__(self, stop: threading.Event, **kwargs):
+        self._stop_playback = stop
         super().__init__(**kwargs)
 
     def _on_message(self, topic: str, data: bytes):
-        if self.failure is not None:  # the writer's state after a failed write is unknown: nothing more
-            return
-        try:
-            super()._on_message(topic, data)
-        except Exception as exc:  # OSError (ENOSPC, EIO), BagError, ...: all end the recording
-            written = sum(self.counts.values())
-            self.failure = (
-                f"recording into {self.output} failed at message {self.counts[topic] + 1} of {topic} "
-                f"({written} message(s) written before it: {self.counts}): {exc}"
-            )
-            self.failed.set()
+        super()._on_message(topic, data)
+        if self.failed:
+            self._stop_playback.set()
 
 
 class Replay:
@@ -276,13 +268,16 @@ def replay(args) -> dict:
         context.try_shutdown()
         for reader in readers:
             reader.close()
-    failure = recorder.failure or (failures[0] if failures else None)
-    if failure is not None:
+    failure = recorder.failed or (failures[0] if failures else "")
+    if failure:
         if unfinished is None:
-            kept = f"{path} was finished with the {sum(recorder.counts.values())} message(s) recorded before"
-        else:
-            kept = f"{unfinished}; `liquid-control record --recover {path} -o NEW_BAG` salvages what reached the disk"
-        raise RecordingFailed(f"{failure}; {where}; {kept}")
+            raise RecordingFailed(
+                f"{failure}; {where}; {path} was finished with the {sum(recorder.counts.values())} message(s) "
+                "recorded before"
+            )
+        if recorder.failed:  # the recorder's error names its failed write already, and how to recover the bag
+            raise RecordingFailed(f"{unfinished}; {where}")
+        raise RecordingFailed(f"{failure}; {where}; {unfinished}")
     if unfinished is not None and completed:
         raise unfinished
     return result
