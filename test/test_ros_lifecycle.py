@@ -250,6 +250,8 @@ def test_configure_logs_why_a_policy_file_is_refused(hostile_files, ros, case):
         ({"control_rate_hz": 1e-300}, "control_rate_hz: must be at least"),
         ({"action_scale": "abc"}, "action_scale: must be a number or a list of numbers, got 'abc'"),  # was float()'s
         ({"policy": 42}, "policy: must be a file path (a string), got 42"),  # was a TypeError from pathlib
+        ({"autostart": "false"}, "autostart: must be true or false (a boolean), got 'false'"),  # was truthy
+        ({"autostart": 1}, "autostart: must be true or false (a boolean), got 1"),
     ],
 )
 def test_configure_names_the_parameter_that_would_fail_later(policy_file, ros, overrides, message):
@@ -514,6 +516,7 @@ BAD_VALUES = [
     ("max_command_rate", "fast"),
     ("command_topic", "bad topic!"),
     ("imu_qos_depth", 0),
+    ("autostart", "false"),
 ]
 
 

@@ -359,3 +359,27 @@ def test_a_signal_just_before_configure_starts_abandons_it(policy_file):
         assert started == ["not_signalled"]
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_a_string_autostart_is_refused_and_starts_nothing(policy_file, tmp_path):
+    """``-p "autostart:='false'"`` gives the string 'false', which is true to Python: the node configured,
+    activated and commanded the robot."""
+    import subprocess
+
+    env = isolated_ros_env()
+    proc = start_policy_node(policy_file, env, tmp_path, autostart="false")
+    probe = Probe(env)
+    try:
+        cmd = probe.record("cmd_vel", TwistStamped, RELIABLE)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            code = None
+        text = (tmp_path / "policy_node.log").read_text()
+        assert code == 1, text  # was: still running, active
+        assert "autostart: must be true or false (a boolean), got 'false': not starting" in text, text
+        assert "configured:" not in text and "active: commanding" not in text, text
+        assert probe.messages("cmd_vel") == [] and cmd.get_publisher_count() == 0
+    finally:
+        probe.close()
+        stop_process(proc)

@@ -143,6 +143,14 @@ def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
     return None
 
 
+def autostart_problem(value) -> str | None:
+    """Why ``autostart`` is not usable (None when it is): a boolean only; a string such as ``'false'`` (from
+    ``-p "autostart:='false'"``) is true to Python and started the robot."""
+    if isinstance(value, bool):
+        return None
+    return f"autostart: must be true or false (a boolean), got {value!r}"
+
+
 def per_element(name, value, size, problems, positive: bool):
     """One value per action (a single one for all), finite and > 0 (``positive``) or non-zero (action_scale: a
     zero would pin that command to 0 whatever the policy says; training from bags refuses it too). Without the
@@ -206,6 +214,8 @@ def policy_node_parameter_problems(
         problems.append(f"policy: must be a file path (a string), got {values['policy']!r}")
     elif not values["policy"]:
         problems.append("policy: no policy file given (set the 'policy' parameter)")
+    if autostart_problem(values["autostart"]):
+        problems.append(autostart_problem(values["autostart"]))
     choice("backend", BACKENDS)
     choice("command_type", COMMAND_TYPES)
     choice("publish_mode", PUBLISH_MODES)

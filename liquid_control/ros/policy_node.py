@@ -46,6 +46,7 @@ from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
     PolicyNodeSettings,
+    autostart_problem,
     camera_info_topic,
     declare_node_parameters,
     policy_node_parameter_problems,
@@ -624,7 +625,8 @@ def main(args=None) -> int:
     SIGINT/SIGTERM end the loop between callbacks, then the node shuts down through its lifecycle (publishing
     a stop command) before the context goes away. During a configure (which may build the compiled kernels or
     load a large file) they abandon it at once: the node stays stoppable whatever it is waiting for.
-    Exit status: 0 after a requested stop, 1 when autostart's configure or activate failed (cause logged).
+    Exit status: 0 after a requested stop, 1 when autostart is not a boolean or autostart's configure or activate
+    failed (cause logged).
     Ends the process (``os._exit``) once the node is shut down.
     """
     stop = threading.Event()
@@ -645,7 +647,11 @@ def main(args=None) -> int:
     executor.add_node(node)
     code, abandoned = 0, False
     try:
-        if node.get_parameter("autostart").value and not stop.is_set():
+        autostart = node.get_parameter("autostart").value
+        if autostart_problem(autostart):  # a string 'false' is true to Python: it started the robot
+            node.get_logger().fatal(f"{autostart_problem(autostart)}: not starting")
+            code = 1
+        elif autostart and not stop.is_set():
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal(f"autostart: {node.failure or 'configure failed'}")
                 code = 1
