@@ -1280,3 +1280,36 @@ def test_offline_policy_names_are_checked_like_simulated_ones(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"policy name 'my policy' (the name taken from the file (or folder) name in {spaced}; give one" in err
     assert not (tmp_path / "o").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["my policy.pt"]
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--paired", "expert,expert"], "--paired 'expert,expert': a policy against itself"),
+        (
+            ["--shift", "imu_noise", "--shift", "imu_noise=0.2"],
+            "--shift 'imu_noise' and --shift 'imu_noise=0.2' are the same world ('imu_noise=0.2'); give it once",
+        ),
+        (
+            ["--shift-set", "visual", "--shift", "camera_noise=0.1"],
+            "--shift 'camera_noise=0.1' and --shift 'camera_noise_0.1' are the same world",
+        ),
+        (["--shift", "fog=0"], "--shift 'in_distribution' and --shift 'fog=0' are the same world"),
+    ],
+)
+def test_a_policy_paired_with_itself_and_one_world_under_two_shift_labels_are_refused(tmp_path, capsys, flags, message):
+    """Before: `--paired expert,expert` was accepted (a comparison of a policy with itself), and two spellings of one
+    world (`imu_noise` and `imu_noise=0.2`) ran every episode twice, reported as two shifts."""
+    from liquid_control.cli import main
+
+    out = tmp_path / "report"
+    argv = ["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--no-progress", "--no-example"]
+    assert main([*argv, "--shift", "in_distribution", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not out.exists()
+    from liquid_control.evaluation.plan import validate_shifts
+    from liquid_control.evaluation.shifts import SHIFT_SETS
+
+    every_set = [shift for shifts in SHIFT_SETS.values() for shift in shifts]  # sets overlap in the same spellings
+    assert validate_shifts(every_set) == list(dict.fromkeys(every_set))

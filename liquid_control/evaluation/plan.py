@@ -200,12 +200,23 @@ def validate_shifts(shifts: list[str]) -> list[str]:
     """Each shift must parse (`sim_envs.shifts.parse_shift`); the error names the shift."""
     if not shifts:
         raise EvaluationSetupError("no shift given")
-    seen = []
+    from sim_envs.shifts import parse_shift
+
+    seen: list[str] = []
+    worlds: dict[str, str] = {}  # canonical form -> the first spelling of that world
     for shift in shifts:
         shift = shift.strip() or DEFAULT_SHIFT
         check_shift(shift)
-        if shift not in seen:
-            seen.append(shift)
+        if shift in seen:  # the same spelling twice (e.g. from two shift sets): one row
+            continue
+        canonical = parse_shift(shift).to_string()
+        if canonical in worlds:  # one world under two labels would run twice and be reported as two shifts
+            raise EvaluationSetupError(
+                f"--shift {worlds[canonical]!r} and --shift {shift!r} are the same world "
+                f"({canonical or DEFAULT_SHIFT!r}); give it once"
+            )
+        worlds[canonical] = shift
+        seen.append(shift)
     return seen
 
 
@@ -337,6 +348,8 @@ def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
         names = [n.strip() for n in item.split(",")]
         if len(names) != 2 or not all(names):
             raise EvaluationSetupError(f"--paired {item!r}: expected two policy names A,B")
+        if names[0] == names[1]:
+            raise EvaluationSetupError(f"--paired {item!r}: a policy against itself; name two different policies")
         missing = [n for n in names if n not in policies]
         if missing:
             raise EvaluationSetupError(
