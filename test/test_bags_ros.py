@@ -365,11 +365,13 @@ def test_a_parameter_file_rcl_cannot_read_is_one_line_not_a_traceback(tmp_path):
     15-line RCLError traceback ending in "Couldn't parse params file"."""
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [\n")
-    for params, reason in ((tmp_path / "nope.yaml", "Error opening YAML file"), (bad, "Error at line 1")):
+    cases = [("recorder_node", "bag_recorder", tmp_path / "nope.yaml", "Error opening YAML file")]
+    cases += [("recorder_node", "bag_recorder", bad, "Error at line 1"), ("sim_node", "sim_node", bad, "line 1")]
+    for module, name, params, reason in cases:
         proc = subprocess.run(
-            [sys.executable, "-m", "liquid_control.ros.recorder_node", "--ros-args", "--params-file", str(params)],
+            [sys.executable, "-m", f"liquid_control.ros.{module}", "--ros-args", "--params-file", str(params)],
             env=isolated_ros_env(), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert f"bag_recorder: cannot start: Couldn't parse params file: '--params-file {params}'" in proc.stderr
+        assert f"{name}: cannot start: Couldn't parse params file: '--params-file {params}'" in proc.stderr
         assert reason in proc.stderr

@@ -724,8 +724,11 @@ def main(args=None) -> int:
     rclpy's own handler would raise KeyboardInterrupt wherever the main thread is, e.g. inside ctypes' argument
     conversion of MuJoCo's EGL render, which turns it into a ``ctypes.ArgumentError`` traceback.
     """
+    from liquid_control.ros.executable import init_ros
+
     stop = threading.Event()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    if not init_ros("sim_node", args=args, signal_handler_options=SignalHandlerOptions.NO):
+        return 2
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _signum, _frame: stop.set())
     try:
