@@ -3,8 +3,17 @@
 The jobs are cut into batches (`batched.make_batches`: one policy, training seed and shift, up to `lanes`
 episodes stepped in lockstep) and every backend runs the same function (`batched.run_batch`) on the same
 batches, one CPU thread per batch, handing each batch's records to `on_result` in the parent as the batch
-finishes, so the results log has a single writer and an interrupted run keeps what finished. Results do not
-depend on the backend or on the order in which batches run.
+finishes, so the results log has a single writer and an interrupted run keeps what finished.
+
+What the records do and do not depend on: every batch is deterministic, so for the same batches the records are
+the same whatever the backend, the number of workers or the order in which the batches run. The batches are not
+always the same: `--lanes` sets their size, and a `--resume` cuts only the pending episodes into batches. A
+trained policy's episode depends on the batch it ran in (its lanes share one batched policy call per update,
+whose float32 sums round differently with another set of live lanes), and a closed loop is chaotic: return,
+steps and smoothness can differ, and an outcome can flip, between `--lanes` values, between a resumed and an
+uninterrupted run, and against the same episode run alone (`episode.run_episode`, as the report's example and
+saliency replays are). The world never differs: each episode's world, shift and seed are fixed by its job, so
+the paired design (every policy on the same episode seeds) holds under any batching; see `batched`.
 """
 
 from __future__ import annotations

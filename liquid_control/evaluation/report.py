@@ -159,7 +159,8 @@ def pick_example(plan: EvaluationPlan):
 
 
 def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
-    """Re-run one episode (deterministic: the same one as in the table) recording camera and actions."""
+    """Re-run one episode alone (the same world and seed as in the table; its return, and even its outcome, can
+    differ from the table's record, which ran in a batch: see `backends`) recording camera and actions."""
     from liquid_control.evaluation.episode import run_episode
 
     images, image_times, actions, action_times, positions, targets = [], [], [], [], [], []
