@@ -592,3 +592,64 @@ def test_max_command_and_its_rate_apply_at_once_on_an_active_node(policy_file, r
     after = rig.commands_since(activated)
     largest = max(abs(x) for c in after for x in c)
     assert 0 < largest <= 0.1 * (time.monotonic() - activated) + 1e-9, after  # unlimited: ~0.24 at once
+
+
+def test_joint_states_are_read_by_name_in_the_order_of_joint_names(policy_file, ros):
+    """JointState.velocity was read by position: a driver listing ["wheel_right", "wheel_left"] swapped the
+    wheels silently, and a message without a needed joint fed whatever it had."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=5.0)
+    rig.configure()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.wheel_names = ["wheel_right", "wheel_left"]  # the driver's order
+    rig.stream(0.2, wheels=(3.0, -3.0))
+    rig.spin(0.1)
+    np.testing.assert_array_equal(rig.node.runner._held["wheels"], [-3.0, 3.0])  # [left, right]; was swapped
+    rig.wheel_names = ["caster", "wheel_right", "wheel_left"]  # and a joint the policy ignores
+    rig.stream(0.3, wheels=(7.0, 3.0, -3.0))
+    rig.spin(0.1)
+    np.testing.assert_array_equal(rig.node.runner._held["wheels"], [-3.0, 3.0])  # [left, right]
+    assert rig.commands
+    rig.wheel_names = []  # no names: by position
+    rig.stream(0.1, wheels=(1.0, 2.0))
+    rig.spin(0.1)
+    np.testing.assert_array_equal(rig.node.runner._held["wheels"], [1.0, 2.0])
+    # a message without one of the joints is rejected: counted, logged, not used (after a deactivate the node
+    # forgets the held readings and waits for usable wheel velocities)
+    assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    rig.spin(1.0, until=lambda: rig.commands[-1][1] == [0.0, 0.0])  # the deactivate's stop
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.wheel_names = ["wheel_left", "caster"]
+    active = time.monotonic()
+    rig.stream(0.3, wheels=(1.0, 2.0))
+    rig.spin(0.1)
+    assert rig.commands_since(active) == []  # was: commanded with [left, caster]
+    counters = rig.node.runner.counters
+    assert counters["rejected.missing_joint"] > 10 and counters["rejected_by_sensor.wheels"] > 10
+    assert rig.node.runner.missing_inputs() == ("wheels",)
+    assert any("no velocity for 'wheel_right' (joint_names)" in w for w in rig.warnings), rig.warnings
+    status = {kv.key: kv.value for kv in rig.node.diagnostic_status().values}
+    assert int(status["rejected.missing_joint"]) == counters["rejected.missing_joint"]
+    assert rig.node.get_parameter("joint_names").value == ["wheel_left", "wheel_right"]  # sim_node's order
+
+
+def test_joint_names_is_a_parameter(policy_file, ros):
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file, joint_names=["right", "left"]))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    from sensor_msgs.msg import JointState
+
+    reading = node._wheel_velocities(JointState(name=["left", "right"], velocity=[1.0, 2.0]))
+    np.testing.assert_array_equal(reading, [2.0, 1.0])
+    for k, (value, message) in enumerate(
+        [
+            (["a", "b", "c"], "joint_names: the policy reads 2 wheel velocities, ['a', 'b', 'c'] names 3 joints"),
+            (["a", "a"], "joint_names: must be a list of distinct, non-empty joint names, got ['a', 'a']"),
+            ("wheel_left", "joint_names: must be a list of distinct, non-empty joint names, got 'wheel_left'"),
+        ]
+    ):
+        other = make(PolicyNode, f"other_{k}", parameter_overrides=params(policy_file, joint_names=value))
+        errors = []
+        other.get_logger().error = errors.append
+        assert other.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert any(message in e for e in errors), errors

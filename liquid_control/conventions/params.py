@@ -20,6 +20,9 @@ WORLD_POLICIES = {
     "LiquidBalanceNav-v0": ("balance_nav_policy.yaml", "cfc_balance_nav.pt"),
 }
 
+# The wheel joints in the order of the worlds' encoders (sim_node's JointState names): the order policies read
+WHEEL_JOINT_NAMES = ("wheel_left", "wheel_right")
+
 COMMAND_TYPES = ("twist", "twist_stamped", "float64_multi_array")
 PUBLISH_MODES = ("per_update", "fixed_rate")
 BACKENDS = ("auto", "torch", "onnx")
@@ -35,6 +38,11 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image input (when the policy has a camera)"),
     "imu_topic": ("imu/data", "sensor_msgs/Imu input: [gyro xyz, accel xyz]"),
     "wheels_topic": ("joint_states", "sensor_msgs/JointState input: wheel velocities (balancer)"),
+    "joint_names": (
+        list(WHEEL_JOINT_NAMES),
+        "JointState names of the wheel velocities, in the order the policy reads them (the simulated world's); "
+        "a message with names is read by name (one missing a needed name is rejected), one without by position",
+    ),
     "target_topic": ("target_velocity", "geometry_msgs/Twist input: commanded [linear.x, angular.z] (balancer)"),
     "command_topic": ("cmd_vel", "output topic"),
     "command_type": ("twist", "twist | twist_stamped | float64_multi_array (e.g. wheel torques)"),
@@ -241,6 +249,14 @@ def policy_node_parameter_problems(
         problem = topic_name_problem(values[name])
         if problem:
             problems.append(f"{name}: {problem}")
+    names = values["joint_names"]
+    if (
+        not isinstance(names, (list, tuple))
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
+        problems.append(f"joint_names: must be a list of distinct, non-empty joint names, got {names!r}")
     if not isinstance(values["command_frame_id"], str):
         problems.append(f"command_frame_id: must be a string, got {values['command_frame_id']!r}")
     for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads

@@ -58,6 +58,7 @@ from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
+MISSING_JOINT = "missing_joint"  # of a JointState with names but none (or no velocity) for a joint the policy reads
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
 
 
@@ -66,7 +67,8 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-# sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion
+# sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion,
+# the wheels' PolicyNode._wheel_velocities (by joint name)
 def _imu_reading(msg):
     w, a = msg.angular_velocity, msg.linear_acceleration
     return np.array([w.x, w.y, w.z, a.x, a.y, a.z], dtype=np.float64)
@@ -79,7 +81,7 @@ SETPOINTS = R.SETPOINTS
 SENSORS = {
     CAMERA: (Image, "camera_topic", None),
     "imu": (Imu, "imu_topic", _imu_reading),
-    "wheels": (JointState, "wheels_topic", lambda msg: np.asarray(msg.velocity, dtype=np.float64)),
+    "wheels": (JointState, "wheels_topic", None),  # read by joint name: PolicyNode._wheel_velocities
     "command": (Twist, "target_topic", lambda msg: np.array([msg.linear.x, msg.angular.z])),
 }
 
@@ -132,6 +134,8 @@ class PolicyNode(LifecycleNode):
         self.runner: R.PolicyRunner | None = None
         self._subscriptions_by_sensor = {}
         self._input_topics = {}  # sensor -> resolved topic name (at configure)
+        self._joint_names = ()  # joint_names (at configure) and the index cache of _wheel_velocities
+        self._joint_order = ((), None)
         self._command_pub = self._command_msg = None
         self._diag_pub = None
         self._reset_srv = None
@@ -196,6 +200,13 @@ class PolicyNode(LifecycleNode):
                 raise ParameterError(
                     f"the policy needs inputs {missing} that this node has no topic for (known: {', '.join(SENSORS)})"
                 )
+            if "wheels" in spec.sensors and len(s.joint_names) != spec.sensors["wheels"][0]:
+                raise ParameterError(
+                    f"joint_names: the policy reads {spec.sensors['wheels'][0]} wheel velocities, "
+                    f"{list(s.joint_names)} names {len(s.joint_names)} joints"
+                )
+            self._joint_names = tuple(s.joint_names)
+            self._joint_order = ((), None)  # (names of the last named message, their indices in joint_names order)
             self.runner = R.PolicyRunner(
                 backend,
                 R.RunnerLimits(
@@ -426,7 +437,33 @@ class PolicyNode(LifecycleNode):
     def _on_vector(self, sensor: str, msg):
         if not self._active and not (sensor in SETPOINTS and self.runner is not None):
             return  # inactive: sensor messages are ignored, a setpoint is kept (the latest one in any state)
-        self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, SENSORS[sensor][2](msg))
+        value = self._wheel_velocities(msg) if sensor == "wheels" else SENSORS[sensor][2](msg)
+        if value is not None:
+            self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, value)
+
+    def _wheel_velocities(self, msg: JointState):
+        """The velocities of ``joint_names`` in that order, taken by name (a driver may list its joints in any
+        order); a message without names is read by position. None (rejected, counted, logged) when a needed
+        joint has no name or no velocity in the message."""
+        if not msg.name:
+            return np.asarray(msg.velocity, dtype=np.float64)
+        names, indices = self._joint_order
+        if msg.name != names:  # the same names as the last message (the usual case): their indices are known
+            position = {n: i for i, n in enumerate(msg.name)}
+            indices = [position.get(n) for n in self._joint_names]
+            self._joint_order = names, indices = list(msg.name), indices
+        if None in indices or max(indices) >= len(msg.velocity):
+            lacking = [n for n, i in zip(self._joint_names, indices) if i is None or i >= len(msg.velocity)]
+            self.runner.counters["received.wheels"] += 1
+            self.runner.counters[f"rejected.{MISSING_JOINT}"] += 1
+            self.runner.counters["rejected_by_sensor.wheels"] += 1
+            self.get_logger().warning(
+                f"wheels message rejected ({MISSING_JOINT}): no velocity for {', '.join(map(repr, lacking))} "
+                f"(joint_names); it names {list(msg.name)} with {len(msg.velocity)} velocities",
+                throttle_duration_sec=self.settings.log_throttle_s,
+            )
+            return None
+        return np.array([msg.velocity[i] for i in indices], dtype=np.float64)
 
     def _on_reading(self, sensor: str, stamp_msg, value):
         now = self._now()
