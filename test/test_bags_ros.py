@@ -367,6 +367,7 @@ def test_a_parameter_file_rcl_cannot_read_is_one_line_not_a_traceback(tmp_path):
     bad.write_text("a: [\n")
     cases = [("recorder_node", "bag_recorder", tmp_path / "nope.yaml", "Error opening YAML file")]
     cases += [("recorder_node", "bag_recorder", bad, "Error at line 1"), ("sim_node", "sim_node", bad, "line 1")]
+    cases += [("policy_node", "policy_node", tmp_path / "nope.yaml", "Error opening YAML file")]
     for module, name, params, reason in cases:
         proc = subprocess.run(
             [sys.executable, "-m", f"liquid_control.ros.{module}", "--ros-args", "--params-file", str(params)],

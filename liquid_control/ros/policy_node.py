@@ -663,11 +663,14 @@ def main(args=None) -> int:
     a stop command) before the context goes away. During a configure (which may build the compiled kernels or
     load a large file) they abandon it at once: the node stays stoppable whatever it is waiting for.
     Exit status: 0 after a requested stop, 1 when autostart is not a boolean or autostart's configure or activate
-    failed (cause logged).
+    failed (cause logged), 2 when rcl cannot read a --params-file.
     Ends the process (``os._exit``) once the node is shut down.
     """
+    from liquid_control.ros.executable import init_ros
+
     stop = threading.Event()
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    if not init_ros("policy_node", args=args, signal_handler_options=SignalHandlerOptions.NO):
+        return 2  # a --params-file rcl cannot read: said on one line
     node = None
 
     def on_signal(signum, _frame):

@@ -55,6 +55,7 @@ from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.conventions.params import (
     MAX_RATE_HZ,
     MAX_SECONDS,
+    WHEEL_JOINT_NAMES,
     camera_info_topic,
     declare_node_parameters,
     topic_name_problem,
@@ -436,7 +437,7 @@ class SimNode(Node):
                     msg.angular_velocity_covariance[i] = gyro_std**2
                     msg.linear_acceleration_covariance[i] = accel_std**2
         else:  # wheel encoders
-            msg = JointState(name=["wheel_left", "wheel_right"], velocity=[float(v) for v in reading])
+            msg = JointState(name=list(WHEEL_JOINT_NAMES), velocity=[float(v) for v in reading])
         msg.header.stamp = header_stamp
         self.publishers_by_sensor[sensor].publish(msg)
 
