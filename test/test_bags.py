@@ -693,36 +693,45 @@ def test_a_damaged_bag_cache_is_rebuilt_from_the_bag_and_named(expert_bags, tmp_
     assert not [m for m in logs if m.startswith(("warning:", "train bag"))]  # a sound cache is reused as is
 
 
-def test_vector_readings_of_the_wrong_size_are_named_by_topic_field_and_sizes(tmp_path):
-    """A balance bag whose /joint_states carry three wheel velocities for a policy reading two: the error names
-    the topic, the field and both sizes (it told of "NonexNone images" for any input of the wrong size)."""
-    from liquid_control.bags.io import typestore
-    from liquid_control.policy import validate_config
-    from liquid_control.training.bag_data import convert_bag
+BALANCE = {
+    "name": "balance",
+    "world": "LiquidBalance-v0",
+    "observation": {"vectors": {"imu": 6, "wheels": 2}, "update_on": "imu"},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
 
-    cfg = validate_config(
-        {
-            "name": "balance",
-            "world": "LiquidBalance-v0",
-            "observation": {"vectors": {"imu": 6, "wheels": 2}, "update_on": "imu"},
-            "core": {"type": "cfc", "units": 8},
-            "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
-        }
-    )
-    spec = data_spec(cfg)
-    assert spec.topics == {"imu": "/imu/data", "wheels": "/joint_states"}
+
+def _balance_bag(path, spec, names, velocity):
+    """40 IMU messages at 200 Hz, each followed by a JointState (``names``, ``velocity``) and a command."""
+    from liquid_control.bags.io import typestore
+
     types = typestore().types
-    with BagWriter(tmp_path / "bag") as bag:
+    with BagWriter(path) as bag:
         for i in range(40):
             t = 1 + i * 0.005
-            velocity = np.array([0.1, 0.2, 0.3])
+            n = len(velocity)
             joints = types[M.JOINT_STATE](
-                header=M.header(t), name=["l", "r", "c"], position=np.zeros(3), velocity=velocity, effort=np.zeros(3)
-            )
+                header=M.header(t), name=list(names), position=np.zeros(n), velocity=np.asarray(velocity, float),
+                effort=np.zeros(n),
+            )  # fmt: skip
             layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
             bag.write("/imu/data", int(t * 1e9), M.imu_message(np.zeros(6), t))
             bag.write("/joint_states", int(t * 1e9) + 100, joints)
             bag.write(spec.command_topic, int(t * 1e9) + 200, types[M.FLOAT64_ARRAY](layout=layout, data=np.ones(2)))
+    return path
+
+
+def test_vector_readings_of_the_wrong_size_are_named_by_topic_field_and_sizes(tmp_path):
+    """A balance bag whose /joint_states carry three wheel velocities for a policy reading two: the error names
+    the topic, the field and both sizes (it told of "NonexNone images" for any input of the wrong size)."""
+    from liquid_control.policy import validate_config
+    from liquid_control.training.bag_data import convert_bag
+
+    cfg = validate_config(BALANCE)
+    spec = data_spec(cfg)
+    assert spec.topics == {"imu": "/imu/data", "wheels": "/joint_states"}
+    _balance_bag(tmp_path / "bag", spec, [], [0.1, 0.2, 0.3])  # no names: read by position
     with pytest.raises(BagError) as err:
         convert_bag(str(tmp_path / "bag"), cfg, spec, tmp_path / "cache" / "bag", 64, False, print)
     message = str(err.value)
@@ -730,6 +739,31 @@ def test_vector_readings_of_the_wrong_size_are_named_by_topic_field_and_sizes(tm
         "reads 2 values (observation.vectors.wheels: 2)" in message  # fmt: skip
     assert "images" not in message and "/imu/data" not in message  # (the imu readings are of the right size)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing left behind
+
+
+def test_wheel_velocities_are_read_by_joint_name_as_the_node_reads_them(tmp_path):
+    """Before: training read JointState.velocity by position, so a driver listing the wheels right first swapped
+    them in the training data (the node takes them by name in joint_names' order since 2026-12-03)."""
+    from liquid_control.bags.stream import StreamStats, capture_runner, stream_updates
+    from liquid_control.policy import validate_config
+
+    cfg = validate_config(BALANCE)
+    spec = data_spec(cfg)
+    assert spec.joint_names == ("wheel_left", "wheel_right")
+
+    def wheels(names, velocity):
+        stats = StreamStats()
+        bag = _balance_bag(tmp_path / f"bag{len(list(tmp_path.iterdir()))}", spec, names, velocity)
+        with BagReader(bag) as reader:
+            updates = list(stream_updates(reader, capture_runner(cfg, spec), spec, stats))
+        return [u.obs["wheels"].tolist() for u in updates], stats.counters
+
+    expected, _ = wheels(["wheel_left", "wheel_right"], [0.1, 0.2])
+    assert expected and np.allclose(expected, [0.1, 0.2])
+    assert wheels(["wheel_right", "caster", "wheel_left"], [0.2, 9.0, 0.1])[0] == expected
+    assert wheels([], [0.1, 0.2])[0] == expected  # no names: by position
+    missing, counters = wheels(["wheel_right", "caster"], [0.2, 9.0])
+    assert missing == [] and counters["rejected.missing_joint"] == 40
 
 
 def test_a_bag_cache_is_on_disk_before_its_index_names_it(expert_bags, tmp_path, monkeypatch):

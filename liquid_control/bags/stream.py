@@ -36,7 +36,8 @@ import numpy as np
 import yaml
 
 from liquid_control.conventions.image_conversion import ImageConversionError
-from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, WORLD_POLICIES
+from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
+from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, WHEEL_JOINT_NAMES, WORLD_POLICIES
 from liquid_control.paths import config_dir
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
@@ -79,6 +80,7 @@ class BagDataSpec:
     action_scale: tuple
     limits: R.RunnerLimits = field(default_factory=R.RunnerLimits)
     label: LabelRule = field(default_factory=LabelRule)
+    joint_names: tuple = WHEEL_JOINT_NAMES  # the wheel velocities' order (the node's joint_names)
 
     def describe(self) -> dict:
         """Plain dict (for run folders, model cards and reports)."""
@@ -94,7 +96,7 @@ class BagDataSpec:
                 "reorder_lag_s": self.limits.reorder_lag_s,
             },
             "label": {"mode": self.label.mode, "offset_s": self.label.offset_s, "max_wait_s": self.label.max_wait_s},
-        }
+        } | ({"joint_names": list(self.joint_names)} if "wheels" in self.topics else {})
 
 
 def absolute_topic(name: str) -> str:
@@ -200,6 +202,8 @@ def _parameter_type_problem(name, value) -> str | None:
         ok, want = isinstance(value, bool), "true or false"
     elif isinstance(default, str):
         ok, want = isinstance(value, str), "a string"
+    elif isinstance(default, list) and all(isinstance(v, str) for v in default):  # joint_names
+        ok, want = isinstance(value, list) and all(isinstance(v, str) for v in value), "a list of strings"
     elif isinstance(default, list):
         ok = number(value) or (isinstance(value, list) and bool(value) and all(number(v) for v in value))
         want = "a number or a list of numbers"
@@ -259,6 +263,7 @@ def data_spec(
     )
     return BagDataSpec(
         topics=mapping,
+        joint_names=tuple(values["joint_names"]),
         command_topic=absolute_topic(command_topic or str(values["command_topic"])),
         action_scale=tuple(scale),
         limits=limits,
@@ -501,7 +506,14 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
         sensor = by_topic[msg.topic]
         stamp = stamp_seconds(decoded)
         try:
-            value = sensor_reading(sensor, decoded)
+            if sensor == "wheels":  # by name in joint_names' order, as the node takes them
+                value, _ = velocities_by_name(decoded.name, decoded.velocity, spec.joint_names)
+                if value is None:  # the node rejects it the same way (its missing_joint counter)
+                    runner.counters[f"received.{sensor}"] += 1
+                    runner.counters[f"rejected.{MISSING_JOINT}"] += 1
+                    continue
+            else:
+                value = sensor_reading(sensor, decoded)
         except ImageConversionError:  # the node rejects it the same way (its bad_encoding counter)
             runner.counters[f"received.{sensor}"] += 1
             runner.counters["rejected.bad_encoding"] += 1

@@ -1,6 +1,7 @@
 """conventions layer of liquid_control (see docs/ARCHITECTURE.md): how the package speaks ROS 2 without rclpy.
 
 The conventions that recordings (``bags``, offline) and the nodes (``ros``, live) must share exactly:
-``sensor_msgs/Image`` <-> numpy (``image_conversion``), and the policy node's parameters, their checks and each
-world's parameter file (``params``). Nothing here imports rclpy, so training from bags runs without ROS.
+``sensor_msgs/Image`` <-> numpy (``image_conversion``), a ``JointState``'s wheel velocities by name (``joints``),
+and the policy node's parameters, their checks and each world's parameter file (``params``). Nothing here
+imports rclpy, so training from bags runs without ROS.
 """

@@ -42,6 +42,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
+from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
@@ -58,7 +59,6 @@ from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
-MISSING_JOINT = "missing_joint"  # of a JointState with names but none (or no velocity) for a joint the policy reads
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
 
 
@@ -134,8 +134,7 @@ class PolicyNode(LifecycleNode):
         self.runner: R.PolicyRunner | None = None
         self._subscriptions_by_sensor = {}
         self._input_topics = {}  # sensor -> resolved topic name (at configure)
-        self._joint_names = ()  # joint_names (at configure) and the index cache of _wheel_velocities
-        self._joint_order = ((), None)
+        self._joint_names = ()  # joint_names (at configure): the wheel velocities' order
         self._command_pub = self._command_msg = None
         self._diag_pub = None
         self._reset_srv = None
@@ -206,7 +205,6 @@ class PolicyNode(LifecycleNode):
                     f"{list(s.joint_names)} names {len(s.joint_names)} joints"
                 )
             self._joint_names = tuple(s.joint_names)
-            self._joint_order = ((), None)  # (names of the last named message, their indices in joint_names order)
             self.runner = R.PolicyRunner(
                 backend,
                 R.RunnerLimits(
@@ -442,18 +440,10 @@ class PolicyNode(LifecycleNode):
             self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, value)
 
     def _wheel_velocities(self, msg: JointState):
-        """The velocities of ``joint_names`` in that order, taken by name (a driver may list its joints in any
-        order); a message without names is read by position. None (rejected, counted, logged) when a needed
-        joint has no name or no velocity in the message."""
-        if not msg.name:
-            return np.asarray(msg.velocity, dtype=np.float64)
-        names, indices = self._joint_order
-        if msg.name != names:  # the same names as the last message (the usual case): their indices are known
-            position = {n: i for i, n in enumerate(msg.name)}
-            indices = [position.get(n) for n in self._joint_names]
-            self._joint_order = names, indices = list(msg.name), indices
-        if None in indices or max(indices) >= len(msg.velocity):
-            lacking = [n for n, i in zip(self._joint_names, indices) if i is None or i >= len(msg.velocity)]
+        """The velocities of ``joint_names`` in that order (conventions.joints); None (rejected, counted, logged)
+        when a needed joint has no name or no velocity in the message."""
+        value, lacking = velocities_by_name(msg.name, msg.velocity, self._joint_names)
+        if value is None:
             self.runner.counters["received.wheels"] += 1
             self.runner.counters[f"rejected.{MISSING_JOINT}"] += 1
             self.runner.counters["rejected_by_sensor.wheels"] += 1
@@ -462,8 +452,7 @@ class PolicyNode(LifecycleNode):
                 f"(joint_names); it names {list(msg.name)} with {len(msg.velocity)} velocities",
                 throttle_duration_sec=self.settings.log_throttle_s,
             )
-            return None
-        return np.array([msg.velocity[i] for i in indices], dtype=np.float64)
+        return value
 
     def _on_reading(self, sensor: str, stamp_msg, value):
         now = self._now()
