@@ -145,12 +145,13 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
     default_update_on = ("camera", "imu")
     wait_for_all_sensors = True
     action_kind = "wheel_torques"
+    default_time_limit = TIME_LIMIT
 
     def __init__(
         self,
         shift=None,
         render_size: int | tuple = 32,
-        time_limit: float = TIME_LIMIT,
+        time_limit: float | None = TIME_LIMIT,
         render_mode=None,
         update_on=None,
         reorder_lag_s: float = 0.0,

@@ -119,8 +119,11 @@ class LiquidBalanceEnv(TimedMujocoWorld):
     observation_keys = ("imu", "wheels", "command")
     default_update_on = ("imu",)
     action_kind = "wheel_torques"
+    default_time_limit = TIME_LIMIT
 
-    def __init__(self, shift=None, time_limit: float = TIME_LIMIT, render_mode=None, update_on=None, reorder_lag_s=0.0):
+    def __init__(
+        self, shift=None, time_limit: float | None = TIME_LIMIT, render_mode=None, update_on=None, reorder_lag_s=0.0
+    ):
         shift = parse_shift(shift)
         super().__init__(
             balancer_xml(shift),

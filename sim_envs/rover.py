@@ -217,12 +217,13 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     observation_keys = ("image", "imu")
     default_update_on = ("camera",)
     action_kind = "twist"
+    default_time_limit = TIME_LIMIT
 
     def __init__(
         self,
         shift=None,
         render_size: int | tuple = 64,
-        time_limit: float = TIME_LIMIT,
+        time_limit: float | None = TIME_LIMIT,
         render_mode=None,
         update_on=None,
         reorder_lag_s: float = 0.0,

@@ -14,6 +14,7 @@ stamp minus the stamp of each update sensor's latest reading). The action is hel
 from __future__ import annotations
 
 import hashlib
+import numbers
 import os
 from collections import deque
 
@@ -28,6 +29,26 @@ from .timing import SensorStream
 
 _MIN_STEP = 1e-7  # physics steps shorter than this are skipped (stamps are not quantized to physics steps)
 _MAX_QUEUED_UPDATES = 4096  # updates released but not yet returned (drivers of next_delivery never take them)
+# Longest episode time limit (s, one simulated day): the balancer lays out its commands up to the limit at
+# reset, so a huge finite limit hung there as an infinite one did.
+MAX_TIME_LIMIT = 86400.0
+
+
+def checked_time_limit(time_limit, default: float) -> float:
+    """``time_limit`` in seconds as a float (None: ``default``, the world's own); ValueError naming
+    ``time_limit`` and the value unless a finite number > 0 and <= ``MAX_TIME_LIMIT`` (bool refused)."""
+    if time_limit is None:
+        return float(default)
+    if (
+        isinstance(time_limit, (bool, np.bool_))
+        or not isinstance(time_limit, numbers.Real)
+        or not 0.0 < float(time_limit) <= MAX_TIME_LIMIT  # NaN fails this too
+    ):
+        raise ValueError(
+            f"time_limit must be a finite number of seconds > 0 and <= {MAX_TIME_LIMIT:g} (None: the world's "
+            f"{float(default):g}), got {time_limit!r}"
+        )
+    return float(time_limit)
 
 
 def _world_id(cls) -> str:
@@ -44,7 +65,8 @@ class TimedMujocoWorld(gym.Env):
     ``observation_keys`` (its observation inputs besides the time entries), ``default_update_on`` and
     ``wait_for_all_sensors`` (the first update waits until every sensor has delivered, as the policy node
     does; the older worlds start at the first update message) and ``action_kind`` (what its action commands, as
-    a policy config's ``action.kind`` names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right]).
+    a policy config's ``action.kind`` names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right])
+    and ``default_time_limit`` (seconds, what ``time_limit=None`` means).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -53,6 +75,7 @@ class TimedMujocoWorld(gym.Env):
     default_update_on: tuple = ()
     wait_for_all_sensors: bool = False
     action_kind: str = ""
+    default_time_limit: float = 10.0
 
     def __init__(
         self,
@@ -71,7 +94,7 @@ class TimedMujocoWorld(gym.Env):
         if problem:  # e.g. fog for a world without a camera: the episode would be the in-distribution one
             raise ValueError(f"shift {shift}: {problem}")
         self.shift = shift
-        self.time_limit = float(time_limit)
+        self.time_limit = checked_time_limit(time_limit, self.default_time_limit)
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.model_digest = hashlib.sha256(xml.encode()).hexdigest()  # worlds with equal digests look the same
         self.data = mujoco.MjData(self.model)
@@ -367,9 +390,24 @@ def release_renderer(key: tuple) -> None:
         entry[0].close()
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def camera_image_shape(render_size) -> tuple[int, int, int]:
-    """(height, width, 3) of the front camera from ``render_size`` (pixels, or (height, width)), range-checked."""
-    height, width = (render_size, render_size) if np.isscalar(render_size) else tuple(render_size)
+    """(height, width, 3) of the front camera from ``render_size``: pixels (an int), or a (height, width) pair of
+    ints, each between 8 and 1024; ValueError naming ``render_size`` otherwise (a float, a bool, a string, a
+    sequence of another length; 64.7 was cut to 64 silently)."""
+    if _is_int(render_size):
+        height = width = render_size
+    elif (
+        isinstance(render_size, (tuple, list, np.ndarray)) and len(render_size) == 2 and all(map(_is_int, render_size))
+    ):
+        height, width = render_size
+    else:
+        raise ValueError(
+            f"render_size must be an int (pixels, square) or a (height, width) pair of ints, got {render_size!r}"
+        )
     if not (8 <= height <= 1024 and 8 <= width <= 1024):
         raise ValueError(f"render_size must be between 8 and 1024 pixels, got {render_size!r}")
     return int(height), int(width), 3

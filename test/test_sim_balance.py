@@ -111,3 +111,24 @@ def test_held_readings_are_fresh_arrays():
     assert info["stamps"]["encoders"] == stamp  # the same encoder message is still held
     np.testing.assert_array_equal(second["wheels"], kept)  # and unaffected by the caller's edit
     env.close()
+
+
+WORLD_DEFAULT_LIMITS = {"LiquidRover-v0": 25.0, "LiquidBalance-v0": 10.0, "LiquidBalanceNav-v0": 10.0}
+
+
+@pytest.mark.parametrize("world", list(WORLD_DEFAULT_LIMITS))
+@pytest.mark.parametrize("time_limit", [float("inf"), float("nan"), 0.0, -1.0, 1e12, True, "10", [10.0]])
+def test_a_bad_time_limit_is_refused_naming_it(world, time_limit):
+    """inf hung the balancer's reset (its commands are laid out up to the limit; 1e12 as well) and made rover
+    episodes endless; nan failed in gymnasium's Box without naming time_limit; 0 and -1 truncated after a step."""
+    with pytest.raises(ValueError, match=r"time_limit must be a finite number of seconds > 0") as err:
+        gym.make(world, time_limit=time_limit)
+    assert repr(time_limit) in str(err.value)
+
+
+@pytest.mark.parametrize("world", list(WORLD_DEFAULT_LIMITS))
+def test_time_limit_none_is_the_worlds_own_and_numbers_pass(world):
+    assert gym.make(world, time_limit=None).unwrapped.time_limit == WORLD_DEFAULT_LIMITS[world]
+    assert gym.make(world).unwrapped.time_limit == WORLD_DEFAULT_LIMITS[world]
+    assert gym.make(world, time_limit=np.float32(2.5)).unwrapped.time_limit == 2.5
+    assert gym.make(world, time_limit=3).unwrapped.time_limit == 3.0

@@ -189,3 +189,18 @@ def test_next_delivery_gives_every_message_in_order():
 def test_bad_render_size_rejected(size):
     with pytest.raises(ValueError, match="render_size"):
         gym.make("LiquidRover-v0", render_size=size)
+
+
+def test_render_size_is_an_int_or_a_pair_of_ints_else_refused_naming_it():
+    """(64,) and (16, 16, 3) failed to unpack, "64" in a comparison, without naming render_size; 64.7 became 64."""
+    for world in ("LiquidRover-v0", "LiquidBalanceNav-v0"):
+        for size in [(64,), (16, 16, 3), "64", 64.7, 64.0, True, (16.0, 16), (16, True), None]:
+            with pytest.raises(ValueError, match="render_size must be an int .* or a .height, width. pair of ints"):
+                gym.make(world, render_size=size)
+    for size, shape in [
+        (16, (16, 16, 3)),
+        (np.int64(16), (16, 16, 3)),
+        ([16, 24], (16, 24, 3)),
+        ((24, 16), (24, 16, 3)),
+    ]:
+        assert gym.make("LiquidRover-v0", render_size=size).observation_space["image"].shape == shape
