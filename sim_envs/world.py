@@ -22,7 +22,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from liquid_control.runtime.timeline import ReorderBuffer, UpdateClock
+from liquid_control.runtime.timeline import ReorderBuffer, Update, UpdateClock
 
 from .shifts import Shift
 from .timing import SensorStream
@@ -67,6 +67,12 @@ class TimedMujocoWorld(gym.Env):
     does; the older worlds start at the first update message) and ``action_kind`` (what its action commands, as
     a policy config's ``action.kind`` names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right])
     and ``default_time_limit`` (seconds, what ``time_limit=None`` means).
+
+    ``horizon`` (``2 * time_limit + 10`` s) bounds the stamps of the updates ``step`` returns, hence the
+    observation's ``dt`` and ``ages``: when no update can come by then (rare sensors, heavy dropout), ``step``
+    ends the episode at the time limit instead (see ``step``). Reset's first update is not cut (there is no
+    episode yet to end): its ``dt`` is 0, but with several update sensors and a first update past the horizon
+    its ``ages`` can exceed it, as before.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
@@ -95,6 +101,7 @@ class TimedMujocoWorld(gym.Env):
             raise ValueError(f"shift {shift}: {problem}")
         self.shift = shift
         self.time_limit = checked_time_limit(time_limit, self.default_time_limit)
+        self.horizon = 2.0 * self.time_limit + 10.0
         self.model = mujoco.MjModel.from_xml_string(xml)
         self.model_digest = hashlib.sha256(xml.encode()).hexdigest()  # worlds with equal digests look the same
         self.data = mujoco.MjData(self.model)
@@ -175,6 +182,7 @@ class TimedMujocoWorld(gym.Env):
         self._pending = {n: deque() for n in self.sensor_names}  # measured, not yet delivered
         self._latest = {n: None for n in self.sensor_names}  # (stamp, reading) last released by the buffer
         self._reorder = ReorderBuffer(self.reorder_lag_s)
+        self._held_update_messages = 0  # messages of update sensors the reorder buffer holds
         self._clock = UpdateClock(self.update_on, required=self.sensor_names if self.wait_for_all_sensors else ())
         self._updates = deque(maxlen=_MAX_QUEUED_UPDATES)  # (Update, readings then) released, not yet returned
         self._update_stamp = None
@@ -191,9 +199,17 @@ class TimedMujocoWorld(gym.Env):
         return self._observation(), self._info(info)
 
     def step(self, action):
-        """Hold ``action`` and run physics and sensors to the next update (truncated at ``time_limit``)."""
+        """Hold ``action`` and run physics and sensors to the next update (truncated at ``time_limit``).
+
+        When no update can be stamped by ``horizon`` (the next messages of the update sensors all lie beyond
+        it), the episode ends at the time limit instead: physics runs to ``max(time_limit, previous update)``
+        and the step returns, truncated, the latest readings there with ``dt`` and ``ages`` measured to it
+        (``event`` repeats the previous one's). An update that lies so far out would otherwise give a ``dt``
+        outside the observation space and an episode far longer than its limit.
+        """
         self.apply_action(action)
-        self._run_until_update()
+        if self._run_until_update(within=self.horizon) is None:
+            self._end_at_time_limit()
         reward, terminated, info = self._outcome()
         truncated = (not terminated) and self._update_stamp >= self.time_limit
         return self._observation(), float(reward), bool(terminated), bool(truncated), self._info(info)
@@ -267,7 +283,11 @@ class TimedMujocoWorld(gym.Env):
                 self._pending[name].append((stamp, self._measure(name)))
                 continue
             delivered = self._pending[name].popleft()
+            if name in self.update_on:
+                self._held_update_messages += 1
             for sensor, stamp, reading in self._reorder.push(name, *delivered):
+                if sensor in self.update_on:
+                    self._held_update_messages -= 1
                 self._latest[sensor] = (stamp, reading)
                 update = self._clock.release(sensor, stamp)
                 if update is not None:  # what outcome() refers to
@@ -276,16 +296,47 @@ class TimedMujocoWorld(gym.Env):
                     self.released_updates += 1
             return (name, *delivered)
 
-    def _run_until_update(self) -> list[tuple]:
+    def _run_until_update(self, within: float | None = None) -> list[tuple] | None:
         """Process sensor measurements and deliveries in time order up to the next update; the deliveries
-        ``(sensor, stamp, reading)`` on the way, in order."""
+        ``(sensor, stamp, reading)`` on the way, in order. With ``within``: None, and no update taken, when the
+        next update is stamped after it."""
+        if within is not None and self._no_update_by(within):
+            return None
         deliveries = []
         while not self._updates:
             deliveries.append(self.next_delivery())
+        if within is not None and self._updates[0][0].stamp > within:
+            return None
         self._update, self._observed = self._updates.popleft()
         self._update_stamp = self._update.stamp
         self.updates += 1
         return deliveries
+
+    def _no_update_by(self, t: float) -> bool:
+        """No update stamped at or before ``t`` can come any more: no message of an update sensor stamped by
+        then is left to measure, to deliver or in the reorder buffer (or the last update is past ``t``)."""
+        if self._updates:
+            return False  # the next update is known already
+        if self._update_stamp is not None and self._update_stamp > t:
+            return True
+        return (
+            all(self._streams[s].next_stamp > t for s in self.update_on)
+            and self._held_update_messages == 0
+            and not any(self._pending[s] and self._pending[s][0][0] <= t for s in self.update_on)
+        )
+
+    def _end_at_time_limit(self) -> None:
+        """End the episode without an update (see ``step``): physics to the time limit (not back from past it),
+        the latest readings, ``dt`` and ``ages`` measured to that time, the previous update's ``event``."""
+        previous = self._update
+        end = max(self.time_limit, previous.stamp)
+        while self.next_delivery(until=end) is not None:  # held sensors' messages on the way
+            pass
+        self._update = Update(
+            stamp=end, dt=end - previous.stamp, event=previous.event, ages=self._clock.ages(end), late=False
+        )
+        self._update_stamp = end
+        self._observed = dict(self._latest)
 
     def _reading(self, name: str, size) -> np.ndarray:
         """Latest reading of a sensor at this update (zeros before its first message); a copy, since a held
@@ -306,8 +357,8 @@ class TimedMujocoWorld(gym.Env):
         }
 
     def _time_spaces(self) -> dict:
-        """Dt and ages never exceed the time since reset, which stays below the time limit plus a margin."""
-        horizon = 2.0 * self.time_limit + 10.0
+        """Dt and ages never exceed the stamp of the update, which ``step`` keeps within ``horizon``."""
+        horizon = self.horizon
         return {
             "dt": gym.spaces.Box(0.0, horizon, shape=(1,), dtype=np.float32),
             "event": gym.spaces.Discrete(len(self.update_on)),

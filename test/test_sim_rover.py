@@ -204,3 +204,52 @@ def test_render_size_is_an_int_or_a_pair_of_ints_else_refused_naming_it():
         ((24, 16), (24, 16, 3)),
     ]:
         assert gym.make("LiquidRover-v0", render_size=size).observation_space["image"].shape == shape
+
+
+RARE_CAMERA = "sensor_rate=0.1,camera_rate=0.1,dropout=0.9"  # a surviving camera frame every ~67 s
+
+
+def test_an_update_far_past_the_limit_ends_the_episode_at_the_limit_within_the_space():
+    """With rare camera frames the step after reset(seed=0) (first update at 15.3 s) ran to the next frame at
+    79.4 s: dt 64.1 against the space's 60, a 25 s episode ending at 79 s. It now ends at 25 s, truncated."""
+    env = gym.make("LiquidRover-v0", shift=RARE_CAMERA, render_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium's passive checker warns when an observation is outside the space
+        obs, info = env.reset(seed=0)
+        start = info["stamp"]
+        obs, _, terminated, truncated, info = env.step(np.zeros(2, np.float32))
+    assert env.observation_space.contains(obs)
+    assert truncated and not terminated and info["stamp"] == 25.0 and info["sim_time"] == pytest.approx(25.0)
+    assert obs["dt"][0] == pytest.approx(25.0 - start) and obs["ages"][0] == pytest.approx(25.0 - start)
+    assert start < info["stamps"]["imu"] <= 25.0  # the IMU (a message every ~1 s here) read on the way to the limit
+    env.close()
+
+
+def test_only_updates_stamped_past_the_horizon_are_replaced():
+    """Every step equals the one without the cut, except where that one's update lies past ``horizon``
+    (2 time_limit + 10 s): there the episode ends at the time limit (or at the previous update, when the
+    reset's was already past it), truncated, every observation inside the space."""
+    kwargs = dict(shift=RARE_CAMERA, render_size=8, time_limit=20.0)
+    cut, uncut = gym.make("LiquidRover-v0", **kwargs).unwrapped, gym.make("LiquidRover-v0", **kwargs).unwrapped
+    uncut.horizon = float("inf")  # the old behaviour: always the next update
+    replaced = 0
+    for seed in (0, 3, 5, 7):  # next update at 79, 51 s; reset's at 74 s; 43 s (in the horizon)
+        a, b = cut.reset(seed=seed), uncut.reset(seed=seed)
+        assert cut.observation_space.contains(a[0])
+        while True:
+            previous = a[1]["stamp"]
+            a = cut.step(np.zeros(2, np.float32))
+            b = uncut.step(np.zeros(2, np.float32))
+            assert cut.observation_space.contains(a[0])
+            if b[4]["stamp"] > cut.horizon:
+                replaced += 1
+                assert a[3] and a[4]["stamp"] == max(20.0, previous) and a[0]["dt"][0] <= b[0]["dt"][0]
+                break
+            for x, y in zip(a[0].values(), b[0].values()):
+                np.testing.assert_array_equal(x, y)
+            assert a[1:4] == b[1:4] and a[4]["stamp"] == b[4]["stamp"]
+            if a[2] or a[3]:
+                break
+    assert replaced == 3
+    cut.close()
+    uncut.close()
