@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
+import numpy as np
+
 SEASONS = ("summer", "autumn", "winter")
 LIGHTINGS = ("noon", "overcast", "dusk", "night")
 
@@ -120,7 +122,7 @@ class Shift:
 
     def to_string(self) -> str:
         """The typed form; ``parse_shift(s.to_string()) == s``. The default is ``""``."""
-        return ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.changed().items())
+        return ",".join(f"{k}={_number(v)}" if isinstance(v, float) else f"{k}={v}" for k, v in self.changed().items())
 
     def kinds(self) -> set:
         """Which groups of the world this shift touches: subset of {'visual', 'sensor', 'dynamics'}."""
@@ -155,6 +157,14 @@ class Shift:
         return self.to_string() or "in_distribution"
 
 
+def _number(value: float) -> str:
+    """``value`` as typed in a shift string: ``{:g}`` (``0.5``, ``2``, ``1e-05``: the form of every preset and of the
+    shifts in reports) where that parses back to ``value``, else the shortest form that does (``repr``:
+    ``0.1234567``, which ``{:g}`` cut to ``0.123457``)."""
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
+
+
 def _valid_keys_message() -> str:
     parts = [f"{k}={'|'.join(v)}" for k, v in CHOICES.items()]
     parts += [f"{k}=<{lo}..{hi}>" for k, (lo, hi) in NUMERIC_RANGES.items()]
@@ -172,10 +182,12 @@ def _item(key: str, value) -> dict:
     if key in ("season", "lighting"):
         return {key: value.strip() if isinstance(value, str) else value}
     if key in NUMERIC_RANGES:
+        lo, hi = NUMERIC_RANGES[key]
+        if isinstance(value, (bool, np.bool_)):  # float(True) is 1.0; Shift(fog=True) is refused too
+            raise ValueError(f"{key}={value!r} is a bool, not a number; valid: {lo} <= {key} <= {hi}")
         try:
             return {key: float(value)}
         except (TypeError, ValueError):
-            lo, hi = NUMERIC_RANGES[key]
             raise ValueError(f"{key}={value!r} is not a number; valid: {lo} <= {key} <= {hi}") from None
     raise ValueError(f"unknown shift setting {key!r}; {_valid_keys_message()}")
 

@@ -205,3 +205,29 @@ def test_weak_motors_drive_slower():
         return np.linalg.norm(info["position"]) / info["sim_time"]
 
     assert speed("motor_gain=0.5") == pytest.approx(0.5 * speed(None), rel=0.15)
+
+
+@pytest.mark.parametrize("value", [0.1234567, 0.30000000000000004, 1 / 3, 0.123456789012345, 2.5e-7 + 1e-20])
+def test_to_string_round_trips_every_value(value):
+    """`{v:g}` kept 6 digits: fog=0.1234567 printed fog=0.123457, which parsed to another shift."""
+    shift = Shift(fog=value)
+    assert parse_shift(shift.to_string()) == shift
+    assert parse_shift(str(shift)).fog == value
+
+
+def test_to_string_keeps_the_short_forms():
+    """The strings of presets and reports do not change: `{v:g}` wherever that round-trips."""
+    assert Shift(latency=0.05, fog=0.5, mass=2.0, imu_noise=1e-5).to_string() == (
+        "fog=0.5,imu_noise=1e-05,latency=0.05,mass=2"
+    )
+    assert SHIFT_PRESETS["latency_50ms"].to_string() == "latency=0.05"
+    assert parse_shift("fog=0.1234567").to_string() == "fog=0.1234567"
+
+
+@pytest.mark.parametrize("value", [True, False, np.True_])
+def test_a_bool_in_a_dict_is_refused_naming_the_key(value):
+    """`{"fog": True}` was fog=1 (float(True)), though Shift(fog=True) is refused."""
+    with pytest.raises(ValueError, match="fog=.*bool"):
+        parse_shift({"fog": value})
+    with pytest.raises(ValueError, match="mass="):
+        parse_shift({"mass": value})
