@@ -1009,3 +1009,20 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     save_policy(balancer, Policy.from_config(yaml.safe_load(open("policies/configs/cfc_balancer.yaml"))))
     with pytest.raises(ValueError, match=r"balancer.pt: cannot drive the recorded rover .*LiquidBalance"):
         record_expert_episodes(tmp_path / "b", [1], render_size=W, policy=balancer)
+
+
+def test_a_bag_whose_data_cannot_be_synced_is_an_error_naming_it_not_a_warning(tmp_path, monkeypatch):
+    """Before: an fsync failing while the CRCs were written at close (EIO, ENOSPC) became a warning that the bag
+    "is complete" but unchecked, although it may not be on the disk at all."""
+    import errno
+
+    from liquid_control.bags import io
+
+    def failing_fsync(fd):
+        raise OSError(errno.EIO, "Input/output error")
+
+    writer = BagWriter(tmp_path / "bag")
+    writer.write("/imu/data", 1_000_000_000, M.imu_message(np.zeros(6), 1.0))
+    monkeypatch.setattr(io.os, "fsync", failing_fsync)
+    with pytest.raises(BagError, match=r"bag: cannot finish the bag: \[Errno 5\] Input/output error"):
+        writer.close()

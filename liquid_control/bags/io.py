@@ -220,7 +220,10 @@ class BagWriter:
                 except (WriterError, OSError) as exc:
                     self._crcs.close()
                     raise BagError(f"{self.path}: cannot finish the bag: {exc}") from None
-                self._crcs.finish()
+                try:
+                    self._crcs.finish()
+                except OSError as exc:
+                    raise BagError(f"{self.path}: cannot finish the bag: {exc}") from exc
         return self.path
 
     def abort(self) -> None:
@@ -349,6 +352,8 @@ class _ChunkCrcs:
             if not self._failed:
                 self._patch_data_end_and_summary()
                 os.fsync(self._fd)
+        except OSError:
+            raise  # the disk failing now (fsync, a read or write): the bag may not be on it, not only unchecked
         except Exception as exc:
             self._failed = self._failed or f"{type(exc).__name__}: {exc}"
         finally:

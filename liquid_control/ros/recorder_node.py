@@ -101,6 +101,8 @@ class BagRecorderNode(Node):
             raise ValueError(f"topics: {topic!r} is not a valid topic name ({reason})") from None
 
     def _discover(self):
+        if self.failed:  # recording stopped: no new topics into a bag that cannot be written
+            return
         for topic in list(self.pending):
             infos = self.get_publishers_info_by_topic(topic)
             if not infos:
