@@ -352,6 +352,12 @@ def _diagnose(counters: dict, spec, policy_config: dict, wrong_sizes: dict | Non
         hints += [_wrong_size(s, wrong_sizes.get(s), tuple(expected[s]), spec) for s in sensors]
         if not sensors:
             hints.append("readings of the wrong size")
+    if counters.get("rejected.missing_joint"):
+        hints.append(
+            f"{counters['rejected.missing_joint']} JointState messages name no {' or '.join(spec.joint_names)} "
+            "(joint_names: wheel velocities are read by name; set joint_names in --node-params to the bag's "
+            "wheel joints, in the order the policy reads them)"
+        )
     if counters.get("rejected.future_stamp"):
         hints.append(
             "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
@@ -552,6 +558,9 @@ class BagRun(_Run):
 
     def run(self):
         """Train epoch by epoch on the bags, validating after each (continuing a resumed run); its TrainResult."""
+        if self.resumed_finished:  # nothing to train: its policy.pt is kept, the bags are not read again
+            self.close()
+            return self.finish()
         try:
             self._check_data_file()
             episodes = self.prepare(self.data["bags"], "train")

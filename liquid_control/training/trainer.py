@@ -312,18 +312,16 @@ class _Run:
         data = np.concatenate(
             [np.concatenate([ep.observations[k] for k in keys], axis=1) for ep in episodes], dtype=np.float64
         )  # float64: one huge but finite reading (1e20) overflowed float32's variance
-        mean, std = data.mean(axis=0), data.std(axis=0)
-        unusable = ~(np.isfinite(mean) & np.isfinite(std) & (np.abs(mean) < 1e30) & (std < 1e30))
+        largest = np.abs(data).max(axis=0)
+        unusable = ~(largest < 1e30)  # NaN too: no sensor reads that; its statistics would flatten the column
         if unusable.any():
             columns = [f"{k}[{i}]" for k in keys for i in range(self.policy.config["observation"]["vectors"][k])]
-            bad = [
-                f"{columns[i]} (largest |value| {np.nanmax(np.abs(data[:, i])):.3g})" for i in np.flatnonzero(unusable)
-            ]
+            bad = [f"{columns[i]} (largest |value| {largest[i]:.3g})" for i in np.flatnonzero(unusable)]
             raise TrainingError(
                 f"vector input statistics unusable for {', '.join(bad)} over {len(episodes)} training episode(s): "
                 "a reading of that size is no sensor's; check the recording (or the vector input's units)"
             )
-        self.policy.vectors.set_normalization(mean, std)
+        self.policy.vectors.set_normalization(data.mean(axis=0), data.std(axis=0))
 
     def train_epoch(self, episodes: list[Episode], epoch: int, round_index: int) -> None:
         t = self.config["training"]
@@ -422,6 +420,9 @@ class _Run:
         self.save_checkpoint()
 
     def run(self) -> TrainResult:
+        if self.resumed_finished:  # nothing to train: its policy.pt is kept, no episode is loaded or collected
+            self.close()
+            return self.finish()
         env = make_env(self.config)
         episodes: list[Episode] = []
         try:
