@@ -40,9 +40,33 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs):
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+@contextmanager
+def atomic_path(path: str | Path):
+    """A temporary path beside ``path`` with its extension (matplotlib and PIL choose the format by it), for a
+    writer that takes a path (``fig.savefig``): on success synced and renamed over ``path``; on any error, or if the
+    writer wrote nothing, removed, leaving ``path`` as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        if os.path.getsize(tmp):
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            _publish(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _publish(tmp: str, path: Path) -> None:
+    os.chmod(tmp, default_file_mode())
+    os.replace(tmp, path)

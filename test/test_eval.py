@@ -1105,6 +1105,9 @@ def test_two_checkpoints_of_one_training_seed_are_refused_naming_both(tmp_path):
         resolve_policy("tiny", paths, "TinyReach-v0")
     save_policy(tmp_path / "b.pt", Policy.from_config(TINY_CONFIG), {"seed": 1})
     assert resolve_policy("tiny", paths, "TinyReach-v0").training_seeds == (0, 1)
+    save_policy(tmp_path / "a.pt", Policy.from_config(TINY_CONFIG), {"seed": 3})
+    save_policy(tmp_path / "b.pt", Policy.from_config(TINY_CONFIG), {})  # no seed recorded: the first unused
+    assert resolve_policy("tiny", paths, "TinyReach-v0").training_seeds == (3, 0)  # (3 kept; was renumbered 0)
 
 
 @pytest.mark.parametrize(

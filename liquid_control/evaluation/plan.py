@@ -11,6 +11,7 @@ the same worlds (paired comparison): seed `episode_seed_base + i` for episode i.
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 import tempfile
@@ -152,7 +153,8 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
                 f"seed {seed}; one policy's checkpoints are its training seeds, which the comparisons pair across "
                 "policies: give runs of the same seed as policies of their own (NAME=CHECKPOINT)"
             )
-    seeds = recorded if None not in recorded else list(range(len(infos)))  # no seed recorded: numbered in order
+    free = (n for n in itertools.count() if n not in recorded)  # a checkpoint without a seed: the next unused
+    seeds = [seed if seed is not None else next(free) for seed in recorded]
     counts = {info["parameter_count"] for info in infos}
     if len(counts) != 1:
         raise EvaluationSetupError(

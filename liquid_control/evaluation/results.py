@@ -11,10 +11,10 @@ import json
 import math
 import os
 import sys
-import tempfile
 from contextlib import contextmanager
 
-from liquid_control.atomic_file import atomic_write, default_file_mode
+from liquid_control import atomic_file
+from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import RECORD_FIELDS
 from liquid_control.evaluation.plan import EpisodeJob, EvaluationSetupError, episode_key
 
@@ -196,8 +196,10 @@ def naming(path: str):
     except OSError as exc:
         folder, name = os.path.split(os.path.abspath(path))
         found = exc.filename
-        ours = found is None or (
-            os.path.dirname(os.path.abspath(str(found))) == folder and os.path.basename(str(found)).startswith(".")
+        stem = os.path.splitext(name)[0]
+        ours = found is None or (  # the temporary file of atomic_write or atomic_path beside it
+            os.path.dirname(os.path.abspath(str(found))) == folder
+            and os.path.basename(str(found)).startswith((f".{name}.", f".{stem}."))
         )
         if not ours or found == path:
             raise
@@ -206,26 +208,9 @@ def naming(path: str):
 
 @contextmanager
 def atomic_path(path: str):
-    """A temporary path beside ``path``, with its extension (matplotlib and PIL choose the format by it), for a
-    writer that takes a path (``fig.savefig``); on success it is synced and renamed over ``path``, on any error removed,
-    leaving ``path`` as it was (a failed write never leaves a truncated figure where a good one was). A writer that
-    wrote nothing leaves ``path`` as it was. Errors name ``path``."""
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    with naming(path):
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{ext}", dir=folder)
-        os.close(fd)
-        try:
-            yield tmp
-            if os.path.getsize(tmp):
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.chmod(tmp, default_file_mode())
-                os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    """``atomic_file.atomic_path`` (a figure replaced whole or not at all) whose errors name ``path``."""
+    with naming(path), atomic_file.atomic_path(path) as tmp:
+        yield tmp
 
 
 def write_tables(records: list[dict], out_dir: str) -> tuple[str, str]:
