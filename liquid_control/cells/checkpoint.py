@@ -7,8 +7,6 @@ a crash never leaves a half-written checkpoint under the real name.
 
 from __future__ import annotations
 
-import inspect
-import math
 import os
 import pickle
 import re
@@ -19,7 +17,7 @@ from torch import nn
 
 from liquid_control.atomic_file import atomic_write
 
-from .core import CORE_TYPES, build_core
+from .core import build_core
 
 FORMAT = "liquid_control.core"
 VERSION = 1
@@ -97,9 +95,6 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
         module = build_core(payload["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: invalid model config ({exc})") from exc
-    problem = _config_problem(payload["config"])
-    if problem:
-        raise CheckpointError(f"{path}: invalid model config: {problem}")
     expected = module.state_dict()
     dtypes = [
         f"{k} ({v.dtype})"
@@ -116,60 +111,3 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
     except (KeyError, RuntimeError) as exc:
         raise CheckpointError(f"{path}: weights do not match the config ({exc})") from exc
     return module
-
-
-# A constructor argument annotated with only these types is checked against them (an int is a valid float,
-# a bool is neither an int nor a float); any other annotation (a wiring, a solver, a dict) is left to the
-# constructor, which validates it.
-_PLAIN_TYPES = {"bool", "int", "float", "str", "None", "NoneType"}
-
-
-def _plain_types(param: inspect.Parameter) -> list[str] | None:
-    annotation = param.annotation
-    if annotation is inspect.Parameter.empty:
-        return None
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) or str(annotation)
-    names = [part.strip() for part in text.split("|")]
-    return names if all(name in _PLAIN_TYPES for name in names) else None
-
-
-def _has_type(value, names: list[str]) -> bool:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return (
-        ("bool" in names and isinstance(value, bool))
-        or ("int" in names and number and isinstance(value, int))
-        or ("float" in names and number and math.isfinite(value))
-        or ("str" in names and isinstance(value, str))
-        or (("None" in names or "NoneType" in names) and value is None)
-    )
-
-
-def _config_problem(config: dict, where: str = "") -> str | None:
-    """Why a core config (one ``build_core`` accepted) is not what its core's ``config()`` writes, or None.
-
-    Every key must be an argument of the core's constructor (a wrapper such as ``LiquidRNN`` would ignore any
-    other), and an argument annotated with plain types only (``bool``, ``int``, ``float``, ``str``, ``None``)
-    must hold one of them: ``batch_first: None`` or ``units: 4.0`` would otherwise load silently, as
-    ``False`` or a truncated int. Nested core configs (a wrapper's ``cell``) are checked the same way."""
-    kind = config["type"]
-    params = inspect.signature(CORE_TYPES[kind].__init__).parameters
-    takes_more = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    for key, value in config.items():
-        if key == "type":
-            continue
-        name = f"{where}{key}"
-        param = params.get(key) if key != "self" else None
-        if param is None or param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
-            if takes_more:
-                continue  # passed on (an LTC's solver options); the receiver refuses what it does not know
-            return f"{name!r} is not a setting of core type {kind!r} (it would be ignored)"
-        if isinstance(value, dict) and isinstance(value.get("type"), str) and value["type"] in CORE_TYPES:
-            problem = _config_problem(value, f"{name}.")
-            if problem:
-                return problem
-            continue
-        names = _plain_types(param)
-        if names is not None and not _has_type(value, names):
-            wanted = " or ".join("None" if n == "NoneType" else "a finite float" if n == "float" else n for n in names)
-            return f"{name!r} is {value!r} ({type(value).__name__}); core type {kind!r} takes {wanted}"
-    return None

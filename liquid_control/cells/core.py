@@ -57,6 +57,16 @@ def build_core(config: dict) -> nn.Module:
         raise ValueError(f"bad config for core type {kind!r}: {exc}") from exc
 
 
+def positive_float_arg(name: str, value) -> float:
+    """``value`` as a positive, finite float argument of a core (a time constant, a rate): TypeError unless a
+    real number (not a bool: True would be 1.0 silently), ValueError unless finite and > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return float(value)
+
+
 def size_arg(name: str, value, minimum: int = 1) -> int:
     """``value`` as an int size of a core (``input_size``, ``units``...): TypeError unless it is an integer
     (a bool or a float such as 3.5 would be truncated silently), ValueError below ``minimum`` (the wirings' check)."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .core import RecurrentCore, register_core, size_arg
+from .core import RecurrentCore, positive_float_arg, register_core, size_arg
 
 TAU_MIN = 1e-3  # seconds: softplus(tau) + TAU_MIN keeps every time constant positive
 
@@ -30,15 +30,11 @@ class CTRNNCore(RecurrentCore):
 
     def __init__(self, input_size: int, units: int, unfolds: int = 6, tau_init: float = 0.1):
         super().__init__()
-        if units < 1 or unfolds < 1 or not tau_init > 0:
-            raise ValueError(
-                f"CTRNNCore needs units >= 1, unfolds >= 1, tau_init > 0; got {units}, {unfolds}, {tau_init}"
-            )
         self.input_size, self.units, self.unfolds, self.tau_init = (
             size_arg("input_size", input_size),
-            int(units),
-            int(unfolds),
-            float(tau_init),
+            size_arg("units", units),
+            size_arg("unfolds", unfolds),
+            positive_float_arg("tau_init", tau_init),
         )
         self.state_size = self.output_size = self.units
         self.input_map = nn.Linear(self.input_size, self.units)

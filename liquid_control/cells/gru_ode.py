@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
-from .core import RecurrentCore, register_core, size_arg
+from .core import RecurrentCore, positive_float_arg, register_core, size_arg
 
 
 @register_core("gru_ode")
@@ -27,13 +27,8 @@ class GRUODECore(RecurrentCore):
 
     def __init__(self, input_size: int, hidden_size: int, unfolds: int = 4, rate_init: float = 10.0):
         super().__init__()
-        if hidden_size < 1 or unfolds < 1 or not rate_init > 0:
-            raise ValueError(
-                f"GRUODECore needs hidden_size >= 1, unfolds >= 1, rate_init > 0; got {hidden_size}, {unfolds}, "
-                f"{rate_init}"
-            )
-        self.input_size, self.hidden_size = size_arg("input_size", input_size), int(hidden_size)
-        self.unfolds, self.rate_init = int(unfolds), float(rate_init)
+        self.input_size, self.hidden_size = size_arg("input_size", input_size), size_arg("hidden_size", hidden_size)
+        self.unfolds, self.rate_init = size_arg("unfolds", unfolds), positive_float_arg("rate_init", rate_init)
         self.state_size = self.output_size = self.hidden_size
         n = self.hidden_size
         self.input_map = nn.Linear(self.input_size, 3 * n)  # z, r, g

@@ -25,6 +25,8 @@ class LiquidRNN(nn.Module):
         super().__init__()
         if not isinstance(cell, RecurrentCore):
             raise TypeError(f"LiquidRNN wraps a RecurrentCore, got {type(cell).__name__}")
+        if not isinstance(batch_first, bool):  # None or 0 would read as False, silently time-major
+            raise TypeError(f"batch_first must be True or False, got {type(batch_first).__name__} {batch_first!r}")
         self.cell, self.batch_first = cell, batch_first
 
     @property
@@ -49,7 +51,8 @@ class LiquidRNN(nn.Module):
     @classmethod
     def from_config(cls, kwargs: dict):
         """The wrapper for ``config()`` minus its ``type``, the cell rebuilt with ``build_core``."""
-        return cls(build_core(kwargs["cell"]), batch_first=kwargs.get("batch_first", True))
+        kwargs = dict(kwargs)  # any key but its own (e.g. units at the top) is a TypeError, not ignored
+        return cls(build_core(kwargs.pop("cell")), **kwargs)
 
     def forward(
         self,
