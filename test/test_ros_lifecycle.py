@@ -312,6 +312,24 @@ def test_parameter_validation_reports_every_problem():
     assert settings.max_command == [1.0, 1.5] and settings.action_scale == [1.0, 1.0]
 
 
+def test_one_rule_says_whether_a_parameter_value_changes():
+    """policy_node counted 5 for 5.0 as a change (refused while configured) and checked a list set over the
+    parameter service as the array.array it arrives as (refused); sim_node and takeover_mux had their own copy."""
+    import array
+
+    from liquid_control.conventions.params import parameter_value, same_parameter_value
+
+    assert parameter_value(array.array("d", [0.5, 1.0])) == [0.5, 1.0] and parameter_value((1, 2)) == [1, 2]
+    assert parameter_value("abc") == "abc" and parameter_value(5) == 5
+    for a, b in [(5, 5.0), (array.array("d", [0.5]), [0.5]), (array.array("q", [1, 2]), [1.0, 2.0]), ("x", "x")]:
+        assert same_parameter_value(a, b) and same_parameter_value(b, a), (a, b)
+    for a, b in [(True, 1), (False, 0.0), ([0.5], 0.5), ([1.0], [1.0, 1.0]), ("5", 5), ([True], [1]), (1, 2)]:
+        assert not same_parameter_value(a, b) and not same_parameter_value(b, a), (a, b)
+    values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()}
+    settings = validate_policy_node_parameters(dict(values, policy="p.pt", max_command=array.array("d", [0.5])), 2)
+    assert settings.max_command == [0.5, 0.5]
+
+
 def test_command_limiter_clips_and_limits_the_rate():
     lim = CommandLimiter(scale=[1.0, 1.5], max_command=[1.0, 1.5], max_rate=[2.0, 10.0])
     lim.stop(0.0)
@@ -367,7 +385,7 @@ class BalancerRig:
         make, self.spin = ros
         overrides.setdefault("sensor_qos_reliability", "reliable")  # nothing the test sends may be dropped
         self.node = make(PolicyNode, parameter_overrides=params(policy_file, **overrides))
-        probe = make(rclpy.node.Node, "probe")
+        self.probe = probe = make(rclpy.node.Node, "probe")
         self.commands, self.diagnostics, self.warnings = [], [], []
         self.heard = probe.create_subscription(
             Float64MultiArray, "torques", lambda m: self.commands.append((time.monotonic(), list(m.data))), 10
@@ -385,7 +403,8 @@ class BalancerRig:
         node = self.node
         logger = node.get_logger()
         warning = logger.warning
-        logger.warning = lambda msg, **kw: (self.warnings.append(msg), warning(msg, **kw))
+        # forwarded without the throttling: rclpy refuses other filters than the first at one call site (here)
+        logger.warning = lambda msg, **kw: (self.warnings.append(msg), warning(msg))
         wait_until_heard(node, self.heard, self.spin)
         inputs = lambda: all(s.get_publisher_count() > 0 for s in node._subscriptions_by_sensor.values())  # noqa: E731
         self.spin(30.0, until=inputs)
@@ -653,3 +672,70 @@ def test_joint_names_is_a_parameter(policy_file, ros):
         other.get_logger().error = errors.append
         assert other.trigger_configure() == TransitionCallbackReturn.FAILURE
         assert any(message in e for e in errors), errors
+
+
+def set_over_dds(rig, **values):
+    """set_parameters through the node's parameter service (as ``ros2 param set`` does: a list arrives as an
+    ``array.array``, not the list an in-process ``set_parameters`` hands over); each (successful, reason)."""
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    client = rig.probe.create_client(SetParameters, f"/{rig.node.get_name()}/set_parameters")
+    rig.spin(30.0, until=client.service_is_ready)
+    assert client.service_is_ready(), "the node's set_parameters service is not offered"
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    future = client.call_async(request)
+    rig.spin(30.0, until=future.done)
+    rig.probe.destroy_client(client)
+    assert future.done(), "no answer from set_parameters"
+    return [(r.successful, r.reason) for r in future.result().results]
+
+
+def test_command_limits_set_over_dds_apply_at_once_also_a_lowered_maximum_under_a_rate_limit(policy_file, ros):
+    """Two faults: a list set over the parameter service (``ros2 param set /policy_node max_command "[0.02]"``)
+    was refused ("must be a number or a list of numbers, got array('d', [0.02])"); and a lowered max_command
+    did not hold at once: the rate limit ramped the commands down to it from the previous one, above it."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=5.0, max_command_rate=[0.5])
+    rig.configure()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.6)
+    assert max(abs(x) for x in rig.commands[-1][1]) > 0.1, rig.commands[-1]
+    assert set_over_dds(rig, max_command=[0.02, 0.02]) == [(True, "")]
+    changed = time.monotonic()
+    rig.stream(0.3)
+    rig.spin(0.1)
+    after = rig.commands_since(changed)
+    # with the ramp, (0.1 - 0.02) / 0.5 = 0.16 s or more of commands above the new maximum
+    assert len(after) > 5 and max(abs(x) for c in after for x in c) <= 0.02 + 1e-12, after
+    assert rig.node.settings.max_command == [0.02, 0.02]
+    # one rule for "changed": the same value as an array, or 5 for 5.0, changes nothing (was refused: "the node
+    # is configured"); a value that is not a number is refused with configure's reason
+    assert set_over_dds(rig, max_command=[0.02, 0.02], watchdog_timeout_s=5, max_command_rate=[0.5]) == [
+        (True, ""),
+        (True, ""),
+        (True, ""),
+    ]
+    ((ok, reason),) = set_over_dds(rig, max_command_rate=["fast"])
+    assert not ok and reason == _problem("max_command_rate", ["fast"], 2), reason
+
+
+def test_autostart_is_read_at_process_start_and_never_changed_at_run_time(policy_file, ros):
+    """autostart set at run time was accepted while unconfigured ("for the next configure"), but only main()
+    reads it, when the process starts."""
+    from rclpy.parameter import Parameter
+
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    for transition in ("unconfigured", "configure", "activate"):
+        if transition != "unconfigured":
+            assert getattr(node, f"trigger_{transition}")() == TransitionCallbackReturn.SUCCESS
+        (result,) = node.set_parameters([Parameter("autostart", value=True)])
+        assert not result.successful, transition
+        assert result.reason.startswith("autostart: read at process start"), result.reason
+        assert node.get_parameter("autostart").value is False
+        (result,) = node.set_parameters([Parameter("autostart", value=False)])  # the value it has: fine
+        assert result.successful
+        (result,) = node.set_parameters([Parameter("autostart", value="false")])  # configure's reason first
+        assert not result.successful and result.reason == _problem("autostart", "false")
+

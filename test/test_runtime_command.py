@@ -42,3 +42,20 @@ def test_an_infinite_rate_limit_disables_it_and_an_action_that_is_not_finite_is_
     np.testing.assert_allclose(lim([1.0, 1.0], 1.2), [1.0, 0.5])  # the refused calls changed nothing
     with pytest.raises(ValueError, match=r"max_command and max_rate must be > 0 \(inf disables a limit\)"):
         CommandLimiter([1.0], [1.0], [np.nan])
+
+
+def test_new_limits_go_on_from_the_previous_command_and_a_lowered_maximum_holds_at_once():
+    """A lowered max_command set at run time did not hold at once: the new limiter went on from the previous
+    command above it, and the rate limit ramped the commands down from there (with a rate of 0.5, 1.8 s for
+    1.0 -> 0.1)."""
+    lim = CommandLimiter([1.0, 1.0], [1.0, 1.0], [0.5, 0.5])
+    lim.stop(0.0)
+    for k in range(1, 5):
+        lim([1.0, -1.0], float(k))
+    np.testing.assert_allclose(lim.previous, [1.0, -1.0])
+    lowered = lim.with_limits([0.1, 0.1], [0.5, 0.5])
+    np.testing.assert_allclose(lowered([1.0, -1.0], 4.01), [0.1, -0.1])  # was [0.995, -0.995]
+    np.testing.assert_allclose(lowered([-1.0, 1.0], 4.21), [0.0, 0.0], atol=1e-12)  # the rate limit goes on
+    raised = lowered.with_limits([2.0, 2.0], [0.5, 0.5])  # a raised maximum: ramps up from the last command
+    np.testing.assert_allclose(raised([1.0, 1.0], 4.41), [0.1, 0.1], atol=1e-12)
+    assert raised.previous_time == 4.41 and lim.max_command.tolist() == [1.0, 1.0]  # the old one unchanged

@@ -8,7 +8,9 @@ every problem at once, naming the parameter, the value and what is allowed; a ch
 
 from __future__ import annotations
 
+import array
 import math
+import numbers
 import os
 import re
 from dataclasses import dataclass
@@ -151,6 +153,29 @@ def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
     return None
 
 
+def parameter_value(value):
+    """A parameter value as plain Python: a list for every array. rclpy gives the arrays of a set_parameters
+    call (``ros2 param set``, the parameter service) as ``array.array`` (``array('d', [0.5])``), those of a
+    parameter file or an in-process ``Parameter`` as lists; the nodes read and check one form."""
+    if isinstance(value, (list, tuple, array.array)):
+        return [parameter_value(v) for v in value]
+    return value
+
+
+def same_parameter_value(a, b) -> bool:
+    """Whether setting ``a`` where ``b`` is held changes nothing, the nodes' one rule: arrays compare as lists
+    (:func:`parameter_value`), numbers by value (``5`` is ``5.0``), a boolean only to a boolean (``1`` is not
+    ``true``), anything else by type and value."""
+    a, b = parameter_value(a), parameter_value(b)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_parameter_value(x, y) for x, y in zip(a, b))
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, numbers.Real) and isinstance(b, numbers.Real):
+        return a == b
+    return type(a) is type(b) and a == b
+
+
 def autostart_problem(value) -> str | None:
     """Why ``autostart`` is not usable (None when it is): a boolean only; a string such as ``'false'`` (from
     ``-p "autostart:='false'"``) is true to Python and started the robot."""
@@ -163,7 +188,7 @@ def per_element(name, value, size, problems, positive: bool):
     """One value per action (a single one for all), finite and > 0 (``positive``) or non-zero (action_scale: a
     zero would pin that command to 0 whatever the policy says; training from bags refuses it too). Without the
     action ``size`` (None) only the values are checked."""
-    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    items = parameter_value(value) if isinstance(value, (list, tuple, array.array)) else [value]
     if (size is None and not items) or any(
         isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items
     ):
@@ -188,6 +213,7 @@ def validate_policy_node_parameters(
 ) -> PolicyNodeSettings:
     """Check the parameter values; with the policy's action size/kind also check the command settings (and
     expand the per-element ones to the action size)."""
+    values = {k: parameter_value(v) for k, v in values.items()}  # a set_parameters call's arrays: lists
     out = dict(values)
     problems = policy_node_parameter_problems(values, action_size, action_kind, out)
     if problems:
@@ -203,6 +229,7 @@ def policy_node_parameter_problems(
     ``action_size``."""
     problems = []
     out = {} if out is None else out
+    values = {k: parameter_value(v) for k, v in values.items()}  # array('d', ...) from ros2 param set: a list
 
     def choice(name, choices):
         if values[name] not in choices:

@@ -50,7 +50,9 @@ from liquid_control.conventions.params import (
     autostart_problem,
     camera_info_topic,
     declare_node_parameters,
+    parameter_value,
     policy_node_parameter_problems,
+    same_parameter_value,
     validate_policy_node_parameters,
 )
 from liquid_control.paths import resolve_policy_file
@@ -60,6 +62,7 @@ from liquid_control.runtime.command import CommandLimiter
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
+PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process starts, never again
 
 
 def stamp_seconds(stamp) -> float:
@@ -179,7 +182,8 @@ class PolicyNode(LifecycleNode):
         return super().on_configure(state)
 
     def _configure(self):
-        values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
+        # a list parameter set over the parameter service is an array.array: one form, a list
+        values = {n: parameter_value(self.get_parameter(n).value) for n in POLICY_NODE_PARAMETERS}
         validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
         policy_path = resolve_policy_file(values["policy"])
         try:
@@ -362,12 +366,14 @@ class PolicyNode(LifecycleNode):
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """A change at run time (``ros2 param set``): a value that configure would refuse is refused with the
         same reason; while configured (inactive or active) only max_command and max_command_rate apply, at the
-        next command; every other change is refused, as it takes effect only at configure."""
-        changes = {p.name: p.value for p in parameters if p.name in POLICY_NODE_PARAMETERS}
+        next command; every other change is refused, as it takes effect only at configure. autostart is read
+        when the process starts: a change is refused in every state. Values are compared and checked as plain
+        Python (``params.parameter_value``: the service's ``array('d', ...)`` is a list; 5 is 5.0)."""
+        changes = {p.name: parameter_value(p.value) for p in parameters if p.name in POLICY_NODE_PARAMETERS}
         if not changes:  # use_sim_time etc.: rclpy's
             return SetParametersResult(successful=True)
-        values = {n: self.get_parameter(n).value for n in POLICY_NODE_PARAMETERS}
-        changed = sorted(n for n, v in changes.items() if v != values[n] or type(v) is not type(values[n]))
+        values = {n: parameter_value(self.get_parameter(n).value) for n in POLICY_NODE_PARAMETERS}
+        changed = sorted(n for n, v in changes.items() if not same_parameter_value(v, values[n]))
         values.update(changes)
         spec = self.runner.spec if self.runner is not None else None
         expanded = {}
@@ -380,6 +386,15 @@ class PolicyNode(LifecycleNode):
         ]
         if problems:
             return SetParametersResult(successful=False, reason="; ".join(problems))
+        at_start = [n for n in changed if n in PROCESS_START_PARAMETERS]
+        if at_start:
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    f"{', '.join(at_start)}: read at process start (the node configures and activates itself "
+                    f"only then); restart the node with the new value, or use the lifecycle transitions"
+                ),
+            )
         if self.settings is None or not changed:  # unconfigured: used at the next configure
             return SetParametersResult(successful=True)
         later = [n for n in changed if n not in LIVE_PARAMETERS]
@@ -394,8 +409,8 @@ class PolicyNode(LifecycleNode):
             )
         s = self.settings
         live = {n: expanded[n] for n in LIVE_PARAMETERS}
-        limiter = CommandLimiter(s.action_scale, live["max_command"], live["max_command_rate"])
-        limiter.previous, limiter.previous_time = self.limiter.previous, self.limiter.previous_time
+        # the previous command goes on for the rate limit, clipped to a lowered max_command: it holds at once
+        limiter = self.limiter.with_limits(live["max_command"], live["max_command_rate"])
         self.limiter, self.settings = limiter, PolicyNodeSettings({**s.values, **live})
         self.get_logger().info(
             "command limits changed: " + ", ".join(f"{n} {live[n]}" for n in changed) + " (from the next command)"

@@ -58,6 +58,7 @@ from liquid_control.conventions.params import (
     WHEEL_JOINT_NAMES,
     camera_info_topic,
     declare_node_parameters,
+    same_parameter_value,
     topic_name_problem,
 )
 from liquid_control.ros import robot_description
@@ -163,15 +164,6 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
 
 # a frame_prefix: tokens of letters, digits and underscores, single '/' between them (and after the last)
 _FRAME_PREFIX = re.compile(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)*/?")
-
-
-def _same(parameter, node) -> bool:
-    """Whether ``parameter`` sets the value ``node`` has already (a list the same as an array)."""
-
-    def plain(v):
-        return list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "array" else v
-
-    return plain(parameter.value) == plain(node.get_parameter(parameter.name).value)
 
 
 _TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
@@ -376,7 +368,11 @@ class SimNode(Node):
         """Run-time changes (``ros2 param set``, a set_parameters call) are refused with the reason: the node reads
         its parameters at startup (its world, publishers and rates are made from them); a value that would be
         accepted and ignored tells the robot's user something that is not so. Setting the value in use is fine."""
-        changed = [f"{q.name}={q.value!r}" for q in parameters if self.has_parameter(q.name) and not _same(q, self)]
+        changed = [
+            f"{q.name}={q.value!r}"
+            for q in parameters
+            if self.has_parameter(q.name) and not same_parameter_value(q.value, self.get_parameter(q.name).value)
+        ]
         if not changed:
             return SetParametersResult(successful=True)
         return SetParametersResult(

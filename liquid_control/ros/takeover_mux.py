@@ -44,7 +44,12 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags.expert import Operator, Takeover
 from liquid_control.bags.stream import absolute_topic
-from liquid_control.conventions.params import declare_node_parameters, per_element, topic_name_problem
+from liquid_control.conventions.params import (
+    declare_node_parameters,
+    per_element,
+    same_parameter_value,
+    topic_name_problem,
+)
 from liquid_control.ros.executable import run_until_signal
 
 MUX_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -72,15 +77,6 @@ TAKEOVER_PARAMETERS = {
     "--takeover-hold-s": "takeover_hold_s",
     "--operator-share": "operator_share",
 }
-
-
-def _same(a, b) -> bool:
-    """Whether two parameter values are equal (a list the same as rclpy's array)."""
-
-    def plain(v):
-        return list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "array" else v
-
-    return plain(a) == plain(b)
 
 
 def _twist(msg):
@@ -183,7 +179,11 @@ class TakeoverMuxNode(Node):
         """A run-time change: refused (with the reason) unless every changed parameter is one of
         ``LIVE_PARAMETERS`` and the new values pass the startup checks."""
         values = self._values()
-        changed = {q.name: q.value for q in parameters if q.name in values and not _same(q.value, values[q.name])}
+        changed = {
+            q.name: q.value
+            for q in parameters
+            if q.name in values and not same_parameter_value(q.value, values[q.name])
+        }
         fixed = [f"{name}={value!r}" for name, value in changed.items() if name not in LIVE_PARAMETERS]
         if fixed:
             return SetParametersResult(

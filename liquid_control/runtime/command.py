@@ -40,6 +40,16 @@ class CommandLimiter:
         """Number of command elements."""
         return int(self.scale.shape[0])
 
+    def with_limits(self, max_command, max_rate) -> CommandLimiter:
+        """A limiter with new limits (same scale) that goes on from this one: the previous command and its time
+        carry over for the rate limit, the command clipped to the new ``±max_command``, so a lowered maximum
+        holds from the next command on (the rate limit would otherwise ramp down from above it for
+        ``excess / max_rate`` seconds)."""
+        limiter = CommandLimiter(self.scale, max_command, max_rate)
+        limiter.previous = np.minimum(np.maximum(self.previous, limiter._lowest), limiter.max_command)
+        limiter.previous_time = self.previous_time
+        return limiter
+
     def __call__(self, action, now: float) -> np.ndarray:
         """The command for ``action`` at time ``now`` (s): scaled, clipped, rate-limited since the previous call."""
         # minimum(maximum()) is np.clip without its wrappers (this runs on every update of the node)
