@@ -739,3 +739,92 @@ def test_autostart_is_read_at_process_start_and_never_changed_at_run_time(policy
         (result,) = node.set_parameters([Parameter("autostart", value="false")])  # configure's reason first
         assert not result.successful and result.reason == _problem("autostart", "false")
 
+
+class SimClock:
+    """/clock published by the test before every spin of ``rig`` (the node runs with use_sim_time): the wall
+    time since the start plus ``offset`` s; lowering ``offset`` makes the clock jump back, as sim_node's /clock
+    does at each episode."""
+
+    def __init__(self, rig, offset):
+        from rosgraph_msgs.msg import Clock
+
+        self.offset, self.start, self._msg = offset, time.monotonic(), Clock()
+        self._pub = rig.probe.create_publisher(Clock, "/clock", 10)
+        spin = rig.spin
+
+        def spin_with_clock(duration=0.3, until=lambda: False):
+            end = time.monotonic() + duration
+            while True:
+                self.publish()
+                spin(0.01, until)
+                if time.monotonic() >= end or until():
+                    return
+
+        rig.spin = spin_with_clock
+
+    def publish(self):
+        ns = int((self.offset + time.monotonic() - self.start) * 1e9)
+        self._msg.clock.sec, self._msg.clock.nanosec = ns // 10**9, ns % 10**9
+        self._pub.publish(self._msg)
+
+
+@pytest.mark.parametrize("fault", ["wheels_silent", "target_forgotten"])
+def test_the_watchdog_and_the_waiting_stop_work_after_the_node_clock_jumps_back(policy_file, ros, fault):
+    """With use_sim_time, /clock restarts near 0 each episode of sim_node: the watchdog measured silence and
+    the time without an update from times of the old timeline, negative until the clock caught up again, so
+    after the jump no silent input and no missing update stopped the robot."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.3, use_sim_time=True)
+    clock = SimClock(rig, offset=60.0)
+    rig.configure()
+    if fault == "target_forgotten":
+        rig.node.runner.setpoints = frozenset()  # a clock jump drops the target: updates wait for a new one
+    rig.spin(1.0, until=lambda: rig.node._now() > 60.0)
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.5)
+    assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
+    jump = time.monotonic()
+    clock.offset -= 55.0  # the node clock (and the stamps the rig sends, taken from it) goes back 55 s
+    rig.stream(1.5, wheels=None if fault == "wheels_silent" else (1.0, 1.0))
+    rig.spin(0.2)
+    assert rig.node._now() < 10.0 and rig.node.runner.counters["resets.clock_backwards"] == 1
+    after = rig.commands_since(jump)
+    assert [0.0, 0.0] in after, after  # the stop (was: none, the last torque stayed on the motors)
+    stop = after.index([0.0, 0.0])
+    assert all(c == [0.0, 0.0] for c in after[stop:]), after
+    if fault == "wheels_silent":
+        assert rig.node._stale == ["wheels"]
+        assert any(w.startswith("watchdog: wheels silent") for w in rig.warnings), rig.warnings
+    else:
+        assert rig.node._stale == [] and rig.node._starved == "command (/target_velocity)"
+        assert any("waiting for command (/target_velocity): stop command" in w for w in rig.warnings), rig.warnings
+    assert rig.diagnostics[-1].level == DiagnosticStatus.WARN, rig.diagnostics[-1]
+
+
+def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros):
+    """Every update failing stopped the robot, but the warning and the diagnostics said it waited for "messages
+    in the reordering buffer"."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.3)
+    rig.configure()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.4)
+    assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("weights corrupted")
+
+    rig.node.runner.backend.step = broken
+    failing = time.monotonic()
+    rig.stream(1.0)
+    rig.spin(0.2)
+    after = rig.commands_since(failing)
+    assert after and all(c == [0.0, 0.0] for c in after), after  # the stop, repeated
+    failed = rig.node.runner.counters["rejected.inference_error"]
+    assert failed > 20
+    waiting = [w for w in rig.warnings if "with fresh inputs: waiting for" in w]
+    assert len(waiting) == 1, rig.warnings
+    assert "waiting for a successful inference (" in waiting[0], waiting[0]
+    assert "failed since the last update, the last with RuntimeError: weights corrupted): stop command" in waiting[0]
+    message = rig.diagnostics[-1].message
+    assert message.startswith("no command: waiting for a successful inference (") and "weights corrupted" in message

@@ -12,7 +12,8 @@ The node subscribes to every sensor its policy names; each accepted message of o
 :class:`liquid_control.runtime.PolicyRunner` for the reordering across sensors, rejection and reset rules).
 The watchdog stops the robot when any input goes silent for ``watchdog_timeout_s`` of the node clock (sim
 time with ``use_sim_time``), naming that input, and when no state update came for that long although every
-input is fresh (the runner waits for an input after a reset), naming what it waits for. Per-update commands
+input is fresh (the runner waits for an input after a reset, or updates fail), naming what it waits for; a jump
+back of the node clock (a /clock restart) restarts the times it measures from. Per-update commands
 carry the stamp of the update that produced them (TwistStamped), fixed-rate and stop commands the node clock.
 
 Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover_policy.yaml``.
@@ -153,6 +154,8 @@ class PolicyNode(LifecycleNode):
         self._activated_at = None
         self._stale: list[str] = []
         self._last_update_at = None  # node clock of the last state update
+        self._watchdog_seen = None  # node clock at the previous watchdog check (a jump back resets the times)
+        self._inference_errors_at_update = 0  # the runner's inference_error count at the last update
         self._starved = ""  # what the node waits for, when no update came for longer than watchdog_timeout_s
         self._starved_stop = False  # and it published a stop for it (repeated while it lasts)
         self._moving = False  # the last command published is not all zeros
@@ -287,6 +290,7 @@ class PolicyNode(LifecycleNode):
             self.runner.reset("activate", clear_inputs=True)
             self._reset_bookkeeping()
             self._activated_at = self._now()
+            self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
             self.limiter.stop(self._activated_at)
             s = self.settings
             with _naming("watchdog_timeout_s"):
@@ -473,6 +477,8 @@ class PolicyNode(LifecycleNode):
         now = self._now()
         stamp = now if stamp_msg is None else stamp_seconds(stamp_msg)  # Twist has no header: arrival time
         result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
+        if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
+            self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)
         if not result.accepted:
             detail = f": {result.detail}" if result.detail else ""
             self.get_logger().warning(
@@ -489,6 +495,7 @@ class PolicyNode(LifecycleNode):
         if result.status != R.UPDATED or not self._active:
             return
         self._last_update_at = now
+        self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
         if self._starved:
             self.get_logger().info(f"updating again after waiting for {self._starved}")
             self._starved, self._starved_stop = "", False
@@ -531,6 +538,9 @@ class PolicyNode(LifecycleNode):
         if not self._active:
             return
         now, timeout = self._now(), self.settings.watchdog_timeout_s
+        if self._watchdog_seen is not None and now < self._watchdog_seen:
+            self._restart_watch_times(now, self._watchdog_seen - now)
+        self._watchdog_seen = now
         stale = []
         for sensor in self.runner.spec.sensors:
             if sensor in SETPOINTS:
@@ -553,6 +563,19 @@ class PolicyNode(LifecycleNode):
         if not stale:
             self._check_starved(now, timeout)
 
+    def _restart_watch_times(self, now: float, back: float):
+        """The node clock went back (with use_sim_time: /clock restarted, as sim_node's does each episode): the
+        times the watchdog measures from are of the old timeline, and ``now - since`` would stay negative
+        (no stop, however long an input is silent or no update comes) until the clock caught up. They restart
+        from now: every input and the updates get a full watchdog timeout in the new timeline."""
+        self._activated_at = now
+        self._last_arrival = dict.fromkeys(self._last_arrival, now)
+        if self._last_update_at is not None:
+            self._last_update_at = now
+        self.get_logger().info(
+            f"node clock jumped back {back:.3f} s (to {now:.3f}): the watchdog's times restart from now"
+        )
+
     def _check_starved(self, now: float, timeout: float):
         """Every input is fresh but no update came for longer than the watchdog timeout (the runner waits for an
         input after a reset, or for messages in its reordering buffer): the last command must not stay on the
@@ -573,11 +596,21 @@ class PolicyNode(LifecycleNode):
             self._publish_stop("waiting")
 
     def _waiting_for(self) -> str:
-        """What updates wait for, in words: the inputs not received since the last reset, with their topics."""
-        missing = self.runner.missing_inputs()
+        """What updates wait for, in words: the inputs not received since the last reset, with their topics; an
+        inference that succeeds, when updates failed since the last one (naming the last error); else the
+        messages in the reordering buffer."""
+        runner = self.runner
+        failed = runner.counters[f"rejected.{R.INFERENCE_ERROR}"] - self._inference_errors_at_update
+        failing = (
+            f"a successful inference ({failed} failed since the last update, the last with "
+            f"{runner.last_inference_error})"
+            if failed > 0
+            else ""
+        )
+        missing = runner.missing_inputs()
         if missing:
-            return ", ".join(f"{k} ({self._input_topics[k]})" for k in missing)
-        return f"messages in the reordering buffer (reorder lag {self.runner.reorder_lag_s:g} s)"
+            return ", ".join([f"{k} ({self._input_topics[k]})" for k in missing] + ([failing] if failing else []))
+        return failing or f"messages in the reordering buffer (reorder lag {runner.reorder_lag_s:g} s)"
 
     def _on_reset(self, request, response):
         if self.runner is None:
