@@ -198,6 +198,8 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
         assert rejected_counts() == want_rejected
         status, values = last_diagnostics(probe)
         assert values["rejected_total"] == "5"
+        # by sensor, the bad encoding too (runner.reject; it was not counted for the camera)
+        assert values["rejected_by_sensor.camera"] == "4" and values["rejected_by_sensor.imu"] == "1"
         assert float(values["dt.max"]) == pytest.approx(0.22, abs=1e-6)
         assert float(values["dt.min"]) == pytest.approx(0.0, abs=1e-9)
 

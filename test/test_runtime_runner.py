@@ -165,11 +165,13 @@ def test_a_setpoint_survives_a_clock_jump_the_sensor_readings_do_not(lag):
     target (the node published nothing). The latest accepted target is held on, also one still in the buffer."""
     runner = R.PolicyRunner(EchoBackend(), R.RunnerLimits(max_backward_jump_s=0.3, reorder_lag_s=lag))
     runner.submit("command", 10.0, np.array([0.5, 0.0]))
-    runner.submit("command", 10.01, np.array([0.4, 0.1]))  # with a lag: still in the buffer at the jump
     for k in range(12):
         runner.submit("wheels", 10.0 + 0.01 * k, np.zeros(2))
         runner.submit("imu", 10.0 + 0.01 * k, imu())
     assert runner.counters["updates"] > 0
+    res = runner.submit("command", 10.12, np.array([0.4, 0.1]))  # the last message before the jump
+    # with a lag it is still in the reordering buffer at the jump (not yet held, no update has seen it)
+    np.testing.assert_allclose(runner._held["command"], [0.5, 0.0] if lag else [0.4, 0.1])
     res = runner.submit("imu", 1.0, imu())  # the sensors' clock jumps back
     assert res.reset == "clock_backwards" and res.status != R.UPDATED
     missing = runner.missing_inputs() if hasattr(runner, "missing_inputs") else None
@@ -182,8 +184,29 @@ def test_a_setpoint_survives_a_clock_jump_the_sensor_readings_do_not(lag):
     # the setpoint's own timeline was forgotten: a target stamped before the old one is a new target, no reset
     res = runner.submit("command", 2.0, np.array([0.0, 0.0]))
     assert res.accepted and res.reset is None and runner.counters["resets.clock_backwards"] == 1
-    runner.reset("service")  # a request keeps it too
-    assert runner.missing_inputs() == ()
+    runner.submit("wheels", 2.0, np.zeros(2))
+    runner.reset("service")  # a request (~/reset) resets the state, and keeps the setpoint too
+    results = [
+        runner.submit(s, 2.0 + 0.01 * k, v) for k in range(1, 12) for s, v in (("wheels", np.zeros(2)), ("imu", imu()))
+    ]
+    updated = [r for r in results if r.status == R.UPDATED]
+    assert updated and updated[0].dt == 0.0  # the first update after the reset (first_update_dt)
+    assert all(np.allclose(r.action, [0.0, 0.0]) for r in updated)  # the target of 2.0, held across the request
+    assert runner.counters["resets.service"] == 1
+
+
+def test_a_reading_its_receiver_rejects_is_counted_as_the_runner_counts_its_own(runner):
+    """The node and the bag reader counted the readings they reject themselves by hand, differently: a bad image
+    encoding was not counted for the camera (rejected_by_sensor), a JointState without a joint was."""
+    before = runner.state
+    result = runner.reject("camera", "bad_encoding")
+    assert result.status == R.REJECTED and result.reason == "bad_encoding" and not result.accepted
+    assert runner.submit("camera", 5.0, image(), now=0.0).reason == R.FUTURE_STAMP  # the runner's own
+    counters = runner.counters
+    assert counters["received.camera"] == 2 and counters["rejected_by_sensor.camera"] == 2
+    assert counters["rejected.bad_encoding"] == 1 and counters["rejected.future_stamp"] == 1
+    assert runner.rejected_total() == 2 and "accepted.camera" not in counters
+    np.testing.assert_array_equal(runner.state, before)
 
 
 def test_large_gap_resets_the_state(runner):

@@ -508,9 +508,8 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
         try:
             if sensor == "wheels":  # by name in joint_names' order, as the node takes them
                 value, _ = velocities_by_name(decoded.name, decoded.velocity, spec.joint_names)
-                if value is None:  # the node rejects it the same way (its missing_joint counter)
-                    runner.counters[f"received.{sensor}"] += 1
-                    runner.counters[f"rejected.{MISSING_JOINT}"] += 1
+                if value is None:  # the node rejects it the same way (runner.reject: its counters)
+                    runner.reject(sensor, MISSING_JOINT)
                     continue
             else:
                 value = sensor_reading(sensor, decoded)

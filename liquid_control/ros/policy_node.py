@@ -431,8 +431,7 @@ class PolicyNode(LifecycleNode):
         try:
             value = image_to_numpy(msg, "rgb8")
         except ImageConversionError as exc:
-            self.runner.counters["received.camera"] += 1
-            self.runner.counters[f"rejected.{BAD_ENCODING}"] += 1
+            self.runner.reject(CAMERA, BAD_ENCODING)
             self.get_logger().warning(
                 f"camera image rejected: {exc}", throttle_duration_sec=self.settings.log_throttle_s
             )
@@ -463,9 +462,7 @@ class PolicyNode(LifecycleNode):
         when a needed joint has no name or no velocity in the message."""
         value, lacking = velocities_by_name(msg.name, msg.velocity, self._joint_names)
         if value is None:
-            self.runner.counters["received.wheels"] += 1
-            self.runner.counters[f"rejected.{MISSING_JOINT}"] += 1
-            self.runner.counters["rejected_by_sensor.wheels"] += 1
+            self.runner.reject("wheels", MISSING_JOINT)
             self.get_logger().warning(
                 f"wheels message rejected ({MISSING_JOINT}): no velocity for {', '.join(map(repr, lacking))} "
                 f"(joint_names); it names {list(msg.name)} with {len(msg.velocity)} velocities",

@@ -217,6 +217,13 @@ class PolicyRunner:
         self.counters[f"resets.{reason}"] += 1
 
     # ---- input -------------------------------------------------------------------------------------
+    def reject(self, sensor: str, reason: str) -> Result:
+        """Count a reading of ``sensor`` that its receiver rejected before :meth:`submit` (a message it cannot
+        convert: ``bad_encoding``, ``missing_joint``) as ``submit`` counts its own rejections: received, rejected
+        for ``reason`` and rejected for that sensor. The state is not touched."""
+        self.counters[f"received.{sensor}"] += 1
+        return self._reject(sensor, reason)
+
     def _reject(self, sensor: str, reason: str) -> Result:
         self.counters[f"rejected.{reason}"] += 1
         self.counters[f"rejected_by_sensor.{sensor}"] += 1
