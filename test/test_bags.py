@@ -244,7 +244,7 @@ def test_bag_updates_follow_the_policy_runner_exactly(tmp_path):
     assert [u.reset for u in updates] == [None, None, None, "gap", None, "clock_backwards", None]
     # (the IMU readings of f2 and f3 are a duplicate and out of order as well)
     assert stats.counters["rejected.duplicate_stamp"] == 2 and stats.counters["rejected.out_of_order"] == 2
-    assert stats.counters["rejected_by_sensor.camera"] == 2
+    assert stats.counters["rejected_by_sensor.camera"] == 3  # the bad encoding too, as the node counts it
     assert stats.counters["rejected.bad_encoding"] == 1 and stats.counters["resets.clock_backwards"] == 1
     # held input: each update sees the IMU reading received before it (the runner's, float32)
     np.testing.assert_array_equal(updates[1].obs["imu"], np.arange(6, dtype=np.float32) * 1)
@@ -766,6 +766,19 @@ def test_wheel_velocities_are_read_by_joint_name_as_the_node_reads_them(tmp_path
     assert wheels([], [0.1, 0.2])[0] == expected  # no names: by position
     missing, counters = wheels(["wheel_right", "caster"], [0.2, 9.0])
     assert missing == [] and counters["rejected.missing_joint"] == 40
+    assert counters["rejected_by_sensor.wheels"] == 40  # as the node counts it
+    for names, problem in (  # refused as the node refuses them at configure (left twice: trained on it twice)
+        ("[wheel_left, wheel_left]", "must be a list of distinct, non-empty joint names"),
+        ("[wheel_left]", "the policy reads 2 wheel velocities, ['wheel_left'] names 1 joints"),
+    ):
+        params = tmp_path / "np.yaml"
+        params.write_text(f"policy_node:\n  ros__parameters:\n    joint_names: {names}\n")
+        with pytest.raises(ValueError, match=rf"np.yaml: joint_names: {re.escape(problem)}"):
+            data_spec(cfg, str(params))
+    custom = tmp_path / "custom.yaml"  # a spec with the default names describes itself as before they existed
+    custom.write_text("policy_node:\n  ros__parameters:\n    joint_names: [left_wheel_joint, right_wheel_joint]\n")
+    assert "joint_names" not in spec.describe()
+    assert data_spec(cfg, str(custom)).describe()["joint_names"] == ["left_wheel_joint", "right_wheel_joint"]
 
 
 def test_a_bag_cache_is_on_disk_before_its_index_names_it(expert_bags, tmp_path, monkeypatch):

@@ -37,7 +37,12 @@ import yaml
 
 from liquid_control.conventions.image_conversion import ImageConversionError
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
-from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, WHEEL_JOINT_NAMES, WORLD_POLICIES
+from liquid_control.conventions.params import (
+    POLICY_NODE_PARAMETERS,
+    WHEEL_JOINT_NAMES,
+    WORLD_POLICIES,
+    joint_names_problem,
+)
 from liquid_control.paths import config_dir
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
@@ -96,7 +101,7 @@ class BagDataSpec:
                 "reorder_lag_s": self.limits.reorder_lag_s,
             },
             "label": {"mode": self.label.mode, "offset_s": self.label.offset_s, "max_wait_s": self.label.max_wait_s},
-        } | ({"joint_names": list(self.joint_names)} if "wheels" in self.topics else {})
+        } | ({"joint_names": list(self.joint_names)} if tuple(self.joint_names) != WHEEL_JOINT_NAMES else {})
 
 
 def absolute_topic(name: str) -> str:
@@ -254,6 +259,10 @@ def data_spec(
             f"{node_params}: action_scale {scale}: needs 1 or {spec.action_size} finite non-zero values "
             f"(the policy's action size)"
         )
+    if "wheels" in spec.sensors:  # as the node checks them at configure
+        problem = joint_names_problem(values["joint_names"], spec.sensors["wheels"][0])
+        if problem:
+            raise ValueError(f"{node_params}: {problem}")
     limits = R.RunnerLimits(
         max_gap_s=float(values["max_gap_s"]),
         max_backward_jump_s=float(values["max_backward_jump_s"]),
@@ -513,9 +522,8 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
                     continue
             else:
                 value = sensor_reading(sensor, decoded)
-        except ImageConversionError:  # the node rejects it the same way (its bad_encoding counter)
-            runner.counters[f"received.{sensor}"] += 1
-            runner.counters["rejected.bad_encoding"] += 1
+        except ImageConversionError:  # the node rejects it the same way (runner.reject: its counters)
+            runner.reject(sensor, "bad_encoding")
             continue
         backend.steps.clear()
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)

@@ -208,6 +208,20 @@ def per_element(name, value, size, problems, positive: bool):
     return values
 
 
+def joint_names_problem(names, wheels: int | None = None) -> str | None:
+    """Why ``names`` cannot be ``joint_names`` (``wheels``: how many velocities the policy reads), or None."""
+    if (
+        not isinstance(names, (list, tuple))
+        or not names
+        or not all(isinstance(n, str) and n for n in names)
+        or len(set(names)) != len(names)
+    ):
+        return f"joint_names: must be a list of distinct, non-empty joint names, got {names!r}"
+    if wheels is not None and len(names) != wheels:
+        return f"joint_names: the policy reads {wheels} wheel velocities, {list(names)} names {len(names)} joints"
+    return None
+
+
 def validate_policy_node_parameters(
     values: dict, action_size: int | None = None, action_kind: str | None = None
 ) -> PolicyNodeSettings:
@@ -276,14 +290,9 @@ def policy_node_parameter_problems(
         problem = topic_name_problem(values[name])
         if problem:
             problems.append(f"{name}: {problem}")
-    names = values["joint_names"]
-    if (
-        not isinstance(names, (list, tuple))
-        or not names
-        or not all(isinstance(n, str) and n for n in names)
-        or len(set(names)) != len(names)
-    ):
-        problems.append(f"joint_names: must be a list of distinct, non-empty joint names, got {names!r}")
+    problem = joint_names_problem(values["joint_names"])
+    if problem:
+        problems.append(problem)
     if not isinstance(values["command_frame_id"], str):
         problems.append(f"command_frame_id: must be a string, got {values['command_frame_id']!r}")
     for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads

@@ -51,6 +51,7 @@ from liquid_control.conventions.params import (
     autostart_problem,
     camera_info_topic,
     declare_node_parameters,
+    joint_names_problem,
     parameter_value,
     policy_node_parameter_problems,
     same_parameter_value,
@@ -206,11 +207,8 @@ class PolicyNode(LifecycleNode):
                 raise ParameterError(
                     f"the policy needs inputs {missing} that this node has no topic for (known: {', '.join(SENSORS)})"
                 )
-            if "wheels" in spec.sensors and len(s.joint_names) != spec.sensors["wheels"][0]:
-                raise ParameterError(
-                    f"joint_names: the policy reads {spec.sensors['wheels'][0]} wheel velocities, "
-                    f"{list(s.joint_names)} names {len(s.joint_names)} joints"
-                )
+            if "wheels" in spec.sensors and joint_names_problem(s.joint_names, spec.sensors["wheels"][0]):
+                raise ParameterError(joint_names_problem(s.joint_names, spec.sensors["wheels"][0]))
             self._joint_names = tuple(s.joint_names)
             self.runner = R.PolicyRunner(
                 backend,

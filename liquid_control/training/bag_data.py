@@ -558,26 +558,28 @@ class BagRun(_Run):
 
     def run(self):
         """Train epoch by epoch on the bags, validating after each (continuing a resumed run); its TrainResult."""
-        if self.resumed_finished:  # nothing to train: its policy.pt is kept, the bags are not read again
-            self.close()
-            return self.finish()
         try:
-            self._check_data_file()
-            episodes = self.prepare(self.data["bags"], "train")
-            validation = self.prepare(self.data["validation"], "validation")
-            self.note_dts(episodes)
-            if not validation:
-                self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
-            if self.epoch_done == 0:
-                self.fit_normalization(episodes)
-            if self.epoch_done > 0 and not self._validated(self.epoch_done):
-                self.validate(validation)  # killed between an epoch and its validation
-            for epoch in range(self.epoch_done, self.total_epochs):
-                self.train_epoch(episodes, epoch, 0)
-                self.validate(validation)
+            self._check_data_file()  # other bags or data settings are refused, for a finished run too
+            if not self.resumed_finished:  # else nothing to train: its policy.pt is kept, the bags not read again
+                self._train()
         finally:
             self.close()
         return self.finish()
+
+    def _train(self) -> None:
+        """The epochs still to run, each validated on the held-out bags."""
+        episodes = self.prepare(self.data["bags"], "train")
+        validation = self.prepare(self.data["validation"], "validation")
+        self.note_dts(episodes)
+        if not validation:
+            self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
+        if self.epoch_done == 0:
+            self.fit_normalization(episodes)
+        if self.epoch_done > 0 and not self._validated(self.epoch_done):
+            self.validate(validation)  # killed between an epoch and its validation
+        for epoch in range(self.epoch_done, self.total_epochs):
+            self.train_epoch(episodes, epoch, 0)
+            self.validate(validation)
 
     def extra_metadata(self) -> dict:
         """What policy.pt records of the bag data: bags, labelled updates, seconds, validation loss, data spec."""
