@@ -581,6 +581,16 @@ def test_run_time_parameter_changes_are_checked_and_refused_while_configured(pol
     assert node.settings.publish_mode == "fixed_rate"
 
 
+def _assert_commands_within(rig, limit: float) -> None:
+    """Every command streamed from now on is within +-limit (a new max_command holds at once), the setting too."""
+    changed = time.monotonic()
+    rig.stream(0.3)
+    rig.spin(0.1)
+    after = rig.commands_since(changed)
+    assert len(after) > 5 and max(abs(x) for c in after for x in c) <= limit + 1e-12, after
+    assert rig.node.settings.max_command == [limit, limit]
+
+
 def test_max_command_and_its_rate_apply_at_once_on_an_active_node(policy_file, ros):
     from rclpy.parameter import Parameter
 
@@ -592,12 +602,7 @@ def test_max_command_and_its_rate_apply_at_once_on_an_active_node(policy_file, r
     assert max(abs(x) for _, c in rig.commands for x in c) > 0.1
     (result,) = rig.node.set_parameters([Parameter("max_command", value=[0.02])])
     assert result.successful
-    changed = time.monotonic()
-    rig.stream(0.3)
-    rig.spin(0.1)
-    after = rig.commands_since(changed)
-    assert len(after) > 5 and max(abs(x) for c in after for x in c) <= 0.02 + 1e-12, after
-    assert rig.node.settings.max_command == [0.02, 0.02]
+    _assert_commands_within(rig, 0.02)
     # a rate limit: from standstill (a stop), each element moves at most rate * elapsed
     results = rig.node.set_parameters(
         [Parameter("max_command", value=[0.6]), Parameter("max_command_rate", value=[0.1])]
@@ -702,13 +707,7 @@ def test_command_limits_set_over_dds_apply_at_once_also_a_lowered_maximum_under_
     rig.stream(0.6)
     assert max(abs(x) for x in rig.commands[-1][1]) > 0.1, rig.commands[-1]
     assert set_over_dds(rig, max_command=[0.02, 0.02]) == [(True, "")]
-    changed = time.monotonic()
-    rig.stream(0.3)
-    rig.spin(0.1)
-    after = rig.commands_since(changed)
-    # with the ramp, (0.1 - 0.02) / 0.5 = 0.16 s or more of commands above the new maximum
-    assert len(after) > 5 and max(abs(x) for c in after for x in c) <= 0.02 + 1e-12, after
-    assert rig.node.settings.max_command == [0.02, 0.02]
+    _assert_commands_within(rig, 0.02)  # with the ramp: (0.1 - 0.02) / 0.5 = 0.16 s or more above it
     # one rule for "changed": the same value as an array, or 5 for 5.0, changes nothing (was refused: "the node
     # is configured"); a value that is not a number is refused with configure's reason
     assert set_over_dds(rig, max_command=[0.02, 0.02], watchdog_timeout_s=5, max_command_rate=[0.5]) == [
