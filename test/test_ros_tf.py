@@ -740,6 +740,63 @@ def test_view_picture_of_a_robot_description_with_meshes_or_no_xml(tmp_path):
         assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")
 
 
+def test_view_picture_leaves_out_non_finite_poses_and_malformed_shapes_naming_them(tmp_path, capsys):
+    """One /tf odom -> base_link with x=nan once ended the watch in "Axis limits cannot be NaN or Inf", and a URDF
+    box with two sizes in an IndexError, with no picture; now the pose is left out (counted, one warning) and the
+    shape too (a warning naming its link), and the picture is written."""
+    from geometry_msgs.msg import TransformStamped
+
+    from liquid_control.ros import view
+
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
+    urdf = rd.to_urdf(robot, "")
+
+    def tf(x):
+        t = TransformStamped()
+        t.header.frame_id, t.child_frame_id = "odom", "base_link"
+        t.transform.translation.x, t.transform.rotation.w = x, 1.0
+        return t
+
+    rec = view.Recording(frame_prefix="")
+    rec.add("robot_description", String(data=re.sub(r'<box size="[^"]+"', '<box size="0.1 0.2"', urdf, count=1)), 0)
+    for x in (0.0, 0.1, math.nan, math.inf, 0.2):
+        rec.add("/tf", TFMessage(transforms=[tf(x)]), 0.0)
+    assert rec.path() == [(0.0, 0.0), (0.1, 0.0), (0.2, 0.0)] and rec.non_finite == 2
+    assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")
+    err = capsys.readouterr().err
+    assert "2 transform(s) with a non-finite pose" in err and "/tf odom -> base_link" in err, err
+    assert "link 'base_link': box size='0.1 0.2' is not 3 sizes" in err, err
+    for bad, says in (
+        ('<cylinder radius="0.03"/>', "cylinder has no length"),
+        ('<cylinder radius="nan" length="0.1"/>', "cylinder radius='nan'"),
+        ('<sphere radius="0.1 0.2"/>', "sphere radius='0.1 0.2' is not one length"),
+        ('<box size="1 1 x"/>', "box size='1 1 x'"),
+    ):
+        problems = []
+        description = f'<robot name="r"><link name="l1"><visual><geometry>{bad}</geometry></visual></link></robot>'
+        assert view._urdf_shapes(description, problems) == [] and len(problems) == 1, bad
+        assert problems[0].startswith("robot_description link 'l1': " + says), problems
+
+
+def test_view_refuses_a_frame_prefix_sim_node_refuses(tmp_path, capsys):
+    """--frame-prefix 'bad prefix' or '/r1/' was taken and the picture followed no frame; now refused at once
+    with sim_node's rule for its frame_prefix parameter."""
+    from liquid_control import cli
+    from liquid_control.ros import view
+
+    for prefix in ("bad prefix", "/r1/", "r1//", "r-1/"):
+        argv = ["view", "--snapshot", str(tmp_path / "run.png"), "--duration", "1", "--frame-prefix", prefix]
+        assert cli.main(argv) == 2, prefix
+        err = capsys.readouterr().err
+        assert err.startswith(f"liquid-control view: error: --frame-prefix {prefix!r} ") and "Traceback" not in err
+    args = argparse.Namespace(
+        foxglove=False, snapshot=str(tmp_path / "run.png"), duration=1.0, domain_id=None, port=0, namespace=""
+    )
+    for args.frame_prefix in (None, "", "r1/", "robot1_", "fleet/r1/"):
+        assert view.argument_problem(args) is None, args.frame_prefix
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_view_ignores_an_episode_status_that_is_not_one(capsys):
     """A String on episode_status that is not a JSON status (`ros2 topic pub episode_status std_msgs/String
     "data: done"`, another node's) once raised JSONDecodeError out of the executor and ended the viewer with a

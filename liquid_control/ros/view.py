@@ -122,6 +122,8 @@ class Recording:
     commands: list = field(default_factory=list)  # (seconds since start, linear, angular)
     torques: list = field(default_factory=list)  # (seconds since start, left, right): the balancers' commands
     counts: dict = field(default_factory=dict)
+    non_finite: int = 0  # transforms left out: a nan or inf in their translation or rotation
+    first_non_finite: str = ""  # "<topic> <parent> -> <child>" of the first of them (for the one warning)
 
     def frame(self, name: str) -> str:
         """The frame id of one of sim_node's frames (``odom``, ``base_link``, ``camera_optical``, ...)."""
@@ -143,7 +145,12 @@ class Recording:
         elif topic in ("/tf", "/tf_static"):
             for ts in msg.transforms:
                 parent, child = ts.header.frame_id, ts.child_frame_id
-                self.transforms[child] = (parent, _transform_matrix(ts.transform))
+                matrix = _transform_matrix(ts.transform)
+                if not np.all(np.isfinite(matrix)):  # a nan pose would take the picture's axis limits with it
+                    self.first_non_finite = self.first_non_finite or f"{topic} {parent} -> {child}"
+                    self.non_finite += 1
+                    continue
+                self.transforms[child] = (parent, matrix)
                 if topic == "/tf" and parent.endswith("odom"):
                     xy = (ts.transform.translation.x, ts.transform.translation.y)
                     self.paths.setdefault((parent, child), []).append(xy)
@@ -170,9 +177,33 @@ class Recording:
         return None
 
 
-def _urdf_shapes(description: str) -> list[tuple[str, str, np.ndarray, tuple, tuple]]:
+_SHAPE_SIZES = {"box": ("size", 3), "cylinder": ("radius", 1, "length", 1), "sphere": ("radius", 1)}
+
+
+def _shape_size(geometry) -> tuple:
+    """The size of a URDF box (3 values), cylinder (radius, length) or sphere (radius); ValueError saying what
+    is wrong with it."""
+    spec = _SHAPE_SIZES[geometry.tag]
+    size = []
+    for attribute, count in zip(spec[::2], spec[1::2]):
+        text = geometry.get(attribute)
+        if text is None:
+            raise ValueError(f"{geometry.tag} has no {attribute}")
+        try:
+            values = [float(v) for v in text.split()]
+        except ValueError:
+            values = []
+        if len(values) != count or not all(math.isfinite(v) and v >= 0 for v in values):
+            want = "3 sizes" if count == 3 else "one length"
+            raise ValueError(f"{geometry.tag} {attribute}={text!r} is not {want} (finite, >= 0 m)")
+        size += values
+    return tuple(size)
+
+
+def _urdf_shapes(description: str, problems: list | None = None) -> list[tuple[str, str, np.ndarray, tuple, tuple]]:
     """(link, shape, 4x4 origin in the link, size, rgba) of each URDF visual drawn as a box, cylinder or sphere
-    (a robot's meshes and visuals that do not parse are left out)."""
+    (a robot's meshes are left out; a primitive that does not parse too, with a sentence naming its link appended
+    to ``problems``)."""
     shapes = []
     try:
         robot = ET.fromstring(description)
@@ -185,18 +216,34 @@ def _urdf_shapes(description: str) -> list[tuple[str, str, np.ndarray, tuple, tu
                 continue
             try:
                 origin = visual.find("origin")
-                xyz = [float(v) for v in (origin.get("xyz", "0 0 0") if origin is not None else "0 0 0").split()]
-                rpy = [float(v) for v in (origin.get("rpy", "0 0 0") if origin is not None else "0 0 0").split()]
                 m = np.eye(4)
-                m[:3, :3], m[:3, 3] = rpy_to_matrix(*rpy), xyz
-                size = {
-                    "box": lambda g: tuple(float(v) for v in g.get("size").split()),
-                    "cylinder": lambda g: (float(g.get("radius")), float(g.get("length"))),
-                    "sphere": lambda g: (float(g.get("radius")),),
-                }[geometry.tag](geometry)
+                for name in ("xyz", "rpy"):
+                    text = origin.get(name, "0 0 0") if origin is not None else "0 0 0"
+                    try:
+                        values = [float(v) for v in text.split()]
+                    except ValueError:
+                        values = []
+                    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+                        raise ValueError(f"origin {name}={text!r} is not 3 finite numbers")
+                    if name == "xyz":
+                        m[:3, 3] = values
+                    else:
+                        m[:3, :3] = rpy_to_matrix(*values)
+                size = _shape_size(geometry)
                 color = visual.find("material/color")
-                rgba = tuple(float(v) for v in color.get("rgba").split()) if color is not None else (0.5, 0.5, 0.5, 1.0)
-            except (AttributeError, TypeError, ValueError):  # a missing or malformed attribute
+                rgba = (0.5, 0.5, 0.5, 1.0)
+                if color is not None:
+                    try:
+                        rgba = tuple(float(v) for v in color.get("rgba", "").split())
+                    except ValueError:
+                        rgba = ()
+                    if len(rgba) != 4 or not all(0 <= v <= 1 for v in rgba):
+                        raise ValueError(f"material color rgba={color.get('rgba')!r} is not 4 values in [0, 1]")
+            except ValueError as exc:  # a missing or malformed attribute: that shape is left out, said once
+                if problems is not None:
+                    problems.append(
+                        f"robot_description link {link.get('name')!r}: {exc}; its {geometry.tag} is not drawn"
+                    )
                 continue
             shapes.append((link.get("name"), geometry.tag, m, size, rgba))
     return shapes
@@ -259,7 +306,15 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     ax_image, ax_cmd = fig.add_subplot(grid[0, 2]), fig.add_subplot(grid[1, 2])
     odom = rec.frame("odom")
     base = rec.pose(rec.frame("base_link"), odom)
-    shapes = _urdf_shapes(rec.description) if rec.description else []
+    problems = []
+    shapes = _urdf_shapes(rec.description, problems) if rec.description else []
+    if rec.non_finite:
+        problems.append(
+            f"{rec.non_finite} transform(s) with a non-finite pose (nan or inf) left out of the picture, "
+            f"the first {rec.first_non_finite}"
+        )
+    for problem in problems:
+        print(f"liquid-control view: warning: {problem}", file=sys.stderr)
 
     def draw_robot(ax, alpha=1.0):
         for link, shape, origin, size, rgba in shapes:
@@ -506,6 +561,15 @@ def argument_problem(args) -> str | None:
             validate_namespace(args.namespace if args.namespace.startswith("/") else "/" + args.namespace)
         except InvalidNamespaceException:
             return f"--namespace {args.namespace!r} is not a ROS namespace (letters, digits, '_' and '/')"
+    if args.frame_prefix:  # sim_node's own rule for its frame_prefix parameter (a prefix no frame has follows none)
+        from liquid_control.ros.sim_node import _FRAME_PREFIX
+
+        if _FRAME_PREFIX.fullmatch(args.frame_prefix) is None:
+            return (
+                f"--frame-prefix {args.frame_prefix!r} does not make valid TF frame ids, as sim_node's frame_prefix "
+                f"(letters, digits and underscores, single '/' between them, e.g. 'robot1/' or 'robot1_'; no spaces, "
+                f"no leading '/')"
+            )
     if args.snapshot:
         path = Path(args.snapshot)
         if path.suffix.lower() not in ("", ".png"):
