@@ -122,6 +122,28 @@ def test_shipped_urdf_is_the_mujoco_model(world):
         np.testing.assert_allclose(forward, cam[1] @ np.array([0.0, 0.0, -1.0]), atol=1e-7)
 
 
+def test_robot_description_write_refuses_a_file_in_one_line_and_writes_atomically(tmp_path, capsys, monkeypatch):
+    """--write afile was a FileExistsError traceback and --write afile/sub a NotADirectoryError; now one line
+    naming --write, exit 2, nothing written; a folder gets its URDF through a temporary file renamed over it."""
+    (tmp_path / "afile").write_text("")
+    for folder, says in (("afile", "is a file"), ("afile/sub", f"is under {tmp_path / 'afile'}, a file")):
+        with pytest.raises(SystemExit) as exit_:
+            rd.main(["--world", "LiquidRover-v0", "--write", str(tmp_path / folder)])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"error: --write {tmp_path / folder}: {says}; give a folder" in err, err
+        assert "Traceback" not in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    from liquid_control import atomic_file
+
+    written = []
+    real = atomic_file.atomic_write
+    monkeypatch.setattr(atomic_file, "atomic_write", lambda path, *a, **k: written.append(path) or real(path, *a, **k))
+    assert rd.main(["--world", "LiquidRover-v0", "--write", str(tmp_path / "new" / "urdf")]) == 0
+    path = tmp_path / "new" / "urdf" / rd.urdf_file_name("LiquidRover-v0")
+    assert written == [path] and path.read_text() == rd.nominal_urdf("LiquidRover-v0")
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no temporary file left
+
+
 def test_robot_description_rejects_a_model_without_the_robot():
     model = mujoco.MjModel.from_xml_string(
         "<mujoco><worldbody><body name='b'><geom size='1'/></body></worldbody></mujoco>"

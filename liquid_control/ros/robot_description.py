@@ -406,12 +406,23 @@ def main(argv: list[str] | None = None) -> int:
         "--write", metavar="DIR", default="", help="write <robot>.urdf files into DIR instead of printing"
     )
     args = parser.parse_args(argv)
+    if args.write:  # checked before any file is written: one line, not a FileExistsError/NotADirectoryError
+        folder = Path(args.write)
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+        if existing is not None and not existing.is_dir():
+            where = "is a file" if existing == folder else f"is under {existing}, a file"
+            parser.exit(2, f"{parser.prog}: error: --write {args.write}: {where}; give a folder\n")
     for world in [args.world] if args.world else world_ids():
         text = nominal_urdf(world)
         if args.write:
+            from liquid_control.atomic_file import atomic_write
+
             path = Path(args.write) / urdf_file_name(world)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            try:
+                with atomic_write(path, "w", encoding="utf-8") as handle:  # never a half-written shipped URDF
+                    handle.write(text)
+            except OSError as exc:
+                parser.exit(2, f"{parser.prog}: error: --write {args.write}: cannot write {path}: {exc.strerror}\n")
             print(f"wrote {path}")
         else:
             sys.stdout.write(text)
