@@ -331,6 +331,30 @@ def test_cli_export_that_fails_parity_writes_nothing_auto_would_run(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.onnx", "bal.pt"]
 
 
+@pytest.mark.parametrize(
+    "config,reason",
+    [
+        (dict(BALANCER, core={"type": "gru_ode", "units": 8}), "UnsupportedOperatorError: Exporting the operator"),
+        (dict(BALANCER, core={"type": "ltc", "units": 8, "solver": "exponential"}), "UnsupportedOperatorError"),
+        (dict(BALANCER, observation=dict(BALANCER["observation"], resample_hz=100.0)), "resample_hz is 100.0"),
+    ],
+)
+def test_cli_export_of_a_policy_it_cannot_export_is_one_line_naming_it(tmp_path, capsys, config, reason):
+    """Once a traceback (the exporter's UnsupportedOperatorError, the runtime's BackendError) with exit 1, after the
+    exporter dumped its traced graph; now one line naming the policy file and the reason, exit 2, nothing written
+    (an earlier export left as it was)."""
+    torch.manual_seed(6)
+    pt = save_policy(tmp_path / "p.pt", Policy.from_config(config))
+    (tmp_path / "p.onnx").write_bytes(b"earlier")
+    assert cli.main(["export", str(pt)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.startswith(f"liquid-control export: error: {pt}: cannot be exported to ONNX: "), err
+    assert reason in err and err.count("\n") == 1 and "Traceback" not in err and "graph" not in err, err
+    assert (tmp_path / "p.onnx").read_bytes() == b"earlier"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.onnx", "p.pt"]
+
+
 def test_onnx_refuses_an_event_that_names_no_update_sensor_as_torch_does(tmp_path):
     """Before: the ONNX graph one-hot encoded event 2 (or 5, or -1) of a policy with two update sensors as all
     zeros, silently (the core saw no event at all), where the torch backend refused it."""

@@ -81,10 +81,14 @@ def _traceable():
       it becomes ``tensor.to(...)``, recorded as an operation on the input.
     - ``tensor.split(n)`` with ``n`` >= the dimension (cache-sized chunking, one chunk at deployment batch
       sizes) is recorded as an ONNX Split of size ``n`` that fails at run time: it returns ``(tensor,)``.
+
+    It also silences the exporter's log (its ``verbose`` switch turns it on for good): an operator it cannot
+    export dumped the whole traced graph to stderr before the error that ``export_checked`` reports in a line.
     """
     import torch
 
     as_tensor, split = torch.as_tensor, torch.Tensor.split
+    log = getattr(torch._C, "_jit_onnx_log", None)
 
     def traceable_as_tensor(data, dtype=None, device=None):
         if isinstance(data, torch.Tensor):
@@ -97,10 +101,14 @@ def _traceable():
         return split(self, split_size, dim)
 
     torch.as_tensor, torch.Tensor.split = traceable_as_tensor, traceable_split
+    if log is not None:
+        torch._C._jit_onnx_log = lambda *args: None
     try:
         yield
     finally:
         torch.as_tensor, torch.Tensor.split = as_tensor, split
+        if log is not None:
+            torch._C._jit_onnx_log = log
 
 
 def _pieces(policy):
@@ -400,6 +408,58 @@ def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> floa
     return worst
 
 
+PARITY_TOLERANCE = 1e-5  # max abs difference between torch and onnxruntime an export may have
+
+
+class ExportError(ValueError):
+    """The policy cannot be exported faithfully: the exporter lacks an operator it uses, the runtime cannot run
+    its config, or the model it writes differs from torch (``parity`` is then the difference, else None)."""
+
+    def __init__(self, message: str, parity: float | None = None):
+        super().__init__(message)
+        self.parity = parity
+
+
+def unchecked_path(path: str | Path) -> Path:
+    """The temporary name beside ``path`` under which ``export_checked`` writes and checks a model."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.unchecked")
+
+
+def export_checked(
+    policy,
+    path: str | Path,
+    opset: int = OPSET,
+    source: str | Path | None = None,
+    tolerance: float = PARITY_TOLERANCE,
+) -> float:
+    """Export ``policy`` to ``path`` only if onnxruntime's model matches torch (``parity`` <= ``tolerance``):
+    written and checked under a temporary name beside it, then renamed, so a model that cannot be exported or fails
+    the check never lands where ``backend: auto`` would run it, nor replaces an earlier export. Returns the
+    parity; raises ``ExportError`` (nothing written) or ``OSError`` (the file or its folder cannot be written)."""
+    import onnx
+
+    path = Path(path)
+    check = unchecked_path(path)
+    try:
+        try:
+            export_onnx(policy, check, opset=opset, source=source)
+        except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:  # BackendError, OnnxExporterError
+            reason = (str(exc).strip().splitlines() or [""])[0]  # the exporter adds a line on where to ask for it
+            raise ExportError(f"cannot be exported to ONNX: {type(exc).__name__}: {reason}") from exc
+        err = parity(policy, check)
+        if not err <= tolerance:
+            raise ExportError(
+                f"the ONNX model differs from torch by {err:.3g} (more than {tolerance:.0e})".replace("e-0", "e-"),
+                parity=err,
+            )
+        check.replace(path)
+    finally:
+        with contextlib.suppress(OSError):  # e.g. its folder could not be made
+            check.unlink(missing_ok=True)
+    return err
+
+
 def add_arguments(parser):
     """The options of ``liquid-control export``."""
     parser.add_argument("policy", help="policy checkpoint (.pt) to export")
@@ -408,8 +468,8 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    """Export the checkpoint to ONNX and check parity with torch; exit code 1 (and nothing written) when they
-    differ by more than 1e-5."""
+    """Export the checkpoint to ONNX and check parity with torch (``export_checked``): exit code 1 (and nothing
+    written) when they differ by more than 1e-5, 2 for a policy that cannot be exported or an unwritable output."""
     from liquid_control.policy import load_policy
     from liquid_control.policy.checkpoint import PolicyLoadError
 
@@ -432,33 +492,20 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 2
-    # checked under a temporary name beside it, then renamed: a model that fails the check never lands where
-    # `backend: auto` would run it (the export of this very checkpoint), nor replaces an earlier good export
-    check = out.with_name(f".{out.name}.unchecked")
     try:
-        try:
-            export_onnx(policy, check, opset=args.opset, source=args.policy)
-        except OSError as exc:  # an output folder that cannot be made or written
-            where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != check else ""
-            print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}{where}", file=sys.stderr)
-            return 2
-        err = parity(policy, check)
-        if err > 1e-5:
-            print(f"max_abs_diff_vs_torch: {err:.3g}")
-            print(
-                f"liquid-control export: error: the ONNX model differs from torch by {err:.3g} (more than 1e-5); "
-                f"{out} not written",
-                file=sys.stderr,
-            )
+        err = export_checked(policy, out, opset=args.opset, source=args.policy)
+    except ExportError as exc:
+        if exc.parity is not None:
+            print(f"max_abs_diff_vs_torch: {exc.parity:.3g}")
+            print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)
             return 1
-        try:
-            check.replace(out)
-        except OSError as exc:  # e.g. -o names a folder
-            print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
-    finally:
-        with contextlib.suppress(OSError):  # e.g. its folder could not be made
-            check.unlink(missing_ok=True)
+        print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output folder that cannot be made or written, -o naming a folder
+        check = unchecked_path(out)
+        where = f" ({exc.filename})" if exc.filename and Path(exc.filename) not in (check, out) else ""
+        print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     print(
         f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
         f", state {policy.state_size})"
