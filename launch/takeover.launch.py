@@ -11,6 +11,8 @@ input there). The recorder writes the sensors, the labels, the base's and the po
 joystick's enable button throughout: it is the deadman. See docs/real_robot.md, section 6.
 """
 
+import math
+
 from launch.substitutions import LaunchConfiguration
 
 from liquid_control.ros.graph import launch_actions, launch_description
@@ -28,11 +30,21 @@ ARGUMENTS = {
 }
 
 
-def _number(arg: dict, name: str, kind):
+def _value(arg: dict, name: str, kind):
+    """Launch argument ``name`` as an int, a finite float or a bool (true/false in any case, or 1/0), or a
+    ValueError naming it (the same lines are in each launch file)."""
+    text = arg[name]
+    if kind is bool:
+        if text.lower() in ("true", "1", "false", "0"):
+            return text.lower() in ("true", "1")
+        raise ValueError(f"{name}: must be true or false, got {text!r}")
     try:
-        return kind(arg[name])
+        value = kind(text)
     except ValueError:
-        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {arg[name]!r}") from None
+        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {text!r}")
+    return value
 
 
 def _nodes(context):
@@ -42,10 +54,10 @@ def _nodes(context):
         policy=arg["policy"],
         base_topic=arg["base_topic"],
         operator_command_type=arg["operator_command_type"],
-        operator_share=_number(arg, "operator_share", float),
-        seed=_number(arg, "seed", int),
+        operator_share=_value(arg, "operator_share", float),
+        seed=_value(arg, "seed", int),
         output=arg["output"],
-        use_sim_time=arg["use_sim_time"].lower() in ("true", "1"),
+        use_sim_time=_value(arg, "use_sim_time", bool),
     )
     return launch_actions(graph)
 

@@ -155,6 +155,39 @@ def test_policy_launch_runs_the_node_alone_from_a_parameter_file(launch_stubs, t
         launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(tmp_path / "missing.yaml"))
 
 
+@pytest.mark.parametrize(
+    "launch_file, name, value, says",
+    [
+        ("sim", "seed", "abc", "must be an integer"),
+        ("sim", "episodes", "1.5", "must be an integer"),
+        ("sim", "real_time_factor", "fast", "must be a number"),
+        ("sim", "control_rate_hz", "nan", "must be a finite number"),
+        ("sim", "use_sim_time", "yes", "must be true or false"),
+        ("sim", "lockstep", "ture", "must be true or false"),
+        ("policy", "use_sim_time", "on", "must be true or false"),
+        ("policy", "autostart", "yes", "must be true or false"),
+        ("record", "duration_s", "ten", "must be a number"),
+        ("record", "use_sim_time", "", "must be true or false"),
+        ("takeover", "use_sim_time", "yes", "must be true or false"),
+    ],
+)
+def test_a_launch_argument_that_is_not_its_type_is_refused_naming_it(launch_stubs, launch_file, name, value, says):
+    """seed:=abc, episodes:=1.5, real_time_factor:=fast, duration_s:=ten were "invalid literal for int()" or
+    "could not convert string to float" naming no argument, and use_sim_time:=yes, lockstep:=ture, autostart:=yes
+    silently false; now each launch file refuses them naming the argument."""
+    with pytest.raises(ValueError, match=f"^{name}: {says}, got {value!r}$"):
+        launch_stubs(ROOT / "launch" / f"{launch_file}.launch.py", **{name: value})
+
+
+def test_launch_booleans_are_true_or_false_in_any_case_and_nothing_else(launch_stubs):
+    for text, value in (("TRUE", True), ("True", True), ("1", True), ("False", False), ("0", False)):
+        (node,) = launch_stubs(ROOT / "launch" / "policy.launch.py", use_sim_time=text, autostart=text)[1]
+        assert node.kwargs["parameters"][-1] == {"use_sim_time": value, "autostart": value}, text
+    for text in ("yes", "no", "off", "t", "2"):  # were all false
+        with pytest.raises(ValueError, match="autostart: must be true or false"):
+            launch_stubs(ROOT / "launch" / "policy.launch.py", autostart=text)
+
+
 def test_unknown_world_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown world 'Mars-v0'"):
         graph.sim_graph(world="Mars-v0")
