@@ -8,11 +8,9 @@ parameter file (camera_topic, imu_topic, command_topic). The node list comes fro
 liquid_control.ros.graph.policy_graph.
 """
 
-import math
-
 from launch.substitutions import LaunchConfiguration
 
-from liquid_control.ros.graph import launch_actions, launch_description, policy_graph
+from liquid_control.ros.graph import launch_actions, launch_argument, launch_description, policy_graph
 
 ARGUMENTS = {
     "params_file": ("", "policy_node parameter file; empty: share/liquid_control/config/rover_policy.yaml"),
@@ -22,30 +20,13 @@ ARGUMENTS = {
 }
 
 
-def _value(arg: dict, name: str, kind):
-    """Launch argument ``name`` as an int, a finite float or a bool (true/false in any case, or 1/0), or a
-    ValueError naming it (the same lines are in each launch file)."""
-    text = arg[name]
-    if kind is bool:
-        if text.lower() in ("true", "1", "false", "0"):
-            return text.lower() in ("true", "1")
-        raise ValueError(f"{name}: must be true or false, got {text!r}")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number, got {text!r}")
-    return value
-
-
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     graph = policy_graph(
         params_file=arg["params_file"],
         policy=arg["policy"],
-        use_sim_time=_value(arg, "use_sim_time", bool),
-        autostart=_value(arg, "autostart", bool),
+        use_sim_time=launch_argument(arg, "use_sim_time", bool),
+        autostart=launch_argument(arg, "autostart", bool),
     )
     return launch_actions(graph)
 

@@ -7,11 +7,9 @@ By default the camera, IMU and command topics of the policy node's parameter fil
 their publishers offer. Stop with Ctrl-C (the bag is finished cleanly). See docs/real_robot.md.
 """
 
-import math
-
 from launch.substitutions import LaunchConfiguration
 
-from liquid_control.ros.graph import launch_actions, launch_description
+from liquid_control.ros.graph import launch_actions, launch_argument, launch_description
 from liquid_control.ros.recorder_node import record_graph
 
 ARGUMENTS = {
@@ -23,31 +21,14 @@ ARGUMENTS = {
 }
 
 
-def _value(arg: dict, name: str, kind):
-    """Launch argument ``name`` as an int, a finite float or a bool (true/false in any case, or 1/0), or a
-    ValueError naming it (the same lines are in each launch file)."""
-    text = arg[name]
-    if kind is bool:
-        if text.lower() in ("true", "1", "false", "0"):
-            return text.lower() in ("true", "1")
-        raise ValueError(f"{name}: must be true or false, got {text!r}")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number, got {text!r}")
-    return value
-
-
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     graph = record_graph(
         output=arg["output"],
         params_file=arg["params_file"],
         topics=arg["topics"].split(),
-        use_sim_time=_value(arg, "use_sim_time", bool),
-        duration_s=_value(arg, "duration_s", float),
+        use_sim_time=launch_argument(arg, "use_sim_time", bool),
+        duration_s=launch_argument(arg, "duration_s", float),
     )
     return launch_actions(graph)
 

@@ -8,11 +8,9 @@ The node list comes from liquid_control.ros.graph.sim_graph, the same descriptio
 starts as processes where ros2 launch is not available.
 """
 
-import math
-
 from launch.substitutions import LaunchConfiguration
 
-from liquid_control.ros.graph import launch_actions, launch_description, sim_graph
+from liquid_control.ros.graph import launch_actions, launch_argument, launch_description, sim_graph
 
 ARGUMENTS = {
     "world": ("LiquidRover-v0", "LiquidRover-v0 | LiquidBalance-v0 | LiquidBalanceNav-v0"),
@@ -29,36 +27,19 @@ ARGUMENTS = {
 }
 
 
-def _value(arg: dict, name: str, kind):
-    """Launch argument ``name`` as an int, a finite float or a bool (true/false in any case, or 1/0), or a
-    ValueError naming it (the same lines are in each launch file)."""
-    text = arg[name]
-    if kind is bool:
-        if text.lower() in ("true", "1", "false", "0"):
-            return text.lower() in ("true", "1")
-        raise ValueError(f"{name}: must be true or false, got {text!r}")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number, got {text!r}")
-    return value
-
-
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     graph = sim_graph(
         world=arg["world"],
         policy=arg["policy"],
         shift=arg["shift"],
-        use_sim_time=_value(arg, "use_sim_time", bool),
-        real_time_factor=_value(arg, "real_time_factor", float),
-        seed=_value(arg, "seed", int),
-        episodes=_value(arg, "episodes", int),
+        use_sim_time=launch_argument(arg, "use_sim_time", bool),
+        real_time_factor=launch_argument(arg, "real_time_factor", float),
+        seed=launch_argument(arg, "seed", int),
+        episodes=launch_argument(arg, "episodes", int),
         publish_mode=arg["publish_mode"],
-        control_rate_hz=_value(arg, "control_rate_hz", float),
-        lockstep=_value(arg, "lockstep", bool),
+        control_rate_hz=launch_argument(arg, "control_rate_hz", float),
+        lockstep=launch_argument(arg, "lockstep", bool),
         record_bag=arg["record_bag"],
     )
     return launch_actions(graph)

@@ -11,11 +11,9 @@ input there). The recorder writes the sensors, the labels, the base's and the po
 joystick's enable button throughout: it is the deadman. See docs/real_robot.md, section 6.
 """
 
-import math
-
 from launch.substitutions import LaunchConfiguration
 
-from liquid_control.ros.graph import launch_actions, launch_description
+from liquid_control.ros.graph import launch_actions, launch_argument, launch_description
 from liquid_control.ros.takeover_mux import round_graph
 
 ARGUMENTS = {
@@ -30,23 +28,6 @@ ARGUMENTS = {
 }
 
 
-def _value(arg: dict, name: str, kind):
-    """Launch argument ``name`` as an int, a finite float or a bool (true/false in any case, or 1/0), or a
-    ValueError naming it (the same lines are in each launch file)."""
-    text = arg[name]
-    if kind is bool:
-        if text.lower() in ("true", "1", "false", "0"):
-            return text.lower() in ("true", "1")
-        raise ValueError(f"{name}: must be true or false, got {text!r}")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number, got {text!r}")
-    return value
-
-
 def _nodes(context):
     arg = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
     graph = round_graph(
@@ -54,10 +35,10 @@ def _nodes(context):
         policy=arg["policy"],
         base_topic=arg["base_topic"],
         operator_command_type=arg["operator_command_type"],
-        operator_share=_value(arg, "operator_share", float),
-        seed=_value(arg, "seed", int),
+        operator_share=launch_argument(arg, "operator_share", float),
+        seed=launch_argument(arg, "seed", int),
         output=arg["output"],
-        use_sim_time=_value(arg, "use_sim_time", bool),
+        use_sim_time=launch_argument(arg, "use_sim_time", bool),
     )
     return launch_actions(graph)
 

@@ -174,6 +174,23 @@ def policy_graph(
     return [NodeDescription("policy_node", "policy_node", (str(path),), overrides, lifecycle=True)]
 
 
+def launch_argument(arg: dict, name: str, kind):
+    """Launch argument ``name`` (its text in ``arg``) as an int, a finite float or a bool (true/false in any case,
+    or 1/0, as ROS launch conditions read them), or a ValueError naming it: every launch file's arguments."""
+    text = arg[name]
+    if kind is bool:
+        if text.lower() in ("true", "1", "false", "0"):
+            return text.lower() in ("true", "1")
+        raise ValueError(f"{name}: must be true or false, got {text!r}")
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be a finite number, got {text!r}")
+    return value
+
+
 def launch_actions(graph: list[NodeDescription]) -> list:
     """The launch files' launch_ros actions for a graph's nodes: a LifecycleNode for a managed node, else a Node,
     with the parameter files, then the overrides, and the remappings (launch_ros is imported here, at launch)."""
