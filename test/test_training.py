@@ -457,6 +457,128 @@ def test_shipping_a_run_writes_the_policy_its_onnx_export_and_its_card(tmp_path,
     assert isinstance(load_backend(pt), OnnxBackend)
 
 
+def _ship_run(tmp_path, core=None):
+    """A run folder holding a copy of the shipped cfc_balancer (with another ``core``), and an out folder holding
+    an earlier x.pt / x.onnx / x.md."""
+    from liquid_control.paths import policies_dir
+    from liquid_control.policy import Policy, load_policy, save_policy
+
+    (tmp_path / "run").mkdir()
+    shipped = load_policy(policies_dir() / "cfc_balancer.pt")
+    policy = shipped if core is None else Policy.from_config(dict(shipped.config, core=core))
+    save_policy(tmp_path / "run" / "policy.pt", policy, shipped.metadata)
+    (tmp_path / "out").mkdir()
+    for ext in (".pt", ".onnx", ".md"):
+        (tmp_path / "out" / f"x{ext}").write_text("earlier")
+
+
+@pytest.mark.parametrize("case", ["parity", "gru_ode"])
+def test_shipping_a_policy_it_cannot_export_faithfully_ships_it_without_onnx(tmp_path, monkeypatch, capsys, case):
+    """Once model_card exported without the parity check (an LTC dopri5 shipped an export 0.07 off torch, which
+    `backend: auto` then ran), and a gru_ode run (aten::expm1) ended in a traceback after the measurement with the
+    new x.pt beside the old x.onnx and x.md. Now the export is checked before measuring; the policy ships
+    without one, the card says why, the stale export is gone and the node runs the checkpoint with torch."""
+    from liquid_control.runtime import export
+    from liquid_control.runtime.backends import TorchBackend, load_backend
+    from liquid_control.training import model_card
+
+    _ship_run(tmp_path, core={"type": "gru_ode", "units": 8} if case == "gru_ode" else None)
+    if case == "parity":
+        monkeypatch.setattr(export, "parity", lambda policy, path: 0.0735)
+    seen = []
+
+    def measure(*args, **kwargs):
+        seen.append(capsys.readouterr().err)  # the export was tried before the measurement
+        return {path: {"kernel_path": path, "outcomes": [True] * 8 + [False] * 2} for path in ("compiled", "torch")}
+
+    monkeypatch.setattr(model_card, "measure_both_paths", measure)
+    argv = ["--run", str(tmp_path / "run"), "--name", "x", "--episodes", "10", "--check-episodes", "4"]
+    assert model_card.main([*argv, "--out", str(tmp_path / "out")]) == 0
+    reason = "differs from torch by 0.0735" if case == "parity" else "UnsupportedOperatorError"
+    assert len(seen) == 1 and reason in seen[0] and "x.pt ships without an ONNX export" in seen[0], seen
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == ["x.md", "x.pt"]
+    card = model_card.read_card(out / "x.md")
+    assert card["onnx"]["file"] is None and reason in card["onnx"]["not_exported"]
+    assert f"- **ONNX export**: none: {card['onnx']['not_exported']}" in (out / "x.md").read_text()
+    assert isinstance(load_backend(out / "x.pt"), TorchBackend)
+
+
+def _bad_card(tmp_path, front):
+    from liquid_control.paths import policies_dir
+
+    (tmp_path / "pol").mkdir()
+    (tmp_path / "pol" / "c.pt").write_bytes((policies_dir() / "cfc_balancer.pt").read_bytes())
+    body = (policies_dir() / "cfc_balancer.md").read_text().split("\n---\n", 1)[1]
+    (tmp_path / "pol" / "c.md").write_text(front + body)
+
+
+@pytest.mark.parametrize(
+    "case,argv,message",
+    [
+        ("", ["--run", "RUN", "--name", "x", "--out", "FILE"], "--out FILE: FILE is a file, not a folder"),
+        ("", ["--run", "RUN", "--name", "x", "--cache", "FILE"], "--cache FILE: FILE is a file, not a folder"),
+        ("notjson", ["--run", "RUN", "--name", "x", "--ood-results", "RES"], "RES: not the results.json"),
+        ("other", ["--run", "RUN", "--name", "x", "--ood-results", "RES"], "RES: no episodes of policy 'x'"),
+        ("corrupt_run", ["--run", "RUN", "--name", "x"], "policy.pt: not a readable policy file"),
+        ("cache", ["--run", "RUN", "--name", "x", "--cache", "CACHE"], "policy.torch.10.json: not a cached"),
+        ("unclosed", ["--refresh", "c"], "c.md: the YAML front matter is not closed by '---'"),
+        ("empty", ["--refresh", "c"], "c.md: the YAML front matter is empty"),
+        ("list", ["--refresh", "c"], "c.md: the YAML front matter is a list, not a mapping"),
+        ("yaml", ["--refresh", "c"], "c.md: the front matter is not valid YAML"),
+        ("bullets", ["--refresh", "c"], "c.md: no '- **In-distribution success**' bullet to rewrite"),
+    ],
+)
+def test_model_card_refuses_a_corrupt_input_in_a_line_naming_it_before_measuring(
+    tmp_path, capsys, monkeypatch, case, argv, message
+):
+    """Once tracebacks, most after the measurement: FileExistsError (--out a file), JSONDecodeError (--ood-results
+    or a --cache entry; an --ood-results without the policy after x.pt/.onnx/.md were written), PolicyLoadError,
+    yaml errors or a TypeError (list) for a --refresh card, an empty front matter called "not closed", a card
+    without the bullets refreshed silently without them. Now exit 2, one line naming the file, nothing written."""
+    import json
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.training import model_card
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "policy.pt").write_bytes((policies_dir() / "cfc_balancer.pt").read_bytes())
+    (tmp_path / "file").write_text("")
+    results = tmp_path / "results.json"
+    results.write_text("{oops" if case == "notjson" else json.dumps([dict.fromkeys(model_card.RESULT_KEYS, 0)]))
+    if case == "corrupt_run":
+        (tmp_path / "run" / "policy.pt").write_bytes(b"x" * 100)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "policy.torch.10.json").write_text("{")
+    front = {
+        "unclosed": "---\nname: c\n",
+        "empty": "---\n---\n",
+        "list": "---\n- 1\n- 2\n---\n",
+        "yaml": "---\nname: [c\n---\n",
+        "bullets": "---\nname: c\n---\n\n# c\n",
+    }
+    if case in front:
+        _bad_card(tmp_path, front[case])
+        monkeypatch.setattr(model_card, "policies_dir", lambda: tmp_path / "pol")
+        if case == "bullets":
+            (tmp_path / "pol" / "c.md").write_text(front[case])
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: pytest.fail("measured"))
+    names = {"RUN": tmp_path / "run", "FILE": tmp_path / "file", "RES": results, "CACHE": tmp_path / "cache"}
+    argv = [str(names.get(a, a)) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit) as exit_:
+        model_card.main([*argv, "--episodes", "10", "--check-episodes", "4"])
+    err = capsys.readouterr().err
+    for key, value in names.items():
+        message = message.replace(key, str(value))
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1].count(message) == 1, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

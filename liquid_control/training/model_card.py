@@ -27,20 +27,33 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
 
+from liquid_control.atomic_file import atomic_write
 from liquid_control.paths import policies_dir
-from liquid_control.policy import load_policy, save_policy
+from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.runtime.backends import checkpoint_sha256
-from liquid_control.runtime.export import export_onnx
+from liquid_control.runtime.export import ExportError, export_checked
 
 from .trainer import make_env
 
 OOD_NOT_MEASURED = "NOT YET MEASURED - fill in from the evaluation report (liquid-control eval)"
+
+
+class CardError(ValueError):
+    """A request the card cannot be made from (a corrupt input file, a card it cannot rewrite): one line naming
+    the file, found before the measurement where it can be."""
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``path`` replaced whole or not at all (a killed run leaves no half-written card or cache entry)."""
+    with atomic_write(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -107,6 +120,38 @@ def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = Fa
         env.close()
 
 
+def cache_file(cache: Path, policy_path: str | Path, path: str, episodes: int) -> Path:
+    """Where ``--cache`` keeps one kernel path's (``compiled`` or ``torch``) outcomes of a policy."""
+    return Path(cache) / f"{Path(policy_path).stem}.{path}.{episodes}.json"
+
+
+def read_cached(stored: Path, episodes: int) -> dict | None:
+    """A cached measurement, None when there is none; ``CardError`` naming the file when it is not one."""
+    if not stored.is_file():
+        return None
+    try:
+        data = json.loads(stored.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise CardError(f"{stored}: not a cached measurement ({exc}); remove it to measure again") from None
+    outcomes = data.get("outcomes") if isinstance(data, dict) else None
+    if not (isinstance(outcomes, list) and len(outcomes) == episodes and isinstance(data.get("kernel_path"), str)):
+        raise CardError(
+            f"{stored}: not a cached measurement of {episodes} episodes (kernel_path, outcomes); remove it to measure "
+            "again"
+        )
+    return data
+
+
+def check_cache(cache: Path | None, policy_path: str | Path, episodes: int) -> None:
+    """``CardError`` (before measuring) for a ``--cache`` that is no folder or holds a corrupt entry of this policy."""
+    if cache is None:
+        return
+    if Path(cache).exists() and not Path(cache).is_dir():
+        raise CardError(f"--cache {cache}: not a folder")
+    for path in ("compiled", "torch"):
+        read_cached(cache_file(cache, policy_path, path, episodes), episodes)
+
+
 def measure_both_paths(
     policy_path: str | Path, episodes: int, threads: int = 1, cache: Path | None = None
 ) -> dict[str, dict]:
@@ -118,13 +163,10 @@ def measure_both_paths(
     def one(native: str) -> dict:
         stored = None
         if cache is not None:
-            stored = (
-                Path(cache) / f"{Path(policy_path).stem}.{'compiled' if native == '1' else 'torch'}.{episodes}.json"
-            )
-            if stored.is_file():
-                data = json.loads(stored.read_text())
-                if data.get("sha256") == digest:
-                    return data
+            stored = cache_file(cache, policy_path, "compiled" if native == "1" else "torch", episodes)
+            data = read_cached(stored, episodes)
+            if data is not None and data.get("sha256") == digest:
+                return data
         env = dict(os.environ, **{NATIVE_ENV: native})
         argv = [
             sys.executable,
@@ -140,7 +182,7 @@ def measure_both_paths(
         data = dict(json.loads(done.stdout.strip().splitlines()[-1]), sha256=digest)
         if stored is not None:
             stored.parent.mkdir(parents=True, exist_ok=True)
-            stored.write_text(json.dumps(data))
+            _write_text(stored, json.dumps(data))
         return data
 
     with ThreadPoolExecutor(2) as pool:
@@ -204,16 +246,31 @@ def in_distribution_text(card: dict) -> str:
     )
 
 
+def split_card(path: str | Path) -> tuple[dict, str]:
+    """A model card's YAML front matter (a mapping) and its body (the text after the closing ``---``);
+    ``CardError`` (a ``ValueError``) naming the file when it is not a card."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CardError(f"{path}: cannot read the model card ({exc})") from None
+    if not text.startswith("---\n"):
+        raise CardError(f"{path}: a model card starts with a YAML front matter ('---')")
+    end = text.find("\n---\n", 3)  # from the first line's newline: an empty front matter is '---\n---\n'
+    if end < 0:
+        raise CardError(f"{path}: the YAML front matter is not closed by '---'")
+    try:
+        card = yaml.safe_load(text[4:end]) if end > 3 else None
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: the front matter is not valid YAML ({' '.join(str(exc).split())})") from None
+    if not isinstance(card, dict):
+        what = "empty" if card is None else f"a {type(card).__name__}, not a mapping of the card's entries"
+        raise CardError(f"{path}: the YAML front matter is {what}")
+    return card, text[end + 5 :]
+
+
 def read_card(path: str | Path) -> dict:
     """The YAML front matter of a model card."""
-    text = Path(path).read_text()
-    if not text.startswith("---\n"):
-        raise ValueError(f"{path}: a model card starts with a YAML front matter ('---')")
-    try:
-        front = text[4 : text.index("\n---\n", 4)]
-    except ValueError:
-        raise ValueError(f"{path}: the YAML front matter is not closed by '---'") from None
-    return yaml.safe_load(front)
+    return split_card(path)[0]
 
 
 def _describe_core(core: dict) -> str:
@@ -244,6 +301,33 @@ def _describe_core(core: dict) -> str:
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 
+def _check_out(out_dir: Path) -> None:
+    """``CardError`` when ``out_dir`` (or the first of its parents that exists) is not a folder."""
+    for folder in (Path(out_dir), *Path(out_dir).parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise CardError(f"--out {out_dir}: {folder} is a file, not a folder")
+            return
+
+
+def _load(path: Path):
+    try:
+        return load_policy(path)
+    except PolicyLoadError as exc:
+        raise CardError(str(exc)) from None
+
+
+def onnx_text(card: dict) -> str:
+    """The card body's ONNX bullet: the export shipped beside the policy, or why there is none."""
+    entry = card["onnx"]
+    if entry.get("file"):
+        return (
+            f"- **ONNX export**: `{entry['file']}` (what the ROS nodes run by default, `backend: auto`); max abs "
+            f"difference from torch {entry['max_abs_diff_vs_torch']:.2g} (`liquid-control export`'s check)."
+        )
+    return f"- **ONNX export**: none: {entry['not_exported']}; `backend: auto` runs `{card['file']}` with torch."
+
+
 def write_card(
     name: str,
     run_dir: Path,
@@ -254,13 +338,31 @@ def write_card(
     command: str | None = None,
     append: str = "",
     cache: Path | None = None,
+    ood: tuple[str | Path, str] | None = None,
 ) -> Path:
-    """Measure a run's policy on both kernel paths, save it as ``<name>.pt`` and write its card ``<name>.md``."""
-    run_dir = Path(run_dir)
-    policy = load_policy(run_dir / "policy.pt")
+    """Measure a run's policy on both kernel paths, save it as ``<name>.pt`` with its ONNX export ``<name>.onnx``
+    and write its card ``<name>.md`` (with ``ood``, ``(results.json, policy name)``: its OOD section).
+
+    Everything that can fail is checked before the measurement: the run's policy, the cache, the OOD results, the
+    destination, and the export (``export_checked``: the ONNX model must match torch, or the policy ships without
+    one, the card saying why, and an older ``<name>.onnx`` is removed). The three files are written to a temporary
+    folder beside them and moved in only when all are: never a new checkpoint beside an old export or card."""
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    source = run_dir / "policy.pt"
+    policy = _load(source)
     meta = dict(policy.metadata)
     cfg = policy.config
-    measured = measure_both_paths(run_dir / "policy.pt", episodes, cache=cache)
+    check_cache(cache, source, episodes)
+    ood_entry = ood_section(*ood) if ood is not None else None
+    _check_out(out_dir)
+    with tempfile.TemporaryDirectory(prefix="model_card.") as probe:  # can it ship an export? (seconds, not minutes)
+        try:
+            export_checked(policy, Path(probe) / f"{name}.onnx")
+            not_exported = None
+        except ExportError as exc:
+            not_exported = str(exc)
+            print(f"{source}: {not_exported}: {name}.pt ships without an ONNX export", file=sys.stderr)
+    measured = measure_both_paths(source, episodes, cache=cache)
     in_distribution = in_distribution_section(measured, "compiled", episodes)
     wins = round(in_distribution["success"] * episodes)
     t = cfg["training"]
@@ -303,14 +405,26 @@ def write_card(
         },
         "in_distribution": in_distribution,
         "check": check_section(measured, check_episodes, in_distribution),
+        "onnx": {"file": None, "not_exported": not_exported},
         "ood": OOD_NOT_MEASURED,
     }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shipped = save_policy(
-        out_dir / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes}
-    )
-    export_onnx(policy, shipped.with_suffix(".onnx"), source=shipped)  # what the ROS node runs (backend: auto)
-    body = f"""# {name}
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CardError(f"--out {out_dir}: cannot make the folder ({exc.strerror or exc})") from None
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as staging:
+        staging = Path(staging)
+        shipped = save_policy(
+            staging / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes}
+        )
+        if not_exported is None:  # what the ROS node runs (backend: auto): the export of this very file
+            try:
+                diff = export_checked(policy, staging / f"{name}.onnx", source=shipped)
+            except ExportError as exc:  # passed the same check before the measurement
+                raise CardError(f"{source}: {exc}; nothing shipped") from None
+            card["onnx"] = {"file": f"{name}.onnx", "max_abs_diff_vs_torch": float(f"{diff:.3g}")}
+        body = f"""
+# {name}
 
 {cfg.get("description") or ""}
 
@@ -319,15 +433,27 @@ def write_card(
 - **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.
   Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}.
 {in_distribution_text(card)}
+{onnx_text(card)}
 - **OOD**: {OOD_NOT_MEASURED}.
 
 The front matter above is read by `test/test_shipped_policies.py`, which replays the `check` episodes.
 """
-    if append:
-        body += "\n" + append.strip() + "\n"
-    path = out_dir / f"{name}.md"
-    path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n\n" + body)
-    return path
+        if append:
+            body += "\n" + append.strip() + "\n"
+        if ood is not None:
+            card, body = card_with_ood(card, body, *ood, entry=ood_entry)
+        (staging / f"{name}.md").write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + body)
+        # moved in (renames on one file system): a stale export first, so no new checkpoint sits beside it
+        if not_exported is not None:
+            (out_dir / f"{name}.onnx").unlink(missing_ok=True)
+        os.replace(shipped, out_dir / f"{name}.pt")
+        if not_exported is None:
+            os.replace(staging / f"{name}.onnx", out_dir / f"{name}.onnx")
+        os.replace(staging / f"{name}.md", out_dir / f"{name}.md")
+    return out_dir / f"{name}.md"
+
+
+BULLETS = ("- **In-distribution success**", "- **Check**")
 
 
 def refresh_card(
@@ -337,20 +463,28 @@ def refresh_card(
     out_dir: Path,
     source_dir: Path | None = None,
     cache: Path | None = None,
+    ood: tuple[str | Path, str] | None = None,
 ) -> Path:
     """Re-measure a shipped policy on both kernel paths and rewrite its card's in-distribution and check
-    sections (training, OOD, description and the rest of the text kept; the policy file is not touched)."""
-    source_dir = Path(source_dir or policies_dir())
+    sections (training, OOD, description and the rest of the text kept; the policy file is not touched); with
+    ``ood`` (``(results.json, policy name)``) its OOD section too. The card, the policy, the cache and the OOD
+    results are checked before the measurement (``CardError`` naming the file)."""
+    source_dir, out_dir = Path(source_dir or policies_dir()), Path(out_dir)
     card_path = source_dir / f"{name}.md"
-    card = read_card(card_path)
-    text = card_path.read_text()
-    body = text[text.index("\n---\n", 4) + 5 :]
+    card, body = split_card(card_path)
+    missing = [bullet for bullet in BULLETS if not any(line.startswith(bullet) for line in body.splitlines())]
+    if missing:
+        raise CardError(f"{card_path}: no '{missing[0]}' bullet to rewrite (a card written by this module has one)")
+    _load(source_dir / f"{name}.pt")
+    check_cache(cache, source_dir / f"{name}.pt", episodes)
+    ood_entry = ood_section(*ood) if ood is not None else None
+    _check_out(out_dir)
     measured = measure_both_paths(source_dir / f"{name}.pt", episodes, cache=cache)
     card["in_distribution"] = in_distribution_section(measured, "compiled", episodes)
     card["check"] = check_section(measured, check_episodes, card["in_distribution"])
     lines, kept, skipping = body.splitlines(), [], False
     for line in lines:  # replace the in-distribution and check bullets (each may wrap onto indented lines)
-        if line.startswith("- **In-distribution success**") or line.startswith("- **Check**"):
+        if line.startswith(BULLETS):
             if not skipping:
                 kept.append(in_distribution_text(card))
             skipping = True
@@ -359,23 +493,41 @@ def refresh_card(
             continue
         skipping = False
         kept.append(line)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    body = "\n".join(kept) + "\n"
+    if ood is not None:
+        card, body = card_with_ood(card, body, *ood, entry=ood_entry)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CardError(f"--out {out_dir}: cannot make the folder ({exc.strerror or exc})") from None
     path = out_dir / f"{name}.md"
-    path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + "\n".join(kept) + "\n")
+    _write_text(path, "---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + body)
     return path
+
+
+RESULT_KEYS = ("policy", "shift", "episode_seed", "success")
 
 
 def ood_section(results_path: str | Path, policy: str, reference: str = "in_distribution") -> dict:
     """The card's ``ood`` entry from an evaluation's ``results.json`` (``liquid-control eval``): success per
-    shift with a 95% Wilson interval, and the change from ``reference`` on the same episode seeds (paired)."""
-    import json
-
-    records = [r for r in json.loads(Path(results_path).read_text()) if r["policy"] == policy]
+    shift with a 95% Wilson interval, and the change from ``reference`` on the same episode seeds (paired).
+    ``CardError`` (a ``ValueError``) naming the file when it is not such results or has none of ``policy``."""
+    what = "not the results.json of `liquid-control eval` (a list of episodes with " + ", ".join(RESULT_KEYS) + ")"
+    try:
+        data = json.loads(Path(results_path).read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise CardError(f"{results_path}: {what}: {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) and set(RESULT_KEYS) <= r.keys() for r in data):
+        raise CardError(f"{results_path}: {what}")
+    records = [r for r in data if r["policy"] == policy]
     if not records:
-        raise ValueError(f"{results_path}: no episodes of policy {policy!r}")
+        raise CardError(f"{results_path}: no episodes of policy {policy!r}")
     by_shift: dict[str, dict[int, bool]] = {}
-    for r in records:
-        by_shift.setdefault(r["shift"], {})[int(r["episode_seed"])] = bool(r["success"])
+    try:
+        for r in records:
+            by_shift.setdefault(str(r["shift"]), {})[int(r["episode_seed"])] = bool(r["success"])
+    except (TypeError, ValueError):
+        raise CardError(f"{results_path}: {what}: episode_seed {r['episode_seed']!r}") from None
     base = by_shift.get(reference, {})
     out = {}
     for shift, outcomes in by_shift.items():
@@ -395,13 +547,12 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
     return {"source": str(results_path), "policy": policy, "shifts": out}
 
 
-def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Path:
-    """Fill a card's ``ood`` entry and its **OOD** line from an evaluation (``ood_section``), keeping the rest."""
-    card_path = Path(card_path)
-    text = card_path.read_text()
-    card = read_card(card_path)
-    card["ood"] = ood_section(results_path, policy)
-    body = text[text.index("\n---\n", 4) + 5 :]
+def card_with_ood(
+    card: dict, body: str, results_path: str | Path, policy: str, entry: dict | None = None
+) -> tuple[dict, str]:
+    """A card's front matter and body with its ``ood`` entry and **OOD** line filled from an evaluation
+    (``entry``: its ``ood_section``, read when not given), the rest kept."""
+    card = dict(card, ood=entry or ood_section(results_path, policy))
     rows = ["| shift | success (95% CI) | episodes | paired with in-distribution: only here / only in-distribution |"]
     rows.append("| --- | --- | --- | --- |")
     for shift, entry in card["ood"]["shifts"].items():
@@ -430,7 +581,14 @@ def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Pat
             while end < len(lines) and lines[end].startswith("|"):
                 end += 1
         body = "\n".join(lines[:start] + ood_text.rstrip("\n").split("\n") + lines[end:])
-    card_path.write_text("---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + body)
+    return card, body
+
+
+def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Path:
+    """Fill a card's ``ood`` entry and its **OOD** line from an evaluation (``card_with_ood``), keeping the rest."""
+    card_path = Path(card_path)
+    card, body = card_with_ood(*split_card(card_path), results_path, policy)
+    _write_text(card_path, "---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + body)
     return card_path
 
 
@@ -447,6 +605,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
     for flag, name in (("--name", args.name), ("--refresh", args.refresh)):
         if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             parser.error(f"{flag} {name!r}: a file name (letters, digits, _ . -): it names <out>/{name}.pt and .md")
+    if args.run is not None and not args.name:
+        parser.error("--run needs --name")
     if args.run is not None and not (Path(args.run) / "policy.pt").is_file():
         parser.error(f"--run {args.run}: holds no policy.pt (the folder of a finished `liquid-control train` run)")
     if args.refresh is not None:
@@ -456,6 +616,17 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
     for flag, path in (("--append", args.append), ("--ood-results", args.ood_results)):
         if path is not None and not Path(path).is_file():
             parser.error(f"{flag} {path}: no such file")
+    for flag, folder in (("--out", args.out), ("--cache", args.cache)):
+        if folder is not None:
+            try:
+                _check_out(Path(folder))
+            except CardError as exc:
+                parser.error(str(exc).replace("--out", flag, 1))
+    if args.ood_results is not None:
+        try:
+            ood_section(args.ood_results, args.ood_policy or args.name or args.refresh)
+        except CardError as exc:
+            parser.error(f"--ood-results {exc}")
 
 
 def main(argv=None) -> int:
@@ -505,27 +676,27 @@ def main(argv=None) -> int:
         print(json.dumps({"kernel_path": kernel_path(ran), "outcomes": outcomes}))
         return 0
     out = Path(args.out) if args.out else policies_dir()
-    if args.refresh:
-        cache = Path(args.cache) if args.cache else None
-        path = refresh_card(args.refresh, args.episodes, args.check_episodes, out, cache=cache)
-    else:
-        if not args.name:
-            parser.error("--run needs --name")
-        appendix = Path(args.append).read_text() if args.append else ""
-        cache = Path(args.cache) if args.cache else None
-        path = write_card(
-            args.name,
-            Path(args.run),
-            args.episodes,
-            args.check_episodes,
-            out,
-            args.machine,
-            args.command,
-            appendix,
-            cache=cache,
-        )
-    if args.ood_results:
-        add_ood(path, args.ood_results, args.ood_policy or args.name or args.refresh)
+    cache = Path(args.cache) if args.cache else None
+    ood = (args.ood_results, args.ood_policy or args.name or args.refresh) if args.ood_results else None
+    try:
+        if args.refresh:
+            path = refresh_card(args.refresh, args.episodes, args.check_episodes, out, cache=cache, ood=ood)
+        else:
+            appendix = Path(args.append).read_text() if args.append else ""
+            path = write_card(
+                args.name,
+                Path(args.run),
+                args.episodes,
+                args.check_episodes,
+                out,
+                args.machine,
+                args.command,
+                appendix,
+                cache=cache,
+                ood=ood,
+            )
+    except CardError as exc:  # a corrupt input file: one line naming it, nothing written
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     print(path)
     return 0
 
