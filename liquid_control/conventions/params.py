@@ -123,6 +123,19 @@ def topic_name_problem(name) -> str | None:
     return None
 
 
+_FRAME_PREFIX = re.compile(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)*/?")
+
+
+def frame_prefix_problem(prefix) -> str | None:
+    """Why ``prefix`` does not make valid TF frame ids when put before a frame name (None when it does; "" is none)."""
+    if not isinstance(prefix, str) or (prefix and _FRAME_PREFIX.fullmatch(prefix) is None):
+        return (
+            f"{prefix!r} does not make valid TF frame ids (letters, digits and underscores, single '/' between "
+            f"them, e.g. 'robot1/' or 'robot1_'; no spaces, no leading '/')"
+        )
+    return None
+
+
 class ParameterError(ValueError):
     """Invalid node parameters; the message lists every problem."""
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import signal
 import sys
 import threading
@@ -58,6 +57,7 @@ from liquid_control.conventions.params import (
     WHEEL_JOINT_NAMES,
     camera_info_topic,
     declare_node_parameters,
+    frame_prefix_problem,
     same_parameter_value,
     topic_name_problem,
 )
@@ -163,7 +163,6 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
 
 
 # a frame_prefix: tokens of letters, digits and underscores, single '/' between them (and after the last)
-_FRAME_PREFIX = re.compile(r"[A-Za-z0-9_]+(?:/[A-Za-z0-9_]+)*/?")
 
 
 _TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
@@ -349,12 +348,9 @@ class SimNode(Node):
                         problem = f"{p[name]!r} is not a valid name ({str(exc).splitlines()[0]})"
                 if problem:
                     problems.append(f"{name}: {problem}")
-        prefix = p["frame_prefix"]
-        if not isinstance(prefix, str) or (prefix and _FRAME_PREFIX.fullmatch(prefix) is None):
-            problems.append(
-                f"frame_prefix: {prefix!r} does not make valid TF frame ids (letters, digits and underscores, single "
-                f"'/' between them, e.g. 'robot1/' or 'robot1_'; no spaces, no leading '/')"
-            )
+        problem = frame_prefix_problem(p["frame_prefix"])
+        if problem:
+            problems.append(f"frame_prefix: {problem}")
         if not isinstance(p["record_bag"], str):
             problems.append(f"record_bag: must be a folder (a string), got {p['record_bag']!r}")
         if integer("episodes", 0) and seed_ok and p["record_bag"] and isinstance(p["record_bag"], str):

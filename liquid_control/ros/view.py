@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
-from liquid_control.conventions.params import domain_id_problem
+from liquid_control.conventions.params import domain_id_problem, frame_prefix_problem
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
 
 # topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
@@ -561,15 +561,9 @@ def argument_problem(args) -> str | None:
             validate_namespace(args.namespace if args.namespace.startswith("/") else "/" + args.namespace)
         except InvalidNamespaceException:
             return f"--namespace {args.namespace!r} is not a ROS namespace (letters, digits, '_' and '/')"
-    if args.frame_prefix:  # sim_node's own rule for its frame_prefix parameter (a prefix no frame has follows none)
-        from liquid_control.ros.sim_node import _FRAME_PREFIX
-
-        if _FRAME_PREFIX.fullmatch(args.frame_prefix) is None:
-            return (
-                f"--frame-prefix {args.frame_prefix!r} does not make valid TF frame ids, as sim_node's frame_prefix "
-                f"(letters, digits and underscores, single '/' between them, e.g. 'robot1/' or 'robot1_'; no spaces, "
-                f"no leading '/')"
-            )
+    problem = args.frame_prefix and frame_prefix_problem(args.frame_prefix)  # sim_node's rule for its parameter
+    if problem:
+        return f"--frame-prefix {problem}"
     if args.snapshot:
         path = Path(args.snapshot)
         if path.suffix.lower() not in ("", ".png"):
