@@ -800,6 +800,31 @@ def test_the_watchdog_and_the_waiting_stop_work_after_the_node_clock_jumps_back(
     assert rig.diagnostics[-1].level == DiagnosticStatus.WARN, rig.diagnostics[-1]
 
 
+def test_an_input_silent_before_the_node_clock_jumps_back_stays_silent_after_it(policy_file, ros):
+    """The first mend reset every watch time to the time after the jump: an input already silent looked fresh
+    ("all inputs fresh again, commanding") and its repeated stop paused for a whole watchdog timeout."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.3, use_sim_time=True)
+    clock = SimClock(rig, offset=60.0)
+    rig.configure()
+    rig.spin(1.0, until=lambda: rig.node._now() > 60.0)
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.5)
+    rig.stream(0.6, wheels=None)  # the wheels fall silent: stale before the jump
+    assert rig.node._stale == ["wheels"]
+    infos = []
+    info = rig.node.get_logger().info
+    rig.node.get_logger().info = lambda msg, **kw: (infos.append(msg), info(msg))
+    jump = time.monotonic()
+    clock.offset -= 55.0
+    rig.stream(0.8, wheels=None)
+    assert rig.node._now() < 10.0 and any(m.startswith("node clock jumped back") for m in infos), infos
+    assert not any("all inputs fresh again" in m for m in infos), infos
+    after = rig.commands_since(jump)
+    assert after and all(c == [0.0, 0.0] for c in after), after  # the stop goes on being repeated
+    assert rig.node._stale == ["wheels"]
+
+
 def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros):
     """Every update failing stopped the robot, but the warning and the diagnostics said it waited for "messages
     in the reordering buffer"."""

@@ -560,15 +560,19 @@ class PolicyNode(LifecycleNode):
 
     def _restart_watch_times(self, now: float, back: float):
         """The node clock went back (with use_sim_time: /clock restarted, as sim_node's does each episode): the
-        times the watchdog measures from are of the old timeline, and ``now - since`` would stay negative
-        (no stop, however long an input is silent or no update comes) until the clock caught up. They restart
-        from now: every input and the updates get a full watchdog timeout in the new timeline."""
-        self._activated_at = now
-        self._last_arrival = dict.fromkeys(self._last_arrival, now)
-        if self._last_update_at is not None:
-            self._last_update_at = now
+        times the watchdog and the rate limit measure from are of the old timeline, and ``now - since`` would stay
+        negative (no stop, however long an input is silent or no update comes) until the clock caught up. Those
+        move back with the clock, so every silence keeps the age it had (a stale input stays stale)."""
+
+        def moved(t):  # a time after now is of the old timeline; one at or before it may be the new one's already
+            return t - back if t is not None and t > now else t
+
+        self._activated_at = moved(self._activated_at)
+        self._last_arrival = {sensor: moved(t) for sensor, t in self._last_arrival.items()}
+        self._last_update_at = moved(self._last_update_at)
+        self.limiter.previous_time = moved(self.limiter.previous_time)
         self.get_logger().info(
-            f"node clock jumped back {back:.3f} s (to {now:.3f}): the watchdog's times restart from now"
+            f"node clock jumped back {back:.3f} s (to {now:.3f}): the watchdog's times move back with it"
         )
 
     def _check_starved(self, now: float, timeout: float):
