@@ -779,6 +779,8 @@ def test_wheel_velocities_are_read_by_joint_name_as_the_node_reads_them(tmp_path
     custom.write_text("policy_node:\n  ros__parameters:\n    joint_names: [left_wheel_joint, right_wheel_joint]\n")
     assert "joint_names" not in spec.describe()
     assert data_spec(cfg, str(custom)).describe()["joint_names"] == ["left_wheel_joint", "right_wheel_joint"]
+    camera_only = validate_config(CAMERA_ONLY)  # reads no wheels: its spec (and bag fingerprint) ignores them
+    assert "joint_names" not in data_spec(camera_only, str(custom)).describe()
 
 
 def test_a_bag_cache_is_on_disk_before_its_index_names_it(expert_bags, tmp_path, monkeypatch):

@@ -101,7 +101,11 @@ class BagDataSpec:
                 "reorder_lag_s": self.limits.reorder_lag_s,
             },
             "label": {"mode": self.label.mode, "offset_s": self.label.offset_s, "max_wait_s": self.label.max_wait_s},
-        } | ({"joint_names": list(self.joint_names)} if tuple(self.joint_names) != WHEEL_JOINT_NAMES else {})
+        } | (  # only where it is read and not the default: specs (and bag runs) from before it existed stay equal
+            {"joint_names": list(self.joint_names)}
+            if "wheels" in self.topics and tuple(self.joint_names) != WHEEL_JOINT_NAMES
+            else {}
+        )
 
 
 def absolute_topic(name: str) -> str:

@@ -443,12 +443,15 @@ The front matter above is read by `test/test_shipped_policies.py`, which replays
         if ood is not None:
             card, body = card_with_ood(card, body, *ood, entry=ood_entry)
         (staging / f"{name}.md").write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + body)
-        # moved in (renames on one file system): a stale export first, so no new checkpoint sits beside it
-        if not_exported is not None:
-            (out_dir / f"{name}.onnx").unlink(missing_ok=True)
-        os.replace(shipped, out_dir / f"{name}.pt")
+        # moved in (renames on one file system), in the order that leaves a consistent set at every step: an
+        # export names its checkpoint's SHA-256, so a new export beside the old .pt (or the old one beside the
+        # new .pt) is not run (backend auto falls back to torch); the old export is removed only once the new .pt
+        # is in place, so a failed rename never leaves the old .pt without it
         if not_exported is None:
             os.replace(staging / f"{name}.onnx", out_dir / f"{name}.onnx")
+        os.replace(shipped, out_dir / f"{name}.pt")
+        if not_exported is not None:
+            (out_dir / f"{name}.onnx").unlink(missing_ok=True)
         os.replace(staging / f"{name}.md", out_dir / f"{name}.md")
     return out_dir / f"{name}.md"
 
