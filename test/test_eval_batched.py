@@ -190,8 +190,11 @@ def test_lockstep_lanes_of_a_camera_imu_policy_match_the_one_episode_loop(tmp_pa
     finally:
         pool.close()
     alone = [run_episode(job) for job in jobs]
-    for got, want in zip(without_wall_time(together), without_wall_time(alone)):  # batched matmuls: last bits
+    # batched matmuls differ from one lane's in the last bits, and the closed loop carries that on: the outcome
+    # and every count stay exact, the accumulated figures within 1e-4 (torch's path, LIQUID_CONTROL_NATIVE=0:
+    # smoothness 2.7e-5 apart on this machine, 2026-12-03, also before that day's changes)
+    for got, want in zip(without_wall_time(together), without_wall_time(alone)):
         assert got.keys() == want.keys()
         for key, value in want.items():
-            assert got[key] == (pytest.approx(value, rel=1e-5) if isinstance(value, float) else value), key
+            assert got[key] == (pytest.approx(value, rel=1e-4) if isinstance(value, float) else value), key
     assert all(r["steps"] > 10 for r in alone)
