@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 
 import mujoco
 import numpy as np
@@ -40,6 +41,24 @@ EXPECTED_ROBOTS = {
     "LiquidBalance-v0": rd.RobotSpec("liquid_balance", root_body="base", imu_site="imu"),
 }
 FLIP_YZ = np.diag([1.0, -1.0, -1.0])  # MuJoCo camera axes (x right, y up, z back) -> optical (x right, y down, z fwd)
+
+
+def stamped_transform(parent, child, xyz=(0.0, 0.0, 0.0), quat_wxyz=(1.0, 0.0, 0.0, 0.0)):
+    from geometry_msgs.msg import TransformStamped
+
+    t = TransformStamped()
+    t.header.frame_id, t.child_frame_id = parent, child
+    t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, xyz)
+    r = t.transform.rotation
+    r.w, r.x, r.y, r.z = map(float, quat_wxyz)
+    return t
+
+
+def robot_static_transforms(robot, prefix=""):
+    return [
+        stamped_transform(f"{prefix}{j.parent}", f"{prefix}{j.child}", j.xyz, rd.matrix_to_quat(j.rotation))
+        for j in robot.fixed_joints()
+    ]
 
 
 def seconds(stamp):
@@ -579,30 +598,18 @@ def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot
 def test_view_picture_follows_prefixed_frames(tmp_path):
     """With sim_node's frame_prefix the picture follows <prefix>odom -> <prefix>base_link (the prefix read off
     robot_description's root link), not another robot's odom -> base_link on the same /tf."""
-    from geometry_msgs.msg import TransformStamped
-
     from liquid_control.ros.view import Recording, render_snapshot
 
     robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
-
-    def transform(parent, child, xyz, quat_wxyz=(1.0, 0.0, 0.0, 0.0)):
-        t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = parent, child
-        t.transform.translation.x, t.transform.translation.y, t.transform.translation.z = map(float, xyz)
-        r = t.transform.rotation
-        r.w, r.x, r.y, r.z = map(float, quat_wxyz)
-        return t
-
-    static = [
-        transform(f"r1/{j.parent}", f"r1/{j.child}", j.xyz, rd.matrix_to_quat(j.rotation)) for j in robot.fixed_joints()
-    ]
     messages = [
         ("robot_description", String(data=rd.to_urdf(robot, "r1/"))),
-        ("/tf_static", TFMessage(transforms=static)),
+        ("/tf_static", TFMessage(transforms=robot_static_transforms(robot, "r1/"))),
     ]
     for k in range(5):
-        messages.append(("/tf", TFMessage(transforms=[transform("r1/odom", "r1/base_link", (0.1 * k, 0.0, 0.05))])))
-        messages.append(("/tf", TFMessage(transforms=[transform("odom", "base_link", (-1.0, 0.2 * k, 0.05))])))
+        messages.append(
+            ("/tf", TFMessage(transforms=[stamped_transform("r1/odom", "r1/base_link", (0.1 * k, 0, 0.05))]))
+        )
+        messages.append(("/tf", TFMessage(transforms=[stamped_transform("odom", "base_link", (-1.0, 0.2 * k, 0.05))])))
     recordings = {}
     for prefix in (None, ""):
         rec = recordings[prefix] = Recording(frame_prefix=prefix)
@@ -766,23 +773,14 @@ def test_view_picture_leaves_out_non_finite_poses_and_malformed_shapes_naming_th
     """One /tf odom -> base_link with x=nan once ended the watch in "Axis limits cannot be NaN or Inf", and a URDF
     box with two sizes in an IndexError, with no picture; now the pose is left out (counted, one warning) and the
     shape too (a warning naming its link), and the picture is written."""
-    from geometry_msgs.msg import TransformStamped
-
     from liquid_control.ros import view
 
     robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
     urdf = rd.to_urdf(robot, "")
-
-    def tf(x):
-        t = TransformStamped()
-        t.header.frame_id, t.child_frame_id = "odom", "base_link"
-        t.transform.translation.x, t.transform.rotation.w = x, 1.0
-        return t
-
     rec = view.Recording(frame_prefix="")
     rec.add("robot_description", String(data=re.sub(r'<box size="[^"]+"', '<box size="0.1 0.2"', urdf, count=1)), 0)
     for x in (0.0, 0.1, math.nan, math.inf, 0.2):
-        rec.add("/tf", TFMessage(transforms=[tf(x)]), 0.0)
+        rec.add("/tf", TFMessage(transforms=[stamped_transform("odom", "base_link", (x, 0, 0))]), 0.0)
     assert rec.path() == [(0.0, 0.0), (0.1, 0.0), (0.2, 0.0)] and rec.non_finite == 2
     assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")
     err = capsys.readouterr().err
@@ -798,6 +796,25 @@ def test_view_picture_leaves_out_non_finite_poses_and_malformed_shapes_naming_th
         description = f'<robot name="r"><link name="l1"><visual><geometry>{bad}</geometry></visual></link></robot>'
         assert view._urdf_shapes(description, problems) == [] and len(problems) == 1, bad
         assert problems[0].startswith("robot_description link 'l1': " + says), problems
+
+
+@pytest.mark.parametrize("fx", [0.0, math.nan, -50.0])
+def test_view_picture_of_an_uncalibrated_camera_leaves_out_its_field_of_view_saying_so(tmp_path, capsys, fx):
+    """A CameraInfo with K all zero is how ROS says "not calibrated"; the field of view divided by K[0] (a
+    RuntimeWarning and an inf cone). Now the picture is drawn without it, and one warning says why."""
+    from liquid_control.ros import view
+
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
+    rec = view.Recording(frame_prefix="")
+    rec.add("robot_description", String(data=rd.to_urdf(robot, "")), 0.0)
+    rec.add("/tf_static", TFMessage(transforms=robot_static_transforms(robot)), 0.0)
+    rec.add("/tf", TFMessage(transforms=[stamped_transform("odom", "base_link")]), 0.0)
+    rec.add("camera/camera_info", CameraInfo(width=64, height=64, k=[fx, 0.0, 32.0, 0.0, fx, 32.0, 0.0, 0.0, 1.0]), 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert view.render_snapshot(rec, tmp_path / "robot.png").read_bytes().startswith(b"\x89PNG")
+    err = capsys.readouterr().err
+    assert "camera/camera_info is not calibrated" in err and "field of view is left out" in err, err
 
 
 def test_view_refuses_a_frame_prefix_sim_node_refuses(tmp_path, capsys):

@@ -313,6 +313,16 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
             f"{rec.non_finite} transform(s) with a non-finite pose (nan or inf) left out of the picture, "
             f"the first {rec.first_non_finite}"
         )
+    half_fov = None  # radians; an uncalibrated camera (K all zero, as ROS leaves it) has none to draw
+    if rec.camera_info is not None:
+        fx, width = float(rec.camera_info.k[0]), rec.camera_info.width
+        if math.isfinite(fx) and fx > 0 and width > 0:
+            half_fov = math.atan(width / 2 / fx)
+        else:
+            problems.append(
+                f"camera/camera_info is not calibrated (K[0] = fx = {fx}, width {width}): "
+                "the camera's field of view is left out of the picture"
+            )
     for problem in problems:
         print(f"liquid-control view: warning: {problem}", file=sys.stderr)
 
@@ -326,16 +336,14 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
 
     def draw_fov(ax, reach):
         optical = rec.pose(rec.frame("camera_optical"), odom)
-        if optical is None or rec.camera_info is None:
+        if optical is None or half_fov is None:
             return
-        info = rec.camera_info
-        half = math.atan(info.width / 2 / info.k[0])
         origin = optical[:3, 3]
         for s in (-1, 1):
-            ray = optical[:3, :3] @ np.array([s * math.tan(half), 0.0, 1.0])
+            ray = optical[:3, :3] @ np.array([s * math.tan(half_fov), 0.0, 1.0])
             ray = ray[:2] / np.linalg.norm(ray[:2])
             ax.plot(*zip(origin[:2], origin[:2] + reach * ray), color="tab:orange", lw=1, zorder=2)
-        ax.plot([], [], color="tab:orange", lw=1, label=f"camera field of view ({math.degrees(2 * half):.0f} deg)")
+        ax.plot([], [], color="tab:orange", lw=1, label=f"camera field of view ({math.degrees(2 * half_fov):.0f} deg)")
 
     # 1. odom frame: path, robot, camera field of view
     if rec.path():
