@@ -319,11 +319,24 @@ class TimedMujocoWorld(gym.Env):
             return False  # the next update is known already
         if self._update_stamp is not None and self._update_stamp > t:
             return True
+        return self._no_update_message_by(t)
+
+    def _no_update_message_by(self, t: float) -> bool:
+        """No message of an update sensor stamped at or before ``t`` is left to measure, deliver or release."""
         return (
             all(self._streams[s].next_stamp > t for s in self.update_on)
             and self._held_update_messages == 0
             and not any(self._pending[s] and self._pending[s][0][0] <= t for s in self.update_on)
         )
+
+    def end_without_update(self) -> float | None:
+        """For drivers of ``next_delivery`` (sim_node, the expert recorder), the rule ``step`` follows: None
+        while a message of an update sensor stamped within ``horizon`` can still come (the episode ends at the
+        first update at or past ``time_limit``), else the sim time the episode ends at instead,
+        ``max(time_limit, last update)``: deliver up to it (``next_delivery(until=...)``), then end there."""
+        if not self._no_update_message_by(self.horizon):
+            return None
+        return max(self.time_limit, self._update_stamp if self._update_stamp is not None else 0.0)
 
     def _end_at_time_limit(self) -> None:
         """End the episode without an update (see ``step``): physics to the time limit (not back from past it),

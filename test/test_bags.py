@@ -144,6 +144,20 @@ def test_expert_bag_holds_exactly_what_the_world_delivered(expert_bags):
         np.testing.assert_allclose(r2, r1, rtol=0, atol=0 if s1 == "camera" else 1e-6)
 
 
+def test_expert_recording_ends_at_the_time_limit_when_no_frame_comes_within_the_horizon(tmp_path):
+    """With rare camera frames (a surviving frame every ~67 s) seed 0's episode, 25 s long, has its first frame at
+    15.3 s and the next at 79.4 s: the recorder ran and recorded to 79.4 s. It ends at the limit now, as the
+    gymnasium env does (its step ends there, truncated), with the IMU messages on the way recorded."""
+    status = record_expert_episodes(tmp_path, [0], render_size=8, shift="sensor_rate=0.1,camera_rate=0.1,dropout=0.9")
+    assert status[0]["sim_time"] == pytest.approx(25.0), status
+    with BagReader(status[0]["bag"]) as reader:
+        stamps = {"camera": [], "imu": []}
+        for msg in reader.messages(["/camera/image_raw", "/imu/data"]):
+            stamps["camera" if msg.topic == "/camera/image_raw" else "imu"].append(M.stamp_seconds(msg.decode()))
+    assert stamps["camera"] == [pytest.approx(15.3, abs=0.05)], stamps["camera"]
+    assert 15.3 < max(stamps["imu"]) <= 25.0 and len(stamps["imu"]) == status[0]["messages"]["imu"], stamps["imu"]
+
+
 def test_readings_and_messages_are_the_nodes():
     """Readings equal policy_node's own extractors on the same bytes; built messages are, field by field, the
     messages sim_node's _publish_reading puts on the wire."""

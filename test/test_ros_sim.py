@@ -352,6 +352,33 @@ def test_sim_node_refuses_bad_parameters_with_exit_2_and_no_traceback():
         assert f"\n  - {name}: " in proc.stderr, proc.stderr
 
 
+@pytest.mark.parametrize("lockstep", [False, True])
+def test_sim_node_ends_at_the_time_limit_when_no_frame_comes_within_the_horizon(tmp_path, lockstep):
+    """With rare camera frames seed 0's 25 s episode has its first frame at 15.3 s and the next at 79.4 s: sim_node
+    ran (and published) to 79.4 s. It ends at the limit now, as the gymnasium env's step does."""
+    log = tmp_path / "sim_node.log"
+    params = dict(
+        world="LiquidRover-v0",
+        shift="sensor_rate=0.1,camera_rate=0.1,dropout=0.9",
+        render_size=8,
+        episodes=1,
+        wait_for_subscribers_s=0.0,
+        use_sim_time=True,
+        real_time_factor=100.0,
+        lockstep=lockstep,
+        lockstep_timeout_s=0.01,  # no policy here: the world goes on with the held (zero) command
+    )
+    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", params, isolated_ros_env(), log)
+    try:
+        assert proc.wait(timeout=120) == 0, log.read_text()
+    finally:
+        stop_process(proc)
+    line = next(x for x in log.read_text().splitlines() if "episode 0: " in x)
+    status = json.loads(line[line.index("{") :])
+    assert status["outcome"] == "timeout" and status["sim_time"] == pytest.approx(25.0), line
+    assert status["messages"]["camera"] == 1 and status["messages"]["imu"] >= 1, line
+
+
 def test_sim_node_refuses_run_time_parameter_changes_over_dds(tmp_path):
     """Before: set_parameters answered successful=True and nothing changed (the node reads them at startup)."""
     from test_ros_takeover_mux import _remote_parameters

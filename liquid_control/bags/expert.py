@@ -269,7 +269,11 @@ def record_expert_episode(
                 delivered = stamp + world.timings[sensor].latency
             else:
                 world.apply_action(executed)
-                sensor, stamp, reading = world.next_delivery()
+                delivery = world.next_delivery(until=world.end_without_update())
+                if delivery is None:  # no update within the world's horizon: it ends at its time limit, as step
+                    terminated, info = world.outcome()
+                    break
+                sensor, stamp, reading = delivery
                 delivered = float(world.data.time)
             now_ns = int(round(delivered * 1e9))  # delivered (and logged) then
             if sensor == "camera":

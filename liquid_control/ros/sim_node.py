@@ -608,12 +608,15 @@ class SimNode(Node):
                     continue
                 if next_odom > world.data.time + _TICK_TOLERANCE:  # stop at the odometry tick: 50 Hz, on time
                     target = min(target, next_odom)
-            deliveries, released = [], world.released_updates
+            deliveries, released, at_end = [], world.released_updates, False
             while True:
                 self._sim_now = float(world.data.time)
                 world.apply_action(self._current_action(self._sim_now))
-                delivery = world.next_delivery(until=target)
+                end = world.end_without_update()  # no update within the horizon: the episode ends there, as step
+                until = target if end is None or (target is not None and target < end) else end
+                delivery = world.next_delivery(until=until)
                 if delivery is None:
+                    at_end = end is not None and until == end
                     break
                 deliveries.append(delivery)
                 if delivery[0] in world.update_on:
@@ -638,8 +641,8 @@ class SimNode(Node):
                 cmd = world.command
                 self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
                 next_target = _next_tick(next_target, target_period, now)
-            if terminated or update_stamp >= world.time_limit:  # truncated as the env: first update past the limit
-                break
+            if terminated or update_stamp >= world.time_limit or at_end:  # truncated as the env: first update
+                break  # past the limit, or the limit when none comes within the horizon
             if lockstep and triggered:
                 self._wait_for_command(waited_for)
         terminated, info = world.outcome()
