@@ -477,6 +477,42 @@ def camera_image_shape(render_size) -> tuple[int, int, int]:
     return int(height), int(width), 3
 
 
+class FrustumCull:
+    """Which geoms lie wholly outside a model camera's view: left out of its scene, they cost the CPU renderer
+    (~20 us of llvmpipe's time per geom drawn) and change no pixel. About two thirds of the rover's geoms at any
+    time (trees behind or beside it), ~20% of a 64x64 frame's render. Conservative: a geom's bounding sphere
+    (``geom_rbound``, 5% wider) must be past one of the six planes of the perspective frustum MuJoCo draws with
+    (``fovy`` vertical, the image's aspect, ``znear``/``zfar``); planes (rbound 0) are always kept."""
+
+    MARGIN = 1.05
+
+    def __init__(self, model: mujoco.MjModel, camera: str, aspect: float):
+        self.camera = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
+        if (
+            model.cam_sensorsize[self.camera].any()
+            or model.cam_projection[self.camera] != mujoco.mjtProjection.mjPROJ_PERSPECTIVE
+        ):
+            raise ValueError(f"camera {camera!r}: only a perspective camera given by fovy is culled")
+        self.tan_y = float(np.tan(np.radians(model.cam_fovy[self.camera]) / 2))
+        self.tan_x = self.tan_y * float(aspect)
+        self.near = float(model.vis.map.znear * model.stat.extent)
+        self.far = float(model.vis.map.zfar * model.stat.extent)
+        self.radius = model.geom_rbound * self.MARGIN + 1e-4
+        self.cullable = model.geom_rbound > 0
+        self.reach_x = self.radius * np.sqrt(1 + self.tan_x**2)  # distance to a side plane, along its normal
+        self.reach_y = self.radius * np.sqrt(1 + self.tan_y**2)
+
+    def outside(self, data: mujoco.MjData) -> np.ndarray:
+        """Boolean mask over the model's geoms: wholly outside the camera's view now."""
+        # camera frame: x right, y up, looking along -z; depth = -z
+        x, y, z = ((data.geom_xpos - data.cam_xpos[self.camera]) @ data.cam_xmat[self.camera].reshape(3, 3)).T
+        depth = -z
+        out = (depth + self.radius < self.near) | (depth - self.radius > self.far)
+        out |= np.abs(x) - self.tan_x * depth > self.reach_x
+        out |= np.abs(y) - self.tan_y * depth > self.reach_y
+        return out & self.cullable
+
+
 class FrontCamera:
     """The camera sensor of a world with a ``front`` camera (its renderer shared with same-looking worlds of this
     process, see ``shared_renderer``), the camera-noise shift, and the ``chase`` view of ``render()``; mixed into
@@ -487,12 +523,20 @@ class FrontCamera:
         self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
         self._renderer_key = None
         self._chase_renderer = None
+        self._front_view = FrustumCull(self.model, "front", aspect=self.image_shape[1] / self.image_shape[0])
 
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
             h, w, _ = self.image_shape
             self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog > 0)
-        self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
+        alpha = self.model.geom_rgba[:, 3]
+        hidden = self._front_view.outside(self.data)
+        held = alpha[hidden]
+        alpha[hidden] = 0.0  # mjv_updateScene leaves geoms of alpha 0 out of the scene
+        try:
+            self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
+        finally:
+            alpha[hidden] = held
         self.frames_rendered += 1
         return self._renderer.render()
 

@@ -253,3 +253,41 @@ def test_only_updates_stamped_past_the_horizon_are_replaced():
     assert replaced == 3
     cut.close()
     uncut.close()
+
+
+@pytest.mark.parametrize(
+    "world, shift, size",
+    [
+        ("LiquidRover-v0", "", 64),
+        ("LiquidRover-v0", "fog", (24, 40)),
+        ("LiquidRover-v0", "dusk", (40, 24)),
+        ("LiquidBalanceNav-v0", "", 32),
+    ],
+)
+def test_geoms_left_out_of_the_camera_view_change_no_pixel(world, shift, size):
+    """The camera's scene leaves out the geoms wholly outside its view (a cheaper render): every frame along
+    expert-driven episodes, turning past trees at the image's edges, is bit for bit the frame of the full scene
+    (oracle: MuJoCo's renderer given every geom), and geoms were in fact left out."""
+    import mujoco
+
+    from sim_envs.world import make_renderer
+
+    env = gym.make(world, shift=shift or None, render_size=size).unwrapped
+    height, width, _ = env.image_shape
+    full = make_renderer(env.model, height, width, fog=env.shift.fog > 0)
+    frames = left_out = 0
+    try:
+        for seed in (0, 1, 2):
+            env.reset(seed=seed)
+            for _ in range(60):
+                _, _, terminated, truncated, _ = env.step(env.expert_action())
+                left_out += int(env._front_view.outside(env.data).sum())
+                full.update_scene(env.data, camera="front", scene_option=mujoco.MjvOption())
+                np.testing.assert_array_equal(env._render_camera(), full.render())
+                frames += 1
+                if terminated or truncated:
+                    break
+    finally:
+        full.close()
+        env.close()
+    assert frames >= 60 and left_out >= frames * 5, (frames, left_out)
