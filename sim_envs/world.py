@@ -322,7 +322,8 @@ class TimedMujocoWorld(gym.Env):
         return self._no_update_message_by(t)
 
     def _no_update_message_by(self, t: float) -> bool:
-        """No message of an update sensor stamped at or before ``t`` is left to measure, deliver or release."""
+        """No message of an update sensor stamped at or before ``t`` is left to measure or deliver, and none is held
+        in the reorder buffer (whatever its stamp: conservative, with ``reorder_lag_s`` > 0 the end may come later)."""
         return (
             all(self._streams[s].next_stamp > t for s in self.update_on)
             and self._held_update_messages == 0
@@ -524,6 +525,9 @@ class FrontCamera:
         self._renderer_key = None
         self._chase_renderer = None
         self._front_view = FrustumCull(self.model, "front", aspect=self.image_shape[1] / self.image_shape[0])
+        self._front_camera = mujoco.MjvCamera()
+        self._front_camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._front_camera.fixedcamid = self._front_view.camera
 
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
@@ -533,8 +537,16 @@ class FrontCamera:
         hidden = self._front_view.outside(self.data)
         held = alpha[hidden]
         alpha[hidden] = 0.0  # mjv_updateScene leaves geoms of alpha 0 out of the scene
-        try:
-            self._renderer.update_scene(self.data, camera="front", scene_option=self._scene_option)
+        try:  # this world's model (the shared renderer's update_scene would read the first world's)
+            mujoco.mjv_updateScene(
+                self.model,
+                self.data,
+                self._scene_option,
+                None,
+                self._front_camera,
+                mujoco.mjtCatBit.mjCAT_ALL,
+                self._renderer.scene,
+            )
         finally:
             alpha[hidden] = held
         self.frames_rendered += 1
