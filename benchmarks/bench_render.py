@@ -5,8 +5,10 @@
 Rendering is what a batched evaluation cannot share between its lanes (``bench_eval.py``): every lane renders
 its own frame. On a CPU, MuJoCo renders through Mesa's llvmpipe. Two ways, same worlds, same process, alternated:
 
-- **one by one**: what the worlds do (``sim_envs.world.shared_renderer``: one GL context per MJCF, each world's
-  frame rendered into a frame-sized buffer and read back);
+- **one by one**: what the worlds did until 2026-12-03 (``sim_envs.world.shared_renderer``: one GL context per
+  MJCF, each world's full scene rendered into a frame-sized buffer and read back);
+- **culled**: what the worlds do now (``FrontCamera._render_camera``): the same, with the geoms wholly outside
+  the camera's view left out of the scene (``sim_envs.world.FrustumCull``), checked to give the same pixels;
 - **tiled**: every world's scene rendered into its own viewport of one larger buffer, one read-back for all
   (what a batched renderer would do), and the tiles checked against the one-by-one frames.
 
@@ -95,10 +97,16 @@ def main(argv=None) -> int:
             frames.append(single.render())
         return frames
 
-    ways = {"one_by_one": one_by_one, "tiled": lambda: tiled.render(datas)}
-    difference = max(
-        int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(one_by_one(), tiled.render(datas))
-    )
+    ways = {
+        "one_by_one": one_by_one,
+        "culled": lambda: [env._render_camera() for env in envs],
+        "tiled": lambda: tiled.render(datas),
+    }
+    reference = one_by_one()
+    difference = {
+        name: max(int(np.abs(a.astype(int) - b.astype(int)).max()) for a, b in zip(reference, ways[name]()))
+        for name in ("culled", "tiled")
+    }
     cpu = {name: [] for name in ways}
     for _ in range(3):  # rounds, ways alternated
         for name, render in ways.items():
@@ -113,10 +121,12 @@ def main(argv=None) -> int:
         env.close()
     best = {name: min(values) for name, values in cpu.items()}
     print(f"{args.worlds} rover worlds, {SIZE}x{SIZE} front camera, CPU-ms per frame (minimum of 3 rounds)")
-    print(f"largest pixel difference, tiles vs one by one: {difference} (of 255)")
+    for name, value in difference.items():
+        print(f"largest pixel difference, {name} vs one by one: {value} (of 255)")
     for name, value in best.items():
         print(f"render_cpu_ms_per_frame_{name}: {value:.3f}")
-    print(f"tiled_over_one_by_one: {best['tiled'] / best['one_by_one']:.2f}")
+    for name in ("culled", "tiled"):
+        print(f"{name}_over_one_by_one: {best[name] / best['one_by_one']:.2f}")
     return 0
 
 
