@@ -344,16 +344,77 @@ def test_step_kernels_never_write_to_the_weights(name, fused_backend):
         assert torch.equal(value, before[key]), key
 
 
-def test_step_kernels_follow_parameter_updates(fused_backend):
-    cell = _core("cfc").eval()
-    x = torch.randn(1, 3)
+def _scale_in_place(cell):
     with torch.no_grad():
-        before = cell.step(x, None, torch.tensor([0.1]))
         for p in cell.parameters():
-            p.add_(0.1)
-        after = cell.step(x, None, torch.tensor([0.1]))
-    torch.testing.assert_close(after, cell.step(x, None, torch.tensor([0.1])).detach())  # torch path (grad on)
+            p.mul_(1.2)
+
+
+def _assign_data(cell):
+    for p in cell.parameters():
+        p.data = p.data * 1.2
+
+
+def _vector_to_parameters(cell):  # how evolution strategies load a candidate's weights
+    vector = torch.nn.utils.parameters_to_vector(cell.parameters())
+    torch.nn.utils.vector_to_parameters(vector * 1.2, cell.parameters())
+
+
+def _zero_a_buffer(cell):  # LTC's sparsity mask
+    with torch.no_grad():
+        cell.sparsity_mask[0].zero_()
+
+
+@pytest.mark.parametrize(
+    "name, change",
+    [
+        ("cfc", _scale_in_place),
+        ("cfc", _assign_data),
+        ("cfc_ncp", _vector_to_parameters),
+        ("ltc", _assign_data),
+        ("ltc_exponential", _vector_to_parameters),
+        ("ltc", _zero_a_buffer),
+    ],
+)
+def test_step_kernels_follow_parameter_updates(name, change, fused_backend):
+    """A no-grad step (the node's path) prepares the weights once and keeps them: ``p.data = ...``,
+    ``vector_to_parameters`` and an in-place change of a buffer left it stepping with the old weights (0.05-0.37
+    off the torch path), as only the parameters' in-place counters were compared."""
+    cell = _core(name).eval()
+    x, h = torch.randn(2, cell.input_size), 0.3 * torch.randn(2, cell.state_size)
+    with torch.no_grad():
+        before = cell.step(x, h, 0.1)
+        change(cell)
+        after = cell.step(x, h, 0.1)
+    torch.testing.assert_close(after, cell.step(x, h, 0.1).detach())  # torch path (grad on)
     assert not torch.allclose(before, after)
+
+
+class _Stepper(torch.nn.Module):
+    """``step`` as ``forward``, for ``torch.func.functional_call``."""
+
+    def __init__(self, cell):
+        super().__init__()
+        self.cell = cell
+
+    def forward(self, x, h, dt):
+        return self.cell.step(x, h, dt)
+
+
+def test_step_kernels_step_with_the_weights_functional_call_passes(fused_backend):
+    """``torch.func.functional_call`` swaps other weights in by name: the no-grad step returned the module's own
+    weights' result."""
+    stepper = _Stepper(_core("cfc_ncp").eval())
+    x, h = torch.randn(2, stepper.cell.input_size), 0.3 * torch.randn(2, stepper.cell.state_size)
+    weights = {k: 1.2 * v.detach() for k, v in stepper.named_parameters()}
+    with torch.no_grad():
+        own = stepper(x, h, 0.1)
+        with kernels.recording() as ran:
+            swapped = torch.func.functional_call(stepper, weights, (x, h, 0.1))
+        assert _backends(ran, "step") == {fused_backend["step"]}
+        torch.testing.assert_close(stepper(x, h, 0.1), own)  # its own weights again afterwards
+    torch.testing.assert_close(swapped, torch.func.functional_call(stepper, weights, (x, h, 0.1)).detach())
+    assert not torch.allclose(own, swapped)
 
 
 # ---- wirings --------------------------------------------------------------------------------------------

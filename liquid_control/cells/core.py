@@ -240,7 +240,8 @@ class RecurrentCore(nn.Module):
             raise ValueError(f"state must have shape ({x.shape[0]}, {self.state_size}), got {tuple(state.shape)}")
 
     def invalidate_fast_path(self) -> None:
-        """Forget the step kernels (needed only after replacing parameter objects by hand)."""
+        """Forget the step kernels (needed only after editing a parameter in place through ``.data``, which
+        bypasses its update counter; other changes of the weights are seen, see ``kernels.StepKernels``)."""
         self.step_kernels.clear()
 
     def _apply(self, fn, *args, **kwargs):
