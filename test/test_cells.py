@@ -156,6 +156,27 @@ def test_wrong_shapes_are_value_errors():
         LiquidRNN(cell)(x, dt, mask=torch.ones(2, 4, dtype=torch.bool))
 
 
+@pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc", "ltc_exponential"])
+def test_the_validated_entry_points_refuse_a_dt_or_state_that_does_not_fit(name, fused_backend):
+    """``advance``/``advance_sequence`` (what policies call, dt already validated) handed a short dt to the
+    compiled kernels, which read past its end (finite garbage, an LTC sequence of shape (1, 1, H)), and took a
+    float64 state for float32 inputs (a kernel's internal TypeError, or the output silently float64)."""
+    cell = _core(name).eval()
+    x, dt = _data(batch=4, steps=6)
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"dt must have shape \(4,\) here"):
+            cell.advance(x[:, 0], None, torch.tensor([0.1]))
+        with pytest.raises(ValueError, match=r"dt must have shape \(4, 6\) here"):
+            cell.advance_sequence(x, torch.full((1, 1), 0.1))
+        double = torch.zeros(4, cell.state_size, dtype=torch.float64)
+        with pytest.raises(ValueError, match="state must have x's dtype torch.float32, got torch.float64"):
+            cell.step(x[:, 0], double, 0.1)
+        with pytest.raises(ValueError, match="h0 must have x's dtype and device"):
+            cell.advance_sequence(x, dt, h0=double)
+        with pytest.raises(ValueError, match="h0 must have x's dtype and device"):
+            LiquidRNN(cell)(x, dt, double)
+
+
 @pytest.mark.parametrize("name", ["ltc", "ltc_ncp_rk4", "ltc_exponential", "ltc_dopri5"])
 def test_ltc_zero_dt_leaves_the_state_unchanged(name):
     cell = _core(name)

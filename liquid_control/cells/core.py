@@ -143,8 +143,14 @@ class RecurrentCore(nn.Module):
                 raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
             state = self.initial_state(x.shape[0], device=x.device, dtype=x.dtype)
         shape = x.shape
-        if len(shape) != 2 or shape[1] != self.input_size or state.shape != (shape[0], self.state_size):
-            self._check_step_shapes(x, state)
+        if (
+            len(shape) != 2
+            or shape[1] != self.input_size
+            or state.shape != (shape[0], self.state_size)
+            or dt.shape != shape[:1]
+            or state.dtype != x.dtype
+        ):
+            self._check_step_shapes(x, state, dt)
         dtype = x.dtype
         if (
             shape[0] <= dispatch.STEP_KERNEL_MAX_BATCH
@@ -209,8 +215,14 @@ class RecurrentCore(nn.Module):
             state = self.initial_state(batch, device=x.device, dtype=x.dtype)
         elif h0.shape != (batch, self.state_size):
             raise ValueError(f"h0 must have shape ({batch}, {self.state_size}), got {tuple(h0.shape)}")
+        elif h0.dtype != x.dtype or h0.device != x.device:
+            raise ValueError(f"h0 must have x's dtype and device ({x.dtype}, {x.device}), got {h0.dtype}, {h0.device}")
         else:
             state = h0
+        if dt.shape != (batch, steps):
+            raise ValueError(
+                f"dt must have shape ({batch}, {steps}) here (validated by cells.dt), got {tuple(dt.shape)}"
+            )
         if mask is not None and mask.shape != (batch, steps):
             raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
         keep = mask.to(torch.bool) if mask is not None else None
@@ -232,12 +244,18 @@ class RecurrentCore(nn.Module):
             history.append(self.output(state) if readout else state)
         return torch.stack(history, dim=1), state
 
-    def _check_step_shapes(self, x: torch.Tensor, state: torch.Tensor) -> None:
+    def _check_step_shapes(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor) -> None:
+        """ValueError naming what does not fit: a compiled kernel would read past a short ``dt`` (finite garbage),
+        and a state of another dtype than ``x`` either failed inside a kernel or silently changed the dtype."""
         if x.dim() != 2:
             raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
         self.check_input(x)
         if state.shape != (x.shape[0], self.state_size):
             raise ValueError(f"state must have shape ({x.shape[0]}, {self.state_size}), got {tuple(state.shape)}")
+        if dt.shape != x.shape[:1]:
+            raise ValueError(f"dt must have shape ({x.shape[0]},) here (validated by cells.dt), got {tuple(dt.shape)}")
+        if state.dtype != x.dtype:
+            raise ValueError(f"state must have x's dtype {x.dtype}, got {state.dtype}")
 
     def invalidate_fast_path(self) -> None:
         """Forget the step kernels (needed only after editing a parameter in place through ``.data``, which
