@@ -177,6 +177,26 @@ def test_the_validated_entry_points_refuse_a_dt_or_state_that_does_not_fit(name,
             LiquidRNN(cell)(x, dt, double)
 
 
+@pytest.mark.parametrize("name", ["cfc", "ltc"])
+def test_an_empty_sequence_is_checked_as_a_longer_one(name):
+    """With T = 0, LiquidRNN returned any h0 as h_n (shape (9, 1), int64) and accepted dt -1 or nan."""
+    rnn = LiquidRNN(_core(name))
+    x = torch.randn(2, 0, rnn.input_size)
+    outputs, h_n = rnn(x, torch.ones(2, 0))
+    assert outputs.shape == (2, 0, rnn.output_size) and torch.equal(h_n, torch.zeros(2, rnn.state_size))
+    h0 = torch.randn(2, rnn.state_size)
+    assert rnn(x, 0.1, h0)[1] is h0
+    for kwargs, says in (
+        (dict(h0=torch.zeros(9, 1)), "h0 must have shape"),
+        (dict(h0=torch.zeros(2, rnn.state_size, dtype=torch.int64)), "h0 must have x's dtype"),
+        (dict(dt=-1.0), "dt must be finite and >= 0"),
+        (dict(dt=float("nan")), "dt must be finite and >= 0"),
+        (dict(dt=torch.ones(3)), "dt must be a float, \\(2,\\)"),
+    ):
+        with pytest.raises(ValueError, match=says):
+            rnn(x, **kwargs)
+
+
 @pytest.mark.parametrize("name", ["ltc", "ltc_ncp_rk4", "ltc_exponential", "ltc_dopri5"])
 def test_ltc_zero_dt_leaves_the_state_unchanged(name):
     cell = _core(name)

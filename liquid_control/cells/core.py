@@ -211,14 +211,7 @@ class RecurrentCore(nn.Module):
         batch, steps = x.shape[0], x.shape[1]
         if steps == 0:
             raise ValueError("forward_sequence needs at least one step")
-        if h0 is None:
-            state = self.initial_state(batch, device=x.device, dtype=x.dtype)
-        elif h0.shape != (batch, self.state_size):
-            raise ValueError(f"h0 must have shape ({batch}, {self.state_size}), got {tuple(h0.shape)}")
-        elif h0.dtype != x.dtype or h0.device != x.device:
-            raise ValueError(f"h0 must have x's dtype and device ({x.dtype}, {x.device}), got {h0.dtype}, {h0.device}")
-        else:
-            state = h0
+        state = self.start_state(h0, x)
         if dt.shape != (batch, steps):
             raise ValueError(
                 f"dt must have shape ({batch}, {steps}) here (validated by cells.dt), got {tuple(dt.shape)}"
@@ -243,6 +236,18 @@ class RecurrentCore(nn.Module):
             state = new if keeps is None else torch.where(keeps[t], new, state)
             history.append(self.output(state) if readout else state)
         return torch.stack(history, dim=1), state
+
+    def start_state(self, h0: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """``h0`` checked against a sequence ``x`` (B, T, input_size): (B, state_size), x's dtype and device;
+        zeros when None."""
+        batch = x.shape[0]
+        if h0 is None:
+            return self.initial_state(batch, device=x.device, dtype=x.dtype)
+        if h0.shape != (batch, self.state_size):
+            raise ValueError(f"h0 must have shape ({batch}, {self.state_size}), got {tuple(h0.shape)}")
+        if h0.dtype != x.dtype or h0.device != x.device:
+            raise ValueError(f"h0 must have x's dtype and device ({x.dtype}, {x.device}), got {h0.dtype}, {h0.device}")
+        return h0
 
     def _check_step_shapes(self, x: torch.Tensor, state: torch.Tensor, dt: torch.Tensor) -> None:
         """ValueError naming what does not fit: a compiled kernel would read past a short ``dt`` (finite garbage),

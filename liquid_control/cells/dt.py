@@ -67,7 +67,7 @@ def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torc
 
 def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Validated ``dt`` of shape (B, T) from a float, (B,) (same dt every step), (B, T) or (B, T, 1)."""
-    dt = torch.as_tensor(dt, dtype=dtype, device=device)
+    dt = check_dt(torch.as_tensor(dt, dtype=dtype, device=device))  # before expanding: also for 0 steps
     if dt.dim() == 3 and dt.shape[2] == 1:
         dt = dt[..., 0]
     if dt.dim() == 0:
@@ -79,7 +79,7 @@ def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None
             f"dt must be a float, ({batch},) or ({batch}, {steps}) for input of batch {batch} and {steps} steps; "
             f"got {tuple(dt.shape)}"
         )
-    return check_dt(dt)
+    return dt
 
 
 # The most sub-steps one update is split into (``substep_counts``): a gap longer than this many ``max_step`` is

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .core import CORE_TYPES, RecurrentCore, build_core, register_core
+from .dt import sequence_dt
 
 
 @register_core("liquid_rnn")
@@ -105,9 +106,10 @@ class LiquidRNN(nn.Module):
             if mask is not None:
                 mask = mask.transpose(0, 1)
         cell = self.cell
-        if x.shape[1] == 0:
+        if x.shape[1] == 0:  # nothing to run, everything checked as for a longer sequence
             cell.check_input(x)
-            state = cell.initial_state(x.shape[0], device=x.device, dtype=x.dtype) if h0 is None else h0
+            sequence_dt(dt, x.shape[0], 0, x.dtype, x.device)
+            state = cell.start_state(h0, x)
             outputs = x.new_zeros(x.shape[0], 0, cell.output_size)
             return (outputs if self.batch_first else outputs.transpose(0, 1)), state
         states, state = cell.forward_sequence(x, dt, h0, mask)
