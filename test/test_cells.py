@@ -523,6 +523,20 @@ def test_checkpoint_roundtrip_rebuilds_the_same_model(name, tmp_path):
     json.dumps(cell.config())  # configs are plain data
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_a_model_comes_back_in_the_dtype_it_was_saved_in(dtype, tmp_path):
+    """load_model rebuilt a float64 model in float32 and cast its weights down (its float64 inputs then failed
+    with "mat1 and mat2 must have the same dtype")."""
+    rnn = CfC(3, AutoNCP(10, 2, seed=1)).to(dtype)
+    loaded = load_model(save_model(tmp_path / "m.pt", rnn))
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    for name, value in rnn.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    if dtype == torch.float64:
+        x, dt = _data(dtype=dtype)
+        torch.testing.assert_close(loaded(x, dt)[0], rnn(x, dt)[0], atol=0, rtol=0)
+
+
 def test_wired_model_reloads_with_identical_wiring(tmp_path):
     rnn = LTC(4, AutoNCP(12, 3, seed=5), solver="rk4", substeps=3)
     loaded = load_model(save_model(tmp_path / "m.pt", rnn))

@@ -106,6 +106,9 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
     bad = [k for k, v in state.items() if (v.is_floating_point() or v.is_complex()) and not torch.isfinite(v).all()]
     if bad:
         raise CheckpointError(f"{path}: non-finite weights (NaN or inf) in {', '.join(bad[:5])}")
+    saved = {v.dtype for k, v in state.items() if k in expected and expected[k].is_floating_point()}
+    if len(saved) == 1:  # a float64 (or float16) model comes back as it was saved, not cast to the default
+        module = module.to(saved.pop())
     try:
         module.load_state_dict(state, strict=True)
     except (KeyError, RuntimeError) as exc:
