@@ -177,6 +177,21 @@ def test_the_validated_entry_points_refuse_a_dt_or_state_that_does_not_fit(name,
             LiquidRNN(cell)(x, dt, double)
 
 
+@pytest.mark.parametrize("name", CORES)
+@pytest.mark.parametrize("grad", [True, False])
+def test_inputs_of_another_dtype_than_the_weights_are_refused_naming_both(name, grad):
+    """float64 inputs to a float32 model: torch's "mat1 and mat2 must have the same dtype" from most cores,
+    while an LTC computed silently in the inputs' dtype (float16 in, float32 out)."""
+    cell = _core(name).eval()
+    for dtype in (torch.float64, torch.float16):
+        x, dt = _data(dtype=dtype)
+        with torch.set_grad_enabled(grad):
+            with pytest.raises(ValueError, match=f"weights are torch.float32, x is {dtype}"):
+                LiquidRNN(cell)(x, dt)
+            with pytest.raises(ValueError, match=f"weights are torch.float32, x is {dtype}"):
+                cell.step(x[:, 0], None, dt[:, 0])
+
+
 @pytest.mark.parametrize("name", ["cfc", "ltc"])
 def test_an_empty_sequence_is_checked_as_a_longer_one(name):
     """With T = 0, LiquidRNN returned any h0 as h_n (shape (9, 1), int64) and accepted dt -1 or nan."""

@@ -122,9 +122,20 @@ class RecurrentCore(nn.Module):
         return torch.zeros(batch, self.state_size, device=device, dtype=dtype)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """ValueError unless the last dimension of ``x`` is ``input_size``."""
+        """ValueError unless the last dimension of ``x`` is ``input_size`` and ``x`` has the weights' dtype."""
         if x.shape[-1] != self.input_size:
             raise ValueError(f"{type(self).__name__} expects {self.input_size} input features, got {x.shape[-1]}")
+        self.check_dtype(x)
+
+    def check_dtype(self, x: torch.Tensor) -> None:
+        """ValueError unless ``x`` has the weights' dtype (else torch's "mat1 and mat2 must have the same dtype",
+        or an LTC silently computing in x's dtype)."""
+        weight = next(self.parameters(), None)
+        if weight is not None and x.dtype != weight.dtype:
+            raise ValueError(
+                f"{type(self).__name__}'s weights are {weight.dtype}, x is {x.dtype}: convert one "
+                f"(x.to({weight.dtype}) or the module's .to({x.dtype}))"
+            )
 
     def step(self, x: torch.Tensor, state: torch.Tensor | None, dt) -> torch.Tensor:
         """Advance ``state`` (B, state_size) by ``dt`` seconds per sample with input ``x`` (B, input_size).
@@ -165,6 +176,7 @@ class RecurrentCore(nn.Module):
                 if dispatch.recorders:
                     dispatch.note(self, "step", kernel.backend)
                 return kernel.step(x, state, dt)
+        self.check_dtype(x)
         dispatch.note(self, "step", dispatch.STEPWISE)
         ctx = self.step_context()
         return self.step_prepared(self.prepare_inputs(x, ctx), state, dt, ctx)

@@ -136,6 +136,7 @@ class StepKernels:
                 return kernel
         if torch.jit.is_tracing():  # an ONNX export records the stepwise graph; later steps still get kernels
             return None
+        core.check_dtype(torch.empty(0, dtype=dtype))  # prepared only in the weights' own dtype
         cls = select(core, dtype, "step")
         with torch.no_grad():
             kernel = cls(core, dtype, "step") if cls is not None else None
