@@ -14,12 +14,15 @@ from liquid_control.cells import (
     CfC,
     CfCCell,
     CheckpointError,
+    CTRNNCore,
     FrameStackMLP,
     FullyConnected,
     GRUCore,
+    GRUODECore,
     LiquidRNN,
     LSTMCore,
     LTCCell,
+    TemporalConvCore,
     Wiring,
     build_core,
     kernels,
@@ -774,6 +777,31 @@ def test_wiring_arguments_of_the_wrong_type_or_range_name_the_argument(make, err
     # a review: FullyConnected draws from default_rng, which takes any seed >= 0 (only NCP's RandomState stops at
     # 2**32 - 1): a larger seed was refused, and a wiring saved with one could not be rebuilt
     assert FullyConnected(8, 2, seed=2**40).build(3).is_built
+
+
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        # before: "math domain error", "math range error", "cannot convert float NaN to integer", OverflowError,
+        # "'<' not supported between str and int", or silently truncated (3.7 -> 3, True -> 1, 2.7 -> 2)
+        (lambda: CTRNNCore(3, 4, tau_init=1e-3), ValueError, r"tau_init must be finite and in \(0.001, 700.001\)"),
+        (lambda: CTRNNCore(3, 4, tau_init=800.0), ValueError, "tau_init must be finite and in"),
+        (lambda: GRUODECore(3, 4, rate_init=710.0), ValueError, r"rate_init must be finite and in \(0, 700\)"),
+        (lambda: LTC(3, 4, substeps=True), ValueError, "semi_implicit: substeps must be an integer, got bool"),
+        (lambda: LTC(3, 4, substeps=float("nan")), ValueError, "substeps must be an integer, got float nan"),
+        (lambda: LTC(3, 4, solver="dopri5", max_steps=2.7), ValueError, "dopri5: max_steps must be an integer"),
+        (lambda: TemporalConvCore(3, 3.7), TypeError, "hidden_size must be an integer, got float 3.7"),
+        (lambda: TemporalConvCore(3, "32"), TypeError, "hidden_size must be an integer, got str '32'"),
+        (lambda: TemporalConvCore(3, 8, frames=6.0), TypeError, "frames must be an integer"),
+        (lambda: FrameStackMLP(3, 8, 2.5), TypeError, "frames must be an integer, got float 2.5"),
+        (lambda: FrameStackMLP(3, 8, 2, layers=1.9), TypeError, "layers must be an integer, got float 1.9"),
+        (lambda: CfC(4, 8, backbone_dropout="0.1"), TypeError, "backbone_dropout must be a number, got str"),
+        (lambda: AutoNCP(10, 2, sparsity_level="0.5"), TypeError, "sparsity_level must be a number, got str"),
+    ],
+)
+def test_core_arguments_of_the_wrong_type_or_range_name_the_argument(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
 
 
 def test_a_time_major_mask_is_checked_in_the_callers_layout():

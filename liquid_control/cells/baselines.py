@@ -67,10 +67,9 @@ class FrameStackMLP(RecurrentCore):
         self, input_size: int, hidden_size: int = 64, frames: int = 4, layers: int = 2, activation_name: str = "tanh"
     ):
         super().__init__()
-        if frames < 1 or layers < 1:
-            raise ValueError(f"FrameStackMLP needs frames >= 1 and layers >= 1, got {frames}, {layers}")
         self.input_size, self.hidden_size = size_arg("input_size", input_size), size_arg("hidden_size", hidden_size)
-        self.frames, self.layers, self.activation_name = int(frames), int(layers), activation_name
+        self.frames, self.layers = size_arg("frames", frames), size_arg("layers", layers)
+        self.activation_name = activation_name
         self.frame_size = self.input_size + 1
         self.state_size, self.output_size = self.frames * self.frame_size, self.hidden_size
         self.act = activation(activation_name).torch_fn

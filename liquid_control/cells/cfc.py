@@ -26,6 +26,8 @@ input part of the first linear map is computed for a whole sequence in one matmu
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import torch
 from torch import nn
@@ -36,6 +38,15 @@ from .core import RecurrentCore, register_core, size_arg, xavier_uniform_
 from .wiring import Wiring, as_wiring
 
 MODES = ("default", "no_gate", "pure")
+
+
+def dropout_arg(value) -> float:
+    """``backbone_dropout`` as a float in [0, 1): TypeError unless a number ("0.1" was taken as 0.1, True as 1)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"backbone_dropout must be a number, got {type(value).__name__} {value!r}")
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"backbone_dropout must be in [0, 1), got {value}")
+    return float(value)
 
 
 class CfCBlock(nn.Module):
@@ -57,8 +68,7 @@ class CfCBlock(nn.Module):
             raise ValueError(f"unknown CfC mode {mode!r}; choose from {', '.join(MODES)}")
         if backbone_layers < 0 or (backbone_layers > 0 and backbone_units < 1):
             raise ValueError(f"invalid backbone: {backbone_layers} layers of {backbone_units} units")
-        if not 0.0 <= backbone_dropout < 1.0:
-            raise ValueError(f"backbone_dropout must be in [0, 1), got {backbone_dropout}")
+        backbone_dropout = dropout_arg(backbone_dropout)
         self.in_features, self.hidden, self.mode = in_features, hidden, mode
         self.activation_name = activation_name
         self.act = activation(activation_name).torch_fn
@@ -167,7 +177,7 @@ class CfCCell(RecurrentCore):
             units = size_arg("units", units)
             self.backbone_units = 128 if backbone_units is None else size_arg("backbone_units", backbone_units, 0)
             self.backbone_layers = 1 if backbone_layers is None else size_arg("backbone_layers", backbone_layers, 0)
-            self.backbone_dropout = 0.0 if backbone_dropout is None else float(backbone_dropout)
+            self.backbone_dropout = 0.0 if backbone_dropout is None else dropout_arg(backbone_dropout)
             self.activation = activation
             self.state_size = self.output_size = int(units)
             self.blocks = nn.ModuleList(

@@ -20,6 +20,7 @@ a small CPU batch runs a step kernel (rebuilt whenever a parameter changes: opti
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable
 
 import torch
@@ -57,13 +58,15 @@ def build_core(config: dict) -> nn.Module:
         raise ValueError(f"bad config for core type {kind!r}: {exc}") from exc
 
 
-def positive_float_arg(name: str, value) -> float:
+def positive_float_arg(name: str, value, above: float = 0.0, below: float = math.inf) -> float:
     """``value`` as a positive, finite float argument of a core (a time constant, a rate): TypeError unless a
-    real number (not a bool: True would be 1.0 silently), ValueError unless finite and > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    real number (not a bool: True would be 1.0 silently), ValueError unless finite and in (``above``, ``below``)
+    (a bound of what the core's initialisation can represent, e.g. ``log(expm1(x))`` overflows past ~709)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    if not (math.isfinite(value) and above < value < below):
+        bounds = f"> {above:g}" if below == math.inf else f"in ({above:g}, {below:g})"
+        raise ValueError(f"{name} must be finite and {bounds}, got {value}")
     return float(value)
 
 

@@ -34,7 +34,7 @@ class CTRNNCore(RecurrentCore):
             size_arg("input_size", input_size),
             size_arg("units", units),
             size_arg("unfolds", unfolds),
-            positive_float_arg("tau_init", tau_init),
+            positive_float_arg("tau_init", tau_init, above=TAU_MIN, below=TAU_MIN + 700.0),
         )
         self.state_size = self.output_size = self.units
         self.input_map = nn.Linear(self.input_size, self.units)

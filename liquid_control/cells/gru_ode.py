@@ -28,7 +28,10 @@ class GRUODECore(RecurrentCore):
     def __init__(self, input_size: int, hidden_size: int, unfolds: int = 4, rate_init: float = 10.0):
         super().__init__()
         self.input_size, self.hidden_size = size_arg("input_size", input_size), size_arg("hidden_size", hidden_size)
-        self.unfolds, self.rate_init = size_arg("unfolds", unfolds), positive_float_arg("rate_init", rate_init)
+        self.unfolds, self.rate_init = (
+            size_arg("unfolds", unfolds),
+            positive_float_arg("rate_init", rate_init, below=700.0),
+        )
         self.state_size = self.output_size = self.hidden_size
         n = self.hidden_size
         self.input_map = nn.Linear(self.input_size, 3 * n)  # z, r, g

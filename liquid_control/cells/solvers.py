@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import torch
 
+from .wiring import int_arg
+
 
 class Solver:
     """Fixed-step solver base: ``solve`` splits dt into ``substeps`` and calls ``advance`` on each."""
@@ -34,9 +36,10 @@ class Solver:
     supports_numpy = True
 
     def __init__(self, substeps: int = 1):
-        if int(substeps) != substeps or substeps < 1:
-            raise ValueError(f"{self.name}: substeps must be a positive integer, got {substeps}")
-        self.substeps = int(substeps)
+        try:
+            self.substeps = int_arg("substeps", substeps, 1)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{self.name}: {exc}") from None
 
     def solve(self, ode, v, dt):
         """Advance ``v`` by ``dt`` (B, 1) in ``substeps`` equal calls of ``advance``."""
@@ -145,9 +148,11 @@ class Dopri5(Solver):
         super().__init__(substeps)
         if not (rtol > 0 and atol > 0):
             raise ValueError(f"dopri5: rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-        if int(max_steps) < 1:
-            raise ValueError(f"dopri5: max_steps must be >= 1, got {max_steps}")
-        self.rtol, self.atol, self.max_steps = float(rtol), float(atol), int(max_steps)
+        try:
+            max_steps = int_arg("max_steps", max_steps, 1)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"dopri5: {exc}") from None
+        self.rtol, self.atol, self.max_steps = float(rtol), float(atol), max_steps
 
     def config(self) -> dict:
         """Plain-data options, tolerances and step cap included; ``make_solver(config())`` rebuilds the solver."""

@@ -20,15 +20,14 @@ class TemporalConvCore(RecurrentCore):
 
     def __init__(self, input_size: int, hidden_size: int = 32, frames: int = 16):
         super().__init__()
-        layers = int(frames).bit_length() - 1
-        if frames < 2 or frames != 2**layers:
+        frames = size_arg("frames", frames, 2)
+        layers = frames.bit_length() - 1
+        if frames != 2**layers:
             raise ValueError(f"TemporalConvCore needs frames = a power of two >= 2, got {frames}")
-        if hidden_size < 1:
-            raise ValueError(f"TemporalConvCore needs hidden_size >= 1, got {hidden_size}")
         self.input_size, self.hidden_size, self.frames = (
             size_arg("input_size", input_size),
-            int(hidden_size),
-            int(frames),
+            size_arg("hidden_size", hidden_size),
+            frames,
         )
         self.frame_size = self.input_size + 1
         self.state_size, self.output_size = self.frames * self.frame_size, self.hidden_size

@@ -295,6 +295,8 @@ class AutoNCP(NCP):
         units, output_size = int_arg("units", units, 1), int_arg("output_size", output_size, 1)
         if output_size >= units - 2:
             raise ValueError(f"output_size must be < units - 2 (got {output_size} outputs for {units} units)")
+        if isinstance(sparsity_level, bool) or not isinstance(sparsity_level, numbers.Real):
+            raise TypeError(f"sparsity_level must be a number, got {type(sparsity_level).__name__} {sparsity_level!r}")
         if not 0.1 <= sparsity_level <= 1.0:
             raise ValueError(f"sparsity_level must be in [0.1, 1.0], got {sparsity_level}")
         density = 1.0 - sparsity_level
