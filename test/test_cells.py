@@ -804,6 +804,14 @@ def test_core_arguments_of_the_wrong_type_or_range_name_the_argument(make, error
         make()
 
 
+@pytest.mark.parametrize("make", [CfC, LTC])
+@pytest.mark.parametrize("option", ["return_sequences", "mixed_memory", "proj_size"])
+def test_ncps_options_this_package_lacks_are_named_with_what_to_do(make, option):
+    """LTC(4, 8, mixed_memory=True) said "bad options for solver 'semi_implicit'", CfC a TypeError of CfCCell."""
+    with pytest.raises(TypeError, match=f"ncps's option '{option}' is not supported: "):
+        make(4, 8, **{option: 1})
+
+
 def test_a_time_major_mask_is_checked_in_the_callers_layout():
     """Before: a time-major LiquidRNN given the documented (B, T) mask said "mask must have shape (2, 5), got (5, 2)"
     after transposing it, the opposite of what the caller passed and of what it needed ((T, B), like x and dt)."""

@@ -119,11 +119,28 @@ class LiquidRNN(nn.Module):
         return outputs, state
 
 
+# ncps's sequence-model options this package does not have, and what to do instead
+NCPS_ONLY_OPTIONS = {
+    "return_sequences": "the outputs of every step are always returned; take outputs[:, -1] for the last one",
+    "mixed_memory": "no LSTM memory cell is mixed into the state here",
+    "proj_size": "add a torch.nn.Linear on the outputs",
+    "implicit_param_constraints": "w, cm and g_leak are always kept positive by a softplus here (ncps's True)",
+}
+
+
+def _refuse_ncps_only_options(model: str, cell_options: dict) -> None:
+    for name in cell_options:
+        if name in NCPS_ONLY_OPTIONS:
+            raise TypeError(f"{model}: ncps's option {name!r} is not supported: {NCPS_ONLY_OPTIONS[name]}")
+
+
 def CfC(input_size: int, units, batch_first: bool = True, **cell_options) -> LiquidRNN:
     """A CfC sequence model, like ``ncps.torch.CfC(input_size, units, ...)`` (see ``CfCCell`` for options)."""
+    _refuse_ncps_only_options("CfC", cell_options)
     return LiquidRNN(CORE_TYPES["cfc"](input_size, units, **cell_options), batch_first=batch_first)
 
 
 def LTC(input_size: int, units, batch_first: bool = True, **cell_options) -> LiquidRNN:
     """An LTC sequence model, like ``ncps.torch.LTC(input_size, units, ...)`` (see ``LTCCell`` for options)."""
+    _refuse_ncps_only_options("LTC", cell_options)
     return LiquidRNN(CORE_TYPES["ltc"](input_size, units, **cell_options), batch_first=batch_first)
