@@ -157,6 +157,10 @@ def test_wrong_shapes_are_value_errors():
         cell.step(x[:, 0], torch.zeros(2, 9), 0.1)
     with pytest.raises(ValueError, match="mask must have shape"):
         LiquidRNN(cell)(x, dt, mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mask must be bool .* or 0/1, got torch.float32 values"):
+        LiquidRNN(cell)(x, dt, mask=torch.full((2, 3), 0.3))  # read as all True before
+    ones = LiquidRNN(cell)(x, dt, mask=torch.tensor([[1, 1, 0], [1, 0, 1]]))[0]
+    torch.testing.assert_close(ones, LiquidRNN(cell)(x, dt, mask=torch.tensor([[1, 1, 0], [1, 0, 1]]).bool())[0])
 
 
 @pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc", "ltc_exponential"])

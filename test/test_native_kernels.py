@@ -379,6 +379,22 @@ def test_turned_off_by_environment(monkeypatch):
     assert native.load() is None
 
 
+@pytest.mark.parametrize("value, off", [("0", True), ("Off", True), ("no", True), ("1", False), ("", False)])
+def test_the_switch_reads_the_usual_words_quietly(monkeypatch, value, off):
+    monkeypatch.setenv("LIQUID_CONTROL_NATIVE", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.turned_off() is off
+
+
+@pytest.mark.parametrize("value", ["disable", "none", "2"])
+def test_an_unknown_switch_value_keeps_the_kernels_on_with_a_warning_naming_it(monkeypatch, value):
+    """Before: "disable" or "none" kept the compiled kernels on without a word."""
+    monkeypatch.setenv("LIQUID_CONTROL_NATIVE", value)
+    with pytest.warns(UserWarning, match=f"LIQUID_CONTROL_NATIVE='{value}' is none of 0/false/no/off"):
+        assert native.turned_off() is False
+
+
 @needs_compiler
 def test_unwritable_cache_falls_back_to_a_private_temporary_directory(tmp_path, monkeypatch):
     blocker = tmp_path / "not-a-directory"

@@ -233,6 +233,9 @@ class RecurrentCore(nn.Module):
             )
         if mask is not None and mask.shape != (batch, steps):
             raise ValueError(f"mask must have shape ({batch}, {steps}), got {tuple(mask.shape)}")
+        if mask is not None and mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+            # a float mask of weights (0.3) read as True
+            raise ValueError(f"mask must be bool (False = padding, the state held) or 0/1, got {mask.dtype} values")
         keep = mask.to(torch.bool) if mask is not None else None
         # an empty batch has nothing for a kernel to do (and some would trip over zero-size buffers)
         kernel = dispatch.select(self, x.dtype, "sequence") if fused and batch and x.is_cpu else None

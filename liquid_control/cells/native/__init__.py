@@ -88,8 +88,18 @@ class StepScratch(threading.local):
 
 
 def turned_off() -> bool:
-    """``LIQUID_CONTROL_NATIVE=0`` (or false/no/off)."""
-    return os.environ.get("LIQUID_CONTROL_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+    """``LIQUID_CONTROL_NATIVE=0`` (or false/no/off); 1/true/yes/on or unset: on. Any other value keeps them on
+    with a warning naming it ("disable" or "none" read as on silently)."""
+    value = os.environ.get("LIQUID_CONTROL_NATIVE", "1").strip().lower()
+    if value in ("0", "false", "no", "off"):
+        return True
+    if value not in ("", "1", "true", "yes", "on"):
+        warnings.warn(
+            f"liquid_control: LIQUID_CONTROL_NATIVE={value!r} is none of 0/false/no/off (compiled kernels off) or "
+            "1/true/yes/on: the compiled kernels stay on",
+            stacklevel=4,
+        )
+    return False
 
 
 def load() -> NativeKernels | None:
