@@ -146,6 +146,17 @@ def test_negative_or_non_finite_dt_is_a_value_error(bad, grad):
             LiquidRNN(cell)(x, dt)
 
 
+@pytest.mark.parametrize("bad", [True, 1 + 0j, torch.ones(2, dtype=torch.bool), torch.ones(2, dtype=torch.complex64)])
+def test_a_bool_or_complex_dt_is_a_type_error(bad):
+    """Before: True was read as 1 s, a complex dt lost its imaginary part with only torch's warning."""
+    cell = _core("cfc")
+    x, _ = _data(batch=2, steps=3)
+    with pytest.raises(TypeError, match="dt must be real seconds"):
+        cell.step(x[:, 0], None, bad)
+    with pytest.raises(TypeError, match="dt must be real seconds"):
+        LiquidRNN(cell)(x, bad)
+
+
 def test_wrong_shapes_are_value_errors():
     cell = _core("ltc")
     x, dt = _data(batch=2, steps=3)

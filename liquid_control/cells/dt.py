@@ -40,6 +40,20 @@ def check_dt(dt: torch.Tensor) -> torch.Tensor:
     return dt
 
 
+def _as_seconds(dt: Any, dtype: torch.dtype, device) -> torch.Tensor:
+    """``dt`` as a tensor of ``dtype``; TypeError for a bool or complex dt (True read as 1 s; the imaginary part
+    dropped with only torch's warning)."""
+    kind = getattr(dt, "dtype", None)  # a torch or numpy dtype
+    if (
+        isinstance(dt, (bool, complex))
+        or kind == torch.bool
+        or (isinstance(kind, torch.dtype) and kind.is_complex)
+        or getattr(kind, "kind", "") in ("b", "c")  # numpy bool or complex
+    ):
+        raise TypeError(f"dt must be real seconds (a float or a float tensor), got {dt!r}")
+    return torch.as_tensor(dt, dtype=dtype, device=device)
+
+
 def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Validated per-sample step ``dt`` of shape (B,) from a float, a 0-d, (B,) or (B, 1) tensor.
 
@@ -53,7 +67,7 @@ def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torc
         and dt.is_cpu
     ):
         return check_dt(dt)
-    dt = torch.as_tensor(dt, dtype=dtype, device=device)
+    dt = _as_seconds(dt, dtype, device)
     if dt.dim() == 2 and dt.shape[1] == 1:
         dt = dt[:, 0]
     if batch is None:
@@ -67,7 +81,7 @@ def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torc
 
 def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Validated ``dt`` of shape (B, T) from a float, (B,) (same dt every step), (B, T) or (B, T, 1)."""
-    dt = check_dt(torch.as_tensor(dt, dtype=dtype, device=device))  # before expanding: also for 0 steps
+    dt = check_dt(_as_seconds(dt, dtype, device))  # before expanding: also for 0 steps
     if dt.dim() == 3 and dt.shape[2] == 1:
         dt = dt[..., 0]
     if dt.dim() == 0:
