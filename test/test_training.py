@@ -199,23 +199,36 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
     assert rows("run") == rows("ref")
 
 
-def test_a_resumed_run_names_its_first_command_and_a_finished_one_keeps_its_policy_file(tmp_path, monkeypatch):
+# 0: while collecting the demonstrations, before the first checkpoint; 2: in the second epoch, after it
+@pytest.mark.parametrize("kill_in_epoch", [0, 2])
+def test_a_resumed_run_names_its_first_command_and_a_finished_one_keeps_its_policy_file(
+    tmp_path, monkeypatch, kill_in_epoch
+):
     """Before: every --resume rewrote policy.pt with `liquid-control train --out RUN --resume` as its command (the
     model card lost the config and every --set), and resuming a finished run rewrote the file, changing the
-    SHA-256 its ONNX export records."""
+    SHA-256 its ONNX export records; a run killed before its first checkpoint still did (helper-80)."""
     import hashlib
 
     original, run = trainer._Run.train_epoch, tmp_path / "run"
 
     def dying_epoch(self, episodes, epoch, round_index):
-        if epoch == 2:
+        if epoch == kill_in_epoch:
             raise KeyboardInterrupt("killed")
         return original(self, episodes, epoch, round_index)
 
+    def dying_save(path, episode):
+        if path.name == "ep_0002.npz":
+            raise KeyboardInterrupt("killed")
+        saved_episode(path, episode)
+
     monkeypatch.setattr(trainer._Run, "train_epoch", dying_epoch)
+    saved_episode = trainer.save_episode
+    if kill_in_epoch == 0:
+        monkeypatch.setattr(trainer, "save_episode", dying_save)
     first = "liquid-control train --config tiny.yaml --set training.lr=0.004"
     with pytest.raises(KeyboardInterrupt):
         trainer.train(tiny_config(), run, progress=False, log=lambda m: None, command=first)
+    assert (run / "checkpoint.pt").exists() == (kill_in_epoch > 0)
     monkeypatch.undo()
     again = "liquid-control train --out run --resume"
     result = trainer.train(None, run, resume=True, progress=False, log=lambda m: None, command=again)

@@ -69,6 +69,7 @@ CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
 NETWORK_SECTIONS = ("world", "observation", "encoder", "core", "action")  # what a warm start shares (init_from)
 START_FILE = "started_from.json"  # a warm start's record until the run's first checkpoint holds it
+COMMAND_FILE = "command.txt"  # the run's first command, for a resume before its first checkpoint holds it
 
 
 class TrainingError(RuntimeError):
@@ -614,7 +615,7 @@ def _tensorboard(folder: Path):
 
 # What a run writes before it has collected, converted or trained anything: a folder holding only these (and
 # no checkpoint.pt, no file under data/) holds no run, so a failed start never blocks the next one.
-STARTED_ENTRIES = ("config.yaml", "data.yaml", "data", "tensorboard", START_FILE)
+STARTED_ENTRIES = ("config.yaml", "data.yaml", "data", "tensorboard", START_FILE, COMMAND_FILE)
 
 
 def holds_run(out: Path) -> bool:
@@ -862,6 +863,13 @@ def train(
             (out / "data.yaml").unlink(missing_ok=True)
         if not resume and start is None:  # a failed warm start's record would make a later resume a warm one
             (out / START_FILE).unlink(missing_ok=True)
+        if not resume:  # policy.pt names the first command, also after a kill before the first checkpoint
+            (out / COMMAND_FILE).unlink(missing_ok=True)
+            if command:
+                with atomic_write(out / COMMAND_FILE, "w") as handle:
+                    handle.write(command + "\n")
+        elif ck is None and (out / COMMAND_FILE).is_file():
+            command = (out / COMMAND_FILE).read_text().strip() or command
         if data is not None and workers > 1:
             log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
         run = (
