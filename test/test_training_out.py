@@ -1,6 +1,8 @@
 """`liquid-control train` input handling: --set values, the output folder (new, empty, a run, or refused) and
 what a refused or failed start leaves behind (nothing)."""
 
+import time
+
 import pytest
 import torch
 import yaml
@@ -154,6 +156,29 @@ def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeyp
     assert err.strip() == f"liquid-control train: interrupted: {tmp_path / 'r'} keeps the finished epochs and " + (
         "episodes; add --resume to continue"
     )
+
+
+def test_sigterm_is_a_message_that_says_how_to_continue_and_exit_143(tmp_path, capsys, monkeypatch):
+    """Before: `kill <pid>` ended a training run with nothing logged (and left its workers running)."""
+    import os
+    import signal
+
+    def terminated(config, out, **kwargs):
+        episodes = trainer.Path(out) / "data" / "round_00"
+        episodes.mkdir(parents=True)
+        (episodes / "ep_0000.npz").write_bytes(b"an episode")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises in this frame
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(trainer, "train", terminated)
+    before = signal.getsignal(signal.SIGTERM)
+    code, err = _train(["--out", str(tmp_path / "r")], capsys)
+    assert code == 143
+    assert err.strip() == f"liquid-control train: terminated: {tmp_path / 'r'} keeps the finished epochs and " + (
+        "episodes; add --resume to continue"
+    )
+    assert signal.getsignal(signal.SIGTERM) is before  # put back after the run
 
 
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):

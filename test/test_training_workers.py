@@ -242,3 +242,47 @@ def test_ctrl_c_stops_a_worker_at_once_and_quietly(capfd):
         own.close()
     err = capfd.readouterr().err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+def _gone(pid: int) -> bool:
+    """Ended (reaped, or a zombie where PID 1 reaps nothing)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return any(line.startswith("State:") and "Z" in line for line in status)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_end_when_the_training_process_is_killed(tmp_path):
+    """Before: `kill -9` (or a SIGTERM, before the training process handled it) of `liquid-control train
+    --workers 2` left both workers idle for good, holding its stdout open (a `| tee log` never ended)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import os, time\n"
+        "from test_training_workers import camera_imu_config\n"
+        "from liquid_control.policy import validate_config\n"
+        "from liquid_control.training.episodes import EpisodeWorkers\n"
+        "pool = EpisodeWorkers(validate_config(camera_imu_config()), 2)._executor()\n"
+        "print(' '.join(str(p) for p in {pool.submit(os.getpid).result() for _ in range(6)}), flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        workers = [int(p) for p in proc.stdout.readline().split()]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert workers, "no worker answered"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in workers):
+        time.sleep(0.2)
+    alive = [pid for pid in workers if not _gone(pid)]
+    for pid in alive:
+        os.kill(pid, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived the killed training process"

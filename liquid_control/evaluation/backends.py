@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import sys
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
+from liquid_control.processes import die_with_parent
 
 BACKENDS = ("process", "serial", "ray")
 
@@ -41,26 +41,12 @@ def available_cpus() -> int:
 
 def _init_worker() -> None:
     """One thread per worker: the parallelism is across batches, and results match the serial backend."""
-    _die_with_parent()
+    die_with_parent()
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     import torch
 
     torch.set_num_threads(1)
-
-
-def _die_with_parent() -> None:
-    """Linux: a pool worker gets SIGTERM when the evaluation process dies (killed), instead of lingering."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:  # no glibc: workers then end when they next find their queue closed
-        pass
 
 
 def run_jobs(

@@ -25,6 +25,7 @@ import yaml
 
 from liquid_control.conventions.params import WORLD_POLICIES, domain_id_problem
 from liquid_control.paths import config_dir, resolve_policy_file
+from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES
 from liquid_control.yaml_numbers import load_yaml
 
@@ -345,27 +346,12 @@ class NodeOutput:
         return rest[-1].strip() if rest else "no output"
 
 
-def _parent_death_signal():
-    """Linux: a function that, run in a child between fork and exec, makes it get SIGTERM when its parent dies
-    (``liquid-control sim`` killed without stopping the graph). Resolved here, in the parent: the child only
-    calls it (no import, no dlopen after fork). None elsewhere."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
 def start_graph(nodes: list[NodeDescription], env: dict, log_dir: str = "", quiet: bool = False):
     """Start every node as a process (its own session, so a terminal's Ctrl-C reaches only us and we stop the
     graph in order); returns ({name: Popen}, {name: NodeOutput}). Every process is forked before any thread of
     ours starts (the output readers come after), so nothing runs between fork and exec but the prctl call."""
     procs, outputs = {}, {}
-    die_with_parent = _parent_death_signal()
+    die_with_parent = parent_death_signal()
     for node in nodes:
         procs[node.name] = subprocess.Popen(
             node.command(),

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from liquid_control.processes import Terminated, sigterm_as_interrupt
+
 EPILOG = """\
 examples:
   liquid-control train --config policies/configs/cfc_ncp_rover.yaml --out runs/cfc_ncp_rover
@@ -152,23 +154,24 @@ def run(args) -> int:
             if len(sys.argv) > 2 and sys.argv[1] == "train"
             else None
         )
-        result = train(
-            args.config,
-            args.out,
-            seed=args.seed,
-            resume=args.resume,
-            overrides=overrides or None,
-            progress=not args.no_progress,
-            threads=args.threads,
-            workers=args.workers,
-            command=command,
-            data=data or None,
-            init_from=args.init_from,
-        )
+        with sigterm_as_interrupt():
+            result = train(
+                args.config,
+                args.out,
+                seed=args.seed,
+                resume=args.resume,
+                overrides=overrides or None,
+                progress=not args.no_progress,
+                threads=args.threads,
+                workers=args.workers,
+                command=command,
+                data=data or None,
+                init_from=args.init_from,
+            )
     except (PolicyConfigError, TrainingError, BagError, ValueError) as exc:
         print(f"liquid-control train: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: finished epochs and episodes are on disk; no traceback
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: finished epochs and episodes are on disk; no traceback
         from .trainer import holds_run
 
         kept = (
@@ -176,8 +179,9 @@ def run(args) -> int:
             if holds_run(Path(args.out))
             else "nothing was collected or trained yet, and nothing is kept"
         )
-        print(f"liquid-control train: interrupted: {kept}", file=sys.stderr)
-        return 130
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"liquid-control train: {stopped}: {kept}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     success = "not measured" if result.success is None else f"{result.success:.0%}"
     if result.success is None and data:
         success = "not measured: trained from bags"

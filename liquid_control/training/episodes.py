@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
+from liquid_control.processes import die_with_parent
 
 from .augment import EpisodeTiming
 from .data import Episode, rollout
@@ -216,6 +217,7 @@ def _init_worker(config: dict) -> None:
     # stops at once, without the KeyboardInterrupt traceback it printed (ignoring it made Ctrl-C wait for the
     # episodes running and queued)
     signal.signal(signal.SIGINT, _exit_quietly)
+    die_with_parent()  # a training process killed with SIGTERM or SIGKILL left its workers running, for good
     torch.set_num_threads(1)  # one sample per step; as the training process runs its episodes
     torch.use_deterministic_algorithms(True)
     _WORKER.update(config=config, env=None, policy=Policy(config))
