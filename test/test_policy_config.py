@@ -5,6 +5,7 @@ import yaml
 
 from liquid_control.paths import policies_dir
 from liquid_control.policy import PolicyConfigError, load_config, validate_config
+from liquid_control.policy.config import apply_overrides
 
 ROVER = policies_dir() / "configs" / "cfc_rover.yaml"
 BALANCE_NAV = policies_dir() / "configs" / "cfc_balance_nav.yaml"
@@ -92,6 +93,28 @@ def test_an_encoder_section_that_is_not_a_mapping_is_refused(key, value):
         validate_config(cfg)
     cfg["encoder"][key] = None
     assert validate_config(cfg)["encoder"][key] == validate_config({**cfg, "encoder": {}})["encoder"][key]
+
+
+def test_a_final_learning_rate_above_the_first_is_refused():
+    """Before: lr 1e-4 under the shipped lr_final 3e-4 made the "decayed" rate rise 1e-4 -> 3e-4, silently."""
+    cfg = yaml.safe_load(ROVER.read_text())
+    with pytest.raises(PolicyConfigError, match=r"training.lr_final: 0.0003 is above training.lr 0.0001; .* set"):
+        apply_overrides(validate_config(cfg), {"training.lr": 1e-4})
+    assert apply_overrides(validate_config(cfg), {"training.lr": 3e-4})["training"]["lr"] == 3e-4  # constant: fine
+
+
+def test_a_section_given_whole_in_set_is_merged_key_by_key():
+    """Before: `--set "training={demonstrations: 2}"` replaced the section with the defaults, dropping the config
+    file's values and every earlier `--set training.*`."""
+    cfg = validate_config(yaml.safe_load(ROVER.read_text()))
+    merged = apply_overrides(cfg, {"training.epochs_first": 3, "training": {"demonstrations": 2}})
+    assert merged["training"]["demonstrations"] == 2 and merged["training"]["epochs_first"] == 3
+    assert {k: v for k, v in merged["training"].items() if k not in ("demonstrations", "epochs_first")} == {
+        k: v for k, v in cfg["training"].items() if k not in ("demonstrations", "epochs_first")
+    }
+    deeper = apply_overrides(cfg, {"encoder": {"camera": {"features": 7}}})
+    assert deeper["encoder"]["camera"]["features"] == 7
+    assert deeper["encoder"]["camera"]["channels"] == cfg["encoder"]["camera"]["channels"]
 
 
 @pytest.mark.parametrize(

@@ -141,6 +141,13 @@ def test_a_run_on_bags_names_a_seed_torch_cannot_take():
     assert trainer.epoch_torch_seed(3, 7) == 3 * 100_003 + 7  # the seeds every earlier run used
 
 
+def test_augment_and_an_augmentation_list_in_set_are_refused_together(tmp_path, capsys):
+    """Before: --augment silently replaced `--set training.augmentation=[mirror]` (the run trained without mirror)."""
+    code, err = _train(["--out", str(tmp_path / "r"), "--set", "training.augmentation=[mirror]", "--augment"], capsys)
+    assert code == 2 and "--augment and --set training.augmentation=...: give one" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeypatch):
     """Before: Ctrl-C printed a KeyboardInterrupt traceback."""
 

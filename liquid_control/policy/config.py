@@ -440,6 +440,12 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
     cfg["action"] = act
 
     cfg["training"] = _check_section("training", cfg["training"], _TRAINING)
+    training = cfg["training"]
+    if strict and training["lr_final"] > training["lr"]:
+        raise PolicyConfigError(
+            f"training.lr_final: {training['lr_final']:g} is above training.lr {training['lr']:g}; the learning rate "
+            f"is cosine-decayed from lr to lr_final, and would rise: set lr_final <= lr"
+        )
     for key in ("sensor_rate_range", "jitter_range"):
         span = cfg["training"][key]
         if span is not None and (len(span) != 2 or span[0] > span[1]):
@@ -636,5 +642,18 @@ def apply_overrides(cfg: dict, overrides: dict[str, Any], strict: bool = True) -
             if not isinstance(node.get(part), dict):
                 raise PolicyConfigError(f"override {dotted!r}: {part!r} is not a section")
             node = node[part]
-        node[parts[-1]] = value
+        if isinstance(node.get(parts[-1]), dict) and isinstance(value, dict):
+            _merge_into(node[parts[-1]], value)  # `--set "training={demonstrations: 2}"` sets that key only
+        else:
+            node[parts[-1]] = value
     return validate_config(raw, strict=strict)
+
+
+def _merge_into(section: dict, values: dict) -> None:
+    """``values`` into ``section``, nested sections merged key by key (a section given whole replaced the
+    config file's and every earlier override's values with the defaults)."""
+    for key, value in values.items():
+        if isinstance(section.get(key), dict) and isinstance(value, dict):
+            _merge_into(section[key], value)
+        else:
+            section[key] = copy.deepcopy(value)

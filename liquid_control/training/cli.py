@@ -144,6 +144,11 @@ def run(args) -> int:
         if args.augment:
             from .augment import PHOTOMETRIC
 
+            if "training.augmentation" in overrides:  # --augment replaced the list without a word
+                raise ValueError(
+                    f"--augment and --set training.augmentation=...: give one (--augment is "
+                    f"training.augmentation=[{', '.join(PHOTOMETRIC)}]; list those with yours in --set)"
+                )
             overrides["training.augmentation"] = list(PHOTOMETRIC)
         if args.config is None and not args.resume:
             raise ValueError("--config is required (except with --resume)")

@@ -380,7 +380,8 @@ class _Run:
                 if broken
                 else ""
             )
-            + f") at learning rate {lr:.3g}; {kept}. Train into a new folder with a lower training.lr"
+            + f") at learning rate {lr:.3g}; {kept}. Train into a new folder with a lower training.lr "
+            + "(and training.lr_final no higher)"
             + (
                 " or a tighter training.grad_clip"
                 if self.config["training"]["grad_clip"] > 0
