@@ -260,3 +260,10 @@ def test_vector_statistics_of_huge_readings_are_float64_or_refused_naming_the_in
         assert not (tmp_path / "run" / "policy.pt").exists()
     else:
         assert code == 0 and (tmp_path / "run" / "policy.pt").is_file()
+
+
+def test_an_empty_training_checkpoint_says_why_it_cannot_be_read(tmp_path):
+    """Before: "...checkpoint.pt: cannot read the training checkpoint: " with nothing after the colon."""
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    with pytest.raises(trainer.TrainingError, match=r"cannot read the training checkpoint: EOFError$"):
+        trainer.read_training_checkpoint(tmp_path / "checkpoint.pt")

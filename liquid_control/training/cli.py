@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed",
         type=int,
         default=0,
-        help="training seed, 0..79 (any >= 0 with --bag): weights, data episodes, shuffling (default 0)",
+        help="training seed, 0..79 (0..2**64-1 with --bag): weights, data episodes, shuffling (default 0)",
     )
     parser.add_argument(
         "--resume",

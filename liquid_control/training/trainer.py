@@ -498,8 +498,8 @@ class _Run:
                     + (" (in training too)" if self.longest_dt > max_step else " at run time")
                     if max_step is not None
                     else "not set: a longer dt at run time is one step, which the cell never saw in training "
-                    f"(set core.max_step a little above the longest, e.g. {1.25 * self.longest_dt:.2g}, to integrate "
-                    "longer gaps in sub-steps of the length it trained on)"
+                    f"(set core.max_step a little above the longest, e.g. {max(1.25 * self.longest_dt, 1e-4):.2g}, "
+                    "to integrate longer gaps in sub-steps of the length it trained on)"
                 )
             )
         path = save_policy(self.out / "policy.pt", selected, metadata)
@@ -522,7 +522,8 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
     try:
         ck = read_plain_torch_file(path)
     except Exception as exc:
-        raise TrainingError(f"{path}: cannot read the training checkpoint: {exc}") from None
+        why = str(exc) or type(exc).__name__  # an empty file: EOFError('')
+        raise TrainingError(f"{path}: cannot read the training checkpoint: {why}") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a liquid_control training checkpoint")
     if (config is not None and ck["config"] != config) or (seed is not None and ck["seed"] != seed):
