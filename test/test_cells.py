@@ -146,7 +146,9 @@ def test_negative_or_non_finite_dt_is_a_value_error(bad, grad):
             LiquidRNN(cell)(x, dt)
 
 
-@pytest.mark.parametrize("bad", [True, 1 + 0j, torch.ones(2, dtype=torch.bool), torch.ones(2, dtype=torch.complex64)])
+@pytest.mark.parametrize(
+    "bad", [True, 1 + 0j, [True, False], torch.ones(2, dtype=torch.bool), torch.ones(2, dtype=torch.complex64)]
+)
 def test_a_bool_or_complex_dt_is_a_type_error(bad):
     """Before: True was read as 1 s, a complex dt lost its imaginary part with only torch's warning."""
     cell = _core("cfc")
@@ -462,6 +464,23 @@ def test_step_kernels_follow_parameter_updates(name, change, fused_backend):
         after = cell.step(x, h, 0.1)
     torch.testing.assert_close(after, cell.step(x, h, 0.1).detach())  # torch path (grad on)
     assert not torch.allclose(before, after)
+
+
+def test_step_kernels_see_new_weights_even_at_a_reused_address(fused_backend):
+    """A review: weights A prepared, then B and C loaded by vector_to_parameters: C was often allocated where A
+    had been (A freed with B's load), and the kernel kept stepping with A (12 of 20 trials, ~2 off)."""
+    cell = _core("cfc").eval()
+    x, h = torch.randn(1, cell.input_size), 0.3 * torch.randn(1, cell.state_size)
+    size = torch.nn.utils.parameters_to_vector(cell.parameters()).numel()
+    for _ in range(20):
+        for _load in range(3):  # A (stepped with), B, C
+            with torch.no_grad():
+                torch.nn.utils.vector_to_parameters(torch.randn(size), cell.parameters())
+                stepped = cell.step(x, h, 0.1) if _load == 0 else None
+        del stepped
+        with torch.no_grad():
+            fast = cell.step(x, h, 0.1)
+        torch.testing.assert_close(fast, cell.step(x, h, 0.1).detach())
 
 
 class _Stepper(torch.nn.Module):

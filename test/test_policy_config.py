@@ -112,9 +112,11 @@ def test_a_section_given_whole_in_set_is_merged_key_by_key():
     assert {k: v for k, v in merged["training"].items() if k not in ("demonstrations", "epochs_first")} == {
         k: v for k, v in cfg["training"].items() if k not in ("demonstrations", "epochs_first")
     }
-    deeper = apply_overrides(cfg, {"encoder": {"camera": {"features": 7}}})
-    assert deeper["encoder"]["camera"]["features"] == 7
-    assert deeper["encoder"]["camera"]["channels"] == cfg["encoder"]["camera"]["channels"]
+    nav = validate_config(yaml.safe_load((policies_dir() / "configs" / "cfc_balance_nav.yaml").read_text()))
+    assert nav["observation"]["vectors"] == {"imu": 6, "wheels": 2}
+    # a review: below the top level a mapping can be data (sensor names), which the value replaces
+    assert apply_overrides(nav, {"observation.vectors": {"imu": 6}})["observation"]["vectors"] == {"imu": 6}
+    assert apply_overrides(nav, {"observation": {"vectors": {"imu": 6}}})["observation"]["vectors"] == {"imu": 6}
 
 
 @pytest.mark.parametrize(

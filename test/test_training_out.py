@@ -143,9 +143,10 @@ def test_a_run_on_bags_names_a_seed_torch_cannot_take():
 
 def test_augment_and_an_augmentation_list_in_set_are_refused_together(tmp_path, capsys):
     """Before: --augment silently replaced `--set training.augmentation=[mirror]` (the run trained without mirror)."""
-    code, err = _train(["--out", str(tmp_path / "r"), "--set", "training.augmentation=[mirror]", "--augment"], capsys)
-    assert code == 2 and "--augment and --set training.augmentation=...: give one" in err, err
-    assert not (tmp_path / "r").exists()
+    for given in ("training.augmentation=[mirror]", "training={augmentation: [mirror]}"):
+        code, err = _train(["--out", str(tmp_path / "r"), "--set", given, "--augment"], capsys)
+        assert code == 2 and "--augment and --set training.augmentation=...: give one" in err, err
+        assert not (tmp_path / "r").exists()
 
 
 def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeypatch):

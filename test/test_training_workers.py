@@ -286,3 +286,22 @@ def test_workers_end_when_the_training_process_is_killed(tmp_path):
     for pid in alive:
         os.kill(pid, signal.SIGKILL)
     assert not alive, f"workers {alive} outlived the killed training process"
+
+
+def test_an_aborted_close_does_not_wait_for_the_running_episodes():
+    """A review: SIGTERM to the training process alone (a batch system's stop) raised its interrupt, and closing
+    the workers then waited for every running episode, past the grace period. An interrupted run terminates them
+    (its finished episodes are saved)."""
+    own = EpisodeWorkers(validate_config(camera_imu_config()), 2)
+    pool = own._executor()
+    pids = {pool.submit(os.getpid).result() for _ in range(4)}
+    running = [pool.submit(time.sleep, 60) for _ in range(2)]
+    time.sleep(0.5)
+    start = time.monotonic()
+    own.close(abort=True)
+    assert time.monotonic() - start < 20, "close waited for the running episodes"
+    del running
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not all(_gone(pid) for pid in pids):
+        time.sleep(0.2)
+    assert all(_gone(pid) for pid in pids)

@@ -43,7 +43,8 @@ def check_dt(dt: torch.Tensor) -> torch.Tensor:
 def _as_seconds(dt: Any, dtype: torch.dtype, device) -> torch.Tensor:
     """``dt`` as a tensor of ``dtype``; TypeError for a bool or complex dt (True read as 1 s; the imaginary part
     dropped with only torch's warning)."""
-    kind = getattr(dt, "dtype", None)  # a torch or numpy dtype
+    probe = torch.as_tensor(dt) if isinstance(dt, (list, tuple)) else dt  # [True] was 1 s
+    kind = getattr(probe, "dtype", None)  # a torch or numpy dtype
     if (
         isinstance(dt, (bool, complex))
         or kind == torch.bool

@@ -130,7 +130,7 @@ class StepKernels:
         """The step kernel of ``core`` in ``dtype`` for its current weights (None: the stepwise graph)."""
         cached = self._cache.get(dtype)
         if cached is not None and cached[0] == core.training:
-            _, tables, names, tensors, state, kernel = cached
+            _, tables, names, tensors, state, kernel, _ = cached
             current = tuple(map(dict.get, tables, names))
             if all(map(is_, current, tensors)) and _weights_state(current) == state:
                 return kernel
@@ -142,7 +142,9 @@ class StepKernels:
             kernel = cls(core, dtype, "step") if cls is not None else None
         tables, names = _weight_tables(core)
         tensors = tuple(map(dict.get, tables, names))
-        self._cache[dtype] = (core.training, tables, names, tensors, _weights_state(tensors), kernel)
+        # the storages are held, so that no other tensor's can be allocated at a compared address meanwhile
+        storages = tuple(t.untyped_storage() for t in tensors)
+        self._cache[dtype] = (core.training, tables, names, tensors, _weights_state(tensors), kernel, storages)
         return kernel
 
     def clear(self) -> None:

@@ -444,7 +444,8 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
     if strict and training["lr_final"] > training["lr"]:
         raise PolicyConfigError(
             f"training.lr_final: {training['lr_final']:g} is above training.lr {training['lr']:g}; the learning rate "
-            f"is cosine-decayed from lr to lr_final, and would rise: set lr_final <= lr"
+            f"is cosine-decayed from lr to lr_final, and would rise: set training.lr_final <= lr too (its default is "
+            f"{_TRAINING['lr_final']['default']:g})"
         )
     for key in ("sensor_rate_range", "jitter_range"):
         span = cfg["training"][key]
@@ -642,18 +643,11 @@ def apply_overrides(cfg: dict, overrides: dict[str, Any], strict: bool = True) -
             if not isinstance(node.get(part), dict):
                 raise PolicyConfigError(f"override {dotted!r}: {part!r} is not a section")
             node = node[part]
-        if isinstance(node.get(parts[-1]), dict) and isinstance(value, dict):
-            _merge_into(node[parts[-1]], value)  # `--set "training={demonstrations: 2}"` sets that key only
+        if len(parts) == 1 and isinstance(node.get(dotted), dict) and isinstance(value, dict):
+            # `--set "training={demonstrations: 2}"` sets the keys it names; the section given whole replaced the
+            # file's values and every earlier --set with the defaults. Only a top-level section: deeper mappings
+            # can be data (observation.vectors' sensor names), which a value replaces.
+            node[dotted].update(copy.deepcopy(value))
         else:
             node[parts[-1]] = value
     return validate_config(raw, strict=strict)
-
-
-def _merge_into(section: dict, values: dict) -> None:
-    """``values`` into ``section``, nested sections merged key by key (a section given whole replaced the
-    config file's and every earlier override's values with the defaults)."""
-    for key, value in values.items():
-        if isinstance(section.get(key), dict) and isinstance(value, dict):
-            _merge_into(section[key], value)
-        else:
-            section[key] = copy.deepcopy(value)

@@ -144,7 +144,9 @@ def run(args) -> int:
         if args.augment:
             from .augment import PHOTOMETRIC
 
-            if "training.augmentation" in overrides:  # --augment replaced the list without a word
+            section = overrides.get("training")
+            given = "training.augmentation" in overrides or (isinstance(section, dict) and "augmentation" in section)
+            if given:  # --augment replaced the list without a word
                 raise ValueError(
                     f"--augment and --set training.augmentation=...: give one (--augment is "
                     f"training.augmentation=[{', '.join(PHOTOMETRIC)}]; list those with yours in --set)"

@@ -324,8 +324,14 @@ class EpisodeWorkers:
         results = dict(self._run(_outcome_task, tasks, lambda n: f"selection episode {seeds[n]}", name))
         return [results[n] for n in range(len(seeds))]
 
-    def close(self) -> None:
-        """Stop the worker processes (those running an episode are waited for)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, abort: bool = False) -> None:
+        """Stop the worker processes: those running an episode are waited for, or with ``abort`` (an interrupted
+        run, whose finished episodes are saved) terminated at once: a SIGTERM to the training process alone
+        waited for every running episode, past a batch system's grace period."""
+        if self._pool is None:
+            return
+        if abort:
+            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self._pool.shutdown(wait=not abort, cancel_futures=True)
+        self._pool = None

@@ -427,6 +427,7 @@ class _Run:
             return self.finish()
         env = make_env(self.config)
         episodes: list[Episode] = []
+        stopped = True  # until the rounds finish: an interrupt or a failure, the workers are not waited for
         try:
             for r in range(self.rounds):
                 first_epoch = sum(self.round_epochs[:r])
@@ -441,15 +442,16 @@ class _Run:
                     self.train_epoch(episodes, epoch, r)
                 if self.rounds_evaluated < r:
                     self.evaluate(env, r)
+            stopped = False
         finally:
             env.close()
-            self.close()
+            self.close(abort=stopped)
         return self.finish()
 
-    def close(self) -> None:
-        """Stop the episode workers and the data-parallel threads, close TensorBoard."""
+    def close(self, abort: bool = False) -> None:
+        """Stop the episode workers (``abort``: at once) and the data-parallel threads, close TensorBoard."""
         if self.workers is not None:
-            self.workers.close()
+            self.workers.close(abort)
         if self.parallel is not None:
             self.parallel.close()
         if self.writer is not None:
