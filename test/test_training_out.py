@@ -268,3 +268,25 @@ def test_an_empty_training_checkpoint_says_why_it_cannot_be_read(tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"")
     with pytest.raises(trainer.TrainingError, match=r"cannot read the training checkpoint: EOFError$"):
         trainer.read_training_checkpoint(tmp_path / "checkpoint.pt")
+
+
+def test_a_second_training_into_a_folder_in_use_is_refused_and_touches_nothing(tmp_path):
+    """helper-80: `train --out RUN --resume` while another process trained RUN trained it again beside the first
+    (both wrote checkpoint.pt, metrics.csv and policy.pt). The folder is locked while a run trains in it."""
+    import fcntl
+    import os
+
+    from test_training import tiny_config
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # what a running `liquid-control train` holds
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(trainer.TrainingError, match="another process is training in this folder"):
+            trainer.train(tiny_config(), out, progress=False, log=lambda m: None)
+        assert list(out.iterdir()) == []
+    finally:
+        os.close(holder)
+    result = trainer.train(tiny_config(), out, progress=False, log=lambda m: None)  # free again: trains
+    assert result.policy_path.is_file()

@@ -856,6 +856,7 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrainingError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
+    lock = _lock_run_folder(out)  # before anything is written (and before the undo below could remove anything)
     try:
         if start is not None and not resume:  # before config.yaml: a run folder never lacks the record of its start
             with atomic_write(out / START_FILE, "w") as handle:
@@ -890,3 +891,27 @@ def train(
     except BaseException:
         _undo_start(out, created, before)  # nothing collected, converted or trained: leave no half-made run
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)  # releases the lock
+
+
+def _lock_run_folder(out: Path) -> int | None:
+    """An exclusive lock on the run folder itself (flock on its descriptor: no file in it, released when the
+    process ends however it ends), or TrainingError when another process holds it: a second `train --resume`
+    into a running run's folder trained it again beside the first, both writing the same files. None where
+    there is no flock."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise TrainingError(
+            f"{out}: another process is training in this folder (liquid-control train holds its lock); wait for it "
+            "to end, or train into another --out"
+        ) from None
+    return fd
