@@ -276,8 +276,6 @@ def test_a_second_training_into_a_folder_in_use_is_refused_and_touches_nothing(t
     import fcntl
     import os
 
-    from test_training import tiny_config
-
     out = tmp_path / "run"
     out.mkdir()
     holder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # what a running `liquid-control train` holds
