@@ -16,6 +16,13 @@ _LOG_EPS = 2e-2  # chromaticity, retinex: log(x + eps) on [0, 1] pixels: a black
 _RETINEX_SIGMA = 4.0  # retinex: the surround's Gaussian width in pixels (a 64x64 frame's trunks are 3-10 pixels wide)
 
 
+def _mean_over(x: torch.Tensor, dims) -> torch.Tensor:
+    """Mean of ``x`` over ``dims``, one dimension at a time (kept, size 1): equal counts, so the same mean."""
+    for dim in dims:
+        x = x.mean(dim=dim, keepdim=True)
+    return x
+
+
 def _blur_matrix(size: int, sigma: float) -> torch.Tensor:
     """(size, size) matrix of a 1-D Gaussian blur over +-3 sigma with the edge pixels repeated beyond the border:
     ``M @ column`` blurs a column; the 2-D blur of an image is ``M_rows @ image @ M_cols.T`` (two small matmuls,
@@ -99,11 +106,18 @@ class CameraEncoder(nn.Module):
                 x = torch.cat((x[:, :2], brightness), dim=1)
         elif self.normalize == "retinex":
             log = torch.log(x + _LOG_EPS)
+            log = log - log[:, :, :1, :1]  # blur(log - c) = blur(log) - c: small terms, small rounding (as below)
             x = log - self._blur(log)
-        dims = (1, 2, 3) if self.normalize == "frame" else (2, 3)
-        mean = x.mean(dim=dims, keepdim=True)
-        std = x.var(dim=dims, keepdim=True, unbiased=False).add(_NORMALIZE_EPS**2).sqrt()
-        return (x - mean) / std
+        dims = (3, 2, 1) if self.normalize == "frame" else (3, 2)
+        # The same normalisation as (x - mean) / std over dims, computed so that float32 rounding stays small on a
+        # low-contrast frame (fog, dusk, a wall), where the small std magnifies it: the statistics of the image
+        # less one of its own pixels, and means taken one dimension at a time (64 terms, not 4,096, per sum).
+        # onnxruntime's ReduceMean sums naively: with one mean over the whole frame the exported model's action
+        # was 1.6e-3 off torch on a flat frame (the export's parity tolerance is 1e-5).
+        x = x - (x[:, :1, :1, :1] if self.normalize == "frame" else x[:, :, :1, :1])
+        centred = x - _mean_over(x, dims)
+        std = _mean_over(centred * centred, dims).add(_NORMALIZE_EPS**2).sqrt()
+        return centred / std
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of (N, C, H, W) per channel, edges repeated (same size out)."""

@@ -51,14 +51,20 @@ def max_opset() -> int:
         return OPSET
 
 
-def example_inputs(policy, batch: int = 1, seed: int = 0, encode: bool = True) -> dict[str, np.ndarray]:
+def example_inputs(
+    policy, batch: int = 1, seed: int = 0, encode: bool = True, low_contrast: bool = False
+) -> dict[str, np.ndarray]:
     """Random inputs of the right shapes and dtypes (used to trace the model and to check parity); ``encode``
-    sets every encoder's flag."""
+    sets every encoder's flag; ``low_contrast``: each image one grey level (dark to bright) +-1, as fog, dusk or a
+    wall give, where a normalising encoder divides by a small standard deviation and magnifies rounding."""
     rng = np.random.default_rng(seed)
     spec = ObservationSpec.from_config(policy.config)
     out = {}
     for sensor, shape in spec.sensors.items():
-        if sensor == CAMERA:
+        if sensor == CAMERA and low_contrast:
+            level = rng.integers(2, 254, size=(batch,) + (1,) * len(shape))
+            out["image"] = (level + rng.integers(-1, 2, size=(batch,) + shape)).astype(np.uint8)
+        elif sensor == CAMERA:
             out["image"] = rng.integers(0, 256, size=(batch,) + shape, dtype=np.uint8)
         else:
             out[sensor] = rng.normal(size=(batch,) + shape).astype(np.float32)
@@ -384,15 +390,16 @@ def export_onnx(policy, path: str | Path, opset: int = OPSET, source: str | Path
 
 def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> float:
     """Max abs difference between torch and onnxruntime (action and state) on random inputs, with every
-    encoder running and with every encoder's features taken from the state."""
+    encoder running (on random and on low-contrast images) and with every encoder's features taken from the
+    state."""
     import onnxruntime as ort
     import torch
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     spec = ObservationSpec.from_config(policy.config)
     worst = 0.0
-    for encode in (True, False):
-        inputs = example_inputs(policy, batch=batch, seed=seed, encode=encode)
+    for encode, low_contrast in ((True, False), (True, True), (False, False)):
+        inputs = example_inputs(policy, batch=batch, seed=seed, encode=encode, low_contrast=low_contrast)
         obs = {k: torch.from_numpy(v) for k, v in inputs.items() if k not in ("state", "dt")}
         with torch.no_grad():
             ref = policy.step(
