@@ -1,6 +1,7 @@
 """What the network looks at: VisualBackProp against a hand computation, and the report's attention figures."""
 
 import numpy as np
+import pytest
 import torch
 
 from liquid_control.evaluation.saliency import neuron_groups, visual_backprop
@@ -49,24 +50,69 @@ def test_ncp_neuron_groups_follow_the_state_layout():
     assert neuron_groups(CfCCell(4, 8)) == []  # fully connected: no groups
 
 
+def test_visual_backprop_refuses_images_of_another_size_than_the_encoder_takes():
+    encoder = CameraEncoder(32, 32, [4, 4], [5, 3], [2, 2], 4)
+    with pytest.raises(ValueError, match=r"takes images \(32, 32, 3\), got \(64, 64, 3\)"):
+        visual_backprop(encoder, np.zeros((64, 64, 3), np.uint8))  # the convolutions alone would take it
+
+
+def tiny_camera_policy(path, height=32, width=32):
+    from liquid_control.policy import Policy, save_policy
+
+    config = {
+        "name": "tiny_ncp",
+        "world": "LiquidRover-v0",
+        "observation": {"image": {"height": height, "width": width}, "vectors": {}, "update_on": "camera"},
+        "encoder": {"camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8}},
+        "core": {"type": "cfc", "units": 8, "wiring": "ncp", "mode": "pure"},
+        "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+    }
+    torch.manual_seed(1)
+    return save_policy(path, Policy.from_config(config), {"seed": 0})
+
+
+def test_the_saliency_grid_maps_each_policy_on_frames_of_its_own_camera_size(tmp_path, monkeypatch):
+    from liquid_control.evaluation import saliency
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_saliency
+
+    square, wide = tiny_camera_policy(tmp_path / "square.pt"), tiny_camera_policy(tmp_path / "wide.pt", 24, 40)
+    seen, real = [], saliency.visual_backprop
+
+    def recording(encoder, images):
+        seen.append(((encoder.height, encoder.width), np.asarray(images).shape[-3:-1]))
+        return real(encoder, images)
+
+    monkeypatch.setattr(saliency, "visual_backprop", recording)
+    plan = build_plan([f"square={square}", f"wide={wide}"], ["in_distribution", "dusk"], 1)
+    for spec in plan.policies:
+        spec.env_kwargs["time_limit"] = 3.0
+    assert "![saliency grid](saliency_grid.png)" in "\n".join(write_saliency(plan, str(tmp_path)))
+    assert {camera for camera, _ in seen} == {(32, 32), (24, 40)}
+    assert all(camera == frames for camera, frames in seen), seen  # the wide policy saw 24x40 frames, not 32x32
+
+
+def test_the_grid_frame_is_the_middle_of_the_expert_episode(monkeypatch):
+    from liquid_control.evaluation import saliency
+
+    frames = [np.full((2, 2, 3), i, np.uint8) for i in range(116)]
+    monkeypatch.setattr(saliency, "replay", lambda job: {"images": frames})
+    assert saliency.expert_frames("LiquidRover-v0", "in_distribution", 0, {}, count=1)[0][0, 0, 0] == 58
+    assert [f[0, 0, 0] for f in saliency.expert_frames("LiquidRover-v0", "in_distribution", 0, {}, count=3)] == [
+        44,
+        58,
+        72,
+    ]
+
+
 def test_report_writes_the_saliency_grid_animation_and_neuron_traces(tmp_path):
     import matplotlib.image
     from PIL import Image
 
     from liquid_control.evaluation.plan import build_plan
     from liquid_control.evaluation.report import write_saliency
-    from liquid_control.policy import Policy, save_policy
 
-    config = {
-        "name": "tiny_ncp",
-        "world": "LiquidRover-v0",
-        "observation": {"image": {"height": 32, "width": 32}, "vectors": {}, "update_on": "camera"},
-        "encoder": {"camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8}},
-        "core": {"type": "cfc", "units": 8, "wiring": "ncp", "mode": "pure"},
-        "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
-    }
-    torch.manual_seed(1)
-    path = save_policy(tmp_path / "tiny.pt", Policy.from_config(config), {"seed": 0})
+    path = tiny_camera_policy(tmp_path / "tiny.pt")
     plan = build_plan(["expert", f"tiny={path}"], ["in_distribution", "dusk", "sensor_rate=2"], 1)
     for spec in plan.policies:
         spec.env_kwargs["time_limit"] = 4.0  # short episodes: this tests the figures, not the policy

@@ -486,19 +486,27 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
         return []
     seed = plan.episode_seeds[0]
     spec = trained[0]
-    frames = {}
-    for shift in visual:
-        picked = saliency.expert_frames(spec.world, shift, seed, spec.env_kwargs, count=1)
-        if picked:
-            frames[shift] = picked[0]
+    rendered = {}  # the expert's frames in each policy's own world settings (camera size...), rendered once each
+
+    def frames_for(p) -> dict:
+        key = repr(sorted(p.env_kwargs.items()))
+        if key not in rendered:
+            picked = {s: saliency.expert_frames(p.world, s, seed, p.env_kwargs, count=1) for s in visual}
+            rendered[key] = {s: frames[0] for s, frames in picked.items() if frames}
+        return rendered[key]
+
+    rows = [(name, policy, frames_for(p)) for p, (name, policy) in zip(trained, first)]
+    shown = [s for s in rows[0][2] if all(s in own for _, _, own in rows)]
+    rows = [(name, policy, {s: own[s] for s in shown}) for name, policy, own in rows]
     with atomic_path(os.path.join(out_dir, "saliency_grid.png")) as tmp:  # each figure replaced whole or not at all
-        saliency.plot_saliency_grid(first, frames, tmp)
+        saliency.plot_saliency_grid(rows, tmp)
     lines = [
         "## What the networks look at",
         "",
         "VisualBackProp saliency of each policy's camera encoder (first training seed), on the same frames: "
-        f"the privileged expert's episode {seed} in each visual shift, at the middle of the episode. Bright: the "
-        "pixels whose activation survives every convolution, i.e. what reaches the recurrent core.",
+        f"the privileged expert's episode {seed} in each visual shift, at the middle of the episode (rendered at "
+        "each policy's own camera size). Bright: the pixels whose activation survives every convolution, i.e. what "
+        "reaches the recurrent core.",
         "",
         "![saliency grid](saliency_grid.png)",
         "",

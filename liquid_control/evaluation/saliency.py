@@ -11,7 +11,8 @@ Figures written by the evaluation report (`liquid-control eval`, `report.write_s
 
 - ``saliency_grid.png``: one column per visual shift (the training distribution first), a top row with the
   camera frames and one row per policy; every policy sees the *same* frames (from the privileged expert's
-  episode with the same episode seed), so the rows differ only by what each network attends to;
+  episode with the same episode seed, rendered at its own camera size), so the rows differ only by what each
+  network attends to;
 - ``saliency_episode.gif``: one policy's own episode under a shift, frame by frame with its saliency and actions;
 - ``neuron_traces.png``: the recurrent state of an NCP policy (inter, command, motor neurons) over one
   episode in the training distribution and under a shift.
@@ -31,6 +32,12 @@ def visual_backprop(encoder, images) -> np.ndarray:
     images = torch.as_tensor(np.asarray(images))
     if images.dim() == 3:
         images = images[None]
+    if images.dim() != 4 or tuple(images.shape[1:]) != (encoder.height, encoder.width, 3):
+        # the convolutions alone would take any size: a map of an image the network never sees
+        raise ValueError(
+            f"visual_backprop: the encoder takes images ({encoder.height}, {encoder.width}, 3), "
+            f"got {tuple(images.shape[1:])}"
+        )
     convs = [m for m in encoder.conv if isinstance(m, torch.nn.Conv2d)]
     maps = []
     with torch.no_grad():
@@ -92,28 +99,31 @@ def replay(job: EpisodeJob) -> dict:
 
 
 def expert_frames(world: str, shift: str, episode_seed: int, env_kwargs: dict, count: int = 1) -> list[np.ndarray]:
-    """``count`` camera frames spread over the privileged expert's episode (the same for every policy)."""
+    """``count`` camera frames spread evenly inside the middle half of the privileged expert's episode (one:
+    its middle frame), the same for every policy of these world settings (``env_kwargs``: camera size...)."""
     job = EpisodeJob("expert", 0, shift, episode_seed, world, None, None, dict(env_kwargs))
     images = replay(job)["images"]
     if not images:
         return []
-    picks = np.linspace(len(images) * 0.25, len(images) * 0.75, num=count).round().astype(int)
+    picks = (np.linspace(0.25, 0.75, num=count + 2)[1:-1] * len(images)).round().astype(int)
     return [images[min(i, len(images) - 1)] for i in picks]
 
 
-def plot_saliency_grid(policies: list[tuple[str, object]], frames: dict[str, np.ndarray], path: str) -> str:
-    """Rows: camera, then one per (name, Policy); columns: the shifts of ``frames`` (shift -> uint8 frame)."""
+def plot_saliency_grid(policies: list[tuple[str, object, dict]], path: str) -> str:
+    """Rows: camera, then one per (name, Policy, frames: shift -> uint8 frame as that policy's world renders it);
+    columns: the shifts of the first policy's frames (every policy has them; the camera row shows the first's)."""
     plt = pyplot()
+    frames = policies[0][2]
     shifts = list(frames)
     rows = 1 + len(policies)
     fig, axes = plt.subplots(rows, len(shifts), figsize=(1.45 * len(shifts) + 1.4, 1.45 * rows + 0.4), squeeze=False)
     for c, shift in enumerate(shifts):
         axes[0, c].imshow(frames[shift])
         axes[0, c].set_title(shift, fontsize=7)
-    for r, (_, policy) in enumerate(policies, start=1):
-        saliency = visual_backprop(policy.camera, np.stack([frames[s] for s in shifts]))
+    for r, (_, policy, own) in enumerate(policies, start=1):
+        saliency = visual_backprop(policy.camera, np.stack([own[s] for s in shifts]))
         for c, shift in enumerate(shifts):
-            axes[r, c].imshow(overlay(frames[shift], saliency[c]))
+            axes[r, c].imshow(overlay(own[shift], saliency[c]))
     for r in range(rows):
         axes[r, 0].set_ylabel(
             "camera" if r == 0 else policies[r - 1][0], fontsize=7, rotation=0, ha="right", va="center"
