@@ -181,6 +181,24 @@ def test_auto_runs_an_export_only_of_the_checkpoint_next_to_it(tmp_path, monkeyp
     assert "not a usable ONNX policy" in load_backend(pt).note
 
 
+def test_an_export_that_does_not_record_its_checkpoint_runs_with_a_warning_and_checks_dt(tmp_path, monkeypatch):
+    """Exports older than the source record are still run where asked for, but never silently: it may be another
+    policy's (here it is). Its step refuses a dt the torch policy refuses (it gave a plausible action)."""
+    torch.manual_seed(3)
+    pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER))
+    export_onnx(Policy.from_config(ROVER), tmp_path / "rover.onnx")  # no source: nothing recorded
+    monkeypatch.setattr(backends, "torch_available", lambda: False)
+    for chosen in (load_backend(pt, "onnx"), load_backend(pt)):
+        assert isinstance(chosen, OnnxBackend) and "does not record which checkpoint" in chosen.note
+        assert "rover.onnx: runs in place of rover.pt unchecked" in chosen.note
+    rng = np.random.default_rng(0)
+    obs = {"image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "imu": rng.normal(size=6).astype(np.float32)}
+    for dt in (-0.05, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="rover.onnx: dt must be finite and >= 0"):
+            chosen.step(obs, chosen.initial_state(), dt)
+    assert np.isfinite(chosen.step(obs, chosen.initial_state(), 0.0)[0]).all()
+
+
 def test_backend_errors_name_the_problem(tmp_path):
     with pytest.raises(BackendError, match="no such policy file"):
         load_backend(tmp_path / "missing.onnx")

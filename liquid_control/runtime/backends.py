@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,6 +145,7 @@ class OnnxBackend:
     """Runs the single-step ONNX model written by ``liquid-control export`` with onnxruntime."""
 
     name = "onnx"
+    note = None  # a caution for the log (an export whose source checkpoint cannot be checked)
 
     def __init__(self, path: str | Path):
         try:
@@ -199,6 +201,8 @@ class OnnxBackend:
         for name in self.spec.timing:
             if name in obs and not np.isfinite(obs[name]).all():
                 raise ValueError(f"{self.path}: time inputs ({', '.join(self.spec.timing)}) are not finite")
+        if not 0.0 <= float(dt) < math.inf:  # as the torch policy: the graph's sub-step count would take any dt
+            raise ValueError(f"{self.path}: dt must be finite and >= 0, got {dt}")
         feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = np.asarray([dt], dtype=np.float32)
@@ -385,6 +389,12 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
         raise BackendError(
             f"{onnx_path}: exported from another version of {path.name} (checkpoint SHA-256 differs); re-export "
             f"it (`liquid-control export {path}`, where torch is installed) and copy both files"
+        )
+    if candidate.source_sha256 is None and path.is_file():  # an export older than the record: runs, with a warning
+        candidate.note = (
+            f"{onnx_path}: runs in place of {path.name} unchecked: the export does not record which checkpoint it "
+            f"was exported from, so it may be another policy's (re-export it: `liquid-control export {path}`, "
+            "where torch is installed)"
         )
     return candidate
 
