@@ -41,6 +41,9 @@ class PolicySpec:
     parameter_count: int | None = None  # trainable parameters of the whole policy (None for the expert)
     core_parameter_count: int | None = None
     checkpoint_sha: tuple[str, ...] = ()
+    # training seeds that stand in for a checkpoint that recorded none (the first unused numbers): never paired
+    # with another policy's seed of that number, which is not the same training run's seed
+    unrecorded_seeds: tuple[int, ...] = ()
 
     @property
     def is_expert(self) -> bool:
@@ -178,6 +181,7 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
         parameter_count=infos[0]["parameter_count"],
         core_parameter_count=infos[0]["core_parameter_count"],
         checkpoint_sha=tuple(checkpoint_sha256(p) for p in paths),
+        unrecorded_seeds=tuple(int(s) for s, r in zip(seeds, recorded) if r is None),
     )
 
 

@@ -281,17 +281,30 @@ def _group_table(groups, policies) -> list[str]:
     return lines
 
 
+NO_SHARED_SEEDS = "n/a: fewer than 2 shared seeds"
+
+
 def _comparison_table(rows) -> list[str]:
     lines = [
-        "| A | B | shifts | seeds | success A | success B | A - B [95% CI] | p | p (Holm) |",
+        "| A | B | shifts | seeds paired | success A | success B | A - B [95% CI] | p | p (Holm) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
+        seeds = str(r.seeds)
+        if (r.seeds_a, r.seeds_b) != (r.seeds, r.seeds):  # some seed of A or B has no partner: say so
+            seeds += f" (of {r.a}: {r.seeds_a}, {r.b}: {r.seeds_b})"
+        pct = lambda x: "—" if x is None else _pct(x)  # noqa: E731
+        if not r.tested:
+            diff = NO_SHARED_SEEDS if r.difference is None else f"{100 * r.difference:+.0f} pts, {NO_SHARED_SEEDS}"
+            lines.append(
+                f"| {r.a} | {r.b} | {r.group} | {seeds} | {pct(r.mean_a)} | {pct(r.mean_b)} | {diff} | — | — |"
+            )
+            continue
         diff = f"{100 * r.difference:+.0f} pts [{100 * r.ci[0]:+.0f}, {100 * r.ci[1]:+.0f}]"
         if r.p_holm < 0.05:
             diff = f"**{diff}**"
         lines.append(
-            f"| {r.a} | {r.b} | {r.group} | {r.seeds} | {_pct(r.mean_a)} | {_pct(r.mean_b)} | {diff} | "
+            f"| {r.a} | {r.b} | {r.group} | {seeds} | {_pct(r.mean_a)} | {_pct(r.mean_b)} | {diff} | "
             f"{r.p_value:.3g} | {r.p_holm:.3g} |"
         )
     return lines
@@ -362,9 +375,10 @@ def write_report(
         "collapses at 0% and 100%). It includes the seed-to-seed spread of training (a simulation with 5 seeds: "
         "90% coverage for the bootstrap alone). Per-seed rates: last table.",
         "- **Comparisons** over training seeds: the difference of matched seeds' success rates (same training "
-        "seed number, same evaluation episodes), a paired t-test over seeds and a t interval (where every seed's "
-        "difference is the same, the exact sign-flip p-value 2/2^n and no interval of its own); p-values of all "
-        "comparisons of this report Holm-corrected together (bold: adjusted p < 0.05).",
+        "seed number, same evaluation episodes; only the seeds both policies ran are paired, their number in "
+        "the table, and with fewer than 2 there is no test), a paired t-test over seeds and a t interval (where "
+        "every seed's difference is the same, the exact sign-flip p-value 2/2^n and no interval of its own); "
+        "p-values of all comparisons of this report Holm-corrected together (bold: adjusted p < 0.05).",
         "- Return and smoothness: mean over episodes with a 95% percentile bootstrap interval. Smoothness = mean "
         "|Δaction| per second of measured time (lower is smoother).",
         "",
@@ -378,7 +392,8 @@ def write_report(
             lines.append(f"| {p.name} | — | privileged (true state) | — |")
         else:
             core = "n/a" if p.core_parameter_count is None else f"{p.core_parameter_count:,}"
-            lines.append(f"| {p.name} | {', '.join(map(str, p.training_seeds))} | {p.parameter_count:,} | {core} |")
+            seeds = ", ".join(f"{s} (not recorded)" if s in p.unrecorded_seeds else str(s) for s in p.training_seeds)
+            lines.append(f"| {p.name} | {seeds} | {p.parameter_count:,} | {core} |")
     lines += [""] + (sections or [])
     lines += ["## Success rate (mean over training seeds, 95% CI over seeds then episodes)", ""]
     lines += _pivot(
@@ -398,15 +413,34 @@ def write_report(
     ]
     lines += _group_table(summarize_groups(records, policies, plan.shifts), policies)
     lines.append("")
-    compared = compare_over_seeds(records, comparisons if comparisons is not None else list(paired or []), plan.shifts)
-    if compared:
+    unrecorded = {p.name: p.unrecorded_seeds for p in plan.policies}
+    compared = compare_over_seeds(
+        records, comparisons if comparisons is not None else list(paired or []), plan.shifts, unrecorded
+    )
+    tested = sum(r.tested for r in compared)
+    if tested:
+        untested = len(compared) - tested
         lines += [
             "## Comparisons over training seeds",
             "",
-            f"{len(compared)} comparisons (pairs x kinds of shift), Holm-corrected together.",
+            f"{tested} comparisons (pairs x kinds of shift), Holm-corrected together."
+            + (
+                f" {untested} without a test ({NO_SHARED_SEEDS}: the training seed numbers both policies ran "
+                "every shift of the kind with; seeds a checkpoint did not record are not paired)."
+                if untested
+                else ""
+            ),
             "",
         ]
         lines += _comparison_table(compared) + [""]
+    elif compared:  # e.g. one training seed per policy: a table of n/a rows would say nothing more
+        lines += [
+            "## Comparisons over training seeds",
+            "",
+            f"None of the {len(compared)} comparisons (pairs x kinds of shift) has a test: {NO_SHARED_SEEDS} "
+            "(the training seed numbers both policies ran every shift of the kind with).",
+            "",
+        ]
     for a, b in paired or []:
         rows = paired_comparison(records, a, b, plan.shifts)
         if not rows:

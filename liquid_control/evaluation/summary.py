@@ -130,43 +130,62 @@ def summarize_groups(records: list[dict], policies: list[str], shifts: list[str]
 
 @dataclass
 class SeedComparison:
-    """Policy A against B over the shifts of a group: differences of matched training seeds' success rates."""
+    """Policy A against B over the shifts of a group: differences of the success rates of the training seeds
+    both ran (seed s of A against seed s of B). Fewer than two shared seeds: no test (``p_value`` None)."""
 
     a: str
     b: str
     group: str
-    seeds: int
-    mean_a: float
-    mean_b: float
-    difference: float
-    ci: tuple[float, float]
-    p_value: float
-    p_holm: float = float("nan")  # set by `compare_over_seeds` over the whole family
+    seeds: int  # training seeds paired: the seed numbers both policies ran every shift of the group with
+    mean_a: float | None  # over the paired seeds (None: none shared)
+    mean_b: float | None
+    difference: float | None
+    ci: tuple[float, float] | None  # None: no test, or every seed's difference the same (no spread)
+    p_value: float | None  # None: fewer than 2 paired seeds, no test
+    p_holm: float | None = None  # set by `compare_over_seeds` over the whole family of tests
+    seeds_a: int = 0  # A's training seeds with every shift of the group (paired or not)
+    seeds_b: int = 0
+
+    @property
+    def tested(self) -> bool:
+        """Whether the row has a paired test (at least two shared training seeds)."""
+        return self.p_value is not None
 
 
-def compare_over_seeds(records: list[dict], pairs: list[tuple[str, str]], shifts: list[str]) -> list[SeedComparison]:
+def compare_over_seeds(
+    records: list[dict], pairs: list[tuple[str, str]], shifts: list[str], unrecorded: dict | None = None
+) -> list[SeedComparison]:
     """Paired t-tests over training seeds for every pair and shift group; Holm-corrected over all of them.
 
-    Seeds are matched by training seed number when both policies have the same seeds, else in order. Pairs
-    with fewer than two matched seeds are left out (the episode-level McNemar test covers one seed).
+    Seed s of A is paired with seed s of B (the same demonstrations and evaluation episodes), only on the seed
+    numbers both policies ran every shift of the group with; the others are left out (pairing them in order
+    compared different seeds: identical policies with one seed missing came out -17 points, "significant").
+    ``unrecorded``: policy -> seed numbers that stand in for a seed the checkpoint did not record
+    (`plan.PolicySpec.unrecorded_seeds`): never paired. With fewer than two paired seeds a row has no test
+    (``p_value`` None) and is not in the Holm family.
     """
+    unrecorded = unrecorded or {}
     rows = []
     for group, members in shift_groups(shifts).items():
         for a, b in pairs:
             seeds_a, seeds_b = outcomes_by_seed(records, a, members), outcomes_by_seed(records, b, members)
-            if set(seeds_a) == set(seeds_b):
-                matched = [(seeds_a[s], seeds_b[s]) for s in sorted(seeds_a)]
-            else:
-                matched = list(zip(seeds_a.values(), seeds_b.values()))
-            if len(matched) < 2:
-                continue
+            unknown = set(unrecorded.get(a, ())) | set(unrecorded.get(b, ()))
+            shared = sorted((set(seeds_a) & set(seeds_b)) - unknown)
             rate = lambda strata: float(np.mean([x.mean() for x in strata]))  # noqa: E731
-            ra, rb = np.array([rate(x) for x, _ in matched]), np.array([rate(y) for _, y in matched])
-            diff, lo, hi, p = paired_seed_test(ra - rb)
-            rows.append(
-                SeedComparison(a, b, group, len(matched), float(ra.mean()), float(rb.mean()), diff, (lo, hi), p)
+            ra = np.array([rate(seeds_a[s]) for s in shared])
+            rb = np.array([rate(seeds_b[s]) for s in shared])
+            row = SeedComparison(
+                a, b, group, len(shared), None, None, None, None, None, None, len(seeds_a), len(seeds_b)
             )
-    for row, adjusted in zip(rows, holm_adjust([r.p_value for r in rows]) if rows else []):
+            if shared:
+                row.mean_a, row.mean_b = float(ra.mean()), float(rb.mean())
+                row.difference = row.mean_a - row.mean_b
+            if len(shared) >= 2:
+                diff, lo, hi, p = paired_seed_test(ra - rb)
+                row.difference, row.ci, row.p_value = diff, (lo, hi), p
+            rows.append(row)
+    tested = [r for r in rows if r.tested]
+    for row, adjusted in zip(tested, holm_adjust([r.p_value for r in tested]) if tested else []):
         row.p_holm = adjusted
     return rows
 

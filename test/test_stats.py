@@ -1,0 +1,144 @@
+"""The OOD report's statistics on synthetic episode records: comparisons over training seeds, paired episodes,
+the seed-then-episode bootstrap (fast: no world runs)."""
+
+import numpy as np
+import pytest
+
+from liquid_control.evaluation.report import _comparison_table
+from liquid_control.evaluation.summary import compare_over_seeds
+
+TINY_CONFIG = {
+    "name": "tiny_cfc",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 32, "width": 32}, "vectors": {"imu": 6}, "update_on": "camera"},
+    "encoder": {
+        "camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8},
+        "vectors": {"hidden": [8], "features": 4},
+    },
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+}
+
+
+def episodes(policy, successes_by_seed, shift="in_distribution", n=30):
+    """Records of ``policy``: training seed s succeeds in its first ``successes_by_seed[s]`` of ``n`` episodes."""
+    return [
+        {
+            "policy": policy,
+            "shift": shift,
+            "training_seed": s,
+            "episode_seed": e,
+            "success": e < k,
+            "collision": False,
+            "return": 1.0,
+            "smoothness": 0.1,
+            "steps": 10,
+            "sim_time_s": 1.0,
+        }
+        for s, k in successes_by_seed.items()
+        for e in range(n)
+    ]
+
+
+K = {0: 3, 1: 9, 2: 14, 3: 21, 4: 26, 5: 29}  # successes of 30 per training seed: the same for A and B below
+
+
+# ------------------------------------------------------------------------ comparisons over training seeds
+
+
+def test_seeds_are_paired_by_number_on_the_seeds_both_policies_ran():
+    """Before: B lacked seed 0, so A0-B1, A1-B2, ... were paired in order: identical policies -17 pts, p=0.0014."""
+    records = episodes("A", K) + episodes("B", {s: k for s, k in K.items() if s != 0})
+    (row,) = compare_over_seeds(records, [("A", "B")], ["in_distribution"])
+    assert (row.seeds, row.seeds_a, row.seeds_b) == (5, 6, 5)
+    assert row.difference == 0.0 and row.p_value == 1.0 and row.p_holm == 1.0
+    assert row.mean_a == row.mean_b == pytest.approx(np.mean([K[s] / 30 for s in range(1, 6)]))
+    table = _comparison_table([row])
+    assert "| A | B | in-distribution | 5 (of A: 6, B: 5) | 66% | 66% | +0 pts" in table[2]
+    assert "seeds paired" in table[0]
+
+
+def test_a_seed_dropped_for_one_group_is_left_out_of_that_group_only():
+    """Before: B's seed 0 without a winter cell dropped it from the visual group, and the rest paired in order."""
+    records = episodes("A", K) + episodes("B", K) + episodes("A", K, "winter") + episodes("B", K, "winter")
+    records = [r for r in records if not (r["policy"] == "B" and r["training_seed"] == 0 and r["shift"] == "winter")]
+    rows = {r.group: r for r in compare_over_seeds(records, [("A", "B")], ["in_distribution", "winter"])}
+    assert rows["in-distribution"].seeds == 6 and rows["visual"].seeds == 5
+    assert rows["visual"].difference == 0.0 and rows["visual"].p_value == 1.0
+
+
+def test_fewer_than_two_shared_seeds_is_a_row_without_a_test_outside_the_holm_family():
+    records = episodes("A", {0: 20, 1: 25, 2: 22}) + episodes("B", {2: 10, 3: 12, 4: 11})  # share seed 2 only
+    records += episodes("C", {0: 20, 1: 25, 2: 22}) + episodes("D", {0: 10, 1: 12, 2: 11})
+    records += episodes("E", {5: 20, 6: 25}) + episodes("F", {7: 10, 8: 12})  # share none
+    rows = compare_over_seeds(records, [("A", "B"), ("C", "D"), ("E", "F")], ["in_distribution"])
+    ab, cd, ef = rows
+    assert (ab.seeds, ab.p_value, ab.p_holm, ab.ci) == (1, None, None, None)
+    assert ab.difference == pytest.approx((22 - 10) / 30) and ab.mean_a == pytest.approx(22 / 30)
+    assert (ef.seeds, ef.difference, ef.mean_a, ef.p_value) == (0, None, None, None)
+    assert cd.p_holm == cd.p_value  # a family of one test: the untested rows are not counted
+    table = _comparison_table(rows)
+    assert (
+        "| A | B | in-distribution | 1 (of A: 3, B: 3) | 73% | 33% | +40 pts, n/a: fewer than 2 shared seeds | — | — |"
+        in table
+    )
+    assert "| E | F | in-distribution | 0 (of E: 2, F: 2) | — | — | n/a: fewer than 2 shared seeds | — | — |" in table
+
+
+def test_seed_numbers_a_checkpoint_did_not_record_are_never_paired():
+    records = episodes("A", {0: 20, 1: 25, 2: 22}) + episodes("B", {0: 10, 1: 12, 2: 11})
+    (row,) = compare_over_seeds(records, [("A", "B")], ["in_distribution"], unrecorded={"B": (0,)})
+    assert (row.seeds, row.seeds_a, row.seeds_b) == (2, 3, 3)
+    (row,) = compare_over_seeds(records, [("A", "B")], ["in_distribution"], unrecorded={"A": (0, 1)})
+    assert row.seeds == 1 and row.p_value is None
+
+
+@pytest.fixture(scope="module")
+def seed_checkpoints(tmp_path_factory):
+    """Tiny untrained policies: training seeds 0..3 recorded, and one without a recorded seed."""
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    folder = tmp_path_factory.mktemp("seeds")
+    paths = {}
+    for seed in (0, 1, 2, 3, None):
+        torch.manual_seed(0 if seed is None else seed)
+        metadata = {} if seed is None else {"seed": seed}
+        paths[seed] = str(save_policy(folder / f"s{seed}.pt", Policy.from_config(TINY_CONFIG), metadata))
+    return paths
+
+
+def test_report_pairs_the_seeds_of_a_plan_by_number(seed_checkpoints, tmp_path):
+    """`eval --policy A=s0,s1,s2 --policy B=s1,s2,s3`: before, A0-B1, A1-B2, A2-B3 were compared; and a
+    checkpoint without a recorded seed (given the first unused number) was paired with another's real seed."""
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_report
+
+    p = seed_checkpoints
+    plan = build_plan(
+        [f"A={p[0]},{p[1]},{p[2]}", f"B={p[1]},{p[2]},{p[3]}", f"C={p[None]},{p[1]}"], ["in_distribution"], 30
+    )
+    specs = {s.name: s for s in plan.policies}
+    assert specs["C"].training_seeds == (0, 1) and specs["C"].unrecorded_seeds == (0,)
+    assert specs["A"].unrecorded_seeds == ()
+    k = {0: 5, 1: 15, 2: 25, 3: 29}  # the same checkpoint succeeds the same in A, B and C
+    records = [
+        r
+        for j in plan.jobs
+        for r in episodes(j.policy, {j.training_seed: k[j.training_seed]}, j.shift, n=30)
+        if r["episode_seed"] == j.episode_seed - plan.episode_seeds[0]
+    ]
+    report = write_report(
+        plan, records, str(tmp_path), "", example=False, saliency=False, comparisons=[("A", "B"), ("A", "C")]
+    )
+    text = open(report).read()
+    assert "| A | B | in-distribution | 2 (of A: 3, B: 3) | 67% | 67% | +0 pts, n/a" not in text
+    assert "| A | B | in-distribution | 2 (of A: 3, B: 3) | 67% | 67% | +0 pts [n/a] | 1 | 1 |" in text or (
+        "| A | B | in-distribution | 2 (of A: 3, B: 3) | 67% | 67% | +0 pts [+0, +0] | 1 | 1 |" in text
+    )
+    assert (
+        "| A | C | in-distribution | 1 (of A: 3, C: 2) | 50% | 50% | +0 pts, n/a: fewer than 2 shared seeds |" in text
+    )
+    assert "1 comparisons (pairs x kinds of shift), Holm-corrected together. 1 without a test" in text
+    assert "| C | 0 (not recorded), 1 |" in text
