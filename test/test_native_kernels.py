@@ -413,3 +413,48 @@ def test_source_list_covers_every_file_the_build_reads():
     """The cache key hashes SOURCES: a source missing from it would let a stale library survive an edit."""
     on_disk = {p.name for p in native_cache.SOURCE_DIR.iterdir() if p.suffix in (".c", ".h", ".inc")}
     assert on_disk == set(native_cache.SOURCES)
+
+
+# ---- which kernel ran: kernels.recording() ---------------------------------------------------------------
+def test_nested_recordings_each_keep_their_own_list():
+    """Before: the inner block's exit removed the outer (equal) list, the outer's exit raised ValueError and the
+    closed inner list kept growing."""
+    cell = LTC(3, 4).cell.eval()
+    x = torch.randn(1, 3)
+    with torch.no_grad(), kernels.recording() as outer:
+        with kernels.recording() as inner:
+            cell.step(x, None, 0.1)
+        cell.step(x, None, 0.1)
+    with torch.no_grad():
+        cell.step(x, None, 0.1)
+    assert len(outer) == 2 and len(inner) == 1 and outer[0] == inner[0]
+    assert kernels.recorders == ()
+
+
+def test_a_recording_sees_only_its_own_threads_cells():
+    """Before: the recorders were one list for all threads, so a recording also collected what another thread's
+    cell ran at the same time (and an exit could remove the other thread's list)."""
+    from liquid_control.cells import CfCCell, LTCCell
+
+    cells = {"cfc": CfCCell(3, 4).eval(), "ltc": LTCCell(3, 4).eval()}
+    barrier, records, errors = threading.Barrier(2, timeout=30), {}, []
+
+    def run(name):
+        try:
+            with kernels.recording() as ran:
+                barrier.wait()  # both recordings open
+                with torch.no_grad():
+                    cells[name].step(torch.randn(1, 3), None, 0.1)
+                barrier.wait()  # both cells stepped
+            records[name] = sorted({core for core, _, _ in ran})
+        except Exception as exc:  # reported below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in cells]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and records == {"cfc": ["cfc"], "ltc": ["ltc"]}
+    assert kernels.recorders == ()

@@ -19,6 +19,7 @@ benchmarks' report); ``KERNEL_ORDER`` is the only place the order lives.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from operator import attrgetter, is_, methodcaller
 from typing import Any
@@ -34,7 +35,10 @@ KERNEL_DTYPES = (torch.float32, torch.float64)
 # Largest batch for which a no-grad step uses a step kernel instead of the torch graph.
 STEP_KERNEL_MAX_BATCH = 16
 
-recorders: list[list] = []  # active ``recording()`` lists
+# The active ``recording()`` blocks of every thread, as (thread id, list) pairs. The tuple is replaced whole (under
+# ``_recorders_lock``), never changed, so ``if recorders:`` (the step's hot path) and ``note`` read it without a lock.
+recorders: tuple[tuple[int, list], ...] = ()
+_recorders_lock = threading.Lock()
 
 
 class Kernel:
@@ -77,21 +81,27 @@ def select(core, dtype: torch.dtype, purpose: str) -> type[Kernel] | None:
 
 def note(core, purpose: str, backend: str) -> None:
     """Record that ``backend`` ran ``core`` for ``purpose`` (a no-op unless ``recording()`` is active)."""
-    if recorders:
-        entry = (core.core_type, purpose, backend)
-        for recorder in recorders:
-            recorder.append(entry)
+    active = recorders
+    if active:
+        entry, thread = (core.core_type, purpose, backend), threading.get_ident()
+        for owner, recorder in active:
+            if owner == thread:
+                recorder.append(entry)
 
 
 @contextmanager
 def recording():
-    """Collect ``(core_type, purpose, backend)`` of every step / sequence that runs inside the block."""
+    """Collect ``(core_type, purpose, backend)`` of every step / sequence that runs inside the block, in this
+    thread (another thread's cells are its own recording's); blocks nest, each seeing what ran inside it."""
+    global recorders
     ran: list[tuple[str, str, str]] = []
-    recorders.append(ran)
+    with _recorders_lock:
+        recorders = (*recorders, (threading.get_ident(), ran))
     try:
         yield ran
     finally:
-        recorders.remove(ran)
+        with _recorders_lock:  # this block's own list (another one can be equal to it)
+            recorders = tuple(pair for pair in recorders if pair[1] is not ran)
 
 
 def _weight_tables(core) -> tuple[tuple, tuple]:
