@@ -142,3 +142,73 @@ def test_report_pairs_the_seeds_of_a_plan_by_number(seed_checkpoints, tmp_path):
     )
     assert "1 comparisons (pairs x kinds of shift), Holm-corrected together. 1 without a test" in text
     assert "| C | 0 (not recorded), 1 |" in text
+
+
+# ----------------------------------------------------------------------- a comparison given more than once
+
+
+def test_a_pair_given_twice_or_reversed_is_one_comparison_of_the_holm_family():
+    """Before: comparison_pairs + --paired cfc,lstm (or --paired a,b --paired b,a) tested the pair twice, and
+    Holm counted both: every adjusted p-value of the report was computed with a larger family."""
+    from liquid_control.evaluation import plan
+    from liquid_control.evaluation.stats import holm_adjust
+
+    assert plan.parse_pairs(["cfc,lstm", "lstm,cfc", " cfc , lstm", "gru,cfc"], ["cfc", "lstm", "gru"]) == [
+        ("cfc", "lstm"),
+        ("gru", "cfc"),
+    ]
+    assert plan.unique_pairs([("a", "b"), ("b", "a"), ("a", "c"), ("a", "b")]) == [("a", "b"), ("a", "c")]
+    rates = {"cfc": {0: 20, 1: 21, 2: 22}, "lstm": {0: 10, 1: 12, 2: 11}, "gru": {0: 15, 1: 17, 2: 14}}
+    records = [r for p, k in rates.items() for r in episodes(p, k)]
+    family = [("cfc", "lstm"), ("cfc", "gru"), ("lstm", "gru"), ("cfc", "lstm"), ("gru", "cfc")]
+    rows = compare_over_seeds(records, family, ["in_distribution"])
+    assert [(r.a, r.b) for r in rows] == [("cfc", "lstm"), ("cfc", "gru"), ("lstm", "gru")]
+    assert [r.p_holm for r in rows] == pytest.approx(holm_adjust([r.p_value for r in rows]))
+
+
+def test_the_experiment_compares_a_pair_it_already_makes_once(seed_checkpoints, tmp_path, monkeypatch):
+    """`--experiment headline --paired cfc,lstm`: the comparisons handed to the report hold cfc-lstm once."""
+    import argparse
+
+    from liquid_control.evaluation import cli, experiment
+
+    def fake_train_all(variants, seeds, *args, **kwargs):
+        return [
+            {"name": name, "arch": arch, "seed": s, "policy": seed_checkpoints[s], "metadata": {}, "cpu_s": None}
+            for name, arch in variants
+            for s in seeds
+        ]
+
+    handed = {}
+    monkeypatch.setattr(experiment, "train_all", fake_train_all)
+    monkeypatch.setattr("liquid_control.evaluation.evaluate.evaluate", lambda plan, out, **kw: handed.update(kw))
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(
+        ["--experiment", "headline", "--archs", "cfc,lstm", "--recipes", "off", "--seeds", "2", "--episodes", "1"]
+        + ["--shift", "in_distribution", "--out", str(tmp_path / "run"), "--paired", "lstm,cfc"]
+        + ["--paired", "cfc,lstm", "--paired", "expert,cfc"]
+    )
+    experiment.run_experiment(args)
+    assert handed["comparisons"] == [("cfc", "lstm"), ("expert", "cfc")]
+    assert handed["paired"] == [("lstm", "cfc"), ("expert", "cfc")]
+
+
+def test_the_report_prints_a_pair_given_twice_once(seed_checkpoints, tmp_path):
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_report
+
+    p = seed_checkpoints
+    plan = build_plan([f"A={p[0]},{p[1]}", f"B={p[0]},{p[1]}"], ["in_distribution"], 4)
+    records = [
+        r
+        for j in plan.jobs
+        for r in episodes(j.policy, {j.training_seed: 2}, j.shift, n=4)
+        if r["episode_seed"] == j.episode_seed - plan.episode_seeds[0]
+    ]
+    for r in records:
+        r["episode_seed"] += plan.episode_seeds[0]
+    paired = [("A", "B"), ("A", "B"), ("B", "A")]
+    text = open(write_report(plan, records, str(tmp_path), "", example=False, saliency=False, paired=paired)).read()
+    assert text.count("### Paired episodes") == 1 and text.count("| A | B | in-distribution |") == 1
+    assert "| B | A |" not in text

@@ -38,7 +38,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from itertools import combinations
 
-from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs
+from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs, unique_pairs
 from liquid_control.evaluation.shifts import SHIFT_SETS
 
 # architecture name in the report -> shipped config (policies/configs/)
@@ -655,7 +655,7 @@ def run_experiment(args, command: str = "") -> dict:
             example=not args.no_example,
             lanes=args.lanes,
             paired=cli_pairs,
-            comparisons=comparison_pairs(archs, arms) + cli_pairs,
+            comparisons=unique_pairs(comparison_pairs(archs, arms) + cli_pairs),  # --paired cfc,lstm: once
             panels=panels,
             saliency=not args.no_saliency,
             started=started,

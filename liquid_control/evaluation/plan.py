@@ -348,7 +348,8 @@ def check_policy_name(name: str, checkpoints=(), origin: str = "the config name"
 
 
 def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
-    """`--paired A,B` arguments -> [(A, B)], each name one of `policies` (errors name the argument)."""
+    """`--paired A,B` arguments -> [(A, B)], each name one of `policies` (errors name the argument); a pair
+    given again, or reversed, is kept once (`unique_pairs`)."""
     pairs = []
     for item in items:
         names = [n.strip() for n in item.split(",")]
@@ -362,4 +363,15 @@ def parse_pairs(items: list[str], policies: list[str]) -> list[tuple[str, str]]:
                 f"--paired {item!r}: no policy named {missing[0]!r} (policies: {', '.join(policies)})"
             )
         pairs.append((names[0], names[1]))
-    return pairs
+    return unique_pairs(pairs)
+
+
+def unique_pairs(pairs) -> list[tuple[str, str]]:
+    """``pairs`` without repeats, (B, A) being the same comparison as (A, B): the first orientation kept, in
+    order (a comparison given twice was tested twice, and counted twice in the Holm correction)."""
+    seen, out = set(), []
+    for a, b in pairs:
+        if frozenset((a, b)) not in seen:
+            seen.add(frozenset((a, b)))
+            out.append((a, b))
+    return out

@@ -12,7 +12,7 @@ import numpy as np
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.figures import pyplot
-from liquid_control.evaluation.plan import EvaluationPlan
+from liquid_control.evaluation.plan import EvaluationPlan, unique_pairs
 from liquid_control.evaluation.results import atomic_path, naming
 from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_kinds, sweep_factor
 from liquid_control.evaluation.summary import (
@@ -441,7 +441,7 @@ def write_report(
             "(the training seed numbers both policies ran every shift of the kind with).",
             "",
         ]
-    for a, b in paired or []:
+    for a, b in unique_pairs(paired or []):  # --paired a,b --paired a,b: one section
         rows = paired_comparison(records, a, b, plan.shifts)
         if not rows:
             continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from liquid_control.evaluation.plan import unique_pairs
 from liquid_control.evaluation.shifts import shift_group
 from liquid_control.evaluation.stats import (
     bootstrap_mean_interval,
@@ -167,7 +168,7 @@ def compare_over_seeds(
     unrecorded = unrecorded or {}
     rows = []
     for group, members in shift_groups(shifts).items():
-        for a, b in pairs:
+        for a, b in unique_pairs(pairs):  # a pair given twice (or as B, A) is one test of the family
             seeds_a, seeds_b = outcomes_by_seed(records, a, members), outcomes_by_seed(records, b, members)
             unknown = set(unrecorded.get(a, ())) | set(unrecorded.get(b, ()))
             shared = sorted((set(seeds_a) & set(seeds_b)) - unknown)
