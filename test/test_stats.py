@@ -212,3 +212,46 @@ def test_the_report_prints_a_pair_given_twice_once(seed_checkpoints, tmp_path):
     text = open(write_report(plan, records, str(tmp_path), "", example=False, saliency=False, paired=paired)).read()
     assert text.count("### Paired episodes") == 1 and text.count("| A | B | in-distribution |") == 1
     assert "| B | A |" not in text
+
+
+# ---------------------------------------------------------------------------------- paired episodes
+
+
+def test_the_expert_is_paired_on_the_episode_seed_with_every_training_seed_of_the_other():
+    """Before: the expert's episodes carry training seed 0, so `--paired expert,cfc` compared cfc's seed 0 only
+    (30 of 150 episodes: cfc at 17% in the paired table, 70% in the success table of the same report)."""
+    from liquid_control.evaluation.summary import paired_comparison, summarize
+
+    records = episodes("expert", {0: 30}, "winter") + episodes("cfc", {0: 5, 1: 25, 2: 25, 3: 25, 4: 25}, "winter")
+    (row,) = paired_comparison(records, "expert", "cfc", ["winter"], seedless={"expert"})
+    (cell,) = summarize(records, ["cfc"], ["winter"])
+    assert (row.pairs, row.success_a, row.only_a, row.only_b) == (150, 1.0, 45, 0)
+    assert row.success_b == pytest.approx(cell.success_rate) == pytest.approx(105 / 150)
+    (back,) = paired_comparison(records, "cfc", "expert", ["winter"], seedless={"expert"})
+    assert (back.pairs, back.success_a, back.success_b, back.only_a, back.only_b) == (150, row.success_b, 1.0, 0, 45)
+    assert back.p_value == row.p_value
+    # two policies with training seeds: still paired by training seed and episode seed
+    (same,) = paired_comparison(records + episodes("gru", {0: 30, 7: 30}, "winter"), "gru", "cfc", ["winter"])
+    assert (same.pairs, same.only_a) == (30, 25)
+
+
+def test_the_report_pairs_the_expert_with_every_training_seed(seed_checkpoints, tmp_path):
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_report
+
+    p = seed_checkpoints
+    plan = build_plan(["expert", f"cfc={p[0]},{p[1]}"], ["in_distribution"], 4)
+    assert {j.training_seed for j in plan.jobs if j.policy == "expert"} == {0}
+    base = plan.episode_seeds[0]
+    k = {("expert", 0): 4, ("cfc", 0): 1, ("cfc", 1): 3}
+    records = [
+        dict(r, episode_seed=j.episode_seed)
+        for j in plan.jobs
+        for r in episodes(j.policy, {j.training_seed: k[(j.policy, j.training_seed)]}, j.shift, n=4)
+        if r["episode_seed"] == j.episode_seed - base
+    ]
+    text = open(
+        write_report(plan, records, str(tmp_path), "", example=False, saliency=False, paired=[("expert", "cfc")])
+    ).read()
+    assert "| in_distribution | 8 | 100% | 50% | 4 | 0 |" in text
+    assert "`expert` has no training seeds, so each of its episodes is paired with that episode of every" in text

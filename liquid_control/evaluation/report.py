@@ -442,13 +442,23 @@ def write_report(
             "",
         ]
     for a, b in unique_pairs(paired or []):  # --paired a,b --paired a,b: one section
-        rows = paired_comparison(records, a, b, plan.shifts)
+        seedless = {p.name for p in plan.policies if p.is_expert}
+        rows = paired_comparison(records, a, b, plan.shifts, seedless)
         if not rows:
             continue
+        single = [n for n in (a, b) if n in seedless]
+        if len(single) == 1:  # the expert: each of its episodes against that episode of every seed of the other
+            other = b if single[0] == a else a
+            how = (
+                f"Same episode seed in each pair: `{single[0]}` has no training seeds, so each of its episodes is "
+                f"paired with that episode of every training seed of `{other}` (it counts once per seed)."
+            )
+        else:
+            how = "Same training seed and episode seed in each pair."
         lines += [
             f"### Paired episodes: `{a}` versus `{b}`",
             "",
-            f"Same training seed and episode seed in each pair. `only {a}`/`only {b}`: pairs where only that "
+            f"{how} `only {a}`/`only {b}`: pairs where only that "
             "policy succeeded; p: exact two-sided McNemar test on those discordant pairs (episodes treated as "
             "independent, no correction for the number of shifts).",
             "",

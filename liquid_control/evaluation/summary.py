@@ -204,18 +204,35 @@ class PairedRow:
     p_value: float  # exact McNemar
 
 
-def paired_comparison(records: list[dict], a: str, b: str, shifts: list[str]) -> list[PairedRow]:
-    """Pairs episodes of `a` and `b` by (shift, training seed, episode seed); unpaired episodes are left out."""
+def paired_comparison(
+    records: list[dict], a: str, b: str, shifts: list[str], seedless: frozenset | set | tuple = ()
+) -> list[PairedRow]:
+    """Pairs episodes of `a` and `b` by (shift, training seed, episode seed); unpaired episodes are left out.
+
+    ``seedless``: policies without training seeds (the expert: its records carry training seed 0). One of
+    them is paired on the episode seed alone, with the episode of that seed of every training seed of the
+    other (before: with the other's training seed 0 only, while the success table used all its seeds).
+    """
     outcome = {
         (r["policy"], r["shift"], int(r["training_seed"]), int(r["episode_seed"])): bool(r["success"]) for r in records
     }
+    by_episode = {(p, shift, episode): v for (p, shift, _, episode), v in outcome.items() if p in seedless}
+
+    def partner(policy, other, key):  # the outcome of `other` paired with `policy`'s episode `key`, or None
+        _, shift, seed, episode = key
+        if other in seedless:
+            return by_episode.get((other, shift, episode))
+        return outcome.get((other, shift, seed, episode))
+
     rows = []
     for shift in shifts:
-        pairs = [
-            (outcome[(a, *k[1:])], outcome[(b, *k[1:])])
-            for k in outcome
-            if k[0] == a and k[1] == shift and (b, *k[1:]) in outcome
-        ]
+        if a in seedless and b not in seedless:  # every training seed of b against a's one episode
+            keys = [k for k in outcome if k[0] == b and k[1] == shift]
+            pairs = [(partner(b, a, k), outcome[k]) for k in keys]
+        else:
+            keys = [k for k in outcome if k[0] == a and k[1] == shift]
+            pairs = [(outcome[k], partner(a, b, k)) for k in keys]
+        pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
         if not pairs:
             continue
         only_a = sum(1 for x, y in pairs if x and not y)
