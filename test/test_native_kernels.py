@@ -355,6 +355,41 @@ def test_a_bad_timeout_setting_is_a_clear_error(monkeypatch):
             native.compile_timeout()
 
 
+FAILING_CC = """#!/bin/sh
+echo "$@" >> "{log}"
+echo "fake-cc: error: this compiler builds nothing" >&2
+exit 1
+"""
+
+
+def _failing_compiler(tmp_path, name="fake-cc"):
+    """A compiler that logs its arguments (one line per run) and fails."""
+    cc, log = tmp_path / name, tmp_path / "cc.log"
+    cc.write_text(FAILING_CC.format(log=log))
+    cc.chmod(0o755)
+    return cc, log
+
+
+def test_cc_with_arguments_is_split_like_a_shell_would_and_an_empty_cc_is_unset(private_cache, tmp_path, monkeypatch):
+    """Before: CC="gcc -m64" or "ccache gcc" was looked up as one program name and an empty CC as the program "",
+    both 'no C compiler found (set CC)'."""
+    cc, log = _failing_compiler(tmp_path, "my cc")  # a space in its path: quoted in CC
+    monkeypatch.setenv("CC", f"'{cc}' -m64 --extra")
+    assert native_cache.compiler() == [str(cc), "-m64", "--extra"]
+    with pytest.raises(RuntimeError, match="fake-cc: error: this compiler builds nothing"):
+        native.build()
+    assert any(line.startswith("-m64 --extra -O3 ") for line in log.read_text().splitlines())
+    monkeypatch.setenv("CC", "no-such-cc -O2")
+    with pytest.raises(RuntimeError, match=r"no C compiler found: CC='no-such-cc -O2' names no program on PATH"):
+        native_cache.compiler()
+    monkeypatch.setenv("CC", " ")
+    if shutil.which("cc") is not None:
+        assert native_cache.compiler() == [shutil.which("cc")]
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeError, match=r"no C compiler found: 'cc' \(CC is not set\)"):
+        native_cache.compiler()
+
+
 # ---- without the library -----------------------------------------------------------------------------
 def test_without_a_compiler_the_cells_warn_once_and_use_the_torch_paths(private_cache, tmp_path, monkeypatch):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))

@@ -26,6 +26,7 @@ import ctypes
 import hashlib
 import os
 import platform
+import shlex
 import shutil
 import signal
 import stat
@@ -252,20 +253,27 @@ def _cpu_identity() -> str:
     return "\n".join(seen.values())
 
 
-def compiler() -> str:
-    """The C compiler: ``$CC`` (a name on PATH or a path), else ``cc``."""
-    found = shutil.which(os.environ.get("CC", "cc"))
+def compiler() -> list[str]:
+    """The C compiler's command: ``$CC`` split as a shell would (``ccache gcc``, ``gcc -m64``; empty: unset),
+    else ``cc``; its program found on PATH (or a path)."""
+    value = os.environ.get("CC", "")
+    try:
+        argv = shlex.split(value) or ["cc"]
+    except ValueError as exc:  # an unbalanced quote
+        raise RuntimeError(f"no C compiler found: CC={value!r} is not a command ({exc})") from None
+    found = shutil.which(argv[0])
     if found is None:
-        raise RuntimeError("no C compiler found (set CC)")
-    return found
+        named = f"CC={value!r}" if value.strip() else "'cc' (CC is not set)"
+        raise RuntimeError(f"no C compiler found: {named} names no program on PATH")
+    return [found, *argv[1:]]
 
 
-def library_base(cc: str, extra_flags: tuple[str, ...] = ()) -> str:
+def library_base(cc: list[str], extra_flags: tuple[str, ...] = ()) -> str:
     """The library's name stem: a digest of the sources, compiler, torch, CPU and flags."""
     key = hashlib.sha256()
     for name in SOURCES:
         key.update((SOURCE_DIR / name).read_bytes())
-    identity = [cc, torch.__version__, str(_torch_blas()), platform.machine(), _cpu_identity()] + OPT_FLAGS
+    identity = [*cc, torch.__version__, str(_torch_blas()), platform.machine(), _cpu_identity()] + OPT_FLAGS
     key.update(" ".join(identity + list(extra_flags)).encode())
     return f"liquid_kernels-{key.hexdigest()[:16]}"
 
@@ -319,7 +327,7 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
     raise RuntimeError("no writable directory for the compiled kernels: " + "; ".join(problems))
 
 
-def _compile(cc: str, timeout: float, directory: Path, base: str, extra_flags) -> tuple[Path, bytes]:
+def _compile(cc: list[str], timeout: float, directory: Path, base: str, extra_flags) -> tuple[Path, bytes]:
     blas = _torch_blas()
     link = [f"-L{blas.parent}", "-l" + blas.name[3:].split(".")[0], f"-Wl,-rpath,{blas.parent}"]
     scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".build-"))
@@ -327,7 +335,7 @@ def _compile(cc: str, timeout: float, directory: Path, base: str, extra_flags) -
         errors = []
         for arch in (["-march=native"], []):  # -march=native is not known to every compiler
             out = scratch / "kernels.so"
-            cmd = [cc, *OPT_FLAGS, *arch, *extra_flags, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c")]
+            cmd = [*cc, *OPT_FLAGS, *arch, *extra_flags, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c")]
             result = run_compiler(cmd + ["-o", str(out), *link], timeout, scratch)
             if result.returncode == 0:
                 data = out.read_bytes()
