@@ -134,9 +134,7 @@ def test_report_pairs_the_seeds_of_a_plan_by_number(seed_checkpoints, tmp_path):
     )
     text = open(report).read()
     assert "| A | B | in-distribution | 2 (of A: 3, B: 3) | 67% | 67% | +0 pts, n/a" not in text
-    assert "| A | B | in-distribution | 2 (of A: 3, B: 3) | 67% | 67% | +0 pts [n/a] | 1 | 1 |" in text or (
-        "| A | B | in-distribution | 2 (of A: 3, B: 3) | 67% | 67% | +0 pts [+0, +0] | 1 | 1 |" in text
-    )
+    assert "| A | B | in-distribution | 2 (of A: 3, B: 3) | 67% | 67% | +0 pts [n/a] | 1 | 1 |" in text  # a tie
     assert (
         "| A | C | in-distribution | 1 (of A: 3, C: 2) | 50% | 50% | +0 pts, n/a: fewer than 2 shared seeds |" in text
     )
@@ -255,3 +253,24 @@ def test_the_report_pairs_the_expert_with_every_training_seed(seed_checkpoints, 
     ).read()
     assert "| in_distribution | 8 | 100% | 50% | 4 | 0 |" in text
     assert "`expert` has no training seeds, so each of its episodes is paired with that episode of every" in text
+
+
+# ------------------------------------------------------------------------------- intervals of a difference
+
+
+def test_a_tie_has_no_interval_and_a_difference_interval_stays_within_100_points():
+    """Before: a tie printed the zero-width '[+33, +33]' (the report says such a row has no interval), and two
+    seeds' t interval ran to [-543, +643] points."""
+    from liquid_control.evaluation.stats import paired_seed_test
+
+    assert paired_seed_test([10 / 30] * 5) == (pytest.approx(1 / 3), None, None, 0.0625)
+    records = episodes("A", {0: 20, 1: 25, 2: 12, 3: 18, 4: 22}) + episodes("B", {0: 10, 1: 15, 2: 2, 3: 8, 4: 12})
+    records += episodes("E", {0: 29, 1: 1}) + episodes("F", {0: 0, 1: 0})
+    records += episodes("G", {0: 20, 1: 25, 2: 12}) + episodes("H", {0: 10, 1: 14, 2: 3})
+    tie, wide, narrow = compare_over_seeds(records, [("A", "B"), ("E", "F"), ("G", "H")], ["in_distribution"])
+    assert tie.ci is None and tie.p_value == 0.0625 and tie.difference == pytest.approx(1 / 3)
+    assert wide.ci == (-1.0, 1.0) and wide.difference == pytest.approx(0.5)
+    lo, hi = paired_seed_test([10 / 30, 11 / 30, 9 / 30])[1:3]
+    assert narrow.ci == pytest.approx((lo, hi)) and -1 < lo < hi < 1  # inside the bounds: as computed
+    table = _comparison_table([tie, wide])
+    assert "| +33 pts [n/a] | 0.0625 |" in table[2] and "| +50 pts [-100, +100] | 0.478 |" in table[3]

@@ -300,7 +300,8 @@ def _comparison_table(rows) -> list[str]:
                 f"| {r.a} | {r.b} | {r.group} | {seeds} | {pct(r.mean_a)} | {pct(r.mean_b)} | {diff} | — | — |"
             )
             continue
-        diff = f"{100 * r.difference:+.0f} pts [{100 * r.ci[0]:+.0f}, {100 * r.ci[1]:+.0f}]"
+        ci = "n/a" if r.ci is None else f"{100 * r.ci[0]:+.0f}, {100 * r.ci[1]:+.0f}"  # None: a tie
+        diff = f"{100 * r.difference:+.0f} pts [{ci}]"
         if r.p_holm < 0.05:
             diff = f"**{diff}**"
         lines.append(
@@ -377,7 +378,8 @@ def write_report(
         "- **Comparisons** over training seeds: the difference of matched seeds' success rates (same training "
         "seed number, same evaluation episodes; only the seeds both policies ran are paired, their number in "
         "the table, and with fewer than 2 there is no test), a paired t-test over seeds and a t interval (where "
-        "every seed's difference is the same, the exact sign-flip p-value 2/2^n and no interval of its own); "
+        "every seed's difference is the same, the exact sign-flip p-value 2/2^n and no interval: n/a), clipped to "
+        "[-100, +100] pts; "
         "p-values of all comparisons of this report Holm-corrected together (bold: adjusted p < 0.05).",
         "- Return and smoothness: mean over episodes with a 95% percentile bootstrap interval. Smoothness = mean "
         "|Δaction| per second of measured time (lower is smoother).",

@@ -161,14 +161,16 @@ def _regularized_beta(x: float, a: float, b: float) -> float:
     return math.exp(log_front) * fraction / a
 
 
-def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, float, float, float]:
+def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, float | None, float | None, float]:
     """(mean difference, low, high, two-sided p) of per-seed differences: a paired t-test over training seeds.
 
     ``differences[i]``: seed i's success rate under A minus under B (each over the same episodes). With all
     differences equal (up to float rounding) the spread is zero and the t statistic undefined; rates of 30
     episodes tie often (two seeds both at -10/30), so p is then the exact sign-flip permutation p-value,
     2 / 2**n for a non-zero mean (0.5 for two seeds, 0.0625 for five) and 1 for zero, never 0 (before: p = 0,
-    "significant" for any tie).
+    "significant" for any tie), and there is no interval: low and high are None (before: the zero-width
+    interval [mean, mean], which no test stands behind). The t interval is not bounded: a caller whose
+    differences are bounded (success rates: [-1, 1]) clips it.
     """
     d = np.asarray(differences, dtype=np.float64).ravel()
     if d.size < 2:
@@ -176,7 +178,7 @@ def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, floa
     mean, sd = float(d.mean()), float(d.std(ddof=1))
     df = d.size - 1
     if sd <= 1e-9:  # equal up to float rounding (a rate pooled over shifts in another order): no spread
-        return mean, mean, mean, 1.0 if abs(mean) <= 1e-9 else min(1.0, 2.0 / 2.0**d.size)
+        return mean, None, None, 1.0 if abs(mean) <= 1e-9 else min(1.0, 2.0 / 2.0**d.size)
     se = sd / math.sqrt(d.size)
     t = mean / se
     half = student_t_quantile(0.5 + confidence / 2.0, df) * se

@@ -141,7 +141,7 @@ class SeedComparison:
     mean_a: float | None  # over the paired seeds (None: none shared)
     mean_b: float | None
     difference: float | None
-    ci: tuple[float, float] | None  # None: no test, or every seed's difference the same (no spread)
+    ci: tuple[float, float] | None  # within [-1, 1]; None: no test, or every seed's difference the same (a tie)
     p_value: float | None  # None: fewer than 2 paired seeds, no test
     p_holm: float | None = None  # set by `compare_over_seeds` over the whole family of tests
     seeds_a: int = 0  # A's training seeds with every shift of the group (paired or not)
@@ -183,7 +183,10 @@ def compare_over_seeds(
                 row.difference = row.mean_a - row.mean_b
             if len(shared) >= 2:
                 diff, lo, hi, p = paired_seed_test(ra - rb)
-                row.difference, row.ci, row.p_value = diff, (lo, hi), p
+                # a tie has no interval; a t interval of 2 or 3 seeds can run past what a difference of two
+                # success rates can be (+50 pts [-543, +643] with two seeds): clipped to [-100, +100] pts
+                ci = None if lo is None else (max(-1.0, lo), min(1.0, hi))
+                row.difference, row.ci, row.p_value = diff, ci, p
             rows.append(row)
     tested = [r for r in rows if r.tested]
     for row, adjusted in zip(tested, holm_adjust([r.p_value for r in tested]) if tested else []):
