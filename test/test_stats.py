@@ -274,3 +274,20 @@ def test_a_tie_has_no_interval_and_a_difference_interval_stays_within_100_points
     assert narrow.ci == pytest.approx((lo, hi)) and -1 < lo < hi < 1  # inside the bounds: as computed
     table = _comparison_table([tie, wide])
     assert "| +33 pts [n/a] | 0.0625 |" in table[2] and "| +50 pts [-100, +100] | 0.478 |" in table[3]
+
+
+def test_the_near_tie_example_of_the_docs_is_possible_and_its_p_value_is_the_tests():
+    """Before: docs/ood.md gave two seeds at -29 and -30 points 't-test p 0.009': -29 points is no rate of 30
+    episodes, and the test gives 0.0108 for them."""
+    import pathlib
+    import re
+
+    from liquid_control.evaluation.stats import paired_seed_test
+
+    text = " ".join((pathlib.Path(__file__).parents[1] / "docs" / "ood.md").read_text().split())
+    found = re.search(r"two seeds at (-\d+) and (-\d+) points[^:]*: t-test p ([\d.]+)", text)
+    assert found, "the near-tie example of 'Reading the report' is gone"
+    points, p = [int(x) for x in found.group(1, 2)], float(found.group(3))
+    counts = [round(-x * 30 / 100) for x in points]  # successes of 30 episodes the differences stand for
+    assert [round(-100 * k / 30) for k in counts] == points, f"{points} points: not differences of rates of 30"
+    assert f"{paired_seed_test([-k / 30 for k in counts])[3]:.2g}" == f"{p:.2g}"
