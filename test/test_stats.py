@@ -291,3 +291,21 @@ def test_the_near_tie_example_of_the_docs_is_possible_and_its_p_value_is_the_tes
     counts = [round(-x * 30 / 100) for x in points]  # successes of 30 episodes the differences stand for
     assert [round(-100 * k / 30) for k in counts] == points, f"{points} points: not differences of rates of 30"
     assert f"{paired_seed_test([-k / 30 for k in counts])[3]:.2g}" == f"{p:.2g}"
+
+
+# ----------------------------------------------------------------------------------- a non-finite value
+
+
+@pytest.mark.parametrize("field,value", [("return", float("nan")), ("smoothness", float("inf"))])
+def test_a_non_finite_return_names_its_episode(field, value):
+    """Before: one NaN return stopped the whole report with 'bootstrap_mean_interval: values contain NaN or
+    Inf', naming no policy, shift or episode."""
+    from liquid_control.evaluation.errors import EvaluationSetupError
+    from liquid_control.evaluation.summary import summarize
+
+    records = episodes("cfc", {0: 3, 4: 2}, "fog", n=5)
+    records[7][field] = value
+    with pytest.raises(EvaluationSetupError) as caught:
+        summarize(records, ["cfc"], ["fog"])
+    message = str(caught.value)
+    assert f"policy 'cfc', shift 'fog', training seed 4, episode seed 2 has {field} {value}" in message

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.plan import unique_pairs
 from liquid_control.evaluation.shifts import shift_group
 from liquid_control.evaluation.stats import (
@@ -60,6 +61,20 @@ def outcomes_by_seed(records: list[dict], policy: str, shifts: list[str]) -> dic
     }
 
 
+def check_finite(records: list[dict], fields=("return", "smoothness")) -> None:
+    """Refuse a record whose return or smoothness is NaN or infinite, naming its episode: the report's means and
+    intervals cannot use it (before: a bare 'values contain NaN or Inf' from the bootstrap, naming nothing)."""
+    for r in records:
+        for name in fields:
+            value = float(r[name])
+            if not np.isfinite(value):
+                raise EvaluationSetupError(
+                    f"the episode of policy {r['policy']!r}, shift {r['shift']!r}, training seed "
+                    f"{r['training_seed']}, episode seed {r['episode_seed']} has {name} {value} (not a finite "
+                    "number): the report cannot average it (the episode's record stays in the results log)"
+                )
+
+
 def summarize(records: list[dict], policies: list[str], shifts: list[str]) -> list[CellSummary]:
     """One CellSummary per policy and shift that has episodes, statistics over training seeds."""
     groups: dict[tuple[str, str], list[dict]] = OrderedDict(((p, s), []) for p in policies for s in shifts)
@@ -71,6 +86,7 @@ def summarize(records: list[dict], policies: list[str], shifts: list[str]) -> li
     for (policy, shift), rows in groups.items():
         if not rows:
             continue
+        check_finite(rows)
         by_seed = outcomes_by_seed(rows, policy, [shift])
         mean, lo, hi = success_interval(list(by_seed.values()))
         returns = np.array([float(r["return"]) for r in rows])
