@@ -6,6 +6,7 @@ Their numerics inside the cells are checked in test_cells.py (fused paths vs aut
 the portable code under qemu-aarch64 in test_native_kernels_aarch64.py."""
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -163,8 +164,8 @@ def _plant_library(path, marker, cc="cc"):
 
 
 def _expected_names(directory):
-    base = native_cache.library_base(native_cache.compiler())
-    return directory / f"{base}.sha256", base
+    base = native_cache.library_base()
+    return directory / f"{base}.json", base
 
 
 @needs_compiler
@@ -175,7 +176,10 @@ def test_build_is_cached_verified_and_leaves_no_temporary_files(private_cache):
     record, base = _expected_names(private_cache)
     assert sorted(p.name for p in private_cache.iterdir()) == sorted([path.name, record.name])
     assert stat.S_IMODE(private_cache.stat().st_mode) == 0o700
-    assert record.read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+    entry = json.loads(record.read_text())
+    assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    cc = native_cache.compiler()
+    assert entry["compiler"] == native_cache.compiler_identity(cc, 60) and os.path.realpath(cc[0]) in entry["compiler"]
     assert native.open_library().function("liquid_selftest")() == 1
 
 
@@ -200,7 +204,7 @@ def test_planted_library_in_a_world_writable_fallback_dir_is_refused(tmp_path, m
     record, base = _expected_names(fallback)
     fake = fallback / f"{base}-{'0' * 16}.so"
     _plant_library(fake, marker)
-    record.write_text("0" * 64 + "\n")  # the attacker can write a matching-looking record too
+    record.write_text(json.dumps({"sha256": "0" * 64, "compiler": ""}))  # a matching-looking record too
     if owner == "another_user":
         for p in (fallback.parent, fallback, fake, record):
             os.chown(p, 65534, 65534)
@@ -388,6 +392,66 @@ def test_cc_with_arguments_is_split_like_a_shell_would_and_an_empty_cc_is_unset(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(RuntimeError, match=r"no C compiler found: 'cc' \(CC is not set\)"):
         native_cache.compiler()
+
+
+COPYING_CC = """#!/bin/sh
+case " $* " in *" --version "*) echo "fakecc (Fake) {version}"; exit 0;; esac
+echo "$@" >> "{log}"
+while [ $# -gt 0 ] && [ "$1" != "-o" ]; do shift; done
+case "$2" in {refuse}) echo "ld: $2: {error}" >&2; exit 1;; esac
+cp "{library}" "$2"
+"""
+
+
+def _copying_compiler(tmp_path, suite_build, version="1.0", refuse="/nowhere/*", error=""):
+    """A compiler that "builds" the suite's library (a copy: no compile) and logs each build, one line; its
+    ``--version`` says ``version``; an output path matching the shell pattern ``refuse`` fails with ``error``."""
+    cc, log = tmp_path / "copying-cc", tmp_path / "builds.log"
+    cc.write_text(COPYING_CC.format(version=version, log=log, library=suite_build[0], refuse=refuse, error=error))
+    cc.chmod(0o755)
+    return cc, log
+
+
+def _builds(log):
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+def test_a_compiler_upgraded_behind_the_same_path_rebuilds(suite_build, private_cache, tmp_path, monkeypatch):
+    """Before: the key named the compiler by its path only, so a compiler upgraded in place kept the old build."""
+    cc, log = _copying_compiler(tmp_path, suite_build, version="12.2.0")
+    monkeypatch.setenv("CC", str(cc))
+    path, data = native.build()
+    assert native.build() == (path, data) and _builds(log) == 1  # reused
+    _copying_compiler(tmp_path, suite_build, version="13.1.0")  # same path, another compiler
+    assert native.build()[1] == data and _builds(log) == 2
+    record, _ = _expected_names(private_cache)
+    assert "fakecc (Fake) 13.1.0" in json.loads(record.read_text())["compiler"]
+
+
+def test_a_cached_library_is_used_without_a_compiler_and_with_a_bad_timeout_setting(
+    suite_build, private_cache, tmp_path, monkeypatch
+):
+    """Before: a verified library in the cache was not used once the compiler was gone (a runtime image without
+    gcc), nor with an invalid LIQUID_CONTROL_CC_TIMEOUT, which is only needed to compile."""
+    path, _ = _seed_cache(private_cache, suite_build)
+    monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "soon")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.load().path == path
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.delenv("LIQUID_CONTROL_CC_TIMEOUT")
+    native._state.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.load().path == path
+    for name in os.listdir(private_cache):  # nothing cached: now the compiler and the setting are needed
+        os.unlink(private_cache / name)
+    with pytest.raises(RuntimeError, match="no C compiler found"):
+        native.build()
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "soon")
+    with pytest.raises(ValueError, match="LIQUID_CONTROL_CC_TIMEOUT must be a positive number of seconds, got 'soon'"):
+        native.build()
 
 
 # ---- without the library -----------------------------------------------------------------------------

@@ -8,22 +8,29 @@ and a compiler that never returns.
   real directory (no symlink), owned by us, not writable by group or others; every directory above it is owned
   by us or root and, where others may write to it, sticky (like ``/tmp``), so nobody else can rename it away.
   A directory that fails is refused, never repaired.
-- **Only what we built is loaded.** A build records the SHA-256 of the library it produced (written atomically
-  next to it; the library's file name carries the digest, so concurrent builds never pair a record with another
-  build's file). Loading opens the file without following links, checks owner and mode on the open descriptor,
-  reads it, compares the digest of the bytes read, and hands exactly those bytes to the dynamic loader through
-  an anonymous memory file (``memfd``), so a file swapped after the check is never the one loaded. A library
-  whose digest does not match is refused with a message naming it.
+- **Only what we built is loaded.** A build records the SHA-256 of the library it produced and the compiler
+  that built it (written atomically next to it; the library's file name carries the digest, so concurrent builds
+  never pair a record with another build's file). Loading opens the file without following links, checks owner
+  and mode on the open descriptor, reads it, compares the digest of the bytes read, and hands exactly those bytes
+  to the dynamic loader through an anonymous memory file (``memfd``), so a file swapped after the check is never
+  the one loaded. A library whose digest does not match is refused with a message naming it.
 - **Bounded builds.** The compiler runs in its own process group with a timeout (``LIQUID_CONTROL_CC_TIMEOUT``
   seconds, default 120); on timeout or interruption (Ctrl-C, a signal turned into an exception) the whole group
   is killed and the temporary files (the partial library and the compiler's own temporaries, kept in a private
   directory) are removed.
+
+The library's name (``library_base``) is a digest of what the build depends on except the compiler: sources,
+flags, torch, the CPU. The compiler's identity (its real path, its arguments and what ``--version`` says) is in
+the record instead: with a compiler present, a library another compiler built is rebuilt (an upgrade behind the
+same path included); with none (a runtime image without gcc), the verified library in the cache is used as is.
+``LIQUID_CONTROL_CC_TIMEOUT`` is read when a compile needs it: a bad value does not stop a cached library.
 """
 
 from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -142,7 +149,7 @@ def _usable_dirs() -> tuple[list[Path], list[str]]:
 
 # ---- what we built, verified ---------------------------------------------------------------------------
 def _record_path(directory: Path, base: str) -> Path:
-    return directory / f"{base}.sha256"
+    return directory / f"{base}.json"
 
 
 def _library_path(directory: Path, base: str, digest: str) -> Path:
@@ -165,16 +172,22 @@ def _read_private_file(path: Path, what: str) -> bytes:
         os.close(fd)
 
 
-def verified_library(directory: Path, base: str) -> tuple[Path, bytes] | None:
-    """``(path, bytes)`` of the library built for ``base`` in ``directory``, or None if there is none yet.
+def verified_library(directory: Path, base: str) -> tuple[Path, bytes, str] | None:
+    """``(path, bytes, compiler identity)`` of the library built for ``base`` in ``directory``, or None if there
+    is none yet.
 
     Raises ``UnsafeCacheError`` when a record or library exists but is not ours or not what we built."""
     record = _record_path(directory, base)
     if not os.path.lexists(record):
         return None
-    digest = _read_private_file(record, "the kernel library's SHA-256 record").decode("ascii", "replace").strip()
-    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-        raise UnsafeCacheError(f"{record}: not a SHA-256 record")
+    try:
+        entry = json.loads(_read_private_file(record, "the kernel library's record"))
+        digest, built_by = entry["sha256"], entry["compiler"]
+    except (ValueError, KeyError, TypeError):
+        digest = built_by = None
+    valid = isinstance(digest, str) and len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)
+    if not (valid and isinstance(built_by, str)):
+        raise UnsafeCacheError(f"{record}: not a record of a kernel build (SHA-256 and compiler)")
     library = _library_path(directory, base, digest)
     if not os.path.lexists(library):
         return None  # recorded, then removed (cache cleaned): build again
@@ -185,7 +198,7 @@ def verified_library(directory: Path, base: str) -> tuple[Path, bytes] | None:
             f"{library}: its SHA-256 ({actual[:16]}...) is not the one recorded when we built it "
             f"({digest[:16]}...): it was changed after the build; not loading it (delete it to rebuild)"
         )
-    return library, data
+    return library, data, built_by
 
 
 def _write_atomically(directory: Path, target: Path, data: bytes) -> None:
@@ -268,12 +281,21 @@ def compiler() -> list[str]:
     return [found, *argv[1:]]
 
 
-def library_base(cc: list[str], extra_flags: tuple[str, ...] = ()) -> str:
-    """The library's name stem: a digest of the sources, compiler, torch, CPU and flags."""
+def compiler_identity(cc: list[str], timeout: float) -> str:
+    """The compiler as a build's record names it: its command with the program's real path, and what
+    ``--version`` says (an upgrade behind the same path is another compiler)."""
+    with tempfile.TemporaryDirectory(prefix="liquid_control-cc-") as scratch:
+        result = run_compiler([*cc, "--version"], timeout, Path(scratch))
+    return f"{shlex.join([os.path.realpath(cc[0]), *cc[1:]])}\n{(result.stdout + result.stderr).strip()}"
+
+
+def library_base(extra_flags: tuple[str, ...] = ()) -> str:
+    """The library's name stem: a digest of the sources, torch, CPU and flags (the compiler: see the module
+    docstring)."""
     key = hashlib.sha256()
     for name in SOURCES:
         key.update((SOURCE_DIR / name).read_bytes())
-    identity = [*cc, torch.__version__, str(_torch_blas()), platform.machine(), _cpu_identity()] + OPT_FLAGS
+    identity = [torch.__version__, str(_torch_blas()), platform.machine(), _cpu_identity()] + OPT_FLAGS
     key.update(" ".join(identity + list(extra_flags)).encode())
     return f"liquid_kernels-{key.hexdigest()[:16]}"
 
@@ -310,24 +332,34 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
     """The verified library for these flags, compiled into the cache first if needed: ``(path, bytes)``.
 
     ``extra_flags`` go after the defaults (the tests build a variant without AVX-512 this way). Raises
-    ``UnsafeCacheError`` for a cache we must not use, RuntimeError when the build fails or times out."""
-    cc = compiler()
-    timeout = compile_timeout()
-    base = library_base(cc, extra_flags)
+    ``UnsafeCacheError`` for a cache we must not use, RuntimeError when the build fails or times out (or there
+    is no compiler and no library), ValueError for a bad ``LIQUID_CONTROL_CC_TIMEOUT`` when a compile is needed."""
+    try:
+        cc, no_compiler = compiler(), None
+    except RuntimeError as exc:
+        cc, no_compiler = None, exc
+    try:
+        timeout, bad_timeout = compile_timeout(), None
+    except ValueError as exc:
+        timeout, bad_timeout = DEFAULT_TIMEOUT_S, exc
+    built_by = compiler_identity(cc, timeout) if cc is not None else None
+    base = library_base(extra_flags)
     dirs, problems = _usable_dirs()
     for directory in dirs:
         found = verified_library(directory, base)  # raises for a tampered library: never rebuilt over silently
-        if found is not None:
-            return found
+        if found is not None and built_by in (None, found[2]):
+            return found[:2]
+    if no_compiler is not None or bad_timeout is not None:
+        raise no_compiler or bad_timeout
     for directory in dirs:
         if os.access(directory, os.W_OK):
-            return _compile(cc, timeout, directory, base, extra_flags)
+            return _compile(cc, built_by, timeout, directory, base, extra_flags)
     if any(p.startswith("refused") for p in problems):
         raise UnsafeCacheError("no safe directory for the compiled kernels: " + "; ".join(problems))
     raise RuntimeError("no writable directory for the compiled kernels: " + "; ".join(problems))
 
 
-def _compile(cc: list[str], timeout: float, directory: Path, base: str, extra_flags) -> tuple[Path, bytes]:
+def _compile(cc: list[str], built_by: str, timeout: float, directory: Path, base: str, extra_flags):
     blas = _torch_blas()
     link = [f"-L{blas.parent}", "-l" + blas.name[3:].split(".")[0], f"-Wl,-rpath,{blas.parent}"]
     scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".build-"))
@@ -342,7 +374,8 @@ def _compile(cc: list[str], timeout: float, directory: Path, base: str, extra_fl
                 digest = hashlib.sha256(data).hexdigest()
                 library = _library_path(directory, base, digest)
                 _write_atomically(directory, library, data)
-                _write_atomically(directory, _record_path(directory, base), (digest + "\n").encode())
+                record = json.dumps({"sha256": digest, "compiler": built_by}, indent=1).encode()
+                _write_atomically(directory, _record_path(directory, base), record)
                 return library, data
             errors.append((result.stderr.strip().splitlines() or ["(no output)"])[-1])
         raise RuntimeError(f"compiling {SOURCE_DIR / 'kernels.c'} failed: {errors[-1]}")
