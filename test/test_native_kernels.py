@@ -8,6 +8,8 @@ the portable code under qemu-aarch64 in test_native_kernels_aarch64.py."""
 import hashlib
 import json
 import os
+import platform
+import shlex
 import shutil
 import signal
 import stat
@@ -397,17 +399,19 @@ def test_cc_with_arguments_is_split_like_a_shell_would_and_an_empty_cc_is_unset(
 COPYING_CC = """#!/bin/sh
 case " $* " in *" --version "*) echo "fakecc (Fake) {version}"; exit 0;; esac
 echo "$@" >> "{log}"
+case " $* " in {fail_when}) printf '%s\\n' {error} >&2; exit 1;; esac
 while [ $# -gt 0 ] && [ "$1" != "-o" ]; do shift; done
-case "$2" in {refuse}) echo "ld: $2: {error}" >&2; exit 1;; esac
 cp "{library}" "$2"
 """
 
 
-def _copying_compiler(tmp_path, suite_build, version="1.0", refuse="/nowhere/*", error=""):
-    """A compiler that "builds" the suite's library (a copy: no compile) and logs each build, one line; its
-    ``--version`` says ``version``; an output path matching the shell pattern ``refuse`` fails with ``error``."""
+def _copying_compiler(tmp_path, suite_build, version="1.0", fail_when="*never*", error=()):
+    """A compiler that "builds" the suite's library (a copy: no compile) and logs each build's arguments, one
+    line; its ``--version`` says ``version``; a build whose arguments (" $* ") match the shell pattern
+    ``fail_when`` fails with the ``error`` lines. Called again, it rewrites itself in place."""
     cc, log = tmp_path / "copying-cc", tmp_path / "builds.log"
-    cc.write_text(COPYING_CC.format(version=version, log=log, library=suite_build[0], refuse=refuse, error=error))
+    error = " ".join(shlex.quote(line) for line in error)
+    cc.write_text(COPYING_CC.format(version=version, log=log, library=suite_build[0], fail_when=fail_when, error=error))
     cc.chmod(0o755)
     return cc, log
 
@@ -452,6 +456,60 @@ def test_a_cached_library_is_used_without_a_compiler_and_with_a_bad_timeout_sett
     monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "soon")
     with pytest.raises(ValueError, match="LIQUID_CONTROL_CC_TIMEOUT must be a positive number of seconds, got 'soon'"):
         native.build()
+
+
+NATIVE = '*" -march=native "*'
+
+
+def test_a_failed_native_build_is_an_error_naming_the_compilers_first_error_not_a_cached_portable_build(
+    suite_build, private_cache, tmp_path, monkeypatch
+):
+    """Before: any failure of the -march=native compile (here cc1 killed, as by the OOM killer) built a portable
+    library instead, cached it under the native key for good and said nothing; a failure's warning showed only
+    the compiler's last line ('compilation terminated.')."""
+    killed = ["gcc: fatal error: Killed signal terminated program cc1", "compilation terminated."]
+    cc, log = _copying_compiler(tmp_path, suite_build, fail_when=NATIVE, error=killed)
+    monkeypatch.setenv("CC", str(cc))
+    with pytest.warns(UserWarning, match=r"unavailable.*\(-march=native\) gcc: fatal error: Killed signal terminated"):
+        assert native.load() is None
+    assert _builds(log) == 1 and [p for p in private_cache.iterdir() if not p.name.startswith(".")] == []
+    _copying_compiler(tmp_path, suite_build)  # the next process: the compile works
+    native._state.clear()
+    assert native.load() is not None
+    assert _builds(log) == 2 and "-march=native" in log.read_text().splitlines()[-1]
+
+
+def test_a_compiler_that_refuses_march_native_builds_without_it(suite_build, private_cache, tmp_path, monkeypatch):
+    refused = ["cc1: error: bad value 'native' for '-march=' switch"]
+    cc, log = _copying_compiler(tmp_path, suite_build, fail_when=NATIVE, error=refused)
+    monkeypatch.setenv("CC", str(cc))
+    path, data = native.build()
+    assert native.build() == (path, data)  # cached: this compiler's build
+    assert [("-march=native" in line) for line in log.read_text().splitlines()] == [True, False]
+
+
+def test_a_failed_build_names_the_first_error_and_the_last_lines(private_cache, tmp_path, monkeypatch, suite_build):
+    said = ["kernels.c:3:10: fatal error: stddef.h: No such file or directory"] + [f"note {i}" for i in range(5)]
+    cc, _ = _copying_compiler(tmp_path, suite_build, fail_when="*", error=said + ["compilation terminated."])
+    monkeypatch.setenv("CC", str(cc))
+    with pytest.raises(
+        RuntimeError,
+        match="failed: \\(-march=native\\) kernels.c:3:10: fatal error: stddef.h: No such "
+        "file or directory \\| note 3 \\| note 4 \\| compilation terminated.$",
+    ):
+        native.build()
+
+
+@pytest.mark.parametrize(
+    "variant, simd", [("native", None), ("no_avx512", "AVX2/FMA, no AVX-512"), ("portable", "no AVX2")]
+)
+def test_the_model_card_names_the_vector_code_of_the_loaded_library(variant, simd, monkeypatch):
+    """Before: the card read /proc/cpuinfo, so a portable library on an AVX-512 CPU was reported as AVX-512."""
+    from liquid_control.training.model_card import kernel_path
+
+    kernels = kernel_variants.use(variant, monkeypatch)
+    simd = simd or {"avx512": "AVX-512", "avx2": "AVX2/FMA, no AVX-512", "portable": "no AVX2"}[kernels.isa]
+    assert kernel_path() == f"compiled kernels ({platform.machine()}, {simd})"
 
 
 # ---- without the library -----------------------------------------------------------------------------

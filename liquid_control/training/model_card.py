@@ -89,16 +89,12 @@ def kernel_path(ran: list | None = None) -> str:
     ``cells.kernels.recording()`` saw while the policy drove (a core without compiled kernels runs torch)."""
     from liquid_control.cells import native
 
-    if native.load() is None:
+    kernels = native.load()
+    if kernels is None:
         return f"torch ({NATIVE_ENV}=0)"
     if ran is not None and not any(backend == "compiled" for _, _, backend in ran):
         return f"torch (this core has no compiled kernel; {NATIVE_ENV} changes nothing)"
-    flags = ""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
-    except (OSError, StopIteration):
-        pass
-    simd = "AVX-512" if " avx512f" in flags else ("AVX2/FMA, no AVX-512" if " avx2" in flags else "no AVX2")
+    simd = {"avx512": "AVX-512", "avx2": "AVX2/FMA, no AVX-512"}.get(kernels.isa, "no AVX2")  # what the library runs
     return f"compiled kernels ({platform.machine()}, {simd})"
 
 

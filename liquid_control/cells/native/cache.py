@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -359,13 +360,26 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
     raise RuntimeError("no writable directory for the compiled kernels: " + "; ".join(problems))
 
 
+def _compiler_said(stderr: str) -> str:
+    """The compiler's first error lines and its last lines, on one line (its last line alone is often only
+    'compilation terminated.' or 'collect2: error: ld returned 1 exit status')."""
+    source_lines = re.compile(r"\s*\d*\s*\|")  # the quoted source and its caret under a diagnostic
+    lines = [line.strip()[:300] for line in stderr.splitlines() if line.strip() and not source_lines.match(line)]
+    errors = [i for i, line in enumerate(lines) if "error" in line.lower()]
+    shown = sorted(set(errors[:2]) | set(range(len(lines))[-3:]))
+    return " | ".join(lines[i] for i in shown) or "(no output)"
+
+
 def _compile(cc: list[str], built_by: str, timeout: float, directory: Path, base: str, extra_flags):
+    """Build with ``-march=native``; only a compiler that refuses the flag itself (its error names ``-march=``)
+    is asked again without it: any other failure is an error, so a transient one (cc1 killed for memory) is not
+    cached as a slower portable library."""
     blas = _torch_blas()
     link = [f"-L{blas.parent}", "-l" + blas.name[3:].split(".")[0], f"-Wl,-rpath,{blas.parent}"]
     scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".build-"))
     try:
-        errors = []
-        for arch in (["-march=native"], []):  # -march=native is not known to every compiler
+        failures = []
+        for arch in (["-march=native"], []):
             out = scratch / "kernels.so"
             cmd = [*cc, *OPT_FLAGS, *arch, *extra_flags, "-I", str(SOURCE_DIR), str(SOURCE_DIR / "kernels.c")]
             result = run_compiler(cmd + ["-o", str(out), *link], timeout, scratch)
@@ -377,7 +391,9 @@ def _compile(cc: list[str], built_by: str, timeout: float, directory: Path, base
                 record = json.dumps({"sha256": digest, "compiler": built_by}, indent=1).encode()
                 _write_atomically(directory, _record_path(directory, base), record)
                 return library, data
-            errors.append((result.stderr.strip().splitlines() or ["(no output)"])[-1])
-        raise RuntimeError(f"compiling {SOURCE_DIR / 'kernels.c'} failed: {errors[-1]}")
+            failures.append(f"({' '.join(arch) or 'without -march'}) {_compiler_said(result.stderr)}")
+            if "-march=" not in result.stderr:
+                break
+        raise RuntimeError(f"compiling {SOURCE_DIR / 'kernels.c'} failed: {'; then '.join(failures)}")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
