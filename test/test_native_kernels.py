@@ -5,6 +5,7 @@ fallback to torch.
 Their numerics inside the cells are checked in test_cells.py (fused paths vs autograd, compiled and torch);
 the portable code under qemu-aarch64 in test_native_kernels_aarch64.py."""
 
+import errno
 import hashlib
 import json
 import os
@@ -564,6 +565,39 @@ def test_unwritable_cache_falls_back_to_a_private_temporary_directory(tmp_path, 
     assert path.parent == native_cache.fallback_dir() and blocker not in path.parents
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert native_cache.open_verified(path, data).liquid_selftest() == 1
+
+
+@pytest.mark.parametrize("where", ["compiler", "python"])
+def test_a_full_cache_file_system_falls_back_to_the_next_directory(
+    where, suite_build, private_cache, tmp_path, monkeypatch
+):
+    """Before: a cache directory that exists but whose file system is full ended the build ('ld: final link
+    failed: No space left on device') without trying the writable fallback directory."""
+    monkeypatch.setattr(native_cache.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp").chmod(0o1777)
+    error = ["/usr/bin/ld: final link failed: No space left on device"]
+    full = f'*" -o {private_cache}/"*' if where == "compiler" else "*never*"
+    cc, log = _copying_compiler(tmp_path, suite_build, fail_when=full, error=error)
+    monkeypatch.setenv("CC", str(cc))
+    full_dirs = [private_cache] if where == "python" else []
+    write = native_cache._write_atomically
+
+    def write_unless_full(directory, target, data):
+        if directory in full_dirs:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        return write(directory, target, data)
+
+    monkeypatch.setattr(native_cache, "_write_atomically", write_unless_full)
+    path, data = native.build()
+    assert path.parent == native_cache.fallback_dir() and data == suite_build[1]
+    assert [p.name for p in private_cache.iterdir()] == []  # nothing left behind in the full one
+    for name in os.listdir(path.parent):
+        os.unlink(path.parent / name)
+    _copying_compiler(tmp_path, suite_build, fail_when='*" -o "*' if where == "compiler" else "*never*", error=error)
+    full_dirs.append(path.parent)  # both full: the error says why, for each
+    with pytest.raises(RuntimeError, match=r"no writable directory.*native: No space left on device.*; .*/native: No"):
+        native.build()
 
 
 def test_source_list_covers_every_file_the_build_reads():

@@ -29,6 +29,7 @@ same path included); with none (a runtime image without gcc), the verified libra
 from __future__ import annotations
 
 import ctypes
+import errno
 import hashlib
 import json
 import os
@@ -312,7 +313,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def run_compiler(cmd: list[str], timeout: float, scratch: Path) -> subprocess.CompletedProcess:
     """Run ``cmd`` in its own process group with its temporaries in ``scratch``; kill the group on timeout or
     on any interruption (KeyboardInterrupt, SystemExit from a signal handler) and re-raise."""
-    env = dict(os.environ, TMPDIR=str(scratch), TMP=str(scratch), TEMP=str(scratch))
+    env = dict(os.environ, TMPDIR=str(scratch), TMP=str(scratch), TEMP=str(scratch), LC_ALL="C")  # English errors
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
@@ -353,8 +354,13 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
     if no_compiler is not None or bad_timeout is not None:
         raise no_compiler or bad_timeout
     for directory in dirs:
-        if os.access(directory, os.W_OK):
+        if not os.access(directory, os.W_OK):
+            problems.append(f"{directory}: not writable")
+            continue
+        try:
             return _compile(cc, built_by, timeout, directory, base, extra_flags)
+        except OSError as exc:  # the directory's file system (full, read-only): the next directory may do
+            problems.append(f"{directory}: {exc.strerror or exc}")
     if any(p.startswith("refused") for p in problems):
         raise UnsafeCacheError("no safe directory for the compiled kernels: " + "; ".join(problems))
     raise RuntimeError("no writable directory for the compiled kernels: " + "; ".join(problems))
@@ -392,6 +398,9 @@ def _compile(cc: list[str], built_by: str, timeout: float, directory: Path, base
                 _write_atomically(directory, _record_path(directory, base), record)
                 return library, data
             failures.append(f"({' '.join(arch) or 'without -march'}) {_compiler_said(result.stderr)}")
+            for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the directory failed, not the compile
+                if os.strerror(code) in result.stderr:
+                    raise OSError(code, f"{os.strerror(code)} (the compiler said: {failures[-1]})")
             if "-march=" not in result.stderr:
                 break
         raise RuntimeError(f"compiling {SOURCE_DIR / 'kernels.c'} failed: {'; then '.join(failures)}")
