@@ -531,6 +531,21 @@ def test_without_a_compiler_the_cells_warn_once_and_use_the_torch_paths(private_
     assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def test_the_model_card_tells_turned_off_from_failed_to_load(private_cache, tmp_path, monkeypatch):
+    """Before: the card said 'torch (LIQUID_CONTROL_NATIVE=0)' for every load failure (here: no compiler)."""
+    from liquid_control.training.model_card import kernel_path
+
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.warns(UserWarning, match="no C compiler found"):
+        path = kernel_path()
+    missing = f"CC='{tmp_path}/no-such-compiler' names no program on PATH"
+    assert path == f"torch (compiled kernels failed to load: no C compiler found: {missing})"
+    assert native.load_error().startswith("no C compiler found")
+    monkeypatch.setenv("LIQUID_CONTROL_NATIVE", "0")
+    native._state.clear()
+    assert kernel_path() == "torch (LIQUID_CONTROL_NATIVE=0)" and native.load_error() is None
+
+
 def test_turned_off_by_environment(monkeypatch):
     monkeypatch.setenv("LIQUID_CONTROL_NATIVE", "0")
     monkeypatch.setattr(native, "_state", {})

@@ -91,7 +91,8 @@ def kernel_path(ran: list | None = None) -> str:
 
     kernels = native.load()
     if kernels is None:
-        return f"torch ({NATIVE_ENV}=0)"
+        error = native.load_error()
+        return f"torch (compiled kernels failed to load: {error[:200]})" if error else f"torch ({NATIVE_ENV}=0)"
     if ran is not None and not any(backend == "compiled" for _, _, backend in ran):
         return f"torch (this core has no compiled kernel; {NATIVE_ENV} changes nothing)"
     simd = {"avx512": "AVX-512", "avx2": "AVX2/FMA, no AVX-512"}.get(kernels.isa, "no AVX2")  # what the library runs

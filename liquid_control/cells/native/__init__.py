@@ -38,6 +38,7 @@ __all__ = [
     "cache_dir",
     "compile_timeout",
     "load",
+    "load_error",
     "open_library",
 ]
 
@@ -106,8 +107,13 @@ def load() -> NativeKernels | None:
     """The compiled kernels, or None when they are turned off or cannot be built here (warned once)."""
     with _lock:
         if "kernels" not in _state:
-            _state["kernels"] = _load()
+            _state["kernels"], _state["error"] = _load()
         return _state["kernels"]
+
+
+def load_error() -> str | None:
+    """Why ``load()`` found no compiled kernels (its warning's reason); None when they loaded or are turned off."""
+    return _state.get("error")
 
 
 def open_library(extra_flags: tuple[str, ...] = ()) -> NativeKernels:
@@ -116,13 +122,14 @@ def open_library(extra_flags: tuple[str, ...] = ()) -> NativeKernels:
     return NativeKernels(open_verified(path, data), path)
 
 
-def _load() -> NativeKernels | None:
+def _load() -> tuple[NativeKernels | None, str | None]:
     if turned_off():
-        return None
+        return None, None
     try:
-        return open_library()
+        return open_library(), None
     except UnsafeCacheError as exc:
         warnings.warn(f"liquid_control: REFUSED to load compiled kernels, using the torch paths: {exc}", stacklevel=3)
+        return None, f"refused: {exc}"
     except Exception as exc:
         warnings.warn(f"liquid_control: compiled kernels unavailable, using the torch paths ({exc})", stacklevel=3)
-    return None
+        return None, str(exc)
