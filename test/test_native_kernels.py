@@ -615,6 +615,60 @@ def test_a_full_cache_file_system_falls_back_to_the_next_directory(
         native.build()
 
 
+def test_a_group_writable_cache_parent_sends_the_build_to_the_fallback_with_a_warning_saying_why(
+    suite_build, tmp_path, monkeypatch
+):
+    """Before: with ~/.cache group-writable (a umask of 002, Ubuntu's default) the cache was refused and the
+    per-boot /tmp fallback used without a word: a rebuild after every reboot, and nobody told why."""
+    home_cache = tmp_path / "home" / ".cache"
+    home_cache.mkdir(parents=True)
+    home_cache.chmod(0o775)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home_cache))
+    monkeypatch.delenv("LIQUID_CONTROL_CACHE", raising=False)
+    monkeypatch.setattr(native_cache.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(native_cache, "_warned", set())
+    path, _ = _seed_cache(native_cache.fallback_dir(), suite_build)
+    with pytest.warns(UserWarning) as caught:
+        assert native.build()[0] == path
+    (message,) = [str(w.message) for w in caught]
+    assert f"kept in {path.parent}, which the system may empty" in message
+    assert f"refused {home_cache}: a directory above the kernel cache that others control" in message
+    assert f"`chmod go-w {home_cache}` makes it private" in message and "LIQUID_CONTROL_CACHE" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.build()[0] == path  # warned once
+    home_cache.chmod(0o755)  # the fix: the cache is used again (built there)
+    assert native_cache.cache_dir() in native_cache._usable_dirs()[0]
+
+
+def test_no_home_or_a_relative_xdg_cache_home_never_puts_the_cache_in_the_working_directory(tmp_path, monkeypatch):
+    """Before: with HOME unset and no passwd entry (a container run with --user N) the cache was './~/.cache/...'
+    in whatever the working directory was, and a relative XDG_CACHE_HOME was taken from there too."""
+    import pwd
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for name in ("HOME", "LIQUID_CONTROL_CACHE", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+
+    def no_entry(uid):
+        raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+    monkeypatch.setattr(pwd, "getpwuid", no_entry)
+    monkeypatch.setattr(native_cache.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir(mode=0o700)
+    assert native_cache.cache_dir() is None
+    dirs, problems = native_cache._usable_dirs()
+    assert dirs == [native_cache.fallback_dir()] and "no home directory" in problems[0]
+    assert list(work.iterdir()) == []
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relcache")  # ignored (XDG spec)
+    assert native_cache.cache_dir() == tmp_path / "home" / ".cache" / "liquid_control" / "native"
+    monkeypatch.setenv("LIQUID_CONTROL_CACHE", "mycache")  # our own setting: taken from the working directory
+    assert native_cache.cache_dir() == work / "mycache" / "native"
+
+
 def test_source_list_covers_every_file_the_build_reads():
     """The cache key hashes SOURCES: a source missing from it would let a stale library survive an edit."""
     on_disk = {p.name for p in native_cache.SOURCE_DIR.iterdir() if p.suffix in (".c", ".h", ".inc")}

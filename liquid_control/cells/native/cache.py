@@ -41,6 +41,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -67,16 +68,20 @@ class UnsafeCacheError(RuntimeError):
     """A cache directory or library file that someone else could have written: refused, never loaded."""
 
 
-def cache_dir() -> Path:
-    """Where the library is built: ``$LIQUID_CONTROL_CACHE/native``, else ``~/.cache/liquid_control/native``."""
-    root = os.environ.get("LIQUID_CONTROL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "liquid_control"
-    )
-    return Path(root) / "native"
+def cache_dir() -> Path | None:
+    """Where the library is built: ``$LIQUID_CONTROL_CACHE/native`` (a relative one: from the working directory),
+    else ``$XDG_CACHE_HOME/liquid_control/native`` or ``~/.cache/liquid_control/native``. A relative
+    ``XDG_CACHE_HOME`` is ignored (XDG spec); None without a home directory (HOME unset, no passwd entry), never a
+    folder named ``~`` in the working directory."""
+    if os.environ.get("LIQUID_CONTROL_CACHE"):
+        return Path(os.path.abspath(os.environ["LIQUID_CONTROL_CACHE"])) / "native"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = xdg if os.path.isabs(xdg) else os.path.expanduser("~/.cache")
+    return Path(root) / "liquid_control" / "native" if os.path.isabs(root) else None
 
 
 def fallback_dir() -> Path:
-    """Used when the cache directory cannot be created (e.g. a read-only home on a robot)."""
+    """Used when the cache directory cannot be used (e.g. a read-only home on a robot), with a warning."""
     return Path(tempfile.gettempdir()) / f"liquid_control-{os.geteuid()}" / "native"
 
 
@@ -101,7 +106,7 @@ def _check_owned_private(path: Path, st: os.stat_result, what: str) -> None:
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise UnsafeCacheError(
             f"{path}: {what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
-            "someone else could have put a library there"
+            f"someone else could have put a library there (`chmod go-w {path}` makes it private)"
         )
 
 
@@ -111,9 +116,11 @@ def _check_ancestors(path: Path) -> None:
         st = parent.stat()
         writable_by_others = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if st.st_uid not in (0, os.geteuid()) or (writable_by_others and not st.st_mode & stat.S_ISVTX):
+            ours = st.st_uid == os.geteuid()  # group-writable: what a umask of 002 gives ~/.cache
             raise UnsafeCacheError(
                 f"{parent}: a directory above the kernel cache that others control "
                 f"(owner uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o})"
+                + (f" (`chmod go-w {parent}` makes it private)" if ours else "")
             )
 
 
@@ -138,8 +145,11 @@ def private_dir(path: Path) -> Path:
 
 
 def _usable_dirs() -> tuple[list[Path], list[str]]:
+    """The cache and the fallback directory where they are safe, and what is wrong with the others."""
     dirs, problems = [], []
-    for candidate in (cache_dir(), fallback_dir()):
+    if cache_dir() is None:
+        problems.append("there is no home directory for the cache (HOME unset, no passwd entry)")
+    for candidate in filter(None, (cache_dir(), fallback_dir())):
         try:
             dirs.append(private_dir(candidate))
         except UnsafeCacheError as exc:
@@ -350,7 +360,7 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
     for directory in dirs:
         found = verified_library(directory, base)  # raises for a tampered library: never rebuilt over silently
         if found is not None and built_by in (None, found[2]):
-            return found[:2]
+            return _kept_in(directory, problems, found[:2])
     if no_compiler is not None or bad_timeout is not None:
         raise no_compiler or bad_timeout
     for directory in dirs:
@@ -358,12 +368,29 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
             problems.append(f"{directory}: not writable")
             continue
         try:
-            return _compile(cc, built_by, timeout, directory, base, extra_flags)
+            return _kept_in(directory, problems, _compile(cc, built_by, timeout, directory, base, extra_flags))
         except OSError as exc:  # the directory's file system (full, read-only): the next directory may do
             problems.append(f"{directory}: {exc.strerror or exc}")
     if any(p.startswith("refused") for p in problems):
         raise UnsafeCacheError("no safe directory for the compiled kernels: " + "; ".join(problems))
     raise RuntimeError("no writable directory for the compiled kernels: " + "; ".join(problems))
+
+
+_warned: set[str] = set()  # the fallback warnings given: once per process each
+
+
+def _kept_in(directory: Path, problems: list[str], result):
+    """``result``, after a warning (once) when ``directory`` is the fallback because of ``problems``."""
+    if problems and directory != cache_dir():
+        message = (
+            f"liquid_control: the compiled kernels are kept in {directory}, which the system may empty (then they "
+            f"are built again), because {'; '.join(problems)}. Fix that, or set LIQUID_CONTROL_CACHE to a private "
+            "directory"
+        )
+        if message not in _warned:
+            _warned.add(message)
+            warnings.warn(message, stacklevel=3)
+    return result
 
 
 def _compiler_said(stderr: str) -> str:
