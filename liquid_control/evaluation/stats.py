@@ -81,8 +81,12 @@ def hierarchical_bootstrap_interval(
 
     ``outcomes[s][k]``: the 0/1 outcomes of training seed ``s`` in stratum ``k`` (a shift; several strata are
     averaged with equal weight, e.g. all visual shifts). The statistic is the mean over seeds of the mean over
-    strata of the episode mean. Every seed needs the same strata. A percentile interval (fixed seed: a report
-    is reproducible); with few seeds it is narrower than the truth, so read it with the per-seed table.
+    strata of the episode mean. Every seed needs the same strata. The two-stage bootstrap (Davison & Hinkley
+    1997, sec. 3.8): each replicate draws ``n_seeds`` seeds with replacement, then resamples the episodes of
+    every drawn slot independently, so a seed drawn twice contributes two resamples of its episodes (before:
+    one resample, copied into both slots, which widened the interval by ~20% where episodes dominate the
+    spread). A percentile interval (fixed seed: a report is reproducible); with few seeds it is narrower than
+    the truth, so read it with the per-seed table.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"hierarchical_bootstrap_interval: confidence must be in (0, 1), got {confidence}")
@@ -97,12 +101,20 @@ def hierarchical_bootstrap_interval(
     picked = rng.integers(0, n_seeds, size=(resamples, n_seeds))  # which seed fills each slot
     total = np.zeros((resamples, n_seeds))
     for k in range(n_strata):
-        # resample the episodes of stratum k of every seed, then read off the picked seeds' resampled means
-        means = np.empty((resamples, n_seeds))
+        # the episodes of stratum k, one row per seed (padded to the most episodes a seed has)
+        sizes = np.array([strata[k].size for strata in seeds])
+        values = np.zeros((n_seeds, sizes.max()))
         for s, strata in enumerate(seeds):
-            x = strata[k]
-            means[:, s] = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
-        total += np.take_along_axis(means, picked, axis=1)
+            values[s, : sizes[s]] = strata[k]
+        # every slot of every replicate resamples its seed's episodes on its own: an index array of shape
+        # (resamples, n_seeds, episodes); a seed with fewer episodes than the most uses the first of its draws
+        shape = (resamples, n_seeds, sizes.max())
+        if sizes.min() == sizes.max():
+            total += values[picked[..., None], rng.integers(0, sizes.max(), size=shape)].mean(axis=2)
+        else:
+            n = sizes[picked]  # (resamples, n_seeds): the episodes of the seed in each slot
+            drawn = values[picked[..., None], rng.integers(0, n[..., None], size=shape)]
+            total += np.where(np.arange(sizes.max()) < n[..., None], drawn, 0.0).sum(axis=2) / n
     stats = (total / n_strata).mean(axis=1)
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
