@@ -89,6 +89,108 @@ def test_each_variant_runs_the_vector_code_it_was_built_for():
         assert isa == ("avx512" if " avx512f" in cpu else "avx2" if " avx2" in cpu and " fma" in cpu else "portable")
 
 
+# ---- the CPU the library was built for -----------------------------------------------------------------
+def _feature_names(mask):
+    return [name for bit, name in sorted(native.cpu_features().items()) if mask >> bit & 1]
+
+
+@pytest.mark.skipif(not kernel_variants.X86, reason="the check covers x86 features")
+def test_each_variant_checks_exactly_the_features_it_was_compiled_for():
+    for variant in ("native", "no_avx512", "portable"):
+        missing = kernel_variants.library(variant).function("liquid_cpu_missing")
+        assert missing(pretend_absent=0) == 0  # this CPU runs what was built for it
+        compiled_for = _feature_names(missing(pretend_absent=-1))
+        assert ("avx512f" in compiled_for) == (kernel_variants.library(variant).isa == "avx512")
+        if variant == "portable":
+            assert not {"avx", "avx2", "fma"} & set(compiled_for) and "sse3" in compiled_for
+
+
+@needs_compiler
+@pytest.mark.skipif(not kernel_variants.X86, reason="the check covers x86 features")
+def test_a_library_compiled_for_features_this_cpu_lacks_is_refused_and_torch_runs(
+    suite_build, private_cache, monkeypatch
+):
+    """Before: nothing checked the CPU at run time: an AVX-512 library on an AVX2 CPU (a cache shared between
+    machines whose key matched) died of SIGILL at its first call. Here the CPU pretends to lack every feature."""
+    lacks = "avx512f" if kernel_variants.library("native").isa == "avx512" else "sse3"
+    path, _ = _seed_cache(private_cache, suite_build)
+    monkeypatch.setattr(native, "PRETEND_CPU_LACKS", -1)
+    with pytest.warns(UserWarning, match=f"unavailable.*refused {path}: it was compiled for a CPU with .*{lacks}"):
+        assert native.load() is None
+    with kernels.recording() as ran, torch.no_grad():
+        LTC(3, 4).cell.eval().step(torch.randn(1, 3), None, 0.1)
+    assert ran == [("ltc", "step", "numpy")]
+
+
+DRIVER = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    void *library = dlopen(argv[1], RTLD_NOW);
+    if (!library) { printf("dlopen: %s\n", dlerror()); return 2; }
+    int (*missing)(int) = (int (*)(int))dlsym(library, "liquid_cpu_missing");
+    if (!missing) { printf("no liquid_cpu_missing\n"); return 2; }
+    printf("%d\n", missing(0));
+    fflush(stdout);
+    if (argc > 2 && !strcmp(argv[2], "run")) {  /* what the loader no longer does on such a CPU */
+        typedef void (*exp_f32)(int, const float *, float *);
+        exp_f32 exp = (exp_f32)dlsym(library, "liquid_exp_f32");
+        float x[64] = {0}, y[64];
+        exp(64, x, y);
+    }
+    return 0;
+}
+"""
+
+
+@needs_compiler
+@pytest.mark.skipif(not kernel_variants.X86 or shutil.which("qemu-x86_64") is None, reason="needs qemu-x86_64")
+def test_on_an_emulated_older_cpu_the_check_names_the_missing_features_where_a_kernel_dies_of_sigill(tmp_path):
+    """The real check (__builtin_cpu_supports, compiled for the baseline x86-64) on a CPU without the library's
+    vector instructions: qemu-x86_64 -cpu Haswell (no AVX-512) for an AVX-512 build, Nehalem (no AVX) else."""
+    library = kernel_variants.library("native")
+    cpu, lacks = {"avx512": ("Haswell", "avx512f"), "avx2": ("Nehalem", "avx2")}.get(library.isa, (None, None))
+    if cpu is None:
+        pytest.skip("this CPU's build has no AVX2")
+    (tmp_path / "stub.c").write_text("void sgemm_(void) {}\nvoid dgemm_(void) {}\n")  # torch's BLAS, for dlopen
+    subprocess.run(
+        ["cc", "-shared", "-fPIC", "-o", str(tmp_path / "libtorch_cpu.so"), str(tmp_path / "stub.c")], check=True
+    )
+    (tmp_path / "driver.c").write_text(DRIVER)
+    subprocess.run(["cc", "-o", str(tmp_path / "driver"), str(tmp_path / "driver.c"), "-ldl"], check=True)
+    env = dict(os.environ, LD_LIBRARY_PATH=str(tmp_path))  # the stub instead of libtorch_cpu (RUNPATH yields)
+    for mode, returncode in (("check", 0), ("run", -signal.SIGILL)):
+        args = ["qemu-x86_64", "-cpu", cpu, str(tmp_path / "driver"), str(library.path), mode]
+        out = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == returncode, out.stdout + out.stderr
+        assert lacks in _feature_names(int(out.stdout.split()[0]))
+
+
+@needs_compiler
+def test_without_proc_cpuinfo_the_key_follows_what_the_compiler_makes_of_march_native(monkeypatch):
+    """Before: without a readable /proc/cpuinfo the key held platform.processor() (often '' or 'x86_64'): AVX-512
+    and AVX2 machines sharing a cache shared one library."""
+    import pathlib
+
+    read_text = pathlib.Path.read_text
+
+    def no_cpuinfo(self, *args, **kwargs):
+        if str(self) == "/proc/cpuinfo":
+            raise PermissionError(13, "Permission denied", str(self))
+        return read_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", no_cpuinfo)
+    assert native_cache._cpu_identity() is None
+    cc = native_cache.compiler()
+    base = native_cache.library_base((), cc, 60)
+    assert native_cache.library_base((), cc, 60) == base
+    if kernel_variants.X86:  # a compiler whose -march=native lacks AVX2: another target, another library
+        assert native_cache.library_base((), [*cc, "-mno-avx2"], 60) != base
+    with pytest.raises(RuntimeError, match="no C compiler found, and no /proc/cpuinfo"):
+        native_cache.library_base()
+
+
 # ---- bindings read from the C prototypes ----------------------------------------------------------------
 @needs_compiler
 @pytest.mark.skipif(shutil.which("nm") is None, reason="needs nm (binutils) to list the library's symbols")

@@ -8,7 +8,9 @@ and NEON on aarch64) and vectorised synapse passes (``synapses.h``). ``benchmark
 
 It is compiled with the system C compiler (``$CC`` or ``cc``, about a second) into a private per-user cache
 the first time a cell needs it (``cache.py``: private directories, a SHA-256 recorded at build time and checked
-before loading, a compiler timeout), and checked once after loading. With no compiler, a failed or refused
+before loading, a compiler timeout), and checked once after loading: first that this CPU has every x86 feature
+the library was compiled for (``liquid_cpu_missing``: a library built on another machine is refused, not run
+into SIGILL), then the BLAS. With no compiler, a failed or refused
 build or a failed check, ``load()`` returns None (one warning says why) and the cells use their torch/numpy
 kernels: the same numbers up to float rounding, slower. ``LIQUID_CONTROL_NATIVE=0`` turns it off;
 ``LIQUID_CONTROL_CACHE`` moves the cache; ``LIQUID_CONTROL_CC_TIMEOUT`` bounds the compiler.
@@ -19,6 +21,7 @@ The ctypes bindings are read from the C prototypes (``bindings.py``); every call
 from __future__ import annotations
 
 import os
+import re
 import threading
 import warnings
 
@@ -44,6 +47,15 @@ __all__ = [
 
 _lock = threading.Lock()
 _state: dict = {}
+PRETEND_CPU_LACKS = 0  # the tests' hook: bits of CPU features (kernels.c) to treat as missing from this CPU
+
+
+def cpu_features() -> dict[int, str]:
+    """The bits of ``liquid_cpu_missing``'s result and the features they name (read from kernels.c)."""
+    if "cpu_features" not in _state:
+        text = (SOURCE_DIR / "kernels.c").read_text()
+        _state["cpu_features"] = {int(bit): name for bit, name in re.findall(r'CPU_FEATURE\((\d+), "([\w.]+)"\)', text)}
+    return _state["cpu_features"]
 
 
 def prototypes():
@@ -60,6 +72,13 @@ class NativeKernels:
         self.path = path
         self._library = library
         self._functions = {key: CFunction(proto, library) for key, proto in prototypes().items()}
+        missing = self.function("liquid_cpu_missing")(pretend_absent=PRETEND_CPU_LACKS)  # before any other call
+        if missing:
+            lacks = ", ".join(name for bit, name in sorted(cpu_features().items()) if missing >> bit & 1)
+            raise RuntimeError(
+                f"refused {path}: it was compiled for a CPU with {lacks}, which this CPU lacks "
+                "(a cache shared with another machine?); delete it to build for this one"
+            )
         if self.function("liquid_selftest")() != 1:
             raise RuntimeError("the BLAS self-test failed (unexpected BLAS ABI)")
         self.isa = ("avx512", "avx2", "portable")[self.function("liquid_isa")()]

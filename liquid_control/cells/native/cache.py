@@ -20,10 +20,12 @@ and a compiler that never returns.
   directory) are removed.
 
 The library's name (``library_base``) is a digest of what the build depends on except the compiler: sources,
-flags, torch, the CPU. The compiler's identity (its real path, its arguments and what ``--version`` says) is in
-the record instead: with a compiler present, a library another compiler built is rebuilt (an upgrade behind the
-same path included); with none (a runtime image without gcc), the verified library in the cache is used as is.
-``LIQUID_CONTROL_CC_TIMEOUT`` is read when a compile needs it: a bad value does not stop a cached library.
+flags, torch, the CPU (its /proc/cpuinfo model and flags; without them, what the compiler makes of
+``-march=native``). The loader then checks the CPU itself (``liquid_cpu_missing``, __init__.py). The
+compiler's identity (its real path, its arguments and what ``--version`` says) is in the record instead: with a
+compiler present, a library another compiler built is rebuilt (an upgrade behind the same path included); with
+none (a runtime image without gcc), the verified library in the cache is used as is. ``LIQUID_CONTROL_CC_TIMEOUT``
+is read when a compile needs it: a bad value does not stop a cached library.
 """
 
 from __future__ import annotations
@@ -263,19 +265,20 @@ def _torch_blas() -> Path:
     raise RuntimeError(f"no libtorch_cpu in {lib_dir}")
 
 
-def _cpu_identity() -> str:
-    """What -march=native compiles for: the CPU's model and feature flags (a shared home may span machines)."""
+def _cpu_identity() -> str | None:
+    """What -march=native compiles for: the CPU's model and feature flags (a shared home may span machines);
+    None where /proc/cpuinfo does not tell (no /proc in a sandbox, another OS)."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return platform.processor()
+        return None
     seen = {}
     for line in lines:
         key = line.split(":", 1)[0].strip()
         wanted = key in ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU part")
         if wanted and key not in seen:
             seen[key] = line
-    return "\n".join(seen.values())
+    return "\n".join(seen.values()) or None
 
 
 def compiler() -> list[str]:
@@ -293,21 +296,41 @@ def compiler() -> list[str]:
     return [found, *argv[1:]]
 
 
+def _ask_compiler(cc: list[str], args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="liquid_control-cc-") as scratch:
+        return run_compiler([*cc, *args], timeout, Path(scratch))
+
+
 def compiler_identity(cc: list[str], timeout: float) -> str:
     """The compiler as a build's record names it: its command with the program's real path, and what
     ``--version`` says (an upgrade behind the same path is another compiler)."""
-    with tempfile.TemporaryDirectory(prefix="liquid_control-cc-") as scratch:
-        result = run_compiler([*cc, "--version"], timeout, Path(scratch))
+    result = _ask_compiler(cc, ["--version"], timeout)
     return f"{shlex.join([os.path.realpath(cc[0]), *cc[1:]])}\n{(result.stdout + result.stderr).strip()}"
 
 
-def library_base(extra_flags: tuple[str, ...] = ()) -> str:
+def native_target(cc: list[str], timeout: float) -> str:
+    """What the compiler makes of ``-march=native`` (the default target where it refuses the flag): its
+    predefined macros, which name every instruction set it enables."""
+    for arch in (["-march=native"], []):
+        result = _ask_compiler(cc, [*arch, "-E", "-dM", "-x", "c", os.devnull], timeout)
+        if result.returncode == 0:
+            break
+    return result.stdout
+
+
+def library_base(extra_flags: tuple[str, ...] = (), cc: list[str] | None = None, timeout=DEFAULT_TIMEOUT_S) -> str:
     """The library's name stem: a digest of the sources, torch, CPU and flags (the compiler: see the module
-    docstring)."""
+    docstring). The CPU is its /proc/cpuinfo identity, else the compiler's ``native_target`` (then ``cc`` is
+    needed)."""
+    cpu = _cpu_identity()
+    if cpu is None:
+        if cc is None:
+            raise RuntimeError("no C compiler found, and no /proc/cpuinfo to match a cached library to this CPU")
+        cpu = native_target(cc, timeout)
     key = hashlib.sha256()
     for name in SOURCES:
         key.update((SOURCE_DIR / name).read_bytes())
-    identity = [torch.__version__, str(_torch_blas()), platform.machine(), _cpu_identity()] + OPT_FLAGS
+    identity = [torch.__version__, str(_torch_blas()), platform.machine(), cpu] + OPT_FLAGS
     key.update(" ".join(identity + list(extra_flags)).encode())
     return f"liquid_kernels-{key.hexdigest()[:16]}"
 
@@ -355,7 +378,7 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
     except ValueError as exc:
         timeout, bad_timeout = DEFAULT_TIMEOUT_S, exc
     built_by = compiler_identity(cc, timeout) if cc is not None else None
-    base = library_base(extra_flags)
+    base = library_base(extra_flags, cc, timeout)
     dirs, problems = _usable_dirs()
     for directory in dirs:
         found = verified_library(directory, base)  # raises for a tampered library: never rebuilt over silently

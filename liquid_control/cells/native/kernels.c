@@ -49,3 +49,89 @@ LIQUID_API int liquid_selftest(void) {
 
 /* The vector code this build runs: 0 AVX-512, 1 AVX2 + FMA, 2 portable (common.h). */
 LIQUID_API int liquid_isa(void) { return LIQUID_ISA; }
+
+/* The x86 features this build may use (its target: -march=native's, LIQUID_ISA's vector code and what the
+ * compiler vectorises with) that the running CPU lacks, as bits: 0 when this CPU can run the library. A library
+ * built for another CPU (a cache shared between machines) would otherwise die of SIGILL at its first call. The
+ * loader calls this before any other function, so it is compiled for the baseline x86-64, not the target.
+ * pretend_absent: bits to treat as missing (the tests' hook). __init__.py reads the names from the
+ * CPU_FEATURE lines; only features the target enables are checked (a compiler that defines the macro knows the
+ * name). */
+#if defined(__x86_64__)
+#define LIQUID_BASELINE __attribute__((target("arch=x86-64")))
+#define CPU_FEATURE(bit, name) \
+    if (!__builtin_cpu_supports(name) || (pretend_absent >> (bit) & 1)) missing |= 1 << (bit);
+#else
+#define LIQUID_BASELINE
+#endif
+LIQUID_BASELINE LIQUID_API int liquid_cpu_missing(int pretend_absent) {
+    int missing = 0;
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+#ifdef __SSE3__
+    CPU_FEATURE(0, "sse3")
+#endif
+#ifdef __SSSE3__
+    CPU_FEATURE(1, "ssse3")
+#endif
+#ifdef __SSE4_1__
+    CPU_FEATURE(2, "sse4.1")
+#endif
+#ifdef __SSE4_2__
+    CPU_FEATURE(3, "sse4.2")
+#endif
+#ifdef __POPCNT__
+    CPU_FEATURE(4, "popcnt")
+#endif
+#ifdef __AVX__
+    CPU_FEATURE(5, "avx")
+#endif
+#ifdef __AVX2__
+    CPU_FEATURE(6, "avx2")
+#endif
+#ifdef __FMA__
+    CPU_FEATURE(7, "fma")
+#endif
+#ifdef __BMI__
+    CPU_FEATURE(8, "bmi")
+#endif
+#ifdef __BMI2__
+    CPU_FEATURE(9, "bmi2")
+#endif
+#ifdef __AVX512F__
+    CPU_FEATURE(10, "avx512f")
+#endif
+#ifdef __AVX512VL__
+    CPU_FEATURE(11, "avx512vl")
+#endif
+#ifdef __AVX512BW__
+    CPU_FEATURE(12, "avx512bw")
+#endif
+#ifdef __AVX512DQ__
+    CPU_FEATURE(13, "avx512dq")
+#endif
+#ifdef __AVX512CD__
+    CPU_FEATURE(14, "avx512cd")
+#endif
+#ifdef __AVX512VBMI__
+    CPU_FEATURE(15, "avx512vbmi")
+#endif
+#ifdef __AVX512IFMA__
+    CPU_FEATURE(16, "avx512ifma")
+#endif
+#ifdef __AVX512VPOPCNTDQ__
+    CPU_FEATURE(17, "avx512vpopcntdq")
+#endif
+#ifdef __AVX512VBMI2__
+    CPU_FEATURE(18, "avx512vbmi2")
+#endif
+#ifdef __AVX512VNNI__
+    CPU_FEATURE(19, "avx512vnni")
+#endif
+#ifdef __AVX512BITALG__
+    CPU_FEATURE(20, "avx512bitalg")
+#endif
+#endif
+    (void)pretend_absent;
+    return missing;
+}
