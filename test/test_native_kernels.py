@@ -539,8 +539,10 @@ def test_a_cached_library_is_used_without_a_compiler_and_with_a_bad_timeout_sett
     suite_build, private_cache, tmp_path, monkeypatch
 ):
     """Before: a verified library in the cache was not used once the compiler was gone (a runtime image without
-    gcc), nor with an invalid LIQUID_CONTROL_CC_TIMEOUT, which is only needed to compile."""
+    gcc), nor with an invalid LIQUID_CONTROL_CC_TIMEOUT, which is only needed to compile. Nor does asking the
+    compiler what it is need a temporary directory (here there is none)."""
     path, _ = _seed_cache(private_cache, suite_build)
+    monkeypatch.setattr(native_cache.tempfile, "tempdir", "/proc/no-temporary-directory")
     monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "soon")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -582,8 +584,18 @@ def test_a_failed_native_build_is_an_error_naming_the_compilers_first_error_not_
     assert _builds(log) == 2 and "-march=native" in log.read_text().splitlines()[-1]
 
 
-def test_a_compiler_that_refuses_march_native_builds_without_it(suite_build, private_cache, tmp_path, monkeypatch):
-    refused = ["cc1: error: bad value 'native' for '-march=' switch"]
+@pytest.mark.parametrize(
+    "refused",
+    [
+        "cc1: error: bad value 'native' for '-march=' switch",  # gcc for a target without it
+        "cc1: error: unrecognized -march target: native",  # gcc for 32-bit arm
+        "clang: error: the clang compiler does not support '-march=native'",
+    ],
+)
+def test_a_compiler_that_refuses_march_native_builds_without_it(
+    refused, suite_build, private_cache, tmp_path, monkeypatch
+):
+    refused = [refused]
     cc, log = _copying_compiler(tmp_path, suite_build, fail_when=NATIVE, error=refused)
     monkeypatch.setenv("CC", str(cc))
     path, data = native.build()

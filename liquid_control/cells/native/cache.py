@@ -296,15 +296,10 @@ def compiler() -> list[str]:
     return [found, *argv[1:]]
 
 
-def _ask_compiler(cc: list[str], args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    with tempfile.TemporaryDirectory(prefix="liquid_control-cc-") as scratch:
-        return run_compiler([*cc, *args], timeout, Path(scratch))
-
-
 def compiler_identity(cc: list[str], timeout: float) -> str:
     """The compiler as a build's record names it: its command with the program's real path, and what
     ``--version`` says (an upgrade behind the same path is another compiler)."""
-    result = _ask_compiler(cc, ["--version"], timeout)
+    result = run_compiler([*cc, "--version"], timeout)
     return f"{shlex.join([os.path.realpath(cc[0]), *cc[1:]])}\n{(result.stdout + result.stderr).strip()}"
 
 
@@ -312,7 +307,7 @@ def native_target(cc: list[str], timeout: float) -> str:
     """What the compiler makes of ``-march=native`` (the default target where it refuses the flag): its
     predefined macros, which name every instruction set it enables."""
     for arch in (["-march=native"], []):
-        result = _ask_compiler(cc, [*arch, "-E", "-dM", "-x", "c", os.devnull], timeout)
+        result = run_compiler([*cc, *arch, "-E", "-dM", "-x", "c", os.devnull], timeout)
         if result.returncode == 0:
             break
     return result.stdout
@@ -343,10 +338,13 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def run_compiler(cmd: list[str], timeout: float, scratch: Path) -> subprocess.CompletedProcess:
-    """Run ``cmd`` in its own process group with its temporaries in ``scratch``; kill the group on timeout or
-    on any interruption (KeyboardInterrupt, SystemExit from a signal handler) and re-raise."""
-    env = dict(os.environ, TMPDIR=str(scratch), TMP=str(scratch), TEMP=str(scratch), LC_ALL="C")  # English errors
+def run_compiler(cmd: list[str], timeout: float, scratch: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group with its temporaries in ``scratch`` (a question such as
+    ``--version`` writes none); kill the group on timeout or on any interruption (KeyboardInterrupt, SystemExit
+    from a signal handler) and re-raise."""
+    env = dict(os.environ, LC_ALL="C")  # messages in English: _compile reads them
+    if scratch is not None:
+        env.update(TMPDIR=str(scratch), TMP=str(scratch), TEMP=str(scratch))
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
@@ -427,7 +425,7 @@ def _compiler_said(stderr: str) -> str:
 
 
 def _compile(cc: list[str], built_by: str, timeout: float, directory: Path, base: str, extra_flags):
-    """Build with ``-march=native``; only a compiler that refuses the flag itself (its error names ``-march=``)
+    """Build with ``-march=native``; only a compiler that refuses the flag itself (its error names ``-march``)
     is asked again without it: any other failure is an error, so a transient one (cc1 killed for memory) is not
     cached as a slower portable library."""
     blas = _torch_blas()
@@ -451,7 +449,7 @@ def _compile(cc: list[str], built_by: str, timeout: float, directory: Path, base
             for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):  # the directory failed, not the compile
                 if os.strerror(code) in result.stderr:
                     raise OSError(code, f"{os.strerror(code)} (the compiler said: {failures[-1]})")
-            if "-march=" not in result.stderr:
+            if not re.search(r"-march\b", result.stderr):
                 break
         raise RuntimeError(f"compiling {SOURCE_DIR / 'kernels.c'} failed: {'; then '.join(failures)}")
     finally:
