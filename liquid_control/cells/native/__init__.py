@@ -6,14 +6,15 @@ framework overhead. A small C library runs those loops (``cfc.inc``, ``ltc.inc``
 (``gemm.h``: AVX-512 intrinsics, else GCC vector extensions, ``vec.h``, which compile to AVX2 + FMA on x86-64
 and NEON on aarch64) and vectorised synapse passes (``synapses.h``). ``benchmarks/README.md`` has the measurements.
 
-It is compiled with the system C compiler (``$CC`` or ``cc``, about a second) into a private per-user cache
-the first time a cell needs it (``cache.py``: private directories, a SHA-256 recorded at build time and checked
-before loading, a compiler timeout), and checked once after loading: first that this CPU has every x86 feature
-the library was compiled for (``liquid_cpu_missing``: a library built on another machine is refused, not run
-into SIGILL), then the BLAS. With no compiler, a failed or refused
-build or a failed check, ``load()`` returns None (one warning says why) and the cells use their torch/numpy
-kernels: the same numbers up to float rounding, slower. ``LIQUID_CONTROL_NATIVE=0`` turns it off;
-``LIQUID_CONTROL_CACHE`` moves the cache; ``LIQUID_CONTROL_CC_TIMEOUT`` bounds the compiler.
+It is compiled with the system C compiler (``$CC``, split like a shell command, or ``cc``; about a second) into
+a private per-user cache the first time a cell needs it (``cache.py``: private directories, a SHA-256 recorded
+at build time and checked before loading, a compiler timeout), and checked once after loading: first that this
+CPU has every x86 feature the library was compiled for (``liquid_cpu_missing``: a library built for another
+machine is refused, not run into SIGILL), then the BLAS. With no compiler (and no cached library), a failed or
+refused build or a failed check, ``load()`` returns None (one warning says why, ``load_error()`` keeps it) and
+the cells use their torch/numpy kernels: the same numbers up to float rounding, slower.
+``LIQUID_CONTROL_NATIVE=0`` turns it off; ``LIQUID_CONTROL_CACHE`` moves the cache; ``LIQUID_CONTROL_CC_TIMEOUT``
+bounds the compiler.
 
 The ctypes bindings are read from the C prototypes (``bindings.py``); every call names its arguments.
 """
