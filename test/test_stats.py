@@ -221,7 +221,7 @@ def test_the_expert_is_paired_on_the_episode_seed_with_every_training_seed_of_th
     from liquid_control.evaluation.summary import paired_comparison, summarize
 
     records = episodes("expert", {0: 30}, "winter") + episodes("cfc", {0: 5, 1: 25, 2: 25, 3: 25, 4: 25}, "winter")
-    (row,) = paired_comparison(records, "expert", "cfc", ["winter"], seedless={"expert"})
+    (row,) = paired_comparison(records, "expert", "cfc", ["winter"])  # the expert: seedless by default
     (cell,) = summarize(records, ["cfc"], ["winter"])
     assert (row.pairs, row.success_a, row.only_a, row.only_b) == (150, 1.0, 45, 0)
     assert row.success_b == pytest.approx(cell.success_rate) == pytest.approx(105 / 150)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from liquid_control.evaluation.errors import EvaluationSetupError
-from liquid_control.evaluation.plan import unique_pairs
+from liquid_control.evaluation.plan import EXPERT, unique_pairs
 from liquid_control.evaluation.shifts import shift_group
 from liquid_control.evaluation.stats import (
     bootstrap_mean_interval,
@@ -224,11 +224,12 @@ class PairedRow:
 
 
 def paired_comparison(
-    records: list[dict], a: str, b: str, shifts: list[str], seedless: frozenset | set | tuple = ()
+    records: list[dict], a: str, b: str, shifts: list[str], seedless: frozenset | set | tuple = (EXPERT,)
 ) -> list[PairedRow]:
     """Pairs episodes of `a` and `b` by (shift, training seed, episode seed); unpaired episodes are left out.
 
-    ``seedless``: policies without training seeds (the expert: its records carry training seed 0). One of
+    ``seedless``: policies without training seeds (the expert, the default: its records carry training seed 0,
+    and no checkpoint can take its name). One of
     them is paired on the episode seed alone, with the episode of that seed of every training seed of the
     other (before: with the other's training seed 0 only, while the success table used all its seeds).
     """
