@@ -131,8 +131,9 @@ def plot_saliency_grid(policies: list[tuple[str, object, dict]], path: str) -> s
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle("VisualBackProp saliency (same frames in each column)", fontsize=9)
-    fig.tight_layout()
+    inch = 1 / fig.get_figheight()  # the title a fixed distance from the top, above the columns' titles
+    fig.suptitle("VisualBackProp saliency (same frames in each column)", fontsize=9, y=1 - 0.08 * inch, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 * inch))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
