@@ -612,3 +612,18 @@ def test_the_agents_large_gap_default_is_the_nodes():
     from liquid_control.runtime.runner import RunnerLimits
 
     assert DEFAULT_MAX_GAP_S == RunnerLimits().max_gap_s == POLICY_NODE_PARAMETERS["max_gap_s"][0]
+
+
+def test_the_shipped_node_parameter_files_reset_on_the_gap_training_and_evaluation_use():
+    """The balance worlds' files said 0.2 s: the robot reset its state after gaps (0.2-1 s) that the policies were
+    trained and evaluated integrating, and bags recorded with them were cut where simulation's data was not."""
+    import yaml
+
+    from liquid_control.paths import config_dir
+    from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
+
+    files = sorted(config_dir().glob("*_policy.yaml"))
+    assert len(files) >= 3
+    for path in files:
+        params = yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
+        assert params.get("max_gap_s", DEFAULT_MAX_GAP_S) == DEFAULT_MAX_GAP_S, path.name
