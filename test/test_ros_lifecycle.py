@@ -126,6 +126,10 @@ def test_lifecycle_transitions(policy_file, ros):
     spin(5.0, until=future.done)
     assert future.result().success
     np.testing.assert_array_equal(node.runner.state, node.runner.backend.initial_state())
+    # ... and the inputs (the sim graph's next episode): no update on the last episode's readings, and its
+    # stamps (sim time starts again near 0) are not out of order against the old ones
+    assert set(node.runner.missing_inputs()) == {"imu", "wheels"}  # the setpoint ("command") is kept
+    assert node.runner.submit("wheels", now - 1.0, np.zeros(2)).accepted
     spin(10.0, until=lambda: len(commands) >= 3)
     assert len(commands) == 3 and all(abs(c) <= 0.6 for m in commands for c in m.data)
     # deactivate publishes a stop command and holds still

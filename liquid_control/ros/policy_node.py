@@ -615,9 +615,11 @@ class PolicyNode(LifecycleNode):
         if self.runner is None:
             response.success, response.message = False, "not configured"
             return response
-        self.runner.reset("service")
-        response.success, response.message = True, "liquid state reset"
-        self.get_logger().info("liquid state reset (~/reset)")
+        # the inputs too (setpoints are kept): what the sim graph calls before each episode, whose messages must
+        # not meet the previous episode's readings and stamps (with sim time its stamps start again near 0)
+        self.runner.reset("service", clear_inputs=True)
+        response.success, response.message = True, "liquid state reset; waiting for one message of each input"
+        self.get_logger().info("liquid state reset (~/reset); waiting for one message of each input")
         return response
 
     # ------------------------------------------------------------------------------------------- diagnostics
