@@ -267,6 +267,41 @@ def test_bag_updates_follow_the_policy_runner_exactly(tmp_path):
     np.testing.assert_allclose(updates[1].label, np.array([0.1, -0.2]) / SCALE)
 
 
+def test_a_window_that_continues_a_gap_free_segment_starts_as_after_a_reset(tmp_path):
+    """Windows of one segment are trained apart, each from the initial state. The node never resets inside a
+    gap-free stream, so a continuation window's first update gets the dt the node gives the first update after a
+    reset (first_update_dt), not its recorded dt, a pairing (initial state, recorded dt) it never meets at run
+    time; every other update keeps the stream's dt, and a window after a real reset is unchanged."""
+    import dataclasses
+
+    from liquid_control.training.bag_data import convert_bag, load_segments
+
+    stamps = [1.0 + i / 30 for i in range(20)] + [3.0 + i / 30 for i in range(7)]  # a 1.35 s gap: a reset
+    frames = [(s, s + 0.02) for s in stamps]
+    imus = [(s - 0.005, t - 0.004, np.full(6, i, float)) for i, (s, t) in enumerate(frames)]
+    commands = [(t + 0.003, (0.2, 0.1)) for _, t in frames]
+    bag = str(_synthetic_bag(tmp_path / "stream", frames, imus, commands))
+    base = data_spec(CAMERA_IMU)
+    for first_dt in (0.0, 0.01):
+        spec = dataclasses.replace(base, limits=dataclasses.replace(base.limits, first_update_dt=first_dt))
+        with BagReader(bag) as reader:
+            updates = list(stream_updates(reader, capture_runner(CAMERA_IMU, spec), spec, StreamStats()))
+        assert [i for i, u in enumerate(updates) if u.reset] == [20] and len(updates) == 27
+        folder = tmp_path / f"cache{first_dt}"
+        index = convert_bag(bag, CAMERA_IMU, spec, folder, 8, False, print)
+        windows = load_segments(folder, index)
+        assert [len(w) for w in windows] == [8, 8, 4, 7]  # 20 updates before the gap, 7 after
+        dt = np.concatenate([w.dt for w in windows])
+        recorded = np.array([u.dt for u in updates], np.float32)
+        assert recorded[8] > 0.03 and recorded[16] > 0.03  # what the old conversion started windows 2 and 3 with
+        expected = recorded.copy()
+        expected[[8, 16]] = first_dt
+        np.testing.assert_array_equal(dt, expected)
+        assert dt[0] == dt[20] == np.float32(first_dt)  # the runner's own after the start and the gap
+        np.testing.assert_array_equal(np.concatenate([w.stamp for w in windows]), [u.stamp for u in updates])
+        assert [w.info["continues"] for w in windows] == [False, True, True, False]
+
+
 def test_label_rules(tmp_path):
     """next / held / offset / max_wait on one timeline (commands at 5 Hz, frames at 10 Hz)."""
     frames = [(1.0 + 0.1 * i, 1.01 + 0.1 * i) for i in range(8)]
