@@ -3,21 +3,10 @@ the seed-then-episode bootstrap (fast: no world runs)."""
 
 import numpy as np
 import pytest
+from test_eval import TINY_CONFIG  # the evaluation tests' tiny camera policy
 
 from liquid_control.evaluation.report import _comparison_table
 from liquid_control.evaluation.summary import compare_over_seeds
-
-TINY_CONFIG = {
-    "name": "tiny_cfc",
-    "world": "LiquidRover-v0",
-    "observation": {"image": {"height": 32, "width": 32}, "vectors": {"imu": 6}, "update_on": "camera"},
-    "encoder": {
-        "camera": {"channels": [4, 8], "kernel_sizes": [5, 3], "strides": [2, 2], "features": 8},
-        "vectors": {"hidden": [8], "features": 4},
-    },
-    "core": {"type": "cfc", "units": 8},
-    "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
-}
 
 
 def episodes(policy, successes_by_seed, shift="in_distribution", n=30):
