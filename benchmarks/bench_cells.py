@@ -109,7 +109,11 @@ def main(argv=None) -> int:
     repeats = 3 if args.quick else args.repeats
     torch.set_num_threads(1)
     lib = native.load()
-    compiled = f"yes ({lib.isa} vector code)" if lib is not None else "no (LIQUID_CONTROL_NATIVE=0 or no C compiler)"
+    compiled = (
+        f"yes ({lib.isa} vector code)"
+        if lib is not None
+        else f"no ({native.load_error() or 'LIQUID_CONTROL_NATIVE=0'})"  # a failed build: its reason
+    )
     print(f"torch {torch.__version__}, 1 thread; medians of {repeats} repeats; compiled kernels: {compiled}\n")
     print(f"{'benchmark':44s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}  kernel path (ours)")
     figures = {}
