@@ -8,7 +8,8 @@ horizon moves by a pixel for 3 degrees of pitch), finding the target a slow loop
 at exposure and delivered 25 ms later). Nothing but the image says where the target is.
 
 Every message of the camera or the IMU is an update (``update_on``, default both); the wheel encoders
-(200 Hz) are held. The first update waits until every sensor has delivered, as the policy node does.
+(200 Hz) are held. The first update waits until every sensor has delivered (for a policy's world,
+``policy_inputs``: every sensor of its inputs, as the policy node does).
 Action: normalized wheel torques ``[left, right]``. Appearance follows the rover's seasons, lighting and fog.
 """
 
@@ -143,6 +144,7 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
     sensor_names = ("camera", "imu", "encoders")
     observation_keys = ("image", "imu", "wheels")
     default_update_on = ("camera", "imu")
+    input_sensors = {"camera": "camera", "imu": "imu", "wheels": "encoders"}
     wait_for_all_sensors = True
     action_kind = "wheel_torques"
     default_time_limit = TIME_LIMIT
@@ -155,6 +157,7 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
         render_mode=None,
         update_on=None,
         reorder_lag_s: float = 0.0,
+        policy_inputs=None,
     ):
         shift = parse_shift(shift)
         self.image_shape = camera_image_shape(render_size)
@@ -167,6 +170,7 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
             render_mode,
             update_on,
             reorder_lag_s,
+            policy_inputs,
         )
         m = self.model
         self.observation_space = gym.spaces.Dict(

@@ -118,11 +118,18 @@ class LiquidBalanceEnv(TimedMujocoWorld):
     sensor_names = ("imu", "encoders")
     observation_keys = ("imu", "wheels", "command")
     default_update_on = ("imu",)
+    input_sensors = {"imu": "imu", "wheels": "encoders", "command": None}  # the command is the world's own
     action_kind = "wheel_torques"
     default_time_limit = TIME_LIMIT
 
     def __init__(
-        self, shift=None, time_limit: float | None = TIME_LIMIT, render_mode=None, update_on=None, reorder_lag_s=0.0
+        self,
+        shift=None,
+        time_limit: float | None = TIME_LIMIT,
+        render_mode=None,
+        update_on=None,
+        reorder_lag_s=0.0,
+        policy_inputs=None,
     ):
         shift = parse_shift(shift)
         super().__init__(
@@ -133,6 +140,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
             render_mode,
             update_on,
             reorder_lag_s,
+            policy_inputs,
         )
         m = self.model
         self.observation_space = gym.spaces.Dict(

@@ -216,6 +216,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     sensor_names = ("camera", "imu")
     observation_keys = ("image", "imu")
     default_update_on = ("camera",)
+    input_sensors = {"camera": "camera", "imu": "imu"}
     action_kind = "twist"
     default_time_limit = TIME_LIMIT
 
@@ -227,6 +228,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
         render_mode=None,
         update_on=None,
         reorder_lag_s: float = 0.0,
+        policy_inputs=None,
     ):
         shift = parse_shift(shift)
         self.image_shape = camera_image_shape(render_size)
@@ -239,6 +241,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
             render_mode,
             update_on,
             reorder_lag_s,
+            policy_inputs,
         )
         m = self.model
         self.observation_space = gym.spaces.Dict(

@@ -62,11 +62,19 @@ class TimedMujocoWorld(gym.Env):
     """Base class of the worlds. Subclasses define the model, the sensors' readings and the task.
 
     Class attributes a subclass sets: ``sensor_names`` (its sensors, in the order of its timings),
-    ``observation_keys`` (its observation inputs besides the time entries), ``default_update_on`` and
-    ``wait_for_all_sensors`` (the first update waits until every sensor has delivered, as the policy node
-    does; the older worlds start at the first update message) and ``action_kind`` (what its action commands, as
-    a policy config's ``action.kind`` names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right])
-    and ``default_time_limit`` (seconds, what ``time_limit=None`` means).
+    ``observation_keys`` (its observation inputs besides the time entries), ``default_update_on``,
+    ``input_sensors`` (each input a policy can read, named as the policy names it: ``camera`` for the image, else
+    the observation key, -> the world sensor whose messages deliver it, None for an input no sensor delivers, such
+    as the balancer's ``command``, there from the start), ``wait_for_all_sensors`` (what the first update waits
+    for in a world made without ``policy_inputs``, e.g. for the expert: True, every sensor's first message; False,
+    the first update message), ``action_kind`` (what its action commands, as a policy config's ``action.kind``
+    names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right]) and ``default_time_limit``
+    (seconds, what ``time_limit=None`` means).
+
+    ``policy_inputs`` (``liquid_control.policy.env_kwargs`` passes the policy's): the first update waits until
+    every sensor delivering one of them (and every update sensor) has delivered once, as the policy node's
+    ``PolicyRunner`` waits for every input of its policy; so a policy's first update in the world is the one the
+    node makes from the same messages (``first_update_sensors``: those sensors, in the world's order).
 
     ``horizon`` (``2 * time_limit + 10`` s) bounds the stamps of the updates ``step`` returns, hence the
     observation's ``dt`` and ``ages``: when no update can come by then (rare sensors, heavy dropout), ``step``
@@ -79,6 +87,7 @@ class TimedMujocoWorld(gym.Env):
     sensor_names: tuple = ()
     observation_keys: tuple = ()
     default_update_on: tuple = ()
+    input_sensors: dict = {}
     wait_for_all_sensors: bool = False
     action_kind: str = ""
     default_time_limit: float = 10.0
@@ -92,6 +101,7 @@ class TimedMujocoWorld(gym.Env):
         render_mode=None,
         update_on=None,
         reorder_lag_s: float = 0.0,
+        policy_inputs=None,
     ):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -116,6 +126,7 @@ class TimedMujocoWorld(gym.Env):
                 f"update_on {list(self.update_on)}: name distinct sensors of this world "
                 f"({', '.join(self.sensor_names)})"
             )
+        self.first_update_sensors = self._first_update_sensors(policy_inputs)
         ReorderBuffer(reorder_lag_s)  # validates the lag
         self.reorder_lag_s = float(reorder_lag_s)
         # The shift's sensor settings: every sensor's, then each sensor's own factors.
@@ -130,6 +141,21 @@ class TimedMujocoWorld(gym.Env):
             )
         self.clipped_actions = 0
         self._streams: dict = {}
+
+    def _first_update_sensors(self, policy_inputs) -> tuple:
+        """The sensors the first update waits for besides the update sensors (see the class docstring): those
+        delivering ``policy_inputs``, or without them the world's default; ValueError for an unknown input."""
+        if policy_inputs is None:
+            return tuple(self.sensor_names) if self.wait_for_all_sensors else ()
+        inputs = (policy_inputs,) if isinstance(policy_inputs, str) else tuple(policy_inputs)
+        unknown = [name for name in inputs if name not in self.input_sensors]
+        if unknown:
+            raise ValueError(
+                f"policy_inputs {list(inputs)}: {', '.join(map(repr, unknown))} not an input of this world "
+                f"(inputs: {', '.join(self.input_sensors)})"
+            )
+        wanted = {self.input_sensors[name] for name in inputs}
+        return tuple(s for s in self.sensor_names if s in wanted)
 
     # ----- to be defined by the worlds -----
     def _reset_world(self, rng: np.random.Generator) -> None:
@@ -183,7 +209,7 @@ class TimedMujocoWorld(gym.Env):
         self._latest = {n: None for n in self.sensor_names}  # (stamp, reading) last released by the buffer
         self._reorder = ReorderBuffer(self.reorder_lag_s)
         self._held_update_messages = 0  # messages of update sensors the reorder buffer holds
-        self._clock = UpdateClock(self.update_on, required=self.sensor_names if self.wait_for_all_sensors else ())
+        self._clock = UpdateClock(self.update_on, required=self.first_update_sensors)
         self._updates = deque(maxlen=_MAX_QUEUED_UPDATES)  # (Update, readings then) released, not yet returned
         self._update_stamp = None
         self._update = None

@@ -190,6 +190,7 @@ _WORLD_SETTINGS = {
     "update_on": "observation.update_on",
     "reorder_lag_s": "observation.reorder_lag_s",
     "render_size": "observation.image (height, width)",
+    "policy_inputs": "the policy's inputs (observation.image and observation.vectors)",
 }
 
 

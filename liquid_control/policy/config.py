@@ -547,9 +547,16 @@ def check_world(cfg: dict, sensors, observations) -> None:
 
 def env_kwargs(cfg: dict) -> dict:
     """Keyword arguments of the policy's world (``gymnasium.make``): the camera at the policy's image size,
-    updates on the policy's update sensors, the policy's reordering lag."""
+    updates on the policy's update sensors, the policy's reordering lag, and the policy's inputs
+    (``policy_inputs``: ``camera`` for the image, then the vector keys, as the policy node subscribes to them),
+    so that the world's first update waits for a message of each, as the node's ``PolicyRunner`` does."""
     obs = cfg["observation"]
-    kwargs = {"update_on": tuple(obs["update_on"]), "reorder_lag_s": obs["reorder_lag_s"]}
+    inputs = ([CAMERA] if obs["image"] is not None else []) + list(obs["vectors"])
+    kwargs = {
+        "update_on": tuple(obs["update_on"]),
+        "reorder_lag_s": obs["reorder_lag_s"],
+        "policy_inputs": tuple(inputs),
+    }
     if obs["image"] is not None:
         kwargs["render_size"] = (obs["image"]["height"], obs["image"]["width"])
     return kwargs
