@@ -242,6 +242,17 @@ def test_the_report_pairs_the_expert_with_every_training_seed(seed_checkpoints, 
     ).read()
     assert "| in_distribution | 8 | 100% | 50% | 4 | 0 |" in text
     assert "`expert` has no training seeds, so each of its episodes is paired with that episode of every" in text
+    assert "## Comparisons over training seeds" not in text  # the expert's seed 0 is no seed to pair with
+
+
+def test_the_expert_has_no_comparison_over_training_seeds():
+    """The expert's records carry a placeholder training seed 0: paired with cfc's seed 0 it printed
+    `| expert | cfc | visual | 1 (of expert: 1, cfc: 5) | 100% | 17% | +83 pts` (cfc at 70% over its seeds)."""
+    records = episodes("expert", {0: 30}, "winter") + episodes("cfc", {0: 5, 1: 25, 2: 25, 3: 25, 4: 25}, "winter")
+    records += episodes("gru", {0: 10, 1: 10}, "winter")
+    rows = compare_over_seeds(records, [("expert", "cfc"), ("cfc", "gru"), ("gru", "expert")], ["winter"])
+    assert [(r.a, r.b, r.seeds) for r in rows] == [("cfc", "gru", 2)]
+    assert compare_over_seeds(records, [("expert", "cfc")], ["winter"], seedless=()) != []  # what the rule drops
 
 
 # ------------------------------------------------------------------------------- intervals of a difference

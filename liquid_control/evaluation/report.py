@@ -417,8 +417,9 @@ def write_report(
     lines += _group_table(summarize_groups(records, policies, plan.shifts), policies)
     lines.append("")
     unrecorded = {p.name: p.unrecorded_seeds for p in plan.policies}
+    seedless = {p.name for p in plan.policies if p.is_expert}
     compared = compare_over_seeds(
-        records, comparisons if comparisons is not None else list(paired or []), plan.shifts, unrecorded
+        records, comparisons if comparisons is not None else list(paired or []), plan.shifts, unrecorded, seedless
     )
     tested = sum(r.tested for r in compared)
     if tested:
@@ -445,7 +446,6 @@ def write_report(
             "",
         ]
     for a, b in unique_pairs(paired or []):  # --paired a,b --paired a,b: one section
-        seedless = {p.name for p in plan.policies if p.is_expert}
         rows = paired_comparison(records, a, b, plan.shifts, seedless)
         if not rows:
             continue

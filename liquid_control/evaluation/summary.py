@@ -170,7 +170,11 @@ class SeedComparison:
 
 
 def compare_over_seeds(
-    records: list[dict], pairs: list[tuple[str, str]], shifts: list[str], unrecorded: dict | None = None
+    records: list[dict],
+    pairs: list[tuple[str, str]],
+    shifts: list[str],
+    unrecorded: dict | None = None,
+    seedless: frozenset | set | tuple = (EXPERT,),
 ) -> list[SeedComparison]:
     """Paired t-tests over training seeds for every pair and shift group; Holm-corrected over all of them.
 
@@ -179,12 +183,15 @@ def compare_over_seeds(
     compared different seeds: identical policies with one seed missing came out -17 points, "significant").
     ``unrecorded``: policy -> seed numbers that stand in for a seed the checkpoint did not record
     (`plan.PolicySpec.unrecorded_seeds`): never paired. With fewer than two paired seeds a row has no test
-    (``p_value`` None) and is not in the Holm family.
+    (``p_value`` None) and is not in the Holm family. A pair with a ``seedless`` policy (the expert: its records'
+    training seed 0 is a placeholder, see `paired_comparison`) has no row: its comparison is episode by episode.
     """
     unrecorded = unrecorded or {}
     rows = []
     for group, members in shift_groups(shifts).items():
         for a, b in unique_pairs(pairs):  # a pair given twice (or as B, A) is one test of the family
+            if a in seedless or b in seedless:
+                continue
             seeds_a, seeds_b = outcomes_by_seed(records, a, members), outcomes_by_seed(records, b, members)
             unknown = set(unrecorded.get(a, ())) | set(unrecorded.get(b, ()))
             shared = sorted((set(seeds_a) & set(seeds_b)) - unknown)
