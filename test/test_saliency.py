@@ -83,13 +83,23 @@ def test_the_saliency_grid_maps_each_policy_on_frames_of_its_own_camera_size(tmp
         seen.append(((encoder.height, encoder.width), np.asarray(images).shape[-3:-1]))
         return real(encoder, images)
 
+    rendered, real_frames = [], saliency.expert_frames
+
+    def rendering(world, shift, seed, env_kwargs, count=1):
+        rendered.append(dict(env_kwargs))
+        return real_frames(world, shift, seed, env_kwargs, count)
+
     monkeypatch.setattr(saliency, "visual_backprop", recording)
+    monkeypatch.setattr(saliency, "expert_frames", rendering)
     plan = build_plan([f"square={square}", f"wide={wide}"], ["in_distribution", "dusk"], 1)
     for spec in plan.policies:
         spec.env_kwargs["time_limit"] = 3.0
+    plan.policies[1].env_kwargs["reorder_lag_s"] = 0.05  # another timeline: it must not pick another episode
     assert "![saliency grid](saliency_grid.png)" in "\n".join(write_saliency(plan, str(tmp_path)))
     assert {camera for camera, _ in seen} == {(32, 32), (24, 40)}
     assert all(camera == frames for camera, frames in seen), seen  # the wide policy saw 24x40 frames, not 32x32
+    first = plan.policies[0].env_kwargs  # the same expert episode in every row: only the camera size differs
+    assert all({**kwargs, "render_size": first["render_size"]} == first for kwargs in rendered), rendered
 
 
 def test_the_grid_frame_is_the_middle_of_the_expert_episode(monkeypatch):

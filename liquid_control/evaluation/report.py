@@ -533,14 +533,15 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
         return []
     seed = plan.episode_seeds[0]
     spec = trained[0]
-    rendered = {}  # the expert's frames in each policy's own world settings (camera size...), rendered once each
+    rendered = {}  # camera size -> the expert's frames: the first policy's world, at each policy's camera size
 
     def frames_for(p) -> dict:
-        key = repr(sorted(p.env_kwargs.items()))
-        if key not in rendered:
-            picked = {s: saliency.expert_frames(p.world, s, seed, p.env_kwargs, count=1) for s in visual}
-            rendered[key] = {s: frames[0] for s, frames in picked.items() if frames}
-        return rendered[key]
+        size = p.env_kwargs.get("render_size")
+        if repr(size) not in rendered:  # the same episode for every row (other settings change its timeline)
+            kwargs = dict(spec.env_kwargs, render_size=size) if size is not None else spec.env_kwargs
+            picked = {s: saliency.expert_frames(spec.world, s, seed, kwargs, count=1) for s in visual}
+            rendered[repr(size)] = {s: frames[0] for s, frames in picked.items() if frames}
+        return rendered[repr(size)]
 
     rows = [(name, policy, frames_for(p)) for p, (name, policy) in zip(trained, first)]
     shown = [s for s in rows[0][2] if all(s in own for _, _, own in rows)]
