@@ -1,5 +1,7 @@
 """`liquid-control export`: the single-step ONNX model matches torch to 1e-5; the runtime runs it without torch."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -188,12 +190,16 @@ def test_an_export_that_does_not_record_its_checkpoint_runs_with_a_warning_and_c
     pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER))
     export_onnx(Policy.from_config(ROVER), tmp_path / "rover.onnx")  # no source: nothing recorded
     monkeypatch.setattr(backends, "torch_available", lambda: False)
-    for chosen in (load_backend(pt, "onnx"), load_backend(pt)):
+    for backend in ("onnx", "auto"):
+        with pytest.warns(UserWarning, match="rover.onnx: runs in place of rover.pt unchecked"):
+            chosen = load_backend(pt, backend)  # a warning for every caller (offline evaluation, record --expert)
         assert isinstance(chosen, OnnxBackend) and "does not record which checkpoint" in chosen.note
-        assert "rover.onnx: runs in place of rover.pt unchecked" in chosen.note
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_backend(pt, warn=False).note  # the node logs the note itself
     rng = np.random.default_rng(0)
     obs = {"image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8), "imu": rng.normal(size=6).astype(np.float32)}
-    for dt in (-0.05, float("nan"), float("inf")):
+    for dt in (-0.05, float("nan"), float("inf"), 1e39):  # 1e39: finite in Python, inf in the graph's float32
         with pytest.raises(ValueError, match="rover.onnx: dt must be finite and >= 0"):
             chosen.step(obs, chosen.initial_state(), dt)
     assert np.isfinite(chosen.step(obs, chosen.initial_state(), 0.0)[0]).all()

@@ -191,7 +191,7 @@ class PolicyNode(LifecycleNode):
         validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
         policy_path = resolve_policy_file(values["policy"])
         try:
-            backend = load_backend(policy_path, values["backend"])
+            backend = load_backend(policy_path, values["backend"], warn=False)  # its note: logged below
         except (BackendError, OSError):
             raise
         except Exception as exc:  # anything else a hostile or broken file raises: name the file

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,11 +201,13 @@ class OnnxBackend:
         for name in self.spec.timing:
             if name in obs and not np.isfinite(obs[name]).all():
                 raise ValueError(f"{self.path}: time inputs ({', '.join(self.spec.timing)}) are not finite")
-        if not 0.0 <= float(dt) < math.inf:  # as the torch policy: the graph's sub-step count would take any dt
+        with np.errstate(over="ignore"):  # checked as the graph takes it: 1e39 is inf in float32
+            dt32 = np.float32(dt)
+        if not 0.0 <= dt32 < np.inf:  # as the torch policy: the graph's sub-step count would take any dt
             raise ValueError(f"{self.path}: dt must be finite and >= 0, got {dt}")
         feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
-        feed["dt"] = np.asarray([dt], dtype=np.float32)
+        feed["dt"] = dt32.reshape(1)
         for encoder in self.spec.encoders:
             feed[encode_input(encoder)] = np.array(encode is None or encoder in encode)
         action, new_state = self.session.run(["action", "state_out"], feed)
@@ -399,8 +401,10 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
     return candidate
 
 
-def load_backend(path: str | Path, backend: str = "auto"):
-    """Open a policy file: ``.pt`` checkpoint with torch, ``.onnx`` with onnxruntime.
+def load_backend(path: str | Path, backend: str = "auto", warn: bool = True):
+    """Open a policy file: ``.pt`` checkpoint with torch, ``.onnx`` with onnxruntime; a caution about the choice
+    (the backend's ``note``: a stale export not taken, an export that cannot be checked) is also a warning when
+    ``warn`` (the ROS node logs it instead).
 
     ``backend='auto'`` runs a ``.pt`` with onnxruntime when the ``.onnx`` of the same name next to it (what
     ``liquid-control export`` writes by default) was exported from this very file (its SHA-256 is in the
@@ -409,7 +413,13 @@ def load_backend(path: str | Path, backend: str = "auto"):
     ``.onnx`` (refused if it was exported from another version of the ``.pt``). The results agree to ~1e-6
     (``liquid-control export`` checks); chaotic closed loops can still end differently (see the model cards).
     """
-    path = Path(path)
+    chosen = _choose_backend(Path(path), backend)
+    if warn and chosen.note:
+        warnings.warn(chosen.note, stacklevel=2)
+    return chosen
+
+
+def _choose_backend(path: Path, backend: str):
     if backend not in ("auto", "torch", "onnx"):
         raise BackendError(f"unknown backend {backend!r}; choose from auto, torch, onnx")
     if path.suffix == ".onnx":
