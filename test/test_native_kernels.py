@@ -563,6 +563,76 @@ def test_a_cached_library_is_used_without_a_compiler_and_with_a_bad_timeout_sett
         native.build()
 
 
+def test_one_compiler_reached_under_two_names_is_one_compiler_and_does_not_rebuild(
+    suite_build, private_cache, tmp_path, monkeypatch
+):
+    """Before: the record held ``--version`` as printed, and GCC's first line starts with the name it was invoked
+    by (``cc (Debian 12.2.0-14) 12.2.0``, ``gcc (Debian ...``), clang's ``InstalledDir:`` with its directory:
+    switching between CC=gcc and an unset CC (cc) rebuilt the library at every switch (5-6 s each)."""
+    cc, log = _copying_compiler(tmp_path, suite_build)
+    answers = 'echo "$(basename "$0") (Fake) 1.0"; echo "InstalledDir: $(dirname "$0")"'
+    cc.write_text(cc.read_text().replace('echo "fakecc (Fake) 1.0"', answers))
+    names = [tmp_path / "a" / "cc", tmp_path / "b" / "gcc"]
+    for name in names:
+        name.parent.mkdir()
+        name.symlink_to(cc)
+    monkeypatch.setenv("CC", str(names[0]))
+    path, data = native.build()
+    monkeypatch.setenv("CC", str(names[1]))
+    assert native.build() == (path, data) and _builds(log) == 1  # the library of the first name, not rebuilt
+    identity = native_cache.compiler_identity([str(names[1])], 60)
+    assert "1.0" in identity and "gcc" not in identity and "InstalledDir" not in identity
+    real = [shutil.which(name) for name in ("cc", "gcc")]
+    if None not in real and len({os.path.realpath(p) for p in real}) == 1:  # this machine's cc is its gcc
+        assert native_cache.compiler_identity([real[0]], 60) == native_cache.compiler_identity([real[1]], 60)
+
+
+MUTE_CC = """#!/bin/sh
+case " $* " in *" --version "*) exec sleep 60;; esac
+exec cc "$@"
+"""
+
+
+def test_a_compiler_that_does_not_answer_version_is_absent_for_the_lookup_and_an_error_for_a_compile(
+    suite_build, private_cache, tmp_path, monkeypatch
+):
+    """Before: the compiler was asked ``--version`` before the cache was looked up, and its timeout was the load's
+    failure: a verified cached library was not loaded (torch ran) where with no compiler at all it was."""
+    path, _ = _seed_cache(private_cache, suite_build)
+    cc = tmp_path / "mute-cc"
+    cc.write_text(MUTE_CC)
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "1")
+    start = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.load().path == path
+    assert time.monotonic() - start < 15
+    for name in os.listdir(private_cache):  # nothing cached: a compile is needed, and the compiler fails it
+        os.unlink(private_cache / name)
+    with pytest.raises(RuntimeError, match=r"mute-cc could not be asked what it is: .*did not finish within 1 s"):
+        native.build()
+    assert _no_leftovers(private_cache)
+
+
+def test_a_timed_out_compilers_pipes_are_closed(monkeypatch):
+    """Before: the group was killed and waited for, but its stdout and stderr pipes were left open (a
+    ResourceWarning, two descriptors per timeout)."""
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(native_cache.subprocess, "Popen", Recorded)
+    with pytest.raises(RuntimeError, match="did not finish within 0.5 s"):
+        native_cache.run_compiler(["sleep", "30"], 0.5)
+    (proc,) = started
+    assert proc.stdout.closed and proc.stderr.closed and proc.returncode is not None
+
+
 NATIVE = '*" -march=native "*'
 
 

@@ -15,17 +15,22 @@ and a compiler that never returns.
   to the dynamic loader through an anonymous memory file (``memfd``), so a file swapped after the check is never
   the one loaded. A library whose digest does not match is refused with a message naming it.
 - **Bounded builds.** The compiler runs in its own process group with a timeout (``LIQUID_CONTROL_CC_TIMEOUT``
-  seconds, default 120); on timeout or interruption (Ctrl-C, a signal turned into an exception) the whole group
-  is killed and the temporary files (the partial library and the compiler's own temporaries, kept in a private
-  directory) are removed.
+  seconds, default 120; it bounds the questions asked before the cache is looked up too); on timeout or
+  interruption (Ctrl-C, a signal turned into an exception) the whole group is killed, its pipes closed, and the
+  temporary files (the partial library and the compiler's own temporaries, kept in a private directory) are
+  removed.
 
 The library's name (``library_base``) is a digest of what the build depends on except the compiler: sources,
 flags, torch, the CPU (its /proc/cpuinfo model and flags; without them, what the compiler makes of
 ``-march=native``). The loader then checks the CPU itself (``liquid_cpu_missing``, __init__.py). The
-compiler's identity (its real path, its arguments and what ``--version`` says) is in the record instead: with a
-compiler present, a library another compiler built is rebuilt (an upgrade behind the same path included); with
-none (a runtime image without gcc), the verified library in the cache is used as is. ``LIQUID_CONTROL_CC_TIMEOUT``
-is read when a compile needs it: a bad value does not stop a cached library.
+compiler's identity (its real path, its arguments and what ``--version`` says, less the name it was invoked by:
+``compiler_identity``) is in the record instead: with a compiler present, a library another compiler built is
+rebuilt (an upgrade behind the same path included); with none (a runtime image without gcc), or one that does not
+answer (``--version`` or, without /proc/cpuinfo, ``-march=native -dM`` times out or cannot run), the verified
+library in the cache is used as is, and the compiler's failure is an error only when a compile is needed. Those
+questions run on every load, bounded by ``LIQUID_CONTROL_CC_TIMEOUT`` (a compiler hanging on them delays every
+process start by that long before the cached library loads); a bad value of the setting does not stop a cached
+library (the default bounds the questions then), it is an error when a compile needs it.
 """
 
 from __future__ import annotations
@@ -297,10 +302,19 @@ def compiler() -> list[str]:
 
 
 def compiler_identity(cc: list[str], timeout: float) -> str:
-    """The compiler as a build's record names it: its command with the program's real path, and what
-    ``--version`` says (an upgrade behind the same path is another compiler)."""
+    """The compiler as a build's record names it: the program's real path, the rest of its command, and what
+    ``--version`` says (an upgrade behind the same path is another compiler), without what depends only on the
+    name it was reached by: GCC starts its first line with the invoked name (``cc (Debian 12.2.0-14) 12.2.0``
+    and ``gcc (Debian ...``), clang adds an ``InstalledDir:`` line (the invoked path's directory). One compiler
+    reached as ``cc``, ``gcc`` or through a symlink is one identity, so switching between them does not rebuild."""
     result = run_compiler([*cc, "--version"], timeout)
-    return f"{shlex.join([os.path.realpath(cc[0]), *cc[1:]])}\n{(result.stdout + result.stderr).strip()}"
+    lines = [
+        line for line in (result.stdout + result.stderr).strip().splitlines() if not line.startswith("InstalledDir:")
+    ]
+    names = {os.path.basename(arg) for arg in cc if not arg.startswith("-")}  # "ccache gcc": gcc answers
+    if lines and lines[0].split(" ", 1)[0] in names:
+        lines[0] = lines[0].split(" ", 1)[1] if " " in lines[0] else ""
+    return f"{shlex.join([os.path.realpath(cc[0]), *cc[1:]])}\n" + "\n".join(lines)
 
 
 def native_target(cc: list[str], timeout: float) -> str:
@@ -322,6 +336,10 @@ def library_base(extra_flags: tuple[str, ...] = (), cc: list[str] | None = None,
         if cc is None:
             raise RuntimeError("no C compiler found, and no /proc/cpuinfo to match a cached library to this CPU")
         cpu = native_target(cc, timeout)
+    return _library_base(extra_flags, cpu)
+
+
+def _library_base(extra_flags: tuple[str, ...], cpu: str) -> str:
     key = hashlib.sha256()
     for name in SOURCES:
         key.update((SOURCE_DIR / name).read_bytes())
@@ -335,6 +353,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    for pipe in (proc.stdout, proc.stderr):  # closed, not read: a child that left the group may still hold them
+        if pipe is not None:
+            pipe.close()
     proc.wait()
 
 
@@ -375,8 +396,21 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
         timeout, bad_timeout = compile_timeout(), None
     except ValueError as exc:
         timeout, bad_timeout = DEFAULT_TIMEOUT_S, exc
-    built_by = compiler_identity(cc, timeout) if cc is not None else None
-    base = library_base(extra_flags, cc, timeout)
+    built_by, cpu = None, _cpu_identity()
+    if cc is not None:
+        try:  # the compiler's answers: what it is (the record) and, without /proc/cpuinfo, its target (the key)
+            built_by = compiler_identity(cc, timeout)
+            cpu = cpu if cpu is not None else native_target(cc, timeout)
+        except (RuntimeError, OSError) as exc:
+            # it hangs (timeout) or does not run: absent for the lookup (a verified library loads, as with no
+            # compiler at all); an error only when a compile is needed
+            no_compiler = RuntimeError(f"the C compiler {shlex.join(cc)} could not be asked what it is: {exc}")
+            cc, built_by = None, None
+    if cpu is None:
+        raise RuntimeError(
+            f"{no_compiler or 'no C compiler found'}, and no /proc/cpuinfo to match a cached library to this CPU"
+        )
+    base = _library_base(extra_flags, cpu)
     dirs, problems = _usable_dirs()
     for directory in dirs:
         found = verified_library(directory, base)  # raises for a tampered library: never rebuilt over silently
