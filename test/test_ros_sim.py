@@ -117,7 +117,14 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
     proc = start_node_process(
         "liquid_control.ros.sim_node",
         "sim_node",
-        dict(world="LiquidBalance-v0", seed=0, episodes=1, command_topic="wheel_torques", wait_for_subscribers_s=30.0),
+        dict(
+            world="LiquidBalance-v0",
+            seed=0,
+            episodes=1,
+            command_topic="wheel_torques",
+            wait_for_subscribers_s=30.0,
+            record_bag=str(tmp_path / "bags"),
+        ),
         env,
         tmp_path / "sim.log",
     )
@@ -132,6 +139,13 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
     wheels = [m for _, m in probe.messages("joint_states")]
     assert wheels and list(wheels[0].name) == ["wheel_left", "wheel_right"] and len(wheels[-1].velocity) == 2
     assert probe.messages("target_velocity") and probe.messages("imu/data")
+    # the episode's target goes out before its first sensor message (after them, a policy's first update of every
+    # episode but the first held the previous episode's last target): sim_node's own bag, in publishing order
+    from liquid_control.bags.io import BagReader
+
+    with BagReader(tmp_path / "bags" / "episode_0") as reader:
+        first = [m.topic for m in reader.messages(["/target_velocity", "/imu/data", "/joint_states"])][:2]
+    assert first[0] == "/target_velocity", first
 
 
 SHIPPED_BALANCER_POLICY = policies_dir() / "cfc_balancer.pt"

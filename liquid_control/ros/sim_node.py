@@ -567,6 +567,11 @@ class SimNode(Node):
             self.check_stop()
             time.sleep(0.005)
 
+    def _publish_target(self) -> None:
+        """The world's velocity target (``target_topic``)."""
+        cmd = self.world.command
+        self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
+
     def run_episode(self, index: int, seed) -> dict:
         """Run one episode from ``seed``, publishing every delivery; its status (also published on the status topic)."""
         world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
@@ -591,6 +596,9 @@ class SimNode(Node):
         waited_for = self.commands_received
         if self.clock_pub is not None:
             self.clock_pub.publish(Clock(clock=self._stamp(sim0)))
+        if self.target_pub is not None:  # the episode's target before its first messages: the world has it from reset
+            self._publish_target()  # (after the first deliveries, the policy's first update held the last episode's)
+            next_target = _next_tick(next_target, target_period, sim0)
         for sensor, stamp, reading in world.reset_deliveries:
             self._publish_reading(sensor, stamp, reading)
             counts[sensor] += 1
@@ -638,8 +646,7 @@ class SimNode(Node):
                 self._publish_odometry(now)
                 next_odom = _next_tick(next_odom, odom_period, now + _TICK_TOLERANCE)
             if self.target_pub is not None and now >= next_target:
-                cmd = world.command
-                self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
+                self._publish_target()
                 next_target = _next_tick(next_target, target_period, now)
             if terminated or update_stamp >= world.time_limit or at_end:  # truncated as the env: first update
                 break  # past the limit, or the limit when none comes within the horizon
