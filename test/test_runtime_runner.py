@@ -185,7 +185,8 @@ def test_a_setpoint_survives_a_clock_jump_the_sensor_readings_do_not(lag):
     res = runner.submit("command", 2.0, np.array([0.0, 0.0]))
     assert res.accepted and res.reset is None and runner.counters["resets.clock_backwards"] == 1
     runner.submit("wheels", 2.0, np.zeros(2))
-    runner.reset("service")  # a request (~/reset) resets the state, and keeps the setpoint too
+    runner.reset("service", clear_inputs=True)  # a request (~/reset): the state and the inputs, not the setpoint
+    assert set(runner.missing_inputs()) == {"wheels", "imu"} and runner.setpoints == {"command"}
     results = [
         runner.submit(s, 2.0 + 0.01 * k, v) for k in range(1, 12) for s, v in (("wheels", np.zeros(2)), ("imu", imu()))
     ]
