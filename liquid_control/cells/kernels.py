@@ -13,8 +13,9 @@ takes the first that supports the core and dtype:
 Where none applies (other solvers, gelu, active dropout, GPU tensors, ONNX tracing, ``fused=False``) the core
 runs ``stepwise``: its per-step hooks as a plain torch graph, the reference every kernel is tested against.
 
-``recording()`` collects which backend ran (for tests that must fail when their path did not run, and for the
-benchmarks' report); ``KERNEL_ORDER`` is the only place the order lives.
+``recording()`` collects which backend ran for the cells the calling thread runs inside the block (another
+thread's cells are not in it; for tests that must fail when their path did not run, and for the benchmarks'
+report); ``KERNEL_ORDER`` is the only place the order lives.
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@ and NEON on aarch64) and vectorised synapse passes (``synapses.h``). ``benchmark
 It is compiled with the system C compiler (``$CC``, split like a shell command, or ``cc``; about a second) into
 a private per-user cache the first time a cell needs it (``cache.py``: private directories, a SHA-256 recorded
 at build time and checked before loading, a compiler timeout), and checked once after loading: first that this
-CPU has every x86 feature the library was compiled for (``liquid_cpu_missing``: a library built for another
-machine is refused, not run into SIGILL), then the BLAS. With no compiler (and no cached library), a failed or
-refused build or a failed check, ``load()`` returns None (one warning says why, ``load_error()`` keeps it) and
-the cells use their torch/numpy kernels: the same numbers up to float rounding, slower.
+CPU has every feature of the library's target that the compiler can test (``liquid_cpu_missing``, whose comment
+in kernels.c lists what is not checked: a library built for another machine is refused, not run into SIGILL),
+then the BLAS. With no compiler (and no cached library), a failed or refused build or a failed check,
+``load()`` returns None (one warning says why, ``load_error()`` keeps it) and the cells use their torch/numpy
+kernels: the same numbers up to float rounding, slower.
 ``LIQUID_CONTROL_NATIVE=0`` turns it off; ``LIQUID_CONTROL_CACHE`` moves the cache; ``LIQUID_CONTROL_CC_TIMEOUT``
 bounds the compiler.
 
@@ -55,7 +56,9 @@ def cpu_features() -> dict[int, str]:
     """The bits of ``liquid_cpu_missing``'s result and the features they name (read from kernels.c)."""
     if "cpu_features" not in _state:
         text = (SOURCE_DIR / "kernels.c").read_text()
-        _state["cpu_features"] = {int(bit): name for bit, name in re.findall(r'CPU_FEATURE\((\d+), "([\w.]+)"\)', text)}
+        _state["cpu_features"] = {
+            int(bit): name for bit, name in re.findall(r'CPU_FEATURE\((\d+), "([\w.-]+)"\)', text)
+        }
     return _state["cpu_features"]
 
 

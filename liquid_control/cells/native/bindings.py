@@ -10,7 +10,7 @@ Arguments are checked against the prototype: a missing or unknown name is a ``Ty
 wrong dtype a ``TypeError``, a non-contiguous one a ``ValueError``. ``bind(**fixed)`` fixes the arguments that
 stay the same between calls (weights, sizes) once, for per-step calls where every microsecond counts.
 
-C types understood (``const`` and ``restrict`` ignored): ``int``, ``size_t`` (results), ``REAL`` (the
+C types understood (``const`` and ``restrict`` ignored): ``int``, ``int64_t``, ``size_t`` (results), ``REAL`` (the
 precision of the instantiation: ``float`` for ``_f32``, ``double`` for ``_f64``), ``float``, ``double``,
 pointers to them, to ``uint8_t`` and to ``int`` (a tensor of that dtype, int32 for ``int``, or None for
 NULL), and pointers to pointers (a list of tensors, or None).
@@ -27,7 +27,13 @@ import torch
 
 PRECISIONS = {"f32": torch.float32, "f64": torch.float64}
 SUFFIX = {dtype: suffix for suffix, dtype in PRECISIONS.items()}
-_SCALARS = {"int": ctypes.c_int, "size_t": ctypes.c_size_t, "float": ctypes.c_float, "double": ctypes.c_double}
+_SCALARS = {
+    "int": ctypes.c_int,
+    "int64_t": ctypes.c_int64,
+    "size_t": ctypes.c_size_t,
+    "float": ctypes.c_float,
+    "double": ctypes.c_double,
+}
 _ELEMENTS = {"float": torch.float32, "double": torch.float64, "uint8_t": torch.uint8, "int": torch.int32}
 # LIQUID_API <result> <name or FN(name)>(<parameters>) {
 _PROTOTYPE = re.compile(r"LIQUID_API\s+(\w+)\s+(FN\((\w+)\)|\w+)\s*\(([^)]*)\)\s*\{", re.S)
