@@ -37,6 +37,7 @@ static void die(const char *what) { fprintf(stderr, "driver: %s\n", what); exit(
 static void rd(void *p, size_t n) { if (n && fread(p, 1, n, stdin) != n) exit(0); }
 static void wr(const void *p, size_t n) { if (n && fwrite(p, 1, n, stdout) != n) die("write"); }
 static int rd_i32(void) { int v; rd(&v, 4); return v; }
+static long long rd_i64(void) { long long v; rd(&v, 8); return v; }
 static float rd_f32(void) { float v; rd(&v, 4); return v; }
 static double rd_f64(void) { double v; rd(&v, 8); return v; }
 typedef struct { void *p; long long n; } buf;
@@ -86,6 +87,7 @@ REF_GEMM(dgemm_, double)
 
 _CTYPE_C = {
     ctypes.c_int: ("int", "rd_i32()"),
+    ctypes.c_int64: ("int64_t", "rd_i64()"),
     ctypes.c_float: ("float", "rd_f32()"),
     ctypes.c_double: ("double", "rd_f64()"),
 }
@@ -211,7 +213,7 @@ class QemuFunction:
         for p in self.proto.parameters:
             value = arguments[p.name]
             if p.kind == "scalar":
-                fmt = {ctypes.c_int: "<i", ctypes.c_float: "<f", ctypes.c_double: "<d"}[p.ctype]
+                fmt = {ctypes.c_int: "<i", ctypes.c_int64: "<q", ctypes.c_float: "<f", ctypes.c_double: "<d"}[p.ctype]
                 parts.append(struct.pack(fmt, value))
             elif p.kind == "pointer":
                 parts.append(self._tensor(p, value, writes))
