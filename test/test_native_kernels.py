@@ -448,16 +448,23 @@ def _hanging_compiler(tmp_path):
     return cc, pids
 
 
-def _all_dead(pids_file) -> bool:
-    for pid in map(int, pids_file.read_text().split()):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        state = open(f"/proc/{pid}/stat").read().split()[2] if os.path.exists(f"/proc/{pid}/stat") else "X"
-        if state != "Z":
-            return False
-    return True
+def _all_dead(pids_file, within_s: float = 10.0) -> bool:
+    """Whether every process named in ``pids_file`` is gone (or a zombie) within ``within_s``: a SIGKILLed
+    process ends when it is next scheduled, which on a loaded machine is not at once (a CI run saw one alive)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        alive = []
+        for pid in map(int, pids_file.read_text().split()):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                continue
+            state = open(f"/proc/{pid}/stat").read().split()[2] if os.path.exists(f"/proc/{pid}/stat") else "X"
+            if state != "Z":
+                alive.append(pid)
+        if not alive or time.monotonic() > deadline:
+            return not alive
+        time.sleep(0.05)
 
 
 def _no_leftovers(cache):
