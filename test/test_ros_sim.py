@@ -195,6 +195,11 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
     assert status["outcome"] == "success" and status["sim_time"] >= 10.0 and status["tracking_error"] < 0.2, status
     assert status["commands_received"] >= 0.95 * status["messages"]["imu"]  # one command per IMU update
     assert "(onnx, cfc_balancer)" in (tmp_path / "policy_node.log").read_text()
+    # the world's first update waits for the policy's inputs (IMU and wheels), as the node does: it came at the
+    # first IMU message, before any wheel message in seed 1, and lockstep waited out its 2 s for a command that
+    # the node, waiting for the wheels, could not send
+    sim_log = (tmp_path / "sim_node.log").read_text()
+    assert "lockstep: no command" not in sim_log, sim_log[-3000:]
 
 
 def test_camera_imu_policy_in_lockstep_never_waits_out_the_lockstep_timeout(tmp_path):
@@ -335,6 +340,7 @@ def sim_context():
         ("policy_reset_service", "/policy node/reset", "policy_reset_service: '/policy node/reset' is not a valid"),
         ("lockstep", "yes", "lockstep: must be true or false, got 'yes'"),
         ("shift", "fog=7", "shift: "),
+        ("policy_inputs", "imu, camera", "policy_inputs: camera not an input of LiquidBalance-v0 (inputs: imu, wh"),
     ],
 )
 def test_sim_node_parameters_are_checked_at_startup_naming_them(sim_context, name, value, message):

@@ -159,3 +159,8 @@ def load_policy(path: str | Path) -> Policy:
 def read_metadata(path: str | Path) -> dict:
     """The metadata of a policy file without building the model."""
     return dict(_read_payload(Path(path)).get("metadata") or {})
+
+
+def read_config(path: str | Path) -> dict:
+    """The policy config of a policy file without building the model."""
+    return dict(_read_payload(Path(path))["config"])

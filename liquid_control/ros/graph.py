@@ -129,7 +129,8 @@ def sim_graph(
     common = {"use_sim_time": bool(use_sim_time)}
     # checked here, before any node starts: a missing policy file or a bad shift is a usage error (exit 2)
     policy = policy or policy_params.get("policy") or default_policy
-    resolve_policy_file(policy)  # FileNotFoundError naming where it looked (policy_node resolves it the same way)
+    # FileNotFoundError naming where it looked (policy_node resolves it the same way)
+    inputs = policy_inputs(resolve_policy_file(policy))
     if shift:
         from sim_envs import world_class
         from sim_envs.shifts import shift_for_world
@@ -152,6 +153,7 @@ def sim_graph(
         real_time_factor=float(real_time_factor),
         lockstep=bool(lockstep),
         **({"record_bag": str(record_bag)} if record_bag else {}),
+        **({"policy_inputs": inputs} if inputs else {}),  # the world's first update waits for them, as the node
         # the sim listens where the policy commands, in the type it publishes
         command_topic=policy_params["command_topic"],
         command_type=policy_params["command_type"],
@@ -160,6 +162,24 @@ def sim_graph(
         NodeDescription("sim_node", "sim_node", (str(sim_yaml),), sim_overrides),
         NodeDescription("policy_node", "policy_node", (str(policy_yaml),), policy_overrides, lifecycle=True),
     ]
+
+
+def policy_inputs(policy_file: Path) -> str:
+    """The inputs the policy node waits for before its first update (``ObservationSpec.sensors``), read from the
+    policy file's config, as sim_node's ``policy_inputs`` (``camera,imu``); empty when the file cannot be read
+    (the policy node then says why)."""
+    from liquid_control.runtime.backends import ONNX_CONFIG_KEY, ObservationSpec, read_onnx_metadata
+
+    try:
+        if policy_file.suffix == ".onnx":
+            config = json.loads(read_onnx_metadata(policy_file)[ONNX_CONFIG_KEY])
+        else:
+            from liquid_control.policy.checkpoint import read_config
+
+            config = read_config(policy_file)
+        return ",".join(ObservationSpec.from_config(config).sensors)
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # PolicyLoadError is a RuntimeError/ValueError
+        return ""
 
 
 def policy_graph(

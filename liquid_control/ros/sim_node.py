@@ -132,6 +132,12 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     ),
     "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before going on"),
     "render_size": (64, "camera image size (pixels, square)"),
+    "policy_inputs": (
+        "",
+        "the driving policy's inputs, comma-separated (camera, imu, wheels, command; liquid-control sim fills it "
+        "from the policy file): the world's first update waits for a message of each, as the policy node does "
+        "(empty: the world's own rule)",
+    ),
     "time_limit": (0.0, "episode time limit in sim seconds (0: the world's)"),
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image (rgb8)"),
     "imu_topic": ("imu/data", "sensor_msgs/Imu"),
@@ -168,6 +174,11 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
 _TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
 
 
+def _input_names(text: str) -> tuple[str, ...]:
+    """``policy_inputs``'s names: ``"camera, imu"`` -> ("camera", "imu")."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
 def _next_tick(tick: float, period: float, now: float) -> float:
     """The first tick of the grid ``tick + k * period`` after ``now``: a rate that holds on average although
     the loop reaches the ticks late (skipped ticks are not caught up)."""
@@ -198,6 +209,8 @@ class SimNode(Node):
             kwargs["render_size"] = int(p["render_size"])
         if p["time_limit"] > 0:
             kwargs["time_limit"] = float(p["time_limit"])
+        if p["policy_inputs"]:
+            kwargs["policy_inputs"] = _input_names(p["policy_inputs"])
         self.world = gymnasium.make(p["world"], **kwargs).unwrapped
         self.frame = lambda name: f"{p['frame_prefix']}{name}"
         spec = robot_description.robot_spec(p["world"], self.world.model)
@@ -333,6 +346,15 @@ class SimNode(Node):
         rates = f"in Hz from 1/{MAX_SECONDS:g} (one a day) to {MAX_RATE_HZ:g}"
         for name in ("odom_rate_hz", "target_rate_hz"):  # a period of 0 (inf Hz) or inf never reaches the next tick
             number(name, 1 / MAX_SECONDS, MAX_RATE_HZ, allow_low=True, what="rate", note=rates)
+        if not isinstance(p["policy_inputs"], str):
+            problems.append(f"policy_inputs: must be comma-separated input names, got {p['policy_inputs']!r}")
+        elif p["policy_inputs"] and p["world"] in WORLDS:
+            known = sim_envs.world_class(p["world"]).input_sensors
+            unknown = [n for n in _input_names(p["policy_inputs"]) if n not in known]
+            if unknown:
+                problems.append(
+                    f"policy_inputs: {', '.join(unknown)} not an input of {p['world']} (inputs: {', '.join(known)})"
+                )
         seed_ok = integer("seed", 0)  # the world's reset refuses a negative seed, mid-run
         integer("render_size", 8, 1024)  # the camera's range (sim_envs.world.camera_image_shape)
         for name in SIM_NODE_PARAMETERS:
