@@ -631,6 +631,15 @@ def test_one_compiler_reached_under_two_names_is_one_compiler_and_does_not_rebui
     assert native.build() == (path, data) and _builds(log) == 1  # the library of the first name, not rebuilt
     identity = native_cache.compiler_identity([str(names[1])], 60)
     assert "1.0" in identity and "gcc" not in identity and "InstalledDir" not in identity
+    # clang names itself whatever it is reached as ("clang version 17.0.6"): the first word is not the invoked name
+    clang = tmp_path / "fake-clang"
+    clang.write_text('#!/bin/sh\necho "clang version 17.0.6"\necho "InstalledDir: $(dirname "$0")"\n')
+    clang.chmod(0o755)
+    (tmp_path / "c").mkdir()
+    for name in ("clang", "cc"):
+        (tmp_path / "c" / name).symlink_to(clang)
+    as_clang, as_cc = (native_cache.compiler_identity([str(tmp_path / "c" / n)], 60) for n in ("clang", "cc"))
+    assert as_clang == as_cc and "clang version 17.0.6" in as_cc
     real = [shutil.which(name) for name in ("cc", "gcc")]
     if None not in real and len({os.path.realpath(p) for p in real}) == 1:  # this machine's cc is its gcc
         assert native_cache.compiler_identity([real[0]], 60) == native_cache.compiler_identity([real[1]], 60)

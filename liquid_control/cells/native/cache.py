@@ -312,8 +312,9 @@ def compiler_identity(cc: list[str], timeout: float) -> str:
         line for line in (result.stdout + result.stderr).strip().splitlines() if not line.startswith("InstalledDir:")
     ]
     names = {os.path.basename(arg) for arg in cc if not arg.startswith("-")}  # "ccache gcc": gcc answers
-    if lines and lines[0].split(" ", 1)[0] in names:
-        lines[0] = lines[0].split(" ", 1)[1] if " " in lines[0] else ""
+    gcc_form = re.match(r"(\S+) (\(.*)", lines[0]) if lines else None  # "NAME (PKGVERSION) VERSION" only:
+    if gcc_form and gcc_form.group(1) in names:  # clang's "clang version 17" names itself however reached
+        lines[0] = gcc_form.group(2)
     return f"{shlex.join([os.path.realpath(cc[0]), *cc[1:]])}\n" + "\n".join(lines)
 
 
