@@ -66,7 +66,7 @@ class TimedMujocoWorld(gym.Env):
     ``input_sensors`` (each input a policy can read, named as the policy names it: ``camera`` for the image, else
     the observation key, -> the world sensor whose messages deliver it, None for an input no sensor delivers, such
     as the balancer's ``command``, there from the start), ``wait_for_all_sensors`` (what the first update waits
-    for in a world made without ``policy_inputs``, e.g. for the expert: True, every sensor's first message; False,
+    for in a world made without ``policy_inputs``, e.g. the expert's alone: True, every sensor's first message; False,
     the first update message), ``action_kind`` (what its action commands, as a policy config's ``action.kind``
     names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right]) and ``default_time_limit``
     (seconds, what ``time_limit=None`` means).
