@@ -9,7 +9,7 @@ and NEON on aarch64) and vectorised synapse passes (``synapses.h``). ``benchmark
 It is compiled with the system C compiler (``$CC``, split like a shell command, or ``cc``; about a second) into
 a private per-user cache the first time a cell needs it (``cache.py``: private directories, a SHA-256 recorded
 at build time and checked before loading, a compiler timeout), and checked once after loading: first that this
-CPU has every feature of the library's target that the compiler can test (``liquid_cpu_missing``, whose comment
+CPU has every feature of the library's target that GCC 12 can test (``liquid_cpu_missing``, whose comment
 in kernels.c lists what is not checked: a library built for another machine is refused, not run into SIGILL),
 then the BLAS. With no compiler (and no cached library), a failed or refused build or a failed check,
 ``load()`` returns None (one warning says why, ``load_error()`` keeps it) and the cells use their torch/numpy

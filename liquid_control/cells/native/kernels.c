@@ -61,7 +61,10 @@ LIQUID_API int liquid_isa(void) { return LIQUID_ISA; }
  * names every supported compiler knows; bits 21 and up use names GCC 12 knows (__builtin_cpu_supports refuses an
  * unknown name, and older GCCs and clang do not know all of them), so they are compiled only by GCC 12 or later:
  * another compiler's build does not check F16C, LZCNT/ABM, MOVBE, ADX, AVX512-FP16/BF16, AVX-VNNI, GFNI, VAES,
- * VPCLMULQDQ, AES, PCLMUL, SHA, AMX, SSE4A, FMA4, XOP, TBM, LAHF/SAHF or the Xeon Phi AVX-512 sets.
+ * VPCLMULQDQ, AES, PCLMUL, SHA, AMX, SSE4A, FMA4, XOP, TBM, LAHF/SAHF or the Xeon Phi AVX-512 sets; sets
+ * newer than GCC 12 (GCC 13's AVX-IFMA, AVX-VNNI-INT8, AVX-NE-CONVERT, CMPCCXADD, AMX-FP16; GCC 14's SHA512,
+ * SM3, SM4, AVX10) are not checked by any build (the cache key's /proc/cpuinfo flags still tie a library to
+ * CPUs like the one that built it).
  * Not checked: instructions a C compiler emits only for their own intrinsics or builtins, which these sources
  * never call (system and special-purpose ones: RDRND, RDSEED, XSAVE*, FSGSBASE, CLFLUSHOPT, CLWB, CLDEMOTE,
  * MOVDIRI, MOVDIR64B, PKU, RDPID, SERIALIZE, SHSTK, TSXLDTRK, WBNOINVD, PRFCHW, CLZERO, MWAITX, RDPRU, LWP,
