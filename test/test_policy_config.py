@@ -283,3 +283,22 @@ def test_a_vector_input_named_like_the_camera_or_a_time_input_is_refused(key):
     cfg["observation"]["vectors"][key] = 3
     with pytest.raises(PolicyConfigError, match=rf"observation.vectors.{key}: '{key}' cannot name a vector input"):
         validate_config(cfg)
+
+
+def test_a_policys_world_waits_for_the_inputs_its_node_waits_for():
+    """The policy layer (env_kwargs' policy_inputs, what training's and evaluation's worlds wait for) and the runtime
+    (ObservationSpec.sensors, what the node's PolicyRunner and sim_node's policy_inputs wait for) each list a
+    policy's inputs; they must agree for every shipped config."""
+    from liquid_control.policy.config import env_kwargs
+    from liquid_control.runtime.backends import BackendError, ObservationSpec
+
+    compared = 0
+    for path in sorted((policies_dir() / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        try:
+            spec = ObservationSpec.from_config(cfg)
+        except BackendError:  # e.g. a resampling baseline: simulated evaluation only, no node runs it
+            continue
+        assert env_kwargs(cfg)["policy_inputs"] == tuple(spec.sensors), path.name
+        compared += 1
+    assert compared >= 10
