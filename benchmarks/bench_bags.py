@@ -12,63 +12,194 @@ IMU 100 Hz) and at twice them (30 Hz + 200 Hz, a typical robot), then times, ove
   camera+IMU policy's spec, labels, segments written to the cache): the path training actually takes.
 
 Each figure is recorded seconds per wall second; the last lines are `name: value`.
+
+Your own recordings instead (nothing is recorded; the same three figures, against the bags' recorded duration):
+
+    .venv/bin/python benchmarks/bench_bags.py --bag bags/day1/* [--config POLICY.yaml] [--node-params YAML]
+        [--topic camera=/front/image_raw] [--command-topic /teleop/cmd_vel] [--set KEY=VALUE]
+
+The policy's input topics and the command topic are found as ``liquid-control train --bag`` finds them (the
+config's ``data:`` section, the node's parameter file, ``--topic``, ...); without ``--config`` the camera+IMU
+rover policy above. The lines start with ``bags``.
 """
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from liquid_control.bags import BagReader, data_spec
+from liquid_control.bags import BagError, BagReader, data_spec
 from liquid_control.bags.expert import record_expert_episodes
 from liquid_control.bags.messages import sensor_reading
-from liquid_control.policy import apply_overrides, load_config
+from liquid_control.bags.stream import add_data_arguments, data_overrides
+from liquid_control.policy import PolicyConfigError, apply_overrides, load_config
 from liquid_control.training.bag_data import convert_bag
 
 TOPICS = {"/camera/image_raw": "camera", "/imu/data": "imu"}
+CONFIG = Path(__file__).resolve().parent.parent / "policies/configs/cfc_ncp_rover.yaml"
+CAMERA_IMU = {"observation.vectors": {"imu": 6}}  # a camera+IMU policy: both topics go through the runner
 
 
-def recorded_seconds(bags) -> float:
+def recorded_seconds(bags, allow_truncated: bool = False) -> float:
     total = 0.0
     for bag in bags:
-        with BagReader(bag) as reader:
+        with BagReader(bag, allow_truncated=allow_truncated) as reader:
             total += reader.duration_s
     return total
 
 
-def time_read(bags, decode: bool) -> tuple[float, int]:
+def time_read(
+    bags, decode: bool, topics: dict = TOPICS, command_topic: str = "/cmd_vel", allow_truncated: bool = False
+) -> tuple[float, int]:
+    """Read (and with ``decode`` deserialize and take the readings of) ``topics`` (topic -> sensor) and
+    ``command_topic`` of every bag: (wall seconds, messages)."""
     start, n = time.perf_counter(), 0
     for bag in bags:
-        with BagReader(bag) as reader:
-            for msg in reader.messages([*TOPICS, "/cmd_vel"]):
+        with BagReader(bag, allow_truncated=allow_truncated) as reader:
+            for msg in reader.messages([*topics, command_topic]):
                 n += 1
                 if decode:
                     decoded = msg.decode()
-                    if msg.topic in TOPICS:
-                        sensor_reading(TOPICS[msg.topic], decoded)
+                    if msg.topic in topics:
+                        sensor_reading(topics[msg.topic], decoded)
     return time.perf_counter() - start, n
 
 
-def time_training_data(bags, config, cache: Path) -> tuple[float, int]:
-    spec = data_spec(config)
+def time_training_data(
+    bags, config, cache: Path, spec=None, window: int = 512, allow_truncated: bool = False
+) -> tuple[float, int]:
+    spec = spec if spec is not None else data_spec(config)
     start, updates = time.perf_counter(), 0
     for i, bag in enumerate(bags):
-        index = convert_bag(str(bag), config, spec, cache / f"{i:04d}", 512, False, lambda m: None)
+        index = convert_bag(str(bag), config, spec, cache / f"{i:04d}", window, allow_truncated, lambda m: None)
         updates += index["stats"]["updates"]
     return time.perf_counter() - start, updates
 
 
+def bag_size_mb(bag) -> float:
+    path = Path(bag)
+    files = [f for f in path.rglob("*") if f.is_file()] if path.is_dir() else [path]
+    return sum(f.stat().st_size for f in files) / 1e6
+
+
+def own_bags(args):
+    """``--bag``: (bags, policy config, data spec, data settings) as ``liquid-control train --bag`` takes them."""
+    from liquid_control.training.bag_data import bag_data_spec, resolve
+    from liquid_control.training.cli import parse_overrides
+
+    data = data_overrides(args)
+    data["bags"] = list(args.bag)
+    config, data = resolve(args.config or CONFIG, data, Path.cwd())  # the config's data: section, globs expanded
+    cfg = load_config(config) if isinstance(config, (str, Path)) else config
+    overrides = {} if args.config else dict(CAMERA_IMU)
+    overrides.update(parse_overrides(args.overrides))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    spec = bag_data_spec(cfg, data)
+    for bag in data["bags"]:
+        with BagReader(bag, allow_truncated=data["allow_truncated"]) as reader:
+            held = sorted(reader.topics)
+        missing = [(sensor, topic) for sensor, topic in spec.topics.items() if topic not in held]
+        if missing:
+            sensor, topic = missing[0]
+            raise ValueError(
+                f"{bag}: holds no {topic} (the policy's {sensor} input); it holds {', '.join(held) or 'nothing'}; "
+                f"give the topic with --topic {sensor}=TOPIC (or --node-params, or the config's data: section)"
+            )
+    return data["bags"], cfg, spec, data
+
+
+def measure_own_bags(args) -> dict:
+    """Read, decode and make the training data of the bags of ``--bag``; prints the line, returns the figures."""
+    bags, cfg, spec, data = own_bags(args)
+    truncated = data["allow_truncated"]
+    seconds = recorded_seconds(bags, truncated)
+    if not seconds > 0:
+        raise ValueError(f"the bags span {seconds:.3f} s of recording: nothing to measure their throughput against")
+    topics = {topic: sensor for sensor, topic in spec.topics.items()}
+    print(
+        f"bags: inputs {', '.join(f'{s}={t}' for s, t in spec.topics.items())}, commands {spec.command_topic}",
+        flush=True,
+    )
+    for bag in bags:  # warm up: rosbags builds its deserializers on first use (one message of each topic)
+        with BagReader(bag, allow_truncated=truncated) as reader:
+            wanted = [t for t in (*topics, spec.command_topic) if t in reader.topics]
+            seen = set()
+            for msg in reader.messages(wanted):
+                if msg.topic not in seen:
+                    seen.add(msg.topic)
+                    msg.decode()
+                if len(seen) == len(wanted):
+                    break
+    size = sum(bag_size_mb(b) for b in bags)
+    read_wall, n = time_read(bags, False, topics, spec.command_topic, truncated)
+    decode_wall, _ = time_read(bags, True, topics, spec.command_topic, truncated)
+    cache = Path(tempfile.mkdtemp(prefix="bench_bags_cache_"))
+    try:
+        data_wall, updates = time_training_data(bags, cfg, cache, spec, data["window"], truncated)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    print(
+        f"bags: {len(bags)} bags, {seconds:.1f} s recorded, {n} messages, {size:.1f} MB; read {read_wall:.2f} s, "
+        f"read+decode {decode_wall:.2f} s, training data {data_wall:.2f} s ({updates} updates)"
+    )
+    return {
+        "bags_read_x_realtime": seconds / read_wall,
+        "bags_decode_x_realtime": seconds / decode_wall,
+        "bags_training_data_x_realtime": seconds / data_wall,
+        "bags_messages_per_second": n / decode_wall,
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=6, help="expert episodes (bags) per rate")
+    parser.add_argument("--episodes", type=int, default=None, help="expert episodes (bags) per rate (default 6)")
     parser.add_argument("--out", default="", help="folder for the bags (default: a temporary one, removed)")
+    own = parser.add_argument_group("your own recordings (instead of recording expert episodes)")
+    own.add_argument(
+        "--bag", nargs="+", default=[], metavar="PATH", help="rosbag2 recording(s) to measure (folders or globs)"
+    )
+    own.add_argument(
+        "--config",
+        default=None,
+        metavar="YAML",
+        help="policy YAML whose inputs are read, its data: section included (default: the camera+IMU rover policy)",
+    )
+    own.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config value"
+    )
+    add_data_arguments(parser)
     args = parser.parse_args()
+    if args.bag:
+        if args.episodes is not None or args.out:
+            parser.error("--episodes and --out are for the recorded expert episodes; --bag records nothing")
+        try:
+            results = measure_own_bags(args)
+        except (BagError, ValueError, RuntimeError, PolicyConfigError) as exc:  # RuntimeError: TrainingError
+            print(f"bench_bags: error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        for key, value in results.items():
+            print(f"{key}: {value:.1f}")
+        return
+    data_options = {
+        "--config": args.config,
+        "--set": args.overrides,
+        "--node-params": args.node_params,
+        "--topic": args.topics,
+        "--command-topic": args.command_topic,
+        "--label": args.label,
+        "--label-offset-s": args.label_offset_s,
+        "--label-max-wait-s": args.label_max_wait_s,
+        "--allow-truncated": args.allow_truncated,
+    }
+    given = [option for option, value in data_options.items() if value not in (None, [], False)]
+    if given:
+        parser.error(f"{', '.join(given)}: only with --bag (the recorded expert episodes use the rover's topics)")
+    args.episodes = 6 if args.episodes is None else args.episodes
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_bags_"))
-    config = apply_overrides(
-        load_config(Path(__file__).resolve().parent.parent / "policies/configs/cfc_ncp_rover.yaml"),
-        {"observation.vectors": {"imu": 6}},
-    )  # a camera+IMU policy: both topics go through the runner
+    config = apply_overrides(load_config(CONFIG), CAMERA_IMU)  # a camera+IMU policy: both topics go through the runner
     results = {}
     try:
         for label, shift in (("15hz_camera_100hz_imu", ""), ("30hz_camera_200hz_imu", "sensor_rate=2")):

@@ -16,6 +16,12 @@ commands can be matched to the bag's frames (``liquid-control eval --bag`` compu
 A recording that fails (the output bag's disk full, an I/O error) stops the playback at once: the error names the
 output bag, the topic and the message that could not be written and where the playback was; the bag is finished
 with what was written before where it can be (else ``liquid-control record --recover`` salvages it). Exit code 2.
+
+A topic whose message type is not importable here (a vendor type, e.g. ``acme_msgs/msg/BaseStatus``, whose
+package this environment lacks) is not replayed, with one warning naming it: a policy reads none of those (its
+inputs are sensor_msgs types), and the node could not subscribe to it without the package either. A topic named
+in ``--topics`` that is not importable is an error naming it. Nothing is created at ``-o`` before every check
+passed: a refused replay leaves no (empty) output bag behind, and the corrected command can reuse the name.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import math
 import sys
 import threading
 import time
+from pathlib import Path
 
 import rclpy
 import rclpy.executors
@@ -72,10 +79,44 @@ class _PlaybackRecorder(BagRecorderNode):
             self._stop_playback.set()
 
 
-class Replay:
-    """Publishers for a bag's topics on one node, and the timed playback (``play``)."""
+def topic_types(readers: list[BagReader], topics: list[str]) -> dict[str, str]:
+    """The recorded message type of each of ``topics`` (the first bag that holds it), in ``topics``' order."""
+    types = {}
+    for topic in topics:
+        for reader in readers:
+            info = reader.topics.get(topic)
+            if info is not None:
+                types[topic] = info.msgtype
+                break
+    return types
 
-    def __init__(self, node, readers: list[BagReader], topics: list[str]):
+
+def replayable_classes(readers: list[BagReader], topics: list[str], requested: bool) -> tuple[dict, dict]:
+    """The rclpy message class of every topic of ``topics`` whose type can be imported here, and the others
+    (``{topic: msgtype}``), skipped. ``requested`` (the user named ``topics`` with ``--topics``): a topic that
+    cannot be imported is a ValueError naming it and its type instead."""
+    classes, skipped = {}, {}
+    for topic, msgtype in topic_types(readers, topics).items():
+        try:
+            classes[topic] = message_class(msgtype)
+        except BagError as exc:
+            if requested:
+                package = msgtype.split("/")[0]
+                raise ValueError(
+                    f"--topics {topic}: {exc}; source the workspace that builds {package} before replaying it, "
+                    "or leave it out of --topics"
+                ) from None
+            skipped[topic] = msgtype
+    return classes, skipped
+
+
+class Replay:
+    """Publishers for a bag's topics on one node, and the timed playback (``play``).
+
+    ``classes`` (topic -> rclpy message class, see :func:`replayable_classes`): the topics to publish; default:
+    every topic of ``topics`` in the bags, a type that cannot be imported a BagError."""
+
+    def __init__(self, node, readers: list[BagReader], topics: list[str], classes: dict | None = None):
         self.node = node
         self.publishers = {}
         for reader in readers:
@@ -83,9 +124,10 @@ class Replay:
                 info = reader.topics.get(topic)
                 if info is None or topic in self.publishers:
                     continue
-                self.publishers[topic] = node.create_publisher(
-                    message_class(info.msgtype), topic, publisher_qos(info.qos)
-                )
+                if classes is not None and topic not in classes:
+                    continue
+                cls = classes[topic] if classes is not None else message_class(info.msgtype)
+                self.publishers[topic] = node.create_publisher(cls, topic, publisher_qos(info.qos))
         self.published = {t: 0 for t in self.publishers}
         self.clock_pub = None
 
@@ -186,41 +228,63 @@ def replay(args) -> dict:
     # Bag topics are absolute: `--record cmd_vel` (the node's command_topic as its parameter file spells it)
     # must not leave the bag's own /cmd_vel among the replayed topics, where the recorder would record it.
     record = [absolute_topic(t) for t in args.record] or ["/cmd_vel"]
-    readers = [BagReader(b, allow_truncated=args.allow_truncated) for b in args.bags]
-    in_bags = {t for r in readers for t in r.topics}
-    topics = args.topics
-    if topics is None:
-        topics = sorted(in_bags - set(record))
-    else:
-        topics = [absolute_topic(t) for t in topics]
-        missing = [t for t in topics if t not in in_bags]
-        if missing:
-            for reader in readers:
-                reader.close()
-            held = ", ".join(sorted(in_bags)) or "nothing"
-            raise ValueError(f"--topics {' '.join(missing)}: in none of the bags; they hold {held}")
+    output = args.output or default_bag_name()
+    if Path(output).exists():  # refused now, not after the bags were opened and DDS was set up
+        raise BagError(f"{output}: already exists; a bag is never overwritten, choose a new name")
+    # Everything that can refuse the replay is checked before the output bag is created (last, by the recorder):
+    # a refusal leaves nothing at -o, so the corrected command can use the same name.
+    readers = []
+    try:
+        for bag in args.bags:
+            readers.append(BagReader(bag, allow_truncated=args.allow_truncated))
+        topics = _replayed_topics(readers, args.topics, record)
+        classes, skipped = replayable_classes(readers, topics, requested=args.topics is not None)
+        for topic, msgtype in skipped.items():
+            print(
+                f"replay: warning: not replaying {topic}: its type {msgtype} is not importable here (no policy "
+                f"input has it); source the workspace that builds {msgtype.split('/')[0]} to replay it, or choose "
+                "the replayed topics with --topics",
+                file=sys.stderr,
+            )
+        if not classes:
+            held = ", ".join(sorted({t for r in readers for t in r.topics})) or "nothing"
+            left_out = [f"{', '.join(record)} (recorded, --record)"]
+            if skipped:
+                left_out.append(f"{', '.join(skipped)} (not importable here)")
+            raise ValueError(f"nothing to replay: the bags hold {held}; not replayed: {'; '.join(left_out)}")
+    except BaseException:
+        for reader in readers:
+            reader.close()
+        raise
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=args.domain_id)
-    node = rclpy.create_node("bag_replay", context=context)
     stop, failures = threading.Event(), []  # stop: the playback ends (done, or a failure: ``failures``)
-    recorder = _PlaybackRecorder(
-        stop,
-        context=context,
-        parameter_overrides={"output": args.output or default_bag_name(), "topics": record, "duration_s": 0.0},
-    )
+    node = None
+    try:
+        rclpy.init(context=context, domain_id=args.domain_id)
+        node = rclpy.create_node("bag_replay", context=context)
+        player = Replay(node, readers, topics, classes)
+        if args.clock:
+            from rosgraph_msgs.msg import Clock
+
+            player.clock_pub = node.create_publisher(Clock, "/clock", 10)
+        recorder = _PlaybackRecorder(  # creates the output bag
+            stop, context=context, parameter_overrides={"output": output, "topics": record, "duration_s": 0.0}
+        )
+    except BaseException:
+        if node is not None:
+            node.destroy_node()
+        context.try_shutdown()
+        for reader in readers:
+            reader.close()
+        raise
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     executor.add_node(recorder)
     spinner = threading.Thread(target=lambda: _spin(executor, context, stop, failures), daemon=True)
     spinner.start()
     result = {"output": str(recorder.output), "published": {}, "recorded": {}}
-    player, where, completed = None, "no message of the bags had been played", False
+    where, completed = "no message of the bags had been played", False
     try:
-        player = Replay(node, readers, topics)
-        if args.clock:
-            from rosgraph_msgs.msg import Clock
-
-            player.clock_pub = node.create_publisher(Clock, "/clock", 10)
         if not player.wait_for_subscribers(args.wait):
             print(
                 f"replay: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
@@ -259,9 +323,7 @@ def replay(args) -> dict:
             path = recorder.close()
         except BagError as exc:  # e.g. the disk is still full: the MCAP file stays, truncated
             path, unfinished = recorder.output, exc
-        result.update(
-            output=str(path), published=dict(player.published) if player else {}, recorded=dict(recorder.counts)
-        )
+        result.update(output=str(path), published=dict(player.published), recorded=dict(recorder.counts))
         recorder.destroy_node()
         node.destroy_node()
         executor.shutdown()
@@ -281,6 +343,20 @@ def replay(args) -> dict:
     if unfinished is not None and completed:
         raise unfinished
     return result
+
+
+def _replayed_topics(readers: list[BagReader], requested: list[str] | None, record: list[str]) -> list[str]:
+    """The topics to replay: ``requested`` (``--topics``; each must be in some bag), else every topic of the
+    bags that is not recorded."""
+    in_bags = {t for r in readers for t in r.topics}
+    if requested is None:
+        return sorted(in_bags - set(record))
+    topics = [absolute_topic(t) for t in requested]
+    missing = [t for t in topics if t not in in_bags]
+    if missing:
+        held = ", ".join(sorted(in_bags)) or "nothing"
+        raise ValueError(f"--topics {' '.join(missing)}: in none of the bags; they hold {held}")
+    return topics
 
 
 def _spin(executor, context, stop, failures):

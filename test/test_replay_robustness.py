@@ -1,0 +1,159 @@
+"""A robot's bag as it comes: ``liquid-control replay`` of a bag that also holds a topic of a vendor message type
+(not importable here), and ``benchmarks/bench_bags.py --bag`` on the user's own recording (audit findings 8, 9)."""
+
+import argparse
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from liquid_control import cli
+from liquid_control.bags import BagWriter
+from liquid_control.bags.messages import header, image_message, imu_message, twist_message
+from liquid_control.ros.testing import Probe, free_domain_id, isolated_ros_env
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR = "acme_msgs/msg/BaseStatus"
+FRAMES = 10
+
+
+def _vendor_bag(path: Path, camera: bool = True) -> Path:
+    """A robot bag: camera frames (8x8, 20 Hz) and /cmd_vel, beside /acme/base_status of a vendor type whose
+    package this environment lacks (the bag carries its definition; rclpy cannot import it)."""
+    store = get_typestore(Stores.ROS2_KILTED)  # a private store: the vendor type is registered in it alone
+    store.register(get_types_from_msg("std_msgs/Header header\nfloat64 battery_voltage\nuint8 mode\n", VENDOR))
+    zero = QosTime(0, 0)
+    qos = Qos(
+        QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE, zero, zero,
+        QosLiveliness.AUTOMATIC, zero, False,
+    )  # fmt: skip
+    writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.open()
+    connections = {
+        topic: writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=[qos])
+        for topic, msgtype in (
+            ("/camera/image_raw", "sensor_msgs/msg/Image"),
+            ("/cmd_vel", "geometry_msgs/msg/Twist"),
+            ("/acme/base_status", VENDOR),
+        )
+        if camera or topic != "/camera/image_raw"
+    }
+    status = store.types[VENDOR]
+    for k in range(FRAMES):
+        t = 100.0 + 0.05 * k
+        ns = int(t * 1e9)
+        if camera:
+            frame = image_message(np.full((8, 8, 3), k, np.uint8), t)
+            writer.write(connections["/camera/image_raw"], ns, store.serialize_cdr(frame, "sensor_msgs/msg/Image"))
+        twist = store.serialize_cdr(twist_message(0.5, 0.1), "geometry_msgs/msg/Twist")
+        writer.write(connections["/cmd_vel"], ns + 1_000_000, twist)
+        if k % 2 == 0:
+            message = status(header=header(t), battery_voltage=24.1, mode=2)
+            writer.write(connections["/acme/base_status"], ns + 2_000_000, store.serialize_cdr(message, VENDOR))
+    writer.close()
+    return path
+
+
+def test_a_topic_of_a_type_not_importable_here_is_skipped_with_one_warning_and_the_rest_replays(tmp_path, capsys):
+    """Before: "message type acme_msgs/msg/BaseStatus is not importable here", exit 2, the whole bag refused for
+    a topic no policy reads, naming neither the topic nor --topics."""
+    from geometry_msgs.msg import Twist
+    from sensor_msgs.msg import Image
+
+    from liquid_control.ros.replay import add_arguments, replay
+
+    bag = _vendor_bag(tmp_path / "robot")
+    env = isolated_ros_env()
+    probe = Probe(env)  # stands in for policy_node: reads the camera, publishes the commands
+    try:
+        probe.record("/camera/image_raw", Image, 100)
+        probe.publisher(Twist, "/cmd_vel")  # the recorder's topic has a publisher: no wait for one
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        argv = [str(bag), "-o", str(tmp_path / "replayed"), "--rate", "4", "--wait", "10", "--linger", "0.3"]
+        args = parser.parse_args([*argv, "--domain-id", env["ROS_DOMAIN_ID"]])
+        result = replay(args)
+        assert probe.wait_for(lambda: len(probe.messages("/camera/image_raw")) == FRAMES, 10.0)
+    finally:
+        probe.close()
+    assert result["published"] == {"/camera/image_raw": FRAMES}  # neither the vendor topic nor the commands
+    received = [msg.data[0] for _, msg in probe.messages("/camera/image_raw")]
+    assert received == list(range(FRAMES))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "/acme/base_status" in line]
+    assert len(warnings) == 1, warnings
+    assert VENDOR in warnings[0] and "not importable here" in warnings[0] and "--topics" in warnings[0]
+    assert Path(result["output"]).is_dir()
+
+
+def test_a_refused_replay_leaves_no_output_bag_and_the_corrected_command_can_use_the_name(tmp_path, capsys):
+    """Before: the output bag was created before the publishers; a refusal left an empty bag at -o, and the
+    corrected command was refused ("already exists")."""
+    bag = _vendor_bag(tmp_path / "robot")
+    out = tmp_path / "replayed"
+    domain = ["--domain-id", str(free_domain_id())]
+    # a topic of a type not importable here, asked for by name: an error naming the topic and its type
+    assert cli.main(["replay", str(bag), "-o", str(out), "--topics", "/acme/base_status", *domain]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert f"--topics /acme/base_status: message type {VENDOR} is not importable here" in err, err
+    assert "Traceback" not in err
+    # a bag with nothing replayable (its commands are recorded, the vendor topic cannot be published)
+    only_vendor = _vendor_bag(tmp_path / "status_only", camera=False)
+    assert cli.main(["replay", str(only_vendor), "-o", str(out), *domain]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to replay" in err and "/acme/base_status (not importable here)" in err, err
+    assert not out.exists()
+    # the corrected command, same -o: runs (no node runs here, so nothing is recorded: exit 1)
+    argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0.2", "--rate", "10", *domain]
+    assert cli.main(argv) == 1
+    captured = capsys.readouterr()
+    assert "already exists" not in captured.err and "published {'/camera/image_raw': 10}" in captured.out
+    assert out.is_dir()
+    assert cli.main(argv) == 2  # an existing bag is still never overwritten
+    assert f"{out}: already exists" in capsys.readouterr().err
+
+
+def _robot_bag(path: Path) -> Path:
+    """1 s of a robot: 64x64 camera at 15 Hz on /front/image_raw, IMU at 100 Hz, /cmd_vel after each frame."""
+    with BagWriter(path) as bag:
+        for k in range(101):
+            t = 50.0 + 0.01 * k
+            bag.write("/imu/data", int(t * 1e9), imu_message([0.0, 0.0, 0.1 * k, 0.0, 0.0, 9.81], t))
+        for k in range(16):
+            t = 50.0 + k / 15
+            bag.write("/front/image_raw", int(t * 1e9), image_message(np.full((64, 64, 3), 4 * k, np.uint8), t))
+            bag.write("/cmd_vel", int(t * 1e9) + 5_000_000, twist_message(0.3, 0.05 * k))
+    return path
+
+
+def _bench(monkeypatch, *argv):
+    monkeypatch.setattr(sys, "argv", ["bench_bags.py", *argv])
+    runpy.run_path(str(ROOT / "benchmarks" / "bench_bags.py"), run_name="__main__")
+
+
+def test_bench_bags_measures_a_bag_of_your_own_with_the_training_topic_options(tmp_path, capsys, monkeypatch):
+    """Before: bench_bags.py measured only the expert bags it recorded itself (--bag: unrecognized argument)."""
+    monkeypatch.chdir(ROOT)
+    bag = str(_robot_bag(tmp_path / "robot"))
+    _bench(monkeypatch, "--bag", bag, "--topic", "camera=/front/image_raw")
+    out = capsys.readouterr().out
+    line = re.search(r"^bags: 1 bags, (\S+) s recorded, (\d+) messages, .* training data \S+ s \((\d+) updates\)$",
+                     out, re.M)  # fmt: skip
+    assert line, out
+    assert float(line.group(1)) == pytest.approx(1.0, abs=0.05) and int(line.group(2)) == 101 + 16 + 16
+    assert int(line.group(3)) > 0, out
+    for figure in ("read", "decode", "training_data"):
+        assert float(re.search(rf"^bags_{figure}_x_realtime: (\S+)$", out, re.M).group(1)) > 0, out
+    assert "camera=/front/image_raw" in out
+    # the topic not mapped: one line naming the missing input and the option that maps it, exit 2
+    with pytest.raises(SystemExit) as exited:
+        _bench(monkeypatch, "--bag", bag)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "holds no /camera/image_raw (the policy's camera input)" in err and "--topic camera=TOPIC" in err, err
