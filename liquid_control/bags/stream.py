@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from liquid_control.conventions.image_conversion import ImageConversionError
+from liquid_control.conventions.image_conversion import ENCODINGS, ImageConversionError
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
@@ -52,6 +52,7 @@ from .io import BagError, BagReader
 from .messages import COMMAND_TYPES, SENSOR_TYPES, command_vector, sensor_reading, stamp_seconds
 
 LABEL_MODES = ("next", "held")
+BAD_ENCODING = "bad_encoding"  # an Image the node cannot convert (runner.reject: rejected.bad_encoding)
 
 
 # ------------------------------------------------------------------------------------------------ the spec
@@ -419,11 +420,26 @@ class Update:
 
 @dataclass
 class StreamStats:
-    """Counters of one pass over a bag: the runner's (received/accepted/rejected/resets/updates) and the labels'."""
+    """Counters of one pass over a bag: the runner's (received/accepted/rejected/resets/updates) and the labels'.
+
+    For the diagnosis of a bad bag (:func:`check_inputs`, :func:`input_hints`; not in :meth:`summary`):
+    ``rejections`` sensor -> Counter of the reasons its readings were rejected, ``bad_images`` Counter of
+    ``(encoding, why)`` of the images that could not be converted, ``wrong_shapes`` sensor -> the shape of its
+    first reading rejected for its size, ``messages`` the number of messages in the whole bag (every topic)."""
 
     counters: Counter = field(default_factory=Counter)
     duration_s: float = 0.0
     salvage_note: str = ""
+    rejections: dict = field(default_factory=dict)
+    bad_images: Counter = field(default_factory=Counter)
+    wrong_shapes: dict = field(default_factory=dict)
+    messages: int | None = None
+
+    def reject(self, sensor: str, reason: str, value=None) -> None:
+        """Note one reading of ``sensor`` rejected for ``reason`` (its shape when it is of the wrong size)."""
+        self.rejections.setdefault(sensor, Counter())[reason] += 1
+        if reason == R.BAD_SHAPE and sensor not in self.wrong_shapes:
+            self.wrong_shapes[sensor] = tuple(np.shape(value))
 
     def summary(self) -> dict:
         """The duration and the counters, sorted by name, as a plain dict (for reports)."""
@@ -494,6 +510,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     counters = stats.counters
     first = last = None
     reset = None  # a reset of the state since the last update (e.g. a clock jump on a held sensor's message)
+    stats.messages = reader.message_count
 
     def emit(updates):
         for update in updates:
@@ -523,14 +540,19 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
                 value, _ = velocities_by_name(decoded.name, decoded.velocity, spec.joint_names)
                 if value is None:  # the node rejects it the same way (runner.reject: its counters)
                     runner.reject(sensor, MISSING_JOINT)
+                    stats.reject(sensor, MISSING_JOINT)
                     continue
             else:
                 value = sensor_reading(sensor, decoded)
-        except ImageConversionError:  # the node rejects it the same way (runner.reject: its counters)
-            runner.reject(sensor, "bad_encoding")
+        except ImageConversionError as exc:  # the node rejects it the same way (runner.reject: its counters)
+            runner.reject(sensor, BAD_ENCODING)
+            stats.reject(sensor, BAD_ENCODING)
+            stats.bad_images[(str(getattr(decoded, "encoding", "?")), str(exc))] += 1
             continue
         backend.steps.clear()
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
+        if result.status == R.REJECTED and result.reason != R.INFERENCE_ERROR:  # the reading's fault, not the model's
+            stats.reject(sensor, result.reason, value)
         if result.status != R.UPDATED:
             reset = result.reset or reset  # the next update's
             continue
@@ -560,3 +582,139 @@ def policy_runner(backend, spec: BagDataSpec) -> R.PolicyRunner:
 def with_label(spec: BagDataSpec, **label) -> BagDataSpec:
     """``spec`` with the given fields of its label rule replaced."""
     return replace(spec, label=replace(spec.label, **label))
+
+
+# ------------------------------------------------------------------------------------------------ diagnosis
+# A bag is refused when more than this fraction of the messages on one of its input topics are rejected (the
+# node would drop them too): a driver that does not stamp, an encoding the node cannot convert, NaN readings.
+# A few rejections (an out-of-order or late message, a duplicate) pass: the node lives with them as well.
+MOSTLY_REJECTED = 0.5
+RECORD_INFO = "(see `liquid-control record --info` for what the bag holds)"
+
+READING_FIELDS = {  # what policy_node reads of each sensor's message (liquid_control.bags.messages.sensor_reading)
+    "camera": "the rgb8 image",
+    "imu": "angular_velocity and linear_acceleration",
+    "wheels": "velocity",
+}
+
+
+def _size_text(sensor: str, shape: tuple | None) -> str:
+    if shape is None:
+        return "of another size"
+    if sensor == "camera" and len(shape) >= 2:
+        return f"{shape[1]}x{shape[0]} images"
+    return f"{shape[0]} values" if len(shape) == 1 else f"values of shape {list(shape)}"
+
+
+def wrong_size_hint(sensor: str, found: tuple | None, expected: tuple, spec: BagDataSpec) -> str:
+    """The hint for one input whose readings are not of the size the policy reads: topic, field, both sizes."""
+    topic = spec.topics.get(sensor, "?")
+    msgtype = SENSOR_TYPES.get(sensor, ("?",))[0]
+    where = f"{topic} ({sensor}: {READING_FIELDS.get(sensor, 'its reading')} of {msgtype})"
+    if sensor == "camera":
+        return (
+            f"{where} has {_size_text(sensor, found)}, the policy reads {_size_text(sensor, expected)} "
+            f"(observation.image): record the topic policy_node will subscribe to, resized"
+        )
+    declared = expected[0] if len(expected) == 1 else list(expected)
+    return (
+        f"{where} has {_size_text(sensor, found)} per reading, the policy reads {_size_text(sensor, expected)} "
+        f"(observation.vectors.{sensor}: {declared}): record what policy_node will read there, or give the "
+        f"policy the size the robot publishes"
+    )
+
+
+def _encoding_hint(stats: StreamStats) -> str:
+    unsupported = sorted({enc for enc, _ in stats.bad_images if enc not in ENCODINGS})
+    hints = []
+    if unsupported:
+        hints.append(
+            f"image encoding {', '.join(map(repr, unsupported))}, which policy_node does not convert (supported: "
+            f"{', '.join(ENCODINGS)}): set the camera driver's output encoding to one of them"
+        )
+    problems = sorted({why for enc, why in stats.bad_images if enc in ENCODINGS})
+    if problems:  # a supported encoding whose sizes do not add up (step, data length)
+        hints.append("images that cannot be converted: " + "; ".join(problems[:3]))
+    return "; ".join(hints) or "images that cannot be converted"
+
+
+def rejection_hint(sensor: str, reason: str, stats: StreamStats, spec: BagDataSpec, expected=None) -> str:
+    """The likely cause of readings of ``sensor`` rejected for ``reason`` (a runner reason or bad_encoding);
+    ``expected``: sensor -> the shape the policy reads (for readings of the wrong size)."""
+    if reason == R.DUPLICATE:
+        return (
+            "header.stamp does not advance (e.g. all 0): the driver does not stamp its messages, "
+            "or publishes a reading again under the same stamp"
+        )
+    if reason == R.OUT_OF_ORDER:
+        return "header.stamp runs backwards (less than max_backward_jump_s): messages stamped out of order"
+    if reason == BAD_ENCODING:
+        return _encoding_hint(stats)
+    if reason == R.NON_FINITE:
+        return f"NaN/inf in the message ({READING_FIELDS.get(sensor, 'its reading')}): a reading must be finite"
+    if reason == R.BAD_SHAPE:
+        if expected and sensor in expected:
+            return wrong_size_hint(sensor, stats.wrong_shapes.get(sensor), tuple(expected[sensor]), spec)
+        return "readings of the wrong size"
+    if reason == R.BAD_DTYPE:
+        return "readings of the wrong data type (images must be 8-bit)"
+    if reason == R.BAD_STAMP:
+        return "header.stamp negative or not finite"
+    if reason == R.FUTURE_STAMP:
+        return (
+            "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
+            "without --use-sim-time)"
+        )
+    if reason == MISSING_JOINT:
+        return (
+            f"JointState messages name no {' or '.join(spec.joint_names)} (joint_names: wheel velocities are read "
+            "by name; set joint_names in --node-params to the bag's wheel joints, in the order the policy reads them)"
+        )
+    return reason
+
+
+def topic_rejections(sensor: str, stats: StreamStats, spec: BagDataSpec, expected=None) -> str:
+    """``TOPIC (SENSOR): R of N messages rejected, REASON COUNT: cause; REASON COUNT: cause`` for one input."""
+    counters = stats.counters
+    rejected, received = counters.get(f"rejected_by_sensor.{sensor}", 0), counters.get(f"received.{sensor}", 0)
+    reasons = stats.rejections.get(sensor, Counter())
+    causes = "; ".join(
+        f"{reason} {n}: {rejection_hint(sensor, reason, stats, spec, expected)}" for reason, n in reasons.most_common()
+    )
+    return f"{spec.topics.get(sensor, '?')} ({sensor}): {rejected} of {received} messages rejected, {causes}"
+
+
+def input_problems(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:
+    """One line per input topic of which more than :data:`MOSTLY_REJECTED` of the messages were rejected."""
+    counters = stats.counters
+    return [
+        topic_rejections(sensor, stats, spec, expected)
+        for sensor in spec.topics
+        if counters.get(f"rejected_by_sensor.{sensor}", 0) > MOSTLY_REJECTED * counters.get(f"received.{sensor}", 0)
+    ]
+
+
+def check_inputs(bag, stats: StreamStats, spec: BagDataSpec, expected=None) -> None:
+    """A :class:`BagError` naming the bag, the topic, the rejections by reason and their causes when most
+    messages of an input topic were rejected (:data:`MOSTLY_REJECTED`); nothing otherwise."""
+    problems = input_problems(stats, spec, expected)
+    if problems:
+        raise BagError(
+            f"{bag}: refused, more than half of the messages on an input topic rejected (the node would drop them "
+            f"too): {' | '.join(problems)} {RECORD_INFO}"
+        )
+
+
+def input_hints(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:
+    """Why a bag gave no update, from its inputs: no message at all, rejected readings (by topic, with their
+    causes), an input with no message (updates wait for every input); empty when the inputs look fine."""
+    if stats.messages == 0:
+        return ["the bag holds no messages (its topics are there, without a message)"]
+    counters = stats.counters
+    hints = [topic_rejections(s, stats, spec, expected) for s in spec.topics if stats.rejections.get(s)]
+    silent = [f"{topic} ({sensor})" for sensor, topic in spec.topics.items() if not counters.get(f"received.{sensor}")]
+    if silent:
+        hints.append(f"no message on {', '.join(silent)} (an update waits for every input of the policy)")
+    if counters.get(f"rejected.{R.INFERENCE_ERROR}"):
+        hints.append(f"{counters[f'rejected.{R.INFERENCE_ERROR}']} updates failed in the policy's backend")
+    return hints
