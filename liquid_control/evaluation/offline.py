@@ -22,7 +22,14 @@ import numpy as np
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.stream import StreamStats, data_overrides, policy_runner
+from liquid_control.bags.stream import (
+    RECORD_INFO,
+    StreamStats,
+    check_inputs,
+    data_overrides,
+    input_hints,
+    policy_runner,
+)
 from liquid_control.evaluation.plan import EvaluationSetupError, check_policy_name, validate_output_folder
 from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME, atomic_path, naming
 from liquid_control.runtime.backends import BackendError, load_backend
@@ -47,15 +54,22 @@ def _policies(specs: list[str]) -> dict[str, str]:
 
 
 def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict:
-    """Play one bag through ``backend``; returns per-update arrays and the runner's counters."""
+    """Play one bag through ``backend``; returns per-update arrays and the runner's counters. A BagError names
+    the causes when the policy made no update, or when most messages of an input topic were rejected (as
+    training refuses such a bag: :func:`liquid_control.bags.stream.check_inputs`)."""
     stats = StreamStats()
     rows = []
+    runner = policy_runner(backend, spec)
     with BagReader(bag, allow_truncated=allow_truncated) as reader:
-        for update in stream_updates(reader, policy_runner(backend, spec), spec, stats):
+        for update in stream_updates(reader, runner, spec, stats):
             label = np.full(len(spec.action_scale), np.nan) if update.label is None else update.label
             rows.append((update.time, update.stamp, update.dt, update.reset is not None, update.action, label))
     if not rows:
-        raise BagError(f"{bag}: the policy made no update on this bag ({stats.summary()})")
+        hints = input_hints(stats, spec, runner.spec.sensors) or [f"no state update from {spec.topics}"]
+        raise BagError(
+            f"{bag}: the policy made no update on this bag ({stats.summary()}): {'; '.join(hints)} {RECORD_INFO}"
+        )
+    check_inputs(bag, stats, spec, runner.spec.sensors)
     time, stamp, dt, reset, action, label = (np.asarray(x) for x in zip(*rows))
     return {
         "time": time,

@@ -17,7 +17,11 @@ recording the network is trained to run through without a reset: 512 updates are
 (segment files flushed and fsynced, then ``index.json``, then the temporary folder renamed) and reused by
 ``--resume`` while the bag and the data settings are unchanged. A cache that fails its check when reused (an
 unreadable ``index.json``, a segment file missing or of the wrong size: a crash, a full disk, a hand edit) is
-rebuilt from its bag, with a warning naming the file: it is a cache, the bag is the data.
+rebuilt from its bag, with a warning naming the file: it is a cache, the bag is the data. A bag is refused
+(before training starts) when more than half of the messages on one of its input topics are rejected, as the
+node would reject them (a driver that does not stamp, an image encoding the node cannot convert, NaN readings):
+the error names the bag, the topic, the rejections by reason and their likely causes
+(:func:`liquid_control.bags.stream.check_inputs`); a few rejections (out of order, a duplicate) pass.
 
 Training: ``training.epochs_first`` epochs of the usual BC (truncated BPTT over the windows, masked where an
 update has no label), no DAgger (a bag cannot answer "what would the expert do here"); after every epoch the
@@ -52,10 +56,8 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.messages import SENSOR_TYPES
-from liquid_control.bags.stream import StreamStats, capture_runner
+from liquid_control.bags.stream import RECORD_INFO, StreamStats, capture_runner, check_inputs, input_hints
 from liquid_control.policy import PolicyConfigError
-from liquid_control.runtime.runner import BAD_SHAPE
 
 from .bc import bc_loss
 from .data import Episode
@@ -240,7 +242,6 @@ def convert_bag(
 ) -> dict:
     """Play ``bag`` through a capture runner and write its segments under ``folder`` (atomically)."""
     runner = capture_runner(policy_config, spec)
-    wrong_sizes = _watch_sizes(runner)  # for the error hint of a bag whose readings are all of another size
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -280,12 +281,17 @@ def convert_bag(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     summary = stats.summary()
-    if not summary.get("labelled"):
+    try:
+        if not summary.get("labelled"):
+            if summary.get("updates") and not summary.get("commands") and not summary.get("commands_rejected"):
+                raise NoCommandBag(f"{bag}: {summary['updates']} updates but no command on {spec.command_topic}")
+            hint = _diagnose(stats, spec, policy_config, runner.spec.sensors)
+            raise BagError(f"{bag}: no labelled update ({summary}): {hint}")
+        # labelled updates, but an input mostly rejected (a driver that does not stamp: all held at one reading)
+        check_inputs(bag, stats, spec, runner.spec.sensors)
+    except BagError:
         shutil.rmtree(tmp, ignore_errors=True)
-        if summary.get("updates") and not summary.get("commands") and not summary.get("commands_rejected"):
-            raise NoCommandBag(f"{bag}: {summary['updates']} updates but no command on {spec.command_topic}")
-        hint = _diagnose(summary, spec, policy_config, wrong_sizes, runner.spec.sensors)
-        raise BagError(f"{bag}: no labelled update ({summary}): {hint}")
+        raise
     index = {
         "format": CACHE_FORMAT,
         "bag": bag,
@@ -304,78 +310,13 @@ def convert_bag(
     return index
 
 
-def _watch_sizes(runner) -> dict:
-    """Sensor -> shape of the first reading ``runner`` rejects for its size (filled as the bag plays)."""
-    found = {}
-    submit = runner.submit
-
-    def watched(sensor, stamp, value, *args, **kwargs):
-        result = submit(sensor, stamp, value, *args, **kwargs)
-        if result.reason == BAD_SHAPE and sensor not in found:
-            found[sensor] = tuple(np.shape(value))
-        return result
-
-    runner.submit = watched
-    return found
-
-
-READING_FIELDS = {  # what policy_node reads of each sensor's message (liquid_control.bags.messages.sensor_reading)
-    "camera": "the rgb8 image",
-    "imu": "angular_velocity and linear_acceleration",
-    "wheels": "velocity",
-}
-
-
-def _size_text(sensor: str, shape: tuple | None) -> str:
-    if shape is None:
-        return "of another size"
-    if sensor == "camera" and len(shape) >= 2:
-        return f"{shape[1]}x{shape[0]} images"
-    return f"{shape[0]} values" if len(shape) == 1 else f"values of shape {list(shape)}"
-
-
-def _wrong_size(sensor: str, found: tuple | None, expected: tuple, spec) -> str:
-    """The hint for one input whose readings are not of the size the policy reads: topic, field, both sizes."""
-    topic = spec.topics.get(sensor, "?")
-    msgtype = SENSOR_TYPES.get(sensor, ("?",))[0]
-    where = f"{topic} ({sensor}: {READING_FIELDS.get(sensor, 'its reading')} of {msgtype})"
-    if sensor == "camera":
-        return (
-            f"{where} has {_size_text(sensor, found)}, the policy reads {_size_text(sensor, expected)} "
-            f"(observation.image): record the topic policy_node will subscribe to, resized"
-        )
-    declared = expected[0] if len(expected) == 1 else list(expected)
-    return (
-        f"{where} has {_size_text(sensor, found)} per reading, the policy reads {_size_text(sensor, expected)} "
-        f"(observation.vectors.{sensor}: {declared}): record what policy_node will read there, or give the "
-        f"policy the size the robot publishes"
-    )
-
-
-def _diagnose(counters: dict, spec, policy_config: dict, wrong_sizes: dict | None = None, expected=None) -> str:
-    """The likely reason a bag gave no training data, from its counters and the readings rejected for their
-    size (``wrong_sizes``: sensor -> shape found; ``expected``: sensor -> the shape the policy reads)."""
-    hints = []
-    if counters.get("rejected.bad_shape"):
-        wrong_sizes = wrong_sizes or {}
-        expected = expected or {}
-        sensors = [s for s in expected if s in wrong_sizes] or [
-            s for s in expected if counters.get(f"rejected_by_sensor.{s}")
-        ]
-        hints += [_wrong_size(s, wrong_sizes.get(s), tuple(expected[s]), spec) for s in sensors]
-        if not sensors:
-            hints.append("readings of the wrong size")
-    if counters.get("rejected.missing_joint"):
-        hints.append(
-            f"{counters['rejected.missing_joint']} JointState messages name no {' or '.join(spec.joint_names)} "
-            "(joint_names: wheel velocities are read by name; set joint_names in --node-params to the bag's "
-            "wheel joints, in the order the policy reads them)"
-        )
-    if counters.get("rejected.future_stamp"):
-        hints.append(
-            "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
-            "without --use-sim-time)"
-        )
+def _diagnose(stats: StreamStats, spec, policy_config: dict, expected=None) -> str:
+    """The likely reason a bag gave no training data: its inputs (no message at all, readings rejected, by topic
+    and reason with their causes; ``expected``: sensor -> the shape the policy reads) and its commands."""
+    hints = input_hints(stats, spec, expected)
+    if stats.messages == 0:
+        return f"{hints[0]} {RECORD_INFO}"
+    counters = stats.counters
     if not counters.get("commands") and counters.get("commands_rejected"):
         size = policy_config["action"]["size"]
         hints.append(
@@ -386,7 +327,7 @@ def _diagnose(counters: dict, spec, policy_config: dict, wrong_sizes: dict | Non
         hints.append(f"no command on {spec.command_topic} (set --command-topic)")
     if not counters.get("updates") and not hints:
         hints.append(f"no state update from {spec.topics}")
-    return "; ".join(hints) + " (see `liquid-control record --info` for what the bag holds)"
+    return "; ".join(hints) + f" {RECORD_INFO}"
 
 
 def read_cache(folder: Path, fingerprint: str) -> dict | None:
