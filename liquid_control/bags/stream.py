@@ -2,7 +2,7 @@
 ``policy_node`` would have lived it, with each update labelled by the recorded command.
 
 The event semantics are not re-implemented here: every sensor message of the bag goes, in log-time order
-(the order the recorder, and so a node, received them), through ``PolicyRunner.submit(sensor,
+(the order the recorder, and so a node, received them: ``BagReader.messages``), through ``PolicyRunner.submit(sensor,
 header.stamp, reading, now=log time)``. The runner decides what the node would have decided: duplicates and
 out-of-order stamps rejected, held inputs, the update dt from stamp differences, resets after a gap or a clock
 jump. The backend sees every update the node's network would see; :class:`CaptureBackend` runs no network
@@ -517,8 +517,13 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             counters["labelled" if update.label is not None else "unlabelled"] += 1
             yield update
 
+    span = 0.0  # seconds recorded before the last step back of the recorder's clock
     for msg in reader.messages(list(by_topic) + [spec.command_topic]):
         t = msg.log_time_ns * 1e-9
+        if last is not None and t < last:  # the recorder's clock stepped back (BagReader keeps the written order)
+            yield from emit(labeller.flush())  # a command after the step cannot be timed against an update before it
+            span, first = span + last - first, t
+            counters["log_time_steps_back"] += 1
         first = t if first is None else first
         last = t
         yield from emit(labeller.on_time(t))
@@ -565,7 +570,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             yield from emit(labeller.on_update(update))
     yield from emit(labeller.flush())
     counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
-    stats.duration_s = 0.0 if first is None else last - first
+    stats.duration_s = 0.0 if first is None else span + last - first
     stats.salvage_note = reader.salvage_note
 
 
