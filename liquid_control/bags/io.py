@@ -6,12 +6,18 @@ schema per message type and the publishers' QoS in each channel's ``offered_qos_
 of a message is when the recorder received it (its clock), as with ``ros2 bag record``; the measurement time
 is the message's own ``header.stamp``.
 
-Reading streams from disk (one MCAP chunk of ~1 MB at a time), in log-time order. A bag that cannot be read
-raises :class:`BagError` naming the file and the problem. A recording whose recorder was killed has no MCAP
-footer (and often no ``metadata.yaml``): it is refused with that explanation, and ``allow_truncated=True``
-reads the messages before the break instead (``BagReader.salvaged``). The break is the first record that
-cannot be read whole or whose chunk fails its CRC check, so corrupt bytes before the cut end the salvage
-there instead of coming back as messages; ``BagReader.salvage_note`` says where (byte offset) and why.
+Reading streams from disk (one MCAP chunk of ~1 MB at a time), in the order the recorder wrote the messages
+(what it received), sorted by log time within :data:`LOG_TIME_WINDOW_NS`: log times slightly out of order across
+topics read as sorted, a step back of the recording machine's clock is kept where it happened (as policy_node
+lived it) instead of interleaving the messages after it with those before. Channels come from the storage files
+(by topic), so a ``metadata.yaml`` whose QoS or type hashes disagree with them (another tool's, an edited one)
+does not hide their messages. A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ..., or ``.db3``) is read file by
+file, with or without ``metadata.yaml``. A bag that cannot be read raises :class:`BagError` naming the file and
+the problem. A recording whose recorder was killed has no MCAP footer in its (last) file (and often no
+``metadata.yaml``): it is refused with that explanation, and ``allow_truncated=True`` reads the messages before
+the break instead (``BagReader.salvaged``). The break is the first record that cannot be read whole or whose
+chunk fails its CRC check, so corrupt bytes before the cut end the salvage there instead of coming back as
+messages; ``BagReader.salvage_note`` says where (byte offset) and why.
 
 Integrity: rosbags' writer leaves every chunk's CRC 0 ("not computed", which every reader skips), so
 ``BagWriter`` writes them itself (:class:`_ChunkCrcs`): each chunk's CRC-32 goes into its record as soon as the
@@ -23,6 +29,7 @@ whose CRC had not reached the disk when the power went (its CRC stays 0: uncheck
 
 from __future__ import annotations
 
+import heapq
 import importlib
 import itertools
 import os
@@ -413,12 +420,24 @@ class BagMessage:
         return typestore().deserialize_cdr(self.data, self.msgtype)
 
 
-def _mcap_file(path: Path) -> Path | None:
-    """The single .mcap file of a bag folder (or the file itself)."""
-    if path.is_file():
-        return path if path.suffix == ".mcap" else None
-    files = sorted(path.glob("*.mcap"))
-    return files[0] if len(files) == 1 else None
+# Messages reach the caller in the order the recorder wrote them (what it, and a node, received), sorted by log
+# time only within this window: several publishers make a recorder's log times slightly out of order across
+# topics, and such a bag reads exactly as sorted by log time. A message more than this behind the newest log time
+# before it is a step back of the recording machine's clock (NTP/chrony): it is not sorted in among the messages
+# before it (they were received earlier, and policy_node saw them earlier) but follows them, as in the file.
+LOG_TIME_WINDOW_NS = 500_000_000  # policy_node's default max_backward_jump_s: less is not a clock reset to it either
+STORAGE_SUFFIXES = (".mcap", ".db3")
+
+
+def _split_index(path: Path) -> tuple:
+    """Sort key of a storage file in a split bag: rosbag2 names them ``<bag>_0.mcap``, ``<bag>_1.mcap`` ..."""
+    stem, _, number = path.name[: -len(path.suffix)].rpartition("_")
+    return (0, int(number), stem) if stem and number.isdigit() else (1, 0, path.name)
+
+
+def _storage_files(folder: Path) -> list[Path]:
+    """The storage files (.mcap, .db3) of a bag folder, in split order."""
+    return sorted((f for f in folder.iterdir() if f.suffix in STORAGE_SUFFIXES and f.is_file()), key=_split_index)
 
 
 def _looks_truncated(path: Path) -> bool:
@@ -435,53 +454,162 @@ def _looks_truncated(path: Path) -> bool:
     return head == MCAP_MAGIC and tail != MCAP_MAGIC
 
 
+def _metadata_files(folder: Path) -> tuple[list[Path], str | None]:
+    """The storage files metadata.yaml names (in its order) and its compression mode; ([], None) if unreadable."""
+    import yaml
+
+    try:
+        info = yaml.safe_load((folder / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        files = [folder / Path(str(name)).name for name in info["relative_file_paths"]]
+        mode = str(info.get("compression_mode") or "").lower()
+    except Exception:  # rosbags' reader says what is wrong with it
+        return [], None
+    return files, (mode if mode not in ("", "none") else None)
+
+
+class _Part(NamedTuple):
+    """One storage file of a bag, in split order: an open rosbags storage, or a truncated MCAP file to salvage."""
+
+    path: Path
+    storage: object = None  # rosbags McapReader / Sqlite3Reader
+    salvage: bool = False
+
+
 class BagReader:
-    """Opens a rosbag2 bag folder (or a bare ``.mcap`` file) for streaming reads in log-time order.
+    """Opens a rosbag2 bag folder (or a bare ``.mcap``/``.db3`` file) for streaming reads in the recorder's order.
 
     ``topics``: name -> :class:`TopicInfo`; ``messages(topics)`` yields :class:`BagMessage` one at a time.
-    With ``allow_truncated`` a recording without MCAP footer is read up to its break, the first record cut
-    short or unreadable or the first chunk failing its CRC check (``salvaged`` is True and ``salvage_note``
-    names the file, the messages kept and the byte where it stopped and why); otherwise it is refused with a
-    :class:`BagError`.
+    A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ...) is read file after file, with or without metadata.yaml.
+    With ``allow_truncated`` a recording without MCAP footer (a single file, or the last file of a split bag) is
+    read up to its break, the first record cut short or unreadable or the first chunk failing its CRC check
+    (``salvaged`` is True and ``salvage_note`` names the file, the messages kept and the byte where it stopped and
+    why); otherwise it is refused with a :class:`BagError`. ``clock_steps`` lists, once read, where the recorder's
+    clock stepped back (:data:`LOG_TIME_WINDOW_NS`): ``(file, index of the message among those read from that file,
+    log time before and after the step in s)``.
     """
 
     def __init__(self, path: str | Path, *, allow_truncated: bool = False):
         self.path = Path(path)
         self.salvaged = False
         self.salvage_note = ""
-        self._reader = None
+        self.clock_steps: list[tuple[Path, int, float, float]] = []
+        self._reader = None  # rosbags Reader of a folder with metadata.yaml / a single file
+        self._readers: list = []  # rosbags Readers of the files of a folder read file by file
+        self._parts: list[_Part] = []
+        self._message_compression = False
+        self._closed = False
         if not self.path.exists():
             raise BagError(f"{self.path}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)")
-        mcap = _mcap_file(self.path)
-        source = self.path
-        if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
-            if mcap is None:
-                raise BagError(f"{self.path}: not a rosbag2 bag: no metadata.yaml and no single .mcap file in it")
-            source = mcap  # a recorder killed before writing metadata.yaml: the MCAP file alone
-        if mcap is not None and _looks_truncated(mcap):
-            if not allow_truncated:
-                raise BagError(
-                    f"{mcap}: truncated MCAP file (no footer: the recorder was killed or the disk filled up); "
-                    f"its messages up to the break can be used with --allow-truncated (allow_truncated=True), "
-                    f"or rewrite it with `liquid-control record --recover {self.path} -o NEW_BAG`"
-                )
-            self._open_truncated(mcap)
-            return
         try:
-            self._reader = Reader(source)
+            self._open(allow_truncated)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, allow_truncated: bool) -> None:
+        has_metadata = self.path.is_dir() and (self.path / "metadata.yaml").is_file()
+        mode = None
+        if self.path.is_file():
+            files = [self.path]
+        elif has_metadata:
+            files, mode = _metadata_files(self.path)
+        else:
+            files = _storage_files(self.path)
+            if not files:
+                raise BagError(f"{self.path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it")
+        truncated = [f for f in files if f.suffix == ".mcap" and _looks_truncated(f)]
+        if truncated:
+            self._open_parts(files, truncated[0], allow_truncated, mode)
+        elif self.path.is_file() or has_metadata:
+            self._open_whole(files)
+        else:  # no metadata.yaml (a recorder killed before writing it): the storage files themselves
+            self._open_parts(files, None, False, None)
+
+    def _open_whole(self, files: list[Path]) -> None:
+        """A complete bag through rosbags' reader (metadata.yaml: topics, counts, QoS; compression)."""
+        try:
+            self._reader = Reader(self.path)
             self._reader.open()
         except Exception as exc:  # rosbags' parser meets corrupt bytes with many kinds of errors
-            raise BagError(f"{self.path}: cannot open the bag: {type(exc).__name__}: {exc}") from None
+            self._reader = None
+            where = self.path
+            for file in [f for f in files if f.suffix in STORAGE_SUFFIXES] if len(files) > 1 else ():  # which one
+                try:
+                    with Reader(file):
+                        pass
+                except Exception:
+                    where = file
+                    break
+            raise BagError(f"{where}: cannot open the bag: {type(exc).__name__}: {exc}") from None
+        storage = self._reader.storage
+        storages = getattr(storage, "storages", [storage])  # a folder: one per file, in metadata's order
+        paths = files if len(files) == len(storages) else [Path(s.path) for s in storages]
+        self._parts = [_Part(p, s) for p, s in zip(paths, storages, strict=True)]
+        self._message_compression = self._reader.compression_mode == "message"
         self._register_types(self._reader.connections)
         self.topics = {}
         for conn in self._reader.connections:
-            info = self.topics.get(conn.topic)
-            qos = tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
-            count = conn.msgcount + (info.count if info else 0)
-            self.topics[conn.topic] = TopicInfo(conn.topic, conn.msgtype, count, qos)
+            self._add_topic(
+                conn.topic, conn.msgtype, conn.msgcount, tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
+            )
         self.start_ns = int(self._reader.start_time) if self._reader.message_count else 0
         self.end_ns = int(self._reader.end_time) if self._reader.message_count else 0
         self.message_count = int(self._reader.message_count)
+
+    def _add_topic(self, topic: str, msgtype: str, count: int, qos: tuple) -> None:
+        info = self.topics.get(topic)
+        self.topics[topic] = TopicInfo(
+            topic, msgtype, count + (info.count if info else 0), qos or (info.qos if info else ())
+        )
+
+    def _open_parts(self, files: list[Path], cut: Path | None, allow_truncated: bool, mode: str | None) -> None:
+        """The storage files one by one (no metadata.yaml, or one of them truncated), the truncated one salvaged."""
+        if cut is not None:
+            split = (
+                f" (file {files.index(cut) + 1} of {len(files)} of the split bag {self.path})" if len(files) > 1 else ""
+            )
+            if cut != files[-1]:
+                raise BagError(
+                    f"{cut}: truncated MCAP file (no footer){split}, and not the last one: a split bag breaks off "
+                    f"only in its last file, so this one was damaged later; pass the complete files before it and "
+                    f"the ones after it as separate bags"
+                )
+            if not allow_truncated:
+                raise BagError(
+                    f"{cut}: truncated MCAP file (no footer: the recorder was killed or the disk filled up){split}; "
+                    f"its messages up to the break can be used with --allow-truncated (allow_truncated=True), "
+                    f"or rewrite it with `liquid-control record --recover {self.path} -o NEW_BAG`"
+                )
+        self._message_compression = mode == "message"
+        self.topics = {}
+        self.message_count, starts, ends = 0, [], []
+        for file in files:
+            if file == cut:
+                self._open_truncated(file)
+                self._parts.append(_Part(file, salvage=True))
+                continue
+            try:
+                reader = Reader(file)
+                reader.open()
+            except Exception as exc:
+                raise BagError(f"{file}: cannot open it: {type(exc).__name__}: {exc}") from None
+            self._readers.append(reader)
+            self._parts.append(_Part(file, reader.storage))
+            self._register_types(reader.connections)
+            for conn in reader.connections:
+                self._add_topic(
+                    conn.topic, conn.msgtype, conn.msgcount, tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
+                )
+            if reader.message_count:
+                self.message_count += int(reader.message_count)
+                starts.append(int(reader.start_time))
+                ends.append(int(reader.end_time))
+        if self.salvaged:
+            self.message_count += self._salvage_count
+            if self._salvage_count:
+                starts.append(self._salvage_start)
+                ends.append(self._salvage_end)
+        self.start_ns, self.end_ns = (min(starts), max(ends)) if starts else (0, 0)
 
     # -------------------------------------------------------------------------------------------- truncated
     def _open_truncated(self, mcap: Path) -> None:
@@ -489,13 +617,11 @@ class BagReader:
         self.salvaged = True
         self._salvage_file = mcap
         channels, counts, first, last, note = _scan_truncated(mcap)
-        self.topics = {
-            c["topic"]: TopicInfo(c["topic"], c["msgtype"], counts.get(cid, 0), c["qos"]) for cid, c in channels.items()
-        }
-        self._salvage_channels = channels
-        self.message_count = sum(counts.values())
-        self.start_ns, self.end_ns = (first, last) if self.message_count else (0, 0)
-        self.salvage_note = f"{mcap}: truncated; {self.message_count} messages read up to the break ({note})"
+        for cid, c in channels.items():
+            self._add_topic(c["topic"], c["msgtype"], counts.get(cid, 0), c["qos"])
+        self._salvage_count = sum(counts.values())
+        self._salvage_start, self._salvage_end = first, last
+        self.salvage_note = f"{mcap}: truncated; {self._salvage_count} messages read up to the break ({note})"
 
     # -------------------------------------------------------------------------------------------- info
     @property
@@ -525,37 +651,61 @@ class BagReader:
 
     # -------------------------------------------------------------------------------------------- messages
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
-        """The messages of ``topics`` (default: all), in log-time order, read from disk as they are needed."""
+        """The messages of ``topics`` (default: all), read from disk as they are needed, in the order the recorder
+        wrote them, sorted by log time within :data:`LOG_TIME_WINDOW_NS` (module notes there)."""
         wanted = set(self.topics) if topics is None else set(topics)
-        if self.salvaged:
-            yield from self._salvaged_messages(wanted)
-            return
-        if self._reader is None:
+        if self._closed:
             raise BagError(f"{self.path}: bag is closed")
-        connections = [c for c in self._reader.connections if c.topic in wanted]
-        if not connections:
-            return
-        last = None
-        try:
-            for conn, timestamp, data in self._reader.messages(connections=connections):
-                last = timestamp
-                yield BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
-        except Exception as exc:  # as at open: any parser error on corrupt bytes
-            where = f" after log time {last * 1e-9:.3f} s" if last is not None else ""
-            raise BagError(f"{self.path}: corrupt bag{where}: {type(exc).__name__}: {exc}") from None
+        self.clock_steps = []
+        heap: list = []
+        newest, seq = None, 0
+        for file, index, msg in self._written(wanted):
+            t = msg.log_time_ns
+            if newest is None or t > newest:
+                newest = t
+            elif t < newest - LOG_TIME_WINDOW_NS:  # the clock stepped back: what was written before goes first
+                while heap:
+                    yield heapq.heappop(heap)[2]
+                self.clock_steps.append((file, index, newest * 1e-9, t * 1e-9))
+                newest = t
+            heapq.heappush(heap, (t, seq, msg))
+            seq += 1
+            while heap[0][0] <= newest - LOG_TIME_WINDOW_NS:
+                yield heapq.heappop(heap)[2]
+        while heap:
+            yield heapq.heappop(heap)[2]
 
-    def _salvaged_messages(self, wanted: set) -> Iterator[BagMessage]:
-        # Read chunk by chunk; the messages of a chunk are sorted by log time as the indexed reader does.
-        for batch in _iter_truncated_batches(self._salvage_file):
-            for topic, log_time, msgtype, data in sorted(batch, key=lambda m: m[1]):
-                if topic in wanted:
-                    yield BagMessage(topic, log_time, msgtype, data)
+    def _written(self, wanted: set) -> Iterator[tuple[Path, int, BagMessage]]:
+        """(file, index in the file's write order, message) of ``wanted`` topics, file after file."""
+        for part in self._parts:
+            if part.salvage:
+                index = 0
+                for batch in _iter_truncated_batches(part.path):
+                    for topic, log_time, msgtype, data in batch:
+                        if topic in wanted:
+                            yield part.path, index, BagMessage(topic, log_time, msgtype, data)
+                            index += 1
+                continue
+            index, last = -1, None
+            try:
+                for index, (conn, timestamp, data) in enumerate(_storage_messages(part.storage, wanted)):
+                    last = timestamp
+                    if self._message_compression:
+                        data = _zstd().decompress(data)
+                    yield part.path, index, BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
+            except BagError:
+                raise
+            except Exception as exc:  # as at open: any parser error on corrupt bytes
+                where = f" after log time {last * 1e-9:.3f} s (message {index})" if last is not None else ""
+                raise BagError(f"{part.path}: corrupt bag{where}: {type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
         """Close the underlying reader; closing twice is harmless."""
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self._closed, self._parts = True, []
+        for reader in [self._reader, *self._readers]:
+            if reader is not None and reader.is_open:
+                reader.close()
+        self._reader, self._readers = None, []
 
     def __enter__(self):
         return self
@@ -563,6 +713,71 @@ class BagReader:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+def _zstd():
+    try:
+        from compression import zstd  # Python 3.14
+    except ImportError:
+        from backports import zstd
+    return zstd
+
+
+def _storage_messages(storage, wanted: set) -> Iterator[tuple]:
+    """(connection, log time, data) of one rosbags storage file's messages on ``wanted`` topics, in the order they
+    were written: an MCAP file chunk after chunk (file order), each chunk's records in order; sqlite3 by the
+    messages table's id. Channels are taken from the file by topic name, whatever metadata.yaml says of their QoS
+    or type hash (rosbags' own reader matches those, and yields nothing from a bag whose metadata.yaml was written
+    by another tool or edited)."""
+    from rosbags.rosbag2.storage_mcap import McapReader
+    from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+
+    conns = {c.id: c for c in storage.connections if c.topic in wanted}
+    if not conns:
+        return
+    if isinstance(storage, Sqlite3Reader):
+        marks = ",".join("?" for _ in conns)
+        query = f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) ORDER BY id"
+        for cid, timestamp, data in storage.dbconn.execute(query, tuple(conns)):
+            yield conns[cid], timestamp, data
+        return
+    if not isinstance(storage, McapReader):
+        raise BagError(f"{storage.path}: storage {type(storage).__name__} is not readable here")
+    if not storage.chunks:  # messages outside chunks (e.g. the fastwrite preset): the file in order
+        yield from storage.messages_scan(list(conns.values()))
+        return
+    for chunk in sorted(storage.chunks, key=lambda c: c.chunk_start_offset):
+        if any(chunk.channel_count.get(cid, 0) for cid in conns):
+            yield from _chunk_messages(storage, chunk, conns)
+
+
+def _chunk_messages(storage, chunk, conns: dict) -> Iterator[tuple]:
+    """The messages of one MCAP chunk on the channels ``conns``, in record order (CRC checked when it is set)."""
+    from rosbags.rosbag2.storage_mcap import decompress
+
+    bio = storage.bio
+    bio.seek(chunk.chunk_start_offset + 9 + 24)
+    (crc,) = struct.unpack("<I", bio.read(4))
+    bio.seek(chunk.chunk_start_offset + 9 + 40 + len(chunk.compression))
+    compressed = bio.read(chunk.compressed_size)
+    if len(compressed) != chunk.compressed_size:
+        raise BagError(f"{storage.path}: the chunk at byte {chunk.chunk_start_offset} is cut short")
+    raw = decompress(compressed, chunk.compression, chunk.uncompressed_size, crc)
+    pos, end, unpack = 0, len(raw), _MESSAGE_HEAD.unpack_from
+    while pos + 9 <= end:
+        opcode = raw[pos]
+        (length,) = _U64.unpack_from(raw, pos + 1)
+        body = pos + 9
+        if opcode == 0x05:
+            channel, _, log_time, _ = unpack(raw, body)
+            conn = conns.get(channel)
+            if conn is not None:
+                yield conn, log_time, raw[body + 22 : body + length]
+        pos = body + length
+
+
+_MESSAGE_HEAD = struct.Struct("<HIQQ")  # channel id, sequence, log time, publish time
+_U64 = struct.Struct("<Q")
 
 
 # ------------------------------------------------------------------------------------------------ salvage
@@ -619,11 +834,18 @@ def _channel_entry(record, schemas) -> dict:
     return {"topic": record.topic, "msgtype": schema.name if schema else "", "qos": tuple(get_qos(metadata))}
 
 
+# A salvage holds at most this many messages (and bytes of them) in memory at once: an MCAP file without chunks
+# (`ros2 bag record --storage-preset-profile fastwrite`) has no chunk boundary to hand its messages over at.
+SALVAGE_BATCH_MESSAGES = 1000
+SALVAGE_BATCH_BYTES = 4 * 1024 * 1024
+
+
 def _iter_truncated_batches(path: Path):
-    """Lists of (topic, log_time_ns, msgtype, data), one per MCAP chunk (or run of loose messages)."""
+    """Lists of (topic, log_time_ns, msgtype, data) in file order: one per MCAP chunk (or run of loose messages),
+    each at most :data:`SALVAGE_BATCH_MESSAGES` messages and about :data:`SALVAGE_BATCH_BYTES`."""
     from mcap.records import Channel, Message, Schema
 
-    schemas, channels, batch = {}, {}, []
+    schemas, channels, batch, size = {}, {}, [], 0
     for record, error in _iter_truncated_records(path):
         if error is not None:
             break
@@ -636,10 +858,14 @@ def _iter_truncated_batches(path: Path):
             channel = channels.get(record.channel_id)
             if channel is not None:
                 batch.append((channel["topic"], int(record.log_time), channel["msgtype"], bytes(record.data)))
+                size += len(record.data)
+                if len(batch) >= SALVAGE_BATCH_MESSAGES or size >= SALVAGE_BATCH_BYTES:  # e.g. an unchunked file
+                    yield batch
+                    batch, size = [], 0
         else:  # a message index / chunk boundary: hand over what the chunk held
             if batch:
                 yield batch
-                batch = []
+                batch, size = [], 0
     if batch:
         yield batch
 

@@ -1,0 +1,284 @@
+"""Reading rosbag2 bags as other tools and real recorders leave them (audit findings on bags/io.py): a step back
+of the recording machine's clock, a truncated MCAP file without chunks, split bags (with or without
+metadata.yaml, cut in their last file), a sqlite3 folder without metadata.yaml, and a metadata.yaml whose QoS or
+type hash disagrees with the MCAP channels. Every bag here is a few kB."""
+
+import numpy as np
+import pytest
+import yaml
+
+from liquid_control.bags import BagError, BagReader, BagWriter, data_spec, recover, stream_updates
+from liquid_control.bags import io as bag_io
+from liquid_control.bags import messages as M
+from liquid_control.bags.stream import StreamStats, capture_runner
+
+H = W = 8
+CAMERA_ONLY = {
+    "name": "tiny_bag_rover",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": H, "width": W}, "vectors": {}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8}},
+    "core": {"type": "cfc", "units": 12, "wiring": "ncp", "mode": "pure"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+    "training": {"epochs_first": 1, "batch_size": 2, "sequence_length": 8, "lr": 0.003},
+}
+T0 = 1_750_000_000.0  # a wall clock, as a robot's recorder logs
+
+
+def _frame(i, stamp):
+    return M.image_message(np.full((H, W, 3), i, np.uint8), stamp)
+
+
+def _drive(n=60, step_at=None, step_s=0.0):
+    """(topic, msgtype, log time ns, message) in the order a recorder receives them: frame i at 15 Hz (pixels =
+    i, stamped 20 ms before it is received) and the operator's command answering it 5 ms later (linear.x = i/100).
+    From ``step_at`` s of real time on, the machine's clock (log times and stamps) reads ``step_s`` s less."""
+    out = []
+    for i in range(n):
+        for real, topic in ((i / 15.0, "/camera/image_raw"), (i / 15.0 + 0.005, "/cmd_vel")):
+            clock = T0 + real - (step_s if step_at is not None and real >= step_at else 0.0)
+            if topic == "/cmd_vel":
+                out.append((topic, M.TWIST, int(round(clock * 1e9)), M.twist_message(i / 100.0, 0.0)))
+            else:
+                out.append((topic, M.IMAGE, int(round(clock * 1e9)), _frame(i, clock - 0.02)))
+    return out
+
+
+def _write(path, events):
+    """A bag written by BagWriter with the events in the order given (as a recorder appends them)."""
+    with BagWriter(path) as bag:
+        for topic, msgtype, ns, message in events:
+            if not bag.has_topic(topic):
+                bag.add_topic(topic, msgtype, [{"reliability": "best_effort"}] if msgtype == M.IMAGE else [])
+            bag.write(topic, ns, message)
+    return path
+
+
+def _raw_mcap(path, events, chunk_size=0):
+    """An MCAP file written by the ``mcap`` library (ros2 profile, ros2msg schemas, CDR), chunks of ``chunk_size``
+    bytes (zstd, CRCs), or ``0``: the messages at top level, as ``ros2 bag record --storage-preset-profile
+    fastwrite`` writes them."""
+    from mcap.writer import CompressionType, Writer
+
+    store = bag_io.typestore()
+    with open(path, "wb") as handle:
+        options = {"chunk_size": chunk_size, "compression": CompressionType.ZSTD} if chunk_size else {}
+        writer = Writer(
+            handle,
+            use_chunking=bool(chunk_size),
+            enable_crcs=bool(chunk_size),
+            **(options or {"compression": CompressionType.NONE}),
+        )
+        writer.start(profile="ros2", library="test")
+        schemas, channels = {}, {}
+        for topic, msgtype, ns, message in events:
+            if msgtype not in schemas:
+                text, _ = store.generate_msgdef(msgtype, ros_version=2)
+                schemas[msgtype] = writer.register_schema(name=msgtype, encoding="ros2msg", data=text.encode())
+            if topic not in channels:
+                channels[topic] = writer.register_channel(topic, "cdr", schemas[msgtype], {})
+            data = bytes(bag_io._serialize(message, msgtype))
+            writer.add_message(channels[topic], log_time=ns, data=data, publish_time=ns)
+        writer.finish()
+    return path
+
+
+def _read(bag, **kwargs):
+    with BagReader(bag, **kwargs) as reader:
+        return [(m.topic, m.log_time_ns, m.data) for m in reader.messages()]
+
+
+def _cut(path, fraction):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+# ------------------------------------------------------------------------------------------------ finding 2
+def test_a_backward_step_of_the_recorders_clock_keeps_the_written_order_and_resets_as_the_node(tmp_path):
+    """NTP/chrony steps the recording machine's clock back 1.7 s between frame 29 and its command: the messages
+    reach the stream in the order they were written (what the node received), so the runner resets
+    (clock_backwards) as policy_node did, every update keeps its own frame's command as label (the one whose
+    command came after the step is unlabelled), and the duration is the 4 s driven, not the 2.2 s the log times
+    span."""
+    events = _drive(step_at=1.936, step_s=1.7)
+    bag = _write(tmp_path / "ntp", events)
+    with BagReader(bag) as reader:
+        frames = [int(M.sensor_reading("camera", m.decode())[0, 0, 0]) for m in reader.messages(["/camera/image_raw"])]
+        assert frames == list(range(60))
+        ((file, index, before, after),) = reader.clock_steps
+        assert file.parent == bag and before - after == pytest.approx(1.7 - 1 / 15, abs=0.001)  # frame 29 -> 30
+        assert index == 30  # of the messages read from the file: frame 30, the first after the step
+        spec = data_spec(CAMERA_ONLY)
+        stats = StreamStats()
+        updates = list(stream_updates(reader, capture_runner(CAMERA_ONLY, spec), spec, stats))
+    assert [int(u.obs["image"][0, 0, 0]) for u in updates] == list(range(60))
+    assert [u.reset for u in updates if u.reset] == ["clock_backwards"] and updates[30].reset == "clock_backwards"
+    scale = np.asarray(spec.action_scale)
+    labels = {int(u.obs["image"][0, 0, 0]): round(u.label[0] * scale[0] * 100) for u in updates if u.label is not None}
+    assert all(frame == command for frame, command in labels.items()), labels
+    assert sorted(set(range(60)) - set(labels)) == [29]  # its command was received after the step
+    assert stats.counters["log_time_steps_back"] == 1
+    assert stats.duration_s == pytest.approx(59 / 15 + 0.005, abs=0.01)
+
+
+def test_log_times_slightly_out_of_order_across_topics_read_as_sorted_by_log_time(tmp_path):
+    """Several publishers: a recorder's log times run up to 0.2 s out of order across topics, over several
+    chunks. Such a bag reads exactly as rosbags' reader sorts it (log time, then written order); in an MCAP file
+    without chunks too, which rosbags refuses ("not in timestamp order")."""
+    from mcap.reader import make_reader
+    from rosbags.rosbag2 import Reader
+
+    rng = np.random.default_rng(3)
+    events = []
+    for i in range(3000):  # IMU at 200 Hz, ~1.2 MB: several ~1 MB chunks
+        events.append(("/imu/data", M.IMU, int((T0 + i / 200) * 1e9), M.imu_message(np.arange(6) * i, T0 + i / 200)))
+        if i % 10 == 0:  # a command logged up to 0.2 s late or early against the IMU it is written beside
+            late = T0 + i / 200 + rng.uniform(-0.2, 0.2)
+            events.append(("/cmd_vel", M.TWIST, int(late * 1e9), M.twist_message(i, 0.0)))
+    bag = _write(tmp_path / "jitter", events)
+    with open(bag / "jitter.mcap", "rb") as handle:
+        assert len(make_reader(handle).get_summary().chunk_indexes) > 1
+    with Reader(bag) as reader:
+        expected = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
+    assert _read(bag) == expected
+    written = sorted(range(len(events)), key=lambda k: events[k][2])  # stable: log time, then written order
+    assert [(events[k][0], events[k][2]) for k in written] == [(t, ns) for t, ns, _ in expected]
+    flat = _raw_mcap(tmp_path / "fastwrite.mcap", events[:400])
+    with pytest.raises(Exception, match="not in timestamp order"):
+        with Reader(flat) as reader:
+            list(reader.messages())
+    got = [(t, ns) for t, ns, _ in _read(flat)]
+    assert got == sorted(got, key=lambda x: x[1]) and len(got) == 400
+
+
+# ------------------------------------------------------------------------------------------------ finding 3
+def test_a_truncated_mcap_without_chunks_is_salvaged_in_bounded_batches(tmp_path, monkeypatch):
+    """A recorder with the fastwrite preset (no chunks) killed: the salvage hands its messages over in batches of
+    at most SALVAGE_BATCH_MESSAGES (and about SALVAGE_BATCH_BYTES), not all in one, and salvages the same
+    messages, in the same order."""
+    events = [("/cmd_vel", M.TWIST, int((T0 + i / 100) * 1e9), M.twist_message(i, 0.0)) for i in range(2600)]
+    folder = tmp_path / "fastwrite"
+    folder.mkdir()
+    mcap = _raw_mcap(folder / "fastwrite_0.mcap", events)
+    _cut(mcap, 0.9)
+    batches = [len(b) for b in bag_io._iter_truncated_batches(mcap)]
+    assert max(batches) <= bag_io.SALVAGE_BATCH_MESSAGES and 2000 < sum(batches) < 2600
+    kept = _read(folder, allow_truncated=True)
+    assert len(kept) == sum(batches)
+    assert [ns for _, ns, _ in kept] == [ns for _, _, ns, _ in events[: len(kept)]]
+    monkeypatch.setattr(bag_io, "SALVAGE_BATCH_BYTES", 1000)
+    sizes = [sum(len(m[3]) for m in b) for b in bag_io._iter_truncated_batches(mcap)]
+    assert max(sizes) < 1000 + 100 and sum(sizes) == sum(len(d) for _, _, d in kept)
+    assert _read(folder, allow_truncated=True) == kept
+
+
+# ------------------------------------------------------------------------------------------------ finding 4
+def _split(tmp_path, name, parts, metadata):
+    """A split bag ``name`` (``name_0.mcap`` ...) of the drive, ``parts`` files, with or without metadata.yaml
+    (as rosbag2 writes it: every file, the topics with their counts)."""
+    events = _drive(n=12 * parts)
+    folder = tmp_path / name
+    folder.mkdir()
+    per = len(events) // parts
+    for k in range(parts):  # chunks of ~4 frames, as a long recording's ~1 MB ones
+        _raw_mcap(folder / f"{name}_{k}.mcap", events[k * per : (k + 1) * per], chunk_size=1000)
+    meta = yaml.safe_load((_write(tmp_path / "whole", events) / "metadata.yaml").read_text())
+    if metadata:
+        info = meta["rosbag2_bagfile_information"]
+        info["relative_file_paths"] = [f"{name}_{k}.mcap" for k in range(parts)]
+        info["files"] = [{"path": f"{name}_{k}.mcap", "message_count": per} for k in range(parts)]
+        info["message_count"] = len(events)
+        info["duration"]["nanoseconds"] = events[-1][2] - events[0][2]
+        for topic in info["topics_with_message_count"]:
+            topic["message_count"] = len(events) // 2
+        (folder / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    return folder, events
+
+
+def test_a_split_bag_without_metadata_reads_its_files_in_split_order(tmp_path):
+    """A recorder killed after its split files were complete, before metadata.yaml: the files are read as
+    rosbag2 numbers them (_0, _1, ... _10, _11: not by name), every message once, in the recorded order."""
+    folder, events = _split(tmp_path, "killed", 12, metadata=False)
+    with BagReader(folder) as reader:
+        assert not reader.salvaged and reader.message_count == len(events)
+        assert reader.topics["/cmd_vel"].count == len(events) // 2
+        assert reader.start_ns == events[0][2] and reader.end_ns >= events[-1][2]
+    assert [(t, ns) for t, ns, _ in _read(folder)] == [(t, ns) for t, _, ns, _ in events]
+
+
+@pytest.mark.parametrize("metadata", [False, True])
+def test_a_split_bag_cut_in_its_last_file_is_refused_naming_it_and_salvaged_on_request(tmp_path, metadata):
+    """Its last file cut short (no footer): refused naming that file and saying what to do; --allow-truncated
+    reads the complete files and the last one up to the break; recover rewrites them into one complete bag."""
+    folder, events = _split(tmp_path, "cut", 2, metadata=metadata)
+    last = folder / "cut_1.mcap"
+    _cut(last, 0.4)  # inside its data: the summary at its end is ~half of a file this small
+    with pytest.raises(BagError) as err:
+        BagReader(folder)
+    assert str(last) in str(err.value) and "--allow-truncated" in str(err.value) and "--recover" in str(err.value)
+    kept = _read(folder, allow_truncated=True)
+    with BagReader(folder, allow_truncated=True) as reader:
+        assert reader.salvaged and str(last) in reader.salvage_note and reader.message_count == len(kept)
+    assert len(events) // 2 < len(kept) < len(events)
+    assert [(t, ns) for t, ns, _ in kept] == [(t, ns) for t, _, ns, _ in events[: len(kept)]]
+    fixed, n, note = recover(folder, tmp_path / "fixed")
+    assert n == len(kept) and str(last) in note and _read(fixed) == kept
+
+
+def test_a_split_bag_damaged_before_its_last_file_names_that_file(tmp_path):
+    folder, _ = _split(tmp_path, "bad", 3, metadata=True)
+    middle = folder / "bad_1.mcap"
+    _cut(middle, 0.7)
+    for allow in (False, True):
+        with pytest.raises(BagError, match="separate bags") as err:
+            BagReader(folder, allow_truncated=allow)
+        assert str(middle) in str(err.value)
+
+
+def test_a_sqlite3_folder_without_metadata_reads_like_its_db3_file(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    store = bag_io.typestore()
+    events = _drive(n=10)
+    folder = tmp_path / "sqlite"
+    writer = Writer(folder, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    conns = {}
+    for topic, msgtype, ns, message in events:
+        if topic not in conns:
+            conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+        writer.write(conns[topic], ns, bag_io._serialize(message, msgtype))
+    writer.close()
+    with_metadata = _read(folder)
+    (folder / "metadata.yaml").unlink()
+    assert _read(folder) == with_metadata == _read(next(folder.glob("*.db3")))
+    assert [(t, ns) for t, ns, _ in with_metadata] == [(t, ns) for t, _, ns, _ in events]
+
+
+# ------------------------------------------------------------------------------------------------ finding 7
+HUMBLE_QOS = (
+    "- history: 3\n  depth: 0\n  reliability: 1\n  durability: 2\n  deadline:\n    sec: 9223372036\n"
+    "    nsec: 854775807\n  lifespan:\n    sec: 9223372036\n    nsec: 854775807\n  liveliness: 1\n"
+    "  liveliness_lease_duration:\n    sec: 9223372036\n    nsec: 854775807\n  avoid_ros_namespace_conventions: false"
+)
+
+
+@pytest.mark.parametrize("edit", ["humble_qos", "other_type_hash"])
+def test_metadata_that_disagrees_with_the_mcap_channels_still_reads_every_message(tmp_path, edit):
+    """metadata.yaml from another tool or edited (Humble's QoS string, another type hash) no longer matches the
+    channels in the MCAP file: every message is still read, from the file's own channels."""
+    bag = _write(tmp_path / "meta", _drive(n=10))
+    expected = _read(bag)
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())
+    info = meta["rosbag2_bagfile_information"]
+    for topic in info["topics_with_message_count"]:
+        if edit == "humble_qos":
+            info["version"], info["ros_distro"] = 8, "humble"
+            topic["topic_metadata"]["offered_qos_profiles"] = HUMBLE_QOS
+            topic["topic_metadata"].pop("type_description_hash", None)
+        else:
+            topic["topic_metadata"]["type_description_hash"] = "RIHS01_" + "0" * 64
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(meta))
+    with BagReader(bag) as reader:
+        assert reader.topics["/cmd_vel"].count == 10
+    assert len(expected) == 20 and _read(bag) == expected
