@@ -83,7 +83,9 @@ DATA_DEFAULTS = {
     "allow_truncated": False,
     "window": 512,
 }
-CACHE_FORMAT = "liquid_control.bag_cache/3"  # 3: continuation windows start at first_update_dt
+CACHE_FORMAT = "liquid_control.bag_cache/4"
+# 3: continuation windows start at first_update_dt; 4: messages in the order written (a clock step back resets),
+# and a bag whose input topic is mostly rejected is refused before it is cached
 
 
 # ------------------------------------------------------------------------------------------------ settings
