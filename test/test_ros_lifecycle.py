@@ -860,3 +860,51 @@ def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros
     assert "failed since the last update, the last with RuntimeError: weights corrupted): stop command" in waiting[0]
     message = rig.diagnostics[-1].message
     assert message.startswith("no command: waiting for a successful inference (") and "weights corrupted" in message
+
+
+def test_repeated_rejections_do_not_call_the_logger_and_publish_counts_survive_an_activation(policy_file, ros):
+    """A sensor failing validation at its full rate is logged once per ``log_throttle_s`` without calling the
+    logger for the messages in between (rclpy's own throttle costs ~0.3 ms a call even when it logs nothing);
+    ``commands_published``/``stop_commands`` count since configure, like the runner's counters beside them in
+    /diagnostics (an activation restarted them while ``received.*`` and ``rejected.*`` kept counting)."""
+    make, spin = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file, log_throttle_s=60.0))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    calls = []
+
+    class CountingLogger:
+        def __getattr__(self, level):
+            return lambda *args, **kwargs: calls.append((level, args, kwargs))
+
+    real_get_logger = node.get_logger
+    node.get_logger = CountingLogger
+    try:
+        now = node._now()
+        for _ in range(50):  # the same stamp again and again: duplicate_stamp after the first
+            node._on_reading("wheels", stamp_of(now), np.zeros(2))
+    finally:
+        node.get_logger = real_get_logger
+    assert node.runner.counters["rejected.duplicate_stamp"] == 49
+    assert len(calls) == 1 and "rejected" in calls[0][1][0], calls
+    # commands: the held inputs, then IMU updates publish; a deactivation publishes a stop
+    node.runner.submit("command", now - 0.5, np.array([0.2, 0.0]))
+    for k in range(3):
+        node._on_reading("imu", None, np.array([0, 0, 0, 0, 0, 9.8]) + k)
+    published = node._commands_published
+    assert published >= 3
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node._stops_published == 1
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node._commands_published == published + 1 and node._stops_published == 1  # the stop is a command
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node._commands_published == 0 and node._stops_published == 0  # a new configure starts again
+
+
+def stamp_of(seconds):
+    from builtin_interfaces.msg import Time
+
+    sec = int(seconds)
+    return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
