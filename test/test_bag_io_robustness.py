@@ -151,6 +151,47 @@ def test_log_times_slightly_out_of_order_across_topics_read_as_sorted_by_log_tim
     assert got == sorted(got, key=lambda x: x[1]) and len(got) == 400
 
 
+def test_a_bag_written_topic_by_topic_reads_sorted_by_log_time_without_a_clock_step(tmp_path):
+    """A valid bag need not be written in log-time order: a conversion script writes one topic after another
+    (here 40 s of IMU at 100 Hz over several chunks, then 10 s of frames, then their commands). No topic's own log
+    times step back, so it is no clock step: it reads exactly as rosbags sorts it (log time, then written order:
+    the IMU sample logged at a frame's very time comes first, as it was written first), in MCAP and sqlite3
+    alike, and a camera + IMU policy holds the IMU sample of each frame's time (read in the written order, the
+    last IMU sample was held for every frame)."""
+    from mcap.reader import make_reader
+    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+
+    imu = [
+        ("/imu/data", M.IMU, int((T0 + j / 100) * 1e9), M.imu_message(np.full(6, j), T0 + j / 100)) for j in range(4000)
+    ]
+    drive = _drive(150)
+    events = imu + [e for e in drive if e[0] == "/camera/image_raw"] + [e for e in drive if e[0] == "/cmd_vel"]
+    bag = _write(tmp_path / "by_topic", events)
+    with open(bag / "by_topic.mcap", "rb") as handle:
+        assert len(make_reader(handle).get_summary().chunk_indexes) > 1
+    with Reader(bag) as reader:
+        expected = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
+    assert _read(bag) == expected
+    with BagReader(bag) as reader:
+        list(reader.messages())
+        assert reader.clock_steps == []
+    db = tmp_path / "by_topic_db3"  # the same messages in sqlite3, written in the same order
+    store = bag_io.typestore()
+    with Writer(db, version=9, storage_plugin=StoragePlugin.SQLITE3) as writer:
+        conns = {}
+        for topic, msgtype, ns, message in events:
+            if topic not in conns:
+                conns[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(conns[topic], ns, store.serialize_cdr(message, msgtype))
+    assert [(topic, ns) for topic, ns, _ in _read(db)] == [(topic, ns) for topic, ns, _ in expected]
+    config = {**CAMERA_ONLY, "observation": {**CAMERA_ONLY["observation"], "vectors": {"imu": 6}}}
+    spec = data_spec(config)
+    with BagReader(bag) as reader:
+        updates = list(stream_updates(reader, capture_runner(config, spec), spec, StreamStats()))
+    held = [int(u.obs["imu"][0]) for u in updates]
+    assert held == [int(np.floor(i / 15.0 * 100 + 1e-6)) for i in range(150)], held[:10]
+
+
 # ------------------------------------------------------------------------------------------------ finding 3
 def test_a_truncated_mcap_without_chunks_is_salvaged_in_bounded_batches(tmp_path, monkeypatch):
     """A recorder with the fastwrite preset (no chunks) killed: the salvage hands its messages over in batches of

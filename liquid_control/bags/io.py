@@ -6,10 +6,11 @@ schema per message type and the publishers' QoS in each channel's ``offered_qos_
 of a message is when the recorder received it (its clock), as with ``ros2 bag record``; the measurement time
 is the message's own ``header.stamp``.
 
-Reading streams from disk (one MCAP chunk of ~1 MB at a time), in the order the recorder wrote the messages
-(what it received), sorted by log time within :data:`LOG_TIME_WINDOW_NS`: log times slightly out of order across
-topics read as sorted, a step back of the recording machine's clock is kept where it happened (as policy_node
-lived it) instead of interleaving the messages after it with those before. Channels come from the storage files
+Reading streams from disk (one MCAP chunk of ~1 MB at a time, beside the last 0.5 s of the messages read),
+sorted by log time as rosbags sorts (log time,
+then the order written), except after a step back of the recording machine's clock, which is kept where it
+happened (as policy_node lived it) instead of interleaving the messages after it with those before
+(:data:`LOG_TIME_WINDOW_NS`). Channels come from the storage files
 (by topic), so a ``metadata.yaml`` whose QoS or type hashes disagree with them (another tool's, an edited one)
 does not hide their messages. A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ..., or ``.db3``) is read file by
 file, with or without ``metadata.yaml``. A bag that cannot be read raises :class:`BagError` naming the file and
@@ -420,11 +421,13 @@ class BagMessage:
         return typestore().deserialize_cdr(self.data, self.msgtype)
 
 
-# Messages reach the caller in the order the recorder wrote them (what it, and a node, received), sorted by log
-# time only within this window: several publishers make a recorder's log times slightly out of order across
-# topics, and such a bag reads exactly as sorted by log time. A message more than this behind the newest log time
-# before it is a step back of the recording machine's clock (NTP/chrony): it is not sorted in among the messages
-# before it (they were received earlier, and policy_node saw them earlier) but follows them, as in the file.
+# Messages reach the caller sorted by log time, ties in the order written. A bag in which some topic's own log
+# time steps back by more than this window in the order written holds a step back of the recording machine's
+# clock (NTP/chrony; a step moves every topic): it is read in the order written (what the recorder, and a node,
+# received), sorted by log time only within this window, so the messages after the step follow those before it
+# (received earlier, seen earlier by policy_node) instead of being sorted in among them. A bag written out of
+# log-time order without such a step (a conversion that wrote one topic after another; log times from another
+# clock than the writing order) is merged topic by topic into log-time order, one pass over the file per topic.
 LOG_TIME_WINDOW_NS = 500_000_000  # policy_node's default max_backward_jump_s: less is not a clock reset to it either
 STORAGE_SUFFIXES = (".mcap", ".db3")
 
@@ -651,48 +654,90 @@ class BagReader:
 
     # -------------------------------------------------------------------------------------------- messages
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
-        """The messages of ``topics`` (default: all), read from disk as they are needed, in the order the recorder
-        wrote them, sorted by log time within :data:`LOG_TIME_WINDOW_NS` (module notes there)."""
+        """The messages of ``topics`` (default: all), read from disk as they are needed, sorted by log time;
+        after a step back of the recorder's clock in the order the recorder wrote them (module notes at
+        :data:`LOG_TIME_WINDOW_NS`)."""
         wanted = set(self.topics) if topics is None else set(topics)
         if self._closed:
             raise BagError(f"{self.path}: bag is closed")
         self.clock_steps = []
+        out_of_order, topic_steps = self._scan_order(wanted)
+        if out_of_order and not topic_steps:  # written out of log-time order (topic by topic, say): no clock step
+            streams = [self._sorted_topic(topic) for topic in sorted(wanted)]
+            for _key, message in heapq.merge(*streams, key=lambda item: item[0]):
+                yield message
+            return
+        for _key, message in self._window_sorted(self._written(wanted), steps=self.clock_steps):
+            yield message
+
+    def _scan_order(self, wanted: set) -> tuple[bool, bool]:
+        """One pass over the log times in the order written: whether any message lies more than the window
+        behind the newest before it (``out_of_order``), and whether that happens within one topic
+        (``topic_steps``: a step back of the recorder's clock moves every topic; a file written topic by topic,
+        or with log times from another clock than its writing order, does not)."""
+        newest, newest_by_topic, out_of_order = None, {}, False
+        for _file, _index, _position, msg in self._written(wanted):
+            t = msg.log_time_ns
+            if newest is not None and t < newest - LOG_TIME_WINDOW_NS:
+                out_of_order = True
+            newest = t if newest is None else max(newest, t)
+            last = newest_by_topic.get(msg.topic)
+            if last is not None and t < last - LOG_TIME_WINDOW_NS:
+                return True, True
+            newest_by_topic[msg.topic] = t if last is None else max(last, t)
+        return out_of_order, False
+
+    def _sorted_topic(self, topic: str) -> Iterator[tuple]:
+        """``topic``'s messages sorted by log time (a topic is in order within the window: ``_scan_order``), as
+        ``((log time, file number, position in the file), message)``: ties between topics go in the order written."""
+        yield from self._window_sorted(self._written({topic}))
+
+    def _window_sorted(self, written: Iterable, steps: list | None = None) -> Iterator[tuple]:
+        """``(file, index, position, message)`` in the order written -> ``((log time, file number, position),
+        message)``
+        sorted by log time within the window; a message further behind is a clock step (noted in ``steps``):
+        what came before is handed out first."""
+        numbers = {part.path: n for n, part in enumerate(self._parts)}
         heap: list = []
-        newest, seq = None, 0
-        for file, index, msg in self._written(wanted):
+        newest = None
+        for file, index, position, msg in written:
             t = msg.log_time_ns
             if newest is None or t > newest:
                 newest = t
             elif t < newest - LOG_TIME_WINDOW_NS:  # the clock stepped back: what was written before goes first
                 while heap:
-                    yield heapq.heappop(heap)[2]
-                self.clock_steps.append((file, index, newest * 1e-9, t * 1e-9))
+                    yield heapq.heappop(heap)
+                if steps is not None:
+                    steps.append((file, index, newest * 1e-9, t * 1e-9))
                 newest = t
-            heapq.heappush(heap, (t, seq, msg))
-            seq += 1
-            while heap[0][0] <= newest - LOG_TIME_WINDOW_NS:
-                yield heapq.heappop(heap)[2]
+            heapq.heappush(heap, ((t, numbers[file], position), msg))
+            while heap[0][0][0] <= newest - LOG_TIME_WINDOW_NS:
+                yield heapq.heappop(heap)
         while heap:
-            yield heapq.heappop(heap)[2]
+            yield heapq.heappop(heap)
 
-    def _written(self, wanted: set) -> Iterator[tuple[Path, int, BagMessage]]:
-        """(file, index in the file's write order, message) of ``wanted`` topics, file after file."""
+    def _written(self, wanted: set) -> Iterator[tuple[Path, int, tuple, BagMessage]]:
+        """(file, index among the ``wanted`` messages read from it, position in the file, message) of ``wanted``
+        topics, file after file, in the order written; positions order the messages of one file whatever topics
+        are read (the ties of :meth:`messages`' merge)."""
         for part in self._parts:
             if part.salvage:
                 index = 0
+                position = -1
                 for batch in _iter_truncated_batches(part.path):
                     for topic, log_time, msgtype, data in batch:
+                        position += 1
                         if topic in wanted:
-                            yield part.path, index, BagMessage(topic, log_time, msgtype, data)
+                            yield part.path, index, (position,), BagMessage(topic, log_time, msgtype, data)
                             index += 1
                 continue
             index, last = -1, None
             try:
-                for index, (conn, timestamp, data) in enumerate(_storage_messages(part.storage, wanted)):
+                for index, (conn, timestamp, data, position) in enumerate(_storage_messages(part.storage, wanted)):
                     last = timestamp
                     if self._message_compression:
                         data = _zstd().decompress(data)
-                    yield part.path, index, BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
+                    yield part.path, index, position, BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
             except BagError:
                 raise
             except Exception as exc:  # as at open: any parser error on corrupt bytes
@@ -724,11 +769,11 @@ def _zstd():
 
 
 def _storage_messages(storage, wanted: set) -> Iterator[tuple]:
-    """(connection, log time, data) of one rosbags storage file's messages on ``wanted`` topics, in the order they
-    were written: an MCAP file chunk after chunk (file order), each chunk's records in order; sqlite3 by the
-    messages table's id. Channels are taken from the file by topic name, whatever metadata.yaml says of their QoS
-    or type hash (rosbags' own reader matches those, and yields nothing from a bag whose metadata.yaml was written
-    by another tool or edited)."""
+    """(connection, log time, data, position in the file) of one rosbags storage file's messages on ``wanted``
+    topics, in the order they were written: an MCAP file chunk after chunk (file order), each chunk's records in
+    order; sqlite3 by the messages table's id. Channels are taken from the file by topic name, whatever
+    metadata.yaml says of their QoS or type hash (rosbags' own reader matches those, and yields nothing from a bag
+    whose metadata.yaml was written by another tool or edited)."""
     from rosbags.rosbag2.storage_mcap import McapReader
     from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
@@ -737,14 +782,16 @@ def _storage_messages(storage, wanted: set) -> Iterator[tuple]:
         return
     if isinstance(storage, Sqlite3Reader):
         marks = ",".join("?" for _ in conns)
-        query = f"SELECT topic_id, timestamp, data FROM messages WHERE topic_id IN ({marks}) ORDER BY id"
-        for cid, timestamp, data in storage.dbconn.execute(query, tuple(conns)):
-            yield conns[cid], timestamp, data
+        query = f"SELECT topic_id, timestamp, data, id FROM messages WHERE topic_id IN ({marks}) ORDER BY id"
+        for cid, timestamp, data, row in storage.dbconn.execute(query, tuple(conns)):
+            yield conns[cid], timestamp, data, (row,)
         return
     if not isinstance(storage, McapReader):
         raise BagError(f"{storage.path}: storage {type(storage).__name__} is not readable here")
     if not storage.chunks:  # messages outside chunks (e.g. the fastwrite preset): the file in order
-        yield from storage.messages_scan(list(conns.values()))
+        for position, (conn, timestamp, data) in enumerate(storage.messages_scan(list(storage.connections))):
+            if conn.id in conns:
+                yield conns[conn.id], timestamp, data, (position,)
         return
     for chunk in sorted(storage.chunks, key=lambda c: c.chunk_start_offset):
         if any(chunk.channel_count.get(cid, 0) for cid in conns):
@@ -772,7 +819,7 @@ def _chunk_messages(storage, chunk, conns: dict) -> Iterator[tuple]:
             channel, _, log_time, _ = unpack(raw, body)
             conn = conns.get(channel)
             if conn is not None:
-                yield conn, log_time, raw[body + 22 : body + length]
+                yield conn, log_time, raw[body + 22 : body + length], (chunk.chunk_start_offset, pos)
         pos = body + length
 
 
