@@ -247,6 +247,25 @@ def test_a_split_bag_without_metadata_reads_its_files_in_split_order(tmp_path):
     assert [(t, ns) for t, ns, _ in _read(folder)] == [(t, ns) for t, _, ns, _ in events]
 
 
+def test_a_folder_without_metadata_holding_more_than_one_recording_is_refused_naming_its_files(tmp_path):
+    """Without metadata.yaml a folder is read as one split recording only when its files are one: the files of
+    two recordings (a_0, a_1 beside b_0), a split file missing (_0, _2) or file-compressed split files (which
+    only metadata.yaml describes) are refused naming the files, never joined into one drive."""
+    (tmp_path / "1").mkdir(), (tmp_path / "2").mkdir(), (tmp_path / "3").mkdir()
+    folder, _ = _split(tmp_path / "1", "a", 2, metadata=False)
+    _raw_mcap(folder / "b_0.mcap", _drive(n=4), chunk_size=1000)
+    with pytest.raises(BagError, match=r"a_0.mcap, b_0.mcap, a_1.mcap are not one split recording"):
+        BagReader(folder)
+    gap, _ = _split(tmp_path / "2", "g", 3, metadata=False)
+    (gap / "g_1.mcap").unlink()
+    with pytest.raises(BagError, match=r"g_0.mcap, g_2.mcap are not one split recording .*none missing"):
+        BagReader(gap)
+    packed, _ = _split(tmp_path / "3", "z", 2, metadata=False)
+    (packed / "z_0.mcap").rename(packed / "z_0.mcap.zstd")  # the name is what is refused, not the bytes
+    with pytest.raises(BagError, match=r"file-compressed storage files z_0.mcap.zstd"):
+        BagReader(packed)
+
+
 @pytest.mark.parametrize("metadata", [False, True])
 def test_a_split_bag_cut_in_its_last_file_is_refused_naming_it_and_salvaged_on_request(tmp_path, metadata):
     """Its last file cut short (no footer): refused naming that file and saying what to do; --allow-truncated

@@ -439,8 +439,27 @@ def _split_index(path: Path) -> tuple:
 
 
 def _storage_files(folder: Path) -> list[Path]:
-    """The storage files (.mcap, .db3) of a bag folder, in split order."""
-    return sorted((f for f in folder.iterdir() if f.suffix in STORAGE_SUFFIXES and f.is_file()), key=_split_index)
+    """The storage files (.mcap, .db3) of a bag folder without metadata.yaml, in split order: one recording's
+    ``<bag>_0``, ``<bag>_1`` ... (files of several recordings, or a split file missing, are refused: read as one
+    bag they would join unrelated drives; a file-compressed split file cannot be read without the metadata)."""
+    files = sorted((f for f in folder.iterdir() if f.suffix in STORAGE_SUFFIXES and f.is_file()), key=_split_index)
+    compressed = sorted(f.name for f in folder.iterdir() if f.name.endswith((".mcap.zstd", ".db3.zstd")))
+    if compressed:
+        raise BagError(
+            f"{folder}: no metadata.yaml, and file-compressed storage files {', '.join(compressed)}: they are read "
+            "only with the bag's metadata.yaml (decompress them with `zstd -d` to read the folder without it)"
+        )
+    if len(files) > 1:
+        keys = [_split_index(f) for f in files]
+        stems = {(key[2], f.suffix) for key, f in zip(keys, files, strict=True)}
+        numbers = [key[1] for key in keys]
+        if any(key[0] for key in keys) or len(stems) > 1 or numbers != list(range(len(files))):
+            raise BagError(
+                f"{folder}: no metadata.yaml, and its storage files {', '.join(f.name for f in files)} are not one "
+                "split recording (<bag>_0, <bag>_1, ... with one name, none missing): pass each recording, or each "
+                "file, as its own bag"
+            )
+    return files
 
 
 def _looks_truncated(path: Path) -> bool:
