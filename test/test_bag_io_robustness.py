@@ -342,3 +342,29 @@ def test_metadata_that_disagrees_with_the_mcap_channels_still_reads_every_messag
     with BagReader(bag) as reader:
         assert reader.topics["/cmd_vel"].count == 10
     assert len(expected) == 20 and _read(bag) == expected
+
+
+def test_a_rosbags_whose_storage_readers_changed_is_named_not_called_a_corrupt_bag(tmp_path, monkeypatch):
+    """Messages are read from rosbags' storage readers directly (requirements.txt pins the version): another
+    rosbags version warns once at the first bag, and a reader without what is read ends in an error naming the
+    bag, the version installed and the one to install, not in 'corrupt bag'."""
+    bag = _write(tmp_path / "drive", _drive(n=4))
+
+    def changed(storage, wanted):
+        raise AttributeError("'McapReader' object has no attribute 'chunks'")
+        yield
+
+    monkeypatch.setattr(bag_io, "_storage_messages", changed)
+    monkeypatch.setattr(bag_io, "_rosbags_version", lambda: "0.99.0")
+    bag_io._check_rosbags_version.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match=r"rosbags 0.99.0 is installed.*rosbags==0.11.9"):
+            reader = BagReader(bag)
+        with reader, pytest.raises(BagError) as refused:
+            list(reader.messages())
+    finally:
+        bag_io._check_rosbags_version.cache_clear()
+    assert "corrupt" not in str(refused.value)
+    assert (
+        str(bag) in str(refused.value) and "rosbags 0.99.0" in str(refused.value) and "==0.11.9" in str(refused.value)
+    )

@@ -430,6 +430,28 @@ class BagMessage:
 # clock than the writing order) is merged topic by topic into log-time order, one pass over the file per topic.
 LOG_TIME_WINDOW_NS = 500_000_000  # policy_node's default max_backward_jump_s: less is not a clock reset to it either
 STORAGE_SUFFIXES = (".mcap", ".db3")
+ROSBAGS_TESTED = "0.11.9"  # messages are read from its storage readers' internals (_storage_messages): pinned
+
+
+@lru_cache(maxsize=1)
+def _check_rosbags_version() -> None:
+    """Warn once when rosbags is not the version the reading was tested with (its internals are read)."""
+    if _rosbags_version() != ROSBAGS_TESTED:
+        warnings.warn(
+            f"rosbags {_rosbags_version()} is installed; bags are read through its storage readers as in rosbags=="
+            f"{ROSBAGS_TESTED} (requirements.txt): reading may fail with an error naming the bag",
+            stacklevel=3,
+        )
+
+
+@lru_cache(maxsize=1)
+def _rosbags_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rosbags")
+    except PackageNotFoundError:
+        return "(version unknown)"
 
 
 def _split_index(path: Path) -> tuple:
@@ -529,6 +551,7 @@ class BagReader:
             raise
 
     def _open(self, allow_truncated: bool) -> None:
+        _check_rosbags_version()
         has_metadata = self.path.is_dir() and (self.path / "metadata.yaml").is_file()
         mode = None
         if self.path.is_file():
@@ -759,6 +782,12 @@ class BagReader:
                     yield part.path, index, position, BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
             except BagError:
                 raise
+            except (AttributeError, ImportError) as exc:  # not the bytes: rosbags' storage readers changed
+                raise BagError(
+                    f"{part.path}: cannot read it with rosbags {_rosbags_version()}: {type(exc).__name__}: {exc} "
+                    f"(messages are read from rosbags' storage readers directly, as in rosbags=={ROSBAGS_TESTED}, "
+                    "the version requirements.txt pins: install it)"
+                ) from None
             except Exception as exc:  # as at open: any parser error on corrupt bytes
                 where = f" after log time {last * 1e-9:.3f} s (message {index})" if last is not None else ""
                 raise BagError(f"{part.path}: corrupt bag{where}: {type(exc).__name__}: {exc}") from None
