@@ -425,7 +425,10 @@ class StreamStats:
     For the diagnosis of a bad bag (:func:`check_inputs`, :func:`input_hints`; not in :meth:`summary`):
     ``rejections`` sensor -> Counter of the reasons its readings were rejected, ``bad_images`` Counter of
     ``(encoding, why)`` of the images that could not be converted, ``wrong_shapes`` sensor -> the shape of its
-    first reading rejected for its size, ``messages`` the number of messages in the whole bag (every topic)."""
+    first reading rejected for its size, ``messages`` the number of messages in the whole bag (every topic),
+    ``holds`` sensor -> ``(seconds, log time it starts)`` of its longest hold: the longest stretch during which
+    its messages kept arriving and none was accepted, from the last accepted reading (or the topic's first
+    message if none was) to a later rejected message, in seconds driven (:meth:`accepted`, :meth:`held`)."""
 
     counters: Counter = field(default_factory=Counter)
     duration_s: float = 0.0
@@ -434,6 +437,20 @@ class StreamStats:
     bad_images: Counter = field(default_factory=Counter)
     wrong_shapes: dict = field(default_factory=dict)
     messages: int | None = None
+    holds: dict = field(default_factory=dict)
+    _held_from: dict = field(default_factory=dict, repr=False)  # sensor -> (driven s, log time) of the hold's start
+
+    def accepted(self, sensor: str, driven: float, t: float) -> None:
+        """A reading of ``sensor`` was accepted at log time ``t`` (``driven`` seconds into the bag, steps of the
+        recorder's clock added up): the policy holds it from there."""
+        self._held_from[sensor] = (driven, t)
+
+    def held(self, sensor: str, driven: float, t: float) -> None:
+        """A message of ``sensor`` at log time ``t`` was rejected: the policy still holds the last accepted
+        reading (or none); the stretch since then is a candidate for the longest hold (``holds``)."""
+        since, start = self._held_from.setdefault(sensor, (driven, t))
+        if sensor not in self.holds or driven - since > self.holds[sensor][0]:
+            self.holds[sensor] = (driven - since, start)
 
     def reject(self, sensor: str, reason: str, value=None) -> None:
         """Note one reading of ``sensor`` rejected for ``reason`` (its shape when it is of the wrong size)."""
@@ -518,6 +535,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             yield update
 
     span = 0.0  # seconds recorded before the last step back of the recorder's clock
+    wanted_joints = set(spec.joint_names)
     for msg in reader.messages(list(by_topic) + [spec.command_topic]):
         t = msg.log_time_ns * 1e-9
         if last is not None and t < last:  # the recorder's clock stepped back (BagReader keeps the written order)
@@ -526,6 +544,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             counters["log_time_steps_back"] += 1
         first = t if first is None else first
         last = t
+        driven = span + t - first  # seconds into the bag (the holds' clock: log time less the steps back)
         yield from emit(labeller.on_time(t))
         try:
             decoded = msg.decode()
@@ -546,18 +565,26 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
                 if value is None:  # the node rejects it the same way (runner.reject: its counters)
                     runner.reject(sensor, MISSING_JOINT)
                     stats.reject(sensor, MISSING_JOINT)
+                    # one naming none of joint_names is another publisher's (a head's joints beside the wheels'
+                    # on a shared /joint_states): it neither holds the wheel speeds nor frees them
+                    if wanted_joints.intersection(decoded.name):
+                        stats.held(sensor, driven, t)
                     continue
             else:
                 value = sensor_reading(sensor, decoded)
         except ImageConversionError as exc:  # the node rejects it the same way (runner.reject: its counters)
             runner.reject(sensor, BAD_ENCODING)
             stats.reject(sensor, BAD_ENCODING)
+            stats.held(sensor, driven, t)
             stats.bad_images[(str(getattr(decoded, "encoding", "?")), str(exc))] += 1
             continue
         backend.steps.clear()
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
         if result.status == R.REJECTED and result.reason != R.INFERENCE_ERROR:  # the reading's fault, not the model's
             stats.reject(sensor, result.reason, value)
+            stats.held(sensor, driven, t)
+        else:  # taken (and held) by the runner; a failed inference is the model's fault
+            stats.accepted(sensor, driven, t)
         if result.status != R.UPDATED:
             reset = result.reset or reset  # the next update's
             continue
@@ -590,10 +617,13 @@ def with_label(spec: BagDataSpec, **label) -> BagDataSpec:
 
 
 # ------------------------------------------------------------------------------------------------ diagnosis
-# A bag is refused when more than this fraction of the messages on one of its input topics are rejected (the
-# node would drop them too): a driver that does not stamp, an encoding the node cannot convert, NaN readings.
-# A few rejections (an out-of-order or late message, a duplicate) pass: the node lives with them as well.
-MOSTLY_REJECTED = 0.5
+# A bag is refused when, on one of its input topics, messages kept arriving for longer than the node's max_gap_s
+# without one being accepted (each rejected as the node would reject it: a driver that does not stamp, an encoding
+# the node cannot convert, NaN readings): the policy would hold one reading (or have none) while the sensor kept
+# talking. The stretch runs in log time from the last accepted reading (or the topic's first message if none was)
+# to a later rejected message (StreamStats.holds). Rejections that hold nothing for long pass, however many: an
+# out-of-order message, a duplicate, a driver republishing each sample under its stamp; so do JointState messages
+# that name none of joint_names (another publisher's on a shared /joint_states: they neither hold nor free).
 RECORD_INFO = "(see `liquid-control record --info` for what the bag holds)"
 
 READING_FIELDS = {  # what policy_node reads of each sensor's message (liquid_control.bags.messages.sensor_reading)
@@ -678,35 +708,42 @@ def rejection_hint(sensor: str, reason: str, stats: StreamStats, spec: BagDataSp
     return reason
 
 
-def topic_rejections(sensor: str, stats: StreamStats, spec: BagDataSpec, expected=None) -> str:
-    """``TOPIC (SENSOR): R of N messages rejected, REASON COUNT: cause; REASON COUNT: cause`` for one input."""
+def topic_rejections(sensor: str, stats: StreamStats, spec: BagDataSpec, expected=None, held: str = "") -> str:
+    """``TOPIC (SENSOR): R of N messages rejected, REASON COUNT: cause; REASON COUNT: cause`` for one input
+    (``held``: a text put after ``TOPIC (SENSOR): ``)."""
     counters = stats.counters
     rejected, received = counters.get(f"rejected_by_sensor.{sensor}", 0), counters.get(f"received.{sensor}", 0)
     reasons = stats.rejections.get(sensor, Counter())
     causes = "; ".join(
         f"{reason} {n}: {rejection_hint(sensor, reason, stats, spec, expected)}" for reason, n in reasons.most_common()
     )
-    return f"{spec.topics.get(sensor, '?')} ({sensor}): {rejected} of {received} messages rejected, {causes}"
+    return f"{spec.topics.get(sensor, '?')} ({sensor}): {held}{rejected} of {received} messages rejected, {causes}"
 
 
 def input_problems(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:
-    """One line per input topic of which more than :data:`MOSTLY_REJECTED` of the messages were rejected."""
-    counters = stats.counters
-    return [
-        topic_rejections(sensor, stats, spec, expected)
-        for sensor in spec.topics
-        if counters.get(f"rejected_by_sensor.{sensor}", 0) > MOSTLY_REJECTED * counters.get(f"received.{sensor}", 0)
-    ]
+    """One line per input topic whose longest hold (:attr:`StreamStats.holds`) exceeds the node's max_gap_s:
+    the hold's length and start, then the topic's rejections by reason with their causes."""
+    limit = spec.limits.max_gap_s
+    problems = []
+    for sensor in spec.topics:
+        length, start = stats.holds.get(sensor, (0.0, 0.0))
+        if length > limit:
+            held = f"kept publishing for {length:.3f} s from log time {start:.3f} s, none accepted "
+            held += f"(max_gap_s {limit:g} s); "
+            problems.append(topic_rejections(sensor, stats, spec, expected, held))
+    return problems
 
 
 def check_inputs(bag, stats: StreamStats, spec: BagDataSpec, expected=None) -> None:
-    """A :class:`BagError` naming the bag, the topic, the rejections by reason and their causes when most
-    messages of an input topic were rejected (:data:`MOSTLY_REJECTED`); nothing otherwise."""
+    """A :class:`BagError` naming the bag, the topic, the longest stretch of its messages rejected (length, log
+    time it starts), the rejections by reason and their causes, and the limit, when an input's sensor kept
+    publishing for longer than the node's max_gap_s without one message accepted (the policy would hold one
+    reading meanwhile: :func:`input_problems`); nothing otherwise."""
     problems = input_problems(stats, spec, expected)
     if problems:
         raise BagError(
-            f"{bag}: refused, more than half of the messages on an input topic rejected (the node would drop them "
-            f"too): {' | '.join(problems)} {RECORD_INFO}"
+            f"{bag}: refused, an input held at one reading for longer than max_gap_s while its sensor kept "
+            f"publishing (the node would reject those messages too): {' | '.join(problems)} {RECORD_INFO}"
         )
 
 
