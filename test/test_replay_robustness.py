@@ -1,5 +1,6 @@
 """A robot's bag as it comes: ``liquid-control replay`` of a bag that also holds a topic of a vendor message type
-(not importable here), and ``benchmarks/bench_bags.py --bag`` on the user's own recording (audit findings 8, 9)."""
+(not importable here), and ``benchmarks/bench_bags.py --bag`` on the user's own recording (audit findings 8, 9);
+the playback's timing across a step back of the recorder's clock."""
 
 import argparse
 import re
@@ -14,7 +15,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from liquid_control import cli
-from liquid_control.bags import BagWriter
+from liquid_control.bags import BagReader, BagWriter
 from liquid_control.bags.messages import header, image_message, imu_message, twist_message
 from liquid_control.ros.testing import Probe, free_domain_id, isolated_ros_env
 
@@ -157,3 +158,51 @@ def test_bench_bags_measures_a_bag_of_your_own_with_the_training_topic_options(t
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "holds no /camera/image_raw (the policy's camera input)" in err and "--topic camera=TOPIC" in err, err
+
+
+def test_a_step_back_of_the_recorders_clock_keeps_the_recorded_timing_after_it(tmp_path, monkeypatch):
+    """30 frames at 15 Hz; from frame 15 on (1 s) the recording machine's clock reads 1.7 s less (an NTP step:
+    log times and stamps). Played at --rate 2, each frame goes out at its real time / 2, the one after the step
+    with the frame before it. Before: every frame after the step was overdue (log time - first log time < 0) and
+    all 15 went out at once, right after frame 14."""
+    import threading
+
+    from liquid_control.ros import replay as replay_module
+    from liquid_control.ros.replay import Replay
+
+    path = tmp_path / "ntp_step"
+    with BagWriter(path) as bag:
+        for i in range(30):
+            real = 100.0 + i / 15
+            clock = real - (1.7 if i >= 15 else 0.0)
+            bag.write(
+                "/camera/image_raw", int(round(clock * 1e9)), image_message(np.full((8, 8, 3), i, np.uint8), clock)
+            )
+    now = [0.0]  # a wall clock the playback's waits advance: the timing without sleeping
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return now[0]
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            now[0] += timeout
+            return False
+
+    class Publisher:
+        def __init__(self):
+            self.sent = []
+
+        def publish(self, data):
+            self.sent.append(now[0])
+
+    monkeypatch.setattr(replay_module, "time", Clock)
+    player = Replay.__new__(Replay)  # the playback alone, without DDS
+    publisher = Publisher()
+    player.publishers, player.clock_pub = {"/camera/image_raw": publisher}, None
+    player.published = {"/camera/image_raw": 0}
+    with BagReader(path) as reader:
+        assert player.play(reader, 2.0, Stop()) == 30
+    expected = [i / 15 / 2 for i in range(15)] + [(i - 1) / 15 / 2 for i in range(15, 30)]
+    assert publisher.sent == pytest.approx(expected, abs=1e-6)

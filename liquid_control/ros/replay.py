@@ -1,9 +1,12 @@
 """``liquid-control replay``: play recorded bags into a running ``policy_node`` over DDS and record what it commands.
 
-The bag's sensor messages are published unchanged (serialized bytes, original stamps) on their topics with the
-QoS their publishers offered, at the recorded timing (log-time differences) or ``--rate`` times faster; the
-policy integrates the stamps, so its state evolves as it would have on the robot, only the wall clock is
-compressed. The node's commands (``--record``, default ``/cmd_vel``) are recorded into a new bag by a
+The bag's sensor messages are published unchanged (serialized bytes, original stamps) on their topics with the QoS
+their publishers offered, at the recorded timing (log-time differences) or ``--rate`` times faster; the policy
+integrates the stamps, so its state evolves as it would have on the robot, only the wall clock is compressed. Where
+the bag's log time goes back (a step of the recording machine's clock, an NTP/chrony step: the bag is read in the
+order it was written, :class:`~liquid_control.bags.BagReader`), the timing restarts at that message
+(:class:`Pacing`): what follows keeps its recorded spacing instead of going out in one burst. The node's commands
+(``--record``, default ``/cmd_vel``) are recorded into a new bag by a
 :class:`~liquid_control.ros.recorder_node.BagRecorderNode` in this process. Topics that are recorded are not
 replayed (the recorded commands of the bag would otherwise collide with the node's).
 
@@ -110,6 +113,30 @@ def replayable_classes(readers: list[BagReader], topics: list[str], requested: b
     return classes, skipped
 
 
+class Pacing:
+    """When each message of a bag is due on the wall clock: ``start`` plus its log time's distance from the first
+    message's, divided by ``rate``. Where the log time goes back (the recording machine's clock stepped back: the
+    bag is read in the order written), the timing restarts at that message, due with the one before it (a gap of
+    0: the real one is not in the bag), so the messages after the step keep their recorded spacing instead of all
+    being overdue at once."""
+
+    def __init__(self, rate: float, start: float):
+        self.rate = rate
+        self.base: tuple[int, float] | None = None  # (log time ns, wall time) the timing counts from
+        self.last: tuple[int, float] | None = None  # (log time ns, due) of the previous message
+        self.start = start
+
+    def due(self, log_time_ns: int) -> float:
+        """The wall time (``start``'s clock) at which the message logged at ``log_time_ns`` is due."""
+        if self.last is None:
+            self.base = (log_time_ns, self.start)
+        elif log_time_ns < self.last[0]:  # the recorder's clock stepped back: restart the timing here
+            self.base = (log_time_ns, self.last[1])
+        due = self.base[1] + (log_time_ns - self.base[0]) * 1e-9 / self.rate
+        self.last = (log_time_ns, due)
+        return due
+
+
 class Replay:
     """Publishers for a bag's topics on one node, and the timed playback (``play``).
 
@@ -144,15 +171,15 @@ class Replay:
         return True
 
     def play(self, reader: BagReader, rate: float, stop: threading.Event) -> int:
-        """Publish the messages of ``reader`` on the replayed topics at ``rate`` x the recorded timing."""
-        first, wall0, sent = None, None, 0
+        """Publish the messages of ``reader`` on the replayed topics at ``rate`` x the recorded timing
+        (:class:`Pacing`: a step back of the recorder's clock restarts the timing)."""
+        pacing, sent = None, 0
         for msg in reader.messages(list(self.publishers)):
             if stop.is_set():
                 break
-            if first is None:
-                first, wall0 = msg.log_time_ns, time.monotonic()
-            due = wall0 + (msg.log_time_ns - first) * 1e-9 / rate
-            delay = due - time.monotonic()
+            if pacing is None:
+                pacing = Pacing(rate, time.monotonic())
+            delay = pacing.due(msg.log_time_ns) - time.monotonic()
             if delay > 0 and stop.wait(delay):  # a failed recording ends a long gap too
                 break
             if self.clock_pub is not None:
