@@ -55,8 +55,8 @@ def _policies(specs: list[str]) -> dict[str, str]:
 
 def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict:
     """Play one bag through ``backend``; returns per-update arrays and the runner's counters. A BagError names
-    the causes when the policy made no update, or when most messages of an input topic were rejected (as
-    training refuses such a bag: :func:`liquid_control.bags.stream.check_inputs`)."""
+    the causes when the policy made no update, or when an input topic kept publishing for longer than max_gap_s
+    without a message accepted (as training refuses such a bag: :func:`liquid_control.bags.stream.check_inputs`)."""
     stats = StreamStats()
     rows = []
     runner = policy_runner(backend, spec)

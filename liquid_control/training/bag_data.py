@@ -18,10 +18,11 @@ recording the network is trained to run through without a reset: 512 updates are
 ``--resume`` while the bag and the data settings are unchanged. A cache that fails its check when reused (an
 unreadable ``index.json``, a segment file missing or of the wrong size: a crash, a full disk, a hand edit) is
 rebuilt from its bag, with a warning naming the file: it is a cache, the bag is the data. A bag is refused
-(before training starts) when more than half of the messages on one of its input topics are rejected, as the
-node would reject them (a driver that does not stamp, an image encoding the node cannot convert, NaN readings):
-the error names the bag, the topic, the rejections by reason and their likely causes
-(:func:`liquid_control.bags.stream.check_inputs`); a few rejections (out of order, a duplicate) pass.
+(before training starts) when one of its input topics kept publishing for longer than the node's ``max_gap_s``
+without a message accepted, each rejected as the node would reject it (a driver that does not stamp, an image
+encoding the node cannot convert, NaN readings): the policy would hold one reading meanwhile. The error names the
+bag, the topic, the stretch, the rejections by reason and their likely causes
+(:func:`liquid_control.bags.stream.check_inputs`); rejections that hold nothing for long pass.
 
 Training: ``training.epochs_first`` epochs of the usual BC (truncated BPTT over the windows, masked where an
 update has no label), no DAgger (a bag cannot answer "what would the expert do here"); after every epoch the
@@ -85,7 +86,7 @@ DATA_DEFAULTS = {
 }
 CACHE_FORMAT = "liquid_control.bag_cache/4"
 # 3: continuation windows start at first_update_dt; 4: messages in the order written (a clock step back resets),
-# and a bag whose input topic is mostly rejected is refused before it is cached
+# and a bag whose input is held at one reading while its sensor publishes is refused before it is cached
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -289,7 +290,7 @@ def convert_bag(
                 raise NoCommandBag(f"{bag}: {summary['updates']} updates but no command on {spec.command_topic}")
             hint = _diagnose(stats, spec, policy_config, runner.spec.sensors)
             raise BagError(f"{bag}: no labelled update ({summary}): {hint}")
-        # labelled updates, but an input mostly rejected (a driver that does not stamp: all held at one reading)
+        # labelled updates, but an input held at one reading while its sensor published (a driver that does not stamp)
         check_inputs(bag, stats, spec, runner.spec.sensors)
     except BagError:
         shutil.rmtree(tmp, ignore_errors=True)
