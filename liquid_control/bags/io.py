@@ -30,6 +30,7 @@ whose CRC had not reached the disk when the power went (its CRC stays 0: uncheck
 
 from __future__ import annotations
 
+import copy
 import heapq
 import importlib
 import itertools
@@ -429,6 +430,10 @@ class BagMessage:
 # log-time order without such a step (a conversion that wrote one topic after another; log times from another
 # clock than the writing order) is merged topic by topic into log-time order, one pass over the file per topic.
 LOG_TIME_WINDOW_NS = 500_000_000  # policy_node's default max_backward_jump_s: less is not a clock reset to it either
+# A bag out of log-time order without a clock step is sorted in one pass holding its largest lag of messages when
+# that is at most this (one topic logged at its stamps, behind the others), else merged topic by topic (one pass
+# over the file per topic: a file written one topic after another).
+SORT_WINDOW_MAX_NS = 2_000_000_000
 STORAGE_SUFFIXES = (".mcap", ".db3")
 ROSBAGS_TESTED = "0.11.9"  # messages are read from its storage readers' internals (_storage_messages): pinned
 
@@ -542,6 +547,7 @@ class BagReader:
         self._parts: list[_Part] = []
         self._message_compression = False
         self._closed = False
+        self._order: dict = {}  # frozenset of topics -> (largest lag ns, clock step): messages' order scan
         if not self.path.exists():
             raise BagError(f"{self.path}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)")
         try:
@@ -703,38 +709,46 @@ class BagReader:
         if self._closed:
             raise BagError(f"{self.path}: bag is closed")
         self.clock_steps = []
-        out_of_order, topic_steps = self._scan_order(wanted)
-        if out_of_order and not topic_steps:  # written out of log-time order (topic by topic, say): no clock step
-            streams = [self._sorted_topic(topic) for topic in sorted(wanted)]
-            for _key, message in heapq.merge(*streams, key=lambda item: item[0]):
+        key = frozenset(wanted)
+        if key not in self._order:
+            self._order[key] = self._scan_order(wanted)
+        lag, clock_step = self._order[key]
+        if lag > LOG_TIME_WINDOW_NS and not clock_step:  # written out of log-time order, no clock step
+            if lag <= SORT_WINDOW_MAX_NS:  # e.g. one topic logged at its stamps, behind the others: one pass
+                sorted_ = self._window_sorted(self._written(wanted), window=lag)
+            else:  # e.g. one topic written after another: each topic in order, merged
+                sorted_ = heapq.merge(*(self._sorted_topic(t) for t in sorted(wanted)), key=lambda item: item[0])
+            for _key, message in sorted_:
                 yield message
             return
         for _key, message in self._window_sorted(self._written(wanted), steps=self.clock_steps):
             yield message
 
-    def _scan_order(self, wanted: set) -> tuple[bool, bool]:
-        """One pass over the log times in the order written: whether any message lies more than the window
-        behind the newest before it (``out_of_order``), and whether that happens within one topic
-        (``topic_steps``: a step back of the recorder's clock moves every topic; a file written topic by topic,
-        or with log times from another clock than its writing order, does not)."""
-        newest, newest_by_topic, out_of_order = None, {}, False
-        for _file, _index, _position, msg in self._written(wanted):
+    def _scan_order(self, wanted: set) -> tuple[int, bool]:
+        """One pass over the log times in the order written (payloads not decompressed): how far (ns) a message
+        lies behind the newest before it at most, and whether the recorder's clock stepped back: a message more
+        than the window behind the newest that is also behind its own topic's last (a step moves every topic; a
+        file written topic by topic, or with one topic logged at its stamps, keeps each topic in order)."""
+        newest, newest_by_topic, lag = None, {}, 0
+        for _file, _index, _position, msg in self._written(wanted, payloads=False):
             t = msg.log_time_ns
-            if newest is not None and t < newest - LOG_TIME_WINDOW_NS:
-                out_of_order = True
-            newest = t if newest is None else max(newest, t)
             last = newest_by_topic.get(msg.topic)
-            if last is not None and t < last - LOG_TIME_WINDOW_NS:
-                return True, True
+            if newest is not None and t < newest:
+                if t < newest - LOG_TIME_WINDOW_NS and last is not None and t < last:
+                    return newest - t, True
+                lag = max(lag, newest - t)
+            newest = t if newest is None else max(newest, t)
             newest_by_topic[msg.topic] = t if last is None else max(last, t)
-        return out_of_order, False
+        return lag, False
 
     def _sorted_topic(self, topic: str) -> Iterator[tuple]:
         """``topic``'s messages sorted by log time (a topic is in order within the window: ``_scan_order``), as
         ``((log time, file number, position in the file), message)``: ties between topics go in the order written."""
         yield from self._window_sorted(self._written({topic}))
 
-    def _window_sorted(self, written: Iterable, steps: list | None = None) -> Iterator[tuple]:
+    def _window_sorted(
+        self, written: Iterable, steps: list | None = None, window: int = LOG_TIME_WINDOW_NS
+    ) -> Iterator[tuple]:
         """``(file, index, position, message)`` in the order written -> ``((log time, file number, position),
         message)``
         sorted by log time within the window; a message further behind is a clock step (noted in ``steps``):
@@ -746,22 +760,23 @@ class BagReader:
             t = msg.log_time_ns
             if newest is None or t > newest:
                 newest = t
-            elif t < newest - LOG_TIME_WINDOW_NS:  # the clock stepped back: what was written before goes first
+            elif t < newest - window:  # the clock stepped back: what was written before goes first
                 while heap:
                     yield heapq.heappop(heap)
                 if steps is not None:
                     steps.append((file, index, newest * 1e-9, t * 1e-9))
                 newest = t
             heapq.heappush(heap, ((t, numbers[file], position), msg))
-            while heap[0][0][0] <= newest - LOG_TIME_WINDOW_NS:
+            while heap[0][0][0] <= newest - window:
                 yield heapq.heappop(heap)
         while heap:
             yield heapq.heappop(heap)
 
-    def _written(self, wanted: set) -> Iterator[tuple[Path, int, tuple, BagMessage]]:
+    def _written(self, wanted: set, payloads: bool = True) -> Iterator[tuple[Path, int, tuple, BagMessage]]:
         """(file, index among the ``wanted`` messages read from it, position in the file, message) of ``wanted``
         topics, file after file, in the order written; positions order the messages of one file whatever topics
-        are read (the ties of :meth:`messages`' merge)."""
+        are read (the ties of :meth:`messages`' merge). ``payloads=False``: message-compressed data is left
+        compressed (log times only)."""
         for part in self._parts:
             if part.salvage:
                 index = 0
@@ -777,12 +792,14 @@ class BagReader:
             try:
                 for index, (conn, timestamp, data, position) in enumerate(_storage_messages(part.storage, wanted)):
                     last = timestamp
-                    if self._message_compression:
+                    if self._message_compression and payloads:
                         data = _zstd().decompress(data)
                     yield part.path, index, position, BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
             except BagError:
                 raise
             except (AttributeError, ImportError) as exc:  # not the bytes: rosbags' storage readers changed
+                if _rosbags_version() == ROSBAGS_TESTED:
+                    raise  # the tested rosbags: a bug here, not a bag or a version to name
                 raise BagError(
                     f"{part.path}: cannot read it with rosbags {_rosbags_version()}: {type(exc).__name__}: {exc} "
                     f"(messages are read from rosbags' storage readers directly, as in rosbags=={ROSBAGS_TESTED}, "
@@ -837,9 +854,13 @@ def _storage_messages(storage, wanted: set) -> Iterator[tuple]:
     if not isinstance(storage, McapReader):
         raise BagError(f"{storage.path}: storage {type(storage).__name__} is not readable here")
     if not storage.chunks:  # messages outside chunks (e.g. the fastwrite preset): the file in order
-        for position, (conn, timestamp, data) in enumerate(storage.messages_scan(list(storage.connections))):
-            if conn.id in conns:
-                yield conns[conn.id], timestamp, data, (position,)
+        # through a handle of its own: messages' merge runs several scans of one file interleaved, and rosbags'
+        # scan reads its reader's one handle record by record between messages
+        scanner = copy.copy(storage)
+        with open(storage.path, "rb") as scanner.bio:
+            for position, (conn, timestamp, data) in enumerate(scanner.messages_scan(list(storage.connections))):
+                if conn.id in conns:
+                    yield conns[conn.id], timestamp, data, (position,)
         return
     for chunk in sorted(storage.chunks, key=lambda c: c.chunk_start_offset):
         if any(chunk.channel_count.get(cid, 0) for cid in conns):

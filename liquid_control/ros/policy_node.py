@@ -489,7 +489,7 @@ class PolicyNode(LifecycleNode):
         if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
             self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)
         if not result.accepted:
-            if self._may_log("rejected"):
+            if self._may_log(f"rejected.{sensor}.{result.reason}"):  # one sensor's fault hides no other's
                 detail = f": {result.detail}" if result.detail else ""
                 self.get_logger().warning(f"{sensor} message rejected ({result.reason}{detail}, stamp {stamp:.6f})")
             return
