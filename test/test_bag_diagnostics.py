@@ -4,7 +4,8 @@ one error naming the bag, the topic, that stretch (length, log time it starts), 
 cause, and the limit, instead of training on a reading held for the whole bag (a driver that does not stamp: every
 message after the first a duplicate); a bag with no update says why instead of "no state update" naming no cause.
 Rejections that hold nothing for long pass however many they are: out of order, a duplicate, a driver republishing
-each sample under its stamp, another publisher's JointStates on a shared /joint_states."""
+each sample under its stamp, another publisher's JointStates on a shared /joint_states, and a duplicate or stale
+message from a sensor back after a silence longer than max_gap_s (a silence is not publishing: it ends a stretch)."""
 
 from pathlib import Path
 
@@ -156,37 +157,66 @@ def test_a_driver_republishing_each_sample_under_its_stamp_passes(tmp_path):
     assert len(evaluate_bag(CaptureBackend(CAMERA_IMU), bag, data_spec(CAMERA_IMU))["time"]) == N
 
 
+def _shared_joint_states_bag(path, spec, steps, wheels_silent=range(0)):
+    """A balance bag of ``steps`` IMU messages at 200 Hz, each followed by the wheel base's JointState (its
+    joint_state_broadcaster, 200 Hz) and a command, with a pan-tilt head's JointStates (400 Hz) on the same
+    /joint_states. The wheel base publishes nothing at the steps in ``wheels_silent`` (a reconnect) and, back,
+    republishes its last state before the silence once, under its stamp (a duplicate), then its states again."""
+    from liquid_control.bags.io import typestore
+
+    types = typestore().types
+    layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+
+    def joints(stamp, names, velocity):
+        zeros, velocity = np.zeros(2), np.asarray(velocity, np.float64)
+        return types[M.JOINT_STATE](header=M.header(stamp), name=names, position=zeros, velocity=velocity, effort=zeros)
+
+    last = None  # (stamp, velocity) of the wheel base's last state
+    with BagWriter(path) as writer:
+        for i in range(steps):
+            t = 1 + i * 0.005
+            writer.write("/imu/data", int(t * 1e9), M.imu_message(np.full(6, 0.01 * i), t))
+            if i not in wheels_silent:
+                state = (t, [0.1 * i, 0.2]) if last is None or i - 1 not in wheels_silent else last
+                writer.write(
+                    "/joint_states", int(t * 1e9) + 100, joints(state[0], ["wheel_left", "wheel_right"], state[1])
+                )
+                last = state
+            for k in (1, 2):  # the head, twice as fast
+                head = t + k * 0.0017
+                writer.write("/joint_states", int(head * 1e9), joints(head, ["pan", "tilt"], [0.0, 0.0]))
+            writer.write(spec.command_topic, int(t * 1e9) + 200, types[M.FLOAT64_ARRAY](layout=layout, data=np.ones(2)))
+    return str(path)
+
+
 def test_a_joint_states_topic_shared_with_another_joint_set_passes(tmp_path):
     """A pan-tilt head's joint_state_broadcaster (400 Hz) beside the wheel base's (200 Hz) on /joint_states: the
     head's messages name no wheel joint and are rejected as missing_joint (2 of 3), yet every update has the
     wheel speeds. Before: refused, telling to set joint_names."""
-    from liquid_control.bags.io import typestore
-
     cfg = validate_config(BALANCE)
     spec = data_spec(cfg)
-    types = typestore().types
-    bag = tmp_path / "two_joint_publishers"
-    with BagWriter(bag) as writer:
-
-        def joints(t, names, velocity):
-            zeros, velocity = np.zeros(2), np.asarray(velocity, np.float64)
-            return types[M.JOINT_STATE](header=M.header(t), name=names, position=zeros, velocity=velocity, effort=zeros)
-
-        layout = types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
-        for i in range(300):  # 1.5 s, more than max_gap_s
-            t = 1 + i * 0.005
-            writer.write("/imu/data", int(t * 1e9), M.imu_message(np.full(6, 0.01 * i), t))
-            writer.write("/joint_states", int(t * 1e9) + 100, joints(t, ["wheel_left", "wheel_right"], [0.1 * i, 0.2]))
-            for k in (1, 2):  # the head, twice as fast
-                head = t + k * 0.0017
-                writer.write("/joint_states", int(head * 1e9), joints(head, ["pan", "tilt"], [0.0, 0.0]))
-            message = types[M.FLOAT64_ARRAY](layout=layout, data=np.ones(2))
-            writer.write(spec.command_topic, int(t * 1e9) + 200, message)
-    stats = _convert(str(bag), cfg, tmp_path)["stats"]
+    bag = _shared_joint_states_bag(tmp_path / "two_joint_publishers", spec, 300)  # 1.5 s, more than max_gap_s
+    stats = _convert(bag, cfg, tmp_path)["stats"]
     assert stats["rejected.missing_joint"] == 600 and stats["received.wheels"] == 900  # counted as the node does
     assert stats["labelled"] == 299  # every IMU message but the first, before any wheel speed
-    updates = evaluate_bag(CaptureBackend(cfg), str(bag), spec)
+    updates = evaluate_bag(CaptureBackend(cfg), bag, spec)
     assert len(updates["time"]) == 299
+
+
+def test_the_wheel_base_silent_while_the_head_publishes_on_joint_states_passes(tmp_path):
+    """The wheel base's publisher silent for 1.2 s (max_gap_s 1 s) while the head's keeps publishing on the shared
+    /joint_states, then back with its last state republished once (a duplicate): the head's messages are another
+    publisher's, not the wheels publishing, so they do not bridge the silence, and the duplicate after it holds
+    nothing for long. Before: refused ("kept publishing for 1.205 s ... none accepted", from the last wheel state
+    before the silence to the duplicate); counting the head's messages as the wheels' (`if True:` for the check
+    that a JointState names one of joint_names) refuses it too."""
+    cfg = validate_config(BALANCE)
+    spec = data_spec(cfg)
+    bag = _shared_joint_states_bag(tmp_path / "wheels_reconnect", spec, 500, wheels_silent=range(200, 440))
+    stats = _convert(bag, cfg, tmp_path)["stats"]
+    assert stats["rejected.missing_joint"] == 1000 and stats["rejected.duplicate_stamp"] == 1
+    assert stats["received.wheels"] == 1000 + 260 and stats["labelled"] > 0
+    evaluate_bag(CaptureBackend(cfg), bag, spec)
 
 
 def _stalled_imu(path, n, after, for_readings):
@@ -220,3 +250,53 @@ def test_an_imu_whose_stamps_stop_advancing_for_less_than_max_gap_s_passes(tmp_p
     stats = _convert(bag, CAMERA_IMU, tmp_path)["stats"]
     assert stats["rejected.duplicate_stamp"] == 27 and stats["labelled"] == 45
     evaluate_bag(CaptureBackend(CAMERA_IMU), bag, data_spec(CAMERA_IMU))
+
+
+def _reconnecting_bag(path, sensor, silent, republished=1, n=120):
+    """A bag of n frames (30 Hz), each with an IMU reading just before it and a command just after it, whose
+    ``sensor`` publishes nothing at the frames ``silent`` (a USB reconnect), then, back: the IMU its last sample
+    before the silence under its stamp in place of its next ``republished`` readings (duplicates); the camera one
+    stale frame from its driver's buffer, stamped a frame before its last one (out of order), then its frames."""
+    times = [1.0 + i / 30 for i in range(n)]
+    back = silent[-1] + 1
+    frames = [(t - 0.02, t) for i, t in enumerate(times) if sensor != "camera" or i not in silent]
+    imus = [(t - 0.005, t - 0.009, np.full(6, 0.1 * i)) for i, t in enumerate(times)]
+    if sensor == "imu":
+        last = imus[silent[0] - 1]
+        stuck = [(last[0], log_time, last[2]) for _, log_time, _ in imus[back : back + republished]]
+        imus = imus[: silent[0]] + stuck + imus[back + republished :]
+    else:
+        frames.append((times[silent[0] - 1] - 0.02 - 1 / 30, times[back] - 0.002))
+    commands = [(t + 0.003, (0.3, 0.1 * i)) for i, t in enumerate(times)]
+    return str(_synthetic_bag(path, frames, imus, commands))
+
+
+def test_an_imu_silent_for_longer_than_max_gap_s_then_republishing_its_last_sample_once_passes(tmp_path):
+    """The IMU silent for 1.5 s (max_gap_s 1 s), then its last sample republished once (a duplicate): the IMU did
+    not keep publishing, the node resets at the gap anyway. Before: refused, "kept publishing for 1.533 s ... none
+    accepted", measured from the last reading before the silence to the duplicate."""
+    bag = _reconnecting_bag(tmp_path / "imu_reconnect", "imu", range(30, 75))
+    stats = _convert(bag, CAMERA_IMU, tmp_path)["stats"]
+    assert stats["rejected.duplicate_stamp"] == 1 and stats["received.imu"] == 120 - 45 and stats["labelled"] > 0
+    evaluate_bag(CaptureBackend(CAMERA_IMU), bag, data_spec(CAMERA_IMU))
+
+
+def test_a_camera_silent_for_longer_than_max_gap_s_then_sending_one_stale_frame_passes(tmp_path):
+    """The camera silent for 1.2 s, then one stale frame from its driver's buffer (out of order). Before: refused,
+    "kept publishing for 1.231 s ... none accepted"."""
+    bag = _reconnecting_bag(tmp_path / "camera_reconnect", "camera", range(30, 66))
+    stats = _convert(bag, CAMERA_IMU, tmp_path)["stats"]
+    assert stats["rejected.out_of_order"] == 1 and stats["received.camera"] == 120 - 36 + 1 and stats["labelled"] > 0
+    evaluate_bag(CaptureBackend(CAMERA_IMU), bag, data_spec(CAMERA_IMU))
+
+
+def test_stamps_standing_still_for_longer_than_max_gap_s_after_a_silence_are_refused_from_the_silence_end(tmp_path):
+    """The IMU silent for 1 s, then its last sample republished for 37 readings (1.2 s): refused, the stretch
+    measured from the first message after the silence (a silence ends a stretch, it does not excuse the next)."""
+    bag = _reconnecting_bag(tmp_path / "imu_reconnect_stuck", "imu", range(30, 60), republished=37)
+    start = 1.0 + 60 / 30 - 0.009  # the log time of the first message after the silence
+    for message in _refusal(bag, CAMERA_IMU, tmp_path):
+        assert message.startswith(f"{bag}: {REFUSED}")
+        held = f"kept publishing for {36 / 30:.3f} s from log time {start:.3f} s, none accepted (max_gap_s 1 s)"
+        assert f"/imu/data (imu): {held}; 37 of 90 messages rejected, duplicate_stamp 37: {NOT_STAMPED}" in message
+        assert "/camera/image_raw" not in message

@@ -428,7 +428,10 @@ class StreamStats:
     first reading rejected for its size, ``messages`` the number of messages in the whole bag (every topic),
     ``holds`` sensor -> ``(seconds, log time it starts)`` of its longest hold: the longest stretch during which
     its messages kept arriving and none was accepted, from the last accepted reading (or the topic's first
-    message if none was) to a later rejected message, in seconds driven (:meth:`accepted`, :meth:`held`)."""
+    message if none was) to a later rejected message, in seconds driven (:meth:`accepted`, :meth:`held`); a
+    silence of the sensor (no message of its own, accepted or rejected, for longer than max_gap_s) ends a
+    stretch: the next one starts at the first message after it (the sensor did not keep publishing, and the node
+    resets at such a gap anyway)."""
 
     counters: Counter = field(default_factory=Counter)
     duration_s: float = 0.0
@@ -439,16 +442,24 @@ class StreamStats:
     messages: int | None = None
     holds: dict = field(default_factory=dict)
     _held_from: dict = field(default_factory=dict, repr=False)  # sensor -> (driven s, log time) of the hold's start
+    _last_seen: dict = field(default_factory=dict, repr=False)  # sensor -> driven s of its last message
 
     def accepted(self, sensor: str, driven: float, t: float) -> None:
         """A reading of ``sensor`` was accepted at log time ``t`` (``driven`` seconds into the bag, steps of the
         recorder's clock added up): the policy holds it from there."""
         self._held_from[sensor] = (driven, t)
+        self._last_seen[sensor] = driven
 
-    def held(self, sensor: str, driven: float, t: float) -> None:
+    def held(self, sensor: str, driven: float, t: float, max_gap_s: float) -> None:
         """A message of ``sensor`` at log time ``t`` was rejected: the policy still holds the last accepted
-        reading (or none); the stretch since then is a candidate for the longest hold (``holds``)."""
-        since, start = self._held_from.setdefault(sensor, (driven, t))
+        reading (or none); the stretch since then is a candidate for the longest hold (``holds``). The stretch
+        restarts at this message when it is the topic's first or comes after a silence of the sensor longer than
+        ``max_gap_s`` (no message of its own, accepted or rejected, in between): a silence is not publishing."""
+        last = self._last_seen.get(sensor)
+        self._last_seen[sensor] = driven
+        if last is None or driven - last > max_gap_s:
+            self._held_from[sensor] = (driven, t)
+        since, start = self._held_from[sensor]
         if sensor not in self.holds or driven - since > self.holds[sensor][0]:
             self.holds[sensor] = (driven - since, start)
 
@@ -536,6 +547,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
 
     span = 0.0  # seconds recorded before the last step back of the recorder's clock
     wanted_joints = set(spec.joint_names)
+    max_gap_s = spec.limits.max_gap_s  # a silence of a sensor longer than this ends its hold (StreamStats.held)
     for msg in reader.messages(list(by_topic) + [spec.command_topic]):
         t = msg.log_time_ns * 1e-9
         if last is not None and t < last:  # the recorder's clock stepped back (BagReader keeps the written order)
@@ -566,23 +578,24 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
                     runner.reject(sensor, MISSING_JOINT)
                     stats.reject(sensor, MISSING_JOINT)
                     # one naming none of joint_names is another publisher's (a head's joints beside the wheels'
-                    # on a shared /joint_states): it neither holds the wheel speeds nor frees them
+                    # on a shared /joint_states): it neither holds the wheel speeds nor frees them, nor is it the
+                    # wheels publishing (it does not bridge a silence of the wheel base's publisher)
                     if wanted_joints.intersection(decoded.name):
-                        stats.held(sensor, driven, t)
+                        stats.held(sensor, driven, t, max_gap_s)
                     continue
             else:
                 value = sensor_reading(sensor, decoded)
         except ImageConversionError as exc:  # the node rejects it the same way (runner.reject: its counters)
             runner.reject(sensor, BAD_ENCODING)
             stats.reject(sensor, BAD_ENCODING)
-            stats.held(sensor, driven, t)
+            stats.held(sensor, driven, t, max_gap_s)
             stats.bad_images[(str(getattr(decoded, "encoding", "?")), str(exc))] += 1
             continue
         backend.steps.clear()
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
         if result.status == R.REJECTED and result.reason != R.INFERENCE_ERROR:  # the reading's fault, not the model's
             stats.reject(sensor, result.reason, value)
-            stats.held(sensor, driven, t)
+            stats.held(sensor, driven, t, max_gap_s)
         else:  # taken (and held) by the runner; a failed inference is the model's fault
             stats.accepted(sensor, driven, t)
         if result.status != R.UPDATED:
@@ -621,9 +634,12 @@ def with_label(spec: BagDataSpec, **label) -> BagDataSpec:
 # without one being accepted (each rejected as the node would reject it: a driver that does not stamp, an encoding
 # the node cannot convert, NaN readings): the policy would hold one reading (or have none) while the sensor kept
 # talking. The stretch runs in log time from the last accepted reading (or the topic's first message if none was)
-# to a later rejected message (StreamStats.holds). Rejections that hold nothing for long pass, however many: an
+# to a later rejected message, over the sensor's own messages with no silence longer than max_gap_s between two of
+# them (StreamStats.holds): a sensor silent for longer (a USB reconnect) did not keep publishing, and a duplicate or
+# stale message when it comes back starts a new stretch. Rejections that hold nothing for long pass, however many: an
 # out-of-order message, a duplicate, a driver republishing each sample under its stamp; so do JointState messages
-# that name none of joint_names (another publisher's on a shared /joint_states: they neither hold nor free).
+# that name none of joint_names (another publisher's on a shared /joint_states: they neither hold nor free, nor
+# bridge a silence of the wheels' publisher).
 RECORD_INFO = "(see `liquid-control record --info` for what the bag holds)"
 
 READING_FIELDS = {  # what policy_node reads of each sensor's message (liquid_control.bags.messages.sensor_reading)
