@@ -88,6 +88,19 @@ def _read(bag, **kwargs):
         return [(m.topic, m.log_time_ns, m.data) for m in reader.messages()]
 
 
+def _reads_as_rosbags_sorts(bag):
+    """Assert that ``bag`` (one MCAP file of several chunks) reads exactly as rosbags' reader sorts it; that."""
+    from mcap.reader import make_reader
+    from rosbags.rosbag2 import Reader
+
+    with open(bag / f"{bag.name}.mcap", "rb") as handle:
+        assert len(make_reader(handle).get_summary().chunk_indexes) > 1
+    with Reader(bag) as reader:
+        expected = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
+    assert _read(bag) == expected
+    return expected
+
+
 def _cut(path, fraction):
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * fraction)])
@@ -125,7 +138,6 @@ def test_log_times_slightly_out_of_order_across_topics_read_as_sorted_by_log_tim
     """Several publishers: a recorder's log times run up to 0.2 s out of order across topics, over several
     chunks. Such a bag reads exactly as rosbags' reader sorts it (log time, then written order); in an MCAP file
     without chunks too, which rosbags refuses ("not in timestamp order")."""
-    from mcap.reader import make_reader
     from rosbags.rosbag2 import Reader
 
     rng = np.random.default_rng(3)
@@ -136,11 +148,7 @@ def test_log_times_slightly_out_of_order_across_topics_read_as_sorted_by_log_tim
             late = T0 + i / 200 + rng.uniform(-0.2, 0.2)
             events.append(("/cmd_vel", M.TWIST, int(late * 1e9), M.twist_message(i, 0.0)))
     bag = _write(tmp_path / "jitter", events)
-    with open(bag / "jitter.mcap", "rb") as handle:
-        assert len(make_reader(handle).get_summary().chunk_indexes) > 1
-    with Reader(bag) as reader:
-        expected = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
-    assert _read(bag) == expected
+    expected = _reads_as_rosbags_sorts(bag)
     written = sorted(range(len(events)), key=lambda k: events[k][2])  # stable: log time, then written order
     assert [(events[k][0], events[k][2]) for k in written] == [(t, ns) for t, ns, _ in expected]
     flat = _raw_mcap(tmp_path / "fastwrite.mcap", events[:400])
@@ -158,8 +166,7 @@ def test_a_bag_written_topic_by_topic_reads_sorted_by_log_time_without_a_clock_s
     the IMU sample logged at a frame's very time comes first, as it was written first), in MCAP and sqlite3
     alike, and a camera + IMU policy holds the IMU sample of each frame's time (read in the written order, the
     last IMU sample was held for every frame)."""
-    from mcap.reader import make_reader
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+    from rosbags.rosbag2 import StoragePlugin, Writer
 
     imu = [
         ("/imu/data", M.IMU, int((T0 + j / 100) * 1e9), M.imu_message(np.full(6, j), T0 + j / 100)) for j in range(4000)
@@ -167,11 +174,7 @@ def test_a_bag_written_topic_by_topic_reads_sorted_by_log_time_without_a_clock_s
     drive = _drive(150)
     events = imu + [e for e in drive if e[0] == "/camera/image_raw"] + [e for e in drive if e[0] == "/cmd_vel"]
     bag = _write(tmp_path / "by_topic", events)
-    with open(bag / "by_topic.mcap", "rb") as handle:
-        assert len(make_reader(handle).get_summary().chunk_indexes) > 1
-    with Reader(bag) as reader:
-        expected = [(c.topic, t, bytes(d)) for c, t, d in reader.messages()]
-    assert _read(bag) == expected
+    expected = _reads_as_rosbags_sorts(bag)
     with BagReader(bag) as reader:
         list(reader.messages())
         assert reader.clock_steps == []
