@@ -89,7 +89,8 @@ def _read(bag, **kwargs):
 
 
 def _reads_as_rosbags_sorts(bag):
-    """Assert that ``bag`` (one MCAP file of several chunks) reads exactly as rosbags' reader sorts it; returns that order."""
+    """Assert that ``bag`` (one MCAP file of several chunks) reads exactly as rosbags' reader sorts it; return
+    that order."""
     from mcap.reader import make_reader
     from rosbags.rosbag2 import Reader
 
