@@ -7,12 +7,11 @@ of a message is when the recorder received it (its clock), as with ``ros2 bag re
 is the message's own ``header.stamp``.
 
 Reading streams from disk (one MCAP chunk of ~1 MB at a time, beside the last 0.5 s of the messages read),
-sorted by log time as rosbags sorts (log time,
-then the order written), except after a step back of the recording machine's clock, which is kept where it
-happened (as policy_node lived it) instead of interleaving the messages after it with those before
-(:data:`LOG_TIME_WINDOW_NS`). Channels come from the storage files
-(by topic), so a ``metadata.yaml`` whose QoS or type hashes disagree with them (another tool's, an edited one)
-does not hide their messages. A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ..., or ``.db3``) is read file by
+sorted as rosbags sorts (log time, then the order written), except across a step back of the recording
+machine's clock, which is kept where it happened (as policy_node lived it) instead of interleaving the messages
+after it with those before (:data:`LOG_TIME_WINDOW_NS`). Channels come from the storage files (by topic), so a
+``metadata.yaml`` whose QoS or type hashes disagree with them (another tool's, an edited one) does not hide
+their messages. A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ..., or ``.db3``) is read file by
 file, with or without ``metadata.yaml``. A bag that cannot be read raises :class:`BagError` naming the file and
 the problem. A recording whose recorder was killed has no MCAP footer in its (last) file (and often no
 ``metadata.yaml``): it is refused with that explanation, and ``allow_truncated=True`` reads the messages before
@@ -525,7 +524,7 @@ class _Part(NamedTuple):
 
 
 class BagReader:
-    """Opens a rosbag2 bag folder (or a bare ``.mcap``/``.db3`` file) for streaming reads in the recorder's order.
+    """Opens a rosbag2 bag folder (or a bare ``.mcap``/``.db3`` file) for streaming reads in log-time order.
 
     ``topics``: name -> :class:`TopicInfo`; ``messages(topics)`` yields :class:`BagMessage` one at a time.
     A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ...) is read file after file, with or without metadata.yaml.
@@ -750,9 +749,8 @@ class BagReader:
         self, written: Iterable, steps: list | None = None, window: int = LOG_TIME_WINDOW_NS
     ) -> Iterator[tuple]:
         """``(file, index, position, message)`` in the order written -> ``((log time, file number, position),
-        message)``
-        sorted by log time within the window; a message further behind is a clock step (noted in ``steps``):
-        what came before is handed out first."""
+        message)`` sorted by log time within ``window``; a message further behind is a clock step (noted in
+        ``steps``): what came before it is handed out first."""
         numbers = {part.path: n for n, part in enumerate(self._parts)}
         heap: list = []
         newest = None
