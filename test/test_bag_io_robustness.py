@@ -450,3 +450,34 @@ def test_an_attribute_error_with_the_tested_rosbags_is_not_blamed_on_the_version
     monkeypatch.setattr(bag_io, "_storage_messages", broken)
     with BagReader(bag) as reader, pytest.raises(AttributeError, match="a bug"):
         list(reader.messages())
+
+
+def test_a_lagged_topic_whose_own_log_time_jitters_back_is_no_clock_step(tmp_path):
+    """A camera logged at its stamps 0.6 s behind the IMU, one frame stamped 1 ms before the one before it (two
+    publishers, jittery hardware stamps): the IMU stays in order, so it is no step of the recorder's clock, and the
+    bag reads as log time, then the order written, sorts it (it was read as 73 clock steps, and training found no
+    labelled update)."""
+    imu = [
+        ("/imu/data", M.IMU, int((T0 + j / 200) * 1e9), M.imu_message(np.full(6, j), T0 + j / 200)) for j in range(600)
+    ]
+    frames = [(t, k, ns, m) for t, k, ns, m in _drive(45) if t == "/camera/image_raw"]
+    received = [e[2] for e in imu] + [e[2] + 600_000_000 for e in frames]  # when each was written
+    frames[20] = (frames[20][0], frames[20][1], frames[19][2] - 1_000_000, frames[20][3])  # 1 ms before frame 19
+    written = [e for _, e in sorted(zip(received, imu + frames, strict=True), key=lambda pair: pair[0])]
+    bag = _write(tmp_path / "lagged_jitter", written)
+    with BagReader(bag) as reader:
+        got = [(m.topic, m.log_time_ns) for m in reader.messages()]
+        assert reader.clock_steps == [] and not reader._order[frozenset(reader.topics)][1]
+    assert got == [(e[0], e[2]) for e in sorted(written, key=lambda e: e[2])]
+
+
+def test_messages_after_close_are_refused_not_read_from_a_closed_file(tmp_path):
+    """A generator of ``messages()`` used after ``close()``: a BagError 'bag is closed', chunked or not (an
+    unchunked file's scan, through a handle of its own, went on reading; a chunked one raised AttributeError)."""
+    for bag in (_write(tmp_path / "chunked", _drive(n=20)), _raw_mcap(tmp_path / "flat.mcap", _drive(n=20))):
+        reader = BagReader(bag)
+        messages = reader.messages()
+        next(messages)
+        reader.close()
+        with pytest.raises(BagError, match="bag is closed"):
+            list(messages)

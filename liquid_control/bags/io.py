@@ -725,16 +725,24 @@ class BagReader:
 
     def _scan_order(self, wanted: set) -> tuple[int, bool]:
         """One pass over the log times in the order written (payloads not decompressed): how far (ns) a message
-        lies behind the newest before it at most, and whether the recorder's clock stepped back: a message more
-        than the window behind the newest that is also behind its own topic's last (a step moves every topic; a
-        file written topic by topic, or with one topic logged at its stamps, keeps each topic in order)."""
-        newest, newest_by_topic, lag = None, {}, 0
+        lies behind the newest before it at most, and whether the recorder's clock stepped back. A step moves every
+        topic: a message more than the window behind its own topic's last, or one more than the window behind the
+        newest and behind its own topic's last when the next message of another topic is behind that topic's last
+        too (a topic logged at its stamps behind the others, whose own stamps jitter back a little, leaves the
+        other topics in order: no step; a file written topic by topic keeps every topic in order)."""
+        newest, newest_by_topic, lag, candidate = None, {}, 0, None  # candidate: (newest, topic) of a possible step
         for _file, _index, _position, msg in self._written(wanted, payloads=False):
             t = msg.log_time_ns
             last = newest_by_topic.get(msg.topic)
+            if candidate is not None and msg.topic != candidate[1] and last is not None:
+                if t < last:  # another topic behind its own last too: the clock stepped back
+                    return candidate[0] - t, True
+                candidate = None
             if newest is not None and t < newest:
-                if t < newest - LOG_TIME_WINDOW_NS and last is not None and t < last:
+                if last is not None and t < last - LOG_TIME_WINDOW_NS:
                     return newest - t, True
+                if t < newest - LOG_TIME_WINDOW_NS and last is not None and t < last and candidate is None:
+                    candidate = (newest, msg.topic)
                 lag = max(lag, newest - t)
             newest = t if newest is None else max(newest, t)
             newest_by_topic[msg.topic] = t if last is None else max(last, t)
@@ -775,7 +783,9 @@ class BagReader:
         topics, file after file, in the order written; positions order the messages of one file whatever topics
         are read (the ties of :meth:`messages`' merge). ``payloads=False``: message-compressed data is left
         compressed (log times only)."""
-        for part in self._parts:
+        for part in list(self._parts):
+            if self._closed:  # a generator of messages() used after close(): its files are closed
+                raise BagError(f"{self.path}: bag is closed")
             if part.salvage:
                 index = 0
                 position = -1
@@ -789,6 +799,8 @@ class BagReader:
             index, last = -1, None
             try:
                 for index, (conn, timestamp, data, position) in enumerate(_storage_messages(part.storage, wanted)):
+                    if self._closed:
+                        raise BagError(f"{self.path}: bag is closed")
                     last = timestamp
                     if self._message_compression and payloads:
                         data = _zstd().decompress(data)

@@ -430,8 +430,9 @@ class StreamStats:
     its messages kept arriving and none was accepted, from the last accepted reading (or the topic's first
     message if none was) to a later rejected message, in seconds driven (:meth:`accepted`, :meth:`held`); a
     silence of the sensor (no message of its own, accepted or rejected, for longer than max_gap_s) ends a
-    stretch: the next one starts at the first message after it (the sensor did not keep publishing, and the node
-    resets at such a gap anyway)."""
+    stretch: the next one starts at the first message after it (the sensor did not keep publishing; a silence with
+    no message after it was never refused either: what is refused is a sensor talking while nothing it says is
+    taken)."""
 
     counters: Counter = field(default_factory=Counter)
     duration_s: float = 0.0
