@@ -85,7 +85,7 @@ DATA_DEFAULTS = {
     "window": 512,
 }
 CACHE_FORMAT = "liquid_control.bag_cache/4"
-# 3: continuation windows start at first_update_dt; 4: messages in the order written (a clock step back resets),
+# 3: continuation windows start at first_update_dt; 4: a step back of the recorder's clock kept where it happened,
 # and a bag whose input is held at one reading while its sensor publishes is refused before it is cached
 
 
