@@ -161,6 +161,8 @@ def test_replay_stops_at_the_first_failed_write_naming_the_bag_topic_and_count(t
     [
         (["--wait", "nan"], "--wait must be a finite number of seconds >= 0, got nan"),
         (["--linger", "-1"], "--linger must be a finite number of seconds >= 0, got -1.0"),
+        (["--max-gap", "0"], "--max-gap must be a number of seconds > 0 (inf: no limit), got 0.0"),
+        (["--max-gap", "nan"], "--max-gap must be a number of seconds > 0 (inf: no limit), got nan"),
         (["--topics", "/nope", "camera/image_raw"], "--topics /nope: in none of the bags; they hold /camera/image_raw"),
     ],
 )

@@ -206,3 +206,63 @@ def test_a_step_back_of_the_recorders_clock_keeps_the_recorded_timing_after_it(t
         assert player.play(reader, 2.0, Stop()) == 30
     expected = [i / 15 / 2 for i in range(15)] + [(i - 1) / 15 / 2 for i in range(15, 30)]
     assert publisher.sent == pytest.approx(expected, abs=1e-6)
+
+
+def _paced_playback(monkeypatch, path: Path, rate: float, max_gap_s: float) -> list[float]:
+    """The wall times at which ``Replay.play`` publishes the messages of the bag at ``path`` (a simulated wall
+    clock that the playback's waits advance: the timing without sleeping, no DDS)."""
+    import threading
+
+    from liquid_control.ros import replay as replay_module
+    from liquid_control.ros.replay import Replay
+
+    now = [0.0]
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return now[0]
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None):
+            now[0] += timeout
+            return False
+
+    sent = []
+
+    class Publisher:
+        def publish(self, data):
+            sent.append(now[0])
+
+    monkeypatch.setattr(replay_module, "time", Clock)
+    player = Replay.__new__(Replay)
+    player.publishers, player.clock_pub = {"/camera/image_raw": Publisher()}, None
+    player.published = {"/camera/image_raw": 0}
+    with BagReader(path) as reader:
+        assert player.play(reader, rate, Stop(), max_gap_s) == len(sent)
+    return sent
+
+
+def test_a_step_forward_of_the_recorders_clock_is_cut_to_max_gap_with_a_notice(tmp_path, monkeypatch, capsys):
+    """30 frames at 15 Hz; from frame 15 on the recording machine's clock reads an hour more (an NTP step
+    forward). Before: the playback waited the hour (at --rate 2, 30 minutes of nothing) before frame 15. Now the
+    silence is played as --max-gap (5 s of the recording, 2.5 s at --rate 2) and a notice says where and how
+    long it was; a gap below --max-gap (a dropped second) is played as recorded; --max-gap inf keeps the hour."""
+    path = tmp_path / "ntp_forward"
+    with BagWriter(path) as bag:
+        for i in range(30):
+            clock = 100.0 + i / 15 + (3600.0 if i >= 15 else 0.0) + (1.0 if i >= 25 else 0.0)
+            bag.write(
+                "/camera/image_raw", int(round(clock * 1e9)), image_message(np.full((8, 8, 3), i, np.uint8), clock)
+            )
+    sent = _paced_playback(monkeypatch, path, rate=2.0, max_gap_s=5.0)
+    before = [i / 15 / 2 for i in range(15)]
+    after = [14 / 15 / 2 + 5.0 / 2 + (i - 15) / 15 / 2 + (0.5 if i >= 25 else 0.0) for i in range(15, 30)]
+    assert sent == pytest.approx(before + after, abs=1e-6)
+    err = capsys.readouterr().err
+    assert err.count("replay: ") == 1, err
+    assert f"{path}: no message for 3600.1 s of log time after 100.933 s" in err, err
+    assert "clock stepped forward" in err and "after 5 s of it (--max-gap)" in err, err
+    assert _paced_playback(monkeypatch, path, rate=2.0, max_gap_s=float("inf"))[15] == pytest.approx(
+        14 / 15 / 2 + 3600.0 / 2 + 1 / 15 / 2, abs=1e-6
+    )

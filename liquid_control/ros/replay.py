@@ -5,7 +5,10 @@ their publishers offered, at the recorded timing (log-time differences) or ``--r
 integrates the stamps, so its state evolves as it would have on the robot, only the wall clock is compressed. Where
 the bag's log time goes back (a step of the recording machine's clock, an NTP/chrony step: the bag is read in the
 order it was written, :class:`~liquid_control.bags.BagReader`), the timing restarts at that message
-(:class:`Pacing`): what follows keeps its recorded spacing instead of going out in one burst. The node's commands
+(:class:`Pacing`): what follows keeps its recorded spacing instead of going out in one burst. A silence of every
+replayed topic longer than ``--max-gap`` (5 s of the recording: a paused recorder, a step forward of the recording
+machine's clock) is cut to it with a notice, instead of the playback sitting idle for the whole jump; the stamps are
+unchanged, so the node sees the gap and resets as it would on the robot. The node's commands
 (``--record``, default ``/cmd_vel``) are recorded into a new bag by a
 :class:`~liquid_control.ros.recorder_node.BagRecorderNode` in this process. Topics that are recorded are not
 replayed (the recorded commands of the bag would otherwise collide with the node's).
@@ -118,13 +121,18 @@ class Pacing:
     message's, divided by ``rate``. Where the log time goes back (the recording machine's clock stepped back: the
     bag is read in the order written), the timing restarts at that message, due with the one before it (a gap of
     0: the real one is not in the bag), so the messages after the step keep their recorded spacing instead of all
-    being overdue at once."""
+    being overdue at once. Where the log time jumps forward by more than ``max_gap_s`` (every replayed topic
+    silent: a paused recorder, or the recording machine's clock stepped forward, an NTP step of minutes or hours),
+    the timing restarts ``max_gap_s`` (/ ``rate``) after the message before: the playback does not sit idle for
+    the whole jump. Each such cut is kept in ``cuts`` as (log time before, gap), seconds."""
 
-    def __init__(self, rate: float, start: float):
+    def __init__(self, rate: float, start: float, max_gap_s: float = math.inf):
         self.rate = rate
+        self.max_gap_ns = max_gap_s * 1e9
         self.base: tuple[int, float] | None = None  # (log time ns, wall time) the timing counts from
         self.last: tuple[int, float] | None = None  # (log time ns, due) of the previous message
         self.start = start
+        self.cuts: list[tuple[float, float]] = []
 
     def due(self, log_time_ns: int) -> float:
         """The wall time (``start``'s clock) at which the message logged at ``log_time_ns`` is due."""
@@ -132,6 +140,9 @@ class Pacing:
             self.base = (log_time_ns, self.start)
         elif log_time_ns < self.last[0]:  # the recorder's clock stepped back: restart the timing here
             self.base = (log_time_ns, self.last[1])
+        elif log_time_ns - self.last[0] > self.max_gap_ns:  # a silence longer than max_gap_s: cut to it
+            self.base = (log_time_ns, self.last[1] + self.max_gap_ns * 1e-9 / self.rate)
+            self.cuts.append((self.last[0] * 1e-9, (log_time_ns - self.last[0]) * 1e-9))
         due = self.base[1] + (log_time_ns - self.base[0]) * 1e-9 / self.rate
         self.last = (log_time_ns, due)
         return due
@@ -170,16 +181,26 @@ class Replay:
             time.sleep(0.05)
         return True
 
-    def play(self, reader: BagReader, rate: float, stop: threading.Event) -> int:
+    def play(self, reader: BagReader, rate: float, stop: threading.Event, max_gap_s: float = math.inf) -> int:
         """Publish the messages of ``reader`` on the replayed topics at ``rate`` x the recorded timing
-        (:class:`Pacing`: a step back of the recorder's clock restarts the timing)."""
+        (:class:`Pacing`: a step back of the recorder's clock restarts the timing; a silence of every replayed
+        topic longer than ``max_gap_s`` is cut to it, with a notice on stderr)."""
         pacing, sent = None, 0
         for msg in reader.messages(list(self.publishers)):
             if stop.is_set():
                 break
             if pacing is None:
-                pacing = Pacing(rate, time.monotonic())
+                pacing = Pacing(rate, time.monotonic(), max_gap_s)
+            cuts = len(pacing.cuts)
             delay = pacing.due(msg.log_time_ns) - time.monotonic()
+            if len(pacing.cuts) > cuts:
+                at, gap = pacing.cuts[-1]
+                print(
+                    f"replay: {reader.path}: no message for {gap:.1f} s of log time after {at:.3f} s (a paused "
+                    "recording, or the recording machine's clock stepped forward); playing on after "
+                    f"{max_gap_s:g} s of it (--max-gap)",
+                    file=sys.stderr,
+                )
             if delay > 0 and stop.wait(delay):  # a failed recording ends a long gap too
                 break
             if self.clock_pub is not None:
@@ -223,6 +244,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--linger", type=float, default=1.0, help="seconds to keep recording after the last message")
     parser.add_argument(
+        "--max-gap",
+        type=float,
+        default=5.0,
+        metavar="S",
+        help="longest silence of every replayed topic played as recorded, in seconds of the recording (default 5); "
+        "a longer one (a paused recording, a step forward of the recording machine's clock) is cut to S, with a "
+        "notice; inf: every gap as recorded",
+    )
+    parser.add_argument(
         "--reset-service", default="", help="std_srvs/Trigger called before each bag (e.g. /policy_node/reset)"
     )
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)")
@@ -252,6 +282,8 @@ def replay(args) -> dict:
     for option, value in (("--wait", args.wait), ("--linger", args.linger)):
         if not (math.isfinite(value) and value >= 0):  # NaN waited forever; a negative --linger failed at the end
             raise ValueError(f"{option} must be a finite number of seconds >= 0, got {value}")
+    if not args.max_gap > 0:  # NaN or <= 0: every message would count as after a silence
+        raise ValueError(f"--max-gap must be a number of seconds > 0 (inf: no limit), got {args.max_gap}")
     # Bag topics are absolute: `--record cmd_vel` (the node's command_topic as its parameter file spells it)
     # must not leave the bag's own /cmd_vel among the replayed topics, where the recorder would record it.
     record = [absolute_topic(t) for t in args.record] or ["/cmd_vel"]
@@ -331,7 +363,7 @@ def replay(args) -> dict:
             if args.reset_service and not _call_reset(node, args.reset_service):
                 print(f"replay: {args.reset_service} did not answer", file=sys.stderr)
             t0 = time.monotonic()
-            sent = player.play(reader, args.rate, stop)
+            sent = player.play(reader, args.rate, stop, args.max_gap)
             if stop.is_set():
                 where = f"the playback of {reader.path} stopped after {sent} of its messages"
                 break
