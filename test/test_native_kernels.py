@@ -471,7 +471,10 @@ def _all_dead(pids_file, within_s: float = 10.0) -> bool:
 
 
 def _no_leftovers(cache):
-    return [p.name for p in cache.iterdir()] == [] if cache.exists() else True
+    """No file in ``cache`` but the record of a compiler that did not answer (kept on purpose)."""
+    if not cache.exists():
+        return True
+    return [p.name for p in cache.iterdir() if not p.name.startswith("cc-unanswered-")] == []
 
 
 def test_a_hanging_compiler_times_out_is_killed_with_its_children_and_leaves_nothing(
@@ -675,6 +678,76 @@ def test_a_compiler_that_does_not_answer_version_is_absent_for_the_lookup_and_an
     with pytest.raises(RuntimeError, match=r"mute-cc could not be asked what it is: .*did not finish within 1 s"):
         native.build()
     assert _no_leftovers(private_cache)
+
+
+PROBED_CC = """#!/bin/sh
+case " $* " in *" --version "*) echo asked >> "{log}"; {answer};; esac
+while [ $# -gt 0 ] && [ "$1" != "-o" ]; do shift; done
+cp "{library}" "$2"
+"""
+HANG = "exec sleep 60"
+
+
+def _probed_compiler(tmp_path, suite_build, answer=HANG):
+    """A compiler that logs each ``--version`` it is asked (one line) and then runs ``answer`` (by default it
+    hangs); its builds copy the suite's library. Called again, it rewrites itself in place (another size)."""
+    cc, log = tmp_path / "probed-cc", tmp_path / "asked.log"
+    cc.write_text(PROBED_CC.format(log=log, answer=answer, library=suite_build[0]))
+    cc.chmod(0o755)
+    return cc, log
+
+
+def _unanswered_records(cache):
+    return sorted(p.name for p in cache.iterdir() if p.name.startswith("cc-unanswered-"))
+
+
+def test_a_compiler_that_does_not_answer_is_asked_once_not_at_every_process_start(
+    suite_build, private_cache, tmp_path, monkeypatch
+):
+    """Before: every process start (every command, every worker process) asked it ``--version`` again and waited
+    the whole LIQUID_CONTROL_CC_TIMEOUT before the cached library loaded. Now its failure is remembered in the
+    cache, keyed by the compiler's real path, size and mtime: asked again once it changes or with a longer limit."""
+    path, _ = _seed_cache(private_cache, suite_build)
+    cc, log = _probed_compiler(tmp_path, suite_build)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "1")
+
+    def start(expected=path):
+        """A new process: nothing remembered in memory; the cached library loads, without a warning."""
+        native._state.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert native.load().path == expected
+
+    def asked():
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    for _ in range(3):
+        start()
+    assert asked() == 1 and len(_unanswered_records(private_cache)) == 1
+    record = json.loads((private_cache / _unanswered_records(private_cache)[0]).read_text())
+    assert record["timeout"] == 1.0 and "did not finish within 1 s" in record["error"]
+    # a compile is needed: the remembered failure is the error, naming where it is kept; the compiler not asked
+    kept = [p for p in private_cache.iterdir() if p.name.startswith("liquid_kernels-")]
+    for name in kept:
+        os.rename(name, tmp_path / name.name)
+    with pytest.raises(RuntimeError, match=r"probed-cc could not be asked what it is: .*1 s .*when asked before"):
+        native.build()
+    assert asked() == 1
+    for name in kept:
+        os.rename(tmp_path / name.name, name)
+    monkeypatch.setenv("LIQUID_CONTROL_CC_TIMEOUT", "1.5")  # a longer limit than the one it failed: asked again
+    start()
+    start()
+    assert asked() == 2
+    _probed_compiler(tmp_path, suite_build, answer="exec sleep 61")  # changed in place (a fix that failed): asked again
+    start()
+    start()
+    assert asked() == 3 and len(_unanswered_records(private_cache)) == 2  # one per compiler binary
+    _probed_compiler(tmp_path, suite_build, answer='echo "probedcc (Fake) 2.0"; exit 0')  # it answers now
+    path, _ = native.build()  # another compiler than the library's: built again (a copy here)
+    start(path)
+    assert asked() == 5 and len(_unanswered_records(private_cache)) == 2  # an answering one is asked every time
 
 
 def test_a_timed_out_compilers_pipes_are_closed(monkeypatch):

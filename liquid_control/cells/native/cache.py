@@ -28,9 +28,12 @@ compiler's identity (its real path, its arguments and what ``--version`` says, l
 rebuilt (an upgrade behind the same path included); with none (a runtime image without gcc), or one that does not
 answer (``--version`` or, without /proc/cpuinfo, ``-march=native -dM`` times out or cannot run), the verified
 library in the cache is used as is, and the compiler's failure is an error only when a compile is needed. Those
-questions run on every load, bounded by ``LIQUID_CONTROL_CC_TIMEOUT`` (a compiler hanging on them delays every
-process start by that long before the cached library loads); a bad value of the setting does not stop a cached
-library (the default bounds the questions then), it is an error when a compile needs it.
+questions run on every load, bounded by ``LIQUID_CONTROL_CC_TIMEOUT``; a compiler that fails them is remembered in
+the cache (``cc-unanswered-<digest>.json``, named by the program's real path, size and mtime and the rest of its
+command), so a hanging one costs that timeout once, not at every process start (every command, every worker). It
+is asked again once it changes (fixed, upgraded), with a longer timeout than the one it failed, or when that file
+is deleted. A bad value of the setting does not stop a cached library (the default bounds the questions then), it
+is an error when a compile needs it.
 """
 
 from __future__ import annotations
@@ -328,6 +331,64 @@ def native_target(cc: list[str], timeout: float) -> str:
     return result.stdout
 
 
+def _unanswered_path(directory: Path, cc: list[str]) -> Path | None:
+    """Where a failure of ``cc`` to answer is remembered: named by its program's real path, size and mtime and
+    the rest of its command, so a fixed or upgraded compiler has another name and is asked again. None when
+    the program cannot be looked at (asking it fails at once then)."""
+    program = os.path.realpath(cc[0])
+    try:
+        st = os.stat(program)
+    except OSError:
+        return None
+    key = json.dumps([program, st.st_size, st.st_mtime_ns, cc[1:]]).encode()
+    return directory / f"cc-unanswered-{hashlib.sha256(key).hexdigest()[:16]}.json"
+
+
+def _earlier_failure(record: Path, timeout: float) -> str | None:
+    """What the compiler failed with when asked under a limit of at least ``timeout`` seconds, as ``record``
+    remembers it; None if it was not asked yet, or only under a shorter limit."""
+    if not os.path.lexists(record):
+        return None
+    try:
+        entry = json.loads(_read_private_file(record, "the record of a compiler that did not answer"))
+        error, asked_with = entry["error"], float(entry["timeout"])
+    except (ValueError, KeyError, TypeError):
+        return None  # not one of ours in a readable form: ask again (and write it anew)
+    return error if isinstance(error, str) and asked_with >= timeout else None
+
+
+def _ask_compiler(cc: list[str], timeout: float, cpu: str | None, dirs: list[Path]) -> tuple[str, str]:
+    """The compiler's identity and the CPU key (``cpu``, else the compiler's ``native_target``).
+
+    A compiler that did not answer (timeout, cannot run) is remembered in the first of ``dirs`` that takes the
+    record, and one remembered is not asked again: a hanging compiler costs the timeout once, not at every
+    process start. Raises RuntimeError or OSError for a compiler that does not answer, now or before."""
+    records = [path for path in (_unanswered_path(directory, cc) for directory in dirs) if path is not None]
+    for record in records:
+        error = _earlier_failure(record, timeout)
+        if error is not None:
+            raise RuntimeError(
+                f"{error} (when asked before: not asked again until it changes, {TIMEOUT_ENV} is longer, or "
+                f"{record} is deleted)"
+            )
+    try:
+        answers = compiler_identity(cc, timeout), cpu if cpu is not None else native_target(cc, timeout)
+    except (RuntimeError, OSError) as exc:
+        entry = json.dumps({"compiler": shlex.join(cc), "timeout": timeout, "error": str(exc)}, indent=1)
+        for record in records:
+            try:
+                _write_atomically(record.parent, record, entry.encode())
+                break
+            except OSError:
+                continue  # a read-only cache: the next directory, else asked again next time (as before)
+        raise
+    for record in records:  # it answers now (a longer limit): a shorter one is no reason to skip it later
+        if os.path.lexists(record):
+            with _ignore_missing():
+                os.unlink(record)
+    return answers
+
+
 def library_base(extra_flags: tuple[str, ...] = (), cc: list[str] | None = None, timeout=DEFAULT_TIMEOUT_S) -> str:
     """The library's name stem: a digest of the sources, torch, CPU and flags (the compiler: see the module
     docstring). The CPU is its /proc/cpuinfo identity, else the compiler's ``native_target`` (then ``cc`` is
@@ -397,11 +458,11 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
         timeout, bad_timeout = compile_timeout(), None
     except ValueError as exc:
         timeout, bad_timeout = DEFAULT_TIMEOUT_S, exc
+    dirs, problems = _usable_dirs()
     built_by, cpu = None, _cpu_identity()
     if cc is not None:
         try:  # the compiler's answers: what it is (the record) and, without /proc/cpuinfo, its target (the key)
-            built_by = compiler_identity(cc, timeout)
-            cpu = cpu if cpu is not None else native_target(cc, timeout)
+            built_by, cpu = _ask_compiler(cc, timeout, cpu, dirs)
         except (RuntimeError, OSError) as exc:
             # it hangs (timeout) or does not run: absent for the lookup (a verified library loads, as with no
             # compiler at all); an error only when a compile is needed
@@ -412,7 +473,6 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
             f"{no_compiler or 'no C compiler found'}, and no /proc/cpuinfo to match a cached library to this CPU"
         )
     base = _library_base(extra_flags, cpu)
-    dirs, problems = _usable_dirs()
     for directory in dirs:
         found = verified_library(directory, base)  # raises for a tampered library: never rebuilt over silently
         if found is not None and built_by in (None, found[2]):
