@@ -748,6 +748,12 @@ def test_a_compiler_that_does_not_answer_is_asked_once_not_at_every_process_star
     path, _ = native.build()  # another compiler than the library's: built again (a copy here)
     start(path)
     assert asked() == 5 and len(_unanswered_records(private_cache)) == 2  # an answering one is asked every time
+    # one that fails at once (cannot run: its interpreter is missing, an OSError, no wait) is not remembered:
+    # fixing what it needs changes nothing of the compiler's own file, and asking it again costs nothing
+    script = cc.read_text()
+    cc.write_text(script.replace("#!/bin/sh", "#!/nonexistent/sh", 1))
+    start(path)
+    assert len(_unanswered_records(private_cache)) == 2
 
 
 def test_a_timed_out_compilers_pipes_are_closed(monkeypatch):

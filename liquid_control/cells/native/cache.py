@@ -28,12 +28,12 @@ compiler's identity (its real path, its arguments and what ``--version`` says, l
 rebuilt (an upgrade behind the same path included); with none (a runtime image without gcc), or one that does not
 answer (``--version`` or, without /proc/cpuinfo, ``-march=native -dM`` times out or cannot run), the verified
 library in the cache is used as is, and the compiler's failure is an error only when a compile is needed. Those
-questions run on every load, bounded by ``LIQUID_CONTROL_CC_TIMEOUT``; a compiler that fails them is remembered in
-the cache (``cc-unanswered-<digest>.json``, named by the program's real path, size and mtime and the rest of its
-command), so a hanging one costs that timeout once, not at every process start (every command, every worker). It
-is asked again once it changes (fixed, upgraded), with a longer timeout than the one it failed, or when that file
-is deleted. A bad value of the setting does not stop a cached library (the default bounds the questions then), it
-is an error when a compile needs it.
+questions run on every load, bounded by ``LIQUID_CONTROL_CC_TIMEOUT``; a compiler that times out on them is
+remembered in the cache (``cc-unanswered-<digest>.json``, named by the program's real path, size and mtime and the
+rest of its command), so a hanging one costs that timeout once, not at every process start (every command, every
+worker). It is asked again once it changes (fixed, upgraded), with a longer timeout than the one it failed, or when
+that file is deleted; one that fails at once (cannot run) is asked again each time. A bad value of the setting does
+not stop a cached library (the default bounds the questions then), it is an error when a compile needs it.
 """
 
 from __future__ import annotations
@@ -72,6 +72,10 @@ OPT_FLAGS = [
 ]
 DEFAULT_TIMEOUT_S = 120.0
 TIMEOUT_ENV = "LIQUID_CONTROL_CC_TIMEOUT"
+
+
+class CompilerTimeout(RuntimeError):
+    """The compiler did not finish within ``LIQUID_CONTROL_CC_TIMEOUT`` (killed)."""
 
 
 class UnsafeCacheError(RuntimeError):
@@ -360,9 +364,11 @@ def _earlier_failure(record: Path, timeout: float) -> str | None:
 def _ask_compiler(cc: list[str], timeout: float, cpu: str | None, dirs: list[Path]) -> tuple[str, str]:
     """The compiler's identity and the CPU key (``cpu``, else the compiler's ``native_target``).
 
-    A compiler that did not answer (timeout, cannot run) is remembered in the first of ``dirs`` that takes the
+    A compiler that did not answer within the timeout is remembered in the first of ``dirs`` that takes the
     record, and one remembered is not asked again: a hanging compiler costs the timeout once, not at every
-    process start. Raises RuntimeError or OSError for a compiler that does not answer, now or before."""
+    process start. One that fails at once (cannot run: not executable, a missing library) costs nothing to ask
+    and is asked again next time (a ``chmod +x`` changes no mtime). Raises RuntimeError or OSError for a compiler
+    that does not answer, now or before."""
     records = [path for path in (_unanswered_path(directory, cc) for directory in dirs) if path is not None]
     for record in records:
         error = _earlier_failure(record, timeout)
@@ -373,7 +379,7 @@ def _ask_compiler(cc: list[str], timeout: float, cpu: str | None, dirs: list[Pat
             )
     try:
         answers = compiler_identity(cc, timeout), cpu if cpu is not None else native_target(cc, timeout)
-    except (RuntimeError, OSError) as exc:
+    except CompilerTimeout as exc:
         entry = json.dumps({"compiler": shlex.join(cc), "timeout": timeout, "error": str(exc)}, indent=1)
         for record in records:
             try:
@@ -435,7 +441,7 @@ def run_compiler(cmd: list[str], timeout: float, scratch: Path | None = None) ->
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         _kill_group(proc)
-        raise RuntimeError(
+        raise CompilerTimeout(
             f"the C compiler did not finish within {timeout:g} s (killed; {TIMEOUT_ENV} sets the limit)"
         ) from None
     except BaseException:
