@@ -233,10 +233,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", default="", help="bag of the recorded commands (default rosbag2_<date>)")
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed (2: twice as fast)")
     parser.add_argument(
-        "--record", action="append", default=[], metavar="TOPIC", help="topics to record (default /cmd_vel)"
+        "--record",
+        action="append",
+        default=[],
+        metavar="TOPIC",
+        help="a topic to record (default /cmd_vel); repeat the option for several",
     )
     parser.add_argument(
-        "--topics", nargs="*", default=None, help="topics to replay (default: every topic of the bag not recorded)"
+        "--topics",
+        nargs="*",
+        default=None,
+        help="topics to replay (default: every topic of the bag not recorded); it takes every name after it, so "
+        "give the bags before it",
     )
     parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's log times")
     parser.add_argument(
