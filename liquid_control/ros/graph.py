@@ -251,8 +251,8 @@ def add_arguments(parser):
     parser.add_argument("--world", default="LiquidRover-v0", choices=sorted(WORLD_POLICIES))
     parser.add_argument("--policy", default="", help="policy file (.pt/.onnx); default: the world's shipped policy")
     parser.add_argument("--shift", default="", help="shift preset or spec, e.g. 'season=winter,lighting=dusk'")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--episodes", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0, help="episode k runs the world reset with seed + k")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes to run (0: until stopped)")
     parser.add_argument("--use-sim-time", action="store_true", help="nodes run on /clock published by sim_node")
     parser.add_argument("--real-time-factor", type=float, default=1.0, help="!= 1 implies --use-sim-time")
     parser.add_argument(
@@ -267,9 +267,26 @@ def add_arguments(parser):
         help="sim_node records each episode into DIR/episode_<seed> (rosbag2 MCAP: what it publishes and the "
         "commands it receives)",
     )
-    parser.add_argument("--publish-mode", default="", choices=["", "per_update", "fixed_rate"])
-    parser.add_argument("--control-rate", type=float, default=0.0, help="command rate in fixed_rate mode (Hz)")
-    parser.add_argument("--backend", default="", choices=["", "auto", "torch", "onnx"])
+    parser.add_argument(
+        "--publish-mode",
+        default="",
+        choices=["", "per_update", "fixed_rate"],
+        help="the policy node's publish_mode: one command per update, or at --control-rate (default: the parameter "
+        "file's)",
+    )
+    parser.add_argument(
+        "--control-rate",
+        type=float,
+        default=0.0,
+        help="command rate in fixed_rate mode (Hz; 0: the parameter file's control_rate_hz)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="",
+        choices=["", "auto", "torch", "onnx"],
+        help="the policy node's backend (default: the parameter file's; auto: the .onnx next to the .pt if "
+        "exported from it, else torch)",
+    )
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for the graph (default: inherited)")
     parser.add_argument(
         "--timeout",
