@@ -578,7 +578,7 @@ def test_a_killed_recordings_chunks_carry_their_crcs_and_recover_says_where_it_s
 
 
 # ------------------------------------------------------------------------------------------------ the loop
-def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tmp_path):
+def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tmp_path, capsys):
     """Record -> train (a killed run resumed gives the uninterrupted weights) -> the validation loss of
     training (fused sequences over the captured updates) equals the offline error the node's runner gives
     step by step on the same held-out bag."""
@@ -615,7 +615,13 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     results = json.loads((tmp_path / "offline" / "offline.json").read_text())
     overall = results["policies"]["bc"]["overall"]
     assert overall["loss"] == pytest.approx(meta["validation_loss"], rel=1e-4)
-    assert "| bc | episode_500 |" in (tmp_path / "offline" / "report.md").read_text()
+    report = (tmp_path / "offline" / "report.md").read_text()
+    assert "| bc | episode_500 |" in report
+    # the per-element figures name their element and unit (before: "MAE 0.0412, 0.2311", which is which?)
+    assert "bc: linear (m/s), angular (rad/s)" in report
+    out = capsys.readouterr().out
+    mae = overall["mae"]
+    assert f"MAE linear (m/s) {mae[0]:.4f}, angular (rad/s) {mae[1]:.4f}; RMSE linear (m/s)" in out, out
     assert results["policies"]["bc"]["bags"][held]["counters"]["updates"] == overall["labelled"] + 1
 
 

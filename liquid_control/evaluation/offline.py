@@ -82,6 +82,12 @@ def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict
     }
 
 
+COMMAND_ELEMENTS = {  # the command's elements in robot units, by the policy's action kind (docs/worlds.md)
+    "twist": ["linear (m/s)", "angular (rad/s)"],
+    "wheel_torques": ["left wheel (N m)", "right wheel (N m)"],
+}
+
+
 def command_errors(action: np.ndarray, label: np.ndarray, scale, low, high) -> dict:
     """Errors on the labelled updates: per element MAE/RMSE in robot units and the normalized training loss."""
     scale, low, high = (np.asarray(v, dtype=np.float64) for v in (scale, low, high))
@@ -179,7 +185,7 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
 
     config = policy_backend.config
     low, high = config["action"]["low"], config["action"]["high"]
-    names = ["linear (m/s)", "angular (rad/s)"] if config["action"].get("kind") == "twist" else []
+    names = COMMAND_ELEMENTS.get(config["action"].get("kind"), [])
     per_bag, actions, labels = {}, [], []
     for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):
         result = evaluate_bag(policy_backend, bag, spec, data.get("allow_truncated", False))
@@ -198,7 +204,8 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
             _plot(plot, result, spec.action_scale, f"{name} on {Path(bag).name}: loss {loss:.4f}", names)
             per_bag[bag]["plot"] = str(plot.relative_to(out))
     pooled = command_errors(np.concatenate(actions), np.concatenate(labels), spec.action_scale, low, high)
-    return {"path": str(path), "spec": spec.describe(), "overall": pooled, "bags": per_bag}
+    elements = names or [f"command[{i}]" for i in range(len(low))]
+    return {"path": str(path), "spec": spec.describe(), "elements": elements, "overall": pooled, "bags": per_bag}
 
 
 def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = None, topic: str = "/cmd_vel") -> dict:
@@ -232,8 +239,13 @@ def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = Non
     }
 
 
-def _fmt(values) -> str:
-    return ", ".join(f"{v:.4f}" for v in values) if values else "n/a"
+def _fmt(values, elements=None) -> str:
+    """Per-element figures, each named by its command element (with units) where ``elements`` are known."""
+    if not values:
+        return "n/a"
+    if not elements:
+        return ", ".join(f"{v:.4f}" for v in values)
+    return ", ".join(f"{e} {v:.4f}" for e, v in zip(elements, values))
 
 
 def report_markdown(results: dict) -> str:
@@ -244,6 +256,9 @@ def report_markdown(results: dict) -> str:
     lines += [
         "Each bag played through the policy's PolicyRunner with the node's limits; errors on the labelled updates",
         "(command before the node's limiter vs recorded command, robot units; loss: normalized MSE as in training).",
+        "MAE and RMSE list the command's elements in order: "
+        + "; ".join(f"{name}: {', '.join(res.get('elements') or ['?'])}" for name, res in results["policies"].items())
+        + ".",
         "",
         "| policy | bag | updates | labelled | MAE | RMSE | loss | plot |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -289,10 +304,10 @@ def run_offline(args, command: str = "") -> int:
     except (BagError, BackendError, ValueError) as exc:  # the caller (evaluation.cli) prints it, exit status 2
         raise EvaluationSetupError(str(exc)) from None
     for name, res in results["policies"].items():
-        o = res["overall"]
+        o, elements = res["overall"], res.get("elements")
         print(
-            f"{name}: {o.get('labelled', 0)} labelled updates on {len(bags)} bag(s): MAE {_fmt(o.get('mae'))}, "
-            f"RMSE {_fmt(o.get('rmse'))}, loss {o.get('loss', math.nan):.5f}"
+            f"{name}: {o.get('labelled', 0)} labelled updates on {len(bags)} bag(s): MAE "
+            f"{_fmt(o.get('mae'), elements)}; RMSE {_fmt(o.get('rmse'), elements)}; loss {o.get('loss', math.nan):.5f}"
         )
     print(f"liquid-control eval: offline report -> {Path(args.out) / 'report.md'}")
     return 0
