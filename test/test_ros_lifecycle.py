@@ -283,22 +283,114 @@ def test_an_unknown_parameter_is_named_in_a_warning(policy_file, ros, monkeypatc
     assert warnings == []
 
 
+def test_a_timer_that_cannot_be_made_fails_configure_naming_its_parameter(policy_file, ros):
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    errors = []
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)
+
+    def broken_timer(*args, **kwargs):
+        raise OverflowError("timer period out of range")
+
+    node.create_timer = broken_timer
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+    assert node.runner is None and node._subscriptions_by_sensor == {} and node._activity_timers == []
+    assert any("configure failed" in e and "watchdog_timeout_s" in e and "out of range" in e for e in errors), errors
+
+
 def test_an_activate_failure_is_logged_and_leaves_the_node_inactive(policy_file, ros):
     make, _ = ros
     node = make(PolicyNode, parameter_overrides=params(policy_file))
     errors = []
     node.get_logger().error = lambda msg, **kw: errors.append(msg)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    watchdog, diagnostics = node._activity_timers
 
-    def broken_timer(*args, **kwargs):
-        raise OverflowError("timer period out of range")
+    def broken_reset():
+        raise RuntimeError("timer handle gone")
 
-    node.create_timer = broken_timer
+    diagnostics.reset = broken_reset  # after the watchdog's restart: that one must be stopped again
     assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
-    assert not node._active and node._timers == []
-    assert any("activate failed" in e and "watchdog_timeout_s" in e and "out of range" in e for e in errors), errors
+    assert not node._active and watchdog.is_canceled() and diagnostics.is_canceled()
+    assert any("activate failed: RuntimeError: timer handle gone" in e for e in errors), errors
     assert node.failure.startswith("activate failed")
+
+
+def test_activate_deactivate_cycles_reuse_the_timers_and_grow_nothing(policy_file, ros):
+    """A node paused and resumed by its supervisor for months: each activation created the watchdog, diagnostics
+    and control timers and each deactivation destroyed them, and rclpy keeps a weak reference to every timer a
+    node created in its callback group, dead ones too (rclpy issue 1356): an entry per timer per cycle (~175
+    bytes), without bound. The timers are made once per configure; they still run only while active, and a new
+    configure makes them with its periods."""
+    make, spin = ros
+    node = make(
+        PolicyNode,
+        parameter_overrides=params(
+            policy_file,
+            publish_mode="fixed_rate",
+            control_rate_hz=50.0,
+            watchdog_timeout_s=0.2,
+            diagnostics_period_s=0.1,
+        ),
+    )
+    calls = {name: 0 for name in ("_on_watchdog", "_publish_diagnostics", "_on_control_timer")}
+
+    def counting(name):  # no parameters: an executor passes a TimerInfo to a callback that takes one
+        method = getattr(node, name)
+
+        def counted():
+            calls[name] += 1
+            method()
+
+        return counted
+
+    for name in calls:  # where the timers made at configure find them
+        setattr(node, name, counting(name))
+
+    def cycle():
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+
+    group = node.default_callback_group
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    cycle()
+    entities, timers = len(group.entities), list(node.timers)
+    for _ in range(5):
+        cycle()
+    assert len(group.entities) == entities  # was 15 more: 3 dead timers a cycle
+    assert list(node.timers) == timers and len(timers) == 3  # the same three, each once in rclpy's list
+
+    # they run while active, every one of them, and no callback runs while inactive
+    def all_run_when_activated():
+        before = dict(calls)
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        spin(10.0, until=lambda: all(calls[n] > before[n] for n in calls))
+        assert all(calls[n] > before[n] for n in calls), (before, calls)
+        assert not any(timer.is_canceled() for timer in timers)
+
+    all_run_when_activated()
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    before = dict(calls)
+    spin(0.5)
+    assert calls == before and all(timer.is_canceled() for timer in timers)
+    all_run_when_activated()
+    # cleanup destroys them; the next configure makes them with its own periods
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert list(node.timers) == [] and node._activity_timers == []
+    from rclpy.parameter import Parameter
+
+    (changed,) = node.set_parameters([Parameter("control_rate_hz", value=25.0)])
+    assert changed.successful, changed.reason
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert [t.timer_period_ns for t in node.timers] == [50_000_000, 100_000_000, 40_000_000]
+    assert all(timer.is_canceled() for timer in node.timers)  # not before an activation
+    before = dict(calls)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    spin(10.0, until=lambda: calls["_on_control_timer"] > before["_on_control_timer"])
+    assert calls["_on_control_timer"] > before["_on_control_timer"]
 
 
 def test_parameter_validation_reports_every_problem():

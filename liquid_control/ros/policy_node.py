@@ -2,9 +2,10 @@
 
 - configure: read + validate the parameters (config/*.yaml), load the policy (``backend: auto``: the ONNX
   export next to the checkpoint when it was exported from it, else torch; ``runtime.backends.load_backend``),
-  create the subscriptions, the command publisher, the ~/reset service and /diagnostics.
-- activate: start commanding (fresh liquid state, fresh sensor readings). deactivate: publish a stop command and
-  hold. A setpoint (``target_velocity``) received in any state while configured is the one in force.
+  create the subscriptions, the command publisher, the ~/reset service, /diagnostics and the timers (stopped).
+- activate: start commanding (fresh liquid state, fresh sensor readings) and the timers. deactivate: publish a stop
+  command and hold, the timers stopped. A setpoint (``target_velocity``) received in any state while configured is
+  the one in force.
   cleanup / shutdown: free the model and every ROS entity.
 
 The node subscribes to every sensor its policy names; each accepted message of one of the policy's
@@ -144,7 +145,8 @@ class PolicyNode(LifecycleNode):
         self._command_pub = self._command_msg = None
         self._diag_pub = None
         self._reset_srv = None
-        self._timers = []
+        # watchdog, diagnostics[, control]: see _create_activity_timers (not `_timers`: rclpy's Node list of them)
+        self._activity_timers = []
         self._active = False
         self.configuring = False  # inside on_configure (a signal then abandons it, see main)
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received (set by main's handler)
@@ -282,6 +284,30 @@ class PolicyNode(LifecycleNode):
             self._command_msg.header.frame_id = s.command_frame_id
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._reset_srv = self.create_service(Trigger, "~/reset", self._on_reset)
+        self._create_activity_timers()
+
+    def _create_activity_timers(self):
+        """The timers that run only while active, created stopped: each activation restarts them (``reset``: the
+        watchdog's clock starts there), each deactivation cancels them, cleanup destroys them (a new configure
+        makes new ones with its periods).
+
+        Created once per configure, not at each activation: rclpy keeps a weak reference to every timer a node
+        ever created in its callback group, dead ones too (rclpy issue 1356), so creating and destroying them
+        at each activation grew the node by ~175 bytes per timer a cycle, without bound for a node paused and
+        resumed for months."""
+        s = self.settings
+        timers = [
+            ("watchdog_timeout_s", s.watchdog_timeout_s / 4.0, self._on_watchdog),
+            ("diagnostics_period_s", s.diagnostics_period_s, self._publish_diagnostics),
+        ]
+        if s.publish_mode == "fixed_rate":
+            timers.append(("control_rate_hz", 1.0 / s.control_rate_hz, self._on_control_timer))
+        for parameter, period, callback in timers:
+            with _naming(parameter):
+                timer = self.create_timer(period, callback)
+            # not autostart=False, which Humble's rclpy lacks; a callback run in between finds the node inactive
+            timer.cancel()
+            self._activity_timers.append(timer)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start commanding from a fresh state; a failure is logged and leaves the node inactive."""
@@ -294,17 +320,11 @@ class PolicyNode(LifecycleNode):
             self._activated_at = self._now()
             self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
             self.limiter.stop(self._activated_at)
-            s = self.settings
-            with _naming("watchdog_timeout_s"):
-                self._timers.append(self.create_timer(s.watchdog_timeout_s / 4.0, self._on_watchdog))
-            with _naming("diagnostics_period_s"):
-                self._timers.append(self.create_timer(s.diagnostics_period_s, self._publish_diagnostics))
-            if s.publish_mode == "fixed_rate":
-                with _naming("control_rate_hz"):
-                    self._timers.append(self.create_timer(1.0 / s.control_rate_hz, self._on_control_timer))
+            for timer in self._activity_timers:
+                timer.reset()  # its first call one period from now
             ret = super().on_activate(state)
         except Exception as exc:
-            self._destroy_timers()
+            self._cancel_activity_timers()
             self._fail("activate", exc if isinstance(exc, ParameterError) else f"{type(exc).__name__}: {exc}")
             return TransitionCallbackReturn.FAILURE
         _hold_heap(self, True)
@@ -317,7 +337,7 @@ class PolicyNode(LifecycleNode):
         self._active = False
         _hold_heap(self, False)
         self._publish_stop("deactivated")
-        self._destroy_timers()
+        self._cancel_activity_timers()
         self.get_logger().info("inactive: stop command published, holding")
         return super().on_deactivate(state)
 
@@ -340,10 +360,9 @@ class PolicyNode(LifecycleNode):
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
-    def _destroy_timers(self):
-        for timer in self._timers:
-            self.destroy_timer(timer)
-        self._timers = []
+    def _cancel_activity_timers(self):
+        for timer in self._activity_timers:
+            timer.cancel()
 
     def _release(self, summary: bool = True):
         """Free the model and every entity created at configure (logging a summary of the run)."""
@@ -353,7 +372,9 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(
                 f"summary: {self._commands_published} commands ({self._stops_published} stops), {counters}"
             )
-        self._destroy_timers()
+        for timer in self._activity_timers:
+            self.destroy_timer(timer)
+        self._activity_timers = []
         for sub in self._subscriptions_by_sensor.values():
             self.destroy_subscription(sub)
         self._subscriptions_by_sensor = {}
