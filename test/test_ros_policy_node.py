@@ -265,6 +265,40 @@ def test_camera_silence_triggers_the_watchdog_stop(policy_file, tmp_path):
     assert code == 0, (tmp_path / "policy_node.log").read_text()
 
 
+def test_after_a_watchdog_stop_the_first_update_with_every_input_fresh_is_commanded(policy_file, tmp_path):
+    """Before: a message that made the last stale input fresh released an update whose command was dropped: the
+    stale flag cleared only at the watchdog's next check (every watchdog_timeout_s / 4), so the first 1-3 frames of
+    a replayed bag or a resumed camera advanced the state with no command (the docs: "commanding resumes when
+    every input is fresh again"). Both inputs silent past the timeout, then one IMU message and one frame: the
+    frame's update is commanded (stamped with the frame), and diagnostics say commanding again."""
+    timeout = 2.0  # checks every 0.5 s: the old code left that much room after the frame
+    env = isolated_ros_env()
+    proc = start_policy_node(policy_file, env, tmp_path, watchdog_timeout_s=timeout)
+    probe = Probe(env)
+    try:
+        cam, imu = connect(probe, tmp_path / "policy_node.log")
+        stale = probe.wait_for(lambda: last_diagnostics(probe)[1].get("stale_inputs") == "camera,imu", 3 * timeout)
+        assert stale, last_diagnostics(probe)
+        stamp = time.time()
+        imu.publish(imu_msg(stamp - 0.005, [0.1, 0, 0, 0, 0, 9.8]))
+        cam.publish(image_msg(stamp, 7)[0])
+
+        def commanded():
+            return [
+                m
+                for _, m in probe.messages("cmd_vel")
+                if m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 == pytest.approx(stamp, abs=1e-6)
+            ]
+
+        assert probe.wait_for(lambda: commanded(), 5.0), (tmp_path / "policy_node.log").read_text()
+        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("stale_inputs") == "", 3.0)
+    finally:
+        probe.close()
+        code = stop_process(proc)
+    assert code == 0, (tmp_path / "policy_node.log").read_text()
+    assert "watchdog: all inputs fresh again, commanding" in (tmp_path / "policy_node.log").read_text()
+
+
 def _processes_with(marker: str) -> list[str]:
     """Command lines of the processes whose environment holds ``marker`` (a node and everything it started)."""
     import os

@@ -525,8 +525,10 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(f"updating again after waiting for {self._starved}")
             self._starved, self._starved_stop = "", False
             self._publish_diagnostics()
-        if self._stale:
+        if self._stale and self._stale_inputs(now):  # this message may have been the last stale input's
             return
+        if self._stale:  # every input is fresh again: command from this update on, not from the next check
+            self._commanding_again()
         if self.settings.publish_mode == "per_update":  # the latest of the updates this message released
             # stamped as the message that caused the update (exactly: the header stamp travels as the tag)
             self._publish_command(self.limiter(result.action, now), result.tag)
@@ -566,13 +568,7 @@ class PolicyNode(LifecycleNode):
         if self._watchdog_seen is not None and now < self._watchdog_seen:
             self._restart_watch_times(now, self._watchdog_seen - now)
         self._watchdog_seen = now
-        stale = []
-        for sensor in self.runner.spec.sensors:
-            if sensor in SETPOINTS:
-                continue
-            last = self._last_arrival.get(sensor, self._activated_at)
-            if now - last > timeout:
-                stale.append(sensor)
+        stale = self._stale_inputs(now)
         if stale:
             if not self._stale:
                 ages = ", ".join(
@@ -581,12 +577,28 @@ class PolicyNode(LifecycleNode):
                 self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command")
             self._publish_stop("watchdog")  # repeated while stale, so a restarted base stays stopped
         elif self._stale:
-            self.get_logger().info("watchdog: all inputs fresh again, commanding")
+            self._commanding_again()
         was_stale, self._stale = self._stale, stale
         if stale != was_stale:
             self._publish_diagnostics()
         if not stale:
             self._check_starved(now, timeout)
+
+    def _stale_inputs(self, now: float) -> list[str]:
+        """The inputs (setpoints aside) silent for longer than ``watchdog_timeout_s`` at ``now`` (node clock), since
+        their last accepted message or since activation."""
+        timeout = self.settings.watchdog_timeout_s
+        return [
+            sensor
+            for sensor in self.runner.spec.sensors
+            if sensor not in SETPOINTS and now - self._last_arrival.get(sensor, self._activated_at) > timeout
+        ]
+
+    def _commanding_again(self):
+        """Every stale input is fresh again (a message of the last one arrived, or the watchdog's check found so)."""
+        self.get_logger().info("watchdog: all inputs fresh again, commanding")
+        self._stale = []
+        self._publish_diagnostics()
 
     def _restart_watch_times(self, now: float, back: float):
         """The node clock went back (with use_sim_time: /clock restarted, as sim_node's does each episode): the
