@@ -1098,3 +1098,48 @@ def test_a_bag_whose_data_cannot_be_synced_is_an_error_naming_it_not_a_warning(t
     monkeypatch.setattr(io.os, "fsync", failing_fsync)
     with pytest.raises(BagError, match=r"bag: cannot finish the bag: \[Errno 5\] Input/output error"):
         writer.close()
+
+
+def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_path, capsys):
+    """Before: `record --node-params config/balance_nav_policy.yaml` recorded camera, IMU and command only: not
+    the wheel encoders (/joint_states) both balancing policies read, nor the balancer's target, so a session
+    recorded with the defaults could not train them."""
+    from liquid_control.paths import config_dir
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros.recorder_node import default_topics
+
+    shipped = {
+        "balance_nav_policy.yaml": ["/camera/image_raw", "/imu/data", "/joint_states", "/wheel_torques"],
+        "balance_policy.yaml": ["/imu/data", "/joint_states", "/target_velocity", "/wheel_torques"],
+        "rover_policy.yaml": ["/camera/image_raw", "/cmd_vel"],  # its policy reads the camera alone
+    }
+    for name, topics in shipped.items():
+        assert default_topics(str(config_dir() / name)) == topics, name
+    # an own policy reading camera and IMU, at the robot's topic names
+    save_policy(tmp_path / "mine.pt", Policy.from_config(CAMERA_IMU))
+    params = tmp_path / "robot.yaml"
+    node = "policy_node:\n  ros__parameters:\n    policy: {}\n    camera_topic: front/image\n    imu_topic: /b/imu\n"
+    params.write_text(node.format(tmp_path / "mine.pt") + "    command_topic: teleop/cmd_vel\n")
+    assert default_topics(str(params)) == ["/front/image", "/b/imu", "/teleop/cmd_vel"]
+    assert capsys.readouterr().err == ""
+    # a policy not trained yet: every input topic parameter, saying why
+    params.write_text(node.format(tmp_path / "later.pt"))
+    assert default_topics(str(params)) == ["/front/image", "/b/imu", "/joint_states", "/target_velocity", "/cmd_vel"]
+    err = capsys.readouterr().err
+    assert f"note: {params}: policy '{tmp_path / 'later.pt'}': no such policy file" in err, err
+    assert "recording every input topic parameter (camera_topic, imu_topic, wheels_topic, target_topic)" in err
+
+
+def test_record_info_counts_one_message_as_one(tmp_path, capsys):
+    """Before: `record --info` printed "1 messages"."""
+    from liquid_control.ros.recorder_node import bag_info
+
+    with BagWriter(tmp_path / "bag") as bag:
+        bag.add_topic("/imu/data", M.IMU)
+        bag.add_topic("/cmd_vel", M.TWIST)
+        bag.write("/imu/data", 1_000_000_000, M.imu_message(np.zeros(6), 1.0))
+        for i in range(2):
+            bag.write("/cmd_vel", 1_000_000_000 + i, M.twist_message(0.5, 0.0))
+    info = bag_info(str(tmp_path / "bag"))
+    assert "/imu/data: sensor_msgs/msg/Imu, 1 message, offered QoS" in info, info
+    assert "/cmd_vel: geometry_msgs/msg/Twist, 2 messages, offered QoS" in info, info

@@ -179,12 +179,15 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
     assert node.kwargs["executable"] == "bag_recorder" and "bag_recorder" in console_scripts()
     params = node.kwargs["parameters"][-1]
     assert set(params) <= set(RECORDER_PARAMETERS) | {"use_sim_time"}
-    assert params["topics"] == ["/camera/image_raw", "/imu/data", "/cmd_vel"] and params["output"] == "bags/day1"
+    # the inputs of the shipped rover policy (the camera alone) and its command
+    assert params["topics"] == ["/camera/image_raw", "/cmd_vel"] and params["output"] == "bags/day1"
     robot = tmp_path / "robot.yaml"
     robot.write_text("policy_node:\n  ros__parameters:\n    camera_topic: front/image\n    command_topic: /base/cmd\n")
     (node,) = launch_stubs(ROOT / "launch" / "record.launch.py", params_file=str(robot), use_sim_time="true")[1]
     params = node.kwargs["parameters"][-1]
-    assert params["topics"] == ["/front/image", "/imu/data", "/base/cmd"] and params["use_sim_time"] is True
+    # no policy named: every input topic parameter
+    inputs = ["/front/image", "/imu/data", "/joint_states", "/target_velocity"]
+    assert params["topics"] == [*inputs, "/base/cmd"] and params["use_sim_time"] is True
 
 
 def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
@@ -358,6 +361,40 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
         args=["--ros-args", "-r", "__ns:=/t"],
     )
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
+
+
+def test_the_recorder_says_which_topics_it_records_also_those_subscribed_at_once(tmp_path):
+    """Before: a topic whose publisher was already up was subscribed while the node started and left out of
+    its start message: `recording  into bags/x` (no topics) when all of them were."""
+    from types import SimpleNamespace
+
+    import rclpy
+    from std_msgs.msg import String
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    lines = []
+
+    class Logged(BagRecorderNode):
+        def get_logger(self):
+            return SimpleNamespace(info=lines.append, warning=lines.append, error=lines.append)
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        talker = rclpy.create_node("talker", context=context)
+        talker.create_publisher(String, "/chatter", 10)
+        deadline = time.monotonic() + 30.0
+        while not talker.get_publishers_info_by_topic("/chatter") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out = tmp_path / "bag"
+        recorder = Logged(context=context, parameter_overrides={"output": str(out), "topics": ["/chatter", "/x"]})
+        assert recorder.pending == ["/x"]  # /chatter subscribed while starting
+        assert f"recording /chatter, /x into {out}" in lines, lines
+        recorder.close()
+    finally:
+        context.try_shutdown()
 
 
 def test_a_parameter_file_rcl_cannot_read_is_one_line_not_a_traceback(tmp_path):

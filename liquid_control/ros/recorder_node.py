@@ -90,7 +90,7 @@ class BagRecorderNode(Node):
         self.failed = ""  # why recording stopped early (a write failed), else empty
         self._discover()
         self.create_timer(float(p["discovery_period_s"]), self._discover)
-        self.get_logger().info(f"recording {', '.join(self.pending)} into {self.output}")
+        self.get_logger().info(f"recording {', '.join(self.counts)} into {self.output}")
 
     def _resolved(self, topic) -> str:
         """The full name of ``topic``, or a ValueError naming it (rclpy raises a bare RCLError)."""
@@ -193,13 +193,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
-        "topics", nargs="*", help="topics to record (default: camera, IMU and command topics of --node-params)"
+        "topics",
+        nargs="*",
+        help="topics to record (default: every input topic of --node-params's policy and its command topic)",
     )
     parser.add_argument("-o", "--output", default="", help="bag folder to create (default rosbag2_<date>_<time>)")
     parser.add_argument(
         "--node-params",
         default=None,
-        help="policy_node parameter file whose camera_topic, imu_topic and command_topic are recorded by default "
+        help="policy_node parameter file whose inputs (the topic parameters of what its policy reads: camera_topic, "
+        "imu_topic, wheels_topic, target_topic) and command_topic are recorded by default "
         "(default: config/rover_policy.yaml)",
     )
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to record (0: until Ctrl-C)")
@@ -289,12 +292,38 @@ EXPERT_OPTIONS = (
 
 
 def default_topics(params_file: str | None = None) -> list[str]:
-    """What to record for a policy: the camera, IMU and command topics of its policy_node parameter file
-    (default: config/rover_policy.yaml)."""
+    """What to record for a policy: every input topic its policy_node subscribes to, then its command topic (the
+    labels), from its parameter file (default: config/rover_policy.yaml), so that the bag trains that policy.
+    The inputs are those of the policy the file names (``ObservationSpec.sensors``, read as the sim graph reads
+    them), each at its topic parameter (``SENSOR_TYPES``: the camera, IMU, wheel encoders, the balancer's
+    target); a policy that cannot be read (not trained yet) records every input topic parameter, with a note."""
+    from liquid_control.bags.messages import SENSOR_TYPES
     from liquid_control.bags.stream import absolute_topic, default_node_parameters_file, load_node_parameters
+    from liquid_control.paths import resolve_policy_file
+    from liquid_control.ros.graph import policy_inputs
 
-    values = load_node_parameters(params_file or default_node_parameters_file("LiquidRover-v0"))
-    return [absolute_topic(values[k]) for k in ("camera_topic", "imu_topic", "command_topic")]
+    params_file = params_file or default_node_parameters_file("LiquidRover-v0")
+    values = load_node_parameters(params_file)
+    policy, inputs = values["policy"], ""
+    why = f"its policy {policy!r} cannot be read" if policy else "its parameter 'policy' is empty"
+    if policy:
+        try:
+            path = resolve_policy_file(policy)
+            # a .pt present only as its .onnx export (a robot without torch) runs that export, as the node does
+            inputs = policy_inputs(path if path.exists() else path.with_suffix(".onnx"))
+        except (OSError, ImportError) as exc:  # no such file, a folder; a .pt without torch installed
+            why = str(exc)
+    sensors = inputs.split(",") if inputs else list(SENSOR_TYPES)
+    if not inputs:
+        topic_parameters = ", ".join(SENSOR_TYPES[s][1] for s in sensors)
+        print(
+            f"note: {params_file}: {why}; recording every input topic parameter ({topic_parameters})", file=sys.stderr
+        )
+    unknown = [s for s in sensors if s not in SENSOR_TYPES]
+    if unknown:
+        raise ValueError(f"{params_file}: the policy {policy!r} reads {', '.join(unknown)}, which no topic carries")
+    names = [SENSOR_TYPES[s][1] for s in sensors] + ["command_topic"]
+    return list(dict.fromkeys(absolute_topic(str(values[n])) for n in names))
 
 
 def record_graph(
@@ -314,6 +343,11 @@ def record_graph(
     return [NodeDescription("bag_recorder", "bag_recorder", (), parameters)]
 
 
+def count_of_messages(count: int) -> str:
+    """``1 message``, ``3 messages``."""
+    return f"{count} message{'' if count == 1 else 's'}"
+
+
 def bag_info(path: str) -> str:
     """A human summary of a bag, like ``ros2 bag info``."""
     with BagReader(path, allow_truncated=True) as reader:
@@ -322,7 +356,7 @@ def bag_info(path: str) -> str:
             lines.append(f"TRUNCATED: {reader.salvage_note}")
         for topic, info in sorted(reader.topics.items()):
             qos = ", ".join(f"{q['reliability']}/{q['durability']}/depth {q['depth']}" for q in map(qos_dict, info.qos))
-            lines.append(f"  {topic}: {info.msgtype}, {info.count} messages, offered QoS [{qos}]")
+            lines.append(f"  {topic}: {info.msgtype}, {count_of_messages(info.count)}, offered QoS [{qos}]")
     return "\n".join(lines)
 
 
@@ -379,7 +413,7 @@ def run(args) -> int:
             from liquid_control.bags import recover
 
             path, kept, note = recover(args.recover, args.output)
-            print(f"recovered {kept} messages of {args.recover} into {path}")
+            print(f"recovered {count_of_messages(kept)} of {args.recover} into {path}")
             # where the source broke off (a cut record or a chunk failing its CRC check) and what was not read
             print(f"  {note}" if note else "  the source was complete: nothing was left out")
             return 0
