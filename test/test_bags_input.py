@@ -81,8 +81,9 @@ def test_a_refused_bag_leaves_no_run_behind(tmp_path, capsys):
     assert "not a rosbag2 bag" in capsys.readouterr().err and not report.exists()
 
 
-def _small_bag(path, commands: int = 5):
-    """A bag with a few camera frames and commands on /cmd_vel, 50 ms apart (what a teleoperated run holds)."""
+def _small_bag(path, commands: int = 5, size: int = 8):
+    """A bag with a few camera frames (``size`` pixels square) and commands on /cmd_vel, 50 ms apart (what a
+    teleoperated run holds)."""
     import numpy as np
 
     from liquid_control.bags import BagWriter
@@ -91,9 +92,34 @@ def _small_bag(path, commands: int = 5):
     with BagWriter(path) as bag:
         for k in range(commands):
             t = 1.0 + 0.05 * k
-            bag.write("/camera/image_raw", int(t * 1e9), image_message(np.zeros((8, 8, 3), np.uint8), t))
+            bag.write("/camera/image_raw", int(t * 1e9), image_message(np.zeros((size, size, 3), np.uint8), t))
             bag.write("/cmd_vel", int(t * 1e9) + 1000, twist_message(0.5, 0.1))
     return path
+
+
+def test_a_missing_bag_is_refused_before_any_bag_is_converted(tmp_path, capsys, monkeypatch):
+    """Before: `train --bag 'bags/*' --bag bags/nothere` converted every bag before failing on the missing one
+    ("train bag 3/3: ... no such bag"), and a missing --val-bag only after all the training bags: with hour-long
+    bags a typo cost the whole conversion."""
+    from liquid_control.training import bag_data
+
+    for name in ("a", "b"):  # bags the rover policy trains on (its 64x64 camera)
+        _small_bag(tmp_path / "bags" / name, size=64)
+    converted, convert = [], bag_data.convert_bag
+
+    def converting(bag, *args, **kwargs):
+        converted.append(bag)
+        return convert(bag, *args, **kwargs)
+
+    monkeypatch.setattr(bag_data, "convert_bag", converting)
+    out = tmp_path / "run"
+    train = ["train", "--config", ROVER, "--bag", str(tmp_path / "bags" / "*"), "--out", str(out), "--no-progress"]
+    nothere = tmp_path / "nothere"
+    for extra, key in ((["--bag", str(nothere)], "bags"), (["--val-bag", str(nothere)], "validation")):
+        assert cli.main([*train, *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"data.{key}: {nothere}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)" in err
+        assert converted == [] and not out.exists()
 
 
 def test_replay_with_a_relative_record_topic_does_not_record_the_bags_own_commands(tmp_path, capsys):

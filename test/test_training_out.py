@@ -94,7 +94,7 @@ def test_a_start_that_trained_nothing_leaves_nothing_and_blocks_nothing(tmp_path
     (out / "data" / "bags" / "train").mkdir(parents=True)
     result = trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
     assert result.policy_path.is_file() and not (out / "data.yaml").exists()
-    with pytest.raises(trainer.TrainingError, match="already holds a training run"):
+    with pytest.raises(trainer.TrainingError, match="already holds a training run: pass --resume to continue it"):
         trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
     empty = tmp_path / "empty"
     empty.mkdir()  # resume on a new or empty folder starts the run (documented in --help)

@@ -93,12 +93,19 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 
 # ------------------------------------------------------------------------------------------------ settings
 def _expand(patterns, key: str) -> list[str]:
+    """The bags of ``patterns`` (paths and globs), each checked to be there: before any is converted, as a typo
+    in the last of them was found only after converting all the others (hours for long recordings)."""
     paths = []
     for pattern in patterns:
         matches = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
         if not matches:
             raise ValueError(f"data.{key}: {pattern!r} matches no bag")
         paths += [str(Path(m).resolve()) for m in matches]
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:  # BagReader's words, checked here before any bag is read
+        raise ValueError(
+            f"data.{key}: {', '.join(missing)}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)"
+        )
     return paths
 
 

@@ -652,7 +652,7 @@ def check_out_dir(out: Path, resume: bool, cfg: dict) -> bool:
     run = holds_run(out)
     if not resume and run:
         raise TrainingError(
-            f"{out} already holds a training run; pass resume (--resume) to continue it, "
+            f"{out} already holds a training run: pass --resume to continue it (train(resume=True) from Python), "
             f"or choose another output folder"
         )
     if resume and (run or (out / "config.yaml").is_file()):
