@@ -122,6 +122,40 @@ def test_a_missing_bag_is_refused_before_any_bag_is_converted(tmp_path, capsys, 
         assert converted == [] and not out.exists()
 
 
+def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, capsys):
+    """Before: with a config holding a data: section, `--set data.window=0` failed with "override
+    'data.window': 'data' is not a section", and no data setting could be changed by --set. Also: an option
+    such as --label-offset-s replaced the file's whole label (its mode went back to the default)."""
+    import yaml
+
+    for name in ("a", "b"):
+        _small_bag(tmp_path / "bags" / name, size=64)
+    config = yaml.safe_load(open(ROVER).read())
+    config["data"] = {"bags": [str(tmp_path / "bags" / "a")], "window": 16, "label": {"mode": "held"}}
+    config["training"]["epochs_first"] = 1
+    path = tmp_path / "with_data.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    train = ["train", "--config", str(path), "--out", str(out), "--no-progress"]
+    refused = [
+        (["--set", "data.window=0"], "data.window: must be >= 2 updates, got 0"),
+        (["--set", "data.windw=3"], "data: unknown key(s) 'windw'; valid keys: bags,"),
+        (["--set", "data.label.mod=next"], "data.label: unknown key(s) 'mod'; valid keys: mode, offset_s, max_wait_s"),
+        (["--set", "data.label.offset_s=-1"], "label offset_s must be a finite number >= 0, got -1"),
+        (["--set", "data.label.mode=next", "--label", "held"], "--set data.label.mode and the option setting"),
+    ]
+    for argv, message in refused:
+        assert cli.main([*train, *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "not a section" not in err and "Traceback" not in err, err
+        assert not out.exists()
+    argv = ["--set", "data.window=4", "--set", "data.label.max_wait_s=0.2", "--label-offset-s", "0.1"]
+    assert cli.main([*train, *argv, "--set", f"data.validation=[{tmp_path / 'bags' / 'b'}]"]) == 0
+    data = yaml.safe_load((out / "data.yaml").read_text())["data"]
+    assert data["window"] == 4 and data["validation"] == [str(tmp_path / "bags" / "b")]
+    assert data["label"] == {"mode": "held", "offset_s": 0.1, "max_wait_s": 0.2}
+
+
 def test_replay_with_a_relative_record_topic_does_not_record_the_bags_own_commands(tmp_path, capsys):
     """Before: `--record cmd_vel` (as the node's parameter file spells command_topic) left the bag's /cmd_vel
     among the replayed topics; with no policy node running, the recorder recorded those replayed commands and

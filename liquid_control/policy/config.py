@@ -640,21 +640,26 @@ def load_config(path: str | Path, strict: bool = True) -> dict:
         raise PolicyConfigError(f"{path}: {exc}") from None
 
 
+def set_dotted(raw: dict, dotted: str, value) -> None:
+    """Set one ``--set`` override in ``raw`` in place: ``a.b.c`` names key ``c`` of section ``a.b``; a section given
+    whole at the top (``--set "training={demonstrations: 2}"``) sets the keys it names."""
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            raise PolicyConfigError(f"override {dotted!r}: {part!r} is not a section")
+        node = node[part]
+    if len(parts) == 1 and isinstance(node.get(dotted), dict) and isinstance(value, dict):
+        # the section given whole replaced the file's values and every earlier --set with the defaults. Only a
+        # top-level section: deeper mappings can be data (observation.vectors' sensor names), which a value replaces.
+        node[dotted].update(copy.deepcopy(value))
+    else:
+        node[parts[-1]] = value
+
+
 def apply_overrides(cfg: dict, overrides: dict[str, Any], strict: bool = True) -> dict:
     """Return a validated copy of ``cfg`` with dotted-key overrides, e.g. {"training.epochs_first": 2}."""
     raw = copy.deepcopy(cfg)
     for dotted, value in overrides.items():
-        node = raw
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise PolicyConfigError(f"override {dotted!r}: {part!r} is not a section")
-            node = node[part]
-        if len(parts) == 1 and isinstance(node.get(dotted), dict) and isinstance(value, dict):
-            # `--set "training={demonstrations: 2}"` sets the keys it names; the section given whole replaced the
-            # file's values and every earlier --set with the defaults. Only a top-level section: deeper mappings
-            # can be data (observation.vectors' sensor names), which a value replaces.
-            node[dotted].update(copy.deepcopy(value))
-        else:
-            node[parts[-1]] = value
+        set_dotted(raw, dotted, value)
     return validate_config(raw, strict=strict)

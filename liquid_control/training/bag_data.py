@@ -29,7 +29,8 @@ update has no label), no DAgger (a bag cannot answer "what would the expert do h
 loss on the held-out validation bags selects the policy (lowest wins; without validation bags the last
 epoch). Checkpoints are atomic after every epoch, as for simulated runs.
 
-The ``data:`` section (YAML; every key optional except ``bags``; command-line options win)::
+The ``data:`` section (YAML; every key optional except ``bags``; command-line options win, key by key within
+``label`` and ``topics``; ``--set data.window=256`` sets one key, checked as the file's)::
 
     data:
       bags: [recordings/day1/*]          # rosbag2 folders (globs), relative to the working directory
@@ -45,6 +46,7 @@ The ``data:`` section (YAML; every key optional except ``bags``; command-line op
 from __future__ import annotations
 
 import copy
+import dataclasses
 import glob
 import hashlib
 import json
@@ -57,7 +59,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.stream import RECORD_INFO, StreamStats, capture_runner, check_inputs, input_hints
+from liquid_control.bags.stream import RECORD_INFO, LabelRule, StreamStats, capture_runner, check_inputs, input_hints
 from liquid_control.policy import PolicyConfigError
 
 from .bc import bc_loss
@@ -123,6 +125,12 @@ def validate_data(section: dict) -> dict:
         out[key] = copy.deepcopy(value)
     if not out["bags"]:
         raise ValueError("data.bags: no training bags given (--bag DIR, or data: bags: [...])")
+    label_keys = [f.name for f in dataclasses.fields(LabelRule)]
+    unknown = sorted(set(out["label"]) - set(label_keys))
+    if unknown:  # else a TypeError traceback from LabelRule
+        raise ValueError(
+            f"data.label: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(label_keys)}"
+        )
     if out["window"] < 2:
         raise ValueError(f"data.window: must be >= 2 updates, got {out['window']}")
     out["bags"] = _expand(out["bags"], "bags")
@@ -135,8 +143,25 @@ def validate_data(section: dict) -> dict:
     return out
 
 
-def resolve(config, data: dict | None, out_dir: Path):
-    """Split a ``data:`` section off a policy config (path or dict) and merge ``data`` (command line) over it.
+def split_overrides(overrides: dict | None) -> tuple[dict, dict]:
+    """``--set`` overrides as (those of the policy config, those of its ``data:`` section: ``data.window``...)."""
+    data = {k: v for k, v in (overrides or {}).items() if k == "data" or k.startswith("data.")}
+    return {k: v for k, v in (overrides or {}).items() if k not in data}, data
+
+
+def _flat_keys(section: dict) -> list[str]:
+    """The dotted keys a data section sets, one level into its mappings (``data.label.mode``)."""
+    return [
+        f"data.{key}.{sub}" if isinstance(value, dict) and value else f"data.{key}"
+        for key, value in section.items()
+        for sub in (value if isinstance(value, dict) and value else [None])
+    ]
+
+
+def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
+    """Split a ``data:`` section off a policy config (path or dict), apply the ``--set data.KEY=VALUE`` overrides
+    ``sets`` to it and merge ``data`` (the command line's own options) over it, key by key into ``label`` and
+    ``topics`` (``--label-offset-s`` keeps the file's label mode).
 
     Returns ``(config, data)``: the policy config alone (a dict when it had a data section), and the validated
     data settings, or None for a simulated run. With neither, a resumed bag run reads its ``data.yaml``.
@@ -158,13 +183,32 @@ def resolve(config, data: dict | None, out_dir: Path):
     elif isinstance(config, dict) and "data" in config:
         config = dict(config)
         section = config.pop("data")
-    if section is None and not data:
+    if section is None and not data and not sets:
         saved = out_dir / "data.yaml"
         if config is None and saved.is_file():  # resume of a bag run
             return None, yaml.safe_load(saved.read_text())["data"]
         return config, None
-    merged = dict(section or {})
-    merged.update(data or {})
+    from liquid_control.policy.config import set_dotted
+
+    data = data or {}
+    given = _flat_keys(data)
+    for dotted in sets or {}:  # one setting given twice on the command line: which one is meant?
+        both = [k for k in given if k == dotted or k.startswith(dotted + ".") or dotted.startswith(k + ".")]
+        if both:
+            raise TrainingError(f"--set {dotted} and the option setting {both[0]}: give one")
+    wrapped = {"data": copy.deepcopy(section or {})}
+    if isinstance(wrapped["data"], dict):
+        wrapped["data"] = {"label": {}, "topics": {}, **wrapped["data"]}  # sections --set can name
+    for dotted, value in (sets or {}).items():
+        set_dotted(wrapped, dotted, value)
+    merged = wrapped["data"]
+    if not isinstance(merged, dict):
+        raise TrainingError(f"data: expected a mapping, got {type(merged).__name__}")
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
     try:
         return config, validate_data(merged)
     except ValueError as exc:

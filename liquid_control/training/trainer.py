@@ -764,7 +764,8 @@ def train(
     """Train the policy described by ``config`` (YAML path or dict) into ``out_dir``; returns the result.
 
     ``resume=True`` continues the run in ``out_dir`` (config may then be None: the run's own config.yaml is
-    used). ``overrides`` are dotted keys, e.g. ``{"training.dagger_rounds": 2}``. ``threads`` sets torch's
+    used). ``overrides`` are dotted keys, e.g. ``{"training.dagger_rounds": 2}``; ``data.*`` ones set the bag data
+    (``data.window``), validated as the ``data:`` section. ``threads`` sets torch's
     intra-op threads (1: deterministic and polite on a shared CPU; None leaves torch's default); ``threads`` > 1
     instead trains on that many data-parallel copies of the policy, one thread each (:class:`.bc.DataParallel`:
     a little faster than intra-op threads here; the same policy up to float rounding), unless the
@@ -778,7 +779,8 @@ def train(
     from . import bag_data  # imports this module
 
     out = Path(out_dir)
-    config, data = bag_data.resolve(config, data, out)
+    overrides, data_sets = bag_data.split_overrides(overrides)  # --set data.window=...: the data section's
+    config, data = bag_data.resolve(config, data, out, data_sets)
     saved = out / "config.yaml"
     checkpoint = out / "checkpoint.pt"
     if config is None:
