@@ -3,8 +3,9 @@
     ros2 launch liquid_control record.launch.py output:=bags/day1_001 [params_file:=/path/to/robot_policy.yaml]
         [topics:="/camera/image_raw /imu/data /cmd_vel"] [use_sim_time:=false] [duration_s:=0]
 
-By default the camera, IMU and command topics of the policy node's parameter file are recorded, with the QoS
-their publishers offer. Stop with Ctrl-C (the bag is finished cleanly). See docs/real_robot.md.
+By default every input topic of the parameter file's policy (camera, IMU, wheel encoders, the balancer's target:
+whichever it reads) and its command topic are recorded, with the QoS their publishers offer. Stop with Ctrl-C
+(the bag is finished cleanly). See docs/real_robot.md.
 """
 
 from launch.substitutions import LaunchConfiguration
@@ -14,7 +15,10 @@ from liquid_control.ros.recorder_node import record_graph
 
 ARGUMENTS = {
     "output": ("", "bag folder to create; empty: rosbag2_<date>_<time> in the working directory"),
-    "params_file": ("", "policy_node parameter file naming the topics; empty: config/rover_policy.yaml"),
+    "params_file": (
+        "",
+        "policy_node parameter file: its policy's input topics and command topic; empty: config/rover_policy.yaml",
+    ),
     "topics": ("", "space-separated topics overriding the parameter file's"),
     "use_sim_time": ("false", "log times from /clock"),
     "duration_s": ("0", "stop after this many seconds (0: until Ctrl-C)"),
