@@ -120,6 +120,17 @@ def test_a_missing_bag_is_refused_before_any_bag_is_converted(tmp_path, capsys, 
         err = capsys.readouterr().err
         assert f"data.{key}: {nothere}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)" in err
         assert converted == [] and not out.exists()
+    # eval --bag likewise: refused before any bag is played
+    from liquid_control.evaluation import offline
+
+    played = []
+    monkeypatch.setattr(offline, "evaluate_bag", lambda *args, **kwargs: played.append(args) or None)
+    report = tmp_path / "offline"
+    evaluate = ["eval", "--bag", str(tmp_path / "bags" / "a"), "--bag", str(nothere), "--out", str(report)]
+    assert cli.main([*evaluate, "--policy", str(policies_dir() / "cfc_rover.pt"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"--bag {nothere}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)" in err, err
+    assert played == [] and not report.exists()
 
 
 def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, capsys):
