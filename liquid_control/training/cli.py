@@ -62,7 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="KEY=VALUE",
         help="override a config value by dotted key, value in YAML syntax, e.g. "
-        "training.epochs_first=5 or core.units=24 (repeatable)",
+        "training.epochs_first=5, core.units=24 or data.window=256 (repeatable)",
     )
     parser.add_argument(
         "--augment",
