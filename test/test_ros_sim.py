@@ -148,6 +148,94 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
     assert first[0] == "/target_velocity", first
 
 
+_TARGET_SUBSCRIBER = """
+import sys
+import rclpy
+from geometry_msgs.msg import Twist
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+rclpy.init()
+node = rclpy.create_node("late_target_subscriber")
+qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+received = open(sys.argv[1], "a", buffering=1)
+node.create_subscription(Twist, "target_velocity", lambda msg: received.write("target\\n"), qos)
+rclpy.spin(node)
+"""
+
+
+def test_each_episodes_first_sensor_messages_wait_until_its_target_is_acknowledged(tmp_path):
+    """DDS does not order messages across topics: sim_node published the episode's target just before the
+    episode's first sensor messages, so a policy could take those first and run its first update with the previous
+    episode's target (~/reset keeps setpoints). Those messages now wait until every reliable subscriber has the
+    target: a subscriber that stops answering (stopped at episode 1's reset) holds episode 1 for the bounded wait
+    (said in the log, then the episode runs), and a subscriber taking the messages in arrival order gets each
+    episode's target before its first sensor message. The target is transient local: the stopped subscriber, a
+    late joiner, got the latest one."""
+    import os
+    import signal
+
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from std_srvs.srv import Trigger
+
+    env = isolated_ros_env()
+    received = tmp_path / "received.txt"
+    late = subprocess.Popen([sys.executable, "-c", _TARGET_SUBSCRIBER, str(received)], env=env, start_new_session=True)
+    probe = Probe(env, events_executor=True)  # callbacks in arrival order, as policy_node's executor
+    events = []  # what the probe took, in order: reset, target, imu, wheels
+
+    def take(what):
+        return lambda msg: events.append(what)
+
+    reliable = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+    probe.node.create_subscription(Twist, "target_velocity", take("target"), reliable)
+    probe.node.create_subscription(Imu, "imu/data", take("imu"), reliable)
+    probe.node.create_subscription(JointState, "joint_states", take("wheels"), reliable)
+    probe.publisher(Float64MultiArray, "wheel_torques")  # a commander subscribing to the sensors: the sim starts
+
+    def has_a_target():
+        return received.exists() and bool(received.read_text())
+
+    def on_reset(request, response):
+        events.append("reset")
+        if events.count("reset") == 2:  # it has the sim's target, so the sim has matched it: stop it there
+            response.success = probe.wait_for(has_a_target, 4.0)  # (sim_node waits up to 5 s for the reply)
+            os.kill(late.pid, signal.SIGSTOP)  # it acknowledges nothing from here on
+        else:
+            response.success = True
+        return response
+
+    probe.node.create_service(Trigger, "/probe/reset", on_reset)
+    params = dict(
+        world="LiquidBalance-v0",
+        episodes=2,
+        command_topic="wheel_torques",
+        policy_reset_service="/probe/reset",
+        wait_for_subscribers_s=30.0,
+    )
+    log = tmp_path / "sim.log"
+    try:
+        proc = start_node_process("liquid_control.ros.sim_node", "sim_node", params, env, log)
+        try:  # no torques: each episode ends in a fall within a fraction of a second
+            assert proc.wait(timeout=120) == 0, log.read_text()
+        finally:
+            stop_process(proc)
+    finally:
+        probe.close()
+        if late.poll() is None:
+            os.kill(late.pid, signal.SIGCONT)
+        stop_process(late)
+    text = log.read_text()
+    assert has_a_target() and text.count("episode 1: fallen") == 1, text[-3000:]
+    warnings = [line for line in text.splitlines() if "not acknowledged" in line]
+    assert len(warnings) == 1, text[-3000:]
+    assert "/target_velocity: the episode's target not acknowledged by every reliable subscriber" in warnings[0]
+    assert text.index("episode 0: fallen") < text.index(warnings[0]) < text.index("episode 1: fallen")
+    starts = [i for i, what in enumerate(events) if what == "reset"]
+    assert len(starts) == 2
+    for start in starts:  # the first message the probe took after each reset is the episode's target
+        assert next(what for what in events[start + 1 :] if what != "reset") == "target", events[start : start + 5]
+
+
 SHIPPED_BALANCER_POLICY = policies_dir() / "cfc_balancer.pt"
 
 

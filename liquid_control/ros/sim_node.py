@@ -41,6 +41,7 @@ from geometry_msgs.msg import TransformStamped, Twist, TwistStamped, Vector3
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -142,7 +143,11 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image (rgb8)"),
     "imu_topic": ("imu/data", "sensor_msgs/Imu"),
     "wheels_topic": ("joint_states", "sensor_msgs/JointState wheel velocities (balancer)"),
-    "target_topic": ("target_velocity", "geometry_msgs/Twist commanded velocity (balancer)"),
+    "target_topic": (
+        "target_velocity",
+        "geometry_msgs/Twist commanded velocity (balancer; reliable, transient local: the latest one); each "
+        "episode's before its first sensor messages, which wait until every reliable subscriber has it",
+    ),
     "target_rate_hz": (20.0, "rate of the target_velocity messages (balancer)"),
     "command_topic": ("cmd_vel", "command input"),
     "command_type": ("", "twist | twist_stamped | float64_multi_array (empty: the world's)"),
@@ -171,6 +176,7 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
 # a frame_prefix: tokens of letters, digits and underscores, single '/' between them (and after the last)
 
 
+_TARGET_ACK_TIMEOUT_S = 1.0  # wall seconds an episode's target may take to reach every reliable subscriber
 _TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
 
 
@@ -223,7 +229,11 @@ class SimNode(Node):
         for sensor, topic_param in io["sensors"].items():
             msg_type = {"camera": Image, "imu": Imu, "encoders": JointState}[sensor]
             self.publishers_by_sensor[sensor] = self.create_publisher(msg_type, p[topic_param], sensor_qos)
-        self.target_pub = self.create_publisher(Twist, p["target_topic"], 10) if io["target"] else None
+        # a setpoint, not a stream: the latest one is what counts, and a late-joining subscriber gets it
+        target_qos = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.target_pub = self.create_publisher(Twist, p["target_topic"], target_qos) if io["target"] else None
         self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -594,6 +604,21 @@ class SimNode(Node):
         cmd = self.world.command
         self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
 
+    def _publish_episode_target(self) -> None:
+        """The episode's target, after the policy's reset and before the episode's first sensor messages, which
+        wait (bounded) until every reliable subscriber has acknowledged it: DDS does not order messages across
+        topics, and a policy taking those first would run its first update with the previous episode's target
+        (~/reset keeps setpoints). Not before the reset: policy_node stamps a Twist at arrival with its clock, then
+        still the previous episode's last /clock, and rejects it as a duplicate when the previous episode's last
+        target went out at that time."""
+        self._publish_target()
+        if not self.target_pub.wait_for_all_acked(Duration(seconds=_TARGET_ACK_TIMEOUT_S)):
+            self.get_logger().warning(
+                f"{self.target_pub.topic_name}: the episode's target not acknowledged by every reliable subscriber "
+                f"within {_TARGET_ACK_TIMEOUT_S} s; starting the episode anyway",
+                throttle_duration_sec=10.0,
+            )
+
     def run_episode(self, index: int, seed) -> dict:
         """Run one episode from ``seed``, publishing every delivery; its status (also published on the status topic)."""
         world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
@@ -603,10 +628,15 @@ class SimNode(Node):
             self._command = None
         self._reset_policy()
         sim0 = float(world.data.time)
-        wall0 = time.monotonic()
-        self._wall_epoch = time.time() - sim0
+        self._wall_epoch = time.time() - sim0  # the target's log time in the bag (set again below)
         if self.recorder is not None:
             self.recorder.start(seed, world=self.p["world"], shift=self.p["shift"])
+        if self.clock_pub is not None:
+            self.clock_pub.publish(Clock(clock=self._stamp(sim0)))
+        if self.target_pub is not None:  # the episode's target before its first messages: the world has it from reset
+            self._publish_episode_target()
+        wall0 = time.monotonic()  # the episode's wall clock starts once its target is there
+        self._wall_epoch = time.time() - sim0
         odom_period, target_period = 1.0 / self.p["odom_rate_hz"], 1.0 / self.p["target_rate_hz"]
         next_odom = next_target = sim0
         counts = {s: 0 for s in self.publishers_by_sensor}
@@ -616,10 +646,7 @@ class SimNode(Node):
         # the messages the world delivered inside reset (up to its first update) go out first: the policy's
         # first update is the world's, and in lockstep the world waits for its command
         waited_for = self.commands_received
-        if self.clock_pub is not None:
-            self.clock_pub.publish(Clock(clock=self._stamp(sim0)))
-        if self.target_pub is not None:  # the episode's target before its first messages: the world has it from reset
-            self._publish_target()  # (after the first deliveries, the policy's first update held the last episode's)
+        if self.target_pub is not None:  # published above
             next_target = _next_tick(next_target, target_period, sim0)
         for sensor, stamp, reading in world.reset_deliveries:
             self._publish_reading(sensor, stamp, reading)
