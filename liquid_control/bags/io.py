@@ -6,8 +6,8 @@ schema per message type and the publishers' QoS in each channel's ``offered_qos_
 of a message is when the recorder received it (its clock), as with ``ros2 bag record``; the measurement time
 is the message's own ``header.stamp``.
 
-Reading streams from disk (one MCAP chunk of ~1 MB at a time, beside the messages of the bag's largest lag, at
-most 2 s), sorted as rosbags sorts (log time, then the order written), except across a step back of the recording
+Reading streams from disk (one MCAP chunk of ~1 MB at a time, beside the last 0.5 s of the messages read),
+sorted as rosbags sorts (log time, then the order written), except across a step back of the recording
 machine's clock, which is kept where it happened (as policy_node lived it) instead of interleaving the messages
 after it with those before (:data:`LOG_TIME_WINDOW_NS`). Channels come from the storage files (by topic), so a
 ``metadata.yaml`` whose QoS or type hashes disagree with them (another tool's, an edited one) does not hide
@@ -38,7 +38,6 @@ import struct
 import threading
 import warnings
 import zlib
-from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -422,19 +421,17 @@ class BagMessage:
         return typestore().deserialize_cdr(self.data, self.msgtype)
 
 
-# Messages reach the caller sorted by log time, ties in the order written, except across a step back of the
-# recording machine's clock (NTP/chrony): a message logged more than this window behind where its topic is logged
-# (the clock less the topic's lag: a topic logged at its stamps runs behind the others) starts a new segment when
-# the other topics step back with it. The segments are read one after the other, each sorted as rosbags sorts it,
-# so the messages logged after a step follow those logged before it (received later, seen later by policy_node)
-# instead of being sorted in among them; a topic logged behind the others crosses the step one lag after them,
-# its messages logged before the step staying before it. One topic's log times going back alone (a camera stamped
-# by a clock of its own, or jittering) are no step: sorted in (BagReader._plan).
+# Messages reach the caller sorted by log time, ties in the order written. A bag in which some topic's own log
+# time steps back by more than this window in the order written holds a step back of the recording machine's
+# clock (NTP/chrony; a step moves every topic): it is read in the order written (what the recorder, and a node,
+# received), sorted by log time only within this window, so the messages after the step follow those before it
+# (received earlier, seen earlier by policy_node) instead of being sorted in among them. A bag written out of
+# log-time order without such a step (a conversion that wrote one topic after another; log times from another
+# clock than the writing order) is merged topic by topic into log-time order, one pass over the file per topic.
 LOG_TIME_WINDOW_NS = 500_000_000  # policy_node's default max_backward_jump_s: less is not a clock reset to it either
-# A bag is sorted in one pass holding the messages of its largest lag (how far behind the newest of its segment a
-# message was written, and how long a segment's messages wait for a lagged topic to cross the step before them)
-# when that is at most this, else topic by topic (one pass over the file per topic, merged: a file written one
-# topic after another).
+# A bag out of log-time order without a clock step is sorted in one pass holding its largest lag of messages when
+# that is at most this (one topic logged at its stamps, behind the others), else merged topic by topic (one pass
+# over the file per topic: a file written one topic after another).
 SORT_WINDOW_MAX_NS = 2_000_000_000
 STORAGE_SUFFIXES = (".mcap", ".db3")
 ROSBAGS_TESTED = "0.11.9"  # messages are read from its storage readers' internals (_storage_messages): pinned
@@ -526,175 +523,6 @@ class _Part(NamedTuple):
     salvage: bool = False
 
 
-class _Clock:
-    """The recorder's clock through its steps back, as the order scan (:meth:`BagReader._plan`) follows it.
-
-    Per segment (a stretch between two steps): ``offsets``, how far its clock reads ahead of the first segment's
-    (the steps summed), and its lowest log time; the latest segment's clock (its newest log time, where a step
-    started it: where the clock read after the step). An earlier segment's clock runs on with the latest one's, as
-    the recorder's own clock did. Per topic: its segment and its lag, how far behind its segment's clock its last
-    message was logged (~0 for a topic logged when received, ~1 s for a camera logged at its stamps a second after
-    it took them). A message belongs where its log time plus its topic's lag meets a segment's clock: a lagged
-    topic crosses a step one lag after the others, and its messages logged before the step stay before it.
-    """
-
-    def __init__(self):
-        self.offsets: list[int] = [0]
-        self.lowest: list = [None]
-        self.clock: int | None = None
-        self.seg: dict[str, int] = {}
-        self.lag: dict[str, int] = {}
-
-    def copy(self) -> _Clock:
-        other = _Clock()
-        other.offsets, other.lowest, other.clock = list(self.offsets), list(self.lowest), self.clock
-        other.seg, other.lag = dict(self.seg), dict(self.lag)
-        return other
-
-    def place(self, topic: str, t: int, floor: int | None = None, steps: bool = True) -> tuple[int, int]:
-        """(segment, 0) of a message of ``topic`` logged at ``t``: the one whose clock its log time plus its topic's
-        lag is nearest, from its topic's segment (or ``floor``) on; with ``steps``, (a new segment, how far behind)
-        when that lies more than the window behind the latest segment's clock."""
-        lag = self.lag.get(topic)
-        if lag is None:  # a topic's first message: the latest segment whose log times reach down to it
-            seg = len(self.offsets) - 1
-            while seg > 0 and t < self.lowest[seg]:
-                seg -= 1
-            return seg, 0
-        ahead = self.clock + self.offsets[-1] - t - lag  # the offset of the segment whose clock it meets
-        if steps and ahead - self.offsets[-1] > LOG_TIME_WINDOW_NS:
-            return len(self.offsets), ahead - self.offsets[-1]
-        seg = self.seg[topic] if floor is None else floor
-        while seg + 1 < len(self.offsets) and abs(ahead - self.offsets[seg + 1]) < abs(ahead - self.offsets[seg]):
-            seg += 1
-        return seg, 0
-
-    def open(self, t: int, drop: int) -> int:
-        """A new segment at a message logged at ``t``, ``drop`` ns behind the latest clock; returns its number."""
-        self.clock -= drop
-        self.offsets.append(self.offsets[-1] + drop)
-        self.lowest.append(t)
-        return len(self.offsets) - 1
-
-    def commit(self, topic: str, t: int, seg: int) -> None:
-        """A message of ``topic`` logged at ``t`` placed in ``seg``."""
-        if seg == len(self.offsets) - 1 and (self.clock is None or t > self.clock):
-            self.clock = t
-        low = self.lowest[seg]
-        if low is None or t < low:
-            self.lowest[seg] = t
-        self.seg[topic] = seg
-        self.lag[topic] = self.clock + self.offsets[-1] - self.offsets[seg] - t
-
-
-class _ReadPlan(NamedTuple):
-    """How :meth:`BagReader.messages` reads a set of topics (:meth:`BagReader._plan`): ``window``, how far (ns) a
-    message lies behind the newest of its segment read before it at most; ``steps``, per step back of the clock
-    the entry of ``BagReader.clock_steps``; ``per_topic``, whether each topic is read on its own and merged (holding
-    the window, or the messages of a segment that wait for the one before it to end, would hold more than
-    :data:`SORT_WINDOW_MAX_NS`); ``crossings``, per topic where (its n-th message) it enters which segment;
-    ``ends``, the last message (n-th of those read, in the order written) of each segment; ``topic_windows`` and
-    ``counts``: per topic its own window and number of messages."""
-
-    window: int
-    steps: tuple
-    per_topic: bool
-    crossings: dict
-    ends: tuple
-    topic_windows: dict
-    counts: dict
-
-    def topic_order(self, topic: str) -> tuple[tuple, int]:
-        """``(ends, window)`` of ``topic`` read on its own."""
-        marks, last = self.crossings.get(topic, ()), self.counts.get(topic, 0) - 1
-        ends = tuple(next((n - 1 for n, seg in marks if seg > k), last) for k in range(len(self.ends)))
-        return ends, min(self.topic_windows.get(topic, 0), SORT_WINDOW_MAX_NS)
-
-
-class _PlanBuilder:
-    """Collects a :class:`_ReadPlan` from the messages placed in segments, in the order written."""
-
-    def __init__(self, numbers: dict):
-        self.numbers = numbers  # file -> its number in the bag
-        self.read = -1
-        self.crossings: dict[str, list] = {}
-        self.counts: dict[str, int] = {}
-        self.seg: dict[str, int] = {}
-        self.ends: list[int] = []
-        self.newest: list[int] = []
-        self.first: list = []  # per segment: (sort key, file, index) of the message it starts with once sorted
-        self.window = self.hold = 0
-        self.topic_newest: dict[str, int] = {}
-        self.topic_windows: dict[str, int] = {}
-
-    def add(self, item: tuple, seg: int) -> None:
-        file, index, position, topic, t = item
-        self.read += 1
-        n = self.counts.get(topic, 0)
-        self.counts[topic] = n + 1
-        if seg != self.seg.get(topic, 0):
-            self.crossings.setdefault(topic, []).append((n, seg))
-            self.topic_newest.pop(topic, None)
-        self.seg[topic] = seg
-        if seg == len(self.ends):
-            self.ends.append(self.read), self.newest.append(t), self.first.append(None)
-        self.ends[seg] = self.read
-        if t > self.newest[seg]:
-            self.newest[seg] = t
-        elif self.newest[seg] - t > self.window:
-            self.window = self.newest[seg] - t
-        top = self.topic_newest.get(topic)
-        if top is None or t > top:
-            self.topic_newest[topic] = t
-        elif top - t > self.topic_windows.get(topic, 0):
-            self.topic_windows[topic] = top - t
-        first = self.first[seg]
-        if first is None or t <= first[0][0]:
-            key = (t, self.numbers[file], position)
-            if first is None or key < first[0]:
-                self.first[seg] = (key, file, index)
-        if seg + 1 < len(self.ends):  # the later segments' messages wait for this one's
-            self.hold = max(self.hold, self.newest[-1] - self.first[seg + 1][0][0])
-
-    def finish(self) -> _ReadPlan:
-        steps = tuple(
-            (file, index, self.newest[k - 1] * 1e-9, key[0] * 1e-9)
-            for k, (key, file, index) in enumerate(self.first)
-            if k
-        )
-        return _ReadPlan(
-            window=self.window,
-            steps=steps,
-            per_topic=max(self.window, self.hold) > SORT_WINDOW_MAX_NS,
-            crossings={topic: tuple(marks) for topic, marks in self.crossings.items()},
-            ends=tuple(self.ends),
-            topic_windows=dict(self.topic_windows),
-            counts=dict(self.counts),
-        )
-
-
-class _SegmentCounter:
-    """The segment of each message read in the order written (from a plan's crossings, counted per topic)."""
-
-    def __init__(self, crossings: dict):
-        self.crossings = crossings
-        self.counts: dict[str, int] = {}
-        self.next: dict[str, int] = {}
-        self.seg: dict[str, int] = {}
-
-    def __call__(self, topic: str) -> int:
-        n = self.counts.get(topic, 0)
-        self.counts[topic] = n + 1
-        marks = self.crossings.get(topic)
-        if not marks:
-            return 0
-        k, seg = self.next.get(topic, 0), self.seg.get(topic, 0)
-        while k < len(marks) and marks[k][0] <= n:
-            seg, k = marks[k][1], k + 1
-        self.next[topic], self.seg[topic] = k, seg
-        return seg
-
-
 class BagReader:
     """Opens a rosbag2 bag folder (or a bare ``.mcap``/``.db3`` file) for streaming reads in log-time order.
 
@@ -704,8 +532,8 @@ class BagReader:
     read up to its break, the first record cut short or unreadable or the first chunk failing its CRC check
     (``salvaged`` is True and ``salvage_note`` names the file, the messages kept and the byte where it stopped and
     why); otherwise it is refused with a :class:`BagError`. ``clock_steps`` lists, once read, where the recorder's
-    clock stepped back (:data:`LOG_TIME_WINDOW_NS`), one entry per step: ``(file, index among those read from that
-    file of the first message logged after the step once sorted, newest log time before it and its own in s)``.
+    clock stepped back (:data:`LOG_TIME_WINDOW_NS`): ``(file, index of the message among those read from that file,
+    log time before and after the step in s)``.
     """
 
     def __init__(self, path: str | Path, *, allow_truncated: bool = False):
@@ -873,119 +701,79 @@ class BagReader:
 
     # -------------------------------------------------------------------------------------------- messages
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
-        """The messages of ``topics`` (default: all), read from disk as they are needed, sorted by log time, ties
-        in the order written; a step back of the recorder's clock is kept where it happened: what was logged before
-        it comes first, sorted, then what was logged after it, sorted (module notes at :data:`LOG_TIME_WINDOW_NS`).
-        """
+        """The messages of ``topics`` (default: all), read from disk as they are needed, sorted by log time;
+        after a step back of the recorder's clock in the order the recorder wrote them (module notes at
+        :data:`LOG_TIME_WINDOW_NS`)."""
         wanted = set(self.topics) if topics is None else set(topics)
         if self._closed:
             raise BagError(f"{self.path}: bag is closed")
         self.clock_steps = []
         key = frozenset(wanted)
         if key not in self._order:
-            self._order[key] = self._plan(wanted)
-        plan = self._order[key]
-        if plan.per_topic:  # e.g. one topic written after another: each topic sorted on its own, merged
-            ordered = heapq.merge(
-                *(self._segment_sorted(self._written({t}), plan, t) for t in sorted(wanted)), key=lambda item: item[0]
-            )
-        else:  # e.g. a topic logged at its stamps behind the others: one pass
-            ordered = self._segment_sorted(self._written(wanted), plan)
-        segment = 0
-        for (seg, *_), message in ordered:
-            if seg != segment:  # the first message logged after a step back of the clock
-                self.clock_steps.extend(plan.steps[segment:seg])
-                segment = seg
+            self._order[key] = self._scan_order(wanted)
+        lag, clock_step = self._order[key]
+        if lag > LOG_TIME_WINDOW_NS and not clock_step:  # written out of log-time order, no clock step
+            if lag <= SORT_WINDOW_MAX_NS:  # e.g. one topic logged at its stamps, behind the others: one pass
+                sorted_ = self._window_sorted(self._written(wanted), window=lag)
+            else:  # e.g. one topic written after another: each topic in order, merged
+                sorted_ = heapq.merge(*(self._sorted_topic(t) for t in sorted(wanted)), key=lambda item: item[0])
+            for _key, message in sorted_:
+                yield message
+            return
+        for _key, message in self._window_sorted(self._written(wanted), steps=self.clock_steps):
             yield message
 
-    def _plan(self, wanted: set) -> _ReadPlan:
-        """One pass over the log times in the order written (payloads not decompressed): which segment (stretch
-        between two steps back of the recorder's clock, :class:`_Clock`) each message belongs to, and how far out of
-        log-time order each segment was written (the sort's window). A message more than the window behind where its
-        topic is logged is a step back when the other topics step back too (:meth:`_is_clock_step`); not, it is
-        sorted in where it was logged. Holds the log times of at most the largest lag (2 s) and the window."""
-        clock, plan = _Clock(), _PlanBuilder({part.path: n for n, part in enumerate(self._parts)})
-        source = ((f, i, p, m.topic, m.log_time_ns) for f, i, p, m in self._written(wanted, payloads=False))
-        ahead: deque = deque()  # messages read to decide on a step, not yet placed
-        while True:
-            item = ahead.popleft() if ahead else next(source, None)
-            if item is None:
-                return plan.finish()
-            topic, t = item[3], item[4]
-            seg, drop = clock.place(topic, t)
-            if drop and self._is_clock_step(clock, item, drop, source, ahead):
-                seg = clock.open(t, drop)
-            elif drop:
-                seg, _ = clock.place(topic, t, steps=False)
-            clock.commit(topic, t, seg)
-            plan.add(item, seg)
+    def _scan_order(self, wanted: set) -> tuple[int, bool]:
+        """One pass over the log times in the order written (payloads not decompressed): how far (ns) a message
+        lies behind the newest before it at most, and whether the recorder's clock stepped back. A step moves every
+        topic: a message more than the window behind its own topic's last, or one more than the window behind the
+        newest and behind its own topic's last when the next message of another topic is behind that topic's last
+        too (a topic logged at its stamps behind the others, whose own stamps jitter back a little, leaves the
+        other topics in order: no step; a file written topic by topic keeps every topic in order)."""
+        newest, newest_by_topic, lag, candidate = None, {}, 0, None  # candidate: (newest, topic) of a possible step
+        for _file, _index, _position, msg in self._written(wanted, payloads=False):
+            t = msg.log_time_ns
+            last = newest_by_topic.get(msg.topic)
+            if candidate is not None and msg.topic != candidate[1] and last is not None:
+                if t < last:  # another topic behind its own last too: the clock stepped back
+                    return candidate[0] - t, True
+                candidate = None
+            if newest is not None and t < newest:
+                if last is not None and t < last - LOG_TIME_WINDOW_NS:
+                    return newest - t, True
+                if t < newest - LOG_TIME_WINDOW_NS and last is not None and t < last and candidate is None:
+                    candidate = (newest, msg.topic)
+                lag = max(lag, newest - t)
+            newest = t if newest is None else max(newest, t)
+            newest_by_topic[msg.topic] = t if last is None else max(last, t)
+        return lag, False
 
-    @staticmethod
-    def _is_clock_step(clock: _Clock, item: tuple, drop: int, source: Iterator, ahead: deque) -> bool:
-        """Whether the message ``item``, ``drop`` ns behind where its topic is logged, starts a new segment.
+    def _sorted_topic(self, topic: str) -> Iterator[tuple]:
+        """``topic``'s messages sorted by log time (a topic is in order within the window: ``_scan_order``), as
+        ``((log time, file number, position in the file), message)``: ties between topics go in the order written."""
+        yield from self._window_sorted(self._written({topic}))
 
-        The messages after it are read (into ``ahead``, left there to be placed) as if it did, until:
-
-        - another topic is logged on the new clock: a step (a camera logged at its stamps 1 s late crosses it 1 s
-          after the others, its messages logged before it are no evidence until then);
-        - a topic is still on the old clock its lag and the window after the step, or the same topic comes back to
-          the old clock: no step (that topic's log times jumped alone: a camera stamped by a clock of its own);
-        - nothing of either before the clock ran the largest lag (at most :data:`SORT_WINDOW_MAX_NS`) and the window
-          on: a step (the other topics were silent); at the end of the bag or at a further step back, a step unless
-          a topic stayed on the old clock after its lag."""
-        topic, t = item[3], item[4]
-        seen = set(clock.lag)  # topics with a lag to judge them by
-        limit = min(max(clock.lag.values(), default=0), SORT_WINDOW_MAX_NS) + LOG_TIME_WINDOW_NS
-        trial = clock.copy()
-        new = trial.open(t, drop)
-        trial.commit(topic, t, new)
-        start_new, start_old = trial.clock, clock.clock
-        old_newest, progress, k = start_old, 0, 0
-        stayed = False  # a topic stayed on the old clock after its lag had passed (within the window)
-        while progress <= limit:
-            if k == len(ahead):
-                following = next(source, None)
-                if following is None:  # the end: the step unless a topic stayed on the old clock
-                    return not stayed
-                ahead.append(following)
-            other, u = ahead[k][3], ahead[k][4]
-            k += 1
-            seg, further = trial.place(other, u)
-            if further:  # a step back from there too: the step unless a topic stayed on the old clock
-                return not stayed
-            if other == topic:
-                if trial.place(other, u, floor=0)[0] < new:  # back on the old clock: one message jumped
-                    return False
-            elif other in seen:
-                if seg == new:  # another topic is logged on the new clock too
-                    return True
-                if trial.lag[other] + LOG_TIME_WINDOW_NS <= progress:  # should have crossed by now, and did not
-                    return False
-                stayed = stayed or trial.lag[other] <= progress
-            trial.commit(other, u, seg)
-            if seg < new:
-                old_newest = max(old_newest, u)
-            progress = max(trial.clock - start_new, old_newest - start_old)
-        return True
-
-    def _segment_sorted(self, written: Iterable, plan: _ReadPlan, topic: str | None = None) -> Iterator[tuple]:
-        """``(file, index, position, message)`` in the order written -> ``((segment, log time, file number,
-        position), message)`` sorted: segment after segment, each by log time within the plan's window (how far out
-        of order it was written), ties in the order written; a segment goes out whole once its last message (the
-        plan's ``ends``) was read, before any of the next. ``topic``: ``written`` holds that topic only."""
+    def _window_sorted(
+        self, written: Iterable, steps: list | None = None, window: int = LOG_TIME_WINDOW_NS
+    ) -> Iterator[tuple]:
+        """``(file, index, position, message)`` in the order written -> ``((log time, file number, position),
+        message)`` sorted by log time within ``window``; a message further behind is a clock step (noted in
+        ``steps``): what came before it is handed out first."""
         numbers = {part.path: n for n, part in enumerate(self._parts)}
-        ends, window = (plan.ends, plan.window) if topic is None else plan.topic_order(topic)
-        segment_of = _SegmentCounter(plan.crossings)
         heap: list = []
-        newest = [0] * len(ends)
-        done = 0  # the segments before this one are complete
-        for g, (file, _index, position, msg) in enumerate(written):
-            seg, t = segment_of(msg.topic), msg.log_time_ns
-            heapq.heappush(heap, ((seg, t, numbers[file], position), msg))
-            newest[seg] = max(newest[seg], t)
-            while done < len(ends) and ends[done] <= g:
-                done += 1
-            while heap and (heap[0][0][0] < done or (heap[0][0][0] == done and heap[0][0][1] <= newest[done] - window)):
+        newest = None
+        for file, index, position, msg in written:
+            t = msg.log_time_ns
+            if newest is None or t > newest:
+                newest = t
+            elif t < newest - window:  # the clock stepped back: what was written before goes first
+                while heap:
+                    yield heapq.heappop(heap)
+                if steps is not None:
+                    steps.append((file, index, newest * 1e-9, t * 1e-9))
+                newest = t
+            heapq.heappush(heap, ((t, numbers[file], position), msg))
+            while heap[0][0][0] <= newest - window:
                 yield heapq.heappop(heap)
         while heap:
             yield heapq.heappop(heap)
