@@ -196,6 +196,24 @@ def test_a_setpoint_survives_a_clock_jump_the_sensor_readings_do_not(lag):
     assert runner.counters["resets.service"] == 1
 
 
+@pytest.mark.parametrize("lag", [None, 0.05])
+def test_a_setpoint_with_the_stamp_of_the_one_before_is_the_new_target_not_a_duplicate(lag):
+    """Before: a second target stamped as the first was rejected as duplicate_stamp and the first stayed in force.
+    policy_node stamps a Twist on arrival with its clock, which under use_sim_time reads the same for two arrivals
+    between /clock messages (sim_node, real time: 7 of 6,523 targets dropped). A sensor's duplicate is still one."""
+    runner = R.PolicyRunner(EchoBackend(), R.RunnerLimits(reorder_lag_s=lag))
+    runner.submit("command", 10.0, np.array([0.5, 0.0]))
+    res = runner.submit("command", 10.0, np.array([0.2, 0.1]))
+    assert res.accepted and runner.counters[f"rejected.{R.DUPLICATE}"] == 0
+    results = []
+    for k in range(12):
+        results.append(runner.submit("wheels", 10.0 + 0.01 * k, np.zeros(2)))  # with a lag, releases updates
+        results.append(runner.submit("imu", 10.0 + 0.01 * k, imu()))
+    updated = [r for r in results if r.status == R.UPDATED]
+    assert updated and all(np.allclose(r.action, [0.2, 0.1]) for r in updated)  # the newer target
+    assert runner.submit("imu", 10.11, imu()).reason == R.DUPLICATE
+
+
 def test_a_reading_its_receiver_rejects_is_counted_as_the_runner_counts_its_own(runner):
     """The node and the bag reader counted the readings they reject themselves by hand, differently: a bad image
     encoding was not counted for the camera (rejected_by_sensor), a JointState without a joint was."""

@@ -19,7 +19,9 @@ seconds, and this class decides what each reading does to the liquid state.
 - Setpoints (``SETPOINTS``: the balancer's ``command``, an operator's target velocity) are not a time series
   but a value in force until the next one: no reset forgets them (a clock jump, a gap, a request). After a
   clock jump the latest accepted setpoint is held at once, so updates resume as soon as every *sensor* has
-  delivered again; its stamp (of the old timeline) is forgotten. Only a new runner starts without one.
+  delivered again; its stamp (of the old timeline) is forgotten. Only a new runner starts without one. A
+  setpoint with the stamp of the one before is no duplicate: the newer value is in force (a Twist is stamped
+  on arrival with the node clock, which under ``use_sim_time`` can read the same for two arrivals).
 - Large gap policy: RESET. When the update dt exceeds ``max_gap_s`` (a sensor was stale, or the clock
   jumped forward) the old memory describes a world that has moved on, and integrating one huge step is
   outside what the cell was trained on; the state is reset and the update integrates ``first_update_dt``
@@ -269,7 +271,7 @@ class PolicyRunner:
         reset = None
         last = self._last_stamp.get(sensor)
         if last is not None:
-            if stamp == last:
+            if stamp == last and sensor not in self.setpoints:
                 return self._reject(sensor, DUPLICATE)
             if stamp < last - self.limits.max_backward_jump_s:
                 self.reset("clock_backwards", clear_inputs=True)
