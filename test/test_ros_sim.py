@@ -279,8 +279,36 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
         timeout=120,
     )
     assert export.returncode == 0, export.stdout + export.stderr
-    status = run_sim_cli(tmp_path, "--world", "LiquidBalance-v0", "--seed", "1", "--policy", str(onnx), "--lockstep")
+    bags = tmp_path / "bags"
+    world_args = ["--world", "LiquidBalance-v0", "--seed", "1", "--policy", str(onnx), "--lockstep"]
+    status = run_sim_cli(tmp_path, *world_args, "--record-bag", str(bags))
     assert status["outcome"] == "success" and status["sim_time"] >= 10.0 and status["tracking_error"] < 0.2, status
+    # every IMU message goes out after the target in force at its stamp, as the world's observation holds it:
+    # before, a changed target waited for sim_node's next 20 Hz tick, after that update's messages (2-10 IMU
+    # updates on the old target at each change; the policy's actions differed from the world's for ~0.1 s)
+    import gymnasium as gym
+
+    import sim_envs  # noqa: F401  (registers the worlds)
+    from liquid_control.bags.io import BagReader
+
+    world = gym.make("LiquidBalance-v0").unwrapped
+    world.reset(seed=1)
+    changes, commands = world._command_changes, world._commands
+    world.close()
+    target, checked = None, 0
+    with BagReader(bags / "episode_1") as reader:  # in the order sim_node published (log time = sim time)
+        for msg in reader.messages(["/target_velocity", "/imu/data"]):
+            decoded = msg.decode()
+            if msg.topic == "/target_velocity":
+                target = (decoded.linear.x, decoded.angular.z)
+                continue
+            stamp = decoded.header.stamp.sec + decoded.header.stamp.nanosec * 1e-9
+            if np.min(np.abs(changes - stamp)) < 0.003:  # at a change: within a physics step of it
+                continue
+            in_force = commands[np.searchsorted(changes, stamp, side="right") - 1]
+            assert target == pytest.approx(tuple(in_force), abs=1e-9), (stamp, target, in_force)
+            checked += 1
+    assert len(changes) >= 3 and checked > 1900, (changes, checked)
     assert status["commands_received"] >= 0.95 * status["messages"]["imu"]  # one command per IMU update
     assert "(onnx, cfc_balancer)" in (tmp_path / "policy_node.log").read_text()
     # the world's first update waits for the policy's inputs (IMU and wheels), as the node does: it came at the

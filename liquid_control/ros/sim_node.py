@@ -234,6 +234,7 @@ class SimNode(Node):
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self.target_pub = self.create_publisher(Twist, p["target_topic"], target_qos) if io["target"] else None
+        self._published_target = None  # the last target published (a change goes out before the next message)
         self.odom_pub = self.create_publisher(Odometry, p["odom_topic"], 10)
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -599,10 +600,18 @@ class SimNode(Node):
             self.check_stop()
             time.sleep(0.005)
 
-    def _publish_target(self) -> None:
-        """The world's velocity target (``target_topic``)."""
-        cmd = self.world.command
+    def _publish_target(self, command=None) -> None:
+        """The world's velocity target (``target_topic``): ``command``, default the one in force now."""
+        cmd = self.world.command if command is None else command
         self.target_pub.publish(Twist(linear=Vector3(x=float(cmd[0])), angular=Vector3(z=float(cmd[1]))))
+        self._published_target = tuple(float(c) for c in cmd)
+
+    def _publish_changed_target(self, command) -> None:
+        """The world's target changed before the message about to go out: published now and acknowledged
+        (bounded) first, so the policy's first update after the change holds it as the world's observation does,
+        not up to one ``target_rate_hz`` tick and one update later."""
+        self._publish_target(command)
+        self._await_target_ack("the changed target")
 
     def _publish_episode_target(self) -> None:
         """The episode's target, after the policy's reset and before the episode's first sensor messages, which
@@ -612,10 +621,13 @@ class SimNode(Node):
         still the previous episode's last /clock, and rejects it as a duplicate when the previous episode's last
         target went out at that time."""
         self._publish_target()
+        self._await_target_ack("the episode's target")
+
+    def _await_target_ack(self, what: str) -> None:
         if not self.target_pub.wait_for_all_acked(Duration(seconds=_TARGET_ACK_TIMEOUT_S)):
             self.get_logger().warning(
-                f"{self.target_pub.topic_name}: the episode's target not acknowledged by every reliable subscriber "
-                f"within {_TARGET_ACK_TIMEOUT_S} s; starting the episode anyway",
+                f"{self.target_pub.topic_name}: {what} not acknowledged by every reliable subscriber "
+                f"within {_TARGET_ACK_TIMEOUT_S} s; going on anyway",
                 throttle_duration_sec=10.0,
             )
 
@@ -675,7 +687,7 @@ class SimNode(Node):
                 if delivery is None:
                     at_end = end is not None and until == end
                     break
-                deliveries.append(delivery)
+                deliveries.append((*delivery, world.command.copy() if self.target_pub is not None else None))
                 if delivery[0] in world.update_on:
                     update_stamp = delivery[1]
                     terminated, info = world.outcome()
@@ -688,7 +700,9 @@ class SimNode(Node):
             if self.clock_pub is not None:
                 self.clock_pub.publish(Clock(clock=self._stamp(now)))
             waited_for = self.commands_received
-            for sensor, stamp, reading in deliveries:
+            for sensor, stamp, reading, command in deliveries:
+                if command is not None and tuple(float(c) for c in command) != self._published_target:
+                    self._publish_changed_target(command)
                 self._publish_reading(sensor, stamp, reading)
                 counts[sensor] += 1
             if now >= next_odom - _TICK_TOLERANCE:
