@@ -145,7 +145,12 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
 
     with BagReader(tmp_path / "bags" / "episode_0") as reader:
         first = [m.topic for m in reader.messages(["/target_velocity", "/imu/data", "/joint_states"])][:2]
-    assert first[0] == "/target_velocity", first
+        assert first[0] == "/target_velocity", first
+        # the latched robot model and sensor frames are in the bag (before: published once at startup, never
+        # recorded, so the bag opened in Foxglove without the robot or its frames)
+        latched = {m.topic: m.decode() for m in reader.messages(["/robot_description", "/tf_static"])}
+    assert "<robot" in latched["/robot_description"].data
+    assert {t.child_frame_id for t in latched["/tf_static"].transforms} >= {"imu"}, latched["/tf_static"]
 
 
 _TARGET_SUBSCRIBER = """

@@ -63,6 +63,7 @@ class EpisodeRecorder:
         self.clock = clock
         self.custom_data = dict(custom_data or {})
         self.topics: dict[str, tuple[str, list]] = {}
+        self.latched: dict[str, object] = {}  # topic -> the message a latched publisher holds (robot model, TF)
         self.writer: BagWriter | None = None
         self.paths: list[Path] = []
         self._lock = threading.Lock()
@@ -77,6 +78,13 @@ class EpisodeRecorder:
         self.add_topic(publisher.topic_name, publisher.msg_type, publisher.qos_profile)
         return _RecordedPublisher(publisher, self)
 
+    def add_latched(self, publisher, msg) -> None:
+        """``msg``, published once by ``publisher`` (transient local: ``robot_description``, ``/tf_static``), goes
+        into every episode's bag at its start, as a subscriber joining then would receive it: each bag opens in
+        Foxglove with the robot model and its sensor frames."""
+        self.add_topic(publisher.topic_name, publisher.msg_type, publisher.qos_profile)
+        self.latched[publisher.topic_name] = msg
+
     def start(self, seed: int, **custom) -> Path:
         """Open the bag of the episode with ``seed`` (``folder/episode_<seed>``) for the next episode (closing a
         previous one); ``seed`` and ``custom`` go into its metadata."""
@@ -87,6 +95,8 @@ class EpisodeRecorder:
         writer = BagWriter(path, custom_data={**self.custom_data, **{k: str(v) for k, v in custom.items()}})
         for topic, (msgtype, qos) in self.topics.items():
             writer.add_topic(topic, msgtype, qos)
+        for topic, msg in self.latched.items():
+            writer.write(topic, _ns(self.clock()), msg)
         with self._lock:
             self.writer = writer
         return path

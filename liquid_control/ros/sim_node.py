@@ -240,10 +240,11 @@ class SimNode(Node):
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
         self.description_pub = self.create_publisher(String, p["robot_description_topic"], latched)
-        self.description_pub.publish(
-            String(data=robot_description.to_urdf(self.robot, p["frame_prefix"], source=f"the MJCF of {p['world']}"))
+        self._description = String(
+            data=robot_description.to_urdf(self.robot, p["frame_prefix"], source=f"the MJCF of {p['world']}")
         )
-        self.tf_pub = self.tf_static_pub = None
+        self.description_pub.publish(self._description)
+        self.tf_pub = self.tf_static_pub = self._static_transforms = None
         if p["publish_tf"] and TFMessage is None:
             self.get_logger().warning(
                 "tf2_msgs is not importable: no /tf, /tf_static (a ROS installation has it; without one, "
@@ -300,6 +301,9 @@ class SimNode(Node):
             self.camera_info_pub = recorder.wrap(self.camera_info_pub)
         if self.tf_pub is not None:
             self.tf_pub = recorder.wrap(self.tf_pub)
+        recorder.add_latched(self.description_pub, self._description)  # published once: in every episode's bag
+        if self.tf_static_pub is not None:
+            recorder.add_latched(self.tf_static_pub, self._static_transforms)
         command_msg = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
         recorder.add_topic(self.resolve_topic_name(self.p["command_topic"]), command_msg[self.command_type])
         return recorder
@@ -497,7 +501,8 @@ class SimNode(Node):
             self._transform(stamp, j.parent, j.child, j.xyz, robot_description.matrix_to_quat(j.rotation))
             for j in self.robot.fixed_joints()
         ]
-        self.tf_static_pub.publish(TFMessage(transforms=transforms))
+        self._static_transforms = TFMessage(transforms=transforms)
+        self.tf_static_pub.publish(self._static_transforms)
 
     def _publish_odometry(self, sim_t: float):
         d = self.world.data
