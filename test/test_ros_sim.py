@@ -334,6 +334,133 @@ def test_camera_imu_policy_in_lockstep_never_waits_out_the_lockstep_timeout(tmp_
     assert status["commands_received"] >= 0.95 * updates > 0, status
 
 
+TINY_ROVER_32 = {
+    "name": "tiny_rover_32",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 32, "width": 32}, "vectors": {}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4, 4], "kernel_sizes": [3, 3], "strides": [2, 2], "features": 8}},
+    "core": {"type": "cfc", "units": 12, "wiring": "ncp", "mode": "pure"},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+    "training": {"epochs_first": 2, "batch_size": 2, "sequence_length": 8, "lr": 0.003},
+}
+
+
+def random_policy(path, config):
+    """A policy file of ``config`` with random weights (what the world makes of it, not how it drives, is tested)."""
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    torch.manual_seed(0)
+    return save_policy(path, Policy.from_config(config))
+
+
+def test_a_rover_policy_with_a_32_pixel_camera_gets_its_frames_in_sim(tmp_path):
+    """sim_node rendered the world's 64x64 camera whatever the policy's size: `liquid-control sim --policy` with a
+    32x32 rover policy had every frame rejected (bad_shape, 378 of 378), and the policy node sent watchdog stops
+    only (197 commands at --real-time-factor 5; in lockstep, a 2 s wait after every frame). The graph now gives
+    sim_node the policy's camera size, as evaluation makes the world."""
+    policy = random_policy(tmp_path / "rover32.pt", TINY_ROVER_32)
+    status = run_sim_cli(tmp_path, "--policy", str(policy), "--lockstep")
+    policy_log = (tmp_path / "policy_node.log").read_text()
+    assert "bad_shape" not in policy_log and "rejected" not in policy_log, policy_log[-3000:]
+    # one command per frame (the last frame ends the episode: no command needed)
+    assert status["commands_received"] >= status["messages"]["camera"] - 1 > 300, status
+    assert "lockstep: no command" not in (tmp_path / "sim_node.log").read_text()
+
+
+def _held_balance_nav():
+    from liquid_control.policy import load_config
+
+    return load_config(policies_dir() / "configs" / "cfc_balance_nav_held.yaml")  # updates on the IMU only
+
+
+def _lagged_balancer():
+    from liquid_control.policy import load_config
+
+    config = load_config(policies_dir() / "configs" / "cfc_balancer.yaml")
+    config["observation"]["reorder_lag_s"] = 0.03
+    return config
+
+
+@pytest.mark.parametrize(
+    "world, make_config",
+    [("LiquidBalanceNav-v0", _held_balance_nav), ("LiquidBalance-v0", _lagged_balancer)],
+    ids=["imu_only_updates", "reordering_lag"],
+)
+def test_lockstep_waits_for_the_policys_own_updates(tmp_path, world, make_config):
+    """sim_node's world updated on its own sensors with no reordering lag, whatever the policy's: in lockstep it
+    waited for a command after every camera frame that an IMU-only policy holds (2 s each: 7 for 0.26 s sim, 14.2 s
+    wall), and after each update that a policy with a reordering lag had not released yet (7 waits). The graph
+    now passes the policy's update sensors and lag; and sim_node's /clock at an episode's start reads the first
+    update's stamp, so the target (stamped on arrival) is not held back in the policy's reordering buffer past the
+    first updates (6 more waits with the lag passed on)."""
+    policy = random_policy(tmp_path / "policy.pt", make_config())
+    status = run_sim_cli(tmp_path, "--world", world, "--policy", str(policy), "--lockstep")
+    sim_log = (tmp_path / "sim_node.log").read_text()
+    assert "lockstep: no command" not in sim_log, sim_log[-3000:]
+    assert status["commands_received"] > 0.7 * status["messages"]["imu"] > 0, status
+
+
+def test_policy_world_parameters_are_the_worlds_evaluation_makes(tmp_path):
+    """sim_node's world for a policy file is the one evaluation makes from its config (env_kwargs): the same
+    inputs, update sensors, reordering lag and camera size, read from a .pt or, without torch, an .onnx."""
+    from liquid_control.policy.checkpoint import read_config
+    from liquid_control.policy.config import env_kwargs, validate_config
+    from liquid_control.ros.graph import policy_inputs, policy_world_parameters
+
+    def expected(config):
+        kwargs = env_kwargs(validate_config(config, strict=False))  # as evaluation loads a policy file
+        params = {
+            "policy_inputs": ",".join(kwargs["policy_inputs"]),
+            "policy_update_on": ",".join(kwargs["update_on"]),
+            "policy_reorder_lag_s": kwargs["reorder_lag_s"],
+        }
+        if "render_size" in kwargs:
+            height, width = kwargs["render_size"]
+            params["render_size"] = height if height == width else (height, width)
+        return params
+
+    lagged = random_policy(tmp_path / "lagged.pt", _lagged_balancer())
+    rover = random_policy(tmp_path / "rover32.pt", TINY_ROVER_32)
+    for path in (lagged, rover, *sorted(policies_dir().glob("*.pt"))):
+        assert policy_world_parameters(path) == expected(read_config(path)), path.name
+        assert policy_inputs(path) == expected(read_config(path))["policy_inputs"]
+    assert policy_world_parameters(lagged)["policy_reorder_lag_s"] == 0.03
+    assert policy_world_parameters(rover)["render_size"] == 32
+    for onnx in sorted(policies_dir().glob("*.onnx")):
+        assert policy_world_parameters(onnx) == policy_world_parameters(onnx.with_suffix(".pt")), onnx.name
+    code = (
+        "import sys; from pathlib import Path; from liquid_control.ros.graph import policy_world_parameters; "
+        f"print(policy_world_parameters(Path({str(policies_dir() / 'cfc_balancer.onnx')!r}))['policy_update_on'], "
+        "'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["imu", "False"]
+    assert policy_world_parameters(tmp_path / "missing.pt") == {} and policy_inputs(tmp_path / "missing.pt") == ""
+
+
+def test_sim_graph_gives_sim_node_the_policys_world_and_refuses_a_non_square_camera(tmp_path):
+    """The graph's sim_node parameters come from the policy file; the world's explicit render size is the fallback
+    where it cannot be read; a camera sim_node cannot render (not square) is a usage error naming it."""
+    from liquid_control.ros.graph import sim_graph
+
+    rover = random_policy(tmp_path / "rover32.pt", TINY_ROVER_32)
+    sim = sim_graph(policy=str(rover))[0].parameters
+    assert (sim["render_size"], sim["policy_update_on"], sim["policy_inputs"]) == (32, "camera", "camera")
+    held = random_policy(tmp_path / "held.pt", _held_balance_nav())
+    sim = sim_graph(world="LiquidBalanceNav-v0", policy=str(held))[0].parameters
+    assert (sim["render_size"], sim["policy_update_on"], sim["policy_reorder_lag_s"]) == (32, "imu", 0.0)
+    unreadable = tmp_path / "broken.pt"
+    unreadable.write_bytes(b"not a policy")
+    sim = sim_graph(world="LiquidBalanceNav-v0", policy=str(unreadable))[0].parameters
+    assert sim["render_size"] == 32 and "policy_update_on" not in sim and "policy_inputs" not in sim
+    wide = dict(TINY_ROVER_32, observation=dict(TINY_ROVER_32["observation"], image={"height": 32, "width": 48}))
+    path = random_policy(tmp_path / "wide.pt", wide)
+    with pytest.raises(ValueError, match=r"wide\.pt: its camera is 48x32 \(width x height\), and sim_node renders"):
+        sim_graph(policy=str(path))
+
+
 def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
     """Another graph on the same ROS domain (or a replayed bag holding /episode_status) must not be read as this
     run's episode: `liquid-control sim` once crashed on such a message (KeyError 'episode')."""
@@ -462,6 +589,13 @@ def sim_context():
         ("lockstep", "yes", "lockstep: must be true or false, got 'yes'"),
         ("shift", "fog=7", "shift: "),
         ("policy_inputs", "imu, camera", "policy_inputs: camera not an input of LiquidBalance-v0 (inputs: imu, wh"),
+        (
+            "policy_update_on",
+            "imu, wheels",
+            "policy_update_on: wheels not a sensor of LiquidBalance-v0 (sensors: imu, en",
+        ),
+        ("policy_update_on", "imu,imu", "policy_update_on: names a sensor twice, got 'imu,imu'"),
+        ("policy_reorder_lag_s", -0.1, "policy_reorder_lag_s: must be a finite number of seconds >= 0"),
     ],
 )
 def test_sim_node_parameters_are_checked_at_startup_naming_them(sim_context, name, value, message):

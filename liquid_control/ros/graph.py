@@ -130,7 +130,14 @@ def sim_graph(
     # checked here, before any node starts: a missing policy file or a bad shift is a usage error (exit 2)
     policy = policy or policy_params.get("policy") or default_policy
     # FileNotFoundError naming where it looked (policy_node resolves it the same way)
-    inputs = policy_inputs(resolve_policy_file(policy))
+    policy_path = resolve_policy_file(policy)
+    policy_world_settings = policy_world_parameters(policy_path)
+    camera = policy_world_settings.get("render_size")
+    if isinstance(camera, tuple):
+        raise ValueError(
+            f"policy {policy_path}: its camera is {camera[1]}x{camera[0]} (width x height), and sim_node renders "
+            "square images (render_size): the policy would reject every frame"
+        )
     if shift:
         from sim_envs import world_class
         from sim_envs.shifts import shift_for_world
@@ -145,7 +152,9 @@ def sim_graph(
         policy_overrides["backend"] = backend
     sim_overrides = dict(
         common,
-        **WORLD_SIM_PARAMETERS.get(world, {}),
+        # the world as evaluation makes it for the policy (policy.config.env_kwargs); the world's own
+        # parameters where the policy file cannot be read here (the policy node then says why)
+        **{**WORLD_SIM_PARAMETERS.get(world, {}), **policy_world_settings},
         world=world,
         shift=shift,
         seed=int(seed),
@@ -153,7 +162,6 @@ def sim_graph(
         real_time_factor=float(real_time_factor),
         lockstep=bool(lockstep),
         **({"record_bag": str(record_bag)} if record_bag else {}),
-        **({"policy_inputs": inputs} if inputs else {}),  # the world's first update waits for them, as the node
         # the sim listens where the policy commands, in the type it publishes
         command_topic=policy_params["command_topic"],
         command_type=policy_params["command_type"],
@@ -164,11 +172,15 @@ def sim_graph(
     ]
 
 
-def policy_inputs(policy_file: Path) -> str:
-    """The inputs the policy node waits for before its first update (``ObservationSpec.sensors``), read from the
-    policy file's config, as sim_node's ``policy_inputs`` (``camera,imu``); empty when the file cannot be read
-    (the policy node then says why)."""
-    from liquid_control.runtime.backends import ONNX_CONFIG_KEY, ObservationSpec, read_onnx_metadata
+def policy_world_parameters(policy_file: Path) -> dict:
+    """sim_node's parameters that make its world the one evaluation runs the policy in (``env_kwargs`` of
+    liquid_control.policy.config): ``policy_inputs`` (``camera,imu``: the world's first update waits for a message
+    of each, as the policy node does), ``policy_update_on`` (the sensors whose messages update the policy: in
+    lockstep the world waits for a command after those only), ``policy_reorder_lag_s`` and, for a camera policy,
+    ``render_size`` (its image size; a (height, width) pair when not square, which sim_node cannot render). Read
+    from the policy file's config (an .onnx's metadata, without torch); {} when the file cannot be read (the
+    policy node then says why)."""
+    from liquid_control.runtime.backends import CAMERA, ONNX_CONFIG_KEY, ObservationSpec, read_onnx_metadata
 
     try:
         if policy_file.suffix == ".onnx":
@@ -177,9 +189,24 @@ def policy_inputs(policy_file: Path) -> str:
             from liquid_control.policy.checkpoint import read_config
 
             config = read_config(policy_file)
-        return ",".join(ObservationSpec.from_config(config).sensors)
+        spec = ObservationSpec.from_config(config)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # PolicyLoadError is a RuntimeError/ValueError
-        return ""
+        return {}
+    parameters = {
+        "policy_inputs": ",".join(spec.sensors),
+        "policy_update_on": ",".join(spec.update_on),
+        "policy_reorder_lag_s": float(spec.reorder_lag_s),
+    }
+    if CAMERA in spec.sensors:
+        height, width, _ = spec.sensors[CAMERA]
+        parameters["render_size"] = int(height) if height == width else (int(height), int(width))
+    return parameters
+
+
+def policy_inputs(policy_file: Path) -> str:
+    """The inputs the policy node waits for before its first update (``ObservationSpec.sensors``), as sim_node's
+    ``policy_inputs`` (``camera,imu``); empty when the file cannot be read."""
+    return policy_world_parameters(policy_file).get("policy_inputs", "")
 
 
 def policy_graph(

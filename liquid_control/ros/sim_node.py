@@ -132,12 +132,26 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
         "closed loop of training: no compute latency, as fast as the policy)",
     ),
     "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before going on"),
-    "render_size": (64, "camera image size (pixels, square)"),
+    "render_size": (
+        64,
+        "camera image size (pixels, square): the driving policy's (liquid-control sim fills it from the policy file)",
+    ),
     "policy_inputs": (
         "",
         "the driving policy's inputs, comma-separated (camera, imu, wheels, command; liquid-control sim fills it "
         "from the policy file): the world's first update waits for a message of each, as the policy node does "
         "(empty: the world's own rule)",
+    ),
+    "policy_update_on": (
+        "",
+        "the sensors whose messages update the driving policy, comma-separated (e.g. imu; liquid-control sim fills "
+        "it from the policy file): in lockstep the world waits for a command after those only (empty: the world's "
+        "own)",
+    ),
+    "policy_reorder_lag_s": (
+        0.0,
+        "the driving policy's reordering lag in seconds (observation.reorder_lag_s; liquid-control sim fills it "
+        "from the policy file): an update is released that long after its message, as the policy node does",
     ),
     "time_limit": (0.0, "episode time limit in sim seconds (0: the world's)"),
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image (rgb8)"),
@@ -217,6 +231,9 @@ class SimNode(Node):
             kwargs["time_limit"] = float(p["time_limit"])
         if p["policy_inputs"]:
             kwargs["policy_inputs"] = _input_names(p["policy_inputs"])
+        if p["policy_update_on"]:
+            kwargs["update_on"] = _input_names(p["policy_update_on"])
+        kwargs["reorder_lag_s"] = float(p["policy_reorder_lag_s"])
         self.world = gymnasium.make(p["world"], **kwargs).unwrapped
         self.frame = lambda name: f"{p['frame_prefix']}{name}"
         spec = robot_description.robot_spec(p["world"], self.world.model)
@@ -370,6 +387,20 @@ class SimNode(Node):
                 problems.append(
                     f"policy_inputs: {', '.join(unknown)} not an input of {p['world']} (inputs: {', '.join(known)})"
                 )
+        if not isinstance(p["policy_update_on"], str):
+            problems.append(f"policy_update_on: must be comma-separated sensor names, got {p['policy_update_on']!r}")
+        elif p["policy_update_on"] and p["world"] in WORLDS:
+            sensors = sim_envs.world_class(p["world"]).sensor_names
+            names = _input_names(p["policy_update_on"])
+            unknown = [n for n in names if n not in sensors]
+            if unknown:
+                listed = ", ".join(sensors)
+                problems.append(
+                    f"policy_update_on: {', '.join(unknown)} not a sensor of {p['world']} (sensors: {listed})"
+                )
+            elif len(set(names)) != len(names):
+                problems.append(f"policy_update_on: names a sensor twice, got {p['policy_update_on']!r}")
+        number("policy_reorder_lag_s", high=MAX_SECONDS, allow_low=True, what="number of seconds")
         seed_ok = integer("seed", 0)  # the world's reset refuses a negative seed, mid-run
         integer("render_size", 8, 1024)  # the camera's range (sim_envs.world.camera_image_shape)
         for name in SIM_NODE_PARAMETERS:
@@ -639,7 +670,7 @@ class SimNode(Node):
     def run_episode(self, index: int, seed) -> dict:
         """Run one episode from ``seed``, publishing every delivery; its status (also published on the status topic)."""
         world, rtf, physics_dt = self.world, float(self.p["real_time_factor"]), self.world.physics_dt
-        world.reset(seed=seed)
+        _, reset_info = world.reset(seed=seed)
         self._sim_now = float(world.data.time)  # commands answering what reset delivered are stamped in this episode
         with self._lock:
             self._command = None
@@ -649,7 +680,10 @@ class SimNode(Node):
         if self.recorder is not None:
             self.recorder.start(seed, world=self.p["world"], shift=self.p["shift"])
         if self.clock_pub is not None:
-            self.clock_pub.publish(Clock(clock=self._stamp(sim0)))
+            # at the first update's stamp, not at the time reset ended (a reordering lag later): policy_node stamps
+            # the episode's target on arrival with this clock, and a policy's reordering buffer, releasing in stamp
+            # order, held it back past the first updates, which then waited for it (lockstep: 2 s each)
+            self.clock_pub.publish(Clock(clock=self._stamp(float(reset_info["stamp"]))))
         if self.target_pub is not None:  # the episode's target before its first messages: the world has it from reset
             self._publish_episode_target()
         wall0 = time.monotonic()  # the episode's wall clock starts once its target is there
