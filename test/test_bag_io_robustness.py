@@ -481,3 +481,137 @@ def test_messages_after_close_are_refused_not_read_from_a_closed_file(tmp_path):
         reader.close()
         with pytest.raises(BagError, match="bag is closed"):
             list(messages)
+
+
+# ------------------------------------------------------------------------------------------------ clock steps, lags
+LIVE_IMU = ("/imu/data", 200, 0.0)  # (topic, Hz, how long after it is taken a message is written)
+LATE_CAMERA = ("/camera/image_raw", 15, 1.0)  # logged at its stamps, received a second later
+COMMAND = ("/cmd_vel", 15, 0.005)
+
+
+def _recording(topics, steps=(), seconds=8.0, by_topic=False, jitter_s=0.0, starts=None):
+    """Events in the order written and each one's side of the clock's steps (how many steps it was taken after).
+    A message taken at real time r is logged at the recording machine's clock then (its stamp: a recorder logging
+    at stamps) and written ``lag`` s later; from each ``(at, s)`` of ``steps`` on, the clock reads ``s`` s less.
+    ``by_topic``: written one topic after the other; ``jitter_s``: each log time off by up to that (uniform);
+    ``starts``: topic -> when (real time, s) its first message is taken."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for rank, (topic, hz, lag) in enumerate(topics):
+        start = (starts or {}).get(topic, 0.0)
+        for i in range(int((seconds - start) * hz)):
+            real = start + i / hz
+            clock = T0 + real - sum(s for at, s in steps if real >= at) + rng.uniform(-jitter_s, jitter_s)
+            ns = int(round(clock * 1e9))
+            if topic == "/imu/data":
+                event = (topic, M.IMU, ns, M.imu_message(np.full(6, i), clock))
+            elif topic == "/cmd_vel":
+                event = (topic, M.TWIST, ns, M.twist_message(i / 100, 0.0))
+            else:
+                event = (topic, M.IMAGE, ns, _frame(i, clock))
+            rows.append(((rank if by_topic else 0, real + lag), sum(real >= at for at, _ in steps), event))
+    rows.sort(key=lambda row: row[0])
+    return [event for _, _, event in rows], [side for _, side, _ in rows]
+
+
+def _read_steps(bag, topics=None):
+    """(topic, log time) of the messages read and the reader's clock_steps."""
+    with BagReader(bag) as reader:
+        got = [(m.topic, m.log_time_ns) for m in reader.messages(topics)]
+        return got, reader.clock_steps
+
+
+def _assert_each_side_sorted(bag, events, sides, got, found):
+    """The messages read side after side of the clock's steps, each sorted as rosbags sorts it (log time, then the
+    order written), and one clock_steps entry per step: the first message logged after it once sorted (every
+    message is read: its index is its written index) and the newest log time before it."""
+    order = sorted(range(len(events)), key=lambda k: (sides[k], events[k][2], k))
+    assert got == [(events[k][0], events[k][2]) for k in order]
+    assert len(found) == max(sides)
+    for side, (file, index, before, after) in enumerate(found, start=1):
+        first = next(k for k in order if sides[k] == side)
+        assert (file.parent, index) == (bag, first) and after == pytest.approx(events[first][2] * 1e-9)
+        assert before == pytest.approx(max(events[k][2] for k in order if sides[k] == side - 1) * 1e-9)
+
+
+@pytest.mark.parametrize(
+    "steps, by_topic",
+    [
+        ([(3.0, 1.7)], False),
+        ([(3.0, 0.7)], False),  # the camera's lag larger than the step
+        ([(3.0, 1.7), (6.0, 0.9)], False),
+        ([(3.0, 1.7), (3.6, 0.8)], False),  # the second before the camera crossed the first
+        ([(3.0, 1.7), (6.0, 0.9)], True),  # written one topic after the other
+    ],
+)
+def test_clock_steps_in_a_bag_with_a_topic_logged_behind_the_others_are_each_kept_once(tmp_path, steps, by_topic):
+    """The recording machine's clock steps back in a bag whose camera is logged at its stamps 1 s behind the IMU and
+    the commands: each step is one entry of clock_steps, and each side of a step reads as rosbags sorts it, the
+    camera's frames taken before a step before it, though written after the IMU's first samples after it (one step
+    was read as 107: every lagged frame a step back)."""
+    events, sides = _recording([LIVE_IMU, LATE_CAMERA, COMMAND], steps, by_topic=by_topic)
+    bag = _write(tmp_path / "lagged_steps", events)
+    got, found = _read_steps(bag)
+    _assert_each_side_sorted(bag, events, sides, got, found)
+
+
+def test_training_on_a_bag_with_a_clock_step_and_a_lagged_camera_counts_one_step_and_keeps_its_labels(tmp_path):
+    """Training (stream_updates) on that bag: one step back of the log time (it counted 107), the runner reset once
+    (clock_backwards), every frame once, and the updates labelled (none was: each step back flushed the labels), the
+    duration the 8 s driven (it read 109 s)."""
+    events, _ = _recording([LIVE_IMU, LATE_CAMERA, COMMAND], [(3.0, 1.7)])
+    bag = _write(tmp_path / "lagged_step", events)
+    config = {**CAMERA_ONLY, "observation": {**CAMERA_ONLY["observation"], "vectors": {"imu": 6}}}
+    spec = data_spec(config)
+    stats = StreamStats()
+    with BagReader(bag) as reader:
+        updates = list(stream_updates(reader, capture_runner(config, spec), spec, stats))
+    assert [int(u.obs["image"][0, 0, 0]) for u in updates] == list(range(120))
+    assert [u.reset for u in updates if u.reset] == ["clock_backwards"] and updates[45].reset == "clock_backwards"
+    assert stats.counters["log_time_steps_back"] == 1
+    assert stats.counters["labelled"] == 118 and stats.counters["unlabelled"] == 2
+    assert stats.duration_s == pytest.approx(8.0 - 0.005, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "camera_start, step",
+    [
+        (2.5, (3.0, 1.7)),  # the first frame taken before the step, written after it
+        (2.5, (3.0, 0.9)),  # the same with a step smaller than the camera's lag
+        (4.0, (3.0, 1.7)),  # the first frame taken after the step
+    ],
+)
+def test_a_lagged_topic_that_starts_around_a_clock_step_is_placed_on_its_side(tmp_path, camera_start, step):
+    """A camera logged 1 s behind whose first frame is written after the IMU crossed the step: its frames taken
+    before the step are read before it, those taken after it after it, one clock step (the frames' first log times
+    fit either side)."""
+    events, sides = _recording([LIVE_IMU, LATE_CAMERA, COMMAND], [step], starts={"/camera/image_raw": camera_start})
+    bag = _write(tmp_path / "late_camera", events)
+    got, found = _read_steps(bag)
+    _assert_each_side_sorted(bag, events, sides, got, found)
+
+
+def test_a_live_topic_that_starts_after_a_clock_step_is_read_after_it(tmp_path):
+    """The commands start 1 s after the step, when only the IMU had crossed it (the camera is 1 s behind): they are
+    logged on the clock after the step, so read after it, one clock step."""
+    events, sides = _recording([LIVE_IMU, LATE_CAMERA, COMMAND], [(3.0, 1.7)], starts={"/cmd_vel": 3.5})
+    bag = _write(tmp_path / "late_commands", events)
+    got, found = _read_steps(bag)
+    _assert_each_side_sorted(bag, events, sides, got, found)
+
+
+@pytest.mark.parametrize("lag", [0.6, 1.0, 1.9])
+def test_a_lagged_camera_and_a_live_topic_starting_later_without_a_clock_step_read_as_rosbags_sorts(tmp_path, lag):
+    """No clock step: a camera logged at its stamps ``lag`` s behind from the start, the commands (logged when
+    received) from 2.7 s on, every log time jittering by up to 1 ms: no clock step, and exactly rosbags' order (a
+    first fix read the later topic's start as a step: every lagged frame looked behind the newest)."""
+    from rosbags.rosbag2 import Reader
+
+    events, _ = _recording(
+        [("/camera/image_raw", 30, lag), COMMAND], seconds=7.7, jitter_s=0.001, starts={"/cmd_vel": 2.69}
+    )
+    bag = _write(tmp_path / "late_live", events)
+    got, found = _read_steps(bag)
+    with Reader(bag) as reader:
+        assert got == [(c.topic, t) for c, t, _ in reader.messages()]
+    assert found == []

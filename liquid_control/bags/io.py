@@ -38,6 +38,7 @@ import struct
 import threading
 import warnings
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -423,16 +424,21 @@ class BagMessage:
 
 # Messages reach the caller sorted by log time, ties in the order written. A bag in which some topic's own log
 # time steps back by more than this window in the order written holds a step back of the recording machine's
-# clock (NTP/chrony; a step moves every topic): it is read in the order written (what the recorder, and a node,
-# received), sorted by log time only within this window, so the messages after the step follow those before it
-# (received earlier, seen earlier by policy_node) instead of being sorted in among them. A bag written out of
-# log-time order without such a step (a conversion that wrote one topic after another; log times from another
-# clock than the writing order) is merged topic by topic into log-time order, one pass over the file per topic.
+# clock (NTP/chrony; a step moves every topic): each stretch between two steps (a segment) is read sorted, one
+# after the other, so the messages logged after a step follow those logged before it (received later, seen later
+# by policy_node) instead of being sorted in among them. Each topic crosses a step where its own log time goes
+# back (_StepPlanner), so a topic logged behind the others (a camera logged at its stamps 1 s late) crosses it one
+# lag after them. A bag written out of log-time order without such a step (a conversion that wrote one topic
+# after another; log times from another clock than the writing order) is merged topic by topic into log-time
+# order, one pass over the file per topic.
 LOG_TIME_WINDOW_NS = 500_000_000  # policy_node's default max_backward_jump_s: less is not a clock reset to it either
 # A bag out of log-time order without a clock step is sorted in one pass holding its largest lag of messages when
 # that is at most this (one topic logged at its stamps, behind the others), else merged topic by topic (one pass
 # over the file per topic: a file written one topic after another).
 SORT_WINDOW_MAX_NS = 2_000_000_000
+# Deciding whether a message less than the window behind its own topic's newest starts a step reads at most this
+# many messages ahead for another topic's next message (log times only).
+STEP_LOOKAHEAD_MESSAGES = 10_000
 STORAGE_SUFFIXES = (".mcap", ".db3")
 ROSBAGS_TESTED = "0.11.9"  # messages are read from its storage readers' internals (_storage_messages): pinned
 
@@ -523,6 +529,181 @@ class _Part(NamedTuple):
     salvage: bool = False
 
 
+class _Track:
+    """One topic as :class:`_StepPlanner` follows it: its segment, its newest log time there, how many of its
+    messages were read, ``marks`` (from its n-th message on, segment k), and whether its first segment is still
+    a guess (its first message came after a step: :meth:`_StepPlanner._fitting`)."""
+
+    __slots__ = ("seg", "last", "count", "marks", "tentative")
+
+    def __init__(self, seg: int, t: int, tentative: bool):
+        self.seg, self.last, self.count, self.marks, self.tentative = seg, t, 0, [(0, seg)], tentative
+
+
+class _StepPlan(NamedTuple):
+    """How :meth:`BagReader.messages` reads a set of topics across the clock's steps: ``marks``, per topic, from
+    which of its messages (n-th, in the order written) on it is in which segment; ``steps``, per step the entry
+    of ``BagReader.clock_steps``."""
+
+    marks: dict
+    steps: tuple
+
+
+class _StepPlanner:
+    """The segments (stretches between two steps back of the recorder's clock) of a bag's messages, decided topic
+    by topic from each topic's own log times, in the order written (:meth:`BagReader._plan_steps`).
+
+    A topic crosses a step when its own log time goes back: by more than the window (the first to, with nothing
+    to cross, opens a new step: a step moves every topic), or, behind a step already opened, by more than half how
+    far that step went back (a slow topic goes back its period less). A topic logged behind the others (a camera
+    logged at its stamps 1 s late) thus crosses one lag after them, its messages logged before the step staying
+    before it. As ``_scan_order`` decides, a message at most the window behind its own topic's newest but more
+    than the window behind its segment's newest is a step too when the next message of another topic goes back
+    as well. A topic's first message after a step (and one logged more than the window after everything in its
+    segment: a topic silent across the step) goes to the latest segment whose log times so far reach it
+    (:meth:`_fitting`); that first guess is corrected once the topic shows it: it logs past every other topic of
+    that segment (it was after the step), or it goes back by about what the step did (it was before it)."""
+
+    def __init__(self, numbers: dict):
+        self.numbers = numbers  # file -> its number in the bag
+        self.tracks: dict[str, _Track] = {}
+        self.spans: dict[tuple, list] = {}  # (topic, segment) -> [lowest, newest, (first sort key, file, index)]
+        self.drops = [0]  # per segment: how far (ns) its step went back
+        self.lowest: list = [None]  # per segment: its lowest and newest log time so far
+        self.newest: list = [None]
+
+    def add(self, item: tuple, source: Iterator, ahead: deque) -> None:
+        """Place the message ``item`` = (file, index, position, topic, log time); ``source`` and ``ahead``: the
+        messages after it (read into ``ahead`` when a step must be confirmed)."""
+        topic, t = item[3], item[4]
+        track = self.tracks.get(topic)
+        latest = len(self.drops) - 1
+        if track is None:
+            track = self.tracks[topic] = _Track(self._fitting(t, 0), t, tentative=latest > 0)
+            seg = track.seg
+        else:
+            if track.tentative:
+                self._review(topic, track, t)
+            seg = track.seg
+            if seg < latest and t > self.newest[seg] + LOG_TIME_WINDOW_NS:  # silent across the step
+                seg = self._fitting(t, seg)
+            elif t < track.last:
+                seg = self._behind(topic, track, t, source, ahead)
+        if seg != track.seg:
+            track.marks.append((track.count, seg))
+            track.seg, track.last, track.tentative = seg, t, False
+        elif t > track.last:
+            track.last = t
+        track.count += 1
+        self._note(topic, seg, item)
+
+    def _behind(self, topic: str, track: _Track, t: int, source: Iterator, ahead: deque) -> int:
+        """The segment of a message of ``topic`` logged before its topic's newest (``track.last``)."""
+        back, seg, latest = track.last - t, track.seg, len(self.drops) - 1
+        if track.tentative and seg == latest > 0 and back > LOG_TIME_WINDOW_NS and self._crossing_late(track):
+            self._relabel(topic, track, seg - 1)  # its first messages were logged before the step: it crosses now
+            return seg
+        while seg < latest and back > min(LOG_TIME_WINDOW_NS, self.drops[seg + 1] // 2):
+            back -= self.drops[seg + 1]
+            seg += 1
+        if seg == latest and back > LOG_TIME_WINDOW_NS:
+            return self._open(back)
+        if seg == track.seg == latest and t < self.newest[seg] - LOG_TIME_WINDOW_NS:
+            if self._confirmed(topic, seg, source, ahead):
+                return self._open(self.newest[seg] - t)
+        return seg
+
+    def _crossing_late(self, track: _Track) -> bool:
+        """Whether a topic whose first segment was a guess, the latest, going back now, is crossing that segment's
+        step late (a topic logged behind the others): it goes back from where the step did (its newest near the
+        newest before the step), while the segment is younger than the largest lag sorted in one pass and the
+        window (a lagged topic crosses a step at most that long after the others)."""
+        seg = track.seg
+        young = self.newest[seg] - self.lowest[seg] <= SORT_WINDOW_MAX_NS + LOG_TIME_WINDOW_NS
+        before = self.newest[seg - 1]
+        return young and before is not None and abs(track.last - before) <= LOG_TIME_WINDOW_NS
+
+    def _confirmed(self, topic: str, seg: int, source: Iterator, ahead: deque) -> bool:
+        """Whether the next message of another topic of segment ``seg`` goes back against its own newest too (read
+        into ``ahead``, at most :data:`STEP_LOOKAHEAD_MESSAGES`)."""
+        for k in range(STEP_LOOKAHEAD_MESSAGES):
+            if k == len(ahead):
+                following = next(source, None)
+                if following is None:
+                    return False
+                ahead.append(following)
+            other, u = ahead[k][3], ahead[k][4]
+            track = self.tracks.get(other)
+            if other != topic and track is not None and track.seg == seg:
+                return u < track.last
+        return False
+
+    def _open(self, drop: int) -> int:
+        """A new segment after a step back of ``drop`` ns; its number."""
+        self.drops.append(drop)
+        self.lowest.append(None)
+        self.newest.append(None)
+        return len(self.drops) - 1
+
+    def _fitting(self, t: int, floor: int) -> int:
+        """The latest segment from ``floor`` on whose log times so far reach ``t`` (from its lowest to the window
+        past its newest); else the latest. Its limit: a topic logged behind the others whose first message, logged
+        before a step, is written after it can fit the segment after the step too; a topic logged when received
+        that starts after a step can fit the one before it when the segment after holds only lagged topics (both
+        are corrected by :meth:`_review` and :meth:`_behind` once the topic's log times show it)."""
+        for seg in range(len(self.drops) - 1, floor - 1, -1):
+            if self.lowest[seg] is not None and self.lowest[seg] <= t <= self.newest[seg] + LOG_TIME_WINDOW_NS:
+                return seg
+        return len(self.drops) - 1
+
+    def _review(self, topic: str, track: _Track, t: int) -> None:
+        """A topic whose first segment was a guess, placed before a step, that logs more than the window past every
+        other topic of that segment was logged after the step: all its messages move past it."""
+        seg = track.seg
+        if seg == len(self.drops) - 1:
+            return
+        others = [span[1] for (other, k), span in self.spans.items() if k == seg and other != topic]
+        if others and t > max(others) + LOG_TIME_WINDOW_NS:
+            self._relabel(topic, track, seg + 1)
+
+    def _relabel(self, topic: str, track: _Track, seg: int) -> None:
+        """Move every message of ``topic`` read so far (all in one segment: its first guess) to ``seg``."""
+        old = track.seg
+        self.spans[(topic, seg)] = self.spans.pop((topic, old))
+        track.seg, track.marks = seg, [(0, seg)]
+        for k in (old, seg):
+            spans = [span for (_, j), span in self.spans.items() if j == k]
+            self.lowest[k] = min((span[0] for span in spans), default=None)
+            self.newest[k] = max((span[1] for span in spans), default=None)
+
+    def _note(self, topic: str, seg: int, item: tuple) -> None:
+        file, index, position, _, t = item
+        key = (t, self.numbers[file], position)
+        span = self.spans.get((topic, seg))
+        if span is None:
+            self.spans[(topic, seg)] = [t, t, (key, file, index)]
+        else:
+            span[0], span[1] = min(span[0], t), max(span[1], t)
+            if key < span[2][0]:
+                span[2] = (key, file, index)
+        if self.lowest[seg] is None or t < self.lowest[seg]:
+            self.lowest[seg] = t
+        if self.newest[seg] is None or t > self.newest[seg]:
+            self.newest[seg] = t
+
+    def finish(self) -> _StepPlan:
+        """The plan: segments left without a message (every topic of one moved away) are dropped."""
+        used = sorted({seg for _, seg in self.spans})
+        number = {seg: n for n, seg in enumerate(used)}
+        steps = []
+        for n in range(1, len(used)):
+            before = max(span[1] for (_, k), span in self.spans.items() if k == used[n - 1])
+            key, file, index = min(span[2] for (_, k), span in self.spans.items() if k == used[n])
+            steps.append((file, index, before * 1e-9, key[0] * 1e-9))
+        marks = {topic: tuple((n, number[seg]) for n, seg in track.marks) for topic, track in self.tracks.items()}
+        return _StepPlan(marks, tuple(steps))
+
+
 class BagReader:
     """Opens a rosbag2 bag folder (or a bare ``.mcap``/``.db3`` file) for streaming reads in log-time order.
 
@@ -532,8 +713,8 @@ class BagReader:
     read up to its break, the first record cut short or unreadable or the first chunk failing its CRC check
     (``salvaged`` is True and ``salvage_note`` names the file, the messages kept and the byte where it stopped and
     why); otherwise it is refused with a :class:`BagError`. ``clock_steps`` lists, once read, where the recorder's
-    clock stepped back (:data:`LOG_TIME_WINDOW_NS`): ``(file, index of the message among those read from that file,
-    log time before and after the step in s)``.
+    clock stepped back (:data:`LOG_TIME_WINDOW_NS`), one entry per step: ``(file, index among those read from that
+    file of the first message logged after the step once sorted, newest log time before it and its own in s)``.
     """
 
     def __init__(self, path: str | Path, *, allow_truncated: bool = False):
@@ -547,6 +728,7 @@ class BagReader:
         self._message_compression = False
         self._closed = False
         self._order: dict = {}  # frozenset of topics -> (largest lag ns, clock step): messages' order scan
+        self._step_plans: dict = {}  # frozenset of topics -> _StepPlan, for those with a clock step
         if not self.path.exists():
             raise BagError(f"{self.path}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)")
         try:
@@ -701,9 +883,10 @@ class BagReader:
 
     # -------------------------------------------------------------------------------------------- messages
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
-        """The messages of ``topics`` (default: all), read from disk as they are needed, sorted by log time;
-        after a step back of the recorder's clock in the order the recorder wrote them (module notes at
-        :data:`LOG_TIME_WINDOW_NS`)."""
+        """The messages of ``topics`` (default: all), read from disk as they are needed, sorted by log time, ties
+        in the order written; a step back of the recorder's clock is kept where it happened: what was logged before
+        it comes first, sorted, then what was logged after it, sorted (module notes at :data:`LOG_TIME_WINDOW_NS`).
+        """
         wanted = set(self.topics) if topics is None else set(topics)
         if self._closed:
             raise BagError(f"{self.path}: bag is closed")
@@ -712,7 +895,12 @@ class BagReader:
         if key not in self._order:
             self._order[key] = self._scan_order(wanted)
         lag, clock_step = self._order[key]
-        if lag > LOG_TIME_WINDOW_NS and not clock_step:  # written out of log-time order, no clock step
+        if clock_step:
+            if key not in self._step_plans:
+                self._step_plans[key] = self._plan_steps(wanted)
+            yield from self._read_across_steps(wanted, self._step_plans[key])
+            return
+        if lag > LOG_TIME_WINDOW_NS:  # written out of log-time order, no clock step
             if lag <= SORT_WINDOW_MAX_NS:  # e.g. one topic logged at its stamps, behind the others: one pass
                 sorted_ = self._window_sorted(self._written(wanted), window=lag)
             else:  # e.g. one topic written after another: each topic in order, merged
@@ -720,7 +908,7 @@ class BagReader:
             for _key, message in sorted_:
                 yield message
             return
-        for _key, message in self._window_sorted(self._written(wanted), steps=self.clock_steps):
+        for _key, message in self._window_sorted(self._written(wanted)):
             yield message
 
     def _scan_order(self, wanted: set) -> tuple[int, bool]:
@@ -748,29 +936,66 @@ class BagReader:
             newest_by_topic[msg.topic] = t if last is None else max(last, t)
         return lag, False
 
+    def _plan_steps(self, wanted: set) -> _StepPlan:
+        """One pass over the log times in the order written (payloads not decompressed) deciding the segment of every
+        message (:class:`_StepPlanner`); holds per topic and segment a few numbers, and at most
+        :data:`STEP_LOOKAHEAD_MESSAGES` log times read ahead."""
+        planner = _StepPlanner({part.path: n for n, part in enumerate(self._parts)})
+        source = ((f, i, p, m.topic, m.log_time_ns) for f, i, p, m in self._written(wanted, payloads=False))
+        ahead: deque = deque()
+        while True:
+            item = ahead.popleft() if ahead else next(source, None)
+            if item is None:
+                return planner.finish()
+            planner.add(item, source, ahead)
+
+    def _read_across_steps(self, wanted: set, plan: _StepPlan) -> Iterator[BagMessage]:
+        """The messages of ``wanted`` segment after segment, each sorted by log time, ties in the order written:
+        each topic read on its own (holding its messages of the last window) and merged; ``clock_steps`` gets a
+        step's entry as its first message goes out."""
+        numbers = {part.path: n for n, part in enumerate(self._parts)}
+        topics = [self._topic_by_segment(t, plan.marks.get(t, ((0, 0),)), numbers) for t in sorted(wanted)]
+        segment = 0
+        for (seg, *_), message in heapq.merge(*topics, key=lambda item: item[0]):
+            if seg != segment:
+                self.clock_steps.extend(plan.steps[segment:seg])
+                segment = seg
+            yield message
+
+    def _topic_by_segment(self, topic: str, marks: tuple, numbers: dict) -> Iterator[tuple]:
+        """``((segment, log time, file number, position), message)`` of ``topic`` sorted: its segments come in the
+        order written (``marks``), and within one its log time goes back at most the window (:class:`_StepPlanner`
+        opens a step or crosses one where it goes back further)."""
+        heap: list = []
+        newest, mark, seg = None, 0, marks[0][1]
+        for n, (file, _index, position, msg) in enumerate(self._written({topic})):
+            if mark + 1 < len(marks) and marks[mark + 1][0] == n:
+                mark += 1
+                seg, newest = marks[mark][1], None
+            t = msg.log_time_ns
+            if newest is None or t > newest:
+                newest = t
+            heapq.heappush(heap, ((seg, t, numbers[file], position), msg))
+            while heap[0][0][0] < seg or heap[0][0][1] <= newest - LOG_TIME_WINDOW_NS:
+                yield heapq.heappop(heap)
+        while heap:
+            yield heapq.heappop(heap)
+
     def _sorted_topic(self, topic: str) -> Iterator[tuple]:
         """``topic``'s messages sorted by log time (a topic is in order within the window: ``_scan_order``), as
         ``((log time, file number, position in the file), message)``: ties between topics go in the order written."""
         yield from self._window_sorted(self._written({topic}))
 
-    def _window_sorted(
-        self, written: Iterable, steps: list | None = None, window: int = LOG_TIME_WINDOW_NS
-    ) -> Iterator[tuple]:
+    def _window_sorted(self, written: Iterable, window: int = LOG_TIME_WINDOW_NS) -> Iterator[tuple]:
         """``(file, index, position, message)`` in the order written -> ``((log time, file number, position),
-        message)`` sorted by log time within ``window``; a message further behind is a clock step (noted in
-        ``steps``): what came before it is handed out first."""
+        message)`` sorted by log time, no message lying more than ``window`` behind the newest before it
+        (``_scan_order``)."""
         numbers = {part.path: n for n, part in enumerate(self._parts)}
         heap: list = []
         newest = None
-        for file, index, position, msg in written:
+        for file, _index, position, msg in written:
             t = msg.log_time_ns
             if newest is None or t > newest:
-                newest = t
-            elif t < newest - window:  # the clock stepped back: what was written before goes first
-                while heap:
-                    yield heapq.heappop(heap)
-                if steps is not None:
-                    steps.append((file, index, newest * 1e-9, t * 1e-9))
                 newest = t
             heapq.heappush(heap, ((t, numbers[file], position), msg))
             while heap[0][0][0] <= newest - window:
