@@ -86,9 +86,10 @@ DATA_DEFAULTS = {
     "allow_truncated": False,
     "window": 512,
 }
-CACHE_FORMAT = "liquid_control.bag_cache/4"
+CACHE_FORMAT = "liquid_control.bag_cache/5"
 # 3: continuation windows start at first_update_dt; 4: a step back of the recorder's clock kept where it happened,
-# and a bag whose input is held at one reading while its sensor publishes is refused before it is cached
+# and a bag whose input is held at one reading while its sensor publishes is refused before it is cached; 5: a
+# clock step in a bag with a topic logged behind the others is one step, each side sorted (was one per lagged message)
 
 
 # ------------------------------------------------------------------------------------------------ settings
