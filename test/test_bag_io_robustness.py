@@ -615,3 +615,15 @@ def test_a_lagged_camera_and_a_live_topic_starting_later_without_a_clock_step_re
     with Reader(bag) as reader:
         assert got == [(c.topic, t) for c, t, _ in reader.messages()]
     assert found == []
+
+
+def test_two_lagged_cameras_crossing_a_small_step_back_together_is_no_clock_step(tmp_path):
+    """Two cameras logged 1 s behind, written 1 ms apart, cross a 0.3 s step back of the clock (sorted in: less
+    than the window) one after the other, each more than the window behind the IMU's newest: no step there (the
+    second going back against its own newest confirmed the first as one), only the real 1.7 s step later."""
+    topics = [LIVE_IMU, ("/camera/image_raw", 15, 1.0), ("/camera2/image_raw", 15, 1.001)]
+    events, sides = _recording(topics, [(2.0, 0.3), (5.0, 1.7)])
+    sides = [max(0, side - 1) for side in sides]  # the small step is sorted in
+    bag = _write(tmp_path / "two_cameras", events)
+    got, found = _read_steps(bag)
+    _assert_each_side_sorted(bag, events, sides, got, found)

@@ -557,12 +557,20 @@ class _StepPlanner:
     to cross, opens a new step: a step moves every topic), or, behind a step already opened, by more than half how
     far that step went back (a slow topic goes back its period less). A topic logged behind the others (a camera
     logged at its stamps 1 s late) thus crosses one lag after them, its messages logged before the step staying
-    before it. As ``_scan_order`` decides, a message at most the window behind its own topic's newest but more
-    than the window behind its segment's newest is a step too when the next message of another topic goes back
-    as well. A topic's first message after a step (and one logged more than the window after everything in its
-    segment: a topic silent across the step) goes to the latest segment whose log times so far reach it
-    (:meth:`_fitting`); that first guess is corrected once the topic shows it: it logs past every other topic of
-    that segment (it was after the step), or it goes back by about what the step did (it was before it)."""
+    before it. As ``_scan_order`` decides, a message less than the window behind its own topic's newest but more
+    than the window behind its segment's newest opens a step too when the next message of another topic goes back
+    as well (two slow topics: each goes back its period less than the clock), here both by more than half the
+    window (two lagged topics crossing a smaller step back together are no step).
+
+    A topic's first message after a step (and one logged more than the window past everything in its segment: a
+    topic silent across the step) goes to the latest segment whose log times so far reach it (:meth:`_fitting`);
+    that guess is corrected once the topic shows it: it logs past every other topic of that segment (it was after
+    the step), or it goes back from where the step did (it was before it).
+
+    Limits: a live topic starting after a step that only lagged topics will show (none has crossed it yet) stays
+    before it; one topic's log times jumping back alone (a camera stamped by a clock of its own) is a step, as
+    ``_scan_order`` decides, that the other topics never cross; a topic whose period is longer than the step back
+    never goes back at it: it crosses when it logs past everything before the step by the window."""
 
     def __init__(self, numbers: dict):
         self.numbers = numbers  # file -> its number in the bag
@@ -608,7 +616,7 @@ class _StepPlanner:
             seg += 1
         if seg == latest and back > LOG_TIME_WINDOW_NS:
             return self._open(back)
-        if seg == track.seg == latest and t < self.newest[seg] - LOG_TIME_WINDOW_NS:
+        if seg == track.seg == latest and t < self.newest[seg] - LOG_TIME_WINDOW_NS and back > LOG_TIME_WINDOW_NS // 2:
             if self._confirmed(topic, seg, source, ahead):
                 return self._open(self.newest[seg] - t)
         return seg
@@ -624,8 +632,8 @@ class _StepPlanner:
         return young and before is not None and abs(track.last - before) <= LOG_TIME_WINDOW_NS
 
     def _confirmed(self, topic: str, seg: int, source: Iterator, ahead: deque) -> bool:
-        """Whether the next message of another topic of segment ``seg`` goes back against its own newest too (read
-        into ``ahead``, at most :data:`STEP_LOOKAHEAD_MESSAGES`)."""
+        """Whether the next message of another topic of segment ``seg`` goes back against its own newest by more than
+        half the window too (read into ``ahead``, at most :data:`STEP_LOOKAHEAD_MESSAGES`)."""
         for k in range(STEP_LOOKAHEAD_MESSAGES):
             if k == len(ahead):
                 following = next(source, None)
@@ -635,7 +643,7 @@ class _StepPlanner:
             other, u = ahead[k][3], ahead[k][4]
             track = self.tracks.get(other)
             if other != topic and track is not None and track.seg == seg:
-                return u < track.last
+                return u < track.last - LOG_TIME_WINDOW_NS // 2
         return False
 
     def _open(self, drop: int) -> int:
