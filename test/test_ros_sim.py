@@ -153,6 +153,36 @@ def test_balancer_world_publishes_encoders_and_velocity_target_and_reports_the_f
     assert {t.child_frame_id for t in latched["/tf_static"].transforms} >= {"imu"}, latched["/tf_static"]
 
 
+def test_a_status_listener_discovered_after_the_last_episode_still_gets_the_outcome(tmp_path):
+    """`liquid-control sim` reads each outcome from sim_node's transient-local status topic; where discovery matched
+    its listener late (default discovery, an episode of half a second: 2 of 3 runs), sim_node had exited half a
+    second after its last episode and the run ended "sim_node exited with code 0" without an outcome. sim_node now
+    waits (status_wait_s) for a subscriber to acknowledge the statuses: one created 1.5 s after the episode gets it."""
+
+    env = isolated_ros_env()
+    probe = Probe(env)
+    params = dict(
+        world="LiquidBalance-v0", episodes=1, command_topic="wheel_torques", wait_for_subscribers_s=0.0,
+        status_wait_s=30.0,
+    )  # fmt: skip
+    log = tmp_path / "sim.log"
+    proc = start_node_process("liquid_control.ros.sim_node", "sim_node", params, env, log)
+    try:  # no torques: the episode ends in a fall within a fraction of a second
+        deadline = time.monotonic() + 60
+        while "episode 0: fallen" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "episode 0: fallen" in log.read_text(), log.read_text()
+        time.sleep(1.5)  # the old sim_node had exited by now
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        probe.record("episode_status", String, qos)
+        assert probe.wait_for(lambda: bool(probe.messages("episode_status")), 20.0), log.read_text()
+        assert json.loads(probe.messages("episode_status")[0][1].data)["outcome"] == "fallen"
+        assert proc.wait(timeout=20) == 0, log.read_text()  # and it exits once acknowledged, not after 30 s
+    finally:
+        probe.close()
+        stop_process(proc)
+
+
 _TARGET_SUBSCRIBER = """
 import sys
 import rclpy

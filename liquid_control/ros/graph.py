@@ -591,6 +591,9 @@ def run_sim(args, announce=None) -> SimRun:
         lockstep=args.lockstep,
         record_bag=args.record_bag,
     )
+    # the statuses reach this process's listener before sim_node exits, however late discovery matched it (a
+    # launch file has no listener: sim_node's default half second there)
+    nodes[0].parameters["status_wait_s"] = 10.0
     if args.control_rate:
         mode = nodes[1].parameters.get("publish_mode") or _policy_parameters(Path(nodes[1].parameter_files[0])).get(
             "publish_mode", "per_update"

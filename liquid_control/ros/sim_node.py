@@ -125,6 +125,11 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "seed": (0, "episode k runs the world reset with seed + k"),
     "episodes": (1, "episodes to run (0: forever)"),
     "exit_when_done": (True, "shut the node down after the last episode"),
+    "status_wait_s": (
+        0.5,
+        "after the last episode (exit_when_done), wait up to this long (wall seconds) for a subscriber of "
+        "status_topic to acknowledge every status (liquid-control sim's listener may be discovered late)",
+    ),
     "real_time_factor": (1.0, "sim seconds per wall second (!= 1 needs use_sim_time)"),
     "lockstep": (
         False,
@@ -373,6 +378,7 @@ class SimNode(Node):
         number("command_timeout_s", high=MAX_SECONDS, what="number of seconds")
         number("lockstep_timeout_s", high=MAX_SECONDS, what="number of seconds")
         number("wait_for_subscribers_s", high=MAX_SECONDS, allow_low=True, what="number of seconds")
+        number("status_wait_s", high=MAX_SECONDS, allow_low=True, what="number of seconds")
         # NaN or negative: refused, not silently the world's limit
         number("time_limit", allow_low=True, what="number of sim seconds", note=">= 0 (0: the world's limit)")
         rates = f"in Hz from 1/{MAX_SECONDS:g} (one a day) to {MAX_RATE_HZ:g}"
@@ -611,6 +617,18 @@ class SimNode(Node):
             f" ({seen}); starting anyway"
         )
         return False
+
+    def wait_for_status_delivery(self, limit_s: float) -> bool:
+        """Before exiting: wait (up to ``limit_s``) until a subscriber of the status topic has acknowledged every
+        status (transient local: one discovered only now still gets them), so that a listener that was discovered
+        late, as ``liquid-control sim``'s can be when episodes are short, is not left without the outcome."""
+        deadline = time.monotonic() + limit_s
+        while self.status_pub.get_subscription_count() == 0 and time.monotonic() < deadline and self.running():
+            time.sleep(0.02)
+        remaining = deadline - time.monotonic()
+        if self.status_pub.get_subscription_count() == 0 or remaining <= 0:
+            return False
+        return self.status_pub.wait_for_all_acked(Duration(seconds=remaining))
 
     def running(self) -> bool:
         """Neither a signal nor a shutdown of the context has asked this node to stop."""
@@ -854,7 +872,7 @@ def main(args=None) -> int:
             while node.running():
                 time.sleep(0.1)
         elif node.running():
-            time.sleep(0.5)  # let the last status message (transient local) reach late subscribers
+            node.wait_for_status_delivery(float(node.p["status_wait_s"]))
     except (StopRequested, rclpy.executors.ExternalShutdownException):
         pass
     finally:
