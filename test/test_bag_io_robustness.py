@@ -489,17 +489,17 @@ LATE_CAMERA = ("/camera/image_raw", 15, 1.0)  # logged at its stamps, received a
 COMMAND = ("/cmd_vel", 15, 0.005)
 
 
-def _recording(topics, steps=(), seconds=8.0, by_topic=False, jitter_s=0.0, starts=None):
+def _recording(topics, steps=(), seconds=8.0, by_topic=False, jitter_s=0.0, starts=None, stops=None):
     """Events in the order written and each one's side of the clock's steps (how many steps it was taken after).
     A message taken at real time r is logged at the recording machine's clock then (its stamp: a recorder logging
     at stamps) and written ``lag`` s later; from each ``(at, s)`` of ``steps`` on, the clock reads ``s`` s less.
     ``by_topic``: written one topic after the other; ``jitter_s``: each log time off by up to that (uniform);
-    ``starts``: topic -> when (real time, s) its first message is taken."""
+    ``starts``/``stops``: topic -> when (real time, s) its first message is taken / it stops."""
     rng = np.random.default_rng(5)
     rows = []
     for rank, (topic, hz, lag) in enumerate(topics):
         start = (starts or {}).get(topic, 0.0)
-        for i in range(int((seconds - start) * hz)):
+        for i in range(int(((stops or {}).get(topic, seconds) - start) * hz)):
             real = start + i / hz
             clock = T0 + real - sum(s for at, s in steps if real >= at) + rng.uniform(-jitter_s, jitter_s)
             ns = int(round(clock * 1e9))
@@ -625,5 +625,34 @@ def test_two_lagged_cameras_crossing_a_small_step_back_together_is_no_clock_step
     events, sides = _recording(topics, [(2.0, 0.3), (5.0, 1.7)])
     sides = [max(0, side - 1) for side in sides]  # the small step is sorted in
     bag = _write(tmp_path / "two_cameras", events)
+    got, found = _read_steps(bag)
+    _assert_each_side_sorted(bag, events, sides, got, found)
+
+
+def test_topics_starting_after_a_gap_across_two_clock_steps_are_read_after_both(tmp_path):
+    """A camera logged 0.3 s behind, alone, crosses two steps back of the clock (1.2 s each) and stops; the IMU and
+    the commands start 0.6 s and 1.4 s later: their log times fit the segment between the steps too (the camera's
+    last after the second one lies more than the window behind them), yet they were logged after both (they were
+    read between the two steps)."""
+    camera = ("/camera/image_raw", 60, 0.3)
+    events, sides = _recording(
+        [camera, LIVE_IMU, COMMAND],
+        [(2.7, 1.2), (3.8, 1.2)],
+        starts={"/imu/data": 4.6, "/cmd_vel": 5.4},
+        stops={"/camera/image_raw": 4.0},
+    )
+    bag = _write(tmp_path / "gap", events)
+    got, found = _read_steps(bag)
+    _assert_each_side_sorted(bag, events, sides, got, found)
+
+
+def test_a_clock_step_that_only_a_topic_starting_after_it_shows_is_kept(tmp_path):
+    """The IMU crosses a step back of the clock and stops; the clock steps back 4 s more while nothing is logged;
+    the commands start after it, logged more than the window behind the IMU's last and below every log time after
+    the first step: a second step (they were read in the first step's segment)."""
+    events, sides = _recording(
+        [LIVE_IMU, COMMAND], [(1.0, 1.7), (2.5, 4.0)], starts={"/cmd_vel": 3.0}, stops={"/imu/data": 2.0}
+    )
+    bag = _write(tmp_path / "unseen_step", events)
     got, found = _read_steps(bag)
     _assert_each_side_sorted(bag, events, sides, got, found)

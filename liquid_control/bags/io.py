@@ -563,9 +563,10 @@ class _StepPlanner:
     window (two lagged topics crossing a smaller step back together are no step).
 
     A topic's first message after a step (and one logged more than the window past everything in its segment: a
-    topic silent across the step) goes to the latest segment whose log times so far reach it (:meth:`_fitting`);
-    that guess is corrected once the topic shows it: it logs past every other topic of that segment (it was after
-    the step), or it goes back from where the step did (it was before it).
+    topic silent across the step) goes to the latest segment whose log times so far reach it, or starts a new step
+    when it fits none and lies more than the window behind the newest (:meth:`_fitting`); that guess is corrected
+    once the topic shows it: it logs past the topics of that segment placed there by their own log times (it was
+    after the step), or it goes back from where the step did (it was before it).
 
     Limits: a live topic starting after a step that only lagged topics will show (none has crossed it yet) stays
     before it; one topic's log times jumping back alone (a camera stamped by a clock of its own) is a step, as
@@ -575,7 +576,7 @@ class _StepPlanner:
     def __init__(self, numbers: dict):
         self.numbers = numbers  # file -> its number in the bag
         self.tracks: dict[str, _Track] = {}
-        self.spans: dict[tuple, list] = {}  # (topic, segment) -> [lowest, newest, (first sort key, file, index)]
+        self.spans: list[dict] = [{}]  # per segment: topic -> [lowest, newest, (first sort key, file, index)]
         self.drops = [0]  # per segment: how far (ns) its step went back
         self.lowest: list = [None]  # per segment: its lowest and newest log time so far
         self.newest: list = [None]
@@ -587,8 +588,8 @@ class _StepPlanner:
         track = self.tracks.get(topic)
         latest = len(self.drops) - 1
         if track is None:
-            track = self.tracks[topic] = _Track(self._fitting(t, 0), t, tentative=latest > 0)
-            seg = track.seg
+            seg = self._fitting(t, 0)
+            track = self.tracks[topic] = _Track(seg, t, tentative=0 < latest and seg <= latest)  # not if it opened one
         else:
             if track.tentative:
                 self._review(topic, track, t)
@@ -649,47 +650,53 @@ class _StepPlanner:
     def _open(self, drop: int) -> int:
         """A new segment after a step back of ``drop`` ns; its number."""
         self.drops.append(drop)
+        self.spans.append({})
         self.lowest.append(None)
         self.newest.append(None)
         return len(self.drops) - 1
 
     def _fitting(self, t: int, floor: int) -> int:
         """The latest segment from ``floor`` on whose log times so far reach ``t`` (from its lowest to the window
-        past its newest); else the latest. Its limit: a topic logged behind the others whose first message, logged
-        before a step, is written after it can fit the segment after the step too; a topic logged when received
-        that starts after a step can fit the one before it when the segment after holds only lagged topics (both
-        are corrected by :meth:`_review` and :meth:`_behind` once the topic's log times show it)."""
+        past its newest); else, after a step, a new step when ``t`` lies more than the window behind the latest
+        segment's newest (the clock stepped back again while no topic showed it); else the latest.
+
+        Its limit: a topic logged behind the others whose first message, logged before a step, is written after it
+        can fit the segment after the step too; a topic logged when received that starts after a step can fit the
+        one before it when the segment after holds only lagged topics (both are corrected by :meth:`_review` and
+        :meth:`_behind` once the topic's log times show it)."""
         for seg in range(len(self.drops) - 1, floor - 1, -1):
             if self.lowest[seg] is not None and self.lowest[seg] <= t <= self.newest[seg] + LOG_TIME_WINDOW_NS:
                 return seg
-        return len(self.drops) - 1
+        latest, newest = len(self.drops) - 1, self.newest[-1]
+        if latest > 0 and newest is not None and t < newest - LOG_TIME_WINDOW_NS:
+            return self._open(newest - t)
+        return latest
 
     def _review(self, topic: str, track: _Track, t: int) -> None:
         """A topic whose first segment was a guess, placed before a step, that logs more than the window past every
-        other topic of that segment was logged after the step: all its messages move past it."""
+        topic of that segment whose segment is no guess was logged after the step: all its messages move past it."""
         seg = track.seg
         if seg == len(self.drops) - 1:
             return
-        others = [span[1] for (other, k), span in self.spans.items() if k == seg and other != topic]
+        others = [span[1] for other, span in self.spans[seg].items() if not self.tracks[other].tentative]
         if others and t > max(others) + LOG_TIME_WINDOW_NS:
             self._relabel(topic, track, seg + 1)
 
     def _relabel(self, topic: str, track: _Track, seg: int) -> None:
         """Move every message of ``topic`` read so far (all in one segment: its first guess) to ``seg``."""
         old = track.seg
-        self.spans[(topic, seg)] = self.spans.pop((topic, old))
+        self.spans[seg][topic] = self.spans[old].pop(topic)
         track.seg, track.marks = seg, [(0, seg)]
         for k in (old, seg):
-            spans = [span for (_, j), span in self.spans.items() if j == k]
-            self.lowest[k] = min((span[0] for span in spans), default=None)
-            self.newest[k] = max((span[1] for span in spans), default=None)
+            self.lowest[k] = min((span[0] for span in self.spans[k].values()), default=None)
+            self.newest[k] = max((span[1] for span in self.spans[k].values()), default=None)
 
     def _note(self, topic: str, seg: int, item: tuple) -> None:
         file, index, position, _, t = item
         key = (t, self.numbers[file], position)
-        span = self.spans.get((topic, seg))
+        span = self.spans[seg].get(topic)
         if span is None:
-            self.spans[(topic, seg)] = [t, t, (key, file, index)]
+            self.spans[seg][topic] = [t, t, (key, file, index)]
         else:
             span[0], span[1] = min(span[0], t), max(span[1], t)
             if key < span[2][0]:
@@ -701,12 +708,12 @@ class _StepPlanner:
 
     def finish(self) -> _StepPlan:
         """The plan: segments left without a message (every topic of one moved away) are dropped."""
-        used = sorted({seg for _, seg in self.spans})
+        used = [seg for seg, spans in enumerate(self.spans) if spans]
         number = {seg: n for n, seg in enumerate(used)}
         steps = []
         for n in range(1, len(used)):
-            before = max(span[1] for (_, k), span in self.spans.items() if k == used[n - 1])
-            key, file, index = min(span[2] for (_, k), span in self.spans.items() if k == used[n])
+            before = max(span[1] for span in self.spans[used[n - 1]].values())
+            key, file, index = min(span[2] for span in self.spans[used[n]].values())
             steps.append((file, index, before * 1e-9, key[0] * 1e-9))
         marks = {topic: tuple((n, number[seg]) for n, seg in track.marks) for topic, track in self.tracks.items()}
         return _StepPlan(marks, tuple(steps))
