@@ -756,6 +756,27 @@ def test_a_compiler_that_does_not_answer_is_asked_once_not_at_every_process_star
     assert len(_unanswered_records(private_cache)) == 2
 
 
+def test_a_compiler_that_answers_again_is_used_though_its_old_record_cannot_be_removed(tmp_path, monkeypatch):
+    """A compiler that timed out under a shorter limit answers under a longer one; its record could not be deleted
+    (a read-only cache: EROFS) and the OSError made the lookup treat the answering compiler as absent."""
+    cc = tmp_path / "answering-cc"
+    cc.write_text('#!/bin/sh\necho "answeringcc (Fake) 1.0"\n')
+    cc.chmod(0o755)
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    record = native_cache._unanswered_path(cache, [str(cc)])
+    entry = {"compiler": str(cc), "timeout": 1.0, "error": "the C compiler did not finish within 1 s"}
+    record.write_text(json.dumps(entry))
+    record.chmod(0o600)
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(native_cache.os, "unlink", read_only)
+    identity, cpu = native_cache._ask_compiler([str(cc)], 5.0, "cpu", [cache])
+    assert "answeringcc (Fake) 1.0" in identity and cpu == "cpu"
+
+
 def test_a_timed_out_compilers_pipes_are_closed(monkeypatch):
     """Before: the group was killed and waited for, but its stdout and stderr pipes were left open (a
     ResourceWarning, two descriptors per timeout)."""

@@ -31,8 +31,9 @@ library in the cache is used as is, and the compiler's failure is an error only 
 questions run on every load, bounded by ``LIQUID_CONTROL_CC_TIMEOUT``; a compiler that times out on them is
 remembered in the cache (``cc-unanswered-<digest>.json``, named by the program's real path, size and mtime and the
 rest of its command), so a hanging one costs that timeout once, not at every process start (every command, every
-worker). It is asked again once it changes (fixed, upgraded), with a longer timeout than the one it failed, or when
-that file is deleted; one that fails at once (cannot run) is asked again each time. A bad value of the setting does
+worker). It is asked again once it changes (fixed, upgraded: the program named first in ``CC``; behind a wrapper
+such as ``ccache gcc``, delete the record), with a longer timeout than the one it failed, or when that file is
+deleted; one that fails at once (cannot run) is asked again each time. A bad value of the setting does
 not stop a cached library (the default bounds the questions then), it is an error when a compile needs it.
 """
 
@@ -390,8 +391,10 @@ def _ask_compiler(cc: list[str], timeout: float, cpu: str | None, dirs: list[Pat
         raise
     for record in records:  # it answers now (a longer limit): a shorter one is no reason to skip it later
         if os.path.lexists(record):
-            with _ignore_missing():
+            try:
                 os.unlink(record)
+            except OSError:  # gone already, or a read-only cache: the compiler answered, that is what counts
+                pass
     return answers
 
 
