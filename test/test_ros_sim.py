@@ -183,6 +183,33 @@ def test_a_status_listener_discovered_after_the_last_episode_still_gets_the_outc
         stop_process(proc)
 
 
+def test_the_acknowledgement_waits_are_sliced_so_a_stop_ends_them_and_other_threads_run():
+    """One long wait_for_all_acked (1 s per target, up to status_wait_s at exit) held the GIL: sim_node's command
+    thread ran once instead of ~900 times, and a stop signal waited it out. The wait is now taken in 20 ms slices
+    that check the stop flag."""
+    from liquid_control.ros.sim_node import SimNode
+
+    class Stuck:  # a reliable subscriber that never acknowledges
+        slices = []
+
+        def wait_for_all_acked(self, timeout):
+            self.slices.append(timeout.nanoseconds * 1e-9)
+            time.sleep(0.001)
+            return False
+
+    class Node:
+        stopped = False
+
+        def running(self):
+            return not self.stopped
+
+    node, publisher = Node(), Stuck()
+    assert SimNode._acked(node, publisher, 0.05) is False and max(publisher.slices) <= 0.02 + 1e-9
+    node.stopped, publisher.slices = True, []
+    assert SimNode._acked(node, publisher, 30.0) is False
+    assert len(publisher.slices) == 1  # one slice, then the stop: not 30 s of waiting
+
+
 _TARGET_SUBSCRIBER = """
 import sys
 import rclpy

@@ -628,7 +628,7 @@ class SimNode(Node):
         remaining = deadline - time.monotonic()
         if self.status_pub.get_subscription_count() == 0 or remaining <= 0:
             return False
-        return self.status_pub.wait_for_all_acked(Duration(seconds=remaining))
+        return self._acked(self.status_pub, remaining)
 
     def running(self) -> bool:
         """Neither a signal nor a shutdown of the context has asked this node to stop."""
@@ -677,8 +677,18 @@ class SimNode(Node):
         self._publish_target()
         self._await_target_ack("the episode's target")
 
+    def _acked(self, publisher, limit_s: float) -> bool:
+        """``publisher``'s messages acknowledged by every reliable subscriber within ``limit_s``, waited for in
+        short slices: one long ``wait_for_all_acked`` holds the GIL (the command thread and the signal flag wait
+        with it)."""
+        deadline = time.monotonic() + limit_s
+        while not publisher.wait_for_all_acked(Duration(seconds=0.02)):
+            if time.monotonic() >= deadline or not self.running():
+                return False
+        return True
+
     def _await_target_ack(self, what: str) -> None:
-        if not self.target_pub.wait_for_all_acked(Duration(seconds=_TARGET_ACK_TIMEOUT_S)):
+        if not self._acked(self.target_pub, _TARGET_ACK_TIMEOUT_S):
             self.get_logger().warning(
                 f"{self.target_pub.topic_name}: {what} not acknowledged by every reliable subscriber "
                 f"within {_TARGET_ACK_TIMEOUT_S} s; going on anyway",
