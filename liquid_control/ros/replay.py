@@ -124,7 +124,8 @@ class Pacing:
     being overdue at once. Where the log time jumps forward by more than ``max_gap_s`` (every replayed topic
     silent: a paused recorder, or the recording machine's clock stepped forward, an NTP step of minutes or hours),
     the timing restarts ``max_gap_s`` (/ ``rate``) after the message before: the playback does not sit idle for
-    the whole jump. Each such cut is kept in ``cuts`` as (log time before, gap), seconds."""
+    the whole jump. Each such cut is kept in ``cuts`` as (log time before it since the first message, gap),
+    seconds."""
 
     def __init__(self, rate: float, start: float, max_gap_s: float = math.inf):
         self.rate = rate
@@ -132,17 +133,18 @@ class Pacing:
         self.base: tuple[int, float] | None = None  # (log time ns, wall time) the timing counts from
         self.last: tuple[int, float] | None = None  # (log time ns, due) of the previous message
         self.start = start
+        self.first_ns: int | None = None  # the first message's log time (cuts are counted from it)
         self.cuts: list[tuple[float, float]] = []
 
     def due(self, log_time_ns: int) -> float:
         """The wall time (``start``'s clock) at which the message logged at ``log_time_ns`` is due."""
         if self.last is None:
-            self.base = (log_time_ns, self.start)
+            self.base, self.first_ns = (log_time_ns, self.start), log_time_ns
         elif log_time_ns < self.last[0]:  # the recorder's clock stepped back: restart the timing here
             self.base = (log_time_ns, self.last[1])
         elif log_time_ns - self.last[0] > self.max_gap_ns:  # a silence longer than max_gap_s: cut to it
             self.base = (log_time_ns, self.last[1] + self.max_gap_ns * 1e-9 / self.rate)
-            self.cuts.append((self.last[0] * 1e-9, (log_time_ns - self.last[0]) * 1e-9))
+            self.cuts.append(((self.last[0] - self.first_ns) * 1e-9, (log_time_ns - self.last[0]) * 1e-9))
         due = self.base[1] + (log_time_ns - self.base[0]) * 1e-9 / self.rate
         self.last = (log_time_ns, due)
         return due
@@ -196,8 +198,8 @@ class Replay:
             if len(pacing.cuts) > cuts:
                 at, gap = pacing.cuts[-1]
                 print(
-                    f"replay: {reader.path}: no message for {gap:.1f} s of log time after {at:.3f} s (a paused "
-                    "recording, or the recording machine's clock stepped forward); playing on after "
+                    f"replay: {reader.path}: no message for {gap:.1f} s of log time after {at:.3f} s of the bag "
+                    "(a paused recording, or the recording machine's clock stepped forward); playing on after "
                     f"{max_gap_s:g} s of it (--max-gap)",
                     file=sys.stderr,
                 )
