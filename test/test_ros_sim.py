@@ -494,6 +494,15 @@ def test_policy_world_parameters_are_the_worlds_evaluation_makes(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["imu", "False"]
+    # a .pt named on a robot without torch: the .onnx export beside it (which the node runs there); before, an
+    # ImportError traceback from sim_graph, and `record` recorded every input topic instead of the policy's
+    no_torch = (
+        "import sys; sys.modules['torch'] = None; from pathlib import Path; "
+        "from liquid_control.ros.graph import policy_world_parameters; "
+        f"print(policy_world_parameters(Path({str(policies_dir() / 'cfc_balancer.pt')!r}))['policy_inputs'])"
+    )
+    out = subprocess.run([sys.executable, "-c", no_torch], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["imu,wheels,command"], out.stdout + out.stderr
     assert policy_world_parameters(tmp_path / "missing.pt") == {} and policy_inputs(tmp_path / "missing.pt") == ""
 
 

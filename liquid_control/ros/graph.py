@@ -183,11 +183,14 @@ def policy_world_parameters(policy_file: Path) -> dict:
     from liquid_control.runtime.backends import CAMERA, ONNX_CONFIG_KEY, ObservationSpec, read_onnx_metadata
 
     try:
+        if policy_file.suffix != ".onnx":
+            try:
+                from liquid_control.policy.checkpoint import read_config
+            except ImportError:  # a robot without torch runs the .onnx export beside the .pt, as the node does
+                policy_file = policy_file.with_suffix(".onnx")
         if policy_file.suffix == ".onnx":
             config = json.loads(read_onnx_metadata(policy_file)[ONNX_CONFIG_KEY])
         else:
-            from liquid_control.policy.checkpoint import read_config
-
             config = read_config(policy_file)
         spec = ObservationSpec.from_config(config)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # PolicyLoadError is a RuntimeError/ValueError
