@@ -656,3 +656,33 @@ def test_a_clock_step_that_only_a_topic_starting_after_it_shows_is_kept(tmp_path
     bag = _write(tmp_path / "unseen_step", events)
     got, found = _read_steps(bag)
     _assert_each_side_sorted(bag, events, sides, got, found)
+
+
+def test_a_joint_state_without_efforts_serialized_by_rclpy_reads_with_rosbags_and_ours(tmp_path):
+    """rclpy serializes a JointState with an empty `effort` with 4 bytes of padding past the message (92 bytes for
+    the 88 the DDS wire carries; the 4 not even zeroed), and rosbags refuses that ("CDR message size mismatch"):
+    every balancing bag sim_node recorded (`--record-bag`) failed `eval --bag` and `train --bag` at its first
+    /joint_states. Written now without the padding (rosbags' own deserializer reads it), and bags written before
+    still read here."""
+    from rclpy.serialization import serialize_message
+    from rosbags.typesys import Stores, get_typestore
+    from sensor_msgs.msg import JointState
+
+    msg = JointState(name=["wheel_left", "wheel_right"], position=[0.1, 0.2], velocity=[1.5, -0.5])
+    msg.header.stamp.sec = 7
+    padded = serialize_message(msg)
+    assert len(padded) == 108  # what rclpy makes of it: 4 bytes past the message, not even zeroed
+    with BagWriter(tmp_path / "new") as bag:  # an rclpy message, as sim_node's recorder writes it
+        bag.write("/joint_states", 7_000_000_000, msg)
+    with BagWriter(tmp_path / "old") as bag:  # the bytes such recorders wrote before
+        bag.add_topic("/joint_states", M.JOINT_STATE)
+        bag.write("/joint_states", 7_000_000_000, padded)
+    store = get_typestore(Stores.ROS2_KILTED)
+    with BagReader(tmp_path / "new") as reader:
+        (written,) = list(reader.messages(["/joint_states"]))
+    assert len(written.data) == 104
+    independent = store.deserialize_cdr(written.data, "sensor_msgs/msg/JointState")  # rosbags alone
+    assert list(independent.velocity) == [1.5, -0.5] and independent.header.stamp.sec == 7
+    with BagReader(tmp_path / "old") as reader:
+        (old,) = list(reader.messages(["/joint_states"]))
+    assert len(old.data) == 108 and list(old.decode().velocity) == [1.5, -0.5]

@@ -140,7 +140,30 @@ def _serialize(message, msgtype: str) -> bytes | memoryview:
         return typestore().serialize_cdr(message, msgtype)
     from rclpy.serialization import serialize_message  # an rclpy message: the bytes DDS would carry
 
-    return serialize_message(message)
+    return _without_padding(serialize_message(message), msgtype)
+
+
+_PADDING_CHECKED_BELOW = 1 << 16  # bytes: images and other large messages end in byte data, never in padding
+
+
+def _without_padding(data: bytes, msgtype: str) -> bytes:
+    """``data`` without the 4 bytes of alignment padding (not even zeroed) rclpy's serializer appends where a
+    message ends in an empty sequence of 8-byte numbers (a JointState without efforts: 92 bytes, 88 on the wire).
+    rosbags, and so anyone reading the bag with it, refuses 4 or more bytes past the end of the message ("CDR
+    message size mismatch")."""
+    if len(data) >= _PADDING_CHECKED_BELOW or len(data) < 8:
+        return data
+    try:
+        typestore().deserialize_cdr(data, msgtype)
+        return data
+    except Exception as exc:  # rosbags' SerdeError; anything but the size: leave the bytes as they are
+        if "size mismatch" not in str(exc):
+            return data
+        try:
+            typestore().deserialize_cdr(data[:-4], msgtype)
+        except Exception:
+            return data
+        return data[:-4]
 
 
 class BagWriter:
@@ -418,8 +441,18 @@ class BagMessage:
     data: bytes
 
     def decode(self):
-        """The message parsed from its CDR bytes."""
-        return typestore().deserialize_cdr(self.data, self.msgtype)
+        """The message parsed from its CDR bytes. Four bytes of alignment padding past its end (what rclpy's
+        serializer writes after an empty sequence of 8-byte numbers: every JointState without efforts that a tool
+        serializing with rclpy recorded) are read past, where rosbags refuses them."""
+        try:
+            return typestore().deserialize_cdr(self.data, self.msgtype)
+        except Exception as exc:
+            if "size mismatch" not in str(exc) or len(self.data) < 8:
+                raise
+            try:  # exactly 4 bytes too many (fewer rosbags allows): the rest must be the whole message
+                return typestore().deserialize_cdr(self.data[:-4], self.msgtype)
+            except Exception:
+                raise exc from None
 
 
 # Messages reach the caller sorted by log time, ties in the order written. A bag in which some topic's own log
