@@ -165,11 +165,6 @@ def test_a_step_back_of_the_recorders_clock_keeps_the_recorded_timing_after_it(t
     log times and stamps). Played at --rate 2, each frame goes out at its real time / 2, the one after the step
     with the frame before it. Before: every frame after the step was overdue (log time - first log time < 0) and
     all 15 went out at once, right after frame 14."""
-    import threading
-
-    from liquid_control.ros import replay as replay_module
-    from liquid_control.ros.replay import Replay
-
     path = tmp_path / "ntp_step"
     with BagWriter(path) as bag:
         for i in range(30):
@@ -178,34 +173,9 @@ def test_a_step_back_of_the_recorders_clock_keeps_the_recorded_timing_after_it(t
             bag.write(
                 "/camera/image_raw", int(round(clock * 1e9)), image_message(np.full((8, 8, 3), i, np.uint8), clock)
             )
-    now = [0.0]  # a wall clock the playback's waits advance: the timing without sleeping
-
-    class Clock:
-        @staticmethod
-        def monotonic():
-            return now[0]
-
-    class Stop(threading.Event):
-        def wait(self, timeout=None):
-            now[0] += timeout
-            return False
-
-    class Publisher:
-        def __init__(self):
-            self.sent = []
-
-        def publish(self, data):
-            self.sent.append(now[0])
-
-    monkeypatch.setattr(replay_module, "time", Clock)
-    player = Replay.__new__(Replay)  # the playback alone, without DDS
-    publisher = Publisher()
-    player.publishers, player.clock_pub = {"/camera/image_raw": publisher}, None
-    player.published = {"/camera/image_raw": 0}
-    with BagReader(path) as reader:
-        assert player.play(reader, 2.0, Stop()) == 30
+    sent = _paced_playback(monkeypatch, path, rate=2.0, max_gap_s=float("inf"))
     expected = [i / 15 / 2 for i in range(15)] + [(i - 1) / 15 / 2 for i in range(15, 30)]
-    assert publisher.sent == pytest.approx(expected, abs=1e-6)
+    assert sent == pytest.approx(expected, abs=1e-6)
 
 
 def _paced_playback(monkeypatch, path: Path, rate: float, max_gap_s: float) -> list[float]:
