@@ -160,6 +160,11 @@ def evaluate_offline(
                 f"--out {out}: already holds a report ({', '.join(held)}); choose another --out or move it away"
             )
         validate_output_folder(str(out))
+        missing = [bag for bag in bags if not Path(bag).exists()]
+        if missing:  # before any bag is played: a typo in the last one cost every bag before it
+            raise BagError(
+                f"--bag {', '.join(missing)}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)"
+            )
         results = {"command": command, "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(
@@ -291,11 +296,6 @@ def run_offline(args, command: str = "") -> int:
             if not matches:
                 raise ValueError(f"--bag {pattern!r} matches no bag")
             bags += matches
-        missing = [bag for bag in bags if not Path(bag).exists()]
-        if missing:  # before any bag is played: a typo in the last one cost every bag before it
-            raise ValueError(
-                f"--bag {', '.join(missing)}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)"
-            )
         policies = _policies(args.policy)
         results = evaluate_offline(
             policies,
