@@ -686,3 +686,13 @@ def test_a_joint_state_without_efforts_serialized_by_rclpy_reads_with_rosbags_an
     with BagReader(tmp_path / "old") as reader:
         (old,) = list(reader.messages(["/joint_states"]))
     assert len(old.data) == 108 and list(old.decode().velocity) == [1.5, -0.5]
+    # positions only: rclpy overshoots by 8
+    positions = JointState(name=["wheel_left"], position=[0.3])
+    with BagWriter(tmp_path / "positions") as bag:
+        bag.write("/joint_states", 1, positions)
+        bag.add_topic("/raw", M.JOINT_STATE)
+        bag.write("/raw", 2, serialize_message(positions))
+    with BagReader(tmp_path / "positions") as reader:
+        written, raw = list(reader.messages(["/joint_states", "/raw"]))
+    assert len(raw.data) - len(written.data) == 8 and list(raw.decode().position) == [0.3]
+    assert list(store.deserialize_cdr(written.data, "sensor_msgs/msg/JointState").position) == [0.3]

@@ -236,3 +236,14 @@ def test_a_step_forward_of_the_recorders_clock_is_cut_to_max_gap_with_a_notice(t
     assert _paced_playback(monkeypatch, path, rate=2.0, max_gap_s=float("inf"))[15] == pytest.approx(
         14 / 15 / 2 + 3600.0 / 2 + 1 / 15 / 2, abs=1e-6
     )
+
+
+def test_a_cut_after_a_step_back_of_the_clock_says_where_in_the_playback_it_is():
+    """Log times 100, 101, 102, then the clock steps back to 50, 51, and nothing until 70: the cut is 3 s into
+    the recording as played (before: -49 s, the log time since the first message)."""
+    from liquid_control.ros.replay import Pacing
+
+    pacing = Pacing(1.0, 0.0, max_gap_s=5.0)
+    dues = [pacing.due(int(t * 1e9)) for t in (100, 101, 102, 50, 51, 70)]
+    assert dues == pytest.approx([0, 1, 2, 2, 3, 8])
+    assert pacing.cuts == [pytest.approx((3.0, 19.0))]

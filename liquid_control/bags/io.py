@@ -147,10 +147,10 @@ _PADDING_CHECKED_BELOW = 1 << 16  # bytes: images and other large messages end i
 
 
 def _without_padding(data: bytes, msgtype: str) -> bytes:
-    """``data`` without the 4 bytes of alignment padding (not even zeroed) rclpy's serializer appends where a
-    message ends in an empty sequence of 8-byte numbers (a JointState without efforts: 92 bytes, 88 on the wire).
-    rosbags, and so anyone reading the bag with it, refuses 4 or more bytes past the end of the message ("CDR
-    message size mismatch")."""
+    """``data`` cut to the end of its message: rclpy's serializer leaves 4 or 8 bytes past it (its size estimate
+    overshoots: a JointState without efforts, 92 bytes for the 88 on the wire; not even zeroed). rosbags, and so
+    anyone reading the bag with it, refuses 4 or more bytes past the end of a message ("CDR message size
+    mismatch")."""
     if len(data) >= _PADDING_CHECKED_BELOW or len(data) < 8:
         return data
     try:
@@ -159,11 +159,20 @@ def _without_padding(data: bytes, msgtype: str) -> bytes:
     except Exception as exc:  # rosbags' SerdeError; anything but the size: leave the bytes as they are
         if "size mismatch" not in str(exc):
             return data
+    return _cut_overshoot(data, msgtype)[1] or data
+
+
+def _cut_overshoot(data, msgtype: str):
+    """(message, bytes) of ``data`` with 4 or 8 bytes past the message cut off (rosbags allows up to 3 more), or
+    (None, None) when neither cut leaves a whole message."""
+    for cut in (4, 8):
+        if len(data) - cut < 4:
+            break
         try:
-            typestore().deserialize_cdr(data[:-4], msgtype)
+            return typestore().deserialize_cdr(data[:-cut], msgtype), data[:-cut]
         except Exception:
-            return data
-        return data[:-4]
+            continue
+    return None, None
 
 
 class BagWriter:
@@ -441,18 +450,18 @@ class BagMessage:
     data: bytes
 
     def decode(self):
-        """The message parsed from its CDR bytes. Four bytes of alignment padding past its end (what rclpy's
-        serializer writes after an empty sequence of 8-byte numbers: every JointState without efforts that a tool
-        serializing with rclpy recorded) are read past, where rosbags refuses them."""
+        """The message parsed from its CDR bytes. The 4 or 8 bytes past its end that rclpy's serializer leaves
+        (every JointState without efforts that a tool serializing with rclpy recorded) are read past, where rosbags
+        refuses them."""
         try:
             return typestore().deserialize_cdr(self.data, self.msgtype)
         except Exception as exc:
-            if "size mismatch" not in str(exc) or len(self.data) < 8:
+            if "size mismatch" not in str(exc):
                 raise
-            try:  # exactly 4 bytes too many (fewer rosbags allows): the rest must be the whole message
-                return typestore().deserialize_cdr(self.data[:-4], self.msgtype)
-            except Exception:
-                raise exc from None
+            message, _ = _cut_overshoot(self.data, self.msgtype)  # 4 or 8 bytes of rclpy's overshoot
+            if message is None:
+                raise
+            return message
 
 
 # Messages reach the caller sorted by log time, ties in the order written. A bag in which some topic's own log

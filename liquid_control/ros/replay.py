@@ -124,8 +124,7 @@ class Pacing:
     being overdue at once. Where the log time jumps forward by more than ``max_gap_s`` (every replayed topic
     silent: a paused recorder, or the recording machine's clock stepped forward, an NTP step of minutes or hours),
     the timing restarts ``max_gap_s`` (/ ``rate``) after the message before: the playback does not sit idle for
-    the whole jump. Each such cut is kept in ``cuts`` as (log time before it since the first message, gap),
-    seconds."""
+    the whole jump. Each such cut is kept in ``cuts`` as (recorded seconds played before it, gap)."""
 
     def __init__(self, rate: float, start: float, max_gap_s: float = math.inf):
         self.rate = rate
@@ -133,18 +132,18 @@ class Pacing:
         self.base: tuple[int, float] | None = None  # (log time ns, wall time) the timing counts from
         self.last: tuple[int, float] | None = None  # (log time ns, due) of the previous message
         self.start = start
-        self.first_ns: int | None = None  # the first message's log time (cuts are counted from it)
         self.cuts: list[tuple[float, float]] = []
 
     def due(self, log_time_ns: int) -> float:
         """The wall time (``start``'s clock) at which the message logged at ``log_time_ns`` is due."""
         if self.last is None:
-            self.base, self.first_ns = (log_time_ns, self.start), log_time_ns
+            self.base = (log_time_ns, self.start)
         elif log_time_ns < self.last[0]:  # the recorder's clock stepped back: restart the timing here
             self.base = (log_time_ns, self.last[1])
         elif log_time_ns - self.last[0] > self.max_gap_ns:  # a silence longer than max_gap_s: cut to it
             self.base = (log_time_ns, self.last[1] + self.max_gap_ns * 1e-9 / self.rate)
-            self.cuts.append(((self.last[0] - self.first_ns) * 1e-9, (log_time_ns - self.last[0]) * 1e-9))
+            # where in the recording: seconds played (at rate 1), which a step back of the clock does not undo
+            self.cuts.append(((self.last[1] - self.start) * self.rate, (log_time_ns - self.last[0]) * 1e-9))
         due = self.base[1] + (log_time_ns - self.base[0]) * 1e-9 / self.rate
         self.last = (log_time_ns, due)
         return due

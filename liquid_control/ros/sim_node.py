@@ -688,7 +688,7 @@ class SimNode(Node):
         return True
 
     def _await_target_ack(self, what: str) -> None:
-        if not self._acked(self.target_pub, _TARGET_ACK_TIMEOUT_S):
+        if not self._acked(self.target_pub, _TARGET_ACK_TIMEOUT_S) and self.running():  # (a stop is no failure)
             self.get_logger().warning(
                 f"{self.target_pub.topic_name}: {what} not acknowledged by every reliable subscriber "
                 f"within {_TARGET_ACK_TIMEOUT_S} s; going on anyway",
