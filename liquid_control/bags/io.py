@@ -59,6 +59,9 @@ class BagError(RuntimeError):
     """A bag that cannot be written or read; the message names the file and what is wrong with it."""
 
 
+NO_SUCH_BAG = "no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)"  # after the path(s)
+
+
 @lru_cache(maxsize=1)
 def typestore():
     """The rosbags type store (message definitions, CDR (de)serializers, RIHS01 hashes)."""
@@ -787,7 +790,7 @@ class BagReader:
         self._order: dict = {}  # frozenset of topics -> (largest lag ns, clock step): messages' order scan
         self._step_plans: dict = {}  # frozenset of topics -> _StepPlan, for those with a clock step
         if not self.path.exists():
-            raise BagError(f"{self.path}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)")
+            raise BagError(f"{self.path}: {NO_SUCH_BAG}")
         try:
             self._open(allow_truncated)
         except BaseException:

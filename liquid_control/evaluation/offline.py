@@ -22,6 +22,7 @@ import numpy as np
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
+from liquid_control.bags.io import NO_SUCH_BAG
 from liquid_control.bags.stream import (
     RECORD_INFO,
     StreamStats,
@@ -162,9 +163,7 @@ def evaluate_offline(
         validate_output_folder(str(out))
         missing = [bag for bag in bags if not Path(bag).exists()]
         if missing:  # before any bag is played: a typo in the last one cost every bag before it
-            raise BagError(
-                f"--bag {', '.join(missing)}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)"
-            )
+            raise BagError(f"--bag {', '.join(missing)}: {NO_SUCH_BAG}")
         results = {"command": command, "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(

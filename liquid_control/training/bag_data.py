@@ -59,6 +59,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
+from liquid_control.bags.io import NO_SUCH_BAG
 from liquid_control.bags.stream import RECORD_INFO, LabelRule, StreamStats, capture_runner, check_inputs, input_hints
 from liquid_control.policy import PolicyConfigError
 
@@ -104,9 +105,7 @@ def _expand(patterns, key: str) -> list[str]:
         paths += [str(Path(m).resolve()) for m in matches]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:  # BagReader's words, checked here before any bag is read
-        raise ValueError(
-            f"data.{key}: {', '.join(missing)}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)"
-        )
+        raise ValueError(f"data.{key}: {', '.join(missing)}: {NO_SUCH_BAG}")
     return paths
 
 
