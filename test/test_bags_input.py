@@ -167,6 +167,43 @@ def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, cap
     assert data["label"] == {"mode": "held", "offset_s": 0.1, "max_wait_s": 0.2}
 
 
+def test_resume_without_a_config_changes_a_bag_runs_data_settings_over_its_data_yaml(tmp_path, capsys, monkeypatch):
+    """Before: `train --out RUN --resume --set data.window=8` (no --config: the run's own is used) built the data
+    section from the --set alone and was refused with "data.bags: no training bags given", though the run's
+    data.yaml names them. Now data.yaml is the base: a change is applied before the first epoch and refused,
+    naming data.yaml, after it."""
+    import yaml
+
+    from liquid_control.training import bag_data
+
+    bag = _small_bag(tmp_path / "bags" / "a", size=64)
+    config = yaml.safe_load(open(ROVER).read())
+    config["training"]["epochs_first"] = 1
+    path = tmp_path / "one_epoch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+
+    def killed(self, *args, **kwargs):  # a kill after the bags were converted, before the first epoch ended
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(bag_data.BagRun, "train_epoch", killed)
+        start = ["train", "--config", str(path), "--bag", str(bag), "--out", str(out), "--no-progress"]
+        assert cli.main([*start, "--set", "data.window=16"]) == 130
+    assert yaml.safe_load((out / "data.yaml").read_text())["data"]["window"] == 16
+    capsys.readouterr()
+    resume = ["train", "--out", str(out), "--resume", "--no-progress"]
+    assert cli.main([*resume, "--set", "data.window=8"]) == 0, capsys.readouterr().err
+    data = yaml.safe_load((out / "data.yaml").read_text())["data"]
+    assert data["window"] == 8 and data["bags"] == [str(bag)]
+    capsys.readouterr()
+    assert cli.main([*resume, "--set", "data.window=4"]) == 2  # trained: another window is another run
+    err = capsys.readouterr().err
+    assert f"{out / 'data.yaml'}: the run was trained on other bags or data settings" in err, err
+    assert "no training bags given" not in err
+    assert cli.main(resume) == 0  # the run's own settings: nothing to do, policy.pt kept
+
+
 def test_replay_with_a_relative_record_topic_does_not_record_the_bags_own_commands(tmp_path, capsys):
     """Before: `--record cmd_vel` (as the node's parameter file spells command_topic) left the bag's /cmd_vel
     among the replayed topics; with no policy node running, the recorder recorded those replayed commands and

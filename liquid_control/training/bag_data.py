@@ -162,7 +162,8 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
     ``topics`` (``--label-offset-s`` keeps the file's label mode).
 
     Returns ``(config, data)``: the policy config alone (a dict when it had a data section), and the validated
-    data settings, or None for a simulated run. With neither, a resumed bag run reads its ``data.yaml``.
+    data settings, or None for a simulated run. Without a config, a resumed bag run's ``data.yaml`` is the section
+    (``--resume --set data.window=...`` changes it; the run refuses a change once it has trained an epoch).
     """
     section = None
     if isinstance(config, (str, Path)):
@@ -181,10 +182,12 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
     elif isinstance(config, dict) and "data" in config:
         config = dict(config)
         section = config.pop("data")
+    saved = out_dir / "data.yaml"
+    if section is None and config is None and saved.is_file():  # resume of a bag run: its settings are the base
+        section = yaml.safe_load(saved.read_text())["data"]
+        if not data and not sets:
+            return None, section
     if section is None and not data and not sets:
-        saved = out_dir / "data.yaml"
-        if config is None and saved.is_file():  # resume of a bag run
-            return None, yaml.safe_load(saved.read_text())["data"]
         return config, None
     from liquid_control.policy.config import set_dotted
 
