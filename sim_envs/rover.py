@@ -271,8 +271,10 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
         self._collision_pairs = frozenset(
             pair for r in rover_geoms for o in obstacle_geoms for pair in ((r, o), (o, r))
         )
-        self._gyro_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "gyro")]
-        self._accel_adr = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "accel")]
+        gyro = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "gyro")]
+        accel = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "accel")]
+        self._imu_index = np.r_[gyro : gyro + 3, accel : accel + 3]  # gyro then accelerometer in sensordata
+        self._imu_noise_std = _IMU_NOISE_STD + shift.imu_noise
         self._init_camera()
         self.obstacles = np.zeros((0, 3))
 
@@ -354,19 +356,16 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
         self.data.ctrl[:] = (gain * (linear - angular * WHEEL_BASE / 2), gain * (linear + angular * WHEEL_BASE / 2))
 
     def _after_physics_step(self):
-        ncon = self.data.ncon
-        if ncon and not self._collided:
+        if self.data.ncon and not self._collided:  # data.contact holds the ncon contacts
             pairs = self._collision_pairs
-            self._collided = any(tuple(g) in pairs for g in self.data.contact.geom[:ncon].tolist())
+            self._collided = any(tuple(g) in pairs for g in self.data.contact.geom.tolist())
 
     def _measure(self, sensor):
-        rng, shift = self._noise_rng, self.shift
+        rng = self._noise_rng
         if sensor == "camera":
             return self._camera_measurement(rng)
-        s = self.data.sensordata
-        reading = np.concatenate([s[self._gyro_adr : self._gyro_adr + 3], s[self._accel_adr : self._accel_adr + 3]])
-        std = _IMU_NOISE_STD + shift.imu_noise
-        return saturate_imu(reading + self._imu_bias + rng.normal(0.0, 1.0, size=6) * std)
+        reading = self.data.sensordata[self._imu_index]
+        return saturate_imu(reading + self._imu_bias + rng.normal(0.0, 1.0, size=6) * self._imu_noise_std)
 
     # ----- task -----
     def pose(self):

@@ -58,8 +58,12 @@ class SensorTiming:
         return self.period * (1.0 + self.jitter * rng.uniform(-1.0, 1.0, size=n))
 
     def interval(self, rng: np.random.Generator) -> float:
-        """One tick-to-tick interval: ``intervals(rng, 1)[0]`` (the same draw), without building an array."""
-        return self.period * (1.0 + self.jitter * rng.uniform(-1.0, 1.0))
+        """One tick-to-tick interval: ``intervals(rng, 1)[0]`` (the same draw), without building an array.
+
+        ``2 * rng.random() - 1`` is ``rng.uniform(-1.0, 1.0)`` bit for bit (numpy computes ``-1 + 2 * u`` from the
+        same double ``u``, and doubling is exact) at a quarter of the cost of a scalar ``uniform`` call (~1 us);
+        a world draws one per sensor message."""
+        return self.period * (1.0 + self.jitter * (2.0 * rng.random() - 1.0))
 
     def message_stamps(self, rng: np.random.Generator, duration: float, t0: float = 0.0):
         """Stamps and arrival times of the messages that survive in [t0, t0 + duration) (arrays)."""
@@ -81,29 +85,25 @@ class SensorStream:
     def __init__(self, timing: SensorTiming, rng: np.random.Generator, t0: float = 0.0):
         self.timing = timing
         self._rng = rng
-        self._tick = t0 + timing.period * rng.uniform(0.0, 1.0)
+        self.next_stamp = t0 + timing.period * rng.uniform(0.0, 1.0)  # measurement time of the next survivor
         self.dropped = 0
         self._advance_to_surviving()
 
     def _advance_to_surviving(self):
-        while self.timing.dropout > 0 and self._rng.uniform() < self.timing.dropout:
+        dropout = self.timing.dropout
+        while dropout > 0 and self._rng.random() < dropout:  # random() is uniform() bit for bit, cheaper
             self.dropped += 1
-            self._tick += self.timing.interval(self._rng)
-
-    @property
-    def next_stamp(self) -> float:
-        """Measurement time of the next surviving message."""
-        return self._tick
+            self.next_stamp += self.timing.interval(self._rng)
 
     @property
     def next_arrival(self) -> float:
         """Delivery time of the next surviving message (its stamp plus the latency)."""
-        return self._tick + self.timing.latency
+        return self.next_stamp + self.timing.latency
 
     def pop(self) -> float:
         """Consume the next surviving message; returns its stamp."""
-        stamp = self._tick
-        self._tick += self.timing.interval(self._rng)
+        stamp = self.next_stamp
+        self.next_stamp += self.timing.interval(self._rng)
         self._advance_to_surviving()
         return stamp
 
