@@ -109,9 +109,11 @@ class EpisodeAugmentation:
             raise ValueError("the 'yaw' augmentation turns each frame by its heading error: use chunk(), not apply()")
         if images.dim() != 5 or images.shape[-1] != 3:
             raise ValueError(f"augmentation expects uint8 frames (B, T, H, W, 3), got {tuple(images.shape)}")
-        b = images.shape[0]
+        b, t, h, w, _ = images.shape
         per_episode = lambda v: torch.as_tensor(v, dtype=torch.float32).view(-1, 1, 1, 1, 1)  # noqa: E731
-        x = images.to(torch.float32)
+        # x is indexed (B, T, H, W, C) throughout. Its memory layout is kept as it always was: the policy's camera
+        # encoder reads frames in that layout, and its sums (input normalisation, convolutions) round differently
+        # in another one: pixels (B, T, H, W, C) up to the blur, colour planes (B, T, C, H, W) after it.
         if self.gain is not None or self.brightness is not None or self.contrast is not None:
             # colour gain, saturation, brightness and contrast are one affine map per episode and frame:
             # y = M_b x + o_bt, applied in a single pass (and the 1/255 scaling folded in)
@@ -122,22 +124,30 @@ class EpisodeAugmentation:
                 matrix = mix @ (torch.diag_embed(torch.as_tensor(self.gain, dtype=torch.float32)) @ matrix)
             if self.brightness is not None:
                 matrix = matrix * torch.as_tensor(self.brightness, dtype=torch.float32).view(-1, 1, 1)
+            # on colour planes the map is one matrix product per frame, ~3x faster than on the pixels' 3-vectors
+            # (a product with 3 terms per output; the same sums, in the same order)
+            planes = torch.empty((b, t, 3, h, w))
+            planes.copy_(images.permute(0, 1, 4, 2, 3))
             offset = None
             if self.contrast is not None:
                 c = torch.as_tensor(self.contrast, dtype=torch.float32).view(-1, 1, 1)
-                frame_mean = torch.einsum("btc,bdc->btd", x.mean(dim=(2, 3)), matrix).mean(dim=2)  # (B, T)
+                # integer pixel values: their sums are exact in any order (up to 65,793 pixels a frame)
+                frame_mean = torch.einsum("btc,bdc->btd", planes.mean(dim=(3, 4)), matrix).mean(dim=2)  # (B, T)
                 offset = ((1.0 - c[:, :, 0]) * frame_mean)[:, :, None, None, None]
                 matrix = matrix * c
-            x = torch.einsum("bthwc,bdc->bthwd", x, matrix)
+            x = torch.matmul(matrix.view(b, 1, 3, 3), planes.view(b, t, 3, h * w)).view(b, t, 3, h, w)
+            x = x.permute(0, 1, 3, 4, 2)
             if offset is not None:
                 x += offset
+            if self.blur is None:  # back to pixels (the blur reads colour planes)
+                x = x.contiguous()
         else:
+            x = images.to(torch.float32)
             x /= 255.0
         if self.gradient is not None:  # light that falls off (or grows) from the top of the frame to the bottom
-            h = x.shape[2]
             top, bottom = (torch.as_tensor(self.gradient[:, i], dtype=torch.float32).view(-1, 1) for i in (0, 1))
             rows = top + (bottom - top) * torch.linspace(0.0, 1.0, h).view(1, -1)  # (B, H)
-            x = x * rows.view(b, 1, h, 1, 1)
+            x *= rows.view(b, 1, h, 1, 1)
         if self.gamma is not None:
             x = x.clamp_(0.0, 1.0).pow_(per_episode(self.gamma))
         if self.blur is not None:
@@ -266,7 +276,8 @@ def turn_view(x: torch.Tensor, yaw, hfov: float, pitch: float = 0.0) -> torch.Te
 
 
 def _gaussian_blur(x: torch.Tensor, sigmas: np.ndarray) -> torch.Tensor:
-    """Separable Gaussian blur of (B, T, H, W, C) frames, one sigma per episode (sigma ~0: unchanged)."""
+    """Separable Gaussian blur of (B, T, H, W, C) frames, one sigma per episode (sigma ~0: unchanged), edges
+    repeated. Reads and returns colour planes (B, T, C, H, W) in memory (read without a copy when x has them)."""
     b, t, h, w, c = x.shape
     offsets = torch.arange(-_BLUR_RADIUS, _BLUR_RADIUS + 1, dtype=x.dtype)
     sig = torch.as_tensor(sigmas, dtype=x.dtype).clamp_min(1e-3).view(-1, 1)
