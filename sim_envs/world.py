@@ -250,10 +250,10 @@ class TimedMujocoWorld(gym.Env):
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():  # the methods: np.all / np.any cost twice as much on 2 numbers
             raise ValueError(f"action must be finite, got {action.tolist()} (physics not stepped)")
         low, high = self.action_space.low, self.action_space.high
-        if np.any(action < low) or np.any(action > high):
+        if (action < low).any() or (action > high).any():
             self.clipped_actions += 1
             action = np.clip(action, low, high)
         self._apply_action(action)

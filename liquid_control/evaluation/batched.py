@@ -90,7 +90,7 @@ class BatchedPolicy:
         self.state = policy.initial_state(lanes)
         self._initial = policy.initial_state(1)[0]
         self.max_gap_s = float(max_gap_s)
-        self._started = torch.zeros(lanes, dtype=torch.bool)  # a lane's first update is not a gap
+        self._started = [False] * lanes  # a lane's first update is not a gap
         self.gap_resets = 0
 
     def reset_lane(self, lane: int) -> None:
@@ -100,22 +100,29 @@ class BatchedPolicy:
 
     @torch.no_grad()
     def act(self, lanes: list[int], observations: list[dict]) -> np.ndarray:
-        """Actions (len(lanes), A) for the lanes' current observations; advances their states by their dt."""
+        """Actions (len(lanes), A) for the lanes' current observations; advances their states by their dt.
+
+        The gap rule runs on Python floats: a few dozen lanes, where each torch operation costs microseconds."""
         batch = {}
         for key in self.keys:
-            missing = [i for i, obs in enumerate(observations) if key not in obs]
-            if missing:
-                raise ValueError(f"observation lacks {key!r} (has {', '.join(sorted(observations[missing[0]]))})")
-            batch[key] = torch.from_numpy(np.stack([np.asarray(obs[key]) for obs in observations]))
-        dt = torch.from_numpy(np.array([float(np.asarray(o["dt"]).reshape(-1)[0]) for o in observations], np.float32))
+            lacking = next((obs for obs in observations if key not in obs), None)
+            if lacking is not None:
+                raise ValueError(f"observation lacks {key!r} (has {', '.join(sorted(lacking))})")
+            batch[key] = torch.from_numpy(np.stack([obs[key] for obs in observations]))
+        dt = np.array([float(np.asarray(o["dt"]).reshape(-1)[0]) for o in observations], np.float32)
+        gaps = [  # the float32 dts compared in float64, as PolicyAgent compares
+            i
+            for i, (lane, lane_dt) in enumerate(zip(lanes, dt.tolist()))
+            if self._started[lane] and lane_dt > self.max_gap_s
+        ]
+        for i in gaps:
+            self.state[lanes[i]] = self._initial
+            dt[i] = 0.0
+        self.gap_resets += len(gaps)
+        for lane in lanes:
+            self._started[lane] = True
         index = torch.as_tensor(lanes)
-        gap = self._started[index] & (dt.double() > self.max_gap_s)  # in float64, as PolicyAgent compares
-        if gap.any():
-            self.state[index[gap]] = self._initial
-            dt = torch.where(gap, torch.zeros_like(dt), dt)
-            self.gap_resets += int(gap.sum())
-        self._started[index] = True
-        action, state = self.policy.step(batch, self.state[index], dt)
+        action, state = self.policy.step(batch, self.state[index], torch.from_numpy(dt))
         self.state[index] = state
         return action.numpy()
 

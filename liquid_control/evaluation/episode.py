@@ -52,7 +52,7 @@ class EpisodeTally:
     def before_step(self, action: np.ndarray, obs: dict) -> np.ndarray:
         """Check the policy's action (a non-finite one stops the evaluation, naming the episode) and track it."""
         action = np.asarray(action, dtype=np.float64)
-        if not np.all(np.isfinite(action)):
+        if not np.isfinite(action).all():
             job = self.job
             raise RuntimeError(
                 f"policy {job.policy!r} (seed {job.training_seed}) produced a non-finite "
@@ -137,7 +137,7 @@ class SmoothnessTracker:
     def add(self, action: np.ndarray, dt_since_previous: float | None) -> None:
         """Add ``action``; its change from the previous one counts over ``dt_since_previous`` (None: first action)."""
         if self._previous is not None and dt_since_previous is not None:
-            self._total_change += float(np.mean(np.abs(action - self._previous)))
+            self._total_change += float(np.abs(action - self._previous).mean())
             self._total_time += float(dt_since_previous)
         self._previous = np.array(action, dtype=np.float64)
 
