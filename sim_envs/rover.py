@@ -271,6 +271,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
         self._collision_pairs = frozenset(
             pair for r in rover_geoms for o in obstacle_geoms for pair in ((r, o), (o, r))
         )
+        self._obstacle_geom_ids = frozenset(obstacle_geoms)
         gyro = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "gyro")]
         accel = m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, "accel")]
         self._imu_index = np.r_[gyro : gyro + 3, accel : accel + 3]  # gyro then accelerometer in sensordata
@@ -356,9 +357,10 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
         self.data.ctrl[:] = (gain * (linear - angular * WHEEL_BASE / 2), gain * (linear + angular * WHEEL_BASE / 2))
 
     def _after_physics_step(self):
-        if self.data.ncon and not self._collided:  # data.contact holds the ncon contacts
-            pairs = self._collision_pairs
-            self._collided = any(tuple(g) in pairs for g in self.data.contact.geom.tolist())
+        if self.data.ncon and not self._collided:
+            geoms = self.data.contact.geom  # (ncon, 2): the geoms of this step's contacts
+            if not self._obstacle_geom_ids.isdisjoint(geoms.flat):  # most steps touch the ground alone
+                self._collided = any(tuple(g) in self._collision_pairs for g in geoms.tolist())
 
     def _measure(self, sensor):
         rng = self._noise_rng

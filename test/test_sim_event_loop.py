@@ -126,15 +126,27 @@ def same(a, b) -> bool:
     return type(a) is type(b) and (a == b or (a != a and b != b))  # NaN equals NaN here
 
 
-def episodes(env, seeds, max_steps=400):
-    """Every (observation, reward, terminated, truncated, info) of random-action episodes (some clipped)."""
+def ram(env) -> np.ndarray:
+    """Full speed at the nearest obstacle: a rover episode that ends in a collision."""
+    (x, y), yaw = env.pose()
+    dx, dy = min(env.obstacles[:, :2] - (x, y), key=lambda d: np.hypot(*d))
+    error = np.angle(np.exp(1j * (np.arctan2(dy, dx) - yaw)))
+    return np.array([1.0, np.clip(2 * error, -1, 1)], np.float32)
+
+
+def episodes(env, seeds, max_steps=400, drive=None):
+    """Every (observation, reward, terminated, truncated, info) of episodes driven by ``drive(env)``, or by
+    random actions (some clipped)."""
     rng = np.random.default_rng(11)
     out = []
     for seed in seeds:
         obs, info = env.reset(seed=seed)
         out.append((obs, info))
         for _ in range(max_steps):
-            action = rng.uniform(-1.3, 1.3, size=env.action_space.shape).astype(np.float32)
+            if drive is None:
+                action = rng.uniform(-1.3, 1.3, size=env.action_space.shape).astype(np.float32)
+            else:
+                action = drive(env)
             result = env.step(action)
             out.append(result)
             if result[2] or result[3]:
@@ -145,6 +157,7 @@ def episodes(env, seeds, max_steps=400):
 
 CASES = [
     (LiquidRoverEnv, ReferenceRover, dict(shift="in_distribution")),
+    (LiquidRoverEnv, ReferenceRover, dict(shift="dusk", drive=ram)),  # collisions
     (LiquidRoverEnv, ReferenceRover, dict(shift="sensor_rate=4,imu_noise=0.2,imu_bias=0.1")),
     (LiquidRoverEnv, ReferenceRover, dict(shift="dropout_0.2,latency_50ms,jitter=4", reorder_lag_s=0.02)),
     (LiquidRoverEnv, ReferenceRover, dict(shift="slow_camera", update_on=("camera", "imu"), time_limit=6.0)),
@@ -155,12 +168,16 @@ CASES = [
 
 @pytest.mark.parametrize("world, reference, kwargs", CASES, ids=lambda v: getattr(v, "__name__", None))
 def test_worlds_run_the_reference_event_loop_bit_for_bit(world, reference, kwargs, monkeypatch):
-    got = episodes(world(**kwargs), seeds=(0, 1))
+    kwargs = dict(kwargs)
+    drive = kwargs.pop("drive", None)
+    got = episodes(world(**kwargs), seeds=(0, 1), drive=drive)
     monkeypatch.setattr(world_module, "SensorStream", ReferenceStream)
-    want = episodes(reference(**kwargs), seeds=(0, 1))
+    want = episodes(reference(**kwargs), seeds=(0, 1), drive=drive)
     assert len(got) == len(want) > 10
     for step, (g, w) in enumerate(zip(got, want)):
         assert same(g, w), f"{world.__name__} {kwargs}: step {step} differs"
+    if drive is ram:
+        assert [r[4]["collision"] for r in got if len(r) == 5 and r[2]] == [True, True]
 
 
 def test_one_interval_is_the_same_draw_as_a_uniform_call():
