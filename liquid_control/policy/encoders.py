@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
@@ -21,6 +22,41 @@ def _mean_over(x: torch.Tensor, dims) -> torch.Tensor:
     for dim in dims:
         x = x.mean(dim=dim, keepdim=True)
     return x
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    """Whether images ``x`` (N, C, H, W) lie in memory as (N, H, W, C), as the camera's frames come, in eager mode
+    (a traced graph has no memory layout: it records the plain broadcasting ops)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not torch.jit.is_tracing()
+
+
+def _per_channel(op, x: torch.Tensor, stat: torch.Tensor) -> torch.Tensor:
+    """``op(x, stat)`` (sub or div) of images ``x`` (N, C, H, W) and a statistic ``stat`` per image, (N, C, 1, 1)
+    or (N, 1, 1, 1): the same values in the same memory layout, computed faster.
+
+    On channels-last images torch broadcasts a per-channel ``stat`` in an inner loop of C = 3 elements; the same
+    op on rows of W * C values against ``stat`` repeated along a row is cheaper from two frames on (64x64, 4 frames:
+    42 -> 17 us; one frame: 11.6 vs 12.0 us), and every element is the same IEEE operation on the same two numbers,
+    so the result is bit for bit the same."""
+    n, c, h, w = x.shape
+    if n == 1 or c == 1 or stat.shape != (n, c, 1, 1) or not _channels_last(x):  # one frame: no faster
+        return op(x, stat)
+    rows = x.permute(0, 2, 3, 1).view(n, h, w * c)
+    repeated = stat.reshape(n, 1, 1, c).expand(n, 1, w, c).reshape(n, 1, w * c)  # the channels' values, pixel by pixel
+    return op(rows, repeated).view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _chromaticity_brightness(log: torch.Tensor, brightness: torch.Tensor) -> torch.Tensor:
+    """``torch.cat(((log - brightness)[:, :2], brightness), dim=1)`` of log images (N, 3, H, W) and their brightness
+    (N, 1, H, W), values and (contiguous) layout, with one subtraction per kept channel plane: ~1.2-3x cheaper
+    than the broadcast over channels-last images (an inner loop of 3 elements) and the copy into ``cat``."""
+    if log.shape[1] != 3 or not _channels_last(log):
+        return torch.cat(((log - brightness)[:, :2], brightness), dim=1)
+    out = torch.empty(log.shape, dtype=log.dtype, device=log.device)
+    for channel in range(2):
+        torch.sub(log[:, channel : channel + 1], brightness, out=out[:, channel : channel + 1])
+    out[:, 2:] = brightness
+    return out
 
 
 def _blur_matrix(size: int, sigma: float) -> torch.Tensor:
@@ -74,6 +110,7 @@ class CameraEncoder(nn.Module):
             c_in = c_out
         self.height, self.width = height, width
         self.conv = nn.Sequential(*layers)
+        self.convolutions = tuple(layer for layer in layers if isinstance(layer, nn.Conv2d))  # each followed by a ReLU
         for layer in layers:
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -91,22 +128,30 @@ class CameraEncoder(nn.Module):
             raise ValueError(
                 f"camera encoder: expected images (N, {self.height}, {self.width}, 3), got {tuple(image.shape)}"
             )
-        return torch.tanh(self.norm(self.project(self.conv(self.scale(image)).flatten(1))))
+        # The layers' own ops without their module calls (~2 us of Python each, nine a frame): the same arithmetic.
+        x = self.scale(image)
+        for conv in self.convolutions:
+            x = torch.relu(F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
+        x = F.linear(x.flatten(1), self.project.weight, self.project.bias)
+        return torch.tanh(F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps))
 
     def scale(self, image: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``)."""
+        """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``), channels-last
+        in memory as the frames come (``_per_channel``: the convolutions' arithmetic depends on the layout)."""
         x = image.permute(0, 3, 1, 2).to(self.project.weight.dtype) / 255.0
         if self.normalize == "none":
             return x - 0.5  # [0, 1], centred
         if self.normalize in ("chromaticity", "chromaticity_brightness"):
             log = torch.log(x + _LOG_EPS)
             brightness = log.mean(dim=1, keepdim=True)
-            x = log - brightness
             if self.normalize == "chromaticity_brightness":  # the three sum to 0: two carry the colour
-                x = torch.cat((x[:, :2], brightness), dim=1)
+                x = _chromaticity_brightness(log, brightness)
+            else:
+                x = log - brightness
         elif self.normalize == "retinex":
             log = torch.log(x + _LOG_EPS)
-            log = log - log[:, :, :1, :1]  # blur(log - c) = blur(log) - c: small terms, small rounding (as below)
+            # blur(log - c) = blur(log) - c: small terms, small rounding (as below)
+            log = _per_channel(torch.sub, log, log[:, :, :1, :1])
             x = log - self._blur(log)
         dims = (3, 2, 1) if self.normalize == "frame" else (3, 2)
         # The same normalisation as (x - mean) / std over dims, computed so that float32 rounding stays small on a
@@ -114,10 +159,10 @@ class CameraEncoder(nn.Module):
         # less one of its own pixels, and means taken one dimension at a time (64 terms, not 4,096, per sum).
         # onnxruntime's ReduceMean sums naively: with one mean over the whole frame the exported model's action
         # was 1.6e-3 off torch on a flat frame (the export's parity tolerance is 1e-5).
-        x = x - (x[:, :1, :1, :1] if self.normalize == "frame" else x[:, :, :1, :1])
-        centred = x - _mean_over(x, dims)
+        x = _per_channel(torch.sub, x, x[:, :1, :1, :1] if self.normalize == "frame" else x[:, :, :1, :1])
+        centred = _per_channel(torch.sub, x, _mean_over(x, dims))
         std = _mean_over(centred * centred, dims).add(_NORMALIZE_EPS**2).sqrt()
-        return centred / std
+        return _per_channel(torch.div, centred, std)
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
         """Gaussian blur of (N, C, H, W) per channel, edges repeated (same size out)."""

@@ -7,6 +7,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from liquid_control.cells.dt import sequence_dt, step_dt, substep_counts
 
@@ -212,6 +213,8 @@ class Policy(nn.Module):
             flat = index + torch.arange(batch, device=index.device).reshape((batch,) + (1,) * (index.dim() - 1)) * count
             return features[flat.reshape(-1)].reshape(lead + (-1,))
         image = self._image_input(obs, lead)
+        if len(lead) == 1:  # a batch of frames, as the camera takes them (each reshape costs microseconds)
+            return self.camera(image)
         return self.camera(image.reshape((-1,) + tuple(image.shape[len(lead) :]))).reshape(lead + (-1,))
 
     def encode(self, obs: dict, lead: tuple) -> torch.Tensor:
@@ -248,7 +251,7 @@ class Policy(nn.Module):
 
     def act_from_output(self, y: torch.Tensor) -> torch.Tensor:
         """Core output -> action scaled into [low, high] by a tanh."""
-        t = torch.tanh(self.head(y))
+        t = torch.tanh(F.linear(y, self.head.weight, self.head.bias))  # nn.Linear's op, without its module call
         return self.action_low + (t + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def _core_dt(self, dt: torch.Tensor) -> torch.Tensor:
@@ -259,16 +262,26 @@ class Policy(nn.Module):
     @staticmethod
     def core_input(features: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         """The core's input: the encoders' features followed by the time inputs (``time_inputs``)."""
+        if time.shape[-1] == 0:  # no time inputs (``observation.timing`` empty): the same values, no copy
+            return features
         return torch.cat([features, time.to(features.dtype)], dim=-1)
 
     def advance(self, features: torch.Tensor, time: torch.Tensor, core_state: torch.Tensor, dt: torch.Tensor):
         """The core's update from the encoders' features and the time inputs, with a validated ``dt`` (B,):
         (action (B, A), core state)."""
-        x = self.core_input(features, time)
+        return self._advance_core(self.core_input(features, time), core_state, dt)
+
+    def _advance_core(self, x: torch.Tensor, core_state: torch.Tensor, dt: torch.Tensor):
+        """``advance`` from the core's input ``x`` (``core_input``)."""
         if dt.dtype != x.dtype:  # a float64 policy
             dt = dt.to(x.dtype)
-        core_state = core_state.contiguous()
-        counts = None if self.max_step is None else substep_counts(dt, self.max_step)
+        if not core_state.is_contiguous():
+            core_state = core_state.contiguous()
+        counts = None
+        # Sub-steps only where some dt exceeds max_step: at or below it every count is 1 (dt / max_step <= 1 in
+        # any precision, rounding being monotonic), decided on Python floats (each torch op costs microseconds).
+        if self.max_step is not None and max(dt.tolist(), default=0.0) > self.max_step:
+            counts = substep_counts(dt, self.max_step)
         n = 1 if counts is None else int(counts.max())
         if n == 1:
             core_state = self.core_step(x, core_state, dt)
@@ -307,21 +320,30 @@ class Policy(nn.Module):
                     f"policy {self.config['name']!r}: encode names {unknown}, not encoders of this policy "
                     f"({', '.join(self.encoder_names)})"
                 )
-        core_state, cached = self.split_state(state)
-        parts, offset = [], 0
+        core_size = self.core.state_size
+        parts, offset = [], core_size
         for name, size in zip(self.encoder_names, self.encoder_sizes):
             if encode is None or name in encode:
-                parts.append(self.encode_with(name, obs, lead).to(cached.dtype))
-                if not bool(torch.isfinite(parts[-1]).all()):  # a NaN input would become a NaN action, silently
+                features = self.encode_with(name, obs, lead)
+                if features.dtype != state.dtype:
+                    features = features.to(state.dtype)
+                if not bool(torch.isfinite(features).all()):  # a NaN input would become a NaN action, silently
                     raise ValueError(f"policy {self.config['name']!r}: {name!r} input is not finite (NaN or inf)")
-            else:
-                parts.append(cached[:, offset : offset + size])
+                parts.append(features)
+            else:  # the features cached in the state
+                parts.append(state[:, offset : offset + size])
             offset += size
-        features = torch.cat(parts, dim=-1)
-        times = self.time_inputs(obs, lead)
-        if not bool(torch.isfinite(times).all()):
-            raise ValueError(f"policy {self.config['name']!r}: time inputs ({', '.join(self.timing)}) are not finite")
-        action, core_state = self.advance(features, times, core_state, dt)
+        # one encoder's fresh features as they are (a cached slice of the state is copied: the core reads rows)
+        features = parts[0] if len(parts) == 1 and parts[0].is_contiguous() else torch.cat(parts, dim=-1)
+        x = features
+        if self.timing:
+            times = self.time_inputs(obs, lead)
+            if not bool(torch.isfinite(times).all()):
+                raise ValueError(
+                    f"policy {self.config['name']!r}: time inputs ({', '.join(self.timing)}) are not finite"
+                )
+            x = self.core_input(features, times)
+        action, core_state = self._advance_core(x, state[:, :core_size], dt)
         return action, torch.cat([core_state, features], dim=-1)
 
     def forward_sequence(self, obs: dict, dt, h0: torch.Tensor | None = None, mask: torch.Tensor | None = None):
