@@ -16,6 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from liquid_control.cells.dt import sequence_dt, step_dt, substep_counts
+from liquid_control.evaluation.batched import BatchedPolicy
 from liquid_control.paths import policies_dir
 from liquid_control.policy import Policy, load_config, load_policy
 from liquid_control.policy.config import CAMERA_NORMALIZATIONS
@@ -349,3 +350,33 @@ def test_a_rover_update_takes_the_cheap_path():
         if name in ("sub", "div") and len(shapes) == 2 and shapes[0][1] and shapes[1][0] == (4, 3, 1, 1)
     ]
     assert not broadcasts, broadcasts
+
+
+def test_batched_evaluation_steps_all_lanes_without_gathering_them():
+    """BatchedPolicy with every lane active (run_batch's usual update) steps its state as it is: the same actions
+    and states as the policy stepped directly, and no index / index_put of the state per update."""
+    policy = load_policy(policies_dir() / "cfc_ncp_rover_robust.pt")
+    batched = BatchedPolicy(policy, 3)
+    rng = np.random.default_rng(12)
+    state = policy.initial_state(3)
+    with torch.no_grad():
+        for i in range(4):
+            images = frames(rng, (3, 64, 64, 3))
+            dt = rng.uniform(0.03, 0.09, 3).astype(np.float32)
+            observations = [{"image": images[lane], "dt": dt[lane : lane + 1]} for lane in range(3)]
+            with _Ops() as ops:
+                actions = batched.act([0, 1, 2], observations)
+            assert not {"index", "index_put", "index_put_"} & {name for name, _ in ops.calls}
+            action, state = policy.step({"image": torch.from_numpy(images)}, state, torch.from_numpy(dt))
+            assert np.array_equal(actions, action.numpy()) and torch.equal(batched.state, state), i
+        # a lane reset and a subset of lanes still take their own rows
+        batched.reset_lane(1)
+        observations = [{"image": frames(rng, (64, 64, 3)), "dt": np.float32([0.05])} for _ in range(2)]
+        before = batched.state.clone()
+        actions = batched.act([0, 2], observations)
+        state = before[[0, 2]]
+        action, state = policy.step(
+            {"image": torch.from_numpy(np.stack([o["image"] for o in observations]))}, state, torch.full((2,), 0.05)
+        )
+        assert np.array_equal(actions, action.numpy())
+        assert torch.equal(batched.state[[0, 2]], state) and torch.equal(batched.state[1], policy.initial_state(1)[0])
