@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
-from liquid_control.processes import die_with_parent
+from liquid_control.processes import die_with_parent, keep_freed_memory
 
 BACKENDS = ("process", "serial", "ray")
 
@@ -42,6 +42,7 @@ def available_cpus() -> int:
 def _init_worker() -> None:
     """One thread per worker: the parallelism is across batches, and results match the serial backend."""
     die_with_parent()
+    keep_freed_memory()
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     import torch

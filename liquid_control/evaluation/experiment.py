@@ -187,8 +187,10 @@ def _run_training(name: str, arch: str, seed: int, out_dir: str, overrides: dict
 def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
     """One training run in a worker process: returns where the policy is and what training measured."""
     from liquid_control.policy import read_metadata
+    from liquid_control.processes import keep_freed_memory
     from liquid_control.training import TrainingError
 
+    keep_freed_memory()
     policy_path = os.path.join(out_dir, "policy.pt")
     cpu_started = time.process_time()  # this worker runs one training at a time: its CPU time is this run's
     trained_here = False

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.processes import Terminated, sigterm_as_interrupt
+from liquid_control.processes import Terminated, keep_freed_memory, sigterm_as_interrupt
 
 EPILOG = """\
 examples:
@@ -134,6 +134,7 @@ def run(args) -> int:
 
     from .trainer import TrainingError, train
 
+    keep_freed_memory()
     try:
         data = data_overrides(args)
         if args.bag:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
-from liquid_control.processes import die_with_parent
+from liquid_control.processes import die_with_parent, keep_freed_memory
 
 from .augment import EpisodeTiming
 from .data import Episode, rollout
@@ -218,6 +218,7 @@ def _init_worker(config: dict) -> None:
     # episodes running and queued)
     signal.signal(signal.SIGINT, _exit_quietly)
     die_with_parent()  # a training process killed with SIGTERM or SIGKILL left its workers running, for good
+    keep_freed_memory()
     torch.set_num_threads(1)  # one sample per step; as the training process runs its episodes
     torch.use_deterministic_algorithms(True)
     _WORKER.update(config=config, env=None, policy=Policy(config))
