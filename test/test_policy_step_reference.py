@@ -384,3 +384,69 @@ def test_batched_evaluation_steps_all_lanes_without_gathering_them():
         )
         assert np.array_equal(actions, action.numpy())
         assert torch.equal(batched.state[[0, 2]], state) and torch.equal(batched.state[1], policy.initial_state(1)[0])
+
+
+# ------------------------------------------------------------------------------------------------ review findings
+@pytest.mark.parametrize("mode", CAMERA_NORMALIZATIONS)
+def test_gradients_to_the_image_are_the_reference_bit_for_bit(mode):
+    """A gradient to the image itself (attribution, e.g. integrated gradients) runs the plain ops: the same
+    gradient bit for bit, and chromaticity_brightness differentiable (``out=`` ops have no backward)."""
+    torch.manual_seed(13)
+    encoder = CameraEncoder(64, 64, [8, 16, 16], [5, 3, 3], [2, 2, 2], 32, mode)
+    pixels = torch.from_numpy(frames(np.random.default_rng(14), (4, 64, 64, 3))).to(torch.float32)
+    grads = []
+    for forward in (encoder, lambda x: reference_camera(encoder, x)):
+        image = pixels.clone().requires_grad_()
+        (forward(image) * torch.linspace(-1, 1, 32)).sum().backward()
+        grads.append(image.grad)
+    assert_equal(grads[0], grads[1], f"{mode}: gradient to the image")
+
+
+def test_forward_hooks_on_the_encoders_layers_fire():
+    """The layers run as modules: a user's forward hooks (feature maps, attribution) see every call."""
+    policy = load_policy(policies_dir() / "cfc_ncp_rover_robust.pt")
+    seen = []
+    handles = [
+        module.register_forward_hook(lambda m, i, o, name=name: seen.append(name))
+        for name, module in (
+            ("conv0", policy.camera.conv[0]),
+            ("project", policy.camera.project),
+            ("head", policy.head),
+        )
+    ]
+    try:
+        with torch.no_grad():
+            policy.step(observation(policy, np.random.default_rng(15), (2,)), None, torch.full((2,), 0.066))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert seen == ["conv0", "project", "head"]
+
+
+def test_half_precision_features_near_one_pass_the_finite_check():
+    """The non-finite guard sums half-precision features in float32: many features near +-1 are finite, not an
+    overflow of the float16 sum (65504), while a NaN is still caught."""
+    policy = load_policy(policies_dir() / "cfc_balance_nav.pt").half()
+    last = policy.vectors.mlp[-2]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(3.0)  # tanh(3) = 0.995 for every feature
+        lanes = 70000 // last.bias.numel() + 1  # a float16 sum of them would pass 65504
+        obs = observation(policy, np.random.default_rng(16), (lanes,))
+        obs = {k: (v.half() if v.is_floating_point() else v) for k, v in obs.items()}
+        policy.step(obs, None, torch.full((lanes,), 0.02, dtype=torch.float16))
+        obs["imu"][0, 0] = math.nan
+        with pytest.raises(ValueError, match="'vectors' input is not finite"):
+            policy.step(obs, None, torch.full((lanes,), 0.02, dtype=torch.float16))
+
+
+def test_batched_policy_takes_numpy_lanes_and_updates_its_state_in_place():
+    """Lanes as a numpy array (not only a list), and the state tensor updated in place as the scatter did."""
+    policy = load_policy(policies_dir() / "cfc_ncp_rover_robust.pt")
+    batched = BatchedPolicy(policy, 3)
+    held = batched.state
+    rng = np.random.default_rng(17)
+    observations = [{"image": frames(rng, (64, 64, 3)), "dt": np.float32([0.05])} for _ in range(3)]
+    with torch.no_grad():
+        batched.act(np.arange(3), observations)
+    assert held is batched.state and not torch.equal(held, policy.initial_state(3))

@@ -121,8 +121,10 @@ class BatchedPolicy:
         self.gap_resets += len(gaps)
         for lane in lanes:
             self._started[lane] = True
-        if lanes == list(range(len(self.state))):  # every lane in order: the state itself, no gather and scatter
-            action, self.state = self.policy.step(batch, self.state, torch.from_numpy(dt))
+        if len(lanes) == len(self.state) and all(i == lane for i, lane in enumerate(lanes)):
+            # every lane in order: the state itself, no gather and scatter (updated in place, as the scatter did)
+            action, state = self.policy.step(batch, self.state, torch.from_numpy(dt))
+            self.state.copy_(state)
             return action.numpy()
         index = torch.as_tensor(lanes)
         action, state = self.policy.step(batch, self.state[index], torch.from_numpy(dt))

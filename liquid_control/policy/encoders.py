@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .config import CAMERA_NORMALIZATIONS, conv_sizes
 
@@ -30,6 +29,12 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not torch.jit.is_tracing()
 
 
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd records an op on ``tensors`` (a gradient to the image itself, e.g. for attribution): then
+    the plain ops, whose backward is the one it always had; training's images need none."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def _per_channel(op, x: torch.Tensor, stat: torch.Tensor) -> torch.Tensor:
     """``op(x, stat)`` (sub or div) of images ``x`` (N, C, H, W) and a statistic ``stat`` per image, (N, C, 1, 1)
     or (N, 1, 1, 1): the same values in the same memory layout, computed faster.
@@ -39,8 +44,8 @@ def _per_channel(op, x: torch.Tensor, stat: torch.Tensor) -> torch.Tensor:
     42 -> 17 us; one frame: 11.6 vs 12.0 us), and every element is the same IEEE operation on the same two numbers,
     so the result is bit for bit the same."""
     n, c, h, w = x.shape
-    if n == 1 or c == 1 or stat.shape != (n, c, 1, 1) or not _channels_last(x):  # one frame: no faster
-        return op(x, stat)
+    if n == 1 or c == 1 or stat.shape != (n, c, 1, 1) or not _channels_last(x) or _needs_grad(x, stat):
+        return op(x, stat)  # one frame: no faster; a gradient to the image: the broadcast's own backward
     rows = x.permute(0, 2, 3, 1).view(n, h, w * c)
     repeated = stat.reshape(n, 1, 1, c).expand(n, 1, w, c).reshape(n, 1, w * c)  # the channels' values, pixel by pixel
     return op(rows, repeated).view(n, h, w, c).permute(0, 3, 1, 2)
@@ -50,7 +55,7 @@ def _chromaticity_brightness(log: torch.Tensor, brightness: torch.Tensor) -> tor
     """``torch.cat(((log - brightness)[:, :2], brightness), dim=1)`` of log images (N, 3, H, W) and their brightness
     (N, 1, H, W), values and (contiguous) layout, with one subtraction per kept channel plane: ~1.2-3x cheaper
     than the broadcast over channels-last images (an inner loop of 3 elements) and the copy into ``cat``."""
-    if log.shape[1] != 3 or not _channels_last(log):
+    if log.shape[1] != 3 or not _channels_last(log) or _needs_grad(log, brightness):  # out= has no backward
         return torch.cat(((log - brightness)[:, :2], brightness), dim=1)
     out = torch.empty(log.shape, dtype=log.dtype, device=log.device)
     for channel in range(2):
@@ -110,7 +115,6 @@ class CameraEncoder(nn.Module):
             c_in = c_out
         self.height, self.width = height, width
         self.conv = nn.Sequential(*layers)
-        self.convolutions = tuple(layer for layer in layers if isinstance(layer, nn.Conv2d))  # each followed by a ReLU
         for layer in layers:
             if isinstance(layer, nn.Conv2d):
                 nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
@@ -128,12 +132,7 @@ class CameraEncoder(nn.Module):
             raise ValueError(
                 f"camera encoder: expected images (N, {self.height}, {self.width}, 3), got {tuple(image.shape)}"
             )
-        # The layers' own ops without their module calls (~2 us of Python each, nine a frame): the same arithmetic.
-        x = self.scale(image)
-        for conv in self.convolutions:
-            x = torch.relu(F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups))
-        x = F.linear(x.flatten(1), self.project.weight, self.project.bias)
-        return torch.tanh(F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps))
+        return torch.tanh(self.norm(self.project(self.conv(self.scale(image)).flatten(1))))
 
     def scale(self, image: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float (N, 3, H, W) as the convolutions see it (after ``normalize``), channels-last

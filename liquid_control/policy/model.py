@@ -7,7 +7,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from liquid_control.cells.dt import sequence_dt, step_dt, substep_counts
 
@@ -251,7 +250,7 @@ class Policy(nn.Module):
 
     def act_from_output(self, y: torch.Tensor) -> torch.Tensor:
         """Core output -> action scaled into [low, high] by a tanh."""
-        t = torch.tanh(F.linear(y, self.head.weight, self.head.bias))  # nn.Linear's op, without its module call
+        t = torch.tanh(self.head(y))
         return self.action_low + (t + 1.0) * 0.5 * (self.action_high - self.action_low)
 
     def _core_dt(self, dt: torch.Tensor) -> torch.Tensor:
@@ -329,7 +328,8 @@ class Policy(nn.Module):
                     features = features.to(state.dtype)
                 # A NaN input would become a NaN action, silently. The features are tanh-bounded (NaN is the only
                 # value that is not finite), so their sum is finite exactly when they all are: 2 ops, isfinite's 6.
-                if not math.isfinite(features.sum().item()):
+                total = features.sum(dtype=torch.float32) if features.element_size() < 4 else features.sum()
+                if not math.isfinite(total.item()):  # (half precision summed in float32: no overflow)
                     raise ValueError(f"policy {self.config['name']!r}: {name!r} input is not finite (NaN or inf)")
                 parts.append(features)
             else:  # the features cached in the state
