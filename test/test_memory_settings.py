@@ -21,7 +21,9 @@ pytestmark = pytest.mark.skipif(not _glibc(), reason="mallopt thresholds are gli
 # threshold above 16 MiB, so later arrays come from the heap, but 64 MiB free at its top is more than its trim
 # threshold (twice the mmap threshold): given back to the kernel and faulted in again every round.
 _ROUNDS = """
-import json, resource, sys
+import ctypes, json, resource, sys
+if sys.platform.startswith("linux"):
+    ctypes.CDLL(None).prctl(41, 1, 0, 0, 0)  # PR_SET_THP_DISABLE: 4 KiB pages, whatever the machine's THP mode
 import numpy as np
 from liquid_control.processes import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "on" else None
@@ -39,8 +41,9 @@ def _rounds(mode: str, **env) -> dict:
     import json
 
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-    # numpy asks for huge pages for large arrays: where THP is "always" a freed round would fault in only ~32 of
-    # them, too few to tell the two settings apart; with 4 KiB pages it is ~16,000
+    # numpy asks for huge pages for large arrays (and THP "always" gives them anyway): a freed round would then
+    # fault in ~32 of them, too few to tell the two settings apart; with 4 KiB pages it is ~16,000 (the subprocess
+    # also turns THP off for itself)
     clean["NUMPY_MADVISE_HUGEPAGE"] = "0"
     done = subprocess.run(
         [sys.executable, "-c", _ROUNDS, mode], env={**clean, **env}, capture_output=True, text=True, timeout=120
@@ -54,7 +57,7 @@ def test_freed_arrays_are_reused_without_page_faults():
     assert on["applied"] is True
     later_on, later_off = sum(on["faults"][2:]), sum(off["faults"][2:])  # rounds 0-1: the heap grows
     assert later_on < 50, on["faults"]  # 0 measured
-    # ~2,000 a round measured (4 KiB pages; fewer where the kernel backs them with huge pages)
+    # ~16,000 a round measured (4 KiB pages: huge pages off in the subprocess)
     assert later_off > 100 and later_off > 20 * (later_on + 1), off["faults"]
 
 
