@@ -78,6 +78,9 @@ def _substep_sequence(x: torch.Tensor, dt: torch.Tensor, mask: torch.Tensor | No
     return x[:, index], (dt / counts)[:, index], active, ends - 1
 
 
+_HALF = (torch.float16, torch.bfloat16)  # summed in float32: a finite batch's sum stays finite
+
+
 class Policy(nn.Module):
     """Encoders + recurrent core + action head, built from one validated config (see ARCHITECTURE.md).
 
@@ -328,7 +331,7 @@ class Policy(nn.Module):
                     features = features.to(state.dtype)
                 # A NaN input would become a NaN action, silently. The features are tanh-bounded (NaN is the only
                 # value that is not finite), so their sum is finite exactly when they all are: 2 ops, isfinite's 6.
-                total = features.sum(dtype=torch.float32) if features.element_size() < 4 else features.sum()
+                total = features.sum(dtype=torch.float32) if features.dtype in _HALF else features.sum()
                 if not math.isfinite(total.item()):  # (half precision summed in float32: no overflow)
                     raise ValueError(f"policy {self.config['name']!r}: {name!r} input is not finite (NaN or inf)")
                 parts.append(features)
