@@ -1,0 +1,196 @@
+"""Why is one training seed better than another? The headline experiment's training seed taken apart.
+
+    python scripts/seed_factors.py [--archs cfc,lstm,gru] [--seeds 0,1,2] [--split-seeds 0,1] [--episodes 30]
+                                   [--workers 2] [--out docs/seed_factors]
+
+In both five-seed headline runs (docs/ood_report/), training seed 0 was the best of the five for 16 of the 20
+policies. A run's training seed decides three things: the **initial weights** (`torch.manual_seed(seed)` before
+the policy is built; the camera CNN, built first, starts the same in every architecture), the **order** (each
+epoch's batches and the DAgger round's expert/policy mixing draws) and the **data** (`episodes.episode_seed`: the
+worlds of the demonstration and DAgger episodes: start, target, obstacles). Each run here trains one
+architecture at the headline schedule with the three taken from seeds (I, B, D):
+
+- the grid: every model seed M = I = B against every data seed D of `--seeds`;
+- the split: every (I, B, D) of `--split-seeds` with I != B (the grid holds those with I = B).
+
+A run with I = B = D is the headline's own run: its weights are checked to be those of `--reference` (when that
+folder exists and this machine computes as the one that trained it did), which shows the seeds reach training
+the way they are meant to. Every policy then drives the headline's 8 shifts x `--episodes` paired episodes (the
+report's evaluation seeds, 20,000,000 on), and success over all 8 shifts is tabled by seed. A diagnostic: it
+changes nothing in training.
+
+Writes train/, the `liquid-control eval` reports eval_grid/ and eval_split/, results.json and results.md under
+--out. Rerunning skips the runs and evaluations already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _name(arch: str, init: int, order: int, data: int) -> str:
+    return f"{arch}_i{init}_b{order}_d{data}"
+
+
+def _train(arch: str, init: int, order: int, data: int, out_dir: str) -> tuple[str, float | None]:
+    """One headline-schedule run with seed ``order`` whose initial weights are drawn with seed ``init`` and whose
+    episodes' worlds are those seed ``data`` would have collected. Returns (folder, CPU seconds; None: kept)."""
+    if os.path.isfile(os.path.join(out_dir, "policy.pt")):
+        return out_dir, None
+    import torch
+
+    import liquid_control.training.episodes as episodes
+    import liquid_control.training.trainer as trainer
+    from liquid_control.evaluation.experiment import FULL_SCHEDULE_MINUTES, config_path, training_overrides
+    from liquid_control.processes import keep_freed_memory
+    from liquid_control.training import train
+
+    keep_freed_memory()
+    original_seed, original_policy = episodes.episode_seed, trainer.Policy
+
+    def data_episode_seed(seed: int, round_index: int, episode: int) -> int:
+        return original_seed(data, round_index, episode)
+
+    def policy_drawn_with_init_seed(config):
+        with torch.random.fork_rng():  # the run's own torch stream goes on as if the order seed had drawn them
+            torch.manual_seed(init)
+            return original_policy(config)
+
+    episodes.episode_seed = trainer.episode_seed = data_episode_seed  # the two places that name a world's seed
+    if init != order:
+        trainer.Policy = policy_drawn_with_init_seed
+    cpu = time.process_time()
+    try:
+        train(
+            config_path(arch),
+            out_dir,
+            seed=order,
+            overrides=training_overrides(arch, FULL_SCHEDULE_MINUTES, schedule="headline"),
+            progress=False,
+            threads=1,
+            log=lambda line: None,
+            command=f"scripts/seed_factors.py ({arch}, initial weights {init}, order {order}, data {data})",
+        )
+    finally:
+        episodes.episode_seed = trainer.episode_seed = original_seed
+        trainer.Policy = original_policy
+    return out_dir, time.process_time() - cpu
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    """Whether two policy files hold the same weights bit for bit (their metadata, e.g. the command, differ)."""
+    import torch
+
+    wa, wb = (torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in (a, b))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _evaluate(runs: list[tuple], out: Path, episodes: int, workers: int) -> dict[str, list[bool]]:
+    """Success per episode of each run's policy on the headline shifts (evaluated once; kept on a rerun)."""
+    if not (out / "results.csv").is_file():
+        command = ["liquid-control", "eval", "--shift-set", "headline", "--episodes", str(episodes)]
+        command += ["--workers", str(workers), "--no-saliency", "--no-example", "--no-progress", "--out", str(out)]
+        for arch, i, b, d, path in runs:
+            command += ["--policy", f"{_name(arch, i, b, d)}={path}/policy.pt"]
+        subprocess.run(command, check=True)
+    wins: dict[str, list[bool]] = {}
+    with open(out / "results.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            wins.setdefault(row["policy"], []).append(row["success"] == "True")
+    return wins
+
+
+def _table(rate: dict, rows: list, cols: list, row_label: str, col_label: str) -> list[str]:
+    lines = [f"| {row_label} \\ {col_label} | " + " | ".join(f"{col_label} = {c}" for c in cols) + " | mean |"]
+    lines.append("| --- | " + " | ".join("---" for _ in cols) + " | --- |")
+    for r in rows:
+        cells = [f"{rate[r, c]:.0%}" for c in cols]
+        lines.append(
+            f"| {row_label} = {r} | " + " | ".join(cells) + f" | {sum(rate[r, c] for c in cols) / len(cols):.0%} |"
+        )
+    lines.append("| mean | " + " | ".join(f"{sum(rate[r, c] for r in rows) / len(rows):.0%}" for c in cols) + " | |")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", default="cfc,lstm,gru", help="headline architectures (default cfc,lstm,gru)")
+    parser.add_argument("--seeds", default="0,1,2", help="the grid's model and data seeds (default 0,1,2)")
+    parser.add_argument("--split-seeds", default="0,1", help="the split's seeds (default 0,1; '' for none)")
+    parser.add_argument("--episodes", type=int, default=30, help="paired episodes per shift (default 30)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for training and evaluation")
+    parser.add_argument("--out", default="docs/seed_factors", help="folder for the runs and results")
+    parser.add_argument(
+        "--reference",
+        default="docs/ood_report/headline_run/train",
+        help="the headline run's train/ folder: its policies must equal the I = B = D runs (skipped if absent)",
+    )
+    args = parser.parse_args(argv)
+    archs = [a for a in args.archs.split(",") if a]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    split = [int(s) for s in args.split_seeds.split(",") if s]
+    out = Path(args.out)
+    started = time.time()
+
+    def run(arch, i, b, d):
+        return (arch, i, b, d, str(out / "train" / arch / f"i{i}_b{b}_d{d}"))
+
+    grid = [run(a, m, m, d) for a in archs for m in seeds for d in seeds]
+    cube = [run(a, i, b, d) for a in archs for i in split for b in split for d in split if i != b]
+    cpu_s = {}
+    with ProcessPoolExecutor(args.workers) as pool:
+        jobs = grid + cube
+        for n, (path, cpu) in enumerate(pool.map(_train, *zip(*jobs)), 1):
+            cpu_s[path] = None if cpu is None else round(cpu, 1)
+            print(f"{path}: {'kept' if cpu is None else f'trained, {cpu:.0f} CPU-s'} ({n}/{len(jobs)})", flush=True)
+    reference = {}
+    for a, i, b, d, path in grid:
+        ref = Path(args.reference) / a / f"seed_{i}" / "policy.pt"
+        if i == b == d and ref.is_file():
+            reference[path] = _same_weights(Path(path) / "policy.pt", ref)
+    wins = _evaluate(grid, out / "eval_grid", args.episodes, args.workers)
+    if cube:
+        wins.update(_evaluate(cube, out / "eval_split", args.episodes, args.workers))
+    success = {name: sum(v) / len(v) for name, v in wins.items()}
+    lines = [f"Success over the 8 headline shifts, {args.episodes * 8} paired episodes per policy.", ""]
+    for a in archs:
+        lines += [f"**{a}**: model seed M (initial weights and order) against data seed D", ""]
+        lines += _table({(m, d): success[_name(a, m, m, d)] for m in seeds for d in seeds}, seeds, seeds, "M", "D")
+        lines.append("")
+        if split:
+            rate = {(f"{i}, {b}", d): success[_name(a, i, b, d)] for i in split for b in split for d in split}
+            lines += [f"**{a}**: initial weights' seed I and order seed B against data seed D", ""]
+            lines += _table(rate, [f"{i}, {b}" for i in split for b in split], split, "I, B", "D")
+            lines.append("")
+    results = {
+        "provenance": {
+            "command": "python scripts/seed_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "wall_s_of_this_call": round(time.time() - started, 1),
+            "training_cpu_s": cpu_s,
+            "same_weights_as_reference_where_i_b_d_equal": reference,
+        },
+        "success": success,
+        "episodes": {name: len(v) for name, v in wins.items()},
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    if reference:
+        print(f"I = B = D runs with the reference's weights: {sum(reference.values())} of {len(reference)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
