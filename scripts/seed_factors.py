@@ -1,7 +1,7 @@
 """Why is one training seed better than another? The headline experiment's training seed taken apart.
 
     python scripts/seed_factors.py [--archs cfc,lstm,gru] [--seeds 0,1,2] [--split-seeds 0,1] [--episodes 30]
-                                   [--workers 2] [--out docs/seed_factors]
+                                   [--workers 2] [--out runs/seed_factors]
 
 In both five-seed headline runs (docs/ood_report/), training seed 0 was the best of the five for 16 of the 20
 policies. A run's training seed decides three things: the **initial weights** (`torch.manual_seed(seed)` before
@@ -20,7 +20,8 @@ report's evaluation seeds, 20,000,000 on), and success over all 8 shifts is tabl
 changes nothing in training.
 
 Writes train/, the `liquid-control eval` reports eval_grid/ and eval_split/, results.json and results.md under
---out. Rerunning skips the runs and evaluations already there.
+--out (docs/seed_factors/ holds the results and reports of the committed run). Rerunning skips the runs and
+evaluations already there.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split-seeds", default="0,1", help="the split's seeds (default 0,1; '' for none)")
     parser.add_argument("--episodes", type=int, default=30, help="paired episodes per shift (default 30)")
     parser.add_argument("--workers", type=int, default=2, help="processes for training and evaluation")
-    parser.add_argument("--out", default="docs/seed_factors", help="folder for the runs and results")
+    parser.add_argument("--out", default="runs/seed_factors", help="folder for the runs and results")
     parser.add_argument(
         "--reference",
         default="docs/ood_report/headline_run/train",
