@@ -2,16 +2,18 @@
 
     python scripts/seed_factors.py [--archs cfc,lstm,gru] [--seeds 0,1,2] [--split-seeds 0,1] [--episodes 30]
                                    [--workers 2] [--out runs/seed_factors]
+                                   [--reference docs/ood_report/headline_run/train]
 
 In both five-seed headline runs (docs/ood_report/), training seed 0 was the best of the five for 16 of the 20
 policies. A run's training seed decides three things: the **initial weights** (`torch.manual_seed(seed)` before
 the policy is built; the camera CNN, built first, starts the same in every architecture), the **order** (each
 epoch's batches and the DAgger round's expert/policy mixing draws) and the **data** (`episodes.episode_seed`: the
-worlds of the demonstration and DAgger episodes: start, target, obstacles). Each run here trains one
+worlds of the demonstration and DAgger episodes: start, target, obstacles, sensor noise and message timing).
+Each run here trains one
 architecture at the headline schedule with the three taken from seeds (I, B, D):
 
 - the grid: every model seed M = I = B against every data seed D of `--seeds`;
-- the split: every (I, B, D) of `--split-seeds` with I != B (the grid holds those with I = B).
+- the split: every (I, B, D) of `--split-seeds` (a subset of `--seeds`) with I != B (the grid holds the others).
 
 A run with I = B = D is the headline's own run: its weights are checked to be those of `--reference` (when that
 folder exists and this machine computes as the one that trained it did), which shows the seeds reach training
@@ -20,8 +22,9 @@ report's evaluation seeds, 20,000,000 on), and success over all 8 shifts is tabl
 changes nothing in training.
 
 Writes train/, the `liquid-control eval` reports eval_grid/ and eval_split/, results.json and results.md under
---out (docs/seed_factors/ holds the results and reports of the committed run). Rerunning skips the runs and
-evaluations already there.
+--out (docs/seed_factors/ holds the results and reports of the committed run). Rerunning keeps the finished
+runs, continues interrupted ones and keeps an evaluation folder that has its results.csv (remove it after
+changing --archs, --seeds or --episodes).
 """
 
 from __future__ import annotations
@@ -65,11 +68,15 @@ def _train(arch: str, init: int, order: int, data: int, out_dir: str) -> tuple[s
         return original_seed(data, round_index, episode)
 
     def policy_drawn_with_init_seed(config):
-        with torch.random.fork_rng():  # the run's own torch stream goes on as if the order seed had drawn them
+        # fork_rng puts torch's stream back to where the order seed left it, as if no weights had been drawn;
+        # nothing draws from that stream before the first epoch seeds its own (trainer.epoch_torch_seed)
+        with torch.random.fork_rng():
             torch.manual_seed(init)
             return original_policy(config)
 
-    episodes.episode_seed = trainer.episode_seed = data_episode_seed  # the two places that name a world's seed
+    # The two places that name a world's seed, patched in this process: train() collects the episodes here
+    # (workers=1, its default; episode workers of their own would not see the patch).
+    episodes.episode_seed = trainer.episode_seed = data_episode_seed
     if init != order:
         trainer.Policy = policy_drawn_with_init_seed
     cpu = time.process_time()
@@ -78,6 +85,8 @@ def _train(arch: str, init: int, order: int, data: int, out_dir: str) -> tuple[s
             config_path(arch),
             out_dir,
             seed=order,
+            resume=os.path.exists(os.path.join(out_dir, "checkpoint.pt"))
+            or os.path.isdir(os.path.join(out_dir, "data")),
             overrides=training_overrides(arch, FULL_SCHEDULE_MINUTES, schedule="headline"),
             progress=False,
             threads=1,
@@ -142,6 +151,8 @@ def main(argv=None) -> int:
     archs = [a for a in args.archs.split(",") if a]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     split = [int(s) for s in args.split_seeds.split(",") if s]
+    if not set(split) <= set(seeds):
+        parser.error(f"--split-seeds {args.split_seeds} must be among --seeds {args.seeds} (the grid holds I = B)")
     out = Path(args.out)
     started = time.time()
 
