@@ -1,18 +1,19 @@
 """Keep the best of several training seeds, chosen on in-distribution validation episodes: what does it buy
 under shift? A check on the headline experiment's five seeds per policy.
 
-    python scripts/seed_selection.py [--train docs/ood_report/headline_run/train]
-                                     [--report docs/ood_report/results.csv] [--episodes 50]
-                                     [--episode-seed-base 30000000] [--workers 2] [--out runs/seed_selection]
+    python scripts/seed_selection.py [--train DIR] [--report CSV] [--episodes 50] [--episode-seed-base 30000000]
+                                     [--workers 2] [--check-without-seed 0] [--out runs/seed_selection]
 
 A training run's outcome is a draw (docs/seed_factors/), and a user training a policy for a robot can afford
-several. This drives every trained policy of the headline run on `--episodes` validation episodes of the
-training distribution only (`in_distribution`; episode seeds from `--episode-seed-base`, apart from the
-report's 20,000,000 on and from every training seed's), keeps per policy the seed that reaches the target most
-often (a tie: the tied seeds share the choice equally), and reads that seed's success on the report's test
-episodes (all 8 headline shifts, no shift seen in the choice) against the mean of the five seeds (one seed drawn
-at random) and the best seed on the test episodes themselves (an oracle, for scale). Writes validation/ (the
-`liquid-control eval` report of the validation episodes), results.json and results.md under --out.
+several. This drives every trained policy under --train on `--episodes` validation episodes of the training
+distribution only (`in_distribution`; episode seeds from `--episode-seed-base`, checked to lie apart from the
+report's and from every training episode's), keeps per policy the seed that reaches the target most often (a tie:
+the tied seeds share the choice equally), and reads that seed's success on the report's test episodes (every
+shift of the report, none of which the choice saw) against the mean of the seeds (one seed drawn at random) and
+the best seed on the test episodes themselves (an oracle, for scale). The same choice without one seed
+(`--check-without-seed`, default 0: the seed every architecture shares a lead with) shows how much of the gain
+is that seed's. Writes validation/ (the `liquid-control eval` report of the validation episodes), results.json
+and results.md under --out; a validation/ already there is reused if it holds exactly these episodes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -29,126 +31,201 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-KINDS = {"in-distribution": ("in_distribution",), "visual": ("winter", "dusk", "fog")}
+
+def _fail(message: str) -> None:
+    sys.exit(f"seed_selection.py: {message}")
 
 
-def _kind(shift: str) -> str:
-    for kind, shifts in KINDS.items():
-        if shift in shifts:
-            return kind
-    return "sensor"
-
-
-def _rates(path: Path, by_kind: bool) -> dict:
-    """Success rate per (policy, training seed) or, with ``by_kind``, per (policy, seed, kind of shift) where each
-    shift of a kind weighs the same (as the report pools them), plus "all" over every shift."""
+def _success(path: Path) -> tuple[dict, set]:
+    """{(policy, training seed, shift): [success per episode]} and the episode seeds, of a report's results.csv."""
     wins: dict = defaultdict(list)
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            if row["policy"] == "expert":
-                continue
-            key = (row["policy"], int(row["training_seed"]))
-            wins[key + (row["shift"],)].append(row["success"] == "True")
-    per_shift = {k: sum(v) / len(v) for k, v in wins.items()}
-    if not by_kind:
-        return {k[:2]: v for k, v in per_shift.items()}
+    episode_seeds = set()
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["policy"] != "expert":
+                    wins[row["policy"], int(row["training_seed"]), row["shift"]].append(row["success"] == "True")
+                    episode_seeds.add(int(row["episode_seed"]))
+    except (OSError, KeyError, ValueError) as exc:
+        _fail(f"{path}: not a liquid-control eval results.csv ({exc})")
+    return wins, episode_seeds
+
+
+def _rates_by_group(wins: dict) -> dict:
+    """{(policy, seed, group)}: success with each shift of a report group weighing the same (as the report pools
+    them), plus "all" over every shift."""
+    from liquid_control.evaluation.shifts import shift_group
+
     rates: dict = defaultdict(list)
-    for (policy, seed, shift), rate in per_shift.items():
-        rates[(policy, seed, _kind(shift))].append(rate)
-        rates[(policy, seed, "all")].append(rate)
+    for (policy, seed, shift), outcomes in wins.items():
+        rate = sum(outcomes) / len(outcomes)
+        rates[policy, seed, shift_group(shift)].append(rate)
+        rates[policy, seed, "all"].append(rate)
     return {k: sum(v) / len(v) for k, v in rates.items()}
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--train", default="docs/ood_report/headline_run/train", help="the headline run's train/")
-    parser.add_argument("--report", default="docs/ood_report/results.csv", help="the headline report's episodes")
-    parser.add_argument("--episodes", type=int, default=50, help="validation episodes per seed (default 50)")
-    parser.add_argument("--episode-seed-base", type=int, default=30_000_000, help="first validation episode seed")
-    parser.add_argument("--workers", type=int, default=2, help="evaluation processes")
-    parser.add_argument("--out", default="runs/seed_selection", help="folder for the validation report and results")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    started = time.time()
-    validation = out / "validation"
-    if not (validation / "results.csv").is_file():
-        policies = sorted(p.name for p in Path(args.train).iterdir() if p.is_dir())
-        if not policies:
-            sys.exit(f"seed_selection.py: no trained policies under {args.train}")
-        command = ["liquid-control", "eval", "--shift", "in_distribution", "--episodes", str(args.episodes)]
-        command += ["--episode-seed-base", str(args.episode_seed_base), "--workers", str(args.workers)]
-        command += ["--no-saliency", "--no-example", "--no-progress", "--out", str(validation)]
-        for name in policies:
-            command += ["--policy", f"{name}={Path(args.train) / name}/seed_*/policy.pt"]
-        subprocess.run(command, check=True)
-    val = _rates(validation / "results.csv", by_kind=False)
-    test = _rates(Path(args.report), by_kind=True)
-    kinds = [*KINDS, "sensor", "all"]
+def _choose(validation: dict, test: dict, policies: list, groups: list, without: int | None = None) -> dict:
+    """Per policy: the seeds kept on validation success and their test success against the mean and best seed."""
     rows = {}
-    for policy in sorted({p for p, _ in val}):
-        seeds = sorted(s for p, s in val if p == policy)
-        best = max(val[policy, s] for s in seeds)
-        chosen = [s for s in seeds if val[policy, s] == best]
-        row = {"validation": {s: val[policy, s] for s in seeds}, "chosen": chosen}
-        for kind in kinds:
-            rates = [test[policy, s, kind] for s in seeds]
-            row[kind] = {
-                "chosen": sum(test[policy, s, kind] for s in chosen) / len(chosen),
+    for policy in policies:
+        seeds = sorted(s for p, s in validation if p == policy and s != without)
+        if not seeds:
+            continue
+        best = max(validation[policy, s] for s in seeds)
+        kept = [s for s in seeds if validation[policy, s] == best]
+        row = {"validation": {s: validation[policy, s] for s in seeds}, "kept": kept}
+        for group in groups:
+            rates = [test[policy, s, group] for s in seeds]
+            row[group] = {
+                "kept": sum(test[policy, s, group] for s in kept) / len(kept),
                 "mean_of_seeds": sum(rates) / len(rates),
                 "best_seed_on_test": max(rates),
             }
         rows[policy] = row
+    return rows
+
+
+def _summary(rows: dict, groups: list) -> dict:
     from liquid_control.evaluation.stats import mcnemar_exact_p  # the exact two-sided binomial (sign) test
 
-    gains = {kind: [r[kind]["chosen"] - r[kind]["mean_of_seeds"] for r in rows.values()] for kind in kinds}
     summary = {}
-    for kind, g in gains.items():
-        gaining, losing = sum(x > 0 for x in g), sum(x < 0 for x in g)
-        summary[kind] = {
-            "mean_gain_points": 100 * sum(g) / len(g),
+    for group in groups:
+        gains = [r[group]["kept"] - r[group]["mean_of_seeds"] for r in rows.values()]
+        gaining, losing = sum(g > 0 for g in gains), sum(g < 0 for g in gains)
+        summary[group] = {
+            "mean_gain_points": 100 * sum(gains) / len(gains),
             "policies_gaining": gaining,
             "policies_losing": losing,
             "sign_test_p": mcnemar_exact_p(gaining, losing),
-            "kept_seed_best_on_test": sum(r[kind]["chosen"] == r[kind]["best_seed_on_test"] for r in rows.values()),
+            "kept_is_best_on_test": sum(r[group]["kept"] == r[group]["best_seed_on_test"] for r in rows.values()),
         }
+    return summary
+
+
+def _correlation(validation: dict, wins: dict, policies: list) -> dict:
+    """How well a seed's validation success predicts its success under the shifts (each shift weighing the same),
+    across the seeds of a policy."""
+    shifted: dict = defaultdict(list)
+    for (policy, seed, shift), outcomes in wins.items():
+        if shift != "in_distribution":
+            shifted[policy, seed].append(sum(outcomes) / len(outcomes))
+    within = []
+    for policy in policies:
+        seeds = sorted(s for p, s in validation if p == policy)
+        x = [validation[policy, s] for s in seeds]
+        y = [statistics.mean(shifted[policy, s]) for s in seeds]
+        if len(seeds) > 2 and len(set(x)) > 1 and len(set(y)) > 1:
+            within.append(statistics.correlation(x, y))
+    return {"median_within_policies": statistics.median(within), "range": [min(within), max(within)]} if within else {}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default_train, default_report = ROOT / "docs/ood_report/headline_run/train", ROOT / "docs/ood_report/results.csv"
+    parser.add_argument("--train", type=Path, default=default_train, help=f"trained policies (default {default_train})")
+    parser.add_argument(
+        "--report", type=Path, default=default_report, help=f"their test episodes (default {default_report})"
+    )
+    parser.add_argument("--episodes", type=int, default=50, help="validation episodes per seed (default 50)")
+    parser.add_argument(
+        "--episode-seed-base", type=int, default=30_000_000, help="first validation seed (default 30000000)"
+    )
+    parser.add_argument("--workers", type=int, default=2, help="evaluation processes (default 2)")
+    parser.add_argument("--check-without-seed", type=int, default=0, help="the choice again without it (default 0)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/seed_selection"), help="output (default runs/seed_selection)"
+    )
+    args = parser.parse_args(argv)
+    from liquid_control.training.episodes import SELECTION_SEED_BASE
+
+    wins, test_seeds = _success(args.report)
+    wanted = set(range(args.episode_seed_base, args.episode_seed_base + args.episodes))
+    if args.episodes < 1 or args.episode_seed_base < SELECTION_SEED_BASE or wanted & test_seeds:
+        _fail(
+            f"--episode-seed-base {args.episode_seed_base} with --episodes {args.episodes}: the validation episodes "
+            f"must start at {SELECTION_SEED_BASE:,} or above (training episodes lie below) and avoid the report's "
+            f"episode seeds ({min(test_seeds):,}-{max(test_seeds):,})"
+        )
+    started = time.time()
+    validation_dir = args.out / "validation"
+    if not (validation_dir / "results.csv").is_file():
+        policies = sorted(p.name for p in args.train.iterdir() if p.is_dir()) if args.train.is_dir() else []
+        if not policies:
+            _fail(f"no trained policies under {args.train} (<policy>/seed_<k>/policy.pt)")
+        command = [sys.executable, "-m", "liquid_control.cli", "eval", "--shift", "in_distribution"]
+        command += ["--episodes", str(args.episodes), "--episode-seed-base", str(args.episode_seed_base)]
+        command += ["--workers", str(args.workers), "--no-saliency", "--no-example", "--no-progress", "--resume"]
+        command += ["--out", str(validation_dir)]
+        for name in policies:
+            command += ["--policy", f"{name}={args.train / name}/seed_*/policy.pt"]
+        if subprocess.run(command).returncode != 0:
+            _fail(f"the validation episodes did not finish (rerun to continue them in {validation_dir})")
+    val_wins, val_seeds = _success(validation_dir / "results.csv")
+    if val_seeds != wanted or {shift for _, _, shift in val_wins} != {"in_distribution"}:
+        _fail(f"{validation_dir} holds other episodes than --episodes/--episode-seed-base ask for; remove it first")
+    validation = {(p, s): sum(v) / len(v) for (p, s, _), v in val_wins.items()}
+    test = _rates_by_group(wins)
+    missing = sorted({(p, s) for p, s in validation} - {(p, s) for p, s, _ in test})
+    if missing:
+        _fail(f"{args.report} has no test episodes of {', '.join(f'{p} seed {s}' for p, s in missing)}")
+    groups = sorted({g for _, _, g in test} - {"all"}, key=lambda g: (g != "in-distribution", g)) + ["all"]
+    policies = sorted({p for p, _ in validation})
+    rows = _choose(validation, test, policies, groups)
+    check = _choose(validation, test, policies, groups, without=args.check_without_seed)
+    provenance = json.loads((validation_dir / "provenance.json").read_text())
     results = {
         "provenance": {
-            "command": "python scripts/seed_selection.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "validation_episodes": args.episodes,
-            "validation_episode_seeds": [args.episode_seed_base, args.episode_seed_base + args.episodes - 1],
-            "wall_s_of_this_call": round(time.time() - started, 1),
+            "command": " ".join(["python scripts/seed_selection.py", *(argv if argv is not None else sys.argv[1:])]),
+            "validation_episode_seeds": [min(wanted), max(wanted)],
+            "validation_wall_time_s": provenance.get("wall_time_s"),
+            "validation_cpu_time_s": provenance.get("cpu_time_s"),
+            "this_call_wall_s": round(time.time() - started, 1),
         },
         "policies": rows,
-        "summary": summary,
+        "summary": _summary(rows, groups),
+        f"summary_without_seed_{args.check_without_seed}": _summary(check, groups),
+        "validation_against_shifted_success": _correlation(validation, wins, policies),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [
         "| policy | validation success per seed | kept | "
-        + " | ".join(f"{k}: kept / mean / best" for k in kinds)
+        + " | ".join(f"{g}: kept / mean / best" for g in groups)
         + " |",
-        "| --- | --- | --- | " + " | ".join("---" for _ in kinds) + " |",
+        "| --- | --- | --- | " + " | ".join("---" for _ in groups) + " |",
     ]
     for policy, row in rows.items():
         cells = [
-            " / ".join(f"{100 * row[k][x]:.0f}" for x in ("chosen", "mean_of_seeds", "best_seed_on_test"))
-            for k in kinds
+            " / ".join(f"{100 * row[g][x]:.0f}" for x in ("kept", "mean_of_seeds", "best_seed_on_test")) for g in groups
         ]
-        validation_rates = " ".join(f"{100 * v:.0f}" for v in row["validation"].values())
-        kept = ", ".join(str(s) for s in row["chosen"])
-        lines.append(f"| {policy} | {validation_rates} | {kept} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| kind of shift | mean gain of the kept seed over the mean of seeds | policies gaining / losing (sign test) "
-        "| policies whose kept seed is their best on the test episodes |",
-        "| --- | ---: | --- | ---: |",
-    ]
-    for kind, s in summary.items():
-        lines.append(
-            f"| {kind} | {s['mean_gain_points']:+.1f} pts | {s['policies_gaining']} / {s['policies_losing']} "
-            f"(p = {s['sign_test_p']:.2g}) | {s['kept_seed_best_on_test']} of {len(rows)} |"
-        )
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+        per_seed = ", ".join(f"{s}: {100 * v:.0f}" for s, v in row["validation"].items())
+        kept = ", ".join(str(s) for s in row["kept"])
+        lines.append(f"| {policy} | {per_seed} | {kept} | " + " | ".join(cells) + " |")
+    for title, key in (
+        ("every seed", "summary"),
+        (f"without seed {args.check_without_seed}", f"summary_without_seed_{args.check_without_seed}"),
+    ):
+        lines += [
+            "",
+            f"Kept seed against the mean of seeds, {title}:",
+            "",
+            "| shifts | mean gain | policies gaining / losing (sign test) | kept seed = best on the test |",
+            "| --- | ---: | --- | ---: |",
+        ]
+        for group, s in results[key].items():
+            lines.append(
+                f"| {group} | {s['mean_gain_points']:+.1f} pts | {s['policies_gaining']} / {s['policies_losing']} "
+                f"(p = {s['sign_test_p']:.2g}) | {s['kept_is_best_on_test']} of {len(rows)} |"
+            )
+    corr = results["validation_against_shifted_success"]
+    if corr:
+        lines += [
+            "",
+            "Validation success against success over the shifts, across the seeds of a policy: correlation "
+            f"{corr['median_within_policies']:.2f} (median over policies; "
+            f"{corr['range'][0]:.2f} to {corr['range'][1]:.2f}).",
+        ]
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
