@@ -89,7 +89,7 @@ def _summary(rows: dict, groups: list) -> dict:
     from liquid_control.evaluation.stats import mcnemar_exact_p  # the exact two-sided binomial (sign) test
 
     summary = {}
-    for group in groups:
+    for group in groups if rows else []:  # no rows: a policy with one seed has nothing to choose without it
         gains = [r[group]["kept"] - r[group]["mean_of_seeds"] for r in rows.values()]
         gaining, losing = sum(g > 0 for g in gains), sum(g < 0 for g in gains)
         summary[group] = {
@@ -205,6 +205,8 @@ def main(argv=None) -> int:
         ("every seed", "summary"),
         (f"without seed {args.check_without_seed}", f"summary_without_seed_{args.check_without_seed}"),
     ):
+        if not results[key]:
+            continue
         lines += [
             "",
             f"Kept seed against the mean of seeds, {title}:",
