@@ -1,0 +1,87 @@
+"""scripts/seed_selection.py: keeping the best seed on validation episodes, scored on the test episodes."""
+
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def selection():
+    spec = importlib.util.spec_from_file_location("seed_selection", ROOT / "scripts" / "seed_selection.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write(path: Path, rows: list[tuple]) -> None:
+    """rows: (policy, training seed, shift, episode seed, success)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "training_seed", "shift", "episode_seed", "success"])
+        for row in rows:
+            writer.writerow([*row[:4], str(bool(row[4]))])
+
+
+def test_the_seed_best_on_validation_is_scored_on_the_test_episodes(selection):
+    validation = {("a", 0): 0.2, ("a", 1): 0.8, ("a", 2): 0.8, ("b", 0): 0.9, ("b", 1): 0.1}
+    test = {
+        ("a", 0, "visual"): 0.0,
+        ("a", 1, "visual"): 0.6,
+        ("a", 2, "visual"): 0.3,
+        ("b", 0, "visual"): 0.2,
+        ("b", 1, "visual"): 0.5,
+    }
+    rows = selection._choose(validation, test, ["a", "b"], ["visual"])
+    assert rows["a"]["kept"] == [1, 2]  # a tie: both kept, sharing the choice
+    assert rows["a"]["visual"]["kept"] == pytest.approx(0.45)
+    assert rows["a"]["visual"]["mean_of_seeds"] == pytest.approx(0.3)
+    assert rows["a"]["visual"]["best_seed_on_test"] == pytest.approx(0.6)
+    assert rows["b"]["kept"] == [0] and rows["b"]["visual"]["kept"] == pytest.approx(0.2)
+    summary = selection._summary(rows, ["visual"])["visual"]
+    assert summary["mean_gain_points"] == pytest.approx(100 * ((0.45 - 0.3) + (0.2 - 0.35)) / 2)
+    assert (summary["policies_gaining"], summary["policies_losing"], summary["kept_is_best_on_test"]) == (1, 1, 0)
+    without = selection._choose(validation, test, ["a", "b"], ["visual"], without=1)
+    assert without["a"]["kept"] == [2] and without["b"]["kept"] == [0]
+
+
+def test_a_run_on_recorded_episodes_writes_the_tables(selection, tmp_path):
+    """The whole script on a validation folder and report written here (no episode runs)."""
+    report, out = tmp_path / "results.csv", tmp_path / "out"
+    test_rows, val_rows = [], []
+    for seed, (val_wins, test_wins) in enumerate([(1, 0), (3, 2)]):  # seed 1: better on both
+        for i in range(4):
+            val_rows.append(("p", seed, "in_distribution", 30_000_000 + i, i < val_wins))
+            for shift in ("in_distribution", "dusk", "sensor_rate=4"):
+                test_rows.append(("p", seed, shift, 20_000_000 + i, i < test_wins))
+    _write(report, test_rows)
+    _write(out / "validation" / "results.csv", val_rows)
+    (out / "validation" / "provenance.json").write_text("{}")
+    args = ["--report", str(report), "--episodes", "4", "--out", str(out), "--check-without-seed", "1"]
+    assert selection.main(args) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["policies"]["p"]["kept"] == [1]
+    assert results["summary"]["visual"]["mean_gain_points"] == pytest.approx(25.0)  # 50% kept against 25% mean
+    assert results["summary_without_seed_1"]["all"]["mean_gain_points"] == 0.0  # one seed left: no choice
+    assert "| p | 0: 25, 1: 75 | 1 |" in (out / "results.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--episode-seed-base", "20000000"], "avoid the report's episode seeds"),
+        (["--episode-seed-base", "1000000"], "training episodes lie below"),
+        (["--episodes", "9"], "holds other episodes"),
+    ],
+)
+def test_validation_episodes_that_could_be_test_or_training_episodes_are_refused(selection, tmp_path, args, message):
+    report, out = tmp_path / "results.csv", tmp_path / "out"
+    _write(report, [("p", 0, "dusk", 20_000_000 + i, True) for i in range(4)])
+    _write(out / "validation" / "results.csv", [("p", 0, "in_distribution", 30_000_000 + i, True) for i in range(4)])
+    with pytest.raises(SystemExit, match=message):
+        selection.main(["--report", str(report), "--episodes", "4", "--out", str(out), *args])
