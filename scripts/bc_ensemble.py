@@ -1,0 +1,80 @@
+"""Does averaging several behaviour-cloned policies drive better than each alone? A diagnostic for the bag loop.
+
+    python scripts/bc_ensemble.py runs/ens/s0/policy.pt runs/ens/s1/policy.pt ... [--episodes 50] [--out FILE]
+
+Each policy keeps its own recurrent state and sees every update; the ensemble executes the mean of their
+actions. Every member alone and the ensemble drive the same simulated episodes (the evaluation seeds 20,000,000
+on, in the training distribution, as `liquid-control eval` and scripts/bag_loop.sh run them), so each member's
+count here can be set beside that evaluation's (stepped one episode at a time here, in lockstep lanes there: the
+last bits differ and a few episodes flip). Writes a JSON summary (--out) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+class MeanOfAgents:
+    """Agents stepped together on one episode; the action is the mean of theirs."""
+
+    def __init__(self, agents):
+        self.agents = agents
+
+    def reset(self) -> None:
+        for agent in self.agents:
+            agent.reset()
+
+    def act(self, obs):
+        import numpy as np
+
+        return np.mean([agent.act(obs) for agent in self.agents], axis=0).astype(np.float32)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("policies", nargs="+", type=Path, help="policy.pt files of one config (two or more)")
+    parser.add_argument("--episodes", type=int, default=50, help="simulated episodes (default 50)")
+    parser.add_argument(
+        "--episode-seed-base", type=int, default=20_000_000, help="first episode seed (default 20000000)"
+    )
+    parser.add_argument("--out", type=Path, help="JSON summary")
+    args = parser.parse_args(argv)
+    import torch
+
+    from liquid_control.evaluation.stats import wilson_interval
+    from liquid_control.policy import load_policy
+    from liquid_control.policy.agent import PolicyAgent
+    from liquid_control.training.data import rollout
+    from liquid_control.training.episodes import make_env
+
+    torch.set_num_threads(1)
+    policies = [load_policy(str(p)) for p in args.policies]
+    env = make_env(policies[0].config)
+    seeds = range(args.episode_seed_base, args.episode_seed_base + args.episodes)
+    drivers = {str(p): PolicyAgent(policy) for p, policy in zip(args.policies, policies)}
+    drivers["ensemble"] = MeanOfAgents([PolicyAgent(policy) for policy in policies])
+    results = {}
+    started = time.time()
+    for name, agent in drivers.items():
+        wins = [bool(rollout(env, agent, beta=0.0, seed=s, record=False).success) for s in seeds]
+        low, high = wilson_interval(sum(wins), len(wins))
+        results[name] = {"successes": sum(wins), "episodes": len(wins), "ci95": [low, high], "per_episode": wins}
+        print(f"{name}: {sum(wins)}/{len(wins)} ({low:.0%}-{high:.0%})", flush=True)
+    env.close()
+    summary = {"episode_seeds": [seeds[0], seeds[-1]], "wall_s": round(time.time() - started, 1), "results": results}
+    if args.out:
+        args.out.write_text(json.dumps(summary, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
