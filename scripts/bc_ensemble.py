@@ -1,12 +1,12 @@
 """Does averaging several behaviour-cloned policies drive better than each alone? A diagnostic for the bag loop.
 
-    python scripts/bc_ensemble.py runs/ens/s0/policy.pt runs/ens/s1/policy.pt ... [--episodes 50] [--out FILE]
+    python scripts/bc_ensemble.py runs/ens/s0/run/policy.pt runs/ens/s1/run/policy.pt ... [--episodes 50] [--out FILE]
 
 Each policy keeps its own recurrent state and sees every update; the ensemble executes the mean of their
 actions. Every member alone and the ensemble drive the same simulated episodes (the evaluation seeds 20,000,000
 on, in the training distribution, as `liquid-control eval` and scripts/bag_loop.sh run them), so each member's
 count here can be set beside that evaluation's (stepped one episode at a time here, in lockstep lanes there: the
-last bits differ and a few episodes flip). Writes a JSON summary (--out) and prints a table.
+last bits differ and a few episodes flip). Prints a line per policy and the ensemble; --out writes them as JSON.
 """
 
 from __future__ import annotations
@@ -51,13 +51,25 @@ def main(argv=None) -> int:
     import torch
 
     from liquid_control.evaluation.stats import wilson_interval
-    from liquid_control.policy import load_policy
+    from liquid_control.policy import env_kwargs, load_policy
     from liquid_control.policy.agent import PolicyAgent
     from liquid_control.training.data import rollout
     from liquid_control.training.episodes import make_env
 
     torch.set_num_threads(1)
+    paths = [p.resolve() for p in args.policies]
+    if len(set(paths)) < 2 or len(set(paths)) < len(paths):
+        parser.error("give two or more different policy files")
+    if args.episodes < 1:
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
     policies = [load_policy(str(p)) for p in args.policies]
+
+    def world(config: dict) -> tuple:  # what builds a policy's evaluation world (make_env): one for all members
+        return config["world"], config["training"]["shift"], json.dumps(env_kwargs(config), sort_keys=True, default=str)
+
+    for path, policy in zip(args.policies[1:], policies[1:]):
+        if world(policy.config) != world(policies[0].config):
+            parser.error(f"{path} drives another world than {args.policies[0]} (world, shift or sensor settings)")
     env = make_env(policies[0].config)
     seeds = range(args.episode_seed_base, args.episode_seed_base + args.episodes)
     drivers = {str(p): PolicyAgent(policy) for p, policy in zip(args.policies, policies)}

@@ -140,11 +140,17 @@ def main(argv=None) -> int:
 
     wins, test_seeds = _success(args.report)
     wanted = set(range(args.episode_seed_base, args.episode_seed_base + args.episodes))
-    if args.episodes < 1 or args.episode_seed_base < SELECTION_SEED_BASE or wanted & test_seeds:
+    if args.episodes < 1:
+        _fail(f"--episodes must be >= 1, got {args.episodes}")
+    if args.episode_seed_base < SELECTION_SEED_BASE:
+        _fail(
+            f"--episode-seed-base {args.episode_seed_base}: the validation episodes must start at "
+            f"{SELECTION_SEED_BASE:,} or above (training episodes lie below)"
+        )
+    if wanted & test_seeds:
         _fail(
             f"--episode-seed-base {args.episode_seed_base} with --episodes {args.episodes}: the validation episodes "
-            f"must start at {SELECTION_SEED_BASE:,} or above (training episodes lie below) and avoid the report's "
-            f"episode seeds ({min(test_seeds):,}-{max(test_seeds):,})"
+            f"must avoid the report's episode seeds ({min(test_seeds):,}-{max(test_seeds):,})"
         )
     started = time.time()
     validation_dir = args.out / "validation"

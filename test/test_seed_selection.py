@@ -34,7 +34,7 @@ def test_the_seed_best_on_validation_is_scored_on_the_test_episodes(selection):
         ("a", 0, "visual"): 0.0,
         ("a", 1, "visual"): 0.6,
         ("a", 2, "visual"): 0.3,
-        ("b", 0, "visual"): 0.2,
+        ("b", 0, "visual"): 0.3,
         ("b", 1, "visual"): 0.5,
     }
     rows = selection._choose(validation, test, ["a", "b"], ["visual"])
@@ -42,9 +42,9 @@ def test_the_seed_best_on_validation_is_scored_on_the_test_episodes(selection):
     assert rows["a"]["visual"]["kept"] == pytest.approx(0.45)
     assert rows["a"]["visual"]["mean_of_seeds"] == pytest.approx(0.3)
     assert rows["a"]["visual"]["best_seed_on_test"] == pytest.approx(0.6)
-    assert rows["b"]["kept"] == [0] and rows["b"]["visual"]["kept"] == pytest.approx(0.2)
+    assert rows["b"]["kept"] == [0] and rows["b"]["visual"]["kept"] == pytest.approx(0.3)
     summary = selection._summary(rows, ["visual"])["visual"]
-    assert summary["mean_gain_points"] == pytest.approx(100 * ((0.45 - 0.3) + (0.2 - 0.35)) / 2)
+    assert summary["mean_gain_points"] == pytest.approx(100 * ((0.45 - 0.3) + (0.3 - 0.4)) / 2)  # +2.5
     assert (summary["policies_gaining"], summary["policies_losing"], summary["kept_is_best_on_test"]) == (1, 1, 0)
     without = selection._choose(validation, test, ["a", "b"], ["visual"], without=1)
     assert without["a"]["kept"] == [2] and without["b"]["kept"] == [0]
@@ -67,14 +67,41 @@ def test_a_run_on_recorded_episodes_writes_the_tables(selection, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["policies"]["p"]["kept"] == [1]
     assert results["summary"]["visual"]["mean_gain_points"] == pytest.approx(25.0)  # 50% kept against 25% mean
+    assert results["summary"]["all"]["kept_is_best_on_test"] == 1
     assert results["summary_without_seed_1"]["all"]["mean_gain_points"] == 0.0  # one seed left: no choice
     assert "| p | 0: 25, 1: 75 | 1 |" in (out / "results.md").read_text()
+
+
+def test_one_seed_per_policy_has_no_choice_without_it(selection, tmp_path):
+    report, out = tmp_path / "results.csv", tmp_path / "out"
+    _write(report, [("p", 0, "dusk", 20_000_000 + i, i < 2) for i in range(4)])
+    _write(out / "validation" / "results.csv", [("p", 0, "in_distribution", 30_000_000 + i, True) for i in range(4)])
+    (out / "validation" / "provenance.json").write_text("{}")
+    assert selection.main(["--report", str(report), "--episodes", "4", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["summary_without_seed_0"] == {} and results["policies"]["p"]["kept"] == [0]
+
+
+@pytest.mark.parametrize(
+    "validation_rows, message",
+    [
+        ([("p", 0, "dusk", 30_000_000 + i, True) for i in range(4)], "holds other episodes"),  # not in-distribution
+        ([("q", 0, "in_distribution", 30_000_000 + i, True) for i in range(4)], "has no test episodes of q seed 0"),
+    ],
+)
+def test_validation_of_another_shift_or_policy_is_refused(selection, tmp_path, validation_rows, message):
+    report, out = tmp_path / "results.csv", tmp_path / "out"
+    _write(report, [("p", 0, "dusk", 20_000_000 + i, True) for i in range(4)])
+    _write(out / "validation" / "results.csv", validation_rows)
+    (out / "validation" / "provenance.json").write_text("{}")
+    with pytest.raises(SystemExit, match=message):
+        selection.main(["--report", str(report), "--episodes", "4", "--out", str(out)])
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--episode-seed-base", "20000000"], "avoid the report's episode seeds"),
+        (["--episode-seed-base", "20000000"], "must avoid the report's episode seeds"),
         (["--episode-seed-base", "1000000"], "training episodes lie below"),
         (["--episodes", "9"], "holds other episodes"),
     ],
