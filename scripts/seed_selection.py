@@ -51,17 +51,24 @@ def _success(path: Path) -> tuple[dict, set]:
     return wins, episode_seeds
 
 
-def _rates_by_group(wins: dict) -> dict:
-    """{(policy, seed, group)}: success with each shift of a report group weighing the same (as the report pools
-    them), plus "all" over every shift."""
-    from liquid_control.evaluation.shifts import shift_group
+def _rates_by_group(wins: dict) -> tuple[dict, list]:
+    """{(policy, seed, group)}: success pooled as the report pools it (``summary.shift_groups``, each shift of a
+    group weighing the same, the seeds that ran every shift of it), plus "all" over every shift; and the groups."""
+    from liquid_control.evaluation.summary import outcomes_by_seed, shift_groups
 
-    rates: dict = defaultdict(list)
-    for (policy, seed, shift), outcomes in wins.items():
-        rate = sum(outcomes) / len(outcomes)
-        rates[policy, seed, shift_group(shift)].append(rate)
-        rates[policy, seed, "all"].append(rate)
-    return {k: sum(v) / len(v) for k, v in rates.items()}
+    records = [
+        {"policy": policy, "training_seed": seed, "shift": shift, "success": won}
+        for (policy, seed, shift), outcomes in wins.items()
+        for won in outcomes
+    ]
+    shifts = sorted({shift for _, _, shift in wins})
+    groups = {**shift_groups(shifts), "all": shifts}
+    rates = {}
+    for policy in sorted({policy for policy, _, _ in wins}):
+        for group, members in groups.items():
+            for seed, outcomes in outcomes_by_seed(records, policy, members).items():
+                rates[policy, seed, group] = float(sum(o.mean() for o in outcomes) / len(outcomes))
+    return rates, list(groups)
 
 
 def _choose(validation: dict, test: dict, policies: list, groups: list, without: int | None = None) -> dict:
@@ -170,11 +177,10 @@ def main(argv=None) -> int:
     if val_seeds != wanted or {shift for _, _, shift in val_wins} != {"in_distribution"}:
         _fail(f"{validation_dir} holds other episodes than --episodes/--episode-seed-base ask for; remove it first")
     validation = {(p, s): sum(v) / len(v) for (p, s, _), v in val_wins.items()}
-    test = _rates_by_group(wins)
+    test, groups = _rates_by_group(wins)
     missing = sorted({(p, s) for p, s in validation} - {(p, s) for p, s, _ in test})
     if missing:
         _fail(f"{args.report} has no test episodes of {', '.join(f'{p} seed {s}' for p, s in missing)}")
-    groups = sorted({g for _, _, g in test} - {"all"}, key=lambda g: (g != "in-distribution", g)) + ["all"]
     policies = sorted({p for p, _ in validation})
     rows = _choose(validation, test, policies, groups)
     check = _choose(validation, test, policies, groups, without=args.check_without_seed)
