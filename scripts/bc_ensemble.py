@@ -50,27 +50,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from liquid_control.evaluation.agents import make_env
+    from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
     from liquid_control.evaluation.stats import wilson_interval
-    from liquid_control.policy import env_kwargs, load_policy
+    from liquid_control.policy import load_policy
     from liquid_control.policy.agent import PolicyAgent
     from liquid_control.training.data import rollout
-    from liquid_control.training.episodes import make_env
 
     torch.set_num_threads(1)
     paths = [p.resolve() for p in args.policies]
     if len(set(paths)) < 2 or len(set(paths)) < len(paths):
         parser.error("give two or more different policy files")
-    if args.episodes < 1:
-        parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    try:  # the evaluation's own checks: one world and architecture, its settings, distinct training seeds
+        plan = build_plan(
+            ["members=" + ",".join(map(str, paths))], ["in_distribution"], args.episodes, args.episode_seed_base
+        )
+    except EvaluationSetupError as exc:
+        parser.error(str(exc))
+    spec = plan.policies[0]
+    env = make_env(spec.world, "in_distribution", spec.env_kwargs)  # the world liquid-control eval builds
     policies = [load_policy(str(p)) for p in args.policies]
-
-    def world(config: dict) -> tuple:  # what builds a policy's evaluation world (make_env): one for all members
-        return config["world"], config["training"]["shift"], json.dumps(env_kwargs(config), sort_keys=True, default=str)
-
-    for path, policy in zip(args.policies[1:], policies[1:]):
-        if world(policy.config) != world(policies[0].config):
-            parser.error(f"{path} drives another world than {args.policies[0]} (world, shift or sensor settings)")
-    env = make_env(policies[0].config)
     seeds = range(args.episode_seed_base, args.episode_seed_base + args.episodes)
     drivers = {str(p): PolicyAgent(policy) for p, policy in zip(args.policies, policies)}
     drivers["ensemble"] = MeanOfAgents([PolicyAgent(policy) for policy in policies])
