@@ -110,7 +110,16 @@ def _same_weights(a: Path, b: Path) -> bool:
 def _evaluate(runs: list[tuple], out: Path, episodes: int, workers: int) -> dict[str, list[bool]]:
     """Success per episode of each run's policy on the headline shifts (evaluated once; kept on a rerun)."""
     if not (out / "results.csv").is_file():
-        command = ["liquid-control", "eval", "--shift-set", "headline", "--episodes", str(episodes)]
+        command = [
+            sys.executable,
+            "-m",
+            "liquid_control.cli",
+            "eval",
+            "--shift-set",
+            "headline",
+            "--episodes",
+            str(episodes),
+        ]
         command += ["--workers", str(workers), "--no-saliency", "--no-example", "--no-progress", "--out", str(out)]
         for arch, i, b, d, path in runs:
             command += ["--policy", f"{_name(arch, i, b, d)}={path}/policy.pt"]
