@@ -6,7 +6,7 @@
 # same settings continues an interrupted loop (finished stages are kept).
 #
 #   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
-#   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/real_robot.md's run
+#   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/bag_loop/README.md's run
 #   python scripts/bag_loop.py publish --out runs/loop_dart --to docs/bag_loop             # keep its small files
 #   OUT=runs/loop_dagger DAGGER_ROUNDS=10 scripts/bag_loop.sh   # + ten DAgger rounds from the bags (~40 CPU-min)
 #
@@ -96,7 +96,7 @@ cat "$OUT/summary.md"
 
 if [ "$DAGGER_ROUNDS" -gt 0 ]; then
   stage "rounds: $DAGGER_ROUNDS DAgger rounds of $ROUND_EPISODES supervised episodes each (scripts/takeover_rounds.sh)"
-  # the recipe of docs/real_robot.md ("DAgger rounds from the bags"): every update labelled, the operator driving a
+  # the recipe of docs/bag_loop/README.md ("Then DAgger rounds from the bags"): every update labelled, the operator driving a
   # random 50, 30, 20, 10, 10, ..% of the updates, short episodes, each round fine-tuning the last. Every setting is
   # given here, none inherited from the caller's environment; EXTRA_SET is never empty (a space without AUGMENT),
   # so takeover_rounds.sh's own default (the photometric augmentation) does not apply
