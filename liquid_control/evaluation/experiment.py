@@ -58,7 +58,7 @@ ARCHITECTURES = {
 DEFAULT_ARCHS = [a for a in ARCHITECTURES if a != "mlp"]  # the drone paper's list plus the no-dt ablation
 ROBUST_SUFFIX = "_robust"
 # The robustness recipes (docs/training.md): all three switches. policies/configs/cfc_ncp_rover_robust.yaml (the
-# shipped robust policy) turns on the first two only (docs/training.md, "Which recipe costs what").
+# shipped robust policy) turns on the first two only (docs/robustness.md, "Which recipe costs what").
 RECIPES = {
     "training.augmentation": ["brightness", "contrast", "gamma", "colour", "noise", "blur"],
     "encoder.camera.normalize": "instance",
