@@ -115,6 +115,7 @@ WORLDS = {
         sensors={"camera": "camera_topic", "imu": "imu_topic", "encoders": "wheels_topic"},
         command="float64_multi_array",
         command_scale=_balancer_command_scale,
+        imu_noise=_balancer_imu_noise,  # the balancer's IMU (sim_envs.balance_nav imports its noise)
         target=False,
     ),
 }

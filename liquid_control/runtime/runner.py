@@ -13,6 +13,8 @@ seconds, and this class decides what each reading does to the liquid state.
   a new message; its latest features are part of the state (the camera CNN once per frame, not once per IMU
   message). The core also sees which update sensor arrived and how old each one's latest message is, when
   the policy was trained with those time inputs.
+- A stamp of exactly 0 while the receiver's clock reads more than ``max_backward_jump_s`` is an unset
+  ``header.stamp``, rejected as ``bad_stamp`` (not taken as a clock jump back that resets the state).
 - Per sensor, a stamp equal to the previous one is a duplicate and an older one is out of order: both are
   rejected. A stamp more than ``max_backward_jump_s`` older is a clock jump backwards (a simulation reset):
   the state, the held sensor readings and the buffer are reset and the reading starts a new run.
@@ -264,6 +266,10 @@ class PolicyRunner:
             raise ValueError(f"now must be a finite time in seconds (the receiver's clock) or None, got {now!r}")
         if now is not None and stamp > now + self.limits.max_future_stamp_s:
             return self._reject(sensor, FUTURE_STAMP)
+        if stamp == 0.0 and now is not None and now > self.limits.max_backward_jump_s:
+            # an unset header.stamp (a driver that does not stamp), not a clock restarting at 0 (the receiver's
+            # clock would read near 0 too): taken as a clock jump back, one such message reset the liquid state
+            return self._reject(sensor, BAD_STAMP)
         arr, reason = self._check_value(sensor, value)
         if arr is None:
             return self._reject(sensor, reason)
