@@ -71,3 +71,102 @@ def test_every_simulated_imu_reports_its_worlds_nominal_noise_as_covariance():
         module = importlib.import_module(gym.spec(world).entry_point.split(":")[0])
         assert "imu_noise" in io, f"{world}: sim_node publishes its IMU without covariances"
         assert io["imu_noise"]() == (module.GYRO_NOISE, module.ACCEL_NOISE), world
+
+
+CAMERA_IMU = {
+    "name": "tiny_camera_imu",
+    "world": "LiquidBalanceNav-v0",
+    "observation": {"image": {"height": 8, "width": 8}, "vectors": {"imu": 6}, "update_on": "imu"},
+    "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 4}},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+@pytest.fixture
+def policy_node(tmp_path):
+    """A configured policy_node (the tiny camera + IMU policy) and a probe node on a private context; yields
+    (node, probe, spin, warnings): ``warnings`` collects the node's warning log lines."""
+    import time
+
+    import rclpy
+    import rclpy.executors
+    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros.policy_node import PolicyNode
+    from liquid_control.ros.testing import Probe, isolated_ros_env
+
+    torch.manual_seed(0)
+    policy_file = save_policy(tmp_path / "tiny.pt", Policy.from_config(CAMERA_IMU))
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    values = dict(
+        policy=str(policy_file), command_type="float64_multi_array", watchdog_timeout_s=0.2, log_throttle_s=0.0
+    )
+    node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    executor.add_node(node)
+    probe = Probe(env)  # its own participant: DDS refuses a second type for a topic within one
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    warnings = []
+    logger = node.get_logger()
+    logger.warning = lambda msg, **kw: warnings.append(msg)
+
+    def spin(duration, until=lambda: False):
+        end = time.monotonic() + duration
+        while time.monotonic() < end and not until():
+            executor.spin_once(timeout_sec=0.02)
+        return until()
+
+    yield node, probe, spin, warnings
+    node.trigger_shutdown()
+    node.destroy_node()
+    probe.close()
+    executor.shutdown()
+    context.try_shutdown()
+
+
+def test_a_silent_input_names_the_publishers_of_another_type_on_its_topic(policy_node):
+    """A driver publishing geometry_msgs/Vector3Stamped on imu/data: DDS never matches it with the node's Imu
+    subscription, and the node only said `imu silent`, naming nothing that was wrong."""
+    from geometry_msgs.msg import Vector3Stamped
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, probe, spin, warnings = policy_node
+    probe.publisher(Vector3Stamped, "imu/data")
+    assert spin(30.0, until=lambda: len(node.get_publishers_info_by_topic("/imu/data")) == 1)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert spin(10.0, until=lambda: any(w.startswith("watchdog:") for w in warnings)), warnings
+    watchdog = next(w for w in warnings if w.startswith("watchdog:"))
+    assert "imu silent" in watchdog and "camera silent" in watchdog
+    assert (
+        "/imu/data has publishers of type geometry_msgs/msg/Vector3Stamped, the imu input takes sensor_msgs/msg/Imu"
+    ) in watchdog
+    assert "/camera/image_raw has" not in watchdog  # no publisher at all there: nothing of another type
+
+
+def test_a_rejected_message_is_logged_with_its_topic_and_a_wrong_size_with_both_sizes(policy_node):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from liquid_control.conventions.image_conversion import numpy_to_image
+
+    node, _probe, _spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    image = numpy_to_image(np.zeros((16, 16, 3), np.uint8), "rgb8")
+    image.header.stamp = node.get_clock().now().to_msg()
+    node._on_image(image)
+    image.encoding = "yuv422"
+    node._on_image(image)
+    assert node.runner.counters["rejected.bad_shape"] == 1 and node.runner.counters["rejected.bad_encoding"] == 1
+    assert any(
+        w.startswith(
+            "camera message on /camera/image_raw rejected (bad_shape: shape (16, 16, 3), the policy takes "
+            "(8, 8, 3), stamp "
+        )
+        for w in warnings
+    ), warnings
+    assert any(w.startswith("camera image on /camera/image_raw rejected: unsupported image encoding") for w in warnings)

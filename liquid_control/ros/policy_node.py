@@ -69,6 +69,11 @@ LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when se
 PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process starts, never again
 
 
+def message_type_name(msg_type) -> str:
+    """A message class as the ROS graph names its type: ``sensor_msgs/msg/Imu``."""
+    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
+
+
 def stamp_seconds(stamp) -> float:
     """A builtin_interfaces/Time in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9
@@ -467,7 +472,7 @@ class PolicyNode(LifecycleNode):
         except ImageConversionError as exc:
             self.runner.reject(CAMERA, BAD_ENCODING)
             if self._may_log("bad_encoding"):
-                self.get_logger().warning(f"camera image rejected: {exc}")
+                self.get_logger().warning(f"camera image on {self._input_topics[CAMERA]} rejected: {exc}")
             return
         self._on_reading(CAMERA, msg.header.stamp, value)
 
@@ -512,7 +517,12 @@ class PolicyNode(LifecycleNode):
         if not result.accepted:
             if self._may_log(f"rejected.{sensor}.{result.reason}"):  # one sensor's fault hides no other's
                 detail = f": {result.detail}" if result.detail else ""
-                self.get_logger().warning(f"{sensor} message rejected ({result.reason}{detail}, stamp {stamp:.6f})")
+                if result.reason == R.BAD_SHAPE:  # which size it was, and which the policy takes
+                    detail = f": shape {np.shape(value)}, the policy takes {self.runner.spec.sensors[sensor]}"
+                self.get_logger().warning(
+                    f"{sensor} message on {self._input_topics[sensor]} rejected ({result.reason}{detail}, "
+                    f"stamp {stamp:.6f})"
+                )
             return
         self._last_arrival[sensor] = now
         if result.reset is not None and self._may_log("reset"):
@@ -574,7 +584,7 @@ class PolicyNode(LifecycleNode):
                 ages = ", ".join(
                     f"{k} silent {now - self._last_arrival.get(k, self._activated_at):.2f} s" for k in stale
                 )
-                self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command")
+                self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command{self._wrong_types(stale)}")
             self._publish_stop("watchdog")  # repeated while stale, so a restarted base stays stopped
         elif self._stale:
             self._commanding_again()
@@ -583,6 +593,17 @@ class PolicyNode(LifecycleNode):
             self._publish_diagnostics()
         if not stale:
             self._check_starved(now, timeout)
+
+    def _wrong_types(self, sensors) -> str:
+        """Publishers of another message type on the silent inputs' topics, in words (empty if none): DDS never
+        matches them with the node's subscription, so the input reads as silent without any other message."""
+        found = []
+        for sensor in sensors:
+            topic, wanted = self._input_topics[sensor], message_type_name(SENSORS[sensor][0])
+            other = sorted({i.topic_type for i in self.get_publishers_info_by_topic(topic)} - {wanted})
+            if other:
+                found.append(f"{topic} has publishers of type {', '.join(other)}, the {sensor} input takes {wanted}")
+        return "; " + "; ".join(found) if found else ""
 
     def _stale_inputs(self, now: float) -> list[str]:
         """The inputs (setpoints aside) silent for longer than ``watchdog_timeout_s`` at ``now`` (node clock), since
