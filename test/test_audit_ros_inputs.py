@@ -170,3 +170,34 @@ def test_a_rejected_message_is_logged_with_its_topic_and_a_wrong_size_with_both_
         for w in warnings
     ), warnings
     assert any(w.startswith("camera image on /camera/image_raw rejected: unsupported image encoding") for w in warnings)
+
+
+def test_a_twist_policy_published_as_a_plain_array_is_warned_about_at_configure(tmp_path):
+    """The rover's policy started with the balancer's parameter file (float64_multi_array on wheel_torques) was
+    configured without a word: its [linear, angular] went to the wheels as torques. The reverse is refused."""
+    import rclpy
+    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros.policy_node import PolicyNode
+    from liquid_control.ros.testing import isolated_ros_env
+
+    rover = {**CAMERA_IMU, "world": "LiquidRover-v0", "action": {**CAMERA_IMU["action"], "kind": "twist"}}
+    torch.manual_seed(0)
+    policy_file = save_policy(tmp_path / "rover.pt", Policy.from_config(rover))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    values = dict(policy=str(policy_file), command_type="float64_multi_array", command_topic="wheel_torques")
+    node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    warnings = []
+    node.get_logger().warning = lambda msg, **kw: warnings.append(msg)
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    finally:
+        node.trigger_shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+    assert [w for w in warnings if w.startswith("command_type: float64_multi_array publishes this policy's twist")]
+    assert "LiquidRover-v0" in warnings[-1] and "/wheel_torques" in warnings[-1]

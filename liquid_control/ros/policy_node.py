@@ -246,6 +246,13 @@ class PolicyNode(LifecycleNode):
         )
         if getattr(backend, "note", None):
             self.get_logger().warning(backend.note)
+        if s.command_type == "float64_multi_array" and spec.action_kind == "twist":  # e.g. the rover's on a balancer
+            self.get_logger().warning(
+                f"command_type: float64_multi_array publishes this policy's twist actions [linear, angular] "
+                f"(trained in {backend.config.get('world', 'an unknown world')}) as a plain array on "
+                f"{self.resolve_topic_name(s.command_topic)}: a base taking wheel commands would read them as "
+                f"such; for a differential-drive base use command_type twist or twist_stamped"
+            )
 
     def _fail(self, transition: str, reason) -> None:
         """Log why a transition failed (and keep it for autostart's message)."""
