@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import sys
 import threading
 import time
@@ -350,8 +351,9 @@ def replay(args) -> dict:
     executor.add_node(recorder)
     spinner = threading.Thread(target=lambda: _spin(executor, context, stop, failures), daemon=True)
     spinner.start()
-    result = {"output": str(recorder.output), "published": {}, "recorded": {}}
+    result = {"output": str(recorder.output), "published": {}, "recorded": {}, "interrupted": ""}
     where, completed = "no message of the bags had been played", False
+    playing, whole = None, 0  # the bag being played and how many were played whole: where a Ctrl-C stopped it
     try:
         if not player.wait_for_subscribers(args.wait):
             print(
@@ -371,16 +373,27 @@ def replay(args) -> dict:
                 break
             if args.reset_service and not _call_reset(node, args.reset_service):
                 print(f"replay: {args.reset_service} did not answer", file=sys.stderr)
-            t0 = time.monotonic()
+            t0, playing = time.monotonic(), reader.path
             sent = player.play(reader, args.rate, stop, args.max_gap)
+            playing = None
             if stop.is_set():
                 where = f"the playback of {reader.path} stopped after {sent} of its messages"
                 break
             print(f"replayed {reader.path}: {sent} messages in {time.monotonic() - t0:.1f} s", flush=True)
-            where = f"the playback stopped after {reader.path}, played whole"
+            where, whole = f"the playback stopped after {reader.path}, played whole", whole + 1
         else:
             stop.wait(args.linger)
             where = "every bag had been played"
+        completed = True
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, see run): the output bag is finished below with what came
+        played = sum(player.published.values())
+        if playing is not None:
+            state = f"while playing {playing}"
+        elif played:
+            state = f"after playing {whole} of {len(readers)} bag(s) whole"
+        else:
+            state = "while waiting for the policy node, before any message was played"
+        result["interrupted"] = f"{state} ({played} message(s) published)"
         completed = True
     finally:
         stop.set()
@@ -441,12 +454,34 @@ def _spin(executor, context, stop, failures):
 
 
 def run(args) -> int:
-    """Replay the bags and report; exit code 2 for a bad bag or argument, 1 when nothing was recorded."""
+    """Replay the bags and report; exit code 2 for a bad bag or argument, 1 when nothing was recorded, 130 (143)
+    when stopped by Ctrl-C (SIGTERM), with the output bag finished holding what was recorded until then."""
+    received = []
+
+    def on_sigterm(signum, _frame):  # ends the replay as Ctrl-C does: the output bag finished, not cut short
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
     try:
         result = replay(args)
     except (BagError, ValueError) as exc:
         print(f"liquid-control replay: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before the playback began (opening the bags, starting DDS): no output bag yet
+        print("liquid-control replay: interrupted before the playback began; nothing recorded", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if result["interrupted"]:
+        print(
+            f"liquid-control replay: interrupted {result['interrupted']}; {result['output']} is a complete bag "
+            f"holding what was recorded until then: {result['recorded']}",
+            file=sys.stderr,
+        )
+        return 128 + (received[0] if received else signal.SIGINT)  # 130 / 143, as liquid-control record
     print(f"wrote {result['output']}: recorded {result['recorded']}, published {result['published']}")
     if not any(result["recorded"].values()):
         print("warning: nothing was recorded (is the policy node running and active?)", file=sys.stderr)
