@@ -66,3 +66,45 @@ def test_ctrl_c_during_replay_finishes_the_output_bag_and_says_so(tmp_path, caps
     assert "Traceback" not in err
     with BagReader(out) as reader:  # complete: opens without --allow-truncated
         assert not reader.salvaged  # (no node ran here: nothing to record)
+
+
+@pytest.fixture(scope="module")
+def two_days(tmp_path_factory):
+    """day1/run_001 and day2/run_001: two different 1 s expert drives at the shipped policy's 64x64 pixels,
+    named as a team names its recordings day after day."""
+    from liquid_control.bags.expert import record_expert_episodes
+
+    root = tmp_path_factory.mktemp("days")
+    for day, seed in (("day1", 100), ("day2", 101)):
+        (outcome,) = record_expert_episodes(root / f"{day}_raw", [seed], render_size=64, time_limit=1.0)
+        (root / day).mkdir()
+        os.replace(outcome["bag"], root / day / "run_001")
+    return root
+
+
+def test_eval_keeps_apart_two_bags_of_the_same_name_and_refuses_one_bag_given_twice(two_days, tmp_path, capsys):
+    """Before: day1/run_001 and day2/run_001 were both reported as `run_001` and shared plots/NAME__run_001.png,
+    the second overwriting the first; `--bag 'day1/*' --bag day1/run_001` reported the bag's row once but pooled
+    its updates twice (120 labelled pooled against 60 in its row)."""
+    from liquid_control.paths import policies_dir
+
+    shipped = f"robot={policies_dir() / 'cfc_ncp_rover.pt'}"
+    day1, day2 = str(two_days / "day1" / "run_001"), str(two_days / "day2" / "run_001")
+    out = tmp_path / "offline"
+    assert (
+        cli.main(["eval", "--bag", day1, "--bag", day2, "--policy", shipped, "--out", str(out), "--no-progress"]) == 0
+    )
+    capsys.readouterr()
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["robot__day1__run_001.png", "robot__day2__run_001.png"]
+    report = (out / "report.md").read_text()
+    assert "| robot | day1/run_001 |" in report and "| robot | day2/run_001 |" in report
+    twice = tmp_path / "twice"
+    argv = ["eval", "--bag", str(two_days / "day1" / "*"), "--bag", day1, "--policy", shipped, "--no-progress"]
+    assert cli.main([*argv, "--out", str(twice)]) == 2
+    err = capsys.readouterr().err
+    assert f"--bag {day1}: one bag given twice: its updates would count twice in the pooled error" in err
+    assert "Traceback" not in err and not twice.exists()
+    link = tmp_path / "same_as_day2"
+    link.symlink_to(day2)  # another path to the same bag
+    assert cli.main(["eval", "--bag", day2, "--bag", str(link), "--policy", shipped, "--out", str(twice)]) == 2
+    assert f"--bag {link}: one bag given twice (also as {day2})" in capsys.readouterr().err

@@ -9,7 +9,8 @@ recorded command on every labelled update: mean absolute error and RMSE per comm
 units, and the training loss (mean squared error with each element scaled to [-1, 1] by the action bounds,
 the offline metric of the NCP lane-keeping work). Per bag, a plot of predicted versus recorded commands.
 
-Output folder: ``offline.json`` (every figure), ``report.md``, ``plots/<policy>__<bag>.png``.
+Output folder: ``offline.json`` (every figure), ``report.md``, ``plots/<policy>__<bag>.png`` (``<bag>``: the bag's
+folder name, with its parent folders where two bags share a name: ``day1__run_001``).
 """
 
 from __future__ import annotations
@@ -164,6 +165,16 @@ def evaluate_offline(
         missing = [bag for bag in bags if not Path(bag).exists()]
         if missing:  # before any bag is played: a typo in the last one cost every bag before it
             raise BagError(f"--bag {', '.join(missing)}: {NO_SUCH_BAG}")
+        given: dict[Path, str] = {}
+        for bag in bags:  # a glob and a path naming one bag: its updates counted twice in the pooled figures
+            first = given.get(Path(bag).resolve())
+            if first is not None:
+                also = "" if first == bag else f" (also as {first})"
+                raise BagError(
+                    f"--bag {bag}: one bag given twice{also}: its updates would count twice in the pooled error; "
+                    "give each bag once"
+                )
+            given[Path(bag).resolve()] = bag
         results = {"command": command, "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(
@@ -183,6 +194,20 @@ def evaluate_offline(
     return results
 
 
+def bag_names(bags: list[str]) -> dict[str, str]:
+    """Each bag's name in the report and in its plot's file name: its folder's name, with as many parent folders
+    as tell it from the other bags (day1/run_001 and day2/run_001 shared one row name and one plot, the second
+    overwriting the first)."""
+    parts = {bag: Path(bag).resolve().parts for bag in bags}
+    names = {}
+    for bag, own in parts.items():
+        n = 1
+        while n < len(own) and any(other[-n:] == own[-n:] for b, other in parts.items() if b != bag):
+            n += 1
+        names[bag] = "/".join(own[-n:])
+    return names
+
+
 def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: dict, plots: bool, progress: bool):
     """One policy on every bag: per-bag and pooled command errors (and a plot per bag under ``out/plots``)."""
     from tqdm import tqdm
@@ -191,10 +216,12 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
     low, high = config["action"]["low"], config["action"]["high"]
     names = COMMAND_ELEMENTS.get(config["action"].get("kind"), [])
     per_bag, actions, labels = {}, [], []
+    shown = bag_names(bags)
     for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):
         result = evaluate_bag(policy_backend, bag, spec, data.get("allow_truncated", False))
         errors = command_errors(result["action"], result["label"], spec.action_scale, low, high)
         per_bag[bag] = {
+            "name": shown[bag],
             "updates": int(len(result["time"])),
             "duration_s": result["stats"]["duration_s"],
             **errors,
@@ -203,9 +230,9 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
         actions.append(result["action"])
         labels.append(result["label"])
         if plots:
-            plot = out / "plots" / f"{name}__{Path(bag).name}.png"
+            plot = out / "plots" / f"{name}__{shown[bag].replace('/', '__')}.png"
             loss = errors.get("loss", float("nan"))
-            _plot(plot, result, spec.action_scale, f"{name} on {Path(bag).name}: loss {loss:.4f}", names)
+            _plot(plot, result, spec.action_scale, f"{name} on {shown[bag]}: loss {loss:.4f}", names)
             per_bag[bag]["plot"] = str(plot.relative_to(out))
     pooled = command_errors(np.concatenate(actions), np.concatenate(labels), spec.action_scale, low, high)
     elements = names or [f"command[{i}]" for i in range(len(low))]
@@ -271,7 +298,7 @@ def report_markdown(results: dict) -> str:
         for bag, row in res["bags"].items():
             plot = f"![]({row['plot']})" if row.get("plot") else ""
             lines.append(
-                f"| {name} | {Path(bag).name} | {row['updates']} | {row.get('labelled', 0)} | "
+                f"| {name} | {row.get('name', Path(bag).name)} | {row['updates']} | {row.get('labelled', 0)} | "
                 f"{_fmt(row.get('mae'))} | {_fmt(row.get('rmse'))} | {row.get('loss', math.nan):.5f} | {plot} |"
             )
     lines += ["", "| policy | labelled updates | MAE | RMSE | loss |", "| --- | --- | --- | --- | --- |"]
