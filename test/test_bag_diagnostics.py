@@ -26,7 +26,8 @@ from liquid_control.training.bag_data import convert_bag
 
 N = 40  # frames per bag (30 Hz: 1.3 s, more than config/rover_policy.yaml's max_gap_s of 1 s), each with an IMU
 # reading just before it and a command just after it
-NOT_STAMPED = "header.stamp does not advance (e.g. all 0): the driver does not stamp its messages"
+NOT_STAMPED = "header.stamp 0 (not set: the driver does not stamp its messages)"
+STAMPED_ALIKE = "header.stamp does not advance: the driver stamps its readings alike"
 SUPPORTED = f"supported: {', '.join(ENCODINGS)}"
 REFUSED = "refused, an input held at one reading for longer than max_gap_s while its sensor kept publishing"
 
@@ -65,15 +66,23 @@ def _refusal(bag, config, tmp_path) -> tuple[str, str]:
     return str(trained.value), str(evaluated.value)
 
 
-def test_an_imu_driver_that_does_not_stamp_is_refused_naming_the_topic_and_the_cause(tmp_path):
+def test_an_imu_driver_that_stamps_every_reading_alike_is_refused_naming_the_topic_and_the_cause(tmp_path):
     """Before: trained and exited 0 with the IMU input held at its first reading for the whole bag (every later
-    message a duplicate stamp 0), the only sign a counter in a log line."""
-    bag = _bag(tmp_path / "imu_zero", imu_stamp=lambda i, t: 0.0)
+    message a duplicate stamp), the only sign a counter in a log line."""
+    bag = _bag(tmp_path / "imu_alike", imu_stamp=lambda i, t: 0.5)
     for message in _refusal(bag, CAMERA_IMU, tmp_path):
         assert message.startswith(f"{bag}: {REFUSED}")
         held = f"kept publishing for {(N - 1) / 30:.3f} s from log time 0.991 s, none accepted (max_gap_s 1 s)"
-        rejected = f"{N - 1} of {N} messages rejected, duplicate_stamp {N - 1}: {NOT_STAMPED}"
+        rejected = f"{N - 1} of {N} messages rejected, duplicate_stamp {N - 1}: {STAMPED_ALIKE}"
         assert f"/imu/data (imu): {held}; {rejected}" in message
+        assert "/camera/image_raw" not in message  # the camera is fine
+
+
+def test_an_imu_driver_that_does_not_stamp_is_refused_naming_the_topic_and_the_cause(tmp_path):
+    """Stamps 0 (unset) are bad_stamp since the runner tells them from a clock jump back: no update at all."""
+    bag = _bag(tmp_path / "imu_zero", imu_stamp=lambda i, t: 0.0)
+    for message in _refusal(bag, CAMERA_IMU, tmp_path):
+        assert f"/imu/data (imu): {N} of {N} messages rejected, bad_stamp {N}: {NOT_STAMPED}" in message
         assert "/camera/image_raw" not in message  # the camera is fine
 
 
@@ -84,11 +93,9 @@ def test_a_camera_driver_that_does_not_stamp_is_refused_for_training_validation_
     bag = _bag(tmp_path / "cam_zero", frame_stamp=lambda i, t: 0.0)
     train_error, eval_error = _refusal(bag, CAMERA_ONLY, tmp_path)
     for message in (train_error, eval_error):
-        assert f"{N - 1} of {N} messages rejected, duplicate_stamp {N - 1}" in message
-        assert f"/camera/image_raw (camera): kept publishing for {(N - 1) / 30:.3f} s from log time 1.000 s" in message
-        assert NOT_STAMPED in message
+        assert f"/camera/image_raw (camera): {N} of {N} messages rejected, bad_stamp {N}: {NOT_STAMPED}" in message
     one = {"training.epochs_first": 1}
-    with pytest.raises(trainer.TrainingError, match=r"validation bag 1/1: .*cam_zero: refused.*duplicate_stamp"):
+    with pytest.raises(trainer.TrainingError, match=r"validation bag 1/1: .*cam_zero: no labelled update.*bad_stamp"):
         data = {"bags": [good], "validation": [bag]}
         trainer.train(CAMERA_ONLY, tmp_path / "run", data=data, overrides=one, progress=False)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()  # refused before the first epoch
@@ -238,7 +245,7 @@ def test_an_imu_whose_stamps_stop_advancing_for_longer_than_max_gap_s_is_refused
     for message in _refusal(bag, CAMERA_IMU, tmp_path):
         assert message.startswith(f"{bag}: {REFUSED}")
         held = f"kept publishing for {37 / 30:.3f} s from log time {start:.3f} s, none accepted (max_gap_s 1 s)"
-        rejected = f"37 of 90 messages rejected, duplicate_stamp 37: {NOT_STAMPED}"
+        rejected = f"37 of 90 messages rejected, duplicate_stamp 37: {STAMPED_ALIKE}"
         assert f"/imu/data (imu): {held}; {rejected}" in message
         assert "/camera/image_raw" not in message
 
@@ -298,5 +305,5 @@ def test_stamps_standing_still_for_longer_than_max_gap_s_after_a_silence_are_ref
     for message in _refusal(bag, CAMERA_IMU, tmp_path):
         assert message.startswith(f"{bag}: {REFUSED}")
         held = f"kept publishing for {36 / 30:.3f} s from log time {start:.3f} s, none accepted (max_gap_s 1 s)"
-        assert f"/imu/data (imu): {held}; 37 of 90 messages rejected, duplicate_stamp 37: {NOT_STAMPED}" in message
+        assert f"/imu/data (imu): {held}; 37 of 90 messages rejected, duplicate_stamp 37: {STAMPED_ALIKE}" in message
         assert "/camera/image_raw" not in message

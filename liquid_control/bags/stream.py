@@ -695,7 +695,7 @@ def rejection_hint(sensor: str, reason: str, stats: StreamStats, spec: BagDataSp
     ``expected``: sensor -> the shape the policy reads (for readings of the wrong size)."""
     if reason == R.DUPLICATE:
         return (
-            "header.stamp does not advance (e.g. all 0): the driver does not stamp its messages, "
+            "header.stamp does not advance: the driver stamps its readings alike (a constant or coarse stamp), "
             "or publishes a reading again under the same stamp"
         )
     if reason == R.OUT_OF_ORDER:
@@ -710,8 +710,8 @@ def rejection_hint(sensor: str, reason: str, stats: StreamStats, spec: BagDataSp
         return "readings of the wrong size"
     if reason == R.BAD_DTYPE:
         return "readings of the wrong data type (images must be 8-bit)"
-    if reason == R.BAD_STAMP:
-        return "header.stamp negative or not finite"
+    if reason == R.BAD_STAMP:  # 0: the runner's rule for an unset stamp (liquid_control.runtime.runner)
+        return "header.stamp 0 (not set: the driver does not stamp its messages), negative or not finite"
     if reason == R.FUTURE_STAMP:
         return (
             "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
