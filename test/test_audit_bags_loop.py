@@ -108,3 +108,35 @@ def test_eval_keeps_apart_two_bags_of_the_same_name_and_refuses_one_bag_given_tw
     link.symlink_to(day2)  # another path to the same bag
     assert cli.main(["eval", "--bag", day2, "--bag", str(link), "--policy", shipped, "--out", str(twice)]) == 2
     assert f"--bag {link}: one bag given twice (also as {day2})" in capsys.readouterr().err
+
+
+def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_given_twice(two_days, tmp_path, capsys):
+    """Before: a held-out bag that is a copy of a training bag (`cp -r day1/run_001 heldout/`) trained and selected
+    the policy on its own training data without a word, and `--bag 'day1/*' --bag day1/run_001` trained on that
+    bag twice."""
+    import shutil
+
+    day1, day2 = two_days / "day1" / "run_001", two_days / "day2" / "run_001"
+    heldout = tmp_path / "heldout" / "run_017"
+    shutil.copytree(day1, heldout)
+    train = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--no-progress"]
+    out = tmp_path / "run"
+    assert cli.main([*train, "--bag", str(two_days / "day*" / "*"), "--val-bag", str(heldout), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"data.validation: {heldout} holds the same recording as the training bag {day1} (a copy)" in err, err
+    assert "Traceback" not in err and not out.exists()
+    assert cli.main([*train, "--bag", str(two_days / "day1" / "*"), "--bag", str(day1), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"data.bags: {day1} given twice (by '{two_days / 'day1' / '*'}' and '{day1}')" in err, err
+    assert not out.exists()
+    # a different recording of the same size is held out as asked (sizes equal, bytes not)
+    other = tmp_path / "other" / "run_018"
+    shutil.copytree(day2, other)
+    (mcap,) = other.glob("*.mcap")
+    data = bytearray(mcap.read_bytes())
+    data[-100] ^= 0xFF  # in the summary section: same size, another file
+    mcap.write_bytes(bytes(data))
+    from liquid_control.training.bag_data import validate_data
+
+    section = validate_data({"bags": [str(day1), str(day2)], "validation": [str(other)]})
+    assert section["validation"] == [str(other)]

@@ -96,17 +96,55 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 # ------------------------------------------------------------------------------------------------ settings
 def _expand(patterns, key: str) -> list[str]:
     """The bags of ``patterns`` (paths and globs), each checked to be there: before any is converted, as a typo
-    in the last of them was found only after converting all the others (hours for long recordings)."""
-    paths = []
+    in the last of them was found only after converting all the others (hours for long recordings). A bag that
+    two of them name (``'day1/*'`` and ``day1/run_001``) is refused: it was trained on twice, weighted double."""
+    paths, given_by = [], {}
     for pattern in patterns:
         matches = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
         if not matches:
             raise ValueError(f"data.{key}: {pattern!r} matches no bag")
-        paths += [str(Path(m).resolve()) for m in matches]
+        for match in matches:
+            path = str(Path(match).resolve())
+            if path in given_by:
+                raise ValueError(
+                    f"data.{key}: {path} given twice (by {given_by[path]!r} and {pattern!r}): each bag once, or "
+                    "its updates count twice"
+                )
+            given_by[path] = pattern
+            paths.append(path)
     missing = [p for p in paths if not Path(p).exists()]
     if missing:  # BagReader's words, checked here before any bag is read
         raise ValueError(f"data.{key}: {', '.join(missing)}: {NO_SUCH_BAG}")
     return paths
+
+
+def _recorded_files(bag: str) -> list[Path]:
+    """The files of a bag that hold its messages (all but metadata.yaml, which names the folder), by name."""
+    path = Path(bag)
+    if path.is_file():
+        return [path]
+    return sorted((f for f in path.iterdir() if f.is_file() and f.name != "metadata.yaml"), key=lambda f: f.name)
+
+
+def _copies(bags: list[str], validation: list[str]) -> list[tuple[str, str]]:
+    """(validation bag, training bag) pairs holding the same recorded bytes: a copy of a training bag put among
+    the held-out ones (or a link to it). Only files of equal sizes are read, and only up to a first difference."""
+    import filecmp
+
+    def sizes(bag):
+        return [f.stat().st_size for f in _recorded_files(bag)]
+
+    by_sizes: dict = {}
+    for bag in bags:
+        by_sizes.setdefault(tuple(sizes(bag)), []).append(bag)
+    copies = []
+    for held_out in validation:
+        key = tuple(sizes(held_out))
+        for bag in by_sizes.get(key, []) if key else ():  # a folder without files is refused by its reader
+            pairs = zip(_recorded_files(held_out), _recorded_files(bag))
+            if all(filecmp.cmp(a, b, shallow=False) for a, b in pairs):
+                copies.append((held_out, bag))
+    return copies
 
 
 def validate_data(section: dict) -> dict:
@@ -136,6 +174,13 @@ def validate_data(section: dict) -> dict:
     overlap = sorted(set(out["bags"]) & set(out["validation"]))
     if overlap:
         raise ValueError(f"data: bag(s) {overlap} are both training and validation bags")
+    copies = _copies(out["bags"], out["validation"])
+    if copies:  # its loss would select the epoch that best fits training data
+        held_out, bag = copies[0]
+        raise ValueError(
+            f"data.validation: {held_out} holds the same recording as the training bag {bag} (a copy): held-out "
+            "bags must not be trained on; remove it from one of the two"
+        )
     if out["node_params"] is not None:
         out["node_params"] = str(Path(out["node_params"]).resolve())
     return out
