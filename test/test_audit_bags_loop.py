@@ -140,3 +140,38 @@ def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_giv
 
     section = validate_data({"bags": [str(day1), str(day2)], "validation": [str(other)]})
     assert section["validation"] == [str(other)]
+
+
+def test_a_bag_whose_camera_is_under_another_name_says_which_option_reads_it(tmp_path, capsys):
+    """Before: "no topic /camera/image_raw in the bag; it has ... /front/image_raw (sensor_msgs/msg/Image, 10)",
+    without the option (--topic camera=...) that reads it from there; a folder of bags given as one bag
+    (`--bag bags/day1` for `bags/day1/*`) was "not a rosbag2 bag" without a word of the bags inside it."""
+    from liquid_control.paths import policies_dir
+
+    bag = tmp_path / "robot"
+    with BagWriter(bag) as writer:
+        for k in range(FRAMES):
+            t = 100.0 + 0.05 * k
+            writer.write("/front/image_raw", int(t * 1e9), image_message(np.zeros((64, 64, 3), np.uint8), t))
+            writer.write("/teleop/cmd_vel", int(t * 1e9) + 1_000_000, twist_message(0.5, 0.1))
+    shipped = str(policies_dir() / "cfc_ncp_rover.pt")
+    evaluate = ["eval", "--policy", shipped, "--no-progress", "--out", str(tmp_path / "offline")]
+    assert cli.main([*evaluate, "--bag", str(bag)]) == 2
+    err = capsys.readouterr().err
+    assert "no topic /camera/image_raw in the bag" in err
+    assert "to read the camera from /front/image_raw, give --topic camera=/front/image_raw" in err, err
+    assert cli.main([*evaluate, "--bag", str(bag), "--topic", "camera=/front/image_raw"]) == 2
+    err = capsys.readouterr().err
+    assert "no topic /cmd_vel in the bag" in err
+    assert (
+        "to read the labels (the operator's commands) from /teleop/cmd_vel, give --command-topic /teleop/cmd_vel" in err
+    )
+    argv = [*evaluate, "--bag", str(bag), "--topic", "camera=/front/image_raw", "--command-topic", "/teleop/cmd_vel"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    assert cli.main(["record", "--info", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{tmp_path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it; it is a folder of 1 " in err
+    )
+    assert f"bag(s) (robot): give them as '{tmp_path / '*'}'" in err

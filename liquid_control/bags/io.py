@@ -539,6 +539,19 @@ def _storage_files(folder: Path) -> list[Path]:
     return files
 
 
+def _bags_inside(folder: Path) -> str:
+    """A hint when ``folder`` is a folder of bags (``bags/day1`` given for ``bags/day1/*``): which, and the glob."""
+    inside = sorted(
+        d.name
+        for d in folder.iterdir()
+        if d.is_dir() and ((d / "metadata.yaml").is_file() or any(f.suffix in STORAGE_SUFFIXES for f in d.iterdir()))
+    )
+    if not inside:
+        return ""
+    names = ", ".join(inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
+    return f"; it is a folder of {len(inside)} bag(s) ({names}): give them as '{folder / '*'}'"
+
+
 def _looks_truncated(path: Path) -> bool:
     """True for an MCAP file that starts well but has no footer (its writer was killed)."""
     try:
@@ -808,7 +821,10 @@ class BagReader:
         else:
             files = _storage_files(self.path)
             if not files:
-                raise BagError(f"{self.path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it")
+                raise BagError(
+                    f"{self.path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it"
+                    + _bags_inside(self.path)
+                )
         truncated = [f for f in files if f.suffix == ".mcap" and _looks_truncated(f)]
         if truncated:
             self._open_parts(files, truncated[0], allow_truncated, mode)

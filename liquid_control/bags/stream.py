@@ -523,6 +523,18 @@ class _Labeller:
         return out
 
 
+def _require(reader: BagReader, topic: str, msgtypes: tuple, what: str, option: str):
+    """``reader.require``; where the topic is missing but the bag has its type under another name (a camera
+    driver's /front/image_raw), the error says which option reads ``what`` from there."""
+    try:
+        return reader.require(topic, msgtypes)
+    except BagError as exc:
+        others = [t for t, info in sorted(reader.topics.items()) if info.msgtype in msgtypes]
+        if topic in reader.topics or not others:
+            raise
+        raise BagError(f"{exc}; to read {what} from {others[0]}, give {option}{others[0]}") from None
+
+
 def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec, stats: StreamStats | None = None):
     """Feed the bag through ``runner`` (whose backend must be a Capture/TapBackend) and yield each labelled
     :class:`Update` in order. ``stats`` collects the runner's counters and the label counts."""
@@ -532,8 +544,9 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
         raise TypeError("stream_updates needs a CaptureBackend or a TapBackend around the policy backend")
     by_topic = {topic: sensor for sensor, topic in spec.topics.items()}
     for topic, sensor in by_topic.items():
-        reader.require(topic, (SENSOR_TYPES[sensor][0],))
-    command_type = reader.require(spec.command_topic, COMMAND_TYPES).msgtype
+        _require(reader, topic, (SENSOR_TYPES[sensor][0],), f"the {sensor}", f"--topic {sensor}=")
+    labels = "the labels (the operator's commands)"
+    command_type = _require(reader, spec.command_topic, COMMAND_TYPES, labels, "--command-topic ").msgtype
     scale = np.asarray(spec.action_scale, dtype=np.float64)
     labeller = _Labeller(spec.label, scale)
     counters = stats.counters
