@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    except KeyboardInterrupt:  # Ctrl-C before a command's own handler (e.g. while torch imports): no traceback
+        print(f"liquid-control {name}: interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         if not _stdout_closed():  # another pipe or socket broke: that is an error, not a reader leaving
             raise

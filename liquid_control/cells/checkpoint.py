@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -33,22 +34,54 @@ def read_plain_torch_file(path: str | os.PathLike, map_location="cpu"):
     A file that needs more (a pickled class or function: a foreign or tampered file) raises
     ``pickle.UnpicklingError`` with our own message naming the file and the object, instead of torch's advice
     to re-run with ``weights_only=False`` (which would run that code); the caller prefixes the file name.
-    Other errors (truncated, not a torch file) propagate unchanged."""
+    An empty, truncated or non-torch file raises ``pickle.UnpicklingError`` saying which (torch's own error for
+    these is e.g. ``OSError: [Errno 22] Invalid argument`` or ``KeyError: 101``); other errors propagate."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         if not found and "Unsupported operand" in str(exc):  # its first bytes are no pickle opcode at all
-            raise pickle.UnpicklingError(
-                "it is not a torch file (a text, YAML, Markdown or ONNX file?): give the .pt file liquid_control "
-                "wrote (save_model, save_policy, `liquid-control train`)"
-            ) from None
+            raise pickle.UnpicklingError(NOT_A_TORCH_FILE) from None
         what = f" ({found.group(1)})" if found else ""
         raise pickle.UnpicklingError(
             f"it holds a pickled Python object{what} where liquid_control files hold only tensors and plain "
             f"values; it was not loaded, and is never loaded in a way that could run code. Use a file written "
             f"by liquid_control (save_model, save_policy, `liquid-control train`)"
         ) from None
+    except Exception:
+        reason = _damage(path)
+        if reason is None:
+            raise
+        raise pickle.UnpicklingError(reason) from None
+
+
+NOT_A_TORCH_FILE = (
+    "it is not a torch file (a text, YAML, Markdown or ONNX file?): give the .pt file liquid_control wrote "
+    "(save_model, save_policy, `liquid-control train`)"
+)
+
+
+def _damage(path) -> str | None:
+    """Why a file torch could not load is no torch file at all: empty, a cut-off zip archive (torch.save's
+    format), or other content; None where it looks like a whole torch file (then torch's error stands)."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except (OSError, TypeError):  # not a path (a buffer) or unreadable: torch's error says more
+        return None
+    if size == 0:
+        return "the file is empty (0 bytes): a copy or a write that never finished"
+    if head == b"PK\x03\x04":
+        if zipfile.is_zipfile(path):
+            return None
+        return (
+            f"the file is truncated or damaged: its zip archive (torch.save's format) is incomplete at {size} "
+            f"bytes; copy or download it again"
+        )
+    if head[:1] != b"\x80":  # neither torch.save's zip nor its legacy format (a pickle, protocol 2+)
+        return NOT_A_TORCH_FILE
+    return None
 
 
 def save_model(path: str | os.PathLike, module: nn.Module) -> Path:

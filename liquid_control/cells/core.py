@@ -135,10 +135,21 @@ class RecurrentCore(nn.Module):
         or an LTC silently computing in x's dtype)."""
         weight = next(self.parameters(), None)
         if weight is not None and x.dtype != weight.dtype:
+            if not x.is_floating_point():  # weights cannot be integers: only x can be converted
+                raise ValueError(
+                    f"{type(self).__name__}'s weights are {weight.dtype}, x is {x.dtype}: x must be floating "
+                    f"point (x.to({weight.dtype}))"
+                )
             raise ValueError(
                 f"{type(self).__name__}'s weights are {weight.dtype}, x is {x.dtype}: convert one "
                 f"(x.to({weight.dtype}) or the module's .to({x.dtype}))"
             )
+
+    def forward(self, x: torch.Tensor, hx: torch.Tensor | None, dt) -> tuple[torch.Tensor, torch.Tensor]:
+        """``cell(x, hx, dt) -> (output, state)``: one step called as a module, as ncps's cells are
+        (``cell(input, hx, ts)``); ``step`` returns the state alone, ``output(state)`` its readout."""
+        state = self.step(x, hx, dt)
+        return self.output(state), state
 
     def step(self, x: torch.Tensor, state: torch.Tensor | None, dt) -> torch.Tensor:
         """Advance ``state`` (B, state_size) by ``dt`` seconds per sample with input ``x`` (B, input_size).

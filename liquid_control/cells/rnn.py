@@ -69,6 +69,8 @@ class LiquidRNN(nn.Module):
 
         ``hx`` and ``timespans`` are ncps's names for ``h0`` and ``dt`` (keywords only: ncps's positional order
         is ``(x, hx, timespans)``, this one's ``(x, dt, h0)`` as ``dt`` is what a liquid cell needs)."""
+        if not isinstance(x, torch.Tensor):  # numpy or a list, like dt and mask
+            x = torch.as_tensor(x)
         if x.dim() != 3:
             raise ValueError(f"LiquidRNN expects x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
         if hx is not None:

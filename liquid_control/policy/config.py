@@ -616,7 +616,12 @@ def read_config_yaml(path: str | Path):
         text = path.read_text()
     except FileNotFoundError:
         raise PolicyConfigError(f"{path}: policy config not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:  # e.g. a policy .pt given where its YAML config belongs
+        raise PolicyConfigError(
+            f"{path}: not a YAML text file (binary content; a policy .pt?): a policy config is the YAML file, "
+            f"e.g. policies/configs/cfc_ncp_rover.yaml"
+        ) from None
+    except OSError as exc:
         raise PolicyConfigError(f"{path}: cannot read the policy config: {exc}") from None
     try:
         raw = load_yaml(text)

@@ -843,9 +843,9 @@ def train(
     elif init_from is not None:
         start = warm_start(Path(init_from), cfg)
     if not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        raise ValueError(f"workers (--workers) must be an integer >= 1, got {workers!r}")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise ValueError(f"threads must be an integer >= 1 (or None: torch's default), got {threads!r}")
+        raise ValueError(f"threads (--threads) must be an integer >= 1 (or None: torch's default), got {threads!r}")
     bc_copies = 1
     if threads is not None:
         bc_copies = int(threads) if int(threads) > 1 and not has_dropout(Policy(cfg)) else 1

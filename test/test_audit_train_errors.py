@@ -1,0 +1,107 @@
+"""A researcher's mistakes with the cells, policy files and `liquid-control train` (audit of 2026-12): each
+gives a message naming what is wrong, not a traceback or torch's internals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from liquid_control import cli
+from liquid_control.cells import LTC, AutoNCP, CfC, CfCCell, LTCCell
+from liquid_control.cells.checkpoint import CheckpointError, load_model, save_model
+from liquid_control.policy import PolicyConfigError, PolicyLoadError, load_config, load_policy
+
+
+def test_ctrl_c_before_a_command_runs_is_a_message_and_status_130(monkeypatch, capsys):
+    """Before: Ctrl-C in the first seconds of `liquid-control train` (torch importing) dumped a KeyboardInterrupt
+    traceback through importlib and exited by the signal."""
+
+    def interrupted(name):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "command_parser", interrupted)
+    assert cli.main(["train", "--out", "x"]) == 130
+    assert capsys.readouterr().err.strip() == "liquid-control train: interrupted"
+
+
+@pytest.mark.parametrize("make", [lambda: CfCCell(3, 5), lambda: LTCCell(3, 5), lambda: CfCCell(3, AutoNCP(6, 2))])
+def test_a_cell_called_as_a_module_steps_like_ncps(make):
+    """Before: cell(x, hx, dt) raised torch's 'missing the required "forward" function'; ncps's cells are called
+    so, and return (output, state)."""
+    torch.manual_seed(0)
+    cell = make()
+    x, dt = torch.randn(4, 3), torch.tensor([0.1, 0.05, 0.2, 0.0])
+    h = torch.randn(4, cell.state_size)
+    out, state = cell(x, h, dt)
+    expected = cell.step(x, h, dt)
+    assert torch.equal(state, expected) and torch.equal(out, cell.output(expected))
+    assert out.shape == (4, cell.output_size)
+    out0, state0 = cell(x, None, 0.1)  # no state: the zero state, as step
+    assert torch.equal(state0, cell.step(x, None, 0.1))
+
+
+def test_integer_input_is_told_to_become_float_not_the_module_integer():
+    """Before: "convert one (x.to(torch.float32) or the module's .to(torch.int64))": weights cannot be integers."""
+    rnn = CfC(4, 6)
+    with pytest.raises(ValueError, match=r"x is torch.int64: x must be floating point \(x.to\(torch.float32\)\)$"):
+        rnn(torch.ones(2, 3, 4, dtype=torch.long), 0.1)
+
+
+def test_numpy_input_runs_like_a_tensor():
+    """Before: AttributeError "'numpy.ndarray' object has no attribute 'dim'", while dt and mask took numpy."""
+    torch.manual_seed(0)
+    rnn = LTC(4, 6)
+    x = np.random.default_rng(0).standard_normal((2, 5, 4)).astype(np.float32)
+    out, h = rnn(x, np.full((2, 5), 0.1))
+    ref_out, ref_h = rnn(torch.from_numpy(x), 0.1)
+    assert torch.allclose(out, ref_out) and torch.allclose(h, ref_h)
+    with pytest.raises(ValueError, match="x is torch.float64"):  # numpy's default float64: the dtype message
+        rnn(x.astype(np.float64), 0.1)
+
+
+def _saved_policy(tmp_path):
+    from liquid_control.policy import Policy, save_policy
+
+    cfg = load_config("policies/configs/cfc_balancer.yaml")
+    return save_policy(tmp_path / "policy.pt", Policy(cfg))
+
+
+def test_truncated_empty_and_text_files_say_which(tmp_path):
+    """Before: a truncated policy said "(corrupt or wrong format; OSError: [Errno 22] Invalid argument)", a short
+    text file "KeyError: 101", an empty one "EOFError"."""
+    whole = _saved_policy(tmp_path).read_bytes()
+    files = {
+        "cut.pt": (
+            whole[: len(whole) // 2],
+            f"the file is truncated or damaged: its zip archive .* incomplete at {len(whole) // 2}",
+        ),
+        "empty.pt": (b"", r"the file is empty \(0 bytes\)"),
+        "hello.pt": (b"hello\n", "it is not a torch file"),
+    }
+    for name, (content, message) in files.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(PolicyLoadError, match=f"{name}: not a readable policy file: {message}"):
+            load_policy(tmp_path / name)
+    core = tmp_path / "core.pt"
+    save_model(core, CfCCell(3, 4))
+    (tmp_path / "core_cut.pt").write_bytes(core.read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="core_cut.pt: not a readable checkpoint: the file is truncated"):
+        load_model(tmp_path / "core_cut.pt")
+    assert isinstance(load_model(core), CfCCell)  # a whole file still loads
+
+
+def test_a_policy_file_given_as_config_is_named_as_binary(tmp_path):
+    """Before: "cannot read the policy config: 'utf-8' codec can't decode byte 0x80 in position 64"."""
+    path = _saved_policy(tmp_path)
+    with pytest.raises(PolicyConfigError, match=r"policy.pt: not a YAML text file \(binary content; a policy .pt\?\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("option", ["--threads", "--workers"])
+def test_train_names_the_option_of_a_bad_count(option, capsys):
+    """Before: "threads must be an integer >= 1 (or None: torch's default)": no option of the command is so named."""
+    code = cli.main(["train", "--config", "policies/configs/cfc_balancer.yaml", "--out", "/nonexistent/x", option, "0"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"({option}) must be an integer >= 1" in err and err.endswith("got 0\n")
