@@ -106,6 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=11, help="timing repeats per figure (median taken)")
     parser.add_argument("--quick", action="store_true", help="3 repeats (a rough look)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:  # each figure is a median over the repeats
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     repeats = 3 if args.quick else args.repeats
     torch.set_num_threads(1)
     lib = native.load()

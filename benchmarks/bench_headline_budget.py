@@ -145,6 +145,10 @@ def main(argv=None) -> int:
         help="fraction of a CfC-NCP training run spent in BC epochs (default: from the slice's metrics.csv)",
     )
     args = parser.parse_args(argv)
+    if args.repeats < 1:  # the costs are means over the repeats
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.cores and min(args.cores) < 1:
+        parser.error(f"--cores must be >= 1, got {min(args.cores)}")
     if args.slice and not os.path.isfile(os.path.join(args.slice, "provenance.json")):
         parser.error(
             f"--slice {args.slice}: no provenance.json there; make the slice first: liquid-control eval "

@@ -131,6 +131,12 @@ def main() -> int:
     parser.add_argument("--no-reference", action="store_true", help="skip the echo node's reference run")
     parser.add_argument("--echo-node", action="store_true", help=argparse.SUPPRESS)  # the reference's process
     args = parser.parse_args()
+    for option in ("seconds", "imu_hz", "camera_hz", "wheels_hz"):  # a run of no messages has no figures
+        value = getattr(args, option)
+        if not value > 0:
+            parser.error(f"--{option.replace('_', '-')} must be > 0, got {value}")
+    if args.camera_latency_ms < 0:
+        parser.error(f"--camera-latency-ms must be >= 0, got {args.camera_latency_ms}")
     if args.policy and not Path(args.policy).is_file():
         parser.error(f"--policy {args.policy}: no such policy file (train one first, e.g. docs/fusion.md)")
     if args.echo_node:

@@ -84,6 +84,9 @@ def main(argv=None) -> int:
     parser.add_argument("--worlds", type=int, default=16, help="lockstep worlds (lanes)")
     parser.add_argument("--repeats", type=int, default=20, help="timed renders of all worlds, per way and round")
     args = parser.parse_args(argv)
+    for name in ("worlds", "repeats"):  # the figures divide by both
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     envs = [gym.make("LiquidRover-v0", render_size=SIZE).unwrapped for _ in range(args.worlds)]
     for seed, env in enumerate(envs):
         env.reset(seed=seed)

@@ -44,8 +44,10 @@ def drive(env_id: str, episodes: int, **kwargs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=10, help="rover expert episodes, >= 1 (default 10)")
     args = parser.parse_args()
+    if args.episodes < 1:  # the rates below divide by the time they took
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
     results = {}
     wall, cpu, sim, updates, frames = drive("LiquidRover-v0", args.episodes)
     print(

@@ -34,6 +34,10 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=8, help="expert updates before the snapshot")
     parser.add_argument("--size", type=int, default=96, help="rendered pixels (the env default is 64)")
     args = parser.parse_args(argv)
+    if not 8 <= args.size <= 1024:  # the camera's own limits (sim_envs.world.camera_image_shape)
+        parser.error(f"--size must be between 8 and 1024 pixels, got {args.size}")
+    if args.steps < 0:
+        parser.error(f"--steps must be >= 0, got {args.steps}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     import matplotlib
 
