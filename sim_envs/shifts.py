@@ -10,6 +10,7 @@ environment's seeded generator, so a seed and a shift give one episode.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, fields, replace
 from typing import Mapping
 
@@ -99,7 +100,10 @@ class Shift:
                 )
         for name, (lo, hi) in NUMERIC_RANGES.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (lo <= value <= hi):
+            # numpy's numbers too (np.float32(0.5), np.int64(2): a value read from an array or a sweep)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+                raise ValueError(f"{name}={value!r} is not a number; valid: {lo} <= {name} <= {hi}")
+            if not lo <= value <= hi:  # NaN fails this too
                 raise ValueError(f"{name}={value!r} is out of range; valid: {lo} <= {name} <= {hi}")
             object.__setattr__(self, name, float(value))
 

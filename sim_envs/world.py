@@ -200,7 +200,16 @@ class TimedMujocoWorld(gym.Env):
         return layout, noise, timing
 
     def reset(self, *, seed=None, options=None):
-        """Start an episode from ``seed`` (layout, sensor timings, noise) and run to its first update."""
+        """Start an episode from ``seed`` (layout, sensor timings, noise) and run to its first update.
+
+        The worlds take no reset ``options`` (None or empty): a shift, time limit or sensor setting is a keyword of
+        ``gymnasium.make``; ValueError naming the options otherwise, since ignoring them (``options={"shift":
+        "winter"}``) would run an in-distribution episode under another name."""
+        if options:
+            raise ValueError(
+                f"{_world_id(type(self))}.reset takes no options, got {options!r}; a shift, time limit or sensor "
+                "setting is a keyword of gymnasium.make (e.g. gymnasium.make(id, shift='winter'))"
+            )
         layout_rng, self._noise_rng, timing_rngs = self._rngs(seed)
         mujoco.mj_resetData(self.model, self.data)
         self._reset_world(layout_rng)
@@ -238,6 +247,8 @@ class TimedMujocoWorld(gym.Env):
         (``event`` repeats the previous one's). An update that lies so far out would otherwise give a ``dt``
         outside the observation space and an episode far longer than its limit.
         """
+        if not self._streams:  # set by reset
+            raise RuntimeError(f"{_world_id(type(self))}: call reset() before step()")
         self.apply_action(action)
         if self._run_until_update(within=self.horizon) is None:
             self._end_at_time_limit()
@@ -302,6 +313,8 @@ class TimedMujocoWorld(gym.Env):
         nothing is delivered before it, and return None. The env's step is this loop up to the next update
         the delivery releases; the ROS sim node calls it directly to publish every message in real time.
         """
+        if not self._streams:  # set by reset
+            raise RuntimeError(f"{_world_id(type(self))}: call reset() before next_delivery()")
         while True:
             # Next event: a measurement or a delivery, the earliest (t, kind, name) with kind 0 for a
             # measurement and 1 for a delivery: measurements first on ties, then sensors by name.

@@ -1,0 +1,115 @@
+"""The worlds used directly through gymnasium, as a researcher would: reset options, the order of calls, shifts
+built from numpy numbers, and the command lines of the benchmarks and the contact sheet."""
+
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import sim_envs
+from sim_envs import contact_sheet
+from sim_envs.shifts import Shift, parse_shift
+
+ROOT = Path(__file__).resolve().parents[1]
+# one setting of every kind that acts in the world (visual, sensor timing and noise, dynamics)
+COMPOSITE_SHIFTS = {
+    "LiquidRover-v0": "winter,dusk,fog=0.3,camera_noise=0.1,imu_noise=0.2,jitter=2,dropout=0.2,latency=0.05,heavy",
+    "LiquidBalance-v0": "imu_noise=0.2,imu_bias=0.1,imu_rate=0.5,jitter=2,dropout=0.2,latency=0.01,slippery",
+    "LiquidBalanceNav-v0": "autumn,night,camera_noise=0.1,camera_rate=0.5,imu_jitter=2,dropout=0.1,weak_motors",
+}
+
+
+@pytest.mark.parametrize("world", sorted(sim_envs.WORLDS))
+def test_check_env_passes_under_a_shift_of_every_kind(world):
+    env = gym.make(world, shift=COMPOSITE_SHIFTS[world], render_mode="rgb_array")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the checker's warnings too
+        check_env(env.unwrapped, skip_render_check=False)
+    env.close()
+    env.close()
+
+
+@pytest.mark.parametrize("world", sorted(sim_envs.WORLDS))
+def test_reset_refuses_options_it_would_ignore(world):
+    """Before: any options were ignored, so options={"shift": "winter"} ran the in-distribution episode."""
+    env = gym.make(world)
+    with pytest.raises(ValueError, match=rf"{world}\.reset takes no options, got \{{'shift': 'winter'\}}.*make"):
+        env.reset(seed=0, options={"shift": "winter"})
+    first, _ = env.reset(seed=0, options=None)
+    again, _ = env.reset(seed=0, options={})  # what a vector env passes on
+    assert all(np.array_equal(first[key], again[key]) for key in first)
+
+
+@pytest.mark.parametrize("world", sorted(sim_envs.WORLDS))
+def test_step_before_reset_says_to_reset(world):
+    """Before: the bare env (gymnasium.make's OrderEnforcing is not there) raised AttributeError: '_updates'."""
+    env = gym.make(world).unwrapped
+    with pytest.raises(RuntimeError, match=rf"{world}: call reset\(\) before step\(\)"):
+        env.step(np.zeros(2))
+    with pytest.raises(RuntimeError, match=rf"{world}: call reset\(\) before next_delivery\(\)"):
+        env.next_delivery()
+    env.reset(seed=0)
+    assert env.step(np.zeros(2))[4]["stamp"] > 0
+
+
+def test_a_shift_takes_numpy_numbers_and_names_what_is_no_number():
+    """Before: Shift(fog=np.float32(0.5)) was refused as 'out of range' (parse_shift's dict took it), a string too."""
+    assert Shift(fog=np.float32(0.5), mass=np.int64(2)) == parse_shift({"fog": 0.5, "mass": 2})
+    assert Shift(mass=np.int64(2)).to_string() == "mass=2"
+    with pytest.raises(ValueError, match=r"fog='0.5' is not a number; valid: 0.0 <= fog <= 1.0"):
+        Shift(fog="0.5")
+    with pytest.raises(ValueError, match=r"fog=np.True_ is not a number"):
+        Shift(fog=np.bool_(True))
+    with pytest.raises(ValueError, match=r"fog=np.float32\(1.5\) is out of range; valid: 0.0 <= fog <= 1.0"):
+        Shift(fog=np.float32(1.5))
+    with pytest.raises(ValueError, match=r"fog=nan is out of range"):
+        Shift(fog=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("benchmarks/bench_sim.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
+        ("benchmarks/bench_render.py", ["--worlds", "0"], "--worlds must be >= 1, got 0"),
+        ("benchmarks/bench_render.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("benchmarks/bench_cells.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("benchmarks/bench_headline_budget.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("benchmarks/bench_headline_budget.py", ["--cores", "0"], "--cores must be >= 1, got 0"),
+        ("benchmarks/bench_node.py", ["--seconds", "0"], "--seconds must be > 0, got 0.0"),
+        ("benchmarks/bench_node.py", ["--imu-hz", "-1"], "--imu-hz must be > 0, got -1.0"),
+    ],
+)
+def test_benchmarks_refuse_counts_they_divide_by(script, args, message, tmp_path):
+    """Before: ZeroDivisionError, IndexError or StatisticsError tracebacks after the setup (worlds, GL contexts)."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")},
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--size", "0"], "--size must be between 8 and 1024 pixels, got 0"),
+        (["--steps", "-1"], "--steps must be >= 0, got -1"),
+    ],
+)
+def test_contact_sheet_refuses_bad_sizes_before_rendering(args, message, tmp_path, capsys):
+    """Before: --size 0 ended in the world's ValueError traceback, --steps -1 drew the reset frame silently."""
+    with pytest.raises(SystemExit) as stop:
+        contact_sheet.main(["--out", str(tmp_path / "sheet.png"), *args])
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "sheet.png").exists()
