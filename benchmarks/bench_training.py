@@ -34,6 +34,7 @@ from liquid_control.training.data import load_episode, rollout
 from liquid_control.training.trainer import make_env
 
 PATHS = ("fused", "stepwise")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def episodes_of(args, config) -> list:
@@ -96,7 +97,9 @@ def compare_cores(config, episodes, fit, cores: int, rounds: int) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="policies/configs/cfc_ncp_rover.yaml", help="policy recipe")
+    parser.add_argument(  # the repository's recipe wherever this runs from
+        "--config", default=str(ROOT / "policies" / "configs" / "cfc_ncp_rover.yaml"), help="policy recipe"
+    )
     parser.add_argument("--data", help="folder of saved episodes (ep_*.npz), e.g. RUN/data/round_00")
     parser.add_argument("--episodes", type=int, default=32, help="expert episodes to collect without --data")
     parser.add_argument("--rounds", type=int, default=4, help="timed epochs per path, alternating")

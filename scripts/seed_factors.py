@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="runs/seed_factors", help="folder for the runs and results")
     parser.add_argument(
         "--reference",
-        default="docs/ood_report/headline_run/train",
+        default=str(ROOT / "docs" / "ood_report" / "headline_run" / "train"),  # the repository's, from any folder
         help="the headline run's train/ folder: its policies must equal the I = B = D runs (skipped if absent)",
     )
     args = parser.parse_args(argv)

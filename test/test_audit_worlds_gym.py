@@ -1,6 +1,8 @@
 """The worlds used directly through gymnasium, as a researcher would: reset options, the order of calls, shifts
 built from numpy numbers, and the command lines of the benchmarks and the contact sheet."""
 
+import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -113,3 +115,31 @@ def test_contact_sheet_refuses_bad_sizes_before_rendering(args, message, tmp_pat
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "sheet.png").exists()
+
+
+def _defaults(script: str, monkeypatch) -> argparse.Namespace:
+    """The options ``script``'s main parses from no arguments (it stops right there)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    parsed = []
+
+    def parse_and_stop(parser, args=None, namespace=None):
+        parsed.append(argparse.ArgumentParser.parse_known_args(parser, args, namespace)[0])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_and_stop)
+    with pytest.raises(SystemExit):
+        module.main([])
+    return parsed[0]
+
+
+@pytest.mark.parametrize(
+    "script, option",
+    [("benchmarks/bench_training.py", "config"), ("scripts/seed_factors.py", "reference")],
+)
+def test_repository_inputs_are_found_from_any_folder(script, option, monkeypatch, tmp_path):
+    """Before: cwd-relative defaults; from another folder bench_training's recipe was 'not found' and
+    seed_factors skipped its check against the headline run's policies without a word ('skipped if absent')."""
+    monkeypatch.chdir(tmp_path)
+    assert Path(getattr(_defaults(script, monkeypatch), option)).exists()
