@@ -105,3 +105,26 @@ def test_train_names_the_option_of_a_bad_count(option, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert f"({option}) must be an integer >= 1" in err and err.endswith("got 0\n")
+
+
+def test_ctrl_c_ends_an_evaluation_worker_without_a_traceback():
+    """Before: Ctrl-C (SIGINT to the process group) printed a KeyboardInterrupt traceback from every idle
+    process-pool worker of `liquid-control eval` above the evaluation's own "interrupted: ..." line."""
+    import subprocess
+    import sys
+
+    script = """
+import multiprocessing, os, signal
+from concurrent.futures import ProcessPoolExecutor
+from liquid_control.evaluation.backends import _init_worker
+context = multiprocessing.get_context("spawn")
+with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker) as pool:
+    pid = pool.submit(os.getpid).result()  # the worker, idle from here on
+    worker = pool._processes[pid]
+    os.kill(pid, signal.SIGINT)
+    worker.join(60)
+    print("exitcode", worker.exitcode)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["exitcode", "130"], done.stdout + done.stderr
+    assert "KeyboardInterrupt" not in done.stderr and "Traceback" not in done.stderr, done.stderr

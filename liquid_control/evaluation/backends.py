@@ -41,6 +41,9 @@ def available_cpus() -> int:
 
 def _init_worker() -> None:
     """One thread per worker: the parallelism is across batches, and results match the serial backend."""
+    from liquid_control.training.episodes import quiet_ctrl_c_in_worker
+
+    quiet_ctrl_c_in_worker()  # the evaluation process says what is kept; before: a traceback per idle worker
     die_with_parent()
     keep_freed_memory()
     os.environ.setdefault("MUJOCO_GL", "egl")

@@ -209,14 +209,18 @@ _WORKER: dict = {}  # in a worker process: its config, world and policy
 
 
 def _exit_quietly(signum, frame) -> None:
-    os._exit(128 + signum)  # nothing to save here: the training process keeps every finished episode
+    os._exit(128 + signum)  # nothing to save here: the parent process keeps every finished episode
+
+
+def quiet_ctrl_c_in_worker() -> None:
+    """A pool worker's Ctrl-C: exit at once, without a traceback. Ctrl-C reaches the whole process group; the
+    parent (training, evaluation) handles it and says how to resume. Ignoring it made Ctrl-C wait for the
+    episodes running and queued; the default printed a KeyboardInterrupt traceback from every idle worker."""
+    signal.signal(signal.SIGINT, _exit_quietly)
 
 
 def _init_worker(config: dict) -> None:
-    # Ctrl-C reaches the whole process group: the training process handles it (says how to resume); a worker
-    # stops at once, without the KeyboardInterrupt traceback it printed (ignoring it made Ctrl-C wait for the
-    # episodes running and queued)
-    signal.signal(signal.SIGINT, _exit_quietly)
+    quiet_ctrl_c_in_worker()
     die_with_parent()  # a training process killed with SIGTERM or SIGKILL left its workers running, for good
     keep_freed_memory()
     torch.set_num_threads(1)  # one sample per step; as the training process runs its episodes
