@@ -36,6 +36,17 @@ def die_with_parent() -> None:
         arm()
 
 
+def _exit_quietly(signum, frame) -> None:
+    os._exit(128 + signum)  # nothing to save here: the parent process keeps every finished episode
+
+
+def quiet_ctrl_c_in_worker() -> None:
+    """A pool worker's Ctrl-C: exit at once, without a traceback. Ctrl-C reaches the whole process group; the
+    parent (training, evaluation) handles it and says how to resume. Ignoring it made Ctrl-C wait for the
+    episodes running and queued; the default printed a KeyboardInterrupt traceback from every idle worker."""
+    signal.signal(signal.SIGINT, _exit_quietly)
+
+
 _MALLOC_ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>

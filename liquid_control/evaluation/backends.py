@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
-from liquid_control.processes import die_with_parent, keep_freed_memory
+from liquid_control.processes import die_with_parent, keep_freed_memory, quiet_ctrl_c_in_worker
 
 BACKENDS = ("process", "serial", "ray")
 
@@ -41,8 +41,6 @@ def available_cpus() -> int:
 
 def _init_worker() -> None:
     """One thread per worker: the parallelism is across batches, and results match the serial backend."""
-    from liquid_control.training.episodes import quiet_ctrl_c_in_worker
-
     quiet_ctrl_c_in_worker()  # the evaluation process says what is kept; before: a traceback per idle worker
     die_with_parent()
     keep_freed_memory()

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
-import signal
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
-from liquid_control.processes import die_with_parent, keep_freed_memory
+from liquid_control.processes import die_with_parent, keep_freed_memory, quiet_ctrl_c_in_worker
 
 from .augment import EpisodeTiming
 from .data import Episode, rollout
@@ -206,17 +204,6 @@ def measure_success(policy: Policy, seeds, env=None, shift: str | None = None, m
 
 # ----------------------------------------------------------------------------------------------- workers
 _WORKER: dict = {}  # in a worker process: its config, world and policy
-
-
-def _exit_quietly(signum, frame) -> None:
-    os._exit(128 + signum)  # nothing to save here: the parent process keeps every finished episode
-
-
-def quiet_ctrl_c_in_worker() -> None:
-    """A pool worker's Ctrl-C: exit at once, without a traceback. Ctrl-C reaches the whole process group; the
-    parent (training, evaluation) handles it and says how to resume. Ignoring it made Ctrl-C wait for the
-    episodes running and queued; the default printed a KeyboardInterrupt traceback from every idle worker."""
-    signal.signal(signal.SIGINT, _exit_quietly)
 
 
 def _init_worker(config: dict) -> None:
