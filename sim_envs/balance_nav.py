@@ -140,7 +140,7 @@ def navigation_command(position, yaw, target) -> np.ndarray:
 class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
     """Balance on two wheels (IMU) and drive to a marker seen by the camera; see the module docstring."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 230}  # per instance: update_rate_hz
     sensor_names = ("camera", "imu", "encoders")
     observation_keys = ("image", "imu", "wheels")
     default_update_on = ("camera", "imu")
@@ -237,11 +237,13 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
     # ----- task -----
     def pose(self):
         """True (x, y) position of the body and its yaw."""
+        self._require_reset("pose()")
         q = self._root_qpos
         return self.data.qpos[q : q + 2].copy(), body_state(self.data, q)["yaw"]
 
     def state(self) -> dict:
         """True pitch, pitch rate, forward velocity, yaw, yaw rate and position of the robot."""
+        self._require_reset("state()")
         st = body_state(self.data, self._root_qpos)
         st["position"] = self.data.qpos[self._root_qpos : self._root_qpos + 2].copy()
         return st
@@ -273,6 +275,7 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
 
     def expert_action(self) -> np.ndarray:
         """The privileged expert: a navigation command towards the true target, tracked by the balancer's LQR."""
+        self._require_reset("expert_action()")
         st = self.state()
         command = navigation_command(st["position"], st["yaw"], self.target)
         return self._expert(dict(st, position_error=0.0), command)

@@ -114,13 +114,14 @@ def body_state(data, root_qpos: int) -> dict:
 class LiquidBalanceEnv(TimedMujocoWorld):
     """Balance on two wheels and follow a changing velocity command, from IMU and encoder streams."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 50}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 200}  # per instance: update_rate_hz
     sensor_names = ("imu", "encoders")
     observation_keys = ("imu", "wheels", "command")
     default_update_on = ("imu",)
     input_sensors = {"imu": "imu", "wheels": "encoders", "command": None}  # the command is the world's own
     action_kind = "wheel_torques"
     default_time_limit = TIME_LIMIT
+    _process_local = TimedMujocoWorld._process_local + ("_renderer",)  # the side view's GL context
 
     def __init__(
         self,
@@ -188,6 +189,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
     @property
     def command(self) -> np.ndarray:
         """The velocity command in force now: (forward speed m/s, yaw rate rad/s)."""
+        self._require_reset("command")
         return self._commands[self._command_index]
 
     def _body_frame(self):
@@ -198,6 +200,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
 
     def state(self) -> dict:
         """True pitch, pitch rate, forward velocity, yaw and yaw rate of the body, and the position error."""
+        self._require_reset("state()")
         return dict(body_state(self.data, self._root_qpos), position_error=self._position_error)
 
     def _apply_action(self, action):
@@ -211,7 +214,8 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         ):
             self._command_index += 1
             self._position_error = 0.0
-        error = self._forward_velocity(self._body_frame()[2]) - self.command[0]
+        # the command's array, not the property: this runs every physics step
+        error = self._forward_velocity(self._body_frame()[2]) - self._commands[self._command_index][0]
         self._position_error += error * h
         self._abs_error_integral += abs(error) * h
 
@@ -253,6 +257,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
 
     def expert_action(self) -> np.ndarray:
         """The privileged LQR expert's wheel torques for the current true state and command."""
+        self._require_reset("expert_action()")
         return self._expert(self.state(), self.command)
 
     def render(self):

@@ -212,7 +212,7 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
 class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     """Visual navigation to a target through trees and bushes, with irregular camera and IMU streams."""
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}  # per instance: update_rate_hz
     sensor_names = ("camera", "imu")
     observation_keys = ("image", "imu")
     default_update_on = ("camera",)
@@ -372,6 +372,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     # ----- task -----
     def pose(self):
         """True (x, y) position and yaw of the rover."""
+        self._require_reset("pose()")
         q = self.data.qpos[self._root_qpos : self._root_qpos + 7]
         w, x, y, z = q[3:7]
         return q[:2].copy(), float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
@@ -402,6 +403,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     def expert_action(self, margin: float | None = None) -> np.ndarray:
         """The privileged expert's action (pure pursuit + obstacle avoidance) for the current true state;
         ``margin``: the clearance (m) it keeps beyond the rover's radius (None: the training expert's)."""
+        self._require_reset("expert_action()")
         position, yaw = self.pose()
         margin = experts.checked_margin(margin)
         return experts.rover_expert(position, yaw, self.target, self.obstacles, ROVER_RADIUS, margin)

@@ -51,6 +51,14 @@ def checked_time_limit(time_limit, default: float) -> float:
     return float(time_limit)
 
 
+def update_rate_hz(timings: dict, update_on) -> float | int:
+    """Mean env steps per simulated second: one per surviving message of an update sensor. Jitter is symmetric
+    about the nominal period, so a sensor's mean rate is its nominal rate times (1 - dropout). An int when whole
+    (``gymnasium.utils.play`` takes no float)."""
+    rate = sum(timings[sensor].rate_hz * (1.0 - timings[sensor].dropout) for sensor in update_on)
+    return int(rate) if float(rate).is_integer() else rate
+
+
 def _world_id(cls) -> str:
     """The gymnasium id a world class is registered under (its class name if none), for error messages."""
     from . import WORLDS  # the package registry; imported here because the package imports this module
@@ -83,7 +91,9 @@ class TimedMujocoWorld(gym.Env):
     its ``ages`` can exceed it, as before.
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+    # render_fps: each world's steps per simulated second, set per instance from its sensor timings (update_rate_hz);
+    # the class's value is that of its defaults. RecordVideo and HumanRendering play one frame per step at it.
+    metadata = {"render_modes": ["rgb_array"]}
     sensor_names: tuple = ()
     observation_keys: tuple = ()
     default_update_on: tuple = ()
@@ -140,6 +150,7 @@ class TimedMujocoWorld(gym.Env):
                 dropout=shift.dropout if shift.dropout > 0 else None,
                 extra_latency=shift.latency,
             )
+        self.metadata = {**self.metadata, "render_fps": update_rate_hz(self.timings, self.update_on)}
         self.clipped_actions = 0
         self._streams: dict = {}
 
@@ -183,6 +194,35 @@ class TimedMujocoWorld(gym.Env):
     def expert_action(self) -> np.ndarray:
         """The privileged expert's action for the current true state; each world implements it."""
         raise NotImplementedError
+
+    # Attributes a copy (pickle, copy.deepcopy) leaves out and __setstate__ rebuilds: this process's MuJoCo views
+    # and GL contexts. MjOption cannot be pickled, and a deep copy's was detached from the copy's model, so the copy
+    # wrote the shortened last step's timestep nowhere and ran past every event time (another episode, silently).
+    _process_local: tuple = ("_physics_options",)
+
+    def __getstate__(self) -> dict:
+        """The world's whole state but ``_process_local``: model, data, generators, sensor streams and the messages
+        in flight, so a copy (pickle, ``copy.deepcopy``) continues the episode as the original does, bit for bit."""
+        state = self.__dict__.copy()
+        for name in self._process_local:
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """A copy's renderers are made at its first frame, like a new world's; its option view is its model's."""
+        self.__dict__.update(state)
+        for name in self._process_local:
+            setattr(self, name, None)
+        self._rebuild_process_local()
+
+    def _rebuild_process_local(self) -> None:
+        self._physics_options = self.model.opt
+
+    def _require_reset(self, what: str) -> None:
+        """RuntimeError naming the world and ``what`` (a method of the episode) before the first reset, which lays
+        out the episode's state; without it the method failed deep inside (AttributeError, KeyError)."""
+        if not self._streams:  # set by reset
+            raise RuntimeError(f"{_world_id(type(self))}: call reset() before {what}")
 
     # ----- the event loop -----
     def _rngs(self, seed):
@@ -247,8 +287,7 @@ class TimedMujocoWorld(gym.Env):
         (``event`` repeats the previous one's). An update that lies so far out would otherwise give a ``dt``
         outside the observation space and an episode far longer than its limit.
         """
-        if not self._streams:  # set by reset
-            raise RuntimeError(f"{_world_id(type(self))}: call reset() before step()")
+        self._require_reset("step()")
         self.apply_action(action)
         if self._run_until_update(within=self.horizon) is None:
             self._end_at_time_limit()
@@ -272,6 +311,7 @@ class TimedMujocoWorld(gym.Env):
     def outcome(self) -> tuple[bool, dict]:
         """(terminated, info with success/collision/...) now, for drivers using next_delivery (time limit:
         theirs to check against ``time_limit``)."""
+        self._require_reset("outcome()")
         _, terminated, info = self._outcome()
         info.update(sim_time=float(self.data.time), clipped_actions=self.clipped_actions)
         return bool(terminated), info
@@ -313,8 +353,7 @@ class TimedMujocoWorld(gym.Env):
         nothing is delivered before it, and return None. The env's step is this loop up to the next update
         the delivery releases; the ROS sim node calls it directly to publish every message in real time.
         """
-        if not self._streams:  # set by reset
-            raise RuntimeError(f"{_world_id(type(self))}: call reset() before next_delivery()")
+        self._require_reset("next_delivery()")
         while True:
             # Next event: a measurement or a delivery, the earliest (t, kind, name) with kind 0 for a
             # measurement and 1 for a delivery: measurements first on ties, then sensors by name.
@@ -388,6 +427,7 @@ class TimedMujocoWorld(gym.Env):
         while a message of an update sensor stamped within ``horizon`` can still come (the episode ends at the
         first update at or past ``time_limit``), else the sim time the episode ends at instead,
         ``max(time_limit, last update)``: deliver up to it (``next_delivery(until=...)``), then end there."""
+        self._require_reset("end_without_update()")
         if not self._no_update_message_by(self.horizon):
             return None
         return max(self.time_limit, self._update_stamp if self._update_stamp is not None else 0.0)
@@ -576,15 +616,31 @@ class FrontCamera:
     process, see ``shared_renderer``), the camera-noise shift, and the ``chase`` view of ``render()``; mixed into
     a :class:`TimedMujocoWorld` that sets ``image_shape`` and calls ``_init_camera()`` after building its model."""
 
+    _process_local = TimedMujocoWorld._process_local + (
+        "_renderer",
+        "_renderer_key",
+        "_chase_renderer",
+        "_scene_option",
+        "_front_camera",
+    )
+
     def _init_camera(self) -> None:
-        self._scene_option = mujoco.MjvOption()
         self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
         self._renderer_key = None
         self._chase_renderer = None
         self._front_view = FrustumCull(self.model, "front", aspect=self.image_shape[1] / self.image_shape[0])
+        self._init_views()
+
+    def _init_views(self) -> None:
+        """MuJoCo's scene option and the front camera (neither can be pickled: a copy makes its own)."""
+        self._scene_option = mujoco.MjvOption()
         self._front_camera = mujoco.MjvCamera()
         self._front_camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
         self._front_camera.fixedcamid = self._front_view.camera
+
+    def _rebuild_process_local(self) -> None:
+        super()._rebuild_process_local()
+        self._init_views()
 
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
