@@ -1316,3 +1316,28 @@ def test_a_policy_paired_with_itself_and_one_world_under_two_shift_labels_are_re
 
     every_set = [shift for shifts in SHIFT_SETS.values() for shift in shifts]  # sets overlap in the same spellings
     assert validate_shifts(every_set) == list(dict.fromkeys(every_set))
+
+
+def test_a_resume_with_a_smaller_request_says_which_logged_episodes_the_report_leaves_out(tmp_path, capsys):
+    """Before: `--resume` with another --shift (or fewer --episodes) rewrote plan.json and report.md for that request
+    without a word, while the log's other episodes silently dropped out of the report."""
+    from liquid_control.evaluation.results import ResultLog
+
+    out = str(tmp_path / "run")
+    both = build_plan(["expert"], ["in_distribution", "winter"], 2)
+    log = ResultLog(out, resume=False)
+    for job in both.jobs:
+        log.append(finished_record(job))
+    assert log.count_outside(both.jobs) == 0
+    winter = build_plan(["expert"], ["winter"], 2)
+    assert log.count_outside(winter.jobs) == 2
+    result = evaluate(winter, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
+    assert result["ran"] == 0 and {r["shift"] for r in result["records"]} == {"winter"}
+    err = capsys.readouterr().err
+    assert f"2 episode(s) in {os.path.join(out, LOG_NAME)} are not part of this request" in err
+    assert "left out of the report" in err and "plan.json now describes this request" in err
+    with open(os.path.join(out, "plan.json")) as fh:
+        assert json.load(fh)["shifts"] == ["winter"]
+    assert len(read_log(os.path.join(out, LOG_NAME))) == 4  # the log keeps every episode
+    evaluate(both, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
+    assert "not part of this request" not in capsys.readouterr().err  # the whole request again: nothing to say

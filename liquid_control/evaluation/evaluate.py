@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import time
 
 from liquid_control.atomic_file import atomic_write
@@ -56,6 +57,15 @@ def evaluate(
             sitting = stack.enter_context(provenance.Sitting(out_dir, command, started, commit, resume))
         jobs = plan.jobs
         todo = log.pending(jobs)
+        outside = log.count_outside(jobs)
+        if outside:  # a resume with another request: say what the report will not show, the log keeps it
+            print(
+                f"liquid-control eval: {outside} episode(s) in {log.path} are not part of this request (another "
+                "--policy, --shift, --episodes or episode seed, or a changed checkpoint): kept in the log, left out "
+                "of the report, and plan.json now describes this request",
+                file=sys.stderr,
+                flush=True,
+            )
         _write_plan(plan, out_dir, command)
         if progress:
             print(

@@ -63,6 +63,10 @@ class ResultLog:
         """The latest record of each planned episode, in plan order (stale or foreign records left out)."""
         return [self._done[job.key] for job in jobs if _same_episode(self._done.get(job.key), job)]
 
+    def count_outside(self, jobs: list[EpisodeJob]) -> int:
+        """Logged episodes (latest record of each) that are none of ``jobs``' episodes: another request's."""
+        return len(self._done) - len(self.records_for(jobs))
+
 
 def _same_episode(record: dict | None, job: EpisodeJob) -> bool:
     """Whether a logged record is ``job``'s episode: the same key, checkpoint contents and world (the expert has no
