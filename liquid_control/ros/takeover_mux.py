@@ -19,7 +19,12 @@ It is a deadman: the base gets a stop command, never the policy's, when no opera
 ``policy_timeout_s`` while the policy drives, no operator command while the operator drives) and at shutdown.
 Times are the machine's monotonic clock, not the ROS clock: a paused or restarted ``/clock`` must not make a
 silent operator look present. Only ``linear.x`` and ``angular.z`` reach the base (the rover's twist), rebuilt
-from the checked values; a policy command with NaN/inf is replaced by the operator's.
+from the checked values; a policy command with NaN/inf is replaced by the operator's (with a warning).
+
+Its three topics must be different as the node resolves them (namespace, remappings): a base on the joystick's
+topic would feed the mux its own commands as an operator's, and the policy would drive unsupervised. A publisher
+(inputs) or subscriber (the base) of another message type on them is named in one warning: DDS never connects
+them, so their commands would silently not arrive.
 
 At run time (``ros2 param set``) the rule and the deadman may be tuned: ``takeover_threshold``,
 ``takeover_hold_s``, ``operator_share``, ``operator_timeout_s`` and ``policy_timeout_s`` are checked as at
@@ -71,6 +76,11 @@ MUX_PARAMETERS: dict[str, tuple[object, str]] = {
 LIVE_PARAMETERS = ("takeover_threshold", "takeover_hold_s", "operator_share", "operator_timeout_s", "policy_timeout_s")
 MESSAGE_TYPES = {"twist": Twist, "twist_stamped": TwistStamped}
 MAX_TIMEOUT_S = 5.0  # a longer deadman is no deadman
+# Fast DDS (ROS 2's default middleware) acknowledges a reliable message only at its writer's next heartbeat, every
+# 3 s: a shorter wait for the shutdown stop's acknowledgement warned at every shutdown though the stop had arrived
+SHUTDOWN_ACK_S = 4.0
+TYPE_CHECK_PERIOD_S = 1.0  # how often the graph is looked at for publishers/subscribers of another message type
+TOPIC_PARAMETERS = ("policy_topic", "operator_topic", "output_topic")
 # Takeover's errors name the recording's flags; the node's names are its parameters
 TAKEOVER_PARAMETERS = {
     "--takeover-threshold": "takeover_threshold",
@@ -83,10 +93,27 @@ def _twist(msg):
     return msg.twist if isinstance(msg, TwistStamped) else msg
 
 
+def type_name(msg_class) -> str:
+    """The ROS name of a message class, as the graph reports it: ``geometry_msgs/msg/Twist``."""
+    return f"{msg_class.__module__.split('.')[0]}/msg/{msg_class.__name__}"
+
+
+def same_topic_problem(resolved: dict) -> str | None:
+    """Why the mux's topics as this node resolves them (namespace, remappings) cannot be used, or None: one that
+    is also another's would feed the mux its own output (its commands taken for an operator: no deadman)."""
+    if len(set(resolved.values())) == len(resolved):
+        return None
+    as_resolved = ", ".join(f"{name} -> {topic}" for name, topic in resolved.items())
+    return (
+        f"{', '.join(resolved)}: must be three different topics, but with this node's namespace and remappings "
+        f"they resolve to {as_resolved}"
+    )
+
+
 def checked_settings(p: dict) -> dict:
     """The mux's settings from its parameter values, or ValueError naming every bad parameter."""
     problems = []
-    names = ("policy_topic", "operator_topic", "output_topic")
+    names = TOPIC_PARAMETERS
     for name in names:
         problem = topic_name_problem(p[name])
         if problem:
@@ -145,7 +172,16 @@ class TakeoverMuxNode(Node):
         declare_node_parameters(self, MUX_PARAMETERS, dynamic_typing=True)
         p = {n: self.get_parameter(n).value for n in MUX_PARAMETERS}
         s = checked_settings(p)
+        # the names as the subscriptions and the publisher will use them: `-r __ns:=/robot1` with
+        # output_topic:=/robot1/cmd_vel, or `-r base/cmd_vel:=cmd_vel`, passed the check above
+        self.resolved = {n: self.resolve_topic_name(p[n]) for n in TOPIC_PARAMETERS}
+        problem = same_topic_problem(self.resolved)
+        if problem:
+            self.destroy_node()
+            raise ValueError(problem)
         self.rule, self.scale, self.output_type = s["rule"], s["scale"], s["output_type"]
+        self.operator_type = s["operator_type"]
+        self.type_checked_at, self.type_warnings = -math.inf, set()
         self.operator_timeout, self.policy_timeout = s["operator_timeout"], s["policy_timeout"]
         self.operator = Operator(self.rule, s["seed"])
         self.operator_command, self.operator_at = None, -math.inf  # latest operator command (action units)
@@ -258,14 +294,19 @@ class TakeoverMuxNode(Node):
         if now - self.operator_at > self.operator_timeout:
             self.counts["unsupervised_updates"] += 1
             self.get_logger().warning(
-                f"no operator command for {self.operator_timeout:g} s: the base stays stopped (no unsupervised "
-                "policy driving)",
+                f"no operator command on {self.resolved['operator_topic']} for {self.operator_timeout:g} s: the base "
+                "stays stopped (no unsupervised policy driving)",
                 throttle_duration_sec=2.0,
             )
-            self._stop("no operator command")
+            self._stop(f"no operator command on {self.resolved['operator_topic']}")
             return
         policy = self._action(msg)
         finite = bool(np.all(np.isfinite(policy)))
+        if not finite:
+            self.get_logger().warning(
+                f"policy command with NaN/inf on {self.resolved['policy_topic']}: the operator's command drives",
+                throttle_duration_sec=2.0,
+            )
         takeovers, holding = self.operator.takeovers, self.operator.until is not None
         # a policy command with NaN/inf is no command (Operator: the operator drives that update)
         driving = self.operator.in_control(now, policy if finite else None, self.operator_command)
@@ -286,17 +327,42 @@ class TakeoverMuxNode(Node):
     def _watch(self):
         """The deadman between messages: a silent driver, or a silent operator, stops the base once."""
         now = self._now()
+        if now - self.type_checked_at >= TYPE_CHECK_PERIOD_S:
+            self.type_checked_at = now
+            self._check_types()
         if self.driver is not None and now - self.operator_at > self.operator_timeout:
             self.counts["silence_stops"] += 1
-            self._stop(f"no operator command for {self.operator_timeout:g} s")
+            self._stop(f"no operator command on {self.resolved['operator_topic']} for {self.operator_timeout:g} s")
         elif self.driver == "policy" and now - self.policy_at > self.policy_timeout:
             self.counts["silence_stops"] += 1
-            self._stop(f"no policy command for {self.policy_timeout:g} s")
+            self._stop(f"no policy command on {self.resolved['policy_topic']} for {self.policy_timeout:g} s")
+
+    def _check_types(self):
+        """One warning per topic and type for a publisher (inputs) or subscriber (the base) of another message
+        type than the mux's: DDS never matches them, so their commands would silently never arrive (the base stays
+        stopped, or gets nothing from the mux)."""
+        ends = (
+            ("operator_topic", "operator_command_type", self.operator_type, self.get_publishers_info_by_topic),
+            ("policy_topic", "command_type", self.output_type, self.get_publishers_info_by_topic),
+            ("output_topic", "command_type", self.output_type, self.get_subscriptions_info_by_topic),
+        )
+        for topic_parameter, type_parameter, msg_class, endpoints in ends:
+            topic, ours = self.resolved[topic_parameter], type_name(msg_class)
+            for other in sorted({e.topic_type for e in endpoints(topic)} - {ours}):
+                if (topic, other) in self.type_warnings:
+                    continue
+                self.type_warnings.add((topic, other))
+                role = "subscriber" if topic_parameter == "output_topic" else "publisher"
+                self.get_logger().warning(
+                    f"{topic} ({topic_parameter}): a {role} of {other}, the mux uses {ours} ({type_parameter}: "
+                    f"{self.get_parameter(type_parameter).value}); the two never connect, set {type_parameter} "
+                    "to match"
+                )
 
     def close(self):
         """Stop the base (shutdown) and log the counts."""
         self._send(None)
-        if not self.output.wait_for_all_acked(Duration(seconds=0.5)):  # before the writer goes away
+        if not self.output.wait_for_all_acked(Duration(seconds=SHUTDOWN_ACK_S)):  # before the writer goes away
             self.get_logger().warning("the stop command at shutdown was not acknowledged by every subscriber")
         c = self.counts
         self.get_logger().info(
