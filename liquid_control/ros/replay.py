@@ -11,7 +11,11 @@ machine's clock) is cut to it with a notice, instead of the playback sitting idl
 unchanged, so the node sees the gap and resets as it would on the robot. The node's commands
 (``--record``, default ``/cmd_vel``) are recorded into a new bag by a
 :class:`~liquid_control.ros.recorder_node.BagRecorderNode` in this process. Topics that are recorded are not
-replayed (the recorded commands of the bag would otherwise collide with the node's).
+replayed (the recorded commands of the bag would otherwise collide with the node's), and neither are the bag's
+other velocity commands (every topic named ``cmd_vel``, e.g. ``/base/cmd_vel`` beside ``--record
+/policy/cmd_vel``) unless named in ``--topics``, with one notice naming them: unlike ``ros2 bag play``, this tool
+replays a policy's inputs, and on a robot a replayed ``/cmd_vel`` drives the base (and a ``takeover_mux`` takes
+it for an operator) while the policy's commands are being recorded.
 
     ros2 launch liquid_control policy.launch.py policy:=runs/from_bags/policy.pt autostart:=true
     liquid-control replay bags/heldout/episode_200 -o bags/replayed --rate 2
@@ -245,7 +249,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--topics",
         nargs="*",
         default=None,
-        help="topics to replay (default: every topic of the bag not recorded); it takes every name after it, so "
+        help="topics to replay (default: every topic of the bag not recorded, except velocity commands: topics named "
+        "cmd_vel); it takes every name after it, so "
         "give the bags before it",
     )
     parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's log times")
@@ -307,6 +312,21 @@ def replay(args) -> dict:
         for bag in args.bags:
             readers.append(BagReader(bag, allow_truncated=args.allow_truncated))
         topics = _replayed_topics(readers, args.topics, record)
+        commands = velocity_command_topics(topics)
+        if args.topics is None and commands:  # `ros2 bag play` would replay them: here they are held back
+            topics = [t for t in topics if t not in commands]
+            print(
+                f"replay: not replaying {', '.join(commands)}: recorded velocity commands, which a robot's base (or "
+                "a takeover_mux, as an operator's) would execute while the policy's commands are recorded; name "
+                "them in --topics to replay them",
+                file=sys.stderr,
+            )
+        elif commands:
+            print(
+                f"replay: warning: replaying the recorded velocity commands {', '.join(commands)} (--topics): a base "
+                "listening there moves",
+                file=sys.stderr,
+            )
         classes, skipped = replayable_classes(readers, topics, requested=args.topics is not None)
         for topic, msgtype in skipped.items():
             print(
@@ -318,6 +338,8 @@ def replay(args) -> dict:
         if not classes:
             held = ", ".join(sorted({t for r in readers for t in r.topics})) or "nothing"
             left_out = [f"{', '.join(record)} (recorded, --record)"]
+            if args.topics is None and commands:
+                left_out.append(f"{', '.join(commands)} (velocity commands: name them in --topics)")
             if skipped:
                 left_out.append(f"{', '.join(skipped)} (not importable here)")
             raise ValueError(f"nothing to replay: the bags hold {held}; not replayed: {'; '.join(left_out)}")
@@ -424,6 +446,12 @@ def replay(args) -> dict:
     if unfinished is not None and completed:
         raise unfinished
     return result
+
+
+def velocity_command_topics(topics: list[str]) -> list[str]:
+    """The topics of ``topics`` named ``cmd_vel`` (in any namespace: /cmd_vel, /base/cmd_vel, /policy/cmd_vel),
+    by ROS convention the velocity commands a base executes: a policy's outputs, never its inputs."""
+    return [t for t in topics if t.rsplit("/", 1)[-1] == "cmd_vel"]
 
 
 def _replayed_topics(readers: list[BagReader], requested: list[str] | None, record: list[str]) -> list[str]:

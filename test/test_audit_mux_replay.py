@@ -1,0 +1,71 @@
+"""replay audit: a robot round's bag (the joystick's /cmd_vel, the base's /base/cmd_vel, the policy's
+/policy/cmd_vel) replayed to record the policy: the recorded velocity commands are not republished unless asked."""
+
+import argparse
+
+import numpy as np
+from geometry_msgs.msg import Twist
+from sensor_msgs.msg import Image
+
+from liquid_control import cli
+from liquid_control.bags import BagWriter
+from liquid_control.bags.messages import image_message, twist_message
+from liquid_control.ros.replay import add_arguments, replay
+from liquid_control.ros.testing import Probe, free_domain_id, isolated_ros_env
+
+FRAMES = 8
+COMMANDS = ("/cmd_vel", "/base/cmd_vel", "/policy/cmd_vel")
+
+
+def _round_bag(path, camera=True):
+    """What launch/takeover.launch.py records: camera frames (8x8, 20 Hz) and the three velocity commands."""
+    with BagWriter(path) as bag:
+        for k in range(FRAMES):
+            ns = int((100.0 + 0.05 * k) * 1e9)
+            if camera:
+                bag.write("/camera/image_raw", ns, image_message(np.full((8, 8, 3), k, np.uint8), ns * 1e-9))
+            for i, topic in enumerate(COMMANDS):
+                bag.write(topic, ns + (i + 1) * 1_000_000, twist_message(0.5, 0.1))
+    return path
+
+
+def test_recorded_velocity_commands_are_not_replayed_unless_named(tmp_path, capsys):
+    """Before: `replay BAG --record /policy/cmd_vel` republished the bag's /cmd_vel and /base/cmd_vel (8 each):
+    on a robot the base drove the recorded commands (and a takeover_mux took /cmd_vel for a present operator)."""
+    bag = _round_bag(tmp_path / "round")
+    env = isolated_ros_env()
+    probe = Probe(env)  # the policy node (camera in, /policy/cmd_vel out) and the base driver (/base/cmd_vel in)
+    try:
+        probe.record("/camera/image_raw", Image, 100)
+        for topic in ("/cmd_vel", "/base/cmd_vel"):
+            probe.record(topic, Twist, 100)
+        probe.publisher(Twist, "/policy/cmd_vel")
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        argv = [str(bag), "-o", str(tmp_path / "replayed"), "--record", "/policy/cmd_vel", "--rate", "4"]
+        args = parser.parse_args([*argv, "--wait", "10", "--linger", "0.3", "--domain-id", env["ROS_DOMAIN_ID"]])
+        result = replay(args)
+        assert probe.wait_for(lambda: len(probe.messages("/camera/image_raw")) == FRAMES, 10.0)
+        assert probe.messages("/cmd_vel") == [] and probe.messages("/base/cmd_vel") == []
+    finally:
+        probe.close()
+    assert result["published"] == {"/camera/image_raw": FRAMES}
+    err = capsys.readouterr().err
+    assert "replay: not replaying /base/cmd_vel, /cmd_vel: recorded velocity commands" in err, err
+    assert "name them in --topics to replay them" in err
+
+    # named in --topics: replayed (the user asked, as `ros2 bag play --topics`), with a warning
+    domain = ["--domain-id", str(free_domain_id())]
+    out = tmp_path / "asked"
+    argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0.1", "--rate", "10", *domain]
+    assert cli.main([*argv, "--topics", "/camera/image_raw", "/base/cmd_vel"]) == 1  # no node: nothing recorded
+    captured = capsys.readouterr()
+    assert "published {'/camera/image_raw': 8, '/base/cmd_vel': 8}" in captured.out, captured.out
+    assert "warning: replaying the recorded velocity commands /base/cmd_vel (--topics)" in captured.err
+
+    # a bag of commands only: nothing to replay, and the refusal says why and how
+    commands_only = _round_bag(tmp_path / "commands_only", camera=False)
+    assert cli.main(["replay", str(commands_only), "-o", str(tmp_path / "none"), *domain]) == 2
+    err = capsys.readouterr().err
+    assert "nothing to replay" in err and "/base/cmd_vel, /policy/cmd_vel (velocity commands: name them in" in err
+    assert not (tmp_path / "none").exists()
