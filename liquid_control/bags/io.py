@@ -579,6 +579,19 @@ def _metadata_files(folder: Path) -> tuple[list[Path], str | None]:
     return files, (mode if mode not in ("", "none") else None)
 
 
+def metadata_counts(folder: Path) -> tuple[int, dict[str, int]] | None:
+    """What a bag folder's metadata.yaml says was recorded: the message count and each topic's; None without a
+    readable one (a recorder killed before writing it)."""
+    import yaml
+
+    try:
+        info = yaml.safe_load((Path(folder) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        topics = {str(t["topic_metadata"]["name"]): int(t["message_count"]) for t in info["topics_with_message_count"]}
+        return int(info["message_count"]), topics
+    except Exception:
+        return None
+
+
 class _Part(NamedTuple):
     """One storage file of a bag, in split order: an open rosbags storage, or a truncated MCAP file to salvage."""
 

@@ -31,7 +31,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError, BagReader, BagWriter
-from liquid_control.bags.io import message_class, qos_dict
+from liquid_control.bags.io import message_class, metadata_counts, qos_dict
 from liquid_control.conventions.params import declare_node_parameters
 from liquid_control.ros.executable import run_until_signal
 
@@ -349,14 +349,25 @@ def count_of_messages(count: int) -> str:
 
 
 def bag_info(path: str) -> str:
-    """A human summary of a bag, like ``ros2 bag info``."""
+    """A human summary of a bag, like ``ros2 bag info``: its counts; for a truncated bag with a metadata.yaml
+    (``ros2 bag info`` shows only that file's) both what that file says was recorded and what is readable up to
+    the break (what training, eval and replay get with --allow-truncated)."""
     with BagReader(path, allow_truncated=True) as reader:
-        lines = [f"bag: {reader.path}", f"duration: {reader.duration_s:.3f} s, messages: {reader.message_count}"]
+        recorded = metadata_counts(reader.path) if reader.salvaged else None
+
+        def counted(readable: int, in_metadata: int | None) -> str:
+            if in_metadata is None:
+                return count_of_messages(readable)
+            return f"{count_of_messages(in_metadata)} recorded (metadata.yaml), {readable} readable up to the break"
+
+        total, by_topic = recorded or (None, {})
+        count = str(reader.message_count) if total is None else counted(reader.message_count, total)
+        lines = [f"bag: {reader.path}", f"duration: {reader.duration_s:.3f} s, messages: {count}"]
         if reader.salvaged:
             lines.append(f"TRUNCATED: {reader.salvage_note}")
         for topic, info in sorted(reader.topics.items()):
             qos = ", ".join(f"{q['reliability']}/{q['durability']}/depth {q['depth']}" for q in map(qos_dict, info.qos))
-            lines.append(f"  {topic}: {info.msgtype}, {count_of_messages(info.count)}, offered QoS [{qos}]")
+            lines.append(f"  {topic}: {info.msgtype}, {counted(info.count, by_topic.get(topic))}, offered QoS [{qos}]")
     return "\n".join(lines)
 
 
