@@ -149,9 +149,9 @@ class OnnxBackend:
 
     def __init__(self, path: str | Path):
         try:
-            import onnxruntime as ort
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise BackendError(f"{path}: onnxruntime is not installed, cannot run an ONNX policy") from exc
+            ort = import_onnxruntime(path)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from exc.__cause__
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1  # one sample per step: threads only add latency
         options.inter_op_num_threads = 1
@@ -359,14 +359,27 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def import_onnxruntime(path: str | Path):
+    """The onnxruntime module, or a ``ValueError`` naming ``path`` and why it cannot run it: not installed, or an
+    install whose import fails (a missing shared library raises OSError, a numpy it was not built for others).
+    Only ImportError was caught: any other failure escaped ``load_backend``, so ``backend: auto`` failed instead
+    of running the checkpoint with torch."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ValueError(f"{path}: onnxruntime is not installed, cannot run an ONNX policy") from exc
+    except Exception as exc:  # a broken install: not a crash of whoever asked for the model
+        raise ValueError(
+            f"{path}: onnxruntime fails to import ({type(exc).__name__}: {exc}), cannot run an ONNX policy"
+        ) from exc
+    return onnxruntime
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX model file (where an export keeps its policy config), read the way
     ``OnnxBackend`` reads them: with onnxruntime, what a robot that runs ONNX policies has (the onnx package
     may be missing there). Raises ``ValueError`` naming the file when onnxruntime cannot load it."""
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise ValueError(f"{path}: onnxruntime is not installed, cannot read an ONNX policy") from exc
+    ort = import_onnxruntime(path)
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -389,8 +402,9 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
     candidate = OnnxBackend(onnx_path)
     if candidate.source_sha256 is not None and path.is_file() and candidate.source_sha256 != checkpoint_sha256(path):
         raise BackendError(
-            f"{onnx_path}: exported from another version of {path.name} (checkpoint SHA-256 differs); re-export "
-            f"it (`liquid-control export {path}`, where torch is installed) and copy both files"
+            f"{onnx_path}: exported from another version of {path.name} or from another policy (it holds "
+            f"{_policy_name(candidate.config)}; checkpoint SHA-256 differs); re-export it (`liquid-control export "
+            f"{path}`, where torch is installed) and copy both files"
         )
     if candidate.source_sha256 is None and path.is_file():  # an export older than the record: runs, with a warning
         candidate.note = (
@@ -399,6 +413,11 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
             "where torch is installed)"
         )
     return candidate
+
+
+def _policy_name(config: dict) -> str:
+    """The policy an export holds, for a message about an export that is not of the checkpoint beside it."""
+    return f"policy {config.get('name')!r}" if isinstance(config.get("name"), str) else "an unnamed policy"
 
 
 def load_backend(path: str | Path, backend: str = "auto", warn: bool = True):
@@ -454,14 +473,11 @@ def _choose_backend(path: Path, backend: str):
                 if candidate.source_sha256 == checkpoint_sha256(path):
                     return candidate
                 candidate.close()
-                skipped = (
-                    f"{onnx_path.name} next to it "
-                    + (
-                        "does not record which checkpoint it was exported from"
-                        if candidate.source_sha256 is None
-                        else "was exported from another version of it"
-                    )
-                    + " (re-export it: liquid-control export)"
+                skipped = f"{onnx_path.name} next to it " + (
+                    "does not record which checkpoint it was exported from (re-export it: liquid-control export)"
+                    if candidate.source_sha256 is None
+                    else "was exported from another version of it or from another policy (it holds "
+                    f"{_policy_name(candidate.config)}; re-export it: liquid-control export)"
                 )
     from liquid_control.policy import PolicyLoadError, load_policy
 

@@ -288,9 +288,11 @@ def _inline(graph, prefix: str, rename: dict):
     return nodes, initializers
 
 
-def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None):
+def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, source_sha256: str | None = None):
     """The single-step ONNX model of ``policy`` (an ``onnx.ModelProto``, checked); ``source``: the checkpoint
-    file it was loaded from, whose SHA-256 the metadata records (``backend: auto`` runs only a matching export)."""
+    file it was loaded from, whose SHA-256 the metadata records (``backend: auto`` runs only a matching export);
+    ``source_sha256``: that SHA-256 taken when the file was read (``load_for_export``), recorded instead of
+    hashing ``source`` now, when it may hold another checkpoint (a training run still writing it)."""
     import onnx
     import torch
     from onnx import TensorProto, helper
@@ -369,19 +371,23 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="liquid_control")
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(policy.config)
-    if source is not None:
+    if source_sha256 is None and source is not None:
+        source_sha256 = checkpoint_sha256(source)
+    if source_sha256 is not None:
         entry = model.metadata_props.add()
-        entry.key, entry.value = ONNX_SOURCE_KEY, checkpoint_sha256(source)
+        entry.key, entry.value = ONNX_SOURCE_KEY, source_sha256
     onnx.checker.check_model(model, full_check=True)
     return model
 
 
-def export_onnx(policy, path: str | Path, opset: int = OPSET, source: str | Path | None = None) -> Path:
-    """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic); ``source``: the
-    checkpoint file of ``policy`` (recorded, see ``build_onnx``)."""
+def export_onnx(
+    policy, path: str | Path, opset: int = OPSET, source: str | Path | None = None, source_sha256: str | None = None
+) -> Path:
+    """Write the single-step ONNX model of ``policy`` to ``path`` (batch dimension dynamic); ``source``,
+    ``source_sha256``: the checkpoint file of ``policy`` (recorded, see ``build_onnx``)."""
     from liquid_control.atomic_file import atomic_write
 
-    model = build_onnx(policy, opset, source)
+    model = build_onnx(policy, opset, source, source_sha256)
     path = Path(path)
     with atomic_write(path) as handle:  # a killed or failed export leaves no truncated model beside the checkpoint
         handle.write(model.SerializeToString())
@@ -439,6 +445,7 @@ def export_checked(
     opset: int = OPSET,
     source: str | Path | None = None,
     tolerance: float = PARITY_TOLERANCE,
+    source_sha256: str | None = None,
 ) -> float:
     """Export ``policy`` to ``path`` only if onnxruntime's model matches torch (``parity`` <= ``tolerance``):
     written and checked under a temporary name beside it, then renamed, so a model that cannot be exported or fails
@@ -450,7 +457,7 @@ def export_checked(
     check = unchecked_path(path)
     try:
         try:
-            export_onnx(policy, check, opset=opset, source=source)
+            export_onnx(policy, check, opset=opset, source=source, source_sha256=source_sha256)
         except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:  # BackendError, OnnxExporterError
             reason = (str(exc).strip().splitlines() or [""])[0]  # the exporter adds a line on where to ask for it
             raise ExportError(f"cannot be exported to ONNX: {type(exc).__name__}: {reason}") from exc
@@ -467,6 +474,26 @@ def export_checked(
     return err
 
 
+def load_for_export(path: str | Path):
+    """The policy in ``path`` and the SHA-256 of the bytes it was loaded from (what its export records): the file
+    is hashed before and after loading, and a checkpoint replaced meanwhile (a training run saving its next
+    selection) is an ``ExportError``. Hashing it after the export instead recorded the new file's SHA-256 over
+    the old weights, which ``backend: auto`` then ran in its place without a word. Raises ``PolicyLoadError``
+    for a file that cannot be loaded."""
+    from liquid_control.policy import load_policy
+
+    try:
+        before = checkpoint_sha256(path)
+    except OSError:  # missing, a folder, unreadable: load_policy says which
+        before = None
+    policy = load_policy(path)
+    if before is None or checkpoint_sha256(path) != before:
+        raise ExportError(
+            "the checkpoint changed while it was read (is a training run still writing it?); export it again"
+        )
+    return policy, before
+
+
 def add_arguments(parser):
     """The options of ``liquid-control export``."""
     parser.add_argument("policy", help="policy checkpoint (.pt) to export")
@@ -477,7 +504,6 @@ def add_arguments(parser):
 def run(args) -> int:
     """Export the checkpoint to ONNX and check parity with torch (``export_checked``): exit code 1 (and nothing
     written) when they differ by more than 1e-5, 2 for a policy that cannot be exported or an unwritable output."""
-    from liquid_control.policy import load_policy
     from liquid_control.policy.checkpoint import PolicyLoadError
 
     if not MIN_OPSET <= args.opset <= max_opset():
@@ -487,12 +513,15 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 2
+    out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
     try:
-        policy = load_policy(args.policy)
+        policy, source_sha256 = load_for_export(args.policy)
     except PolicyLoadError as exc:
         print(f"liquid-control export: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
+    except (ExportError, OSError) as exc:
+        print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)
+        return 2
     if out.resolve() == Path(args.policy).resolve():
         print(
             f"liquid-control export: error: {out} is the checkpoint itself: give another output file (-o)",
@@ -500,7 +529,7 @@ def run(args) -> int:
         )
         return 2
     try:
-        err = export_checked(policy, out, opset=args.opset, source=args.policy)
+        err = export_checked(policy, out, opset=args.opset, source_sha256=source_sha256)
     except ExportError as exc:
         if exc.parity is not None:
             print(f"max_abs_diff_vs_torch: {exc.parity:.3g}")
