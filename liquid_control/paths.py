@@ -2,30 +2,51 @@
 
 from __future__ import annotations
 
-import os
+import functools
+import sys
 from pathlib import Path
 
 PACKAGE = "liquid_control"
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
+@functools.cache
+def _recorded_share_dir() -> Path | None:
+    """share/liquid_control as the pip install that put this module here recorded it: with ``--user``,
+    ``--prefix`` or ``--target`` it is not under sys.prefix, and no ament index points at it."""
+    from importlib import metadata
+
+    here = Path(__file__).resolve()
+    for dist in metadata.distributions(name=PACKAGE):
+        files = dist.files or []
+        if not any(Path(dist.locate_file(f)).resolve() == here for f in files):
+            continue  # another installation of the package (e.g. an editable one further down sys.path)
+        for f in files:
+            if f.parts[-3:] == ("share", PACKAGE, "package.xml"):
+                return Path(dist.locate_file(f)).resolve().parent
+    return None
+
+
 def share_dir() -> Path:
     """share/liquid_control of a colcon or pip install, else the source tree (editable install, tests)."""
     if (_SOURCE_ROOT / "package.xml").is_file():
         return _SOURCE_ROOT
+    recorded = _recorded_share_dir()
+    if recorded is not None and (recorded / "package.xml").is_file():
+        return recorded
     try:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory(PACKAGE))
-    except Exception:  # ament index not set up: fall back to the prefix pip installed into
-        import sys
-
-        candidate = Path(sys.prefix) / "share" / PACKAGE
-        if candidate.is_dir():
-            return candidate
+    except Exception as exc:  # ament index not set up, or without this package: try the prefix pip installed into
+        ament = f"the ament index ({type(exc).__name__}: {exc})"
+    candidate = Path(sys.prefix) / "share" / PACKAGE
+    if candidate.is_dir():
+        return candidate
     raise FileNotFoundError(
-        f"cannot find the share directory of {PACKAGE}: not in a source tree, not in the ament index, "
-        f"not under {os.path.join(__import__('sys').prefix, 'share', PACKAGE)}"
+        f"cannot find the share directory of {PACKAGE} (launch/, config/, policies/): no package.xml beside the "
+        f"source ({_SOURCE_ROOT}), none recorded by a pip install of {Path(__file__).parent}, not in {ament}, "
+        f"not {candidate}; reinstall the package (pip install / colcon build) or source the workspace's setup.bash"
     )
 
 
@@ -67,3 +88,22 @@ def resolve_policy_file(value: str) -> Path:
         hint = f"; did you mean {path / 'policy.pt'}?" if (path / "policy.pt").is_file() else ""
         raise IsADirectoryError(f"policy {value!r}: {path} is a folder, not a policy file{hint}")
     return path
+
+
+def resolve_config_file(value: str) -> Path:
+    """A policy config named as the docs name it: a path that exists as given (absolute, or relative to the working
+    directory), else the same path under share/liquid_control, whose layout is the checkout's (so
+    ``policies/configs/cfc_ncp_rover.yaml`` works outside the checkout), else a shipped config by file name.
+    FileNotFoundError naming where it looked."""
+    path = Path(value).expanduser()
+    if path.exists():
+        return path
+    if path.is_absolute():
+        raise FileNotFoundError(f"policy config {value!r}: no such file")
+    looked = [share_dir() / path, policies_dir() / "configs" / path]
+    for candidate in looked:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"policy config {value!r}: no such file ({path.resolve()}, nor {looked[0]}, nor a shipped config {looked[1]})"
+    )

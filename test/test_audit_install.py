@@ -1,0 +1,236 @@
+"""The package installed outside the checkout, as a robotics user gets it: a wheel (pip install --prefix, --user,
+--target) and colcon's layout. The shipped files must be found there by the names the docs use, the wheel must
+carry what the code opens (share files, the compiled kernels' sources) and nothing else."""
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from liquid_control import paths
+
+REPO = paths.share_dir()
+CONSOLE_SCRIPTS = {"liquid-control", "policy_node", "sim_node", "bag_recorder", "takeover_mux"}
+
+
+def _pip(*args, cwd):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    """The wheel pip builds from a copy of the checkout (a build in the checkout would leave build/ there)."""
+    root = tmp_path_factory.mktemp("wheel")
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", "__pycache__", "*.egg-info", "build", "install", "log", "runs", "reports", ".pytest_cache"
+    )
+    shutil.copytree(REPO, root / "src", ignore=ignore, symlinks=True)
+    _pip(
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(root / "dist"),
+        str(root / "src"),
+        cwd=root,
+    )
+    (found,) = (root / "dist").glob("liquid_control-*.whl")
+    return found
+
+
+def _site_packages(prefix: Path) -> Path:
+    return Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
+
+
+@pytest.fixture(scope="module")
+def prefix_install(wheel, tmp_path_factory):
+    """pip install --prefix: the share files land in <prefix>/share, which is not sys.prefix (as with --user)."""
+    prefix = tmp_path_factory.mktemp("prefix")
+    _pip("install", "--no-deps", "--no-index", "--prefix", str(prefix), str(wheel), cwd=prefix)
+    return prefix
+
+
+def _run_installed(code, site, cwd, **env_vars):
+    """``code`` in a fresh interpreter that imports the package from ``site`` only, started outside the checkout."""
+    env = {k: v for k, v in os.environ.items() if k not in ("AMENT_PREFIX_PATH", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(site), **env_vars)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    return proc
+
+
+FIND_SHARE = """
+import json, liquid_control, sim_envs
+from liquid_control import paths
+print(json.dumps({
+    "module": liquid_control.__file__, "sim_envs": sim_envs.__file__,
+    "share": str(paths.share_dir()),
+    "policy": str(paths.resolve_policy_file("cfc_ncp_rover.pt")),
+    "config_as_documented": str(paths.resolve_config_file("policies/configs/cfc_ncp_rover.yaml")),
+    "config_by_name": str(paths.resolve_config_file("cfc_ncp_rover.yaml")),
+}))
+"""
+
+
+def test_a_prefix_install_finds_its_shipped_files_by_the_documented_names(prefix_install, tmp_path):
+    """pip install --prefix/--user/--target put share/liquid_control outside sys.prefix and outside any ament
+    index: share_dir() raised 'cannot find the share directory', so `liquid-control main` and policy_node with
+    a shipped policy failed; `policies/configs/...` (every training example) only resolved inside the checkout."""
+    site = _site_packages(prefix_install)
+    proc = _run_installed(FIND_SHARE, site, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    share = (prefix_install / "share" / "liquid_control").resolve()
+    assert Path(found["module"]).is_relative_to(site) and Path(found["sim_envs"]).is_relative_to(site)
+    assert Path(found["share"]) == share
+    assert Path(found["policy"]) == share / "policies" / "cfc_ncp_rover.pt"
+    assert Path(found["config_as_documented"]) == share / "policies" / "configs" / "cfc_ncp_rover.yaml"
+    assert Path(found["config_by_name"]) == share / "policies" / "configs" / "cfc_ncp_rover.yaml"
+
+
+def test_the_ament_index_finds_the_share_dir_of_a_colcon_style_prefix(prefix_install, tmp_path):
+    """colcon's install/<pkg> is a prefix with the ament index marker; with the RECORD gone (an egg-info install)
+    the index is what finds share/liquid_control."""
+    site = _site_packages(prefix_install)
+    copy = tmp_path / "prefix"
+    shutil.copytree(prefix_install, copy)
+    site_copy = _site_packages(copy)
+    for record in site_copy.glob("liquid_control-*.dist-info/RECORD"):
+        record.unlink()
+    proc = _run_installed(FIND_SHARE, site_copy, tmp_path, AMENT_PREFIX_PATH=str(copy))
+    assert proc.returncode == 0, proc.stderr
+    assert Path(json.loads(proc.stdout)["share"]) == (copy / "share" / "liquid_control").resolve()
+    assert site != site_copy
+
+
+def test_a_missing_share_dir_is_an_error_naming_where_it_looked(prefix_install, tmp_path):
+    copy = tmp_path / "prefix"
+    shutil.copytree(prefix_install, copy)
+    shutil.rmtree(copy / "share" / "liquid_control")
+    proc = _run_installed("from liquid_control import paths; paths.share_dir()", _site_packages(copy), tmp_path)
+    assert proc.returncode != 0
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "cannot find the share directory of liquid_control (launch/, config/, policies/)" in message
+    assert "ament index" in message and "reinstall the package" in message
+
+
+def test_a_missing_config_names_the_shipped_folder(prefix_install, tmp_path):
+    code = "from liquid_control import paths; paths.resolve_config_file('policies/configs/cfc_ncp_rovr.yaml')"
+    proc = _run_installed(code, _site_packages(prefix_install), tmp_path)
+    share = (prefix_install / "share" / "liquid_control").resolve()
+    assert "FileNotFoundError: policy config 'policies/configs/cfc_ncp_rovr.yaml': no such file" in proc.stderr
+    assert f"nor a shipped config {share}/policies/configs/policies/configs/cfc_ncp_rovr.yaml" in proc.stderr
+
+
+def test_every_console_script_is_installed_and_imports(prefix_install, tmp_path):
+    """The executables docs/ros.md and the README name (ros2 run liquid_control <name>, liquid-control)."""
+    code = """
+import json
+from importlib import metadata
+scripts = {ep.name: ep.value for ep in metadata.distribution("liquid_control").entry_points
+           if ep.group == "console_scripts"}
+for ep in metadata.distribution("liquid_control").entry_points:
+    assert callable(ep.load()), ep
+print(json.dumps(scripts))
+"""
+    proc = _run_installed(code, _site_packages(prefix_install), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(proc.stdout)) == CONSOLE_SCRIPTS
+    for name in CONSOLE_SCRIPTS:
+        assert os.access(prefix_install / "bin" / name, os.X_OK), name
+
+
+def test_the_wheel_carries_the_share_files_and_kernel_sources_and_nothing_else(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = f"liquid_control-{wheel.name.split('-')[1]}.data/data/"
+    share = data + "share/liquid_control/"
+    expected = {
+        data + "share/ament_index/resource_index/packages/liquid_control",
+        share + "package.xml",
+        *(share + p.relative_to(REPO).as_posix() for p in (REPO / "launch").glob("*.launch.py")),
+        *(share + p.relative_to(REPO).as_posix() for p in (REPO / "config").glob("*.yaml")),
+        *(share + p.relative_to(REPO).as_posix() for p in (REPO / "urdf").glob("*.urdf")),
+        *(share + p.relative_to(REPO).as_posix() for p in (REPO / "policies").rglob("*") if p.is_file()),
+    }
+    assert {share + "policies/cfc_ncp_rover.onnx", share + "policies/configs/cfc_ncp_rover.yaml"} <= expected
+    assert expected <= names, sorted(expected - names)
+    assert not {n for n in names if n.startswith(data)} - expected  # nothing else under share/
+    native = REPO / "liquid_control" / "cells" / "native"
+    kernel_sources = {
+        f"liquid_control/cells/native/{p.name}" for p in native.iterdir() if p.suffix in (".c", ".h", ".inc")
+    }
+    assert "liquid_control/cells/native/kernels.c" in kernel_sources and kernel_sources <= names
+    top_level = {n.split("/")[0] for n in names} - {data.split("/")[0]}
+    assert {t for t in top_level if not t.endswith(".dist-info")} == {"liquid_control", "sim_envs"}
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".so"))]
+    assert wheel.stat().st_size < 8 * 2**20  # the policies and their exports: ~1.8 MB
+
+
+def _imported_top_level_modules(folder: Path) -> set[str]:
+    modules = set()
+    for file in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return modules
+
+
+# rosdep keys of the Python packages the code imports (ros/rosdistro rosdep/python.yaml); onnx and mcap have none
+ROSDEP_KEYS = {
+    "numpy": "python3-numpy",
+    "yaml": "python3-yaml",
+    "cv2": "python3-opencv",
+    "torch": "python3-pytorch-pip",
+    "mujoco": "python3-mujoco-pip",
+    "gymnasium": "python3-gymnasium-pip",
+    "tqdm": "python3-tqdm",
+    "matplotlib": "python3-matplotlib",
+    "PIL": "python3-pil",
+    "onnxruntime": "python3-onnxruntime-pip",
+    "rosbags": "python3-rosbags-pip",
+}
+ROS_PACKAGE_SUFFIXES = ("_msgs", "_srvs", "_interfaces")
+ROS_PYTHON_PACKAGES = {"rclpy", "launch", "launch_ros", "ament_index_python"}
+
+
+def test_package_xml_names_every_ros_package_and_rosdep_key_the_code_imports():
+    """rosdep installs what package.xml names: rcl_interfaces and builtin_interfaces (imported by the nodes) and the
+    Python packages tqdm, matplotlib, PIL, onnxruntime (the robot's default backend) and rosbags (bag_recorder)
+    were missing."""
+    root = ET.parse(REPO / "package.xml").getroot()
+    exec_depends = {e.text for e in root.findall("exec_depend")}
+    imported = _imported_top_level_modules(REPO / "liquid_control") | _imported_top_level_modules(REPO / "sim_envs")
+    imported |= _imported_top_level_modules(REPO / "launch")
+    ros = {m for m in imported if m.endswith(ROS_PACKAGE_SUFFIXES) or m in ROS_PYTHON_PACKAGES}
+    assert {"rclpy", "rcl_interfaces", "builtin_interfaces", "sensor_msgs"} <= ros
+    assert sorted(ros - exec_depends) == []
+    python = {ROSDEP_KEYS[m] for m in imported if m in ROSDEP_KEYS}
+    assert sorted(python - exec_depends) == []
+    pinned = {line.split("==")[0].lower() for line in (REPO / "requirements.txt").read_text().splitlines()}
+    assert {"onnx", "mcap"} <= pinned  # the two without a rosdep key come from requirements.txt
+
+
+def test_one_version_for_setup_py_and_package_xml():
+    from liquid_control import __version__
+
+    setup_py = (REPO / "setup.py").read_text()
+    assert f'version="{__version__}"' in setup_py
+    assert ET.parse(REPO / "package.xml").getroot().findtext("version") == __version__
