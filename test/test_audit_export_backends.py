@@ -213,3 +213,16 @@ def test_the_fusion_policys_episode_and_the_runner_on_its_deliveries_give_the_sa
                 actions.append(result.action)
         assert len(actions) >= len(episode) and runner.counters["late.camera"] > 10
         assert np.abs(np.array(actions[: len(episode)]) - np.array(episode)).max() <= tolerance
+
+
+def test_an_export_run_directly_beside_a_retrained_checkpoint_says_so(checkpoint):
+    """Before: a node pointed at policy.onnx ran it without a word after policy.pt beside it was retrained."""
+    assert cli.main(["export", str(checkpoint)]) == 0
+    onnx_file = checkpoint.with_suffix(".onnx")
+    assert load_backend(onnx_file).note is None  # the export of the checkpoint beside it
+    save_policy(checkpoint, retrained(checkpoint))
+    with pytest.warns(UserWarning, match=f"{onnx_file}: runs as asked, but policy.pt beside it is not the checkpoint"):
+        chosen = load_backend(onnx_file)
+    assert chosen.name == "onnx" and "re-export it" in chosen.note
+    checkpoint.unlink()  # a robot with the export alone: nothing to compare with
+    assert load_backend(onnx_file).note is None

@@ -446,7 +446,15 @@ def _choose_backend(path: Path, backend: str):
             raise BackendError(f"{path}: an ONNX model cannot run with the torch backend")
         if not path.is_file():
             raise BackendError(f"{path}: no such policy file")
-        return OnnxBackend(path)
+        chosen, checkpoint = OnnxBackend(path), path.with_suffix(".pt")
+        recorded = chosen.source_sha256
+        if recorded is not None and checkpoint.is_file() and recorded != checkpoint_sha256(checkpoint):
+            # runs as asked, but not silently: the usual slip is a retrained .pt and a node still pointed at the .onnx
+            chosen.note = (
+                f"{path}: runs as asked, but {checkpoint.name} beside it is not the checkpoint it was exported from "
+                f"(retrained since?): re-export it (`liquid-control export {checkpoint}`) to run that one"
+            )
+        return chosen
     if path.suffix != ".pt":
         raise BackendError(f"{path}: unknown policy file type; expected a .pt checkpoint or an .onnx model")
     onnx_path = path.with_suffix(".onnx")
