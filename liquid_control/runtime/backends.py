@@ -422,7 +422,8 @@ def _policy_name(config: dict) -> str:
 
 def load_backend(path: str | Path, backend: str = "auto", warn: bool = True):
     """Open a policy file: ``.pt`` checkpoint with torch, ``.onnx`` with onnxruntime; a caution about the choice
-    (the backend's ``note``: a stale export not taken, an export that cannot be checked) is also a warning when
+    (the backend's ``note``: a stale export not taken, an export that cannot be checked, an ``.onnx`` asked for by
+    name beside a ``.pt`` it was not exported from) is also a warning when
     ``warn`` (the ROS node logs it instead).
 
     ``backend='auto'`` runs a ``.pt`` with onnxruntime when the ``.onnx`` of the same name next to it (what
