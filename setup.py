@@ -24,7 +24,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(include=["liquid_control", "liquid_control.*", "sim_envs", "sim_envs.*"]),
-    package_data={"sim_envs": ["assets/*"], "liquid_control.cells.native": ["*.c", "*.h", "*.inc"]},
+    package_data={"liquid_control.cells.native": ["*.c", "*.h", "*.inc"]},  # compiled on first use (cache.py)
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + PACKAGE]),
         ("share/" + PACKAGE, ["package.xml"]),

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
@@ -180,6 +181,38 @@ def test_the_wheel_carries_the_share_files_and_kernel_sources_and_nothing_else(w
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"liquid_control", "sim_envs"}
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".so"))]
     assert wheel.stat().st_size < 8 * 2**20  # the policies and their exports: ~1.8 MB
+
+
+def test_the_sdist_carries_the_pins_and_builds_the_same_wheel(wheel, tmp_path):
+    """setup.py leaves the runtime dependencies to requirements.txt, which the sdist lacked; it carried test/test*.py
+    without the conftest, pytest.ini and checkout they need."""
+    src = wheel.parent.parent / "src"
+    setup = subprocess.run(
+        [sys.executable, "setup.py", "-q", "sdist", "-d", str(tmp_path / "sdist")],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert setup.returncode == 0, setup.stderr
+    (sdist,) = (tmp_path / "sdist").glob("liquid_control-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    assert {"requirements.txt", "package.xml", "resource/liquid_control", "setup.cfg"} <= names
+    assert {"liquid_control/cells/native/kernels.c", "policies/configs/cfc_ncp_rover.yaml"} <= names
+    assert not [n for n in names if n.startswith(("test/", "runs/", "docs/", ".venv/"))]
+    _pip(
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-w",
+        str(tmp_path / "dist"),
+        str(sdist),
+        cwd=tmp_path,
+    )
+    (from_sdist,) = (tmp_path / "dist").glob("liquid_control-*.whl")
+    assert set(zipfile.ZipFile(from_sdist).namelist()) == set(zipfile.ZipFile(wheel).namelist())
 
 
 def _imported_top_level_modules(folder: Path) -> set[str]:
