@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 
@@ -65,23 +66,33 @@ def launch_dir() -> Path:
     return share_dir() / "launch"
 
 
+def _shipped_candidates(path: Path, folder: Path) -> list[Path]:
+    """Where a relative name that is not in the working directory may be shipped: in ``folder`` by name, or, named
+    as the docs name it (``policies/...``), at that path under share/liquid_control, whose layout is the
+    checkout's. Other relative paths (``runs/...``) stay the working directory's."""
+    in_share = Path(os.path.normpath(share_dir() / path))
+    return [folder / path] + ([in_share] if in_share.is_relative_to(folder) else [])
+
+
 def resolve_policy_file(value: str) -> Path:
     """A policy file named as a user would: an absolute path or one relative to the working directory, else
-    a shipped policy (share/liquid_control/policies). A ``.pt`` with only its ``.onnx`` export beside it counts
-    (the backends run the export then, e.g. on a robot without torch). FileNotFoundError naming where it looked
-    when there is none, IsADirectoryError (with the run's policy.pt as a hint) for a folder."""
+    a shipped policy (share/liquid_control/policies, by name or as the docs' ``policies/cfc_ncp_rover.pt``). A
+    ``.pt`` with only its ``.onnx`` export beside it counts (the backends run the export then, e.g. on a robot
+    without torch). FileNotFoundError naming where it looked when there is none, IsADirectoryError (with the
+    run's policy.pt as a hint) for a folder."""
 
     def present(path: Path) -> bool:
         return path.exists() or (path.suffix == ".pt" and path.with_suffix(".onnx").is_file())
 
     path = Path(value).expanduser()
     if not path.is_absolute() and not present(path):
-        shipped = policies_dir() / path
-        if not present(shipped):
+        shipped = _shipped_candidates(path, policies_dir())
+        path = next((p for p in shipped if present(p)), None)
+        if path is None:
             raise FileNotFoundError(
-                f"policy {value!r}: no such policy file ({path.resolve()}, nor a shipped policy {shipped})"
+                f"policy {value!r}: no such policy file ({Path(value).expanduser().resolve()}, nor a shipped policy "
+                f"{' or '.join(map(str, shipped))})"
             )
-        path = shipped
     if not present(path):
         raise FileNotFoundError(f"policy {value!r}: no such policy file ({path})")
     if path.is_dir():
@@ -92,18 +103,19 @@ def resolve_policy_file(value: str) -> Path:
 
 def resolve_config_file(value: str) -> Path:
     """A policy config named as the docs name it: a path that exists as given (absolute, or relative to the working
-    directory), else the same path under share/liquid_control, whose layout is the checkout's (so
-    ``policies/configs/cfc_ncp_rover.yaml`` works outside the checkout), else a shipped config by file name.
+    directory), else a shipped config (share/liquid_control/policies/configs, by name or as the docs'
+    ``policies/configs/cfc_ncp_rover.yaml``, which is how the installed package finds it outside the checkout).
     FileNotFoundError naming where it looked."""
     path = Path(value).expanduser()
     if path.exists():
         return path
     if path.is_absolute():
         raise FileNotFoundError(f"policy config {value!r}: no such file")
-    looked = [share_dir() / path, policies_dir() / "configs" / path]
-    for candidate in looked:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"policy config {value!r}: no such file ({path.resolve()}, nor {looked[0]}, nor a shipped config {looked[1]})"
-    )
+    shipped = _shipped_candidates(path, policies_dir() / "configs")
+    found = next((p for p in shipped if p.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"policy config {value!r}: no such file ({path.resolve()}, nor a shipped config "
+            f"{' or '.join(map(str, shipped))})"
+        )
+    return found

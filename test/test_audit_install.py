@@ -83,6 +83,7 @@ print(json.dumps({
     "module": liquid_control.__file__, "sim_envs": sim_envs.__file__,
     "share": str(paths.share_dir()),
     "policy": str(paths.resolve_policy_file("cfc_ncp_rover.pt")),
+    "policy_as_documented": str(paths.resolve_policy_file("policies/cfc_ncp_rover.pt")),
     "config_as_documented": str(paths.resolve_config_file("policies/configs/cfc_ncp_rover.yaml")),
     "config_by_name": str(paths.resolve_config_file("cfc_ncp_rover.yaml")),
 }))
@@ -100,7 +101,7 @@ def test_a_prefix_install_finds_its_shipped_files_by_the_documented_names(prefix
     share = (prefix_install / "share" / "liquid_control").resolve()
     assert Path(found["module"]).is_relative_to(site) and Path(found["sim_envs"]).is_relative_to(site)
     assert Path(found["share"]) == share
-    assert Path(found["policy"]) == share / "policies" / "cfc_ncp_rover.pt"
+    assert Path(found["policy"]) == Path(found["policy_as_documented"]) == share / "policies" / "cfc_ncp_rover.pt"
     assert Path(found["config_as_documented"]) == share / "policies" / "configs" / "cfc_ncp_rover.yaml"
     assert Path(found["config_by_name"]) == share / "policies" / "configs" / "cfc_ncp_rover.yaml"
 
@@ -136,7 +137,18 @@ def test_a_missing_config_names_the_shipped_folder(prefix_install, tmp_path):
     proc = _run_installed(code, _site_packages(prefix_install), tmp_path)
     share = (prefix_install / "share" / "liquid_control").resolve()
     assert "FileNotFoundError: policy config 'policies/configs/cfc_ncp_rovr.yaml': no such file" in proc.stderr
-    assert f"nor a shipped config {share}/policies/configs/policies/configs/cfc_ncp_rovr.yaml" in proc.stderr
+    configs = share / "policies" / "configs"
+    assert f"nor a shipped config {configs}/policies/configs/cfc_ncp_rovr.yaml or {configs}/cfc_ncp_rovr.yaml)" in (
+        proc.stderr
+    )
+
+
+def test_only_the_docs_shipped_paths_are_looked_up_in_the_share_dir(tmp_path, monkeypatch):
+    """`runs/...` names the working directory's runs, never the checkout's (share_dir() is the checkout here)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as missing:
+        paths.resolve_policy_file("runs/robot/policy.pt")
+    assert str(paths.share_dir() / "runs") not in str(missing.value)
 
 
 def test_every_console_script_is_installed_and_imports(prefix_install, tmp_path):
