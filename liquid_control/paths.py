@@ -28,10 +28,17 @@ def _recorded_share_dir() -> Path | None:
     return None
 
 
+def checkout_dir() -> Path | None:
+    """The source checkout this code runs from (editable install, tests), None when installed: what its git commit
+    describes. Folders above an installed package (a user's project holding the venv) are not this code's."""
+    return _SOURCE_ROOT if (_SOURCE_ROOT / "package.xml").is_file() else None
+
+
 def share_dir() -> Path:
     """share/liquid_control of a colcon or pip install, else the source tree (editable install, tests)."""
-    if (_SOURCE_ROOT / "package.xml").is_file():
-        return _SOURCE_ROOT
+    checkout = checkout_dir()
+    if checkout is not None:
+        return checkout
     recorded = _recorded_share_dir()
     if recorded is not None and (recorded / "package.xml").is_file():
         return recorded

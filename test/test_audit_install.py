@@ -82,6 +82,7 @@ from liquid_control import paths
 print(json.dumps({
     "module": liquid_control.__file__, "sim_envs": sim_envs.__file__,
     "share": str(paths.share_dir()),
+    "checkout": paths.checkout_dir() and str(paths.checkout_dir()),
     "policy": str(paths.resolve_policy_file("cfc_ncp_rover.pt")),
     "policy_as_documented": str(paths.resolve_policy_file("policies/cfc_ncp_rover.pt")),
     "config_as_documented": str(paths.resolve_config_file("policies/configs/cfc_ncp_rover.yaml")),
@@ -101,6 +102,7 @@ def test_a_prefix_install_finds_its_shipped_files_by_the_documented_names(prefix
     share = (prefix_install / "share" / "liquid_control").resolve()
     assert Path(found["module"]).is_relative_to(site) and Path(found["sim_envs"]).is_relative_to(site)
     assert Path(found["share"]) == share
+    assert found["checkout"] is None  # no git commit of the folders above to record as this code's
     assert Path(found["policy"]) == Path(found["policy_as_documented"]) == share / "policies" / "cfc_ncp_rover.pt"
     assert Path(found["config_as_documented"]) == share / "policies" / "configs" / "cfc_ncp_rover.yaml"
     assert Path(found["config_by_name"]) == share / "policies" / "configs" / "cfc_ncp_rover.yaml"
@@ -141,6 +143,10 @@ def test_a_missing_config_names_the_shipped_folder(prefix_install, tmp_path):
     assert f"nor a shipped config {configs}/policies/configs/cfc_ncp_rovr.yaml or {configs}/cfc_ncp_rovr.yaml)" in (
         proc.stderr
     )
+
+
+def test_the_checkout_is_where_package_xml_sits_beside_the_package():
+    assert paths.checkout_dir() == Path(paths.__file__).resolve().parent.parent == paths.share_dir()
 
 
 def test_only_the_docs_shipped_paths_are_looked_up_in_the_share_dir(tmp_path, monkeypatch):
