@@ -63,8 +63,14 @@ def _site_packages(prefix: Path) -> Path:
 @pytest.fixture(scope="module")
 def prefix_install(wheel, tmp_path_factory):
     """pip install --prefix: the share files land in <prefix>/share, which is not sys.prefix (as with --user)."""
+    from importlib import metadata
+
     prefix = tmp_path_factory.mktemp("prefix")
-    _pip("install", "--no-deps", "--no-index", "--prefix", str(prefix), str(wheel), cwd=prefix)
+    before = sorted(str(d._path) for d in metadata.distributions(name="liquid_control"))
+    # --ignore-installed: without it pip uninstalls the running environment's own (editable) liquid_control first,
+    # which left the test run's venv without the package and its console scripts
+    _pip("install", "--no-deps", "--no-index", "--ignore-installed", "--prefix", str(prefix), str(wheel), cwd=prefix)
+    assert sorted(str(d._path) for d in metadata.distributions(name="liquid_control")) == before
     return prefix
 
 
