@@ -291,3 +291,44 @@ def test_one_version_for_setup_py_and_package_xml():
     setup_py = (REPO / "setup.py").read_text()
     assert f'version="{__version__}"' in setup_py
     assert ET.parse(REPO / "package.xml").getroot().findtext("version") == __version__
+
+
+def test_train_and_eval_take_shipped_files_by_the_docs_names_from_any_folder(tmp_path, monkeypatch):
+    """Before: `train --config policies/configs/cfc_ncp_rover.yaml` and `eval --policy r=policies/cfc_ncp_rover.pt`
+    worked only with the checkout as the working directory ("policy config not found", "does not exist"), so not
+    from an installed package; the docs' names now resolve to the shipped files there too."""
+    from types import SimpleNamespace
+
+    from liquid_control import cli
+    from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
+    from liquid_control.training import trainer
+
+    monkeypatch.chdir(tmp_path)
+    asked = {}
+
+    def fake_train(config, out, **kwargs):
+        asked["config"] = config
+        return SimpleNamespace(success=None, policy_path=out, epochs=0, wall_s=0.0)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    assert cli.main(["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "run")]) == 0
+    assert Path(asked["config"]) == paths.policies_dir() / "configs" / "cfc_ncp_rover.yaml"
+    plan = build_plan(["r=policies/cfc_ncp_rover.pt"], ["in_distribution"], 1)
+    assert plan.policies[0].checkpoints == (str(paths.policies_dir() / "cfc_ncp_rover.pt"),)
+    with pytest.raises(EvaluationSetupError, match="checkpoint 'policies/nope.pt' does not exist"):
+        build_plan(["r=policies/nope.pt"], ["in_distribution"], 1)
+    (tmp_path / "policies").mkdir()  # a file of the working directory wins over the shipped one of that name
+    (tmp_path / "policies" / "cfc_ncp_rover.pt").write_bytes((paths.policies_dir() / "cfc_rover.pt").read_bytes())
+    plan = build_plan(["r=policies/cfc_ncp_rover.pt"], ["in_distribution"], 1)
+    assert plan.policies[0].checkpoints == (str(tmp_path / "policies" / "cfc_ncp_rover.pt"),)
+
+
+def test_an_installed_package_records_its_version_not_the_git_commit_of_a_repository_around_it(monkeypatch):
+    """Before: provenance ran git three folders above the package, so a venv inside a user's repository recorded
+    that repository's commit as the code's."""
+    from liquid_control.evaluation import provenance
+
+    assert provenance.code_commit() != "unknown"  # the checkout's commit here
+    monkeypatch.setattr(provenance, "checkout_dir", lambda: None)
+    assert provenance._git("rev-parse", "HEAD") is None
+    assert provenance.code_commit().startswith("installed liquid_control ")

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies
+from liquid_control.paths import resolve_policy_file
 from liquid_control.runtime.backends import checkpoint_sha256
 
 EXPERT = "expert"
@@ -130,21 +131,32 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
     return name, paths
 
 
+def _checkpoint_file(path: str, name: str | None) -> str:
+    """The checkpoint file ``path`` names: as given, else a shipped policy named as the docs name it
+    (``policies/cfc_ncp_rover.pt``, also from an installed package). EvaluationSetupError naming it otherwise."""
+    if os.path.isdir(path):  # e.g. a training run's folder: its checkpoint is the policy.pt inside
+        inside = os.path.join(path, "policy.pt")
+        hint = f"; did you mean {inside}?" if os.path.isfile(inside) else ""
+        raise EvaluationSetupError(
+            f"checkpoint {path!r} is a folder, not a checkpoint file (policy {name or path!r}){hint}"
+        )
+    if os.path.isfile(path):
+        return path
+    try:
+        shipped = str(resolve_policy_file(path))
+    except OSError:
+        shipped = None
+    if shipped is None or not os.path.isfile(shipped):  # (only a .pt's .onnx export: evaluation runs checkpoints)
+        raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r})")
+    return shipped
+
+
 def resolve_policy(name: str | None, paths: list[str], default_world: str) -> PolicySpec:
     """Load every checkpoint once (errors name the file), read world/seed/size; the expert needs no file."""
     if name == EXPERT and not paths:
         return PolicySpec(name=EXPERT, world=default_world, env_kwargs=agents.default_env_kwargs(None))
-    infos = []
-    for path in paths:
-        if os.path.isdir(path):  # e.g. a training run's folder: its checkpoint is the policy.pt inside
-            inside = os.path.join(path, "policy.pt")
-            hint = f"; did you mean {inside}?" if os.path.isfile(inside) else ""
-            raise EvaluationSetupError(
-                f"checkpoint {path!r} is a folder, not a checkpoint file (policy {name or path!r}){hint}"
-            )
-        if not os.path.isfile(path):
-            raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r})")
-        infos.append(agents.inspect_checkpoint(path))  # raises EvaluationSetupError naming the file
+    paths = [_checkpoint_file(path, name) for path in paths]
+    infos = [agents.inspect_checkpoint(path) for path in paths]  # raises EvaluationSetupError naming the file
     worlds = {info["world"] for info in infos}
     if len(worlds) != 1:
         raise EvaluationSetupError(f"policy {name!r}: checkpoints are for different worlds {sorted(worlds)}")

@@ -13,6 +13,7 @@ import time
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.errors import EvaluationSetupError
+from liquid_control.paths import checkout_dir
 
 SITTING_NAME = "provenance.sitting.json"
 HEARTBEAT_S = 60.0
@@ -23,7 +24,10 @@ def _utc(seconds: float) -> str:
 
 
 def _git(*args: str) -> str | None:
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    """Git in this code's own checkout; None when installed (a git repository holding the venv is the user's)."""
+    root = checkout_dir()
+    if root is None:
+        return None
     try:
         out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):
@@ -57,6 +61,13 @@ def code_commit() -> str:
     """The checkout's commit, marked when its tracked files differ from it."""
     commit = _git("rev-parse", "HEAD")
     dirty = _git("status", "--porcelain", "--untracked-files=no")
+    if commit is None and checkout_dir() is None:
+        from importlib import metadata
+
+        try:
+            return f"installed liquid_control {metadata.version('liquid_control')}"
+        except metadata.PackageNotFoundError:
+            return "unknown"
     return (commit or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 

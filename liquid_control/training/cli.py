@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from liquid_control.paths import resolve_config_file
 from liquid_control.processes import Terminated, keep_freed_memory, sigterm_as_interrupt
 
 EPILOG = """\
@@ -155,6 +156,11 @@ def run(args) -> int:
             overrides["training.augmentation"] = list(PHOTOMETRIC)
         if args.config is None and not args.resume:
             raise ValueError("--config is required (except with --resume)")
+        if args.config is not None:  # a shipped config by the docs' name (policies/configs/...), also when installed
+            try:
+                args.config = str(resolve_config_file(args.config))
+            except FileNotFoundError as exc:
+                raise ValueError(f"--config: {exc}") from None
         if os.path.exists(args.out) and not os.path.isdir(args.out):
             raise ValueError(f"--out {args.out}: exists and is not a folder")
         command = (
