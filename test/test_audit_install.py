@@ -332,3 +332,15 @@ def test_an_installed_package_records_its_version_not_the_git_commit_of_a_reposi
     monkeypatch.setattr(provenance, "checkout_dir", lambda: None)
     assert provenance._git("rev-parse", "HEAD") is None
     assert provenance.code_commit().startswith("installed liquid_control ")
+
+
+def test_model_card_asks_for_out_when_installed_instead_of_writing_into_the_installed_share(monkeypatch, capsys):
+    """Before: shipping a card from an installed package wrote policies/<name>.pt and .md into the installed share
+    (root-owned or read-only after a colcon or system install); the checkout keeps its default."""
+    from liquid_control.training import model_card
+
+    monkeypatch.setattr(model_card, "checkout_dir", lambda: None)
+    with pytest.raises(SystemExit) as stop:
+        model_card.main(["--refresh", "cfc_ncp_rover"])
+    assert stop.value.code == 2
+    assert "--out is required outside a source checkout" in capsys.readouterr().err

@@ -34,7 +34,7 @@ from pathlib import Path
 import yaml
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.paths import policies_dir
+from liquid_control.paths import checkout_dir, policies_dir
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.runtime.backends import checkpoint_sha256
@@ -616,6 +616,10 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
     for flag, path in (("--append", args.append), ("--ood-results", args.ood_results)):
         if path is not None and not Path(path).is_file():
             parser.error(f"{flag} {path}: no such file")
+    if args.out is None and checkout_dir() is None:  # the installed share is the package's, not a place to write
+        parser.error(
+            f"--out is required outside a source checkout (the default, {policies_dir()}, is the installed package's)"
+        )
     for flag, folder in (("--out", args.out), ("--cache", args.cache)):
         if folder is not None:
             try:
@@ -643,7 +647,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--check-episodes", type=int, default=12, help="first episodes the shipped-policies test replays"
     )
-    parser.add_argument("--out", default=None, help="destination folder (default: the package's policies/)")
+    parser.add_argument(
+        "--out", default=None, help="destination folder (default: the checkout's policies/; required when installed)"
+    )
     parser.add_argument(
         "--machine",
         default=f"{platform.machine()} CPU, shared with other jobs",
