@@ -117,3 +117,31 @@ def test_types_that_never_connect_are_named_nan_is_said_and_the_shutdown_stop_is
     assert code == 0 and (last.linear.x, last.angular.z) == (0.0, 0.0), text
     assert "not acknowledged" not in text and "policy updates, operator drove" in text, text
     assert text.count(wrong_operator) == 1, text  # once per topic and type, not every second
+
+
+def test_a_failing_graph_query_neither_keeps_back_the_silence_stop_nor_ends_the_watch():
+    """Before: the message-type check (a ROS graph query) ran first in the watch timer; when it raised, the
+    deadman's stop was skipped and the exception ended the timer callback."""
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    try:
+        node = TakeoverMuxNode(context=context)
+        sent, warnings = [], []
+
+        def graph_fails(topic):
+            raise RuntimeError("graph query failed")
+
+        node.get_publishers_info_by_topic = node.get_subscriptions_info_by_topic = graph_fails
+        node._send = lambda action, stamp_msg=None: sent.append(action)
+        node.get_logger().warning = lambda msg, **kw: warnings.append(msg)
+        node.driver, node.operator_at, node.policy_at = "policy", node._now() - 10.0, node._now()
+        node._watch()
+        assert sent == [None] and node.driver is None and node.counts["silence_stops"] == 1
+        assert any("could not look up the message types" in w and "graph query failed" in w for w in warnings)
+        node.driver, node.operator_at, node.policy_at = "policy", node._now(), node._now() - 10.0
+        node.type_checked_at = -math.inf
+        node._watch()  # the next watch still stops a silent policy
+        assert sent == [None, None] and node.counts["silence_stops"] == 2
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

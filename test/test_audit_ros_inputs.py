@@ -149,6 +149,24 @@ def test_a_silent_input_names_the_publishers_of_another_type_on_its_topic(policy
     assert "/camera/image_raw has" not in watchdog  # no publisher at all there: nothing of another type
 
 
+def test_a_failing_graph_query_does_not_keep_back_the_watchdogs_stop(policy_node):
+    """Before: the watchdog's warning (naming publishers of another type, a ROS graph query) was built before the
+    stop was published; when the query raised, no stop went out and the exception ended the timer callback."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, probe, spin, warnings = policy_node
+
+    def graph_fails(topic):
+        raise RuntimeError("graph query failed")
+
+    node.get_publishers_info_by_topic = graph_fails
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert spin(10.0, until=lambda: node._stops_published >= 2), warnings  # and again at the next check
+    watchdog = next(w for w in warnings if w.startswith("watchdog:"))
+    assert "imu silent" in watchdog and "stop command" in watchdog
+    assert "the publishers on /imu/data could not be looked up (RuntimeError('graph query failed'))" in watchdog
+
+
 def test_a_rejected_message_is_logged_with_its_topic_and_a_wrong_size_with_both_sizes(policy_node):
     from rclpy.lifecycle import TransitionCallbackReturn
 

@@ -587,12 +587,12 @@ class PolicyNode(LifecycleNode):
         self._watchdog_seen = now
         stale = self._stale_inputs(now)
         if stale:
+            self._publish_stop("watchdog")  # first (nothing below may keep it back); repeated while stale
             if not self._stale:
                 ages = ", ".join(
                     f"{k} silent {now - self._last_arrival.get(k, self._activated_at):.2f} s" for k in stale
                 )
                 self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command{self._wrong_types(stale)}")
-            self._publish_stop("watchdog")  # repeated while stale, so a restarted base stays stopped
         elif self._stale:
             self._commanding_again()
         was_stale, self._stale = self._stale, stale
@@ -607,7 +607,12 @@ class PolicyNode(LifecycleNode):
         found = []
         for sensor in sensors:
             topic, wanted = self._input_topics[sensor], message_type_name(SENSORS[sensor][0])
-            other = sorted({i.topic_type for i in self.get_publishers_info_by_topic(topic)} - {wanted})
+            try:
+                publishers = self.get_publishers_info_by_topic(topic)
+            except Exception as exc:  # only words for the warning: a failing graph query must not end the watchdog
+                found.append(f"the publishers on {topic} could not be looked up ({exc!r})")
+                continue
+            other = sorted({i.topic_type for i in publishers} - {wanted})
             if other:
                 found.append(f"{topic} has publishers of type {', '.join(other)}, the {sensor} input takes {wanted}")
         return "; " + "; ".join(found) if found else ""

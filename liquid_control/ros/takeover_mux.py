@@ -327,15 +327,20 @@ class TakeoverMuxNode(Node):
     def _watch(self):
         """The deadman between messages: a silent driver, or a silent operator, stops the base once."""
         now = self._now()
-        if now - self.type_checked_at >= TYPE_CHECK_PERIOD_S:
-            self.type_checked_at = now
-            self._check_types()
         if self.driver is not None and now - self.operator_at > self.operator_timeout:
             self.counts["silence_stops"] += 1
             self._stop(f"no operator command on {self.resolved['operator_topic']} for {self.operator_timeout:g} s")
         elif self.driver == "policy" and now - self.policy_at > self.policy_timeout:
             self.counts["silence_stops"] += 1
             self._stop(f"no policy command on {self.resolved['policy_topic']} for {self.policy_timeout:g} s")
+        if now - self.type_checked_at >= TYPE_CHECK_PERIOD_S:
+            self.type_checked_at = now
+            try:
+                self._check_types()
+            except Exception as exc:  # a failing graph query must not end this timer: it is the deadman
+                self.get_logger().warning(
+                    f"could not look up the message types on the mux's topics: {exc!r}", throttle_duration_sec=10.0
+                )
 
     def _check_types(self):
         """One warning per topic and type for a publisher (inputs) or subscriber (the base) of another message
