@@ -226,3 +226,22 @@ def test_an_export_run_directly_beside_a_retrained_checkpoint_says_so(checkpoint
     assert chosen.name == "onnx" and "re-export it" in chosen.note
     checkpoint.unlink()  # a robot with the export alone: nothing to compare with
     assert load_backend(onnx_file).note is None
+
+
+def test_an_export_run_directly_beside_an_unreadable_checkpoint_runs_and_says_so(checkpoint, monkeypatch):
+    """Before: an OSError reading the .pt beside an .onnx named directly (the check of a retrained checkpoint)
+    failed a load that had worked, and left the ONNX session it had opened behind."""
+    from liquid_control.runtime import backends
+
+    assert cli.main(["export", str(checkpoint)]) == 0
+    onnx_file = checkpoint.with_suffix(".onnx")
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(backends, "checkpoint_sha256", unreadable)
+    with pytest.warns(UserWarning, match=f"{onnx_file}: runs as asked; policy.pt beside it could not be read"):
+        chosen = load_backend(onnx_file)
+    assert chosen.name == "onnx" and "Permission denied" in chosen.note and "unchecked" in chosen.note
+    action, _ = chosen.step(BALANCER_OBS, chosen.initial_state(), 0.01)
+    assert np.isfinite(action).all()

@@ -449,7 +449,17 @@ def _choose_backend(path: Path, backend: str):
             raise BackendError(f"{path}: no such policy file")
         chosen, checkpoint = OnnxBackend(path), path.with_suffix(".pt")
         recorded = chosen.source_sha256
-        if recorded is not None and checkpoint.is_file() and recorded != checkpoint_sha256(checkpoint):
+        if recorded is None or not checkpoint.is_file():
+            return chosen
+        try:
+            beside = checkpoint_sha256(checkpoint)
+        except OSError as exc:  # the .pt only adds a caution: one that cannot be read does not stop the .onnx asked for
+            chosen.note = (
+                f"{path}: runs as asked; {checkpoint.name} beside it could not be read ({exc.strerror or exc}), so "
+                "whether it is the checkpoint this was exported from is unchecked"
+            )
+            return chosen
+        if recorded != beside:
             # runs as asked, but not silently: the usual slip is a retrained .pt and a node still pointed at the .onnx
             chosen.note = (
                 f"{path}: runs as asked, but {checkpoint.name} beside it is not the checkpoint it was exported from "
