@@ -68,6 +68,60 @@ def test_ctrl_c_during_replay_finishes_the_output_bag_and_says_so(tmp_path, caps
         assert not reader.salvaged  # (no node ran here: nothing to record)
 
 
+def test_a_second_ctrl_c_while_the_output_bag_is_finished_does_not_cut_it_short(tmp_path, capfd, monkeypatch):
+    """Before: a second Ctrl-C (or SIGTERM) while the recorder finished the output bag escaped the replay, left
+    the bag without footer and metadata.yaml, and the replay said 'interrupted before the playback began; nothing
+    recorded'."""
+    import time
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+    from liquid_control.ros.replay import Replay
+
+    bag, out = _small_bag(tmp_path / "run_018"), tmp_path / "replayed"
+    original_play, original_close = Replay.play, BagRecorderNode.close
+
+    def play_then_ctrl_c(self, reader, rate, stop, max_gap_s=math.inf):
+        original_play(self, reader, rate, stop, max_gap_s)
+        raise KeyboardInterrupt
+
+    def close_after_another_ctrl_c(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the handler runs here
+        return original_close(self)
+
+    monkeypatch.setattr(Replay, "play", play_then_ctrl_c)
+    monkeypatch.setattr(BagRecorderNode, "close", close_after_another_ctrl_c)
+    argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0", "--rate", "20"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 130
+    err = capfd.readouterr().err
+    assert f"replay: finishing {out} first" in err, err
+    assert f"{out} is a complete bag holding what was recorded until then" in err, err
+    assert "nothing recorded" not in err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler restored
+    with BagReader(out) as reader:
+        assert not reader.salvaged
+
+
+def test_an_interrupt_escaping_while_the_output_bag_is_finished_names_it_and_the_recovery(
+    tmp_path, capsys, monkeypatch
+):
+    """Where an interrupt still escapes the bag's close (before the replay could defer it), the message names the
+    unfinished output bag and `record --recover`, not 'nothing recorded'."""
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    bag, out = _small_bag(tmp_path / "run_019"), tmp_path / "replayed"
+
+    def interrupted_close(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(BagRecorderNode, "close", interrupted_close)
+    argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0", "--rate", "20"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted while {out} was being finished: it is left unfinished" in err, err
+    assert f"liquid-control record --recover {out} -o <new bag>" in err and "nothing recorded" not in err
+
+
 @pytest.fixture(scope="module")
 def two_days(tmp_path_factory):
     """day1/run_001 and day2/run_001: two different 1 s expert drives at the shipped policy's 64x64 pixels,

@@ -69,3 +69,17 @@ def test_recorded_velocity_commands_are_not_replayed_unless_named(tmp_path, caps
     err = capsys.readouterr().err
     assert "nothing to replay" in err and "/base/cmd_vel, /policy/cmd_vel (velocity commands: name them in" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_nothing_recorded_while_velocity_commands_were_held_back_says_a_policy_may_take_one(tmp_path, capsys):
+    """A balancer whose target velocity comes from /cmd_vel (target_topic:=cmd_vel) got no input from the replay
+    (the bag's /cmd_vel held back) and the user saw only 'nothing was recorded'."""
+    bag = _round_bag(tmp_path / "round")
+    out = tmp_path / "replayed"
+    argv = ["replay", str(bag), "-o", str(out), "--record", "/policy/cmd_vel", "--wait", "0", "--linger", "0.1"]
+    assert cli.main([*argv, "--rate", "10", "--domain-id", str(free_domain_id())]) == 1  # no node here
+    err = capsys.readouterr().err
+    hint = "if the policy takes one of them as an input, e.g. a target velocity, name it in --topics"
+    assert "replay: not replaying /base/cmd_vel, /cmd_vel: recorded velocity commands" in err and hint in err, err
+    nothing = "warning: nothing was recorded (is the policy node running and active?)"
+    assert f"{nothing}; not replayed: /base/cmd_vel, /cmd_vel ({hint})" in err

@@ -15,7 +15,10 @@ replayed (the recorded commands of the bag would otherwise collide with the node
 other velocity commands (every topic named ``cmd_vel``, e.g. ``/base/cmd_vel`` beside ``--record
 /policy/cmd_vel``) unless named in ``--topics``, with one notice naming them: unlike ``ros2 bag play``, this tool
 replays a policy's inputs, and on a robot a replayed ``/cmd_vel`` drives the base (and a ``takeover_mux`` takes
-it for an operator) while the policy's commands are being recorded.
+it for an operator) while the policy's commands are being recorded. A policy that takes one of them as its input
+(the balancer's ``target_topic:=cmd_vel``) needs it named in ``--topics``; the notice, and the final warning when
+nothing was recorded, say so. Ctrl-C or SIGTERM finishes the output bag with what was recorded (exit 130/143);
+another one while it is being finished is told to wait.
 
     ros2 launch liquid_control policy.launch.py policy:=runs/from_bags/policy.pt autostart:=true
     liquid-control replay bags/heldout/episode_200 -o bags/replayed --rate 2
@@ -37,11 +40,14 @@ passed: a refused replay leaves no (empty) output bag behind, and the corrected 
 from __future__ import annotations
 
 import argparse
+import copy
 import math
+import os
 import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import rclpy
@@ -51,6 +57,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from liquid_control.bags import BagError, BagReader
 from liquid_control.bags.io import message_class
 from liquid_control.bags.stream import absolute_topic
+from liquid_control.processes import Terminated, sigterm_as_interrupt
 
 from .recorder_node import BagRecorderNode, default_bag_name
 
@@ -70,6 +77,10 @@ def publisher_qos(profiles) -> QoSProfile:
         if q.durability.name == "TRANSIENT_LOCAL"
         else DurabilityPolicy.VOLATILE,
     )
+
+
+# the bag's velocity commands are held back from a replay unless named: a policy that reads one gets no input
+HELD_BACK_INPUT_HINT = "if the policy takes one of them as an input, e.g. a target velocity, name it in --topics"
 
 
 class RecordingFailed(BagError):
@@ -318,7 +329,7 @@ def replay(args) -> dict:
             print(
                 f"replay: not replaying {', '.join(commands)}: recorded velocity commands, which a robot's base (or "
                 "a takeover_mux, as an operator's) would execute while the policy's commands are recorded; name "
-                "them in --topics to replay them",
+                f"them in --topics to replay them ({HELD_BACK_INPUT_HINT})",
                 file=sys.stderr,
             )
         elif commands:
@@ -373,7 +384,15 @@ def replay(args) -> dict:
     executor.add_node(recorder)
     spinner = threading.Thread(target=lambda: _spin(executor, context, stop, failures), daemon=True)
     spinner.start()
-    result = {"output": str(recorder.output), "published": {}, "recorded": {}, "interrupted": ""}
+    held_back = commands if args.topics is None else []
+    result = {
+        "output": str(recorder.output),
+        "published": {},
+        "recorded": {},
+        "interrupted": "",  # where Ctrl-C (SIGTERM: "terminated") stopped the playback
+        "terminated": False,
+        "held_back": held_back,  # the velocity commands not replayed (none named in --topics)
+    }
     where, completed = "no message of the bags had been played", False
     playing, whole = None, 0  # the bag being played and how many were played whole: where a Ctrl-C stopped it
     try:
@@ -407,7 +426,7 @@ def replay(args) -> dict:
             stop.wait(args.linger)
             where = "every bag had been played"
         completed = True
-    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM, see run): the output bag is finished below with what came
+    except KeyboardInterrupt as exc:  # Ctrl-C (or SIGTERM, see run): the output bag is finished below
         played = sum(player.published.values())
         if playing is not None:
             state = f"while playing {playing}"
@@ -416,23 +435,25 @@ def replay(args) -> dict:
         else:
             state = "while waiting for the policy node, before any message was played"
         result["interrupted"] = f"{state} ({played} message(s) published)"
+        result["terminated"] = isinstance(exc, Terminated)
         completed = True
     finally:
-        stop.set()
-        spinner.join(timeout=2.0)
-        executor.remove_node(recorder)
-        unfinished = None
-        try:
-            path = recorder.close()
-        except BagError as exc:  # e.g. the disk is still full: the MCAP file stays, truncated
-            path, unfinished = recorder.output, exc
-        result.update(output=str(path), published=dict(player.published), recorded=dict(recorder.counts))
-        recorder.destroy_node()
-        node.destroy_node()
-        executor.shutdown()
-        context.try_shutdown()
-        for reader in readers:
-            reader.close()
+        with _signals_deferred(recorder.output):  # a second Ctrl-C would leave the bag unfinished
+            stop.set()
+            spinner.join(timeout=2.0)
+            executor.remove_node(recorder)
+            unfinished = None
+            try:
+                path = recorder.close()
+            except BagError as exc:  # e.g. the disk is still full: the MCAP file stays, truncated
+                path, unfinished = recorder.output, exc
+            result.update(output=str(path), published=dict(player.published), recorded=dict(recorder.counts))
+            recorder.destroy_node()
+            node.destroy_node()
+            executor.shutdown()
+            context.try_shutdown()
+            for reader in readers:
+                reader.close()
     failure = recorder.failed or (failures[0] if failures else "")
     if failure:
         if unfinished is None:
@@ -446,6 +467,26 @@ def replay(args) -> dict:
     if unfinished is not None and completed:
         raise unfinished
     return result
+
+
+@contextmanager
+def _signals_deferred(output):
+    """Within the block Ctrl-C and SIGTERM only say that the output bag is being finished (main thread; elsewhere
+    a no-op): the first one stopped the playback, a second one escaping the bag's close left it without footer
+    and metadata.yaml."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def finishing_first(signum, _frame):  # os.write: a print here could re-enter one in progress on stderr
+        os.write(2, f"replay: finishing {output} first (kill -9 would leave it unfinished)\n".encode())
+
+    previous = {sig: signal.signal(sig, finishing_first) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def velocity_command_topics(topics: list[str]) -> list[str]:
@@ -481,38 +522,46 @@ def _spin(executor, context, stop, failures):
             break
 
 
+def _interrupted_outside_playback(output: Path, existed: bool) -> str:
+    """What a Ctrl-C (SIGTERM) that escaped :func:`replay` left at ``output``: none before the recorder created the
+    bag, else one finished or not (metadata.yaml is written last)."""
+    if existed or not output.exists():
+        return "interrupted before the playback began; nothing recorded"
+    if (output / "metadata.yaml").is_file():
+        return f"interrupted; {output} was finished with what was recorded until then"
+    return (
+        f"interrupted while {output} was being finished: it is left unfinished; `liquid-control record --recover "
+        f"{output} -o <new bag>` keeps what was written"
+    )
+
+
 def run(args) -> int:
     """Replay the bags and report; exit code 2 for a bad bag or argument, 1 when nothing was recorded, 130 (143)
     when stopped by Ctrl-C (SIGTERM), with the output bag finished holding what was recorded until then."""
-    received = []
-
-    def on_sigterm(signum, _frame):  # ends the replay as Ctrl-C does: the output bag finished, not cut short
-        received.append(signum)
-        raise KeyboardInterrupt
-
-    main_thread = threading.current_thread() is threading.main_thread()  # where signal handlers can be set
-    previous = signal.signal(signal.SIGTERM, on_sigterm) if main_thread else None
+    args = copy.copy(args)
+    args.output = args.output or default_bag_name()  # named here too: an escaping Ctrl-C is told what is there
+    existed = Path(args.output).exists()  # replay refuses it: not its bag
     try:
-        result = replay(args)
+        with sigterm_as_interrupt():  # a kill ends the replay as Ctrl-C does: the output bag finished
+            result = replay(args)
     except (BagError, ValueError) as exc:
         print(f"liquid-control replay: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before the playback began (opening the bags, starting DDS): no output bag yet
-        print("liquid-control replay: interrupted before the playback began; nothing recorded", file=sys.stderr)
-        return 128 + (received[0] if received else signal.SIGINT)
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt as exc:  # outside the playback: opening the bags, starting DDS, or a late second one
+        print(f"liquid-control replay: {_interrupted_outside_playback(Path(args.output), existed)}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     if result["interrupted"]:
         print(
             f"liquid-control replay: interrupted {result['interrupted']}; {result['output']} is a complete bag "
             f"holding what was recorded until then: {result['recorded']}",
             file=sys.stderr,
         )
-        return 128 + (received[0] if received else signal.SIGINT)  # 130 / 143, as liquid-control record
+        return 143 if result["terminated"] else 130  # as liquid-control record
     print(f"wrote {result['output']}: recorded {result['recorded']}, published {result['published']}")
     if not any(result["recorded"].values()):
-        print("warning: nothing was recorded (is the policy node running and active?)", file=sys.stderr)
+        held_back = result["held_back"]
+        hint = f"; not replayed: {', '.join(held_back)} ({HELD_BACK_INPUT_HINT})" if held_back else ""
+        print(f"warning: nothing was recorded (is the policy node running and active?){hint}", file=sys.stderr)
         return 1
     return 0
 
