@@ -39,14 +39,18 @@ EXIT_OK = 0  # every episode ran to its end (whatever its outcome: the summary s
 EXIT_NODE_FAILED = 1  # a node failed or was killed; the episode it interrupted is reported as failed, with why
 EXIT_USAGE = 2  # invalid arguments (argparse, an unknown world, a missing parameter file)
 EXIT_TIMEOUT = 3  # the wall-clock --timeout expired before every episode ended
+EXIT_DOMAIN_SHARED = 4  # another graph with nodes of the same names runs on the ROS domain: both would mix messages
 EXIT_SIGNAL_BASE = 128  # + signal number: stopped by SIGINT (130) or SIGTERM (143); every node stopped first
 EXIT_STATUS_HELP = (
     f"exit status: {EXIT_OK} every episode ran to its end (success or not); {EXIT_NODE_FAILED} a node failed or "
     f"was killed (the episode it interrupted is reported as failed, with the cause); {EXIT_USAGE} invalid "
-    f"arguments; {EXIT_TIMEOUT} --timeout expired first; {EXIT_SIGNAL_BASE + signal.SIGINT} / "
+    f"arguments; {EXIT_TIMEOUT} --timeout expired first; {EXIT_DOMAIN_SHARED} another graph runs on the same "
+    f"ROS domain (stopped: their messages would mix; use --domain-id); {EXIT_SIGNAL_BASE + signal.SIGINT} / "
     f"{EXIT_SIGNAL_BASE + signal.SIGTERM} interrupted by SIGINT / SIGTERM (all nodes stopped, summary printed)"
 )
 STOP_GRACE_S = 3.0  # a node still running this long after SIGINT is killed
+MONITOR_NODE = "liquid_control_sim_monitor"  # the status listener of `liquid-control sim`
+GRAPH_CHECK_PERIOD_S = 0.5  # how often `liquid-control sim` looks for another graph on its domain
 
 
 def parameter_argument(key: str, value) -> str:
@@ -115,8 +119,9 @@ def sim_graph(
     """sim_node + policy_node for ``world``; empty/zero arguments keep the parameter files' values.
 
     ``lockstep`` (implies ``use_sim_time``): the simulation waits for the command after each update, the
-    closed loop of training without compute latency."""
-    use_sim_time = use_sim_time or lockstep
+    closed loop of training without compute latency. A ``real_time_factor`` other than 1 implies ``use_sim_time``
+    too (stamps in wall time would not match the sim's pace; sim_node refuses it)."""
+    use_sim_time = use_sim_time or lockstep or real_time_factor != 1.0
     if world not in WORLD_POLICIES:
         raise ValueError(f"unknown world {world!r}; choose from {', '.join(WORLD_POLICIES)}")
     policy_file, default_policy = WORLD_POLICIES[world]
@@ -143,6 +148,8 @@ def sim_graph(
         from sim_envs.shifts import shift_for_world
 
         shift_for_world(shift, world, world_class(world).sensor_names)  # or a ValueError naming it
+    policy_publish_mode = publish_mode or policy_params.get("publish_mode", "per_update")
+    check_policy_options(policy_path, world, backend, control_rate_hz, policy_publish_mode)
     policy_overrides = dict(common, autostart=True, policy=policy)
     if publish_mode:
         policy_overrides["publish_mode"] = publish_mode
@@ -170,6 +177,30 @@ def sim_graph(
         NodeDescription("sim_node", "sim_node", (str(sim_yaml),), sim_overrides),
         NodeDescription("policy_node", "policy_node", (str(policy_yaml),), policy_overrides, lifecycle=True),
     ]
+
+
+def check_policy_options(policy: Path, world: str, backend: str, control_rate_hz: float, publish_mode: str) -> None:
+    """The policy's world, backend and command rate against the graph's options (``liquid-control sim``'s and
+    the launch file's names), or a ValueError saying what to change: the policy node would fail on them, or
+    run a policy of another world in this one, or never read the rate."""
+    if control_rate_hz and publish_mode != "fixed_rate":
+        raise ValueError(
+            f"--control-rate {control_rate_hz:g} is the command rate of --publish-mode fixed_rate, and the policy "
+            f"node publishes {publish_mode} (one command per update): add --publish-mode fixed_rate"
+        )
+    if backend == "torch" and policy.suffix == ".onnx":
+        raise ValueError(f"--backend torch runs a .pt checkpoint; --policy {policy} is an ONNX model (--backend onnx)")
+    if backend == "onnx" and policy.suffix != ".onnx" and not policy.with_suffix(".onnx").is_file():
+        raise ValueError(
+            f"--backend onnx: there is no exported {policy.with_suffix('.onnx').name} next to --policy {policy} "
+            f"(write one with `liquid-control export {policy}`)"
+        )
+    trained_for = policy_world(policy)
+    if trained_for is not None and trained_for != world:
+        raise ValueError(
+            f"--policy {policy}: trained for {trained_for}, but --world is {world} "
+            f"(add --world {trained_for}, or give a policy of {world})"
+        )
 
 
 def policy_world_parameters(policy_file: Path) -> dict:
@@ -343,7 +374,7 @@ def _status_listener(domain_id: int | None, world: str):
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
-    node = rclpy.create_node("liquid_control_sim_monitor", context=context)
+    node = rclpy.create_node(MONITOR_NODE, context=context)
     received: list[dict] = []
     ignored = [0]
 
@@ -567,6 +598,15 @@ def policy_world(path: Path) -> str | None:
     return world if isinstance(world, str) else None
 
 
+def shared_domain(node_names: list[tuple[str, str]], ours: list[str]) -> str:
+    """Which of ``ours`` (node names in the root namespace, with the status listener's) run more than once among
+    ``node_names`` (the domain's graph, ``get_node_names_and_namespaces()``), as "2 nodes named /sim_node"; empty
+    when none does. Another graph of the same nodes (a second `liquid-control sim`, a launch, a robot) publishes on
+    the same topics: each policy would get both sims' frames and each sim both policies' commands."""
+    counts = {name: sum(1 for n, ns in node_names if n == name and ns == "/") for name in [*ours, MONITOR_NODE]}
+    return ", ".join(f"{k} nodes named /{name}" for name, k in counts.items() if k > 1)
+
+
 def default_timeout(episodes: int, episode_limit: float, real_time_factor: float, graph_wait: float) -> float:
     """The wall-clock limit of a run without --timeout: the sim's wait for the policy node plus, per episode, its
     time limit at the real-time factor and 30 s; none (inf) with ``episodes`` 0, which runs until stopped."""
@@ -579,12 +619,11 @@ def run_sim(args, announce=None) -> SimRun:
     """Start the graph's nodes, print each episode's status as it arrives, stop every node; what happened.
     ``announce``: called once the arguments are checked, before any node starts."""
     check_arguments(args)
-    use_sim_time = args.use_sim_time or args.real_time_factor != 1.0
     nodes = sim_graph(
         world=args.world,
         policy=args.policy,
         shift=args.shift,
-        use_sim_time=use_sim_time,
+        use_sim_time=args.use_sim_time,
         real_time_factor=args.real_time_factor,
         seed=args.seed,
         episodes=args.episodes,
@@ -597,29 +636,6 @@ def run_sim(args, announce=None) -> SimRun:
     # the statuses reach this process's listener before sim_node exits, however late discovery matched it (a
     # launch file has no listener: sim_node's default half second there)
     nodes[0].parameters["status_wait_s"] = 10.0
-    if args.control_rate:
-        mode = nodes[1].parameters.get("publish_mode") or _policy_parameters(Path(nodes[1].parameter_files[0])).get(
-            "publish_mode", "per_update"
-        )
-        if mode != "fixed_rate":  # the node would publish one command per update and never read the rate
-            raise ValueError(
-                f"--control-rate {args.control_rate:g} is the command rate of --publish-mode fixed_rate, and the "
-                f"policy node publishes {mode} (one command per update): add --publish-mode fixed_rate"
-            )
-    policy = resolve_policy_file(nodes[1].parameters["policy"])
-    if args.backend == "torch" and policy.suffix == ".onnx":
-        raise ValueError(f"--backend torch runs a .pt checkpoint; --policy {policy} is an ONNX model (--backend onnx)")
-    if args.backend == "onnx" and policy.suffix != ".onnx" and not policy.with_suffix(".onnx").is_file():
-        raise ValueError(
-            f"--backend onnx: there is no exported {policy.with_suffix('.onnx').name} next to --policy {policy} "
-            f"(write one with `liquid-control export {policy}`)"
-        )
-    trained_for = policy_world(policy)
-    if trained_for is not None and trained_for != args.world:
-        raise ValueError(
-            f"--policy {policy}: trained for {trained_for}, but --world is {args.world} "
-            f"(add --world {trained_for}, or give a policy of {args.world})"
-        )
     if announce is not None:
         announce()
     env = dict(os.environ)
@@ -648,6 +664,8 @@ def run_sim(args, announce=None) -> SimRun:
         procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)  # before rclpy starts its threads
         context, executor, monitor, statuses, ignored = _status_listener(domain, args.world)  # transient local
         ended = None  # name of the first node that exited on its own
+        shared = ""  # another graph of the same nodes on the domain
+        next_graph_check = start
         try:
             while time.monotonic() < deadline and signals.received is None:
                 executor.spin_once(timeout_sec=0.1)
@@ -655,6 +673,11 @@ def run_sim(args, announce=None) -> SimRun:
                 ended = next((name for name, proc in procs.items() if proc.poll() is not None), None)
                 if ended:
                     break
+                if time.monotonic() >= next_graph_check:
+                    next_graph_check = time.monotonic() + GRAPH_CHECK_PERIOD_S
+                    shared = shared_domain(monitor.get_node_names_and_namespaces(), [n.name for n in nodes])
+                    if shared:
+                        break
             if ended == "sim_node" and procs["sim_node"].returncode == 0:
                 end = time.monotonic() + 2.0  # the sim finished: its last status may still be on its way
                 while len(statuses) < episodes and time.monotonic() < end and signals.received is None:
@@ -683,7 +706,15 @@ def run_sim(args, announce=None) -> SimRun:
         for name, code in first_codes.items()
         if code is not None and not (name == "sim_node" and code == 0 and len(statuses) >= episodes)
     }
-    if failed:
+    if shared:
+        run.code = EXIT_DOMAIN_SHARED
+        run.errors.append(
+            f"another graph runs on ROS_DOMAIN_ID {domain if domain is not None else 0} ({shared}: another "
+            "liquid-control sim, a launch or a robot; or one killed in the last 20 s, still listed by discovery): "
+            "its sim and policy would exchange camera frames, commands and episode statuses with this run's, so "
+            f"every node was stopped after {elapsed:.1f} s; give each graph its own --domain-id"
+        )
+    elif failed:
         why = "; ".join(
             f"{name} {describe_exit(code)}" + (f": {outputs[name].cause()}" if code > 0 else "")
             for name, code in failed.items()

@@ -1,0 +1,70 @@
+"""The simulation graph as a user meets it: the launch file refuses what `liquid-control sim` refuses, and
+`liquid-control sim` stops when another graph of the same nodes shares its ROS domain."""
+
+import subprocess
+import sys
+
+import pytest
+from test_ros_launch import ROOT, check_node, launch_stubs  # noqa: F401 (launch_stubs is a fixture)
+
+from liquid_control.ros import graph
+from liquid_control.ros.testing import isolated_ros_env
+
+
+def test_sim_launch_refuses_a_policy_of_another_world_and_takes_the_backend(launch_stubs):  # noqa: F811
+    """Before: the checks of the policy's world, backend and command rate lived in `liquid-control sim` only, so
+    `ros2 launch liquid_control sim.launch.py world:=LiquidBalance-v0 policy:=cfc_ncp_rover.pt` started a rover
+    policy on the balancer; sim.launch.py had no `backend` argument (`liquid-control sim --backend` has one), and
+    real_time_factor:=2.0 without use_sim_time:=true started a sim_node that refused it (the CLI implies it)."""
+    launch = ROOT / "launch" / "sim.launch.py"
+    with pytest.raises(ValueError, match="trained for LiquidRover-v0, but --world is LiquidBalance-v0"):
+        launch_stubs(launch, world="LiquidBalance-v0", policy="cfc_ncp_rover.pt")
+    with pytest.raises(ValueError, match="is the command rate of --publish-mode fixed_rate"):
+        launch_stubs(launch, control_rate_hz="20")
+    with pytest.raises(ValueError, match="--backend torch runs a .pt checkpoint"):
+        launch_stubs(launch, policy="cfc_ncp_rover.onnx", backend="torch")
+    declared, nodes = launch_stubs(launch, backend="onnx", real_time_factor="2.0")
+    assert "backend" in declared
+    sim, policy = (check_node(n) for n in nodes)
+    assert policy["backend"] == "onnx"
+    assert sim["real_time_factor"] == 2.0 and sim["use_sim_time"] is True and policy["use_sim_time"] is True
+
+
+def test_shared_domain_names_the_nodes_that_run_twice():
+    mine = [("sim_node", "/"), ("policy_node", "/"), (graph.MONITOR_NODE, "/"), ("viewer", "/")]
+    assert graph.shared_domain(mine, ["sim_node", "policy_node"]) == ""
+    assert graph.shared_domain([*mine, ("policy_node", "/robot1")], ["sim_node", "policy_node"]) == ""
+    both = [*mine, ("sim_node", "/"), (graph.MONITOR_NODE, "/")]
+    assert graph.shared_domain(both, ["sim_node", "policy_node"]) == (
+        f"2 nodes named /sim_node, 2 nodes named /{graph.MONITOR_NODE}"
+    )
+
+
+def test_a_second_graph_on_the_domain_stops_the_run_naming_it():
+    """Before: two `liquid-control sim` on one ROS_DOMAIN_ID ran to the end with exit 0, each policy driving
+    both robots (210 commands for 102 camera frames) and each run counting the other's episodes ("3 of 3
+    episode(s) succeeded (2 requested)"). A node named /policy_node already on the domain stands for the
+    other graph here: the run stops with exit 4 naming it (its nodes stopped and reaped before it exits)."""
+    import rclpy
+
+    env = isolated_ros_env()
+    domain = int(env["ROS_DOMAIN_ID"])
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    other = rclpy.create_node("policy_node", context=context)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "liquid_control.cli", "sim", "--quiet", "--episodes", "2", "--timeout", "120"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=150,
+        )
+    finally:
+        other.destroy_node()
+        context.try_shutdown()
+    assert proc.returncode == graph.EXIT_DOMAIN_SHARED, proc.stdout + proc.stderr
+    assert f"another graph runs on ROS_DOMAIN_ID {domain} (2 nodes named /policy_node" in proc.stderr
+    assert "give each graph its own --domain-id" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert f"exit status {graph.EXIT_DOMAIN_SHARED}" in proc.stdout
