@@ -1143,3 +1143,33 @@ def test_record_info_counts_one_message_as_one(tmp_path, capsys):
     info = bag_info(str(tmp_path / "bag"))
     assert "/imu/data: sensor_msgs/msg/Imu, 1 message, offered QoS" in info, info
     assert "/cmd_vel: geometry_msgs/msg/Twist, 2 messages, offered QoS" in info, info
+
+
+def test_one_message_type_name_for_classes_instances_and_rosbags_types(tmp_path):
+    """bags, policy_node and takeover_mux name message types with one function (the nodes compare its names with
+    the ROS graph's): a class and an instance of rclpy or rosbags types give the graph's ``pkg/msg/Type``."""
+    from geometry_msgs.msg import Twist
+    from sensor_msgs.msg import Imu
+
+    from liquid_control.bags.io import message_type_name, typestore
+
+    rosbags_twist = typestore().types["geometry_msgs/msg/Twist"]
+    assert {message_type_name(t) for t in (Twist, Twist(), rosbags_twist)} == {"geometry_msgs/msg/Twist"}
+    assert message_type_name(Imu) == message_type_name(Imu()) == "sensor_msgs/msg/Imu"
+
+
+def test_a_bag_named_twice_is_found_through_globs_relative_paths_and_links(tmp_path, monkeypatch):
+    """One check for training's data.bags and eval's --bag: the same bag by two namings, resolved."""
+    from liquid_control.bags.io import bag_given_twice
+
+    (tmp_path / "day1" / "run_001").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "day1" / "run_001")
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "day1" / "run_001"
+    assert bag_given_twice([("day1/run_001", "day1/*"), ("day1/../link", "day1/../link")]) == (
+        run,
+        "day1/*",
+        "day1/../link",
+    )
+    assert bag_given_twice([("day1/run_001", "a"), ("day1", "b")]) is None
+    assert bag_given_twice([]) is None

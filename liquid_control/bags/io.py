@@ -127,11 +127,12 @@ def qos_dict(qos: Qos) -> dict:
 
 # ------------------------------------------------------------------------------------------------ writing
 def message_type_name(message) -> str:
-    """``pkg/msg/Type`` of an rclpy message or a rosbags message."""
+    """``pkg/msg/Type`` of an rclpy or rosbags message or message class, as bags and the ROS graph name types (the
+    one implementation: the bags' types and the nodes' checks of the graph's types must agree)."""
     name = getattr(message, "__msgtype__", None)
     if name:
         return str(name)
-    cls = type(message)
+    cls = message if isinstance(message, type) else type(message)
     package = cls.__module__.split(".")[0]
     return f"{package}/msg/{cls.__name__}"
 
@@ -537,6 +538,19 @@ def _storage_files(folder: Path) -> list[Path]:
                 "file, as its own bag"
             )
     return files
+
+
+def bag_given_twice(named) -> tuple[Path, str, str] | None:
+    """The first bag that two of ``named`` ((bag path, how it was given: the path or the glob that matched it)
+    pairs) name, resolved (a glob and a path, ./x and x, a link), with both namings; None if each is named once.
+    Training and evaluation refuse it: its updates would count twice (weighted double, pooled twice)."""
+    first_named: dict[Path, str] = {}
+    for bag, given_as in named:
+        path = Path(bag).resolve()
+        if path in first_named:
+            return path, first_named[path], given_as
+        first_named[path] = given_as
+    return None
 
 
 def _bags_inside(folder: Path) -> str:

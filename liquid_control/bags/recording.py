@@ -70,7 +70,7 @@ class EpisodeRecorder:
 
     def add_topic(self, topic: str, msg_type, qos=None) -> None:
         """Record ``topic`` (its message class or ``pkg/msg/Type``, and the QoS its publisher offers)."""
-        name = msg_type if isinstance(msg_type, str) else message_type_name(msg_type())
+        name = msg_type if isinstance(msg_type, str) else message_type_name(msg_type)
         self.topics[topic] = (name, [qos] if qos is not None else [])
 
     def wrap(self, publisher):

@@ -23,7 +23,7 @@ import numpy as np
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import NO_SUCH_BAG
+from liquid_control.bags.io import NO_SUCH_BAG, bag_given_twice
 from liquid_control.bags.stream import (
     RECORD_INFO,
     StreamStats,
@@ -165,16 +165,14 @@ def evaluate_offline(
         missing = [bag for bag in bags if not Path(bag).exists()]
         if missing:  # before any bag is played: a typo in the last one cost every bag before it
             raise BagError(f"--bag {', '.join(missing)}: {NO_SUCH_BAG}")
-        given: dict[Path, str] = {}
-        for bag in bags:  # a glob and a path naming one bag: its updates counted twice in the pooled figures
-            first = given.get(Path(bag).resolve())
-            if first is not None:
-                also = "" if first == bag else f" (also as {first})"
-                raise BagError(
-                    f"--bag {bag}: one bag given twice{also}: its updates would count twice in the pooled error; "
-                    "give each bag once"
-                )
-            given[Path(bag).resolve()] = bag
+        twice = bag_given_twice((bag, bag) for bag in bags)
+        if twice:  # a glob and a path naming one bag: its updates counted twice in the pooled figures
+            _, first, bag = twice
+            also = "" if first == bag else f" (also as {first})"
+            raise BagError(
+                f"--bag {bag}: one bag given twice{also}: its updates would count twice in the pooled error; "
+                "give each bag once"
+            )
         results = {"command": command, "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(

@@ -44,6 +44,7 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from liquid_control.bags.io import message_type_name
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.params import (
@@ -67,11 +68,6 @@ from liquid_control.runtime.command import CommandLimiter
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
 PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process starts, never again
-
-
-def message_type_name(msg_type) -> str:
-    """A message class as the ROS graph names its type: ``sensor_msgs/msg/Imu``."""
-    return f"{msg_type.__module__.split('.')[0]}/msg/{msg_type.__name__}"
 
 
 def stamp_seconds(stamp) -> float:

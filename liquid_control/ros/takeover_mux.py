@@ -48,6 +48,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags.expert import Operator, Takeover
+from liquid_control.bags.io import message_type_name
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions.params import (
     declare_node_parameters,
@@ -91,11 +92,6 @@ TAKEOVER_PARAMETERS = {
 
 def _twist(msg):
     return msg.twist if isinstance(msg, TwistStamped) else msg
-
-
-def type_name(msg_class) -> str:
-    """The ROS name of a message class, as the graph reports it: ``geometry_msgs/msg/Twist``."""
-    return f"{msg_class.__module__.split('.')[0]}/msg/{msg_class.__name__}"
 
 
 def same_topic_problem(resolved: dict) -> str | None:
@@ -352,7 +348,7 @@ class TakeoverMuxNode(Node):
             ("output_topic", "command_type", self.output_type, self.get_subscriptions_info_by_topic),
         )
         for topic_parameter, type_parameter, msg_class, endpoints in ends:
-            topic, ours = self.resolved[topic_parameter], type_name(msg_class)
+            topic, ours = self.resolved[topic_parameter], message_type_name(msg_class)
             for other in sorted({e.topic_type for e in endpoints(topic)} - {ours}):
                 if (topic, other) in self.type_warnings:
                     continue

@@ -59,7 +59,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import NO_SUCH_BAG
+from liquid_control.bags.io import NO_SUCH_BAG, bag_given_twice
 from liquid_control.bags.stream import RECORD_INFO, LabelRule, StreamStats, capture_runner, check_inputs, input_hints
 from liquid_control.policy import PolicyConfigError
 
@@ -98,20 +98,19 @@ def _expand(patterns, key: str) -> list[str]:
     """The bags of ``patterns`` (paths and globs), each checked to be there: before any is converted, as a typo
     in the last of them was found only after converting all the others (hours for long recordings). A bag that
     two of them name (``'day1/*'`` and ``day1/run_001``) is refused: it was trained on twice, weighted double."""
-    paths, given_by = [], {}
+    named = []  # (bag, the pattern that gave it)
     for pattern in patterns:
         matches = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
         if not matches:
             raise ValueError(f"data.{key}: {pattern!r} matches no bag")
-        for match in matches:
-            path = str(Path(match).resolve())
-            if path in given_by:
-                raise ValueError(
-                    f"data.{key}: {path} given twice (by {given_by[path]!r} and {pattern!r}): each bag once, or "
-                    "its updates count twice"
-                )
-            given_by[path] = pattern
-            paths.append(path)
+        named += [(match, pattern) for match in matches]
+    twice = bag_given_twice(named)
+    if twice:
+        path, first, second = twice
+        raise ValueError(
+            f"data.{key}: {path} given twice (by {first!r} and {second!r}): each bag once, or its updates count twice"
+        )
+    paths = [str(Path(match).resolve()) for match, _ in named]
     missing = [p for p in paths if not Path(p).exists()]
     if missing:  # BagReader's words, checked here before any bag is read
         raise ValueError(f"data.{key}: {', '.join(missing)}: {NO_SUCH_BAG}")
