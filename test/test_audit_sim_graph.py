@@ -68,3 +68,24 @@ def test_a_second_graph_on_the_domain_stops_the_run_naming_it():
     assert "give each graph its own --domain-id" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert f"exit status {graph.EXIT_DOMAIN_SHARED}" in proc.stdout
+
+
+def test_a_policy_that_does_not_keep_up_with_the_real_time_factor_is_warned_about():
+    """Before: `liquid-control sim --real-time-factor 1e6` ran the rover episode in 0.7 s wall (33.6x real time
+    reached) while the policy node answered 44 of its 378 camera updates; the TIMEOUT was reported, exit 0,
+    as if it measured the policy. The balancer at real time answers nearly every IMU update: no warning."""
+    fast = {
+        "episode": 0,
+        "outcome": "timeout",
+        "sim_time": 25.0614,
+        "wall_time": 0.746,
+        "messages": {"camera": 378, "imu": 2509},
+        "commands_received": 44,
+    }
+    warning = graph.unanswered_updates([fast], "camera", 1e6)
+    assert "the policy node answered 44 of 378 camera updates" in warning
+    assert "33.6x real time reached" in warning and "--lockstep" in warning
+    balancer = dict(fast, sim_time=10.0, wall_time=10.0, messages={"imu": 2003}, commands_received=2001)
+    assert graph.unanswered_updates([balancer], "imu", 1.0) == ""
+    assert graph.unanswered_updates([dict(fast, outcome="failed")], "camera", 1e6) == ""
+    assert graph.unanswered_updates([fast], "", 1e6) == ""  # the policy's inputs unknown: nothing to compare

@@ -607,6 +607,25 @@ def shared_domain(node_names: list[tuple[str, str]], ours: list[str]) -> str:
     return ", ".join(f"{k} nodes named /{name}" for name, k in counts.items() if k > 1)
 
 
+def unanswered_updates(statuses: list[dict], update_on: str, real_time_factor: float) -> str:
+    """A warning when the policy node answered fewer than 9 in 10 of an episode's updates (one command per update,
+    ``publish_mode`` per_update): it could not keep up with the sim (a --real-time-factor beyond the machine), so
+    the episode's outcome does not measure the policy; empty otherwise."""
+    sensors = [s for s in update_on.split(",") if s]
+    for status in statuses:
+        updates = sum(status.get("messages", {}).get(s, 0) for s in sensors)
+        answered = status.get("commands_received", 0)
+        if status.get("outcome") != "failed" and sensors and answered < 0.9 * updates:
+            achieved = status["sim_time"] / status["wall_time"] if status.get("wall_time") else math.inf
+            return (
+                f"warning: in episode {status['episode']} the policy node answered {answered} of {updates} "
+                f"{'/'.join(sensors)} updates: it did not keep up with the sim (--real-time-factor "
+                f"{real_time_factor:g}, {achieved:.1f}x real time reached), so the outcome does not measure the "
+                "policy; lower --real-time-factor, or use --lockstep (as fast as the policy answers)"
+            )
+    return ""
+
+
 def default_timeout(episodes: int, episode_limit: float, real_time_factor: float, graph_wait: float) -> float:
     """The wall-clock limit of a run without --timeout: the sim's wait for the policy node plus, per episode, its
     time limit at the real-time factor and 30 s; none (inf) with ``episodes`` 0, which runs until stopped."""
@@ -648,6 +667,7 @@ def run_sim(args, announce=None) -> SimRun:
     episode_limit = {"LiquidRover-v0": rover, "LiquidBalanceNav-v0": balance_nav}.get(args.world, balancer).TIME_LIMIT
     sim = nodes[0]  # its graph wait (wait_for_subscribers_s) comes once, before the first episode
     sim_params = load_yaml(Path(sim.parameter_files[0]).read_text())["sim_node"]["ros__parameters"]
+    policy_file_parameters = _policy_parameters(Path(nodes[1].parameter_files[0]))
     graph_wait = float(sim.parameters.get("wait_for_subscribers_s", sim_params.get("wait_for_subscribers_s", 30.0)))
     timeout = args.timeout or default_timeout(args.episodes, episode_limit, args.real_time_factor, graph_wait)
     start = time.monotonic()
@@ -699,6 +719,12 @@ def run_sim(args, announce=None) -> SimRun:
             file=sys.stderr,
             flush=True,
         )
+    per_update = (nodes[1].parameters.get("publish_mode") or policy_file_parameters.get("publish_mode")) != "fixed_rate"
+    lagging = per_update and unanswered_updates(
+        statuses, sim.parameters.get("policy_update_on", ""), args.real_time_factor
+    )
+    if lagging:
+        print(lagging, file=sys.stderr, flush=True)
     run = SimRun(statuses=list(statuses), code=EXIT_OK, elapsed_s=elapsed)
     # A node that ended on its own before the run was over failed (the sim ends itself after the last episode).
     failed = {
