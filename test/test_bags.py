@@ -1151,7 +1151,8 @@ def test_one_message_type_name_for_classes_instances_and_rosbags_types(tmp_path)
     from geometry_msgs.msg import Twist
     from sensor_msgs.msg import Imu
 
-    from liquid_control.bags.io import message_type_name, typestore
+    from liquid_control.bags.io import typestore
+    from liquid_control.conventions.message_types import message_type_name
 
     rosbags_twist = typestore().types["geometry_msgs/msg/Twist"]
     assert {message_type_name(t) for t in (Twist, Twist(), rosbags_twist)} == {"geometry_msgs/msg/Twist"}

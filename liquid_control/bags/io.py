@@ -50,6 +50,8 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from liquid_control.conventions.message_types import message_type_name
+
 BAG_VERSION = 9  # metadata.yaml version written (rosbag2 of Jazzy and later)
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 TYPESTORE = Stores.ROS2_KILTED  # the distribution of the ROS 2 wheels this package runs on
@@ -126,17 +128,6 @@ def qos_dict(qos: Qos) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def message_type_name(message) -> str:
-    """``pkg/msg/Type`` of an rclpy or rosbags message or message class, as bags and the ROS graph name types (the
-    one implementation: the bags' types and the nodes' checks of the graph's types must agree)."""
-    name = getattr(message, "__msgtype__", None)
-    if name:
-        return str(name)
-    cls = message if isinstance(message, type) else type(message)
-    package = cls.__module__.split(".")[0]
-    return f"{package}/msg/{cls.__name__}"
-
-
 def _serialize(message, msgtype: str) -> bytes | memoryview:
     if isinstance(message, (bytes, bytearray, memoryview)):
         return message

@@ -12,7 +12,9 @@ import os
 import threading
 from pathlib import Path
 
-from .io import BagWriter, message_type_name
+from liquid_control.conventions.message_types import message_type_name
+
+from .io import BagWriter
 
 
 def episode_bag_name(seed: int) -> str:

@@ -2,6 +2,7 @@
 
 The conventions that recordings (``bags``, offline) and the nodes (``ros``, live) must share exactly:
 ``sensor_msgs/Image`` <-> numpy (``image_conversion``), a ``JointState``'s wheel velocities by name (``joints``),
-and the policy node's parameters, their checks and each world's parameter file (``params``). Nothing here
+the policy node's parameters, their checks and each world's parameter file (``params``), and the names of
+message types as bags record them and the graph reports them (``message_types``). Nothing here
 imports rclpy, so training from bags runs without ROS.
 """

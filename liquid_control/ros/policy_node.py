@@ -44,9 +44,9 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from liquid_control.bags.io import message_type_name
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
+from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,

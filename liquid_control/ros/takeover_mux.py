@@ -48,8 +48,8 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags.expert import Operator, Takeover
-from liquid_control.bags.io import message_type_name
 from liquid_control.bags.stream import absolute_topic
+from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
     declare_node_parameters,
     per_element,
