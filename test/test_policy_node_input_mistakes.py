@@ -1,4 +1,4 @@
-"""Deploying a policy as a ROS 2 user would (audit): an unstamped message, the sizes of a rejected image, input
+"""Deploying a policy as a ROS 2 user would: an unstamped message, the sizes of a rejected image, input
 topics with publishers of another type, the simulated robots' IMU covariances."""
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""replay audit: a robot round's bag (the joystick's /cmd_vel, the base's /base/cmd_vel, the policy's
+"""A robot round's bag (the joystick's /cmd_vel, the base's /base/cmd_vel, the policy's
 /policy/cmd_vel) replayed to record the policy: the recorded velocity commands are not republished unless asked."""
 
 import argparse

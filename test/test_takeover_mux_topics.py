@@ -1,4 +1,4 @@
-"""takeover_mux audit: topics as the node resolves them, message types that never connect, the shutdown stop."""
+"""takeover_mux: topics as the node resolves them, message types that never connect, the shutdown stop."""
 
 import math
 import time

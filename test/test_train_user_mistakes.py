@@ -1,4 +1,4 @@
-"""A researcher's mistakes with the cells, policy files and `liquid-control train` (audit of 2026-12): each
+"""A researcher's mistakes with the cells, policy files and `liquid-control train`: each
 gives a message naming what is wrong, not a traceback or torch's internals."""
 
 from __future__ import annotations
