@@ -247,3 +247,42 @@ def test_a_cut_after_a_step_back_of_the_clock_says_where_in_the_playback_it_is()
     dues = [pacing.due(int(t * 1e9)) for t in (100, 101, 102, 50, 51, 70)]
     assert dues == pytest.approx([0, 1, 2, 2, 3, 8])
     assert pacing.cuts == [pytest.approx((3.0, 19.0))]
+
+
+def test_an_unexpected_error_finishing_the_output_bag_still_releases_the_context_and_the_bags(tmp_path, monkeypatch):
+    """Before: an error of the recorder's close other than a BagError skipped the rest of the cleanup: the rclpy
+    context of a replay() called in-process (tests, a notebook) was never shut down, the input bags never closed."""
+    import rclpy
+
+    from liquid_control.ros import replay as replay_module
+
+    contexts, closed = [], []
+
+    class Context(rclpy.Context):
+        def __init__(self):
+            super().__init__()
+            contexts.append(self)
+
+    class Reader(BagReader):
+        def close(self):
+            closed.append(self.path)
+            super().close()
+
+    finish = replay_module._PlaybackRecorder.close
+
+    def close(self):
+        finish(self)  # the bag is finished, then something unforeseen fails
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(replay_module.rclpy, "Context", Context)
+    monkeypatch.setattr(replay_module, "BagReader", Reader)
+    monkeypatch.setattr(replay_module._PlaybackRecorder, "close", close)
+    bag = _vendor_bag(tmp_path / "robot")
+    parser = argparse.ArgumentParser()
+    replay_module.add_arguments(parser)
+    argv = [str(bag), "-o", str(tmp_path / "replayed"), "--wait", "0", "--linger", "0.1", "--rate", "10"]
+    args = parser.parse_args([*argv, "--domain-id", str(free_domain_id())])
+    with pytest.raises(RuntimeError, match="unforeseen"):
+        replay_module.replay(args)
+    assert len(contexts) == 1 and not contexts[0].ok()  # shut down
+    assert [Path(p) for p in closed] == [bag]

@@ -438,22 +438,27 @@ def replay(args) -> dict:
         result["terminated"] = isinstance(exc, Terminated)
         completed = True
     finally:
-        with _signals_deferred(recorder.output):  # a second Ctrl-C would leave the bag unfinished
-            stop.set()
-            spinner.join(timeout=2.0)
-            executor.remove_node(recorder)
-            unfinished = None
-            try:
-                path = recorder.close()
-            except BagError as exc:  # e.g. the disk is still full: the MCAP file stays, truncated
-                path, unfinished = recorder.output, exc
+        unfinished = None
+        try:
+            # Only the bag's close (and the bounded steps before it) is shielded: a second Ctrl-C there would leave
+            # the bag unfinished. What follows must stay interruptible, should one of its steps hang.
+            with _signals_deferred(recorder.output):
+                stop.set()
+                spinner.join(timeout=2.0)
+                executor.remove_node(recorder)
+                try:
+                    path = recorder.close()
+                except BagError as exc:  # e.g. the disk is still full: the MCAP file stays, truncated
+                    path, unfinished = recorder.output, exc
             result.update(output=str(path), published=dict(player.published), recorded=dict(recorder.counts))
-            recorder.destroy_node()
-            node.destroy_node()
-            executor.shutdown()
-            context.try_shutdown()
-            for reader in readers:
-                reader.close()
+        finally:  # whatever the close raised: the nodes, the context (replay() in-process) and the bags released
+            _release(
+                recorder.destroy_node,
+                node.destroy_node,
+                lambda: executor.shutdown(timeout_sec=2.0),  # a callback stuck in the spinner cannot hang the exit
+                context.try_shutdown,
+                *(reader.close for reader in readers),
+            )
     failure = recorder.failed or (failures[0] if failures else "")
     if failure:
         if unfinished is None:
@@ -467,6 +472,19 @@ def replay(args) -> dict:
     if unfinished is not None and completed:
         raise unfinished
     return result
+
+
+def _release(*steps):
+    """Run every step, even after one raised (a Ctrl-C that got out of a stuck one included); the first error is
+    raised after the last step."""
+    error = None
+    for step in steps:
+        try:
+            step()
+        except BaseException as exc:
+            error = error or exc
+    if error is not None:
+        raise error
 
 
 @contextmanager
