@@ -3,6 +3,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 from test_ros_launch import ROOT, check_node, launch_stubs  # noqa: F401 (launch_stubs is a fixture)
@@ -89,3 +90,39 @@ def test_a_policy_that_does_not_keep_up_with_the_real_time_factor_is_warned_abou
     assert graph.unanswered_updates([balancer], "imu", 1.0) == ""
     assert graph.unanswered_updates([dict(fast, outcome="failed")], "camera", 1e6) == ""
     assert graph.unanswered_updates([fast], "", 1e6) == ""  # the policy's inputs unknown: nothing to compare
+
+
+def test_a_graph_that_was_there_first_warns_and_goes_on_when_another_joins():
+    """Review finding: the check was symmetric, so a second `liquid-control sim` (or a stray node of the same name)
+    started on the domain stopped the run that was already going as well. The run that was there first warns,
+    naming the other graph and the episode that may have mixed messages, and finishes its episodes (exit 0)."""
+    import rclpy
+
+    env = isolated_ros_env()
+    domain = int(env["ROS_DOMAIN_ID"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", "sim", "--quiet", "--episodes", "2", "--timeout", "120"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first = proc.stdout.readline()  # the first episode has ended: the run is well past its start
+        assert first.startswith("episode: "), first
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain)
+        other = rclpy.create_node("policy_node", context=context)
+        try:
+            time.sleep(3.0)  # several of the run's graph checks see it
+        finally:
+            other.destroy_node()
+            context.try_shutdown()
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, first + out + err
+    assert f"warning: another graph joined ROS_DOMAIN_ID {domain}" in err and "2 nodes named /policy_node" in err
+    assert "episode 1 may not measure the policy alone" in err
+    assert sum(line.startswith("episode: ") for line in [first, *out.splitlines()]) == 2

@@ -45,12 +45,13 @@ EXIT_STATUS_HELP = (
     f"exit status: {EXIT_OK} every episode ran to its end (success or not); {EXIT_NODE_FAILED} a node failed or "
     f"was killed (the episode it interrupted is reported as failed, with the cause); {EXIT_USAGE} invalid "
     f"arguments; {EXIT_TIMEOUT} --timeout expired first; {EXIT_DOMAIN_SHARED} another graph runs on the same "
-    f"ROS domain (stopped: their messages would mix; use --domain-id); {EXIT_SIGNAL_BASE + signal.SIGINT} / "
+    f"ROS domain as this run starts (stopped: their messages would mix; use --domain-id); {EXIT_SIGNAL_BASE + signal.SIGINT} / "
     f"{EXIT_SIGNAL_BASE + signal.SIGTERM} interrupted by SIGINT / SIGTERM (all nodes stopped, summary printed)"
 )
 STOP_GRACE_S = 3.0  # a node still running this long after SIGINT is killed
 MONITOR_NODE = "liquid_control_sim_monitor"  # the status listener of `liquid-control sim`
 GRAPH_CHECK_PERIOD_S = 0.5  # how often `liquid-control sim` looks for another graph on its domain
+NEWCOMER_WINDOW_S = 5.0  # another graph found this soon after our listener started: we are the newcomer, and stop
 
 
 def parameter_argument(key: str, value) -> str:
@@ -684,7 +685,9 @@ def run_sim(args, announce=None) -> SimRun:
         procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)  # before rclpy starts its threads
         context, executor, monitor, statuses, ignored = _status_listener(domain, args.world)  # transient local
         ended = None  # name of the first node that exited on its own
-        shared = ""  # another graph of the same nodes on the domain
+        shared = ""  # another graph of the same nodes on the domain, found while this run was starting: it stops
+        joined = ""  # another graph that appeared later: this run was there first, it warns and goes on
+        newcomer_until = time.monotonic() + NEWCOMER_WINDOW_S
         next_graph_check = start
         try:
             while time.monotonic() < deadline and signals.received is None:
@@ -695,9 +698,21 @@ def run_sim(args, announce=None) -> SimRun:
                     break
                 if time.monotonic() >= next_graph_check:
                     next_graph_check = time.monotonic() + GRAPH_CHECK_PERIOD_S
-                    shared = shared_domain(monitor.get_node_names_and_namespaces(), [n.name for n in nodes])
-                    if shared:
+                    found = shared_domain(monitor.get_node_names_and_namespaces(), [n.name for n in nodes])
+                    if found and time.monotonic() <= newcomer_until:
+                        shared = found
                         break
+                    if found and found != joined:  # the newcomer stops itself; its messages may reach this episode
+                        print(
+                            f"warning: another graph joined ROS_DOMAIN_ID {domain if domain is not None else 0} "
+                            f"{time.monotonic() - start:.1f} s into this run ({found}): while both run, their sims "
+                            f"and policies exchange messages, so episode {len(statuses)} may not measure the policy "
+                            "alone (a liquid-control sim started there stops itself; give each graph its own "
+                            "--domain-id)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                    joined = found
             if ended == "sim_node" and procs["sim_node"].returncode == 0:
                 end = time.monotonic() + 2.0  # the sim finished: its last status may still be on its way
                 while len(statuses) < episodes and time.monotonic() < end and signals.received is None:
@@ -736,9 +751,9 @@ def run_sim(args, announce=None) -> SimRun:
         run.code = EXIT_DOMAIN_SHARED
         run.errors.append(
             f"another graph runs on ROS_DOMAIN_ID {domain if domain is not None else 0} ({shared}: another "
-            "liquid-control sim, a launch or a robot; or one killed in the last 20 s, still listed by discovery): "
-            "its sim and policy would exchange camera frames, commands and episode statuses with this run's, so "
-            f"every node was stopped after {elapsed:.1f} s; give each graph its own --domain-id"
+            "liquid-control sim, a launch or a robot): its sim and policy would exchange camera frames, commands and "
+            f"episode statuses with this run's, so every node was stopped after {elapsed:.1f} s (the graph that was "
+            "there first goes on); give each graph its own --domain-id"
         )
     elif failed:
         why = "; ".join(
