@@ -1017,18 +1017,21 @@ def test_a_bad_experiment_request_is_refused_before_any_training(tmp_path, capsy
     assert not out.exists()
 
 
-def test_one_checkpoint_given_twice_is_not_two_training_seeds(tmp_path):
+def test_one_checkpoint_given_twice_is_not_two_training_seeds(tmp_path, monkeypatch):
     """Before: `--policy a=X,X` evaluated one file as two training seeds (and their spread as seed variation)."""
-    from liquid_control.evaluation.plan import parse_policy_argument
     from liquid_control.paths import policies_dir
 
     ckpt = str(policies_dir() / "cfc_rover.pt")
     with pytest.raises(EvaluationSetupError, match="is given twice"):
-        parse_policy_argument(f"a={ckpt},{ckpt}")
+        build_plan([f"a={ckpt},{ckpt}"], ["in_distribution"], 1)
     link = tmp_path / "same.pt"
     link.symlink_to(ckpt)
     with pytest.raises(EvaluationSetupError, match="is given twice"):
-        parse_policy_argument(f"a={ckpt},{link}")
+        build_plan([f"a={ckpt},{link}"], ["in_distribution"], 1)
+    # the docs' name of a shipped file, resolved outside the checkout, is that file too (was: "both record seed 0")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(EvaluationSetupError, match="policies/cfc_rover.pt is given twice"):
+        build_plan([f"a={ckpt},policies/cfc_rover.pt"], ["in_distribution"], 1)
 
 
 def test_experiment_options_without_experiment_are_refused(tmp_path, capsys):

@@ -161,6 +161,9 @@ def test_only_the_docs_shipped_paths_are_looked_up_in_the_share_dir(tmp_path, mo
     with pytest.raises(FileNotFoundError) as missing:
         paths.resolve_policy_file("runs/robot/policy.pt")
     assert str(paths.share_dir() / "runs") not in str(missing.value)
+    with pytest.raises(FileNotFoundError) as missing:  # configs looked in share/runs/... before, policies never did
+        paths.resolve_config_file("runs/robot/config.yaml")
+    assert str(paths.share_dir() / "runs") not in str(missing.value)
 
 
 def test_every_console_script_is_installed_and_imports(prefix_install, tmp_path):
@@ -344,3 +347,17 @@ def test_model_card_asks_for_out_when_installed_instead_of_writing_into_the_inst
         model_card.main(["--refresh", "cfc_ncp_rover"])
     assert stop.value.code == 2
     assert "--out is required outside a source checkout" in capsys.readouterr().err
+
+
+def test_eval_says_when_it_takes_the_shipped_file_for_a_name_not_in_the_working_directory(
+    tmp_path, monkeypatch, capsys
+):
+    """Review finding: `eval --policy mine=policies/cfc_ncp_rover.pt` from another folder now evaluates the shipped
+    file; it says so, as a user who meant a file of their own would want to know."""
+    from liquid_control.evaluation.plan import build_plan
+
+    monkeypatch.chdir(tmp_path)
+    build_plan(["mine=policies/cfc_ncp_rover.pt"], ["in_distribution"], 1)
+    assert (
+        f"policies/cfc_ncp_rover.pt is not in {tmp_path}: the shipped {paths.policies_dir()}" in capsys.readouterr().err
+    )

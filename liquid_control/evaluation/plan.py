@@ -14,6 +14,7 @@ import glob
 import itertools
 import os
 import re
+import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 
@@ -122,12 +123,6 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
         paths.extend(matches)
     if not paths:
         raise EvaluationSetupError(f"--policy {text!r}: no checkpoint given")
-    seen: dict[str, str] = {}
-    for path in paths:  # one file twice would count as two training seeds of the same run
-        key = os.path.realpath(path)
-        if key in seen:
-            raise EvaluationSetupError(f"--policy {text!r}: {path} is given twice (one checkpoint per training seed)")
-        seen[key] = path
     return name, paths
 
 
@@ -148,6 +143,7 @@ def _checkpoint_file(path: str, name: str | None) -> str:
         shipped = None
     if shipped is None or not os.path.isfile(shipped):  # (only a .pt's .onnx export: evaluation runs checkpoints)
         raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r})")
+    print(f"liquid-control eval: {path} is not in {os.getcwd()}: the shipped {shipped}", file=sys.stderr, flush=True)
     return shipped
 
 
@@ -155,7 +151,16 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
     """Load every checkpoint once (errors name the file), read world/seed/size; the expert needs no file."""
     if name == EXPERT and not paths:
         return PolicySpec(name=EXPERT, world=default_world, env_kwargs=agents.default_env_kwargs(None))
-    paths = [_checkpoint_file(path, name) for path in paths]
+    given, paths = paths, [_checkpoint_file(path, name) for path in paths]
+    seen: dict[str, str] = {}
+    for path, as_given in zip(paths, given):  # one file twice would count as two training seeds of the same run
+        key = os.path.realpath(path)
+        if key in seen:
+            raise EvaluationSetupError(
+                f"policy {name or given[0]!r}: {as_given} is given twice (the same file as {seen[key]}; one "
+                "checkpoint per training seed)"
+            )
+        seen[key] = as_given
     infos = [agents.inspect_checkpoint(path) for path in paths]  # raises EvaluationSetupError naming the file
     worlds = {info["world"] for info in infos}
     if len(worlds) != 1:
