@@ -45,8 +45,9 @@ EXIT_STATUS_HELP = (
     f"exit status: {EXIT_OK} every episode ran to its end (success or not); {EXIT_NODE_FAILED} a node failed or "
     f"was killed (the episode it interrupted is reported as failed, with the cause); {EXIT_USAGE} invalid "
     f"arguments; {EXIT_TIMEOUT} --timeout expired first; {EXIT_DOMAIN_SHARED} another graph runs on the same "
-    f"ROS domain as this run starts (stopped: their messages would mix; use --domain-id); {EXIT_SIGNAL_BASE + signal.SIGINT} / "
-    f"{EXIT_SIGNAL_BASE + signal.SIGTERM} interrupted by SIGINT / SIGTERM (all nodes stopped, summary printed)"
+    f"ROS domain as this run starts (stopped: their messages would mix; use --domain-id); "
+    f"{EXIT_SIGNAL_BASE + signal.SIGINT} / {EXIT_SIGNAL_BASE + signal.SIGTERM} interrupted by SIGINT / SIGTERM "
+    "(all nodes stopped, summary printed)"
 )
 STOP_GRACE_S = 3.0  # a node still running this long after SIGINT is killed
 MONITOR_NODE = "liquid_control_sim_monitor"  # the status listener of `liquid-control sim`
@@ -187,20 +188,24 @@ def check_policy_options(policy: Path, world: str, backend: str, control_rate_hz
     if control_rate_hz and publish_mode != "fixed_rate":
         raise ValueError(
             f"--control-rate {control_rate_hz:g} is the command rate of --publish-mode fixed_rate, and the policy "
-            f"node publishes {publish_mode} (one command per update): add --publish-mode fixed_rate"
+            f"node publishes {publish_mode} (one command per update): add --publish-mode fixed_rate (sim.launch.py: "
+            "control_rate_hz:=, publish_mode:=fixed_rate)"
         )
     if backend == "torch" and policy.suffix == ".onnx":
-        raise ValueError(f"--backend torch runs a .pt checkpoint; --policy {policy} is an ONNX model (--backend onnx)")
+        raise ValueError(
+            f"--backend torch runs a .pt checkpoint; --policy {policy} is an ONNX model (--backend onnx; "
+            "sim.launch.py: backend:=onnx)"
+        )
     if backend == "onnx" and policy.suffix != ".onnx" and not policy.with_suffix(".onnx").is_file():
         raise ValueError(
             f"--backend onnx: there is no exported {policy.with_suffix('.onnx').name} next to --policy {policy} "
-            f"(write one with `liquid-control export {policy}`)"
+            f"(write one with `liquid-control export {policy}`; sim.launch.py: backend:=, policy:=)"
         )
     trained_for = policy_world(policy)
     if trained_for is not None and trained_for != world:
         raise ValueError(
             f"--policy {policy}: trained for {trained_for}, but --world is {world} "
-            f"(add --world {trained_for}, or give a policy of {world})"
+            f"(add --world {trained_for}, or give a policy of {world}; sim.launch.py: world:=, policy:=)"
         )
 
 
