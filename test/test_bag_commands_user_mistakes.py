@@ -77,6 +77,7 @@ def test_a_second_ctrl_c_while_the_output_bag_is_finished_does_not_cut_it_short(
     from liquid_control.ros.recorder_node import BagRecorderNode
     from liquid_control.ros.replay import Replay
 
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN in a background job, the default otherwise
     bag, out = _small_bag(tmp_path / "run_018"), tmp_path / "replayed"
     original_play, original_close = Replay.play, BagRecorderNode.close
 
@@ -97,7 +98,7 @@ def test_a_second_ctrl_c_while_the_output_bag_is_finished_does_not_cut_it_short(
     assert f"replay: finishing {out} first" in err, err
     assert f"{out} is a complete bag holding what was recorded until then" in err, err
     assert "nothing recorded" not in err
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # the handler restored
     with BagReader(out) as reader:
         assert not reader.salvaged
 
