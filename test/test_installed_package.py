@@ -42,17 +42,13 @@ def wheel(tmp_path_factory):
         ".venv", ".git", "__pycache__", "*.egg-info", "build", "install", "log", "runs", "reports", ".pytest_cache"
     )
     shutil.copytree(REPO, root / "src", ignore=ignore, symlinks=True)
-    _pip(
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "--no-index",
-        "-w",
-        str(root / "dist"),
-        str(root / "src"),
-        cwd=root,
-    )
-    (found,) = (root / "dist").glob("liquid_control-*.whl")
+    return _build_wheel(root / "src", root / "dist")
+
+
+def _build_wheel(source: Path, dist: Path) -> Path:
+    """pip's wheel of ``source`` (a source tree or an sdist) in ``dist``, offline, with this venv's setuptools."""
+    _pip("wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(dist), str(source), cwd=dist.parent)
+    (found,) = dist.glob("liquid_control-*.whl")
     return found
 
 
@@ -228,17 +224,7 @@ def test_the_sdist_carries_the_pins_and_builds_the_same_wheel(wheel, tmp_path):
     assert {"requirements.txt", "package.xml", "resource/liquid_control", "setup.cfg"} <= names
     assert {"liquid_control/cells/native/kernels.c", "policies/configs/cfc_ncp_rover.yaml"} <= names
     assert not [n for n in names if n.startswith(("test/", "runs/", "docs/", ".venv/"))]
-    _pip(
-        "wheel",
-        "--no-deps",
-        "--no-build-isolation",
-        "--no-index",
-        "-w",
-        str(tmp_path / "dist"),
-        str(sdist),
-        cwd=tmp_path,
-    )
-    (from_sdist,) = (tmp_path / "dist").glob("liquid_control-*.whl")
+    from_sdist = _build_wheel(sdist, tmp_path / "dist")
     assert set(zipfile.ZipFile(from_sdist).namelist()) == set(zipfile.ZipFile(wheel).namelist())
 
 
