@@ -125,7 +125,7 @@ def _recorded_files(bag: str) -> list[Path]:
     return sorted((f for f in path.iterdir() if f.is_file() and f.name != "metadata.yaml"), key=lambda f: f.name)
 
 
-def _copies(bags: list[str], validation: list[str]) -> list[tuple[str, str]]:
+def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str, str]]:
     """(validation bag, training bag) pairs holding the same recorded bytes: a copy of a training bag put among
     the held-out ones (or a link to it). Only files of equal sizes are read, and only up to a first difference."""
     import filecmp
@@ -173,7 +173,7 @@ def validate_data(section: dict) -> dict:
     overlap = sorted(set(out["bags"]) & set(out["validation"]))
     if overlap:
         raise ValueError(f"data: bag(s) {overlap} are both training and validation bags")
-    copies = _copies(out["bags"], out["validation"])
+    copies = _validation_copies(out["bags"], out["validation"])
     if copies:  # its loss would select the epoch that best fits training data
         held_out, bag = copies[0]
         raise ValueError(
