@@ -571,12 +571,22 @@ def _looks_truncated(path: Path) -> bool:
     return head == MCAP_MAGIC and tail != MCAP_MAGIC
 
 
-def _metadata_files(folder: Path) -> tuple[list[Path], str | None]:
-    """The storage files metadata.yaml names (in its order) and its compression mode; ([], None) if unreadable."""
+def _bagfile_information(folder: Path) -> dict | None:
+    """metadata.yaml's ``rosbag2_bagfile_information`` of a bag folder; None where it is missing or unreadable
+    (rosbags' reader, where it is needed, says what is wrong with it)."""
     import yaml
 
     try:
-        info = yaml.safe_load((folder / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        info = yaml.safe_load((Path(folder) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    except Exception:
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _metadata_files(folder: Path) -> tuple[list[Path], str | None]:
+    """The storage files metadata.yaml names (in its order) and its compression mode; ([], None) if unreadable."""
+    info = _bagfile_information(folder)
+    try:
         files = [folder / Path(str(name)).name for name in info["relative_file_paths"]]
         mode = str(info.get("compression_mode") or "").lower()
     except Exception:  # rosbags' reader says what is wrong with it
@@ -587,10 +597,8 @@ def _metadata_files(folder: Path) -> tuple[list[Path], str | None]:
 def metadata_counts(folder: Path) -> tuple[int, dict[str, int]] | None:
     """What a bag folder's metadata.yaml says was recorded: the message count and each topic's; None without a
     readable one (a recorder killed before writing it)."""
-    import yaml
-
+    info = _bagfile_information(folder)
     try:
-        info = yaml.safe_load((Path(folder) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
         topics = {str(t["topic_metadata"]["name"]): int(t["message_count"]) for t in info["topics_with_message_count"]}
         return int(info["message_count"]), topics
     except Exception:
