@@ -157,12 +157,13 @@ def test_eval_keeps_apart_two_bags_of_the_same_name_and_refuses_one_bag_given_tw
     argv = ["eval", "--bag", str(two_days / "day1" / "*"), "--bag", day1, "--policy", shipped, "--no-progress"]
     assert cli.main([*argv, "--out", str(twice)]) == 2
     err = capsys.readouterr().err
-    assert f"--bag {day1}: one bag given twice: its updates would count twice in the pooled error" in err
+    given = f"by '{two_days / 'day1' / '*'}' and '{day1}'"
+    assert f"--bag {day1}: one bag given twice ({given}): its updates would count twice" in err, err
     assert "Traceback" not in err and not twice.exists()
     link = tmp_path / "same_as_day2"
     link.symlink_to(day2)  # another path to the same bag
     assert cli.main(["eval", "--bag", day2, "--bag", str(link), "--policy", shipped, "--out", str(twice)]) == 2
-    assert f"--bag {link}: one bag given twice (also as {day2})" in capsys.readouterr().err
+    assert f"--bag {os.path.realpath(day2)}: one bag given twice (by '{day2}' and '{link}')" in capsys.readouterr().err
 
 
 def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_given_twice(two_days, tmp_path, capsys):
@@ -182,7 +183,7 @@ def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_giv
     assert "Traceback" not in err and not out.exists()
     assert cli.main([*train, "--bag", str(two_days / "day1" / "*"), "--bag", str(day1), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"data.bags: {day1} given twice (by '{two_days / 'day1' / '*'}' and '{day1}')" in err, err
+    assert f"--bag {day1}: one bag given twice (by '{two_days / 'day1' / '*'}' and '{day1}')" in err, err
     assert not out.exists()
     # a different recording of the same size is held out as asked (sizes equal, bytes not)
     other = tmp_path / "other" / "run_018"

@@ -1,13 +1,14 @@
 """Bad input to `train --bag` / `eval --bag`: a parameter file that is not one, a parameter of the wrong type,
 a folder that is not a bag. One line naming the file (and the parameter), exit 2, nothing left in --out."""
 
+import re
 import subprocess
 import sys
 
 import pytest
 
 from liquid_control import cli, paths
-from liquid_control.bags import BagReader
+from liquid_control.bags import BagError, BagReader
 from liquid_control.bags.stream import load_node_parameters
 from liquid_control.paths import policies_dir
 
@@ -115,11 +116,14 @@ def test_a_missing_bag_is_refused_before_any_bag_is_converted(tmp_path, capsys, 
     out = tmp_path / "run"
     train = ["train", "--config", ROVER, "--bag", str(tmp_path / "bags" / "*"), "--out", str(out), "--no-progress"]
     nothere = tmp_path / "nothere"
-    for extra, key in ((["--bag", str(nothere)], "bags"), (["--val-bag", str(nothere)], "validation")):
-        assert cli.main([*train, *extra]) == 2
+    for option in ("--bag", "--val-bag"):  # each message names the option given, as eval --bag's
+        assert cli.main([*train, option, str(nothere)]) == 2
         err = capsys.readouterr().err
-        assert f"data.{key}: {nothere}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)" in err
+        assert f"{option} {nothere}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)" in err, err
         assert converted == [] and not out.exists()
+    # a data: section's bags: its key named
+    with pytest.raises(BagError, match=rf"^data\.validation: {re.escape(str(nothere))}: no such bag"):
+        bag_data.validate_data({"bags": [str(tmp_path / "bags" / "a")], "validation": [str(nothere)]})
     # eval --bag likewise: refused before any bag is played
     from liquid_control.evaluation import offline
 
@@ -130,6 +134,10 @@ def test_a_missing_bag_is_refused_before_any_bag_is_converted(tmp_path, capsys, 
     assert cli.main([*evaluate, "--policy", str(policies_dir() / "cfc_rover.pt"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert f"--bag {nothere}: no such bag (a rosbag2 folder with metadata.yaml and a .mcap file)" in err, err
+    assert played == [] and not report.exists()
+    evaluate[evaluate.index(str(nothere))] = str(tmp_path / "nothere*")
+    assert cli.main([*evaluate, "--policy", str(policies_dir() / "cfc_rover.pt"), "--no-progress"]) == 2
+    assert f"--bag '{tmp_path / 'nothere*'}' matches no bag" in capsys.readouterr().err
     assert played == [] and not report.exists()
 
 

@@ -30,6 +30,7 @@ whose CRC had not reached the disk when the power went (its CRC stays 0: uncheck
 from __future__ import annotations
 
 import copy
+import glob
 import heapq
 import importlib
 import itertools
@@ -542,6 +543,30 @@ def bag_given_twice(named) -> tuple[Path, str, str] | None:
             return path, first_named[path], given_as
         first_named[path] = given_as
     return None
+
+
+def expand_bags(patterns, option: str) -> list[str]:
+    """The bags that ``patterns`` (paths and globs, a glob's matches sorted) name, as given, each checked before any
+    bag is read (a typo in the last one was found only after every bag before it was converted or played): a glob
+    that matches nothing, a path that is not there, a bag two of them name (:func:`bag_given_twice`: its updates
+    would count twice) raise :class:`BagError` naming ``option``, where the user gave them (``--bag``,
+    ``--val-bag``, ``data.bags``), and the path. The one check of ``train --bag/--val-bag`` and ``eval --bag``."""
+    label = option if option.startswith("-") else f"{option}:"
+    named = []  # (bag, the pattern that gave it)
+    for pattern in map(str, patterns):
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise BagError(f"{label} {pattern!r} matches no bag")
+        named += [(match, pattern) for match in matches]
+    missing = [bag for bag, _ in named if not Path(bag).exists()]
+    if missing:  # BagReader's words
+        raise BagError(f"{label} {', '.join(missing)}: {NO_SUCH_BAG}")
+    twice = bag_given_twice(named)
+    if twice:
+        path, first, second = twice
+        how = f"named {first!r} both times" if first == second else f"by {first!r} and {second!r}"
+        raise BagError(f"{label} {path}: one bag given twice ({how}): its updates would count twice; give each once")
+    return [bag for bag, _ in named]
 
 
 def _bags_inside(folder: Path) -> str:

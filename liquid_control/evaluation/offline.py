@@ -23,7 +23,7 @@ import numpy as np
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import NO_SUCH_BAG, bag_given_twice
+from liquid_control.bags.io import expand_bags
 from liquid_control.bags.stream import (
     RECORD_INFO,
     StreamStats,
@@ -145,7 +145,8 @@ def evaluate_offline(
     progress: bool = True,
     command: str = "",
 ) -> dict:
-    """Every policy on every bag; writes offline.json, report.md and plots under ``out_dir``; returns the results."""
+    """Every policy on every bag (``bags``: paths and globs, as ``eval --bag`` takes them); writes offline.json,
+    report.md and plots under ``out_dir``; returns the results."""
     data = data or {}
     out = Path(out_dir)
     existed = out.exists()
@@ -162,17 +163,7 @@ def evaluate_offline(
                 f"--out {out}: already holds a report ({', '.join(held)}); choose another --out or move it away"
             )
         validate_output_folder(str(out))
-        missing = [bag for bag in bags if not Path(bag).exists()]
-        if missing:  # before any bag is played: a typo in the last one cost every bag before it
-            raise BagError(f"--bag {', '.join(missing)}: {NO_SUCH_BAG}")
-        twice = bag_given_twice((bag, bag) for bag in bags)
-        if twice:  # a glob and a path naming one bag: its updates counted twice in the pooled figures
-            _, first, bag = twice
-            also = "" if first == bag else f" (also as {first})"
-            raise BagError(
-                f"--bag {bag}: one bag given twice{also}: its updates would count twice in the pooled error; "
-                "give each bag once"
-            )
+        bags = expand_bags(bags, "--bag")  # before any bag is played: a typo in the last one cost every bag before it
         results = {"command": command, "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(
@@ -312,18 +303,10 @@ def report_markdown(results: dict) -> str:
 def run_offline(args, command: str = "") -> int:
     """``liquid-control eval --bag ...``; a refused request raises EvaluationSetupError (the CLI prints it)."""
     try:
-        bags = []
-        for pattern in args.bag:
-            import glob
-
-            matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-            if not matches:
-                raise ValueError(f"--bag {pattern!r} matches no bag")
-            bags += matches
         policies = _policies(args.policy)
         results = evaluate_offline(
             policies,
-            bags,
+            args.bag,
             args.out,
             data=data_overrides(args),
             progress=not args.no_progress,
@@ -335,7 +318,7 @@ def run_offline(args, command: str = "") -> int:
     for name, res in results["policies"].items():
         o, elements = res["overall"], res.get("elements")
         print(
-            f"{name}: {o.get('labelled', 0)} labelled updates on {len(bags)} bag(s): MAE "
+            f"{name}: {o.get('labelled', 0)} labelled updates on {len(results['bags'])} bag(s): MAE "
             f"{_fmt(o.get('mae'), elements)}; RMSE {_fmt(o.get('rmse'), elements)}; loss {o.get('loss', math.nan):.5f}"
         )
     print(f"liquid-control eval: offline report -> {Path(args.out) / 'report.md'}")

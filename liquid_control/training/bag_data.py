@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import glob
 import hashlib
 import json
 import os
@@ -59,7 +58,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import NO_SUCH_BAG, bag_given_twice
+from liquid_control.bags.io import expand_bags
 from liquid_control.bags.stream import RECORD_INFO, LabelRule, StreamStats, capture_runner, check_inputs, input_hints
 from liquid_control.policy import PolicyConfigError
 
@@ -94,29 +93,6 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def _expand(patterns, key: str) -> list[str]:
-    """The bags of ``patterns`` (paths and globs), each checked to be there: before any is converted, as a typo
-    in the last of them was found only after converting all the others (hours for long recordings). A bag that
-    two of them name (``'day1/*'`` and ``day1/run_001``) is refused: it was trained on twice, weighted double."""
-    named = []  # (bag, the pattern that gave it)
-    for pattern in patterns:
-        matches = sorted(glob.glob(str(pattern))) if glob.has_magic(str(pattern)) else [str(pattern)]
-        if not matches:
-            raise ValueError(f"data.{key}: {pattern!r} matches no bag")
-        named += [(match, pattern) for match in matches]
-    twice = bag_given_twice(named)
-    if twice:
-        path, first, second = twice
-        raise ValueError(
-            f"data.{key}: {path} given twice (by {first!r} and {second!r}): each bag once, or its updates count twice"
-        )
-    paths = [str(Path(match).resolve()) for match, _ in named]
-    missing = [p for p in paths if not Path(p).exists()]
-    if missing:  # BagReader's words, checked here before any bag is read
-        raise ValueError(f"data.{key}: {', '.join(missing)}: {NO_SUCH_BAG}")
-    return paths
-
-
 def _recorded_files(bag: str) -> list[Path]:
     """The files of a bag that hold its messages (all but metadata.yaml, which names the folder), by name."""
     path = Path(bag)
@@ -146,8 +122,9 @@ def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str
     return copies
 
 
-def validate_data(section: dict) -> dict:
-    """Check a ``data:`` section (unknown keys and wrong types name the key) and expand the bag globs."""
+def validate_data(section: dict, options=()) -> dict:
+    """Check a ``data:`` section (unknown keys and wrong types name the key) and expand the bag globs; ``options``:
+    the keys the command line set (``bags``: --bag, ``validation``: --val-bag), named so in a bag's error."""
     if not isinstance(section, dict):
         raise ValueError(f"data: expected a mapping, got {type(section).__name__}")
     unknown = sorted(set(section) - set(DATA_KEYS))
@@ -168,8 +145,9 @@ def validate_data(section: dict) -> dict:
         )
     if out["window"] < 2:
         raise ValueError(f"data.window: must be >= 2 updates, got {out['window']}")
-    out["bags"] = _expand(out["bags"], "bags")
-    out["validation"] = _expand(out["validation"], "validation")
+    for key, option in (("bags", "--bag"), ("validation", "--val-bag")):  # each checked before any is converted
+        given = option if key in (options or ()) else f"data.{key}"
+        out[key] = [str(Path(bag).resolve()) for bag in expand_bags(out[key], given)]
     overlap = sorted(set(out["bags"]) & set(out["validation"]))
     if overlap:
         raise ValueError(f"data: bag(s) {overlap} are both training and validation bags")
@@ -255,7 +233,7 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
         else:
             merged[key] = value
     try:
-        return config, validate_data(merged)
+        return config, validate_data(merged, options=data)
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
 
