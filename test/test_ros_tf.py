@@ -508,6 +508,62 @@ def test_policy_node_checks_the_image_size_against_camera_info(tmp_path):
     assert "camera_info says 32x24 images but the policy takes 64x64" in log.read_text()
 
 
+def test_camera_info_follows_a_remapped_image_topic(tmp_path):
+    """Remapping a node's image topic (``-r camera/image_raw:=/front/image_raw``) takes its camera_info along, as
+    image_transport does: sim_node publishes it on /front/camera_info and policy_node checks the size announced
+    there. Before, both stayed on /camera/camera_info, which the robot's camera does not publish: the size check
+    listened to nothing (or to another camera)."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from liquid_control.ros.testing import start_node_process, stop_process
+
+    env = isolated_ros_env()
+    remap = {"camera/image_raw": "/front/image_raw"}
+    policy_log, sim_log = tmp_path / "policy_node.log", tmp_path / "sim_node.log"
+    policy = start_node_process(
+        "liquid_control.ros.policy_node",
+        "policy_node",
+        dict(policy=str(policies_dir() / "cfc_ncp_rover.pt"), autostart=True, diagnostics_period_s=0.2),
+        env,
+        log_path=policy_log,
+        remappings=remap,
+    )
+    # no commander on its command topic: sim_node waits before its first episode, publishers made
+    sim = start_node_process(
+        "liquid_control.ros.sim_node",
+        "sim_node",
+        dict(command_topic="nobody_commands", wait_for_subscribers_s=120.0),
+        env,
+        log_path=sim_log,
+        remappings=remap,
+    )
+    probe = Probe(env)
+    try:
+        publishers = lambda topic: {i.node_name for i in probe.node.get_publishers_info_by_topic(topic)}  # noqa: E731
+        assert probe.wait_for(lambda: "sim_node" in publishers("/front/image_raw"), 60.0), sim_log.read_text()
+        assert probe.wait_for(lambda: "sim_node" in publishers("/front/camera_info"), 10.0), sim_log.read_text()
+        assert "sim_node" not in publishers("/camera/camera_info")
+
+        info_pub = probe.publisher(CameraInfo, "/front/camera_info")
+        probe.record("/diagnostics", DiagnosticArray)
+        assert probe.wait_for(lambda: info_pub.get_subscription_count() >= 1, 60.0), policy_log.read_text()
+        subscribers = {i.node_name for i in probe.node.get_subscriptions_info_by_topic("/front/camera_info")}
+        assert "policy_node" in subscribers, subscribers
+
+        def mismatches():
+            msgs = [m for _, m in probe.messages("/diagnostics") if m.status and m.status[0].hardware_id]
+            values = {kv.key: kv.value for kv in msgs[-1].status[0].values} if msgs else {}
+            return int(values.get("camera_info.size_mismatch", 0))
+
+        info_pub.publish(CameraInfo(width=32, height=24))
+        assert probe.wait_for(lambda: mismatches() >= 1, 10.0), policy_log.read_text()
+    finally:
+        probe.close()
+        stop_process(policy)
+        stop_process(sim)
+    assert "camera_info says 32x24 images but the policy takes 64x64" in policy_log.read_text()
+
+
 def test_view_without_an_output_says_what_it_needs():
     proc = subprocess.run(
         [sys.executable, "-m", "liquid_control.cli", "view"], capture_output=True, text=True, timeout=60

@@ -325,5 +325,7 @@ def policy_node_parameter_problems(
 
 def camera_info_topic(camera_topic: str) -> str:
     """The CameraInfo topic beside an image topic (image_transport's convention: ``<ns>/camera_info`` next to
-    ``<ns>/image_raw``), the one name sim_node publishes and policy_node subscribes to."""
+    ``<ns>/image_raw``), the one name sim_node publishes and policy_node subscribes to. Given the image topic as its
+    publisher or subscription resolved it (remappings applied), so that remapping the image moves the camera_info
+    with it, as image_transport does."""
     return f"{camera_topic.rsplit('/', 1)[0]}/camera_info" if "/" in camera_topic else "camera_info"

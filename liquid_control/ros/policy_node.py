@@ -270,8 +270,9 @@ class PolicyNode(LifecycleNode):
                     history=HistoryPolicy.KEEP_LAST, depth=getattr(s, depth_param), reliability=reliability
                 )
                 self._subscriptions_by_sensor[sensor] = self.create_subscription(msg_type, topic, callback, qos)
-        if CAMERA in spec.sensors:  # camera_info beside the image (image_transport's convention), where published
-            info_topic = camera_info_topic(self.get_parameter("camera_topic").value)
+        if CAMERA in spec.sensors:  # camera_info beside the image (image_transport's convention), where published:
+            # beside the topic the image subscription resolved to, so that remapping the image moves it along
+            info_topic = camera_info_topic(self._subscriptions_by_sensor[CAMERA].topic_name)
             info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)  # the camera's
             self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
                 CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), info_qos

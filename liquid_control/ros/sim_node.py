@@ -182,7 +182,10 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     ),
     "policy_reset_service": ("", "std_srvs/Trigger called before each episode (e.g. /policy_node/reset)"),
     "frame_prefix": ("", "prefix of the frame ids (odom, base_link, imu, camera, camera_optical, wheels)"),
-    "camera_info_topic": ("", "sensor_msgs/CameraInfo with each image (empty: camera_info beside camera_topic)"),
+    "camera_info_topic": (
+        "",
+        "sensor_msgs/CameraInfo with each image (empty: camera_info beside camera_topic as remapped)",
+    ),
     "robot_description_topic": ("robot_description", "std_msgs/String URDF of the robot (transient local)"),
     "publish_tf": (True, "odom -> base_link and the wheels on /tf with the odometry, sensor mounts on /tf_static"),
     "record_bag": (
@@ -282,7 +285,8 @@ class SimNode(Node):
             self._publish_static_transforms()
         self.camera_info_pub, self._camera_info = None, None
         if "camera" in self.publishers_by_sensor and spec.camera is not None:
-            info_topic = p["camera_info_topic"] or camera_info_topic(p["camera_topic"])
+            # beside the topic the image publisher resolved to (a remapped image takes its camera_info along)
+            info_topic = p["camera_info_topic"] or camera_info_topic(self.publishers_by_sensor["camera"].topic_name)
             self.camera_info_pub = self.create_publisher(CameraInfo, info_topic, sensor_qos)
             self._camera_info = self._camera_info_template(robot_description.camera_fovy_deg(self.world.model, spec))
         self.clock_pub = self.create_publisher(Clock, "/clock", 10) if self.use_sim_time else None

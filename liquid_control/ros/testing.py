@@ -61,9 +61,13 @@ def start_node_process(
     log_path: str | Path | None = None,
     params_files: tuple = (),
     prefix: tuple = (),
+    remappings: dict | None = None,
 ) -> subprocess.Popen:
-    """``[prefix...] python -m module --ros-args ...`` with parameters set by ``-p`` (YAML values)."""
+    """``[prefix...] python -m module --ros-args ...`` with parameters set by ``-p`` (YAML values) and topic
+    ``remappings`` (``{from: to}``) by ``-r``."""
     argv = [*prefix, sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
+    for source, target in (remappings or {}).items():
+        argv += ["-r", f"{source}:={target}"]
     for path in params_files:
         argv += ["--params-file", str(path)]
     for key, value in parameters.items():
