@@ -577,6 +577,45 @@ def test_concurrent_processes_never_share_a_test_ros_domain():
     assert 1 <= ours <= 100 and 1 <= theirs <= 100 and theirs != ours
 
 
+def test_lock_files_another_user_left_in_tmp_are_read_or_passed_over(tmp_path, monkeypatch):
+    """Before: free_domain_id opened each lock file for appending, so a run as another user than the one whose
+    run left them in /tmp (root's files, mode 644) got PermissionError from every ROS test. A lock needs only
+    read access: another user's file is locked through a read-only handle, one this user may not read is
+    passed over. (The other user's permissions are enforced here, as root would bypass them.)"""
+    import builtins
+    import os
+    import random
+    import tempfile
+
+    from liquid_control.ros import testing
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    foreign = {str(tmp_path / f"liquid_control_ros_domain_{i}.lock") for i in range(1, 101)}
+    unreadable = {str(tmp_path / "liquid_control_ros_domain_1.lock")}  # mode 600: not even readable
+    for path in foreign:
+        open(path, "w").close()
+    real_open, real_os_open = builtins.open, os.open
+
+    def open_as_another_user(file, mode="r", *args, **kwargs):
+        if str(file) in foreign and (str(file) in unreadable or set(mode) & set("wax+")):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    def os_open_as_another_user(path, flags, *args, **kwargs):
+        if str(path) in foreign and (str(path) in unreadable or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_as_another_user)
+    monkeypatch.setattr(os, "open", os_open_as_another_user)
+    monkeypatch.setattr(random, "shuffle", lambda ids: None)  # ids tried in order: 1 first
+    monkeypatch.setattr(testing, "_DOMAIN_LOCKS", [])
+    assert testing.free_domain_id() == 2  # 1 passed over, 2 locked through a read-only handle
+    assert testing.free_domain_id() == 3  # 2 is held now
+    for handle in testing._DOMAIN_LOCKS:  # (the list of this test, put back after it)
+        handle.close()
+
+
 def test_a_record_bag_folder_already_holding_an_episodes_bag_is_refused_before_the_run(tmp_path, capsys):
     """Before: `liquid-control sim --record-bag DIR` with DIR/episode_<seed+1> present ran episode 0, then
     sim_node died at episode 1 with a BagError traceback (the run reported a failed episode, exit 1)."""

@@ -40,7 +40,9 @@ def free_domain_id() -> int:
     ids = list(range(1, 101))
     random.shuffle(ids)
     for candidate in ids:
-        handle = open(os.path.join(tempfile.gettempdir(), f"liquid_control_ros_domain_{candidate}.lock"), "a")
+        handle = _open_lock_file(os.path.join(tempfile.gettempdir(), f"liquid_control_ros_domain_{candidate}.lock"))
+        if handle is None:  # another user's file this user may not open: that user's id, passed over
+            continue
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # held by another process
@@ -51,6 +53,26 @@ def free_domain_id() -> int:
             _DOMAIN_LOCKS.pop(0).close()
         return candidate
     return random.randint(1, 100)  # every id held elsewhere: share one, as before
+
+
+def _open_lock_file(path: str):
+    """``path`` opened for reading (all ``flock`` needs), created readable by every user if missing; None where
+    this user may not open it. Opened for writing, another user's lock file (mode 644, left in /tmp by a run as
+    root) raised PermissionError, and so did creating over it (fs.protected_regular): every ROS test errored."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # another process created it just now
+        return _open_lock_file(path)
+    except OSError:
+        return None
+    os.fchmod(fd, 0o644)  # whatever the umask: readable by the other users' runs
+    return os.fdopen(fd, "rb")
 
 
 def start_node_process(
