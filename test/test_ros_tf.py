@@ -873,6 +873,44 @@ def test_view_picture_of_an_uncalibrated_camera_leaves_out_its_field_of_view_say
     assert "camera/camera_info is not calibrated" in err and "field of view is left out" in err, err
 
 
+def test_view_picture_draws_the_field_of_view_in_the_frame_camera_info_names(tmp_path, capsys, monkeypatch):
+    """A robot's camera is not sim_node's ``camera_optical``: its camera_info names its optical frame (REP 103,
+    e.g. ``front_optical``). The picture draws the field of view there; before, it looked up ``camera_optical``,
+    found nothing and left the cone out without a word. A frame the TF tree does not reach is named."""
+    from matplotlib.axes import Axes
+
+    from liquid_control.ros import view
+
+    labels = []
+    plot = Axes.plot
+
+    def recording_plot(self, *args, **kwargs):
+        labels.append(kwargs.get("label", ""))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "plot", recording_plot)
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
+    mounts = [t for t in robot_static_transforms(robot) if t.child_frame_id != "camera_optical"]
+    optical = next(j for j in robot.fixed_joints() if j.child == "camera_optical")
+    mounts.append(stamped_transform("camera", "front_optical", optical.xyz, rd.matrix_to_quat(optical.rotation)))
+    fov = []
+    for frame in ("front_optical", "nowhere_optical"):
+        labels.clear()
+        rec = view.Recording(frame_prefix="")
+        rec.add("robot_description", String(data=rd.to_urdf(robot, "")), 0.0)
+        rec.add("/tf_static", TFMessage(transforms=mounts), 0.0)
+        rec.add("/tf", TFMessage(transforms=[stamped_transform("odom", "base_link")]), 0.0)
+        info = CameraInfo(width=64, height=64, k=[32.0, 0.0, 31.5, 0.0, 32.0, 31.5, 0.0, 0.0, 1.0])
+        info.header.frame_id = frame
+        rec.add("camera/camera_info", info, 0.0)
+        assert view.render_snapshot(rec, tmp_path / f"{frame}.png").read_bytes().startswith(b"\x89PNG")
+        fov.append([label for label in labels if label.startswith("camera field of view")])
+    assert fov[0] == ["camera field of view (90 deg)"] * 2  # the map and the close-up
+    assert fov[1] == []
+    err = capsys.readouterr().err
+    assert "frame 'nowhere_optical' is not connected to odom" in err and "front_optical" not in err, err
+
+
 def test_view_refuses_a_frame_prefix_sim_node_refuses(tmp_path, capsys):
     """--frame-prefix 'bad prefix' or '/r1/' was taken and the picture followed no frame; now refused at once
     with sim_node's rule for its frame_prefix parameter."""

@@ -314,13 +314,20 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
             f"the first {rec.first_non_finite}"
         )
     half_fov = None  # radians; an uncalibrated camera (K all zero, as ROS leaves it) has none to draw
+    camera_frame = rec.frame("camera_optical")  # sim_node's; a robot's camera says its own in camera_info
     if rec.camera_info is not None:
+        camera_frame = rec.camera_info.header.frame_id or camera_frame  # the frame K is in (e.g. front_optical)
         fx, width = float(rec.camera_info.k[0]), rec.camera_info.width
         if math.isfinite(fx) and fx > 0 and width > 0:
             half_fov = math.atan(width / 2 / fx)
         else:
             problems.append(
                 f"camera/camera_info is not calibrated (K[0] = fx = {fx}, width {width}): "
+                "the camera's field of view is left out of the picture"
+            )
+        if half_fov is not None and base is not None and rec.pose(camera_frame, odom) is None:
+            problems.append(
+                f"camera/camera_info's frame {camera_frame!r} is not connected to {odom} by /tf or /tf_static: "
                 "the camera's field of view is left out of the picture"
             )
     for problem in problems:
@@ -335,7 +342,7 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
             ax.add_patch(Polygon(_hull(pts[:, :2]), closed=True, fc=rgba[:3], ec="k", lw=0.5, alpha=alpha, zorder=3))
 
     def draw_fov(ax, reach):
-        optical = rec.pose(rec.frame("camera_optical"), odom)
+        optical = rec.pose(camera_frame, odom)
         if optical is None or half_fov is None:
             return
         origin = optical[:3, 3]
