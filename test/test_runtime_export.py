@@ -183,6 +183,23 @@ def test_auto_runs_an_export_only_of_the_checkpoint_next_to_it(tmp_path, monkeyp
     assert "not a usable ONNX policy" in load_backend(pt).note
 
 
+def test_an_unreadable_checkpoint_next_to_its_export_is_named(tmp_path, monkeypatch):
+    """Before: with an .onnx beside it, a .pt that could not be read (permissions) escaped `load_backend` as a raw
+    PermissionError from hashing it (policy_node and eval catch BackendError); without the .onnx it was named."""
+    torch.manual_seed(4)
+    pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER))
+    assert cli.main(["export", str(pt)]) == 0
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(backends, "checkpoint_sha256", unreadable)
+    for backend, torch_installed in (("auto", True), ("auto", False), ("onnx", True)):
+        monkeypatch.setattr(backends, "torch_available", lambda installed=torch_installed: installed)
+        with pytest.raises(BackendError, match=r"rover\.pt: cannot be read \(Permission denied\)"):
+            load_backend(pt, backend)
+
+
 def test_an_export_that_does_not_record_its_checkpoint_runs_with_a_warning_and_checks_dt(tmp_path, monkeypatch):
     """Exports older than the source record are still run where asked for, but never silently: it may be another
     policy's (here it is). Its step refuses a dt the torch policy refuses (it gave a plausible action)."""

@@ -397,10 +397,23 @@ def checkpoint_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _checkpoint_asked_for_sha256(path: Path) -> str:
+    """The SHA-256 of the ``.pt`` the user named, or a BackendError naming it when it cannot be read (a
+    PermissionError escaped ``load_backend`` raw where an ``.onnx`` lay next to it)."""
+    try:
+        return checkpoint_sha256(path)
+    except OSError as exc:
+        raise BackendError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
     """The ONNX export next to ``path``, refused when it records another checkpoint than the file there now."""
     candidate = OnnxBackend(onnx_path)
-    if candidate.source_sha256 is not None and path.is_file() and candidate.source_sha256 != checkpoint_sha256(path):
+    if (
+        candidate.source_sha256 is not None
+        and path.is_file()
+        and candidate.source_sha256 != _checkpoint_asked_for_sha256(path)
+    ):
         raise BackendError(
             f"{onnx_path}: exported from another version of {path.name} or from another policy (it holds "
             f"{_policy_name(candidate.config)}; checkpoint SHA-256 differs); re-export it (`liquid-control export "
@@ -484,12 +497,13 @@ def _choose_backend(path: Path, backend: str):
         if importlib.util.find_spec("onnxruntime") is None:
             skipped = f"onnxruntime is not installed, so the export {onnx_path.name} next to it does not run"
         else:
+            checkpoint_sha = _checkpoint_asked_for_sha256(path)
             try:
                 candidate = OnnxBackend(onnx_path)
             except BackendError as exc:  # not a usable export: torch runs the checkpoint
                 skipped = f"{onnx_path.name} next to it is not a usable ONNX policy ({exc})"
             else:
-                if candidate.source_sha256 == checkpoint_sha256(path):
+                if candidate.source_sha256 == checkpoint_sha:
                     return candidate
                 candidate.close()
                 skipped = f"{onnx_path.name} next to it " + (
