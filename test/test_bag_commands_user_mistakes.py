@@ -12,6 +12,7 @@ from liquid_control import cli
 from liquid_control.bags import BagReader, BagWriter
 from liquid_control.bags.messages import image_message, twist_message
 from liquid_control.ros.testing import free_domain_id
+from liquid_control.training.bag_data import validate_data
 
 FRAMES = 10
 
@@ -179,8 +180,12 @@ def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_giv
     out = tmp_path / "run"
     assert cli.main([*train, "--bag", str(two_days / "day*" / "*"), "--val-bag", str(heldout), "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert f"data.validation: {heldout} holds the same recording as the training bag {day1} (a copy)" in err, err
+    assert f"--val-bag: {heldout} holds the same recording as the training bag {day1} (a copy)" in err, err
     assert "Traceback" not in err and not out.exists()
+    assert cli.main([*train, "--bag", str(day1), "--val-bag", str(day1), "--out", str(out)]) == 2
+    assert f"--bag, --val-bag: bag(s) ['{day1}'] are both training and validation bags" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"^data\.validation: .* holds the same recording"):  # a config's data:
+        validate_data({"bags": [str(day1)], "validation": [str(heldout)]})
     assert cli.main([*train, "--bag", str(two_days / "day1" / "*"), "--bag", str(day1), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"--bag {day1}: one bag given twice (by '{two_days / 'day1' / '*'}' and '{day1}')" in err, err
@@ -192,8 +197,6 @@ def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_giv
     data = bytearray(mcap.read_bytes())
     data[-100] ^= 0xFF  # in the summary section: same size, another file
     mcap.write_bytes(bytes(data))
-    from liquid_control.training.bag_data import validate_data
-
     section = validate_data({"bags": [str(day1), str(day2)], "validation": [str(other)]})
     assert section["validation"] == [str(other)]
 

@@ -145,17 +145,22 @@ def validate_data(section: dict, options=()) -> dict:
         )
     if out["window"] < 2:
         raise ValueError(f"data.window: must be >= 2 updates, got {out['window']}")
-    for key, option in (("bags", "--bag"), ("validation", "--val-bag")):  # each checked before any is converted
-        given = option if key in (options or ()) else f"data.{key}"
-        out[key] = [str(Path(bag).resolve()) for bag in expand_bags(out[key], given)]
+    given = {  # how the user named each list: the option, or the config key
+        key: option if key in (options or ()) else f"data.{key}"
+        for key, option in (("bags", "--bag"), ("validation", "--val-bag"))
+    }
+    for key in given:  # each checked before any is converted
+        out[key] = [str(Path(bag).resolve()) for bag in expand_bags(out[key], given[key])]
     overlap = sorted(set(out["bags"]) & set(out["validation"]))
     if overlap:
-        raise ValueError(f"data: bag(s) {overlap} are both training and validation bags")
+        raise ValueError(
+            f"{given['bags']}, {given['validation']}: bag(s) {overlap} are both training and validation bags"
+        )
     copies = _validation_copies(out["bags"], out["validation"])
     if copies:  # its loss would select the epoch that best fits training data
         held_out, bag = copies[0]
         raise ValueError(
-            f"data.validation: {held_out} holds the same recording as the training bag {bag} (a copy): held-out "
+            f"{given['validation']}: {held_out} holds the same recording as the training bag {bag} (a copy): held-out "
             "bags must not be trained on; remove it from one of the two"
         )
     if out["node_params"] is not None:
