@@ -186,6 +186,10 @@ def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_giv
     assert f"--bag, --val-bag: bag(s) ['{day1}'] are both training and validation bags" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"^data\.validation: .* holds the same recording"):  # a config's data:
         validate_data({"bags": [str(day1)], "validation": [str(heldout)]})
+    from liquid_control.training import TrainingError, bag_data
+
+    with pytest.raises(TrainingError, match=r"^--bag .*nothere: no such bag"):  # train()'s error, as for a wrong key
+        bag_data.resolve("policies/configs/cfc_ncp_rover.yaml", {"bags": [str(tmp_path / "nothere")]}, out)
     assert cli.main([*train, "--bag", str(two_days / "day1" / "*"), "--bag", str(day1), "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"--bag {day1}: one bag given twice (by '{two_days / 'day1' / '*'}' and '{day1}')" in err, err

@@ -123,8 +123,9 @@ def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str
 
 
 def validate_data(section: dict, options=()) -> dict:
-    """Check a ``data:`` section (unknown keys and wrong types name the key) and expand the bag globs; ``options``:
-    the keys the command line set (``bags``: --bag, ``validation``: --val-bag), named so in a bag's error."""
+    """Check a ``data:`` section (unknown keys and wrong types name the key: ValueError) and expand the bag globs
+    (a bag not there or named twice: BagError); ``options``: the keys the command line set (``bags``: --bag,
+    ``validation``: --val-bag), named so in a bag's error."""
     if not isinstance(section, dict):
         raise ValueError(f"data: expected a mapping, got {type(section).__name__}")
     unknown = sorted(set(section) - set(DATA_KEYS))
@@ -239,7 +240,7 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
             merged[key] = value
     try:
         return config, validate_data(merged, options=data)
-    except ValueError as exc:
+    except (ValueError, BagError) as exc:  # a wrong key, or a bag not there (expand_bags)
         raise TrainingError(str(exc)) from None
 
 
