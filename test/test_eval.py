@@ -1034,6 +1034,28 @@ def test_one_checkpoint_given_twice_is_not_two_training_seeds(tmp_path, monkeypa
         build_plan([f"a={ckpt},policies/cfc_rover.pt"], ["in_distribution"], 1)
 
 
+def test_one_checkpoint_under_two_policy_names_is_refused(tmp_path, capsys):
+    """Before: `--policy a=X --policy b=X` (or b a copy of X) ran X twice and reported two policies with the same
+    numbers, exit status 0: a table row and a comparison that are one checkpoint against itself."""
+    import shutil
+
+    from liquid_control.cli import main
+    from liquid_control.paths import policies_dir
+
+    ckpt = str(policies_dir() / "cfc_rover.pt")
+    copy = str(tmp_path / "renamed.pt")
+    shutil.copyfile(ckpt, copy)
+    out = tmp_path / "report"
+    for second in (ckpt, copy):
+        argv = ["eval", "--policy", f"a={ckpt}", "--policy", f"b={second}", "--episodes", "1", "--out", str(out)]
+        assert main([*argv, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert f"{second} has the same contents as {ckpt}" in err and "policies 'a' and 'b'" in err, err
+        assert "Traceback" not in err and not out.exists()
+    other = str(policies_dir() / "lstm_rover.pt")  # two different checkpoints are two policies
+    assert [p.name for p in build_plan([f"a={ckpt}", f"b={other}"], ["in_distribution"], 1).policies] == ["a", "b"]
+
+
 def test_experiment_options_without_experiment_are_refused(tmp_path, capsys):
     """Before: `eval --policy expert --seeds 2 --archs cfc` ignored both options and evaluated the expert."""
     from liquid_control.cli import main

@@ -326,6 +326,7 @@ def build_plan(
         name, paths = parse_policy_argument(text)
         specs.append(resolve_policy(name, paths, world or DEFAULT_WORLD))
         check_policy_name(specs[-1].name, () if name else paths)
+    check_distinct_checkpoints(specs)
     policy_worlds = {s.world for s in specs if not s.is_expert}
     if len(policy_worlds) > 1:
         raise EvaluationSetupError(
@@ -351,6 +352,23 @@ def build_plan(
         raise EvaluationSetupError(f"policy names must be unique, repeated: {duplicates} (use NAME=CHECKPOINT)")
     seeds = [episode_seed_base + i for i in range(episodes)]
     return EvaluationPlan(policies=specs, shifts=shifts, episode_seeds=seeds)
+
+
+def check_distinct_checkpoints(specs: list[PolicySpec]) -> None:
+    """Every checkpoint file of a request must have contents of its own (SHA-256): one checkpoint given under
+    two policy names ran twice and was reported as two policies with the same results (and compared with itself);
+    a copy of one file under two names within a policy counted as two training seeds."""
+    seen: dict[str, tuple[str, str]] = {}  # SHA-256 -> (policy, file) where it was first given
+    for spec in specs:
+        for path, sha in zip(spec.checkpoints, spec.checkpoint_sha):
+            if sha in seen:
+                policy, first = seen[sha]
+                where = f"policy {spec.name!r}" if policy == spec.name else f"policies {policy!r} and {spec.name!r}"
+                raise EvaluationSetupError(
+                    f"--policy: {path} has the same contents as {first} (SHA-256 {sha[:16]}...), given for {where}: "
+                    "one checkpoint would be reported twice, as if it were two; give it once"
+                )
+            seen[sha] = (spec.name, path)
 
 
 def check_policy_name(name: str, checkpoints=(), origin: str = "the config name") -> None:
