@@ -52,3 +52,29 @@ def test_add_ood_fills_the_card_and_keeps_the_rest(tmp_path):
     add_ood(card, results, "p")  # refilled (another evaluation): one table, the rest kept
     again = card.read_text()
     assert again == text and again.count("| fog |") == 1
+
+
+def test_ood_section_refuses_a_policy_of_several_training_seeds(tmp_path):
+    """Before: the episodes of a 3-seed policy were keyed by episode seed alone, so each seed overwrote the one read
+    before it and the card showed the last seed's rate over a third of the episodes (12% of 8 where the report
+    said 25% of 24), silently."""
+    records = [
+        {
+            "policy": "cfc",
+            "training_seed": seed,
+            "checkpoint_sha": f"sha{seed}",
+            "shift": shift,
+            "episode_seed": i,
+            "success": seed == 0,
+        }
+        for seed in (0, 1, 2)
+        for shift in ("in_distribution", "dusk")
+        for i in range(4)
+    ]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(ValueError, match=r"policy 'cfc' has 3 checkpoints \(training seeds 0, 1, 2\).*--ood-policy"):
+        ood_section(path, "cfc")
+    path.write_text(json.dumps([r for r in records if r["training_seed"] == 0]))  # one checkpoint: its own numbers
+    dusk = ood_section(path, "cfc")["shifts"]["dusk"]
+    assert dusk["success"] == 1.0 and dusk["episodes"] == 4 and dusk["episode_seeds"] == "0..3"

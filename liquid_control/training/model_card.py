@@ -522,6 +522,16 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
     records = [r for r in data if r["policy"] == policy]
     if not records:
         raise CardError(f"{results_path}: no episodes of policy {policy!r}")
+    # a card describes one checkpoint: a policy of several training seeds (or checkpoints) has several episodes of
+    # each seed, of which only the last read was kept (a 3-seed policy's card: one seed's rate, a third of the n)
+    checkpoints = sorted({(str(r.get("training_seed")), str(r.get("checkpoint_sha"))) for r in records})
+    if len(checkpoints) > 1:
+        seeds = ", ".join(seed for seed, _ in checkpoints)
+        raise CardError(
+            f"{results_path}: policy {policy!r} has {len(checkpoints)} checkpoints (training seeds {seeds}); a model "
+            "card describes one: evaluate this checkpoint as a policy of its own (NAME=CHECKPOINT) and pass that "
+            "name as --ood-policy"
+        )
     by_shift: dict[str, dict[int, bool]] = {}
     try:
         for r in records:
