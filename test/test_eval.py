@@ -1366,3 +1366,24 @@ def test_a_resume_with_a_smaller_request_says_which_logged_episodes_the_report_l
     assert len(read_log(os.path.join(out, LOG_NAME))) == 4  # the log keeps every episode
     evaluate(both, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
     assert "not part of this request" not in capsys.readouterr().err  # the whole request again: nothing to say
+
+
+def test_plan_json_records_each_checkpoints_full_sha256(tmp_path, tiny_checkpoints):
+    """Before: the report folder kept only 12 hex digits of a checkpoint's SHA-256 (results.csv); a reader could not
+    check a file against the report with `sha256sum`."""
+    import hashlib
+
+    from liquid_control.evaluation.results import ResultLog
+
+    out = str(tmp_path / "run")
+    plan = build_plan(["expert", "tiny=" + ",".join(tiny_checkpoints)], ["in_distribution"], 1)
+    log = ResultLog(out, resume=False)
+    for job in plan.jobs:  # every episode logged: the report is written from them, nothing runs
+        log.append(finished_record(job))
+    evaluate(plan, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
+    with open(os.path.join(out, "plan.json")) as fh:
+        expert, tiny = json.load(fh)["policies"]
+    want = [hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() for path in tiny_checkpoints]
+    assert tiny["checkpoint_sha256"] == want and expert["checkpoint_sha256"] == []
+    with open(os.path.join(out, "report.md")) as fh:
+        assert "SHA-256, the shifts and the episode seeds: `plan.json`" in fh.read()

@@ -127,7 +127,8 @@ def evaluate(
 
 
 def _write_plan(plan: EvaluationPlan, out_dir: str, command: str) -> None:
-    """plan.json: what was asked (for a reader of the folder, and to see what `--resume` continues)."""
+    """plan.json: what was asked (for a reader of the folder, and to see what `--resume` continues): the shifts,
+    the episode seeds, and each policy's checkpoint files with their SHA-256 (results.csv keeps 12 hex digits)."""
     data = {
         "command": command,
         "shifts": plan.shifts,
@@ -137,6 +138,7 @@ def _write_plan(plan: EvaluationPlan, out_dir: str, command: str) -> None:
                 "name": p.name,
                 "world": p.world,
                 "checkpoints": list(p.checkpoints),
+                "checkpoint_sha256": list(p.checkpoint_sha),  # what a reader checks the files against
                 "training_seeds": list(p.training_seeds),
                 "parameter_count": p.parameter_count,
                 "core_parameter_count": p.core_parameter_count,
