@@ -84,7 +84,8 @@ def test_seed_numbers_a_checkpoint_did_not_record_are_never_paired():
 
 @pytest.fixture(scope="module")
 def seed_checkpoints(tmp_path_factory):
-    """Tiny untrained policies: training seeds 0..3 recorded, and one without a recorded seed."""
+    """Tiny untrained policies: training seeds 0..3 recorded, and one without a recorded seed; ``[seed, name]``: the
+    same seed's weights as another policy's own file (one file under two policy names is refused)."""
     import torch
 
     from liquid_control.policy import Policy, save_policy
@@ -94,7 +95,10 @@ def seed_checkpoints(tmp_path_factory):
     for seed in (0, 1, 2, 3, None):
         torch.manual_seed(0 if seed is None else seed)
         metadata = {} if seed is None else {"seed": seed}
-        paths[seed] = str(save_policy(folder / f"s{seed}.pt", Policy.from_config(TINY_CONFIG), metadata))
+        policy = Policy.from_config(TINY_CONFIG)
+        paths[seed] = str(save_policy(folder / f"s{seed}.pt", policy, metadata))
+        for name in ("B", "C", "lstm"):
+            paths[seed, name] = str(save_policy(folder / f"{name}_s{seed}.pt", policy, {**metadata, "policy": name}))
     return paths
 
 
@@ -106,7 +110,9 @@ def test_report_pairs_the_seeds_of_a_plan_by_number(seed_checkpoints, tmp_path):
 
     p = seed_checkpoints
     plan = build_plan(
-        [f"A={p[0]},{p[1]},{p[2]}", f"B={p[1]},{p[2]},{p[3]}", f"C={p[None]},{p[1]}"], ["in_distribution"], 30
+        [f"A={p[0]},{p[1]},{p[2]}", f"B={p[1, 'B']},{p[2, 'B']},{p[3, 'B']}", f"C={p[None]},{p[1, 'C']}"],
+        ["in_distribution"],
+        30,
     )
     specs = {s.name: s for s in plan.policies}
     assert specs["C"].training_seeds == (0, 1) and specs["C"].unrecorded_seeds == (0,)
@@ -161,7 +167,14 @@ def test_the_experiment_compares_a_pair_it_already_makes_once(seed_checkpoints, 
 
     def fake_train_all(variants, seeds, *args, **kwargs):
         return [
-            {"name": name, "arch": arch, "seed": s, "policy": seed_checkpoints[s], "metadata": {}, "cpu_s": None}
+            {
+                "name": name,
+                "arch": arch,
+                "seed": s,
+                "policy": seed_checkpoints[s] if name == "cfc" else seed_checkpoints[s, name],
+                "metadata": {},
+                "cpu_s": None,
+            }
             for name, arch in variants
             for s in seeds
         ]
@@ -186,7 +199,7 @@ def test_the_report_prints_a_pair_given_twice_once(seed_checkpoints, tmp_path):
     from liquid_control.evaluation.report import write_report
 
     p = seed_checkpoints
-    plan = build_plan([f"A={p[0]},{p[1]}", f"B={p[0]},{p[1]}"], ["in_distribution"], 4)
+    plan = build_plan([f"A={p[0]},{p[1]}", f"B={p[0, 'B']},{p[1, 'B']}"], ["in_distribution"], 4)
     records = [
         r
         for j in plan.jobs
