@@ -1387,3 +1387,39 @@ def test_plan_json_records_each_checkpoints_full_sha256(tmp_path, tiny_checkpoin
     assert tiny["checkpoint_sha256"] == want and expert["checkpoint_sha256"] == []
     with open(os.path.join(out, "report.md")) as fh:
         assert "SHA-256, the shifts and the episode seeds: `plan.json`" in fh.read()
+
+
+def test_no_two_policies_of_a_panel_look_alike_in_the_figures(tmp_path, monkeypatch):
+    """Before: bars and lines took the 10 colours of the colour cycle alone, so the 11th policy of a panel was drawn as
+    the 1st: in the headline figures `cfc_no_dt` (the dt ablation) in the expert's colour and style."""
+    from matplotlib.colors import to_hex
+    from matplotlib.container import BarContainer, ErrorbarContainer
+
+    from liquid_control.evaluation.figures import pyplot
+    from liquid_control.evaluation.report import plot_success_by_shift, plot_sweeps
+    from liquid_control.evaluation.summary import CellSummary
+
+    plt = pyplot()
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)  # keep the figures to look at them
+    policies, shifts = [f"p{i}" for i in range(12)], ["in_distribution", "sensor_rate=2"]
+    cells = [
+        CellSummary(p, s, 4, 2, 0.5, (0.2, 0.8), 0.0, None, 0.0, None, 0.0, 10.0, 1.0, {0: 0.5})
+        for p in policies
+        for s in shifts
+    ]
+    plot_success_by_shift(cells, {"": policies}, shifts, str(tmp_path / "bars.png"))
+    plot_sweeps(cells, {"": policies}, shifts, str(tmp_path / "sweep.png"))
+    bars, sweep = drawn
+    looks = [
+        (c.get_label(), to_hex(c.patches[0].get_facecolor()), c.patches[0].get_hatch())
+        for c in bars.axes[0].containers
+        if isinstance(c, BarContainer)
+    ]
+    assert [label for label, *_ in looks] == policies and len({tuple(look) for _, *look in looks}) == 12
+    lines = [c.lines[0] for c in sweep.axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(lines) == 12
+    assert len({(to_hex(line.get_color()), line.get_linestyle(), line.get_marker()) for line in lines}) == 12
+    monkeypatch.undo()
+    for figure in drawn:
+        plt.close(figure)

@@ -25,6 +25,17 @@ from liquid_control.evaluation.summary import (
 
 # ----------------------------------------------------------------------------------------------- plots
 
+# A panel's policies take the colour cycle's colours in turn, then the same colours again with another pattern:
+# with the colours alone, the 11th policy of a panel (the headline's cfc_no_dt) was drawn as the 1st (the expert).
+HATCHES = ("", "////", "....", "xxxx")  # bars
+LINES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # lines: style and marker
+
+
+def policy_style(plt, i: int) -> tuple[str, int]:
+    """The colour of a panel's ``i``-th policy and the index of its pattern in ``HATCHES`` / ``LINES``."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return colors[i % len(colors)], (i // len(colors)) % len(HATCHES)
+
 
 def plot_success_by_shift(
     cells: list[CellSummary], panels: dict[str, list[str]], shifts: list[str], path: str, shifts_per_row: int = 6
@@ -36,7 +47,6 @@ def plot_success_by_shift(
     chunks = [shifts[i : i + shifts_per_row] for i in range(0, len(shifts), shifts_per_row)]
     rows = [(title, policies, chunk) for title, policies in panels.items() for chunk in chunks]
     widest = max(len(p) for p in panels.values())
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     fig, axes = plt.subplots(
         len(rows), 1, figsize=(min(14.0, 3.0 + (0.9 + 0.09 * widest) * len(chunks[0])), 2.6 * len(rows)), squeeze=False
     )
@@ -53,6 +63,7 @@ def plot_success_by_shift(
                 rates.append(c.success_rate)
                 lo.append(c.success_rate - c.success_ci[0])
                 hi.append(c.success_ci[1] - c.success_rate)
+            color, pattern = policy_style(plt, i)
             ax.bar(
                 x + (i - (len(policies) - 1) / 2) * width,
                 rates,
@@ -60,7 +71,10 @@ def plot_success_by_shift(
                 yerr=[lo, hi],
                 capsize=1.0,
                 label=policy,
-                color=colors[i % len(colors)],
+                color=color,
+                hatch=HATCHES[pattern],
+                edgecolor="white",
+                linewidth=0,
                 error_kw={"elinewidth": 0.6},
             )
         ax.set_xticks(x)
@@ -103,7 +117,7 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
     for r, (key, points) in enumerate(sweeps.items()):
         for c, (title, policies) in enumerate(panels.items()):
             ax = axes[r, c]
-            for policy in policies:
+            for i, policy in enumerate(policies):
                 xs, ys, lo, hi = [], [], [], []
                 for factor, shift in points:
                     cell = by_key.get((policy, shift))
@@ -114,12 +128,15 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
                 if not xs:
                     continue
                 # small horizontal offsets per policy so overlapping error bars stay readable
-                offset = 2 ** (0.04 * (policies.index(policy) - (len(policies) - 1) / 2))
+                offset = 2 ** (0.04 * (i - (len(policies) - 1) / 2))
+                color, pattern = policy_style(plt, i)
                 ax.errorbar(
                     [x * offset for x in xs],
                     ys,
                     yerr=[np.subtract(ys, lo), np.subtract(hi, ys)],
-                    marker="o",
+                    color=color,
+                    ls=LINES[pattern][0],
+                    marker=LINES[pattern][1],
                     ms=3,
                     capsize=1.5,
                     elinewidth=0.6,
