@@ -289,7 +289,7 @@ def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> s
     count, the pooled rate with a 95% interval (over seeds then episodes; with one folder, over episodes), and what
     the operator did in the round; with ``figure``, success against round, one line per seed and the pooled rate.
     A round some folder lacks (unfinished) is shown there as '-' and not pooled."""
-    from liquid_control.evaluation.stats import hierarchical_bootstrap_interval
+    from liquid_control.stats import hierarchical_bootstrap_interval
 
     per_seed = []  # {round: {episode seed: 0/1}}
     for out in outs:

@@ -52,9 +52,9 @@ def main(argv=None) -> int:
 
     from liquid_control.evaluation.agents import make_env
     from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
-    from liquid_control.evaluation.stats import wilson_interval
     from liquid_control.policy import load_policy
     from liquid_control.policy.agent import PolicyAgent
+    from liquid_control.stats import wilson_interval
     from liquid_control.training.data import rollout
 
     torch.set_num_threads(1)

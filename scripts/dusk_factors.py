@@ -67,8 +67,8 @@ def main(argv=None) -> int:
     import sim_envs.rover as rover
     from liquid_control.evaluation.batched import WorldPool, make_batches, run_batch
     from liquid_control.evaluation.plan import build_plan
-    from liquid_control.evaluation.stats import mcnemar_exact_p, wilson_interval
     from liquid_control.paths import policies_dir
+    from liquid_control.stats import mcnemar_exact_p, wilson_interval
 
     torch.set_num_threads(1)
     names = args.policy or ["cfc_ncp_rover_robust", "cfc_ncp_rover"]

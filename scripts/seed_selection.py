@@ -93,7 +93,7 @@ def _choose(validation: dict, test: dict, policies: list, groups: list, without:
 
 
 def _summary(rows: dict, groups: list) -> dict:
-    from liquid_control.evaluation.stats import mcnemar_exact_p  # the exact two-sided binomial (sign) test
+    from liquid_control.stats import mcnemar_exact_p  # the exact two-sided binomial (sign) test
 
     summary = {}
     for group in groups if rows else []:  # no rows: a policy with one seed has nothing to choose without it

@@ -16,7 +16,8 @@ from liquid_control.evaluation.episode import SmoothnessTracker
 from liquid_control.evaluation.evaluate import evaluate
 from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
 from liquid_control.evaluation.results import LOG_NAME, read_log
-from liquid_control.evaluation.stats import (
+from liquid_control.evaluation.summary import paired_comparison
+from liquid_control.stats import (
     bootstrap_mean_interval,
     hierarchical_bootstrap_interval,
     holm_adjust,
@@ -26,7 +27,6 @@ from liquid_control.evaluation.stats import (
     student_t_sf,
     wilson_interval,
 )
-from liquid_control.evaluation.summary import paired_comparison
 
 TINY_CONFIG = {
     "name": "tiny_cfc",

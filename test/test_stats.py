@@ -144,7 +144,7 @@ def test_a_pair_given_twice_or_reversed_is_one_comparison_of_the_holm_family():
     """Before: comparison_pairs + --paired cfc,lstm (or --paired a,b --paired b,a) tested the pair twice, and
     Holm counted both: every adjusted p-value of the report was computed with a larger family."""
     from liquid_control.evaluation import plan
-    from liquid_control.evaluation.stats import holm_adjust
+    from liquid_control.stats import holm_adjust
 
     assert plan.parse_pairs(["cfc,lstm", "lstm,cfc", " cfc , lstm", "gru,cfc"], ["cfc", "lstm", "gru"]) == [
         ("cfc", "lstm"),
@@ -274,7 +274,7 @@ def test_the_expert_has_no_comparison_over_training_seeds():
 def test_a_tie_has_no_interval_and_a_difference_interval_stays_within_100_points():
     """Before: a tie printed the zero-width '[+33, +33]' (the report says such a row has no interval), and two
     seeds' t interval ran to [-543, +643] points."""
-    from liquid_control.evaluation.stats import paired_seed_test
+    from liquid_control.stats import paired_seed_test
 
     assert paired_seed_test([10 / 30] * 5) == (pytest.approx(1 / 3), None, None, 0.0625)
     records = episodes("A", {0: 20, 1: 25, 2: 12, 3: 18, 4: 22}) + episodes("B", {0: 10, 1: 15, 2: 2, 3: 8, 4: 12})
@@ -295,7 +295,7 @@ def test_the_near_tie_example_of_the_docs_is_possible_and_its_p_value_is_the_tes
     import pathlib
     import re
 
-    from liquid_control.evaluation.stats import paired_seed_test
+    from liquid_control.stats import paired_seed_test
 
     text = " ".join((pathlib.Path(__file__).parents[1] / "docs" / "ood.md").read_text().split())
     found = re.search(r"two seeds at (-\d+) and (-\d+) points[^:]*: t-test p ([\d.]+)", text)
@@ -344,7 +344,7 @@ def test_a_seed_drawn_twice_resamples_its_episodes_twice():
     """Five seeds, each 5 of 10 episodes: no seed-to-seed spread, the spread is the episodes'. Each of the 5
     slots of a replicate averages 10 fresh draws: sd sqrt(0.25 / 50) = 0.071, a 95% interval ~0.28 wide.
     Before: a seed drawn twice copied one resample into both slots, sd 0.095 and ~0.36 wide."""
-    from liquid_control.evaluation.stats import hierarchical_bootstrap_interval
+    from liquid_control.stats import hierarchical_bootstrap_interval
 
     outcomes = [[[1] * 5 + [0] * 5] for _ in range(5)]
     mean, lo, hi = hierarchical_bootstrap_interval(outcomes, resamples=20000)
@@ -377,7 +377,7 @@ ONE_DRAW_UNEVEN = ("0x1.8dc98ca5c1832p-2", "0x1.271bdfe5ec057p-2", "0x1.fe785a60
 def test_the_bootstrap_drawn_in_blocks_is_the_one_draw_bootstrap_to_the_last_bit(block_elements, monkeypatch):
     """Drawing the episodes a block of replicates at a time keeps the generator's order: the same numbers as one
     draw for all replicates, whatever the block (one replicate, a block that does not divide 1999, all)."""
-    from liquid_control.evaluation import stats
+    from liquid_control import stats
 
     if block_elements is not None:
         monkeypatch.setattr(stats, "BOOTSTRAP_BLOCK_ELEMENTS", block_elements)
@@ -392,7 +392,7 @@ def test_the_bootstrap_at_10_seeds_of_500_episodes_holds_a_few_mb_not_150():
     153 MiB (161 MiB with unequal episode counts); now a block of replicates at a time, ~5 MiB."""
     import tracemalloc
 
-    from liquid_control.evaluation.stats import hierarchical_bootstrap_interval
+    from liquid_control.stats import hierarchical_bootstrap_interval
 
     for outcomes in _report_sized_outcomes():
         tracemalloc.start()

@@ -17,7 +17,7 @@ import numpy as np
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.plan import EXPERT, unique_pairs
 from liquid_control.evaluation.shifts import shift_group
-from liquid_control.evaluation.stats import (
+from liquid_control.stats import (
     bootstrap_mean_interval,
     holm_adjust,
     mcnemar_exact_p,

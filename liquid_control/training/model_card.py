@@ -39,6 +39,7 @@ from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.runtime.export import ExportError, export_checked
+from liquid_control.stats import wilson_interval
 
 from .trainer import make_env
 
@@ -54,16 +55,6 @@ def _write_text(path: Path, text: str) -> None:
     """``path`` replaced whole or not at all (a killed run leaves no half-written card or cache entry)."""
     with atomic_write(path, "w", encoding="utf-8") as handle:
         handle.write(text)
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a success rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 CHECK_FALSE_ALARM = 1e-3  # probability that a correct build fails the shipped-policy check

@@ -1,4 +1,5 @@
-"""Confidence intervals for the OOD report: Wilson for success rates, bootstrap for means.
+"""Statistics of success rates and means, shared by the OOD report (evaluation) and the model cards (training):
+Wilson intervals for success rates, bootstrap for means, paired tests.
 
 Wilson rather than the normal (Wald) interval because success rates near 0 or 1 with tens of episodes are
 the common case here, where Wald collapses to a zero-width interval. The bootstrap (percentile, fixed seed,
