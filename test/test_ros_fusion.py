@@ -1,6 +1,7 @@
 """policy_node with a camera + IMU policy over real DDS: it subscribes to every sensor the policy names, updates
 on every camera and IMU message exactly as the runtime oracle does, and stops when one sensor goes silent."""
 
+import re
 import time
 
 import numpy as np
@@ -195,3 +196,43 @@ def test_a_silent_imu_triggers_the_watchdog_for_the_imu(policy_file, tmp_path):
         probe.close()
         code = stop_process(proc)
     assert code == 0, (tmp_path / "policy_node.log").read_text()
+
+
+def test_an_imu_stamping_by_another_clock_gets_no_command_and_is_named_with_its_offset(policy_file, tmp_path):
+    """The camera stamps system time, the IMU (and the wheel encoders) a hardware clock 1000 s behind: every IMU
+    message was late (dt 0) with an age of 1000 s, and the node commanded from each of them, its diagnostics OK.
+    Now no update comes, the diagnostics and the log say what updates wait for, with every input's stamps
+    against the node clock."""
+    env = isolated_ros_env()
+    log = tmp_path / "policy_node.log"
+    proc = start(policy_file, env, tmp_path, watchdog_timeout_s=0.3)
+    probe = Probe(env)
+    try:
+        pubs = connect(probe, log)
+        image = np.full((H, W, 3), 100, np.uint8)
+        value = {"camera": image, "imu": [0, 0, 0.1, 0, 0, 9.8], "wheels": [0.5, 0.5]}
+        offset = {"camera": 0.0, "imu": -1000.0, "wheels": -1000.0}
+        period = {"camera": 1 / 30, "imu": 1 / 100, "wheels": 1 / 100}
+        next_at = dict.fromkeys(period, 0.0)
+        start_at = time.monotonic()
+        while time.monotonic() - start_at < 1.5:
+            now = time.monotonic()
+            for sensor in period:
+                if now >= next_at[sensor]:
+                    pubs[sensor].publish(message(sensor, time.time() + offset[sensor], value[sensor]))
+                    next_at[sensor] = now + period[sensor]
+            time.sleep(0.002)
+        assert probe.wait_for(lambda: "waiting_for_stale" in str(_diagnostics(probe)[1]), 3.0), _diagnostics(probe)
+        status, values = _diagnostics(probe)
+        assert not [m for _, m in probe.messages("wheel_torques") if any(m.data)]  # no command from that mix
+        assert status.level == DiagnosticStatus.WARN and "updates" not in values  # not one update
+        assert status.message.startswith("no command: waiting for "), status.message
+        assert re.search(
+            r"latest stamps minus the node clock: camera [+-]0\.\d{3} s, imu -100\d\.\d{3} s", status.message
+        )
+    finally:
+        probe.close()
+        code = stop_process(proc)
+    text = log.read_text()
+    assert code == 0, text
+    assert re.search(r"no state update for .* waiting for .*imu -100\d\.\d{3} s", text), text

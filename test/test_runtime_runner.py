@@ -232,6 +232,7 @@ def test_large_gap_resets_the_state(runner):
     runner.submit("imu", 1.0, imu(1.0))
     runner.submit("camera", 1.0, image())
     runner.submit("camera", 1.1, image())
+    runner.submit("imu", 2.99, imu(1.0))  # the held IMU fresh (an input 1.9 s old holds the update: see below)
     res = runner.submit("camera", 3.0, image())  # camera stale for 1.9 s > max_gap_s
     assert res.status == R.UPDATED and res.reset == "gap" and res.dt == pytest.approx(0.05)
     drive = 10 / 255 + 6.0
@@ -383,13 +384,13 @@ def test_updates_released_together_each_carry_their_stamp_and_reset():
         assert runner.submit(sensor, t, reading(sensor)).status == R.QUEUED
     first = runner.submit("imu", 1.60, imu())  # after 0.7 s of silence: releases 0.90-0.91
     assert first.update_stamps == pytest.approx((0.91,)) and first.update_resets == (None,)
-    for t in (1.61, 1.62):
-        assert runner.submit("imu", t, imu()).status == R.QUEUED
-    result = runner.submit("imu", 1.70, imu())  # releases 1.60, 1.61, 1.62
-    assert result.update_stamps == pytest.approx((1.60, 1.61, 1.62))
-    assert result.update_resets == ("gap", None, None) and result.reset == "gap"  # 1.60 - 0.91 > max_gap_s
+    for sensor, t in [("wheels", 1.605), ("camera", 1.608), ("imu", 1.61), ("imu", 1.62)]:
+        assert runner.submit(sensor, t, reading(sensor)).status == R.QUEUED
+    result = runner.submit("imu", 1.70, imu())  # releases 1.60 (waits: the frame is 0.69 s old), 1.605 ... 1.62
+    assert result.update_stamps == pytest.approx((1.608, 1.61, 1.62))
+    assert result.update_resets == ("gap", None, None) and result.reset == "gap"  # 1.608 - 0.91 > max_gap_s
     assert result.updates == 3 and result.stamp == pytest.approx(1.62)
-    assert [c[0] for c in runner.backend.calls] == pytest.approx([0.05, 0.05, 0.01, 0.01])
+    assert [c[0] for c in runner.backend.calls] == pytest.approx([0.05, 0.05, 0.002, 0.01])
 
 
 def test_reordering_buffer_is_bounded_and_counts_early_releases():
@@ -509,3 +510,68 @@ def test_a_policys_reordering_lag_must_be_below_the_gap_that_resets_the_state():
     assert runner.reorder_lag_s == 0.6
     # a lag the node's limits give explicitly is RunnerLimits' to check (and overrides the policy's)
     assert R.PolicyRunner(LeakyBackend(config), R.RunnerLimits(max_gap_s=0.5, reorder_lag_s=0.1)).reorder_lag_s == 0.1
+
+
+# ----------------------------------------------------------------------------------- inputs stale by their stamps
+@pytest.mark.parametrize("lag", [0.0, 0.03])
+def test_an_imu_stamping_by_another_clock_holds_every_update_and_says_by_how_much(lag):
+    """A camera driver stamping system time beside an IMU stamping time since boot: every IMU message was late
+    (dt 0) and the cell saw an IMU age of 1.7e9 s; a command came from every message. Updates now wait, and
+    ``stale_inputs`` names the IMU (and the wheels, on the same clock) with the offset."""
+    runner = fusion_runner(lag=lag)
+    system, boot = 1.7e9, 1000.0
+    results = []
+    for k in range(40):  # 200 ms: IMU and wheels at 200 Hz, camera at 30 Hz (stamped by another clock)
+        results.append(runner.submit("imu", boot + k * 0.005, imu(0.1), now=system + k * 0.005))
+        results.append(runner.submit("wheels", boot + k * 0.005, wheels(), now=system + k * 0.005))
+        if k % 6 == 0:
+            results.append(runner.submit("camera", system + k * 0.005, image(), now=system + k * 0.005))
+    assert all(r.accepted and r.status != R.UPDATED for r in results)
+    assert runner.backend.calls == [] and runner.counters["updates"] == 0
+    stale = runner.stale_inputs()
+    assert set(stale) in ({"imu", "wheels"}, {"camera"})  # which one is "stale" depends on which released last
+    assert all(abs(abs(age) - (system - boot)) < 1.0 for age in stale.values())
+    assert runner.counters["waiting_for_stale.imu"] > 0 and runner.counters["waiting_for_stale.camera"] > 0
+
+
+def test_an_imu_that_dies_holds_updates_once_older_than_max_gap_and_its_return_resets_the_state():
+    """The IMU stops for 2 s while the camera goes on: the camera frames updated the state with the last IMU
+    reading aged up to 2 s (max_gap_s 0.5), and when the IMU came back the state went on from that memory. Now
+    no update sees an input older than max_gap_s, and the first update after the return starts afresh."""
+    runner = fusion_runner(first_update_dt=0.01)
+    backend = runner.backend
+    runner.submit("wheels", 0.999, wheels())
+    t, results = 1.0, []
+    while t < 4.0:
+        if not 1.5 < t < 3.5:  # the IMU (and the wheels beside it) silent from 1.5 s to 3.5 s
+            runner.submit("wheels", t - 1e-4, wheels())
+            results.append(("imu", t, runner.submit("imu", t, imu(0.1))))
+        if round(t * 200) % 6 == 0:
+            results.append(("camera", t, runner.submit("camera", t + 2e-4, image())))
+        t = round(t + 0.005, 6)
+    ages = np.array([c[1]["ages"] for c in backend.calls])
+    assert ages.max() <= 0.5 + 1e-9  # the cell never saw an input older than max_gap_s
+    waited = [(s, t) for s, t, r in results if r.status == R.WAITING and t > 1.5]
+    assert waited and min(t for _, t in waited) == pytest.approx(2.0, abs=0.04)  # camera frames, once stale
+    back = next(r for s, t, r in results if s == "imu" and t >= 3.5)
+    assert back.status == R.UPDATED and back.reset == "gap" and back.dt == 0.01  # 3.5 - 2.0 > max_gap_s
+    assert runner.counters["waiting_for_stale.imu"] > 0 and runner.counters["resets.gap"] == 1
+    assert runner.stale_inputs() == {}
+
+
+def test_a_camera_silent_just_over_max_gap_resets_the_state_when_it_returns():
+    """The camera stops for 0.8 s (max_gap_s 0.5) while the IMU goes on: IMU updates run while the frame is
+    under 0.5 s old, then wait; the return's dt (0.3 s) is below max_gap_s, but the memory integrated a frame up
+    to 0.5 s old: the return resets it (``stale_input``) instead of integrating on."""
+    runner = fusion_runner(first_update_dt=0.01)
+    runner.submit("wheels", 0.999, wheels())
+    runner.submit("camera", 1.0, image())
+    for k in range(1, 200):  # IMU at 200 Hz from 1.005 s to 1.995 s, with the wheels
+        t = 1.0 + k * 0.005
+        runner.submit("wheels", t - 1e-4, wheels())
+        result = runner.submit("imu", t, imu())
+        assert result.status == (R.UPDATED if t <= 1.5 + 1e-9 else R.WAITING), t
+    assert runner.stale_inputs() == {"camera": pytest.approx(1.995 - 1.0)}
+    back = runner.submit("camera", 1.8, image(40))  # the camera again, stamped 1.8 s (0.3 s after the last update)
+    assert back.status == R.UPDATED and back.reset == R.STALE_INPUT and back.dt == 0.01
+    assert runner.counters["resets.stale_input"] == 1

@@ -165,6 +165,7 @@ class PolicyNode(LifecycleNode):
         self._inference_errors_at_update = 0  # the runner's inference_error count at the last update
         self._starved = ""  # what the node waits for, when no update came for longer than watchdog_timeout_s
         self._starved_stop = False  # and it published a stop for it (repeated while it lasts)
+        self._starved_reason = None  # what it waits for, without the numbers (see _waiting_for)
         self._moving = False  # the last command published is not all zeros
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
@@ -537,7 +538,7 @@ class PolicyNode(LifecycleNode):
         self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
         if self._starved:
             self.get_logger().info(f"updating again after waiting for {self._starved}")
-            self._starved, self._starved_stop = "", False
+            self._starved, self._starved_stop, self._starved_reason = "", False, None
             self._publish_diagnostics()
         if self._stale and self._stale_inputs(now):  # this message may have been the last stale input's
             return
@@ -654,9 +655,18 @@ class PolicyNode(LifecycleNode):
         since = self._activated_at if self._last_update_at is None else self._last_update_at
         if now - since <= timeout:
             return
-        if not self._starved:
-            self._starved = self._waiting_for()
+        # again at each check: what updates wait for changes as messages come (said when it changes, not its numbers)
+        first, (why, reason) = not self._starved, self._waiting_for()
+        self._starved = why
+        if reason != self._starved_reason:
+            self._starved_reason = reason
             self._publish_diagnostics()
+            # said below when it starts with a stop; else here (nothing to stop, or a new reason), throttled
+            if not (first and (self._moving or self._starved_stop)) and self._may_log("starved"):
+                self.get_logger().warning(
+                    f"no state update for {now - since:.2f} s (> watchdog_timeout_s {timeout} s) with fresh "
+                    f"inputs: waiting for {why}"
+                )
         if self._moving or self._starved_stop:
             if not self._starved_stop:
                 self.get_logger().warning(
@@ -666,10 +676,12 @@ class PolicyNode(LifecycleNode):
             self._starved_stop = True
             self._publish_stop("waiting")
 
-    def _waiting_for(self) -> str:
-        """What updates wait for, in words: the inputs not received since the last reset, with their topics; an
-        inference that succeeds, when updates failed since the last one (naming the last error); else the
-        messages in the reordering buffer."""
+    def _waiting_for(self) -> tuple[str, tuple]:
+        """What updates wait for, in words, and the same without numbers (to tell when it changes): the inputs
+        not received since the last reset, with their topics; inputs stamped more than max_gap_s apart (the
+        runner's stale inputs), with each input's latest stamp against the node clock, which tells a silent sensor
+        from one stamping by another clock; an inference that succeeds, when updates failed since the last one
+        (naming the last error); else the messages in the reordering buffer."""
         runner = self.runner
         failed = runner.counters[f"rejected.{R.INFERENCE_ERROR}"] - self._inference_errors_at_update
         failing = (
@@ -678,10 +690,20 @@ class PolicyNode(LifecycleNode):
             if failed > 0
             else ""
         )
-        missing = runner.missing_inputs()
+        missing = [f"{k} ({self._input_topics[k]})" for k in runner.missing_inputs()]
+        if runner.stale_inputs():  # delivered, but stamped too far apart: a sensor silent that long, or 2 clocks
+            now = self._now()
+            clocks = ", ".join(
+                f"{k} {t - now:+.3f} s" for k, t in sorted(runner.latest_stamps().items()) if k not in SETPOINTS
+            )
+            missing.append(
+                f"inputs stamped more than max_gap_s ({runner.limits.max_gap_s:g} s) apart (a sensor that went "
+                f"silent, or sensors stamping by different clocks); latest stamps minus the node clock: {clocks}"
+            )
+        reason = (runner.missing_inputs(), tuple(sorted(runner.stale_inputs())), bool(failing))
         if missing:
-            return ", ".join([f"{k} ({self._input_topics[k]})" for k in missing] + ([failing] if failing else []))
-        return failing or f"messages in the reordering buffer (reorder lag {runner.reorder_lag_s:g} s)"
+            return ", ".join(missing + ([failing] if failing else [])), reason
+        return failing or f"messages in the reordering buffer (reorder lag {runner.reorder_lag_s:g} s)", reason
 
     def _on_reset(self, request, response):
         if self.runner is None:

@@ -28,6 +28,13 @@ seconds, and this class decides what each reading does to the liquid state.
   jumped forward) the old memory describes a world that has moved on, and integrating one huge step is
   outside what the cell was trained on; the state is reset and the update integrates ``first_update_dt``
   like the first update of an episode.
+- Stale inputs wait: an update does not happen while any input's (setpoints aside) latest stamp is more than
+  ``max_gap_s`` before or after the update stamp (:mod:`.timeline`): a sensor silent that long (an IMU that died
+  while the camera updates on), or one stamping by another clock (an IMU stamping time since boot beside a
+  camera stamping system time) would give the cell an age it never saw, and a command from it. Such updates are
+  counted as ``waiting_for_stale.<input>`` and :meth:`stale_inputs` says by how much; the first update once
+  every input is fresh again resets the state (``resets.stale_input``, or ``resets.gap`` if its dt is over
+  ``max_gap_s``): the memory integrated an input up to ``max_gap_s`` old.
 - The backend's output is checked (finite action and state) before the state is committed, so a failing
   or diverging step never corrupts the state (its dt is carried into the next update).
 """
@@ -55,6 +62,9 @@ FUTURE_STAMP = "future_stamp"
 DUPLICATE = "duplicate_stamp"
 OUT_OF_ORDER = "out_of_order"
 INFERENCE_ERROR = "inference_error"
+
+# Why the state was reset besides a request (``resets.<why>``; ``Result.reset``): see the module docstring.
+STALE_INPUT = "stale_input"  # updates waited for an input stale by its stamps; it is fresh again
 
 # What an accepted reading did (the most consequential of the messages it released, in this order).
 UPDATED = "updated"  # the state advanced and a new action is available
@@ -166,18 +176,23 @@ class PolicyRunner:
         self.counters: Counter = Counter()
         self._dts: deque = deque(maxlen=window)
         self._latencies: deque = deque(maxlen=window)
+        # the policy's setpoint inputs, and the latest accepted value of each (perhaps still in the buffer)
+        self.setpoints = frozenset(setpoints).intersection(self.spec.sensors).difference(self.spec.update_on)
         self._buffer = ReorderBuffer(lag)
         self._clock = UpdateClock(
-            self.spec.update_on, required=self.spec.sensors, first_update_dt=self.limits.first_update_dt
+            self.spec.update_on,
+            required=self.spec.sensors,
+            first_update_dt=self.limits.first_update_dt,
+            max_age_s=self.limits.max_gap_s,
+            ageless=self.setpoints,
         )
         self._state = backend.initial_state()
         self._held: dict[str, np.ndarray] = {}
         self._last_stamp: dict[str, float] = {}  # per sensor, of the last accepted reading
-        # the policy's setpoint inputs, and the latest accepted value of each (perhaps still in the buffer)
-        self.setpoints = frozenset(setpoints).intersection(self.spec.sensors).difference(self.spec.update_on)
         self._setpoint_values: dict[str, tuple[float, np.ndarray]] = {}
         self._stale_encoders = set(self.spec.encoders)  # encoders whose inputs changed since they last ran
         self._carried_dt = 0.0  # dt of failed updates, integrated by the next one
+        self._waited_on_stale = False  # an update waited for a stale input since the last one: the next resets
         self.last_inference_error = ""  # why the last failed update failed (for the log)
 
     # ---- state -------------------------------------------------------------------------------------
@@ -214,10 +229,21 @@ class PolicyRunner:
         """The inputs that updates wait for: not received since the runner started or inputs were cleared."""
         return self._clock.missing
 
+    def latest_stamps(self) -> dict[str, float]:
+        """Per input, the stamp of its last accepted reading (seconds; since the runner started or inputs were
+        cleared)."""
+        return dict(self._last_stamp)
+
+    def stale_inputs(self) -> dict[str, float]:
+        """The inputs the last update message waited for although they have delivered: input -> the update
+        stamp minus its latest stamp (seconds; negative: stamped after it), beyond ``max_gap_s`` either way."""
+        return dict(self._clock.stale)
+
     def _reset_state(self, reason: str) -> None:
         self._state = self.backend.initial_state()
         self._stale_encoders = set(self.spec.encoders)  # the features in the state are zeros again
         self._carried_dt = 0.0
+        self._waited_on_stale = False
         self.counters[f"resets.{reason}"] += 1
 
     # ---- input -------------------------------------------------------------------------------------
@@ -327,6 +353,9 @@ class PolicyRunner:
         if update is None:
             if sensor in self.spec.update_on:
                 self.counters["waiting_for_inputs"] += 1
+                for stale in self._clock.stale:
+                    self.counters[f"waiting_for_stale.{stale}"] += 1
+                    self._waited_on_stale = True
                 return WAITING, None, None
             return HELD, None, None
         if update.late:
@@ -335,9 +364,10 @@ class PolicyRunner:
 
     def _update(self, update: Update):
         dt, reset = update.dt + self._carried_dt, None
-        if dt > self.limits.max_gap_s:
-            self._reset_state("gap")
-            reset, dt = "gap", self.limits.first_update_dt
+        if dt > self.limits.max_gap_s or self._waited_on_stale:
+            reset = "gap" if dt > self.limits.max_gap_s else STALE_INPUT
+            self._reset_state(reset)
+            dt = self.limits.first_update_dt
         obs = {ObservationSpec.obs_key(s): self._held[s] for s in self.spec.sensors}
         if "event" in self.spec.timing:
             obs["event"] = np.int64(update.event)

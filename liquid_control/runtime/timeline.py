@@ -17,7 +17,11 @@ exposure and delivered tens of milliseconds later, after IMU messages stamped af
   with ``dt = 0``; it is used, never dropped, and counted. Each update carries which sensor caused it
   (``event``, an index into ``update_on``) and ``ages``: ``u`` minus the stamp of each update sensor's latest
   message, so the cell sees how old each input is. Before every ``required`` sensor has delivered once, update
-  messages only wait.
+  messages only wait. With ``max_age_s`` they also wait while an input's latest stamp is more than ``max_age_s``
+  before or after the update stamp (*stale*: a sensor silent that long, or stamping by another clock), as the
+  cell never saw such an age; the update stamp does not advance meanwhile, so the first update once every input
+  is fresh again integrates the whole silence (which a caller's gap rule then resets). ``ageless`` inputs (a
+  setpoint in force until changed) are never stale.
 """
 
 from __future__ import annotations
@@ -75,12 +79,15 @@ class Update:
 class UpdateClock:
     """Turns released messages into updates (see module doc). ``first_update_dt``: dt of the first update."""
 
-    def __init__(self, update_on, required=(), first_update_dt: float = 0.0):
+    def __init__(self, update_on, required=(), first_update_dt: float = 0.0, max_age_s=None, ageless=()):
         self.update_on = tuple(update_on)
         if not self.update_on or len(set(self.update_on)) != len(self.update_on):
             raise ValueError(f"update sensors must be distinct and at least one, got {list(self.update_on)}")
         self.required = frozenset(required) | frozenset(self.update_on)
         self.first_update_dt = float(first_update_dt)
+        self.max_age_s = float("inf") if max_age_s is None else float(max_age_s)
+        self.ageless = frozenset(ageless)
+        self.stale: dict[str, float] = {}  # at the last update message: stale input -> update stamp - its stamp
         self.late = {s: 0 for s in self.update_on}  # late messages per update sensor
         self.restart(forget_inputs=True)
 
@@ -88,6 +95,7 @@ class UpdateClock:
         """The next update is a first one (integrates ``first_update_dt``); optionally forget which sensors
         delivered."""
         self.stamp: float | None = None
+        self.stale = {}
         if forget_inputs:
             self._latest: dict[str, float] = {}
 
@@ -103,16 +111,21 @@ class UpdateClock:
 
     def release(self, sensor: str, stamp: float) -> Update | None:
         """A message leaves the reorder buffer: note its stamp; the update it causes, or None (held input,
-        or waiting for the first message of a required sensor)."""
+        waiting for the first message of a required sensor, or for a stale input: ``stale`` names it)."""
         self._latest[sensor] = stamp if sensor not in self._latest else max(self._latest[sensor], stamp)
         if sensor not in self.update_on or not self.ready:
             return None
+        u = stamp if self.stamp is None else max(self.stamp, stamp)
+        if self.max_age_s < float("inf"):  # (the worlds: none)
+            self.stale = {
+                s: u - t
+                for s, t in self._latest.items()
+                if s in self.required and s not in self.ageless and abs(u - t) > self.max_age_s
+            }
+            if self.stale:
+                return None
         late = self.stamp is not None and stamp < self.stamp
-        if self.stamp is None:
-            u, dt = stamp, self.first_update_dt
-        else:
-            u = max(self.stamp, stamp)
-            dt = u - self.stamp
+        dt = self.first_update_dt if self.stamp is None else u - self.stamp
         if late:
             self.late[sensor] += 1
         self.stamp = u
