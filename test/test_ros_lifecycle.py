@@ -1000,3 +1000,21 @@ def stamp_of(seconds):
 
     sec = int(seconds)
     return Time(sec=sec, nanosec=int(round((seconds - sec) * 1e9)))
+
+
+def test_a_sensor_stamping_ahead_of_the_node_clock_is_logged_with_by_how_much(policy_file, ros):
+    """An IMU driver stamping by a clock 5 s ahead of the node's: every message is rejected as future_stamp, and
+    the log said only the stamp (1.8e9 s: nothing to compare it with). It now says how far ahead of the node
+    clock it is, against the limit."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=5.0)
+    rig.configure()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.offset = 5.0
+    rig.stream(0.3)
+    rig.spin(0.2)
+    rejected = [w for w in rig.warnings if w.startswith("imu message on /imu/data rejected (future_stamp")]
+    assert rejected, rig.warnings
+    ahead = rejected[0].split("(future_stamp: ", 1)[1]
+    assert ahead.split(" s ahead of the node clock, more than max_future_stamp_s 1 s, stamp ")[1].endswith(")")
+    assert 4.5 < float(ahead.split(" s ahead", 1)[0]) <= 5.0, rejected[0]
+    assert rig.node.runner.counters["updates"] == 0

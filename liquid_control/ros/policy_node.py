@@ -524,6 +524,11 @@ class PolicyNode(LifecycleNode):
                 detail = f": {result.detail}" if result.detail else ""
                 if result.reason == R.BAD_SHAPE:  # which size it was, and which the policy takes
                     detail = f": shape {np.shape(value)}, the policy takes {self.runner.spec.sensors[sensor]}"
+                elif result.reason == R.FUTURE_STAMP:  # by how much: a driver stamping by another clock
+                    detail = (
+                        f": {stamp - now:.3f} s ahead of the node clock, more than max_future_stamp_s "
+                        f"{self.settings.max_future_stamp_s:g} s"
+                    )
                 self.get_logger().warning(
                     f"{sensor} message on {self._input_topics[sensor]} rejected ({result.reason}{detail}, "
                     f"stamp {stamp:.6f})"
