@@ -139,6 +139,9 @@ def test_every_camera_and_imu_message_updates_as_the_runtime_does(policy_file, t
         np.testing.assert_allclose(got, np.array(expected), atol=1e-5)
         assert oracle.counters["late.camera"] == 1
         assert probe.wait_for(lambda: _diagnostics(probe)[1].get("late.camera") == "1", 3.0)
+        values = _diagnostics(probe)[1]
+        for sensor, stats in oracle.age_stats().items():  # how old each input was at the updates, in ms
+            assert float(values[f"age_ms.{sensor}.max"]) == pytest.approx(stats["max"] * 1e3, abs=1e-3), values
     finally:
         probe.close()
         code = stop_process(proc)

@@ -575,3 +575,20 @@ def test_a_camera_silent_just_over_max_gap_resets_the_state_when_it_returns():
     back = runner.submit("camera", 1.8, image(40))  # the camera again, stamped 1.8 s (0.3 s after the last update)
     assert back.status == R.UPDATED and back.reset == R.STALE_INPUT and back.dt == 0.01
     assert runner.counters["resets.stale_input"] == 1
+
+
+def test_age_stats_give_each_update_sensors_age_at_the_updates():
+    """An IMU stamping by a clock 0.3 s behind the camera's (under max_gap_s): every IMU message is late (dt 0),
+    which the diagnostics counted (late.imu) without saying by how much; ``age_stats`` says it."""
+    runner = fusion_runner()
+    assert runner.age_stats() == {}
+    runner.submit("wheels", 0.7, wheels())
+    for k in range(60):
+        t = 1.0 + k * 0.005
+        runner.submit("imu", t - 0.3, imu())
+        if k % 6 == 0:
+            runner.submit("camera", t, image())
+    stats = runner.age_stats()
+    assert set(stats) == {"camera", "imu"} and runner.counters["late.imu"] > 0
+    assert stats["imu"]["p50"] == pytest.approx(0.3, abs=0.03) and stats["imu"]["max"] == pytest.approx(0.3, abs=0.01)
+    assert stats["camera"]["max"] == pytest.approx(0.0)  # the camera's stamps set the update stamps

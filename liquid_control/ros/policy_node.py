@@ -739,6 +739,10 @@ class PolicyNode(LifecycleNode):
             values[f"dt.{k}"] = f"{v:.6g}"
         for k, v in runner.latency_stats().items():
             values[f"inference_ms.{k}"] = f"{v * 1e3:.3f}"
+        if len(runner.spec.update_on) > 1:  # how old each update sensor's input is at the updates (ms)
+            for sensor, stats in runner.age_stats().items():
+                for k, v in stats.items():
+                    values[f"age_ms.{sensor}.{k}"] = f"{v * 1e3:.3f}"
         if self._command_ages:
             ages = np.asarray(self._command_ages) * 1e3
             values["command_age_ms.p50"] = f"{np.percentile(ages, 50):.3f}"

@@ -176,6 +176,7 @@ class PolicyRunner:
         self.counters: Counter = Counter()
         self._dts: deque = deque(maxlen=window)
         self._latencies: deque = deque(maxlen=window)
+        self._ages: deque = deque(maxlen=window)  # per update: each update sensor's age (Update.ages)
         # the policy's setpoint inputs, and the latest accepted value of each (perhaps still in the buffer)
         self.setpoints = frozenset(setpoints).intersection(self.spec.sensors).difference(self.spec.update_on)
         self._buffer = ReorderBuffer(lag)
@@ -388,6 +389,7 @@ class PolicyRunner:
         self._stale_encoders.clear()
         self._carried_dt = 0.0
         self._dts.append(dt)
+        self._ages.append(update.ages)
         self.counters["updates"] += 1
         return UPDATED, (action, dt), reset
 
@@ -413,6 +415,18 @@ class PolicyRunner:
             "std": float(d.std()),
             "min": float(d.min()),
             "max": float(d.max()),
+        }
+
+    def age_stats(self) -> dict[str, dict[str, float]]:
+        """Per update sensor, how old its latest message was at recent updates (seconds): p50, max; empty before
+        the first update. With several update sensors this is where a sensor delivered late, or stamping by a
+        clock behind the others' by less than ``max_gap_s``, shows its number."""
+        if not self._ages:
+            return {}
+        ages = np.asarray(self._ages)
+        return {
+            s: {"p50": float(np.percentile(ages[:, i], 50)), "max": float(ages[:, i].max())}
+            for i, s in enumerate(self.spec.update_on)
         }
 
     def latency_stats(self) -> dict[str, float]:
