@@ -33,12 +33,16 @@ needs_compiler = pytest.mark.skipif(not kernel_variants.has_compiler(), reason="
 
 @pytest.fixture
 def private_cache(tmp_path, monkeypatch):
-    """A fresh cache directory for this test, and no remembered library or warning."""
+    """A fresh cache directory for this test, and no remembered library or warning; the umask Ubuntu gives its
+    users (002: new files group-writable), whatever the one of the run, so what the cache writes is private
+    because the cache makes it so (the suite passed under 022 only: its seeded records were refused under 002)."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("LIQUID_CONTROL_CACHE", str(cache))
     monkeypatch.delenv("LIQUID_CONTROL_NATIVE", raising=False)
     monkeypatch.setattr(native, "_state", {})
-    return cache / "native"
+    umask = os.umask(0o002)
+    yield cache / "native"
+    os.umask(umask)
 
 
 @pytest.mark.parametrize("variant", ["native", "no_avx512", "portable"])
@@ -307,9 +311,11 @@ int liquid_selftest(void) { return 1; }
 
 
 def _plant_library(path, marker, cc="cc"):
+    mode = path.stat().st_mode if path.exists() else 0o700  # the linker's output takes the umask: kept as it was
     source = path.parent / "planted.c"
     source.write_text(PLANTED % marker)
     subprocess.run([cc, "-shared", "-fPIC", "-o", str(path), str(source)], check=True)
+    path.chmod(stat.S_IMODE(mode))
     source.unlink()
 
 
@@ -379,8 +385,9 @@ def _seed_cache(directory, suite_build):
     path, data = suite_build
     native_cache.private_dir(directory)
     record, base = _expected_names(path.parent)
-    (directory / path.name).write_bytes(data)
-    (directory / record.name).write_bytes(record.read_bytes())
+    for name, content in ((path.name, data), (record.name, record.read_bytes())):
+        (directory / name).write_bytes(content)
+        (directory / name).chmod(0o600)  # as the build leaves them, whatever the umask
     return directory / path.name, data
 
 
@@ -967,6 +974,7 @@ def test_a_group_writable_cache_parent_sends_the_build_to_the_fallback_with_a_wa
     per-boot /tmp fallback used without a word: a rebuild after every reboot, and nobody told why."""
     home_cache = tmp_path / "home" / ".cache"
     home_cache.mkdir(parents=True)
+    home_cache.parent.chmod(0o755)  # the home itself private whatever the run's umask: only .cache is not
     home_cache.chmod(0o775)
     monkeypatch.setenv("XDG_CACHE_HOME", str(home_cache))
     monkeypatch.delenv("LIQUID_CONTROL_CACHE", raising=False)
