@@ -592,3 +592,30 @@ def test_age_stats_give_each_update_sensors_age_at_the_updates():
     assert set(stats) == {"camera", "imu"} and runner.counters["late.imu"] > 0
     assert stats["imu"]["p50"] == pytest.approx(0.3, abs=0.03) and stats["imu"]["max"] == pytest.approx(0.3, abs=0.01)
     assert stats["camera"]["max"] == pytest.approx(0.0)  # the camera's stamps set the update stamps
+
+
+def test_a_held_sensor_slower_than_max_gap_is_not_stale_between_its_messages():
+    """Wheels at 1.5 Hz beside a 30 Hz camera and a 200 Hz IMU (max_gap_s 0.5): the wheels' latest stamp is up to
+    0.67 s old between two of their messages. That held every update for the rest of each period and reset the
+    state each time the next one came (every 0.67 s); an input is stale only past its own message interval, so
+    after the wheels' second message every update comes and nothing resets. Silent for longer, they still hold."""
+    runner = fusion_runner(first_update_dt=0.01)
+    results = []
+    for k in range(400):  # 2 s
+        t = 1.0 + k * 0.005
+        if k % 133 == 0 and k < 300:  # 1.0, 1.665, 2.33 (then the wheels die, below)
+            runner.submit("wheels", t - 1e-4, wheels())
+        if k % 6 == 0:
+            runner.submit("camera", t + 2e-4, image())
+        results.append((t, runner.submit("imu", t, imu())))
+    after_second = [r for t, r in results if t >= 1.665]
+    assert all(r.status == R.UPDATED for r in after_second)
+    # once, before the second message (its interval was not known yet): it waited from 1.5 s and reset at 1.665 s
+    assert [r.reset for r in after_second if r.reset] == [R.STALE_INPUT] and after_second[0].reset
+    assert runner.counters["resets.stale_input"] == 1 and runner.counters["resets.gap"] == 0
+    # the wheels die: updates wait once their latest stamp (2.3299 s) is 0.5 s past the next one's due time
+    for k in range(400, 600):
+        t = 1.0 + k * 0.005
+        result = runner.submit("imu", t, imu())
+        assert result.status == (R.UPDATED if t - 2.3299 <= 0.665 + 0.5 else R.WAITING), t
+    assert set(runner.stale_inputs()) >= {"wheels"}

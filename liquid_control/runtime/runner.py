@@ -29,9 +29,10 @@ seconds, and this class decides what each reading does to the liquid state.
   outside what the cell was trained on; the state is reset and the update integrates ``first_update_dt``
   like the first update of an episode.
 - Stale inputs wait: an update does not happen while any input's (setpoints aside) latest stamp is more than
-  ``max_gap_s`` before or after the update stamp (:mod:`.timeline`): a sensor silent that long (an IMU that died
-  while the camera updates on), or one stamping by another clock (an IMU stamping time since boot beside a
-  camera stamping system time) would give the cell an age it never saw, and a command from it. Such updates are
+  ``max_gap_s`` plus its own typical message interval before or after the update stamp (:mod:`.timeline`; the
+  interval, so that a 1 Hz sensor is not stale between two of its messages): a sensor silent that long (an IMU
+  that died while the camera updates on), or one stamping by another clock (an IMU stamping time since boot beside
+  a camera stamping system time) would give the cell an age it never saw, and a command from it. Such updates are
   counted as ``waiting_for_stale.<input>`` and :meth:`stale_inputs` says by how much; the first update once
   every input is fresh again resets the state (``resets.stale_input``, or ``resets.gap`` if its dt is over
   ``max_gap_s``): the memory integrated an input up to ``max_gap_s`` old.
@@ -237,7 +238,8 @@ class PolicyRunner:
 
     def stale_inputs(self) -> dict[str, float]:
         """The inputs the last update message waited for although they have delivered: input -> the update
-        stamp minus its latest stamp (seconds; negative: stamped after it), beyond ``max_gap_s`` either way."""
+        stamp minus its latest stamp (seconds; negative: stamped after it), beyond ``max_gap_s`` plus the input's
+        typical message interval either way."""
         return dict(self._clock.stale)
 
     def _reset_state(self, reason: str) -> None:

@@ -18,16 +18,24 @@ exposure and delivered tens of milliseconds later, after IMU messages stamped af
   (``event``, an index into ``update_on``) and ``ages``: ``u`` minus the stamp of each update sensor's latest
   message, so the cell sees how old each input is. Before every ``required`` sensor has delivered once, update
   messages only wait. With ``max_age_s`` they also wait while an input's latest stamp is more than ``max_age_s``
-  before or after the update stamp (*stale*: a sensor silent that long, or stamping by another clock), as the
-  cell never saw such an age; the update stamp does not advance meanwhile, so the first update once every input
-  is fresh again integrates the whole silence (which a caller's gap rule then resets). ``ageless`` inputs (a
+  past its due time before or after the update stamp (*stale*: a sensor silent that long, or stamping by another
+  clock), as the cell never saw such an age; the update stamp does not advance meanwhile, so the first update
+  once every input is fresh again integrates the whole silence (which a caller's gap rule then resets). An
+  input's due time is one typical message interval after its latest stamp (the median of its last
+  ``INTERVALS`` stamp differences; none before its second message), so a sensor slower than ``1 / max_age_s``
+  (a 1 Hz GPS or odometry beside a 15 Hz camera) is not stale between two of its messages. ``ageless`` inputs (a
   setpoint in force until changed) are never stale.
 """
 
 from __future__ import annotations
 
 import heapq
+import statistics
+from collections import deque
 from dataclasses import dataclass
+
+# Stamp differences per input whose median is its typical message interval (UpdateClock's stale rule).
+INTERVALS = 9
 
 
 class ReorderBuffer:
@@ -98,6 +106,7 @@ class UpdateClock:
         self.stale = {}
         if forget_inputs:
             self._latest: dict[str, float] = {}
+            self._intervals: dict[str, deque] = {}  # per input, its last INTERVALS stamp differences
 
     @property
     def ready(self) -> bool:
@@ -112,15 +121,21 @@ class UpdateClock:
     def release(self, sensor: str, stamp: float) -> Update | None:
         """A message leaves the reorder buffer: note its stamp; the update it causes, or None (held input,
         waiting for the first message of a required sensor, or for a stale input: ``stale`` names it)."""
-        self._latest[sensor] = stamp if sensor not in self._latest else max(self._latest[sensor], stamp)
+        previous = self._latest.get(sensor)
+        self._latest[sensor] = stamp if previous is None else max(previous, stamp)
+        if self.max_age_s < float("inf") and previous is not None and stamp > previous:  # (the worlds: none)
+            self._intervals.setdefault(sensor, deque(maxlen=INTERVALS)).append(stamp - previous)
         if sensor not in self.update_on or not self.ready:
             return None
         u = stamp if self.stamp is None else max(self.stamp, stamp)
-        if self.max_age_s < float("inf"):  # (the worlds: none)
+        if self.max_age_s < float("inf"):
             self.stale = {
                 s: u - t
                 for s, t in self._latest.items()
-                if s in self.required and s not in self.ageless and abs(u - t) > self.max_age_s
+                if s in self.required
+                and s not in self.ageless
+                and abs(u - t) > self.max_age_s  # (the median only for an input that old)
+                and abs(u - t) > self.max_age_s + self.interval(s)
             }
             if self.stale:
                 return None
@@ -130,6 +145,12 @@ class UpdateClock:
             self.late[sensor] += 1
         self.stamp = u
         return Update(stamp=u, dt=dt, event=self.update_on.index(sensor), ages=self.ages(u), late=late)
+
+    def interval(self, sensor: str) -> float:
+        """The typical interval between ``sensor``'s messages: the median of its last ``INTERVALS`` stamp
+        differences (0 before its second message; tracked only with ``max_age_s``)."""
+        recent = self._intervals.get(sensor)
+        return statistics.median(recent) if recent else 0.0
 
     def ages(self, at: float) -> tuple[float, ...]:
         """``at`` minus the stamp of each update sensor's latest message (all have delivered: see ``ready``)."""
