@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 import time
@@ -71,15 +70,6 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
     return result
 
 
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    c = p + z * z / (2 * n)
-    m = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return ((c - m) / (1 + z * z / n), (c + m) / (1 + z * z / n))
-
-
 def _noise_text(noise: dict | None, margin: float | None = None) -> str:
     """The training bags' noise, and the expert's clearance where it was not the training expert's."""
     from sim_envs.experts import SAFETY_MARGIN
@@ -118,6 +108,7 @@ def summary(out: str, seconds: float | None = None, settings: str = "") -> dict:
         }
     figures["bags"] = bags
     from liquid_control.policy import load_policy
+    from liquid_control.stats import wilson_interval
 
     meta = load_policy(root / "run" / "policy.pt").metadata
     figures["training"] = {
@@ -133,7 +124,12 @@ def summary(out: str, seconds: float | None = None, settings: str = "") -> dict:
         rows = [r for r in records if r["policy"] == name]
         k = sum(bool(r["success"]) for r in rows)
         seeds = sorted(int(r["episode_seed"]) for r in rows)
-        sim[name] = {"success": k, "episodes": len(rows), "ci95": wilson(k, len(rows)), "seeds": [seeds[0], seeds[-1]]}
+        sim[name] = {
+            "success": k,
+            "episodes": len(rows),
+            "ci95": wilson_interval(k, len(rows)),
+            "seeds": [seeds[0], seeds[-1]],
+        }
     figures["simulated_episodes"] = sim
     replay_file = root / "replay" / "replay.json"
     if replay_file.is_file():
