@@ -89,6 +89,24 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def interrupt_in_ctypes(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (KeyboardInterrupt) or SIGTERM (:class:`Terminated`) that ``exc`` stands for, else None.
+
+    A signal handler's exception raised while ctypes converts a call's arguments in Python code (PyOpenGL's
+    converters in MuJoCo's EGL render, every camera frame) reaches the caller as ``ctypes.ArgumentError('argument
+    1: KeyboardInterrupt: ')``, which names the interrupt but neither chains nor subclasses it: a command that
+    handles Ctrl-C then printed a traceback instead."""
+    import ctypes
+    import re
+
+    if not isinstance(exc, ctypes.ArgumentError):
+        return None
+    match = re.fullmatch(r"argument \d+: (KeyboardInterrupt|Terminated): .*", str(exc), re.DOTALL)
+    if match is None:
+        return None
+    return Terminated() if match.group(1) == "Terminated" else KeyboardInterrupt()
+
+
 @contextmanager
 def sigterm_as_interrupt():
     """Within the block SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a

@@ -45,6 +45,7 @@ from liquid_control.policy import (
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.policy.checkpoint import atomic_torch_save
 from liquid_control.policy.config import CONTINUOUS_CORES
+from liquid_control.processes import interrupt_in_ctypes
 
 from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
 from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode, split_at_gaps
@@ -890,8 +891,11 @@ def train(
         elif start is not None:
             run.start_from(*start)
         return run.run()
-    except BaseException:
+    except BaseException as exc:
         _undo_start(out, created, before)  # nothing collected, converted or trained: leave no half-made run
+        interrupt = interrupt_in_ctypes(exc)  # Ctrl-C inside MuJoCo's render: the interrupt, not a ctypes error
+        if interrupt is not None:
+            raise interrupt from None
         raise
     finally:
         if lock is not None:
