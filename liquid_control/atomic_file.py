@@ -31,20 +31,34 @@ def default_file_mode() -> int:
 @contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs):
     """Open a temporary file beside ``path``; on success flush, fsync and rename it over ``path``, on any
-    error remove it and leave ``path`` as it was."""
+    error remove it and leave ``path`` as it was (an OSError of the writing, e.g. a full disk, names ``path``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a read-only folder: name the file asked for, not the temporary one
+        raise _naming(exc, path) from None
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk: ENOSPC without a file name, from a write, flush or fsync
+            raise _naming(exc, path, tmp) from None
         raise
+
+
+def _naming(exc: OSError, path: Path, tmp: str | None = None) -> OSError:
+    """``exc`` of writing ``path`` with ``path`` as its file name, so a message can say which file could not be
+    written. With ``tmp`` (the body ran): only an error naming no file or ``tmp``; one that names another file (the
+    body read one) is left as it was."""
+    if exc.errno is None or (tmp is not None and exc.filename not in (None, tmp)):
+        return exc
+    return OSError(exc.errno, exc.strerror, str(path))  # the errno's subclass, e.g. PermissionError
 
 
 @contextmanager

@@ -229,6 +229,69 @@ def test_a_signal_inside_a_ctypes_call_of_an_episode_is_the_interrupt(
     )
 
 
+def _file_size_limit(limit: int):
+    """A child process's preexec_fn: writes past ``limit`` bytes fail with EFBIG, as a full disk's with ENOSPC."""
+    import resource
+    import signal
+
+    def limit_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the signal kills the writer
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return limit_files
+
+
+def test_a_checkpoint_that_cannot_be_written_is_an_oserror_naming_it(tmp_path):
+    """Before: torch's writer turned a full disk into "RuntimeError: [enforce fail at inline_container.cc:672] .
+    unexpected pos 704 vs 598", naming no file."""
+    import subprocess
+    import sys
+
+    script = (
+        "import errno, sys, torch\n"
+        "from liquid_control.policy.checkpoint import atomic_torch_save\n"
+        "try:\n"
+        "    atomic_torch_save({'weights': torch.zeros(100_000)}, sys.argv[1])\n"
+        "except OSError as exc:\n"
+        "    print(errno.errorcode[exc.errno], exc.filename)\n"
+    )
+    target = tmp_path / "checkpoint.pt"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(target)],
+        capture_output=True, text=True, preexec_fn=_file_size_limit(100_000), timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"EFBIG {target}"
+    assert list(tmp_path.iterdir()) == []  # no temporary file left
+
+
+def test_a_full_disk_is_a_message_naming_the_file_and_resume_continues(tmp_path):
+    """Before: a disk that filled up at the first checkpoint (or a read-only --out) ended `liquid-control train`
+    with a traceback (exit 1) of torch's "unexpected pos" or "[Errno 30] Read-only file system:
+    '.../.config.yaml.55jtnxcj.tmp'"."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    argv = [sys.executable, "-m", "liquid_control.cli", "train", "--config", ROVER, "--out", str(out), "--no-progress"]
+    argv += [f"--set=training.{key}" for key in ("demonstrations=2", "dagger_rounds=0", "epochs_first=1")]
+    argv += ["--set=training.eval_episodes=0"]
+    full = subprocess.run(argv, capture_output=True, text=True, preexec_fn=_file_size_limit(300_000), timeout=300)
+    assert "Traceback" not in full.stderr, full.stderr
+    assert full.returncode == 1
+    assert full.stderr.strip().splitlines()[-1] == (
+        f"liquid-control train: error: cannot write {out / 'checkpoint.pt'}: File too large; {out} keeps the "
+        "finished epochs and episodes; make room and add --resume to continue"
+    )
+    assert sorted(p.name for p in out.rglob("*")) == [
+        "command.txt", "config.yaml", "data", "ep_0000.npz", "ep_0001.npz", "metrics.csv", "round_00"
+    ]  # fmt: skip
+    resumed = subprocess.run([*argv, "--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 episodes (beta=1, 0 collected now)" in resumed.stderr
+    assert (out / "policy.pt").is_file()
+
+
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
     setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside

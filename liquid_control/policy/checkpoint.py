@@ -6,6 +6,7 @@ a half-written policy behind; read with ``torch.load(weights_only=True)``, so lo
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -27,9 +28,13 @@ class PolicyLoadError(RuntimeError):
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
-    """torch.save to ``path`` through a temporary file and an atomic rename."""
+    """torch.save to ``path`` through a temporary file and an atomic rename. Serialised in memory first: torch's
+    writer turned a full disk into "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos";
+    written at once, it is an OSError naming ``path`` (``atomic_write``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_write(path) as handle:
-        torch.save(obj, handle)
+        handle.write(buffer.getbuffer())
 
 
 def save_policy(path: str | Path, policy: Policy, metadata: dict | None = None) -> Path:

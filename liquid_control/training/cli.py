@@ -196,6 +196,17 @@ def run(args) -> int:
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"liquid-control train: {stopped}: {kept}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
+    except OSError as exc:  # the disk filled up, or the folder is read-only: every write is atomic, nothing is torn
+        from .trainer import holds_run
+
+        where = exc.filename or args.out
+        kept = (
+            f"{args.out} keeps the finished epochs and episodes; make room and add --resume to continue"
+            if holds_run(Path(args.out))
+            else "nothing was collected or trained yet"
+        )
+        print(f"liquid-control train: error: cannot write {where}: {exc.strerror or exc}; {kept}", file=sys.stderr)
+        return 1
     success = "not measured" if result.success is None else f"{result.success:.0%}"
     if result.success is None and data:
         success = "not measured: trained from bags"
