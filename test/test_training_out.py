@@ -220,7 +220,11 @@ def test_a_signal_inside_a_ctypes_call_of_an_episode_is_the_interrupt(
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config()))
     out = tmp_path / "r"
-    code_got = cli.main(["train", "--config", str(config), "--out", str(out), "--no-progress"])
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job's SIGINT is ignored
+    try:
+        code_got = cli.main(["train", "--config", str(config), "--out", str(out), "--no-progress"])
+    finally:
+        signal.signal(signal.SIGINT, before)
     err = capsys.readouterr().err
     assert "Traceback" not in err and "ArgumentError" not in err, err
     assert code_got == code
