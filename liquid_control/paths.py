@@ -1,9 +1,11 @@
-"""Where the package's shared files (launch/, config/, policies/) are, however it was installed."""
+"""Where the package's shared files (launch/, config/, policies/) are, however it was installed, and which code this
+is (:func:`code_commit`: what evaluation reports and trained policies record)."""
 
 from __future__ import annotations
 
 import functools
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -126,3 +128,29 @@ def resolve_config_file(value: str) -> Path:
             f"{' or '.join(map(str, shipped))})"
         )
     return found
+
+
+def _git(*args: str) -> str | None:
+    """Git in this code's own checkout; None when installed (a git repository holding the venv is the user's)."""
+    root = checkout_dir()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def code_commit() -> str:
+    """The checkout's commit, marked when its tracked files differ from it."""
+    commit = _git("rev-parse", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    if commit is None and checkout_dir() is None:
+        from importlib import metadata
+
+        try:
+            return f"installed liquid_control {metadata.version('liquid_control')}"
+        except metadata.PackageNotFoundError:
+            return "unknown"
+    return (commit or "unknown") + (" (with uncommitted changes)" if dirty else "")

@@ -318,8 +318,8 @@ def test_an_installed_package_records_its_version_not_the_git_commit_of_a_reposi
     from liquid_control.evaluation import provenance
 
     assert provenance.code_commit() != "unknown"  # the checkout's commit here
-    monkeypatch.setattr(provenance, "checkout_dir", lambda: None)
-    assert provenance._git("rev-parse", "HEAD") is None
+    monkeypatch.setattr(paths, "checkout_dir", lambda: None)
+    assert paths._git("rev-parse", "HEAD") is None
     assert provenance.code_commit().startswith("installed liquid_control ")
 
 

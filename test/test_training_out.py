@@ -296,6 +296,32 @@ def test_a_full_disk_is_a_message_naming_the_file_and_resume_continues(tmp_path)
     assert (out / "policy.pt").is_file()
 
 
+def test_a_policy_records_the_code_that_trained_it_also_across_a_resume(tmp_path, monkeypatch):
+    """Before: a run folder recorded the torch version but not the code's commit (or installed version), so a
+    policy in a paper could not be traced to the code that trained it."""
+    from liquid_control import paths
+    from liquid_control.policy import load_policy
+
+    config = tiny_config(dagger_rounds=1)
+    whole = trainer.train(config, tmp_path / "whole", progress=False, log=lambda message: None)
+    assert load_policy(whole.policy_path).metadata["code"] == paths.code_commit() != "unknown"
+
+    real_evaluate = trainer._Run.evaluate
+
+    def killed_after_round_0(self, env, round_index):
+        real_evaluate(self, env, round_index)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "code_commit", lambda: "aaaa")
+    monkeypatch.setattr(trainer._Run, "evaluate", killed_after_round_0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, tmp_path / "r", progress=False, log=lambda message: None)
+    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
+    monkeypatch.setattr(trainer, "code_commit", lambda: "bbbb")  # the checkout moved on before the resume
+    resumed = trainer.train(config, tmp_path / "r", resume=True, progress=False, log=lambda message: None)
+    assert load_policy(resumed.policy_path).metadata["code"] == ["aaaa", "bbbb"]
+
+
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
     setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside

@@ -7,13 +7,12 @@ import json
 import os
 import platform
 import resource
-import subprocess
 import threading
 import time
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.errors import EvaluationSetupError
-from liquid_control.paths import checkout_dir
+from liquid_control.paths import code_commit
 
 SITTING_NAME = "provenance.sitting.json"
 HEARTBEAT_S = 60.0
@@ -21,18 +20,6 @@ HEARTBEAT_S = 60.0
 
 def _utc(seconds: float) -> str:
     return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _git(*args: str) -> str | None:
-    """Git in this code's own checkout; None when installed (a git repository holding the venv is the user's)."""
-    root = checkout_dir()
-    if root is None:
-        return None
-    try:
-        out = subprocess.run(["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip()
 
 
 def _cpu_model() -> str:
@@ -55,20 +42,6 @@ def cpu_seconds() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def code_commit() -> str:
-    """The checkout's commit, marked when its tracked files differ from it."""
-    commit = _git("rev-parse", "HEAD")
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    if commit is None and checkout_dir() is None:
-        from importlib import metadata
-
-        try:
-            return f"installed liquid_control {metadata.version('liquid_control')}"
-        except metadata.PackageNotFoundError:
-            return "unknown"
-    return (commit or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
 def collect(command: str, started: float, wall_s: float, commit_at_start: str | None = None, **extra) -> dict:

@@ -34,6 +34,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.checkpoint import read_plain_torch_file
+from liquid_control.paths import code_commit
 from liquid_control.policy import (
     Policy,
     PolicyConfigError,
@@ -133,6 +134,7 @@ class _Run:
         self.longest_dt = 0.0  # of the updates trained on (what core.max_step should not undercut, see finish)
         self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
         self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
+        self.code = [code_commit()]  # the code of each part of the run that differed from the one before
         self._t0 = time.monotonic()
         self.writer = _tensorboard(out_dir / "tensorboard")
 
@@ -164,6 +166,7 @@ class _Run:
                 "longest_dt": self.longest_dt,  # a resumed run may not load every round's episodes again
                 "started_from": self.started_from,
                 "command": self.command,  # the run's first command: the one that reproduces it
+                "code": self.code,
             },
             self.checkpoint_path,
         )
@@ -178,6 +181,8 @@ class _Run:
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
         self.started_from = ck.get("started_from")
         self.command = ck.get("command") or self.command  # not `--resume`'s: policy.pt names how the run began
+        code = list(ck.get("code") or ["not recorded (checkpoint of an older version)"])
+        self.code = code if code[-1] == self.code[0] else code + self.code
         self.resumed_finished = self.finished() and (self.out / "policy.pt").is_file()
 
     def start_from(self, state_dict: dict, record: dict) -> None:
@@ -487,6 +492,7 @@ class _Run:
             "training_episodes": t["demonstrations"] + t["dagger_rounds"] * t["dagger_episodes"],
             "command": self.command or "",
             "torch": str(torch.__version__),
+            "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
             "training_dt_max_s": round(self.longest_dt, 6),
         }
         if self.started_from is not None:
