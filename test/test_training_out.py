@@ -322,6 +322,22 @@ def test_a_policy_records_the_code_that_trained_it_also_across_a_resume(tmp_path
     assert load_policy(resumed.policy_path).metadata["code"] == ["aaaa", "bbbb"]
 
 
+def test_more_workers_or_threads_than_cpus_are_said(tmp_path, monkeypatch):
+    """Before: `--workers 64 --threads 64` on a 2-CPU machine started without a word: up to 64 episode processes of
+    ~300 MB each (one per episode of a round) and 64 copies of the policy, all waiting for the same 2 CPUs."""
+    logged = []
+    monkeypatch.setattr(trainer, "available_cpus", lambda: 2)
+    monkeypatch.setattr(trainer._Run, "run", lambda self: None)  # only the start matters here
+    for count, out in ((2, "fits"), (3, "over")):
+        trainer.train(tiny_config(), tmp_path / out, workers=count, threads=count, progress=False, log=logged.append)
+    assert logged == [
+        "workers (--workers) 3: more than the 2 CPUs this process may use: the same episodes, no sooner than with "
+        "--workers 2, and each worker process holds its own world and torch (~300 MB)",
+        "threads (--threads) 3: more than the 2 CPUs this process may use: the copies of the policy wait for each "
+        "other (--threads 2 is faster)",
+    ]
+
+
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
     setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside

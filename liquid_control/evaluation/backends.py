@@ -26,17 +26,14 @@ from contextlib import contextmanager
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
-from liquid_control.processes import die_with_parent, keep_freed_memory, quiet_ctrl_c_in_worker
+from liquid_control.processes import (  # available_cpus: part of this module's API (experiment)
+    available_cpus,
+    die_with_parent,
+    keep_freed_memory,
+    quiet_ctrl_c_in_worker,
+)
 
 BACKENDS = ("process", "serial", "ray")
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def _init_worker() -> None:

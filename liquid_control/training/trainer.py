@@ -46,7 +46,7 @@ from liquid_control.policy import (
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.policy.checkpoint import atomic_torch_save
 from liquid_control.policy.config import CONTINUOUS_CORES
-from liquid_control.processes import interrupt_in_ctypes
+from liquid_control.processes import available_cpus, interrupt_in_ctypes
 
 from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
 from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode, split_at_gaps
@@ -853,6 +853,17 @@ def train(
         raise ValueError(f"workers (--workers) must be an integer >= 1, got {workers!r}")
     if threads is not None and not (isinstance(threads, int) and threads >= 1):
         raise ValueError(f"threads (--threads) must be an integer >= 1 (or None: torch's default), got {threads!r}")
+    cpus = available_cpus()
+    if data is None and workers > cpus:  # allowed (the same episodes), but no sooner, and each worker holds ~300 MB
+        log(
+            f"workers (--workers) {workers}: more than the {cpus} CPUs this process may use: the same episodes, no "
+            f"sooner than with --workers {cpus}, and each worker process holds its own world and torch (~300 MB)"
+        )
+    if threads is not None and threads > cpus:
+        log(
+            f"threads (--threads) {threads}: more than the {cpus} CPUs this process may use: the copies of the policy "
+            f"wait for each other (--threads {cpus} is faster)"
+        )
     bc_copies = 1
     if threads is not None:
         bc_copies = int(threads) if int(threads) > 1 and not has_dropout(Policy(cfg)) else 1
