@@ -338,6 +338,17 @@ def test_more_workers_or_threads_than_cpus_are_said(tmp_path, monkeypatch):
     ]
 
 
+def test_a_run_folder_holds_its_training_curves(tmp_path):
+    """Before: a run's curves were only in TensorBoard's files, and TensorBoard is optional (not installed here):
+    a reader had metrics.csv and had to draw it."""
+    from PIL import Image
+
+    result = trainer.train(tiny_config(), tmp_path / "r", progress=False, log=lambda message: None)
+    with Image.open(result.out_dir / "curves.png") as image:
+        assert image.format == "PNG" and image.size == (1000, 380)
+    assert sorted(p.name for p in result.out_dir.iterdir() if p.name.startswith(".")) == []  # nothing half-written
+
+
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
     setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside

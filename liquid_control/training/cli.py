@@ -23,7 +23,7 @@ examples:
       --bag recordings/day1/* --val-bag recordings/heldout --node-params config/rover_policy.yaml
 
 The output folder gets config.yaml, data/ (one .npz per episode, images uint8, real stamps and dt),
-checkpoint.pt (after every epoch), metrics.csv and policy.pt (the selected policy). See docs/training.md.
+checkpoint.pt (after every epoch), metrics.csv, curves.png and policy.pt (the selected policy). See docs/training.md.
 With --bag (or a data: section in the config) the data are recorded rosbag2 bags instead of simulated
 episodes: behaviour cloning on the recorded commands, selected on --val-bag. See docs/real_robot.md.
 """

@@ -14,7 +14,8 @@ that was never interrupted: finished epochs come from ``checkpoint.pt`` (written
 epoch and every evaluation), finished episodes from their files under ``data/``.
 
 Output folder: ``config.yaml`` (the complete config), ``data/round_XX/ep_XXXX.npz``, ``checkpoint.pt``,
-``metrics.csv`` (+ ``tensorboard/`` if TensorBoard is installed), ``policy.pt`` (the selected policy).
+``metrics.csv`` (+ ``tensorboard/`` if TensorBoard is installed), ``curves.png`` (metrics.csv drawn), ``policy.pt`` (the
+selected policy).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import available_cpus, interrupt_in_ctypes
 
 from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
+from .curves import plot_curves
 from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode, split_at_gaps
 from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are part of this module's API
     MAX_DAGGER_ROUNDS,
@@ -511,6 +513,7 @@ class _Run:
                     "to integrate longer gaps in sub-steps of the length it trained on)"
                 )
             )
+        plot_curves(self.rows, self.out / "curves.png", f"{self.config['name']}, seed {self.seed}")  # before policy.pt
         path = save_policy(self.out / "policy.pt", selected, metadata)
         self.log(
             f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "

@@ -1,0 +1,64 @@
+"""``curves.png`` of a training run: its ``metrics.csv`` rows drawn, for a reader without TensorBoard.
+
+Left: the behaviour-cloning loss of every epoch (and a bag run's validation loss), rounds marked; right: the
+success of each round's drivers (collection: the expert, or the expert and the policy under DAgger's beta) and of
+the policy alone on the selection episodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from liquid_control.atomic_file import atomic_path
+
+
+def _series(rows: list[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
+    picked = [row for row in rows if row["kind"] == kind and row.get(key, "") != ""]
+    return [int(row["epoch"]) for row in picked], [float(row[key]) for row in picked]
+
+
+def plot_curves(rows: list[dict], path: str | Path, title: str) -> Path:
+    """Draw ``rows`` (metrics.csv's, as dicts) into the PNG ``path`` (written atomically); returns it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    try:
+        epochs, loss = _series(rows, "train", "loss")
+        loss_ax.plot(epochs, loss, marker=".", label="training (BC loss)")
+        epochs, loss = _series(rows, "validate", "loss")
+        if epochs:
+            loss_ax.plot(epochs, loss, marker="s", linestyle="--", label="validation bags")
+        starts = sorted({int(row["epoch"]) for row in rows if row["kind"] == "collect"} - {0})
+        for start in starts:
+            loss_ax.axvline(start + 0.5, color="grey", linewidth=0.8, linestyle=":")
+        if any(value > 0 for value in loss):
+            loss_ax.set_yscale("log")
+        loss_ax.set_xlabel("epoch" + (" (dotted: a DAgger round's data added)" if starts else ""))
+        loss_ax.set_ylabel("loss (MSE, actions scaled to [-1, 1])")
+        loss_ax.legend(loc="upper right")
+        for kind, label, marker in (
+            ("collect", "collection drivers (expert, then DAgger's mix)", "o"),
+            ("eval", "policy alone (selection episodes)", "s"),
+        ):
+            rounds = [int(row["round"]) for row in rows if row["kind"] == kind and row.get("success", "") != ""]
+            _, success = _series(rows, kind, "success")
+            if rounds:
+                success_ax.plot(rounds, [100 * value for value in success], marker=marker, label=label)
+        success_ax.set_ylim(-5, 105)
+        success_ax.set_xlabel("round (0: demonstrations)")
+        success_ax.set_ylabel("success (%)")
+        success_ax.xaxis.get_major_locator().set_params(integer=True)
+        if success_ax.lines:
+            success_ax.legend(loc="best")
+        else:
+            success_ax.text(0.5, 0.5, "no success measured", ha="center", va="center", transform=success_ax.transAxes)
+        fig.suptitle(title)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+    return Path(path)
