@@ -349,6 +349,36 @@ def test_a_run_folder_holds_its_training_curves(tmp_path):
     assert sorted(p.name for p in result.out_dir.iterdir() if p.name.startswith(".")) == []  # nothing half-written
 
 
+def test_a_resume_keeps_the_runs_threads(tmp_path, monkeypatch):
+    """Before: `--resume` without `--threads` (README's resume line) continued a `--threads 2` run on one thread:
+    another policy than the uninterrupted run's (data-parallel copies round differently), while policy.pt's
+    command still said --threads 2. Now the checkpoint records the count: kept without --threads, another refused."""
+    from liquid_control.policy import load_policy
+
+    config = tiny_config(dagger_rounds=1)
+    quiet = {"progress": False, "log": lambda message: None}
+    whole = load_policy(trainer.train(config, tmp_path / "whole", threads=2, **quiet).policy_path)
+
+    real_evaluate = trainer._Run.evaluate
+
+    def killed_after_round_0(self, env, round_index):
+        real_evaluate(self, env, round_index)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer._Run, "evaluate", killed_after_round_0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, tmp_path / "r", threads=2, **quiet)
+    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
+    checkpoint = (tmp_path / "r" / "checkpoint.pt").read_bytes()
+    with pytest.raises(
+        trainer.TrainingError, match=r"trained with threads \(--threads\) 2; resume it with --threads 2"
+    ):
+        trainer.train(config, tmp_path / "r", resume=True, threads=1, **quiet)
+    assert (tmp_path / "r" / "checkpoint.pt").read_bytes() == checkpoint  # refused before anything was written
+    resumed = load_policy(trainer.train(config, tmp_path / "r", resume=True, **quiet).policy_path)
+    assert all(torch.equal(resumed.state_dict()[k], v) for k, v in whole.state_dict().items())
+
+
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
     setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside

@@ -74,9 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="cores for behaviour cloning (default 1: polite on a shared machine); N > 1 trains N data-parallel "
-        "copies of the policy, one thread each (the same policy up to float rounding)",
+        help="cores for behaviour cloning (default 1: polite on a shared machine; with --resume the run's own); "
+        "N > 1 trains N data-parallel copies of the policy, one thread each (the same policy up to float rounding)",
     )
     parser.add_argument(
         "--workers",

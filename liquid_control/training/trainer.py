@@ -137,6 +137,7 @@ class _Run:
         self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
         self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
         self.code = [code_commit()]  # the code of each part of the run that differed from the one before
+        self.threads = 1  # --threads of the run (train sets it): recorded, so a resume keeps it
         self._t0 = time.monotonic()
         self.writer = _tensorboard(out_dir / "tensorboard")
 
@@ -169,6 +170,7 @@ class _Run:
                 "started_from": self.started_from,
                 "command": self.command,  # the run's first command: the one that reproduces it
                 "code": self.code,
+                "threads": self.threads,  # a resume with another count would train another policy: refused
             },
             self.checkpoint_path,
         )
@@ -764,7 +766,7 @@ def train(
     resume: bool = False,
     overrides: dict | None = None,
     progress: bool = True,
-    threads: int | None = 1,
+    threads: int | None = None,
     workers: int = 1,
     command: str | None = None,
     log=_log,
@@ -776,7 +778,8 @@ def train(
     ``resume=True`` continues the run in ``out_dir`` (config may then be None: the run's own config.yaml is
     used). ``overrides`` are dotted keys, e.g. ``{"training.dagger_rounds": 2}``; ``data.*`` ones set the bag data
     (``data.window``), validated as the ``data:`` section. ``threads`` sets torch's
-    intra-op threads (1: deterministic and polite on a shared CPU; None leaves torch's default); ``threads`` > 1
+    intra-op threads (1: deterministic and polite on a shared CPU; None: 1, or a resumed run's own, which its
+    checkpoint records: another count trains another policy, so it is refused); ``threads`` > 1
     instead trains on that many data-parallel copies of the policy, one thread each (:class:`.bc.DataParallel`:
     a little faster than intra-op threads here; the same policy up to float rounding), unless the
     policy has dropout (then intra-op threads). ``workers``
@@ -854,23 +857,30 @@ def train(
         start = warm_start(Path(init_from), cfg)
     if not (isinstance(workers, int) and workers >= 1):
         raise ValueError(f"workers (--workers) must be an integer >= 1, got {workers!r}")
-    if threads is not None and not (isinstance(threads, int) and threads >= 1):
-        raise ValueError(f"threads (--threads) must be an integer >= 1 (or None: torch's default), got {threads!r}")
+    if threads is not None and (isinstance(threads, bool) or not (isinstance(threads, int) and threads >= 1)):
+        raise ValueError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
+    trained_with = None if ck is None else ck.get("threads")  # None: a checkpoint of before it was recorded
+    if threads is None:
+        threads = 1 if trained_with is None else int(trained_with)
+    elif trained_with is not None and threads != trained_with:
+        raise TrainingError(
+            f"{checkpoint}: the run trained with threads (--threads) {trained_with}; resume it with --threads "
+            f"{trained_with} or without --threads (another count trains another policy, up to float rounding, which "
+            "the run's command would not reproduce)"
+        )
     cpus = available_cpus()
     if data is None and workers > cpus:  # allowed (the same episodes), but no sooner, and each worker holds ~300 MB
         log(
             f"workers (--workers) {workers}: more than the {cpus} CPUs this process may use: the same episodes, no "
             f"sooner than with --workers {cpus}, and each worker process holds its own world and torch (~300 MB)"
         )
-    if threads is not None and threads > cpus:
+    if threads > cpus:
         log(
             f"threads (--threads) {threads}: more than the {cpus} CPUs this process may use: the copies of the policy "
             f"wait for each other (--threads {cpus} is faster)"
         )
-    bc_copies = 1
-    if threads is not None:
-        bc_copies = int(threads) if int(threads) > 1 and not has_dropout(Policy(cfg)) else 1
-        torch.set_num_threads(1 if bc_copies > 1 else int(threads))
+    bc_copies = threads if threads > 1 and not has_dropout(Policy(cfg)) else 1
+    torch.set_num_threads(1 if bc_copies > 1 else threads)
     spec = None if data is None else bag_data.bag_data_spec(cfg, data)  # a bad --node-params: before any write
     torch.use_deterministic_algorithms(True)
     created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
@@ -905,6 +915,7 @@ def train(
             if data is None
             else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies, spec=spec)
         )
+        run.threads = threads
         if ck is not None:
             run.load_checkpoint()
             log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
