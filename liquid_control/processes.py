@@ -103,16 +103,18 @@ def interrupt_in_ctypes(exc: BaseException) -> KeyboardInterrupt | None:
     A signal handler's exception raised while ctypes converts a call's arguments in Python code (PyOpenGL's
     converters in MuJoCo's EGL render, every camera frame) reaches the caller as ``ctypes.ArgumentError('argument
     1: KeyboardInterrupt: ')``, which names the interrupt but neither chains nor subclasses it: a command that
-    handles Ctrl-C then printed a traceback instead."""
+    handles Ctrl-C then printed a traceback instead. Python 3.11 names the class (``KeyboardInterrupt``), 3.10
+    prints it (``<class 'KeyboardInterrupt'>``, ``<class 'liquid_control.processes.Terminated'>``)."""
     import ctypes
     import re
 
     if not isinstance(exc, ctypes.ArgumentError):
         return None
-    match = re.fullmatch(r"argument \d+: (KeyboardInterrupt|Terminated): .*", str(exc), re.DOTALL)
-    if match is None:
+    match = re.fullmatch(r"argument \d+: (?:<class '(?:[\w.]+\.)?(\w+)'>|(\w+)): .*", str(exc), re.DOTALL)
+    name = None if match is None else match.group(1) or match.group(2)
+    if name not in ("KeyboardInterrupt", "Terminated"):
         return None
-    return Terminated() if match.group(1) == "Terminated" else KeyboardInterrupt()
+    return Terminated() if name == "Terminated" else KeyboardInterrupt()
 
 
 @contextmanager

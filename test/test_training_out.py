@@ -233,6 +233,26 @@ def test_a_signal_inside_a_ctypes_call_of_an_episode_is_the_interrupt(
     )
 
 
+def test_an_interrupt_in_ctypes_is_recognised_in_the_message_of_each_python():
+    """Before: only Python 3.11's ``argument 1: KeyboardInterrupt: `` was recognised; Python 3.10 (which the package
+    supports: ROS 2 Humble's) prints the class, ``argument 1: <class 'KeyboardInterrupt'>: ``, and Ctrl-C inside
+    MuJoCo's render was a ctypes.ArgumentError traceback there still."""
+    import ctypes
+
+    from liquid_control.processes import Terminated, interrupt_in_ctypes
+
+    for message, expected in (
+        ("argument 1: KeyboardInterrupt: ", KeyboardInterrupt),
+        ("argument 2: Terminated: ", Terminated),
+        ("argument 1: <class 'KeyboardInterrupt'>: ", KeyboardInterrupt),
+        ("argument 3: <class 'liquid_control.processes.Terminated'>: ", Terminated),
+    ):
+        assert type(interrupt_in_ctypes(ctypes.ArgumentError(message))) is expected, message
+    for message in ("argument 1: <class 'TypeError'>: wrong type", "argument 1: TypeError: KeyboardInterrupt: "):
+        assert interrupt_in_ctypes(ctypes.ArgumentError(message)) is None, message
+    assert interrupt_in_ctypes(ValueError("argument 1: KeyboardInterrupt: ")) is None
+
+
 def _file_size_limit(limit: int):
     """A child process's preexec_fn: writes past ``limit`` bytes fail with EFBIG, as a full disk's with ENOSPC."""
     import resource
