@@ -1085,6 +1085,46 @@ def test_ctrl_c_during_an_evaluation_says_how_to_continue(tmp_path, capsys, monk
     )
 
 
+def test_ctrl_c_inside_a_ctypes_call_of_a_serial_episode_is_the_interrupt(tmp_path, capsys, monkeypatch):
+    """Before: with --backend serial the episodes run in this process, and Ctrl-C landing while ctypes converted a
+    call's arguments in Python code (PyOpenGL's converters in MuJoCo's EGL render, every camera frame) ended the
+    evaluation with a ``ctypes.ArgumentError: argument 1: KeyboardInterrupt:`` traceback, exit 1 (as train did
+    before fc96baa9)."""
+    import ctypes
+    import signal
+    import time
+
+    from liquid_control.cli import main
+    from liquid_control.evaluation import backends
+
+    class Signalled:  # an argument converter in Python, as PyOpenGL's: the signal's handler raises inside it
+        @classmethod
+        def from_param(cls, value):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler raises in this frame
+            raise AssertionError("SIGINT did not stop the evaluation")
+
+    render = ctypes.CDLL(None).labs
+    render.argtypes = [Signalled]
+
+    def rendering(batch):
+        render(1)
+        raise AssertionError("not reached")
+
+    monkeypatch.setattr(backends, "run_verified_batch", rendering)
+    out = tmp_path / "report"
+    argv = ["eval", "--policy", "expert", "--episodes", "1", "--backend", "serial", "--out", str(out), "--no-progress"]
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job's SIGINT is ignored
+    try:
+        code = main(argv)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "ArgumentError" not in err, err
+    assert code == 130
+    assert err.strip().splitlines()[-1].startswith("liquid-control eval: interrupted: "), err
+
+
 def test_options_of_another_mode_and_a_folder_of_another_report_are_refused(tmp_path, capsys):
     """Before: `eval --bag ... --shift winter` (or --episodes, --paired, --experiment) ran the offline evaluation and
     ignored them; `eval --bag` into a simulated evaluation's folder replaced its report.md and left its episodes

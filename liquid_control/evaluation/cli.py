@@ -22,6 +22,7 @@ from liquid_control.evaluation.plan import (
     validate_output_folder,
 )
 from liquid_control.evaluation.shifts import SHIFT_SETS
+from liquid_control.processes import interrupt_in_ctypes
 
 DEFAULT_EPISODES = 20
 
@@ -204,6 +205,21 @@ def _given(args, options) -> str:
     return ", ".join("--" + k.replace("_", "-") for k in options if k in defaults and getattr(args, k) != defaults[k])
 
 
+def _interrupted(args) -> int:
+    """Ctrl-C's line: what finished is in the results log (or the experiment's folder); exit status 130."""
+    from liquid_control.evaluation.results import LOG_NAME
+
+    log = os.path.join(args.out, LOG_NAME)
+    if args.experiment and not args.bag and os.path.isdir(args.out):
+        kept = f"{args.out} keeps the finished training runs and episodes; add --resume to continue"
+    elif os.path.isfile(log) and not args.bag:
+        kept = f"the finished episodes are in {log}; add --resume to continue"
+    else:
+        kept = "nothing kept"
+    print(f"liquid-control eval: interrupted: {kept}", file=sys.stderr)
+    return 130
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the evaluation (offline on bags, an experiment, or a plan) and report; 2 for a refused request."""
     from liquid_control.evaluation import experiment
@@ -269,20 +285,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: what finished is in the results log; no traceback
-        from liquid_control.evaluation.results import LOG_NAME
-
-        log = os.path.join(args.out, LOG_NAME)
-        if args.experiment and not args.bag and os.path.isdir(args.out):
-            kept = f"{args.out} keeps the finished training runs and episodes; add --resume to continue"
-        elif os.path.isfile(log) and not args.bag:
-            kept = f"the finished episodes are in {log}; add --resume to continue"
-        else:
-            kept = "nothing kept"
-        print(f"liquid-control eval: interrupted: {kept}", file=sys.stderr)
-        return 130
+        return _interrupted(args)
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
         where = f" {exc.filename}" if exc.filename else f" in {args.out}"  # at least the folder
         print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # Ctrl-C inside MuJoCo's render (--backend serial): a ctypes error standing for it
+        if interrupt_in_ctypes(exc) is None:
+            raise
+        return _interrupted(args)
     print(f"liquid-control eval: {len(result['records'])} episodes -> {result['report']}")
     return 0
