@@ -369,6 +369,30 @@ def test_a_run_folder_holds_its_training_curves(tmp_path):
     assert sorted(p.name for p in result.out_dir.iterdir() if p.name.startswith(".")) == []  # nothing half-written
 
 
+def test_the_training_curves_draw_the_loss_on_a_log_axis(tmp_path, monkeypatch):
+    """Before: the loss axis was logarithmic only if the validation loss (a bag run's) was positive: the check
+    looked at the validation series, which a simulated run has none of, so its loss was always drawn linear."""
+    from matplotlib.figure import Figure
+
+    from liquid_control.training.curves import plot_curves
+
+    scales = []
+    savefig = Figure.savefig
+
+    def saving(self, *args, **kwargs):
+        scales.append(self.axes[0].get_yscale())
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", saving)
+    collect = {"kind": "collect", "round": 0, "epoch": 0, "loss": "", "success": 1.0}
+    epochs = [{"kind": "train", "round": 0, "epoch": e, "loss": 0.5 / e, "success": ""} for e in (1, 2, 3)]
+    validation = [{"kind": "validate", "round": 0, "epoch": 3, "loss": 0.2, "success": ""}]
+    zero = [{"kind": "train", "round": 0, "epoch": 4, "loss": 0.0, "success": ""}]
+    for name, rows in (("sim", [collect, *epochs]), ("bags", [*epochs, *validation]), ("zero", [*epochs, *zero])):
+        plot_curves(rows, tmp_path / f"{name}.png", name)
+    assert scales == ["log", "log", "linear"]
+
+
 def test_a_resume_keeps_the_runs_threads(tmp_path, monkeypatch):
     """Before: `--resume` without `--threads` (README's resume line) continued a `--threads 2` run on one thread:
     another policy than the uninterrupted run's (data-parallel copies round differently), while policy.pt's

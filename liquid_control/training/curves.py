@@ -26,15 +26,16 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> Path:
 
     fig, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     try:
-        epochs, loss = _series(rows, "train", "loss")
-        loss_ax.plot(epochs, loss, marker=".", label="training (BC loss)")
-        epochs, loss = _series(rows, "validate", "loss")
+        epochs, train_loss = _series(rows, "train", "loss")
+        loss_ax.plot(epochs, train_loss, marker=".", label="training (BC loss)")
+        epochs, validation_loss = _series(rows, "validate", "loss")
         if epochs:
-            loss_ax.plot(epochs, loss, marker="s", linestyle="--", label="validation bags")
+            loss_ax.plot(epochs, validation_loss, marker="s", linestyle="--", label="validation bags")
         starts = sorted({int(row["epoch"]) for row in rows if row["kind"] == "collect"} - {0})
         for start in starts:
             loss_ax.axvline(start + 0.5, color="grey", linewidth=0.8, linestyle=":")
-        if any(value > 0 for value in loss):
+        losses = train_loss + validation_loss
+        if losses and all(value > 0 for value in losses):  # a log axis has no place for a zero
             loss_ax.set_yscale("log")
         loss_ax.set_xlabel("epoch" + (" (dotted: a DAgger round's data added)" if starts else ""))
         loss_ax.set_ylabel("loss (MSE, actions scaled to [-1, 1])")
