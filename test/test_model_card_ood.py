@@ -78,3 +78,60 @@ def test_ood_section_refuses_a_policy_of_several_training_seeds(tmp_path):
     path.write_text(json.dumps([r for r in records if r["training_seed"] == 0]))  # one checkpoint: its own numbers
     dusk = ood_section(path, "cfc")["shifts"]["dusk"]
     assert dusk["success"] == 1.0 and dusk["episodes"] == 4 and dusk["episode_seeds"] == "0..3"
+
+
+def test_ctrl_c_while_measuring_is_one_line_and_the_children_exit_quietly(tmp_path, monkeypatch, capsys):
+    """Before: Ctrl-C during a card's measurement printed a KeyboardInterrupt traceback from the card's process and
+    one from each child measuring a kernel path (`--outcomes`)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.training import model_card
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model_card, "measure_both_paths", interrupted)
+    try:
+        model_card.main(["--refresh", "cfc_ncp_rover", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
+    except SystemExit as stop:
+        code = stop.code
+    except KeyboardInterrupt:  # caught here, or it would end the test session
+        code = "KeyboardInterrupt escaped"
+    assert code == 130
+    err = capsys.readouterr().err
+    assert err.strip().endswith(
+        f"interrupted: no card written; the kernel paths measured to the end are kept in {tmp_path / 'cache'}"
+    )
+    assert "Traceback" not in err
+
+    child = subprocess.Popen(  # a measuring child, with Python's SIGINT handler (a background job ignores SIGINT)
+        [
+            sys.executable,
+            "-m",
+            "liquid_control.training.model_card",
+            "--outcomes",
+            str(policies_dir() / "cfc_ncp_rover.pt"),
+            "--episodes",
+            "1000",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        seen = ""
+        while "cfc_ncp_rover:" not in seen:  # its progress bar: the episodes are running
+            char = child.stderr.read(1)
+            assert char, seen
+            seen += char
+        os.kill(child.pid, signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        child.kill()
+    assert child.returncode == 130, seen + err
+    assert "Traceback" not in seen + err and "KeyboardInterrupt" not in seen + err

@@ -37,6 +37,7 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.paths import checkout_dir, policies_dir
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
+from liquid_control.processes import quiet_ctrl_c_in_worker
 from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.runtime.export import ExportError, export_checked
 from liquid_control.stats import wilson_interval
@@ -675,7 +676,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)  # several intra-op threads on a busy 2-core machine spin instead of working
-    if args.outcomes:
+    if args.outcomes:  # a child of the card's process, which says what Ctrl-C keeps
+        quiet_ctrl_c_in_worker()
         from liquid_control.cells import kernels
 
         with kernels.recording() as ran:
@@ -704,6 +706,9 @@ def main(argv=None) -> int:
             )
     except CardError as exc:  # a corrupt input file: one line naming it, nothing written
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except KeyboardInterrupt:  # before: a traceback from this process and one from each measuring child
+        kept = f"; the kernel paths measured to the end are kept in {cache}" if cache else ""
+        parser.exit(130, f"{parser.prog}: interrupted: no card written{kept}\n")
     print(path)
     return 0
 
