@@ -198,6 +198,8 @@ def main():
     if given:
         parser.error(f"{', '.join(given)}: only with --bag (the recorded expert episodes use the rover's topics)")
     args.episodes = 6 if args.episodes is None else args.episodes
+    if args.episodes < 1:  # the rates divide by the recorded duration
+        parser.error(f"--episodes must be >= 1, got {args.episodes}")
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_bags_"))
     config = apply_overrides(load_config(CONFIG), CAMERA_IMU)  # a camera+IMU policy: both topics go through the runner
     results = {}
@@ -230,4 +232,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from liquid_control.processes import exit_status_of
+
+    status = exit_status_of("bench_bags.py", main)  # None: done (runpy callers get no SystemExit)
+    if status:
+        sys.exit(status)

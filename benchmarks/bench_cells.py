@@ -10,7 +10,10 @@ All timings use ONE torch thread (``torch.set_num_threads(1)``) and measure the 
 count the time we wait for them. ncps and ours are timed in alternating blocks (each block after one untimed
 warm-up call) and each figure is the median of the repeats. The last lines are ``name: value`` figures.
 
-    .venv/bin/python benchmarks/bench_cells.py [--repeats 7] [--quick]
+ncps (the reference, 1.0.1) is a test-only dependency: ``./test.sh`` installs it (requirements-test.txt), or
+``.venv/bin/python -m pip install ncps==1.0.1``.
+
+    .venv/bin/python benchmarks/bench_cells.py [--repeats 11] [--quick]
 """
 
 from __future__ import annotations
@@ -102,13 +105,23 @@ def bench_step(kind: str, repeats: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=11, help="timing repeats per figure (median taken)")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, help="timing repeats per figure (median taken; default 11)")
     parser.add_argument("--quick", action="store_true", help="3 repeats (a rough look)")
     args = parser.parse_args(argv)
-    if args.repeats < 1:  # each figure is a median over the repeats
+    if args.quick and args.repeats is not None:  # before: --quick silently replaced --repeats
+        parser.error("--quick is --repeats 3: give one of them")
+    if args.repeats is not None and args.repeats < 1:  # each figure is a median over the repeats
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
-    repeats = 3 if args.quick else args.repeats
+    repeats = 3 if args.quick else args.repeats or 11
+    try:
+        import ncps  # noqa: F401
+    except ModuleNotFoundError:
+        parser.exit(
+            2,
+            f"{parser.prog}: error: needs ncps, the reference library (a test-only dependency): ./test.sh installs "
+            "it, or .venv/bin/python -m pip install ncps==1.0.1\n",
+        )
     torch.set_num_threads(1)
     lib = native.load()
     compiled = (
@@ -117,19 +130,19 @@ def main(argv=None) -> int:
         else f"no ({native.load_error() or 'LIQUID_CONTROL_NATIVE=0'})"  # a failed build: its reason
     )
     print(f"torch {torch.__version__}, 1 thread; medians of {repeats} repeats; compiled kernels: {compiled}\n")
-    print(f"{'benchmark':44s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}  kernel path (ours)")
+    print(f"{'benchmark':48s} {'ncps':>12s} {'ours':>12s} {'speedup':>8s}  kernel path (ours)")
     figures = {}
     for kind in ("cfc", "ltc", "cfc_ncp"):
         t_theirs, t_ours, path = bench_training(kind, repeats)
         label = f"{kind.upper().replace('_', '-')} train fwd+bwd {BATCH}x{STEPS} steps, {UNITS} units"
-        print(f"{label:44s} {t_theirs * 1e3:10.1f}ms {t_ours * 1e3:10.1f}ms {t_theirs / t_ours:7.2f}x  {path}")
+        print(f"{label:48s} {t_theirs * 1e3:10.1f}ms {t_ours * 1e3:10.1f}ms {t_theirs / t_ours:7.2f}x  {path}")
         figures[f"{kind}_train_ms"] = t_ours * 1e3
         figures[f"{kind}_train_ms_ncps"] = t_theirs * 1e3
         figures[f"{kind}_train_speedup_vs_ncps"] = t_theirs / t_ours
     for kind in ("cfc", "ltc"):
         t_theirs, t_ours, path = bench_step(kind, repeats)
         label = f"{kind.upper()}-{UNITS} single step, batch 1, no grad" + (" (6 unfolds)" if kind == "ltc" else "")
-        print(f"{label:44s} {t_theirs * 1e6:10.1f}us {t_ours * 1e6:10.1f}us {t_theirs / t_ours:7.2f}x  {path}")
+        print(f"{label:48s} {t_theirs * 1e6:10.1f}us {t_ours * 1e6:10.1f}us {t_theirs / t_ours:7.2f}x  {path}")
         figures[f"{kind}64_step_speedup_vs_ncps"] = t_theirs / t_ours
         figures[f"{kind}64_step_us"] = t_ours * 1e6
         figures[f"{kind}64_step_us_ncps"] = t_theirs * 1e6
@@ -156,4 +169,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bench_cells.py", main))

@@ -29,6 +29,7 @@ import torch
 
 from liquid_control.evaluation.batched import DEFAULT_LANES, WorldPool, make_batches, run_batch
 from liquid_control.evaluation.episode import run_episode
+from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.plan import build_plan
 from liquid_control.paths import policies_dir
 
@@ -41,9 +42,15 @@ def main(argv=None) -> int:
     parser.add_argument("--shifts", default="in_distribution,dusk", help="comma-separated shifts")
     parser.add_argument("--lanes", type=int, default=DEFAULT_LANES, help="lanes of the batched runner")
     args = parser.parse_args(argv)
+    for name in ("episodes", "lanes"):  # the rates divide by the episodes run; a batch needs a lane
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     torch.set_num_threads(1)
     policies = [f"{name}={policies_dir() / (name + '.pt')}" for name in POLICIES]
-    plan = build_plan(policies, args.shifts.split(","), args.episodes)
+    try:
+        plan = build_plan(policies, args.shifts.split(","), args.episodes)
+    except EvaluationSetupError as exc:  # e.g. an unknown shift: the message names the valid ones
+        parser.error(str(exc))
     cells = make_batches(plan.jobs, lanes=len(plan.jobs))  # one cell per policy and shift
     ways = {
         "one-episode loop": lambda jobs, pool: [run_episode(job) for job in jobs],
@@ -89,4 +96,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bench_eval.py", main))

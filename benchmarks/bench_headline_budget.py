@@ -147,8 +147,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:  # the costs are means over the repeats
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.train_share is not None and not 0 <= args.train_share <= 1:
+        parser.error(f"--train-share is a fraction of a training run, 0 to 1, got {args.train_share}")
     if args.cores and min(args.cores) < 1:
         parser.error(f"--cores must be >= 1, got {min(args.cores)}")
+    if not args.slice and (args.cores or args.train_share is not None):
+        parser.error("--cores and --train-share are for the projection: give --slice DIR too")
     if args.slice and not os.path.isfile(os.path.join(args.slice, "provenance.json")):
         parser.error(
             f"--slice {args.slice}: no provenance.json there; make the slice first: liquid-control eval "
@@ -240,4 +244,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bench_headline_budget.py", main))

@@ -28,6 +28,7 @@ import argparse
 import gc
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -304,6 +305,9 @@ def main() -> int:
             "liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log", prefix=prefix
         )
         result = measure(node, tmp / "node.log")
+    except KeyboardInterrupt:  # Ctrl-C: the processes are stopped (measure's finally); nothing names the folder
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     finally:
         probe.close()
     if result is None:
@@ -353,8 +357,12 @@ def main() -> int:
     print(f"node_cpu_percent_of_one_core: {result['cpu_percent']:.1f}")
     print(f"bench_process_cpu_percent_of_one_core: {result['bench_cpu_percent']:.1f} (its publishers and probe)")
     print(f"rejected_total: {values.get('rejected_total', '?')}")
+    if reference is None or len(reference["imu_ms"]):  # before: every run left its folder in /tmp
+        shutil.rmtree(tmp, ignore_errors=True)  # (kept when a line above names its echo.log)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bench_node.py", main))

@@ -17,6 +17,7 @@ The clock is the process's CPU time (llvmpipe's threads included). The last line
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -134,4 +135,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bench_render.py", main))

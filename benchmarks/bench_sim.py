@@ -9,6 +9,7 @@ per-CPU-second figures (all threads of this process) do not. The last lines are 
 
 import argparse
 import os
+import sys
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -70,4 +71,8 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from liquid_control.processes import exit_status_of
+
+    status = exit_status_of("bench_sim.py", main)  # None: done (runpy callers get no SystemExit)
+    if status:
+        sys.exit(status)

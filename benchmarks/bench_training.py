@@ -18,6 +18,7 @@ import argparse
 import copy
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from liquid_control.cells import kernels
-from liquid_control.policy import Policy, load_config, observation_keys
+from liquid_control.policy import Policy, PolicyConfigError, load_config, observation_keys
 from liquid_control.training.bc import DataParallel, bc_epoch
 from liquid_control.training.data import load_episode, rollout
 from liquid_control.training.trainer import make_env
@@ -112,8 +113,15 @@ def main(argv=None) -> int:
         "data-parallel copies (`liquid-control train --threads N`); run it alone on the machine",
     )
     args = parser.parse_args(argv)
+    minimum = {"rounds": 1, "episodes": 0 if args.data else 1, "profile_episodes": 0, "cores": 0}
+    for name, least in minimum.items():  # the medians need a round, an epoch needs an episode
+        if getattr(args, name) < least:
+            parser.error(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(args, name)}")
     torch.set_num_threads(1)
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except PolicyConfigError as exc:  # not found, or not a valid recipe
+        parser.error(str(exc))
     episodes = episodes_of(args, config)
     t = config["training"]
     fit = dict(batch_size=t["batch_size"], sequence_length=t["sequence_length"], grad_clip=t["grad_clip"])
@@ -162,4 +170,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bench_training.py", main))

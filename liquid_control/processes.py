@@ -129,3 +129,20 @@ def sigterm_as_interrupt():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
+    """``main()``'s exit status, or 130 after one line ``PROG: interrupted`` on stderr when Ctrl-C stops it.
+
+    For the command-line scripts (``benchmarks/``) that have no Ctrl-C handling of their own: before, Ctrl-C
+    printed a KeyboardInterrupt traceback (or, inside MuJoCo's render, a ctypes.ArgumentError one:
+    :func:`interrupt_in_ctypes`)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:
+        if interrupt_in_ctypes(exc) is None:
+            raise
+    print(f"{prog}: interrupted", file=sys.stderr)
+    return 130

@@ -1,0 +1,90 @@
+"""The benchmarks' command lines as a user meets them: wrong options end in one usage line (no traceback after the
+setup), Ctrl-C in one line (exit 130), and a missing reference library is named with how to install it."""
+
+import argparse
+import ctypes
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from liquid_control.processes import exit_status_of
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("bench_eval.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
+        ("bench_eval.py", ["--lanes", "0"], "--lanes must be >= 1, got 0"),
+        ("bench_eval.py", ["--episodes", "1", "--shifts", "bogus"], "unknown or invalid shift 'bogus'"),
+        ("bench_training.py", ["--rounds", "0"], "--rounds must be >= 1, got 0"),
+        ("bench_training.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
+        ("bench_training.py", ["--config", "nope.yaml"], "nope.yaml: policy config not found"),
+        ("bench_bags.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
+        ("bench_headline_budget.py", ["--cores", "2"], "--cores and --train-share are for the projection"),
+        ("bench_headline_budget.py", ["--train-share", "2"], "--train-share is a fraction of a training run"),
+        ("bench_cells.py", ["--quick", "--repeats", "5"], "--quick is --repeats 3: give one of them"),
+    ],
+)
+def test_wrong_options_end_in_one_usage_line(script, args, message, tmp_path):
+    """Before: ValueError, EvaluationSetupError, StatisticsError or PolicyConfigError tracebacks (exit 1), some after
+    minutes of setup; --train-share and --cores without --slice, and --repeats beside --quick, were ignored."""
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=tmp_path,  # a user's other folder: nothing may depend on the repository root being the cwd
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")},
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.iterdir())  # nothing written where it ran
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_ends_a_benchmark_in_one_line(script, monkeypatch, capsys):
+    """Before: Ctrl-C printed a KeyboardInterrupt traceback (torch's backward, MuJoCo's render, ...)."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)  # each main parses first
+    monkeypatch.setattr(sys, "argv", [script])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == f"{script}: interrupted\n"
+
+
+def test_ctrl_c_inside_a_ctypes_call_is_an_interrupt_too(capsys):
+    """Ctrl-C inside MuJoCo's EGL render reaches Python as a ctypes.ArgumentError naming KeyboardInterrupt."""
+
+    def render():
+        raise ctypes.ArgumentError("argument 1: KeyboardInterrupt: ")
+
+    def broken():
+        raise ctypes.ArgumentError("argument 1: TypeError: wrong type")
+
+    assert exit_status_of("bench_x.py", render) == 130
+    assert capsys.readouterr().err == "bench_x.py: interrupted\n"
+    with pytest.raises(ctypes.ArgumentError):  # a real ctypes error stays an error
+        exit_status_of("bench_x.py", broken)
+    assert exit_status_of("bench_x.py", lambda: 3) == 3
+
+
+def test_bench_cells_names_the_missing_reference_library(monkeypatch, capsys):
+    """Before: a ModuleNotFoundError traceback in a runtime-only environment (ncps is a test-only dependency)."""
+    monkeypatch.setitem(sys.modules, "ncps", None)  # import ncps fails as if not installed
+    module = runpy.run_path(str(ROOT / "benchmarks" / "bench_cells.py"))
+    with pytest.raises(SystemExit) as stop:
+        module["main"](["--quick"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs ncps" in err and "pip install ncps==1.0.1" in err and "Traceback" not in err
