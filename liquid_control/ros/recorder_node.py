@@ -27,6 +27,7 @@ from pathlib import Path
 import rclpy
 import rclpy.executors
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -43,6 +44,9 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "qos_depth": (100, "subscription history depth (keep last)"),
     "compression": (False, "zstd-compress the MCAP chunks (smaller, slower to read)"),
 }
+
+
+LOST_WARNING_PERIOD_S = 5.0
 
 
 def default_bag_name() -> str:
@@ -84,6 +88,11 @@ class BagRecorderNode(Node):
         )
         self.pending = list(dict.fromkeys(topics))
         self.counts = {t: 0 for t in self.pending}
+        # messages DDS reports lost before they reached us (a best-effort camera's fragments dropped, a burst past
+        # qos_depth): not in the bag, so said while recording (at most every LOST_WARNING_PERIOD_S) and at the end
+        self.lost = {t: 0 for t in self.pending}
+        self._subscribed_at = {}
+        self._lost_warned_at = {}
         self._recorded_subscriptions = {}
         self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
         self.done = threading.Event()
@@ -117,8 +126,15 @@ class BagRecorderNode(Node):
                 self.pending.remove(topic)
                 continue
             qos = subscription_qos(profiles, self.p["qos_depth"])
+            events = SubscriptionEventCallbacks(message_lost=lambda info, topic=topic: self._on_lost(topic, info))
+            self._subscribed_at[topic] = time.monotonic()
             self._recorded_subscriptions[topic] = self.create_subscription(
-                cls, topic, lambda data, topic=topic: self._on_message(topic, data), qos, raw=True
+                cls,
+                topic,
+                lambda data, topic=topic: self._on_message(topic, data),
+                qos,
+                raw=True,
+                event_callbacks=events,
             )
             self.pending.remove(topic)
             self.get_logger().info(
@@ -144,6 +160,22 @@ class BagRecorderNode(Node):
             return
         self.counts[topic] += 1
 
+    def _on_lost(self, topic: str, info) -> None:
+        """DDS lost messages of ``topic`` (``info.total_count`` so far): a warning with what was received and the
+        rate that reached the bag, at most every LOST_WARNING_PERIOD_S per topic."""
+        self.lost[topic] = max(self.lost[topic], int(info.total_count))
+        now = time.monotonic()
+        if now - self._lost_warned_at.get(topic, -math.inf) < LOST_WARNING_PERIOD_S:
+            return
+        self._lost_warned_at[topic] = now
+        self.get_logger().warning(f"{self.lost_summary(topic)}: the bag misses them")
+
+    def lost_summary(self, topic: str) -> str:
+        """``/camera/image_raw: 268 messages lost in transport, 30 received (3.0 Hz)``."""
+        elapsed = time.monotonic() - self._subscribed_at.get(topic, time.monotonic())
+        rate = f" ({self.counts[topic] / elapsed:.1f} Hz)" if elapsed > 0 else ""
+        return f"{topic}: {count_of_messages(self.lost[topic])} lost in transport, {self.counts[topic]} received{rate}"
+
     def close(self) -> Path:
         """Finish the bag (call once the executor no longer runs this node's callbacks); the counts are logged
         first, so a bag that cannot be finished still says what it holds and how to get it back."""
@@ -151,6 +183,11 @@ class BagRecorderNode(Node):
             self.destroy_subscription(sub)
         self._recorded_subscriptions = {}
         self.get_logger().info(f"recorded into {self.output}: {self.counts}")
+        for topic in (t for t, n in self.lost.items() if n):
+            self.get_logger().warning(
+                f"{self.lost_summary(topic)}: the bag misses them (best-effort publisher over a lossy or saturated "
+                "link, or a burst past qos_depth)"
+            )
         try:
             return self.writer.close()
         except BagError as exc:
