@@ -462,3 +462,37 @@ def test_messages_dds_reports_lost_are_counted_and_said_naming_the_topic(tmp_pat
         assert "/chatter: 9 messages lost in transport, 0 received" in lines[-1], lines
     finally:
         context.try_shutdown()
+
+
+def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path):
+    """Before: `liquid-control record --use-sim-time` looked for publishers on a timer of the node clock, which
+    does not run until /clock arrives: a topic whose publisher came after the start was never subscribed (a
+    64x64 camera and an IMU for 6 s: an empty bag, no `subscribed` line, no warning)."""
+    import rclpy
+    import rclpy.executors
+    from std_msgs.msg import String
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        recorder = BagRecorderNode(
+            context=context,
+            parameter_overrides={"output": str(tmp_path / "bag"), "topics": ["/chatter"]},
+            cli_args=["--ros-args", "-p", "use_sim_time:=true"],
+        )
+        assert recorder.pending == ["/chatter"]
+        talker = rclpy.create_node("talker", context=context)
+        talker.create_publisher(String, "/chatter", 10)
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(recorder)
+        deadline = time.monotonic() + 30.0
+        while recorder.pending and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.05)
+        assert recorder.pending == [], "the recorder never looked for the publisher that came after it"
+        executor.remove_node(recorder)
+        recorder.close()
+    finally:
+        context.try_shutdown()

@@ -27,6 +27,7 @@ from pathlib import Path
 import rclpy
 import rclpy.executors
 from rclpy._rclpy_pybind11 import RCLError
+from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -98,7 +99,9 @@ class BagRecorderNode(Node):
         self.done = threading.Event()
         self.failed = ""  # why recording stopped early (a write failed), else empty
         self._discover()
-        self.create_timer(float(p["discovery_period_s"]), self._discover)
+        # on the steady clock: a timer on the node clock under use_sim_time waits for /clock, and until a /clock
+        # publisher came the recorder subscribed to nothing, saying nothing (before: --use-sim-time on a robot)
+        self.create_timer(float(p["discovery_period_s"]), self._discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"recording {', '.join(self.counts)} into {self.output}")
 
     def _resolved(self, topic) -> str:
