@@ -555,8 +555,11 @@ def test_camera_info_follows_a_remapped_image_topic(tmp_path):
             values = {kv.key: kv.value for kv in msgs[-1].status[0].values} if msgs else {}
             return int(values.get("camera_info.size_mismatch", 0))
 
-        info_pub.publish(CameraInfo(width=32, height=24))
-        assert probe.wait_for(lambda: mismatches() >= 1, 10.0), policy_log.read_text()
+        def announced_and_reported():  # published until reported: DDS may drop the first messages of a writer
+            info_pub.publish(CameraInfo(width=32, height=24))  # the subscription has not matched yet (seen in CI)
+            return mismatches() >= 1
+
+        assert probe.wait_for(announced_and_reported, 10.0, poll=0.2), policy_log.read_text()
     finally:
         probe.close()
         stop_process(policy)
