@@ -464,6 +464,55 @@ def test_messages_dds_reports_lost_are_counted_and_said_naming_the_topic(tmp_pat
         context.try_shutdown()
 
 
+def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, monkeypatch):
+    """Where the rmw does not report lost messages, rclpy raises UnsupportedEventTypeError for a subscription
+    asking for them (rclpy does not pass over this event as it does others): the recorder then records without the
+    count and says so once, instead of failing to subscribe at all."""
+    from types import SimpleNamespace
+
+    import rclpy
+    from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
+    from std_msgs.msg import String
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    real = SubscriptionEventCallbacks.create_event_handlers
+
+    def unsupported(self, *args, **kwargs):
+        if self.message_lost is not None:
+            raise UnsupportedEventTypeError("message lost event is not supported by this middleware")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(SubscriptionEventCallbacks, "create_event_handlers", unsupported)
+    lines = []
+
+    class Logged(BagRecorderNode):
+        def get_logger(self):
+            return SimpleNamespace(info=lines.append, warning=lines.append, error=lines.append)
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        talker = rclpy.create_node("talker", context=context)
+        talker.create_publisher(String, "/chatter", 10)
+        talker.create_publisher(String, "/other", 10)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not (
+            talker.get_publishers_info_by_topic("/chatter") and talker.get_publishers_info_by_topic("/other")
+        ):
+            time.sleep(0.05)
+        recorder = Logged(
+            context=context,
+            parameter_overrides={"output": str(tmp_path / "bag"), "topics": ["/chatter", "/other"]},
+        )
+        assert set(recorder._recorded_subscriptions) == {"/chatter", "/other"}, lines
+        assert sum("does not report messages lost" in line for line in lines) == 1, lines
+        recorder.close()
+    finally:
+        context.try_shutdown()
+
+
 def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path):
     """Before: `liquid-control record --use-sim-time` looked for publishers on a timer of the node clock, which
     does not run until /clock arrives: a topic whose publisher came after the start was never subscribed (a

@@ -28,7 +28,7 @@ import rclpy
 import rclpy.executors
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
@@ -94,6 +94,7 @@ class BagRecorderNode(Node):
         self.lost = {t: 0 for t in self.pending}
         self._subscribed_at = {}
         self._lost_warned_at = {}
+        self._lost_unsupported_said = False
         self._recorded_subscriptions = {}
         self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
         self.done = threading.Event()
@@ -129,16 +130,8 @@ class BagRecorderNode(Node):
                 self.pending.remove(topic)
                 continue
             qos = subscription_qos(profiles, self.p["qos_depth"])
-            events = SubscriptionEventCallbacks(message_lost=lambda info, topic=topic: self._on_lost(topic, info))
             self._subscribed_at[topic] = time.monotonic()
-            self._recorded_subscriptions[topic] = self.create_subscription(
-                cls,
-                topic,
-                lambda data, topic=topic: self._on_message(topic, data),
-                qos,
-                raw=True,
-                event_callbacks=events,
-            )
+            self._recorded_subscriptions[topic] = self._subscribe(cls, topic, qos)
             self.pending.remove(topic)
             self.get_logger().info(
                 f"subscribed {topic} ({msgtype}, {qos.reliability.name.lower()}, {len(infos)} publisher(s))"
@@ -162,6 +155,22 @@ class BagRecorderNode(Node):
             self.done.set()
             return
         self.counts[topic] += 1
+
+    def _subscribe(self, cls, topic: str, qos):
+        """A raw subscription that also counts the messages DDS reports lost, where the middleware reports them
+        (one that does not, e.g. some rmw implementations, records without the count: said once, not a failure)."""
+        record = lambda data, topic=topic: self._on_message(topic, data)  # noqa: E731
+        events = SubscriptionEventCallbacks(message_lost=lambda info, topic=topic: self._on_lost(topic, info))
+        try:
+            return self.create_subscription(cls, topic, record, qos, raw=True, event_callbacks=events)
+        except UnsupportedEventTypeError:
+            if not self._lost_unsupported_said:
+                self._lost_unsupported_said = True
+                self.get_logger().info(
+                    "this ROS middleware does not report messages lost in transport: a loss (a best-effort camera "
+                    "over a saturated link) shows only in the counts recorded"
+                )
+            return self.create_subscription(cls, topic, record, qos, raw=True)
 
     def _on_lost(self, topic: str, info) -> None:
         """DDS lost messages of ``topic`` (``info.total_count`` so far): a warning with what was received and the
