@@ -513,6 +513,57 @@ def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, mon
         context.try_shutdown()
 
 
+def test_a_publisher_of_another_type_on_a_recorded_topic_is_named(tmp_path):
+    """Before: a second node publishing another message type on a recorded topic (a driver's Image beside a
+    String, or a Twist beside a TwistStamped cmd_vel) had its messages left out of the bag without a word."""
+    from types import SimpleNamespace
+
+    import rclpy
+    from std_msgs.msg import Int32, String
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    lines = []
+
+    class Logged(BagRecorderNode):
+        def get_logger(self):
+            return SimpleNamespace(info=lines.append, warning=lines.append, error=lines.append)
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        talker = rclpy.create_node("talker", context=context)
+        talker.create_publisher(String, "/chatter", 10)
+        deadline = time.monotonic() + 30.0
+        while not talker.get_publishers_info_by_topic("/chatter") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        recorder = Logged(
+            context=context, parameter_overrides={"output": str(tmp_path / "bag"), "topics": ["/chatter"]}
+        )
+        assert recorder._recorded_types == {"/chatter": "std_msgs/msg/String"}
+        assert not [line for line in lines if "is not recorded" in line]
+        other_process = rclpy.Context()  # another participant: one refuses a second type on a topic it has
+        rclpy.init(context=other_process, domain_id=int(env["ROS_DOMAIN_ID"]))
+        other = rclpy.create_node("other_driver", context=other_process)
+        other.create_publisher(Int32, "/chatter", 10)
+        deadline = time.monotonic() + 30.0
+        while len(talker.get_publishers_info_by_topic("/chatter")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        recorder._say_other_types()
+        recorder._say_other_types()  # once per type
+        named = [line for line in lines if "is not recorded" in line]
+        assert named == [
+            "/chatter: a publisher of std_msgs/msg/Int32 is not recorded: the bag records std_msgs/msg/String on "
+            "this topic, and messages of another type never reach that subscription; give one of them another topic "
+            "name"
+        ], lines
+        recorder.close()
+        other_process.try_shutdown()
+    finally:
+        context.try_shutdown()
+
+
 def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path):
     """Before: `liquid-control record --use-sim-time` looked for publishers on a timer of the node clock, which
     does not run until /clock arrives: a topic whose publisher came after the start was never subscribed (a

@@ -95,6 +95,8 @@ class BagRecorderNode(Node):
         self._subscribed_at = {}
         self._lost_warned_at = {}
         self._lost_unsupported_said = False
+        self._recorded_types: dict[str, str] = {}  # topic -> the message type recorded on it
+        self._other_types_said: dict[str, set] = {}  # topic -> other types a warning named
         self._recorded_subscriptions = {}
         self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
         self.done = threading.Event()
@@ -132,10 +134,12 @@ class BagRecorderNode(Node):
             qos = subscription_qos(profiles, self.p["qos_depth"])
             self._subscribed_at[topic] = time.monotonic()
             self._recorded_subscriptions[topic] = self._subscribe(cls, topic, qos)
+            self._recorded_types[topic] = msgtype
             self.pending.remove(topic)
             self.get_logger().info(
                 f"subscribed {topic} ({msgtype}, {qos.reliability.name.lower()}, {len(infos)} publisher(s))"
             )
+        self._say_other_types()
         now = self.get_clock().now().nanoseconds
         if self._started is None and now > 0:
             self._started = now
@@ -155,6 +159,19 @@ class BagRecorderNode(Node):
             self.done.set()
             return
         self.counts[topic] += 1
+
+    def _say_other_types(self) -> None:
+        """Warn, once per topic and type, of a publisher of another message type on a recorded topic: ROS never
+        delivers its messages to the subscription of the type recorded, so before they were left out silently."""
+        for topic, recorded in self._recorded_types.items():
+            said = self._other_types_said.setdefault(topic, set())
+            others = {i.topic_type for i in self.get_publishers_info_by_topic(topic)} - {recorded} - said
+            for other in sorted(others):
+                said.add(other)
+                self.get_logger().warning(
+                    f"{topic}: a publisher of {other} is not recorded: the bag records {recorded} on this topic, and "
+                    "messages of another type never reach that subscription; give one of them another topic name"
+                )
 
     def _subscribe(self, cls, topic: str, qos):
         """A raw subscription that also counts the messages DDS reports lost, where the middleware reports them
