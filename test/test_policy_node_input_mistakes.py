@@ -219,3 +219,23 @@ def test_a_twist_policy_published_as_a_plain_array_is_warned_about_at_configure(
         context.try_shutdown()
     assert [w for w in warnings if w.startswith("command_type: float64_multi_array publishes this policy's twist")]
     assert "LiquidRover-v0" in warnings[-1] and "/wheel_torques" in warnings[-1]
+
+
+def test_an_input_whose_every_message_is_rejected_is_not_called_silent(policy_node):
+    """Before: a camera publishing every frame at another size than the policy's had the watchdog say `camera
+    silent 0.52 s`, sending the user to look for a dead driver; the rejections were logged apart."""
+    import numpy as np
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, _probe, spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    wrong_size = np.zeros((24, 32, 3), np.uint8)
+
+    def rejected_frames_until_the_watchdog_speaks():
+        node._on_reading("camera", None, wrong_size)  # every frame arrives, none is usable
+        return any(w.startswith("watchdog:") for w in warnings)
+
+    assert spin(10.0, until=rejected_frames_until_the_watchdog_speaks), warnings
+    watchdog = next(w for w in warnings if w.startswith("watchdog:"))
+    assert "camera: no usable message for " in watchdog and " rejected: bad_shape " in watchdog, watchdog
+    assert "camera silent" not in watchdog and "imu silent" in watchdog  # the IMU sent nothing at all

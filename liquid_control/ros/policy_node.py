@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 import rclpy
@@ -158,6 +158,9 @@ class PolicyNode(LifecycleNode):
 
     def _reset_bookkeeping(self):
         self._last_arrival: dict[str, float] = {}
+        # per input, the reasons of the messages rejected since its last accepted one: an input whose messages all
+        # arrive rejected (a camera of another size) is not silent, and the watchdog's warning says so
+        self._rejected_since_accepted: dict[str, Counter] = {}
         self._activated_at = None
         self._stale: list[str] = []
         self._last_update_at = None  # node clock of the last state update
@@ -520,6 +523,7 @@ class PolicyNode(LifecycleNode):
         if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
             self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)
         if not result.accepted:
+            self._rejected_since_accepted.setdefault(sensor, Counter())[result.reason] += 1
             if self._may_log(f"rejected.{sensor}.{result.reason}"):  # one sensor's fault hides no other's
                 detail = f": {result.detail}" if result.detail else ""
                 if result.reason == R.BAD_SHAPE:  # which size it was, and which the policy takes
@@ -535,6 +539,7 @@ class PolicyNode(LifecycleNode):
                 )
             return
         self._last_arrival[sensor] = now
+        self._rejected_since_accepted.pop(sensor, None)
         if result.reset is not None and self._may_log("reset"):
             self.get_logger().info(f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}")
         if result.status != R.UPDATED or not self._active:
@@ -592,9 +597,7 @@ class PolicyNode(LifecycleNode):
         if stale:
             self._publish_stop("watchdog")  # first (nothing below may keep it back); repeated while stale
             if not self._stale:
-                ages = ", ".join(
-                    f"{k} silent {now - self._last_arrival.get(k, self._activated_at):.2f} s" for k in stale
-                )
+                ages = ", ".join(self._silence(k, now) for k in stale)
                 self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command{self._wrong_types(stale)}")
         elif self._stale:
             self._commanding_again()
@@ -603,6 +606,16 @@ class PolicyNode(LifecycleNode):
             self._publish_diagnostics()
         if not stale:
             self._check_starved(now, timeout)
+
+    def _silence(self, sensor: str, now: float) -> str:
+        """``camera silent 0.52 s``, or, when its messages arrive but are all rejected, ``camera: no usable
+        message for 0.52 s (12 rejected: bad_shape 12)`` (it said "silent", a driver that publishes every frame)."""
+        since = now - self._last_arrival.get(sensor, self._activated_at)
+        rejected = self._rejected_since_accepted.get(sensor)
+        if not rejected:
+            return f"{sensor} silent {since:.2f} s"
+        reasons = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common())
+        return f"{sensor}: no usable message for {since:.2f} s ({sum(rejected.values())} rejected: {reasons})"
 
     def _wrong_types(self, sensors) -> str:
         """Publishers of another message type on the silent inputs' topics, in words (empty if none): DDS never
