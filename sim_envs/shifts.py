@@ -32,7 +32,7 @@ DYNAMICS_PRESETS = {
 NUMERIC_RANGES = {
     "fog": (0.0, 1.0),  # 0 = clear air, 1 = dense fog (visibility ~3 m)
     "camera_noise": (0.0, 1.0),  # variance of Gaussian pixel noise on images scaled to [0, 1]
-    "imu_noise": (0.0, 10.0),  # extra white-noise std: gyro rad/s and accelerometer m/s^2
+    "imu_noise": (0.0, 10.0),  # added to the nominal white-noise std: gyro rad/s, accelerometer m/s^2
     "imu_bias": (0.0, 10.0),  # constant per-episode bias magnitude (random sign per axis), same units
     "sensor_rate": (0.1, 10.0),  # factor on every sensor's nominal rate
     "jitter": (0.0, 4.0),  # factor on every sensor's jitter fraction (capped at 0.95)

@@ -231,3 +231,37 @@ def test_a_bool_in_a_dict_is_refused_naming_the_key(value):
         parse_shift({"fog": value})
     with pytest.raises(ValueError, match="mass="):
         parse_shift({"mass": value})
+
+
+def test_sensor_shifts_deliver_their_documented_numbers():
+    """The rover standing still (zero action) for 12 simulated seconds under a composed sensor shift: each
+    setting gives the numbers docs/worlds.md states (rates times the factors and 1 - dropout, latency added to
+    every message, imu_noise added to the nominal std)."""
+    env = gym.make("LiquidRover-v0", shift="camera_rate=0.25,dropout=0.2,latency=0.05,imu_noise=0.2", render_size=16)
+    world = env.unwrapped
+    world.reset(seed=5)
+    stamps, latencies, imu = {"camera": [], "imu": []}, [], []
+    while world.data.time < 12.0:
+        sensor, stamp, reading = world.next_delivery()
+        if stamp < 1.0:  # the rover settles on its wheels first
+            continue
+        stamps[sensor].append(stamp)
+        latencies.append(world.data.time - stamp)
+        if sensor == "imu":
+            imu.append(reading)
+    env.close()
+    for sensor, nominal in (("camera", 15.0), ("imu", 100.0)):
+        factor = 0.25 if sensor == "camera" else 1.0
+        s = np.array(stamps[sensor])
+        rate = (len(s) - 1) / (s[-1] - s[0])
+        assert rate == pytest.approx(nominal * factor * 0.8, rel=0.25 if sensor == "camera" else 0.08), sensor
+    np.testing.assert_allclose(latencies, 0.05, atol=1e-9)
+    std = np.std(imu, axis=0)
+    assert std[:3] == pytest.approx([0.005 + 0.2] * 3, rel=0.1)
+    # the stds add (0.22), not the variances (0.201): what the docs say
+    assert std[3:].mean() == pytest.approx(0.02 + 0.2, rel=0.04)
+
+
+def test_lighting_darkens_from_noon_to_overcast_dusk_night():
+    brightness = {name: first_images(f"lighting={name}").mean() for name in ("noon", "overcast", "dusk", "night")}
+    assert brightness["noon"] > brightness["overcast"] > brightness["dusk"] > brightness["night"], brightness
