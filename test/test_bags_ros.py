@@ -2,6 +2,7 @@
 the same graph, and ``liquid-control replay`` feeds the recording back into the running policy_node."""
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -363,9 +364,11 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
 
 
-def test_the_recorder_says_which_topics_it_records_also_those_subscribed_at_once(tmp_path):
-    """Before: a topic whose publisher was already up was subscribed while the node started and left out of
-    its start message: `recording  into bags/x` (no topics) when all of them were."""
+@contextlib.contextmanager
+def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=()):
+    """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered) in a context where a talker node
+    already publishes std_msgs/String on each of ``topics``: (recorder, lines, talker, context); the context is
+    shut down after."""
     from types import SimpleNamespace
 
     import rclpy
@@ -384,17 +387,26 @@ def test_the_recorder_says_which_topics_it_records_also_those_subscribed_at_once
     rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
     try:
         talker = rclpy.create_node("talker", context=context)
-        talker.create_publisher(String, "/chatter", 10)
+        for topic in topics:
+            talker.create_publisher(String, topic, 10)
         deadline = time.monotonic() + 30.0
-        while not talker.get_publishers_info_by_topic("/chatter") and time.monotonic() < deadline:
+        while time.monotonic() < deadline and not all(talker.get_publishers_info_by_topic(t) for t in topics):
             time.sleep(0.05)
-        out = tmp_path / "bag"
-        recorder = Logged(context=context, parameter_overrides={"output": str(out), "topics": ["/chatter", "/x"]})
-        assert recorder.pending == ["/x"]  # /chatter subscribed while starting
-        assert f"recording /chatter, /x into {out}" in lines, lines
-        recorder.close()
+        recorder = Logged(
+            context=context, parameter_overrides={"output": str(tmp_path / "bag"), "topics": [*topics, *also]}
+        )
+        yield recorder, lines, talker, context
     finally:
         context.try_shutdown()
+
+
+def test_the_recorder_says_which_topics_it_records_also_those_subscribed_at_once(tmp_path):
+    """Before: a topic whose publisher was already up was subscribed while the node started and left out of
+    its start message: `recording  into bags/x` (no topics) when all of them were."""
+    with recorder_beside_a_talker(tmp_path, also=("/x",)) as (recorder, lines, _talker, _context):
+        assert recorder.pending == ["/x"]  # /chatter subscribed while starting
+        assert f"recording /chatter, /x into {tmp_path / 'bag'}" in lines, lines
+        recorder.close()
 
 
 def test_a_parameter_file_rcl_cannot_read_is_one_line_not_a_traceback(tmp_path):
@@ -422,30 +434,9 @@ def test_messages_dds_reports_lost_are_counted_and_said_naming_the_topic(tmp_pat
     The event's count is what DDS hands to the subscription's message_lost handler."""
     from types import SimpleNamespace
 
-    import rclpy
     from rclpy.event_handler import QoSSubscriptionEventType
-    from std_msgs.msg import String
 
-    from liquid_control.ros.recorder_node import BagRecorderNode
-
-    lines = []
-
-    class Logged(BagRecorderNode):
-        def get_logger(self):
-            return SimpleNamespace(info=lines.append, warning=lines.append, error=lines.append)
-
-    env = isolated_ros_env()
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
-    try:
-        talker = rclpy.create_node("talker", context=context)
-        talker.create_publisher(String, "/chatter", 10)
-        deadline = time.monotonic() + 30.0
-        while not talker.get_publishers_info_by_topic("/chatter") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        recorder = Logged(
-            context=context, parameter_overrides={"output": str(tmp_path / "bag"), "topics": ["/chatter"]}
-        )
+    with recorder_beside_a_talker(tmp_path) as (recorder, lines, _talker, _context):
         subscription = recorder._recorded_subscriptions["/chatter"]
         lost = [
             h
@@ -460,21 +451,13 @@ def test_messages_dds_reports_lost_are_counted_and_said_naming_the_topic(tmp_pat
         assert recorder.lost == {"/chatter": 9}
         recorder.close()
         assert "/chatter: 9 messages lost in transport, 0 received" in lines[-1], lines
-    finally:
-        context.try_shutdown()
 
 
 def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, monkeypatch):
     """Where the rmw does not report lost messages, rclpy raises UnsupportedEventTypeError for a subscription
     asking for them (rclpy does not pass over this event as it does others): the recorder then records without the
     count and says so once, instead of failing to subscribe at all."""
-    from types import SimpleNamespace
-
-    import rclpy
     from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
-    from std_msgs.msg import String
-
-    from liquid_control.ros.recorder_node import BagRecorderNode
 
     real = SubscriptionEventCallbacks.create_event_handlers
 
@@ -484,74 +467,33 @@ def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, mon
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(SubscriptionEventCallbacks, "create_event_handlers", unsupported)
-    lines = []
-
-    class Logged(BagRecorderNode):
-        def get_logger(self):
-            return SimpleNamespace(info=lines.append, warning=lines.append, error=lines.append)
-
-    env = isolated_ros_env()
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
-    try:
-        talker = rclpy.create_node("talker", context=context)
-        talker.create_publisher(String, "/chatter", 10)
-        talker.create_publisher(String, "/other", 10)
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and not (
-            talker.get_publishers_info_by_topic("/chatter") and talker.get_publishers_info_by_topic("/other")
-        ):
-            time.sleep(0.05)
-        recorder = Logged(
-            context=context,
-            parameter_overrides={"output": str(tmp_path / "bag"), "topics": ["/chatter", "/other"]},
-        )
+    with recorder_beside_a_talker(tmp_path, ("/chatter", "/other")) as (recorder, lines, _talker, _context):
         assert set(recorder._recorded_subscriptions) == {"/chatter", "/other"}, lines
         assert sum("does not report messages lost" in line for line in lines) == 1, lines
         recorder.close()
-    finally:
-        context.try_shutdown()
 
 
 def test_a_publisher_of_another_type_on_a_recorded_topic_is_named(tmp_path):
     """Before: a second node publishing another message type on a recorded topic (a driver's Image beside a
     String, or a Twist beside a TwistStamped cmd_vel) had its messages left out of the bag without a word."""
-    from types import SimpleNamespace
-
     import rclpy
-    from std_msgs.msg import Int32, String
+    from std_msgs.msg import Int32
 
-    from liquid_control.ros.recorder_node import BagRecorderNode
-
-    lines = []
-
-    class Logged(BagRecorderNode):
-        def get_logger(self):
-            return SimpleNamespace(info=lines.append, warning=lines.append, error=lines.append)
-
-    env = isolated_ros_env()
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
-    try:
-        talker = rclpy.create_node("talker", context=context)
-        talker.create_publisher(String, "/chatter", 10)
-        deadline = time.monotonic() + 30.0
-        while not talker.get_publishers_info_by_topic("/chatter") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        recorder = Logged(
-            context=context, parameter_overrides={"output": str(tmp_path / "bag"), "topics": ["/chatter"]}
-        )
+    with recorder_beside_a_talker(tmp_path) as (recorder, lines, talker, context):
         assert recorder._recorded_types == {"/chatter": "std_msgs/msg/String"}
         assert not [line for line in lines if "is not recorded" in line]
         other_process = rclpy.Context()  # another participant: one refuses a second type on a topic it has
-        rclpy.init(context=other_process, domain_id=int(env["ROS_DOMAIN_ID"]))
-        other = rclpy.create_node("other_driver", context=other_process)
-        other.create_publisher(Int32, "/chatter", 10)
-        deadline = time.monotonic() + 30.0
-        while len(talker.get_publishers_info_by_topic("/chatter")) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        recorder._say_other_types()
-        recorder._say_other_types()  # once per type
+        rclpy.init(context=other_process, domain_id=context.get_domain_id())
+        try:
+            other = rclpy.create_node("other_driver", context=other_process)
+            other.create_publisher(Int32, "/chatter", 10)
+            deadline = time.monotonic() + 30.0
+            while len(talker.get_publishers_info_by_topic("/chatter")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            recorder._say_other_types()
+            recorder._say_other_types()  # once per type
+        finally:
+            other_process.try_shutdown()
         named = [line for line in lines if "is not recorded" in line]
         assert named == [
             "/chatter: a publisher of std_msgs/msg/Int32 is not recorded: the bag records std_msgs/msg/String on "
@@ -559,9 +501,6 @@ def test_a_publisher_of_another_type_on_a_recorded_topic_is_named(tmp_path):
             "name"
         ], lines
         recorder.close()
-        other_process.try_shutdown()
-    finally:
-        context.try_shutdown()
 
 
 def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path):
