@@ -31,16 +31,19 @@ def isolated_ros_env(domain_id: int | None = None) -> dict:
 
 
 def free_domain_id() -> int:
-    """A random ROS_DOMAIN_ID in 1..100 that no other process using this function holds: one lock file per id,
-    kept while this process lives (its last few ids). Two test suites or benchmarks run side by side on one
-    machine would otherwise share a graph by chance and read each other's messages."""
+    """A ROS_DOMAIN_ID in 1..100 that no other process using this function holds, the least recently taken
+    (:func:`_last_taken`): one lock file per id, kept while this process lives (its last few ids). Two test suites
+    or benchmarks run side by side on one machine would otherwise share a graph by chance and read each other's
+    messages."""
     import fcntl
     import tempfile
 
     ids = list(range(1, 101))
     random.shuffle(ids)
+    paths = {i: os.path.join(tempfile.gettempdir(), f"liquid_control_ros_domain_{i}.lock") for i in ids}
+    ids.sort(key=lambda i: _last_taken(paths[i]))  # least recently taken first (stable: shuffled among equals)
     for candidate in ids:
-        handle = _open_lock_file(os.path.join(tempfile.gettempdir(), f"liquid_control_ros_domain_{candidate}.lock"))
+        handle = _open_lock_file(paths[candidate])
         if handle is None:  # another user's file this user may not open: that user's id, passed over
             continue
         try:
@@ -48,11 +51,27 @@ def free_domain_id() -> int:
         except OSError:  # held by another process
             handle.close()
             continue
+        try:
+            os.utime(handle.fileno())  # taken now: the last id to be taken again
+        except OSError:  # another user's file: its time stays
+            pass
         _DOMAIN_LOCKS.append(handle)
         while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT:
             _DOMAIN_LOCKS.pop(0).close()
         return candidate
     return random.randint(1, 100)  # every id held elsewhere: share one, as before
+
+
+def _last_taken(path: str) -> int:
+    """When an id was last taken (its lock file's modification time, whole seconds; 0: never). Ids are given out
+    least recently taken first: a graph's node processes can outlive the test that started them by seconds (their
+    shutdown, a lock given back after _DOMAIN_LOCKS_KEPT newer ids), and a random pick met them now and then
+    (`liquid-control sim` then stopped, exit 4: "another graph runs on ROS_DOMAIN_ID 93"; twice in 4 fresh-clone
+    runs). Least recently taken, an id comes back only after every other one was used."""
+    try:
+        return int(os.stat(path).st_mtime)
+    except OSError:
+        return 0
 
 
 def _open_lock_file(path: str):
