@@ -11,6 +11,7 @@ from liquid_control.training.augment import (
     AUGMENTATION_RANGES,
     PHOTOMETRIC,
     EpisodeAugmentation,
+    EpisodeSun,
     EpisodeTiming,
     YawRecovery,
     describe_recipes,
@@ -410,6 +411,9 @@ def test_recipe_switches_are_validated():
         ("training.sensor_rate_range", [0.5], "low <= high"),
         ("training.sensor_rate_range", [0.01, 2], ">= 0.1"),
         ("training.jitter_range", [0, 9], "<= 4"),
+        ("training.sun_elevation_range", [60, 30], "low <= high"),
+        ("training.sun_elevation_range", [-5, 30], ">= 0"),
+        ("training.sun_elevation_range", [30, 95], "<= 90"),
         ("encoder.camera.normalize", "batch", "choose from none, frame, instance"),
         ("training.augmentation", ["dusk"], "choose from"),
     ]:
@@ -461,3 +465,80 @@ def test_timing_recipe_collects_rover_episodes_at_drawn_rates(tmp_path):
     assert all(len(lines) == 1 and f"`{mode}`" in lines[0] for mode, lines in said.items())
     assert len({lines[0].split(":", 1)[1] for lines in said.values()}) == len(said)
     assert lines[-1].startswith("rendered worlds: the training distribution")
+
+
+def test_sun_draws_cover_the_elevation_range_and_every_azimuth():
+    suns = [EpisodeSun([30, 60], np.random.default_rng(i)) for i in range(400)]
+    directions = np.array([sun.direction for sun in suns])
+    assert np.allclose(np.linalg.norm(directions, axis=1), 1.0)
+    elevation = np.degrees(np.arcsin(-directions[:, 2]))  # the light travels down from the sun
+    assert 30 <= elevation.min() < 32 and 58 < elevation.max() <= 60
+    azimuth = np.degrees(np.arctan2(-directions[:, 1], -directions[:, 0])) % 360
+    assert np.histogram(azimuth, bins=4, range=(0, 360))[0].min() > 70  # all four quarters, ~100 each
+
+
+def _small_rover(**training):
+    from liquid_control.paths import policies_dir
+
+    cfg = load_config(policies_dir() / "configs" / "cfc_ncp_rover.yaml")
+    return apply_overrides(
+        cfg,
+        {
+            "observation.image": {"height": 16, "width": 16},
+            "encoder.camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8},
+            "training.demonstrations": 2,
+            "training.dagger_rounds": 0,
+            "training.epochs_first": 1,
+            "training.eval_episodes": 0,
+            "training.max_episode_steps": 12,
+            **{f"training.{key}": value for key, value in training.items()},
+        },
+    )
+
+
+def test_sun_recipe_lights_each_training_episode_by_its_own_draw_and_puts_the_sun_back():
+    """The frames of a recipe episode are those of the world lit from that episode's drawn direction (the expert
+    drives the same, it reads the true state), and the world's own sun is back afterwards (selection episodes)."""
+    from liquid_control.training.episodes import collect_episode, make_env
+
+    sunny, plain = _small_rover(sun_elevation_range=[30, 60]), _small_rover()
+    env = make_env(plain)
+    try:
+        world = env.unwrapped
+        light = EpisodeSun.light_id(world)
+        own = world.model.light_dir[light].copy()
+        for index in range(2):
+            lit = collect_episode(env, None, sunny, 0, 0, index)
+            assert np.array_equal(world.model.light_dir[light], own)
+            unlit = collect_episode(env, None, plain, 0, 0, index)
+            assert np.array_equal(lit.expert_action, unlit.expert_action) and np.array_equal(lit.dt, unlit.dt)
+            assert not np.array_equal(lit.observations["image"], unlit.observations["image"])
+            draw = EpisodeSun([30, 60], np.random.default_rng([0, 0, index, 2]))
+            world.model.light_dir[light] = draw.direction
+            try:
+                again = collect_episode(env, None, plain, 0, 0, index)
+            finally:
+                world.model.light_dir[light] = own
+            assert np.array_equal(lit.observations["image"], again.observations["image"])
+    finally:
+        env.close()
+    lines = describe_recipes(sunny["training"])
+    assert any("sun's elevation U(30, 60) deg" in line for line in lines)
+
+
+def test_sun_recipe_is_refused_where_it_could_do_nothing(tmp_path):
+    from test_bag_diagnostics import _bag
+    from test_bags import CAMERA_ONLY
+
+    from liquid_control.training import trainer
+
+    bags = {"bags": [_bag(tmp_path / "bag")]}
+    with pytest.raises(trainer.TrainingError, match="sun_elevation_range: a run from bags renders nothing"):
+        sun = {"training.sun_elevation_range": [30, 60]}
+        trainer.train(CAMERA_ONLY, tmp_path / "bags", data=bags, overrides=sun, progress=False)
+    from liquid_control.paths import policies_dir
+
+    balance_nav = policies_dir() / "configs" / "cfc_balance_nav.yaml"  # its world's light has no name
+    with pytest.raises(trainer.TrainingError, match="no light named 'sun' to move .world 'LiquidBalanceNav-v0'"):
+        trainer.train(balance_nav, tmp_path / "reach", overrides=sun, progress=False)
+    assert not (tmp_path / "reach").exists() and not (tmp_path / "bags").exists()

@@ -211,6 +211,10 @@ _TRAINING = {
     # jitter factor uniformly from `jitter_range` (null: the world's nominal timing); selection episodes stay nominal
     "sensor_rate_range": _field("float_list", None, nullable=True, min_value=0.1, max_value=10.0),
     "jitter_range": _field("float_list", None, nullable=True, min_value=0.0, max_value=4.0),
+    # lighting randomisation: each training episode's sun comes from a direction drawn with its elevation (degrees
+    # above the horizon) uniform in this range and any azimuth; its colour, strength, the ambient light and the sky
+    # stay the training world's (null: the world's own sun); selection episodes keep the world's own sun
+    "sun_elevation_range": _field("float_list", None, nullable=True, min_value=0.0, max_value=90.0),
     # DART (Laskey et al. 2017) against the copycat shortcut: expert-driven updates execute the expert's action
     # plus temporally correlated noise (std in action units, correlation time in seconds); labels stay clean
     "action_noise": _field("float", 0.0, min_value=0.0, max_value=1.0),
@@ -447,7 +451,7 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
             f"is cosine-decayed from lr to lr_final, and would rise: set training.lr_final <= lr too (its default is "
             f"{_TRAINING['lr_final']['default']:g})"
         )
-    for key in ("sensor_rate_range", "jitter_range"):
+    for key in ("sensor_rate_range", "jitter_range", "sun_elevation_range"):
         span = cfg["training"][key]
         if span is not None and (len(span) != 2 or span[0] > span[1]):
             raise PolicyConfigError(f"training.{key}: expected [low, high] with low <= high, got {span}")

@@ -1,6 +1,6 @@
-"""Robustness recipes of behaviour cloning that act on the data: photometric augmentation and timing draws.
+"""Robustness recipes of behaviour cloning that act on the data: photometric augmentation, timing and sun draws.
 
-Both are config switches, off by default so that the headline OOD comparison measures the architectures:
+All are config switches, off by default so that the headline OOD comparison measures the architectures:
 
 - ``training.augmentation: [brightness, contrast, gamma, colour, noise, blur, shift, gradient, mirror, yaw]``
   perturbs the camera frames of a batch *in image space*, after rendering (``mirror`` also negates the turn
@@ -14,6 +14,10 @@ Both are config switches, off by default so that the headline OOD comparison mea
   sensor rate multiplied by a factor drawn log-uniformly from the range, and the jitter by one drawn uniformly
   (``EpisodeTiming``). The recorded dt are then those of the drawn timing, so the core learns from a spread
   of update intervals; the OOD evaluation tests rates outside the range.
+- ``training.sun_elevation_range``: each training episode is lit by the world's own sun (colour, strength,
+  ambient light and sky unchanged) from a direction drawn per episode (``EpisodeSun``): lighting randomisation
+  in the renderer, for the shading a low sun casts, which no image transform produces. It renders no test
+  lighting as long as the range stays above the tested elevations (dusk: 13 degrees).
 
 Costs (measured, docs/training.md; one thread, a chunk of 16 x 16 frames of 64 x 64): the headline's photometric
 kinds take ~42 CPU-ms (the noise draws ~12, the blur ~11, gamma's pow ~8, the colour map ~6), ~40% of the
@@ -325,6 +329,52 @@ class EpisodeTiming:
         world.timings = dict(nominal_timings)
 
 
+class EpisodeSun:
+    """The sun of one training episode: a direction whose elevation is drawn uniformly from the config's range
+    (degrees above the horizon) and whose azimuth is any; the light's colour and strength, the ambient light and
+    the sky stay the world's. Lighting domain randomisation in the renderer, not in image space: a sun from the
+    side lights the sides of trunks and target that face it, which no image transform produces.
+
+    ``apply(world)`` sets the direction of the world's light named ``sun`` (used from its next reset, which
+    recomputes the light's pose); ``restore(world, direction)`` puts the world's own back.
+    """
+
+    LIGHT = "sun"
+
+    def __init__(self, elevation_range, rng: np.random.Generator):
+        lo, hi = (math.radians(float(v)) for v in elevation_range)
+        self.elevation = float(rng.uniform(lo, hi))
+        self.azimuth = float(rng.uniform(0.0, 2.0 * math.pi))
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Where the light travels (MuJoCo's ``light_dir``): from the sun down towards the ground."""
+        c = math.cos(self.elevation)
+        return -np.array([c * math.cos(self.azimuth), c * math.sin(self.azimuth), math.sin(self.elevation)])
+
+    @classmethod
+    def light_id(cls, world) -> int:
+        """The index of the world's light named ``sun``; ValueError naming the option where there is none."""
+        import mujoco
+
+        index = mujoco.mj_name2id(world.model, mujoco.mjtObj.mjOBJ_LIGHT, cls.LIGHT)
+        if index < 0:
+            raise ValueError(f"training.sun_elevation_range: the world has no light named {cls.LIGHT!r} to move")
+        return index
+
+    def apply(self, world) -> np.ndarray:
+        """Point the world's sun this episode's way; returns the world's own direction (for ``restore``)."""
+        index = self.light_id(world)
+        own = world.model.light_dir[index].copy()
+        world.model.light_dir[index] = self.direction
+        return own
+
+    @classmethod
+    def restore(cls, world, direction: np.ndarray) -> None:
+        """Put the world's own sun direction back."""
+        world.model.light_dir[cls.light_id(world)] = direction
+
+
 def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str]:
     """What a training config's robustness recipes did, one line each (model cards and reports print this)."""
     lines = []
@@ -353,6 +403,12 @@ def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str
     if training.get("jitter_range") is not None:
         lo, hi = training["jitter_range"]
         lines.append(f"timing: sensor jitter x [{lo:g}, {hi:g}] (uniform per training episode)")
+    if training.get("sun_elevation_range") is not None:
+        lo, hi = training["sun_elevation_range"]
+        lines.append(
+            f"lighting: the sun's elevation U({lo:g}, {hi:g}) deg, any azimuth, per training episode (its colour, "
+            f"strength, the ambient light and the sky the training world's)"
+        )
     world = training.get("shift") or "the training distribution (summer, noon, clear, nominal sensors)"
     lines.append(f"rendered worlds: {world} only")
     return lines

@@ -22,7 +22,7 @@ import torch
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
 from liquid_control.processes import die_with_parent, keep_freed_memory, quiet_ctrl_c_in_worker
 
-from .augment import EpisodeTiming
+from .augment import EpisodeSun, EpisodeTiming
 from .data import Episode, rollout
 
 # Episode seeds: training data and model-selection episodes come from ranges no evaluation uses by default.
@@ -167,6 +167,11 @@ def _collect_episode(env, policy, config, seed, round_index, index) -> Episode:
         world, nominal = env.unwrapped, sensor_timings(env, config)
         draw = np.random.default_rng([seed, round_index, index, 1])
         EpisodeTiming(t["sensor_rate_range"], t["jitter_range"], draw).apply(world, nominal)
+    sun = t["sun_elevation_range"] is not None
+    if sun:  # the lighting recipe: this episode's own sun direction
+        own_sun = EpisodeSun(t["sun_elevation_range"], np.random.default_rng([seed, round_index, index, 2])).apply(
+            env.unwrapped
+        )
     try:
         return rollout(
             env,
@@ -181,6 +186,8 @@ def _collect_episode(env, policy, config, seed, round_index, index) -> Episode:
     finally:
         if timed:
             EpisodeTiming.restore(world, nominal)
+        if sun:
+            EpisodeSun.restore(env.unwrapped, own_sun)
 
 
 def episode_outcome(env, policy: Policy, seed: int, max_steps: int | None) -> tuple[bool, int]:

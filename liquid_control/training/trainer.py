@@ -49,6 +49,7 @@ from liquid_control.policy.checkpoint import atomic_torch_save
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import available_cpus, interrupt_in_ctypes
 
+from .augment import EpisodeSun
 from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
 from .curves import plot_curves
 from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode, split_at_gaps
@@ -826,11 +827,23 @@ def train(
             shift_for_world(shift, cfg["world"], getattr(world, "sensor_names", None) or None)
         except ValueError as exc:
             raise PolicyConfigError(f"training.shift: {exc}") from None
+    sun = cfg["training"]["sun_elevation_range"] is not None
+    if sun and data is not None:
+        raise TrainingError(
+            "training.sun_elevation_range: a run from bags renders nothing (its frames are recorded); leave it null"
+        )
     if data is None:  # input and action sizes the world does not have: refused now, not after the demonstrations
         try:
-            make_env(cfg).close()
+            env = make_env(cfg)
         except PolicyConfigError as exc:
             raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
+        try:
+            if sun:
+                EpisodeSun.light_id(env.unwrapped)
+        except ValueError as exc:
+            raise TrainingError(f"{exc} (world {cfg['world']!r})") from None
+        finally:
+            env.close()
     timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
     if timing and data is None and not getattr(world, "sensor_names", ()):
         raise TrainingError(
