@@ -423,6 +423,29 @@ def test_a_resume_keeps_the_runs_threads(tmp_path, monkeypatch):
     assert all(torch.equal(resumed.state_dict()[k], v) for k, v in whole.state_dict().items())
 
 
+def test_a_resume_of_a_checkpoint_without_its_threads_says_it_continues_on_one(tmp_path, monkeypatch):
+    """A run checkpointed before the thread count was recorded continued on one thread without a word, whatever
+    --threads it was started with."""
+    config = tiny_config(dagger_rounds=1)
+    real_evaluate = trainer._Run.evaluate
+
+    def killed_after_round_0(self, env, round_index):
+        real_evaluate(self, env, round_index)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer._Run, "evaluate", killed_after_round_0)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, tmp_path / "r", threads=2, progress=False, log=lambda message: None)
+    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
+    path = tmp_path / "r" / "checkpoint.pt"
+    old = torch.load(path, weights_only=False)
+    assert old.pop("threads") == 2
+    torch.save(old, path)  # as a checkpoint written before bca28a7f
+    said = []
+    trainer.train(config, tmp_path / "r", resume=True, progress=False, log=said.append)
+    assert any("does not say how many threads" in m and "resume with --threads N" in m for m in said), said
+
+
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
     setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside

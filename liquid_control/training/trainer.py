@@ -875,6 +875,12 @@ def train(
     trained_with = None if ck is None else ck.get("threads")  # None: a checkpoint of before it was recorded
     if threads is None:
         threads = 1 if trained_with is None else int(trained_with)
+        if ck is not None and trained_with is None:
+            log(
+                f"{checkpoint} does not say how many threads (--threads) the run trained with (a checkpoint of "
+                "before they were recorded): continuing on 1; if the run was started with --threads N, stop and "
+                "resume with --threads N (another count trains another policy)"
+            )
     elif trained_with is not None and threads != trained_with:
         raise TrainingError(
             f"{checkpoint}: the run trained with threads (--threads) {trained_with}; resume it with --threads "
