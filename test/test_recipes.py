@@ -542,3 +542,33 @@ def test_sun_recipe_is_refused_where_it_could_do_nothing(tmp_path):
     with pytest.raises(trainer.TrainingError, match="no light named 'sun' to move .world 'LiquidBalanceNav-v0'"):
         trainer.train(balance_nav, tmp_path / "reach", overrides=sun, progress=False)
     assert not (tmp_path / "reach").exists() and not (tmp_path / "bags").exists()
+
+
+def test_a_policy_without_a_camera_refuses_the_sun_recipe():
+    """The sun lights camera frames only: a rover policy on its IMU alone trained with the recipe as without it,
+    and its config still named the recipe."""
+    from liquid_control.paths import policies_dir
+
+    cfg = load_config(policies_dir() / "configs" / "cfc_ncp_rover.yaml")
+    imu_only = {"observation.image": None, "observation.vectors": {"imu": 6}, "observation.update_on": ["imu"]}
+    assert apply_overrides(cfg, imu_only)["observation"]["image"] is None
+    with pytest.raises(PolicyConfigError, match=r"sun_elevation_range: \[30.0, 60.0\] .* has no observation.image"):
+        apply_overrides(cfg, {**imu_only, "training.sun_elevation_range": [30, 60]})
+
+
+def test_a_sun_that_cannot_be_moved_leaves_no_drawn_timing_behind():
+    """The timing draw is undone when the sun's fails to apply (the world has no light named 'sun'): it was
+    applied before, outside the undo, and every later episode of the world (selection ones too) kept it."""
+    from liquid_control.paths import policies_dir
+    from liquid_control.training.episodes import collect_episode, make_env
+
+    cfg = load_config(policies_dir() / "configs" / "cfc_balance_nav.yaml")
+    both = apply_overrides(cfg, {"training.sensor_rate_range": [0.5, 0.5], "training.sun_elevation_range": [30, 60]})
+    env = make_env(cfg)
+    try:
+        nominal = dict(env.unwrapped.timings)
+        with pytest.raises(ValueError, match="no light named 'sun'"):
+            collect_episode(env, None, both, 0, 0, 0)
+        assert env.unwrapped.timings == nominal
+    finally:
+        env.close()

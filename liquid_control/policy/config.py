@@ -455,7 +455,7 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
         span = cfg["training"][key]
         if span is not None and (len(span) != 2 or span[0] > span[1]):
             raise PolicyConfigError(f"training.{key}: expected [low, high] with low <= high, got {span}")
-    if strict and cfg["observation"]["image"] is None:  # image-space recipes without a camera would do nothing
+    if strict and cfg["observation"]["image"] is None:  # camera recipes without a camera would do nothing
         if cfg["training"]["augmentation"]:
             raise PolicyConfigError(
                 f"training.augmentation: {cfg['training']['augmentation']} perturbs camera frames, and this policy "
@@ -465,6 +465,11 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
             raise PolicyConfigError(
                 f"encoder.camera.normalize: {cfg['encoder']['camera']['normalize']!r} standardises camera frames, "
                 f"and this policy has no observation.image; leave it 'none'"
+            )
+        if cfg["training"]["sun_elevation_range"] is not None:
+            raise PolicyConfigError(
+                f"training.sun_elevation_range: {cfg['training']['sun_elevation_range']} moves the sun the camera "
+                f"frames are lit by, and this policy has no observation.image; leave it null"
             )
     if "mirror" in cfg["training"]["augmentation"] and (
         act["kind"] != "twist" or act["size"] != 2 or cfg["observation"]["vectors"] or act["low"][1] != -act["high"][1]

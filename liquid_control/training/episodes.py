@@ -163,16 +163,19 @@ def _collect_episode(env, policy, config, seed, round_index, index) -> Episode:
     rng = np.random.default_rng([seed, round_index, index])
     cap = t["max_episode_steps"] if round_index == 0 else _min_cap(t["max_episode_steps"], t["dagger_max_steps"])
     timed = t["sensor_rate_range"] is not None or t["jitter_range"] is not None
-    if timed:  # the timing recipe: this episode's own sensor rate and jitter
-        world, nominal = env.unwrapped, sensor_timings(env, config)
-        draw = np.random.default_rng([seed, round_index, index, 1])
-        EpisodeTiming(t["sensor_rate_range"], t["jitter_range"], draw).apply(world, nominal)
     sun = t["sun_elevation_range"] is not None
-    if sun:  # the lighting recipe: this episode's own sun direction
-        own_sun = EpisodeSun(t["sun_elevation_range"], np.random.default_rng([seed, round_index, index, 2])).apply(
-            env.unwrapped
-        )
-    try:
+    # each recipe's draw is undone however the episode ends, even when a later one fails to apply (a world
+    # without a 'sun' kept the drawn timing for every later episode, the selection episodes among them)
+    with contextlib.ExitStack() as undo:
+        if timed:  # the timing recipe: this episode's own sensor rate and jitter
+            world, nominal = env.unwrapped, sensor_timings(env, config)
+            draw = np.random.default_rng([seed, round_index, index, 1])
+            EpisodeTiming(t["sensor_rate_range"], t["jitter_range"], draw).apply(world, nominal)
+            undo.callback(EpisodeTiming.restore, world, nominal)
+        if sun:  # the lighting recipe: this episode's own sun direction
+            draw = np.random.default_rng([seed, round_index, index, 2])
+            own_sun = EpisodeSun(t["sun_elevation_range"], draw).apply(env.unwrapped)
+            undo.callback(EpisodeSun.restore, env.unwrapped, own_sun)
         return rollout(
             env,
             PolicyAgent(policy) if beta < 1.0 else None,
@@ -183,11 +186,6 @@ def _collect_episode(env, policy, config, seed, round_index, index) -> Episode:
             max_steps=cap,
             action_noise=(t["action_noise"], t["action_noise_tau"]),
         )
-    finally:
-        if timed:
-            EpisodeTiming.restore(world, nominal)
-        if sun:
-            EpisodeSun.restore(env.unwrapped, own_sun)
 
 
 def episode_outcome(env, policy: Policy, seed: int, max_steps: int | None) -> tuple[bool, int]:
