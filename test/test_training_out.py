@@ -446,6 +446,40 @@ def test_a_resume_of_a_checkpoint_without_its_threads_says_it_continues_on_one(t
     assert any("does not say how many threads" in m and "resume with --threads N" in m for m in said), said
 
 
+def test_the_advised_resume_with_threads_n_stays_possible_after_a_part_on_one(tmp_path, monkeypatch):
+    """The log above advises: stop and resume with --threads N. Once the part on one thread had written a
+    checkpoint, that checkpoint said 1 and the advised resume was refused ("resume it with --threads 1")."""
+    config = tiny_config(dagger_rounds=2)
+    quiet = {"progress": False, "log": lambda message: None}
+    real_evaluate = trainer._Run.evaluate
+
+    def killed_after(last):
+        def evaluate(self, env, round_index):
+            real_evaluate(self, env, round_index)
+            if round_index == last:
+                raise KeyboardInterrupt
+
+        return evaluate
+
+    monkeypatch.setattr(trainer._Run, "evaluate", killed_after(0))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, tmp_path / "r", threads=2, **quiet)
+    path = tmp_path / "r" / "checkpoint.pt"
+    old = torch.load(path, weights_only=False)
+    assert old.pop("threads") == 2
+    torch.save(old, path)  # as a checkpoint written before bca28a7f
+    monkeypatch.setattr(trainer._Run, "evaluate", killed_after(1))
+    with pytest.raises(KeyboardInterrupt):  # resumed without --threads: round 1 on one thread, checkpointed
+        trainer.train(config, tmp_path / "r", resume=True, **quiet)
+    resumed = torch.load(path, weights_only=False)
+    assert resumed["rounds_evaluated"] > old["rounds_evaluated"]  # a checkpoint of the part on one thread
+    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
+    said = []
+    result = trainer.train(config, tmp_path / "r", resume=True, threads=2, progress=False, log=said.append)
+    assert result.policy_path.is_file() and not any("does not say" in m for m in said), said
+    assert torch.load(path, weights_only=False)["threads"] == 2  # the count given from then on
+
+
 def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     """Checkpoints, reports and provenance get the mode a plain open() gives. Before, the umask was read by
     setting it to 0 and back: a file another thread created in between (provenance's heartbeat runs beside

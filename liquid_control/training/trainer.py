@@ -138,7 +138,7 @@ class _Run:
         self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
         self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
         self.code = [code_commit()]  # the code of each part of the run that differed from the one before
-        self.threads = 1  # --threads of the run (train sets it): recorded, so a resume keeps it
+        self.threads = 1  # --threads of the run (train sets it; None: not known): recorded, so a resume keeps it
         self._t0 = time.monotonic()
         self.writer = _tensorboard(out_dir / "tensorboard")
 
@@ -873,9 +873,12 @@ def train(
     if threads is not None and (isinstance(threads, bool) or not (isinstance(threads, int) and threads >= 1)):
         raise ValueError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
     trained_with = None if ck is None else ck.get("threads")  # None: a checkpoint of before it was recorded
+    recorded_threads = threads  # what the run's checkpoints record (None: not known)
     if threads is None:
-        threads = 1 if trained_with is None else int(trained_with)
+        threads = recorded_threads = 1 if trained_with is None else int(trained_with)
         if ck is not None and trained_with is None:
+            # the count stays unrecorded: a checkpoint saying 1 refused the resume with --threads N advised here
+            recorded_threads = None
             log(
                 f"{checkpoint} does not say how many threads (--threads) the run trained with (a checkpoint of "
                 "before they were recorded): continuing on 1; if the run was started with --threads N, stop and "
@@ -934,7 +937,7 @@ def train(
             if data is None
             else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies, spec=spec)
         )
-        run.threads = threads
+        run.threads = recorded_threads
         if ck is not None:
             run.load_checkpoint()
             log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
