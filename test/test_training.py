@@ -470,6 +470,29 @@ def test_shipping_a_run_writes_the_policy_its_onnx_export_and_its_card(tmp_path,
     assert isinstance(load_backend(pt), OnnxBackend)
 
 
+def test_a_card_says_what_the_robustness_recipes_showed_the_policy(tmp_path, monkeypatch):
+    """The card's data line named the augmentation only: neither the input normalisation nor timing or sun draws
+    (describe_recipes said model cards print them, and none did)."""
+    import yaml
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.policy import load_policy, save_policy
+    from liquid_control.training import model_card
+
+    robust = load_policy(policies_dir() / "cfc_ncp_rover_robust.pt")
+    config = dict(robust.config, training=dict(robust.config["training"], sun_elevation_range=[30.0, 90.0]))
+    (tmp_path / "run").mkdir()
+    save_policy(tmp_path / "run" / "policy.pt", type(robust).from_config(config), robust.metadata)
+    measured = {path: {"kernel_path": path, "outcomes": [True] * 8 + [False] * 2} for path in ("compiled", "torch")}
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: measured)
+    path = model_card.write_card("robust", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine")
+    card = yaml.safe_load(path.read_text().split("---")[1])
+    said = "\n".join(card["training"]["recipes"])
+    for words in ("augmentation `brightness`", "camera input normalisation `instance`", "sun's elevation U(30, 90)"):
+        assert words in said
+        assert words in path.read_text().split("---", 2)[2]
+
+
 def _ship_run(tmp_path, core=None):
     """A run folder holding a copy of the shipped cfc_balancer (with another ``core``), and an out folder holding
     an earlier x.pt / x.onnx / x.md."""

@@ -42,6 +42,7 @@ from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.runtime.export import ExportError, export_checked
 from liquid_control.stats import wilson_interval
 
+from .augment import describe_recipes
 from .trainer import make_env
 
 OOD_NOT_MEASURED = "NOT YET MEASURED - fill in from the evaluation report (liquid-control eval)"
@@ -388,6 +389,8 @@ def write_card(
                 f"{t['dagger_episodes']} episodes (beta {t['beta']}), training distribution "
                 f"'{t['shift'] or 'default'}', augmentation {t['augmentation'] or 'off'}"
             ),
+            # what the robustness recipes showed it (augmentation, normalisation, timing and sun draws, worlds)
+            "recipes": describe_recipes(t, (cfg["encoder"].get("camera") or {}).get("normalize", "none")),
             "selected_round": meta.get("selected_round"),
             "wall_clock_s": meta.get("training_wall_s"),
             "machine": machine_note,
@@ -421,6 +424,7 @@ def write_card(
   ({card["architecture"]["core_parameters"]} in the recurrent core).
 - **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.
   Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}.
+  What it saw: {"; ".join(card["training"]["recipes"])}.
 {in_distribution_text(card)}
 {onnx_text(card)}
 - **OOD**: {OOD_NOT_MEASURED}.
