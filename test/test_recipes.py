@@ -433,20 +433,7 @@ def test_timing_recipe_collects_rover_episodes_at_drawn_rates(tmp_path):
     """A tiny rover run with the timing recipe: each episode's measured dt follow its drawn rate."""
     from liquid_control.training import trainer
 
-    cfg = load_config(__import__("liquid_control.paths").paths.policies_dir() / "configs" / "cfc_ncp_rover.yaml")
-    cfg = apply_overrides(
-        cfg,
-        {
-            "observation.image": {"height": 16, "width": 16},
-            "encoder.camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8},
-            "training.demonstrations": 4,
-            "training.dagger_rounds": 0,
-            "training.epochs_first": 1,
-            "training.eval_episodes": 0,
-            "training.max_episode_steps": 30,
-            "training.sensor_rate_range": [0.5, 2.0],
-        },
-    )
+    cfg = _small_rover(demonstrations=4, max_episode_steps=30, sensor_rate_range=[0.5, 2.0])
     trainer.train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     from liquid_control.training.data import load_episode
 

@@ -393,6 +393,31 @@ def test_the_training_curves_draw_the_loss_on_a_log_axis(tmp_path, monkeypatch):
     assert scales == ["log", "log", "linear"]
 
 
+def _train_until_interrupted(monkeypatch, config, out, after_round, **kwargs):
+    """Train ``config`` into ``out`` with a Ctrl-C right after round ``after_round`` is evaluated (checkpointed)."""
+    real_evaluate = trainer._Run.evaluate
+
+    def evaluate(self, env, round_index):
+        real_evaluate(self, env, round_index)
+        if round_index == after_round:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer._Run, "evaluate", evaluate)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(config, out, **kwargs)
+    finally:
+        monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
+
+
+def _forget_threads(path) -> dict:
+    """Rewrite the checkpoint ``path`` as one written before bca28a7f (no thread count); returns it."""
+    old = torch.load(path, weights_only=False)
+    assert old.pop("threads") == 2
+    torch.save(old, path)
+    return old
+
+
 def test_a_resume_keeps_the_runs_threads(tmp_path, monkeypatch):
     """Before: `--resume` without `--threads` (README's resume line) continued a `--threads 2` run on one thread:
     another policy than the uninterrupted run's (data-parallel copies round differently), while policy.pt's
@@ -402,17 +427,7 @@ def test_a_resume_keeps_the_runs_threads(tmp_path, monkeypatch):
     config = tiny_config(dagger_rounds=1)
     quiet = {"progress": False, "log": lambda message: None}
     whole = load_policy(trainer.train(config, tmp_path / "whole", threads=2, **quiet).policy_path)
-
-    real_evaluate = trainer._Run.evaluate
-
-    def killed_after_round_0(self, env, round_index):
-        real_evaluate(self, env, round_index)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer._Run, "evaluate", killed_after_round_0)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(config, tmp_path / "r", threads=2, **quiet)
-    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
+    _train_until_interrupted(monkeypatch, config, tmp_path / "r", 0, threads=2, **quiet)
     checkpoint = (tmp_path / "r" / "checkpoint.pt").read_bytes()
     with pytest.raises(
         trainer.TrainingError, match=r"trained with threads \(--threads\) 2; resume it with --threads 2"
@@ -427,20 +442,8 @@ def test_a_resume_of_a_checkpoint_without_its_threads_says_it_continues_on_one(t
     """A run checkpointed before the thread count was recorded continued on one thread without a word, whatever
     --threads it was started with."""
     config = tiny_config(dagger_rounds=1)
-    real_evaluate = trainer._Run.evaluate
-
-    def killed_after_round_0(self, env, round_index):
-        real_evaluate(self, env, round_index)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer._Run, "evaluate", killed_after_round_0)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(config, tmp_path / "r", threads=2, progress=False, log=lambda message: None)
-    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
-    path = tmp_path / "r" / "checkpoint.pt"
-    old = torch.load(path, weights_only=False)
-    assert old.pop("threads") == 2
-    torch.save(old, path)  # as a checkpoint written before bca28a7f
+    _train_until_interrupted(monkeypatch, config, tmp_path / "r", 0, threads=2, progress=False, log=lambda m: None)
+    _forget_threads(tmp_path / "r" / "checkpoint.pt")
     said = []
     trainer.train(config, tmp_path / "r", resume=True, progress=False, log=said.append)
     assert any("does not say how many threads" in m and "resume with --threads N" in m for m in said), said
@@ -451,29 +454,13 @@ def test_the_advised_resume_with_threads_n_stays_possible_after_a_part_on_one(tm
     checkpoint, that checkpoint said 1 and the advised resume was refused ("resume it with --threads 1")."""
     config = tiny_config(dagger_rounds=2)
     quiet = {"progress": False, "log": lambda message: None}
-    real_evaluate = trainer._Run.evaluate
-
-    def killed_after(last):
-        def evaluate(self, env, round_index):
-            real_evaluate(self, env, round_index)
-            if round_index == last:
-                raise KeyboardInterrupt
-
-        return evaluate
-
-    monkeypatch.setattr(trainer._Run, "evaluate", killed_after(0))
-    with pytest.raises(KeyboardInterrupt):
-        trainer.train(config, tmp_path / "r", threads=2, **quiet)
     path = tmp_path / "r" / "checkpoint.pt"
-    old = torch.load(path, weights_only=False)
-    assert old.pop("threads") == 2
-    torch.save(old, path)  # as a checkpoint written before bca28a7f
-    monkeypatch.setattr(trainer._Run, "evaluate", killed_after(1))
-    with pytest.raises(KeyboardInterrupt):  # resumed without --threads: round 1 on one thread, checkpointed
-        trainer.train(config, tmp_path / "r", resume=True, **quiet)
+    _train_until_interrupted(monkeypatch, config, tmp_path / "r", 0, threads=2, **quiet)
+    old = _forget_threads(path)
+    # resumed without --threads: round 1 on one thread, checkpointed
+    _train_until_interrupted(monkeypatch, config, tmp_path / "r", 1, resume=True, **quiet)
     resumed = torch.load(path, weights_only=False)
     assert resumed["rounds_evaluated"] > old["rounds_evaluated"]  # a checkpoint of the part on one thread
-    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
     said = []
     result = trainer.train(config, tmp_path / "r", resume=True, threads=2, progress=False, log=said.append)
     assert result.policy_path.is_file() and not any("does not say" in m for m in said), said
