@@ -1,6 +1,7 @@
 """Does averaging several behaviour-cloned policies drive better than each alone? A diagnostic for the bag loop.
 
     python scripts/bc_ensemble.py runs/ens/s0/run/policy.pt runs/ens/s1/run/policy.pt ... [--episodes 50] [--out FILE]
+    python scripts/bc_ensemble.py RUN_S0/policy.pt RUN_S1/policy.pt ... --shift dusk --shift winter --ensemble-only
 
 Each policy keeps its own recurrent state and sees every update; the ensemble executes the mean of their
 actions. Every member alone and the ensemble drive the same simulated episodes (the evaluation seeds 20,000,000
@@ -46,6 +47,10 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--episode-seed-base", type=int, default=20_000_000, help="first episode seed (default 20000000)"
     )
+    parser.add_argument(
+        "--shift", action="append", help="a shift preset, as liquid-control eval's (repeat; default in_distribution)"
+    )
+    parser.add_argument("--ensemble-only", action="store_true", help="drive the ensemble only, not each member alone")
     parser.add_argument("--out", type=Path, help="JSON summary")
     args = parser.parse_args(argv)
     import torch
@@ -63,25 +68,37 @@ def main(argv=None) -> int:
         parser.error("give two or more different policy files")
     try:  # the evaluation's own checks: one world and architecture, its settings, distinct training seeds
         plan = build_plan(
-            ["members=" + ",".join(map(str, paths))], ["in_distribution"], args.episodes, args.episode_seed_base
+            ["members=" + ",".join(map(str, paths))],
+            args.shift or ["in_distribution"],
+            args.episodes,
+            args.episode_seed_base,
         )
     except EvaluationSetupError as exc:
         parser.error(str(exc))
     spec = plan.policies[0]
-    env = make_env(spec.world, "in_distribution", spec.env_kwargs)  # the world liquid-control eval builds
     policies = [load_policy(str(p)) for p in args.policies]
     seeds = range(args.episode_seed_base, args.episode_seed_base + args.episodes)
-    drivers = {str(p): PolicyAgent(policy) for p, policy in zip(args.policies, policies)}
+    drivers = {} if args.ensemble_only else {str(p): PolicyAgent(policy) for p, policy in zip(args.policies, policies)}
     drivers["ensemble"] = MeanOfAgents([PolicyAgent(policy) for policy in policies])
     results = {}
     started = time.time()
-    for name, agent in drivers.items():
-        wins = [bool(rollout(env, agent, beta=0.0, seed=s, record=False).success) for s in seeds]
-        low, high = wilson_interval(sum(wins), len(wins))
-        results[name] = {"successes": sum(wins), "episodes": len(wins), "ci95": [low, high], "per_episode": wins}
-        print(f"{name}: {sum(wins)}/{len(wins)} ({low:.0%}-{high:.0%})", flush=True)
-    env.close()
-    summary = {"episode_seeds": [seeds[0], seeds[-1]], "wall_s": round(time.time() - started, 1), "results": results}
+    for shift in plan.shifts:
+        env = make_env(spec.world, shift, spec.env_kwargs)  # the world liquid-control eval builds
+        for name, agent in drivers.items():
+            wins = [bool(rollout(env, agent, beta=0.0, seed=s, record=False).success) for s in seeds]
+            low, high = wilson_interval(sum(wins), len(wins))
+            cell = {"successes": sum(wins), "episodes": len(wins), "ci95": [low, high], "per_episode": wins}
+            results.setdefault(shift, {})[name] = cell
+            print(f"{shift} {name}: {sum(wins)}/{len(wins)} ({low:.0%}-{high:.0%})", flush=True)
+        env.close()
+    if len(results) == 1:  # one shift: the summary as before (policy -> cell)
+        results = next(iter(results.values()))
+    summary = {
+        "episode_seeds": [seeds[0], seeds[-1]],
+        "shifts": list(plan.shifts),
+        "wall_s": round(time.time() - started, 1),
+        "results": results,
+    }
     if args.out:
         args.out.write_text(json.dumps(summary, indent=1) + "\n")
     return 0
