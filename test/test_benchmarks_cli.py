@@ -30,11 +30,20 @@ SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
         ("bench_headline_budget.py", ["--cores", "2"], "--cores and --train-share are for the projection"),
         ("bench_headline_budget.py", ["--train-share", "2"], "--train-share is a fraction of a training run"),
         ("bench_cells.py", ["--quick", "--repeats", "5"], "--quick is --repeats 3: give one of them"),
+        ("bench_sim.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
+        ("bench_render.py", ["--worlds", "0"], "--worlds must be >= 1, got 0"),
+        ("bench_render.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("bench_cells.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("bench_headline_budget.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
+        ("bench_headline_budget.py", ["--cores", "0"], "--cores must be >= 1, got 0"),
+        ("bench_node.py", ["--seconds", "0"], "--seconds must be > 0, got 0.0"),
+        ("bench_node.py", ["--imu-hz", "-1"], "--imu-hz must be > 0, got -1.0"),
     ],
 )
 def test_wrong_options_end_in_one_usage_line(script, args, message, tmp_path):
-    """Before: ValueError, EvaluationSetupError, StatisticsError or PolicyConfigError tracebacks (exit 1), some after
-    minutes of setup; --train-share and --cores without --slice, and --repeats beside --quick, were ignored."""
+    """Before: ValueError, EvaluationSetupError, StatisticsError, PolicyConfigError, ZeroDivisionError or IndexError
+    tracebacks (exit 1), some after minutes of setup (worlds, GL contexts); --train-share and --cores without
+    --slice, and --repeats beside --quick, were ignored."""
     run = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), *args],
         cwd=tmp_path,  # a user's other folder: nothing may depend on the repository root being the cwd

@@ -3,9 +3,6 @@ built from numpy numbers, and the command lines of the benchmarks and the contac
 
 import argparse
 import importlib.util
-import os
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -72,33 +69,6 @@ def test_a_shift_takes_numpy_numbers_and_names_what_is_no_number():
         Shift(fog=np.float32(1.5))
     with pytest.raises(ValueError, match=r"fog=nan is out of range"):
         Shift(fog=float("nan"))
-
-
-@pytest.mark.parametrize(
-    "script, args, message",
-    [
-        ("benchmarks/bench_sim.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
-        ("benchmarks/bench_render.py", ["--worlds", "0"], "--worlds must be >= 1, got 0"),
-        ("benchmarks/bench_render.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
-        ("benchmarks/bench_cells.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
-        ("benchmarks/bench_headline_budget.py", ["--repeats", "0"], "--repeats must be >= 1, got 0"),
-        ("benchmarks/bench_headline_budget.py", ["--cores", "0"], "--cores must be >= 1, got 0"),
-        ("benchmarks/bench_node.py", ["--seconds", "0"], "--seconds must be > 0, got 0.0"),
-        ("benchmarks/bench_node.py", ["--imu-hz", "-1"], "--imu-hz must be > 0, got -1.0"),
-    ],
-)
-def test_benchmarks_refuse_counts_they_divide_by(script, args, message, tmp_path):
-    """Before: ZeroDivisionError, IndexError or StatisticsError tracebacks after the setup (worlds, GL contexts)."""
-    run = subprocess.run(
-        [sys.executable, str(ROOT / script), *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")},
-    )
-    assert run.returncode == 2, run.stderr[-2000:]
-    assert message in run.stderr and "Traceback" not in run.stderr
 
 
 @pytest.mark.parametrize(
