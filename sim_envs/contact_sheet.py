@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +27,24 @@ def rover_view(shift: Shift, seed: int, steps: int, size: int) -> np.ndarray:
     return obs["image"]
 
 
+def out_problem(out: str) -> str | None:
+    """Why the picture could not be written to ``out`` (None: it can)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    path = Path(out)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix and path.suffix.lower()[1:] not in formats:
+        return f"matplotlib writes no {path.suffix!r} pictures; end the name in one of {', '.join(sorted(formats))}"
+    if path.is_dir():
+        return f"is a folder; give a file name such as {path / 'shifts.png'}"
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder}"
+    return None
+
+
 def main(argv=None):
     """Command line: render the contact sheet to ``--out``."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,6 +57,9 @@ def main(argv=None):
         parser.error(f"--size must be between 8 and 1024 pixels, got {args.size}")
     if args.steps < 0:
         parser.error(f"--steps must be >= 0, got {args.steps}")
+    problem = out_problem(args.out)
+    if problem:  # before the 20 renders, not a traceback after them
+        parser.error(f"--out {args.out}: {problem}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     import matplotlib
 
@@ -64,8 +86,11 @@ def main(argv=None):
                 ax.set_ylabel(season, fontsize=8)
     fig.suptitle(f"LiquidRover-v0 camera, seed {args.seed}, {args.size}x{args.size}", fontsize=8)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.95))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fig.savefig(args.out)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        fig.savefig(args.out)
+    except OSError as error:  # a folder that refused the file after the checks (a full disk, a read-only mount)
+        parser.exit(1, f"{parser.prog}: error: --out {args.out}: cannot write the picture: {error}\n")
     print(f"wrote {args.out}")
 
 

@@ -87,6 +87,28 @@ def test_contact_sheet_refuses_bad_sizes_before_rendering(args, message, tmp_pat
     assert not (tmp_path / "sheet.png").exists()
 
 
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("a_file/sheet.png", "a_file exists and is not a folder"),
+        (".", "is a folder; give a file name such as"),
+        ("sheet.txt", "matplotlib writes no '.txt' pictures; end the name in one of"),
+    ],
+)
+def test_contact_sheet_refuses_an_unwritable_out_before_rendering(out, message, tmp_path, monkeypatch, capsys):
+    """Before: the 20 views were rendered, then os.makedirs or savefig ended in a FileExistsError or
+    IsADirectoryError traceback, or matplotlib's ValueError for a suffix it cannot write."""
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(contact_sheet, "rover_view", lambda *a: pytest.fail("rendered before checking --out"))
+    with pytest.raises(SystemExit) as stop:
+        contact_sheet.main(["--out", out])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {out}: " in err and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+
+
 def _defaults(script: str, monkeypatch) -> argparse.Namespace:
     """The options ``script``'s main parses from no arguments (it stops right there)."""
     spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / script)
