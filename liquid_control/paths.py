@@ -70,11 +70,6 @@ def config_dir() -> Path:
     return share_dir() / "config"
 
 
-def launch_dir() -> Path:
-    """The launch files (share/liquid_control/launch)."""
-    return share_dir() / "launch"
-
-
 def _shipped_candidates(path: Path, folder: Path) -> list[Path]:
     """Where a relative name that is not in the working directory may be shipped: in ``folder`` by name, or, named
     as the docs name it (``policies/...``), at that path under share/liquid_control, whose layout is the

@@ -256,3 +256,36 @@ def test_a_directory_that_is_no_layer_is_reported(fake_tree):
     (fake_tree / "liquid_control" / "extra").mkdir()
     (fake_tree / "liquid_control" / "extra" / "__init__.py").write_text("from liquid_control.cells import mod\n")
     assert any("liquid_control/extra is no documented layer" in line for line in violations(fake_tree))
+
+
+def _names_used(paths) -> set[str]:
+    """Every name and attribute read in ``paths`` (and identifiers in their strings: getattr tables)."""
+    used = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.alias):
+                used.add(node.name.rpartition(".")[2])
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                used.update(re.findall(r"[A-Za-z_]\w*", node.value))
+    return used
+
+
+def test_every_function_of_the_top_modules_has_a_user():
+    # the top modules exist to be shared by the layers: a function only the tests call is dead code there
+    utilities, _ = documented_top_modules()
+    users = [p for p in modules().values()] + [
+        *ROOT.glob("*.py"),
+        *(p for folder in ("scripts", "benchmarks", "launch") for p in (ROOT / folder).rglob("*.py")),
+    ]
+    used = _names_used(users)
+    unused = [
+        f"liquid_control/{module}.py:{node.lineno} {node.name}"
+        for module in sorted(utilities)
+        for node in ast.parse((ROOT / "liquid_control" / f"{module}.py").read_text()).body
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name not in used
+    ]
+    assert unused == []
