@@ -1408,6 +1408,30 @@ def test_a_resume_with_a_smaller_request_says_which_logged_episodes_the_report_l
     assert "not part of this request" not in capsys.readouterr().err  # the whole request again: nothing to say
 
 
+def test_a_report_removes_the_figures_of_an_earlier_report_it_does_not_show(tmp_path):
+    """Before: `--resume` with fewer shifts or policies, or with --no-saliency/--no-example, rewrote report.md but
+    left the earlier report's figures beside it (the sensor-rate sweep, saliency, neuron traces of a policy no longer
+    evaluated), drawn from episodes the new report leaves out."""
+    from liquid_control.evaluation.results import ResultLog
+
+    out = str(tmp_path / "run")
+    both = build_plan(["expert"], ["in_distribution", "sensor_rate=2"], 2)
+    log = ResultLog(out, resume=False)
+    for job in both.jobs:
+        log.append(finished_record(job))
+    evaluate(both, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
+    assert os.path.exists(os.path.join(out, "success_vs_sensor_timing.png"))
+    earlier = ["saliency_grid.png", "saliency_episode.gif", "example_episode.png", "neuron_traces_gone.png"]
+    for name in earlier + ["my_notes.png"]:  # the last one is no report's: left alone
+        pathlib.Path(out, name).write_bytes(b"earlier")
+    one = build_plan(["expert"], ["in_distribution"], 2)
+    evaluate(one, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
+    with open(os.path.join(out, "report.md")) as fh:
+        assert "](success_by_shift.png)" in fh.read()
+    figures = sorted(n for n in os.listdir(out) if n.endswith((".png", ".gif")))
+    assert figures == ["my_notes.png", "success_by_shift.png"]
+
+
 def test_plan_json_records_each_checkpoints_full_sha256(tmp_path, tiny_checkpoints):
     """Before: the report folder kept only 12 hex digits of a checkpoint's SHA-256 (results.csv); a reader could not
     check a file against the report with `sha256sum`."""

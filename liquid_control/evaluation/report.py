@@ -7,6 +7,7 @@ The numbers come from `summary` (success over training seeds, comparisons); the 
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 
@@ -534,7 +535,30 @@ def write_report(
     path = os.path.join(out_dir, "report.md")
     with naming(path), atomic_write(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
+    remove_stale_figures(out_dir, "\n".join(lines))
     return path
+
+
+# the figures a report draws (write_report, write_saliency): a file of these names that report.md does not show is
+# an earlier report's (a --resume with fewer policies or shifts, --no-saliency, --no-example)
+REPORT_FIGURES = (
+    "success_by_shift.png",
+    "success_vs_sensor_timing.png",
+    "example_episode.png",
+    "saliency_grid.png",
+    "saliency_episode.gif",
+)
+
+
+def remove_stale_figures(out_dir: str, report: str) -> None:
+    """Remove the figures of an earlier report in ``out_dir`` that ``report`` (report.md's text) does not show."""
+    names = list(REPORT_FIGURES) + [n for n in os.listdir(out_dir) if re.fullmatch(r"neuron_traces_.+\.png", n)]
+    for name in names:
+        if f"]({name})" not in report:
+            try:
+                os.unlink(os.path.join(out_dir, name))
+            except FileNotFoundError:
+                pass
 
 
 def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
