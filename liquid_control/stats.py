@@ -61,9 +61,28 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     n = only_a + only_b
     if n == 0:
         return 1.0
-    k = min(only_a, only_b)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
+    return min(1.0, 2.0 * binomial_cdf(min(only_a, only_b), n, 0.5))
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p); the one binomial tail (McNemar's test, the model cards' check threshold).
+
+    Summed in log space, so it holds for any n: a binomial coefficient times a power of p overflows a float
+    past about a thousand trials."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"binomial_cdf: p must be in [0, 1], got {p}")
+    if n < 0:
+        raise ValueError(f"binomial_cdf: n must be >= 0 trials, got {n}")
+    if k < 0:
+        return 0.0
+    if k >= n or p == 0.0:
+        return 1.0
+    if p == 1.0:
+        return 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [math.log(math.comb(n, i)) + i * log_p + (n - i) * log_q for i in range(k + 1)]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
 
 
 # --------------------------------------------------------------------------------------- training seeds

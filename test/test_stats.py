@@ -7,6 +7,7 @@ from test_eval import TINY_CONFIG  # the evaluation tests' tiny camera policy
 
 from liquid_control.evaluation.report import _comparison_table
 from liquid_control.evaluation.summary import compare_over_seeds
+from liquid_control.stats import binomial_cdf, mcnemar_exact_p
 
 
 def episodes(policy, successes_by_seed, shift="in_distribution", n=30):
@@ -402,3 +403,28 @@ def test_the_bootstrap_at_10_seeds_of_500_episodes_holds_a_few_mb_not_150():
         finally:
             tracemalloc.stop()
         assert peak_mib < 16
+
+
+@pytest.mark.parametrize("only_a,only_b", [(600, 600), (500, 700), (20, 1500)])
+def test_mcnemar_exact_p_of_over_a_thousand_discordant_pairs(only_a, only_b):
+    # 2.0**n overflowed past 1023 pairs (OverflowError in the report, after every episode had run)
+    from scipy.stats import binom
+
+    want = min(1.0, 2.0 * binom.cdf(min(only_a, only_b), only_a + only_b, 0.5))
+    assert mcnemar_exact_p(only_a, only_b) == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("k,n,p", [(5, 12, 0.636), (500, 1200, 0.3), (380, 1200, 0.3), (0, 2000, 0.001), (3, 8, 0.0)])
+def test_binomial_cdf_is_the_one_in_stats_and_holds_for_thousands_of_trials(k, n, p):
+    # the model card's check threshold and McNemar's test sum the same binomial tail: one implementation
+    from scipy.stats import binom
+
+    from liquid_control.training import model_card
+
+    assert model_card.binomial_cdf is binomial_cdf
+    assert binomial_cdf(k, n, p) == pytest.approx(binom.cdf(k, n, p), rel=1e-9, abs=1e-15)
+
+
+def test_binomial_cdf_refuses_a_probability_outside_0_1():
+    with pytest.raises(ValueError, match="binomial_cdf: p must be in"):
+        binomial_cdf(1, 4, 1.5)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import re
@@ -40,7 +39,7 @@ from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import quiet_ctrl_c_in_worker
 from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.runtime.export import ExportError, export_checked
-from liquid_control.stats import wilson_interval
+from liquid_control.stats import binomial_cdf, wilson_interval
 
 from .augment import describe_recipes
 from .trainer import make_env
@@ -61,11 +60,6 @@ def _write_text(path: Path, text: str) -> None:
 
 CHECK_FALSE_ALARM = 1e-3  # probability that a correct build fails the shipped-policy check
 NATIVE_ENV = "LIQUID_CONTROL_NATIVE"
-
-
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(X <= k) for X ~ Binomial(n, p)."""
-    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(0, k + 1))
 
 
 def min_check_successes(n: int, reference: float, false_alarm: float = CHECK_FALSE_ALARM) -> int:
