@@ -250,8 +250,18 @@ def test_load_errors_name_the_file_and_the_problem(tmp_path):
 
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
-    with pytest.raises(PolicyLoadError, match="other.pt: not a liquid_control policy file"):
+    with pytest.raises(
+        PolicyLoadError, match=r"other.pt: not a liquid_control policy file \(no 'liquid_control.policy' header\)$"
+    ):
         load_policy(other)
+    # a training run's checkpoint.pt, the file a user most likely takes for its policy: said, and policy.pt named
+    torch.save({"format": "liquid_control.training/1", "model": {}}, tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(
+        PolicyLoadError,
+        match=r"checkpoint.pt: not a liquid_control policy file \(a 'liquid_control.training/1' file, no "
+        r"'liquid_control.policy' header\); did you mean .*run/policy.pt\?",
+    ):
+        load_policy(tmp_path / "run" / "checkpoint.pt")
 
     payload = torch.load(good, weights_only=True)
     mismatched = copy.deepcopy(payload)

@@ -66,7 +66,11 @@ def _read_payload(path: Path) -> dict:
             f"{path}: not a readable policy file (corrupt or wrong format; {type(exc).__name__}: {exc})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise PolicyLoadError(f"{path}: not a liquid_control policy file (no '{FORMAT}' header)")
+        other = payload.get("format") if isinstance(payload, dict) else None
+        what = f"a {other!r} file, no '{FORMAT}' header" if isinstance(other, str) else f"no '{FORMAT}' header"
+        beside = path.parent / "policy.pt"  # e.g. a training run's checkpoint.pt: its policy is written beside it
+        hint = f"; did you mean {beside}?" if beside.is_file() and beside.resolve() != path.resolve() else ""
+        raise PolicyLoadError(f"{path}: not a liquid_control policy file ({what}){hint}")
     if payload.get("version") != VERSION:
         raise PolicyLoadError(f"{path}: policy file version {payload.get('version')!r}, this code reads {VERSION}")
     for key in ("config", "state_dict"):
