@@ -149,8 +149,9 @@ def evaluate_offline(
     report.md and plots under ``out_dir``; returns the results."""
     data = data or {}
     out = Path(out_dir)
-    existed = out.exists()
+    existed = [folder for folder in (out / "plots", out) if folder.exists()]
     loaded, specs = [], {}  # every policy and its data spec (topics, --node-params) checked before the folder
+    plots_to_draw, drawn = [], []  # drawn once every bag is evaluated: a refused bag leaves no plot of the others
     try:
         for name, path in policies.items():
             policy_backend = load_backend(path, backend)
@@ -167,15 +168,22 @@ def evaluate_offline(
         results = {"command": command, "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(
-                name, path, policy_backend, specs[name], bags, out, data, plots=plots, progress=progress
+                name, path, policy_backend, specs[name], bags, out, data, plots_to_draw if plots else None, progress
             )
+        for plot_path, *plot in plots_to_draw:
+            if not plot_path.exists():
+                drawn.append(plot_path)
+            _plot(plot_path, *plot)
         with naming(str(out / OFFLINE_NAME)), atomic_write(out / OFFLINE_NAME, "w") as handle:
             json.dump(results, handle, indent=1)
         with naming(str(out / "report.md")), atomic_write(out / "report.md", "w") as handle:
             handle.write(report_markdown(results))
     except BaseException:
-        if not existed and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()  # a refused or failed evaluation (a bad bag) leaves no empty report folder
+        for path in drawn:  # a failed evaluation (a full disk) leaves no plot it made without its report
+            path.unlink(missing_ok=True)
+        for folder in (out / "plots", out):
+            if folder not in existed and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()  # a refused or failed evaluation (a bad bag) leaves no empty report folder
         raise
     finally:
         for entry in loaded:
@@ -197,8 +205,9 @@ def bag_names(bags: list[str]) -> dict[str, str]:
     return names
 
 
-def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: dict, plots: bool, progress: bool):
-    """One policy on every bag: per-bag and pooled command errors (and a plot per bag under ``out/plots``)."""
+def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: dict, plots: list | None, progress: bool):
+    """One policy on every bag: per-bag and pooled command errors; ``plots`` (unless None) gets the arguments of
+    :func:`_plot` of each bag's plot under ``out/plots``."""
     from tqdm import tqdm
 
     config = policy_backend.config
@@ -218,10 +227,10 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
         }
         actions.append(result["action"])
         labels.append(result["label"])
-        if plots:
+        if plots is not None:
             plot = out / "plots" / f"{name}__{shown[bag].replace('/', '__')}.png"
             loss = errors.get("loss", float("nan"))
-            _plot(plot, result, spec.action_scale, f"{name} on {shown[bag]}: loss {loss:.4f}", names)
+            plots.append((plot, result, spec.action_scale, f"{name} on {shown[bag]}: loss {loss:.4f}", names))
             per_bag[bag]["plot"] = str(plot.relative_to(out))
     pooled = command_errors(np.concatenate(actions), np.concatenate(labels), spec.action_scale, low, high)
     elements = names or [f"command[{i}]" for i in range(len(low))]

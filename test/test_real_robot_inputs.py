@@ -1,0 +1,46 @@
+"""docs/real_robot.md followed with what a real robot records: bags that break the loop in ways the other bag tests
+do not cover, each refused with a message naming the bag and topic and nothing half-written left behind."""
+
+import numpy as np
+
+from liquid_control import cli
+from liquid_control.bags import BagWriter
+from liquid_control.bags.messages import image_message, twist_message
+from liquid_control.paths import policies_dir
+
+FRAMES = 10
+
+
+def _drive(path, encoding: str = "rgb8"):
+    """``FRAMES`` 64x64 camera frames at 20 Hz on /camera/image_raw in ``encoding`` (rgb8, or a camera driver's
+    yuv422, which policy_node does not convert), a /cmd_vel after each."""
+    with BagWriter(path) as bag:
+        for k in range(FRAMES):
+            t = 100.0 + 0.05 * k
+            image = image_message(np.full((64, 64, 3), k, np.uint8), t)
+            if encoding == "yuv422":
+                image.encoding, image.step, image.data = "yuv422", 128, np.zeros(64 * 128, np.uint8)
+            bag.write("/camera/image_raw", int(t * 1e9), image)
+            bag.write("/cmd_vel", int(t * 1e9) + 1_000_000, twist_message(0.5, 0.1))
+    return path
+
+
+def test_eval_refusing_a_later_bag_leaves_no_plot_of_the_bags_before_it(tmp_path, capsys):
+    """Before: `eval --bag good --bag yuv422_camera` was refused naming the second bag, but --out kept
+    plots/robot__good.png (no report.md, no offline.json): half a report, and a folder the user had not asked for."""
+    good, bad = _drive(tmp_path / "good"), _drive(tmp_path / "yuv", "yuv422")
+    shipped = f"robot={policies_dir() / 'cfc_ncp_rover.pt'}"
+    out = tmp_path / "offline"
+    argv = ["eval", "--bag", str(good), "--bag", str(bad), "--policy", shipped, "--no-progress"]
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: the policy made no update on this bag" in err and "image encoding 'yuv422'" in err, err
+    assert not out.exists(), sorted(p.relative_to(out) for p in out.rglob("*"))
+    made = tmp_path / "made"  # a folder made for the report beforehand stays, empty
+    made.mkdir()
+    assert cli.main([*argv, "--out", str(made)]) == 2
+    assert list(made.iterdir()) == []
+    capsys.readouterr()
+    assert cli.main(["eval", "--bag", str(good), "--policy", shipped, "--no-progress", "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["robot__good.png"]
+    assert (out / "report.md").is_file() and (out / "offline.json").is_file()
