@@ -44,3 +44,26 @@ def test_eval_refusing_a_later_bag_leaves_no_plot_of_the_bags_before_it(tmp_path
     assert cli.main(["eval", "--bag", str(good), "--policy", shipped, "--no-progress", "--out", str(out)]) == 0
     assert sorted(p.name for p in (out / "plots").iterdir()) == ["robot__good.png"]
     assert (out / "report.md").is_file() and (out / "offline.json").is_file()
+
+
+def test_replay_meeting_a_corrupt_chunk_names_where_it_stopped_and_what_the_output_bag_holds(tmp_path, capsys):
+    """Before: a bag whose chunk fails its CRC (a bad copy) was found only while played: `corrupt bag ... Chunk
+    checksum mismatch`, exit 2, and nothing said that -o was left behind, finished, holding the commands recorded
+    for the bags played before it."""
+    from liquid_control.bags import BagReader
+    from liquid_control.ros.testing import free_domain_id
+
+    good, bad = _drive(tmp_path / "good"), _drive(tmp_path / "copied")
+    (mcap,) = bad.glob("*.mcap")
+    data = bytearray(mcap.read_bytes())
+    data[len(data) // 2] ^= 0x10  # in the one chunk's image data
+    mcap.write_bytes(bytes(data))
+    out = tmp_path / "replayed"
+    argv = ["replay", str(good), str(bad), "-o", str(out), "--wait", "0", "--linger", "0.2", "--rate", "10"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 2
+    err = capsys.readouterr().err
+    assert f"{mcap}: corrupt bag" in err and "Traceback" not in err, err
+    assert f"the playback of {bad} stopped there, after 0 of its messages" in err, err
+    assert f"{out} was finished with the 0 message(s) recorded before" in err, err
+    with BagReader(out) as reader:  # complete: it opens, nothing recorded as no policy node ran
+        assert reader.message_count == 0

@@ -394,6 +394,7 @@ def replay(args) -> dict:
         "held_back": held_back,  # the velocity commands not replayed (none named in --topics)
     }
     where, completed = "no message of the bags had been played", False
+    unreadable = ""  # a bag that broke off while played (a chunk failing its CRC): the output bag is named with it
     playing, whole = None, 0  # the bag being played and how many were played whole: where a Ctrl-C stopped it
     try:
         if not player.wait_for_subscribers(args.wait):
@@ -414,8 +415,13 @@ def replay(args) -> dict:
                 break
             if args.reset_service and not _call_reset(node, args.reset_service):
                 print(f"replay: {args.reset_service} did not answer", file=sys.stderr)
-            t0, playing = time.monotonic(), reader.path
-            sent = player.play(reader, args.rate, stop, args.max_gap)
+            t0, playing, before = time.monotonic(), reader.path, sum(player.published.values())
+            try:
+                sent = player.play(reader, args.rate, stop, args.max_gap)
+            except BagError as exc:
+                played = sum(player.published.values()) - before
+                unreadable = f"{exc}; the playback of {reader.path} stopped there, after {played} of its messages"
+                break
             playing = None
             if stop.is_set():
                 where = f"the playback of {reader.path} stopped after {sent} of its messages"
@@ -469,6 +475,9 @@ def replay(args) -> dict:
         if recorder.failed:  # the recorder's error names its failed write already, and how to recover the bag
             raise RecordingFailed(f"{unfinished}; {where}")
         raise RecordingFailed(f"{failure}; {where}; {unfinished}")
+    if unreadable:  # the output bag holds the commands to the bags played until then: said, not left unnamed
+        kept = unfinished or f"{path} was finished with the {sum(recorder.counts.values())} message(s) recorded before"
+        raise BagError(f"{unreadable}; {kept}")
     if unfinished is not None and completed:
         raise unfinished
     return result
