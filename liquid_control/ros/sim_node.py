@@ -563,9 +563,8 @@ class SimNode(Node):
         pose = msg.pose.pose
         pose.position.x, pose.position.y, pose.position.z = (float(x) for x in q[:3])
         pose.orientation.w, pose.orientation.x, pose.orientation.y, pose.orientation.z = (float(x) for x in q[3:7])
-        rot = np.empty(9)
-        mujoco.mju_quat2Mat(rot, q[3:7])
-        linear_body = rot.reshape(3, 3).T @ v[:3]  # free joint: linear velocity in world, angular in body frame
+        # free joint: linear velocity in world, angular in body frame
+        linear_body = robot_description.quat_to_matrix(q[3:7]).T @ v[:3]
         msg.twist.twist.linear.x, msg.twist.twist.linear.y, msg.twist.twist.linear.z = (float(x) for x in linear_body)
         msg.twist.twist.angular.x, msg.twist.twist.angular.y, msg.twist.twist.angular.z = (float(x) for x in v[3:6])
         self.odom_pub.publish(msg)
