@@ -67,3 +67,33 @@ def test_replay_meeting_a_corrupt_chunk_names_where_it_stopped_and_what_the_outp
     assert f"{out} was finished with the 0 message(s) recorded before" in err, err
     with BagReader(out) as reader:  # complete: it opens, nothing recorded as no policy node ran
         assert reader.message_count == 0
+
+
+def test_a_camera_recorded_only_compressed_is_refused_saying_policy_node_reads_raw_images(tmp_path, capsys):
+    """Before: a bag of image_transport's compressed camera (what teams record to save disk) was refused as
+    "no topic /camera/image_raw ... it has /camera/image_raw/compressed (sensor_msgs/msg/CompressedImage, 10)", and
+    `--topic camera=/camera/image_raw/compressed` as "is sensor_msgs/msg/CompressedImage; expected ...Image",
+    neither saying that no option reads it: policy_node subscribes to raw images."""
+    from liquid_control.bags.io import typestore
+    from liquid_control.bags.messages import COMPRESSED_IMAGE, header
+
+    bag = tmp_path / "compressed"
+    with BagWriter(bag) as writer:
+        for k in range(FRAMES):
+            t = 100.0 + 0.05 * k
+            jpeg = np.frombuffer(b"\xff\xd8\xff\xe0" + bytes(60) + b"\xff\xd9", np.uint8)
+            frame = typestore().types[COMPRESSED_IMAGE](
+                header=header(t), format="rgb8; jpeg compressed bgr8", data=jpeg
+            )
+            writer.write("/camera/image_raw/compressed", int(t * 1e9), frame)
+            writer.write("/cmd_vel", int(t * 1e9) + 1_000_000, twist_message(0.5, 0.1))
+    evaluate = ["eval", "--bag", str(bag), "--policy", str(policies_dir() / "cfc_ncp_rover.pt"), "--no-progress"]
+    hint = (
+        "/camera/image_raw/compressed: compressed images, which policy_node does not subscribe to (it reads raw "
+        "sensor_msgs/msg/Image, no image_transport): record the raw image topic"
+    )
+    for topic in ([], ["--topic", "camera=/camera/image_raw/compressed"]):
+        assert cli.main([*evaluate, *topic, "--out", str(tmp_path / "offline")]) == 2
+        err = capsys.readouterr().err
+        assert f"liquid-control eval: error: {bag}: " in err and hint in err, err
+    assert not (tmp_path / "offline").exists()

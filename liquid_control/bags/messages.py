@@ -20,6 +20,7 @@ from liquid_control.conventions.image_conversion import HOST_BIGENDIAN, image_to
 from .io import typestore
 
 IMAGE = "sensor_msgs/msg/Image"
+COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"  # image_transport's compressed topic: not a policy input
 IMU = "sensor_msgs/msg/Imu"
 JOINT_STATE = "sensor_msgs/msg/JointState"
 TWIST = "geometry_msgs/msg/Twist"

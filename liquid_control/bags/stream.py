@@ -49,7 +49,15 @@ from liquid_control.runtime.backends import ObservationSpec
 from liquid_control.yaml_numbers import load_yaml
 
 from .io import BagError, BagReader
-from .messages import COMMAND_TYPES, SENSOR_TYPES, command_vector, sensor_reading, stamp_seconds
+from .messages import (
+    COMMAND_TYPES,
+    COMPRESSED_IMAGE,
+    IMAGE,
+    SENSOR_TYPES,
+    command_vector,
+    sensor_reading,
+    stamp_seconds,
+)
 
 LABEL_MODES = ("next", "held")
 BAD_ENCODING = "bad_encoding"  # an Image the node cannot convert (runner.reject: rejected.bad_encoding)
@@ -525,12 +533,20 @@ class _Labeller:
 
 def _require(reader: BagReader, topic: str, msgtypes: tuple, what: str, option: str):
     """``reader.require``; where the topic is missing but the bag has its type under another name (a camera
-    driver's /front/image_raw), the error says which option reads ``what`` from there."""
+    driver's /front/image_raw), the error says which option reads ``what`` from there; where the camera was
+    recorded only compressed (image_transport's ``.../compressed``), that policy_node reads raw images."""
     try:
         return reader.require(topic, msgtypes)
     except BagError as exc:
         others = [t for t, info in sorted(reader.topics.items()) if info.msgtype in msgtypes]
         if topic in reader.topics or not others:
+            compressed = [t for t, info in sorted(reader.topics.items()) if info.msgtype == COMPRESSED_IMAGE]
+            if IMAGE in msgtypes and compressed:
+                raise BagError(
+                    f"{exc}; {', '.join(compressed)}: compressed images, which policy_node does not subscribe to "
+                    f"(it reads raw {IMAGE}, no image_transport): record the raw image topic, at the policy's "
+                    f"resolution"
+                ) from None
             raise
         raise BagError(f"{exc}; to read {what} from {others[0]}, give {option}{others[0]}") from None
 
