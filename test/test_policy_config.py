@@ -103,6 +103,26 @@ def test_a_final_learning_rate_above_the_first_is_refused():
     assert apply_overrides(validate_config(cfg), {"training.lr": 3e-4})["training"]["lr"] == 3e-4  # constant: fine
 
 
+@pytest.mark.parametrize(
+    "dotted, message",
+    [
+        (
+            "trainng.lr",
+            "the config has no section 'trainng' (its sections: observation, encoder, core, action, training",
+        ),
+        ("encoder.cam.features", "encoder has no section 'cam' (its sections: camera, vectors)"),
+        ("core.foo.bar", "core has no section 'foo' (it holds values only)"),
+        ("training.lr.x", "'lr' is a value, not a section"),
+    ],
+)
+def test_a_set_through_a_missing_section_names_the_sections_there(dotted, message):
+    """Before: only "'trainng' is not a section", leaving the user to find the spelling in the file."""
+    cfg = validate_config(yaml.safe_load(ROVER.read_text()))
+    with pytest.raises(PolicyConfigError) as refused:
+        apply_overrides(cfg, {dotted: 1})
+    assert str(refused.value).startswith(f"override {dotted!r}: {message}")
+
+
 def test_a_section_given_whole_in_set_is_merged_key_by_key():
     """Before: `--set "training={demonstrations: 2}"` replaced the section with the defaults, dropping the config
     file's values and every earlier `--set training.*`."""

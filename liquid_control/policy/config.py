@@ -659,9 +659,14 @@ def set_dotted(raw: dict, dotted: str, value) -> None:
     whole at the top (``--set "training={demonstrations: 2}"``) sets the keys it names."""
     node = raw
     parts = dotted.split(".")
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            raise PolicyConfigError(f"override {dotted!r}: {part!r} is not a section")
+    for depth, part in enumerate(parts[:-1]):
+        if part in node and not isinstance(node[part], dict):
+            raise PolicyConfigError(f"override {dotted!r}: {part!r} is a value, not a section")
+        if part not in node:
+            where = ".".join(parts[:depth]) or "the config"
+            sections = ", ".join(key for key, value in node.items() if isinstance(value, dict))
+            have = f"its sections: {sections}" if sections else "it holds values only"
+            raise PolicyConfigError(f"override {dotted!r}: {where} has no section {part!r} ({have})")
         node = node[part]
     if len(parts) == 1 and isinstance(node.get(dotted), dict) and isinstance(value, dict):
         # the section given whole replaced the file's values and every earlier --set with the defaults. Only a
