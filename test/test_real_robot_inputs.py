@@ -97,3 +97,42 @@ def test_a_camera_recorded_only_compressed_is_refused_saying_policy_node_reads_r
         err = capsys.readouterr().err
         assert f"liquid-control eval: error: {bag}: " in err and hint in err, err
     assert not (tmp_path / "offline").exists()
+
+
+def _unlabelled(path, commands: bool):
+    """``FRAMES`` 64x64 frames at 20 Hz; /cmd_vel recorded but empty (``commands`` False: the operator never
+    commanded), or its commands all 2 s after the frames (a teleop machine's clock 2 s ahead of the recorder's)."""
+    with BagWriter(path) as bag:
+        bag.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+        for k in range(FRAMES):
+            t = 100.0 + 0.05 * k
+            bag.write("/camera/image_raw", int(t * 1e9), image_message(np.full((64, 64, 3), k, np.uint8), t))
+        for k in range(FRAMES if commands else 0):
+            bag.write("/cmd_vel", int((102.5 + 0.05 * k) * 1e9), twist_message(0.5, 0.1))
+    return path
+
+
+def test_eval_refuses_a_bag_with_no_labelled_update_naming_why_instead_of_reporting_nan(tmp_path, capsys):
+    """Before: `eval --bag` of a bag whose /cmd_vel holds no command, or no command within max_wait_s of an update,
+    wrote a report of "0 labelled updates ... loss nan" and exited 0 (training refuses or skips such a bag); training
+    said only "no labelled update ({...})" for the late commands, with no cause."""
+    silent, late = _unlabelled(tmp_path / "silent", False), _unlabelled(tmp_path / "late", True)
+    evaluate = ["eval", "--policy", str(policies_dir() / "cfc_ncp_rover.pt"), "--no-progress"]
+    out = tmp_path / "offline"
+    assert cli.main([*evaluate, "--bag", str(silent), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{silent}: no labelled update to compare the policy's commands with" in err, err
+    assert "no command on /cmd_vel (set --command-topic)" in err and not out.exists()
+    late_hint = (
+        f"none of the {FRAMES} commands on /cmd_vel came within max_wait_s (0.5 s) of an update's log time + "
+        "offset_s (0 s) by the label rule 'next' (--label, --label-offset-s, --label-max-wait-s)"
+    )
+    assert cli.main([*evaluate, "--bag", str(late), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{late}: no labelled update to compare" in err and late_hint in err and not out.exists(), err
+    train = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--no-progress", "--bag", str(late)]
+    assert cli.main([*train, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"train bag 1/1: {late}: no labelled update" in err and late_hint in err, err
+    assert cli.main([*evaluate, "--bag", str(late), "--label-max-wait-s", "3", "--out", str(out)]) == 0
+    assert "10 labelled updates" in capsys.readouterr().out

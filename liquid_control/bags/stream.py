@@ -793,6 +793,28 @@ def check_inputs(bag, stats: StreamStats, spec: BagDataSpec, expected=None) -> N
         )
 
 
+def label_hints(stats: StreamStats, spec: BagDataSpec, action_size: int) -> list[str]:
+    """Why no update of a bag got a label, from its commands: none on the command topic, every one rejected, or
+    none within the label rule's ``max_wait_s`` of an update; empty when some update was labelled."""
+    counters, topic, rule = stats.counters, spec.command_topic, spec.label
+    if counters.get("labelled"):
+        return []
+    if not counters.get("commands") and counters.get("commands_rejected"):
+        return [
+            f"all {counters['commands_rejected']} commands on {topic} were rejected: a label must be {action_size} "
+            "finite numbers (the policy's action size), not NaN/inf or an array of another length"
+        ]
+    if not counters.get("commands"):
+        return [f"no command on {topic} (set --command-topic)"]
+    if counters.get("updates"):
+        return [
+            f"none of the {counters['commands']} commands on {topic} came within max_wait_s ({rule.max_wait_s:g} s) "
+            f"of an update's log time + offset_s ({rule.offset_s:g} s) by the label rule {rule.mode!r} "
+            "(--label, --label-offset-s, --label-max-wait-s)"
+        ]
+    return []
+
+
 def input_hints(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:
     """Why a bag gave no update, from its inputs: no message at all, rejected readings (by topic, with their
     causes), an input with no message (updates wait for every input); empty when the inputs look fine."""

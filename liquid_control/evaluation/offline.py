@@ -30,6 +30,7 @@ from liquid_control.bags.stream import (
     check_inputs,
     data_overrides,
     input_hints,
+    label_hints,
     policy_runner,
 )
 from liquid_control.evaluation.plan import EvaluationSetupError, check_policy_name, validate_output_folder
@@ -72,6 +73,12 @@ def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict
             f"{bag}: the policy made no update on this bag ({stats.summary()}): {'; '.join(hints)} {RECORD_INFO}"
         )
     check_inputs(bag, stats, spec, runner.spec.sensors)
+    unlabelled = label_hints(stats, spec, len(spec.action_scale))
+    if unlabelled:  # not a report of "0 labelled updates, loss nan": nothing to compare the policy with
+        raise BagError(
+            f"{bag}: no labelled update to compare the policy's commands with ({stats.summary()}): "
+            f"{'; '.join(unlabelled)} {RECORD_INFO}"
+        )
     time, stamp, dt, reset, action, label = (np.asarray(x) for x in zip(*rows))
     return {
         "time": time,

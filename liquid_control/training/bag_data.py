@@ -59,7 +59,15 @@ import yaml
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
 from liquid_control.bags.io import expand_bags
-from liquid_control.bags.stream import RECORD_INFO, LabelRule, StreamStats, capture_runner, check_inputs, input_hints
+from liquid_control.bags.stream import (
+    RECORD_INFO,
+    LabelRule,
+    StreamStats,
+    capture_runner,
+    check_inputs,
+    input_hints,
+    label_hints,
+)
 from liquid_control.policy import PolicyConfigError
 
 from .bc import bc_loss
@@ -402,14 +410,7 @@ def _diagnose(stats: StreamStats, spec, policy_config: dict, expected=None) -> s
     if stats.messages == 0:
         return f"{hints[0]} {RECORD_INFO}"
     counters = stats.counters
-    if not counters.get("commands") and counters.get("commands_rejected"):
-        size = policy_config["action"]["size"]
-        hints.append(
-            f"all {counters['commands_rejected']} commands on {spec.command_topic} were rejected: a label must be "
-            f"{size} finite numbers (the policy's action size), not NaN/inf or an array of another length"
-        )
-    elif not counters.get("commands"):
-        hints.append(f"no command on {spec.command_topic} (set --command-topic)")
+    hints += label_hints(stats, spec, policy_config["action"]["size"])
     if not counters.get("updates") and not hints:
         hints.append(f"no state update from {spec.topics}")
     return "; ".join(hints) + f" {RECORD_INFO}"
