@@ -136,3 +136,14 @@ def test_eval_refuses_a_bag_with_no_labelled_update_naming_why_instead_of_report
     assert f"train bag 1/1: {late}: no labelled update" in err and late_hint in err, err
     assert cli.main([*evaluate, "--bag", str(late), "--label-max-wait-s", "3", "--out", str(out)]) == 0
     assert "10 labelled updates" in capsys.readouterr().out
+
+
+def test_the_training_log_counts_segments_between_resets_not_the_windows_cut_from_them(tmp_path, capsys):
+    """Before: a gap-free drive cut into windows of `data.window` updates was logged as "in 3 segment(s)", which
+    docs/real_robot.md calls the stretches between resets: a user read resets the bag does not have."""
+    bag = _drive(tmp_path / "drive")
+    argv = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--bag", str(bag), "--no-progress"]
+    argv += ["--set", "data.window=4", "--set", "training.epochs_first=1", "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err  # the training log
+    assert f"train bag drive: {FRAMES} updates ({FRAMES} labelled) in 1 segment(s) (3 windows of at most 4 " in err

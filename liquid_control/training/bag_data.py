@@ -549,10 +549,12 @@ class BagRun(_Run):
                     raise TrainingError(f"{kind} bag {i + 1}/{len(bags)}: {exc}") from None
                 s = index["stats"]
                 events = ", ".join(f"{k} {v}" for k, v in s.items() if k.startswith(("rejected.", "resets.")))
+                windows = len(index["segments"])  # the cached pieces: segments (reset to reset) cut at ``window``
+                runs = sum(not piece.get("continues") for piece in index["segments"])
+                cut = f" ({windows} windows of at most {self.data['window']} updates)" if windows != runs else ""
                 self.log(
                     f"{kind} bag {Path(bag).name}: {s.get('updates', 0)} updates ({s.get('labelled', 0)} labelled) "
-                    f"in {len(index['segments'])} segment(s) over {s['duration_s']:.1f} s"
-                    + (f"; {events}" if events else "")
+                    f"in {runs} segment(s){cut} over {s['duration_s']:.1f} s" + (f"; {events}" if events else "")
                 )
                 segments = load_segments(folder, index)
             self.bag_stats[bag] = index["stats"]
