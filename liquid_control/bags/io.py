@@ -51,6 +51,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from liquid_control.conventions import stamps
 from liquid_control.conventions.message_types import message_type_name
 
 BAG_VERSION = 9  # metadata.yaml version written (rosbag2 of Jazzy and later)
@@ -79,7 +80,7 @@ def _duration(value) -> QosTime:
     if isinstance(value, dict):
         return QosTime(int(value["sec"]), int(value["nsec"]))
     ns = int(getattr(value, "nanoseconds", value))
-    return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
+    return QosTime(*stamps.split_nanoseconds(ns))
 
 
 def _enum(enum, value):

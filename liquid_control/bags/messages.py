@@ -11,10 +11,9 @@ Commands (the labels of behaviour cloning): ``[linear.x, angular.z]`` of a Twist
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from liquid_control.conventions import stamps
 from liquid_control.conventions.image_conversion import HOST_BIGENDIAN, image_to_numpy
 
 from .io import typestore
@@ -43,7 +42,7 @@ def stamp_seconds(msg) -> float | None:
     header = getattr(msg, "header", None)
     if header is None:
         return None
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
+    return stamps.seconds(header.stamp)
 
 
 def sensor_reading(sensor: str, msg) -> np.ndarray:
@@ -76,8 +75,8 @@ def _types():
 
 def time_msg(seconds: float):
     """builtin_interfaces/Time of ``seconds`` (rounded to the nanosecond, as sim_node stamps)."""
-    sec = int(math.floor(seconds))
-    return _types()["builtin_interfaces/msg/Time"](sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+    sec, nanosec = stamps.sec_nanosec(seconds)
+    return _types()["builtin_interfaces/msg/Time"](sec=sec, nanosec=nanosec)
 
 
 def header(stamp: float, frame_id: str = ""):

@@ -12,6 +12,7 @@ import os
 import threading
 from pathlib import Path
 
+from liquid_control.conventions import stamps
 from liquid_control.conventions.message_types import message_type_name
 
 from .io import BagWriter
@@ -30,13 +31,6 @@ def existing_episode_seeds(folder) -> set[int]:
         return set()
     numbers = {n.removeprefix("episode_") for n in names}
     return {int(n) for n in numbers if n.isascii() and n.isdecimal() and episode_bag_name(int(n)) in names}
-
-
-def _ns(stamp) -> int:
-    """Nanoseconds of a builtin_interfaces/Time (or an int of ns)."""
-    if isinstance(stamp, int):
-        return stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 
 
 class _RecordedPublisher:
@@ -98,7 +92,7 @@ class EpisodeRecorder:
         for topic, (msgtype, qos) in self.topics.items():
             writer.add_topic(topic, msgtype, qos)
         for topic, msg in self.latched.items():
-            writer.write(topic, _ns(self.clock()), msg)
+            writer.write(topic, stamps.nanoseconds(self.clock()), msg)
         with self._lock:
             self.writer = writer
         return path
@@ -107,7 +101,7 @@ class EpisodeRecorder:
         """Write ``msg`` (published or received on ``topic``) into the current bag, if one is open."""
         with self._lock:
             if self.writer is not None:
-                self.writer.write(topic, _ns(self.clock()), msg)
+                self.writer.write(topic, stamps.nanoseconds(self.clock()), msg)
 
     def stop(self) -> Path | None:
         """Finish the current bag; returns its path."""

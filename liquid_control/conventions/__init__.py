@@ -1,7 +1,8 @@
 """conventions layer of liquid_control (see docs/ARCHITECTURE.md): how the package speaks ROS 2 without rclpy.
 
 The conventions that recordings (``bags``, offline) and the nodes (``ros``, live) must share exactly:
-``sensor_msgs/Image`` <-> numpy (``image_conversion``), a ``JointState``'s wheel velocities by name (``joints``),
+``sensor_msgs/Image`` <-> numpy (``image_conversion``), ``header.stamp`` <-> seconds (``stamps``: the dt the
+node integrates is the dt training from a bag takes), a ``JointState``'s wheel velocities by name (``joints``),
 the policy node's parameters, their checks and each world's parameter file (``params``), and the names of
 message types as bags record them and the graph reports them (``message_types``). Nothing here
 imports rclpy, so training from bags runs without ROS.

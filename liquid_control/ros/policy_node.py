@@ -44,6 +44,7 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
+from liquid_control.conventions import stamps
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.message_types import message_type_name
@@ -68,11 +69,6 @@ from liquid_control.runtime.command import CommandLimiter
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
 PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process starts, never again
-
-
-def stamp_seconds(stamp) -> float:
-    """A builtin_interfaces/Time in seconds."""
-    return stamp.sec + stamp.nanosec * 1e-9
 
 
 # sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion,
@@ -518,7 +514,7 @@ class PolicyNode(LifecycleNode):
 
     def _on_reading(self, sensor: str, stamp_msg, value):
         now = self._now()
-        stamp = now if stamp_msg is None else stamp_seconds(stamp_msg)  # Twist has no header: arrival time
+        stamp = now if stamp_msg is None else stamps.seconds(stamp_msg)  # Twist has no header: arrival time
         result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
         if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
             self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)

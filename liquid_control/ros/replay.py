@@ -57,6 +57,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from liquid_control.bags import BagError, BagReader
 from liquid_control.bags.io import message_class
 from liquid_control.bags.stream import absolute_topic
+from liquid_control.conventions import stamps
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 
 from .recorder_node import BagRecorderNode, default_bag_name
@@ -224,8 +225,8 @@ class Replay:
                 from builtin_interfaces.msg import Time
                 from rosgraph_msgs.msg import Clock
 
-                t = msg.log_time_ns
-                self.clock_pub.publish(Clock(clock=Time(sec=t // 1_000_000_000, nanosec=t % 1_000_000_000)))
+                sec, nanosec = stamps.split_nanoseconds(msg.log_time_ns)
+                self.clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
             self.publishers[msg.topic].publish(msg.data)
             self.published[msg.topic] += 1
             sent += 1

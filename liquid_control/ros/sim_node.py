@@ -51,6 +51,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 import sim_envs
+from liquid_control.conventions import stamps
 from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.conventions.params import (
     MAX_RATE_HZ,
@@ -485,8 +486,8 @@ class SimNode(Node):
     # ------------------------------------------------------------------------------------------- messages
     def _stamp(self, sim_t: float):
         seconds = sim_t if self.use_sim_time else self._wall_epoch + sim_t
-        sec = int(math.floor(seconds))
-        return Time(sec=sec, nanosec=min(int(round((seconds - sec) * 1e9)), 999_999_999))
+        sec, nanosec = stamps.sec_nanosec(seconds)
+        return Time(sec=sec, nanosec=nanosec)
 
     def _publish_reading(self, sensor: str, stamp: float, reading: np.ndarray):
         header_stamp = self._stamp(stamp)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.conventions import stamps
 from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
 from liquid_control.conventions.params import domain_id_problem, frame_prefix_problem
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
@@ -395,7 +396,7 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
 
     # 3. the latest camera image, 4. the commands
     if rec.image is not None:
-        stamp = rec.image.header.stamp.sec + rec.image.header.stamp.nanosec * 1e-9
+        stamp = stamps.seconds(rec.image.header.stamp)
         image_title = (
             f"camera/image_raw {rec.image.width}x{rec.image.height}, frame {rec.image.header.frame_id}, t={stamp:.2f} s"
         )
