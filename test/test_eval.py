@@ -375,6 +375,35 @@ def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path)
     assert len(keys) == len(set(keys)) == 12  # every episode once
 
 
+def test_ctrl_c_during_the_experiments_training_stops_it_without_training_the_queued_runs(tmp_path):
+    """Before: Ctrl-C interrupted the run in progress, then the training pool trained the run already queued to it
+    (one per worker and one more) whole before the experiment said what it keeps (23 s here; minutes at the
+    headline schedule). A real Ctrl-C: SIGINT to the whole process group, the workers too."""
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "headline"
+    args = ["eval", "--experiment", "headline", "--out", str(out), "--workers", "1", "--archs", "cfc,lstm"]
+    args += ["--seeds", "1", "--recipes", "off", "--no-progress"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's SIGINT is ignored
+    )
+    first = proc.stdout.readline()  # the cfc run's first round: it trains on (its second round) while lstm waits
+    assert first.startswith("[cfc seed 0] round 0"), first
+    os.killpg(proc.pid, signal.SIGINT)
+    rest = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 130, rest
+    assert f"interrupted: {out} keeps the finished training runs" in rest and "Traceback" not in rest
+    assert "[lstm seed 0]" not in rest and not (out / "train" / "lstm" / "seed_0" / "policy.pt").exists()
+    assert not (out / "train" / "cfc" / "seed_0" / "policy.pt").exists()
+
+
 def test_report_folder_with_tables_and_plots(tmp_path):
     import csv
 

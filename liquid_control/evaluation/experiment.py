@@ -184,6 +184,17 @@ def _run_training(name: str, arch: str, seed: int, out_dir: str, overrides: dict
     )
 
 
+def _init_training_worker() -> None:
+    """A training worker stops at Ctrl-C and with its parent, as an evaluation worker does. Before, Ctrl-C only
+    interrupted the runs in progress: the pool then trained the runs already queued to it (one per worker and
+    one more), whole, before the experiment could say what it keeps; checkpoints are written whole, so --resume
+    continues a run stopped mid-epoch from its last one."""
+    from liquid_control.processes import die_with_parent, quiet_ctrl_c_in_worker
+
+    quiet_ctrl_c_in_worker()
+    die_with_parent()
+
+
 def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
     """One training run in a worker process: returns where the policy is and what training measured."""
     from liquid_control.policy import read_metadata
@@ -263,7 +274,8 @@ def train_all(
         on_work()
     context = multiprocessing.get_context("spawn")
     results = []
-    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))), mp_context=context) as pool:
+    workers = max(1, min(workers, len(jobs)))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_training_worker) as pool:
         pending = {pool.submit(_train_one, *job) for job in jobs}
         try:
             while pending:
