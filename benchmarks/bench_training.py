@@ -32,7 +32,7 @@ from liquid_control.cells import kernels
 from liquid_control.policy import Policy, PolicyConfigError, load_config, observation_keys
 from liquid_control.training.bc import DataParallel, bc_epoch
 from liquid_control.training.data import load_episode, rollout
-from liquid_control.training.trainer import make_env
+from liquid_control.training.episodes import make_env
 
 PATHS = ("fused", "stepwise")
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,6 +56,7 @@ def _train(arch: str, init: int, order: int, data: int, out_dir: str) -> tuple[s
     import torch
 
     import liquid_control.training.episodes as episodes
+    import liquid_control.training.run as training_run
     import liquid_control.training.trainer as trainer
     from liquid_control.evaluation.experiment import FULL_SCHEDULE_MINUTES, config_path, training_overrides
     from liquid_control.processes import keep_freed_memory
@@ -69,16 +70,16 @@ def _train(arch: str, init: int, order: int, data: int, out_dir: str) -> tuple[s
 
     def policy_drawn_with_init_seed(config):
         # fork_rng puts torch's stream back to where the order seed left it, as if no weights had been drawn;
-        # nothing draws from that stream before the first epoch seeds its own (trainer.epoch_torch_seed)
+        # nothing draws from that stream before the first epoch seeds its own (training.run.epoch_torch_seed)
         with torch.random.fork_rng():
             torch.manual_seed(init)
             return original_policy(config)
 
-    # The two places that name a world's seed, patched in this process: train() collects the episodes here
+    # The places that name a world's seed, patched in this process: train() collects the episodes here
     # (workers=1, its default; episode workers of their own would not see the patch).
-    episodes.episode_seed = trainer.episode_seed = data_episode_seed
+    episodes.episode_seed = trainer.episode_seed = training_run.episode_seed = data_episode_seed
     if init != order:
-        trainer.Policy = policy_drawn_with_init_seed
+        trainer.Policy = training_run.Policy = policy_drawn_with_init_seed
     cpu = time.process_time()
     try:
         train(
@@ -94,8 +95,8 @@ def _train(arch: str, init: int, order: int, data: int, out_dir: str) -> tuple[s
             command=f"scripts/seed_factors.py ({arch}, initial weights {init}, order {order}, data {data})",
         )
     finally:
-        episodes.episode_seed = trainer.episode_seed = original_seed
-        trainer.Policy = original_policy
+        episodes.episode_seed = trainer.episode_seed = training_run.episode_seed = original_seed
+        trainer.Policy = training_run.Policy = original_policy
     return out_dir, time.process_time() - cpu
 
 

@@ -9,6 +9,7 @@ import torch
 
 from liquid_control.policy import Policy, PolicyConfigError, load_policy
 from liquid_control.training import cli as train_cli
+from liquid_control.training import run as training_run
 from liquid_control.training import trainer
 from liquid_control.training.bc import bc_epoch
 from liquid_control.training.data import Episode, load_episode, rollout, save_episode
@@ -161,7 +162,7 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
 def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypatch, kill_after_epochs):
     reference = trainer.train(tiny_config(), tmp_path / "ref", progress=False, log=lambda m: None)
 
-    original = trainer._Run.train_epoch
+    original = training_run.TrainingRun.train_epoch
     calls = []
 
     def dying_epoch(self, episodes, epoch, round_index):
@@ -170,17 +171,17 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
         calls.append(epoch)
         return original(self, episodes, epoch, round_index)
 
-    monkeypatch.setattr(trainer._Run, "train_epoch", dying_epoch)
+    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(tiny_config(), tmp_path / "run", progress=False, log=lambda m: None)
     data_before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "data").glob("round_*/ep_*.npz")}
     assert not (tmp_path / "run" / "policy.pt").exists()
 
     calls.clear()
-    monkeypatch.setattr(trainer._Run, "train_epoch", original)
+    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", original)
     resumed_epochs = []
     monkeypatch.setattr(
-        trainer._Run,
+        training_run.TrainingRun,
         "train_epoch",
         lambda self, eps, epoch, r: (resumed_epochs.append(epoch), original(self, eps, epoch, r)),
     )
@@ -209,7 +210,7 @@ def test_a_resumed_run_names_its_first_command_and_a_finished_one_keeps_its_poli
     SHA-256 its ONNX export records; a run killed before its first checkpoint still did (helper-80)."""
     import hashlib
 
-    original, run = trainer._Run.train_epoch, tmp_path / "run"
+    original, run = training_run.TrainingRun.train_epoch, tmp_path / "run"
 
     def dying_epoch(self, episodes, epoch, round_index):
         if epoch == kill_in_epoch:
@@ -221,10 +222,10 @@ def test_a_resumed_run_names_its_first_command_and_a_finished_one_keeps_its_poli
             raise KeyboardInterrupt("killed")
         saved_episode(path, episode)
 
-    monkeypatch.setattr(trainer._Run, "train_epoch", dying_epoch)
-    saved_episode = trainer.save_episode
+    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
+    saved_episode = training_run.save_episode
     if kill_in_epoch == 0:
-        monkeypatch.setattr(trainer, "save_episode", dying_save)
+        monkeypatch.setattr(training_run, "save_episode", dying_save)
     first = "liquid-control train --config tiny.yaml --set training.lr=0.004"
     with pytest.raises(KeyboardInterrupt):
         trainer.train(tiny_config(), run, progress=False, log=lambda m: None, command=first)
@@ -254,14 +255,14 @@ def test_a_run_begun_before_a_config_check_still_resumes_and_a_new_one_is_refuse
 
     strict_validate = trainer.validate_config  # the run begins as it would have before the check
     monkeypatch.setattr(trainer, "validate_config", lambda raw, strict=True: strict_validate(raw, strict=False))
-    original = trainer._Run.train_epoch
+    original = training_run.TrainingRun.train_epoch
 
     def dying_epoch(self, episodes, epoch, round_index):
         if epoch == 2:
             raise KeyboardInterrupt("killed")
         return original(self, episodes, epoch, round_index)
 
-    monkeypatch.setattr(trainer._Run, "train_epoch", dying_epoch)
+    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     monkeypatch.undo()
@@ -275,13 +276,13 @@ def test_resume_refuses_a_changed_config(tmp_path):
         trainer.train(
             tiny_config(dagger_rounds=0, lr=0.1), tmp_path / "run", resume=True, progress=False, log=lambda m: None
         )
-    assert trainer._differing_keys({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "e": 3}) == [
+    assert training_run.differing_keys({"a": {"b": 1, "c": 2}, "d": 3}, {"a": {"b": 1, "c": 5}, "e": 3}) == [
         "a.c",
         "d",
         "e",
     ]
     many = {"a": {str(i): i for i in range(5)}, "b": {str(i): i for i in range(5)}}
-    assert trainer._differing_keys(many, {"a": {}, "b": {}}) == ["a.0", "a.1", "a.2", "a.3", "a.4", "b.0", "..."]
+    assert training_run.differing_keys(many, {"a": {}, "b": {}}) == ["a.0", "a.1", "a.2", "a.3", "a.4", "b.0", "..."]
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +301,7 @@ def _same_policy(a, b):
 def _killed_during_collection(out, monkeypatch, episodes_saved):
     """Start a tiny run and kill it after ``episodes_saved`` demonstrations: no checkpoint exists yet."""
     saved = []
-    original = trainer.save_episode
+    original = training_run.save_episode
 
     def dying_save(path, episode):
         if len(saved) == episodes_saved:
@@ -308,10 +309,10 @@ def _killed_during_collection(out, monkeypatch, episodes_saved):
         saved.append(path)
         return original(path, episode)
 
-    monkeypatch.setattr(trainer, "save_episode", dying_save)
+    monkeypatch.setattr(training_run, "save_episode", dying_save)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(tiny_config(dagger_rounds=1, beta=[0.5]), out, progress=False, log=lambda m: None)
-    monkeypatch.setattr(trainer, "save_episode", original)
+    monkeypatch.setattr(training_run, "save_episode", original)
     assert not (out / "checkpoint.pt").exists()
     return saved
 

@@ -11,6 +11,7 @@ import sim_envs  # noqa: F401
 from liquid_control import cli
 from liquid_control.paths import policies_dir
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, env_kwargs, validate_config
+from liquid_control.training import run as training_run
 from liquid_control.training import trainer
 from liquid_control.training.bc import bc_epoch
 from liquid_control.training.data import load_episode, resample_episode, rollout, save_episode
@@ -191,14 +192,14 @@ def test_short_training_run_on_the_event_world(tmp_path, monkeypatch):
     never trains on a dt the agent would not integrate."""
     from liquid_control.policy import load_policy
 
-    collect = trainer.collect_episode
+    collect = training_run.collect_episode
 
     def stalled(*args, **kwargs):
         episode = collect(*args, **kwargs)
         episode.dt[len(episode) // 2] = 2.5
         return episode
 
-    monkeypatch.setattr(trainer, "collect_episode", stalled)
+    monkeypatch.setattr(training_run, "collect_episode", stalled)
     logged = []
     result = trainer.train(fusion_config(), tmp_path / "run", progress=False, log=logged.append)
     policy = load_policy(result.policy_path)

@@ -10,6 +10,7 @@ from test_training import tiny_config
 
 from liquid_control import cli
 from liquid_control.policy import validate_config
+from liquid_control.training import run as training_run
 from liquid_control.training import trainer
 
 ROVER = "policies/configs/cfc_rover.yaml"
@@ -70,7 +71,7 @@ def test_a_start_that_trained_nothing_leaves_nothing_and_blocks_nothing(tmp_path
     def dying(*args, **kwargs):
         raise RuntimeError("the world failed to start")
 
-    monkeypatch.setattr(trainer, "collect_episode", dying)
+    monkeypatch.setattr(training_run, "collect_episode", dying)
     with pytest.raises(RuntimeError, match="failed to start"):
         trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
     assert not (tmp_path / "new").exists()
@@ -137,8 +138,8 @@ def test_a_run_on_bags_names_a_seed_torch_cannot_take():
         trainer.check_episode_seeds(config, 10**20, simulated=False)
     largest = 2**64 - 1
     trainer.check_episode_seeds(config, largest, simulated=False)
-    torch.manual_seed(trainer.epoch_torch_seed(largest, 99))  # what every epoch of such a run calls
-    assert trainer.epoch_torch_seed(3, 7) == 3 * 100_003 + 7  # the seeds every earlier run used
+    torch.manual_seed(training_run.epoch_torch_seed(largest, 99))  # what every epoch of such a run calls
+    assert training_run.epoch_torch_seed(3, 7) == 3 * 100_003 + 7  # the seeds every earlier run used
 
 
 def test_augment_and_an_augmentation_list_in_set_are_refused_together(tmp_path, capsys):
@@ -209,14 +210,14 @@ def test_a_signal_inside_a_ctypes_call_of_an_episode_is_the_interrupt(
 
     render = ctypes.CDLL(None).labs
     render.argtypes = [Signalled]
-    real = trainer.collect_episode
+    real = training_run.collect_episode
 
     def rendering(env, policy, config, seed, round_index, index):
         if round_index == 1:  # the demonstrations are on disk and trained on
             render(1)
         return real(env, policy, config, seed, round_index, index)
 
-    monkeypatch.setattr(trainer, "collect_episode", rendering)
+    monkeypatch.setattr(training_run, "collect_episode", rendering)
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(tiny_config()))
     out = tmp_path / "r"
@@ -326,18 +327,18 @@ def test_a_policy_records_the_code_that_trained_it_also_across_a_resume(tmp_path
     whole = trainer.train(config, tmp_path / "whole", progress=False, log=lambda message: None)
     assert load_policy(whole.policy_path).metadata["code"] == paths.code_commit() != "unknown"
 
-    real_evaluate = trainer._Run.evaluate
+    real_evaluate = training_run.TrainingRun.evaluate
 
     def killed_after_round_0(self, env, round_index):
         real_evaluate(self, env, round_index)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer, "code_commit", lambda: "aaaa")
-    monkeypatch.setattr(trainer._Run, "evaluate", killed_after_round_0)
+    monkeypatch.setattr(training_run, "code_commit", lambda: "aaaa")
+    monkeypatch.setattr(training_run.TrainingRun, "evaluate", killed_after_round_0)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, tmp_path / "r", progress=False, log=lambda message: None)
-    monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
-    monkeypatch.setattr(trainer, "code_commit", lambda: "bbbb")  # the checkout moved on before the resume
+    monkeypatch.setattr(training_run.TrainingRun, "evaluate", real_evaluate)
+    monkeypatch.setattr(training_run, "code_commit", lambda: "bbbb")  # the checkout moved on before the resume
     resumed = trainer.train(config, tmp_path / "r", resume=True, progress=False, log=lambda message: None)
     assert load_policy(resumed.policy_path).metadata["code"] == ["aaaa", "bbbb"]
 
@@ -347,7 +348,7 @@ def test_more_workers_or_threads_than_cpus_are_said(tmp_path, monkeypatch):
     ~300 MB each (one per episode of a round) and 64 copies of the policy, all waiting for the same 2 CPUs."""
     logged = []
     monkeypatch.setattr(trainer, "available_cpus", lambda: 2)
-    monkeypatch.setattr(trainer._Run, "run", lambda self: None)  # only the start matters here
+    monkeypatch.setattr(training_run.TrainingRun, "run", lambda self: None)  # only the start matters here
     for count, out in ((2, "fits"), (3, "over")):
         trainer.train(tiny_config(), tmp_path / out, workers=count, threads=count, progress=False, log=logged.append)
     assert logged == [
@@ -395,19 +396,19 @@ def test_the_training_curves_draw_the_loss_on_a_log_axis(tmp_path, monkeypatch):
 
 def _train_until_interrupted(monkeypatch, config, out, after_round, **kwargs):
     """Train ``config`` into ``out`` with a Ctrl-C right after round ``after_round`` is evaluated (checkpointed)."""
-    real_evaluate = trainer._Run.evaluate
+    real_evaluate = training_run.TrainingRun.evaluate
 
     def evaluate(self, env, round_index):
         real_evaluate(self, env, round_index)
         if round_index == after_round:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer._Run, "evaluate", evaluate)
+    monkeypatch.setattr(training_run.TrainingRun, "evaluate", evaluate)
     try:
         with pytest.raises(KeyboardInterrupt):
             trainer.train(config, out, **kwargs)
     finally:
-        monkeypatch.setattr(trainer._Run, "evaluate", real_evaluate)
+        monkeypatch.setattr(training_run.TrainingRun, "evaluate", real_evaluate)
 
 
 def _forget_threads(path) -> dict:
@@ -493,7 +494,7 @@ def test_a_diverged_epoch_is_refused_before_it_is_saved(tmp_path, monkeypatch):
 
     with pytest.raises(PolicyConfigError, match=r"training.lr: must be <= 1.0, got 1e\+30"):  # Adam overflowed at 1e38
         trainer.train(tiny_config(lr=1e30), tmp_path / "lr", progress=False, log=lambda m: None)
-    real, calls = trainer.bc_epoch, []
+    real, calls = training_run.bc_epoch, []
 
     def diverging_later(policy, *args, **kwargs):  # epoch 1 trains; epoch 2 ends with an inf weight, a NaN loss
         calls.append(1)
@@ -504,7 +505,7 @@ def test_a_diverged_epoch_is_refused_before_it_is_saved(tmp_path, monkeypatch):
             stats["loss"] = float("nan")
         return stats
 
-    monkeypatch.setattr(trainer, "bc_epoch", diverging_later)
+    monkeypatch.setattr(training_run, "bc_epoch", diverging_later)
     out = tmp_path / "later"
     kept_epoch_1 = rf"{out / 'checkpoint.pt'} keeps epoch 1\. Train into a new folder with a lower training.lr"
     with pytest.raises(

@@ -13,6 +13,7 @@ from test_training_fusion import fusion_config
 
 import sim_envs  # noqa: F401
 from liquid_control.policy import Policy, observation_keys, validate_config
+from liquid_control.training import run as training_run
 from liquid_control.training import trainer
 from liquid_control.training.bc import DataParallel, bc_epoch
 from liquid_control.training.data import load_episode, rollout
@@ -104,7 +105,7 @@ def test_threads_train_on_data_parallel_copies(tmp_path, monkeypatch):
             super().__init__(policy, count)
             made.append(self)
 
-    monkeypatch.setattr(trainer, "DataParallel", Spy)
+    monkeypatch.setattr(training_run, "DataParallel", Spy)
     one = trainer.train(camera_imu_config(dagger_rounds=0), tmp_path / "one", progress=False, log=lambda m: None)
     assert not made
     config = camera_imu_config(dagger_rounds=0)

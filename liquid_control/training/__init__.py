@@ -4,6 +4,8 @@
 cloning into a resumable output folder; ``liquid-control train`` is its command line.
 """
 
-from .trainer import TrainingError, TrainResult, measure_success, train
+from .episodes import measure_success
+from .run import TrainingError, TrainResult
+from .trainer import train
 
 __all__ = ["TrainResult", "TrainingError", "measure_success", "train"]

@@ -72,7 +72,7 @@ from liquid_control.policy import PolicyConfigError
 
 from .bc import bc_loss
 from .data import Episode
-from .trainer import TrainingError, _bar, _Run
+from .run import TrainingError, TrainingRun, progress_bar
 
 DATA_KEYS = {
     "bags": list,
@@ -489,8 +489,8 @@ def load_segments(folder: Path, index: dict) -> list[Episode]:
 
 
 # ------------------------------------------------------------------------------------------------ the run
-class BagRun(_Run):
-    """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with _Run."""
+class BagRun(TrainingRun):
+    """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with TrainingRun."""
 
     def __init__(self, config, out_dir, seed, progress, command, log, data: dict, bc_copies: int = 1, spec=None):
         super().__init__(config, out_dir, seed, progress, command, log, bc_copies=bc_copies)
@@ -518,7 +518,7 @@ class BagRun(_Run):
         """Segments of ``bags`` (converted once, cached in data/bags/<kind>/), cut into training windows."""
         episodes = []
         root = self.out / "data" / "bags" / kind
-        bar = _bar(len(bags), f"{kind} bags", self.progress)
+        bar = progress_bar(len(bags), f"{kind} bags", self.progress)
         for i, bag in enumerate(bags):
             folder = root / f"{i:04d}_{Path(bag).name}"
             fingerprint = _fingerprint(bag, self.spec.describe(), self.config["observation"])

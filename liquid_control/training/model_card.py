@@ -42,7 +42,7 @@ from liquid_control.runtime.export import ExportError, export_checked
 from liquid_control.stats import binomial_cdf, wilson_interval
 
 from .augment import describe_recipes
-from .trainer import make_env
+from .episodes import make_env
 
 OOD_NOT_MEASURED = "NOT YET MEASURED - fill in from the evaluation report (liquid-control eval)"
 

@@ -1,568 +1,49 @@
-"""The training run: expert demonstrations, DAgger rounds and behaviour cloning, with resumable checkpoints.
+"""Starting and resuming a training run (``train``, what ``liquid-control train`` calls).
 
-Schedule (all numbers from the config's ``training`` section)::
-
-    round 0:   collect `demonstrations` expert episodes      -> `epochs_first` BC epochs  -> evaluate
-    round r>0: collect `dagger_episodes` with beta = beta[r-1] -> `epochs_per_round` epochs -> evaluate
-
-BC always trains on everything collected so far (DAgger's aggregation). After each round the policy drives
-`eval_episodes` fixed held-out episodes alone; the best round (ties: the later) becomes ``policy.pt``.
-
-Everything random is derived from (seed, round, episode) or (seed, epoch), never from the history of a
-process, so a run killed at any point and continued with ``resume=True`` produces the same result as one
-that was never interrupted: finished epochs come from ``checkpoint.pt`` (written atomically after every
-epoch and every evaluation), finished episodes from their files under ``data/``.
-
-Output folder: ``config.yaml`` (the complete config), ``data/round_XX/ep_XXXX.npz``, ``checkpoint.pt``,
-``metrics.csv`` (+ ``tensorboard/`` if TensorBoard is installed), ``curves.png`` (metrics.csv drawn), ``policy.pt`` (the
-selected policy).
+Every check comes before anything is written: the config and its overrides, the seed's episode seeds, the output
+folder (new, empty, or a run to continue with ``resume``), a warm start (``init_from``), the thread count a resumed
+run trained with. Then a :class:`.run.TrainingRun` (episodes in the simulator) or a :class:`.bag_data.BagRun`
+(recorded bags) does the work; a start that fails before collecting, converting or training anything leaves no
+half-made run behind.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import os
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import yaml
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.cells.checkpoint import read_plain_torch_file
-from liquid_control.paths import code_commit
 from liquid_control.policy import (
     Policy,
     PolicyConfigError,
     apply_overrides,
     load_config,
-    save_policy,
     validate_config,
 )
-from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
-from liquid_control.policy.checkpoint import atomic_torch_save
-from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import available_cpus, interrupt_in_ctypes
 
+from . import bag_data
 from .augment import EpisodeSun
-from .bc import DataParallel, bc_epoch, count_chunks, has_dropout
-from .curves import plot_curves
-from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode, split_at_gaps
-from .episodes import (  # noqa: F401 - make_env, world_class and the seeds are part of this module's API
+from .bc import has_dropout
+from .episodes import (
     MAX_DAGGER_ROUNDS,
     MAX_ROUND_EPISODES,
     MAX_TRAIN_SEED,
     SELECTION_SEED_BASE,
-    TRAIN_SEED_BASE,
-    EpisodeWorkerError,
-    EpisodeWorkers,
-    collect_episode,
     episode_seed,
     make_env,
-    measure_success,
-    round_beta,
-    selection_seeds,
     world_class,
 )
+from .run import TrainingError, TrainingRun, TrainResult, differing_keys, read_training_checkpoint
 
-CHECKPOINT_FORMAT = "liquid_control.training/1"
-METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
 NETWORK_SECTIONS = ("world", "observation", "encoder", "core", "action")  # what a warm start shares (init_from)
 START_FILE = "started_from.json"  # a warm start's record until the run's first checkpoint holds it
 COMMAND_FILE = "command.txt"  # the run's first command, for a resume before its first checkpoint holds it
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue (existing output folder, changed config, lost data)."""
-
-
-@dataclass
-class TrainResult:
-    """What ``train`` returns: the run folder, the selected policy and its selection success, epochs, wall time."""
-
-    out_dir: Path
-    policy_path: Path
-    success: float | None  # success rate of the selected policy on the selection episodes (None: not measured)
-    selected_round: int
-    epochs: int
-    wall_s: float  # training wall-clock seconds, summed over resumed parts
-
-
-def epoch_torch_seed(seed: int, epoch: int) -> int:
-    """The torch seed of an epoch's batches: unchanged for every seed that ever ran, and within torch's
-    [0, 2**64) for any seed >= 0 (a bag run's --seed has no other bound)."""
-    return (seed * 100_003 + epoch) % 2**64
-
-
-def _cosine_lr(tcfg: dict, epoch: int, total: int) -> float:
-    frac = epoch / max(total - 1, 1)
-    return tcfg["lr_final"] + (tcfg["lr"] - tcfg["lr_final"]) * 0.5 * (1.0 + math.cos(math.pi * frac))
-
-
-class _Run:
-    """State of one training run in ``out_dir`` (see the module docstring)."""
-
-    def __init__(
-        self,
-        config: dict,
-        out_dir: Path,
-        seed: int,
-        progress: bool,
-        command: str | None,
-        log,
-        workers: int = 1,
-        bc_copies: int = 1,
-    ):
-        self.config, self.out, self.seed, self.progress, self.command = config, out_dir, seed, progress, command
-        self.log = log
-        self.workers = EpisodeWorkers(config, workers) if workers > 1 else None  # else episodes run here
-        t = config["training"]
-        self.rounds = 1 + t["dagger_rounds"]
-        self.round_epochs = [t["epochs_first"]] + [t["epochs_per_round"]] * t["dagger_rounds"]
-        self.total_epochs = sum(self.round_epochs)
-        torch.manual_seed(seed)
-        self.policy = Policy(config)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=t["lr"], weight_decay=t["weight_decay"])
-        self.parallel = DataParallel(self.policy, bc_copies) if bc_copies > 1 else None  # else BC on one thread
-        self.epoch_done = 0
-        self.rounds_evaluated = -1
-        self.best = None  # {"success", "round", "epoch", "state_dict"}
-        self.rows: list[dict] = []
-        self.wall_s = 0.0
-        self.longest_dt = 0.0  # of the updates trained on (what core.max_step should not undercut, see finish)
-        self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
-        self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
-        self.code = [code_commit()]  # the code of each part of the run that differed from the one before
-        self.threads = 1  # --threads of the run (train sets it; None: not known): recorded, so a resume keeps it
-        self._t0 = time.monotonic()
-        self.writer = _tensorboard(out_dir / "tensorboard")
-
-    # ------------------------------------------------------------------------------------------- persistence
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.out / "checkpoint.pt"
-
-    def _elapsed(self) -> float:
-        now = time.monotonic()
-        self.wall_s += now - self._t0
-        self._t0 = now
-        return self.wall_s
-
-    def save_checkpoint(self) -> None:
-        self._elapsed()
-        atomic_torch_save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "config": self.config,
-                "seed": self.seed,
-                "epoch_done": self.epoch_done,
-                "rounds_evaluated": self.rounds_evaluated,
-                "policy": self.policy.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "best": self.best,
-                "rows": self.rows,
-                "wall_s": self.wall_s,
-                "longest_dt": self.longest_dt,  # a resumed run may not load every round's episodes again
-                "started_from": self.started_from,
-                "command": self.command,  # the run's first command: the one that reproduces it
-                "code": self.code,
-                "threads": self.threads,  # a resume with another count would train another policy: refused
-            },
-            self.checkpoint_path,
-        )
-        self._write_metrics()
-
-    def load_checkpoint(self) -> None:
-        ck = read_training_checkpoint(self.checkpoint_path, self.config, self.seed)
-        self.policy.load_state_dict(ck["policy"])
-        self.optimizer.load_state_dict(ck["optimizer"])
-        self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
-        self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
-        self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
-        self.started_from = ck.get("started_from")
-        self.command = ck.get("command") or self.command  # not `--resume`'s: policy.pt names how the run began
-        code = list(ck.get("code") or ["not recorded (checkpoint of an older version)"])
-        self.code = code if code[-1] == self.code[0] else code + self.code
-        self.resumed_finished = self.finished() and (self.out / "policy.pt").is_file()
-
-    def start_from(self, state_dict: dict, record: dict) -> None:
-        """A warm start (fine-tuning, e.g. the deployed policy on the next round's bags): the weights and input
-        normalisation of a trained policy of the same network (:func:`warm_start`) instead of a random draw."""
-        self.policy.load_state_dict(state_dict)
-        self.started_from = dict(record)
-        self.log(f"starting from the weights of {record['path']} (--init-from)")
-
-    def _write_metrics(self) -> None:
-        with atomic_write(self.out / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-
-    def _row(self, **values) -> None:
-        row = {k: values.get(k, "") for k in METRIC_COLUMNS}
-        row["wall_s"] = round(self._elapsed(), 2)
-        self.rows.append(row)
-        if self.writer is not None:
-            for key in ("loss", "success"):
-                if values.get(key, "") != "":
-                    self.writer.add_scalar(f"{values['kind']}/{key}", float(values[key]), int(values["epoch"]))
-            self.writer.flush()
-
-    # ------------------------------------------------------------------------------------------- stages
-    def collect(self, env, round_index: int) -> list[Episode]:
-        """Episodes of one round: loaded from ``data/`` where finished, collected otherwise (here, or by the
-        episode workers: the same episodes); as the policy trains on them (a ``resample_hz`` policy: resampled
-        to its fixed rate)."""
-        t = self.config["training"]
-        count = t["demonstrations"] if round_index == 0 else t["dagger_episodes"]
-        beta = round_beta(self.config, round_index)
-        folder = self.out / "data" / f"round_{round_index:02d}"
-        first_epoch = sum(self.round_epochs[:round_index])
-        episodes: list[Episode | None] = [None] * count
-        missing = []
-        for i in range(count):
-            seed = episode_seed(self.seed, round_index, i)
-            episodes[i] = self._stored_episode(
-                folder / f"ep_{i:04d}.npz", seed, trained_on=self.epoch_done > first_epoch
-            )
-            if episodes[i] is None:
-                if self.epoch_done > first_epoch:
-                    raise TrainingError(
-                        f"{folder / f'ep_{i:04d}.npz'}: missing, but the run already trained on round {round_index}; "
-                        f"the data folder was changed, start a new run"
-                    )
-                missing.append(i)
-        bar = _bar(count, f"round {round_index} collect (beta={beta:g})", self.progress)
-        bar.update(count - len(missing))
-        policy = self.policy if beta < 1.0 else None
-        if self.workers is not None:
-            finished = self.workers.collect(policy, self.seed, round_index, missing)
-        else:
-            finished = ((i, collect_episode(env, policy, self.config, self.seed, round_index, i)) for i in missing)
-        try:
-            for i, episode in finished:  # each saved as soon as it is done: a failure later loses nothing of it
-                save_episode(folder / f"ep_{i:04d}.npz", episode)
-                episodes[i] = episode
-                bar.update(1)
-        except EpisodeWorkerError as exc:
-            raise TrainingError(
-                f"round {round_index}: {exc} (finished episodes are saved; --resume continues)"
-            ) from exc
-        bar.close()
-        collected = len(missing)
-        # One "collect" row per round, also when the run was killed before it was saved (it only reaches
-        # checkpoint.pt with the first epoch): a resumed round that found all its episodes on disk still has one.
-        if not any(row["kind"] == "collect" and int(row["round"]) == round_index for row in self.rows):
-            success = float(np.mean([ep.success for ep in episodes]))
-            self._row(
-                epoch=first_epoch,
-                round=round_index,
-                kind="collect",
-                success=round(success, 4),
-                episodes=count,
-                updates=sum(len(ep) for ep in episodes),
-            )
-            self._write_metrics()
-            self.log(
-                f"round {round_index}: {count} episodes (beta={beta:g}, {collected} collected now), driver "
-                f"success {success:.0%}, {sum(len(ep) for ep in episodes)} updates"
-            )
-        # a gap over max_gap_s: the agent and the node reset the state there, so training does too
-        pieces = [piece for ep in episodes for piece in split_at_gaps(ep, DEFAULT_MAX_GAP_S)]
-        if len(pieces) > len(episodes):
-            self.log(
-                f"round {round_index}: {len(pieces) - len(episodes)} update gap(s) over {DEFAULT_MAX_GAP_S:g} s "
-                f"reset the state: trained as {len(pieces)} sequences from {len(episodes)} episodes"
-            )
-        episodes = pieces
-        hz = self.config["observation"]["resample_hz"]
-        episodes = episodes if hz is None else [resample_episode(ep, hz) for ep in episodes]
-        self.note_dts(episodes)
-        return episodes
-
-    def note_dts(self, episodes: list[Episode]) -> None:
-        """Keep the longest dt of the training updates (recorded in policy.pt, see ``finish``)."""
-        self.longest_dt = max([self.longest_dt] + [float(ep.dt.max()) for ep in episodes if len(ep)])
-
-    def _stored_episode(self, path: Path, seed: int, trained_on: bool) -> Episode | None:
-        """The finished episode in ``path`` (None: to collect). A corrupt file is set aside and collected again
-        when that gives the same episode (the round was not trained on yet: same seed, same policy); otherwise
-        the run cannot continue identically and the error says what to do. An episode of another seed means
-        the run was resumed with another ``seed`` before its first checkpoint: refused, nothing is mixed."""
-        if not path.is_file():
-            return None
-        try:
-            episode = load_episode(path)
-        except EpisodeFileError as exc:
-            if trained_on:
-                raise TrainingError(
-                    f"{exc}; the run already trained on it, so it cannot be collected again identically. Restore "
-                    f"the file, or train again into a new folder (same config and seed: the same run, bit for bit)"
-                ) from None
-            aside = path.with_name(path.name + ".corrupt")
-            path.replace(aside)
-            self.log(f"{exc}; moved to {aside.name}, collecting the episode again (same seed and policy)")
-            return None
-        if episode.seed != seed:
-            raise TrainingError(
-                f"{path}: collected with episode seed {episode.seed}, this run expects {seed}: the run in {self.out} "
-                f"was started with another --seed; resume with that seed, or train into a new folder"
-            )
-        return episode
-
-    def fit_normalization(self, episodes: list[Episode]) -> None:
-        """Vector-input statistics from the first demonstrations (fixed afterwards; stored in the policy). A warm
-        start keeps its policy's: the weights it starts from were trained on those."""
-        if self.policy.vectors is None or self.started_from is not None:
-            return
-        keys = self.policy.vector_keys
-        data = np.concatenate(
-            [np.concatenate([ep.observations[k] for k in keys], axis=1) for ep in episodes], dtype=np.float64
-        )  # float64: one huge but finite reading (1e20) overflowed float32's variance
-        largest = np.abs(data).max(axis=0)
-        unusable = ~(largest < 1e30)  # NaN too: no sensor reads that; its statistics would flatten the column
-        if unusable.any():
-            columns = [f"{k}[{i}]" for k in keys for i in range(self.policy.config["observation"]["vectors"][k])]
-            bad = [f"{columns[i]} (largest |value| {largest[i]:.3g})" for i in np.flatnonzero(unusable)]
-            raise TrainingError(
-                f"vector input statistics unusable for {', '.join(bad)} over {len(episodes)} training episode(s): "
-                "a reading of that size is no sensor's; check the recording (or the vector input's units)"
-            )
-        self.policy.vectors.set_normalization(data.mean(axis=0), data.std(axis=0))
-
-    def train_epoch(self, episodes: list[Episode], epoch: int, round_index: int) -> None:
-        t = self.config["training"]
-        lr = _cosine_lr(t, epoch, self.total_epochs)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        rng = np.random.default_rng([self.seed, 7, epoch])
-        torch.manual_seed(epoch_torch_seed(self.seed, epoch))
-        order_preview = count_chunks(episodes, t["batch_size"], t["sequence_length"])
-        bar = _bar(order_preview, f"epoch {epoch + 1}/{self.total_epochs}", self.progress)
-
-        def tick(loss):
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
-
-        stats = bc_epoch(
-            self.policy,
-            self.optimizer,
-            episodes,
-            batch_size=t["batch_size"],
-            sequence_length=t["sequence_length"],
-            grad_clip=t["grad_clip"],
-            rng=rng,
-            augmentation=t["augmentation"],
-            yaw_recovery=t["yaw_recovery"],
-            turn_limits=(self.config["action"]["low"][-1], self.config["action"]["high"][-1]),
-            progress=tick,
-            parallel=self.parallel,
-        )
-        bar.close()
-        self._check_finite(epoch, stats["loss"], lr)
-        self.epoch_done = epoch + 1
-        self._row(
-            epoch=self.epoch_done,
-            round=round_index,
-            kind="train",
-            loss=round(stats["loss"], 6),
-            episodes=len(episodes),
-            updates=stats["updates"],
-            lr=f"{lr:.3g}",
-        )
-        self.save_checkpoint()
-
-    def _check_finite(self, epoch: int, loss: float, lr: float) -> None:
-        """A diverged epoch (a learning rate far too high) is refused before it is saved: the checkpoint keeps the
-        last finite epoch, and no policy of NaN weights is written as if training had succeeded."""
-        broken = [name for name, p in self.policy.named_parameters() if not torch.isfinite(p).all()]
-        if np.isfinite(loss) and not broken:
-            return
-        kept = f"{self.checkpoint_path} keeps epoch {self.epoch_done}" if self.epoch_done else "no epoch was saved"
-        raise TrainingError(
-            f"epoch {epoch + 1}: training diverged (loss {loss:.3g}"
-            + (
-                f"; non-finite weights in {', '.join(broken[:3])}" + (", ..." if len(broken) > 3 else "")
-                if broken
-                else ""
-            )
-            + f") at learning rate {lr:.3g}; {kept}. Train into a new folder with a lower training.lr "
-            + "(and training.lr_final no higher)"
-            + (
-                " or a tighter training.grad_clip"
-                if self.config["training"]["grad_clip"] > 0
-                else " or training.grad_clip"
-            )
-        )
-
-    def evaluate(self, env, round_index: int) -> None:
-        n = self.config["training"]["eval_episodes"]
-        success = None
-        if n > 0:
-            cap = self.config["training"]["max_episode_steps"]
-            if self.workers is not None:
-                try:
-                    outcomes = self.workers.outcomes(self.policy, selection_seeds(n), cap)
-                except EpisodeWorkerError as exc:
-                    raise TrainingError(f"round {round_index}: {exc} (--resume repeats the selection)") from exc
-                success = float(np.mean([ok for ok, _ in outcomes]))
-            else:
-                success = measure_success(self.policy, selection_seeds(n), env=env, max_steps=cap)
-            self.log(f"round {round_index}: policy alone succeeds in {success:.0%} of {n} selection episodes")
-        self._row(
-            epoch=self.epoch_done,
-            round=round_index,
-            kind="eval",
-            success="" if success is None else round(success, 4),
-            episodes=n,
-        )
-        score = -1.0 if success is None else success
-        if self.best is None or score >= self.best["success"]:
-            self.best = {
-                "success": score,
-                "round": round_index,
-                "epoch": self.epoch_done,
-                "state_dict": {k: v.clone() for k, v in self.policy.state_dict().items()},
-            }
-        self.rounds_evaluated = round_index
-        self.save_checkpoint()
-
-    def run(self) -> TrainResult:
-        if self.resumed_finished:  # nothing to train: its policy.pt is kept, no episode is loaded or collected
-            self.close()
-            return self.finish()
-        env = make_env(self.config)
-        episodes: list[Episode] = []
-        stopped = True  # until the rounds finish: an interrupt or a failure, the workers are not waited for
-        try:
-            for r in range(self.rounds):
-                first_epoch = sum(self.round_epochs[:r])
-                if self.rounds_evaluated >= r and self.epoch_done >= first_epoch + self.round_epochs[r]:
-                    if r + 1 < self.rounds:  # finished round: its data are still needed by later epochs
-                        episodes += self.collect(env, r)
-                    continue
-                episodes += self.collect(env, r)
-                if r == 0 and self.epoch_done == 0:
-                    self.fit_normalization(episodes)
-                for epoch in range(max(first_epoch, self.epoch_done), first_epoch + self.round_epochs[r]):
-                    self.train_epoch(episodes, epoch, r)
-                if self.rounds_evaluated < r:
-                    self.evaluate(env, r)
-            stopped = False
-        finally:
-            env.close()
-            self.close(abort=stopped)
-        return self.finish()
-
-    def close(self, abort: bool = False) -> None:
-        """Stop the episode workers (``abort``: at once) and the data-parallel threads, close TensorBoard."""
-        if self.workers is not None:
-            self.workers.close(abort)
-        if self.parallel is not None:
-            self.parallel.close()
-        if self.writer is not None:
-            self.writer.close()
-
-    def extra_metadata(self) -> dict:
-        """Metadata a subclass adds to policy.pt (training.bag_data: the bags it learned from)."""
-        return {}
-
-    def finished(self) -> bool:
-        """Every epoch trained and every round evaluated."""
-        return self.epoch_done >= sum(self.round_epochs) and self.rounds_evaluated >= self.rounds - 1
-
-    def finish(self) -> TrainResult:
-        if self.resumed_finished:  # rewriting policy.pt would change its SHA-256, which its exports record
-            path = self.out / "policy.pt"
-            self.log(f"{self.out}: the run had finished; {path} kept as it was")
-            success = None if self.best["success"] < 0 else self.best["success"]
-            return TrainResult(self.out, path, success, self.best["round"], self.epoch_done, self.wall_s)
-        selected = Policy(self.config)
-        selected.load_state_dict(self.best["state_dict"])
-        success = None if self.best["success"] < 0 else self.best["success"]
-        t = self.config["training"]
-        metadata = {
-            "seed": self.seed,
-            "selected_round": self.best["round"],
-            "selected_epoch": self.best["epoch"],
-            "selection_success": success,
-            "selection_episodes": t["eval_episodes"],
-            "parameters": selected.num_parameters(),
-            "training_wall_s": round(self.wall_s, 1),
-            "training_episodes": t["demonstrations"] + t["dagger_rounds"] * t["dagger_episodes"],
-            "command": self.command or "",
-            "torch": str(torch.__version__),
-            "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
-            "training_dt_max_s": round(self.longest_dt, 6),
-        }
-        if self.started_from is not None:
-            metadata["started_from"] = self.started_from
-        metadata.update(self.extra_metadata())
-        max_step = self.config["core"]["max_step"]
-        if self.config["core"]["type"] in CONTINUOUS_CORES and not self.config["core"]["ignore_dt"]:
-            self.log(
-                f"longest dt trained on: {self.longest_dt:.4f} s; core.max_step "
-                + (
-                    f"{max_step:g} s: a longer dt is integrated in sub-steps of at most that"
-                    + (" (in training too)" if self.longest_dt > max_step else " at run time")
-                    if max_step is not None
-                    else "not set: a longer dt at run time is one step, which the cell never saw in training "
-                    f"(set core.max_step a little above the longest, e.g. {max(1.25 * self.longest_dt, 1e-4):.2g}, "
-                    "to integrate longer gaps in sub-steps of the length it trained on)"
-                )
-            )
-        plot_curves(self.rows, self.out / "curves.png", f"{self.config['name']}, seed {self.seed}")  # before policy.pt
-        path = save_policy(self.out / "policy.pt", selected, metadata)
-        self.log(
-            f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
-            f"{'n/a' if success is None else f'{success:.0%}'}; wrote {path} after {self.wall_s:.0f} s"
-        )
-        return TrainResult(
-            out_dir=self.out,
-            policy_path=path,
-            success=success,
-            selected_round=self.best["round"],
-            epochs=self.epoch_done,
-            wall_s=self.wall_s,
-        )
-
-
-def read_training_checkpoint(path: Path, config: dict | None = None, seed: int | None = None) -> dict:
-    """Read ``checkpoint.pt``; with ``config``/``seed``, refuse one written by a run with others."""
-    try:
-        ck = read_plain_torch_file(path)
-    except Exception as exc:
-        why = str(exc) or type(exc).__name__  # an empty file: EOFError('')
-        raise TrainingError(f"{path}: cannot read the training checkpoint: {why}") from None
-    if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path}: not a liquid_control training checkpoint")
-    if (config is not None and ck["config"] != config) or (seed is not None and ck["seed"] != seed):
-        changed = _differing_keys(ck["config"], config) if config is not None else []
-        raise TrainingError(
-            f"{path}: the run was started with another config or seed (seed {ck['seed']}"
-            f"{'; config keys that differ: ' + ', '.join(changed) if changed else ''}); resume with the same "
-            f"ones, or train into a new folder"
-        )
-    return ck
-
-
-def _differing_keys(old, new, most: int = 6) -> list[str]:
-    """The dotted keys whose values differ between two configs (at most ``most``, then '...'), for refusals."""
-
-    def walk(a, b, prefix):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for key in sorted(set(a) | set(b), key=str):
-                yield from walk(a.get(key), b.get(key), f"{prefix}{key}.")
-        elif a != b:
-            yield prefix.rstrip(".")
-
-    keys = list(walk(old, new, ""))
-    return keys if len(keys) <= most else keys[:most] + ["..."]
 
 
 def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
@@ -575,7 +56,7 @@ def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
         source = load_policy(path)
     except PolicyLoadError as exc:
         raise TrainingError(f"--init-from {exc}") from None
-    differing = _differing_keys(*({k: c.get(k) for k in NETWORK_SECTIONS} for c in (source.config, cfg)))
+    differing = differing_keys(*({k: c.get(k) for k in NETWORK_SECTIONS} for c in (source.config, cfg)))
     if differing:
         raise TrainingError(
             f"--init-from {path}: a policy of another network (keys that differ from the config: "
@@ -614,20 +95,6 @@ def check_same_start(recorded: dict | None, init_from: Path, out: Path) -> None:
             f"--init-from {init_from}: the run in {out} started from {recorded['path']} (SHA-256 "
             f"{recorded['sha256'][:12]}), not this file; resume it with that one or without --init-from"
         )
-
-
-def _bar(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, file=sys.stderr)
-
-
-def _tensorboard(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # TensorBoard is optional
-        return None
-    return SummaryWriter(str(folder))
 
 
 # What a run writes before it has collected, converted or trained anything: a folder holding only these (and
@@ -700,7 +167,7 @@ def check_saved_config(saved: Path, cfg: dict) -> None:
     if previous != cfg:
         raise TrainingError(
             f"{saved}: the run was started with another config (keys that differ: "
-            f"{', '.join(_differing_keys(previous, cfg))}); resume with the same one"
+            f"{', '.join(differing_keys(previous, cfg))}); resume with the same one"
         )
 
 
@@ -790,8 +257,6 @@ def train(
     ``init_from``: a trained policy of the same network whose weights the run starts from (a resumed run's
     checkpoint already holds them: it must then be the file the run started from).
     """
-    from . import bag_data  # imports this module
-
     out = Path(out_dir)
     overrides, data_sets = bag_data.split_overrides(overrides)  # --set data.window=...: the data section's
     config, data = bag_data.resolve(config, data, out, data_sets)
@@ -933,7 +398,7 @@ def train(
         if data is not None and workers > 1:
             log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
         run = (
-            _Run(cfg, out, seed, progress, command, log, workers=workers, bc_copies=bc_copies)
+            TrainingRun(cfg, out, seed, progress, command, log, workers=workers, bc_copies=bc_copies)
             if data is None
             else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies, spec=spec)
         )
