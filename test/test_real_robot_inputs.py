@@ -46,6 +46,27 @@ def test_eval_refusing_a_later_bag_leaves_no_plot_of_the_bags_before_it(tmp_path
     assert (out / "report.md").is_file() and (out / "offline.json").is_file()
 
 
+def test_eval_whose_report_write_fails_leaves_nothing_that_blocks_the_rerun(tmp_path, capsys, monkeypatch):
+    """Before: a report.md write that failed (a full disk) removed the plots but kept offline.json, which names
+    them, and the rerun into the same --out was refused as 'already holds a report (offline.json)'."""
+    from liquid_control.evaluation import offline
+
+    good = _drive(tmp_path / "good")
+    argv = ["eval", "--bag", str(good), "--policy", f"robot={policies_dir() / 'cfc_ncp_rover.pt'}", "--no-progress"]
+    out = tmp_path / "offline"
+
+    def disk_full(results):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(offline, "report_markdown", disk_full)
+        assert cli.main([*argv, "--out", str(out)]) != 0
+    assert not out.exists(), sorted(p.relative_to(out) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    assert (out / "report.md").is_file() and (out / "offline.json").is_file()
+
+
 def test_replay_meeting_a_corrupt_chunk_names_where_it_stopped_and_what_the_output_bag_holds(tmp_path, capsys):
     """Before: a bag whose chunk fails its CRC (a bad copy) was found only while played: `corrupt bag ... Chunk
     checksum mismatch`, exit 2, and nothing said that -o was left behind, finished, holding the commands recorded

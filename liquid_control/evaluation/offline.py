@@ -158,7 +158,7 @@ def evaluate_offline(
     out = Path(out_dir)
     existed = [folder for folder in (out / "plots", out) if folder.exists()]
     loaded, specs = [], {}  # every policy and its data spec (topics, --node-params) checked before the folder
-    plots_to_draw, drawn = [], []  # drawn once every bag is evaluated: a refused bag leaves no plot of the others
+    plots_to_draw, written = [], []  # drawn once every bag is evaluated: a refused bag leaves no plot of the others
     try:
         for name, path in policies.items():
             policy_backend = load_backend(path, backend)
@@ -179,14 +179,15 @@ def evaluate_offline(
             )
         for plot_path, *plot in plots_to_draw:
             if not plot_path.exists():
-                drawn.append(plot_path)
+                written.append(plot_path)
             _plot(plot_path, *plot)
         with naming(str(out / OFFLINE_NAME)), atomic_write(out / OFFLINE_NAME, "w") as handle:
             json.dump(results, handle, indent=1)
+        written.append(out / OFFLINE_NAME)  # not there before (held): without report.md it would block a rerun
         with naming(str(out / "report.md")), atomic_write(out / "report.md", "w") as handle:
             handle.write(report_markdown(results))
     except BaseException:
-        for path in drawn:  # a failed evaluation (a full disk) leaves no plot it made without its report
+        for path in written:  # a failed evaluation (a full disk) leaves no plot nor offline.json without its report
             path.unlink(missing_ok=True)
         for folder in (out / "plots", out):
             if folder not in existed and folder.is_dir() and not any(folder.iterdir()):
