@@ -1,7 +1,8 @@
 """Processes that end cleanly: children that end with the process that started them (Linux's
 PR_SET_PDEATHSIG: the workers of training and evaluation, the nodes of ``liquid-control sim``'s graph), and a
 command line that treats SIGTERM (``kill``, a batch system's time limit) as it treats Ctrl-C. Also the allocator
-setting of the processes that train and evaluate (:func:`keep_freed_memory`)."""
+setting of the processes that train and evaluate (:func:`keep_freed_memory`), and the loop that collects a process
+pool's results and stops it cleanly (:func:`collect_results`)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from contextlib import contextmanager
-from typing import Callable
 
 
 def parent_death_signal() -> Callable[[], object] | None:
@@ -146,3 +148,21 @@ def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
             raise
     print(f"{prog}: interrupted", file=sys.stderr)
     return 130
+
+
+def collect_results(pool: Executor, futures: Iterable[Future], on_done: Callable[[Future], object]) -> None:
+    """Hand each of ``futures`` (submitted to ``pool``) to ``on_done`` as it completes. On any exception (one
+    raised by ``on_done``, say an episode's, or Ctrl-C) the pool's own thread cancels the queued ones, the running
+    ones end, and the exception goes on. Cancelling them here (``future.cancel()``) raced with that thread marking
+    them failed when Ctrl-C had also ended the workers: Python 3.11 printed an InvalidStateError traceback from it.
+    The shutdown waits here: a ``with`` block's own shutdown would otherwise take back ``cancel_futures`` before
+    the pool's thread acted on it, and the queued tasks ran."""
+    pending = set(futures)
+    try:
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                on_done(future)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise

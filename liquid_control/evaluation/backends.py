@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 
 from liquid_control.atomic_file import atomic_write
@@ -28,6 +28,7 @@ from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_b
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
 from liquid_control.processes import (  # available_cpus: part of this module's API (experiment)
     available_cpus,
+    collect_results,
     die_with_parent,
     keep_freed_memory,
     quiet_ctrl_c_in_worker,
@@ -111,17 +112,9 @@ def _run_process_pool(batches, finished, workers: int) -> None:
     context = multiprocessing.get_context("spawn")
     workers = max(1, min(workers, len(batches)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        pending = {pool.submit(run_verified_batch, batch): batch for batch in batches}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    batch = pending.pop(future)
-                    finished(batch, future.result())  # an episode's exception stops the evaluation here
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+        batch_of = {pool.submit(run_verified_batch, batch): batch for batch in batches}
+        # an episode's exception stops the evaluation here
+        collect_results(pool, batch_of, lambda future: finished(batch_of[future], future.result()))
 
 
 @contextmanager

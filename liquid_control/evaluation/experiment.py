@@ -35,11 +35,12 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from itertools import combinations
 
 from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs, unique_pairs
 from liquid_control.evaluation.shifts import SHIFT_SETS
+from liquid_control.processes import collect_results
 
 # architecture name in the report -> shipped config (policies/configs/)
 ARCHITECTURES = {
@@ -276,17 +277,12 @@ def train_all(
     results = []
     workers = max(1, min(workers, len(jobs)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_training_worker) as pool:
-        pending = {pool.submit(_train_one, *job) for job in jobs}
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    results.append(future.result())
-                    _log_done(results[-1], len(results), len(jobs))
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+
+        def done(future):
+            results.append(future.result())
+            _log_done(results[-1], len(results), len(jobs))
+
+        collect_results(pool, [pool.submit(_train_one, *job) for job in jobs], done)
     return _in_job_order(results, jobs)
 
 
