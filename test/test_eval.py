@@ -382,6 +382,7 @@ def test_ctrl_c_during_the_experiments_training_stops_it_without_training_the_qu
     import signal
     import subprocess
     import sys
+    import threading
 
     out = tmp_path / "headline"
     args = ["eval", "--experiment", "headline", "--out", str(out), "--workers", "1", "--archs", "cfc,lstm"]
@@ -394,7 +395,14 @@ def test_ctrl_c_during_the_experiments_training_stops_it_without_training_the_qu
         start_new_session=True,  # its own process group, as a terminal's foreground job
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's SIGINT is ignored
     )
-    first = proc.stdout.readline()  # the cfc run's first round: it trains on (its second round) while lstm waits
+    # the cfc run's first round: it trains on (its second round) while lstm waits; a child that never prints is
+    # killed after 300 s (readline then ends), so the suite fails here instead of hanging
+    watchdog = threading.Timer(300, os.killpg, (proc.pid, signal.SIGKILL))
+    watchdog.start()
+    try:
+        first = proc.stdout.readline()
+    finally:
+        watchdog.cancel()
     assert first.startswith("[cfc seed 0] round 0"), first
     os.killpg(proc.pid, signal.SIGINT)
     rest = proc.communicate(timeout=120)[0]

@@ -35,8 +35,9 @@ def test_nanoseconds_and_split_are_inverse():
 
 
 def test_bag_stamps_read_back_as_the_node_reads_rclpy_stamps():
-    """A message built for a bag and the node's rclpy Time of the same instant give the same seconds, bit for bit:
-    the dt training takes from a recording is the dt the node integrates."""
+    """The bag messages build and read stamps through this module: a message built for a bag (as sim_node's are
+    recorded) and the node's rclpy Time of the same instant give the same seconds, bit for bit. A conversion of
+    its own in bags.messages (as there was) would part the dt training takes from the dt the node integrates."""
     rng = np.random.default_rng(0)
     for time_s in rng.uniform(0, 2e9, 200):
         bag_msg = M.imu_message(np.zeros(6), float(time_s))
