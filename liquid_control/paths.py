@@ -1,5 +1,6 @@
 """Where the package's shared files (launch/, config/, policies/) are, however it was installed, and which code this
-is (:func:`code_commit`: what evaluation reports and trained policies record)."""
+is (:func:`code_commit`: what evaluation reports and trained policies record), and whether a picture can be written
+where a command line was told to write it (:func:`output_file_problem`)."""
 
 from __future__ import annotations
 
@@ -149,3 +150,18 @@ def code_commit() -> str:
         except metadata.PackageNotFoundError:
             return "unknown"
     return (commit or "unknown") + (" (with uncommitted changes)" if dirty else "")
+
+
+def output_file_problem(path: str | Path, example_name: str) -> str | None:
+    """Why a file cannot be written to ``path`` (None: it can, as far as can be told before writing): a folder, a
+    parent that is a file, or a folder this process may not write in. Checked before the work whose result it is
+    (rendering, a run), so a typo in an option costs nothing."""
+    path = Path(path)
+    if path.is_dir():
+        return f"is a folder; give a file name such as {path / example_name}"
+    folder = next((p for p in path.absolute().parents if p.exists()), None)
+    if folder is not None and not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder}"
+    return None

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.paths import output_file_problem
+
 from .shifts import LIGHTINGS, SEASONS, Shift
 
 
@@ -35,14 +37,7 @@ def out_problem(out: str) -> str | None:
     formats = FigureCanvasBase.get_supported_filetypes()
     if path.suffix and path.suffix.lower()[1:] not in formats:
         return f"matplotlib writes no {path.suffix!r} pictures; end the name in one of {', '.join(sorted(formats))}"
-    if path.is_dir():
-        return f"is a folder; give a file name such as {path / 'shifts.png'}"
-    folder = next((p for p in path.absolute().parents if p.exists()), None)
-    if folder is not None and not folder.is_dir():
-        return f"{folder} exists and is not a folder"
-    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write in {folder}"
-    return None
+    return output_file_problem(path, "shifts.png")
 
 
 def main(argv=None):

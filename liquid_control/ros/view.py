@@ -36,6 +36,7 @@ import numpy as np
 from liquid_control.conventions import stamps
 from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
 from liquid_control.conventions.params import domain_id_problem, frame_prefix_problem
+from liquid_control.paths import output_file_problem
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
 
 # topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
@@ -584,13 +585,9 @@ def argument_problem(args) -> str | None:
         path = Path(args.snapshot)
         if path.suffix.lower() not in ("", ".png"):
             return f"--snapshot {args.snapshot}: the picture is a PNG; give a file name ending in .png"
-        if path.is_dir():
-            return f"--snapshot {args.snapshot}: is a folder; give a file name such as {path / 'run.png'}"
-        folder = next((p for p in path.parents if p.exists()), None)
-        if folder is not None and not folder.is_dir():
-            return f"--snapshot {args.snapshot}: {folder} exists and is not a folder"
-        if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
-            return f"--snapshot {args.snapshot}: cannot write in {folder}"
+        problem = output_file_problem(path, "run.png")
+        if problem:
+            return f"--snapshot {args.snapshot}: {problem}"
     return None
 
 
