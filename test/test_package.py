@@ -4,6 +4,8 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
+
 from liquid_control import cli, paths
 
 
@@ -88,6 +90,20 @@ def test_cli_version_and_help_show_defaults_and_choices(capsys):
             assert "(default 20; 30 for --experiment)" in text  # --episodes: default depends on --experiment
         if command == "train":
             assert "examples:\n  liquid-control train" in proc.stdout  # epilog line breaks kept
+
+
+@pytest.mark.parametrize(
+    "module, shown",
+    [("liquid_control.training.model_card", "(default: 100)"), ("liquid_control.ros.robot_description", "")],
+)
+def test_module_command_lines_show_only_defaults_that_say_something(module, shown):
+    """Before: the model card's and the URDF writer's --help printed "(default: None)" and "(default: )" after help
+    texts that already say what happens without the option (argparse's ArgumentDefaultsHelpFormatter)."""
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "(default: None)" not in text and "(default: )" not in text, text
+    assert shown in text
 
 
 def _setup_script(argv, tmp_path, tools=(), fake=None, **env_vars):

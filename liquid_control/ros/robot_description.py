@@ -399,7 +399,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m liquid_control.ros.robot_description",
         description="Print or write the URDF of each world's robot, generated from its MuJoCo model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--world", choices=world_ids(), default=None, help="one world (default: all)")
     parser.add_argument(

@@ -635,17 +635,20 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
 
 def main(argv=None) -> int:
     """Command line: ship a run (``--run``, ``--name``) or re-measure a shipped card (``--refresh``)."""
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", help="training output folder (holds policy.pt): ship it as --name")
     what.add_argument("--refresh", metavar="NAME", help="re-measure the shipped policies/NAME.pt and rewrite its card")
     what.add_argument("--outcomes", metavar="POLICY", help=argparse.SUPPRESS)  # one path's outcomes as JSON
     parser.add_argument("--name", help="shipped name: policies/<name>.pt and policies/<name>.md (with --run)")
-    parser.add_argument("--episodes", type=int, default=100, help="in-distribution episodes to measure")
     parser.add_argument(
-        "--check-episodes", type=int, default=12, help="first episodes the shipped-policies test replays"
+        "--episodes", type=int, default=100, help="in-distribution episodes to measure (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--check-episodes",
+        type=int,
+        default=12,
+        help="first episodes the shipped-policies test replays (default: %(default)s)",
     )
     parser.add_argument(
         "--out", default=None, help="destination folder (default: the checkout's policies/; required when installed)"
@@ -653,14 +656,14 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--machine",
         default=f"{platform.machine()} CPU, shared with other jobs",
-        help="note on the machine the training ran on",
+        help="note on the machine the training ran on (default: %(default)r)",
     )
     parser.add_argument(
         "--command",
         default=None,
         help="training command to print on the card (default: the one recorded in the policy)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--cache", default=None, help="folder keeping each kernel path's outcomes (reused if present)")
     parser.add_argument(
         "--ood-results",
