@@ -837,6 +837,29 @@ def test_autostart_is_read_at_process_start_and_never_changed_at_run_time(policy
         assert not result.successful and result.reason == _problem("autostart", "false")
 
 
+def test_use_sim_time_is_refused_while_configured_and_switches_the_clock_only_when_unconfigured(policy_file, ros):
+    """use_sim_time set on an active node was accepted: rclpy moved the node clock to sim time at once, with no
+    /clock it read 0, every sensor stamp was a future_stamp and the watchdog's timer never fired again, so the last
+    command stayed on the robot (measured over DDS: 3 s of silence after the switch, no stop)."""
+    from rclpy.parameter import Parameter
+
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    for transition, state in (("configure", "inactive"), ("activate", "active")):
+        assert getattr(node, f"trigger_{transition}")() == TransitionCallbackReturn.SUCCESS
+        (result,) = node.set_parameters([Parameter("use_sim_time", value=True)])
+        assert not result.successful, transition
+        assert result.reason.startswith(f"use_sim_time: the node is configured ({state})"), result.reason
+        assert "cleanup, change it, then configure again" in result.reason
+        assert node.get_parameter("use_sim_time").value is False and not node.get_clock().ros_time_is_active
+        (result,) = node.set_parameters([Parameter("use_sim_time", value=False)])  # the value it has: fine
+        assert result.successful
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    (result,) = node.set_parameters([Parameter("use_sim_time", value=True)])  # unconfigured: rclpy switches it
+    assert result.successful and node.get_clock().ros_time_is_active
+
+
 class SimClock:
     """/clock published by the test before every spin of ``rig`` (the node runs with use_sim_time): the wall
     time since the start plus ``offset`` s; lowering ``offset`` makes the clock jump back, as sim_node's /clock

@@ -69,6 +69,9 @@ from liquid_control.runtime.command import CommandLimiter
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
 PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process starts, never again
+# rclpy's parameters that the node's clock follows: changed while configured, they move the watchdog, the timers
+# and the stamp checks to another clock mid-run (to sim time without a /clock: no watchdog stop ever again)
+CLOCK_PARAMETERS = ("use_sim_time",)
 
 
 # sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion,
@@ -402,11 +405,26 @@ class PolicyNode(LifecycleNode):
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """A change at run time (``ros2 param set``): a value that configure would refuse is refused with the
         same reason; while configured (inactive or active) only max_command and max_command_rate apply, at the
-        next command; every other change is refused, as it takes effect only at configure. autostart is read
+        next command; every other change is refused, as it takes effect only at configure, and so is use_sim_time
+        (the clock the watchdog runs on) — rclpy would switch it at once. autostart is read
         when the process starts: a change is refused in every state. Values are compared and checked as plain
         Python (``params.parameter_value``: the service's ``array('d', ...)`` is a list; 5 is 5.0)."""
+        clock = sorted(
+            p.name
+            for p in parameters
+            if p.name in CLOCK_PARAMETERS and not same_parameter_value(p.value, self.get_parameter(p.name).value)
+        )
+        if clock and self.settings is not None:  # unconfigured: rclpy switches the clock, nothing runs on it yet
+            state = "active" if self._active else "inactive"
+            return SetParametersResult(
+                successful=False,
+                reason=(
+                    f"{', '.join(clock)}: the node is configured ({state}) and its watchdog, timers and stamp checks "
+                    f"run on its clock; cleanup, change it, then configure again"
+                ),
+            )
         changes = {p.name: parameter_value(p.value) for p in parameters if p.name in POLICY_NODE_PARAMETERS}
-        if not changes:  # use_sim_time etc.: rclpy's
+        if not changes:  # rclpy's other parameters
             return SetParametersResult(successful=True)
         values = {n: parameter_value(self.get_parameter(n).value) for n in POLICY_NODE_PARAMETERS}
         changed = sorted(n for n, v in changes.items() if not same_parameter_value(v, values[n]))
