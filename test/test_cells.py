@@ -407,6 +407,26 @@ def test_streaming_step_kernels_equal_the_torch_path(name, batch, fused_backend)
         torch.testing.assert_close(state_np, state_torch.detach(), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc"])
+def test_a_gradient_of_a_gradient_through_a_fused_sequence_is_refused_not_zero(name, fused_backend):
+    """The fused kernels have first derivatives only. create_graph=True through them raised only where autograd
+    saw a path back to the inputs: a CfC's Hessian and gradient penalty came out zero, an LTC's Hessian wrong."""
+    cell = _core(name)
+    x, dt = _data(batch=2, steps=3)
+
+    def loss(x, fused=True):
+        return cell.output(cell.forward_sequence(x, dt, fused=fused)[0]).sin().sum()
+
+    with kernels.recording() as ran, pytest.raises(RuntimeError, match=r"fused=False"):
+        torch.autograd.functional.hessian(loss, x)
+    assert _backends(ran, "sequence") == {fused_backend["sequence"]}
+    with pytest.raises(RuntimeError, match=r"first derivatives only.*create_graph=True"):
+        torch.autograd.grad(loss(x.clone().requires_grad_()), cell.parameters(), create_graph=True)
+    assert torch.autograd.functional.hessian(lambda x: loss(x, fused=False), x).abs().sum() > 0  # the way out
+    x.requires_grad_()  # first derivatives are unchanged
+    torch.testing.assert_close(torch.autograd.grad(loss(x), x)[0], torch.autograd.grad(loss(x, False), x)[0])
+
+
 @pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "cfc_pure", "ltc", "ltc_exponential"])
 def test_step_kernels_never_write_to_the_weights(name, fused_backend):
     cell = _core(name).eval()

@@ -26,7 +26,6 @@ from operator import attrgetter, is_, methodcaller
 from typing import Any
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from . import native
 
@@ -169,6 +168,13 @@ class StepKernels:
         return {"_cache": {}}
 
 
+NO_SECOND_DERIVATIVE = (
+    "the fused CfC/LTC sequence kernels have first derivatives only, and create_graph=True asks for a gradient "
+    "to differentiate again (a gradient penalty, a Hessian): run the stepwise graph, "
+    "cell.forward_sequence(x, dt, h0, mask, fused=False)"
+)
+
+
 class FusedSequence(torch.autograd.Function):
     """One autograd node for a whole sequence of one block: ``part.forward`` / ``part.backward`` do the work.
 
@@ -183,9 +189,14 @@ class FusedSequence(torch.autograd.Function):
         return part.forward(ctx, *inputs)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_states):
-        """The inputs' gradients from ``part.backward`` (none for ``part`` itself)."""
+        """The inputs' gradients from ``part.backward`` (none for ``part`` itself); first order only.
+
+        A backward with ``create_graph=True`` (grad mode on) is refused at once: torch's ``once_differentiable``
+        raises only if the gradient is differentiated again along a path autograd can see, and the inputs are
+        not on one, so a gradient penalty or a Hessian through a CfC came out zero without a word."""
+        if torch.is_grad_enabled():
+            raise RuntimeError(NO_SECOND_DERIVATIVE)
         return (None, *ctx.part.backward(ctx, grad_states))
 
 
