@@ -535,3 +535,65 @@ def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path
         recorder.close()
     finally:
         context.try_shutdown()
+
+
+@pytest.mark.parametrize(
+    "argument, named",
+    [
+        ("qos_depth:=abc", "qos_depth: must be an integer in [1, 100000], got 'abc'"),
+        ("qos_depth:=0", "qos_depth: must be an integer in [1, 100000], got 0"),
+        ("topics:=[]", "topics: nothing to record"),
+        ("discovery_period_s:=0.0", "discovery_period_s: must be a number of seconds in [0.001, 86400], got 0.0"),
+        ("discovery_period_s:=-1.0", "discovery_period_s: must be a number of seconds in [0.001, 86400], got -1.0"),
+        ("discovery_period_s:=.nan", "discovery_period_s: must be a number of seconds in [0.001, 86400], got nan"),
+        ("duration_s:=-2.0", "duration_s: must be a finite number of seconds in [0, 86400]"),
+        ("compression:=1", "compression: must be true or false (a boolean), got 1"),
+    ],
+)
+def test_bad_recorder_parameters_are_refused_naming_them_before_the_bag_is_made(tmp_path, argument, named):
+    """Before: `-p qos_depth:=abc` or `-p topics:=[]` ended in an rclpy traceback, `discovery_period_s:=0.0` spun a
+    core looking for publishers, a negative one dumped rcl's traceback after creating the bag folder (a rerun into it
+    was refused), NaN said `cannot convert float NaN to integer`, `qos_depth:=0` was accepted."""
+    import rclpy
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    try:
+        with pytest.raises(ValueError) as refused:
+            BagRecorderNode(
+                context=context, cli_args=["--ros-args", "-p", f"output:={tmp_path / 'bag'}", "-p", argument]
+            )
+        assert named in str(refused.value)
+        assert not (tmp_path / "bag").exists()
+    finally:
+        context.try_shutdown()
+
+
+def test_recorder_parameters_take_whole_seconds_and_a_change_at_run_time_is_refused(tmp_path):
+    """Before: `-p duration_s:=5` (an integer) ended in an rclpy traceback, and `ros2 param set /bag_recorder ...` of
+    any parameter (topics, duration_s, qos_depth -3, use_sim_time) was accepted and ignored."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    try:
+        recorder = BagRecorderNode(
+            context=context,
+            cli_args=["--ros-args", "-p", f"output:={tmp_path / 'bag'}", "-p", "duration_s:=5", "-p", "topics:=[/x]"],
+        )
+        assert recorder.p["duration_s"] == 5 and recorder.pending == ["/x"]
+        for name, value in [("topics", ["/y"]), ("duration_s", 1.0), ("qos_depth", -3), ("use_sim_time", True)]:
+            (result,) = recorder.set_parameters([Parameter(name, value=value)])
+            assert not result.successful, name
+            assert result.reason.startswith(f"{name}={value!r}: read at startup; restart the recorder"), result.reason
+        assert recorder.get_parameter("topics").value == ["/x"] and not recorder.get_clock().ros_time_is_active
+        (result,) = recorder.set_parameters([Parameter("duration_s", value=5.0)])  # the value in use: no change
+        assert result.successful
+        recorder.close()
+    finally:
+        context.try_shutdown()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import rclpy
 import rclpy.executors
+from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
 from rclpy.clock import Clock, ClockType
 from rclpy.event_handler import SubscriptionEventCallbacks, UnsupportedEventTypeError
@@ -34,7 +35,13 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from liquid_control.bags import BagError, BagReader, BagWriter
 from liquid_control.bags.io import message_class, metadata_counts, qos_dict
-from liquid_control.conventions.params import declare_node_parameters
+from liquid_control.conventions.params import (
+    MAX_QOS_DEPTH,
+    MAX_SECONDS,
+    declare_node_parameters,
+    parameter_value,
+    same_parameter_value,
+)
 from liquid_control.ros.executable import run_until_signal
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -48,6 +55,41 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
 
 
 LOST_WARNING_PERIOD_S = 5.0
+
+
+def recorder_parameter_problems(p: dict) -> list[str]:
+    """What is wrong with the recorder's parameters, each naming the parameter and its value (empty: nothing).
+
+    Declared with dynamic typing and checked here: with static types ``-p duration_s:=5`` (an integer) or
+    ``-p topics:=[]`` ended in an rclpy traceback, and a ``discovery_period_s`` of 0 spun a core, NaN failed
+    without a name, a negative one dumped rcl's traceback after the bag folder was created."""
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    problems = []
+    if not isinstance(p["output"], str):
+        problems.append(f"output: must be a folder name (a string), got {p['output']!r}")
+    topics = p["topics"]
+    if not topics:
+        problems.append("topics: nothing to record")
+    elif not isinstance(topics, (list, tuple)) or not all(isinstance(t, str) for t in topics):
+        problems.append(f"topics: must be a list of topic names, got {topics!r}")
+    duration = p["duration_s"]
+    if not (number(duration) and 0 <= duration <= MAX_SECONDS):  # a negative or NaN one recorded until Ctrl-C
+        problems.append(
+            f"duration_s: must be a finite number of seconds in [0, {MAX_SECONDS:g}] (0: until stopped), "
+            f"got {duration!r}"
+        )
+    period = p["discovery_period_s"]
+    if not (number(period) and 1e-3 <= period <= MAX_SECONDS):
+        problems.append(f"discovery_period_s: must be a number of seconds in [0.001, {MAX_SECONDS:g}], got {period!r}")
+    depth = p["qos_depth"]
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_QOS_DEPTH:
+        problems.append(f"qos_depth: must be an integer in [1, {MAX_QOS_DEPTH}], got {depth!r}")
+    if not isinstance(p["compression"], bool):
+        problems.append(f"compression: must be true or false (a boolean), got {p['compression']!r}")
+    return problems
 
 
 def default_bag_name() -> str:
@@ -72,17 +114,15 @@ class BagRecorderNode(Node):
 
     def __init__(self, name: str = "bag_recorder", parameter_overrides: dict | None = None, **kwargs):
         super().__init__(name, **kwargs)
-        declare_node_parameters(self, RECORDER_PARAMETERS, dynamic_typing=False)
-        p = {n: self.get_parameter(n).value for n in RECORDER_PARAMETERS}
+        declare_node_parameters(self, RECORDER_PARAMETERS)
+        p = {n: parameter_value(self.get_parameter(n).value) for n in RECORDER_PARAMETERS}
         p.update(parameter_overrides or {})
+        problems = recorder_parameter_problems(p)
+        if problems:  # before the bag folder is made: a corrected rerun into the same output is not refused
+            raise ValueError("; ".join(problems))
         self.p = p
         topics = [self._resolved(t) for t in p["topics"]]
-        if not topics:
-            raise ValueError("topics: nothing to record")
-        duration = p["duration_s"]
-        if not (isinstance(duration, (int, float)) and math.isfinite(duration) and duration >= 0):
-            # a negative or NaN duration recorded until Ctrl-C, silently
-            raise ValueError(f"duration_s: must be a finite number of seconds >= 0 (0: until stopped), got {duration}")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         self.output = Path(p["output"] or default_bag_name())
         self.writer = BagWriter(
             self.output, compression=bool(p["compression"]), custom_data={"liquid_control.source": "recorder"}
@@ -106,6 +146,23 @@ class BagRecorderNode(Node):
         # publisher came the recorder subscribed to nothing, saying nothing (before: --use-sim-time on a robot)
         self.create_timer(float(p["discovery_period_s"]), self._discover, clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(f"recording {', '.join(self.counts)} into {self.output}")
+
+    def _on_set_parameters(self, parameters) -> SetParametersResult:
+        """A run-time change (``ros2 param set``) is refused with the reason, as sim_node's and takeover_mux's: the
+        recorder reads its parameters at startup (and ``use_sim_time`` would change the log times' clock in the
+        middle of the bag); before, any value was accepted and ignored. Setting the value in use is fine."""
+        changed = [
+            f"{q.name}={parameter_value(q.value)!r}"
+            for q in parameters
+            if self.has_parameter(q.name) and not same_parameter_value(q.value, self.get_parameter(q.name).value)
+        ]
+        if not changed:
+            return SetParametersResult(successful=True)
+        return SetParametersResult(
+            successful=False,
+            reason=f"{', '.join(changed)}: read at startup; restart the recorder with the new value (the bag "
+            "goes on with the values it started with)",
+        )
 
     def _resolved(self, topic) -> str:
         """The full name of ``topic``, or a ValueError naming it (rclpy raises a bare RCLError)."""
