@@ -159,6 +159,43 @@ def test_a_bool_or_complex_dt_is_a_type_error(bad):
         LiquidRNN(cell)(x, bad)
 
 
+@pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc", "lstm", "mlp"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_unbatched_input_is_a_batch_of_one_with_its_shapes_named(name, batch_first):
+    """x (T, I) without a batch dimension, as torch.nn.RNN and ncps take it in either layout, was refused
+    ("expects x of shape (B, T, 3)"); now dt is a float, (T,) or (T, 1), h0 (S,), mask (T,)."""
+    cell = _core(name)
+    rnn = LiquidRNN(cell, batch_first=batch_first)
+    batched = LiquidRNN(cell)
+    x, dt = _data(batch=1, steps=5)
+    h0 = 0.1 * torch.randn(1, cell.state_size, generator=torch.Generator().manual_seed(1))
+    mask = torch.tensor([True, False, True, True, False])
+    expected, expected_h = batched(x, dt, h0=h0, mask=mask[None])
+    for dt_form in (dt[0], dt[0, :, None], dt[0].numpy(), dt[0].tolist()):
+        out, h = rnn(x[0], dt_form, h0=h0[0], mask=mask)
+        torch.testing.assert_close(out, expected[0], atol=0, rtol=0)
+        torch.testing.assert_close(h, expected_h[0], atol=0, rtol=0)
+    out, h = rnn(x[0], timespans=0.1, hx=h0[0])
+    torch.testing.assert_close(out, batched(x, 0.1, h0=h0)[0][0])
+    out, h = rnn(x[0, :0], 0.1)
+    assert out.shape == (0, cell.output_size) and h.shape == (cell.state_size,)
+    with pytest.raises(ValueError, match=rf"h0 must have shape \({cell.state_size},\) for unbatched x, got \(1, "):
+        rnn(x[0], dt[0], h0=h0)
+    with pytest.raises(
+        ValueError, match=r"dt must be a float, \(5,\) or \(5, 1\) for unbatched x of 5 steps; got \(1, 5\)"
+    ):
+        rnn(x[0], dt)
+    with pytest.raises(ValueError, match=r"mask must have shape \(5,\) like unbatched x, got \(1, 5\)"):
+        rnn(x[0], dt[0], mask=mask[None])
+    with pytest.raises(ValueError, match=r"dt must be finite and >= 0"):
+        rnn(x[0], -dt[0])
+    with pytest.raises(ValueError, match=r"or unbatched \(T, 3\), got \(3,\)"):
+        rnn(x[0, 0], 0.1)
+    if cell.state_size != 5:  # the state passed where dt goes (ncps's positional order)
+        with pytest.raises(ValueError, match="the shape of an unbatched state"):
+            rnn(x[0], h0[0])
+
+
 def test_wrong_shapes_are_value_errors():
     cell = _core("ltc")
     x, dt = _data(batch=2, steps=3)

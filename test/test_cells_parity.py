@@ -150,6 +150,24 @@ def test_streaming_step_matches_ncps_for_cfc_and_ltc():
         torch.testing.assert_close(torch.stack(outs, 1), expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("kind", ["cfc", "ltc"])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_unbatched_input_matches_ncps(kind, batch_first):
+    """x (T, I) without a batch dimension, in either layout, with hx (H,) and timespans (T,), as ncps takes it
+    (and torch.nn.RNN): LiquidRNN refused it ("expects x of shape (B, T, 5)")."""
+    theirs, ours = cfc_pair(5, 16, "default") if kind == "cfc" else ltc_pair(5, 12)
+    theirs.batch_first = batch_first
+    x, dt = _inputs(batch=1, steps=6)[0], _irregular_dt(1, 6)[0]
+    h0 = 0.1 * torch.randn(ours.state_size, generator=torch.Generator().manual_seed(3))
+    ours_rnn = LiquidRNN(ours, batch_first=batch_first)
+    for kwargs in ({}, {"timespans": dt}, {"hx": h0, "timespans": dt}):
+        expected, expected_h = theirs(x, **kwargs)
+        out, h = ours_rnn(x, **kwargs)
+        assert out.shape == expected.shape == (6, ours.output_size) and h.shape == expected_h.shape == h0.shape
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(h, expected_h, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize(
     "ours, theirs",
     [

@@ -19,6 +19,9 @@ class LiquidRNN(nn.Module):
     step the state is held and the output is the held state's readout. Returns ``outputs`` (B, T, output_size)
     (time-major when not batch first) and the final state ``h_n`` (B, state_size).
 
+    Unbatched ``x`` (T, input_size), in either layout as for ``torch.nn.RNN`` and ncps, is one sample: ``dt`` a
+    float, (T,) or (T, 1), ``h0`` (state_size,), ``mask`` (T,); returns (T, output_size) and (state_size,).
+
     The time loop is the core's ``forward_sequence`` (fused CfC/LTC paths, input-only work batched over T).
     """
 
@@ -71,8 +74,12 @@ class LiquidRNN(nn.Module):
         is ``(x, hx, timespans)``, this one's ``(x, dt, h0)`` as ``dt`` is what a liquid cell needs)."""
         if not isinstance(x, torch.Tensor):  # numpy or a list, like dt and mask
             x = torch.as_tensor(x)
-        if x.dim() != 3:
-            raise ValueError(f"LiquidRNN expects x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
+        if x.dim() not in (2, 3):
+            layout = "(B, T" if self.batch_first else "(T, B"
+            raise ValueError(
+                f"LiquidRNN expects x of shape {layout}, {self.input_size}) or unbatched (T, {self.input_size}), "
+                f"got {tuple(x.shape)}"
+            )
         if hx is not None:
             if h0 is not None:
                 raise TypeError("give the initial state once: h0 or hx (its ncps name), not both")
@@ -82,6 +89,8 @@ class LiquidRNN(nn.Module):
                 raise TypeError("give the time steps once: dt or timespans (its ncps name), not both")
             dt = timespans
         dt = 1.0 if dt is None else dt  # ncps's default: unit steps
+        if x.dim() == 2:
+            return self._forward_unbatched(x, dt, h0, mask)
         # a valid 2-d dt is (B, T) or (T, B): its second dimension is x's; a state (B, state_size) usually is not
         state_like = isinstance(dt, torch.Tensor) and dt.dim() == 2 and dt.shape[1] == self.state_size
         if state_like and dt.shape[1] != x.shape[1]:
@@ -107,18 +116,48 @@ class LiquidRNN(nn.Module):
             x = x.transpose(0, 1)
             if mask is not None:
                 mask = mask.transpose(0, 1)
+        outputs, state = self._forward_batch_first(x, dt, h0, mask)
+        return (outputs if self.batch_first else outputs.transpose(0, 1)), state
+
+    def _forward_batch_first(self, x, dt, h0, mask):
+        """``forward`` on batch-first ``x``, ``dt`` and ``mask``: (outputs (B, T, output_size), h_n)."""
         cell = self.cell
         if x.shape[1] == 0:  # nothing to run, everything checked as for a longer sequence
             cell.check_input(x)
             sequence_dt(dt, x.shape[0], 0, x.dtype, x.device)
-            state = cell.start_state(h0, x)
-            outputs = x.new_zeros(x.shape[0], 0, cell.output_size)
-            return (outputs if self.batch_first else outputs.transpose(0, 1)), state
+            return x.new_zeros(x.shape[0], 0, cell.output_size), cell.start_state(h0, x)
         states, state = cell.forward_sequence(x, dt, h0, mask)
-        outputs = cell.output(states)
-        if not self.batch_first:
-            outputs = outputs.transpose(0, 1)
-        return outputs, state
+        return cell.output(states), state
+
+    def _forward_unbatched(self, x, dt, h0, mask):
+        """``forward`` on one sample ``x`` (T, input_size): its shapes checked and named as the caller gave them,
+        then run as a batch of one."""
+        steps, state_shape = x.shape[0], (self.state_size,)
+        if not isinstance(dt, (int, float, torch.Tensor)):  # numpy or a list
+            dt = torch.as_tensor(dt)
+        if isinstance(dt, torch.Tensor) and dt.dim() > 0:
+            if tuple(dt.shape) == state_shape and steps != self.state_size:
+                raise ValueError(
+                    f"dt has shape {tuple(dt.shape)}, the shape of an unbatched state: LiquidRNN's second argument "
+                    f"is dt, forward(x, dt, h0); pass the state by keyword (h0= or ncps's hx=)"
+                )
+            if tuple(dt.shape) not in ((steps,), (steps, 1)):
+                raise ValueError(
+                    f"dt must be a float, ({steps},) or ({steps}, 1) for unbatched x of {steps} steps; "
+                    f"got {tuple(dt.shape)}"
+                )
+            dt = dt[None]
+        if h0 is not None:
+            if tuple(h0.shape) != state_shape:
+                raise ValueError(f"h0 must have shape {state_shape} for unbatched x, got {tuple(h0.shape)}")
+            h0 = h0[None]
+        if mask is not None:
+            mask = torch.as_tensor(mask, device=x.device)
+            if tuple(mask.shape) != (steps,):
+                raise ValueError(f"mask must have shape ({steps},) like unbatched x, got {tuple(mask.shape)}")
+            mask = mask[None]
+        outputs, state = self._forward_batch_first(x[None], dt, h0, mask)
+        return outputs[0], state[0]
 
 
 # ncps's sequence-model options this package does not have, and what to do instead
