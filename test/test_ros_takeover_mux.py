@@ -298,12 +298,14 @@ def test_run_time_changes_apply_the_checked_rule_and_deadman_and_refuse_the_rest
     m.policy(0.0, 0.0)
     assert m.node.driver is None and values(m.sent[-1]) == (0.0, 0.0)
 
-    refused = set_(operator_timeout_s=60.0, takeover_threshold="abc", output_topic="cmd_vel", seed=3)
+    # use_sim_time was accepted: the stops' stamps moved to a sim clock that reads 0 without /clock
+    refused = set_(operator_timeout_s=60.0, takeover_threshold="abc", output_topic="cmd_vel", seed=3, use_sim_time=True)
     assert not any(r.successful for r in refused)
     assert "operator_timeout_s: must be a number of seconds in (0, 5], got 60.0" in refused[0].reason
     assert "(takeover_threshold) must be a finite number > 0, got 'abc'" in refused[1].reason
-    for r, name in zip(refused[2:], ("output_topic='cmd_vel'", "seed=3")):
+    for r, name in zip(refused[2:], ("output_topic='cmd_vel'", "seed=3", "use_sim_time=True")):
         assert f"{name}: read at startup; restart the node with the new value" in r.reason, r.reason
+    assert not m.node.get_clock().ros_time_is_active
     assert m.node.get_parameter("takeover_threshold").value == 1.0 and m.node.operator_timeout == 0.2
     assert m.node.rule.threshold == 1.0 and m.node.get_parameter("output_topic").value == "base/cmd_vel"
     (r,) = set_(output_topic="base/cmd_vel")  # the value in use: nothing changes, accepted

@@ -29,7 +29,7 @@ them, so their commands would silently not arrive.
 At run time (``ros2 param set``) the rule and the deadman may be tuned: ``takeover_threshold``,
 ``takeover_hold_s``, ``operator_share``, ``operator_timeout_s`` and ``policy_timeout_s`` are checked as at
 startup and applied from the next message; any other change (topics, types, ``action_scale``, ``seed``,
-``watch_period_s``) is refused with the reason, as the node reads those at startup.
+``watch_period_s``, ``use_sim_time``) is refused with the reason, as the node reads those at startup.
 
     ros2 run liquid_control takeover_mux --ros-args -p operator_share:=0.3 -p action_scale:="[1.0, 1.5]"
 """
@@ -211,10 +211,10 @@ class TakeoverMuxNode(Node):
         """A run-time change: refused (with the reason) unless every changed parameter is one of
         ``LIVE_PARAMETERS`` and the new values pass the startup checks."""
         values = self._values()
+        # use_sim_time too: the clock of the stamps of its stops (the timing is the steady clock's), read at startup
+        held = {**values, "use_sim_time": self.get_parameter("use_sim_time").value}
         changed = {
-            q.name: q.value
-            for q in parameters
-            if q.name in values and not same_parameter_value(q.value, values[q.name])
+            q.name: q.value for q in parameters if q.name in held and not same_parameter_value(q.value, held[q.name])
         }
         fixed = [f"{name}={value!r}" for name, value in changed.items() if name not in LIVE_PARAMETERS]
         if fixed:
