@@ -59,7 +59,7 @@ def ros():
 
     yield make, spin
     for node in nodes:
-        if isinstance(node, PolicyNode):
+        if isinstance(node, PolicyNode) and node._state_machine.current_state[1] != "finalized":
             node.trigger_shutdown()  # an active node's shutdown lifts its heap freeze (policy_node._hold_heap)
         node.destroy_node()
     assert gc.get_freeze_count() == 0
@@ -835,6 +835,50 @@ def test_autostart_is_read_at_process_start_and_never_changed_at_run_time(policy
         assert result.successful
         (result,) = node.set_parameters([Parameter("autostart", value="false")])  # configure's reason first
         assert not result.successful and result.reason == _problem("autostart", "false")
+
+
+@pytest.mark.parametrize(
+    "path, state",
+    [
+        (("shutdown",), "finalized"),
+        (("configure", "shutdown"), "finalized"),
+        (("configure", "activate", "shutdown"), "finalized"),
+        (("activate",), "unconfigured"),  # invalid from here on: refused, the state and entities unchanged
+        (("deactivate",), "unconfigured"),
+        (("cleanup",), "unconfigured"),
+        (("configure", "configure"), "inactive"),
+        (("configure", "activate", "configure"), "active"),
+        (("configure", "activate", "cleanup"), "active"),
+        (("configure", "deactivate"), "inactive"),
+        (("configure", "activate", "shutdown", "configure"), "finalized"),
+    ],
+)
+def test_every_transition_order_ends_in_its_state_and_a_shutdown_stops_and_frees(policy_file, ros, path, state):
+    """Shutdown from each primary state, and transitions the state machine refuses (logged by rclpy, no
+    exception): the node stays where it was, with its model and publisher when configured; a shutdown of an
+    active node publishes a stop command first, and frees everything in every state."""
+    from std_msgs.msg import Float64MultiArray
+
+    make, spin = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    listener = make(rclpy.node.Node, "listener")
+    received = []
+    subscription = listener.create_subscription(
+        Float64MultiArray, "torques", lambda m: received.append(list(m.data)), 10
+    )
+    for transition in path:
+        if transition == "shutdown" and node._active:
+            wait_until_heard(node, subscription, spin)
+            stops_before = node._stops_published
+        getattr(node, f"trigger_{transition}")()
+        if transition == "shutdown" and "activate" in path:
+            assert node._stops_published == stops_before + 1
+            spin(5.0, until=lambda: received)
+            assert received and received[-1] == [0.0, 0.0]
+    assert node._state_machine.current_state[1] == state
+    configured = state in ("inactive", "active")
+    assert (node.runner is not None) == configured and (node._command_pub is not None) == configured
+    assert node._active == (state == "active")
 
 
 def test_use_sim_time_is_refused_while_configured_and_switches_the_clock_only_when_unconfigured(policy_file, ros):
