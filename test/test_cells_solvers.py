@@ -117,3 +117,25 @@ def test_unknown_solver_and_bad_options_are_clear_errors():
         "atol": 1e-5,
         "max_steps": 9,
     }
+
+
+@pytest.mark.parametrize("name", ["euler", "midpoint", "rk4"])
+def test_an_explicit_solver_past_its_stability_limit_is_an_error_not_nan_states(name):
+    """Before: the README's `LTC(16, 32, solver="rk4")` on a sequence given no dt (1 s steps, far past one rk4
+    step's stability limit here) returned NaN outputs without a word; streaming steps too."""
+    from liquid_control.cells import LTC, SolverDivergedError
+
+    torch.manual_seed(0)
+    rnn = LTC(16, 32, solver=name, batch_first=True)
+    x = torch.randn(2, 50, 16)
+    with pytest.raises(SolverDivergedError, match=rf"LTC solver '{name}' diverged: .*solver='semi_implicit'"):
+        rnn(x)
+    with pytest.raises(SolverDivergedError, match=rf"LTC solver '{name}' diverged"), torch.no_grad():
+        state = None
+        for t in range(50):  # the streaming step (the numpy kernel without grad)
+            state = rnn.cell.step(x[:, t], state, 1.0)
+    y, _ = rnn(x, torch.full((2, 50), 0.005))  # within the limit the same cell runs
+    assert torch.isfinite(y).all() and y.abs().max() < 2.0
+    for stable in ("semi_implicit", "exponential", "dopri5"):  # stable for any dt: never checked, never refused
+        y, _ = LTC(16, 32, solver=stable, batch_first=True)(x)
+        assert torch.isfinite(y).all()

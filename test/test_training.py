@@ -644,3 +644,33 @@ def test_model_card_refuses_a_bad_request_before_measuring(tmp_path, capsys, mon
         model_card.main([*argv, "--out", str(tmp_path / "out")])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_explicit_ltc_solver_diverging_in_training_ends_the_run_saying_what_it_keeps(tmp_path, monkeypatch, capsys):
+    """An LTC with an explicit solver past its stability limit at the data's dt (cells.SolverDivergedError) ends
+    `liquid-control train` in one line naming the epoch, the setting to change and what the checkpoint keeps."""
+    import yaml
+
+    from liquid_control import cli
+    from liquid_control.cells import SolverDivergedError
+
+    real, calls = training_run.bc_epoch, []
+
+    def diverging_in_epoch_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise SolverDivergedError("LTC solver 'euler' diverged: |state| reached 1e+30")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training_run, "bc_epoch", diverging_in_epoch_2)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(dagger_rounds=0, epochs_first=3)))
+    out = tmp_path / "run"
+    code = cli.main(["train", "--config", str(config), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert (
+        f"epoch 2: LTC solver 'euler' diverged: |state| reached 1e+30 (core.solver, core.unfolds); "
+        f"{out / 'checkpoint.pt'} keeps epoch 1"
+    ) in err
+    assert training_run.read_training_checkpoint(out / "checkpoint.pt")["epoch_done"] == 1

@@ -15,7 +15,7 @@ from .ctrnn import CTRNNCore
 from .gru_ode import GRUODECore
 from .ltc import LTCCell
 from .rnn import LTC, CfC, LiquidRNN
-from .solvers import SOLVERS, Solver, make_solver
+from .solvers import SOLVERS, Solver, SolverDivergedError, make_solver
 from .tcn import TemporalConvCore
 from .wiring import NCP, AutoNCP, FullyConnected, Wiring
 
@@ -38,6 +38,7 @@ __all__ = [
     "RecurrentCore",
     "SOLVERS",
     "Solver",
+    "SolverDivergedError",
     "TemporalConvCore",
     "Wiring",
     "build_core",

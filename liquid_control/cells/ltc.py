@@ -18,6 +18,7 @@ stepwise reference graph; the kernels (compiled, fused torch, numpy) are in ``lt
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -27,7 +28,7 @@ from torch.nn.functional import softplus
 
 from .core import RecurrentCore, register_core, size_arg
 from .ltc_kernels import CompiledLTC, NumpyLTC, TorchLTC
-from .solvers import Solver, make_solver
+from .solvers import Solver, SolverDivergedError, make_solver
 from .wiring import FullyConnected, Wiring, as_wiring
 
 MAPPINGS = ("affine", "linear", "none")
@@ -231,3 +232,41 @@ class LTCCell(RecurrentCore):
         if self.output_b is not None:
             out = out + self.output_b
         return out
+
+    # ---- explicit solvers past their stability limit --------------------------------------------------
+    def advance(self, x, state, dt):
+        """``RecurrentCore.advance``, then the divergence check of an explicit solver (``_check_bounded``)."""
+        new = super().advance(x, state, dt)
+        if not self.solver.stable_for_any_dt and not torch.jit.is_tracing():  # an export traces no check
+            self._check_bounded(new, state, dt)
+        return new
+
+    def advance_sequence(self, x, dt, h0=None, mask=None, fused=True, readout=False):
+        """``RecurrentCore.advance_sequence``, then the divergence check of an explicit solver."""
+        out, h_n = super().advance_sequence(x, dt, h0, mask, fused=fused, readout=readout)
+        if not self.solver.stable_for_any_dt and not torch.jit.is_tracing():
+            self._check_bounded(h_n, h0, dt)
+        return out, h_n
+
+    def _check_bounded(self, state, start, dt) -> None:
+        """SolverDivergedError where an explicit solver (euler, midpoint, rk4) has diverged: the ODE's exact solution
+        stays between the leak and reversal potentials and the start state, so a state 10x beyond them is the
+        solver's instability, which otherwise went on silently as NaN or 1e30 states (dt = 1 s, the default
+        where none is given, is past the limit of one rk4 step for typical time constants)."""
+        with torch.no_grad():
+            reach = [self.vleak.abs().max(), self.erev.abs().max()]
+            if self.sensory_erev.numel():
+                reach.append(self.sensory_erev.abs().max())
+            if start is not None and start.numel():
+                reach.append(start.detach().abs().max().to(self.vleak.dtype))
+            bound = 10.0 * float(torch.stack(reach).max()) + 1.0
+            largest = float(state.detach().abs().max()) if state.numel() else 0.0
+        if largest <= bound:  # False for NaN too
+            return
+        raise SolverDivergedError(
+            f"LTC solver {self.solver.name!r} diverged: |state| reached "
+            f"{f'{largest:.3g}' if math.isfinite(largest) else 'a non-finite value'}, beyond 10x the leak and "
+            f"reversal potentials and the start state; an explicit solver is stable only for sub-steps below ~2 "
+            f"time constants (largest dt here {float(dt.max()):.3g} s in {self.solver.substeps} sub-step(s)). "
+            "Give smaller dt or more substeps, or solver='semi_implicit' or 'exponential' (stable for any dt)"
+        )

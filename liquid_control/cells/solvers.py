@@ -29,11 +29,17 @@ import torch
 from .wiring import int_arg
 
 
+class SolverDivergedError(ValueError):
+    """An explicit solver stepped past its stability limit (the dt given is too long for it): a ValueError, as
+    the choice of solver, sub-steps or dt is what has to change."""
+
+
 class Solver:
     """Fixed-step solver base: ``solve`` splits dt into ``substeps`` and calls ``advance`` on each."""
 
     name = "abstract"
     supports_numpy = True
+    stable_for_any_dt = False  # explicit Runge-Kutta: the LTC cell checks its states for divergence
 
     def __init__(self, substeps: int = 1):
         try:
@@ -65,6 +71,7 @@ class SemiImplicit(Solver):
     """The LTC paper's fused semi-implicit step (ncps's solver); stable for any dt, dt = 0 keeps the state."""
 
     name = "semi_implicit"
+    stable_for_any_dt = True
 
     def solve(self, ode, v, dt):
         """Advance ``v`` by ``dt`` in ``substeps`` fused steps, written as increments so dt = 0 gives exactly ``v``."""
@@ -117,6 +124,7 @@ class Exponential(Solver):
     """Exponential integrator: a, b held over a sub-step, the then-linear ODE solved exactly; stable for any dt."""
 
     name = "exponential"
+    stable_for_any_dt = True
 
     def advance(self, ode, v, h):
         """One exponential sub-step towards ``b / a`` with rate ``a / cm`` (expm1: exact for small steps and h = 0)."""
@@ -142,6 +150,7 @@ class Dopri5(Solver):
     """Adaptive Dormand-Prince 4(5) with per-sample step sizes, error-controlled by ``rtol``/``atol``."""
 
     name = "dopri5"
+    stable_for_any_dt = True  # adaptive: error control shrinks the steps (RuntimeError past max_steps)
     supports_numpy = False
 
     def __init__(self, substeps: int = 1, rtol: float = 1e-5, atol: float = 1e-6, max_steps: int = 1000):

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from liquid_control.atomic_file import atomic_write
+from liquid_control.cells import SolverDivergedError
 from liquid_control.cells.checkpoint import read_plain_torch_file
 from liquid_control.paths import code_commit
 from liquid_control.policy import Policy, save_policy
@@ -332,21 +333,26 @@ class TrainingRun:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
-        stats = bc_epoch(
-            self.policy,
-            self.optimizer,
-            episodes,
-            batch_size=t["batch_size"],
-            sequence_length=t["sequence_length"],
-            grad_clip=t["grad_clip"],
-            rng=rng,
-            augmentation=t["augmentation"],
-            yaw_recovery=t["yaw_recovery"],
-            turn_limits=(self.config["action"]["low"][-1], self.config["action"]["high"][-1]),
-            progress=tick,
-            parallel=self.parallel,
-        )
-        bar.close()
+        try:
+            stats = bc_epoch(
+                self.policy,
+                self.optimizer,
+                episodes,
+                batch_size=t["batch_size"],
+                sequence_length=t["sequence_length"],
+                grad_clip=t["grad_clip"],
+                rng=rng,
+                augmentation=t["augmentation"],
+                yaw_recovery=t["yaw_recovery"],
+                turn_limits=(self.config["action"]["low"][-1], self.config["action"]["high"][-1]),
+                progress=tick,
+                parallel=self.parallel,
+            )
+        except SolverDivergedError as exc:  # an explicit LTC solver at the data's dt: what is kept, what to change
+            kept = f"{self.checkpoint_path} keeps epoch {self.epoch_done}" if self.epoch_done else "no epoch was saved"
+            raise TrainingError(f"epoch {epoch + 1}: {exc} (core.solver, core.unfolds); {kept}") from None
+        finally:
+            bar.close()
         self._check_finite(epoch, stats["loss"], lr)
         self.epoch_done = epoch + 1
         self._row(
