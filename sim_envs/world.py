@@ -51,6 +51,33 @@ def checked_time_limit(time_limit, default: float) -> float:
     return float(time_limit)
 
 
+def checked_reorder_lag(reorder_lag_s) -> float:
+    """``reorder_lag_s`` in seconds as a float; ValueError naming ``reorder_lag_s`` and the value unless a finite
+    number >= 0 (a bool or a string refused: ``"0.1"`` failed deep in the reorder buffer, naming no keyword)."""
+    if (
+        isinstance(reorder_lag_s, (bool, np.bool_))
+        or not isinstance(reorder_lag_s, numbers.Real)
+        or not 0.0 <= float(reorder_lag_s) < float("inf")  # NaN fails this too
+    ):
+        raise ValueError(f"reorder_lag_s must be a finite number of seconds >= 0, got {reorder_lag_s!r}")
+    return float(reorder_lag_s)
+
+
+def sensor_names_keyword(keyword: str, value) -> tuple:
+    """``value`` of the keyword ``keyword`` (``update_on``, ``policy_inputs``), a name or a sequence of names, as a
+    tuple of names; ValueError naming the keyword otherwise (``update_on=5`` raised "'int' object is not
+    iterable" from gymnasium.make)."""
+    if isinstance(value, str):
+        return (value,)
+    try:
+        names = tuple(value)
+    except TypeError:
+        names = None
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{keyword} must be a name or a list of names, got {value!r}")
+    return names
+
+
 def update_rate_hz(timings: dict, update_on) -> float | int:
     """Mean env steps per simulated second: one per surviving message of an update sensor. Jitter is symmetric
     about the nominal period, so a sensor's mean rate is its nominal rate times (1 - dropout). An int when whole
@@ -130,7 +157,7 @@ class TimedMujocoWorld(gym.Env):
         if tuple(timings) != tuple(self.sensor_names):
             raise ValueError(f"timings {tuple(timings)} do not match the world's sensors {self.sensor_names}")
         update_on = self.default_update_on if update_on is None else update_on
-        self.update_on = (update_on,) if isinstance(update_on, str) else tuple(update_on)
+        self.update_on = sensor_names_keyword("update_on", update_on)
         unknown = [s for s in self.update_on if s not in self.sensor_names]
         if unknown or not self.update_on or len(set(self.update_on)) != len(self.update_on):
             raise ValueError(
@@ -138,8 +165,7 @@ class TimedMujocoWorld(gym.Env):
                 f"({', '.join(self.sensor_names)})"
             )
         self.first_update_sensors = self._first_update_sensors(policy_inputs)
-        ReorderBuffer(reorder_lag_s)  # validates the lag
-        self.reorder_lag_s = float(reorder_lag_s)
+        self.reorder_lag_s = checked_reorder_lag(reorder_lag_s)
         # The shift's sensor settings: every sensor's, then each sensor's own factors.
         self.timings = {}
         for name, t in timings.items():
@@ -159,7 +185,7 @@ class TimedMujocoWorld(gym.Env):
         delivering ``policy_inputs``, or without them the world's default; ValueError for an unknown input."""
         if policy_inputs is None:
             return tuple(self.sensor_names) if self.wait_for_all_sensors else ()
-        inputs = (policy_inputs,) if isinstance(policy_inputs, str) else tuple(policy_inputs)
+        inputs = sensor_names_keyword("policy_inputs", policy_inputs)
         unknown = [name for name in inputs if name not in self.input_sensors]
         if unknown:
             raise ValueError(
@@ -297,7 +323,10 @@ class TimedMujocoWorld(gym.Env):
 
     def apply_action(self, action) -> None:
         """Validate ``action``, clip it to the action space (counted in ``clipped_actions``) and hold it."""
-        action = np.asarray(action, dtype=np.float64)
+        try:
+            action = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):  # strings, None in a list, ragged lists: numpy's message names no action
+            raise ValueError(f"action must be {self.action_space.shape} numbers, got {action!r}") from None
         if action.shape != self.action_space.shape:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {action.shape}")
         if not np.isfinite(action).all():  # the methods: np.all / np.any cost twice as much on 2 numbers
@@ -499,13 +528,16 @@ def saturate_imu(reading: np.ndarray) -> np.ndarray:
 def make_renderer(model, height: int, width: int, fog: bool = False) -> mujoco.Renderer:
     """An offscreen renderer set up for a CPU: no shadows, no reflections (fog only when asked).
 
-    On Mesa's llvmpipe a single render thread is fastest for small frames and leaves the other cores to
-    other envs; LP_NUM_THREADS only takes effect if set before the process's first GL context. The offscreen
+    On Mesa's llvmpipe, rendering in the calling thread (``LP_NUM_THREADS=0``) is fastest for small frames (as fast
+    as one render thread, the same pixels) and leaves the other cores to other envs; it is also what lets a process
+    forked after its first frame (``AsyncVectorEnv``'s default start method) render: with render threads, the
+    child's first renderer waited forever on a thread fork had not copied. LP_NUM_THREADS only takes effect if set
+    before the process's first GL context. The offscreen
     buffer is made the size of the frame (the model's ``offwidth``/``offheight`` are read only when a context is
     created, and restored after): llvmpipe clears and resolves the whole buffer on every render, so a 64x64
     camera in a 320x240 buffer took 1.7x as long, for the same pixels.
     """
-    os.environ.setdefault("LP_NUM_THREADS", "1")
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     size = model.vis.global_.offwidth, model.vis.global_.offheight
     model.vis.global_.offwidth, model.vis.global_.offheight = width, height
     try:

@@ -3,6 +3,9 @@ built from numpy numbers, and the command lines of the benchmarks and the contac
 
 import argparse
 import importlib.util
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -69,6 +72,62 @@ def test_a_shift_takes_numpy_numbers_and_names_what_is_no_number():
         Shift(fog=np.float32(1.5))
     with pytest.raises(ValueError, match=r"fog=nan is out of range"):
         Shift(fog=float("nan"))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"reorder_lag_s": "0.1"}, "reorder_lag_s must be a finite number of seconds >= 0, got '0.1'"),
+        ({"reorder_lag_s": True}, "reorder_lag_s must be a finite number of seconds >= 0, got True"),
+        ({"reorder_lag_s": -0.01}, "reorder_lag_s must be a finite number of seconds >= 0, got -0.01"),
+        ({"update_on": 5}, "update_on must be a name or a list of names, got 5"),
+        ({"update_on": ["imu", 5]}, r"update_on must be a name or a list of names, got \['imu', 5\]"),
+        ({"policy_inputs": 5}, "policy_inputs must be a name or a list of names, got 5"),
+    ],
+)
+def test_a_keyword_of_the_wrong_type_is_named(kwargs, message):
+    """Before: TypeErrors that named no keyword ("'>=' not supported between instances of 'str' and 'float'",
+    "'int' object is not iterable"); a negative lag was refused as a 'reorder lag'."""
+    with pytest.raises(ValueError, match=message):
+        gym.make("LiquidBalance-v0", **kwargs)
+    assert gym.make("LiquidBalance-v0", update_on=("imu",), policy_inputs=["imu"]).unwrapped.update_on == ("imu",)
+
+
+@pytest.mark.parametrize("action", [["a", "b"], [{}, 0.0], [[0.0], [0.0, 1.0]]])
+def test_an_action_that_is_no_numbers_is_named(action):
+    """Before: numpy's message alone ("could not convert string to float: 'a'"), naming no action."""
+    env = gym.make("LiquidBalance-v0").unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"action must be \(2,\) numbers, got "):
+        env.step(action)
+
+
+FORK_AFTER_A_FRAME = """
+import gymnasium, sim_envs
+world = gymnasium.make("LiquidRover-v0")
+world.reset(seed=0)  # the parent's first GL context and frame
+world.close()
+vector = gymnasium.make_vec("LiquidRover-v0", num_envs=2, vectorization_mode="async")  # forks on Linux
+vector.reset_async(seed=[1, 2])
+try:
+    observations, _ = vector.reset_wait(timeout=120)
+except Exception as exc:
+    vector.close(terminate=True)
+    raise SystemExit(f"no first frame in the forked workers: {type(exc).__name__}")
+print("images", observations["image"].shape, int(observations["image"].max() > 0))
+vector.close()
+"""
+
+
+def test_worlds_forked_after_a_frame_render():
+    """Before: llvmpipe's render thread (LP_NUM_THREADS=1) is not copied by fork, so an AsyncVectorEnv made after
+    the process had rendered once (check_env, a look at the world) waited forever for its workers' first frame."""
+    env = {k: v for k, v in os.environ.items() if k != "LP_NUM_THREADS"}
+    done = subprocess.run(
+        [sys.executable, "-c", FORK_AFTER_A_FRAME], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "images (2, 64, 64, 3) 1" in done.stdout
 
 
 @pytest.mark.parametrize(
