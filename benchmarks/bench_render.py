@@ -22,7 +22,7 @@ import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-os.environ.setdefault("LP_NUM_THREADS", "1")  # as sim_envs.world.make_renderer sets it
+os.environ.setdefault("LP_NUM_THREADS", "0")  # as sim_envs.world.make_renderer sets it (render in the calling thread)
 
 import gymnasium as gym
 import mujoco
