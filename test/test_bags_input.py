@@ -300,11 +300,11 @@ def test_replay_refuses_bad_options_before_playing(tmp_path, capsys, option, mes
         (["bad//topic"], "topics: 'bad//topic' is not a valid topic name (topic name must not contain repeated '/')"),
         (
             ["/x", "--duration", "-1"],
-            "duration_s: must be a finite number of seconds >= 0 (0: until stopped), got -1.0",
+            "duration_s: must be a finite number of seconds in [0, 86400] (0: until stopped), got -1.0",
         ),
         (
             ["/x", "--duration", "nan"],
-            "duration_s: must be a finite number of seconds >= 0 (0: until stopped), got nan",
+            "duration_s: must be a finite number of seconds in [0, 86400] (0: until stopped), got nan",
         ),
     ],
 )
