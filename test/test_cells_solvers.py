@@ -139,3 +139,55 @@ def test_an_explicit_solver_past_its_stability_limit_is_an_error_not_nan_states(
     for stable in ("semi_implicit", "exponential", "dopri5"):  # stable for any dt: never checked, never refused
         y, _ = LTC(16, 32, solver=stable, batch_first=True)(x)
         assert torch.isfinite(y).all()
+
+
+UNSTABLE_RK4_DT = 0.15  # LTC(16, 32), seed 0: rk4 grows ~2-8x a step (stable at 0.1)
+
+
+def test_a_streaming_explicit_solver_growing_less_than_10x_a_step_is_stopped_before_its_states_are_huge():
+    """Before: a streaming step's bound was 10x the previous step's state, so rk4 at a dt where it grows less than
+    10x a step ran on for a hundred steps of huge finite states (up to 1e38) before they overflowed."""
+    from liquid_control.cells import LTC, SolverDivergedError
+
+    torch.manual_seed(0)
+    rnn = LTC(16, 32, solver="rk4", batch_first=True)
+    x = torch.randn(2, 300, 16)
+    state, peak = None, 0.0
+    with pytest.raises(SolverDivergedError, match="LTC solver 'rk4' diverged"), torch.no_grad():
+        for t in range(300):
+            state = rnn.cell.step(x[:, t], state, UNSTABLE_RK4_DT)
+            peak = max(peak, float(state.abs().max()))
+    assert peak < 100.0  # the states it returned before the error
+
+
+@pytest.mark.parametrize("name", ["euler", "midpoint", "rk4"])
+def test_an_explicit_solver_from_a_start_far_beyond_the_potentials_is_not_refused(name):
+    """The exact solution from any start moves towards the potentials: a start 1000x beyond them is no divergence."""
+    from liquid_control.cells import LTC
+
+    torch.manual_seed(0)
+    rnn = LTC(16, 32, solver=name, batch_first=True)
+    x, h0 = torch.randn(2, 40, 16), torch.full((2, 32), -1e3)
+    y, h_n = rnn(x, 0.005, h0)  # the sequence
+    assert torch.isfinite(y).all() and h_n.abs().max() < 1e3
+    state = h0
+    with torch.no_grad():
+        for t in range(40):  # the streaming step
+            state = rnn.cell.step(x[:, t], state, 0.005)
+    torch.testing.assert_close(state, h_n.detach(), rtol=1e-4, atol=1e-4)
+
+
+def test_non_finite_weights_or_inputs_are_not_called_an_explicit_solver_divergence():
+    """Before: a NaN weight (an optimizer's divergence, which training names with its learning rate) or a NaN input
+    raised SolverDivergedError asking for a shorter dt; the NaN states go on as with the stable solvers."""
+    from liquid_control.cells import LTC
+
+    torch.manual_seed(0)
+    rnn = LTC(16, 32, solver="rk4", batch_first=True)
+    x = torch.randn(2, 5, 16)
+    nan_x = x.clone()
+    nan_x[0, 2, 3] = float("nan")
+    assert torch.isnan(rnn(nan_x, 0.005)[0]).any()
+    with torch.no_grad():
+        rnn.cell.vleak[0] = float("nan")
+    assert torch.isnan(rnn(x, 0.005)[0]).any()

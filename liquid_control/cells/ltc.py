@@ -238,35 +238,44 @@ class LTCCell(RecurrentCore):
         """``RecurrentCore.advance``, then the divergence check of an explicit solver (``_check_bounded``)."""
         new = super().advance(x, state, dt)
         if not self.solver.stable_for_any_dt and not torch.jit.is_tracing():  # an export traces no check
-            self._check_bounded(new, state, dt)
+            self._check_bounded(new, state, x, dt)
         return new
 
     def advance_sequence(self, x, dt, h0=None, mask=None, fused=True, readout=False):
         """``RecurrentCore.advance_sequence``, then the divergence check of an explicit solver."""
         out, h_n = super().advance_sequence(x, dt, h0, mask, fused=fused, readout=readout)
         if not self.solver.stable_for_any_dt and not torch.jit.is_tracing():
-            self._check_bounded(h_n, h0, dt)
+            self._check_bounded(h_n, h0, x, dt)
         return out, h_n
 
-    def _check_bounded(self, state, start, dt) -> None:
-        """SolverDivergedError where an explicit solver (euler, midpoint, rk4) has diverged: the ODE's exact solution
-        stays between the leak and reversal potentials and the start state, so a state 10x beyond them is the
-        solver's instability, which otherwise went on silently as NaN or 1e30 states (dt = 1 s, the default
-        where none is given, is past the limit of one rk4 step for typical time constants)."""
+    def _check_bounded(self, state, start, x, dt) -> None:
+        """SolverDivergedError where an explicit solver (euler, midpoint, rk4) has diverged, which otherwise went on
+        silently as NaN or 1e30 states (dt = 1 s, the default where none is given, is past the limit of one rk4
+        step for typical time constants).
+
+        The ODE's exact solution moves towards the leak and reversal potentials (``R``: the largest of them) and
+        never away from them, so ``|state| <= max(R, |start|)``; a stable explicit step may overshoot by ~2R. The
+        bound ``|start| + 10 R + 1`` adds to the start rather than scaling it: a streaming step's start is the
+        previous step's state, and a bound of 10x that let a solver growing less than 10x a step run on for
+        hundreds of steps of huge states until they overflowed. Non-finite inputs, start or weights (a diverged
+        optimizer's) are not the solver's doing: their NaN states go on as with the other solvers."""
         with torch.no_grad():
             reach = [self.vleak.abs().max(), self.erev.abs().max()]
             if self.sensory_erev.numel():
                 reach.append(self.sensory_erev.abs().max())
-            if start is not None and start.numel():
-                reach.append(start.detach().abs().max().to(self.vleak.dtype))
-            bound = 10.0 * float(torch.stack(reach).max()) + 1.0
+            begun = float(start.detach().abs().max()) if start is not None and start.numel() else 0.0
+            bound = begun + 10.0 * float(torch.stack(reach).max()) + 1.0
             largest = float(state.detach().abs().max()) if state.numel() else 0.0
-        if largest <= bound:  # False for NaN too
-            return
+            if largest <= bound:  # False for NaN too
+                return
+            given = [x, dt, *self.parameters()] + ([start] if start is not None else [])
+            if not all(bool(torch.isfinite(t).all()) for t in given):
+                return
         raise SolverDivergedError(
             f"LTC solver {self.solver.name!r} diverged: |state| reached "
-            f"{f'{largest:.3g}' if math.isfinite(largest) else 'a non-finite value'}, beyond 10x the leak and "
-            f"reversal potentials and the start state; an explicit solver is stable only for sub-steps below ~2 "
+            f"{f'{largest:.3g}' if math.isfinite(largest) else 'a non-finite value'}, beyond the start's "
+            f"{begun:.3g} by more than 10x the leak and reversal potentials, which the exact solution moves "
+            f"towards; an explicit solver is stable only for sub-steps below ~2 "
             f"time constants (largest dt here {float(dt.max()):.3g} s in {self.solver.substeps} sub-step(s)). "
             "Give smaller dt or more substeps, or solver='semi_implicit' or 'exponential' (stable for any dt)"
         )
