@@ -94,7 +94,10 @@ def test_cli_version_and_help_show_defaults_and_choices(capsys):
 
 @pytest.mark.parametrize(
     "module, shown",
-    [("liquid_control.training.model_card", "(default: 100)"), ("liquid_control.ros.robot_description", "")],
+    [
+        ("liquid_control.training.model_card", "(default: 100)"),
+        ("liquid_control.ros.robot_description", "one world (default: all)"),
+    ],
 )
 def test_module_command_lines_show_only_defaults_that_say_something(module, shown):
     """Before: the model card's and the URDF writer's --help printed "(default: None)" and "(default: )" after help
