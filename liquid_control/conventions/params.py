@@ -189,6 +189,23 @@ def same_parameter_value(a, b) -> bool:
     return type(a) is type(b) and a == b
 
 
+def refuse_startup_parameter_changes(node, parameters, advice: str):
+    """A node's answer to a set_parameters call (``ros2 param set``) when it reads its parameters at startup: a
+    ``SetParametersResult`` refusing every value that would change (:func:`same_parameter_value`), named, with
+    ``advice`` (how to apply it); setting the value in use is fine. A value accepted and ignored would tell the
+    robot's user something that is not so."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    changed = [
+        f"{q.name}={parameter_value(q.value)!r}"
+        for q in parameters
+        if node.has_parameter(q.name) and not same_parameter_value(q.value, node.get_parameter(q.name).value)
+    ]
+    if not changed:
+        return SetParametersResult(successful=True)
+    return SetParametersResult(successful=False, reason=f"{', '.join(changed)}: read at startup; {advice}")
+
+
 def autostart_problem(value) -> str | None:
     """Why ``autostart`` is not usable (None when it is): a boolean only; a string such as ``'false'`` (from
     ``-p "autostart:='false'"``) is true to Python and started the robot."""

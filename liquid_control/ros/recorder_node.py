@@ -40,7 +40,7 @@ from liquid_control.conventions.params import (
     MAX_SECONDS,
     declare_node_parameters,
     parameter_value,
-    same_parameter_value,
+    refuse_startup_parameter_changes,
 )
 from liquid_control.ros.executable import run_until_signal
 
@@ -151,17 +151,10 @@ class BagRecorderNode(Node):
         """A run-time change (``ros2 param set``) is refused with the reason, as sim_node's and takeover_mux's: the
         recorder reads its parameters at startup (and ``use_sim_time`` would change the log times' clock in the
         middle of the bag); before, any value was accepted and ignored. Setting the value in use is fine."""
-        changed = [
-            f"{q.name}={parameter_value(q.value)!r}"
-            for q in parameters
-            if self.has_parameter(q.name) and not same_parameter_value(q.value, self.get_parameter(q.name).value)
-        ]
-        if not changed:
-            return SetParametersResult(successful=True)
-        return SetParametersResult(
-            successful=False,
-            reason=f"{', '.join(changed)}: read at startup; restart the recorder with the new value (the bag "
-            "goes on with the values it started with)",
+        return refuse_startup_parameter_changes(
+            self,
+            parameters,
+            "restart the recorder with the new value (the bag goes on with the values it started with)",
         )
 
     def _resolved(self, topic) -> str:

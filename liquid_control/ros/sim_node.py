@@ -60,7 +60,7 @@ from liquid_control.conventions.params import (
     camera_info_topic,
     declare_node_parameters,
     frame_prefix_problem,
-    same_parameter_value,
+    refuse_startup_parameter_changes,
     topic_name_problem,
 )
 from liquid_control.ros import robot_description
@@ -444,17 +444,8 @@ class SimNode(Node):
         """Run-time changes (``ros2 param set``, a set_parameters call) are refused with the reason: the node reads
         its parameters at startup (its world, publishers and rates are made from them); a value that would be
         accepted and ignored tells the robot's user something that is not so. Setting the value in use is fine."""
-        changed = [
-            f"{q.name}={q.value!r}"
-            for q in parameters
-            if self.has_parameter(q.name) and not same_parameter_value(q.value, self.get_parameter(q.name).value)
-        ]
-        if not changed:
-            return SetParametersResult(successful=True)
-        return SetParametersResult(
-            successful=False,
-            reason=f"{', '.join(changed)}: read at startup; restart the node with the new value (sim_node applies "
-            "no change at run time)",
+        return refuse_startup_parameter_changes(
+            self, parameters, "restart the node with the new value (sim_node applies no change at run time)"
         )
 
     # ------------------------------------------------------------------------------------------- command
