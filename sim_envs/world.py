@@ -14,6 +14,7 @@ stamp minus the stamp of each update sensor's latest reading). The action is hel
 from __future__ import annotations
 
 import hashlib
+import math
 import numbers
 import os
 from collections import deque
@@ -34,16 +35,20 @@ _MAX_QUEUED_UPDATES = 4096  # updates released but not yet returned (drivers of 
 MAX_TIME_LIMIT = 86400.0
 
 
+def _seconds(value) -> float:
+    """A keyword's value in seconds as a float; NaN for anything that is no real number (a bool, a string), which
+    every range check below then refuses."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        return math.nan
+    return float(value)
+
+
 def checked_time_limit(time_limit, default: float) -> float:
     """``time_limit`` in seconds as a float (None: ``default``, the world's own); ValueError naming
     ``time_limit`` and the value unless a finite number > 0 and <= ``MAX_TIME_LIMIT`` (bool refused)."""
     if time_limit is None:
         return float(default)
-    if (
-        isinstance(time_limit, (bool, np.bool_))
-        or not isinstance(time_limit, numbers.Real)
-        or not 0.0 < float(time_limit) <= MAX_TIME_LIMIT  # NaN fails this too
-    ):
+    if not 0.0 < _seconds(time_limit) <= MAX_TIME_LIMIT:  # NaN fails this too
         raise ValueError(
             f"time_limit must be a finite number of seconds > 0 and <= {MAX_TIME_LIMIT:g} (None: the world's "
             f"{float(default):g}), got {time_limit!r}"
@@ -54,11 +59,7 @@ def checked_time_limit(time_limit, default: float) -> float:
 def checked_reorder_lag(reorder_lag_s) -> float:
     """``reorder_lag_s`` in seconds as a float; ValueError naming ``reorder_lag_s`` and the value unless a finite
     number >= 0 (a bool or a string refused: ``"0.1"`` failed deep in the reorder buffer, naming no keyword)."""
-    if (
-        isinstance(reorder_lag_s, (bool, np.bool_))
-        or not isinstance(reorder_lag_s, numbers.Real)
-        or not 0.0 <= float(reorder_lag_s) < float("inf")  # NaN fails this too
-    ):
+    if not 0.0 <= _seconds(reorder_lag_s) < math.inf:  # NaN fails this too
         raise ValueError(f"reorder_lag_s must be a finite number of seconds >= 0, got {reorder_lag_s!r}")
     return float(reorder_lag_s)
 
