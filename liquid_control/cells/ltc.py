@@ -260,13 +260,14 @@ class LTCCell(RecurrentCore):
         hundreds of steps of huge states until they overflowed. Non-finite inputs, start or weights (a diverged
         optimizer's) are not the solver's doing: their NaN states go on as with the other solvers."""
         with torch.no_grad():
+            begun = float(start.detach().abs().max()) if start is not None and start.numel() else 0.0
+            largest = float(state.detach().abs().max()) if state.numel() else 0.0
+            if largest <= begun + 1.0:  # within the bound whatever the potentials (the usual step: no more work)
+                return
             reach = [self.vleak.abs().max(), self.erev.abs().max()]
             if self.sensory_erev.numel():
                 reach.append(self.sensory_erev.abs().max())
-            begun = float(start.detach().abs().max()) if start is not None and start.numel() else 0.0
-            bound = begun + 10.0 * float(torch.stack(reach).max()) + 1.0
-            largest = float(state.detach().abs().max()) if state.numel() else 0.0
-            if largest <= bound:  # False for NaN too
+            if largest <= begun + 10.0 * float(torch.stack(reach).max()) + 1.0:  # False for NaN too
                 return
             given = [x, dt, *self.parameters()] + ([start] if start is not None else [])
             if not all(bool(torch.isfinite(t).all()) for t in given):
