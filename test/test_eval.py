@@ -1496,9 +1496,9 @@ def test_no_two_policies_of_a_panel_look_alike_in_the_figures(tmp_path, monkeypa
     from matplotlib.colors import to_hex
     from matplotlib.container import BarContainer, ErrorbarContainer
 
-    from liquid_control.evaluation.figures import pyplot
     from liquid_control.evaluation.report import plot_success_by_shift, plot_sweeps
     from liquid_control.evaluation.summary import CellSummary
+    from liquid_control.figures import pyplot
 
     plt = pyplot()
     drawn = []

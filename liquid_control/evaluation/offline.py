@@ -34,7 +34,8 @@ from liquid_control.bags.stream import (
     policy_runner,
 )
 from liquid_control.evaluation.plan import EvaluationSetupError, check_policy_name, validate_output_folder
-from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME, atomic_path, naming
+from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME, naming
+from liquid_control.figures import pyplot, save_figure
 from liquid_control.runtime.backends import BackendError, load_backend
 
 
@@ -116,11 +117,7 @@ def command_errors(action: np.ndarray, label: np.ndarray, scale, low, high) -> d
 
 
 def _plot(path: Path, result: dict, scale, title: str, names) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     t = result["time"] - result["time"][0]
     n = result["action"].shape[1]
     fig, axes = plt.subplots(n, 1, figsize=(9, 2.2 * n), sharex=True, squeeze=False)
@@ -135,11 +132,7 @@ def _plot(path: Path, result: dict, scale, title: str, names) -> None:
     axes[0, 0].set_title(title, fontsize=9)
     axes[-1, 0].set_xlabel("time in the bag (s); dotted: liquid state reset")
     fig.tight_layout()
-    try:
-        with atomic_path(str(path)) as tmp:  # never a truncated plot where a good one was; errors name the plot
-            fig.savefig(tmp, dpi=90)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def evaluate_offline(

@@ -12,7 +12,6 @@ import re
 import numpy as np
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.evaluation.figures import pyplot
 from liquid_control.evaluation.plan import EvaluationPlan, unique_pairs
 from liquid_control.evaluation.results import atomic_path, naming
 from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_kinds, sweep_factor
@@ -23,6 +22,7 @@ from liquid_control.evaluation.summary import (
     summarize,
     summarize_groups,
 )
+from liquid_control.figures import pyplot, save_figure
 
 # ----------------------------------------------------------------------------------------------- plots
 
@@ -91,11 +91,7 @@ def plot_success_by_shift(
         "Success per shift (mean over training seeds, 95% CI: bootstrap over seeds, then episodes)", fontsize=9
     )
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:  # never a truncated figure where a good one was
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -157,11 +153,7 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.suptitle("Success versus sensor timing")
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:  # never a truncated figure where a good one was
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -240,11 +232,7 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
         fontsize=10,
     )
     fig.tight_layout()
-    try:
-        with atomic_path(path) as tmp:  # never a truncated figure where a good one was
-            fig.savefig(tmp, dpi=100)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path, record
 
 
@@ -588,8 +576,7 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
     rows = [(name, policy, frames_for(p)) for p, (name, policy) in zip(trained, first)]
     shown = [s for s in rows[0][2] if all(s in own for _, _, own in rows)]
     rows = [(name, policy, {s: own[s] for s in shown}) for name, policy, own in rows]
-    with atomic_path(os.path.join(out_dir, "saliency_grid.png")) as tmp:  # each figure replaced whole or not at all
-        saliency.plot_saliency_grid(rows, tmp)
+    saliency.plot_saliency_grid(rows, os.path.join(out_dir, "saliency_grid.png"))  # each figure whole or not at all
     lines = [
         "## What the networks look at",
         "",
@@ -622,7 +609,6 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
         ]
         pair = [next(j for j in pair if j.shift == s) for s in [visual[0]] + shifted[:1]]
         name = f"neuron_traces_{p.name}.png"
-        with atomic_path(os.path.join(out_dir, name)) as tmp:
-            saliency.plot_neuron_traces(pair, tmp)
+        saliency.plot_neuron_traces(pair, os.path.join(out_dir, name))
         lines += [f"Neuron states of `{p.name}` (NCP: inter, command, motor neurons):", "", f"![neurons]({name})", ""]
     return lines

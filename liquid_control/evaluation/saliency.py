@@ -23,8 +23,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from liquid_control.evaluation.figures import pyplot
 from liquid_control.evaluation.plan import EpisodeJob
+from liquid_control.figures import pyplot, save_figure
 
 
 def visual_backprop(encoder, images) -> np.ndarray:
@@ -134,8 +134,7 @@ def plot_saliency_grid(policies: list[tuple[str, object, dict]], path: str) -> s
     inch = 1 / fig.get_figheight()  # the title a fixed distance from the top, above the columns' titles
     fig.suptitle("VisualBackProp saliency (same frames in each column)", fontsize=9, y=1 - 0.08 * inch, va="top")
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 * inch))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path
 
 
@@ -218,6 +217,5 @@ def plot_neuron_traces(jobs: list[EpisodeJob], path: str) -> tuple[str, list[dic
         f"{jobs[0].policy} (training seed {jobs[0].training_seed}): neuron states, episode {jobs[0].episode_seed}"
     )
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path, [t["record"] for t in traces]

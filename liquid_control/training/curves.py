@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from liquid_control.atomic_file import atomic_path
+from liquid_control.figures import pyplot, save_figure
 
 
 def _series(rows: list[dict], kind: str, key: str) -> tuple[list[int], list[float]]:
@@ -19,11 +19,7 @@ def _series(rows: list[dict], kind: str, key: str) -> tuple[list[int], list[floa
 
 def plot_curves(rows: list[dict], path: str | Path, title: str) -> Path:
     """Draw ``rows`` (metrics.csv's, as dicts) into the PNG ``path`` (written atomically); returns it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (loss_ax, success_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
     try:
         epochs, train_loss = _series(rows, "train", "loss")
@@ -58,8 +54,7 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> Path:
             success_ax.text(0.5, 0.5, "no success measured", ha="center", va="center", transform=success_ax.transAxes)
         fig.suptitle(title)
         fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=100)
-    finally:
+    except BaseException:  # a figure that failed to draw is closed too
         plt.close(fig)
-    return Path(path)
+        raise
+    return save_figure(fig, path, dpi=100)
