@@ -679,6 +679,23 @@ def test_corrupt_wrong_and_mismatched_files_raise_checkpoint_error(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
+@pytest.mark.parametrize("cls", [CfC, LTC])
+def test_load_state_dict_refuses_the_synapse_masks_of_another_ncp_seed(cls, tmp_path):
+    """Weights of AutoNCP seed 1 loaded into a core built with seed 2 (same sizes) replaced its masks: it ran seed
+    1's synapses while its ``wiring`` and ``config()`` said seed 2's, and the checkpoint save_model wrote of it said
+    so too."""
+    trained, other = cls(5, AutoNCP(16, 2, seed=1)), cls(5, AutoNCP(16, 2, seed=2))
+    with pytest.raises(RuntimeError, match=r"cell\..*mask.*: synapse masks of another wiring .*auto_ncp seed 2"):
+        other.load_state_dict(trained.state_dict())
+    same = cls(5, AutoNCP(16, 2, seed=1)).double()  # the same wiring loads, in any dtype
+    same.load_state_dict(trained.state_dict())
+    path, _ = _mutated_checkpoint(
+        tmp_path, "seed.pt", lambda p: p.__setitem__("config", other.config()), model=trained
+    )  # a checkpoint whose config was swapped for another seed's
+    with pytest.raises(CheckpointError, match=r"(?s)seed.pt: weights do not match the config .*synapse masks"):
+        load_model(path)
+
+
 def _mutated_checkpoint(tmp_path, name, mutate, model=None):
     good = save_model(tmp_path / "good.pt", model if model is not None else CfC(3, 4, backbone_units=8))
     payload = torch.load(good, weights_only=True)

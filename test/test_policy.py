@@ -321,6 +321,23 @@ def test_action_bounds_in_the_weights_must_match_the_config(tmp_path):
     assert loaded.action_low.tolist() == [-1.0, -0.5] and loaded.action_high.tolist() == [1.0, 0.5]
 
 
+@pytest.mark.parametrize("core", ["cfc", "ltc"])
+def test_an_ncp_seed_edited_in_the_config_is_refused_at_load_not_run_with_the_files_synapses(tmp_path, core):
+    """The weights' synapse masks came from the file while the config (and ``policy.core.wiring``, the export's
+    metadata) described the edited seed's synapses: a policy that said one wiring and ran another."""
+    policy = Policy.from_config(small_config({"type": core, "units": 8, "wiring": "ncp", "seed": 3}))
+    good = save_policy(tmp_path / "good.pt", policy)
+    payload = torch.load(good, weights_only=True)
+    payload["config"]["core"]["seed"] = 4
+    torch.save(payload, tmp_path / "seed.pt")
+    assert not np.array_equal(  # seed 4 draws other synapses of the same sizes
+        Policy.from_config(payload["config"]).core.wiring.adjacency, policy.core.wiring.adjacency
+    )
+    with pytest.raises(PolicyLoadError, match=r"seed.pt: config does not match the weights: core\..*mask.* seed 4"):
+        load_policy(tmp_path / "seed.pt")
+    assert load_policy(good).core.wiring == policy.core.wiring
+
+
 @pytest.mark.parametrize("metadata", ["abc", 5, [1, 2]])
 def test_malformed_metadata_is_the_loaders_named_error(tmp_path, metadata):
     from liquid_control.policy import read_metadata
@@ -635,5 +652,5 @@ def test_the_shipped_node_parameter_files_reset_on_the_gap_training_and_evaluati
     files = sorted(config_dir().glob("*_policy.yaml"))
     assert len(files) >= 3
     for path in files:
-        params = yaml.safe_load(path.read_text())["policy_node"]["ros__parameters"]
+        params = yaml.safe_load(path.read_text())["/**/policy_node"]["ros__parameters"]
         assert params.get("max_gap_s", DEFAULT_MAX_GAP_S) == DEFAULT_MAX_GAP_S, path.name

@@ -236,6 +236,10 @@ class CfCCell(RecurrentCore):
             "activation": self.activation,
         }
 
+    def wiring_masks(self) -> dict:
+        """Each wired block's head mask (the wiring's synapses into its layer); none without a wiring."""
+        return {f"blocks.{l}.head_mask": b.head_mask for l, b in enumerate(self.blocks) if b.head_mask is not None}
+
     def step_context(self):
         """Each block's ``context()`` (masked weights and first-map parts), formed once per sequence."""
         return [block.context() for block in self.blocks]

@@ -300,9 +300,33 @@ class RecurrentCore(nn.Module):
         self.invalidate_fast_path()
         return super()._apply(fn, *args, **kwargs)
 
-    def _load_from_state_dict(self, *args, **kwargs):
+    def wiring_masks(self) -> dict[str, torch.Tensor]:
+        """The buffers that hold this core's synapses (state_dict name -> mask), drawn from its ``wiring``."""
+        return {}
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
+        """As torch's, but refuses synapse masks of another wiring: loaded, they replaced this core's masks while its
+        ``wiring`` (and ``config()``, a saved checkpoint's config, an export's metadata) still described the old
+        synapses, e.g. weights of ``AutoNCP(19, 2, seed=22222)`` in a core built with ``seed=7``."""
         self.invalidate_fast_path()
-        return super()._load_from_state_dict(*args, **kwargs)
+        other = [
+            prefix + name
+            for name, mask in self.wiring_masks().items()
+            if torch.is_tensor(given := state_dict.get(prefix + name))
+            and given.shape == mask.shape
+            and not torch.equal(given.to(mask), mask)
+        ]
+        if other:
+            seed = self.wiring.params.get("seed")
+            error_msgs.append(
+                f"{', '.join(other)}: synapse masks of another wiring than this core's ({self.wiring.kind}"
+                f"{'' if seed is None else f' seed {seed}'}, {self.wiring.synapse_count} synapses): the weights were "
+                "trained with other synapses; build the core from their own config (load_model, load_policy, "
+                "build_core) instead"
+            )
+        return super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs
+        )
 
 
 def xavier_uniform_(weight: torch.Tensor, fan_in: int, fan_out: int) -> None:

@@ -171,6 +171,10 @@ class LTCCell(RecurrentCore):
             "epsilon": self.epsilon,
         }
 
+    def wiring_masks(self) -> dict:
+        """The synapse masks of the wiring (between neurons, from the inputs)."""
+        return {"sparsity_mask": self.sparsity_mask, "sensory_sparsity_mask": self.sensory_sparsity_mask}
+
     # ---- hooks ---------------------------------------------------------------------------------------
     def step_context(self) -> dict:
         """Positive (softplus) weights, capacitances and leaks, masked by the wiring, formed once per sequence."""

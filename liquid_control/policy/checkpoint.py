@@ -160,7 +160,11 @@ def load_policy(path: str | Path) -> Policy:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise PolicyLoadError(f"{path}: non-finite weights in {', '.join(bad[:5])}")
-    policy.load_state_dict(state)
+    try:
+        policy.load_state_dict(state)
+    except RuntimeError as exc:  # e.g. the synapse masks of another NCP wiring than the config's (core.seed edited)
+        problems = str(exc).split(":", 1)[-1].strip().replace("\n\t", " ")
+        raise PolicyLoadError(f"{path}: config does not match the weights: {problems}") from None
     policy.metadata = dict(payload.get("metadata") or {})
     return policy.eval()
 
