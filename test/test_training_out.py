@@ -103,6 +103,34 @@ def test_a_start_that_trained_nothing_leaves_nothing_and_blocks_nothing(tmp_path
 
 
 @pytest.mark.parametrize(
+    "section,setting,message",
+    [
+        ("core", {"solver": "rk4"}, "core.solver: 'rk4' would be ignored, it applies to core.type ltc only"),
+        ("training", {"lr_final": 0.01}, "training.lr_final: 0.01 is above training.lr 0.002"),
+    ],
+)
+def test_resume_into_a_new_folder_starts_a_run_with_the_checks_of_a_new_one(
+    tmp_path, capsys, section, setting, message
+):
+    """Before: --resume into a new or empty folder (which starts the run) skipped the checks a resumed run of an
+    older version may not meet: a setting without effect was trained past and a learning rate rising from
+    training.lr to lr_final was used, where the same command without --resume refused them."""
+    config = yaml.safe_load(open(ROVER))
+    config[section].update(setting)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    tiny = ["training.demonstrations=1", "training.dagger_rounds=0", "training.epochs_first=1"]
+    tiny += ["training.eval_episodes=0", "training.max_episode_steps=5"]  # a short run, were one accepted
+    sets = [a for item in tiny for a in ("--set", item)]
+    for resume in ([], ["--resume"]):
+        out = tmp_path / f"r{len(resume)}"
+        code = cli.main(["train", "--config", str(path), "--out", str(out), "--no-progress", *sets, *resume])
+        err = capsys.readouterr().err
+        assert code == 2 and f"error: {path}: {message}" in err, err
+        assert not out.exists()
+
+
+@pytest.mark.parametrize(
     "flags,message",
     [
         (["--seed", "-1"], "seed (--seed) must be an integer >= 0, got -1"),

@@ -220,6 +220,14 @@ def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
             )
 
 
+def _run_config(config: str | Path | dict, overrides: dict | None, data: dict | None, strict: bool) -> dict:
+    """The run's validated config: the file or dict, then the overrides (``strict``: see ``validate_config``)."""
+    cfg = load_config(config, strict) if isinstance(config, (str, Path)) else validate_config(config, strict)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, strict)
+    return cfg if data is None else bag_data.force_bag_schedule(cfg)
+
+
 def _log(message: str) -> None:
     from tqdm import tqdm
 
@@ -274,11 +282,7 @@ def train(
     # A run being resumed may have started before a check of settings without effect existed (load_policy's
     # reason for strict=False): it continues as it began; the comparison with its config.yaml below still holds.
     strict = not resume
-    cfg = load_config(config, strict) if isinstance(config, (str, Path)) else validate_config(config, strict)
-    if overrides:
-        cfg = apply_overrides(cfg, overrides, strict)
-    if data is not None:
-        cfg = bag_data.force_bag_schedule(cfg)
+    cfg = _run_config(config, overrides, data, strict)
     try:  # a config naming inputs its world does not have is refused before anything is written
         world = world_class(cfg)
     except PolicyConfigError as exc:
@@ -315,6 +319,8 @@ def train(
             f"training.sensor_rate_range / jitter_range: world {cfg['world']!r} has no sensor timings to vary"
         )
     resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
+    if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
+        cfg = _run_config(config, overrides, data, strict=True)
     # Every check of a resume comes before anything is written, so a refused resume changes nothing.
     if resume and saved.is_file():
         check_saved_config(saved, cfg)
