@@ -330,6 +330,23 @@ def test_cli_export_refuses_an_opset_it_cannot_write_and_the_checkpoint_as_outpu
     assert cli.main(["export", str(pt), "--opset", "13"]) == 0  # the oldest opset every policy kind exports to
 
 
+def test_cli_export_writes_only_a_dot_onnx_file(tmp_path, capsys):
+    """`-o` naming the model card, another run's policy.pt or a name without .onnx replaced that file with an ONNX
+    model (exit 0) that load_backend and policy_node then refused or read as a checkpoint; now exit 2, untouched."""
+    torch.manual_seed(3)
+    pt = save_policy(tmp_path / "bal.pt", Policy.from_config(BALANCER))
+    card, other = tmp_path / "bal.md", save_policy(tmp_path / "other.pt", Policy.from_config(BALANCER))
+    card.write_text("# model card\n")
+    kept = {card: card.read_bytes(), other: other.read_bytes()}
+    for out in (card, other, tmp_path / "bal", tmp_path / "bal.ONNX"):
+        assert cli.main(["export", str(pt), "-o", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"liquid-control export: error: --output {out}: give a .onnx file"), err
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.md", "bal.pt", "other.pt"]
+    assert cli.main(["export", str(pt), "-o", str(tmp_path / "bal.onnx")]) == 0
+
+
 def test_export_leaves_no_truncated_model_and_parity_sees_nan(tmp_path, monkeypatch):
     """A failed write leaves the previous export as it was (onnx.save wrote in place); an export whose
     outputs are NaN no longer passes the parity check with a difference of 0."""

@@ -497,7 +497,9 @@ def load_for_export(path: str | Path):
 def add_arguments(parser):
     """The options of ``liquid-control export``."""
     parser.add_argument("policy", help="policy checkpoint (.pt) to export")
-    parser.add_argument("-o", "--output", help="ONNX file to write (default: the checkpoint's name with .onnx)")
+    parser.add_argument(
+        "-o", "--output", help="ONNX file to write, ending in .onnx (default: the checkpoint's name with .onnx)"
+    )
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset, {MIN_OPSET} or newer (default {OPSET})")
 
 
@@ -525,6 +527,14 @@ def run(args) -> int:
     if out.resolve() == Path(args.policy).resolve():
         print(
             f"liquid-control export: error: {out} is the checkpoint itself: give another output file (-o)",
+            file=sys.stderr,
+        )
+        return 2
+    if out.suffix != ".onnx":  # e.g. -o the model card or another run's policy.pt: replaced by an ONNX model
+        print(
+            f"liquid-control export: error: --output {out}: give a .onnx file (load_backend and policy_node tell "
+            f"an export from a checkpoint by that suffix; {out.name} would not run, and the file there would be "
+            "replaced)",
             file=sys.stderr,
         )
         return 2
