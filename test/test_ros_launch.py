@@ -10,7 +10,6 @@ import types
 from pathlib import Path
 
 import pytest
-import yaml
 
 from liquid_control import paths
 from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
@@ -93,7 +92,7 @@ def check_node(node):
     for f in files:
         assert Path(f).is_file() and Path(f).parent.name == "config"
         assert Path(f).name in [p.name for p in (ROOT / "config").glob("*.yaml")]  # installed by setup.py
-        params = yaml.safe_load(Path(f).read_text())[kw["name"]]["ros__parameters"]
+        params = graph._file_parameters(Path(f), kw["name"])  # the sections ROS gives that node
         assert set(params) <= DECLARED[kw["name"]], set(params) - DECLARED[kw["name"]]
     assert set(overrides) <= DECLARED[kw["name"]]
     return overrides

@@ -89,8 +89,20 @@ class NodeDescription:
         return argv
 
 
+def _file_parameters(path: Path, node: str) -> dict:
+    """The parameters ``path`` gives the node ``/<node>``: every section that applies to it (``policy_node:``,
+    ``/**/policy_node:``, ``/**:`` ...; ``bags.stream.section_applies``), a later one overriding an earlier one."""
+    from liquid_control.bags.stream import section_applies
+
+    values = {}
+    for section, body in (load_yaml(path.read_text()) or {}).items():
+        if isinstance(body, dict) and section_applies(str(section), f"/{node}"):
+            values.update(body.get("ros__parameters") or {})
+    return values
+
+
 def _policy_parameters(path: Path) -> dict:
-    return load_yaml(path.read_text())["policy_node"]["ros__parameters"]
+    return _file_parameters(path, "policy_node")
 
 
 def taken_episode_bags(folder: str, seed: int, episodes: int) -> list[str]:
@@ -672,7 +684,7 @@ def run_sim(args, announce=None) -> SimRun:
     episodes = max(1, args.episodes)
     episode_limit = {"LiquidRover-v0": rover, "LiquidBalanceNav-v0": balance_nav}.get(args.world, balancer).TIME_LIMIT
     sim = nodes[0]  # its graph wait (wait_for_subscribers_s) comes once, before the first episode
-    sim_params = load_yaml(Path(sim.parameter_files[0]).read_text())["sim_node"]["ros__parameters"]
+    sim_params = _file_parameters(Path(sim.parameter_files[0]), "sim_node")
     policy_file_parameters = _policy_parameters(Path(nodes[1].parameter_files[0]))
     graph_wait = float(sim.parameters.get("wait_for_subscribers_s", sim_params.get("wait_for_subscribers_s", 30.0)))
     timeout = args.timeout or default_timeout(args.episodes, episode_limit, args.real_time_factor, graph_wait)

@@ -181,7 +181,10 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
         "before the first episode, wait up to this long for the sensor subscribers and the command publisher"
         " (it ends as soon as they are there)",
     ),
-    "policy_reset_service": ("", "std_srvs/Trigger called before each episode (e.g. /policy_node/reset)"),
+    "policy_reset_service": (
+        "",
+        "std_srvs/Trigger called before each episode (e.g. policy_node/reset: the policy node of this namespace)",
+    ),
     "frame_prefix": ("", "prefix of the frame ids (odom, base_link, imu, camera, camera_optical, wheels)"),
     "camera_info_topic": (
         "",
