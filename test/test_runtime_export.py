@@ -1,5 +1,6 @@
 """`liquid-control export`: the single-step ONNX model matches torch to 1e-5; the runtime runs it without torch."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -10,7 +11,7 @@ from liquid_control import cli
 from liquid_control.policy import Policy, save_policy
 from liquid_control.runtime import backends
 from liquid_control.runtime.backends import BackendError, OnnxBackend, TorchBackend, load_backend
-from liquid_control.runtime.export import export_onnx, parity
+from liquid_control.runtime.export import ExportError, export_checked, export_onnx, parity
 from liquid_control.runtime.runner import PolicyRunner
 
 ROVER = {
@@ -328,6 +329,25 @@ def test_cli_export_refuses_an_opset_it_cannot_write_and_the_checkpoint_as_outpu
     err = capsys.readouterr().err
     assert err.startswith(f"liquid-control export: error: cannot write {pt / 'bal.onnx'}: File exists ({pt})"), err
     assert cli.main(["export", str(pt), "--opset", "13"]) == 0  # the oldest opset every policy kind exports to
+
+
+def test_a_float64_policy_runs_in_float64_and_its_export_says_to_convert_it(tmp_path):
+    """TorchBackend cast the initial state to float32 and every step failed ("CfCCell's weights are torch.float64,
+    x is torch.float32", a user could not convert x); the export failed on "state must have x's dtype"."""
+    torch.manual_seed(0)
+    policy = Policy.from_config(BALANCER).eval()
+    runners = PolicyRunner(TorchBackend(policy)), PolicyRunner(TorchBackend(copy.deepcopy(policy).double()))
+    assert runners[1].state.dtype == np.float64
+    rng = np.random.default_rng(0)
+    for k in range(30):
+        for sensor, shape in (("wheels", 2), ("command", 2), ("imu", 6)):
+            value = rng.normal(size=shape)
+            results = [runner.submit(sensor, 10.0 + 0.01 * k + 0.001 * len(sensor), value) for runner in runners]
+    assert results[1].status == "updated" and runners[1].state.dtype == np.float64
+    np.testing.assert_allclose(results[1].action, results[0].action, atol=1e-5)
+    with pytest.raises(ExportError, match=r"computes in float32, the policy's weights are torch.float64: .*float\(\)"):
+        export_checked(copy.deepcopy(policy).double(), tmp_path / "p.onnx")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_export_writes_only_a_dot_onnx_file(tmp_path, capsys):

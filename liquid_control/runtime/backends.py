@@ -117,11 +117,13 @@ class TorchBackend:
         self.policy = policy.eval()
         self.config = policy.config
         self.spec = ObservationSpec.from_config(self.config)
+        self._state_dtype = self.initial_state().dtype
 
     def initial_state(self) -> np.ndarray:
-        """The policy's initial state for one sample (float32)."""
+        """The policy's initial state for one sample, in the policy's precision (float32; float64 for a policy
+        moved to float64, whose state ``step`` keeps in float64)."""
         with self._torch.no_grad():
-            return self.policy.initial_state(1)[0].detach().cpu().numpy().astype(np.float32)
+            return self.policy.initial_state(1)[0].detach().cpu().numpy()
 
     def step(
         self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
@@ -131,10 +133,9 @@ class TorchBackend:
         torch = self._torch
         with torch.no_grad():
             batch = {key: torch.from_numpy(np.ascontiguousarray(np.asarray(value)[None])) for key, value in obs.items()}
-            action, new_state = self.policy.step(
-                batch, torch.from_numpy(state[None]), torch.tensor([dt], dtype=torch.float32), encode=encode
-            )
-        return action[0].numpy().astype(np.float64), new_state[0].numpy().astype(np.float32)
+            state = torch.from_numpy(np.asarray(state, dtype=self._state_dtype)[None])
+            action, new_state = self.policy.step(batch, state, torch.tensor([dt], dtype=torch.float32), encode=encode)
+        return action[0].numpy().astype(np.float64), new_state[0].numpy()
 
     def close(self):
         """Drop the policy."""

@@ -297,6 +297,11 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, sou
     import torch
     from onnx import TensorProto, helper
 
+    dtype = next(policy.parameters()).dtype
+    if dtype != torch.float32:  # traced with float32 inputs: a float64 policy failed on a state dtype of its core
+        raise ExportError(
+            f"the ONNX model computes in float32, the policy's weights are {dtype}: export policy.float()"
+        )
     spec = ObservationSpec.from_config(policy.config)
     inputs = example_inputs(policy)
     core_size = policy.core.state_size
@@ -458,6 +463,8 @@ def export_checked(
     try:
         try:
             export_onnx(policy, check, opset=opset, source=source, source_sha256=source_sha256)
+        except ExportError:
+            raise
         except (RuntimeError, ValueError, onnx.checker.ValidationError) as exc:  # BackendError, OnnxExporterError
             reason = (str(exc).strip().splitlines() or [""])[0]  # the exporter adds a line on where to ask for it
             raise ExportError(f"cannot be exported to ONNX: {type(exc).__name__}: {reason}") from exc

@@ -387,7 +387,7 @@ class PolicyRunner:
         problem = output_problem(action, new_state, self.spec.action_size)
         if problem:
             return self._failed(dt, reset, problem)
-        self._state = np.asarray(new_state, dtype=np.float32)
+        self._state = np.asarray(new_state, dtype=self._state.dtype)  # the backend's (float64: a float64 policy)
         self._stale_encoders.clear()
         self._carried_dt = 0.0
         self._dts.append(dt)
