@@ -135,3 +135,27 @@ print("exitcode", worker.exitcode)  # the pool's shutdown joined its manager thr
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.stdout.split() == ["exitcode", "130"], done.stdout + done.stderr
     assert "KeyboardInterrupt" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "base,setting,message",
+    [
+        ("cfc_rover", {"shift": "wintr"}, "training.shift: unknown or invalid shift 'wintr'"),
+        ("cfc_rover", {"demonstrations": 1001}, "training.demonstrations: must be <= 1000, got 1001"),
+        ("cfc_balance_nav_camera_only", {"sun_elevation_range": [30, 90]}, "no light named 'sun' to move"),
+    ],
+)
+def test_a_setting_its_world_cannot_give_is_refused_naming_the_file(tmp_path, capsys, base, setting, message):
+    """Before: what the config file asked of its world (a shift, a sun to move) or a schedule past the episode seeds'
+    bounds was refused naming the key but not the file, while a bad value or an input the world lacks named both."""
+    import yaml
+
+    config = yaml.safe_load(open(f"policies/configs/{base}.yaml"))
+    config["training"].update(setting)
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+    assert cli.main(["train", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control train: error: {path}: ") and message in err, err
+    assert not out.exists()

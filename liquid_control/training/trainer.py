@@ -220,6 +220,40 @@ def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
             )
 
 
+def check_world_settings(cfg: dict, data: dict | None) -> None:
+    """Refuse what a validated config asks of its world that the world cannot give, before anything is written
+    (PolicyConfigError or TrainingError naming the key): inputs it lacks, a shift it does not have, input and action
+    sizes, a sun to move, sensor timings to vary; ``data`` (a run from bags): the settings bags cannot honour."""
+    world = world_class(cfg)
+    shift = cfg["training"]["shift"]
+    if shift and data is None:  # checked here, named: the world would refuse it unnamed, later
+        from sim_envs.shifts import shift_for_world
+
+        try:  # a world that declares no sensors (another gymnasium env) gets the parse check only
+            shift_for_world(shift, cfg["world"], getattr(world, "sensor_names", None) or None)
+        except ValueError as exc:
+            raise PolicyConfigError(f"training.shift: {exc}") from None
+    sun = cfg["training"]["sun_elevation_range"] is not None
+    if sun and data is not None:
+        raise TrainingError(
+            "training.sun_elevation_range: a run from bags renders nothing (its frames are recorded); leave it null"
+        )
+    if data is None:  # input and action sizes the world does not have: refused now, not after the demonstrations
+        env = make_env(cfg)
+        try:
+            if sun:
+                EpisodeSun.light_id(env.unwrapped)
+        except ValueError as exc:
+            raise TrainingError(f"{exc} (world {cfg['world']!r})") from None
+        finally:
+            env.close()
+    timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
+    if timing and data is None and not getattr(world, "sensor_names", ()):
+        raise TrainingError(
+            f"training.sensor_rate_range / jitter_range: world {cfg['world']!r} has no sensor timings to vary"
+        )
+
+
 def _run_config(config: str | Path | dict, overrides: dict | None, data: dict | None, strict: bool) -> dict:
     """The run's validated config: the file or dict, then the overrides (``strict``: see ``validate_config``)."""
     cfg = load_config(config, strict) if isinstance(config, (str, Path)) else validate_config(config, strict)
@@ -283,41 +317,12 @@ def train(
     # reason for strict=False): it continues as it began; the comparison with its config.yaml below still holds.
     strict = not resume
     cfg = _run_config(config, overrides, data, strict)
-    try:  # a config naming inputs its world does not have is refused before anything is written
-        world = world_class(cfg)
-    except PolicyConfigError as exc:
-        raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
+    try:  # what the config asks of its world (and the episode seeds of its schedule), before anything is written
+        check_world_settings(cfg, data)
+        check_episode_seeds(cfg, 0, simulated=data is None)
+    except (PolicyConfigError, TrainingError) as exc:  # named with the file, as load_config names its own
+        raise type(exc)(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
     check_episode_seeds(cfg, seed, simulated=data is None)
-    shift = cfg["training"]["shift"]
-    if shift and data is None:  # checked here, named: the world would refuse it unnamed, later
-        from sim_envs.shifts import shift_for_world
-
-        try:  # a world that declares no sensors (another gymnasium env) gets the parse check only
-            shift_for_world(shift, cfg["world"], getattr(world, "sensor_names", None) or None)
-        except ValueError as exc:
-            raise PolicyConfigError(f"training.shift: {exc}") from None
-    sun = cfg["training"]["sun_elevation_range"] is not None
-    if sun and data is not None:
-        raise TrainingError(
-            "training.sun_elevation_range: a run from bags renders nothing (its frames are recorded); leave it null"
-        )
-    if data is None:  # input and action sizes the world does not have: refused now, not after the demonstrations
-        try:
-            env = make_env(cfg)
-        except PolicyConfigError as exc:
-            raise PolicyConfigError(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
-        try:
-            if sun:
-                EpisodeSun.light_id(env.unwrapped)
-        except ValueError as exc:
-            raise TrainingError(f"{exc} (world {cfg['world']!r})") from None
-        finally:
-            env.close()
-    timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
-    if timing and data is None and not getattr(world, "sensor_names", ()):
-        raise TrainingError(
-            f"training.sensor_rate_range / jitter_range: world {cfg['world']!r} has no sensor timings to vary"
-        )
     resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
         cfg = _run_config(config, overrides, data, strict=True)
