@@ -149,6 +149,34 @@ def test_a_silent_input_names_the_publishers_of_another_type_on_its_topic(policy
     assert "/camera/image_raw has" not in watchdog  # no publisher at all there: nothing of another type
 
 
+def test_a_silent_input_names_a_best_effort_publisher_its_reliable_subscription_never_receives(policy_node):
+    """A camera driver with sensor-data QoS (best effort) beside `sensor_qos_reliability: reliable`: DDS never
+    matches them, rclpy said so once when it discovered the driver, and the watchdog said only `camera silent`
+    while the camera published every frame."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import Image, Imu
+
+    node, probe, spin, warnings = policy_node
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    assert node.set_parameters([Parameter("sensor_qos_reliability", value="reliable")])[0].successful
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    probe.publisher(Image, "camera/image_raw", qos_profile_sensor_data)
+    probe.publisher(Imu, "imu/data", 10)  # reliable: matched, and no word about it
+    found = lambda: all(len(node.get_publishers_info_by_topic(t)) == 1 for t in ("/camera/image_raw", "/imu/data"))  # noqa: E731
+    assert spin(30.0, until=found)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert spin(10.0, until=lambda: any(w.startswith("watchdog:") for w in warnings)), warnings
+    watchdog = next(w for w in warnings if w.startswith("watchdog:"))
+    assert "camera silent" in watchdog, watchdog
+    assert (
+        "/camera/image_raw has publishers offering best effort (probe), which a reliable subscription never "
+        "receives (sensor_qos_reliability: reliable): set it to best_effort"
+    ) in watchdog
+    assert "/imu/data has" not in watchdog
+
+
 def test_a_failing_graph_query_does_not_keep_back_the_watchdogs_stop(policy_node):
     """Before: the watchdog's warning (naming publishers of another type, a ROS graph query) was built before the
     stop was published; when the query raised, no stop went out and the exception ended the timer callback."""

@@ -612,7 +612,9 @@ class PolicyNode(LifecycleNode):
             self._publish_stop("watchdog")  # first (nothing below may keep it back); repeated while stale
             if not self._stale:
                 ages = ", ".join(self._silence(k, now) for k in stale)
-                self.get_logger().warning(f"watchdog: {ages} (> {timeout} s): stop command{self._wrong_types(stale)}")
+                self.get_logger().warning(
+                    f"watchdog: {ages} (> {timeout} s): stop command{self._unmatched_publishers(stale)}"
+                )
         elif self._stale:
             self._commanding_again()
         was_stale, self._stale = self._stale, stale
@@ -631,10 +633,13 @@ class PolicyNode(LifecycleNode):
         reasons = ", ".join(f"{reason} {n}" for reason, n in rejected.most_common())
         return f"{sensor}: no usable message for {since:.2f} s ({sum(rejected.values())} rejected: {reasons})"
 
-    def _wrong_types(self, sensors) -> str:
-        """Publishers of another message type on the silent inputs' topics, in words (empty if none): DDS never
-        matches them with the node's subscription, so the input reads as silent without any other message."""
+    def _unmatched_publishers(self, sensors) -> str:
+        """Publishers on the silent inputs' topics that DDS never matches with the node's subscription, in words
+        (empty if none): of another message type, or offering best effort to a reliable subscription
+        (``sensor_qos_reliability: reliable`` beside a camera driver's sensor-data QoS). The input reads as silent;
+        rclpy says the QoS is incompatible once, when it discovers the publisher, which may be long before."""
         found = []
+        reliable = self.settings.sensor_qos_reliability == "reliable"
         for sensor in sensors:
             topic, wanted = self._input_topics[sensor], message_type_name(SENSORS[sensor][0])
             try:
@@ -645,6 +650,16 @@ class PolicyNode(LifecycleNode):
             other = sorted({i.topic_type for i in publishers} - {wanted})
             if other:
                 found.append(f"{topic} has publishers of type {', '.join(other)}, the {sensor} input takes {wanted}")
+            best_effort = [
+                i.node_name
+                for i in publishers
+                if i.topic_type == wanted and i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
+            ]
+            if reliable and best_effort:
+                found.append(
+                    f"{topic} has publishers offering best effort ({', '.join(sorted(set(best_effort)))}), which a "
+                    f"reliable subscription never receives (sensor_qos_reliability: reliable): set it to best_effort"
+                )
         return "; " + "; ".join(found) if found else ""
 
     def _stale_inputs(self, now: float) -> list[str]:
