@@ -134,6 +134,8 @@ def test_cli_export_and_fallback_without_torch(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(backends, "torch_available", lambda: False)  # a robot without the training stack
     with pytest.raises(BackendError, match="torch is not installed and there is no exported rover.onnx"):
         load_backend(pt)
+    with pytest.raises(BackendError, match=r"rover.pt: backend 'torch' was requested but torch is not installed"):
+        load_backend(pt, "torch")  # was a ModuleNotFoundError from liquid_control.policy, naming no file
     assert cli.main(["export", str(pt)]) == 0
     out = capsys.readouterr().out
     assert "max_abs_diff_vs_torch" in out and (tmp_path / "rover.onnx").is_file()

@@ -493,6 +493,13 @@ def _choose_backend(path: Path, backend: str):
         return _export_of(path, onnx_path)
     if not path.is_file():
         raise BackendError(f"{path}: no such policy file")
+    if backend == "torch" and not torch_available():  # was a ModuleNotFoundError from liquid_control.policy
+        instead = (
+            f"backend 'auto' or 'onnx' runs its export {onnx_path.name} next to it"
+            if onnx_path.is_file()
+            else f"export it where torch is (`liquid-control export {path}`) and run that with backend 'auto' or 'onnx'"
+        )
+        raise BackendError(f"{path}: backend 'torch' was requested but torch is not installed here; {instead}")
     skipped = None
     if backend == "auto" and onnx_path.is_file():
         if importlib.util.find_spec("onnxruntime") is None:
