@@ -322,3 +322,16 @@ def test_a_policys_world_waits_for_the_inputs_its_node_waits_for():
         assert env_kwargs(cfg)["policy_inputs"] == tuple(spec.sensors), path.name
         compared += 1
     assert compared >= 10
+
+
+def test_an_empty_beta_for_dagger_rounds_and_an_augmentation_named_twice_are_refused():
+    """Before: `beta: []` with DAgger rounds was read as [0.0] (every round driven by the policy alone, nowhere
+    documented), and `augmentation: [noise, noise]` validated while the noise was applied once, as with one."""
+    cfg = yaml.safe_load(ROVER.read_text())
+    with pytest.raises(PolicyConfigError, match=r"^training.beta: \[\] gives the 4 DAgger round\(s\) .* no expert"):
+        validate_config(dict(cfg, training=dict(cfg["training"], beta=[])))
+    assert validate_config(dict(cfg, training=dict(cfg["training"], beta=[], dagger_rounds=0)))["training"]["beta"]
+    twice = dict(cfg["training"], augmentation=["noise", "blur", "noise"])
+    with pytest.raises(PolicyConfigError, match=r"^training.augmentation: 'noise' named twice; each kind is applied"):
+        validate_config(dict(cfg, training=twice))
+    assert validate_config(dict(cfg, training=twice), strict=False)["training"]["augmentation"] == twice["augmentation"]

@@ -451,6 +451,18 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
             f"is cosine-decayed from lr to lr_final, and would rise: set training.lr_final <= lr too (its default is "
             f"{_TRAINING['lr_final']['default']:g})"
         )
+    if strict and not training["beta"] and training["dagger_rounds"]:  # was read as [0.0]: the policy alone
+        raise PolicyConfigError(
+            f"training.beta: [] gives the {training['dagger_rounds']} DAgger round(s) (training.dagger_rounds) no "
+            f"expert share; give one per round, the last one holding for the rounds past its end (e.g. "
+            f"{_TRAINING['beta']['default']}; [0.0]: the policy drives alone)"
+        )
+    twice = sorted({kind for i, kind in enumerate(training["augmentation"]) if kind in training["augmentation"][:i]})
+    if strict and twice:  # each kind is applied once, with its own range: a second mention changed nothing
+        raise PolicyConfigError(
+            f"training.augmentation: {', '.join(map(repr, twice))} named twice; each kind is applied once (its range: "
+            f"docs/training.md), name it once"
+        )
     for key in ("sensor_rate_range", "jitter_range", "sun_elevation_range"):
         span = cfg["training"][key]
         if span is not None and (len(span) != 2 or span[0] > span[1]):
