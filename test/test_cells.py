@@ -677,6 +677,13 @@ def test_corrupt_wrong_and_mismatched_files_raise_checkpoint_error(tmp_path):
         load_model(tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="missing.pt: no such checkpoint file"):
         load_model(tmp_path / "missing.pt")
+    (tmp_path / "run").mkdir()  # was 'no such checkpoint file'
+    with pytest.raises(CheckpointError, match="run: is a folder, not a checkpoint file"):
+        load_model(tmp_path / "run")
+    payload["format"] = "liquid_control.policy"  # was 'no format marker'
+    torch.save(payload, tmp_path / "policy.pt")
+    with pytest.raises(CheckpointError, match="policy.pt: a policy file, not a liquid_control.core .*load_policy"):
+        load_model(tmp_path / "policy.pt")
 
 
 @pytest.mark.parametrize("cls", [CfC, LTC])

@@ -104,6 +104,8 @@ def save_model(path: str | os.PathLike, module: nn.Module) -> Path:
 def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
     """Rebuild the saved core and load its weights; any problem is a ``CheckpointError`` naming the file."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -113,7 +115,11 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
     except Exception as exc:  # corrupt, truncated, not a torch file
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint (no format marker)")
+        other = payload.get("format") if isinstance(payload, dict) else None
+        if other == "liquid_control.policy":  # save_policy's: a whole policy, whose core is policy.core
+            raise CheckpointError(f"{path}: a policy file, not a {FORMAT} checkpoint: load it with load_policy")
+        what = f"a {other!r} file" if isinstance(other, str) else "no format marker"
+        raise CheckpointError(f"{path}: not a {FORMAT} checkpoint ({what})")
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r}, this code reads {VERSION}")
     if "state_dict" not in payload:
