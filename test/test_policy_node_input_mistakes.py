@@ -267,3 +267,25 @@ def test_an_input_whose_every_message_is_rejected_is_not_called_silent(policy_no
     watchdog = next(w for w in warnings if w.startswith("watchdog:"))
     assert "camera: no usable message for " in watchdog and " rejected: bad_shape " in watchdog, watchdog
     assert "camera silent" not in watchdog and "imu silent" in watchdog  # the IMU sent nothing at all
+
+
+def test_a_camera_of_an_unsupported_encoding_is_not_called_silent(policy_node):
+    """A usb_cam publishing yuv422 (its default), every frame rejected before the runner (bad_encoding): the
+    watchdog said `camera silent 0.20 s`, as for a dead driver; a frame of the wrong size was already named."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from liquid_control.conventions.image_conversion import numpy_to_image
+
+    node, _probe, spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    image = numpy_to_image(np.zeros((8, 8, 3), np.uint8), "rgb8")
+    image.encoding = "yuv422"
+
+    def rejected_frames_until_the_watchdog_speaks():
+        image.header.stamp = node.get_clock().now().to_msg()
+        node._on_image(image)  # every frame arrives, none can be converted
+        return any(w.startswith("watchdog:") for w in warnings)
+
+    assert spin(10.0, until=rejected_frames_until_the_watchdog_speaks), warnings
+    watchdog = next(w for w in warnings if w.startswith("watchdog:"))
+    assert "camera: no usable message for " in watchdog and " rejected: bad_encoding " in watchdog, watchdog

@@ -492,7 +492,7 @@ class PolicyNode(LifecycleNode):
         try:
             value = image_to_numpy(msg, "rgb8")
         except ImageConversionError as exc:
-            self.runner.reject(CAMERA, BAD_ENCODING)
+            self._reject(CAMERA, BAD_ENCODING)
             if self._may_log("bad_encoding"):
                 self.get_logger().warning(f"camera image on {self._input_topics[CAMERA]} rejected: {exc}")
             return
@@ -522,13 +522,20 @@ class PolicyNode(LifecycleNode):
         when a needed joint has no name or no velocity in the message."""
         value, lacking = velocities_by_name(msg.name, msg.velocity, self._joint_names)
         if value is None:
-            self.runner.reject("wheels", MISSING_JOINT)
+            self._reject("wheels", MISSING_JOINT)
             if self._may_log("missing_joint"):
                 self.get_logger().warning(
                     f"wheels message rejected ({MISSING_JOINT}): no velocity for {', '.join(map(repr, lacking))} "
                     f"(joint_names); it names {list(msg.name)} with {len(msg.velocity)} velocities"
                 )
         return value
+
+    def _reject(self, sensor: str, reason: str):
+        """A message the node rejects before the runner (one it cannot read): counted as the runner counts its own
+        rejections, and for the watchdog, which names an input whose every message is rejected with the reasons
+        (a yuv422 camera was called `camera silent`)."""
+        self.runner.reject(sensor, reason)
+        self._rejected_since_accepted.setdefault(sensor, Counter())[reason] += 1
 
     def _on_reading(self, sensor: str, stamp_msg, value):
         now = self._now()
