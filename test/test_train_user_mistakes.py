@@ -159,3 +159,23 @@ def test_a_setting_its_world_cannot_give_is_refused_naming_the_file(tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith(f"liquid-control train: error: {path}: ") and message in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "section,message",
+    [
+        ("{bags: recordings/day1}", "data.bags: expected a list of bag folders, got str 'recordings/day1'"),
+        ("{bags: [x], window: 1e3}", "data.window: expected an integer, got float 1000.0"),
+        ("{bags: [x], windw: 64}", "data: unknown key(s) 'windw'; valid keys: bags,"),
+    ],
+)
+def test_a_bad_data_section_is_refused_naming_the_file_and_what_the_key_takes(tmp_path, capsys, section, message):
+    """Before: a config file's data: section with a mistake was refused without naming the file, a wrong type as
+    "data.bags: wrong type str ('recordings/day1')", which did not say what the key takes."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(open("policies/configs/cfc_ncp_rover.yaml").read() + f"data: {section}\n")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--config", str(path), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control train: error: {path}: {message}"), err
+    assert not out.exists()

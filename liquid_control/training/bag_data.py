@@ -84,6 +84,16 @@ DATA_KEYS = {
     "allow_truncated": bool,
     "window": int,
 }
+DATA_KIND_NAMES = {  # what each key takes, in a refusal's words
+    "bags": "a list of bag folders",
+    "validation": "a list of bag folders",
+    "node_params": "a parameter file's path or null",
+    "topics": "a mapping",
+    "command_topic": "a topic name or null",
+    "label": "a mapping",
+    "allow_truncated": "true or false",
+    "window": "an integer",
+}
 DATA_DEFAULTS = {
     "bags": [],
     "validation": [],
@@ -142,7 +152,7 @@ def validate_data(section: dict, options=()) -> dict:
     out = copy.deepcopy(DATA_DEFAULTS)
     for key, value in section.items():
         if not isinstance(value, DATA_KEYS[key]) or (DATA_KEYS[key] is int and isinstance(value, bool)):
-            raise ValueError(f"data.{key}: wrong type {type(value).__name__} ({value!r})")
+            raise ValueError(f"data.{key}: expected {DATA_KIND_NAMES[key]}, got {type(value).__name__} {value!r}")
         out[key] = copy.deepcopy(value)
     if not out["bags"]:
         raise ValueError("data.bags: no training bags given (--bag DIR, or data: bags: [...])")
@@ -201,14 +211,14 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
     data settings, or None for a simulated run. Without a config, a resumed bag run's ``data.yaml`` is the section
     (``--resume --set data.window=...`` changes it; the run refuses a change once it has trained an epoch).
     """
-    section = None
+    section = source = None  # source: the config file the data: section comes from, named in its refusals
     if isinstance(config, (str, Path)):
         from liquid_control.policy.config import read_config_yaml
 
         path = Path(config)
         raw = read_config_yaml(path)  # errors name the file (missing, not YAML, a key given twice)
         if isinstance(raw, dict) and "data" in raw:
-            section = raw.pop("data")
+            section, source = raw.pop("data"), path
             from liquid_control.policy import validate_config
 
             try:
@@ -249,7 +259,8 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
     try:
         return config, validate_data(merged, options=data)
     except (ValueError, BagError) as exc:  # a wrong key, or a bag not there (expand_bags)
-        raise TrainingError(str(exc)) from None
+        in_file = source is not None and str(exc).startswith("data")  # a key of the file's section, not an option
+        raise TrainingError(f"{source}: {exc}" if in_file else str(exc)) from None
 
 
 def bag_data_spec(cfg: dict, data: dict):
