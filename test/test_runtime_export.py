@@ -186,6 +186,20 @@ def test_auto_runs_an_export_only_of_the_checkpoint_next_to_it(tmp_path, monkeyp
     assert "not a usable ONNX policy" in load_backend(pt).note
 
 
+def test_a_folder_given_as_the_policy_is_named_as_one(tmp_path):
+    """A training run's folder was an 'unknown policy file type', a folder named x.pt 'no such policy file'."""
+    run = tmp_path / "run"
+    save_policy(run / "policy.pt", Policy.from_config(BALANCER))
+    (tmp_path / "x.pt").mkdir()
+    for backend in ("auto", "torch", "onnx"):
+        with pytest.raises(
+            BackendError, match=rf"run: is a folder, not a policy file; did you mean {run / 'policy.pt'}"
+        ):
+            load_backend(run, backend)
+        with pytest.raises(BackendError, match=r"x.pt: is a folder, not a policy file$"):
+            load_backend(tmp_path / "x.pt", backend)
+
+
 def test_an_unreadable_checkpoint_next_to_its_export_is_named(tmp_path, monkeypatch):
     """Before: with an .onnx beside it, a .pt that could not be read (permissions) escaped `load_backend` as a raw
     PermissionError from hashing it (policy_node and eval catch BackendError); without the .onnx it was named."""

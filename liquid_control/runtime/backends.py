@@ -456,6 +456,11 @@ def load_backend(path: str | Path, backend: str = "auto", warn: bool = True):
 def _choose_backend(path: Path, backend: str):
     if backend not in ("auto", "torch", "onnx"):
         raise BackendError(f"unknown backend {backend!r}; choose from auto, torch, onnx")
+    if path.is_dir():  # e.g. a training run's folder (was 'unknown policy file type', or for x.pt 'no such file')
+        inside = [path / name for name in ("policy.pt", "policy.onnx") if (path / name).is_file()]
+        raise BackendError(
+            f"{path}: is a folder, not a policy file" + (f"; did you mean {inside[0]}?" if inside else "")
+        )
     if path.suffix == ".onnx":
         if backend == "torch":
             raise BackendError(f"{path}: an ONNX model cannot run with the torch backend")
