@@ -200,6 +200,16 @@ def test_a_folder_given_as_the_policy_is_named_as_one(tmp_path):
             load_backend(tmp_path / "x.pt", backend)
 
 
+def test_a_checkpoint_renamed_to_onnx_is_said_to_be_one(tmp_path):
+    """onnxruntime's 'INVALID_PROTOBUF ... Protobuf parsing failed' was all a user copying files to a robot read."""
+    renamed = save_policy(tmp_path / "policy.onnx", Policy.from_config(BALANCER))
+    for backend in ("auto", "onnx"):
+        with pytest.raises(BackendError, match=r"policy.onnx: not a loadable ONNX model \(it is a torch checkpoint"):
+            load_backend(renamed, backend)
+    with pytest.raises(ValueError, match=r"policy.onnx: not a loadable ONNX model \(it is a torch checkpoint"):
+        backends.read_onnx_metadata(renamed)
+
+
 def test_an_unreadable_checkpoint_next_to_its_export_is_named(tmp_path, monkeypatch):
     """Before: with an .onnx beside it, a .pt that could not be read (permissions) escaped `load_backend` as a raw
     PermissionError from hashing it (policy_node and eval catch BackendError); without the .onnx it was named."""

@@ -159,7 +159,7 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise BackendError(f"{path}: not a loadable ONNX model ({exc})") from exc
+            raise BackendError(f"{path}: not a loadable ONNX model ({_not_onnx(path, exc)})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
         if ONNX_CONFIG_KEY not in meta:
             raise BackendError(
@@ -376,6 +376,19 @@ def import_onnxruntime(path: str | Path):
     return onnxruntime
 
 
+def _not_onnx(path, exc: Exception) -> str:
+    """Why onnxruntime could not load ``path``: a torch checkpoint (torch.save's zip archive) renamed to .onnx is
+    said as such, anything else is onnxruntime's own message ("Protobuf parsing failed" told a user nothing)."""
+    try:
+        with open(path, "rb") as handle:
+            torch_zip = handle.read(4) == b"PK\x03\x04"
+    except OSError:
+        torch_zip = False
+    if torch_zip:
+        return "it is a torch checkpoint (torch.save's zip archive), not an ONNX model: a renamed .pt?"
+    return str(exc)
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX model file (where an export keeps its policy config), read the way
     ``OnnxBackend`` reads them: with onnxruntime, what a robot that runs ONNX policies has (the onnx package
@@ -384,7 +397,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ValueError(f"{path}: not a loadable ONNX model ({exc})") from None
+        raise ValueError(f"{path}: not a loadable ONNX model ({_not_onnx(path, exc)})") from None
     return dict(session.get_modelmeta().custom_metadata_map)
 
 
