@@ -125,6 +125,22 @@ def test_nan_imu_readings_are_named_as_not_finite(tmp_path):
         assert "no state update" not in message
 
 
+def test_an_imu_without_a_gyro_is_named_as_not_provided(tmp_path, monkeypatch):
+    """An IMU driver without a gyroscope publishes zeros with angular_velocity_covariance[0] = -1 (sensor_msgs/Imu:
+    not provided): those zeros trained the policy as a robot that never turns, as the node commanded from them."""
+    imu_message = M.imu_message
+
+    def without_gyro(reading, stamp, **kwargs):
+        msg = imu_message(np.r_[0, 0, 0, reading[3:]], stamp, **kwargs)
+        msg.angular_velocity_covariance[0] = -1.0
+        return msg
+
+    monkeypatch.setattr(M, "imu_message", without_gyro)
+    bag = _bag(tmp_path / "no_gyro")
+    for message in _refusal(bag, CAMERA_IMU, tmp_path):
+        assert f"/imu/data (imu): {N} of {N} messages rejected, not_provided {N}: the driver marks" in message
+
+
 def test_an_empty_bag_says_it_holds_no_messages(tmp_path):
     """Before: "no command on /cmd_vel (set --command-topic)" though /cmd_vel is in the bag (without a message)."""
     bag = tmp_path / "empty"

@@ -289,3 +289,28 @@ def test_a_camera_of_an_unsupported_encoding_is_not_called_silent(policy_node):
     assert spin(10.0, until=rejected_frames_until_the_watchdog_speaks), warnings
     watchdog = next(w for w in warnings if w.startswith("watchdog:"))
     assert "camera: no usable message for " in watchdog and " rejected: bad_encoding " in watchdog, watchdog
+
+
+def test_an_imu_message_marking_its_gyro_not_provided_is_rejected_and_an_unknown_orientation_is_not(policy_node):
+    """sensor_msgs/Imu: -1 in element 0 of a field's covariance marks the field as not provided. An IMU without a
+    gyroscope publishes zeros there, which the node took as a gyro reading of a robot at rest; the orientation's
+    -1 (sim_node's, an IMU without a fusion filter) concerns nothing the policy reads."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import Imu
+
+    node, _probe, _spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    msg = Imu()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.linear_acceleration.z = 9.8
+    msg.orientation_covariance[0] = -1.0
+    node._on_vector("imu", msg)
+    assert node.runner.counters["received.imu"] == 1 and node.runner.rejected_total() == 0
+    msg.angular_velocity_covariance[0] = -1.0
+    msg.header.stamp = node.get_clock().now().to_msg()
+    node._on_vector("imu", msg)
+    assert node.runner.counters["rejected.not_provided"] == 1 and node.runner.counters["rejected_by_sensor.imu"] == 1
+    assert any(
+        w.startswith("imu message on /imu/data rejected (not_provided): angular_velocity not provided")
+        for w in warnings
+    ), warnings

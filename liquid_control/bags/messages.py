@@ -15,6 +15,7 @@ import numpy as np
 
 from liquid_control.conventions import stamps
 from liquid_control.conventions.image_conversion import HOST_BIGENDIAN, image_to_numpy
+from liquid_control.conventions.imu import imu_reading
 
 from .io import typestore
 
@@ -47,12 +48,12 @@ def stamp_seconds(msg) -> float | None:
 
 def sensor_reading(sensor: str, msg) -> np.ndarray:
     """The reading ``policy_node`` takes from a message of ``sensor`` (raises ImageConversionError for a bad
-    image, as the node rejects it)."""
+    image, ImuFieldNotProvided for an Imu marking gyro or accelerometer as not provided, as the node rejects
+    them)."""
     if sensor == "camera":
         return image_to_numpy(msg, "rgb8")
-    if sensor == "imu":
-        w, a = msg.angular_velocity, msg.linear_acceleration
-        return np.array([w.x, w.y, w.z, a.x, a.y, a.z], dtype=np.float64)
+    if sensor == "imu":  # ImuFieldNotProvided for an IMU without a gyro, as the node rejects it
+        return imu_reading(msg)
     if sensor == "wheels":
         return np.asarray(msg.velocity, dtype=np.float64)
     if sensor == "command":

@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 from liquid_control.conventions.image_conversion import ENCODINGS, ImageConversionError
+from liquid_control.conventions.imu import NOT_PROVIDED, ImuFieldNotProvided
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
@@ -615,6 +616,11 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
                     continue
             else:
                 value = sensor_reading(sensor, decoded)
+        except ImuFieldNotProvided:  # the node rejects it the same way (runner.reject: its counters)
+            runner.reject(sensor, NOT_PROVIDED)
+            stats.reject(sensor, NOT_PROVIDED)
+            stats.held(sensor, driven, t, max_gap_s)
+            continue
         except ImageConversionError as exc:  # the node rejects it the same way (runner.reject: its counters)
             runner.reject(sensor, BAD_ENCODING)
             stats.reject(sensor, BAD_ENCODING)
@@ -745,6 +751,11 @@ def rejection_hint(sensor: str, reason: str, stats: StreamStats, spec: BagDataSp
         return (
             "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
             "without --use-sim-time)"
+        )
+    if reason == NOT_PROVIDED:
+        return (
+            "the driver marks angular_velocity or linear_acceleration as not provided (covariance[0] = -1, "
+            "sensor_msgs/Imu): an IMU without a gyroscope or accelerometer; the policy reads both"
         )
     if reason == MISSING_JOINT:
         return (

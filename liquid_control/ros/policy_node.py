@@ -46,6 +46,7 @@ from std_srvs.srv import Trigger
 
 from liquid_control.conventions import stamps
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
+from liquid_control.conventions.imu import NOT_PROVIDED, ImuFieldNotProvided, imu_reading
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
@@ -74,20 +75,15 @@ PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process sta
 CLOCK_PARAMETERS = ("use_sim_time",)
 
 
-# sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion,
-# the wheels' PolicyNode._wheel_velocities (by joint name)
-def _imu_reading(msg):
-    w, a = msg.angular_velocity, msg.linear_acceleration
-    return np.array([w.x, w.y, w.z, a.x, a.y, a.z], dtype=np.float64)
-
-
 # Inputs that are setpoints, not sensors: held until changed (across liquid-state resets, see the runner), so
 # their silence is not a fault for the watchdog.
 SETPOINTS = R.SETPOINTS
 
+# sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion,
+# the wheels' PolicyNode._wheel_velocities (by joint name)
 SENSORS = {
     CAMERA: (Image, "camera_topic", None),
-    "imu": (Imu, "imu_topic", _imu_reading),
+    "imu": (Imu, "imu_topic", imu_reading),  # ImuFieldNotProvided: rejected (not_provided)
     "wheels": (JointState, "wheels_topic", None),  # read by joint name: PolicyNode._wheel_velocities
     "command": (Twist, "target_topic", lambda msg: np.array([msg.linear.x, msg.angular.z])),
 }
@@ -513,7 +509,15 @@ class PolicyNode(LifecycleNode):
     def _on_vector(self, sensor: str, msg):
         if not self._active and not (sensor in SETPOINTS and self.runner is not None):
             return  # inactive: sensor messages are ignored, a setpoint is kept (the latest one in any state)
-        value = self._wheel_velocities(msg) if sensor == "wheels" else SENSORS[sensor][2](msg)
+        try:
+            value = self._wheel_velocities(msg) if sensor == "wheels" else SENSORS[sensor][2](msg)
+        except ImuFieldNotProvided as exc:  # an IMU without a gyro: its zeros are no reading
+            self._reject(sensor, NOT_PROVIDED)
+            if self._may_log(NOT_PROVIDED):
+                self.get_logger().warning(
+                    f"{sensor} message on {self._input_topics[sensor]} rejected ({NOT_PROVIDED}): {exc}"
+                )
+            return
         if value is not None:
             self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, value)
 
