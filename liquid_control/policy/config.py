@@ -672,6 +672,8 @@ def set_dotted(raw: dict, dotted: str, value) -> None:
     node = raw
     parts = dotted.split(".")
     for depth, part in enumerate(parts[:-1]):
+        if part in node and node[part] is None:  # a section left null (training.yaw_recovery): set, it has this key
+            node[part] = {}
         if part in node and not isinstance(node[part], dict):
             raise PolicyConfigError(f"override {dotted!r}: {part!r} is a value, not a section")
         if part not in node:
