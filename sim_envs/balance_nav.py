@@ -106,7 +106,6 @@ def balance_nav_xml(shift, width: int, height: int) -> str:
         <geom type="cylinder" size="{WHEEL_RADIUS} 0.012" zaxis="0 1 0" mass="{0.15 * m:.4f}" rgba="0.1 0.1 0.1 1"/>
       </body>
     </body>
-    <camera name="chase" mode="trackcom" pos="-1.8 0 0.9" xyaxes="0 -1 0 0.45 0 1"/>
     {trees}
     <body name="target" mocap="true" pos="3 0 0">
       <geom type="cylinder" size="0.15 0.6" pos="0 0 0.6" material="target" contype="0" conaffinity="0"/>
@@ -148,6 +147,7 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
     wait_for_all_sensors = True
     action_kind = "wheel_torques"
     default_time_limit = TIME_LIMIT
+    chase_view = ("base", 1.6, -15.0)  # render(): from behind the robot (FrontCamera)
 
     def __init__(
         self,

@@ -188,7 +188,6 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
               material="wheel"/>
       </body>
     </body>
-    <camera name="chase" mode="trackcom" pos="-2.5 0 1.6" xyaxes="0 -1 0 0.5 0 1"/>
     {trees}
     {bushes}
     <body name="target" mocap="true" pos="5 0 0">
@@ -219,6 +218,7 @@ class LiquidRoverEnv(FrontCamera, TimedMujocoWorld):
     input_sensors = {"camera": "camera", "imu": "imu"}
     action_kind = "twist"
     default_time_limit = TIME_LIMIT
+    chase_view = ("rover", 2.2, -18.0)  # render(): from behind the robot (FrontCamera)
 
     def __init__(
         self,

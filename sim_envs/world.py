@@ -646,15 +646,23 @@ class FrustumCull:
 
 class FrontCamera:
     """The camera sensor of a world with a ``front`` camera (its renderer shared with same-looking worlds of this
-    process, see ``shared_renderer``), the camera-noise shift, and the ``chase`` view of ``render()``; mixed into
-    a :class:`TimedMujocoWorld` that sets ``image_shape`` and calls ``_init_camera()`` after building its model."""
+    process, see ``shared_renderer``), the camera-noise shift, and the chase view of ``render()``; mixed into
+    a :class:`TimedMujocoWorld` that sets ``image_shape`` and ``chase_view`` and calls ``_init_camera()`` after
+    building its model.
 
+    ``chase_view``: (robot body, distance m, elevation deg) of ``render()``'s camera, which looks at the body's
+    centre of mass from behind it along its heading (yaw only, so the view does not pitch with a balancer). A
+    ``trackcom`` camera of the world body followed the whole world's centre of mass, the trees' included: it hung
+    ~20 m up and showed no robot."""
+
+    chase_view: tuple  # set by each world
     _process_local = TimedMujocoWorld._process_local + (
         "_renderer",
         "_renderer_key",
         "_chase_renderer",
         "_scene_option",
         "_front_camera",
+        "_chase_camera",
     )
 
     def _init_camera(self) -> None:
@@ -662,14 +670,19 @@ class FrontCamera:
         self._renderer_key = None
         self._chase_renderer = None
         self._front_view = FrustumCull(self.model, "front", aspect=self.image_shape[1] / self.image_shape[0])
+        self._chase_body = self.model.body(self.chase_view[0]).id
         self._init_views()
 
     def _init_views(self) -> None:
-        """MuJoCo's scene option and the front camera (neither can be pickled: a copy makes its own)."""
+        """MuJoCo's scene option, the front camera and the chase camera (none can be pickled: a copy makes its
+        own)."""
         self._scene_option = mujoco.MjvOption()
         self._front_camera = mujoco.MjvCamera()
         self._front_camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
         self._front_camera.fixedcamid = self._front_view.camera
+        self._chase_camera = mujoco.MjvCamera()
+        self._chase_camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+        _, self._chase_camera.distance, self._chase_camera.elevation = self.chase_view
 
     def _rebuild_process_local(self) -> None:
         super()._rebuild_process_local()
@@ -707,12 +720,16 @@ class FrontCamera:
         return image
 
     def render(self):
-        """A 320x240 RGB frame from the chase camera in ``rgb_array`` mode, else None."""
+        """A 320x240 RGB frame from behind the robot (``chase_view``) in ``rgb_array`` mode, else None."""
         if self.render_mode != "rgb_array":
             return None
         if self._chase_renderer is None:
             self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)
-        self._chase_renderer.update_scene(self.data, camera="chase", scene_option=self._scene_option)
+        body, camera = self._chase_body, self._chase_camera
+        rotation = self.data.xmat[body]  # row-major: the body's x axis is (rotation[0], rotation[3], rotation[6])
+        camera.lookat[:] = self.data.subtree_com[body]
+        camera.azimuth = math.degrees(math.atan2(rotation[3], rotation[0]))
+        self._chase_renderer.update_scene(self.data, camera=camera, scene_option=self._scene_option)
         return self._chase_renderer.render()
 
     def close(self):

@@ -1,0 +1,55 @@
+"""The worlds as gymnasium's own tools see them: ``render()`` in ``rgb_array`` mode (what RecordVideo and
+HumanRendering show)."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import sim_envs
+
+
+def _without(model, geoms, render):
+    """``render()`` with ``geoms`` (a boolean mask) left out of the scene (alpha 0), the model restored after."""
+    alpha = model.geom_rgba[geoms, 3].copy()
+    model.geom_rgba[geoms, 3] = 0.0
+    try:
+        return render()
+    finally:
+        model.geom_rgba[geoms, 3] = alpha
+
+
+@pytest.mark.parametrize("world", list(sim_envs.WORLDS))
+def test_render_shows_the_robot(world):
+    """The robot fills a visible part of the middle of every ``render()`` frame, whatever its start heading.
+
+    Before: the rover's and balance-nav's ``chase`` camera was a ``trackcom`` camera of the world body, so it followed
+    the centre of mass of the whole world, the trees' included: it hung ~20 m up, looking at the horizon, and no
+    frame (no RecordVideo video) showed the robot at all."""
+    env = gym.make(world, render_mode="rgb_array", time_limit=2.0)
+    model = env.unwrapped.model
+    robot = model.body_rootid[model.geom_bodyid] == model.body_rootid[model.jnt_bodyid[0]]  # the free body's geoms
+    for seed in (0, 1, 2):
+        env.reset(seed=seed)
+        for step in range(30):
+            if step % 10 == 0:
+                frame = env.render()
+                assert frame.shape == (240, 320, 3)
+                drawn = np.any(frame != _without(model, robot, env.render), axis=2)
+                assert drawn.mean() > 0.01, f"seed {seed} step {step}: the robot covers {drawn.mean():.2%} of the frame"
+                assert abs(np.nonzero(drawn)[1].mean() - 160) < 60, f"seed {seed} step {step}: robot off centre"
+            env.step(env.unwrapped.expert_action())
+    env.close()
+
+
+@pytest.mark.parametrize("world", ["LiquidRover-v0", "LiquidBalanceNav-v0"])
+def test_render_looks_from_behind_the_robot_towards_its_target(world):
+    """The target starts within +-35 deg of the robot's heading: a view from behind the robot shows it, whichever way
+    the robot faces (a camera fixed in world orientation showed it only for headings near the world's +x)."""
+    env = gym.make(world, render_mode="rgb_array")
+    model = env.unwrapped.model
+    target = model.geom_bodyid == model.body("target").id
+    for seed in range(6):
+        env.reset(seed=seed)
+        drawn = np.any(env.render() != _without(model, target, env.render), axis=2)
+        assert drawn.mean() > 0.001, f"seed {seed}: the target covers {drawn.mean():.3%} of the frame"
+    env.close()
