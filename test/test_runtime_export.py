@@ -210,6 +210,32 @@ def test_a_checkpoint_renamed_to_onnx_is_said_to_be_one(tmp_path):
         backends.read_onnx_metadata(renamed)
 
 
+def test_both_backends_take_the_same_observations(tmp_path):
+    """step() of the backend load_backend chose: numpy's float64, lists and a Python int event ran with torch but
+    were onnxruntime's 'Unexpected input data type' with the export beside the .pt (what `auto` then runs)."""
+    torch.manual_seed(5)
+    pt = save_policy(tmp_path / "fusion.pt", Policy.from_config(FUSION))
+    assert cli.main(["export", str(pt)]) == 0
+    rng = np.random.default_rng(0)
+    exact = {
+        "image": rng.integers(0, 256, (16, 16, 3), dtype=np.uint8),
+        "imu": rng.normal(size=6).astype(np.float32),
+        "wheels": rng.normal(size=2).astype(np.float32),
+        "event": np.int64(1),
+        "ages": np.array([0.05, 0.0], dtype=np.float32),
+    }
+    loose = dict(exact, imu=exact["imu"].astype(np.float64), wheels=exact["wheels"].tolist(), event=1, ages=[0.05, 0])
+    for backend in (load_backend(pt, "torch"), load_backend(pt)):
+        state = backend.initial_state()
+        action = backend.step(exact, state, 0.02)[0]
+        np.testing.assert_array_equal(backend.step(loose, state, 0.02)[0], action)
+        with pytest.raises(ValueError, match=r"observation lacks 'wheels' \(has ages, event, image, imu\)"):
+            backend.step({k: v for k, v in exact.items() if k != "wheels"}, state, 0.02)
+    assert isinstance(backend, OnnxBackend)
+    with pytest.raises(ValueError, match=r"fusion.onnx: 'image' must be uint8 \(H, W, 3\) .*got float32"):
+        backend.step(dict(exact, image=exact["image"].astype(np.float32)), state, 0.02)
+
+
 def test_an_unreadable_checkpoint_next_to_its_export_is_named(tmp_path, monkeypatch):
     """Before: with an .onnx beside it, a .pt that could not be read (permissions) escaped `load_backend` as a raw
     PermissionError from hashing it (policy_node and eval catch BackendError); without the .onnx it was named."""

@@ -177,6 +177,7 @@ class OnnxBackend:
         # the float inputs step() checks, per encoder (the camera's uint8 frame cannot be NaN), then the time inputs
         self._finite_inputs = tuple((e, sensors) for e, sensors in self.spec.encoders.items() if e != CAMERA)
         self.state_size = check_onnx_signature(path, self.session, self.spec)
+        self._observation_inputs = [ObservationSpec.obs_key(s) for s in self.spec.sensors] + list(self.spec.timing)
 
     def initial_state(self) -> np.ndarray:
         """The policy's initial state: zeros of the graph's state size (as ``Policy.initial_state``)."""
@@ -206,13 +207,28 @@ class OnnxBackend:
             dt32 = np.float32(dt)
         if not 0.0 <= dt32 < np.inf:  # as the torch policy: the graph's sub-step count would take any dt
             raise ValueError(f"{self.path}: dt must be finite and >= 0, got {dt}")
-        feed = {key: np.ascontiguousarray(np.asarray(value)[None]) for key, value in obs.items()}
+        feed = {key: np.ascontiguousarray(self._input(key, obs)[None]) for key in self._observation_inputs}
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = dt32.reshape(1)
         for encoder in self.spec.encoders:
             feed[encode_input(encoder)] = np.array(encode is None or encoder in encode)
         action, new_state = self.session.run(["action", "state_out"], feed)
         return action[0].astype(np.float64), new_state[0].astype(np.float32)
+
+    def _input(self, key: str, obs: dict) -> np.ndarray:
+        """``obs[key]`` in the graph's dtype, as the torch policy takes it: vectors and ``ages`` of any real dtype (a
+        list, numpy's float64) as float32, ``event`` as int64; onnxruntime refused anything but its exact dtype
+        ("Unexpected input data type"), so code that ran with torch failed once an export lay beside the .pt."""
+        if key not in obs:
+            raise ValueError(f"{self.path}: observation lacks {key!r} (has {', '.join(sorted(obs))})")
+        value = np.asarray(obs[key])
+        if key == "image":
+            if value.dtype != np.uint8:  # a float frame has no one meaning (0-1 or 0-255): not converted
+                raise ValueError(
+                    f"{self.path}: 'image' must be uint8 (H, W, 3) as a camera gives it, got {value.dtype}"
+                )
+            return value
+        return value.astype(np.int64 if key == "event" else np.float32)
 
     def close(self):
         """Drop the onnxruntime session."""
