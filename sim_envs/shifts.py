@@ -121,7 +121,11 @@ class Shift:
         }
 
     def __add__(self, other: "Shift") -> "Shift":
-        """Compose: ``self`` with every setting that ``other`` changes."""
+        """Compose: ``self`` with every setting that ``other`` changes. Shifts only: ``Shift() + "fog=0.5"`` is
+        Python's TypeError naming both types (it was an AttributeError on ``str.changed``); parse a string or a
+        dict first (``parse_shift``)."""
+        if not isinstance(other, Shift):
+            return NotImplemented
         return replace(self, **other.changed())
 
     def to_string(self) -> str:

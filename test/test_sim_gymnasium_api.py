@@ -1,11 +1,12 @@
 """The worlds as gymnasium's own tools see them: ``render()`` in ``rgb_array`` mode (what RecordVideo and
-HumanRendering show)."""
+HumanRendering show), and composing shifts."""
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import sim_envs
+from sim_envs.shifts import Shift, parse_shift
 
 
 def _without(model, geoms, render):
@@ -53,3 +54,12 @@ def test_render_looks_from_behind_the_robot_towards_its_target(world):
         drawn = np.any(env.render() != _without(model, target, env.render), axis=2)
         assert drawn.mean() > 0.001, f"seed {seed}: the target covers {drawn.mean():.3%} of the frame"
     env.close()
+
+
+@pytest.mark.parametrize("other", ["fog=0.5", {"fog": 0.5}, None])
+def test_a_shift_adds_only_a_shift(other):
+    """``a + b`` composes two Shifts; anything else is Python's TypeError naming both types (before: an
+    AttributeError, "'str' object has no attribute 'changed'")."""
+    with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for \+: 'Shift' and"):
+        Shift(season="winter") + other
+    assert Shift(season="winter") + parse_shift(other) == Shift(season="winter", fog=0.5 if other else 0.0)
