@@ -1085,3 +1085,42 @@ def test_a_sensor_stamping_ahead_of_the_node_clock_is_logged_with_by_how_much(po
     assert ahead.split(" s ahead of the node clock, more than max_future_stamp_s 1 s, stamp ")[1].endswith(")")
     assert 4.5 < float(ahead.split(" s ahead", 1)[0]) <= 5.0, rejected[0]
     assert rig.node.runner.counters["updates"] == 0
+
+
+def test_a_transition_that_raises_while_active_is_logged_and_still_stops_the_robot(policy_file, ros, monkeypatch):
+    """Before: an exception in deactivate (or shutdown) before its stop command went to rclpy, which turns it into
+    ERROR without logging it; on_error then freed the node without a stop, so the robot kept the last command and
+    nothing said why the node was suddenly unconfigured."""
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros import policy_node
+
+    make, spin = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    listener = make(rclpy.node.Node, "listener")
+    received = []
+    subscription = listener.create_subscription(
+        Float64MultiArray, "torques", lambda m: received.append(list(m.data)), 10
+    )
+    errors = []
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    wait_until_heard(node, subscription, spin)
+    stops_before, original = node._stops_published, policy_node._hold_heap
+    failures = []
+
+    def failing_once(n, active):
+        if not active and not failures:
+            failures.append(1)
+            raise RuntimeError("heap bookkeeping broke")
+        original(n, active)
+
+    monkeypatch.setattr(policy_node, "_hold_heap", failing_once)
+    received.clear()
+    assert node.trigger_deactivate() == TransitionCallbackReturn.ERROR
+    assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
+    assert node._stops_published == stops_before + 1 and not node._active and node.runner is None
+    assert any("deactivate failed: RuntimeError: heap bookkeeping broke" in e for e in errors), errors
+    spin(5.0, until=lambda: received)
+    assert received and received[-1] == [0.0, 0.0]

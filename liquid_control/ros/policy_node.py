@@ -342,31 +342,54 @@ class PolicyNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop commanding: publish a stop command and hold (timers stopped; model and subscriptions kept)."""
-        self._active = False
-        _hold_heap(self, False)
-        self._publish_stop("deactivated")
-        self._cancel_activity_timers()
-        self.get_logger().info("inactive: stop command published, holding")
-        return super().on_deactivate(state)
+        with self._logging_failure("deactivate"):
+            _hold_heap(self, False)
+            self._stop_if_active("deactivated")
+            self._cancel_activity_timers()
+            self.get_logger().info("inactive: stop command published, holding")
+            return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Free the model and the entities created at configure."""
-        self._release()
-        return super().on_cleanup(state)
+        with self._logging_failure("cleanup"):
+            self._release()
+            return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Publish a stop command if active, then free everything."""
-        if self._active:
-            self._active = False
-            self._publish_stop("shutdown")
-        self._release()
-        return super().on_shutdown(state)
+        with self._logging_failure("shutdown"):
+            self._stop_if_active("shutdown")
+            self._release()
+            return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Stop and free everything; SUCCESS returns the node to unconfigured."""
-        self._active = False
+        """A transition raised (logged by ``_logging_failure``): publish a stop command if the node was still
+        commanding (the robot would keep the last one), then free everything; SUCCESS returns the node to
+        unconfigured."""
+        try:
+            self._stop_if_active("error")
+        except Exception as exc:  # the publisher may be what failed: free the rest anyway
+            self.get_logger().error(
+                f"error processing: no stop command could be published: {type(exc).__name__}: {exc}"
+            )
         self._release()
+        self.get_logger().error("error processing: model and entities freed, unconfigured (configure to start again)")
         return TransitionCallbackReturn.SUCCESS
+
+    @contextlib.contextmanager
+    def _logging_failure(self, transition: str):
+        """Log an exception of a transition before rclpy turns it into ERROR without a word (then on_error runs)."""
+        try:
+            yield
+        except Exception as exc:
+            self._fail(transition, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def _stop_if_active(self, why: str) -> None:
+        """End commanding; a node that was commanding publishes a stop command."""
+        if self._active:
+            self._active = False
+            self._publish_stop(why)
 
     def _cancel_activity_timers(self):
         for timer in self._activity_timers:
