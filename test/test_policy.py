@@ -1,6 +1,7 @@
 """Policy layer: config validation, sequence/step equivalence, dt handling, policy files, PolicyAgent."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -336,6 +337,19 @@ def test_an_ncp_seed_edited_in_the_config_is_refused_at_load_not_run_with_the_fi
     with pytest.raises(PolicyLoadError, match=r"seed.pt: config does not match the weights: core\..*mask.* seed 4"):
         load_policy(tmp_path / "seed.pt")
     assert load_policy(good).core.wiring == policy.core.wiring
+
+
+@pytest.mark.parametrize("value", [np.float64(0.9), np.arange(3), Path("runs/x"), object()])
+def test_save_policy_refuses_metadata_that_load_policy_could_not_read_back(tmp_path, value):
+    """A numpy scalar (np.mean of the successes) was written, and the file refused at load as one holding pickled
+    objects ('use a file written by liquid_control (... save_policy ...)'): found only on the robot."""
+    policy = Policy.from_config(small_config())
+    with pytest.raises(TypeError, match=rf"save_policy: metadata\['success'\] is {type(value).__name__} .*convert it"):
+        save_policy(tmp_path / "p.pt", policy, {"seed": 1, "success": value})
+    assert list(tmp_path.iterdir()) == []
+    plain = {"seed": 1, "success": 0.9, "episodes": [1, 2], "eval": {"ok": True, "x": None}, "t": torch.ones(2)}
+    loaded = load_policy(save_policy(tmp_path / "p.pt", policy, plain)).metadata
+    assert loaded["eval"] == plain["eval"] and torch.equal(loaded["t"], plain["t"])
 
 
 @pytest.mark.parametrize("metadata", ["abc", 5, [1, 2]])
