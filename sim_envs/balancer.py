@@ -262,7 +262,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
 
     def render(self):
         """A 320x240 RGB frame from the side camera in ``rgb_array`` mode, else None."""
-        if self.render_mode != "rgb_array":
+        if self._without_render_mode():
             return None
         if self._renderer is None:
             self._renderer = make_renderer(self.model, 240, 320)

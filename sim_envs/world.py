@@ -245,6 +245,18 @@ class TimedMujocoWorld(gym.Env):
     def _rebuild_process_local(self) -> None:
         self._physics_options = self.model.opt
 
+    def _without_render_mode(self) -> bool:
+        """True, with gymnasium's warning, when the world was made without ``render_mode="rgb_array"``: its
+        ``render()`` then returns None (silently, a loop collecting frames collected Nones)."""
+        if self.render_mode == "rgb_array":
+            return False
+        world = _world_id(type(self))
+        gym.logger.warn(
+            f"{world}: render() returns None without a render mode; make the world with "
+            f'gymnasium.make("{world}", render_mode="rgb_array")'
+        )
+        return True
+
     def _require_reset(self, what: str) -> None:
         """RuntimeError naming the world and ``what`` (a method of the episode) before the first reset, which lays
         out the episode's state; without it the method failed deep inside (AttributeError, KeyError)."""
@@ -721,7 +733,7 @@ class FrontCamera:
 
     def render(self):
         """A 320x240 RGB frame from behind the robot (``chase_view``) in ``rgb_array`` mode, else None."""
-        if self.render_mode != "rgb_array":
+        if self._without_render_mode():
             return None
         if self._chase_renderer is None:
             self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)

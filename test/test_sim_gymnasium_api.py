@@ -63,3 +63,15 @@ def test_a_shift_adds_only_a_shift(other):
     with pytest.raises(TypeError, match=r"unsupported operand type\(s\) for \+: 'Shift' and"):
         Shift(season="winter") + other
     assert Shift(season="winter") + parse_shift(other) == Shift(season="winter", fog=0.5 if other else 0.0)
+
+
+@pytest.mark.parametrize("world", list(sim_envs.WORLDS))
+def test_render_without_a_render_mode_warns(world):
+    """``render()`` of a world made without ``render_mode`` returns None and says so, as gymnasium's own envs do
+    (before: None in silence, so a loop collecting frames for a video collected Nones)."""
+    env = gym.make(world)
+    env.reset(seed=0)
+    for _ in range(2):  # the first through gymnasium's passive render check
+        with pytest.warns(UserWarning, match=rf"{world}: render\(\) returns None without a render mode.*render_mode="):
+            assert env.render() is None
+    env.close()
