@@ -4,6 +4,7 @@ import json
 import warnings
 
 import kernel_variants
+import numpy as np
 import pytest
 import torch
 
@@ -701,6 +702,19 @@ def test_load_state_dict_refuses_the_synapse_masks_of_another_ncp_seed(cls, tmp_
     )  # a checkpoint whose config was swapped for another seed's
     with pytest.raises(CheckpointError, match=r"(?s)seed.pt: weights do not match the config .*synapse masks"):
         load_model(path)
+
+
+def test_save_model_refuses_a_config_value_load_model_could_not_read_back(tmp_path):
+    """AutoNCP(..., sparsity_level=np.float64(0.5)) kept the numpy scalar in its config: save_model wrote a file
+    that load_model refused as one holding pickled objects."""
+    model = CfC(5, AutoNCP(16, 2, sparsity_level=np.float64(0.5), seed=3))
+    with pytest.raises(
+        TypeError, match=r"save_model: config\['cell'\]\['units'\]\['params'\]\['sparsity_level'\] is float64"
+    ):
+        save_model(tmp_path / "m.pt", model)
+    assert list(tmp_path.iterdir()) == []
+    plain = CfC(5, AutoNCP(16, 2, sparsity_level=0.5, seed=3))
+    assert load_model(save_model(tmp_path / "m.pt", plain)).cell.wiring == plain.cell.wiring
 
 
 def _mutated_checkpoint(tmp_path, name, mutate, model=None):

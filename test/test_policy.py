@@ -347,6 +347,11 @@ def test_save_policy_refuses_metadata_that_load_policy_could_not_read_back(tmp_p
     with pytest.raises(TypeError, match=rf"save_policy: metadata\['success'\] is {type(value).__name__} .*convert it"):
         save_policy(tmp_path / "p.pt", policy, {"seed": 1, "success": value})
     assert list(tmp_path.iterdir()) == []
+    config = validate_config(small_config())
+    config["action"]["low"] = list(np.array([-1.0, -0.5]))  # numpy scalars in the config given to Policy
+    with pytest.raises(TypeError, match=r"save_policy: config\['action'\]\['low'\]\[0\] is float64"):
+        save_policy(tmp_path / "p.pt", Policy(config))
+    assert list(tmp_path.iterdir()) == []
     plain = {"seed": 1, "success": 0.9, "episodes": [1, 2], "eval": {"ok": True, "x": None}, "t": torch.ones(2)}
     loaded = load_policy(save_policy(tmp_path / "p.pt", policy, plain)).metadata
     assert loaded["eval"] == plain["eval"] and torch.equal(loaded["t"], plain["t"])

@@ -7,6 +7,7 @@ a crash never leaves a half-written checkpoint under the real name.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -84,16 +85,57 @@ def _damage(path) -> str | None:
     return None
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def unreadable_entry(value, where: str) -> str | None:
+    """Where in ``value`` (a checkpoint's config or metadata) lies something ``torch.load(weights_only=True)``
+    refuses to read back (a pickled object: a numpy scalar such as ``np.mean(...)``, a Path, a class instance),
+    as ``where[key][index] is <type> <value>``; None if all of it reads back. Saved, such a file was written and
+    then refused at load as one holding pickled objects."""
+    if type(value) in _PLAIN or torch.is_tensor(value):  # exact types: np.float64 is a float subclass
+        return None
+    if type(value) in (dict, list, tuple):
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            found = unreadable_entry(key, f"{where} key") if isinstance(value, dict) else None
+            found = found or unreadable_entry(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)  # what else torch's reader allows (torch.Size, a dtype...)
+    except pickle.UnpicklingError:
+        return f"{where} is {type(value).__name__} {str(value)[:40]!r}"
+    return None
+
+
+def refuse_unreadable(what: str, value, where: str) -> None:
+    """TypeError naming the first entry of ``value`` that a checkpoint could not read back (``unreadable_entry``),
+    before anything is written."""
+    found = unreadable_entry(value, where)
+    if found:
+        raise TypeError(
+            f"{what}: {found}: a checkpoint holds plain values only (str, int, float, bool, None, lists, dicts, "
+            "tensors), so that loading it runs no code; convert it (float(x), x.tolist(), str(path))"
+        )
+
+
 def save_model(path: str | os.PathLike, module: nn.Module) -> Path:
     """Write ``module``'s config and weights to ``path`` atomically; returns the path."""
     if not hasattr(module, "config"):
         raise TypeError(f"save_model needs a core with config(), got {type(module).__name__}")
+    config = module.config()
+    refuse_unreadable("save_model", config, "config")  # e.g. AutoNCP(..., sparsity_level=np.float64(0.5))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "config": module.config(),
+        "config": config,
         "state_dict": {k: v.detach().cpu() for k, v in module.state_dict().items()},
     }
     with atomic_write(path) as f:

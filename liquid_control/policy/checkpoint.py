@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.cells.checkpoint import read_plain_torch_file
+from liquid_control.cells.checkpoint import read_plain_torch_file, refuse_unreadable
 
 from .config import PolicyConfigError, validate_config
 from .encoders import VectorEncoder
@@ -37,29 +37,12 @@ def atomic_torch_save(obj, path: str | Path) -> None:
         handle.write(buffer.getbuffer())
 
 
-def _metadata_problem(metadata: dict) -> str | None:
-    """The first metadata entry ``load_policy`` could not read back (``torch.load(weights_only=True)`` takes no
-    pickled objects: a numpy scalar such as ``np.mean(...)``, a Path, a class instance), or None."""
-    for key, value in metadata.items():
-        buffer = io.BytesIO()
-        torch.save({key: value}, buffer)
-        buffer.seek(0)
-        try:
-            torch.load(buffer, weights_only=True)
-        except pickle.UnpicklingError:
-            return f"metadata[{key!r}] is {type(value).__name__} {str(value)[:40]!r}"
-    return None
-
-
 def save_policy(path: str | Path, policy: Policy, metadata: dict | None = None) -> Path:
     """Write ``policy`` (config + weights) and ``metadata`` (plain values: str, numbers, lists, dicts, tensors);
-    a value ``load_policy`` could not read back is a TypeError naming it, and nothing is written."""
-    problem = _metadata_problem(dict(metadata or {}))
-    if problem:  # written, the file was refused at load as one holding pickled objects
-        raise TypeError(
-            f"save_policy: {problem}: a policy file holds plain values only (str, int, float, bool, None, lists, "
-            "dicts, tensors), so that loading it runs no code; convert it (float(x), x.tolist(), str(path))"
-        )
+    a config or metadata value ``load_policy`` could not read back (a numpy scalar...) is a TypeError naming it,
+    and nothing is written."""
+    refuse_unreadable("save_policy", policy.config, "config")
+    refuse_unreadable("save_policy", dict(metadata or {}), "metadata")
     payload = {
         "format": FORMAT,
         "version": VERSION,
