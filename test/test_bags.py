@@ -1110,9 +1110,9 @@ def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_p
     from liquid_control.ros.recorder_node import default_topics
 
     shipped = {
-        "balance_nav_policy.yaml": ["/camera/image_raw", "/imu/data", "/joint_states", "/wheel_torques"],
-        "balance_policy.yaml": ["/imu/data", "/joint_states", "/target_velocity", "/wheel_torques"],
-        "rover_policy.yaml": ["/camera/image_raw", "/cmd_vel"],  # its policy reads the camera alone
+        "balance_nav_policy.yaml": ["camera/image_raw", "imu/data", "joint_states", "wheel_torques"],
+        "balance_policy.yaml": ["imu/data", "joint_states", "target_velocity", "wheel_torques"],
+        "rover_policy.yaml": ["camera/image_raw", "cmd_vel"],  # its policy reads the camera alone
     }
     for name, topics in shipped.items():
         assert default_topics(str(config_dir() / name)) == topics, name
@@ -1121,11 +1121,11 @@ def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_p
     params = tmp_path / "robot.yaml"
     node = "policy_node:\n  ros__parameters:\n    policy: {}\n    camera_topic: front/image\n    imu_topic: /b/imu\n"
     params.write_text(node.format(tmp_path / "mine.pt") + "    command_topic: teleop/cmd_vel\n")
-    assert default_topics(str(params)) == ["/front/image", "/b/imu", "/teleop/cmd_vel"]
+    assert default_topics(str(params)) == ["front/image", "/b/imu", "teleop/cmd_vel"]  # as the node resolves them
     assert capsys.readouterr().err == ""
     # a policy not trained yet: every input topic parameter, saying why
     params.write_text(node.format(tmp_path / "later.pt"))
-    assert default_topics(str(params)) == ["/front/image", "/b/imu", "/joint_states", "/target_velocity", "/cmd_vel"]
+    assert default_topics(str(params)) == ["front/image", "/b/imu", "joint_states", "target_velocity", "cmd_vel"]
     err = capsys.readouterr().err
     assert f"note: {params}: policy '{tmp_path / 'later.pt'}': no such policy file" in err, err
     assert "recording every input topic parameter (camera_topic, imu_topic, wheels_topic, target_topic)" in err

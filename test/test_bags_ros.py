@@ -181,14 +181,40 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
     params = node.kwargs["parameters"][-1]
     assert set(params) <= set(RECORDER_PARAMETERS) | {"use_sim_time"}
     # the inputs of the shipped rover policy (the camera alone) and its command
-    assert params["topics"] == ["/camera/image_raw", "/cmd_vel"] and params["output"] == "bags/day1"
+    assert params["topics"] == ["camera/image_raw", "cmd_vel"] and params["output"] == "bags/day1"
     robot = tmp_path / "robot.yaml"
     robot.write_text("policy_node:\n  ros__parameters:\n    camera_topic: front/image\n    command_topic: /base/cmd\n")
     (node,) = launch_stubs(ROOT / "launch" / "record.launch.py", params_file=str(robot), use_sim_time="true")[1]
     params = node.kwargs["parameters"][-1]
     # no policy named: every input topic parameter
-    inputs = ["/front/image", "/imu/data", "/joint_states", "/target_velocity"]
+    inputs = ["front/image", "imu/data", "joint_states", "target_velocity"]
     assert params["topics"] == [*inputs, "/base/cmd"] and params["use_sim_time"] is True
+
+
+def test_a_namespaced_recorder_records_the_topics_its_namespaced_policy_reads(tmp_path):
+    """Before: the recorder's default topics (record.launch.py, takeover.launch.py, `liquid-control record`) were
+    made absolute from the parameter file's relative names, so a recorder launched beside a policy under /robot1
+    recorded /camera/image_raw and /cmd_vel, not the /robot1/... topics that robot's nodes use."""
+    import rclpy
+
+    from liquid_control.paths import config_dir
+    from liquid_control.ros.recorder_node import BagRecorderNode, default_topics
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        topics = default_topics(str(config_dir() / "rover_policy.yaml")) + ["/clock"]  # an absolute name stays
+        recorder = BagRecorderNode(
+            context=context,
+            namespace="/robot1",
+            parameter_overrides={"output": str(tmp_path / "bag"), "topics": topics},
+        )
+        assert list(recorder.counts) == ["/robot1/camera/image_raw", "/robot1/cmd_vel", "/clock"]
+        recorder.close()
+        recorder.destroy_node()
+    finally:
+        context.try_shutdown()
 
 
 def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):

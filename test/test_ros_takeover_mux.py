@@ -391,7 +391,7 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
     mux(**{k: v for k, v in params.items() if k != "use_sim_time"})  # the node takes them
     recorder = nodes[2].kwargs["parameters"][-1]
     assert recorder["output"] == "bags/r1"
-    assert recorder["topics"] == ["/camera/image_raw", "/imu/data", "/cmd_vel", "/base/cmd_vel", "/policy/cmd_vel"]
+    assert recorder["topics"] == ["camera/image_raw", "imu/data", "cmd_vel", "base/cmd_vel", "policy/cmd_vel"]
     _, nodes = launch_stubs(path, use_sim_time="true", seed="7", base_topic="/wheels/cmd")
     assert [n.kwargs["parameters"][-1]["use_sim_time"] for n in nodes] == [True, True, True]
     assert nodes[1].kwargs["parameters"][-1]["seed"] == 7

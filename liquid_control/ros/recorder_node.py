@@ -412,9 +412,11 @@ def default_topics(params_file: str | None = None) -> list[str]:
     labels), from its parameter file (default: config/rover_policy.yaml), so that the bag trains that policy.
     The inputs are those of the policy the file names (``ObservationSpec.sensors``, read as the sim graph reads
     them), each at its topic parameter (``SENSOR_TYPES``: the camera, IMU, wheel encoders, the balancer's
-    target); a policy that cannot be read (not trained yet) records every input topic parameter, with a note."""
+    target); a policy that cannot be read (not trained yet) records every input topic parameter, with a note.
+    Names as the file gives them: the recorder resolves a relative one in its own namespace, as the policy node
+    does in its (a recorder launched under /robot1 records /robot1/camera/image_raw, the topic its node reads)."""
     from liquid_control.bags.messages import SENSOR_TYPES
-    from liquid_control.bags.stream import absolute_topic, default_node_parameters_file, load_node_parameters
+    from liquid_control.bags.stream import default_node_parameters_file, load_node_parameters
     from liquid_control.paths import resolve_policy_file
     from liquid_control.ros.graph import policy_inputs
 
@@ -439,7 +441,7 @@ def default_topics(params_file: str | None = None) -> list[str]:
     if unknown:
         raise ValueError(f"{params_file}: the policy {policy!r} reads {', '.join(unknown)}, which no topic carries")
     names = [SENSOR_TYPES[s][1] for s in sensors] + ["command_topic"]
-    return list(dict.fromkeys(absolute_topic(str(values[n])) for n in names))
+    return list(dict.fromkeys(str(values[n]) for n in names))
 
 
 def record_graph(
@@ -507,7 +509,7 @@ def _record_graph(args, topics: list[str]) -> int:
         raise
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    print(f"recording {', '.join(topics)} -> {node.output} (Ctrl-C to stop)", flush=True)
+    print(f"recording {', '.join(node.counts)} -> {node.output} (Ctrl-C to stop)", flush=True)  # resolved
     try:
         while context.ok() and not stop.is_set() and not node.done.is_set():
             executor.spin_once(timeout_sec=0.05)

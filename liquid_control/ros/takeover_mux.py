@@ -419,7 +419,7 @@ def round_graph(
             lifecycle=True,
         ),
         NodeDescription("takeover_mux", "takeover_mux", (), {**mux, "use_sim_time": bool(use_sim_time)}),
-        *record_graph(output=output, topics=[absolute_topic(t) for t in topics], use_sim_time=use_sim_time),
+        *record_graph(output=output, topics=topics, use_sim_time=use_sim_time),  # resolved in the recorder's namespace
     ]
 
 
