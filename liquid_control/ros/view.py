@@ -294,13 +294,12 @@ def _hull(points: np.ndarray) -> np.ndarray:
 
 def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     """A picture of the recorded topics: path + robot in odom, robot close-up with frames, camera, commands."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Polygon
 
     from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
+    from liquid_control.figures import pyplot, save_figure
+
+    plt = pyplot()
 
     fig = plt.figure(figsize=(13, 4.6))
     grid = fig.add_gridspec(2, 3, width_ratios=[1.25, 1.0, 1.0], height_ratios=[1.0, 1.0])
@@ -422,15 +421,7 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    from liquid_control.atomic_file import atomic_write
-
-    try:  # a PNG at exactly ``path`` (matplotlib would add ".png" to a name without a suffix), never half-written
-        with atomic_write(path) as handle:
-            fig.savefig(handle, dpi=110, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------------------------------ the relay
