@@ -63,6 +63,32 @@ def test_a_folder_of_other_files_is_neither_overwritten_nor_resumed(tmp_path, ca
     assert code == 2 and "(it holds config.yaml; its config.yaml is not this config)" in err
 
 
+def test_a_resume_with_another_seed_before_any_episode_is_refused(tmp_path, monkeypatch):
+    """Before: a run killed (SIGKILL, a reboot) before its first episode was saved resumed with another --seed, and
+    its policy.pt named the first command, whose --seed trains another run (the episodes on disk record their
+    seeds, but there were none)."""
+    from liquid_control.policy import load_policy
+
+    out = tmp_path / "run"
+    first = f"liquid-control train --config tiny.yaml --out {out} --seed 0"
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(training_run, "collect_episode", killed)
+    monkeypatch.setattr(trainer, "_undo_start", lambda *args: None)  # a SIGKILL undoes nothing
+    with pytest.raises(RuntimeError, match="killed"):
+        trainer.train(tiny_config(dagger_rounds=0), out, seed=0, progress=False, command=first, log=lambda m: None)
+    monkeypatch.undo()
+    assert sorted(p.name for p in out.iterdir()) == ["command.txt", "config.yaml"]
+    with pytest.raises(trainer.TrainingError, match=r"command.txt: the run in .* was started with seed \(--seed\) 0, "):
+        trainer.train(None, out, seed=3, resume=True, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in out.iterdir()) == ["command.txt", "config.yaml"]
+    result = trainer.train(None, out, seed=0, resume=True, progress=False, command="--resume", log=lambda m: None)
+    metadata = load_policy(result.policy_path).metadata
+    assert (metadata["seed"], metadata["command"]) == (0, first)
+
+
 def test_a_start_that_trained_nothing_leaves_nothing_and_blocks_nothing(tmp_path, monkeypatch):
     """Before: a start that failed before its first episode left config.yaml and data/, and the corrected
     command was refused ("already holds a training run")."""

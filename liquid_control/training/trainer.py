@@ -97,6 +97,23 @@ def check_same_start(recorded: dict | None, init_from: Path, out: Path) -> None:
         )
 
 
+def recorded_command(out: Path, seed: int) -> str | None:
+    """The first command of the run in ``out`` (its ``command.txt``, for a resume before its first checkpoint holds
+    it; None: not recorded); TrainingError where it records another seed than ``seed``: the episodes on disk record
+    theirs, but a run killed before its first one had nothing else to say which seed its command trained."""
+    path = out / COMMAND_FILE
+    if not path.is_file():
+        return None
+    lines = path.read_text().strip().splitlines()
+    recorded = next((line.split()[-1] for line in lines[1:] if line.startswith("# seed ")), None)
+    if recorded is not None and recorded != str(seed):
+        raise TrainingError(
+            f"{path}: the run in {out} was started with seed (--seed) {recorded}, this resume gives {seed}; resume "
+            "with that seed, or train into a new folder"
+        )
+    return lines[0].strip() if lines else None
+
+
 # What a run writes before it has collected, converted or trained anything: a folder holding only these (and
 # no checkpoint.pt, no file under data/) holds no run, so a failed start never blocks the next one.
 STARTED_ENTRIES = ("config.yaml", "data.yaml", "data", "tensorboard", START_FILE, COMMAND_FILE)
@@ -330,6 +347,7 @@ def train(
     if resume and saved.is_file():
         check_saved_config(saved, cfg)
     ck = read_training_checkpoint(checkpoint, cfg, seed) if resume and checkpoint.exists() else None
+    first_command = recorded_command(out, seed) if resume and ck is None else None
     start = None  # (weights, record) of a warm start, checked before anything is written
     if resume:
         recorded = recorded_start(out, ck)
@@ -401,11 +419,11 @@ def train(
             (out / START_FILE).unlink(missing_ok=True)
         if not resume:  # policy.pt names the first command, also after a kill before the first checkpoint
             (out / COMMAND_FILE).unlink(missing_ok=True)
-            if command:
+            if command:  # the seed on a line of its own: a resume before any episode is on disk checks it there
                 with atomic_write(out / COMMAND_FILE, "w") as handle:
-                    handle.write(command + "\n")
-        elif ck is None and (out / COMMAND_FILE).is_file():
-            command = (out / COMMAND_FILE).read_text().strip() or command
+                    handle.write(f"{command}\n# seed {seed}\n")
+        elif ck is None and first_command:
+            command = first_command
         if data is not None and workers > 1:
             log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
         run = (
