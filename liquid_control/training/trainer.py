@@ -104,14 +104,14 @@ def recorded_command(out: Path, seed: int) -> str | None:
     path = out / COMMAND_FILE
     if not path.is_file():
         return None
-    lines = path.read_text().strip().splitlines()
-    recorded = next((line.split()[-1] for line in lines[1:] if line.startswith("# seed ")), None)
+    lines = path.read_text().strip().split("\n")  # a quoted --set value may hold a newline: the seed line is the last
+    recorded = lines.pop().split()[-1] if len(lines) > 1 and lines[-1].startswith("# seed ") else None
     if recorded is not None and recorded != str(seed):
         raise TrainingError(
             f"{path}: the run in {out} was started with seed (--seed) {recorded}, this resume gives {seed}; resume "
             "with that seed, or train into a new folder"
         )
-    return lines[0].strip() if lines else None
+    return "\n".join(lines).strip() or None
 
 
 # What a run writes before it has collected, converted or trained anything: a folder holding only these (and
