@@ -23,6 +23,7 @@ from .core import build_core
 
 FORMAT = "liquid_control.core"
 VERSION = 1
+POLICY_FORMAT = FORMAT.rpartition(".")[0] + ".policy"  # save_policy's files (a name, not an import upwards)
 
 
 class CheckpointError(ValueError):
@@ -158,7 +159,7 @@ def load_model(path: str | os.PathLike, map_location="cpu") -> nn.Module:
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         other = payload.get("format") if isinstance(payload, dict) else None
-        if other == "liquid_control.policy":  # save_policy's: a whole policy, whose core is policy.core
+        if other == POLICY_FORMAT:  # save_policy's: a whole policy, whose core is policy.core
             raise CheckpointError(f"{path}: a policy file, not a {FORMAT} checkpoint: load it with load_policy")
         what = f"a {other!r} file" if isinstance(other, str) else "no format marker"
         raise CheckpointError(f"{path}: not a {FORMAT} checkpoint ({what})")
