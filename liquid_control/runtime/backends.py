@@ -102,7 +102,9 @@ class ObservationSpec:
 
 
 class TorchBackend:
-    """Runs a ``liquid_control.policy.Policy`` (or any module with the same ``step`` contract)."""
+    """Runs a ``liquid_control.policy.Policy`` (or any module with the same ``step`` contract), on the CPU with
+    numpy in and out. It switches ``policy`` (the caller's object, not a copy) to eval mode: a policy still being
+    trained must be put back with ``policy.train()``."""
 
     name = "torch"
     note = None  # why ``backend: auto`` did not take the ONNX export next to the checkpoint (for the log)
