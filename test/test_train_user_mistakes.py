@@ -179,3 +179,14 @@ def test_a_bad_data_section_is_refused_naming_the_file_and_what_the_key_takes(tm
     err = capsys.readouterr().err
     assert err.startswith(f"liquid-control train: error: {path}: {message}"), err
     assert not out.exists()
+
+
+def test_augment_on_a_policy_without_a_camera_is_refused_naming_the_option(tmp_path, capsys):
+    """Before: `train --augment` of a camera-less policy said "training.augmentation: [...] perturbs camera frames,
+    and this policy has no observation.image; leave it []", naming a key the user never wrote."""
+    out = tmp_path / "run"
+    argv = ["train", "--config", "policies/configs/cfc_balancer.yaml", "--augment", "--out", str(out), "--no-progress"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("liquid-control train: error: --augment (training.augmentation): ['brightness'"), err
+    assert "has no observation.image; leave --augment out" in err and not out.exists()

@@ -182,7 +182,11 @@ def run(args) -> int:
                 init_from=args.init_from,
             )
     except (PolicyConfigError, TrainingError, BagError, ValueError) as exc:
-        print(f"liquid-control train: error: {exc}", file=sys.stderr)
+        said = str(exc)
+        if args.augment and said.startswith("training.augmentation: "):  # the list --augment set, not the file's
+            said = f"--augment (training.augmentation): {said.removeprefix('training.augmentation: ')}"
+            said = said.replace("; leave it []", "; leave --augment out")
+        print(f"liquid-control train: error: {said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: finished epochs and episodes are on disk; no traceback
         from .trainer import holds_run
