@@ -34,6 +34,7 @@ from liquid_control.bags import BagError, BagReader, data_spec
 from liquid_control.bags.expert import record_expert_episodes
 from liquid_control.bags.messages import sensor_reading
 from liquid_control.bags.stream import add_data_arguments, data_overrides
+from liquid_control.paths import output_file_problem
 from liquid_control.policy import PolicyConfigError, apply_overrides, load_config
 from liquid_control.training.bag_data import convert_bag
 
@@ -156,7 +157,11 @@ def measure_own_bags(args) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=None, help="expert episodes (bags) per rate (default 6)")
-    parser.add_argument("--out", default="", help="folder for the bags (default: a temporary one, removed)")
+    parser.add_argument(
+        "--out",
+        default="",
+        help="folder for the bags and their training data, new or empty (default: a temporary one, removed)",
+    )
     own = parser.add_argument_group("your own recordings (instead of recording expert episodes)")
     own.add_argument(
         "--bag", nargs="+", default=[], metavar="PATH", help="rosbag2 recording(s) to measure (folders or globs)"
@@ -200,6 +205,13 @@ def main():
     args.episodes = 6 if args.episodes is None else args.episodes
     if args.episodes < 1:  # the rates divide by the recorded duration
         parser.error(f"--episodes must be >= 1, got {args.episodes}")
+    if args.out:  # before the worlds are built: a file, a folder of an earlier run or one we may not write in
+        out = Path(args.out)
+        if out.is_dir() and any(out.iterdir()):
+            parser.error(f"--out {out}: not empty (an earlier run's bags?); give a new or empty folder")
+        problem = output_file_problem(out / "15hz_camera_100hz_imu", "")
+        if problem:
+            parser.error(f"--out {out}: {problem}")
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_bags_"))
     config = apply_overrides(load_config(CONFIG), CAMERA_IMU)  # a camera+IMU policy: both topics go through the runner
     results = {}

@@ -97,3 +97,32 @@ def test_bench_cells_names_the_missing_reference_library(monkeypatch, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "needs ncps" in err and "pip install ncps==1.0.1" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "make, out, message",
+    [
+        ("file", "bags", "--out bags: {tmp}/bags exists and is not a folder"),
+        ("file", "bags/new", "--out bags/new: {tmp}/bags exists and is not a folder"),
+        ("earlier run", "bags", "--out bags: not empty (an earlier run's bags?); give a new or empty folder"),
+    ],
+)
+def test_bench_bags_refuses_an_unusable_out_folder_up_front(make, out, message, tmp_path):
+    """Before: a ValueError naming '-o' (an option bench_bags does not have) or a BagError ('already holds
+    episode_100'), each a traceback after the worlds were built; the earlier run's folder was never refused."""
+    if make == "file":
+        (tmp_path / "bags").write_text("not a folder\n")
+    else:
+        (tmp_path / "bags" / "15hz_camera_100hz_imu" / "episode_100").mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_bags.py"), "--episodes", "1", "--out", out],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")},
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message.format(tmp=tmp_path) in run.stderr and "Traceback" not in run.stderr
+    assert sorted(tmp_path.rglob("*")) == before  # nothing recorded, nothing created
