@@ -1226,7 +1226,9 @@ def _storage_messages(storage, wanted: set) -> Iterator[tuple]:
                     yield conns[conn.id], timestamp, data, (position,)
         return
     for chunk in sorted(storage.chunks, key=lambda c: c.chunk_start_offset):
-        if any(chunk.channel_count.get(cid, 0) for cid in conns):
+        # which channels a chunk holds is known only from its message indexes, which MCAP makes optional (rosbag2's
+        # storage option noMessageIndex, the mcap library's index_types): a chunk without them is read whole
+        if not chunk.message_index_offsets or any(chunk.channel_count.get(cid, 0) for cid in conns):
             yield from _chunk_messages(storage, chunk, conns)
 
 
