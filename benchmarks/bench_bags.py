@@ -1,7 +1,7 @@
 """Throughput of bags for training: a recorded camera+IMU bag read, decoded and turned into training data, in
 multiples of its recorded duration (target: >= 10x on this machine).
 
-    .venv/bin/python benchmarks/bench_bags.py [--episodes 6] [--out /tmp/bench_bags]
+    .venv/bin/python benchmarks/bench_bags.py [--episodes 6] [--out /tmp/bench_bags]   # ~1 min; --episodes 1: ~5 s
 
 Records expert episodes of the rover (64x64 camera + IMU, one bag each) at the world's rates (camera 15 Hz,
 IMU 100 Hz) and at twice them (30 Hz + 200 Hz, a typical robot), then times, over all bags:

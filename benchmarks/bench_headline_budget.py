@@ -1,6 +1,6 @@
 """What the target headline experiment costs: per-architecture compute, then a projection from measured runs.
 
-    .venv/bin/python benchmarks/bench_headline_budget.py [--slice runs/slice] [--cores 2 --cores 64]
+    .venv/bin/python benchmarks/bench_headline_budget.py [--slice runs/slice] [--cores 2 --cores 64]   # ~30 CPU-s
 
 The target (issue 11): every architecture of `liquid-control eval --experiment headline` trained with 5 seeds,
 with and without the robustness recipes (100 training runs), then 30 paired episodes per shift of the
@@ -134,8 +134,12 @@ def read_slice(folder: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", default=",".join(DEFAULT_ARCHS), help="architectures of the headline")
-    parser.add_argument("--repeats", type=int, default=5, help="timed chunks per architecture and arm")
+    parser.add_argument(
+        "--archs", default=",".join(DEFAULT_ARCHS), help="architectures of the headline (default %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=5, help="timed chunks per architecture and arm (default %(default)s)"
+    )
     parser.add_argument("--slice", help="report folder of the one-architecture calibration run (module doc)")
     parser.add_argument("--cores", type=int, action="append", help="project the wall time on this many cores")
     parser.add_argument(

@@ -1,6 +1,6 @@
 """Would batching the camera renders of lockstep worlds make evaluation cheaper? CPU-ms per 64x64 frame.
 
-    .venv/bin/python benchmarks/bench_render.py [--worlds 16] [--repeats 20]
+    .venv/bin/python benchmarks/bench_render.py [--worlds 16] [--repeats 20]   # ~10 s
 
 Rendering is what a batched evaluation cannot share between its lanes (``bench_eval.py``): every lane renders
 its own frame. On a CPU, MuJoCo renders through Mesa's llvmpipe. Two ways, same worlds, same process, alternated:
@@ -82,8 +82,10 @@ class TiledRenderer:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--worlds", type=int, default=16, help="lockstep worlds (lanes)")
-    parser.add_argument("--repeats", type=int, default=20, help="timed renders of all worlds, per way and round")
+    parser.add_argument("--worlds", type=int, default=16, help="lockstep worlds (lanes; default %(default)s)")
+    parser.add_argument(
+        "--repeats", type=int, default=20, help="timed renders of all worlds, per way and round (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     for name in ("worlds", "repeats"):  # the figures divide by both
         if getattr(args, name) < 1:

@@ -1,7 +1,7 @@
 """Speed of the worlds on one core: simulated seconds per wall second with the expert driving, and camera
 frames per second (rover: 64x64 camera 15 Hz + IMU 100 Hz; balancer: IMU + encoders 200 Hz).
 
-    .venv/bin/python benchmarks/bench_sim.py [--episodes 10]
+    .venv/bin/python benchmarks/bench_sim.py [--episodes 10]   # ~5 s
 
 Target: rover >= 20x real time. Wall-clock figures fall when other processes share the core; the
 per-CPU-second figures (all threads of this process) do not. The last lines are `name: value`.

@@ -99,18 +99,26 @@ def compare_cores(config, episodes, fit, cores: int, rounds: int) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(  # the repository's recipe wherever this runs from
-        "--config", default=str(ROOT / "policies" / "configs" / "cfc_ncp_rover.yaml"), help="policy recipe"
+        "--config",
+        default=str(ROOT / "policies" / "configs" / "cfc_ncp_rover.yaml"),
+        help="policy recipe (default: the repository's policies/configs/cfc_ncp_rover.yaml)",
     )
     parser.add_argument("--data", help="folder of saved episodes (ep_*.npz), e.g. RUN/data/round_00")
-    parser.add_argument("--episodes", type=int, default=32, help="expert episodes to collect without --data")
-    parser.add_argument("--rounds", type=int, default=4, help="timed epochs per path, alternating")
-    parser.add_argument("--profile-episodes", type=int, default=32, help="episodes of the profiler pass (0: none)")
+    parser.add_argument(
+        "--episodes", type=int, default=32, help="expert episodes to collect without --data (default %(default)s)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="timed epochs per path, alternating (default %(default)s)"
+    )
+    parser.add_argument(
+        "--profile-episodes", type=int, default=32, help="episodes of the profiler pass (0: none; default %(default)s)"
+    )
     parser.add_argument(
         "--cores",
         type=int,
         default=0,
         help="also time a fused-path epoch in wall-clock seconds on one thread, on N intra-op threads and on N "
-        "data-parallel copies (`liquid-control train --threads N`); run it alone on the machine",
+        "data-parallel copies (`liquid-control train --threads N`); run it alone on the machine (default 0: not timed)",
     )
     args = parser.parse_args(argv)
     minimum = {"rounds": 1, "episodes": 0 if args.data else 1, "profile_episodes": 0, "cores": 0}

@@ -126,3 +126,31 @@ def test_bench_bags_refuses_an_unusable_out_folder_up_front(make, out, message, 
     assert run.returncode == 2, run.stderr[-2000:]
     assert message.format(tmp=tmp_path) in run.stderr and "Traceback" not in run.stderr
     assert sorted(tmp_path.rglob("*")) == before  # nothing recorded, nothing created
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help_names_the_default_of_every_option(script, monkeypatch):
+    """Before: bench_eval, bench_render, bench_headline_budget and bench_training's --help left out the defaults
+    of the options that size a run (--episodes, --lanes, --shifts, --worlds, --repeats, --archs, --rounds, ...),
+    so a user could not tell from --help what a plain run measures or how big it is."""
+    parsers = []
+
+    def captured(self, *args, **kwargs):
+        parsers.append(self)
+        raise KeyboardInterrupt  # each main parses first: stop there
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", captured)
+    monkeypatch.setattr(sys, "argv", [script])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(ROOT / "benchmarks" / script), run_name="__main__")
+    (parser,) = parsers
+    formatter = parser._get_formatter()  # its help string: with "(default: ...)" added where the class adds it
+    silent = [
+        action.option_strings[0]
+        for action in parser._actions
+        if action.option_strings
+        and action.nargs != 0  # flags
+        and action.default not in (None, "", [], argparse.SUPPRESS)
+        and "default" not in formatter._get_help_string(action)
+    ]
+    assert not silent, f"{script} --help gives no default for {silent}"
