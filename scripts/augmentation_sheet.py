@@ -27,14 +27,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=3, help="episode seed of the rover frame (default 3)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "augmentations.png"), help="image to write")
     args = parser.parse_args(argv)
+    from liquid_control.paths import output_file_problem
+
+    problem = output_file_problem(args.out, "augmentations.png")  # before the world is built and rendered
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     import sim_envs  # noqa: F401  (registers the worlds)
+    from liquid_control.figures import pyplot, save_figure
     from liquid_control.training.augment import AUGMENTATION_RANGES, EpisodeAugmentation, YawRecovery, turn_view
 
     env = gym.make("LiquidRover-v0", render_size=64)
@@ -59,18 +63,19 @@ def main(argv=None) -> int:
         panels.append((f"yaw {deg:+.0f} deg\nturn label {label:+.2f}", (turned.clamp(0, 1) * 255).byte().numpy()))
     cols = 4
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows))
+    fig, axes = pyplot().subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows))
     for ax, (title, image) in zip(axes.flat, panels):
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=90)
+    save_figure(fig, args.out, dpi=90)  # the PNG whole or not at all, also on Ctrl-C
     print(f"augmentation sheet -> {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from liquid_control.processes import exit_status_of
+
+    raise SystemExit(exit_status_of("augmentation_sheet.py", main))

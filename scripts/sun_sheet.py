@@ -29,12 +29,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.low < 90:
         parser.error(f"--low must be in [0, 90) degrees, got {args.low:g}")
+    if args.seed < 0:
+        parser.error(f"--seed must be >= 0, got {args.seed}")
+    from liquid_control.paths import output_file_problem
+
+    problem = output_file_problem(args.out, "suns.png")  # before the worlds are built and rendered
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     os.environ.setdefault("MUJOCO_GL", "egl")
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from liquid_control.figures import pyplot, save_figure
     from liquid_control.paths import policies_dir
     from liquid_control.policy import load_config
     from liquid_control.training.augment import EpisodeSun
@@ -71,7 +75,7 @@ def main(argv=None) -> int:
     finally:
         dusk_env.close()
 
-    fig, axes = plt.subplots(len(elevations) + 1, len(AZIMUTHS), figsize=(2.2 * len(AZIMUTHS), 2.3 * 5))
+    fig, axes = pyplot().subplots(len(elevations) + 1, len(AZIMUTHS), figsize=(2.2 * len(AZIMUTHS), 2.3 * 5))
     for r, (elevation, row) in enumerate(zip(elevations, rows)):
         for c, (azimuth, image) in enumerate(zip(AZIMUTHS, row)):
             axes[r, c].imshow(image)
@@ -86,11 +90,12 @@ def main(argv=None) -> int:
             ax.set_visible(False)
     fig.suptitle(f"training.sun_elevation_range: [{args.low:g}, 90] (rows 1-4); last row not in training", fontsize=10)
     fig.tight_layout()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.out, dpi=110)
+    save_figure(fig, args.out, dpi=110)  # the PNG whole or not at all, also on Ctrl-C
     print(f"wrote {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from liquid_control.processes import exit_status_of
+
+    raise SystemExit(exit_status_of("sun_sheet.py", main))

@@ -1,0 +1,61 @@
+"""The figure scripts (scripts/augmentation_sheet.py, scripts/sun_sheet.py) as a user runs them: a bad --out or
+--seed is refused in one usage line before any world is built, and Ctrl-C ends in one line."""
+
+import argparse
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHEETS = ["augmentation_sheet.py", "sun_sheet.py"]
+
+
+def run_script(script, args, cwd):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")},
+    )
+
+
+@pytest.mark.parametrize("script", SHEETS)
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "notes/sheet.png"], "--out notes/sheet.png: {tmp}/notes exists and is not a folder"),
+        (["--out", "pictures"], "--out pictures: is a folder; give a file name such as pictures/"),
+        (["--seed", "-1", "--out", "sheet.png"], "--seed must be >= 0, got -1"),
+    ],
+)
+def test_sheet_refuses_bad_options_up_front(script, args, message, tmp_path):
+    """Before: a NotADirectoryError / IsADirectoryError traceback from savefig after the worlds were rendered, and
+    a gymnasium 'Seed must be greater or equal to zero' traceback."""
+    (tmp_path / "notes").write_text("a file\n")
+    (tmp_path / "pictures").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    run = run_script(script, args, tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message.format(tmp=tmp_path) in run.stderr and "Traceback" not in run.stderr
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("script", SHEETS)
+def test_ctrl_c_ends_a_sheet_in_one_line(script, monkeypatch, capsys):
+    """Before: a KeyboardInterrupt traceback."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    monkeypatch.setattr(sys, "argv", [script])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "scripts" / script), run_name="__main__")
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == f"{script}: interrupted\n"
