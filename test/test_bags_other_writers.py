@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from mcap.writer import CompressionType, IndexType, Writer
 
-from liquid_control.bags import BagReader
+from liquid_control.bags import BagError, BagReader, recover
 from liquid_control.bags import io as bag_io
 from liquid_control.bags import messages as M
 
@@ -60,3 +60,104 @@ def test_chunks_without_message_indexes_are_read(tmp_path, compression):
         assert reader.message_count == len(events)
     assert _read(bag) == expected
     assert _read(bag, ["/cmd_vel"]) == [e for e in expected if e[0] == "/cmd_vel"]
+
+
+def _mcap_channels(path, events):
+    """Like :func:`_mcap`, one channel per (topic, type): publishers of two types on one topic."""
+    store = bag_io.typestore()
+    with open(path, "wb") as handle:
+        writer = Writer(handle, chunk_size=1500)
+        writer.start(profile="ros2", library="test")
+        schemas, channels = {}, {}
+        for topic, msgtype, ns, data in events:
+            if msgtype not in schemas:
+                text = store.generate_msgdef(msgtype, ros_version=2)[0].encode()
+                schemas[msgtype] = writer.register_schema(name=msgtype, encoding="ros2msg", data=text)
+            if (topic, msgtype) not in channels:
+                channels[topic, msgtype] = writer.register_channel(topic, "cdr", schemas[msgtype], {})
+            writer.add_message(channels[topic, msgtype], log_time=ns, data=data, publish_time=ns)
+        writer.finish()
+    return path
+
+
+def _second_type(events, topic, msgtype, convert):
+    """``events`` with a message of ``msgtype`` (``convert(message, log time s)``) 1 us after each on ``topic``."""
+    store = bag_io.typestore()
+    out = list(events)
+    for name, kind, ns, data in events:
+        if name == topic:
+            other = convert(store.deserialize_cdr(data, kind), ns * 1e-9)
+            out.append((topic, msgtype, ns + 1000, store.serialize_cdr(other, msgtype)))
+    return sorted(out, key=lambda e: e[2])
+
+
+def test_a_topic_recorded_with_two_types_reads_each_message_as_its_own(tmp_path):
+    """Publishers of two types on one topic (an image_transport republisher on the camera's name; a teleop node
+    publishing TwistStamped beside a Twist one): each is its own MCAP channel. Before, the topic took the type of
+    the last channel with the count of all: the camera read as 60 CompressedImage and was refused ('topic
+    /camera/image_raw is sensor_msgs/msg/CompressedImage'), record --info said so too; training on a command topic
+    of Twist and TwistStamped died in an AttributeError traceback ('... Twist' object has no attribute 'twist');
+    replay published the second type's bytes on a publisher of the first, recover filed them as the first's."""
+    from liquid_control.bags import data_spec, stream_updates
+    from liquid_control.bags.stream import StreamStats, capture_runner
+    from liquid_control.ros.recorder_node import bag_info
+
+    store = bag_io.typestore()
+    events = _events()
+
+    def compressed(image, t):
+        return store.types[M.COMPRESSED_IMAGE](header=image.header, format="jpeg", data=np.zeros(3, np.uint8))
+
+    camera = _mcap_channels(
+        tmp_path / "camera.mcap", _second_type(events, "/camera/image_raw", M.COMPRESSED_IMAGE, compressed)
+    )
+    with BagReader(camera) as reader:
+        info = reader.topics["/camera/image_raw"]
+        assert info.msgtypes == {M.IMAGE: 30, M.COMPRESSED_IMAGE: 30} and info.count == 60
+        assert reader.require("/camera/image_raw", [M.IMAGE]) is info
+    assert f"/camera/image_raw: {M.IMAGE} (30 messages) and {M.COMPRESSED_IMAGE} (30 messages)" in bag_info(camera)
+    config = {
+        "name": "tiny",
+        "world": "LiquidRover-v0",
+        "observation": {"image": {"height": 4, "width": 4}, "vectors": {}, "update_on": "camera"},
+        "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8}},
+        "core": {"type": "cfc", "units": 12, "wiring": "ncp", "mode": "pure"},
+        "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+    }
+    spec = data_spec(config)
+    stats = StreamStats()
+    with BagReader(camera) as reader:  # the node subscribes to Image: the CompressedImage messages never reach it
+        updates = list(stream_updates(reader, capture_runner(config, spec), spec, stats))
+    assert [int(u.obs["image"][0, 0, 0]) for u in updates] == list(range(30))
+    assert stats.counters["labelled"] == 30 and stats.counters["other_type.camera"] == 30
+
+    def stamped(twist, t):
+        return store.types[M.TWIST_STAMPED](header=M.header(t), twist=twist)
+
+    commands = _mcap_channels(tmp_path / "commands.mcap", _second_type(events, "/cmd_vel", M.TWIST_STAMPED, stamped))
+    with BagReader(commands) as reader, pytest.raises(BagError) as refused:
+        list(stream_updates(reader, capture_runner(config, spec), spec))
+    assert f"/cmd_vel was recorded with more than one command type: {M.TWIST} (30), {M.TWIST_STAMPED} (30)" in str(
+        refused.value
+    )
+
+    with pytest.raises(BagError, match=f"/cmd_vel .{M.TWIST} and {M.TWIST_STAMPED}.; nothing written"):
+        recover(commands, tmp_path / "recovered")  # it filed the TwistStamped bytes as Twist messages
+    assert not (tmp_path / "recovered").exists()
+
+    from liquid_control.ros.replay import Replay
+
+    class Node:  # what Replay asks of an rclpy node here; the publishers keep what they are given
+        def create_publisher(self, cls, topic, qos):
+            publisher = type("Publisher", (), {"sent": [], "publish": lambda self, data: self.sent.append(data)})()
+            published[topic] = publisher
+            return publisher
+
+    published = {}
+    with BagReader(commands) as reader:
+        replay = Replay(Node(), [reader], ["/cmd_vel"], classes={"/cmd_vel": object})
+        import threading
+
+        assert replay.play(reader, rate=1000.0, stop=threading.Event()) == 30
+    twists = [data for topic, kind, _, data in events if topic == "/cmd_vel"]
+    assert [bytes(d) for d in published["/cmd_vel"].sent] == twists

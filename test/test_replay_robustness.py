@@ -208,6 +208,7 @@ def _paced_playback(monkeypatch, path: Path, rate: float, max_gap_s: float) -> l
     player = Replay.__new__(Replay)
     player.publishers, player.clock_pub = {"/camera/image_raw": Publisher()}, None
     player.published = {"/camera/image_raw": 0}
+    player.msgtypes = {"/camera/image_raw": "sensor_msgs/msg/Image"}
     with BagReader(path) as reader:
         assert player.play(reader, rate, Stop(), max_gap_s) == len(sent)
     return sent

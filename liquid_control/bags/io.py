@@ -429,12 +429,20 @@ class _ChunkCrcs:
 # ------------------------------------------------------------------------------------------------ reading
 @dataclass(frozen=True)
 class TopicInfo:
-    """One recorded topic: type, message count and the QoS profiles its publishers offered."""
+    """One recorded topic: type, message count and the QoS profiles its publishers offered. A topic recorded with
+    more than one type (publishers of two types on one name: each its own MCAP channel) has ``types``, each type
+    with its count, most messages first; ``msgtype`` is the first of them and ``count`` counts them all."""
 
     name: str
     msgtype: str
     count: int
     qos: tuple  # of rosbags Qos
+    types: tuple = ()  # ((msgtype, count), ...): every type the topic was recorded with; () read as ((msgtype, count),)
+
+    @property
+    def msgtypes(self) -> dict[str, int]:
+        """Each type the topic was recorded with -> its message count."""
+        return dict(self.types or ((self.msgtype, self.count),))
 
 
 @dataclass(frozen=True)
@@ -918,8 +926,15 @@ class BagReader:
 
     def _add_topic(self, topic: str, msgtype: str, count: int, qos: tuple) -> None:
         info = self.topics.get(topic)
+        types = info.msgtypes if info else {}
+        types[msgtype] = types.get(msgtype, 0) + count
+        ranked = tuple(sorted(types.items(), key=lambda item: -item[1]))  # stable: equal counts in order met
         self.topics[topic] = TopicInfo(
-            topic, msgtype, count + (info.count if info else 0), qos or (info.qos if info else ())
+            topic,
+            ranked[0][0],
+            sum(types.values()),
+            qos or (info.qos if info else ()),
+            ranked if len(ranked) > 1 else (),
         )
 
     def _open_parts(self, files: list[Path], cut: Path | None, allow_truncated: bool, mode: str | None) -> None:
@@ -1000,13 +1015,16 @@ class BagReader:
                     pass
 
     def require(self, topic: str, msgtypes: Iterable[str] | None = None) -> TopicInfo:
-        """The info of ``topic``, or a BagError naming the bag, the topic and what the bag has."""
+        """The info of ``topic``, or a BagError naming the bag, the topic and what the bag has; with ``msgtypes``,
+        a topic recorded with none of them is refused too (one recorded with several types passes when one is)."""
         info = self.topics.get(topic)
         have = ", ".join(f"{t} ({i.msgtype}, {i.count})" for t, i in sorted(self.topics.items())) or "nothing"
         if info is None:
             raise BagError(f"{self.path}: no topic {topic} in the bag; it has {have}")
-        if msgtypes is not None and info.msgtype not in tuple(msgtypes):
-            raise BagError(f"{self.path}: topic {topic} is {info.msgtype}; expected {' or '.join(msgtypes)}")
+        if msgtypes is not None and not set(info.msgtypes).intersection(msgtypes):
+            raise BagError(
+                f"{self.path}: topic {topic} is {' and '.join(info.msgtypes)}; expected {' or '.join(msgtypes)}"
+            )
         return info
 
     # -------------------------------------------------------------------------------------------- messages
@@ -1408,6 +1426,9 @@ def recover(src: str | Path, dst: str | Path) -> Recovered:
             raise BagError(
                 f"{src}: no complete message to recover (the recording stopped before its first); nothing written"
             )
+        mixed = [f"{t} ({' and '.join(i.msgtypes)})" for t, i in sorted(reader.topics.items()) if i.types]
+        if mixed:  # a bag we write holds one type per topic; the second type's bytes would be filed as the first's
+            raise BagError(f"{src}: topics recorded with more than one type: {', '.join(mixed)}; nothing written")
         kept = 0
         provenance = {"recovered_from": str(src), "salvage_note": reader.salvage_note}
         with BagWriter(dst, custom_data=provenance) as writer:

@@ -539,9 +539,9 @@ def _require(reader: BagReader, topic: str, msgtypes: tuple, what: str, option: 
     try:
         return reader.require(topic, msgtypes)
     except BagError as exc:
-        others = [t for t, info in sorted(reader.topics.items()) if info.msgtype in msgtypes]
+        others = [t for t, info in sorted(reader.topics.items()) if set(info.msgtypes).intersection(msgtypes)]
         if topic in reader.topics or not others:
-            compressed = [t for t, info in sorted(reader.topics.items()) if info.msgtype == COMPRESSED_IMAGE]
+            compressed = [t for t, info in sorted(reader.topics.items()) if COMPRESSED_IMAGE in info.msgtypes]
             if IMAGE in msgtypes and compressed:
                 raise BagError(
                     f"{exc}; {', '.join(compressed)}: compressed images, which policy_node does not subscribe to "
@@ -563,7 +563,20 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     for topic, sensor in by_topic.items():
         _require(reader, topic, (SENSOR_TYPES[sensor][0],), f"the {sensor}", f"--topic {sensor}=")
     labels = "the labels (the operator's commands)"
-    command_type = _require(reader, spec.command_topic, COMMAND_TYPES, labels, "--command-topic ").msgtype
+    commands = _require(reader, spec.command_topic, COMMAND_TYPES, labels, "--command-topic ").msgtypes
+    command_types = [t for t in commands if t in COMMAND_TYPES]
+    if len(command_types) > 1:  # the base subscribes with one of them: which commands drove the robot is unknown
+        held = ", ".join(f"{t} ({n})" for t, n in commands.items())
+        raise BagError(
+            f"{reader.path}: the command topic {spec.command_topic} was recorded with more than one command type: "
+            f"{held}; a subscriber (the robot's base) receives only the messages of its one type, so which "
+            "commands drove the robot is not in the bag: record the commands of one type"
+        )
+    command_type = command_types[0]
+    # a topic recorded with several types (publishers of two types on one name): what the node subscribes to (one
+    # type) gets only the messages of its own; the others never reach it
+    wanted_types = {topic: SENSOR_TYPES[sensor][0] for topic, sensor in by_topic.items()}
+    wanted_types[spec.command_topic] = command_type
     scale = np.asarray(spec.action_scale, dtype=np.float64)
     labeller = _Labeller(spec.label, scale)
     counters = stats.counters
@@ -580,6 +593,9 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     wanted_joints = set(spec.joint_names)
     max_gap_s = spec.limits.max_gap_s  # a silence of a sensor longer than this ends its hold (StreamStats.held)
     for msg in reader.messages(list(by_topic) + [spec.command_topic]):
+        if msg.msgtype != wanted_types[msg.topic]:
+            counters[f"other_type.{by_topic.get(msg.topic, 'command')}"] += 1
+            continue
         t = msg.log_time_ns * 1e-9
         if last is not None and t < last:  # the recorder's clock stepped back (BagReader keeps the written order)
             yield from emit(labeller.flush())  # a command after the step cannot be timed against an update before it

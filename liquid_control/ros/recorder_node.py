@@ -485,7 +485,9 @@ def bag_info(path: str) -> str:
             lines.append(f"TRUNCATED: {reader.salvage_note}")
         for topic, info in sorted(reader.topics.items()):
             qos = ", ".join(f"{q['reliability']}/{q['durability']}/depth {q['depth']}" for q in map(qos_dict, info.qos))
-            lines.append(f"  {topic}: {info.msgtype}, {counted(info.count, by_topic.get(topic))}, offered QoS [{qos}]")
+            kinds = " and ".join(f"{t} ({count_of_messages(n)})" for t, n in info.msgtypes.items())
+            kinds = info.msgtype if len(info.msgtypes) == 1 else f"{kinds}: one topic, two or more types"
+            lines.append(f"  {topic}: {kinds}, {counted(info.count, by_topic.get(topic))}, offered QoS [{qos}]")
     return "\n".join(lines)
 
 

@@ -175,6 +175,7 @@ class Replay:
     def __init__(self, node, readers: list[BagReader], topics: list[str], classes: dict | None = None):
         self.node = node
         self.publishers = {}
+        self.msgtypes = {}  # topic -> the type its publisher has (a topic recorded with several: its most common)
         for reader in readers:
             for topic in topics:
                 info = reader.topics.get(topic)
@@ -184,6 +185,7 @@ class Replay:
                     continue
                 cls = classes[topic] if classes is not None else message_class(info.msgtype)
                 self.publishers[topic] = node.create_publisher(cls, topic, publisher_qos(info.qos))
+                self.msgtypes[topic] = info.msgtype
         self.published = {t: 0 for t in self.publishers}
         self.clock_pub = None
 
@@ -207,6 +209,8 @@ class Replay:
         for msg in reader.messages(list(self.publishers)):
             if stop.is_set():
                 break
+            if msg.msgtype != self.msgtypes[msg.topic]:  # a topic recorded with two types: its publisher has one
+                continue
             if pacing is None:
                 pacing = Pacing(rate, time.monotonic(), max_gap_s)
             cuts = len(pacing.cuts)
