@@ -690,6 +690,17 @@ def set_dotted(raw: dict, dotted: str, value) -> None:
         node[parts[-1]] = value
 
 
+def refusal_source(message: str, path, overrides) -> str:
+    """``message``, a refusal that starts with the dotted key it refuses (``training.shift: ...``), prefixed with the
+    config file ``path`` it came from, unless one of ``overrides`` (dotted keys: ``--set``) set that key, a section
+    holding it (``training={...}``) or a key in it (``data.label.mod`` of ``data.label: unknown key``): the file may
+    not say it, so the message stands alone, as ``apply_overrides``'s refusals do. ``path`` None: no file."""
+    key = message.split(":", 1)[0]
+    if path is None or any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overrides or ()):
+        return message
+    return f"{path}: {message}"
+
+
 def apply_overrides(cfg: dict, overrides: dict[str, Any], strict: bool = True) -> dict:
     """Return a validated copy of ``cfg`` with dotted-key overrides, e.g. {"training.epochs_first": 2}."""
     raw = copy.deepcopy(cfg)

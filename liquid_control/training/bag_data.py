@@ -235,7 +235,7 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
             return None, section
     if section is None and not data and not sets:
         return config, None
-    from liquid_control.policy.config import set_dotted
+    from liquid_control.policy.config import refusal_source, set_dotted
 
     data = data or {}
     given = _flat_keys(data)
@@ -259,8 +259,10 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
     try:
         return config, validate_data(merged, options=data)
     except (ValueError, BagError) as exc:  # a wrong key, or a bag not there (expand_bags)
-        in_file = source is not None and str(exc).startswith("data")  # a key of the file's section, not an option
-        raise TrainingError(f"{source}: {exc}" if in_file else str(exc)) from None
+        in_file = str(exc).startswith("data")  # a key of the section (the file's unless set by --set or an option)
+        raise TrainingError(
+            refusal_source(str(exc), source, [*(sets or {}), *given]) if in_file else str(exc)
+        ) from None
 
 
 def bag_data_spec(cfg: dict, data: dict):

@@ -25,6 +25,7 @@ from liquid_control.policy import (
     load_config,
     validate_config,
 )
+from liquid_control.policy.config import refusal_source
 from liquid_control.processes import available_cpus, interrupt_in_ctypes
 
 from . import bag_data
@@ -338,7 +339,8 @@ def train(
         check_world_settings(cfg, data)
         check_episode_seeds(cfg, 0, simulated=data is None)
     except (PolicyConfigError, TrainingError) as exc:  # named with the file, as load_config names its own
-        raise type(exc)(f"{config}: {exc}" if isinstance(config, (str, Path)) else str(exc)) from None
+        in_file = config if isinstance(config, (str, Path)) else None
+        raise type(exc)(refusal_source(str(exc), in_file, overrides)) from None
     check_episode_seeds(cfg, seed, simulated=data is None)
     resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
