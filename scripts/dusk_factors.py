@@ -65,14 +65,21 @@ def main(argv=None) -> int:
     import torch
 
     import sim_envs.rover as rover
+    from liquid_control.atomic_file import atomic_write
     from liquid_control.evaluation.batched import WorldPool, make_batches, run_batch
-    from liquid_control.evaluation.plan import build_plan
-    from liquid_control.paths import policies_dir
+    from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
+    from liquid_control.paths import output_file_problem, policies_dir
     from liquid_control.stats import mcnemar_exact_p, wilson_interval
 
+    problem = output_file_problem(Path(args.out) / "results.json", "results.json")  # before the episodes
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     torch.set_num_threads(1)
     names = args.policy or ["cfc_ncp_rover_robust", "cfc_ncp_rover"]
-    plan = build_plan([f"{n}={policies_dir() / (n + '.pt')}" for n in names], ["dusk"], args.episodes)
+    try:
+        plan = build_plan([f"{n}={policies_dir() / (n + '.pt')}" for n in names], ["dusk"], args.episodes)
+    except EvaluationSetupError as exc:  # --episodes 0, a policy not shipped
+        parser.error(str(exc))
     original = copy.deepcopy(rover.LIGHTINGS["dusk"])
     outcomes: dict[str, dict[str, list[bool]]] = {}
     started = time.time()
@@ -90,7 +97,6 @@ def main(argv=None) -> int:
     finally:
         rover.LIGHTINGS["dusk"] = original
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     rows = []
     for label, by_policy in outcomes.items():
         row = {"variant": label, "lighting": variants(rover.LIGHTINGS)[label]}
@@ -112,7 +118,8 @@ def main(argv=None) -> int:
         "episode_seeds": [plan.jobs[0].episode_seed, plan.jobs[0].episode_seed + args.episodes - 1],
         "wall_s": round(time.time() - started, 1),
     }
-    (out / "results.json").write_text(json.dumps({"provenance": provenance, "rows": rows}, indent=1) + "\n")
+    with atomic_write(out / "results.json", "w") as handle:  # whole or not at all, also on Ctrl-C
+        handle.write(json.dumps({"provenance": provenance, "rows": rows}, indent=1) + "\n")
     lines = [
         "| variant | " + " | ".join(names) + " |",
         "| --- | " + " | ".join("---" for _ in names) + " |",
@@ -127,10 +134,13 @@ def main(argv=None) -> int:
                 cell += f"; {a} / {b}, p = {r['mcnemar_p_vs_dusk']:.2g}"
             cells.append(cell)
         lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    with atomic_write(out / "results.md", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("dusk_factors.py", main))

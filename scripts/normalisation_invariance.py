@@ -60,10 +60,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.steps < 1:
         parser.error("--episodes and --steps must be at least 1")
+    from liquid_control.paths import output_file_problem
+
+    problem = output_file_problem(Path(args.out) / "results.json", "results.json")  # before the episodes
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     import numpy as np
     import torch
 
     import sim_envs  # noqa: F401  (registers the worlds)
+    from liquid_control.atomic_file import atomic_write
     from liquid_control.policy.config import CAMERA_NORMALIZATIONS
     from liquid_control.policy.encoders import CameraEncoder
     from sim_envs.shifts import parse_shift
@@ -90,21 +96,24 @@ def main(argv=None) -> int:
             ratios[name][mode] = round(float(ratio), 4)
         print(name, ratios[name], flush=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     provenance = {
         "command": "python scripts/normalisation_invariance.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "expert_episode_seeds": [seeds[0], seeds[-1]],
         "frames_per_shift": int(len(a)),
         "wall_s": round(time.time() - started, 1),
     }
-    (out / "results.json").write_text(json.dumps({"provenance": provenance, "shift_over_state": ratios}, indent=1))
+    with atomic_write(out / "results.json", "w") as handle:  # whole or not at all, also on Ctrl-C
+        handle.write(json.dumps({"provenance": provenance, "shift_over_state": ratios}, indent=1))
     modes = list(CAMERA_NORMALIZATIONS)
     lines = ["| shift | " + " | ".join(f"`{m}`" for m in modes) + " |", "| --- |" + " ---: |" * len(modes)]
     lines += [f"| {name} | " + " | ".join(f"{ratios[name][m]:.3f}" for m in modes) + " |" for name in SHIFTS]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
+    with atomic_write(out / "results.md", "w") as handle:
+        handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("normalisation_invariance.py", main))

@@ -59,3 +59,44 @@ def test_ctrl_c_ends_a_sheet_in_one_line(script, monkeypatch, capsys):
         runpy.run_path(str(ROOT / "scripts" / script), run_name="__main__")
     assert stop.value.code == 130
     assert capsys.readouterr().err == f"{script}: interrupted\n"
+
+
+def never_reached(*args, **kwargs):
+    raise AssertionError("the episodes ran: the bad option was not refused up front")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "notes/dusk"], "--out notes/dusk: {tmp}/notes exists and is not a folder"),
+        (["--out", "notes"], "--out notes: {tmp}/notes exists and is not a folder"),
+        (["--episodes", "0", "--out", "dusk"], "--episodes must be >= 1, got 0"),
+    ],
+)
+def test_dusk_factors_refuses_bad_options_before_the_episodes(args, message, tmp_path, monkeypatch, capsys):
+    """Before: a NotADirectoryError / FileExistsError traceback after every variant's episodes had run (hours at
+    the default 100 episodes), and an EvaluationSetupError traceback for --episodes 0."""
+    import liquid_control.evaluation.batched as batched
+
+    monkeypatch.setattr(batched, "run_batch", never_reached)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").write_text("a file\n")
+    module = runpy.run_path(str(ROOT / "scripts" / "dusk_factors.py"))
+    with pytest.raises(SystemExit) as stop:
+        module["main"](args)
+    assert stop.value.code == 2
+    assert message.format(tmp=tmp_path) in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+def test_normalisation_invariance_refuses_an_unusable_out_before_the_episodes(tmp_path, monkeypatch, capsys):
+    """Before: a NotADirectoryError traceback after every shift's expert episodes had been rendered."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").write_text("a file\n")
+    module = runpy.run_path(str(ROOT / "scripts" / "normalisation_invariance.py"))
+    module["main"].__globals__["expert_frames"] = never_reached
+    with pytest.raises(SystemExit) as stop:
+        module["main"](["--out", "notes/invariance"])
+    assert stop.value.code == 2
+    assert f"--out notes/invariance: {tmp_path}/notes exists and is not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
