@@ -339,10 +339,11 @@ def test_an_ncp_seed_edited_in_the_config_is_refused_at_load_not_run_with_the_fi
     assert load_policy(good).core.wiring == policy.core.wiring
 
 
-@pytest.mark.parametrize("value", [np.float64(0.9), np.arange(3), Path("runs/x"), object()])
+@pytest.mark.parametrize("value", [np.float64(0.9), np.arange(3), Path("runs/x"), object(), lambda: 0.9])
 def test_save_policy_refuses_metadata_that_load_policy_could_not_read_back(tmp_path, value):
     """A numpy scalar (np.mean of the successes) was written, and the file refused at load as one holding pickled
-    objects ('use a file written by liquid_control (... save_policy ...)'): found only on the robot."""
+    objects ('use a file written by liquid_control (... save_policy ...)'): found only on the robot. A value that
+    cannot be pickled at all (a function) was torch.save's PicklingError, naming no entry."""
     policy = Policy.from_config(small_config())
     with pytest.raises(TypeError, match=rf"save_policy: metadata\['success'\] is {type(value).__name__} .*convert it"):
         save_policy(tmp_path / "p.pt", policy, {"seed": 1, "success": value})

@@ -105,11 +105,11 @@ def unreadable_entry(value, where: str) -> str | None:
                 return found
         return None
     buffer = io.BytesIO()
-    torch.save(value, buffer)
-    buffer.seek(0)
-    try:
+    try:  # a lambda, a lock, an open file: torch.save's pickling error named nothing of the config or metadata
+        torch.save(value, buffer)
+        buffer.seek(0)
         torch.load(buffer, weights_only=True)  # what else torch's reader allows (torch.Size, a dtype...)
-    except pickle.UnpicklingError:
+    except Exception:  # pickle.UnpicklingError at load; PicklingError, TypeError, AttributeError at save
         return f"{where} is {type(value).__name__} {str(value)[:40]!r}"
     return None
 
