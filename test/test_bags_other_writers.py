@@ -161,3 +161,39 @@ def test_a_topic_recorded_with_two_types_reads_each_message_as_its_own(tmp_path)
         assert replay.play(reader, rate=1000.0, stop=threading.Event()) == 30
     twists = [data for topic, kind, _, data in events if topic == "/cmd_vel"]
     assert [bytes(d) for d in published["/cmd_vel"].sent] == twists
+
+
+IDL = "=" * 80 + "\n"
+
+
+def test_a_custom_type_defined_in_ros2idl_is_decoded_and_recovered(tmp_path):
+    """rosbag2 stores the definition of a type from an .idl file as a ros2idl schema (one 'IDL: pkg/msg/Type'
+    section per type needed). Before, it was parsed as ros2msg, which failed in silence: the topic's messages
+    could not be decoded (KeyError) and `record --recover` refused the bag ('unknown to the rosbags type store')."""
+    from liquid_control.bags.io import recover
+
+    schema = (
+        f"{IDL}IDL: idl_case/msg/Track\n"
+        '#include "idl_case/msg/Spot.idl"\n'
+        "module idl_case { module msg { struct Track { idl_case::msg::Spot spot; string label; }; }; };\n"
+        f"{IDL}IDL: idl_case/msg/Spot\n"
+        "module idl_case { module msg { struct Spot { double x; double y; }; }; };\n"
+    )
+    # CDR (little endian): its 4-byte header, then x, y and label "ok" (aligned from after the header)
+    data = b"\x00\x01\x00\x00" + np.array([1.5, -2.0]).tobytes() + b"\x03\x00\x00\x00ok\x00"
+    path = tmp_path / "idl.mcap"
+    with open(path, "wb") as handle:
+        writer = Writer(handle)
+        writer.start(profile="ros2", library="test")
+        channel = writer.register_channel(
+            "/track", "cdr", writer.register_schema("idl_case/msg/Track", "ros2idl", schema.encode()), {}
+        )
+        for i in range(3):
+            writer.add_message(channel, log_time=int(T0 * 1e9) + i, data=data, publish_time=0)
+        writer.finish()
+    with BagReader(path) as reader:
+        track = next(reader.messages()).decode()
+    assert (track.spot.x, track.spot.y, track.label) == (1.5, -2.0, "ok")
+    fixed = recover(path, tmp_path / "fixed").path
+    with BagReader(fixed) as reader:
+        assert [m.decode().spot.x for m in reader.messages()] == [1.5] * 3

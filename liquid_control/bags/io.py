@@ -49,7 +49,7 @@ from typing import NamedTuple
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
 from liquid_control.conventions import stamps
 from liquid_control.conventions.message_types import message_type_name
@@ -1009,10 +1009,8 @@ class BagReader:
         store = typestore()
         for conn in connections:
             if conn.msgtype not in store.fielddefs and conn.msgdef.data:
-                try:
-                    store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
-                except Exception:  # an unparsable custom definition: only that topic becomes unreadable
-                    pass
+                idl = getattr(conn.msgdef.format, "name", "") == "IDL"
+                _register_definition(conn.msgdef.data, conn.msgtype, idl)
 
     def require(self, topic: str, msgtypes: Iterable[str] | None = None) -> TopicInfo:
         """The info of ``topic``, or a BagError naming the bag, the topic and what the bag has; with ``msgtypes``,
@@ -1370,12 +1368,32 @@ def _iter_truncated_batches(path: Path):
 
 
 def _register_schema(record) -> None:
-    store = typestore()
-    if record.name not in store.fielddefs and record.data:
-        try:
-            store.register(get_types_from_msg(record.data.decode(), record.name))
-        except Exception:
-            pass
+    if record.name not in typestore().fielddefs and record.data:
+        _register_definition(record.data.decode(), record.name, record.encoding in ("ros2idl", "omgidl"))
+
+
+IDL_SEPARATOR = "=" * 80 + "\n"  # rosbag2's ros2idl schema: one "IDL: pkg/msg/Type" section per type it needs
+
+
+def _register_definition(text: str, msgtype: str, idl: bool) -> None:
+    """Register the custom type ``msgtype`` (and the types it uses) from a bag's definition of it: ros2msg text,
+    or ros2idl (rosbag2 writes it for types defined in .idl files: sections of IDL, each after the separator and
+    an ``IDL: pkg/msg/Type`` line; read as ros2msg, it registered nothing and the topic could not be decoded). The
+    ``#include`` lines are left out: the types they name have sections of their own. An unparsable definition
+    leaves only that topic unreadable."""
+    try:
+        if not idl:
+            types = get_types_from_msg(text, msgtype)
+        else:
+            types = {}
+            sections = text.split(IDL_SEPARATOR) if text.startswith(IDL_SEPARATOR + "IDL: ") else ["", "\n" + text]
+            for section in sections[1:]:
+                idl_text = section.partition("\n")[2]  # without its #include lines, which rosbags does not parse
+                idl_text = "\n".join(x for x in idl_text.splitlines() if not x.lstrip().startswith("#"))
+                types.update(get_types_from_idl(idl_text))
+        typestore().register(types)
+    except Exception:
+        pass
 
 
 def _scan_truncated(path: Path):
