@@ -6,6 +6,12 @@ set -euo pipefail
 LC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 LC_VENV="${LIQUID_CONTROL_VENV:-$LC_ROOT/.venv}"
 LC_PROFILE="${1:-runtime}"
+case "$LC_PROFILE" in  # before anything is installed: any other word was taken as a profile and pip ran
+  runtime | test) ;;
+  -h | --help) sed -n '2,4p' "${BASH_SOURCE[0]}" | cut -c3-; return 0 2>/dev/null || exit 0 ;;
+  *) echo "liquid_control: scripts/bootstrap.sh: unknown profile '$LC_PROFILE'; usage: source scripts/bootstrap.sh [runtime|test]" >&2
+     return 2 2>/dev/null || exit 2 ;;
+esac
 REQ="$LC_ROOT/requirements.txt"; [ "$LC_PROFILE" = test ] && REQ="$LC_ROOT/requirements-test.txt"
 
 # The ROS 2 wheels are built for CPython 3.11.

@@ -100,3 +100,23 @@ def test_normalisation_invariance_refuses_an_unusable_out_before_the_episodes(tm
     assert stop.value.code == 2
     assert f"--out notes/invariance: {tmp_path}/notes exists and is not a folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+@pytest.mark.parametrize(
+    "word, status, out, err",
+    [("--help", 0, "usage: source scripts/bootstrap.sh", ""), ("bogus", 2, "", "unknown profile 'bogus'")],
+)
+def test_bootstrap_refuses_a_word_that_is_not_a_profile(word, status, out, err):
+    """Before: `scripts/bootstrap.sh --help` (or any word) was taken as a profile: pip installed the runtime
+    requirements and the package into the venv, and wrote a stamp '.liquid_control---help.sha' there. Run here
+    with LIQUID_CONTROL_NO_INSTALL (nothing installed whatever the code), where the old code went on silently."""
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bootstrap.sh"), word],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LIQUID_CONTROL_NO_INSTALL": "1", "LIQUID_CONTROL_VENV": sys.prefix},
+    )
+    assert run.returncode == status, run.stderr
+    assert out in run.stdout and err in run.stderr
+    assert not list(Path(sys.prefix).glob(f".liquid_control-{word}.sha"))
