@@ -74,25 +74,15 @@ from .bc import bc_loss
 from .data import Episode
 from .run import TrainingError, TrainingRun, progress_bar
 
-DATA_KEYS = {
-    "bags": list,
-    "validation": list,
-    "node_params": (str, type(None)),
-    "topics": dict,
-    "command_topic": (str, type(None)),
-    "label": dict,
-    "allow_truncated": bool,
-    "window": int,
-}
-DATA_KIND_NAMES = {  # what each key takes, in a refusal's words
-    "bags": "a list of bag folders",
-    "validation": "a list of bag folders",
-    "node_params": "a parameter file's path or null",
-    "topics": "a mapping",
-    "command_topic": "a topic name or null",
-    "label": "a mapping",
-    "allow_truncated": "true or false",
-    "window": "an integer",
+DATA_KEYS = {  # key -> (the types it takes, the same in a refusal's words)
+    "bags": (list, "a list of bag folders"),
+    "validation": (list, "a list of bag folders"),
+    "node_params": ((str, type(None)), "a parameter file's path or null"),
+    "topics": (dict, "a mapping"),
+    "command_topic": ((str, type(None)), "a topic name or null"),
+    "label": (dict, "a mapping"),
+    "allow_truncated": (bool, "true or false"),
+    "window": (int, "an integer"),
 }
 DATA_DEFAULTS = {
     "bags": [],
@@ -151,8 +141,9 @@ def validate_data(section: dict, options=()) -> dict:
         raise ValueError(f"data: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(DATA_KEYS)}")
     out = copy.deepcopy(DATA_DEFAULTS)
     for key, value in section.items():
-        if not isinstance(value, DATA_KEYS[key]) or (DATA_KEYS[key] is int and isinstance(value, bool)):
-            raise ValueError(f"data.{key}: expected {DATA_KIND_NAMES[key]}, got {type(value).__name__} {value!r}")
+        kind, words = DATA_KEYS[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"data.{key}: expected {words}, got {type(value).__name__} {value!r}")
         out[key] = copy.deepcopy(value)
     if not out["bags"]:
         raise ValueError("data.bags: no training bags given (--bag DIR, or data: bags: [...])")
