@@ -13,6 +13,15 @@
 # Seeds: training bags 100.., validation bags (model selection) 500.., test bags (offline error) 600..; the
 # simulated evaluation uses the evaluation seeds 20,000,000.. (liquid-control eval's default): all disjoint.
 set -euo pipefail
+if [ $# -gt 0 ]; then  # its settings are environment variables: an argument (--help) used to start the whole loop
+  case "$1" in -h | --help)
+    sed -n '2,14p' "$0" | cut -c3-
+    echo; echo "Settings (environment variables) and their defaults:"; grep -E '^[A-Z_]+=\$\{' "$0"
+    exit 0 ;;
+  esac
+  echo "bag_loop: takes no arguments, got '$*'; its settings are environment variables (scripts/bag_loop.sh --help)" >&2
+  exit 2
+fi
 
 OUT=${OUT:-reports/bag_loop}
 CONFIG=${CONFIG:-policies/configs/cfc_ncp_rover.yaml}

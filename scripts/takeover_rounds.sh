@@ -14,6 +14,15 @@
 # (100.., 500.., 600..), the evaluation episodes the same 20,000,000.. as bag_loop's: disjoint while
 # ROUNDS x EPISODES <= 300 (checked). The bags are recorded by the training expert at RENDER_SIZE (bag_loop's).
 set -euo pipefail
+if [ $# -gt 0 ]; then  # its settings are environment variables: an argument (--help) used to start the whole loop
+  case "$1" in -h | --help)
+    sed -n '2,15p' "$0" | cut -c3-
+    echo; echo "Settings (environment variables) and their defaults:"; grep -E '^[A-Z_]+=\$\{' "$0"
+    exit 0 ;;
+  esac
+  echo "takeover_rounds: takes no arguments, got '$*'; its settings are environment variables (scripts/takeover_rounds.sh --help)" >&2
+  exit 2
+fi
 
 OUT=${OUT:?set OUT to a finished scripts/bag_loop.sh folder (with bags/ and run/policy.pt)}
 CONFIG=${CONFIG:-policies/configs/cfc_ncp_rover.yaml}

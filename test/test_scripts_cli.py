@@ -120,3 +120,25 @@ def test_bootstrap_refuses_a_word_that_is_not_a_profile(word, status, out, err):
     assert run.returncode == status, run.stderr
     assert out in run.stdout and err in run.stderr
     assert not list(Path(sys.prefix).glob(f".liquid_control-{word}.sha"))
+
+
+@pytest.mark.parametrize("script", ["bag_loop.sh", "takeover_rounds.sh"])
+@pytest.mark.parametrize("word, status", [("--help", 0), ("train", 2)])
+def test_loop_scripts_take_no_arguments(script, word, status, tmp_path):
+    """Before: bag_loop.sh ignored its arguments and `scripts/bag_loop.sh --help` started the 10-25 minute loop
+    (recording bags under reports/bag_loop in the current folder); takeover_rounds.sh started its rounds once OUT
+    was set. Run here with the stages' commands replaced by `false`, so the old code ends at once."""
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / script), word],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LC": "false", "PYTHON": "false", "OUT": str(tmp_path / "loop")},
+    )
+    assert run.returncode == status, run.stderr[-2000:]
+    if status == 0:
+        assert "Settings (environment variables) and their defaults:" in run.stdout and "EVAL_EPISODES=" in run.stdout
+    else:
+        assert "takes no arguments, got 'train'; its settings are environment variables" in run.stderr
+    assert not list(tmp_path.iterdir())
