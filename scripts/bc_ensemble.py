@@ -55,13 +55,18 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from liquid_control.atomic_file import atomic_write
     from liquid_control.evaluation.agents import make_env
     from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
+    from liquid_control.paths import output_file_problem
     from liquid_control.policy import load_policy
     from liquid_control.policy.agent import PolicyAgent
     from liquid_control.stats import wilson_interval
     from liquid_control.training.data import rollout
 
+    problem = args.out and output_file_problem(args.out, "ensemble.json")  # before the episodes
+    if problem:
+        parser.error(f"--out {args.out}: {problem}")
     torch.set_num_threads(1)
     paths = [p.resolve() for p in args.policies]
     if len(set(paths)) < 2 or len(set(paths)) < len(paths):
@@ -100,9 +105,12 @@ def main(argv=None) -> int:
         "results": results,
     }
     if args.out:
-        args.out.write_text(json.dumps(summary, indent=1) + "\n")
+        with atomic_write(args.out, "w") as handle:  # whole or not at all, also on Ctrl-C
+            handle.write(json.dumps(summary, indent=1) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bc_ensemble.py", main))

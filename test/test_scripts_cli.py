@@ -142,3 +142,15 @@ def test_loop_scripts_take_no_arguments(script, word, status, tmp_path):
     else:
         assert "takes no arguments, got 'train'; its settings are environment variables" in run.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_bc_ensemble_refuses_an_unusable_out_before_the_episodes(tmp_path, monkeypatch, capsys):
+    """Before: a NotADirectoryError traceback from write_text after every member's episodes had run."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes").write_text("a file\n")
+    module = runpy.run_path(str(ROOT / "scripts" / "bc_ensemble.py"))
+    with pytest.raises(SystemExit) as stop:
+        module["main"](["s0/policy.pt", "s1/policy.pt", "--out", "notes/ensemble.json"])
+    assert stop.value.code == 2
+    assert f"--out notes/ensemble.json: {tmp_path}/notes exists and is not a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
