@@ -23,7 +23,7 @@ from .core import build_core
 
 FORMAT = "liquid_control.core"
 VERSION = 1
-POLICY_FORMAT = FORMAT.rpartition(".")[0] + ".policy"  # save_policy's files (a name, not an import upwards)
+POLICY_FORMAT = FORMAT.rpartition(".")[0] + ".policy"  # save_policy's files (policy.checkpoint.FORMAT)
 
 
 class CheckpointError(ValueError):

@@ -13,13 +13,13 @@ from pathlib import Path
 import torch
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.cells.checkpoint import read_plain_torch_file, refuse_unreadable
+from liquid_control.cells.checkpoint import POLICY_FORMAT, read_plain_torch_file, refuse_unreadable
 
 from .config import PolicyConfigError, validate_config
 from .encoders import VectorEncoder
 from .model import Policy
 
-FORMAT = "liquid_control.policy"
+FORMAT = POLICY_FORMAT  # "liquid_control.policy", named where load_model can tell such a file too
 VERSION = 1
 
 
