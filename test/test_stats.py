@@ -83,6 +83,20 @@ def test_seed_numbers_a_checkpoint_did_not_record_are_never_paired():
     assert row.seeds == 1 and row.p_value is None
 
 
+def test_a_zero_difference_is_printed_as_zero_not_as_float_noise_below_it():
+    """Seed differences -1/6, +4/6, -3/6 sum to exactly 0, their float mean is -1.9e-17: the table printed
+    "-0 pts" (A below B) where the episodes say A and B tie; p = 1 already treated it as zero."""
+    records = episodes("A", {0: 2, 1: 4, 2: 1}, n=6) + episodes("B", {0: 3, 1: 0, 2: 4}, n=6)
+    (row,) = compare_over_seeds(records, [("A", "B")], ["in_distribution"])
+    assert row.p_value == 1.0
+    (line,) = _comparison_table([row])[2:]
+    assert "| 39% | 39% | +0 pts [" in line and "-0" not in line
+    untested = compare_over_seeds(records, [("A", "B")], ["in_distribution"], unrecorded={"A": (0, 1)})
+    row = untested[0]
+    row.mean_a, row.mean_b, row.difference = 0.3, 0.1 + 0.2, 0.3 - (0.1 + 0.2)  # -5.6e-17: float noise, a tie
+    assert "| +0 pts, n/a: fewer than 2 shared seeds |" in _comparison_table([row])[2]
+
+
 @pytest.fixture(scope="module")
 def seed_checkpoints(tmp_path_factory):
     """Tiny untrained policies: training seeds 0..3 recorded, and one without a recorded seed; ``[seed, name]``: the

@@ -288,6 +288,13 @@ def _group_table(groups, policies) -> list[str]:
 
 
 NO_SHARED_SEEDS = "n/a: fewer than 2 shared seeds"
+FLOAT_NOISE = 1e-9  # a difference of success rates this close to 0 is 0 (as `stats.paired_seed_test` takes it)
+
+
+def _points(x: float) -> str:
+    """A difference of success rates in signed percentage points; float noise around 0 (a tie's mean difference,
+    -1/6 + 4/6 - 3/6 = -1.9e-17) is "+0", not the "-0" that says A below B."""
+    return f"{100 * (0.0 if abs(x) <= FLOAT_NOISE else x):+.0f}"
 
 
 def _comparison_table(rows) -> list[str]:
@@ -301,13 +308,13 @@ def _comparison_table(rows) -> list[str]:
             seeds += f" (of {r.a}: {r.seeds_a}, {r.b}: {r.seeds_b})"
         pct = lambda x: "—" if x is None else _pct(x)  # noqa: E731
         if not r.tested:
-            diff = NO_SHARED_SEEDS if r.difference is None else f"{100 * r.difference:+.0f} pts, {NO_SHARED_SEEDS}"
+            diff = NO_SHARED_SEEDS if r.difference is None else f"{_points(r.difference)} pts, {NO_SHARED_SEEDS}"
             lines.append(
                 f"| {r.a} | {r.b} | {r.group} | {seeds} | {pct(r.mean_a)} | {pct(r.mean_b)} | {diff} | — | — |"
             )
             continue
-        ci = "n/a" if r.ci is None else f"{100 * r.ci[0]:+.0f}, {100 * r.ci[1]:+.0f}"  # None: a tie
-        diff = f"{100 * r.difference:+.0f} pts [{ci}]"
+        ci = "n/a" if r.ci is None else f"{_points(r.ci[0])}, {_points(r.ci[1])}"  # None: a tie
+        diff = f"{_points(r.difference)} pts [{ci}]"
         if r.p_holm < 0.05:
             diff = f"**{diff}**"
         lines.append(
