@@ -1524,3 +1524,26 @@ def test_no_two_policies_of_a_panel_look_alike_in_the_figures(tmp_path, monkeypa
     monkeypatch.undo()
     for figure in drawn:
         plt.close(figure)
+
+
+def test_the_example_episode_states_the_tables_outcome_and_the_replays_where_they_differ(tmp_path):
+    """The example episode is replayed alone for its figure; a trained policy's table record ran in a batch of lanes
+    and can end otherwise (shipped balancer, perturbed: 14 of 144 outcomes changed between --lanes 1 and 6). Before:
+    report.md stated the replay's outcome as the episode's, contradicting results.csv for the same episode."""
+    from liquid_control.evaluation.report import pick_example
+    from liquid_control.evaluation.results import ResultLog
+
+    out = str(tmp_path / "run")
+    plan = build_plan(["expert"], ["in_distribution", "winter"], 1)
+    example = pick_example(plan)
+    log = ResultLog(out, resume=False)
+    for job in plan.jobs:  # the table's record of the example episode: a collision (the expert's replay succeeds)
+        changes = {"success": False, "collision": True, "outcome": "collision"} if job == example else {}
+        log.append(finished_record(job, **changes))
+    evaluate(plan, out, backend="serial", resume=True, progress=False, saliency=False)
+    report = pathlib.Path(out, "report.md").read_text()
+    assert "| expert | winter | 1 | 0/1 | 100% |" in report
+    assert (
+        f"`expert` (training seed 0) under `winter`, episode seed {example.episode_seed}: collision in the tables "
+        "(`results.csv`); replayed alone for the figure, success" in report
+    )

@@ -523,7 +523,7 @@ def write_report(
             "",
             f"`{example_record['policy']}` (training seed {example_record['training_seed']}) under "
             f"`{example_record['shift']}`, episode seed {example_record['episode_seed']}: "
-            f"{example_record['outcome']}.",
+            + example_outcome(example_record, records),
             "",
             "![example episode](example_episode.png)",
         ]
@@ -532,6 +532,21 @@ def write_report(
         fh.write("\n".join(lines) + "\n")
     remove_stale_figures(out_dir, "\n".join(lines))
     return path
+
+
+def example_outcome(replayed: dict, records: list[dict]) -> str:
+    """The example episode's outcome as the report states it: the table's record of that episode, and the replay's
+    where it differs (the replay runs the episode alone, the table's record ran in a batch of lanes: a trained
+    policy's last bits differ, and a chaotic closed loop can end otherwise; see `plot_example_episode`)."""
+    key = lambda r: (r["policy"], int(r["training_seed"]), r["shift"], int(r["episode_seed"]))  # noqa: E731
+    logged = next((r for r in records if key(r) == key(replayed)), None)
+    if logged is None or logged["outcome"] == replayed["outcome"]:
+        return f"{replayed['outcome']}."
+    return (
+        f"{logged['outcome']} in the tables (`results.csv`); replayed alone for the figure, {replayed['outcome']} "
+        "(the tables' episode ran in a batch of episodes, whose float32 sums differ from a lone episode's in the last "
+        "bits, and a closed loop can amplify that into another outcome: the same world and seed)."
+    )
 
 
 # the figures a report draws (write_report, write_saliency): a file of these names that report.md does not show is
