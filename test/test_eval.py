@@ -867,6 +867,16 @@ def test_provenance_of_a_resumed_run_lists_every_part_and_adds_their_wall_times(
     text = "\n".join(provenance.markdown(third))
     assert "Earlier part (continued by `--resume`): `liquid-control eval --recipes off`" in text
     assert "Total wall time of all parts: **155 s" in text
+    # before: the CPU line gave the last part's seconds alone, unlabelled beside the total wall time of all parts
+    # (a resumed headline run: its CPU time read as the run's), and the earlier parts' CPU time, in provenance.json,
+    # was not in report.md
+    cpu = [third["cpu_time_s"], *(part["cpu_time_s"] for part in third["earlier_parts"])]
+    assert f"- CPU time of this part {cpu[0]:.0f} s" in text
+    assert f"wall time 100 s, CPU time {cpu[1]:.0f} s" in text
+    assert f"Total wall time of all parts: **155 s (0.04 h)**; CPU time {sum(cpu):.0f} s\n" in text + "\n"
+    cut = {"command": "liquid-control eval --resume", "started_utc": "x", "wall_time_s": 60.0, "cut_short": "..."}
+    fourth = provenance.markdown(provenance.accumulate(third, provenance.collect("c", 30.0, 1.0), [cut]))
+    assert any(line.endswith(" over the 4 of 5 parts that recorded it") for line in fourth)
 
 
 def test_provenance_states_the_commit_a_run_began_at_and_a_checkout_that_moved_during_it(tmp_path, monkeypatch):

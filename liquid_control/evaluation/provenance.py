@@ -198,21 +198,30 @@ def markdown(prov: dict) -> list[str]:
         f"- Started {prov['started_utc']}; wall time **{prov['wall_time_s']:.0f} s ({hours:.2f} h)**"
         + (f"; load average at the end {prov['load_average_at_end']}" if prov.get("load_average_at_end") else ""),
     ]
+    earlier = prov.get("earlier_parts", [])
     if prov.get("cpu_time_s") is not None:
         lines.append(
-            f"- CPU time {prov['cpu_time_s']:.0f} s: this process and its finished worker processes (training runs, "
-            "process-pool evaluation, figures; not Ray workers), user + system"
+            f"- CPU time{' of this part' if earlier else ''} {prov['cpu_time_s']:.0f} s: this process and its finished "
+            "worker processes (training runs, process-pool evaluation, figures; not Ray workers), user + system"
         )
-    for part in prov.get("earlier_parts", []):
+    for part in earlier:
         cut = f" (cut short {part['cut_short']})" if part.get("cut_short") else ""
+        cpu = f", CPU time {float(part['cpu_time_s']):.0f} s" if part.get("cpu_time_s") is not None else ""
         lines.append(
             f"- Earlier part{cut} (continued by `--resume`): `{part.get('command', '')}`, "
             f"commit `{part.get('commit', '')}`, started {part.get('started_utc', '?')}, "
-            f"wall time {float(part.get('wall_time_s', 0)):.0f} s"
+            f"wall time {float(part.get('wall_time_s', 0)):.0f} s{cpu}"
         )
     if "total_wall_time_s" in prov:
         total = prov["total_wall_time_s"]
-        lines.append(f"- Total wall time of all parts: **{total:.0f} s ({total / 3600:.2f} h)**")
+        line = f"- Total wall time of all parts: **{total:.0f} s ({total / 3600:.2f} h)**"
+        parts = [prov, *earlier]
+        cpus = [float(part["cpu_time_s"]) for part in parts if part.get("cpu_time_s") is not None]
+        if cpus:  # a part cut short recorded no CPU time (`Sitting`): the sum is then of the others
+            line += f"; CPU time {sum(cpus):.0f} s" + (
+                f" over the {len(cpus)} of {len(parts)} parts that recorded it" if len(cpus) < len(parts) else ""
+            )
+        lines.append(line)
     for key, value in prov.items():
         if key not in _LISTED + ("earlier_parts", "total_wall_time_s"):
             lines.append(f"- {key.replace('_', ' ').capitalize()}: {value}")
