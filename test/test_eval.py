@@ -1557,3 +1557,24 @@ def test_the_example_episode_states_the_tables_outcome_and_the_replays_where_the
         f"`expert` (training seed 0) under `winter`, episode seed {example.episode_seed}: collision in the tables "
         "(`results.csv`); replayed alone for the figure, success" in report
     )
+
+
+def test_the_sensor_timing_section_claims_how_policies_were_trained_only_when_the_report_trained_them(tmp_path):
+    """Before: every report with a rate sweep said 'Policies were trained at the default sensor timing (factor 1x),
+    those with the timing recipe on rates and jitters drawn per training episode (see Training)', also for
+    checkpoints given by --policy, whose training it does not know, and with no Training section to see."""
+    from liquid_control.evaluation.results import ResultLog
+
+    out = str(tmp_path / "run")
+    plan = build_plan(["expert"], ["in_distribution", "sensor_rate=2"], 1)
+    log = ResultLog(out, resume=False)
+    for job in plan.jobs:
+        log.append(finished_record(job))
+    claim = "Policies were trained at the default sensor timing (factor 1x)"
+    evaluate(plan, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
+    report = pathlib.Path(out, "report.md").read_text()
+    assert "](success_vs_sensor_timing.png)" in report and claim not in report and "(see Training)" not in report
+    assert "Factor 1x: the world's default sensor timing (`in_distribution`)" in report
+    sections = ["## Training", "", "Every policy trained on the training distribution.", ""]  # the experiment's
+    evaluate(plan, out, backend="serial", resume=True, progress=False, example=False, saliency=False, sections=sections)
+    assert claim in pathlib.Path(out, "report.md").read_text()

@@ -489,11 +489,15 @@ def write_report(
             )
         lines.append("")
     if "sweep" in figures:
+        trained_here = "## Training" in (sections or [])  # the experiment's: it trained the policies and says how
         lines += [
             "## Success versus sensor rate / jitter",
             "",
             "Policies were trained at the default sensor timing (factor 1x), those with the timing recipe on rates "
-            "and jitters drawn per training episode (see Training).",
+            "and jitters drawn per training episode (see Training)."
+            if trained_here
+            else "Factor 1x: the world's default sensor timing (`in_distribution`); how each policy was trained "
+            "(at that timing or on drawn rates and jitters) is its checkpoint's, not this report's.",
             "",
             f"![success versus sensor timing]({os.path.basename(figures['sweep'])})",
             "",
