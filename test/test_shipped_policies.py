@@ -10,6 +10,8 @@ worse kernel path: fewer than a correct build reaches with probability 1 - ``che
 binomial). A build that broke the policy (near 0 % success) fails it; a one-episode flip cannot.
 """
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -101,3 +103,40 @@ def test_shipped_policy_has_its_onnx_export_which_the_node_runs_by_default(name)
     assert export.source_sha256 == checkpoint_sha256(path), f"re-export: liquid-control export {path}"
     assert isinstance(load_backend(path), OnnxBackend)
     assert parity(load_policy(path), path.with_suffix(".onnx")) < 1e-5
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_ood_figures_are_those_of_the_evaluation_it_cites(name):
+    """The card's OOD figures are the cited evaluation's, and its command runs the shifts it quotes. Before: four
+    rover cards gave `--shift-set headline` for their 16 shifts, the name the `full` set had when they were
+    measured; `headline` now runs 8 of them."""
+    import argparse
+    import csv
+    import shlex
+
+    from liquid_control.evaluation.cli import add_arguments
+    from liquid_control.evaluation.shifts import SHIFT_SETS
+    from liquid_control.paths import checkout_dir
+    from liquid_control.training.model_card import ood_section
+
+    ood = read_card(policies_dir() / f"{name}.md")["ood"]
+    if not isinstance(ood, dict):  # the card says it is not measured
+        return
+    root = checkout_dir()
+    if root is None:
+        pytest.skip("the cited reports are in the source checkout")
+    if "source" in ood:  # filled by --ood-results: exactly what ood_section reads from that file
+        assert ood == ood_section(root / ood["source"], ood["policy"]) | {"source": ood["source"]}
+        return
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(shlex.split(ood["command"])[2:])  # after 'liquid-control eval'
+    shifts = set(args.shift) | {s for named in args.shift_set for s in SHIFT_SETS[named]}
+    assert shifts == set(ood["success"]), f"{name}: {ood['command']} runs {sorted(shifts)}"
+    policy = next(spec.split("=")[0] for spec in args.policy if spec.endswith(f"policies/{name}.pt"))
+    with open(root / Path(ood["report"]).parent / "results.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["policy"] == policy]
+    assert args.episodes == ood["episodes_per_shift"]
+    for shift, rate in ood["success"].items():
+        outcomes = [row["success"] == "True" for row in rows if row["shift"] == shift]
+        assert len(outcomes) == args.episodes and sum(outcomes) / len(outcomes) == pytest.approx(rate), shift
