@@ -140,3 +140,53 @@ def test_card_ood_figures_are_those_of_the_evaluation_it_cites(name):
     for shift, rate in ood["success"].items():
         outcomes = [row["success"] == "True" for row in rows if row["shift"] == shift]
         assert len(outcomes) == args.episodes and sum(outcomes) / len(outcomes) == pytest.approx(rate), shift
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_training_command_trains_the_config_inside_the_checkpoint(name):
+    """The card's training command, with the options `liquid-control train` has today, applied to the shipped
+    config it names, gives the config the checkpoint holds (a key that differs is one the command sets)."""
+    import argparse
+    import shlex
+
+    from liquid_control.policy.config import apply_overrides, load_config
+    from liquid_control.training.cli import add_arguments, parse_overrides
+
+    command = read_card(policies_dir() / f"{name}.md")["training"]["command"]
+    assert command.startswith("liquid-control train "), command
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(shlex.split(command)[2:])
+    assert args.config == f"policies/configs/{name}.yaml" and args.seed in (None, 0)
+    config = apply_overrides(load_config(policies_dir() / "configs" / f"{name}.yaml"), parse_overrides(args.overrides))
+    assert config == load_policy(policies_dir() / f"{name}.pt").config
+
+
+def _training_table() -> dict[str, list[str]]:
+    """docs/training.md's table of the shipped policies: {policy: its cells}."""
+    from liquid_control.paths import checkout_dir
+
+    text = (checkout_dir() / "docs" / "training.md").read_text()
+    section = text.split("## Measured (shipped policies, `policies/*.md`)", 1)[1].split("\n#", 1)[0]
+    rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| `")]
+    return {cells[0].strip().strip("`"): [c.strip() for c in cells] for cells in rows}
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_training_doc_table_gives_each_shipped_policy_its_card_figures(name):
+    """Before: docs/training.md's table of the shipped policies had no row for cfc_ncp_rover_robust."""
+    from liquid_control.paths import checkout_dir
+
+    if checkout_dir() is None:
+        pytest.skip("docs/ is in the source checkout")
+    table = _training_table()
+    assert name in table, f"docs/training.md's table of the shipped policies has no row for {name}"
+    _, _, parameters, wall, compiled, torch_loops, differ = table[name]
+    card = read_card(policies_dir() / f"{name}.md")
+    ind, other = card["in_distribution"], card["in_distribution"]["other_kernel_path"]
+    n = ind["episodes"]
+    low, high = (round(100 * x) for x in ind["ci95"])
+    assert compiled.replace("*", "") == f"{round(ind['success'] * n)}/{n} ({low}-{high}%)"
+    assert torch_loops == f"{round(other['success'] * n)}/{n}" and int(differ) == other["episodes_that_differ"]
+    assert int(parameters.replace(",", "")) == card["architecture"]["parameters"]
+    assert wall.split()[0] == f"{round(card['training']['wall_clock_s'])}"
