@@ -135,3 +135,22 @@ def test_ctrl_c_while_measuring_is_one_line_and_the_children_exit_quietly(tmp_pa
         child.kill()
     assert child.returncode == 130, seen + err
     assert "Traceback" not in seen + err and "KeyboardInterrupt" not in seen + err
+
+
+def test_add_ood_keeps_the_lines_of_the_other_entries(tmp_path):
+    """Before: add_ood wrote the front matter wrapped at YAML's default 80 characters while write_card and
+    refresh_card wrap at 100, so filling the OOD section re-wrapped every long entry of the card (the shipped
+    robust card's architecture, command, data and machine lines), and a later --refresh re-wrapped them back."""
+    import yaml
+
+    from liquid_control.training.model_card import OOD_NOT_MEASURED, add_ood
+
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps([{"policy": "p", "shift": "in_distribution", "episode_seed": 0, "success": True}]))
+    command = "liquid-control train --config policies/configs/cfc_ncp_rover_robust.yaml --out runs/cfc_ncp_rover_robust"
+    front = {"name": "p", "training": {"command": command + " --seed 0"}, "ood": OOD_NOT_MEASURED}
+    written = yaml.safe_dump(front, sort_keys=False, width=100)  # as write_card lays it out
+    card = tmp_path / "p.md"
+    card.write_text(f"---\n{written}---\n\n# p\n\n- **OOD**: {OOD_NOT_MEASURED}.\n")
+    add_ood(card, results, "p")
+    assert card.read_text().startswith("---\n" + written.split("ood:")[0] + "ood:\n")

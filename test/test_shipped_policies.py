@@ -190,3 +190,13 @@ def test_training_doc_table_gives_each_shipped_policy_its_card_figures(name):
     assert torch_loops == f"{round(other['success'] * n)}/{n}" and int(differ) == other["episodes_that_differ"]
     assert int(parameters.replace(",", "")) == card["architecture"]["parameters"]
     assert wall.split()[0] == f"{round(card['training']['wall_clock_s'])}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_is_laid_out_as_the_card_writers_write_it(name):
+    """`model_card --refresh` rewrites the in-distribution and check sections only: on a card laid out otherwise
+    (before: the robust card, filled by add_ood at 80 characters a line) it also re-wrapped every long entry."""
+    from liquid_control.training.model_card import card_text, split_card
+
+    path = policies_dir() / f"{name}.md"
+    assert card_text(*split_card(path)) == path.read_text()

@@ -252,6 +252,13 @@ def split_card(path: str | Path) -> tuple[dict, str]:
     return card, text[end + 5 :]
 
 
+def card_text(card: dict, body: str) -> str:
+    """A model card's text: its front matter as YAML (the entries in order, lines wrapped at 100 characters) and
+    its body; the one way every writer here (``write_card``, ``refresh_card``, ``add_ood``) lays a card out, so
+    that rewriting one section leaves the lines of the others as they were."""
+    return "---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + body
+
+
 def read_card(path: str | Path) -> dict:
     """The YAML front matter of a model card."""
     return split_card(path)[0]
@@ -429,7 +436,7 @@ The front matter above is read by `test/test_shipped_policies.py`, which replays
             body += "\n" + append.strip() + "\n"
         if ood is not None:
             card, body = card_with_ood(card, body, *ood, entry=ood_entry)
-        (staging / f"{name}.md").write_text("---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + body)
+        (staging / f"{name}.md").write_text(card_text(card, body))
         # moved in (renames on one file system), in the order that leaves a consistent set at every step: an
         # export names its checkpoint's SHA-256, so a new export beside the old .pt (or the old one beside the
         # new .pt) is not run (backend auto falls back to torch); the old export is removed only once the new .pt
@@ -491,7 +498,7 @@ def refresh_card(
     except OSError as exc:
         raise CardError(f"--out {out_dir}: cannot make the folder ({exc.strerror or exc})") from None
     path = out_dir / f"{name}.md"
-    _write_text(path, "---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + body)
+    _write_text(path, card_text(card, body))
     return path
 
 
@@ -588,7 +595,7 @@ def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Pat
     """Fill a card's ``ood`` entry and its **OOD** line from an evaluation (``card_with_ood``), keeping the rest."""
     card_path = Path(card_path)
     card, body = card_with_ood(*split_card(card_path), results_path, policy)
-    _write_text(card_path, "---\n" + yaml.safe_dump(card, sort_keys=False) + "---\n" + body)
+    _write_text(card_path, card_text(card, body))
     return card_path
 
 
