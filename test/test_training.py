@@ -541,6 +541,27 @@ def test_shipping_a_policy_it_cannot_export_faithfully_ships_it_without_onnx(tmp
     assert isinstance(load_backend(out / "x.pt"), TorchBackend)
 
 
+def test_model_card_with_fewer_episodes_than_the_default_check_checks_them_all(tmp_path, monkeypatch):
+    """A card measured on fewer episodes than the 12 check episodes (docs/training.md's command with a smaller
+    --episodes, as for a quick look) was refused: '--check-episodes must be 1..--episodes (4), got 12', an option
+    the user never gave. Without --check-episodes the check now replays every measured episode up to 12."""
+    from liquid_control.training import model_card
+
+    _ship_run(tmp_path)
+    measured = []
+
+    def measure(policy, episodes, *args, **kwargs):
+        measured.append(episodes)
+        return {path: {"kernel_path": path, "outcomes": [True] * episodes} for path in ("compiled", "torch")}
+
+    monkeypatch.setattr(model_card, "measure_both_paths", measure)
+    argv = ["--run", str(tmp_path / "run"), "--name", "x", "--out", str(tmp_path / "out")]
+    assert model_card.main([*argv, "--episodes", "4"]) == 0
+    assert measured == [4] and model_card.read_card(tmp_path / "out" / "x.md")["check"]["seeds"] == [0, 1, 2, 3]
+    assert model_card.main([*argv, "--episodes", "20"]) == 0
+    assert model_card.read_card(tmp_path / "out" / "x.md")["check"]["seeds"] == list(range(12))
+
+
 def _bad_card(tmp_path, front):
     from liquid_control.paths import policies_dir
 
@@ -621,7 +642,10 @@ def test_model_card_refuses_a_corrupt_input_in_a_line_naming_it_before_measuring
     [
         (["--run", "RUN", "--name", "x", "--episodes", "0"], "--episodes must be >= 1, got 0"),
         (["--run", "RUN", "--name", "x", "--episodes", "-2"], "--episodes must be >= 1, got -2"),
-        (["--run", "RUN", "--name", "x", "--episodes", "5"], "--check-episodes must be 1..--episodes (5), got 12"),
+        (
+            ["--run", "RUN", "--name", "x", "--episodes", "5", "--check-episodes", "12"],
+            "--check-episodes must be 1..--episodes (5), got 12",
+        ),
         (["--run", "RUN", "--name", "../elsewhere"], "--name '../elsewhere': a file name"),
         (["--run", "NOWHERE", "--name", "x"], "holds no policy.pt"),
         (["--refresh", "no_such_policy"], "--refresh no_such_policy: no shipped"),

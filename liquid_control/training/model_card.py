@@ -59,6 +59,7 @@ def _write_text(path: Path, text: str) -> None:
 
 
 CHECK_FALSE_ALARM = 1e-3  # probability that a correct build fails the shipped-policy check
+CHECK_EPISODES = 12  # the first in-distribution episodes the shipped-policies test replays (--check-episodes)
 NATIVE_ENV = "LIQUID_CONTROL_NATIVE"
 
 
@@ -607,6 +608,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
             parser.error(f"{flag} must be >= 1, got {value}")
     if args.outcomes:  # one kernel path's measurement (a child process of the card's)
         return
+    if args.check_episodes is None:  # a shrunk --episodes alone was refused for a --check-episodes never given
+        args.check_episodes = min(CHECK_EPISODES, args.episodes)
     if not 1 <= args.check_episodes <= args.episodes:
         parser.error(f"--check-episodes must be 1..--episodes ({args.episodes}), got {args.check_episodes}")
     for flag, name in (("--name", args.name), ("--refresh", args.refresh)):
@@ -654,8 +657,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--check-episodes",
         type=int,
-        default=12,
-        help="first episodes the shipped-policies test replays (default: %(default)s)",
+        default=None,
+        help=f"first episodes the shipped-policies test replays (default: {CHECK_EPISODES}, or --episodes if fewer)",
     )
     parser.add_argument(
         "--out", default=None, help="destination folder (default: the checkout's policies/; required when installed)"
