@@ -424,6 +424,25 @@ def test_a_run_folder_holds_its_training_curves(tmp_path):
     assert sorted(p.name for p in result.out_dir.iterdir() if p.name.startswith(".")) == []  # nothing half-written
 
 
+def test_a_finished_run_folder_holds_what_the_training_docs_list(tmp_path, monkeypatch):
+    """docs/training.md's "Output folder" table is what `liquid-control train` writes: it left out command.txt (the
+    first command and its seed, which --resume checks), written first by every run of the command line, and the
+    data.yaml of a run from bags and started_from.json of one with --init-from, which the prose mentions."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "training.md").read_text()
+    table = doc[doc.index("## Output folder") :].split("\n\n")[1]
+    listed = {name.rstrip("/") for name in re.findall(r"^\| `([^`]+)` \|", table, flags=re.M)}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_config()))
+    argv = ["train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(tmp_path / "r"), "--no-progress"]
+    monkeypatch.setattr("sys.argv", ["liquid-control", *argv])  # the command line records itself from sys.argv
+    assert cli.main(argv) == 0
+    written = {p.name for p in (tmp_path / "r").iterdir()}
+    optional = {"tensorboard", "data.yaml", "started_from.json"}  # TensorBoard installed; from bags; --init-from
+    assert written - optional <= listed and listed - optional <= written, (sorted(written), sorted(listed))
+
+
 def test_the_training_curves_draw_the_loss_on_a_log_axis(tmp_path, monkeypatch):
     """Before: the loss axis was logarithmic only if the validation loss (a bag run's) was positive: the check
     looked at the validation series, which a simulated run has none of, so its loss was always drawn linear."""
