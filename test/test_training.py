@@ -698,3 +698,21 @@ def test_an_explicit_ltc_solver_diverging_in_training_ends_the_run_saying_what_i
         f"{out / 'checkpoint.pt'} keeps epoch 1"
     ) in err
     assert training_run.read_training_checkpoint(out / "checkpoint.pt")["epoch_done"] == 1
+
+
+def test_a_card_names_the_code_that_trained_its_policy(tmp_path, monkeypatch):
+    """The run records the commit of the code that trained it (metadata 'code'); the card left it out, so a card
+    named no code a reader could check out."""
+    from liquid_control.paths import policies_dir
+    from liquid_control.policy import load_policy, save_policy
+    from liquid_control.training import model_card
+
+    shipped = load_policy(policies_dir() / "cfc_balancer.pt")
+    (tmp_path / "run").mkdir()
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    save_policy(tmp_path / "run" / "policy.pt", shipped, dict(shipped.metadata, code=commit))
+    measured = {path: {"kernel_path": path, "outcomes": [True] * 8 + [False] * 2} for path in ("compiled", "torch")}
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: measured)
+    path = model_card.write_card("x", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine")
+    assert model_card.read_card(path)["training"]["code"] == commit
+    assert f"code: {commit}." in model_card.split_card(path)[1]

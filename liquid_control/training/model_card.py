@@ -386,6 +386,9 @@ def write_card(
             or f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
             f"--out runs/{name} --seed {meta.get('seed', 0)}",
             "seed": meta.get("seed"),
+            # the commit (or version) of the code that trained it, as the run recorded it (a list: a resumed run's
+            # parts ran different code)
+            "code": meta.get("code") or "not recorded (a checkpoint of a version that did not record it)",
             "data": (
                 f"{t['demonstrations']} expert demonstrations + {t['dagger_rounds']} DAgger rounds x "
                 f"{t['dagger_episodes']} episodes (beta {t['beta']}), training distribution "
@@ -417,6 +420,8 @@ def write_card(
             except ExportError as exc:  # passed the same check before the measurement
                 raise CardError(f"{source}: {exc}; nothing shipped") from None
             card["onnx"] = {"file": f"{name}.onnx", "max_abs_diff_vs_torch": float(f"{diff:.3g}")}
+        code = card["training"]["code"]
+        code = code if isinstance(code, str) else ", then ".join(map(str, code))  # a resumed run's parts
         body = f"""
 # {name}
 
@@ -425,7 +430,7 @@ def write_card(
 - **Architecture**: {card["architecture"]["core"]}; {card["architecture"]["parameters"]} parameters
   ({card["architecture"]["core_parameters"]} in the recurrent core).
 - **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.
-  Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}.
+  Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}; code: {code}.
   What it saw: {"; ".join(card["training"]["recipes"])}.
 {in_distribution_text(card)}
 {onnx_text(card)}
