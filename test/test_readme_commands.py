@@ -59,7 +59,7 @@ def command_lines(code: str) -> list[str]:
 def inline_commands(text: str) -> list[str]:
     prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
     spans = (" ".join(span.split()) for span in re.findall(r"`([^`]+)`", prose))
-    return [s for s in spans if re.match(r"(\./run\.sh|liquid-control)( |$)", s)]
+    return [s for s in spans if re.match(r"(\./run\.sh|liquid-control)( |$)|policy_node --ros-args ", s)]
 
 
 def plan(command: str) -> tuple[str, list[str] | str]:
@@ -109,10 +109,14 @@ def test_every_readme_command_is_covered():
                 plan(command)
     inline = inline_commands(README)
     assert "./run.sh --help" in inline and any(c.startswith("liquid-control export") for c in inline)
+    assert any(c.startswith("policy_node --ros-args") for c in inline)  # the deployment, checked below
     import sim_envs
 
     for command in inline:
         argv = shlex.split(command)
+        if argv[0] == "policy_node":  # the deployment: its parameter file exists, every -p is a parameter
+            _policy_node_check(argv)
+            continue
         name, args = ("main", argv[1:]) if argv[0] == "./run.sh" else (argv[1], argv[2:])
         if name.startswith("-"):
             assert cli.main([name]) == 0  # liquid-control --help / --version
@@ -127,6 +131,20 @@ def test_every_readme_command_is_covered():
         for value in vars(parsed).values():
             if isinstance(value, str) and value.startswith("policies/"):
                 assert (ROOT / value).is_file(), command
+
+
+def _policy_node_check(argv: list[str]):
+    """`policy_node --ros-args --params-file F -p k:=v ...`: F is a shipped file, every k a policy_node parameter."""
+    from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
+
+    assert argv[1] == "--ros-args", argv
+    options = argv[2:]
+    assert len(options) % 2 == 0, argv
+    for flag, value in zip(options[::2], options[1::2]):
+        if flag == "--params-file":
+            assert (ROOT / value).is_file(), value
+        else:
+            assert flag == "-p" and value.partition(":=")[0] in POLICY_NODE_PARAMETERS, (flag, value)
 
 
 def _ros2_launch_check(argv: list[str], share: Path):
