@@ -212,3 +212,22 @@ def test_a_mistake_made_by_set_is_not_blamed_on_the_config_file(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"liquid-control train: error: {message}"), err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "section,options,message",
+    [
+        ("{bags: [x], windw: 64}", ["--bag", "y"], "data: unknown key(s) 'windw'; valid keys: bags,"),
+        ("{bags: [x], label: {mod: 3}}", ["--label-offset-s", "0.1"], "data.label: unknown key(s) 'mod'; valid"),
+    ],
+)
+def test_a_typo_of_the_data_section_stays_the_files_beside_a_data_option(tmp_path, capsys, section, options, message):
+    """Before: any data option on the command line (--bag, --label-offset-s: a key inside the section the refusal
+    names) took the file's name off the refusal of the file's own unknown key, as if the option had set it."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(open("policies/configs/cfc_ncp_rover.yaml").read() + f"data: {section}\n")
+    out = tmp_path / "run"
+    assert cli.main(["train", "--config", str(path), *options, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control train: error: {path}: {message}"), err
+    assert not out.exists()

@@ -693,10 +693,16 @@ def set_dotted(raw: dict, dotted: str, value) -> None:
 def refusal_source(message: str, path, overrides) -> str:
     """``message``, a refusal that starts with the dotted key it refuses (``training.shift: ...``), prefixed with the
     config file ``path`` it came from, unless one of ``overrides`` (dotted keys: ``--set``) set that key, a section
-    holding it (``training={...}``) or a key in it (``data.label.mod`` of ``data.label: unknown key``): the file may
+    holding it (``training={...}``) or a key in it that the message names (``data.label.mod`` of ``data.label:
+    unknown key(s) 'mod'``; another key in it, ``--label-offset-s``, leaves the file's typo the file's): the file may
     not say it, so the message stands alone, as ``apply_overrides``'s refusals do. ``path`` None: no file."""
     key = message.split(":", 1)[0]
-    if path is None or any(key == k or key.startswith(k + ".") or k.startswith(key + ".") for k in overrides or ()):
+
+    def set_by(k: str) -> bool:
+        inner = k.removeprefix(key + ".").split(".")[0]
+        return key == k or key.startswith(k + ".") or (k.startswith(key + ".") and repr(inner) in message)
+
+    if path is None or any(set_by(k) for k in overrides or ()):
         return message
     return f"{path}: {message}"
 
