@@ -13,7 +13,7 @@ import numpy as np
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.plan import EvaluationPlan, unique_pairs
-from liquid_control.evaluation.results import atomic_path, naming
+from liquid_control.evaluation.results import atomic_path, naming, record_key
 from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_kinds, sweep_factor
 from liquid_control.evaluation.summary import (
     CellSummary,
@@ -542,8 +542,7 @@ def example_outcome(replayed: dict, records: list[dict]) -> str:
     """The example episode's outcome as the report states it: the table's record of that episode, and the replay's
     where it differs (the replay runs the episode alone, the table's record ran in a batch of lanes: a trained
     policy's last bits differ, and a chaotic closed loop can end otherwise; see `plot_example_episode`)."""
-    key = lambda r: (r["policy"], int(r["training_seed"]), r["shift"], int(r["episode_seed"]))  # noqa: E731
-    logged = next((r for r in records if key(r) == key(replayed)), None)
+    logged = next((r for r in records if record_key(r) == record_key(replayed)), None)
     if logged is None or logged["outcome"] == replayed["outcome"]:
         return f"{replayed['outcome']}."
     return (
