@@ -26,7 +26,8 @@ def _events(n=30):
 
 
 def _mcap(path, events, **options):
-    """One MCAP file written by the ``mcap`` library (ros2 profile, ros2msg schemas, CDR), chunks of ~1.5 kB."""
+    """One MCAP file written by the ``mcap`` library (ros2 profile, ros2msg schemas, CDR), chunks of ~1.5 kB; one
+    channel per (topic, type), as rosbag2 records publishers of two types on one topic."""
     store = bag_io.typestore()
     with open(path, "wb") as handle:
         writer = Writer(handle, chunk_size=1500, **options)
@@ -36,9 +37,9 @@ def _mcap(path, events, **options):
             if msgtype not in schemas:
                 text = store.generate_msgdef(msgtype, ros_version=2)[0].encode()
                 schemas[msgtype] = writer.register_schema(name=msgtype, encoding="ros2msg", data=text)
-            if topic not in channels:
-                channels[topic] = writer.register_channel(topic, "cdr", schemas[msgtype], {})
-            writer.add_message(channels[topic], log_time=ns, data=data, publish_time=ns)
+            if (topic, msgtype) not in channels:
+                channels[topic, msgtype] = writer.register_channel(topic, "cdr", schemas[msgtype], {})
+            writer.add_message(channels[topic, msgtype], log_time=ns, data=data, publish_time=ns)
         writer.finish()
     return path
 
@@ -60,24 +61,6 @@ def test_chunks_without_message_indexes_are_read(tmp_path, compression):
         assert reader.message_count == len(events)
     assert _read(bag) == expected
     assert _read(bag, ["/cmd_vel"]) == [e for e in expected if e[0] == "/cmd_vel"]
-
-
-def _mcap_channels(path, events):
-    """Like :func:`_mcap`, one channel per (topic, type): publishers of two types on one topic."""
-    store = bag_io.typestore()
-    with open(path, "wb") as handle:
-        writer = Writer(handle, chunk_size=1500)
-        writer.start(profile="ros2", library="test")
-        schemas, channels = {}, {}
-        for topic, msgtype, ns, data in events:
-            if msgtype not in schemas:
-                text = store.generate_msgdef(msgtype, ros_version=2)[0].encode()
-                schemas[msgtype] = writer.register_schema(name=msgtype, encoding="ros2msg", data=text)
-            if (topic, msgtype) not in channels:
-                channels[topic, msgtype] = writer.register_channel(topic, "cdr", schemas[msgtype], {})
-            writer.add_message(channels[topic, msgtype], log_time=ns, data=data, publish_time=ns)
-        writer.finish()
-    return path
 
 
 def _second_type(events, topic, msgtype, convert):
@@ -108,9 +91,7 @@ def test_a_topic_recorded_with_two_types_reads_each_message_as_its_own(tmp_path)
     def compressed(image, t):
         return store.types[M.COMPRESSED_IMAGE](header=image.header, format="jpeg", data=np.zeros(3, np.uint8))
 
-    camera = _mcap_channels(
-        tmp_path / "camera.mcap", _second_type(events, "/camera/image_raw", M.COMPRESSED_IMAGE, compressed)
-    )
+    camera = _mcap(tmp_path / "camera.mcap", _second_type(events, "/camera/image_raw", M.COMPRESSED_IMAGE, compressed))
     with BagReader(camera) as reader:
         info = reader.topics["/camera/image_raw"]
         assert info.msgtypes == {M.IMAGE: 30, M.COMPRESSED_IMAGE: 30} and info.count == 60
@@ -134,7 +115,7 @@ def test_a_topic_recorded_with_two_types_reads_each_message_as_its_own(tmp_path)
     def stamped(twist, t):
         return store.types[M.TWIST_STAMPED](header=M.header(t), twist=twist)
 
-    commands = _mcap_channels(tmp_path / "commands.mcap", _second_type(events, "/cmd_vel", M.TWIST_STAMPED, stamped))
+    commands = _mcap(tmp_path / "commands.mcap", _second_type(events, "/cmd_vel", M.TWIST_STAMPED, stamped))
     with BagReader(commands) as reader, pytest.raises(BagError) as refused:
         list(stream_updates(reader, capture_runner(config, spec), spec))
     assert f"/cmd_vel was recorded with more than one command type: {M.TWIST} (30), {M.TWIST_STAMPED} (30)" in str(
