@@ -178,3 +178,33 @@ def test_a_custom_type_defined_in_ros2idl_is_decoded_and_recovered(tmp_path):
     fixed = recover(path, tmp_path / "fixed").path
     with BagReader(fixed) as reader:
         assert [m.decode().spot.x for m in reader.messages()] == [1.5] * 3
+
+
+def test_replay_plays_the_type_policy_node_subscribes_with_on_a_topic_of_two_types(tmp_path):
+    """A camera topic holding the camera's Image and a republisher's CompressedImage, the compressed ones more
+    (the camera dropped frames): before, replay published the most common type, CompressedImage, on the camera
+    topic, where policy_node subscribes with Image and so received nothing."""
+    from liquid_control.ros.replay import Replay, topic_types
+
+    store = bag_io.typestore()
+
+    def compressed(image, t):
+        return store.types[M.COMPRESSED_IMAGE](header=image.header, format="jpeg", data=np.zeros(3, np.uint8))
+
+    events = _second_type(_events(), "/camera/image_raw", M.COMPRESSED_IMAGE, compressed)
+    dropped = [e for e in events if e[1] == M.IMAGE][:5]  # frames the camera's Image publisher lost
+    bag = _mcap(tmp_path / "camera.mcap", [e for e in events if e not in dropped])
+    sent = []
+
+    class Node:  # what Replay asks of an rclpy node here
+        def create_publisher(self, cls, topic, qos):
+            return type("Publisher", (), {"publish": lambda self, data: sent.append(bytes(data))})()
+
+    with BagReader(bag) as reader:
+        assert reader.topics["/camera/image_raw"].msgtype == M.COMPRESSED_IMAGE  # 30 against 25
+        assert topic_types([reader], ["/camera/image_raw"]) == {"/camera/image_raw": M.IMAGE}
+        replay = Replay(Node(), [reader], ["/camera/image_raw"], classes={"/camera/image_raw": object})
+        import threading
+
+        assert replay.play(reader, rate=1000.0, stop=threading.Event()) == 25
+    assert sent == [data for _, kind, _, data in events if kind == M.IMAGE][5:]

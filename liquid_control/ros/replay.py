@@ -55,7 +55,8 @@ import rclpy.executors
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError, BagReader
-from liquid_control.bags.io import message_class
+from liquid_control.bags.io import TopicInfo, message_class
+from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
 from liquid_control.processes import Terminated, sigterm_as_interrupt
@@ -102,14 +103,25 @@ class _PlaybackRecorder(BagRecorderNode):
             self._stop_playback.set()
 
 
+NODE_INPUT_TYPES = tuple(msgtype for msgtype, _ in SENSOR_TYPES.values())  # what policy_node subscribes with
+
+
+def replayed_type(info: TopicInfo) -> str:
+    """The type ``info``'s topic is replayed with (a publisher has one): of a topic recorded with several
+    (publishers of two types on one name, e.g. an image_transport republisher's CompressedImage beside the camera's
+    Image), the one policy_node subscribes with, else the most common; the others' messages are not played."""
+    return next((msgtype for msgtype in info.msgtypes if msgtype in NODE_INPUT_TYPES), info.msgtype)
+
+
 def topic_types(readers: list[BagReader], topics: list[str]) -> dict[str, str]:
-    """The recorded message type of each of ``topics`` (the first bag that holds it), in ``topics``' order."""
+    """The replayed message type of each of ``topics`` (the first bag that holds it; ``replayed_type``), in
+    ``topics``' order."""
     types = {}
     for topic in topics:
         for reader in readers:
             info = reader.topics.get(topic)
             if info is not None:
-                types[topic] = info.msgtype
+                types[topic] = replayed_type(info)
                 break
     return types
 
@@ -175,7 +187,7 @@ class Replay:
     def __init__(self, node, readers: list[BagReader], topics: list[str], classes: dict | None = None):
         self.node = node
         self.publishers = {}
-        self.msgtypes = {}  # topic -> the type its publisher has (a topic recorded with several: its most common)
+        self.msgtypes = {}  # topic -> the type its publisher has (a topic recorded with several: replayed_type)
         for reader in readers:
             for topic in topics:
                 info = reader.topics.get(topic)
@@ -183,9 +195,9 @@ class Replay:
                     continue
                 if classes is not None and topic not in classes:
                     continue
-                cls = classes[topic] if classes is not None else message_class(info.msgtype)
+                self.msgtypes[topic] = replayed_type(info)
+                cls = classes[topic] if classes is not None else message_class(self.msgtypes[topic])
                 self.publishers[topic] = node.create_publisher(cls, topic, publisher_qos(info.qos))
-                self.msgtypes[topic] = info.msgtype
         self.published = {t: 0 for t in self.publishers}
         self.clock_pub = None
 
