@@ -451,6 +451,23 @@ def test_timing_recipe_on_a_world_without_sensor_timings_is_refused_before_anyth
     assert not (tmp_path / "run").exists()
 
 
+def test_a_timing_recipe_the_world_cannot_vary_is_the_files_only_when_the_file_asks_for_it(tmp_path):
+    """Before: the refusal began 'training.sensor_rate_range / jitter_range:', no key of the config, so one given with
+    --set (overrides) was blamed on the config file, which does not say it."""
+    import yaml
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config()))
+    quiet = dict(progress=False, log=lambda m: None)
+    with pytest.raises(trainer.TrainingError) as raised:
+        trainer.train(path, tmp_path / "a", overrides={"training.jitter_range": [0.5, 2.0]}, **quiet)
+    assert str(raised.value).startswith("training.jitter_range: world 'TinyReach-v0' has no sensor timings to vary")
+    path.write_text(yaml.safe_dump(tiny_config(sensor_rate_range=[0.5, 2.0])))
+    with pytest.raises(trainer.TrainingError, match=f"^{path}: training.sensor_rate_range: world 'TinyReach-v0'"):
+        trainer.train(path, tmp_path / "b", **quiet)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_shipping_a_run_writes_the_policy_its_onnx_export_and_its_card(tmp_path, monkeypatch):
     """--run copies the run's policy.pt and exports it next to it: the ROS node's default backend runs the export
     only when it was made from that very file."""

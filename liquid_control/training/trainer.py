@@ -265,11 +265,9 @@ def check_world_settings(cfg: dict, data: dict | None) -> None:
             raise TrainingError(f"{exc} (world {cfg['world']!r})") from None
         finally:
             env.close()
-    timing = cfg["training"]["sensor_rate_range"] is not None or cfg["training"]["jitter_range"] is not None
-    if timing and data is None and not getattr(world, "sensor_names", ()):
-        raise TrainingError(
-            f"training.sensor_rate_range / jitter_range: world {cfg['world']!r} has no sensor timings to vary"
-        )
+    timing = [k for k in ("sensor_rate_range", "jitter_range") if cfg["training"][k] is not None]
+    if timing and data is None and not getattr(world, "sensor_names", ()):  # the key first: refusal_source reads it
+        raise TrainingError(f"training.{timing[0]}: world {cfg['world']!r} has no sensor timings to vary")
 
 
 def _run_config(config: str | Path | dict, overrides: dict | None, data: dict | None, strict: bool) -> dict:
