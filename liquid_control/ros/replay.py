@@ -217,11 +217,18 @@ class Replay:
         """Publish the messages of ``reader`` on the replayed topics at ``rate`` x the recorded timing
         (:class:`Pacing`: a step back of the recorder's clock restarts the timing; a silence of every replayed
         topic longer than ``max_gap_s`` is cut to it, with a notice on stderr)."""
-        pacing, sent = None, 0
+        pacing, sent, other_types = None, 0, set()
         for msg in reader.messages(list(self.publishers)):
             if stop.is_set():
                 break
             if msg.msgtype != self.msgtypes[msg.topic]:  # a topic recorded with two types: its publisher has one
+                if (msg.topic, msg.msgtype) not in other_types:
+                    other_types.add((msg.topic, msg.msgtype))
+                    print(
+                        f"replay: {reader.path}: {msg.topic} also holds {msg.msgtype} messages, not replayed (its "
+                        f"publisher has one type, {self.msgtypes[msg.topic]})",
+                        file=sys.stderr,
+                    )
                 continue
             if pacing is None:
                 pacing = Pacing(rate, time.monotonic(), max_gap_s)
