@@ -1446,7 +1446,10 @@ def recover(src: str | Path, dst: str | Path) -> Recovered:
             )
         mixed = [f"{t} ({' and '.join(i.msgtypes)})" for t, i in sorted(reader.topics.items()) if i.types]
         if mixed:  # a bag we write holds one type per topic; the second type's bytes would be filed as the first's
-            raise BagError(f"{src}: topics recorded with more than one type: {', '.join(mixed)}; nothing written")
+            raise BagError(
+                f"{src}: topics recorded with more than one type: {', '.join(mixed)}; nothing written (train, eval and "
+                "replay read the bag as it is with --allow-truncated, each message as its own type)"
+            )
         kept = 0
         provenance = {"recovered_from": str(src), "salvage_note": reader.salvage_note}
         with BagWriter(dst, custom_data=provenance) as writer:
