@@ -7,7 +7,7 @@
 
 The node list comes from liquid_control.ros.graph.sim_graph, the same description `liquid-control sim`
 starts as processes where ros2 launch is not available; it refuses, naming the argument, a policy of another
-world and a backend or control rate the policy node could not use.
+world, a backend or control rate the policy node could not use, and lockstep with fixed-rate commands.
 """
 
 from launch.substitutions import LaunchConfiguration

@@ -2,6 +2,7 @@
 (the closed loop with the shipped rover policy: test_ros_tf.py)."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -667,6 +668,38 @@ def test_taken_episode_bags_lists_the_folder_once(tmp_path):
     assert taken_episode_bags(str(tmp_path), 4, 0) == ["episode_5", "episode_10"]
     assert taken_episode_bags(str(tmp_path), 0, 2**32 - 1) == ["episode_3", "episode_5", "episode_10"]
     assert taken_episode_bags(str(tmp_path / "new"), 0, 3) == []
+
+
+def test_lockstep_with_fixed_rate_commands_is_refused_before_the_run(tmp_path, capsys):
+    """Before: `liquid-control sim --world LiquidBalance-v0 --lockstep --publish-mode fixed_rate` started: the
+    policy node's timer runs on the sim clock, which lockstep moves only after a command, so updates waited 2 s
+    each for one (6 s of sim time in 40 s of wall time; at --control-rate 100 no episode within the 70 s timeout,
+    exit 3 with no word why). Now a usage error naming both options, or the parameter file that set fixed_rate;
+    the launch file (sim_graph) refuses it too."""
+    from liquid_control import cli
+    from liquid_control.conventions.params import WORLD_POLICIES
+    from liquid_control.paths import config_dir
+    from liquid_control.ros.graph import sim_graph
+    from liquid_control.ros.testing import free_domain_id
+
+    argv = ["sim", "--world", "LiquidBalance-v0", "--lockstep", "--publish-mode", "fixed_rate", "--timeout", "20"]
+    assert cli.main([*argv, "--quiet", "--domain-id", str(free_domain_id())]) == 2  # (before: exit 3 after 20 s)
+    err = capsys.readouterr().err
+    assert "--lockstep holds the world after each update until a command arrives, and --publish-mode is" in err
+    assert "use --publish-mode per_update or leave out --lockstep" in err
+    params = tmp_path / "fixed.yaml"
+    shipped = (config_dir() / WORLD_POLICIES["LiquidBalance-v0"][0]).read_text()
+    params.write_text(shipped.replace("publish_mode: per_update", "publish_mode: fixed_rate"))
+    assert "publish_mode: fixed_rate" in params.read_text()
+    with pytest.raises(ValueError, match=re.escape(f"and publish_mode in {params} is fixed_rate")):
+        sim_graph(world="LiquidBalance-v0", lockstep=True, policy_params_file=str(params))
+    # each alone still makes a graph; per_update given over the file's fixed_rate takes lockstep
+    assert sim_graph(world="LiquidBalance-v0", lockstep=True)[0].parameters["lockstep"] is True
+    assert sim_graph(world="LiquidBalance-v0", publish_mode="fixed_rate")[1].parameters["publish_mode"] == "fixed_rate"
+    nodes = sim_graph(
+        world="LiquidBalance-v0", lockstep=True, publish_mode="per_update", policy_params_file=str(params)
+    )
+    assert nodes[1].parameters["publish_mode"] == "per_update"
 
 
 @pytest.fixture(scope="module")

@@ -163,7 +163,8 @@ def sim_graph(
 
         shift_for_world(shift, world, world_class(world).sensor_names)  # or a ValueError naming it
     policy_publish_mode = publish_mode or policy_params.get("publish_mode", "per_update")
-    check_policy_options(policy_path, world, backend, control_rate_hz, policy_publish_mode)
+    mode_source = "--publish-mode" if publish_mode else f"publish_mode in {policy_yaml}"
+    check_policy_options(policy_path, world, backend, control_rate_hz, policy_publish_mode, lockstep, mode_source)
     policy_overrides = dict(common, autostart=True, policy=policy)
     if publish_mode:
         policy_overrides["publish_mode"] = publish_mode
@@ -193,10 +194,28 @@ def sim_graph(
     ]
 
 
-def check_policy_options(policy: Path, world: str, backend: str, control_rate_hz: float, publish_mode: str) -> None:
+def check_policy_options(
+    policy: Path,
+    world: str,
+    backend: str,
+    control_rate_hz: float,
+    publish_mode: str,
+    lockstep: bool = False,
+    publish_mode_source: str = "--publish-mode",
+) -> None:
     """The policy's world, backend and command rate against the graph's options (``liquid-control sim``'s and
     the launch file's names), or a ValueError saying what to change: the policy node would fail on them, or
-    run a policy of another world in this one, or never read the rate."""
+    run a policy of another world in this one, or never read the rate, or (lockstep with fixed-rate commands)
+    hold the world ``lockstep_timeout_s`` at many updates. ``publish_mode_source`` names where the
+    publish mode came from (the option, or the policy parameter file)."""
+    if lockstep and publish_mode == "fixed_rate":
+        raise ValueError(
+            f"--lockstep holds the world after each update until a command arrives, and {publish_mode_source} is "
+            "fixed_rate: the policy node then commands on a timer of the sim clock, which in lockstep moves only "
+            "after a command, so every update after which the timer does not fire waits sim_node's "
+            "lockstep_timeout_s (2 s; the balancer at 200 Hz ran 6 s of sim time in 40 s); use --publish-mode "
+            "per_update or leave out --lockstep (sim.launch.py: publish_mode:=per_update, lockstep:=false)"
+        )
     if control_rate_hz and publish_mode != "fixed_rate":
         raise ValueError(
             f"--control-rate {control_rate_hz:g} is the command rate of --publish-mode fixed_rate, and the policy "
