@@ -184,3 +184,59 @@ def test_a_signal_between_the_spin_threads_check_and_its_wait_ends_the_thread_qu
         rclpy.try_shutdown()
     assert calls == [0.05]  # the wait was reached after the shutdown, once
     assert raised == ["RCLError"]  # and failed the way CI saw it: the path under test ran
+
+
+def test_a_timeout_that_ends_an_until_stopped_run_is_exit_3_naming_the_episode_it_cut(monkeypatch, capsys):
+    """Before: `liquid-control sim --episodes 0 --timeout 12` (the balancer in lockstep: 3 episodes ended, the 4th
+    running) exited 0 with no word of the timeout or of the episode it cut short, while the same timeout before the
+    first episode's end was exit 3. Here the graph's processes and its status listener are stand-ins: one episode
+    ends, then the nodes run on until the --timeout of 1 s."""
+
+    class Running:
+        returncode = None
+
+        def poll(self):
+            return None
+
+    class Output:
+        def join(self, timeout=None):
+            pass
+
+    statuses = []
+    status = {"episode": 0, "seed": 5, "world": "LiquidBalance-v0", "outcome": "success", "success": True}
+
+    class Executor:
+        def spin_once(self, timeout_sec):
+            time.sleep(0.01)
+            if not statuses:
+                statuses.append(dict(status, sim_time=10.0, wall_time=4.0, messages={}, commands_received=1))
+
+        def shutdown(self):
+            pass
+
+    class Monitor:
+        def get_node_names_and_namespaces(self):
+            return []
+
+        def destroy_node(self):
+            pass
+
+    class Context:
+        def try_shutdown(self):
+            pass
+
+    procs = {"sim_node": Running(), "policy_node": Running()}
+    monkeypatch.setattr(graph, "start_graph", lambda *a, **k: (procs, {n: Output() for n in procs}))
+    monkeypatch.setattr(graph, "_status_listener", lambda *a: (Context(), Executor(), Monitor(), statuses, [0]))
+    monkeypatch.setattr(graph, "stop_graph", lambda procs: {name: 0 for name in procs})
+    from liquid_control import cli
+
+    base = ["sim", "--world", "LiquidBalance-v0", "--seed", "5", "--timeout", "1", "--quiet", "--domain-id", "1"]
+    assert cli.main([*base, "--episodes", "0"]) == graph.EXIT_TIMEOUT
+    out, err = capsys.readouterr()
+    assert "--timeout: 1 s passed before every episode ended (--episodes 0: episode 1 was cut short)" in err
+    assert "summary: 1 of 1 episode(s) succeeded (until stopped)" in out and "exit status 3" in out
+    statuses.clear()  # with a number of episodes, the one that ended is all of them: exit 0 as before
+    assert cli.main([*base, "--episodes", "1"]) == graph.EXIT_OK
+    out, err = capsys.readouterr()
+    assert "--timeout" not in err and "summary: 1 of 1 episode(s) succeeded (1 requested)" in out

@@ -817,9 +817,10 @@ def run_sim(args, announce=None) -> SimRun:
         run.code = EXIT_SIGNAL_BASE + signals.received
         name = signal.Signals(signals.received).name
         run.errors.append(f"interrupted by {name} after {elapsed:.1f} s; every node stopped")
-    elif len(statuses) < episodes:
+    elif len(statuses) < episodes or (args.episodes == 0 and ended is None):  # until stopped: --timeout stopped it
         run.code = EXIT_TIMEOUT
-        run.errors.append(f"--timeout: {timeout:.0f} s passed before every episode ended")
+        cut = "" if args.episodes else f" (--episodes 0: episode {len(statuses)} was cut short)"
+        run.errors.append(f"--timeout: {timeout:.0f} s passed before every episode ended{cut}")
     crashed_on_stop = {n: c for n, c in codes.items() if n not in failed and c not in (0, -signal.SIGINT, None)}
     if crashed_on_stop:
         run.errors.append(
