@@ -3,6 +3,7 @@ ends the run with the episode reported as failed and the cause shown (issue 9 it
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,11 +187,11 @@ def test_a_signal_between_the_spin_threads_check_and_its_wait_ends_the_thread_qu
     assert raised == ["RCLError"]  # and failed the way CI saw it: the path under test ran
 
 
-def test_a_timeout_that_ends_an_until_stopped_run_is_exit_3_naming_the_episode_it_cut(monkeypatch, capsys):
-    """Before: `liquid-control sim --episodes 0 --timeout 12` (the balancer in lockstep: 3 episodes ended, the 4th
-    running) exited 0 with no word of the timeout or of the episode it cut short, while the same timeout before the
-    first episode's end was exit 3. Here the graph's processes and its status listener are stand-ins: one episode
-    ends, then the nodes run on until the --timeout of 1 s."""
+@pytest.fixture
+def stand_in_graph(monkeypatch):
+    """`liquid-control sim` with stand-ins for the graph's processes (running until stopped) and its status
+    listener, which receives episode 0's status (seed 5) at once; the callables in ``on_start`` run as the graph
+    starts."""
 
     class Running:
         returncode = None
@@ -198,45 +199,75 @@ def test_a_timeout_that_ends_an_until_stopped_run_is_exit_3_naming_the_episode_i
         def poll(self):
             return None
 
-    class Output:
+    class Quiet:  # a node's output reader, the listener's executor, node and context
         def join(self, timeout=None):
             pass
 
-    statuses = []
-    status = {"episode": 0, "seed": 5, "world": "LiquidBalance-v0", "outcome": "success", "success": True}
-
-    class Executor:
         def spin_once(self, timeout_sec):
             time.sleep(0.01)
             if not statuses:
-                statuses.append(dict(status, sim_time=10.0, wall_time=4.0, messages={}, commands_received=1))
+                statuses.append(
+                    {"episode": 0, "seed": 5, "world": "LiquidBalance-v0", "outcome": "success", "success": True,
+                     "sim_time": 10.0, "wall_time": 4.0, "messages": {}, "commands_received": 1}
+                )  # fmt: skip
+
+        def get_node_names_and_namespaces(self):
+            return []
 
         def shutdown(self):
             pass
 
-    class Monitor:
-        def get_node_names_and_namespaces(self):
-            return []
+        destroy_node = try_shutdown = shutdown
 
-        def destroy_node(self):
-            pass
-
-    class Context:
-        def try_shutdown(self):
-            pass
-
+    statuses, on_start = [], []
     procs = {"sim_node": Running(), "policy_node": Running()}
-    monkeypatch.setattr(graph, "start_graph", lambda *a, **k: (procs, {n: Output() for n in procs}))
-    monkeypatch.setattr(graph, "_status_listener", lambda *a: (Context(), Executor(), Monitor(), statuses, [0]))
+
+    def start_graph(nodes, *rest):
+        for call in on_start:
+            call()
+        return procs, {name: Quiet() for name in procs}
+
+    monkeypatch.setattr(graph, "start_graph", start_graph)
+    monkeypatch.setattr(graph, "_status_listener", lambda *a: (Quiet(), Quiet(), Quiet(), statuses, [0]))
     monkeypatch.setattr(graph, "stop_graph", lambda procs: {name: 0 for name in procs})
+    return statuses, on_start
+
+
+SIM = ["sim", "--world", "LiquidBalance-v0", "--seed", "5", "--timeout", "1", "--quiet", "--domain-id", "1"]
+
+
+def test_a_timeout_that_ends_an_until_stopped_run_is_exit_3_naming_the_episode_it_cut(stand_in_graph, capsys):
+    """Before: `liquid-control sim --episodes 0 --timeout 12` (the balancer in lockstep: 3 episodes ended, the 4th
+    running) exited 0 with no word of the timeout or of the episode it cut short, while the same timeout before the
+    first episode's end was exit 3. Here episode 0 ends, then the nodes run on until the --timeout of 1 s."""
     from liquid_control import cli
 
-    base = ["sim", "--world", "LiquidBalance-v0", "--seed", "5", "--timeout", "1", "--quiet", "--domain-id", "1"]
-    assert cli.main([*base, "--episodes", "0"]) == graph.EXIT_TIMEOUT
+    statuses, _ = stand_in_graph
+    assert cli.main([*SIM, "--episodes", "0"]) == graph.EXIT_TIMEOUT
     out, err = capsys.readouterr()
     assert "--timeout: 1 s passed before every episode ended (--episodes 0: episode 1 was cut short)" in err
     assert "summary: 1 of 1 episode(s) succeeded (until stopped)" in out and "exit status 3" in out
     statuses.clear()  # with a number of episodes, the one that ended is all of them: exit 0 as before
-    assert cli.main([*base, "--episodes", "1"]) == graph.EXIT_OK
+    assert cli.main([*SIM, "--episodes", "1"]) == graph.EXIT_OK
     out, err = capsys.readouterr()
     assert "--timeout" not in err and "summary: 1 of 1 episode(s) succeeded (1 requested)" in out
+
+
+def test_the_bag_of_an_episode_cut_short_is_named(stand_in_graph, tmp_path, capsys):
+    """Before: a run with --record-bag stopped mid-episode (Ctrl-C, SIGTERM, --timeout, a node that died) left
+    DIR/episode_<seed> of the episode it cut short, a bag like the others but without its episode_status, and
+    said nothing of it. sim_node is a stand-in here: it has made episode 1's bag (seed 6) when the timeout comes."""
+    from liquid_control import cli
+
+    statuses, on_start = stand_in_graph
+    bags = tmp_path / "bags"
+    on_start.append(lambda: (bags / "episode_5").mkdir(parents=True) or (bags / "episode_6").mkdir())
+    assert cli.main([*SIM, "--episodes", "3", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
+    err = capsys.readouterr().err
+    assert f"warning: --record-bag: {bags / 'episode_6'} holds episode 1 (seed 6) only up to where the run" in err
+    assert "episode_5" not in err  # the bag of the episode that ended is complete
+    statuses.clear()
+    shutil.rmtree(bags)
+    on_start[:] = [lambda: (bags / "episode_5").mkdir(parents=True)]  # episode 1 cut short before its bag
+    assert cli.main([*SIM, "--episodes", "2", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
+    assert "--record-bag" not in capsys.readouterr().err  # no bag of the episode cut short: nothing to say

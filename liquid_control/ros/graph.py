@@ -776,6 +776,17 @@ def run_sim(args, announce=None) -> SimRun:
     )
     if lagging:
         print(lagging, file=sys.stderr, flush=True)
+    from liquid_control.bags.recording import episode_bag_name
+
+    cut_bag = Path(args.record_bag) / episode_bag_name(int(args.seed) + len(statuses)) if args.record_bag else None
+    if cut_bag is not None and (args.episodes == 0 or len(statuses) < args.episodes) and cut_bag.exists():
+        print(  # sim_node closes the bag of the episode it was in when stopped (recording.EpisodeRecorder.stop)
+            f"warning: --record-bag: {cut_bag} holds episode {len(statuses)} (seed {int(args.seed) + len(statuses)}) "
+            "only up to where the run stopped: it has no episode_status message, unlike the bags of episodes that "
+            "ended",
+            file=sys.stderr,
+            flush=True,
+        )
     run = SimRun(statuses=list(statuses), code=EXIT_OK, elapsed_s=elapsed)
     # A node that ended on its own before the run was over failed (the sim ends itself after the last episode).
     failed = {
