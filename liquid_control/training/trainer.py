@@ -335,11 +335,11 @@ def train(
     cfg = _run_config(config, overrides, data, strict)
     try:  # what the config asks of its world (and the episode seeds of its schedule), before anything is written
         check_world_settings(cfg, data)
-        check_episode_seeds(cfg, 0, simulated=data is None)
+        check_episode_seeds(cfg, 0, simulated=data is None)  # the schedule's bounds alone: the file's to answer for
     except (PolicyConfigError, TrainingError) as exc:  # named with the file, as load_config names its own
         in_file = config if isinstance(config, (str, Path)) else None
         raise type(exc)(refusal_source(str(exc), in_file, overrides)) from None
-    check_episode_seeds(cfg, seed, simulated=data is None)
+    check_episode_seeds(cfg, seed, simulated=data is None)  # with --seed: refused naming it, not the file
     resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
         cfg = _run_config(config, overrides, data, strict=True)
