@@ -201,6 +201,43 @@ def test_readings_and_messages_are_the_nodes():
     np.testing.assert_array_equal(M.command_vector(twist, M.TWIST), [0.5, -1.25])
 
 
+def test_commands_read_from_a_bag_are_the_commands_sim_node_executes_and_the_target_the_node_reads():
+    """A command of each type on the wire: the label a bag reader takes (command_vector of the rosbags message) is
+    the command sim_node executes (its _on_command, before the world's scale), and the velocity target a bag reader
+    takes is policy_node's reading of the same bytes."""
+    import threading
+
+    from geometry_msgs.msg import Twist, TwistStamped
+    from rclpy.serialization import deserialize_message, serialize_message
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.bags.io import typestore
+    from liquid_control.ros import policy_node, sim_node
+
+    stamped = TwistStamped()
+    stamped.twist.linear.x, stamped.twist.angular.z, stamped.twist.linear.y = 0.25, -0.75, 9.0
+    plain = Twist()
+    plain.linear.x, plain.angular.z, plain.angular.x = -0.5, 1.5, 9.0
+    for msg, msgtype in (
+        (plain, M.TWIST),
+        (stamped, M.TWIST_STAMPED),
+        (Float64MultiArray(data=[0.1, -0.2]), M.FLOAT64_ARRAY),
+    ):
+        stub = SimpleNamespace(
+            command_scale=np.ones(2), recorder=None, _lock=threading.Lock(), _sim_now=3.0, commands_received=0
+        )
+        sim_node.SimNode._on_command(stub, msg)
+        decoded = typestore().deserialize_cdr(serialize_message(msg), msgtype)
+        np.testing.assert_array_equal(M.command_vector(decoded, msgtype), stub._command[0])
+        np.testing.assert_array_equal(
+            stub._command[0], {M.TWIST: [-0.5, 1.5], M.TWIST_STAMPED: [0.25, -0.75]}.get(msgtype, [0.1, -0.2])
+        )
+    target = typestore().deserialize_cdr(serialize_message(plain), M.TWIST)
+    node_reading = policy_node.SENSORS["command"][2](deserialize_message(serialize_message(plain), Twist))
+    np.testing.assert_array_equal(M.sensor_reading("command", target), node_reading)
+    np.testing.assert_array_equal(node_reading, [-0.5, 1.5])
+
+
 # ------------------------------------------------------------------------------------------------ semantics
 def _synthetic_bag(path, frames, imus, commands, bad_frames=(), noise=False):
     """A bag with camera frames (stamp, log time), IMU readings (stamp, log time, value) and Twists (log time);

@@ -1,12 +1,13 @@
 """ROS messages <-> numpy readings, for bags: what ``policy_node`` reads out of each message, and the messages
 ``sim_node`` publishes, built as rosbags message objects (no rclpy needed to write or read a bag).
 
-Readings follow ``policy_node`` exactly (test_bags checks it against the node's own table): the camera is
-``image_to_numpy(msg, 'rgb8')``, the IMU ``[gyro xyz, accel xyz]``, wheel encoders ``JointState.velocity``,
-the balancer's target ``[linear.x, angular.z]`` of a Twist. A message with a header is stamped by
-``header.stamp``; one without (Twist) by its arrival, i.e. its log time in the bag.
-Commands (the labels of behaviour cloning): ``[linear.x, angular.z]`` of a Twist or TwistStamped, or the
-``data`` of a Float64MultiArray (wheel torques), in robot units.
+Readings follow ``policy_node`` exactly (test_bags checks it against the node's own table), through the functions
+the node calls (``liquid_control.conventions``): the camera is ``image_to_numpy(msg, 'rgb8')``, the IMU
+``[gyro xyz, accel xyz]``, wheel encoders ``JointState.velocity``, the balancer's target ``[linear.x, angular.z]``
+of a Twist. A message with a header is stamped by ``header.stamp``; one without (Twist) by its arrival, i.e. its
+log time in the bag. Commands (the labels of behaviour cloning, ``conventions.commands.command_vector``):
+``[linear.x, angular.z]`` of a Twist or TwistStamped, or the ``data`` of a Float64MultiArray (wheel torques), in
+robot units.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from liquid_control.conventions import stamps
+from liquid_control.conventions.commands import FLOAT64_ARRAY, TWIST, TWIST_STAMPED, twist_vector
+from liquid_control.conventions.commands import command_vector as command_vector  # the labels' reading, for bags
 from liquid_control.conventions.image_conversion import HOST_BIGENDIAN, image_to_numpy
 from liquid_control.conventions.imu import imu_reading
 
@@ -23,9 +26,6 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"  # image_transport's compressed topic: not a policy input
 IMU = "sensor_msgs/msg/Imu"
 JOINT_STATE = "sensor_msgs/msg/JointState"
-TWIST = "geometry_msgs/msg/Twist"
-TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
-FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
 STRING = "std_msgs/msg/String"
 
 # sensor name (policy observation) -> message type policy_node subscribes with, and its topic parameter
@@ -57,16 +57,8 @@ def sensor_reading(sensor: str, msg) -> np.ndarray:
     if sensor == "wheels":
         return np.asarray(msg.velocity, dtype=np.float64)
     if sensor == "command":
-        return np.array([msg.linear.x, msg.angular.z])
+        return twist_vector(msg)
     raise KeyError(f"no reading is defined for sensor {sensor!r}; known: {', '.join(SENSOR_TYPES)}")
-
-
-def command_vector(msg, msgtype: str) -> np.ndarray:
-    """Robot-unit command of a Twist/TwistStamped ([linear.x, angular.z]) or Float64MultiArray (data)."""
-    if msgtype == FLOAT64_ARRAY:
-        return np.asarray(msg.data, dtype=np.float64)
-    twist = msg.twist if msgtype == TWIST_STAMPED else msg
-    return np.array([twist.linear.x, twist.angular.z], dtype=np.float64)
 
 
 # ------------------------------------------------------------------------------------------------ building

@@ -45,6 +45,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from liquid_control.conventions import stamps
+from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
 from liquid_control.conventions.imu import NOT_PROVIDED, ImuFieldNotProvided, imu_reading
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
@@ -85,7 +86,7 @@ SENSORS = {
     CAMERA: (Image, "camera_topic", None),
     "imu": (Imu, "imu_topic", imu_reading),  # ImuFieldNotProvided: rejected (not_provided)
     "wheels": (JointState, "wheels_topic", None),  # read by joint name: PolicyNode._wheel_velocities
-    "command": (Twist, "target_topic", lambda msg: np.array([msg.linear.x, msg.angular.z])),
+    "command": (Twist, "target_topic", twist_vector),
 }
 
 

@@ -52,7 +52,9 @@ from std_srvs.srv import Trigger
 
 import sim_envs
 from liquid_control.conventions import stamps
+from liquid_control.conventions.commands import command_vector
 from liquid_control.conventions.image_conversion import numpy_to_image
+from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
     MAX_RATE_HZ,
     MAX_SECONDS,
@@ -453,11 +455,7 @@ class SimNode(Node):
 
     # ------------------------------------------------------------------------------------------- command
     def _on_command(self, msg):
-        if self.command_type == "float64_multi_array":
-            value = np.asarray(msg.data, dtype=np.float64)
-        else:
-            twist = msg.twist if self.command_type == "twist_stamped" else msg
-            value = np.array([twist.linear.x, twist.angular.z])
+        value = command_vector(msg, message_type_name(msg))
         if value.shape != self.command_scale.shape or not np.all(np.isfinite(value)):
             self.get_logger().warning(
                 f"ignoring command {value.tolist()}: needs {self.command_scale.size} finite values",

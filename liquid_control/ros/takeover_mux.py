@@ -49,6 +49,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags.expert import Operator, Takeover
 from liquid_control.bags.stream import absolute_topic
+from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
     declare_node_parameters,
@@ -249,8 +250,7 @@ class TakeoverMuxNode(Node):
         return time.monotonic()
 
     def _action(self, msg) -> np.ndarray:
-        t = _twist(msg)
-        return np.array([t.linear.x, t.angular.z], dtype=np.float64) / self.scale
+        return twist_vector(_twist(msg)) / self.scale
 
     def _send(self, action, stamp_msg=None):
         """The base's command: ``action`` (action units; None: stop) in the output type, stamped ``stamp_msg``'s
