@@ -201,6 +201,19 @@ def test_readings_and_messages_are_the_nodes():
     np.testing.assert_array_equal(M.command_vector(twist, M.TWIST), [0.5, -1.25])
 
 
+def test_no_wheel_reading_by_position_where_the_node_reads_by_joint_name():
+    """sensor_reading promises policy_node's reading; the node takes a JointState's velocities in the order of its
+    joint_names, which the message alone does not give: a reading by position (the right wheel's speed as the
+    left's, for a driver that lists the joints its own way) is refused, naming the function that reads by name."""
+    from liquid_control.conventions.joints import velocities_by_name
+
+    msg = SimpleNamespace(name=["right_wheel", "left_wheel"], velocity=[2.0, -1.0])
+    node_reading, _ = velocities_by_name(msg.name, msg.velocity, ["left_wheel", "right_wheel"])
+    np.testing.assert_array_equal(node_reading, [-1.0, 2.0])
+    with pytest.raises(ValueError, match=r"wheels: .*joint_names.*velocities_by_name"):
+        M.sensor_reading("wheels", msg)
+
+
 def test_commands_read_from_a_bag_are_the_commands_sim_node_executes_and_the_target_the_node_reads():
     """A command of each type on the wire: the label a bag reader takes (command_vector of the rosbags message) is
     the command sim_node executes (its _on_command, before the world's scale), and the velocity target a bag reader

@@ -3,11 +3,11 @@
 
 Readings follow ``policy_node`` exactly (test_bags checks it against the node's own table), through the functions
 the node calls (``liquid_control.conventions``): the camera is ``image_to_numpy(msg, 'rgb8')``, the IMU
-``[gyro xyz, accel xyz]``, wheel encoders ``JointState.velocity``, the balancer's target ``[linear.x, angular.z]``
-of a Twist. A message with a header is stamped by ``header.stamp``; one without (Twist) by its arrival, i.e. its
-log time in the bag. Commands (the labels of behaviour cloning, ``conventions.commands.command_vector``):
-``[linear.x, angular.z]`` of a Twist or TwistStamped, or the ``data`` of a Float64MultiArray (wheel torques), in
-robot units.
+``[gyro xyz, accel xyz]``, wheel encoders ``JointState.velocity`` by joint name (``joints``, with the node's
+``joint_names``), the balancer's target ``[linear.x, angular.z]`` of a Twist. A message with a header is stamped
+by ``header.stamp``; one without (Twist) by its arrival, i.e. its log time in the bag. Commands (the labels of
+behaviour cloning, ``conventions.commands.command_vector``): ``[linear.x, angular.z]`` of a Twist or
+TwistStamped, or the ``data`` of a Float64MultiArray (wheel torques), in robot units.
 """
 
 from __future__ import annotations
@@ -49,13 +49,16 @@ def stamp_seconds(msg) -> float | None:
 def sensor_reading(sensor: str, msg) -> np.ndarray:
     """The reading ``policy_node`` takes from a message of ``sensor`` (raises ImageConversionError for a bad
     image, ImuFieldNotProvided for an Imu marking gyro or accelerometer as not provided, as the node rejects
-    them)."""
+    them). Not for ``wheels``, read by joint name (``conventions.joints.velocities_by_name``): ValueError."""
     if sensor == "camera":
         return image_to_numpy(msg, "rgb8")
     if sensor == "imu":  # ImuFieldNotProvided for an IMU without a gyro, as the node rejects it
         return imu_reading(msg)
-    if sensor == "wheels":
-        return np.asarray(msg.velocity, dtype=np.float64)
+    if sensor == "wheels":  # by name: the message alone does not say which velocity is which wheel
+        raise ValueError(
+            "wheels: policy_node reads a JointState's velocities by joint name, in the order of its joint_names "
+            "parameter: conventions.joints.velocities_by_name(msg.name, msg.velocity, joint_names)"
+        )
     if sensor == "command":
         return twist_vector(msg)
     raise KeyError(f"no reading is defined for sensor {sensor!r}; known: {', '.join(SENSOR_TYPES)}")
