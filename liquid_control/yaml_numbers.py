@@ -32,9 +32,57 @@ class TooDeepError(yaml.YAMLError):
         super().__init__("nested too deeply for the YAML parser (brackets or indentation)")
 
 
+# Aliases may repeat at most this many nodes beyond those the text writes: a few hundred bytes of aliases of
+# aliases (a "billion laughs") load as shared objects, but every repr in a refusal, every copy or walk of the
+# value expands them (a bomb under a config key was a MemoryError, or all the memory with no limit set).
+MAX_ALIASED_NODES = 100_000
+
+
+class AliasBombError(yaml.YAMLError):
+    """Aliases repeating more than MAX_ALIASED_NODES nodes, or an alias inside the node it names (a value that
+    contains itself): a YAMLError, so callers name their file as for any other malformed YAML."""
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """AliasBombError unless the value of ``root`` (composed, aliases as shared nodes) is a tree of at most
+    MAX_ALIASED_NODES nodes more than it has distinct ones. Each node is counted once: cheap for any bomb."""
+    sizes: dict[int, int] = {}  # id(node) -> nodes in its expanded value; absent: not counted yet
+    open_ids: set[int] = set()  # nodes being counted: meeting one again is an alias inside itself
+
+    def size(node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_ids:
+            line = node.start_mark.line + 1
+            raise AliasBombError(f"an alias inside the node it names (line {line}): a value that contains itself")
+        open_ids.add(key)
+        children = node.value if isinstance(node, yaml.SequenceNode) else ()
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        sizes[key] = 1 + sum(size(child) for child in children)
+        open_ids.discard(key)
+        return sizes[key]
+
+    total = size(root)
+    if total - len(sizes) > MAX_ALIASED_NODES:
+        raise AliasBombError(
+            f"aliases expand {len(sizes)} written nodes to {total}: more than {MAX_ALIASED_NODES} repeated nodes "
+            f'(a "billion laughs"?); write the values out'
+        )
+
+
 def load_yaml(text: str):
-    """The YAML content of ``text`` (safe; ``1e-3`` is a number)."""
+    """The YAML content of ``text`` (safe; ``1e-3`` is a number). AliasBombError for aliases that expand it beyond
+    MAX_ALIASED_NODES repeated nodes or into itself, TooDeepError for nesting beyond Python's recursion limit."""
+    loader = NumberLoader(text)
     try:
-        return yaml.load(text, Loader=NumberLoader)
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_aliases(root)
+        return loader.construct_document(root)
     except RecursionError:
         raise TooDeepError() from None
+    finally:
+        loader.dispose()

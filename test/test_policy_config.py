@@ -65,7 +65,7 @@ def test_aliases_of_aliases_are_checked_once_and_deep_nesting_is_refused_naming_
     done = []
 
     def load():
-        with pytest.raises(PolicyConfigError, match=r"bomb.yaml: config: unknown key\(s\) 'l0'"):
+        with pytest.raises(PolicyConfigError, match=r"bomb.yaml: not valid YAML: aliases expand"):
             load_config(bomb)
         done.append(True)
 
@@ -82,6 +82,41 @@ def test_aliases_of_aliases_are_checked_once_and_deep_nesting_is_refused_naming_
         load_node_parameters(tmp_path / "params.yaml")
     with pytest.raises(ValueError, match=r"--set 'core.units=\[\[\[.*not valid YAML: nested too deeply"):
         parse_overrides([f"core.units={deep}"])
+
+
+def test_aliases_expanding_a_value_of_a_known_key_are_refused_naming_the_file(tmp_path):
+    """Before: a billion laughs under a key the config has (`name:`, `training:`) loaded as shared objects and the
+    refusal of its value (`expected a string, got [[...` with every alias written out) expanded them all:
+    MemoryError at nine levels, a message of megabytes at six. Aliases repeating more than 100,000 nodes are now
+    refused as the YAML is read, for configs, `--set` values and node parameter files alike."""
+    from liquid_control.bags.stream import load_node_parameters
+    from liquid_control.training.cli import parse_overrides
+    from liquid_control.yaml_numbers import load_yaml
+
+    levels = ["  - &l0 [x, x, x, x, x, x, x, x, x, x]"]  # 10^6 x's: a few seconds and ~100 MB on the old code
+    levels += [f"  - &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 6)]
+    config = yaml.safe_load(ROVER.read_text())
+    del config["name"]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(yaml.safe_dump(config) + "name:\n" + "\n".join(levels) + "\n")
+    with pytest.raises(PolicyConfigError) as refused:
+        load_config(bomb)
+    assert str(refused.value).startswith(f"{bomb}: not valid YAML: aliases expand")
+    assert len(str(refused.value)) < 300
+    with pytest.raises(ValueError, match=r"the value is not valid YAML: aliases expand") as refused:
+        parse_overrides(["core.units=[" + ", ".join(line[4:] for line in levels) + "]"])
+    assert len(str(refused.value)) < 1000
+    params = tmp_path / "params.yaml"
+    params.write_text("policy_node:\n  ros__parameters:\n    joint_names:\n" + "\n".join("  " * 2 + x for x in levels))
+    with pytest.raises(ValueError, match=r"params.yaml: cannot read the policy_node parameter file: aliases expand"):
+        load_node_parameters(params)
+    with pytest.raises(yaml.YAMLError, match=r"an alias inside the node it names \(line 2\)"):
+        load_yaml("name: x\ntraining: &t\n  sub: *t\n")
+    assert load_yaml("a: &a {lr: 1e-3}\nb: *a\nc: {<<: *a, x: 1}\n") == {  # ordinary anchors still read
+        "a": {"lr": 0.001},
+        "b": {"lr": 0.001},
+        "c": {"lr": 0.001, "x": 1},
+    }
 
 
 @pytest.mark.parametrize("key, value", [("camera", []), ("camera", 0), ("vectors", False), ("vectors", "")])
