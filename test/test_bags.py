@@ -214,6 +214,17 @@ def test_no_wheel_reading_by_position_where_the_node_reads_by_joint_name():
         M.sensor_reading("wheels", msg)
 
 
+def test_every_command_type_the_node_can_publish_is_a_label_a_bag_reader_takes():
+    """policy_node's command_type values (the parameter's checked choices) each have the one message the node
+    publishes and sim_node subscribes with, and a bag of that message is read as labels."""
+    from liquid_control.conventions.message_types import message_type_name
+    from liquid_control.conventions.params import COMMAND_TYPES
+    from liquid_control.ros import policy_node
+
+    assert tuple(policy_node.COMMAND_MESSAGES) == COMMAND_TYPES
+    assert sorted(message_type_name(m) for m in policy_node.COMMAND_MESSAGES.values()) == sorted(M.COMMAND_TYPES)
+
+
 def test_commands_read_from_a_bag_are_the_commands_sim_node_executes_and_the_target_the_node_reads():
     """A command of each type on the wire: the label a bag reader takes (command_vector of the rosbags message) is
     the command sim_node executes (its _on_command, before the world's scale), and the velocity target a bag reader

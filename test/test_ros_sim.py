@@ -751,6 +751,7 @@ def sim_context():
         ),
         ("policy_update_on", "imu,imu", "policy_update_on: names a sensor twice, got 'imu,imu'"),
         ("policy_reorder_lag_s", -0.1, "policy_reorder_lag_s: must be a finite number of seconds >= 0"),
+        ("command_type", "twist_stampd", "command_type: 'twist_stampd' is not twist, twist_stamped, float64_multi"),
     ],
 )
 def test_sim_node_parameters_are_checked_at_startup_naming_them(sim_context, name, value, message):

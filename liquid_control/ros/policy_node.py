@@ -79,6 +79,8 @@ CLOCK_PARAMETERS = ("use_sim_time",)
 # Inputs that are setpoints, not sensors: held until changed (across liquid-state resets, see the runner), so
 # their silence is not a fault for the watchdog.
 SETPOINTS = R.SETPOINTS
+# command_type (conventions.params.COMMAND_TYPES) -> the message the commands go out in (sim_node subscribes with it)
+COMMAND_MESSAGES = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
 
 # sensor -> (message type, topic parameter, reading extractor); the camera's extractor is the image conversion,
 # the wheels' PolicyNode._wheel_velocities (by joint name)
@@ -277,10 +279,9 @@ class PolicyNode(LifecycleNode):
             self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
                 CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), info_qos
             )
-        command_type = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
         with _naming(f"command_topic ({s.command_topic!r}) / command_qos_depth"):
             self._command_pub = self.create_lifecycle_publisher(
-                command_type[s.command_type],
+                COMMAND_MESSAGES[s.command_type],
                 s.command_topic,
                 QoSProfile(
                     history=HistoryPolicy.KEEP_LAST, depth=s.command_qos_depth, reliability=ReliabilityPolicy.RELIABLE
@@ -288,7 +289,7 @@ class PolicyNode(LifecycleNode):
             )
         # one message, refilled for every command: publish() serialises it at once, and building a TwistStamped
         # (Header, Time, Twist, two Vector3) costs more than the policy's IMU update
-        self._command_msg = command_type[s.command_type]()
+        self._command_msg = COMMAND_MESSAGES[s.command_type]()
         if s.command_type == "twist_stamped":
             self._command_msg.header.frame_id = s.command_frame_id
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)

@@ -37,7 +37,7 @@ import numpy as np
 import rclpy
 import rclpy.executors
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import TransformStamped, Twist, TwistStamped, Vector3
+from geometry_msgs.msg import TransformStamped, Twist, Vector3
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
@@ -47,7 +47,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
-from std_msgs.msg import Float64MultiArray, String
+from std_msgs.msg import String
 from std_srvs.srv import Trigger
 
 import sim_envs
@@ -56,6 +56,7 @@ from liquid_control.conventions.commands import command_vector
 from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
+    COMMAND_TYPES,
     MAX_RATE_HZ,
     MAX_SECONDS,
     WHEEL_JOINT_NAMES,
@@ -67,6 +68,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.ros import robot_description
 from liquid_control.ros.graph import taken_episode_bags
+from liquid_control.ros.policy_node import COMMAND_MESSAGES  # the messages policy_node publishes, by command_type
 
 try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -301,9 +303,8 @@ class SimNode(Node):
             p["status_topic"],
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL),
         )
-        command_msg = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
         command_sub = self.create_subscription(
-            command_msg[self.command_type],
+            COMMAND_MESSAGES[self.command_type],
             p["command_topic"],
             self._on_command,
             QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
@@ -337,8 +338,7 @@ class SimNode(Node):
         recorder.add_latched(self.description_pub, self._description)  # published once: in every episode's bag
         if self.tf_static_pub is not None:
             recorder.add_latched(self.tf_static_pub, self._static_transforms)
-        command_msg = {"twist": Twist, "twist_stamped": TwistStamped, "float64_multi_array": Float64MultiArray}
-        recorder.add_topic(self.resolve_topic_name(self.p["command_topic"]), command_msg[self.command_type])
+        recorder.add_topic(self.resolve_topic_name(self.p["command_topic"]), COMMAND_MESSAGES[self.command_type])
         return recorder
 
     def _validate(self):
@@ -368,8 +368,8 @@ class SimNode(Node):
 
         if p["world"] not in WORLDS:
             problems.append(f"world: {p['world']!r} is not one of {', '.join(WORLDS)}")
-        if p["command_type"] not in ("", "twist", "twist_stamped", "float64_multi_array"):
-            problems.append(f"command_type: {p['command_type']!r} is not twist, twist_stamped or float64_multi_array")
+        if p["command_type"] not in ("", *COMMAND_TYPES):
+            problems.append(f"command_type: {p['command_type']!r} is not {', '.join(COMMAND_TYPES)} (or empty)")
         if not isinstance(p["shift"], str):
             problems.append(f"shift: must be a shift preset or spec (a string), got {p['shift']!r}")
         elif p["shift"]:
