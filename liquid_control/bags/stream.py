@@ -420,7 +420,7 @@ class Update:
     time: float  # log time of the message that caused it (s): when the node computed it
     stamp: float  # header stamp of that message (s)
     dt: float  # what the cell integrated
-    reset: str | None  # the state was reset since the previous update ("gap", "clock_backwards"), or None
+    reset: str | None  # a reset since the previous update ("gap", "clock_backwards", "stale_input"), or None
     obs: dict  # the inputs given to the backend (held readings)
     action: np.ndarray  # the backend's action (zeros for CaptureBackend)
     label: np.ndarray | None = None  # recorded command in action units, or None (unlabelled)

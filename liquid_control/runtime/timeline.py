@@ -1,7 +1,9 @@
 """When a sensor message advances the liquid state, and by how much: the update timeline.
 
 One implementation, used by the runtime (:class:`~.runner.PolicyRunner`, so the ROS node) and by the worlds
-(``sim_envs``), so a policy integrates in deployment exactly the dts it was trained on. Pure Python.
+(``sim_envs``), so a policy integrates in deployment exactly the dts it was trained on. Pure Python. The worlds
+run :class:`UpdateClock` without ``max_age_s``: the stale rule below (and the runner's reset when a stale input is
+fresh again) is the runtime's alone (docs/worlds.md).
 
 Messages come in *arrival* order, which across sensors is not stamp order: a camera frame is stamped at
 exposure and delivered tens of milliseconds later, after IMU messages stamped after it. Two pieces:

@@ -5,8 +5,9 @@ the node's event semantics: the same held inputs, dt, rejections and resets as `
 network would have been given at each update is written, with its label, to a cache under the run's
 ``data/bags/`` folder: raw arrays per segment, memory-mapped when training, so a recording of any length
 streams from disk and is never loaded whole. A segment runs from a state reset (start of the bag, an update
-gap over ``max_gap_s``, a clock jump) to the next one and is cut into training windows of ``window``
-updates, which are shuffled and batched independently, like episodes, so each starts from the initial state.
+gap over ``max_gap_s``, a clock jump, a stale input fresh again) to the next one and is cut into training
+windows of ``window`` updates, which are shuffled and batched independently, like episodes, so each starts from
+the initial state.
 The node never resets inside a gap-free segment; the first update of a window that continues one (not after a
 reset) is therefore given the dt the node gives the first update after a reset (``first_update_dt``, 0 by
 default) instead of its recorded dt: an initial state with a recorded dt never happens at run time, an initial
