@@ -213,3 +213,40 @@ def test_replay_plays_the_type_policy_node_subscribes_with_on_a_topic_of_two_typ
     err = capsys.readouterr().err
     said = f"/camera/image_raw also holds {M.COMPRESSED_IMAGE} messages, not replayed (its publisher has one type"
     assert err.count(said) == 1, err
+
+
+@pytest.mark.parametrize("compression", [CompressionType.ZSTD, CompressionType.LZ4])
+def test_a_chunk_decompressing_past_its_size_is_refused_without_decompressing_it(tmp_path, monkeypatch, compression):
+    """A bag from elsewhere is input: before, a chunk was decompressed whole and only then compared with the size
+    it gives, so a 120 kB file whose zstd chunk holds 4 GB of zeros took 4 GB (MemoryError, or the robot's memory).
+    Now decompression stops one byte past the chunk's size, and a size over MAX_CHUNK_BYTES is refused unread."""
+    import tracemalloc
+
+    import lz4.frame
+    import zstandard
+
+    extra, lz4_compress = 128 << 20, lz4.frame.compress  # zeros after the chunk's records: < 1 MB compressed
+
+    def bomb(data, *args, **kwargs):
+        if compression == CompressionType.LZ4:
+            return lz4_compress(bytes(data) + bytes(extra))
+        packer = zstandard.ZstdCompressor().compressobj()
+        return packer.compress(bytes(data)) + packer.compress(bytes(extra)) + packer.flush()
+
+    monkeypatch.setattr(zstandard, "compress", bomb)
+    monkeypatch.setattr(lz4.frame, "compress", bomb)
+    bag = _mcap(tmp_path / "bomb.mcap", _events(2), compression=compression)
+    monkeypatch.undo()
+    assert bag.stat().st_size < (1 << 20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BagError, match=r"bomb.mcap: corrupt bag: .* decompresses to more than the \d+ bytes it"):
+            _read(bag)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < extra // 4  # before: the 128 MB of zeros, and a copy
+    bag = _mcap(tmp_path / "large.mcap", _events(), compression=compression)  # chunks of ~1.5 kB
+    monkeypatch.setattr(bag_io, "MAX_CHUNK_BYTES", 1000)
+    with pytest.raises(BagError, match=r"large.mcap: corrupt bag: .* gives \d+ bytes uncompressed, more than the 1000"):
+        _read(bag)

@@ -1255,11 +1255,16 @@ def _chunk_messages(storage, chunk, conns: dict) -> Iterator[tuple]:
     bio = storage.bio
     bio.seek(chunk.chunk_start_offset + 9 + 24)
     (crc,) = struct.unpack("<I", bio.read(4))
-    bio.seek(chunk.chunk_start_offset + 9 + 40 + len(chunk.compression))
-    compressed = bio.read(chunk.compressed_size)
-    if len(compressed) != chunk.compressed_size:
+    start = chunk.chunk_start_offset + 9 + 40 + len(chunk.compression)
+    if start + chunk.compressed_size > os.fstat(bio.fileno()).st_size:  # read() would allocate what it claims
         raise BagError(f"{storage.path}: the chunk at byte {chunk.chunk_start_offset} is cut short")
-    raw = decompress(compressed, chunk.compression, chunk.uncompressed_size, crc)
+    bio.seek(start)
+    compressed = bio.read(chunk.compressed_size)
+    where = f"the chunk at byte {chunk.chunk_start_offset}"
+    # rosbags' checks of the size and CRC, on bytes decompressed no further than the size the chunk gives
+    raw = decompress(
+        _decompressed(compressed, chunk.compression, chunk.uncompressed_size, where), "", chunk.uncompressed_size, crc
+    )
     pos, end, unpack = 0, len(raw), _MESSAGE_HEAD.unpack_from
     while pos + 9 <= end:
         opcode = raw[pos]
@@ -1271,6 +1276,46 @@ def _chunk_messages(storage, chunk, conns: dict) -> Iterator[tuple]:
             if conn is not None:
                 yield conn, log_time, raw[body + 22 : body + length], (chunk.chunk_start_offset, pos)
         pos = body + length
+
+
+# The most bytes one MCAP chunk may decompress to: a chunk holds whole messages (rosbag2 closes one at ~768 kB, or
+# at the one message that is larger: a 4K image is 25 MB). zstd turns 120 kB into 4 GB of zeros: a chunk claiming
+# more is refused before it is decompressed, and one holding more than it claims once the claim is passed.
+MAX_CHUNK_BYTES = 1 << 30
+
+
+def _decompressed(data: bytes, compression: str, size: int, where: str) -> bytes:
+    """``data`` (one MCAP chunk's records, ``compression`` "", "zstd" or "lz4") decompressed, never more than one
+    byte past the ``size`` the chunk gives; ValueError naming ``where`` for a ``size`` over MAX_CHUNK_BYTES, data
+    that decompresses to more than ``size``, or an unknown compression (fewer bytes: rosbags' size check)."""
+    if size > MAX_CHUNK_BYTES:
+        raise ValueError(
+            f"{where} gives {size} bytes uncompressed, more than the {MAX_CHUNK_BYTES} a chunk is read with "
+            "(a corrupt size, or a decompression bomb)"
+        )
+    if compression == "":
+        return data
+    if compression == "lz4":
+        from lz4.frame import LZ4FrameDecompressor
+
+        raw = LZ4FrameDecompressor().decompress(data, max_length=size + 1)
+    elif compression == "zstd":
+        pieces, left = [], size + 1
+        while data and left > 0:  # zstd frames one after the other, as zstd.decompress reads them
+            frame = _zstd().ZstdDecompressor()
+            pieces.append(frame.decompress(data, max_length=left))
+            left -= len(pieces[-1])
+            if not frame.eof:  # the limit reached, or the frame cut short (rosbags' size check says so)
+                break
+            data = frame.unused_data
+        raw = b"".join(pieces)
+    else:
+        raise ValueError(f"{where}: unsupported chunk compression {compression!r} (zstd, lz4 or none)")
+    if len(raw) > size:
+        raise ValueError(
+            f"{where} decompresses to more than the {size} bytes it gives (a corrupt chunk, or a decompression bomb)"
+        )
+    return raw
 
 
 _MESSAGE_HEAD = struct.Struct("<HIQQ")  # channel id, sequence, log time, publish time
