@@ -250,3 +250,17 @@ def test_a_chunk_decompressing_past_its_size_is_refused_without_decompressing_it
     monkeypatch.setattr(bag_io, "MAX_CHUNK_BYTES", 1000)
     with pytest.raises(BagError, match=r"large.mcap: corrupt bag: .* gives \d+ bytes uncompressed, more than the 1000"):
         _read(bag)
+
+
+def test_record_info_shows_control_characters_of_a_bags_names_escaped(tmp_path):
+    """Before: `record --info` printed a bag's topic names as written, so a bag from elsewhere with a topic named
+    `/cam<ESC>[2J<ESC>]0;...<BEL>` cleared the reader's terminal and retitled its window, and one with a line
+    break forged a line of the summary. ROS names hold no such characters: they are shown escaped."""
+    from liquid_control.ros.recorder_node import bag_info
+
+    hostile = "/cam\x1b[2J\x1b]0;pwned\x07\n  /forged: sensor_msgs/msg/Imu, 9 messages\u202e"
+    events = [(hostile if topic == "/cmd_vel" else topic, *rest) for topic, *rest in _events(2)]
+    info = bag_info(str(_mcap(tmp_path / "hostile.mcap", events)))
+    lines = info.split("\n")
+    assert len(lines) == 4 and all(line.isprintable() for line in lines), info
+    assert "  /cam\\x1b[2J\\x1b]0;pwned\\x07\\n  /forged: sensor_msgs/msg/Imu, 9 messages\\u202e: " in info

@@ -488,7 +488,15 @@ def bag_info(path: str) -> str:
             kinds = " and ".join(f"{t} ({count_of_messages(n)})" for t, n in info.msgtypes.items())
             kinds = info.msgtype if len(info.msgtypes) == 1 else f"{kinds}: one topic, two or more types"
             lines.append(f"  {topic}: {kinds}, {counted(info.count, by_topic.get(topic))}, offered QoS [{qos}]")
-    return "\n".join(lines)
+    return "\n".join(map(printable, lines))
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every character a terminal would act on written as its escape (``\x1b``, ``\n``,
+    ``\u202e``): a bag's topic and type names come from whoever wrote it, and ROS names hold none of these, so a
+    name with an escape sequence (clearing the screen, retitling the window) or a line break (a forged line) is
+    shown as what it is."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 def _record_graph(args, topics: list[str]) -> int:
