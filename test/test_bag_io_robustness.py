@@ -696,3 +696,38 @@ def test_a_joint_state_without_efforts_serialized_by_rclpy_reads_with_rosbags_an
         written, raw = list(reader.messages(["/joint_states", "/raw"]))
     assert len(raw.data) - len(written.data) == 8 and list(raw.decode().position) == [0.3]
     assert list(store.deserialize_cdr(written.data, "sensor_msgs/msg/JointState").position) == [0.3]
+
+
+def test_a_message_of_per_message_compression_past_its_bound_is_refused_without_decompressing_it(tmp_path, monkeypatch):
+    """Before: a bag compressed message by message (rosbag2's --compression-mode message) had each message
+    decompressed whole, with no bound: a few kB of zstd holding 128 MB of zeros took 128 MB (a 4 GB one, 4 GB).
+    Such a message records no size, so decompression stops at MAX_MESSAGE_BYTES and the bag is refused."""
+    import tracemalloc
+
+    import rosbags.rosbag2.writer as rosbags_writer
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    extra = 128 << 20
+    compress = rosbags_writer.zstd.compress
+
+    def bomb(data, *args, **kwargs):  # the frame of a message that decompresses to 128 MB more than it holds
+        return compress(bytes(data) + bytes(extra))
+
+    bag, store = tmp_path / "bomb", bag_io.typestore()
+    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.MESSAGE, CompressionFormat.ZSTD)
+    monkeypatch.setattr(rosbags_writer.zstd, "compress", bomb)
+    with writer:
+        topic, msgtype, ns, message = next(iter(_drive(n=1)))
+        writer.write(writer.add_connection(topic, msgtype, typestore=store), ns, store.serialize_cdr(message, msgtype))
+    monkeypatch.undo()
+    assert sum(f.stat().st_size for f in bag.iterdir()) < (1 << 20)
+    monkeypatch.setattr(bag_io, "MAX_MESSAGE_BYTES", 1 << 20)  # the bound (1 GiB) lowered: a bomb past it
+    tracemalloc.start()
+    try:
+        with pytest.raises(BagError, match=rf"corrupt bag.*a message on {topic} decompresses to more than 1048576"):
+            _read(bag)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < extra // 4

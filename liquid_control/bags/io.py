@@ -1172,7 +1172,7 @@ class BagReader:
                         raise BagError(f"{self.path}: bag is closed")
                     last = timestamp
                     if self._message_compression and payloads:
-                        data = _zstd().decompress(data)
+                        data = _message_decompressed(data, conn.topic)
                     yield part.path, index, position, BagMessage(conn.topic, int(timestamp), conn.msgtype, data)
             except BagError:
                 raise
@@ -1300,21 +1300,47 @@ def _decompressed(data: bytes, compression: str, size: int, where: str) -> bytes
 
         raw = LZ4FrameDecompressor().decompress(data, max_length=size + 1)
     elif compression == "zstd":
-        pieces, left = [], size + 1
-        while data and left > 0:  # zstd frames one after the other, as zstd.decompress reads them
-            frame = _zstd().ZstdDecompressor()
-            pieces.append(frame.decompress(data, max_length=left))
-            left -= len(pieces[-1])
-            if not frame.eof:  # the limit reached, or the frame cut short (rosbags' size check says so)
-                break
-            data = frame.unused_data
-        raw = b"".join(pieces)
+        raw, _ = _zstd_bounded(data, size + 1)  # a frame cut short: fewer bytes (rosbags' size check says so)
     else:
         raise ValueError(f"{where}: unsupported chunk compression {compression!r} (zstd, lz4 or none)")
     if len(raw) > size:
         raise ValueError(
             f"{where} decompresses to more than the {size} bytes it gives (a corrupt chunk, or a decompression bomb)"
         )
+    return raw
+
+
+def _zstd_bounded(data: bytes, limit: int) -> tuple[bytes, bool]:
+    """Decompress zstd frames one after the other (as zstd.decompress reads them) to at most ``limit`` bytes;
+    (bytes, whole): whole False where the limit stopped it or the last frame is cut short."""
+    pieces, left, whole = [], limit, True
+    while data and left > 0:
+        frame = _zstd().ZstdDecompressor()
+        pieces.append(frame.decompress(data, max_length=left))
+        left -= len(pieces[-1])
+        if not frame.eof:  # the limit reached, or the frame cut short
+            whole = False
+            break
+        data = frame.unused_data
+    return b"".join(pieces), whole and not data
+
+
+# The most bytes one message of a bag compressed message by message (rosbag2's --compression-mode message) may
+# decompress to: such a message records no size of its own, so a zstd bomb is stopped at this bound.
+MAX_MESSAGE_BYTES = MAX_CHUNK_BYTES
+
+
+def _message_decompressed(data: bytes, topic: str) -> bytes:
+    """One message of per-message compression, decompressed to at most MAX_MESSAGE_BYTES (ValueError past it, or
+    for zstd data cut short)."""
+    raw, whole = _zstd_bounded(data, MAX_MESSAGE_BYTES + 1)
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise ValueError(
+            f"a message on {topic} decompresses to more than {MAX_MESSAGE_BYTES} bytes (a corrupt message, or a "
+            "decompression bomb)"
+        )
+    if not whole:
+        raise ValueError(f"a message on {topic}: its zstd data is cut short")
     return raw
 
 
