@@ -126,3 +126,36 @@ def test_a_graph_that_was_there_first_warns_and_goes_on_when_another_joins():
     assert f"warning: another graph joined ROS_DOMAIN_ID {domain}" in err and "2 nodes named /policy_node" in err
     assert "episode 1 may not measure the policy alone" in err
     assert sum(line.startswith("episode: ") for line in [first, *out.splitlines()]) == 2
+
+
+def test_a_bad_parameter_file_of_the_sim_graph_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    """Before: `liquid-control sim` read its parameter files with a merge of its own beside the bag tools'
+    (bags.stream.load_node_parameters) and without its checks: a sim.yaml that is not a mapping, or a section
+    whose ros__parameters is a list, ended in a traceback (AttributeError), and a /robot1/policy_node section
+    was silently ignored (the graph's /policy_node ran on the defaults)."""
+    from liquid_control import cli
+    from liquid_control.conventions.params import WORLD_POLICIES
+
+    config = tmp_path / "config"
+    config.mkdir()
+    for f in (ROOT / "config").glob("*.yaml"):
+        (config / f.name).write_text(f.read_text())
+    monkeypatch.setattr(graph, "config_dir", lambda: config)
+    sim_yaml, policy_yaml = config / "sim.yaml", config / WORLD_POLICIES["LiquidRover-v0"][0]
+    shipped_policy = policy_yaml.read_text()
+    sim_yaml.write_text("- sim_node\n- ros__parameters\n")
+    assert cli.main(["sim", "--quiet"]) == graph.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{sim_yaml}: expected a mapping (sim_node: ros__parameters: ...), got list" in err
+    assert "Traceback" not in err
+    sim_yaml.write_text((ROOT / "config" / "sim.yaml").read_text())
+    policy_yaml.write_text("policy_node:\n  ros__parameters:\n    - command_topic\n")
+    assert cli.main(["sim", "--quiet"]) == graph.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{policy_yaml}: policy_node.ros__parameters: expected a mapping, got list" in err
+    assert "Traceback" not in err
+    policy_yaml.write_text(shipped_policy.replace("\n/**/policy_node:\n", "\n/robot1/policy_node:\n"))
+    with pytest.raises(ValueError, match=r"/robot1/policy_node: parameters for a namespaced policy_node; "):
+        graph.sim_graph(policy_params_file=str(policy_yaml))
+    policy_yaml.write_text(shipped_policy)
+    assert [n.name for n in graph.sim_graph()] == ["sim_node", "policy_node"]  # the shipped files still make one

@@ -136,48 +136,41 @@ def section_applies(section: str, node: str) -> bool:
     return re.fullmatch(pattern, node) is not None
 
 
-def load_node_parameters(path: str | Path | None) -> dict:
-    """The policy_node parameters of a parameter file over the node's defaults, as ROS 2 gives them to the node
-    ``/policy_node``: every section whose name matches it (``policy_node``, ``/**``, ``/**/policy_node``), in file
-    order (a later one overrides an earlier one); ``None``: the defaults alone. Refused: a file with no such
-    section (another node's parameters reach no policy), and sections for a namespaced policy node
-    (``/robot1/policy_node``: its relative topics would resolve in a namespace training does not know)."""
-    values = {name: default for name, (default, _) in POLICY_NODE_PARAMETERS.items()}
-    if path is None:
-        return values
+def node_sections(path: str | Path, node: str, reader: str, namespaced_advice: str = "") -> list[tuple[str, dict]]:
+    """The sections of the parameter file ``path`` that ROS 2 gives the node ``/<node>`` (root namespace), as
+    (section name, its ``ros__parameters``) in file order: ``<node>:``, ``/**:``, ``/**/<node>:`` ...
+    (:func:`section_applies`). A ValueError naming the file (``reader``: who reads it, for the message): it cannot
+    be read, is not a mapping, has no section for the node (another node's parameters, or ROS's nested
+    ``robot1: <node>:`` form), a section's ``ros__parameters`` is not a mapping, or it has sections for a node of
+    that name in a namespace (``/robot1/<node>``), which the node ``/<node>`` would not get
+    (``namespaced_advice`` then says what to give instead)."""
     path = Path(path)
     try:
         raw = load_yaml(path.read_text())  # YAML 1.2 numbers, as ROS reads the file (2e0 is 2.0)
     except (OSError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: cannot read the policy_node parameter file: {exc}") from None
+        raise ValueError(f"{path}: cannot read the {node} parameter file: {exc}") from None
     if raw is not None and not isinstance(raw, dict):
-        raise ValueError(
-            f"{path}: expected a mapping (policy_node: ros__parameters: ...), got {type(raw).__name__} {raw!r}"
-        )
-    nodes = {k: v for k, v in (raw or {}).items() if isinstance(v, dict) and "ros__parameters" in v}
+        raise ValueError(f"{path}: expected a mapping ({node}: ros__parameters: ...), got {type(raw).__name__} {raw!r}")
+    raw = raw or {}
+    nodes = {k: v for k, v in raw.items() if isinstance(v, dict) and "ros__parameters" in v}
     if not nodes:
-        nested = [
-            k for k, v in (raw or {}).items() if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values())
-        ]
-        hint = (
-            f"; {', '.join(map(str, nested))}: a nested namespace; training reads a top-level policy_node: section"
-            if nested
-            else ""
+        nested = [k for k, v in raw.items() if isinstance(v, dict) and any(isinstance(x, dict) for x in v.values())]
+        hint = f"; {', '.join(map(str, nested))}: a nested namespace; {reader} reads a top-level {node}: section"
+        raise ValueError(
+            f"{path}: no 'ros__parameters' section (expected {node}: ros__parameters: ...){hint if nested else ''}"
         )
-        raise ValueError(f"{path}: no 'ros__parameters' section (expected policy_node: ros__parameters: ...){hint}")
-    node = f"/{POLICY_NODE}"
-    sections = [name for name in nodes if section_applies(str(name), node)]
-    elsewhere = [str(n) for n in nodes if n not in sections and str(n).strip("/").rsplit("/", 1)[-1] == POLICY_NODE]
+    qualified = f"/{node}"
+    sections = [name for name in nodes if section_applies(str(name), qualified)]
+    elsewhere = [str(n) for n in nodes if n not in sections and str(n).strip("/").rsplit("/", 1)[-1] == node]
     if elsewhere:
         raise ValueError(
-            f"{path}: {', '.join(elsewhere)}: parameters for a namespaced policy node; training reads them as the "
-            f"node {node} gets them (relative topics resolved from /): give a file with a policy_node: section and "
-            f"the topics as that robot's node subscribes to them (e.g. /robot1/camera/image_raw)"
+            f"{path}: {', '.join(elsewhere)}: parameters for a namespaced {node}; {reader} "
+            + (namespaced_advice or f"starts the node {qualified}, which does not get them: give a {node}: section")
         )
     if not sections:
         raise ValueError(
-            f"{path}: no section for {node} (policy_node:, /**:, /**/policy_node: ...); it has "
-            f"{', '.join(map(str, nodes))}, whose parameters a node named {node} would not get"
+            f"{path}: no section for {qualified} ({node}:, /**:, /**/{node}: ...); it has "
+            f"{', '.join(map(str, nodes))}, whose parameters a node named {qualified} would not get"
         )
     for name in sections:
         given = nodes[name]["ros__parameters"]
@@ -185,11 +178,42 @@ def load_node_parameters(path: str | Path | None) -> dict:
             raise ValueError(
                 f"{path}: {name}.ros__parameters: expected a mapping, got {type(given).__name__} {given!r}"
             )
+    return [(str(name), nodes[name]["ros__parameters"]) for name in sections]
+
+
+def node_file_parameters(path: str | Path, node: str, reader: str) -> dict:
+    """The parameters the file ``path`` gives the node ``/<node>`` (:func:`node_sections`, a later section
+    overriding an earlier one), or a ValueError naming the file."""
+    values = {}
+    for _, given in node_sections(path, node, reader):
+        values.update(given)
+    return values
+
+
+def load_node_parameters(path: str | Path | None) -> dict:
+    """The policy_node parameters of a parameter file over the node's defaults, as ROS 2 gives them to the node
+    ``/policy_node`` (:func:`node_sections`): every section whose name matches it (``policy_node``, ``/**``,
+    ``/**/policy_node``), in file order (a later one overrides an earlier one); ``None``: the defaults alone.
+    Refused: a file with no such section (another node's parameters reach no policy), and sections for a
+    namespaced policy node (``/robot1/policy_node``: its relative topics would resolve in a namespace training does
+    not know)."""
+    values = {name: default for name, (default, _) in POLICY_NODE_PARAMETERS.items()}
+    if path is None:
+        return values
+    path = Path(path)
+    sections = node_sections(
+        path,
+        POLICY_NODE,
+        "training",
+        f"reads them as the node /{POLICY_NODE} gets them (relative topics resolved from /): give a file with a "
+        "policy_node: section and the topics as that robot's node subscribes to them (e.g. /robot1/camera/image_raw)",
+    )
+    for name, given in sections:
         for key, value in given.items():
             problem = _parameter_type_problem(key, value)
             if problem:
                 raise ValueError(f"{path}: {name}.ros__parameters.{key}: {problem}")
-        if str(name).strip("/").rsplit("/", 1)[-1] == POLICY_NODE:  # a wildcard section (/**) holds others' too
+        if name.strip("/").rsplit("/", 1)[-1] == POLICY_NODE:  # a wildcard section (/**) holds others' too
             unknown = [k for k in given if k not in POLICY_NODE_PARAMETERS and not _ros_own_parameter(k)]
             if unknown:  # the node warns and runs on the default; training would label with it unseen
                 import difflib

@@ -23,11 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.conventions.params import WORLD_POLICIES, domain_id_problem
+from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, WORLD_POLICIES, domain_id_problem
 from liquid_control.paths import config_dir, resolve_policy_file
 from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES
-from liquid_control.yaml_numbers import load_yaml
 
 PACKAGE = "liquid_control"
 # world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
@@ -90,19 +89,18 @@ class NodeDescription:
 
 
 def _file_parameters(path: Path, node: str) -> dict:
-    """The parameters ``path`` gives the node ``/<node>``: every section that applies to it (``policy_node:``,
-    ``/**/policy_node:``, ``/**:`` ...; ``bags.stream.section_applies``), a later one overriding an earlier one."""
-    from liquid_control.bags.stream import section_applies
+    """The parameters ``path`` gives the node ``/<node>`` (``bags.stream.node_file_parameters``: the sections
+    ROS 2 gives it, a later one overriding an earlier one), or a ValueError naming the file."""
+    from liquid_control.bags.stream import node_file_parameters
 
-    values = {}
-    for section, body in (load_yaml(path.read_text()) or {}).items():
-        if isinstance(body, dict) and section_applies(str(section), f"/{node}"):
-            values.update(body.get("ros__parameters") or {})
-    return values
+    return node_file_parameters(path, node, "liquid-control sim")
 
 
 def _policy_parameters(path: Path) -> dict:
-    return _file_parameters(path, "policy_node")
+    """policy_node's parameters from ``path`` over the node's defaults."""
+    return {name: default for name, (default, _) in POLICY_NODE_PARAMETERS.items()} | _file_parameters(
+        path, "policy_node"
+    )
 
 
 def taken_episode_bags(folder: str, seed: int, episodes: int) -> list[str]:
@@ -144,6 +142,7 @@ def sim_graph(
     for path in (policy_yaml, sim_yaml):
         if not path.is_file():
             raise FileNotFoundError(f"parameter file {path} not found")
+    _file_parameters(sim_yaml, "sim_node")  # or a ValueError naming it, before any node starts
     policy_params = _policy_parameters(policy_yaml)
     common = {"use_sim_time": bool(use_sim_time)}
     # checked here, before any node starts: a missing policy file or a bad shift is a usage error (exit 2)
