@@ -1,6 +1,7 @@
 """Where the package's shared files (launch/, config/, policies/) are, however it was installed, and which code this
-is (:func:`code_commit`: what evaluation reports and trained policies record), and whether a picture can be written
-where a command line was told to write it (:func:`output_file_problem`)."""
+is (:func:`code_commit`: what evaluation reports and trained policies record), and whether a file, or a folder of
+outputs, can be written where a command line was told to write it (:func:`output_file_problem`,
+:func:`output_folder_problem`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import functools
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 PACKAGE = "liquid_control"
@@ -152,6 +154,25 @@ def code_commit() -> str:
     return (commit or "unknown") + (" (with uncommitted changes)" if dirty else "")
 
 
+def _writable_folder_problem(candidates: list[Path]) -> str | None:
+    """Why nothing can be written under the first of ``candidates`` (a path, then its parents) that exists: it
+    is a file, or this process may not write in it. The write is tried (a temporary file, removed at once): a
+    folder the permission bits allow can still refuse (root in /sys, a read-only mount)."""
+    folder = next((p for p in candidates if p.exists()), None)
+    if folder is None:
+        return None
+    if not folder.is_dir():
+        return f"{folder} exists and is not a folder"
+    try:
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write_test_"):
+            pass
+    except OSError:
+        return f"cannot write in {folder}"
+    return None
+
+
 def output_file_problem(path: str | Path, example_name: str) -> str | None:
     """Why a file cannot be written to ``path`` (None: it can, as far as can be told before writing): a folder, a
     parent that is a file, or a folder this process may not write in. Checked before the work whose result it is
@@ -159,9 +180,15 @@ def output_file_problem(path: str | Path, example_name: str) -> str | None:
     path = Path(path)
     if path.is_dir():
         return f"is a folder; give a file name such as {path / example_name}"
-    folder = next((p for p in path.absolute().parents if p.exists()), None)
-    if folder is not None and not folder.is_dir():
-        return f"{folder} exists and is not a folder"
-    if folder is not None and not os.access(folder, os.W_OK | os.X_OK):
-        return f"cannot write in {folder}"
-    return None
+    return _writable_folder_problem(list(path.absolute().parents))
+
+
+def output_folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be the folder a command writes its outputs in (None: it can, as far as can be told
+    before writing; it may not exist yet): a file, under a file, or in a folder this process may not write in.
+    Nothing is created. Callers name the option or path (``--out runs/x: exists and is not a folder``) and add
+    their own rules (what the folder may already hold); checked before the work, so a typo costs nothing."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "exists and is not a folder"
+    return _writable_folder_problem([path.absolute(), *path.absolute().parents])

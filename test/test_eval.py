@@ -787,8 +787,8 @@ def test_an_unwritable_output_is_a_clear_error(tmp_path, capsys):
     argv = ["eval", "--policy", "expert", "--episodes", "1", "--backend", "serial", "--no-progress", "--no-example"]
     for out, message in (
         (a_file, f"--out {a_file}: exists and is not a folder"),
-        (a_file / "sub", f"--out {a_file / 'sub'}: cannot write there (Not a directory)"),
-        ("/sys/liquid_control_eval", "--out /sys/liquid_control_eval: cannot write there"),  # even for root
+        (a_file / "sub", f"--out {a_file / 'sub'}: {a_file} exists and is not a folder"),
+        ("/sys/liquid_control_eval", "--out /sys/liquid_control_eval: cannot write in /sys"),  # even for root
     ):
         assert main(argv + ["--out", str(out)]) == 2
         err = capsys.readouterr().err

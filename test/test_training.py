@@ -591,8 +591,9 @@ def _bad_card(tmp_path, front):
 @pytest.mark.parametrize(
     "case,argv,message",
     [
-        ("", ["--run", "RUN", "--name", "x", "--out", "FILE"], "--out FILE: FILE is a file, not a folder"),
-        ("", ["--run", "RUN", "--name", "x", "--cache", "FILE"], "--cache FILE: FILE is a file, not a folder"),
+        ("", ["--run", "RUN", "--name", "x", "--out", "FILE"], "--out FILE: exists and is not a folder"),
+        ("", ["--run", "RUN", "--name", "x", "--cache", "FILE"], "--cache FILE: exists and is not a folder"),
+        ("", ["--run", "RUN", "--name", "x", "--out", "/sys/lc_card"], "--out /sys/lc_card: cannot write in /sys"),
         ("notjson", ["--run", "RUN", "--name", "x", "--ood-results", "RES"], "RES: not the results.json"),
         ("other", ["--run", "RUN", "--name", "x", "--ood-results", "RES"], "RES: no episodes of policy 'x'"),
         ("corrupt_run", ["--run", "RUN", "--name", "x"], "policy.pt: not a readable policy file"),

@@ -15,13 +15,12 @@ import itertools
 import os
 import re
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies
-from liquid_control.paths import resolve_policy_file
+from liquid_control.paths import output_folder_problem, resolve_policy_file
 from liquid_control.runtime.backends import checkpoint_sha256
 
 EXPERT = "expert"
@@ -256,16 +255,15 @@ def validate_world(world: str) -> None:
 
 
 def validate_output_folder(out_dir: str) -> None:
-    """``out_dir`` must be a folder this process can write (created if missing): a clear error now, not an
-    OSError after the episodes ran."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise EvaluationSetupError(f"--out {out_dir}: exists and is not a folder")
+    """``out_dir`` must be a folder this process can write (``paths.output_folder_problem``; created if missing):
+    a clear error now, not an OSError after the episodes ran."""
+    problem = output_folder_problem(out_dir)
+    if problem:
+        raise EvaluationSetupError(f"--out {out_dir}: {problem}")
     try:
         os.makedirs(out_dir, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=out_dir, prefix=".write_test_")
-        probe.close()
-    except OSError as exc:
-        raise EvaluationSetupError(f"--out {out_dir}: cannot write there ({exc.strerror or exc})") from None
+    except OSError as exc:  # it changed since the check
+        raise EvaluationSetupError(f"--out {out_dir}: cannot create it ({exc.strerror or exc})") from None
 
 
 @dataclass

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
-from liquid_control.paths import resolve_config_file
+from liquid_control.paths import output_folder_problem, resolve_config_file
 from liquid_control.processes import Terminated, keep_freed_memory, sigterm_as_interrupt
 
 EPILOG = """\
@@ -160,8 +159,9 @@ def run(args) -> int:
                 args.config = str(resolve_config_file(args.config))
             except FileNotFoundError as exc:
                 raise ValueError(f"--config: {exc}") from None
-        if os.path.exists(args.out) and not os.path.isdir(args.out):
-            raise ValueError(f"--out {args.out}: exists and is not a folder")
+        problem = output_folder_problem(args.out)
+        if problem:
+            raise ValueError(f"--out {args.out}: {problem}")
         command = (
             "liquid-control train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2 and sys.argv[1] == "train"

@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.paths import checkout_dir, policies_dir
+from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import quiet_ctrl_c_in_worker
@@ -128,11 +128,11 @@ def read_cached(stored: Path, episodes: int) -> dict | None:
 
 
 def check_cache(cache: Path | None, policy_path: str | Path, episodes: int) -> None:
-    """``CardError`` (before measuring) for a ``--cache`` that is no folder or holds a corrupt entry of this policy."""
+    """``CardError`` (before measuring) for a ``--cache`` that cannot be a folder to write in or holds a corrupt entry
+    of this policy."""
     if cache is None:
         return
-    if Path(cache).exists() and not Path(cache).is_dir():
-        raise CardError(f"--cache {cache}: not a folder")
+    _check_out(Path(cache), "--cache")
     for path in ("compiled", "torch"):
         read_cached(cache_file(cache, policy_path, path, episodes), episodes)
 
@@ -293,13 +293,12 @@ def _describe_core(core: dict) -> str:
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 
-def _check_out(out_dir: Path) -> None:
-    """``CardError`` when ``out_dir`` (or the first of its parents that exists) is not a folder."""
-    for folder in (Path(out_dir), *Path(out_dir).parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise CardError(f"--out {out_dir}: {folder} is a file, not a folder")
-            return
+def _check_out(out_dir: Path, flag: str = "--out") -> None:
+    """``CardError`` naming ``flag`` when ``out_dir`` cannot be a folder to write in (``paths.output_folder_problem``:
+    a file, under a file, not writable), before the measurement whose results go there."""
+    problem = output_folder_problem(out_dir)
+    if problem:
+        raise CardError(f"{flag} {out_dir}: {problem}")
 
 
 def _load(path: Path):
@@ -638,9 +637,9 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
     for flag, folder in (("--out", args.out), ("--cache", args.cache)):
         if folder is not None:
             try:
-                _check_out(Path(folder))
+                _check_out(Path(folder), flag)
             except CardError as exc:
-                parser.error(str(exc).replace("--out", flag, 1))
+                parser.error(str(exc))
     if args.ood_results is not None:
         try:
             ood_section(args.ood_results, args.ood_policy or args.name or args.refresh)

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from liquid_control.atomic_file import atomic_write
+from liquid_control.paths import output_folder_problem
 from liquid_control.policy import (
     Policy,
     PolicyConfigError,
@@ -143,8 +144,9 @@ def check_out_dir(out: Path, resume: bool, cfg: dict) -> bool:
     Without ``resume`` the folder must be new, empty, or what a start that trained nothing left (its config.yaml,
     if any, this config); with ``resume`` a new or empty folder starts the run, and a folder must otherwise hold
     one (checkpoint.pt, data/ or config.yaml): files of something else are never taken for a run."""
-    if out.exists() and not out.is_dir():
-        raise TrainingError(f"{out}: exists and is not a folder")
+    problem = output_folder_problem(out)
+    if problem:
+        raise TrainingError(f"{out}: {problem}")
     if not out.is_dir() or not any(out.iterdir()):
         return False
     run = holds_run(out)
