@@ -212,9 +212,10 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     with pytest.raises(IsADirectoryError, match=r"is a folder, not a policy file; did you mean .*run/policy.pt\?"):
         graph.sim_graph(policy="run")
     (tmp_path / "robot").mkdir()
-    (tmp_path / "robot" / "policy.onnx").write_bytes(b"")  # only the export copied to the robot: the node runs it
-    assert graph.sim_graph(policy=str(tmp_path / "robot" / "policy.pt"), backend="onnx")
-    (tmp_path / "mine.pt").write_bytes(b"")  # relative to the working directory, as policy_node resolves it
+    shipped = paths.policies_dir() / "cfc_ncp_rover.pt"
+    (tmp_path / "robot" / "policy.onnx").write_bytes(shipped.with_suffix(".onnx").read_bytes())  # only the export
+    assert graph.sim_graph(policy=str(tmp_path / "robot" / "policy.pt"), backend="onnx")  # copied: the node runs it
+    (tmp_path / "mine.pt").write_bytes(shipped.read_bytes())  # relative to the working directory, as the node has it
     assert graph.sim_graph(policy="mine.pt")[1].parameters["policy"] == "mine.pt"
     parser = argparse.ArgumentParser()
     graph.add_arguments(parser)

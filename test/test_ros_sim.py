@@ -508,8 +508,8 @@ def test_policy_world_parameters_are_the_worlds_evaluation_makes(tmp_path):
 
 
 def test_sim_graph_gives_sim_node_the_policys_world_and_refuses_a_non_square_camera(tmp_path):
-    """The graph's sim_node parameters come from the policy file; the world's explicit render size is the fallback
-    where it cannot be read; a camera sim_node cannot render (not square) is a usage error naming it."""
+    """The graph's sim_node parameters come from the policy file; a file that cannot be read as a policy, or a
+    camera sim_node cannot render (not square), is a usage error naming it."""
     from liquid_control.ros.graph import sim_graph
 
     rover = random_policy(tmp_path / "rover32.pt", TINY_ROVER_32)
@@ -520,8 +520,8 @@ def test_sim_graph_gives_sim_node_the_policys_world_and_refuses_a_non_square_cam
     assert (sim["render_size"], sim["policy_update_on"], sim["policy_reorder_lag_s"]) == (32, "imu", 0.0)
     unreadable = tmp_path / "broken.pt"
     unreadable.write_bytes(b"not a policy")
-    sim = sim_graph(world="LiquidBalanceNav-v0", policy=str(unreadable))[0].parameters
-    assert sim["render_size"] == 32 and "policy_update_on" not in sim and "policy_inputs" not in sim
+    with pytest.raises(ValueError, match=r"broken\.pt: not a readable policy file"):  # the node would fail on it
+        sim_graph(world="LiquidBalanceNav-v0", policy=str(unreadable))
     wide = dict(TINY_ROVER_32, observation=dict(TINY_ROVER_32["observation"], image={"height": 32, "width": 48}))
     path = random_policy(tmp_path / "wide.pt", wide)
     with pytest.raises(ValueError, match=r"wide\.pt: its camera is 48x32 \(width x height\), and sim_node renders"):

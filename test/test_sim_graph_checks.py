@@ -159,3 +159,21 @@ def test_a_bad_parameter_file_of_the_sim_graph_is_refused_naming_it(tmp_path, mo
         graph.sim_graph(policy_params_file=str(policy_yaml))
     policy_yaml.write_text(shipped_policy)
     assert [n.name for n in graph.sim_graph()] == ["sim_node", "policy_node"]  # the shipped files still make one
+
+
+def test_a_file_that_is_no_policy_is_a_usage_error_before_any_node_starts(tmp_path, capsys):
+    """Before: `liquid-control sim --policy README.md` started both nodes and ended as a node failure (exit 1,
+    "policy_node exited with code 1: autostart: configure failed: ..."), where a folder or a policy of another
+    world is refused at once (exit 2): the graph read the policy's world settings and took an unreadable file
+    for one the node would explain."""
+    from liquid_control import cli
+    from liquid_control.ros.testing import free_domain_id
+
+    junk_onnx = tmp_path / "junk.onnx"
+    junk_onnx.write_text("not a model\n")
+    for policy, why in ((ROOT / "README.md", "it is not a torch file"), (junk_onnx, str(junk_onnx))):
+        argv = ["sim", "--policy", str(policy), "--quiet", "--timeout", "60", "--domain-id", str(free_domain_id())]
+        assert cli.main(argv) == graph.EXIT_USAGE
+        err = capsys.readouterr().err
+        assert err.startswith("liquid-control sim: error: ") and str(policy) in err and why in err, err
+        assert "Traceback" not in err and "policy_node exited" not in err

@@ -36,7 +36,7 @@ STATUS_TOPIC = "episode_status"
 # Exit status of `liquid-control sim` (and `./run.sh`); also in docs/ros.md and `liquid-control sim --help`.
 EXIT_OK = 0  # every episode ran to its end (whatever its outcome: the summary says how many succeeded)
 EXIT_NODE_FAILED = 1  # a node failed or was killed; the episode it interrupted is reported as failed, with why
-EXIT_USAGE = 2  # invalid arguments (argparse, an unknown world, a missing parameter file)
+EXIT_USAGE = 2  # invalid arguments (argparse, an unknown world, a bad parameter or policy file), before any node starts
 EXIT_TIMEOUT = 3  # the wall-clock --timeout expired before every episode ended
 EXIT_DOMAIN_SHARED = 4  # another graph with nodes of the same names runs on the ROS domain: both would mix messages
 EXIT_SIGNAL_BASE = 128  # + signal number: stopped by SIGINT (130) or SIGTERM (143); every node stopped first
@@ -149,7 +149,8 @@ def sim_graph(
     policy = policy or policy_params.get("policy") or default_policy
     # FileNotFoundError naming where it looked (policy_node resolves it the same way)
     policy_path = resolve_policy_file(policy)
-    policy_world_settings = policy_world_parameters(policy_path)
+    # a file that is no policy (README.md, a parameter file) is refused here, naming why, as the node would fail
+    policy_world_settings = policy_world_parameters(policy_path, refuse=True)
     camera = policy_world_settings.get("render_size")
     if isinstance(camera, tuple):
         raise ValueError(
@@ -174,7 +175,7 @@ def sim_graph(
     sim_overrides = dict(
         common,
         # the world as evaluation makes it for the policy (policy.config.env_kwargs); the world's own
-        # parameters where the policy file cannot be read here (the policy node then says why)
+        # parameters where the policy gives none (render_size of a policy without a camera)
         **{**WORLD_SIM_PARAMETERS.get(world, {}), **policy_world_settings},
         world=world,
         shift=shift,
@@ -239,14 +240,14 @@ def check_policy_options(
         )
 
 
-def policy_world_parameters(policy_file: Path) -> dict:
+def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
     """sim_node's parameters that make its world the one evaluation runs the policy in (``env_kwargs`` of
     liquid_control.policy.config): ``policy_inputs`` (``camera,imu``: the world's first update waits for a message
     of each, as the policy node does), ``policy_update_on`` (the sensors whose messages update the policy: in
     lockstep the world waits for a command after those only), ``policy_reorder_lag_s`` and, for a camera policy,
     ``render_size`` (its image size; a (height, width) pair when not square, which sim_node cannot render). Read
     from the policy file's config (an .onnx's metadata, without torch); {} when the file cannot be read (the
-    policy node then says why)."""
+    policy node then says why), or with ``refuse`` a ValueError naming the file and why (not a policy file)."""
     from liquid_control.runtime.backends import CAMERA, ONNX_CONFIG_KEY, ObservationSpec, read_onnx_metadata
 
     try:
@@ -255,12 +256,18 @@ def policy_world_parameters(policy_file: Path) -> dict:
                 from liquid_control.policy.checkpoint import read_config
             except ImportError:  # a robot without torch runs the .onnx export beside the .pt, as the node does
                 policy_file = policy_file.with_suffix(".onnx")
+            else:  # only the export copied to the robot: the node runs it (backend auto or onnx)
+                if not policy_file.is_file() and policy_file.with_suffix(".onnx").is_file():
+                    policy_file = policy_file.with_suffix(".onnx")
         if policy_file.suffix == ".onnx":
             config = json.loads(read_onnx_metadata(policy_file)[ONNX_CONFIG_KEY])
         else:
             config = read_config(policy_file)
         spec = ObservationSpec.from_config(config)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError):  # PolicyLoadError is a RuntimeError/ValueError
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:  # PolicyLoadError: a RuntimeError
+        if refuse:
+            why = str(exc)
+            raise ValueError(why if str(policy_file) in why else f"{policy_file}: {why}") from None
         return {}
     parameters = {
         "policy_inputs": ",".join(spec.sensors),
