@@ -96,3 +96,13 @@ def test_numpy_to_image_checks_dtype_and_shape():
         numpy_to_image(np.zeros((2, 2, 4), np.uint8), "rgb8")
     with pytest.raises(ImageConversionError, match="unsupported"):
         numpy_to_image(np.zeros((2, 2, 3), np.uint8), "hsv8")
+
+
+def test_an_unsupported_encoding_is_named_in_a_short_message():
+    """A message whose encoding string is a megabyte long: the error (policy_node's warning) quoted it whole."""
+    msg = numpy_to_image(np.zeros((2, 2, 3), np.uint8), "rgb8")
+    msg.encoding = "y" * 1_000_000
+    with pytest.raises(ImageConversionError) as error:
+        image_to_numpy(msg, "rgb8")
+    assert len(str(error.value)) < 200, str(error.value)[:300]
+    assert str(error.value).startswith(f"unsupported image encoding '{'y' * 32}'... (1000000 characters); supported:")

@@ -33,9 +33,8 @@ def _layout(encoding: str):
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        raise ImageConversionError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}"
-        ) from None
+        shown = repr(encoding) if len(encoding) <= 32 else f"{encoding[:32]!r}... ({len(encoding)} characters)"
+        raise ImageConversionError(f"unsupported image encoding {shown}; supported: {', '.join(ENCODINGS)}") from None
 
 
 def image_to_numpy(msg, desired_encoding: str = "passthrough") -> np.ndarray:
