@@ -729,7 +729,13 @@ def sim_context():
             -1.0,
             "time_limit: must be a finite number of sim seconds >= 0 (0: the world's limit), got -1.0",
         ),
-        ("seed", -1, "seed: must be an integer >= 0, got -1"),
+        ("seed", -1, "seed: must be an integer in [0, 4294967295], got -1"),
+        ("seed", 2**32, "seed: must be an integer in [0, 4294967295], got 4294967296"),
+        (
+            "seed",
+            2**32 - 1,
+            "seed: every episode's seed (seed + k, k < episodes 2) must be below 2**32, got 4294967295",
+        ),
         ("episodes", True, "episodes: must be an integer >= 0, got True"),
         ("lockstep_timeout_s", "abc", "lockstep_timeout_s: must be a finite number of seconds > 0"),
         ("wait_for_subscribers_s", float("nan"), "wait_for_subscribers_s: must be a finite number of seconds >= 0"),
@@ -758,12 +764,13 @@ def test_sim_node_parameters_are_checked_at_startup_naming_them(sim_context, nam
     """Before: odom_rate_hz/target_rate_hz inf passed the check, then a ZeroDivisionError mid-run; inf
     command_timeout_s ran the last command forever; time_limit 'abc' a TypeError (main caught ValueError only),
     NaN or negative silently the world's limit; seed -1 a gymnasium error at the first reset; 'bad topic' an
-    InvalidTopicNameException; lockstep_timeout_s 'abc', frame_prefix 'bad prefix/' accepted."""
+    InvalidTopicNameException; lockstep_timeout_s 'abc', frame_prefix 'bad prefix/' accepted; seed 2**32 (or an
+    episode's seed + k past it), which `liquid-control sim --seed` and eval refuse, ran episodes eval cannot."""
     from rclpy.parameter import Parameter
 
     from liquid_control.ros.sim_node import SimNode
 
-    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "episodes": 1, name: value}
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "episodes": 2, name: value}
     overrides = [Parameter(k, value=v) for k, v in params.items()]
     with pytest.raises(ValueError, match="invalid parameters") as raised:
         SimNode(context=sim_context, parameter_overrides=overrides)

@@ -25,6 +25,11 @@ WORLD_POLICIES = {
 # The wheel joints in the order of the worlds' encoders (sim_node's JointState names): the order policies read
 WHEEL_JOINT_NAMES = ("wheel_left", "wheel_right")
 
+# Episode seeds (episode k of a run: seed + k) are below this in every tool: the worlds take any integer >= 0
+# (gymnasium seeds a numpy SeedSequence), and `liquid-control eval --episode-seed-base` takes seeds below 2**32, so
+# an episode of sim_node or `liquid-control sim` is one eval can run again
+EPISODE_SEED_LIMIT = 2**32
+
 COMMAND_TYPES = ("twist", "twist_stamped", "float64_multi_array")
 PUBLISH_MODES = ("per_update", "fixed_rate")
 BACKENDS = ("auto", "torch", "onnx")

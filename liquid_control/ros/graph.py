@@ -23,7 +23,12 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, WORLD_POLICIES, domain_id_problem
+from liquid_control.conventions.params import (
+    EPISODE_SEED_LIMIT,
+    POLICY_NODE_PARAMETERS,
+    WORLD_POLICIES,
+    domain_id_problem,
+)
 from liquid_control.paths import config_dir, resolve_policy_file
 from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES
@@ -581,9 +586,10 @@ def check_arguments(args) -> None:
         raise ValueError(f"--real-time-factor must be a positive number, got {args.real_time_factor}")
     if args.episodes < 0:
         raise ValueError(f"--episodes must be >= 0 (0: until stopped), got {args.episodes}")
-    if not 0 <= args.seed <= 2**32 - max(1, args.episodes):
+    if not 0 <= args.seed <= EPISODE_SEED_LIMIT - max(1, args.episodes):
         raise ValueError(
-            f"--seed must be >= 0 with every episode's seed (seed + k) below 2**32 (the worlds' seeds), got {args.seed}"
+            f"--seed must be >= 0 with every episode's seed (seed + k) below 2**32 (as eval's; "
+            f"conventions.params.EPISODE_SEED_LIMIT), got {args.seed}"
         )
     if not (math.isfinite(args.timeout) and args.timeout >= 0):
         raise ValueError(f"--timeout must be >= 0 seconds (0: from the episodes' time limits), got {args.timeout}")

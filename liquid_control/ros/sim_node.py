@@ -57,6 +57,7 @@ from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
     COMMAND_TYPES,
+    EPISODE_SEED_LIMIT,
     MAX_RATE_HZ,
     MAX_SECONDS,
     WHEEL_JOINT_NAMES,
@@ -128,7 +129,7 @@ WORLDS = {
 SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "world": ("LiquidRover-v0", f"world id: {', '.join(WORLDS)}"),
     "shift": ("", "shift preset or spec for sim_envs.parse_shift (empty: the training distribution)"),
-    "seed": (0, "episode k runs the world reset with seed + k"),
+    "seed": (0, "episode k runs the world reset with seed + k (every one below 2**32, as eval takes them)"),
     "episodes": (1, "episodes to run (0: forever)"),
     "exit_when_done": (True, "shut the node down after the last episode"),
     "status_wait_s": (
@@ -418,7 +419,15 @@ class SimNode(Node):
             elif len(set(names)) != len(names):
                 problems.append(f"policy_update_on: names a sensor twice, got {p['policy_update_on']!r}")
         number("policy_reorder_lag_s", high=MAX_SECONDS, allow_low=True, what="number of seconds")
-        seed_ok = integer("seed", 0)  # the world's reset refuses a negative seed, mid-run
+        # the world's reset refuses a negative seed, mid-run; episode seeds (seed + k) stay below 2**32, as eval's
+        episodes_ok = integer("episodes", 0)
+        seed_ok = integer("seed", 0, EPISODE_SEED_LIMIT - 1)
+        if seed_ok and episodes_ok and p["seed"] + p["episodes"] > EPISODE_SEED_LIMIT:
+            problems.append(
+                f"seed: every episode's seed (seed + k, k < episodes {p['episodes']}) must be below 2**32, got "
+                f"{p['seed']}"
+            )
+            seed_ok = False
         integer("render_size", 8, 1024)  # the camera's range (sim_envs.world.camera_image_shape)
         for name in SIM_NODE_PARAMETERS:
             if name.endswith("_topic") or name == "policy_reset_service":
@@ -438,7 +447,7 @@ class SimNode(Node):
             problems.append(f"frame_prefix: {problem}")
         if not isinstance(p["record_bag"], str):
             problems.append(f"record_bag: must be a folder (a string), got {p['record_bag']!r}")
-        if integer("episodes", 0) and seed_ok and p["record_bag"] and isinstance(p["record_bag"], str):
+        if episodes_ok and seed_ok and p["record_bag"] and isinstance(p["record_bag"], str):
             taken = taken_episode_bags(p["record_bag"], p["seed"], p["episodes"])
             if taken:  # refused now, not when the robot reaches that episode
                 problems.append(f"record_bag: {p['record_bag']} already holds {', '.join(taken)} (never overwritten)")
