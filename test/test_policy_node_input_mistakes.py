@@ -83,10 +83,17 @@ CAMERA_IMU = {
 }
 
 
+CAMERA_IMU_WHEELS = {
+    **CAMERA_IMU,
+    "observation": {**CAMERA_IMU["observation"], "vectors": {"imu": 6, "wheels": 2}},
+}
+
+
 @pytest.fixture
-def policy_node(tmp_path):
-    """A configured policy_node (the tiny camera + IMU policy) and a probe node on a private context; yields
-    (node, probe, spin, warnings): ``warnings`` collects the node's warning log lines."""
+def policy_node(tmp_path, request):
+    """A configured policy_node (the tiny camera + IMU policy, or the config given as the fixture's parameter) and a
+    probe node on a private context; yields (node, probe, spin, warnings): ``warnings`` collects the node's warning
+    log lines."""
     import time
 
     import rclpy
@@ -100,7 +107,7 @@ def policy_node(tmp_path):
     from liquid_control.ros.testing import Probe, isolated_ros_env
 
     torch.manual_seed(0)
-    policy_file = save_policy(tmp_path / "tiny.pt", Policy.from_config(CAMERA_IMU))
+    policy_file = save_policy(tmp_path / "tiny.pt", Policy.from_config(getattr(request, "param", CAMERA_IMU)))
     env = isolated_ros_env()
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
@@ -205,6 +212,8 @@ def test_a_rejected_message_is_logged_with_its_topic_and_a_wrong_size_with_both_
     image = numpy_to_image(np.zeros((16, 16, 3), np.uint8), "rgb8")
     image.header.stamp = node.get_clock().now().to_msg()
     node._on_image(image)
+    image = numpy_to_image(np.zeros((8, 8, 3), np.uint8), "rgb8")  # the policy's size (checked first)
+    image.header.stamp = node.get_clock().now().to_msg()
     image.encoding = "yuv422"
     node._on_image(image)
     assert node.runner.counters["rejected.bad_shape"] == 1 and node.runner.counters["rejected.bad_encoding"] == 1
@@ -314,3 +323,78 @@ def test_an_imu_message_marking_its_gyro_not_provided_is_rejected_and_an_unknown
         w.startswith("imu message on /imu/data rejected (not_provided): angular_velocity not provided")
         for w in warnings
     ), warnings
+
+
+def test_an_image_of_another_size_is_refused_before_it_is_converted(policy_node):
+    """A publisher of valid frames far larger than the policy's (100 MB): each was converted to rgb8 (two copies)
+    before the runner refused its shape, 0.7 s and 230 MB a frame; the size is now checked first."""
+    import tracemalloc
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from liquid_control.conventions.image_conversion import numpy_to_image
+
+    node, _probe, _spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    image = numpy_to_image(np.zeros((2000, 2000, 3), np.uint8), "bgr8")  # 12 MB
+    image.header.stamp = node.get_clock().now().to_msg()
+    tracemalloc.start()
+    try:
+        node._on_image(image)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"rejecting a 12 MB frame of another size allocated {peak} bytes"
+    assert node.runner.counters["rejected.bad_shape"] == 1 and node.runner.counters["received.camera"] == 1
+    assert any(
+        w.startswith(
+            "camera message on /camera/image_raw rejected (bad_shape: shape (2000, 2000, 3), the policy takes "
+            "(8, 8, 3), stamp "
+        )
+        for w in warnings
+    ), warnings
+
+
+@pytest.mark.parametrize("policy_node", [CAMERA_IMU_WHEELS], indirect=True)
+def test_a_joint_state_naming_a_million_joints_is_logged_in_one_short_line(policy_node):
+    """The missing_joint warning listed every name of the message: a JointState of 10^6 names (none of the wheels)
+    made an 11 MB log line, once per log_throttle_s."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import JointState
+
+    node, _probe, _spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    msg = JointState()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    msg.name = ["x" * 100] + [f"j{i}" for i in range(1, 100_000)]
+    msg.velocity = [0.0] * 100_000
+    node._on_vector("wheels", msg)
+    assert node.runner.counters["rejected.missing_joint"] == 1
+    (warning,) = [w for w in warnings if w.startswith("wheels message rejected (missing_joint)")]
+    assert len(warning) < 500, warning[:1000]
+    assert f"it names 100000 joints ['{'x' * 64}'... (100 characters), 'j1', " in warning
+    assert "'j7', ...] with 100000 velocities" in warning
+
+
+def test_a_stamp_whose_nanosec_is_a_second_or_more_is_rejected(policy_node):
+    """builtin_interfaces/Time's nanosec is below 10^9; a message with nanosec up to 2^32-1 was read as a stamp up
+    to 4.3 s later than its sec, taken (an update, its command echoing the invalid stamp) and made the next
+    messages out of order."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import Imu
+
+    node, _probe, _spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    msg = Imu()
+    msg.linear_acceleration.z = 9.8
+    msg.header.stamp.sec = node.get_clock().now().to_msg().sec - 5
+    msg.header.stamp.nanosec = 2**32 - 1  # 4.29 s: a past stamp, read as seconds
+    node._on_vector("imu", msg)
+    assert node.runner.counters["rejected.bad_stamp"] == 1 and node.runner.counters["accepted.imu"] == 0
+    assert any(
+        w.startswith("imu message on /imu/data rejected (bad_stamp: nanosec 4294967295 is not below 10^9")
+        for w in warnings
+    ), warnings
+    msg.header.stamp.nanosec = 999_999_999
+    node._on_vector("imu", msg)
+    assert node.runner.counters["accepted.imu"] == 1

@@ -11,6 +11,13 @@ import math
 NANOSECONDS_PER_SECOND = 1_000_000_000
 
 
+def invalid(stamp) -> str:
+    """Why a ``builtin_interfaces/Time`` is none (its ``nanosec`` is 10^9 or more), or "" when it is one."""
+    if stamp.nanosec >= NANOSECONDS_PER_SECOND:
+        return f"nanosec {stamp.nanosec} is not below 10^9 (builtin_interfaces/Time)"
+    return ""
+
+
 def seconds(stamp) -> float:
     """A ``builtin_interfaces/Time`` in seconds."""
     return stamp.sec + stamp.nanosec * 1e-9

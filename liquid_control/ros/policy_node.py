@@ -510,6 +510,16 @@ class PolicyNode(LifecycleNode):
     def _on_image(self, msg: Image):
         if not self._active:
             return
+        expected = self.runner.spec.sensors[CAMERA]
+        if (msg.height, msg.width) != tuple(expected[:2]):  # refused unread: a valid 100 MB frame of another size
+            self._reject(CAMERA, R.BAD_SHAPE)  # took 0.7 s and 230 MB to convert before the runner refused it
+            self._warn_rejected(
+                CAMERA,
+                R.BAD_SHAPE,
+                f": shape {(msg.height, msg.width, *expected[2:])}, the policy takes {expected}",
+                stamps.seconds(msg.header.stamp),
+            )
+            return
         try:
             value = image_to_numpy(msg, "rgb8")
         except ImageConversionError as exc:
@@ -555,7 +565,7 @@ class PolicyNode(LifecycleNode):
             if self._may_log("missing_joint"):
                 self.get_logger().warning(
                     f"wheels message rejected ({MISSING_JOINT}): no velocity for {', '.join(map(repr, lacking))} "
-                    f"(joint_names); it names {list(msg.name)} with {len(msg.velocity)} velocities"
+                    f"(joint_names); it names {_some(msg.name)} with {len(msg.velocity)} velocities"
                 )
         return value
 
@@ -566,27 +576,35 @@ class PolicyNode(LifecycleNode):
         self.runner.reject(sensor, reason)
         self._rejected_since_accepted.setdefault(sensor, Counter())[reason] += 1
 
+    def _warn_rejected(self, sensor: str, reason: str, detail: str, stamp: float):
+        """Say (throttled per sensor and reason: one sensor's fault hides no other's) that a message was rejected."""
+        if self._may_log(f"rejected.{sensor}.{reason}"):
+            self.get_logger().warning(
+                f"{sensor} message on {self._input_topics[sensor]} rejected ({reason}{detail}, stamp {stamp:.6f})"
+            )
+
     def _on_reading(self, sensor: str, stamp_msg, value):
         now = self._now()
         stamp = now if stamp_msg is None else stamps.seconds(stamp_msg)  # Twist has no header: arrival time
+        invalid = "" if stamp_msg is None else stamps.invalid(stamp_msg)
+        if invalid:  # nanosec >= 10^9: no Time; read as seconds it was a stamp up to 4.3 s later, echoed in commands
+            self._reject(sensor, R.BAD_STAMP)
+            self._warn_rejected(sensor, R.BAD_STAMP, f": {invalid}", stamp)
+            return
         result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
         if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
             self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)
         if not result.accepted:
             self._rejected_since_accepted.setdefault(sensor, Counter())[result.reason] += 1
-            if self._may_log(f"rejected.{sensor}.{result.reason}"):  # one sensor's fault hides no other's
-                detail = f": {result.detail}" if result.detail else ""
-                if result.reason == R.BAD_SHAPE:  # which size it was, and which the policy takes
-                    detail = f": shape {np.shape(value)}, the policy takes {self.runner.spec.sensors[sensor]}"
-                elif result.reason == R.FUTURE_STAMP:  # by how much: a driver stamping by another clock
-                    detail = (
-                        f": {stamp - now:.3f} s ahead of the node clock, more than max_future_stamp_s "
-                        f"{self.settings.max_future_stamp_s:g} s"
-                    )
-                self.get_logger().warning(
-                    f"{sensor} message on {self._input_topics[sensor]} rejected ({result.reason}{detail}, "
-                    f"stamp {stamp:.6f})"
+            detail = f": {result.detail}" if result.detail else ""
+            if result.reason == R.BAD_SHAPE:  # which size it was, and which the policy takes
+                detail = f": shape {np.shape(value)}, the policy takes {self.runner.spec.sensors[sensor]}"
+            elif result.reason == R.FUTURE_STAMP:  # by how much: a driver stamping by another clock
+                detail = (
+                    f": {stamp - now:.3f} s ahead of the node clock, more than max_future_stamp_s "
+                    f"{self.settings.max_future_stamp_s:g} s"
                 )
+            self._warn_rejected(sensor, result.reason, detail, stamp)
             return
         self._last_arrival[sensor] = now
         self._rejected_since_accepted.pop(sensor, None)
@@ -852,6 +870,15 @@ class PolicyNode(LifecycleNode):
         msg = DiagnosticArray(status=[self.diagnostic_status()])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
+
+
+def _some(names, shown: int = 8, chars: int = 64) -> str:
+    """A message's ``names`` for a log line: at most ``shown`` of them, each cut to ``chars`` characters (a
+    JointState naming 10^6 joints made an 11 MB line, once per log_throttle_s)."""
+    some = [repr(n) if len(n) <= chars else f"{n[:chars]!r}... ({len(n)} characters)" for n in names[:shown]]
+    if len(names) <= shown:
+        return f"[{', '.join(some)}]"
+    return f"{len(names)} joints [{', '.join(some)}, ...]"
 
 
 def make_executor():
