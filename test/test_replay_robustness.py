@@ -287,3 +287,31 @@ def test_an_unexpected_error_finishing_the_output_bag_still_releases_the_context
         replay_module.replay(args)
     assert len(contexts) == 1 and not contexts[0].ok()  # shut down
     assert [Path(p) for p in closed] == [bag]
+
+
+def test_replay_shows_control_characters_of_a_bags_names_escaped(tmp_path, capsys):
+    """Before: replay's notices and errors printed a bag's topic names as written (`record --info` escapes them):
+    a bag from elsewhere whose command topic is named `/<ESC>]0;pwned<BEL><ESC>[2J.../cmd_vel` retitled the
+    terminal and cleared it, and a line break in a name forged a line of the notice or the error."""
+    hostile = "/a\x1b]0;pwned\x07\x1b[2J\n  liquid-control replay: all fine\u202e/cmd_vel"
+    bag = tmp_path / "hostile"
+    with BagWriter(bag) as writer:
+        for k in range(3):
+            writer.write(hostile, int((100.0 + 0.05 * k) * 1e9), twist_message(0.5, 0.1))
+    out = tmp_path / "replayed"
+    domain = ["--domain-id", str(free_domain_id())]
+    escaped = "/a\\x1b]0;pwned\\x07\\x1b[2J\\n  liquid-control replay: all fine\\u202e/cmd_vel"
+    # held back (a velocity command), then nothing left to replay: a notice and an error, before any DDS
+    assert cli.main(["replay", str(bag), "-o", str(out), *domain]) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.isprintable() for line in lines), err
+    assert lines[0].startswith(f"replay: not replaying {escaped}: recorded velocity commands"), err
+    assert lines[1].startswith(f"liquid-control replay: error: nothing to replay: the bags hold {escaped};"), err
+    assert not out.exists()
+    # a --topics the bag lacks: the error lists what the bag holds
+    assert cli.main(["replay", str(bag), "-o", str(out), "--topics", "/camera/image_raw", *domain]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        f"liquid-control replay: error: --topics /camera/image_raw: in none of the bags; they hold {escaped}"
+    ], err

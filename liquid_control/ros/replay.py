@@ -61,7 +61,7 @@ from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 
-from .recorder_node import BagRecorderNode, default_bag_name
+from .recorder_node import BagRecorderNode, default_bag_name, printable
 
 
 def publisher_qos(profiles) -> QoSProfile:
@@ -83,6 +83,13 @@ def publisher_qos(profiles) -> QoSProfile:
 
 # the bag's velocity commands are held back from a replay unless named: a policy that reads one gets no input
 HELD_BACK_INPUT_HINT = "if the policy takes one of them as an input, e.g. a target velocity, name it in --topics"
+
+
+def _stderr(line: str) -> None:
+    """One line on stderr, its non-printable characters escaped (``recorder_node.printable``): the topic and type
+    names in it come from whoever wrote the bag, and an escape sequence or a line break in one would act on the
+    terminal or forge a line."""
+    print(printable(line), file=sys.stderr)
 
 
 class RecordingFailed(BagError):
@@ -224,10 +231,9 @@ class Replay:
             if msg.msgtype != self.msgtypes[msg.topic]:  # a topic recorded with two types: its publisher has one
                 if (msg.topic, msg.msgtype) not in other_types:
                     other_types.add((msg.topic, msg.msgtype))
-                    print(
+                    _stderr(
                         f"replay: {reader.path}: {msg.topic} also holds {msg.msgtype} messages, not replayed (its "
                         f"publisher has one type, {self.msgtypes[msg.topic]})",
-                        file=sys.stderr,
                     )
                 continue
             if pacing is None:
@@ -236,11 +242,10 @@ class Replay:
             delay = pacing.due(msg.log_time_ns) - time.monotonic()
             if len(pacing.cuts) > cuts:
                 at, gap = pacing.cuts[-1]
-                print(
+                _stderr(
                     f"replay: {reader.path}: no message for {gap:.1f} s of log time after {at:.3f} s of the bag "
                     "(a paused recording, or the recording machine's clock stepped forward); playing on after "
                     f"{max_gap_s:g} s of it (--max-gap)",
-                    file=sys.stderr,
                 )
             if delay > 0 and stop.wait(delay):  # a failed recording ends a long gap too
                 break
@@ -350,25 +355,22 @@ def replay(args) -> dict:
         commands = velocity_command_topics(topics)
         if args.topics is None and commands:  # `ros2 bag play` would replay them: here they are held back
             topics = [t for t in topics if t not in commands]
-            print(
+            _stderr(
                 f"replay: not replaying {', '.join(commands)}: recorded velocity commands, which a robot's base (or "
                 "a takeover_mux, as an operator's) would execute while the policy's commands are recorded; name "
                 f"them in --topics to replay them ({HELD_BACK_INPUT_HINT})",
-                file=sys.stderr,
             )
         elif commands:
-            print(
+            _stderr(
                 f"replay: warning: replaying the recorded velocity commands {', '.join(commands)} (--topics): a base "
                 "listening there moves",
-                file=sys.stderr,
             )
         classes, skipped = replayable_classes(readers, topics, requested=args.topics is not None)
         for topic, msgtype in skipped.items():
-            print(
+            _stderr(
                 f"replay: warning: not replaying {topic}: its type {msgtype} is not importable here (no policy "
                 f"input has it); source the workspace that builds {msgtype.split('/')[0]} to replay it, or choose "
                 "the replayed topics with --topics",
-                file=sys.stderr,
             )
         if not classes:
             held = ", ".join(sorted({t for r in readers for t in r.topics})) or "nothing"
@@ -422,10 +424,9 @@ def replay(args) -> dict:
     playing, whole = None, 0  # the bag being played and how many were played whole: where a Ctrl-C stopped it
     try:
         if not player.wait_for_subscribers(args.wait):
-            print(
+            _stderr(
                 f"replay: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
                 "playing anyway",
-                file=sys.stderr,
             )
         deadline = time.monotonic() + args.wait  # and the recorded topics' publishers (the policy node)
         while recorder.pending and time.monotonic() < deadline and not stop.is_set():
@@ -433,12 +434,12 @@ def replay(args) -> dict:
         time.sleep(0.5)  # let discovery settle both ways (the node's other subscriptions, our subscription)
         unused = [t for t, p in player.publishers.items() if not p.get_subscription_count()]
         if unused:
-            print(f"replay: nobody subscribes to {', '.join(unused)} (replayed anyway)", file=sys.stderr)
+            _stderr(f"replay: nobody subscribes to {', '.join(unused)} (replayed anyway)")
         for reader in readers:
             if stop.is_set():  # the recording failed (while waiting, or during the previous bag)
                 break
             if args.reset_service and not _call_reset(node, args.reset_service):
-                print(f"replay: {args.reset_service} did not answer", file=sys.stderr)
+                _stderr(f"replay: {args.reset_service} did not answer")
             t0, playing, before = time.monotonic(), reader.path, sum(player.published.values())
             try:
                 sent = player.play(reader, args.rate, stop, args.max_gap)
@@ -596,23 +597,22 @@ def run(args) -> int:
         with sigterm_as_interrupt():  # a kill ends the replay as Ctrl-C does: the output bag finished
             result = replay(args)
     except (BagError, ValueError) as exc:
-        print(f"liquid-control replay: error: {exc}", file=sys.stderr)
+        _stderr(f"liquid-control replay: error: {exc}")
         return 2
     except KeyboardInterrupt as exc:  # outside the playback: opening the bags, starting DDS, or a late second one
-        print(f"liquid-control replay: {_interrupted_outside_playback(Path(args.output), existed)}", file=sys.stderr)
+        _stderr(f"liquid-control replay: {_interrupted_outside_playback(Path(args.output), existed)}")
         return 143 if isinstance(exc, Terminated) else 130
     if result["interrupted"]:
-        print(
+        _stderr(
             f"liquid-control replay: interrupted {result['interrupted']}; {result['output']} is a complete bag "
             f"holding what was recorded until then: {result['recorded']}",
-            file=sys.stderr,
         )
         return 143 if result["terminated"] else 130  # as liquid-control record
     print(f"wrote {result['output']}: recorded {result['recorded']}, published {result['published']}")
     if not any(result["recorded"].values()):
         held_back = result["held_back"]
         hint = f"; not replayed: {', '.join(held_back)} ({HELD_BACK_INPUT_HINT})" if held_back else ""
-        print(f"warning: nothing was recorded (is the policy node running and active?){hint}", file=sys.stderr)
+        _stderr(f"warning: nothing was recorded (is the policy node running and active?){hint}")
         return 1
     return 0
 
