@@ -398,3 +398,29 @@ def test_a_stamp_whose_nanosec_is_a_second_or_more_is_rejected(policy_node):
     msg.header.stamp.nanosec = 999_999_999
     node._on_vector("imu", msg)
     assert node.runner.counters["accepted.imu"] == 1
+
+
+def test_another_publisher_on_the_command_topic_is_named_while_it_lasts(policy_node):
+    """A teleop (or a second policy node) publishing on the node's command topic: the robot took both streams of
+    commands, and the node's stops (watchdog, deactivate) did not hold it still, without a word anywhere."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from std_msgs.msg import Float64MultiArray
+
+    node, probe, spin, warnings = policy_node
+    infos = []
+    node.get_logger().info = lambda msg, **kw: infos.append(msg)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    teleop = probe.publisher(Float64MultiArray, "cmd_vel")
+    named = lambda: any(w.startswith("command topic /cmd_vel has other publishers: /probe (") for w in warnings)  # noqa: E731
+    assert spin(30.0, until=named), warnings
+    warning = next(w for w in warnings if w.startswith("command topic /cmd_vel"))
+    assert "/policy_node" not in warning and "(std_msgs/msg/Float64MultiArray)" in warning, warning
+    status = node.diagnostic_status()
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["other_command_publishers"] == "/probe (std_msgs/msg/Float64MultiArray)"
+    assert status.level == DiagnosticStatus.WARN
+    probe.node.destroy_publisher(teleop)
+    assert spin(30.0, until=lambda: "command topic /cmd_vel: no other publisher now" in infos), infos
+    status = node.diagnostic_status()
+    assert {kv.key: kv.value for kv in status.values}["other_command_publishers"] == ""

@@ -171,6 +171,7 @@ class PolicyNode(LifecycleNode):
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
         self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
+        self._other_commanders: tuple[str, ...] = ()  # other publishers on the command topic (_check_other_commanders)
 
     # ------------------------------------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -308,7 +309,7 @@ class PolicyNode(LifecycleNode):
         s = self.settings
         timers = [
             ("watchdog_timeout_s", s.watchdog_timeout_s / 4.0, self._on_watchdog),
-            ("diagnostics_period_s", s.diagnostics_period_s, self._publish_diagnostics),
+            ("diagnostics_period_s", s.diagnostics_period_s, self._on_diagnostics_timer),
         ]
         if s.publish_mode == "fixed_rate":
             timers.append(("control_rate_hz", 1.0 / s.control_rate_hz, self._on_control_timer))
@@ -850,6 +851,7 @@ class PolicyNode(LifecycleNode):
         values["stop_commands"] = str(self._stops_published)
         values["stale_inputs"] = ",".join(self._stale)
         values["waiting_for"] = self._starved
+        values["other_command_publishers"] = ", ".join(self._other_commanders)
         if self._stale:
             status.level, status.message = DiagnosticStatus.WARN, f"stale input(s): {', '.join(self._stale)}: stopped"
         elif self._active and self._starved:
@@ -859,10 +861,48 @@ class PolicyNode(LifecycleNode):
             status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif runner.counters["updates"] == 0:
             status.level, status.message = DiagnosticStatus.WARN, "waiting for sensor data"
+        elif self._other_commanders:
+            status.level = DiagnosticStatus.WARN
+            status.message = (
+                f"commanding beside other publishers on the command topic: {', '.join(self._other_commanders)}"
+            )
         else:
             status.level, status.message = DiagnosticStatus.OK, "commanding"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return status
+
+    def _on_diagnostics_timer(self):
+        self._check_other_commanders()
+        self._publish_diagnostics()
+
+    def _check_other_commanders(self):
+        """Other publishers on the command topic (a teleop, a second policy node, of any type): the robot takes their
+        commands too, and this node's stop commands (watchdog, deactivate) do not hold it still. Said when they
+        change (a warning naming them; info when none is left) and in the diagnostics (WARN) while they last."""
+        if self._command_pub is None:
+            return
+        topic, me = self._command_pub.topic_name, (self.get_namespace(), self.get_name())
+        try:
+            publishers = self.get_publishers_info_by_topic(topic)
+        except Exception:  # words for a warning only: a failing graph query must not end the diagnostics
+            return
+        others, mine = [], message_type_name(COMMAND_MESSAGES[self.settings.command_type])
+        for info in publishers:
+            if mine and (info.node_namespace, info.node_name) == me and info.topic_type == mine:
+                mine = None  # this node's own publisher (the first of its name: a second is another process's)
+                continue
+            others.append(f"{info.node_namespace.rstrip('/')}/{info.node_name} ({info.topic_type})")
+        others = tuple(sorted(others))
+        if others == self._other_commanders:
+            return
+        self._other_commanders = others
+        if others:
+            self.get_logger().warning(
+                f"command topic {topic} has other publishers: {', '.join(others)}: the robot takes their commands "
+                f"too, and this node's stop commands (watchdog, deactivate) do not hold it still"
+            )
+        else:
+            self.get_logger().info(f"command topic {topic}: no other publisher now")
 
     def _publish_diagnostics(self):
         if self._diag_pub is None or self.runner is None:
