@@ -329,6 +329,28 @@ def test_a_control_rate_without_fixed_rate_publishing_is_refused(monkeypatch, ca
         cli.main(["sim", "--control-rate", "5", "--publish-mode", "fixed_rate"])
 
 
+def test_a_log_or_bag_folder_the_sim_cannot_write_in_is_refused_before_any_node_starts(monkeypatch, capsys, tmp_path):
+    """Before: --log-dir and --record-bag were checked for a file in the way only, so a folder the run cannot write
+    in (a read-only mount; /sys even for root) failed once the nodes were running; now the one output-folder check
+    of eval, train and model-card (paths.output_folder_problem), worded as theirs."""
+    from liquid_control import cli
+
+    def start_graph(*args):
+        raise AssertionError("a node started")
+
+    monkeypatch.setattr(graph, "start_graph", start_graph)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    for option, folder, said in (
+        ("--log-dir", "/sys/liquid_control_logs", "cannot write in /sys"),
+        ("--record-bag", "/sys/liquid_control_bags", "cannot write in /sys"),
+        ("--log-dir", str(a_file), "exists and is not a folder"),
+        ("--record-bag", str(a_file / "bags"), f"{a_file} exists and is not a folder"),
+    ):
+        assert cli.main(["sim", "--world", "LiquidBalance-v0", option, folder]) == graph.EXIT_USAGE
+        assert f"{option} {folder}: {said}" in capsys.readouterr().err
+
+
 def test_main_announces_episodes_until_stopped(monkeypatch, capsys):
     """`liquid-control main --episodes 0` runs until stopped; its first line once said "0 episode(s)"."""
     from liquid_control import cli

@@ -17,6 +17,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 
+from liquid_control.conventions.params import EPISODE_SEED_LIMIT
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies
@@ -311,9 +312,10 @@ def build_plan(
     """
     if episodes < 1:
         raise EvaluationSetupError(f"--episodes must be >= 1, got {episodes}")
-    if episode_seed_base < 0 or episode_seed_base + episodes > 2**32:
-        raise EvaluationSetupError(
-            f"--episode-seed-base must be >= 0 with every seed below 2**32 (the worlds' seeds), got {episode_seed_base}"
+    if episode_seed_base < 0 or episode_seed_base + episodes > EPISODE_SEED_LIMIT:
+        raise EvaluationSetupError(  # a bound shared with liquid-control sim: every episode one can run, the other can
+            f"--episode-seed-base must be >= 0 with every seed below 2**32 (EPISODE_SEED_LIMIT, as liquid-control "
+            f"sim's), got {episode_seed_base}"
         )
     if not policy_args:
         raise EvaluationSetupError("no policy given (use --policy expert or --policy NAME=CHECKPOINT)")

@@ -29,7 +29,7 @@ from liquid_control.conventions.params import (
     WORLD_POLICIES,
     domain_id_problem,
 )
-from liquid_control.paths import config_dir, resolve_policy_file
+from liquid_control.paths import config_dir, output_folder_problem, resolve_policy_file
 from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES
 
@@ -601,11 +601,9 @@ def check_arguments(args) -> None:
     if problem:
         raise ValueError(problem)
     for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):
-        if folder and Path(folder).exists() and not Path(folder).is_dir():
-            raise ValueError(f"{option} {folder}: exists and is not a folder")
-        in_the_way = next((p for p in Path(folder).parents if p.exists()), None) if folder else None
-        if in_the_way is not None and not in_the_way.is_dir():  # the folder could never be made
-            raise ValueError(f"{option} {folder}: {in_the_way} exists and is not a folder")
+        problem = output_folder_problem(folder) if folder else None  # a file there, under a file, not writable
+        if problem:
+            raise ValueError(f"{option} {folder}: {problem}")
     if args.record_bag:
         taken = taken_episode_bags(args.record_bag, args.seed, args.episodes)
         if taken:  # sim_node refuses them too; here before any process starts
