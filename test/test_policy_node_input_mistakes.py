@@ -88,6 +88,11 @@ CAMERA_IMU_WHEELS = {
     "observation": {**CAMERA_IMU["observation"], "vectors": {"imu": 6, "wheels": 2}},
 }
 
+CAMERA_IMU_TARGET = {
+    **CAMERA_IMU,
+    "observation": {**CAMERA_IMU["observation"], "vectors": {"imu": 6, "command": 2}},
+}
+
 
 @pytest.fixture
 def policy_node(tmp_path, request):
@@ -424,3 +429,28 @@ def test_another_publisher_on_the_command_topic_is_named_while_it_lasts(policy_n
     assert spin(30.0, until=lambda: "command topic /cmd_vel: no other publisher now" in infos), infos
     status = node.diagnostic_status()
     assert {kv.key: kv.value for kv in status.values}["other_command_publishers"] == ""
+
+
+@pytest.mark.parametrize("policy_node", [CAMERA_IMU_TARGET], indirect=True)
+def test_a_setpoint_published_with_another_type_is_named_in_what_the_node_waits_for(policy_node):
+    """An operator publishing TwistStamped on target_velocity (the node takes Twist): DDS never delivers it, and a
+    setpoint is no sensor the watchdog names, so the node only said `waiting for command (/target_velocity)`."""
+    from geometry_msgs.msg import TwistStamped
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, probe, spin, warnings = policy_node
+    target = probe.publisher(TwistStamped, "target_velocity")
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    words = (
+        "waiting for command (/target_velocity); /target_velocity has publishers of type "
+        "geometry_msgs/msg/TwistStamped, the command input takes geometry_msgs/msg/Twist"
+    )
+
+    def sensors_fresh_until_named():
+        target.publish(TwistStamped())
+        node._on_reading("imu", None, np.zeros(6))
+        node._on_reading("camera", None, np.zeros((8, 8, 3), np.uint8))
+        return any(w.startswith("no state update for ") and words in w for w in warnings)
+
+    assert spin(30.0, until=sensors_fresh_until_named), warnings
+    assert node.runner.counters["updates"] == 0 and node.runner.missing_inputs() == ("command",)

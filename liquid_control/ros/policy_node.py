@@ -780,10 +780,11 @@ class PolicyNode(LifecycleNode):
 
     def _waiting_for(self) -> tuple[str, tuple]:
         """What updates wait for, in words, and the same without numbers (to tell when it changes): the inputs
-        not received since the last reset, with their topics; inputs stamped more than max_gap_s apart (the
-        runner's stale inputs), with each input's latest stamp against the node clock, which tells a silent sensor
-        from one stamping by another clock; an inference that succeeds, when updates failed since the last one
-        (naming the last error); else the messages in the reordering buffer."""
+        not received since the last reset, with their topics (and publishers there DDS never matches with the
+        subscription: a setpoint is never stale for the watchdog, which names them for sensors); inputs stamped
+        more than max_gap_s apart (the runner's stale inputs), with each input's latest stamp against the node
+        clock, which tells a silent sensor from one stamping by another clock; an inference that succeeds, when
+        updates failed since the last one (naming the last error); else the messages in the reordering buffer."""
         runner = self.runner
         failed = runner.counters[f"rejected.{R.INFERENCE_ERROR}"] - self._inference_errors_at_update
         failing = (
@@ -793,6 +794,8 @@ class PolicyNode(LifecycleNode):
             else ""
         )
         missing = [f"{k} ({self._input_topics[k]})" for k in runner.missing_inputs()]
+        # a setpoint is never stale for the watchdog: publishers of another type on its topic are named here
+        unmatched = self._unmatched_publishers(runner.missing_inputs()) if missing else ""
         if runner.stale_inputs():  # delivered, but stamped too far apart: a sensor silent that long, or 2 clocks
             now = self._now()
             clocks = ", ".join(
@@ -802,9 +805,9 @@ class PolicyNode(LifecycleNode):
                 f"inputs stamped more than max_gap_s ({runner.limits.max_gap_s:g} s) apart (a sensor that went "
                 f"silent, or sensors stamping by different clocks); latest stamps minus the node clock: {clocks}"
             )
-        reason = (runner.missing_inputs(), tuple(sorted(runner.stale_inputs())), bool(failing))
+        reason = (runner.missing_inputs(), tuple(sorted(runner.stale_inputs())), bool(failing), unmatched)
         if missing:
-            return ", ".join(missing + ([failing] if failing else [])), reason
+            return ", ".join(missing + ([failing] if failing else [])) + unmatched, reason
         return failing or f"messages in the reordering buffer (reorder lag {runner.reorder_lag_s:g} s)", reason
 
     def _on_reset(self, request, response):
