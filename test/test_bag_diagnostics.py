@@ -86,6 +86,25 @@ def test_an_imu_driver_that_does_not_stamp_is_refused_naming_the_topic_and_the_c
         assert "/camera/image_raw" not in message  # the camera is fine
 
 
+def test_an_imu_stamp_whose_nanosec_is_a_second_or_more_is_rejected_as_the_node_rejects_it(tmp_path, monkeypatch):
+    """policy_node rejects a stamp whose nanosec is 10^9 or more (no builtin_interfaces/Time) as bad_stamp; before,
+    the bag path read it as seconds (up to 4.3 s later) and trained on it: the node and training disagreed."""
+    real = M.imu_message
+
+    def not_a_time(*args, **kwargs):  # the same instant written with a nanosec past a second: sec - 1, + 10^9 ns
+        msg = real(*args, **kwargs)
+        stamp = msg.header.stamp
+        msg.header.stamp = type(stamp)(sec=stamp.sec - 1, nanosec=stamp.nanosec + 1_000_000_000)
+        return msg
+
+    monkeypatch.setattr(M, "imu_message", not_a_time)
+    bag = _bag(tmp_path / "imu_nanosec")
+    monkeypatch.undo()
+    for message in _refusal(bag, CAMERA_IMU, tmp_path):
+        assert f"/imu/data (imu): {N} of {N} messages rejected, bad_stamp {N}: " in message
+        assert "nanosec 10^9 or more" in message and "/camera/image_raw" not in message  # the camera is fine
+
+
 def test_a_camera_driver_that_does_not_stamp_is_refused_for_training_validation_and_eval(tmp_path, capsys):
     """Before: trained on 1 update of 20 and exited 0; as --val-bag it selected the model on 1 update; eval --bag
     reported an offline error on 1 update."""

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from liquid_control.conventions import stamps
 from liquid_control.conventions.image_conversion import ENCODINGS, ImageConversionError
 from liquid_control.conventions.imu import NOT_PROVIDED, ImuFieldNotProvided
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
@@ -667,6 +668,11 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             stats.held(sensor, driven, t, max_gap_s)
             stats.bad_images[(str(getattr(decoded, "encoding", "?")), str(exc))] += 1
             continue
+        if stamp is not None and stamps.invalid(decoded.header.stamp):  # the node rejects it the same way
+            runner.reject(sensor, R.BAD_STAMP)
+            stats.reject(sensor, R.BAD_STAMP)
+            stats.held(sensor, driven, t, max_gap_s)
+            continue
         backend.steps.clear()
         result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
         if result.status == R.REJECTED and result.reason != R.INFERENCE_ERROR:  # the reading's fault, not the model's
@@ -786,7 +792,10 @@ def rejection_hint(sensor: str, reason: str, stats: StreamStats, spec: BagDataSp
     if reason == R.BAD_DTYPE:
         return "readings of the wrong data type (images must be 8-bit)"
     if reason == R.BAD_STAMP:  # 0: the runner's rule for an unset stamp (liquid_control.runtime.runner)
-        return "header.stamp 0 (not set: the driver does not stamp its messages), negative or not finite"
+        return (
+            "header.stamp 0 (not set: the driver does not stamp its messages), negative or not finite, or its "
+            "nanosec 10^9 or more (no builtin_interfaces/Time)"
+        )
     if reason == R.FUTURE_STAMP:
         return (
             "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
