@@ -130,8 +130,10 @@ def test_signals_and_a_killed_policy_node_end_the_whole_graph_and_still_report(t
 
 
 def test_a_policy_node_that_fails_to_configure_shows_why_and_the_real_time_even_quiet(tmp_path):
+    """A policy file whose config reads (so the graph starts: a file that is no policy is a usage error before any
+    node starts) but whose weights do not fit it: the policy node's configure fails, and the run says why."""
     payload = torch.load(policies_dir() / "cfc_ncp_rover.pt", weights_only=True)
-    payload["state_dict"]["core.extra"] = "not a tensor"
+    payload["state_dict"]["action_high"] = torch.zeros(1)
     bad = tmp_path / "bad.pt"
     torch.save(payload, bad)
     sim = SimProcess(tmp_path, "--policy", str(bad), "--quiet")
@@ -142,7 +144,7 @@ def test_a_policy_node_that_fails_to_configure_shows_why_and_the_real_time_even_
     wall = time.monotonic() - sim.started
     assert code == graph.EXIT_NODE_FAILED, out + err
     cause = "policy_node exited with code 1: autostart: configure failed: "
-    assert cause in err and "bad.pt: state_dict entries that are not tensors: 'core.extra' (str)" in err, err
+    assert cause in err and "bad.pt: config does not match the weights: shape mismatch" in err, err
     (failed,) = _episode_lines(out)
     assert failed["outcome"] == "failed" and cause in failed["reason"]
     # the time it really took, not the episode budget ("0 of 1 episode(s) finished within 55 s" before)
