@@ -78,6 +78,18 @@ def wait_until_heard(node, subscription, spin, timeout=30.0):
     assert matched(), "the probe and the node's command publisher never matched"
 
 
+def torques_listener(make):
+    """(the commands heard on ``torques``, as lists, and the subscription): a listener node made by ``make``."""
+    from std_msgs.msg import Float64MultiArray
+
+    listener = make(rclpy.node.Node, "listener")
+    received = []
+    subscription = listener.create_subscription(
+        Float64MultiArray, "torques", lambda m: received.append(list(m.data)), 10
+    )
+    return received, subscription
+
+
 def params(policy_file, **overrides):
     from rclpy.parameter import Parameter
 
@@ -857,15 +869,9 @@ def test_every_transition_order_ends_in_its_state_and_a_shutdown_stops_and_frees
     """Shutdown from each primary state, and transitions the state machine refuses (logged by rclpy, no
     exception): the node stays where it was, with its model and publisher when configured; a shutdown of an
     active node publishes a stop command first, and frees everything in every state."""
-    from std_msgs.msg import Float64MultiArray
-
     make, spin = ros
     node = make(PolicyNode, parameter_overrides=params(policy_file))
-    listener = make(rclpy.node.Node, "listener")
-    received = []
-    subscription = listener.create_subscription(
-        Float64MultiArray, "torques", lambda m: received.append(list(m.data)), 10
-    )
+    received, subscription = torques_listener(make)
     for transition in path:
         if transition == "shutdown" and node._active:
             wait_until_heard(node, subscription, spin)
@@ -1091,17 +1097,11 @@ def test_a_transition_that_raises_while_active_is_logged_and_still_stops_the_rob
     """Before: an exception in deactivate (or shutdown) before its stop command went to rclpy, which turns it into
     ERROR without logging it; on_error then freed the node without a stop, so the robot kept the last command and
     nothing said why the node was suddenly unconfigured."""
-    from std_msgs.msg import Float64MultiArray
-
     from liquid_control.ros import policy_node
 
     make, spin = ros
     node = make(PolicyNode, parameter_overrides=params(policy_file))
-    listener = make(rclpy.node.Node, "listener")
-    received = []
-    subscription = listener.create_subscription(
-        Float64MultiArray, "torques", lambda m: received.append(list(m.data)), 10
-    )
+    received, subscription = torques_listener(make)
     errors = []
     node.get_logger().error = lambda msg, **kw: errors.append(msg)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
