@@ -7,6 +7,7 @@ for a stale input."""
 
 import numpy as np
 import pytest
+from test_sim_balance_nav import RecordingNav
 
 import sim_envs.world as world_module
 from liquid_control.bags import BagReader, BagWriter, data_spec, stream_updates
@@ -17,7 +18,6 @@ from liquid_control.conventions.stamps import seconds as header_seconds
 from liquid_control.policy import validate_config
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.runtime import runner as R
-from sim_envs.balance_nav import LiquidBalanceNavEnv
 
 H = W = 8
 
@@ -187,14 +187,6 @@ class ScriptedStream:
 
     def pop(self):
         return self._stamps.pop(0)
-
-
-class RecordingNav(LiquidBalanceNavEnv):
-    def next_delivery(self, until=None):
-        delivery = super().next_delivery(until)
-        if delivery is not None:
-            self.deliveries.append(delivery)
-        return delivery
 
 
 @pytest.mark.parametrize("lag", [0.0, 0.03])
