@@ -405,6 +405,28 @@ def test_activate_deactivate_cycles_reuse_the_timers_and_grow_nothing(policy_fil
     assert calls["_on_control_timer"] > before["_on_control_timer"]
 
 
+def test_configure_cleanup_cycles_leave_nothing_of_the_freed_entities_behind(policy_file, ros):
+    """A node reconfigured again and again (cleanup, another policy file, configure): rclpy keeps a weak reference
+    in the node's callback group to every entity it ever created (rclpy issue 1356), destroyed ones too, so each
+    cycle left 16 dead entries behind (subscriptions, timers, ~/reset, the QoS event handlers), without bound."""
+    from rclpy.parameter import Parameter
+
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    group = node.default_callback_group
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    configured = len(group.entities)
+    for _ in range(5):
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        (result,) = node.set_parameters([Parameter("policy", value=str(policy_file))])
+        assert result.successful, result.reason
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert len(group.entities) <= configured, "dead entries of the last configure stay in the callback group"
+    live = [ref() for ref in group.entities]
+    assert all(entity is not None for entity in live)
+    assert set(node.subscriptions) <= set(live) and set(node.timers) <= set(live)  # the live ones are all there
+
+
 def test_parameter_validation_reports_every_problem():
     values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()}
     values.update(

@@ -406,12 +406,11 @@ class PolicyNode(LifecycleNode):
             self.get_logger().info(
                 f"summary: {self._commands_published} commands ({self._stops_published} stops), {counters}"
             )
-        for timer in self._activity_timers:
-            self.destroy_timer(timer)
-        self._activity_timers = []
-        for sub in self._subscriptions_by_sensor.values():
-            self.destroy_subscription(sub)
-        self._subscriptions_by_sensor = {}
+        # no loop variable keeps the last one alive past _forget_destroyed_entities
+        while self._activity_timers:
+            self.destroy_timer(self._activity_timers.pop())
+        while self._subscriptions_by_sensor:
+            self.destroy_subscription(self._subscriptions_by_sensor.popitem()[1])
         if self._command_pub is not None:
             self.destroy_lifecycle_publisher(self._command_pub)
         if self._diag_pub is not None:
@@ -422,6 +421,7 @@ class PolicyNode(LifecycleNode):
         if self.runner is not None:
             self.runner.backend.close()
         self.runner = self.settings = None
+        _forget_destroyed_entities(self)
 
     # ------------------------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, parameters) -> SetParametersResult:
@@ -913,6 +913,16 @@ class PolicyNode(LifecycleNode):
         msg = DiagnosticArray(status=[self.diagnostic_status()])
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
+
+
+def _forget_destroyed_entities(node) -> None:
+    """Drop the dead weak references rclpy leaves in ``node``'s callback group for every entity it destroyed
+    (rclpy issue 1356): each configure/cleanup cycle left 16 behind (subscriptions, timers, the service and the
+    publishers' and subscriptions' QoS event handlers), without bound for a node reconfigured again and again.
+    The group keeps its live entities; a membership test is all rclpy does with the set."""
+    entities = node.default_callback_group.entities
+    for ref in [ref for ref in entities if ref() is None]:
+        entities.discard(ref)
 
 
 def _some(names, shown: int = 8, chars: int = 64) -> str:
