@@ -145,6 +145,21 @@ class RecurrentCore(nn.Module):
                 f"(x.to({weight.dtype}) or the module's .to({x.dtype}))"
             )
 
+    def cast_for_autocast(self, *tensors):
+        """``tensors`` for a run outside ``torch.autocast``: the floating ones in the weights' dtype (as autocast casts
+        an op's inputs: an autocast ``Linear`` before the cell gives bfloat16), the others (None, a mask) as given.
+
+        The cells run in their weights' dtype with autocast off (``step``, ``forward_sequence``, ``LiquidRNN``):
+        inside it the stepwise graph mixed bfloat16 matmuls with float32 gates (torch's "expected dtype" errors),
+        the fused torch kernel failed likewise and the compiled one ran float32, so one model's answer depended on
+        the backend; now every backend gives the numbers it gives without autocast."""
+        weight = next(self.parameters(), None)
+        if weight is None:
+            return tensors
+        return tuple(
+            t.to(weight.dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in tensors
+        )
+
     def forward(self, x: torch.Tensor, hx: torch.Tensor | None, dt) -> tuple[torch.Tensor, torch.Tensor]:
         """``cell(x, hx, dt) -> (output, state)``: one step called as a module, as ncps's cells are
         (``cell(input, hx, ts)``); ``step`` returns the state alone, ``output(state)`` its readout."""
@@ -154,7 +169,12 @@ class RecurrentCore(nn.Module):
     def step(self, x: torch.Tensor, state: torch.Tensor | None, dt) -> torch.Tensor:
         """Advance ``state`` (B, state_size) by ``dt`` seconds per sample with input ``x`` (B, input_size).
 
-        ``dt``: a float, (B,) or (B, 1); validated here (``cells.dt``), then ``advance`` runs."""
+        ``dt``: a float, (B,) or (B, 1); validated here (``cells.dt``), then ``advance`` runs. Under ``torch.autocast``
+        it runs with autocast off in the weights' dtype (``cast_for_autocast``)."""
+        if torch.is_autocast_enabled(x.device.type):
+            x, state = self.cast_for_autocast(x, state)
+            with torch.autocast(x.device.type, enabled=False):
+                return self.step(x, state, dt)
         if x.dim() != 2:
             raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
         return self.advance(x, state, step_dt(dt, x.shape[0], x.dtype, None if x.is_cpu else x.device))
@@ -210,8 +230,13 @@ class RecurrentCore(nn.Module):
         Runs the sequence kernel the dispatcher chose (CfC, LTC ``semi_implicit``: one autograd node per
         sequence and block, compiled where possible), else the stepwise graph with the input-only work done for
         all T steps at once. ``fused=False`` forces the stepwise graph (how policies were trained before the
-        sequence kernels reached training, see docs/training.md).
+        sequence kernels reached training, see docs/training.md). Under ``torch.autocast`` it runs with autocast off
+        in the weights' dtype (``cast_for_autocast``).
         """
+        if torch.is_autocast_enabled(x.device.type):
+            x, h0 = self.cast_for_autocast(x, h0)
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward_sequence(x, dt, h0, mask, fused)
         if x.dim() != 3:
             raise ValueError(f"expected x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
         if x.shape[1] == 0:

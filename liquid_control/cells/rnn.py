@@ -22,7 +22,9 @@ class LiquidRNN(nn.Module):
     Unbatched ``x`` (T, input_size), in either layout as for ``torch.nn.RNN`` and ncps, is one sample: ``dt`` a
     float, (T,) or (T, 1), ``h0`` (state_size,), ``mask`` (T,); returns (T, output_size) and (state_size,).
 
-    The time loop is the core's ``forward_sequence`` (fused CfC/LTC paths, input-only work batched over T).
+    The time loop is the core's ``forward_sequence`` (fused CfC/LTC paths, input-only work batched over T). Under
+    ``torch.autocast`` the model runs with autocast off in its weights' dtype, ``x`` and ``h0`` cast to it
+    (``RecurrentCore.cast_for_autocast``): the outputs are those of a run without autocast.
     """
 
     def __init__(self, cell: RecurrentCore, batch_first: bool = True):
@@ -74,6 +76,10 @@ class LiquidRNN(nn.Module):
         is ``(x, hx, timespans)``, this one's ``(x, dt, h0)`` as ``dt`` is what a liquid cell needs)."""
         if not isinstance(x, torch.Tensor):  # numpy or a list, like dt and mask
             x = torch.as_tensor(x)
+        if torch.is_autocast_enabled(x.device.type):  # run outside it in the weights' dtype, as the cell's entry points
+            x, h0, hx = self.cell.cast_for_autocast(x, h0, hx)
+            with torch.autocast(x.device.type, enabled=False):
+                return self.forward(x, dt, h0, mask, hx=hx, timespans=timespans)
         if x.dim() not in (2, 3):
             layout = "(B, T" if self.batch_first else "(T, B"
             raise ValueError(

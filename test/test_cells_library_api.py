@@ -1,0 +1,64 @@
+"""The cells used as a PyTorch library, the way torch.nn.RNN and ncps users use them: autocast, torch.func,
+the meta device and TorchScript, on the compiled kernels and without them."""
+
+import kernel_variants
+import pytest
+import torch
+
+from liquid_control.cells import LTC, AutoNCP, CfC, GRUCore, LiquidRNN
+
+torch.set_num_threads(1)
+
+MODELS = {
+    "cfc": lambda: CfC(3, 5, backbone_units=8),
+    "cfc_ncp": lambda: CfC(3, AutoNCP(8, 2, seed=1)),
+    "ltc": lambda: LTC(3, AutoNCP(8, 2, seed=1)),
+    "gru": lambda: LiquidRNN(GRUCore(3, 5)),
+}
+
+
+def _model(name):
+    torch.manual_seed(0)
+    return MODELS[name]()
+
+
+def _data(batch=2, steps=6):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch, steps, 3, generator=g), 0.05 + 0.3 * torch.rand(batch, steps, generator=g)
+
+
+@pytest.fixture(params=["native", "without"])
+def backend(request, monkeypatch):
+    """The compiled kernels built for this CPU, or none (torch sequences, numpy steps)."""
+    return "compiled" if kernel_variants.use(request.param, monkeypatch) is not None else "torch"
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_under_autocast_a_model_runs_in_its_weights_dtype_and_gives_its_own_numbers(name, backend):
+    """Before: under torch.autocast("cpu", bfloat16) the stepwise graph failed inside torch ("expected dtype
+    c10::BFloat16 for `weight` but got dtype float"), the fused torch kernel too ("self and mat2 must have the
+    same dtype"), and the compiled kernel ran float32: one model, three behaviours. Now every path runs with
+    autocast off in the weights' dtype, and a bfloat16 x from an autocast layer before it is taken."""
+    model = _model(name)
+    x, dt = _data()
+    h0 = 0.1 * torch.randn(2, model.state_size)
+    expected, expected_h = model(x, dt, h0)
+    with torch.no_grad():
+        expected_step = model.cell.step(x[:, 0], h0, dt[:, 0])
+    expected_stepwise = model.cell.forward_sequence(x, dt, h0, fused=False)[0]
+    encoder = torch.nn.Linear(3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n = model(x, dt, h0)
+        stepwise = model.cell.forward_sequence(x, dt, h0, fused=False)[0]
+        with torch.no_grad():
+            step = model.cell.step(x[:, 0], h0, dt[:, 0])
+        encoded = encoder(x)
+        assert encoded.dtype == torch.bfloat16
+        from_encoder, _ = model(encoded, dt, h0)
+        from_encoder.sum().backward()  # the gradient reaches the autocast layer through the cast
+    assert out.dtype == h_n.dtype == from_encoder.dtype == torch.float32
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    torch.testing.assert_close(h_n, expected_h, rtol=0, atol=0)
+    torch.testing.assert_close(stepwise, expected_stepwise, rtol=0, atol=0)
+    torch.testing.assert_close(step, expected_step, rtol=0, atol=0)
+    assert encoder.weight.grad is not None and torch.isfinite(encoder.weight.grad).all()
