@@ -775,6 +775,66 @@ def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bag
         trainer.train(big, tmp_path / "big", data={"bags": [bags[0]]}, progress=False)
 
 
+def _steady_bag(path, period: float, frames: int):
+    """Camera frames every ``period`` s (random pixels), each followed by a command."""
+    stamps = [(1.0 + period * i, 1.02 + period * i) for i in range(frames)]
+    commands = [(t + 0.003, (0.5, 0.3 * np.sin(i / 5))) for i, (_, t) in enumerate(stamps)]
+    return str(_synthetic_bag(path, stamps, [], commands, noise=True))
+
+
+def test_a_validation_loss_that_cannot_be_computed_stops_the_run_naming_the_epoch_and_bags(tmp_path, monkeypatch):
+    """Before: an explicit LTC solver stable at the training bag's 0.07 s but not at the validation bag's 0.9 s
+    ended the run with the cell's bare SolverDivergedError, naming neither the validation, the epoch nor what the
+    checkpoint keeps (--resume met it again); and a NaN validation loss after the first epoch was 'selected' for
+    good (NaN <= loss is False: no later epoch could replace it)."""
+    from liquid_control.training import bag_data, trainer
+
+    data = {
+        "bags": [_steady_bag(tmp_path / "drive", 0.07, 40)],
+        "validation": [_steady_bag(tmp_path / "held", 0.9, 20)],
+    }
+    stiff = {**CAMERA_ONLY, "core": {"type": "ltc", "units": 12, "wiring": "none", "solver": "euler", "unfolds": 1}}
+    kept = re.escape(f"{tmp_path / 'run' / 'checkpoint.pt'} keeps epoch 1, not validated")
+    for resume in (False, True):
+        with pytest.raises(trainer.TrainingError) as info:
+            trainer.train(stiff, tmp_path / "run", data=data, resume=resume, progress=False, log=lambda m: None)
+        message = str(info.value)
+        assert message.startswith("epoch 1: validation on the held-out bags (held): LTC solver 'euler' diverged")
+        assert "the validation bags' longest dt is 0.9 s, the training bags' 0.07 s" in message
+        assert re.search(kept, message), message
+    nan = {"loss": float("nan"), "updates": 20}
+    monkeypatch.setattr(bag_data, "bc_loss", lambda *args, **kwargs: nan)
+    with pytest.raises(trainer.TrainingError, match=r"^epoch 1: validation loss nan on the held-out bags \(held\)"):
+        trainer.train(CAMERA_ONLY, tmp_path / "nan", data=data, progress=False, log=lambda m: None)
+    assert not (tmp_path / "nan" / "policy.pt").exists()
+
+
+def test_a_bag_run_says_which_epoch_it_selected_and_which_had_the_same_validation_loss(tmp_path):
+    """Before: the last line said 'selected round 0 (epoch 3), selection success n/a' for a bag run, nothing of
+    the validation loss that chose the epoch, nor that it had not changed (a learning rate too small to move it:
+    every epoch tied, the later kept)."""
+    from liquid_control.policy import read_metadata
+    from liquid_control.training import trainer
+
+    data = {
+        "bags": [_steady_bag(tmp_path / "drive", 0.07, 30)],
+        "validation": [_steady_bag(tmp_path / "held", 0.07, 20)],
+    }
+    lines = []
+    still = {"training.epochs_first": 3, "training.lr": 1e-30, "training.lr_final": 0.0}
+    result = trainer.train(
+        CAMERA_ONLY, tmp_path / "still", data=data, overrides=still, progress=False, log=lines.append
+    )
+    loss = read_metadata(result.policy_path)["validation_loss"]
+    assert (
+        f"selected epoch 3: validation loss {loss:.5f}, the lowest of 3 epoch(s) (epoch(s) 1, 2: the same to 6 "
+        "digits; of equal losses the later is kept)" in lines[-1]
+    ), lines[-1]
+    lines.clear()
+    trainer.train(CAMERA_ONLY, tmp_path / "none", data={"bags": data["bags"]}, progress=False, log=lines.append)
+    assert lines[-1].startswith("selected the last epoch (2): no validation bags; wrote "), lines[-1]
+
+
 def test_a_damaged_bag_cache_is_rebuilt_from_the_bag_and_named(expert_bags, tmp_path):
     """The converted bags under data/bags/ are a cache: a segment file cut short or gone, or an index.json that
     is not one, makes a resume convert the bag again with a warning naming the file (it failed every resume

@@ -69,6 +69,7 @@ from liquid_control.bags.stream import (
     input_hints,
     label_hints,
 )
+from liquid_control.cells import SolverDivergedError
 from liquid_control.policy import PolicyConfigError
 
 from .bc import bc_loss
@@ -584,8 +585,25 @@ class BagRun(TrainingRun):
         t = self.config["training"]
         loss = None
         if validation:
-            result = bc_loss(self.policy, validation, batch_size=t["batch_size"], sequence_length=t["sequence_length"])
+            bags = ", ".join(Path(b).name for b in self.data["validation"])
+            try:
+                result = bc_loss(
+                    self.policy, validation, batch_size=t["batch_size"], sequence_length=t["sequence_length"]
+                )
+            except SolverDivergedError as exc:  # a longer dt than training's (the solver held there): say which
+                longest = max(float(ep.dt.max()) for ep in validation if len(ep))
+                raise TrainingError(
+                    f"epoch {self.epoch_done}: validation on the held-out bags ({bags}): {exc} (core.solver, "
+                    f"core.unfolds, core.max_step; the validation bags' longest dt is {longest:.3g} s, the training "
+                    f"bags' {self.longest_dt:.3g} s); {self.kept()}, not validated, and --resume validates it "
+                    "again: train into a new folder"
+                ) from None
             loss = result["loss"]
+            if not np.isfinite(loss):  # it would select no epoch, or keep the first (NaN <= x is False)
+                raise TrainingError(
+                    f"epoch {self.epoch_done}: validation loss {loss} on the held-out bags ({bags}) with finite "
+                    f"weights: the policy's actions are not finite there; {self.kept()}, not validated"
+                )
             self.log(f"epoch {self.epoch_done}: validation loss {loss:.5f} ({result['updates']} updates)")
         self._row(epoch=self.epoch_done, round=0, kind="validate", loss="" if loss is None else round(loss, 6))
         best_loss = None if self.best is None else self.best.get("validation_loss")
@@ -627,6 +645,19 @@ class BagRun(TrainingRun):
         for epoch in range(self.epoch_done, self.total_epochs):
             self.train_epoch(episodes, epoch, 0)
             self.validate(validation)
+
+    def selection_note(self) -> str:
+        """The selected epoch and its validation loss, with the epochs that tied with it (the later one wins) or
+        that no validation bag selected it."""
+        epoch, loss = self.best["epoch"], self.best.get("validation_loss")
+        if loss is None:
+            return f"selected the last epoch ({epoch}): no validation bags"
+        losses = {int(r["epoch"]): float(r["loss"]) for r in self.rows if r["kind"] == "validate" and r["loss"] != ""}
+        tied = [e for e, value in sorted(losses.items()) if e != epoch and value == round(loss, 6)]
+        note = f"selected epoch {epoch}: validation loss {loss:.5f}, the lowest of {len(losses)} epoch(s)"
+        if tied:
+            note += f" (epoch(s) {', '.join(map(str, tied))}: the same to 6 digits; of equal losses the later is kept)"
+        return note
 
     def extra_metadata(self) -> dict:
         """What policy.pt records of the bag data: bags, labelled updates, seconds, validation loss, data spec."""

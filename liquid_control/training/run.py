@@ -349,8 +349,7 @@ class TrainingRun:
                 parallel=self.parallel,
             )
         except SolverDivergedError as exc:  # an explicit LTC solver at the data's dt: what is kept, what to change
-            kept = f"{self.checkpoint_path} keeps epoch {self.epoch_done}" if self.epoch_done else "no epoch was saved"
-            raise TrainingError(f"epoch {epoch + 1}: {exc} (core.solver, core.unfolds); {kept}") from None
+            raise TrainingError(f"epoch {epoch + 1}: {exc} (core.solver, core.unfolds); {self.kept()}") from None
         finally:
             bar.close()
         self._check_finite(epoch, stats["loss"], lr)
@@ -372,7 +371,7 @@ class TrainingRun:
         broken = [name for name, p in self.policy.named_parameters() if not torch.isfinite(p).all()]
         if np.isfinite(loss) and not broken:
             return
-        kept = f"{self.checkpoint_path} keeps epoch {self.epoch_done}" if self.epoch_done else "no epoch was saved"
+        kept = self.kept()
         raise TrainingError(
             f"epoch {epoch + 1}: training diverged (loss {loss:.3g}"
             + (
@@ -388,6 +387,10 @@ class TrainingRun:
                 else " or training.grad_clip"
             )
         )
+
+    def kept(self) -> str:
+        """What a run stopped now keeps, for its error: the checkpoint's last epoch, or that none was saved."""
+        return f"{self.checkpoint_path} keeps epoch {self.epoch_done}" if self.epoch_done else "no epoch was saved"
 
     def evaluate(self, env, round_index: int) -> None:
         """Success of the policy after a round on the selection episodes (the best round becomes policy.pt)."""
@@ -463,6 +466,14 @@ class TrainingRun:
         """Metadata a subclass adds to policy.pt (training.bag_data: the bags it learned from)."""
         return {}
 
+    def selection_note(self) -> str:
+        """Which weights policy.pt holds and why, for the run's last line."""
+        success = None if self.best["success"] < 0 else self.best["success"]
+        return (
+            f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
+            f"{'n/a' if success is None else f'{success:.0%}'}"
+        )
+
     def finished(self) -> bool:
         """Every epoch trained and every round evaluated."""
         return self.epoch_done >= sum(self.round_epochs) and self.rounds_evaluated >= self.rounds - 1
@@ -510,10 +521,7 @@ class TrainingRun:
             )
         plot_curves(self.rows, self.out / "curves.png", f"{self.config['name']}, seed {self.seed}")  # before policy.pt
         path = save_policy(self.out / "policy.pt", selected, metadata)
-        self.log(
-            f"selected round {self.best['round']} (epoch {self.best['epoch']}), selection success "
-            f"{'n/a' if success is None else f'{success:.0%}'}; wrote {path} after {self.wall_s:.0f} s"
-        )
+        self.log(f"{self.selection_note()}; wrote {path} after {self.wall_s:.0f} s")
         return TrainResult(
             out_dir=self.out,
             policy_path=path,
