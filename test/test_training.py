@@ -125,6 +125,36 @@ def test_behaviour_cloning_loss_decreases():
     assert losses[-1] < 0.3 * losses[0], losses
 
 
+def test_an_epoch_stops_at_the_first_step_whose_loss_is_not_finite():
+    """Before: weights gone NaN in an epoch's third step trained on to the epoch's end (every later step NaN: an
+    epoch over hours of recordings ran for hours), then the run stopped. Now the pass ends at the step whose loss
+    is NaN, before its optimizer step, and says which; a finite epoch has no such entry."""
+    env = gymnasium.make("TinyReach-v0")
+    episodes = [rollout(env, None, seed=s) for s in range(8)]  # 2 batches: 6 steps
+    torch.manual_seed(0)
+    policy = Policy.from_config(tiny_config())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    steps = []
+
+    def poison_after_the_third(loss):
+        steps.append(loss)
+        if len(steps) == 3:
+            with torch.no_grad():
+                policy.head.weight.view(-1)[0] = float("nan")
+
+    run = dict(batch_size=4, sequence_length=8, grad_clip=1.0, progress=poison_after_the_third)
+    stats = bc_epoch(policy, optimizer, episodes, rng=np.random.default_rng(0), **run)
+    assert len(steps) == 3 and np.isnan(stats["loss"]) and stats["diverged_at"] == 4, (steps, stats)
+    assert all(np.isfinite(steps)) and not policy.training
+    torch.manual_seed(0)
+    fresh = Policy.from_config(tiny_config())
+    optimizer = torch.optim.Adam(fresh.parameters(), lr=1e-2)
+    stats = bc_epoch(
+        fresh, optimizer, episodes, batch_size=4, sequence_length=8, grad_clip=1.0, rng=np.random.default_rng(0)
+    )
+    assert stats["chunks"] == 6 and "diverged_at" not in stats and np.isfinite(stats["loss"])
+
+
 def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
     a = trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
     b = trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "b", progress=False, log=lambda m: None)

@@ -9,6 +9,8 @@ batch) is masked out of both the state and the loss.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -198,10 +200,13 @@ def bc_epoch(
     progress=None,
     parallel: DataParallel | None = None,
 ) -> dict:
-    """One pass over ``episodes`` (shuffled by ``rng``); returns {"loss": mean per-update loss, "chunks": n}.
+    """One pass over ``episodes`` (shuffled by ``rng``); returns {"loss": mean per-update loss, "chunks": n,
+    "updates": labelled updates}.
 
     ``progress`` is an optional callable(loss) called after every optimizer step (a tqdm update). ``parallel``
-    (a :class:`DataParallel` of ``policy``) splits every batch over its copies.
+    (a :class:`DataParallel` of ``policy``) splits every batch over its copies. A chunk whose loss is not finite
+    ends the pass there, before its optimizer step: the rest would only train NaN weights on (an epoch over hours
+    of recordings); the result is then {"loss": that loss, "diverged_at": its optimizer step (1-based), ...}.
     """
     if not episodes:
         raise ValueError("behaviour cloning needs at least one episode")
@@ -235,6 +240,9 @@ def bc_epoch(
                 state = state.detach()
             else:
                 loss, n, state = _parallel_step(parallel, obs, dt, state, mask, labels, labelled)
+            if not math.isfinite(loss):
+                policy.eval()
+                return {"loss": loss, "chunks": chunks, "updates": updates, "diverged_at": chunks + 1}
             if grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
             optimizer.step()

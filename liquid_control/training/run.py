@@ -352,7 +352,7 @@ class TrainingRun:
             raise TrainingError(f"epoch {epoch + 1}: {exc} (core.solver, core.unfolds); {self.kept()}") from None
         finally:
             bar.close()
-        self._check_finite(epoch, stats["loss"], lr)
+        self._check_finite(epoch, stats["loss"], lr, stats.get("diverged_at"))
         self.epoch_done = epoch + 1
         self._row(
             epoch=self.epoch_done,
@@ -365,15 +365,17 @@ class TrainingRun:
         )
         self.save_checkpoint()
 
-    def _check_finite(self, epoch: int, loss: float, lr: float) -> None:
+    def _check_finite(self, epoch: int, loss: float, lr: float, step: int | None = None) -> None:
         """A diverged epoch (a learning rate far too high) is refused before it is saved: the checkpoint keeps the
-        last finite epoch, and no policy of NaN weights is written as if training had succeeded."""
+        last finite epoch, and no policy of NaN weights is written as if training had succeeded. ``step``: the
+        optimizer step whose loss was not finite (bc_epoch stopped there)."""
         broken = [name for name, p in self.policy.named_parameters() if not torch.isfinite(p).all()]
         if np.isfinite(loss) and not broken:
             return
         kept = self.kept()
         raise TrainingError(
             f"epoch {epoch + 1}: training diverged (loss {loss:.3g}"
+            + ("" if step is None else f" at step {step} of the epoch, which stopped there")
             + (
                 f"; non-finite weights in {', '.join(broken[:3])}" + (", ..." if len(broken) > 3 else "")
                 if broken
