@@ -1132,6 +1132,43 @@ def test_ctrl_c_during_an_evaluation_says_how_to_continue(tmp_path, capsys, monk
     )
 
 
+def test_sigterm_during_an_evaluation_stops_it_as_ctrl_c_does(tmp_path, capsys, monkeypatch):
+    """Before: `kill` (SIGTERM) ended eval at once with exit 143 and not a line said what was kept (train and
+    replay said it); a report or log write it cut left its temporary file behind."""
+    import signal
+    import time
+
+    from liquid_control.cli import main
+
+    out = tmp_path / "report"
+
+    def terminated(plan, out_dir, **kwargs):  # after its first batch: the log holds it
+        open(os.path.join(out_dir, LOG_NAME), "w").close()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(2)  # the handler raises here
+        raise AssertionError("SIGTERM did not stop the evaluation")
+
+    reached_default = []
+
+    def test_handler(*_):  # the test runner survives a SIGTERM that eval does not catch
+        reached_default.append(True)
+
+    previous = signal.signal(signal.SIGTERM, test_handler)
+    monkeypatch.setattr(evaluate_module, "evaluate", terminated)
+    try:
+        status = main(["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--no-progress"])
+    except AssertionError:
+        status = None
+    finally:
+        handler = signal.signal(signal.SIGTERM, previous)
+    assert not reached_default, "SIGTERM reached the handler eval found: it would have killed the evaluation silently"
+    assert handler is test_handler  # eval restored the handler it found
+    assert status == 143
+    assert capsys.readouterr().err.strip() == (
+        f"liquid-control eval: terminated: the finished episodes are in {out / LOG_NAME}; add --resume to continue"
+    )
+
+
 def test_ctrl_c_inside_a_ctypes_call_of_a_serial_episode_is_the_interrupt(tmp_path, capsys, monkeypatch):
     """Before: with --backend serial the episodes run in this process, and Ctrl-C landing while ctypes converted a
     call's arguments in Python code (PyOpenGL's converters in MuJoCo's EGL render, every camera frame) ended the

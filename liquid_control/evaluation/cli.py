@@ -22,7 +22,7 @@ from liquid_control.evaluation.plan import (
     validate_output_folder,
 )
 from liquid_control.evaluation.shifts import SHIFT_SETS
-from liquid_control.processes import interrupt_in_ctypes
+from liquid_control.processes import Terminated, interrupt_in_ctypes, sigterm_as_interrupt
 
 DEFAULT_EPISODES = 20
 
@@ -205,8 +205,9 @@ def _given(args, options) -> str:
     return ", ".join("--" + k.replace("_", "-") for k in options if k in defaults and getattr(args, k) != defaults[k])
 
 
-def _interrupted(args) -> int:
-    """Ctrl-C's line: what finished is in the results log (or the experiment's folder); exit status 130."""
+def _interrupted(args, exc: KeyboardInterrupt) -> int:
+    """Ctrl-C's or SIGTERM's line: what finished is in the results log (or the experiment's folder); exit status
+    130, or 143 for SIGTERM (:class:`Terminated`)."""
     from liquid_control.evaluation.results import LOG_NAME
 
     log = os.path.join(args.out, LOG_NAME)
@@ -216,8 +217,9 @@ def _interrupted(args) -> int:
         kept = f"the finished episodes are in {log}; add --resume to continue"
     else:
         kept = "nothing kept"
-    print(f"liquid-control eval: interrupted: {kept}", file=sys.stderr)
-    return 130
+    stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    print(f"liquid-control eval: {stopped}: {kept}", file=sys.stderr)
+    return 143 if isinstance(exc, Terminated) else 130
 
 
 def run(args: argparse.Namespace) -> int:
@@ -232,67 +234,69 @@ def run(args: argparse.Namespace) -> int:
         else ""
     )
     try:
-        if args.workers is not None and args.workers < 1:
-            raise EvaluationSetupError(f"--workers must be >= 1, got {args.workers}")
-        if args.world is not None and (args.bag or args.experiment):  # it would be ignored
-            mode = "--bag evaluates recorded bags" if args.bag else "--experiment trains its architectures' world"
-            raise EvaluationSetupError(f"--world {args.world}: {mode}; leave --world out")
-        given = _given(args, EXPERIMENT_OPTIONS)
-        if given and not args.experiment:
-            raise EvaluationSetupError(f"{given}: only for --experiment (they would be ignored here)")
-        given = _given(args, SIMULATED_OPTIONS) if args.bag else _given(args, BAG_OPTIONS)
-        if given:
-            only = "simulated episodes; --bag evaluates recorded bags" if args.bag else "--bag (recorded bags)"
-            raise EvaluationSetupError(f"{given}: only for {only} (they would be ignored here)")
-        if args.bag:
-            from liquid_control.evaluation.offline import run_offline
+        with sigterm_as_interrupt():  # `kill` stops an evaluation as Ctrl-C does: its line, exit 143
+            if args.workers is not None and args.workers < 1:
+                raise EvaluationSetupError(f"--workers must be >= 1, got {args.workers}")
+            if args.world is not None and (args.bag or args.experiment):  # it would be ignored
+                mode = "--bag evaluates recorded bags" if args.bag else "--experiment trains its architectures' world"
+                raise EvaluationSetupError(f"--world {args.world}: {mode}; leave --world out")
+            given = _given(args, EXPERIMENT_OPTIONS)
+            if given and not args.experiment:
+                raise EvaluationSetupError(f"{given}: only for --experiment (they would be ignored here)")
+            given = _given(args, SIMULATED_OPTIONS) if args.bag else _given(args, BAG_OPTIONS)
+            if given:
+                only = "simulated episodes; --bag evaluates recorded bags" if args.bag else "--bag (recorded bags)"
+                raise EvaluationSetupError(f"{given}: only for {only} (they would be ignored here)")
+            if args.bag:
+                from liquid_control.evaluation.offline import run_offline
 
-            return run_offline(args, command)
-        from liquid_control.evaluation.results import OFFLINE_NAME
+                return run_offline(args, command)
+            from liquid_control.evaluation.results import OFFLINE_NAME
 
-        if os.path.exists(os.path.join(args.out, OFFLINE_NAME)):  # its report.md would be replaced
-            raise EvaluationSetupError(f"--out {args.out}: holds an offline (--bag) report; choose another --out")
-        if args.lanes < 1:
-            raise EvaluationSetupError(f"--lanes must be >= 1, got {args.lanes}")
-        if args.experiment:
-            result = experiment.run_experiment(args, command=command)
-        else:
-            shifts = list(args.shift) + [s for name in args.shift_set for s in SHIFT_SETS[name]]
-            plan = build_plan(
-                args.policy,
-                shifts or [DEFAULT_SHIFT],
-                DEFAULT_EPISODES if args.episodes is None else args.episodes,
-                episode_seed_base=args.episode_seed_base,
-                world=args.world,
-            )
-            paired = parse_pairs(args.paired, [p.name for p in plan.policies])
-            validate_output_folder(args.out)  # after every other check: a refused request creates nothing
-            result = evaluate(
-                plan,
-                args.out,
-                backend=args.backend,
-                workers=args.workers,
-                resume=args.resume,
-                ray_address=args.ray_address,
-                progress=not args.no_progress,
-                command=command,
-                example=not args.no_example,
-                paired=paired,
-                lanes=args.lanes,
-                saliency=not args.no_saliency,
-            )
+            if os.path.exists(os.path.join(args.out, OFFLINE_NAME)):  # its report.md would be replaced
+                raise EvaluationSetupError(f"--out {args.out}: holds an offline (--bag) report; choose another --out")
+            if args.lanes < 1:
+                raise EvaluationSetupError(f"--lanes must be >= 1, got {args.lanes}")
+            if args.experiment:
+                result = experiment.run_experiment(args, command=command)
+            else:
+                shifts = list(args.shift) + [s for name in args.shift_set for s in SHIFT_SETS[name]]
+                plan = build_plan(
+                    args.policy,
+                    shifts or [DEFAULT_SHIFT],
+                    DEFAULT_EPISODES if args.episodes is None else args.episodes,
+                    episode_seed_base=args.episode_seed_base,
+                    world=args.world,
+                )
+                paired = parse_pairs(args.paired, [p.name for p in plan.policies])
+                validate_output_folder(args.out)  # after every other check: a refused request creates nothing
+                result = evaluate(
+                    plan,
+                    args.out,
+                    backend=args.backend,
+                    workers=args.workers,
+                    resume=args.resume,
+                    ray_address=args.ray_address,
+                    progress=not args.no_progress,
+                    command=command,
+                    example=not args.no_example,
+                    paired=paired,
+                    lanes=args.lanes,
+                    saliency=not args.no_saliency,
+                )
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # Ctrl-C: what finished is in the results log; no traceback
-        return _interrupted(args)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what finished is in the results log; no traceback
+        return _interrupted(args, exc)
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
         where = f" {exc.filename}" if exc.filename else f" in {args.out}"  # at least the folder
         print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # Ctrl-C inside MuJoCo's render (--backend serial): a ctypes error standing for it
-        if interrupt_in_ctypes(exc) is None:
+        interrupt = interrupt_in_ctypes(exc)
+        if interrupt is None:
             raise
-        return _interrupted(args)
+        return _interrupted(args, interrupt)
     print(f"liquid-control eval: {len(result['records'])} episodes -> {result['report']}")
     return 0
