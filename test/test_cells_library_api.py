@@ -5,7 +5,7 @@ import kernel_variants
 import pytest
 import torch
 
-from liquid_control.cells import LTC, AutoNCP, CfC, GRUCore, LiquidRNN
+from liquid_control.cells import LTC, AutoNCP, CfC, GRUCore, LiquidRNN, kernels
 
 torch.set_num_threads(1)
 
@@ -62,3 +62,36 @@ def test_under_autocast_a_model_runs_in_its_weights_dtype_and_gives_its_own_numb
     torch.testing.assert_close(stepwise, expected_stepwise, rtol=0, atol=0)
     torch.testing.assert_close(step, expected_step, rtol=0, atol=0)
     assert encoder.weight.grad is not None and torch.isfinite(encoder.weight.grad).all()
+
+
+@pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc"])
+def test_torch_func_transforms_run_the_stepwise_graph_and_give_the_batched_numbers(name, backend):
+    """Before: vmap, grad and jacrev over a CfC/LTC failed inside torch ("an autograd.Function ... must override
+    the setup_context staticmethod": the fused sequence node), a vmapped no-grad step in the compiled or numpy
+    step kernel ("Cannot access data pointer of Tensor that doesn't have storage"), and a vmapped dt in its own
+    check. Now a transform runs the stepwise graph, and dt's values are still checked."""
+    model = _model(name)
+    x, dt = _data()
+    expected = model(x, dt)[0]
+    with kernels.recording() as ran:
+        per_sample = torch.func.vmap(lambda xi, di: model(xi, di)[0])(x, dt)
+        grad = torch.func.grad(lambda xs: model(xs, dt)[0].sin().sum())(x)
+        with torch.no_grad():
+            model.cell.step(x[:, 0], None, dt[:, 0])  # a step kernel cached before the transform is not used in it
+            steps = torch.func.vmap(lambda xi, di: model.cell.step(xi[None], None, di[None])[0])(x[:, 0], dt[:, 0])
+    ran_in_transforms = {(purpose, path) for _, purpose, path in ran}
+    assert ran_in_transforms == {
+        ("sequence", "stepwise"),
+        ("step", backend.replace("torch", "numpy")),
+        ("step", "stepwise"),
+    }
+    torch.testing.assert_close(per_sample, expected)
+    x.requires_grad_()
+    (expected_grad,) = torch.autograd.grad(model(x, dt)[0].sin().sum(), x)
+    torch.testing.assert_close(grad, expected_grad)
+    with torch.no_grad():
+        torch.testing.assert_close(steps, model.cell.step(x[:, 0], None, dt[:, 0]))
+    bad = dt.clone()
+    bad[1, 2] = -0.1
+    with pytest.raises(ValueError, match="dt must be finite and >= 0"):
+        torch.func.vmap(lambda xi, di: model(xi, di)[0])(x.detach(), bad)

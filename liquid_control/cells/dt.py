@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .kernels import unwrapped
+
 # Up to this many values, checking them as Python floats is cheaper than three torch ops (streaming steps).
 _SMALL = 32
 
@@ -26,7 +28,9 @@ def _raise_bad_dt(dt: torch.Tensor) -> None:
 
 
 def check_dt(dt: torch.Tensor) -> torch.Tensor:
-    """Raise ValueError unless every entry of ``dt`` is finite and non-negative; returns ``dt``."""
+    """Raise ValueError unless every entry of ``dt`` is finite and non-negative; returns ``dt`` (the values a
+    ``torch.func`` transform's wrapper holds are checked: ``kernels.unwrapped``)."""
+    dt, given = unwrapped(dt), dt
     n = dt.numel()
     if n == 0:
         return dt
@@ -37,7 +41,7 @@ def check_dt(dt: torch.Tensor) -> torch.Tensor:
         ok = bool((dt >= 0).logical_and_(torch.isfinite(dt)).all())
     if not ok:
         _raise_bad_dt(dt.detach())
-    return dt
+    return given
 
 
 def _as_seconds(dt: Any, dtype: torch.dtype, device) -> torch.Tensor:

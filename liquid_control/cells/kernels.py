@@ -10,7 +10,8 @@ takes the first that supports the core and dtype:
 - ``sequence`` (training, ``forward_sequence``): ``compiled``, then ``torch`` (the fused torch loop with a
   hand-written backward).
 
-Where none applies (other solvers, gelu, active dropout, GPU tensors, ONNX tracing, ``fused=False``) the core
+Where none applies (other solvers, gelu, active dropout, GPU tensors, ONNX tracing, ``torch.func`` transforms,
+``fused=False``) the core
 runs ``stepwise``: its per-step hooks as a plain torch graph, the reference every kernel is tested against.
 
 ``recording()`` collects which backend ran for the cells the calling thread runs inside the block (another
@@ -68,9 +69,25 @@ def native_kernels():
     return native.load()
 
 
+def transformed() -> bool:
+    """Whether a ``torch.func`` transform (``vmap``, ``grad``, ``jacrev``...) is running: its tensors are wrappers
+    without storage, which the compiled and numpy kernels cannot read and ``FusedSequence`` cannot carry (torch's
+    "must override the setup_context staticmethod"), so the stepwise graph runs, which the transforms see through."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def unwrapped(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` itself, or under ``torch.func`` transforms the plain tensor that holds its values (a ``vmap``'s
+    batched tensor: every sample's), for the checks that read values (``dt >= 0``, an LTC solver's divergence):
+    a transform's own wrapper has no storage and refuses ``.item()`` / ``.tolist()``."""
+    while torch._C._functorch.is_functorch_wrapped_tensor(tensor):
+        tensor = torch._C._functorch.get_unwrapped(tensor)
+    return tensor
+
+
 def select(core, dtype: torch.dtype, purpose: str) -> type[Kernel] | None:
     """The kernel class that runs ``core`` for ``purpose`` in ``dtype``, or None (``stepwise``)."""
-    if dtype not in KERNEL_DTYPES or torch.jit.is_tracing():  # ONNX export must record torch ops
+    if dtype not in KERNEL_DTYPES or torch.jit.is_tracing() or transformed():  # ONNX export must record torch ops
         return None
     for backend in KERNEL_ORDER[purpose]:
         cls = core.kernels.get(backend)
@@ -138,6 +155,8 @@ class StepKernels:
 
     def get(self, core, dtype: torch.dtype) -> Kernel | None:
         """The step kernel of ``core`` in ``dtype`` for its current weights (None: the stepwise graph)."""
+        if transformed():  # a cached kernel too: it would be handed tensors without storage
+            return None
         cached = self._cache.get(dtype)
         if cached is not None and cached[0] == core.training:
             _, tables, names, tensors, state, kernel, _ = cached

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from .core import RecurrentCore, register_core, size_arg
+from .kernels import unwrapped
 from .ltc_kernels import CompiledLTC, NumpyLTC, TorchLTC
 from .solvers import Solver, SolverDivergedError, make_solver
 from .wiring import FullyConnected, Wiring, as_wiring
@@ -263,17 +264,18 @@ class LTCCell(RecurrentCore):
         previous step's state, and a bound of 10x that let a solver growing less than 10x a step run on for
         hundreds of steps of huge states until they overflowed. Non-finite inputs, start or weights (a diverged
         optimizer's) are not the solver's doing: their NaN states go on as with the other solvers."""
+        state, start, x, dt = (None if t is None else unwrapped(t) for t in (state, start, x, dt))  # torch.func's
         with torch.no_grad():
             begun = float(start.detach().abs().max()) if start is not None and start.numel() else 0.0
             largest = float(state.detach().abs().max()) if state.numel() else 0.0
             if largest <= begun + 1.0:  # within the bound whatever the potentials (the usual step: no more work)
                 return
-            reach = [self.vleak.abs().max(), self.erev.abs().max()]
+            reach = [unwrapped(self.vleak).abs().max(), unwrapped(self.erev).abs().max()]
             if self.sensory_erev.numel():
-                reach.append(self.sensory_erev.abs().max())
+                reach.append(unwrapped(self.sensory_erev).abs().max())
             if largest <= begun + 10.0 * float(torch.stack(reach).max()) + 1.0:  # False for NaN too
                 return
-            given = [x, dt, *self.parameters()] + ([start] if start is not None else [])
+            given = [x, dt, *map(unwrapped, self.parameters())] + ([start] if start is not None else [])
             if not all(bool(torch.isfinite(t).all()) for t in given):
                 return
         raise SolverDivergedError(
