@@ -775,10 +775,10 @@ def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bag
         trainer.train(big, tmp_path / "big", data={"bags": [bags[0]]}, progress=False)
 
 
-def _steady_bag(path, period: float, frames: int):
+def _steady_bag(path, period: float, frames: int, command=lambda i: (0.5, 0.3 * np.sin(i / 5))):
     """Camera frames every ``period`` s (random pixels), each followed by a command."""
     stamps = [(1.0 + period * i, 1.02 + period * i) for i in range(frames)]
-    commands = [(t + 0.003, (0.5, 0.3 * np.sin(i / 5))) for i, (_, t) in enumerate(stamps)]
+    commands = [(t + 0.003, command(i)) for i, (_, t) in enumerate(stamps)]
     return str(_synthetic_bag(path, stamps, [], commands, noise=True))
 
 
@@ -833,6 +833,31 @@ def test_a_bag_run_says_which_epoch_it_selected_and_which_had_the_same_validatio
     lines.clear()
     trainer.train(CAMERA_ONLY, tmp_path / "none", data={"bags": data["bags"]}, progress=False, log=lines.append)
     assert lines[-1].startswith("selected the last epoch (2): no validation bags; wrote "), lines[-1]
+
+
+def test_training_labels_that_never_change_are_named(tmp_path):
+    """Before: bags of a robot that only drove straight (angular command always 0) trained a policy that cannot
+    steer without a word. Labels clipped to the action bounds, as the loss clips them: 2.0 above high 1 is 1."""
+    from liquid_control.training import trainer
+
+    lines = []
+    straight = _steady_bag(tmp_path / "straight", 0.07, 30, command=lambda i: (2.0 + 0.1 * (i % 2), 0.0))
+    trainer.train(CAMERA_ONLY, tmp_path / "run", data={"bags": [straight]}, progress=False, log=lines.append)
+    warned = [line for line in lines if line.startswith("warning: every training label")]
+    assert warned == [
+        f"warning: every training label of action[{i}] is {value} (all 30 labelled updates, within action.low..high): "
+        "the policy can only learn to output that; record commands that vary it"
+        for i, value in ((0, 1), (1, 0))
+    ], lines
+    lines.clear()
+    trainer.train(
+        CAMERA_ONLY,
+        tmp_path / "varied",
+        data={"bags": [_steady_bag(tmp_path / "turns", 0.07, 30, command=lambda i: (0.02 * i, np.sin(i)))]},
+        progress=False,
+        log=lines.append,
+    )
+    assert not [line for line in lines if "warning" in line], lines
 
 
 def test_a_damaged_bag_cache_is_rebuilt_from_the_bag_and_named(expert_bags, tmp_path):

@@ -636,6 +636,7 @@ class BagRun(TrainingRun):
         episodes = self.prepare(self.data["bags"], "train")
         validation = self.prepare(self.data["validation"], "validation")
         self.note_dts(episodes)
+        self._note_constant_labels(episodes)
         if not validation:
             self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
         if self.epoch_done == 0:
@@ -645,6 +646,23 @@ class BagRun(TrainingRun):
         for epoch in range(self.epoch_done, self.total_epochs):
             self.train_epoch(episodes, epoch, 0)
             self.validate(validation)
+
+    def _note_constant_labels(self, episodes: list[Episode]) -> None:
+        """Warn of an action element whose every training label is the same (within the action bounds, where the
+        loss clips them): a recording that only drove straight teaches a policy that cannot steer."""
+        low, high = (np.asarray(self.config["action"][k], np.float64) for k in ("low", "high"))
+        least, most, count = np.full(len(low), np.inf), np.full(len(low), -np.inf), 0
+        for ep in episodes:
+            labels = ep.expert_action if ep.label_mask is None else ep.expert_action[np.asarray(ep.label_mask)]
+            if len(labels):
+                labels = np.clip(np.asarray(labels, np.float64), low, high)
+                least, most = np.minimum(least, labels.min(axis=0)), np.maximum(most, labels.max(axis=0))
+                count += len(labels)
+        for i in np.flatnonzero(least == most) if count else []:
+            self.log(
+                f"warning: every training label of action[{i}] is {least[i]:g} (all {count} labelled updates, "
+                f"within action.low..high): the policy can only learn to output that; record commands that vary it"
+            )
 
     def selection_note(self) -> str:
         """The selected epoch and its validation loss, with the epochs that tied with it (the later one wins) or
