@@ -1413,6 +1413,45 @@ def test_a_failed_report_write_keeps_the_previous_file_and_names_it(tmp_path, ca
         assert set(before) <= set(after) and not [name for name in after if name.startswith(".")]  # no temp file
 
 
+def test_a_full_disk_while_logging_an_episode_names_the_log_and_the_resume_drops_the_cut_line(
+    tmp_path, capsys, monkeypatch
+):
+    """Before: an append to episodes.jsonl that failed (disk full, `ulimit -f`) read 'cannot write in <out>: File
+    too large', naming neither the log nor what was kept, nor that --resume continues."""
+    import resource
+
+    from liquid_control.cli import main
+    from liquid_control.evaluation import results
+
+    out = tmp_path / "r"
+    log = out / LOG_NAME
+    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "3", "--lanes", "1",
+            "--out", str(out), "--no-progress", "--no-example", "--backend", "serial"]  # fmt: skip
+    original, soft, hard = results.ResultLog.append, *resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def fill_the_disk_at_the_second(self, record):
+        if self.records:  # the second episode's line is cut 50 bytes in
+            resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(self.path) + 50, hard))
+        original(self, record)
+
+    monkeypatch.setattr(results.ResultLog, "append", fill_the_disk_at_the_second)
+    try:
+        assert main(argv) == 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    err = capsys.readouterr().err
+    assert (
+        f"liquid-control eval: error: cannot write {log}: File too large; the finished episodes are in {log}; "
+        "make room and add --resume to continue"
+    ) in err, err
+    assert len(log.read_bytes().split(b"\n")) == 2  # one line, then the cut one
+    monkeypatch.setattr(results.ResultLog, "append", original)
+    assert main([*argv, "--resume"]) == 0
+    assert f"dropping a half-written last line of {log}" in capsys.readouterr().err
+    seeds = [r["episode_seed"] for r in read_log(str(log))]
+    assert len(seeds) == 3 and len(set(seeds)) == 3  # the first kept, the cut one run again, once
+
+
 def test_offline_policy_names_are_checked_like_simulated_ones(tmp_path, capsys):
     """Before: `eval --bag B --policy ../../escaped=P` evaluated and wrote plots/../../escaped__B.png, outside --out."""
     import shutil

@@ -205,18 +205,22 @@ def _given(args, options) -> str:
     return ", ".join("--" + k.replace("_", "-") for k in options if k in defaults and getattr(args, k) != defaults[k])
 
 
-def _interrupted(args, exc: KeyboardInterrupt) -> int:
-    """Ctrl-C's or SIGTERM's line: what finished is in the results log (or the experiment's folder); exit status
-    130, or 143 for SIGTERM (:class:`Terminated`)."""
+def _kept(args) -> str | None:
+    """What a stopped evaluation keeps for ``--resume``: the results log (or the experiment's folder), or None."""
     from liquid_control.evaluation.results import LOG_NAME
 
     log = os.path.join(args.out, LOG_NAME)
     if args.experiment and not args.bag and os.path.isdir(args.out):
-        kept = f"{args.out} keeps the finished training runs and episodes; add --resume to continue"
-    elif os.path.isfile(log) and not args.bag:
-        kept = f"the finished episodes are in {log}; add --resume to continue"
-    else:
-        kept = "nothing kept"
+        return f"{args.out} keeps the finished training runs and episodes; add --resume to continue"
+    if os.path.isfile(log) and not args.bag:
+        return f"the finished episodes are in {log}; add --resume to continue"
+    return None
+
+
+def _interrupted(args, exc: KeyboardInterrupt) -> int:
+    """Ctrl-C's or SIGTERM's line: what finished is in the results log (or the experiment's folder); exit status
+    130, or 143 for SIGTERM (:class:`Terminated`)."""
+    kept = _kept(args) or "nothing kept"
     stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
     print(f"liquid-control eval: {stopped}: {kept}", file=sys.stderr)
     return 143 if isinstance(exc, Terminated) else 130
@@ -291,7 +295,9 @@ def run(args: argparse.Namespace) -> int:
         return _interrupted(args, exc)
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
         where = f" {exc.filename}" if exc.filename else f" in {args.out}"  # at least the folder
-        print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}", file=sys.stderr)
+        kept = _kept(args)  # a full disk: room made, the run continues where it stopped
+        kept = f"; {kept.replace('add --resume', 'make room and add --resume')}" if kept else ""
+        print(f"liquid-control eval: error: cannot write{where}: {exc.strerror or exc}{kept}", file=sys.stderr)
         return 1
     except Exception as exc:  # Ctrl-C inside MuJoCo's render (--backend serial): a ctypes error standing for it
         interrupt = interrupt_in_ctypes(exc)

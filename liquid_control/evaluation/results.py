@@ -52,7 +52,7 @@ class ResultLog:
     def append(self, record: dict) -> None:
         """Write ``record`` as one line and fsync it before counting the episode as done."""
         line = json.dumps(record, sort_keys=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with naming(self.path), open(self.path, "a", encoding="utf-8") as fh:  # a full disk names the log
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
