@@ -155,6 +155,25 @@ def test_an_epoch_stops_at_the_first_step_whose_loss_is_not_finite():
     assert stats["chunks"] == 6 and "diverged_at" not in stats and np.isfinite(stats["loss"])
 
 
+def test_a_step_without_a_labelled_update_reports_no_loss_not_zero():
+    """Before: a step over updates without a label (a takeover bag's stretch the policy drove) reported loss 0.0,
+    which the progress bar showed as the loss; it reports None now (the bar keeps the last loss)."""
+    import dataclasses
+
+    env = gymnasium.make("TinyReach-v0")
+    driven = rollout(env, None, seed=1)
+    unlabelled = dataclasses.replace(driven, label_mask=np.zeros(len(driven), bool))
+    torch.manual_seed(0)
+    policy = Policy.from_config(tiny_config())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-2)
+    reported = []
+    run = dict(batch_size=1, sequence_length=len(driven), grad_clip=1.0, progress=reported.append)
+    stats = bc_epoch(policy, optimizer, [driven, unlabelled], rng=np.random.default_rng(0), **run)
+    assert stats["chunks"] == 2 and stats["updates"] == len(driven)
+    assert reported.count(None) == 1, reported  # the unlabelled episode's step (was 0.0)
+    assert [x for x in reported if x is not None] == [pytest.approx(stats["loss"])]
+
+
 def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
     a = trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
     b = trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "b", progress=False, log=lambda m: None)

@@ -203,7 +203,8 @@ def bc_epoch(
     """One pass over ``episodes`` (shuffled by ``rng``); returns {"loss": mean per-update loss, "chunks": n,
     "updates": labelled updates}.
 
-    ``progress`` is an optional callable(loss) called after every optimizer step (a tqdm update). ``parallel``
+    ``progress`` is an optional callable(loss) called after every optimizer step (a tqdm update; loss None for
+    a step without a labelled update, e.g. a takeover bag's stretch the policy drove: no loss, not 0). ``parallel``
     (a :class:`DataParallel` of ``policy``) splits every batch over its copies. A chunk whose loss is not finite
     ends the pass there, before its optimizer step: the rest would only train NaN weights on (an epoch over hours
     of recordings); the result is then {"loss": that loss, "diverged_at": its optimizer step (1-based), ...}.
@@ -252,7 +253,7 @@ def bc_epoch(
             updates += n
             chunks += 1
             if progress is not None:
-                progress(loss)
+                progress(loss if n else None)
     policy.eval()
     return {"loss": weighted / max(updates, 1), "chunks": chunks, "updates": updates}
 

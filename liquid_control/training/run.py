@@ -331,7 +331,8 @@ class TrainingRun:
 
         def tick(loss):
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            if loss is not None:  # else no labelled update in the step: the last loss stays shown
+                bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
 
         try:
             stats = bc_epoch(
