@@ -95,3 +95,35 @@ def test_torch_func_transforms_run_the_stepwise_graph_and_give_the_batched_numbe
     bad[1, 2] = -0.1
     with pytest.raises(ValueError, match="dt must be finite and >= 0"):
         torch.func.vmap(lambda xi, di: model(xi, di)[0])(x.detach(), bad)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_a_model_on_the_meta_device_gives_the_shapes_of_its_outputs(name, backend):
+    """Before: a model moved to the meta device (shape inference, deferred initialisation) failed in dt's check
+    ("Tensor.item() cannot be called on meta tensors"), where torch's own modules give meta outputs."""
+    model = _model(name)
+    x, dt = _data()
+    expected, expected_h = model(x, dt)
+    meta = model.to("meta")
+    out, h_n = meta(x.to("meta"), dt.to("meta"))
+    single, single_h = meta(x[0].to("meta"), 0.1)
+    with torch.no_grad():
+        step = meta.cell.step(x[:, 0].to("meta"), None, 0.1)
+    assert out.is_meta and h_n.is_meta and step.is_meta
+    assert (out.shape, h_n.shape) == (expected.shape, expected_h.shape)
+    assert (single.shape, single_h.shape) == (expected.shape[1:], expected_h.shape[1:])
+    assert step.shape == expected_h.shape
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_torch_jit_script_is_refused_naming_what_works_and_a_trace_runs(name):
+    """Before: torch.jit.script failed on the first Python construct it met ("Unknown type annotation: 'int'")."""
+    model = _model(name)
+    for scripted in (model, model.cell, torch.nn.Sequential(model.cell)):
+        with pytest.raises(TypeError, match=r"cannot compile .*torch\.jit\.trace"):
+            torch.jit.script(scripted)
+    x, dt = _data()
+    traced = torch.jit.trace(model, (x, dt), check_trace=False)
+    other_x, other_dt = _data(batch=3)
+    torch.testing.assert_close(traced(other_x, other_dt)[0], model(other_x, other_dt)[0])

@@ -76,6 +76,12 @@ def size_arg(name: str, value, minimum: int = 1) -> int:
     return int_arg(name, value, minimum)
 
 
+def autocast_on(x: torch.Tensor) -> bool:
+    """Whether ``torch.autocast`` is on for ``x``'s device type (one it can be on for: not ``meta``)."""
+    kind = x.device.type
+    return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
+
+
 class RecurrentCore(nn.Module):
     """Base class of every core: sizes, ``initial_state``, ``step``, ``output``, ``config``."""
 
@@ -171,7 +177,7 @@ class RecurrentCore(nn.Module):
 
         ``dt``: a float, (B,) or (B, 1); validated here (``cells.dt``), then ``advance`` runs. Under ``torch.autocast``
         it runs with autocast off in the weights' dtype (``cast_for_autocast``)."""
-        if torch.is_autocast_enabled(x.device.type):
+        if autocast_on(x):
             x, state = self.cast_for_autocast(x, state)
             with torch.autocast(x.device.type, enabled=False):
                 return self.step(x, state, dt)
@@ -233,7 +239,7 @@ class RecurrentCore(nn.Module):
         sequence kernels reached training, see docs/training.md). Under ``torch.autocast`` it runs with autocast off
         in the weights' dtype (``cast_for_autocast``).
         """
-        if torch.is_autocast_enabled(x.device.type):
+        if autocast_on(x):
             x, h0 = self.cast_for_autocast(x, h0)
             with torch.autocast(x.device.type, enabled=False):
                 return self.forward_sequence(x, dt, h0, mask, fused)
@@ -315,6 +321,15 @@ class RecurrentCore(nn.Module):
             raise ValueError(f"dt must have shape ({x.shape[0]},) here (validated by cells.dt), got {tuple(dt.shape)}")
         if state.dtype != x.dtype:
             raise ValueError(f"state must have x's dtype {x.dtype}, got {state.dtype}")
+
+    def __prepare_scriptable__(self):
+        """``torch.jit.script`` calls this first (on a ``LiquidRNN``'s cell too): refused here, naming what works,
+        where TorchScript failed on the first Python construct it met ("Unknown type annotation: 'int'")."""
+        raise TypeError(
+            f"torch.jit.script cannot compile {type(self).__name__}: its kernels are chosen and dt checked in Python; "
+            "use torch.jit.trace (records the stepwise graph, for the traced sequence length), torch.compile or the "
+            "ONNX export"
+        )
 
     def invalidate_fast_path(self) -> None:
         """Forget the step kernels (needed only after editing a parameter in place through ``.data``, which

@@ -29,11 +29,12 @@ def _raise_bad_dt(dt: torch.Tensor) -> None:
 
 def check_dt(dt: torch.Tensor) -> torch.Tensor:
     """Raise ValueError unless every entry of ``dt`` is finite and non-negative; returns ``dt`` (the values a
-    ``torch.func`` transform's wrapper holds are checked: ``kernels.unwrapped``)."""
+    ``torch.func`` transform's wrapper holds are checked: ``kernels.unwrapped``). A dt on the meta device has no
+    values: it passes, so a model on meta gives its outputs' shapes, as torch's modules do."""
     dt, given = unwrapped(dt), dt
     n = dt.numel()
-    if n == 0:
-        return dt
+    if n == 0 or dt.is_meta:
+        return given
     if n <= _SMALL and dt.is_cpu:
         values = dt.tolist() if dt.dim() == 1 else dt.reshape(-1).tolist()
         ok = all(0.0 <= v < math.inf for v in values)  # NaN fails the comparison

@@ -265,6 +265,8 @@ class LTCCell(RecurrentCore):
         hundreds of steps of huge states until they overflowed. Non-finite inputs, start or weights (a diverged
         optimizer's) are not the solver's doing: their NaN states go on as with the other solvers."""
         state, start, x, dt = (None if t is None else unwrapped(t) for t in (state, start, x, dt))  # torch.func's
+        if state.is_meta:  # no values to check
+            return
         with torch.no_grad():
             begun = float(start.detach().abs().max()) if start is not None and start.numel() else 0.0
             largest = float(state.detach().abs().max()) if state.numel() else 0.0

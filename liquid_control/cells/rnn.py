@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import CORE_TYPES, RecurrentCore, build_core, register_core
+from .core import CORE_TYPES, RecurrentCore, autocast_on, build_core, register_core
 from .dt import sequence_dt
 
 
@@ -76,7 +76,7 @@ class LiquidRNN(nn.Module):
         is ``(x, hx, timespans)``, this one's ``(x, dt, h0)`` as ``dt`` is what a liquid cell needs)."""
         if not isinstance(x, torch.Tensor):  # numpy or a list, like dt and mask
             x = torch.as_tensor(x)
-        if torch.is_autocast_enabled(x.device.type):  # run outside it in the weights' dtype, as the cell's entry points
+        if autocast_on(x):  # run outside it in the weights' dtype, as the cell's entry points
             x, h0, hx = self.cell.cast_for_autocast(x, h0, hx)
             with torch.autocast(x.device.type, enabled=False):
                 return self.forward(x, dt, h0, mask, hx=hx, timespans=timespans)
