@@ -860,6 +860,18 @@ def test_training_labels_that_never_change_are_named(tmp_path):
     assert not [line for line in lines if "warning" in line], lines
 
 
+def test_a_run_on_single_update_bags_says_the_core_never_integrated_time(tmp_path):
+    """Before: bags of one frame each (every update at dt 0) trained with the advice 'set core.max_step a little
+    above the longest, e.g. 0.0001': sub-steps of 0.1 ms, a thousand a step at run time."""
+    from liquid_control.training import trainer
+
+    lines = []
+    data = {"bags": [_steady_bag(tmp_path / "one", 0.07, 1)]}
+    trainer.train(CAMERA_ONLY, tmp_path / "run", data=data, progress=False, log=lines.append)
+    assert not [line for line in lines if "max_step" in line], lines
+    assert "every update trained on had dt 0 (sequences of a single update, given the dt after a reset)" in lines[-2]
+
+
 def test_a_damaged_bag_cache_is_rebuilt_from_the_bag_and_named(expert_bags, tmp_path):
     """The converted bags under data/bags/ are a cache: a segment file cut short or gone, or an index.json that
     is not one, makes a resume convert the bag again with a warning naming the file (it failed every resume

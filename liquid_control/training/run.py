@@ -510,7 +510,13 @@ class TrainingRun:
             metadata["started_from"] = self.started_from
         metadata.update(self.extra_metadata())
         max_step = self.config["core"]["max_step"]
-        if self.config["core"]["type"] in CONTINUOUS_CORES and not self.config["core"]["ignore_dt"]:
+        continuous = self.config["core"]["type"] in CONTINUOUS_CORES and not self.config["core"]["ignore_dt"]
+        if continuous and self.longest_dt <= 0:  # no max_step to advise: 1.25 x 0 is no step length
+            self.log(
+                "every update trained on had dt 0 (sequences of a single update, given the dt after a reset): the "
+                "core never integrated a time step in training, so every dt at run time is one it never saw"
+            )
+        elif continuous:
             self.log(
                 f"longest dt trained on: {self.longest_dt:.4f} s; core.max_step "
                 + (
