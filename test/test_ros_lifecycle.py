@@ -1018,6 +1018,28 @@ def test_an_input_silent_before_the_node_clock_jumps_back_stays_silent_after_it(
     assert rig.node._stale == ["wheels"]
 
 
+def test_a_node_activated_before_the_first_clock_message_watches_from_it(policy_file, ros):
+    """use_sim_time and activated before any /clock (autostarted before `replay --clock` or the simulator): the
+    node clock read 0 at activation and the first /clock 1000 s, so every input was silent for 1000 s at the first
+    watchdog check: a stop and `watchdog: imu silent 1000.00 s, wheels silent 1000.00 s` while the inputs streamed.
+    The watch starts at the first /clock; an input silent from there is still stopped for."""
+    rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.3, use_sim_time=True)
+    rig.configure()
+    assert rig.node._now() == 0.0  # no /clock yet
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    SimClock(rig, offset=1000.0)
+    rig.publish_target(0.5)
+    rig.stream(1.0)
+    assert rig.node._now() > 1000.0
+    assert not [w for w in rig.warnings if w.startswith("watchdog")], rig.warnings
+    assert rig.node._stops_published == 0 and rig.commands and rig.commands[-1][1] != [0.0, 0.0]
+    silent = time.monotonic()
+    rig.stream(1.0, wheels=None)
+    assert rig.commands_since(silent)[-1] == [0.0, 0.0]
+    (warning,) = [w for w in rig.warnings if w.startswith("watchdog")]
+    assert warning.startswith("watchdog: wheels silent 0."), warning
+
+
 def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros):
     """Every update failing stopped the robot, but the warning and the diagnostics said it waited for "messages
     in the reordering buffer"."""

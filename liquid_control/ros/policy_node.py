@@ -659,6 +659,8 @@ class PolicyNode(LifecycleNode):
         if not self._active:
             return
         now, timeout = self._now(), self.settings.watchdog_timeout_s
+        if self._activated_at == 0.0 and now > 0.0:
+            self._clock_started(now)
         if self._watchdog_seen is not None and now < self._watchdog_seen:
             self._restart_watch_times(now, self._watchdog_seen - now)
         self._watchdog_seen = now
@@ -732,6 +734,16 @@ class PolicyNode(LifecycleNode):
         self.get_logger().info("watchdog: all inputs fresh again, commanding")
         self._stale = []
         self._publish_diagnostics()
+
+    def _clock_started(self, now: float):
+        """Activated with use_sim_time before any /clock (the node clock reads 0, ROS time not started: a node
+        autostarted before ``replay --clock`` or the simulator): the watchdog's times count from the first /clock,
+        not from 0, which made every input "silent 1700000000.00 s" at once (a stop and a false warning), and
+        so does the rate limit's ramp from the activation stop. Messages before it are rejected (future_stamp)."""
+        self._activated_at = now
+        if self.limiter.previous_time == 0.0:
+            self.limiter.previous_time = now
+        self.get_logger().info(f"node clock started (first /clock, {now:.3f} s) after activation: watching from here")
 
     def _restart_watch_times(self, now: float, back: float):
         """The node clock went back (with use_sim_time: /clock restarted, as sim_node's does each episode): the
