@@ -1,4 +1,5 @@
-"""What the docs state as values of the code, read from the code: the worlds' ``info`` keys (docs/worlds.md).
+"""What the docs state as values of the code, read from the code: the worlds' ``info`` keys (docs/worlds.md), the
+nodes' parameters (docs/ros.md, real_robot.md, viewing.md).
 Commands quoted in the docs are checked in test_docs_commands.py."""
 
 import re
@@ -38,3 +39,24 @@ def test_worlds_md_names_every_info_key_of_each_world(world):
     finally:
         env.close()
     assert set(info) == documented_info_keys()[world]
+
+
+def test_every_node_parameter_is_named_in_the_ros_docs():
+    """A parameter the pages never name is one a user cannot find to set: the takeover mux's three topics, sim_node's
+    odom and status topics and reset service, the recorder's compression and the policy node's queue depths and
+    command frame were declared and read, and named nowhere in docs/."""
+    from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
+    from liquid_control.ros.recorder_node import RECORDER_PARAMETERS
+    from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
+    from liquid_control.ros.takeover_mux import MUX_PARAMETERS
+
+    text = "".join((ROOT / "docs" / page).read_text() for page in ("ros.md", "real_robot.md", "viewing.md"))
+    named = set(re.findall(r"`(\w+)(?::|`)", text)) | set(re.findall(r"\b(\w+):=", text))  # `name`, `name: v`, name:=v
+    tables = {
+        "policy_node": POLICY_NODE_PARAMETERS,
+        "sim_node": SIM_NODE_PARAMETERS,
+        "bag_recorder": RECORDER_PARAMETERS,
+        "takeover_mux": MUX_PARAMETERS,
+    }
+    unnamed = {node: sorted(set(table) - named) for node, table in tables.items()}
+    assert not any(unnamed.values()), unnamed
