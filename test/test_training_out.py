@@ -615,6 +615,24 @@ def test_vector_statistics_of_huge_readings_are_float64_or_refused_naming_the_in
         assert code == 0 and (tmp_path / "run" / "policy.pt").is_file()
 
 
+def test_a_vector_input_constant_over_the_training_data_is_warned_of_by_name(tmp_path, capsys):
+    """Before: an IMU axis that never changed in the recordings (a gyroscope left unplugged) got its spread floored
+    at 1e-3 without a word, so at run time any change of it reached the network a thousand times amplified."""
+    import numpy as np
+    from test_bags import CAMERA_IMU, _synthetic_bag
+
+    cfg = {**CAMERA_IMU, "training": {**CAMERA_IMU["training"], "epochs_first": 1}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    frames = [(s, s + 0.02) for s in 1.0 + np.arange(40) * 0.066]
+    imus = [(s - 0.005, t - 0.015, np.r_[0.25, np.sin(np.arange(5) + i)]) for i, (s, t) in enumerate(frames)]
+    bag = _synthetic_bag(tmp_path / "bag", frames, imus, [(t + 0.003, (0.5, 0.1)) for _, t in frames])
+    argv = ["train", "--config", str(tmp_path / "cfg.yaml"), "--bag", str(bag), "--out", str(tmp_path / "run")]
+    assert cli.main([*argv, "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: vector input imu[0] barely varies over the training data (spread 0" in err
+    assert "imu[1]" not in err and "leave it out of observation.vectors" in err
+
+
 def test_an_empty_training_checkpoint_says_why_it_cannot_be_read(tmp_path):
     """Before: "...checkpoint.pt: cannot read the training checkpoint: " with nothing after the colon, then
     torch's bare "EOFError"."""

@@ -154,6 +154,10 @@ class CameraEncoder(nn.Module):
         return self.surround_rows @ x @ self.surround_cols
 
 
+MIN_INPUT_STD = 1e-3
+"""The floor of a vector input's stored spread: a constant input must not divide by zero."""
+
+
 class VectorEncoder(nn.Module):
     """Concatenated vector sensors (N, D) -> features (N, F), normalised by stored input statistics.
 
@@ -173,7 +177,7 @@ class VectorEncoder(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.input_size, self.output_size = input_size, features
 
-    def set_normalization(self, mean, std, min_std: float = 1e-3) -> None:
+    def set_normalization(self, mean, std, min_std: float = MIN_INPUT_STD) -> None:
         """Store the input statistics (``std`` floored at ``min_std``); ValueError unless they are finite."""
         mean = torch.as_tensor(mean, dtype=self.mean.dtype).reshape(self.input_size)
         std = torch.as_tensor(std, dtype=self.std.dtype).reshape(self.input_size)

@@ -38,6 +38,7 @@ from liquid_control.policy import Policy, save_policy
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.policy.checkpoint import atomic_torch_save
 from liquid_control.policy.config import CONTINUOUS_CORES
+from liquid_control.policy.encoders import MIN_INPUT_STD
 
 from .bc import DataParallel, bc_epoch, count_chunks
 from .curves import plot_curves
@@ -307,16 +308,23 @@ class TrainingRun:
         data = np.concatenate(
             [np.concatenate([ep.observations[k] for k in keys], axis=1) for ep in episodes], dtype=np.float64
         )  # float64: one huge but finite reading (1e20) overflowed float32's variance
+        columns = [f"{k}[{i}]" for k in keys for i in range(self.policy.config["observation"]["vectors"][k])]
         largest = np.abs(data).max(axis=0)
         unusable = ~(largest < 1e30)  # NaN too: no sensor reads that; its statistics would flatten the column
         if unusable.any():
-            columns = [f"{k}[{i}]" for k in keys for i in range(self.policy.config["observation"]["vectors"][k])]
             bad = [f"{columns[i]} (largest |value| {largest[i]:.3g})" for i in np.flatnonzero(unusable)]
             raise TrainingError(
                 f"vector input statistics unusable for {', '.join(bad)} over {len(episodes)} training episode(s): "
                 "a reading of that size is no sensor's; check the recording (or the vector input's units)"
             )
-        self.policy.vectors.set_normalization(data.mean(axis=0), data.std(axis=0))
+        std = data.std(axis=0)
+        for i in np.flatnonzero(std < MIN_INPUT_STD):
+            self.log(
+                f"warning: vector input {columns[i]} barely varies over the training data (spread {std[i]:.3g}, "
+                f"{len(data)} readings): it is scaled by 1/{MIN_INPUT_STD:g}, so a change of 0.01 at run time reaches "
+                "the network as 10; record data in which it varies, or leave it out of observation.vectors"
+            )
+        self.policy.vectors.set_normalization(data.mean(axis=0), std)
 
     def train_epoch(self, episodes: list[Episode], epoch: int, round_index: int) -> None:
         """One behaviour-cloning epoch over every episode so far, at the cosine schedule's learning rate."""
