@@ -357,6 +357,23 @@ def test_late_camera_frame_updates_with_zero_dt_and_is_counted():
     assert all(c[0] >= 0 for c in runner.backend.calls)
 
 
+def test_a_held_input_stamped_before_the_previous_update_is_counted_late():
+    """A held input (the balancer's wheels beside its IMU updates) delivered later than the lag allowed: the
+    update at its stamp went on with its reading before, and nothing said so (only update sensors counted
+    ``late.<sensor>``), so a reorder_lag_s too short for it was invisible in the diagnostics (seen with two
+    policy nodes under rclpy's MultiThreadedExecutor: wheel messages handled after the next IMU's update)."""
+    runner = fusion_runner(lag=0.0)
+    runner.submit("wheels", 0.990, wheels())
+    runner.submit("camera", 0.995, image())
+    assert runner.submit("imu", 1.000, imu()).status == R.UPDATED
+    assert runner.submit("wheels", 1.000, wheels()).status == R.HELD  # the update's own stamp: not late
+    assert runner.submit("imu", 1.010, imu()).status == R.UPDATED
+    assert runner.submit("wheels", 1.005, wheels()).status == R.HELD  # the 1.010 update went on without it
+    assert runner.counters["late.wheels"] == 1
+    assert runner.submit("wheels", 1.012, wheels()).status == R.HELD
+    assert runner.counters["late.wheels"] == 1 and "late.camera" not in runner.counters
+
+
 def test_reordering_buffer_releases_in_stamp_order_after_the_lag():
     """Lag 30 ms: a frame stamped 0.935 that arrives after the 0.950 IMU message is released in stamp order,
     not late; every message waits until one stamped 30 ms after it has arrived (the lag's latency cost)."""

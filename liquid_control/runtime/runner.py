@@ -9,7 +9,8 @@ seconds, and this class decides what each reading does to the liquid state.
   releases them in stamp order after the policy's ``reorder_lag_s`` (0: on arrival); every released message of
   an ``update_on`` sensor advances the state by ``dt = update stamp - previous update stamp`` (never
   negative: a message stamped before the previous update is *late* and updates with dt = 0, counted as
-  ``late.<sensor>``), the other sensors' readings are held. Each encoder runs only when one of its inputs has
+  ``late.<sensor>``), the other sensors' readings are held (one stamped before the previous update is late too:
+  that update went on with the reading before it; counted alike). Each encoder runs only when one of its inputs has
   a new message; its latest features are part of the state (the camera CNN once per frame, not once per IMU
   message). The core also sees which update sensor arrived and how old each one's latest message is, when
   the policy was trained with those time inputs.
@@ -352,7 +353,11 @@ class PolicyRunner:
         the update's ``(action, dt)`` if any, and the reset it caused (a gap) or None."""
         self._held[sensor] = reading
         self._stale_encoders.add(self.spec.encoder_of(sensor))
+        previous_update = self._clock.stamp
         update = self._clock.release(sensor, stamp)
+        if sensor not in self.spec.update_on and sensor not in self.setpoints:
+            if previous_update is not None and stamp < previous_update:  # the updates since its stamp went on
+                self.counters[f"late.{sensor}"] += 1  # an older reading of it: later than the lag allowed
         if update is None:
             if sensor in self.spec.update_on:
                 self.counters["waiting_for_inputs"] += 1
