@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from test_readme_commands import _policy_node_check, _ros2_launch_check, command_lines, fenced_blocks
 
 from liquid_control import cli
@@ -36,7 +37,8 @@ PLACEHOLDER = re.compile(r"<[^>]*>|\$\{?\w+\}?|\.\.\.|[A-Z][A-Z0-9_]*")
 
 def page_commands(path: Path) -> list[tuple[str, str]]:
     """("fenced" | "prose", command) of a page: its bash blocks' commands (a line's ``&&``, ``;`` and ``|``
-    parts; environment assignments and a trailing ``&`` dropped) and its backticked spans that are commands."""
+    parts; environment assignments and a trailing ``&`` dropped), a model card's training command and the page's
+    backticked spans that are commands."""
     text = path.read_text()
     found = []
     for lang, code in fenced_blocks(text):
@@ -47,6 +49,9 @@ def page_commands(path: Path) -> list[tuple[str, str]]:
                 part = re.sub(r"^(\w+=\S* )+|^/usr/bin/time -v ", "", part.strip()).removesuffix("&").strip()
                 if COMMAND.match(part):
                     found.append(("fenced", part))
+    if text.startswith("---\n"):  # a model card's front matter: the command that trained the policy
+        command = (yaml.safe_load(text.split("---\n")[1]).get("training") or {}).get("command")
+        found += [("fenced", command)] if command else []
     prose = re.sub(r"^ *```.*?^ *```", "", text, flags=re.S | re.M)
     for span in re.findall(r"`([^`]+)`", prose):
         span = re.sub(r"^(\w+=\S* )+", "", " ".join(span.split()))
