@@ -127,3 +127,28 @@ def test_torch_jit_script_is_refused_naming_what_works_and_a_trace_runs(name):
     traced = torch.jit.trace(model, (x, dt), check_trace=False)
     other_x, other_dt = _data(batch=3)
     torch.testing.assert_close(traced(other_x, other_dt)[0], model(other_x, other_dt)[0])
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD])
+@pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc"])
+def test_step_kernels_see_the_weights_a_fused_optimizer_wrote(name, optimizer, backend):
+    """Before: torch's fused optimizers (fused=True) update the weights without bumping their version counters,
+    so the step kernel prepared before an optimizer step kept stepping with the old weights (0.17-0.97 off)."""
+    model = _model(name)
+    x, dt = _data()
+
+    def steps(m):
+        with torch.no_grad(), kernels.recording() as ran:
+            state = None
+            for t in range(x.shape[1]):
+                state = m.cell.step(x[:, t], state, dt[:, t])
+        assert {path for _, _, path in ran} == {backend.replace("torch", "numpy")}
+        return state
+
+    steps(model)  # the step kernel is prepared
+    opt = optimizer(model.parameters(), lr=0.1, fused=True)
+    model(x, dt)[0].pow(2).sum().backward()
+    opt.step()
+    fresh = MODELS[name]()
+    fresh.load_state_dict(model.state_dict())
+    torch.testing.assert_close(steps(model), steps(fresh), rtol=0, atol=0)

@@ -27,6 +27,7 @@ from operator import attrgetter, is_, methodcaller
 from typing import Any
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from . import native
 
@@ -137,18 +138,34 @@ def _weight_tables(core) -> tuple[tuple, tuple]:
 
 _VERSION, _DATA_PTR = attrgetter("_version"), methodcaller("data_ptr")
 
+# Steps taken by torch's fused optimizers (``Adam(..., fused=True)``, also AdamW, SGD, Adagrad), counted by a hook:
+# they update the weights in place without bumping the tensors' version counters, so a prepared step kernel kept
+# the old weights after one (no-grad steps 0.17-0.97 off a fresh copy's); a prepared kernel is checked against
+# this count too (any fused step rebuilds it once, whichever model it trained).
+fused_optimizer_steps = 0
+
+
+def _count_fused_optimizer_step(optimizer, args, kwargs) -> None:
+    global fused_optimizer_steps
+    if any(group.get("fused") for group in optimizer.param_groups):
+        fused_optimizer_steps += 1
+
+
+register_optimizer_step_post_hook(_count_fused_optimizer_step)
+
 
 def _weights_state(tensors) -> tuple:
     """What a prepared kernel's weights were read from: each tensor's in-place update counter and storage.
-    In-place updates bump the counter; ``p.data = ...`` and ``vector_to_parameters`` change the storage. Only an
-    in-place edit through ``p.data`` (which has its own counter) goes unseen: ``invalidate_fast_path`` then."""
+    In-place updates bump the counter (torch's fused optimizers do not: ``fused_optimizer_steps``); ``p.data = ...``
+    and ``vector_to_parameters`` change the storage. Only an in-place edit through ``p.data`` (which has its own
+    counter) goes unseen: ``invalidate_fast_path`` then."""
     return (*map(_VERSION, tensors), *map(_DATA_PTR, tensors))
 
 
 class StepKernels:
     """The step kernel of a core per dtype, rebuilt when its parameters or buffers changed: other tensors
-    (``torch.func.functional_call``), other storage or an in-place update (``_weights_state``); ``load_state_dict``,
-    ``to()`` and friends call ``clear``."""
+    (``torch.func.functional_call``), other storage or an in-place update (``_weights_state``), a step of a fused
+    optimizer (``fused_optimizer_steps``); ``load_state_dict``, ``to()`` and friends call ``clear``."""
 
     def __init__(self):
         self._cache: dict[Any, tuple] = {}
@@ -158,7 +175,7 @@ class StepKernels:
         if transformed():  # a cached kernel too: it would be handed tensors without storage
             return None
         cached = self._cache.get(dtype)
-        if cached is not None and cached[0] == core.training:
+        if cached is not None and cached[0] == (core.training, fused_optimizer_steps):
             _, tables, names, tensors, state, kernel, _ = cached
             current = tuple(map(dict.get, tables, names))
             if all(map(is_, current, tensors)) and _weights_state(current) == state:
@@ -173,7 +190,8 @@ class StepKernels:
         tensors = tuple(map(dict.get, tables, names))
         # the storages are held, so that no other tensor's can be allocated at a compared address meanwhile
         storages = tuple(t.untyped_storage() for t in tensors)
-        self._cache[dtype] = (core.training, tables, names, tensors, _weights_state(tensors), kernel, storages)
+        prepared_for = (core.training, fused_optimizer_steps)
+        self._cache[dtype] = (prepared_for, tables, names, tensors, _weights_state(tensors), kernel, storages)
         return kernel
 
     def clear(self) -> None:
