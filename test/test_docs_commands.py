@@ -32,6 +32,8 @@ COMMAND = re.compile(
     r"(liquid-control|(\.venv/bin/)?python3? (-m (liquid_control|sim_envs)\.[\w.]+|(scripts|benchmarks)/\w+\.py)"
     r"|ros2 launch liquid_control|policy_node --ros-args|(\./)?scripts/\w+\.sh)( |$)"
 )
+SCRIPT = re.compile(r"(\./)?scripts/\w+\.sh( |$)")
+ASSIGNMENT = r"""\w+=(?:"[^"]*"|'[^']*'|\S*)"""  # VAR=value before a command
 PLACEHOLDER = re.compile(r"<[^>]*>|\$\{?\w+\}?|\.\.\.|[A-Z][A-Z0-9_]*")
 
 
@@ -46,17 +48,19 @@ def page_commands(path: Path) -> list[tuple[str, str]]:
             continue
         for line in command_lines(code):
             for part in re.split(r" && | \| |; ", line):
-                part = re.sub(r"^(\w+=\S* )+|^/usr/bin/time -v ", "", part.strip()).removesuffix("&").strip()
-                if COMMAND.match(part):
-                    found.append(("fenced", part))
+                part = part.strip().removeprefix("/usr/bin/time -v ").removesuffix("&").strip()
+                command = re.sub(rf"^({ASSIGNMENT} )+", "", part)
+                if COMMAND.match(command):  # a script's settings (environment variables) stay, for check_command
+                    found.append(("fenced", part if SCRIPT.match(command) else command))
     if text.startswith("---\n"):  # a model card's front matter: the command that trained the policy
         command = (yaml.safe_load(text.split("---\n")[1]).get("training") or {}).get("command")
         found += [("fenced", command)] if command else []
     prose = re.sub(r"^ *```.*?^ *```", "", text, flags=re.S | re.M)
     for span in re.findall(r"`([^`]+)`", prose):
-        span = re.sub(r"^(\w+=\S* )+", "", " ".join(span.split()))
-        if COMMAND.match(span):
-            found.append(("prose", span))
+        span = " ".join(span.split())
+        command = re.sub(rf"^({ASSIGNMENT} )+", "", span)
+        if COMMAND.match(command):
+            found.append(("prose", span if SCRIPT.match(command) else command))
     return found
 
 
@@ -186,8 +190,12 @@ def check_command(kind: str, command: str, where: str, monkeypatch) -> None:
         _ros2_launch_check([a for a in argv if not is_placeholder(a.partition(":=")[2]) or ":=" not in a], ROOT)
     elif argv[0] == "policy_node":
         _policy_node_check(argv)
-    else:
-        assert (ROOT / argv[0].removeprefix("./")).is_file(), f"{where}: no {argv[0]}"
+    else:  # scripts/*.sh: its settings are environment variables, each one it reads
+        settings = [a.partition("=")[0] for a in argv[: next(i for i, a in enumerate(argv) if "=" not in a)]]
+        script = ROOT / argv[len(settings)].removeprefix("./")
+        assert script.is_file(), f"{where}: no {script.relative_to(ROOT)}"
+        unread = [name for name in settings if not re.search(rf"\$\{{{name}\b", script.read_text())]
+        assert not unread, f"{where}: {script.name} reads no {', '.join(unread)}"
 
 
 def test_the_pages_quote_commands():
