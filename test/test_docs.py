@@ -114,7 +114,8 @@ def test_every_relative_link_and_figure_of_the_docs_is_a_committed_file():
     )
     link = re.compile(r"\]\(([^)\s]+)\)")
     missing = []
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "policies").glob("*.md"))]:
+    pages = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for doc in [*pages, *sorted((ROOT / "policies").glob("*.md"))]:
         for target in link.findall(re.sub(r"`[^`\n]*`", "", doc.read_text())):
             path = target.partition("#")[0]
             if not path or re.match(r"[a-z]+:", path):  # an anchor of the page itself, a web address
