@@ -78,6 +78,8 @@ def size_arg(name: str, value, minimum: int = 1) -> int:
 
 def autocast_on(x: torch.Tensor) -> bool:
     """Whether ``torch.autocast`` is on for ``x``'s device type (one it can be on for: not ``meta``)."""
+    if not torch._C._is_any_autocast_enabled():  # the usual answer, in 0.1 us (the device's question takes 0.6)
+        return False
     kind = x.device.type
     return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
