@@ -360,6 +360,34 @@ def test_an_image_of_another_size_is_refused_before_it_is_converted(policy_node)
     ), warnings
 
 
+def test_a_stretched_camera_or_one_of_another_field_of_view_is_named_from_camera_info(policy_node):
+    """A camera whose 4:3 frames were resized to the policy's square size (camera_info with fx != fy) or whose lens
+    sees another angle than the policy's world (LiquidBalanceNav-v0: 90 degrees) fed the policy another picture
+    than training without a word (only the size was compared); now counted and warned, naming camera_info."""
+    import math
+
+    from sensor_msgs.msg import CameraInfo
+
+    node, _probe, _spin, warnings = policy_node
+    on_info = node._subscriptions_by_sensor["camera_info"].callback
+
+    def info(fx, fy):
+        msg = CameraInfo(width=8, height=8)
+        msg.k = [fx, 0.0, 3.5, 0.0, fy, 3.5, 0.0, 0.0, 1.0]
+        return msg
+
+    matching = 4.0 / math.tan(math.radians(45.0))  # 8 pixels across 90 degrees
+    on_info(info(matching, matching))
+    assert not [k for k in node.runner.counters if k.startswith("camera_info.")] and not warnings
+    on_info(info(matching * 0.75, matching))  # squeezed 4:3 (so also wider across: fov_mismatch)
+    assert node.runner.counters["camera_info.non_square_pixels"] == 1
+    assert any(w.startswith("/camera/camera_info: camera_info's K has pixels 0.75 times") for w in warnings), warnings
+    on_info(info(4.0 / math.tan(math.radians(60.0)), 4.0 / math.tan(math.radians(60.0))))  # a 120 degree lens
+    assert node.runner.counters["camera_info.non_square_pixels"] == 1
+    assert node.runner.counters["camera_info.fov_mismatch"] == 2
+    assert any("a field of view of 120x120 degrees" in w and "LiquidBalanceNav-v0 renders 90x90" in w for w in warnings)
+
+
 @pytest.mark.parametrize("policy_node", [CAMERA_IMU_WHEELS], indirect=True)
 def test_a_joint_state_naming_a_million_joints_is_logged_in_one_short_line(policy_node):
     """The missing_joint warning listed every name of the message: a JointState of 10^6 names (none of the wheels)

@@ -45,6 +45,7 @@ from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
 from liquid_control.conventions import stamps
+from liquid_control.conventions.camera_info import camera_info_problems
 from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
 from liquid_control.conventions.imu import NOT_PROVIDED, ImuFieldNotProvided, imu_reading
@@ -92,6 +93,19 @@ SENSORS = {
 }
 
 
+def _world_camera_fovy_deg(world: str | None) -> float | None:
+    """The vertical field of view (degrees) of the front camera of the simulated ``world`` a policy was trained
+    in (its module's CAMERA_FOVY_DEG), or None: not one of the worlds, or the worlds not installed."""
+    try:
+        from sim_envs import world_class
+
+        cls = world_class(world)
+    except (ImportError, KeyError):
+        return None
+    fovy = getattr(sys.modules[cls.__module__], "CAMERA_FOVY_DEG", None)
+    return None if fovy is None else float(fovy)
+
+
 class StopRequested(BaseException):
     """SIGINT/SIGTERM during a blocking configure (a kernel build, a slow load): abandon it and exit.
 
@@ -100,6 +114,7 @@ class StopRequested(BaseException):
 
 
 _ACTIVE_NODES: set[int] = set()  # ids of the active PolicyNodes of this process (see _hold_heap)
+_HEAP_LOCK = threading.Lock()
 
 
 def _hold_heap(node, active: bool) -> None:
@@ -109,15 +124,17 @@ def _hold_heap(node, active: bool) -> None:
     a 2-core VM, a stall of the control loop at a moment CPython picks. While any policy node of the process is
     active, everything alive at its activation is frozen out of collections (``gc.freeze``, as real-time Python
     loops do; ``on_activate`` collects the loading garbage first); the freeze is process-wide, so it is lifted
-    when the last active node stops commanding.
+    when the last active node stops commanding. Under a MultiThreadedExecutor two nodes' transitions run at once:
+    one lock, or a node activated between another's "none left" and its unfreeze commanded unfrozen.
     """
-    if active:
-        _ACTIVE_NODES.add(id(node))
-        gc.freeze()
-    elif id(node) in _ACTIVE_NODES:
-        _ACTIVE_NODES.discard(id(node))
-        if not _ACTIVE_NODES:
-            gc.unfreeze()
+    with _HEAP_LOCK:
+        if active:
+            _ACTIVE_NODES.add(id(node))
+            gc.freeze()
+        elif id(node) in _ACTIVE_NODES:
+            _ACTIVE_NODES.discard(id(node))
+            if not _ACTIVE_NODES:
+                gc.unfreeze()
 
 
 @contextlib.contextmanager
@@ -277,8 +294,10 @@ class PolicyNode(LifecycleNode):
             # beside the topic the image subscription resolved to, so that remapping the image moves it along
             info_topic = camera_info_topic(self._subscriptions_by_sensor[CAMERA].topic_name)
             info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)  # the camera's
+            world = self.runner.backend.config.get("world")
+            trained = (spec.sensors[CAMERA], world, _world_camera_fovy_deg(world))
             self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
-                CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, spec.sensors[CAMERA]), info_qos
+                CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, *trained), info_qos
             )
         with _naming(f"command_topic ({s.command_topic!r}) / command_qos_depth"):
             self._command_pub = self.create_lifecycle_publisher(
@@ -530,17 +549,18 @@ class PolicyNode(LifecycleNode):
             return
         self._on_reading(CAMERA, msg.header.stamp, value)
 
-    def _on_camera_info(self, msg: CameraInfo, expected_shape: tuple):
-        """The camera's resolution must be the policy's input size: say so once per throttle period if not."""
-        if self.runner is None or (msg.height, msg.width) == tuple(expected_shape[:2]):
+    def _on_camera_info(self, msg: CameraInfo, expected_shape: tuple, world: str | None, fovy_deg: float | None):
+        """The camera's resolution must be the policy's input size, its pixels square and its field of view the
+        training world's (conventions.camera_info): each problem counted (``camera_info.<problem>``) and said once
+        per throttle period; a wrong size is an error (every image is rejected), the others warnings (the images
+        are taken, but show another picture than training did)."""
+        if self.runner is None:
             return
-        self.runner.counters["camera_info.size_mismatch"] += 1
-        if self._may_log("camera_info"):
-            self.get_logger().error(
-                f"camera_info says {msg.width}x{msg.height} images but the policy takes "
-                f"{expected_shape[1]}x{expected_shape[0]}: its images will be rejected (bad_shape); "
-                "set the camera's resolution to the policy's"
-            )
+        for problem, text in camera_info_problems(msg, expected_shape, world, fovy_deg).items():
+            self.runner.counters[f"camera_info.{problem}"] += 1
+            if self._may_log(f"camera_info.{problem}"):
+                log = self.get_logger().error if problem == "size_mismatch" else self.get_logger().warning
+                log(f"{self._subscriptions_by_sensor['camera_info'].topic_name}: {text}")
 
     def _on_vector(self, sensor: str, msg):
         if not self._active and not (sensor in SETPOINTS and self.runner is not None):

@@ -1,0 +1,89 @@
+"""``sensor_msgs/CameraInfo`` against the picture a policy was trained on: size, pixel shape, field of view.
+
+A policy sees the frames of its training camera. The simulated worlds render square pixels through a pinhole of
+vertical field of view ``fovy`` (MuJoCo's convention; the horizontal one follows from the image's aspect). A robot's
+camera differs silently where its frames are resized to the policy's size by another aspect ratio (image_proc's
+resize of a 640x480 frame to 64x64 squeezes it 4:3 horizontally; camera_info then has ``fx != fy``) or where its
+lens sees a wider or narrower angle. The intrinsics are read as image_geometry's PinholeCameraModel reads them:
+``K`` is for the calibrated resolution (``width`` x ``height``), the published image is the ``roi`` of it (all of
+it when the ROI is zero) divided by ``binning_x``/``binning_y`` (0 or 1: none). An uncalibrated camera (``K`` zero,
+as many drivers publish without a calibration file) tells nothing about its field of view: only its size is
+checked.
+"""
+
+from __future__ import annotations
+
+import math
+
+# fx/fy beyond 1 +- this: the image was scaled by another factor across than down (calibrations of square-pixel
+# sensors give fx and fy within ~1% of each other)
+PIXEL_ASPECT_TOLERANCE = 0.05
+# tan(half field of view) of the camera against the training camera's beyond 1 +- this: objects appear more than
+# 10% larger or smaller than in training (a 90 degree camera beside a 100 degree world: 16%)
+FIELD_OF_VIEW_TOLERANCE = 0.10
+
+
+def _unbinned(binning) -> int:
+    return max(int(binning), 1)
+
+
+def image_geometry(msg) -> tuple[int, int, float, float]:
+    """(width, height, fx, fy) of the images ``msg`` describes: ROI and binning applied to the calibrated size
+    and focal lengths (``fx``/``fy`` 0 when K is not set)."""
+    bx, by = _unbinned(msg.binning_x), _unbinned(msg.binning_y)
+    roi = msg.roi
+    full_width, full_height = (roi.width, roi.height) if roi.width and roi.height else (msg.width, msg.height)
+    k = list(msg.k)
+    fx, fy = (float(k[0]), float(k[4])) if len(k) == 9 else (0.0, 0.0)
+    return int(full_width) // bx, int(full_height) // by, fx / bx, fy / by
+
+
+def field_of_view_deg(width: int, height: int, fx: float, fy: float) -> tuple[float, float] | None:
+    """(horizontal, vertical) field of view in degrees of a pinhole camera, or None when the focal lengths are
+    not positive finite numbers (K not set)."""
+    if not all(math.isfinite(f) and f > 0 for f in (fx, fy)):
+        return None
+    return math.degrees(2 * math.atan(width / (2 * fx))), math.degrees(2 * math.atan(height / (2 * fy)))
+
+
+def trained_field_of_view_deg(height: int, width: int, fovy_deg: float) -> tuple[float, float]:
+    """(horizontal, vertical) field of view of a world's camera of vertical ``fovy_deg`` rendering ``width`` x
+    ``height`` square pixels."""
+    half = math.tan(math.radians(fovy_deg) / 2)
+    return math.degrees(2 * math.atan(half * width / height)), float(fovy_deg)
+
+
+def camera_info_problems(msg, expected_shape, world: str | None = None, fovy_deg: float | None = None) -> dict:
+    """What in the camera_info ``msg`` differs from the policy's camera: ``{counter key: sentence}`` for
+    ``size_mismatch`` (the images will be rejected), ``non_square_pixels`` (the images were stretched to another
+    aspect ratio) and ``fov_mismatch`` (against ``world``'s camera of vertical field of view ``fovy_deg``, when
+    given). ``expected_shape`` is the policy's (height, width, ...)."""
+    height, width = int(expected_shape[0]), int(expected_shape[1])
+    w, h, fx, fy = image_geometry(msg)
+    problems = {}
+    if (h, w) != (height, width):
+        problems["size_mismatch"] = (
+            f"camera_info says {w}x{h} images but the policy takes {width}x{height}: its images will be rejected "
+            "(bad_shape); set the camera's resolution to the policy's"
+        )
+    fov = field_of_view_deg(w, h, fx, fy)
+    if fov is None:
+        return problems
+    if abs(fx / fy - 1.0) > PIXEL_ASPECT_TOLERANCE:
+        problems["non_square_pixels"] = (
+            f"camera_info's K has pixels {fx / fy:.2f} times as wide as tall (fx {fx:.1f}, fy {fy:.1f}): the images "
+            f"were resized by another factor across than down (a 640x480 frame resized to {width}x{height} is "
+            "squeezed 4:3), while the policy's training frames have square pixels; crop the camera's frames to the "
+            f"policy's aspect ratio ({width}:{height}) before resizing them (docs/real_robot.md)"
+        )
+    if fovy_deg is not None:
+        trained = trained_field_of_view_deg(height, width, fovy_deg)
+        ratios = [math.tan(math.radians(a) / 2) / math.tan(math.radians(b) / 2) for a, b in zip(fov, trained)]
+        if any(abs(r - 1.0) > FIELD_OF_VIEW_TOLERANCE for r in ratios):
+            problems["fov_mismatch"] = (
+                f"camera_info's K gives a field of view of {fov[0]:.0f}x{fov[1]:.0f} degrees (across x down), the "
+                f"policy's world {world} renders {trained[0]:.0f}x{trained[1]:.0f}: a policy trained in that world "
+                "sees a different picture (things at another size and place); use a lens, or a crop of a wider one, "
+                "of the world's field of view (a policy trained on this camera's own recordings: ignore this)"
+            )
+    return problems
