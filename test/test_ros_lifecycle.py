@@ -427,6 +427,39 @@ def test_configure_cleanup_cycles_leave_nothing_of_the_freed_entities_behind(pol
     assert set(node.subscriptions) <= set(live) and set(node.timers) <= set(live)  # the live ones are all there
 
 
+def test_a_node_activated_while_another_stops_commanding_keeps_the_heap_frozen(monkeypatch):
+    """Two policy nodes under rclpy's MultiThreadedExecutor: their transitions run in two threads at once. One
+    deactivating found no active node left, the other then activated and froze the heap, and the first unfroze
+    it: the second commanded with full collections back (100-130 ms stalls). Here the second activation is
+    started in another thread just before the unfreeze, and waited for (a second at most, as a lock holds it)."""
+    import threading
+
+    from liquid_control.ros import policy_node as module
+
+    first, second = object(), object()
+
+    class Heap:  # policy_node's gc, recording whether the heap is frozen
+        frozen = False
+
+        def freeze(self):
+            self.frozen = True
+
+        def unfreeze(self):
+            other = threading.Thread(target=module._hold_heap, args=(second, True))
+            other.start()
+            other.join(1.0)  # the old code let it run to its end here
+            self.frozen = False
+            self.other = other
+
+    heap = Heap()
+    monkeypatch.setattr(module, "gc", heap)
+    monkeypatch.setattr(module, "_ACTIVE_NODES", set())
+    module._hold_heap(first, True)
+    module._hold_heap(first, False)
+    heap.other.join()
+    assert module._ACTIVE_NODES == {id(second)} and heap.frozen, "an active node with the heap unfrozen"
+
+
 def test_parameter_validation_reports_every_problem():
     values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()}
     values.update(
