@@ -217,6 +217,27 @@ def test_a_truncated_mcap_without_chunks_is_salvaged_in_bounded_batches(tmp_path
     assert _read(folder, allow_truncated=True) == kept
 
 
+@pytest.mark.parametrize("kept_bytes", [0, 5, 8])
+def test_an_mcap_cut_within_its_opening_magic_is_a_truncated_bag_with_nothing_to_recover(tmp_path, kept_bytes):
+    """A recorder killed as it started (SIGKILL, a full disk) leaves an empty .mcap or its magic only. Before: not
+    called truncated, rosbags' reader said 'seems to be empty', 'magic is invalid' or raised a TypeError ('ord()
+    expected a character'), also for --allow-truncated and record --recover."""
+    whole = _write(tmp_path / "whole", _drive(n=10))
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    mcap = folder / "killed_0.mcap"
+    mcap.write_bytes(next(whole.glob("*.mcap")).read_bytes()[:kept_bytes])
+    with pytest.raises(BagError, match="truncated MCAP file") as err:
+        BagReader(folder)
+    assert str(mcap) in str(err.value) and "--allow-truncated" in str(err.value)
+    with BagReader(folder, allow_truncated=True) as reader:
+        assert reader.salvaged and reader.message_count == 0 and reader.topics == {}
+        assert reader.salvage_note.startswith(f"{mcap}: truncated; 0 messages read up to the break")
+    with pytest.raises(BagError, match="no complete message to recover"):
+        recover(folder, tmp_path / "fixed")
+    assert not (tmp_path / "fixed").exists()
+
+
 # ------------------------------------------------------------------------------------------------ finding 4
 def _split(tmp_path, name, parts, metadata):
     """A split bag ``name`` (``name_0.mcap`` ...) of the drive, ``parts`` files, with or without metadata.yaml

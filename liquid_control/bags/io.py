@@ -592,7 +592,9 @@ def _bags_inside(folder: Path) -> str:
 
 
 def _looks_truncated(path: Path) -> bool:
-    """True for an MCAP file that starts well but has no footer (its writer was killed)."""
+    """True for an MCAP file that starts well but has no footer (its writer was killed), also one cut within or
+    just after its opening magic (killed as it started: empty, or at most the magic; not an MCAP file to rosbags,
+    whose reader called it 'empty', 'magic is invalid' or raised a TypeError)."""
     try:
         with path.open("rb") as handle:
             head = handle.read(8)
@@ -602,6 +604,8 @@ def _looks_truncated(path: Path) -> bool:
             tail = handle.read(8)
     except OSError:
         return False
+    if size <= len(MCAP_MAGIC):
+        return MCAP_MAGIC.startswith(head)
     return head == MCAP_MAGIC and tail != MCAP_MAGIC
 
 
