@@ -152,3 +152,17 @@ def test_step_kernels_see_the_weights_a_fused_optimizer_wrote(name, optimizer, b
     fresh = MODELS[name]()
     fresh.load_state_dict(model.state_dict())
     torch.testing.assert_close(steps(model), steps(fresh), rtol=0, atol=0)
+
+
+def test_a_packed_sequence_is_refused_naming_the_padded_input_and_mask_that_do_its_work():
+    """Before: torch.as_tensor's "Could not infer dtype of NoneType". The refusal's recipe gives h_n after each
+    sample's last step, as torch.nn.RNN's does for a PackedSequence."""
+    model = _model("cfc")
+    samples = [torch.randn(5, 3), torch.randn(3, 3)]
+    packed = torch.nn.utils.rnn.pack_sequence(samples)
+    with pytest.raises(TypeError, match="not a PackedSequence: .*pad_packed_sequence"):
+        model(packed)
+    x, lengths = torch.nn.utils.rnn.pad_packed_sequence(packed, batch_first=True)
+    _, h_n = model(x, mask=torch.arange(x.shape[1]) < lengths[:, None])
+    for sample, state in zip(samples, h_n, strict=True):
+        torch.testing.assert_close(state, model(sample)[1])

@@ -74,6 +74,13 @@ class LiquidRNN(nn.Module):
 
         ``hx`` and ``timespans`` are ncps's names for ``h0`` and ``dt`` (keywords only: ncps's positional order
         is ``(x, hx, timespans)``, this one's ``(x, dt, h0)`` as ``dt`` is what a liquid cell needs)."""
+        if isinstance(x, nn.utils.rnn.PackedSequence):  # torch.as_tensor's "Could not infer dtype of NoneType"
+            raise TypeError(
+                "LiquidRNN takes padded x and a mask (False = padding: the state is held), not a PackedSequence: "
+                "x, lengths = torch.nn.utils.rnn.pad_packed_sequence(packed, batch_first=...), then "
+                "mask = torch.arange(T) < lengths[:, None] (transposed when batch_first=False); h_n is then each "
+                "sample's state after its last step"
+            )
         if not isinstance(x, torch.Tensor):  # numpy or a list, like dt and mask
             x = torch.as_tensor(x)
         if autocast_on(x):  # run outside it in the weights' dtype, as the cell's entry points
