@@ -360,6 +360,26 @@ def test_an_image_of_another_size_is_refused_before_it_is_converted(policy_node)
     ), warnings
 
 
+def test_an_imu_publishing_north_east_down_axes_is_named(policy_node):
+    """An IMU whose accelerometer reads -9.81 on z at rest (north-east-down axes, or mounted upside down) was fed to
+    the policy as it came, where training's IMU read +9.81: now counted and warned after a window of readings."""
+    from sensor_msgs.msg import Imu
+
+    from liquid_control.conventions.imu import GRAVITY_WINDOW
+
+    node, _probe, _spin, warnings = policy_node
+    node.trigger_activate()
+    start = node.get_clock().now().nanoseconds
+    for k in range(GRAVITY_WINDOW):
+        msg = Imu()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(start - (GRAVITY_WINDOW - k) * 5_000_000, 10**9)
+        msg.linear_acceleration.z = -9.81
+        node._on_vector("imu", msg)
+    assert node.runner.counters["imu.gravity_mismatch"] == 1
+    assert node.runner.counters["received.imu"] == GRAVITY_WINDOW  # the readings are still taken
+    assert any(w.startswith("/imu/data: linear_acceleration averages (0.00, 0.00, -9.81)") for w in warnings), warnings
+
+
 def test_a_stretched_camera_or_one_of_another_field_of_view_is_named_from_camera_info(policy_node):
     """A camera whose 4:3 frames were resized to the policy's square size (camera_info with fx != fy) or whose lens
     sees another angle than the policy's world (LiquidBalanceNav-v0: 90 degrees) fed the policy another picture

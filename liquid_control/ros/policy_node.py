@@ -48,7 +48,7 @@ from liquid_control.conventions import stamps
 from liquid_control.conventions.camera_info import camera_info_problems
 from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
-from liquid_control.conventions.imu import NOT_PROVIDED, ImuFieldNotProvided, imu_reading
+from liquid_control.conventions.imu import NOT_PROVIDED, GravityCheck, ImuFieldNotProvided, imu_reading
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
@@ -290,6 +290,7 @@ class PolicyNode(LifecycleNode):
                     history=HistoryPolicy.KEEP_LAST, depth=getattr(s, depth_param), reliability=reliability
                 )
                 self._subscriptions_by_sensor[sensor] = self.create_subscription(msg_type, topic, callback, qos)
+        self._gravity = GravityCheck()  # the IMU's axes and units against the worlds' (gravity +9.81 on z)
         if CAMERA in spec.sensors:  # camera_info beside the image (image_transport's convention), where published:
             # beside the topic the image subscription resolved to, so that remapping the image moves it along
             info_topic = camera_info_topic(self._subscriptions_by_sensor[CAMERA].topic_name)
@@ -574,8 +575,15 @@ class PolicyNode(LifecycleNode):
                     f"{sensor} message on {self._input_topics[sensor]} rejected ({NOT_PROVIDED}): {exc}"
                 )
             return
-        if value is not None:
-            self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, value)
+        if value is None:
+            return
+        if sensor == "imu":
+            problem = self._gravity.add(value)
+            if problem:
+                self.runner.counters["imu.gravity_mismatch"] += 1
+                if self._may_log("imu.gravity_mismatch"):
+                    self.get_logger().warning(f"{self._input_topics[sensor]}: {problem}")
+        self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, value)
 
     def _wheel_velocities(self, msg: JointState):
         """The velocities of ``joint_names`` in that order (conventions.joints); None (rejected, counted, logged)
