@@ -11,8 +11,8 @@ takes the first that supports the core and dtype:
   hand-written backward).
 
 Where none applies (other solvers, gelu, active dropout, GPU tensors, ONNX tracing, ``torch.func`` transforms,
-``fused=False``) the core
-runs ``stepwise``: its per-step hooks as a plain torch graph, the reference every kernel is tested against.
+``fused=False``) the core runs ``stepwise``: its per-step hooks as a plain torch graph, the reference every kernel
+is tested against.
 
 ``recording()`` collects which backend ran for the cells the calling thread runs inside the block (another
 thread's cells are not in it; for tests that must fail when their path did not run, and for the benchmarks'

@@ -264,7 +264,8 @@ class LTCCell(RecurrentCore):
         previous step's state, and a bound of 10x that let a solver growing less than 10x a step run on for
         hundreds of steps of huge states until they overflowed. Non-finite inputs, start or weights (a diverged
         optimizer's) are not the solver's doing: their NaN states go on as with the other solvers."""
-        state, start, x, dt = (None if t is None else unwrapped(t) for t in (state, start, x, dt))  # torch.func's
+        # under a torch.func transform, the tensors holding the values (its wrappers refuse float())
+        state, start, x, dt = (None if t is None else unwrapped(t) for t in (state, start, x, dt))
         if state.is_meta:  # no values to check
             return
         with torch.no_grad():
