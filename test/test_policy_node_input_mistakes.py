@@ -360,6 +360,25 @@ def test_an_image_of_another_size_is_refused_before_it_is_converted(policy_node)
     ), warnings
 
 
+def test_a_grey_camera_is_said_once_and_its_frames_taken(policy_node):
+    """A mono8 camera's frames were replicated into the three colour channels without a word, for a policy whose
+    world renders colour; now said once (per configure), the frames still taken."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from liquid_control.conventions.image_conversion import numpy_to_image
+
+    node, _probe, _spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    start = node.get_clock().now().nanoseconds
+    for k in range(3):
+        image = numpy_to_image(np.full((8, 8), 100, np.uint8), "mono8")
+        image.header.stamp.sec, image.header.stamp.nanosec = divmod(start - (3 - k) * 30_000_000, 10**9)
+        node._on_image(image)
+    grey = [w for w in warnings if "publishes mono8: the policy gets its grey in all three colour channels" in w]
+    assert len(grey) == 1 and grey[0].startswith("camera on /camera/image_raw publishes mono8"), warnings
+    assert node.runner.counters["received.camera"] == 3 and not node.runner.counters.get("rejected.bad_encoding")
+
+
 def test_an_imu_publishing_north_east_down_axes_is_named(policy_node):
     """An IMU whose accelerometer reads -9.81 on z at rest (north-east-down axes, or mounted upside down) was fed to
     the policy as it came, where training's IMU read +9.81: now counted and warned after a window of readings."""

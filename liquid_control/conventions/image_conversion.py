@@ -23,6 +23,8 @@ ENCODINGS = {
     "mono16": ("L", np.uint16),
 }
 HOST_BIGENDIAN = sys.byteorder == "big"
+# one-channel encodings: converted to colour, their grey goes into all three channels
+GREY_ENCODINGS = tuple(encoding for encoding, (channels, _) in ENCODINGS.items() if channels == "L")
 
 
 class ImageConversionError(ValueError):

@@ -47,7 +47,7 @@ from std_srvs.srv import Trigger
 from liquid_control.conventions import stamps
 from liquid_control.conventions.camera_info import camera_info_problems
 from liquid_control.conventions.commands import twist_vector
-from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
+from liquid_control.conventions.image_conversion import GREY_ENCODINGS, ImageConversionError, image_to_numpy
 from liquid_control.conventions.imu import NOT_PROVIDED, GravityCheck, ImuFieldNotProvided, imu_reading
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
 from liquid_control.conventions.message_types import message_type_name
@@ -291,6 +291,7 @@ class PolicyNode(LifecycleNode):
                 )
                 self._subscriptions_by_sensor[sensor] = self.create_subscription(msg_type, topic, callback, qos)
         self._gravity = GravityCheck()  # the IMU's axes and units against the worlds' (gravity +9.81 on z)
+        self._grey_camera_said = False  # a grey camera for a policy whose worlds render colour: said once
         if CAMERA in spec.sensors:  # camera_info beside the image (image_transport's convention), where published:
             # beside the topic the image subscription resolved to, so that remapping the image moves it along
             info_topic = camera_info_topic(self._subscriptions_by_sensor[CAMERA].topic_name)
@@ -548,6 +549,14 @@ class PolicyNode(LifecycleNode):
             if self._may_log("bad_encoding"):
                 self.get_logger().warning(f"camera image on {self._input_topics[CAMERA]} rejected: {exc}")
             return
+        if msg.encoding in GREY_ENCODINGS and not self._grey_camera_said:
+            self._grey_camera_said = True
+            self.get_logger().warning(
+                f"camera on {self._input_topics[CAMERA]} publishes {msg.encoding}: the policy gets its grey in all "
+                "three colour channels, while the worlds render colour (a policy trained in one sees another "
+                "picture; one trained on this camera's own recordings: ignore this); a colour camera: publish "
+                "rgb8 or bgr8"
+            )
         self._on_reading(CAMERA, msg.header.stamp, value)
 
     def _on_camera_info(self, msg: CameraInfo, expected_shape: tuple, world: str | None, fovy_deg: float | None):
