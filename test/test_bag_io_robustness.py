@@ -238,6 +238,28 @@ def test_an_mcap_cut_within_its_opening_magic_is_a_truncated_bag_with_nothing_to
     assert not (tmp_path / "fixed").exists()
 
 
+def test_a_full_disk_as_a_chunk_is_written_is_a_bag_error_naming_the_bag_and_the_rest_stays_readable(tmp_path):
+    """Before: record --expert on a disk that filled up as an episode's bag passed its first 1 MiB chunk ended
+    in two OSError tracebacks ('No space left on device' from rosbags' chunk write, then again from its abort
+    in BagWriter.__exit__), naming no bag. The full disk here: `ulimit -f` (EFBIG), the file cut at 1.5 MiB."""
+    import resource
+
+    bag = tmp_path / "full"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 19, hard))
+    try:
+        with pytest.raises(BagError) as err, BagWriter(bag) as writer:
+            writer.add_topic("/camera/image_raw", M.IMAGE)
+            for i in range(400):  # 400 frames of 12 KiB: past the limit in the second chunk
+                frame = M.image_message(np.full((64, 64, 3), i % 256, np.uint8), T0 + i / 30)
+                writer.write("/camera/image_raw", int((T0 + i / 30) * 1e9), frame)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(err.value) == f"{bag}: cannot write to the bag: File too large"
+    with BagReader(bag, allow_truncated=True) as reader:  # the first chunk, whole
+        assert reader.salvaged and 0 < reader.message_count < 400
+
+
 # ------------------------------------------------------------------------------------------------ finding 4
 def _split(tmp_path, name, parts, metadata):
     """A split bag ``name`` (``name_0.mcap`` ...) of the drive, ``parts`` files, with or without metadata.yaml

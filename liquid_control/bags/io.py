@@ -245,8 +245,11 @@ class BagWriter:
                     raise BagError(f"{self.path}: add_topic({topic!r}, ...) before writing raw bytes")
                 self._add_topic(topic, msgtype or message_type_name(message), ())
             data = _serialize(message, self._types[topic])
-            self._writer.write(self._connections[topic], int(log_time_ns), data)
-            self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
+            try:
+                self._writer.write(self._connections[topic], int(log_time_ns), data)
+                self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
+            except OSError as exc:  # a full disk as a chunk is written: the bag, not a bare errno, is named
+                raise BagError(f"{self.path}: cannot write to the bag: {exc.strerror or exc}") from None
 
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
@@ -269,7 +272,10 @@ class BagWriter:
         with self._lock:
             if not self.closed:
                 self.closed = True
-                self._writer.abort()
+                try:  # the file is left as it is; what failed (a full disk: its buffered bytes) was said already
+                    self._writer.abort()
+                except OSError:
+                    pass
                 self._crcs.advance()  # the chunks already whole keep their CRCs for a salvage
                 self._crcs.close()
 
