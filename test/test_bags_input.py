@@ -354,6 +354,42 @@ def test_record_expert_refuses_taken_seeds_before_recording_and_drops_an_interru
         assert not reader.salvaged and reader.message_count > 0
 
 
+def test_record_expert_on_a_full_disk_names_the_bag_keeps_the_finished_ones_and_says_how_to_go_on(
+    tmp_path, capsys, monkeypatch
+):
+    """Before: 'error: <bag>: cannot finish the bag: [Errno 27] File too large', not saying what was kept nor
+    how to record the rest (the seeds of bags already there are refused). The full disk here: `ulimit -f` (EFBIG)
+    during the second episode; a chunk write failing mid-episode: test_bag_io_robustness."""
+    import resource
+
+    from liquid_control.bags import expert
+
+    out = tmp_path / "expert"
+    real, (soft, hard) = expert.record_expert_episode, resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def full_at_the_second(world, seed, path, *args):
+        if seed == 301:  # its bag cannot grow past 2000 bytes: a chunk write fails as it would on a full disk
+            resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))
+        try:
+            return real(world, seed, path, *args)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    monkeypatch.setattr(expert, "record_expert_episode", full_at_the_second)
+    argv = ["record", "--expert", "-o", str(out), "--time-limit", "1", "--no-progress", "--render-size", "64"]
+    assert cli.main([*argv, "--seed", "300", "--episodes", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control record: error: {out / 'episode_301'}: cannot ") and "File too large" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert (
+        f"episode_301 was discarded and {out} keeps the 1 recorded before it; record the rest with --seed 301 "
+        f"--episodes 2 -o {out}"
+    ) in err
+    assert sorted(p.name for p in out.iterdir()) == ["episode_300"]
+    with BagReader(out / "episode_300") as reader:
+        assert not reader.salvaged and reader.message_count > 0
+
+
 def test_record_expert_stopped_by_sigterm_leaves_only_complete_bags(tmp_path):
     """Before: SIGTERM killed the process mid-episode (an empty .mcap file left); SIGINT, raised inside MuJoCo's
     ctypes render call, became a ctypes.ArgumentError traceback with a truncated bag left."""

@@ -384,16 +384,22 @@ def record_expert_episodes(
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"-o {out}: cannot create the folder ({exc.strerror or exc})") from None
-        for seed in tqdm(seeds, desc="expert episodes", disable=not progress, leave=False):
+        for done, seed in enumerate(tqdm(seeds, desc="expert episodes", disable=not progress, leave=False)):
             path = out / episode_bag_name(seed)
             existed = path.exists()  # appeared since the check above (another recorder): never ours to remove
             try:
                 status = record_expert_episode(
                     env, int(seed), path, noise, margin, stop, driver, takeover, str(policy or "")
                 )
-            except BaseException:  # Ctrl-C or a failure: no half episode (a truncated bag) among the finished ones
+            except BaseException as exc:  # Ctrl-C or a failure: no half episode (a truncated bag) among the finished
                 if not existed:
                     shutil.rmtree(path, ignore_errors=True)
+                if isinstance(exc, (BagError, OSError)):  # a full disk: what is kept, and how to record the rest
+                    kept = f"{out} keeps the {done} recorded before it" if done else "none was recorded before it"
+                    raise BagError(
+                        f"{exc}; {path.name} was discarded and {kept}; record the rest with "
+                        f"--seed {seed} --episodes {len(seeds) - done} -o {out}"
+                    ) from None
                 raise
             status["bag"] = str(path)
             results.append(status)
