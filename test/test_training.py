@@ -607,6 +607,38 @@ def test_shipping_a_policy_it_cannot_export_faithfully_ships_it_without_onnx(tmp
     assert isinstance(load_backend(out / "x.pt"), TorchBackend)
 
 
+def test_shipping_onto_a_full_disk_names_the_shipped_file_and_leaves_the_folder_as_it_was(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: a full disk (or `ulimit -f`) as the card's files were staged ended in an OSError traceback naming
+    the temporary copy ('.x.1a2b3c/.x.onnx.unchecked'), after minutes of measuring."""
+    import resource
+
+    from liquid_control.training import model_card
+
+    _ship_run(tmp_path)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def measure_then_fill_the_disk(*args, **kwargs):
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4000, hard))  # x.pt (~23 kB) cannot be written
+        return {path: {"kernel_path": path, "outcomes": [True] * 8 + [False] * 2} for path in ("compiled", "torch")}
+
+    monkeypatch.setattr(model_card, "measure_both_paths", measure_then_fill_the_disk)
+    argv = ["--run", str(tmp_path / "run"), "--name", "x", "--episodes", "10", "--check-episodes", "4"]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            model_card.main([*argv, "--out", str(tmp_path / "out")])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert stop.value.code == 1
+    out = tmp_path / "out"
+    err = capsys.readouterr().err
+    assert f"error: cannot write {out / 'x.pt'}: File too large; the files there are as they were" in err, err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["x.md", "x.onnx", "x.pt"]  # no staging folder left
+    assert all(p.read_text() == "earlier" for p in out.iterdir())
+
+
 def test_model_card_with_fewer_episodes_than_the_default_check_checks_them_all(tmp_path, monkeypatch):
     """A card measured on fewer episodes than the 12 check episodes (docs/training.md's command with a smaller
     --episodes, as for a quick look) was refused: '--check-episodes must be 1..--episodes (4), got 12', an option

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -408,7 +409,7 @@ def write_card(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CardError(f"--out {out_dir}: cannot make the folder ({exc.strerror or exc})") from None
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as staging:
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as staging, _naming_shipped(out_dir, name):
         staging = Path(staging)
         shipped = save_policy(
             staging / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes}
@@ -453,6 +454,18 @@ The front matter above is read by `test/test_shipped_policies.py`, which replays
             (out_dir / f"{name}.onnx").unlink(missing_ok=True)
         os.replace(staging / f"{name}.md", out_dir / f"{name}.md")
     return out_dir / f"{name}.md"
+
+
+@contextmanager
+def _naming_shipped(out_dir: Path, name: str):
+    """An OSError of staging ``name``'s files (a full disk) names the file it would have replaced in ``out_dir``,
+    not its temporary copy in the staging folder (which is removed)."""
+    try:
+        yield
+    except OSError as exc:
+        found = os.path.basename(str(exc.filename or ""))
+        shipped = [f"{name}{ext}" for ext in (".onnx", ".pt", ".md") if f"{name}{ext}" in found]
+        raise OSError(exc.errno, exc.strerror, str(out_dir / (shipped[0] if shipped else name))) from None
 
 
 BULLETS = ("- **In-distribution success**", "- **Check**")
@@ -721,6 +734,11 @@ def main(argv=None) -> int:
             )
     except CardError as exc:  # a corrupt input file: one line naming it, nothing written
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    except OSError as exc:  # a full disk, a read-only folder: every file is written whole or not at all
+        where = exc.filename or out
+        parser.exit(
+            1, f"{parser.prog}: error: cannot write {where}: {exc.strerror or exc}; the files there are as they were\n"
+        )
     except KeyboardInterrupt:  # before: a traceback from this process and one from each measuring child
         kept = f"; the kernel paths measured to the end are kept in {cache}" if cache else ""
         parser.exit(130, f"{parser.prog}: interrupted: no card written{kept}\n")
