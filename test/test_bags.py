@@ -1020,6 +1020,30 @@ def test_a_bag_cache_is_on_disk_before_its_index_names_it(expert_bags, tmp_path,
     assert sorted(p.name for p in folder.iterdir()) == sorted(["index.json", *(os.path.basename(f) for f in files)])
 
 
+def test_a_bag_conversion_on_a_full_disk_names_its_cache_and_leaves_no_partial_folder(expert_bags, tmp_path):
+    """Before: a disk filling up while a bag was converted (train --bag) left its half-written temporary folder
+    (.NNNN_<bag>.tmp, holding the room it had taken) as closing the segment files failed again, and the error
+    named no file ('cannot write runs/x: No space left on device'). The full disk here: `ulimit -f` (EFBIG)."""
+    import errno
+    import resource
+
+    from liquid_control.training.bag_data import convert_bag
+
+    _, bags, _ = expert_bags
+    folder = tmp_path / "cache" / "0000_bag"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2000, hard))  # a segment's camera file cannot grow past 2000 bytes
+    try:
+        with pytest.raises(OSError) as err:
+            convert_bag(bags[0], CAMERA_IMU, data_spec(CAMERA_IMU), folder, 64, False, print)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert err.value.errno == errno.EFBIG and err.value.filename == str(folder)
+    assert list((tmp_path / "cache").iterdir()) == []
+    index = convert_bag(bags[0], CAMERA_IMU, data_spec(CAMERA_IMU), folder, 64, False, print)  # room made
+    assert index["segments"] and sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["0000_bag"]
+
+
 def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     from liquid_control import cli
 

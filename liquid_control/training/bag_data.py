@@ -309,12 +309,23 @@ class _SegmentFiles:
         self.length += 1
 
     def close(self, sync: bool = True) -> dict:
-        """Close the files (flushed and fsynced first with ``sync``: on disk before index.json names them)."""
-        for handle in self.handles.values():
+        """Close the files (flushed and fsynced first with ``sync``: on disk before index.json names them).
+        Without ``sync`` (an abandoned conversion) every file is closed and nothing raised: on a full disk the
+        flush of each file's buffered bytes fails again."""
+        try:
+            for handle in self.handles.values():
+                if sync:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                handle.close()
+        except OSError:
+            for handle in self.handles.values():
+                try:
+                    handle.close()
+                except OSError:
+                    pass
             if sync:
-                handle.flush()
-                os.fsync(handle.fileno())
-            handle.close()
+                raise
         return {"name": self.prefix.name, "length": self.length, "layout": self.layout, "continues": self.continues}
 
 
@@ -374,10 +385,12 @@ def convert_bag(
         if current is not None:
             segments.append(current.close())
             current = None
-    except BaseException:
+    except BaseException as exc:
         if current is not None:
             current.close(sync=False)
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a full disk: the room it took is given back
+        if isinstance(exc, OSError) and exc.filename is None:  # a write into a segment file names none
+            raise OSError(exc.errno, exc.strerror, str(folder)) from None
         raise
     summary = stats.summary()
     try:
