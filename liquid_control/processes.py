@@ -150,19 +150,50 @@ def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
     return 130
 
 
+def terminate_workers(pool: Executor) -> None:
+    """End a process pool's worker processes at once (SIGTERM), whatever they are running: an interrupted run
+    keeps what finished, and a SIGTERM to the parent alone (``kill``, a batch system's time limit) otherwise
+    waited for every running task, whose result was then dropped, past the grace period before SIGKILL."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+
+
+def _succeeded(future: Future) -> bool:
+    return not future.cancelled() and future.exception() is None
+
+
 def collect_results(pool: Executor, futures: Iterable[Future], on_done: Callable[[Future], object]) -> None:
-    """Hand each of ``futures`` (submitted to ``pool``) to ``on_done`` as it completes. On any exception (one
-    raised by ``on_done``, say an episode's, or Ctrl-C) the pool's own thread cancels the queued ones, the running
-    ones end, and the exception goes on. Cancelling them here (``future.cancel()``) raced with that thread marking
-    them failed when Ctrl-C had also ended the workers: Python 3.11 printed an InvalidStateError traceback from it.
-    The shutdown waits here: a ``with`` block's own shutdown would otherwise take back ``cancel_futures`` before
-    the pool's thread acted on it, and the queued tasks ran."""
+    """Hand each of ``futures`` (submitted to ``pool``) to ``on_done`` as it completes; ``on_done`` takes its
+    ``result()``, so a task's exception is raised there (and the caller can name the task).
+
+    A task that fails: the queued ones are cancelled, those already running are waited for and handed to
+    ``on_done`` (their results are kept), then the failed one is, and its exception goes on. Ctrl-C or SIGTERM
+    (:class:`Terminated`): the workers end at once (:func:`terminate_workers`). Any other exception (one raised
+    by ``on_done`` itself, say a full disk): the queued ones are cancelled and the running ones end.
+
+    The queued tasks are cancelled by the pool's own thread (``shutdown(cancel_futures=True)``): cancelling them
+    here raced with that thread marking them failed when Ctrl-C had also ended the workers (Python 3.11 printed an
+    InvalidStateError traceback from it). The shutdown waits here: a ``with`` block's own shutdown would otherwise
+    take back ``cancel_futures`` before the pool's thread acted on it, and the queued tasks ran."""
     pending = set(futures)
     try:
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            failed = [future for future in done if not _succeeded(future)]
             for future in done:
-                on_done(future)
+                if _succeeded(future):
+                    on_done(future)
+            if failed:
+                pool.shutdown(wait=True, cancel_futures=True)  # the running tasks finish
+                for future in pending:
+                    if _succeeded(future):
+                        on_done(future)
+                pending = set()
+                on_done(failed[0])  # raises its exception
+    except KeyboardInterrupt:
+        terminate_workers(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise

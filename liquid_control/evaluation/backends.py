@@ -21,15 +21,18 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
+from liquid_control.evaluation.errors import EpisodeFailedError
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
 from liquid_control.processes import (  # available_cpus: part of this module's API (experiment)
     available_cpus,
     collect_results,
     die_with_parent,
+    interrupt_in_ctypes,
     keep_freed_memory,
     quiet_ctrl_c_in_worker,
 )
@@ -95,6 +98,46 @@ def run_verified_batch(batch: list[EpisodeJob]) -> list[dict]:
     return run_batch(batch)
 
 
+WORKER_DIED = (
+    "a worker process died while running episodes (killed by a signal, or by the kernel when memory ran out; "
+    "its error, if it printed one, is above); which of the running episodes it held is not known"
+)
+
+
+def describe_batch(batch: list[EpisodeJob]) -> str:
+    """The episodes of a batch as an error names them: policy, training seed, shift and episode seeds."""
+    job, seeds = batch[0], ", ".join(str(j.episode_seed) for j in batch)
+    plural = "s" if len(batch) > 1 else ""
+    return f"policy {job.policy} (training seed {job.training_seed}), shift {job.shift}, episode seed{plural} {seeds}"
+
+
+def _where(exc: BaseException) -> str:
+    """' (at FILE:LINE in FUNCTION)': where ``exc`` was raised, also in a pool's worker process (whose traceback
+    comes back as the text of its ``__cause__``, a ``_RemoteTraceback``); '' when not known."""
+    import re
+    import traceback
+
+    if type(exc.__cause__).__name__ == "_RemoteTraceback":
+        found = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', str(exc.__cause__))
+        return " (at {}:{} in {})".format(*found[-1]) if found else ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+
+
+def _records(batch: list[EpisodeJob], get, *args) -> list[dict]:
+    """``get(*args)``: the batch's records; its failure raised as an :class:`EpisodeFailedError` naming the batch."""
+    try:
+        return get(*args)
+    except CheckpointChangedError:  # names the checkpoint already
+        raise
+    except BrokenProcessPool as exc:
+        raise EpisodeFailedError(WORKER_DIED) from exc
+    except Exception as exc:
+        if interrupt_in_ctypes(exc) is not None:  # Ctrl-C inside MuJoCo's render: the command handles it
+            raise
+        raise EpisodeFailedError(f"{describe_batch(batch)}: failed: {type(exc).__name__}: {exc}{_where(exc)}") from exc
+
+
 def _run_serial(batches, finished) -> None:
     import torch
 
@@ -102,7 +145,7 @@ def _run_serial(batches, finished) -> None:
     torch.set_num_threads(1)
     try:
         for batch in batches:
-            finished(batch, run_verified_batch(batch))
+            finished(batch, _records(batch, run_verified_batch, batch))
     finally:
         torch.set_num_threads(threads)
 
@@ -113,8 +156,10 @@ def _run_process_pool(batches, finished, workers: int) -> None:
     workers = max(1, min(workers, len(batches)))
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
         batch_of = {pool.submit(run_verified_batch, batch): batch for batch in batches}
-        # an episode's exception stops the evaluation here
-        collect_results(pool, batch_of, lambda future: finished(batch_of[future], future.result()))
+        # a failed batch stops the evaluation here, once the batches running beside it are in the log
+        collect_results(
+            pool, batch_of, lambda future: finished(batch_of[future], _records(batch_of[future], future.result))
+        )
 
 
 @contextmanager
@@ -165,7 +210,7 @@ def _run_ray(batches, finished, address: str | None) -> None:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     batch = pending.pop(ref)
-                    finished(batch, ray.get(ref))
+                    finished(batch, _records(batch, ray.get, ref))
         except BaseException:
             for ref in pending:
                 ray.cancel(ref)

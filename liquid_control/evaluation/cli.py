@@ -14,9 +14,11 @@ import sys
 
 from liquid_control.evaluation.backends import BACKENDS
 from liquid_control.evaluation.batched import DEFAULT_LANES
+from liquid_control.evaluation.errors import EpisodeFailedError
 from liquid_control.evaluation.plan import (
     DEFAULT_EPISODE_SEED_BASE,
     DEFAULT_SHIFT,
+    CheckpointChangedError,
     EvaluationSetupError,
     parse_pairs,
     validate_output_folder,
@@ -293,6 +295,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what finished is in the results log; no traceback
         return _interrupted(args, exc)
+    except (EpisodeFailedError, CheckpointChangedError) as exc:  # the batches finished beside it are logged
+        kept = _kept(args)
+        print(f"liquid-control eval: error: {exc}" + (f"; {kept}" if kept else ""), file=sys.stderr)
+        return 1
     except OSError as exc:  # e.g. the disk filled up or the folder became read-only during the run
         where = f" {exc.filename}" if exc.filename else f" in {args.out}"  # at least the folder
         kept = _kept(args)  # a full disk: room made, the run continues where it stopped

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
-from liquid_control.processes import die_with_parent, keep_freed_memory, quiet_ctrl_c_in_worker
+from liquid_control.processes import die_with_parent, keep_freed_memory, quiet_ctrl_c_in_worker, terminate_workers
 
 from .augment import EpisodeSun, EpisodeTiming
 from .data import Episode, rollout
@@ -328,7 +328,6 @@ class EpisodeWorkers:
         if self._pool is None:
             return
         if abort:
-            for process in list((getattr(self._pool, "_processes", None) or {}).values()):
-                process.terminate()
+            terminate_workers(self._pool)
         self._pool.shutdown(wait=not abort, cancel_futures=True)
         self._pool = None

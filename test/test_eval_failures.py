@@ -1,0 +1,92 @@
+"""An evaluation whose episodes fail (an exception in a world or policy, a worker process that dies) or that is
+stopped while its workers run: it ends at once, names what failed and keeps every finished episode."""
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from liquid_control.evaluation.results import LOG_NAME, read_log
+from liquid_control.processes import Terminated, collect_results
+
+
+def test_an_episode_that_raises_is_named_and_the_finished_ones_are_kept_for_resume(tmp_path, capsys, monkeypatch):
+    """Before: an exception inside a world or policy ended `liquid-control eval` with a traceback (from a worker:
+    the remote one and the pool's), exit 1, naming neither the episode nor that the finished ones are kept."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation import backends
+
+    out = tmp_path / "r"
+    log = out / LOG_NAME
+    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "3", "--lanes", "1",
+            "--out", str(out), "--no-progress", "--no-example", "--backend", "serial"]  # fmt: skip
+    original = backends.run_batch
+
+    def unstable_second(batch):
+        if batch[0].episode_seed == 20000001:
+            raise RuntimeError("the simulation became unstable")
+        return original(batch)
+
+    monkeypatch.setattr(backends, "run_batch", unstable_second)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(
+        "liquid-control eval: error: policy expert (training seed 0), shift in_distribution, episode seed 20000001: "
+        "failed: RuntimeError: the simulation became unstable (at "
+    ), err
+    assert "in unstable_second)" in line and line.endswith(
+        f"; the finished episodes are in {log}; add --resume to continue"
+    ), line
+    assert [r["episode_seed"] for r in read_log(str(log))] == [20000000]
+    monkeypatch.setattr(backends, "run_batch", original)
+    assert main([*argv, "--resume"]) == 0
+    assert sorted(r["episode_seed"] for r in read_log(str(log))) == [20000000, 20000001, 20000002]
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def test_after_a_failed_task_the_running_ones_are_handed_over_and_the_queued_ones_cancelled():
+    """Before: the first failed task raised at once; the pool's shutdown then waited for the tasks running beside
+    it and dropped their results (eval: the episodes of those batches were run, then not logged)."""
+    handed = []
+    with _pool(2) as pool:
+        running = pool.submit(time.sleep, 1.5)
+        failing = pool.submit(int, "not a number")
+        queued = [pool.submit(time.sleep, 1.5) for _ in range(6)]
+        with pytest.raises(ValueError, match="not a number"):
+            collect_results(pool, [running, failing, *queued], lambda future: handed.append(future) or future.result())
+    assert running in handed and handed[-1] is failing  # the running one kept, the failure raised last
+    assert any(future.cancelled() for future in queued)
+    assert all(future in handed for future in queued if not future.cancelled())  # none that ran is dropped
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, Terminated])
+def test_an_interrupt_ends_the_running_tasks_at_once(interrupt):
+    """Before: Ctrl-C or SIGTERM to the evaluation process alone (`kill`, a batch system's time limit) waited for
+    every batch running in the workers (minutes with 32 lanes), past a grace period, then dropped their records."""
+
+    def interrupted(future):
+        raise interrupt
+
+    with _pool(2) as pool:
+        quick, running = pool.submit(time.sleep, 0), pool.submit(time.sleep, 20)
+        with pytest.raises(interrupt):
+            collect_results(pool, [quick, running], interrupted)
+        workers = list(pool._processes or {})
+    assert isinstance(running.exception(), BrokenProcessPool)  # ended, not finished
+    assert all(not _alive(pid) for pid in workers)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
