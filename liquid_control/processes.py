@@ -57,6 +57,17 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def more_workers_than_cpus(workers: int, cpus: int, holds: str) -> str | None:
+    """The note for ``--workers`` above the ``cpus`` this process may use (:func:`available_cpus`; allowed: the
+    same results), else None; ``holds``: what each worker process holds in memory."""
+    if workers <= cpus:
+        return None
+    return (
+        f"workers (--workers) {workers}: more than the {cpus} CPUs this process may use: the same episodes, no "
+        f"sooner than with --workers {cpus}, and each worker process holds {holds}"
+    )
+
+
 _MALLOC_ENVIRONMENT = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 _MALLOC_TUNABLES = ("glibc.malloc.mmap_threshold", "glibc.malloc.trim_threshold")
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's <malloc.h>

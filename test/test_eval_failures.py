@@ -90,3 +90,28 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_more_workers_than_cpus_are_said(monkeypatch, capsys):
+    """Before: `eval --workers 64` on a 2-CPU machine started one process per batch, up to 64, without a word
+    (train says it: test_training_out)."""
+    from liquid_control.evaluation import backends
+    from liquid_control.evaluation.plan import build_plan
+
+    class Started(Exception):
+        pass
+
+    def no_pool(**kwargs):  # the pool is not needed: the note comes before it starts
+        raise Started(kwargs["max_workers"])
+
+    monkeypatch.setattr(backends, "available_cpus", lambda: 2)
+    monkeypatch.setattr(backends, "ProcessPoolExecutor", no_pool)
+    jobs = build_plan(["expert"], ["in_distribution"], 5, world="LiquidBalance-v0").jobs
+    for workers in (2, 64):
+        with pytest.raises(Started, match=str(min(workers, 5))):  # one process per batch at most
+            backends.run_jobs(jobs, lambda *_: None, workers=workers, progress=False, lanes=1)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "liquid-control eval: workers (--workers) 5: more than the 2 CPUs this process may use: the same episodes, "
+        "no sooner than with --workers 2, and each worker process holds its own worlds (one per lane) and torch "
+        "(~300 MB or more)"
+    ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from liquid_control.processes import (  # available_cpus: part of this module's 
     die_with_parent,
     interrupt_in_ctypes,
     keep_freed_memory,
+    more_workers_than_cpus,
     quiet_ctrl_c_in_worker,
 )
 
@@ -154,6 +156,11 @@ def _run_process_pool(batches, finished, workers: int) -> None:
     # spawn, not fork: a forked MuJoCo/EGL or torch state is not safe to reuse in a child
     context = multiprocessing.get_context("spawn")
     workers = max(1, min(workers, len(batches)))
+    too_many = more_workers_than_cpus(
+        workers, available_cpus(), "its own worlds (one per lane) and torch (~300 MB or more)"
+    )
+    if too_many:  # allowed (the same records); before, up to one process per batch started without a word
+        print(f"liquid-control eval: {too_many}", file=sys.stderr, flush=True)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
         batch_of = {pool.submit(run_verified_batch, batch): batch for batch in batches}
         # a failed batch stops the evaluation here, once the batches running beside it are in the log

@@ -27,7 +27,7 @@ from liquid_control.policy import (
     validate_config,
 )
 from liquid_control.policy.config import refusal_source
-from liquid_control.processes import available_cpus, interrupt_in_ctypes
+from liquid_control.processes import available_cpus, interrupt_in_ctypes, more_workers_than_cpus
 
 from . import bag_data
 from .augment import EpisodeSun
@@ -387,11 +387,9 @@ def train(
             "the run's command would not reproduce)"
         )
     cpus = available_cpus()
-    if data is None and workers > cpus:  # allowed (the same episodes), but no sooner, and each worker holds ~300 MB
-        log(
-            f"workers (--workers) {workers}: more than the {cpus} CPUs this process may use: the same episodes, no "
-            f"sooner than with --workers {cpus}, and each worker process holds its own world and torch (~300 MB)"
-        )
+    too_many = more_workers_than_cpus(workers, cpus, "its own world and torch (~300 MB)")
+    if data is None and too_many:  # allowed (the same episodes), but no sooner, and each worker holds ~300 MB
+        log(too_many)
     if threads > cpus:
         log(
             f"threads (--threads) {threads}: more than the {cpus} CPUs this process may use: the copies of the policy "
