@@ -306,3 +306,35 @@ def test_an_aborted_close_does_not_wait_for_the_running_episodes():
     while time.monotonic() < deadline and not all(_gone(pid) for pid in pids):
         time.sleep(0.2)
     assert all(_gone(pid) for pid in pids)
+
+
+@pytest.mark.parametrize("finished", [0, 1])
+def test_a_worker_dying_in_the_first_round_says_whether_the_run_is_kept(tmp_path, monkeypatch, finished):
+    """Before: a worker killed (the kernel's OOM killer, a stray kill) before the run's first episode was saved
+    said 'finished episodes are saved; --resume continues', but the run folder was removed as a start that
+    collected nothing, and the --resume it advised said 'no config given and no .../config.yaml to resume from'."""
+    from test_training import tiny_config
+
+    class DyingWorkers:  # the pool as seen by the run: `finished` episodes come back, then a worker dies
+        def __init__(self, config, count):
+            self.config = config
+
+        def collect(self, policy, seed, round_index, missing):
+            env = make_env(self.config)
+            for i in missing[:finished]:
+                yield i, collect_episode(env, policy, self.config, seed, round_index, i)
+            raise EpisodeWorkerError(f"round {round_index}'s episodes: a worker process died or could not start")
+
+        def close(self, abort=False):
+            pass
+
+    monkeypatch.setattr(training_run, "EpisodeWorkers", DyingWorkers)
+    out = tmp_path / "run"
+    with pytest.raises(trainer.TrainingError) as raised:
+        trainer.train(tiny_config(), out, workers=2, progress=False, log=lambda m: None)
+    if finished:
+        assert str(raised.value).endswith("(finished episodes are saved; --resume continues)")
+        assert (out / "data" / "round_00" / "ep_0000.npz").is_file()
+    else:
+        assert str(raised.value).endswith("(no episode had finished: nothing is kept, run the command again)")
+        assert not out.exists()

@@ -58,6 +58,18 @@ CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
 
 
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` holds something of a training run that a fresh start would lose: a checkpoint, or a
+    collected episode or converted bag under ``data/`` (a ``.*.tmp`` folder is a conversion that never finished)."""
+    if (out / "checkpoint.pt").exists():
+        return True
+    data = out / "data"
+    return data.is_dir() and any(
+        f.is_file() and not any(part.startswith(".") and part.endswith(".tmp") for part in f.relative_to(data).parts)
+        for f in data.rglob("*")
+    )
+
+
 class TrainingError(RuntimeError):
     """A run that cannot start or continue (existing output folder, changed config, lost data)."""
 
@@ -234,9 +246,12 @@ class TrainingRun:
                 episodes[i] = episode
                 bar.update(1)
         except EpisodeWorkerError as exc:
-            raise TrainingError(
-                f"round {round_index}: {exc} (finished episodes are saved; --resume continues)"
-            ) from exc
+            kept = (
+                "finished episodes are saved; --resume continues"
+                if holds_run(self.out)
+                else "no episode had finished: nothing is kept, run the command again"  # train() undoes the start
+            )
+            raise TrainingError(f"round {round_index}: {exc} ({kept})") from exc
         bar.close()
         collected = len(missing)
         # One "collect" row per round, also when the run was killed before it was saved (it only reaches

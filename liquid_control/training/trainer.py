@@ -41,7 +41,7 @@ from .episodes import (
     make_env,
     world_class,
 )
-from .run import TrainingError, TrainingRun, TrainResult, differing_keys, read_training_checkpoint
+from .run import TrainingError, TrainingRun, TrainResult, differing_keys, holds_run, read_training_checkpoint
 
 NETWORK_SECTIONS = ("world", "observation", "encoder", "core", "action")  # what a warm start shares (init_from)
 START_FILE = "started_from.json"  # a warm start's record until the run's first checkpoint holds it
@@ -119,18 +119,6 @@ def recorded_command(out: Path, seed: int) -> str | None:
 # What a run writes before it has collected, converted or trained anything: a folder holding only these (and
 # no checkpoint.pt, no file under data/) holds no run, so a failed start never blocks the next one.
 STARTED_ENTRIES = ("config.yaml", "data.yaml", "data", "tensorboard", START_FILE, COMMAND_FILE)
-
-
-def holds_run(out: Path) -> bool:
-    """Whether ``out`` holds something of a training run that a fresh start would lose: a checkpoint, or a
-    collected episode or converted bag under ``data/`` (a ``.*.tmp`` folder is a conversion that never finished)."""
-    if (out / "checkpoint.pt").exists():
-        return True
-    data = out / "data"
-    return data.is_dir() and any(
-        f.is_file() and not any(part.startswith(".") and part.endswith(".tmp") for part in f.relative_to(data).parts)
-        for f in data.rglob("*")
-    )
 
 
 def _listing(out: Path) -> str:
