@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 
 
@@ -159,6 +159,31 @@ def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
             raise
     print(f"{prog}: interrupted", file=sys.stderr)
     return 130
+
+
+class WorkerPoolError(RuntimeError):
+    """A process pool could not start (its semaphores: a missing, read-only or full /dev/shm)."""
+
+
+def spawn_pool(workers: int, initializer: Callable[..., object], initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A process pool of ``workers`` spawned interpreters (not forked: a forked MuJoCo/EGL or torch state is not
+    safe to reuse in a child). Its queues' locks are POSIX semaphores in /dev/shm: where that is missing, read-only
+    or full the OSError (say 'Read-only file system', no file named) read as the output folder's in every command's
+    message; it is raised as a :class:`WorkerPoolError` naming /dev/shm."""
+    import multiprocessing
+
+    try:
+        return ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=initializer,
+            initargs=initargs,
+        )
+    except OSError as exc:
+        raise WorkerPoolError(
+            f"cannot start {workers} worker process(es): {exc.strerror or exc} (the pool's semaphores live in "
+            "/dev/shm, which must exist, be writable and have room)"
+        ) from None
 
 
 def terminate_workers(pool: Executor) -> None:

@@ -101,11 +101,11 @@ def test_more_workers_than_cpus_are_said(monkeypatch, capsys):
     class Started(Exception):
         pass
 
-    def no_pool(**kwargs):  # the pool is not needed: the note comes before it starts
-        raise Started(kwargs["max_workers"])
+    def no_pool(workers, initializer):  # the pool is not needed: the note comes before it starts
+        raise Started(workers)
 
     monkeypatch.setattr(backends, "available_cpus", lambda: 2)
-    monkeypatch.setattr(backends, "ProcessPoolExecutor", no_pool)
+    monkeypatch.setattr(backends, "spawn_pool", no_pool)
     jobs = build_plan(["expert"], ["in_distribution"], 5, world="LiquidBalance-v0").jobs
     for workers in (2, 64):
         with pytest.raises(Started, match=str(min(workers, 5))):  # one process per batch at most
@@ -115,3 +115,31 @@ def test_more_workers_than_cpus_are_said(monkeypatch, capsys):
         "no sooner than with --workers 2, and each worker process holds its own worlds (one per lane) and torch "
         "(~300 MB or more)"
     ]
+
+
+def test_a_pool_that_cannot_start_names_dev_shm_not_the_output_folder(tmp_path, capsys, monkeypatch):
+    """Before: with /dev/shm missing, read-only or full, the pool's semaphores failed with an OSError naming no file
+    and eval said 'cannot write in <--out>: Read-only file system' (train: 'cannot write <--out>: ...'), blaming a
+    folder that was fine (seen with `unshare -m` and a read-only tmpfs on /dev/shm)."""
+    import _multiprocessing
+    import multiprocessing.synchronize  # noqa: F401  (reads SemLock.SEM_VALUE_MAX on import: before the patch)
+
+    from liquid_control.cli import main
+    from liquid_control.training import episodes
+
+    def no_shm(*args, **kwargs):  # sem_open in a read-only /dev/shm
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(_multiprocessing, "SemLock", no_shm)  # what multiprocessing.synchronize makes its locks with
+    out = tmp_path / "r"
+    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "2", "--lanes", "1",
+            "--out", str(out), "--no-progress", "--no-example", "--workers", "2"]  # fmt: skip
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "liquid-control eval: error: --backend process: cannot start 2 worker process(es): Read-only file system "
+        "(the pool's semaphores live in /dev/shm, which must exist, be writable and have room); or use --backend "
+        "serial"
+    )
+    workers = episodes.EpisodeWorkers({"world": "LiquidBalance-v0"}, 2)
+    with pytest.raises(episodes.EpisodeWorkerError, match=r"^the batch: --workers 2: cannot start 2 worker .*/dev/shm"):
+        list(workers._run(int, {0: ("1",)}, str, "the batch"))

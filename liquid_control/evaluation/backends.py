@@ -18,10 +18,8 @@ the paired design (every policy on the same episode seeds) holds under any batch
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
@@ -30,6 +28,7 @@ from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_b
 from liquid_control.evaluation.errors import EpisodeFailedError
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
 from liquid_control.processes import (  # available_cpus: part of this module's API (experiment)
+    WorkerPoolError,
     available_cpus,
     collect_results,
     die_with_parent,
@@ -37,6 +36,7 @@ from liquid_control.processes import (  # available_cpus: part of this module's 
     keep_freed_memory,
     more_workers_than_cpus,
     quiet_ctrl_c_in_worker,
+    spawn_pool,
 )
 
 BACKENDS = ("process", "serial", "ray")
@@ -153,15 +153,17 @@ def _run_serial(batches, finished) -> None:
 
 
 def _run_process_pool(batches, finished, workers: int) -> None:
-    # spawn, not fork: a forked MuJoCo/EGL or torch state is not safe to reuse in a child
-    context = multiprocessing.get_context("spawn")
     workers = max(1, min(workers, len(batches)))
     too_many = more_workers_than_cpus(
         workers, available_cpus(), "its own worlds (one per lane) and torch (~300 MB or more)"
     )
     if too_many:  # allowed (the same records); before, up to one process per batch started without a word
         print(f"liquid-control eval: {too_many}", file=sys.stderr, flush=True)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
+    try:
+        pool = spawn_pool(workers, _init_worker)
+    except WorkerPoolError as exc:
+        raise EpisodeFailedError(f"--backend process: {exc}; or use --backend serial") from None
+    with pool:
         batch_of = {pool.submit(run_verified_batch, batch): batch for batch in batches}
         # a failed batch stops the evaluation here, once the batches running beside it are in the log
         collect_results(

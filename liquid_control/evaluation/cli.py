@@ -24,7 +24,7 @@ from liquid_control.evaluation.plan import (
     validate_output_folder,
 )
 from liquid_control.evaluation.shifts import SHIFT_SETS
-from liquid_control.processes import Terminated, interrupt_in_ctypes, sigterm_as_interrupt
+from liquid_control.processes import Terminated, WorkerPoolError, interrupt_in_ctypes, sigterm_as_interrupt
 
 DEFAULT_EPISODES = 20
 
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what finished is in the results log; no traceback
         return _interrupted(args, exc)
-    except (EpisodeFailedError, CheckpointChangedError) as exc:  # the batches finished beside it are logged
+    except (EpisodeFailedError, CheckpointChangedError, WorkerPoolError) as exc:  # what finished beside it is kept
         kept = _kept(args)
         print(f"liquid-control eval: error: {exc}" + (f"; {kept}" if kept else ""), file=sys.stderr)
         return 1

@@ -31,16 +31,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from itertools import combinations
 
 from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs, unique_pairs
 from liquid_control.evaluation.shifts import SHIFT_SETS
-from liquid_control.processes import collect_results
+from liquid_control.processes import collect_results, spawn_pool
 
 # architecture name in the report -> shipped config (policies/configs/)
 ARCHITECTURES = {
@@ -273,10 +271,9 @@ def train_all(
         return _train_on_ray(jobs, on_work)
     if on_work is not None and not all(_is_finished(job[3], resume) for job in jobs):
         on_work()
-    context = multiprocessing.get_context("spawn")
     results = []
     workers = max(1, min(workers, len(jobs)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_training_worker) as pool:
+    with spawn_pool(workers, _init_training_worker) as pool:
 
         def done(future):
             results.append(future.result())

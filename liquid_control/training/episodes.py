@@ -12,7 +12,6 @@ rendering), and they are independent, so they use the cores that one behaviour-c
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -20,7 +19,14 @@ import numpy as np
 import torch
 
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
-from liquid_control.processes import die_with_parent, keep_freed_memory, quiet_ctrl_c_in_worker, terminate_workers
+from liquid_control.processes import (
+    WorkerPoolError,
+    die_with_parent,
+    keep_freed_memory,
+    quiet_ctrl_c_in_worker,
+    spawn_pool,
+    terminate_workers,
+)
 
 from .augment import EpisodeSun, EpisodeTiming
 from .data import Episode, rollout
@@ -265,12 +271,7 @@ class EpisodeWorkers:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(
-                max_workers=self.count,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(self.config,),
-            )
+            self._pool = spawn_pool(self.count, _init_worker, (self.config,))
         return self._pool
 
     def _run(self, fn, tasks: dict, name, batch: str):
@@ -283,6 +284,8 @@ class EpisodeWorkers:
         except BrokenProcessPool as exc:
             self.close()  # a broken pool serves nothing: the next call starts a new one
             raise EpisodeWorkerError(died) from exc
+        except WorkerPoolError as exc:
+            raise EpisodeWorkerError(f"{batch}: --workers {self.count}: {exc}; or leave --workers out") from None
         pending, failed = set(futures), None
         try:
             while pending:
