@@ -143,3 +143,32 @@ def test_a_pool_that_cannot_start_names_dev_shm_not_the_output_folder(tmp_path, 
     workers = episodes.EpisodeWorkers({"world": "LiquidBalance-v0"}, 2)
     with pytest.raises(episodes.EpisodeWorkerError, match=r"^the batch: --workers 2: cannot start 2 worker .*/dev/shm"):
         list(workers._run(int, {0: ("1",)}, str, "the batch"))
+
+
+def test_an_episode_that_raises_on_ray_is_named_by_its_own_exception_and_place():
+    """Before: a Ray task's exception read 'RayTaskError(RuntimeError): ray::_ray_batch() ...' followed by the whole
+    remote traceback, then '(at .../ray/_private/worker.py:... in get_objects)', the driver's place, not the
+    episode's. (A stand-in of Ray's class: ray is an optional extra.)"""
+    from liquid_control.evaluation import backends
+    from liquid_control.evaluation.errors import EpisodeFailedError
+    from liquid_control.evaluation.plan import build_plan
+
+    cause = RuntimeError("the simulation became unstable")
+    remote_text = (
+        "ray::_ray_batch() (pid=1, ip=192.0.2.2)\n"
+        '  File "/site/liquid_control/evaluation/backends.py", line 238, in _ray_batch\n'
+        '  File "/site/liquid_control/worlds/balance.py", line 77, in step\n'
+        "RuntimeError: the simulation became unstable"
+    )
+    task_error = type("RayTaskError(RuntimeError)", (RuntimeError,), {"cause": cause})(remote_text)
+
+    def get(ref):
+        raise task_error
+
+    batch = build_plan(["expert"], ["in_distribution"], 2, world="LiquidBalance-v0").jobs
+    with pytest.raises(EpisodeFailedError) as failed:
+        backends._records(batch, get, "ref")
+    assert str(failed.value) == (
+        "policy expert (training seed 0), shift in_distribution, episode seeds 20000000, 20000001: failed: "
+        "RuntimeError: the simulation became unstable (at /site/liquid_control/worlds/balance.py:77 in step)"
+    )

@@ -113,17 +113,26 @@ def describe_batch(batch: list[EpisodeJob]) -> str:
     return f"policy {job.policy} (training seed {job.training_seed}), shift {job.shift}, episode seed{plural} {seeds}"
 
 
-def _where(exc: BaseException) -> str:
-    """' (at FILE:LINE in FUNCTION)': where ``exc`` was raised, also in a pool's worker process (whose traceback
-    comes back as the text of its ``__cause__``, a ``_RemoteTraceback``); '' when not known."""
+def _failure(exc: BaseException) -> str:
+    """'TYPE: MESSAGE (at FILE:LINE in FUNCTION)' of an episode's exception, where it was raised: also in a pool's
+    worker process (whose traceback comes back as the text of the exception's ``__cause__``, a
+    ``_RemoteTraceback``) or a Ray task (a ``RayTaskError``: the task's own exception is its ``cause``, its text
+    holds the remote traceback); no place when it is not known."""
     import re
     import traceback
 
+    remote = None
     if type(exc.__cause__).__name__ == "_RemoteTraceback":
-        found = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', str(exc.__cause__))
-        return " (at {}:{} in {})".format(*found[-1]) if found else ""
-    frames = traceback.extract_tb(exc.__traceback__)
-    return f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+        remote = str(exc.__cause__)
+    elif type(exc).__name__.startswith("RayTaskError") and isinstance(getattr(exc, "cause", None), BaseException):
+        remote, exc = str(exc), exc.cause
+    if remote is not None:
+        found = re.findall(r'File "([^"]+)", line (\d+), in (\S+)', remote)
+        where = " (at {}:{} in {})".format(*found[-1]) if found else ""
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"
 
 
 def _records(batch: list[EpisodeJob], get, *args) -> list[dict]:
@@ -137,7 +146,7 @@ def _records(batch: list[EpisodeJob], get, *args) -> list[dict]:
     except Exception as exc:
         if interrupt_in_ctypes(exc) is not None:  # Ctrl-C inside MuJoCo's render: the command handles it
             raise
-        raise EpisodeFailedError(f"{describe_batch(batch)}: failed: {type(exc).__name__}: {exc}{_where(exc)}") from exc
+        raise EpisodeFailedError(f"{describe_batch(batch)}: failed: {_failure(exc)}") from exc
 
 
 def _run_serial(batches, finished) -> None:
