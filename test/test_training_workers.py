@@ -338,3 +338,35 @@ def test_a_worker_dying_in_the_first_round_says_whether_the_run_is_kept(tmp_path
     else:
         assert str(raised.value).endswith("(no episode had finished: nothing is kept, run the command again)")
         assert not out.exists()
+
+
+def _returns_or_dies(seconds):
+    if seconds:
+        time.sleep(seconds)
+        os._exit(1)
+    return 0
+
+
+def test_an_interrupt_while_episodes_are_queued_prints_no_thread_traceback(monkeypatch):
+    """Before: SIGTERM or Ctrl-C landing while a round waited for its episodes cancelled the queued ones from the
+    training process; when the workers ended after that (terminated by the interrupted run, or dying), the pool's
+    thread marked those cancelled futures failed, and Python 3.11 printed 'Exception in thread ...
+    InvalidStateError: CANCELLED' under 'liquid-control train: terminated: ...' (`kill <pid>` of `train --workers
+    2`). Here the worker's death is certain: it ends itself a second after the interrupt, with episodes queued."""
+    from liquid_control.processes import Terminated
+
+    raised = []  # what an exception in a thread prints ('Exception in thread ...'), where pytest does not look
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(repr(args.exc_value)))
+    own = EpisodeWorkers(validate_config(camera_imu_config()), 1)
+    try:
+        results = own._run(_returns_or_dies, {0: (0,), 1: (1.0,), **{i: (0,) for i in range(2, 8)}}, str, "batch")
+        assert next(results) == (0, 0)
+        with pytest.raises(Terminated):
+            results.throw(Terminated)  # where the signal's handler raises: in the round's wait for its episodes
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not own._pool._broken:  # the worker ends itself
+            time.sleep(0.1)
+        time.sleep(0.5)  # the pool's thread marks the futures it holds failed
+    finally:
+        own.close(abort=True)
+    assert raised == []

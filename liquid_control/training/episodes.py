@@ -287,27 +287,28 @@ class EpisodeWorkers:
         except WorkerPoolError as exc:
             raise EpisodeWorkerError(f"{batch}: --workers {self.count}: {exc}; or leave --workers out") from None
         pending, failed = set(futures), None
-        try:
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in sorted(done, key=futures.get):
-                    if future.exception() is None:
-                        yield futures[future], future.result()
-                    elif failed is None:
-                        failed = future
-                if failed is not None and pending:  # cancel what has not started, keep what is running
-                    pending = {f for f in pending if not f.cancel()}
-            if failed is not None:
-                exc = failed.exception()
-                if isinstance(exc, BrokenProcessPool):
-                    self.close()
-                    raise EpisodeWorkerError(died) from exc
-                raise EpisodeWorkerError(
-                    f"{name(futures[failed])} failed in a worker: {type(exc).__name__}: {exc}"
-                ) from exc
-        finally:
-            for future in pending:
-                future.cancel()
+        while pending and failed is None:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in sorted(done, key=futures.get):
+                if future.exception() is None:
+                    yield futures[future], future.result()
+                elif failed is None:
+                    failed = future
+        if failed is None:
+            return
+        exc = failed.exception()
+        if isinstance(exc, BrokenProcessPool):
+            self.close()
+            raise EpisodeWorkerError(died) from exc
+        # The pool's own thread cancels what has not started (cancelling it from here raced with that thread
+        # marking it failed when the workers then ended, as on Ctrl-C or SIGTERM: Python 3.11 printed an
+        # InvalidStateError traceback); the episodes running finish and come back. The next call starts a new pool.
+        pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
+        for future in sorted(pending, key=futures.get):
+            if not future.cancelled() and future.exception() is None:
+                yield futures[future], future.result()
+        raise EpisodeWorkerError(f"{name(futures[failed])} failed in a worker: {type(exc).__name__}: {exc}") from exc
 
     def collect(self, policy: Policy | None, seed: int, round_index: int, indices):
         """Yield ``(index, Episode)`` of round ``round_index``'s episodes ``indices`` as they finish."""
