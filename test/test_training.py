@@ -815,3 +815,53 @@ def test_a_card_names_the_code_that_trained_its_policy(tmp_path, monkeypatch):
     path = model_card.write_card("x", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine")
     assert model_card.read_card(path)["training"]["code"] == commit
     assert f"code: {commit}." in model_card.split_card(path)[1]
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped by whoever adopted it, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_a_card_process_stopped_while_measuring_leaves_no_measurement_running(tmp_path, how):
+    """Before: SIGTERM (or SIGKILL) to the model card's process ended it without a word and left both measuring
+    processes running their episodes to the end (hours for a camera policy's 100), writing nowhere."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _ship_run(tmp_path)
+    argv = [sys.executable, "-m", "liquid_control.training.model_card", "--run", str(tmp_path / "run"), "--name", "x",
+            "--out", str(tmp_path / "out"), "--episodes", "100000", "--check-episodes", "1"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    children = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(children) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            children = [  # of any of its threads
+                int(pid)
+                for task in os.listdir(f"/proc/{proc.pid}/task")
+                for pid in open(f"/proc/{proc.pid}/task/{task}/children").read().split()
+            ]
+        assert len(children) == 2, "the two measuring processes did not start"
+        proc.send_signal(getattr(signal, how))
+        err = proc.communicate(timeout=60)[1]
+        if how == "SIGTERM":
+            assert proc.returncode == 143
+            assert err.replace("\r", "\n").splitlines()[-1] == "model_card.py: terminated: no card written", err[-500:]
+        deadline = time.monotonic() + 30
+        while any(map(_running, children)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(_running, children)), "a measuring process outlived the card's"
+    finally:
+        for pid in [proc.pid, *children]:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["x.md", "x.onnx", "x.pt"]  # the earlier ones

@@ -27,7 +27,6 @@ import re
 import subprocess
 import sys
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,7 +36,7 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
-from liquid_control.processes import quiet_ctrl_c_in_worker
+from liquid_control.processes import Terminated, die_with_parent, quiet_ctrl_c_in_worker, sigterm_as_interrupt
 from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.runtime.export import ExportError, export_checked
 from liquid_control.stats import binomial_cdf, wilson_interval
@@ -138,42 +137,55 @@ def check_cache(cache: Path | None, policy_path: str | Path, episodes: int) -> N
         read_cached(cache_file(cache, policy_path, path, episodes), episodes)
 
 
+PARENT_ENV = "LIQUID_CONTROL_CARD_PARENT"  # the card's process, for its measuring processes to check it is alive
+
+
 def measure_both_paths(
     policy_path: str | Path, episodes: int, threads: int = 1, cache: Path | None = None
 ) -> dict[str, dict]:
     """Outcomes on the compiled and on the torch kernel path, two processes side by side:
     ``{"compiled"|"torch": {"kernel_path": str, "outcomes": [bool]}}``. With ``cache`` (a folder) each
-    path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused (the same file, bit for bit)."""
+    path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused (the same file, bit for bit).
+
+    The two processes end with this one, however it ends (before, they measured on for up to hours): an
+    interrupt (Ctrl-C, SIGTERM) or a failure here terminates them, and they get SIGTERM when it is killed
+    (``--outcomes`` arms the parent-death signal first thing)."""
     digest = checkpoint_sha256(policy_path)
-
-    def one(native: str) -> dict:
-        stored = None
-        if cache is not None:
-            stored = cache_file(cache, policy_path, "compiled" if native == "1" else "torch", episodes)
-            data = read_cached(stored, episodes)
-            if data is not None and data.get("sha256") == digest:
-                return data
-        env = dict(os.environ, **{NATIVE_ENV: native})
-        argv = [
-            sys.executable,
-            "-m",
-            "liquid_control.training.model_card",
-            "--outcomes",
-            str(policy_path),
-            "--episodes",
-            str(episodes),
-        ]
-        argv += ["--threads", str(threads)]
-        done = subprocess.run(argv, env=env, stdout=subprocess.PIPE, text=True, check=True)
-        data = dict(json.loads(done.stdout.strip().splitlines()[-1]), sha256=digest)
-        if stored is not None:
-            stored.parent.mkdir(parents=True, exist_ok=True)
-            _write_text(stored, json.dumps(data))
-        return data
-
-    with ThreadPoolExecutor(2) as pool:
-        compiled, torch_path = pool.map(one, ["1", "0"])
-    return {"compiled": compiled, "torch": torch_path}
+    results, procs, stored = {}, {}, {}
+    try:
+        for path, native in (("compiled", "1"), ("torch", "0")):
+            if cache is not None:
+                stored[path] = cache_file(cache, policy_path, path, episodes)
+                data = read_cached(stored[path], episodes)
+                if data is not None and data.get("sha256") == digest:
+                    results[path] = data
+                    continue
+            env = dict(os.environ, **{NATIVE_ENV: native, PARENT_ENV: str(os.getpid())})
+            argv = [
+                sys.executable,
+                "-m",
+                "liquid_control.training.model_card",
+                "--outcomes",
+                str(policy_path),
+                "--episodes",
+                str(episodes),
+            ]
+            argv += ["--threads", str(threads)]
+            procs[path] = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+        for path, proc in procs.items():  # stdout is one line of JSON at the end: read one after the other
+            out, _ = proc.communicate()
+            if proc.returncode:
+                raise subprocess.CalledProcessError(proc.returncode, proc.args, out)
+            results[path] = dict(json.loads(out.strip().splitlines()[-1]), sha256=digest)
+            if path in stored:
+                stored[path].parent.mkdir(parents=True, exist_ok=True)
+                _write_text(stored[path], json.dumps(results[path]))
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait()
+    return {"compiled": results["compiled"], "torch": results["torch"]}
 
 
 def in_distribution_section(measured: dict[str, dict], primary: str, episodes: int) -> dict:
@@ -705,6 +717,9 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)  # several intra-op threads on a busy 2-core machine spin instead of working
     if args.outcomes:  # a child of the card's process, which says what Ctrl-C keeps
+        die_with_parent()  # a killed card process leaves no measurement running
+        if os.environ.get(PARENT_ENV, str(os.getppid())) != str(os.getppid()):
+            return 1  # it was killed before that took effect (while this process imported torch)
         quiet_ctrl_c_in_worker()
         from liquid_control.cells import kernels
 
@@ -716,22 +731,23 @@ def main(argv=None) -> int:
     cache = Path(args.cache) if args.cache else None
     ood = (args.ood_results, args.ood_policy or args.name or args.refresh) if args.ood_results else None
     try:
-        if args.refresh:
-            path = refresh_card(args.refresh, args.episodes, args.check_episodes, out, cache=cache, ood=ood)
-        else:
-            appendix = Path(args.append).read_text() if args.append else ""
-            path = write_card(
-                args.name,
-                Path(args.run),
-                args.episodes,
-                args.check_episodes,
-                out,
-                args.machine,
-                args.command,
-                appendix,
-                cache=cache,
-                ood=ood,
-            )
+        with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: the measuring processes end, one line
+            if args.refresh:
+                path = refresh_card(args.refresh, args.episodes, args.check_episodes, out, cache=cache, ood=ood)
+            else:
+                appendix = Path(args.append).read_text() if args.append else ""
+                path = write_card(
+                    args.name,
+                    Path(args.run),
+                    args.episodes,
+                    args.check_episodes,
+                    out,
+                    args.machine,
+                    args.command,
+                    appendix,
+                    cache=cache,
+                    ood=ood,
+                )
     except CardError as exc:  # a corrupt input file: one line naming it, nothing written
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     except OSError as exc:  # a full disk, a read-only folder: every file is written whole or not at all
@@ -739,9 +755,10 @@ def main(argv=None) -> int:
         parser.exit(
             1, f"{parser.prog}: error: cannot write {where}: {exc.strerror or exc}; the files there are as they were\n"
         )
-    except KeyboardInterrupt:  # before: a traceback from this process and one from each measuring child
+    except KeyboardInterrupt as exc:  # before: a traceback from this process and one from each measuring child
         kept = f"; the kernel paths measured to the end are kept in {cache}" if cache else ""
-        parser.exit(130, f"{parser.prog}: interrupted: no card written{kept}\n")
+        stopped, status = ("terminated", 143) if isinstance(exc, Terminated) else ("interrupted", 130)
+        parser.exit(status, f"{parser.prog}: {stopped}: no card written{kept}\n")
     print(path)
     return 0
 
