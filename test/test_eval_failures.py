@@ -150,7 +150,7 @@ def test_an_episode_that_raises_on_ray_is_named_by_its_own_exception_and_place()
     remote traceback, then '(at .../ray/_private/worker.py:... in get_objects)', the driver's place, not the
     episode's. (A stand-in of Ray's class: ray is an optional extra.)"""
     from liquid_control.evaluation import backends
-    from liquid_control.evaluation.errors import EpisodeFailedError
+    from liquid_control.evaluation.errors import RunFailedError
     from liquid_control.evaluation.plan import build_plan
 
     cause = RuntimeError("the simulation became unstable")
@@ -166,9 +166,37 @@ def test_an_episode_that_raises_on_ray_is_named_by_its_own_exception_and_place()
         raise task_error
 
     batch = build_plan(["expert"], ["in_distribution"], 2, world="LiquidBalance-v0").jobs
-    with pytest.raises(EpisodeFailedError) as failed:
+    with pytest.raises(RunFailedError) as failed:
         backends._records(batch, get, "ref")
     assert str(failed.value) == (
         "policy expert (training seed 0), shift in_distribution, episode seeds 20000000, 20000001: failed: "
         "RuntimeError: the simulation became unstable (at /site/liquid_control/worlds/balance.py:77 in step)"
     )
+
+
+@pytest.mark.parametrize(
+    "failure,message",
+    [
+        (BrokenProcessPool("gone"), "a training worker process died (killed by a signal, or by the kernel when memory"),
+        (KeyError("core"), "training cfc (seed 1) in {train}/cfc/seed_1 failed: KeyError: 'core'"),
+    ],
+)
+def test_a_training_run_of_the_experiment_that_fails_is_named(tmp_path, monkeypatch, failure, message):
+    """Before: a headline training worker killed (the OOM killer) or an error in the code ended `eval --experiment`
+    with a BrokenProcessPool or KeyError traceback, naming no run and not that the finished runs are kept."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from liquid_control.evaluation import experiment
+    from liquid_control.evaluation.errors import RunFailedError
+
+    def train_one(name, arch, seed, out_dir, overrides, resume):
+        if seed == 1:
+            raise failure
+        return {"name": name, "seed": seed, "cpu_s": 1.0, "metadata": {}}
+
+    monkeypatch.setattr(experiment, "spawn_pool", lambda workers, initializer: ThreadPoolExecutor(1))
+    monkeypatch.setattr(experiment, "_train_one", train_one)
+    train = tmp_path / "train"
+    with pytest.raises(RunFailedError) as failed:
+        experiment.train_all([("cfc", "cfc")], [0, 1], str(train), {"cfc": {}}, False, 1)
+    assert str(failed.value).startswith(message.format(train=train))

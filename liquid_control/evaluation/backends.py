@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
-from liquid_control.evaluation.errors import EpisodeFailedError
+from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
 from liquid_control.processes import (  # available_cpus: part of this module's API (experiment)
     WorkerPoolError,
@@ -136,17 +136,17 @@ def _failure(exc: BaseException) -> str:
 
 
 def _records(batch: list[EpisodeJob], get, *args) -> list[dict]:
-    """``get(*args)``: the batch's records; its failure raised as an :class:`EpisodeFailedError` naming the batch."""
+    """``get(*args)``: the batch's records; its failure raised as an :class:`RunFailedError` naming the batch."""
     try:
         return get(*args)
     except CheckpointChangedError:  # names the checkpoint already
         raise
     except BrokenProcessPool as exc:
-        raise EpisodeFailedError(WORKER_DIED) from exc
+        raise RunFailedError(WORKER_DIED) from exc
     except Exception as exc:
         if interrupt_in_ctypes(exc) is not None:  # Ctrl-C inside MuJoCo's render: the command handles it
             raise
-        raise EpisodeFailedError(f"{describe_batch(batch)}: failed: {_failure(exc)}") from exc
+        raise RunFailedError(f"{describe_batch(batch)}: failed: {_failure(exc)}") from exc
 
 
 def _run_serial(batches, finished) -> None:
@@ -171,7 +171,7 @@ def _run_process_pool(batches, finished, workers: int) -> None:
     try:
         pool = spawn_pool(workers, _init_worker)
     except WorkerPoolError as exc:
-        raise EpisodeFailedError(f"--backend process: {exc}; or use --backend serial") from None
+        raise RunFailedError(f"--backend process: {exc}; or use --backend serial") from None
     with pool:
         batch_of = {pool.submit(run_verified_batch, batch): batch for batch in batches}
         # a failed batch stops the evaluation here, once the batches running beside it are in the log

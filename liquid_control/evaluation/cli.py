@@ -14,7 +14,7 @@ import sys
 
 from liquid_control.evaluation.backends import BACKENDS
 from liquid_control.evaluation.batched import DEFAULT_LANES
-from liquid_control.evaluation.errors import EpisodeFailedError
+from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import (
     DEFAULT_EPISODE_SEED_BASE,
     DEFAULT_SHIFT,
@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: what finished is in the results log; no traceback
         return _interrupted(args, exc)
-    except (EpisodeFailedError, CheckpointChangedError, WorkerPoolError) as exc:  # what finished beside it is kept
+    except (RunFailedError, CheckpointChangedError, WorkerPoolError) as exc:  # what finished beside it is kept
         kept = _kept(args)
         print(f"liquid-control eval: error: {exc}" + (f"; {kept}" if kept else ""), file=sys.stderr)
         return 1

@@ -7,5 +7,6 @@ class EvaluationSetupError(ValueError):
     """The evaluation request is invalid (names the shift, checkpoint or policy and the problem)."""
 
 
-class EpisodeFailedError(RuntimeError):
-    """Episodes failed while running (an exception in a world or policy, or a worker process died); names them."""
+class RunFailedError(RuntimeError):
+    """Episodes or an experiment's training runs failed while running (an exception in a world, a policy or the
+    code, or a worker process died); names them. What finished is kept."""

@@ -34,8 +34,10 @@ import math
 import os
 import sys
 import time
+from concurrent.futures.process import BrokenProcessPool
 from itertools import combinations
 
+from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs, unique_pairs
 from liquid_control.evaluation.shifts import SHIFT_SETS
 from liquid_control.processes import collect_results, spawn_pool
@@ -274,12 +276,26 @@ def train_all(
     results = []
     workers = max(1, min(workers, len(jobs)))
     with spawn_pool(workers, _init_training_worker) as pool:
+        job_of = {pool.submit(_train_one, *job): job for job in jobs}
 
         def done(future):
-            results.append(future.result())
+            try:
+                results.append(future.result())
+            except BrokenProcessPool as exc:  # killed, or by the kernel's OOM killer: a traceback before
+                raise RunFailedError(
+                    "a training worker process died (killed by a signal, or by the kernel when memory ran out; its "
+                    "error, if it printed one, is above); which of the running trainings it held is not known"
+                ) from exc
+            except EvaluationSetupError:  # names the run already
+                raise
+            except Exception as exc:  # an error in the code: a traceback naming no run before
+                name, _, seed, out_dir = job_of[future][:4]
+                raise RunFailedError(
+                    f"training {name} (seed {seed}) in {out_dir} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             _log_done(results[-1], len(results), len(jobs))
 
-        collect_results(pool, [pool.submit(_train_one, *job) for job in jobs], done)
+        collect_results(pool, job_of, done)
     return _in_job_order(results, jobs)
 
 
