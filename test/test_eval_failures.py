@@ -200,3 +200,22 @@ def test_a_training_run_of_the_experiment_that_fails_is_named(tmp_path, monkeypa
     with pytest.raises(RunFailedError) as failed:
         experiment.train_all([("cfc", "cfc")], [0, 1], str(train), {"cfc": {}}, False, 1)
     assert str(failed.value).startswith(message.format(train=train))
+
+
+def test_backend_ray_without_ray_is_refused_naming_the_extra_before_out_is_made(tmp_path, capsys, monkeypatch):
+    """Before: `eval --backend ray` without ray said so only after writing plan.json and provenance.sitting.json
+    into --out (a refused request makes no report folder), and did not name the package's extra."""
+    import sys
+
+    from liquid_control.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` fails as where it is not installed
+    out = tmp_path / "r"
+    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "1", "--backend", "ray",
+            "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "liquid-control eval: error: --backend ray needs the optional dependency ray (the extra "
+        "liquid_control[ray]): pip install 'ray==2.60.0'"
+    )
+    assert not out.exists()

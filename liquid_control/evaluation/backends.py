@@ -180,16 +180,22 @@ def _run_process_pool(batches, finished, workers: int) -> None:
         )
 
 
-@contextmanager
-def ray_connection(address: str | None):
-    """Connect to Ray (`address`, else RAY_ADDRESS, else a local instance) unless this process already is, and
-    disconnect at the end only if connected here: the headline experiment's training and evaluation share one."""
+def import_ray():
+    """The ray module, or the refusal naming the optional dependency (the package's ``ray`` extra)."""
     try:
         import ray
     except ImportError:
         raise EvaluationSetupError(
-            "--backend ray needs the optional dependency ray: pip install 'ray==2.60.0'"
+            "--backend ray needs the optional dependency ray (the extra liquid_control[ray]): pip install 'ray==2.60.0'"
         ) from None
+    return ray
+
+
+@contextmanager
+def ray_connection(address: str | None):
+    """Connect to Ray (`address`, else RAY_ADDRESS, else a local instance) unless this process already is, and
+    disconnect at the end only if connected here: the headline experiment's training and evaluation share one."""
+    ray = import_ray()
 
     started_here = not ray.is_initialized()
     if started_here:

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 
-from liquid_control.evaluation.backends import BACKENDS
+from liquid_control.evaluation.backends import BACKENDS, import_ray
 from liquid_control.evaluation.batched import DEFAULT_LANES
 from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import (
@@ -275,6 +275,8 @@ def run(args: argparse.Namespace) -> int:
                     world=args.world,
                 )
                 paired = parse_pairs(args.paired, [p.name for p in plan.policies])
+                if args.backend == "ray":  # before --out: plan.json was written, then Ray found missing
+                    import_ray()
                 validate_output_folder(args.out)  # after every other check: a refused request creates nothing
                 result = evaluate(
                     plan,
