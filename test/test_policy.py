@@ -180,6 +180,40 @@ def test_mask_holds_the_state_on_padding():
     torch.testing.assert_close(h_masked[1:], h_short)
 
 
+@pytest.mark.parametrize(
+    "core",
+    [
+        {"type": "cfc", "units": 8, "wiring": "ncp"},
+        {"type": "cfc", "units": 8, "wiring": "ncp", "max_step": 0.05},
+        {"type": "ltc", "units": 8, "wiring": "ncp", "unfolds": 2},
+    ],
+)
+def test_under_autocast_the_core_runs_in_its_weights_dtype_and_training_gets_gradients(core):
+    """Before: ``forward_sequence`` of a policy under torch.autocast("cpu", bfloat16) (a policy trained so) failed
+    ("CfCCell's weights are torch.float32, x is torch.bfloat16"): the autocast encoders' bfloat16 features went
+    to the core's sequence path as they were. Now the core runs as the cells' entry points run it: autocast off,
+    in its weights' dtype, giving the core's own numbers for those features."""
+    torch.manual_seed(3)
+    policy = Policy.from_config(small_config(core))
+    obs = random_obs(2, 5)
+    dt = torch.rand(2, 5) * 0.1 + 0.02
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        actions, h_n = policy.forward_sequence(obs, dt)
+        actions.square().sum().backward()
+        features = policy.encode(obs, (2, 5))
+    assert features.dtype == torch.bfloat16  # the encoders did run under autocast
+    assert actions.dtype == h_n.dtype == torch.float32
+    size = policy.core.state_size
+    if policy.max_step is None:  # the core's state from those features, computed without autocast: every bit
+        _, expected = policy.core.forward_sequence(features.float(), dt)
+        torch.testing.assert_close(h_n[:, :size], expected, rtol=0, atol=0)
+    plain_actions, plain_h_n = policy.forward_sequence(obs, dt)
+    torch.testing.assert_close(actions, plain_actions, atol=0.05, rtol=0)  # bfloat16 encoders: close, not equal
+    torch.testing.assert_close(h_n[:, :size], plain_h_n[:, :size], atol=0.05, rtol=0)
+    for name, parameter in policy.named_parameters():
+        assert parameter.grad is not None and bool(torch.isfinite(parameter.grad).all()), name
+
+
 def test_core_integrates_measured_dt_unless_ignored():
     torch.manual_seed(2)
     cfg = small_config({"type": "cfc", "units": 8, "wiring": "ncp"})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
 import torch
 from torch import nn
 
+from liquid_control.cells.core import autocast_on
 from liquid_control.cells.dt import sequence_dt, step_dt, substep_counts
 
 from .config import validate_config
@@ -367,18 +369,24 @@ class Policy(nn.Module):
         batch, steps = dt.shape
         dt = sequence_dt(dt, batch, steps, torch.float32)
         features = self.encode(obs, (batch, steps))
-        if dt.dtype != features.dtype:  # a float64 policy
-            dt = dt.to(features.dtype)
         x = self.core_input(features, self.time_inputs(obs, (batch, steps)))
         core_h0 = None if h0 is None else self.split_state(h0)[0].contiguous()
+        # Under torch.autocast the core runs as the cells' own entry points run it (``RecurrentCore.step``,
+        # ``forward_sequence``): autocast off, x and h0 in its weights' dtype; the encoders and head stay in it.
+        autocast = autocast_on(x)
+        if autocast:
+            x, core_h0 = self.core.cast_for_autocast(x, core_h0)
+        if dt.dtype != x.dtype:  # a float64 policy
+            dt = dt.to(x.dtype)
         core_x, core_dt, core_mask, last = x, dt, mask, None
         if self.max_step is not None:
             counts = substep_counts(dt, self.max_step)
             if bool((counts > 1).any()):
                 core_x, core_dt, core_mask, last = _substep_sequence(x, dt, mask, counts)
-        outputs, core_hn = self.core.advance_sequence(
-            core_x, self._core_dt(core_dt), core_h0, core_mask, fused=self.fused_sequence, readout=True
-        )
+        with torch.autocast(x.device.type, enabled=False) if autocast else contextlib.nullcontext():
+            outputs, core_hn = self.core.advance_sequence(
+                core_x, self._core_dt(core_dt), core_h0, core_mask, fused=self.fused_sequence, readout=True
+            )
         if last is not None:  # each step's output is that of its last sub-step
             outputs = outputs[:, last]
         return self.act_from_output(outputs), torch.cat([core_hn, self._last_features(features, h0, mask)], dim=-1)
