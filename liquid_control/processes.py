@@ -204,8 +204,8 @@ def collect_results(pool: Executor, futures: Iterable[Future], on_done: Callable
 
     A task that fails: the queued ones are cancelled, those already running are waited for and handed to
     ``on_done`` (their results are kept), then the failed one is, and its exception goes on. Ctrl-C or SIGTERM
-    (:class:`Terminated`): the workers end at once (:func:`terminate_workers`). Any other exception (one raised
-    by ``on_done`` itself, say a full disk): the queued ones are cancelled and the running ones end.
+    (:class:`Terminated`), or an exception of ``on_done`` itself (say a full disk: no later result could be kept
+    either): the workers end at once (:func:`terminate_workers`) and the queued tasks are cancelled.
 
     The queued tasks are cancelled by the pool's own thread (``shutdown(cancel_futures=True)``): cancelling them
     here raced with that thread marking them failed when Ctrl-C had also ended the workers (Python 3.11 printed an
@@ -226,10 +226,7 @@ def collect_results(pool: Executor, futures: Iterable[Future], on_done: Callable
                         on_done(future)
                 pending = set()
                 on_done(failed[0])  # raises its exception
-    except KeyboardInterrupt:
+    except BaseException:  # after a failed task's shutdown there is nothing left to end
         terminate_workers(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise

@@ -75,11 +75,27 @@ def test_an_interrupt_ends_the_running_tasks_at_once(interrupt):
     def interrupted(future):
         raise interrupt
 
+    _assert_the_running_task_ends_at_once(interrupted, interrupt)
+
+
+def test_a_result_that_cannot_be_kept_ends_the_running_tasks_at_once():
+    """Before: an exception of ``on_done`` itself (eval: a full disk as a batch's records were appended) waited
+    for every batch running in the workers (minutes with 32 lanes) before it was said, then dropped their
+    records: they could not be written either."""
+
+    def full_disk(future):
+        raise OSError(28, "No space left on device")
+
+    _assert_the_running_task_ends_at_once(full_disk, OSError)
+
+
+def _assert_the_running_task_ends_at_once(on_done, raised) -> None:
     with _pool(2) as pool:
         quick, running = pool.submit(time.sleep, 0), pool.submit(time.sleep, 20)
-        with pytest.raises(interrupt):
-            collect_results(pool, [quick, running], interrupted)
-        workers = list(pool._processes or {})
+        workers = list(pool._processes)  # spawned by submit; the shutdown forgets them
+        assert len(workers) == 2
+        with pytest.raises(raised):
+            collect_results(pool, [quick, running], on_done)
     assert isinstance(running.exception(), BrokenProcessPool)  # ended, not finished
     assert all(not _alive(pid) for pid in workers)
 
