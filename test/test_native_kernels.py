@@ -967,6 +967,33 @@ def test_a_full_cache_file_system_falls_back_to_the_next_directory(
         native.build()
 
 
+def test_a_library_that_cannot_be_loaded_under_ulimit_f_is_named_in_the_warning(tmp_path, monkeypatch):
+    """Before: under `ulimit -f` (EFBIG) a library found in the cache could not be copied into the memfd it is
+    loaded from, and the warning read 'compiled kernels unavailable, using the torch paths ([Errno 27] File too
+    large)', naming no file. Now it names the library, and the memfd is not kept open."""
+    import resource
+
+    library = tmp_path / "cache" / "native" / "liquid_kernels-0123-4567.so"
+    monkeypatch.setattr(native, "build", lambda extra_flags=(): (library, b"\0" * 8192))
+    monkeypatch.setattr(native, "_state", {})
+    monkeypatch.delenv("LIQUID_CONTROL_NATIVE", raising=False)
+    kept = list(native_cache._memfds)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.warns(UserWarning) as caught:
+            assert native.load() is None
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    (message,) = [str(w.message) for w in caught]
+    assert message == (
+        f"liquid_control: compiled kernels unavailable, using the torch paths ({library}: cannot load it: "
+        "copying its verified bytes into memory failed: File too large)"
+    )
+    assert native.load_error() == message[message.index("(") + 1 : -1]
+    assert native_cache._memfds == kept
+
+
 def test_a_group_writable_cache_parent_sends_the_build_to_the_fallback_with_a_warning_saying_why(
     suite_build, tmp_path, monkeypatch
 ):

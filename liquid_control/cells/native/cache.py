@@ -258,13 +258,21 @@ def open_verified(path: Path, data: bytes) -> ctypes.CDLL:
     later change of the file can change what is loaded; else the path itself (checked just before).
 
     The memfd stays open: the loader recognises an already-loaded library by its path, so a later library
-    opened under a reused ``/proc/self/fd/N`` would silently be the earlier one."""
+    opened under a reused ``/proc/self/fd/N`` would silently be the earlier one.
+
+    Raises RuntimeError naming ``path`` when the memfd cannot take the bytes (``ulimit -f`` limits it too: EFBIG)."""
     if hasattr(os, "memfd_create") and Path("/proc/self/fd").is_dir():
         fd = os.memfd_create(f"liquid_control:{path.name}", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:
+            os.close(fd)
+            raise RuntimeError(
+                f"{path}: cannot load it: copying its verified bytes into memory failed: {exc.strerror or exc}"
+            ) from exc
         _memfds.append(fd)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
         return ctypes.CDLL(f"/proc/self/fd/{fd}")
     return ctypes.CDLL(str(path))
 
