@@ -1073,6 +1073,38 @@ def test_a_node_activated_before_the_first_clock_message_watches_from_it(policy_
     assert warning.startswith("watchdog: wheels silent 0."), warning
 
 
+def test_the_first_command_after_the_first_clock_ramps_up_from_it_before_any_watchdog_check(policy_file, ros):
+    """Activated with use_sim_time before any /clock, the rate limit's ramp starts at the first /clock: only the
+    watchdog's check moved it there, so an update between the first /clock and that check (a quarter of
+    watchdog_timeout_s later at first; the inputs of a replay stream at once) ramped from time 0 and its command
+    jumped to the full action (elapsed 1000 s). Here no executor runs: no watchdog check can come first."""
+    from geometry_msgs.msg import Twist
+    from rclpy.time import Time
+    from sensor_msgs.msg import Imu, JointState
+
+    node = ros[0](PolicyNode, parameter_overrides=params(policy_file, use_sim_time=True, max_command_rate=[0.5]))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS and node._now() == 0.0  # no /clock yet
+    published = []
+    node._publish_command = lambda command, stamp: published.append(list(command))
+    clock = node.get_clock()
+    clock.set_ros_time_override(Time(seconds=1000.0, clock_type=clock.clock_type))  # what the first /clock does
+    target = Twist()
+    target.linear.x = 0.5
+    node._on_vector("command", target)
+    for k in range(20):
+        stamp = stamp_of(1000.0 - (20 - k) * 0.005)
+        wheels = JointState(velocity=[1.0, 1.0])
+        wheels.header.stamp = stamp
+        node._on_vector("wheels", wheels)
+        imu = Imu()
+        imu.header.stamp, imu.linear_acceleration.z, imu.angular_velocity.x = stamp, 9.8, 0.3
+        node._on_vector("imu", imu)
+    assert published and node.runner.counters["updates"] >= 10
+    assert all(command == [0.0, 0.0] for command in published), published  # no time has passed since the clock
+    node.trigger_deactivate()
+
+
 def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros):
     """Every update failing stopped the robot, but the warning and the diagnostics said it waited for "messages
     in the reordering buffer"."""

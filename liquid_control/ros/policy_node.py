@@ -623,6 +623,8 @@ class PolicyNode(LifecycleNode):
 
     def _on_reading(self, sensor: str, stamp_msg, value):
         now = self._now()
+        if self._activated_at == 0.0:  # activated before the first /clock: before an update's command ramps
+            self._watch_from_first_clock(now)
         stamp = now if stamp_msg is None else stamps.seconds(stamp_msg)  # Twist has no header: arrival time
         invalid = "" if stamp_msg is None else stamps.invalid(stamp_msg)
         if invalid:  # nanosec >= 10^9: no Time; read as seconds it was a stamp up to 4.3 s later, echoed in commands
@@ -696,8 +698,7 @@ class PolicyNode(LifecycleNode):
         if not self._active:
             return
         now, timeout = self._now(), self.settings.watchdog_timeout_s
-        if self._activated_at == 0.0 and now > 0.0:
-            self._clock_started(now)
+        self._watch_from_first_clock(now)
         if self._watchdog_seen is not None and now < self._watchdog_seen:
             self._restart_watch_times(now, self._watchdog_seen - now)
         self._watchdog_seen = now
@@ -772,11 +773,15 @@ class PolicyNode(LifecycleNode):
         self._stale = []
         self._publish_diagnostics()
 
-    def _clock_started(self, now: float):
+    def _watch_from_first_clock(self, now: float):
         """Activated with use_sim_time before any /clock (the node clock reads 0, ROS time not started: a node
         autostarted before ``replay --clock`` or the simulator): the watchdog's times count from the first /clock,
         not from 0, which made every input "silent 1700000000.00 s" at once (a stop and a false warning), and
-        so does the rate limit's ramp from the activation stop. Messages before it are rejected (future_stamp)."""
+        so does the rate limit's ramp from the activation stop (checked on every reading too: an update before
+        the watchdog's next check ramped from 0, a jump to the full command). Messages before it are rejected
+        (future_stamp)."""
+        if self._activated_at != 0.0 or now <= 0.0 or not self._active:
+            return
         self._activated_at = now
         if self.limiter.previous_time == 0.0:
             self.limiter.previous_time = now
