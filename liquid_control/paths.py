@@ -192,3 +192,28 @@ def output_folder_problem(path: str | Path) -> str | None:
     if path.exists() and not path.is_dir():
         return "exists and is not a folder"
     return _writable_folder_problem([path.absolute(), *path.absolute().parents])
+
+
+def first_missing_folder(path: str | Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet: the first folder that making ``path``
+    (``mkdir(parents=True)``) creates, or None when ``path`` exists. Taken before the command makes it, for
+    ``remove_made_folder``."""
+    path = Path(path).absolute()
+    return next((p for p in reversed([path, *path.parents]) if not os.path.lexists(p)), None)
+
+
+def remove_made_folder(path: str | Path, made: Path | None) -> None:
+    """After a command failed: remove ``path`` and its parents up to ``made`` (``first_missing_folder``, taken
+    before the command made them) while they are empty. rmdir only, so nothing written there is lost (nor a
+    sibling's folder made meanwhile); nothing when ``made`` is None (the folder was there before)."""
+    if made is None:
+        return
+    path = Path(path).absolute()
+    for folder in (path, *path.parents):
+        if not folder.is_relative_to(made):
+            break
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (what failed kept something), or gone already
+            if folder.exists():
+                break

@@ -1452,6 +1452,33 @@ def test_a_full_disk_while_logging_an_episode_names_the_log_and_the_resume_drops
     assert len(seeds) == 3 and len(set(seeds)) == 3  # the first kept, the cut one run again, once
 
 
+@pytest.mark.parametrize("mode", ["plan", "experiment"])
+def test_a_completely_full_disk_leaves_no_empty_out_folder_the_command_made(mode, tmp_path, capsys):
+    """Before: eval on a full disk (`ulimit -f 0` here) failed at its first file (plan.json, or the experiment's
+    provenance.sitting.json) and left the --out folder it had made, and its parents, empty (train removes its
+    own). Now a failed eval removes the folders it made while they are empty; a folder that was there stays."""
+    import resource
+
+    from liquid_control.cli import main
+
+    what = ["--experiment", "headline", "--seeds", "1"] if mode == "experiment" else ["--policy", "expert"]
+    first = "provenance.sitting.json" if mode == "experiment" else "plan.json"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    (tmp_path / "there").mkdir()
+    for out in (tmp_path / "new" / "r", tmp_path / "there"):
+        argv = ["eval", *what, "--episodes", "1", "--out", str(out), "--no-progress", "--no-example"]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))  # every write fails
+        try:
+            code = main(argv)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        err = capsys.readouterr().err
+        assert code == 1 and f"cannot write {out / first}: File too large" in err, err
+        assert "--resume" not in err  # nothing was kept to resume
+        assert [p.name for p in tmp_path.iterdir()] == ["there"]  # new/r made and left empty: removed, new too
+    assert list((tmp_path / "there").iterdir()) == []  # there before: kept
+
+
 def test_offline_policy_names_are_checked_like_simulated_ones(tmp_path, capsys):
     """Before: `eval --bag B --policy ../../escaped=P` evaluated and wrote plots/../../escaped__B.png, outside --out."""
     import shutil

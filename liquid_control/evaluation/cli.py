@@ -24,6 +24,7 @@ from liquid_control.evaluation.plan import (
     validate_output_folder,
 )
 from liquid_control.evaluation.shifts import SHIFT_SETS
+from liquid_control.paths import first_missing_folder, remove_made_folder
 from liquid_control.processes import Terminated, WorkerPoolError, interrupt_in_ctypes, sigterm_as_interrupt
 
 DEFAULT_EPISODES = 20
@@ -212,7 +213,7 @@ def _kept(args) -> str | None:
     from liquid_control.evaluation.results import LOG_NAME
 
     log = os.path.join(args.out, LOG_NAME)
-    if args.experiment and not args.bag and os.path.isdir(args.out):
+    if args.experiment and not args.bag and os.path.isdir(args.out) and os.listdir(args.out):
         return f"{args.out} keeps the finished training runs and episodes; add --resume to continue"
     if os.path.isfile(log) and not args.bag:
         return f"the finished episodes are in {log}; add --resume to continue"
@@ -229,7 +230,21 @@ def _interrupted(args, exc: KeyboardInterrupt) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the evaluation (offline on bags, an experiment, or a plan) and report; 2 for a refused request."""
+    """Run the evaluation (offline on bags, an experiment, or a plan) and report; 2 for a refused request.
+
+    A run that fails (or is stopped) removes the --out folder it made when nothing was written there (a full
+    disk: the first file failed), so a rerun meets no empty folder of a run that never was."""
+    made = first_missing_folder(args.out)
+    code = None
+    try:
+        code = _run(args)
+    finally:
+        if code != 0:
+            remove_made_folder(args.out, made)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     from liquid_control.evaluation import experiment
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
