@@ -390,6 +390,26 @@ def test_record_expert_on_a_full_disk_names_the_bag_keeps_the_finished_ones_and_
         assert not reader.salvaged and reader.message_count > 0
 
 
+def test_record_expert_on_a_completely_full_disk_leaves_no_empty_folder_it_made(tmp_path, capsys):
+    """Before: the first bag failing (`ulimit -f 0` here: every write fails) left the -o folder record --expert
+    had made, and its parents, empty. Now they are removed while empty; a folder that was there stays."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    (tmp_path / "there").mkdir()
+    for out in (tmp_path / "new" / "expert", tmp_path / "there"):
+        argv = ["record", "--expert", "-o", str(out), "--time-limit", "1", "--no-progress", "--seed", "7"]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+        try:
+            code = cli.main(argv)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        err = capsys.readouterr().err
+        assert code == 2 and f"{out / 'episode_7'}: cannot " in err and "File too large" in err, err
+        assert [p.name for p in tmp_path.iterdir()] == ["there"]  # new/expert made and left empty: removed
+    assert list((tmp_path / "there").iterdir()) == []  # there before: kept
+
+
 def test_record_expert_stopped_by_sigterm_leaves_only_complete_bags(tmp_path):
     """Before: SIGTERM killed the process mid-episode (an empty .mcap file left); SIGINT, raised inside MuJoCo's
     ctypes render call, became a ctypes.ArgumentError traceback with a truncated bag left."""

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.paths import first_missing_folder, remove_made_folder
+
 from .io import BagError, BagWriter
 from .messages import IMAGE, IMU, STRING, TWIST, image_message, imu_message, string_message, twist_message
 from .recording import episode_bag_name, existing_episode_seeds
@@ -379,6 +381,7 @@ def record_expert_episodes(
             driver.close()
         raise
     results = []
+    made = first_missing_folder(out)  # a failure before the first bag leaves no empty -o folder of ours
     try:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -403,6 +406,9 @@ def record_expert_episodes(
                 raise
             status["bag"] = str(path)
             results.append(status)
+    except BaseException:
+        remove_made_folder(out, made)
+        raise
     finally:
         env.close()
         if driver is not None:
