@@ -265,3 +265,80 @@ def test_sensor_shifts_deliver_their_documented_numbers():
 def test_lighting_darkens_from_noon_to_overcast_dusk_night():
     brightness = {name: first_images(f"lighting={name}").mean() for name in ("noon", "overcast", "dusk", "night")}
     assert brightness["noon"] > brightness["overcast"] > brightness["dusk"] > brightness["night"], brightness
+
+
+def _replay(world, shift, actions=None, steps=30, seed=5, physics_dt=None):
+    """The world's positions and update stamps after each step, under ``actions`` (the expert's when None), with
+    the episode's actions; ``physics_dt`` overrides the physics step (a converged reference)."""
+    kwargs = {"render_size": 16} if world != "LiquidBalance-v0" else {}
+    env = gym.make(world, shift=shift, **kwargs)
+    world_ = env.unwrapped
+    if physics_dt is not None:
+        world_.physics_dt = world_.model.opt.timestep = physics_dt
+    env.reset(seed=seed)
+    taken, qpos, stamps = [], [], []
+    for i in range(steps):
+        action = world_.expert_action() if actions is None else actions[i]
+        *_, info = env.step(action)
+        taken.append(action)
+        qpos.append(world_.data.qpos.copy())
+        stamps.append(info["stamp"])
+    env.close()
+    return taken, np.array(qpos), stamps
+
+
+@pytest.mark.parametrize(
+    "world,shifts",
+    [
+        (
+            "LiquidRover-v0",
+            ["autumn", "winter", "overcast", "night", "winter_dusk", "dense_fog", "camera_noise_0.3", "imu_noise"],
+        ),
+        ("LiquidBalance-v0", ["imu_noise", "imu_bias"]),
+    ],
+)
+def test_visual_noise_and_bias_shifts_leave_the_physics_bit_for_bit(world, shifts):
+    """The same actions give the same trajectory, bit for bit, under every shift that changes only what a sensor
+    reports (docs/worlds.md): a visual or noise shift's row differs from in_distribution by the readings alone."""
+    actions, qpos, stamps = _replay(world, None)
+    for shift in shifts + [parse_shift("winter") + parse_shift("fog")] * (world == "LiquidRover-v0"):
+        _, shifted, shifted_stamps = _replay(world, shift, actions)
+        assert shifted_stamps == stamps, shift
+        np.testing.assert_array_equal(shifted, qpos, err_msg=str(shift))
+
+
+def test_a_timing_shift_also_moves_the_rover_through_its_integration_grid():
+    """What docs/worlds.md says of the timing shifts: physics steps end at every sensor tick, so a shift of the IMU's
+    timing alone (the camera's updates at the same stamps, the same actions) changes the rover's trajectory
+    (0.79 m apart after 4 s, seed 5), nearly all of it the 5 ms step's integration error (10 mm at 0.5 ms)."""
+    actions, qpos, stamps = _replay("LiquidRover-v0", None, steps=60)
+    _, fast_imu, fast_stamps = _replay("LiquidRover-v0", "fast_imu", actions, steps=60)
+    assert fast_stamps == stamps  # the camera (the update sensor) ticks as before
+    assert np.linalg.norm(fast_imu[:, :2] - qpos[:, :2], axis=1).max() > 0.3
+    _, fine, _ = _replay("LiquidRover-v0", None, actions, steps=60, physics_dt=0.0005)
+    _, fine_fast_imu, _ = _replay("LiquidRover-v0", "fast_imu", actions, steps=60, physics_dt=0.0005)
+    assert np.linalg.norm(fine_fast_imu[:, :2] - fine[:, :2], axis=1).max() < 0.05
+
+
+@pytest.mark.parametrize("world", ["LiquidRover-v0", "LiquidBalance-v0"])
+def test_every_preset_is_one_episode_per_seed(world):
+    """Two runs of a preset from one seed give the same frames, readings and stamps (every random part of a
+    shift is drawn from the episode's seeded generators)."""
+    sensors = sim_envs.world_class(world).sensor_names
+
+    def run(shift):
+        env = gym.make(world, shift=shift, **({"render_size": 16} if "camera" in sensors else {}))
+        obs, _ = env.reset(seed=11)
+        seen = [obs]
+        for _ in range(8):
+            obs, _, _, _, info = env.step(env.unwrapped.expert_action())
+            seen.append({**obs, "stamp": info["stamp"]})
+        env.close()
+        return seen
+
+    for name, shift in SHIFT_PRESETS.items():
+        if shift.idle_problem(world, sensors):
+            continue
+        for first, second in zip(run(shift), run(shift)):
+            for key in first:
+                np.testing.assert_array_equal(first[key], second[key], err_msg=f"{name} {key}")
