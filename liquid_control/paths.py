@@ -208,7 +208,7 @@ def remove_made_folder(path: str | Path, made: Path | None) -> None:
     sibling's folder made meanwhile); nothing when ``made`` is None (the folder was there before)."""
     if made is None:
         return
-    path = Path(path).absolute()
+    path, made = Path(path).absolute(), Path(made).absolute()
     for folder in (path, *path.parents):
         if not folder.is_relative_to(made):
             break

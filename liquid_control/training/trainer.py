@@ -18,7 +18,7 @@ import torch
 import yaml
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.paths import output_folder_problem
+from liquid_control.paths import first_missing_folder, output_folder_problem, remove_made_folder
 from liquid_control.policy import (
     Policy,
     PolicyConfigError,
@@ -187,13 +187,7 @@ def _undo_start(out: Path, created: Path | None, before: set) -> None:
         return
     if created is not None:  # this start made ``out`` (and maybe parents): remove it, then those parents while empty
         shutil.rmtree(out, ignore_errors=True)
-        for parent in out.parents:  # rmdir only: a sibling run (the headline's seeds, in parallel) may live there
-            if not parent.is_relative_to(created):
-                break
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        remove_made_folder(out, created)  # rmdir only: a sibling run (the headline's seeds, in parallel) may live there
         return
     for path in list(out.iterdir()) if out.is_dir() else []:
         if path.name not in before:
@@ -387,7 +381,7 @@ def train(
     torch.set_num_threads(1 if bc_copies > 1 else threads)
     spec = None if data is None else bag_data.bag_data_spec(cfg, data)  # a bad --node-params: before any write
     torch.use_deterministic_algorithms(True)
-    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    created = first_missing_folder(out)
     before = set(os.listdir(out)) if created is None else set()
     try:
         out.mkdir(parents=True, exist_ok=True)
