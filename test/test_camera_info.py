@@ -7,7 +7,12 @@ from types import SimpleNamespace
 import pytest
 from sensor_msgs.msg import CameraInfo
 
-from liquid_control.conventions.camera_info import camera_info_problems, field_of_view_deg, image_geometry
+from liquid_control.conventions.camera_info import (
+    camera_info_problems,
+    field_of_view_deg,
+    image_geometry,
+    world_camera_fovy_deg,
+)
 
 
 def info(width, height, fx, fy=None, binning=0, roi=None):
@@ -29,7 +34,6 @@ def test_the_simulated_cameras_own_camera_info_has_no_problem_and_its_field_of_v
     takes for a policy of that world is the one its MuJoCo model renders."""
     import gymnasium as gym
 
-    from liquid_control.ros.policy_node import _world_camera_fovy_deg
     from liquid_control.ros.robot_description import camera_fovy_deg, robot_spec
     from liquid_control.ros.sim_node import SimNode
 
@@ -38,7 +42,7 @@ def test_the_simulated_cameras_own_camera_info_has_no_problem_and_its_field_of_v
         model_fovy = camera_fovy_deg(env.model, robot_spec(world, env.model))
     finally:
         env.close()
-    assert _world_camera_fovy_deg(world) == pytest.approx(model_fovy)
+    assert world_camera_fovy_deg(world) == pytest.approx(model_fovy)
     fake = SimpleNamespace(world=SimpleNamespace(image_shape=(64, 64, 3)))
     msg = SimNode._camera_info_template(fake, model_fovy)
     assert camera_info_problems(msg, (64, 64, 3), world, model_fovy) == {}

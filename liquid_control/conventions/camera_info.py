@@ -14,6 +14,7 @@ checked.
 from __future__ import annotations
 
 import math
+import sys
 
 # fx/fy beyond 1 +- this: the image was scaled by another factor across than down (calibrations of square-pixel
 # sensors give fx and fy within ~1% of each other)
@@ -53,11 +54,27 @@ def trained_field_of_view_deg(height: int, width: int, fovy_deg: float) -> tuple
     return math.degrees(2 * math.atan(half * width / height)), float(fovy_deg)
 
 
-def camera_info_problems(msg, expected_shape, world: str | None = None, fovy_deg: float | None = None) -> dict:
+def world_camera_fovy_deg(world: str | None) -> float | None:
+    """The vertical field of view (degrees) of the front camera of the simulated ``world`` (its module's
+    CAMERA_FOVY_DEG today), or None: not one of the worlds, or the worlds not installed."""
+    try:
+        from sim_envs import world_class
+
+        cls = world_class(world)
+    except (ImportError, KeyError):
+        return None
+    fovy = getattr(sys.modules[cls.__module__], "CAMERA_FOVY_DEG", None)
+    return None if fovy is None else float(fovy)
+
+
+def camera_info_problems(
+    msg, expected_shape, world: str | None = None, fovy_deg: float | None = None, recorded: bool = False
+) -> dict:
     """What in the camera_info ``msg`` differs from the policy's camera: ``{counter key: sentence}`` for
     ``size_mismatch`` (the images will be rejected), ``non_square_pixels`` (the images were stretched to another
-    aspect ratio) and ``fov_mismatch`` (against ``world``'s camera of vertical field of view ``fovy_deg``, when
-    given). ``expected_shape`` is the policy's (height, width, ...)."""
+    aspect ratio) and ``fov_mismatch`` (against a camera of vertical field of view ``fovy_deg``, when given: the
+    one the policy file records it was trained with when ``recorded``, else ``world``'s camera of today).
+    ``expected_shape`` is the policy's (height, width, ...)."""
     height, width = int(expected_shape[0]), int(expected_shape[1])
     w, h, fx, fy = image_geometry(msg)
     problems = {}
@@ -80,10 +97,15 @@ def camera_info_problems(msg, expected_shape, world: str | None = None, fovy_deg
         trained = trained_field_of_view_deg(height, width, fovy_deg)
         ratios = [math.tan(math.radians(a) / 2) / math.tan(math.radians(b) / 2) for a, b in zip(fov, trained)]
         if any(abs(r - 1.0) > FIELD_OF_VIEW_TOLERANCE for r in ratios):
+            trainer = (
+                f"the policy was trained (its file records) on a camera of {trained[0]:.0f}x{trained[1]:.0f}"
+                if recorded
+                else f"the policy's world {world} renders {trained[0]:.0f}x{trained[1]:.0f}"
+            )
             problems["fov_mismatch"] = (
-                f"camera_info's K gives a field of view of {fov[0]:.0f}x{fov[1]:.0f} degrees (across x down), the "
-                f"policy's world {world} renders {trained[0]:.0f}x{trained[1]:.0f}: a policy trained in that world "
-                "sees a different picture (things at another size and place); use a lens, or a crop of a wider one, "
-                "of the world's field of view (a policy trained on this camera's own recordings: ignore this)"
+                f"camera_info's K gives a field of view of {fov[0]:.0f}x{fov[1]:.0f} degrees (across x down), "
+                f"{trainer}: the policy sees a different picture (things at another size and place); use a lens, "
+                "or a crop of a wider one, of the training camera's field of view"
+                + ("" if recorded else " (a policy trained on this camera's own recordings: ignore this)")
             )
     return problems

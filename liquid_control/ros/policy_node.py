@@ -44,8 +44,8 @@ from sensor_msgs.msg import CameraInfo, Image, Imu, JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
 
-from liquid_control.conventions import stamps
-from liquid_control.conventions.camera_info import camera_info_problems
+from liquid_control.conventions import stamps, training_record
+from liquid_control.conventions.camera_info import camera_info_problems, world_camera_fovy_deg
 from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.image_conversion import GREY_ENCODINGS, ImageConversionError, image_to_numpy
 from liquid_control.conventions.imu import NOT_PROVIDED, GravityCheck, ImuFieldNotProvided, imu_reading
@@ -93,17 +93,11 @@ SENSORS = {
 }
 
 
-def _world_camera_fovy_deg(world: str | None) -> float | None:
-    """The vertical field of view (degrees) of the front camera of the simulated ``world`` a policy was trained
-    in (its module's CAMERA_FOVY_DEG), or None: not one of the worlds, or the worlds not installed."""
-    try:
-        from sim_envs import world_class
-
-        cls = world_class(world)
-    except (ImportError, KeyError):
-        return None
-    fovy = getattr(sys.modules[cls.__module__], "CAMERA_FOVY_DEG", None)
-    return None if fovy is None else float(fovy)
+def _training_metadata(backend) -> dict:
+    """The metadata of the policy file the torch backend loaded (what it records of its training sensors,
+    conventions.training_record); empty for the ONNX backend, whose export carries the config only."""
+    metadata = getattr(getattr(backend, "policy", None), "metadata", None)
+    return metadata if isinstance(metadata, dict) else {}
 
 
 class StopRequested(BaseException):
@@ -169,6 +163,8 @@ class PolicyNode(LifecycleNode):
         self.failure: str | None = None  # why the last configure/activate failed
         self._commands_published = self._stops_published = 0
         self._warned_at: dict[str, float] = {}  # throttled warning -> when it was last logged (monotonic s)
+        self._training: dict = {}  # the policy file's metadata (its training record, conventions.training_record)
+        self._trained_rates: dict = {}
         self._reset_bookkeeping()
 
     def _reset_bookkeeping(self):
@@ -188,6 +184,7 @@ class PolicyNode(LifecycleNode):
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
         self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
+        self._rate_check = (None, {})  # (time, received counters) at the start of the trained-rate check's window
         self._other_commanders: tuple[str, ...] = ()  # other publishers on the command topic (_check_other_commanders)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -251,6 +248,11 @@ class PolicyNode(LifecycleNode):
             backend.close()  # the runner owns it from here on (closed by _release)
             raise
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
+        self._training = _training_metadata(backend)
+        # sensor -> (median, slowest, fastest) trained rate (Hz) of the file's record: checked over RATE_WINDOW_S
+        self._trained_rates = {
+            k: v for k, v in training_record.trained_rates(self._training).items() if k in spec.sensors
+        }
         self._create_entities(spec)
         self._input_topics = {k: self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value) for k in spec.sensors}
         inputs = ", ".join(f"{k}<-{topic}" for k, topic in self._input_topics.items())
@@ -297,7 +299,9 @@ class PolicyNode(LifecycleNode):
             info_topic = camera_info_topic(self._subscriptions_by_sensor[CAMERA].topic_name)
             info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)  # the camera's
             world = self.runner.backend.config.get("world")
-            trained = (spec.sensors[CAMERA], world, _world_camera_fovy_deg(world))
+            # the field of view the policy file records it was trained with; an older file: the world's of today
+            recorded, fovy = training_record.trained_fovy_deg(self._training)
+            trained = (spec.sensors[CAMERA], world, fovy if recorded else world_camera_fovy_deg(world), recorded)
             self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
                 CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, *trained), info_qos
             )
@@ -559,14 +563,17 @@ class PolicyNode(LifecycleNode):
             )
         self._on_reading(CAMERA, msg.header.stamp, value)
 
-    def _on_camera_info(self, msg: CameraInfo, expected_shape: tuple, world: str | None, fovy_deg: float | None):
+    def _on_camera_info(
+        self, msg: CameraInfo, expected_shape: tuple, world: str | None, fovy_deg: float | None, recorded: bool
+    ):
         """The camera's resolution must be the policy's input size, its pixels square and its field of view the
-        training world's (conventions.camera_info): each problem counted (``camera_info.<problem>``) and said once
-        per throttle period; a wrong size is an error (every image is rejected), the others warnings (the images
-        are taken, but show another picture than training did)."""
+        training camera's (the policy file's record; an older file: the world's of today; conventions.camera_info):
+        each problem counted (``camera_info.<problem>``) and said once per throttle period; a wrong size is an error
+        (every image is rejected), the others warnings (the images are taken, but show another picture than training
+        did)."""
         if self.runner is None:
             return
-        for problem, text in camera_info_problems(msg, expected_shape, world, fovy_deg).items():
+        for problem, text in camera_info_problems(msg, expected_shape, world, fovy_deg, recorded).items():
             self.runner.counters[f"camera_info.{problem}"] += 1
             if self._may_log(f"camera_info.{problem}"):
                 log = self.get_logger().error if problem == "size_mismatch" else self.get_logger().warning
@@ -930,7 +937,32 @@ class PolicyNode(LifecycleNode):
 
     def _on_diagnostics_timer(self):
         self._check_other_commanders()
+        self._check_trained_rates()
         self._publish_diagnostics()
+
+    def _check_trained_rates(self):
+        """Each sensor's message rate over the last ``RATE_WINDOW_S`` (node clock, from the runner's received
+        counters: nothing per message) against the rates its policy file records it was trained at
+        (conventions.training_record): outside 0.25x the slowest .. 4x the fastest, a warning naming the topic, the
+        measured and the trained rate (throttled per sensor) and a ``rate_mismatch.<sensor>`` count. A silent sensor
+        is the watchdog's; a file without the record (older policies) checks nothing."""
+        if not self._trained_rates or not self._active:
+            return
+        now, counters = self._now(), self.runner.counters
+        since, counts = self._rate_check
+        if since is None or now < since:  # the first window, or the clock went back: start one
+            self._rate_check = (now, {k: counters[f"received.{k}"] for k in self._trained_rates})
+            return
+        if now - since < training_record.RATE_WINDOW_S:
+            return
+        for sensor, trained in self._trained_rates.items():
+            received = counters[f"received.{sensor}"] - counts.get(sensor, 0)
+            problem = received and training_record.rate_problem(received / (now - since), trained, now - since)
+            if problem:
+                counters[f"rate_mismatch.{sensor}"] += 1
+                if self._may_log(f"rate_mismatch.{sensor}"):
+                    self.get_logger().warning(f"{sensor} on {self._input_topics[sensor]}: {problem}")
+        self._rate_check = (now, {k: counters[f"received.{k}"] for k in self._trained_rates})
 
     def _check_other_commanders(self):
         """Other publishers on the command topic (a teleop, a second policy node, of any type): the robot takes their

@@ -75,6 +75,7 @@ from liquid_control.policy import PolicyConfigError
 from .bc import bc_loss
 from .data import Episode
 from .run import TrainingError, TrainingRun, progress_bar
+from .sensor_record import interval_histograms
 
 DATA_KEYS = {  # key -> (the types it takes, the same in a refusal's words)
     "bags": (list, "a list of bag folders"),
@@ -511,6 +512,8 @@ def load_segments(folder: Path, index: dict) -> list[Episode]:
 class BagRun(TrainingRun):
     """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with TrainingRun."""
 
+    from_bags = True
+
     def __init__(self, config, out_dir, seed, progress, command, log, data: dict, bc_copies: int = 1, spec=None):
         super().__init__(config, out_dir, seed, progress, command, log, bc_copies=bc_copies)
         self.data = data
@@ -649,6 +652,7 @@ class BagRun(TrainingRun):
         episodes = self.prepare(self.data["bags"], "train")
         validation = self.prepare(self.data["validation"], "validation")
         self.note_dts(episodes)
+        self.interval_counts = {"bags": interval_histograms(episodes, self.config["observation"]["update_on"])}
         self._note_constant_labels(episodes)
         if not validation:
             self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")

@@ -33,6 +33,7 @@ import torch
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells import SolverDivergedError
 from liquid_control.cells.checkpoint import read_plain_torch_file
+from liquid_control.conventions import training_record
 from liquid_control.paths import code_commit
 from liquid_control.policy import Policy, save_policy
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
@@ -53,6 +54,7 @@ from .episodes import (
     round_beta,
     selection_seeds,
 )
+from .sensor_record import camera_entry, interval_histograms, rates_entry
 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
@@ -128,6 +130,8 @@ class TrainingRun:
         self.rows: list[dict] = []
         self.wall_s = 0.0
         self.longest_dt = 0.0  # of the updates trained on (what core.max_step should not undercut, see finish)
+        # round (a bag run: "bags") -> {update sensor: histogram of its message intervals} (policy.pt records them)
+        self.interval_counts: dict = {}
         self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
         self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
         self.code = [code_commit()]  # the code of each part of the run that differed from the one before
@@ -163,6 +167,7 @@ class TrainingRun:
                 "rows": self.rows,
                 "wall_s": self.wall_s,
                 "longest_dt": self.longest_dt,  # a resumed run may not load every round's episodes again
+                "interval_counts": self.interval_counts,  # as longest_dt
                 "started_from": self.started_from,
                 "command": self.command,  # the run's first command: the one that reproduces it
                 "code": self.code,
@@ -180,6 +185,7 @@ class TrainingRun:
         self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
         self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
+        self.interval_counts = {**dict(ck.get("interval_counts") or {}), **self.interval_counts}
         self.started_from = ck.get("started_from")
         self.command = ck.get("command") or self.command  # not `--resume`'s: policy.pt names how the run began
         code = list(ck.get("code") or ["not recorded (checkpoint of an older version)"])
@@ -279,6 +285,8 @@ class TrainingRun:
                 f"reset the state: trained as {len(pieces)} sequences from {len(episodes)} episodes"
             )
         episodes = pieces
+        # the sensors' message intervals as recorded (before a resample_hz policy's resampling)
+        self.interval_counts[round_index] = interval_histograms(episodes, self.config["observation"]["update_on"])
         hz = self.config["observation"]["resample_hz"]
         episodes = episodes if hz is None else [resample_episode(ep, hz) for ep in episodes]
         self.note_dts(episodes)
@@ -492,6 +500,19 @@ class TrainingRun:
         """Metadata a subclass adds to policy.pt (training.bag_data: the bags it learned from)."""
         return {}
 
+    from_bags = False  # the training camera's field of view is known (a world's), see sensor_metadata
+
+    def sensor_metadata(self) -> dict:
+        """What policy.pt records of the training sensors (conventions.training_record): the camera and the update
+        sensors' message rates in the data trained on."""
+        metadata = {
+            training_record.RATES_KEY: rates_entry(list(self.interval_counts.values()), self.config["training"])
+        }
+        camera = camera_entry(self.config, self.from_bags)
+        if camera is not None:
+            metadata[training_record.CAMERA_KEY] = camera
+        return metadata
+
     def selection_note(self) -> str:
         """Which weights policy.pt holds and why, for the run's last line."""
         success = None if self.best["success"] < 0 else self.best["success"]
@@ -531,6 +552,7 @@ class TrainingRun:
         }
         if self.started_from is not None:
             metadata["started_from"] = self.started_from
+        metadata.update(self.sensor_metadata())
         metadata.update(self.extra_metadata())
         max_step = self.config["core"]["max_step"]
         continuous = self.config["core"]["type"] in CONTINUOUS_CORES and not self.config["core"]["ignore_dt"]

@@ -1,0 +1,107 @@
+"""What a policy file records of the sensors it was trained on, and the node's checks against it.
+
+Training writes two metadata entries into ``policy.pt`` (``liquid_control.training``):
+
+- ``training_camera``: ``{"width", "height", "fovy_deg", "source"}``: the size of the frames and the vertical field
+  of view (degrees) of the camera they came from; ``fovy_deg`` is the world's (``world_camera_fovy_deg``) for a run in
+  the simulator, None (unknown) for a run on bags, whose recordings do not say it.
+- ``training_sensor_rates``: ``{sensor: {"median_hz", "dt_p05_s", "dt_p95_s", "messages"}}``: the median message
+  rate of each update sensor in the data the run trained on and the middle 90% of its message intervals, measured
+  from the recorded stamps (simulator episodes or bags), plus ``timing_augmentation`` (the run's
+  ``training.sensor_rate_range`` / ``jitter_range``, null where off). A held sensor (not in ``update_on``) has no
+  entry: its messages between updates never reach the data.
+
+Files written before these entries (the shipped policies among them) have neither: the node then compares the
+camera's field of view against the world's constant of today and checks no rate.
+
+Intervals are counted in a histogram of log-spaced bins (``DT_BINS``, 1.2% wide), so a run keeps them per round
+in its checkpoint at a fixed size whatever the sensor's rate, and a resumed run's record is the uninterrupted one's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+CAMERA_KEY = "training_camera"
+RATES_KEY = "training_sensor_rates"
+TIMING_AUGMENTATION = "timing_augmentation"  # an entry of RATES_KEY: the timing recipe's ranges (None: off)
+# a sensor's measured rate outside [RATE_FACTOR_LOW x the slowest, RATE_FACTOR_HIGH x the fastest] trained rate
+RATE_FACTOR_LOW, RATE_FACTOR_HIGH = 0.25, 4.0
+RATE_WINDOW_S = 5.0  # node clock seconds a measured rate is averaged over
+# bin edges of the interval histogram: 1e-4 s (10 kHz) .. 100 s, 1200 log-spaced bins (each 1.2% wide)
+DT_BINS = np.logspace(-4.0, 2.0, 1201)
+
+
+def dt_histogram(intervals) -> np.ndarray:
+    """Counts (int64, ``len(DT_BINS) - 1``) of the positive finite ``intervals`` (seconds) in ``DT_BINS``; an
+    interval outside the bins counts in the first or last bin."""
+    dts = np.asarray(intervals, dtype=np.float64).reshape(-1)
+    dts = np.clip(dts[np.isfinite(dts) & (dts > 0)], DT_BINS[0], DT_BINS[-1] * (1 - 1e-12))
+    counts, _ = np.histogram(dts, bins=DT_BINS)
+    return counts.astype(np.int64)
+
+
+def _quantile(counts: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of a histogram of ``DT_BINS``, at the geometric middle of its bin."""
+    index = int(np.searchsorted(np.cumsum(counts), q * counts.sum(), side="left"))
+    index = min(index, len(counts) - 1)
+    return float(math.sqrt(DT_BINS[index] * DT_BINS[index + 1]))
+
+
+def rate_summary(counts) -> dict | None:
+    """``{"median_hz", "dt_p05_s", "dt_p95_s", "messages"}`` of a ``dt_histogram`` (None: no interval)."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.sum() == 0:
+        return None
+    return {
+        "median_hz": round(1.0 / _quantile(counts, 0.5), 4),
+        "dt_p05_s": round(_quantile(counts, 0.05), 7),
+        "dt_p95_s": round(_quantile(counts, 0.95), 7),
+        "messages": int(counts.sum()) + 1,
+    }
+
+
+def _positive(value) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    return float(value) if ok else None
+
+
+def trained_fovy_deg(metadata: dict) -> tuple[bool, float | None]:
+    """(recorded, fovy): whether ``metadata`` records the training camera, and its vertical field of view in degrees
+    (None: unknown, e.g. trained on bags). A malformed entry counts as not recorded."""
+    camera = metadata.get(CAMERA_KEY)
+    if not isinstance(camera, dict):
+        return False, None
+    return True, _positive(camera.get("fovy_deg"))
+
+
+def trained_rates(metadata: dict) -> dict[str, tuple[float, float, float]]:
+    """``{sensor: (median Hz, slowest Hz, fastest Hz)}`` of the middle 90% of the intervals ``metadata`` records (an
+    older file: empty); malformed entries are left out."""
+    rates = metadata.get(RATES_KEY)
+    found = {}
+    for sensor, entry in rates.items() if isinstance(rates, dict) else ():
+        if sensor == TIMING_AUGMENTATION or not isinstance(entry, dict):
+            continue
+        median, p05, p95 = (_positive(entry.get(k)) for k in ("median_hz", "dt_p05_s", "dt_p95_s"))
+        if median and p05 and p95 and p05 <= p95:
+            found[sensor] = (median, 1.0 / p95, 1.0 / p05)
+    return found
+
+
+def rate_problem(measured_hz: float, trained: tuple[float, float, float], window_s: float) -> str | None:
+    """Words for a rate measured over ``window_s`` seconds outside ``RATE_FACTOR_LOW`` x the slowest ..
+    ``RATE_FACTOR_HIGH`` x the fastest of ``trained`` (``trained_rates``' tuple), or None."""
+    median, slowest, fastest = trained
+    low, high = RATE_FACTOR_LOW * slowest, RATE_FACTOR_HIGH * fastest
+    if low <= measured_hz <= high:
+        return None
+    side = "slower" if measured_hz < low else "faster"
+    return (
+        f"{measured_hz:.1f} Hz over the last {window_s:.1f} s, {side} than the policy was trained at (median "
+        f"{median:.1f} Hz, middle 90% {slowest:.1f}-{fastest:.1f} Hz; checked against {low:.1f}-{high:.1f} Hz): "
+        "its dt are ones the cell never saw in training; set the sensor's rate near the trained one "
+        "(docs/real_robot.md)"
+    )

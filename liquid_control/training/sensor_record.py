@@ -1,0 +1,104 @@
+"""What a run records in policy.pt of the sensors it trained on (``conventions.training_record``: the policy
+node checks a robot's camera and sensor rates against it): the camera's size and field of view, and each update
+sensor's message intervals in the data the run trained on, measured from the recorded update stamps.
+
+An update sensor's messages are the updates when it is the only one; with several, the updates of its ``event``
+where the data have it, else the updates at which its reading changed (a new frame, a new vector): two messages of
+exactly the same reading in a row count as one, which a camera or an IMU with noise never sends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from liquid_control.conventions import training_record
+from liquid_control.conventions.camera_info import world_camera_fovy_deg
+
+from .data import Episode
+
+CAMERA = "camera"  # the sensor whose observation is "image" (runtime.backends.CAMERA)
+
+
+def _changed(rows) -> np.ndarray:
+    """Which rows differ from the one before them, bool (T,); the first row: False (when its reading came is not
+    known: it may be held from before the first update)."""
+    rows = np.asarray(rows)
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    flat = rows.reshape(len(rows), -1)
+    return np.concatenate([[False], np.any(flat[1:] != flat[:-1], axis=1)])
+
+
+def _message_rows(episode: Episode, sensor: str, index: int, update_on) -> np.ndarray:
+    """The updates of ``episode`` at which a message of ``sensor`` (update sensor ``index``) arrived, bool (T,)."""
+    if len(update_on) == 1:
+        return np.ones(len(episode), dtype=bool)
+    events = episode.observations.get("event")
+    if events is not None:
+        return np.asarray(events).reshape(-1) == index
+    if sensor == CAMERA:
+        if episode.image_index is not None and len(episode.image_index) == len(episode):
+            return _changed(episode.image_index)
+        return _changed(episode.observations["image"])
+    return _changed(episode.observations[sensor])
+
+
+def sensor_intervals(episode: Episode, update_on) -> dict[str, np.ndarray]:
+    """The message intervals (seconds) of each update sensor in ``episode``, from its update stamps."""
+    stamps = np.asarray(episode.stamp, dtype=np.float64)
+    found = {}
+    for index, sensor in enumerate(update_on):
+        if sensor != CAMERA and sensor not in episode.observations:
+            continue
+        found[sensor] = np.diff(stamps[_message_rows(episode, sensor, index, update_on)])
+    return found
+
+
+def interval_histograms(episodes: list[Episode], update_on) -> dict[str, list[int]]:
+    """``{sensor: dt_histogram counts}`` over ``episodes`` (plain ints: kept in the run's checkpoint)."""
+    counts = {}
+    for episode in episodes:
+        for sensor, dts in sensor_intervals(episode, update_on).items():
+            add = training_record.dt_histogram(dts)
+            counts[sensor] = add if sensor not in counts else counts[sensor] + add
+    return {sensor: [int(n) for n in c] for sensor, c in counts.items()}
+
+
+def rates_entry(histograms: list[dict[str, list[int]]], training: dict) -> dict:
+    """The ``training_sensor_rates`` entry of the summed ``histograms`` (one per round or per data set) and the
+    run's timing recipe (``training``: the config's section)."""
+    total = {}
+    for part in histograms:
+        for sensor, counts in part.items():
+            c = np.asarray(counts, dtype=np.int64)
+            total[sensor] = c if sensor not in total else total[sensor] + c
+    entry = {sensor: s for sensor, c in total.items() if (s := training_record.rate_summary(c)) is not None}
+    timed = training.get("sensor_rate_range") is not None or training.get("jitter_range") is not None
+    entry[training_record.TIMING_AUGMENTATION] = (
+        {
+            "sensor_rate_range": None
+            if training.get("sensor_rate_range") is None
+            else list(training["sensor_rate_range"]),
+            "jitter_range": None if training.get("jitter_range") is None else list(training["jitter_range"]),
+        }
+        if timed
+        else None
+    )
+    return entry
+
+
+def camera_entry(config: dict, from_bags: bool) -> dict | None:
+    """The ``training_camera`` entry of a run of ``config`` (None: a policy without a camera): the frames' size and
+    the world camera's vertical field of view, unknown (None) on bags."""
+    image = config["observation"].get("image")
+    if image is None:
+        return None
+    fovy = None if from_bags else world_camera_fovy_deg(config.get("world"))
+    return {
+        "width": int(image["width"]),
+        "height": int(image["height"]),
+        "fovy_deg": fovy,
+        "source": "bags: their field of view is not recorded"
+        if from_bags
+        else f"world {config.get('world')} (CAMERA_FOVY_DEG when trained)",
+    }

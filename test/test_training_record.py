@@ -1,0 +1,201 @@
+"""A policy file records the camera and sensor rates it was trained with, and policy_node checks a robot's against
+them: before, the node compared a camera's field of view with the world's constant of today (a rover policy trained
+at 75 degrees was compared with 100) and could not tell a 400 Hz IMU from the 100 Hz one a policy trained at."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_training import tiny_config
+
+from liquid_control.conventions import training_record
+from liquid_control.policy import load_policy
+from liquid_control.training import sensor_record, trainer
+from liquid_control.training.data import Episode, load_episode
+
+
+def _episode(stamps, event=None, imu=None, image_index=None):
+    n = len(stamps)
+    obs = {"imu": np.zeros((n, 6), np.float32) if imu is None else imu}
+    if event is not None:
+        obs["event"] = np.asarray(event)
+    if image_index is not None:
+        obs["image"] = np.zeros((int(max(image_index)) + 1, 2, 2, 3), np.uint8)
+    return Episode(
+        observations=obs,
+        dt=np.zeros(n, np.float32),
+        stamp=np.asarray(stamps, np.float64),
+        expert_action=np.zeros((n, 2), np.float32),
+        action=np.zeros((n, 2), np.float32),
+        image_index=None if image_index is None else np.asarray(image_index),
+    )
+
+
+def test_each_update_sensors_intervals_come_from_its_own_updates():
+    """Camera (10 Hz) and IMU (100 Hz) updates interleaved: by ``event`` where recorded, else by a new reading."""
+    imu_t = np.arange(0, 1.0, 0.01)
+    cam_t = np.arange(0.005, 1.0, 0.1)
+    stamps = np.concatenate([imu_t, cam_t])
+    order = np.argsort(stamps, kind="stable")
+    is_cam = np.concatenate([np.zeros(len(imu_t), bool), np.ones(len(cam_t), bool)])[order]
+    stamps = stamps[order]
+    update_on = ["camera", "imu"]
+    with_event = sensor_record.sensor_intervals(_episode(stamps, event=np.where(is_cam, 0, 1)), update_on)
+    assert with_event["camera"] == pytest.approx(np.full(len(cam_t) - 1, 0.1))
+    assert with_event["imu"] == pytest.approx(np.full(len(imu_t) - 1, 0.01))
+    # without event: the IMU's reading changes at its own messages only, the frame index at the camera's
+    imu = np.cumsum(~is_cam)[:, None].repeat(6, axis=1).astype(np.float32)
+    frames = np.cumsum(is_cam)
+    without = sensor_record.sensor_intervals(_episode(stamps, imu=imu, image_index=frames), update_on)
+    assert without["camera"] == pytest.approx(np.full(len(cam_t) - 1, 0.1))
+    assert without["imu"] == pytest.approx(np.full(len(imu_t) - 2, 0.01))  # from its first new reading on
+
+
+def test_rate_summary_is_the_median_and_middle_90_percent_of_the_intervals():
+    dts = np.random.default_rng(0).uniform(0.008, 0.012, size=20_000)
+    summary = training_record.rate_summary(training_record.dt_histogram(dts))
+    assert summary["median_hz"] == pytest.approx(100.0, rel=0.012)
+    assert summary["dt_p05_s"] == pytest.approx(np.percentile(dts, 5), rel=0.012)
+    assert summary["dt_p95_s"] == pytest.approx(np.percentile(dts, 95), rel=0.012)
+    assert training_record.rate_summary(training_record.dt_histogram([])) is None
+
+
+def test_a_run_records_its_sensor_rates_and_a_resumed_run_the_same(tmp_path):
+    out = tmp_path / "run"
+    result = trainer.train(tiny_config(dagger_rounds=1, beta=[0.5]), out, progress=False, log=lambda m: None)
+    metadata = load_policy(result.policy_path).metadata
+    rates = metadata[training_record.RATES_KEY]
+    dts = np.concatenate([np.diff(load_episode(p).stamp) for p in sorted((out / "data").glob("round_*/ep_*.npz"))])
+    assert rates["pos"]["median_hz"] == pytest.approx(1.0 / np.median(dts), rel=0.015)
+    assert rates["pos"]["dt_p05_s"] == pytest.approx(np.percentile(dts, 5), rel=0.015)
+    assert rates["pos"]["dt_p95_s"] == pytest.approx(np.percentile(dts, 95), rel=0.015)
+    assert rates[training_record.TIMING_AUGMENTATION] is None
+    assert training_record.CAMERA_KEY not in metadata  # no camera
+    # killed after its last epoch: the resumed run loads no episode of its last round, the checkpoint keeps them
+    (out / "policy.pt").unlink()
+    again = trainer.train(None, out, resume=True, progress=False, log=lambda m: None)
+    assert load_policy(again.policy_path).metadata[training_record.RATES_KEY] == rates
+
+
+def test_the_training_camera_is_the_worlds_field_of_view_in_the_simulator_and_unknown_on_bags():
+    config = {"world": "LiquidRover-v0", "observation": {"image": {"height": 64, "width": 48}}}
+    import sim_envs.rover
+
+    world = sensor_record.camera_entry(config, from_bags=False)
+    assert (world["width"], world["height"], world["fovy_deg"]) == (48, 64, sim_envs.rover.CAMERA_FOVY_DEG)
+    assert sensor_record.camera_entry(config, from_bags=True)["fovy_deg"] is None
+    assert training_record.trained_fovy_deg({training_record.CAMERA_KEY: world}) == (True, world["fovy_deg"])
+    assert training_record.trained_fovy_deg({}) == (False, None)  # an older file
+
+
+def test_rates_outside_a_quarter_to_four_times_the_trained_ones_are_named():
+    metadata = {training_record.RATES_KEY: {"imu": {"median_hz": 100.0, "dt_p05_s": 0.009, "dt_p95_s": 0.011}}}
+    trained = training_record.trained_rates(metadata)["imu"]
+    assert trained == pytest.approx((100.0, 1 / 0.011, 1 / 0.009))
+    assert training_record.rate_problem(150.0, trained, 5.0) is None
+    assert training_record.rate_problem(30.0, trained, 5.0) is None  # above 0.25 x 90.9
+    assert "faster" in training_record.rate_problem(450.0, trained, 5.0)
+    assert "slower" in training_record.rate_problem(20.0, trained, 5.0)
+    assert training_record.trained_rates({}) == {}  # an older file: nothing is checked
+    assert training_record.trained_rates({training_record.RATES_KEY: {"imu": {"median_hz": "x"}}}) == {}
+
+
+CAMERA_IMU = {
+    "name": "tiny_camera_imu",
+    "world": "LiquidBalanceNav-v0",
+    "observation": {"image": {"height": 8, "width": 8}, "vectors": {"imu": 6}, "update_on": "imu"},
+    "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 4}},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+RECORD = {
+    training_record.CAMERA_KEY: {"width": 8, "height": 8, "fovy_deg": 120.0, "source": "test"},
+    training_record.RATES_KEY: {
+        "imu": {"median_hz": 100.0, "dt_p05_s": 0.009, "dt_p95_s": 0.011, "messages": 1000},
+        training_record.TIMING_AUGMENTATION: None,
+    },
+}
+
+
+@pytest.fixture
+def node_of(tmp_path):
+    """make(metadata): a configured policy_node of the tiny camera + IMU policy saved with ``metadata``, and the
+    warnings it logs."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros.policy_node import PolicyNode
+    from liquid_control.ros.testing import isolated_ros_env
+
+    made = []
+
+    def make(metadata):
+        torch.manual_seed(0)
+        policy_file = save_policy(tmp_path / "tiny.pt", Policy.from_config(CAMERA_IMU), metadata)
+        env = isolated_ros_env()
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+        values = dict(policy=str(policy_file), backend="torch", command_type="float64_multi_array", log_throttle_s=0.0)
+        node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+        made.append((node, context))
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        warnings = []
+        node.get_logger().warning = lambda msg, **kw: warnings.append(msg)
+        return node, warnings
+
+    yield make
+    for node, context in made:
+        node.trigger_shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def _camera_info(fov_deg):
+    from sensor_msgs.msg import CameraInfo
+
+    f = 4.0 / math.tan(math.radians(fov_deg) / 2)
+    msg = CameraInfo(width=8, height=8)
+    msg.k = [f, 0.0, 3.5, 0.0, f, 3.5, 0.0, 0.0, 1.0]
+    return msg
+
+
+def test_the_node_compares_the_field_of_view_with_the_one_the_file_records(node_of):
+    """The file says 120 degrees (its world renders 90 today): a 120 degree camera is right, a 90 degree one not."""
+    node, warnings = node_of(RECORD)
+    on_info = node._subscriptions_by_sensor["camera_info"].callback
+    on_info(_camera_info(120.0))
+    assert node.runner.counters["camera_info.fov_mismatch"] == 0, warnings
+    on_info(_camera_info(90.0))
+    assert node.runner.counters["camera_info.fov_mismatch"] == 1
+    assert any("trained (its file records) on a camera of 120x120" in w for w in warnings), warnings
+
+
+def test_an_older_file_is_compared_with_its_worlds_field_of_view_and_no_rate(node_of):
+    node, warnings = node_of({})
+    node._subscriptions_by_sensor["camera_info"].callback(_camera_info(120.0))
+    assert node.runner.counters["camera_info.fov_mismatch"] == 1
+    assert any("LiquidBalanceNav-v0 renders 90x90" in w for w in warnings), warnings
+    assert node._trained_rates == {}
+
+
+def test_a_sensor_far_faster_than_trained_is_named_with_its_topic_and_both_rates(node_of):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, warnings = node_of(RECORD)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    clock = [1000.0]
+    node._now = lambda: clock[0]
+    counters = node.runner.counters
+    node._check_trained_rates()  # starts the window
+    for hz in (100.0, 450.0):  # 5 s of messages at each rate, then the check
+        counters["received.imu"] += int(hz * training_record.RATE_WINDOW_S)
+        clock[0] += training_record.RATE_WINDOW_S
+        node._check_trained_rates()
+        if hz == 100.0:
+            assert counters["rate_mismatch.imu"] == 0 and not warnings
+    assert counters["rate_mismatch.imu"] == 1
+    assert any(w.startswith("imu on /imu/data: 450.0 Hz over the last 5.0 s, faster") for w in warnings), warnings
+    assert any("median 100.0 Hz" in w for w in warnings)
