@@ -258,13 +258,15 @@ class BagWriter:
                 self.closed = True
                 try:
                     self._writer.close()
-                except (WriterError, OSError) as exc:
+                except (WriterError, OSError) as exc:  # a full disk: the bag and the reason, not a bare errno
                     self._crcs.close()
-                    raise BagError(f"{self.path}: cannot finish the bag: {exc}") from None
+                    raise BagError(
+                        f"{self.path}: cannot finish the bag: {getattr(exc, 'strerror', None) or exc}"
+                    ) from None
                 try:
                     self._crcs.finish()
                 except OSError as exc:
-                    raise BagError(f"{self.path}: cannot finish the bag: {exc}") from exc
+                    raise BagError(f"{self.path}: cannot finish the bag: {exc.strerror or exc}") from exc
         return self.path
 
     def abort(self) -> None:
