@@ -221,6 +221,39 @@ def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeyp
     )
 
 
+@pytest.mark.parametrize("stop", ["ctrl-c", "full disk"])
+def test_a_stopped_run_on_bags_says_it_keeps_its_converted_bags_not_episodes(tmp_path, capsys, monkeypatch, stop):
+    """Before: a run on bags stopped (Ctrl-C, SIGTERM) or failed (a full disk) after converting its bags said it
+    'keeps the finished epochs and episodes', though it has no episodes."""
+    import errno
+
+    out = tmp_path / "r"
+
+    def stopped(config, out, **kwargs):
+        converted = trainer.Path(out) / "data" / "bags" / "train" / "0000_bag"
+        converted.mkdir(parents=True)
+        (converted / "index.json").write_text("{}")
+        (trainer.Path(out) / "data.yaml").write_text("data: {}")
+        if stop == "ctrl-c":
+            raise KeyboardInterrupt
+        raise OSError(errno.ENOSPC, "No space left on device", str(trainer.Path(out) / "checkpoint.pt"))
+
+    monkeypatch.setattr(trainer, "train", stopped)
+    code, err = _train(["--out", str(out)], capsys)
+    if stop == "ctrl-c":
+        assert (code, err.strip()) == (
+            130,
+            f"liquid-control train: interrupted: {out} keeps the finished epochs and converted bags; add --resume "
+            "to continue",
+        )
+    else:
+        assert (code, err.strip()) == (
+            1,
+            f"liquid-control train: error: cannot write {out / 'checkpoint.pt'}: No space left on device; {out} "
+            "keeps the finished epochs and converted bags; make room and add --resume to continue",
+        )
+
+
 def test_sigterm_is_a_message_that_says_how_to_continue_and_exit_143(tmp_path, capsys, monkeypatch):
     """Before: `kill <pid>` ended a training run with nothing logged (and left its workers running)."""
     import os

@@ -125,6 +125,17 @@ def parse_overrides(items) -> dict:
     return overrides
 
 
+def _kept(out: Path) -> str | None:
+    """What a stopped or failed run keeps in ``out`` for --resume (None: nothing): its finished epochs and the
+    episodes it collected, or for a run on bags (its data.yaml) the bags it converted."""
+    from .trainer import holds_run
+
+    if not holds_run(out):
+        return None
+    data = "converted bags" if (out / "data.yaml").is_file() else "episodes"
+    return f"{out} keeps the finished epochs and {data}"
+
+
 def run(args) -> int:
     """Train one policy from the parsed options; exit code 2 with the reason for a refused request."""
     from liquid_control.bags import BagError
@@ -189,25 +200,17 @@ def run(args) -> int:
         print(f"liquid-control train: error: {said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: finished epochs and episodes are on disk; no traceback
-        from .trainer import holds_run
-
+        kept = _kept(Path(args.out))
         kept = (
-            f"{args.out} keeps the finished epochs and episodes; add --resume to continue"
-            if holds_run(Path(args.out))
-            else "nothing was collected or trained yet, and nothing is kept"
+            f"{kept}; add --resume to continue" if kept else "nothing was collected or trained yet, and nothing is kept"
         )
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(f"liquid-control train: {stopped}: {kept}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except OSError as exc:  # the disk filled up, or the folder is read-only: every write is atomic, nothing is torn
-        from .trainer import holds_run
-
         where = exc.filename or args.out
-        kept = (
-            f"{args.out} keeps the finished epochs and episodes; make room and add --resume to continue"
-            if holds_run(Path(args.out))
-            else "nothing was collected or trained yet"
-        )
+        kept = _kept(Path(args.out))
+        kept = f"{kept}; make room and add --resume to continue" if kept else "nothing was collected or trained yet"
         print(f"liquid-control train: error: cannot write {where}: {exc.strerror or exc}; {kept}", file=sys.stderr)
         return 1
     success = "not measured" if result.success is None else f"{result.success:.0%}"
