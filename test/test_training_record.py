@@ -199,3 +199,73 @@ def test_a_sensor_far_faster_than_trained_is_named_with_its_topic_and_both_rates
     assert counters["rate_mismatch.imu"] == 1
     assert any(w.startswith("imu on /imu/data: 450.0 Hz over the last 5.0 s, faster") for w in warnings), warnings
     assert any("median 100.0 Hz" in w for w in warnings)
+
+
+def _camera_bag(path, fovy_deg=None, frames=200):
+    """A camera-only bag (16x16 noise frames at ~15 Hz, a Twist after each) with, when ``fovy_deg``, a CameraInfo
+    of that vertical field of view beside the image topic."""
+    from liquid_control.bags import BagWriter
+    from liquid_control.bags import messages as M
+    from liquid_control.bags.io import typestore
+
+    rng = np.random.default_rng(1)
+    stamps = 1.0 + np.cumsum(rng.uniform(0.06, 0.074, size=frames))
+    with BagWriter(path) as bag:
+        bag.add_topic("/camera/image_raw", M.IMAGE)
+        bag.add_topic("/cmd_vel", M.TWIST)
+        if fovy_deg is not None:
+            types = typestore().types
+            f = 8.0 / math.tan(math.radians(fovy_deg) / 2)
+            info = types["sensor_msgs/msg/CameraInfo"](
+                header=M.header(1.0, "camera_optical"),
+                height=16,
+                width=16,
+                distortion_model="plumb_bob",
+                d=np.zeros(5),
+                k=np.array([f, 0, 7.5, 0, f, 7.5, 0, 0, 1.0]),
+                r=np.eye(3).reshape(-1),
+                p=np.array([f, 0, 7.5, 0, 0, f, 7.5, 0, 0, 0, 1.0, 0]),
+                binning_x=0,
+                binning_y=0,
+                roi=types["sensor_msgs/msg/RegionOfInterest"](
+                    x_offset=0, y_offset=0, height=0, width=0, do_rectify=False
+                ),
+            )
+            bag.add_topic("/camera/camera_info", "sensor_msgs/msg/CameraInfo")
+            bag.write("/camera/camera_info", int(1.0e9), info)
+        for i, s in enumerate(stamps):
+            ns = int(round((s + 0.01) * 1e9))
+            bag.write("/camera/image_raw", ns, M.image_message(rng.integers(0, 256, (16, 16, 3), np.uint8), s))
+            bag.write("/cmd_vel", ns + 2_000_000, M.twist_message(0.5, 0.3 * math.sin(i / 10)))
+    return path, np.diff(stamps)
+
+
+BAG_CONFIG = {
+    "name": "tiny_bag_rover",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 16, "width": 16}, "vectors": {}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 8}},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+    "training": {"epochs_first": 1, "batch_size": 2, "sequence_length": 8},
+}
+
+
+def test_a_run_on_bags_records_their_rates_and_their_camera_infos_field_of_view(tmp_path):
+    """Rates from the bags' stamps; the field of view from a CameraInfo beside the image topic, else unknown (the
+    node then checks no field of view: the world's is not the recording camera's)."""
+    with_info, dts = _camera_bag(tmp_path / "with_info", fovy_deg=70.0)
+    without, _ = _camera_bag(tmp_path / "without")
+    log = lambda m: None  # noqa: E731
+    run = trainer.train(BAG_CONFIG, tmp_path / "a", data={"bags": [str(with_info)]}, progress=False, log=log)
+    metadata = load_policy(run.policy_path).metadata
+    rates = metadata[training_record.RATES_KEY]["camera"]
+    assert rates["median_hz"] == pytest.approx(1.0 / np.median(dts), rel=0.015)
+    assert rates["dt_p05_s"] == pytest.approx(np.percentile(dts, 5), rel=0.015)
+    assert rates["dt_p95_s"] == pytest.approx(np.percentile(dts, 95), rel=0.015)
+    camera = metadata[training_record.CAMERA_KEY]
+    assert (camera["width"], camera["height"]) == (16, 16) and camera["fovy_deg"] == pytest.approx(70.0, abs=0.01)
+    run = trainer.train(BAG_CONFIG, tmp_path / "b", data={"bags": [str(without)]}, progress=False, log=log)
+    camera = load_policy(run.policy_path).metadata[training_record.CAMERA_KEY]
+    assert camera["fovy_deg"] is None and "not known" in camera["source"]
+    assert training_record.trained_fovy_deg({training_record.CAMERA_KEY: camera}) == (True, None)

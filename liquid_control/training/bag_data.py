@@ -75,7 +75,7 @@ from liquid_control.policy import PolicyConfigError
 from .bc import bc_loss
 from .data import Episode
 from .run import TrainingError, TrainingRun, progress_bar
-from .sensor_record import interval_histograms
+from .sensor_record import bag_camera_fovy_deg, interval_histograms
 
 DATA_KEYS = {  # key -> (the types it takes, the same in a refusal's words)
     "bags": (list, "a list of bag folders"),
@@ -513,6 +513,23 @@ class BagRun(TrainingRun):
     """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with TrainingRun."""
 
     from_bags = True
+
+    def camera_fovs(self) -> dict:
+        """``{bag name: vertical field of view}`` of the training bags that recorded a CameraInfo beside the image
+        topic (policy.pt records it, ``sensor_record.camera_entry``); a bag that cannot be read again is left out."""
+        topic = self.spec.topics.get("camera")
+        found = {}
+        for bag in self.data["bags"] if topic else ():
+            if "skipped" in self.bag_stats.get(bag, {}):
+                continue
+            try:
+                with BagReader(bag, allow_truncated=self.data["allow_truncated"]) as reader:
+                    fovy = bag_camera_fovy_deg(reader, topic)
+            except (BagError, OSError):
+                continue
+            if fovy is not None:
+                found[Path(bag).name] = fovy
+        return found
 
     def __init__(self, config, out_dir, seed, progress, command, log, data: dict, bc_copies: int = 1, spec=None):
         super().__init__(config, out_dir, seed, progress, command, log, bc_copies=bc_copies)

@@ -502,13 +502,17 @@ class TrainingRun:
 
     from_bags = False  # the training camera's field of view is known (a world's), see sensor_metadata
 
+    def camera_fovs(self) -> dict:
+        """A bag run's CameraInfo fields of view by bag (training.bag_data); none here."""
+        return {}
+
     def sensor_metadata(self) -> dict:
         """What policy.pt records of the training sensors (conventions.training_record): the camera and the update
         sensors' message rates in the data trained on."""
         metadata = {
             training_record.RATES_KEY: rates_entry(list(self.interval_counts.values()), self.config["training"])
         }
-        camera = camera_entry(self.config, self.from_bags)
+        camera = camera_entry(self.config, self.from_bags, self.camera_fovs() if self.from_bags else None)
         if camera is not None:
             metadata[training_record.CAMERA_KEY] = camera
         return metadata

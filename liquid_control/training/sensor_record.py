@@ -4,7 +4,8 @@ sensor's message intervals in the data the run trained on, measured from the rec
 
 An update sensor's messages are the updates when it is the only one; with several, the updates of its ``event``
 where the data have it, else the updates at which its reading changed (a new frame, a new vector): two messages of
-exactly the same reading in a row count as one, which a camera or an IMU with noise never sends.
+exactly the same reading in a row count as one, which a camera or an IMU with noise never sends. The camera's field
+of view is the world's in the simulator; on bags, the one the CameraInfo recorded beside the image topic gives.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from liquid_control.conventions import training_record
-from liquid_control.conventions.camera_info import world_camera_fovy_deg
+from liquid_control.conventions.camera_info import field_of_view_deg, image_geometry, world_camera_fovy_deg
+from liquid_control.conventions.params import camera_info_topic
 
 from .data import Episode
 
 CAMERA = "camera"  # the sensor whose observation is "image" (runtime.backends.CAMERA)
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 
 
 def _changed(rows) -> np.ndarray:
@@ -87,18 +90,39 @@ def rates_entry(histograms: list[dict[str, list[int]]], training: dict) -> dict:
     return entry
 
 
-def camera_entry(config: dict, from_bags: bool) -> dict | None:
+def camera_entry(config: dict, from_bags: bool, recorded: dict | None = None) -> dict | None:
     """The ``training_camera`` entry of a run of ``config`` (None: a policy without a camera): the frames' size and
-    the world camera's vertical field of view, unknown (None) on bags."""
+    the vertical field of view of the camera: the world's in the simulator; on bags the one their CameraInfo gives
+    (``recorded``: ``{bag name: fovy degrees}`` of the bags that have one), unknown (None) where none has or where
+    they disagree by more than 1%."""
     image = config["observation"].get("image")
     if image is None:
         return None
-    fovy = None if from_bags else world_camera_fovy_deg(config.get("world"))
-    return {
-        "width": int(image["width"]),
-        "height": int(image["height"]),
-        "fovy_deg": fovy,
-        "source": "bags: their field of view is not recorded"
-        if from_bags
-        else f"world {config.get('world')} (CAMERA_FOVY_DEG when trained)",
-    }
+    if not from_bags:
+        fovy, source = world_camera_fovy_deg(config.get("world")), f"world {config.get('world')}"
+    else:
+        values = sorted((recorded or {}).values())
+        agree = bool(values) and values[-1] <= values[0] * 1.01
+        fovy = values[len(values) // 2] if agree else None
+        source = (
+            f"the CameraInfo of bags {', '.join(sorted(recorded))}"
+            if agree
+            else "bags without a CameraInfo (not known)"
+            if not values
+            else f"bags whose CameraInfo disagree ({', '.join(f'{k} {v:.1f}' for k, v in sorted(recorded.items()))})"
+        )
+    return {"width": int(image["width"]), "height": int(image["height"]), "fovy_deg": fovy, "source": source}
+
+
+def bag_camera_fovy_deg(reader, camera_topic: str) -> float | None:
+    """The vertical field of view (degrees) that the first CameraInfo beside ``camera_topic`` in the open bag
+    ``reader`` gives (conventions.camera_info reads it as policy_node does), or None: none recorded, or K unset."""
+    topic = camera_info_topic(camera_topic)
+    if topic not in reader.topics or CAMERA_INFO_TYPE not in reader.topics[topic].msgtypes:
+        return None
+    for message in reader.messages([topic]):
+        if message.msgtype != CAMERA_INFO_TYPE:
+            continue
+        fov = field_of_view_deg(*image_geometry(message.decode()))
+        return None if fov is None else round(fov[1], 3)
+    return None
