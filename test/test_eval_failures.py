@@ -92,8 +92,8 @@ def test_a_result_that_cannot_be_kept_ends_the_running_tasks_at_once():
 def _assert_the_running_task_ends_at_once(on_done, raised) -> None:
     with _pool(2) as pool:
         quick, running = pool.submit(time.sleep, 0), pool.submit(time.sleep, 20)
-        workers = list(pool._processes)  # spawned by submit; the shutdown forgets them
-        assert len(workers) == 2
+        workers = list(pool._processes)  # spawned by submit (one, or two); the shutdown forgets them
+        assert workers
         with pytest.raises(raised):
             collect_results(pool, [quick, running], on_done)
     assert isinstance(running.exception(), BrokenProcessPool)  # ended, not finished
