@@ -133,6 +133,29 @@ def test_more_workers_than_cpus_are_said(monkeypatch, capsys):
     ]
 
 
+def test_more_training_workers_than_cpus_in_an_experiment_are_said(tmp_path, monkeypatch, capsys):
+    """Before: `eval --experiment --workers 64` on a 2-CPU machine started one training process per run, up to
+    64, without a word, where eval's episode pool and train say it."""
+    from liquid_control.evaluation import experiment
+
+    class Started(Exception):
+        pass
+
+    def no_pool(workers, initializer):  # the pool is not needed: the note comes before it starts
+        raise Started(workers)
+
+    monkeypatch.setattr(experiment, "available_cpus", lambda: 2)
+    monkeypatch.setattr(experiment, "spawn_pool", no_pool)
+    for workers in (2, 64):
+        with pytest.raises(Started, match=str(min(workers, 3))):  # one process per run at most
+            experiment.train_all([("cfc", "cfc")], [0, 1, 2], str(tmp_path / "train"), {"cfc": {}}, False, workers)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "liquid-control eval: workers (--workers) 3: more than the 2 CPUs this process may use: the same episodes, "
+        "no sooner than with --workers 2, and each worker process holds a training run's world and torch "
+        "(~300 MB or more)"
+    ]
+
+
 def test_a_pool_that_cannot_start_names_dev_shm_not_the_output_folder(tmp_path, capsys, monkeypatch):
     """Before: with /dev/shm missing, read-only or full, the pool's semaphores failed with an OSError naming no file
     and eval said 'cannot write in <--out>: Read-only file system' (train: 'cannot write <--out>: ...'), blaming a

@@ -40,7 +40,7 @@ from itertools import combinations
 from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs, unique_pairs
 from liquid_control.evaluation.shifts import SHIFT_SETS
-from liquid_control.processes import collect_results, spawn_pool
+from liquid_control.processes import available_cpus, collect_results, more_workers_than_cpus, spawn_pool
 
 # architecture name in the report -> shipped config (policies/configs/)
 ARCHITECTURES = {
@@ -275,6 +275,9 @@ def train_all(
         on_work()
     results = []
     workers = max(1, min(workers, len(jobs)))
+    too_many = more_workers_than_cpus(workers, available_cpus(), "a training run's world and torch (~300 MB or more)")
+    if too_many:  # allowed (the same runs), as eval's and train's pools say it
+        print(f"liquid-control eval: {too_many}", file=sys.stderr, flush=True)
     with spawn_pool(workers, _init_training_worker) as pool:
         job_of = {pool.submit(_train_one, *job): job for job in jobs}
 
@@ -553,7 +556,7 @@ def comparison_pairs(archs: list[str], arms) -> list[tuple[str, str]]:
 
 def run_experiment(args, command: str = "") -> dict:
     """`liquid-control eval --experiment headline`: train, then evaluate, into args.out."""
-    from liquid_control.evaluation.backends import available_cpus, ray_connection
+    from liquid_control.evaluation.backends import ray_connection
     from liquid_control.evaluation.evaluate import evaluate
     from liquid_control.evaluation.plan import build_plan
     from liquid_control.evaluation.provenance import Sitting, code_commit
