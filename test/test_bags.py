@@ -835,6 +835,23 @@ def test_a_bag_run_says_which_epoch_it_selected_and_which_had_the_same_validatio
     assert lines[-1].startswith("selected the last epoch (2): no validation bags; wrote "), lines[-1]
 
 
+def test_a_later_epoch_the_same_to_6_digits_is_not_called_an_equal_loss_the_later_of_which_is_kept():
+    """Before: every epoch whose logged (6-digit) validation loss matched the selected one's was listed with 'of
+    equal losses the later is kept', a later one too, which had not been kept: its loss was higher beyond the 6
+    digits (else the later would have been selected)."""
+    from types import SimpleNamespace
+
+    from liquid_control.training.bag_data import BagRun
+
+    exact = {1: 0.1234561, 2: 0.1234559, 3: 0.1234563, 4: 0.2}
+    rows = [{"kind": "validate", "epoch": str(e), "loss": str(round(v, 6))} for e, v in exact.items()]
+    run = SimpleNamespace(best={"epoch": 2, "validation_loss": exact[2]}, rows=rows)
+    assert BagRun.selection_note(run) == (
+        "selected epoch 2: validation loss 0.12346, the lowest of 4 epoch(s) (epoch(s) 1: the same to 6 digits; of "
+        "equal losses the later is kept) (epoch(s) 3: the same to 6 digits, higher beyond them)"
+    )
+
+
 def test_training_labels_that_never_change_are_named(tmp_path):
     """Before: bags of a robot that only drove straight (angular command always 0) trained a policy that cannot
     steer without a word. Labels clipped to the action bounds, as the loss clips them: 2.0 above high 1 is 1."""

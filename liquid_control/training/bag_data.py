@@ -699,16 +699,20 @@ class BagRun(TrainingRun):
             )
 
     def selection_note(self) -> str:
-        """The selected epoch and its validation loss, with the epochs that tied with it (the later one wins) or
-        that no validation bag selected it."""
+        """The selected epoch and its validation loss, with the epochs whose loss was the same to the 6 digits
+        metrics.csv keeps (an earlier one: equal or higher, of equal losses the later wins; a later one: higher
+        beyond them, else it would have been selected) or that no validation bag selected it."""
         epoch, loss = self.best["epoch"], self.best.get("validation_loss")
         if loss is None:
             return f"selected the last epoch ({epoch}): no validation bags"
         losses = {int(r["epoch"]): float(r["loss"]) for r in self.rows if r["kind"] == "validate" and r["loss"] != ""}
-        tied = [e for e, value in sorted(losses.items()) if e != epoch and value == round(loss, 6)]
+        same = [e for e, value in sorted(losses.items()) if e != epoch and value == round(loss, 6)]
+        earlier, later = (", ".join(str(e) for e in same if (e > epoch) == after) for after in (False, True))
         note = f"selected epoch {epoch}: validation loss {loss:.5f}, the lowest of {len(losses)} epoch(s)"
-        if tied:
-            note += f" (epoch(s) {', '.join(map(str, tied))}: the same to 6 digits; of equal losses the later is kept)"
+        if earlier:
+            note += f" (epoch(s) {earlier}: the same to 6 digits; of equal losses the later is kept)"
+        if later:
+            note += f" (epoch(s) {later}: the same to 6 digits, higher beyond them)"
         return note
 
     def extra_metadata(self) -> dict:
