@@ -269,3 +269,25 @@ def test_a_run_on_bags_records_their_rates_and_their_camera_infos_field_of_view(
     camera = load_policy(run.policy_path).metadata[training_record.CAMERA_KEY]
     assert camera["fovy_deg"] is None and "not known" in camera["source"]
     assert training_record.trained_fovy_deg({training_record.CAMERA_KEY: camera}) == (True, None)
+
+
+def test_a_model_card_says_the_sensors_its_policy_trained_at(tmp_path, monkeypatch):
+    """The card named no rate nor camera: a user could not tell what the robot's sensors should run at."""
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.training import model_card
+
+    (tmp_path / "run").mkdir()
+    policy = Policy.from_config(CAMERA_IMU)
+    save_policy(tmp_path / "run" / "policy.pt", policy, {"seed": 0, **RECORD})
+    measured = {path: {"kernel_path": path, "outcomes": [True] * 8 + [False] * 2} for path in ("compiled", "torch")}
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: measured)
+    card = model_card.write_card("shipped", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine").read_text()
+    assert (
+        "Sensors it trained at: imu 100.0 Hz (middle 90% 90.9-111.1 Hz); camera 8x8, vertical field of view 120 "
+        "degrees (test)." in card
+    ), card
+    assert (
+        load_policy(tmp_path / "out" / "shipped.pt").metadata[training_record.RATES_KEY]
+        == RECORD[training_record.RATES_KEY]
+    )  # carried into the shipped file
+    assert sensor_record.describe({}).startswith("not recorded")

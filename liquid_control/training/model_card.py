@@ -43,6 +43,7 @@ from liquid_control.stats import binomial_cdf, wilson_interval
 
 from .augment import describe_recipes
 from .episodes import make_env
+from .sensor_record import describe as describe_sensors
 
 OOD_NOT_MEASURED = "NOT YET MEASURED - fill in from the evaluation report (liquid-control eval)"
 
@@ -408,6 +409,8 @@ def write_card(
             ),
             # what the robustness recipes showed it (augmentation, normalisation, timing and sun draws, worlds)
             "recipes": describe_recipes(t, (cfg["encoder"].get("camera") or {}).get("normalize", "none")),
+            # the sensors' rates and camera it trained with, which policy_node checks a robot's against
+            "sensors": describe_sensors(meta),
             "selected_round": meta.get("selected_round"),
             "wall_clock_s": meta.get("training_wall_s"),
             "machine": machine_note,
@@ -444,6 +447,7 @@ def write_card(
 - **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.
   Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}; code: {code}.
   What it saw: {"; ".join(card["training"]["recipes"])}.
+  Sensors it trained at: {card["training"]["sensors"]}.
 {in_distribution_text(card)}
 {onnx_text(card)}
 - **OOD**: {OOD_NOT_MEASURED}.

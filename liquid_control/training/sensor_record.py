@@ -114,6 +114,25 @@ def camera_entry(config: dict, from_bags: bool, recorded: dict | None = None) ->
     return {"width": int(image["width"]), "height": int(image["height"]), "fovy_deg": fovy, "source": source}
 
 
+def describe(metadata: dict) -> str:
+    """What ``metadata`` records of the training sensors, in words (the model card's line)."""
+    rates, camera = metadata.get(training_record.RATES_KEY), metadata.get(training_record.CAMERA_KEY)
+    if rates is None and camera is None:
+        return "not recorded (a file written before 2026-12-05: policy_node checks no rate)"
+    parts = [
+        f"{sensor} {median:.1f} Hz (middle 90% {slowest:.1f}-{fastest:.1f} Hz)"
+        for sensor, (median, slowest, fastest) in training_record.trained_rates(metadata).items()
+    ]
+    timing = (rates or {}).get(training_record.TIMING_AUGMENTATION)
+    if timing:
+        parts.append(f"timing draws rate x {timing['sensor_rate_range']}, jitter x {timing['jitter_range']}")
+    if isinstance(camera, dict):
+        fovy = camera.get("fovy_deg")
+        seen = "field of view unknown" if fovy is None else f"vertical field of view {fovy:g} degrees"
+        parts.append(f"camera {camera.get('width')}x{camera.get('height')}, {seen} ({camera.get('source')})")
+    return "; ".join(parts)
+
+
 def bag_camera_fovy_deg(reader, camera_topic: str) -> float | None:
     """The vertical field of view (degrees) that the first CameraInfo beside ``camera_topic`` in the open bag
     ``reader`` gives (conventions.camera_info reads it as policy_node does), or None: none recorded, or K unset."""
