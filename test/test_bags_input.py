@@ -383,7 +383,7 @@ def test_record_expert_on_a_full_disk_names_the_bag_keeps_the_finished_ones_and_
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert (
         f"episode_301 was discarded and {out} keeps the 1 recorded before it; record the rest with --seed 301 "
-        f"--episodes 2 -o {out}"
+        f"--episodes 2 -o {out} and the other options as before"  # --shift, --policy, --noise-std, ...: the same
     ) in err
     assert sorted(p.name for p in out.iterdir()) == ["episode_300"]
     with BagReader(out / "episode_300") as reader:

@@ -401,7 +401,7 @@ def record_expert_episodes(
                     kept = f"{out} keeps the {done} recorded before it" if done else "none was recorded before it"
                     raise BagError(
                         f"{exc}; {path.name} was discarded and {kept}; record the rest with "
-                        f"--seed {seed} --episodes {len(seeds) - done} -o {out}"
+                        f"--seed {seed} --episodes {len(seeds) - done} -o {out} and the other options as before"
                     ) from None
                 raise
             status["bag"] = str(path)
