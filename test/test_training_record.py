@@ -112,7 +112,7 @@ CAMERA_IMU = {
 RECORD = {
     training_record.CAMERA_KEY: {"width": 8, "height": 8, "fovy_deg": 120.0, "source": "test"},
     training_record.RATES_KEY: {
-        "imu": {"median_hz": 100.0, "dt_p05_s": 0.009, "dt_p95_s": 0.011, "messages": 1000},
+        "imu": {"median_hz": 100.0, "dt_p05_s": 0.009, "dt_p95_s": 0.011, "intervals": 1000},
         training_record.TIMING_AUGMENTATION: None,
     },
 }

@@ -4,15 +4,17 @@ Training writes two metadata entries into ``policy.pt`` (``liquid_control.traini
 
 - ``training_camera``: ``{"width", "height", "fovy_deg", "source"}``: the size of the frames and the vertical field
   of view (degrees) of the camera they came from; ``fovy_deg`` is the world's (``world_camera_fovy_deg``) for a run in
-  the simulator, None (unknown) for a run on bags, whose recordings do not say it.
-- ``training_sensor_rates``: ``{sensor: {"median_hz", "dt_p05_s", "dt_p95_s", "messages"}}``: the median message
+  the simulator; for a run on bags the one the CameraInfo recorded beside their image topic gives, None (unknown,
+  nothing is compared) where no bag has one.
+- ``training_sensor_rates``: ``{sensor: {"median_hz", "dt_p05_s", "dt_p95_s", "intervals"}}``: the median message
   rate of each update sensor in the data the run trained on and the middle 90% of its message intervals, measured
   from the recorded stamps (simulator episodes or bags), plus ``timing_augmentation`` (the run's
   ``training.sensor_rate_range`` / ``jitter_range``, null where off). A held sensor (not in ``update_on``) has no
   entry: its messages between updates never reach the data.
 
 Files written before these entries (the shipped policies among them) have neither: the node then compares the
-camera's field of view against the world's constant of today and checks no rate.
+camera's field of view against the world's constant of today and checks no rate; so does a node running the ONNX
+export, which carries the config only.
 
 Intervals are counted in a histogram of log-spaced bins (``DT_BINS``, 1.2% wide), so a run keeps them per round
 in its checkpoint at a fixed size whatever the sensor's rate, and a resumed run's record is the uninterrupted one's.
@@ -51,7 +53,7 @@ def _quantile(counts: np.ndarray, q: float) -> float:
 
 
 def rate_summary(counts) -> dict | None:
-    """``{"median_hz", "dt_p05_s", "dt_p95_s", "messages"}`` of a ``dt_histogram`` (None: no interval)."""
+    """``{"median_hz", "dt_p05_s", "dt_p95_s", "intervals"}`` of a ``dt_histogram`` (None: no interval)."""
     counts = np.asarray(counts, dtype=np.int64)
     if counts.sum() == 0:
         return None
@@ -59,7 +61,7 @@ def rate_summary(counts) -> dict | None:
         "median_hz": round(1.0 / _quantile(counts, 0.5), 4),
         "dt_p05_s": round(_quantile(counts, 0.05), 7),
         "dt_p95_s": round(_quantile(counts, 0.95), 7),
-        "messages": int(counts.sum()) + 1,
+        "intervals": int(counts.sum()),
     }
 
 
