@@ -777,6 +777,52 @@ def test_sim_node_parameters_are_checked_at_startup_naming_them(sim_context, nam
     assert message in str(raised.value) and str(raised.value).count("\n  - ") == 1, str(raised.value)
 
 
+def test_sim_node_stopped_mid_episode_names_the_bag_it_cut_short_in_its_log(sim_context, tmp_path):
+    """Before: sim_node started alone (ros2 run, sim.launch.py) and stopped mid-episode closed that episode's bag,
+    which has no episode_status message, without a word; only `liquid-control sim` said it. Now the node's log
+    says it, once."""
+    from rclpy.parameter import Parameter
+
+    from liquid_control.ros.sim_node import SimNode, StopRequested
+
+    bags = tmp_path / "bags"
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "episodes": 3, "seed": 4,
+              "record_bag": str(bags)}  # fmt: skip
+    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    said = []
+
+    class Log:
+        def warning(self, message, **kwargs):
+            said.append(message)
+
+        info = error = warning
+
+    node.get_logger = Log
+    publish, published = node._publish_reading, []
+
+    def publish_then_stop(*args):  # a signal arrives after the episode's first readings
+        publish(*args)
+        published.append(args)
+        if len(published) == 5:
+            node.stop.set()
+
+    node._publish_reading = publish_then_stop
+    try:
+        with pytest.raises(StopRequested):
+            node.run_episode(1, 5)
+        node.finish_recording()
+        node.finish_recording()  # once: the bag is closed
+    finally:
+        node.world.close()
+        node.destroy_node()
+    warnings = [m for m in said if "record_bag" in m]
+    assert warnings == [
+        f"record_bag: {bags / 'episode_5'} holds episode 1 (seed 5) only up to where the run stopped: it has no "
+        "episode_status message, unlike the bags of episodes that ended"
+    ]
+    assert (bags / "episode_5" / "metadata.yaml").is_file()  # closed complete
+
+
 def test_sim_node_refuses_bad_parameters_with_exit_2_and_no_traceback():
     """Every bad parameter named at once, exit 2, no traceback (time_limit 'abc' was a TypeError traceback)."""
     proc = subprocess.run(

@@ -205,6 +205,9 @@ def stand_in_graph(monkeypatch):
         def join(self, timeout=None):
             pass
 
+        def showed(self, text):  # the lines a node's output showed on our stderr
+            return any(text in line for line in shown)
+
         def spin_once(self, timeout_sec):
             time.sleep(0.01)
             if not statuses:
@@ -221,7 +224,7 @@ def stand_in_graph(monkeypatch):
 
         destroy_node = try_shutdown = shutdown
 
-    statuses, on_start = [], []
+    statuses, on_start, shown = [], [], []
     procs = {"sim_node": Running(), "policy_node": Running()}
 
     def start_graph(nodes, *rest):
@@ -232,7 +235,7 @@ def stand_in_graph(monkeypatch):
     monkeypatch.setattr(graph, "start_graph", start_graph)
     monkeypatch.setattr(graph, "_status_listener", lambda *a: (Quiet(), Quiet(), Quiet(), statuses, [0]))
     monkeypatch.setattr(graph, "stop_graph", lambda procs: {name: 0 for name in procs})
-    return statuses, on_start
+    return statuses, on_start, shown
 
 
 SIM = ["sim", "--world", "LiquidBalance-v0", "--seed", "5", "--timeout", "1", "--quiet", "--domain-id", "1"]
@@ -244,7 +247,7 @@ def test_a_timeout_that_ends_an_until_stopped_run_is_exit_3_naming_the_episode_i
     first episode's end was exit 3. Here episode 0 ends, then the nodes run on until the --timeout of 1 s."""
     from liquid_control import cli
 
-    statuses, _ = stand_in_graph
+    statuses, _, _ = stand_in_graph
     assert cli.main([*SIM, "--episodes", "0"]) == graph.EXIT_TIMEOUT
     out, err = capsys.readouterr()
     assert "--timeout: 1 s passed before every episode ended (--episodes 0: episode 1 was cut short)" in err
@@ -261,7 +264,7 @@ def test_the_bag_of_an_episode_cut_short_is_named(stand_in_graph, tmp_path, caps
     said nothing of it. sim_node is a stand-in here: it has made episode 1's bag (seed 6) when the timeout comes."""
     from liquid_control import cli
 
-    statuses, on_start = stand_in_graph
+    statuses, on_start, _ = stand_in_graph
     bags = tmp_path / "bags"
     on_start.append(lambda: (bags / "episode_5").mkdir(parents=True) or (bags / "episode_6").mkdir())
     assert cli.main([*SIM, "--episodes", "3", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
@@ -273,3 +276,18 @@ def test_the_bag_of_an_episode_cut_short_is_named(stand_in_graph, tmp_path, caps
     on_start[:] = [lambda: (bags / "episode_5").mkdir(parents=True)]  # episode 1 cut short before its bag
     assert cli.main([*SIM, "--episodes", "2", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
     assert "--record-bag" not in capsys.readouterr().err  # no bag of the episode cut short: nothing to say
+
+
+def test_the_bag_of_an_episode_cut_short_is_named_once_where_sim_nodes_log_said_it(stand_in_graph, tmp_path, capsys):
+    """Before: sim_node said nothing of the bag it closed when stopped mid-episode, so `liquid-control sim` said
+    it; now sim_node's log says it (test_ros_sim), and where that line was shown on the terminal sim does not
+    say it again (it does under --quiet, --log-dir or when sim_node died: test above)."""
+    from liquid_control import cli
+    from liquid_control.bags.recording import cut_short_message
+
+    statuses, on_start, shown = stand_in_graph
+    bags = tmp_path / "bags"
+    on_start.append(lambda: (bags / "episode_5").mkdir(parents=True) or (bags / "episode_6").mkdir())
+    shown.append(f"[WARN] [1.0] [sim_node]: record_bag: {cut_short_message(bags / 'episode_6', 1, 6)}")
+    assert cli.main([*SIM, "--episodes", "3", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
+    assert "only up to where the run stopped" not in capsys.readouterr().err

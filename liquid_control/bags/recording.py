@@ -23,6 +23,15 @@ def episode_bag_name(seed: int) -> str:
     return f"episode_{int(seed)}"
 
 
+def cut_short_message(path, episode: int, seed: int) -> str:
+    """What to say of the bag ``path`` of an episode that a stop cut short (sim_node closes it complete, but
+    without the episode_status message that ends the bags of finished episodes)."""
+    return (
+        f"{path} holds episode {episode} (seed {seed}) only up to where the run stopped: it has no episode_status "
+        "message, unlike the bags of episodes that ended"
+    )
+
+
 def existing_episode_seeds(folder) -> set[int]:
     """The seeds whose episode bags already exist in ``folder`` (one listing; an absent folder holds none)."""
     try:

@@ -471,6 +471,10 @@ class NodeOutput:
         if self._log is not None:
             self._log.close()
 
+    def showed(self, text: str) -> bool:
+        """Whether a line of the node's output holding ``text`` was forwarded to our stderr (among its last lines)."""
+        return self._echo and any(text in line for line in self.lines)
+
     def join(self, timeout: float = 1.0) -> None:
         """Wait up to ``timeout`` seconds for the reader thread to finish."""
         self._thread.join(timeout)
@@ -786,17 +790,17 @@ def run_sim(args, announce=None) -> SimRun:
     )
     if lagging:
         print(lagging, file=sys.stderr, flush=True)
-    from liquid_control.bags.recording import episode_bag_name
+    from liquid_control.bags.recording import cut_short_message, episode_bag_name
 
-    cut_bag = Path(args.record_bag) / episode_bag_name(int(args.seed) + len(statuses)) if args.record_bag else None
+    cut_seed = int(args.seed) + len(statuses)
+    cut_bag = Path(args.record_bag) / episode_bag_name(cut_seed) if args.record_bag else None
     if cut_bag is not None and (args.episodes == 0 or len(statuses) < args.episodes) and cut_bag.exists():
-        print(  # sim_node closes the bag of the episode it was in when stopped (recording.EpisodeRecorder.stop)
-            f"warning: --record-bag: {cut_bag} holds episode {len(statuses)} (seed {int(args.seed) + len(statuses)}) "
-            "only up to where the run stopped: it has no episode_status message, unlike the bags of episodes that "
-            "ended",
-            file=sys.stderr,
-            flush=True,
-        )
+        cut = cut_short_message(cut_bag, len(statuses), cut_seed)
+        # sim_node closes the bag of the episode it was in when stopped and says so in its log
+        # (SimNode.finish_recording): said here only where that line was not shown (--quiet, --log-dir, a node
+        # that died)
+        if not outputs["sim_node"].showed(cut):
+            print(f"warning: --record-bag: {cut}", file=sys.stderr, flush=True)
     run = SimRun(statuses=list(statuses), code=EXIT_OK, elapsed_s=elapsed)
     # A node that ended on its own before the run was over failed (the sim ends itself after the last episode).
     failed = {

@@ -713,6 +713,7 @@ class SimNode(Node):
         self._wall_epoch = time.time() - sim0  # the target's log time in the bag (set again below)
         if self.recorder is not None:
             self.recorder.start(seed, world=self.p["world"], shift=self.p["shift"])
+            self._recording = (index, seed)
         if self.clock_pub is not None:
             # at the first update's stamp, not at the time reset ended (a reordering lag later): policy_node stamps
             # the episode's target on arrival with this clock, and a policy's reordering buffer, releasing in stamp
@@ -830,6 +831,17 @@ class SimNode(Node):
                 "lockstep: no command after the update; continuing with the held one", throttle_duration_sec=2.0
             )
 
+    def finish_recording(self) -> None:
+        """Close the bag of the episode being recorded when the node stops (a complete bag); one that a stop cut
+        short (it has no episode_status message) is said in the log, naming it."""
+        if self.recorder is None:
+            return
+        cut = self.recorder.stop()
+        if cut is not None:
+            from liquid_control.bags.recording import cut_short_message
+
+            self.get_logger().warning(f"record_bag: {cut_short_message(cut, *self._recording)}")
+
     def run(self) -> list[dict]:
         """Wait for the policy node, then run the episodes (seeds ``seed + k``); their statuses."""
         self.wait_for_graph()
@@ -894,8 +906,7 @@ def main(args=None) -> int:
     finally:
         done.set()
         spinner.join()  # no callback may run while the node and the world go away
-        if node.recorder is not None:
-            node.recorder.stop()  # an interrupted episode still gets a complete bag
+        node.finish_recording()  # an interrupted episode still gets a complete bag
         node.world.close()
         node.destroy_node()
         executor.shutdown()
