@@ -522,3 +522,68 @@ def test_onnx_refuses_a_non_finite_input_as_torch_does(tmp_path):
             backend.step(dict(obs, ages=np.array([np.inf, 0.0], np.float32)), state, 0.01)
         action, _ = backend.step(dict(obs, imu=np.full(6, np.nan, np.float32)), state, 0.01, encode=("camera",))
         assert np.all(np.isfinite(action))  # the vector encoder did not run: its held features were used
+
+
+TRAINING_RECORD = {
+    "training_camera": {"width": 16, "height": 16, "fovy_deg": 75.0, "source": "test"},
+    "training_sensor_rates": {
+        "camera": {"median_hz": 15.0, "dt_p05_s": 0.06, "dt_p95_s": 0.074, "intervals": 199},
+        "timing_augmentation": None,
+    },
+}
+
+
+def test_the_export_carries_the_training_record_and_both_backends_give_it_alike(tmp_path):
+    """Training writes what it trained with (training_camera, training_sensor_rates) into policy.pt; the export
+    carried only the config, so a node running it (backend auto, once exported) checked the camera against the
+    world's field of view of today and no sensor rate. Now both backends give the same ``training_record``."""
+    torch.manual_seed(0)
+    pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER), {**TRAINING_RECORD, "seed": 3})
+    assert cli.main(["export", str(pt)]) == 0
+    onnx_backend, torch_backend = load_backend(pt), load_backend(pt, "torch")
+    assert isinstance(onnx_backend, OnnxBackend)
+    assert onnx_backend.training_record == torch_backend.training_record == TRAINING_RECORD  # not the seed
+    meta = backends.read_onnx_metadata(tmp_path / "rover.onnx")
+    assert meta["liquid_control.training_camera"] == '{"width": 16, "height": 16, "fovy_deg": 75.0, "source": "test"}'
+
+
+def test_an_export_of_a_file_without_the_record_or_from_before_it_gives_none(tmp_path):
+    """As a .pt without the record (the shipped policies): an empty record, on both backends, and nothing added to
+    the export (the shipped exports, written before, hold no such entries either)."""
+    import onnx
+
+    torch.manual_seed(0)
+    pt = save_policy(tmp_path / "bal.pt", Policy.from_config(BALANCER))
+    assert cli.main(["export", str(pt)]) == 0
+    assert load_backend(pt).training_record == load_backend(pt, "torch").training_record == {}
+    keys = {p.key for p in onnx.load(str(tmp_path / "bal.onnx")).metadata_props}
+    assert keys == {backends.ONNX_CONFIG_KEY, backends.ONNX_SOURCE_KEY}
+
+
+def test_a_training_record_entry_that_is_not_json_is_refused_naming_it(tmp_path):
+    import onnx
+
+    torch.manual_seed(0)
+    path = export_onnx(load_policy_with(tmp_path, TRAINING_RECORD), tmp_path / "p.onnx")
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == "liquid_control.training_sensor_rates":
+            prop.value = "{not json"
+    onnx.save(model, str(path))
+    with pytest.raises(BackendError, match=r"p\.onnx: metadata 'liquid_control\.training_sensor_rates' is not valid"):
+        OnnxBackend(path)
+
+
+def test_a_training_record_that_cannot_be_json_is_an_export_error(tmp_path):
+    torch.manual_seed(0)
+    policy = load_policy_with(tmp_path, {"training_camera": {"fovy_deg": torch.tensor(75.0)}})
+    with pytest.raises(ExportError, match="metadata 'training_camera' cannot be written as JSON"):
+        export_checked(policy, tmp_path / "p.onnx")
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def load_policy_with(tmp_path, metadata):
+    """The tiny balancer saved with ``metadata`` and loaded back (``policy.metadata`` as an export reads it)."""
+    from liquid_control.policy import load_policy
+
+    return load_policy(save_policy(tmp_path / "with.pt", Policy.from_config(BALANCER), metadata))

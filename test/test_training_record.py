@@ -9,6 +9,7 @@ import pytest
 import torch
 from test_training import tiny_config
 
+from liquid_control import cli
 from liquid_control.conventions import training_record
 from liquid_control.policy import load_policy
 from liquid_control.training import sensor_record, trainer
@@ -120,8 +121,8 @@ RECORD = {
 
 @pytest.fixture
 def node_of(tmp_path):
-    """make(metadata): a configured policy_node of the tiny camera + IMU policy saved with ``metadata``, and the
-    warnings it logs."""
+    """make(metadata, backend): a configured policy_node of the tiny camera + IMU policy saved with ``metadata``, and
+    the warnings it logs; ``backend`` 'onnx': the file is exported and the node runs the export (backend auto)."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -132,16 +133,24 @@ def node_of(tmp_path):
 
     made = []
 
-    def make(metadata):
+    def make(metadata, backend="torch"):
         torch.manual_seed(0)
         policy_file = save_policy(tmp_path / "tiny.pt", Policy.from_config(CAMERA_IMU), metadata)
+        if backend == "onnx":
+            assert cli.main(["export", str(policy_file)]) == 0
         env = isolated_ros_env()
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
-        values = dict(policy=str(policy_file), backend="torch", command_type="float64_multi_array", log_throttle_s=0.0)
+        values = dict(
+            policy=str(policy_file),
+            backend="auto" if backend == "onnx" else backend,
+            command_type="float64_multi_array",
+            log_throttle_s=0.0,
+        )
         node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
         made.append((node, context))
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.runner.backend.name == backend
         warnings = []
         node.get_logger().warning = lambda msg, **kw: warnings.append(msg)
         return node, warnings
@@ -162,9 +171,14 @@ def _camera_info(fov_deg):
     return msg
 
 
-def test_the_node_compares_the_field_of_view_with_the_one_the_file_records(node_of):
-    """The file says 120 degrees (its world renders 90 today): a 120 degree camera is right, a 90 degree one not."""
-    node, warnings = node_of(RECORD)
+BACKENDS = pytest.mark.parametrize("backend", ["torch", "onnx"])  # the export carries the record (it did not)
+
+
+@BACKENDS
+def test_the_node_compares_the_field_of_view_with_the_one_the_file_records(node_of, backend):
+    """The file says 120 degrees (its world renders 90 today): a 120 degree camera is right, a 90 degree one not;
+    the same where the node runs the file's ONNX export (it compared with the world's 90 degrees)."""
+    node, warnings = node_of(RECORD, backend)
     on_info = node._subscriptions_by_sensor["camera_info"].callback
     on_info(_camera_info(120.0))
     assert node.runner.counters["camera_info.fov_mismatch"] == 0, warnings
@@ -173,18 +187,20 @@ def test_the_node_compares_the_field_of_view_with_the_one_the_file_records(node_
     assert any("trained (its file records) on a camera of 120x120" in w for w in warnings), warnings
 
 
-def test_an_older_file_is_compared_with_its_worlds_field_of_view_and_no_rate(node_of):
-    node, warnings = node_of({})
+@BACKENDS
+def test_an_older_file_is_compared_with_its_worlds_field_of_view_and_no_rate(node_of, backend):
+    node, warnings = node_of({}, backend)
     node._subscriptions_by_sensor["camera_info"].callback(_camera_info(120.0))
     assert node.runner.counters["camera_info.fov_mismatch"] == 1
     assert any("LiquidBalanceNav-v0 renders 90x90" in w for w in warnings), warnings
     assert node._trained_rates == {}
 
 
-def test_a_sensor_far_faster_than_trained_is_named_with_its_topic_and_both_rates(node_of):
+@BACKENDS
+def test_a_sensor_far_faster_than_trained_is_named_with_its_topic_and_both_rates(node_of, backend):
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    node, warnings = node_of(RECORD)
+    node, warnings = node_of(RECORD, backend)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     clock = [1000.0]
     node._now = lambda: clock[0]

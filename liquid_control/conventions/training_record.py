@@ -13,8 +13,9 @@ Training writes two metadata entries into ``policy.pt`` (``liquid_control.traini
   entry: its messages between updates never reach the data.
 
 Files written before these entries (the shipped policies among them) have neither: the node then compares the
-camera's field of view against the world's constant of today and checks no rate; so does a node running the ONNX
-export, which carries the config only.
+camera's field of view against the world's constant of today and checks no rate. ``liquid-control export`` carries both
+entries into the ONNX model (its metadata, JSON), so a node running the export checks as one running the file does
+(the backends' ``training_record``); an export written before exports carried them has neither.
 
 Intervals are counted in a histogram of log-spaced bins (``DT_BINS``, 1.2% wide), so a run keeps them per round
 in its checkpoint at a fixed size whatever the sensor's rate, and a resumed run's record is the uninterrupted one's.
@@ -26,8 +27,10 @@ import math
 
 import numpy as np
 
-CAMERA_KEY = "training_camera"
-RATES_KEY = "training_sensor_rates"
+from liquid_control.runtime.backends import TRAINING_RECORD_KEYS
+
+# the two entries' names, defined with the runtime, whose backends give them and whose export carries them
+CAMERA_KEY, RATES_KEY = TRAINING_RECORD_KEYS
 TIMING_AUGMENTATION = "timing_augmentation"  # an entry of RATES_KEY: the timing recipe's ranges (None: off)
 # a sensor's measured rate outside [RATE_FACTOR_LOW x the slowest, RATE_FACTOR_HIGH x the fastest] trained rate
 RATE_FACTOR_LOW, RATE_FACTOR_HIGH = 0.25, 4.0

@@ -93,13 +93,6 @@ SENSORS = {
 }
 
 
-def _training_metadata(backend) -> dict:
-    """The metadata of the policy file the torch backend loaded (what it records of its training sensors,
-    conventions.training_record); empty for the ONNX backend, whose export carries the config only."""
-    metadata = getattr(getattr(backend, "policy", None), "metadata", None)
-    return metadata if isinstance(metadata, dict) else {}
-
-
 class StopRequested(BaseException):
     """SIGINT/SIGTERM during a blocking configure (a kernel build, a slow load): abandon it and exit.
 
@@ -163,7 +156,7 @@ class PolicyNode(LifecycleNode):
         self.failure: str | None = None  # why the last configure/activate failed
         self._commands_published = self._stops_published = 0
         self._warned_at: dict[str, float] = {}  # throttled warning -> when it was last logged (monotonic s)
-        self._training: dict = {}  # the policy file's metadata (its training record, conventions.training_record)
+        self._training: dict = {}  # the policy file's training record (the backend's, conventions.training_record)
         self._trained_rates: dict = {}
         self._reset_bookkeeping()
 
@@ -248,7 +241,8 @@ class PolicyNode(LifecycleNode):
             backend.close()  # the runner owns it from here on (closed by _release)
             raise
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate)
-        self._training = _training_metadata(backend)
+        # what the policy file (or the export of it that runs) records of its training sensors, on either backend
+        self._training = backend.training_record
         # sensor -> (median, slowest, fastest) trained rate (Hz) of the file's record: checked over RATE_WINDOW_S
         self._trained_rates = {
             k: v for k, v in training_record.trained_rates(self._training).items() if k in spec.sensors

@@ -3,7 +3,9 @@
 A backend runs one policy step on one sample with numpy in and out, so :class:`~.runner.PolicyRunner`
 and the ROS node never touch torch directly, and a robot without the training stack (no torch) runs the
 exported ``.onnx`` file with onnxruntime. Both backends expose the same :class:`ObservationSpec`, read from
-the policy config (embedded in the checkpoint, or in the ONNX model's metadata).
+the policy config (embedded in the checkpoint, or in the ONNX model's metadata), and the same ``training_record``:
+what the policy file records of the sensors it was trained on (``TRAINING_RECORD_KEYS``, from the checkpoint's
+metadata, or from the ONNX model's, which its export carries; empty for a file or export from before the record).
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ CAMERA = "camera"  # sensor name of the image input (observation key "image"), a
 VECTORS = "vectors"  # name of the encoder of every vector input
 ONNX_CONFIG_KEY = "liquid_control.policy_config"  # metadata_props entry holding the policy config (JSON)
 ONNX_SOURCE_KEY = "liquid_control.checkpoint_sha256"  # metadata_props entry: SHA-256 of the exported .pt file
+# the entries of a policy file's metadata that record the sensors it was trained on (conventions.training_record reads
+# them: the training camera, the sensor rates); its ONNX export carries each as a metadata_props entry (JSON) named
+# ONNX_TRAINING_PREFIX + key, and both backends give them as ``training_record``
+TRAINING_RECORD_KEYS = ("training_camera", "training_sensor_rates")
+ONNX_TRAINING_PREFIX = "liquid_control."
 # observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
 # policies without torch, which that package needs)
 TIMING_INPUTS = ("event", "ages")
@@ -118,6 +125,7 @@ class TorchBackend:
         self._torch = torch
         self.policy = policy.eval()
         self.config = policy.config
+        self.training_record = training_record_of(getattr(policy, "metadata", None) or {})
         self.spec = ObservationSpec.from_config(self.config)
         self._state_dtype = self.initial_state().dtype
 
@@ -175,6 +183,7 @@ class OnnxBackend:
         self.path = Path(path)
         self.config = config
         self.source_sha256 = meta.get(ONNX_SOURCE_KEY)  # None: exported before exports recorded their source
+        self.training_record = _onnx_training_record(path, meta)
         self.spec = ObservationSpec.from_config(self.config)
         # the float inputs step() checks, per encoder (the camera's uint8 frame cannot be NaN), then the time inputs
         self._finite_inputs = tuple((e, sensors) for e, sensors in self.spec.encoders.items() if e != CAMERA)
@@ -235,6 +244,28 @@ class OnnxBackend:
     def close(self):
         """Drop the onnxruntime session."""
         self.session = None
+
+
+def training_record_of(metadata: dict) -> dict:
+    """The entries of a policy file's ``metadata`` that record the sensors it was trained on (``TRAINING_RECORD_KEYS``;
+    a file from before them: empty): what a backend gives as ``training_record`` and an export carries."""
+    return {key: metadata[key] for key in TRAINING_RECORD_KEYS if key in metadata}
+
+
+def _onnx_training_record(path, meta: dict) -> dict:
+    """The training record an export carries in its metadata (``TRAINING_RECORD_KEYS``; an export of a file without
+    it, or written before exports carried it: empty); an entry that is not JSON is a BackendError naming it."""
+    record = {}
+    for key in TRAINING_RECORD_KEYS:
+        if ONNX_TRAINING_PREFIX + key in meta:
+            try:
+                record[key] = json.loads(meta[ONNX_TRAINING_PREFIX + key])
+            except ValueError as exc:
+                raise BackendError(
+                    f"{path}: metadata {ONNX_TRAINING_PREFIX + key!r} is not valid JSON ({exc}); re-export it "
+                    "(`liquid-control export`)"
+                ) from None
+    return record
 
 
 def encode_input(encoder: str) -> str:

@@ -7,7 +7,9 @@ inputs the policy uses (``event`` int64 (B,), ``ages`` float32 (B, len(update_on
 encoder whose flag is false does not run, its features come from the state (an ONNX ``If``, so the camera CNN
 costs nothing on an IMU update). Outputs ``action`` (B, A) and ``state_out`` (B, S). The policy config is
 stored in the model's metadata (``liquid_control.policy_config``) so the runtime knows the inputs, the update
-sensors and the action bounds.
+sensors and the action bounds; so is, as JSON, what the checkpoint records of the sensors it was trained on
+(``liquid_control.training_camera``, ``liquid_control.training_sensor_rates``, where it has them:
+``backends.TRAINING_RECORD_KEYS``), which the ONNX backend gives as ``training_record`` as the torch backend does.
 
 The graph is assembled from traced pieces (each encoder, and the core's update with the action head), so that
 the encoders can sit inside ``If`` branches; with ``core.max_step`` the core's update is an ONNX ``Loop`` over one
@@ -30,11 +32,13 @@ from .backends import (
     CAMERA,
     ONNX_CONFIG_KEY,
     ONNX_SOURCE_KEY,
+    ONNX_TRAINING_PREFIX,
     VECTORS,
     ObservationSpec,
     checkpoint_sha256,
     encode_input,
     onnx_input_names,
+    training_record_of,
 )
 
 OPSET = 17
@@ -289,9 +293,10 @@ def _inline(graph, prefix: str, rename: dict):
 
 
 def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, source_sha256: str | None = None):
-    """The single-step ONNX model of ``policy`` (an ``onnx.ModelProto``, checked); ``source``: the checkpoint
-    file it was loaded from, whose SHA-256 the metadata records (``backend: auto`` runs only a matching export);
-    ``source_sha256``: that SHA-256 taken when the file was read (``load_for_export``), recorded instead of
+    """The single-step ONNX model of ``policy`` (an ``onnx.ModelProto``, checked), its metadata holding the config
+    and the training record of ``policy.metadata`` (``load_policy``'s; none for a policy without); ``source``: the
+    checkpoint file it was loaded from, whose SHA-256 the metadata records (``backend: auto`` runs only a matching
+    export); ``source_sha256``: that SHA-256 taken when the file was read (``load_for_export``), recorded instead of
     hashing ``source`` now, when it may hold another checkpoint (a training run still writing it)."""
     import onnx
     import torch
@@ -381,6 +386,13 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, sou
     if source_sha256 is not None:
         entry = model.metadata_props.add()
         entry.key, entry.value = ONNX_SOURCE_KEY, source_sha256
+    for key, value in training_record_of(getattr(policy, "metadata", None) or {}).items():
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ExportError(f"the policy file's metadata {key!r} cannot be written as JSON ({exc})") from None
+        entry = model.metadata_props.add()
+        entry.key, entry.value = ONNX_TRAINING_PREFIX + key, text
     onnx.checker.check_model(model, full_check=True)
     return model
 
