@@ -26,6 +26,28 @@ for _id, _entry in WORLDS.items():
         gymnasium.register(id=_id, entry_point=_entry, max_episode_steps=None, disable_env_checker=False)
 
 
+def world_spec(world: str):
+    """The gymnasium spec of ``world``: one of ours, an id registered by code already imported, or a world of your
+    own named ``module:Id`` (gymnasium's form: ``module`` is imported first and registers ``Id``; so does every
+    process that builds it). ValueError naming the known worlds and how to register one otherwise."""
+    if not isinstance(world, str) or not world:
+        raise ValueError(f"a world is a gymnasium id, got {world!r}")
+    module, _, world_id = world.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # the module, or something it imports, is not on the path
+            raise ValueError(f"world {world!r}: cannot import module {module!r} ({exc})") from None
+    if world_id not in gymnasium.registry:
+        where = f"module {module!r} registers no {world_id!r}" if module else f"unknown world {world_id!r}"
+        raise ValueError(
+            f"{where}; known: {', '.join(WORLDS)}; a world of your own: a module on the path that calls "
+            "gymnasium.register(id='MyWorld-v0', ...), named as 'module:MyWorld-v0' (docs/worlds.md, "
+            "'A world of your own')"
+        )
+    return gymnasium.spec(world_id)
+
+
 def world_class(world: str):
     """The env class of a world id (without building a world); KeyError names the known worlds."""
     if world not in WORLDS:
@@ -34,4 +56,13 @@ def world_class(world: str):
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["SHIFT_PRESETS", "WORLDS", "Shift", "parse_shift", "SensorStream", "SensorTiming", "world_class"]
+__all__ = [
+    "SHIFT_PRESETS",
+    "WORLDS",
+    "Shift",
+    "parse_shift",
+    "SensorStream",
+    "SensorTiming",
+    "world_class",
+    "world_spec",
+]

@@ -725,7 +725,7 @@ def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoi
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--world", "NoSuchWorld-v0"], "--world 'NoSuchWorld-v0': no such world; choose from LiquidBalance-v0"),
+        (["--world", "NoSuchWorld-v0"], "--world 'NoSuchWorld-v0': unknown world 'NoSuchWorld-v0'; known: Liquid"),
         (["--episode-seed-base", "-5"], "--episode-seed-base must be >= 0"),
         (["--episode-seed-base", str(2**32)], "--episode-seed-base must be >= 0 with every seed below 2**32"),
         (["--workers", "0"], "--workers must be >= 1, got 0"),

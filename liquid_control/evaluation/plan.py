@@ -245,14 +245,14 @@ def validate_shifts(shifts: list[str]) -> list[str]:
 
 
 def validate_world(world: str) -> None:
-    """The world must be a registered gymnasium id (sim_envs registers ours); the error lists them."""
-    import gymnasium
+    """The world must be a registered gymnasium id (sim_envs registers ours) or ``module:Id`` of a world of one's
+    own (``sim_envs.world_spec``); the error lists ours and says how to register one."""
+    import sim_envs
 
-    import sim_envs  # noqa: F401  (registers the worlds)
-
-    if world not in gymnasium.registry:
-        ours = sorted(k for k in gymnasium.registry if k.startswith("Liquid"))
-        raise EvaluationSetupError(f"--world {world!r}: no such world; choose from {', '.join(ours)}")
+    try:
+        sim_envs.world_spec(world)
+    except ValueError as exc:
+        raise EvaluationSetupError(f"--world {world!r}: {exc}") from None
 
 
 def validate_output_folder(out_dir: str) -> None:
@@ -319,7 +319,6 @@ def build_plan(
         )
     if not policy_args:
         raise EvaluationSetupError("no policy given (use --policy expert or --policy NAME=CHECKPOINT)")
-    shifts = validate_shifts(shifts)
     validate_world(world or DEFAULT_WORLD)
     specs: list[PolicySpec] = []
     for text in policy_args:
@@ -338,6 +337,8 @@ def build_plan(
             "was trained in); leave --world out or evaluate a policy of that world"
         )
     evaluated = next(iter(policy_worlds)) if policy_worlds else world or DEFAULT_WORLD
+    validate_world(evaluated)  # imports a world of one's own ('module:Id'), whose module may add shift presets
+    shifts = validate_shifts(shifts)
     for shift in shifts:  # a shift on a sensor the world lacks would be an in-distribution row, mislabelled
         check_shift_applies(shift, evaluated)
     if policy_worlds:  # the expert drives the same world, rendered the same way, as the trained policies

@@ -1,0 +1,89 @@
+"""A researcher's world, shift preset and expert from outside the package (docs/worlds.md, "A world of your own"):
+the page's example module, named ``module:Id`` in a config, trains with ``liquid-control train`` and is evaluated,
+expert and preset included, by ``liquid-control eval``; an unknown world says how to register one."""
+
+import re
+import sys
+from pathlib import Path
+
+import gymnasium
+import pytest
+import yaml
+
+from liquid_control.cli import main
+from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
+from liquid_control.policy.config import PolicyConfigError
+from liquid_control.training.episodes import world_class
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _example_blocks():
+    text = (ROOT / "docs" / "worlds.md").read_text()
+    start = text.index("## A world of your own")
+    part = text[start : text.index("\n## ", start + 1)]
+    (code,) = re.findall(r"^```python\n(.*?)^```", part, flags=re.S | re.M)
+    (config,) = re.findall(r"^```yaml\n(.*?)^```", part, flags=re.S | re.M)
+    return code, yaml.safe_load(config)
+
+
+@pytest.fixture
+def puck_world(tmp_path, monkeypatch):
+    """The documented module on the path, not yet imported; afterwards its id, preset and module are gone."""
+    import sim_envs.shifts
+
+    code, config = _example_blocks()
+    (tmp_path / "puck_world.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield config
+    gymnasium.registry.pop("PuckWorld-v0", None)
+    sim_envs.shifts.SHIFT_PRESETS.pop("rain", None)
+    sys.modules.pop("puck_world", None)
+
+
+def test_the_documented_world_of_ones_own_trains_and_evaluates_with_its_preset_and_expert(puck_world, tmp_path):
+    assert puck_world["world"] == "puck_world:PuckWorld-v0" and "PuckWorld-v0" not in gymnasium.registry
+    puck_world["training"] = {
+        "demonstrations": 3,
+        "dagger_rounds": 1,
+        "dagger_episodes": 2,
+        "beta": [0.5],
+        "epochs_first": 1,
+        "epochs_per_round": 1,
+        "batch_size": 4,
+        "sequence_length": 8,
+        "eval_episodes": 1,
+    }
+    config = tmp_path / "puck.yaml"
+    config.write_text(yaml.safe_dump(puck_world))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--out", str(run), "--no-progress"]) == 0
+    demonstrations = sorted((run / "data").rglob("*.npz"))
+    assert demonstrations  # the world's expert drove round 0
+
+    out = tmp_path / "report"
+    argv = ["eval", "--policy", "expert", "--policy", f"puck={run / 'policy.pt'}", "--episodes", "1"]
+    argv += ["--shift", "in_distribution", "--shift", "rain", "--out", str(out), "--backend", "serial"]
+    assert main(argv + ["--no-progress", "--no-example", "--no-saliency"]) == 0
+    report = (out / "report.md").read_text()
+    assert re.search(r"^\| rain \| 100% .*\|", report, flags=re.M), report  # the expert's row under the preset
+
+
+def test_eval_with_world_module_id_reads_the_modules_shift_presets(puck_world):
+    plan = build_plan(["expert"], ["rain"], 1, world="puck_world:PuckWorld-v0")
+    assert plan.shifts == ["rain"] and plan.policies[0].world == "puck_world:PuckWorld-v0"
+
+
+def test_an_unknown_world_names_the_known_ones_and_how_to_register_one(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "empty_world_module.py").write_text("")
+    base = {"observation": {"vectors": {"pos": 2}}}
+    with pytest.raises(PolicyConfigError) as caught:
+        world_class({**base, "world": "PuckWorld-v0"})
+    message = str(caught.value)
+    assert message.startswith("world: unknown world 'PuckWorld-v0'; known: LiquidRover-v0, LiquidBalance-v0")
+    assert "gymnasium.register(id='MyWorld-v0', ...), named as 'module:MyWorld-v0'" in message
+    with pytest.raises(PolicyConfigError, match="module 'empty_world_module' registers no 'PuckWorld-v0'"):
+        world_class({**base, "world": "empty_world_module:PuckWorld-v0"})
+    with pytest.raises(EvaluationSetupError, match="cannot import module 'no_such_module_here'"):
+        build_plan(["expert"], ["in_distribution"], 1, world="no_such_module_here:PuckWorld-v0")
