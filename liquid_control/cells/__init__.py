@@ -10,7 +10,7 @@ from .activations import ACTIVATIONS
 from .baselines import FrameStackMLP, GRUCore, LSTMCore
 from .cfc import CfCCell
 from .checkpoint import CheckpointError, load_model, save_model
-from .core import RecurrentCore, build_core
+from .core import RecurrentCore, build_core, register_core
 from .ctrnn import CTRNNCore
 from .gru_ode import GRUODECore
 from .ltc import LTCCell
@@ -44,5 +44,6 @@ __all__ = [
     "build_core",
     "load_model",
     "make_solver",
+    "register_core",
     "save_model",
 ]

@@ -50,7 +50,11 @@ def build_core(config: dict) -> nn.Module:
         raise ValueError(f"core config must be a dict with a 'type' key, got {config!r}")
     kind = config["type"]
     if kind not in CORE_TYPES:
-        raise ValueError(f"unknown core type {kind!r}; known: {', '.join(sorted(CORE_TYPES))}")
+        raise ValueError(
+            f"unknown core type {kind!r}; known: {', '.join(sorted(CORE_TYPES))}; a core of your own: decorate its "
+            "class with liquid_control.cells.register_core(name) and import its module before building or loading "
+            "it (docs/ARCHITECTURE.md, 'Cells')"
+        )
     kwargs = {k: v for k, v in config.items() if k != "type"}
     try:
         return CORE_TYPES[kind].from_config(kwargs)
