@@ -57,13 +57,17 @@ def check_shift(shift: str) -> None:
 def check_shift_applies(shift: str, world: str) -> None:
     """Raise EvaluationSetupError naming `shift` and `world` when the shift acts on a sensor the world lacks
     (e.g. camera_noise for a world without a camera): its row would be the in-distribution one, mislabelled."""
+    from gymnasium.envs.registration import load_env_creator
+
     import sim_envs
     from sim_envs.shifts import shift_for_world
 
-    if world not in sim_envs.WORLDS:  # another registered gymnasium world: its sensors are not declared
+    entry = sim_envs.world_spec(world).entry_point  # a world of one's own too ('module:Id')
+    sensors = getattr(load_env_creator(entry) if isinstance(entry, str) else entry, "sensor_names", ())
+    if not sensors:  # another gymnasium world: its sensors are not declared
         return
     try:
-        shift_for_world(shift_for_env(shift), world, sim_envs.world_class(world).sensor_names)
+        shift_for_world(shift_for_env(shift), world, sensors)
     except ValueError as exc:
         raise EvaluationSetupError(str(exc)) from None
 
