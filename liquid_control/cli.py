@@ -82,7 +82,17 @@ def command_parser(name: str):
     for action in sub._actions:  # argparse prints no help line, so no default, for options without help
         if action.help is None and HelpFormatter.shows_default(action):
             action.help = "(default: %(default)s)"
+        if action.dest == "no_progress":  # what main() does without it, said alike by every command that has it
+            action.help = f"{action.help or 'no progress bar'}; without it, bars only when stderr is a terminal"
     return module, sub
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (not a CI log, a ``2> file`` or a ``2>&1 | tee log``)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         module, sub = command_parser(name)
         args = sub.parse_args(argv[1:])
+        if getattr(args, "no_progress", None) is False and not stderr_is_terminal():
+            args.no_progress = True  # a bar redrawn with carriage returns fills a log with its every state
         return int(module.run(args) or 0)
     except ModuleNotFoundError as exc:
         if not exc.name or exc.name.split(".")[0] in ("liquid_control", "sim_envs"):

@@ -109,3 +109,24 @@ def test_a_missing_package_is_named_as_requirements_txt_pins_it(module):
         line.split("==")[0].lower() for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line
     }
     assert pip_name.lower() in pinned, hint
+
+
+def test_a_log_gets_no_progress_bar_and_a_path_with_spaces_works(tmp_path):
+    """Before: `liquid-control record --expert ... 2> log` (a CI job, a Makefile) filled the log with the bar's
+    every state, carriage-return separated; without a terminal on stderr there is no bar, without --no-progress."""
+    out = tmp_path / "bags with spaces é"
+    argv = ["record", "--expert", "--episodes", "2", "--time-limit", "0.3", "--render-size", "32", "-o", str(out)]
+    code = f"import sys\nfrom liquid_control import cli\nsys.exit(cli.main({argv!r}))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr and "expert episodes" not in proc.stderr, proc.stderr
+    assert f"into {out} in " in proc.stdout
+    assert len(list(out.glob("episode_*"))) == 2
+
+
+def test_no_progress_help_says_when_bars_are_shown():
+    for name in ("train", "eval", "record"):
+        help_text = " ".join(cli.command_parser(name)[1].format_help().split())
+        assert "without it, bars only when stderr is a terminal" in help_text, name
