@@ -59,3 +59,18 @@ def test_new_limits_go_on_from_the_previous_command_and_a_lowered_maximum_holds_
     raised = lowered.with_limits([2.0, 2.0], [0.5, 0.5])  # a raised maximum: ramps up from the last command
     np.testing.assert_allclose(raised([1.0, 1.0], 4.41), [0.1, 0.1], atol=1e-12)
     assert raised.previous_time == 4.41 and lim.max_command.tolist() == [1.0, 1.0]  # the old one unchanged
+
+
+def test_a_clock_that_steps_forward_does_not_lift_the_rate_limit():
+    """The elapsed time since the previous command is credited up to max_elapsed: a clock stepping forward an hour
+    (NTP) gave 3600 s of ramp, so the next command jumped from 1.0 to -1.0 in one message under a rate of 0.5/s."""
+    lim = CommandLimiter([1.0], [1.0], [0.5], max_elapsed=0.5)
+    lim.stop(0.0)
+    for k in range(1, 5):
+        lim([1.0], float(k))
+    np.testing.assert_allclose(lim([-1.0], 4.0 + 3600.0), [0.75])  # was [-1.0]
+    np.testing.assert_allclose(lim([-1.0], 4.0 + 3600.1), [0.7])  # the limit goes on as before
+    assert lim.with_limits([1.0], [0.5]).max_elapsed == 0.5  # new limits keep the cap
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="max_elapsed must be > 0 seconds"):
+            CommandLimiter([1.0], [1.0], [0.5], max_elapsed=bad)

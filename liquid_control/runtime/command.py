@@ -1,7 +1,9 @@
 """Command shaping between the policy's action and the robot: scale, clip, limit the rate of change.
 
 Pure numpy so it is unit-tested without ROS. Rate limits use the elapsed time between published commands
-(the receiver's clock); a stop command bypasses them (a safety stop must not ramp).
+(the receiver's clock), credited up to ``max_elapsed`` seconds: a clock that steps forward (an NTP step of hours, a
+/clock that skips) made the elapsed time hours and let the next command jump to any value; a stop command bypasses
+them (a safety stop must not ramp).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import numpy as np
 
 class CommandLimiter:
     """action (policy units) -> command (robot units): ``clip(action * scale, +-max)``, then at most
-    ``max_rate * elapsed`` away from the previous command, per element."""
+    ``max_rate * min(elapsed, max_elapsed)`` away from the previous command, per element."""
 
-    def __init__(self, scale, max_command, max_rate):
+    def __init__(self, scale, max_command, max_rate, max_elapsed: float = math.inf):
         self.scale = np.asarray(scale, dtype=np.float64)
         self.max_command = np.asarray(max_command, dtype=np.float64)
         self.max_rate = np.asarray(max_rate, dtype=np.float64)
@@ -29,6 +31,9 @@ class CommandLimiter:
             raise ValueError(f"scale must be finite, got {self.scale.tolist()}")
         if not (np.all(self.max_command > 0) and np.all(self.max_rate > 0)):  # NaN fails these too
             raise ValueError("max_command and max_rate must be > 0 (inf disables a limit)")
+        if not max_elapsed > 0:  # NaN fails this too
+            raise ValueError(f"max_elapsed must be > 0 seconds (inf: no cap), got {max_elapsed!r}")
+        self.max_elapsed = float(max_elapsed)
         self._lowest = -self.max_command
         self._unlimited = np.isinf(self.max_rate)
         self._rate = np.where(self._unlimited, 0.0, self.max_rate)
@@ -45,7 +50,7 @@ class CommandLimiter:
         carry over for the rate limit, the command clipped to the new ``±max_command``, so a lowered maximum
         holds from the next command on (the rate limit would otherwise ramp down from above it for
         ``excess / max_rate`` seconds)."""
-        limiter = CommandLimiter(self.scale, max_command, max_rate)
+        limiter = CommandLimiter(self.scale, max_command, max_rate, self.max_elapsed)
         limiter.previous = np.minimum(np.maximum(self.previous, limiter._lowest), limiter.max_command)
         limiter.previous_time = self.previous_time
         return limiter
@@ -63,7 +68,7 @@ class CommandLimiter:
         scaled = action * self.scale
         target = np.minimum(np.maximum(scaled, self._lowest), self.max_command)
         if self.previous_time is not None:
-            elapsed = max(now - self.previous_time, 0.0)
+            elapsed = min(max(now - self.previous_time, 0.0), self.max_elapsed)
             step = self._rate * elapsed  # the finite rates; an infinite one (inf * 0 would be NaN) is no limit
             step[self._unlimited] = np.inf
             target = np.minimum(np.maximum(target, self.previous - step), self.previous + step)

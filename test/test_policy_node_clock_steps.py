@@ -1,0 +1,82 @@
+"""policy_node on a simulated clock, driven in-process without DDS (its callbacks called directly): what a clock
+that steps forward (an NTP step, a /clock that skips) does to the commands."""
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Twist
+from rclpy.clock import ClockType
+from rclpy.lifecycle import TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.time import Time as RosTime
+from sensor_msgs.msg import Imu, JointState
+
+from liquid_control.policy import Policy, save_policy
+from liquid_control.ros.policy_node import PolicyNode
+from liquid_control.ros.testing import isolated_ros_env
+
+CONFIG = {
+    "name": "tiny_balancer",
+    "world": "LiquidBalance-v0",
+    "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+@pytest.fixture
+def node(tmp_path):
+    torch.manual_seed(0)
+    policy = save_policy(tmp_path / "tiny_balancer.pt", Policy.from_config(CONFIG))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    values = dict(
+        policy=str(policy),
+        command_type="float64_multi_array",
+        command_topic="torques",
+        action_scale=[1.0],
+        max_command=[1.0],
+        max_command_rate=[0.1],
+        watchdog_timeout_s=0.5,
+        use_sim_time=True,
+    )
+    node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    yield node
+    node.trigger_shutdown()
+    node.destroy_node()
+    context.try_shutdown()
+
+
+def test_the_first_command_after_the_clock_steps_forward_an_hour_is_still_rate_limited(node):
+    """Node clock and stamps step forward an hour between two IMU messages (the message comes before the
+    watchdog's next check): the rate limit credited the whole hour, so that command went from the ramp's ~0.01
+    straight to the policy's action (~0.4 here, any value up to ±max_command with a trained one); it now moves at
+    most max_command_rate * watchdog_timeout_s (0.05)."""
+    clock, published = node.get_clock(), []
+
+    def at(ns):
+        clock.set_ros_time_override(RosTime(nanoseconds=ns, clock_type=ClockType.ROS_TIME))
+        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+    start = 1_700_000_000 * 10**9
+    at(start)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    publish = node._publish_command
+    node._publish_command = lambda command, stamp: (published.append(command.copy()), publish(command, stamp))
+    imu, target = Imu(), Twist()
+    imu.linear_acceleration.z, imu.angular_velocity.x, target.linear.x = 9.8, 0.3, 0.2
+    wheels = JointState(name=list(node._joint_names), velocity=[1.0, 1.0])
+    node._on_vector("command", target)
+    for k, ns in enumerate([start + i * 5_000_000 for i in range(20)] + [start + 3600 * 10**9]):
+        imu.header.stamp = wheels.header.stamp = at(ns)
+        node._on_vector("wheels", wheels)
+        node._on_vector("imu", imu)
+        assert len(published) == k + 1
+    before, after = published[-2], published[-1]
+    assert np.abs(before).max() <= 0.1 * 0.1  # ramped from the activation's stop at 0.1 per second
+    assert node.runner.counters["resets.gap"] == 1  # the hour's gap reset the state: another action
+    assert np.abs(after - before).max() <= 0.1 * 0.5 + 1e-9  # was ~0.39
+    assert np.abs(after - before).max() > 0.01  # the cap allows a step (the policy's action is beyond it)
