@@ -17,6 +17,20 @@ def pyplot():
     return plt
 
 
+def fit_suptitle(fig, text: str, fontsize: float):
+    """``fig.suptitle(text)`` broken at spaces into as many lines as it takes to fit the figure's width: a title
+    wider than its figure is cut off at both sides in the PNG (a report with one shift draws a narrow figure)."""
+    import textwrap
+
+    title = fig.suptitle(text, fontsize=fontsize)
+    renderer = fig.canvas.get_renderer()
+    width = len(text)
+    while title.get_window_extent(renderer).width > 0.98 * fig.bbox.width and width > 12:
+        width = int(width * 0.85)
+        title.set_text(textwrap.fill(text, width, break_long_words=False))
+    return title
+
+
 def save_figure(fig, path: str | Path, dpi: int) -> Path:
     """Write ``fig`` as a PNG at exactly ``path`` and close it, also when the writing fails: never a truncated
     picture where a good one was (a full disk's error names ``path``), never a figure left open in a long run.

@@ -22,7 +22,7 @@ from liquid_control.evaluation.summary import (
     summarize,
     summarize_groups,
 )
-from liquid_control.figures import pyplot, save_figure
+from liquid_control.figures import fit_suptitle, pyplot, save_figure
 
 # ----------------------------------------------------------------------------------------------- plots
 
@@ -87,16 +87,15 @@ def plot_success_by_shift(
         ax.grid(axis="y", alpha=0.3)
         if row is chunks[0]:
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle(
-        "Success per shift (mean over training seeds, 95% CI: bootstrap over seeds, then episodes)", fontsize=9
-    )
+    fit_suptitle(fig, "Success per shift (mean over training seeds, 95% CI: bootstrap over seeds, then episodes)", 9)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return path
 
 
 def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: list[str], path: str) -> str | None:
-    """Success against the sensor-rate and jitter factors (trained at factor 1): the continuous-time claim.
+    """Success against the sensor-rate and jitter factors (1: the world's default timing, which policies without
+    the timing recipe were trained at): the continuous-time claim.
 
     One row per swept setting, one column per panel of policies."""
     sweeps = {}
@@ -146,12 +145,13 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
             ax.set_xticklabels([f"{f:g}x" for f in factors])
             ax.axvline(1.0, color="grey", lw=0.8, ls=":")
             ax.set_ylim(0, 1.05)
-            ax.set_xlabel(f"{key} factor (trained at 1x)", fontsize=8)
+            # not "trained at 1x": a policy with the timing recipe was trained on drawn rates and jitters
+            ax.set_xlabel(f"{key} factor (1x: the world's default timing)", fontsize=8)
             ax.set_ylabel("success (95% CI over seeds)", fontsize=8)
             ax.set_title(title, fontsize=8, loc="left")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.suptitle("Success versus sensor timing")
+    fit_suptitle(fig, "Success versus sensor timing (mean over training seeds, 95% CI)", 12)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return path
@@ -224,12 +224,15 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
         if targets:
             ax2.plot(targets[-1][0], targets[-1][1], "*", color="orange", ms=9, label="target")
         ax2.set_aspect("equal", adjustable="datalim")
-        ax2.set_title("trajectory (x, y)", fontsize=8)
+        ax2.set_xlabel("x (m)", fontsize=8)
+        ax2.set_ylabel("y (m)", fontsize=8)
+        ax2.set_title("trajectory (world frame)", fontsize=8)
         ax2.legend(fontsize=6)
-    fig.suptitle(
+    fit_suptitle(
+        fig,
         f"{job.policy} (training seed {job.training_seed}) under '{job.shift}', episode seed "
         f"{job.episode_seed}: {record['outcome']}, return {record['return']:.2f}",
-        fontsize=10,
+        10,
     )
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
@@ -608,7 +611,8 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
         "VisualBackProp saliency of each policy's camera encoder (first training seed), on the same frames: "
         f"the privileged expert's episode {seed} in each visual shift, at the middle of the episode (rendered at "
         "each policy's own camera size). Bright: the pixels whose activation survives every convolution, i.e. what "
-        "reaches the recurrent core.",
+        "reaches the recurrent core; each map is scaled to its own range (the colour bar), so brightness compares "
+        "pixels within a map, not maps.",
         "",
         "![saliency grid](saliency_grid.png)",
         "",

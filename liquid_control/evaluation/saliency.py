@@ -65,11 +65,15 @@ def visual_backprop(encoder, images) -> np.ndarray:
         return ((mask - low) / (high - low).clamp_min(1e-12)).numpy()
 
 
+OVERLAY_MAP = "inferno"
+SCALE_LABEL = "saliency (each map scaled to its own 0-1)"  # visual_backprop: min-max per frame
+
+
 def overlay(image: np.ndarray, saliency: np.ndarray, alpha: float = 0.55) -> np.ndarray:
     """RGB float image in [0, 1]: the camera frame, dimmed, under a heat map of the saliency."""
     import matplotlib
 
-    heat = matplotlib.colormaps["inferno"](saliency)[..., :3]
+    heat = matplotlib.colormaps[OVERLAY_MAP](saliency)[..., :3]
     base = np.asarray(image, dtype=np.float64) / 255.0
     return np.clip((1 - alpha) * base + alpha * heat, 0.0, 1.0)
 
@@ -112,11 +116,17 @@ def expert_frames(world: str, shift: str, episode_seed: int, env_kwargs: dict, c
 def plot_saliency_grid(policies: list[tuple[str, object, dict]], path: str) -> str:
     """Rows: camera, then one per (name, Policy, frames: shift -> uint8 frame as that policy's world renders it);
     columns: the shifts of the first policy's frames (every policy has them; the camera row shows the first's)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
     plt = pyplot()
     frames = policies[0][2]
     shifts = list(frames)
     rows = 1 + len(policies)
-    fig, axes = plt.subplots(rows, len(shifts), figsize=(1.45 * len(shifts) + 1.4, 1.45 * rows + 0.4), squeeze=False)
+    bar = 0.85  # inches at the bottom for the colour bar: what bright means
+    fig, axes = plt.subplots(
+        rows, len(shifts), figsize=(1.45 * len(shifts) + 1.4, 1.45 * rows + 0.4 + bar), squeeze=False
+    )
     for c, shift in enumerate(shifts):
         axes[0, c].imshow(frames[shift])
         axes[0, c].set_title(shift, fontsize=7)
@@ -133,7 +143,11 @@ def plot_saliency_grid(policies: list[tuple[str, object, dict]], path: str) -> s
             ax.set_yticks([])
     inch = 1 / fig.get_figheight()  # the title a fixed distance from the top, above the columns' titles
     fig.suptitle("VisualBackProp saliency (same frames in each column)", fontsize=9, y=1 - 0.08 * inch, va="top")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 * inch))
+    fig.tight_layout(rect=(0, bar * inch, 1, 1 - 0.3 * inch))
+    scale = fig.add_axes((0.2, 0.5 * inch, 0.6, 0.12 * inch))
+    fig.colorbar(ScalarMappable(Normalize(0, 1), OVERLAY_MAP), cax=scale, orientation="horizontal")
+    scale.set_xlabel(SCALE_LABEL, fontsize=7)
+    scale.tick_params(labelsize=6)
     save_figure(fig, path, dpi=110)
     return path
 

@@ -1,0 +1,130 @@
+"""What a reader of the committed figures sees: titles inside the picture, axes that say what and in which unit,
+legends off the data, a saliency overlay that says what bright means. Read back from the matplotlib objects."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from liquid_control.figures import pyplot
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures drawn in the test, kept open (save_figure closes them) and closed at the end."""
+    plt = pyplot()
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    yield kept
+    monkeypatch.undo()
+    for figure in kept:
+        plt.close(figure)
+
+
+def _extent(fig, artist):
+    fig.canvas.draw()
+    return artist.get_window_extent(fig.canvas.get_renderer())
+
+
+def _cells(policies, shifts):
+    from liquid_control.evaluation.summary import CellSummary
+
+    return [
+        CellSummary(p, s, 4, 2, 0.5, (0.2, 0.8), 0.0, None, 0.0, None, 0.0, 10.0, 1.0, {0: 0.5})
+        for p in policies
+        for s in shifts
+    ]
+
+
+def test_the_title_of_a_narrow_success_figure_is_inside_the_picture(tmp_path, drawn):
+    """Before: a report of one shift (docs/bag_loop/sim_success_by_shift.png) drew a 4-inch figure under a one-line
+    7-inch title, cut off at both sides: 'shift (mean over training seeds, 95% CI: bootstrap over seeds, th'."""
+    from liquid_control.evaluation.report import plot_success_by_shift
+
+    plot_success_by_shift(
+        _cells(["bags", "expert"], ["in_distribution"]),
+        {"": ["bags", "expert"]},
+        ["in_distribution"],
+        str(tmp_path / "bars.png"),
+    )
+    (fig,) = drawn
+    title = fig._suptitle
+    box = _extent(fig, title)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+    assert "95% CI" in title.get_text() and "then episodes" in title.get_text()  # wrapped, not shortened
+
+
+def test_the_sensor_timing_axis_does_not_say_that_every_policy_was_trained_at_1x(tmp_path, drawn):
+    """Before: every panel's x axis said '(trained at 1x)', also the robustness-recipe panel's, whose policies were
+    trained on rates and jitters drawn per episode (docs/ood_report/success_vs_sensor_timing.png)."""
+    from liquid_control.evaluation.report import plot_sweeps
+
+    panels = {"as configured": ["cfc"], "with the robustness recipes": ["cfc_robust"]}
+    shifts = ["in_distribution", "sensor_rate=0.5", "sensor_rate=2"]
+    plot_sweeps(_cells(["cfc", "cfc_robust"], shifts), panels, shifts, str(tmp_path / "sweep.png"))
+    (fig,) = drawn
+    labels = [ax.get_xlabel() for ax in fig.axes]
+    assert labels == ["sensor_rate factor (1x: the world's default timing)"] * 2
+    assert "95% CI" in fig._suptitle.get_text()
+
+
+def test_the_saliency_grid_has_a_colour_bar_saying_what_bright_means(tmp_path, drawn):
+    """Before: the heat map over the frames had no scale, and each map is scaled to its own range, so a dim map and
+    a strong one looked alike with nothing in the figure to say so."""
+    from liquid_control.evaluation.saliency import plot_saliency_grid
+    from liquid_control.policy.encoders import CameraEncoder
+
+    class Policy:
+        camera = CameraEncoder(16, 16, [4, 4], [3, 3], [2, 2], 8)
+
+    frames = {s: np.full((16, 16, 3), 90, np.uint8) for s in ("in_distribution", "dusk")}
+    plot_saliency_grid([("p", Policy(), frames), ("q", Policy(), frames)], str(tmp_path / "grid.png"))
+    (fig,) = drawn
+    bars = [ax for ax in fig.axes if getattr(ax, "_colorbar", None) is not None]
+    assert len(bars) == 1
+    bar = bars[0]._colorbar
+    assert bar.cmap.name == "inferno" and (bar.norm.vmin, bar.norm.vmax) == (0, 1)
+    assert "saliency" in bars[0].get_xlabel() and "own" in bars[0].get_xlabel()
+    scale = _extent(fig, bars[0])
+    for ax in fig.axes:
+        if ax is not bars[0]:
+            assert not scale.overlaps(_extent(fig, ax))
+    label = bars[0].xaxis.label.get_window_extent(fig.canvas.get_renderer())
+    assert label.x0 >= 0 and label.x1 <= fig.bbox.width and label.y0 >= 0
+
+
+def test_the_example_episode_trajectory_has_axes_in_metres(tmp_path, drawn, monkeypatch):
+    """Before: the trajectory panel of example_episode.png had numbers on both axes and no label or unit."""
+    from liquid_control.evaluation import episode
+    from liquid_control.evaluation.report import plot_example_episode
+
+    def run_episode(job, recorder):
+        for k in range(5):
+            obs = {"dt": np.array([0.1]), "image": np.zeros((8, 8, 3), np.uint8)}
+            recorder(obs, np.array([0.5, -0.1]), {"position": np.array([0.1 * k, -0.2 * k]), "target": [1, -1]}, None)
+        return {"outcome": "success", "return": 1.0}
+
+    monkeypatch.setattr(episode, "run_episode", run_episode)
+    job = SimpleNamespace(policy="cfc", training_seed=0, shift="winter", episode_seed=7)
+    plot_example_episode(job, str(tmp_path / "example.png"))
+    (fig,) = drawn
+    trajectory = [ax for ax in fig.axes if ax.get_title() == "trajectory (world frame)"]
+    assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in trajectory] == [("x (m)", "y (m)")]
+
+
+def test_the_offline_plot_legend_covers_no_command(tmp_path, drawn):
+    """Before: the legend sat in the upper right corner of the first command's axes, over the recorded command's
+    last second (docs/bag_loop/offline_plots_bags__episode_600.png)."""
+    from liquid_control.evaluation.offline import COMMAND_ELEMENTS, _plot
+
+    t = np.linspace(0.0, 8.0, 81)
+    both = np.stack([np.full_like(t, 0.95), np.sin(t)], axis=1)  # near the top of the axes all along
+    result = {"time": t, "label": both, "action": both * 0.9, "reset": np.zeros(len(t), bool)}
+    _plot(tmp_path / "plot.png", result, [1.0, 1.0], "bags on episode_600: loss 0.0272", COMMAND_ELEMENTS["twist"])
+    (fig,) = drawn
+    legend = fig.axes[0].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["recorded", "policy"]
+    box = _extent(fig, legend)
+    assert not any(box.overlaps(_extent(fig, ax)) for ax in fig.axes)
+    assert not box.overlaps(_extent(fig, fig.axes[0].title)) and not box.overlaps(_extent(fig, fig.axes[0]._left_title))
+    assert box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
