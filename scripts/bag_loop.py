@@ -237,11 +237,9 @@ def compare(outs: list[str], figure: str | None = None, target: float = 0.8) -> 
             f"{sim['success']}/{sim['episodes']} ({sim['ci95'][0]:.2f}-{sim['ci95'][1]:.2f}) | {wall} |"
         )
     if figure:
-        import matplotlib
+        from liquid_control.figures import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.2))
         for i, (_name, sim) in enumerate(rows):
             rate = sim["success"] / sim["episodes"]
@@ -251,11 +249,11 @@ def compare(outs: list[str], figure: str | None = None, target: float = 0.8) -> 
         ax.axhline(target, color="tab:red", linestyle="--", label=f"target {target:.0%}")
         ax.set_xticks(range(len(rows)), [name for name, _ in rows], rotation=20)
         ax.set_ylim(0, 1)
-        ax.set_ylabel("success, 50 held-out episodes")
+        episodes = sorted({sim["episodes"] for _, sim in rows})  # not "50" whatever the runs' counts
+        ax.set_ylabel(f"success, {'/'.join(map(str, episodes))} held-out\nepisodes (error bars: 95% CI)")
         ax.legend(loc="upper right", fontsize=8)
         fig.tight_layout()
-        fig.savefig(figure, dpi=100)
-        plt.close(fig)
+        save_figure(fig, figure, dpi=100)  # whole or not at all, and closed
     return "\n".join(table)
 
 
@@ -327,11 +325,9 @@ def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> s
         + (f" Not in every folder, so not pooled: round {', '.join(missing)}." if missing else "")
     )
     if figure and pooled:
-        import matplotlib
+        from liquid_control.figures import pyplot, save_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
         for name, found in zip(names, per_seed):
             shown = sorted(found)
@@ -345,8 +341,7 @@ def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> s
         ax.set_ylim(0, 1)
         ax.legend(loc="lower right", fontsize=7)
         fig.tight_layout()
-        fig.savefig(figure, dpi=100)
-        plt.close(fig)
+        save_figure(fig, figure, dpi=100)
     return "\n".join(table)
 
 

@@ -128,3 +128,25 @@ def test_the_offline_plot_legend_covers_no_command(tmp_path, drawn):
     assert not any(box.overlaps(_extent(fig, ax)) for ax in fig.axes)
     assert not box.overlaps(_extent(fig, fig.axes[0].title)) and not box.overlaps(_extent(fig, fig.axes[0]._left_title))
     assert box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
+
+
+def test_the_bag_loop_runs_figure_says_its_episode_count_and_its_interval(tmp_path, drawn):
+    """Before: scripts/bag_loop.py compare labelled the axis 'success, 50 held-out episodes' whatever the runs'
+    episode count, and said nothing of the error bars (docs/bag_loop/success_by_run.png: 95% Wilson intervals)."""
+    import importlib.util
+    import json
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bag_loop", root / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+    summary = json.loads((root / "docs" / "bag_loop" / "summary.json").read_text())
+    summary["simulated_episodes"]["bags"].update(success=3, episodes=8, ci95=[0.14, 0.69])
+    (tmp_path / "loop_a").mkdir()
+    (tmp_path / "loop_a" / "summary.json").write_text(json.dumps(summary))
+    bag_loop.compare([str(tmp_path / "loop_a")], str(tmp_path / "runs.png"))
+    (fig,) = drawn
+    label = fig.axes[0].get_ylabel()
+    assert "8 held-out" in label and "50" not in label and "95% CI" in label
+    assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
