@@ -196,25 +196,75 @@ def test_an_older_file_is_compared_with_its_worlds_field_of_view_and_no_rate(nod
     assert node._trained_rates == {}
 
 
+class _Imu:
+    """Feeds a configured node IMU messages on a clock of its own (the node's ``_now``), as its subscription does."""
+
+    def __init__(self, node, start=1000.0):
+        from builtin_interfaces.msg import Time
+
+        self.node, self.clock, self._time = node, [start], Time
+        node._now = lambda: self.clock[0]
+
+    def run(self, hz: float, seconds: float):
+        """Messages at ``hz`` for ``seconds`` (the clock moves with them)."""
+        start, count = self.clock[0], int(round(hz * seconds))
+        for k in range(1, count + 1):
+            self.clock[0] = start + seconds if k == count else start + k / hz
+            ns = round(self.clock[0] * 1e9)
+            stamp = self._time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+            self.node._on_reading("imu", stamp, np.zeros(6, np.float32))
+
+    def wait_until(self, t: float):
+        """No message until node time ``t``, then the trained-rate check (the diagnostics timer's)."""
+        self.clock[0] = max(self.clock[0], t)
+        self.node._check_trained_rates()
+
+
 @BACKENDS
 def test_a_sensor_far_faster_than_trained_is_named_with_its_topic_and_both_rates(node_of, backend):
     from rclpy.lifecycle import TransitionCallbackReturn
 
     node, warnings = node_of(RECORD, backend)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    clock = [1000.0]
-    node._now = lambda: clock[0]
-    counters = node.runner.counters
-    node._check_trained_rates()  # starts the window
+    imu, counters = _Imu(node), node.runner.counters
+    imu.run(100.0, 1.0)
+    imu.wait_until(1001.0)  # starts the window
     for hz in (100.0, 450.0):  # 5 s of messages at each rate, then the check
-        counters["received.imu"] += int(hz * training_record.RATE_WINDOW_S)
-        clock[0] += training_record.RATE_WINDOW_S
-        node._check_trained_rates()
+        imu.run(hz, training_record.RATE_WINDOW_S)
+        imu.wait_until(imu.clock[0])
         if hz == 100.0:
             assert counters["rate_mismatch.imu"] == 0 and not warnings
     assert counters["rate_mismatch.imu"] == 1
     assert any(w.startswith("imu on /imu/data: 450.0 Hz over the last 5.0 s, faster") for w in warnings), warnings
     assert any("median 100.0 Hz" in w for w in warnings)
+
+
+def test_a_sensor_that_starts_or_stops_within_a_window_is_not_taken_for_a_slow_one(node_of):
+    """The rate is measured between the sensor's messages: an IMU driver that started 4.5 s into the node's first
+    window (activated before the robot's drivers were up), and one that stopped 1 s into a window (the watchdog's
+    to say), ran at the trained 100 Hz; counted over the whole 5 s they read 10 and 20 Hz, 'slower than the policy
+    was trained at'. One that runs at 10 Hz throughout is still named."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, warnings = node_of(RECORD)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    imu, counters = _Imu(node), node.runner.counters
+    imu.wait_until(1000.0)  # the first window starts before the driver does
+    imu.clock[0] = 1004.5
+    imu.run(100.0, 0.5)
+    imu.wait_until(1005.0)
+    imu.run(100.0, 5.0)
+    imu.wait_until(1010.0)
+    imu.run(100.0, 1.0)  # the driver stops at 1011
+    imu.wait_until(1015.0)
+    assert counters["rate_mismatch.imu"] == 0, warnings
+    imu.run(100.0, training_record.RATE_WINDOW_S)  # it starts again (measured from 1011: 55 Hz), then runs at 10 Hz
+    imu.wait_until(imu.clock[0])
+    assert counters["rate_mismatch.imu"] == 0, warnings
+    imu.run(10.0, training_record.RATE_WINDOW_S)
+    imu.wait_until(imu.clock[0])
+    assert counters["rate_mismatch.imu"] == 1
+    assert any(w.startswith("imu on /imu/data: 10.0 Hz over the last 5.0 s, slower") for w in warnings), warnings
 
 
 def _camera_bag(path, fovy_deg=None, frames=200):

@@ -177,7 +177,8 @@ class PolicyNode(LifecycleNode):
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
         self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
-        self._rate_check = (None, {})  # (time, received counters) at the start of the trained-rate check's window
+        # (time, {sensor: (received count, last arrival)}) at the start of the trained-rate check's window
+        self._rate_check = (None, {})
         self._other_commanders: tuple[str, ...] = ()  # other publishers on the command topic (_check_other_commanders)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -938,27 +939,35 @@ class PolicyNode(LifecycleNode):
 
     def _check_trained_rates(self):
         """Each sensor's message rate over the last ``RATE_WINDOW_S`` (node clock, from the runner's received
-        counters: nothing per message) against the rates its policy file records it was trained at
-        (conventions.training_record): outside 0.25x the slowest .. 4x the fastest, a warning naming the topic, the
-        measured and the trained rate (throttled per sensor) and a ``rate_mismatch.<sensor>`` count. A silent sensor
+        counters and the watchdog's last arrivals: nothing per message) against the rates its policy file records it
+        was trained at (conventions.training_record): outside 0.25x the slowest .. 4x the fastest, a warning naming
+        the topic, the measured and the trained rate (throttled per sensor) and a ``rate_mismatch.<sensor>`` count.
+        The rate is measured from the sensor's last message before the window to its last in it, so a sensor that
+        started or stopped within the window (a driver that came up after activation) is measured while it ran, not
+        taken for a slow one; one without a message before the window is measured from the next. A silent sensor
         is the watchdog's; a file without the record (older policies) checks nothing."""
         if not self._trained_rates or not self._active:
             return
         now, counters = self._now(), self.runner.counters
-        since, counts = self._rate_check
-        if since is None or now < since:  # the first window, or the clock went back: start one
-            self._rate_check = (now, {k: counters[f"received.{k}"] for k in self._trained_rates})
-            return
-        if now - since < training_record.RATE_WINDOW_S:
-            return
-        for sensor, trained in self._trained_rates.items():
-            received = counters[f"received.{sensor}"] - counts.get(sensor, 0)
-            problem = received and training_record.rate_problem(received / (now - since), trained, now - since)
-            if problem:
-                counters[f"rate_mismatch.{sensor}"] += 1
-                if self._may_log(f"rate_mismatch.{sensor}"):
-                    self.get_logger().warning(f"{sensor} on {self._input_topics[sensor]}: {problem}")
-        self._rate_check = (now, {k: counters[f"received.{k}"] for k in self._trained_rates})
+        since, marks = self._rate_check
+        if since is not None and now >= since:
+            if now - since < training_record.RATE_WINDOW_S:
+                return
+            for sensor, trained in self._trained_rates.items():
+                count, first = marks[sensor]
+                received, last = counters[f"received.{sensor}"] - count, self._last_arrival.get(sensor)
+                if not received or first is None or last is None or last <= first:
+                    continue
+                problem = training_record.rate_problem(received / (last - first), trained, last - first)
+                if problem:
+                    counters[f"rate_mismatch.{sensor}"] += 1
+                    if self._may_log(f"rate_mismatch.{sensor}"):
+                        self.get_logger().warning(f"{sensor} on {self._input_topics[sensor]}: {problem}")
+        # the next window (the first, or the clock went back): each sensor's count and last arrival at its start
+        self._rate_check = (
+            now,
+            {k: (counters[f"received.{k}"], self._last_arrival.get(k)) for k in self._trained_rates},
+        )
 
     def _check_other_commanders(self):
         """Other publishers on the command topic (a teleop, a second policy node, of any type): the robot takes their
