@@ -130,3 +130,18 @@ def test_no_progress_help_says_when_bars_are_shown():
     for name in ("train", "eval", "record"):
         help_text = " ".join(cli.command_parser(name)[1].format_help().split())
         assert "without it, bars only when stderr is a terminal" in help_text, name
+
+
+def test_record_says_only_its_result_on_stdout(tmp_path):
+    """Before: `liquid-control record` also printed 'recording ... (Ctrl-C to stop)' on stdout, so a script's
+    `bag=$(liquid-control record --duration 5 ...)` got that line too."""
+    from liquid_control.ros.testing import isolated_ros_env
+
+    out = tmp_path / "a bag é"
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "record", "--duration", "0.5", "-o", str(out), "/nothing"],
+        env=isolated_ros_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [f"wrote {out}: {{'/nothing': 0}}"], proc.stdout
+    assert "Ctrl-C to stop" in proc.stderr

@@ -519,7 +519,8 @@ def _record_graph(args, topics: list[str]) -> int:
         raise
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    print(f"recording {', '.join(node.counts)} -> {node.output} (Ctrl-C to stop)", flush=True)  # resolved
+    # resolved names; on stderr, as progress: stdout holds only the result (`bag=$(liquid-control record ...)`)
+    print(f"recording {', '.join(node.counts)} -> {node.output} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         while context.ok() and not stop.is_set() and not node.done.is_set():
             executor.spin_once(timeout_sec=0.05)
