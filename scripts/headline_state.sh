@@ -18,6 +18,11 @@ usage() {
     sed -n '4,6p' "$0" | sed 's/^# //' >&2
     exit 2
 }
+case "${1:-}" in -h | --help) # asked for: on stdout, status 0 (a usage mistake gets it on stderr, status 2)
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+esac
 [ $# -eq 3 ] || usage
 action=$1 from=$2 to=$3
 [ "$action" = save ] || [ "$action" = restore ] || usage

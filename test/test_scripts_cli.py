@@ -154,3 +154,17 @@ def test_bc_ensemble_refuses_an_unusable_out_before_the_episodes(tmp_path, monke
     assert stop.value.code == 2
     assert f"--out notes/ensemble.json: {tmp_path}/notes exists and is not a folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
+
+
+@pytest.mark.parametrize("args, status", [(["--help"], 0), (["-h"], 0), (["save"], 2)])
+def test_headline_state_help_is_an_answer_not_a_mistake(args, status):
+    """Before: `scripts/headline_state.sh --help` printed its usage on stderr with status 2, as for a mistake, so
+    `scripts/headline_state.sh --help | less` showed nothing."""
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "headline_state.sh"), *args], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == status, run.stderr
+    usage = "scripts/headline_state.sh save RUN_DIR STATE_DIR"
+    assert usage in (run.stdout if status == 0 else run.stderr)
+    if status == 0:
+        assert "Kept: each finished training run's config.yaml" in run.stdout and not run.stderr
