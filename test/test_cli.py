@@ -145,3 +145,16 @@ def test_record_says_only_its_result_on_stdout(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"wrote {out}: {{'/nothing': 0}}"], proc.stdout
     assert "Ctrl-C to stop" in proc.stderr
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_option_of_every_command_says_what_it_does(name):
+    """Before: `liquid-control sim --help` (and `main --help`) showed `--world` with only its default."""
+    import argparse
+
+    _, parser = cli.command_parser(name)
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        text = (action.help or "").replace("(default: %(default)s)", "").strip()
+        assert text, f"liquid-control {name} {'/'.join(action.option_strings) or action.dest}: no help text"

@@ -357,7 +357,9 @@ def launch_description(arguments: dict, nodes):
 # ------------------------------------------------------------------------------------------ liquid-control sim
 def add_arguments(parser):
     """The options of ``liquid-control sim``."""
-    parser.add_argument("--world", default="LiquidRover-v0", choices=sorted(WORLD_POLICIES))
+    parser.add_argument(
+        "--world", default="LiquidRover-v0", choices=sorted(WORLD_POLICIES), help="the simulated world sim_node runs"
+    )
     parser.add_argument("--policy", default="", help="policy file (.pt/.onnx); default: the world's shipped policy")
     parser.add_argument("--shift", default="", help="shift preset or spec, e.g. 'season=winter,lighting=dusk'")
     parser.add_argument("--seed", type=int, default=0, help="episode k runs the world reset with seed + k")
