@@ -150,3 +150,39 @@ def test_the_bag_loop_runs_figure_says_its_episode_count_and_its_interval(tmp_pa
     label = fig.axes[0].get_ylabel()
     assert "8 held-out" in label and "50" not in label and "95% CI" in label
     assert (tmp_path / "runs.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_view_picture_keeps_its_labels_apart_and_its_legend_off_the_commands(tmp_path, drawn):
+    """Before (docs/viewing.png): in the robot close-up the labels of nearby frames ('camera, camera_optical' and
+    'base_link, imu') were written over each other and the axes had no unit; the cmd_vel legend, in the lower right
+    corner, hid the angular command."""
+    from geometry_msgs.msg import Twist
+    from std_msgs.msg import String
+    from test_ros_tf import EXPECTED_ROBOTS, robot_static_transforms, stamped_transform
+    from tf2_msgs.msg import TFMessage
+
+    from liquid_control.ros import robot_description as rd
+    from liquid_control.ros import view
+
+    robot = rd.describe(rd.nominal_model("LiquidRover-v0"), EXPECTED_ROBOTS["LiquidRover-v0"])
+    rec = view.Recording(frame_prefix="")
+    rec.add("robot_description", String(data=rd.to_urdf(robot, "")), 0.0)
+    rec.add("/tf_static", TFMessage(transforms=robot_static_transforms(robot)), 0.0)
+    for k in range(40):  # facing -x, as the committed picture's rover at its end
+        pose = stamped_transform("odom", "base_link", (-0.15 * k, -0.1 * k, 0.05), (0.0, 0.0, 0.0, 1.0))
+        rec.add("/tf", TFMessage(transforms=[pose]), 0.1 * k)
+        rec.add("cmd_vel", Twist(), 0.1 * k)
+        rec.commands[-1] = (0.1 * k, 0.9, -1.4 if k > 30 else 0.0)  # the angular command low at the end
+    view.render_snapshot(rec, tmp_path / "view.png")
+    (fig,) = drawn
+    close_up = next(ax for ax in fig.axes if ax.get_title().startswith("robot at its last pose"))
+    assert (close_up.get_xlabel(), close_up.get_ylabel()) == ("x (m)", "y (m)")
+    labels = [_extent(fig, text) for text in close_up.texts]
+    assert len(labels) >= 2
+    for i, a in enumerate(labels):
+        assert not any(a.overlaps(b) for b in labels[i + 1 :]), [t.get_text() for t in close_up.texts]
+    commands = next(ax for ax in fig.axes if ax.get_title().startswith("cmd_vel"))
+    legend = commands.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["linear.x (m/s)", "angular.z (rad/s)"]
+    box = _extent(fig, legend)
+    assert not any(box.overlaps(_extent(fig, ax)) for ax in fig.axes) and box.x1 <= fig.bbox.width

@@ -385,12 +385,19 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
                 d = pose[:3, axis] * 0.08
                 ax_robot.arrow(o[0], o[1], d[0], d[1], color=color, width=0.002, head_width=0.012, zorder=5)
             labels.setdefault(tuple(np.round(o[:2], 2)), []).append(frame)
+        placed = []  # a label near an earlier one's line goes a line higher: they were written over each other
         for xy, frames in labels.items():
-            ax_robot.annotate(", ".join(frames), xy, fontsize=7, xytext=(3, 3), textcoords="offset points", zorder=6)
+            line = sum(abs(xy[1] - y) < 0.04 and abs(xy[0] - x) < 0.35 for x, y in placed)
+            placed.append(xy)
+            ax_robot.annotate(
+                ", ".join(frames), xy, fontsize=7, xytext=(3, 3 + 9 * line), textcoords="offset points", zorder=6
+            )
         draw_fov(ax_robot, 0.45)
         ax_robot.set_xlim(base[0, 3] - 0.45, base[0, 3] + 0.45)
         ax_robot.set_ylim(base[1, 3] - 0.45, base[1, 3] + 0.45)
     ax_robot.set_aspect("equal")
+    ax_robot.set_xlabel("x (m)")
+    ax_robot.set_ylabel("y (m)")
     ax_robot.set_title("robot at its last pose: URDF shapes, TF frames (x red, y green)", fontsize=9)
     ax_robot.grid(alpha=0.3)
 
@@ -414,9 +421,10 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
         c = np.array(commands)
         ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 1], label=labels[0], lw=1)
         ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 2], label=labels[1], lw=1)
-        ax_cmd.legend(fontsize=7, loc="lower right")
+        # beside the axes: in the lower right corner it hid the commands (docs/viewing.png)
+        ax_cmd.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     ax_cmd.set_title(f"{topic} ({len(commands)} commands)", fontsize=8)
-    ax_cmd.set_xlabel("wall s since the first command", fontsize=8)
+    ax_cmd.set_xlabel("wall time since the first command (s)", fontsize=8)
     ax_cmd.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=10)
