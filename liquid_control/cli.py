@@ -15,6 +15,7 @@ import signal
 import sys
 
 from liquid_control import __version__
+from liquid_control.ros.entry import honour_no_color
 
 # name -> (module, one-line help)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
@@ -98,6 +99,7 @@ def stderr_is_terminal() -> bool:
 def main(argv: list[str] | None = None) -> int:
     """`liquid-control COMMAND [options]`: parse the command's options and run it; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    honour_no_color()  # before any command loads rclpy
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()

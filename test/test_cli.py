@@ -158,3 +158,39 @@ def test_every_option_of_every_command_says_what_it_does(name):
             continue
         text = (action.help or "").replace("(default: %(default)s)", "").strip()
         assert text, f"liquid-control {name} {'/'.join(action.option_strings) or action.dest}: no help text"
+
+
+def _on_a_terminal(argv, env):
+    """What ``argv`` writes when its stdout and stderr are a terminal (a pseudo-terminal)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the process closed its side
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0, b"".join(chunks)
+    return b"".join(chunks).decode(errors="replace")
+
+
+def test_no_color_leaves_the_ros_log_lines_without_colour_codes(tmp_path):
+    """Before: on a terminal, rcutils coloured the ROS log lines of `liquid-control record` (and of the nodes)
+    with escape codes whatever NO_COLOR said."""
+    from liquid_control.ros.testing import isolated_ros_env
+
+    env = isolated_ros_env()
+    env.pop("RCUTILS_COLORIZED_OUTPUT", None)
+    argv = [sys.executable, "-m", "liquid_control.cli", "record", "--duration", "0.3", "/nothing", "-o"]
+    coloured = _on_a_terminal([*argv, str(tmp_path / "coloured")], {k: v for k, v in env.items() if k != "NO_COLOR"})
+    assert "[bag_recorder]" in coloured and "\x1b[" in coloured  # rcutils colours a terminal's lines by default
+    plain = _on_a_terminal([*argv, str(tmp_path / "plain")], {**env, "NO_COLOR": "1"})
+    assert "[bag_recorder]" in plain and "\x1b[" not in plain, plain

@@ -29,8 +29,17 @@ def _stop_before_start(_signum, _frame) -> None:
     os._exit(0)
 
 
+def honour_no_color(environ=os.environ) -> None:
+    """``NO_COLOR`` (no-color.org) set and not empty: ROS log lines without colour codes, also in the processes
+    started from here. rcutils colours them on a terminal unless ``RCUTILS_COLORIZED_OUTPUT`` says otherwise (one
+    set explicitly wins); it reads that when rclpy loads, so this runs first."""
+    if environ.get("NO_COLOR") and "RCUTILS_COLORIZED_OUTPUT" not in environ:
+        environ["RCUTILS_COLORIZED_OUTPUT"] = "0"
+
+
 def run(executable: str) -> int:
     """Import the node ``executable`` names and run its ``main`` (which replaces the early signal handlers)."""
+    honour_no_color()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_before_start)
     return importlib.import_module(NODE_MODULES[executable]).main()
