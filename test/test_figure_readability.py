@@ -1,6 +1,7 @@
 """What a reader of the committed figures sees: titles inside the picture, axes that say what and in which unit,
 legends off the data, a saliency overlay that says what bright means. Read back from the matplotlib objects."""
 
+import itertools
 from types import SimpleNamespace
 
 import numpy as np
@@ -186,3 +187,49 @@ def test_the_view_picture_keeps_its_labels_apart_and_its_legend_off_the_commands
     assert [t.get_text() for t in legend.get_texts()] == ["linear.x (m/s)", "angular.z (rad/s)"]
     box = _extent(fig, legend)
     assert not any(box.overlaps(_extent(fig, ax)) for ax in fig.axes) and box.x1 <= fig.bbox.width
+
+
+def _seen_with(kind: str, color) -> np.ndarray:
+    """CIELAB of ``color`` as seen with full protanopia or deuteranopia (Machado, Oliveira, Fernandes 2009)."""
+    from matplotlib.colors import to_rgb
+
+    deficiency = {
+        "protanopia": [
+            [0.152286, 1.052583, -0.204868],
+            [0.114503, 0.786281, 0.099216],
+            [-0.003882, -0.048116, 1.051998],
+        ],
+        "deuteranopia": [
+            [0.367322, 0.860646, -0.227968],
+            [0.280085, 0.672501, 0.047413],
+            [-0.011820, 0.042940, 0.968881],
+        ],
+    }[kind]
+    srgb = np.asarray(to_rgb(color))
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    linear = np.clip(np.asarray(deficiency) @ linear, 0.0, 1.0)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]) @ linear
+    f = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(f > 0.008856, np.cbrt(f), 7.787 * f + 16 / 116)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+@pytest.mark.parametrize("kind", ["protanopia", "deuteranopia"])
+def test_policies_drawn_alike_but_for_colour_differ_also_to_a_red_green_colour_blind_reader(tmp_path, drawn, kind):
+    """Before: the bars took matplotlib's default colours; cfc (orange) and cfc_ncp (green), side by side in every
+    group of docs/ood_report/success_by_shift.png, differ by 4.6 CIELAB units to a protanope: the same colour."""
+    from matplotlib.colors import to_hex
+
+    from liquid_control.evaluation.report import plot_success_by_shift
+
+    policies = [f"p{i}" for i in range(11)]
+    plot_success_by_shift(
+        _cells(policies, ["in_distribution"]), {"": policies}, ["in_distribution"], str(tmp_path / "b.png")
+    )
+    (fig,) = drawn
+    bars = [c for c in fig.axes[0].containers if hasattr(c, "patches") and c.get_label() in policies]
+    looks = [(to_hex(c.patches[0].get_facecolor()), c.patches[0].get_hatch()) for c in bars]
+    assert len(looks) == 11
+    for (a, hatch_a), (b, hatch_b) in itertools.combinations(looks, 2):
+        if hatch_a == hatch_b:  # told apart by colour alone
+            assert np.linalg.norm(_seen_with(kind, a) - _seen_with(kind, b)) > 12, (a, b)

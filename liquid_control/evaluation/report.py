@@ -26,16 +26,19 @@ from liquid_control.figures import fit_suptitle, pyplot, save_figure
 
 # ----------------------------------------------------------------------------------------------- plots
 
-# A panel's policies take the colour cycle's colours in turn, then the same colours again with another pattern:
+# A panel's policies take the palette's colours in turn, then the same colours again with another pattern:
 # with the colours alone, the 11th policy of a panel (the headline's cfc_no_dt) was drawn as the 1st (the expert).
+# The palette is Okabe and Ito's, told apart also with red-green colour blindness (matplotlib's default cycle drew
+# cfc and cfc_ncp, side by side in every group, in an orange and a green that a protanope sees alike), black
+# replaced by grey so that a bar's black interval stays visible.
+PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442", "#BBBBBB")
 HATCHES = ("", "////", "....", "xxxx")  # bars
 LINES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # lines: style and marker
 
 
-def policy_style(plt, i: int) -> tuple[str, int]:
+def policy_style(i: int) -> tuple[str, int]:
     """The colour of a panel's ``i``-th policy and the index of its pattern in ``HATCHES`` / ``LINES``."""
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    return colors[i % len(colors)], (i // len(colors)) % len(HATCHES)
+    return PALETTE[i % len(PALETTE)], (i // len(PALETTE)) % len(HATCHES)
 
 
 def plot_success_by_shift(
@@ -64,7 +67,7 @@ def plot_success_by_shift(
                 rates.append(c.success_rate)
                 lo.append(c.success_rate - c.success_ci[0])
                 hi.append(c.success_ci[1] - c.success_rate)
-            color, pattern = policy_style(plt, i)
+            color, pattern = policy_style(i)
             ax.bar(
                 x + (i - (len(policies) - 1) / 2) * width,
                 rates,
@@ -125,7 +128,7 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
                     continue
                 # small horizontal offsets per policy so overlapping error bars stay readable
                 offset = 2 ** (0.04 * (i - (len(policies) - 1) / 2))
-                color, pattern = policy_style(plt, i)
+                color, pattern = policy_style(i)
                 ax.errorbar(
                     [x * offset for x in xs],
                     ys,
