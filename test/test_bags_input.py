@@ -539,3 +539,15 @@ def test_sections_match_the_policy_node_by_ros_2s_rules(tmp_path):
     params.write_text("robot1:\n  policy_node:\n    ros__parameters:\n      imu_topic: /x\n")  # ROS's nested form
     with pytest.raises(ValueError, match="robot1: a nested namespace; training reads a top-level policy_node"):
         load_node_parameters(params)
+
+
+def test_a_bag_whose_name_holds_a_glob_character_is_that_bag(tmp_path):
+    """Before: `train --bag "bags/day [1]"` and `eval --bag ...` read the name as a glob (`[1]` matching the one
+    character '1'), so an existing bag was refused as "matches no bag"."""
+    from liquid_control.bags.io import expand_bags
+
+    for name in ("day [1]", "take*2", "what?"):
+        bag = tmp_path / name
+        bag.mkdir()
+        assert expand_bags([str(bag)], "--bag") == [str(bag)]
+    assert expand_bags([str(tmp_path / "take*")], "--bag") == [str(tmp_path / "take*2")]  # still a glob

@@ -571,7 +571,9 @@ def expand_bags(patterns, option: str) -> list[str]:
     label = option if option.startswith("-") else f"{option}:"
     named = []  # (bag, the pattern that gave it)
     for pattern in map(str, patterns):
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        # a path that exists is that bag, also where its name holds a glob character (`run [1]`, `take*2`)
+        globbed = glob.has_magic(pattern) and not Path(pattern).exists()
+        matches = sorted(glob.glob(pattern)) if globbed else [pattern]
         if not matches:
             raise BagError(f"{label} {pattern!r} matches no bag")
         named += [(match, pattern) for match in matches]
