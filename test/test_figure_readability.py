@@ -94,8 +94,9 @@ def test_the_saliency_grid_has_a_colour_bar_saying_what_bright_means(tmp_path, d
     assert label.x0 >= 0 and label.x1 <= fig.bbox.width and label.y0 >= 0
 
 
-def test_the_example_episode_trajectory_has_axes_in_metres(tmp_path, drawn, monkeypatch):
-    """Before: the trajectory panel of example_episode.png had numbers on both axes and no label or unit."""
+def test_the_example_episode_says_what_its_axes_and_actions_are(tmp_path, drawn, monkeypatch):
+    """Before: the trajectory panel of example_episode.png had numbers on both axes and no label or unit, and the
+    actions were 'action[0]', 'action[1]' on an axis 'action', with nothing of what they command or their range."""
     from liquid_control.evaluation import episode
     from liquid_control.evaluation.report import plot_example_episode
 
@@ -106,11 +107,14 @@ def test_the_example_episode_trajectory_has_axes_in_metres(tmp_path, drawn, monk
         return {"outcome": "success", "return": 1.0}
 
     monkeypatch.setattr(episode, "run_episode", run_episode)
-    job = SimpleNamespace(policy="cfc", training_seed=0, shift="winter", episode_seed=7)
+    job = SimpleNamespace(policy="cfc", training_seed=0, shift="winter", episode_seed=7, world="LiquidRover-v0")
     plot_example_episode(job, str(tmp_path / "example.png"))
     (fig,) = drawn
     trajectory = [ax for ax in fig.axes if ax.get_title() == "trajectory (world frame)"]
     assert [(ax.get_xlabel(), ax.get_ylabel()) for ax in trajectory] == [("x (m)", "y (m)")]
+    (actions,) = [ax for ax in fig.axes if ax.get_xlabel() == "sim time (s)"]
+    assert [t.get_text() for t in actions.get_legend().get_texts()] == ["action[0]: linear", "action[1]: angular"]
+    assert "-1 to 1" in actions.get_ylabel()
 
 
 def test_the_offline_plot_legend_covers_no_command(tmp_path, drawn):

@@ -171,6 +171,20 @@ def pick_example(plan: EvaluationPlan):
     return candidates[0]
 
 
+ACTION_NAMES = {"twist": ("linear", "angular"), "wheel_torques": ("left wheel", "right wheel")}  # by action_kind
+
+
+def action_names(world: str) -> tuple[str, ...]:
+    """What each action element of ``world`` commands, by the ``action_kind`` its env class declares (() if none)."""
+    from gymnasium.envs.registration import load_env_creator
+
+    import sim_envs
+
+    entry = sim_envs.world_spec(world).entry_point
+    creator = load_env_creator(entry) if isinstance(entry, str) else entry
+    return ACTION_NAMES.get(getattr(creator, "action_kind", ""), ())
+
+
 def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
     """Re-run one episode alone (the same world and seed as in the table; its return, and even its outcome, can
     differ from the table's record, which ran in a batch: see `backends`) recording camera and actions."""
@@ -212,11 +226,12 @@ def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
     ax = fig.add_subplot(grid[rows - 1, : (frames * 2) // 3 if has_xy else frames])
     if actions:
         a = np.stack(actions)
+        names = action_names(job.world)  # "action[1]" alone left the reader to guess what it commands
         for d in range(a.shape[1]):
-            ax.plot(action_times, a[:, d], lw=1, label=f"action[{d}]")
+            ax.plot(action_times, a[:, d], lw=1, label=f"action[{d}]" + (f": {names[d]}" if d < len(names) else ""))
         ax.legend(fontsize=7)
     ax.set_xlabel("sim time (s)")
-    ax.set_ylabel("action")
+    ax.set_ylabel("action (-1 to 1: the world's limits)")
     ax.grid(alpha=0.3)
     if has_xy:
         ax2 = fig.add_subplot(grid[rows - 1, (frames * 2) // 3 :])
