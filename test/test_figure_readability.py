@@ -237,3 +237,30 @@ def test_policies_drawn_alike_but_for_colour_differ_also_to_a_red_green_colour_b
     for (a, hatch_a), (b, hatch_b) in itertools.combinations(looks, 2):
         if hatch_a == hatch_b:  # told apart by colour alone
             assert np.linalg.norm(_seen_with(kind, a) - _seen_with(kind, b)) > 12, (a, b)
+
+
+def test_neuron_traces_of_the_two_episodes_share_each_rows_range(tmp_path, drawn, monkeypatch):
+    """Before: each panel of neuron_traces_*.png took its own vertical range, so the training-distribution column
+    and the shifted one, drawn side by side to be compared, could show the same height for different states."""
+    from liquid_control.evaluation import agents, saliency
+
+    monkeypatch.setattr(agents, "load_cached_policy", lambda path, sha: SimpleNamespace(core=None))
+    monkeypatch.setattr(saliency, "neuron_groups", lambda core: [("inter", [0, 1]), ("command", [2]), ("motor", [3])])
+    scale = {"in_distribution": 1.0, "dusk": 5.0}  # the shift drives the states five times as far
+
+    def replay(job):
+        times = np.arange(20) * 0.1
+        states = [scale[job.shift] * np.sin(t + np.arange(4)) for t in times]
+        return {"times": list(times), "states": states, "record": {"outcome": "success"}}
+
+    monkeypatch.setattr(saliency, "replay", replay)
+    jobs = [
+        SimpleNamespace(policy="cfc_ncp", training_seed=0, episode_seed=1, shift=s, checkpoint="c", checkpoint_sha="h")
+        for s in scale
+    ]
+    saliency.plot_neuron_traces(jobs, str(tmp_path / "traces.png"))
+    (fig,) = drawn
+    rows = np.array(fig.axes).reshape(3, 2)
+    for left, right in rows:
+        assert left.get_ylim() == right.get_ylim()
+    assert rows[0, 0].get_ylabel() == "inter state\n(2 neurons)"

@@ -216,13 +216,16 @@ def plot_neuron_traces(jobs: list[EpisodeJob], path: str) -> tuple[str, list[dic
         return None
     traces = [replay(job) for job in jobs]
     plt = pyplot()
-    fig, axes = plt.subplots(len(groups), len(jobs), figsize=(4.2 * len(jobs), 1.7 * len(groups) + 0.6), squeeze=False)
+    # a row's axes share their range: the columns (training distribution, a shift) are there to be compared
+    fig, axes = plt.subplots(
+        len(groups), len(jobs), figsize=(4.2 * len(jobs), 1.7 * len(groups) + 0.6), squeeze=False, sharey="row"
+    )
     for c, (job, trace) in enumerate(zip(jobs, traces)):
         states, times = np.stack(trace["states"]), np.asarray(trace["times"])
         for r, (label, index) in enumerate(groups):
             ax = axes[r, c]
             ax.plot(times, states[:, index], lw=0.8)
-            ax.set_ylabel(f"{label} ({len(index)})", fontsize=7)
+            ax.set_ylabel(f"{label} state\n({len(index)} neurons)", fontsize=7)
             ax.tick_params(labelsize=6)
             ax.grid(alpha=0.3)
         axes[0, c].set_title(f"'{job.shift}': {trace['record']['outcome']}", fontsize=8)
