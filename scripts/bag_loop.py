@@ -329,9 +329,13 @@ def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> s
 
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(5.5, 3.4))
-        for name, found in zip(names, per_seed):
+        from liquid_control.evaluation.report import LINES, policy_style
+
+        for i, (name, found) in enumerate(zip(names, per_seed)):  # colours a red-green colour-blind reader tells apart
             shown = sorted(found)
-            ax.plot(shown, [np.mean(list(found[r].values())) for r in shown], marker="o", alpha=0.5, label=name)
+            rates = [np.mean(list(found[r].values())) for r in shown]
+            color, pattern = policy_style(i)
+            ax.plot(shown, rates, color=color, marker="o", ls=LINES[pattern][0], alpha=0.6, label=name)
         rs, means, lows, highs = (np.array(v) for v in zip(*pooled))
         ax.errorbar(rs, means, yerr=[means - lows, highs - means], color="k", capsize=4, lw=2, label="pooled, 95% CI")
         ax.axhline(target, color="tab:red", linestyle="--", label=f"target {target:.0%}")

@@ -264,3 +264,38 @@ def test_neuron_traces_of_the_two_episodes_share_each_rows_range(tmp_path, drawn
     for left, right in rows:
         assert left.get_ylim() == right.get_ylim()
     assert rows[0, 0].get_ylabel() == "inter state\n(2 neurons)"
+
+
+@pytest.mark.parametrize("kind", ["protanopia", "deuteranopia"])
+def test_the_bag_loop_rounds_figure_draws_its_seeds_in_colours_a_colour_blind_reader_tells_apart(tmp_path, drawn, kind):
+    """Before: scripts/bag_loop.py rounds drew its training seeds in matplotlib's default blue, orange and green
+    (docs/bag_loop_dagger/rounds.png): orange and green are one colour to a protanope."""
+    import importlib.util
+    import json
+    import pathlib
+
+    from matplotlib.colors import to_hex
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bag_loop", root / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+    outs = []
+    for seed in range(3):
+        for where in ("sim", "round_1/sim"):
+            folder = tmp_path / f"seed{seed}" / where
+            folder.mkdir(parents=True)
+            rows = [
+                {"policy": "bags", "shift": "in_distribution", "episode_seed": e, "success": (e + seed) % 2 == 0}
+                for e in range(6)
+            ]
+            (folder / "results.json").write_text(json.dumps(rows))
+        outs.append(str(tmp_path / f"seed{seed}"))
+    bag_loop.rounds(outs, str(tmp_path / "rounds.png"))
+    (fig,) = drawn
+    seeds = [line for line in fig.axes[0].get_lines() if line.get_label().startswith("seed")]
+    assert [line.get_label() for line in seeds] == ["seed0", "seed1", "seed2"]
+    looks = [(to_hex(line.get_color()), line.get_linestyle()) for line in seeds]
+    for (a, style_a), (b, style_b) in itertools.combinations(looks, 2):
+        if style_a == style_b:
+            assert np.linalg.norm(_seen_with(kind, a) - _seen_with(kind, b)) > 12, (a, b)
