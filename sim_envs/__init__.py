@@ -49,11 +49,15 @@ def world_spec(world: str):
 
 
 def world_class(world: str):
-    """The env class of a world id (without building a world); KeyError names the known worlds."""
-    if world not in WORLDS:
-        raise KeyError(f"unknown world {world!r}; known: {', '.join(WORLDS)}")
-    module, name = WORLDS[world].split(":")
-    return getattr(importlib.import_module(module), name)
+    """The env class of ``world`` without building a world: one of ours, or any world ``world_spec`` takes (a world
+    of your own, ``module:Id``); KeyError naming the known worlds and how to register one otherwise."""
+    from gymnasium.envs.registration import load_env_creator
+
+    try:
+        entry = world_spec(world).entry_point
+    except ValueError as exc:
+        raise KeyError(str(exc)) from None
+    return load_env_creator(entry) if isinstance(entry, str) else entry
 
 
 __all__ = [

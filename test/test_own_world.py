@@ -94,3 +94,16 @@ def test_eval_refuses_a_shift_on_a_sensor_the_world_of_ones_own_lacks_before_any
         EvaluationSetupError, match="fog changes nothing in puck_world:PuckWorld-v0, which has no camera"
     ):
         build_plan(["expert"], ["in_distribution", "fog"], 1, world="puck_world:PuckWorld-v0")
+
+
+def test_sim_envs_world_class_takes_a_world_of_ones_own(puck_world):
+    """sim_envs.world_class (docs/ARCHITECTURE.md, 'Worlds': the class without building a world) knew the package's
+    three ids only: 'unknown world' for the module:Id that train and eval take, beside which training and eval's
+    shift check each looked the class up on their own."""
+    import sim_envs
+
+    world = sim_envs.world_class("puck_world:PuckWorld-v0")
+    assert world.__name__ == "PuckWorld" and world.sensor_names == ("pos",)
+    assert sim_envs.world_class("LiquidRover-v0").__name__ == "LiquidRoverEnv"
+    with pytest.raises(KeyError, match="unknown world 'NoSuchWorld-v0'; known: LiquidRover-v0"):
+        sim_envs.world_class("NoSuchWorld-v0")

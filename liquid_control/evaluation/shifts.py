@@ -57,13 +57,10 @@ def check_shift(shift: str) -> None:
 def check_shift_applies(shift: str, world: str) -> None:
     """Raise EvaluationSetupError naming `shift` and `world` when the shift acts on a sensor the world lacks
     (e.g. camera_noise for a world without a camera): its row would be the in-distribution one, mislabelled."""
-    from gymnasium.envs.registration import load_env_creator
-
     import sim_envs
     from sim_envs.shifts import shift_for_world
 
-    entry = sim_envs.world_spec(world).entry_point  # a world of one's own too ('module:Id')
-    sensors = getattr(load_env_creator(entry) if isinstance(entry, str) else entry, "sensor_names", ())
+    sensors = getattr(sim_envs.world_class(world), "sensor_names", ())  # a world of one's own too ('module:Id')
     if not sensors:  # another gymnasium world: its sensors are not declared
         return
     try:

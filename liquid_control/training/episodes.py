@@ -59,15 +59,12 @@ def selection_seeds(count: int) -> list[int]:
 def world_class(config: dict):
     """The env class of the config's world, after checking that a sim_envs world (one that declares its
     ``sensor_names``) has every input the config names (PolicyConfigError naming the key otherwise)."""
-    from gymnasium.envs.registration import load_env_creator
-
     import sim_envs
 
     try:
-        entry = sim_envs.world_spec(config["world"]).entry_point
-    except ValueError as exc:  # it names the known worlds and how to register one
-        raise PolicyConfigError(f"world: {exc}") from None
-    world = load_env_creator(entry) if isinstance(entry, str) else entry
+        world = sim_envs.world_class(config["world"])
+    except KeyError as exc:  # it names the known worlds and how to register one
+        raise PolicyConfigError(f"world: {exc.args[0]}") from None
     if getattr(world, "sensor_names", ()):
         check_world(config, world.sensor_names, world.observation_keys)
     return world
