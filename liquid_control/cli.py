@@ -13,12 +13,21 @@ import os
 import select
 import signal
 import sys
+import textwrap
 
 from liquid_control import __version__
 from liquid_control.ros.entry import honour_no_color
 
 # name -> (module, one-line help)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
+EXIT_STATUS_HELP = textwrap.fill(
+    "exit status: 0 done (failed episodes are an outcome, not an error); 1 a failure while running; 2 refused: a "
+    "usage mistake or an input it cannot use; 3 / 4 (sim, main) --timeout expired / another graph on the ROS "
+    f"domain; 130 / 143 stopped by SIGINT / SIGTERM; {EXIT_BROKEN_PIPE} stdout's reader went away. All of it, and "
+    "what goes to stdout and stderr: README.md, 'In scripts: exit status and output'.",
+    width=100,
+    break_on_hyphens=False,
+)
 COMMANDS = {
     "main": ("liquid_control.main_job", "the README's main job: closed-loop rover simulation with a shipped policy"),
     "demo": ("liquid_control.cells.demo", "short demo of the liquid cells on irregularly sampled data"),
@@ -64,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liquid-control",
         description="Liquid neural network (LTC/CfC) policies for robots: train, evaluate, simulate, deploy.",
+        epilog=EXIT_STATUS_HELP,
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"liquid-control {__version__}")

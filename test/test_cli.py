@@ -1,5 +1,6 @@
 """The `liquid-control` front end itself: what every command shares."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -160,15 +161,8 @@ def test_every_option_of_every_command_says_what_it_does(name):
         assert text, f"liquid-control {name} {'/'.join(action.option_strings) or action.dest}: no help text"
 
 
-def _on_a_terminal(argv, env):
-    """What ``argv`` writes when its stdout and stderr are a terminal (a pseudo-terminal)."""
-    import os
-    import pty
-
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
-    os.close(follower)
-    chunks = []
+def _read_all(leader: int, chunks: list) -> None:
+    """Read a pseudo-terminal's leader until the process on it closes its side; then close it."""
     while True:
         try:
             chunk = os.read(leader, 4096)
@@ -178,6 +172,17 @@ def _on_a_terminal(argv, env):
             break
         chunks.append(chunk)
     os.close(leader)
+
+
+def _on_a_terminal(argv, env):
+    """What ``argv`` writes when its stdout and stderr are a terminal (a pseudo-terminal)."""
+    import pty
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    _read_all(leader, chunks)
     assert proc.wait(timeout=120) == 0, b"".join(chunks)
     return b"".join(chunks).decode(errors="replace")
 
@@ -194,3 +199,24 @@ def test_no_color_leaves_the_ros_log_lines_without_colour_codes(tmp_path):
     assert "[bag_recorder]" in coloured and "\x1b[" in coloured  # rcutils colours a terminal's lines by default
     plain = _on_a_terminal([*argv, str(tmp_path / "plain")], {**env, "NO_COLOR": "1"})
     assert "[bag_recorder]" in plain and "\x1b[" not in plain, plain
+
+
+def test_the_exit_statuses_are_listed_in_one_place_as_the_code_has_them():
+    """Before: each command's statuses were told (if at all) in its own doc page; README.md now lists them all,
+    and `liquid-control --help` points there."""
+    from liquid_control.ros import graph
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## In scripts: exit status and output") :]
+    section = section[: section.index("\n## ", 1)]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split(" | ")]
+        if line.startswith("| ") and len(cells) == 2 and cells[0][0].isdigit():
+            rows[cells[0]] = cells[1]
+    assert set(rows) == {"0", "1", "2", "3", "4", "130 / 143", str(cli.EXIT_BROKEN_PIPE)}, rows
+    assert (graph.EXIT_OK, graph.EXIT_NODE_FAILED, graph.EXIT_USAGE) == (0, 1, 2)
+    assert "--timeout" in rows[str(graph.EXIT_TIMEOUT)] and "another graph" in rows[str(graph.EXIT_DOMAIN_SHARED)]
+    assert "SIGPIPE" in rows[str(cli.EXIT_BROKEN_PIPE)]
+    top_help = " ".join(cli.build_parser().format_help().split())
+    assert "README.md, 'In scripts: exit status and output'" in top_help
