@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -220,3 +221,27 @@ def test_the_exit_statuses_are_listed_in_one_place_as_the_code_has_them():
     assert "SIGPIPE" in rows[str(cli.EXIT_BROKEN_PIPE)]
     top_help = " ".join(cli.build_parser().format_help().split())
     assert "README.md, 'In scripts: exit status and output'" in top_help
+
+
+def test_eval_on_a_terminal_keeps_its_progress_off_stdout(tmp_path):
+    """Before: with stderr on a terminal, `report=$(liquid-control eval ...)` also captured eval's 'N episodes
+    planned, ... running' line, which it printed on stdout beside the progress bar on stderr."""
+    import pty
+
+    argv = ["eval", "--policy", "expert", "--shift", "in_distribution", "--episodes", "1", "--out"]
+    argv += [str(tmp_path / "r é"), "--no-example", "--no-saliency", "--workers", "1", "--backend", "serial"]
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "liquid_control.cli", *argv],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, text=True,
+    )  # fmt: skip
+    os.close(follower)
+    chunks = []
+    reader = threading.Thread(target=_read_all, args=(leader, chunks))  # a full terminal would block the command
+    reader.start()
+    out = proc.stdout.read()
+    assert proc.wait(timeout=300) == 0
+    reader.join(timeout=60)
+    err = b"".join(chunks)
+    assert b"episodes planned" in err  # the terminal's progress is on
+    assert out.splitlines() == [f"liquid-control eval: 1 episodes -> {tmp_path / 'r é' / 'report.md'}"], out

@@ -71,6 +71,7 @@ def evaluate(
             print(
                 f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
                 f"{log.path}, running {len(todo)} on the {backend} backend",
+                file=sys.stderr,  # beside the bar: stdout holds only the result (`report=$(liquid-control eval ...)`)
                 flush=True,
             )
         if todo:
