@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_policy_node_input_mistakes import CAMERA_IMU  # the tiny camera + IMU policy
 from test_training import tiny_config
 
 from liquid_control import cli
@@ -102,14 +103,6 @@ def test_rates_outside_a_quarter_to_four_times_the_trained_ones_are_named():
     assert training_record.trained_rates({training_record.RATES_KEY: {"imu": {"median_hz": "x"}}}) == {}
 
 
-CAMERA_IMU = {
-    "name": "tiny_camera_imu",
-    "world": "LiquidBalanceNav-v0",
-    "observation": {"image": {"height": 8, "width": 8}, "vectors": {"imu": 6}, "update_on": "imu"},
-    "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 4}},
-    "core": {"type": "cfc", "units": 8},
-    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
-}
 RECORD = {
     training_record.CAMERA_KEY: {"width": 8, "height": 8, "fovy_deg": 120.0, "source": "test"},
     training_record.RATES_KEY: {
