@@ -245,3 +245,23 @@ def test_eval_on_a_terminal_keeps_its_progress_off_stdout(tmp_path):
     err = b"".join(chunks)
     assert b"episodes planned" in err  # the terminal's progress is on
     assert out.splitlines() == [f"liquid-control eval: 1 episodes -> {tmp_path / 'r é' / 'report.md'}"], out
+
+
+def help_examples(name: str) -> list[list[str]]:
+    """The example command lines in `liquid-control NAME --help` (continued lines joined, comments dropped)."""
+    import shlex
+
+    _, parser = cli.command_parser(name)
+    text = (parser.epilog or "").replace("\\\n", " ")
+    lines = [line.split("  #")[0].strip() for line in text.splitlines()]
+    return [shlex.split(line)[2:] for line in lines if line.startswith(f"liquid-control {name} ")]
+
+
+@pytest.mark.parametrize("name", list(cli.COMMANDS))
+def test_every_command_help_shows_examples_that_parse(name):
+    """Before: `eval`, `sim`, `main`, `export`, `view` and `demo` --help showed no example command line."""
+    examples = help_examples(name)
+    assert examples, f"liquid-control {name} --help: no example"
+    _, parser = cli.command_parser(name)
+    for argv in examples:
+        parser.parse_args(argv)  # an example that no longer parses exits here

@@ -60,6 +60,7 @@ def train(model: nn.Module, iterations: int, seed: int, lr: float = 0.01):
 
 def add_arguments(parser) -> None:
     """Add the demo's options to ``parser``."""
+    parser.epilog = "examples:\n  liquid-control demo\n  liquid-control demo --iterations 50 --seed 1   # quicker"
     parser.add_argument("--iterations", type=int, default=150, help="training iterations per model (default 150)")
     parser.add_argument("--seed", type=int, default=0, help="0 to 2**63 - 2 (default: 0)")
 

@@ -30,9 +30,26 @@ from liquid_control.processes import Terminated, WorkerPoolError, interrupt_in_c
 DEFAULT_EPISODES = 20
 
 
+EPILOG = """\
+examples:
+  liquid-control eval --policy expert --shift-set visual --episodes 10 --out reports/expert
+  liquid-control eval --policy expert --policy cfc_ncp=runs/cfc_ncp_rover/policy.pt --shift-set headline \\
+      --out reports/mine
+  liquid-control eval --policy cfc_ncp=runs/cfc_ncp_rover/policy.pt --shift season=winter,lighting=dusk \\
+      --episodes 20 --out reports/winter_dusk
+  liquid-control eval --experiment headline --out reports/headline              # train and evaluate every core
+  liquid-control eval --bag 'bags/heldout/*' --policy runs/robot/policy.pt --out reports/offline  # recorded bags
+
+The report folder holds report.md, results.csv/json and episodes.jsonl; --resume continues a stopped run.
+See docs/ood.md.
+"""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``liquid-control eval``."""
     from liquid_control.evaluation import experiment
+
+    parser.epilog = EPILOG
 
     what = parser.add_argument_group("what to evaluate")
     what.add_argument(

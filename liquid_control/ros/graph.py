@@ -410,7 +410,14 @@ def add_arguments(parser):
     parser.add_argument(
         "--quiet", action="store_true", help="only the outcome lines (and why a node failed, if one does)"
     )
-    parser.epilog = EXIT_STATUS_HELP
+    prog = parser.prog  # liquid-control sim, or main (its options are these)
+    parser.epilog = (
+        "examples:\n"
+        f"  {prog} --episodes 5 --shift sensor_rate=2\n"
+        f"  {prog} --world LiquidBalanceNav-v0 --lockstep        # on a loaded machine\n"
+        f"  {prog} --policy runs/cfc_ncp_rover/policy.pt --episodes 10 --record-bag bags/sim --domain-id 42\n"
+        f"  {prog} --episodes 0 --quiet                           # until Ctrl-C\n\n" + EXIT_STATUS_HELP
+    )
 
 
 def _status_listener(domain_id: int | None, world: str):

@@ -531,6 +531,13 @@ def _replay_listener(viewer_ref: list):
 
 def add_arguments(parser):
     """The options of `liquid-control view`."""
+    parser.epilog = (
+        "examples (a graph running: ./run.sh, liquid-control sim, a robot):\n"
+        "  liquid-control view --foxglove                        # open ws://127.0.0.1:8765 in Foxglove; Ctrl-C\n"
+        "  liquid-control view --snapshot topics.png --until-episode-end\n"
+        "  liquid-control view --snapshot topics.png --duration 10 --domain-id 42\n\n"
+        "Stopped by Ctrl-C or SIGTERM it ends with status 0 (the picture written). See docs/viewing.md."
+    )
     parser.add_argument("--foxglove", action="store_true", help="serve the topics live to Foxglove (foxglove-sdk)")
     parser.add_argument("--host", default="127.0.0.1", help="Foxglove server address (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8765, help="Foxglove server port (0: any free port)")

@@ -515,6 +515,13 @@ def load_for_export(path: str | Path):
 
 def add_arguments(parser):
     """The options of ``liquid-control export``."""
+    parser.epilog = (
+        "examples:\n"
+        "  liquid-control export runs/cfc_ncp_rover/policy.pt            # writes runs/cfc_ncp_rover/policy.onnx\n"
+        "  liquid-control export policies/cfc_ncp_rover.pt -o deploy/rover.onnx\n\n"
+        "It checks the ONNX model against the torch policy and prints the largest difference (max_abs_diff_vs_torch).\n"
+        "See docs/ARCHITECTURE.md (Runtime)."
+    )
     parser.add_argument("policy", help="policy checkpoint (.pt) to export")
     parser.add_argument(
         "-o", "--output", help="ONNX file to write, ending in .onnx (default: the checkpoint's name with .onnx)"
