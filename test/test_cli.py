@@ -147,6 +147,7 @@ def test_record_says_only_its_result_on_stdout(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [f"wrote {out}: {{'/nothing': 0}}"], proc.stdout
     assert "Ctrl-C to stop" in proc.stderr
+    assert "liquid-control record: warning: nothing received on /nothing" in proc.stderr  # named, as every command's
 
 
 @pytest.mark.parametrize("name", list(cli.COMMANDS))

@@ -537,7 +537,7 @@ def _record_graph(args, topics: list[str]) -> int:
     print(f"wrote {path}: {node.counts}")
     missing = [t for t, n in node.counts.items() if n == 0]
     if missing:
-        print(f"warning: nothing received on {', '.join(missing)}", file=sys.stderr)
+        print(f"liquid-control record: warning: nothing received on {', '.join(missing)}", file=sys.stderr)
     return 0
 
 
