@@ -350,3 +350,6 @@ def test_a_model_card_says_the_sensors_its_policy_trained_at(tmp_path, monkeypat
         == RECORD[training_record.RATES_KEY]
     )  # carried into the shipped file
     assert sensor_record.describe({}).startswith("not recorded")
+    # a record that holds no sensor's rate: the card read 'Sensors it trained at: .'
+    empty = {training_record.RATES_KEY: {training_record.TIMING_AUGMENTATION: None}}
+    assert sensor_record.describe(empty) == "no sensor rate recorded (policy_node checks no rate)"

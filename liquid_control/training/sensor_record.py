@@ -130,7 +130,8 @@ def describe(metadata: dict) -> str:
         fovy = camera.get("fovy_deg")
         seen = "field of view unknown" if fovy is None else f"vertical field of view {fovy:g} degrees"
         parts.append(f"camera {camera.get('width')}x{camera.get('height')}, {seen} ({camera.get('source')})")
-    return "; ".join(parts)
+    # a record without a sensor's rate: a run resumed from a checkpoint of before it that read no round's data again
+    return "; ".join(parts) or "no sensor rate recorded (policy_node checks no rate)"
 
 
 def bag_camera_fovy_deg(reader, camera_topic: str) -> float | None:
