@@ -27,7 +27,7 @@ CONFIG = {
 
 
 @pytest.fixture
-def node(tmp_path):
+def node(tmp_path, request):
     torch.manual_seed(0)
     policy = save_policy(tmp_path / "tiny_balancer.pt", Policy.from_config(CONFIG))
     context = rclpy.Context()
@@ -41,6 +41,7 @@ def node(tmp_path):
         max_command_rate=[0.1],
         watchdog_timeout_s=0.5,
         use_sim_time=True,
+        **getattr(request, "param", {}),
     )
     node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
     yield node
@@ -80,3 +81,35 @@ def test_the_first_command_after_the_clock_steps_forward_an_hour_is_still_rate_l
     assert node.runner.counters["resets.gap"] == 1  # the hour's gap reset the state: another action
     assert np.abs(after - before).max() <= 0.1 * 0.5 + 1e-9  # was ~0.39
     assert np.abs(after - before).max() > 0.01  # the cap allows a step (the policy's action is beyond it)
+
+
+@pytest.mark.parametrize("node", [dict(publish_mode="fixed_rate", control_rate_hz=1.0)], indirect=True)
+def test_fixed_rate_commands_further_apart_than_the_watchdog_timeout_ramp_at_the_configured_rate(node):
+    """fixed_rate at 1 Hz with watchdog_timeout_s 0.5 (a combination the parameters allow): the cap on elapsed time
+    against clock steps (the watchdog timeout) made each command move at most 0.1 * 0.5, half the configured
+    max_command_rate of 0.1 per second; the cap is now the longer of the timeout and the control period."""
+    clock, published = node.get_clock(), []
+
+    def at(ns):
+        clock.set_ros_time_override(RosTime(nanoseconds=ns, clock_type=ClockType.ROS_TIME))
+        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
+
+    start = 1_700_000_000 * 10**9
+    at(start)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    publish = node._publish_command
+    node._publish_command = lambda command, stamp: (published.append(command.copy()), publish(command, stamp))
+    imu, target = Imu(), Twist()
+    imu.linear_acceleration.z, imu.angular_velocity.x, target.linear.x = 9.8, 0.3, 0.2
+    wheels = JointState(name=list(node._joint_names), velocity=[1.0, 1.0])
+    node._on_vector("command", target)
+    for second in range(1, 4):
+        for i in range(5):  # fresh readings just before each tick of the control timer
+            imu.header.stamp = wheels.header.stamp = at(start + second * 10**9 - (4 - i) * 5_000_000)
+            node._on_vector("wheels", wheels)
+            node._on_vector("imu", imu)
+        node._on_control_timer()
+    steps = np.abs(np.diff(np.array(published), axis=0)).max(axis=1)
+    assert len(published) == 3 and np.abs(published[0]).max() > 0.05 + 1e-9, published  # was 0.05 a second
+    assert steps.max() <= 0.1 + 1e-9 and steps.min() > 0.05 + 1e-9, steps
