@@ -2,6 +2,7 @@
 
     ros2 launch liquid_control record.launch.py output:=bags/day1_001 [params_file:=/path/to/robot_policy.yaml]
         [topics:="/camera/image_raw /imu/data /cmd_vel"] [use_sim_time:=false] [duration_s:=0]
+        [max_bag_size:=0] [max_bag_duration:=0]
 
 By default every input topic of the parameter file's policy (camera, IMU, wheel encoders, the balancer's target:
 whichever it reads) and its command topic are recorded, with the QoS their publishers offer. Stop with Ctrl-C
@@ -22,6 +23,8 @@ ARGUMENTS = {
     "topics": ("", "space-separated topics overriding the parameter file's"),
     "use_sim_time": ("false", "log times from /clock"),
     "duration_s": ("0", "stop after this many seconds (0: until Ctrl-C)"),
+    "max_bag_size": ("0", "bytes: split the bag into <bag>_0.mcap, <bag>_1.mcap ... of about this size (0: no split)"),
+    "max_bag_duration": ("0", "seconds: split the bag into files of this much recording each (0: no split)"),
 }
 
 
@@ -33,6 +36,8 @@ def _nodes(context):
         topics=arg["topics"].split(),
         use_sim_time=launch_argument(arg, "use_sim_time", bool),
         duration_s=launch_argument(arg, "duration_s", float),
+        max_bag_size=launch_argument(arg, "max_bag_size", int),
+        max_bag_duration=launch_argument(arg, "max_bag_duration", float),
     )
     return launch_actions(graph)
 

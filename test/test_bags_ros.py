@@ -184,8 +184,15 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
     assert params["topics"] == ["camera/image_raw", "cmd_vel"] and params["output"] == "bags/day1"
     robot = tmp_path / "robot.yaml"
     robot.write_text("policy_node:\n  ros__parameters:\n    camera_topic: front/image\n    command_topic: /base/cmd\n")
-    (node,) = launch_stubs(ROOT / "launch" / "record.launch.py", params_file=str(robot), use_sim_time="true")[1]
+    (node,) = launch_stubs(
+        ROOT / "launch" / "record.launch.py",
+        params_file=str(robot),
+        use_sim_time="true",
+        max_bag_size="4000000000",
+        max_bag_duration="600",
+    )[1]
     params = node.kwargs["parameters"][-1]
+    assert params["max_bag_size"] == 4_000_000_000 and params["max_bag_duration"] == 600.0
     # no policy named: every input topic parameter
     inputs = ["front/image", "imu/data", "joint_states", "target_velocity"]
     assert params["topics"] == [*inputs, "/base/cmd"] and params["use_sim_time"] is True
@@ -390,6 +397,48 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
 
 
+def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path):
+    """Before: a recording of hours was one .mcap file however large (a FAT32 stick refuses it past 4 GB, a hard
+    kill left all of it to recover); `-p max_bag_size:=` splits it into <bag>_0.mcap, <bag>_1.mcap ..."""
+    import rclpy
+    import rclpy.executors
+    import yaml
+    from std_msgs.msg import String
+
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    try:
+        out = tmp_path / "bag"
+        recorder = BagRecorderNode(
+            context=context, parameter_overrides={"output": str(out), "topics": ["/chatter"], "max_bag_size": 2000}
+        )
+        talker = rclpy.create_node("talker", context=context)
+        publisher = talker.create_publisher(String, "/chatter", 100)
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(recorder)
+        executor.add_node(talker)
+        sent, deadline = 0, time.monotonic() + 30.0
+        while recorder.counts["/chatter"] < 60 and time.monotonic() < deadline:
+            recorder._discover()
+            if recorder.pending == []:
+                publisher.publish(String(data=f"{sent:04d}" + "x" * 100))
+                sent += 1
+            executor.spin_once(timeout_sec=0.01)
+        executor.remove_node(recorder)
+        path = recorder.close()
+    finally:
+        context.try_shutdown()
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    files = info["relative_file_paths"]
+    assert len(files) >= 3 and files == [f"bag_{i}.mcap" for i in range(len(files))]
+    assert sorted(p.name for p in path.iterdir()) == sorted([*files, "metadata.yaml"])
+    with BagReader(path) as reader:
+        received = [m.decode().data for m in reader.messages()]
+    assert len(received) == info["message_count"] >= 60 and received == sorted(received)
+
+
 @contextlib.contextmanager
 def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=()):
     """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered) in a context where a talker node
@@ -574,6 +623,9 @@ def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path
         ("discovery_period_s:=.nan", "discovery_period_s: must be a number of seconds in [0.001, 86400], got nan"),
         ("duration_s:=-2.0", "duration_s: must be a finite number of seconds in [0, 86400]"),
         ("compression:=1", "compression: must be true or false (a boolean), got 1"),
+        ("max_bag_size:=-1", "max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got -1"),
+        ("max_bag_size:=4G", "max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got '4G'"),
+        ("max_bag_duration:=-1.0", "max_bag_duration: must be a number of seconds in [0, 86400] (0: no split)"),
     ],
 )
 def test_bad_recorder_parameters_are_refused_naming_them_before_the_bag_is_made(tmp_path, argument, named):
@@ -610,10 +662,22 @@ def test_recorder_parameters_take_whole_seconds_and_a_change_at_run_time_is_refu
     try:
         recorder = BagRecorderNode(
             context=context,
-            cli_args=["--ros-args", "-p", f"output:={tmp_path / 'bag'}", "-p", "duration_s:=5", "-p", "topics:=[/x]"],
+            cli_args=[
+                "--ros-args",
+                *("-p", f"output:={tmp_path / 'bag'}", "-p", "duration_s:=5", "-p", "topics:=[/x]"),
+                *("-p", "max_bag_size:=4000000000", "-p", "max_bag_duration:=600"),
+            ],
         )
         assert recorder.p["duration_s"] == 5 and recorder.pending == ["/x"]
-        for name, value in [("topics", ["/y"]), ("duration_s", 1.0), ("qos_depth", -3), ("use_sim_time", True)]:
+        assert recorder.writer.max_bag_size == 4_000_000_000 and recorder.writer.max_bag_duration == 600
+        changes = [
+            ("topics", ["/y"]),
+            ("duration_s", 1.0),
+            ("qos_depth", -3),
+            ("use_sim_time", True),
+            ("max_bag_size", 9),
+        ]
+        for name, value in changes:
             (result,) = recorder.set_parameters([Parameter(name, value=value)])
             assert not result.successful, name
             assert result.reason.startswith(f"{name}={value!r}: read at startup; restart the recorder"), result.reason

@@ -1,10 +1,11 @@
 """rosbag2 bags in MCAP, read and written through ``rosbags`` (pure Python; ``rosbag2_py`` is not on PyPI).
 
 A bag is the standard rosbag2 layout that ``ros2 bag`` and Foxglove open: a folder with ``metadata.yaml``
-(version 9) and one ``<folder>.mcap`` file with the ``ros2`` profile, CDR-serialized messages, one ros2msg
-schema per message type and the publishers' QoS in each channel's ``offered_qos_profiles``. The MCAP log time
-of a message is when the recorder received it (its clock), as with ``ros2 bag record``; the measurement time
-is the message's own ``header.stamp``.
+(version 9) and one ``<folder>.mcap`` file (split: ``<folder>_0.mcap``, ``<folder>_1.mcap`` ..., see
+:class:`BagWriter`) with the ``ros2`` profile, CDR-serialized messages, one ros2msg schema per message type
+and the publishers' QoS in each channel's ``offered_qos_profiles``. The MCAP log time of a message is when the
+recorder received it (its clock), as with ``ros2 bag record``; the measurement time is the message's own
+``header.stamp``.
 
 Reading streams from disk (one MCAP chunk of ~1 MB at a time, beside the last 0.5 s of the messages read),
 sorted as rosbags sorts (log time, then the order written), except across a step back of the recording
@@ -49,6 +50,7 @@ from typing import NamedTuple
 from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
+from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
 from liquid_control.conventions import stamps
@@ -180,12 +182,33 @@ class BagWriter:
     file (index, footer), writes ``metadata.yaml`` atomically, then the data-section and summary CRCs, and
     fsyncs the file; a bag that was never closed is truncated. Every chunk carries the CRC-32 of its records,
     written while recording as soon as the chunk is whole in the file (see :class:`_ChunkCrcs`).
+
+    Splitting, as ``ros2 bag record --max-bag-size/--max-bag-duration``: with ``max_bag_size`` (bytes) or
+    ``max_bag_duration`` (seconds of log time) the bag's files are ``<bag>_0.mcap``, ``<bag>_1.mcap`` ...; a
+    message that would be written into a file already that large (its chunk being written counted uncompressed),
+    or that many seconds after the file's first message, first finishes the file (a whole, indexed MCAP file,
+    fsynced) and opens the next. Every file carries every topic's schema and channel (it reads alone), and
+    ``metadata.yaml`` lists them all (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder
+    killed leaves its finished files whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``.
     """
 
-    def __init__(self, path: str | Path, *, compression: bool = False, custom_data: dict | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        compression: bool = False,
+        custom_data: dict | None = None,
+        max_bag_size: int | None = None,
+        max_bag_duration: float | None = None,
+    ):
         self.path = Path(path)
+        self.max_bag_size = _split_limit("max_bag_size", max_bag_size, int)
+        self.max_bag_duration = _split_limit("max_bag_duration", max_bag_duration, float)
+        self._max_duration_ns = round(self.max_bag_duration * 1e9) if self.max_bag_duration else 0
         if self.path.exists():
             raise BagError(f"{self.path}: already exists; a bag is never overwritten, choose a new name")
+        self._files: list[dict] = []  # the finished files' entries of metadata.yaml's ``files``
+        self._file_stats = [0, 2**63 - 1, 0]  # the open file's message count, first and last log time
         try:
             self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
             if compression:
@@ -194,7 +217,8 @@ class BagWriter:
                 self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
             for key, value in (custom_data or {}).items():
                 self._writer.set_custom_data(str(key), str(value))
-            self._writer.open()
+            self.path.mkdir(mode=0o755, parents=True)
+            self._writer.storage = _McapFile(self._file_path(), self._writer.compression_mode)
         except (WriterError, OSError) as exc:
             raise BagError(f"{self.path}: cannot create the bag: {exc}") from None
         try:
@@ -208,9 +232,24 @@ class BagWriter:
         self.closed = False
 
     @property
+    def split(self) -> bool:
+        """Whether the bag is written in several files (``max_bag_size`` or ``max_bag_duration`` given)."""
+        return bool(self.max_bag_size or self._max_duration_ns)
+
+    def _file_path(self) -> Path:
+        if not self.split:
+            return self.path / f"{self.path.name}.mcap"
+        return self.path / f"{self.path.name}_{len(self._files)}.mcap"
+
+    @property
     def mcap_path(self) -> Path:
-        """The MCAP file inside the bag folder."""
-        return self.path / f"{self.path.name}.mcap"
+        """The MCAP file being written (the last one, once the bag is closed)."""
+        return self._writer.storage.path if self._writer.storage else self._crcs.path
+
+    @property
+    def files(self) -> list[Path]:
+        """The bag's storage files so far, in order."""
+        return [self.path / entry["path"] for entry in self._files] + ([] if self.closed else [self.mcap_path])
 
     def add_topic(self, topic: str, msgtype: str, qos: Iterable = ()) -> None:
         """Register ``topic`` with its type (``pkg/msg/Type``) and the QoS profiles its publishers offer."""
@@ -245,19 +284,63 @@ class BagWriter:
                     raise BagError(f"{self.path}: add_topic({topic!r}, ...) before writing raw bytes")
                 self._add_topic(topic, msgtype or message_type_name(message), ())
             data = _serialize(message, self._types[topic])
+            log_time_ns = int(log_time_ns)
             try:
-                self._writer.write(self._connections[topic], int(log_time_ns), data)
+                if self._file_stats[0] and self._file_full(log_time_ns):
+                    self._next_file()
+                self._writer.write(self._connections[topic], log_time_ns, data)
+                stats = self._file_stats
+                stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
                 self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
             except OSError as exc:  # a full disk as a chunk is written: the bag, not a bare errno, is named
                 raise BagError(f"{self.path}: cannot write to the bag: {exc.strerror or exc}") from None
+
+    def _file_full(self, log_time_ns: int) -> bool:
+        """Whether the open file has reached max_bag_size or max_bag_duration (then ``log_time_ns`` opens the next)."""
+        if self.max_bag_size:
+            storage = self._writer.storage
+            if storage.bio.tell() + storage.chunk.bio.tell() >= self.max_bag_size:
+                return True
+        return bool(self._max_duration_ns) and log_time_ns - self._file_stats[1] >= self._max_duration_ns
+
+    def _file_entry(self) -> dict:
+        """metadata.yaml's ``files`` entry of the open file."""
+        count, first, last = self._file_stats
+        first = first if count else 0
+        return {
+            "path": self.mcap_path.name,
+            "starting_time": {"nanoseconds_since_epoch": first},
+            "duration": {"nanoseconds": max(0, last - first)},
+            "message_count": count,
+        }
+
+    def _next_file(self) -> None:
+        """Finish the open file of a split bag (its MCAP summary, CRCs, fsync) and open the next with every channel."""
+        import yaml
+
+        storage = self._writer.storage
+        self._files.append(self._file_entry())
+        files = [entry["path"] for entry in self._files]
+        about = {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": files}
+        storage.close(BAG_VERSION, yaml.safe_dump({**about, "files": self._files}, sort_keys=False).strip())
+        self._crcs.finish()
+        self._writer.storage = storage.next_file(self._file_path())
+        self._file_stats = [0, 2**63 - 1, 0]
+        self._crcs = _ChunkCrcs(self.mcap_path)
 
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
         with self._lock:
             if not self.closed:
                 self.closed = True
+                files = [*self._files, self._file_entry()]
+                metadata = self._writer.metapath
+                if self.split:  # rosbags' metadata.yaml names the last file only: written aside, then listing all
+                    self._writer.metapath = self.path / ".metadata.rosbags.yaml"
                 try:
                     self._writer.close()
+                    if self.split:
+                        _list_files(self._writer.metapath, metadata, files)
                 except (WriterError, OSError) as exc:  # a full disk: the bag and the reason, not a bare errno
                     self._crcs.close()
                     raise BagError(
@@ -290,6 +373,73 @@ class BagWriter:
         else:
             self.abort()
         return False
+
+
+def _split_limit(name: str, value, kind) -> int | float | None:
+    """A BagWriter's max_bag_size (bytes, int) or max_bag_duration (seconds): None or 0 for no split."""
+    if value is None:
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or number != value or isinstance(value, bool) or not number >= 0 or number == float("inf"):
+        what = "a whole number of bytes" if kind is int else "a number of seconds"
+        raise BagError(f"{name}: must be {what}, 0 or more (0: no split), got {value!r}")
+    return number or None
+
+
+class _FileNamed:
+    """What rosbags' McapWriter takes for the bag folder (it writes ``folder/<folder>.mcap``), naming the file."""
+
+    name = ""
+
+    def __init__(self, file: Path):
+        self.file = file
+
+    def __truediv__(self, _name: str) -> Path:
+        return self.file
+
+
+class _McapFile(McapWriter):
+    """rosbags' MCAP storage writer at a file named here, remembering the channels added to it so that the next
+    file of a split bag (:meth:`next_file`) starts with them all."""
+
+    def __init__(self, file: Path, compression):
+        super().__init__(_FileNamed(file), compression)
+        self.compression_mode = compression
+        self.added: list[tuple] = []  # (rosbags Connection, its offered_qos_profiles as rosbags serialized them)
+
+    def add_connection(self, connection, offered_qos_profiles: str) -> None:
+        super().add_connection(connection, offered_qos_profiles)
+        self.added.append((connection, offered_qos_profiles))
+
+    def next_file(self, file: Path) -> _McapFile:
+        """A new file with this one's schemas and channels (same ids)."""
+        new = _McapFile(file, self.compression_mode)
+        types = set()
+        for connection, qos in self.added:
+            if connection.msgtype not in types:
+                new.add_msgtype(connection)
+                types.add(connection.msgtype)
+            new.add_connection(connection, qos)
+        return new
+
+
+def _list_files(written: Path, metadata: Path, files: list[dict]) -> None:
+    """Rewrite the metadata.yaml rosbags wrote as ``written`` (listing the last file) into ``metadata``, listing
+    every file of the split bag, then remove ``written``."""
+    import yaml
+
+    from liquid_control.atomic_file import atomic_write
+
+    text = yaml.safe_load(written.read_text())
+    info = text["rosbag2_bagfile_information"]
+    info["relative_file_paths"] = [entry["path"] for entry in files]
+    info["files"] = files
+    with atomic_write(metadata, "w") as handle:
+        yaml.safe_dump(text, handle, default_flow_style=False, sort_keys=False)
+    written.unlink()
 
 
 class _ChunkCrcs:

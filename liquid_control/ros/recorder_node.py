@@ -51,6 +51,8 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "discovery_period_s": (0.2, "how often to look for publishers of topics not yet subscribed"),
     "qos_depth": (100, "subscription history depth (keep last)"),
     "compression": (False, "zstd-compress the MCAP chunks (smaller, slower to read)"),
+    "max_bag_size": (0, "bytes: split the bag into <bag>_0.mcap, <bag>_1.mcap ... of about this size (0: no split)"),
+    "max_bag_duration": (0.0, "seconds: split the bag into files of this much recording each (0: no split)"),
 }
 
 
@@ -89,6 +91,14 @@ def recorder_parameter_problems(p: dict) -> list[str]:
         problems.append(f"qos_depth: must be an integer in [1, {MAX_QOS_DEPTH}], got {depth!r}")
     if not isinstance(p["compression"], bool):
         problems.append(f"compression: must be true or false (a boolean), got {p['compression']!r}")
+    size = p["max_bag_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        problems.append(f"max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got {size!r}")
+    split_s = p["max_bag_duration"]
+    if not (number(split_s) and 0 <= split_s <= MAX_SECONDS):
+        problems.append(
+            f"max_bag_duration: must be a number of seconds in [0, {MAX_SECONDS:g}] (0: no split), got {split_s!r}"
+        )
     return problems
 
 
@@ -125,7 +135,11 @@ class BagRecorderNode(Node):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.output = Path(p["output"] or default_bag_name())
         self.writer = BagWriter(
-            self.output, compression=bool(p["compression"]), custom_data={"liquid_control.source": "recorder"}
+            self.output,
+            compression=bool(p["compression"]),
+            custom_data={"liquid_control.source": "recorder"},
+            max_bag_size=p["max_bag_size"],
+            max_bag_duration=p["max_bag_duration"],
         )
         self.pending = list(dict.fromkeys(topics))
         self.counts = {t: 0 for t in self.pending}
@@ -296,9 +310,43 @@ examples:
   liquid-control record --info bags/run1
   liquid-control record --recover bags/killed -o bags/killed_fixed
 
-A bag is a rosbag2 folder (metadata.yaml + one .mcap file) that `ros2 bag` and Foxglove open.
+A bag is a rosbag2 folder (metadata.yaml + one .mcap file, or <bag>_0.mcap, <bag>_1.mcap ... with
+--max-bag-size/--max-bag-duration) that `ros2 bag` and Foxglove open.
 What to record and for how long: docs/real_robot.md.
 """
+
+
+SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+SIZE_UNITS.update({f"{unit}iB": 1024 ** (i + 1) for i, unit in enumerate("KMGT")})
+
+
+def bag_size(text: str) -> int:
+    """``--max-bag-size``: bytes, ``500M``, ``4G`` (powers of 1000), ``2GiB`` (of 1024); 0: no split."""
+    number = text.strip()
+    unit = number.lstrip("0123456789.")
+    number = number[: len(number) - len(unit)]
+    factor = SIZE_UNITS.get(unit.strip().upper().replace("IB", "iB"))
+    try:
+        size = float(number) * factor
+    except (TypeError, ValueError):
+        size = None
+    if size is None or not math.isfinite(size):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: bytes, or a number with K, M, G, T (powers of 1000) or KiB, MiB, GiB, TiB "
+            "(e.g. 4G, 500M; 0: no split)"
+        )
+    return int(size)
+
+
+def bag_duration(text: str) -> float:
+    """``--max-bag-duration``: seconds, 0 or more (0: no split)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (0 <= seconds <= MAX_SECONDS):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in [0, {MAX_SECONDS:g}] (0: no split)")
+    return seconds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -324,6 +372,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to record (0: until Ctrl-C)")
     parser.add_argument("--use-sim-time", action="store_true", help="log times from /clock")
     parser.add_argument("--compress", action="store_true", help="zstd-compress the MCAP chunks")
+    parser.add_argument(
+        "--max-bag-size",
+        type=bag_size,
+        default=0,
+        metavar="SIZE",
+        help="split the bag into files <bag>_0.mcap, <bag>_1.mcap ... of about SIZE: bytes, or with K, M, G, T "
+        "(powers of 1000: 4G fits a FAT32 stick) or KiB, MiB, GiB, TiB (0: no split)",
+    )
+    parser.add_argument(
+        "--max-bag-duration",
+        type=bag_duration,
+        default=0.0,
+        metavar="SECONDS",
+        help="split the bag into files of SECONDS of recording each (0: no split)",
+    )
     mode = parser.add_argument_group("other modes")
     mode.add_argument("--info", metavar="BAG", help="print what a bag holds (topics, types, counts, QoS) and exit")
     mode.add_argument("--recover", metavar="BAG", help="rewrite what a killed recorder left into --output")
@@ -445,7 +508,13 @@ def default_topics(params_file: str | None = None) -> list[str]:
 
 
 def record_graph(
-    output: str = "", params_file: str = "", topics=(), use_sim_time: bool = False, duration_s: float = 0.0
+    output: str = "",
+    params_file: str = "",
+    topics=(),
+    use_sim_time: bool = False,
+    duration_s: float = 0.0,
+    max_bag_size: int = 0,
+    max_bag_duration: float = 0.0,
 ):
     """The recorder node for launch/record.launch.py (one description, as liquid_control.ros.graph)."""
     from liquid_control.ros.graph import NodeDescription
@@ -457,6 +526,8 @@ def record_graph(
         "topics": list(topics) or default_topics(params_file or None),
         "duration_s": float(duration_s),
         "use_sim_time": bool(use_sim_time),
+        "max_bag_size": int(max_bag_size),
+        "max_bag_duration": float(max_bag_duration),
     }
     return [NodeDescription("bag_recorder", "bag_recorder", (), parameters)]
 
@@ -509,7 +580,14 @@ def _record_graph(args, topics: list[str]) -> int:
     # (`liquid-control record ... &` in a script) or a supervisor stops us with SIGTERM.
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    overrides = {"output": args.output, "topics": topics, "duration_s": args.duration, "compression": args.compress}
+    overrides = {
+        "output": args.output,
+        "topics": topics,
+        "duration_s": args.duration,
+        "compression": args.compress,
+        "max_bag_size": args.max_bag_size,
+        "max_bag_duration": args.max_bag_duration,
+    }
     try:
         node = BagRecorderNode(context=context, parameter_overrides=overrides, cli_args=cli_args)
     except BaseException:

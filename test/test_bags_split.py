@@ -1,0 +1,187 @@
+"""Split bags written as `ros2 bag record --max-bag-size/--max-bag-duration` writes them: <bag>_0.mcap, <bag>_1.mcap
+..., each file whole and readable alone, metadata.yaml listing them all (BagWriter, `liquid-control record`, the
+bag_recorder node and record.launch.py). Before, a recording of hours was one file however large."""
+
+import argparse
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+from liquid_control.bags import BagError, BagReader, BagWriter
+from liquid_control.bags.io import qos_dict, typestore
+
+LATCHED = Qos(
+    QosHistory.KEEP_LAST,
+    1,
+    QosReliability.RELIABLE,
+    QosDurability.TRANSIENT_LOCAL,
+    QosTime(0, 0),
+    QosTime(0, 0),
+    QosLiveliness.AUTOMATIC,
+    QosTime(0, 0),
+    False,
+)
+
+
+def _messages(n: int = 120):
+    """(topic, log time, message): imu at 10 Hz, commands beside it, a latched status, and a topic that first
+    appears half way (so after the first files were finished)."""
+    types = typestore().types
+    Imu, Twist, String = types["sensor_msgs/msg/Imu"], types["geometry_msgs/msg/Twist"], types["std_msgs/msg/String"]
+    Vector3, Header = types["geometry_msgs/msg/Vector3"], types["std_msgs/msg/Header"]
+    Time, Quaternion = types["builtin_interfaces/msg/Time"], types["geometry_msgs/msg/Quaternion"]
+    Float64 = types["std_msgs/msg/Float64"]
+    out = [("/episode_status", 0, String(data="running"))]
+    for i in range(n):
+        t = 1_700_000_000_000_000_000 + i * 100_000_000
+        measured = t - 5_000_000  # the sensor's stamp, 5 ms before the recorder received it
+        stamp = Header(stamp=Time(sec=measured // 10**9, nanosec=measured % 10**9), frame_id="imu")
+        cov = np.zeros(9)
+        imu = Imu(
+            stamp, Quaternion(0.0, 0.0, 0.0, 1.0), cov, Vector3(0.0, 0.0, 0.1 * i), cov, Vector3(i, 0.0, 9.8), cov
+        )
+        out.append(("/imu/data", t, imu))
+        out.append(("/cmd_vel", t + 1_000_000, Twist(Vector3(0.01 * i, 0.0, 0.0), Vector3(0.0, 0.0, -0.01 * i))))
+        if i >= n // 2:
+            out.append(("/late", t + 2_000_000, Float64(data=float(i))))
+    return out
+
+
+def _write(path, messages, **split) -> BagWriter:
+    writer = BagWriter(path, **split)
+    writer.add_topic("/episode_status", "std_msgs/msg/String", [LATCHED])
+    writer.add_topic("/imu/data", "sensor_msgs/msg/Imu")
+    writer.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+    for topic, t, message in messages:
+        writer.write(topic, t if t else messages[1][1] - 1, message)
+    return writer
+
+
+def _read(bag) -> list:
+    with BagReader(bag) as reader:
+        return [(m.topic, m.log_time_ns, bytes(m.data)) for m in reader.messages()]
+
+
+def test_a_tiny_max_bag_size_splits_into_files_each_whole_and_read_alone_and_the_bag_reads_as_unsplit(tmp_path):
+    from mcap.reader import make_reader
+    from rosbags.rosbag2 import Reader
+
+    messages = _messages()
+    whole = _write(tmp_path / "whole", messages).close()
+    bag = _write(tmp_path / "split", messages, max_bag_size=4000).close()
+    names = sorted(p.name for p in bag.iterdir())
+    files = [f"split_{i}.mcap" for i in range(len(names) - 1)]
+    assert len(files) >= 4 and names == sorted([*files, "metadata.yaml"])
+
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 9 and info["storage_identifier"] == "mcap"
+    assert info["relative_file_paths"] == files == [entry["path"] for entry in info["files"]]
+    assert info["message_count"] == len(messages) == sum(entry["message_count"] for entry in info["files"])
+    topics = {t["topic_metadata"]["name"]: t for t in info["topics_with_message_count"]}
+    assert topics["/late"]["message_count"] == 60
+    assert topics["/episode_status"]["topic_metadata"]["offered_qos_profiles"][0]["durability"] == "transient_local"
+
+    every = []
+    for name, entry in zip(files, info["files"], strict=True):
+        # the mcap library alone: a whole, indexed file with every channel added before it was opened
+        with open(bag / name, "rb") as handle:
+            reader = make_reader(handle)
+            summary = reader.get_summary()
+            channels = {c.topic: c for c in summary.channels.values()}
+            assert {"/episode_status", "/imu/data", "/cmd_vel"} <= set(channels)
+            assert "transient_local" in channels["/episode_status"].metadata["offered_qos_profiles"]
+            raw = [(c.topic, m.log_time, m.data) for _, c, m in reader.iter_messages(log_time_order=False)]
+        assert summary.statistics.message_count == entry["message_count"] == len(raw)
+        assert entry["starting_time"]["nanoseconds_since_epoch"] == min(t for _, t, _ in raw)
+        every += raw
+        # rosbags alone (the file, not the folder), and our reader: the file in a folder of its own
+        with Reader(bag / name) as alone:
+            assert {c.topic for c in alone.connections} >= {"/episode_status", "/imu/data", "/cmd_vel"}
+            assert sorted((c.topic, t, bytes(d)) for c, t, d in alone.messages()) == sorted(raw)
+        folder = tmp_path / "alone" / name[: -len(".mcap")]
+        folder.mkdir(parents=True)
+        shutil.copyfile(bag / name, folder / f"{folder.name}.mcap")
+        assert sorted(_read(folder)) == sorted(raw)
+    assert sorted(every) == sorted(_read(whole))
+
+    # the whole bag: the same messages in the same order, log times, bytes and QoS as the unsplit one
+    assert _read(bag) == _read(whole)
+    with Reader(bag) as rosbags_reader, Reader(whole) as unsplit:
+        assert [(c.topic, t, bytes(d)) for c, t, d in rosbags_reader.messages()] == [
+            (c.topic, t, bytes(d)) for c, t, d in unsplit.messages()
+        ]
+    with BagReader(bag) as ours:
+        assert qos_dict(ours.topics["/episode_status"].qos[0])["durability"] == "transient_local"
+        assert {t: i.count for t, i in ours.topics.items()} == {t: i["message_count"] for t, i in topics.items()}
+        decoded = [m.decode() for m in ours.messages(["/imu/data"])]
+    assert [m.linear_acceleration.x for m in decoded] == list(range(120))
+    assert decoded[7].header.stamp.nanosec == 700_000_000 - 5_000_000
+
+
+def test_max_bag_duration_splits_by_log_time(tmp_path):
+    messages = _messages(40)  # 4 s of recording
+    bag = _write(tmp_path / "bag", messages, max_bag_duration=1.0).close()
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["relative_file_paths"] == [f"bag_{i}.mcap" for i in range(4)]
+    assert all(entry["duration"]["nanoseconds"] < 1_000_000_000 for entry in info["files"])
+    # a second each: the latched status, 10 IMU readings and 10 commands; then /late joins half way
+    assert [entry["message_count"] for entry in info["files"]] == [21, 20, 30, 30]
+    assert _read(bag) == _read(_write(tmp_path / "whole", messages).close())
+
+
+def test_a_recorder_killed_leaves_its_finished_files_whole(tmp_path):
+    from mcap.reader import make_reader
+
+    messages = _messages()
+    writer = _write(tmp_path / "bag", messages, max_bag_size=4000)
+    finished = writer.files[:-1]
+    writer.abort()  # a SIGKILL: the open file is cut, no metadata.yaml
+    assert len(finished) >= 3 and not (tmp_path / "bag" / "metadata.yaml").exists()
+    for path in finished:
+        with open(path, "rb") as handle:
+            assert make_reader(handle).get_summary().statistics.message_count > 0
+    with BagReader(tmp_path / "bag", allow_truncated=True) as salvaged:
+        kept = [(m.topic, m.log_time_ns, bytes(m.data)) for m in salvaged.messages()]
+    counted = sum(1 for path in finished for _ in make_reader(open(path, "rb")).iter_messages())
+    assert len(kept) >= counted and kept == _read(_write(tmp_path / "whole", messages).close())[: len(kept)]
+
+
+@pytest.mark.parametrize(
+    ("split", "named"),
+    [
+        ({"max_bag_size": -1}, "max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got -1"),
+        ({"max_bag_size": 2.5}, "max_bag_size: must be a whole number of bytes"),
+        ({"max_bag_size": "4G"}, "max_bag_size: must be a whole number of bytes"),
+        ({"max_bag_duration": -1.0}, "max_bag_duration: must be a number of seconds, 0 or more"),
+        ({"max_bag_duration": float("nan")}, "max_bag_duration: must be a number of seconds"),
+    ],
+)
+def test_bad_split_limits_are_refused_naming_them_before_the_bag_is_made(tmp_path, split, named):
+    with pytest.raises(BagError, match="^" + named.replace("(", r"\(").replace(")", r"\)")):
+        BagWriter(tmp_path / "bag", **split)
+    assert not (tmp_path / "bag").exists()
+
+
+def test_zero_is_no_split(tmp_path):
+    bag = _write(tmp_path / "bag", _messages(5), max_bag_size=0, max_bag_duration=0).close()
+    assert sorted(p.name for p in bag.iterdir()) == ["bag.mcap", "metadata.yaml"]
+
+
+def test_record_options_take_sizes_and_seconds_and_refuse_bad_ones_naming_the_option(capsys):
+    from liquid_control.ros.recorder_node import add_arguments, record_graph
+
+    parser = argparse.ArgumentParser(prog="liquid-control record")
+    add_arguments(parser)
+    for given, size in [("4G", 4 * 10**9), ("500M", 500 * 10**6), ("2GiB", 2 * 1024**3), ("1234", 1234), ("0", 0)]:
+        assert parser.parse_args(["--max-bag-size", given]).max_bag_size == size
+    assert parser.parse_args(["--max-bag-duration", "600"]).max_bag_duration == 600.0
+    for option, bad in [("--max-bag-size", "4KB"), ("--max-bag-size", "-1"), ("--max-bag-duration", "-3")]:
+        with pytest.raises(SystemExit):
+            parser.parse_args([option, bad])
+        assert f"argument {option}: '{bad}' is not a" in capsys.readouterr().err
+
+    (node,) = record_graph(output="bags/x", topics=["/imu/data"], max_bag_size=4 * 10**9, max_bag_duration=600)
+    assert node.parameters["max_bag_size"] == 4 * 10**9 and node.parameters["max_bag_duration"] == 600.0
