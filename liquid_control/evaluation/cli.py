@@ -134,7 +134,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     how.add_argument(
         "--ray-address", default=None, help="Ray cluster address (default: RAY_ADDRESS, else a local Ray instance)"
     )
-    how.add_argument("--no-progress", action="store_true", help="no progress bar")
+    how.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (a line at each tenth of the episodes instead)"
+    )
     how.add_argument("--no-example", action="store_true", help="skip the example-episode figure")
     how.add_argument(
         "--no-saliency",

@@ -67,18 +67,27 @@ def evaluate(
                 flush=True,
             )
         _write_plan(plan, out_dir, command)
-        if progress:
-            print(
-                f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
-                f"{log.path}, running {len(todo)} on the {backend} backend",
-                file=sys.stderr,  # beside the bar: stdout holds only the result (`report=$(liquid-control eval ...)`)
-                flush=True,
-            )
+        print(  # also without the bar (a CI log): what this run will do, and on resume what it already has
+            f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
+            f"{log.path}, running {len(todo)} on the {backend} backend",
+            file=sys.stderr,  # beside the bar: stdout holds only the result (`report=$(liquid-control eval ...)`)
+            flush=True,
+        )
         if todo:
             sitting.working()
+        done = [0]
+
+        def keep(job, record) -> None:
+            log.append(finish_record(record, job))
+            done[0] += 1
+            if not progress and done[0] * 10 // len(todo) > (done[0] - 1) * 10 // len(todo):
+                # without the bar (stderr no terminal, --no-progress), a line at each tenth: a run of hours
+                # in a log is not silent until its end
+                print(f"liquid-control eval: {done[0]}/{len(todo)} episodes done", file=sys.stderr, flush=True)
+
         run_jobs(
             todo,
-            lambda job, record: log.append(finish_record(record, job)),
+            keep,
             backend=backend,
             workers=workers,
             ray_address=ray_address,
