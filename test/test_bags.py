@@ -105,7 +105,13 @@ def test_bag_opens_with_mcap_and_rosbags_with_types_stamps_and_qos(expert_bags):
 
     # our reader: topics, QoS and counts as written
     with BagReader(bag) as ours:
-        assert set(ours.topics) == {"/camera/image_raw", "/imu/data", "/cmd_vel", "/episode_status"}
+        assert set(ours.topics) == {
+            "/camera/image_raw",
+            "/camera/camera_info",
+            "/imu/data",
+            "/cmd_vel",
+            "/episode_status",
+        }
         assert qos_dict(ours.topics["/camera/image_raw"].qos[0])["reliability"] == "reliable"
         assert ours.topics["/camera/image_raw"].count == topics["/camera/image_raw"]["message_count"]
         assert 1.5 < ours.duration_s < 2.5
@@ -143,6 +149,28 @@ def test_expert_bag_holds_exactly_what_the_world_delivered(expert_bags):
     for (s1, st1, t1, r1), (s2, st2, t2, r2) in zip(delivered, got):
         assert s1 == s2 and abs(st1 - st2) < 1e-9 and abs(t1 - t2) < 1e-9
         np.testing.assert_allclose(r2, r1, rtol=0, atol=0 if s1 == "camera" else 1e-6)
+
+
+def test_expert_bag_has_the_cameras_camera_info_beside_each_image_as_sim_node(expert_bags):
+    """Before: `record --expert` wrote the image without the camera_info sim_node publishes beside it, so a policy
+    trained from expert bags (the bag loop) recorded its camera's field of view as unknown (`train --bag` reads it
+    from camera_info) and policy_node compared no camera with it; Foxglove could not project the image either."""
+    from liquid_control.conventions.camera_info import world_camera_fovy_deg
+    from liquid_control.training.sensor_record import bag_camera_fovy_deg
+
+    _, bags, _ = expert_bags
+    with BagReader(bags[0]) as reader:
+        assert reader.topics["/camera/camera_info"].msgtype == "sensor_msgs/msg/CameraInfo"
+        assert bag_camera_fovy_deg(reader, "/camera/image_raw") == pytest.approx(
+            world_camera_fovy_deg("LiquidRover-v0")
+        )
+        images = [(m.log_time_ns, m.decode()) for m in reader.messages(["/camera/image_raw"])]
+        infos = [(m.log_time_ns, m.decode()) for m in reader.messages(["/camera/camera_info"])]
+    assert len(images) == len(infos) > 1
+    for (t_image, image), (t_info, info) in zip(images, infos):  # the frame's own: its stamp, frame and size
+        assert t_image == t_info and (info.width, info.height) == (image.width, image.height) == (W, H)
+        assert info.header.frame_id == image.header.frame_id == "camera_optical"
+        assert M.stamp_seconds(info) == M.stamp_seconds(image)
 
 
 def test_expert_recording_ends_at_the_time_limit_when_no_frame_comes_within_the_horizon(tmp_path):
@@ -1133,6 +1161,28 @@ def test_record_cli_expert_refuses_bad_options_before_creating_the_folder(tmp_pa
     assert cli.main(["record", "--expert", "--episodes", "1", "--no-progress", "-o", str(out), *options]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "mode, options",
+    [
+        (["--expert", "--episodes", "1"], ["--max-bag-size", "4G"]),
+        (["--expert", "--episodes", "1"], ["--compress", "--duration", "5"]),
+        (["--expert", "--episodes", "1"], ["/camera/image_raw"]),
+        (["--recover", "somebag"], ["--max-bag-duration", "60"]),
+    ],
+)
+def test_record_refuses_options_of_recording_topics_in_a_mode_that_would_ignore_them(tmp_path, capsys, mode, options):
+    """`record --expert --max-bag-size 4G` recorded unsplit episode bags without a word (also --compress, --duration,
+    topics), as --recover did: each is refused naming it, before anything is written."""
+    from liquid_control import cli
+
+    out = tmp_path / "rx"
+    assert cli.main(["record", *mode, "--no-progress", "-o", str(out), *options]) == 2
+    err = capsys.readouterr().err
+    named = options[0] if options[0].startswith("--") else "topics"
+    assert f"{named}" in err and "only for recording topics over DDS" in err, err
     assert not out.exists()
 
 

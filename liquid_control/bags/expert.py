@@ -18,8 +18,9 @@ update gets its label (DAgger's labels, Ross et al. 2011, with a safety driver);
 and with ``Takeover.operator_share`` the operator also drives a random share of the updates (DAgger's mixture).
 
 Stamps are sim time of the episode (from 0), as ``sim_node`` with ``use_sim_time``. Topics and QoS are
-``sim_node``'s: sensors reliable depth 10, commands reliable depth 10, the JSON outcome on
-``/episode_status`` (transient local) at the end.
+``sim_node``'s: sensors reliable depth 10 (the camera's ``camera_info`` beside each image), commands reliable
+depth 10, the JSON outcome on ``/episode_status`` (transient local) at the end. Not written (sim_node's bags have
+them): the robot model, ``/tf``, ``/tf_static`` and ``/odom``, so a 3D view has no robot or frames.
 """
 
 from __future__ import annotations
@@ -33,16 +34,30 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.conventions.camera_info import world_camera_fovy_deg
+from liquid_control.conventions.params import camera_info_topic
 from liquid_control.paths import first_missing_folder, remove_made_folder
 
 from .io import BagError, BagWriter
-from .messages import IMAGE, IMU, STRING, TWIST, image_message, imu_message, string_message, twist_message
+from .messages import (
+    CAMERA_INFO,
+    IMAGE,
+    IMU,
+    STRING,
+    TWIST,
+    camera_info_message,
+    image_message,
+    imu_message,
+    string_message,
+    twist_message,
+)
 from .recording import episode_bag_name, existing_episode_seeds
 
 SENSOR_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "volatile"}
 STATUS_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "transient_local"}
 TOPICS = {
     "camera": "/camera/image_raw",
+    "camera_info": camera_info_topic("/camera/image_raw"),
     "imu": "/imu/data",
     "command": "/cmd_vel",
     "executed": "/base/cmd_vel",
@@ -232,6 +247,8 @@ def record_expert_episode(
 
     scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
     imu_noise = (rover.GYRO_NOISE, rover.ACCEL_NOISE)  # the covariances sim_node publishes (REP 145)
+    # camera_info beside each image, as sim_node: train --bag records the camera's field of view from it
+    fovy = world_camera_fovy_deg(world.spec.id)
     rng = np.random.default_rng([int(seed), 7])
     world.reset(seed=int(seed))
     custom = {
@@ -254,6 +271,7 @@ def record_expert_episode(
     info, terminated = {}, False
     with BagWriter(path, custom_data=custom) as bag:
         bag.add_topic(TOPICS["camera"], IMAGE, [SENSOR_QOS])
+        bag.add_topic(TOPICS["camera_info"], CAMERA_INFO, [SENSOR_QOS])
         bag.add_topic(TOPICS["imu"], IMU, [SENSOR_QOS])
         bag.add_topic(TOPICS["command"], TWIST, [SENSOR_QOS])
         if noise.active or driver is not None:
@@ -279,7 +297,9 @@ def record_expert_episode(
                 delivered = float(world.data.time)
             now_ns = int(round(delivered * 1e9))  # delivered (and logged) then
             if sensor == "camera":
-                bag.write(TOPICS["camera"], now_ns, image_message(reading, stamp))
+                image = image_message(reading, stamp)
+                bag.write(TOPICS["camera"], now_ns, image)
+                bag.write(TOPICS["camera_info"], now_ns, camera_info_message(image, fovy))
             else:
                 bag.write(TOPICS["imu"], now_ns, imu_message(reading, stamp, noise=imu_noise))
             counts[sensor] += 1

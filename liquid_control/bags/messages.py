@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from liquid_control.conventions import stamps
+from liquid_control.conventions.camera_info import pinhole_intrinsics
 from liquid_control.conventions.commands import FLOAT64_ARRAY, TWIST, TWIST_STAMPED, twist_vector
 from liquid_control.conventions.commands import command_vector as command_vector  # the labels' reading, for bags
 from liquid_control.conventions.image_conversion import HOST_BIGENDIAN, image_to_numpy
@@ -23,6 +24,7 @@ from liquid_control.conventions.imu import imu_reading
 from .io import typestore
 
 IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"  # beside the image (conventions.params.camera_info_topic)
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"  # image_transport's compressed topic: not a policy input
 IMU = "sensor_msgs/msg/Imu"
 JOINT_STATE = "sensor_msgs/msg/JointState"
@@ -92,6 +94,26 @@ def image_message(rgb: np.ndarray, stamp: float, frame_id: str = "camera_optical
         is_bigendian=int(HOST_BIGENDIAN),
         step=w * 3,
         data=rgb.reshape(-1),
+    )
+
+
+def camera_info_message(image, fovy_deg: float):
+    """The CameraInfo of the rendered ``image`` (its size, stamp and frame) for a camera of vertical field of view
+    ``fovy_deg``, as sim_node publishes beside each image (``conventions.camera_info.pinhole_intrinsics``)."""
+    t = _types()
+    k, p = pinhole_intrinsics(image.width, image.height, fovy_deg)
+    return t[CAMERA_INFO](
+        header=image.header,
+        height=image.height,
+        width=image.width,
+        distortion_model="plumb_bob",
+        d=np.zeros(5),
+        k=np.array(k),
+        r=np.eye(3).reshape(-1),
+        p=np.array(p),
+        binning_x=0,
+        binning_y=0,
+        roi=t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
     )
 
 

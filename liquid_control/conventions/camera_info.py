@@ -54,6 +54,15 @@ def trained_field_of_view_deg(height: int, width: int, fovy_deg: float) -> tuple
     return math.degrees(2 * math.atan(half * width / height)), float(fovy_deg)
 
 
+def pinhole_intrinsics(width: int, height: int, fovy_deg: float) -> tuple[list[float], list[float]]:
+    """``(K, P)`` of a CameraInfo for a world's rendered camera of vertical field of view ``fovy_deg`` (MuJoCo's
+    fovy is vertical): square pixels, no distortion, pixel centres at integer coordinates (OpenCV, ROS), so the
+    principal point is the image's centre. What ``sim_node`` publishes and ``record --expert`` writes."""
+    f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2.0)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    return [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0], [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+
+
 def world_camera_fovy_deg(world: str | None) -> float | None:
     """The vertical field of view (degrees) of the front camera of the simulated ``world`` (its module's
     CAMERA_FOVY_DEG today), or None: not one of the worlds, or the worlds not installed."""

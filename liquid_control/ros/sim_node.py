@@ -52,6 +52,7 @@ from std_srvs.srv import Trigger
 
 import sim_envs
 from liquid_control.conventions import stamps
+from liquid_control.conventions.camera_info import pinhole_intrinsics
 from liquid_control.conventions.commands import command_vector
 from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.conventions.message_types import message_type_name
@@ -517,13 +518,10 @@ class SimNode(Node):
     def _camera_info_template(self, fovy_deg: float) -> CameraInfo:
         """Pinhole intrinsics of the rendered camera: MuJoCo's fovy is vertical, pixels are square, no distortion."""
         height, width, _ = self.world.image_shape
-        f = 0.5 * height / math.tan(math.radians(fovy_deg) / 2.0)
-        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0  # pixel centres at integer coordinates (OpenCV, ROS)
         info = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
         info.d = [0.0] * 5
-        info.k = [f, 0.0, cx, 0.0, f, cy, 0.0, 0.0, 1.0]
+        info.k, info.p = pinhole_intrinsics(width, height, fovy_deg)
         info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
-        info.p = [f, 0.0, cx, 0.0, 0.0, f, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
         return info
 
     def _publish_camera_info(self, image: Image):
