@@ -454,7 +454,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     # what the --expert options default to: one given without --expert is refused, not ignored
     parser.set_defaults(expert_defaults={dest: parser.get_default(dest) for dest in EXPERT_OPTIONS})
+    parser.set_defaults(topic_defaults={dest: parser.get_default(dest) for dest in TOPIC_OPTIONS})
 
+
+# the options of recording topics over DDS, which --expert and --recover do not use: given with them, refused
+TOPIC_OPTIONS = ("node_params", "duration", "use_sim_time", "compress", "max_bag_size", "max_bag_duration")
 
 EXPERT_OPTIONS = (
     "episodes",
@@ -625,6 +629,13 @@ def run(args) -> int:
         if args.info:
             print(bag_info(args.info))
             return 0
+        topic_defaults = getattr(args, "topic_defaults", {})
+        ignored = [f"--{k.replace('_', '-')}" for k in topic_defaults if getattr(args, k) != topic_defaults[k]]
+        if args.topics:
+            ignored.insert(0, "topics")
+        if ignored and (args.expert or args.recover):
+            mode = "--expert episodes" if args.expert else "--recover"
+            raise ValueError(f"{', '.join(ignored)}: only for recording topics over DDS ({mode} would ignore them)")
         if args.recover:
             if not args.output:
                 raise ValueError("--recover needs -o/--output for the new bag")
