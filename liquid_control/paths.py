@@ -1,11 +1,12 @@
 """Where the package's shared files (launch/, config/, policies/) are, however it was installed, and which code this
 is (:func:`code_commit`: what evaluation reports and trained policies record), and whether a file, or a folder of
 outputs, can be written where a command line was told to write it (:func:`output_file_problem`,
-:func:`output_folder_problem`)."""
+:func:`output_folder_problem`), and which paths a value that may be a glob names (:func:`expand_pattern`)."""
 
 from __future__ import annotations
 
 import functools
+import glob
 import os
 import subprocess
 import sys
@@ -192,6 +193,15 @@ def output_folder_problem(path: str | Path) -> str | None:
     if path.exists() and not path.is_dir():
         return "exists and is not a folder"
     return _writable_folder_problem([path.absolute(), *path.absolute().parents])
+
+
+def expand_pattern(pattern: str) -> list[str]:
+    """The paths a command-line value names: a path that exists as it is, also where its name holds a glob
+    character (`run [1]`, `take*2`); else a glob's matches, sorted (``[]`` when none); else the value itself (a
+    path that may not exist: the caller says so)."""
+    if glob.has_magic(pattern) and not os.path.lexists(pattern):
+        return sorted(glob.glob(pattern))
+    return [pattern]
 
 
 def first_missing_folder(path: str | Path) -> Path | None:

@@ -192,6 +192,20 @@ def test_smoothness_is_total_action_change_over_measured_time():
 # ------------------------------------------------------------------------------------------ plan checks
 
 
+def test_a_checkpoint_whose_path_holds_a_glob_character_is_that_checkpoint(tmp_path):
+    """Before: `eval --policy "runs/day [1]/policy.pt"` read the path as a glob (`[1]` matching the one character
+    '1'), so an existing checkpoint was refused as "no checkpoint matches" (dfbe5767 fixed only --bag)."""
+    from liquid_control.evaluation.plan import parse_policy_argument
+
+    for name in ("day [1]", "day [2]"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "policy.pt").write_bytes(b"")
+    given = str(tmp_path / "day [1]" / "policy.pt")
+    assert parse_policy_argument(f"cfc={given}") == ("cfc", [given])
+    both = [str(tmp_path / name / "policy.pt") for name in ("day [1]", "day [2]")]
+    assert parse_policy_argument(str(tmp_path / "day *" / "policy.pt")) == (None, both)  # still a glob
+
+
 def test_unknown_shift_and_bad_checkpoints_are_rejected_before_any_work(tmp_path, tiny_checkpoints):
     from liquid_control.cli import main
 

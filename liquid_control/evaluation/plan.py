@@ -10,7 +10,6 @@ the same worlds (paired comparison): seed `episode_seed_base + i` for episode i.
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import re
@@ -21,7 +20,7 @@ from liquid_control.conventions.params import EPISODE_SEED_LIMIT
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies
-from liquid_control.paths import output_folder_problem, resolve_policy_file
+from liquid_control.paths import expand_pattern, output_folder_problem, resolve_policy_file
 from liquid_control.runtime.backends import checkpoint_sha256
 
 EXPERT = "expert"
@@ -117,7 +116,7 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
         part = part.strip()
         if not part:
             continue
-        matches = sorted(glob.glob(part)) if glob.has_magic(part) else [part]
+        matches = expand_pattern(part)
         if not matches:
             raise EvaluationSetupError(f"--policy {text!r}: no checkpoint matches {part!r}")
         paths.extend(matches)
