@@ -1355,15 +1355,17 @@ def test_a_bag_whose_data_cannot_be_synced_is_an_error_naming_it_not_a_warning(t
 def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_path, capsys):
     """Before: `record --node-params config/balance_nav_policy.yaml` recorded camera, IMU and command only: not
     the wheel encoders (/joint_states) both balancing policies read, nor the balancer's target, so a session
-    recorded with the defaults could not train them."""
+    recorded with the defaults could not train them. Nor the camera's camera_info, from which `train --bag`
+    records the field of view policy_node compares the robot's camera with (without it: unknown, not compared)."""
     from liquid_control.paths import config_dir
     from liquid_control.policy import Policy, save_policy
     from liquid_control.ros.recorder_node import default_topics
 
+    info = "camera/camera_info"
     shipped = {
-        "balance_nav_policy.yaml": ["camera/image_raw", "imu/data", "joint_states", "wheel_torques"],
+        "balance_nav_policy.yaml": ["camera/image_raw", info, "imu/data", "joint_states", "wheel_torques"],
         "balance_policy.yaml": ["imu/data", "joint_states", "target_velocity", "wheel_torques"],
-        "rover_policy.yaml": ["camera/image_raw", "cmd_vel"],  # its policy reads the camera alone
+        "rover_policy.yaml": ["camera/image_raw", info, "cmd_vel"],  # its policy reads the camera alone
     }
     for name, topics in shipped.items():
         assert default_topics(str(config_dir() / name)) == topics, name
@@ -1372,11 +1374,13 @@ def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_p
     params = tmp_path / "robot.yaml"
     node = "policy_node:\n  ros__parameters:\n    policy: {}\n    camera_topic: front/image\n    imu_topic: /b/imu\n"
     params.write_text(node.format(tmp_path / "mine.pt") + "    command_topic: teleop/cmd_vel\n")
-    assert default_topics(str(params)) == ["front/image", "/b/imu", "teleop/cmd_vel"]  # as the node resolves them
+    # as the node resolves them, camera_info beside the image as the node subscribes to it
+    assert default_topics(str(params)) == ["front/image", "front/camera_info", "/b/imu", "teleop/cmd_vel"]
     assert capsys.readouterr().err == ""
     # a policy not trained yet: every input topic parameter, saying why
     params.write_text(node.format(tmp_path / "later.pt"))
-    assert default_topics(str(params)) == ["front/image", "/b/imu", "joint_states", "target_velocity", "cmd_vel"]
+    inputs = ["front/image", "front/camera_info", "/b/imu", "joint_states", "target_velocity"]
+    assert default_topics(str(params)) == [*inputs, "cmd_vel"]
     err = capsys.readouterr().err
     assert f"note: {params}: policy '{tmp_path / 'later.pt'}': no such policy file" in err, err
     assert "recording every input topic parameter (camera_topic, imu_topic, wheels_topic, target_topic)" in err

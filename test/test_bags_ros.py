@@ -181,7 +181,7 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
     params = node.kwargs["parameters"][-1]
     assert set(params) <= set(RECORDER_PARAMETERS) | {"use_sim_time"}
     # the inputs of the shipped rover policy (the camera alone) and its command
-    assert params["topics"] == ["camera/image_raw", "cmd_vel"] and params["output"] == "bags/day1"
+    assert params["topics"] == ["camera/image_raw", "camera/camera_info", "cmd_vel"] and params["output"] == "bags/day1"
     robot = tmp_path / "robot.yaml"
     robot.write_text("policy_node:\n  ros__parameters:\n    camera_topic: front/image\n    command_topic: /base/cmd\n")
     (node,) = launch_stubs(
@@ -194,7 +194,7 @@ def test_record_launch_runs_the_recorder_on_the_policy_topics(launch_stubs, tmp_
     params = node.kwargs["parameters"][-1]
     assert params["max_bag_size"] == 4_000_000_000 and params["max_bag_duration"] == 600.0
     # no policy named: every input topic parameter
-    inputs = ["front/image", "imu/data", "joint_states", "target_velocity"]
+    inputs = ["front/image", "front/camera_info", "imu/data", "joint_states", "target_velocity"]
     assert params["topics"] == [*inputs, "/base/cmd"] and params["use_sim_time"] is True
 
 
@@ -217,7 +217,8 @@ def test_a_namespaced_recorder_records_the_topics_its_namespaced_policy_reads(tm
             namespace="/robot1",
             parameter_overrides={"output": str(tmp_path / "bag"), "topics": topics},
         )
-        assert list(recorder.counts) == ["/robot1/camera/image_raw", "/robot1/cmd_vel", "/clock"]
+        namespaced = ["/robot1/camera/image_raw", "/robot1/camera/camera_info", "/robot1/cmd_vel"]
+        assert list(recorder.counts) == [*namespaced, "/clock"]
         recorder.close()
         recorder.destroy_node()
     finally:

@@ -391,11 +391,14 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
     mux(**{k: v for k, v in params.items() if k != "use_sim_time"})  # the node takes them
     recorder = nodes[2].kwargs["parameters"][-1]
     assert recorder["output"] == "bags/r1"
-    assert recorder["topics"] == ["camera/image_raw", "imu/data", "cmd_vel", "base/cmd_vel", "policy/cmd_vel"]
+    # the camera's camera_info too (before: none, so a policy retrained on the round's bags had its field of view
+    # recorded as unknown and policy_node compared no camera with it)
+    sensors = ["camera/image_raw", "camera/camera_info", "imu/data"]
+    assert recorder["topics"] == [*sensors, "cmd_vel", "base/cmd_vel", "policy/cmd_vel"]
     _, nodes = launch_stubs(path, use_sim_time="true", seed="7", base_topic="/wheels/cmd")
     assert [n.kwargs["parameters"][-1]["use_sim_time"] for n in nodes] == [True, True, True]
     assert nodes[1].kwargs["parameters"][-1]["seed"] == 7
-    assert nodes[2].kwargs["parameters"][-1]["topics"][3] == "/wheels/cmd"
+    assert nodes[2].kwargs["parameters"][-1]["topics"][4] == "/wheels/cmd"
     # a setting the mux would refuse is refused before any node starts, by name
     with pytest.raises(ValueError, match="operator_share"):
         launch_stubs(path, operator_share="1.5")

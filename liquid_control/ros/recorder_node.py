@@ -38,6 +38,7 @@ from liquid_control.bags.io import message_class, metadata_counts, qos_dict
 from liquid_control.conventions.params import (
     MAX_QOS_DEPTH,
     MAX_SECONDS,
+    camera_info_topic,
     declare_node_parameters,
     parameter_value,
     refuse_startup_parameter_changes,
@@ -479,7 +480,9 @@ def default_topics(params_file: str | None = None) -> list[str]:
     labels), from its parameter file (default: config/rover_policy.yaml), so that the bag trains that policy.
     The inputs are those of the policy the file names (``ObservationSpec.sensors``, read as the sim graph reads
     them), each at its topic parameter (``SENSOR_TYPES``: the camera, IMU, wheel encoders, the balancer's
-    target); a policy that cannot be read (not trained yet) records every input topic parameter, with a note.
+    target), the camera's ``camera_info`` beside its image (``train --bag`` records the field of view it gives, which
+    ``policy_node`` compares the robot's camera with); a policy that cannot be read (not trained yet) records every
+    input topic parameter, with a note.
     Names as the file gives them: the recorder resolves a relative one in its own namespace, as the policy node
     does in its (a recorder launched under /robot1 records /robot1/camera/image_raw, the topic its node reads)."""
     from liquid_control.bags.messages import SENSOR_TYPES
@@ -507,8 +510,12 @@ def default_topics(params_file: str | None = None) -> list[str]:
     unknown = [s for s in sensors if s not in SENSOR_TYPES]
     if unknown:
         raise ValueError(f"{params_file}: the policy {policy!r} reads {', '.join(unknown)}, which no topic carries")
-    names = [SENSOR_TYPES[s][1] for s in sensors] + ["command_topic"]
-    return list(dict.fromkeys(str(values[n]) for n in names))
+    topics = []
+    for name in [SENSOR_TYPES[s][1] for s in sensors] + ["command_topic"]:
+        topics.append(str(values[name]))
+        if name == "camera_topic":  # its camera_info: train --bag records the camera's field of view from it
+            topics.append(camera_info_topic(str(values[name])))
+    return list(dict.fromkeys(topics))
 
 
 def record_graph(

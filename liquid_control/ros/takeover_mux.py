@@ -52,6 +52,7 @@ from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.conventions.params import (
+    camera_info_topic,
     declare_node_parameters,
     per_element,
     same_parameter_value,
@@ -408,7 +409,8 @@ def round_graph(
     )
     defaults = {n: d for n, (d, _) in MUX_PARAMETERS.items()}
     checked_settings({**defaults, **mux})  # the mux would refuse it: say so now, naming the setting
-    topics = [values[k] for k in ("camera_topic", "imu_topic", "command_topic")] + [base_topic, POLICY_TOPIC]
+    camera = values["camera_topic"]  # and its camera_info: train --bag records the camera's field of view from it
+    topics = [camera, camera_info_topic(camera), values["imu_topic"], values["command_topic"], base_topic, POLICY_TOPIC]
     return [
         NodeDescription(
             policy_node.executable,
