@@ -120,12 +120,13 @@ def test_the_example_episode_says_what_its_axes_and_actions_are(tmp_path, drawn,
 def test_the_offline_plot_legend_covers_no_command(tmp_path, drawn):
     """Before: the legend sat in the upper right corner of the first command's axes, over the recorded command's
     last second (docs/bag_loop/offline_plots_bags__episode_600.png)."""
-    from liquid_control.evaluation.offline import COMMAND_ELEMENTS, _plot
+    from liquid_control.evaluation.offline import _plot
 
     t = np.linspace(0.0, 8.0, 81)
     both = np.stack([np.full_like(t, 0.95), np.sin(t)], axis=1)  # near the top of the axes all along
     result = {"time": t, "label": both, "action": both * 0.9, "reset": np.zeros(len(t), bool)}
-    _plot(tmp_path / "plot.png", result, [1.0, 1.0], "bags on episode_600: loss 0.0272", COMMAND_ELEMENTS["twist"])
+    names = ["linear (m/s)", "angular (rad/s)"]
+    _plot(tmp_path / "plot.png", result, [1.0, 1.0], "bags on episode_600: loss 0.0272", names)
     (fig,) = drawn
     legend = fig.axes[0].get_legend()
     assert [text.get_text() for text in legend.get_texts()] == ["recorded", "policy"]

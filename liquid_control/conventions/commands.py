@@ -15,6 +15,13 @@ TWIST = "geometry_msgs/msg/Twist"
 TWIST_STAMPED = "geometry_msgs/msg/TwistStamped"
 FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
 
+# what each element of a policy's action commands, and its unit on the robot, by the config's action.kind (the worlds'
+# action_kind; docs/worlds.md)
+COMMAND_ELEMENTS = {
+    "twist": (("linear", "m/s"), ("angular", "rad/s")),
+    "wheel_torques": (("left wheel", "N m"), ("right wheel", "N m")),
+}
+
 
 def twist_vector(twist) -> np.ndarray:
     """``[linear.x, angular.z]`` of a ``Twist``."""

@@ -33,6 +33,7 @@ from liquid_control.bags.stream import (
     label_hints,
     policy_runner,
 )
+from liquid_control.conventions.commands import COMMAND_ELEMENTS
 from liquid_control.evaluation.plan import EvaluationSetupError, check_policy_name, validate_output_folder
 from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME, naming
 from liquid_control.figures import pyplot, save_figure
@@ -90,12 +91,6 @@ def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict
         "label": np.stack(label),
         "stats": stats.summary(),
     }
-
-
-COMMAND_ELEMENTS = {  # the command's elements in robot units, by the policy's action kind (docs/worlds.md)
-    "twist": ["linear (m/s)", "angular (rad/s)"],
-    "wheel_torques": ["left wheel (N m)", "right wheel (N m)"],
-}
 
 
 def command_errors(action: np.ndarray, label: np.ndarray, scale, low, high) -> dict:
@@ -214,7 +209,7 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
 
     config = policy_backend.config
     low, high = config["action"]["low"], config["action"]["high"]
-    names = COMMAND_ELEMENTS.get(config["action"].get("kind"), [])
+    names = [f"{name} ({unit})" for name, unit in COMMAND_ELEMENTS.get(config["action"].get("kind"), ())]
     per_bag, actions, labels = {}, [], []
     shown = bag_names(bags)
     for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):

@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from liquid_control.atomic_file import atomic_write
+from liquid_control.conventions.commands import COMMAND_ELEMENTS
 from liquid_control.evaluation.plan import EvaluationPlan, unique_pairs
 from liquid_control.evaluation.results import atomic_path, naming, record_key
 from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_kinds, sweep_factor
@@ -171,18 +172,12 @@ def pick_example(plan: EvaluationPlan):
     return candidates[0]
 
 
-ACTION_NAMES = {"twist": ("linear", "angular"), "wheel_torques": ("left wheel", "right wheel")}  # by action_kind
-
-
 def action_names(world: str) -> tuple[str, ...]:
     """What each action element of ``world`` commands, by the ``action_kind`` its env class declares (() if none)."""
-    from gymnasium.envs.registration import load_env_creator
-
     import sim_envs
 
-    entry = sim_envs.world_spec(world).entry_point
-    creator = load_env_creator(entry) if isinstance(entry, str) else entry
-    return ACTION_NAMES.get(getattr(creator, "action_kind", ""), ())
+    kind = getattr(sim_envs.world_class(world), "action_kind", "")
+    return tuple(name for name, _unit in COMMAND_ELEMENTS.get(kind, ()))
 
 
 def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
