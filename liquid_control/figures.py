@@ -17,12 +17,12 @@ def pyplot():
     return plt
 
 
-def fit_suptitle(fig, text: str, fontsize: float):
-    """``fig.suptitle(text)`` broken at spaces into as many lines as it takes to fit the figure's width: a title
-    wider than its figure is cut off at both sides in the PNG (a report with one shift draws a narrow figure)."""
+def fit_suptitle(fig, text: str, fontsize: float, **kwargs):
+    """``fig.suptitle(text, **kwargs)`` broken at spaces into as many lines as it takes to fit the figure's width: a
+    title wider than its figure is cut off at both sides in the PNG (a report with one shift draws a narrow figure)."""
     import textwrap
 
-    title = fig.suptitle(text, fontsize=fontsize)
+    title = fig.suptitle(text, fontsize=fontsize, **kwargs)
     renderer = fig.canvas.get_renderer()
     width = len(text)
     while title.get_window_extent(renderer).width > 0.98 * fig.bbox.width and width > 12:

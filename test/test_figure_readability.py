@@ -267,6 +267,40 @@ def test_neuron_traces_of_the_two_episodes_share_each_rows_range(tmp_path, drawn
     assert rows[0, 0].get_ylabel() == "inter state\n(2 neurons)"
 
 
+def test_the_titles_of_one_column_attention_figures_are_inside_the_picture(tmp_path, drawn, monkeypatch):
+    """Before: with one visual shift (`eval --shift in_distribution`) the saliency grid and the neuron traces are
+    one column wide, narrower than their one-line titles, which were cut off at both sides ('lBackProp saliency
+    (same frames in each col'); 27d6a2a8 wrapped only the success and timing figures' titles."""
+    from liquid_control.evaluation import agents, saliency
+    from liquid_control.policy.encoders import CameraEncoder
+
+    class Policy:
+        camera = CameraEncoder(16, 16, [4, 4], [3, 3], [2, 2], 8)
+
+    frames = {"in_distribution": np.zeros((16, 16, 3), np.uint8)}
+    saliency.plot_saliency_grid([("p", Policy(), frames)], str(tmp_path / "grid.png"))
+    monkeypatch.setattr(agents, "load_cached_policy", lambda path, sha: SimpleNamespace(core=None))
+    monkeypatch.setattr(saliency, "neuron_groups", lambda core: [("inter", [0]), ("command", [1]), ("motor", [2])])
+    times = list(np.arange(5) * 0.1)
+    monkeypatch.setattr(
+        saliency, "replay", lambda job: {"times": times, "states": [np.zeros(3)] * 5, "record": {"outcome": "success"}}
+    )
+    job = SimpleNamespace(
+        policy="cfc_ncp",
+        training_seed=0,
+        episode_seed=20000000,
+        shift="in_distribution",
+        checkpoint="c",
+        checkpoint_sha="h",
+    )
+    saliency.plot_neuron_traces([job], str(tmp_path / "traces.png"))
+    for fig in drawn:
+        box = _extent(fig, fig._suptitle)
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height, fig._suptitle.get_text()
+        for ax in fig.axes:  # above the column titles, not over them
+            assert not box.overlaps(_extent(fig, ax.title)) or not ax.get_title(), ax.get_title()
+
+
 @pytest.mark.parametrize("kind", ["protanopia", "deuteranopia"])
 def test_the_bag_loop_rounds_figure_draws_its_seeds_in_colours_a_colour_blind_reader_tells_apart(tmp_path, drawn, kind):
     """Before: scripts/bag_loop.py rounds drew its training seeds in matplotlib's default blue, orange and green

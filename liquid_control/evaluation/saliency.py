@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from liquid_control.evaluation.plan import EpisodeJob
-from liquid_control.figures import pyplot, save_figure
+from liquid_control.figures import fit_suptitle, pyplot, save_figure
 
 
 def visual_backprop(encoder, images) -> np.ndarray:
@@ -142,8 +142,10 @@ def plot_saliency_grid(policies: list[tuple[str, object, dict]], path: str) -> s
             ax.set_xticks([])
             ax.set_yticks([])
     inch = 1 / fig.get_figheight()  # the title a fixed distance from the top, above the columns' titles
-    fig.suptitle("VisualBackProp saliency (same frames in each column)", fontsize=9, y=1 - 0.08 * inch, va="top")
-    fig.tight_layout(rect=(0, bar * inch, 1, 1 - 0.3 * inch))
+    # wrapped where wider than the figure (one visual shift: one column), the columns below it however many lines
+    title = fit_suptitle(fig, "VisualBackProp saliency (same frames in each column)", 9, y=1 - 0.08 * inch, va="top")
+    lines = title.get_window_extent(fig.canvas.get_renderer()).height / fig.dpi
+    fig.tight_layout(rect=(0, bar * inch, 1, 1 - (0.15 + lines) * inch))
     scale = fig.add_axes((0.2, 0.5 * inch, 0.6, 0.12 * inch))
     fig.colorbar(ScalarMappable(Normalize(0, 1), OVERLAY_MAP), cax=scale, orientation="horizontal")
     scale.set_xlabel(SCALE_LABEL, fontsize=7)
@@ -230,8 +232,10 @@ def plot_neuron_traces(jobs: list[EpisodeJob], path: str) -> tuple[str, list[dic
             ax.grid(alpha=0.3)
         axes[0, c].set_title(f"'{job.shift}': {trace['record']['outcome']}", fontsize=8)
         axes[-1, c].set_xlabel("sim time (s)", fontsize=7)
-    fig.suptitle(
-        f"{jobs[0].policy} (training seed {jobs[0].training_seed}): neuron states, episode {jobs[0].episode_seed}"
+    fit_suptitle(  # one column (one visual shift) is narrower than the title
+        fig,
+        f"{jobs[0].policy} (training seed {jobs[0].training_seed}): neuron states, episode {jobs[0].episode_seed}",
+        12,
     )
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
