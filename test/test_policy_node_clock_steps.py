@@ -12,18 +12,11 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.time import Time as RosTime
 from sensor_msgs.msg import Imu, JointState
+from test_ros_lifecycle import CONFIG  # the tiny balancer policy
 
 from liquid_control.policy import Policy, save_policy
 from liquid_control.ros.policy_node import PolicyNode
 from liquid_control.ros.testing import isolated_ros_env
-
-CONFIG = {
-    "name": "tiny_balancer",
-    "world": "LiquidBalance-v0",
-    "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
-    "core": {"type": "cfc", "units": 8},
-    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
-}
 
 
 @pytest.fixture
@@ -50,19 +43,19 @@ def node(tmp_path, request):
     context.try_shutdown()
 
 
-def test_the_first_command_after_the_clock_steps_forward_an_hour_is_still_rate_limited(node):
-    """Node clock and stamps step forward an hour between two IMU messages (the message comes before the
-    watchdog's next check): the rate limit credited the whole hour, so that command went from the ramp's ~0.01
-    straight to the policy's action (~0.4 here, any value up to ±max_command with a trained one); it now moves at
-    most max_command_rate * watchdog_timeout_s (0.05)."""
+START = 1_700_000_000 * 10**9  # ns of the node clock at activation
+
+
+def _activated(node):
+    """Activate ``node`` at START of its simulated clock, its velocity target given; returns ``at(ns)``
+    (sets the clock, returns the stamp), the list of published commands, and an IMU and a wheels message."""
     clock, published = node.get_clock(), []
 
     def at(ns):
         clock.set_ros_time_override(RosTime(nanoseconds=ns, clock_type=ClockType.ROS_TIME))
         return Time(sec=ns // 10**9, nanosec=ns % 10**9)
 
-    start = 1_700_000_000 * 10**9
-    at(start)
+    at(START)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     publish = node._publish_command
@@ -71,7 +64,16 @@ def test_the_first_command_after_the_clock_steps_forward_an_hour_is_still_rate_l
     imu.linear_acceleration.z, imu.angular_velocity.x, target.linear.x = 9.8, 0.3, 0.2
     wheels = JointState(name=list(node._joint_names), velocity=[1.0, 1.0])
     node._on_vector("command", target)
-    for k, ns in enumerate([start + i * 5_000_000 for i in range(20)] + [start + 3600 * 10**9]):
+    return at, published, imu, wheels
+
+
+def test_the_first_command_after_the_clock_steps_forward_an_hour_is_still_rate_limited(node):
+    """Node clock and stamps step forward an hour between two IMU messages (the message comes before the
+    watchdog's next check): the rate limit credited the whole hour, so that command went from the ramp's ~0.01
+    straight to the policy's action (~0.4 here, any value up to ±max_command with a trained one); it now moves at
+    most max_command_rate * watchdog_timeout_s (0.05)."""
+    at, published, imu, wheels = _activated(node)
+    for k, ns in enumerate([START + i * 5_000_000 for i in range(20)] + [START + 3600 * 10**9]):
         imu.header.stamp = wheels.header.stamp = at(ns)
         node._on_vector("wheels", wheels)
         node._on_vector("imu", imu)
@@ -88,25 +90,10 @@ def test_fixed_rate_commands_further_apart_than_the_watchdog_timeout_ramp_at_the
     """fixed_rate at 1 Hz with watchdog_timeout_s 0.5 (a combination the parameters allow): the cap on elapsed time
     against clock steps (the watchdog timeout) made each command move at most 0.1 * 0.5, half the configured
     max_command_rate of 0.1 per second; the cap is now the longer of the timeout and the control period."""
-    clock, published = node.get_clock(), []
-
-    def at(ns):
-        clock.set_ros_time_override(RosTime(nanoseconds=ns, clock_type=ClockType.ROS_TIME))
-        return Time(sec=ns // 10**9, nanosec=ns % 10**9)
-
-    start = 1_700_000_000 * 10**9
-    at(start)
-    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    publish = node._publish_command
-    node._publish_command = lambda command, stamp: (published.append(command.copy()), publish(command, stamp))
-    imu, target = Imu(), Twist()
-    imu.linear_acceleration.z, imu.angular_velocity.x, target.linear.x = 9.8, 0.3, 0.2
-    wheels = JointState(name=list(node._joint_names), velocity=[1.0, 1.0])
-    node._on_vector("command", target)
+    at, published, imu, wheels = _activated(node)
     for second in range(1, 4):
         for i in range(5):  # fresh readings just before each tick of the control timer
-            imu.header.stamp = wheels.header.stamp = at(start + second * 10**9 - (4 - i) * 5_000_000)
+            imu.header.stamp = wheels.header.stamp = at(START + second * 10**9 - (4 - i) * 5_000_000)
             node._on_vector("wheels", wheels)
             node._on_vector("imu", imu)
         node._on_control_timer()
