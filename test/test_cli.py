@@ -244,7 +244,7 @@ def test_eval_on_a_terminal_keeps_its_progress_off_stdout(tmp_path):
     assert proc.wait(timeout=300) == 0
     reader.join(timeout=60)
     err = b"".join(chunks)
-    assert b"episodes planned" in err  # the terminal's progress is on
+    assert b"episodes planned" in err  # the status line, on stderr
     assert out.splitlines() == [f"liquid-control eval: 1 episodes -> {tmp_path / 'r é' / 'report.md'}"], out
 
 
