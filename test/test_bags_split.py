@@ -3,6 +3,7 @@
 bag_recorder node and record.launch.py). Before, a recording of hours was one file however large."""
 
 import argparse
+import re
 import shutil
 
 import numpy as np
@@ -185,3 +186,61 @@ def test_record_options_take_sizes_and_seconds_and_refuse_bad_ones_naming_the_op
 
     (node,) = record_graph(output="bags/x", topics=["/imu/data"], max_bag_size=4 * 10**9, max_bag_duration=600)
     assert node.parameters["max_bag_size"] == 4 * 10**9 and node.parameters["max_bag_duration"] == 600.0
+
+
+def _timed(messages):
+    """The messages with the latched status's log time (0 in _messages) just before the first reading's."""
+    return iter([(topic, t if t else messages[1][1] - 1, message) for topic, t, message in messages])
+
+
+def _write_until_split(writer: BagWriter, stream, files: int):
+    """Write from ``stream`` until ``writer`` has ``files`` files; returns the BagError a write raised, if any."""
+    for topic, t, message in stream:
+        try:
+            writer.write(topic, t, message)
+        except BagError as exc:
+            return exc
+        if len(writer.files) == files:
+            return None
+    raise AssertionError(f"no split into {files} files")
+
+
+def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_it(tmp_path, monkeypatch):
+    """Before: a split whose next file could not be opened (the bag folder removed, as the recorder's write
+    failure names) or whose finished file could not be fsynced (a USB stick pulled) left the writer on the closed
+    file, so close(), which the recorder calls next, failed with 'ValueError: I/O operation on closed file' (a
+    traceback, no metadata.yaml) instead of finishing the bag or saying why not."""
+    from mcap.reader import make_reader
+
+    from liquid_control.bags import io
+
+    messages = _messages()
+    writer, stream = _write(tmp_path / "gone", [], max_bag_size=4000), _timed(messages)
+    assert _write_until_split(writer, stream, 2) is None
+    shutil.rmtree(tmp_path / "gone")
+    failed = _write_until_split(writer, stream, 3)
+    assert failed is not None and "cannot write to the bag" in str(failed)
+    with pytest.raises(BagError, match="^" + re.escape(f"{tmp_path / 'gone'}: cannot finish the bag")):
+        writer.close()
+
+    fsync, calls = io.os.fsync, []
+
+    def pulled(fd):  # the finished file's fsync fails once, as on a stick pulled out
+        calls.append(fd)
+        if len(calls) == 1:
+            raise OSError(5, "Input/output error")
+        return fsync(fd)
+
+    writer = _write(tmp_path / "stick", [], max_bag_size=4000)
+    monkeypatch.setattr(io.os, "fsync", pulled)
+    failed = _write_until_split(writer, _timed(messages), 2)
+    assert failed is not None and "Input/output error" in str(failed) and calls
+    monkeypatch.setattr(io.os, "fsync", fsync)
+    bag = writer.close()  # the recorder's close: both files finished, metadata.yaml lists them
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["relative_file_paths"] == ["stick_0.mcap", "stick_1.mcap"]
+    for entry in info["files"]:
+        with open(bag / entry["path"], "rb") as handle:
+            assert make_reader(handle).get_summary().statistics.message_count == entry["message_count"]
+    assert info["files"][1]["message_count"] == 0
+    assert _read(bag) == _read(_write(tmp_path / "whole", messages[: info["message_count"]]).close())

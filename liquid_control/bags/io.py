@@ -236,10 +236,10 @@ class BagWriter:
         """Whether the bag is written in several files (``max_bag_size`` or ``max_bag_duration`` given)."""
         return bool(self.max_bag_size or self._max_duration_ns)
 
-    def _file_path(self) -> Path:
+    def _file_path(self, index: int = 0) -> Path:
         if not self.split:
             return self.path / f"{self.path.name}.mcap"
-        return self.path / f"{self.path.name}_{len(self._files)}.mcap"
+        return self.path / f"{self.path.name}_{index}.mcap"
 
     @property
     def mcap_path(self) -> Path:
@@ -315,18 +315,33 @@ class BagWriter:
         }
 
     def _next_file(self) -> None:
-        """Finish the open file of a split bag (its MCAP summary, CRCs, fsync) and open the next with every channel."""
+        """Finish the open file of a split bag (its MCAP summary, CRCs, fsync) and open the next with every channel.
+
+        The next file is opened first: when that fails (the folder removed, no file descriptor left) or finishing
+        the open file does, the bag is as before (that file open, none after it), so ``close()`` still finishes it
+        or says why not; a failure once it is finished (its fsync: a stick pulled) leaves the next file open."""
         import yaml
 
-        storage = self._writer.storage
-        self._files.append(self._file_entry())
-        files = [entry["path"] for entry in self._files]
-        about = {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": files}
-        storage.close(BAG_VERSION, yaml.safe_dump({**about, "files": self._files}, sort_keys=False).strip())
-        self._crcs.finish()
-        self._writer.storage = storage.next_file(self._file_path())
+        storage, crcs = self._writer.storage, self._crcs
+        new = storage.next_file(self._file_path(len(self._files) + 1))
+        try:
+            new_crcs = _ChunkCrcs(new.path)
+            try:
+                files = [*self._files, self._file_entry()]
+                names = [entry["path"] for entry in files]
+                about = {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": names}
+                storage.close(BAG_VERSION, yaml.safe_dump({**about, "files": files}, sort_keys=False).strip())
+            except BaseException:
+                new_crcs.close()
+                raise
+        except BaseException:
+            new.abort()
+            new.path.unlink(missing_ok=True)
+            raise
+        self._files = files
+        self._writer.storage, self._crcs = new, new_crcs
         self._file_stats = [0, 2**63 - 1, 0]
-        self._crcs = _ChunkCrcs(self.mcap_path)
+        crcs.finish()
 
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
