@@ -205,10 +205,11 @@ class BagWriter:
         self.max_bag_size = _split_limit("max_bag_size", max_bag_size, int)
         self.max_bag_duration = _split_limit("max_bag_duration", max_bag_duration, float)
         self._max_duration_ns = round(self.max_bag_duration * 1e9) if self.max_bag_duration else 0
+        self._split = bool(self.max_bag_size or self._max_duration_ns)
         if self.path.exists():
             raise BagError(f"{self.path}: already exists; a bag is never overwritten, choose a new name")
         self._files: list[dict] = []  # the finished files' entries of metadata.yaml's ``files``
-        self._file_stats = [0, 2**63 - 1, 0]  # the open file's message count, first and last log time
+        self._file_stats = [0, 2**63 - 1, 0]  # split: the open file's message count, first and last log time
         try:
             self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
             if compression:
@@ -234,7 +235,7 @@ class BagWriter:
     @property
     def split(self) -> bool:
         """Whether the bag is written in several files (``max_bag_size`` or ``max_bag_duration`` given)."""
-        return bool(self.max_bag_size or self._max_duration_ns)
+        return self._split
 
     def _file_path(self, index: int = 0) -> Path:
         if not self.split:
@@ -286,11 +287,14 @@ class BagWriter:
             data = _serialize(message, self._types[topic])
             log_time_ns = int(log_time_ns)
             try:
-                if self._file_stats[0] and self._file_full(log_time_ns):
-                    self._next_file()
-                self._writer.write(self._connections[topic], log_time_ns, data)
-                stats = self._file_stats
-                stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
+                if not self._split:  # the recorder's hot path: nothing per message for splitting
+                    self._writer.write(self._connections[topic], log_time_ns, data)
+                else:
+                    if self._file_stats[0] and self._file_full(log_time_ns):
+                        self._next_file()
+                    self._writer.write(self._connections[topic], log_time_ns, data)
+                    stats = self._file_stats
+                    stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
                 self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
             except OSError as exc:  # a full disk as a chunk is written: the bag, not a bare errno, is named
                 raise BagError(f"{self.path}: cannot write to the bag: {exc.strerror or exc}") from None
