@@ -89,14 +89,16 @@ def test_the_first_command_after_the_clock_steps_forward_an_hour_is_still_rate_l
 def test_fixed_rate_commands_further_apart_than_the_watchdog_timeout_ramp_at_the_configured_rate(node):
     """fixed_rate at 1 Hz with watchdog_timeout_s 0.5 (a combination the parameters allow): the cap on elapsed time
     against clock steps (the watchdog timeout) made each command move at most 0.1 * 0.5, half the configured
-    max_command_rate of 0.1 per second; the cap is now the longer of the timeout and the control period."""
+    max_command_rate of 0.1 per second; the cap is now the longer of the timeout and two control periods, so a tick
+    half a period late (at 3.5 s) keeps its due ramp too."""
     at, published, imu, wheels = _activated(node)
-    for second in range(1, 4):
+    for tick in (1.0, 2.0, 3.5):
         for i in range(5):  # fresh readings just before each tick of the control timer
-            imu.header.stamp = wheels.header.stamp = at(START + second * 10**9 - (4 - i) * 5_000_000)
+            imu.header.stamp = wheels.header.stamp = at(START + int(tick * 10**9) - (4 - i) * 5_000_000)
             node._on_vector("wheels", wheels)
             node._on_vector("imu", imu)
         node._on_control_timer()
     steps = np.abs(np.diff(np.array(published), axis=0)).max(axis=1)
     assert len(published) == 3 and np.abs(published[0]).max() > 0.05 + 1e-9, published  # was 0.05 a second
-    assert steps.max() <= 0.1 + 1e-9 and steps.min() > 0.05 + 1e-9, steps
+    assert 0.05 + 1e-9 < steps[0] <= 0.1 + 1e-9, steps
+    assert 0.1 + 1e-9 < steps[1] <= 0.15 + 1e-9, steps  # the late tick: 1.5 s of ramp

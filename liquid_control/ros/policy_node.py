@@ -241,10 +241,10 @@ class PolicyNode(LifecycleNode):
         except BaseException:
             backend.close()  # the runner owns it from here on (closed by _release)
             raise
-        # the rate limit credits at most the watchdog timeout between two commands, or fixed_rate's period where that is
-        # longer: longer still, and the node clock stepped forward (or no command was due: the robot held the
-        # previous one, which the next ramps from)
-        longest = max(s.watchdog_timeout_s, 1.0 / s.control_rate_hz if s.publish_mode == "fixed_rate" else 0.0)
+        # the rate limit credits at most the watchdog timeout between two commands, or two of fixed_rate's periods
+        # where longer (a late tick keeps its due ramp): longer still, and the node clock stepped forward (or no command
+        # was due: the robot held the previous one, which the next ramps from)
+        longest = max(s.watchdog_timeout_s, 2.0 / s.control_rate_hz if s.publish_mode == "fixed_rate" else 0.0)
         self.limiter = CommandLimiter(s.action_scale, s.max_command, s.max_command_rate, longest)
         # what the policy file (or the export of it that runs) records of its training sensors, on either backend
         self._training = backend.training_record
