@@ -218,8 +218,11 @@ class BagWriter:
                 self._writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
             for key, value in (custom_data or {}).items():
                 self._writer.set_custom_data(str(key), str(value))
-            self.path.mkdir(mode=0o755, parents=True)
-            self._writer.storage = _McapFile(self._file_path(), self._writer.compression_mode)
+            if self._split:  # rosbags writes one file: its MCAP storage writer, driven here (see _McapFile)
+                self.path.mkdir(mode=0o755, parents=True)
+                self._writer.storage = _McapFile(self._file_path(), self._writer.compression_mode)
+            else:  # rosbags' public API alone
+                self._writer.open()
         except (WriterError, OSError) as exc:
             raise BagError(f"{self.path}: cannot create the bag: {exc}") from None
         try:
@@ -245,6 +248,8 @@ class BagWriter:
     @property
     def mcap_path(self) -> Path:
         """The MCAP file being written (the last one, once the bag is closed)."""
+        if not self._split:
+            return self._file_path()
         return self._writer.storage.path if self._writer.storage else self._crcs.path
 
     @property
