@@ -244,3 +244,20 @@ def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_i
             assert make_reader(handle).get_summary().statistics.message_count == entry["message_count"]
     assert info["files"][1]["message_count"] == 0
     assert _read(bag) == _read(_write(tmp_path / "whole", messages[: info["message_count"]]).close())
+
+
+def test_splitting_with_another_rosbags_version_is_refused_before_the_bag_is_made(tmp_path, monkeypatch):
+    """Before: a split bag drives rosbags' internal MCAP storage writer (its file, buffers, schemas), so with a
+    rosbags other than the pinned one (package.xml's python3-rosbags-pip is not pinned) a recorder started
+    without a word and could fail mid-drive with an AttributeError traceback; it is refused at the start,
+    naming the option, the version installed and the one to install. An unsplit bag uses rosbags' public API."""
+    from liquid_control.bags import io
+
+    monkeypatch.setattr(io, "_rosbags_version", lambda: "0.99.0")
+    with pytest.raises(BagError, match=r"^max_bag_duration: .*rosbags==0\.11\.9.*rosbags 0\.99\.0 is installed"):
+        BagWriter(tmp_path / "bag", max_bag_duration=600)
+    assert not (tmp_path / "bag").exists()
+    assert sorted(p.name for p in _write(tmp_path / "bag", _messages(5)).close().iterdir()) == [
+        "bag.mcap",
+        "metadata.yaml",
+    ]

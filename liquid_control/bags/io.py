@@ -206,6 +206,13 @@ class BagWriter:
         self.max_bag_duration = _split_limit("max_bag_duration", max_bag_duration, float)
         self._max_duration_ns = round(self.max_bag_duration * 1e9) if self.max_bag_duration else 0
         self._split = bool(self.max_bag_size or self._max_duration_ns)
+        if self._split and _rosbags_version() != ROSBAGS_TESTED:  # refused before a drive, not failing in it
+            given = "max_bag_size" if self.max_bag_size else "max_bag_duration"
+            raise BagError(
+                f"{given}: a split bag is written through rosbags' MCAP storage writer as in rosbags=={ROSBAGS_TESTED} "
+                f"(requirements.txt), and rosbags {_rosbags_version()} is installed: install that version, or record "
+                "without splitting"
+            )
         if self.path.exists():
             raise BagError(f"{self.path}: already exists; a bag is never overwritten, choose a new name")
         self._files: list[dict] = []  # the finished files' entries of metadata.yaml's ``files``
