@@ -1171,11 +1171,12 @@ def test_record_cli_expert_refuses_bad_options_before_creating_the_folder(tmp_pa
         (["--expert", "--episodes", "1"], ["--compress", "--duration", "5"]),
         (["--expert", "--episodes", "1"], ["/camera/image_raw"]),
         (["--recover", "somebag"], ["--max-bag-duration", "60"]),
+        (["--info", "somebag"], ["--compress"]),
     ],
 )
 def test_record_refuses_options_of_recording_topics_in_a_mode_that_would_ignore_them(tmp_path, capsys, mode, options):
     """`record --expert --max-bag-size 4G` recorded unsplit episode bags without a word (also --compress, --duration,
-    topics), as --recover did: each is refused naming it, before anything is written."""
+    topics), as --recover and --info did: each is refused naming it, before anything is written."""
     from liquid_control import cli
 
     out = tmp_path / "rx"

@@ -633,16 +633,16 @@ def _record_graph(args, topics: list[str]) -> int:
 def run(args) -> int:
     """Record topics or expert episodes, or show or recover a bag; exit code 2 for a bad bag or argument."""
     try:
-        if args.info:
-            print(bag_info(args.info))
-            return 0
         topic_defaults = getattr(args, "topic_defaults", {})
         ignored = [f"--{k.replace('_', '-')}" for k in topic_defaults if getattr(args, k) != topic_defaults[k]]
         if args.topics:
             ignored.insert(0, "topics")
-        if ignored and (args.expert or args.recover):
-            mode = "--expert episodes" if args.expert else "--recover"
+        if ignored and (args.expert or args.recover or args.info):
+            mode = "--expert episodes" if args.expert else "--recover" if args.recover else "--info"
             raise ValueError(f"{', '.join(ignored)}: only for recording topics over DDS ({mode} would ignore them)")
+        if args.info:
+            print(bag_info(args.info))
+            return 0
         if args.recover:
             if not args.output:
                 raise ValueError("--recover needs -o/--output for the new bag")

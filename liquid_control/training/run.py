@@ -345,7 +345,8 @@ class TrainingRun:
             self.log(
                 f"warning: vector input {columns[i]} barely varies over the training data (spread {std[i]:.3g}, "
                 f"{len(data)} readings): it is scaled by 1/{MIN_INPUT_STD:g}, so a change of 0.01 at run time reaches "
-                "the network as 10; record data in which it varies, or leave it out of observation.vectors"
+                f"the network as {0.01 / MIN_INPUT_STD:g}; record data in which it varies, or leave it out of "
+                "observation.vectors"
             )
         self.policy.vectors.set_normalization(data.mean(axis=0), std)
 
