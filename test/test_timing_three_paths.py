@@ -7,6 +7,8 @@ for a stale input."""
 
 import numpy as np
 import pytest
+from test_ros_fusion import CONFIG as FUSION_CONFIG
+from test_ros_fusion import H, W
 from test_sim_balance_nav import RecordingNav
 
 import sim_envs.world as world_module
@@ -19,29 +21,10 @@ from liquid_control.policy import validate_config
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.runtime import runner as R
 
-H = W = 8
-
 
 def nav_config(lag):
-    return validate_config(
-        {
-            "name": "nav_timing",
-            "world": "LiquidBalanceNav-v0",
-            "observation": {
-                "image": {"height": H, "width": W},
-                "vectors": {"imu": 6, "wheels": 2},
-                "update_on": ["camera", "imu"],
-                "timing": ["event", "ages"],
-                "reorder_lag_s": lag,
-            },
-            "encoder": {
-                "camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 4},
-                "vectors": {"hidden": [4], "features": 4},
-            },
-            "core": {"type": "cfc", "units": 8},
-            "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
-        }
-    )
+    """test_ros_fusion's camera+IMU balance-nav policy, with the reordering lag under test."""
+    return validate_config({**FUSION_CONFIG, "observation": {**FUSION_CONFIG["observation"], "reorder_lag_s": lag}})
 
 
 def irregular_stamps(seed, spans):
