@@ -9,10 +9,9 @@ from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Twist
 from rclpy.clock import ClockType
 from rclpy.lifecycle import TransitionCallbackReturn
-from rclpy.parameter import Parameter
 from rclpy.time import Time as RosTime
 from sensor_msgs.msg import Imu, JointState
-from test_ros_lifecycle import CONFIG  # the tiny balancer policy
+from test_ros_lifecycle import CONFIG, params  # the tiny balancer policy, its node parameters
 
 from liquid_control.policy import Policy, save_policy
 from liquid_control.ros.policy_node import PolicyNode
@@ -25,10 +24,8 @@ def node(tmp_path, request):
     policy = save_policy(tmp_path / "tiny_balancer.pt", Policy.from_config(CONFIG))
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
-    values = dict(
-        policy=str(policy),
-        command_type="float64_multi_array",
-        command_topic="torques",
+    overrides = params(
+        policy,
         action_scale=[1.0],
         max_command=[1.0],
         max_command_rate=[0.1],
@@ -36,7 +33,7 @@ def node(tmp_path, request):
         use_sim_time=True,
         **getattr(request, "param", {}),
     )
-    node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    node = PolicyNode(context=context, parameter_overrides=overrides)
     yield node
     node.trigger_shutdown()
     node.destroy_node()
