@@ -108,23 +108,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class PoolStarted(Exception):
+    """Raised instead of starting a worker pool: the note about the workers comes before the pool starts."""
+
+
+def _no_pool(workers, initializer):
+    raise PoolStarted(workers)
+
+
 def test_more_workers_than_cpus_are_said(monkeypatch, capsys):
     """Before: `eval --workers 64` on a 2-CPU machine started one process per batch, up to 64, without a word
     (train says it: test_training_out)."""
     from liquid_control.evaluation import backends
     from liquid_control.evaluation.plan import build_plan
 
-    class Started(Exception):
-        pass
-
-    def no_pool(workers, initializer):  # the pool is not needed: the note comes before it starts
-        raise Started(workers)
-
     monkeypatch.setattr(backends, "available_cpus", lambda: 2)
-    monkeypatch.setattr(backends, "spawn_pool", no_pool)
+    monkeypatch.setattr(backends, "spawn_pool", _no_pool)
     jobs = build_plan(["expert"], ["in_distribution"], 5, world="LiquidBalance-v0").jobs
     for workers in (2, 64):
-        with pytest.raises(Started, match=str(min(workers, 5))):  # one process per batch at most
+        with pytest.raises(PoolStarted, match=str(min(workers, 5))):  # one process per batch at most
             backends.run_jobs(jobs, lambda *_: None, workers=workers, progress=False, lanes=1)
     assert capsys.readouterr().err.strip().splitlines() == [
         "liquid-control eval: workers (--workers) 5: more than the 2 CPUs this process may use: the same episodes, "
@@ -138,16 +140,10 @@ def test_more_training_workers_than_cpus_in_an_experiment_are_said(tmp_path, mon
     64, without a word, where eval's episode pool and train say it."""
     from liquid_control.evaluation import experiment
 
-    class Started(Exception):
-        pass
-
-    def no_pool(workers, initializer):  # the pool is not needed: the note comes before it starts
-        raise Started(workers)
-
     monkeypatch.setattr(experiment, "available_cpus", lambda: 2)
-    monkeypatch.setattr(experiment, "spawn_pool", no_pool)
+    monkeypatch.setattr(experiment, "spawn_pool", _no_pool)
     for workers in (2, 64):
-        with pytest.raises(Started, match=str(min(workers, 3))):  # one process per run at most
+        with pytest.raises(PoolStarted, match=str(min(workers, 3))):  # one process per run at most
             experiment.train_all([("cfc", "cfc")], [0, 1, 2], str(tmp_path / "train"), {"cfc": {}}, False, workers)
     assert capsys.readouterr().err.strip().splitlines() == [
         "liquid-control eval: workers (--workers) 3: more than the 2 CPUs this process may use: the same episodes, "
