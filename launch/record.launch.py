@@ -23,8 +23,14 @@ ARGUMENTS = {
     "topics": ("", "space-separated topics overriding the parameter file's"),
     "use_sim_time": ("false", "log times from /clock"),
     "duration_s": ("0", "stop after this many seconds (0: until Ctrl-C)"),
-    "max_bag_size": ("0", "bytes: split the bag into <bag>_0.mcap, <bag>_1.mcap ... of about this size (0: no split)"),
-    "max_bag_duration": ("0", "seconds: split the bag into files of this much recording each (0: no split)"),
+    "max_bag_size": (
+        "0",
+        "bytes: split the bag into <bag>_0.mcap, <bag>_1.mcap ... of about this size, at least 1048576 (0: no split)",
+    ),
+    "max_bag_duration": (
+        "0",
+        "seconds: split the bag into files of this much recording each, at least 1 (0: no split)",
+    ),
 }
 
 

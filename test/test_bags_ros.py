@@ -398,7 +398,7 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
 
 
-def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path):
+def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path, monkeypatch):
     """Before: a recording of hours was one .mcap file however large (a FAT32 stick refuses it past 4 GB, a hard
     kill left all of it to recover); `-p max_bag_size:=` splits it into <bag>_0.mcap, <bag>_1.mcap ..."""
     import rclpy
@@ -406,7 +406,10 @@ def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path
     import yaml
     from std_msgs.msg import String
 
+    from liquid_control.bags import io
     from liquid_control.ros.recorder_node import BagRecorderNode
+
+    monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)  # files of 2 kB (refused a recording: a file a message or two)
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
@@ -627,6 +630,8 @@ def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path
         ("max_bag_size:=-1", "max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got -1"),
         ("max_bag_size:=4G", "max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got '4G'"),
         ("max_bag_duration:=-1.0", "max_bag_duration: must be a number of seconds in [0, 86400] (0: no split)"),
+        ("max_bag_size:=4", "max_bag_size: 4 bytes is below the smallest split size, 1048576 (1MiB)"),
+        ("max_bag_duration:=0.001", "max_bag_duration: 0.001 s is below the shortest split duration, 1 s"),
     ],
 )
 def test_bad_recorder_parameters_are_refused_naming_them_before_the_bag_is_made(tmp_path, argument, named):

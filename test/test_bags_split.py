@@ -51,6 +51,15 @@ def _messages(n: int = 120):
     return out
 
 
+@pytest.fixture
+def small_files(monkeypatch):
+    """Files of a few kB: the splitting is the same at any size, and these tests' recordings are tens of kB (a
+    recording is refused a size below io.MIN_BAG_SIZE, test_split_limits_below_the_minimum_are_refused...)."""
+    from liquid_control.bags import io
+
+    monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)
+
+
 def _write(path, messages, **split) -> BagWriter:
     writer = BagWriter(path, **split)
     writer.add_topic("/episode_status", "std_msgs/msg/String", [LATCHED])
@@ -66,7 +75,9 @@ def _read(bag) -> list:
         return [(m.topic, m.log_time_ns, bytes(m.data)) for m in reader.messages()]
 
 
-def test_a_tiny_max_bag_size_splits_into_files_each_whole_and_read_alone_and_the_bag_reads_as_unsplit(tmp_path):
+def test_a_tiny_max_bag_size_splits_into_files_each_whole_and_read_alone_and_the_bag_reads_as_unsplit(
+    tmp_path, small_files
+):
     from mcap.reader import make_reader
     from rosbags.rosbag2 import Reader
 
@@ -133,7 +144,7 @@ def test_max_bag_duration_splits_by_log_time(tmp_path):
     assert _read(bag) == _read(_write(tmp_path / "whole", messages).close())
 
 
-def test_a_recorder_killed_leaves_its_finished_files_whole(tmp_path):
+def test_a_recorder_killed_leaves_its_finished_files_whole(tmp_path, small_files):
     from mcap.reader import make_reader
 
     messages = _messages()
@@ -171,12 +182,43 @@ def test_zero_is_no_split(tmp_path):
     assert sorted(p.name for p in bag.iterdir()) == ["bag.mcap", "metadata.yaml"]
 
 
+@pytest.mark.parametrize(
+    ("option", "given", "limit", "refused"),
+    [
+        ("--max-bag-size", "4", {"max_bag_size": 4}, "4 bytes is below the smallest split size, 1048576 (1MiB)"),
+        ("--max-bag-size", "1048575", {"max_bag_size": 2**20 - 1}, "1048575 bytes is below the smallest split size"),
+        ("--max-bag-size", "1M", {"max_bag_size": 10**6}, "1000000 bytes is below the smallest split size"),
+        ("--max-bag-duration", "0.5", {"max_bag_duration": 0.5}, "0.5 s is below the shortest split duration, 1 s"),
+    ],
+)
+def test_split_limits_below_the_minimum_are_refused_naming_the_option_and_the_minimum(
+    tmp_path, capsys, option, given, limit, refused
+):
+    """Before: any limit was taken: `--max-bag-size 4` (or `-p max_bag_size:=4`) wrote a file per message, each
+    finished and fsynced on its own (rosbag2 refuses a size below its storage's minimum too). The option, BagWriter
+    (and so the recorder node, test_bags_ros) refuse it, naming it and the minimum; the minimum itself is taken."""
+    from liquid_control.bags import io
+    from liquid_control.ros.recorder_node import add_arguments
+
+    parser = argparse.ArgumentParser(prog="liquid-control record")
+    add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args([option, given])
+    assert f"argument {option}: '{given}': {refused}" in capsys.readouterr().err
+    (name,) = limit
+    with pytest.raises(BagError, match="^" + re.escape(f"{name}: {refused}")):
+        BagWriter(tmp_path / "bag", **limit)
+    assert not (tmp_path / "bag").exists()
+    smallest = io.MIN_BAG_SIZE if name == "max_bag_size" else io.MIN_BAG_DURATION_S
+    assert BagWriter(tmp_path / "bag", **{name: smallest}).close().is_dir()
+
+
 def test_record_options_take_sizes_and_seconds_and_refuse_bad_ones_naming_the_option(capsys):
     from liquid_control.ros.recorder_node import add_arguments, record_graph
 
     parser = argparse.ArgumentParser(prog="liquid-control record")
     add_arguments(parser)
-    for given, size in [("4G", 4 * 10**9), ("500M", 500 * 10**6), ("2GiB", 2 * 1024**3), ("1234", 1234), ("0", 0)]:
+    for given, size in [("4G", 4 * 10**9), ("500M", 500 * 10**6), ("2GiB", 2 * 1024**3), ("1048576", 2**20), ("0", 0)]:
         assert parser.parse_args(["--max-bag-size", given]).max_bag_size == size
     assert parser.parse_args(["--max-bag-duration", "600"]).max_bag_duration == 600.0
     for option, bad in [("--max-bag-size", "4KB"), ("--max-bag-size", "-1"), ("--max-bag-duration", "-3")]:
@@ -205,7 +247,7 @@ def _write_until_split(writer: BagWriter, stream, files: int):
     raise AssertionError(f"no split into {files} files")
 
 
-def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_it(tmp_path, monkeypatch):
+def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_it(tmp_path, monkeypatch, small_files):
     """Before: a split whose next file could not be opened (the bag folder removed, as the recorder's write
     failure names) or whose finished file could not be fsynced (a USB stick pulled) left the writer on the closed
     file, so close(), which the recorder calls next, failed with 'ValueError: I/O operation on closed file' (a

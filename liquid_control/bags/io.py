@@ -406,6 +406,33 @@ class BagWriter:
         return False
 
 
+# The smallest split limits taken (0 is no split). Below them a file holds about one message (a camera frame is up
+# to a few MB), each file finished and fsynced on its own: `--max-bag-size 4` made an hour of recording into a
+# file per message. rosbag2 refuses a size below its storage's minimum (1 KiB for MCAP, 84 KiB for sqlite3) and
+# takes the duration in whole seconds; here the size is at least one MCAP chunk of the writer (rosbags closes a
+# chunk at 1 MiB: a smaller file never holds a whole one).
+MIN_BAG_SIZE = 1 << 20  # bytes
+MIN_BAG_DURATION_S = 1.0
+
+
+def split_limit_refusal(name: str, value) -> str:
+    """Why a max_bag_size (``name`` ends in ``size``: bytes) or max_bag_duration (seconds) that is a number, 0 or
+    more, is refused: below its minimum; '' for 0 (no split) or one at or above it. Without the name: the one check
+    of BagWriter, the recorder's parameters and ``liquid-control record``'s options, each naming its own."""
+    if name.endswith("size"):
+        if 0 < value < MIN_BAG_SIZE:
+            return (
+                f"{value} bytes is below the smallest split size, {MIN_BAG_SIZE} (1MiB): the files would hold about "
+                "a message each, each finished and fsynced on its own (0: no split)"
+            )
+    elif 0 < value < MIN_BAG_DURATION_S:
+        return (
+            f"{value:g} s is below the shortest split duration, {MIN_BAG_DURATION_S:g} s: the files would hold about "
+            "a message each, each finished and fsynced on its own (0: no split)"
+        )
+    return ""
+
+
 def _split_limit(name: str, value, kind) -> int | float | None:
     """A BagWriter's max_bag_size (bytes, int) or max_bag_duration (seconds): None or 0 for no split."""
     if value is None:
@@ -417,6 +444,9 @@ def _split_limit(name: str, value, kind) -> int | float | None:
     if number is None or number != value or isinstance(value, bool) or not number >= 0 or number == float("inf"):
         what = "a whole number of bytes" if kind is int else "a number of seconds"
         raise BagError(f"{name}: must be {what}, 0 or more (0: no split), got {value!r}")
+    refusal = split_limit_refusal(name, number)
+    if refusal:
+        raise BagError(f"{name}: {refusal}")
     return number or None
 
 

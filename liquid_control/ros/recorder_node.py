@@ -34,7 +34,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError, BagReader, BagWriter
-from liquid_control.bags.io import message_class, metadata_counts, qos_dict
+from liquid_control.bags.io import message_class, metadata_counts, qos_dict, split_limit_refusal
 from liquid_control.conventions.params import (
     MAX_QOS_DEPTH,
     MAX_SECONDS,
@@ -52,8 +52,14 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "discovery_period_s": (0.2, "how often to look for publishers of topics not yet subscribed"),
     "qos_depth": (100, "subscription history depth (keep last)"),
     "compression": (False, "zstd-compress the MCAP chunks (smaller, slower to read)"),
-    "max_bag_size": (0, "bytes: split the bag into <bag>_0.mcap, <bag>_1.mcap ... of about this size (0: no split)"),
-    "max_bag_duration": (0.0, "seconds: split the bag into files of this much recording each (0: no split)"),
+    "max_bag_size": (
+        0,
+        "bytes: split the bag into <bag>_0.mcap, <bag>_1.mcap ... of about this size, at least 1048576 (0: no split)",
+    ),
+    "max_bag_duration": (
+        0.0,
+        "seconds: split the bag into files of this much recording each, at least 1 (0: no split)",
+    ),
 }
 
 
@@ -95,11 +101,15 @@ def recorder_parameter_problems(p: dict) -> list[str]:
     size = p["max_bag_size"]
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         problems.append(f"max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got {size!r}")
+    elif split_limit_refusal("max_bag_size", size):  # -p max_bag_size:=4: a file per message
+        problems.append(f"max_bag_size: {split_limit_refusal('max_bag_size', size)}")
     split_s = p["max_bag_duration"]
     if not (number(split_s) and 0 <= split_s <= MAX_SECONDS):
         problems.append(
             f"max_bag_duration: must be a number of seconds in [0, {MAX_SECONDS:g}] (0: no split), got {split_s!r}"
         )
+    elif split_limit_refusal("max_bag_duration", split_s):
+        problems.append(f"max_bag_duration: {split_limit_refusal('max_bag_duration', split_s)}")
     return problems
 
 
@@ -322,7 +332,8 @@ SIZE_UNITS.update({f"{unit}iB": 1024 ** (i + 1) for i, unit in enumerate("KMGT")
 
 
 def bag_size(text: str) -> int:
-    """``--max-bag-size``: bytes, ``500M``, ``4G`` (powers of 1000), ``2GiB`` (of 1024); 0: no split."""
+    """``--max-bag-size``: bytes, ``500M``, ``4G`` (powers of 1000), ``2GiB`` (of 1024), at least 1MiB; 0: no
+    split."""
     number = text.strip()
     unit = number.lstrip("0123456789.")
     number = number[: len(number) - len(unit)]
@@ -336,17 +347,23 @@ def bag_size(text: str) -> int:
             f"{text!r} is not a size: bytes, or a number with K, M, G, T (powers of 1000) or KiB, MiB, GiB, TiB "
             "(e.g. 4G, 500M; 0: no split)"
         )
+    refusal = split_limit_refusal("max_bag_size", int(size))
+    if refusal:  # argparse names the option
+        raise argparse.ArgumentTypeError(f"{text!r}: {refusal}")
     return int(size)
 
 
 def bag_duration(text: str) -> float:
-    """``--max-bag-duration``: seconds, 0 or more (0: no split)."""
+    """``--max-bag-duration``: seconds, at least 1 (0: no split)."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
     if not (0 <= seconds <= MAX_SECONDS):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds in [0, {MAX_SECONDS:g}] (0: no split)")
+    refusal = split_limit_refusal("max_bag_duration", seconds)
+    if refusal:
+        raise argparse.ArgumentTypeError(f"{text!r}: {refusal}")
     return seconds
 
 
@@ -379,14 +396,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         metavar="SIZE",
         help="split the bag into files <bag>_0.mcap, <bag>_1.mcap ... of about SIZE: bytes, or with K, M, G, T "
-        "(powers of 1000: 4G fits a FAT32 stick) or KiB, MiB, GiB, TiB (0: no split)",
+        "(powers of 1000: 4G fits a FAT32 stick) or KiB, MiB, GiB, TiB; at least 1MiB (0: no split)",
     )
     parser.add_argument(
         "--max-bag-duration",
         type=bag_duration,
         default=0.0,
         metavar="SECONDS",
-        help="split the bag into files of SECONDS of recording each (0: no split)",
+        help="split the bag into files of SECONDS of recording each, at least 1 (0: no split)",
     )
     mode = parser.add_argument_group("other modes")
     mode.add_argument("--info", metavar="BAG", help="print what a bag holds (topics, types, counts, QoS) and exit")
