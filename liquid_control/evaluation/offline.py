@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -291,9 +292,11 @@ def report_markdown(results: dict) -> str:
     ]
     for name, res in results["policies"].items():
         for bag, row in res["bags"].items():
-            plot = f"![]({row['plot']})" if row.get("plot") else ""
+            # percent-encoded: a link target ends at a space (a bag named 'Fahrt 1'), and a | ends the cell
+            plot = f"![]({quote(row['plot'])})" if row.get("plot") else ""
+            shown = row.get("name", Path(bag).name).replace("|", "\\|")
             lines.append(
-                f"| {name} | {row.get('name', Path(bag).name)} | {row['updates']} | {row.get('labelled', 0)} | "
+                f"| {name} | {shown} | {row['updates']} | {row.get('labelled', 0)} | "
                 f"{_fmt(row.get('mae'))} | {_fmt(row.get('rmse'))} | {row.get('loss', math.nan):.5f} | {plot} |"
             )
     lines += ["", "| policy | labelled updates | MAE | RMSE | loss |", "| --- | --- | --- | --- | --- |"]
