@@ -680,7 +680,7 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     whole = trainer.train(CAMERA_ONLY, tmp_path / "whole", data=data, progress=False, log=lambda m: None)
 
     def killed_after_the_first_epoch(message):
-        if message.startswith("epoch 1: validation"):
+        if message.startswith("epoch 1/2: loss"):  # its validation said, not yet saved
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -861,6 +861,25 @@ def test_a_bag_run_says_which_epoch_it_selected_and_which_had_the_same_validatio
     lines.clear()
     trainer.train(CAMERA_ONLY, tmp_path / "none", data={"bags": data["bags"]}, progress=False, log=lines.append)
     assert lines[-1].startswith("selected the last epoch (2): no validation bags; wrote "), lines[-1]
+
+
+def test_a_bag_run_in_a_log_says_each_epoch_in_one_line_with_its_losses_and_seconds(tmp_path):
+    """Before: with the bars off (a CI or cluster log) a bag run said only 'epoch N: validation loss ...' per epoch,
+    without its training loss or time, and nothing at all per epoch without validation bags (metrics.csv had them)."""
+    from liquid_control.training import trainer
+
+    data = {
+        "bags": [_steady_bag(tmp_path / "drive", 0.07, 30)],
+        "validation": [_steady_bag(tmp_path / "held", 0.07, 20)],
+    }
+    two = {"training.epochs_first": 2}
+    for name, given in (("validated", data), ("alone", {"bags": data["bags"]})):
+        lines = []
+        trainer.train(CAMERA_ONLY, tmp_path / name, data=given, overrides=two, progress=False, log=lines.append)
+        validation = r", validation loss \d+\.\d{5} \(\d+ updates\)" if name == "validated" else ""
+        said = [line for line in lines if line.startswith("epoch ")]
+        epochs = [re.fullmatch(rf"epoch (\d)/2: loss \d+\.\d{{5}}{validation}, \d+\.\d s", line) for line in said]
+        assert [m and m[1] for m in epochs] == ["1", "2"], lines
 
 
 def test_a_later_epoch_the_same_to_6_digits_is_not_called_an_equal_loss_the_later_of_which_is_kept():
@@ -1222,7 +1241,18 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     save_policy(path, Policy.from_config(CAMERA_ONLY))
     expert_run = record_expert_episodes(tmp_path / "expert", [100], render_size=W, time_limit=2.0)[0]
     common = dict(render_size=W, time_limit=2.0, policy=path)
-    always = record_expert_episodes(tmp_path / "always", [100], takeover=Takeover(threshold=1e-6), **common)[0]
+    lines = []  # where no bar shows progress: a line per episode
+    always = record_expert_episodes(
+        tmp_path / "always", [100], takeover=Takeover(threshold=1e-6), log=lines.append, **common
+    )[0]
+    assert (
+        re.fullmatch(
+            rf"episode 1/1: episode_100, {always['outcome']} after {always['sim_time']:.1f} s of driving, the operator "
+            rf"drove {always['updates']} of {always['updates']} updates, \d+\.\d s",
+            lines[0],
+        )
+        and len(lines) == 1
+    ), lines
     never = record_expert_episodes(tmp_path / "never", [100], takeover=Takeover(threshold=10.0), **common)[0]
 
     def topic(bag, name):

@@ -1,6 +1,7 @@
 """The `liquid-control` front end itself: what every command shares."""
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -126,6 +127,17 @@ def test_a_log_gets_no_progress_bar_and_a_path_with_spaces_works(tmp_path):
     assert "\r" not in proc.stderr and "expert episodes" not in proc.stderr, proc.stderr
     assert f"into {out} in " in proc.stdout
     assert len(list(out.glob("episode_*"))) == 2
+
+
+def test_record_expert_in_a_log_says_each_episode(tmp_path, capsys):
+    """Before: `record --expert` with stderr no terminal (no bar) said nothing until its last episode was recorded:
+    a CI or cluster log of a long recording held no line of how far it was."""
+    argv = ["record", "--expert", "--episodes", "2", "--seed", "5", "--time-limit", "0.3", "--render-size", "32"]
+    assert cli.main([*argv, "-o", str(tmp_path / "bags")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    line = r"episode (\d)/2: (episode_\d+), (?:success|collision|timeout) after \d+\.\d s of driving, \d+\.\d s"
+    said = [re.fullmatch(line, text) for text in err]
+    assert [m.groups() for m in said if m] == [("1", "episode_5"), ("2", "episode_6")], err
 
 
 def test_no_progress_help_says_when_bars_are_shown():

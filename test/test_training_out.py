@@ -446,6 +446,38 @@ def test_more_workers_or_threads_than_cpus_are_said(tmp_path, monkeypatch):
     ]
 
 
+def test_train_in_a_log_says_each_epoch_and_the_headline_experiments_runs_only_their_rounds(
+    tmp_path, capsys, monkeypatch
+):
+    """Before: with stderr no terminal (a CI log, a cluster job's file: the bars off) train said a line per DAgger
+    round and none per epoch, so a long run's log held nothing for many minutes. The headline experiment trains
+    ~100 runs into one log: they say their rounds and their end, not their every epoch."""
+    import re
+
+    from liquid_control.evaluation import experiment
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(dagger_max_steps=5)))
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    epochs = [re.fullmatch(r"epoch (\d)/7 \(round (\d)\): loss \d+\.\d{5}, \d+\.\d s", line) for line in err]
+    assert [m.groups() for m in epochs if m] == [
+        ("1", "0"),
+        ("2", "0"),
+        ("3", "0"),
+        ("4", "1"),
+        ("5", "1"),
+        ("6", "2"),
+        ("7", "2"),
+    ], err
+    logged = []
+    monkeypatch.setattr(experiment, "config_path", lambda arch: str(config))
+    experiment._run_training("tiny", "cfc", 0, str(tmp_path / "headline"), {}, False, logged.append, "")
+    assert [line for line in logged if line.startswith("round ")] and not [
+        line for line in logged if line.startswith("epoch")
+    ], logged
+
+
 def test_a_run_folder_holds_its_training_curves(tmp_path):
     """Before: a run's curves were only in TensorBoard's files, and TensorBoard is optional (not installed here):
     a reader had metrics.csv and had to draw it."""

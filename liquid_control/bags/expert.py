@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -369,9 +370,11 @@ def record_expert_episodes(
     stop: threading.Event | None = None,
     policy: str | Path | None = None,
     takeover: Takeover = Takeover(),
+    log=None,
 ) -> list[dict]:
     """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``).
     ``policy``/``takeover``: that policy drives, the expert supervising (see :func:`record_expert_episode`).
+    ``log``: called with a line per recorded episode (where no bar shows progress: a CI log, a job's file).
 
     ``stop`` set (a signal handler's flag): KeyboardInterrupt, with the episode being recorded removed.
     """
@@ -408,6 +411,7 @@ def record_expert_episodes(
         except OSError as exc:
             raise ValueError(f"-o {out}: cannot create the folder ({exc.strerror or exc})") from None
         for done, seed in enumerate(tqdm(seeds, desc="expert episodes", disable=not progress, leave=False)):
+            started = time.monotonic()
             path = out / episode_bag_name(seed)
             existed = path.exists()  # appeared since the check above (another recorder): never ours to remove
             try:
@@ -426,6 +430,16 @@ def record_expert_episodes(
                 raise
             status["bag"] = str(path)
             results.append(status)
+            if log is not None:
+                took = (
+                    f", the operator drove {status['operator_updates']} of {status['updates']} updates"
+                    if driver
+                    else ""
+                )
+                log(
+                    f"episode {done + 1}/{len(seeds)}: {path.name}, {status['outcome']} after "
+                    f"{status['sim_time']:.1f} s of driving{took}, {time.monotonic() - started:.1f} s"
+                )
     except BaseException:
         remove_made_folder(out, made)
         raise

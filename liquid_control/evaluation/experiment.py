@@ -179,6 +179,7 @@ def _run_training(name: str, arch: str, seed: int, out_dir: str, overrides: dict
         resume=resume,
         overrides=overrides or None,
         progress=False,
+        epoch_lines=False,  # ~100 runs in one log: each says its rounds and its end, not its every epoch
         threads=1,
         log=log,
         command=f"liquid-control eval --experiment headline (training {name}, seed {seed}{where})",

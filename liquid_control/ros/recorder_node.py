@@ -469,7 +469,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --policy: the operator also drives each update with this probability, at random (DAgger's "
         "mixture policy, its beta; 0..1, default 0: only the takeover rule decides)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar (--expert: a line per episode instead)"
+    )
     # what the --expert options default to: one given without --expert is refused, not ignored
     parser.set_defaults(expert_defaults={dest: parser.get_default(dest) for dest in EXPERT_OPTIONS})
     parser.set_defaults(topic_defaults={dest: parser.get_default(dest) for dest in TOPIC_OPTIONS})
@@ -717,6 +719,7 @@ def run(args) -> int:
                     stop=stop,
                     policy=args.policy,
                     takeover=Takeover(**takeover),
+                    log=(lambda line: print(line, file=sys.stderr, flush=True)) if args.no_progress else None,
                 )
             except KeyboardInterrupt:
                 done = sorted(Path(out).glob("episode_*")) if Path(out).is_dir() else []

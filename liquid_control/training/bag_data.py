@@ -637,7 +637,11 @@ class BagRun(TrainingRun):
                     f"epoch {self.epoch_done}: validation loss {loss} on the held-out bags ({bags}) with finite "
                     f"weights: the policy's actions are not finite there; {self.kept()}, not validated"
                 )
-            self.log(f"epoch {self.epoch_done}: validation loss {loss:.5f} ({result['updates']} updates)")
+            said = f"validation loss {loss:.5f} ({result['updates']} updates)"
+            if not self.say_epoch(said):  # bars on (or an epoch trained before a resume): a line of its own
+                self.log(f"epoch {self.epoch_done}: {said}")
+        else:
+            self.say_epoch()
         self._row(epoch=self.epoch_done, round=0, kind="validate", loss="" if loss is None else round(loss, 6))
         best_loss = None if self.best is None else self.best.get("validation_loss")
         if self.best is None or loss is None or best_loss is None or loss <= best_loss:

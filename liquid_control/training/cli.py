@@ -83,7 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="processes that run the episodes (collection and model selection) in parallel; the episodes and the "
         "trained policy are the same for any number (default 1; on an otherwise idle machine: its cores)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (log lines only: a line per epoch)"
+    )
     parser.add_argument(
         "--init-from",
         metavar="POLICY",

@@ -136,6 +136,8 @@ class TrainingRun:
         self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
         self.code = [code_commit()]  # the code of each part of the run that differed from the one before
         self.threads = 1  # --threads of the run (train sets it; None: not known): recorded, so a resume keeps it
+        self.epoch_lines = not progress  # a line per epoch through log where no bar shows it (train may set it)
+        self._trained = None  # (loss, round, monotonic start) of the epoch trained last, until its line is said
         self._t0 = time.monotonic()
         self.writer = _tensorboard(out_dir / "tensorboard")
 
@@ -352,6 +354,7 @@ class TrainingRun:
 
     def train_epoch(self, episodes: list[Episode], epoch: int, round_index: int) -> None:
         """One behaviour-cloning epoch over every episode so far, at the cosine schedule's learning rate."""
+        started = time.monotonic()
         t = self.config["training"]
         lr = _cosine_lr(t, epoch, self.total_epochs)
         for group in self.optimizer.param_groups:
@@ -397,6 +400,23 @@ class TrainingRun:
             lr=f"{lr:.3g}",
         )
         self.save_checkpoint()
+        self._trained = (stats["loss"], round_index, started)
+
+    def say_epoch(self, validation: str = "") -> bool:
+        """Where no bar shows progress (``epoch_lines``: a CI log, a cluster job's file), one line for the epoch just
+        trained: its number, training loss, ``validation`` (a bag run's, e.g. 'validation loss 0.01234') and seconds.
+        False where no line was said (bars on, or no epoch trained since the last line)."""
+        if not self.epoch_lines or self._trained is None:
+            return False
+        loss, round_index, started = self._trained
+        self._trained = None
+        where = f" (round {round_index})" if self.rounds > 1 else ""
+        self.log(
+            f"epoch {self.epoch_done}/{self.total_epochs}{where}: loss {loss:.5f}"
+            + (f", {validation}" if validation else "")
+            + f", {time.monotonic() - started:.1f} s"
+        )
+        return True
 
     def _check_finite(self, epoch: int, loss: float, lr: float, step: int | None = None) -> None:
         """A diverged epoch (a learning rate far too high) is refused before it is saved: the checkpoint keeps the
@@ -480,6 +500,7 @@ class TrainingRun:
                     self.fit_normalization(episodes)
                 for epoch in range(max(first_epoch, self.epoch_done), first_epoch + self.round_epochs[r]):
                     self.train_epoch(episodes, epoch, r)
+                    self.say_epoch()
                 if self.rounds_evaluated < r:
                     self.evaluate(env, r)
             stopped = False

@@ -282,6 +282,7 @@ def train(
     log=_log,
     data: dict | None = None,
     init_from: str | Path | None = None,
+    epoch_lines: bool | None = None,
 ) -> TrainResult:
     """Train the policy described by ``config`` (YAML path or dict) into ``out_dir``; returns the result.
 
@@ -298,6 +299,8 @@ def train(
     ``data`` (or a ``data:`` section in the config) trains from recorded bags instead (training.bag_data).
     ``init_from``: a trained policy of the same network whose weights the run starts from (a resumed run's
     checkpoint already holds them: it must then be the file the run started from).
+    ``epoch_lines``: a line through ``log`` per finished epoch (epoch, loss, a bag run's validation loss, seconds;
+    None: where ``progress`` is off, so a log of a long run says how far it is; metrics.csv holds every epoch).
     """
     out = Path(out_dir)
     overrides, data_sets = bag_data.split_overrides(overrides)  # --set data.window=...: the data section's
@@ -414,6 +417,7 @@ def train(
             else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies, spec=spec)
         )
         run.threads = recorded_threads
+        run.epoch_lines = not progress if epoch_lines is None else epoch_lines
         if ck is not None:
             run.load_checkpoint()
             log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
