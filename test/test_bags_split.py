@@ -5,6 +5,7 @@ bag_recorder node and record.launch.py). Before, a recording of hours was one fi
 import argparse
 import re
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -273,19 +274,75 @@ def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_i
             raise OSError(5, "Input/output error")
         return fsync(fd)
 
-    writer = _write(tmp_path / "stick", [], max_bag_size=4000)
-    monkeypatch.setattr(io.os, "fsync", pulled)
-    failed = _write_until_split(writer, _timed(messages), 2)
-    assert failed is not None and "Input/output error" in str(failed) and calls
-    monkeypatch.setattr(io.os, "fsync", fsync)
-    bag = writer.close()  # the recorder's close: both files finished, metadata.yaml lists them
-    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
-    assert info["relative_file_paths"] == ["stick_0.mcap", "stick_1.mcap"]
-    for entry in info["files"]:
-        with open(bag / entry["path"], "rb") as handle:
-            assert make_reader(handle).get_summary().statistics.message_count == entry["message_count"]
-    assert info["files"][1]["message_count"] == 0
-    assert _read(bag) == _read(_write(tmp_path / "whole", messages[: info["message_count"]]).close())
+    for stick, close_first in [("stick", False), ("stick_closed", True)]:
+        writer, stream, calls[:] = _write(tmp_path / stick, [], max_bag_size=4000), _timed(messages), []
+        monkeypatch.setattr(io.os, "fsync", pulled)
+        assert _write_until_split(writer, stream, 2) is None  # the finished file's fsync runs on a thread of its own
+        if not close_first:  # said by a write once that is done (at the latest the one after the next split)
+            failed = _write_until_split(writer, stream, 99)
+            assert failed is not None and f"cannot finish {stick}_0.mcap: Input/output error" in str(failed) and calls
+        if close_first:  # said by close(), which waits for it and finishes the bag first
+            with pytest.raises(BagError, match=re.escape(f"cannot finish {stick}_0.mcap: Input/output error")):
+                writer.close()
+            bag = tmp_path / stick
+        else:
+            bag = writer.close()  # the recorder's close: the files finished, metadata.yaml lists them
+        monkeypatch.setattr(io.os, "fsync", fsync)
+        info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        assert info["relative_file_paths"][:2] == [f"{stick}_0.mcap", f"{stick}_1.mcap"]
+        for entry in info["files"]:
+            with open(bag / entry["path"], "rb") as handle:
+                assert make_reader(handle).get_summary().statistics.message_count == entry["message_count"]
+        assert _read(bag) == _read(_write(tmp_path / f"whole_{stick}", messages[: info["message_count"]]).close())
+
+
+def test_a_split_fsyncs_the_finished_file_off_the_writing_thread_and_close_waits_for_it(
+    tmp_path, monkeypatch, small_files
+):
+    """Before: a split fsynced the finished file (twice: its chunks, then its CRCs) in write(), which the recorder
+    calls from its subscription callback: on a slow disk or USB stick the executor took no message for that long,
+    and DDS dropped them past the QoS depth (an fsync slowed by 0.5 s: 2034 of 3000 messages at 500 Hz lost, 9
+    without). The fsyncs run on a thread of their own; the writes go on into the next file meanwhile, nothing is
+    lost or reordered, and close() waits for them (the finished file complete on shutdown)."""
+    from mcap.reader import make_reader
+    from mcap.records import Chunk, DataEnd
+    from mcap.stream_reader import StreamReader
+
+    from liquid_control.bags import io
+
+    fsync, writing, on_writer = io.os.fsync, threading.get_ident(), []
+    blocked, release = threading.Event(), threading.Event()
+
+    def slow(fd):  # a slow stick: the finished file's fsync waits until the test has written on
+        if threading.get_ident() == writing:
+            on_writer.append(fd)
+        else:
+            blocked.set()
+            release.wait()
+        return fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", slow)
+    messages = _messages()
+    writer, stream = _write(tmp_path / "bag", [], max_bag_size=4000), _timed(messages)
+    assert _write_until_split(writer, stream, 2) is None
+    assert on_writer == [], "the finished file was fsynced in write()"
+    assert blocked.wait(timeout=60)
+    for _ in range(3):  # while that fsync blocks, messages go on into the next file (fewer than fill it)
+        writer.write(*next(stream))
+    assert len(writer.files) == 2
+    release.set()
+    rest = list(stream)
+    for item in rest:
+        writer.write(*item)
+    bag = writer.close()
+    for path in sorted(bag.glob("*.mcap")):  # every file whole: indexed, its CRCs written (by the thread too)
+        with open(path, "rb") as handle:
+            assert make_reader(handle).get_summary().statistics.message_count > 0
+        with open(path, "rb") as handle:
+            records = list(StreamReader(handle, skip_magic=False, emit_chunks=True).records)
+        assert all(r.uncompressed_crc for r in records if isinstance(r, Chunk))
+        assert [r.data_section_crc != 0 for r in records if isinstance(r, DataEnd)] == [True]
+    assert _read(bag) == _read(_write(tmp_path / "whole", messages).close())
 
 
 def test_splitting_with_another_rosbags_version_is_refused_before_the_bag_is_made(tmp_path, monkeypatch):

@@ -186,10 +186,14 @@ class BagWriter:
     Splitting, as ``ros2 bag record --max-bag-size/--max-bag-duration``: with ``max_bag_size`` (bytes) or
     ``max_bag_duration`` (seconds of log time) the bag's files are ``<bag>_0.mcap``, ``<bag>_1.mcap`` ...; a
     message that would be written into a file already that large (its chunk being written counted uncompressed),
-    or that many seconds after the file's first message, first finishes the file (a whole, indexed MCAP file,
-    fsynced) and opens the next. Every file carries every topic's schema and channel (it reads alone), and
-    ``metadata.yaml`` lists them all (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder
-    killed leaves its finished files whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``.
+    or that many seconds after the file's first message, first finishes the file (a whole, indexed MCAP file) and
+    opens the next; the finished file's CRCs and fsyncs (seconds of a slow disk or USB stick, during which the
+    recorder's subscription callback, which calls ``write``, took no message and DDS dropped them past the QoS
+    depth) run on a thread of their own, one file at a time (the next split waits for the one before), and
+    ``close()`` and ``abort()`` wait for them; their failure is raised by the next ``write`` or ``close()``.
+    Every file carries every topic's schema and channel (it reads alone), and ``metadata.yaml`` lists them all
+    (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
+    whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``.
     """
 
     def __init__(
@@ -240,6 +244,8 @@ class BagWriter:
         self._connections: dict[str, object] = {}
         self._types: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._finishing: threading.Thread | None = None  # split: the finished file's CRCs and fsyncs
+        self._finish_failed = ""  # why they failed (named by the next write or close), else empty
         self.closed = False
 
     @property
@@ -298,6 +304,9 @@ class BagWriter:
                 self._add_topic(topic, msgtype or message_type_name(message), ())
             data = _serialize(message, self._types[topic])
             log_time_ns = int(log_time_ns)
+            if self._finish_failed:  # the finished file's fsync failed (a stick pulled): said once, here
+                failed, self._finish_failed = self._finish_failed, ""
+                raise BagError(f"{self.path}: {failed}")
             try:
                 if not self._split:  # the recorder's hot path: nothing per message for splitting
                     self._writer.write(self._connections[topic], log_time_ns, data)
@@ -331,7 +340,8 @@ class BagWriter:
         }
 
     def _next_file(self) -> None:
-        """Finish the open file of a split bag (its MCAP summary, CRCs, fsync) and open the next with every channel.
+        """Finish the open file of a split bag (its MCAP summary here, its CRCs and fsync on a thread of their own:
+        :meth:`_finish_in_background`) and open the next with every channel.
 
         The next file is opened first: when that fails (the folder removed, no file descriptor left) or finishing
         the open file does, the bag is as before (that file open, none after it), so ``close()`` still finishes it
@@ -357,13 +367,35 @@ class BagWriter:
         self._files = files
         self._writer.storage, self._crcs = new, new_crcs
         self._file_stats = [0, 2**63 - 1, 0]
-        crcs.finish()
+        self._finish_in_background(crcs)
+
+    def _finish_in_background(self, crcs: _ChunkCrcs) -> None:
+        """The finished file's last CRCs and its fsyncs (:meth:`_ChunkCrcs.finish`) on a thread, so that the writes
+        go on into the next file meanwhile; the one before is waited for first (one at a time, in order). Not a
+        daemon: a recorder exiting without close() still leaves the file whole on the disk."""
+        self._wait_finished()
+
+        def finish():
+            try:
+                crcs.finish()
+            except OSError as exc:
+                self._finish_failed = f"cannot finish {crcs.path.name}: {exc.strerror or exc}"
+
+        self._finishing = threading.Thread(target=finish, name=f"finish {crcs.path.name}")
+        self._finishing.start()
+
+    def _wait_finished(self) -> None:
+        """Wait for the finished file's CRCs and fsyncs (:meth:`_finish_in_background`), if any are running."""
+        if self._finishing is not None:
+            self._finishing.join()
+            self._finishing = None
 
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
         with self._lock:
             if not self.closed:
                 self.closed = True
+                self._wait_finished()
                 files = [*self._files, self._file_entry()]
                 metadata = self._writer.metapath
                 if self.split:  # rosbags' metadata.yaml names the last file only: written aside, then listing all
@@ -381,6 +413,8 @@ class BagWriter:
                     self._crcs.finish()
                 except OSError as exc:
                     raise BagError(f"{self.path}: cannot finish the bag: {exc.strerror or exc}") from exc
+                if self._finish_failed:  # an earlier file's fsync, not yet said by a write
+                    raise BagError(f"{self.path}: {self._finish_failed}; the other files are finished")
         return self.path
 
     def abort(self) -> None:
@@ -388,6 +422,7 @@ class BagWriter:
         with self._lock:
             if not self.closed:
                 self.closed = True
+                self._wait_finished()  # the files finished before stay whole
                 try:  # the file is left as it is; what failed (a full disk: its buffered bytes) was said already
                     self._writer.abort()
                 except OSError:
