@@ -24,7 +24,7 @@ from liquid_control.evaluation.plan import (
     validate_output_folder,
 )
 from liquid_control.evaluation.shifts import SHIFT_SETS
-from liquid_control.paths import first_missing_folder, remove_made_folder
+from liquid_control.paths import first_missing_folder, remove_made_folder, user_path
 from liquid_control.processes import Terminated, WorkerPoolError, interrupt_in_ctypes, sigterm_as_interrupt
 
 DEFAULT_EPISODES = 20
@@ -110,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add a paired comparison of policies A and B (same seeds) with McNemar p-values",
     )
     how = parser.add_argument_group("how to run")
-    how.add_argument("--out", default="reports/eval", help="report folder (results, report.md, plots)")
+    how.add_argument("--out", default="reports/eval", type=user_path, help="report folder (results, report.md, plots)")
     how.add_argument(
         "--resume",
         action="store_true",
@@ -265,7 +265,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from liquid_control.evaluation import experiment
-    from liquid_control.evaluation.evaluate import evaluate
+    from liquid_control.evaluation.evaluate import evaluate, option_arguments
     from liquid_control.evaluation.plan import build_plan
 
     command = (
@@ -312,20 +312,7 @@ def _run(args: argparse.Namespace) -> int:
                 if args.backend == "ray":  # before --out: plan.json was written, then Ray found missing
                     import_ray()
                 validate_output_folder(args.out)  # after every other check: a refused request creates nothing
-                result = evaluate(
-                    plan,
-                    args.out,
-                    backend=args.backend,
-                    workers=args.workers,
-                    resume=args.resume,
-                    ray_address=args.ray_address,
-                    progress=not args.no_progress,
-                    command=command,
-                    example=not args.no_example,
-                    paired=paired,
-                    lanes=args.lanes,
-                    saliency=not args.no_saliency,
-                )
+                result = evaluate(plan, args.out, paired=paired, **option_arguments(args, command))
     except EvaluationSetupError as exc:
         print(f"liquid-control eval: error: {exc}", file=sys.stderr)
         return 2

@@ -16,6 +16,23 @@ from liquid_control.evaluation.report import write_report
 from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
 
 
+def option_arguments(args, command: str) -> dict:
+    """The ``evaluate`` keyword arguments that `liquid-control eval`'s options set (``args``: its parsed options;
+    ``command``: the command line, for the report), the same for an evaluation of given policies and for
+    ``--experiment``'s of the policies it trained."""
+    return {
+        "backend": args.backend,
+        "workers": args.workers,
+        "resume": args.resume,
+        "ray_address": args.ray_address,
+        "progress": not args.no_progress,
+        "command": command,
+        "example": not args.no_example,
+        "lanes": args.lanes,
+        "saliency": not args.no_saliency,
+    }
+
+
 def evaluate(
     plan: EvaluationPlan,
     out_dir: str,

@@ -558,7 +558,7 @@ def comparison_pairs(archs: list[str], arms) -> list[tuple[str, str]]:
 def run_experiment(args, command: str = "") -> dict:
     """`liquid-control eval --experiment headline`: train, then evaluate, into args.out."""
     from liquid_control.evaluation.backends import ray_connection
-    from liquid_control.evaluation.evaluate import evaluate
+    from liquid_control.evaluation.evaluate import evaluate, option_arguments
     from liquid_control.evaluation.plan import build_plan
     from liquid_control.evaluation.provenance import Sitting, code_commit
     from liquid_control.training.episodes import MAX_TRAIN_SEED
@@ -670,21 +670,12 @@ def run_experiment(args, command: str = "") -> dict:
         return evaluate(
             plan,
             args.out,
-            backend=args.backend,
-            workers=args.workers,
-            resume=args.resume,
-            ray_address=args.ray_address,
-            progress=not args.no_progress,
-            command=command,
             title="Headline experiment: liquid and baseline cores under distribution shift",
             notes=notes,
             sections=sections,
-            example=not args.no_example,
-            lanes=args.lanes,
             paired=cli_pairs,
             comparisons=unique_pairs(comparison_pairs(archs, arms) + cli_pairs),  # --paired cfc,lstm: once
             panels=panels,
-            saliency=not args.no_saliency,
             started=started,
             commit=commit,
             sitting=sitting,
@@ -693,4 +684,5 @@ def run_experiment(args, command: str = "") -> dict:
                 "budget": f"{args.seeds} training seeds x {len(names)} policies, {episodes} episodes x {len(shifts)} "
                 f"shifts per policy and seed",
             },
+            **option_arguments(args, command),
         )
