@@ -1,7 +1,8 @@
 """Where the package's shared files (launch/, config/, policies/) are, however it was installed, and which code this
 is (:func:`code_commit`: what evaluation reports and trained policies record), and whether a file, or a folder of
 outputs, can be written where a command line was told to write it (:func:`output_file_problem`,
-:func:`output_folder_problem`), and which paths a value that may be a glob names (:func:`expand_pattern`)."""
+:func:`output_folder_problem`), and which paths a value that may be a glob or start with ``~`` names
+(:func:`expand_pattern`, :func:`user_path`)."""
 
 from __future__ import annotations
 
@@ -195,10 +196,18 @@ def output_folder_problem(path: str | Path) -> str | None:
     return _writable_folder_problem([path.absolute(), *path.absolute().parents])
 
 
+def user_path(value: str) -> str:
+    """A path as a user wrote it, with a leading ``~`` (or ``~user``) expanded as a shell expands it on a word of its
+    own: also where no shell did (a quoted ``"~/runs/Fahrt 1"``, ``--out=~/runs``, a YAML file, a ROS parameter),
+    so that no folder named ``~`` is made in the working directory. The type of the path options."""
+    return os.path.expanduser(value)
+
+
 def expand_pattern(pattern: str) -> list[str]:
-    """The paths a command-line value names: a path that exists as it is, also where its name holds a glob
-    character (`run [1]`, `take*2`); else a glob's matches, sorted (``[]`` when none); else the value itself (a
-    path that may not exist: the caller says so)."""
+    """The paths a command-line value names (``~`` expanded, :func:`user_path`): a path that exists as it is, also
+    where its name holds a glob character (`run [1]`, `take*2`); else a glob's matches, sorted (``[]`` when none);
+    else the value itself (a path that may not exist: the caller says so)."""
+    pattern = user_path(pattern)
     if glob.has_magic(pattern) and not os.path.lexists(pattern):
         return sorted(glob.glob(pattern))
     return [pattern]

@@ -6,11 +6,12 @@ import re
 from urllib.parse import unquote
 
 import numpy as np
+import pytest
 
 from liquid_control import cli
 from liquid_control.bags import BagWriter
 from liquid_control.bags.messages import image_message, twist_message
-from liquid_control.paths import policies_dir
+from liquid_control.paths import config_dir, policies_dir
 
 SHIPPED = policies_dir() / "cfc_ncp_rover.pt"
 # a Markdown link or image: [text](target), the target as CommonMark reads it (up to a space or the closing parenthesis)
@@ -44,3 +45,108 @@ def test_the_offline_reports_plot_links_lead_to_the_plots_of_bags_named_with_spa
         assert not after_a_space, f"link target {target + after_a_space!r} holds a space: {report}"
         assert (out / unquote(target)).is_file(), (target, sorted(p.name for p in (out / "plots").iterdir()))
     assert sorted(unquote(t) for t, _ in links) == ["plots/robot__Fahrt 1.png", "plots/robot__Straße (2).png"]
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A home folder (``~``) of its own, and a working directory elsewhere in which no folder named '~' may appear."""
+    home = tmp_path / "jörg"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    yield home
+    assert not (elsewhere / "~").exists(), "a folder named '~' was made in the working directory"
+
+
+# every path option of each command, with a ~ no shell expands: after '--opt=', or quoted ("~/runs/Fahrt 1")
+PATH_OPTIONS = {
+    "train": ["--config=~/c.yaml", "--out=~/run", "--init-from=~/p.pt", "--node-params=~/robot.yaml"],
+    "eval": ["--out=~/Bericht", "--node-params=~/robot.yaml"],
+    "sim": ["--policy=~/p.pt", "--record-bag=~/bags", "--log-dir=~/logs"],
+    "main": ["--policy=~/p.pt", "--record-bag=~/bags", "--log-dir=~/logs"],
+    "export": ["~/runs/Fahrt 1/policy.pt", "--output=~/p.onnx"],
+    "view": ["--snapshot=~/s.png"],
+    "record": ["--output=~/bag", "--node-params=~/robot.yaml", "--info=~/bag", "--recover=~/b", "--policy=~/p.pt"],
+    "replay": ["~/bags/Fahrt 1", "--output=~/out"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(PATH_OPTIONS))
+def test_a_path_option_expands_a_tilde_that_no_shell_expanded(home, command):
+    """Before: `--out=~/runs/x` (and a quoted "~/runs/Fahrt 1") reached the commands as written: train and eval
+    made a folder named '~' in the working directory, and every command said of an existing file that it is not
+    there."""
+    _, parser = cli.command_parser(command)
+    values = []
+    for value in vars(parser.parse_args(PATH_OPTIONS[command])).values():
+        values += [v for v in (value if isinstance(value, list) else [value]) if isinstance(v, str)]
+    assert [v for v in values if v.startswith("~")] == []
+    expanded = [v for v in values if v.startswith(f"{home}/")]
+    assert len(expanded) == len(PATH_OPTIONS[command]), values
+
+
+def test_eval_on_bags_and_its_report_where_a_tilde_names_them(home, capsys):
+    """The offline evaluation of a quoted "~/bags/Fahrt 1" into `--out=~/Bericht`: the bag is found and the report
+    is written in the home folder (before: 'no such bag', and with an existing bag a '~' folder here)."""
+    _drive(home / "bags" / "Fahrt 1")
+    argv = ["eval", "--bag", "~/bags/Fahrt*", "--policy", f"robot={SHIPPED}", "--out=~/Bericht", "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert f"offline report -> {home / 'Bericht' / 'report.md'}" in capsys.readouterr().out
+    assert (home / "Bericht" / "plots" / "robot__Fahrt 1.png").is_file()
+
+
+def test_a_data_section_names_its_bags_and_node_parameters_with_a_tilde(home):
+    """A YAML file's `data: bags: [~/bags/*]` and `node_params: ~/robot.yaml` (also `--set data.node_params=...`):
+    no shell expands them. Before: 'data.bags: '~/bags/*' matches no bag'."""
+    from liquid_control.training.bag_data import validate_data
+
+    bag = _drive(home / "bags" / "Fahrt 1")
+    data = validate_data({"bags": ["~/bags/*"], "node_params": "~/robot.yaml"})
+    assert data["bags"] == [str(bag.resolve())]
+    assert data["node_params"] == str((home / "robot.yaml").resolve())
+
+
+def test_the_model_card_expands_a_tilde_in_its_paths(home, capsys):
+    from liquid_control.training import model_card
+
+    (home / "run").mkdir()
+    (home / "run" / "policy.pt").write_bytes(b"")
+    with pytest.raises(SystemExit) as exited:
+        model_card.main(["--run", "~/run", "--name", "x", "--append=~/baselines.md", "--out=~/cards"])
+    assert exited.value.code == 2
+    assert f"--append {home / 'baselines.md'}: no such file" in capsys.readouterr().err  # (--run found)
+
+
+def test_the_nodes_folder_parameters_expand_a_tilde_as_no_launch_argument_did(home):
+    """`record.launch.py output:=~/bags/day1`, sim_node's `record_bag:=~/bags` and a launch file's
+    `params_file:=~/robot.yaml`: no shell expands them. Before: the recorder made ./~/bags/day1, sim_node recorded
+    into ./~/bags (and did not see the episodes already there), and the parameter file was 'not found'."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from liquid_control.ros.graph import policy_graph, sim_graph
+    from liquid_control.ros.recorder_node import BagRecorderNode, record_graph
+    from liquid_control.ros.sim_node import SimNode
+    from liquid_control.ros.testing import free_domain_id
+
+    robot = home / "robot.yaml"
+    robot.write_bytes((config_dir() / "rover_policy.yaml").read_bytes())
+    (node,) = policy_graph(params_file="~/robot.yaml")
+    assert node.parameter_files == (str(robot),)
+    assert sim_graph(policy_params_file="~/robot.yaml")[1].parameter_files == (str(robot),)
+    (node,) = record_graph(output="~/bags/day1", params_file="~/robot.yaml")
+    (home / "bags" / "episode_4").mkdir(parents=True)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=free_domain_id())
+    try:
+        params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "seed": 4, "record_bag": "~/bags"}
+        with pytest.raises(ValueError, match=f"record_bag: {home / 'bags'} already holds episode_4"):
+            SimNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        overrides = {"output": node.parameters["output"], "topics": ["/chatter"]}
+        recorder = BagRecorderNode(context=context, parameter_overrides=overrides)
+        assert recorder.output == home / "bags" / "day1"
+        assert recorder.close() == home / "bags" / "day1" and (home / "bags" / "day1" / "metadata.yaml").is_file()
+    finally:
+        context.try_shutdown()

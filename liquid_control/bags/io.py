@@ -31,7 +31,6 @@ whose CRC had not reached the disk when the power went (its CRC stays 0: uncheck
 from __future__ import annotations
 
 import copy
-import glob
 import heapq
 import importlib
 import itertools
@@ -55,6 +54,7 @@ from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_
 
 from liquid_control.conventions import stamps
 from liquid_control.conventions.message_types import message_type_name
+from liquid_control.paths import expand_pattern
 
 BAG_VERSION = 9  # metadata.yaml version written (rosbag2 of Jazzy and later)
 MCAP_MAGIC = b"\x89MCAP0\r\n"
@@ -817,9 +817,8 @@ def expand_bags(patterns, option: str) -> list[str]:
     label = option if option.startswith("-") else f"{option}:"
     named = []  # (bag, the pattern that gave it)
     for pattern in map(str, patterns):
-        # a path that exists is that bag, also where its name holds a glob character (`run [1]`, `take*2`)
-        globbed = glob.has_magic(pattern) and not Path(pattern).exists()
-        matches = sorted(glob.glob(pattern)) if globbed else [pattern]
+        # a path that exists is that bag, also where its name holds a glob character (`run [1]`, `take*2`); ~ expanded
+        matches = expand_pattern(pattern)
         if not matches:
             raise BagError(f"{label} {pattern!r} matches no bag")
         named += [(match, pattern) for match in matches]

@@ -45,7 +45,7 @@ from liquid_control.conventions.params import (
     WORLD_POLICIES,
     joint_names_problem,
 )
-from liquid_control.paths import config_dir
+from liquid_control.paths import config_dir, user_path
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
 from liquid_control.yaml_numbers import load_yaml
@@ -327,6 +327,7 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--node-params",
         default=None,
         metavar="YAML",
+        type=user_path,
         help="policy_node parameter file of the robot: topic names, action_scale, dt limits "
         "(default: the one shipped for the policy's world, e.g. config/rover_policy.yaml)",
     )

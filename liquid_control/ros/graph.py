@@ -29,7 +29,7 @@ from liquid_control.conventions.params import (
     WORLD_POLICIES,
     domain_id_problem,
 )
-from liquid_control.paths import config_dir, output_folder_problem, resolve_policy_file
+from liquid_control.paths import config_dir, output_folder_problem, resolve_policy_file, user_path
 from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES
 
@@ -142,8 +142,9 @@ def sim_graph(
     if world not in WORLD_POLICIES:
         raise ValueError(f"unknown world {world!r}; choose from {', '.join(WORLD_POLICIES)}")
     policy_file, default_policy = WORLD_POLICIES[world]
-    policy_yaml = Path(policy_params_file) if policy_params_file else config_dir() / policy_file
-    sim_yaml = Path(sim_params_file) if sim_params_file else config_dir() / "sim.yaml"
+    # ~ expanded: no shell expands it in a launch argument (params_file:=~/robot.yaml)
+    policy_yaml = Path(user_path(policy_params_file)) if policy_params_file else config_dir() / policy_file
+    sim_yaml = Path(user_path(sim_params_file)) if sim_params_file else config_dir() / "sim.yaml"
     for path in (policy_yaml, sim_yaml):
         if not path.is_file():
             raise FileNotFoundError(f"parameter file {path} not found")
@@ -295,7 +296,7 @@ def policy_graph(
     params_file: str = "", policy: str = "", use_sim_time: bool = False, autostart: bool = False
 ) -> list[NodeDescription]:
     """The policy node alone (a robot): its parameter file (default config/rover_policy.yaml) and overrides."""
-    path = Path(params_file) if params_file else config_dir() / WORLD_POLICIES["LiquidRover-v0"][0]
+    path = Path(user_path(params_file)) if params_file else config_dir() / WORLD_POLICIES["LiquidRover-v0"][0]
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} not found")
     overrides = {"use_sim_time": bool(use_sim_time), "autostart": bool(autostart)}
@@ -360,7 +361,9 @@ def add_arguments(parser):
     parser.add_argument(
         "--world", default="LiquidRover-v0", choices=sorted(WORLD_POLICIES), help="the simulated world sim_node runs"
     )
-    parser.add_argument("--policy", default="", help="policy file (.pt/.onnx); default: the world's shipped policy")
+    parser.add_argument(
+        "--policy", default="", type=user_path, help="policy file (.pt/.onnx); default: the world's shipped policy"
+    )
     parser.add_argument("--shift", default="", help="shift preset or spec, e.g. 'season=winter,lighting=dusk'")
     parser.add_argument("--seed", type=int, default=0, help="episode k runs the world reset with seed + k")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (0: until stopped)")
@@ -374,6 +377,7 @@ def add_arguments(parser):
     parser.add_argument(
         "--record-bag",
         default="",
+        type=user_path,
         metavar="DIR",
         help="sim_node records each episode into DIR/episode_<seed> (rosbag2 MCAP: what it publishes and the "
         "commands it receives)",
@@ -406,7 +410,7 @@ def add_arguments(parser):
         help="wall-clock limit in seconds (0: the sim's wait for the policy node + episodes x (time limit + 30 s); "
         "none with --episodes 0)",
     )
-    parser.add_argument("--log-dir", default="", help="write each node's output to <dir>/<node>.log")
+    parser.add_argument("--log-dir", default="", type=user_path, help="write each node's output to <dir>/<node>.log")
     parser.add_argument(
         "--quiet", action="store_true", help="only the outcome lines (and why a node failed, if one does)"
     )

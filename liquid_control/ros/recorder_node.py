@@ -43,6 +43,7 @@ from liquid_control.conventions.params import (
     parameter_value,
     refuse_startup_parameter_changes,
 )
+from liquid_control.paths import user_path
 from liquid_control.ros.executable import run_until_signal
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -144,7 +145,7 @@ class BagRecorderNode(Node):
         self.p = p
         topics = [self._resolved(t) for t in p["topics"]]
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.output = Path(p["output"] or default_bag_name())
+        self.output = Path(user_path(p["output"]) or default_bag_name())  # ~ expanded: no shell did in -p output:=~/..
         self.writer = BagWriter(
             self.output,
             compression=bool(p["compression"]),
@@ -379,10 +380,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         help="topics to record (default: every input topic of --node-params's policy and its command topic)",
     )
-    parser.add_argument("-o", "--output", default="", help="bag folder to create (default rosbag2_<date>_<time>)")
+    parser.add_argument(
+        "-o", "--output", default="", type=user_path, help="bag folder to create (default rosbag2_<date>_<time>)"
+    )
     parser.add_argument(
         "--node-params",
         default=None,
+        type=user_path,
         help="policy_node parameter file whose inputs (the topic parameters of what its policy reads: camera_topic, "
         "imu_topic, wheels_topic, target_topic) and command_topic are recorded by default "
         "(default: config/rover_policy.yaml)",
@@ -406,8 +410,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="split the bag into files of SECONDS of recording each, at least 1 (0: no split)",
     )
     mode = parser.add_argument_group("other modes")
-    mode.add_argument("--info", metavar="BAG", help="print what a bag holds (topics, types, counts, QoS) and exit")
-    mode.add_argument("--recover", metavar="BAG", help="rewrite what a killed recorder left into --output")
+    mode.add_argument(
+        "--info", metavar="BAG", type=user_path, help="print what a bag holds (topics, types, counts, QoS) and exit"
+    )
+    mode.add_argument(
+        "--recover", metavar="BAG", type=user_path, help="rewrite what a killed recorder left into --output"
+    )
     mode.add_argument(
         "--expert",
         action="store_true",
@@ -437,6 +445,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument(
         "--policy",
         default=None,
+        type=user_path,
         help="a trained rover policy (.pt/.onnx) drives instead, the expert supervising it: it takes over where "
         "the policy's command departs from its own and only its commands are recorded as labels (/cmd_vel; the "
         "base's command on /base/cmd_vel). The deploy-record-retrain round, docs/real_robot.md",
@@ -549,6 +558,7 @@ def record_graph(
     """The recorder node for launch/record.launch.py (one description, as liquid_control.ros.graph)."""
     from liquid_control.ros.graph import NodeDescription
 
+    params_file = user_path(params_file)  # ~ expanded: no shell expands it in a launch argument
     if params_file and not Path(params_file).is_file():
         raise FileNotFoundError(f"parameter file {params_file} not found")
     parameters = {

@@ -59,6 +59,7 @@ from liquid_control.bags.io import TopicInfo, message_class
 from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
+from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 
 from .recorder_node import BagRecorderNode, default_bag_name, printable
@@ -275,8 +276,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``liquid-control replay``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
-    parser.add_argument("bags", nargs="+", metavar="BAG", help="recorded bag(s), played one after another")
-    parser.add_argument("-o", "--output", default="", help="bag of the recorded commands (default rosbag2_<date>)")
+    parser.add_argument(
+        "bags", nargs="+", metavar="BAG", type=user_path, help="recorded bag(s), played one after another"
+    )
+    parser.add_argument(
+        "-o", "--output", default="", type=user_path, help="bag of the recorded commands (default rosbag2_<date>)"
+    )
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed (2: twice as fast)")
     parser.add_argument(
         "--record",

@@ -68,6 +68,7 @@ from liquid_control.conventions.params import (
     refuse_startup_parameter_changes,
     topic_name_problem,
 )
+from liquid_control.paths import user_path
 from liquid_control.ros import robot_description
 from liquid_control.ros.graph import taken_episode_bags
 from liquid_control.ros.policy_node import COMMAND_MESSAGES  # the messages policy_node publishes, by command_type
@@ -236,6 +237,8 @@ class SimNode(Node):
         self.stop = stop if stop is not None else threading.Event()  # set by main's signal handlers
         declare_node_parameters(self, SIM_NODE_PARAMETERS)
         p = {name: self.get_parameter(name).value for name in SIM_NODE_PARAMETERS}
+        if isinstance(p["record_bag"], str):  # ~ as a shell expands it: none did in a launch argument or YAML file
+            p["record_bag"] = user_path(p["record_bag"])
         self.use_sim_time = bool(self.get_parameter("use_sim_time").value)
         self.p = p
         self._validate()

@@ -36,7 +36,7 @@ import numpy as np
 from liquid_control.conventions import stamps
 from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
 from liquid_control.conventions.params import domain_id_problem, frame_prefix_problem
-from liquid_control.paths import output_file_problem
+from liquid_control.paths import output_file_problem, user_path
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
 
 # topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
@@ -541,7 +541,7 @@ def add_arguments(parser):
     parser.add_argument("--foxglove", action="store_true", help="serve the topics live to Foxglove (foxglove-sdk)")
     parser.add_argument("--host", default="127.0.0.1", help="Foxglove server address (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8765, help="Foxglove server port (0: any free port)")
-    parser.add_argument("--snapshot", default="", help="write a PNG picture of the topics when done")
+    parser.add_argument("--snapshot", default="", type=user_path, help="write a PNG picture of the topics when done")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
     parser.add_argument(
         "--until-episode-end",

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.paths import user_path
+
 from .backends import (
     CAMERA,
     ONNX_CONFIG_KEY,
@@ -522,9 +524,12 @@ def add_arguments(parser):
         "It checks the ONNX model against the torch policy and prints the largest difference (max_abs_diff_vs_torch).\n"
         "See docs/ARCHITECTURE.md (Runtime)."
     )
-    parser.add_argument("policy", help="policy checkpoint (.pt) to export")
+    parser.add_argument("policy", type=user_path, help="policy checkpoint (.pt) to export")
     parser.add_argument(
-        "-o", "--output", help="ONNX file to write, ending in .onnx (default: the checkpoint's name with .onnx)"
+        "-o",
+        "--output",
+        type=user_path,
+        help="ONNX file to write, ending in .onnx (default: the checkpoint's name with .onnx)",
     )
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset, {MIN_OPSET} or newer (default {OPSET})")
 

@@ -70,6 +70,7 @@ from liquid_control.bags.stream import (
     label_hints,
 )
 from liquid_control.cells import SolverDivergedError
+from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError
 
 from .bc import bc_loss
@@ -177,7 +178,7 @@ def validate_data(section: dict, options=()) -> dict:
             "bags must not be trained on; remove it from one of the two"
         )
     if out["node_params"] is not None:
-        out["node_params"] = str(Path(out["node_params"]).resolve())
+        out["node_params"] = str(Path(user_path(out["node_params"])).resolve())
     return out
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from liquid_control.paths import output_folder_problem, resolve_config_file
+from liquid_control.paths import output_folder_problem, resolve_config_file, user_path
 from liquid_control.processes import Terminated, keep_freed_memory, sigterm_as_interrupt
 
 EPILOG = """\
@@ -34,12 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EPILOG
     parser.add_argument(
         "--config",
+        type=user_path,
         help="policy YAML (e.g. policies/configs/cfc_ncp_rover.yaml); optional with "
         "--resume, which then reuses the run's config.yaml",
     )
     parser.add_argument(
         "--out",
         required=True,
+        type=user_path,
         help="output folder of the run: new or empty (a folder holding other files is refused), or with --resume "
         "the folder of a run",
     )
@@ -89,6 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--init-from",
         metavar="POLICY",
+        type=user_path,
         help="start from the weights of this trained policy (.pt) of the same network instead of random ones: "
         "fine-tune the deployed policy on the next round's bags (DAgger's rounds continue training)",
     )

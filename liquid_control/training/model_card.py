@@ -33,7 +33,7 @@ from pathlib import Path
 import yaml
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir
+from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import Terminated, die_with_parent, quiet_ctrl_c_in_worker, sigterm_as_interrupt
@@ -680,7 +680,7 @@ def main(argv=None) -> int:
     """Command line: ship a run (``--run``, ``--name``) or re-measure a shipped card (``--refresh``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
-    what.add_argument("--run", help="training output folder (holds policy.pt): ship it as --name")
+    what.add_argument("--run", type=user_path, help="training output folder (holds policy.pt): ship it as --name")
     what.add_argument("--refresh", metavar="NAME", help="re-measure the shipped policies/NAME.pt and rewrite its card")
     what.add_argument("--outcomes", metavar="POLICY", help=argparse.SUPPRESS)  # one path's outcomes as JSON
     parser.add_argument("--name", help="shipped name: policies/<name>.pt and policies/<name>.md (with --run)")
@@ -694,7 +694,10 @@ def main(argv=None) -> int:
         help=f"first episodes the shipped-policies test replays (default: {CHECK_EPISODES}, or --episodes if fewer)",
     )
     parser.add_argument(
-        "--out", default=None, help="destination folder (default: the checkout's policies/; required when installed)"
+        "--out",
+        default=None,
+        type=user_path,
+        help="destination folder (default: the checkout's policies/; required when installed)",
     )
     parser.add_argument(
         "--machine",
@@ -707,14 +710,19 @@ def main(argv=None) -> int:
         help="training command to print on the card (default: the one recorded in the policy)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
-    parser.add_argument("--cache", default=None, help="folder keeping each kernel path's outcomes (reused if present)")
+    parser.add_argument(
+        "--cache", default=None, type=user_path, help="folder keeping each kernel path's outcomes (reused if present)"
+    )
     parser.add_argument(
         "--ood-results",
         default=None,
+        type=user_path,
         help="results.json of a `liquid-control eval` of this policy: fills the card's OOD section",
     )
     parser.add_argument("--ood-policy", default=None, help="the policy's name in --ood-results (default: --name)")
-    parser.add_argument("--append", default=None, help="a Markdown file appended to the card (e.g. baselines)")
+    parser.add_argument(
+        "--append", default=None, type=user_path, help="a Markdown file appended to the card (e.g. baselines)"
+    )
     args = parser.parse_args(argv)
     _check_arguments(parser, args)  # before minutes of episodes: a bad request ends in a line, not a traceback
     import torch
