@@ -1219,7 +1219,7 @@ def test_offline_eval_refuses_a_bad_request_before_writing(tmp_path, capsys):
     assert main(argv + ["--policy", str(tmp_path / "no.pt"), "--out", str(tmp_path / "o")]) == 2
     assert main(argv + ["--policy", shipped, "--out", str(a_file)]) == 2
     err = capsys.readouterr().err
-    assert f"--policy {tmp_path / 'no.pt'}: {tmp_path / 'no.pt'} is not a policy file" in err
+    assert f"checkpoint '{tmp_path / 'no.pt'}' does not exist (policy '{tmp_path / 'no.pt'}')" in err
     assert f"--out {a_file}: exists and is not a folder" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() and a_file.read_text() == "not a folder"
 

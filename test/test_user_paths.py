@@ -150,3 +150,25 @@ def test_the_nodes_folder_parameters_expand_a_tilde_as_no_launch_argument_did(ho
         assert recorder.close() == home / "bags" / "day1" and (home / "bags" / "day1" / "metadata.yaml").is_file()
     finally:
         context.try_shutdown()
+
+
+def test_eval_on_bags_takes_its_policy_as_the_simulated_evaluation_does(home, capsys):
+    """README: `eval --policy` takes globs. Before, with --bag it took a path as written only: a quoted
+    "robot=~/runs/Fahrt 1/policy.pt", a glob (`runs/Fahrt*/policy.pt`) and the docs' shipped name
+    `policies/cfc_ncp_rover.pt` outside the checkout were each 'not a policy file'."""
+    import shutil
+
+    bag = _drive(home / "bags" / "Fahrt 1")
+    (home / "runs" / "Fahrt 1").mkdir(parents=True)
+    shutil.copy(SHIPPED, home / "runs" / "Fahrt 1" / "policy.pt")
+    policies = ["robot=~/runs/Fahrt 1/policy.pt", f"glob={home}/runs/Fahrt*/policy.pt", "policies/cfc_ncp_rover.pt"]
+    argv = ["eval", "--bag", str(bag), "--out", str(home / "offline"), "--no-progress"]
+    assert cli.main([*argv, *(a for p in policies for a in ("--policy", p))]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    lines = {line.split(":")[0]: line.split(":")[1] for line in out.splitlines() if "labelled updates" in line}
+    assert sorted(lines) == ["cfc_ncp_rover", "glob", "robot"], out
+    assert len(set(lines.values())) == 1, out  # the same file three ways: the same figures
+    assert cli.main([*argv, "--policy", "expert"]) == 2
+    assert "--policy expert: the privileged expert drives simulated episodes only" in capsys.readouterr().err
+    assert cli.main([*argv, "--policy", f"{home}/runs/Fahrt*/policy.pt"]) == 2  # named by its folder: refused
+    assert "policy name 'Fahrt 1' (the name taken from the file (or folder) name" in capsys.readouterr().err

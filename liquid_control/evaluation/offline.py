@@ -35,24 +35,39 @@ from liquid_control.bags.stream import (
     policy_runner,
 )
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
-from liquid_control.evaluation.plan import EvaluationSetupError, check_policy_name, validate_output_folder
+from liquid_control.evaluation.plan import (
+    EXPERT,
+    EvaluationSetupError,
+    check_policy_name,
+    checkpoint_file,
+    parse_policy_argument,
+    validate_output_folder,
+)
 from liquid_control.evaluation.results import LOG_NAME, OFFLINE_NAME, naming
 from liquid_control.figures import pyplot, save_figure
 from liquid_control.runtime.backends import BackendError, load_backend
 
 
 def _policies(specs: list[str]) -> dict[str, str]:
+    """``--policy [NAME=]PATH`` values -> {name: policy file}: PATH as the simulated evaluation takes it (a glob, ``~``,
+    a shipped policy by name: ``plan.parse_policy_argument``, ``plan.checkpoint_file``), one file per policy; the
+    name, when not given, the file's (or for a policy.pt its folder's)."""
     out = {}
     for item in specs:
-        name, sep, path = item.partition("=")
-        if not sep:
-            name, path = Path(item).stem if Path(item).stem != "policy" else Path(item).parent.name, item
+        given, paths = parse_policy_argument(item)
+        if given == EXPERT and not paths:
+            raise ValueError("--policy expert: the privileged expert drives simulated episodes only; give policy files")
+        if len(paths) != 1:
+            raise ValueError(
+                f"--policy {item}: {len(paths)} files ({', '.join(paths)}); --bag evaluates one file per policy: give "
+                "each as NAME=PATH"
+            )
+        path = checkpoint_file(paths[0], given)
+        name = given or (Path(path).stem if Path(path).stem != "policy" else Path(path).parent.name)
         # the name names the plots (plots/NAME__BAG.png): a ../ in it would write them outside --out
-        check_policy_name(name, () if sep else (path,), origin="the name taken from the file (or folder) name")
+        check_policy_name(name, () if given else (path,), origin="the name taken from the file (or folder) name")
         if name in out:
             raise ValueError(f"--policy: two policies named {name!r}; name them NAME=PATH")
-        if not Path(path).is_file():
-            raise ValueError(f"--policy {item}: {path} is not a policy file")
         out[name] = path
     if not out:
         raise ValueError("--policy: give the policy file(s) to evaluate on the bags (NAME=PATH or PATH)")

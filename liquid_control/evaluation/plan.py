@@ -125,7 +125,7 @@ def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
     return name, paths
 
 
-def _checkpoint_file(path: str, name: str | None) -> str:
+def checkpoint_file(path: str, name: str | None) -> str:
     """The checkpoint file ``path`` names: as given, else a shipped policy named as the docs name it
     (``policies/cfc_ncp_rover.pt``, also from an installed package). EvaluationSetupError naming it otherwise."""
     if os.path.isdir(path):  # e.g. a training run's folder: its checkpoint is the policy.pt inside
@@ -150,7 +150,7 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
     """Load every checkpoint once (errors name the file), read world/seed/size; the expert needs no file."""
     if name == EXPERT and not paths:
         return PolicySpec(name=EXPERT, world=default_world, env_kwargs=agents.default_env_kwargs(None))
-    given, paths = paths, [_checkpoint_file(path, name) for path in paths]
+    given, paths = paths, [checkpoint_file(path, name) for path in paths]
     seen: dict[str, str] = {}
     for path, as_given in zip(paths, given):  # one file twice would count as two training seeds of the same run
         key = os.path.realpath(path)
