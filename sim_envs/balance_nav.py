@@ -19,7 +19,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from . import experts
+from . import cameras, experts
 from .balancer import (
     ACCEL_NOISE,
     ENCODER_NOISE,
@@ -40,7 +40,7 @@ TIME_LIMIT = 10.0
 SUCCESS_RADIUS = 0.4  # m, body centre to the marker's axis
 TARGET_DISTANCE = (1.8, 3.2)  # m
 TARGET_BEARING_DEG = 35.0  # +- from the start heading
-CAMERA_FOVY_DEG = 90.0
+CAMERA_FOVY_DEG = cameras.CAMERA_FOVY_DEG["LiquidBalanceNav-v0"]  # sim_envs/cameras.py
 N_TREES = 6  # scenery (not obstacles): trees away from the path, for the seasons to show
 MAX_SPEED = 0.6  # m/s the expert drives at
 MAX_TURN = 1.5  # rad/s

@@ -15,7 +15,7 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
-from . import experts
+from . import cameras, experts
 from .shifts import parse_shift
 from .timing import ROVER_CAMERA, ROVER_IMU
 from .world import FrontCamera, TimedMujocoWorld, camera_image_shape, imu_space, saturate_imu
@@ -26,10 +26,8 @@ WHEEL_RADIUS = 0.06
 WHEEL_BASE = 0.30  # distance between the wheels
 ROVER_RADIUS = 0.24  # circle around the rover used for clearance
 SUCCESS_RADIUS = 0.6
-# Vertical = horizontal field of view of the square front camera (degrees). 100 rather than 75: the expert's
-# detours around path obstacles turn the target out of a 75-degree view (target invisible in 13.5% of expert
-# demonstration frames at 75 degrees, 8.2% at 100), which makes those labels unobservable for a camera policy.
-CAMERA_FOVY_DEG = 100.0
+# Vertical = horizontal field of view of the square front camera (degrees; why 100: sim_envs/cameras.py)
+CAMERA_FOVY_DEG = cameras.CAMERA_FOVY_DEG["LiquidRover-v0"]
 TIME_LIMIT = 25.0
 N_TREES = 14
 N_BUSHES = 8

@@ -64,11 +64,15 @@ def pinhole_intrinsics(width: int, height: int, fovy_deg: float) -> tuple[list[f
 
 
 def world_camera_fovy_deg(world: str | None) -> float | None:
-    """The vertical field of view (degrees) of the front camera of the simulated ``world`` (its module's
-    CAMERA_FOVY_DEG today), or None: not one of the worlds, or the worlds not installed."""
+    """The vertical field of view (degrees) of the front camera of the simulated ``world`` today, or None: not one
+    of the worlds, or the worlds not installed. Ours from ``sim_envs.cameras``, without importing the world (a robot
+    without gymnasium and MuJoCo checks its camera too); a world of your own from its module's CAMERA_FOVY_DEG."""
     try:
         from sim_envs import world_class
+        from sim_envs.cameras import CAMERA_FOVY_DEG
 
+        if isinstance(world, str) and world in CAMERA_FOVY_DEG:
+            return float(CAMERA_FOVY_DEG[world])
         cls = world_class(world)
     except (ImportError, KeyError):
         return None

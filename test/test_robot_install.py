@@ -1,0 +1,115 @@
+"""A robot that only runs the nodes: policy_node on a shipped policy's export, `liquid-control record` and
+takeover_mux run with the simulation and training stack absent (each run in a process where importing any of it
+fails, as where it is not installed)."""
+
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from geometry_msgs.msg import Twist
+from sensor_msgs.msg import CameraInfo, Image
+
+from liquid_control.conventions.image_conversion import numpy_to_image
+from liquid_control.paths import config_dir
+from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
+
+SIMULATION_AND_TRAINING = ("torch", "mujoco", "gymnasium", "matplotlib", "tqdm", "PIL", "onnx", "scipy", "ncps")
+
+
+def without_the_stack(tmp_path: Path, env: dict) -> dict:
+    """``env`` for a process in which importing any of SIMULATION_AND_TRAINING fails (ModuleNotFoundError, as for a
+    package not installed): a sitecustomize first on its path."""
+    site = tmp_path / "robot_site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.modules.update(dict.fromkeys({sorted(SIMULATION_AND_TRAINING)!r}))\n"
+    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def test_policy_node_runs_a_shipped_policy_and_checks_the_cameras_field_of_view_without_the_simulator(tmp_path):
+    """Before: on a robot without gymnasium and MuJoCo, policy_node ran the shipped rover policy's export but compared
+    camera_info's field of view with nothing: those files do not record their training camera, and the world's was
+    read by importing the world, which failed, so a 60-degree lens under a policy trained at 100 went unwarned
+    (with the simulator installed, configure imported gymnasium, MuJoCo and PyOpenGL for that one number)."""
+    env = without_the_stack(tmp_path, isolated_ros_env())
+    log = tmp_path / "policy_node.log"
+    node = start_node_process(
+        "liquid_control.ros.policy_node",
+        "policy_node",
+        {"autostart": True},  # the shipped parameter file: cfc_ncp_rover.pt, backend auto (its .onnx without torch)
+        env,
+        log_path=log,
+        params_files=(config_dir() / "rover_policy.yaml",),
+    )
+    probe = Probe(env)
+    try:
+        camera = probe.publisher(Image, "/camera/image_raw")
+        camera_info = probe.publisher(CameraInfo, "/camera/camera_info")
+        probe.record("/cmd_vel", Twist)
+        f = 32.0 / math.tan(math.radians(30.0))  # 64x64 pixels across 60 degrees
+        info = CameraInfo(width=64, height=64, k=[f, 0.0, 31.5, 0.0, f, 31.5, 0.0, 0.0, 1.0])
+        warned = "the policy's world LiquidRover-v0 renders 100x100"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and node.poll() is None:
+            stamp = probe.node.get_clock().now().to_msg()
+            image = numpy_to_image(np.full((64, 64, 3), 90, np.uint8), "rgb8")
+            image.header.stamp = info.header.stamp = stamp
+            camera.publish(image)
+            camera_info.publish(info)
+            if len(probe.messages("/cmd_vel")) > 2 and warned in log.read_text():
+                break
+            time.sleep(1 / 15)
+    finally:
+        code = stop_process(node)
+        probe.close()
+    text = log.read_text()
+    assert code == 0 and "Traceback" not in text, text
+    assert "(onnx, cfc_ncp_rover)" in text, text  # the export beside the .pt, as a robot without torch runs it
+    assert len(probe.messages("/cmd_vel")) > 2, text
+    assert "/camera/camera_info: camera_info's K gives a field of view of 60x60 degrees" in text and warned in text
+
+
+def test_liquid_control_record_records_without_the_simulator(tmp_path):
+    """Before: every `liquid-control record` (--help too) on a robot without gymnasium ended in "error: needs the
+    Python package 'gymnasium'" (exit 1): its options' help names the expert's safety margin, imported from
+    sim_envs, whose import needed gymnasium."""
+    env = without_the_stack(tmp_path, isolated_ros_env())
+    out = tmp_path / "bag"
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "record", "-o", str(out), "--duration", "1", "/robot/topic"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "metadata.yaml").is_file() and "warning: nothing received on /robot/topic" in proc.stderr
+    expert = subprocess.run(  # what needs the simulator says so
+        [sys.executable, "-m", "liquid_control.cli", "record", "--expert", "-o", str(tmp_path / "expert")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert expert.returncode == 1 and "error: needs the Python package" in expert.stderr, expert.stderr
+
+
+def test_takeover_mux_starts_without_the_simulator(tmp_path):
+    """The mux of a takeover round on the robot (it imports the takeover rule from the bags layer) runs without the
+    stack: it starts, logs its routing and stops cleanly."""
+    env = without_the_stack(tmp_path, isolated_ros_env())
+    log = tmp_path / "takeover_mux.log"
+    mux = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", {}, env, log_path=log)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and mux.poll() is None and "-> base/cmd_vel" not in log.read_text():
+            time.sleep(0.1)
+    finally:
+        code = stop_process(mux)
+    assert code == 0 and "-> base/cmd_vel" in log.read_text(), log.read_text()
