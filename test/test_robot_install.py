@@ -1,15 +1,17 @@
 """A robot that only runs the nodes: policy_node on a shipped policy's export, `liquid-control record` and
 takeover_mux run with the simulation and training stack absent (each run in a process where importing any of it
-fails, as where it is not installed)."""
+fails, as where it is not installed), and package.xml and docs/real_robot.md let the robot leave that stack out."""
 
 import math
 import os
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from geometry_msgs.msg import Twist
 from sensor_msgs.msg import CameraInfo, Image
 
@@ -17,7 +19,19 @@ from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.paths import config_dir
 from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 
-SIMULATION_AND_TRAINING = ("torch", "mujoco", "gymnasium", "matplotlib", "tqdm", "PIL", "onnx", "scipy", "ncps")
+REPO = Path(__file__).resolve().parents[1]
+# import name -> its rosdep key in package.xml (None: none there; pinned in requirements.txt or test-only)
+SIMULATION_AND_TRAINING = {
+    "torch": "python3-pytorch-pip",
+    "mujoco": "python3-mujoco-pip",
+    "gymnasium": "python3-gymnasium-pip",
+    "matplotlib": "python3-matplotlib",
+    "tqdm": "python3-tqdm",
+    "PIL": "python3-pil",
+    "onnx": None,
+    "scipy": None,
+    "ncps": None,
+}
 
 
 def without_the_stack(tmp_path: Path, env: dict) -> dict:
@@ -113,3 +127,32 @@ def test_takeover_mux_starts_without_the_simulator(tmp_path):
     finally:
         code = stop_process(mux)
     assert code == 0 and "-> base/cmd_vel" in log.read_text(), log.read_text()
+
+
+def _exec_depends(variables: dict) -> set[str]:
+    from catkin_pkg.package import parse_package
+
+    package = parse_package(str(REPO / "package.xml"))
+    package.evaluate_conditions(variables)  # as rosdep does, with the environment
+    return {d.name for d in package.exec_depends if d.evaluated_condition}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # catkin_pkg's use of pyparsing's older names
+def test_rosdep_on_the_robot_leaves_out_what_the_nodes_run_without():
+    """Before: package.xml made torch, MuJoCo, gymnasium, matplotlib, tqdm and Pillow unconditional exec_depends, so
+    `rosdep install` on a robot installed gigabytes the nodes do not use (the tests above run them without); the
+    docs told the robot to pip install onnx, which only `liquid-control export` uses. The variable package.xml's
+    conditions read is the one docs/real_robot.md sets; its pip line leaves out the same packages."""
+    names = set(re.findall(r'condition="\$(\w+) != robot"', (REPO / "package.xml").read_text()))
+    assert len(names) == 1, names
+    (variable,) = names
+    stack = {key for key in SIMULATION_AND_TRAINING.values() if key}
+    everything = _exec_depends({})
+    assert stack <= everything  # a training machine: all of it, as before
+    assert _exec_depends({variable: "robot"}) == everything - stack
+    page = " ".join((REPO / "docs" / "real_robot.md").read_text().split())
+    assert f"{variable}=robot rosdep install --from-paths src --ignore-src" in page
+    (left_out,) = re.findall(r"grep -vE '\^\(([\w|-]+)\)==' requirements\.txt \| pip install -r /dev/stdin", page)
+    pinned = {line.split("==")[0] for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line}
+    pip_names = {"PIL": "pillow"}
+    assert set(left_out.split("|")) == {pip_names.get(m, m) for m in SIMULATION_AND_TRAINING} & pinned
