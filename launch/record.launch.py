@@ -2,7 +2,7 @@
 
     ros2 launch liquid_control record.launch.py output:=bags/day1_001 [params_file:=/path/to/robot_policy.yaml]
         [topics:="/camera/image_raw /imu/data /cmd_vel"] [use_sim_time:=false] [duration_s:=0]
-        [max_bag_size:=0] [max_bag_duration:=0]
+        [max_bag_size:=0] [max_bag_duration:=0] [repeat_latched:=false]
 
 By default every input topic of the parameter file's policy (camera, IMU, wheel encoders, the balancer's target:
 whichever it reads) and its command topic are recorded, with the QoS their publishers offer. Stop with Ctrl-C
@@ -31,6 +31,7 @@ ARGUMENTS = {
         "0",
         "seconds: split the bag into files of this much recording each, at least 1 (0: no split)",
     ),
+    "repeat_latched": ("false", "split bag: start each file with the latched topics' last messages (/tf_static ...)"),
 }
 
 
@@ -44,6 +45,7 @@ def _nodes(context):
         duration_s=launch_argument(arg, "duration_s", float),
         max_bag_size=launch_argument(arg, "max_bag_size", int),
         max_bag_duration=launch_argument(arg, "max_bag_duration", float),
+        repeat_latched=launch_argument(arg, "repeat_latched", bool),
     )
     return launch_actions(graph)
 

@@ -616,6 +616,59 @@ def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path
         context.try_shutdown()
 
 
+def test_the_recorder_repeats_each_latched_publishers_last_message_in_every_file_with_repeat_latched(
+    tmp_path, monkeypatch
+):
+    """Before: /tf_static, /robot_description (latched) were in a split bag's first file only: a later file opened
+    alone had no TF tree. `-p repeat_latched:=true` starts every file with each latched publisher's last message (told
+    apart by their DDS ids: two static broadcasters), and the bag read whole holds each message once."""
+    import rclpy
+    import rclpy.executors
+    from rclpy.qos import DurabilityPolicy, QoSProfile
+    from std_msgs.msg import String
+
+    from liquid_control.bags import io
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)  # files of 2 kB (refused a recording: a file a message or two)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    try:
+        talker = rclpy.create_node("talker", context=context)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        static = [talker.create_publisher(String, "/static", latched) for _ in range(2)]
+        static[0].publish(String(data="base_link->camera"))
+        static[1].publish(String(data="base_link->imu"))
+        chatter = talker.create_publisher(String, "/chatter", 100)
+        out = tmp_path / "bag"
+        overrides = {"output": str(out), "topics": ["/static", "/chatter"], "max_bag_size": 2000}
+        recorder = BagRecorderNode(context=context, parameter_overrides={**overrides, "repeat_latched": True})
+        executor = rclpy.executors.SingleThreadedExecutor(context=context)
+        executor.add_node(recorder)
+        executor.add_node(talker)
+        sent, deadline = 0, time.monotonic() + 30.0
+        while (recorder.counts["/chatter"] < 60 or recorder.counts["/static"] < 2) and time.monotonic() < deadline:
+            recorder._discover()
+            if recorder.pending == []:
+                chatter.publish(String(data=f"{sent:04d}" + "x" * 100))
+                sent += 1
+            executor.spin_once(timeout_sec=0.01)
+        executor.remove_node(recorder)
+        path = recorder.close()
+    finally:
+        context.try_shutdown()
+    files = sorted(path.glob("*.mcap"), key=lambda f: int(f.stem.rpartition("_")[2]))
+    assert len(files) >= 3
+    for file in files[1:]:  # each later file alone: both broadcasters' transforms, at its first log time
+        with BagReader(file) as alone:
+            latched_here = [(m.log_time_ns, m.decode().data) for m in alone.messages(["/static"])]
+            assert sorted(data for _, data in latched_here) == ["base_link->camera", "base_link->imu"]
+            assert {t for t, _ in latched_here} == {alone.start_ns}
+    with BagReader(path) as reader:
+        assert reader.topics["/static"].count == 2 and reader.message_count == sum(recorder.counts.values())
+        assert sorted(m.decode().data for m in reader.messages(["/static"])) == ["base_link->camera", "base_link->imu"]
+
+
 @pytest.mark.parametrize(
     "argument, named",
     [
@@ -632,6 +685,8 @@ def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path
         ("max_bag_duration:=-1.0", "max_bag_duration: must be a number of seconds in [0, 86400] (0: no split)"),
         ("max_bag_size:=4", "max_bag_size: 4 bytes is below the smallest split size, 1048576 (1MiB)"),
         ("max_bag_duration:=0.001", "max_bag_duration: 0.001 s is below the shortest split duration, 1 s"),
+        ("repeat_latched:=true", "repeat_latched: only for a split bag (max_bag_size or max_bag_duration)"),
+        ("repeat_latched:=1", "repeat_latched: must be true or false (a boolean), got 1"),
     ],
 )
 def test_bad_recorder_parameters_are_refused_naming_them_before_the_bag_is_made(tmp_path, argument, named):

@@ -222,13 +222,17 @@ def test_record_options_take_sizes_and_seconds_and_refuse_bad_ones_naming_the_op
     for given, size in [("4G", 4 * 10**9), ("500M", 500 * 10**6), ("2GiB", 2 * 1024**3), ("1048576", 2**20), ("0", 0)]:
         assert parser.parse_args(["--max-bag-size", given]).max_bag_size == size
     assert parser.parse_args(["--max-bag-duration", "600"]).max_bag_duration == 600.0
+    assert parser.parse_args(["--repeat-latched"]).repeat_latched and not parser.parse_args([]).repeat_latched
     for option, bad in [("--max-bag-size", "4KB"), ("--max-bag-size", "-1"), ("--max-bag-duration", "-3")]:
         with pytest.raises(SystemExit):
             parser.parse_args([option, bad])
         assert f"argument {option}: '{bad}' is not a" in capsys.readouterr().err
 
-    (node,) = record_graph(output="bags/x", topics=["/imu/data"], max_bag_size=4 * 10**9, max_bag_duration=600)
+    (node,) = record_graph(
+        output="bags/x", topics=["/imu/data"], max_bag_size=4 * 10**9, max_bag_duration=600, repeat_latched=True
+    )
     assert node.parameters["max_bag_size"] == 4 * 10**9 and node.parameters["max_bag_duration"] == 600.0
+    assert node.parameters["repeat_latched"] is True
 
 
 def _timed(messages):
@@ -360,3 +364,151 @@ def test_splitting_with_another_rosbags_version_is_refused_before_the_bag_is_mad
         "bag.mcap",
         "metadata.yaml",
     ]
+
+
+def _latched_state(typestore_types, messages):
+    """The messages with a second publisher ("b") of the latched status beside the first ("a"), which publishes it
+    again later: (topic, log time, message, publisher)."""
+    String = typestore_types["std_msgs/msg/String"]
+    start = messages[1][1] - 1
+    out = [
+        ("/episode_status", start, String(data="running"), "a"),
+        ("/episode_status", start, String(data="b: on"), "b"),
+    ]
+    for i, (topic, t, message) in enumerate(messages[1:]):
+        out.append((topic, t, message, None))
+        if i == len(messages) // 2:
+            out.append(("/episode_status", t, String(data="halfway"), "a"))
+    return out
+
+
+def test_repeat_latched_starts_each_file_with_the_latched_state_and_every_reader_reads_each_message_once(
+    tmp_path, small_files
+):
+    """Before: a latched (transient local) message was in the first file only, so the third file opened alone
+    (Foxglove, `ros2 bag play` of one file) had no /tf_static or robot model. With repeat_latched (record
+    --repeat-latched, the node's repeat_latched) each later file starts with what a subscriber joining then gets
+    (each publisher's last), logged at the file's first message; read together (training, eval --bag, replay,
+    --info: BagReader, with or without metadata.yaml, truncated or not) each message is read and counted once."""
+    from mcap.reader import make_reader
+    from rosbags.rosbag2 import Reader
+
+    from liquid_control.ros.recorder_node import bag_info
+
+    stream = _latched_state(typestore().types, _messages())
+    unsplit = BagWriter(tmp_path / "whole")
+    split = BagWriter(tmp_path / "split", max_bag_size=4000, repeat_latched=True)
+    for writer in (unsplit, split):
+        writer.add_topic("/episode_status", "std_msgs/msg/String", [LATCHED, LATCHED])
+        writer.add_topic("/imu/data", "sensor_msgs/msg/Imu")
+        writer.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+        for topic, t, message, publisher in stream:
+            writer.write(topic, t, message, publisher=publisher)
+    whole, bag = unsplit.close(), split.close()
+    files = sorted(bag.glob("*.mcap"), key=lambda f: int(f.stem.rpartition("_")[2]))
+    assert len(files) >= 4
+    halfway = next(t for topic, t, m, _ in stream if topic == "/episode_status" and m.data == "halfway")
+    for n, file in enumerate(files):
+        with open(file, "rb") as handle:  # the mcap library alone
+            raw = [(c.topic, m.log_time, m.data) for _, c, m in make_reader(handle).iter_messages(log_time_order=False)]
+        first = raw[0][1] if n == 0 else min(t for topic, t, _ in raw if topic != "/episode_status")
+        with Reader(file) as alone:  # rosbags alone, the file itself
+            status = [
+                (t, _string_data(d))
+                for c, t, d in alone.messages()
+                if c.topic == "/episode_status" and (n == 0 or t == first)
+            ]
+        if n == 0:
+            assert [s for _, s in status][:2] == ["running", "b: on"]
+        else:  # each publisher's last, in the order received, at the file's first log time
+            expected = ["running", "b: on"] if first <= halfway else ["b: on", "halfway"]
+            assert [s for _, s in status] == expected and {t for t, _ in status} == {first}
+
+    expected = _read(whole)
+    assert _read(bag) == expected
+    with BagReader(bag) as ours, BagReader(whole) as reference:
+        assert ours.message_count == reference.message_count == len(stream)
+        assert {t: i.count for t, i in ours.topics.items()} == {t: i.count for t, i in reference.topics.items()}
+        assert (ours.start_ns, ours.end_ns) == (reference.start_ns, reference.end_ns)
+    assert bag_info(str(bag)).splitlines()[1:] == bag_info(str(whole)).splitlines()[1:]
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["message_count"] == len(stream) < sum(entry["message_count"] for entry in info["files"])
+
+    bare = tmp_path / "bare"  # without metadata.yaml: the files' own counts, less the repeated messages
+    shutil.copytree(bag, bare / "split")
+    (bare / "split" / "metadata.yaml").unlink()
+    assert _read(bare / "split") == expected
+    with BagReader(bare / "split") as ours:
+        assert ours.message_count == len(stream) and ours.topics["/episode_status"].count == 3
+
+    killed = BagWriter(tmp_path / "killed", max_bag_size=4000, repeat_latched=True)  # a truncated last file too
+    killed.add_topic("/episode_status", "std_msgs/msg/String", [LATCHED])
+    killed.add_topic("/imu/data", "sensor_msgs/msg/Imu")
+    killed.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+    for topic, t, message, publisher in stream:
+        killed.write(topic, t, message, publisher=publisher)
+    killed.abort()
+    with BagReader(tmp_path / "killed", allow_truncated=True) as salvaged:
+        kept = [(m.topic, m.log_time_ns, bytes(m.data)) for m in salvaged.messages()]
+        assert salvaged.message_count == len(kept) and salvaged.topics["/episode_status"].count == 3
+    assert len(kept) > len(stream) // 2 and kept == expected[: len(kept)]
+
+
+def _string_data(data) -> str:
+    return typestore().deserialize_cdr(bytes(data), "std_msgs/msg/String").data
+
+
+def test_repeat_latched_needs_a_split_bag(tmp_path):
+    with pytest.raises(BagError, match=r"^repeat_latched: only for a split bag \(max_bag_size or max_bag_duration\)"):
+        BagWriter(tmp_path / "bag", repeat_latched=True)
+    assert not (tmp_path / "bag").exists()
+
+
+def test_a_split_bag_with_latched_topics_repeated_trains_and_evaluates_as_the_unsplit_one(tmp_path, small_files):
+    """Training and eval --bag read a bag through stream_updates (its message count too) and the camera's field of
+    view from camera_info: a split bag whose later files repeat a latched camera_info and a latched input (the IMU
+    here; a balancer's target may be latched) gives the same updates, counters and field of view as the unsplit
+    bag, with or without its metadata.yaml (read without it, each file's counts are its own)."""
+    from test_bags import CAMERA_IMU, _synthetic_bag
+
+    from liquid_control.bags import data_spec, stream_updates
+    from liquid_control.bags import messages as M
+    from liquid_control.bags.stream import StreamStats, capture_runner
+    from liquid_control.training.sensor_record import bag_camera_fovy_deg
+
+    frames = [(1.0 + 0.05 * i, 1.02 + 0.05 * i) for i in range(120)]
+    imus = [(s - 0.005, t - 0.015, np.arange(6) * i) for i, (s, t) in enumerate(frames)]
+    source = _synthetic_bag(tmp_path / "source", frames, imus, [(t + 0.004, (0.1, -0.2)) for _, t in frames])
+
+    def copy(dst, **split):
+        with BagReader(source) as reader, BagWriter(dst, **split) as writer:
+            writer.add_topic("/camera/camera_info", M.CAMERA_INFO, [LATCHED])  # a driver that latches it
+            for topic, info in reader.topics.items():
+                writer.add_topic(topic, info.msgtype, [LATCHED] if topic == "/imu/data" else info.qos)
+            for n, message in enumerate(reader.messages()):
+                if n == 0:
+                    first_image = next(reader.messages(["/camera/image_raw"])).decode()
+                    writer.write("/camera/camera_info", message.log_time_ns, M.camera_info_message(first_image, 60.0))
+                writer.write(message.topic, message.log_time_ns, message.data)
+        return dst
+
+    bare = tmp_path / "bare" / "split"
+    shutil.copytree(copy(tmp_path / "split", max_bag_size=20_000, repeat_latched=True), bare)
+    (bare / "metadata.yaml").unlink()
+    results = []
+    for bag in (copy(tmp_path / "whole"), tmp_path / "split", bare):
+        spec, stats = data_spec(CAMERA_IMU), StreamStats()
+        with BagReader(bag) as reader:
+            updates = [
+                (u.time, u.stamp, u.dt, tuple(u.label))
+                for u in stream_updates(reader, capture_runner(CAMERA_IMU, spec), spec, stats)
+            ]
+            fovy = bag_camera_fovy_deg(reader, "/camera/image_raw")
+        results.append((updates, stats.summary(), fovy))
+    assert len(list(bare.glob("*.mcap"))) >= 4
+    with BagReader(bare / "split_2.mcap") as third:  # alone: it has the camera_info and the IMU's last reading
+        assert third.topics["/camera/camera_info"].count == 1
+        first = min(m.log_time_ns for m in third.messages())
+        assert [m.log_time_ns for m in third.messages(["/camera/camera_info"])] == [first]
+    assert results[0][2] == 60.0 and len(results[0][0]) == 120
+    assert results[1] == results[0] and results[2] == results[0]

@@ -193,7 +193,9 @@ class BagWriter:
     ``close()`` and ``abort()`` wait for them; their failure is raised by the next ``write`` or ``close()``.
     Every file carries every topic's schema and channel (it reads alone), and ``metadata.yaml`` lists them all
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
-    whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``.
+    whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
+    the first starts with the latched topics' last messages (:meth:`_repeat_latched`), so that it opens alone with
+    them; :class:`BagReader` reads them once when it reads the files together.
     """
 
     def __init__(
@@ -204,12 +206,19 @@ class BagWriter:
         custom_data: dict | None = None,
         max_bag_size: int | None = None,
         max_bag_duration: float | None = None,
+        repeat_latched: bool = False,
     ):
         self.path = Path(path)
         self.max_bag_size = _split_limit("max_bag_size", max_bag_size, int)
         self.max_bag_duration = _split_limit("max_bag_duration", max_bag_duration, float)
         self._max_duration_ns = round(self.max_bag_duration * 1e9) if self.max_bag_duration else 0
         self._split = bool(self.max_bag_size or self._max_duration_ns)
+        if repeat_latched and not self._split:  # one file holds every message: nothing to repeat
+            raise BagError("repeat_latched: only for a split bag (max_bag_size or max_bag_duration)")
+        self.repeat_latched = bool(repeat_latched)
+        # repeat_latched: topic -> (depth, publisher -> its last ``depth`` messages as (order written, bytes))
+        self._latched: dict[str, tuple[int, dict]] = {}
+        self._latched_order = itertools.count()
         if self._split and _rosbags_version() != ROSBAGS_TESTED:  # refused before a drive, not failing in it
             given = "max_bag_size" if self.max_bag_size else "max_bag_duration"
             raise BagError(
@@ -220,7 +229,8 @@ class BagWriter:
         if self.path.exists():
             raise BagError(f"{self.path}: already exists; a bag is never overwritten, choose a new name")
         self._files: list[dict] = []  # the finished files' entries of metadata.yaml's ``files``
-        self._file_stats = [0, 2**63 - 1, 0]  # split: the open file's message count, first and last log time
+        # split: the open file's message count, first and last log time, and its count without repeated ones
+        self._file_stats = [0, 2**63 - 1, 0, 0]
         try:
             self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
             if compression:
@@ -288,13 +298,19 @@ class BagWriter:
             topic, msgtype, typestore=store, offered_qos_profiles=profiles
         )
         self._types[topic] = msgtype
+        if self.repeat_latched and profiles and all(q.durability == QosDurability.TRANSIENT_LOCAL for q in profiles):
+            # latched as the recorder subscribes (every publisher transient local): a subscriber joining at a split
+            # would get each publisher's last ``depth`` messages
+            self._latched[topic] = (max(1, *(q.depth for q in profiles)), {})
 
     def has_topic(self, topic: str) -> bool:
         """Whether ``topic`` has been added."""
         return topic in self._connections
 
-    def write(self, topic: str, log_time_ns: int, message, msgtype: str | None = None) -> None:
-        """Append one message (``log_time_ns``: when it was received/published, on the recorder's clock)."""
+    def write(self, topic: str, log_time_ns: int, message, msgtype: str | None = None, publisher=None) -> None:
+        """Append one message (``log_time_ns``: when it was received/published, on the recorder's clock);
+        ``publisher``: who published it (any hashable; the recorder gives the DDS publisher's id), for
+        ``repeat_latched``, which repeats each publisher's last messages of a latched topic."""
         with self._lock:
             if self.closed:
                 raise BagError(f"{self.path}: bag already closed")
@@ -311,11 +327,16 @@ class BagWriter:
                 if not self._split:  # the recorder's hot path: nothing per message for splitting
                     self._writer.write(self._connections[topic], log_time_ns, data)
                 else:
-                    if self._file_stats[0] and self._file_full(log_time_ns):
-                        self._next_file()
+                    if self._file_stats[3] and self._file_full(log_time_ns):
+                        self._next_file(log_time_ns)
                     self._writer.write(self._connections[topic], log_time_ns, data)
                     stats = self._file_stats
                     stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
+                    stats[3] += 1
+                    latched = self._latched.get(topic)
+                    if latched is not None:
+                        kept = latched[1].setdefault(publisher, deque(maxlen=latched[0]))
+                        kept.append((next(self._latched_order), bytes(data)))
                 self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
             except OSError as exc:  # a full disk as a chunk is written: the bag, not a bare errno, is named
                 raise BagError(f"{self.path}: cannot write to the bag: {exc.strerror or exc}") from None
@@ -330,7 +351,7 @@ class BagWriter:
 
     def _file_entry(self) -> dict:
         """metadata.yaml's ``files`` entry of the open file."""
-        count, first, last = self._file_stats
+        count, first, last, _ = self._file_stats
         first = first if count else 0
         return {
             "path": self.mcap_path.name,
@@ -339,18 +360,21 @@ class BagWriter:
             "message_count": count,
         }
 
-    def _next_file(self) -> None:
+    def _next_file(self, log_time_ns: int) -> None:
         """Finish the open file of a split bag (its MCAP summary here, its CRCs and fsync on a thread of their own:
         :meth:`_finish_in_background`) and open the next with every channel.
 
         The next file is opened first: when that fails (the folder removed, no file descriptor left) or finishing
         the open file does, the bag is as before (that file open, none after it), so ``close()`` still finishes it
-        or says why not; a failure once it is finished (its fsync: a stick pulled) leaves the next file open."""
+        or says why not; a failure once it is finished (its fsync: a stick pulled) leaves the next file open.
+        With ``repeat_latched`` the next file starts with the latched messages (:meth:`_repeat_latched`), logged at
+        ``log_time_ns``, the message that opens it."""
         import yaml
 
         storage, crcs = self._writer.storage, self._crcs
         new = storage.next_file(self._file_path(len(self._files) + 1))
         try:
+            repeated = self._repeat_latched(new, log_time_ns)
             new_crcs = _ChunkCrcs(new.path)
             try:
                 files = [*self._files, self._file_entry()]
@@ -366,8 +390,30 @@ class BagWriter:
             raise
         self._files = files
         self._writer.storage, self._crcs = new, new_crcs
-        self._file_stats = [0, 2**63 - 1, 0]
+        self._file_stats = [repeated, log_time_ns if repeated else 2**63 - 1, log_time_ns if repeated else 0, 0]
         self._finish_in_background(crcs)
+
+    def _repeat_latched(self, new: _McapFile, log_time_ns: int) -> int:
+        """Write the latched topics' kept messages (each publisher's last, as many as it keeps: what a subscriber
+        joining now would get) at the start of the new file ``new``, logged at ``log_time_ns``, after a Metadata
+        record (:data:`REPEATED_LATCHED`) saying how many of each topic's first messages in the file they are:
+        the file read alone (Foxglove, ``ros2 bag play`` of one file) has its TF tree, robot model and latched
+        camera_info; a reader of the whole bag skips them (:class:`BagReader`). Returns how many."""
+        kept = sorted(
+            (order, topic, data)
+            for topic, (_, by_publisher) in self._latched.items()
+            for messages in by_publisher.values()
+            for order, data in messages
+        )
+        if not kept:
+            return 0
+        counts: dict[str, int] = {}
+        for _, topic, _ in kept:
+            counts[topic] = counts.get(topic, 0) + 1
+        new.bio.write(_metadata_record(REPEATED_LATCHED, {topic: str(n) for topic, n in counts.items()}))
+        for _, topic, data in kept:
+            new.write(self._connections[topic], log_time_ns, data)
+        return len(kept)
 
     def _finish_in_background(self, crcs: _ChunkCrcs) -> None:
         """The finished file's last CRCs and its fsyncs (:meth:`_ChunkCrcs.finish`) on a thread, so that the writes
@@ -520,6 +566,58 @@ class _McapFile(McapWriter):
                 types.add(connection.msgtype)
             new.add_connection(connection, qos)
         return new
+
+
+# The MCAP Metadata record right after the Header of a split bag's file that starts with repeated latched messages
+# (BagWriter repeat_latched): topic -> how many of its first messages in the file repeat those of the files before.
+REPEATED_LATCHED = "liquid_control.repeated_latched"
+
+
+def _mcap_string(text: str) -> bytes:
+    raw = text.encode()
+    return struct.pack("<I", len(raw)) + raw
+
+
+def _metadata_record(name: str, values: dict[str, str]) -> bytes:
+    """An MCAP Metadata record (opcode 0x0C: its name, then a map of strings)."""
+    entries = b"".join(_mcap_string(key) + _mcap_string(value) for key, value in values.items())
+    body = _mcap_string(name) + struct.pack("<I", len(entries)) + entries
+    return b"\x0c" + struct.pack("<Q", len(body)) + body
+
+
+def _repeated_latched(path: Path) -> dict[str, int]:
+    """Topic -> how many of its first messages in the MCAP file ``path`` repeat latched messages of the files before
+    it (the :data:`REPEATED_LATCHED` record right after its Header); {} for any other file, or one unreadable there
+    (its messages are then all read)."""
+
+    def string(data: bytes, at: int) -> tuple[str, int]:
+        (size,) = struct.unpack_from("<I", data, at)
+        if at + 4 + size > len(data):
+            raise ValueError("a string past the record")
+        return data[at + 4 : at + 4 + size].decode(), at + 4 + size
+
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(len(MCAP_MAGIC) + 9)
+            if head[: len(MCAP_MAGIC)] != MCAP_MAGIC or len(head) < len(MCAP_MAGIC) + 9 or head[8] != 0x01:
+                return {}
+            handle.seek(int.from_bytes(head[9:], "little"), os.SEEK_CUR)  # past the Header
+            record = handle.read(9)
+            if len(record) < 9 or record[0] != 0x0C or int.from_bytes(record[1:], "little") > 1 << 20:
+                return {}
+            body = handle.read(int.from_bytes(record[1:], "little"))
+        name, at = string(body, 0)
+        if name != REPEATED_LATCHED:
+            return {}
+        (size,) = struct.unpack_from("<I", body, at)
+        at, end, counts = at + 4, at + 4 + size, {}
+        while at < end:
+            topic, at = string(body, at)
+            count, at = string(body, at)
+            counts[topic] = int(count)
+        return counts
+    except (OSError, ValueError, struct.error):  # UnicodeDecodeError is a ValueError
+        return {}
 
 
 def _list_files(written: Path, metadata: Path, files: list[dict]) -> None:
@@ -899,11 +997,13 @@ def metadata_counts(folder: Path) -> tuple[int, dict[str, int]] | None:
 
 
 class _Part(NamedTuple):
-    """One storage file of a bag, in split order: an open rosbags storage, or a truncated MCAP file to salvage."""
+    """One storage file of a bag, in split order: an open rosbags storage, or a truncated MCAP file to salvage;
+    ``repeats``: topic -> how many of its first messages there repeat latched ones of the files before (skipped)."""
 
     path: Path
     storage: object = None  # rosbags McapReader / Sqlite3Reader
     salvage: bool = False
+    repeats: dict | None = None
 
 
 class _Track:
@@ -1100,7 +1200,8 @@ class BagReader:
     """Opens a rosbag2 bag folder (or a bare ``.mcap``/``.db3`` file) for streaming reads in log-time order.
 
     ``topics``: name -> :class:`TopicInfo`; ``messages(topics)`` yields :class:`BagMessage` one at a time.
-    A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ...) is read file after file, with or without metadata.yaml.
+    A split bag (``<bag>_0.mcap``, ``<bag>_1.mcap`` ...) is read file after file, with or without metadata.yaml;
+    the latched messages a file after the first repeats (:data:`REPEATED_LATCHED`) are neither read nor counted there.
     With ``allow_truncated`` a recording without MCAP footer (a single file, or the last file of a split bag) is
     read up to its break, the first record cut short or unreadable or the first chunk failing its CRC check
     (``salvaged`` is True and ``salvage_note`` names the file, the messages kept and the byte where it stopped and
@@ -1171,7 +1272,11 @@ class BagReader:
         storage = self._reader.storage
         storages = getattr(storage, "storages", [storage])  # a folder: one per file, in metadata's order
         paths = files if len(files) == len(storages) else [Path(s.path) for s in storages]
-        self._parts = [_Part(p, s) for p, s in zip(paths, storages, strict=True)]
+        # metadata.yaml's counts leave out the repeated latched messages (BagWriter writes them past rosbags' count)
+        self._parts = [
+            _Part(p, s, repeats=_repeated_latched(p) if n else None)
+            for n, (p, s) in enumerate(zip(paths, storages, strict=True))
+        ]
         self._message_compression = self._reader.compression_mode == "message"
         self._register_types(self._reader.connections)
         self.topics = {}
@@ -1217,10 +1322,12 @@ class BagReader:
         self._message_compression = mode == "message"
         self.topics = {}
         self.message_count, starts, ends = 0, [], []
-        for file in files:
+        for n, file in enumerate(files):
+            # a file after the first may start with latched messages repeated from the files before: not counted
+            repeats = _repeated_latched(file) if n else {}
             if file == cut:
-                self._open_truncated(file)
-                self._parts.append(_Part(file, salvage=True))
+                self._open_truncated(file, repeats)
+                self._parts.append(_Part(file, salvage=True, repeats=repeats))
                 continue
             try:
                 reader = Reader(file)
@@ -1228,14 +1335,20 @@ class BagReader:
             except Exception as exc:
                 raise BagError(f"{file}: cannot open it: {type(exc).__name__}: {exc}") from None
             self._readers.append(reader)
-            self._parts.append(_Part(file, reader.storage))
+            self._parts.append(_Part(file, reader.storage, repeats=repeats))
             self._register_types(reader.connections)
+            left = dict(repeats)
             for conn in reader.connections:
+                repeated = min(conn.msgcount, left.pop(conn.topic, 0))
                 self._add_topic(
-                    conn.topic, conn.msgtype, conn.msgcount, tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ())
+                    conn.topic,
+                    conn.msgtype,
+                    conn.msgcount - repeated,
+                    tuple(getattr(conn.ext, "offered_qos_profiles", ()) or ()),
                 )
+                self.message_count -= repeated
+            self.message_count += int(reader.message_count)
             if reader.message_count:
-                self.message_count += int(reader.message_count)
                 starts.append(int(reader.start_time))
                 ends.append(int(reader.end_time))
         if self.salvaged:
@@ -1246,13 +1359,16 @@ class BagReader:
         self.start_ns, self.end_ns = (min(starts), max(ends)) if starts else (0, 0)
 
     # -------------------------------------------------------------------------------------------- truncated
-    def _open_truncated(self, mcap: Path) -> None:
-        """Index what a footer-less MCAP file holds (schemas, channels, message count) up to its break."""
+    def _open_truncated(self, mcap: Path, repeats: dict) -> None:
+        """Index what a footer-less MCAP file holds (schemas, channels, message count) up to its break; ``repeats``:
+        the latched messages it starts with, repeated from the files before (not counted)."""
         self.salvaged = True
         self._salvage_file = mcap
         channels, counts, first, last, note = _scan_truncated(mcap)
+        repeats = dict(repeats)
         for cid, c in channels.items():
-            self._add_topic(c["topic"], c["msgtype"], counts.get(cid, 0), c["qos"])
+            counts[cid] = counts.get(cid, 0) - min(counts.get(cid, 0), repeats.pop(c["topic"], 0))
+            self._add_topic(c["topic"], c["msgtype"], counts[cid], c["qos"])
         self._salvage_count = sum(counts.values())
         self._salvage_start, self._salvage_end = first, last
         self.salvage_note = f"{mcap}: truncated; {self._salvage_count} messages read up to the break ({note})"
@@ -1414,21 +1530,28 @@ class BagReader:
         for part in list(self._parts):
             if self._closed:  # a generator of messages() used after close(): its files are closed
                 raise BagError(f"{self.path}: bag is closed")
+            skip = dict(part.repeats or {})  # latched messages repeated from the files before: read there
             if part.salvage:
                 index = 0
                 position = -1
                 for batch in _iter_truncated_batches(part.path):
                     for topic, log_time, msgtype, data in batch:
                         position += 1
-                        if topic in wanted:
+                        if skip.get(topic):
+                            skip[topic] -= 1
+                        elif topic in wanted:
                             yield part.path, index, (position,), BagMessage(topic, log_time, msgtype, data)
                             index += 1
                 continue
             index, last = -1, None
             try:
-                for index, (conn, timestamp, data, position) in enumerate(_storage_messages(part.storage, wanted)):
+                for conn, timestamp, data, position in _storage_messages(part.storage, wanted):
                     if self._closed:
                         raise BagError(f"{self.path}: bag is closed")
+                    if skip.get(conn.topic):
+                        skip[conn.topic] -= 1
+                        continue
+                    index += 1
                     last = timestamp
                     if self._message_compression and payloads:
                         data = _message_decompressed(data, conn.topic)

@@ -61,6 +61,10 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
         0.0,
         "seconds: split the bag into files of this much recording each, at least 1 (0: no split)",
     ),
+    "repeat_latched": (
+        False,
+        "split bag: start each file with the latched topics' last messages (each opens alone with its TF tree)",
+    ),
 }
 
 
@@ -111,6 +115,10 @@ def recorder_parameter_problems(p: dict) -> list[str]:
         )
     elif split_limit_refusal("max_bag_duration", split_s):
         problems.append(f"max_bag_duration: {split_limit_refusal('max_bag_duration', split_s)}")
+    if not isinstance(p["repeat_latched"], bool):
+        problems.append(f"repeat_latched: must be true or false (a boolean), got {p['repeat_latched']!r}")
+    elif p["repeat_latched"] and not (p["max_bag_size"] or p["max_bag_duration"]):
+        problems.append("repeat_latched: only for a split bag (max_bag_size or max_bag_duration)")
     return problems
 
 
@@ -152,6 +160,7 @@ class BagRecorderNode(Node):
             custom_data={"liquid_control.source": "recorder"},
             max_bag_size=p["max_bag_size"],
             max_bag_duration=p["max_bag_duration"],
+            repeat_latched=p["repeat_latched"],
         )
         self.pending = list(dict.fromkeys(topics))
         self.counts = {t: 0 for t in self.pending}
@@ -223,11 +232,12 @@ class BagRecorderNode(Node):
         if duration > 0 and self._started is not None and now - self._started >= duration * 1e9:
             self.done.set()
 
-    def _on_message(self, topic: str, data: bytes):
+    def _on_message(self, topic: str, data: bytes, info: dict | None = None):
         if self.writer.closed or self.failed:
             return
-        try:
-            self.writer.write(topic, self.get_clock().now().nanoseconds, data)
+        gid = (info or {}).get("publisher_gid") or {}
+        try:  # the publisher: repeat_latched repeats each one's last message of a latched topic (as DDS delivers)
+            self.writer.write(topic, self.get_clock().now().nanoseconds, data, publisher=gid.get("data"))
         except (OSError, BagError) as exc:  # a full disk, a removed folder: stop, say what and where
             written = sum(self.counts.values())
             self.failed = f"{self.output}: recording stopped, writing a {topic} message failed after {written} ({exc})"
@@ -252,7 +262,7 @@ class BagRecorderNode(Node):
     def _subscribe(self, cls, topic: str, qos):
         """A raw subscription that also counts the messages DDS reports lost, where the middleware reports them
         (one that does not, e.g. some rmw implementations, records without the count: said once, not a failure)."""
-        record = lambda data, topic=topic: self._on_message(topic, data)  # noqa: E731
+        record = lambda data, info, topic=topic: self._on_message(topic, data, info)  # noqa: E731
         events = SubscriptionEventCallbacks(message_lost=lambda info, topic=topic: self._on_lost(topic, info))
         try:
             return self.create_subscription(cls, topic, record, qos, raw=True, event_callbacks=events)
@@ -409,6 +419,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="split the bag into files of SECONDS of recording each, at least 1 (0: no split)",
     )
+    parser.add_argument(
+        "--repeat-latched",
+        action="store_true",
+        help="with --max-bag-size/--max-bag-duration: start each file with the last messages of the latched "
+        "(transient local) topics, e.g. /tf_static, /robot_description, so that each opens alone with them "
+        "(as ROS 1's rosbag --repeat-latched; training, eval, replay and --info read each once)",
+    )
     mode = parser.add_argument_group("other modes")
     mode.add_argument(
         "--info", metavar="BAG", type=user_path, help="print what a bag holds (topics, types, counts, QoS) and exit"
@@ -487,7 +504,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # the options of recording topics over DDS, which --expert and --recover do not use: given with them, refused
-TOPIC_OPTIONS = ("node_params", "duration", "use_sim_time", "compress", "max_bag_size", "max_bag_duration")
+TOPIC_OPTIONS = (
+    "node_params",
+    "duration",
+    "use_sim_time",
+    "compress",
+    "max_bag_size",
+    "max_bag_duration",
+    "repeat_latched",
+)
 
 EXPERT_OPTIONS = (
     "episodes",
@@ -554,6 +579,7 @@ def record_graph(
     duration_s: float = 0.0,
     max_bag_size: int = 0,
     max_bag_duration: float = 0.0,
+    repeat_latched: bool = False,
 ):
     """The recorder node for launch/record.launch.py (one description, as liquid_control.ros.graph)."""
     from liquid_control.ros.graph import NodeDescription
@@ -568,6 +594,7 @@ def record_graph(
         "use_sim_time": bool(use_sim_time),
         "max_bag_size": int(max_bag_size),
         "max_bag_duration": float(max_bag_duration),
+        "repeat_latched": bool(repeat_latched),
     }
     return [NodeDescription("bag_recorder", "bag_recorder", (), parameters)]
 
@@ -627,6 +654,7 @@ def _record_graph(args, topics: list[str]) -> int:
         "compression": args.compress,
         "max_bag_size": args.max_bag_size,
         "max_bag_duration": args.max_bag_duration,
+        "repeat_latched": args.repeat_latched,
     }
     try:
         node = BagRecorderNode(context=context, parameter_overrides=overrides, cli_args=cli_args)
