@@ -512,3 +512,21 @@ def test_a_split_bag_with_latched_topics_repeated_trains_and_evaluates_as_the_un
         assert [m.log_time_ns for m in third.messages(["/camera/camera_info"])] == [first]
     assert results[0][2] == 60.0 and len(results[0][0]) == 120
     assert results[1] == results[0] and results[2] == results[0]
+
+
+def test_max_bag_duration_counts_the_seconds_recorded_across_steps_back_of_the_clock(tmp_path):
+    """Before: a duration split compared a message's log time with the file's earliest, so a recorder on a
+    simulation's /clock (use_sim_time) whose time went back to 0 at each episode (2 s each, a 5 s split) never split:
+    every episode fell inside [0, 5 s). A file's seconds are now those its log time went forward: a step back by more
+    than LOG_TIME_WINDOW_NS (as BagReader and policy_node take a clock step) restarts the count there, keeping what
+    was counted (the files' seconds add up to the 12 s recorded)."""
+    Float64 = typestore().types["std_msgs/msg/Float64"]
+    times = [i * 100_000_000 for _ in range(6) for i in range(20)]  # six episodes of 0.0 .. 1.9 s, at 10 Hz
+    with BagWriter(tmp_path / "whole") as whole, BagWriter(tmp_path / "bag", max_bag_duration=5.0) as writer:
+        for n, t in enumerate(times):
+            for bag in (whole, writer):
+                bag.write("/x", t, Float64(data=float(n)))
+    info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    # 5 s each: episodes 1, 2 and 1.2 s of the 3rd (0.0 .. 1.1: 12 readings), 0.7 + 1.9 + 1.9 + 0.5 s, the rest
+    assert [entry["message_count"] for entry in info["files"]] == [52, 53, 15]
+    assert _read(tmp_path / "bag") == _read(tmp_path / "whole")

@@ -186,7 +186,8 @@ class BagWriter:
     Splitting, as ``ros2 bag record --max-bag-size/--max-bag-duration``: with ``max_bag_size`` (bytes) or
     ``max_bag_duration`` (seconds of log time) the bag's files are ``<bag>_0.mcap``, ``<bag>_1.mcap`` ...; a
     message that would be written into a file already that large (its chunk being written counted uncompressed),
-    or that many seconds after the file's first message, first finishes the file (a whole, indexed MCAP file) and
+    or after that many seconds of the file's log time going forward (a step back of the clock, a simulation reset,
+    is not counted back: :meth:`_seconds_with`), first finishes the file (a whole, indexed MCAP file) and
     opens the next; the finished file's CRCs and fsyncs (seconds of a slow disk or USB stick, during which the
     recorder's subscription callback, which calls ``write``, took no message and DDS dropped them past the QoS
     depth) run on a thread of their own, one file at a time (the next split waits for the one before), and
@@ -231,6 +232,7 @@ class BagWriter:
         self._files: list[dict] = []  # the finished files' entries of metadata.yaml's ``files``
         # split: the open file's message count, first and last log time, and its count without repeated ones
         self._file_stats = [0, 2**63 - 1, 0, 0]
+        self._file_seconds = [0, None]  # split: the open file's log time gone forward (ns), and its newest since a step
         try:
             self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
             if compression:
@@ -333,6 +335,7 @@ class BagWriter:
                     stats = self._file_stats
                     stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
                     stats[3] += 1
+                    self._file_seconds = self._seconds_with(log_time_ns)
                     latched = self._latched.get(topic)
                     if latched is not None:
                         kept = latched[1].setdefault(publisher, deque(maxlen=latched[0]))
@@ -347,7 +350,19 @@ class BagWriter:
             storage = self._writer.storage
             if storage.bio.tell() + storage.chunk.bio.tell() >= self.max_bag_size:
                 return True
-        return bool(self._max_duration_ns) and log_time_ns - self._file_stats[1] >= self._max_duration_ns
+        return bool(self._max_duration_ns) and self._seconds_with(log_time_ns)[0] >= self._max_duration_ns
+
+    def _seconds_with(self, log_time_ns: int) -> list:
+        """The open file's ``_file_seconds`` with a message at ``log_time_ns``: its duration is the log time that went
+        forward in it, so that a step back of the recorder's clock (a simulation's /clock reset to 0 with
+        use_sim_time; NTP) neither stops the count (measured from the file's earliest log time, a recording whose
+        time went back at each episode never split) nor counts backwards: a step back by more than
+        LOG_TIME_WINDOW_NS (as BagReader and policy_node take a clock step) restarts the count there, keeping what
+        was counted; a message a little behind the newest (topics received out of order) adds nothing."""
+        counted, newest = self._file_seconds
+        if newest is None or log_time_ns < newest - LOG_TIME_WINDOW_NS:
+            return [counted, log_time_ns]
+        return [counted + max(0, log_time_ns - newest), max(newest, log_time_ns)]
 
     def _file_entry(self) -> dict:
         """metadata.yaml's ``files`` entry of the open file."""
@@ -391,6 +406,7 @@ class BagWriter:
         self._files = files
         self._writer.storage, self._crcs = new, new_crcs
         self._file_stats = [repeated, log_time_ns if repeated else 2**63 - 1, log_time_ns if repeated else 0, 0]
+        self._file_seconds = [0, None]
         self._finish_in_background(crcs)
 
     def _repeat_latched(self, new: _McapFile, log_time_ns: int) -> int:
