@@ -205,12 +205,19 @@ def user_path(value: str) -> str:
 
 def expand_pattern(pattern: str) -> list[str]:
     """The paths a command-line value names (``~`` expanded, :func:`user_path`): a path that exists as it is, also
-    where its name holds a glob character (`run [1]`, `take*2`); else a glob's matches, sorted (``[]`` when none);
-    else the value itself (a path that may not exist: the caller says so)."""
+    where its name holds a glob character (`run [1]`, `take*2`); else a glob's matches, sorted (``[]`` when none),
+    in which a folder that exists is itself (`Fahrt [1]/*`: the bags in 'Fahrt [1]', as a shell globs
+    "Fahrt [1]"/*, not those of 'Fahrt 1'); else the value itself (a path that may not exist: the caller says so)."""
     pattern = user_path(pattern)
-    if glob.has_magic(pattern) and not os.path.lexists(pattern):
-        return sorted(glob.glob(pattern))
-    return [pattern]
+    if not glob.has_magic(pattern) or os.path.lexists(pattern):
+        return [pattern]
+    path = Path(pattern)
+    folder = next((p for p in path.parents if glob.has_magic(str(p)) and p.is_dir()), None)
+    if folder is not None:
+        matches = glob.glob(os.path.join(glob.escape(str(folder)), str(path.relative_to(folder))))
+        if matches:
+            return sorted(matches)
+    return sorted(glob.glob(pattern))
 
 
 def first_missing_folder(path: str | Path) -> Path | None:

@@ -172,3 +172,18 @@ def test_eval_on_bags_takes_its_policy_as_the_simulated_evaluation_does(home, ca
     assert "--policy expert: the privileged expert drives simulated episodes only" in capsys.readouterr().err
     assert cli.main([*argv, "--policy", f"{home}/runs/Fahrt*/policy.pt"]) == 2  # named by its folder: refused
     assert "policy name 'Fahrt 1' (the name taken from the file (or folder) name" in capsys.readouterr().err
+
+
+def test_a_glob_inside_a_folder_whose_name_holds_a_glob_character_finds_its_bags(tmp_path, monkeypatch):
+    """`--bag "runs/Fahrt [1]/*"` (data.bags alike): a folder named with [ ] is itself, as a shell globs
+    "runs/Fahrt [1]"/*. Before: '[1]' was read as a character class, so the glob matched no bag."""
+    from liquid_control.training.bag_data import validate_data
+
+    folder = tmp_path / "Fahrt [1]"
+    bags = [_drive(folder / name, frames=2) for name in ("a", "b")]
+    _drive(tmp_path / "Fahrt 1" / "c", frames=2)  # what '[1]' as a character class names: not these bags
+    assert validate_data({"bags": [str(folder / "*")]})["bags"] == [str(b) for b in bags]
+    data = validate_data({"bags": [str(folder / "[a]")], "validation": [str(folder / "b*")]})
+    assert data["bags"] == [str(bags[0])] and data["validation"] == [str(bags[1])]
+    monkeypatch.chdir(tmp_path)
+    assert validate_data({"bags": ["Fahrt [1]/a"]})["bags"] == [str(bags[0])]
