@@ -547,8 +547,9 @@ def test_camera_info_follows_a_remapped_image_topic(tmp_path):
         info_pub = probe.publisher(CameraInfo, "/front/camera_info")
         probe.record("/diagnostics", DiagnosticArray)
         assert probe.wait_for(lambda: info_pub.get_subscription_count() >= 1, 60.0), policy_log.read_text()
-        subscribers = {i.node_name for i in probe.node.get_subscriptions_info_by_topic("/front/camera_info")}
-        assert "policy_node" in subscribers, subscribers
+        # DDS can announce the subscription before its node's name (it reads _NODE_NAME_UNKNOWN_ until then)
+        subscribers = lambda: {i.node_name for i in probe.node.get_subscriptions_info_by_topic("/front/camera_info")}  # noqa: E731
+        assert probe.wait_for(lambda: "policy_node" in subscribers(), 10.0), subscribers()
 
         def mismatches():
             msgs = [m for _, m in probe.messages("/diagnostics") if m.status and m.status[0].hardware_id]
