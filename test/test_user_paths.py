@@ -187,3 +187,46 @@ def test_a_glob_inside_a_folder_whose_name_holds_a_glob_character_finds_its_bags
     assert data["bags"] == [str(bags[0])] and data["validation"] == [str(bags[1])]
     monkeypatch.chdir(tmp_path)
     assert validate_data({"bags": ["Fahrt [1]/a"]})["bags"] == [str(bags[0])]
+
+
+def test_the_yaml_files_written_keep_a_non_ascii_path_as_written(tmp_path, capsys):
+    """A model card's front matter, a bag run's data.yaml and a split bag's metadata.yaml (rosbags and rosbag2 write
+    the unsplit one in UTF-8 as written). Before: '/home/j\\xF6rg/runs/Fahrt 1' in the card, across a line break
+    where it was long, and in data.yaml; "Fahrt \\xF6_0.mcap" in metadata.yaml."""
+    import yaml
+
+    from liquid_control.bags import BagReader
+    from liquid_control.training.model_card import card_text, split_card
+
+    root = tmp_path / "jörg" / "Fahrt 1"
+    command = f"liquid-control train --config cfg.yaml --bag '{root}/bags/*' --out '{root}/runs/Straße'"
+    card = tmp_path / "card.md"
+    card.write_text(card_text({"training": {"command": command}}, "# x\n"), encoding="utf-8")
+    front = card.read_text(encoding="utf-8").split("---")[1]  # (long lines wrapped at 100 characters)
+    assert "jörg" in front and "Straße" in front and "\\x" not in front, front
+    assert split_card(card)[0]["training"]["command"] == command
+
+    config = {
+        "name": "tiny",
+        "world": "LiquidRover-v0",
+        "observation": {"image": {"height": 64, "width": 64}, "vectors": {}, "update_on": "camera"},
+        "encoder": {"camera": {"channels": [2], "kernel_sizes": [5], "strides": [4], "features": 4}},
+        "core": {"type": "cfc", "units": 4},
+        "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+        "training": {"epochs_first": 1, "batch_size": 1, "sequence_length": 4},
+    }
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    bag = _drive(root / "bags" / "Fahrt ö")
+    run = root / "runs" / "Straße"
+    argv = ["train", "--config", str(tmp_path / "cfg.yaml"), "--bag", str(bag), "--out", str(run), "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert f"- {bag}\n" in (run / "data.yaml").read_text(encoding="utf-8")
+
+    split = root / "bags" / "Fahrt ö 2"
+    with BagWriter(split, max_bag_duration=1.0) as writer:
+        for k in range(30):
+            writer.write("/cmd_vel", 100_000_000 * k, twist_message(0.5, 0.1))
+    metadata = (split / "metadata.yaml").read_text(encoding="utf-8")
+    assert "- Fahrt ö 2_0.mcap\n" in metadata and "path: Fahrt ö 2_2.mcap\n" in metadata, metadata
+    with BagReader(split) as reader:
+        assert reader.topics["/cmd_vel"].count == 30

@@ -643,12 +643,12 @@ def _list_files(written: Path, metadata: Path, files: list[dict]) -> None:
 
     from liquid_control.atomic_file import atomic_write
 
-    text = yaml.safe_load(written.read_text())
+    text = yaml.safe_load(written.read_text(encoding="utf-8"))
     info = text["rosbag2_bagfile_information"]
     info["relative_file_paths"] = [entry["path"] for entry in files]
     info["files"] = files
-    with atomic_write(metadata, "w") as handle:
-        yaml.safe_dump(text, handle, default_flow_style=False, sort_keys=False)
+    with atomic_write(metadata, "w", encoding="utf-8") as handle:  # UTF-8, names as written, as rosbags and rosbag2
+        yaml.safe_dump(text, handle, default_flow_style=False, sort_keys=False, allow_unicode=True)
     written.unlink()
 
 
@@ -984,7 +984,9 @@ def _bagfile_information(folder: Path) -> dict | None:
     import yaml
 
     try:
-        info = yaml.safe_load((Path(folder) / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+        info = yaml.safe_load((Path(folder) / "metadata.yaml").read_text(encoding="utf-8"))[
+            "rosbag2_bagfile_information"
+        ]
     except Exception:
         return None
     return info if isinstance(info, dict) else None

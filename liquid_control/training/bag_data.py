@@ -50,6 +50,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -225,7 +226,7 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
         section = config.pop("data")
     saved = out_dir / "data.yaml"
     if section is None and config is None and saved.is_file():  # resume of a bag run: its settings are the base
-        section = yaml.safe_load(saved.read_text())["data"]
+        section = yaml.safe_load(saved.read_text(encoding="utf-8"))["data"]
         if not data and not sets:
             return None, section
     if section is None and not data and not sets:
@@ -545,14 +546,14 @@ class BagRun(TrainingRun):
         path = self.out / "data.yaml"
         content = {"data": self.data, "spec": self.spec.describe()}
         if path.is_file():
-            saved = yaml.safe_load(path.read_text())
+            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
             if saved != content and self.epoch_done > 0:
                 raise TrainingError(
                     f"{path}: the run was trained on other bags or data settings; resume with the same ones, "
                     f"or train into a new folder"
                 )
-        with atomic_write(path, "w") as handle:
-            yaml.safe_dump(content, handle, sort_keys=False)
+        with atomic_write(path, "w", encoding="utf-8") as handle:  # each bag's path as written, on one line
+            yaml.safe_dump(content, handle, sort_keys=False, allow_unicode=True, width=math.inf)
 
     def prepare(self, bags: list[str], kind: str) -> list[Episode]:
         """Segments of ``bags`` (converted once, cached in data/bags/<kind>/), cut into training windows."""

@@ -249,7 +249,7 @@ def split_card(path: str | Path) -> tuple[dict, str]:
     """A model card's YAML front matter (a mapping) and its body (the text after the closing ``---``);
     ``CardError`` (a ``ValueError``) naming the file when it is not a card."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CardError(f"{path}: cannot read the model card ({exc})") from None
     if not text.startswith("---\n"):
@@ -271,7 +271,8 @@ def card_text(card: dict, body: str) -> str:
     """A model card's text: its front matter as YAML (the entries in order, lines wrapped at 100 characters) and
     its body; the one way every writer here (``write_card``, ``refresh_card``, ``add_ood``) lays a card out, so
     that rewriting one section leaves the lines of the others as they were."""
-    return "---\n" + yaml.safe_dump(card, sort_keys=False, width=100) + "---\n" + body
+    # allow_unicode: a path is shown as written ('/home/jörg/...'), not escaped ("/home/j\xF6rg/...")
+    return "---\n" + yaml.safe_dump(card, sort_keys=False, width=100, allow_unicode=True) + "---\n" + body
 
 
 def read_card(path: str | Path) -> dict:
@@ -458,7 +459,7 @@ The front matter above is read by `test/test_shipped_policies.py`, which replays
             body += "\n" + append.strip() + "\n"
         if ood is not None:
             card, body = card_with_ood(card, body, *ood, entry=ood_entry)
-        (staging / f"{name}.md").write_text(card_text(card, body))
+        (staging / f"{name}.md").write_text(card_text(card, body), encoding="utf-8")
         # moved in (renames on one file system), in the order that leaves a consistent set at every step: an
         # export names its checkpoint's SHA-256, so a new export beside the old .pt (or the old one beside the
         # new .pt) is not run (backend auto falls back to torch); the old export is removed only once the new .pt
