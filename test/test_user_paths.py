@@ -14,6 +14,15 @@ from liquid_control.bags.messages import image_message, twist_message
 from liquid_control.paths import config_dir, policies_dir
 
 SHIPPED = policies_dir() / "cfc_ncp_rover.pt"
+TINY_CONFIG = {  # a policy of _drive's camera frames that trains on them in a second
+    "name": "tiny",
+    "world": "LiquidRover-v0",
+    "observation": {"image": {"height": 64, "width": 64}, "vectors": {}, "update_on": "camera"},
+    "encoder": {"camera": {"channels": [2], "kernel_sizes": [5], "strides": [4], "features": 4}},
+    "core": {"type": "cfc", "units": 4},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
+    "training": {"epochs_first": 1, "batch_size": 1, "sequence_length": 4},
+}
 # a Markdown link or image: [text](target), the target as CommonMark reads it (up to a space or the closing parenthesis)
 MARKDOWN_LINK = re.compile(r"\]\(([^)\s]*)([^)]*)\)")
 
@@ -206,16 +215,7 @@ def test_the_yaml_files_written_keep_a_non_ascii_path_as_written(tmp_path, capsy
     assert "jörg" in front and "Straße" in front and "\\x" not in front, front
     assert split_card(card)[0]["training"]["command"] == command
 
-    config = {
-        "name": "tiny",
-        "world": "LiquidRover-v0",
-        "observation": {"image": {"height": 64, "width": 64}, "vectors": {}, "update_on": "camera"},
-        "encoder": {"camera": {"channels": [2], "kernel_sizes": [5], "strides": [4], "features": 4}},
-        "core": {"type": "cfc", "units": 4},
-        "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "twist"},
-        "training": {"epochs_first": 1, "batch_size": 1, "sequence_length": 4},
-    }
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
     bag = _drive(root / "bags" / "Fahrt ö")
     run = root / "runs" / "Straße"
     argv = ["train", "--config", str(tmp_path / "cfg.yaml"), "--bag", str(bag), "--out", str(run), "--no-progress"]
@@ -230,3 +230,23 @@ def test_the_yaml_files_written_keep_a_non_ascii_path_as_written(tmp_path, capsy
     assert "- Fahrt ö 2_0.mcap\n" in metadata and "path: Fahrt ö 2_2.mcap\n" in metadata, metadata
     with BagReader(split) as reader:
         assert reader.topics["/cmd_vel"].count == 30
+
+
+def test_a_run_started_from_a_policy_named_relative_to_the_working_directory_records_where_it_is(
+    tmp_path, capsys, monkeypatch
+):
+    """Before: `train --init-from first.pt` recorded started_from {path: 'first.pt'} in policy.pt and
+    started_from.json: relative to a working directory the run does not record."""
+    import yaml
+
+    from liquid_control.policy import Policy, load_policy, save_policy
+
+    runs = tmp_path / "jörg" / "runs"
+    runs.mkdir(parents=True)
+    save_policy(runs / "first.pt", Policy.from_config(TINY_CONFIG), {})
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(TINY_CONFIG))
+    bag = _drive(tmp_path / "bags" / "Fahrt 1")
+    argv = ["train", "--config", str(tmp_path / "cfg.yaml"), "--bag", str(bag), "--out", "Fahrt 2", "--no-progress"]
+    monkeypatch.chdir(runs)
+    assert cli.main([*argv, "--init-from", "first.pt"]) == 0, capsys.readouterr().err
+    assert load_policy(runs / "Fahrt 2" / "policy.pt").metadata["started_from"]["path"] == str(runs / "first.pt")

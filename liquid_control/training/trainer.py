@@ -64,7 +64,8 @@ def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
             f"--init-from {path}: a policy of another network (keys that differ from the config: "
             f"{', '.join(differing)}); start from a policy with the same world, observation, encoder, core and action"
         )
-    return source.state_dict(), {"path": str(path), "sha256": checkpoint_sha256(path)}
+    # absolute: a path relative to the working directory of the run's start says nothing read elsewhere
+    return source.state_dict(), {"path": str(path.absolute()), "sha256": checkpoint_sha256(path)}
 
 
 def recorded_start(out: Path, checkpoint: dict | None) -> dict | None:
