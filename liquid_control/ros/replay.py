@@ -105,8 +105,8 @@ class _PlaybackRecorder(BagRecorderNode):
         self._stop_playback = stop
         super().__init__(**kwargs)
 
-    def _on_message(self, topic: str, data: bytes):
-        super()._on_message(topic, data)
+    def _on_message(self, topic: str, data: bytes, info: dict | None = None):
+        super()._on_message(topic, data, info)
         if self.failed:
             self._stop_playback.set()
 
