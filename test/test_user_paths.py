@@ -250,3 +250,17 @@ def test_a_run_started_from_a_policy_named_relative_to_the_working_directory_rec
     monkeypatch.chdir(runs)
     assert cli.main([*argv, "--init-from", "first.pt"]) == 0, capsys.readouterr().err
     assert load_policy(runs / "Fahrt 2" / "policy.pt").metadata["started_from"]["path"] == str(runs / "first.pt")
+
+
+def test_a_dollar_in_a_bag_or_config_name_is_drawn_as_written(tmp_path, capsys):
+    """matplotlib reads $...$ in a text as a formula: before, eval --bag on a bag named 'Fahrt $\\x$' evaluated it,
+    then failed drawing its plot ('ParseFatalException: Unknown symbol: \\x', naming no bag; no report), and a
+    config named so failed training at its first curves.png."""
+    from liquid_control.training.curves import plot_curves
+
+    bag = _drive(tmp_path / "Fahrt $\\x$")
+    argv = ["eval", "--bag", str(bag), "--policy", f"r={SHIPPED}", "--out", str(tmp_path / "o"), "--no-progress"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    assert (tmp_path / "o" / "plots" / "r__Fahrt $\\x$.png").is_file()
+    rows = [{"kind": "train", "epoch": "1", "loss": "0.5"}]
+    assert plot_curves(rows, tmp_path / "curves.png", "tiny $\\x$, seed 0").is_file()

@@ -141,7 +141,8 @@ def _plot(path: Path, result: dict, scale, title: str, names) -> None:
         ax.grid(alpha=0.3)
     # above the axes, not in them: in the upper right corner it hid the recorded command's end (docs/bag_loop)
     axes[0, 0].legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
-    axes[0, 0].set_title(title, fontsize=9, loc="left")
+    # parse_math off: a $ in a bag's name ('Fahrt $\x$') is a character, not a formula matplotlib cannot parse
+    axes[0, 0].set_title(title, fontsize=9, loc="left", parse_math=False)
     axes[-1, 0].set_xlabel("time in the bag (s); dotted: liquid state reset")
     fig.tight_layout()
     save_figure(fig, path, dpi=90)

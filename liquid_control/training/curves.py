@@ -52,7 +52,7 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> Path:
             success_ax.legend(loc="best")
         else:
             success_ax.text(0.5, 0.5, "no success measured", ha="center", va="center", transform=success_ax.transAxes)
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)  # the config's name as written: a $ in it is no formula
         fig.tight_layout()
     except BaseException:  # a figure that failed to draw is closed too
         plt.close(fig)
