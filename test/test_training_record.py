@@ -212,6 +212,24 @@ class _Imu:
         self.clock[0] = max(self.clock[0], t)
         self.node._check_trained_rates()
 
+    def deliver(self, hz: float, seconds: float, taken: int = 1):
+        """The sensor publishes at ``hz`` for ``seconds``; the IMU subscription's callback gets one of every ``taken``
+        messages (the others dropped before the node took them) with its MessageInfo, as rclpy passes it: the
+        publisher's sequence numbers count on over the dropped ones."""
+        from sensor_msgs.msg import Imu
+
+        start, count = self.clock[0], int(round(hz * seconds))
+        for k in range(1, count + 1):
+            self.published = getattr(self, "published", 0) + 1
+            if k % taken:
+                continue
+            self.clock[0] = start + seconds if k == count else start + k / hz
+            msg, ns = Imu(), round(self.clock[0] * 1e9)
+            msg.header.stamp = self._time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+            msg.linear_acceleration.z = 9.81
+            info = {"publication_sequence_number": self.published, "publisher_gid": {"data": b"the imu driver"}}
+            self.node._subscriptions_by_sensor["imu"].callback(msg, info)
+
 
 @BACKENDS
 def test_a_sensor_far_faster_than_trained_is_named_with_its_topic_and_both_rates(node_of, backend):
@@ -258,6 +276,88 @@ def test_a_sensor_that_starts_or_stops_within_a_window_is_not_taken_for_a_slow_o
     imu.wait_until(imu.clock[0])
     assert counters["rate_mismatch.imu"] == 1
     assert any(w.startswith("imu on /imu/data: 10.0 Hz over the last 5.0 s, slower") for w in warnings), warnings
+
+
+def test_a_node_that_misses_messages_is_not_taken_for_a_slow_sensor(node_of):
+    """Before: the rate was counted from the messages the node received, so a node falling behind (DDS dropping for
+    it on a loaded machine, its QoS queue full) read as a slow sensor, 'set the sensor's rate near the trained one'.
+    The publisher's sequence numbers (rclpy's MessageInfo) count the messages that never reached the node
+    (missed.<sensor>), and the warning says which of the two it is."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, warnings = node_of(RECORD)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    imu, counters = _Imu(node), node.runner.counters
+    imu.deliver(100.0, 1.0)
+    imu.wait_until(1001.0)  # starts the window
+    assert counters["missed.imu"] == 0 and not warnings
+    imu.deliver(100.0, training_record.RATE_WINDOW_S, taken=10)  # the sensor at its trained 100 Hz, 1 in 10 taken
+    imu.wait_until(imu.clock[0])
+    assert counters["missed.imu"] == 450 and counters["rate_mismatch.imu"] == 1
+    assert warnings[-1].startswith(
+        "imu on /imu/data: 10.0 Hz received over the last 5.0 s, slower than the policy was trained at (median 100.0 Hz"
+    ), warnings
+    assert "but the sensor sent 100.0 Hz, within it: the messages between never reached the node" in warnings[-1]
+    assert "imu_qos_depth 200" in warnings[-1] and "set the sensor's rate" not in warnings[-1]
+    imu.deliver(10.0, training_record.RATE_WINDOW_S)  # a slow sensor: every message it sends arrives
+    imu.wait_until(imu.clock[0])
+    assert counters["missed.imu"] == 450 and counters["rate_mismatch.imu"] == 2
+    assert warnings[-1].startswith("imu on /imu/data: 10.0 Hz over the last 5.0 s, slower"), warnings
+    assert "set the sensor's rate near the trained one" in warnings[-1]
+
+
+@pytest.mark.parametrize("executor_kind", ["events", "single_threaded"])
+def test_the_node_counts_the_messages_dds_dropped_before_it_took_them(node_of, executor_kind):
+    """Over DDS (a private domain): 40 camera frames published while the node does not spin, its camera queue one
+    deep (camera_qos_depth 1: the latest frame wins), reach it as the last one or few; the frames it never took are
+    counted from the publisher's sequence numbers (rclpy's MessageInfo on the subscription callback). Under the
+    EventsExecutor the node runs on (policy_node.make_executor) and under rclpy's own: the EventsExecutor hands a
+    callback taking the MessageInfo the (message, info) pair as one argument."""
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.experimental import EventsExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import Image
+
+    node, _ = node_of(RECORD)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    driver = rclpy.create_node("camera_driver", context=node.context)
+    kinds = {"events": EventsExecutor, "single_threaded": SingleThreadedExecutor}
+    executor = kinds[executor_kind](context=node.context)
+    executor.add_node(node)
+    try:
+        publisher = driver.create_publisher(Image, "/camera/image_raw", 10)
+        counters, frame = node.runner.counters, Image(height=2, width=2, encoding="rgb8", step=6, data=bytes(12))
+        sent = [0]
+
+        def publish(count):
+            for _ in range(count):
+                publisher.publish(frame)
+                sent[0] += 1
+
+        def take_the_latest():  # spin until the node took the latest frame sent (best effort: a lost one, another)
+            deadline = time.monotonic() + 30.0
+            while time.monotonic() < deadline:
+                for _ in range(20):
+                    executor.spin_once(timeout_sec=0.05)
+                    if node._publications.get("camera", (None, 0))[1] == sent[0]:
+                        return
+                publish(1)
+            raise AssertionError(f"the node never took frame {sent[0]}: {dict(counters)}")
+
+        publish(1)
+        take_the_latest()  # discovery done, counting from the frame taken
+        before = (sent[0], counters["received.camera"], counters["missed.camera"])
+        publish(40)  # the node does not spin meanwhile
+        take_the_latest()
+        taken, missed = counters["received.camera"] - before[1], counters["missed.camera"] - before[2]
+        assert missed == sent[0] - before[0] - taken and missed > 0, (taken, missed, dict(counters))
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
+        driver.destroy_node()
 
 
 def _camera_bag(path, fovy_deg=None, frames=200):

@@ -96,17 +96,36 @@ def trained_rates(metadata: dict) -> dict[str, tuple[float, float, float]]:
     return found
 
 
-def rate_problem(measured_hz: float, trained: tuple[float, float, float], window_s: float) -> str | None:
+def rate_problem(
+    measured_hz: float,
+    trained: tuple[float, float, float],
+    window_s: float,
+    sent_hz: float | None = None,
+    queue: str = "",
+) -> str | None:
     """Words for a rate measured over ``window_s`` seconds outside ``RATE_FACTOR_LOW`` x the slowest ..
-    ``RATE_FACTOR_HIGH`` x the fastest of ``trained`` (``trained_rates``' tuple), or None."""
+    ``RATE_FACTOR_HIGH`` x the fastest of ``trained`` (``trained_rates``' tuple), or None. ``sent_hz``: the rate the
+    sensor's publisher sent at over the same time (its publication sequence numbers; None: not known): a rate too slow
+    while the sensor sent within the range is the receiver's, falling behind (``queue``: its queue setting, e.g.
+    'imu_qos_depth 5'), said so, not the sensor's."""
     median, slowest, fastest = trained
     low, high = RATE_FACTOR_LOW * slowest, RATE_FACTOR_HIGH * fastest
     if low <= measured_hz <= high:
         return None
     side = "slower" if measured_hz < low else "faster"
+    trained_at = (
+        f"{side} than the policy was trained at (median {median:.1f} Hz, middle 90% {slowest:.1f}-{fastest:.1f} Hz; "
+        f"checked against {low:.1f}-{high:.1f} Hz)"
+    )
+    if sent_hz is not None and low <= sent_hz <= high:
+        return (
+            f"{measured_hz:.1f} Hz received over the last {window_s:.1f} s, {trained_at}, but the sensor sent "
+            f"{sent_hz:.1f} Hz, within it: the messages between never reached the node, which falls behind (a loaded "
+            f"machine, a slow inference{', ' + queue + ' too shallow for its bursts' if queue else ''}) or the network "
+            "loses them; its dt are ones the cell never saw in training: give the node the CPU it needs, not the "
+            "sensor another rate"
+        )
     return (
-        f"{measured_hz:.1f} Hz over the last {window_s:.1f} s, {side} than the policy was trained at (median "
-        f"{median:.1f} Hz, middle 90% {slowest:.1f}-{fastest:.1f} Hz; checked against {low:.1f}-{high:.1f} Hz): "
-        "its dt are ones the cell never saw in training; set the sensor's rate near the trained one "
-        "(docs/real_robot.md)"
+        f"{measured_hz:.1f} Hz over the last {window_s:.1f} s, {trained_at}: its dt are ones the cell never saw in "
+        "training; set the sensor's rate near the trained one (docs/real_robot.md)"
     )

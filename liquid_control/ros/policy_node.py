@@ -23,7 +23,9 @@ Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import inspect
 import os
 import signal
 import sys
@@ -124,6 +126,28 @@ def _hold_heap(node, active: bool) -> None:
                 gc.unfreeze()
 
 
+class _WithMessageInfo:
+    """A sensor subscription's callback that rclpy hands each message's MessageInfo (the publisher's sequence
+    numbers: PolicyNode._count_missed) beside the message, then ``handle(msg, info)``. Its signature says two
+    parameters, which is how rclpy decides to pass the MessageInfo; rclpy's EventsExecutor (the node's, see
+    make_executor; Kilted's rclpy 9.1.2) then calls it with the (message, info) pair as one argument, where a
+    two-parameter function ended the node's spin ('SystemError: null argument to internal routine'), and the other
+    executors with two: both are taken."""
+
+    __slots__ = ("handle",)
+    __signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY) for name in ("msg", "info")]
+    )
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __call__(self, msg, info=None):
+        if info is None:  # the EventsExecutor's (message, info) pair
+            msg, info = msg
+        self.handle(msg, info)
+
+
 @contextlib.contextmanager
 def _naming(what: str):
     """Re-raise an error from creating a ROS entity as a ParameterError naming the parameter(s) behind it."""
@@ -177,8 +201,9 @@ class PolicyNode(LifecycleNode):
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
         self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
-        # (time, {sensor: (received count, last arrival)}) at the start of the trained-rate check's window
+        # (time, {sensor: (received count, missed count, last arrival)}) at the start of the trained-rate check's window
         self._rate_check = (None, {})
+        self._publications: dict[str, tuple] = {}  # sensor -> (publisher gid, sequence number) of its last message
         self._other_commanders: tuple[str, ...] = ()  # other publishers on the command topic (_check_other_commanders)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -285,7 +310,10 @@ class PolicyNode(LifecycleNode):
             msg_type, topic_param, _ = SENSORS[sensor]
             depth_param = "camera_qos_depth" if sensor == CAMERA else "imu_qos_depth"
             topic = self.get_parameter(topic_param).value
-            callback = self._on_image if sensor == CAMERA else (lambda msg, sensor=sensor: self._on_vector(sensor, msg))
+            # with the MessageInfo: its publication sequence numbers count the messages that never reached the node
+            callback = _WithMessageInfo(
+                self._on_image if sensor == CAMERA else functools.partial(self._on_vector, sensor)
+            )
             with _naming(f"{topic_param} ({topic!r}) / {depth_param}"):
                 qos = QoSProfile(
                     history=HistoryPolicy.KEEP_LAST, depth=getattr(s, depth_param), reliability=reliability
@@ -532,7 +560,25 @@ class PolicyNode(LifecycleNode):
         self._warned_at[key] = now
         return True
 
-    def _on_image(self, msg: Image):
+    def _count_missed(self, sensor: str, info) -> None:
+        """Messages of ``sensor``'s publisher that never reached this callback: a gap in the publication sequence
+        numbers of its MessageInfo (dropped as the node fell behind, past its QoS depth, or lost on the network),
+        counted as ``missed.<sensor>``: what tells a node falling behind from a slow sensor (_check_trained_rates).
+        Per message two fields read and one pair kept (~0.3 us with the call); nothing where the middleware gives no
+        sequence number (None), and a publisher other than the last one's (a driver restarted) starts the count anew."""
+        number = info.get("publication_sequence_number")  # None: not given (the middleware, a distro without it)
+        if number is None:
+            return
+        gid = info.get("publisher_gid")
+        publisher = None if gid is None else gid["data"]
+        last = self._publications.get(sensor)
+        self._publications[sensor] = (publisher, number)
+        if last is not None and number > last[1] + 1 and last[0] == publisher and self.runner is not None:
+            self.runner.counters[f"missed.{sensor}"] += number - last[1] - 1
+
+    def _on_image(self, msg: Image, info=None):
+        if info is not None:  # (a test feeding messages has none)
+            self._count_missed(CAMERA, info)
         if not self._active:
             return
         expected = self.runner.spec.sensors[CAMERA]
@@ -578,7 +624,9 @@ class PolicyNode(LifecycleNode):
                 log = self.get_logger().error if problem == "size_mismatch" else self.get_logger().warning
                 log(f"{self._subscriptions_by_sensor['camera_info'].topic_name}: {text}")
 
-    def _on_vector(self, sensor: str, msg):
+    def _on_vector(self, sensor: str, msg, info=None):
+        if info is not None:
+            self._count_missed(sensor, info)
         if not self._active and not (sensor in SETPOINTS and self.runner is not None):
             return  # inactive: sensor messages are ignored, a setpoint is kept (the latest one in any state)
         try:
@@ -941,9 +989,12 @@ class PolicyNode(LifecycleNode):
 
     def _check_trained_rates(self):
         """Each sensor's message rate over the last ``RATE_WINDOW_S`` (node clock, from the runner's received
-        counters and the watchdog's last arrivals: nothing per message) against the rates its policy file records it
-        was trained at (conventions.training_record): outside 0.25x the slowest .. 4x the fastest, a warning naming
-        the topic, the measured and the trained rate (throttled per sensor) and a ``rate_mismatch.<sensor>`` count.
+        counters and the watchdog's last arrivals: the check does nothing per message) against the rates its policy
+        file records it was trained at (conventions.training_record): outside 0.25x the slowest .. 4x the fastest, a
+        warning naming the topic, the measured and the trained rate (throttled per sensor) and a
+        ``rate_mismatch.<sensor>`` count.
+        Too slow while the sensor's publisher sent within the range (the received and the ``missed.<sensor>``
+        messages, :meth:`_count_missed`), the warning says the node missed them, not that the sensor is slow.
         The rate is measured from the sensor's last message before the window to its last in it, so a sensor that
         started or stopped within the window (a driver that came up after activation) is measured while it ran, not
         taken for a slow one; one without a message before the window is measured from the next. A silent sensor
@@ -956,11 +1007,19 @@ class PolicyNode(LifecycleNode):
             if now - since < training_record.RATE_WINDOW_S:
                 return
             for sensor, trained in self._trained_rates.items():
-                count, first = marks[sensor]
+                count, missed, first = marks[sensor]
                 received, last = counters[f"received.{sensor}"] - count, self._last_arrival.get(sensor)
                 if not received or first is None or last is None or last <= first:
                     continue
-                problem = training_record.rate_problem(received / (last - first), trained, last - first)
+                missed = counters[f"missed.{sensor}"] - missed  # sent by the sensor, never received (_count_missed)
+                depth = "camera_qos_depth" if sensor == CAMERA else "imu_qos_depth"
+                problem = training_record.rate_problem(
+                    received / (last - first),
+                    trained,
+                    last - first,
+                    sent_hz=(received + missed) / (last - first) if missed else None,
+                    queue=f"{depth} {getattr(self.settings, depth)}",
+                )
                 if problem:
                     counters[f"rate_mismatch.{sensor}"] += 1
                     if self._may_log(f"rate_mismatch.{sensor}"):
@@ -968,7 +1027,10 @@ class PolicyNode(LifecycleNode):
         # the next window (the first, or the clock went back): each sensor's count and last arrival at its start
         self._rate_check = (
             now,
-            {k: (counters[f"received.{k}"], self._last_arrival.get(k)) for k in self._trained_rates},
+            {
+                k: (counters[f"received.{k}"], counters[f"missed.{k}"], self._last_arrival.get(k))
+                for k in self._trained_rates
+            },
         )
 
     def _check_other_commanders(self):
