@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from sensor_msgs.msg import Imu
+from std_srvs.srv import Trigger
 from test_ros_launch import launch_stubs  # noqa: F401  (fixture)
 
 from liquid_control.bags import BagReader
@@ -54,6 +55,23 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
     )  # fmt: skip
     probe = Probe(env)
     probe.record("/imu/data", Imu, 10)  # sim_node waits for a subscriber on every sensor; the policy reads the camera
+
+    def recorder_on(topic):
+        return any(i.node_name == "bag_recorder" for i in probe.node.get_subscriptions_info_by_topic(topic))
+
+    # sim_node starts the episode as soon as it sees the policy node, which brings /cmd_vel's publisher; the recorder
+    # finds that publisher on its own (its next discovery poll, its own DDS discovery of the policy's participant),
+    # and a recorder that lagged more than the episode (~0.4 s of wall time, lockstep) recorded no /cmd_vel at all
+    # (1 in 5 fresh-clone runs, LIQUID_CONTROL_NATIVE=0). The episode waits for it: sim_node calls its
+    # policy_reset_service before each episode's first message, and waits up to 5 s for the reply.
+    gate = []
+
+    def hold_the_episode(request, response):
+        gate.append(probe.wait_for(lambda: recorder_on("/cmd_vel"), 4.5))
+        response.success = gate[-1]
+        return response
+
+    probe.node.create_service(Trigger, "/hold_the_episode", hold_the_episode)
     sim = start_node_process(
         "liquid_control.ros.sim_node",
         "sim_node",
@@ -66,7 +84,7 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
             use_sim_time=True,
             lockstep=True,
             command_type="twist_stamped",
-            policy_reset_service="",
+            policy_reset_service="/hold_the_episode",
             wait_for_subscribers_s=60.0,
             record_bag=str(tmp_path / "sim"),
         ),
@@ -108,6 +126,10 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
         assert sim.wait(timeout=120) == 0, (tmp_path / "sim.log").read_text()
         time.sleep(0.5)
         assert stop_process(recorder, grace=30.0) == 0, (tmp_path / "record.log").read_text()  # a loaded machine
+        assert gate == [True], (  # [False]: it had not within 4.5 s of sim_node seeing the policy node
+            f"the recorder's subscription to /cmd_vel before the episode: {gate}\n"
+            + (tmp_path / "record.log").read_text()
+        )
 
         # 1. sim_node's bag: every topic it publishes and the commands it received, complete and readable
         sim_bag = tmp_path / "sim" / "episode_3"
