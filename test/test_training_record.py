@@ -306,6 +306,25 @@ def test_a_node_that_misses_messages_is_not_taken_for_a_slow_sensor(node_of):
     assert "set the sensor's rate near the trained one" in warnings[-1]
 
 
+def test_messages_sent_while_the_node_had_no_subscription_are_not_counted_as_missed_after_a_reconfigure(node_of):
+    """Before: the last sequence number of each sensor's publisher outlived cleanup, so after cleanup and configure
+    (a new policy loaded, the driver publishing on meanwhile) the new subscription's first message counted every
+    message sent while the node had none as missed.<sensor>, though the counters count since configure."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, _ = node_of(RECORD)
+    imu = _Imu(node)
+    imu.deliver(100.0, 0.5, taken=5)  # configured, inactive: the gaps between the 10 taken count
+    assert node.runner.counters["missed.imu"] == 36
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    imu.published += 300  # the driver publishes on while the node has no subscription
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    imu.deliver(100.0, 0.5)
+    assert node.runner.counters["missed.imu"] == 0 and node._publications["imu"][1] == imu.published
+    imu.deliver(100.0, 0.5, taken=5)  # and the new subscription counts its own gaps
+    assert node.runner.counters["missed.imu"] == 40
+
+
 @pytest.mark.parametrize("executor_kind", ["events", "single_threaded"])
 def test_the_node_counts_the_messages_dds_dropped_before_it_took_them(node_of, executor_kind):
     """Over DDS (a private domain): 40 camera frames published while the node does not spin, its camera queue one

@@ -306,6 +306,9 @@ class PolicyNode(LifecycleNode):
         reliability = (
             ReliabilityPolicy.BEST_EFFORT if s.sensor_qos_reliability == "best_effort" else ReliabilityPolicy.RELIABLE
         )
+        # new subscriptions count missed.<sensor> from their first message: what was sent while the node had none
+        # (unconfigured, between a cleanup and this configure) is no message it missed
+        self._publications = {}
         for sensor in spec.sensors:
             msg_type, topic_param, _ = SENSORS[sensor]
             depth_param = "camera_qos_depth" if sensor == CAMERA else "imu_qos_depth"
