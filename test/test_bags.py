@@ -695,7 +695,7 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
         assert torch.equal(v, w), k
     assert whole.epochs == resumed.epochs == 2
     meta = a.metadata
-    assert meta["training_data"] == "bags" and meta["training_bags"] == ["episode_100", "episode_101", "episode_102"]
+    assert meta["training_data"] == "bags" and meta["training_bags"] == [str(b) for b in bags]
     assert meta["data_spec"]["action_scale"] == [1.0, 1.5] and meta["training_updates"] > 60
 
     from liquid_control import cli
@@ -775,6 +775,53 @@ def test_train_from_bags_can_start_from_a_trained_policy(expert_bags, tmp_path, 
     err = capsys.readouterr().err
     assert f"--init-from {tmp_path / 'missing.pt'}: policy file not found" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_bag_runs_policy_and_card_say_it_learned_from_bags_and_from_which_policy(expert_bags, tmp_path, monkeypatch):
+    """Before: policy.pt of a run on bags recorded the simulated schedule's fields as defaults (selected_round 0,
+    selection_success None, selection_episodes 0, training_episodes: the bags counted as episodes) and its bags by
+    name only (two days' 'episode_0' alike), and the model card said '60 expert demonstrations + 0 DAgger rounds x 20
+    episodes (beta [...]), training distribution 'default'' and 'rendered worlds: the training distribution', with
+    no word of the bags, their topics, the validation bags, data.yaml or the policy an --init-from run started from."""
+    from liquid_control.policy import load_policy
+    from liquid_control.runtime.backends import checkpoint_sha256
+    from liquid_control.training import model_card, trainer
+
+    root, bags, held = expert_bags
+    quiet = dict(progress=False, log=lambda m: None, overrides={"training.epochs_first": 1})
+    first = trainer.train(CAMERA_ONLY, tmp_path / "first", data={"bags": bags[:2], "validation": [held]}, **quiet)
+    run = tmp_path / "round1"
+    trainer.train(CAMERA_ONLY, run, data={"bags": bags[2:]}, init_from=first.policy_path, **quiet)
+    meta = load_policy(run / "policy.pt").metadata
+    for simulated in ("selected_round", "selection_success", "selection_episodes", "training_episodes"):
+        assert simulated not in meta
+    assert meta["training_bags"] == [str(bags[2])] and meta["validation_bags"] == [] and meta["selected_epoch"] == 1
+
+    measured = {path: {"kernel_path": path, "outcomes": [True, False]} for path in ("compiled", "torch")}
+    monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: measured)
+    for folder, name, validation in ((tmp_path / "first", "first", [held]), (run, "round1", [])):
+        card_path = model_card.write_card(name, folder, 2, 2, tmp_path / "cards", "a test machine")
+        card, body = model_card.split_card(card_path)
+        training = card["training"]
+        for simulated in ("expert demonstrations", "DAgger rounds x", "training distribution", "rendered worlds"):
+            assert simulated not in card_path.read_text()
+        assert "selected_round" not in training and training["selected_epoch"] == 1
+        own = load_policy(folder / "policy.pt").metadata
+        assert training["bags"] == {
+            "training": own["training_bags"],
+            "validation": [str(b) for b in validation],
+            "settings": str(folder / "data.yaml"),  # outside the checkout: absolute
+        }
+        seconds, updates = own["recorded_seconds"], own["training_updates"]
+        bag_count = len(own["training_bags"])
+        assert training["data"].startswith(f"{bag_count} recorded bag(s) (")
+        assert f": {seconds} s, {updates} labelled updates; inputs camera /camera/image_raw, labels /cmd_vel" in body
+        assert ("selected by the lowest validation loss" in training["data"]) == bool(validation)
+        assert "inputs: the recorded bags' (no world simulated or rendered)" in training["recipes"]
+    assert "started_from" not in model_card.read_card(tmp_path / "cards" / "first.md")["training"]
+    start = {"path": str(first.policy_path), "sha256": checkpoint_sha256(first.policy_path)}
+    assert training["started_from"] == start
+    assert f"Started from the weights of `{first.policy_path}` (SHA-256 {start['sha256'][:12]}" in body
 
 
 def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bags, long_bag, tmp_path):
@@ -1336,7 +1383,7 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     assert run.epochs == 1 and any("episode_100: skipped, nothing to learn" in m for m in logged)
     assert any("1 of 2 skipped, no command on /cmd_vel" in m for m in logged)
     meta = torch.load(run.policy_path, weights_only=False)["metadata"]
-    assert meta["training_episodes"] == 1 and meta["skipped_bags"] == ["episode_100"]
+    assert meta["training_bags"] == [str(always["bag"])] and meta["skipped_bags"] == [str(never["bag"])]
     with pytest.raises(trainer.TrainingError, match="no train bag has a command to learn from on /cmd_vel"):
         trainer.train(CAMERA_ONLY, tmp_path / "none", data={"bags": [never["bag"]]}, progress=False)
 

@@ -375,8 +375,9 @@ class EpisodeSun:
         world.model.light_dir[cls.light_id(world)] = direction
 
 
-def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str]:
-    """What a training config's robustness recipes did, one line each (model cards and reports print this)."""
+def describe_recipes(training: dict, camera_normalize: str = "none", from_bags: bool = False) -> list[str]:
+    """What a training config's robustness recipes did, one line each (model cards and reports print this);
+    ``from_bags``: a run on recorded bags, whose frames no world rendered."""
     lines = []
     kinds = list(training.get("augmentation") or [])
     for kind in kinds:
@@ -409,6 +410,9 @@ def describe_recipes(training: dict, camera_normalize: str = "none") -> list[str
             f"lighting: the sun's elevation U({lo:g}, {hi:g}) deg, any azimuth, per training episode (its colour, "
             f"strength, the ambient light and the sky the training world's)"
         )
+    if from_bags:
+        lines.append("inputs: the recorded bags' (no world simulated or rendered)")
+        return lines
     world = training.get("shift") or "the training distribution (summer, noon, clear, nominal sensors)"
     lines.append(f"rendered worlds: {world} only")
     return lines

@@ -721,16 +721,21 @@ class BagRun(TrainingRun):
             note += f" (epoch(s) {later}: the same to 6 digits, higher beyond them)"
         return note
 
+    def schedule_metadata(self) -> dict:
+        """No DAgger round, selection episode or simulated episode (a simulated run's entries): a bag run records
+        its bags and the epoch its validation loss selected (``extra_metadata``)."""
+        return {}
+
     def extra_metadata(self) -> dict:
-        """What policy.pt records of the bag data: bags, labelled updates, seconds, validation loss, data spec."""
+        """What policy.pt records of the bag data: bags (their paths, as data.yaml names them: two days' bags may
+        share a name), labelled updates, seconds, validation loss, data spec."""
         labelled = sum(s.get("labelled", 0) for b, s in self.bag_stats.items() if b in self.data["bags"])
         used = [b for b in self.data["bags"] if "skipped" not in self.bag_stats.get(b, {})]
         return {
             "training_data": "bags",
-            "training_bags": [Path(b).name for b in used],
-            "skipped_bags": [Path(b).name for b in self.data["bags"] if b not in used],  # no command to learn from
-            "validation_bags": [Path(b).name for b in self.data["validation"]],
-            "training_episodes": len(used),
+            "training_bags": list(used),
+            "skipped_bags": [b for b in self.data["bags"] if b not in used],  # no command to learn from
+            "validation_bags": list(self.data["validation"]),
             "training_updates": labelled,
             "recorded_seconds": round(
                 sum(s.get("duration_s", 0.0) for b, s in self.bag_stats.items() if b in self.data["bags"]), 2

@@ -334,6 +334,83 @@ def onnx_text(card: dict) -> str:
     return f"- **ONNX export**: none: {entry['not_exported']}; `backend: auto` runs `{card['file']}` with torch."
 
 
+def cited_path(path: str | Path, card_dir: Path) -> str:
+    """How a card names a file it cites (an OOD evaluation's results, a run's data.yaml): relative to the source
+    checkout's root where both the file and the card are in it (as the shipped cards cite ``docs/...``), else its
+    absolute path; never relative to the working directory of the command that wrote the card, which it does not
+    record."""
+    path = Path(os.path.abspath(path))
+    root = checkout_dir()
+    if root is not None:
+        root = Path(os.path.abspath(root))
+        try:
+            Path(os.path.abspath(card_dir)).relative_to(root)
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            pass
+    return str(path)
+
+
+def _names(paths) -> str:
+    return ", ".join(Path(p).name for p in paths)
+
+
+def bag_data_text(meta: dict, training: dict) -> str:
+    """The card's ``training.data`` of a run on recorded bags (``training.bag_data``'s metadata): the bags, their
+    recorded seconds and labelled updates, the topics, the epochs and how one was selected."""
+    bags, validation = list(meta.get("training_bags") or []), list(meta.get("validation_bags") or [])
+    spec = meta.get("data_spec") or {}
+    topics = ", ".join(f"{sensor} {topic}" for sensor, topic in (spec.get("topics") or {}).items())
+    text = (
+        f"{len(bags)} recorded bag(s) ({_names(bags)}): {meta.get('recorded_seconds')} s, "
+        f"{meta.get('training_updates')} labelled updates; inputs {topics or 'none'}, labels "
+        f"{spec.get('command_topic')}; behaviour cloning for {training['epochs_first']} epochs, no DAgger rounds"
+    )
+    loss = meta.get("validation_loss")
+    if validation and loss is not None:
+        text += (
+            f"; epoch {meta.get('selected_epoch')} selected by the lowest validation loss ({loss:.5g}) on "
+            f"{len(validation)} held-out bag(s) ({_names(validation)})"
+        )
+    else:
+        text += f"; no validation bags: the last epoch ({meta.get('selected_epoch')}) kept"
+    skipped = list(meta.get("skipped_bags") or [])
+    if skipped:
+        text += f"; {len(skipped)} bag(s) skipped, no command to learn from ({_names(skipped)})"
+    return text + f"; augmentation {training['augmentation'] or 'off'}"
+
+
+def bags_entry(meta: dict, run_dir: Path, card_dir: Path) -> dict:
+    """The card's ``training.bags`` of a run on recorded bags: the bags' paths as the run recorded them, and the
+    run's ``data.yaml`` (the data settings: topics, labels, limits, window) where the run folder holds it."""
+    entry = {"training": list(meta.get("training_bags") or []), "validation": list(meta.get("validation_bags") or [])}
+    if meta.get("skipped_bags"):
+        entry["skipped"] = list(meta["skipped_bags"])
+    if (Path(run_dir) / "data.yaml").is_file():
+        entry["settings"] = cited_path(Path(run_dir) / "data.yaml", card_dir)
+    return entry
+
+
+def training_notes(card: dict) -> str:
+    """The card body's sentences after the training data: the policy the run started from (``--init-from``), and
+    for a run on bags where its in-distribution episodes come from; nothing for a simulated run from scratch."""
+    notes = ""
+    start = card["training"].get("started_from")
+    if start:
+        notes += (
+            f"\n  Started from the weights of `{start.get('path')}` (SHA-256 {str(start.get('sha256'))[:12]}, "
+            "`--init-from`): the data above are this run's, not that policy's."
+        )
+    if "bags" in card["training"]:
+        settings = card["training"]["bags"].get("settings")
+        notes += (
+            (f"\n  Data settings: `{settings}`." if settings else "")
+            + f"\n  Trained on bags alone: the in-distribution episodes below are world {card['world']}'s, "
+            "which the bags may or may not show."
+        )
+    return notes
+
+
 def write_card(
     name: str,
     run_dir: Path,
@@ -372,6 +449,7 @@ def write_card(
     in_distribution = in_distribution_section(measured, "compiled", episodes)
     wins = round(in_distribution["success"] * episodes)
     t = cfg["training"]
+    from_bags = meta.get("training_data") == "bags"
     card = {
         "name": name,
         "file": f"{name}.pt",
@@ -397,22 +475,38 @@ def write_card(
         "training": {
             "command": command
             or meta.get("command")
-            or f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
-            f"--out runs/{name} --seed {meta.get('seed', 0)}",
+            or (
+                "not recorded (trained from Python; its bags: training.bags)"
+                if from_bags
+                else f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
+                f"--out runs/{name} --seed {meta.get('seed', 0)}"
+            ),
             "seed": meta.get("seed"),
             # the commit (or version) of the code that trained it, as the run recorded it (a list: a resumed run's
             # parts ran different code)
             "code": meta.get("code") or "not recorded (a checkpoint of a version that did not record it)",
             "data": (
-                f"{t['demonstrations']} expert demonstrations + {t['dagger_rounds']} DAgger rounds x "
+                bag_data_text(meta, t)
+                if from_bags
+                else f"{t['demonstrations']} expert demonstrations + {t['dagger_rounds']} DAgger rounds x "
                 f"{t['dagger_episodes']} episodes (beta {t['beta']}), training distribution "
                 f"'{t['shift'] or 'default'}', augmentation {t['augmentation'] or 'off'}"
             ),
+            **({"bags": bags_entry(meta, run_dir, out_dir)} if from_bags else {}),
+            # the policy whose weights it started from (train --init-from: a fine-tuning, e.g. a DAgger round)
+            **({"started_from": dict(meta["started_from"])} if meta.get("started_from") else {}),
             # what the robustness recipes showed it (augmentation, normalisation, timing and sun draws, worlds)
-            "recipes": describe_recipes(t, (cfg["encoder"].get("camera") or {}).get("normalize", "none")),
+            "recipes": describe_recipes(
+                t, (cfg["encoder"].get("camera") or {}).get("normalize", "none"), from_bags=from_bags
+            ),
             # the sensors' rates and camera it trained with, which policy_node checks a robot's against
             "sensors": describe_sensors(meta),
-            "selected_round": meta.get("selected_round"),
+            # a bag run selects an epoch by its validation loss; a simulated one a DAgger round by its success
+            **(
+                {"selected_epoch": meta.get("selected_epoch"), "validation_loss": meta.get("validation_loss")}
+                if from_bags
+                else {"selected_round": meta.get("selected_round")}
+            ),
             "wall_clock_s": meta.get("training_wall_s"),
             "machine": machine_note,
         },
@@ -445,7 +539,7 @@ def write_card(
 
 - **Architecture**: {card["architecture"]["core"]}; {card["architecture"]["parameters"]} parameters
   ({card["architecture"]["core_parameters"]} in the recurrent core).
-- **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.
+- **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.{training_notes(card)}
   Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}; code: {code}.
   What it saw: {"; ".join(card["training"]["recipes"])}.
   Sensors it trained at: {card["training"]["sensors"]}.

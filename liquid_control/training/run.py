@@ -518,6 +518,18 @@ class TrainingRun:
         if self.writer is not None:
             self.writer.close()
 
+    def schedule_metadata(self) -> dict:
+        """What policy.pt records of the schedule that trained it and of the selection: here the simulated one (the
+        DAgger round selected, its success on the selection episodes, the episodes collected); a run on bags
+        (training.bag_data) has none of these: its bags, updates and validation loss instead (``extra_metadata``)."""
+        t = self.config["training"]
+        return {
+            "selected_round": self.best["round"],
+            "selection_success": None if self.best["success"] < 0 else self.best["success"],
+            "selection_episodes": t["eval_episodes"],
+            "training_episodes": t["demonstrations"] + t["dagger_rounds"] * t["dagger_episodes"],
+        }
+
     def extra_metadata(self) -> dict:
         """Metadata a subclass adds to policy.pt (training.bag_data: the bags it learned from)."""
         return {}
@@ -561,16 +573,12 @@ class TrainingRun:
         selected = Policy(self.config)
         selected.load_state_dict(self.best["state_dict"])
         success = None if self.best["success"] < 0 else self.best["success"]
-        t = self.config["training"]
         metadata = {
             "seed": self.seed,
-            "selected_round": self.best["round"],
+            **self.schedule_metadata(),
             "selected_epoch": self.best["epoch"],
-            "selection_success": success,
-            "selection_episodes": t["eval_episodes"],
             "parameters": selected.num_parameters(),
             "training_wall_s": round(self.wall_s, 1),
-            "training_episodes": t["demonstrations"] + t["dagger_rounds"] * t["dagger_episodes"],
             "command": self.command or "",
             "torch": str(torch.__version__),
             "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
