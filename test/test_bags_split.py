@@ -530,3 +530,29 @@ def test_max_bag_duration_counts_the_seconds_recorded_across_steps_back_of_the_c
     # 5 s each: episodes 1, 2 and 1.2 s of the 3rd (0.0 .. 1.1: 12 readings), 0.7 + 1.9 + 1.9 + 0.5 s, the rest
     assert [entry["message_count"] for entry in info["files"]] == [52, 53, 15]
     assert _read(tmp_path / "bag") == _read(tmp_path / "whole")
+
+
+def test_repeated_latched_messages_larger_than_the_size_limit_do_not_make_a_file_of_every_message(
+    tmp_path, small_files
+):
+    """Before: the repeated latched state counted against max_bag_size, so a latched message above the limit (a
+    multi-MB /map under a small --max-bag-size) filled each new file at once: every later file held the repeat and
+    one message (301 files here). The limit counts what was recorded into the file, as with a small latched one."""
+    String = typestore().types["std_msgs/msg/String"]
+    stream = _messages()
+
+    def files(latched_bytes: int) -> int:
+        writer = BagWriter(tmp_path / f"bag{latched_bytes}", max_bag_size=4000, repeat_latched=True)
+        writer.add_topic("/episode_status", "std_msgs/msg/String", [LATCHED])
+        writer.add_topic("/imu/data", "sensor_msgs/msg/Imu")
+        writer.add_topic("/cmd_vel", "geometry_msgs/msg/Twist")
+        writer.write("/episode_status", stream[1][1] - 1, String(data="m" * latched_bytes))
+        for topic, t, message in stream[1:]:
+            writer.write(topic, t, message)
+        bag = writer.close()
+        with BagReader(bag) as reader:
+            assert reader.message_count == len(stream)
+        return len(list(bag.glob("*.mcap")))
+
+    small, large = files(10), files(6000)  # the large one's first file is full with the map itself: one more
+    assert 3 <= small and large <= small + 1, (large, small)

@@ -196,7 +196,8 @@ class BagWriter:
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
     whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
     the first starts with the latched topics' last messages (:meth:`_repeat_latched`), so that it opens alone with
-    them; :class:`BagReader` reads them once when it reads the files together.
+    them (their bytes are not counted against ``max_bag_size``: a latched map above it would otherwise make a
+    file of every message); :class:`BagReader` reads them once when it reads the files together.
     """
 
     def __init__(
@@ -233,6 +234,7 @@ class BagWriter:
         # split: the open file's message count, first and last log time, and its count without repeated ones
         self._file_stats = [0, 2**63 - 1, 0, 0]
         self._file_seconds = [0, None]  # split: the open file's log time gone forward (ns), and its newest since a step
+        self._repeated_bytes = 0  # split: the bytes of the latched messages the open file starts with (not counted)
         try:
             self._writer = Writer(self.path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
             if compression:
@@ -348,7 +350,7 @@ class BagWriter:
         """Whether the open file has reached max_bag_size or max_bag_duration (then ``log_time_ns`` opens the next)."""
         if self.max_bag_size:
             storage = self._writer.storage
-            if storage.bio.tell() + storage.chunk.bio.tell() >= self.max_bag_size:
+            if storage.bio.tell() + storage.chunk.bio.tell() - self._repeated_bytes >= self.max_bag_size:
                 return True
         return bool(self._max_duration_ns) and self._seconds_with(log_time_ns)[0] >= self._max_duration_ns
 
@@ -389,7 +391,9 @@ class BagWriter:
         storage, crcs = self._writer.storage, self._crcs
         new = storage.next_file(self._file_path(len(self._files) + 1))
         try:
+            start = new.bio.tell() + new.chunk.bio.tell()
             repeated = self._repeat_latched(new, log_time_ns)
+            repeated_bytes = new.bio.tell() + new.chunk.bio.tell() - start
             new_crcs = _ChunkCrcs(new.path)
             try:
                 files = [*self._files, self._file_entry()]
@@ -407,6 +411,7 @@ class BagWriter:
         self._writer.storage, self._crcs = new, new_crcs
         self._file_stats = [repeated, log_time_ns if repeated else 2**63 - 1, log_time_ns if repeated else 0, 0]
         self._file_seconds = [0, None]
+        self._repeated_bytes = repeated_bytes  # a latched state above the limit must not make a file of each message
         self._finish_in_background(crcs)
 
     def _repeat_latched(self, new: _McapFile, log_time_ns: int) -> int:
