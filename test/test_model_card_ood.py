@@ -1,6 +1,7 @@
 """The OOD section of a model card is read from an evaluation's results, paired by episode seed."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,36 @@ def test_add_ood_fills_the_card_and_keeps_the_rest(tmp_path):
     add_ood(card, results, "p")  # refilled (another evaluation): one table, the rest kept
     again = card.read_text()
     assert again == text and again.count("| fog |") == 1
+
+
+def test_the_card_cites_its_ood_results_absolute_or_from_the_checkout_not_from_the_working_directory(
+    tmp_path, monkeypatch
+):
+    """Before: ood.source and the OOD line held --ood-results as given: 'results.json' from the folder the command ran
+    in, which the card does not record (a reader of the card, or of another folder, found no such file)."""
+    import yaml
+
+    from liquid_control.training import model_card
+
+    checkout = tmp_path / "checkout"
+    results = checkout / "docs" / "robust" / "results.json"
+    results.parent.mkdir(parents=True)
+    records = [{"policy": "p", "shift": "in_distribution", "episode_seed": i, "success": i < 3} for i in range(4)]
+    results.write_text(json.dumps(records))
+    monkeypatch.setattr(model_card, "checkout_dir", lambda: checkout)
+    front = {"name": "p", "ood": model_card.OOD_NOT_MEASURED}
+    text = f"---\n{yaml.safe_dump(front)}---\n\n# p\n\n- **OOD**: {model_card.OOD_NOT_MEASURED}.\n"
+    for card, cited in (
+        (checkout / "policies" / "p.md", "docs/robust/results.json"),  # as the shipped cards cite their reports
+        (tmp_path / "cards" / "p.md", str(results)),  # a card outside the checkout: absolute
+    ):
+        card.parent.mkdir()
+        card.write_text(text)
+        monkeypatch.chdir(results.parent)
+        model_card.add_ood(card, "results.json", "p")
+        assert model_card.read_card(card)["ood"]["source"] == cited
+        assert f"- **OOD** (`{cited}`, policy `p`" in card.read_text()
+        assert (checkout / cited if card.is_relative_to(checkout) else Path(cited)).is_file()
 
 
 def test_ood_section_refuses_a_policy_of_several_training_seeds(tmp_path):

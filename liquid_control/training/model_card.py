@@ -552,7 +552,7 @@ The front matter above is read by `test/test_shipped_policies.py`, which replays
         if append:
             body += "\n" + append.strip() + "\n"
         if ood is not None:
-            card, body = card_with_ood(card, body, *ood, entry=ood_entry)
+            card, body = card_with_ood(card, body, *ood, out_dir, entry=ood_entry)
         (staging / f"{name}.md").write_text(card_text(card, body), encoding="utf-8")
         # moved in (renames on one file system), in the order that leaves a consistent set at every step: an
         # export names its checkpoint's SHA-256, so a new export beside the old .pt (or the old one beside the
@@ -621,7 +621,7 @@ def refresh_card(
         kept.append(line)
     body = "\n".join(kept) + "\n"
     if ood is not None:
-        card, body = card_with_ood(card, body, *ood, entry=ood_entry)
+        card, body = card_with_ood(card, body, *ood, out_dir, entry=ood_entry)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -684,11 +684,15 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
 
 
 def card_with_ood(
-    card: dict, body: str, results_path: str | Path, policy: str, entry: dict | None = None
+    card: dict, body: str, results_path: str | Path, policy: str, card_dir: Path, entry: dict | None = None
 ) -> tuple[dict, str]:
     """A card's front matter and body with its ``ood`` entry and **OOD** line filled from an evaluation
-    (``entry``: its ``ood_section``, read when not given), the rest kept."""
-    card = dict(card, ood=entry or ood_section(results_path, policy))
+    (``entry``: its ``ood_section``, read when not given), the rest kept. The entry's ``source`` and the line cite
+    the results file as ``cited_path`` does for a card in ``card_dir``: not as given, relative to a working directory
+    the card does not record."""
+    entry = dict(entry or ood_section(results_path, policy))
+    entry["source"] = results_path = cited_path(results_path, card_dir)
+    card = dict(card, ood=entry)
     rows = ["| shift | success (95% CI) | episodes | paired with in-distribution: only here / only in-distribution |"]
     rows.append("| --- | --- | --- | --- |")
     for shift, entry in card["ood"]["shifts"].items():
@@ -723,7 +727,7 @@ def card_with_ood(
 def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Path:
     """Fill a card's ``ood`` entry and its **OOD** line from an evaluation (``card_with_ood``), keeping the rest."""
     card_path = Path(card_path)
-    card, body = card_with_ood(*split_card(card_path), results_path, policy)
+    card, body = card_with_ood(*split_card(card_path), results_path, policy, card_path.parent)
     _write_text(card_path, card_text(card, body))
     return card_path
 
