@@ -58,6 +58,7 @@ def collect(command: str, started: float, wall_s: float, commit_at_start: str | 
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "command": command,
+        "working_directory": os.getcwd(),  # what the command's relative paths (--policy, --out) are relative to
         "commit": commit,
         "machine": f"{_cpu_model()}, {cpus} CPU cores available, {platform.system()} {platform.release()}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, mujoco {mujoco.__version__}",
@@ -97,6 +98,7 @@ class Sitting:
         self.started = started
         self.current = {
             "command": command,
+            "working_directory": os.getcwd(),
             "commit": commit,
             "started_utc": _utc(started),
             "cut_short": "before its report; wall time up to its last heartbeat",
@@ -164,7 +166,7 @@ def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ())
     states what every part took."""
     parts = list((previous or {}).get("earlier_parts", []))
     if previous:
-        keys = ("command", "commit", "started_utc", "wall_time_s", "cpu_time_s")
+        keys = ("command", "working_directory", "commit", "started_utc", "wall_time_s", "cpu_time_s")
         parts.append({k: previous[k] for k in keys if k in previous})
     listed = {_part_id(part) for part in parts}  # a part killed after its report was written is listed once
     parts += [dict(part) for part in cut_short if _part_id(part) not in listed]
@@ -176,6 +178,7 @@ def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ())
 
 _LISTED = (
     "command",
+    "working_directory",
     "commit",
     "machine",
     "software",
@@ -186,13 +189,18 @@ _LISTED = (
 )
 
 
+def _in_folder(part: dict) -> str:
+    """' in `FOLDER`': the working directory a part's command ran in (its relative paths'), where recorded."""
+    return f" in `{part['working_directory']}`" if part.get("working_directory") else ""
+
+
 def markdown(prov: dict) -> list[str]:
     """The provenance as the lines of a report's header."""
     hours = prov["wall_time_s"] / 3600.0
     lines = [
         "## Provenance",
         "",
-        f"- Command: `{prov['command'] or '(from Python)'}`",
+        f"- Command: `{prov['command'] or '(from Python)'}`{_in_folder(prov)}",
         f"- Commit: `{prov['commit']}`",
         f"- Machine: {prov['machine']}; {prov['software']}",
         f"- Started {prov['started_utc']}; wall time **{prov['wall_time_s']:.0f} s ({hours:.2f} h)**"
@@ -208,7 +216,7 @@ def markdown(prov: dict) -> list[str]:
         cut = f" (cut short {part['cut_short']})" if part.get("cut_short") else ""
         cpu = f", CPU time {float(part['cpu_time_s']):.0f} s" if part.get("cpu_time_s") is not None else ""
         lines.append(
-            f"- Earlier part{cut} (continued by `--resume`): `{part.get('command', '')}`, "
+            f"- Earlier part{cut} (continued by `--resume`): `{part.get('command', '')}`{_in_folder(part)}, "
             f"commit `{part.get('commit', '')}`, started {part.get('started_utc', '?')}, "
             f"wall time {float(part.get('wall_time_s', 0)):.0f} s{cpu}"
         )

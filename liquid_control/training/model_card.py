@@ -391,6 +391,12 @@ def bags_entry(meta: dict, run_dir: Path, card_dir: Path) -> dict:
     return entry
 
 
+def ran_in(card: dict) -> str:
+    """' in `FOLDER`': the working directory of the card's training command, where the run recorded it."""
+    folder = card["training"].get("working_directory")
+    return f" in `{folder}`" if folder else ""
+
+
 def training_notes(card: dict) -> str:
     """The card body's sentences after the training data: the policy the run started from (``--init-from``), and
     for a run on bags where its in-distribution episodes come from; nothing for a simulated run from scratch."""
@@ -481,6 +487,8 @@ def write_card(
                 else f"liquid-control train --config policies/configs/{cfg['name']}.yaml "
                 f"--out runs/{name} --seed {meta.get('seed', 0)}"
             ),
+            # where the command ran (what its relative paths are relative to), where the run recorded it
+            **({"working_directory": meta["working_directory"]} if meta.get("working_directory") else {}),
             "seed": meta.get("seed"),
             # the commit (or version) of the code that trained it, as the run recorded it (a list: a resumed run's
             # parts ran different code)
@@ -539,7 +547,7 @@ def write_card(
 
 - **Architecture**: {card["architecture"]["core"]}; {card["architecture"]["parameters"]} parameters
   ({card["architecture"]["core_parameters"]} in the recurrent core).
-- **Training**: `{card["training"]["command"]}` — {card["training"]["data"]}.{training_notes(card)}
+- **Training**: `{card["training"]["command"]}`{ran_in(card)} — {card["training"]["data"]}.{training_notes(card)}
   Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}; code: {code}.
   What it saw: {"; ".join(card["training"]["recipes"])}.
   Sensors it trained at: {card["training"]["sensors"]}.

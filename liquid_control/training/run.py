@@ -136,6 +136,7 @@ class TrainingRun:
         self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
         self.code = [code_commit()]  # the code of each part of the run that differed from the one before
         self.threads = 1  # --threads of the run (train sets it; None: not known): recorded, so a resume keeps it
+        self.working_directory = None  # where the run's first command ran (train sets it; None: not recorded)
         self.epoch_lines = not progress  # a line per epoch through log where no bar shows it (train may set it)
         self._trained = None  # (loss, round, monotonic start) of the epoch trained last, until its line is said
         self._t0 = time.monotonic()
@@ -172,6 +173,7 @@ class TrainingRun:
                 "interval_counts": self.interval_counts,  # as longest_dt
                 "started_from": self.started_from,
                 "command": self.command,  # the run's first command: the one that reproduces it
+                "working_directory": self.working_directory,  # and where it ran: its relative paths'
                 "code": self.code,
                 "threads": self.threads,  # a resume with another count would train another policy: refused
             },
@@ -189,7 +191,8 @@ class TrainingRun:
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
         self.interval_counts = {**dict(ck.get("interval_counts") or {}), **self.interval_counts}
         self.started_from = ck.get("started_from")
-        self.command = ck.get("command") or self.command  # not `--resume`'s: policy.pt names how the run began
+        if ck.get("command"):  # not `--resume`'s: policy.pt names how the run began, and where
+            self.command, self.working_directory = ck["command"], ck.get("working_directory")
         code = list(ck.get("code") or ["not recorded (checkpoint of an older version)"])
         self.code = code if code[-1] == self.code[0] else code + self.code
         self.resumed_finished = self.finished() and (self.out / "policy.pt").is_file()
@@ -580,6 +583,7 @@ class TrainingRun:
             "parameters": selected.num_parameters(),
             "training_wall_s": round(self.wall_s, 1),
             "command": self.command or "",
+            **({"working_directory": self.working_directory} if self.working_directory else {}),
             "torch": str(torch.__version__),
             "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
             "training_dt_max_s": round(self.longest_dt, 6),

@@ -100,21 +100,27 @@ def check_same_start(recorded: dict | None, init_from: Path, out: Path) -> None:
         )
 
 
-def recorded_command(out: Path, seed: int) -> str | None:
-    """The first command of the run in ``out`` (its ``command.txt``, for a resume before its first checkpoint holds
-    it; None: not recorded); TrainingError where it records another seed than ``seed``: the episodes on disk record
-    theirs, but a run killed before its first one had nothing else to say which seed its command trained."""
+WORKING_DIRECTORY_LINE = "# working directory "  # command.txt's line before the seed's: where the command ran
+
+
+def recorded_command(out: Path, seed: int) -> tuple[str | None, str | None]:
+    """The first command of the run in ``out`` and the working directory it ran in (its ``command.txt``, for a resume
+    before its first checkpoint holds them; None: not recorded); TrainingError where it records another seed than
+    ``seed``: the episodes on disk record theirs, but a run killed before its first one had nothing else to say which
+    seed its command trained."""
     path = out / COMMAND_FILE
     if not path.is_file():
-        return None
-    lines = path.read_text().strip().split("\n")  # a quoted --set value may hold a newline: the seed line is the last
+        return None, None
+    # a quoted --set value may hold a newline: the seed's line is the last, the working directory's before it
+    lines = path.read_text(encoding="utf-8").strip().split("\n")
     recorded = lines.pop().split()[-1] if len(lines) > 1 and lines[-1].startswith("# seed ") else None
     if recorded is not None and recorded != str(seed):
         raise TrainingError(
             f"{path}: the run in {out} was started with seed (--seed) {recorded}, this resume gives {seed}; resume "
             "with that seed, or train into a new folder"
         )
-    return "\n".join(lines).strip() or None
+    folder = lines.pop().removeprefix(WORKING_DIRECTORY_LINE) if lines[-1].startswith(WORKING_DIRECTORY_LINE) else None
+    return "\n".join(lines).strip() or None, folder
 
 
 # What a run writes before it has collected, converted or trained anything: a folder holding only these (and
@@ -335,7 +341,9 @@ def train(
     if resume and saved.is_file():
         check_saved_config(saved, cfg)
     ck = read_training_checkpoint(checkpoint, cfg, seed) if resume and checkpoint.exists() else None
-    first_command = recorded_command(out, seed) if resume and ck is None else None
+    first_command, first_folder = recorded_command(out, seed) if resume and ck is None else (None, None)
+    # where the command ran: its relative paths (--config, --bag, --out) mean nothing without it
+    working_directory = os.getcwd() if command else None
     start = None  # (weights, record) of a warm start, checked before anything is written
     if resume:
         recorded = recorded_start(out, ck)
@@ -406,10 +414,10 @@ def train(
         if not resume:  # policy.pt names the first command, also after a kill before the first checkpoint
             (out / COMMAND_FILE).unlink(missing_ok=True)
             if command:  # the seed on a line of its own: a resume before any episode is on disk checks it there
-                with atomic_write(out / COMMAND_FILE, "w") as handle:
-                    handle.write(f"{command}\n# seed {seed}\n")
+                with atomic_write(out / COMMAND_FILE, "w", encoding="utf-8") as handle:
+                    handle.write(f"{command}\n{WORKING_DIRECTORY_LINE}{working_directory}\n# seed {seed}\n")
         elif ck is None and first_command:
-            command = first_command
+            command, working_directory = first_command, first_folder
         if data is not None and workers > 1:
             log(f"workers={workers}: no effect when training from bags (there are no episodes to run)")
         run = (
@@ -418,6 +426,7 @@ def train(
             else bag_data.BagRun(cfg, out, seed, progress, command, log, data, bc_copies=bc_copies, spec=spec)
         )
         run.threads = recorded_threads
+        run.working_directory = working_directory
         run.epoch_lines = not progress if epoch_lines is None else epoch_lines
         if ck is not None:
             run.load_checkpoint()
