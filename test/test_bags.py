@@ -824,6 +824,22 @@ def test_a_bag_runs_policy_and_card_say_it_learned_from_bags_and_from_which_poli
     assert f"Started from the weights of `{first.policy_path}` (SHA-256 {start['sha256'][:12]}" in body
 
 
+@pytest.mark.parametrize(
+    "key,value",
+    [("shift", "winter"), ("sensor_rate_range", [0.5, 2.0]), ("jitter_range", [0.5, 2.0]), ("action_noise", 0.2)],
+)
+def test_settings_of_simulated_episodes_are_refused_for_a_run_from_bags(expert_bags, tmp_path, key, value):
+    """Before: a run from bags took them and simulated nothing; policy.pt recorded the timing draws as its
+    timing_augmentation ({'sensor_rate_range': [0.5, 2.0]}) and the card's recipes said 'timing: sensor rate x [0.5,
+    2] (log-uniform per training episode)', draws no episode of it had."""
+    from liquid_control.training import trainer
+
+    root, bags, held = expert_bags
+    with pytest.raises(trainer.TrainingError, match=f"^training.{key}: .*a run from bags simulates no episode"):
+        trainer.train(CAMERA_ONLY, tmp_path / "run", data={"bags": bags[:1]}, overrides={f"training.{key}": value})
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bags, long_bag, tmp_path):
     from liquid_control.training import trainer
 

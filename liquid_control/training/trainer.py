@@ -229,6 +229,14 @@ def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
             )
 
 
+SIMULATED_ONLY = {  # training keys that act on simulated episodes only, what each does there
+    "shift": "the world the episodes are collected in",
+    "sensor_rate_range": "sensor rates drawn per collected episode",
+    "jitter_range": "sensor jitter drawn per collected episode",
+    "action_noise": "noise in the expert's executed command while collecting (DART)",
+}
+
+
 def check_world_settings(cfg: dict, data: dict | None) -> None:
     """Refuse what a validated config asks of its world that the world cannot give, before anything is written
     (PolicyConfigError or TrainingError naming the key): inputs it lacks, a shift it does not have, input and action
@@ -247,6 +255,13 @@ def check_world_settings(cfg: dict, data: dict | None) -> None:
         raise TrainingError(
             "training.sun_elevation_range: a run from bags renders nothing (its frames are recorded); leave it null"
         )
+    if data is not None:  # what only a simulated episode does: refused, not ignored (policy.pt recorded the timing)
+        for key, does in SIMULATED_ONLY.items():
+            if cfg["training"][key]:
+                raise TrainingError(
+                    f"training.{key}: {does}; a run from bags simulates no episode (its data are recorded): leave it "
+                    f"{'0' if key == 'action_noise' else 'null'}"
+                )
     if data is None:  # input and action sizes the world does not have: refused now, not after the demonstrations
         env = make_env(cfg)
         try:
