@@ -7,6 +7,7 @@ construction is printed on stderr and the process exits with status 2, as a comm
 
 from __future__ import annotations
 
+import inspect
 import re
 import signal
 import sys
@@ -77,3 +78,26 @@ def _restore(handlers: dict) -> None:
     """The signal handlers as they were before (the caller may be a test process, not only an executable)."""
     for sig, handler in handlers.items():
         signal.signal(sig, handler)
+
+
+class WithMessageInfo:
+    """A subscription callback that rclpy hands each message's MessageInfo (the publisher's sequence numbers and id:
+    policy_node's missed-message count, the recorder's latched repeats) beside the message, then ``handle(msg,
+    info)``. Its signature says two parameters, which is how rclpy decides to pass the MessageInfo; rclpy's
+    EventsExecutor (policy_node's; Kilted's rclpy 9.1.2) then calls it with the (message, info) pair as one argument,
+    where a two-parameter function ended the spin ('SystemError: null argument to internal routine'), and the
+    other executors with two: both are taken."""
+
+    __slots__ = ("handle",)
+    __signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY) for name in ("msg", "info")]
+    )
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def __call__(self, msg, info=None):
+        """``msg, info`` (the single- and multi-threaded executors) or ``(msg, info)`` (the EventsExecutor)."""
+        if info is None:  # the EventsExecutor's (message, info) pair
+            msg, info = msg
+        self.handle(msg, info)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
-import inspect
 import os
 import signal
 import sys
@@ -67,6 +66,7 @@ from liquid_control.conventions.params import (
     validate_policy_node_parameters,
 )
 from liquid_control.paths import resolve_policy_file
+from liquid_control.ros.executable import WithMessageInfo
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
@@ -124,28 +124,6 @@ def _hold_heap(node, active: bool) -> None:
             _ACTIVE_NODES.discard(id(node))
             if not _ACTIVE_NODES:
                 gc.unfreeze()
-
-
-class _WithMessageInfo:
-    """A sensor subscription's callback that rclpy hands each message's MessageInfo (the publisher's sequence
-    numbers: PolicyNode._count_missed) beside the message, then ``handle(msg, info)``. Its signature says two
-    parameters, which is how rclpy decides to pass the MessageInfo; rclpy's EventsExecutor (the node's, see
-    make_executor; Kilted's rclpy 9.1.2) then calls it with the (message, info) pair as one argument, where a
-    two-parameter function ended the node's spin ('SystemError: null argument to internal routine'), and the other
-    executors with two: both are taken."""
-
-    __slots__ = ("handle",)
-    __signature__ = inspect.Signature(
-        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_ONLY) for name in ("msg", "info")]
-    )
-
-    def __init__(self, handle):
-        self.handle = handle
-
-    def __call__(self, msg, info=None):
-        if info is None:  # the EventsExecutor's (message, info) pair
-            msg, info = msg
-        self.handle(msg, info)
 
 
 @contextlib.contextmanager
@@ -314,7 +292,7 @@ class PolicyNode(LifecycleNode):
             depth_param = "camera_qos_depth" if sensor == CAMERA else "imu_qos_depth"
             topic = self.get_parameter(topic_param).value
             # with the MessageInfo: its publication sequence numbers count the messages that never reached the node
-            callback = _WithMessageInfo(
+            callback = WithMessageInfo(
                 self._on_image if sensor == CAMERA else functools.partial(self._on_vector, sensor)
             )
             with _naming(f"{topic_param} ({topic!r}) / {depth_param}"):

@@ -16,6 +16,7 @@ is), receives the serialized messages (no deserialization) and writes them with 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import signal
 import sys
@@ -44,7 +45,7 @@ from liquid_control.conventions.params import (
     refuse_startup_parameter_changes,
 )
 from liquid_control.paths import user_path
-from liquid_control.ros.executable import run_until_signal
+from liquid_control.ros.executable import WithMessageInfo, run_until_signal
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -262,7 +263,7 @@ class BagRecorderNode(Node):
     def _subscribe(self, cls, topic: str, qos):
         """A raw subscription that also counts the messages DDS reports lost, where the middleware reports them
         (one that does not, e.g. some rmw implementations, records without the count: said once, not a failure)."""
-        record = lambda data, info, topic=topic: self._on_message(topic, data, info)  # noqa: E731
+        record = WithMessageInfo(functools.partial(self._on_message, topic))  # any executor (WithMessageInfo)
         events = SubscriptionEventCallbacks(message_lost=lambda info, topic=topic: self._on_lost(topic, info))
         try:
             return self.create_subscription(cls, topic, record, qos, raw=True, event_callbacks=events)
