@@ -706,7 +706,7 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     overall = results["policies"]["bc"]["overall"]
     assert overall["loss"] == pytest.approx(meta["validation_loss"], rel=1e-4)
     report = (tmp_path / "offline" / "report.md").read_text()
-    assert "| bc | episode_500 |" in report
+    assert "| bc | episode_500 (validation) |" in report  # its loss selected the epoch: not a held-out error
     # the per-element figures name their element and unit (before: "MAE 0.0412, 0.2311", which is which?)
     assert "bc: linear (m/s), angular (rad/s)" in report
     out = capsys.readouterr().out

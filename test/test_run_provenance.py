@@ -83,3 +83,26 @@ def test_an_evaluations_provenance_records_the_folder_its_command_ran_in(work, m
         f"{' '.join(argv[-2:])} --no-progress --no-example --no-saliency` in `{work}`\n"
         in (work / "report" / "report.md").read_text()
     )
+
+
+def test_an_offline_evaluation_records_its_folder_and_marks_the_bags_the_policy_learned_from(work, monkeypatch, capsys):
+    """Before: eval --bag's offline.json and report gave 'liquid-control eval --bag bags/drive ...' and no folder, and a
+    bag the policy had trained on (or whose loss selected its epoch) was reported as any other: its small error read
+    as a held-out one."""
+    from liquid_control.training import trainer
+
+    data = {"bags": ["bags/drive"], "validation": ["bags/held"]}
+    trainer.train(CAMERA_ONLY, "run", data=data, progress=False, log=lambda m: None)
+    _steady_bag(work / "bags" / "new", 0.07, 20)
+    argv = ["eval", "--policy", "robot=run/policy.pt", "--out", "offline", "--no-progress", "--no-example"]
+    argv += ["--bag", "bags/drive", "--bag", "bags/held", "--bag", "bags/new"]
+    assert _run(monkeypatch, argv) == 0
+    results = json.loads((work / "offline" / "offline.json").read_text())
+    assert results["working_directory"] == str(work)
+    rows = results["policies"]["robot"]["bags"]
+    assert [rows[b].get("trained_on") for b in argv[-5::2]] == ["training", "validation", None]
+    report = (work / "offline" / "report.md").read_text()
+    assert f"`liquid-control {' '.join(argv)}` in `{work}`\n" in report
+    assert "| robot | drive (trained on) |" in report and "| robot | held (validation) |" in report
+    assert "| robot | new |" in report and "their errors are not held-out errors" in report
+    assert "(2 of the bags it trained or selected its epoch on: drive, held)" in capsys.readouterr().out

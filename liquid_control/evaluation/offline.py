@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -178,7 +179,8 @@ def evaluate_offline(
             )
         validate_output_folder(str(out))
         bags = expand_bags(bags, "--bag")  # before any bag is played: a typo in the last one cost every bag before it
-        results = {"command": command, "bags": list(bags), "policies": {}}
+        # the working directory: what the command's relative paths (its bags, --policy, --out) are relative to
+        results = {"command": command, "working_directory": os.getcwd(), "bags": list(bags), "policies": {}}
         for name, path, policy_backend in loaded:
             results["policies"][name] = _evaluate_policy(
                 name, path, policy_backend, specs[name], bags, out, data, plots_to_draw if plots else None, progress
@@ -219,6 +221,17 @@ def bag_names(bags: list[str]) -> dict[str, str]:
     return names
 
 
+def _trained_on(policy_backend) -> dict[str, str]:
+    """``{bag path: "training" | "validation"}``: the bags a policy trained from bags learned from or selected its
+    epoch on, as its file records them (``training.bag_data``: resolved paths); empty for a simulated run, an older
+    file or an ONNX export (which carries no bags)."""
+    meta = getattr(getattr(policy_backend, "policy", None), "metadata", None) or {}
+    if meta.get("training_data") != "bags":
+        return {}
+    found = {str(bag): "validation" for bag in meta.get("validation_bags") or []}
+    return found | {str(bag): "training" for bag in meta.get("training_bags") or []}
+
+
 def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: dict, plots: list | None, progress: bool):
     """One policy on every bag: per-bag and pooled command errors; ``plots`` (unless None) gets the arguments of
     :func:`_plot` of each bag's plot under ``out/plots``."""
@@ -229,6 +242,7 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
     names = [f"{name} ({unit})" for name, unit in COMMAND_ELEMENTS.get(config["action"].get("kind"), ())]
     per_bag, actions, labels = {}, [], []
     shown = bag_names(bags)
+    trained_on = _trained_on(policy_backend)
     for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):
         result = evaluate_bag(policy_backend, bag, spec, data.get("allow_truncated", False))
         errors = command_errors(result["action"], result["label"], spec.action_scale, low, high)
@@ -239,6 +253,8 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
             **errors,
             "counters": result["stats"],
         }
+        if str(Path(bag).resolve()) in trained_on:  # its error is not a held-out one
+            per_bag[bag]["trained_on"] = trained_on[str(Path(bag).resolve())]
         actions.append(result["action"])
         labels.append(result["label"])
         if plots is not None:
@@ -291,11 +307,15 @@ def _fmt(values, elements=None) -> str:
     return ", ".join(f"{e} {v:.4f}" for e, v in zip(elements, values))
 
 
+TRAINED_ON = {"training": " (trained on)", "validation": " (validation)"}  # a bag's mark in the report's table
+
+
 def report_markdown(results: dict) -> str:
     """The report: one row per policy and bag, then the pooled figures."""
     lines = ["# Offline evaluation on recorded bags", ""]
     if results.get("command"):
-        lines += [f"`{results['command']}`", ""]
+        folder = results.get("working_directory")
+        lines += [f"`{results['command']}`" + (f" in `{folder}`" if folder else ""), ""]
     lines += [
         "Each bag played through the policy's PolicyRunner with the node's limits; errors on the labelled updates",
         "(command before the node's limiter vs recorded command, robot units; loss: normalized MSE as in training).",
@@ -310,11 +330,17 @@ def report_markdown(results: dict) -> str:
         for bag, row in res["bags"].items():
             # percent-encoded: a link target ends at a space (a bag named 'Fahrt 1'), and a | ends the cell
             plot = f"![]({quote(row['plot'])})" if row.get("plot") else ""
-            shown = row.get("name", Path(bag).name).replace("|", "\\|")
+            shown = row.get("name", Path(bag).name).replace("|", "\\|") + TRAINED_ON.get(row.get("trained_on"), "")
             lines.append(
                 f"| {name} | {shown} | {row['updates']} | {row.get('labelled', 0)} | "
                 f"{_fmt(row.get('mae'))} | {_fmt(row.get('rmse'))} | {row.get('loss', math.nan):.5f} | {plot} |"
             )
+    if any(row.get("trained_on") for res in results["policies"].values() for row in res["bags"].values()):
+        lines += [
+            "",
+            "(trained on): a bag the policy was trained on; (validation): one whose loss selected its epoch; their "
+            "errors are not held-out errors.",
+        ]
     lines += ["", "| policy | labelled updates | MAE | RMSE | loss |", "| --- | --- | --- | --- | --- |"]
     for name, res in results["policies"].items():
         o = res["overall"]
@@ -342,9 +368,11 @@ def run_offline(args, command: str = "") -> int:
         raise EvaluationSetupError(str(exc)) from None
     for name, res in results["policies"].items():
         o, elements = res["overall"], res.get("elements")
+        seen = [row["name"] for row in res["bags"].values() if row.get("trained_on")]
         print(
             f"{name}: {o.get('labelled', 0)} labelled updates on {len(results['bags'])} bag(s): MAE "
             f"{_fmt(o.get('mae'), elements)}; RMSE {_fmt(o.get('rmse'), elements)}; loss {o.get('loss', math.nan):.5f}"
+            + (f" ({len(seen)} of the bags it trained or selected its epoch on: {', '.join(seen)})" if seen else "")
         )
     print(f"liquid-control eval: offline report -> {Path(args.out) / 'report.md'}")
     return 0
