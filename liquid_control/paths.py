@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from liquid_control import folder_lock
+
 PACKAGE = "liquid_control"
 _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -231,12 +233,14 @@ def first_missing_folder(path: str | Path) -> Path | None:
 def remove_made_folder(path: str | Path, made: Path | None) -> None:
     """After a command failed: remove ``path`` and its parents up to ``made`` (``first_missing_folder``, taken
     before the command made them) while they are empty. rmdir only, so nothing written there is lost (nor a
-    sibling's folder made meanwhile); nothing when ``made`` is None (the folder was there before)."""
+    sibling's folder made meanwhile, nor a folder another process holds the lock of: the same command started
+    beside it, which made the folder and is about to write there); nothing when ``made`` is None (the folder was
+    there before)."""
     if made is None:
         return
     path, made = Path(path).absolute(), Path(made).absolute()
     for folder in (path, *path.parents):
-        if not folder.is_relative_to(made):
+        if not folder.is_relative_to(made) or folder_lock.in_use_elsewhere(folder):
             break
         try:
             folder.rmdir()

@@ -719,7 +719,7 @@ def test_a_second_training_into_a_folder_in_use_is_refused_and_touches_nothing(t
     holder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # what a running `liquid-control train` holds
     try:
         fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        with pytest.raises(trainer.TrainingError, match="another process is training in this folder"):
+        with pytest.raises(trainer.TrainingError, match="another process is writing in this folder and holds its lock"):
             trainer.train(tiny_config(), out, progress=False, log=lambda m: None)
         assert list(out.iterdir()) == []
     finally:

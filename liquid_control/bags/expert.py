@@ -25,6 +25,7 @@ them): the robot model, ``/tf``, ``/tf_static`` and ``/odom``, so a 3D view has 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control import folder_lock
 from liquid_control.conventions.camera_info import world_camera_fovy_deg
 from liquid_control.conventions.params import camera_info_topic
 from liquid_control.paths import first_missing_folder, remove_made_folder
@@ -392,10 +394,19 @@ def record_expert_episodes(
         raise ValueError(f"--time-limit must be a finite number >= 0 s (0: the world's own), got {time_limit}")
 
     out = Path(out_dir)
-    existing = existing_episode_seeds(out)
-    taken = [episode_bag_name(seed) for seed in seeds if int(seed) in existing]
-    if taken:  # refused before the first episode (it used to record the bags before the first taken one)
-        raise BagError(f"{out}: already holds {', '.join(taken)}; a bag is never overwritten, choose other seeds or -o")
+    instead = "record into another -o"
+    folder_lock.check_free(out, instead, BagError)  # another record --expert there: named, before anything loads
+
+    def refuse_taken() -> None:
+        """Refused before the first episode (it used to record the bags before the first taken one)."""
+        existing = existing_episode_seeds(out)
+        taken = [episode_bag_name(seed) for seed in seeds if int(seed) in existing]
+        if taken:
+            raise BagError(
+                f"{out}: already holds {', '.join(taken)}; a bag is never overwritten, choose other seeds or -o"
+            )
+
+    refuse_taken()
     driver = None if policy is None else load_driver(policy, render_size)  # refused before the folder too
     try:
         env = make_world(world, render_size, shift, time_limit)  # a bad shift or size refused before the folder
@@ -405,11 +416,16 @@ def record_expert_episodes(
         raise
     results = []
     made = first_missing_folder(out)  # a failure before the first bag leaves no empty -o folder of ours
+    lock = contextlib.ExitStack()
     try:
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ValueError(f"-o {out}: cannot create the folder ({exc.strerror or exc})") from None
+        # one recording at a time in a folder: two at once recorded the same episodes, and the second's failure
+        # to create an episode's bag (the first's) removed that bag while the first wrote it; both failed
+        lock.enter_context(folder_lock.hold(out, instead, BagError))
+        refuse_taken()  # the bags of a recording that ended since the check above
         for done, seed in enumerate(tqdm(seeds, desc="expert episodes", disable=not progress, leave=False)):
             started = time.monotonic()
             path = out / episode_bag_name(seed)
@@ -441,9 +457,10 @@ def record_expert_episodes(
                     f"{status['sim_time']:.1f} s of driving{took}, {time.monotonic() - started:.1f} s"
                 )
     except BaseException:
-        remove_made_folder(out, made)
+        remove_made_folder(out, made)  # not where refused: another recording's folder
         raise
     finally:
+        lock.close()
         env.close()
         if driver is not None:
             driver.close()

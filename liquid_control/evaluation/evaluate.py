@@ -8,10 +8,11 @@ import os
 import sys
 import time
 
+from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.backends import run_jobs
 from liquid_control.evaluation.batched import DEFAULT_LANES
-from liquid_control.evaluation.plan import EvaluationPlan
+from liquid_control.evaluation.plan import EvaluationPlan, EvaluationSetupError
 from liquid_control.evaluation.report import write_report
 from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
 
@@ -68,8 +69,12 @@ def evaluate(
 
     started = time.time() if started is None else started
     commit = provenance.code_commit() if commit is None else commit
-    log = ResultLog(out_dir, resume=resume)
+    os.makedirs(out_dir, exist_ok=True)
     with contextlib.ExitStack() as stack:
+        # one evaluation at a time in a folder (a second `eval --out` beside a running one, with or without
+        # --resume, ran every episode again into the same log and wrote the report twice): before the log is read
+        stack.enter_context(folder_lock.hold(out_dir, "evaluate into another --out", EvaluationSetupError))
+        log = ResultLog(out_dir, resume=resume)
         if sitting is None:
             sitting = stack.enter_context(provenance.Sitting(out_dir, command, started, commit, resume))
         jobs = plan.jobs

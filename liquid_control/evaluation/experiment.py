@@ -37,6 +37,7 @@ import time
 from concurrent.futures.process import BrokenProcessPool
 from itertools import combinations
 
+from liquid_control import folder_lock
 from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs, unique_pairs
 from liquid_control.evaluation.shifts import SHIFT_SETS
@@ -613,6 +614,7 @@ def run_experiment(args, command: str = "") -> dict:
 
     from liquid_control.evaluation.results import LOG_NAME
 
+    folder_lock.check_free(args.out, "evaluate into another --out", EvaluationSetupError)  # who, not what it wrote
     if not args.resume and os.path.exists(os.path.join(args.out, LOG_NAME)):
         raise EvaluationSetupError(
             f"{args.out} already holds an evaluation: pass --resume to continue it, or choose another --out"
@@ -621,6 +623,9 @@ def run_experiment(args, command: str = "") -> dict:
         if args.backend == "ray":
             connection.enter_context(ray_connection(args.ray_address))  # before --out is made: a refusal makes none
         os.makedirs(args.out, exist_ok=True)
+        # one experiment at a time in a folder: a second one trained the same runs beside the first (each run
+        # refused where the other trained it) and evaluated into the same log; its evaluation holds it too
+        connection.enter_context(folder_lock.hold(args.out, "evaluate into another --out", EvaluationSetupError))
         sitting = connection.enter_context(Sitting(args.out, command, started, commit, args.resume))
         trained = train_all(
             variants,

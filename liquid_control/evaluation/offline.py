@@ -15,6 +15,7 @@ folder name, with its parent folders where two bags share a name: ``day1__run_00
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
 from liquid_control.bags.io import expand_bags
@@ -166,18 +168,22 @@ def evaluate_offline(
     existed = [folder for folder in (out / "plots", out) if folder.exists()]
     loaded, specs = [], {}  # every policy and its data spec (topics, --node-params) checked before the folder
     plots_to_draw, written = [], []  # drawn once every bag is evaluated: a refused bag leaves no plot of the others
+    lock = contextlib.ExitStack()
     try:
         for name, path in policies.items():
             policy_backend = load_backend(path, backend)
             loaded.append((name, path, policy_backend))
             settings = (data.get(k) for k in ("node_params", "topics", "command_topic", "label"))
             specs[name] = data_spec(policy_backend.config, *settings)
+        validate_output_folder(str(out))
+        # one evaluation at a time in a folder: two `eval --bag --out` at once each found no report, and each wrote
+        # its plots, offline.json and report.md over the other's (a report of one beside the results of the other)
+        lock.enter_context(folder_lock.hold(out, "evaluate into another --out", EvaluationSetupError))
         held = [name for name in (LOG_NAME, OFFLINE_NAME, "report.md") if (out / name).exists()]
         if held:  # results are never overwritten silently (a simulated evaluation's least of all)
             raise EvaluationSetupError(
                 f"--out {out}: already holds a report ({', '.join(held)}); choose another --out or move it away"
             )
-        validate_output_folder(str(out))
         bags = expand_bags(bags, "--bag")  # before any bag is played: a typo in the last one cost every bag before it
         # the working directory: what the command's relative paths (its bags, --policy, --out) are relative to
         results = {"command": command, "working_directory": os.getcwd(), "bags": list(bags), "policies": {}}
@@ -197,11 +203,14 @@ def evaluate_offline(
     except BaseException:
         for path in written:  # a failed evaluation (a full disk) leaves no plot nor offline.json without its report
             path.unlink(missing_ok=True)
+        lock.close()
         for folder in (out / "plots", out):
             if folder not in existed and folder.is_dir() and not any(folder.iterdir()):
-                folder.rmdir()  # a refused or failed evaluation (a bad bag) leaves no empty report folder
+                if not folder_lock.in_use_elsewhere(out):  # refused: the other evaluation's folder, not ours
+                    folder.rmdir()  # a refused or failed evaluation (a bad bag) leaves no empty report folder
         raise
     finally:
+        lock.close()
         for entry in loaded:
             entry[2].close()
     return results

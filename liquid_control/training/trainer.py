@@ -9,6 +9,7 @@ half-made run behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.paths import first_missing_folder, output_folder_problem, remove_made_folder
 from liquid_control.policy import (
@@ -349,6 +351,8 @@ def train(
         in_file = config if isinstance(config, (str, Path)) else None
         raise type(exc)(refusal_source(str(exc), in_file, overrides)) from None
     check_episode_seeds(cfg, seed, simulated=data is None)  # with --seed: refused naming it, not the file
+    # a folder another train (or eval) is writing in: refused naming that process, not by what it wrote so far
+    folder_lock.check_free(out, "train into another --out", TrainingError)
     resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
         cfg = _run_config(config, overrides, data, strict=True)
@@ -414,7 +418,8 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise TrainingError(f"{out}: cannot create the output folder: {exc.strerror or exc}") from None
-    lock = _lock_run_folder(out)  # before anything is written (and before the undo below could remove anything)
+    lock = contextlib.ExitStack()  # before anything is written (and before the undo below could remove anything)
+    lock.enter_context(folder_lock.hold(out, "train into another --out", TrainingError))
     try:
         if start is not None and not resume:  # before config.yaml: a run folder never lacks the record of its start
             with atomic_write(out / START_FILE, "w") as handle:
@@ -456,26 +461,4 @@ def train(
             raise interrupt from None
         raise
     finally:
-        if lock is not None:
-            os.close(lock)  # releases the lock
-
-
-def _lock_run_folder(out: Path) -> int | None:
-    """An exclusive lock on the run folder itself (flock on its descriptor: no file in it, released when the
-    process ends however it ends), or TrainingError when another process holds it: a second `train --resume`
-    into a running run's folder trained it again beside the first, both writing the same files. None where
-    there is no flock."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise TrainingError(
-            f"{out}: another process is training in this folder (liquid-control train holds its lock); wait for it "
-            "to end, or train into another --out"
-        ) from None
-    return fd
+        lock.close()

@@ -1,0 +1,192 @@
+"""Two commands at once on the same files (two terminals, a script run twice, a job array): the second is refused at
+once, naming the folder and the process that writes there, and changes nothing; or both succeed with whole files.
+The other process is a small script holding the folder's lock (what a running train, eval or record --expert
+holds), so no test depends on how two real runs interleave."""
+
+import contextlib
+import errno
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_bags import CAMERA_ONLY
+from test_training import tiny_config
+
+from liquid_control import cli, folder_lock, paths
+from liquid_control.bags import BagError
+from liquid_control.bags.expert import record_expert_episodes
+from liquid_control.evaluation import experiment
+from liquid_control.evaluation.evaluate import evaluate
+from liquid_control.evaluation.offline import evaluate_offline
+from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
+from liquid_control.evaluation.results import LOG_NAME
+from liquid_control.policy import Policy, save_policy
+from liquid_control.training import trainer
+
+HOLDER = """import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def another_process_holds(folder: Path):
+    """A process holding ``folder``'s lock (made if missing) until the block ends; yields what a refusal names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder.parent / "holder.py"
+    script.write_text(HOLDER)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline() == "held\n"
+        yield f"another process (pid {proc.pid}: holder.py {folder}) is writing in this folder and holds its lock"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def test_a_training_refused_beside_another_names_that_process_before_reading_its_files(tmp_path):
+    """Before: 'another process is training in this folder' (which process: the user had to find it), and a
+    second `train` without --resume into a run being trained was refused by what the first had written so far
+    ('not empty and not a training run' / 'holds a run'), as if no process were at work there."""
+    out = tmp_path / "run"
+    with another_process_holds(out) as holder:
+        (out / "config.yaml").write_text("half of a run's files")  # what the other has written so far
+        with pytest.raises(trainer.TrainingError) as refused:
+            trainer.train(tiny_config(), out, progress=False, log=lambda m: None)
+        assert str(refused.value) == f"{out}: {holder}; wait for it to end, or train into another --out"
+        assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+
+
+def test_a_folder_that_cannot_be_locked_trains_unguarded_instead_of_being_refused(tmp_path, monkeypatch, capfd):
+    """Some network file systems refuse flock on a folder (ENOLCK, EBADF): every `train` there was refused as
+    'another process is training in this folder', with no other process anywhere."""
+    import fcntl
+
+    def refuse(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    result = trainer.train(tiny_config(epochs_first=1, dagger_rounds=0), tmp_path / "run", progress=False, log=print)
+    assert result.policy_path.is_file()
+    assert f"cannot lock {tmp_path / 'run'} (No locks available)" in capfd.readouterr().err
+
+
+def expert_plan(episodes=1):
+    return build_plan(["expert"], ["in_distribution"], episodes)
+
+
+def quiet(**kwargs):
+    return {"backend": "serial", "progress": False, "example": False, "saliency": False, **kwargs}
+
+
+def test_an_evaluation_into_a_folder_another_evaluates_in_is_refused_and_writes_nothing(tmp_path):
+    """Before: two `eval --out SAME` at once each found no results log, ran every episode into the same
+    episodes.jsonl (each episode twice) and wrote report.md, results.csv and plan.json over each other."""
+    out = tmp_path / "ood"
+    with another_process_holds(out) as holder:
+        with pytest.raises(EvaluationSetupError) as refused:
+            evaluate(expert_plan(), str(out), **quiet())
+        assert str(refused.value) == f"{out}: {holder}; wait for it to end, or evaluate into another --out"
+        assert list(out.iterdir()) == []
+
+
+def test_a_resume_of_an_evaluation_still_running_is_refused_and_leaves_its_log(tmp_path):
+    """Before: `eval --resume` beside the running evaluation ran the episodes the log lacked so far (those the
+    first was running too) into the same log, and both wrote the report."""
+    out = tmp_path / "ood"
+    evaluate(expert_plan(1), str(out), **quiet())
+    log = (out / LOG_NAME).read_bytes()
+    with another_process_holds(out) as holder:
+        with pytest.raises(EvaluationSetupError, match="evaluate into another --out") as refused:
+            evaluate(expert_plan(2), str(out), **quiet(resume=True))
+        assert holder in str(refused.value)
+    assert (out / LOG_NAME).read_bytes() == log
+
+
+def test_the_eval_command_refused_beside_another_keeps_the_folder_that_process_made(tmp_path, capsys):
+    """A refused or failed command removes the --out folder it made while empty: started together, both saw no
+    folder, and the refused one removed the folder the other had just made (and locked) to write in."""
+    out = tmp_path / "new" / "ood"
+    with another_process_holds(out) as holder:
+        paths.remove_made_folder(out, tmp_path / "new")  # what the refused one does, having seen no folder
+        assert out.is_dir()
+        assert cli.main(["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--no-progress"]) == 2
+        assert holder in capsys.readouterr().err
+        assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_an_experiment_into_a_folder_in_use_is_refused_before_it_trains(tmp_path, monkeypatch, capsys):
+    """Before: a second `eval --experiment --out SAME --resume` trained beside the first (each run refused where
+    the other trained it: the experiment failed) and evaluated into the same log."""
+
+    def train_all(*args, **kwargs):
+        raise AssertionError("trained beside the running experiment")
+
+    monkeypatch.setattr(experiment, "train_all", train_all)
+    out = tmp_path / "headline"
+    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--episodes", "1", "--resume"]
+    with another_process_holds(out) as holder:
+        assert cli.main(argv + ["--out", str(out), "--no-progress"]) == 2
+        assert f"{out}: {holder}; wait for it to end, or evaluate into another --out" in capsys.readouterr().err
+        assert list(out.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def bag_and_policy(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bag")
+    (outcome,) = record_expert_episodes(root / "bags", [100], render_size=16, time_limit=1.0)
+    torch.manual_seed(0)
+    policy = save_policy(root / "tiny.pt", Policy.from_config(CAMERA_ONLY), {})
+    return outcome["bag"], str(policy)
+
+
+def test_an_offline_evaluation_into_a_folder_in_use_is_refused(tmp_path, bag_and_policy):
+    """Before: two `eval --bag --out SAME` at once each found no report there and each wrote its plots,
+    offline.json and report.md over the other's: the report of one beside the results of the other."""
+    bag, policy = bag_and_policy
+    out = tmp_path / "offline"
+    with another_process_holds(out) as holder:
+        with pytest.raises(EvaluationSetupError) as refused:
+            evaluate_offline({"tiny": policy}, [bag], out, progress=False)
+        assert str(refused.value) == f"{out}: {holder}; wait for it to end, or evaluate into another --out"
+        assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_expert_episodes_recorded_into_a_folder_in_use_are_refused_and_its_bags_stay(tmp_path):
+    """Before: two `record --expert -o SAME` at once recorded the same episodes; the second, finding the first's
+    episode_100 when it created its own, removed it while the first wrote it: both failed and no bag was left."""
+    out = tmp_path / "bags"
+    with another_process_holds(out) as holder:
+        (out / "episode_100").mkdir()  # the bag the other is recording
+        with pytest.raises(BagError) as refused:
+            record_expert_episodes(out, [100, 101], render_size=16, time_limit=1.0)
+        assert str(refused.value) == f"{out}: {holder}; wait for it to end, or record into another -o"
+        assert sorted(p.name for p in out.iterdir()) == ["episode_100"]
+
+
+def test_the_lock_is_the_processs_own_to_take_again_and_free_once_released(tmp_path):
+    """An experiment's evaluation holds the folder the experiment holds (one process: no refusal); released,
+    another may take it."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    with folder_lock.hold(folder, "x"), folder_lock.hold(folder, "x"):
+        assert not folder_lock.in_use_elsewhere(folder)
+        probe = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                f"from liquid_control import folder_lock; print(folder_lock.in_use_elsewhere({str(folder)!r}))",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert probe.stdout == "True\n", probe.stderr
+    with another_process_holds(folder):
+        assert folder_lock.in_use_elsewhere(folder)
+    assert not folder_lock.in_use_elsewhere(folder)
