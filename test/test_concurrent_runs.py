@@ -170,6 +170,33 @@ def test_expert_episodes_recorded_into_a_folder_in_use_are_refused_and_its_bags_
         assert sorted(p.name for p in out.iterdir()) == ["episode_100"]
 
 
+def test_a_policy_replaced_while_a_run_starts_from_it_is_refused_not_misrecorded(tmp_path, monkeypatch):
+    """`train --init-from X` while another run rewrites X: the weights were loaded from one file and the SHA-256
+    in started_from.json and policy.pt's record taken from the next, so the record named a policy the run did not
+    start from (and a resume checked against it)."""
+    import liquid_control.policy as policy_package
+
+    cfg = tiny_config(epochs_first=1, dagger_rounds=0)
+    source = save_policy(tmp_path / "first.pt", Policy.from_config(cfg), {})
+    load = policy_package.load_policy
+
+    def load_while_another_run_saves(path):
+        loaded = load(path)
+        torch.manual_seed(1)
+        save_policy(source, Policy.from_config(cfg), {})  # the other run's next selection, atomically
+        return loaded
+
+    monkeypatch.setattr(policy_package, "load_policy", load_while_another_run_saves)
+    out = tmp_path / "run"
+    with pytest.raises(trainer.TrainingError) as refused:
+        trainer.train(cfg, out, progress=False, log=lambda m: None, init_from=source)
+    assert str(refused.value) == (
+        f"--init-from {source}: the checkpoint changed while it was read (is a training run still writing it?); "
+        "start again once it is written"
+    )
+    assert not out.exists()
+
+
 def test_the_lock_is_the_processs_own_to_take_again_and_free_once_released(tmp_path):
     """An experiment's evaluation holds the folder the experiment holds (one process: no refusal); released,
     another may take it."""

@@ -460,6 +460,29 @@ def checkpoint_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+class CheckpointReplacedError(RuntimeError):
+    """A policy file replaced while it was read (:func:`load_hashed_policy`)."""
+
+
+def load_hashed_policy(path: str | Path):
+    """The policy in ``path`` and the SHA-256 of the bytes it was loaded from (what an export, and a run that
+    starts from it with ``--init-from``, record of it): the file is hashed before and after loading, and a checkpoint
+    replaced meanwhile (a training run saving its next selection) is a ``CheckpointReplacedError``. Hashing it
+    apart from the loading recorded the new file's SHA-256 over the old weights: an export that ``backend: auto``
+    then ran in its place, a run whose record of its start names a file it did not start from. Raises
+    ``PolicyLoadError`` for a file that cannot be loaded."""
+    from liquid_control.policy import load_policy
+
+    try:
+        before = checkpoint_sha256(path)
+    except OSError:  # missing, a folder, unreadable: load_policy says which
+        before = None
+    policy = load_policy(path)
+    if before is None or checkpoint_sha256(path) != before:
+        raise CheckpointReplacedError("the checkpoint changed while it was read (is a training run still writing it?)")
+    return policy, before
+
+
 def _checkpoint_asked_for_sha256(path: Path) -> str:
     """The SHA-256 of the ``.pt`` the user named, or a BackendError naming it when it cannot be read (a
     PermissionError escaped ``load_backend`` raw where an ``.onnx`` lay next to it)."""

@@ -36,9 +36,11 @@ from .backends import (
     ONNX_SOURCE_KEY,
     ONNX_TRAINING_PREFIX,
     VECTORS,
+    CheckpointReplacedError,
     ObservationSpec,
     checkpoint_sha256,
     encode_input,
+    load_hashed_policy,
     onnx_input_names,
     training_record_of,
 )
@@ -298,7 +300,7 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, sou
     """The single-step ONNX model of ``policy`` (an ``onnx.ModelProto``, checked), its metadata holding the config
     and the training record of ``policy.metadata`` (``load_policy``'s; none for a policy without); ``source``: the
     checkpoint file it was loaded from, whose SHA-256 the metadata records (``backend: auto`` runs only a matching
-    export); ``source_sha256``: that SHA-256 taken when the file was read (``load_for_export``), recorded instead of
+    export); ``source_sha256``: that SHA-256 taken when the file was read (``load_hashed_policy``), recorded instead of
     hashing ``source`` now, when it may hold another checkpoint (a training run still writing it)."""
     import onnx
     import torch
@@ -495,26 +497,6 @@ def export_checked(
     return err
 
 
-def load_for_export(path: str | Path):
-    """The policy in ``path`` and the SHA-256 of the bytes it was loaded from (what its export records): the file
-    is hashed before and after loading, and a checkpoint replaced meanwhile (a training run saving its next
-    selection) is an ``ExportError``. Hashing it after the export instead recorded the new file's SHA-256 over
-    the old weights, which ``backend: auto`` then ran in its place without a word. Raises ``PolicyLoadError``
-    for a file that cannot be loaded."""
-    from liquid_control.policy import load_policy
-
-    try:
-        before = checkpoint_sha256(path)
-    except OSError:  # missing, a folder, unreadable: load_policy says which
-        before = None
-    policy = load_policy(path)
-    if before is None or checkpoint_sha256(path) != before:
-        raise ExportError(
-            "the checkpoint changed while it was read (is a training run still writing it?); export it again"
-        )
-    return policy, before
-
-
 def add_arguments(parser):
     """The options of ``liquid-control export``."""
     parser.epilog = (
@@ -548,9 +530,14 @@ def run(args) -> int:
         return 2
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
     try:
-        policy, source_sha256 = load_for_export(args.policy)
+        policy, source_sha256 = load_hashed_policy(args.policy)
     except PolicyLoadError as exc:
         print(f"liquid-control export: error: {exc}", file=sys.stderr)
+        return 2
+    except CheckpointReplacedError as exc:
+        print(
+            f"liquid-control export: error: {args.policy}: {exc}; export it again; {out} not written", file=sys.stderr
+        )
         return 2
     except (ExportError, OSError) as exc:
         print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)

@@ -53,13 +53,15 @@ COMMAND_FILE = "command.txt"  # the run's first command, for a resume before its
 def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
     """The weights a run starts from (``init_from``) and their record {path, sha256}; TrainingError naming the file
     for a file that is no policy, or a policy of another network than ``cfg``'s."""
-    from liquid_control.policy.checkpoint import PolicyLoadError, load_policy
-    from liquid_control.runtime.backends import checkpoint_sha256
+    from liquid_control.policy.checkpoint import PolicyLoadError
+    from liquid_control.runtime.backends import CheckpointReplacedError, load_hashed_policy
 
-    try:
-        source = load_policy(path)
+    try:  # the SHA-256 of the bytes loaded: a file a training run replaced meanwhile is refused, not misrecorded
+        source, sha256 = load_hashed_policy(path)
     except PolicyLoadError as exc:
         raise TrainingError(f"--init-from {exc}") from None
+    except CheckpointReplacedError as exc:
+        raise TrainingError(f"--init-from {path}: {exc}; start again once it is written") from None
     differing = differing_keys(*({k: c.get(k) for k in NETWORK_SECTIONS} for c in (source.config, cfg)))
     if differing:
         raise TrainingError(
@@ -67,7 +69,7 @@ def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
             f"{', '.join(differing)}); start from a policy with the same world, observation, encoder, core and action"
         )
     # absolute: a path relative to the working directory of the run's start says nothing read elsewhere
-    return source.state_dict(), {"path": str(path.absolute()), "sha256": checkpoint_sha256(path)}
+    return source.state_dict(), {"path": str(path.absolute()), "sha256": sha256}
 
 
 def recorded_start(out: Path, checkpoint: dict | None) -> dict | None:
