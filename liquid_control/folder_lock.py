@@ -1,5 +1,5 @@
 """One process at a time in an output folder: the lock that `liquid-control train`, `eval` and `record --expert`
-hold on their folder while they write there.
+hold on their folder while they write there, and a bag's writer on the bag while it records.
 
 The lock is an exclusive ``flock`` on the folder itself (its descriptor: no lock file that a run would leave
 behind or another command would count as content), released when the process ends however it ends. A second
@@ -18,6 +18,7 @@ import errno
 import os
 import sys
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -72,8 +73,8 @@ def holder(folder: str | Path) -> str:
             argv = [a.decode("utf-8", "replace") for a in fh.read().split(b"\0") if a]
     except OSError:
         argv = []
-    if argv and os.path.basename(argv[0]).startswith("python") and len(argv) > 1:
-        argv = argv[1:]  # `python .../liquid-control eval ...`: the script and its arguments
+    if len(argv) > 1 and os.path.basename(argv[0]).startswith("python") and not argv[1].startswith("-"):
+        argv = argv[1:]  # `python .../liquid-control eval ...` (a console script): the script and its arguments
     if argv:
         argv[0] = os.path.basename(argv[0])
     command = " ".join(argv)
@@ -85,6 +86,19 @@ def _refusal(folder: Path, instead: str, error: type[Exception]) -> Exception:
     return error(
         f"{folder}: {holder(folder)} is writing in this folder and holds its lock; wait for it to end, or {instead}"
     )
+
+
+def _take(fd: int) -> None:
+    """The exclusive lock of ``fd``, or the OSError of ``flock``. Held by another for a moment only (a probe of
+    :func:`in_use_elsewhere`, shared) is no refusal: asked again after it."""
+    for attempt in range(3):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as exc:
+            if exc.errno not in _BUSY or attempt == 2:
+                raise
+        time.sleep(0.02)
 
 
 @contextmanager
@@ -105,7 +119,7 @@ def hold(folder: str | Path, instead: str, error: type[Exception] = FolderInUse)
             held[1] += 1
         else:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _take(fd)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in _BUSY:
@@ -149,8 +163,8 @@ def in_use_elsewhere(folder: str | Path) -> bool:
         with _GUARD:
             if (st.st_dev, st.st_ino) in _HELD:
                 return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:  # shared: two probes at once do not see each other
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as exc:
             return exc.errno in _BUSY
         return False  # closing the descriptor below gives the lock back

@@ -217,3 +217,43 @@ def test_the_lock_is_the_processs_own_to_take_again_and_free_once_released(tmp_p
     with another_process_holds(folder):
         assert folder_lock.in_use_elsewhere(folder)
     assert not folder_lock.in_use_elsewhere(folder)
+
+
+def test_a_bag_still_being_recorded_is_named_as_such_to_its_readers_not_called_truncated(tmp_path):
+    """`record --info`, `record --recover`, `train --bag` and `eval --bag` on a bag whose recorder still runs (a
+    recording of the day beside the others in bags/day1/*) called it truncated ('the recorder was killed or the
+    disk filled up', --info: TRUNCATED) and --recover copied the part written so far into a 'recovered' bag; a
+    second recorder on its folder was refused without a word of the first."""
+    import os
+
+    from liquid_control.bags import BagReader, BagWriter, recover
+    from liquid_control.bags import messages as M
+
+    bag = tmp_path / "run_005"
+    writer = BagWriter(bag)  # this process records it
+    try:
+        writer.write("/imu/data", 1_000_000_000, M.imu_message([0.0] * 6, 1.0))
+        info = subprocess.run(
+            [sys.executable, "-m", "liquid_control.cli", "record", "--info", str(bag)], capture_output=True, text=True
+        )
+        assert info.returncode == 2, info.stdout
+        assert f"{bag}: another process (pid {os.getpid()}: " in info.stderr
+        assert "is still recording this bag; wait for it to end" in info.stderr
+        second = subprocess.run(  # a second recorder into it
+            [sys.executable, "-c", f"from liquid_control.bags import BagWriter; BagWriter({str(bag)!r})"],
+            capture_output=True,
+            text=True,
+        )
+        assert f"{bag}: already exists, another process (pid {os.getpid()}: " in second.stderr
+        assert "is recording it; a bag is never overwritten" in second.stderr
+    finally:
+        writer.close()
+    with another_process_holds(bag) as holder:  # held again, and the bag as a killed recorder leaves it
+        os.unlink(bag / "metadata.yaml")
+        for read in (lambda: BagReader(bag, allow_truncated=True), lambda: recover(bag, tmp_path / "copy")):
+            with pytest.raises(BagError) as refused:
+                read()
+            assert str(refused.value).startswith(f"{bag}: {holder.split(' is writing')[0]} is still recording")
+        assert not (tmp_path / "copy").exists()
+    with BagReader(bag, allow_truncated=True) as reader:  # released: a bag a killed recorder left, read as before
+        assert reader.message_count == 1

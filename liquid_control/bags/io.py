@@ -30,6 +30,7 @@ whose CRC had not reached the disk when the power went (its CRC stays 0: uncheck
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import heapq
 import importlib
@@ -52,6 +53,7 @@ from rosbags.rosbag2.errors import WriterError
 from rosbags.rosbag2.storage_mcap import McapWriter
 from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_typestore
 
+from liquid_control import folder_lock
 from liquid_control.conventions import stamps
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.paths import expand_pattern
@@ -229,7 +231,8 @@ class BagWriter:
                 "without splitting"
             )
         if self.path.exists():
-            raise BagError(f"{self.path}: already exists; a bag is never overwritten, choose a new name")
+            recording = f", {folder_lock.holder(self.path)} is recording it" if recording_elsewhere(self.path) else ""
+            raise BagError(f"{self.path}: already exists{recording}; a bag is never overwritten, choose a new name")
         self._files: list[dict] = []  # the finished files' entries of metadata.yaml's ``files``
         # split: the open file's message count, first and last log time, and its count without repeated ones
         self._file_stats = [0, 2**63 - 1, 0, 0]
@@ -261,6 +264,15 @@ class BagWriter:
         self._finishing: threading.Thread | None = None  # split: the finished file's CRCs and fsyncs
         self._finish_failed = ""  # why they failed (named by the next write or close), else empty
         self.closed = False
+        # the bag's folder held while it is written: a reader of a bag still being recorded (train --bag, eval --bag,
+        # record --info/--recover) is told so, naming the recorder, where it called the bag truncated
+        self._held = contextlib.ExitStack()
+        try:
+            self._held.enter_context(folder_lock.hold(self.path, "choose a new name", BagError))
+        except BaseException:
+            self._writer.abort()
+            self._crcs.close()
+            raise
 
     @property
     def split(self) -> bool:
@@ -459,7 +471,7 @@ class BagWriter:
 
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
-        with self._lock:
+        with self._lock, self._held:
             if not self.closed:
                 self.closed = True
                 self._wait_finished()
@@ -486,7 +498,7 @@ class BagWriter:
 
     def abort(self) -> None:
         """Stop writing without finishing (what a killed recorder leaves behind: a truncated MCAP file)."""
-        with self._lock:
+        with self._lock, self._held:
             if not self.closed:
                 self.closed = True
                 self._wait_finished()  # the files finished before stay whole
@@ -965,6 +977,11 @@ def _bags_inside(folder: Path) -> str:
     return f"; it is a folder of {len(inside)} bag(s) ({names}): give them as '{folder / '*'}'"
 
 
+def recording_elsewhere(path: Path) -> bool:
+    """Whether ``path`` is a bag folder another process's :class:`BagWriter` is writing now."""
+    return path.is_dir() and folder_lock.in_use_elsewhere(path)
+
+
 def _looks_truncated(path: Path) -> bool:
     """True for an MCAP file that starts well but has no footer (its writer was killed), also one cut within or
     just after its opening magic (killed as it started: empty, or at most the magic; not an MCAP file to rosbags,
@@ -1256,6 +1273,11 @@ class BagReader:
     def _open(self, allow_truncated: bool) -> None:
         _check_rosbags_version()
         has_metadata = self.path.is_dir() and (self.path / "metadata.yaml").is_file()
+        if not has_metadata and recording_elsewhere(self.path):  # not truncated: its recorder has not finished it
+            raise BagError(
+                f"{self.path}: {folder_lock.holder(self.path)} is still recording this bag; wait for it to end "
+                "(the recorder finishes the bag when it stops: Ctrl-C, --duration, the episode's end)"
+            )
         mode = None
         if self.path.is_file():
             files = [self.path]
