@@ -29,6 +29,7 @@ except ImportError:  # not POSIX: no locks
 
 _HELD: dict[tuple[int, int], list] = {}  # (device, inode) -> [descriptor, holds] of the folders this process locked
 _GUARD = threading.Lock()
+_UNLOCKABLE: set[int] = set()  # devices whose folders flock refused (said once each)
 _BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # flock's "held by another" (EACCES: some NFS clients)
 
 
@@ -124,11 +125,14 @@ def hold(folder: str | Path, instead: str, error: type[Exception] = FolderInUse)
                 os.close(fd)
                 if exc.errno in _BUSY:
                     raise _refusal(folder, instead, error) from None
-                print(  # e.g. a network file system without flock: the run goes on, unguarded
-                    f"liquid-control: warning: cannot lock {folder} ({exc.strerror or exc}): a second command "
-                    "writing into it at the same time would not be refused",
-                    file=sys.stderr,
-                )
+                if key[0] not in _UNLOCKABLE:  # said once per file system: record --expert locks a bag an episode
+                    _UNLOCKABLE.add(key[0])
+                    print(  # e.g. a network file system without flock: the run goes on, unguarded
+                        f"liquid-control: warning: cannot lock {folder} ({exc.strerror or exc}): a second command "
+                        "writing into it (or into another folder of its file system) at the same time would not be "
+                        "refused",
+                        file=sys.stderr,
+                    )
                 fd = None
             else:
                 _HELD[key] = [fd, 1]
