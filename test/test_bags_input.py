@@ -248,12 +248,12 @@ def test_replay_stops_at_the_first_failed_write_naming_the_bag_topic_and_count(t
     out = tmp_path / "replayed"
     real_write, writes = BagWriter.write, []
 
-    def write(self, topic, log_time_ns, message, msgtype=None):
+    def write(self, topic, log_time_ns, message, msgtype=None, publisher=None):
         if self.path == out:
             if len(writes) == 20:
                 raise OSError(errno.ENOSPC, "No space left on device")
             writes.append(topic)
-        return real_write(self, topic, log_time_ns, message, msgtype)
+        return real_write(self, topic, log_time_ns, message, msgtype, publisher)
 
     monkeypatch.setattr(BagWriter, "write", write)
     argv = ["replay", str(bag), "-o", str(out), "--topics", "/imu/data", "--record", "/imu/data", "--rate", "2"]
@@ -378,7 +378,9 @@ def test_record_expert_on_a_full_disk_names_the_bag_keeps_the_finished_ones_and_
     monkeypatch.setattr(expert, "record_expert_episode", full_at_the_second)
     argv = ["record", "--expert", "-o", str(out), "--time-limit", "1", "--no-progress", "--render-size", "64"]
     assert cli.main([*argv, "--seed", "300", "--episodes", "3"]) == 2
-    err = capsys.readouterr().err
+    said = capsys.readouterr().err.splitlines()  # a line per recorded episode (in a log), then the error
+    assert said[0].startswith("episode 1/3: episode_300, "), said
+    err = "\n".join(said[1:])
     assert err.startswith(f"liquid-control record: error: {out / 'episode_301'}: cannot ") and "File too large" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert (
