@@ -89,17 +89,28 @@ def _refusal(folder: Path, instead: str, error: type[Exception]) -> Exception:
     )
 
 
+_PROBE_WAITS = 300  # x 10 ms at least: how long a hold waits out probes that hold the lock shared and no one else
+
+
 def _take(fd: int) -> None:
-    """The exclusive lock of ``fd``, or the OSError of ``flock``. Held by another for a moment only (a probe of
-    :func:`in_use_elsewhere`, shared) is no refusal: asked again after it."""
-    for attempt in range(3):
+    """The exclusive lock of ``fd``, or the OSError of ``flock``. Held shared only (probes of
+    :func:`in_use_elsewhere`, an instant each, however long a loaded machine pauses the probing process there) is no
+    refusal: asked again until they let go; held exclusively (another process writing there) refused at once."""
+    for _ in range(_PROBE_WAITS):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except OSError as exc:
-            if exc.errno not in _BUSY or attempt == 2:
+            if exc.errno not in _BUSY:
                 raise
-        time.sleep(0.02)
+            busy = exc
+        try:  # granted: no process holds it exclusively, only probes shared
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise busy from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        time.sleep(0.01)
+    raise busy
 
 
 @contextmanager

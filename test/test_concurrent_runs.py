@@ -259,3 +259,62 @@ def test_a_bag_still_being_recorded_is_named_as_such_to_its_readers_not_called_t
         assert not (tmp_path / "copy").exists()
     with BagReader(bag, allow_truncated=True) as reader:  # released: a bag a killed recorder left, read as before
         assert reader.message_count == 1
+
+
+PROBE = """import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fcntl.flock(fd, fcntl.LOCK_SH)
+print("probing", flush=True)
+sys.stdin.readline()
+os.close(fd)
+print("done", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_readers_probe_paused_on_a_busy_machine_does_not_refuse_the_writer_its_folder(tmp_path, monkeypatch):
+    """A reader's probe (in_use_elsewhere: a shared lock, held for an instant) taken as a recorder locks its new
+    bag: before, hold asked three times in 40 ms, so a probing process the scheduler paused between its lock and
+    its close (a loaded machine) refused the recorder its own new bag ('another process is writing in this
+    folder', no process named: none held it to write). The probe here lets go only after the writer's third try."""
+    import fcntl
+
+    folder = tmp_path / "run_005"
+    folder.mkdir()
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    probe = subprocess.Popen(
+        [sys.executable, str(script), str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    real, tries = fcntl.flock, []
+
+    def flock(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            tries.append(operation)
+            if len(tries) == 4:  # the probe ends now, before the writer's fourth try
+                probe.stdin.write("\n")
+                probe.stdin.flush()
+                assert probe.stdout.readline() == "done\n"
+        return real(fd, operation)
+
+    try:
+        assert probe.stdout.readline() == "probing\n"
+        monkeypatch.setattr(fcntl, "flock", flock)
+        with folder_lock.hold(folder, "choose a new name", BagError):
+            monkeypatch.setattr(fcntl, "flock", real)
+            assert (
+                subprocess.run(  # held to write: another process's probe now sees it in use
+                    [
+                        sys.executable,
+                        "-c",
+                        f"from liquid_control import folder_lock as f; print(f.in_use_elsewhere({str(folder)!r}))",
+                    ],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+                == "True\n"
+            )
+    finally:
+        probe.stdin.close()
+        probe.wait(timeout=30)
+    assert len(tries) == 4
