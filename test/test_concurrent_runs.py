@@ -72,6 +72,7 @@ def test_a_folder_that_cannot_be_locked_trains_unguarded_instead_of_being_refuse
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(fcntl, "flock", refuse)
+    monkeypatch.setattr(folder_lock, "_UNLOCKABLE", set())  # said once per process: not for the tests after this one
     result = trainer.train(tiny_config(epochs_first=1, dagger_rounds=0), tmp_path / "run", progress=False, log=print)
     assert result.policy_path.is_file()
     assert f"cannot lock {tmp_path / 'run'} (No locks available)" in capfd.readouterr().err
