@@ -840,6 +840,24 @@ def test_settings_of_simulated_episodes_are_refused_for_a_run_from_bags(expert_b
     assert not (tmp_path / "run").exists()
 
 
+def test_a_config_files_settings_of_simulated_episodes_are_off_for_a_run_from_bags(expert_bags, tmp_path):
+    """Before (642ecf71): a config file's DART noise (every shipped balancer config has action_noise: 0.1) refused
+    every run from bags with that file. They are off, as the file's DAgger schedule is, and recorded so; set with
+    --set they are refused (above)."""
+    from liquid_control.policy import load_policy
+    from liquid_control.training import trainer
+
+    root, bags, held = expert_bags
+    timing = {"sensor_rate_range": [0.5, 2.0], "jitter_range": [0.5, 2.0]}
+    config = {**CAMERA_ONLY, "training": {**CAMERA_ONLY.get("training", {}), "action_noise": 0.1, **timing}}
+    one = {"training.epochs_first": 1}
+    result = trainer.train(config, tmp_path / "run", data={"bags": bags[:1]}, overrides=one, progress=False)
+    policy = load_policy(result.policy_path)
+    training = policy.config["training"]
+    assert (training["action_noise"], training["sensor_rate_range"], training["jitter_range"]) == (0.0, None, None)
+    assert policy.metadata["training_sensor_rates"]["timing_augmentation"] is None
+
+
 def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bags, long_bag, tmp_path):
     from liquid_control.training import trainer
 

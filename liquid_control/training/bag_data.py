@@ -270,11 +270,25 @@ def bag_data_spec(cfg: dict, data: dict):
         raise TrainingError(f"data: {exc}") from None
 
 
-def force_bag_schedule(cfg: dict) -> dict:
-    """A bag run is behaviour cloning only: no DAgger rounds, no simulated selection episodes."""
+SIMULATED_ONLY = {  # training keys that act on simulated episodes only, what each does there
+    "shift": "the world the episodes are collected in",
+    "sensor_rate_range": "sensor rates drawn per collected episode",
+    "jitter_range": "sensor jitter drawn per collected episode",
+    "action_noise": "noise in the expert's executed command while collecting (DART)",
+}
+
+
+def force_bag_schedule(cfg: dict, explicit=()) -> dict:
+    """A bag run is behaviour cloning only: no DAgger rounds, no simulated selection episodes, and the config file's
+    settings of simulated episodes off (a shipped balancer config's DART noise), so that policy.pt and its card do
+    not claim them. ``explicit``: the dotted keys set on the command line (``--set``), left as they are: set there,
+    trainer.check_world_settings refuses them."""
     cfg = copy.deepcopy(cfg)
     cfg["training"]["dagger_rounds"] = 0
     cfg["training"]["eval_episodes"] = 0
+    for key in SIMULATED_ONLY:
+        if f"training.{key}" not in explicit:
+            cfg["training"][key] = 0.0 if key == "action_noise" else None
     return cfg
 
 

@@ -233,14 +233,6 @@ def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
             )
 
 
-SIMULATED_ONLY = {  # training keys that act on simulated episodes only, what each does there
-    "shift": "the world the episodes are collected in",
-    "sensor_rate_range": "sensor rates drawn per collected episode",
-    "jitter_range": "sensor jitter drawn per collected episode",
-    "action_noise": "noise in the expert's executed command while collecting (DART)",
-}
-
-
 def check_world_settings(cfg: dict, data: dict | None) -> None:
     """Refuse what a validated config asks of its world that the world cannot give, before anything is written
     (PolicyConfigError or TrainingError naming the key): inputs it lacks, a shift it does not have, input and action
@@ -259,8 +251,8 @@ def check_world_settings(cfg: dict, data: dict | None) -> None:
         raise TrainingError(
             "training.sun_elevation_range: a run from bags renders nothing (its frames are recorded); leave it null"
         )
-    if data is not None:  # what only a simulated episode does: refused, not ignored (policy.pt recorded the timing)
-        for key, does in SIMULATED_ONLY.items():
+    if data is not None:  # what only a simulated episode does, asked with --set: refused, not ignored
+        for key, does in bag_data.SIMULATED_ONLY.items():  # (a config file's are off: bag_data.force_bag_schedule)
             if cfg["training"][key]:
                 raise TrainingError(
                     f"training.{key}: {does}; a run from bags simulates no episode (its data are recorded): leave it "
@@ -285,7 +277,7 @@ def _run_config(config: str | Path | dict, overrides: dict | None, data: dict | 
     cfg = load_config(config, strict) if isinstance(config, (str, Path)) else validate_config(config, strict)
     if overrides:
         cfg = apply_overrides(cfg, overrides, strict)
-    return cfg if data is None else bag_data.force_bag_schedule(cfg)
+    return cfg if data is None else bag_data.force_bag_schedule(cfg, explicit=overrides or {})
 
 
 def _log(message: str) -> None:
