@@ -319,3 +319,16 @@ def test_a_readers_probe_paused_on_a_busy_machine_does_not_refuse_the_writer_its
         probe.stdin.close()
         probe.wait(timeout=30)
     assert len(tries) == 4
+
+
+def test_the_card_of_a_run_still_training_is_refused_naming_the_process(tmp_path):
+    """Before: write_card loaded policy.pt, then its measuring processes read the path again: a run still training
+    (it rewrites policy.pt after each selection) got a card measuring another policy than the one it shipped."""
+    from liquid_control.training import model_card
+
+    run = tmp_path / "run"
+    with another_process_holds(run) as holder:
+        with pytest.raises(model_card.CardError) as refused:
+            model_card.write_card("robot", run, 1, 1, tmp_path / "cards", "test machine")
+        assert str(refused.value) == f"{run}: {holder}; wait for it to end, or make the card once it has ended"
+    assert not (tmp_path / "cards").exists()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import yaml
 
+from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
@@ -435,7 +436,16 @@ def write_card(
     Everything that can fail is checked before the measurement: the run's policy, the cache, the OOD results, the
     destination, and the export (``export_checked``: the ONNX model must match torch, or the policy ships without
     one, the card saying why, and an older ``<name>.onnx`` is removed). The three files are written to a temporary
-    folder beside them and moved in only when all are: never a new checkpoint beside an old export or card."""
+    folder beside them and moved in only when all are: never a new checkpoint beside an old export or card.
+
+    A run still training is refused (its folder's lock, naming the process): it rewrites policy.pt between the
+    load here and the measuring processes' reads, which would measure another policy than the one shipped."""
+    run_dir = Path(run_dir)
+    with folder_lock.hold(run_dir, "make the card once it has ended", CardError):
+        return _write_card(name, run_dir, episodes, check_episodes, out_dir, machine_note, command, append, cache, ood)
+
+
+def _write_card(name, run_dir, episodes, check_episodes, out_dir, machine_note, command, append, cache, ood) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     source = run_dir / "policy.pt"
     policy = _load(source)
