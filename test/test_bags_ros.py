@@ -308,7 +308,10 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
         assert status["sim_time"] < 3.2
     meta = torch.load(out / "round_1" / "run" / "policy.pt", weights_only=False)["metadata"]
     assert meta["started_from"]["path"] == str(out / "run" / "policy.pt")
-    assert meta["training_bags"] == ["episode_100", "episode_101", "episode_200", "episode_201", "episode_202"]
+    bags = ["bags/train/episode_100", "bags/train/episode_101"] + [
+        f"round_1/takeover/episode_{i}" for i in (200, 201, 202)
+    ]
+    assert meta["training_bags"] == [str(out / bag) for bag in bags]  # the paths data.yaml names (d54238c0)
     assert meta["selected_epoch"] == 2  # ROUND_EPOCHS (the last epoch), not the loop's EPOCHS
     table = (out / "rounds.md").read_text()
     assert "\n| 0 | " in table and re.search(r"\n\| 1 \| \d/2 \| \d+% \(", table)
