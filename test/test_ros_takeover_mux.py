@@ -322,7 +322,12 @@ def _remote_parameters(probe, node: str, **values):
         client = probe.node.create_client(srv, f"/{node}/{name}")
         assert client.wait_for_service(timeout_sec=30.0), f"/{node}/{name} not offered"
         future = client.call_async(request)
-        assert probe.wait_for(future.done, 30.0)
+        for _ in range(6):  # DDS can match the reply's path after the request's: a reply lost so is asked again
+            if probe.wait_for(future.done, 5.0):
+                break
+            client.remove_pending_request(future)
+            future = client.call_async(request)
+        assert future.done(), f"no answer from /{node}/{name} in 30 s"
         probe.node.destroy_client(client)
         return future.result()
 
