@@ -366,7 +366,11 @@ def test_an_interrupt_while_episodes_are_queued_prints_no_thread_traceback(monke
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not own._pool._broken:  # the worker ends itself
             time.sleep(0.1)
-        time.sleep(0.5)  # the pool's thread marks the futures it holds failed
+        assert own._pool._broken, "the worker did not end: nothing was checked"
+        manager = own._pool._executor_manager_thread  # it marks the futures it holds failed, then ends
+        if manager is not None:
+            manager.join(timeout=30)
+            assert not manager.is_alive()
     finally:
         own.close(abort=True)
     assert raised == []
