@@ -107,15 +107,15 @@ def recorder_parameter_problems(p: dict) -> list[str]:
     size = p["max_bag_size"]
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         problems.append(f"max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got {size!r}")
-    elif split_limit_refusal("max_bag_size", size):  # -p max_bag_size:=4: a file per message
-        problems.append(f"max_bag_size: {split_limit_refusal('max_bag_size', size)}")
+    elif refusal := split_limit_refusal("max_bag_size", size):  # -p max_bag_size:=4: a file per message
+        problems.append(f"max_bag_size: {refusal}")
     split_s = p["max_bag_duration"]
     if not (number(split_s) and 0 <= split_s <= MAX_SECONDS):
         problems.append(
             f"max_bag_duration: must be a number of seconds in [0, {MAX_SECONDS:g}] (0: no split), got {split_s!r}"
         )
-    elif split_limit_refusal("max_bag_duration", split_s):
-        problems.append(f"max_bag_duration: {split_limit_refusal('max_bag_duration', split_s)}")
+    elif refusal := split_limit_refusal("max_bag_duration", split_s):
+        problems.append(f"max_bag_duration: {refusal}")
     if not isinstance(p["repeat_latched"], bool):
         problems.append(f"repeat_latched: must be true or false (a boolean), got {p['repeat_latched']!r}")
     elif p["repeat_latched"] and not (p["max_bag_size"] or p["max_bag_duration"]):
