@@ -556,3 +556,31 @@ def test_repeated_latched_messages_larger_than_the_size_limit_do_not_make_a_file
 
     small, large = files(10), files(6000)  # the large one's first file is full with the map itself: one more
     assert 3 <= small and large <= small + 1, (large, small)
+
+
+def test_compressed_repeated_latched_messages_are_left_out_of_the_size_as_they_are_on_the_disk(tmp_path):
+    """Before: the repeated latched state was left out of a file's size as written into the open chunk,
+    uncompressed, and the chunk was then written compressed: with --compress a 900 kB latched map (a few kB on the
+    disk) let each later file grow to ~1.5 MiB of new messages under a 1 MiB --max-bag-size (800 kB with a small
+    latched message). The repeats are their own chunk, left out as written."""
+    String = typestore().types["std_msgs/msg/String"]
+    noise = np.random.default_rng(0)
+
+    def sizes(latched_bytes: int) -> list[int]:
+        writer = BagWriter(
+            tmp_path / f"bag{latched_bytes}", max_bag_size=1 << 20, repeat_latched=True, compression=True
+        )
+        writer.add_topic("/map", "std_msgs/msg/String", [LATCHED])
+        writer.add_topic("/scan", "std_msgs/msg/String")
+        writer.write("/map", 1, String(data="m" * latched_bytes))
+        for i in range(450):  # 4.5 MB of random hex (zstd halves it)
+            writer.write("/scan", 10 + i * 1000, String(data=noise.bytes(5000).hex()))
+        bag = writer.close()
+        with BagReader(bag) as reader:
+            assert reader.message_count == 451
+        return [path.stat().st_size for path in sorted(bag.glob("*.mcap"), key=lambda p: int(p.stem.rsplit("_")[1]))]
+
+    small, large = sizes(10), sizes(900_000)
+    assert len(small) >= 3 and len(large) >= 3, (small, large)
+    # the files between the first (the map itself) and the last (the rest): as full as those of a small latched one
+    assert max(large[1:-1]) <= max(small) + 16_384, (large, small)

@@ -198,8 +198,9 @@ class BagWriter:
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
     whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
     the first starts with the latched topics' last messages (:meth:`_repeat_latched`), so that it opens alone with
-    them (their bytes are not counted against ``max_bag_size``: a latched map above it would otherwise make a
-    file of every message); :class:`BagReader` reads them once when it reads the files together.
+    them (in a chunk of their own, whose bytes as written, compressed or not, are not counted against
+    ``max_bag_size``: a latched map above it would otherwise make a file of every message); :class:`BagReader`
+    reads them once when it reads the files together.
     """
 
     def __init__(
@@ -405,6 +406,8 @@ class BagWriter:
         try:
             start = new.bio.tell() + new.chunk.bio.tell()
             repeated = self._repeat_latched(new, log_time_ns)
+            if repeated and new.chunk.bio.tell():  # their own chunk: counted as they are on the disk (compressed)
+                new.close_chunk()
             repeated_bytes = new.bio.tell() + new.chunk.bio.tell() - start
             new_crcs = _ChunkCrcs(new.path)
             try:
