@@ -748,7 +748,10 @@ def test_run_time_parameter_changes_are_checked_and_refused_while_configured(pol
 
 def _assert_commands_within(rig, limit: float) -> None:
     """Every command streamed from now on is within +-limit (a new max_command holds at once), the setting too."""
-    rig.spin(0.05)  # commands published before the change, still on their way, are not the new limit's
+    # commands published before the change, still on their way, are not the new limit's: every one received first
+    published = lambda: rig.node._commands_published + rig.node._stops_published  # noqa: E731
+    rig.spin(30.0, until=lambda: len(rig.commands) >= published())
+    assert len(rig.commands) >= published(), (len(rig.commands), published())
     changed = time.monotonic()
     rig.stream(0.3)
     rig.spin(0.1)
