@@ -423,6 +423,26 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
 
 
+def _record_chatter(context, recorder, talker, chatter, ready=lambda: True):
+    """Spin ``recorder`` and ``talker``, publishing ~100-byte /chatter messages on ``chatter`` once the recorder holds
+    every topic and ``ready()``, until it has recorded 60 (30 s at most); the bag, closed."""
+    import rclpy.executors
+    from std_msgs.msg import String
+
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    executor.add_node(recorder)
+    executor.add_node(talker)
+    sent, deadline = 0, time.monotonic() + 30.0
+    while recorder.counts["/chatter"] < 60 and time.monotonic() < deadline:
+        recorder._discover()
+        if recorder.pending == [] and ready():
+            chatter.publish(String(data=f"{sent:04d}" + "x" * 100))
+            sent += 1
+        executor.spin_once(timeout_sec=0.01)
+    executor.remove_node(recorder)
+    return recorder.close()
+
+
 def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path, monkeypatch):
     """Before: a recording of hours was one .mcap file however large (a FAT32 stick refuses it past 4 GB, a hard
     kill left all of it to recover); `-p max_bag_size:=` splits it into <bag>_0.mcap, <bag>_1.mcap ..."""
@@ -444,19 +464,7 @@ def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path
             context=context, parameter_overrides={"output": str(out), "topics": ["/chatter"], "max_bag_size": 2000}
         )
         talker = rclpy.create_node("talker", context=context)
-        publisher = talker.create_publisher(String, "/chatter", 100)
-        executor = rclpy.executors.SingleThreadedExecutor(context=context)
-        executor.add_node(recorder)
-        executor.add_node(talker)
-        sent, deadline = 0, time.monotonic() + 30.0
-        while recorder.counts["/chatter"] < 60 and time.monotonic() < deadline:
-            recorder._discover()
-            if recorder.pending == []:
-                publisher.publish(String(data=f"{sent:04d}" + "x" * 100))
-                sent += 1
-            executor.spin_once(timeout_sec=0.01)
-        executor.remove_node(recorder)
-        path = recorder.close()
+        path = _record_chatter(context, recorder, talker, talker.create_publisher(String, "/chatter", 100))
     finally:
         context.try_shutdown()
     info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
@@ -668,18 +676,8 @@ def test_the_recorder_repeats_each_latched_publishers_last_message_in_every_file
         out = tmp_path / "bag"
         overrides = {"output": str(out), "topics": ["/static", "/chatter"], "max_bag_size": 2000}
         recorder = BagRecorderNode(context=context, parameter_overrides={**overrides, "repeat_latched": True})
-        executor = rclpy.executors.SingleThreadedExecutor(context=context)
-        executor.add_node(recorder)
-        executor.add_node(talker)
-        sent, deadline = 0, time.monotonic() + 30.0
-        while (recorder.counts["/chatter"] < 60 or recorder.counts["/static"] < 2) and time.monotonic() < deadline:
-            recorder._discover()
-            if recorder.pending == [] and recorder.counts["/static"] == 2:  # DDS may match the two a split apart
-                chatter.publish(String(data=f"{sent:04d}" + "x" * 100))
-                sent += 1
-            executor.spin_once(timeout_sec=0.01)
-        executor.remove_node(recorder)
-        path = recorder.close()
+        # DDS may match the two latched publishers a split apart: the chatter once both are in
+        path = _record_chatter(context, recorder, talker, chatter, ready=lambda: recorder.counts["/static"] == 2)
     finally:
         context.try_shutdown()
     files = sorted(path.glob("*.mcap"), key=lambda f: int(f.stem.rpartition("_")[2]))
