@@ -262,6 +262,56 @@ def test_a_bag_still_being_recorded_is_named_as_such_to_its_readers_not_called_t
         assert reader.message_count == 1
 
 
+def test_one_file_of_a_bag_still_being_recorded_given_alone_is_named_as_such_not_called_truncated(
+    tmp_path, monkeypatch
+):
+    """`eval --bag DIR/DIR_1.mcap`, `train --bag` with a file, `record --info`/`--recover` of one .mcap file of a bag
+    whose recorder still runs called the file truncated (its footer not yet written) and --allow-truncated read its
+    messages so far as a finished recording: the file's folder is the recording's, and its lock is checked as the
+    folder's is. A finished file of that recording (split) reads as it is; a killed recorder's file once the lock is
+    gone is the truncated file it was."""
+    import os
+
+    from liquid_control.bags import BagReader, BagWriter, io, recover
+    from liquid_control.bags import messages as M
+
+    monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)  # files of a few kB
+    bag = tmp_path / "run_005"
+    writer = BagWriter(bag, max_bag_size=2000)  # this process records it
+    try:
+        t = 1_000_000_000
+        while len(writer.files) < 2:
+            writer.write("/imu/data", t, M.imu_message([0.0] * 6, t * 1e-9))
+            t += 10_000_000
+        finished, open_file = writer.files
+        info = subprocess.run(
+            [sys.executable, "-m", "liquid_control.cli", "record", "--info", str(open_file)],
+            capture_output=True,
+            text=True,
+        )
+        assert info.returncode == 2, info.stdout
+        assert f"{open_file}: another process (pid {os.getpid()}: " in info.stderr
+        assert f"is still recording this file (its bag {bag}); wait for it to end" in info.stderr
+        assert "truncated" not in info.stderr.lower()
+    finally:
+        writer.abort()  # what a killed recorder leaves: the open file without footer
+    with another_process_holds(bag) as holder:
+        for read in (
+            lambda: BagReader(open_file),
+            lambda: BagReader(open_file, allow_truncated=True),
+            lambda: recover(open_file, tmp_path / "copy"),
+        ):
+            with pytest.raises(BagError) as refused:
+                read()
+            who = holder.split(" is writing")[0]
+            assert str(refused.value).startswith(f"{open_file}: {who} is still recording this file (its bag {bag})")
+        assert not (tmp_path / "copy").exists()
+        with BagReader(finished) as reader:  # a finished file of the recording: whole, read alone
+            assert reader.message_count > 0 and not reader.salvaged
+    with BagReader(open_file, allow_truncated=True) as reader:  # released: a killed recorder's file, salvaged
+        assert reader.salvaged
+
+
 PROBE = """import fcntl, os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 fcntl.flock(fd, fcntl.LOCK_SH)

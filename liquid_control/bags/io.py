@@ -1281,6 +1281,13 @@ class BagReader:
                 f"{self.path}: {folder_lock.holder(self.path)} is still recording this bag; wait for it to end "
                 "(the recorder finishes the bag when it stops: Ctrl-C, --duration, the episode's end)"
             )
+        if self.path.is_file() and _looks_truncated(self.path) and recording_elsewhere(self.path.parent):
+            # one file of a bag being recorded (its footer not yet written), given alone: not truncated either
+            raise BagError(
+                f"{self.path}: {folder_lock.holder(self.path.parent)} is still recording this file (its bag "
+                f"{self.path.parent}); wait for it to end (the recorder finishes the bag when it stops: Ctrl-C, "
+                "--duration, the episode's end)"
+            )
         mode = None
         if self.path.is_file():
             files = [self.path]
