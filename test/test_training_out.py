@@ -726,3 +726,34 @@ def test_a_second_training_into_a_folder_in_use_is_refused_and_touches_nothing(t
         os.close(holder)
     result = trainer.train(tiny_config(), out, progress=False, log=lambda m: None)  # free again: trains
     assert result.policy_path.is_file()
+
+
+@pytest.mark.parametrize(
+    "written",
+    [{"config.yaml": "name: [unclosed"}, {"data.yaml": "data: [unclosed"}, {"checkpoint.pt": "half a checkpoint"}],
+    ids=["config.yaml", "data.yaml", "checkpoint.pt"],
+)
+def test_a_resume_into_a_folder_in_use_is_refused_by_its_lock_before_its_files_are_read(tmp_path, capsys, written):
+    """Before: `train --out RUN --resume` read RUN's config.yaml, data.yaml and checkpoint.pt before it checked the
+    folder's lock, so while another train was writing them it failed on what it found there half written ('not
+    valid YAML', a yaml ParserError traceback for data.yaml, 'cannot read the training checkpoint') instead of naming
+    the process at work. The lock is checked first."""
+    import fcntl
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name, text in written.items():
+        (out / name).write_text(text)
+    holder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # what a running `liquid-control train` holds
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"liquid-control train: error: {out}: another process is writing in this folder and holds its lock; wait "
+            "for it to end, or train into another --out\n"
+        )
+        assert sorted(p.name for p in out.iterdir()) == sorted(written)
+    finally:
+        os.close(holder)

@@ -321,6 +321,9 @@ def train(
     None: where ``progress`` is off, so a log of a long run says how far it is; metrics.csv holds every epoch).
     """
     out = Path(out_dir)
+    # a folder another train (or eval) is writing in: refused naming that process, before its files (config.yaml,
+    # data.yaml, checkpoint.pt, maybe half written) are read, and not by what it wrote so far
+    folder_lock.check_free(out, "train into another --out", TrainingError)
     overrides, data_sets = bag_data.split_overrides(overrides)  # --set data.window=...: the data section's
     config, data = bag_data.resolve(config, data, out, data_sets)
     saved = out / "config.yaml"
@@ -345,8 +348,6 @@ def train(
         in_file = config if isinstance(config, (str, Path)) else None
         raise type(exc)(refusal_source(str(exc), in_file, overrides)) from None
     check_episode_seeds(cfg, seed, simulated=data is None)  # with --seed: refused naming it, not the file
-    # a folder another train (or eval) is writing in: refused naming that process, not by what it wrote so far
-    folder_lock.check_free(out, "train into another --out", TrainingError)
     resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
         cfg = _run_config(config, overrides, data, strict=True)
