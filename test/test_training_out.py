@@ -757,3 +757,17 @@ def test_a_resume_into_a_folder_in_use_is_refused_by_its_lock_before_its_files_a
         assert sorted(p.name for p in out.iterdir()) == sorted(written)
     finally:
         os.close(holder)
+
+
+def test_an_unreadable_data_yaml_of_a_bag_run_is_named_not_a_traceback(tmp_path, capsys):
+    """Before: `train --out RUN --resume` of a bag run whose data.yaml was cut short or edited into something else
+    ended in a yaml ParserError (or KeyError 'data') traceback."""
+    out = tmp_path / "run"
+    out.mkdir()
+    for text, said in (("data: [unclosed", "not a readable data.yaml (ParserError: "), ("- a list", "not a run's")):
+        (out / "data.yaml").write_text(text)
+        assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"liquid-control train: error: {out / 'data.yaml'}: {said}") and "Traceback" not in err
+        assert err.rstrip().endswith("restore it, or train into a new folder")
+        assert sorted(p.name for p in out.iterdir()) == ["data.yaml"]

@@ -198,6 +198,24 @@ def _flat_keys(section: dict) -> list[str]:
     ]
 
 
+def read_data_file(path: Path) -> dict:
+    """A bag run's ``data.yaml`` (``{"data": its data settings, "spec": ...}``); TrainingError naming the file where
+    it cannot be read (a hand edit, a disk that filled up before atomic writes)."""
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        why = str(exc).replace("\n", " ")
+        raise TrainingError(
+            f"{path}: not a readable data.yaml ({type(exc).__name__}: {why}); restore it, or train into a new folder"
+        ) from None
+    if not isinstance(content, dict) or not isinstance(content.get("data"), dict):
+        raise TrainingError(
+            f"{path}: not a run's data.yaml (no 'data:' mapping of the bags and data settings); restore it, or train "
+            "into a new folder"
+        )
+    return content
+
+
 def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
     """Split a ``data:`` section off a policy config (path or dict), apply the ``--set data.KEY=VALUE`` overrides
     ``sets`` to it and merge ``data`` (the command line's own options) over it, key by key into ``label`` and
@@ -226,7 +244,7 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
         section = config.pop("data")
     saved = out_dir / "data.yaml"
     if section is None and config is None and saved.is_file():  # resume of a bag run: its settings are the base
-        section = yaml.safe_load(saved.read_text(encoding="utf-8"))["data"]
+        section = read_data_file(saved)["data"]
         if not data and not sets:
             return None, section
     if section is None and not data and not sets:
@@ -559,9 +577,8 @@ class BagRun(TrainingRun):
         """data.yaml holds the run's data settings; they may change only before the first epoch."""
         path = self.out / "data.yaml"
         content = {"data": self.data, "spec": self.spec.describe()}
-        if path.is_file():
-            saved = yaml.safe_load(path.read_text(encoding="utf-8"))
-            if saved != content and self.epoch_done > 0:
+        if path.is_file() and self.epoch_done > 0:  # before the first epoch: rewritten, whatever it held
+            if read_data_file(path) != content:
                 raise TrainingError(
                     f"{path}: the run was trained on other bags or data settings; resume with the same ones, "
                     f"or train into a new folder"
