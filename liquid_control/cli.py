@@ -16,7 +16,7 @@ import sys
 import textwrap
 
 from liquid_control import __version__
-from liquid_control.ros.entry import honour_no_color
+from liquid_control.ros.entry import honour_no_color, missing_package, needs_package
 
 # name -> (module, one-line help)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
@@ -127,15 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             args.no_progress = True  # a bar redrawn with carriage returns fills a log with its every state
         return int(module.run(args) or 0)
     except ModuleNotFoundError as exc:
-        if not exc.name or exc.name.split(".")[0] in ("liquid_control", "sim_envs"):
+        missing = missing_package(exc)
+        if missing is None:
             raise
         # e.g. torch on a robot that only runs exported policies: `export` and `demo` need the training stack
-        module = exc.name.split(".")[0]
-        print(
-            f"liquid-control {name}: error: needs the Python package {module!r}, which is not installed here "
-            f"({install_hint(module)})",
-            file=sys.stderr,
-        )
+        print(needs_package(f"liquid-control {name}", missing), file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before a command's own handler (e.g. while torch imports): no traceback
         print(f"liquid-control {name}: interrupted", file=sys.stderr)
@@ -147,20 +143,6 @@ def main(argv: list[str] | None = None) -> int:
         # the interpreter's final flush does not raise again
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
-
-
-# import name -> the distribution requirements.txt pins it as, where they differ
-_DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML"}
-
-
-def install_hint(module: str) -> str:
-    """Where a missing module comes from: its pip name in requirements.txt (ROS 2 packages from PyPI are named
-    ros-<package>; tf2_msgs is built by the scripts, not a wheel)."""
-    if module == "tf2_msgs":
-        return "built into the environment by scripts/build_interfaces.sh, which ./run.sh and ./test.sh run"
-    if module == "rclpy" or module.endswith(("_msgs", "_srvs")) or module.startswith(("rmw", "ament", "rosidl")):
-        return f"pip: ros-{module.replace('_', '-')}, pinned in requirements.txt"
-    return f"pip: {_DISTRIBUTIONS.get(module, module)}, pinned in requirements.txt"
 
 
 def _stdout_closed() -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from liquid_control import cli
+from liquid_control.ros import entry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +107,7 @@ def test_a_command_whose_package_is_missing_says_which(tmp_path):
 )
 def test_a_missing_package_is_named_as_requirements_txt_pins_it(module):
     """The hint named the import ('cv2', 'yaml', 'rclpy'), which is not what requirements.txt pins."""
-    hint = cli.install_hint(module)
+    hint = entry.install_hint(module)
     pip_name = hint.removeprefix("pip: ").split(",")[0]
     pinned = {
         line.split("==")[0].lower() for line in (REPO / "requirements.txt").read_text().splitlines() if "==" in line

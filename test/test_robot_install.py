@@ -1,6 +1,7 @@
-"""A robot that only runs the nodes: policy_node on a shipped policy's export, `liquid-control record` and
-takeover_mux run with the simulation and training stack absent (each run in a process where importing any of it
-fails, as where it is not installed), and package.xml and docs/real_robot.md let the robot leave that stack out."""
+"""A robot that only runs the nodes: policy_node on a shipped policy's export, `liquid-control record`,
+takeover_mux, the robot description (the shipped URDFs) and `liquid-control view --foxglove` run with the
+simulation and training stack absent (each run in a process where importing any of it fails, as where it is not
+installed), what needs the stack says so, and package.xml and docs/real_robot.md let the robot leave it out."""
 
 import math
 import os
@@ -127,6 +128,56 @@ def test_takeover_mux_starts_without_the_simulator(tmp_path):
     finally:
         code = stop_process(mux)
     assert code == 0 and "-> base/cmd_vel" in log.read_text(), log.read_text()
+
+
+def _run(argv: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_robot_description_prints_without_the_simulator_as_the_simulator_generates_it(tmp_path):
+    """Before: on a robot without MuJoCo, `python -m liquid_control.ros.robot_description` (the URDF to give
+    robot_state_publisher) ended in a ModuleNotFoundError traceback (the module imported MuJoCo and gymnasium to
+    list the worlds). It prints the shipped URDFs, the text generated here from the worlds' MuJoCo models; --write,
+    which generates them, says what it needs and writes nothing."""
+    from liquid_control.ros import robot_description as rd
+
+    env = without_the_stack(tmp_path, isolated_ros_env())
+    printed = _run(["-m", "liquid_control.ros.robot_description"], env)
+    assert printed.returncode == 0 and "Traceback" not in printed.stderr, printed.stderr
+    assert printed.stdout == "".join(rd.nominal_urdf(world) for world in rd.world_ids())  # generated with MuJoCo
+    rover = _run(["-m", "liquid_control.ros.robot_description", "--world", "LiquidRover-v0"], env)
+    assert rover.returncode == 0 and rover.stdout == rd.nominal_urdf("LiquidRover-v0"), rover.stderr
+    write = _run(["-m", "liquid_control.ros.robot_description", "--write", str(tmp_path / "urdf")], env)
+    assert write.returncode == 1 and "Traceback" not in write.stderr, write.stderr
+    assert "--write: error: needs the Python package 'mujoco'" in write.stderr and not (tmp_path / "urdf").exists()
+
+
+def test_view_serves_foxglove_without_the_simulator_and_refuses_a_snapshot_before_watching(tmp_path):
+    """Before: every `liquid-control view` on a robot without MuJoCo ended in "needs the Python package 'mujoco'"
+    (view imported the rotations of robot_description, which imported MuJoCo), though relaying the topics to
+    Foxglove needs neither MuJoCo nor matplotlib. A --snapshot, drawn with matplotlib, is refused before the watch
+    (--until-episode-end would otherwise watch until an episode ends, then fail)."""
+    pytest.importorskip("foxglove")
+    env = without_the_stack(tmp_path, isolated_ros_env())
+    served = _run(["-m", "liquid_control.cli", "view", "--foxglove", "--port", "0", "--duration", "1"], env)
+    assert served.returncode == 0 and "Traceback" not in served.stderr, served.stderr
+    assert "Foxglove: open a connection to ws://127.0.0.1:" in served.stdout
+    picture = tmp_path / "topics.png"
+    snapshot = _run(["-m", "liquid_control.cli", "view", "--snapshot", str(picture), "--until-episode-end"], env)
+    assert snapshot.returncode == 1 and not picture.exists(), snapshot.stderr
+    assert "liquid-control view --snapshot: error: needs the Python package 'matplotlib'" in snapshot.stderr
+
+
+def test_sim_node_without_the_simulator_says_what_to_install(tmp_path):
+    """Before: the sim_node executable (`ros2 run liquid_control sim_node`) on a robot ended in a
+    ModuleNotFoundError traceback from its import of gymnasium; it says what it needs in one line, as
+    `liquid-control sim` does."""
+    env = without_the_stack(tmp_path, isolated_ros_env())
+    proc = _run(["-m", "liquid_control.ros.entry", "sim_node"], env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "sim_node: error: needs the Python package 'gymnasium', which is not installed here (pip: gymnasium" in (
+        proc.stderr
+    )
 
 
 def _exec_depends(variables: dict) -> set[str]:

@@ -37,12 +37,51 @@ def honour_no_color(environ=os.environ) -> None:
         environ["RCUTILS_COLORIZED_OUTPUT"] = "0"
 
 
+# import name -> the distribution requirements.txt pins it as, where they differ
+_DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML"}
+
+
+def install_hint(module: str) -> str:
+    """Where a missing module comes from: its pip name in requirements.txt (ROS 2 packages from PyPI are named
+    ros-<package>; tf2_msgs is built by the scripts, not a wheel)."""
+    if module == "tf2_msgs":
+        return "built into the environment by scripts/build_interfaces.sh, which ./run.sh and ./test.sh run"
+    if module == "rclpy" or module.endswith(("_msgs", "_srvs")) or module.startswith(("rmw", "ament", "rosidl")):
+        return f"pip: ros-{module.replace('_', '-')}, pinned in requirements.txt"
+    return f"pip: {_DISTRIBUTIONS.get(module, module)}, pinned in requirements.txt"
+
+
+def missing_package(exc: ModuleNotFoundError) -> str | None:
+    """The installable package whose absence ``exc`` reports (``torch`` for ``torch.nn``); None for a module of
+    this package (a bug to show, not a package to install)."""
+    top = (exc.name or "").split(".")[0]
+    return None if not top or top in ("liquid_control", "sim_envs") else top
+
+
+def needs_package(command: str, module: str) -> str:
+    """The one line saying that ``command`` needs the Python package ``module`` and where it comes from."""
+    return (
+        f"{command}: error: needs the Python package {module!r}, which is not installed here ({install_hint(module)})"
+    )
+
+
 def run(executable: str) -> int:
-    """Import the node ``executable`` names and run its ``main`` (which replaces the early signal handlers)."""
+    """Import the node ``executable`` names and run its ``main`` (which replaces the early signal handlers).
+
+    A node whose imports need a package not installed here (sim_node on a robot installed without the simulator:
+    gymnasium, MuJoCo) says which, in one line, and ends with status 1, as ``liquid-control`` does."""
     honour_no_color()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_before_start)
-    return importlib.import_module(NODE_MODULES[executable]).main()
+    try:
+        module = importlib.import_module(NODE_MODULES[executable])
+    except ModuleNotFoundError as exc:
+        missing = missing_package(exc)
+        if missing is None:
+            raise
+        print(needs_package(executable, missing), file=sys.stderr)
+        return 1
+    return module.main()
 
 
 def policy_node() -> int:

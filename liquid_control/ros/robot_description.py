@@ -13,6 +13,11 @@ x right, y down; REP 103), the frame of the image and its camera_info. Masses an
 joints on ``/tf_static`` and ``odom -> base_link`` plus the wheel joints on ``/tf``. The files under
 ``urdf/`` are the nominal robots, written by ``python -m liquid_control.ros.robot_description --write urdf``
 and checked against this generator by the tests.
+
+MuJoCo is imported only by what reads a model (``robot_spec``, ``describe``, ``nominal_model``, ...): the
+rotations, the URDF text and the shipped files need numpy alone, so ``liquid-control view`` and
+``python -m liquid_control.ros.robot_description`` (which prints the shipped URDF where the simulator is not
+installed) run on a robot installed without it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
-import mujoco
 import numpy as np
+
+if TYPE_CHECKING:
+    import mujoco
 
 # body convention (x forward, y left, z up) of a camera link, in MuJoCo camera axes (x right, y up, z backward)
 _CAMERA_LINK_IN_MUJOCO_CAMERA = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]])
@@ -101,7 +109,9 @@ class Robot:
 
 def robot_spec(world: str, model: mujoco.MjModel) -> RobotSpec:
     """The robot of a world, read off its model: the body with the free joint, its ``imu`` site and the first
-    camera mounted on the robot; named after the world (``LiquidRover-v0`` -> ``liquid_rover``)."""
+    camera mounted on the robot; named after the world (``robot_name``)."""
+    import mujoco
+
     free = [model.jnt_bodyid[j] for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
     if len(free) != 1:
         raise ValueError(f"world {world}: no single free-joint body to describe as the robot (found {len(free)})")
@@ -113,22 +123,36 @@ def robot_spec(world: str, model: mujoco.MjModel) -> RobotSpec:
     site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "imu")
     cameras = [c for c in range(model.ncam) if model.cam_bodyid[c] in on_robot]
     return RobotSpec(
-        name=re.sub(r"(?<!^)(?=[A-Z])", "_", world.split("-")[0]).lower(),
+        name=robot_name(world),
         root_body=_name(model, mujoco.mjtObj.mjOBJ_BODY, root),
         imu_site="imu" if site >= 0 and model.site_bodyid[site] in on_robot else None,
         camera=_name(model, mujoco.mjtObj.mjOBJ_CAMERA, cameras[0]) if cameras else None,
     )
 
 
+def robot_name(world: str) -> str:
+    """The URDF robot name of a world's robot: the world's name in snake case (``LiquidRover-v0`` ->
+    ``liquid_rover``)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", world.split("-")[0]).lower()
+
+
 def quat_to_matrix(quat_wxyz) -> np.ndarray:
-    """3x3 rotation matrix of a unit quaternion (w, x, y, z), MuJoCo's order."""
-    out = np.empty(9)
-    mujoco.mju_quat2Mat(out, np.asarray(quat_wxyz, dtype=np.float64))
-    return out.reshape(3, 3)
+    """3x3 rotation matrix of a unit quaternion (w, x, y, z), MuJoCo's order; numpy only (a robot without MuJoCo
+    turns TF's quaternions into matrices with it: ``liquid-control view``)."""
+    w, x, y, z = (float(v) for v in np.asarray(quat_wxyz, dtype=np.float64).reshape(4))
+    return np.array(
+        [
+            [w * w + x * x - y * y - z * z, 2.0 * (x * y - w * z), 2.0 * (x * z + w * y)],
+            [2.0 * (x * y + w * z), w * w - x * x + y * y - z * z, 2.0 * (y * z - w * x)],
+            [2.0 * (x * z - w * y), 2.0 * (y * z + w * x), w * w - x * x - y * y + z * z],
+        ]
+    )
 
 
 def matrix_to_quat(rotation: np.ndarray) -> np.ndarray:
     """(w, x, y, z) of a rotation matrix."""
+    import mujoco
+
     out = np.empty(4)
     mujoco.mju_mat2Quat(out, np.ascontiguousarray(rotation, dtype=np.float64).reshape(9))
     return out
@@ -160,6 +184,8 @@ def rpy_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
 
 
 def _geom_visual(model, g: int) -> Visual | None:
+    import mujoco
+
     kind, size = model.geom_type[g], model.geom_size[g]
     if kind == mujoco.mjtGeom.mjGEOM_BOX:
         shape, dims = "box", tuple(2.0 * size)
@@ -183,11 +209,15 @@ def _geom_visual(model, g: int) -> Visual | None:
 
 
 def _name(model, kind, index: int) -> str:
+    import mujoco
+
     return mujoco.mj_id2name(model, kind, index) or ""
 
 
 def describe(model: mujoco.MjModel, spec: RobotSpec) -> Robot:
     """The robot of ``model`` (links, joints) as ``spec`` names it; raises ValueError if the model has no such robot."""
+    import mujoco
+
     root = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, spec.root_body)
     if root < 0:
         raise ValueError(f"robot {spec.name}: the model has no body {spec.root_body!r}")
@@ -274,11 +304,15 @@ def describe(model: mujoco.MjModel, spec: RobotSpec) -> Robot:
 
 def camera_fovy_deg(model: mujoco.MjModel, spec: RobotSpec) -> float:
     """Vertical field of view of the robot's camera in the model."""
+    import mujoco
+
     return float(model.cam_fovy[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, spec.camera)])
 
 
 def joint_transform(joint: Joint, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(xyz, quaternion wxyz) of the child in the parent at the joint position read from ``qpos``."""
+    import mujoco
+
     rotation = joint.rotation
     if joint.kind == "continuous":
         angle = float(qpos[joint.qpos_adr])
@@ -361,12 +395,10 @@ def to_urdf(robot: Robot, frame_prefix: str = "", source: str = "") -> str:
 
 # ------------------------------------------------------------------------------------------------ nominal files
 def world_ids() -> list[str]:
-    """The worlds of sim_envs (its gymnasium registrations), each with a robot."""
-    import gymnasium
+    """The worlds of sim_envs (the ones it registers with gymnasium), each with a robot; known without gymnasium."""
+    from sim_envs import WORLDS
 
-    import sim_envs  # noqa: F401  (registers the worlds)
-
-    return sorted(k for k, spec in gymnasium.registry.items() if str(spec.entry_point).startswith("sim_envs."))
+    return sorted(WORLDS)
 
 
 def nominal_model(world: str) -> mujoco.MjModel:
@@ -391,14 +423,39 @@ def nominal_urdf(world: str) -> str:
 
 def urdf_file_name(world: str) -> str:
     """The file under urdf/ of ``world``'s robot: ``<robot name>.urdf``."""
-    return f"{robot_spec(world, nominal_model(world)).name}.urdf"
+    return f"{robot_name(world)}.urdf"
+
+
+def shipped_urdf(world: str) -> str:
+    """The URDF of ``world``'s nominal robot as shipped (share/liquid_control/urdf, written by ``--write urdf``
+    and kept equal to ``nominal_urdf`` by the tests): the robot description without the simulator."""
+    from liquid_control.paths import share_dir
+
+    return (share_dir() / "urdf" / urdf_file_name(world)).read_text(encoding="utf-8")
+
+
+def simulator_missing() -> str | None:
+    """The package of the simulator (gymnasium, MuJoCo) that is not installed here, or None: the generator needs
+    both, the shipped URDFs neither."""
+    import importlib
+
+    for package in ("mujoco", "gymnasium"):
+        try:
+            importlib.import_module(package)
+        except ModuleNotFoundError as exc:
+            if exc.name != package:
+                raise
+            return package
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print the nominal URDFs, or write them (``--write urdf`` refreshes the shipped files)."""
+    """Print the nominal URDFs, or write them (``--write urdf`` refreshes the shipped files). Without the
+    simulator (a robot's install) it prints the shipped files, the same text; ``--write`` says what it needs."""
     parser = argparse.ArgumentParser(
         prog="python -m liquid_control.ros.robot_description",
-        description="Print or write the URDF of each world's robot, generated from its MuJoCo model.",
+        description="Print or write the URDF of each world's robot, generated from its MuJoCo model "
+        "(without MuJoCo installed: printed from the shipped share/liquid_control/urdf files, the same text).",
     )
     parser.add_argument("--world", choices=world_ids(), default=None, help="one world (default: all)")
     parser.add_argument(
@@ -411,8 +468,17 @@ def main(argv: list[str] | None = None) -> int:
         if existing is not None and not existing.is_dir():
             where = "is a file" if existing == folder else f"is under {existing}, a file"
             parser.exit(2, f"{parser.prog}: error: --write {args.write}: {where}; give a folder\n")
+    missing = simulator_missing()
+    if missing and args.write:
+        from liquid_control.ros.entry import needs_package
+
+        parser.exit(
+            1,
+            f"{needs_package(f'{parser.prog} --write', missing)}: it generates the URDFs from the "
+            "worlds' MuJoCo models; without it, print the shipped ones (leave out --write)\n",
+        )
     for world in [args.world] if args.world else world_ids():
-        text = nominal_urdf(world)
+        text = nominal_urdf(world) if missing is None else shipped_urdf(world)
         if args.write:
             from liquid_control.atomic_file import atomic_write
 

@@ -606,6 +606,21 @@ def run(args) -> int:
     if problem:  # before anything starts: not a traceback at the end of a long watch, nor a viewer that never stops
         print(f"liquid-control view: error: {problem}", file=sys.stderr)
         return 2
+    if args.snapshot:  # said now, not after the whole watch: a robot installed without the simulator has no matplotlib
+        from liquid_control.figures import pyplot
+        from liquid_control.ros.entry import missing_package, needs_package
+
+        try:
+            pyplot()
+        except ModuleNotFoundError as exc:
+            missing = missing_package(exc)
+            if missing is None:
+                raise
+            print(
+                f"{needs_package('liquid-control view --snapshot', missing)}; --foxglove runs without it",
+                file=sys.stderr,
+            )
+            return 1
     server = None
     if args.foxglove:
         try:
