@@ -115,7 +115,9 @@ RECORD = {
 @pytest.fixture
 def node_of(tmp_path):
     """make(metadata, backend): a configured policy_node of the tiny camera + IMU policy saved with ``metadata``, and
-    the warnings it logs; ``backend`` 'onnx': the file is exported and the node runs the export (backend auto)."""
+    the warnings it logs after its configure; ``backend`` 'onnx': the file is exported and the node runs the export
+    (backend auto); ``policy``: a policy file of another config to save with ``metadata`` instead; ``configuring``: a
+    list that gets the warnings of its configure."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -126,9 +128,10 @@ def node_of(tmp_path):
 
     made = []
 
-    def make(metadata, backend="torch"):
+    def make(metadata, backend="torch", policy=None, configuring=None):
         torch.manual_seed(0)
-        policy_file = save_policy(tmp_path / "tiny.pt", Policy.from_config(CAMERA_IMU), metadata)
+        model = Policy.from_config(CAMERA_IMU) if policy is None else load_policy(policy)
+        policy_file = save_policy(tmp_path / "tiny.pt", model, metadata)
         if backend == "onnx":
             assert cli.main(["export", str(policy_file)]) == 0
         env = isolated_ros_env()
@@ -142,6 +145,8 @@ def node_of(tmp_path):
         )
         node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
         made.append((node, context))
+        if configuring is not None:
+            node.get_logger().warning = lambda msg, **kw: configuring.append(msg)
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.runner.backend.name == backend
         warnings = []
@@ -447,6 +452,55 @@ def test_a_run_on_bags_records_their_rates_and_their_camera_infos_field_of_view(
     camera = load_policy(run.policy_path).metadata[training_record.CAMERA_KEY]
     assert camera["fovy_deg"] is None and "not known" in camera["source"]
     assert training_record.trained_fovy_deg({training_record.CAMERA_KEY: camera}) == (True, None)
+
+
+def test_two_robots_bags_of_one_folder_name_are_told_apart_by_their_recorded_bytes(tmp_path):
+    """Before: the record named a bag by its folder's name alone: two robots' `run1` (one camera 70 degrees up and
+    down, the other 90) were one key of the fields of view, so one of them was lost and the policy recorded the other's
+    as the agreed training camera. Now each bag is its name and the SHA-256 of its recorded files (no path), in the
+    camera's source and in the record of what the policy trained on."""
+    import hashlib
+
+    bags = [_camera_bag(tmp_path / robot / "run1", fovy_deg=fov)[0] for robot, fov in (("a", 70.0), ("b", 90.0))]
+    log = lambda m: None  # noqa: E731
+    run = trainer.train(BAG_CONFIG, tmp_path / "run", data={"bags": [str(b) for b in bags]}, progress=False, log=log)
+    metadata = load_policy(run.policy_path).metadata
+    hashes = [hashlib.sha256(b"".join(f.read_bytes() for f in sorted(b.glob("*.mcap")))).hexdigest() for b in bags]
+    assert metadata[training_record.SOURCE_KEY] == {"bags": [{"name": "run1", "sha256": h} for h in hashes]}
+    camera = metadata[training_record.CAMERA_KEY]
+    assert camera["fovy_deg"] is None, camera  # they disagree: unknown, not one of them
+    a, b = (f"run1 (SHA-256 {h[:12]})" for h in hashes)
+    each = ", ".join(f"{label} {fov}" for label, fov in sorted([(a, 70.0), (b, 90.0)]))
+    assert camera["source"] == f"bags whose CameraInfo disagree ({each})"
+    assert str(tmp_path) not in str(metadata[training_record.SOURCE_KEY]) + camera["source"]
+    said = training_record.describe_source(metadata, "LiquidRover-v0")
+    assert said == f"trained on the recorded bags {a}, {b}, not in a simulated world"
+
+
+@BACKENDS
+def test_a_bag_trained_twist_policy_sent_as_a_plain_array_is_said_to_come_from_its_bags_not_a_world(
+    node_of, backend, tmp_path
+):
+    """Before: the node's warning said '(trained in LiquidRover-v0)' for a policy trained with `train --bag`, which
+    never saw that world (the config's world is only what its in-distribution card episodes run in). It names the
+    bags the policy file records (the export carries them); a simulated run's file its world; an older file, which
+    does not say, its config's world as such."""
+    from liquid_control.policy import Policy, save_policy
+
+    rover = save_policy(tmp_path / "rover.pt", Policy.from_config(BAG_CONFIG))  # twist actions, world LiquidRover-v0
+    bags = {"bags": [{"name": f"run{i}", "sha256": f"{i}" * 64} for i in range(1, 6)]}
+    for source, expected in (
+        (bags, "(trained on the recorded bags run1 (SHA-256 111111111111), run2 (SHA-256 222222222222), run3 (SHA-256 "
+         "333333333333) and 2 more, not in a simulated world) as a plain array"),
+        ({"world": "LiquidRover-v0"}, "(trained in LiquidRover-v0) as a plain array"),
+        (None, "(its config's world LiquidRover-v0; the file does not record whether it was trained there or on "
+         "recorded bags) as a plain array"),
+    ):  # fmt: skip
+        configuring = []
+        metadata = {} if source is None else {training_record.SOURCE_KEY: source}
+        node_of(metadata, backend, policy=rover, configuring=configuring)
+        plain = [w for w in configuring if w.startswith("command_type: float64_multi_array publishes this policy's")]
+        assert len(plain) == 1 and expected in plain[0], configuring
 
 
 def test_a_model_card_says_the_sensors_its_policy_trained_at(tmp_path, monkeypatch):

@@ -1,21 +1,27 @@
 """What a policy file records of the sensors it was trained on, and the node's checks against it.
 
-Training writes two metadata entries into ``policy.pt`` (``liquid_control.training``):
+Training writes three metadata entries into ``policy.pt`` (``liquid_control.training``):
 
 - ``training_camera``: ``{"width", "height", "fovy_deg", "source"}``: the size of the frames and the vertical field
   of view (degrees) of the camera they came from; ``fovy_deg`` is the world's (``world_camera_fovy_deg``) for a run in
   the simulator; for a run on bags the one the CameraInfo recorded beside their image topic gives, None (unknown,
-  nothing is compared) where no bag has one.
+  nothing is compared) where no bag has one; ``source`` says which, the bags by ``bag_label``.
 - ``training_sensor_rates``: ``{sensor: {"median_hz", "dt_p05_s", "dt_p95_s", "intervals"}}``: the median message
   rate of each update sensor in the data the run trained on and the middle 90% of its message intervals, measured
   from the recorded stamps (simulator episodes or bags), plus ``timing_augmentation`` (the run's
   ``training.sensor_rate_range`` / ``jitter_range``, null where off). A held sensor (not in ``update_on``) has no
   entry: its messages between updates never reach the data.
+- ``training_source``: what the policy learned from: ``{"world": name}`` (episodes in that simulated world) or
+  ``{"bags": [{"name", "sha256"}, ...]}`` (the recorded bags it trained on: each folder's name and the SHA-256 of its
+  recorded files' bytes in name order, metadata.yaml left out; no path, which would say where the trainer's home is,
+  while the hash tells two robots' ``run1`` apart wherever the bags are copied). The node says it where it names
+  what the policy was trained for.
 
-Files written before these entries (the shipped policies among them) have neither: the node then compares the
-camera's field of view against the world's constant of today and checks no rate. ``liquid-control export`` carries both
-entries into the ONNX model (its metadata, JSON), so a node running the export checks as one running the file does
-(the backends' ``training_record``); an export written before exports carried them has neither.
+Files written before these entries (the shipped policies among them) have none: the node then compares the
+camera's field of view against the world's constant of today, checks no rate and names only the config's world.
+``liquid-control export`` carries the entries into the ONNX model (its metadata, JSON), so a node running the export
+checks as one running the file does (the backends' ``training_record``); an export written before exports carried
+them has none (one written before ``training_source`` existed: the other two).
 
 Intervals are counted in a histogram of log-spaced bins (``DT_BINS``, 1.2% wide), so a run keeps them per round
 in its checkpoint at a fixed size whatever the sensor's rate, and a resumed run's record is the uninterrupted one's.
@@ -29,8 +35,10 @@ import numpy as np
 
 from liquid_control.runtime.backends import TRAINING_RECORD_KEYS
 
-# the two entries' names, defined with the runtime, whose backends give them and whose export carries them
-CAMERA_KEY, RATES_KEY = TRAINING_RECORD_KEYS
+# the entries' names, defined with the runtime, whose backends give them and whose export carries them
+CAMERA_KEY, RATES_KEY, SOURCE_KEY = TRAINING_RECORD_KEYS
+SHORT_HASH = 12  # hex digits of a bag's SHA-256 a message shows
+SOURCE_BAGS_SHOWN = 3  # bags a message names before 'and N more'
 TIMING_AUGMENTATION = "timing_augmentation"  # an entry of RATES_KEY: the timing recipe's ranges (None: off)
 # a sensor's measured rate outside [RATE_FACTOR_LOW x the slowest, RATE_FACTOR_HIGH x the fastest] trained rate
 RATE_FACTOR_LOW, RATE_FACTOR_HIGH = 0.25, 4.0
@@ -128,4 +136,29 @@ def rate_problem(
     return (
         f"{measured_hz:.1f} Hz over the last {window_s:.1f} s, {trained_at}: its dt are ones the cell never saw in "
         "training; set the sensor's rate near the trained one (docs/real_robot.md)"
+    )
+
+
+def bag_label(name, sha256) -> str:
+    """A bag as the training record names it to a user: its folder's name and the start of the SHA-256 of its
+    recorded files (``training_source``)."""
+    return f"{name} (SHA-256 {str(sha256)[:SHORT_HASH]})" if sha256 else str(name)
+
+
+def describe_source(metadata: dict, world: str | None) -> str:
+    """What ``metadata`` records the policy was trained on, in words ('trained in WORLD', 'trained on the recorded
+    bags ...'); ``world``: the policy config's, named for a file without the record (which cannot say whether it was
+    trained there or on bags)."""
+    source = metadata.get(SOURCE_KEY)
+    bags = source.get("bags") if isinstance(source, dict) else None
+    if isinstance(bags, list) and bags:
+        labels = [bag_label(b.get("name"), b.get("sha256")) if isinstance(b, dict) else str(b) for b in bags]
+        more = len(labels) - SOURCE_BAGS_SHOWN
+        shown = ", ".join(labels[:SOURCE_BAGS_SHOWN]) + (f" and {more} more" if more > 0 else "")
+        return f"trained on the recorded bag{'s' if len(labels) > 1 else ''} {shown}, not in a simulated world"
+    if isinstance(source, dict) and isinstance(source.get("world"), str):
+        return f"trained in {source['world']}"
+    return (
+        f"its config's world {world or 'not named'}; the file does not record whether it was trained there or on "
+        "recorded bags"
     )

@@ -269,7 +269,7 @@ class PolicyNode(LifecycleNode):
         if s.command_type == "float64_multi_array" and spec.action_kind == "twist":  # e.g. the rover's on a balancer
             self.get_logger().warning(
                 f"command_type: float64_multi_array publishes this policy's twist actions [linear, angular] "
-                f"(trained in {backend.config.get('world', 'an unknown world')}) as a plain array on "
+                f"({training_record.describe_source(self._training, backend.config.get('world'))}) as a plain array on "
                 f"{self.resolve_topic_name(s.command_topic)}: a base taking wheel commands would read them as "
                 f"such; for a differential-drive base use command_type twist or twist_stamped"
             )

@@ -71,6 +71,7 @@ from liquid_control.bags.stream import (
     label_hints,
 )
 from liquid_control.cells import SolverDivergedError
+from liquid_control.conventions.training_record import bag_label
 from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError
 
@@ -112,6 +113,18 @@ def _recorded_files(bag: str) -> list[Path]:
     if path.is_file():
         return [path]
     return sorted((f for f in path.iterdir() if f.is_file() and f.name != "metadata.yaml"), key=lambda f: f.name)
+
+
+def bag_sha256(bag: str) -> str:
+    """The SHA-256 of a bag's recorded bytes: its files but metadata.yaml, by name, one after another (what
+    ``cat`` of them piped into ``sha256sum`` gives; one file: ``sha256sum`` of it). It names a recording wherever it
+    is copied or moved, and two robots' folders of the same name apart (the training record, policy_node's words)."""
+    digest = hashlib.sha256()
+    for path in _recorded_files(bag):
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str, str]]:
@@ -420,6 +433,7 @@ def convert_bag(
         if current is not None:
             segments.append(current.close())
             current = None
+        sha256 = bag_sha256(bag)  # read now, while its files are in the page cache
     except BaseException as exc:
         if current is not None:
             current.close(sync=False)
@@ -443,6 +457,7 @@ def convert_bag(
         "format": CACHE_FORMAT,
         "bag": bag,
         "fingerprint": fingerprint,
+        "sha256": sha256,
         "segments": segments,
         "stats": summary,
         "note": stats.salvage_note,
@@ -549,21 +564,29 @@ class BagRun(TrainingRun):
     from_bags = True
 
     def camera_fovs(self) -> dict:
-        """``{bag name: vertical field of view}`` of the training bags that recorded a CameraInfo beside the image
-        topic (policy.pt records it, ``sensor_record.camera_entry``); a bag that cannot be read again is left out."""
+        """``{bag label: vertical field of view}`` of the training bags that recorded a CameraInfo beside the image
+        topic (policy.pt records it, ``sensor_record.camera_entry``; the label: the bag's name and hash,
+        ``training_record.bag_label``); a bag that cannot be read again is left out."""
         topic = self.spec.topics.get("camera")
         found = {}
-        for bag in self.data["bags"] if topic else ():
-            if "skipped" in self.bag_stats.get(bag, {}):
-                continue
+        for bag in self.used_bags() if topic else ():
             try:
                 with BagReader(bag, allow_truncated=self.data["allow_truncated"]) as reader:
                     fovy = bag_camera_fovy_deg(reader, topic)
             except (BagError, OSError):
                 continue
-            if fovy is not None:
-                found[Path(bag).name] = fovy
+            if fovy is not None:  # by name and hash: two robots' 'run1' are two bags
+                found[bag_label(Path(bag).name, self.bag_hashes.get(bag))] = fovy
         return found
+
+    def source_entry(self) -> dict:
+        """The training bags the policy learned from (the skipped ones left out), each by its folder's name and the
+        SHA-256 of its recorded files (``bag_sha256``), no path (conventions.training_record)."""
+        return {"bags": [{"name": Path(b).name, "sha256": self.bag_hashes.get(b)} for b in self.used_bags()]}
+
+    def used_bags(self) -> list[str]:
+        """The training bags it learned from: all but those skipped (no command on the command topic)."""
+        return [b for b in self.data["bags"] if "skipped" not in self.bag_stats.get(b, {})]
 
     def __init__(self, config, out_dir, seed, progress, command, log, data: dict, bc_copies: int = 1, spec=None):
         super().__init__(config, out_dir, seed, progress, command, log, bc_copies=bc_copies)
@@ -572,6 +595,7 @@ class BagRun(TrainingRun):
         self.total_epochs = self.round_epochs[0]
         self.spec = spec if spec is not None else bag_data_spec(config, data)
         self.bag_stats: dict = {}
+        self.bag_hashes: dict = {}  # bag -> bag_sha256 (its cache index keeps it, computed when converted)
 
     def _check_data_file(self) -> None:
         """data.yaml holds the run's data settings; they may change only before the first epoch."""
@@ -630,6 +654,8 @@ class BagRun(TrainingRun):
                 )
                 segments = load_segments(folder, index)
             self.bag_stats[bag] = index["stats"]
+            # a cache converted before indexes kept the hash: computed now (the fingerprint says the bag is the same)
+            self.bag_hashes[bag] = index.get("sha256") or bag_sha256(bag)
             episodes += segments
             bar.update(1)
         bar.close()
@@ -761,7 +787,7 @@ class BagRun(TrainingRun):
         """What policy.pt records of the bag data: bags (their paths, as data.yaml names them: two days' bags may
         share a name), labelled updates, seconds, validation loss, data spec."""
         labelled = sum(s.get("labelled", 0) for b, s in self.bag_stats.items() if b in self.data["bags"])
-        used = [b for b in self.data["bags"] if "skipped" not in self.bag_stats.get(b, {})]
+        used = self.used_bags()
         return {
             "training_data": "bags",
             "training_bags": list(used),

@@ -543,11 +543,17 @@ class TrainingRun:
         """A bag run's CameraInfo fields of view by bag (training.bag_data); none here."""
         return {}
 
+    def source_entry(self) -> dict:
+        """What the policy learned from (conventions.training_record ``training_source``): here its world's
+        episodes; a run on bags names its bags (training.bag_data)."""
+        return {"world": self.config["world"]}
+
     def sensor_metadata(self) -> dict:
-        """What policy.pt records of the training sensors (conventions.training_record): the camera and the update
-        sensors' message rates in the data trained on."""
+        """What policy.pt records of the training sensors and data (conventions.training_record): the camera, the
+        update sensors' message rates in the data trained on, and what those data were (a world, or bags)."""
         metadata = {
-            training_record.RATES_KEY: rates_entry(list(self.interval_counts.values()), self.config["training"])
+            training_record.RATES_KEY: rates_entry(list(self.interval_counts.values()), self.config["training"]),
+            training_record.SOURCE_KEY: self.source_entry(),
         }
         camera = camera_entry(self.config, self.from_bags, self.camera_fovs() if self.from_bags else None)
         if camera is not None:

@@ -93,8 +93,8 @@ def rates_entry(histograms: list[dict[str, list[int]]], training: dict) -> dict:
 def camera_entry(config: dict, from_bags: bool, recorded: dict | None = None) -> dict | None:
     """The ``training_camera`` entry of a run of ``config`` (None: a policy without a camera): the frames' size and
     the vertical field of view of the camera: the world's in the simulator; on bags the one their CameraInfo gives
-    (``recorded``: ``{bag name: fovy degrees}`` of the bags that have one), unknown (None) where none has or where
-    they disagree by more than 1%."""
+    (``recorded``: ``{bag label: fovy degrees}`` of the bags that have one, ``training_record.bag_label``), unknown
+    (None) where none has or where they disagree by more than 1%."""
     image = config["observation"].get("image")
     if image is None:
         return None
