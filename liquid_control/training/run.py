@@ -38,7 +38,7 @@ from liquid_control.paths import code_commit
 from liquid_control.policy import Policy, save_policy
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.policy.checkpoint import atomic_torch_save
-from liquid_control.policy.config import CONTINUOUS_CORES
+from liquid_control.policy.config import CONTINUOUS_CORES, PolicyConfigError, validate_config
 from liquid_control.policy.encoders import MIN_INPUT_STD
 
 from .bc import DataParallel, bc_epoch, count_chunks
@@ -639,6 +639,13 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
         raise TrainingError(f"{path}: cannot read the training checkpoint: {why}") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a liquid_control training checkpoint")
+    if config is not None:  # as this code reads a config: a key added since, absent there, has its default
+        try:
+            ck["config"] = validate_config(ck["config"], strict=False)
+        except PolicyConfigError as exc:
+            raise TrainingError(
+                f"{path}: the run's config is not one this version reads ({exc}); train into a new folder"
+            ) from None
     if (config is not None and ck["config"] != config) or (seed is not None and ck["seed"] != seed):
         changed = differing_keys(ck["config"], config) if config is not None else []
         raise TrainingError(

@@ -1,0 +1,82 @@
+"""Files written by an older liquid_control, read by this one: a run folder resumed, an ONNX export run, a policy
+fine-tuned (``--init-from``). Each either works as it did or is refused naming the file, its age and the way on.
+
+The old files are made here from today's by taking out what the older code did not write (checked against the real
+history: runs made at cdcc23bf, 1a31a611, b498bbc2, e2b81306 and cb2c37ab, exports at cdcc23bf and 69c8ea0d)."""
+
+import pytest
+import torch
+import yaml
+from test_training import tiny_config
+
+from liquid_control.policy import load_policy
+from liquid_control.training import run as training_run
+from liquid_control.training import trainer
+
+QUIET = {"progress": False, "log": lambda message: None}
+
+
+def _killed_run(out, monkeypatch, config):
+    """A tiny run killed in its third epoch: checkpoint.pt holds two."""
+    original = training_run.TrainingRun.train_epoch
+
+    def dying_epoch(self, episodes, epoch, round_index):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return original(self, episodes, epoch, round_index)
+
+    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, out, **QUIET)
+    monkeypatch.undo()
+    assert (out / "checkpoint.pt").is_file() and not (out / "policy.pt").exists()
+
+
+def _as_older_code_wrote_it(out, **changed):
+    """Rewrite the run's checkpoint.pt and config.yaml as the code of 2026-11-25 wrote them: its config without
+    the keys added since (each with the default that keeps the old behaviour) and ``update_on`` a plain string;
+    ``changed``: training settings of the checkpoint's config alone (a config.yaml edited since)."""
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
+    config = checkpoint["config"]
+    for section, key in (
+        ("training", "sun_elevation_range"),  # 2026-12-04
+        ("training", "yaw_recovery"),
+        ("core", "max_step"),  # 2026-12-01
+        ("observation", "timing"),  # 2026-11-30
+        ("observation", "reorder_lag_s"),
+        ("observation", "resample_hz"),
+        ("training", "action_noise"),
+        ("training", "sequence_kernel"),
+    ):
+        config[section].pop(key)
+    config["observation"]["update_on"] = config["observation"]["update_on"][0]
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    config["training"].update(changed)
+    torch.save(checkpoint, out / "checkpoint.pt")
+
+
+def test_a_run_folder_of_older_code_resumes_as_if_never_interrupted(tmp_path, monkeypatch):
+    """Before: every run folder written before a config key was added (training.sun_elevation_range on 2026-12-04:
+    all of them) was refused by --resume as 'the run was started with another config or seed (seed 0)', naming no
+    key (a key absent there read as its default None) though nothing had changed."""
+    config = tiny_config(dagger_rounds=1, beta=[0.5])
+    reference = load_policy(trainer.train(config, tmp_path / "reference", **QUIET).policy_path)
+    _killed_run(tmp_path / "run", monkeypatch, config)
+    _as_older_code_wrote_it(tmp_path / "run")
+    resumed = load_policy(trainer.train(None, tmp_path / "run", resume=True, **QUIET).policy_path)
+    for key, value in reference.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_an_older_run_folder_with_another_setting_is_refused_naming_it(tmp_path, monkeypatch):
+    config = tiny_config(dagger_rounds=1, beta=[0.5])
+    _killed_run(tmp_path / "run", monkeypatch, config)
+    _as_older_code_wrote_it(tmp_path / "run", lr=0.01)
+    checkpoint = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    with pytest.raises(
+        trainer.TrainingError,
+        match=r"checkpoint.pt: the run was started with another config or seed "
+        r"\(seed 0; config keys that differ: training\.lr\)",
+    ):
+        trainer.train(None, tmp_path / "run", resume=True, **QUIET)
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint
