@@ -1493,25 +1493,47 @@ def test_a_completely_full_disk_leaves_no_empty_out_folder_the_command_made(mode
     assert list((tmp_path / "there").iterdir()) == []  # there before: kept
 
 
-def test_offline_policy_names_are_checked_like_simulated_ones(tmp_path, capsys):
-    """Before: `eval --bag B --policy ../../escaped=P` evaluated and wrote plots/../../escaped__B.png, outside --out."""
+def test_offline_policy_names_refuse_what_breaks_the_report_and_name_a_run_folder_with_spaces(
+    tmp_path, capsys, monkeypatch
+):
+    """Before: `eval --bag B --policy ../../escaped=P` evaluated and wrote plots/../../escaped__B.png, outside --out.
+    Then every name a simulated evaluation refuses was refused here too: `--policy 'runs/Robot Day 1/policy.pt'`
+    (a robotics user's run folder) with 'use letters, digits ... (it names report files and is an item of --paired
+    A,B)', though --bag has no --paired and links its plots percent-encoded, as it does a bag named 'Fahrt 1';
+    `--policy policy.pt` in the run's folder was refused as "policy name ''". Refused now: a '/' or a line break."""
     import shutil
 
+    import numpy as np
+
+    from liquid_control.bags import BagWriter
+    from liquid_control.bags.messages import image_message, twist_message
     from liquid_control.cli import main
     from liquid_control.paths import policies_dir
 
     shipped = policies_dir() / "cfc_ncp_rover.pt"
-    spaced = tmp_path / "my policy.pt"
-    shutil.copyfile(shipped, spaced)
+    run = tmp_path / "runs" / "Robot Day 1"
+    run.mkdir(parents=True)
+    shutil.copyfile(shipped, run / "policy.pt")
+    bag = tmp_path / "bags" / "Fahrt 1"
+    with BagWriter(bag) as writer:  # the rover policy's camera at its size, a command after each frame
+        for k in range(10):
+            t = 100.0 + 0.05 * k
+            writer.write("/camera/image_raw", int(t * 1e9), image_message(np.full((64, 64, 3), 20 * k, np.uint8), t))
+            writer.write("/cmd_vel", int(t * 1e9) + 1_000_000, twist_message(0.5, 0.1))
     out = tmp_path / "o" / "x"
-    argv = ["eval", "--bag", str(tmp_path / "a_bag"), "--out", str(out), "--no-progress"]
+    argv = ["eval", "--bag", str(bag), "--out", str(out), "--no-progress"]
     assert main([*argv, "--policy", f"../../escaped={shipped}"]) == 2
     err = capsys.readouterr().err
-    assert "policy name '../../escaped': use letters, digits and _ . + - only" in err and "Traceback" not in err
-    assert main([*argv, "--policy", str(spaced)]) == 2
-    err = capsys.readouterr().err
-    assert f"policy name 'my policy' (the name taken from the file (or folder) name in {spaced}; give one" in err
-    assert not (tmp_path / "o").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["my policy.pt"]
+    assert "the policy name '../../escaped' holds a '/' (it names the plot files" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+    assert main([*argv, "--policy", str(run / "policy.pt")]) == 0, capsys.readouterr().err
+    assert [p.name for p in (out / "plots").iterdir()] == ["Robot Day 1__Fahrt 1.png"]
+    report = (out / "report.md").read_text()
+    assert "| Robot Day 1 | Fahrt 1 | 10 |" in report and "(plots/Robot%20Day%201__Fahrt%201.png)" in report
+    monkeypatch.chdir(run)  # the run's own folder names it too
+    assert main([*argv[:-3], "--out", str(tmp_path / "here"), "--no-progress", "--policy", "policy.pt"]) == 0
+    assert "| Robot Day 1 | Fahrt 1 |" in (tmp_path / "here" / "report.md").read_text()
 
 
 @pytest.mark.parametrize(

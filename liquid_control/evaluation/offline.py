@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import shlex
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,7 +42,6 @@ from liquid_control.conventions.commands import COMMAND_ELEMENTS
 from liquid_control.evaluation.plan import (
     EXPERT,
     EvaluationSetupError,
-    check_policy_name,
     checkpoint_file,
     parse_policy_argument,
     validate_output_folder,
@@ -51,10 +51,26 @@ from liquid_control.figures import pyplot, save_figure
 from liquid_control.runtime.backends import BackendError, load_backend
 
 
+def policy_name_problem(name: str) -> str | None:
+    """What keeps ``name`` from naming a policy of the offline report, or None. The name is a piece of its plots'
+    file names (plots/NAME__BAG.png, linked percent-encoded from report.md) and a cell of report.md's tables (a |
+    in it escaped): a '/' would put the plots elsewhere (``../../x`` outside --out) and a line break end a table row.
+    A name with spaces, as a robotics user's run folders have, names one (unlike a simulated evaluation's policy
+    names, ``plan.check_policy_name``: items of --paired A,B, which --bag has not)."""
+    if not name.strip():
+        return "is empty"
+    if "/" in name:
+        return "holds a '/' (it names the plot files, plots/NAME__BAG.png)"
+    if not name.isprintable():
+        return "holds a control character (a line break would end report.md's table row)"
+    return None
+
+
 def _policies(specs: list[str]) -> dict[str, str]:
     """``--policy [NAME=]PATH`` values -> {name: policy file}: PATH as the simulated evaluation takes it (a glob, ``~``,
     a shipped policy by name: ``plan.parse_policy_argument``, ``plan.checkpoint_file``), one file per policy; the
-    name, when not given, the file's (or for a policy.pt its folder's)."""
+    name, when not given, the file's (or for a policy.pt its folder's, also for ``policy.pt`` in the working
+    directory)."""
     out = {}
     for item in specs:
         given, paths = parse_policy_argument(item)
@@ -66,9 +82,16 @@ def _policies(specs: list[str]) -> dict[str, str]:
                 "each as NAME=PATH"
             )
         path = checkpoint_file(paths[0], given)
-        name = given or (Path(path).stem if Path(path).stem != "policy" else Path(path).parent.name)
-        # the name names the plots (plots/NAME__BAG.png): a ../ in it would write them outside --out
-        check_policy_name(name, () if given else (path,), origin="the name taken from the file (or folder) name")
+        named_by = "file" if Path(path).stem != "policy" else "folder"
+        name = given or (Path(path).stem if named_by == "file" else Path(os.path.abspath(path)).parent.name)
+        problem = policy_name_problem(name)
+        if problem and given:
+            raise ValueError(f"--policy {item}: the policy name {name!r} {problem}; give another with NAME=PATH")
+        if problem:
+            raise ValueError(
+                f"--policy {item}: the policy's name, taken from its {named_by}'s name, {name!r} {problem}; "
+                f"give one with NAME=PATH (--policy {shlex.quote(f'robot={path}')})"
+            )
         if name in out:
             raise ValueError(f"--policy: two policies named {name!r}; name them NAME=PATH")
         out[name] = path
@@ -335,13 +358,14 @@ def report_markdown(results: dict) -> str:
         "| policy | bag | updates | labelled | MAE | RMSE | loss | plot |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    cell = {name: name.replace("|", "\\|") for name in results["policies"]}  # a | would end the cell
     for name, res in results["policies"].items():
         for bag, row in res["bags"].items():
             # percent-encoded: a link target ends at a space (a bag named 'Fahrt 1'), and a | ends the cell
             plot = f"![]({quote(row['plot'])})" if row.get("plot") else ""
             shown = row.get("name", Path(bag).name).replace("|", "\\|") + TRAINED_ON.get(row.get("trained_on"), "")
             lines.append(
-                f"| {name} | {shown} | {row['updates']} | {row.get('labelled', 0)} | "
+                f"| {cell[name]} | {shown} | {row['updates']} | {row.get('labelled', 0)} | "
                 f"{_fmt(row.get('mae'))} | {_fmt(row.get('rmse'))} | {row.get('loss', math.nan):.5f} | {plot} |"
             )
     if any(row.get("trained_on") for res in results["policies"].values() for row in res["bags"].values()):
@@ -354,7 +378,7 @@ def report_markdown(results: dict) -> str:
     for name, res in results["policies"].items():
         o = res["overall"]
         lines.append(
-            f"| {name} | {o.get('labelled', 0)} | {_fmt(o.get('mae'))} | {_fmt(o.get('rmse'))} | "
+            f"| {cell[name]} | {o.get('labelled', 0)} | {_fmt(o.get('mae'))} | {_fmt(o.get('rmse'))} | "
             f"{o.get('loss', math.nan):.5f} |"
         )
     return "\n".join(lines) + "\n"
