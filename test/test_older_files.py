@@ -80,3 +80,51 @@ def test_an_older_run_folder_with_another_setting_is_refused_naming_it(tmp_path,
     ):
         trainer.train(None, tmp_path / "run", resume=True, **QUIET)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == checkpoint
+
+
+BALANCER = {
+    "name": "tiny_balancer",
+    "world": "LiquidBalance-v0",
+    "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+def _as_exported_before_2026_11_30(path):
+    """Rewrite today's export ``path`` with the inputs of an export of before 0a45f134 (the one at cdcc23bf took
+    command, dt, imu, state, wheels): no per-encoder ``encode_*`` flag, the encoder always runs."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path))
+    for graph_input in list(model.graph.input):
+        if graph_input.name.startswith("encode_"):
+            model.graph.input.remove(graph_input)
+            model.graph.initializer.append(helper.make_tensor(graph_input.name, onnx.TensorProto.BOOL, [], [True]))
+    onnx.save(model, str(path))
+    assert sorted(i.name for i in model.graph.input) == ["command", "dt", "imu", "state", "wheels"]
+
+
+def test_an_onnx_export_of_older_code_is_refused_saying_so_and_what_to_do(tmp_path):
+    """Before: 'p.onnx: ONNX inputs [...] do not match the policy config [...]', which did not say that the file was
+    an export of an older version, nor that exporting the .pt again makes one this version runs (a robot without
+    torch runs the .onnx alone)."""
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.runtime.backends import BackendError, TorchBackend, load_backend
+    from liquid_control.runtime.export import export_onnx
+
+    checkpoint = save_policy(tmp_path / "p.pt", Policy.from_config(BALANCER))
+    _as_exported_before_2026_11_30(export_onnx(load_policy(checkpoint), tmp_path / "p.onnx"))
+    said = (
+        r"p.onnx: an ONNX export written by liquid_control before 2026-11-30 \(no encode_vectors input; its state "
+        r"holds the core alone\), which this version does not run; export the .pt again \(`liquid-control export "
+        r".*p.pt`, where torch is installed\)"
+    )
+    for backend in ("auto", "onnx"):
+        with pytest.raises(BackendError, match=said):
+            load_backend(tmp_path / "p.onnx", backend)
+    with pytest.raises(BackendError, match=said):  # the .pt asked to run on onnx
+        load_backend(checkpoint, "onnx")
+    with pytest.warns(UserWarning, match=r"runs with torch: p.onnx next to it is not a usable ONNX policy .*" + said):
+        assert isinstance(load_backend(checkpoint, "auto"), TorchBackend)

@@ -349,6 +349,13 @@ def check_onnx_signature(path, session, spec: ObservationSpec) -> int:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name: o for o in session.get_outputs()}
     expected = onnx_input_names(spec)
+    flags = [encode_input(encoder) for encoder in spec.encoders]
+    if sorted(inputs) == sorted(set(expected) - set(flags)):  # the graph of an export of before 0a45f134
+        raise BackendError(
+            f"{path}: an ONNX export written by liquid_control before 2026-11-30 (no {' / '.join(flags)} input; "
+            f"its state holds the core alone), which this version does not run; export the .pt again "
+            f"(`liquid-control export {Path(path).with_suffix('.pt')}`, where torch is installed) and use the new .onnx"
+        )
     if sorted(inputs) != sorted(expected):
         raise BackendError(f"{path}: ONNX inputs {sorted(inputs)} do not match the policy config {expected}")
     if sorted(outputs) != ["action", "state_out"]:
