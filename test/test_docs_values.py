@@ -60,3 +60,22 @@ def test_every_node_parameter_is_named_in_the_ros_docs():
     }
     unnamed = {node: sorted(set(table) - named) for node, table in tables.items()}
     assert not any(unnamed.values()), unnamed
+
+
+def test_readme_says_what_record_records_by_default():
+    """README said `liquid-control record -o bags/run_001` 'records the camera, IMU and command topics', but with
+    its defaults (config/rover_policy.yaml: the camera-only rover policy) it records the camera, its camera_info and
+    cmd_vel, no IMU: a user who recorded as told had no IMU data for a camera + IMU policy."""
+    from liquid_control.ros.recorder_node import default_topics
+
+    kinds = {"camera/image_raw": "camera", "camera/camera_info": "camera_info", "imu/data": "IMU", "cmd_vel": "command"}
+    kinds |= {"joint_states": "wheel", "target_velocity": "target"}
+    words = {"camera": r"\bcamera\b(?!_info)", "camera_info": r"camera_info", "IMU": r"\bIMU\b", "command": r"command"}
+    words |= {"wheel": r"\bwheel", "target": r"\btarget"}
+    text = " ".join((ROOT / "README.md").read_text().split())
+    claim = re.search(r"`liquid-control record -o bags/run_001` records (.*?) into a rosbag2", text)
+    assert claim, "README.md: no sentence saying what `liquid-control record -o bags/run_001` records"
+    recorded = default_topics()
+    assert set(recorded) <= set(kinds), recorded  # a topic this test cannot name: extend `kinds`
+    named = {kind for kind, pattern in words.items() if re.search(pattern, claim.group(1))}
+    assert named == {kinds[topic] for topic in recorded}, claim.group(1)
