@@ -128,3 +128,25 @@ def test_an_onnx_export_of_older_code_is_refused_saying_so_and_what_to_do(tmp_pa
         load_backend(checkpoint, "onnx")
     with pytest.warns(UserWarning, match=r"runs with torch: p.onnx next to it is not a usable ONNX policy .*" + said):
         assert isinstance(load_backend(checkpoint, "auto"), TorchBackend)
+
+
+def test_a_policy_of_before_a_config_key_is_refused_for_init_from_with_the_values_and_the_way_on(tmp_path):
+    """Before: fine-tuning the deployed cfc_ncp_rover.pt of before 2026-12-01 with today's shipped config (which sets
+    core.max_step: 0.1) was refused as 'keys that differ from the config: core.max_step; start from a policy with
+    the same ... core', without the values (the file holds none: the key did not exist) or the --set that keeps the
+    policy's."""
+    from liquid_control.policy import Policy, save_policy
+
+    config = tiny_config(dagger_rounds=0, epochs_first=1)
+    older = save_policy(tmp_path / "older.pt", Policy.from_config(config))  # core.max_step: null, as then
+    today = {**config, "core": {**config["core"], "max_step": 0.2}}
+    with pytest.raises(
+        trainer.TrainingError,
+        match=r"older.pt: a policy of another network \(keys that differ from the config: core.max_step = null in the "
+        r"policy, 0.2 in the config\); start from a policy with the same world, observation, encoder, core and "
+        r"action, or to fine-tune it as it is: --set core.max_step=null$",
+    ):
+        trainer.train(today, tmp_path / "refused", init_from=older, **QUIET)
+    assert not (tmp_path / "refused").exists()
+    result = trainer.train(today, tmp_path / "run", init_from=older, overrides={"core.max_step": None}, **QUIET)
+    assert load_policy(result.policy_path).metadata["started_from"]["path"] == str(older.absolute())

@@ -64,12 +64,28 @@ def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
         raise TrainingError(f"--init-from {path}: {exc}; start again once it is written") from None
     differing = differing_keys(*({k: c.get(k) for k in NETWORK_SECTIONS} for c in (source.config, cfg)))
     if differing:
+        # with the values: a policy written before a key existed (core.max_step, 2026-12-01) holds its default
+        theirs = {key: _at(source.config, key) for key in differing if key != "..."}
+        values = [f"{key} = {theirs[key]} in the policy, {_at(cfg, key)} in the config" for key in theirs]
+        sets = " ".join(f"--set {key}={value}" for key, value in theirs.items())
+        keep = "" if "..." in differing or "absent" in theirs.values() else f", or to fine-tune it as it is: {sets}"
         raise TrainingError(
             f"--init-from {path}: a policy of another network (keys that differ from the config: "
-            f"{', '.join(differing)}); start from a policy with the same world, observation, encoder, core and action"
+            f"{'; '.join(values)}{'; ...' if '...' in differing else ''}); start from a policy with the same world, "
+            f"observation, encoder, core and action{keep}"
         )
     # absolute: a path relative to the working directory of the run's start says nothing read elsewhere
     return source.state_dict(), {"path": str(path.absolute()), "sha256": sha256}
+
+
+def _at(config: dict, key: str) -> str:
+    """The value of the dotted ``key`` in ``config`` as --set takes it (JSON is YAML), or 'absent'."""
+    value = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return "absent"
+        value = value[part]
+    return json.dumps(value)
 
 
 def recorded_start(out: Path, checkpoint: dict | None) -> dict | None:
