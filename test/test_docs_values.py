@@ -45,20 +45,11 @@ def test_every_node_parameter_is_named_in_the_ros_docs():
     """A parameter the pages never name is one a user cannot find to set: the takeover mux's three topics, sim_node's
     odom and status topics and reset service, the recorder's compression and the policy node's queue depths and
     command frame were declared and read, and named nowhere in docs/."""
-    from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
-    from liquid_control.ros.recorder_node import RECORDER_PARAMETERS
-    from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
-    from liquid_control.ros.takeover_mux import MUX_PARAMETERS
+    from test_docs_commands import node_parameter_tables
 
     text = "".join((ROOT / "docs" / page).read_text() for page in ("ros.md", "real_robot.md", "viewing.md"))
     named = set(re.findall(r"`(\w+)(?::|`)", text)) | set(re.findall(r"\b(\w+):=", text))  # `name`, `name: v`, name:=v
-    tables = {
-        "policy_node": POLICY_NODE_PARAMETERS,
-        "sim_node": SIM_NODE_PARAMETERS,
-        "bag_recorder": RECORDER_PARAMETERS,
-        "takeover_mux": MUX_PARAMETERS,
-    }
-    unnamed = {node: sorted(set(table) - named) for node, table in tables.items()}
+    unnamed = {node: sorted(set(table) - named) for node, table in node_parameter_tables().items()}
     assert not any(unnamed.values()), unnamed
 
 
