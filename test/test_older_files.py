@@ -150,3 +150,24 @@ def test_a_policy_of_before_a_config_key_is_refused_for_init_from_with_the_value
     assert not (tmp_path / "refused").exists()
     result = trainer.train(today, tmp_path / "run", init_from=older, overrides={"core.max_step": None}, **QUIET)
     assert load_policy(result.policy_path).metadata["started_from"]["path"] == str(older.absolute())
+
+
+def test_an_evaluation_of_older_code_resumed_does_not_claim_its_episodes_for_this_code(tmp_path):
+    """Before: an `eval --out` folder of before 2026-11-30 (episodes.jsonl, no provenance.json) continued with
+    --resume got a report whose provenance gave this part's commit and command alone, as if every episode had run on
+    this code (checked with folders written at cdcc23bf)."""
+    import json
+
+    from liquid_control.evaluation.evaluate import evaluate
+    from liquid_control.evaluation.plan import build_plan
+
+    quiet = {"backend": "serial", "progress": False, "example": False, "saliency": False}
+    evaluate(build_plan(["expert"], ["in_distribution"], 1), str(tmp_path), **quiet)
+    (tmp_path / "provenance.json").unlink()  # as the older version wrote the folder
+    evaluate(build_plan(["expert"], ["in_distribution"], 2), str(tmp_path), resume=True, **quiet)
+    said = "1 of the 2 episodes were run by an earlier part that left no provenance.json (liquid_control before "
+    assert json.loads((tmp_path / "provenance.json").read_text())["earlier_part_unrecorded"].startswith(said)
+    assert f"- Earlier part unrecorded: {said}" in (tmp_path / "report.md").read_text()
+    evaluate(build_plan(["expert"], ["in_distribution"], 2), str(tmp_path / "new"), **quiet)  # a run of this code
+    evaluate(build_plan(["expert"], ["in_distribution"], 3), str(tmp_path / "new"), resume=True, **quiet)
+    assert "earlier_part_unrecorded" not in json.loads((tmp_path / "new" / "provenance.json").read_text())

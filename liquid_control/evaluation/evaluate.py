@@ -131,6 +131,13 @@ def evaluate(
                     previous = json.load(fh)
             if len(todo) or sitting.cut_short or previous is None:  # this part, or one cut short, ran something
                 prov = provenance.accumulate(previous, prov, sitting.cut_short)
+                if resume and previous is None and not sitting.cut_short and len(jobs) > len(todo):
+                    # episodes in the log, no record of the part that ran them: an older version's (provenance.json
+                    # since 2026-11-30); this part's commit and times are not theirs
+                    prov["earlier_part_unrecorded"] = (
+                        f"{len(jobs) - len(todo)} of the {len(jobs)} episodes were run by an earlier part that left no "
+                        "provenance.json (liquid_control before 2026-11-30): its code, command and times are unknown"
+                    )
             else:  # nothing ran: the report is only rewritten, by this code
                 prov = previous
                 now = f"by {provenance.code_commit()} at {prov_now['started_utc']}"
