@@ -171,3 +171,37 @@ def test_an_evaluation_of_older_code_resumed_does_not_claim_its_episodes_for_thi
     evaluate(build_plan(["expert"], ["in_distribution"], 2), str(tmp_path / "new"), **quiet)  # a run of this code
     evaluate(build_plan(["expert"], ["in_distribution"], 3), str(tmp_path / "new"), resume=True, **quiet)
     assert "earlier_part_unrecorded" not in json.loads((tmp_path / "new" / "provenance.json").read_text())
+
+
+def test_a_bag_run_of_older_code_resumes_and_a_changed_data_setting_is_named(tmp_path):
+    """Before: a run from bags of before the node's reorder_lag_s was read (1b658c52: its data.yaml has no
+    spec.limits.reorder_lag_s; checked on a run made at 1a31a611) was refused by --resume as 'trained on other bags
+    or data settings', naming nothing, though nothing had changed; a real change was not named either."""
+    from test_bags import CAMERA_ONLY, _steady_bag
+
+    data = {
+        "bags": [_steady_bag(tmp_path / "drive", 0.07, 30)],
+        "validation": [_steady_bag(tmp_path / "held", 0.07, 20)],
+    }
+    whole = load_policy(trainer.train(CAMERA_ONLY, tmp_path / "whole", data=data, **QUIET).policy_path)
+
+    def killed_after_the_first_epoch(message):
+        if message.startswith("epoch 1/2: loss"):
+            raise KeyboardInterrupt
+
+    for name in ("older", "changed"):
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(CAMERA_ONLY, tmp_path / name, data=data, progress=False, log=killed_after_the_first_epoch)
+        recorded = yaml.safe_load((tmp_path / name / "data.yaml").read_text())
+        assert recorded["spec"]["limits"].pop("reorder_lag_s") is None  # as the older version wrote it
+        if name == "changed":
+            recorded["spec"]["label"]["max_wait_s"] = 0.7
+        (tmp_path / name / "data.yaml").write_text(yaml.safe_dump(recorded, sort_keys=False))
+    resumed = load_policy(trainer.train(None, tmp_path / "older", resume=True, **QUIET).policy_path)
+    assert all(torch.equal(value, resumed.state_dict()[key]) for key, value in whole.state_dict().items())
+    with pytest.raises(
+        trainer.TrainingError,
+        match=r"trained on other bags or data settings \(keys that differ: "
+        r"spec.label.max_wait_s\)",
+    ):
+        trainer.train(CAMERA_ONLY, tmp_path / "changed", data=data, resume=True, **QUIET)

@@ -77,7 +77,7 @@ from liquid_control.policy import PolicyConfigError
 
 from .bc import bc_loss
 from .data import Episode
-from .run import TrainingError, TrainingRun, progress_bar
+from .run import TrainingError, TrainingRun, differing_keys, progress_bar
 from .sensor_record import bag_camera_fovy_deg, interval_histograms
 
 DATA_KEYS = {  # key -> (the types it takes, the same in a refusal's words)
@@ -300,6 +300,11 @@ def bag_data_spec(cfg: dict, data: dict):
     except ValueError as exc:
         raise TrainingError(f"data: {exc}") from None
 
+
+# data.yaml keys added since bag runs began (2026-11-30), each with the value that does what the code did before it
+# (a run's data.yaml of then lacks them): the node's reorder_lag_s (1b658c52) was not read, so the runner took the
+# policy's own lag, as None does
+DATA_KEYS_ADDED = {("spec", "limits", "reorder_lag_s"): None}
 
 SIMULATED_ONLY = {  # training keys that act on simulated episodes only, what each does there
     "shift": "the world the episodes are collected in",
@@ -602,10 +607,18 @@ class BagRun(TrainingRun):
         path = self.out / "data.yaml"
         content = {"data": self.data, "spec": self.spec.describe()}
         if path.is_file() and self.epoch_done > 0:  # before the first epoch: rewritten, whatever it held
-            if read_data_file(path) != content:
+            recorded = read_data_file(path)
+            for keys, value in DATA_KEYS_ADDED.items():  # a data.yaml of an older version: what it did then
+                inner = recorded
+                for key in keys[:-1]:
+                    inner = inner.get(key) if isinstance(inner, dict) else None
+                if isinstance(inner, dict):
+                    inner.setdefault(keys[-1], value)
+            if recorded != content:
+                changed = differing_keys(recorded, content)
                 raise TrainingError(
-                    f"{path}: the run was trained on other bags or data settings; resume with the same ones, "
-                    f"or train into a new folder"
+                    f"{path}: the run was trained on other bags or data settings (keys that differ: "
+                    f"{', '.join(changed)}); resume with the same ones, or train into a new folder"
                 )
         with atomic_write(path, "w", encoding="utf-8") as handle:  # each bag's path as written, on one line
             yaml.safe_dump(content, handle, sort_keys=False, allow_unicode=True, width=math.inf)
