@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
-import select
-import signal
 import sys
 import textwrap
 
 from liquid_control import __version__
+from liquid_control.processes import EXIT_BROKEN_PIPE, stdout_reader_gone
 from liquid_control.ros.entry import honour_no_color, missing_package, needs_package
 
 # name -> (module, one-line help)
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
 EXIT_STATUS_HELP = textwrap.fill(
     "exit status: 0 done (failed episodes are an outcome, not an error); 1 a failure while running; 2 refused: a "
     "usage mistake or an input it cannot use; 3 / 4 (sim, main) --timeout expired / another graph on the ROS "
@@ -136,23 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C before a command's own handler (e.g. while torch imports): no traceback
         print(f"liquid-control {name}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        if not _stdout_closed():  # another pipe or socket broke: that is an error, not a reader leaving
-            raise
-        # the reader of stdout went away (`liquid-control record --info BAG | head`): point stdout at devnull so
-        # the interpreter's final flush does not raise again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
-
-
-def _stdout_closed() -> bool:
-    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
-    try:
-        poll = select.poll()
-        poll.register(sys.stdout.fileno(), select.POLLOUT)
-        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
-    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured output)
-        return False
+    except BrokenPipeError:  # the reader of stdout went away (`liquid-control record --info BAG | head`)
+        return stdout_reader_gone()
 
 
 if __name__ == "__main__":

@@ -144,8 +144,34 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. captured output)
+        return False
+
+
+def stdout_reader_gone() -> int:
+    """In an ``except BrokenPipeError``: :data:`EXIT_BROKEN_PIPE` where the reader of stdout went away (``... |
+    head``), with stdout pointed at devnull so that the interpreter's final flush does not raise again; any other
+    broken pipe or socket is an error, re-raised."""
+    if not _stdout_closed():
+        raise  # the BrokenPipeError being handled (this is called from its except block)
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_BROKEN_PIPE
+
+
 def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
-    """``main()``'s exit status, or 130 after one line ``PROG: interrupted`` on stderr when Ctrl-C stops it.
+    """``main()``'s exit status, or 130 after one line ``PROG: interrupted`` on stderr when Ctrl-C stops it, or
+    :data:`EXIT_BROKEN_PIPE` when the reader of its output went away (``| head``), as ``liquid-control`` ends.
 
     For the command-line scripts (``benchmarks/``) that have no Ctrl-C handling of their own: before, Ctrl-C
     printed a KeyboardInterrupt traceback (or, inside MuJoCo's render, a ctypes.ArgumentError one:
@@ -154,6 +180,8 @@ def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
         return main()
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        return stdout_reader_gone()
     except Exception as exc:
         if interrupt_in_ctypes(exc) is None:
             raise

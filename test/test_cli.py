@@ -51,6 +51,27 @@ def test_another_broken_pipe_is_not_taken_for_a_reader_leaving():
     assert proc.returncode == 1 and "a child process's" in proc.stderr
 
 
+def test_a_tool_the_docs_pipe_ends_quietly_when_its_reader_went_away():
+    """Before: `python -m liquid_control.ros.robot_description | head -1` (docs/viewing.md: it prints the URDFs)
+    ended in a BrokenPipeError traceback; it ends as liquid-control does (processes.exit_status_of, which the
+    scripts and benchmarks use too)."""
+    read, write = os.pipe()
+    os.close(read)  # a reader gone before the first line: every write fails
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "liquid_control.ros.robot_description"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
 def test_demo_refuses_iterations_and_seeds_it_cannot_run(capsys):
     """Before: `liquid-control demo --iterations -5` printed "after -5 iterations" with exit 0, and
     `--seed 99999999999999999999` ended in torch's "Overflow when unpacking long long" traceback."""

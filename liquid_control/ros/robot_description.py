@@ -495,4 +495,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("robot_description", main))  # `... | head`: 141, as liquid-control, not a traceback
