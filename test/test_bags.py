@@ -858,6 +858,79 @@ def test_a_config_files_settings_of_simulated_episodes_are_off_for_a_run_from_ba
     assert policy.metadata["training_sensor_rates"]["timing_augmentation"] is None
 
 
+def _training_keys(path):
+    """The training keys of the config a run's file records: config.yaml, a torch file's 'config' (checkpoint.pt,
+    policy.pt), or an ONNX export's metadata."""
+    from liquid_control.cells.checkpoint import read_plain_torch_file
+    from liquid_control.runtime.backends import ONNX_CONFIG_KEY, read_onnx_metadata
+
+    if path.suffix == ".yaml":
+        return set(yaml.safe_load(path.read_text())["training"])
+    if path.suffix == ".onnx":
+        return set(json.loads(read_onnx_metadata(path)[ONNX_CONFIG_KEY])["training"])
+    return set(read_plain_torch_file(path)["config"]["training"])
+
+
+def test_a_bag_run_records_only_the_settings_that_applied_and_resumes_a_run_of_an_older_version(expert_bags, tmp_path):
+    """Before: a bag run's config.yaml, checkpoint.pt, policy.pt and its ONNX export held the simulated schedule's
+    settings (demonstrations 100, beta, dagger_episodes, eval_episodes 0, ...), which a run from bags never used: a
+    user reading them read settings that did not apply. They are left out (config.yaml says so on its first line);
+    a run of this version resumes with or without its config, one of an older version (which recorded them) too,
+    and a real change of config is still refused."""
+    from liquid_control import cli
+    from liquid_control.cells.checkpoint import read_plain_torch_file
+    from liquid_control.policy import load_policy, save_policy, validate_config
+    from liquid_control.policy.config import SIMULATED_TRAINING_KEYS
+    from liquid_control.training import trainer
+
+    root, bags, held = expert_bags
+    simulated = {"demonstrations": 100, "dagger_rounds": 3, "beta": [0.3], "eval_episodes": 7, "action_noise": 0.1}
+    config = {**CAMERA_ONLY, "training": {**CAMERA_ONLY["training"], **simulated}}
+    data = {"bags": bags[:1], "validation": [held]}
+
+    def killed_after_the_first_epoch(message):
+        if message.startswith("epoch 1/2: loss"):
+            raise KeyboardInterrupt
+
+    runs = {}
+    for name in ("current", "older"):
+        runs[name] = run = tmp_path / name
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(config, run, data=data, progress=False, log=killed_after_the_first_epoch)
+    for path in (runs["current"] / "config.yaml", runs["current"] / "checkpoint.pt"):
+        kept = _training_keys(path)
+        assert not kept & set(SIMULATED_TRAINING_KEYS) and {"epochs_first", "lr", "batch_size"} <= kept, path
+    assert (runs["current"] / "config.yaml").read_text().startswith("# a run from recorded bags: the training settings")
+
+    # what the version before wrote: the complete config, DAgger rounds and selection episodes 0, DART noise off
+    older = validate_config(config)
+    older["training"].update(dagger_rounds=0, eval_episodes=0, action_noise=0.0)
+    (runs["older"] / "config.yaml").write_text(yaml.safe_dump(older, sort_keys=False))
+    ck = read_plain_torch_file(runs["older"] / "checkpoint.pt")
+    torch.save({**ck, "config": older}, runs["older"] / "checkpoint.pt")
+
+    quiet = dict(resume=True, progress=False, log=lambda m: None)
+    with pytest.raises(trainer.TrainingError, match="another config .*training.lr"):  # a real change: refused
+        trainer.train(config, runs["current"], data=data, overrides={"training.lr": 0.01}, **quiet)
+    done = {
+        "current": trainer.train(config, runs["current"], data=data, **quiet),  # its config given again
+        "older": trainer.train(None, runs["older"], **quiet),  # its config.yaml and data.yaml
+    }
+    for name, result in done.items():
+        assert result.epochs == 2
+        policy = result.policy_path
+        assert cli.main(["export", str(policy)]) == 0
+        for path in (runs[name] / "config.yaml", runs[name] / "checkpoint.pt", policy, policy.with_suffix(".onnx")):
+            assert not _training_keys(path) & set(SIMULATED_TRAINING_KEYS), path
+        loaded = load_policy(policy)  # read back: the defaults, as for any key a file does not hold
+        assert loaded.config["training"]["demonstrations"] == 60
+        shipped = save_policy(tmp_path / f"{name}_shipped.pt", loaded, loaded.metadata)  # the model card's copy
+        assert not _training_keys(shipped) & set(SIMULATED_TRAINING_KEYS)
+    a, b = (load_policy(done[name].policy_path).state_dict() for name in ("current", "older"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the settings left out changed nothing
+    assert trainer.train(None, runs["current"], **quiet).epochs == 2  # finished: its policy.pt kept
+
+
 def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bags, long_bag, tmp_path):
     from liquid_control.training import trainer
 

@@ -15,7 +15,7 @@ import torch
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.checkpoint import POLICY_FORMAT, read_plain_torch_file, refuse_unreadable
 
-from .config import PolicyConfigError, validate_config
+from .config import PolicyConfigError, recorded_config, validate_config
 from .encoders import VectorEncoder
 from .model import Policy
 
@@ -40,13 +40,15 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 def save_policy(path: str | Path, policy: Policy, metadata: dict | None = None) -> Path:
     """Write ``policy`` (config + weights) and ``metadata`` (plain values: str, numbers, lists, dicts, tensors);
     a config or metadata value ``load_policy`` could not read back (a numpy scalar...) is a TypeError naming it,
-    and nothing is written."""
-    refuse_unreadable("save_policy", policy.config, "config")
+    and nothing is written. A policy trained from recorded bags (the metadata say so) is written without the
+    training settings of simulated episodes, which did not apply to it (``config.recorded_config``)."""
+    config = recorded_config(policy.config, metadata)
+    refuse_unreadable("save_policy", config, "config")
     refuse_unreadable("save_policy", dict(metadata or {}), "metadata")
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "config": policy.config,
+        "config": config,
         "state_dict": {k: v.detach().cpu().clone() for k, v in policy.state_dict().items()},
         "metadata": dict(metadata or {}),
     }

@@ -223,6 +223,27 @@ _TRAINING = {
     # "stepwise" (autograd on the per-step graph: how the shipped policies were trained, docs/training.md)
     "sequence_kernel": _field("str", "fused", choices=SEQUENCE_KERNELS),
 }
+# The training settings of simulated episodes: collecting them (demonstrations, the DAgger schedule, caps), the
+# selection episodes, and what is varied in them (world shift, sensor timing, sun, DART noise). A run from recorded
+# bags (training.bag_data) uses none of them: its files (config.yaml, checkpoint.pt, policy.pt, the ONNX export)
+# leave them out, and validate_config, reading such a file, fills them in with their defaults.
+SIMULATED_TRAINING_KEYS = (
+    "demonstrations",
+    "dagger_rounds",
+    "dagger_episodes",
+    "beta",
+    "epochs_per_round",
+    "eval_episodes",
+    "max_episode_steps",
+    "dagger_max_steps",
+    "shift",
+    "sensor_rate_range",
+    "jitter_range",
+    "sun_elevation_range",
+    "action_noise",
+    "action_noise_tau",
+)
+BAG_RUN_METADATA = ("training_data", "bags")  # the metadata entry of a policy file trained from recorded bags
 _YAW_RECOVERY = {
     "gain": _field("float", REQUIRED, above=0.0),  # turn command (action units) per radian of heading error
     "hfov_deg": _field("float", REQUIRED, above=0.0, max_value=170.0),  # the camera's horizontal field of view
@@ -497,6 +518,21 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
         cfg["training"]["beta"] = [0.0]
     _check_sizes(cfg)
     return cfg
+
+
+def without_simulated_settings(config: dict) -> dict:
+    """A copy of ``config`` whose training section leaves out ``SIMULATED_TRAINING_KEYS``: what a run from recorded
+    bags records, the settings that applied to it."""
+    config = copy.deepcopy(config)
+    config["training"] = {k: v for k, v in config["training"].items() if k not in SIMULATED_TRAINING_KEYS}
+    return config
+
+
+def recorded_config(config: dict, metadata: dict | None) -> dict:
+    """``config`` as a policy file with ``metadata`` records it (``save_policy``, the ONNX export): without the
+    settings of simulated episodes where the metadata say it was trained from recorded bags (``BAG_RUN_METADATA``)."""
+    key, value = BAG_RUN_METADATA
+    return without_simulated_settings(config) if (metadata or {}).get(key) == value else config
 
 
 def yaw_recovery_params(section: dict) -> dict:

@@ -306,6 +306,8 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, sou
     import torch
     from onnx import TensorProto, helper
 
+    from liquid_control.policy.config import recorded_config  # an exported policy's side (torch), not the runtime's
+
     dtype = next(policy.parameters()).dtype
     if dtype != torch.float32:  # traced with float32 inputs: a float64 policy failed on a state dtype of its core
         raise ExportError(
@@ -383,8 +385,10 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, sou
         nodes, policy.config["name"], [value_info(n) for n in onnx_input_names(spec)], outputs, initializers
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="liquid_control")
+    # the config as the policy file records it (one trained from bags: without the settings of simulated episodes)
+    recorded = recorded_config(policy.config, getattr(policy, "metadata", None))
     entry = model.metadata_props.add()
-    entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(policy.config)
+    entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(recorded)
     if source_sha256 is None and source is not None:
         source_sha256 = checkpoint_sha256(source)
     if source_sha256 is not None:

@@ -73,7 +73,8 @@ from liquid_control.bags.stream import (
 from liquid_control.cells import SolverDivergedError
 from liquid_control.conventions.training_record import bag_label
 from liquid_control.paths import user_path
-from liquid_control.policy import PolicyConfigError
+from liquid_control.policy import PolicyConfigError, validate_config
+from liquid_control.policy.config import BAG_RUN_METADATA, without_simulated_settings
 
 from .bc import bc_loss
 from .data import Episode
@@ -246,8 +247,6 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
         raw = read_config_yaml(path)  # errors name the file (missing, not YAML, a key given twice)
         if isinstance(raw, dict) and "data" in raw:
             section, source = raw.pop("data"), path
-            from liquid_control.policy import validate_config
-
             try:
                 config = validate_config(raw)
             except PolicyConfigError as exc:
@@ -314,17 +313,22 @@ SIMULATED_ONLY = {  # training keys that act on simulated episodes only, what ea
 }
 
 
-def force_bag_schedule(cfg: dict, explicit=()) -> dict:
-    """A bag run is behaviour cloning only: no DAgger rounds, no simulated selection episodes, and the config file's
-    settings of simulated episodes off (a shipped balancer config's DART noise), so that policy.pt and its card do
-    not claim them. ``explicit``: the dotted keys set on the command line (``--set``), left as they are: set there,
-    trainer.check_world_settings refuses them."""
-    cfg = copy.deepcopy(cfg)
-    cfg["training"]["dagger_rounds"] = 0
-    cfg["training"]["eval_episodes"] = 0
-    for key in SIMULATED_ONLY:
-        if f"training.{key}" not in explicit:
-            cfg["training"][key] = 0.0 if key == "action_noise" else None
+def bag_run_config(cfg: dict, explicit=()) -> dict:
+    """A run from bags' config: behaviour cloning only, so the training settings of simulated episodes
+    (``policy.config.SIMULATED_TRAINING_KEYS``: the DAgger schedule, the selection episodes, what the episodes vary)
+    do not apply. The run's files leave them out (config.yaml, checkpoint.pt, policy.pt and its export:
+    ``without_simulated_settings``), and here they take their defaults, as validate_config gives them reading those
+    files back, so each reads back as this config; a config file's (a shipped balancer config's DART noise) are
+    dropped so. Also how a config read back from a bag run's folder is compared (``as_run``): one written by an
+    older version, which recorded them, reads as this one. Kept as given, for trainer.check_world_settings to refuse:
+    a ``SIMULATED_ONLY`` key in ``explicit`` (the dotted keys set on the command line, ``--set``), and a
+    ``sun_elevation_range`` set anywhere."""
+    training = cfg["training"]
+    kept = {key: training[key] for key in SIMULATED_ONLY if f"training.{key}" in explicit}
+    if training.get("sun_elevation_range") is not None:
+        kept["sun_elevation_range"] = training["sun_elevation_range"]
+    cfg = validate_config(without_simulated_settings(cfg), strict=False)
+    cfg["training"].update(kept)
     return cfg
 
 
@@ -567,6 +571,7 @@ class BagRun(TrainingRun):
     """A training run whose data are recorded bags (module docstring); shares checkpoints and BC with TrainingRun."""
 
     from_bags = True
+    as_run = staticmethod(bag_run_config)
 
     def camera_fovs(self) -> dict:
         """``{bag label: vertical field of view}`` of the training bags that recorded a CameraInfo beside the image
@@ -802,7 +807,7 @@ class BagRun(TrainingRun):
         labelled = sum(s.get("labelled", 0) for b, s in self.bag_stats.items() if b in self.data["bags"])
         used = self.used_bags()
         return {
-            "training_data": "bags",
+            BAG_RUN_METADATA[0]: BAG_RUN_METADATA[1],  # training_data: bags (save_policy records the config so)
             "training_bags": list(used),
             "skipped_bags": [b for b in self.data["bags"] if b not in used],  # no command to learn from
             "validation_bags": list(self.data["validation"]),

@@ -38,7 +38,12 @@ from liquid_control.paths import code_commit
 from liquid_control.policy import Policy, save_policy
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 from liquid_control.policy.checkpoint import atomic_torch_save
-from liquid_control.policy.config import CONTINUOUS_CORES, PolicyConfigError, validate_config
+from liquid_control.policy.config import (
+    CONTINUOUS_CORES,
+    PolicyConfigError,
+    validate_config,
+    without_simulated_settings,
+)
 from liquid_control.policy.encoders import MIN_INPUT_STD
 
 from .bc import DataParallel, bc_epoch, count_chunks
@@ -160,7 +165,7 @@ class TrainingRun:
         atomic_torch_save(
             {
                 "format": CHECKPOINT_FORMAT,
-                "config": self.config,
+                "config": self.recorded_config(),  # a run from bags: what applied (bag_data.bag_run_config)
                 "seed": self.seed,
                 "epoch_done": self.epoch_done,
                 "rounds_evaluated": self.rounds_evaluated,
@@ -183,7 +188,7 @@ class TrainingRun:
 
     def load_checkpoint(self) -> None:
         """Continue from checkpoint.pt (refused if written by another config or seed)."""
-        ck = read_training_checkpoint(self.checkpoint_path, self.config, self.seed)
+        ck = read_training_checkpoint(self.checkpoint_path, self.config, self.seed, self.as_run)
         self.policy.load_state_dict(ck["policy"])
         self.optimizer.load_state_dict(ck["optimizer"])
         self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
@@ -538,6 +543,12 @@ class TrainingRun:
         return {}
 
     from_bags = False  # the training camera's field of view is known (a world's), see sensor_metadata
+    as_run = None  # how a config the run recorded is read to compare it (a run from bags: bag_data.bag_run_config)
+
+    def recorded_config(self) -> dict:
+        """The config as the run's files record it (checkpoint.pt; config.yaml and policy.pt alike): a run from bags
+        leaves out the settings of simulated episodes, which did not apply to it."""
+        return without_simulated_settings(self.config) if self.from_bags else self.config
 
     def camera_fovs(self) -> dict:
         """A bag run's CameraInfo fields of view by bag (training.bag_data); none here."""
@@ -630,8 +641,9 @@ class TrainingRun:
         )
 
 
-def read_training_checkpoint(path: Path, config: dict | None = None, seed: int | None = None) -> dict:
-    """Read ``checkpoint.pt``; with ``config``/``seed``, refuse one written by a run with others."""
+def read_training_checkpoint(path: Path, config: dict | None = None, seed: int | None = None, as_run=None) -> dict:
+    """Read ``checkpoint.pt``; with ``config``/``seed``, refuse one written by a run with others. ``as_run``: how the
+    run reads a config it recorded (a run from bags: ``bag_data.bag_run_config``), before it is compared."""
     try:
         ck = read_plain_torch_file(path)
     except Exception as exc:
@@ -642,6 +654,7 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
     if config is not None:  # as this code reads a config: a key added since, absent there, has its default
         try:
             ck["config"] = validate_config(ck["config"], strict=False)
+            ck["config"] = ck["config"] if as_run is None else as_run(ck["config"])
         except PolicyConfigError as exc:
             raise TrainingError(
                 f"{path}: the run's config is not one this version reads ({exc}); train into a new folder"

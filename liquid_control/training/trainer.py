@@ -28,7 +28,7 @@ from liquid_control.policy import (
     load_config,
     validate_config,
 )
-from liquid_control.policy.config import refusal_source
+from liquid_control.policy.config import refusal_source, without_simulated_settings
 from liquid_control.processes import available_cpus, interrupt_in_ctypes, more_workers_than_cpus
 
 from . import bag_data
@@ -153,12 +153,13 @@ def _listing(out: Path) -> str:
     return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
 
 
-def check_out_dir(out: Path, resume: bool, cfg: dict) -> bool:
+def check_out_dir(out: Path, resume: bool, cfg: dict, as_run=None) -> bool:
     """Refuse an output folder the run would overwrite or misread; True when it holds a run to continue.
 
     Without ``resume`` the folder must be new, empty, or what a start that trained nothing left (its config.yaml,
-    if any, this config); with ``resume`` a new or empty folder starts the run, and a folder must otherwise hold
-    one (checkpoint.pt, data/ or config.yaml): files of something else are never taken for a run."""
+    if any, this config, read as the run reads its own: ``as_run``, see ``check_saved_config``); with ``resume`` a
+    new or empty folder starts the run, and a folder must otherwise hold one (checkpoint.pt, data/ or config.yaml):
+    files of something else are never taken for a run."""
     problem = output_folder_problem(out)
     if problem:
         raise TrainingError(f"{out}: {problem}")
@@ -176,7 +177,8 @@ def check_out_dir(out: Path, resume: bool, cfg: dict) -> bool:
     saved, other = out / "config.yaml", ""
     if leftovers and saved.is_file():  # not resume: a start that trained nothing, of this config or another?
         try:
-            leftovers = validate_config(yaml.safe_load(saved.read_text())) == cfg
+            previous = validate_config(yaml.safe_load(saved.read_text()))
+            leftovers = (previous if as_run is None else as_run(previous)) == cfg
         except Exception:
             leftovers = False
         other = "" if leftovers else "; its config.yaml is not this config"
@@ -193,10 +195,13 @@ def check_out_dir(out: Path, resume: bool, cfg: dict) -> bool:
     )
 
 
-def check_saved_config(saved: Path, cfg: dict) -> None:
-    """Refuse to continue a run whose config.yaml (``saved``) is not ``cfg``."""
+def check_saved_config(saved: Path, cfg: dict, as_run=None) -> None:
+    """Refuse to continue a run whose config.yaml (``saved``) is not ``cfg``; ``as_run``: how the run reads a config
+    it recorded (a run from bags: ``bag_data.bag_run_config``, which also reads an older version's config.yaml, with
+    the settings of simulated episodes it recorded, as the run's)."""
     try:
         previous = validate_config(yaml.safe_load(saved.read_text()), strict=False)
+        previous = previous if as_run is None else as_run(previous)
     except Exception as exc:
         raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
     if previous != cfg:
@@ -268,7 +273,7 @@ def check_world_settings(cfg: dict, data: dict | None) -> None:
             "training.sun_elevation_range: a run from bags renders nothing (its frames are recorded); leave it null"
         )
     if data is not None:  # what only a simulated episode does, asked with --set: refused, not ignored
-        for key, does in bag_data.SIMULATED_ONLY.items():  # (a config file's are off: bag_data.force_bag_schedule)
+        for key, does in bag_data.SIMULATED_ONLY.items():  # (a config file's are off: bag_data.bag_run_config)
             if cfg["training"][key]:
                 raise TrainingError(
                     f"training.{key}: {does}; a run from bags simulates no episode (its data are recorded): leave it "
@@ -293,7 +298,21 @@ def _run_config(config: str | Path | dict, overrides: dict | None, data: dict | 
     cfg = load_config(config, strict) if isinstance(config, (str, Path)) else validate_config(config, strict)
     if overrides:
         cfg = apply_overrides(cfg, overrides, strict)
-    return cfg if data is None else bag_data.force_bag_schedule(cfg, explicit=overrides or {})
+    return cfg if data is None else bag_data.bag_run_config(cfg, explicit=overrides or {})
+
+
+BAG_RUN_CONFIG_NOTE = (
+    "# a run from recorded bags: the training settings of simulated episodes (demonstrations, the DAgger schedule,\n"
+    "# the selection episodes, what the episodes vary) did not apply and are left out (docs/training.md)\n"
+)
+
+
+def config_text(cfg: dict, from_bags: bool) -> str:
+    """A run's config.yaml: the complete config; a run from bags' without the settings that did not apply to it,
+    under a line that says so."""
+    if not from_bags:
+        return yaml.safe_dump(cfg, sort_keys=False)
+    return BAG_RUN_CONFIG_NOTE + yaml.safe_dump(without_simulated_settings(cfg), sort_keys=False)
 
 
 def _log(message: str) -> None:
@@ -364,13 +383,14 @@ def train(
         in_file = config if isinstance(config, (str, Path)) else None
         raise type(exc)(refusal_source(str(exc), in_file, overrides)) from None
     check_episode_seeds(cfg, seed, simulated=data is None)  # with --seed: refused naming it, not the file
-    resume = check_out_dir(out, resume, cfg)  # False: nothing to continue, the run starts afresh
+    as_run = None if data is None else bag_data.bag_run_config  # how the run reads a config it recorded
+    resume = check_out_dir(out, resume, cfg, as_run)  # False: nothing to continue, the run starts afresh
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
         cfg = _run_config(config, overrides, data, strict=True)
     # Every check of a resume comes before anything is written, so a refused resume changes nothing.
     if resume and saved.is_file():
-        check_saved_config(saved, cfg)
-    ck = read_training_checkpoint(checkpoint, cfg, seed) if resume and checkpoint.exists() else None
+        check_saved_config(saved, cfg, as_run)
+    ck = read_training_checkpoint(checkpoint, cfg, seed, as_run) if resume and checkpoint.exists() else None
     first_command, first_folder = recorded_command(out, seed) if resume and ck is None else (None, None)
     # where the command ran: its relative paths (--config, --bag, --out) mean nothing without it
     working_directory = os.getcwd() if command else None
@@ -435,9 +455,9 @@ def train(
         if start is not None and not resume:  # before config.yaml: a run folder never lacks the record of its start
             with atomic_write(out / START_FILE, "w") as handle:
                 handle.write(json.dumps(start[1]))
-        if not resume or not saved.is_file():
-            with atomic_write(saved, "w") as handle:
-                handle.write(yaml.safe_dump(cfg, sort_keys=False))
+        if not resume or not saved.is_file() or data is not None:  # a resumed bag run's: what applied (an older
+            with atomic_write(saved, "w") as handle:  # version's recorded the settings of simulated episodes too)
+                handle.write(config_text(cfg, data is not None))
         if not resume and data is None:  # a failed bag start's data.yaml would make a later resume a bag run
             (out / "data.yaml").unlink(missing_ok=True)
         if not resume and start is None:  # a failed warm start's record would make a later resume a warm one
