@@ -179,8 +179,9 @@ def test_eval_on_bags_takes_its_policy_as_the_simulated_evaluation_does(home, ca
     assert len(set(lines.values())) == 1, out  # the same file three ways: the same figures
     assert cli.main([*argv, "--policy", "expert"]) == 2
     assert "--policy expert: the privileged expert drives simulated episodes only" in capsys.readouterr().err
-    assert cli.main([*argv, "--policy", f"{home}/runs/Fahrt*/policy.pt"]) == 2  # named by its folder: refused
-    assert "policy name 'Fahrt 1' (the name taken from the file (or folder) name" in capsys.readouterr().err
+    named_by_folder = ["eval", "--bag", str(bag), "--out", str(home / "offline 2"), "--no-progress"]
+    assert cli.main([*named_by_folder, "--policy", f"{home}/runs/Fahrt*/policy.pt"]) == 0, capsys.readouterr().err
+    assert "Fahrt 1:" + lines["robot"] in capsys.readouterr().out  # named by its folder, a space and all (5f910b4f)
 
 
 def test_a_glob_inside_a_folder_whose_name_holds_a_glob_character_finds_its_bags(tmp_path, monkeypatch):
