@@ -206,6 +206,31 @@ def test_a_checkpoint_whose_path_holds_a_glob_character_is_that_checkpoint(tmp_p
     assert parse_policy_argument(str(tmp_path / "day *" / "policy.pt")) == (None, both)  # still a glob
 
 
+def test_a_checkpoint_whose_path_holds_an_equals_sign_is_that_checkpoint(tmp_path, monkeypatch):
+    """Before: `eval --policy runs/lr=0.1/policy.pt` (a sweep's run folder) split at the first '=', into the policy
+    name 'runs/lr' and the checkpoint '0.1/policy.pt', which does not exist. A name holds no '/'; a whole value
+    that names a file is that file, and one that names files read both ways is refused."""
+    from liquid_control.evaluation.plan import parse_policy_argument
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "lr=0.1").mkdir(parents=True)
+    (tmp_path / "runs" / "lr=0.1" / "policy.pt").write_bytes(b"")
+    assert parse_policy_argument("runs/lr=0.1/policy.pt") == (None, ["runs/lr=0.1/policy.pt"])
+    absolute = str(tmp_path / "runs" / "lr=0.1" / "policy.pt")
+    assert parse_policy_argument(absolute) == (None, [absolute])
+    assert parse_policy_argument("cfc=runs/lr=0.1/policy.pt") == ("cfc", ["runs/lr=0.1/policy.pt"])
+    assert parse_policy_argument("runs/lr=*/policy.pt") == (None, ["runs/lr=0.1/policy.pt"])  # a glob that matches
+    monkeypatch.chdir(tmp_path / "runs")
+    assert parse_policy_argument("lr=0.1/policy.pt") == (None, ["lr=0.1/policy.pt"])  # the whole names the file
+    assert parse_policy_argument("cfc=lr=0.1/policy.pt") == ("cfc", ["lr=0.1/policy.pt"])
+    (tmp_path / "runs" / "0.1").mkdir()
+    (tmp_path / "runs" / "0.1" / "policy.pt").write_bytes(b"")  # now 'lr' at 0.1/policy.pt is a file too
+    with pytest.raises(EvaluationSetupError, match=r"reads two ways.*\./lr=0\.1/policy\.pt.*lr=\./0\.1/policy\.pt"):
+        parse_policy_argument("lr=0.1/policy.pt")
+    assert parse_policy_argument("./lr=0.1/policy.pt") == (None, ["./lr=0.1/policy.pt"])
+    assert parse_policy_argument("lr=./0.1/policy.pt") == ("lr", ["./0.1/policy.pt"])
+
+
 def test_unknown_shift_and_bad_checkpoints_are_rejected_before_any_work(tmp_path, tiny_checkpoints):
     from liquid_control.cli import main
 

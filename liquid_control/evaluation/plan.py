@@ -95,15 +95,44 @@ def verify_checkpoint(path: str, sha256: str) -> None:
         )
 
 
+def _names_files(value: str) -> bool:
+    """Whether every comma-separated part of ``value`` names something that exists: a path (a glob's matches), or a
+    shipped policy."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+
+    def exists(path: str) -> bool:
+        if os.path.lexists(path):
+            return True
+        try:
+            return resolve_policy_file(path).is_file()
+        except OSError:
+            return False
+
+    return bool(parts) and all((found := expand_pattern(part)) and all(map(exists, found)) for part in parts)
+
+
 def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
-    """`expert` | `[NAME=]CKPT[,CKPT...]` (globs allowed; one checkpoint per training seed) -> (name, paths)."""
+    """`expert` | `[NAME=]CKPT[,CKPT...]` (globs allowed; one checkpoint per training seed) -> (name, paths).
+
+    A value with a '=' is NAME=CKPT where the text before its first '=' holds no '/' (`cfc=runs/lr=0.1/policy.pt`);
+    it is checkpoint(s) as a whole where that text holds a '/' (`runs/lr=0.1/policy.pt`, a sweep's run folder), or
+    where the whole value names existing files and CKPT does not (`lr=0.1/policy.pt` in runs/). A value that names
+    files read both ways is refused, as ambiguous (`./` before it makes it a path)."""
     text = text.strip()
     if not text:
         raise EvaluationSetupError("empty --policy value")
     if text == EXPERT:
         return EXPERT, []
     name, sep, rest = text.partition("=")
-    if not sep:
+    if sep and "/" not in name and _names_files(text):  # a file whose own name holds the '='
+        if name and rest and _names_files(rest):
+            named = rest if rest.startswith(("/", "~", "./")) else f"./{rest}"
+            raise EvaluationSetupError(
+                f"--policy {text!r} reads two ways: the checkpoint {text}, and policy {name!r} at {rest}; write "
+                f"./{text} for the first, or {name}={named} for the second"
+            )
+        sep = ""
+    if not sep or "/" in name:
         name, rest = None, text
     elif not name or not rest:
         raise EvaluationSetupError(f"--policy {text!r}: expected NAME=CHECKPOINT[,CHECKPOINT...]")
