@@ -477,10 +477,10 @@ def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path
 
 
 @contextlib.contextmanager
-def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=()):
-    """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered) in a context where a talker node
-    already publishes std_msgs/String on each of ``topics``: (recorder, lines, talker, context); the context is
-    shut down after."""
+def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), **parameters):
+    """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered; its other ``parameters``) in a context
+    where a talker node already publishes std_msgs/String on each of ``topics``: (recorder, lines, talker, context);
+    the context is shut down after."""
     from types import SimpleNamespace
 
     import rclpy
@@ -505,7 +505,8 @@ def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=()):
         while time.monotonic() < deadline and not all(talker.get_publishers_info_by_topic(t) for t in topics):
             time.sleep(0.05)
         recorder = Logged(
-            context=context, parameter_overrides={"output": str(tmp_path / "bag"), "topics": [*topics, *also]}
+            context=context,
+            parameter_overrides={"output": str(tmp_path / "bag"), "topics": [*topics, *also], **parameters},
         )
         yield recorder, lines, talker, context
     finally:
@@ -563,6 +564,54 @@ def test_messages_dds_reports_lost_are_counted_and_said_naming_the_topic(tmp_pat
         assert recorder.lost == {"/chatter": 9}
         recorder.close()
         assert "/chatter: 9 messages lost in transport, 0 received" in lines[-1], lines
+
+
+def test_messages_the_recorder_drops_behind_a_slow_disk_are_counted_and_said_naming_the_topic(tmp_path, monkeypatch):
+    """Before: with split files on a disk slower than the recording, the subscription callback waited at a split
+    for the file before to be finished (its fsync), and DDS dropped what came meanwhile past qos_depth without a
+    word (fsyncs of 0.5 s, 200 kB files, 1 kB messages at 500 Hz: 1,555 of 3,000 lost; the end said only what was
+    recorded). The writer holds back what comes meanwhile (BEHIND_CACHE_BYTES) and drops past that; the recorder
+    counts those and warns, at most every LOST_WARNING_PERIOD_S per topic, and again when it finishes. The disk
+    is made slow by an fsync that waits for the test."""
+    import threading
+
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    from liquid_control.bags import io
+    from liquid_control.ros import recorder_node
+
+    monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)  # files of 2 kB
+    monkeypatch.setattr(io, "BEHIND_CACHE_BYTES", 2000, raising=False)
+    monkeypatch.setattr(recorder_node, "LOST_WARNING_PERIOD_S", 3600.0)  # one warning while recording, at any pace
+    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
+
+    def slow(fd):  # the first finished file's fsync lasts until the test ends it
+        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
+            blocked.set()
+            release.wait(timeout=60)
+        return fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", slow)
+    with recorder_beside_a_talker(tmp_path, max_bag_size=2000) as (recorder, lines, _talker, _context):
+        data = serialize_message(String(data="x" * 100))
+        for _ in range(200):  # as the subscription hands each message to the recorder
+            recorder._on_message("/chatter", data)
+        assert blocked.wait(timeout=60)
+        dropped = recorder.writer.dropped.get("/chatter", 0)
+        assert 0 < dropped < 200 and recorder.counts["/chatter"] == 200 - dropped
+        warnings = [line for line in lines if "dropped by the recorder" in line]
+        assert len(warnings) == 1, lines
+        assert warnings[0].startswith("/chatter: 1 message dropped by the recorder, ")
+        assert "the disk is slower than the recording" in warnings[0] and warnings[0].endswith("the bag misses them")
+        release.set()
+        path = recorder.close()
+        said = [line for line in lines if "dropped by the recorder" in line][1:]
+        assert len(said) == 1 and said[0].startswith(
+            f"/chatter: {dropped} messages dropped by the recorder, {200 - dropped} recorded: the disk is slower"
+        ), lines
+    with BagReader(path) as reader:
+        assert reader.topics["/chatter"].count == 200 - dropped
 
 
 def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, monkeypatch):

@@ -150,8 +150,8 @@ def test_a_recorder_killed_leaves_its_finished_files_whole(tmp_path, small_files
 
     messages = _messages()
     writer = _write(tmp_path / "bag", messages, max_bag_size=4000)
-    finished = writer.files[:-1]
     writer.abort()  # a SIGKILL: the open file is cut, no metadata.yaml
+    finished = writer.files  # (what a split held back while the file before was being finished written first)
     assert len(finished) >= 3 and not (tmp_path / "bag" / "metadata.yaml").exists()
     for path in finished:
         with open(path, "rb") as handle:
@@ -264,6 +264,7 @@ def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_i
     messages = _messages()
     writer, stream = _write(tmp_path / "gone", [], max_bag_size=4000), _timed(messages)
     assert _write_until_split(writer, stream, 2) is None
+    writer._wait_finished()  # the file before on the disk (a fast one): the next split is not held back
     shutil.rmtree(tmp_path / "gone")
     failed = _write_until_split(writer, stream, 3)
     assert failed is not None and "cannot write to the bag" in str(failed)
@@ -282,7 +283,8 @@ def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_i
         writer, stream, calls[:] = _write(tmp_path / stick, [], max_bag_size=4000), _timed(messages), []
         monkeypatch.setattr(io.os, "fsync", pulled)
         assert _write_until_split(writer, stream, 2) is None  # the finished file's fsync runs on a thread of its own
-        if not close_first:  # said by a write once that is done (at the latest the one after the next split)
+        if not close_first:  # said by a write once that is done (the writer does not wait for it: here it has)
+            writer._wait_finished()
             failed = _write_until_split(writer, stream, 99)
             assert failed is not None and f"cannot finish {stick}_0.mcap: Input/output error" in str(failed) and calls
         if close_first:  # said by close(), which waits for it and finishes the bag first
@@ -347,6 +349,93 @@ def test_a_split_fsyncs_the_finished_file_off_the_writing_thread_and_close_waits
         assert all(r.uncompressed_crc for r in records if isinstance(r, Chunk))
         assert [r.data_section_crc != 0 for r in records if isinstance(r, DataEnd)] == [True]
     assert _read(bag) == _read(_write(tmp_path / "whole", messages).close())
+
+
+def test_a_writer_behind_a_slow_disk_holds_messages_for_the_next_file_then_drops_them_counted_never_waiting(
+    tmp_path, monkeypatch, small_files
+):
+    """Before: a split waited in write() for the file before it to be finished (its fsync, one file at a time), so
+    on a disk slower than the recording the recorder's subscription callback was blocked there in the end and DDS
+    dropped messages past the QoS depth without a count (fsyncs of 0.5 s, 200 kB files, 1 kB messages at 500 Hz:
+    1,555 of 3,000 lost, nothing said). write() never waits for it: what comes while it runs is held back for the
+    next file, up to BEHIND_CACHE_BYTES, then dropped, write() returning False and ``dropped`` counting them by
+    topic; the held ones reach the bag in order (written once that file is finished, or by close())."""
+    from collections import Counter
+
+    from liquid_control.bags import io
+
+    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
+
+    def slow(fd):  # a disk slower than the recording: the first finished file's fsync lasts until the test ends it
+        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
+            blocked.set()
+            release.wait(timeout=60)
+        return fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", slow)
+    monkeypatch.setattr(io, "BEHIND_CACHE_BYTES", 2500, raising=False)
+    stream = list(_timed(_messages()))
+    writer = _write(tmp_path / "bag", [], max_bag_size=4000)
+    kept = [writer.write(*item) for item in stream[:200]]  # the first file being finished all along
+    assert blocked.wait(timeout=60)
+    assert len(writer.files) == 2, "a file was opened after the one whose file before is still being finished"
+    assert kept.count(False) > 0 and kept[-1] is False and set(kept) == {True, False}
+    release.set()
+    kept += [writer.write(*item) for item in stream[200:]]
+    dropped = [topic for (topic, _, _), k in zip(stream, kept, strict=True) if k is False]
+    assert writer.dropped == Counter(dropped) and set(dropped) >= {"/imu/data", "/cmd_vel"}
+    bag = writer.close()
+    info = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["message_count"] == len(stream) - len(dropped) and len(info["relative_file_paths"]) > 2
+    written = [item for item, k in zip(stream, kept, strict=True) if k]
+    assert _read(bag) == _read(_write(tmp_path / "whole", written).close())
+
+
+def test_messages_held_back_that_close_cannot_write_are_counted_and_named_and_the_files_before_finished(
+    tmp_path, monkeypatch, small_files
+):
+    """What the writer held back, behind a slow disk, goes into the next file at close(): where that file cannot
+    be opened (no file descriptor left), the files before are still finished and listed, and close() names the
+    messages not written, counted in ``dropped`` (a recorder's end says them)."""
+    import errno
+
+    from mcap.reader import make_reader
+
+    from liquid_control.bags import io
+
+    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
+
+    def slow(fd):
+        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
+            blocked.set()
+            release.wait(timeout=60)
+        return fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", slow)
+    stream = list(_timed(_messages()))
+    writer = _write(tmp_path / "bag", [], max_bag_size=4000)
+    kept = [writer.write(*item) for item in stream[:40]]
+    assert blocked.wait(timeout=60) and len(writer.files) == 2 and all(kept)
+    held = len(writer._waiting)  # held back: the first file is still being finished
+    assert held > 0
+
+    def no_descriptor(self, file):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(io._McapFile, "next_file", no_descriptor)
+    release.set()
+    with pytest.raises(BagError) as refused:
+        writer.close()
+    assert str(refused.value) == (
+        f"{tmp_path / 'bag'}: cannot finish the bag: {held} messages held back for the next file not written "
+        "there: Too many open files; the files before are finished"
+    )
+    assert sum(writer.dropped.values()) == held
+    info = yaml.safe_load((tmp_path / "bag" / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["relative_file_paths"] == ["bag_0.mcap", "bag_1.mcap"] and info["message_count"] == 40 - held
+    for name in info["relative_file_paths"]:
+        with open(tmp_path / "bag" / name, "rb") as handle:
+            assert make_reader(handle).get_summary().statistics.message_count > 0
 
 
 def test_splitting_with_another_rosbags_version_is_refused_before_the_bag_is_made(tmp_path, monkeypatch):

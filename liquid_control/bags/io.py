@@ -192,8 +192,12 @@ class BagWriter:
     is not counted back: :meth:`_seconds_with`), first finishes the file (a whole, indexed MCAP file) and
     opens the next; the finished file's CRCs and fsyncs (seconds of a slow disk or USB stick, during which the
     recorder's subscription callback, which calls ``write``, took no message and DDS dropped them past the QoS
-    depth) run on a thread of their own, one file at a time (the next split waits for the one before), and
-    ``close()`` and ``abort()`` wait for them; their failure is raised by the next ``write`` or ``close()``.
+    depth) run on a thread of their own, one file at a time, and ``close()`` and ``abort()`` wait for them; their
+    failure is raised by the next ``write`` or ``close()``. ``write`` never waits for them: a split due while the
+    file before is still being finished (a disk slower than the recording) holds the messages back for the next
+    file, up to :data:`BEHIND_CACHE_BYTES` (``ros2 bag record``'s cache), written once that file is finished (at the
+    latest by ``close()``); past that a message is dropped, ``write`` returns False and ``dropped`` counts it by
+    topic (before, ``write`` waited, and the recorder's callback with it, while DDS dropped messages unsaid).
     Every file carries every topic's schema and channel (it reads alone), and ``metadata.yaml`` lists them all
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
     whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
@@ -263,6 +267,9 @@ class BagWriter:
         self._types: dict[str, str] = {}
         self._lock = threading.Lock()
         self._finishing: threading.Thread | None = None  # split: the finished file's CRCs and fsyncs
+        self._waiting: deque = deque()  # split: (topic, log time, bytes, publisher) held while _finishing runs
+        self._waiting_bytes = 0
+        self.dropped: dict[str, int] = {}  # topic -> messages dropped as the writer was behind (BEHIND_CACHE_BYTES)
         self._finish_failed = ""  # why they failed (named by the next write or close), else empty
         self.closed = False
         # the bag's folder held while it is written: a reader of a bag still being recorded (train --bag, eval --bag,
@@ -324,10 +331,11 @@ class BagWriter:
         """Whether ``topic`` has been added."""
         return topic in self._connections
 
-    def write(self, topic: str, log_time_ns: int, message, msgtype: str | None = None, publisher=None) -> None:
+    def write(self, topic: str, log_time_ns: int, message, msgtype: str | None = None, publisher=None) -> bool:
         """Append one message (``log_time_ns``: when it was received/published, on the recorder's clock);
         ``publisher``: who published it (any hashable; the recorder gives the DDS publisher's id), for
-        ``repeat_latched``, which repeats each publisher's last messages of a latched topic."""
+        ``repeat_latched``, which repeats each publisher's last messages of a latched topic. True: the message is
+        in the bag (or held back for its next file); False: dropped, the writer behind (counted in ``dropped``)."""
         with self._lock:
             if self.closed:
                 raise BagError(f"{self.path}: bag already closed")
@@ -340,24 +348,69 @@ class BagWriter:
             if self._finish_failed:  # the finished file's fsync failed (a stick pulled): said once, here
                 failed, self._finish_failed = self._finish_failed, ""
                 raise BagError(f"{self.path}: {failed}")
+            kept = True
             try:
                 if not self._split:  # the recorder's hot path: nothing per message for splitting
                     self._writer.write(self._connections[topic], log_time_ns, data)
                 else:
-                    if self._file_stats[3] and self._file_full(log_time_ns):
-                        self._next_file(log_time_ns)
-                    self._writer.write(self._connections[topic], log_time_ns, data)
-                    stats = self._file_stats
-                    stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
-                    stats[3] += 1
-                    self._file_seconds = self._seconds_with(log_time_ns)
-                    latched = self._latched.get(topic)
-                    if latched is not None:
-                        kept = latched[1].setdefault(publisher, deque(maxlen=latched[0]))
-                        kept.append((next(self._latched_order), bytes(data)))
+                    kept = self._write_split(topic, log_time_ns, data, publisher)
                 self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
             except OSError as exc:  # a full disk as a chunk is written: the bag, not a bare errno, is named
                 raise BagError(f"{self.path}: cannot write to the bag: {exc.strerror or exc}") from None
+            return kept
+
+    def _write_split(self, topic: str, log_time_ns: int, data, publisher) -> bool:
+        """One message into a split bag: into the open file, or into the next once the open file is full; while the
+        file before that is still being finished (:meth:`_finish_in_background`: its fsync on a disk slower than the
+        recording), held back for the next file (:meth:`_hold`) rather than waited for."""
+        if self._waiting:
+            self._write_waiting()
+        if self._waiting or (self._file_stats[3] and self._file_full(log_time_ns)):
+            if self._waiting or self._behind():
+                return self._hold(topic, log_time_ns, data, publisher)
+            self._next_file(log_time_ns)
+        self._append(topic, log_time_ns, data, publisher)
+        return True
+
+    def _append(self, topic: str, log_time_ns: int, data, publisher) -> None:
+        """Write one message into the open file of a split bag, counted in its statistics."""
+        self._writer.write(self._connections[topic], log_time_ns, data)
+        stats = self._file_stats
+        stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
+        stats[3] += 1
+        self._file_seconds = self._seconds_with(log_time_ns)
+        latched = self._latched.get(topic)
+        if latched is not None:
+            kept = latched[1].setdefault(publisher, deque(maxlen=latched[0]))
+            kept.append((next(self._latched_order), bytes(data)))
+
+    def _behind(self) -> bool:
+        """Whether the file finished last is still being finished (its fsync running)."""
+        return self._finishing is not None and self._finishing.is_alive()
+
+    def _hold(self, topic: str, log_time_ns: int, data, publisher) -> bool:
+        """Keep a message that comes while the writer is behind for the next file, as long as the messages kept
+        stay within BEHIND_CACHE_BYTES; else drop it, counted in ``dropped`` (False)."""
+        data = bytes(data)
+        if self._waiting_bytes + len(data) > BEHIND_CACHE_BYTES:
+            self.dropped[topic] = self.dropped.get(topic, 0) + 1
+            return False
+        self._waiting.append((topic, log_time_ns, data, publisher))
+        self._waiting_bytes += len(data)
+        return True
+
+    def _write_waiting(self) -> None:
+        """Write the messages held back, in order, from the next file on: up to one that needs a split while the
+        file before is still being finished (the rest stay held)."""
+        while self._waiting:
+            topic, log_time_ns, data, publisher = self._waiting[0]
+            if self._file_stats[3] and self._file_full(log_time_ns):
+                if self._behind():
+                    return
+                self._next_file(log_time_ns)
+            self._waiting.popleft()
+            self._waiting_bytes -= len(data)
+            self._append(topic, log_time_ns, data, publisher)
 
     def _file_full(self, log_time_ns: int) -> bool:
         """Whether the open file has reached max_bag_size or max_bag_duration (then ``log_time_ns`` opens the next)."""
@@ -472,12 +525,31 @@ class BagWriter:
             self._finishing.join()
             self._finishing = None
 
+    def _write_all_waiting(self) -> None:
+        """Wait for the file being finished, then write the messages held back (:meth:`_hold`) into the files,
+        waiting for each file finished meanwhile (close, abort: nothing ``write`` took is left out)."""
+        self._wait_finished()
+        while self._waiting:
+            self._write_waiting()
+            self._wait_finished()
+        self._crcs.advance()
+
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
         with self._lock, self._held:
             if not self.closed:
                 self.closed = True
-                self._wait_finished()
+                unwritten = ""
+                try:
+                    self._write_all_waiting()
+                except OSError as exc:  # the next file not opened (EMFILE, the folder gone): the open one finished
+                    self._wait_finished()
+                    held = len(self._waiting)
+                    unwritten = f"{held} message{'s' * (held != 1)} held back for the next file not written there: "
+                    unwritten += str(exc.strerror or exc)
+                    for topic, *_ in self._waiting:
+                        self.dropped[topic] = self.dropped.get(topic, 0) + 1
+                    self._waiting.clear()
                 files = [*self._files, self._file_entry()]
                 metadata = self._writer.metapath
                 if self.split:  # rosbags' metadata.yaml names the last file only: written aside, then listing all
@@ -497,6 +569,8 @@ class BagWriter:
                     raise BagError(f"{self.path}: cannot finish the bag: {exc.strerror or exc}") from exc
                 if self._finish_failed:  # an earlier file's fsync, not yet said by a write
                     raise BagError(f"{self.path}: {self._finish_failed}; the other files are finished")
+                if unwritten:
+                    raise BagError(f"{self.path}: cannot finish the bag: {unwritten}; the files before are finished")
         return self.path
 
     def abort(self) -> None:
@@ -504,7 +578,10 @@ class BagWriter:
         with self._lock, self._held:
             if not self.closed:
                 self.closed = True
-                self._wait_finished()  # the files finished before stay whole
+                try:  # the files finished before stay whole, and what write() held back is written after them
+                    self._write_all_waiting()
+                except OSError:  # the disk failing too: the bag is cut there, as a killed recorder's
+                    self._wait_finished()
                 try:  # the file is left as it is; what failed (a full disk: its buffered bytes) was said already
                     self._writer.abort()
                 except OSError:
@@ -530,6 +607,10 @@ class BagWriter:
 # chunk at 1 MiB: a smaller file never holds a whole one).
 MIN_BAG_SIZE = 1 << 20  # bytes
 MIN_BAG_DURATION_S = 1.0
+# A split bag's messages held back while the file before is still being finished (BagWriter._hold), at most: the
+# default of `ros2 bag record --max-cache-size`. Past it the writer drops messages, counted, rather than making its
+# caller (the recorder's subscription callback) wait while DDS drops them without a count.
+BEHIND_CACHE_BYTES = 100 * 1024 * 1024
 
 
 def split_limit_refusal(name: str, value) -> str:

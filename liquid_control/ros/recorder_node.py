@@ -35,7 +35,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError, BagReader, BagWriter
-from liquid_control.bags.io import message_class, metadata_counts, qos_dict, split_limit_refusal
+from liquid_control.bags.io import BEHIND_CACHE_BYTES, message_class, metadata_counts, qos_dict, split_limit_refusal
 from liquid_control.conventions.params import (
     MAX_QOS_DEPTH,
     MAX_SECONDS,
@@ -170,6 +170,7 @@ class BagRecorderNode(Node):
         self.lost = {t: 0 for t in self.pending}
         self._subscribed_at = {}
         self._lost_warned_at = {}
+        self._dropped_warned_at = {}  # topic -> when messages the writer dropped, being behind, were last said
         self._lost_unsupported_said = False
         self._recorded_types: dict[str, str] = {}  # topic -> the message type recorded on it
         self._other_types_said: dict[str, set] = {}  # topic -> other types a warning named
@@ -238,14 +239,36 @@ class BagRecorderNode(Node):
             return
         gid = (info or {}).get("publisher_gid") or {}
         try:  # the publisher: repeat_latched repeats each one's last message of a latched topic (as DDS delivers)
-            self.writer.write(topic, self.get_clock().now().nanoseconds, data, publisher=gid.get("data"))
+            kept = self.writer.write(topic, self.get_clock().now().nanoseconds, data, publisher=gid.get("data"))
         except (OSError, BagError) as exc:  # a full disk, a removed folder: stop, say what and where
             written = sum(self.counts.values())
             self.failed = f"{self.output}: recording stopped, writing a {topic} message failed after {written} ({exc})"
             self.get_logger().error(self.failed)
             self.done.set()
             return
-        self.counts[topic] += 1
+        if kept:
+            self.counts[topic] += 1
+        else:  # the writer behind a disk slower than the recording (BagWriter.dropped counts them)
+            self._on_dropped(topic)
+
+    def _on_dropped(self, topic: str) -> None:
+        """The writer dropped a message of ``topic``, behind a disk slower than the recording: a warning with the
+        count, at most every LOST_WARNING_PERIOD_S per topic (before, the callback waited and DDS dropped them
+        without a word: 1,555 of 3,000 with 200 kB files and 0.5 s fsyncs)."""
+        now = time.monotonic()
+        if now - self._dropped_warned_at.get(topic, -math.inf) < LOST_WARNING_PERIOD_S:
+            return
+        self._dropped_warned_at[topic] = now
+        self.get_logger().warning(f"{self.dropped_summary(topic)}: the bag misses them")
+
+    def dropped_summary(self, topic: str) -> str:
+        """``/camera/image_raw: 523 messages dropped by the recorder, 1200 recorded: the disk is slower ...``."""
+        return (
+            f"{topic}: {count_of_messages(self.writer.dropped.get(topic, 0))} dropped by the recorder, "
+            f"{self.counts[topic]} recorded: the disk is slower than the recording (a finished file was still being "
+            f"written to it when the next one was full, and the {BEHIND_CACHE_BYTES >> 20} MiB the recorder keeps "
+            "meanwhile were full)"
+        )
 
     def _say_other_types(self) -> None:
         """Warn, once per topic and type, of a publisher of another message type on a recorded topic: ROS never
@@ -303,6 +326,11 @@ class BagRecorderNode(Node):
             self.get_logger().warning(
                 f"{self.lost_summary(topic)}: the bag misses them (best-effort publisher over a lossy or saturated "
                 "link, or a burst past qos_depth)"
+            )
+        for topic in (t for t in self.counts if self.writer.dropped.get(t)):
+            self.get_logger().warning(
+                f"{self.dropped_summary(topic)}: the bag has gaps there (a faster disk, or less to write: fewer or "
+                "smaller messages, --compress)"
             )
         try:
             return self.writer.close()
