@@ -840,6 +840,21 @@ def test_settings_of_simulated_episodes_are_refused_for_a_run_from_bags(expert_b
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("key,value", [("dagger_rounds", 3), ("demonstrations", 20), ("beta", [0.5])])
+def test_a_dagger_schedule_asked_for_a_run_from_bags_is_refused_not_dropped(expert_bags, tmp_path, key, value):
+    """Before: `train --bag ... --set training.dagger_rounds=3` trained behaviour cloning alone and said nothing (the
+    schedule is left out of a bag run's files), so a user asking for DAgger got none unsaid. 0 is what a bag run
+    does, so it is taken."""
+    from liquid_control.training import trainer
+
+    root, bags, held = expert_bags
+    with pytest.raises(trainer.TrainingError, match=f"^training.{key}: a setting of the simulated episodes"):
+        trainer.train(CAMERA_ONLY, tmp_path / "run", data={"bags": bags[:1]}, overrides={f"training.{key}": value})
+    assert not (tmp_path / "run").exists()
+    zero = {"training.epochs_first": 1, "training.dagger_rounds": 0}
+    assert trainer.train(CAMERA_ONLY, tmp_path / "ok", data={"bags": bags[:1]}, overrides=zero, progress=False)
+
+
 def test_a_config_files_settings_of_simulated_episodes_are_off_for_a_run_from_bags(expert_bags, tmp_path):
     """Before (642ecf71): a config file's DART noise (every shipped balancer config has action_noise: 0.1) refused
     every run from bags with that file. They are off, as the file's DAgger schedule is, and recorded so; set with

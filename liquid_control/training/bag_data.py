@@ -74,7 +74,7 @@ from liquid_control.cells import SolverDivergedError
 from liquid_control.conventions.training_record import bag_label
 from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError, validate_config
-from liquid_control.policy.config import BAG_RUN_METADATA, without_simulated_settings
+from liquid_control.policy.config import BAG_RUN_METADATA, SIMULATED_TRAINING_KEYS, without_simulated_settings
 
 from .bc import bc_loss
 from .data import Episode
@@ -324,6 +324,14 @@ def bag_run_config(cfg: dict, explicit=()) -> dict:
     a ``SIMULATED_ONLY`` key in ``explicit`` (the dotted keys set on the command line, ``--set``), and a
     ``sun_elevation_range`` set anywhere."""
     training = cfg["training"]
+    schedule = [k for k in SIMULATED_TRAINING_KEYS if k not in SIMULATED_ONLY and k != "sun_elevation_range"]
+    for key in schedule:  # asked for with --set: refused, as SIMULATED_ONLY's are (below), not dropped unsaid
+        if f"training.{key}" in explicit and training[key]:
+            raise TrainingError(
+                f"training.{key}: a setting of the simulated episodes (demonstrations, DAgger rounds, selection); a "
+                "run from bags is behaviour cloning on the recorded commands, for training.epochs_first epochs: leave "
+                "it out (DAgger from bags: record --shadow, then train --init-from; docs/real_robot.md)"
+            )
     kept = {key: training[key] for key in SIMULATED_ONLY if f"training.{key}" in explicit}
     if training.get("sun_elevation_range") is not None:
         kept["sun_elevation_range"] = training["sun_elevation_range"]
