@@ -1,6 +1,8 @@
 """policy_node on a simulated clock, driven in-process without DDS (its callbacks called directly): what a clock
 that steps forward (an NTP step, a /clock that skips) does to the commands."""
 
+import re
+
 import numpy as np
 import pytest
 import rclpy
@@ -99,3 +101,57 @@ def test_fixed_rate_commands_further_apart_than_the_watchdog_timeout_ramp_at_the
     assert len(published) == 3 and np.abs(published[0]).max() > 0.05 + 1e-9, published  # was 0.05 a second
     assert 0.05 + 1e-9 < steps[0] <= 0.1 + 1e-9, steps
     assert 0.1 + 1e-9 < steps[1] <= 0.15 + 1e-9, steps  # the late tick: 1.5 s of ramp
+
+
+class _Lines:
+    """Stands in for the node's logger: keeps ``(level, message)`` of every call."""
+
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda message, **kwargs: self.lines.append((level, message))
+
+    def said(self, level, start):
+        return [m for lv, m in self.lines if lv == level and m.startswith(start)]
+
+
+@pytest.fixture
+def wall(monkeypatch):
+    """The node's throttle clock (time.monotonic in policy_node), set by the test: ``wall[0]`` seconds."""
+    import types
+
+    from liquid_control.ros import policy_node
+
+    now = [0.0]
+    monkeypatch.setattr(policy_node, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    return now
+
+
+def test_a_sensor_slower_than_the_watchdog_timeout_is_not_logged_at_every_message(node, wall):
+    """Wheels at 0.7 s a message under watchdog_timeout_s 0.5 (a sensor slowing down: a camera at 2 fps in the dark)
+    for 60 s of node clock and throttle clock alike: each message ended a watchdog stop, and the node wrote a
+    warning and an info line for every one (170 lines a minute, for as long as it lasted). Every stop is still
+    published and counted (watchdog.stops); the warning comes at most once per log_throttle_s (2 s) and says how
+    many stops went unsaid, each with its "fresh again" line."""
+    at, published, imu, wheels = _activated(node)
+    log = _Lines()
+    node.get_logger = lambda: log
+    for i in range(60 * 200):  # IMU at 200 Hz, the watchdog's check every 0.125 s
+        ns = START + i * 5_000_000
+        wall[0] = i * 0.005
+        imu.header.stamp = wheels.header.stamp = at(ns)
+        if i % 140 == 0:
+            node._on_vector("wheels", wheels)
+        node._on_vector("imu", imu)
+        if i % 25 == 0:
+            node._on_watchdog()
+    warnings, fresh = log.said("warning", "watchdog: wheels silent"), log.said("info", "watchdog: all inputs fresh")
+    assert 25 <= len(warnings) <= 31, len(warnings)  # was 85, and 85 "fresh again"
+    assert len(fresh) == len(warnings)
+    stops = node.runner.counters["watchdog.stops"]
+    assert stops == 85, stops  # one per wheels message but the first: each came 0.2 s after its timeout
+    assert node._stops_published >= stops
+    unsaid = [int(re.search(r"\((\d+) more watchdog stops", w).group(1)) for w in warnings[1:]]
+    assert all(n > 0 for n in unsaid)
+    assert 0 <= stops - len(warnings) - sum(unsaid) <= 4  # every stop said or counted (but the last 2 s)

@@ -169,6 +169,8 @@ class PolicyNode(LifecycleNode):
         self._rejected_since_accepted: dict[str, Counter] = {}
         self._activated_at = None
         self._stale: list[str] = []
+        self._stale_said = False  # the watchdog's warning of the current stale inputs was logged (not throttled)
+        self._stops_unsaid = 0  # watchdog stops since its last warning that were not logged (throttled)
         self._last_update_at = None  # node clock of the last state update
         self._watchdog_seen = None  # node clock at the previous watchdog check (a jump back resets the times)
         self._inference_errors_at_update = 0  # the runner's inference_error count at the last update
@@ -741,10 +743,7 @@ class PolicyNode(LifecycleNode):
         if stale:
             self._publish_stop("watchdog")  # first (nothing below may keep it back); repeated while stale
             if not self._stale:
-                ages = ", ".join(self._silence(k, now) for k in stale)
-                self.get_logger().warning(
-                    f"watchdog: {ages} (> {timeout} s): stop command{self._unmatched_publishers(stale)}"
-                )
+                self._say_watchdog_stop(stale, now, timeout)
         elif self._stale:
             self._commanding_again()
         was_stale, self._stale = self._stale, stale
@@ -752,6 +751,27 @@ class PolicyNode(LifecycleNode):
             self._publish_diagnostics()
         if not stale:
             self._check_starved(now, timeout)
+
+    def _say_watchdog_stop(self, stale: list[str], now: float, timeout: float):
+        """Inputs went stale (the stop is published already): counted as ``watchdog.stops`` and said in a warning at
+        most once per ``log_throttle_s``; the next warning says how many stops went unsaid, and an unsaid stop's
+        "fresh again" is not said either. A sensor slower than ``1 / watchdog_timeout_s`` (a camera at 2 fps in the
+        dark) stopped the robot and was fresh again at every message: two lines a message for as long as it lasted."""
+        self.runner.counters["watchdog.stops"] += 1
+        self._stale_said = self._may_log("watchdog")
+        if not self._stale_said:
+            self._stops_unsaid += 1
+            return
+        ages = ", ".join(self._silence(k, now) for k in stale)
+        unsaid = (
+            f" ({self._stops_unsaid} more watchdog stops since its last warning, not logged: watchdog.stops)"
+            if self._stops_unsaid
+            else ""
+        )
+        self._stops_unsaid = 0
+        self.get_logger().warning(
+            f"watchdog: {ages} (> {timeout} s): stop command{self._unmatched_publishers(stale)}{unsaid}"
+        )
 
     def _silence(self, sensor: str, now: float) -> str:
         """``camera silent 0.52 s``, or, when its messages arrive but are all rejected, ``camera: no usable
@@ -803,9 +823,11 @@ class PolicyNode(LifecycleNode):
         ]
 
     def _commanding_again(self):
-        """Every stale input is fresh again (a message of the last one arrived, or the watchdog's check found so)."""
-        self.get_logger().info("watchdog: all inputs fresh again, commanding")
-        self._stale = []
+        """Every stale input is fresh again (a message of the last one arrived, or the watchdog's check found so);
+        said when its stop was (see _say_watchdog_stop)."""
+        if self._stale_said:
+            self.get_logger().info("watchdog: all inputs fresh again, commanding")
+        self._stale, self._stale_said = [], False
         self._publish_diagnostics()
 
     def _watch_from_first_clock(self, now: float):
