@@ -95,7 +95,7 @@ def test_the_saliency_grid_maps_each_policy_on_frames_of_its_own_camera_size(tmp
     for spec in plan.policies:
         spec.env_kwargs["time_limit"] = 3.0
     plan.policies[1].env_kwargs["reorder_lag_s"] = 0.05  # another timeline: it must not pick another episode
-    assert "![saliency grid](saliency_grid.png)" in "\n".join(write_saliency(plan, str(tmp_path)))
+    assert "![saliency grid](saliency_grid.png)" in "\n".join(write_saliency(plan, str(tmp_path), []))
     assert {camera for camera, _ in seen} == {(32, 32), (24, 40)}
     assert all(camera == frames for camera, frames in seen), seen  # the wide policy saw 24x40 frames, not 32x32
     first = plan.policies[0].env_kwargs  # the same expert episode in every row: only the camera size differs
@@ -126,9 +126,17 @@ def test_report_writes_the_saliency_grid_animation_and_neuron_traces(tmp_path):
     plan = build_plan(["expert", f"tiny={path}"], ["in_distribution", "dusk", "sensor_rate=2"], 1)
     for spec in plan.policies:
         spec.env_kwargs["time_limit"] = 4.0  # short episodes: this tests the figures, not the policy
-    lines = write_saliency(plan, str(tmp_path))
+    # the tables' record of every episode: success, which a tiny untrained policy's 4 s replay cannot reach. Before,
+    # the animated episode's caption stated its replay's outcome alone (the headline report: "(success)" where its
+    # results.csv has a timeout), as the example episode's did before 427a37b8
+    keys = ("policy", "training_seed", "shift", "episode_seed")
+    records = [{**{k: getattr(job, k) for k in keys}, "outcome": "success"} for job in plan.jobs]
+    lines = write_saliency(plan, str(tmp_path), records)
     text = "\n".join(lines)
     assert "![saliency grid](saliency_grid.png)" in text and "saliency_episode.gif" in text
+    seed = plan.episode_seeds[0]
+    caption = f"`tiny` (training seed 0) driving episode {seed} under `dusk`, camera, saliency and actions frame by "
+    assert caption + "frame: success in the tables (`results.csv`); replayed alone for the figure, " in text, text
     assert "neuron_traces_tiny.png" in text
     grid = matplotlib.image.imread(tmp_path / "saliency_grid.png")
     assert grid.shape[0] > 150 and grid[..., :3].std() > 0.05

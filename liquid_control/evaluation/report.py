@@ -375,7 +375,7 @@ def write_report(
     sweep = plot_sweeps(cells, panels, plan.shifts, os.path.join(out_dir, "success_vs_sensor_timing.png"))
     if sweep:
         figures["sweep"] = sweep
-    attention = write_saliency(plan, out_dir) if saliency else []
+    attention = write_saliency(plan, out_dir, records) if saliency else []
     example_record = None
     if example:
         job = pick_example(plan)
@@ -590,8 +590,9 @@ def remove_stale_figures(out_dir: str, report: str) -> None:
                 pass
 
 
-def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
-    """The attention figures (saliency grid, one animated episode, NCP neuron traces) and their section."""
+def write_saliency(plan: EvaluationPlan, out_dir: str, records: list[dict]) -> list[str]:
+    """The attention figures (saliency grid, one animated episode, NCP neuron traces) and their section; ``records``:
+    the tables' episodes, whose outcome the animated episode's caption states (``example_outcome``)."""
     from liquid_control.evaluation import saliency
     from liquid_control.evaluation.agents import load_cached_policy
 
@@ -637,8 +638,8 @@ def write_saliency(plan: EvaluationPlan, out_dir: str) -> list[str]:
         with atomic_path(os.path.join(out_dir, "saliency_episode.gif")) as tmp:
             _, record = saliency.animate_episode(job, tmp)
         lines += [
-            f"`{spec.name}` (training seed {job.training_seed}) driving episode {seed} under `{job.shift}` "
-            f"({record['outcome']}): camera, saliency and actions, frame by frame.",
+            f"`{spec.name}` (training seed {job.training_seed}) driving episode {seed} under `{job.shift}`, camera, "
+            f"saliency and actions frame by frame: {example_outcome(record, records)}",
             "",
             "![saliency over an episode](saliency_episode.gif)",
             "",
