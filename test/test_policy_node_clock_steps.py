@@ -1,5 +1,6 @@
 """policy_node on a simulated clock, driven in-process without DDS (its callbacks called directly): what a clock
-that steps forward (an NTP step, a /clock that skips) does to the commands."""
+that steps forward (an NTP step, a /clock that skips) does to the commands, and what a long run's repeated events
+(a sensor slower than the watchdog, a clock going back again and again) write to the log."""
 
 import re
 
@@ -155,3 +156,24 @@ def test_a_sensor_slower_than_the_watchdog_timeout_is_not_logged_at_every_messag
     unsaid = [int(re.search(r"\((\d+) more watchdog stops", w).group(1)) for w in warnings[1:]]
     assert all(n > 0 for n in unsaid)
     assert 0 <= stops - len(warnings) - sum(unsaid) <= 4  # every stop said or counted (but the last 2 s)
+
+
+def test_a_clock_going_back_at_every_watchdog_check_is_counted_not_logged_each_time(node, wall):
+    """Two /clock publishers (a bag played with --clock beside the simulator, one 30 s behind): the node clock went
+    back at every other watchdog check for 60 s, and each jump wrote `node clock jumped back ...` (240 lines a
+    minute, for as long as both ran). The first jump is said at once, later ones at most once per log_throttle_s
+    (2 s) with how many went unsaid; every one is counted (node_clock.jumps_back)."""
+    at, _, _, _ = _activated(node)
+    log = _Lines()
+    node.get_logger = lambda: log
+    for k in range(480):  # a watchdog check every 0.125 s of node clock and throttle clock
+        wall[0] = k * 0.125
+        at(START + k * 125_000_000 - (30 * 10**9 if k % 2 else 0))
+        node._on_watchdog()
+    said = log.said("info", "node clock jumped back")
+    assert said and said[0].startswith("node clock jumped back 29.875 s"), said[:1]
+    assert 25 <= len(said) <= 31, len(said)  # was 240
+    jumps = node.runner.counters["node_clock.jumps_back"]
+    assert jumps == 240
+    unsaid = [int(re.search(r"\((\d+) more jumps back", line).group(1)) for line in said[1:]]
+    assert all(n > 0 for n in unsaid) and 0 <= jumps - len(said) - sum(unsaid) <= 8

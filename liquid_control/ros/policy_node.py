@@ -171,6 +171,7 @@ class PolicyNode(LifecycleNode):
         self._stale: list[str] = []
         self._stale_said = False  # the watchdog's warning of the current stale inputs was logged (not throttled)
         self._stops_unsaid = 0  # watchdog stops since its last warning that were not logged (throttled)
+        self._jumps_unsaid = 0  # node clock jumps back since the last one logged (throttled)
         self._last_update_at = None  # node clock of the last state update
         self._watchdog_seen = None  # node clock at the previous watchdog check (a jump back resets the times)
         self._inference_errors_at_update = 0  # the runner's inference_error count at the last update
@@ -857,9 +858,17 @@ class PolicyNode(LifecycleNode):
         self._last_arrival = {sensor: moved(t) for sensor, t in self._last_arrival.items()}
         self._last_update_at = moved(self._last_update_at)
         self.limiter.previous_time = moved(self.limiter.previous_time)
-        self.get_logger().info(
-            f"node clock jumped back {back:.3f} s (to {now:.3f}): the watchdog's times move back with it"
-        )
+        # counted, and said at most once per log_throttle_s: two /clock publishers (a bag played with --clock beside
+        # the simulator) took the clock back at every watchdog check, a line each (8 a second for ever)
+        self.runner.counters["node_clock.jumps_back"] += 1
+        self._jumps_unsaid += 1
+        if self._may_log("node_clock.jump_back"):
+            unsaid, self._jumps_unsaid = self._jumps_unsaid - 1, 0
+            more = f" ({unsaid} more jumps back since the last such line, not logged: node_clock.jumps_back)"
+            self.get_logger().info(
+                f"node clock jumped back {back:.3f} s (to {now:.3f}): the watchdog's times move back with it"
+                + (more if unsaid else "")
+            )
 
     def _check_starved(self, now: float, timeout: float):
         """Every input is fresh but no update came for longer than the watchdog timeout (the runner waits for an
