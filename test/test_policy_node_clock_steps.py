@@ -177,3 +177,24 @@ def test_a_clock_going_back_at_every_watchdog_check_is_counted_not_logged_each_t
     assert jumps == 240
     unsaid = [int(re.search(r"\((\d+) more jumps back", line).group(1)) for line in said[1:]]
     assert all(n > 0 for n in unsaid) and 0 <= jumps - len(said) - sum(unsaid) <= 8
+
+
+def test_a_reset_of_one_kind_does_not_hide_the_next_of_another(node, wall):
+    """A bag played with --loop whose recording ends after a 2 s silence: the gap reset was logged, and the loop's
+    clock_backwards reset 0.5 s later was not (the resets shared one throttle: a log showed no sign that the
+    stamps went back). Each kind of reset is throttled on its own, as rejections are per sensor and reason."""
+    at, _, imu, wheels = _activated(node)
+    log = _Lines()
+    node.get_logger = lambda: log
+    t = START
+    for gap in (0, 2 * 10**9, -60 * 10**9):  # streaming, the silence, the loop back to the bag's start
+        t += gap
+        for _ in range(100):
+            t += 5_000_000
+            wall[0] = (t - START) / 1e9 if gap >= 0 else wall[0] + 0.005
+            imu.header.stamp = wheels.header.stamp = at(t)
+            node._on_vector("wheels", wheels)
+            node._on_vector("imu", imu)
+    assert node.runner.counters["resets.gap"] == 1 and node.runner.counters["resets.clock_backwards"] == 1
+    said = log.said("info", "liquid state reset")
+    assert [line.split(")")[0] for line in said] == ["liquid state reset (gap", "liquid state reset (clock_backwards"]

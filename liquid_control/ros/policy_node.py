@@ -686,7 +686,8 @@ class PolicyNode(LifecycleNode):
             return
         self._last_arrival[sensor] = now
         self._rejected_since_accepted.pop(sensor, None)
-        if result.reset is not None and self._may_log("reset"):
+        # throttled per kind: a gap reset's line hid the clock_backwards one of a bag's loop just after it
+        if result.reset is not None and self._may_log(f"reset.{result.reset}"):
             self.get_logger().info(f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}")
         if result.status != R.UPDATED or not self._active:
             return
