@@ -24,6 +24,7 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
     """policy_node (own process, isolated ROS domain) + ``liquid-control replay`` of ``bag``; the recorded
     commands are matched by stamp to the same policy's commands computed offline on the bag."""
     from liquid_control.evaluation.offline import match_replayed
+    from liquid_control.paths import config_dir
     from liquid_control.ros.replay import add_arguments, replay
     from liquid_control.ros.testing import isolated_ros_env, start_node_process, stop_process
 
@@ -46,8 +47,17 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
         ),
         env,
         log_path=out_dir / "policy_node.log",
-        params_files=(str(Path("config/rover_policy.yaml").resolve()),),
+        params_files=(str(config_dir() / "rover_policy.yaml"),),  # the package's: from any working directory
     )
+
+    def node_gone() -> str | None:
+        """Why the policy node will never come (its process ended at start-up: its log's last lines), else None."""
+        if node.poll() is None:
+            return None
+        log = out_dir / "policy_node.log"
+        lines = log.read_text(errors="replace").strip().splitlines()[-20:] if log.is_file() else []
+        return f"policy_node exited (status {node.returncode}) before the replay began; {log}:\n" + "\n".join(lines)
+
     import os
 
     saved = dict(os.environ)
@@ -59,7 +69,7 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
             [bag, "-o", str(out_dir / "commands"), "--rate", str(rate), "--domain-id", env["ROS_DOMAIN_ID"]]
         )
         t0 = time.monotonic()
-        result = replay(args)
+        result = replay(args, gone=node_gone)
         result["wall_s"] = round(time.monotonic() - t0, 2)
     finally:
         os.environ.clear()
@@ -382,7 +392,13 @@ def main(argv=None) -> int:
             print(path)
         return 0
     if args.what == "replay":
-        result = replay_check(args.policy, args.bag, args.out, args.rate)
+        from liquid_control.ros.replay import NodeGone
+
+        try:
+            result = replay_check(args.policy, args.bag, args.out, args.rate)
+        except NodeGone as exc:
+            print(f"bag_loop.py replay: error: {exc}", file=sys.stderr)
+            return 1
         print(json.dumps({k: v for k, v in result.items() if k != "published"}))
         return 0 if result["matched"] else 1
     summary(args.out, args.seconds, args.settings)

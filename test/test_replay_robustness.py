@@ -315,3 +315,39 @@ def test_replay_shows_control_characters_of_a_bags_names_escaped(tmp_path, capsy
     assert err.splitlines() == [
         f"liquid-control replay: error: --topics /camera/image_raw: in none of the bags; they hold {escaped}"
     ], err
+
+
+def test_bag_loop_replay_runs_from_any_folder_and_a_node_failing_at_start_up_ends_it_at_once(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: `scripts/bag_loop.py replay` passed policy_node config/rover_policy.yaml of the working directory: run
+    from another folder, the node failed at start-up, the replay waited 30 s for it, played the bag to nobody and
+    the script crashed on "no topic /cmd_vel". The parameter file is the package's, and a node that ends while the
+    replay waits for it ends the replay at once, with the node's log and no bag left."""
+    import importlib.util
+
+    from liquid_control.paths import config_dir
+    from liquid_control.ros import testing
+
+    spec = importlib.util.spec_from_file_location("bag_loop", ROOT / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+    started, start = [], testing.start_node_process
+
+    def start_node_process(*args, **kwargs):
+        started.append(kwargs["params_files"])
+        return start(*args, **kwargs)
+
+    monkeypatch.setattr(testing, "start_node_process", start_node_process)
+    monkeypatch.chdir(tmp_path)  # not the checkout: no config/ here
+    with BagWriter(tmp_path / "bag") as writer:
+        for k in range(FRAMES):
+            writer.write("/camera/image_raw", int((100.0 + 0.05 * k) * 1e9), image_message(np.zeros((8, 8, 3)), 100.0))
+    (tmp_path / "broken.pt").write_text("not a checkpoint")  # a policy the node cannot load: it exits at start-up
+    argv = ["replay", "--policy", "broken.pt", "--bag", "bag", "--out", "replay"]
+    assert bag_loop.main(argv) == 1
+    assert started == [(str(config_dir() / "rover_policy.yaml"),)]
+    error = capsys.readouterr().err
+    assert "policy_node exited (status 1) before the replay began" in error, error
+    assert "broken.pt" in error.split("policy_node.log:", 1)[1], error  # the node's log says why
+    assert not (tmp_path / "replay" / "commands").exists()

@@ -43,6 +43,7 @@ import argparse
 import copy
 import math
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -95,6 +96,10 @@ def _stderr(line: str) -> None:
 
 class RecordingFailed(BagError):
     """The commands could not be recorded (a write into the output bag failed): the playback was stopped."""
+
+
+class NodeGone(RuntimeError):
+    """The node the bags were to be played to ended while the replay waited for it (``replay``'s ``gone``)."""
 
 
 class _PlaybackRecorder(BagRecorderNode):
@@ -209,13 +214,16 @@ class Replay:
         self.published = {t: 0 for t in self.publishers}
         self.clock_pub = None
 
-    def wait_for_subscribers(self, timeout: float) -> bool:
-        """Wait until some replayed topic has a subscriber (the node is up); False after ``timeout``.
+    def wait_for_subscribers(self, timeout: float, check=None) -> bool:
+        """Wait until some replayed topic has a subscriber (the node is up); False after ``timeout``. ``check``:
+        called while waiting (it may raise to end the wait: ``replay``'s ``gone``).
 
         Not every topic of a bag has a subscriber (a camera-only policy ignores the IMU), so one is enough.
         """
         deadline = time.monotonic() + timeout
         while not any(p.get_subscription_count() for p in self.publishers.values()):
+            if check is not None:
+                check()
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
@@ -335,8 +343,12 @@ def _call_reset(node, service: str) -> bool:
         node.destroy_client(client)
 
 
-def replay(args) -> dict:
-    """Play ``args.bags`` and record ``args.record``; returns counts and the output bag."""
+def replay(args, gone=None) -> dict:
+    """Play ``args.bags`` and record ``args.record``; returns counts and the output bag.
+
+    ``gone``: where the caller started the node played to (a process of its own), a callable polled while the
+    replay waits for that node, returning why it will never come (its process ended: its log), else None; the
+    replay then ends at once with NodeGone saying so, not after --wait, and leaves no bag at -o."""
     if not args.rate > 0:
         raise ValueError(f"--rate must be > 0, got {args.rate}")
     for option, value in (("--wait", args.wait), ("--linger", args.linger)):
@@ -425,18 +437,27 @@ def replay(args) -> dict:
         "held_back": held_back,  # the velocity commands not replayed (none named in --topics)
     }
     where, completed = "no message of the bags had been played", False
+
+    def check_gone():
+        why = gone() if gone is not None else None
+        if why:
+            raise NodeGone(why)
+
+    node_gone = None
     unreadable = ""  # a bag that broke off while played (a chunk failing its CRC): the output bag is named with it
     playing, whole = None, 0  # the bag being played and how many were played whole: where a Ctrl-C stopped it
     try:
-        if not player.wait_for_subscribers(args.wait):
+        if not player.wait_for_subscribers(args.wait, check_gone):
             _stderr(
                 f"replay: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
                 "playing anyway",
             )
         deadline = time.monotonic() + args.wait  # and the recorded topics' publishers (the policy node)
         while recorder.pending and time.monotonic() < deadline and not stop.is_set():
+            check_gone()
             time.sleep(0.05)
         time.sleep(0.5)  # let discovery settle both ways (the node's other subscriptions, our subscription)
+        check_gone()
         unused = [t for t, p in player.publishers.items() if not p.get_subscription_count()]
         if unused:
             _stderr(f"replay: nobody subscribes to {', '.join(unused)} (replayed anyway)")
@@ -462,6 +483,8 @@ def replay(args) -> dict:
             stop.wait(args.linger)
             where = "every bag had been played"
         completed = True
+    except NodeGone as exc:  # before any message was played: the output bag is removed below
+        node_gone = exc
     except KeyboardInterrupt as exc:  # Ctrl-C (or SIGTERM, see run): the output bag is finished below
         played = sum(player.published.values())
         if playing is not None:
@@ -495,6 +518,12 @@ def replay(args) -> dict:
                 context.try_shutdown,
                 *(reader.close for reader in readers),
             )
+    if node_gone is not None:
+        kept = sum(recorder.counts.values())
+        if not kept and unfinished is None:
+            shutil.rmtree(path, ignore_errors=True)
+            raise NodeGone(f"nothing was played, no bag is left at {path}: {node_gone}")
+        raise NodeGone(f"nothing was played ({path} holds the {kept} message(s) recorded before): {node_gone}")
     failure = recorder.failed or (failures[0] if failures else "")
     if failure:
         if unfinished is None:
