@@ -34,10 +34,11 @@ def _killed_run(out, monkeypatch, config):
 
 def _as_older_code_wrote_it(out, **changed):
     """Rewrite the run's checkpoint.pt and config.yaml as the code of 2026-11-25 wrote them: its config without
-    the keys added since (each with the default that keeps the old behaviour) and ``update_on`` a plain string;
-    ``changed``: training settings of the checkpoint's config alone (a config.yaml edited since)."""
+    the keys added since and ``update_on`` a plain string; ``changed``: training settings of the checkpoint's config
+    alone (a config.yaml edited since). That code trained on the per-step graph, so the run must have too."""
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=False)
     config = checkpoint["config"]
+    assert config["training"]["sequence_kernel"] == "stepwise"  # what the code did before the key (c84ed220)
     for section, key in (
         ("training", "sun_elevation_range"),  # 2026-12-04
         ("training", "yaw_recovery"),
@@ -58,18 +59,25 @@ def _as_older_code_wrote_it(out, **changed):
 def test_a_run_folder_of_older_code_resumes_as_if_never_interrupted(tmp_path, monkeypatch):
     """Before: every run folder written before a config key was added (training.sun_elevation_range on 2026-12-04:
     all of them) was refused by --resume as 'the run was started with another config or seed (seed 0)', naming no
-    key (a key absent there read as its default None) though nothing had changed."""
-    config = tiny_config(dagger_rounds=1, beta=[0.5])
+    key (a key absent there read as its default None) though nothing had changed. And such a run trained on the
+    per-step graph, before training.sequence_kernel made the fused kernels the default: it goes on so (5b3f33fe read
+    the absent key as 'fused' and went on with the other kernels unsaid), and --config of a file without the key, which
+    asks for the default, is refused naming it."""
+    config = tiny_config(dagger_rounds=1, beta=[0.5], sequence_kernel="stepwise")
     reference = load_policy(trainer.train(config, tmp_path / "reference", **QUIET).policy_path)
     _killed_run(tmp_path / "run", monkeypatch, config)
     _as_older_code_wrote_it(tmp_path / "run")
+    asking_fused = tiny_config(dagger_rounds=1, beta=[0.5])
+    with pytest.raises(trainer.TrainingError, match=r"keys that differ: training\.sequence_kernel\)"):
+        trainer.train(asking_fused, tmp_path / "run", resume=True, **QUIET)
     resumed = load_policy(trainer.train(None, tmp_path / "run", resume=True, **QUIET).policy_path)
+    assert resumed.config["training"]["sequence_kernel"] == "stepwise"
     for key, value in reference.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0)
 
 
 def test_an_older_run_folder_with_another_setting_is_refused_naming_it(tmp_path, monkeypatch):
-    config = tiny_config(dagger_rounds=1, beta=[0.5])
+    config = tiny_config(dagger_rounds=1, beta=[0.5], sequence_kernel="stepwise")
     _killed_run(tmp_path / "run", monkeypatch, config)
     _as_older_code_wrote_it(tmp_path / "run", lr=0.01)
     checkpoint = (tmp_path / "run" / "checkpoint.pt").read_bytes()

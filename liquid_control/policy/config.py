@@ -690,14 +690,35 @@ def read_config_yaml(path: str | Path):
     return raw
 
 
-def load_config(path: str | Path, strict: bool = True) -> dict:
-    """Read and validate a policy YAML file; errors name the file (``strict``: see ``validate_config``)."""
+# Keys added since runs began whose default is not what the code did before them. A run's config.yaml and
+# checkpoint.pt written before such a key lack it, and that run trained the older way: read back (a resume), the key
+# takes that way's value, so the run goes on as it began instead of switching to the default unsaid.
+# training.sequence_kernel (c84ed220, 2026-11-30): training ran the per-step graph before; the default is fused.
+KEYS_ADDED_WITH_ANOTHER_DEFAULT = {("training", "sequence_kernel"): "stepwise"}
+
+
+def validate_recorded_config(raw, strict: bool = False) -> dict:
+    """``validate_config`` of a config a training run recorded (its config.yaml, checkpoint.pt): a key of
+    :data:`KEYS_ADDED_WITH_ANOTHER_DEFAULT` it lacks (written before the key existed) takes the value that does what
+    the code did then, not the default; a key it lacks otherwise takes its default, which does what the code did."""
+    if isinstance(raw, dict):
+        raw = dict(raw)
+        for (section, key), value in KEYS_ADDED_WITH_ANOTHER_DEFAULT.items():
+            inner = raw.get(section, {})
+            if isinstance(inner, dict) and key not in inner:
+                raw[section] = {**inner, key: value}
+    return validate_config(raw, strict=strict)
+
+
+def load_config(path: str | Path, strict: bool = True, recorded: bool = False) -> dict:
+    """Read and validate a policy YAML file; errors name the file (``strict``: see ``validate_config``;
+    ``recorded``: a run's own config.yaml, read as :func:`validate_recorded_config` reads it)."""
     path = Path(path)
     raw = read_config_yaml(path)
     if raw is None:
         raise PolicyConfigError(f"{path}: empty policy config")
     try:
-        return validate_config(raw, strict=strict)
+        return (validate_recorded_config if recorded else validate_config)(raw, strict=strict)
     except PolicyConfigError as exc:
         raise PolicyConfigError(f"{path}: {exc}") from None
 

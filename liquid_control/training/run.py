@@ -41,7 +41,7 @@ from liquid_control.policy.checkpoint import atomic_torch_save
 from liquid_control.policy.config import (
     CONTINUOUS_CORES,
     PolicyConfigError,
-    validate_config,
+    validate_recorded_config,
     without_simulated_settings,
 )
 from liquid_control.policy.encoders import MIN_INPUT_STD
@@ -651,9 +651,9 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
         raise TrainingError(f"{path}: cannot read the training checkpoint: {why}") from None
     if not isinstance(ck, dict) or ck.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path}: not a liquid_control training checkpoint")
-    if config is not None:  # as this code reads a config: a key added since, absent there, has its default
+    if config is not None:  # as this code reads a run's config: a key added since, absent there, does what it did
         try:
-            ck["config"] = validate_config(ck["config"], strict=False)
+            ck["config"] = validate_recorded_config(ck["config"])
             ck["config"] = ck["config"] if as_run is None else as_run(ck["config"])
         except PolicyConfigError as exc:
             raise TrainingError(

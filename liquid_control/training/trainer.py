@@ -28,7 +28,7 @@ from liquid_control.policy import (
     load_config,
     validate_config,
 )
-from liquid_control.policy.config import refusal_source, without_simulated_settings
+from liquid_control.policy.config import refusal_source, validate_recorded_config, without_simulated_settings
 from liquid_control.processes import available_cpus, interrupt_in_ctypes, more_workers_than_cpus
 
 from . import bag_data
@@ -200,7 +200,7 @@ def check_saved_config(saved: Path, cfg: dict, as_run=None) -> None:
     it recorded (a run from bags: ``bag_data.bag_run_config``, which also reads an older version's config.yaml, with
     the settings of simulated episodes it recorded, as the run's)."""
     try:
-        previous = validate_config(yaml.safe_load(saved.read_text()), strict=False)
+        previous = validate_recorded_config(yaml.safe_load(saved.read_text()))
         previous = previous if as_run is None else as_run(previous)
     except Exception as exc:
         raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
@@ -293,9 +293,15 @@ def check_world_settings(cfg: dict, data: dict | None) -> None:
         raise TrainingError(f"training.{timing[0]}: world {cfg['world']!r} has no sensor timings to vary")
 
 
-def _run_config(config: str | Path | dict, overrides: dict | None, data: dict | None, strict: bool) -> dict:
-    """The run's validated config: the file or dict, then the overrides (``strict``: see ``validate_config``)."""
-    cfg = load_config(config, strict) if isinstance(config, (str, Path)) else validate_config(config, strict)
+def _run_config(
+    config: str | Path | dict, overrides: dict | None, data: dict | None, strict: bool, recorded: bool = False
+) -> dict:
+    """The run's validated config: the file or dict, then the overrides (``strict``: see ``validate_config``;
+    ``recorded``: the run's own, read as ``validate_recorded_config`` reads it)."""
+    if isinstance(config, (str, Path)):
+        cfg = load_config(config, strict, recorded)
+    else:
+        cfg = (validate_recorded_config if recorded else validate_config)(config, strict)
     if overrides:
         cfg = apply_overrides(cfg, overrides, strict)
     return cfg if data is None else bag_data.bag_run_config(cfg, explicit=overrides or {})
@@ -363,6 +369,7 @@ def train(
     config, data = bag_data.resolve(config, data, out, data_sets)
     saved = out / "config.yaml"
     checkpoint = out / "checkpoint.pt"
+    own_config = config is None  # the run's own config (config.yaml, else its checkpoint's)
     if config is None:
         if not resume:
             raise TrainingError("no config given (a config is optional only with resume)")
@@ -375,7 +382,7 @@ def train(
     # A run being resumed may have started before a check of settings without effect existed (load_policy's
     # reason for strict=False): it continues as it began; the comparison with its config.yaml below still holds.
     strict = not resume
-    cfg = _run_config(config, overrides, data, strict)
+    cfg = _run_config(config, overrides, data, strict, own_config)
     try:  # what the config asks of its world (and the episode seeds of its schedule), before anything is written
         check_world_settings(cfg, data)
         check_episode_seeds(cfg, 0, simulated=data is None)  # the schedule's bounds alone: the file's to answer for
@@ -386,7 +393,7 @@ def train(
     as_run = None if data is None else bag_data.bag_run_config  # how the run reads a config it recorded
     resume = check_out_dir(out, resume, cfg, as_run)  # False: nothing to continue, the run starts afresh
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
-        cfg = _run_config(config, overrides, data, strict=True)
+        cfg = _run_config(config, overrides, data, strict=True, recorded=own_config)
     # Every check of a resume comes before anything is written, so a refused resume changes nothing.
     if resume and saved.is_file():
         check_saved_config(saved, cfg, as_run)
