@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 from liquid_control import __version__
-from liquid_control.processes import EXIT_BROKEN_PIPE, stdout_reader_gone
+from liquid_control.processes import EXIT_BROKEN_PIPE, stderr_is_terminal, stdout_reader_gone
 from liquid_control.ros.entry import honour_no_color, missing_package, needs_package
 
 # name -> (module, one-line help)
@@ -93,14 +93,6 @@ def command_parser(name: str):
         if action.dest == "no_progress":  # what main() does without it, said alike by every command that has it
             action.help = f"{action.help or 'no progress bar'}; without it, bars only when stderr is a terminal"
     return module, sub
-
-
-def stderr_is_terminal() -> bool:
-    """Whether stderr is a terminal (not a CI log, a ``2> file`` or a ``2>&1 | tee log``)."""
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -147,6 +147,15 @@ def sigterm_as_interrupt():
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
 
 
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal (not a CI log, a ``2> file`` or a ``2>&1 | tee log``): where a progress bar,
+    redrawn with carriage returns, shows; in a log it would fill it with its every state."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced by an object without isatty, or closed
+        return False
+
+
 def _stdout_closed() -> bool:
     """Whether stdout is a pipe whose reading end is closed (poll reports an error on it)."""
     import select

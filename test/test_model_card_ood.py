@@ -185,3 +185,43 @@ def test_add_ood_keeps_the_lines_of_the_other_entries(tmp_path):
     card.write_text(f"---\n{written}---\n\n# p\n\n- **OOD**: {OOD_NOT_MEASURED}.\n")
     add_ood(card, results, "p")
     assert card.read_text().startswith("---\n" + written.split("ood:")[0] + "ood:\n")
+
+
+@pytest.mark.parametrize(
+    "terminal, flags, bars", [(False, [], False), (True, [], True), (True, ["--no-progress"], False)]
+)
+def test_the_card_draws_bars_only_when_stderr_is_a_terminal(tmp_path, monkeypatch, terminal, flags, bars):
+    """Before: the card's measuring processes always drew progress bars (`progress=True`), so the log of a
+    35-minute card (stderr not a terminal, as in CI) filled with their redraws; `liquid-control eval` draws none
+    there. Without a terminal, or with --no-progress, the processes write a line at each tenth instead."""
+    import sys
+
+    from liquid_control.training import model_card
+
+    seen = []
+
+    def measure(*args, **kwargs):
+        seen.append(kwargs["progress"])
+        return {path: {"kernel_path": path, "outcomes": [True] * 4} for path in ("compiled", "torch")}
+
+    monkeypatch.setattr(model_card, "measure_both_paths", measure)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    argv = ["--refresh", "cfc_balancer", "--episodes", "4", "--out", str(tmp_path), *flags]
+    assert model_card.main(argv) == 0
+    assert seen == [bars]
+
+
+def test_the_measuring_processes_without_bars_write_a_line_at_each_tenth(capfd):
+    """The two kernel paths' processes of a card in a log: no bar (no carriage return), a line per tenth of
+    their episodes, each naming its path and ending with the successes the measurement returns."""
+    from liquid_control.paths import policies_dir
+    from liquid_control.training import model_card
+
+    measured = model_card.measure_both_paths(policies_dir() / "cfc_balancer.pt", 2, progress=False)
+    err = capfd.readouterr().err
+    assert "\r" not in err, err
+    for path in ("compiled", "torch"):
+        lines = [line for line in err.splitlines() if line.startswith(f"model_card: cfc_balancer, {path} path: ")]
+        successes = sum(measured[path]["outcomes"])
+        assert [line.split(": ", 2)[2] for line in lines][-1] == f"2/2 episodes done ({successes} successes)", err
+        assert len(lines) == 2, err

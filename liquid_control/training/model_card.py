@@ -37,7 +37,13 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
-from liquid_control.processes import Terminated, die_with_parent, quiet_ctrl_c_in_worker, sigterm_as_interrupt
+from liquid_control.processes import (
+    Terminated,
+    die_with_parent,
+    quiet_ctrl_c_in_worker,
+    sigterm_as_interrupt,
+    stderr_is_terminal,
+)
 from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.runtime.export import ExportError, export_checked
 from liquid_control.stats import binomial_cdf, wilson_interval
@@ -89,8 +95,9 @@ def kernel_path(ran: list | None = None) -> str:
     return f"compiled kernels ({platform.machine()}, {simd})"
 
 
-def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = False) -> list[bool]:
-    """Success of each in-distribution episode (env seeds 0..episodes-1) of the policy alone, in this process."""
+def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = False, log=None) -> list[bool]:
+    """Success of each in-distribution episode (env seeds 0..episodes-1) of the policy alone, in this process.
+    ``log``: called with a line at each tenth of the episodes (where no bar shows progress: a CI log)."""
     from tqdm import tqdm
 
     from liquid_control.policy import PolicyAgent
@@ -101,8 +108,13 @@ def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = Fa
     env = make_env(policy.config)
     agent = PolicyAgent(policy)
     try:
-        seeds = tqdm(range(episodes), desc=Path(policy_path).stem, disable=not progress, file=sys.stderr)
-        return [bool(rollout(env, agent, beta=0.0, seed=s, record=False).success) for s in seeds]
+        outcomes = []
+        for seed in tqdm(range(episodes), desc=Path(policy_path).stem, disable=not progress, file=sys.stderr):
+            outcomes.append(bool(rollout(env, agent, beta=0.0, seed=seed, record=False).success))
+            done = len(outcomes)
+            if log is not None and done * 10 // episodes > (done - 1) * 10 // episodes:
+                log(f"{done}/{episodes} episodes done ({sum(outcomes)} successes)")
+        return outcomes
     finally:
         env.close()
 
@@ -143,11 +155,12 @@ PARENT_ENV = "LIQUID_CONTROL_CARD_PARENT"  # the card's process, for its measuri
 
 
 def measure_both_paths(
-    policy_path: str | Path, episodes: int, threads: int = 1, cache: Path | None = None
+    policy_path: str | Path, episodes: int, threads: int = 1, cache: Path | None = None, progress: bool = True
 ) -> dict[str, dict]:
     """Outcomes on the compiled and on the torch kernel path, two processes side by side:
     ``{"compiled"|"torch": {"kernel_path": str, "outcomes": [bool]}}``. With ``cache`` (a folder) each
     path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused (the same file, bit for bit).
+    ``progress``: each process draws a bar on stderr; else it writes a line there at each tenth of its episodes.
 
     The two processes end with this one, however it ends (before, they measured on for up to hours): an
     interrupt (Ctrl-C, SIGTERM) or a failure here terminates them, and they get SIGTERM when it is killed
@@ -172,7 +185,7 @@ def measure_both_paths(
                 "--episodes",
                 str(episodes),
             ]
-            argv += ["--threads", str(threads)]
+            argv += ["--threads", str(threads)] + ([] if progress else ["--no-progress"])
             procs[path] = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
         for path, proc in procs.items():  # stdout is one line of JSON at the end: read one after the other
             out, _ = proc.communicate()
@@ -429,6 +442,7 @@ def write_card(
     append: str = "",
     cache: Path | None = None,
     ood: tuple[str | Path, str] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Measure a run's policy on both kernel paths, save it as ``<name>.pt`` with its ONNX export ``<name>.onnx``
     and write its card ``<name>.md`` (with ``ood``, ``(results.json, policy name)``: its OOD section).
@@ -442,10 +456,14 @@ def write_card(
     load here and the measuring processes' reads, which would measure another policy than the one shipped."""
     run_dir = Path(run_dir)
     with folder_lock.hold(run_dir, "make the card once it has ended", CardError):
-        return _write_card(name, run_dir, episodes, check_episodes, out_dir, machine_note, command, append, cache, ood)
+        return _write_card(
+            name, run_dir, episodes, check_episodes, out_dir, machine_note, command, append, cache, ood, progress
+        )
 
 
-def _write_card(name, run_dir, episodes, check_episodes, out_dir, machine_note, command, append, cache, ood) -> Path:
+def _write_card(
+    name, run_dir, episodes, check_episodes, out_dir, machine_note, command, append, cache, ood, progress
+) -> Path:
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     source = run_dir / "policy.pt"
     policy = _load(source)
@@ -461,7 +479,7 @@ def _write_card(name, run_dir, episodes, check_episodes, out_dir, machine_note, 
         except ExportError as exc:
             not_exported = str(exc)
             print(f"{source}: {not_exported}: {name}.pt ships without an ONNX export", file=sys.stderr)
-    measured = measure_both_paths(source, episodes, cache=cache)
+    measured = measure_both_paths(source, episodes, cache=cache, progress=progress)
     in_distribution = in_distribution_section(measured, "compiled", episodes)
     wins = round(in_distribution["success"] * episodes)
     t = cfg["training"]
@@ -608,6 +626,7 @@ def refresh_card(
     source_dir: Path | None = None,
     cache: Path | None = None,
     ood: tuple[str | Path, str] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Re-measure a shipped policy on both kernel paths and rewrite its card's in-distribution and check
     sections (training, OOD, description and the rest of the text kept; the policy file is not touched); with
@@ -623,7 +642,7 @@ def refresh_card(
     check_cache(cache, source_dir / f"{name}.pt", episodes)
     ood_entry = ood_section(*ood) if ood is not None else None
     _check_out(out_dir)
-    measured = measure_both_paths(source_dir / f"{name}.pt", episodes, cache=cache)
+    measured = measure_both_paths(source_dir / f"{name}.pt", episodes, cache=cache, progress=progress)
     card["in_distribution"] = in_distribution_section(measured, "compiled", episodes)
     card["check"] = check_section(measured, check_episodes, card["in_distribution"])
     lines, kept, skipping = body.splitlines(), [], False
@@ -828,6 +847,12 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
     parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bars (a line at each tenth of each kernel path's episodes instead); without it, bars "
+        "only when stderr is a terminal",
+    )
+    parser.add_argument(
         "--cache", default=None, type=user_path, help="folder keeping each kernel path's outcomes (reused if present)"
     )
     parser.add_argument(
@@ -852,17 +877,28 @@ def main(argv=None) -> int:
         quiet_ctrl_c_in_worker()
         from liquid_control.cells import kernels
 
+        label = f"{Path(args.outcomes).stem}, {'torch' if os.environ.get(NATIVE_ENV) == '0' else 'compiled'} path"
         with kernels.recording() as ran:
-            outcomes = measure_outcomes(args.outcomes, args.episodes, progress=True)
+            outcomes = measure_outcomes(
+                args.outcomes,
+                args.episodes,
+                progress=not args.no_progress,
+                log=(lambda line: print(f"model_card: {label}: {line}", file=sys.stderr, flush=True))
+                if args.no_progress
+                else None,
+            )
         print(json.dumps({"kernel_path": kernel_path(ran), "outcomes": outcomes}))
         return 0
     out = Path(args.out) if args.out else policies_dir()
     cache = Path(args.cache) if args.cache else None
     ood = (args.ood_results, args.ood_policy or args.name or args.refresh) if args.ood_results else None
+    progress = not args.no_progress and stderr_is_terminal()  # bars redrawn in a log (CI: 35 minutes) fill it
     try:
         with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: the measuring processes end, one line
             if args.refresh:
-                path = refresh_card(args.refresh, args.episodes, args.check_episodes, out, cache=cache, ood=ood)
+                path = refresh_card(
+                    args.refresh, args.episodes, args.check_episodes, out, cache=cache, ood=ood, progress=progress
+                )
             else:
                 appendix = Path(args.append).read_text() if args.append else ""
                 path = write_card(
@@ -876,6 +912,7 @@ def main(argv=None) -> int:
                     appendix,
                     cache=cache,
                     ood=ood,
+                    progress=progress,
                 )
     except CardError as exc:  # a corrupt input file: one line naming it, nothing written
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
