@@ -855,6 +855,24 @@ def test_a_dagger_schedule_asked_for_a_run_from_bags_is_refused_not_dropped(expe
     assert trainer.train(CAMERA_ONLY, tmp_path / "ok", data={"bags": bags[:1]}, overrides=zero, progress=False)
 
 
+@pytest.mark.parametrize(
+    "key,value,refusal",
+    [("dagger_rounds", 3, "a setting of the simulated episodes"), ("shift", "winter", ".*a run from bags simulates")],
+)
+def test_simulated_settings_given_as_the_whole_training_section_are_refused_for_a_run_from_bags(
+    expert_bags, tmp_path, key, value, refusal
+):
+    """Before: ``--set "training={dagger_rounds: 3}"`` (a section given whole, which --set takes as the keys it
+    names) was dropped unsaid by a run from bags, where ``--set training.dagger_rounds=3`` is refused: the run was
+    behaviour cloning alone, its files said nothing of the DAgger rounds asked for."""
+    from liquid_control.training import trainer
+
+    root, bags, held = expert_bags
+    with pytest.raises(trainer.TrainingError, match=f"^training.{key}: {refusal}"):
+        trainer.train(CAMERA_ONLY, tmp_path / "run", data={"bags": bags[:1]}, overrides={"training": {key: value}})
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_config_files_settings_of_simulated_episodes_are_off_for_a_run_from_bags(expert_bags, tmp_path):
     """Before (642ecf71): a config file's DART noise (every shipped balancer config has action_noise: 0.1) refused
     every run from bags with that file. They are off, as the file's DAgger schedule is, and recorded so; set with

@@ -60,7 +60,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import expand_bags
+from liquid_control.bags.io import STORAGE_SUFFIXES, expand_bags
 from liquid_control.bags.stream import (
     RECORD_INFO,
     LabelRule,
@@ -109,16 +109,22 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 
 # ------------------------------------------------------------------------------------------------ settings
 def _recorded_files(bag: str) -> list[Path]:
-    """The files of a bag that hold its messages (all but metadata.yaml, which names the folder), by name."""
+    """The files of a bag that hold its messages, by name: a bag given as a file, that file; a folder's storage files
+    (``.mcap``, ``.db3``, or either file-compressed, ``.zstd``). Not metadata.yaml, which names the folder, nor what a
+    copy adds or leaves out beside them: hidden files (``.DS_Store``, the ``._run1_0.mcap`` a Mac writes beside each
+    file on a FAT or exFAT stick), notes (which made the same recording two bags to ``bag_sha256`` and
+    ``_validation_copies``)."""
     path = Path(bag)
     if path.is_file():
         return [path]
-    return sorted((f for f in path.iterdir() if f.is_file() and f.name != "metadata.yaml"), key=lambda f: f.name)
+    endings = tuple(suffix + compressed for suffix in STORAGE_SUFFIXES for compressed in ("", ".zstd"))
+    recorded = (f for f in path.iterdir() if f.name.endswith(endings) and not f.name.startswith(".") and f.is_file())
+    return sorted(recorded, key=lambda f: f.name)
 
 
 def bag_sha256(bag: str) -> str:
-    """The SHA-256 of a bag's recorded bytes: its files but metadata.yaml, by name, one after another (what
-    ``cat`` of them piped into ``sha256sum`` gives; one file: ``sha256sum`` of it). It names a recording wherever it
+    """The SHA-256 of a bag's recorded bytes: its storage files (``_recorded_files``), by name, one after another
+    (what ``cat`` of them piped into ``sha256sum`` gives; one file: ``sha256sum`` of it). It names a recording wherever it
     is copied or moved, and two robots' folders of the same name apart (the training record, policy_node's words)."""
     digest = hashlib.sha256()
     for path in _recorded_files(bag):
@@ -324,6 +330,9 @@ def bag_run_config(cfg: dict, explicit=()) -> dict:
     a ``SIMULATED_ONLY`` key in ``explicit`` (the dotted keys set on the command line, ``--set``), and a
     ``sun_elevation_range`` set anywhere."""
     training = cfg["training"]
+    # the dotted keys set: a section given whole (--set "training={dagger_rounds: 3}") sets each key it names
+    section = explicit.get("training") if isinstance(explicit, dict) else None
+    explicit = set(explicit) | {f"training.{key}" for key in (section if isinstance(section, dict) else ())}
     schedule = [k for k in SIMULATED_TRAINING_KEYS if k not in SIMULATED_ONLY and k != "sun_elevation_range"]
     for key in schedule:  # asked for with --set: refused, as SIMULATED_ONLY's are (below), not dropped unsaid
         if f"training.{key}" in explicit and training[key]:
