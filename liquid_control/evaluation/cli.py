@@ -58,9 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="SPEC",
         help="`expert` (privileged reference) or [NAME=]CKPT[,CKPT...] (globs allowed), one "
-        "checkpoint per training seed; repeat for several policies. The text before the first '=' is a NAME only "
-        "where it holds no '/' and the whole value is not an existing file's name (runs/lr=0.1/policy.pt is a "
-        "path); both readings naming files is refused",
+        "checkpoint per training seed; repeat for several policies. The text before the first '=' is a NAME "
+        "where it holds no '/' and the whole value names no file (runs/lr=0.1/policy.pt is a path); where both "
+        "readings name files it is refused (./ before the value: a path)",
     )
     what.add_argument(
         "--shift",

@@ -114,25 +114,29 @@ def _names_files(value: str) -> bool:
 def parse_policy_argument(text: str) -> tuple[str | None, list[str]]:
     """`expert` | `[NAME=]CKPT[,CKPT...]` (globs allowed; one checkpoint per training seed) -> (name, paths).
 
-    A value with a '=' is NAME=CKPT where the text before its first '=' holds no '/' (`cfc=runs/lr=0.1/policy.pt`);
-    it is checkpoint(s) as a whole where that text holds a '/' (`runs/lr=0.1/policy.pt`, a sweep's run folder), or
-    where the whole value names existing files and CKPT does not (`lr=0.1/policy.pt` in runs/). A value that names
-    files read both ways is refused, as ambiguous (`./` before it makes it a path)."""
+    In a value with a '=', the text before the first '=' is a NAME where it holds no '/' (`cfc=runs/lr=0.1/policy.pt`)
+    unless the whole value names existing files and the rest does not (`lr=0.1/policy.pt` given in runs/); a value
+    whose text before the '=' holds a '/' is a path (`runs/lr=0.1/policy.pt`, a sweep's run folder) unless only the
+    rest names files (a NAME with a '/': refused as a name). A NAME without '/' where both readings name files is
+    refused as ambiguous (`./` before the value makes it a path)."""
     text = text.strip()
     if not text:
         raise EvaluationSetupError("empty --policy value")
     if text == EXPERT:
         return EXPERT, []
     name, sep, rest = text.partition("=")
-    if sep and "/" not in name and _names_files(text):  # a file whose own name holds the '='
-        if name and rest and _names_files(rest):
-            named = rest if rest.startswith(("/", "~", "./")) else f"./{rest}"
+    if sep:
+        whole = _names_files(text)  # a file whose own name holds the '='
+        named = bool(name and rest) and _names_files(rest)
+        if whole and named and "/" not in name:
+            given = rest if rest.startswith(("/", "~", "./")) else f"./{rest}"
             raise EvaluationSetupError(
                 f"--policy {text!r} reads two ways: the checkpoint {text}, and policy {name!r} at {rest}; write "
-                f"./{text} for the first, or {name}={named} for the second"
+                f"./{text} for the first, or {name}={given} for the second"
             )
-        sep = ""
-    if not sep or "/" in name:
+        if whole or ("/" in name and not named):
+            sep = ""
+    if not sep:
         name, rest = None, text
     elif not name or not rest:
         raise EvaluationSetupError(f"--policy {text!r}: expected NAME=CHECKPOINT[,CHECKPOINT...]")
