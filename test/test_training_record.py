@@ -477,6 +477,28 @@ def test_two_robots_bags_of_one_folder_name_are_told_apart_by_their_recorded_byt
     assert said == f"trained on the recorded bags {a}, {b}, not in a simulated world"
 
 
+def test_a_bags_hash_and_copy_check_read_its_storage_files_alone_not_what_a_copy_adds_beside_them(tmp_path):
+    """Before: a bag's SHA-256 (the training record's name of it) and the check for a validation bag that is a copy
+    of a training bag read every file of the folder but metadata.yaml, so a copy made through a Mac on a FAT stick
+    (``._run1.mcap`` beside the file, a ``.DS_Store``) or given a note beside it was another recording: another hash
+    in the record, and a copy among the validation bags not refused. Only its .mcap/.db3 files are read."""
+    import hashlib
+    import shutil
+
+    from liquid_control.training.bag_data import _validation_copies, bag_sha256
+
+    bag, _ = _camera_bag(tmp_path / "a" / "run1", frames=20)
+    copy = shutil.copytree(bag, tmp_path / "b" / "run1")
+    (copy / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (copy / "._run1.mcap").write_bytes(b"\0\5\x16\7 AppleDouble")
+    (copy / "notes.txt").write_text("robot b, first drive\n")
+    recorded = hashlib.sha256((bag / "run1.mcap").read_bytes()).hexdigest()
+    assert bag_sha256(str(bag)) == bag_sha256(str(copy)) == recorded
+    assert _validation_copies([str(bag)], [str(copy)]) == [(str(copy), str(bag))]
+    (copy / "run1.mcap").write_bytes((bag / "run1.mcap").read_bytes()[:-1] + b"!")  # another recording's bytes
+    assert bag_sha256(str(copy)) != recorded and _validation_copies([str(bag)], [str(copy)]) == []
+
+
 @BACKENDS
 def test_a_bag_trained_twist_policy_sent_as_a_plain_array_is_said_to_come_from_its_bags_not_a_world(
     node_of, backend, tmp_path

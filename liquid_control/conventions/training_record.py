@@ -13,9 +13,9 @@ Training writes three metadata entries into ``policy.pt`` (``liquid_control.trai
   entry: its messages between updates never reach the data.
 - ``training_source``: what the policy learned from: ``{"world": name}`` (episodes in that simulated world) or
   ``{"bags": [{"name", "sha256"}, ...]}`` (the recorded bags it trained on: each folder's name and the SHA-256 of its
-  recorded files' bytes in name order, metadata.yaml left out; no path, which would say where the trainer's home is,
-  while the hash tells two robots' ``run1`` apart wherever the bags are copied). The node says it where it names
-  what the policy was trained for.
+  storage files' bytes (.mcap, .db3) in name order, metadata.yaml and hidden files left out; no path, which would say
+  where the trainer's home is, while the hash tells two robots' ``run1`` apart wherever the bags are copied). The
+  node says it where it names what the policy was trained for.
 
 Files written before these entries (the shipped policies among them) have none: the node then compares the
 camera's field of view against the world's constant of today, checks no rate and names only the config's world.

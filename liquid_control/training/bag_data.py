@@ -124,8 +124,9 @@ def _recorded_files(bag: str) -> list[Path]:
 
 def bag_sha256(bag: str) -> str:
     """The SHA-256 of a bag's recorded bytes: its storage files (``_recorded_files``), by name, one after another
-    (what ``cat`` of them piped into ``sha256sum`` gives; one file: ``sha256sum`` of it). It names a recording wherever it
-    is copied or moved, and two robots' folders of the same name apart (the training record, policy_node's words)."""
+    (what ``cat`` of them piped into ``sha256sum`` gives; one file: ``sha256sum`` of it). It names a recording
+    wherever it is copied or moved, and two robots' folders of the same name apart (the training record,
+    policy_node's words)."""
     digest = hashlib.sha256()
     for path in _recorded_files(bag):
         with open(path, "rb") as handle:
