@@ -499,6 +499,35 @@ def test_a_bags_hash_and_copy_check_read_its_storage_files_alone_not_what_a_copy
     assert bag_sha256(str(copy)) != recorded and _validation_copies([str(bag)], [str(copy)]) == []
 
 
+def test_a_bag_cache_converted_before_it_kept_the_hash_reads_the_bag_for_it_once(tmp_path, monkeypatch):
+    """Before: a bag's cache converted before its index kept the SHA-256 (988faa0f) made every later start of the run
+    (each --resume) read all of the bag again for it, gigabytes each time, and keep it nowhere. It is read once and
+    kept in the cache's index.json; the record names the bag by it as a fresh conversion does."""
+    import hashlib
+    import json
+
+    from liquid_control.training import bag_data
+
+    bag, _ = _camera_bag(tmp_path / "run1", frames=40)
+    out, log = tmp_path / "run", lambda m: None
+    trainer.train(BAG_CONFIG, out, data={"bags": [str(bag)]}, progress=False, log=log)
+    index_path = out / "data" / "bags" / "train" / "0000_run1" / "index.json"
+    older = json.loads(index_path.read_text())
+    recorded = older.pop("sha256")
+    assert recorded == hashlib.sha256((bag / "run1.mcap").read_bytes()).hexdigest()
+    index_path.write_text(json.dumps(older))  # as converted before the hash was kept
+    reads = []
+    monkeypatch.setattr(bag_data, "bag_sha256", lambda b: reads.append(b) or recorded)
+    for _ in range(2):  # killed before its policy was written, resumed twice
+        (out / "policy.pt").unlink()
+        run = trainer.train(None, out, resume=True, progress=False, log=log)
+        assert load_policy(run.policy_path).metadata[training_record.SOURCE_KEY] == {
+            "bags": [{"name": "run1", "sha256": recorded}]
+        }
+    assert reads == [str(bag)]
+    assert json.loads(index_path.read_text()) == {**older, "sha256": recorded}
+
+
 @BACKENDS
 def test_a_bag_trained_twist_policy_sent_as_a_plain_array_is_said_to_come_from_its_bags_not_a_world(
     node_of, backend, tmp_path

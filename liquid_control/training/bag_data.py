@@ -690,8 +690,11 @@ class BagRun(TrainingRun):
                 )
                 segments = load_segments(folder, index)
             self.bag_stats[bag] = index["stats"]
-            # a cache converted before indexes kept the hash: computed now (the fingerprint says the bag is the same)
-            self.bag_hashes[bag] = index.get("sha256") or bag_sha256(bag)
+            if not index.get("sha256"):  # a cache converted before indexes kept the hash: read once, kept there
+                index["sha256"] = bag_sha256(bag)  # (the fingerprint says the bag is the same)
+                with atomic_write(folder / "index.json", "w") as handle:
+                    json.dump(index, handle, indent=1)
+            self.bag_hashes[bag] = index["sha256"]
             episodes += segments
             bar.update(1)
         bar.close()
