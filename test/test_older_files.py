@@ -160,6 +160,25 @@ def test_a_policy_of_before_a_config_key_is_refused_for_init_from_with_the_value
     assert load_policy(result.policy_path).metadata["started_from"]["path"] == str(older.absolute())
 
 
+def test_the_set_an_init_from_refusal_gives_runs_as_given_in_a_shell(tmp_path):
+    """Before: a list value was given unquoted (`--set action.high=[1.0, 1.0]`), which a shell splits at its space
+    into two arguments: the command the refusal gave did not run."""
+    import shlex
+
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.training.cli import parse_overrides
+
+    config = tiny_config(dagger_rounds=0, epochs_first=1)
+    older = save_policy(tmp_path / "older.pt", Policy.from_config(config))
+    today = {**config, "action": {**config["action"], "high": [0.5, 0.5]}}
+    with pytest.raises(trainer.TrainingError, match=r"or to fine-tune it as it is: (--set .*)$") as refused:
+        trainer.train(today, tmp_path / "refused", init_from=older, **QUIET)
+    words = shlex.split(str(refused.value).partition("as it is: ")[2])  # as a shell reads the command
+    assert words[::2] == ["--set"] * (len(words) // 2) and len(words) % 2 == 0, words
+    result = trainer.train(today, tmp_path / "run", init_from=older, overrides=parse_overrides(words[1::2]), **QUIET)
+    assert load_policy(result.policy_path).config["action"]["high"] == [1.0, 1.0]
+
+
 def test_an_evaluation_of_older_code_resumed_does_not_claim_its_episodes_for_this_code(tmp_path):
     """Before: an `eval --out` folder of before 2026-11-30 (episodes.jsonl, no provenance.json) continued with
     --resume got a report whose provenance gave this part's commit and command alone, as if every episode had run on

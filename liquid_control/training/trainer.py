@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
         # with the values: a policy written before a key existed (core.max_step, 2026-12-01) holds its default
         theirs = {key: _at(source.config, key) for key in differing if key != "..."}
         values = [f"{key} = {theirs[key]} in the policy, {_at(cfg, key)} in the config" for key in theirs]
-        sets = " ".join(f"--set {key}={value}" for key, value in theirs.items())
+        sets = " ".join(f"--set {shlex.quote(f'{key}={value}')}" for key, value in theirs.items())  # a shell's words
         keep = "" if "..." in differing or "absent" in theirs.values() else f", or to fine-tune it as it is: {sets}"
         raise TrainingError(
             f"--init-from {path}: a policy of another network (keys that differ from the config: "
