@@ -195,9 +195,10 @@ class BagWriter:
     depth) run on a thread of their own, one file at a time, and ``close()`` and ``abort()`` wait for them; their
     failure is raised by the next ``write`` or ``close()``. ``write`` never waits for them: a split due while the
     file before is still being finished (a disk slower than the recording) holds the messages back for the next
-    file, up to :data:`BEHIND_CACHE_BYTES` (``ros2 bag record``'s cache), written once that file is finished (at the
-    latest by ``close()``); past that a message is dropped, ``write`` returns False and ``dropped`` counts it by
-    topic (before, ``write`` waited, and the recorder's callback with it, while DDS dropped messages unsaid).
+    file, up to :data:`BEHIND_CACHE_BYTES` (``ros2 bag record``'s cache), written by the first ``write`` once that
+    file is finished (else by ``close()``); past that a message is dropped, ``write`` returns False and ``dropped``
+    counts it by topic (before, ``write`` waited, and the recorder's callback with it, while DDS dropped messages
+    unsaid).
     Every file carries every topic's schema and channel (it reads alone), and ``metadata.yaml`` lists them all
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
     whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
