@@ -294,6 +294,15 @@ def test_a_split_bag_without_metadata_reads_its_files_in_split_order(tmp_path):
     assert [(t, ns) for t, ns, _ in _read(folder)] == [(t, ns) for t, _, ns, _ in events]
 
 
+def test_a_split_bag_without_metadata_copied_by_a_mac_reads_without_the_files_the_copy_added(tmp_path):
+    """A Mac copying a bag onto a FAT or exFAT stick writes ``._<file>`` beside each file (and .DS_Store). Before:
+    the folder without metadata.yaml was refused as 'not one split recording' for ``._killed_0.mcap``."""
+    folder, events = _split(tmp_path, "killed", 2, metadata=False)
+    for name in ("._killed_0.mcap", "._killed_1.mcap", ".DS_Store"):
+        (folder / name).write_bytes(b"\x00\x05\x16\x07 Mac OS X resource fork")
+    assert [(t, ns) for t, ns, _ in _read(folder)] == [(t, ns) for t, _, ns, _ in events]
+
+
 def test_a_folder_without_metadata_holding_more_than_one_recording_is_refused_naming_its_files(tmp_path):
     """Without metadata.yaml a folder is read as one split recording only when its files are one: the files of
     two recordings (a_0, a_1 beside b_0), a split file missing (_0, _2) or file-compressed split files (which

@@ -987,12 +987,22 @@ def _split_index(path: Path) -> tuple:
     return (0, int(number), stem) if stem and number.isdigit() else (1, 0, path.name)
 
 
+def folder_storage_files(folder: Path) -> list[Path]:
+    """A bag folder's storage files (``.mcap``, ``.db3``, either file-compressed, ``.zstd``), by name. Not what a copy
+    adds beside them: hidden files (``.DS_Store``, the ``._run1_0.mcap`` a Mac writes beside each file on a FAT or
+    exFAT stick), notes."""
+    endings = tuple(suffix + compressed for suffix in STORAGE_SUFFIXES for compressed in ("", ".zstd"))
+    stored = (f for f in folder.iterdir() if f.name.endswith(endings) and not f.name.startswith(".") and f.is_file())
+    return sorted(stored, key=lambda f: f.name)
+
+
 def _storage_files(folder: Path) -> list[Path]:
     """The storage files (.mcap, .db3) of a bag folder without metadata.yaml, in split order: one recording's
     ``<bag>_0``, ``<bag>_1`` ... (files of several recordings, or a split file missing, are refused: read as one
     bag they would join unrelated drives; a file-compressed split file cannot be read without the metadata)."""
-    files = sorted((f for f in folder.iterdir() if f.suffix in STORAGE_SUFFIXES and f.is_file()), key=_split_index)
-    compressed = sorted(f.name for f in folder.iterdir() if f.name.endswith((".mcap.zstd", ".db3.zstd")))
+    stored = folder_storage_files(folder)
+    files = sorted((f for f in stored if f.suffix in STORAGE_SUFFIXES), key=_split_index)
+    compressed = [f.name for f in stored if f.suffix == ".zstd"]
     if compressed:
         raise BagError(
             f"{folder}: no metadata.yaml, and file-compressed storage files {', '.join(compressed)}: they are read "

@@ -60,7 +60,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import STORAGE_SUFFIXES, expand_bags
+from liquid_control.bags.io import expand_bags, folder_storage_files
 from liquid_control.bags.stream import (
     RECORD_INFO,
     LabelRule,
@@ -110,16 +110,10 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 # ------------------------------------------------------------------------------------------------ settings
 def _recorded_files(bag: str) -> list[Path]:
     """The files of a bag that hold its messages, by name: a bag given as a file, that file; a folder's storage files
-    (``.mcap``, ``.db3``, or either file-compressed, ``.zstd``). Not metadata.yaml, which names the folder, nor what a
-    copy adds or leaves out beside them: hidden files (``.DS_Store``, the ``._run1_0.mcap`` a Mac writes beside each
-    file on a FAT or exFAT stick), notes (which made the same recording two bags to ``bag_sha256`` and
-    ``_validation_copies``)."""
+    (``bags.io.folder_storage_files``). Not metadata.yaml, which names the folder, nor what a copy adds or leaves out
+    beside them (which made the same recording two bags to ``bag_sha256`` and ``_validation_copies``)."""
     path = Path(bag)
-    if path.is_file():
-        return [path]
-    endings = tuple(suffix + compressed for suffix in STORAGE_SUFFIXES for compressed in ("", ".zstd"))
-    recorded = (f for f in path.iterdir() if f.name.endswith(endings) and not f.name.startswith(".") and f.is_file())
-    return sorted(recorded, key=lambda f: f.name)
+    return [path] if path.is_file() else folder_storage_files(path)
 
 
 def bag_sha256(bag: str) -> str:
