@@ -200,6 +200,37 @@ def test_an_evaluation_of_older_code_resumed_does_not_claim_its_episodes_for_thi
     assert "earlier_part_unrecorded" not in json.loads((tmp_path / "new" / "provenance.json").read_text())
 
 
+def test_an_evaluation_of_older_code_resumed_twice_still_does_not_claim_its_episodes(tmp_path, monkeypatch):
+    """Before: a first --resume of such a folder cut short (Ctrl-C, a session's end) left a record of its part, and
+    the next --resume, finding it, said nothing of the older version's episodes: the report listed this code's two
+    parts as if they had run every episode."""
+    import json
+
+    from liquid_control.evaluation import evaluate as evaluate_module
+    from liquid_control.evaluation.evaluate import evaluate
+    from liquid_control.evaluation.plan import build_plan
+
+    quiet = {"backend": "serial", "progress": False, "example": False, "saliency": False}
+    evaluate(build_plan(["expert"], ["in_distribution"], 1), str(tmp_path), **quiet)
+    (tmp_path / "provenance.json").unlink()  # as the older version wrote the folder
+    run_jobs = evaluate_module.run_jobs
+
+    def one_then_killed(todo, keep, **kwargs):
+        run_jobs(list(todo)[:1], keep, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "run_jobs", one_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(build_plan(["expert"], ["in_distribution"], 3), str(tmp_path), resume=True, **quiet)
+    monkeypatch.undo()
+    evaluate(build_plan(["expert"], ["in_distribution"], 3), str(tmp_path), resume=True, **quiet)
+    prov = json.loads((tmp_path / "provenance.json").read_text())
+    assert len(prov["earlier_parts"]) == 1  # the part cut short, counted
+    said = "1 of the 3 episodes were run by an earlier part that left no provenance.json (liquid_control before "
+    assert prov["earlier_part_unrecorded"].startswith(said)
+    assert f"- Earlier part unrecorded: {said}" in (tmp_path / "report.md").read_text()
+
+
 def test_a_bag_run_of_older_code_resumes_and_a_changed_data_setting_is_named(tmp_path):
     """Before: a run from bags of before the node's reorder_lag_s was read (1b658c52: its data.yaml has no
     spec.limits.reorder_lag_s; checked on a run made at 1a31a611) was refused by --resume as 'trained on other bags

@@ -88,6 +88,11 @@ def evaluate(
                 file=sys.stderr,
                 flush=True,
             )
+        prov_path = os.path.join(out_dir, "provenance.json")
+        if resume and len(jobs) > len(todo) and not os.path.isfile(prov_path) and not sitting.cut_short:
+            # episodes in the log, no record of the part that ran them: an older version's (provenance.json since
+            # 2026-11-30); the sitting record keeps the count for a part that continues this one if it is cut short
+            sitting.unrecorded_episodes = sitting.unrecorded_episodes or len(jobs) - len(todo)
         _write_plan(plan, out_dir, command)
         print(  # also without the bar (a CI log): what this run will do, and on resume what it already has
             f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
@@ -124,19 +129,17 @@ def evaluate(
             prov = prov_now = provenance.collect(
                 command, started, time.time() - started, commit, **(provenance_extra or {})
             )
-            prov_path = os.path.join(out_dir, "provenance.json")
             previous = None
             if resume and os.path.isfile(prov_path):
                 with open(prov_path, encoding="utf-8") as fh:
                     previous = json.load(fh)
             if len(todo) or sitting.cut_short or previous is None:  # this part, or one cut short, ran something
                 prov = provenance.accumulate(previous, prov, sitting.cut_short)
-                if resume and previous is None and not sitting.cut_short and len(jobs) > len(todo):
-                    # episodes in the log, no record of the part that ran them: an older version's (provenance.json
-                    # since 2026-11-30); this part's commit and times are not theirs
+                if previous is None and sitting.unrecorded_episodes:  # this part's commit and times are not theirs
                     prov["earlier_part_unrecorded"] = (
-                        f"{len(jobs) - len(todo)} of the {len(jobs)} episodes were run by an earlier part that left no "
-                        "provenance.json (liquid_control before 2026-11-30): its code, command and times are unknown"
+                        f"{min(sitting.unrecorded_episodes, len(jobs))} of the {len(jobs)} episodes were run by an "
+                        "earlier part that left no provenance.json (liquid_control before 2026-11-30): its code, "
+                        "command and times are unknown"
                     )
             else:  # nothing ran: the report is only rewritten, by this code
                 prov = previous

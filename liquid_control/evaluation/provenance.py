@@ -86,6 +86,9 @@ class Sitting:
     def __init__(self, out_dir: str, command: str, started: float, commit: str, resume: bool):
         self.path = os.path.join(out_dir, SITTING_NAME)
         self.cut_short: list[dict] = []
+        # episodes in the log when a part resumed a folder with no provenance.json nor parts recorded here (an older
+        # version's, see evaluate): kept in the record, so a part that continues a cut-short one still says so
+        self.unrecorded_episodes: int | None = None
         if resume and os.path.isfile(self.path):
             try:
                 with open(self.path, encoding="utf-8") as fh:
@@ -95,6 +98,7 @@ class Sitting:
                 raise EvaluationSetupError(f"{self.path}: not a sitting record ({exc}); move it away") from None
             # records written before 2026-12-03 were written from a part's start, and marked the parts that worked
             self.cut_short = [part for part in parts if part.pop("worked", True)]
+            self.unrecorded_episodes = found.get("unrecorded_episodes")
         self.started = started
         self.current = {
             "command": command,
@@ -113,7 +117,10 @@ class Sitting:
                 return
             self.current["wall_time_s"] = round(time.time() - self.started, 1)
             with atomic_write(self.path, "w", encoding="utf-8") as fh:
-                json.dump({"cut_short": self.cut_short, "current": self.current}, fh, indent=1)
+                record = {"cut_short": self.cut_short, "current": self.current}
+                if self.unrecorded_episodes is not None:
+                    record["unrecorded_episodes"] = self.unrecorded_episodes
+                json.dump(record, fh, indent=1)
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
