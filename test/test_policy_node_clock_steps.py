@@ -198,3 +198,26 @@ def test_a_reset_of_one_kind_does_not_hide_the_next_of_another(node, wall):
     assert node.runner.counters["resets.gap"] == 1 and node.runner.counters["resets.clock_backwards"] == 1
     said = log.said("info", "liquid state reset")
     assert [line.split(")")[0] for line in said] == ["liquid state reset (gap", "liquid state reset (clock_backwards"]
+
+
+def test_a_stop_that_lasts_is_logged_though_it_came_within_the_throttle_of_the_last(node, wall):
+    """Before: wheels went silent for good 1.2 s after a logged stop and its "fresh again" (a flaky driver that then
+    died): the stop came within log_throttle_s (2 s) of the last warning, so it was not logged, nor ever after, and
+    the log's last watchdog line said "all inputs fresh again, commanding" while the robot stood stopped. A stop
+    not logged is logged once the throttle allows while it lasts."""
+    at, published, imu, wheels = _activated(node)
+    log = _Lines()
+    node.get_logger = lambda: log
+    for i in range(10 * 200):  # IMU at 200 Hz, the watchdog's check every 0.125 s; wheels at 0 and 0.7 s only
+        ns = START + i * 5_000_000
+        wall[0] = i * 0.005
+        imu.header.stamp = wheels.header.stamp = at(ns)
+        if i in (0, 140):
+            node._on_vector("wheels", wheels)
+        node._on_vector("imu", imu)
+        if i % 25 == 0:
+            node._on_watchdog()
+    said = [(level, m) for level, m in log.lines if m.startswith("watchdog:")]
+    assert node.runner.counters["watchdog.stops"] == 2 and node._stale == ["wheels"]
+    assert [level for level, _ in said] == ["warning", "info", "warning"], said  # was: warning, info
+    assert "(1 more watchdog stops since its last warning" not in said[-1][1]  # this stop is the one said

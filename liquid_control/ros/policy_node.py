@@ -185,6 +185,8 @@ class PolicyNode(LifecycleNode):
         # (time, {sensor: (received count, missed count, last arrival)}) at the start of the trained-rate check's window
         self._rate_check = (None, {})
         self._publications: dict[str, tuple] = {}  # sensor -> (publisher gid, sequence number) of its last message
+        self._heard_publishers: dict[str, set] = {}  # sensor -> the publishers heard on its topic (_note_publication)
+        self._interleaving: dict[str, set] = {}  # sensor -> publishers that took turns since it was last said
         self._other_commanders: tuple[str, ...] = ()  # other publishers on the command topic (_check_other_commanders)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -289,7 +291,7 @@ class PolicyNode(LifecycleNode):
         )
         # new subscriptions count missed.<sensor> from their first message: what was sent while the node had none
         # (unconfigured, between a cleanup and this configure) is no message it missed
-        self._publications = {}
+        self._publications, self._heard_publishers, self._interleaving = {}, {}, {}
         for sensor in spec.sensors:
             msg_type, topic_param, _ = SENSORS[sensor]
             depth_param = "camera_qos_depth" if sensor == CAMERA else "imu_qos_depth"
@@ -544,25 +546,38 @@ class PolicyNode(LifecycleNode):
         self._warned_at[key] = now
         return True
 
-    def _count_missed(self, sensor: str, info) -> None:
-        """Messages of ``sensor``'s publisher that never reached this callback: a gap in the publication sequence
-        numbers of its MessageInfo (dropped as the node fell behind, past its QoS depth, or lost on the network),
-        counted as ``missed.<sensor>``: what tells a node falling behind from a slow sensor (_check_trained_rates).
-        Per message two fields read and one pair kept (~0.3 us with the call); nothing where the middleware gives no
-        sequence number (None), and a publisher other than the last one's (a driver restarted) starts the count anew."""
-        number = info.get("publication_sequence_number")  # None: not given (the middleware, a distro without it)
-        if number is None:
-            return
+    def _note_publication(self, sensor: str, info) -> bool:
+        """Read the publisher of ``sensor``'s message from its MessageInfo. Messages of its publisher that never
+        reached this callback, a gap in the publication sequence numbers (dropped as the node fell behind, past its
+        QoS depth, or lost on the network), are counted as ``missed.<sensor>``: what tells a node falling behind from
+        a slow sensor (_check_trained_rates); a publisher other than the last one's (a driver restarted) starts the
+        count anew. Returns whether publishers take turns on the topic: this message's publisher is another than
+        the last message's and was heard before (a second driver, a bag playing beside the sensor; a restarted
+        driver's old publisher is not heard again), which :meth:`_on_reading` says where their stamps go back.
+        Per message two fields read, one pair kept and a set looked up on a change of publisher (~0.3 us with the
+        call); no count where the middleware gives no sequence number (None), no turns where it gives no gid."""
         gid = info.get("publisher_gid")
         publisher = None if gid is None else gid["data"]
+        number = info.get("publication_sequence_number")  # None: not given (the middleware, a distro without it)
         last = self._publications.get(sensor)
         self._publications[sensor] = (publisher, number)
-        if last is not None and number > last[1] + 1 and last[0] == publisher and self.runner is not None:
-            self.runner.counters[f"missed.{sensor}"] += number - last[1] - 1
+        if last is None:
+            return False
+        if last[0] == publisher:
+            if number is not None and last[1] is not None and number > last[1] + 1 and self.runner is not None:
+                self.runner.counters[f"missed.{sensor}"] += number - last[1] - 1
+            return False
+        heard = self._heard_publishers.setdefault(sensor, {last[0]})
+        if publisher in heard:
+            self._interleaving.setdefault(sensor, set()).update((publisher, last[0]))
+            return True
+        if len(heard) >= 64:  # a driver restarted again and again: each restart a new gid, none heard again
+            heard.clear()
+        heard.update((publisher, last[0]))
+        return False
 
     def _on_image(self, msg: Image, info=None):
-        if info is not None:  # (a test feeding messages has none)
-            self._count_missed(CAMERA, info)
+        turn = info is not None and self._note_publication(CAMERA, info)  # (a test feeding messages has no info)
         if not self._active:
             return
         expected = self.runner.spec.sensors[CAMERA]
@@ -590,7 +605,7 @@ class PolicyNode(LifecycleNode):
                 "picture; one trained on this camera's own recordings: ignore this); a colour camera: publish "
                 "rgb8 or bgr8"
             )
-        self._on_reading(CAMERA, msg.header.stamp, value)
+        self._on_reading(CAMERA, msg.header.stamp, value, turn)
 
     def _on_camera_info(
         self, msg: CameraInfo, expected_shape: tuple, world: str | None, fovy_deg: float | None, recorded: bool
@@ -609,8 +624,7 @@ class PolicyNode(LifecycleNode):
                 log(f"{self._subscriptions_by_sensor['camera_info'].topic_name}: {text}")
 
     def _on_vector(self, sensor: str, msg, info=None):
-        if info is not None:
-            self._count_missed(sensor, info)
+        turn = info is not None and self._note_publication(sensor, info)
         if not self._active and not (sensor in SETPOINTS and self.runner is not None):
             return  # inactive: sensor messages are ignored, a setpoint is kept (the latest one in any state)
         try:
@@ -630,7 +644,7 @@ class PolicyNode(LifecycleNode):
                 self.runner.counters["imu.gravity_mismatch"] += 1
                 if self._may_log("imu.gravity_mismatch"):
                     self.get_logger().warning(f"{self._input_topics[sensor]}: {problem}")
-        self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, value)
+        self._on_reading(sensor, msg.header.stamp if hasattr(msg, "header") else None, value, turn)
 
     def _wheel_velocities(self, msg: JointState):
         """The velocities of ``joint_names`` in that order (conventions.joints); None (rejected, counted, logged)
@@ -744,7 +758,10 @@ class PolicyNode(LifecycleNode):
         stale = self._stale_inputs(now)
         if stale:
             self._publish_stop("watchdog")  # first (nothing below may keep it back); repeated while stale
-            if not self._stale:
+            if not self._stale:  # a new stop
+                self.runner.counters["watchdog.stops"] += 1
+                self._stops_unsaid += 1
+            if not self._stale_said:  # at its start, or (throttled then) once the throttle allows while it lasts
                 self._say_watchdog_stop(stale, now, timeout)
         elif self._stale:
             self._commanding_again()
@@ -755,20 +772,19 @@ class PolicyNode(LifecycleNode):
             self._check_starved(now, timeout)
 
     def _say_watchdog_stop(self, stale: list[str], now: float, timeout: float):
-        """Inputs went stale (the stop is published already): counted as ``watchdog.stops`` and said in a warning at
-        most once per ``log_throttle_s``; the next warning says how many stops went unsaid, and an unsaid stop's
-        "fresh again" is not said either. A sensor slower than ``1 / watchdog_timeout_s`` (a camera at 2 fps in the
-        dark) stopped the robot and was fresh again at every message: two lines a message for as long as it lasted."""
-        self.runner.counters["watchdog.stops"] += 1
-        self._stale_said = self._may_log("watchdog")
-        if not self._stale_said:
-            self._stops_unsaid += 1
+        """The current watchdog stop (published and counted as ``watchdog.stops`` already), said in a warning at most
+        once per ``log_throttle_s``: a stop not said at its start is said once the throttle allows while it lasts
+        (the log's last word is not "fresh again" while the robot stands stopped); the warning says how many stops
+        before it went unsaid, and an unsaid stop's "fresh again" is not said either. A sensor slower than
+        ``1 / watchdog_timeout_s`` (a camera at 2 fps in the dark) stopped the robot and was fresh again at every
+        message: two lines a message for as long as it lasted."""
+        if not self._may_log("watchdog"):
             return
+        self._stale_said = True
         ages = ", ".join(self._silence(k, now) for k in stale)
+        earlier = self._stops_unsaid - 1  # this stop is one of them
         unsaid = (
-            f" ({self._stops_unsaid} more watchdog stops since its last warning, not logged: watchdog.stops)"
-            if self._stops_unsaid
-            else ""
+            f" ({earlier} more watchdog stops since its last warning, not logged: watchdog.stops)" if earlier else ""
         )
         self._stops_unsaid = 0
         self.get_logger().warning(
@@ -1007,7 +1023,7 @@ class PolicyNode(LifecycleNode):
         warning naming the topic, the measured and the trained rate (throttled per sensor) and a
         ``rate_mismatch.<sensor>`` count.
         Too slow while the sensor's publisher sent within the range (the received and the ``missed.<sensor>``
-        messages, :meth:`_count_missed`), the warning says the node missed them, not that the sensor is slow.
+        messages, :meth:`_note_publication`), the warning says the node missed them, not that the sensor is slow.
         The rate is measured from the sensor's last message before the window to its last in it, so a sensor that
         started or stopped within the window (a driver that came up after activation) is measured while it ran, not
         taken for a slow one; one without a message before the window is measured from the next. A silent sensor
@@ -1024,7 +1040,7 @@ class PolicyNode(LifecycleNode):
                 received, last = counters[f"received.{sensor}"] - count, self._last_arrival.get(sensor)
                 if not received or first is None or last is None or last <= first:
                     continue
-                missed = counters[f"missed.{sensor}"] - missed  # sent by the sensor, never received (_count_missed)
+                missed = counters[f"missed.{sensor}"] - missed  # sent by the sensor, never received (_note_publication)
                 depth = "camera_qos_depth" if sensor == CAMERA else "imu_qos_depth"
                 problem = training_record.rate_problem(
                     received / (last - first),
