@@ -521,3 +521,59 @@ def test_a_setpoint_published_with_another_type_is_named_in_what_the_node_waits_
 
     assert spin(30.0, until=sensors_fresh_until_named), warnings
     assert node.runner.counters["updates"] == 0 and node.runner.missing_inputs() == ("command",)
+
+
+@pytest.mark.parametrize("offset", [0.1, 30.0])
+def test_two_publishers_taking_turns_on_a_sensor_topic_are_named_where_their_stamps_go_back(policy_node, offset):
+    """Over DDS, two publishers of camera/image_raw (a second driver started by mistake, stamps 0.1 s behind the
+    first's; or a bag replaying stamps 30 s old beside the live camera) take turns: every message of the second was
+    rejected out_of_order, or reset the liquid state (clock_backwards, then gap), each logged as such and nothing
+    naming the cause. The node counts them (publishers_interleaved.camera) and names both publishers. A driver
+    restarted with stamps behind its last ones (a new publisher, the old one never heard again) is no such case."""
+    import time
+
+    import rclpy
+    from builtin_interfaces.msg import Time
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import Image
+
+    from liquid_control.conventions import stamps
+
+    node, probe, spin, warnings = policy_node
+    first = probe.publisher(Image, "camera/image_raw")
+    second_node = rclpy.create_node("second_driver", context=probe.context)
+    second = second_node.create_publisher(Image, "camera/image_raw", 10)
+    assert spin(30.0, until=lambda: len(node.get_publishers_info_by_topic("/camera/image_raw")) == 2)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    counters, frame = node.runner.counters, Image(height=8, width=8, encoding="rgb8", step=24, data=bytes(192))
+    start = time.time() - 5.0  # stamps in the node clock's past (never future_stamp)
+
+    def send(publisher, stamp):
+        sec, nanosec = stamps.sec_nanosec(stamp)
+        frame.header.stamp = Time(sec=sec, nanosec=nanosec)
+        received = counters["received.camera"]
+        publisher.publish(frame)
+        assert spin(10.0, until=lambda: counters["received.camera"] > received), f"frame at {stamp} never arrived"
+
+    try:
+        for k in range(3):  # the driver, then its restart with stamps behind: no turns taken
+            send(first, start + 0.2 * k)
+        for k in range(3):
+            send(second, start + 0.2 * k - offset)
+        assert counters["publishers_interleaved.camera"] == 0, warnings
+        assert not [w for w in warnings if "interleave" in w]
+        for k in range(3, 13):  # both publish: the second's stamps behind the first's at each turn
+            send(first, start + 0.2 * k)
+            send(second, start + 0.2 * k - offset)
+    finally:
+        second_node.destroy_node()
+    back = "rejected (out_of_order)" if offset < 0.5 else "the liquid state is reset (clock_backwards)"
+    assert counters["publishers_interleaved.camera"] == 10
+    assert counters["rejected.out_of_order" if offset < 0.5 else "resets.clock_backwards"] >= 10
+    said = [w for w in warnings if w.startswith("/camera/image_raw: messages from 2 publishers interleave (gids ")]
+    assert said, warnings
+    assert "(/probe)" in said[-1] and "(/second_driver)" in said[-1], said[-1]
+    assert f"{offset:.3f} s before the last one taken, {back} (10 such messages" in said[-1], said[-1]
+    assert said[-1].endswith("check for a second driver, or a bag playing, on /camera/image_raw")
+    values = {kv.key: kv.value for kv in node.diagnostic_status().values}
+    assert values["publishers_interleaved.camera"] == "10"

@@ -673,7 +673,9 @@ class PolicyNode(LifecycleNode):
                 f"{sensor} message on {self._input_topics[sensor]} rejected ({reason}{detail}, stamp {stamp:.6f})"
             )
 
-    def _on_reading(self, sensor: str, stamp_msg, value):
+    def _on_reading(self, sensor: str, stamp_msg, value, turn: bool = False):
+        """``turn``: publishers take turns on the sensor's topic and this message's follows another's
+        (:meth:`_note_publication`)."""
         now = self._now()
         if self._activated_at == 0.0:  # activated before the first /clock: before an update's command ramps
             self._watch_from_first_clock(now)
@@ -683,7 +685,10 @@ class PolicyNode(LifecycleNode):
             self._reject(sensor, R.BAD_STAMP)
             self._warn_rejected(sensor, R.BAD_STAMP, f": {invalid}", stamp)
             return
+        previous = self.runner.latest_stamps().get(sensor) if turn else None
         result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
+        if previous is not None and stamp <= previous:  # publishers take turns, and the stamps went back
+            self._say_interleaved(sensor, stamp, previous, result)
         if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
             self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)
         if not result.accepted:
@@ -721,6 +726,39 @@ class PolicyNode(LifecycleNode):
             self._command_ages.append(self._now() - result.stamp)
         else:
             self._pending_action = result.action
+
+    def _say_interleaved(self, sensor: str, stamp: float, previous: float, result):
+        """Messages of several publishers take turns on ``sensor``'s topic and this one's stamp went back from the
+        last one taken (a second driver started by mistake, two launch files both bringing it up, a bag played beside
+        the live sensor): the rejections (out_of_order) or resets (clock_backwards) it causes at almost every
+        message said nothing of the cause. Counted as ``publishers_interleaved.<sensor>``, said at most once per
+        ``log_throttle_s`` naming the publishers (their gids, as ``ros2 topic info -v`` shows them, and nodes)."""
+        self.runner.counters[f"publishers_interleaved.{sensor}"] += 1
+        if not self._may_log(f"publishers_interleaved.{sensor}"):
+            return
+        topic, publishers = self._input_topics[sensor], self._interleaving.pop(sensor, set()) - {None}
+        try:  # the nodes behind the gids (a graph query, at most once per log_throttle_s)
+            nodes = {
+                bytes(info.endpoint_gid): f"{info.node_namespace.rstrip('/')}/{info.node_name}"
+                for info in self.get_publishers_info_by_topic(topic)
+            }
+        except Exception:  # the gids alone say it
+            nodes = {}
+        named = [
+            ".".join(f"{b:02x}" for b in gid) + (f" ({nodes[gid]})" if gid in nodes else "")
+            for gid in sorted(publishers, key=lambda g: (nodes.get(g, ""), g))
+        ]
+        if result.reset == R.CLOCK_BACKWARDS:
+            what = "the liquid state is reset (clock_backwards)"
+        else:
+            what = f"rejected ({result.reason})" if not result.accepted else "taken"
+        self.get_logger().warning(
+            f"{topic}: messages from {len(publishers)} publishers interleave (gids {', '.join(named[:4])}"
+            f"{', ...' if len(named) > 4 else ''}); their stamps go back where one follows another: {sensor} stamp "
+            f"{stamp:.3f}, {previous - stamp:.3f} s before the last one taken, {what} "
+            f"({self.runner.counters[f'publishers_interleaved.{sensor}']} such messages, "
+            f"publishers_interleaved.{sensor}): check for a second driver, or a bag playing, on {topic}"
+        )
 
     def _on_control_timer(self):
         if self._active and not self._stale and self._pending_action is not None:

@@ -67,6 +67,7 @@ INFERENCE_ERROR = "inference_error"
 
 # Why the state was reset besides a request (``resets.<why>``; ``Result.reset``): see the module docstring.
 STALE_INPUT = "stale_input"  # updates waited for an input stale by its stamps; it is fresh again
+CLOCK_BACKWARDS = "clock_backwards"  # a stamp more than max_backward_jump_s older than the sensor's previous one
 
 # What an accepted reading did (the most consequential of the messages it released, in this order).
 UPDATED = "updated"  # the state advanced and a new action is available
@@ -310,8 +311,8 @@ class PolicyRunner:
             if stamp == last and sensor not in self.setpoints:
                 return self._reject(sensor, DUPLICATE)
             if stamp < last - self.limits.max_backward_jump_s:
-                self.reset("clock_backwards", clear_inputs=True)
-                reset = "clock_backwards"
+                self.reset(CLOCK_BACKWARDS, clear_inputs=True)
+                reset = CLOCK_BACKWARDS
             elif stamp < last:
                 return self._reject(sensor, OUT_OF_ORDER)
         self._last_stamp[sensor] = stamp
