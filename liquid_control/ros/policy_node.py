@@ -619,9 +619,14 @@ class PolicyNode(LifecycleNode):
             return
         for problem, text in camera_info_problems(msg, expected_shape, world, fovy_deg, recorded).items():
             self.runner.counters[f"camera_info.{problem}"] += 1
-            if self._may_log(f"camera_info.{problem}"):
-                log = self.get_logger().error if problem == "size_mismatch" else self.get_logger().warning
-                log(f"{self._subscriptions_by_sensor['camera_info'].topic_name}: {text}")
+            if not self._may_log(f"camera_info.{problem}"):
+                continue
+            line = f"{self._subscriptions_by_sensor['camera_info'].topic_name}: {text}"
+            # one call per severity: rclpy's logger refuses another severity from a line it logged at before
+            if problem == "size_mismatch":
+                self.get_logger().error(line)
+            else:
+                self.get_logger().warning(line)
 
     def _on_vector(self, sensor: str, msg, info=None):
         turn = info is not None and self._note_publication(sensor, info)
