@@ -221,3 +221,46 @@ def test_a_stop_that_lasts_is_logged_though_it_came_within_the_throttle_of_the_l
     assert node.runner.counters["watchdog.stops"] == 2 and node._stale == ["wheels"]
     assert [level for level, _ in said] == ["warning", "info", "warning"], said  # was: warning, info
     assert "(1 more watchdog stops since its last warning" not in said[-1][1]  # this stop is the one said
+
+
+@pytest.mark.parametrize("watchdog_first", [False, True])
+def test_a_bags_loop_with_clock_says_its_late_messages_are_from_before_the_jump(node, wall, watchdog_first):
+    """`ros2 bag play --loop --clock`: at each loop point /clock goes back to the bag's start while messages of its
+    end are still on their way; they arrive stamped ahead of the node clock and are rejected (future_stamp), warned
+    as a stamp 'ahead of the node clock' (what a driver stamping by another clock gets: seen over DDS, one such
+    warning at every loop). The warning now says the clock went back just before and the message is from before
+    it, whether the watchdog's check saw the jump first or not; the next message of the new timeline restarts the
+    state and commands again at once, and a driver stamping ahead of the clock is still warned as before."""
+    at, published, imu, wheels = _activated(node)
+    log = _Lines()
+    node.get_logger = lambda: log
+    end = START + 3 * 10**9
+    for t in range(START, end, 5_000_000):  # the bag, 3 s of it
+        imu.header.stamp = wheels.header.stamp = at(t)
+        node._on_vector("wheels", wheels)
+        node._on_vector("imu", imu)
+    if watchdog_first:
+        node._on_watchdog()
+    at(START)  # the loop point: the clock goes back to the bag's start
+    if watchdog_first:  # its next check sees the jump (the watchdog's times move back)
+        node._on_watchdog()
+    assert node.runner.counters["node_clock.jumps_back"] == watchdog_first
+    wall[0] = 0.5
+    for t in (end, end + 5_000_000):  # the bag's last messages, still queued
+        imu.header.stamp = Time(sec=t // 10**9, nanosec=t % 10**9)
+        node._on_vector("imu", imu)
+    assert node.runner.counters["rejected.future_stamp"] == 2
+    (said,) = [m for m in log.said("warning", "imu message on /imu/data rejected (future_stamp") if "ahead" in m]
+    assert said.startswith("imu message on /imu/data rejected (future_stamp: 3.000 s ahead of the node clock, more ")
+    assert f"which went back from {(end - 5_000_000) / 1e9:.3f} s or later just before" in said, said
+    assert "a message from before the jump" in said
+    commands = len(published)
+    imu.header.stamp = wheels.header.stamp = at(START + 5_000_000)  # the bag again
+    node._on_vector("wheels", wheels)
+    node._on_vector("imu", imu)
+    assert len(published) == commands + 1 and node.runner.counters["resets.clock_backwards"] == 1
+    imu.header.stamp = Time(sec=(START + 5 * 10**9) // 10**9)  # a driver 5 s ahead: no jump to blame
+    wall[0] = 1.0
+    node._on_vector("imu", imu)
+    ahead = [m for m in log.said("warning", "imu message on /imu/data rejected (future_stamp") if "went back" not in m]
+    assert len(ahead) == 1 and ahead[0].startswith("imu message on /imu/data rejected (future_stamp: 4.99")

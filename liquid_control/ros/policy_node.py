@@ -174,6 +174,7 @@ class PolicyNode(LifecycleNode):
         self._jumps_unsaid = 0  # node clock jumps back since the last one logged (throttled)
         self._last_update_at = None  # node clock of the last state update
         self._watchdog_seen = None  # node clock at the previous watchdog check (a jump back resets the times)
+        self._clock_before_jump = None  # the node clock before its last jump back (_restart_watch_times)
         self._inference_errors_at_update = 0  # the runner's inference_error count at the last update
         self._starved = ""  # what the node waits for, when no update came for longer than watchdog_timeout_s
         self._starved_stop = False  # and it published a stop for it (repeated while it lasts)
@@ -671,9 +672,10 @@ class PolicyNode(LifecycleNode):
         self.runner.reject(sensor, reason)
         self._rejected_since_accepted.setdefault(sensor, Counter())[reason] += 1
 
-    def _warn_rejected(self, sensor: str, reason: str, detail: str, stamp: float):
-        """Say (throttled per sensor and reason: one sensor's fault hides no other's) that a message was rejected."""
-        if self._may_log(f"rejected.{sensor}.{reason}"):
+    def _warn_rejected(self, sensor: str, reason: str, detail: str, stamp: float, key: str = ""):
+        """Say (throttled per sensor and reason, and ``key``: one sensor's fault hides no other's, nor a harmless
+        case of a reason its faults) that a message was rejected."""
+        if self._may_log(f"rejected.{sensor}.{reason}{'.' + key if key else ''}"):
             self.get_logger().warning(
                 f"{sensor} message on {self._input_topics[sensor]} rejected ({reason}{detail}, stamp {stamp:.6f})"
             )
@@ -706,6 +708,15 @@ class PolicyNode(LifecycleNode):
                     f": {stamp - now:.3f} s ahead of the node clock, more than max_future_stamp_s "
                     f"{self.settings.max_future_stamp_s:g} s"
                 )
+                before = self._clock_before_jump_back(now)
+                if before is not None and stamp <= before + self.settings.max_future_stamp_s:
+                    detail += (
+                        f", which went back from {before:.3f} s or later just before (a bag played with --loop and "
+                        "--clock starting over, a /clock restarted): a message from before the jump, still on its way "
+                        "then; the next message of the new timeline restarts the liquid state"
+                    )
+                    self._warn_rejected(sensor, result.reason, detail, stamp, key="before_clock_jump")
+                    return
             self._warn_rejected(sensor, result.reason, detail, stamp)
             return
         self._last_arrival[sensor] = now
@@ -905,6 +916,17 @@ class PolicyNode(LifecycleNode):
             self.limiter.previous_time = now
         self.get_logger().info(f"node clock started (first /clock, {now:.3f} s) after activation: watching from here")
 
+    def _clock_before_jump_back(self, now: float) -> float | None:
+        """Where the node clock was before it went back, while it has not caught up with that yet: at a loop of a bag
+        played with ``--clock`` (or a /clock restarted) messages of the bag's end still on their way arrive after the
+        clock went back, stamped ahead of it (future_stamp), harmless. Known from the watchdog's check that saw the
+        jump, or before that check from the node clock at the inputs' last messages (after the clock's reading now);
+        None: the clock did not go back. Read at a future_stamp rejection only."""
+        arrivals = [t for t in self._last_arrival.values() if t is not None and t > now]
+        if self._clock_before_jump is not None and self._clock_before_jump > now:
+            arrivals.append(self._clock_before_jump)
+        return max(arrivals, default=None)
+
     def _restart_watch_times(self, now: float, back: float):
         """The node clock went back (with use_sim_time: /clock restarted, as sim_node's does each episode): the
         times the watchdog and the rate limit measure from are of the old timeline, and ``now - since`` would stay
@@ -914,6 +936,7 @@ class PolicyNode(LifecycleNode):
         def moved(t):  # a time after now is of the old timeline; one at or before it may be the new one's already
             return t - back if t is not None and t > now else t
 
+        self._clock_before_jump = max([now + back, *(t for t in self._last_arrival.values() if t is not None)])
         self._activated_at = moved(self._activated_at)
         self._last_arrival = {sensor: moved(t) for sensor, t in self._last_arrival.items()}
         self._last_update_at = moved(self._last_update_at)
