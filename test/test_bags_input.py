@@ -212,6 +212,50 @@ def test_resume_without_a_config_changes_a_bag_runs_data_settings_over_its_data_
     assert cli.main(resume) == 0  # the run's own settings: nothing to do, policy.pt kept
 
 
+def test_a_window_changed_before_the_first_epoch_cuts_the_cached_bag_again(tmp_path, monkeypatch):
+    """Before: a run stopped after converting its bags (Ctrl-C once the log said "(2 windows of at most 16
+    updates)") and resumed with `--set data.window=8` (docs/training.md: raise the window for a fusion policy)
+    reused the bag's cache cut at 16: data.yaml said 8 while the run trained on windows of 16. The cache's cut is
+    part of what it holds: another window converts the bag again (an unchanged one still reuses it)."""
+    import json
+
+    import yaml
+
+    from liquid_control.training import bag_data
+
+    bag = _small_bag(tmp_path / "bags" / "a", commands=20, size=64)
+    config = yaml.safe_load(open(ROVER).read())
+    config["training"]["epochs_first"] = 1
+    path = tmp_path / "one_epoch.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "run"
+
+    def windows() -> list[int]:
+        (found,) = (out / "data" / "bags" / "train").glob("*/index.json")
+        return [piece["length"] for piece in json.loads(found.read_text())["segments"]]
+
+    def killed(self, *args, **kwargs):  # a kill after the bags were converted, before the first epoch ended
+        raise KeyboardInterrupt
+
+    converted, convert = [], bag_data.convert_bag
+
+    def converting(bag, *args, **kwargs):
+        converted.append(bag)
+        return convert(bag, *args, **kwargs)
+
+    monkeypatch.setattr(bag_data, "convert_bag", converting)
+    with monkeypatch.context() as patch:
+        patch.setattr(bag_data.BagRun, "train_epoch", killed)
+        start = ["train", "--config", str(path), "--bag", str(bag), "--out", str(out), "--no-progress"]
+        assert cli.main([*start, "--set", "data.window=16"]) == 130
+        assert windows() == [16, 4] and len(converted) == 1
+        resume = ["train", "--out", str(out), "--resume", "--no-progress"]
+        assert cli.main([*resume, "--set", "data.window=16"]) == 130
+        assert windows() == [16, 4] and len(converted) == 1  # the same cut: the cache is reused
+    assert cli.main([*resume, "--set", "data.window=8"]) == 0
+    assert windows() == [8, 8, 4] and len(converted) == 2
+
+
 def test_replay_with_a_relative_record_topic_does_not_record_the_bags_own_commands(tmp_path, capsys):
     """Before: `--record cmd_vel` (as the node's parameter file spells command_topic) left the bag's /cmd_vel
     among the replayed topics; with no policy node running, the recorder recorded those replayed commands and

@@ -506,10 +506,10 @@ def _diagnose(stats: StreamStats, spec, policy_config: dict, expected=None) -> s
     return "; ".join(hints) + f" {RECORD_INFO}"
 
 
-def read_cache(folder: Path, fingerprint: str) -> dict | None:
-    """The index of the cached conversion in ``folder`` when it is of ``fingerprint`` (this bag, these settings);
-    None when there is none or it is of another bag or settings; :class:`CacheError` naming the file when
-    ``index.json`` cannot be read or is not a cache index."""
+def read_cache(folder: Path, fingerprint: str, window: int) -> dict | None:
+    """The index of the cached conversion in ``folder`` when it is of ``fingerprint`` (this bag, these settings)
+    and cut at ``window`` updates; None when there is none or it is of another bag, settings or window;
+    :class:`CacheError` naming the file when ``index.json`` cannot be read or is not a cache index."""
     path = folder / "index.json"
     if not path.is_file():
         return None
@@ -525,6 +525,14 @@ def read_cache(folder: Path, fingerprint: str) -> dict | None:
     bad = [key for key, kind in kinds.items() if not isinstance(index.get(key), kind)]
     if bad or index["format"] != CACHE_FORMAT:
         raise CacheError(f"{path}: not a {CACHE_FORMAT} index ({', '.join(bad) or 'format'} missing or wrong)")
+    # the window is not in the fingerprint (caches made before would all be converted again): the cut is read from
+    # the pieces, none longer than the window and each that continues a segment after one of exactly the window.
+    # A run stopped before its first epoch and resumed with --set data.window=N trained on the old cut.
+    pieces = [(seg.get("length"), seg.get("continues")) for seg in index["segments"] if isinstance(seg, dict)]
+    if any(not isinstance(length, int) or length > window for length, _ in pieces) or any(
+        continues and before != window for (before, _), (_, continues) in zip(pieces, pieces[1:])
+    ):
+        return None
     return index
 
 
@@ -649,7 +657,7 @@ class BagRun(TrainingRun):
             folder = root / f"{i:04d}_{Path(bag).name}"
             fingerprint = _fingerprint(bag, self.spec.describe(), self.config["observation"])
             try:
-                index = read_cache(folder, fingerprint)
+                index = read_cache(folder, fingerprint, self.data["window"])
                 segments = None if index is None else load_segments(folder, index)
             except CacheError as exc:  # a cache: rebuilt from the bag (which the fingerprint says is unchanged)
                 self.log(f"warning: {kind} bag {Path(bag).name}: damaged cache, converting the bag again: {exc}")
