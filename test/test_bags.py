@@ -1111,6 +1111,29 @@ def test_training_labels_that_never_change_are_named(tmp_path):
     assert not [line for line in lines if "warning" in line], lines
 
 
+def test_training_labels_beyond_the_action_bounds_times_the_nodes_action_scale_are_named(tmp_path):
+    """Before: bags of a robot driving up to 1.4 m/s trained with the rover's parameter file (the default: action_scale
+    1 m/s) had every label above 1 m/s clipped by the loss without a word; the policy could never drive faster. The
+    run names the element, the count, the bounds in robot units, what was recorded and the file the scale came from."""
+    from liquid_control.training import trainer
+
+    fast = _steady_bag(tmp_path / "fast", 0.07, 30, command=lambda i: (1.4 if i % 3 else 0.5, 0.3 * np.sin(i / 5)))
+    lines = []
+    trainer.train(CAMERA_ONLY, tmp_path / "rover", data={"bags": [fast]}, progress=False, log=lines.append)
+    warned = [line for line in lines if "beyond action.low..high" in line]
+    assert len(warned) == 1 and warned[0].startswith(
+        "warning: 20 of 30 labelled updates command linear beyond action.low..high x action_scale 1 = -1..1 m/s "
+        "(recorded 0.5..1.4 m/s): the loss clips them"
+    ), lines
+    assert "config/rover_policy.yaml, the one shipped for world LiquidRover-v0; --node-params)" in warned[0]
+    params = tmp_path / "robot.yaml"
+    params.write_text("policy_node:\n  ros__parameters:\n    action_scale: [1.5, 2.0]\n")
+    lines.clear()
+    data = {"bags": [fast], "node_params": str(params)}
+    trainer.train(CAMERA_ONLY, tmp_path / "robot", data=data, progress=False, log=lines.append)
+    assert not [line for line in lines if "warning" in line], lines
+
+
 def test_a_run_on_single_update_bags_says_the_core_never_integrated_time(tmp_path):
     """Before: bags of one frame each (every update at dt 0) trained with the advice 'set core.max_step a little
     above the longest, e.g. 0.0001': sub-steps of 0.1 ms, a thousand a step at run time."""

@@ -67,10 +67,12 @@ from liquid_control.bags.stream import (
     StreamStats,
     capture_runner,
     check_inputs,
+    default_node_parameters_file,
     input_hints,
     label_hints,
 )
 from liquid_control.cells import SolverDivergedError
+from liquid_control.conventions.commands import COMMAND_ELEMENTS
 from liquid_control.conventions.training_record import bag_label
 from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError, validate_config
@@ -774,6 +776,7 @@ class BagRun(TrainingRun):
         validation = self.prepare(self.data["validation"], "validation")
         self.note_dts(episodes)
         self.interval_counts = {"bags": interval_histograms(episodes, self.config["observation"]["update_on"])}
+        self._note_clipped_labels(episodes)
         self._note_constant_labels(episodes)
         if not validation:
             self.log("no validation bags: the last epoch is kept (pass --val-bag to select on held-out data)")
@@ -784,6 +787,41 @@ class BagRun(TrainingRun):
         for epoch in range(self.epoch_done, self.total_epochs):
             self.train_epoch(episodes, epoch, 0)
             self.validate(validation)
+
+    def _note_clipped_labels(self, episodes: list[Episode]) -> None:
+        """Warn of an action element whose training labels go beyond the action bounds times the node's
+        ``action_scale`` (a robot faster than the scale says, e.g. the rover's parameter file on a 1.5 m/s base): the
+        loss clips them there, so the policy can never command more, and nothing else says so."""
+        low, high = (np.asarray(self.config["action"][k], np.float64) for k in ("low", "high"))
+        scale = np.asarray(self.spec.action_scale, np.float64)
+        labels = [
+            np.asarray(ep.expert_action if ep.label_mask is None else ep.expert_action[np.asarray(ep.label_mask)])
+            for ep in episodes
+        ]
+        labels = np.concatenate([a.reshape(-1, len(low)) for a in labels]) if labels else np.zeros((0, len(low)))
+        if not len(labels):
+            return
+        tolerance = 1e-6 * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+        beyond = (labels < low - tolerance) | (labels > high + tolerance)
+        elements = COMMAND_ELEMENTS.get(self.config["action"].get("kind"), ())
+        source = self.data.get("node_params")
+        if source is None:
+            shipped = default_node_parameters_file(self.config["world"])
+            source = (
+                f"none given: {shipped}, the one shipped for world {self.config['world']}"
+                if shipped
+                else "none given: the node's defaults"
+            )
+        for i in np.flatnonzero(beyond.any(axis=0)):
+            name, unit = elements[i] if i < len(elements) else (f"action[{i}]", "robot units")
+            bounds = f"{low[i] * scale[i]:g}..{high[i] * scale[i]:g} {unit}"
+            recorded = f"{labels[:, i].min() * scale[i]:g}..{labels[:, i].max() * scale[i]:g} {unit}"
+            self.log(
+                f"warning: {int(beyond[:, i].sum())} of {len(labels)} labelled updates command {name} beyond "
+                f"action.low..high x action_scale {scale[i]:g} = {bounds} (recorded {recorded}): the loss clips them, "
+                f"so the policy never commands more; for a robot that drives faster, set action_scale (and "
+                f"max_command) to its limits in the node's parameter file ({source}; --node-params)"
+            )
 
     def _note_constant_labels(self, episodes: list[Episode]) -> None:
         """Warn of an action element whose every training label is the same (within the action bounds, where the
