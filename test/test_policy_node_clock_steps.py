@@ -27,15 +27,8 @@ def node(tmp_path, request):
     policy = save_policy(tmp_path / "tiny_balancer.pt", Policy.from_config(CONFIG))
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
-    overrides = params(
-        policy,
-        action_scale=[1.0],
-        max_command=[1.0],
-        max_command_rate=[0.1],
-        watchdog_timeout_s=0.5,
-        use_sim_time=True,
-        **getattr(request, "param", {}),
-    )
+    settings = dict(action_scale=[1.0], max_command=[1.0], max_command_rate=[0.1], watchdog_timeout_s=0.5)
+    overrides = params(policy, use_sim_time=True, **{**settings, **getattr(request, "param", {})})
     node = PolicyNode(context=context, parameter_overrides=overrides)
     yield node
     node.trigger_shutdown()
@@ -83,6 +76,41 @@ def test_the_first_command_after_the_clock_steps_forward_an_hour_is_still_rate_l
     assert node.runner.counters["resets.gap"] == 1  # the hour's gap reset the state: another action
     assert np.abs(after - before).max() <= 0.1 * 0.5 + 1e-9  # was ~0.39
     assert np.abs(after - before).max() > 0.01  # the cap allows a step (the policy's action is beyond it)
+
+
+@pytest.mark.parametrize(
+    "node", [dict(max_command_rate=[1e9]), dict(max_command_rate=[float("inf")])], indirect=True, ids=["1e9", "inf"]
+)
+def test_two_updates_at_one_clock_reading_each_command_their_action_only_without_a_rate_limit(node):
+    """Two IMU messages handled at one reading of the node clock (use_sim_time: no /clock message came between them,
+    as for a camera frame and an IMU message replayed with `replay --clock`): any finite max_command_rate, the
+    default 1e9 ("no limit") too, allows no change in no time, so the second update's command was the first's (26 of
+    1,057 commands of a camera + IMU policy replayed so). Before, the limit could not be turned off: .inf (which
+    CommandLimiter takes as no limit) was refused at configure ("values must be finite and > 0"); now it is taken
+    and each update commands its own action."""
+    actions = []
+    at, published, imu, wheels = _activated(node)
+    submit = node.runner.submit
+
+    def submitted(*args, **kwargs):
+        result = submit(*args, **kwargs)
+        if result.action is not None:
+            actions.append(np.clip(result.action, -1.0, 1.0))  # action_scale 1, max_command 1
+        return result
+
+    node.runner.submit = submitted
+    clock = START + 10**9  # a second after activation: the ramp from the activation's stop allows anything
+    for k in range(4):
+        imu.angular_velocity.x = 0.3 * (-1) ** k  # the actions differ from update to update
+        wheels.header.stamp = imu.header.stamp = at(clock + k * 5_000_000)
+        node._on_vector("wheels", wheels)
+        at(clock)  # every update handled at one clock reading, its stamp moving on
+        node._on_vector("imu", imu)
+    assert len(published) == len(actions) == 4 and np.abs(actions[1] - actions[0]).max() > 1e-3
+    if np.isinf(node.settings.max_command_rate[0]):
+        np.testing.assert_allclose(np.array(published), np.array(actions), rtol=0, atol=1e-12)
+    else:  # the first after a second of ramp; the others held at it
+        np.testing.assert_allclose(np.array(published), np.array([actions[0]] * 4), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("node", [dict(publish_mode="fixed_rate", control_rate_hz=1.0)], indirect=True)

@@ -58,7 +58,10 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "control_rate_hz": (30.0, "command rate in fixed_rate mode"),
     "action_scale": ([1.0], "command = action * action_scale (one value per action element, or one for all)"),
     "max_command": ([1.0], "|command| limit per element (or one for all), robot units"),
-    "max_command_rate": ([1.0e9], "limit on the change of each command element per second (or one for all)"),
+    "max_command_rate": (
+        [1.0e9],
+        "limit on the change of each command element per second (or one for all; .inf: no limit)",
+    ),
     "watchdog_timeout_s": (0.5, "a sensor silent for longer than this (node clock) => stop command + warning"),
     "max_gap_s": (1.0, "update gap beyond which the liquid state is reset"),
     "max_backward_jump_s": (0.5, "a stamp this much older than the previous one is a clock reset (state reset)"),
@@ -219,10 +222,11 @@ def autostart_problem(value) -> str | None:
     return f"autostart: must be true or false (a boolean), got {value!r}"
 
 
-def per_element(name, value, size, problems, positive: bool):
+def per_element(name, value, size, problems, positive: bool, unlimited: bool = False):
     """One value per action (a single one for all), finite and > 0 (``positive``) or non-zero (action_scale: a
-    zero would pin that command to 0 whatever the policy says; training from bags refuses it too). Without the
-    action ``size`` (None) only the values are checked."""
+    zero would pin that command to 0 whatever the policy says; training from bags refuses it too); with
+    ``unlimited`` also inf (``.inf`` in a parameter file: no limit). Without the action ``size`` (None) only the
+    values are checked."""
     items = parameter_value(value) if isinstance(value, (list, tuple, array.array)) else [value]
     if (size is None and not items) or any(
         isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items
@@ -237,8 +241,11 @@ def per_element(name, value, size, problems, positive: bool):
     if len(values) != size:
         problems.append(f"{name}: needs 1 or {size} values (the policy's action size), got {len(values)}")
         return None
-    if any(not math.isfinite(v) for v in values) or any(v <= 0 if positive else v == 0 for v in values):
-        problems.append(f"{name}: values must be finite and {'> 0' if positive else 'non-zero'}, got {values}")
+    if any(not (math.isfinite(v) or (unlimited and v == math.inf)) for v in values) or any(
+        v <= 0 if positive else v == 0 for v in values
+    ):
+        allowed = "> 0 (.inf: no limit)" if unlimited else f"finite and {'> 0' if positive else 'non-zero'}"
+        problems.append(f"{name}: values must be {allowed}, got {values}")
         return None
     return values
 
@@ -331,7 +338,10 @@ def policy_node_parameter_problems(
     if not isinstance(values["command_frame_id"], str):
         problems.append(f"command_frame_id: must be a string, got {values['command_frame_id']!r}")
     for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads
-        expanded = per_element(name, values[name], action_size, problems, positive=name != "action_scale")
+        # a rate limit may be off (inf): any finite rate, 1e9 too, holds a command whose node-clock time is the one
+        # before's (use_sim_time: two updates handled between two /clock messages), so none is "off"
+        unlimited = name == "max_command_rate"
+        expanded = per_element(name, values[name], action_size, problems, name != "action_scale", unlimited)
         if action_size is not None:
             out[name] = expanded
     if action_size is not None:
