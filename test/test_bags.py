@@ -715,6 +715,43 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     assert results["policies"]["bc"]["bags"][held]["counters"]["updates"] == overall["labelled"] + 1
 
 
+def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_also_exported(tmp_path):
+    """Before: `eval --bag` of a policy trained with the robot's --node-params (action_scale 1.5 m/s, 2 rad/s), given
+    as docs/real_robot.md section 4 gives it (no --node-params), read the bags with the parameter file shipped for the
+    config's world (the rover's 1 m/s, 1.5 rad/s): its labels divided by the rover's scale, its loss not the run's
+    validation loss, nothing said. A policy trained from bags records its data spec (the export carries it), which
+    eval uses where no --node-params is given, and the report says which it used."""
+    from liquid_control import cli
+    from liquid_control.paths import config_dir
+    from liquid_control.training import trainer
+
+    def command(i):
+        return 1.0 + 0.4 * np.sin(i / 4), 1.8 * np.sin(i / 3)
+
+    train, held = (_steady_bag(tmp_path / name, 0.07, 30, command=command) for name in ("train", "held"))
+    params = tmp_path / "robot.yaml"
+    params.write_text("policy_node:\n  ros__parameters:\n    action_scale: [1.5, 2.0]\n")
+    data = {"bags": [train], "validation": [held], "node_params": str(params)}
+    run = trainer.train(CAMERA_ONLY, tmp_path / "run", data=data, progress=False, log=lambda m: None)
+    validation_loss = torch.load(run.policy_path, weights_only=False)["metadata"]["validation_loss"]
+    assert cli.main(["export", str(run.policy_path)]) == 0
+    for policy in (run.policy_path, run.policy_path.with_suffix(".onnx")):
+        out = tmp_path / f"offline_{policy.suffix[1:]}"
+        argv = ["eval", "--bag", held, "--policy", f"robot={policy}", "--out", str(out), "--no-progress"]
+        assert cli.main([*argv, "--no-example"]) == 0
+        results = json.loads((out / "offline.json").read_text())["policies"]["robot"]
+        assert results["spec"]["action_scale"] == [1.5, 2.0]
+        assert results["overall"]["loss"] == pytest.approx(validation_loss, rel=1e-4)
+        report = (out / "report.md").read_text()
+        assert "Topics, labels, action_scale and dt limits: robot: the ones it was trained with" in report
+    rover = str(config_dir() / "rover_policy.yaml")
+    argv = ["eval", "--bag", held, "--policy", f"robot={run.policy_path}", "--out", str(tmp_path / "rover")]
+    assert cli.main([*argv, "--node-params", rover, "--no-progress", "--no-example"]) == 0
+    results = json.loads((tmp_path / "rover" / "offline.json").read_text())["policies"]["robot"]
+    assert results["spec"]["action_scale"] == [1.0, 1.5]  # given: used
+    assert results["spec_source"] == f"--node-params {rover}"
+
+
 def test_train_from_bags_can_start_from_a_trained_policy(expert_bags, tmp_path, capsys):
     """`train --init-from P` (DAgger's rounds continue training): the run starts from P's weights and input
     normalisation, not a random draw, and records where it started, also across a kill before its first

@@ -263,19 +263,50 @@ def default_node_parameters_file(world: str) -> Path | None:
     return config_dir() / WORLD_POLICIES[world][0]
 
 
+TRAINED_SPEC = "the data spec the policy recorded (its training run's topics, labels, action_scale and limits)"
+
+
+def trained_node_parameters(record, spec: ObservationSpec) -> tuple[dict, dict]:
+    """(node parameters, label rule) of the ``data_spec`` a run from bags recorded in its policy
+    (``BagDataSpec.describe``), as :func:`load_node_parameters` gives them; ValueError where it is malformed."""
+    values = load_node_parameters(None)
+    try:
+        for sensor in (s for s in spec.sensors if s in SENSOR_TYPES):  # another: refused by data_spec, named
+            values[SENSOR_TYPES[sensor][1]] = str(record["topics"][sensor])
+        values["command_topic"] = str(record["command_topic"])
+        values["action_scale"] = [float(v) for v in record["action_scale"]]
+        for key in ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s", "first_update_dt"):
+            values[key] = float(record["limits"][key])
+        lag = record["limits"]["reorder_lag_s"]
+        values["reorder_lag_s"] = -1.0 if lag is None else float(lag)  # None: the policy's, as the node's -1
+        if "joint_names" in record:
+            values["joint_names"] = [str(name) for name in record["joint_names"]]
+        label = {key: record["label"][key] for key in ("mode", "offset_s", "max_wait_s")}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{TRAINED_SPEC} is malformed ({type(exc).__name__}: {exc}); give --node-params") from None
+    return values, label
+
+
 def data_spec(
     policy_config: dict,
     node_params: str | Path | None = None,
     topics: dict | None = None,
     command_topic: str | None = None,
     label: dict | None = None,
+    trained: dict | None = None,
 ) -> BagDataSpec:
-    """The spec of a policy: topics, scale and limits from the node's parameter file (default: the one shipped
-    for the policy's world), overridden by ``topics`` (sensor -> topic), ``command_topic`` and ``label``."""
-    if node_params is None:
-        node_params = default_node_parameters_file(policy_config["world"])
-    values = load_node_parameters(node_params)
+    """The spec of a policy: topics, scale and limits from the node's parameter file (default: ``trained``, the
+    ``data_spec`` a policy trained from bags recorded, where given; else the one shipped for the policy's world),
+    overridden by ``topics`` (sensor -> topic), ``command_topic`` and ``label`` (key by key)."""
     spec = ObservationSpec.from_config(policy_config)
+    if node_params is None and trained is not None:
+        values, recorded_label = trained_node_parameters(trained, spec)
+        label = {**recorded_label, **(label or {})}
+        node_params = TRAINED_SPEC  # what a refusal below names
+    else:
+        if node_params is None:
+            node_params = default_node_parameters_file(policy_config["world"])
+        values = load_node_parameters(node_params)
     mapping = {}
     for sensor in spec.sensors:
         if sensor not in SENSOR_TYPES:
@@ -328,8 +359,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="YAML",
         type=user_path,
-        help="policy_node parameter file of the robot: topic names, action_scale, dt limits "
-        "(default: the one shipped for the policy's world, e.g. config/rover_policy.yaml)",
+        help="policy_node parameter file of the robot: topic names, action_scale, dt limits (default: eval --bag of "
+        "a policy trained from bags: the ones it trained with, which it records; else the one shipped for the "
+        "policy's world, e.g. config/rover_policy.yaml)",
     )
     group.add_argument(
         "--topic",

@@ -1,6 +1,6 @@
 """What a policy file records of the sensors it was trained on, and the node's checks against it.
 
-Training writes three metadata entries into ``policy.pt`` (``liquid_control.training``):
+Training writes these metadata entries into ``policy.pt`` (``liquid_control.training``):
 
 - ``training_camera``: ``{"width", "height", "fovy_deg", "source"}``: the size of the frames and the vertical field
   of view (degrees) of the camera they came from; ``fovy_deg`` is the world's (``world_camera_fovy_deg``) for a run in
@@ -16,12 +16,16 @@ Training writes three metadata entries into ``policy.pt`` (``liquid_control.trai
   storage files' bytes (.mcap, .db3) in name order, metadata.yaml and hidden files left out; no path, which would say
   where the trainer's home is, while the hash tells two robots' ``run1`` apart wherever the bags are copied). The
   node says it where it names what the policy was trained for.
+- ``data_spec`` (a run from bags only): where its inputs and labels were in the bags and the node's settings it
+  trained with (``bags.stream.BagDataSpec.describe``: topics, command topic, label rule, ``action_scale``, dt limits;
+  no path): ``eval --bag`` and the replay comparison use it where no ``--node-params`` is given.
 
 Files written before these entries (the shipped policies among them) have none: the node then compares the
 camera's field of view against the world's constant of today, checks no rate and names only the config's world.
 ``liquid-control export`` carries the entries into the ONNX model (its metadata, JSON), so a node running the export
 checks as one running the file does (the backends' ``training_record``); an export written before exports carried
-them has none (one written before ``training_source`` existed: the other two).
+them has none (one written before ``training_source`` existed: the other two; before ``data_spec`` was carried:
+the other three).
 
 Intervals are counted in a histogram of log-spaced bins (``DT_BINS``, 1.2% wide), so a run keeps them per round
 in its checkpoint at a fixed size whatever the sensor's rate, and a resumed run's record is the uninterrupted one's.
@@ -36,7 +40,7 @@ import numpy as np
 from liquid_control.runtime.backends import TRAINING_RECORD_KEYS
 
 # the entries' names, defined with the runtime, whose backends give them and whose export carries them
-CAMERA_KEY, RATES_KEY, SOURCE_KEY = TRAINING_RECORD_KEYS
+CAMERA_KEY, RATES_KEY, SOURCE_KEY, DATA_SPEC_KEY = TRAINING_RECORD_KEYS
 SHORT_HASH = 12  # hex digits of a bag's SHA-256 a message shows
 SOURCE_BAGS_SHOWN = 3  # bags a message names before 'and N more'
 TIMING_AUGMENTATION = "timing_augmentation"  # an entry of RATES_KEY: the timing recipe's ranges (None: off)

@@ -34,11 +34,13 @@ from liquid_control.bags.stream import (
     StreamStats,
     check_inputs,
     data_overrides,
+    default_node_parameters_file,
     input_hints,
     label_hints,
     policy_runner,
 )
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
+from liquid_control.conventions.training_record import DATA_SPEC_KEY
 from liquid_control.evaluation.plan import (
     EXPERT,
     EvaluationSetupError,
@@ -196,8 +198,7 @@ def evaluate_offline(
         for name, path in policies.items():
             policy_backend = load_backend(path, backend)
             loaded.append((name, path, policy_backend))
-            settings = (data.get(k) for k in ("node_params", "topics", "command_topic", "label"))
-            specs[name] = data_spec(policy_backend.config, *settings)
+            specs[name] = _data_spec(policy_backend, data)
         validate_output_folder(str(out))
         # one evaluation at a time in a folder: two `eval --bag --out` at once each found no report, and each wrote
         # its plots, offline.json and report.md over the other's (a report of one beside the results of the other)
@@ -253,6 +254,25 @@ def bag_names(bags: list[str]) -> dict[str, str]:
     return names
 
 
+def _data_spec(policy_backend, data: dict):
+    """Where the policy's inputs and labels are in the bags: ``data``'s ``--node-params``, else the spec a policy
+    trained from bags recorded (its training run's parameter file: topics, labels, action_scale, limits; also in its
+    ONNX export), else the world's shipped file; ``--topic``, ``--command-topic`` and the label options override."""
+    settings = [data.get(k) for k in ("node_params", "topics", "command_topic", "label")]
+    return data_spec(policy_backend.config, *settings, trained=policy_backend.training_record.get(DATA_SPEC_KEY))
+
+
+def _data_spec_source(policy_backend, data: dict) -> str:
+    """Where :func:`_data_spec` took the node's parameters from, in words (the report says it)."""
+    if data.get("node_params"):
+        return f"--node-params {data['node_params']}"
+    if policy_backend.training_record.get(DATA_SPEC_KEY) is not None:
+        return "the ones it was trained with (recorded in the policy file)"
+    world = policy_backend.config.get("world")
+    shipped = default_node_parameters_file(world)
+    return f"{shipped}, the file shipped for world {world}" if shipped else "the node's defaults"
+
+
 def _trained_on(policy_backend) -> dict[str, str]:
     """``{bag path: "training" | "validation"}``: the bags a policy trained from bags learned from or selected its
     epoch on, as its file records them (``training.bag_data``: resolved paths); empty for a simulated run, an older
@@ -296,7 +316,14 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
             per_bag[bag]["plot"] = str(plot.relative_to(out))
     pooled = command_errors(np.concatenate(actions), np.concatenate(labels), spec.action_scale, low, high)
     elements = names or [f"command[{i}]" for i in range(len(low))]
-    return {"path": str(path), "spec": spec.describe(), "elements": elements, "overall": pooled, "bags": per_bag}
+    return {
+        "path": str(path),
+        "spec": spec.describe(),
+        "spec_source": _data_spec_source(policy_backend, data),
+        "elements": elements,
+        "overall": pooled,
+        "bags": per_bag,
+    }
 
 
 def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = None, topic: str = "/cmd_vel") -> dict:
@@ -307,7 +334,7 @@ def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = Non
 
     data = data or {}
     backend = load_backend(policy)
-    spec = data_spec(backend.config, data.get("node_params"), data.get("topics"), data.get("command_topic"))
+    spec = _data_spec(backend, data)
     offline = evaluate_bag(backend, bag, spec)
     backend.close()
     expected = {
@@ -353,6 +380,9 @@ def report_markdown(results: dict) -> str:
         "(command before the node's limiter vs recorded command, robot units; loss: normalized MSE as in training).",
         "MAE and RMSE list the command's elements in order: "
         + "; ".join(f"{name}: {', '.join(res.get('elements') or ['?'])}" for name, res in results["policies"].items())
+        + ".",
+        "Topics, labels, action_scale and dt limits: "
+        + "; ".join(f"{name}: {res.get('spec_source', '?')}" for name, res in results["policies"].items())
         + ".",
         "",
         "| policy | bag | updates | labelled | MAE | RMSE | loss | plot |",

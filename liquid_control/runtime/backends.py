@@ -24,10 +24,10 @@ VECTORS = "vectors"  # name of the encoder of every vector input
 ONNX_CONFIG_KEY = "liquid_control.policy_config"  # metadata_props entry holding the policy config (JSON)
 ONNX_SOURCE_KEY = "liquid_control.checkpoint_sha256"  # metadata_props entry: SHA-256 of the exported .pt file
 # the entries of a policy file's metadata that record the sensors it was trained on and what it learned from
-# (conventions.training_record reads them: the training camera, the sensor rates, the world or bags); its ONNX export
-# carries each as a metadata_props entry (JSON) named ONNX_TRAINING_PREFIX + key, and both backends give them as
-# ``training_record``
-TRAINING_RECORD_KEYS = ("training_camera", "training_sensor_rates", "training_source")
+# (conventions.training_record reads them: the training camera, the sensor rates, the world or bags, and for a run
+# from bags its data spec: topics, labels, action_scale, limits); its ONNX export carries each as a metadata_props
+# entry (JSON) named ONNX_TRAINING_PREFIX + key, and both backends give them as ``training_record``
+TRAINING_RECORD_KEYS = ("training_camera", "training_sensor_rates", "training_source", "data_spec")
 ONNX_TRAINING_PREFIX = "liquid_control."
 # observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
 # policies without torch, which that package needs)
