@@ -263,6 +263,49 @@ def test_a_twist_policy_published_as_a_plain_array_is_warned_about_at_configure(
     assert "LiquidRover-v0" in warnings[-1] and "/wheel_torques" in warnings[-1]
 
 
+def test_an_action_scale_other_than_the_one_the_policy_trained_with_is_warned_about_at_configure(tmp_path):
+    """A policy trained from a 1.5 m/s, 2 rad/s robot's bags (action_scale [1.5, 2.0] in its --node-params) started as
+    docs/real_robot.md section 5 starts it (the launch file's default, the rover's parameter file: [1.0, 1.5]) was
+    configured without a word and drove at 0.67x / 0.75x of every command it learnt. The file records the scale its
+    labels were divided by (data_spec); the node says where its own differs, not where it is the same."""
+    import rclpy
+    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros.policy_node import PolicyNode
+    from liquid_control.ros.testing import isolated_ros_env
+
+    robot = {**CAMERA_IMU, "world": "LiquidRover-v0", "action": {**CAMERA_IMU["action"], "kind": "twist"}}
+    torch.manual_seed(0)
+    record = {"data_spec": {"action_scale": [1.5, 2.0]}, "training_source": {"bags": [{"name": "run1"}]}}
+    policy_file = save_policy(tmp_path / "robot.pt", Policy.from_config(robot), record)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    warned = {}
+    try:
+        for scale in ([1.0, 1.5], [1.5, 2.0]):
+            values = dict(policy=str(policy_file), action_scale=scale)
+            node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+            warned[scale[0]] = []
+            node.get_logger().warning = lambda msg, into=warned[scale[0]], **kw: into.append(msg)
+            try:
+                assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            finally:
+                node.trigger_shutdown()
+                node.destroy_node()
+    finally:
+        context.try_shutdown()
+    assert [w for w in warned[1.0] if "action_scale" in w] == [
+        "action_scale [1.0, 1.5] is not the [1.5, 2.0] the policy was trained with (its labels: the recorded commands "
+        "divided by it), so each command is 0.667x, 0.75x what it learnt to command; give the node the parameter file "
+        "it trained with (its action_scale, and max_command to match) (trained on the recorded bag run1, not in a "
+        "simulated world)"
+    ]
+    assert not [w for w in warned[1.5] if "action_scale" in w]
+
+
 def test_an_input_whose_every_message_is_rejected_is_not_called_silent(policy_node):
     """Before: a camera publishing every frame at another size than the policy's had the watchdog say `camera
     silent 0.52 s`, sending the user to look for a dead driver; the rejections were logged apart."""

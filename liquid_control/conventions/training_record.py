@@ -149,6 +149,29 @@ def bag_label(name, sha256) -> str:
     return f"{name} (SHA-256 {str(sha256)[:SHORT_HASH]})" if sha256 else str(name)
 
 
+def action_scale_problem(metadata: dict, action_scale) -> str | None:
+    """Where ``metadata`` records the ``action_scale`` a run from bags divided its labels by (its ``data_spec``) and the
+    node's ``action_scale`` differs from it by more than 1% in an element: what the node's commands then are, in
+    words (e.g. the rover's shipped parameter file for a policy of a faster robot: each command scaled down); else
+    None (also for a file without the record: a policy trained in a world learnt in action units alone)."""
+    spec = metadata.get(DATA_SPEC_KEY)
+    trained = spec.get("action_scale") if isinstance(spec, dict) else None
+    node = [float(v) for v in action_scale]
+    if not isinstance(trained, list) or len(trained) != len(node):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v for v in trained):
+        return None
+    ratios = [n / float(t) for n, t in zip(node, trained)]
+    if all(abs(r - 1.0) <= 0.01 for r in ratios):
+        return None
+    return (
+        f"action_scale {[round(v, 6) for v in node]} is not the {[round(float(v), 6) for v in trained]} the policy was "
+        f"trained with (its labels: the recorded commands divided by it), so each command is "
+        f"{', '.join(f'{r:.3g}x' for r in ratios)} what it learnt to command; give the node the parameter file it "
+        "trained with (its action_scale, and max_command to match)"
+    )
+
+
 def describe_source(metadata: dict, world: str | None) -> str:
     """What ``metadata`` records the policy was trained on, in words ('trained in WORLD', 'trained on the recorded
     bags ...'); ``world``: the policy config's, named for a file without the record (which cannot say whether it was

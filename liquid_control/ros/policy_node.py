@@ -279,6 +279,10 @@ class PolicyNode(LifecycleNode):
                 f"{self.resolve_topic_name(s.command_topic)}: a base taking wheel commands would read them as "
                 f"such; for a differential-drive base use command_type twist or twist_stamped"
             )
+        problem = training_record.action_scale_problem(self._training, s.action_scale)
+        if problem:  # e.g. the rover's shipped parameter file for the policy of a faster robot, trained from its bags
+            source = training_record.describe_source(self._training, backend.config.get("world"))
+            self.get_logger().warning(f"{problem} ({source})")
 
     def _fail(self, transition: str, reason) -> None:
         """Log why a transition failed (and keep it for autostart's message)."""
