@@ -170,8 +170,7 @@ def test_a_setpoint_survives_a_clock_jump_the_sensor_readings_do_not(lag):
         runner.submit("imu", 10.0 + 0.01 * k, imu())
     assert runner.counters["updates"] > 0
     res = runner.submit("command", 10.12, np.array([0.4, 0.1]))  # the last message before the jump
-    # with a lag it is still in the reordering buffer at the jump (not yet held, no update has seen it)
-    np.testing.assert_allclose(runner._held["command"], [0.5, 0.0] if lag else [0.4, 0.1])
+    np.testing.assert_allclose(runner._held["command"], [0.4, 0.1])  # held on arrival, with a lag too
     res = runner.submit("imu", 1.0, imu())  # the sensors' clock jumps back
     assert res.reset == "clock_backwards" and res.status != R.UPDATED
     missing = runner.missing_inputs() if hasattr(runner, "missing_inputs") else None
@@ -194,6 +193,37 @@ def test_a_setpoint_survives_a_clock_jump_the_sensor_readings_do_not(lag):
     assert updated and updated[0].dt == 0.0  # the first update after the reset (first_update_dt)
     assert all(np.allclose(r.action, [0.0, 0.0]) for r in updated)  # the target of 2.0, held across the request
     assert runner.counters["resets.service"] == 1
+
+
+def test_with_a_reordering_lag_a_setpoint_is_held_on_arrival_whatever_clock_stamped_it():
+    """policy_node stamps a target (a Twist: no header) on arrival with its clock; eval --bag and train --bag with the
+    bag's log time. With a reordering lag the target went into the buffer by that stamp: replayed without --clock (the
+    node clock now, the bag's readings stamped on the recording day) a target stamped now stayed there until the next
+    one and released every later reading on arrival (the lag gone), so the node's commands differed from eval --bag's
+    from the first one (a balancer with reorder_lag_s 0.02: by up to 0.16 N m). Held on arrival, the updates are the
+    same whichever clock stamped it, and the lag still holds the readings."""
+    period, lag = 1 / 64, 4 / 64  # exact in binary: no rounding decides a release
+
+    def run(target_clock: float):
+        runner = R.PolicyRunner(EchoBackend(), R.RunnerLimits(reorder_lag_s=lag))
+        updates = []  # (stamp of the reading released, the reading that released it, the action)
+        for k in range(40):
+            t = 10.0 + k * period
+            if k in (0, 15, 30):  # the operator's new target, stamped by the receiver's clock on arrival
+                runner.submit("command", target_clock + t, np.array([0.1 * k, -0.1]))
+            for sensor, value in (("wheels", np.zeros(2)), ("imu", imu())):
+                result = runner.submit(sensor, t, value)
+                if result.status == R.UPDATED:
+                    updates += [(stamp, t, tuple(result.action)) for stamp in result.update_stamps]
+        return updates
+
+    same_clock, other_clock = run(0.0), run(1.7e9)  # the readings' clock; a wall clock of today
+    assert same_clock == other_clock  # was: the target stamped 1.7e9 never held, every reading released at once
+    assert len(same_clock) == 36 and all(t == stamp + lag for stamp, t, _ in same_clock)  # the last 4 still held back
+    # the target in force from its arrival: the updates released from then on use it (each a single update here,
+    # so its action is the one the release returns)
+    released = [action for stamp, _, action in same_clock if stamp in (10.0 + 10 * period, 10.0 + 11 * period)]
+    np.testing.assert_allclose(released, [(0.0, -0.1), (1.5, -0.1)], rtol=1e-6)  # k 10 before it came, 11 after
 
 
 @pytest.mark.parametrize("lag", [None, 0.05])

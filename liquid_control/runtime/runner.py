@@ -22,7 +22,10 @@ seconds, and this class decides what each reading does to the liquid state.
 - Setpoints (``SETPOINTS``: the balancer's ``command``, an operator's target velocity) are not a time series
   but a value in force until the next one: no reset forgets them (a clock jump, a gap, a request). After a
   clock jump the latest accepted setpoint is held at once, so updates resume as soon as every *sensor* has
-  delivered again; its stamp (of the old timeline) is forgotten. Only a new runner starts without one. A
+  delivered again; its stamp (of the old timeline) is forgotten. Only a new runner starts without one. A setpoint
+  is held on arrival, never buffered by the reordering lag: its stamp is its arrival time on the receiver's clock,
+  not a measurement time on the sensors' (the updates computed from then on use it, as a world reads its own
+  command when it computes an update). A
   setpoint with the stamp of the one before is no duplicate: the newer value is in force (a Twist is stamped
   on arrival with the node clock, which under ``use_sim_time`` can read the same for two arrivals).
 - Large gap policy: RESET. When the update dt exceeds ``max_gap_s`` (a sensor was stale, or the clock
@@ -319,9 +322,16 @@ class PolicyRunner:
         self.counters[f"accepted.{sensor}"] += 1
         if sensor in self.setpoints:
             self._setpoint_values[sensor] = (stamp, arr)
+            # held on arrival, not buffered: its stamp is its arrival on the receiver's clock, which orders it among
+            # the sensors' stamps only where the two clocks agree (a bag replayed without --clock: a target stamped
+            # now among readings of the recording day held the target back until the next one and released every
+            # later reading at once, the lag gone; policy_node and eval --bag then differed from the first command)
+            released = [(sensor, stamp, (arr, tag))]
+        else:
+            released = self._buffer.push(sensor, stamp, (arr, tag))
         status, last_update, last_tag, failed = QUEUED, None, None, False
         stamps, resets, pending = [], [], reset  # pending: a reset not yet followed by an update
-        for released_sensor, released_stamp, (reading, released_tag) in self._buffer.push(sensor, stamp, (arr, tag)):
+        for released_sensor, released_stamp, (reading, released_tag) in released:
             outcome, update, caused = self._release(released_sensor, released_stamp, reading)
             reset, pending = caused or reset, caused or pending
             if outcome == UPDATED:
