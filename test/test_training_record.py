@@ -384,9 +384,9 @@ def test_the_node_counts_the_messages_dds_dropped_before_it_took_them(node_of, e
         driver.destroy_node()
 
 
-def _camera_bag(path, fovy_deg=None, frames=200):
+def _camera_bag(path, fovy_deg=None, frames=200, pixel_aspect=1.0):
     """A camera-only bag (16x16 noise frames at ~15 Hz, a Twist after each) with, when ``fovy_deg``, a CameraInfo
-    of that vertical field of view beside the image topic."""
+    of that vertical field of view beside the image topic, its pixels ``pixel_aspect`` times as wide as tall."""
     from liquid_control.bags import BagWriter
     from liquid_control.bags import messages as M
     from liquid_control.bags.io import typestore
@@ -405,9 +405,9 @@ def _camera_bag(path, fovy_deg=None, frames=200):
                 width=16,
                 distortion_model="plumb_bob",
                 d=np.zeros(5),
-                k=np.array([f, 0, 7.5, 0, f, 7.5, 0, 0, 1.0]),
+                k=np.array([f * pixel_aspect, 0, 7.5, 0, f, 7.5, 0, 0, 1.0]),
                 r=np.eye(3).reshape(-1),
-                p=np.array([f, 0, 7.5, 0, 0, f, 7.5, 0, 0, 0, 1.0, 0]),
+                p=np.array([f * pixel_aspect, 0, 7.5, 0, 0, f, 7.5, 0, 0, 0, 1.0, 0]),
                 binning_x=0,
                 binning_y=0,
                 roi=types["sensor_msgs/msg/RegionOfInterest"](
@@ -452,6 +452,38 @@ def test_a_run_on_bags_records_their_rates_and_their_camera_infos_field_of_view(
     camera = load_policy(run.policy_path).metadata[training_record.CAMERA_KEY]
     assert camera["fovy_deg"] is None and "not known" in camera["source"]
     assert training_record.trained_fovy_deg({training_record.CAMERA_KEY: camera}) == (True, None)
+
+
+def test_a_policy_trained_on_a_squeezed_camera_is_not_told_its_own_camera_is_squeezed_or_of_another_view(tmp_path):
+    """Before: bags of a 640x480 camera resized to the policy's square size (pixels 0.75 times as wide as tall, as
+    image_proc's resize makes them) recorded only the vertical field of view, and the node, comparing its camera with
+    square training pixels, warned on the very camera the policy learnt from: 'non_square_pixels ... the policy's
+    training frames have square pixels' and 'fov_mismatch' (90x74 against 74x74). The record keeps the horizontal field
+    of view too; the node compares with the training camera's pixels and view, and still names another camera."""
+    from sensor_msgs.msg import CameraInfo
+
+    from liquid_control.conventions.camera_info import camera_info_problems
+
+    bag, _ = _camera_bag(tmp_path / "squeezed", fovy_deg=73.74, pixel_aspect=0.75)
+    log = lambda m: None  # noqa: E731
+    run = trainer.train(BAG_CONFIG, tmp_path / "run", data={"bags": [str(bag)]}, progress=False, log=log)
+    metadata = load_policy(run.policy_path).metadata
+    camera = metadata[training_record.CAMERA_KEY]
+    assert camera["fovy_deg"] == pytest.approx(73.74, abs=0.01) and camera["fovx_deg"] == pytest.approx(90.0, abs=0.05)
+    recorded, fovy = training_record.trained_fovy_deg(metadata)
+    fovx = training_record.trained_fovx_deg(metadata)
+
+    def info(fx, fy):
+        msg = CameraInfo(width=16, height=16)
+        msg.k = [fx, 0.0, 7.5, 0.0, fy, 7.5, 0.0, 0.0, 1.0]
+        return msg
+
+    f = 8.0 / math.tan(math.radians(73.74) / 2)
+    assert camera_info_problems(info(0.75 * f, f), (16, 16, 3), "LiquidRover-v0", fovy, recorded, fovx) == {}
+    square = camera_info_problems(info(f, f), (16, 16, 3), "LiquidRover-v0", fovy, recorded, fovx)
+    assert sorted(square) == ["fov_mismatch", "non_square_pixels"]
+    assert "the training camera's (its file records) 0.75" in square["non_square_pixels"]
+    assert camera_info_problems(info(f, f), (16, 16, 3), "LiquidRover-v0", 73.74, True) == {}  # a file without it
 
 
 def test_two_robots_bags_of_one_folder_name_are_told_apart_by_their_recorded_bytes(tmp_path):

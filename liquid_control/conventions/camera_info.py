@@ -81,15 +81,29 @@ def world_camera_fovy_deg(world: str | None) -> float | None:
 
 
 def camera_info_problems(
-    msg, expected_shape, world: str | None = None, fovy_deg: float | None = None, recorded: bool = False
+    msg,
+    expected_shape,
+    world: str | None = None,
+    fovy_deg: float | None = None,
+    recorded: bool = False,
+    fovx_deg: float | None = None,
 ) -> dict:
     """What in the camera_info ``msg`` differs from the policy's camera: ``{counter key: sentence}`` for
     ``size_mismatch`` (the images will be rejected), ``non_square_pixels`` (the images were stretched to another
-    aspect ratio) and ``fov_mismatch`` (against a camera of vertical field of view ``fovy_deg``, when given: the
-    one the policy file records it was trained with when ``recorded``, else ``world``'s camera of today).
-    ``expected_shape`` is the policy's (height, width, ...)."""
+    aspect ratio than the training camera's) and ``fov_mismatch`` (against a camera of vertical field of view
+    ``fovy_deg``, when given: the one the policy file records it was trained with when ``recorded``, else ``world``'s
+    camera of today). ``fovx_deg``: the training camera's horizontal field of view where the file records it (a run
+    on bags: the CameraInfo's, whose pixels need not be square, e.g. a 640x480 camera resized to 128x128); else
+    square pixels are the training camera's. ``expected_shape`` is the policy's (height, width, ...)."""
     height, width = int(expected_shape[0]), int(expected_shape[1])
     w, h, fx, fy = image_geometry(msg)
+    trained_aspect = 1.0  # fx / fy of the training camera: the worlds render square pixels
+    if recorded and fovy_deg is not None and fovx_deg is not None:
+        trained_aspect = (width / math.tan(math.radians(fovx_deg) / 2)) / (
+            height / math.tan(math.radians(fovy_deg) / 2)
+        )
+        if abs(trained_aspect - 1.0) <= PIXEL_ASPECT_TOLERANCE:  # square, as far as the check tells
+            trained_aspect = 1.0
     problems = {}
     if (h, w) != (height, width):
         problems["size_mismatch"] = (
@@ -99,15 +113,27 @@ def camera_info_problems(
     fov = field_of_view_deg(w, h, fx, fy)
     if fov is None:
         return problems
-    if abs(fx / fy - 1.0) > PIXEL_ASPECT_TOLERANCE:
+    if abs(fx / fy / trained_aspect - 1.0) > PIXEL_ASPECT_TOLERANCE:
         problems["non_square_pixels"] = (
-            f"camera_info's K has pixels {fx / fy:.2f} times as wide as tall (fx {fx:.1f}, fy {fy:.1f}): the images "
-            f"were resized by another factor across than down (a 640x480 frame resized to {width}x{height} is "
-            "squeezed 4:3), while the policy's training frames have square pixels; crop the camera's frames to the "
-            f"policy's aspect ratio ({width}:{height}) before resizing them (docs/real_robot.md)"
+            (
+                f"camera_info's K has pixels {fx / fy:.2f} times as wide as tall (fx {fx:.1f}, fy {fy:.1f}): the "
+                f"images were resized by another factor across than down (a 640x480 frame resized to {width}x{height} "
+                "is squeezed 4:3), while the policy's training frames have square pixels; crop the camera's frames to "
+                f"the policy's aspect ratio ({width}:{height}) before resizing them (docs/real_robot.md)"
+            )
+            if trained_aspect == 1.0
+            else (
+                f"camera_info's K has pixels {fx / fy:.2f} times as wide as tall (fx {fx:.1f}, fy {fy:.1f}), the "
+                f"training camera's (its file records) {trained_aspect:.2f}: the images were resized by another "
+                "factor across than down than the frames the policy trained on; resize them as the recordings were"
+            )
         )
     if fovy_deg is not None:
-        trained = trained_field_of_view_deg(height, width, fovy_deg)
+        trained = (
+            (float(fovx_deg), float(fovy_deg))
+            if recorded and fovx_deg is not None
+            else trained_field_of_view_deg(height, width, fovy_deg)
+        )
         ratios = [math.tan(math.radians(a) / 2) / math.tan(math.radians(b) / 2) for a, b in zip(fov, trained)]
         if any(abs(r - 1.0) > FIELD_OF_VIEW_TOLERANCE for r in ratios):
             trainer = (

@@ -5,7 +5,9 @@ Training writes these metadata entries into ``policy.pt`` (``liquid_control.trai
 - ``training_camera``: ``{"width", "height", "fovy_deg", "source"}``: the size of the frames and the vertical field
   of view (degrees) of the camera they came from; ``fovy_deg`` is the world's (``world_camera_fovy_deg``) for a run in
   the simulator; for a run on bags the one the CameraInfo recorded beside their image topic gives, None (unknown,
-  nothing is compared) where no bag has one; ``source`` says which, the bags by ``bag_label``.
+  nothing is compared) where no bag has one; ``source`` says which, the bags by ``bag_label``. A run on bags whose
+  CameraInfo gives it also records ``fovx_deg``, the horizontal one: its pixels need not be square (a 640x480 camera
+  resized to 128x128), which the node then compares with; without it, the training camera's pixels were square.
 - ``training_sensor_rates``: ``{sensor: {"median_hz", "dt_p05_s", "dt_p95_s", "intervals"}}``: the median message
   rate of each update sensor in the data the run trained on and the middle 90% of its message intervals, measured
   from the recorded stamps (simulator episodes or bags), plus ``timing_augmentation`` (the run's
@@ -92,6 +94,13 @@ def trained_fovy_deg(metadata: dict) -> tuple[bool, float | None]:
     if not isinstance(camera, dict):
         return False, None
     return True, _positive(camera.get("fovy_deg"))
+
+
+def trained_fovx_deg(metadata: dict) -> float | None:
+    """The horizontal field of view (degrees) of the training camera where ``metadata`` records it (a run on bags whose
+    CameraInfo gave it, since 2026-12-05), else None: the training camera's pixels were square."""
+    camera = metadata.get(CAMERA_KEY)
+    return _positive(camera.get("fovx_deg")) if isinstance(camera, dict) else None
 
 
 def trained_rates(metadata: dict) -> dict[str, tuple[float, float, float]]:

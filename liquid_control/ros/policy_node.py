@@ -319,7 +319,8 @@ class PolicyNode(LifecycleNode):
             world = self.runner.backend.config.get("world")
             # the field of view the policy file records it was trained with; an older file: the world's of today
             recorded, fovy = training_record.trained_fovy_deg(self._training)
-            trained = (spec.sensors[CAMERA], world, fovy if recorded else world_camera_fovy_deg(world), recorded)
+            fovx = training_record.trained_fovx_deg(self._training) if recorded else None  # bags: pixels of any shape
+            trained = (spec.sensors[CAMERA], world, fovy if recorded else world_camera_fovy_deg(world), recorded, fovx)
             self._subscriptions_by_sensor["camera_info"] = self.create_subscription(
                 CameraInfo, info_topic, lambda msg: self._on_camera_info(msg, *trained), info_qos
             )
@@ -613,7 +614,13 @@ class PolicyNode(LifecycleNode):
         self._on_reading(CAMERA, msg.header.stamp, value, turn)
 
     def _on_camera_info(
-        self, msg: CameraInfo, expected_shape: tuple, world: str | None, fovy_deg: float | None, recorded: bool
+        self,
+        msg: CameraInfo,
+        expected_shape: tuple,
+        world: str | None,
+        fovy_deg: float | None,
+        recorded: bool,
+        fovx_deg: float | None = None,
     ):
         """The camera's resolution must be the policy's input size, its pixels square and its field of view the
         training camera's (the policy file's record; an older file: the world's of today; conventions.camera_info):
@@ -622,7 +629,7 @@ class PolicyNode(LifecycleNode):
         did)."""
         if self.runner is None:
             return
-        for problem, text in camera_info_problems(msg, expected_shape, world, fovy_deg, recorded).items():
+        for problem, text in camera_info_problems(msg, expected_shape, world, fovy_deg, recorded, fovx_deg).items():
             self.runner.counters[f"camera_info.{problem}"] += 1
             if not self._may_log(f"camera_info.{problem}"):
                 continue

@@ -81,7 +81,7 @@ from liquid_control.policy.config import BAG_RUN_METADATA, SIMULATED_TRAINING_KE
 from .bc import bc_loss
 from .data import Episode
 from .run import TrainingError, TrainingRun, differing_keys, progress_bar
-from .sensor_record import bag_camera_fovy_deg, interval_histograms
+from .sensor_record import bag_camera_fov_deg, interval_histograms
 
 DATA_KEYS = {  # key -> (the types it takes, the same in a refusal's words)
     "bags": (list, "a list of bag folders"),
@@ -596,19 +596,19 @@ class BagRun(TrainingRun):
     as_run = staticmethod(bag_run_config)
 
     def camera_fovs(self) -> dict:
-        """``{bag label: vertical field of view}`` of the training bags that recorded a CameraInfo beside the image
-        topic (policy.pt records it, ``sensor_record.camera_entry``; the label: the bag's name and hash,
+        """``{bag label: (horizontal, vertical) field of view}`` of the training bags that recorded a CameraInfo beside
+        the image topic (policy.pt records it, ``sensor_record.camera_entry``; the label: the bag's name and hash,
         ``training_record.bag_label``); a bag that cannot be read again is left out."""
         topic = self.spec.topics.get("camera")
         found = {}
         for bag in self.used_bags() if topic else ():
             try:
                 with BagReader(bag, allow_truncated=self.data["allow_truncated"]) as reader:
-                    fovy = bag_camera_fovy_deg(reader, topic)
+                    fov = bag_camera_fov_deg(reader, topic)
             except (BagError, OSError):
                 continue
-            if fovy is not None:  # by name and hash: two robots' 'run1' are two bags
-                found[bag_label(Path(bag).name, self.bag_hashes.get(bag))] = fovy
+            if fov is not None:  # by name and hash: two robots' 'run1' are two bags
+                found[bag_label(Path(bag).name, self.bag_hashes.get(bag))] = fov
         return found
 
     def source_entry(self) -> dict:

@@ -98,20 +98,34 @@ def camera_entry(config: dict, from_bags: bool, recorded: dict | None = None) ->
     image = config["observation"].get("image")
     if image is None:
         return None
+    fovx = None
     if not from_bags:
         fovy, source = world_camera_fovy_deg(config.get("world")), f"world {config.get('world')}"
-    else:
-        values = sorted((recorded or {}).values())
-        agree = bool(values) and values[-1] <= values[0] * 1.01
-        fovy = values[len(values) // 2] if agree else None
+    else:  # (horizontal or None, vertical) by bag; a bare number: the vertical one alone
+        fovs = {k: tuple(v) if isinstance(v, (tuple, list)) else (None, v) for k, v in (recorded or {}).items()}
+        values = sorted(fovs.values(), key=lambda v: v[1])
+        across = [v[0] for v in values]
+        known_across = bool(values) and None not in across
+        agree = bool(values) and values[-1][1] <= values[0][1] * 1.01
+        agree_across = not known_across or max(across) <= min(across) * 1.01
+        fovy = values[len(values) // 2][1] if agree and agree_across else None
+        fovx = values[len(values) // 2][0] if fovy is not None and known_across else None
+        axis = 1 if not agree else 0  # the one they disagree on: down (as before), else across
+
+        def each() -> str:
+            return ", ".join(f"{k} {v[axis]:.1f}" for k, v in sorted(fovs.items()))
+
         source = (
             f"the CameraInfo of bags {', '.join(sorted(recorded))}"
-            if agree
+            if fovy is not None
             else "bags without a CameraInfo (not known)"
             if not values
-            else f"bags whose CameraInfo disagree ({', '.join(f'{k} {v:.1f}' for k, v in sorted(recorded.items()))})"
+            else f"bags whose CameraInfo disagree ({each()})"
+            if not agree
+            else f"bags whose CameraInfo disagree across ({each()})"
         )
-    return {"width": int(image["width"]), "height": int(image["height"]), "fovy_deg": fovy, "source": source}
+    entry = {"width": int(image["width"]), "height": int(image["height"]), "fovy_deg": fovy, "source": source}
+    return entry if fovx is None else {**entry, "fovx_deg": fovx}
 
 
 def describe(metadata: dict) -> str:
@@ -134,9 +148,9 @@ def describe(metadata: dict) -> str:
     return "; ".join(parts) or "no sensor rate recorded (policy_node checks no rate)"
 
 
-def bag_camera_fovy_deg(reader, camera_topic: str) -> float | None:
-    """The vertical field of view (degrees) that the first CameraInfo beside ``camera_topic`` in the open bag
-    ``reader`` gives (conventions.camera_info reads it as policy_node does), or None: none recorded, or K unset."""
+def bag_camera_fov_deg(reader, camera_topic: str) -> tuple[float, float] | None:
+    """The (horizontal, vertical) field of view (degrees) that the first CameraInfo beside ``camera_topic`` in the open
+    bag ``reader`` gives (conventions.camera_info reads it as policy_node does), or None: none recorded, or K unset."""
     topic = camera_info_topic(camera_topic)
     if topic not in reader.topics or CAMERA_INFO_TYPE not in reader.topics[topic].msgtypes:
         return None
@@ -144,5 +158,11 @@ def bag_camera_fovy_deg(reader, camera_topic: str) -> float | None:
         if message.msgtype != CAMERA_INFO_TYPE:
             continue
         fov = field_of_view_deg(*image_geometry(message.decode()))
-        return None if fov is None else round(fov[1], 3)
+        return None if fov is None else (round(fov[0], 3), round(fov[1], 3))
     return None
+
+
+def bag_camera_fovy_deg(reader, camera_topic: str) -> float | None:
+    """The vertical field of view of :func:`bag_camera_fov_deg`, or None."""
+    fov = bag_camera_fov_deg(reader, camera_topic)
+    return None if fov is None else fov[1]
