@@ -1171,6 +1171,31 @@ def test_training_labels_beyond_the_action_bounds_times_the_nodes_action_scale_a
     assert not [line for line in lines if "warning" in line], lines
 
 
+@pytest.mark.parametrize("gravity_z", [9.81, -9.81])
+def test_a_bags_imu_whose_gravity_is_not_on_plus_z_is_named_before_training_on_it(tmp_path, gravity_z):
+    """Before: bags of an IMU publishing north-east-down axes (gravity -9.81 on z) trained without a word, and only
+    the deployed policy_node said so (imu.gravity_mismatch) at every run, when fixing the axes meant training again.
+    The conversion checks the IMU as the node does (conventions.imu.GravityCheck) and names the bag and the topic."""
+    from liquid_control.training import trainer
+
+    frames = [(1.0 + 0.066 * i, 1.02 + 0.066 * i) for i in range(120)]
+    noise = np.random.default_rng(0).normal(0.0, 0.05, (len(frames), 6))
+    imus = [(s - 0.005, t - 0.01, np.array([0, 0, 0.1, 0.2, 0, gravity_z]) + n) for (s, t), n in zip(frames, noise)]
+    commands = [(t + 0.003, (0.5, 0.3 * np.sin(i / 5))) for i, (_, t) in enumerate(frames)]
+    bag = str(_synthetic_bag(tmp_path / "ned", frames, imus, commands, noise=True))
+    lines = []
+    trainer.train(CAMERA_IMU, tmp_path / "run", data={"bags": [bag]}, progress=False, log=lines.append)
+    warned = [line for line in lines if "imu.gravity_mismatch" in line]
+    if gravity_z > 0:
+        assert not warned, warned
+    else:
+        assert len(warned) == 1 and warned[0].startswith(
+            "warning: ned: /imu/data (imu, as the policy's updates hold it): linear_acceleration averages ("
+        ), lines
+        assert "-9.8" in warned[0] and "gravity does not point along +z" in warned[0]
+        assert "the policy learns the IMU as recorded" in warned[0]
+
+
 def test_a_run_on_single_update_bags_says_the_core_never_integrated_time(tmp_path):
     """Before: bags of one frame each (every update at dt 0) trained with the advice 'set core.max_step a little
     above the longest, e.g. 0.0001': sub-steps of 0.1 ms, a thousand a step at run time."""

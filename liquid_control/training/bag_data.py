@@ -73,6 +73,7 @@ from liquid_control.bags.stream import (
 )
 from liquid_control.cells import SolverDivergedError
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
+from liquid_control.conventions.imu import GravityCheck
 from liquid_control.conventions.training_record import bag_label
 from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError, validate_config
@@ -428,11 +429,14 @@ def convert_bag(
     tmp.mkdir(parents=True)
     stats = StreamStats()
     segments, current = [], None
+    gravity, gravity_problem = GravityCheck(), None  # the IMU's axes and units, as policy_node checks them
     try:
         with BagReader(bag, allow_truncated=allow_truncated) as reader:
             if reader.salvaged:
                 log(f"warning: {reader.salvage_note}")
             for update in stream_updates(reader, runner, spec, stats):
+                if "imu" in update.obs and gravity_problem is None:
+                    gravity_problem = gravity.add(update.obs["imu"])
                 dt, continues = update.dt, False
                 if current is not None and (update.reset is not None or current.length >= window):
                     segments.append(current.close())
@@ -476,6 +480,12 @@ def convert_bag(
     except BagError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if gravity_problem is not None:  # trained on as recorded; policy_node would warn of it at every run
+        log(
+            f"warning: {Path(bag).name}: {spec.topics['imu']} (imu, as the policy's updates hold it): "
+            f"{gravity_problem}; the policy learns the IMU as recorded, and policy_node warns of it on the robot "
+            "(imu.gravity_mismatch): fix the axes, then record again (docs/real_robot.md, 'The IMU's axes')"
+        )
     index = {
         "format": CACHE_FORMAT,
         "bag": bag,
