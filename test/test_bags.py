@@ -3,6 +3,7 @@ readings and messages, the PolicyRunner's event semantics over a recording, labe
 recordings, and the shrunk loop: record expert bags, train from them (resumable), evaluate offline."""
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -414,6 +415,81 @@ def test_label_rules(tmp_path):
     assert labels(mode="next", max_wait_s=0.1) == [0.1, None, 0.2, None, 0.3, None, 0.4, None]
 
 
+def test_updates_a_reordering_lag_lets_go_together_are_each_labelled_from_their_own_message(tmp_path):
+    """A fused camera + IMU policy with a reordering lag (0.015 s, the node's reorder_lag_s): an IMU message that
+    arrives late (stamped 1.06, received after 1.08: rejected out of order, as the node does) leaves the buffer with
+    nothing between 1.05 and 1.07, so the message stamped 1.07 lets the updates of 1.04 and 1.05 go at once. Before,
+    both took the label of that message's log time (the command answering IMU 1.07: 7, 7), and every lagged update
+    the command answering a message two later; each is labelled from the reception of its own message, the labels of
+    the same bag without a lag, in training (convert_bag) and in eval --bag (evaluate_bag) alike."""
+    from liquid_control.evaluation.offline import evaluate_bag
+    from liquid_control.training.bag_data import convert_bag, load_segments
+
+    cfg = copy.deepcopy(CAMERA_IMU)
+    cfg["observation"]["update_on"] = ["camera", "imu"]
+    imus, commands = [], []
+    for i in range(12):  # IMU i received 1 ms after its stamp and answered 2 ms later by the command i / 100
+        stamp = 1.0 + 0.01 * i
+        received = 1.085 if i == 6 else stamp + 0.001
+        imus.append((stamp, received, np.full(6, i, float)))
+        commands.append((received + 0.002, (0.01 * i, 0.0)))
+    bag = str(_synthetic_bag(tmp_path / "late", [(0.995, 0.9995)], imus, commands))
+
+    def updates(lag, **rule):
+        spec = with_label(data_spec(cfg), **rule)
+        spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, reorder_lag_s=lag))
+        with BagReader(bag) as reader:
+            got = list(stream_updates(reader, capture_runner(cfg, spec), spec, StreamStats()))
+        return spec, got
+
+    def labels(ups):
+        return {round(u.stamp, 3): None if u.label is None else round(float(u.label[0]) * 100, 6) for u in ups}
+
+    spec, lagged = updates(0.015)
+    assert [round(u.stamp, 3) for u in lagged] == [1.0, 1.01, 1.02, 1.03, 1.04, 1.05, 1.07, 1.08, 1.09]
+    assert lagged[4].time == lagged[5].time == pytest.approx(1.071)  # let go together by IMU 1.07's message
+    assert labels(lagged) == {1.0: 0, 1.01: 1, 1.02: 2, 1.03: 3, 1.04: 4, 1.05: 5, 1.07: 7, 1.08: 8, 1.09: 9}
+    assert [u.label_time for u in lagged[4:6]] == pytest.approx([1.043, 1.053])
+    for rule in ({}, {"mode": "held"}, {"offset_s": 0.005}, {"mode": "held", "offset_s": 0.005}):
+        without_lag = labels(updates(0.0, **rule)[1])
+        assert labels(updates(0.015, **rule)[1]) == {s: without_lag[s] for s in labels(lagged)}, rule
+    assert labels(updates(0.015, mode="held")[1])[1.04] == 3  # in force when IMU 1.04 arrived
+    # eval --bag and training read the same labels
+    result = evaluate_bag(CaptureBackend(cfg), bag, spec)
+    np.testing.assert_array_equal(result["label"], [u.label for u in lagged])
+    index = convert_bag(bag, cfg, spec, tmp_path / "cache", 64, False, print)
+    trained = np.concatenate([w.expert_action for w in load_segments(tmp_path / "cache", index)])
+    np.testing.assert_array_equal(trained, np.float32([u.label for u in lagged]))
+
+
+def test_a_bag_cache_of_a_lagged_policy_is_converted_again_one_without_a_lag_kept(tmp_path):
+    """Caches converted before lagged updates were labelled from their own messages hold the old labels: their
+    fingerprint changes; a run without a lag labels as before, and its caches stay valid."""
+    import hashlib
+
+    from liquid_control.training import bag_data
+
+    bag = tmp_path / "bag.mcap"
+    bag.write_bytes(b"x")
+    observation = {"reorder_lag_s": 0.0}
+    spec = data_spec(CAMERA_IMU)
+
+    def before(description, obs):  # the fingerprint of format 5 caches
+        st = bag.stat()
+        h = hashlib.sha256(f"{bag.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+        h.update(json.dumps([description, obs, bag_data.CACHE_FORMAT], sort_keys=True).encode())
+        return h.hexdigest()
+
+    lagged = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, reorder_lag_s=0.02))
+    for kept, description, obs in [
+        (True, spec.describe(), observation),  # the node's -1: the policy's lag, 0
+        (True, dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, reorder_lag_s=0.0)).describe(), {}),
+        (False, lagged.describe(), observation),
+        (False, spec.describe(), {"reorder_lag_s": 0.05}),  # the policy's own lag
+    ]:
+        assert (bag_data._fingerprint(str(bag), description, obs) == before(description, obs)) is kept
+
+
 # ------------------------------------------------------------------------------------------------ bad bags
 def test_truncated_and_corrupt_bags_give_clear_errors(expert_bags, long_bag, tmp_path):
     _, bags, _ = expert_bags
@@ -750,6 +826,39 @@ def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_
     results = json.loads((tmp_path / "rover" / "offline.json").read_text())["policies"]["robot"]
     assert results["spec"]["action_scale"] == [1.0, 1.5]  # given: used
     assert results["spec_source"] == f"--node-params {rover}"
+
+
+def test_a_robot_without_a_simulator_trains_evaluates_and_exports_with_world_null(tmp_path, capsys):
+    """Before: a config had to name one of the simulated worlds (null: 'world: must not be empty'), so a robot's
+    config named the rover's, whose shipped parameter file then read the robot's bags wherever --node-params was
+    left out (its topics, its action_scale, silently). `world: null` trains from bags alone: the bags' reading needs
+    the robot's --node-params (refused without, naming it), and what needs a world (a run in the simulator, `eval
+    --policy`, `sim`, a model card) refuses it, naming eval --bag."""
+    from liquid_control import cli
+    from liquid_control.training import trainer
+    from liquid_control.training.model_card import CardError, write_card
+
+    robot = {**CAMERA_ONLY, "world": None}
+    train, held = (_steady_bag(tmp_path / name, 0.07, 30) for name in ("train", "held"))
+    params = tmp_path / "robot.yaml"
+    params.write_text("policy_node:\n  ros__parameters:\n    action_scale: [1.5, 2.0]\n")
+    with pytest.raises(trainer.TrainingError, match=r"names no world \(world: null\).*give the robot's, --node-params"):
+        trainer.train(robot, tmp_path / "no_params", data={"bags": [train]}, progress=False, log=lambda m: None)
+    with pytest.raises(trainer.PolicyConfigError, match="world: null .* trains from recorded bags alone: give --bag"):
+        trainer.train(robot, tmp_path / "simulated", progress=False, log=lambda m: None)
+    data = {"bags": [train], "validation": [held], "node_params": str(params)}
+    run = trainer.train(robot, tmp_path / "run", data=data, progress=False, log=lambda m: None)
+    assert cli.main(["export", str(run.policy_path)]) == 0
+    argv = ["eval", "--bag", held, "--policy", f"robot={run.policy_path}", "--out", str(tmp_path / "offline")]
+    assert cli.main([*argv, "--no-progress", "--no-example"]) == 0
+    capsys.readouterr()
+    argv = ["eval", "--policy", str(run.policy_path), "--episodes", "1", "--out", str(tmp_path / "sim")]
+    assert cli.main([*argv, "--no-progress"]) == 2
+    assert "names no world (world: null" in capsys.readouterr().err
+    assert cli.main(["sim", "--policy", str(run.policy_path), "--episodes", "1"]) == 2
+    assert "no simulated world to run it in" in capsys.readouterr().err
+    with pytest.raises(CardError, match="names no world"):
+        write_card("robot", tmp_path / "run", 1, 1, tmp_path / "card", "")
 
 
 def test_train_from_bags_can_start_from_a_trained_policy(expert_bags, tmp_path, capsys):

@@ -10,7 +10,9 @@ and only keeps the held observation and dt of each update (training data), any o
 ONNX policy) gives the node's actions (offline evaluation).
 
 Labels. A policy update happens when its message is received (log time ``t``; the node computes and
-publishes its command right then). Its label is a recorded command (``command_topic``), by one rule:
+publishes its command right then; with a reordering lag later, when a later message lets it go, one message letting
+several go at once, but ``t`` stays the log time of the update's own message, so each has its own label, the same
+whatever the lag). Its label is a recorded command (``command_topic``), by one rule:
 
 - ``next`` (default): the first command received at or after ``t + offset_s`` (for ``offset_s = 0``: after
   the update's message in the bag). What the driver (expert, teleoperator or policy) commanded in response to
@@ -542,51 +544,107 @@ class StreamStats:
         return {"duration_s": round(self.duration_s, 3), **dict(sorted(self.counters.items()))}
 
 
+class _Command:
+    """An accepted command (log time, action), a link of the chain of them in the order they were received."""
+
+    __slots__ = ("time", "action", "next")
+
+    def __init__(self, time: float, action: np.ndarray | None):
+        self.time, self.action, self.next = time, action, None
+
+
+class _Commands:
+    """The commands of one stretch of the recorder's clock (a step back starts another), as a chain: a sensor
+    message keeps the link of the latest command before it (:class:`_Arrival`), whose later links are the commands
+    after it; links no message keeps any more are dropped (nothing else refers to them)."""
+
+    def __init__(self):
+        self.last = _Command(-math.inf, None)  # before the first command: no command
+        self.closed = False  # no command comes any more (the bag ended, or the clock stepped back)
+
+    def append(self, t: float, action: np.ndarray) -> None:
+        self.last.next = _Command(t, action)
+        self.last = self.last.next
+
+
+@dataclass(frozen=True)
+class _Arrival:
+    """A sensor message received at log time ``time`` after the command ``before`` of ``commands``."""
+
+    time: float
+    before: _Command
+    commands: _Commands
+
+
 class _Labeller:
-    """Pairs updates with recorded commands by the :class:`LabelRule`; hands out updates in order."""
+    """Pairs updates with recorded commands by the :class:`LabelRule`, each from the log time of its own message
+    (:class:`_Arrival`, the tag it went through the runner with): with a reordering lag the node computes an update
+    when a later message lets it go, one message letting several go at once, and each is still labelled by the
+    commands around the reception of the message it updates with. Hands out updates in order."""
 
     def __init__(self, rule: LabelRule, scale: np.ndarray):
         self.rule, self.scale = rule, scale
-        self.pending: deque = deque()
-        self.held = None  # (log time, action) of the latest command
+        self.pending: deque = deque()  # (update, arrival) not handed out yet, in update order
+        self.commands = _Commands()
+        self.now = -math.inf  # log time of the message being processed
 
-    def _finish(self, update: Update, command) -> Update:
-        if command is not None:
-            due = update.time + self.rule.offset_s
-            if abs(command[0] - due) <= self.rule.max_wait_s:
-                update.label, update.label_time = command[1], command[0]
-        return update
+    def arrival(self, t: float) -> _Arrival:
+        """A sensor message is received at log time ``t``: its place among the commands."""
+        return _Arrival(t, self.commands.last, self.commands)
+
+    def _label(self, arrival: _Arrival) -> tuple[bool, _Command | None]:
+        """(whether the label of an update of ``arrival`` is decided, the command that labels it or None)."""
+        rule, due = self.rule, arrival.time + self.rule.offset_s
+        done = arrival.commands.closed
+        if rule.mode == "next":  # the first command at or after the due time (after the message with offset 0)
+            command = arrival.before.next
+            while command is not None and command.time < due:
+                command = command.next
+            # none yet: a command after the message being processed would be too late for max_wait_s
+            return done or command is not None or self.now > due + rule.max_wait_s, command
+        if rule.offset_s == 0:  # held: the latest before the message
+            return True, arrival.before
+        command = arrival.before  # held: the latest at or before the due time, known once a message after it came
+        while command.next is not None and command.next.time <= due:
+            command = command.next
+        return done or command.next is not None or self.now > due, command
+
+    def _ready(self) -> list:
+        out = []
+        while self.pending:
+            update, arrival = self.pending[0]
+            decided, command = self._label(arrival)
+            if not decided:
+                break
+            self.pending.popleft()
+            if command is not None and command.action is not None:
+                if abs(command.time - (arrival.time + self.rule.offset_s)) <= self.rule.max_wait_s:
+                    update.label, update.label_time = command.action, command.time
+            out.append(update)
+        return out
 
     def on_time(self, t: float):
         """A message at log time ``t`` is about to be processed: updates whose label is decided go out."""
-        out = []
-        if self.rule.mode == "held":
-            while self.pending and self.pending[0].time + self.rule.offset_s < t:
-                out.append(self._finish(self.pending.popleft(), self.held))
-        return out
+        self.now = t
+        return self._ready()
 
     def on_command(self, t: float, command: np.ndarray):
         if command.shape != self.scale.shape or not np.all(np.isfinite(command)):
             return [], False
-        action = command / self.scale
-        out = []
-        if self.rule.mode == "next":
-            while self.pending and self.pending[0].time + self.rule.offset_s <= t:
-                out.append(self._finish(self.pending.popleft(), (t, action)))
-        self.held = (t, action)
-        return out, True
+        self.commands.append(t, command / self.scale)
+        return self._ready(), True
 
-    def on_update(self, update: Update):
-        if self.rule.mode == "held" and self.rule.offset_s == 0:
-            return [self._finish(update, self.held)]
-        self.pending.append(update)
-        return []
+    def on_update(self, update: Update, arrival: _Arrival):
+        """An update released by the runner, of the message received at ``arrival``."""
+        self.pending.append((update, arrival))
+        return self._ready()
 
     def flush(self):
-        out = []
-        while self.pending:
-            update = self.pending.popleft()
-            out.append(self._finish(update, self.held if self.rule.mode == "held" else None))
+        """No later command can label what came before (the bag ended, or the recorder's clock stepped back):
+        every pending update goes out, and later commands are timed against later messages only."""
+        self.commands.closed = True
+        out = self._ready()
+        self.commands = _Commands()
         return out
 
 
@@ -707,7 +765,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             stats.held(sensor, driven, t, max_gap_s)
             continue
         backend.steps.clear()
-        result = runner.submit(sensor, t if stamp is None else stamp, value, now=t)
+        result = runner.submit(sensor, t if stamp is None else stamp, value, now=t, tag=labeller.arrival(t))
         if result.status == R.REJECTED and result.reason != R.INFERENCE_ERROR:  # the reading's fault, not the model's
             stats.reject(sensor, result.reason, value)
             stats.held(sensor, driven, t, max_gap_s)
@@ -717,12 +775,12 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             reset = result.reset or reset  # the next update's
             continue
         # the updates this message released (several when the reordering buffer lets older messages go), each
-        # with its own stamp and the reset just before it
-        released = zip(backend.steps, result.update_stamps, result.update_resets, strict=True)
-        for (obs, dt, action), update_stamp, update_reset in released:
+        # with its own stamp, the reset just before it and the arrival of its own message (its label's time)
+        released = zip(backend.steps, result.update_stamps, result.update_resets, result.update_tags, strict=True)
+        for (obs, dt, action), update_stamp, update_reset, arrival in released:
             update = Update(time=t, stamp=update_stamp, dt=dt, reset=update_reset or reset, obs=obs, action=action)
             reset = None
-            yield from emit(labeller.on_update(update))
+            yield from emit(labeller.on_update(update, arrival))
     yield from emit(labeller.flush())
     counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
     stats.duration_s = 0.0 if first is None else span + last - first

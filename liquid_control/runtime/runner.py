@@ -121,8 +121,9 @@ class Result:
     ``updates`` counts the state updates it released (more than one only with a reordering lag), ``action``,
     ``dt``, ``stamp`` (update stamp, seconds) and ``tag`` (what was submitted with the message that caused it)
     are those of the last; ``reset`` names a reset it caused; ``detail`` says why an inference failed (the
-    model's exception or the bad output), for the log; ``update_stamps`` and ``update_resets`` are the stamp
-    of every update it released, in order, and the reset this reading caused just before it (or None)."""
+    model's exception or the bad output), for the log; ``update_stamps``, ``update_resets`` and ``update_tags`` are
+    the stamp of every update it released, in order, the reset this reading caused just before it (or None) and the
+    tag submitted with the message that caused it (an earlier message's, where the reordering buffer let it go)."""
 
     status: str
     reason: str = ""
@@ -134,6 +135,7 @@ class Result:
     detail: str = ""
     update_stamps: tuple = ()
     update_resets: tuple = ()
+    update_tags: tuple = ()
 
     @property
     def updates(self) -> int:
@@ -330,7 +332,7 @@ class PolicyRunner:
         else:
             released = self._buffer.push(sensor, stamp, (arr, tag))
         status, last_update, last_tag, failed = QUEUED, None, None, False
-        stamps, resets, pending = [], [], reset  # pending: a reset not yet followed by an update
+        stamps, resets, tags, pending = [], [], [], reset  # pending: a reset not yet followed by an update
         for released_sensor, released_stamp, (reading, released_tag) in released:
             outcome, update, caused = self._release(released_sensor, released_stamp, reading)
             reset, pending = caused or reset, caused or pending
@@ -338,6 +340,7 @@ class PolicyRunner:
                 last_update, last_tag = update, released_tag
                 stamps.append(self._clock.stamp)
                 resets.append(pending)
+                tags.append(released_tag)
                 pending = None
             failed |= outcome == INFERENCE_ERROR
             if _RANK.get(outcome, -1) > _RANK[status]:
@@ -357,6 +360,7 @@ class PolicyRunner:
             tag=last_tag,
             update_stamps=tuple(stamps),
             update_resets=tuple(resets),
+            update_tags=tuple(tags),
         )
 
     def _release(self, sensor: str, stamp: float, reading: np.ndarray):

@@ -108,6 +108,10 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 # 3: continuation windows start at first_update_dt; 4: a step back of the recorder's clock kept where it happened,
 # and a bag whose input is held at one reading while its sensor publishes is refused before it is cached; 5: a
 # clock step in a bag with a topic logged behind the others is one step, each side sorted (was one per lagged message)
+# With a reordering lag, updates were labelled from the log time of the message that let them go (each one a later
+# message, several at once the same command) before each was from its own message's: such caches are converted again,
+# those of runs without a lag (the labels unchanged) stay valid.
+LAGGED_LABELS = "labels of lagged updates from their own messages"
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -357,7 +361,11 @@ def _fingerprint(bag: str, spec_description: dict, observation: dict) -> str:
         if f.is_file():
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    h.update(json.dumps([spec_description, observation, CACHE_FORMAT], sort_keys=True).encode())
+    extracted = [spec_description, observation, CACHE_FORMAT]
+    lag = spec_description["limits"]["reorder_lag_s"]
+    if (observation.get("reorder_lag_s", 0.0) if lag is None else lag) > 0:  # labelled otherwise before (LAGGED_LABELS)
+        extracted.append(LAGGED_LABELS)
+    h.update(json.dumps(extracted, sort_keys=True).encode())
     return h.hexdigest()
 
 
