@@ -306,6 +306,11 @@ def data_spec(
         label = {**recorded_label, **(label or {})}
         node_params = TRAINED_SPEC  # what a refusal below names
     else:
+        if node_params is None and policy_config["world"] is None:  # no world: no shipped file to fall back on
+            raise ValueError(
+                "the policy's config names no world (world: null), so there is no shipped policy_node parameter file "
+                "to read the bags with: give the robot's, --node-params (or data.node_params)"
+            )
         if node_params is None:
             node_params = default_node_parameters_file(policy_config["world"])
         values = load_node_parameters(node_params)

@@ -32,6 +32,11 @@ def inspect_checkpoint(path: str) -> dict:
     except Exception as exc:  # PolicyLoadError, or anything a broken file raises
         raise EvaluationSetupError(f"cannot load checkpoint {path!r}: {exc}") from exc
     config = dict(policy.config)
+    if "world" in config and config["world"] is None:  # a robot's policy trained from bags alone
+        raise EvaluationSetupError(
+            f"checkpoint {path!r}: its config names no world (world: null: trained from recorded bags alone), so "
+            "there is no simulated world to drive it in; check it offline on held-out bags: liquid-control eval --bag"
+        )
     metadata = _checkpoint_metadata(policy)
     seed = metadata.get("seed", metadata.get("training_seed"))
     core = getattr(policy, "core", None)

@@ -265,7 +265,7 @@ _OBSERVATION = {
 }
 _TOP = {
     "name": _field("str", REQUIRED),
-    "world": _field("str", REQUIRED),
+    "world": _field("str", REQUIRED, nullable=True),  # null: a robot without a simulator, trained from bags alone
     "observation": _field("dict", REQUIRED),
     "encoder": _field("dict", {}),
     "core": _field("dict", REQUIRED),

@@ -633,7 +633,7 @@ def check_arguments(args) -> None:
 def policy_world(path: Path) -> str | None:
     """The world a policy file was trained for (its config's ``world``; from its ONNX export when that is the
     export of this very file, which needs no torch, and whose metadata is read without the onnx package), or
-    None when it cannot be read here (policy_node says why)."""
+    None when it cannot be read here (policy_node says why); a ValueError for a config without a world."""
     try:
         from liquid_control.runtime.backends import (
             ONNX_CONFIG_KEY,
@@ -659,6 +659,11 @@ def policy_world(path: Path) -> str | None:
         world = config["world"]
     except Exception:  # unreadable or not a policy file: policy_node reports it with the details
         return None
+    if world is None and "world" in config:  # a robot's policy trained from bags alone
+        raise ValueError(
+            f"--policy {path}: its config names no world (world: null: trained from recorded bags alone), so there is "
+            "no simulated world to run it in; on the robot: policy_node (docs/real_robot.md)"
+        )
     return world if isinstance(world, str) else None
 
 

@@ -332,9 +332,15 @@ def _check_out(out_dir: Path, flag: str = "--out") -> None:
 
 def _load(path: Path):
     try:
-        return load_policy(path)
+        policy = load_policy(path)
     except PolicyLoadError as exc:
         raise CardError(str(exc)) from None
+    if policy.config["world"] is None:  # measured in its world: a robot's policy trained from bags alone has none
+        raise CardError(
+            f"{path}: its config names no world (world: null: trained from recorded bags alone), and a card measures "
+            "the policy driving in its world; check it offline on held-out bags: liquid-control eval --bag"
+        )
+    return policy
 
 
 def onnx_text(card: dict) -> str:

@@ -258,8 +258,14 @@ def check_episode_seeds(cfg: dict, seed, simulated: bool) -> None:
 def check_world_settings(cfg: dict, data: dict | None) -> None:
     """Refuse what a validated config asks of its world that the world cannot give, before anything is written
     (PolicyConfigError or TrainingError naming the key): inputs it lacks, a shift it does not have, input and action
-    sizes, a sun to move, sensor timings to vary; ``data`` (a run from bags): the settings bags cannot honour."""
-    world = world_class(cfg)
+    sizes, a sun to move, sensor timings to vary; ``data`` (a run from bags): the settings bags cannot honour. A run
+    from bags of a config without a world (``world: null``: a robot without a simulator) has no world to check."""
+    if cfg["world"] is None and data is None:
+        raise PolicyConfigError(
+            "world: null (no simulated world) trains from recorded bags alone: give --bag (or a data: section), or "
+            "name the world to train in"
+        )
+    world = None if cfg["world"] is None else world_class(cfg)
     shift = cfg["training"]["shift"]
     if shift and data is None:  # checked here, named: the world would refuse it unnamed, later
         from sim_envs.shifts import shift_for_world
