@@ -820,6 +820,9 @@ def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_
         assert results["overall"]["loss"] == pytest.approx(validation_loss, rel=1e-4)
         report = (out / "report.md").read_text()
         assert "Topics, labels, action_scale and dt limits: robot: the ones it was trained with" in report
+        # the .pt, run through its export by backend auto, still marks the bag whose loss selected its epoch (before:
+        # the export carries no bags, and the mark was gone once the policy was exported); the .onnx alone cannot
+        assert ("| robot | held (validation) |" in report) == (policy.suffix == ".pt"), report
     rover = str(config_dir() / "rover_policy.yaml")
     argv = ["eval", "--bag", held, "--policy", f"robot={run.policy_path}", "--out", str(tmp_path / "rover")]
     assert cli.main([*argv, "--node-params", rover, "--no-progress", "--no-example"]) == 0

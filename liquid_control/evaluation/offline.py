@@ -273,11 +273,19 @@ def _data_spec_source(policy_backend, data: dict) -> str:
     return f"{shipped}, the file shipped for world {world}" if shipped else "the node's defaults"
 
 
-def _trained_on(policy_backend) -> dict[str, str]:
+def _trained_on(policy_backend, path: str | Path) -> dict[str, str]:
     """``{bag path: "training" | "validation"}``: the bags a policy trained from bags learned from or selected its
     epoch on, as its file records them (``training.bag_data``: resolved paths); empty for a simulated run, an older
-    file or an ONNX export (which carries no bags)."""
+    file or an ONNX export given as such (which carries no bags). A ``.pt`` run by backend auto through its export
+    (the ONNX beside it, exported from this very file) is read for them."""
     meta = getattr(getattr(policy_backend, "policy", None), "metadata", None) or {}
+    if not meta and Path(path).suffix == ".pt" and Path(path).is_file():
+        from liquid_control.cells.checkpoint import read_plain_torch_file
+
+        try:
+            meta = read_plain_torch_file(path).get("metadata") or {}
+        except Exception:  # the backend ran its export; a file torch cannot read here marks nothing
+            meta = {}
     if meta.get("training_data") != "bags":
         return {}
     found = {str(bag): "validation" for bag in meta.get("validation_bags") or []}
@@ -294,7 +302,7 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
     names = [f"{name} ({unit})" for name, unit in COMMAND_ELEMENTS.get(config["action"].get("kind"), ())]
     per_bag, actions, labels = {}, [], []
     shown = bag_names(bags)
-    trained_on = _trained_on(policy_backend)
+    trained_on = _trained_on(policy_backend, path)
     for bag in tqdm(bags, desc=f"{name} on bags", disable=not progress, leave=False):
         result = evaluate_bag(policy_backend, bag, spec, data.get("allow_truncated", False))
         errors = command_errors(result["action"], result["label"], spec.action_scale, low, high)
