@@ -77,8 +77,8 @@ def plan(command: str) -> tuple[str, list[str] | str]:
         return "side", argv + ["--no-progress"]
     if argv[:3] == ["liquid-control", "train", "--config"]:
         tiny = argv + [arg for s in TINY_TRAINING for arg in ("--set", s)] + ["--no-progress"]
-        if "--bag" in argv:  # the robot's chain: from its bags only
-            return "side", tiny
+        if "--bag" in argv:  # the robot's chain: from its bags only (the simulated episodes' settings are refused)
+            return "side", argv + ["--set", "training.epochs_first=1", "--no-progress"]
         return ("background" if "--workers" in argv else "run"), tiny  # nothing reads the parallel run's output
     if argv[:2] == ["liquid-control", "train"] and "--resume" in argv:
         return "run", argv + ["--no-progress"]
