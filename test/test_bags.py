@@ -1492,6 +1492,106 @@ def test_a_bag_conversion_on_a_full_disk_names_its_cache_and_leaves_no_partial_f
     assert index["segments"] and sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["0000_bag"]
 
 
+def test_record_expert_of_a_balancer_writes_what_sim_node_publishes_and_trains_the_balancer(tmp_path, capsys):
+    """Before: `record --expert` drove only the rover (make_world refused any other world), so a balancer user had no
+    simulated teleoperation for the robot loop. `--world LiquidBalance-v0`: the world's deliveries message by message
+    (IMU and wheel encoders, as sim_node builds them), its velocity target before the first message, and at each
+    update the expert's wheel torques on the balancer policy's command topic, which sim_node executes as the expert's
+    action; the shipped balancer config reads the bag with its own parameter file, every update but the last labelled
+    by the expert. Options of the rover's expert are refused for it, and a world sim_node does not run is named."""
+    import threading
+
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control import cli
+    from liquid_control.conventions.joints import velocities_by_name
+    from liquid_control.conventions.params import WHEEL_JOINT_NAMES
+    from liquid_control.conventions.sim_worlds import WORLDS
+    from liquid_control.policy import validate_config
+    from liquid_control.ros import sim_node
+
+    world_id, seed = "LiquidBalance-v0", 4
+    out = tmp_path / "bal"
+    argv = ["record", "--expert", "--world", world_id, "--episodes", "1", "--seed", str(seed), "--no-progress"]
+    assert cli.main([*argv, "--time-limit", "0.3", "-o", str(out)]) == 0
+    assert f"1 expert episodes of {world_id}" in capsys.readouterr().out
+    bag = out / f"episode_{seed}"
+    world = make_world(world_id, time_limit=0.3)  # the oracle: the same world and seed, driven as the bag's operator
+    try:
+        world.reset(seed=seed)
+        target = world.command.copy()
+        delivered = [(s, st, st + world.timings[s].latency, np.array(r)) for s, st, r in world.reset_deliveries]
+        actions = {delivered[-1][1]: world.expert_action()}  # update stamp -> the operator's command
+        while len(delivered) < 40:
+            world.apply_action(list(actions.values())[-1])
+            sensor, stamp, reading = world.next_delivery()
+            delivered.append((sensor, stamp, float(world.data.time), np.array(reading)))
+            if sensor in world.update_on:
+                actions[stamp] = world.expert_action()
+    finally:
+        world.close()
+    scale = WORLDS[world_id]["command_scale"]()
+    with BagReader(bag) as reader:
+        assert {t: list(i.msgtypes) for t, i in reader.topics.items()} == {
+            "/imu/data": [M.IMU],
+            "/joint_states": [M.JOINT_STATE],
+            "/target_velocity": [M.TWIST],
+            "/wheel_torques": [M.FLOAT64_ARRAY],  # config/balance_policy.yaml's command_topic
+            "/episode_status": [M.STRING],
+        }
+        assert "/" + sim_node.SIM_NODE_PARAMETERS["wheels_topic"][0] == "/joint_states"
+        messages = list(reader.messages(["/imu/data", "/joint_states", "/target_velocity", "/wheel_torques"]))
+    assert messages[0].topic == "/target_velocity"  # the episode's target before its first message
+    np.testing.assert_array_equal(M.sensor_reading("command", messages[0].decode()), target)
+    sensors = [m for m in messages if m.topic in ("/imu/data", "/joint_states")][: len(delivered)]
+    for (name, stamp, log_time, reading), msg in zip(delivered, sensors, strict=True):
+        decoded = msg.decode()
+        assert msg.topic == {"imu": "/imu/data", "encoders": "/joint_states"}[name]
+        assert abs(M.stamp_seconds(decoded) - stamp) < 1e-9 and abs(msg.log_time_ns * 1e-9 - log_time) < 1e-9
+        if name == "imu":
+            np.testing.assert_allclose(M.sensor_reading("imu", decoded), reading, rtol=0, atol=1e-6)
+            continue
+        np.testing.assert_array_equal(velocities_by_name(decoded.name, decoded.velocity, WHEEL_JOINT_NAMES)[0], reading)
+        published = []  # sim_node's message of the same reading
+        stub = SimpleNamespace(
+            _stamp=lambda t: sim_node.SimNode._stamp(SimpleNamespace(use_sim_time=True), t),
+            publishers_by_sensor={"encoders": SimpleNamespace(publish=published.append)},
+        )
+        sim_node.SimNode._publish_reading(stub, "encoders", stamp, reading)
+        assert [deserialize_message(msg.data, JointState)] == published
+    torques = [m for m in messages if m.topic == "/wheel_torques"][: len(actions)]
+    for action, msg in zip(actions.values(), torques, strict=True):  # what sim_node executes: the expert's action
+        stub = SimpleNamespace(command_scale=scale, recorder=None, _lock=threading.Lock(), _sim_now=0.0)
+        stub.commands_received = 0
+        sim_node.SimNode._on_command(stub, deserialize_message(msg.data, Float64MultiArray))
+        np.testing.assert_allclose(stub._command[0], action, rtol=0, atol=1e-12)
+    cfg = validate_config(yaml.safe_load(open("policies/configs/cfc_balancer.yaml")))
+    spec = data_spec(cfg)
+    stats = StreamStats()
+    with BagReader(bag) as reader:
+        updates = list(stream_updates(reader, capture_runner(cfg, spec), spec, stats))
+    assert [u.label is not None for u in updates] == [True] * (len(updates) - 1) + [False]  # the last: none after it
+    # the world's first update (its first IMU message) came before any wheel message: the policy's first is the next
+    after_first = list(actions.items())[1:]
+    assert [u.stamp for u in updates[: len(after_first)]] == pytest.approx([s for s, _ in after_first], abs=1e-9)
+    np.testing.assert_allclose([u.label for u in updates[: len(after_first)]], [a for _, a in after_first], atol=1e-12)
+    np.testing.assert_array_equal(updates[0].obs["command"], np.float32(target))
+    # refused before any folder: the rover's options, a world sim_node does not run, a size for no camera
+    for options, message in [
+        (["--noise-std", "0.3"], "noise injection (--noise-std, --burst-rate), --expert-margin and a driving policy"),
+        (["--expert-margin", "0.5"], f"only for LiquidRover-v0, not {world_id} (--world)"),
+        (["--render-size", "32"], f"--render-size: {world_id} has no camera"),
+    ]:
+        assert cli.main([*argv, "-o", str(tmp_path / "no"), *options]) == 2
+        assert message in capsys.readouterr().err and not (tmp_path / "no").exists()
+    assert cli.main(["record", "--expert", "--world", "LiquidBalance-v1", "-o", str(tmp_path / "no")]) == 2
+    err = capsys.readouterr().err
+    assert "--world LiquidBalance-v1: record --expert writes the messages sim_node publishes, which runs " in err
+    assert ", ".join(sim_node.WORLDS) in err and not (tmp_path / "no").exists()
+
+
 def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     from liquid_control import cli
 
@@ -1541,8 +1641,8 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     bad_margin = ["record", "--expert", "-o", str(tmp_path / "wide"), "--episodes", "1", "--expert-margin", "-0.1"]
     assert cli.main(bad_margin) == 2 and not (tmp_path / "wide").exists()
     assert "margin must be a finite number >= 0 m, got -0.1" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="LiquidRover"):
-        make_world("LiquidBalance-v0")
+    with pytest.raises(ValueError, match="LiquidRover-v0, LiquidBalance-v0, LiquidBalanceNav-v0"):
+        make_world("LiquidBalanceNav-v1")
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,17 @@
-"""Expert demonstrations straight into bags: the rover world driven by its privileged expert, written as the
-messages ``sim_node`` publishes (no DDS, no real-time pacing; one bag per episode).
+"""Expert demonstrations straight into bags: a world sim_node runs (the rover by default, ``LiquidBalance-v0``,
+``LiquidBalanceNav-v0``) driven by its privileged expert, written as the messages ``sim_node`` publishes for it (no
+DDS, no real-time pacing; one bag per episode).
 
 This is the teleoperation session of a real robot, simulated: the world runs its sensor timing model
-exactly as in ``sim_node`` (camera 15 Hz +- 20%, IMU 100 Hz, stamped at measurement, logged at delivery),
-and at each camera frame the expert (the "operator") commands a Twist on ``/cmd_vel`` (log time = the
-frame's delivery: no reaction time). With ``noise_std > 0`` the base executes the operator's command plus
-noise (DART-style noise injection, recorded on ``/base/cmd_vel``) while ``/cmd_vel`` keeps the operator's
-clean command, so the recording holds recovery situations labelled by the expert, without DAgger.
+exactly as in ``sim_node`` (the rover: camera 15 Hz +- 20%, IMU 100 Hz; stamped at measurement, logged at
+delivery), and at each update (a message of the world's update sensors: the rover's camera frames, the balancer's
+IMU messages) the expert (the "operator") commands on the topic the world's policy node commands on (its shipped
+parameter file's ``command_topic``: the rover a Twist on ``/cmd_vel``, the balancers their wheel torques in N m on
+``/wheel_torques``; log time = the message's delivery: no reaction time). The wheel encoders go on
+``/joint_states``, ``LiquidBalance-v0``'s velocity target (a Twist) on ``/target_velocity`` before the episode's
+first message and before the message it changes at. The rover only: with ``noise_std > 0`` the base executes the
+operator's command plus noise (DART-style noise injection, recorded on ``/base/cmd_vel``) while ``/cmd_vel`` keeps
+the operator's clean command, so the recording holds recovery situations labelled by the expert, without DAgger.
 
 With a ``driver`` (a trained policy) the roles turn: the policy drives, fed every delivered message through
 the runtime's ``PolicyRunner`` as ``policy_node`` would be, and the expert supervises it as a safety operator
@@ -19,8 +24,9 @@ and with ``Takeover.operator_share`` the operator also drives a random share of 
 
 Stamps are sim time of the episode (from 0), as ``sim_node`` with ``use_sim_time``. Topics and QoS are
 ``sim_node``'s: sensors reliable depth 10 (the camera's ``camera_info`` beside each image), commands reliable
-depth 10, the JSON outcome on ``/episode_status`` (transient local) at the end. Not written (sim_node's bags have
-them): the robot model, ``/tf``, ``/tf_static`` and ``/odom``, so a 3D view has no robot or frames.
+depth 10 (the target reliable, transient local), the JSON outcome on ``/episode_status`` (transient local) at the
+end. Not written (sim_node's bags have them): the robot model, ``/tf``, ``/tf_static`` and ``/odom``, so a 3D view
+has no robot or frames, nor the target's repeats at ``target_rate_hz`` (the same setpoint again changes nothing).
 """
 
 from __future__ import annotations
@@ -39,18 +45,23 @@ import numpy as np
 from liquid_control import folder_lock
 from liquid_control.conventions.camera_info import world_camera_fovy_deg
 from liquid_control.conventions.params import camera_info_topic
+from liquid_control.conventions.sim_worlds import WORLDS
 from liquid_control.paths import first_missing_folder, remove_made_folder
 
 from .io import BagError, BagWriter
 from .messages import (
     CAMERA_INFO,
+    FLOAT64_ARRAY,
     IMAGE,
     IMU,
+    JOINT_STATE,
     STRING,
     TWIST,
     camera_info_message,
+    float64_array_message,
     image_message,
     imu_message,
+    joint_state_message,
     string_message,
     twist_message,
 )
@@ -58,14 +69,28 @@ from .recording import episode_bag_name, existing_episode_seeds
 
 SENSOR_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "volatile"}
 STATUS_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "transient_local"}
-TOPICS = {
+TARGET_QOS = {"history": "keep_last", "depth": 1, "reliability": "reliable", "durability": "transient_local"}
+TOPICS = {  # sim_node's (its topic parameters' defaults, resolved in the root namespace)
     "camera": "/camera/image_raw",
     "camera_info": camera_info_topic("/camera/image_raw"),
     "imu": "/imu/data",
-    "command": "/cmd_vel",
+    "encoders": "/joint_states",
+    "target": "/target_velocity",
+    "command": "/cmd_vel",  # the rover's: each world's is its policy node's (command_topic)
     "executed": "/base/cmd_vel",
     "status": "/episode_status",
 }
+COMMAND_MESSAGES = {"twist": TWIST, "float64_multi_array": FLOAT64_ARRAY}  # the worlds' command kinds
+ROVER = "LiquidRover-v0"  # the only world a policy drives under the expert's supervision, and with noise injected
+ROVER_ONLY = "noise injection (--noise-std, --burst-rate), --expert-margin and a driving policy (--policy)"
+
+
+def command_topic(world: str) -> str:
+    """Where the operator of ``world`` commands: the ``command_topic`` of the world's shipped policy_node parameter
+    file (where the policy will command, and where ``liquid-control sim`` has sim_node listen), absolute."""
+    from .stream import absolute_topic, default_node_parameters_file, load_node_parameters
+
+    return absolute_topic(str(load_node_parameters(default_node_parameters_file(world))["command_topic"]))
 
 
 @dataclass(frozen=True)
@@ -201,16 +226,27 @@ def load_driver(path: str | Path, render_size: int):
     return backend
 
 
-def make_world(world: str = "LiquidRover-v0", render_size: int = 64, shift: str = "", time_limit: float = 0.0):
-    """The unwrapped world as sim_node builds it."""
-    if world != "LiquidRover-v0":
-        raise ValueError(f"expert recording drives LiquidRover-v0 (a Twist command); got {world!r}")
+def make_world(world: str = ROVER, render_size: int | None = None, shift: str = "", time_limit: float = 0.0):
+    """The unwrapped world as sim_node builds it (``render_size`` None: the world's own camera size); ValueError
+    for a world sim_node does not run, one without a privileged expert, or a ``render_size`` for a world without
+    a camera."""
+    if world not in WORLDS:
+        raise ValueError(
+            f"--world {world}: record --expert writes the messages sim_node publishes, which runs {', '.join(WORLDS)}"
+        )
+    if render_size is not None and "camera" not in WORLDS[world]["sensors"]:
+        raise ValueError(f"--render-size: {world} has no camera")
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium
 
-    import sim_envs  # noqa: F401  (registers the worlds)
+    import sim_envs  # (registers the worlds)
+    from sim_envs.world import TimedMujocoWorld
 
-    kwargs = {"shift": shift or None, "render_size": int(render_size)}
+    if sim_envs.world_class(world).expert_action is TimedMujocoWorld.expert_action:
+        raise ValueError(f"--world {world}: the world has no privileged expert to drive it")
+    kwargs = {"shift": shift or None}
+    if render_size is not None:
+        kwargs["render_size"] = int(render_size)
     if time_limit > 0:
         kwargs["time_limit"] = float(time_limit)
     return gymnasium.make(world, **kwargs).unwrapped
@@ -230,32 +266,42 @@ def record_expert_episode(
     """Run one expert episode of ``world`` (seeded) and write it to the bag ``path``; returns its outcome.
 
     Like sim_node: every delivered message is published (logged at its delivery time), those ``reset(seed)``
-    delivered first; the command is applied until the next camera frame, and the episode ends at success,
-    collision or the first update past the time limit. ``margin``: the clearance (m) the operator keeps from
-    obstacles beyond the rover's radius (None: the training expert's); a wider berth than the policy needs
+    delivered first; the command is applied until the next update, and the episode ends at success, collision,
+    a fall or the first update past the time limit. ``margin`` (the rover): the clearance (m) the operator keeps
+    from obstacles beyond the rover's radius (None: the training expert's); a wider berth than the policy needs
     leaves room for the learned policy's errors. ``stop`` set: KeyboardInterrupt between two messages (the bag
-    is left unfinished). ``driver``: a policy backend (``runtime.backends``) that drives instead, the expert
-    supervising it by the ``takeover`` rule (module docstring).
+    is left unfinished). ``driver`` (the rover): a policy backend (``runtime.backends``) that drives instead, the
+    expert supervising it by the ``takeover`` rule (module docstring).
     """
     from liquid_control.runtime.runner import UPDATED, PolicyRunner, RunnerLimits
-    from sim_envs import rover
     from sim_envs.experts import checked_margin
 
-    margin = checked_margin(margin)
+    name = world.spec.id
+    io = WORLDS[name]
+    if name != ROVER and (driver is not None or noise.active or margin is not None):
+        raise ValueError(f"{ROVER_ONLY}: only for {ROVER}, not {name}")
+    margin = checked_margin(margin) if name == ROVER else None  # (the balancers' experts keep no clearance)
     if driver is not None and noise.active:
         raise ValueError(NOISE_WITH_DRIVER)
     runner = None if driver is None else PolicyRunner(driver, RunnerLimits())
     operator = Operator(takeover, seed)
     policy_command, operator_updates, updates = None, 0, 0
 
-    scale = np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
-    imu_noise = (rover.GYRO_NOISE, rover.ACCEL_NOISE)  # the covariances sim_node publishes (REP 145)
+    scale = io["command_scale"]()  # robot units per action unit, as sim_node executes the command
+    imu_noise = io["imu_noise"]()  # the covariances sim_node publishes (REP 145)
+    commands, command_type = command_topic(name), COMMAND_MESSAGES[io["command"]]
+
+    def command_message(action):
+        values = np.asarray(action, dtype=np.float64) * scale
+        return twist_message(*values) if command_type == TWIST else float64_array_message(values)
+
     # camera_info beside each image, as sim_node: train --bag records the camera's field of view from it
-    fovy = world_camera_fovy_deg(world.spec.id)
+    fovy = world_camera_fovy_deg(name) if "camera" in io["sensors"] else None
     rng = np.random.default_rng([int(seed), 7])
     world.reset(seed=int(seed))
     custom = {
         "liquid_control.source": "expert",
+        "liquid_control.world": name,
         "liquid_control.seed": str(seed),
         "liquid_control.noise": json.dumps(noise.describe()),
         "liquid_control.expert_margin": str(margin),
@@ -268,27 +314,33 @@ def record_expert_episode(
         )
         custom["liquid_control.driver"] = str(driver_path)
         custom["liquid_control.takeover"] = json.dumps(takeover.describe())
-    counts = {"camera": 0, "imu": 0}
+    counts = {sensor: 0 for sensor in io["sensors"]}
     drift = np.zeros(2)
-    executed = np.zeros(2)
+    executed = np.zeros(world.action_space.shape)
     info, terminated = {}, False
     with BagWriter(path, custom_data=custom) as bag:
-        bag.add_topic(TOPICS["camera"], IMAGE, [SENSOR_QOS])
-        bag.add_topic(TOPICS["camera_info"], CAMERA_INFO, [SENSOR_QOS])
+        if "camera" in io["sensors"]:
+            bag.add_topic(TOPICS["camera"], IMAGE, [SENSOR_QOS])
+            bag.add_topic(TOPICS["camera_info"], CAMERA_INFO, [SENSOR_QOS])
         bag.add_topic(TOPICS["imu"], IMU, [SENSOR_QOS])
-        bag.add_topic(TOPICS["command"], TWIST, [SENSOR_QOS])
+        if "encoders" in io["sensors"]:
+            bag.add_topic(TOPICS["encoders"], JOINT_STATE, [SENSOR_QOS])
+        if io["target"]:
+            bag.add_topic(TOPICS["target"], TWIST, [TARGET_QOS])
+        bag.add_topic(commands, command_type, [SENSOR_QOS])
         if noise.active or driver is not None:
-            bag.add_topic(TOPICS["executed"], TWIST, [SENSOR_QOS])
+            bag.add_topic(TOPICS["executed"], command_type, [SENSOR_QOS])
         bag.add_topic(TOPICS["status"], STRING, [STATUS_QOS])
         update_stamp = -np.inf
         previous_stamp, burst_until, burst_angular = 0.0, -np.inf, 0.0
+        target = None  # the velocity target last written (LiquidBalance-v0)
         # reset delivered the messages up to the first update (each at its stamp + latency); then the live loop
-        pending = list(world.reset_deliveries)
+        pending = [(*delivery, world.command.copy() if io["target"] else None) for delivery in world.reset_deliveries]
         while True:
             if stop is not None and stop.is_set():  # here, not from a signal handler inside MuJoCo's ctypes calls
                 raise KeyboardInterrupt
             if pending:
-                sensor, stamp, reading = pending.pop(0)
+                sensor, stamp, reading, command = pending.pop(0)
                 delivered = stamp + world.timings[sensor].latency
             else:
                 world.apply_action(executed)
@@ -298,13 +350,20 @@ def record_expert_episode(
                     break
                 sensor, stamp, reading = delivery
                 delivered = float(world.data.time)
+                command = world.command.copy() if io["target"] else None
             now_ns = int(round(delivered * 1e9))  # delivered (and logged) then
+            if command is not None and (target is None or not np.array_equal(command, target)):
+                # the episode's target before its first message, a changed one before the message it changed at
+                bag.write(TOPICS["target"], now_ns, twist_message(*command))
+                target = command
             if sensor == "camera":
                 image = image_message(reading, stamp)
                 bag.write(TOPICS["camera"], now_ns, image)
                 bag.write(TOPICS["camera_info"], now_ns, camera_info_message(image, fovy))
-            else:
+            elif sensor == "imu":
                 bag.write(TOPICS["imu"], now_ns, imu_message(reading, stamp, noise=imu_noise))
+            else:
+                bag.write(TOPICS["encoders"], now_ns, joint_state_message(reading, stamp))
             counts[sensor] += 1
             if runner is not None:  # the policy node receives every message, as delivered
                 result = runner.submit(sensor, stamp, reading, now=delivered)
@@ -316,20 +375,20 @@ def record_expert_episode(
             terminated, info = world.outcome()
             if terminated or update_stamp >= world.time_limit:
                 break
-            expert = np.asarray(world.expert_action(margin), dtype=np.float64)
+            expert = np.asarray(world.expert_action(margin) if name == ROVER else world.expert_action(), np.float64)
             updates += 1
             if driver is not None:
                 driving = operator.in_control(stamp, policy_command, expert)
                 if driving or takeover.shadow:
-                    bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
+                    bag.write(commands, now_ns, command_message(expert))
                 if driving:
                     operator_updates += 1
                     executed = expert
                 else:
                     executed = np.clip(policy_command, -1.0, 1.0)
-                bag.write(TOPICS["executed"], now_ns, twist_message(*(executed * scale)))
+                bag.write(TOPICS["executed"], now_ns, command_message(executed))
                 continue
-            bag.write(TOPICS["command"], now_ns, twist_message(*(expert * scale)))
+            bag.write(commands, now_ns, command_message(expert))
             executed = expert
             if noise.active:
                 rho = noise.correlation
@@ -339,10 +398,10 @@ def record_expert_episode(
                     burst_until, burst_angular = stamp + noise.burst_s, rng.uniform(-1.0, 1.0)
                 if stamp < burst_until:
                     executed = np.array([executed[0], burst_angular])
-                bag.write(TOPICS["executed"], now_ns, twist_message(*(executed * scale)))
+                bag.write(TOPICS["executed"], now_ns, command_message(executed))
             previous_stamp = stamp
         success = bool(info.get("success"))
-        outcome = "success" if success else ("collision" if info.get("collision") else "timeout")
+        outcome = "success" if success else next((k for k in ("fallen", "collision") if info.get(k)), "timeout")
         status = {
             "seed": int(seed),
             "outcome": outcome,
@@ -362,8 +421,8 @@ def record_expert_episodes(
     out_dir: str | Path,
     seeds,
     *,
-    world: str = "LiquidRover-v0",
-    render_size: int = 64,
+    world: str = ROVER,
+    render_size: int | None = None,
     shift: str = "",
     time_limit: float = 0.0,
     noise: ExpertNoise = ExpertNoise(),
@@ -374,8 +433,9 @@ def record_expert_episodes(
     takeover: Takeover = Takeover(),
     log=None,
 ) -> list[dict]:
-    """One bag per seed under ``out_dir`` (``episode_<seed>``); returns the outcomes (with ``bag``).
-    ``policy``/``takeover``: that policy drives, the expert supervising (see :func:`record_expert_episode`).
+    """One bag per seed under ``out_dir`` (``episode_<seed>``) of ``world`` (:func:`make_world`); returns the outcomes
+    (with ``bag``). ``policy``/``takeover`` (the rover): that policy drives, the expert supervising (see
+    :func:`record_expert_episode`).
     ``log``: called with a line per recorded episode (where no bar shows progress: a CI log, a job's file).
 
     ``stop`` set (a signal handler's flag): KeyboardInterrupt, with the episode being recorded removed.
@@ -384,7 +444,9 @@ def record_expert_episodes(
 
     from sim_envs.experts import checked_margin
 
-    margin = checked_margin(margin)  # refused before any folder is made
+    if world != ROVER and (policy is not None or noise.active or margin is not None):  # before any folder is made
+        raise ValueError(f"{ROVER_ONLY}: only for {ROVER}, not {world} (--world)")
+    margin = checked_margin(margin) if world == ROVER else None
     if policy is not None and noise.active:
         raise ValueError(NOISE_WITH_DRIVER)
     seeds = list(seeds)
@@ -407,12 +469,11 @@ def record_expert_episodes(
             )
 
     refuse_taken()
-    driver = None if policy is None else load_driver(policy, render_size)  # refused before the folder too
+    env = make_world(world, render_size, shift, time_limit)  # a bad world, shift or size refused before the folder
     try:
-        env = make_world(world, render_size, shift, time_limit)  # a bad shift or size refused before the folder
+        driver = None if policy is None else load_driver(policy, env.image_shape[0])  # refused before the folder too
     except BaseException:
-        if driver is not None:
-            driver.close()
+        env.close()
         raise
     results = []
     made = first_missing_folder(out)  # a failure before the first bag leaves no empty -o folder of ours

@@ -20,6 +20,7 @@ from liquid_control.conventions.commands import FLOAT64_ARRAY, TWIST, TWIST_STAM
 from liquid_control.conventions.commands import command_vector as command_vector  # the labels' reading, for bags
 from liquid_control.conventions.image_conversion import HOST_BIGENDIAN, image_to_numpy
 from liquid_control.conventions.imu import imu_reading
+from liquid_control.conventions.params import WHEEL_JOINT_NAMES
 
 from .io import typestore
 
@@ -135,6 +136,25 @@ def imu_message(reading, stamp: float, frame_id: str = "imu", noise: tuple[float
         linear_acceleration=vec(x=r[3], y=r[4], z=r[5]),
         linear_acceleration_covariance=accel_cov,
     )
+
+
+def joint_state_message(velocity, stamp: float, names=WHEEL_JOINT_NAMES):
+    """A JointState of the wheels' ``velocity`` (rad/s) by ``names``, as sim_node publishes its encoders: no
+    positions or efforts, no frame."""
+    return _types()[JOINT_STATE](
+        header=header(stamp),
+        name=list(names),
+        position=np.zeros(0),
+        velocity=np.asarray(velocity, dtype=np.float64).reshape(-1),
+        effort=np.zeros(0),
+    )
+
+
+def float64_array_message(values):
+    """std_msgs/Float64MultiArray of ``values`` (the balancers' wheel torques, N m), no layout."""
+    t = _types()
+    layout = t["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+    return t[FLOAT64_ARRAY](layout=layout, data=np.asarray(values, dtype=np.float64).reshape(-1))
 
 
 def twist_message(linear: float, angular: float):

@@ -10,6 +10,7 @@ is), receives the serialized messages (no deserialization) and writes them with 
     ros2 run liquid_control bag_recorder --ros-args -p output:=bags/run1 -p topics:="[/camera/image_raw, /cmd_vel]"
     liquid-control record -o bags/run1 /camera/image_raw /imu/data /cmd_vel
     liquid-control record -o bags/expert --expert --episodes 20 --seed 100     # simulated teleoperation
+    liquid-control record -o bags/bal --expert --world LiquidBalance-v0        # ... of a balancer
     liquid-control record --info bags/run1                                     # what a bag holds
 """
 
@@ -409,7 +410,8 @@ def bag_duration(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``liquid-control record``."""
-    from liquid_control.bags.expert import Takeover
+    from liquid_control.bags.expert import ROVER, Takeover
+    from liquid_control.conventions.sim_worlds import WORLDS
     from sim_envs.experts import SAFETY_MARGIN
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -465,13 +467,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument(
         "--expert",
         action="store_true",
-        help="record expert episodes of the simulated rover (no DDS): one bag per episode under --output",
+        help="record expert episodes of a simulated world (no DDS): one bag per episode under --output",
     )
     sim = parser.add_argument_group("--expert")
+    sim.add_argument(
+        "--world",
+        default=ROVER,
+        help=f"the world its privileged expert drives, written as sim_node publishes it: {', '.join(WORLDS)} "
+        f"(default {ROVER}; the options of noise, margin and --policy are the rover's)",
+    )
     sim.add_argument("--episodes", type=int, default=20, help="episodes (bags)")
     sim.add_argument("--seed", type=int, default=100, help="episode k uses seed SEED + k")
     sim.add_argument("--shift", default="", help="world shift (default: the training distribution)")
-    sim.add_argument("--render-size", type=int, default=64, help="camera image size (pixels)")
+    sim.add_argument(
+        "--render-size", type=int, default=None, help="camera image size (pixels; default: the world's, rover 64)"
+    )
     sim.add_argument("--time-limit", type=float, default=0.0, help="episode time limit (s; 0: the world's)")
     sim.add_argument(
         "--noise-std", type=float, default=0.0, help="noise injected into the executed command (action units)"
@@ -544,6 +554,7 @@ TOPIC_OPTIONS = (
 )
 
 EXPERT_OPTIONS = (
+    "world",
     "episodes",
     "seed",
     "shift",
@@ -777,6 +788,7 @@ def run(args) -> int:
                 results = record_expert_episodes(
                     out,
                     range(args.seed, args.seed + args.episodes),
+                    world=args.world,
                     render_size=args.render_size,
                     shift=args.shift,
                     time_limit=args.time_limit,
@@ -812,7 +824,7 @@ def run(args) -> int:
                 )
                 return 0
             print(
-                f"recorded {len(results)} expert episodes ({seconds:.1f} s of driving, expert success "
+                f"recorded {len(results)} expert episodes of {args.world} ({seconds:.1f} s of driving, expert success "
                 f"{wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
             )
             return 0

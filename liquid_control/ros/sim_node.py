@@ -68,6 +68,7 @@ from liquid_control.conventions.params import (
     refuse_startup_parameter_changes,
     topic_name_problem,
 )
+from liquid_control.conventions.sim_worlds import WORLDS  # each world's sensors, command and IMU noise
 from liquid_control.paths import user_path
 from liquid_control.ros import robot_description
 from liquid_control.ros.graph import taken_episode_bags
@@ -78,55 +79,6 @@ try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh bu
 except ImportError:  # pragma: no cover - reported by the node
     TFMessage = None
 
-
-def _rover_command_scale():
-    from sim_envs import rover
-
-    return np.array([rover.MAX_LINEAR, rover.MAX_ANGULAR])
-
-
-def _balancer_command_scale():
-    from sim_envs import balancer
-
-    return np.array([balancer.MAX_TORQUE, balancer.MAX_TORQUE])
-
-
-def _rover_imu_noise():
-    from sim_envs import rover
-
-    return rover.GYRO_NOISE, rover.ACCEL_NOISE
-
-
-def _balancer_imu_noise():
-    from sim_envs import balancer
-
-    return balancer.GYRO_NOISE, balancer.ACCEL_NOISE
-
-
-# world id -> how it maps to ROS: sensor -> topic parameter, command message kind, robot units per action unit
-WORLDS = {
-    "LiquidRover-v0": dict(
-        sensors={"camera": "camera_topic", "imu": "imu_topic"},
-        command="twist",
-        command_scale=_rover_command_scale,
-        imu_noise=_rover_imu_noise,  # nominal white-noise std (gyro rad/s, accel m/s^2): the IMU's datasheet
-        target=False,
-    ),
-    "LiquidBalance-v0": dict(
-        sensors={"imu": "imu_topic", "encoders": "wheels_topic"},
-        command="float64_multi_array",
-        command_scale=_balancer_command_scale,
-        imu_noise=_balancer_imu_noise,
-        target=True,
-    ),  # world.command: velocity target
-    "LiquidBalanceNav-v0": dict(
-        sensors={"camera": "camera_topic", "imu": "imu_topic", "encoders": "wheels_topic"},
-        command="float64_multi_array",
-        command_scale=_balancer_command_scale,
-        imu_noise=_balancer_imu_noise,  # the balancer's IMU (sim_envs.balance_nav imports its noise)
-        target=False,
-    ),
-}
 
 SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "world": ("LiquidRover-v0", f"world id: {', '.join(WORLDS)}"),
