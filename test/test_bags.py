@@ -1945,3 +1945,21 @@ def test_a_bag_named_twice_is_found_through_globs_relative_paths_and_links(tmp_p
     )
     assert bag_given_twice([("day1/run_001", "a"), ("day1", "b")]) is None
     assert bag_given_twice([]) is None
+
+
+def test_a_data_spec_recorded_before_the_nodes_reorder_lag_was_read_still_reads_the_bags():
+    """A policy trained from bags on 2026-11-30 before 1b658c52 recorded its data spec without limits.reorder_lag_s
+    (the runner took the policy's own lag then). Since eval --bag reads that record where no --node-params is given
+    (b3d03b18), such a policy was refused ('the data spec the policy recorded ... is malformed (KeyError:
+    'reorder_lag_s'); give --node-params') where it had been evaluated before. Read as then: the policy's lag."""
+    from liquid_control.policy import validate_config
+
+    cfg = validate_config(CAMERA_ONLY)
+    recorded = data_spec(cfg).describe()
+    recorded["action_scale"] = [1.5, 2.0]
+    del recorded["limits"]["reorder_lag_s"]
+    spec = data_spec(cfg, trained=recorded)
+    assert spec.limits.reorder_lag_s is None and spec.action_scale == (1.5, 2.0)
+    with pytest.raises(ValueError, match=r"data spec the policy recorded .* is malformed .*give --node-params"):
+        data_spec(cfg, trained={**recorded, "limits": "?"})
+

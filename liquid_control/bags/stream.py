@@ -279,12 +279,14 @@ def trained_node_parameters(record, spec: ObservationSpec) -> tuple[dict, dict]:
         values["action_scale"] = [float(v) for v in record["action_scale"]]
         for key in ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s", "first_update_dt"):
             values[key] = float(record["limits"][key])
-        lag = record["limits"]["reorder_lag_s"]
+        # absent from a spec recorded before the node's reorder_lag_s was read (1b658c52, 2026-11-30): the runner
+        # took the policy's own lag then, as None does (training.bag_data.DATA_KEYS_ADDED reads data.yaml so)
+        lag = record["limits"].get("reorder_lag_s")
         values["reorder_lag_s"] = -1.0 if lag is None else float(lag)  # None: the policy's, as the node's -1
         if "joint_names" in record:
             values["joint_names"] = [str(name) for name in record["joint_names"]]
         label = {key: record["label"][key] for key in ("mode", "offset_s", "max_wait_s")}
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{TRAINED_SPEC} is malformed ({type(exc).__name__}: {exc}); give --node-params") from None
     return values, label
 
