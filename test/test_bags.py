@@ -1963,3 +1963,21 @@ def test_a_data_spec_recorded_before_the_nodes_reorder_lag_was_read_still_reads_
     with pytest.raises(ValueError, match=r"data spec the policy recorded .* is malformed .*give --node-params"):
         data_spec(cfg, trained={**recorded, "limits": "?"})
 
+
+def test_a_node_params_file_given_to_eval_keeps_the_label_rule_the_policy_trained_with():
+    """A node's parameter file holds topics, action_scale and limits, no label rule. Before, eval --bag --node-params
+    (the robot's file, the one it trained with) of a policy trained with --label held --label-offset-s 0.05 went
+    back to the default rule (next, no offset) without a word: other labels than training's, its loss not the run's
+    validation loss. The recorded rule stays in force; the label options override it key by key."""
+    from liquid_control.bags.stream import LabelRule
+    from liquid_control.paths import config_dir
+    from liquid_control.policy import validate_config
+
+    cfg = validate_config(CAMERA_ONLY)
+    rule = {"mode": "held", "offset_s": 0.05, "max_wait_s": 0.3}
+    recorded = data_spec(cfg, label=rule).describe()
+    robot = config_dir() / "rover_policy.yaml"
+    assert data_spec(cfg, robot, trained=recorded).label == LabelRule(**rule)
+    assert data_spec(cfg, trained=recorded).label == LabelRule(**rule)
+    assert data_spec(cfg, robot, label={"mode": "next"}, trained=recorded).label == LabelRule("next", 0.05, 0.3)
+    assert data_spec(cfg, robot).label == LabelRule()  # a policy without the record (trained in a world)

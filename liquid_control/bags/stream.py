@@ -268,9 +268,9 @@ def default_node_parameters_file(world: str) -> Path | None:
 TRAINED_SPEC = "the data spec the policy recorded (its training run's topics, labels, action_scale and limits)"
 
 
-def trained_node_parameters(record, spec: ObservationSpec) -> tuple[dict, dict]:
-    """(node parameters, label rule) of the ``data_spec`` a run from bags recorded in its policy
-    (``BagDataSpec.describe``), as :func:`load_node_parameters` gives them; ValueError where it is malformed."""
+def trained_node_parameters(record, spec: ObservationSpec) -> dict:
+    """The node parameters of the ``data_spec`` a run from bags recorded in its policy (``BagDataSpec.describe``), as
+    :func:`load_node_parameters` gives them (its label rule: :func:`trained_label`); ValueError where malformed."""
     values = load_node_parameters(None)
     try:
         for sensor in (s for s in spec.sensors if s in SENSOR_TYPES):  # another: refused by data_spec, named
@@ -285,10 +285,22 @@ def trained_node_parameters(record, spec: ObservationSpec) -> tuple[dict, dict]:
         values["reorder_lag_s"] = -1.0 if lag is None else float(lag)  # None: the policy's, as the node's -1
         if "joint_names" in record:
             values["joint_names"] = [str(name) for name in record["joint_names"]]
-        label = {key: record["label"][key] for key in ("mode", "offset_s", "max_wait_s")}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"{TRAINED_SPEC} is malformed ({type(exc).__name__}: {exc}); give --node-params") from None
-    return values, label
+    return values
+
+
+def trained_label(record) -> dict:
+    """The label rule (``mode``, ``offset_s``, ``max_wait_s``) of the ``data_spec`` a run from bags recorded: not a
+    setting of the node's parameter file, so a ``--node-params`` given leaves it in force; ValueError where it is
+    malformed."""
+    try:
+        return {key: record["label"][key] for key in ("mode", "offset_s", "max_wait_s")}
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"{TRAINED_SPEC} is malformed ({type(exc).__name__}: {exc}); give the label options (--label, "
+            "--label-offset-s, --label-max-wait-s)"
+        ) from None
 
 
 def data_spec(
@@ -301,11 +313,15 @@ def data_spec(
 ) -> BagDataSpec:
     """The spec of a policy: topics, scale and limits from the node's parameter file (default: ``trained``, the
     ``data_spec`` a policy trained from bags recorded, where given; else the one shipped for the policy's world),
-    overridden by ``topics`` (sensor -> topic), ``command_topic`` and ``label`` (key by key)."""
+    overridden by ``topics`` (sensor -> topic), ``command_topic`` and ``label`` (key by key); the label rule is
+    ``trained``'s where given, with a ``node_params`` file too (which holds none), overridden by ``label``."""
     spec = ObservationSpec.from_config(policy_config)
+    if trained is not None and not {"mode", "offset_s", "max_wait_s"} <= set(label or {}):
+        # the label rule it trained with, also beside a --node-params given (a parameter file holds none): each key
+        # the options set overrides it (before, --node-params went back to the default rule, unsaid)
+        label = {**trained_label(trained), **(label or {})}
     if node_params is None and trained is not None:
-        values, recorded_label = trained_node_parameters(trained, spec)
-        label = {**recorded_label, **(label or {})}
+        values = trained_node_parameters(trained, spec)
         node_params = TRAINED_SPEC  # what a refusal below names
     else:
         if node_params is None and policy_config["world"] is None:  # no world: no shipped file to fall back on
