@@ -226,6 +226,22 @@ def load_driver(path: str | Path, render_size: int):
     return backend
 
 
+def checked_options(
+    world: str, driving: bool, noise: ExpertNoise, margin: float | None, said: str = ""
+) -> float | None:
+    """The operator's ``margin`` checked (None for a balancer, whose expert keeps no clearance); ValueError for the
+    rover's options (noise injection, a margin, a driving policy) given for another ``world`` (``said``: how the
+    message names where it came from), and for noise injected under a driving policy."""
+    from sim_envs.experts import checked_margin
+
+    if world != ROVER and (driving or noise.active or margin is not None):
+        raise ValueError(f"{ROVER_ONLY}: only for {ROVER}, not {world}{said}")
+    margin = checked_margin(margin) if world == ROVER else None
+    if driving and noise.active:
+        raise ValueError(NOISE_WITH_DRIVER)
+    return margin
+
+
 def make_world(world: str = ROVER, render_size: int | None = None, shift: str = "", time_limit: float = 0.0):
     """The unwrapped world as sim_node builds it (``render_size`` None: the world's own camera size); ValueError
     for a world sim_node does not run, one without a privileged expert, or a ``render_size`` for a world without
@@ -274,15 +290,10 @@ def record_expert_episode(
     expert supervising it by the ``takeover`` rule (module docstring).
     """
     from liquid_control.runtime.runner import UPDATED, PolicyRunner, RunnerLimits
-    from sim_envs.experts import checked_margin
 
     name = world.spec.id
     io = WORLDS[name]
-    if name != ROVER and (driver is not None or noise.active or margin is not None):
-        raise ValueError(f"{ROVER_ONLY}: only for {ROVER}, not {name}")
-    margin = checked_margin(margin) if name == ROVER else None  # (the balancers' experts keep no clearance)
-    if driver is not None and noise.active:
-        raise ValueError(NOISE_WITH_DRIVER)
+    margin = checked_options(name, driver is not None, noise, margin)
     runner = None if driver is None else PolicyRunner(driver, RunnerLimits())
     operator = Operator(takeover, seed)
     policy_command, operator_updates, updates = None, 0, 0
@@ -442,13 +453,7 @@ def record_expert_episodes(
     """
     from tqdm import tqdm
 
-    from sim_envs.experts import checked_margin
-
-    if world != ROVER and (policy is not None or noise.active or margin is not None):  # before any folder is made
-        raise ValueError(f"{ROVER_ONLY}: only for {ROVER}, not {world} (--world)")
-    margin = checked_margin(margin) if world == ROVER else None
-    if policy is not None and noise.active:
-        raise ValueError(NOISE_WITH_DRIVER)
+    margin = checked_options(world, policy is not None, noise, margin, " (--world)")  # before any folder is made
     seeds = list(seeds)
     if not seeds:
         raise ValueError("no episodes to record: --episodes must be >= 1")
