@@ -170,8 +170,7 @@ class BagRecorderNode(Node):
         # qos_depth): not in the bag, so said while recording (at most every LOST_WARNING_PERIOD_S) and at the end
         self.lost = {t: 0 for t in self.pending}
         self._subscribed_at = {}
-        self._lost_warned_at = {}
-        self._dropped_warned_at = {}  # topic -> when messages the writer dropped, being behind, were last said
+        self._warned_at = {}  # (what, topic) -> when it was last said (lost in transport, dropped by the writer)
         self._lost_unsupported_said = False
         self._recorded_types: dict[str, str] = {}  # topic -> the message type recorded on it
         self._other_types_said: dict[str, set] = {}  # topic -> other types a warning named
@@ -256,11 +255,7 @@ class BagRecorderNode(Node):
         """The writer dropped a message of ``topic``, behind a disk slower than the recording: a warning with the
         count, at most every LOST_WARNING_PERIOD_S per topic (before, the callback waited and DDS dropped them
         without a word: 1,555 of 3,000 with 200 kB files and 0.5 s fsyncs)."""
-        now = time.monotonic()
-        if now - self._dropped_warned_at.get(topic, -math.inf) < LOST_WARNING_PERIOD_S:
-            return
-        self._dropped_warned_at[topic] = now
-        self.get_logger().warning(f"{self.dropped_summary(topic)}: the bag misses them")
+        self._warn_throttled("dropped", topic, self.dropped_summary)
 
     def dropped_summary(self, topic: str) -> str:
         """``/camera/image_raw: 523 messages dropped by the recorder, 1200 recorded: the disk is slower ...``."""
@@ -304,11 +299,16 @@ class BagRecorderNode(Node):
         """DDS lost messages of ``topic`` (``info.total_count`` so far): a warning with what was received and the
         rate that reached the bag, at most every LOST_WARNING_PERIOD_S per topic."""
         self.lost[topic] = max(self.lost[topic], int(info.total_count))
+        self._warn_throttled("lost", topic, self.lost_summary)
+
+    def _warn_throttled(self, what: str, topic: str, summary) -> None:
+        """``summary(topic)`` + ': the bag misses them' as a warning, at most every LOST_WARNING_PERIOD_S per kind
+        and topic."""
         now = time.monotonic()
-        if now - self._lost_warned_at.get(topic, -math.inf) < LOST_WARNING_PERIOD_S:
+        if now - self._warned_at.get((what, topic), -math.inf) < LOST_WARNING_PERIOD_S:
             return
-        self._lost_warned_at[topic] = now
-        self.get_logger().warning(f"{self.lost_summary(topic)}: the bag misses them")
+        self._warned_at[(what, topic)] = now
+        self.get_logger().warning(f"{summary(topic)}: the bag misses them")
 
     def lost_summary(self, topic: str) -> str:
         """``/camera/image_raw: 268 messages lost in transport, 30 received (3.0 Hz)``."""
