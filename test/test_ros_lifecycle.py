@@ -1238,3 +1238,21 @@ def test_a_transition_that_raises_while_active_is_logged_and_still_stops_the_rob
     assert any("deactivate failed: RuntimeError: heap bookkeeping broke" in e for e in errors), errors
     spin(5.0, until=lambda: received)
     assert received and received[-1] == [0.0, 0.0]
+
+
+def test_policy_nodes_in_two_namespaces_publish_two_diagnostic_statuses(policy_file, ros):
+    """Two robots' nodes, /robot1/policy_node and /robot2/policy_node, both named their status
+    `policy_node: liquid policy`: diagnostic_aggregator and rqt_robot_monitor keyed them as one status, flickering
+    between the two robots (a stopped one hidden by the other's OK)."""
+    make, _ = ros
+    names = set()
+    for namespace in ("/robot1", "/robot2"):
+        node = make(PolicyNode, namespace=namespace, parameter_overrides=params(policy_file))
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        status = node.diagnostic_status()
+        assert status.hardware_id == f"{namespace}/policy_node"
+        names.add(status.name)
+    assert names == {"robot1/policy_node: liquid policy", "robot2/policy_node: liquid policy"}
+    root = make(PolicyNode, parameter_overrides=params(policy_file))
+    assert root.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert root.diagnostic_status().name == "policy_node: liquid policy"  # unchanged in the root namespace

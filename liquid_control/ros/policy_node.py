@@ -1039,7 +1039,10 @@ class PolicyNode(LifecycleNode):
     def diagnostic_status(self) -> DiagnosticStatus:
         """The node's health: input rates, dt and inference-time statistics, counters, a level saying what is wrong."""
         runner, now = self.runner, self._now()
-        status = DiagnosticStatus(name=f"{self.get_name()}: liquid policy", hardware_id=self.get_fully_qualified_name())
+        # named by the namespace too: nodes of one name in two namespaces (two robots) are two statuses to the
+        # aggregator, not one flickering between them; in the root namespace "policy_node: liquid policy"
+        fqn = self.get_fully_qualified_name()
+        status = DiagnosticStatus(name=f"{fqn.lstrip('/')}: liquid policy", hardware_id=fqn)
         counters = dict(runner.counters)
         values = {"state": "active" if self._active else "inactive"}
         previous_time, previous_counts = self._rate_window
