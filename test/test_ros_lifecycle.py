@@ -1256,3 +1256,21 @@ def test_policy_nodes_in_two_namespaces_publish_two_diagnostic_statuses(policy_f
     root = make(PolicyNode, parameter_overrides=params(policy_file))
     assert root.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert root.diagnostic_status().name == "policy_node: liquid policy"  # unchanged in the root namespace
+
+
+def test_diagnostics_are_published_at_their_period_while_inactive_and_before_the_first_clock(policy_file, ros):
+    """The diagnostics timer ran only while active, on the node clock: a configured, inactive node and an active one
+    under use_sim_time waiting for /clock published nothing on /diagnostics, and the operator's monitor showed them
+    STALE like a dead node. Now every period on the steady clock, with what the node is doing."""
+    rig = BalancerRig(ros, policy_file, use_sim_time=True, diagnostics_period_s=0.2)
+    rig.configure()
+    rig.diagnostics.clear()
+    rig.spin(1.5, until=lambda: len(rig.diagnostics) >= 3)
+    assert len(rig.diagnostics) >= 3 and rig.diagnostics[-1].message == "inactive"
+    assert rig.diagnostics[-1].level == DiagnosticStatus.OK
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert rig.node._now() == 0.0  # no /clock
+    rig.diagnostics.clear()
+    rig.spin(1.5, until=lambda: len(rig.diagnostics) >= 3)
+    assert len(rig.diagnostics) >= 3 and rig.diagnostics[-1].message == "waiting for sensor data"
+    assert rig.diagnostics[-1].level == DiagnosticStatus.WARN

@@ -38,6 +38,7 @@ import rclpy.executors
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -353,7 +354,6 @@ class PolicyNode(LifecycleNode):
         s = self.settings
         timers = [
             ("watchdog_timeout_s", s.watchdog_timeout_s / 4.0, self._on_watchdog),
-            ("diagnostics_period_s", s.diagnostics_period_s, self._on_diagnostics_timer),
         ]
         if s.publish_mode == "fixed_rate":
             timers.append(("control_rate_hz", 1.0 / s.control_rate_hz, self._on_control_timer))
@@ -363,6 +363,14 @@ class PolicyNode(LifecycleNode):
             # not autostart=False, which Humble's rclpy lacks; a callback run in between finds the node inactive
             timer.cancel()
             self._activity_timers.append(timer)
+        # diagnostics in every configured state, on the steady clock: an inactive node, or one under use_sim_time
+        # waiting for /clock, still says so at a steady rate (it published nothing then: the aggregator showed it
+        # STALE, like a dead node); the last of the list, destroyed at cleanup with the others (_release)
+        with _naming("diagnostics_period_s"):
+            timer = self.create_timer(
+                s.diagnostics_period_s, self._on_diagnostics_timer, clock=Clock(clock_type=ClockType.STEADY_TIME)
+            )
+        self._activity_timers.append(timer)
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Start commanding from a fresh state; a failure is logged and leaves the node inactive."""
@@ -375,7 +383,7 @@ class PolicyNode(LifecycleNode):
             self._activated_at = self._now()
             self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
             self.limiter.stop(self._activated_at)
-            for timer in self._activity_timers:
+            for timer in self._activity_timers[:-1]:  # not the diagnostics' (running since configure)
                 timer.reset()  # its first call one period from now
             ret = super().on_activate(state)
         except Exception as exc:
@@ -439,7 +447,7 @@ class PolicyNode(LifecycleNode):
             self._publish_stop(why)
 
     def _cancel_activity_timers(self):
-        for timer in self._activity_timers:
+        for timer in self._activity_timers[:-1]:  # not the diagnostics' (running until cleanup)
             timer.cancel()
 
     def _release(self, summary: bool = True):
@@ -1072,13 +1080,13 @@ class PolicyNode(LifecycleNode):
         values["stale_inputs"] = ",".join(self._stale)
         values["waiting_for"] = self._starved
         values["other_command_publishers"] = ", ".join(self._other_commanders)
-        if self._stale:
+        if not self._active:  # first: what the watchdog found before a deactivate is no longer so
+            status.level, status.message = DiagnosticStatus.OK, "inactive"
+        elif self._stale:
             status.level, status.message = DiagnosticStatus.WARN, f"stale input(s): {', '.join(self._stale)}: stopped"
-        elif self._active and self._starved:
+        elif self._starved:
             status.level = DiagnosticStatus.WARN
             status.message = f"no command: waiting for {self._starved}" + (": stopped" if self._starved_stop else "")
-        elif not self._active:
-            status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif runner.counters["updates"] == 0:
             status.level, status.message = DiagnosticStatus.WARN, "waiting for sensor data"
         elif self._other_commanders:
@@ -1092,8 +1100,9 @@ class PolicyNode(LifecycleNode):
         return status
 
     def _on_diagnostics_timer(self):
-        self._check_other_commanders()
-        self._check_trained_rates()
+        if self._active:
+            self._check_other_commanders()
+            self._check_trained_rates()
         self._publish_diagnostics()
 
     def _check_trained_rates(self):
