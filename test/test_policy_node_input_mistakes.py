@@ -306,6 +306,66 @@ def test_an_action_scale_other_than_the_one_the_policy_trained_with_is_warned_ab
     assert not [w for w in warned[1.5] if "action_scale" in w]
 
 
+def test_limits_other_than_the_ones_the_policy_trained_with_are_warned_about_at_configure_in_one_line(tmp_path):
+    """A policy trained from bags with the robot's parameter file (reorder_lag_s 0.05, max_gap_s 0.5, its wheel
+    joints) deployed with another (the node's default lag -1: the config's 0 s, max_gap_s 1.0, the default joint
+    names) configured without a word: its updates' dt, resets and rejections were not the ones it learnt from. The node
+    names every difference, both values and where each came from, in one warning; none where the settings agree (a
+    lag of -1 where training took the config's too), and none for topics (a remapping changes them)."""
+    import rclpy
+    import torch
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros.policy_node import PolicyNode
+    from liquid_control.ros.testing import isolated_ros_env
+
+    torch.manual_seed(0)
+    limits = {"max_gap_s": 0.5, "max_backward_jump_s": 0.5, "max_future_stamp_s": 1.0, "first_update_dt": 0.0}
+    spec = {"topics": {"camera": "/cam", "imu": "/imu", "wheels": "/joint_states"}, "action_scale": [1.0, 1.0]}
+    trained = {**spec, "limits": {**limits, "reorder_lag_s": 0.05}, "joint_names": ["left_j", "right_j"]}
+    config_lag = {**spec, "limits": {**limits, "reorder_lag_s": None}}  # trained with the policy config's lag (0 s)
+    source = {"training_source": {"bags": [{"name": "run1"}]}}
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    warned = {}
+    runs = {
+        "other file": (trained, {}),
+        "trained file": (trained, dict(max_gap_s=0.5, reorder_lag_s=0.05, joint_names=["left_j", "right_j"])),
+        "config lag": (config_lag, dict(max_gap_s=0.5, camera_topic="/robot1/cam")),
+    }
+    try:
+        for name, (record, values) in runs.items():
+            policy_file = save_policy(
+                tmp_path / f"{name}.pt", Policy.from_config(CAMERA_IMU_WHEELS), {"data_spec": record, **source}
+            )
+            values = dict(
+                policy=str(policy_file), command_type="float64_multi_array", action_scale=[1.0, 1.0], **values
+            )
+            node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+            warned[name] = []
+            node.get_logger().warning = lambda msg, into=warned[name], **kw: into.append(msg)
+            try:
+                assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+            finally:
+                node.trigger_shutdown()
+                node.destroy_node()
+    finally:
+        context.try_shutdown()
+    assert [w for w in warned["other file"] if "trained" in w] == [
+        "the node feeds the policy otherwise than it was trained: max_gap_s 1 s (the node's parameter), trained with "
+        "0.5 s (the parameter file it trained with); reorder_lag_s 0 s (the node's reorder_lag_s -1: the policy "
+        "config's observation.reorder_lag_s), trained with 0.05 s (the parameter file it trained with); joint_names "
+        "['wheel_left', 'wheel_right'] (the node's parameter: the wheel velocities' order), trained with ['left_j', "
+        "'right_j'] (the parameter file it trained with); its updates' dt, resets and rejections are not the ones it "
+        "learnt from: give the node the parameter file it trained with (trained on the recorded bag run1, not in a "
+        "simulated world)"
+    ]
+    assert not [w for w in warned["trained file"] if "trained" in w]
+    assert not [w for w in warned["config lag"] if "trained" in w]
+
+
 def test_an_input_whose_every_message_is_rejected_is_not_called_silent(policy_node):
     """Before: a camera publishing every frame at another size than the policy's had the watchdog say `camera
     silent 0.52 s`, sending the user to look for a dead driver; the rejections were logged apart."""

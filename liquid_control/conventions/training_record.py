@@ -20,7 +20,10 @@ Training writes these metadata entries into ``policy.pt`` (``liquid_control.trai
   node says it where it names what the policy was trained for.
 - ``data_spec`` (a run from bags only): where its inputs and labels were in the bags and the node's settings it
   trained with (``bags.stream.BagDataSpec.describe``: topics, command topic, label rule, ``action_scale``, dt limits;
-  no path): ``eval --bag`` and the replay comparison use it where no ``--node-params`` is given.
+  no path): ``eval --bag`` and the replay comparison use it where no ``--node-params`` is given; the node warns at
+  configure where its ``action_scale`` (``action_scale_problem``) or its limits and joint names
+  (``data_settings_problem``) are not these, and ``train --init-from`` where the run's ``action_scale`` is not its
+  start's (``trained_scale_ratios``).
 
 Files written before these entries (the shipped policies among them) have none: the node then compares the
 camera's field of view against the world's constant of today, checks no rate and names only the config's world.
@@ -39,6 +42,7 @@ import math
 
 import numpy as np
 
+from liquid_control.conventions.params import WHEEL_JOINT_NAMES
 from liquid_control.runtime.backends import TRAINING_RECORD_KEYS
 
 # the entries' names, defined with the runtime, whose backends give them and whose export carries them
@@ -158,11 +162,11 @@ def bag_label(name, sha256) -> str:
     return f"{name} (SHA-256 {str(sha256)[:SHORT_HASH]})" if sha256 else str(name)
 
 
-def action_scale_problem(metadata: dict, action_scale) -> str | None:
-    """Where ``metadata`` records the ``action_scale`` a run from bags divided its labels by (its ``data_spec``) and the
-    node's ``action_scale`` differs from it by more than 1% in an element: what the node's commands then are, in
-    words (e.g. the rover's shipped parameter file for a policy of a faster robot: each command scaled down); else
-    None (also for a file without the record: a policy trained in a world learnt in action units alone)."""
+def trained_scale_ratios(metadata: dict, action_scale) -> tuple[list[float], list[float]] | None:
+    """(trained, ratios): where ``metadata`` records the ``action_scale`` a run from bags divided its labels by (its
+    ``data_spec``) and ``action_scale`` differs from it by more than 1% in an element, the recorded scale and each
+    element's ``action_scale / trained``; else None (also for a file without the record: a policy trained in a world
+    learnt in action units alone)."""
     spec = metadata.get(DATA_SPEC_KEY)
     trained = spec.get("action_scale") if isinstance(spec, dict) else None
     node = [float(v) for v in action_scale]
@@ -173,11 +177,74 @@ def action_scale_problem(metadata: dict, action_scale) -> str | None:
     ratios = [n / float(t) for n, t in zip(node, trained)]
     if all(abs(r - 1.0) <= 0.01 for r in ratios):
         return None
+    return [float(v) for v in trained], ratios
+
+
+def action_scale_problem(metadata: dict, action_scale) -> str | None:
+    """Where the node's ``action_scale`` is not the one ``metadata`` records (``trained_scale_ratios``): what the
+    node's commands then are, in words (e.g. the rover's shipped parameter file for a policy of a faster robot: each
+    command scaled down); else None."""
+    found = trained_scale_ratios(metadata, action_scale)
+    if found is None:
+        return None
+    trained, ratios = found
     return (
-        f"action_scale {[round(v, 6) for v in node]} is not the {[round(float(v), 6) for v in trained]} the policy was "
-        f"trained with (its labels: the recorded commands divided by it), so each command is "
+        f"action_scale {[round(float(v), 6) for v in action_scale]} is not the {[round(v, 6) for v in trained]} the "
+        f"policy was trained with (its labels: the recorded commands divided by it), so each command is "
         f"{', '.join(f'{r:.3g}x' for r in ratios)} what it learnt to command; give the node the parameter file it "
         "trained with (its action_scale, and max_command to match)"
+    )
+
+
+# the node's parameters that change what the network is fed (its updates' dt, resets, rejections, reordering): a run
+# from bags records the ones it read its bags with (data_spec "limits"); topic names are not among them (a remapping
+# legitimately changes them)
+DATA_LIMITS = ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s", "first_update_dt", "reorder_lag_s")
+POLICY_LAG = "the policy config's observation.reorder_lag_s"
+
+
+def _number(value) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+    return float(value) if ok else None
+
+
+def data_settings_problem(metadata: dict, node: dict, policy_lag_s: float) -> str | None:
+    """Where ``metadata`` records the node settings a run from bags read its bags with (``data_spec``: its
+    ``limits``, ``joint_names`` where the policy reads wheels) and the node's ``node`` (its parameters ``DATA_LIMITS``,
+    ``reorder_lag_s`` negative: the policy's, and ``joint_names``) differ: one text naming every difference, both
+    values and where each came from; else None (also for a file without the record, a malformed entry left out).
+    ``policy_lag_s``: the policy config's ``observation.reorder_lag_s``, what a recorded lag of None (or none: a
+    record of before 1b658c52, when the runner took it) and the node's -1 stand for. A record without
+    ``joint_names`` read the bags with the default ones (``BagDataSpec.describe`` leaves them out)."""
+    spec = metadata.get(DATA_SPEC_KEY)
+    limits = spec.get("limits") if isinstance(spec, dict) else None
+    if not isinstance(limits, dict):
+        return None
+    differences = []
+    for key in DATA_LIMITS:
+        trained, trained_from = _number(limits.get(key)), "the parameter file it trained with"
+        mine, mine_from = float(node[key]), "the node's parameter"
+        if key == "reorder_lag_s":
+            if limits.get(key) is None:
+                trained, trained_from = float(policy_lag_s), f"{POLICY_LAG}, which training used"
+            if mine < 0:
+                mine, mine_from = float(policy_lag_s), f"the node's reorder_lag_s {node[key]:g}: {POLICY_LAG}"
+        if trained is None or math.isclose(trained, mine, rel_tol=1e-6, abs_tol=1e-9):
+            continue
+        differences.append(f"{key} {mine:g} s ({mine_from}), trained with {trained:g} s ({trained_from})")
+    topics = spec.get("topics")
+    if isinstance(topics, dict) and "wheels" in topics and node.get("joint_names") is not None:
+        trained = spec.get("joint_names", WHEEL_JOINT_NAMES)
+        if isinstance(trained, list | tuple) and [str(n) for n in trained] != [str(n) for n in node["joint_names"]]:
+            differences.append(
+                f"joint_names {list(node['joint_names'])} (the node's parameter: the wheel velocities' order), "
+                f"trained with {list(trained)} (the parameter file it trained with)"
+            )
+    if not differences:
+        return None
+    return (
+        f"the node feeds the policy otherwise than it was trained: {'; '.join(differences)}; its updates' dt, resets "
+        "and rejections are not the ones it learnt from: give the node the parameter file it trained with"
     )
 
 
