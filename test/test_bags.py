@@ -926,6 +926,37 @@ def test_train_from_bags_can_start_from_a_trained_policy(expert_bags, tmp_path, 
     assert not (tmp_path / "o").exists()
 
 
+def test_a_fine_tuning_from_a_policy_of_another_action_scale_is_warned_about(tmp_path):
+    """Before: `train --bag --init-from P` where P learnt from a faster robot's bags (action_scale [1.5, 2.0]) and this
+    run reads its bags with the rover's file ([1.0, 1.5]) said nothing, though P's outputs mean other speeds in this
+    run's labels. The run warns naming both scales, the factors and the parameter file; P of the same scale: no word."""
+    from liquid_control.bags.stream import default_node_parameters_file
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.training import trainer
+
+    torch.manual_seed(0)
+    data = {"bags": [_steady_bag(tmp_path / "drive", 0.07, 20)]}
+    lines = {}
+    for scale in ([1.5, 2.0], [1.0, 1.5]):
+        start = save_policy(
+            tmp_path / f"p{scale[0]}.pt", Policy.from_config(CAMERA_ONLY), {"data_spec": {"action_scale": scale}}
+        )
+        lines[scale[0]] = []
+        still = {"training.epochs_first": 1}
+        trainer.train(
+            CAMERA_ONLY, tmp_path / f"run{scale[0]}", data=data, overrides=still, init_from=start, progress=False,
+            log=lines[scale[0]].append,
+        )  # fmt: skip
+    shipped = f"{default_node_parameters_file('LiquidRover-v0')}, the one shipped for world LiquidRover-v0"
+    assert [line for line in lines[1.5] if "action_scale" in line] == [
+        f"warning: --init-from {tmp_path / 'p1.5.pt'} was trained with action_scale [1.5, 2.0], this run divides its "
+        f"labels by [1.0, 1.5] (--node-params: none given: {shipped}): the outputs of the policy it starts from, read "
+        "with this run's, command 0.667x, 0.75x what it learnt to command, which fine-tuning must undo; to fine-tune "
+        "it for the robot it learnt on, give the --node-params it trained with"
+    ], lines[1.5]
+    assert not [line for line in lines[1.0] if "action_scale" in line]
+
+
 def test_a_bag_runs_policy_and_card_say_it_learned_from_bags_and_from_which_policy(expert_bags, tmp_path, monkeypatch):
     """Before: policy.pt of a run on bags recorded the simulated schedule's fields as defaults (selected_round 0,
     selection_success None, selection_episodes 0, training_episodes: the bags counted as episodes) and its bags by

@@ -308,6 +308,20 @@ def bag_data_spec(cfg: dict, data: dict):
         raise TrainingError(f"data: {exc}") from None
 
 
+def node_params_source(cfg: dict, data: dict) -> str:
+    """The node's parameter file a run reads its bags with, in words (``--node-params``, or the one shipped for its
+    world where none is given)."""
+    source = data.get("node_params")
+    if source is not None:
+        return str(source)
+    shipped = default_node_parameters_file(cfg["world"])
+    return (
+        f"none given: {shipped}, the one shipped for world {cfg['world']}"
+        if shipped
+        else "none given: the node's defaults"
+    )
+
+
 # data.yaml keys added since bag runs began (2026-11-30), each with the value that does what the code did before it
 # (a run's data.yaml of then lacks them): the node's reorder_lag_s (1b658c52) was not read, so the runner took the
 # policy's own lag, as None does
@@ -822,14 +836,7 @@ class BagRun(TrainingRun):
         tolerance = 1e-6 * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
         beyond = (labels < low - tolerance) | (labels > high + tolerance)
         elements = COMMAND_ELEMENTS.get(self.config["action"].get("kind"), ())
-        source = self.data.get("node_params")
-        if source is None:
-            shipped = default_node_parameters_file(self.config["world"])
-            source = (
-                f"none given: {shipped}, the one shipped for world {self.config['world']}"
-                if shipped
-                else "none given: the node's defaults"
-            )
+        source = node_params_source(self.config, self.data)
         for i in np.flatnonzero(beyond.any(axis=0)):
             name, unit = elements[i] if i < len(elements) else (f"action[{i}]", "robot units")
             bounds = f"{low[i] * scale[i]:g}..{high[i] * scale[i]:g} {unit}"

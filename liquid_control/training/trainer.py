@@ -21,6 +21,7 @@ import yaml
 
 from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
+from liquid_control.conventions import training_record
 from liquid_control.paths import first_missing_folder, output_folder_problem, remove_made_folder
 from liquid_control.policy import (
     Policy,
@@ -51,9 +52,9 @@ START_FILE = "started_from.json"  # a warm start's record until the run's first 
 COMMAND_FILE = "command.txt"  # the run's first command, for a resume before its first checkpoint holds it
 
 
-def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
-    """The weights a run starts from (``init_from``) and their record {path, sha256}; TrainingError naming the file
-    for a file that is no policy, or a policy of another network than ``cfg``'s."""
+def warm_start(path: Path, cfg: dict) -> tuple[dict, dict, dict]:
+    """The weights a run starts from (``init_from``), their record {path, sha256} and the policy's metadata;
+    TrainingError naming the file for a file that is no policy, or a policy of another network than ``cfg``'s."""
     from liquid_control.policy.checkpoint import PolicyLoadError
     from liquid_control.runtime.backends import CheckpointReplacedError, load_hashed_policy
 
@@ -76,7 +77,24 @@ def warm_start(path: Path, cfg: dict) -> tuple[dict, dict]:
             f"observation, encoder, core and action{keep}"
         )
     # absolute: a path relative to the working directory of the run's start says nothing read elsewhere
-    return source.state_dict(), {"path": str(path.absolute()), "sha256": sha256}
+    return source.state_dict(), {"path": str(path.absolute()), "sha256": sha256}, source.metadata
+
+
+def start_scale_note(start: tuple, spec, cfg: dict, data: dict) -> str | None:
+    """Where the policy a bag run starts from (``warm_start``) records another ``action_scale`` than the run's
+    parameter file gives (``spec``): a warning, the fine-tuning's labels in other units than its outputs; else None.
+    Warned, not refused: fine-tuning a policy for a robot of other limits is a choice; by mistake it is another file."""
+    found = training_record.trained_scale_ratios(start[2], spec.action_scale)
+    if found is None:
+        return None
+    trained, ratios = found
+    return (
+        f"warning: --init-from {start[1]['path']} was trained with action_scale {[round(v, 6) for v in trained]}, this "
+        f"run divides its labels by {[round(float(v), 6) for v in spec.action_scale]} (--node-params: "
+        f"{bag_data.node_params_source(cfg, data)}): the outputs of the policy it starts from, read with this "
+        f"run's, command {', '.join(f'{r:.3g}x' for r in ratios)} what it learnt to command, which fine-tuning must "
+        "undo; to fine-tune it for the robot it learnt on, give the --node-params it trained with"
+    )
 
 
 def _at(config: dict, key: str) -> str:
@@ -456,6 +474,9 @@ def train(
     bc_copies = threads if threads > 1 and not has_dropout(Policy(cfg)) else 1
     torch.set_num_threads(1 if bc_copies > 1 else threads)
     spec = None if data is None else bag_data.bag_data_spec(cfg, data)  # a bad --node-params: before any write
+    note = None if start is None or spec is None else start_scale_note(start, spec, cfg, data)
+    if note:
+        log(note)
     torch.use_deterministic_algorithms(True)
     created = first_missing_folder(out)
     before = set(os.listdir(out)) if created is None else set()
@@ -497,7 +518,7 @@ def train(
             run.load_checkpoint()
             log(f"resuming {out}: {run.epoch_done}/{run.total_epochs} epochs finished")
         elif start is not None:
-            run.start_from(*start)
+            run.start_from(*start[:2])
         return run.run()
     except BaseException as exc:
         _undo_start(out, created, before)  # nothing collected, converted or trained: leave no half-made run
