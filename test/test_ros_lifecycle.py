@@ -314,19 +314,20 @@ def test_a_timer_that_cannot_be_made_fails_configure_naming_its_parameter(policy
 
 def test_an_activate_failure_is_logged_and_leaves_the_node_inactive(policy_file, ros):
     make, _ = ros
-    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    node = make(PolicyNode, parameter_overrides=params(policy_file, publish_mode="fixed_rate", control_rate_hz=50.0))
     errors = []
     node.get_logger().error = lambda msg, **kw: errors.append(msg)
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    watchdog, diagnostics = node._activity_timers
+    watchdog, control, diagnostics = node._activity_timers
 
     def broken_reset():
         raise RuntimeError("timer handle gone")
 
-    diagnostics.reset = broken_reset  # after the watchdog's restart: that one must be stopped again
+    control.reset = broken_reset  # after the watchdog's restart: that one must be stopped again
     assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
     assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
-    assert not node._active and watchdog.is_canceled() and diagnostics.is_canceled()
+    assert not node._active and watchdog.is_canceled() and control.is_canceled()
+    assert not diagnostics.is_canceled()  # says "inactive" in every configured state (b068ac0d)
     assert any("activate failed: RuntimeError: timer handle gone" in e for e in errors), errors
     assert node.failure.startswith("activate failed")
 
@@ -375,7 +376,7 @@ def test_activate_deactivate_cycles_reuse_the_timers_and_grow_nothing(policy_fil
     assert len(group.entities) == entities  # was 15 more: 3 dead timers a cycle
     assert list(node.timers) == timers and len(timers) == 3  # the same three, each once in rclpy's list
 
-    # they run while active, every one of them, and no callback runs while inactive
+    # they run while active, every one of them, and none but the diagnostics' while inactive (b068ac0d)
     def all_run_when_activated():
         before = dict(calls)
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
@@ -387,7 +388,12 @@ def test_activate_deactivate_cycles_reuse_the_timers_and_grow_nothing(policy_fil
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     before = dict(calls)
     spin(0.5)
-    assert calls == before and all(timer.is_canceled() for timer in timers)
+    diagnostics = node._activity_timers[-1]
+    assert {n: calls[n] for n in ("_on_watchdog", "_on_control_timer")} == {
+        n: before[n] for n in ("_on_watchdog", "_on_control_timer")
+    }
+    assert calls["_publish_diagnostics"] > before["_publish_diagnostics"]
+    assert all(timer.is_canceled() for timer in timers if timer is not diagnostics) and not diagnostics.is_canceled()
     all_run_when_activated()
     # cleanup destroys them; the next configure makes them with its own periods
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
@@ -398,8 +404,8 @@ def test_activate_deactivate_cycles_reuse_the_timers_and_grow_nothing(policy_fil
     (changed,) = node.set_parameters([Parameter("control_rate_hz", value=25.0)])
     assert changed.successful, changed.reason
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-    assert [t.timer_period_ns for t in node.timers] == [50_000_000, 100_000_000, 40_000_000]
-    assert all(timer.is_canceled() for timer in node.timers)  # not before an activation
+    assert [t.timer_period_ns for t in node.timers] == [50_000_000, 40_000_000, 100_000_000]  # diagnostics last
+    assert [timer.is_canceled() for timer in node.timers] == [True, True, False]  # not before an activation
     before = dict(calls)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     spin(10.0, until=lambda: calls["_on_control_timer"] > before["_on_control_timer"])
@@ -559,6 +565,7 @@ class BalancerRig:
         self.wheels = probe.create_publisher(JointState, "joint_states", 10)
         self.target = probe.create_publisher(Twist, "target_velocity", 10)
         self.offset = 0.0  # added to the sensors' stamps (a clock jump)
+        self.gravity_z = 9.8  # the IMU's z acceleration at rest (-9.8: an IMU publishing north-east-down)
         self.wheel_names = []
         self._types = Imu, JointState, Twist
 
@@ -590,7 +597,7 @@ class BalancerRig:
             ns = self.node.get_clock().now().nanoseconds + int(self.offset * 1e9)
             stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
             imu = imu_type()
-            imu.header.stamp, imu.linear_acceleration.z, imu.angular_velocity.x = stamp, 9.8, 0.3
+            imu.header.stamp, imu.linear_acceleration.z, imu.angular_velocity.x = stamp, self.gravity_z, 0.3
             joints = joint_type(name=list(self.wheel_names), velocity=[float(v) for v in wheels or ()])
             joints.header.stamp = stamp
             if wheels is not None:
@@ -620,6 +627,34 @@ def test_a_clock_jump_keeps_the_setpoint_and_the_balancer_keeps_commanding(polic
     assert len(after) > 20, after  # was 0: no command at all until the operator published a new target
     np.testing.assert_array_equal(rig.node.runner._held["command"], [0.5, 0.0])  # the operator's target
     assert rig.node.diagnostic_status().message == "commanding"
+
+
+def test_an_input_fault_that_leaves_the_node_commanding_raises_the_diagnostic_level_while_it_lasts(policy_file, ros):
+    """An IMU publishing another frame (gravity on -z), like two publishers interleaving, a camera_info of another
+    field of view or a sensor rate outside the trained range, leaves the node commanding. Before, /diagnostics
+    stayed OK "commanding" through it (only counters and throttled log lines said it), so an operator watching the
+    level in rqt_robot_monitor saw nothing wrong. It is WARN while the fault's counter grows, OK again once it
+    stopped growing for a rate window and two diagnostics periods."""
+    rig = BalancerRig(ros, policy_file)
+    rig.configure()
+    assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    rig.publish_target(0.5)
+    rig.stream(0.5)
+    assert rig.node.diagnostic_status().message == "commanding"
+    rig.gravity_z = -9.8
+    rig.stream(2.0)  # two gravity windows of 100 readings at ~100 Hz
+    assert rig.node.runner.counters["imu.gravity_mismatch"] >= 1
+    status = rig.node.diagnostic_status()
+    assert status.level == DiagnosticStatus.WARN, status
+    assert status.message == "commanding, with input faults: imu.gravity_mismatch"
+    rig.gravity_z = 9.8
+    rig.stream(1.2)  # a clean window: the counter no longer grows
+    grown = rig.node.runner.counters["imu.gravity_mismatch"]
+    hold = 5.0 + 2 * 1.0  # training_record.RATE_WINDOW_S + two diagnostics periods
+    rig.node._fault_grown_at = {k: t - hold for k, t in rig.node._fault_grown_at.items()}  # that long ago
+    status = rig.node.diagnostic_status()
+    assert rig.node.runner.counters["imu.gravity_mismatch"] == grown
+    assert (status.level, status.message) == (DiagnosticStatus.OK, "commanding"), status
 
 
 @pytest.mark.parametrize("publish_mode", ["per_update", "fixed_rate"])
