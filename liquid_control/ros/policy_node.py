@@ -96,6 +96,10 @@ SENSORS = {
 }
 
 
+# counters of input faults that leave the node commanding: /diagnostics is WARN while one of them grows
+INPUT_FAULT_COUNTERS = ("publishers_interleaved.", "rate_mismatch.", "camera_info.", "imu.gravity_mismatch")
+
+
 class StopRequested(BaseException):
     """SIGINT/SIGTERM during a blocking configure (a kernel build, a slow load): abandon it and exit.
 
@@ -184,6 +188,8 @@ class PolicyNode(LifecycleNode):
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
         self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
+        self._fault_counts: dict[str, int] = {}  # INPUT_FAULT_COUNTERS at the previous diagnostics message
+        self._fault_grown_at: dict[str, float] = {}  # counter -> steady time it last grew (_recent_input_faults)
         # (time, {sensor: (received count, missed count, last arrival)}) at the start of the trained-rate check's window
         self._rate_check = (None, {})
         self._publications: dict[str, tuple] = {}  # sensor -> (publisher gid, sequence number) of its last message
@@ -1101,10 +1107,26 @@ class PolicyNode(LifecycleNode):
             status.message = (
                 f"commanding beside other publishers on the command topic: {', '.join(self._other_commanders)}"
             )
+        elif faults := self._recent_input_faults(counters):
+            status.level, status.message = DiagnosticStatus.WARN, f"commanding, with input faults: {', '.join(faults)}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "commanding"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return status
+
+    def _recent_input_faults(self, counters: dict) -> list[str]:
+        """The INPUT_FAULT_COUNTERS that grew within the last RATE_WINDOW_S plus two diagnostics periods (the rate
+        check counts once a window): faults that leave the node commanding, so the level is WARN while they last
+        and OK again by itself once they end. Before, only the counters and throttled log lines said them, and an
+        operator watching the level (rqt_robot_monitor) saw OK. On the steady clock, as the diagnostics timer."""
+        now = time.monotonic()
+        for key, count in counters.items():
+            if key.startswith(INPUT_FAULT_COUNTERS):
+                if count > self._fault_counts.get(key, 0):
+                    self._fault_grown_at[key] = now
+                self._fault_counts[key] = count
+        hold = training_record.RATE_WINDOW_S + 2.0 * self.settings.diagnostics_period_s
+        return sorted(key for key, grown_at in self._fault_grown_at.items() if now - grown_at < hold)
 
     def _on_diagnostics_timer(self):
         if self._active:
