@@ -263,33 +263,24 @@ def test_a_twist_policy_published_as_a_plain_array_is_warned_about_at_configure(
     assert "LiquidRover-v0" in warnings[-1] and "/wheel_torques" in warnings[-1]
 
 
-def test_an_action_scale_other_than_the_one_the_policy_trained_with_is_warned_about_at_configure(tmp_path):
-    """A policy trained from a 1.5 m/s, 2 rad/s robot's bags (action_scale [1.5, 2.0] in its --node-params) started as
-    docs/real_robot.md section 5 starts it (the launch file's default, the rover's parameter file: [1.0, 1.5]) was
-    configured without a word and drove at 0.67x / 0.75x of every command it learnt. The file records the scale its
-    labels were divided by (data_spec); the node says where its own differs, not where it is the same."""
+def _configure_warnings(runs: dict) -> dict:
+    """Configure a PolicyNode with each run's parameters (name -> values; one private context and domain) and shut
+    it down: the warnings each logged, by name."""
     import rclpy
-    import torch
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
 
-    from liquid_control.policy import Policy, save_policy
     from liquid_control.ros.policy_node import PolicyNode
     from liquid_control.ros.testing import isolated_ros_env
 
-    robot = {**CAMERA_IMU, "world": "LiquidRover-v0", "action": {**CAMERA_IMU["action"], "kind": "twist"}}
-    torch.manual_seed(0)
-    record = {"data_spec": {"action_scale": [1.5, 2.0]}, "training_source": {"bags": [{"name": "run1"}]}}
-    policy_file = save_policy(tmp_path / "robot.pt", Policy.from_config(robot), record)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
     warned = {}
     try:
-        for scale in ([1.0, 1.5], [1.5, 2.0]):
-            values = dict(policy=str(policy_file), action_scale=scale)
+        for name, values in runs.items():
             node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-            warned[scale[0]] = []
-            node.get_logger().warning = lambda msg, into=warned[scale[0]], **kw: into.append(msg)
+            warned[name] = []
+            node.get_logger().warning = lambda msg, into=warned[name], **kw: into.append(msg)
             try:
                 assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
             finally:
@@ -297,6 +288,25 @@ def test_an_action_scale_other_than_the_one_the_policy_trained_with_is_warned_ab
                 node.destroy_node()
     finally:
         context.try_shutdown()
+    return warned
+
+
+def test_an_action_scale_other_than_the_one_the_policy_trained_with_is_warned_about_at_configure(tmp_path):
+    """A policy trained from a 1.5 m/s, 2 rad/s robot's bags (action_scale [1.5, 2.0] in its --node-params) started as
+    docs/real_robot.md section 5 starts it (the launch file's default, the rover's parameter file: [1.0, 1.5]) was
+    configured without a word and drove at 0.67x / 0.75x of every command it learnt. The file records the scale its
+    labels were divided by (data_spec); the node says where its own differs, not where it is the same."""
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    robot = {**CAMERA_IMU, "world": "LiquidRover-v0", "action": {**CAMERA_IMU["action"], "kind": "twist"}}
+    torch.manual_seed(0)
+    record = {"data_spec": {"action_scale": [1.5, 2.0]}, "training_source": {"bags": [{"name": "run1"}]}}
+    policy_file = save_policy(tmp_path / "robot.pt", Policy.from_config(robot), record)
+    warned = _configure_warnings(
+        {scale[0]: dict(policy=str(policy_file), action_scale=scale) for scale in ([1.0, 1.5], [1.5, 2.0])}
+    )
     assert [w for w in warned[1.0] if "action_scale" in w] == [
         "action_scale [1.0, 1.5] is not the [1.5, 2.0] the policy was trained with (its labels: the recorded commands "
         "divided by it), so each command is 0.667x, 0.75x what it learnt to command; give the node the parameter file "
@@ -312,14 +322,9 @@ def test_limits_other_than_the_ones_the_policy_trained_with_are_warned_about_at_
     names) configured without a word: its updates' dt, resets and rejections were not the ones it learnt from. The node
     names every difference, both values and where each came from, in one warning; none where the settings agree (a
     lag of -1 where training took the config's too), and none for topics (a remapping changes them)."""
-    import rclpy
     import torch
-    from rclpy.lifecycle import TransitionCallbackReturn
-    from rclpy.parameter import Parameter
 
     from liquid_control.policy import Policy, save_policy
-    from liquid_control.ros.policy_node import PolicyNode
-    from liquid_control.ros.testing import isolated_ros_env
 
     torch.manual_seed(0)
     limits = {"max_gap_s": 0.5, "max_backward_jump_s": 0.5, "max_future_stamp_s": 1.0, "first_update_dt": 0.0}
@@ -327,32 +332,20 @@ def test_limits_other_than_the_ones_the_policy_trained_with_are_warned_about_at_
     trained = {**spec, "limits": {**limits, "reorder_lag_s": 0.05}, "joint_names": ["left_j", "right_j"]}
     config_lag = {**spec, "limits": {**limits, "reorder_lag_s": None}}  # trained with the policy config's lag (0 s)
     source = {"training_source": {"bags": [{"name": "run1"}]}}
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
-    warned = {}
     runs = {
         "other file": (trained, {}),
         "trained file": (trained, dict(max_gap_s=0.5, reorder_lag_s=0.05, joint_names=["left_j", "right_j"])),
         "config lag": (config_lag, dict(max_gap_s=0.5, camera_topic="/robot1/cam")),
     }
-    try:
-        for name, (record, values) in runs.items():
-            policy_file = save_policy(
-                tmp_path / f"{name}.pt", Policy.from_config(CAMERA_IMU_WHEELS), {"data_spec": record, **source}
-            )
-            values = dict(
-                policy=str(policy_file), command_type="float64_multi_array", action_scale=[1.0, 1.0], **values
-            )
-            node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
-            warned[name] = []
-            node.get_logger().warning = lambda msg, into=warned[name], **kw: into.append(msg)
-            try:
-                assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
-            finally:
-                node.trigger_shutdown()
-                node.destroy_node()
-    finally:
-        context.try_shutdown()
+    parameters = {}
+    for name, (record, values) in runs.items():
+        policy_file = save_policy(
+            tmp_path / f"{name}.pt", Policy.from_config(CAMERA_IMU_WHEELS), {"data_spec": record, **source}
+        )
+        parameters[name] = dict(
+            policy=str(policy_file), command_type="float64_multi_array", action_scale=[1.0, 1.0], **values
+        )
+    warned = _configure_warnings(parameters)
     assert [w for w in warned["other file"] if "trained" in w] == [
         "the node feeds the policy otherwise than it was trained: max_gap_s 1 s (the node's parameter), trained with "
         "0.5 s (the parameter file it trained with); reorder_lag_s 0 s (the node's reorder_lag_s -1: the policy "
