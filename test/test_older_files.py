@@ -7,10 +7,9 @@ history: runs made at cdcc23bf, 1a31a611, b498bbc2, e2b81306 and cb2c37ab, expor
 import pytest
 import torch
 import yaml
-from test_training import tiny_config
+from test_training import die_in_epoch, tiny_config
 
 from liquid_control.policy import load_policy
-from liquid_control.training import run as training_run
 from liquid_control.training import trainer
 
 QUIET = {"progress": False, "log": lambda message: None}
@@ -18,14 +17,7 @@ QUIET = {"progress": False, "log": lambda message: None}
 
 def _killed_run(out, monkeypatch, config):
     """A tiny run killed in its third epoch: checkpoint.pt holds two."""
-    original = training_run.TrainingRun.train_epoch
-
-    def dying_epoch(self, episodes, epoch, round_index):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return original(self, episodes, epoch, round_index)
-
-    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
+    die_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, out, **QUIET)
     monkeypatch.undo()

@@ -205,6 +205,19 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
         trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
 
 
+def die_in_epoch(monkeypatch, epoch: int) -> None:
+    """Training dies as a killed process does (KeyboardInterrupt) when epoch ``epoch`` begins: the run's
+    checkpoint.pt holds the epochs before it."""
+    original = training_run.TrainingRun.train_epoch
+
+    def dying_epoch(self, episodes, at_epoch, round_index):
+        if at_epoch == epoch:
+            raise KeyboardInterrupt("killed")
+        return original(self, episodes, at_epoch, round_index)
+
+    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
+
+
 # 2: in the last epoch of round 0; 3: in the first epoch of round 1, before that round's "collect" row reached a
 # checkpoint (issue 9 item 7)
 @pytest.mark.parametrize("kill_after_epochs", [2, 3])
@@ -259,19 +272,14 @@ def test_a_resumed_run_names_its_first_command_and_a_finished_one_keeps_its_poli
     SHA-256 its ONNX export records; a run killed before its first checkpoint still did (helper-80)."""
     import hashlib
 
-    original, run = training_run.TrainingRun.train_epoch, tmp_path / "run"
-
-    def dying_epoch(self, episodes, epoch, round_index):
-        if epoch == kill_in_epoch:
-            raise KeyboardInterrupt("killed")
-        return original(self, episodes, epoch, round_index)
+    run = tmp_path / "run"
 
     def dying_save(path, episode):
         if path.name == "ep_0002.npz":
             raise KeyboardInterrupt("killed")
         saved_episode(path, episode)
 
-    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
+    die_in_epoch(monkeypatch, kill_in_epoch)
     saved_episode = training_run.save_episode
     if kill_in_epoch == 0:
         monkeypatch.setattr(training_run, "save_episode", dying_save)
@@ -304,14 +312,7 @@ def test_a_run_begun_before_a_config_check_still_resumes_and_a_new_one_is_refuse
 
     strict_validate = trainer.validate_config  # the run begins as it would have before the check
     monkeypatch.setattr(trainer, "validate_config", lambda raw, strict=True: strict_validate(raw, strict=False))
-    original = training_run.TrainingRun.train_epoch
-
-    def dying_epoch(self, episodes, epoch, round_index):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return original(self, episodes, epoch, round_index)
-
-    monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
+    die_in_epoch(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(cfg, tmp_path / "run", progress=False, log=lambda m: None)
     monkeypatch.undo()
