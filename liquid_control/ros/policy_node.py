@@ -165,6 +165,9 @@ class PolicyNode(LifecycleNode):
         self._warned_at: dict[str, float] = {}  # throttled warning -> when it was last logged (monotonic s)
         self._training: dict = {}  # the policy file's training record (the backend's, conventions.training_record)
         self._trained_rates: dict = {}
+        # kept across activations, as the counters are (an activation does not make an earlier fault recent)
+        self._fault_counts: dict[str, int] = {}  # INPUT_FAULT_COUNTERS at the previous diagnostics message
+        self._fault_grown_at: dict[str, float] = {}  # counter -> steady time it last grew (_recent_input_faults)
         self._reset_bookkeeping()
 
     def _reset_bookkeeping(self):
@@ -188,8 +191,6 @@ class PolicyNode(LifecycleNode):
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
         self._rate_window = (None, {})  # (time, received counters) at the previous diagnostics message
-        self._fault_counts: dict[str, int] = {}  # INPUT_FAULT_COUNTERS at the previous diagnostics message
-        self._fault_grown_at: dict[str, float] = {}  # counter -> steady time it last grew (_recent_input_faults)
         # (time, {sensor: (received count, missed count, last arrival)}) at the start of the trained-rate check's window
         self._rate_check = (None, {})
         self._publications: dict[str, tuple] = {}  # sensor -> (publisher gid, sequence number) of its last message
@@ -1093,6 +1094,7 @@ class PolicyNode(LifecycleNode):
         values["stale_inputs"] = ",".join(self._stale)
         values["waiting_for"] = self._starved
         values["other_command_publishers"] = ", ".join(self._other_commanders)
+        faults = self._recent_input_faults(counters)  # at every message, whatever the level: its record is current
         if not self._active:  # first: what the watchdog found before a deactivate is no longer so
             status.level, status.message = DiagnosticStatus.OK, "inactive"
         elif self._stale:
@@ -1107,7 +1109,7 @@ class PolicyNode(LifecycleNode):
             status.message = (
                 f"commanding beside other publishers on the command topic: {', '.join(self._other_commanders)}"
             )
-        elif faults := self._recent_input_faults(counters):
+        elif faults:
             status.level, status.message = DiagnosticStatus.WARN, f"commanding, with input faults: {', '.join(faults)}"
         else:
             status.level, status.message = DiagnosticStatus.OK, "commanding"
@@ -1122,7 +1124,7 @@ class PolicyNode(LifecycleNode):
         now = time.monotonic()
         for key, count in counters.items():
             if key.startswith(INPUT_FAULT_COUNTERS):
-                if count > self._fault_counts.get(key, 0):
+                if count != self._fault_counts.get(key, 0):  # grown (or counting anew after a configure)
                     self._fault_grown_at[key] = now
                 self._fault_counts[key] = count
         hold = training_record.RATE_WINDOW_S + 2.0 * self.settings.diagnostics_period_s
