@@ -557,7 +557,7 @@ def test_an_export_of_a_file_without_the_record_or_from_before_it_gives_none(tmp
     assert cli.main(["export", str(pt)]) == 0
     assert load_backend(pt).training_record == load_backend(pt, "torch").training_record == {}
     keys = {p.key for p in onnx.load(str(tmp_path / "bal.onnx")).metadata_props}
-    assert keys == {backends.ONNX_CONFIG_KEY, backends.ONNX_SOURCE_KEY}
+    assert keys == {backends.ONNX_FORMAT_KEY, backends.ONNX_CONFIG_KEY, backends.ONNX_SOURCE_KEY}
 
 
 def test_a_training_record_entry_that_is_not_json_is_refused_naming_it(tmp_path):
@@ -587,3 +587,53 @@ def load_policy_with(tmp_path, metadata):
     from liquid_control.policy import load_policy
 
     return load_policy(save_policy(tmp_path / "with.pt", Policy.from_config(BALANCER), metadata))
+
+
+def _with_export_format(source, target, value):
+    """A copy of the export ``source`` whose format entry is ``value`` (None: without one, as exports before it)."""
+    import onnx
+
+    model = onnx.load(str(source))
+    kept = [p for p in model.metadata_props if p.key != backends.ONNX_FORMAT_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    if value is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = backends.ONNX_FORMAT_KEY, value
+    onnx.save(model, str(target))
+    return target
+
+
+def test_an_export_records_its_format_and_one_newer_than_the_code_is_refused_naming_it(tmp_path):
+    """An export carries the version of its layout; one of a newer format (a later liquid_control's) is refused
+    naming the file and the format, by the backend and by the metadata reader the launch helpers use, and ``auto``
+    runs the .pt beside it with torch saying why; one without the entry (exported before it) runs as before."""
+    torch.manual_seed(0)
+    pt = save_policy(tmp_path / "bal.pt", Policy.from_config(BALANCER))
+    assert cli.main(["export", str(pt)]) == 0
+    onnx_path = tmp_path / "bal.onnx"
+    assert backends.read_onnx_metadata(onnx_path)[backends.ONNX_FORMAT_KEY] == str(backends.ONNX_FORMAT)
+    assert OnnxBackend(onnx_path).export_format == backends.ONNX_FORMAT
+    obs = {"imu": np.ones(6, np.float32), "wheels": np.ones(2, np.float32), "command": np.ones(2, np.float32)}
+    reference = OnnxBackend(onnx_path).step(obs, np.zeros(OnnxBackend(onnx_path).state_size, np.float32), 0.05)
+
+    older = _with_export_format(onnx_path, tmp_path / "older.onnx", None)
+    backend = OnnxBackend(older)
+    assert backend.export_format == 0
+    np.testing.assert_array_equal(backend.step(obs, backend.initial_state(), 0.05)[0], reference[0])
+
+    newer = str(backends.ONNX_FORMAT + 1)
+    _with_export_format(onnx_path, onnx_path, newer)
+    message = rf"bal\.onnx: an ONNX export of format {newer}, written by a newer liquid_control; this version reads"
+    with pytest.raises(BackendError, match=message):
+        OnnxBackend(onnx_path)
+    with pytest.raises(BackendError, match=message):
+        load_backend(onnx_path)
+    with pytest.raises(ValueError, match=message):
+        backends.read_onnx_metadata(onnx_path)
+    with pytest.warns(UserWarning, match=rf"runs with torch: bal\.onnx next to it is not a usable .*format {newer}"):
+        assert isinstance(load_backend(pt), TorchBackend)
+
+    _with_export_format(onnx_path, onnx_path, "1.5")
+    with pytest.raises(BackendError, match=r"bal\.onnx: metadata 'liquid_control\.export_format' is '1\.5', not an"):
+        OnnxBackend(onnx_path)

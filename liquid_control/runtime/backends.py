@@ -29,6 +29,11 @@ ONNX_SOURCE_KEY = "liquid_control.checkpoint_sha256"  # metadata_props entry: SH
 # entry (JSON) named ONNX_TRAINING_PREFIX + key, and both backends give them as ``training_record``
 TRAINING_RECORD_KEYS = ("training_camera", "training_sensor_rates", "training_source", "data_spec")
 ONNX_TRAINING_PREFIX = "liquid_control."
+# metadata_props entry: the version of the export's layout (its inputs, outputs and metadata entries), a decimal
+# integer; an export without it was written before exports recorded one (format 0, read as then). An export of a
+# newer format than ONNX_FORMAT is refused naming it, rather than read by guessing from the keys it lacks or holds.
+ONNX_FORMAT_KEY = "liquid_control.export_format"
+ONNX_FORMAT = 1  # the format `liquid-control export` writes, and the newest this version reads
 # observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
 # policies without torch, which that package needs)
 TIMING_INPUTS = ("event", "ages")
@@ -172,6 +177,7 @@ class OnnxBackend:
         except Exception as exc:
             raise BackendError(f"{path}: not a loadable ONNX model ({_not_onnx(path, exc)})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
+        self.export_format = export_format(path, meta)
         if ONNX_CONFIG_KEY not in meta:
             raise BackendError(
                 f"{path}: ONNX model has no {ONNX_CONFIG_KEY!r} metadata; write it with `liquid-control export`"
@@ -245,6 +251,29 @@ class OnnxBackend:
     def close(self):
         """Drop the onnxruntime session."""
         self.session = None
+
+
+def export_format(path, meta: dict) -> int:
+    """The export format an ONNX model's metadata ``meta`` records (``ONNX_FORMAT_KEY``; 0: an export written before
+    exports recorded it, read as then). One newer than ``ONNX_FORMAT`` (an export of a later liquid_control, whose
+    metadata or graph this version may misread), or a value that is no format number, is a BackendError naming
+    ``path`` and the value."""
+    text = meta.get(ONNX_FORMAT_KEY)
+    if text is None:
+        return 0
+    if not (text.isascii() and text.isdigit()):
+        raise BackendError(
+            f"{path}: metadata {ONNX_FORMAT_KEY!r} is {text[:40]!r}, not an export format number; re-export it "
+            "(`liquid-control export`)"
+        )
+    version = int(text)
+    if version > ONNX_FORMAT:
+        raise BackendError(
+            f"{path}: an ONNX export of format {version}, written by a newer liquid_control; this version reads export "
+            f"formats up to {ONNX_FORMAT}: update liquid_control here, or export the .pt with this version "
+            f"(`liquid-control export {Path(path).with_suffix('.pt')}`)"
+        )
+    return version
 
 
 def training_record_of(metadata: dict) -> dict:
@@ -449,13 +478,19 @@ def _not_onnx(path, exc: Exception) -> str:
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX model file (where an export keeps its policy config), read the way
     ``OnnxBackend`` reads them: with onnxruntime, what a robot that runs ONNX policies has (the onnx package
-    may be missing there). Raises ``ValueError`` naming the file when onnxruntime cannot load it."""
+    may be missing there). Raises ``ValueError`` naming the file when onnxruntime cannot load it, or when it is an
+    export of a newer format than this version reads (``export_format``)."""
     ort = import_onnxruntime(path)
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ValueError(f"{path}: not a loadable ONNX model ({_not_onnx(path, exc)})") from None
-    return dict(session.get_modelmeta().custom_metadata_map)
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+    try:
+        export_format(path, meta)
+    except BackendError as exc:
+        raise ValueError(str(exc)) from None
+    return meta
 
 
 def checkpoint_sha256(path: str | Path) -> str:

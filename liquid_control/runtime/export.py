@@ -14,7 +14,9 @@ sensors and the action bounds; so is, as JSON, what the checkpoint records of th
 The graph is assembled from traced pieces (each encoder, and the core's update with the action head), so that
 the encoders can sit inside ``If`` branches; with ``core.max_step`` the core's update is an ONNX ``Loop`` over one
 core step (the same sub-steps as ``Policy.advance``), then the action head. The model also records the SHA-256 of
-the checkpoint it was exported from (``backend: auto`` runs only a matching export).
+the checkpoint it was exported from (``backend: auto`` runs only a matching export), and the format of this layout
+(``liquid_control.export_format``, ``backends.ONNX_FORMAT``: raise it with any change of the inputs, outputs or
+metadata entries, so that an older liquid_control refuses the new exports naming them).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from liquid_control.paths import user_path
 from .backends import (
     CAMERA,
     ONNX_CONFIG_KEY,
+    ONNX_FORMAT,
+    ONNX_FORMAT_KEY,
     ONNX_SOURCE_KEY,
     ONNX_TRAINING_PREFIX,
     VECTORS,
@@ -387,6 +391,8 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, sou
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="liquid_control")
     # the config as the policy file records it (one trained from bags: without the settings of simulated episodes)
     recorded = recorded_config(policy.config, getattr(policy, "metadata", None))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_FORMAT_KEY, str(ONNX_FORMAT)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(recorded)
     if source_sha256 is None and source is not None:
