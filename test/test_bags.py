@@ -1337,6 +1337,21 @@ def test_a_bags_imu_whose_gravity_is_not_on_plus_z_is_named_before_training_on_i
         ), lines
         assert "-9.8" in warned[0] and "gravity does not point along +z" in warned[0]
         assert "the policy learns the IMU as recorded" in warned[0]
+    # resumed (the converted cache reused, the bag not read again): said again, also for a cache converted before
+    # its index kept the finding. Before: the resumed run's log held no word of it
+    index_path = tmp_path / "run" / "data" / "bags" / "train" / "0000_ned" / "index.json"
+    for older in (False, True):
+        if older:
+            index = json.loads(index_path.read_text())
+            assert index.pop("imu_gravity") == (
+                warned[0].split(": ", 3)[3].split("; the policy")[0] if warned else None
+            )
+            index_path.write_text(json.dumps(index))
+        (tmp_path / "run" / "policy.pt").unlink()
+        again = []
+        trainer.train(None, tmp_path / "run", resume=True, progress=False, log=again.append)
+        assert [line for line in again if "imu.gravity_mismatch" in line] == warned, again
+        assert not [line for line in again if "converting" in line or " updates (" in line], again
 
 
 def test_a_run_on_single_update_bags_says_the_core_never_integrated_time(tmp_path):

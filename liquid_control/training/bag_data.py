@@ -112,6 +112,8 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 # message, several at once the same command) before each was from its own message's: such caches are converted again,
 # those of runs without a lag (the labels unchanged) stay valid.
 LAGGED_LABELS = "labels of lagged updates from their own messages"
+# The cache index's finding of the IMU gravity check (a sentence, or None): said at each run that reads the cache
+GRAVITY_KEY = "imu_gravity"
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -502,12 +504,6 @@ def convert_bag(
     except BagError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if gravity_problem is not None:  # trained on as recorded; policy_node would warn of it at every run
-        log(
-            f"warning: {Path(bag).name}: {spec.topics['imu']} (imu, as the policy's updates hold it): "
-            f"{gravity_problem}; the policy learns the IMU as recorded, and policy_node warns of it on the robot "
-            "(imu.gravity_mismatch): fix the axes, then record again (docs/real_robot.md, 'The IMU's axes')"
-        )
     index = {
         "format": CACHE_FORMAT,
         "bag": bag,
@@ -516,6 +512,7 @@ def convert_bag(
         "segments": segments,
         "stats": summary,
         "note": stats.salvage_note,
+        GRAVITY_KEY: gravity_problem,  # kept with the cache: a resumed run says it again (BagRun._say_gravity)
     }
     with atomic_write(tmp / "index.json", "w") as handle:  # last: the segments it names are on disk
         json.dump(index, handle, indent=1)
@@ -525,6 +522,20 @@ def convert_bag(
     os.replace(tmp, folder)
     _fsync_dir(folder.parent)
     return index
+
+
+def cached_gravity_problem(folder: Path, index: dict) -> str | None:
+    """The IMU gravity check (``GravityCheck``, as ``convert_bag`` runs it) over the IMU readings of a cache's
+    segments, in order: for a cache converted before its index kept the finding (GRAVITY_KEY)."""
+    gravity = GravityCheck()
+    for seg in index["segments"]:
+        if "obs.imu" not in (seg.get("layout") or {}):
+            continue
+        for reading in _segment_arrays(folder, seg)["obs.imu"]:
+            problem = gravity.add(reading)
+            if problem is not None:
+                return problem
+    return None
 
 
 def _diagnose(stats: StreamStats, spec, policy_config: dict, expected=None) -> str:
@@ -726,11 +737,16 @@ class BagRun(TrainingRun):
                 )
                 segments = load_segments(folder, index)
             self.bag_stats[bag] = index["stats"]
-            if not index.get("sha256"):  # a cache converted before indexes kept the hash: read once, kept there
-                index["sha256"] = bag_sha256(bag)  # (the fingerprint says the bag is the same)
+            older = not index.get("sha256") or GRAVITY_KEY not in index  # converted before indexes kept them
+            if not index.get("sha256"):  # read once, kept there (the fingerprint says the bag is the same)
+                index["sha256"] = bag_sha256(bag)
+            if GRAVITY_KEY not in index:  # from the cached IMU readings, the ones the conversion checked
+                index[GRAVITY_KEY] = cached_gravity_problem(folder, index)
+            if older:
                 with atomic_write(folder / "index.json", "w") as handle:
                     json.dump(index, handle, indent=1)
             self.bag_hashes[bag] = index["sha256"]
+            self._say_gravity(bag, index[GRAVITY_KEY])
             episodes += segments
             bar.update(1)
         bar.close()
@@ -746,6 +762,16 @@ class BagRun(TrainingRun):
                 "set --command-topic if the commands are on another topic)"
             )
         return episodes
+
+    def _say_gravity(self, bag: str, problem: str | None) -> None:
+        """Warn of the IMU gravity check's finding on ``bag`` (``convert_bag``), at every run that reads it: a resumed
+        run's log says it as the first run's did."""
+        if problem is not None:  # trained on as recorded; policy_node would warn of it at every run
+            self.log(
+                f"warning: {Path(bag).name}: {self.spec.topics['imu']} (imu, as the policy's updates hold it): "
+                f"{problem}; the policy learns the IMU as recorded, and policy_node warns of it on the robot "
+                "(imu.gravity_mismatch): fix the axes, then record again (docs/real_robot.md, 'The IMU's axes')"
+            )
 
     def validate(self, validation: list[Episode]) -> None:
         """Validation loss on the held-out bags; keep the best epoch (the last without them) and save a checkpoint."""
