@@ -292,3 +292,34 @@ def test_a_bags_loop_with_clock_says_its_late_messages_are_from_before_the_jump(
     node._on_vector("imu", imu)
     ahead = [m for m in log.said("warning", "imu message on /imu/data rejected (future_stamp") if "went back" not in m]
     assert len(ahead) == 1 and ahead[0].startswith("imu message on /imu/data rejected (future_stamp: 4.99")
+
+
+@pytest.mark.parametrize("node", [dict(max_command_rate=[1.0])], indirect=True)
+@pytest.mark.parametrize("clock", ["goes_on", "goes_back"])
+def test_a_reset_starts_the_command_from_rest_as_an_activation_does(node, clock):
+    """~/reset (what the sim graph calls before each episode) reset the liquid state but not the command limiter:
+    the next episode's first command was limited against the last episode's last command (~0.4 here), so it began
+    where that one ended (its /clock back at the episode's start: exactly that command, elapsed 0), and so did the
+    first label of each episode recorded with `liquid-control sim --record-bag`; in fixed_rate mode the control
+    timer went on publishing the discarded state's last action. A reset starts the command from rest, as an
+    activation does: the first command is at most max_command_rate * the time since the reset from 0."""
+    at, published, imu, wheels = _activated(node)
+    t = START
+    for _ in range(400):  # 2 s of updates: the command ramps up to the policy's action
+        t += 5_000_000
+        imu.header.stamp = wheels.header.stamp = at(t)
+        node._on_vector("wheels", wheels)
+        node._on_vector("imu", imu)
+    last = published[-1]
+    assert np.abs(last).max() > 0.1, last  # the episode ended moving
+    node._pending_action = last  # as fixed_rate mode holds it for the control timer
+    response = node._on_reset(None, type("Response", (), {})())
+    assert response.success and node.runner.counters["resets.service"] == 1
+    node._on_control_timer()  # no update since the reset: nothing to command (was: the old state's action)
+    assert len(published) == 400
+    t = t + 5_000_000 if clock == "goes_on" else START - 10 * 10**9  # a new episode: /clock back at its start
+    imu.header.stamp = wheels.header.stamp = at(t)
+    node._on_vector("wheels", wheels)
+    node._on_vector("imu", imu)
+    assert len(published) == 401
+    assert np.abs(published[-1]).max() <= 1.0 * 0.005 + 1e-6, (published[-1], last)  # was within 0.005 of last

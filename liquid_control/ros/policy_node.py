@@ -291,11 +291,9 @@ class PolicyNode(LifecycleNode):
         if problem:  # e.g. the rover's shipped parameter file for the policy of a faster robot, trained from its bags
             source = training_record.describe_source(self._training, backend.config.get("world"))
             self.get_logger().warning(f"{problem} ({source})")
-        # the limits, joint names and input topics it read its bags with: another parameter file's (its -1 lag: the
-        # config's where training read the robot file's; another camera's topic) feed the network other data, unsaid
+        # the limits and joint names it read its bags with: another parameter file's (its -1 lag: the config's where
+        # training read the robot file's) feed the network other dt, resets and rejections, unsaid before
         node = {key: getattr(s, key) for key in training_record.DATA_LIMITS} | {"joint_names": s.joint_names}
-        node["topics"] = dict(self._input_topics)  # as subscribed: namespace and remappings applied
-        node["namespace"] = self.get_namespace()  # the topics are compared without it (another robot's bags)
         problem = training_record.data_settings_problem(self._training, node, spec.reorder_lag_s)
         if problem:
             source = training_record.describe_source(self._training, backend.config.get("world"))
@@ -394,11 +392,8 @@ class PolicyNode(LifecycleNode):
         gc.collect()  # the garbage of loading, before the watchdog's clock starts (see _hold_heap)
         try:
             # sensor readings held from before a deactivate are stale; the setpoint stays (the latest received)
-            self.runner.reset("activate", clear_inputs=True)
             self._reset_bookkeeping()
-            self._activated_at = self._now()
-            self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
-            self.limiter.stop(self._activated_at)
+            self._activated_at = self._start_from_rest("activate")
             for timer in self._activity_timers[:-1]:  # not the diagnostics' (running since configure)
                 timer.reset()  # its first call one period from now
             ret = super().on_activate(state)
@@ -1048,13 +1043,27 @@ class PolicyNode(LifecycleNode):
             return ", ".join(missing + ([failing] if failing else [])) + unmatched, reason
         return failing or f"messages in the reordering buffer (reorder lag {runner.reorder_lag_s:g} s)", reason
 
+    def _start_from_rest(self, why: str) -> float:
+        """A fresh start of the liquid state and of the command, at an activation and at ``~/reset`` alike: the
+        state and the held readings and stamps reset (setpoints kept), no action of the discarded state left for the
+        control timer, and the rate limit ramping from a stop now (the reset left it at the last command: a new
+        simulated episode's first command, and its first recorded label, began where the last episode's ended).
+        Publishes nothing (the robot keeps its last command until the first update, or the watchdog's stop).
+        Returns the node clock now."""
+        self.runner.reset(why, clear_inputs=True)
+        now = self._now()
+        self._pending_action = None
+        self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
+        self.limiter.stop(now)
+        return now
+
     def _on_reset(self, request, response):
         if self.runner is None:
             response.success, response.message = False, "not configured"
             return response
         # the inputs too (setpoints are kept): what the sim graph calls before each episode, whose messages must
         # not meet the previous episode's readings and stamps (with sim time its stamps start again near 0)
-        self.runner.reset("service", clear_inputs=True)
+        self._start_from_rest("service")
         response.success, response.message = True, "liquid state reset; waiting for one message of each input"
         self.get_logger().info("liquid state reset (~/reset); waiting for one message of each input")
         return response
