@@ -335,6 +335,29 @@ def test_resume_refuses_a_changed_config(tmp_path):
     assert training_run.differing_keys(many, {"a": {}, "b": {}}) == ["a.0", "a.1", "a.2", "a.3", "a.4", "b.0", "..."]
 
 
+def test_a_key_one_side_lacks_differs_from_null_on_the_other(tmp_path):
+    """differing_keys read a key one side lacks as None: two configs that differed only there (a data.yaml without a
+    key the run now has as null) were refused as 'keys that differ: )', naming nothing, and a real difference hid."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from liquid_control.training.bag_data import BagRun
+
+    assert training_run.differing_keys({"a": {"b": None}}, {"a": {}}) == ["a.b"]
+    assert training_run.differing_keys({}, {"c": None, "d": 1}) == ["c", "d"]
+    assert training_run.differing_keys({"a": {"b": None}, "c": [None]}, {"a": {"b": None}, "c": [None]}) == []
+    data = {"bags": ["drive"], "node_params": None, "window": 512}
+    spec = {"limits": {"max_gap_s": 0.5, "reorder_lag_s": None}}
+    recorded = {"data": {"bags": ["drive"], "window": 512}, "spec": spec}  # written without node_params
+    (tmp_path / "data.yaml").write_text(yaml.safe_dump(recorded))
+    run = SimpleNamespace(out=tmp_path, data=data, spec=SimpleNamespace(describe=lambda: spec), epoch_done=1)
+    with pytest.raises(
+        trainer.TrainingError, match=r"other bags or data settings \(keys that differ: data\.node_params\)"
+    ):
+        BagRun._check_data_file(run)
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
     """An uninterrupted tiny run (one DAgger round): what every resumed run must reproduce bit for bit."""

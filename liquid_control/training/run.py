@@ -669,14 +669,19 @@ def read_training_checkpoint(path: Path, config: dict | None = None, seed: int |
     return ck
 
 
+_ABSENT = object()  # a key one side of differing_keys lacks: unlike any value, None included
+
+
 def differing_keys(old, new, most: int = 6) -> list[str]:
-    """The dotted keys whose values differ between two configs (at most ``most``, then '...'), for refusals."""
+    """The dotted keys whose values differ between two configs (at most ``most``, then '...'), for refusals; a key
+    one side lacks differs from every value of the other's, null included (read as None, a refusal of two configs
+    differing only there named no key)."""
 
     def walk(a, b, prefix):
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b), key=str):
-                yield from walk(a.get(key), b.get(key), f"{prefix}{key}.")
-        elif a != b:
+                yield from walk(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{prefix}{key}.")
+        elif a is _ABSENT or b is _ABSENT or a != b:
             yield prefix.rstrip(".")
 
     keys = list(walk(old, new, ""))
