@@ -263,9 +263,10 @@ def test_a_twist_policy_published_as_a_plain_array_is_warned_about_at_configure(
     assert "LiquidRover-v0" in warnings[-1] and "/wheel_torques" in warnings[-1]
 
 
-def _configure_warnings(runs: dict) -> dict:
-    """Configure a PolicyNode with each run's parameters (name -> values; one private context and domain) and shut
-    it down: the warnings each logged, by name."""
+def _configure_warnings(runs: dict, node_kwargs: dict | None = None) -> dict:
+    """Configure a PolicyNode with each run's parameters (name -> values; one private context and domain; the
+    PolicyNode's other arguments by name in ``node_kwargs``: a namespace, remappings) and shut it down: the warnings
+    each logged, by name."""
     import rclpy
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
@@ -278,7 +279,11 @@ def _configure_warnings(runs: dict) -> dict:
     warned = {}
     try:
         for name, values in runs.items():
-            node = PolicyNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+            node = PolicyNode(
+                context=context,
+                parameter_overrides=[Parameter(k, value=v) for k, v in values.items()],
+                **(node_kwargs or {}).get(name, {}),
+            )
             warned[name] = []
             node.get_logger().warning = lambda msg, into=warned[name], **kw: into.append(msg)
             try:
@@ -321,21 +326,22 @@ def test_limits_other_than_the_ones_the_policy_trained_with_are_warned_about_at_
     joints) deployed with another (the node's default lag -1: the config's 0 s, max_gap_s 1.0, the default joint
     names) configured without a word: its updates' dt, resets and rejections were not the ones it learnt from. The node
     names every difference, both values and where each came from, in one warning; none where the settings agree (a
-    lag of -1 where training took the config's too), and none for topics (a remapping changes them)."""
+    lag of -1 where training took the config's too), and none for a topic under another namespace."""
     import torch
 
     from liquid_control.policy import Policy, save_policy
 
     torch.manual_seed(0)
     limits = {"max_gap_s": 0.5, "max_backward_jump_s": 0.5, "max_future_stamp_s": 1.0, "first_update_dt": 0.0}
-    spec = {"topics": {"camera": "/cam", "imu": "/imu", "wheels": "/joint_states"}, "action_scale": [1.0, 1.0]}
+    topics = {"camera": "/camera/image_raw", "imu": "/imu/data", "wheels": "/joint_states"}  # the node's defaults
+    spec = {"topics": topics, "action_scale": [1.0, 1.0]}
     trained = {**spec, "limits": {**limits, "reorder_lag_s": 0.05}, "joint_names": ["left_j", "right_j"]}
     config_lag = {**spec, "limits": {**limits, "reorder_lag_s": None}}  # trained with the policy config's lag (0 s)
     source = {"training_source": {"bags": [{"name": "run1"}]}}
     runs = {
         "other file": (trained, {}),
         "trained file": (trained, dict(max_gap_s=0.5, reorder_lag_s=0.05, joint_names=["left_j", "right_j"])),
-        "config lag": (config_lag, dict(max_gap_s=0.5, camera_topic="/robot1/cam")),
+        "config lag": (config_lag, dict(max_gap_s=0.5, camera_topic="/robot1/camera/image_raw")),
     }
     parameters = {}
     for name, (record, values) in runs.items():
@@ -357,6 +363,50 @@ def test_limits_other_than_the_ones_the_policy_trained_with_are_warned_about_at_
     ]
     assert not [w for w in warned["trained file"] if "trained" in w]
     assert not [w for w in warned["config lag"] if "trained" in w]
+
+
+def test_input_topics_other_than_the_bags_are_named_in_the_same_warning_namespaces_aside(tmp_path):
+    """A policy trained on the front camera's and the raw IMU's topics (train --bag --topic camera=/front/image_raw
+    --topic imu=/imu/data_raw) deployed with the parameter file's defaults (camera/image_raw, imu/data: another
+    camera, a filtered IMU, both published on the robot) configured without a word: the limits were compared, not
+    the topics. The warning names each input read from another topic, both names; a node in another namespace than
+    the recording's, or remapped onto the recorded topic, reads the same topics and is not warned."""
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    torch.manual_seed(0)
+    limits = {"max_gap_s": 1.0, "max_backward_jump_s": 0.5, "max_future_stamp_s": 1.0, "first_update_dt": 0.0}
+    topics = {"camera": "/front/image_raw", "imu": "/imu/data_raw", "wheels": "/robot1/joint_states"}
+    record = {"topics": topics, "action_scale": [1.0, 1.0], "limits": {**limits, "reorder_lag_s": None}}
+    policy_file = save_policy(
+        tmp_path / "p.pt",
+        Policy.from_config(CAMERA_IMU_WHEELS),
+        {"data_spec": record, "training_source": {"bags": [{"name": "run1"}]}},
+    )
+    common = dict(policy=str(policy_file), command_type="float64_multi_array", action_scale=[1.0, 1.0])
+    runs = {
+        "defaults": common,
+        "namespaced": dict(common, camera_topic="front/image_raw", imu_topic="imu/data_raw"),
+        "remapped": common,
+    }
+    remaps = ["camera/image_raw:=/front/image_raw", "imu/data:=imu/data_raw"]
+    warned = _configure_warnings(
+        runs,
+        {
+            "namespaced": {"namespace": "/robot2"},
+            "remapped": {"cli_args": ["--ros-args"] + [a for r in remaps for a in ("-r", r)]},
+        },
+    )
+    assert [w for w in warned["defaults"] if "trained" in w] == [
+        "the node feeds the policy otherwise than it was trained: camera from /camera/image_raw (the node's topic, "
+        "its namespace and remappings applied), trained on /front/image_raw (recorded in its bags); imu from "
+        "/imu/data (the node's topic, its namespace and remappings applied), trained on /imu/data_raw (recorded in "
+        "its bags); its inputs come from other topics than it learnt from (compared namespaces aside): give the node "
+        "the parameter file it trained with (trained on the recorded bag run1, not in a simulated world)"
+    ]
+    assert not [w for w in warned["namespaced"] if "trained" in w]
+    assert not [w for w in warned["remapped"] if "trained" in w]
 
 
 def test_an_input_whose_every_message_is_rejected_is_not_called_silent(policy_node):

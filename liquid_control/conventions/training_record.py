@@ -21,7 +21,7 @@ Training writes these metadata entries into ``policy.pt`` (``liquid_control.trai
 - ``data_spec`` (a run from bags only): where its inputs and labels were in the bags and the node's settings it
   trained with (``bags.stream.BagDataSpec.describe``: topics, command topic, label rule, ``action_scale``, dt limits;
   no path): ``eval --bag`` and the replay comparison use it where no ``--node-params`` is given; the node warns at
-  configure where its ``action_scale`` (``action_scale_problem``) or its limits and joint names
+  configure where its ``action_scale`` (``action_scale_problem``) or its limits, joint names and input topics
   (``data_settings_problem``) are not these, and ``train --init-from`` where the run's ``action_scale`` is not its
   start's (``trained_scale_ratios``).
 
@@ -197,8 +197,7 @@ def action_scale_problem(metadata: dict, action_scale) -> str | None:
 
 
 # the node's parameters that change what the network is fed (its updates' dt, resets, rejections, reordering): a run
-# from bags records the ones it read its bags with (data_spec "limits"); topic names are not among them (a remapping
-# legitimately changes them)
+# from bags records the ones it read its bags with (data_spec "limits"), and the topics of its inputs ("topics")
 DATA_LIMITS = ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s", "first_update_dt", "reorder_lag_s")
 POLICY_LAG = "the policy config's observation.reorder_lag_s"
 
@@ -208,20 +207,39 @@ def _number(value) -> float | None:
     return float(value) if ok else None
 
 
+def same_topic_but_namespace(recorded: str, given: str, namespace: str = "/") -> bool:
+    """Whether the topic ``recorded`` (in a bag) and the topic ``given`` (a node's in ``namespace``, absolute names)
+    are one name but for namespaces: ``given`` without the node's namespace, and ``recorded``, are one name, one of
+    them under a namespace the other has not (``/robot1/imu/data`` recorded, ``/robot2/imu/data`` read by the node
+    ``/robot2/policy_node``, or ``/robot1/imu/data`` by ``/policy_node``): a robot's node in its namespace reads what
+    a recording of another namespace's robot held. ``/imu/data`` and ``/imu/data_raw``, or ``/front/image_raw`` and
+    ``/camera/image_raw``, are other topics."""
+    recorded, given, namespace = ("/" + name.strip("/") for name in (recorded, given, namespace))
+    if namespace != "/" and given.startswith(namespace + "/"):
+        given = given[len(namespace) :]
+    short, long = sorted((recorded, given), key=len)
+    return long.endswith(short)  # short starts with '/': a whole name's end, /imu/data is not /imu/odata's
+
+
 def data_settings_problem(metadata: dict, node: dict, policy_lag_s: float) -> str | None:
     """Where ``metadata`` records the node settings a run from bags read its bags with (``data_spec``: its
-    ``limits``, ``joint_names`` where the policy reads wheels) and the node's ``node`` (its parameters ``DATA_LIMITS``,
-    ``reorder_lag_s`` negative: the policy's, and ``joint_names``) differ: one text naming every difference, both
-    values and where each came from; else None (also for a file without the record, a malformed entry left out).
+    ``limits``, ``joint_names`` where the policy reads wheels, its inputs' ``topics``) and the node's ``node`` (its
+    parameters ``DATA_LIMITS``, ``reorder_lag_s`` negative: the policy's, ``joint_names``, ``topics``: sensor -> the
+    topic it subscribes to, its namespace and remappings applied, and its ``namespace``) differ: one text naming
+    every difference, both values and where each came from; else None (also for a file without the record, a
+    malformed entry left out).
+    Topics are compared namespaces aside (``same_topic_but_namespace``: a robot's node in its namespace reads what
+    another namespace's recording held). The label rule and the command topic of the labels are not compared: the
+    node has no such setting, and it publishes on another topic than the labels' by design beside ``takeover_mux``.
     ``policy_lag_s``: the policy config's ``observation.reorder_lag_s``, what a recorded lag of None (or none: a
     record of before 1b658c52, when the runner took it) and the node's -1 stand for. A record without
     ``joint_names`` read the bags with the default ones (``BagDataSpec.describe`` leaves them out)."""
     spec = metadata.get(DATA_SPEC_KEY)
-    limits = spec.get("limits") if isinstance(spec, dict) else None
-    if not isinstance(limits, dict):
+    if not isinstance(spec, dict):
         return None
+    limits = spec.get("limits")
     differences = []
-    for key in DATA_LIMITS:
+    for key in DATA_LIMITS if isinstance(limits, dict) else ():
         trained, trained_from = _number(limits.get(key)), "the parameter file it trained with"
         mine, mine_from = float(node[key]), "the node's parameter"
         if key == "reorder_lag_s":
@@ -240,11 +258,22 @@ def data_settings_problem(metadata: dict, node: dict, policy_lag_s: float) -> st
                 f"joint_names {list(node['joint_names'])} (the node's parameter: the wheel velocities' order), "
                 f"trained with {list(trained)} (the parameter file it trained with)"
             )
-    if not differences:
+    moved, namespace = [], node.get("namespace") or "/"
+    for sensor, given in (node.get("topics") or {}).items():
+        trained = topics.get(sensor) if isinstance(topics, dict) else None
+        if isinstance(trained, str) and trained and not same_topic_but_namespace(trained, given, namespace):
+            moved.append(
+                f"{sensor} from {given} (the node's topic, its namespace and remappings applied), trained on "
+                f"{trained} (recorded in its bags)"
+            )
+    if not differences and not moved:
         return None
+    effects = (["its updates' dt, resets and rejections are not the ones it learnt from"] if differences else []) + (
+        ["its inputs come from other topics than it learnt from (compared namespaces aside)"] if moved else []
+    )
     return (
-        f"the node feeds the policy otherwise than it was trained: {'; '.join(differences)}; its updates' dt, resets "
-        "and rejections are not the ones it learnt from: give the node the parameter file it trained with"
+        f"the node feeds the policy otherwise than it was trained: {'; '.join(differences + moved)}; "
+        f"{'; '.join(effects)}: give the node the parameter file it trained with"
     )
 
 

@@ -291,9 +291,11 @@ class PolicyNode(LifecycleNode):
         if problem:  # e.g. the rover's shipped parameter file for the policy of a faster robot, trained from its bags
             source = training_record.describe_source(self._training, backend.config.get("world"))
             self.get_logger().warning(f"{problem} ({source})")
-        # the limits and joint names it read its bags with: another parameter file's (its -1 lag: the config's where
-        # training read the robot file's) feed the network other dt, resets and rejections, unsaid before
+        # the limits, joint names and input topics it read its bags with: another parameter file's (its -1 lag: the
+        # config's where training read the robot file's; another camera's topic) feed the network other data, unsaid
         node = {key: getattr(s, key) for key in training_record.DATA_LIMITS} | {"joint_names": s.joint_names}
+        node["topics"] = dict(self._input_topics)  # as subscribed: namespace and remappings applied
+        node["namespace"] = self.get_namespace()  # the topics are compared without it (another robot's bags)
         problem = training_record.data_settings_problem(self._training, node, spec.reorder_lag_s)
         if problem:
             source = training_record.describe_source(self._training, backend.config.get("world"))
