@@ -1008,3 +1008,41 @@ def test_cfc_backbone_sizes_that_are_not_integers_are_refused():
     with pytest.raises(TypeError, match="backbone_layers must be an integer, got float 1.5"):
         CfC(4, 8, backbone_layers=1.5)
     assert CfC(4, 8, backbone_units=0, backbone_layers=0).cell.backbone_layers == 0  # ncps's no-backbone form
+
+
+def test_a_numpy_or_list_state_works_like_a_tensor_one():
+    """Before: an h0 given as a numpy array was refused with "h0 must have x's dtype and device (torch.float32, cpu),
+    got float32, cpu" (the same dtype), as a list with AttributeError 'list' object has no attribute 'shape', and
+    ``step`` failed alike on an array state or x, where x, dt and mask may be arrays or lists."""
+    torch.manual_seed(0)
+    rnn, x = CfC(4, 8), torch.randn(2, 5, 4)
+    h0 = torch.randn(2, 8)
+    want, want_h = rnn(x, 0.1, h0=h0)
+    for same in (h0.numpy(), h0.tolist()):
+        out, h_n = rnn(x, 0.1, h0=same)
+        torch.testing.assert_close(out, want, rtol=0, atol=0)
+        torch.testing.assert_close(h_n, want_h, rtol=0, atol=0)
+        torch.testing.assert_close(rnn(x[0], 0.1, hx=same[0])[0], rnn(x[0], 0.1, h0=h0[0])[0], rtol=0, atol=0)
+        states, _ = rnn.cell.forward_sequence(x.numpy(), 0.1, same)
+        torch.testing.assert_close(rnn.cell.output(states), want, rtol=0, atol=0)
+    for grad in (True, False):  # the torch graph and the step kernels
+        with torch.set_grad_enabled(grad):
+            step = rnn.cell.step(x[:, 0], h0, 0.1)
+            for same in (h0.numpy(), h0.tolist()):
+                torch.testing.assert_close(rnn.cell.step(x[:, 0].numpy(), same, 0.1), step, rtol=0, atol=0)
+    with pytest.raises(
+        ValueError, match=r"h0 must have x's dtype and device \(torch.float32, cpu\), got torch.float64"
+    ):
+        rnn(x, 0.1, h0=h0.double().numpy())
+
+
+def test_a_time_major_dt_is_checked_in_the_callers_layout_in_every_form():
+    """Before: a time-major (T,) dt (one step length per time step, T != B) was refused as "(2,) or (2, 5) ... got
+    (5,)", naming the batch-first (B, T) the caller must not pass; a (T, B, 2) dt was named after its transpose."""
+    torch.manual_seed(0)
+    rnn, x, dt = CfC(4, 8, batch_first=False), torch.randn(5, 2, 4), torch.rand(5, 2)
+    for bad in (torch.rand(5), torch.rand(5, 2, 2)):
+        with pytest.raises(ValueError, match=r"\(T, B\) = \(5, 2\) like x \(batch_first=False\); got \(5"):
+            rnn(x, bad)
+    torch.testing.assert_close(rnn(x, dt[..., None])[0], rnn(x, dt)[0], rtol=0, atol=0)
+    torch.testing.assert_close(rnn(x, dt[0])[0], rnn(x, dt[:1].expand(5, 2))[0], rtol=0, atol=0)  # (B,)

@@ -88,6 +88,17 @@ def autocast_on(x: torch.Tensor) -> bool:
     return torch.amp.is_autocast_available(kind) and torch.is_autocast_enabled(kind)
 
 
+def as_tensors(x, state):
+    """``x`` and ``state`` (or ``h0``; None stays None) as tensors, a numpy array or a list converted as ``dt`` is, the
+    state onto ``x``'s device: given as arrays they failed with "'numpy.ndarray' object has no attribute 'dim'" or a
+    refusal that contradicted itself ("must have x's dtype torch.float32, got float32")."""
+    if not isinstance(x, torch.Tensor):
+        x = torch.as_tensor(x)
+    if state is not None and not isinstance(state, torch.Tensor):
+        state = torch.as_tensor(state, device=x.device)
+    return x, state
+
+
 class RecurrentCore(nn.Module):
     """Base class of every core: sizes, ``initial_state``, ``step``, ``output``, ``config``."""
 
@@ -182,7 +193,10 @@ class RecurrentCore(nn.Module):
         """Advance ``state`` (B, state_size) by ``dt`` seconds per sample with input ``x`` (B, input_size).
 
         ``dt``: a float, (B,) or (B, 1); validated here (``cells.dt``), then ``advance`` runs. Under ``torch.autocast``
-        it runs with autocast off in the weights' dtype (``cast_for_autocast``)."""
+        it runs with autocast off in the weights' dtype (``cast_for_autocast``). ``x`` and ``state`` may be numpy
+        arrays or lists, as ``dt``."""
+        if type(x) is not torch.Tensor or (state is not None and type(state) is not torch.Tensor):
+            x, state = as_tensors(x, state)
         if autocast_on(x):
             x, state = self.cast_for_autocast(x, state)
             with torch.autocast(x.device.type, enabled=False):
@@ -243,8 +257,9 @@ class RecurrentCore(nn.Module):
         sequence and block, compiled where possible), else the stepwise graph with the input-only work done for
         all T steps at once. ``fused=False`` forces the stepwise graph (how policies were trained before the
         sequence kernels reached training, see docs/training.md). Under ``torch.autocast`` it runs with autocast off
-        in the weights' dtype (``cast_for_autocast``).
+        in the weights' dtype (``cast_for_autocast``). ``x`` and ``h0`` may be numpy arrays or lists, as ``dt``.
         """
+        x, h0 = as_tensors(x, h0)
         if autocast_on(x):
             x, h0 = self.cast_for_autocast(x, h0)
             with torch.autocast(x.device.type, enabled=False):

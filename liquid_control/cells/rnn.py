@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import CORE_TYPES, RecurrentCore, autocast_on, build_core, register_core
+from .core import CORE_TYPES, RecurrentCore, as_tensors, autocast_on, build_core, register_core
 from .dt import sequence_dt
 
 
@@ -102,6 +102,7 @@ class LiquidRNN(nn.Module):
                 raise TypeError("give the time steps once: dt or timespans (its ncps name), not both")
             dt = timespans
         dt = 1.0 if dt is None else dt  # ncps's default: unit steps
+        x, h0 = as_tensors(x, h0)  # numpy or a list, like x, dt and mask
         if x.dim() == 2:
             return self._forward_unbatched(x, dt, h0, mask)
         # a valid 2-d dt is (B, T) or (T, B): its second dimension is x's; a state (B, state_size) usually is not
@@ -119,13 +120,15 @@ class LiquidRNN(nn.Module):
         if not self.batch_first:
             if not isinstance(dt, (int, float, torch.Tensor)):  # a numpy array or a list is laid out like a tensor
                 dt = torch.as_tensor(dt)
-            if isinstance(dt, torch.Tensor) and dt.dim() >= 2:
-                if tuple(dt.shape[:2]) != tuple(x.shape[:2]):  # named before the transpose, as the caller wrote it
+            if isinstance(dt, torch.Tensor) and dt.dim() >= 1:
+                steps, batch = x.shape[:2]  # every form named before the transpose, as the caller wrote it
+                if tuple(dt.shape) not in ((batch,), (steps, batch), (steps, batch, 1)):
                     raise ValueError(
-                        f"dt must be a float, (B,) = ({x.shape[1]},) or (T, B) = {tuple(x.shape[:2])} like x "
+                        f"dt must be a float, (B,) = ({batch},), (T, B, 1) or (T, B) = ({steps}, {batch}) like x "
                         f"(batch_first=False); got {tuple(dt.shape)}"
                     )
-                dt = dt.transpose(0, 1)
+                if dt.dim() >= 2:
+                    dt = dt.transpose(0, 1)
             x = x.transpose(0, 1)
             if mask is not None:
                 mask = mask.transpose(0, 1)
