@@ -614,6 +614,50 @@ def test_messages_the_recorder_drops_behind_a_slow_disk_are_counted_and_said_nam
         assert reader.topics["/chatter"].count == 200 - dropped
 
 
+def test_the_recorders_last_summary_does_not_count_held_back_messages_its_close_could_not_write(tmp_path, monkeypatch):
+    """Before: messages held back behind a slow disk (write() took them) that close() could not write (the next
+    file not opened: no file descriptor left) stayed in the summary logged before close(), 'recorded', while only
+    the BagError said how many were not. The summary is logged after close() tried, with them taken off the count
+    and said dropped; the count is what the bag holds."""
+    import errno
+    import threading
+
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    from liquid_control.bags import BagError, io
+
+    monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)
+    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
+
+    def slow(fd):
+        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
+            blocked.set()
+            release.wait(timeout=60)
+        return fsync(fd)
+
+    monkeypatch.setattr(io.os, "fsync", slow)
+    with recorder_beside_a_talker(tmp_path, max_bag_size=2000) as (recorder, lines, _talker, _context):
+        data = serialize_message(String(data="x" * 100))
+        for _ in range(60):
+            recorder._on_message("/chatter", data)
+        assert blocked.wait(timeout=60) and recorder.counts["/chatter"] == 60
+        held = len(recorder.writer._waiting)
+        assert held > 0
+
+        def no_descriptor(self, file):
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(io._McapFile, "next_file", no_descriptor)
+        release.set()
+        with pytest.raises(BagError, match=f"{held} messages held back for the next file not written"):
+            recorder.close()
+        assert f"recorded into {tmp_path / 'bag'}: {{'/chatter': {60 - held}}}" in lines, lines
+        assert [line for line in lines if line.startswith(f"/chatter: {held} messages dropped by the recorder, ")]
+    with BagReader(tmp_path / "bag") as reader:
+        assert reader.topics["/chatter"].count == 60 - held
+
+
 def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, monkeypatch):
     """Where the rmw does not report lost messages, rclpy raises UnsupportedEventTypeError for a subscription
     asking for them (rclpy does not pass over this event as it does others): the recorder then records without the

@@ -198,7 +198,11 @@ class BagWriter:
     file, up to :data:`BEHIND_CACHE_BYTES` (``ros2 bag record``'s cache), written by the first ``write`` once that
     file is finished (else by ``close()``); past that a message is dropped, ``write`` returns False and ``dropped``
     counts it by topic (before, ``write`` waited, and the recorder's callback with it, while DDS dropped messages
-    unsaid).
+    unsaid). A message of a latched topic (every publisher transient local: robot_description, /tf_static, a
+    camera_info published once) is held past that limit too, the last one of each publisher (an earlier one held
+    past it is replaced, dropped): published once, it would be missing from the whole bag. ``unwritten`` counts by
+    topic the messages ``write`` took (True) that did not reach the bag after all (a latched one replaced, those held
+    that ``close()`` could not write); ``dropped`` counts them too.
     Every file carries every topic's schema and channel (it reads alone), and ``metadata.yaml`` lists them all
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
     whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
@@ -270,6 +274,9 @@ class BagWriter:
         self._finishing: threading.Thread | None = None  # split: the finished file's CRCs and fsyncs
         self._waiting: deque = deque()  # split: (topic, log time, bytes, publisher) held while _finishing runs
         self._waiting_bytes = 0
+        self._transient_local: set[str] = set()  # latched topics: every publisher transient local
+        self._held_over: dict = {}  # (topic, publisher) -> its latched message held past BEHIND_CACHE_BYTES
+        self.unwritten: dict[str, int] = {}  # topic -> messages write() took that did not reach the bag after all
         self.dropped: dict[str, int] = {}  # topic -> messages dropped as the writer was behind (BEHIND_CACHE_BYTES)
         self._finish_failed = ""  # why they failed (named by the next write or close), else empty
         self.closed = False
@@ -323,10 +330,10 @@ class BagWriter:
             topic, msgtype, typestore=store, offered_qos_profiles=profiles
         )
         self._types[topic] = msgtype
-        if self.repeat_latched and profiles and all(q.durability == QosDurability.TRANSIENT_LOCAL for q in profiles):
-            # latched as the recorder subscribes (every publisher transient local): a subscriber joining at a split
-            # would get each publisher's last ``depth`` messages
-            self._latched[topic] = (max(1, *(q.depth for q in profiles)), {})
+        if profiles and all(q.durability == QosDurability.TRANSIENT_LOCAL for q in profiles):
+            self._transient_local.add(topic)  # latched as the recorder subscribes: never lost behind a slow disk
+            if self.repeat_latched:  # a subscriber joining at a split would get each publisher's last ``depth``
+                self._latched[topic] = (max(1, *(q.depth for q in profiles)), {})
 
     def has_topic(self, topic: str) -> bool:
         """Whether ``topic`` has been added."""
@@ -391,14 +398,29 @@ class BagWriter:
 
     def _hold(self, topic: str, log_time_ns: int, data, publisher) -> bool:
         """Keep a message that comes while the writer is behind for the next file, as long as the messages kept
-        stay within BEHIND_CACHE_BYTES; else drop it, counted in ``dropped`` (False)."""
+        stay within BEHIND_CACHE_BYTES; else drop it, counted in ``dropped`` (False). A latched topic's message is
+        kept past the limit, replacing the one of its publisher kept past it before (dropped, and ``unwritten``:
+        ``write`` took it)."""
         data = bytes(data)
+        entry = (topic, log_time_ns, data, publisher)
         if self._waiting_bytes + len(data) > BEHIND_CACHE_BYTES:
-            self.dropped[topic] = self.dropped.get(topic, 0) + 1
-            return False
-        self._waiting.append((topic, log_time_ns, data, publisher))
+            if topic not in self._transient_local:
+                self._count_lost(topic, self.dropped)
+                return False
+            replaced = self._held_over.get((topic, publisher))
+            if replaced is not None:
+                self._waiting.remove(replaced)
+                self._waiting_bytes -= len(replaced[2])
+                self._count_lost(topic, self.dropped, self.unwritten)
+            self._held_over[(topic, publisher)] = entry
+        self._waiting.append(entry)
         self._waiting_bytes += len(data)
         return True
+
+    @staticmethod
+    def _count_lost(topic: str, *counters: dict) -> None:
+        for counter in counters:
+            counter[topic] = counter.get(topic, 0) + 1
 
     def _write_waiting(self) -> None:
         """Write the messages held back, in order, from the next file on: up to one that needs a split while the
@@ -409,8 +431,10 @@ class BagWriter:
                 if self._behind():
                     return
                 self._next_file(log_time_ns)
-            self._waiting.popleft()
+            entry = self._waiting.popleft()
             self._waiting_bytes -= len(data)
+            if self._held_over.get((topic, publisher)) is entry:
+                del self._held_over[(topic, publisher)]
             self._append(topic, log_time_ns, data, publisher)
 
     def _file_full(self, log_time_ns: int) -> bool:
@@ -549,8 +573,9 @@ class BagWriter:
                     unwritten = f"{held} message{'s' * (held != 1)} held back for the next file not written there: "
                     unwritten += str(exc.strerror or exc)
                     for topic, *_ in self._waiting:
-                        self.dropped[topic] = self.dropped.get(topic, 0) + 1
+                        self._count_lost(topic, self.dropped, self.unwritten)
                     self._waiting.clear()
+                    self._held_over.clear()
                 files = [*self._files, self._file_entry()]
                 metadata = self._writer.metapath
                 if self.split:  # rosbags' metadata.yaml names the last file only: written aside, then listing all

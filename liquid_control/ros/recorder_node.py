@@ -318,10 +318,18 @@ class BagRecorderNode(Node):
 
     def close(self) -> Path:
         """Finish the bag (call once the executor no longer runs this node's callbacks); the counts are logged
-        first, so a bag that cannot be finished still says what it holds and how to get it back."""
+        after, also when the bag cannot be finished, so the last summary says what it holds and how to get it back:
+        the messages the writer took but did not write (those held back that ``close`` could not write, a latched
+        one replaced by its publisher's next: ``BagWriter.unwritten``) are taken off ``counts`` and said dropped."""
         for sub in self._recorded_subscriptions.values():
             self.destroy_subscription(sub)
         self._recorded_subscriptions = {}
+        try:
+            path, failure = self.writer.close(), None
+        except BagError as exc:
+            path, failure = self.output, exc
+        for topic, n in self.writer.unwritten.items():
+            self.counts[topic] -= n
         self.get_logger().info(f"recorded into {self.output}: {self.counts}")
         for topic in (t for t, n in self.lost.items() if n):
             self.get_logger().warning(
@@ -333,11 +341,10 @@ class BagRecorderNode(Node):
                 f"{self.dropped_summary(topic)}: the bag has gaps there (a faster disk, or less to write: fewer or "
                 "smaller messages, --compress)"
             )
-        try:
-            return self.writer.close()
-        except BagError as exc:
+        if failure is not None:
             hint = f"liquid-control record --recover {self.output} -o <new bag> keeps what was written"
-            raise BagError(f"{exc}; {hint}" + (f" (first: {self.failed})" if self.failed else "")) from None
+            raise BagError(f"{failure}; {hint}" + (f" (first: {self.failed})" if self.failed else "")) from None
+        return path
 
 
 def main(args=None) -> int:
