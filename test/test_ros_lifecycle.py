@@ -1275,6 +1275,81 @@ def test_a_transition_that_raises_while_active_is_logged_and_still_stops_the_rob
     assert received and received[-1] == [0.0, 0.0]
 
 
+@pytest.mark.parametrize("ending", ["destroy_node", "context_shutdown", "context_gone"])
+def test_a_node_destroyed_while_active_stops_the_robot_and_frees_everything(policy_file, ending):
+    """A policy node composed into the user's own process (its own main, a MultiThreadedExecutor beside other
+    nodes) ends with ``node.destroy_node()`` after the spin, or ``rclpy.shutdown()``, which destroys every node of
+    its context. Destroyed while active, the node published no stop command (the robot kept its last one), kept
+    the heap frozen (``gc.freeze``) for the rest of the process and its model loaded. Now it is shut down first,
+    as rclcpp's lifecycle nodes are. ``context_gone``: the context was shut down under it (rclpy's own signal
+    handling): nothing can be published, which is logged, and the node is freed all the same."""
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import Twist
+    from sensor_msgs.msg import Imu, JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros.testing import Probe
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    probe = Probe(env)  # its own context: it hears the node after the node's context is gone
+    executor = rclpy.executors.SingleThreadedExecutor(context=context)
+    node = PolicyNode(context=context, parameter_overrides=params(policy_file, sensor_qos_reliability="reliable"))
+    executor.add_node(node)
+    errors = []
+    error = node.get_logger().error
+    node.get_logger().error = lambda msg, **kw: (errors.append(msg), error(msg))
+    try:
+        heard = probe.record("torques", Float64MultiArray)
+        imu, wheels = probe.publisher(Imu, "imu/data"), probe.publisher(JointState, "joint_states")
+        target = probe.publisher(Twist, "target_velocity")
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        inputs = [*node._subscriptions_by_sensor.values(), heard]
+        end = time.monotonic() + 30.0
+        while time.monotonic() < end and not all(s.get_publisher_count() for s in inputs):
+            executor.spin_once(timeout_sec=0.02)
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        moving = lambda: any(any(m.data) for _, m in probe.messages("torques"))  # noqa: E731
+        end = time.monotonic() + 30.0
+        while time.monotonic() < end and not moving():
+            target.publish(Twist())  # the balancer's setpoint: standing
+            ns = node.get_clock().now().nanoseconds
+            stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
+            reading = Imu()
+            reading.header.stamp, reading.linear_acceleration.z, reading.angular_velocity.x = stamp, 9.8, 0.3
+            joints = JointState(velocity=[1.0, 1.0])
+            joints.header.stamp = stamp
+            wheels.publish(joints)
+            imu.publish(reading)
+            for _ in range(3):
+                executor.spin_once(timeout_sec=0.01)
+        assert moving() and gc.get_freeze_count() > 0 and node._active
+        executor.remove_node(node)  # nothing runs the node's callbacks from here on
+        published = len(probe.messages("torques"))
+        if ending == "destroy_node":
+            node.destroy_node()
+        elif ending == "context_shutdown":
+            context.shutdown()  # destroys the node first (rclpy.Context._cleanup)
+        else:
+            node.context.ok = lambda: False  # shut down under it: as after rclpy's signal handler
+            node.destroy_node()
+        assert gc.get_freeze_count() == 0, "the heap stays frozen for the rest of the process"
+        assert node.runner is None and not node._active
+        if ending == "context_gone":
+            assert any("no stop command could be published" in e for e in errors), errors
+        else:
+            assert probe.wait_for(lambda: len(probe.messages("torques")) > published, 10.0)
+            assert list(probe.messages("torques")[-1][1].data) == [0.0, 0.0], "the robot keeps its last command"
+    finally:
+        context.__dict__.pop("ok", None)
+        if node.runner is not None:  # the old code: lift its freeze for the tests after this one
+            gc.unfreeze()
+        executor.shutdown()
+        context.try_shutdown()
+        probe.close()
+
+
 def test_policy_nodes_in_two_namespaces_publish_two_diagnostic_statuses(policy_file, ros):
     """Two robots' nodes, /robot1/policy_node and /robot2/policy_node, both named their status
     `policy_node: liquid policy`: diagnostic_aggregator and rqt_robot_monitor keyed them as one status, flickering

@@ -488,6 +488,31 @@ class PolicyNode(LifecycleNode):
         self.runner = self.settings = None
         _forget_destroyed_entities(self)
 
+    def destroy_node(self):
+        """Destroy the node; a configured one is shut down first, as rclcpp's lifecycle nodes are at destruction.
+
+        A node composed into the user's own process and destroyed while active (``node.destroy_node()`` after the
+        spin, rclpy's usual ending) published no stop command: the robot kept its last one. It also kept the heap
+        frozen for the rest of the process (``_hold_heap``) and its model loaded. With the context shut down
+        already (``rclpy.shutdown()``, rclpy's own SIGINT handler) nothing can be published any more: that is
+        logged as an error, and the node is freed all the same."""
+        if self.runner is not None:
+            if self.context.ok():
+                try:
+                    self.trigger_shutdown()  # a stop command if active, then frees everything (finalized)
+                except Exception as exc:  # a transition in progress or refused: freed below
+                    self._fail("shutdown at destroy_node", f"{type(exc).__name__}: {exc}")
+            elif self._active:
+                self._fail(
+                    "shutdown at destroy_node",
+                    "the ROS context was shut down while the node was commanding: no stop command could be "
+                    "published, the robot keeps its last command (shut the node down before rclpy.shutdown())",
+                )
+            if self.runner is not None:
+                self._active = False
+                self._release()
+        super().destroy_node()
+
     # ------------------------------------------------------------------------------------------- parameters
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """A change at run time (``ros2 param set``): a value that configure would refuse is refused with the
