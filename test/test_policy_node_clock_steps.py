@@ -323,3 +323,49 @@ def test_a_reset_starts_the_command_from_rest_as_an_activation_does(node, clock)
     node._on_vector("imu", imu)
     assert len(published) == 401
     assert np.abs(published[-1]).max() <= 1.0 * 0.005 + 1e-6, (published[-1], last)  # was within 0.005 of last
+
+
+def test_publishers_taking_turns_are_told_by_stamps_that_go_back_and_their_lost_messages_counted(node):
+    """The two-publisher check (publishers_interleaved.<sensor>) took an equal stamp for one that went back: two
+    targets at one /clock reading (a Twist is stamped on arrival) from two publishers, or a second IMU driver
+    publishing the same stamps (each copy a duplicate_stamp, counted as such), were warned as publishers whose
+    stamps go back, the diagnostics' level WARN. And while two publishers took turns, missed.<sensor> counted none
+    of their lost messages: each message's sequence number was compared with the other publisher's. Now only a
+    stamp that goes back at a turn counts, and each publisher's gaps are counted from its own last message."""
+    at, published, imu, wheels = _activated(node)
+    counters, numbers = node.runner.counters, {}
+
+    def info(gid: int, skipped: int = 0):  # a publisher's MessageInfo (its gid, its next sequence number)
+        numbers[gid] = numbers.get(gid, 0) + 1 + skipped
+        return {"publisher_gid": {"data": bytes([gid] * 16)}, "publication_sequence_number": numbers[gid]}
+
+    t = START
+    for k in range(6):  # targets of one publisher, then of two, two at each /clock reading
+        t += 5_000_000
+        imu.header.stamp = wheels.header.stamp = at(t)
+        node._on_vector("wheels", wheels, info(1))
+        node._on_vector("imu", imu, info(2))
+        for gid in (4, 4) if k < 3 else (4, 5):
+            node._on_vector("command", Twist(), info(gid))
+    assert counters["accepted.command"] == 13 and counters["publishers_interleaved.command"] == 0  # was 2
+    for _ in range(6):  # a second IMU driver publishing the same stamps
+        t += 5_000_000
+        imu.header.stamp = wheels.header.stamp = at(t)
+        node._on_vector("wheels", wheels, info(1))
+        node._on_vector("imu", imu, info(2))
+        node._on_vector("imu", imu, info(3))
+    assert counters["rejected.duplicate_stamp"] == 6 and counters["publishers_interleaved.imu"] == 0  # was 5
+    assert counters["missed.imu"] == 0
+    for _ in range(6):  # the second now stamps 0.1 s behind; the first loses 2 messages before each, it 1
+        t += 5_000_000
+        imu.header.stamp = wheels.header.stamp = at(t)
+        node._on_vector("wheels", wheels, info(1))
+        node._on_vector("imu", imu, info(2, skipped=2))
+        imu.header.stamp = at(t - 100_000_000)
+        at(t)
+        node._on_vector("imu", imu, info(3, skipped=1))
+    assert counters["publishers_interleaved.imu"] == 6 and counters["rejected.out_of_order"] == 6
+    assert counters["missed.imu"] == 6 * 2 + 6 * 1  # was 0
+    values = {kv.key: kv.value for kv in node.diagnostic_status().values}
+    assert values["missed.imu"] == "18" and values["publishers_interleaved.imu"] == "6"
+    assert counters["missed.wheels"] == counters["missed.command"] == 0

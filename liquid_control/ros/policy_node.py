@@ -194,7 +194,8 @@ class PolicyNode(LifecycleNode):
         # (time, {sensor: (received count, missed count, last arrival)}) at the start of the trained-rate check's window
         self._rate_check = (None, {})
         self._publications: dict[str, tuple] = {}  # sensor -> (publisher gid, sequence number) of its last message
-        self._heard_publishers: dict[str, set] = {}  # sensor -> the publishers heard on its topic (_note_publication)
+        # sensor -> {publisher heard on its topic: the sequence number of its last message} (_note_publication)
+        self._heard_publishers: dict[str, dict] = {}
         self._interleaving: dict[str, set] = {}  # sensor -> publishers that took turns since it was last said
         self._other_commanders: tuple[str, ...] = ()  # other publishers on the command topic (_check_other_commanders)
 
@@ -600,14 +601,16 @@ class PolicyNode(LifecycleNode):
 
     def _note_publication(self, sensor: str, info) -> bool:
         """Read the publisher of ``sensor``'s message from its MessageInfo. Messages of its publisher that never
-        reached this callback, a gap in the publication sequence numbers (dropped as the node fell behind, past its
-        QoS depth, or lost on the network), are counted as ``missed.<sensor>``: what tells a node falling behind from
-        a slow sensor (_check_trained_rates); a publisher other than the last one's (a driver restarted) starts the
-        count anew. Returns whether publishers take turns on the topic: this message's publisher is another than
-        the last message's and was heard before (a second driver, a bag playing beside the sensor; a restarted
-        driver's old publisher is not heard again), which :meth:`_on_reading` says where their stamps go back.
-        Per message two fields read, one pair kept and a set looked up on a change of publisher (~0.3 us with the
-        call); no count where the middleware gives no sequence number (None), no turns where it gives no gid."""
+        reached this callback, a gap in that publisher's publication sequence numbers (dropped as the node fell
+        behind, past its QoS depth, or lost on the network), are counted as ``missed.<sensor>``: what tells a node
+        falling behind from a slow sensor (_check_trained_rates). Each publisher's numbers are its own: where two
+        take turns, each one's gap is counted from its own last message (compared with the other's, none was, and
+        their losses went uncounted); a new publisher (a driver restarted) starts its count anew. Returns whether
+        publishers take turns on the topic: this message's publisher is another than the last message's and was
+        heard before (a second driver, a bag playing beside the sensor; a restarted driver's old publisher is not
+        heard again), which :meth:`_on_reading` says where their stamps go back. Per message two fields read and
+        one pair kept, a dict looked up on a change of publisher (~0.3 us with the call); no count where the
+        middleware gives no sequence number (None), no turns where it gives no gid."""
         gid = info.get("publisher_gid")
         publisher = None if gid is None else gid["data"]
         number = info.get("publication_sequence_number")  # None: not given (the middleware, a distro without it)
@@ -615,18 +618,19 @@ class PolicyNode(LifecycleNode):
         self._publications[sensor] = (publisher, number)
         if last is None:
             return False
-        if last[0] == publisher:
-            if number is not None and last[1] is not None and number > last[1] + 1 and self.runner is not None:
-                self.runner.counters[f"missed.{sensor}"] += number - last[1] - 1
-            return False
-        heard = self._heard_publishers.setdefault(sensor, {last[0]})
-        if publisher in heard:
-            self._interleaving.setdefault(sensor, set()).update((publisher, last[0]))
-            return True
-        if len(heard) >= 64:  # a driver restarted again and again: each restart a new gid, none heard again
-            heard.clear()
-        heard.update((publisher, last[0]))
-        return False
+        turn, previous = False, last[1]
+        if last[0] != publisher:
+            heard = self._heard_publishers.setdefault(sensor, {})  # publisher -> the number of its last message
+            turn = publisher in heard
+            if turn:
+                self._interleaving.setdefault(sensor, set()).update((publisher, last[0]))
+            elif len(heard) >= 64:  # a driver restarted again and again: each restart a new gid, none heard again
+                heard.clear()
+            heard[last[0]] = last[1]
+            previous = heard.get(publisher)  # its own last message's (None: a publisher not heard before)
+        if number is not None and previous is not None and number > previous + 1 and self.runner is not None:
+            self.runner.counters[f"missed.{sensor}"] += number - previous - 1
+        return turn
 
     def _on_image(self, msg: Image, info=None):
         turn = info is not None and self._note_publication(CAMERA, info)  # (a test feeding messages has no info)
@@ -749,9 +753,11 @@ class PolicyNode(LifecycleNode):
             self._reject(sensor, R.BAD_STAMP)
             self._warn_rejected(sensor, R.BAD_STAMP, f": {invalid}", stamp)
             return
-        previous = self.runner.latest_stamps().get(sensor) if turn else None
+        # a stamp on arrival (a Twist) says nothing of its publisher's clock: two publishers' targets at one /clock
+        # reading are equal; an equal header stamp is a duplicate_stamp, counted as such, not a stamp that went back
+        previous = self.runner.latest_stamps().get(sensor) if turn and stamp_msg is not None else None
         result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
-        if previous is not None and stamp <= previous:  # publishers take turns, and the stamps went back
+        if previous is not None and stamp < previous:  # publishers take turns, and the stamps went back
             self._say_interleaved(sensor, stamp, previous, result)
         if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
             self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)
