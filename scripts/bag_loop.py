@@ -22,12 +22,23 @@ import yaml
 
 def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
     """policy_node (own process, isolated ROS domain) + ``liquid-control replay`` of ``bag``; the recorded
-    commands are matched by stamp to the same policy's commands computed offline on the bag."""
-    from liquid_control.evaluation.offline import match_replayed
+    commands are matched by stamp to the same policy's commands computed offline on the bag. A policy whose
+    commands cannot be matched so (``replay_comparison_problem``) is a ValueError saying why, before anything runs."""
+    from liquid_control.evaluation.offline import match_replayed, replay_comparison_problem
     from liquid_control.paths import config_dir
     from liquid_control.ros.replay import add_arguments, replay
     from liquid_control.ros.testing import isolated_ros_env, start_node_process, stop_process
+    from liquid_control.runtime.backends import BackendError, load_backend
 
+    try:
+        backend = load_backend(policy, warn=False)
+    except BackendError:  # the node says why, in its log, at start-up
+        backend = None
+    if backend is not None:
+        problem = replay_comparison_problem(backend, policy)
+        backend.close()
+        if problem:
+            raise ValueError(problem)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = isolated_ros_env()
@@ -399,6 +410,9 @@ def main(argv=None) -> int:
         except NodeGone as exc:
             print(f"bag_loop.py replay: error: {exc}", file=sys.stderr)
             return 1
+        except ValueError as exc:  # a policy whose replayed commands cannot be matched
+            print(f"bag_loop.py replay: error: {exc}", file=sys.stderr)
+            return 2
         print(json.dumps({k: v for k, v in result.items() if k != "published"}))
         return 0 if result["matched"] else 1
     summary(args.out, args.seconds, args.settings)

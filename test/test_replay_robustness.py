@@ -351,3 +351,58 @@ def test_bag_loop_replay_runs_from_any_folder_and_a_node_failing_at_start_up_end
     assert "policy_node exited (status 1) before the replay began" in error, error
     assert "broken.pt" in error.split("policy_node.log:", 1)[1], error  # the node's log says why
     assert not (tmp_path / "replay" / "commands").exists()
+
+
+TINY_BALANCER = {
+    "name": "tiny_balancer",
+    "world": "LiquidBalance-v0",
+    "observation": {"vectors": {"imu": 6, "wheels": 2, "command": 2}, "update_on": "imu"},
+    "core": {"type": "cfc", "units": 8},
+    "action": {"size": 2, "low": [-1, -1], "high": [1, 1], "kind": "wheel_torques"},
+}
+
+
+def test_the_replay_comparison_refuses_commands_it_cannot_match_by_stamp(tmp_path, monkeypatch, capsys):
+    """Before: the replay comparison (match_replayed, `scripts/bag_loop.py replay`) read TwistStamped commands only:
+    a balancer's policy (wheel torques, which policy_node publishes as a Float64MultiArray only, no stamp) started
+    the node with command_type twist_stamped, which it refuses for such a policy, and match_replayed ran the whole
+    offline evaluation before failing on the recorded topic ('no topic /cmd_vel' / 'expected TwistStamped').
+    Both refuse such a policy before anything runs, saying why; commands recorded unstamped (Twist) are named too."""
+    import importlib.util
+
+    import torch
+
+    from liquid_control.bags.messages import float64_array_message
+    from liquid_control.evaluation.offline import match_replayed
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros import testing
+
+    torch.manual_seed(0)
+    balancer = save_policy(tmp_path / "balancer.pt", Policy.from_config(TINY_BALANCER))
+    with BagWriter(tmp_path / "replayed") as writer:
+        for k in range(FRAMES):
+            writer.write("/wheel_torques", int((100.0 + 0.05 * k) * 1e9), float64_array_message([0.1, -0.1]))
+            writer.write("/cmd_vel", int((100.0 + 0.05 * k) * 1e9), twist_message(0.2, 0.0))
+    not_a_bag = tmp_path / "never_read"  # refused before the offline run reads it
+    why = r"balancer\.pt: the replay comparison matches .* 'wheel_torques' actions go out as std_msgs/Float64MultiArray"
+    with pytest.raises(ValueError, match=why):
+        match_replayed(str(balancer), str(not_a_bag), str(tmp_path / "replayed"), topic="/wheel_torques")
+
+    rover = save_policy(
+        tmp_path / "rover.pt",
+        Policy.from_config(dict(TINY_BALANCER, action=dict(TINY_BALANCER["action"], kind="twist"))),
+    )
+    unstamped = r"replayed: the commands on /cmd_vel are geometry_msgs/msg/Twist, which carry no stamp"
+    with pytest.raises(ValueError, match=unstamped):
+        match_replayed(str(rover), str(not_a_bag), str(tmp_path / "replayed"))
+
+    spec = importlib.util.spec_from_file_location("bag_loop", ROOT / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+    started = []
+    monkeypatch.setattr(testing, "start_node_process", lambda *args, **kwargs: started.append(args) or 1 / 0)
+    argv = ["replay", "--policy", str(balancer), "--bag", str(not_a_bag), "--out", str(tmp_path / "replay")]
+    assert bag_loop.main(argv) == 2
+    assert not started
+    error = capsys.readouterr().err
+    assert error.startswith("bag_loop.py replay: error: ") and "carries no stamp" in error, error

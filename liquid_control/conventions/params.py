@@ -345,14 +345,21 @@ def policy_node_parameter_problems(
         if action_size is not None:
             out[name] = expanded
     if action_size is not None:
-        if values["command_type"] in ("twist", "twist_stamped"):
-            if action_size != 2 or action_kind not in (None, "twist"):
-                problems.append(
-                    f"command_type: {values['command_type']!r} needs a twist policy with 2 actions "
-                    f"[linear, angular], this policy has {action_size} {action_kind!r} actions; "
-                    f"use float64_multi_array"
-                )
+        problem = command_type_problem(values["command_type"], action_size, action_kind)
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def command_type_problem(command_type: str, action_size: int, action_kind: str | None) -> str | None:
+    """Why policy_node cannot publish a policy of ``action_size`` actions of ``action_kind`` as ``command_type``
+    (a Twist carries 2 [linear, angular] commands only), else None."""
+    if command_type in ("twist", "twist_stamped") and (action_size != 2 or action_kind not in (None, "twist")):
+        return (
+            f"command_type: {command_type!r} needs a twist policy with 2 actions [linear, angular], this policy has "
+            f"{action_size} {action_kind!r} actions; use float64_multi_array"
+        )
+    return None
 
 
 def camera_info_topic(camera_topic: str) -> str:

@@ -334,14 +334,47 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
     }
 
 
+def replay_comparison_problem(backend, policy) -> str | None:
+    """Why :func:`match_replayed` cannot check the policy of ``backend`` (its file ``policy``), else None. The
+    replayed commands are matched to their updates by stamp, which of the messages policy_node publishes only a
+    TwistStamped (``command_type: twist_stamped``) carries, and the node publishes one only for a twist policy; a
+    policy of other commands (the balancers' wheel torques) goes out as a Float64MultiArray, which has no stamp."""
+    from liquid_control.conventions.params import command_type_problem
+
+    spec = backend.spec
+    if command_type_problem("twist_stamped", spec.action_size, spec.action_kind) is None:
+        return None
+    return (
+        f"{policy}: the replay comparison matches each command policy_node published to the update it answers by "
+        f"the stamp of a TwistStamped (command_type twist_stamped), which the node publishes for a twist policy of 2 "
+        f"actions [linear, angular] only; this policy's {spec.action_size} {spec.action_kind!r} actions go out as "
+        "std_msgs/Float64MultiArray (command_type float64_multi_array), which carries no stamp, so a replay of it "
+        "cannot be checked; `liquid-control eval --bag` computes its commands on the bag offline"
+    )
+
+
 def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = None, topic: str = "/cmd_vel") -> dict:
     """Compare the commands a policy_node published while ``bag`` was replayed into it (recorded in the bag
     ``replayed``, TwistStamped: each stamped with the frame it answers) with the same policy's commands
-    computed offline on ``bag``: how many updates found their command, and the largest difference."""
+    computed offline on ``bag``: how many updates found their command, and the largest difference. A policy whose
+    commands the node cannot publish stamped (:func:`replay_comparison_problem`), or commands recorded in another
+    type, are a ValueError saying so, before the offline run."""
     from liquid_control.bags.messages import TWIST_STAMPED, command_vector, stamp_seconds
 
     data = data or {}
     backend = load_backend(policy)
+    problem = replay_comparison_problem(backend, policy)
+    if problem:
+        backend.close()
+        raise ValueError(problem)
+    with BagReader(replayed) as reader:
+        info = reader.require(topic)
+        if TWIST_STAMPED not in info.msgtypes:
+            backend.close()
+            raise ValueError(
+                f"{replayed}: the commands on {topic} are {' and '.join(info.msgtypes)}, which carry no stamp to match "
+                f"them to the updates of {bag} by; run policy_node with command_type twist_stamped for the replay"
+            )
     spec = _data_spec(backend, data)
     offline = evaluate_bag(backend, bag, spec)
     backend.close()
@@ -350,7 +383,6 @@ def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = Non
     }
     got = {}
     with BagReader(replayed) as reader:
-        reader.require(topic, (TWIST_STAMPED,))
         for msg in reader.messages([topic]):
             decoded = msg.decode()
             got[int(round(stamp_seconds(decoded) * 1e9))] = command_vector(decoded, TWIST_STAMPED)
