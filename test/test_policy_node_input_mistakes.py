@@ -429,6 +429,69 @@ def test_an_input_whose_every_message_is_rejected_is_not_called_silent(policy_no
     assert "camera silent" not in watchdog and "imu silent" in watchdog  # the IMU sent nothing at all
 
 
+def test_an_input_whose_every_message_is_rejected_for_a_setting_is_an_error_in_the_diagnostics(policy_node):
+    """A camera of another size than the policy's (a camera_info of another size: every image rejected, the robot
+    cannot move until a person acts) showed as WARN 'stale input(s): camera: stopped' in rqt_robot_monitor, as a
+    sensor that drops out for a moment does. It is ERROR while it lasts, naming the rejections; OK again once the
+    frames are usable, and a camera merely silent is WARN."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, _probe, spin, _warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    frame, wrong_size, imu = np.zeros((8, 8, 3), np.uint8), np.zeros((24, 32, 3), np.uint8), np.zeros(6)
+
+    def level_after(camera, imu_too: bool):
+        def check():
+            if camera is not None:
+                node._on_reading("camera", None, camera)
+            if imu_too:
+                node._on_reading("imu", None, imu)
+            status = node.diagnostic_status()
+            return status if status.level == wanted else None
+
+        return check
+
+    wanted = DiagnosticStatus.ERROR
+    assert spin(10.0, until=level_after(wrong_size, imu_too=False))  # the IMU silent meanwhile
+    status = node.diagnostic_status()
+    assert status.message.startswith(
+        "unusable input(s), rejected for a setting that does not match the policy: camera: no usable message for "
+    ), status.message
+    assert " rejected: bad_shape " in status.message and status.message.endswith("; stale input(s): imu")
+    wanted = DiagnosticStatus.OK
+    assert spin(10.0, until=level_after(frame, imu_too=True)), node.diagnostic_status()
+    assert node.diagnostic_status().message == "commanding"
+    wanted = DiagnosticStatus.WARN
+    assert spin(10.0, until=level_after(None, imu_too=True)), node.diagnostic_status()  # the camera falls silent
+    assert node.diagnostic_status().message == "stale input(s): camera: stopped"
+
+
+def test_the_diagnostics_update_dt_statistics_name_their_unit(policy_node):
+    """/diagnostics gave the recent updates' dt statistics as `dt.mean`, `dt.max` ... with no unit, beside
+    `rate_hz.*`, `inference_ms.*`, `age_ms.*`: an operator in rqt_robot_monitor could not tell seconds from
+    milliseconds. They are `dt_s.{mean,std,min,max}` (seconds), and `dt_samples` how many updates they are of."""
+    from builtin_interfaces.msg import Time
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, _probe, _spin, _warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    t0 = node.get_clock().now().nanoseconds // 10**9 - 1  # whole seconds, in the past
+
+    def stamp(dt):
+        return Time(sec=t0, nanosec=int(round(dt * 1e9)))
+
+    node._on_reading("camera", stamp(0.0), np.zeros((8, 8, 3), np.uint8))
+    for dt in (0.01, 0.03, 0.06):  # updates on the IMU: dt 0 (first_update_dt), 0.02, 0.03
+        node._on_reading("imu", stamp(dt), np.zeros(6))
+    values = {kv.key: kv.value for kv in node.diagnostic_status().values}
+    assert not [k for k in values if k.startswith("dt.")], values
+    assert values["dt_samples"] == "3"
+    assert float(values["dt_s.max"]) == pytest.approx(0.03, abs=1e-6)
+    assert float(values["dt_s.min"]) == 0.0
+    assert float(values["dt_s.mean"]) == pytest.approx(0.05 / 3, abs=1e-6)
+
+
 def test_a_camera_of_an_unsupported_encoding_is_not_called_silent(policy_node):
     """A usb_cam publishing yuv422 (its default), every frame rejected before the runner (bad_encoding): the
     watchdog said `camera silent 0.20 s`, as for a dead driver; a frame of the wrong size was already named."""

@@ -200,8 +200,8 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
         assert values["rejected_total"] == "5"
         # by sensor, the bad encoding too (runner.reject; it was not counted for the camera)
         assert values["rejected_by_sensor.camera"] == "4" and values["rejected_by_sensor.imu"] == "1"
-        assert float(values["dt.max"]) == pytest.approx(0.22, abs=1e-6)
-        assert float(values["dt.min"]) == pytest.approx(0.0, abs=1e-9)
+        assert float(values["dt_s.max"]) == pytest.approx(0.22, abs=1e-6)
+        assert float(values["dt_s.min"]) == pytest.approx(0.0, abs=1e-9)
 
         # A backwards clock jump (simulation reset) resets the state: the next command equals a fresh start.
         n_before = len(probe.messages("cmd_vel"))

@@ -98,6 +98,10 @@ SENSORS = {
 
 # counters of input faults that leave the node commanding: /diagnostics is WARN while one of them grows
 INPUT_FAULT_COUNTERS = ("publishers_interleaved.", "rate_mismatch.", "camera_info.", "imu.gravity_mismatch")
+# rejections of a message for a setting of the sensor or the node that does not match the policy (another image size
+# or encoding, an IMU without a gyro, other joint names): every message of it is rejected until a person acts, so a
+# stale input rejected for one is ERROR in /diagnostics, not WARN
+SETTING_REJECTIONS = (R.BAD_SHAPE, BAD_ENCODING, NOT_PROVIDED, MISSING_JOINT)
 
 
 class StopRequested(BaseException):
@@ -1118,8 +1122,8 @@ class PolicyNode(LifecycleNode):
                 rate = (counters.get(key, 0) - previous_counts.get(key, 0)) / (now - previous_time)
                 values[f"rate_hz.{sensor}"] = f"{rate:.1f}"
         self._rate_window = (now, {k: v for k, v in counters.items() if k.startswith("received.")})
-        for k, v in runner.dt_stats().items():
-            values[f"dt.{k}"] = f"{v:.6g}"
+        for k, v in runner.dt_stats().items():  # seconds, unit in the key as the others' (n: how many updates)
+            values["dt_samples" if k == "n" else f"dt_s.{k}"] = f"{v:.6g}"
         for k, v in runner.latency_stats().items():
             values[f"inference_ms.{k}"] = f"{v * 1e3:.3f}"
         if len(runner.spec.update_on) > 1:  # how old each update sensor's input is at the updates (ms)
@@ -1141,6 +1145,16 @@ class PolicyNode(LifecycleNode):
         faults = self._recent_input_faults(counters)  # at every message, whatever the level: its record is current
         if not self._active:  # first: what the watchdog found before a deactivate is no longer so
             status.level, status.message = DiagnosticStatus.OK, "inactive"
+        elif self._stale and self._unusable(self._stale):
+            # every message of an input rejected for a setting: nothing moves the robot until a person acts
+            unusable = self._unusable(self._stale)
+            others = [sensor for sensor in self._stale if sensor not in unusable]
+            status.level = DiagnosticStatus.ERROR
+            status.message = (
+                f"unusable input(s), rejected for a setting that does not match the policy: "
+                f"{', '.join(self._silence(sensor, now) for sensor in unusable)}: stopped until the sensor or the "
+                f"node's parameters are fixed" + (f"; stale input(s): {', '.join(others)}" if others else "")
+            )
         elif self._stale:
             status.level, status.message = DiagnosticStatus.WARN, f"stale input(s): {', '.join(self._stale)}: stopped"
         elif self._starved:
@@ -1159,6 +1173,16 @@ class PolicyNode(LifecycleNode):
             status.level, status.message = DiagnosticStatus.OK, "commanding"
         status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
         return status
+
+    def _unusable(self, sensors) -> list[str]:
+        """Those of ``sensors`` (stale ones) whose messages since their last accepted one (or the activation) arrive
+        but were rejected, at least one for a setting that does not match the policy (``SETTING_REJECTIONS``): an
+        input that cannot come back by itself, unlike a silent or restarting sensor."""
+        return [
+            sensor
+            for sensor in sensors
+            if any(reason in SETTING_REJECTIONS for reason in self._rejected_since_accepted.get(sensor, ()))
+        ]
 
     def _recent_input_faults(self, counters: dict) -> list[str]:
         """The INPUT_FAULT_COUNTERS that grew within the last RATE_WINDOW_S plus two diagnostics periods (the rate
