@@ -116,6 +116,13 @@ def hierarchical_bootstrap_interval(
         raise ValueError("hierarchical_bootstrap_interval: every training seed needs the same, non-empty strata")
     if any(x.size == 0 for strata in seeds for x in strata):
         raise ValueError("hierarchical_bootstrap_interval: a training seed has a stratum without episodes")
+    bad = [(s, k) for s, strata in enumerate(seeds) for k, x in enumerate(strata) if not np.all((x >= 0) & (x <= 1))]
+    if bad:  # NaN too: the interval came out NaN, or a rate outside [0, 1], without a word
+        s, k = bad[0]
+        raise ValueError(
+            f"hierarchical_bootstrap_interval: training seed {s} (position), stratum {k} has an outcome that is not "
+            "a number in [0, 1] (0/1 successes expected; NaN is not one)"
+        )
     n_seeds, n_strata = len(seeds), len(seeds[0])
     point = float(np.mean([np.mean([x.mean() for x in strata]) for strata in seeds]))
     rng = np.random.default_rng(seed)
@@ -156,6 +163,8 @@ def student_t_sf(t: float, df: float) -> float:
     """P(T > t) for Student's t with ``df`` degrees of freedom (regularized incomplete beta, no scipy)."""
     if df <= 0:
         raise ValueError(f"student_t_sf: df must be > 0, got {df}")
+    if math.isnan(t):  # before: P = 1 for NaN, read as "no difference"
+        raise ValueError("student_t_sf: t is NaN")
     if not math.isfinite(t):
         return 0.0 if t > 0 else 1.0
     tail = 0.5 * _regularized_beta(df / (df + t * t), df / 2.0, 0.5)
@@ -166,7 +175,10 @@ def student_t_quantile(p: float, df: float) -> float:
     """The t with P(T <= t) = p (bisection on ``student_t_sf``)."""
     if not 0.0 < p < 1.0:
         raise ValueError(f"student_t_quantile: p must be in (0, 1), got {p}")
-    lo, hi = -1e3, 1e3
+    hi = 1e3  # widened until it brackets the quantile (before: fixed at +-1000, so a 99.99% interval of two
+    while min(p, 1.0 - p) < student_t_sf(hi, df) and hi < 1e300:  # seeds used 1000 for 6366.2, 6x too narrow)
+        hi *= 10.0
+    lo = -hi
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if 1.0 - student_t_sf(mid, df) < p:
@@ -218,6 +230,8 @@ def paired_seed_test(differences, confidence: float = 0.95) -> tuple[float, floa
     d = np.asarray(differences, dtype=np.float64).ravel()
     if d.size < 2:
         raise ValueError(f"paired_seed_test needs >= 2 training seeds per policy, got {d.size}")
+    if not np.all(np.isfinite(d)):  # before: a NaN difference gave mean NaN and p = 1, "no difference"
+        raise ValueError(f"paired_seed_test: the differences contain NaN or Inf: {d.tolist()}")
     mean, sd = float(d.mean()), float(d.std(ddof=1))
     df = d.size - 1
     if sd <= 1e-9:  # equal up to float rounding (a rate pooled over shifts in another order): no spread

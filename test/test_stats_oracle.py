@@ -1,0 +1,55 @@
+"""The statistics a report cites, against independent oracles (scipy.stats, Holm by hand) and at their edges:
+one training seed, NaN input, extreme confidence, 100% success, float-noise ties (fast: no world runs)."""
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from liquid_control import stats
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 30, 1000])
+def test_wilson_interval_is_scipys_at_every_count_including_0_and_n(n):
+    for k in sorted({0, 1, n // 2, n - 1, n}):
+        want = scipy_stats.binomtest(k, n).proportion_ci(0.95, method="wilson")
+        assert stats.wilson_interval(k, n) == pytest.approx((want.low, want.high), abs=1e-12)
+
+
+def test_the_paired_seed_test_is_scipys_paired_t_test():
+    rng = np.random.default_rng(7)
+    for n in (2, 3, 5, 10):
+        a, b = rng.integers(0, 31, n) / 30, rng.integers(0, 31, n) / 30
+        mean, lo, hi, p = stats.paired_seed_test(a - b)
+        want = scipy_stats.ttest_rel(a, b)
+        ci = want.confidence_interval(0.95)
+        assert (mean, lo, hi, p) == pytest.approx((np.mean(a - b), ci.low, ci.high, want.pvalue), rel=1e-9)
+
+
+def test_holm_by_hand():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04, then the running maximum
+    assert stats.holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm_adjust([0.02, 0.02]) == pytest.approx([0.04, 0.04])  # ties
+    assert stats.holm_adjust([0.3, 0.6, 0.9]) == pytest.approx([0.9, 1.0, 1.0])  # capped at 1
+
+
+@pytest.mark.parametrize("df", [1, 2, 4])
+@pytest.mark.parametrize("confidence", [0.95, 0.9999, 0.999999])
+def test_a_t_quantile_beyond_1000_is_the_quantile_not_1000(df, confidence):
+    """Before: the bisection searched [-1000, 1000] only, so two seeds' 99.99% interval used t = 1000 for 6366."""
+    want = scipy_stats.t.ppf(0.5 + confidence / 2, df)
+    assert stats.student_t_quantile(0.5 + confidence / 2, df) == pytest.approx(want, rel=1e-9)
+    _, lo, hi, _ = stats.paired_seed_test([0.1, 0.2, 0.4, 0.3, 0.5][: df + 1], confidence=confidence)
+    se = np.std([0.1, 0.2, 0.4, 0.3, 0.5][: df + 1], ddof=1) / np.sqrt(df + 1)
+    assert (hi - lo) / 2 == pytest.approx(want * se, rel=1e-9)
+
+
+def test_a_nan_difference_or_outcome_is_refused_not_a_nan_or_p_of_1():
+    """Before: paired_seed_test([nan, 0.1, 0.2]) gave (nan, nan, nan, p = 1), 'no difference'; the bootstrap gave
+    a NaN interval for a NaN outcome and [33%, 150%] for an outcome of 2."""
+    with pytest.raises(ValueError, match="paired_seed_test: the differences contain NaN"):
+        stats.paired_seed_test([float("nan"), 0.1, 0.2])
+    with pytest.raises(ValueError, match="student_t_sf: t is NaN"):
+        stats.student_t_sf(float("nan"), 3)
+    for bad in (float("nan"), 2):
+        with pytest.raises(ValueError, match="training seed 0 .*stratum 0 has an outcome that is not a number in"):
+            stats.hierarchical_bootstrap_interval([[[1, 0, bad]], [[1, 1, 0]]])
