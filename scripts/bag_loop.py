@@ -301,10 +301,11 @@ def _round_record(out: Path, r: int) -> str:
 def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> str:
     """Success after each deploy-record-retrain round (round 0: the policy trained on the expert bags alone) of
     one loop per training seed, all on the same evaluation episodes (checked): a markdown table with each seed's
-    count, the pooled rate with a 95% interval (over seeds then episodes; with one folder, over episodes), and what
-    the operator did in the round; with ``figure``, success against round, one line per seed and the pooled rate.
+    count, the pooled rate with a 95% interval (over seeds then episodes, with one folder over episodes; at least
+    the pooled episodes' Wilson interval, as the evaluation report's), and what the operator did in the round;
+    with ``figure``, success against round, one line per seed and the pooled rate.
     A round some folder lacks (unfinished) is shown there as '-' and not pooled."""
-    from liquid_control.stats import hierarchical_bootstrap_interval
+    from liquid_control.stats import success_interval
 
     per_seed = []  # {round: {episode seed: 0/1}}
     for out in outs:
@@ -330,7 +331,8 @@ def rounds(outs: list[str], figure: str | None = None, target: float = 0.8) -> s
     for r in every:
         counts = [f"{sum(f[r].values())}/{len(f[r])}" if r in f else "-" for f in per_seed]
         if all(r in f for f in per_seed):
-            mean, low, high = hierarchical_bootstrap_interval([[list(f[r].values())] for f in per_seed])
+            # the bootstrap alone collapsed to a point at 0% and 100% (before: "100% (100%-100%)" of 3 x 50)
+            mean, low, high = success_interval([[list(f[r].values())] for f in per_seed])
             pooled.append((r, mean, low, high))
             rate = f"{mean:.0%} ({low:.0%}-{high:.0%})"
         else:

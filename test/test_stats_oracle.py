@@ -1,11 +1,24 @@
 """The statistics a report cites, against independent oracles (scipy.stats, Holm by hand) and at their edges:
 one training seed, NaN input, extreme confidence, 100% success, float-noise ties (fast: no world runs)."""
 
+import importlib.util
+import json
+import pathlib
+
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
 from liquid_control import stats
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 30, 1000])
@@ -53,3 +66,19 @@ def test_a_nan_difference_or_outcome_is_refused_not_a_nan_or_p_of_1():
     for bad in (float("nan"), 2):
         with pytest.raises(ValueError, match="training seed 0 .*stratum 0 has an outcome that is not a number in"):
             stats.hierarchical_bootstrap_interval([[[1, 0, bad]], [[1, 1, 0]]])
+
+
+def test_the_bag_loop_rounds_interval_at_100_percent_is_not_a_point(tmp_path):
+    """Before: scripts/bag_loop.py rounds used the seed-then-episode bootstrap alone: three seeds at 50/50 printed
+    '100% (100%-100%)', a certainty no 150 episodes give; now at least the pooled Wilson interval, as the report."""
+    bag_loop = _script("bag_loop")
+    outs = []
+    for seed in range(3):
+        folder = tmp_path / f"seed{seed}" / "sim"
+        folder.mkdir(parents=True)
+        rows = [{"policy": "bags", "shift": "in_distribution", "episode_seed": e, "success": True} for e in range(50)]
+        (folder / "results.json").write_text(json.dumps(rows))
+        outs.append(str(tmp_path / f"seed{seed}"))
+    low = stats.wilson_interval(150, 150)[0]
+    assert f"| 0 | 50/50 | 50/50 | 50/50 | 100% ({low:.0%}-100%) |" in bag_loop.rounds(outs)
+    assert f"| 0 | 50/50 | 100% ({stats.wilson_interval(50, 50)[0]:.0%}-100%) |" in bag_loop.rounds(outs[:1])
