@@ -82,3 +82,14 @@ def test_the_bag_loop_rounds_interval_at_100_percent_is_not_a_point(tmp_path):
     low = stats.wilson_interval(150, 150)[0]
     assert f"| 0 | 50/50 | 50/50 | 50/50 | 100% ({low:.0%}-100%) |" in bag_loop.rounds(outs)
     assert f"| 0 | 50/50 | 100% ({stats.wilson_interval(50, 50)[0]:.0%}-100%) |" in bag_loop.rounds(outs[:1])
+
+
+def test_a_kept_seed_as_good_as_the_mean_is_neither_gaining_nor_losing_in_the_sign_test():
+    """Before: scripts/seed_selection.py counted 0.1 against (0.1 + 0.1 + 0.1) / 3 = 0.10000000000000002 as a
+    loss (and docs/seed_selection's visual row without seed 0 counted such a float-noise tie as a gain)."""
+    selection = _script("seed_selection")
+    validation = {("p", 0): 0.6, ("p", 1): 0.4, ("p", 2): 0.2, ("q", 0): 0.5, ("q", 1): 0.1, ("q", 2): 0.1}
+    test = {("p", s, "all"): 0.1 for s in range(3)} | {("q", s, "all"): r for s, r in enumerate([0.9, 0.5, 0.2])}
+    summary = selection._summary(selection._choose(validation, test, ["p", "q"], ["all"]), ["all"])["all"]
+    assert (summary["policies_gaining"], summary["policies_losing"]) == (1, 0)
+    assert summary["sign_test_p"] == 1.0  # one discordant policy: exact two-sided sign test
