@@ -93,3 +93,45 @@ def test_a_kept_seed_as_good_as_the_mean_is_neither_gaining_nor_losing_in_the_si
     summary = selection._summary(selection._choose(validation, test, ["p", "q"], ["all"]), ["all"])["all"]
     assert (summary["policies_gaining"], summary["policies_losing"]) == (1, 0)
     assert summary["sign_test_p"] == 1.0  # one discordant policy: exact two-sided sign test
+
+
+def test_the_report_says_what_its_success_interval_includes_for_the_seeds_it_has(tmp_path):
+    """Before: a report of one training seed per policy (the shipped policies') said its interval 'includes the
+    seed-to-seed spread of training', which one seed cannot show."""
+    import torch
+    from test_eval import TINY_CONFIG  # the evaluation tests' tiny camera policy
+
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_report
+    from liquid_control.policy import Policy, save_policy
+
+    torch.manual_seed(0)
+    policy = Policy.from_config(TINY_CONFIG)
+    paths = [str(save_policy(tmp_path / f"s{s}.pt", policy, {"seed": s, "policy": "A"})) for s in (0, 1)]
+
+    def text(specs):
+        plan = build_plan(specs, ["in_distribution"], 4)
+        records = [
+            {
+                "policy": j.policy,
+                "shift": j.shift,
+                "training_seed": j.training_seed,
+                "episode_seed": j.episode_seed,
+                "success": j.episode_seed % 2 == 0,
+                "collision": False,
+                "return": 1.0,
+                "smoothness": 0.1,
+                "steps": 10,
+                "sim_time_s": 1.0,
+            }
+            for j in plan.jobs
+        ]
+        out = tmp_path / str(len(specs[0]))
+        out.mkdir()
+        return " ".join(open(write_report(plan, records, str(out), "", example=False, saliency=False)).read().split())
+
+    one = text([f"A={paths[0]}"])
+    assert "includes the seed-to-seed spread" not in one
+    assert "With one training seed per policy the interval is over its episodes alone: it does not include" in one
+    two = text([f"A={paths[0]},{paths[1]}"])
+    assert "It includes the seed-to-seed spread of training" in two and "does not include" not in two
