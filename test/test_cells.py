@@ -258,7 +258,13 @@ def test_an_empty_sequence_is_checked_as_a_longer_one(name):
     outputs, h_n = rnn(x, torch.ones(2, 0))
     assert outputs.shape == (2, 0, rnn.output_size) and torch.equal(h_n, torch.zeros(2, rnn.state_size))
     h0 = torch.randn(2, rnn.state_size)
-    assert rnn(x, 0.1, h0)[1] is h0
+    kept = h0.clone()
+    time_major = LiquidRNN(rnn.cell, batch_first=False)
+    for model, sequence, given in ((rnn, x, h0), (time_major, x.transpose(0, 1), h0), (rnn, x[0], h0[0])):
+        h_n = model(sequence, 0.1, given)[1]
+        assert torch.equal(h_n, given)
+        h_n.add_(1.0)  # h0 itself was returned: this changed the caller's h0 (torch.nn.RNN's h_n is a new tensor)
+        assert torch.equal(h0, kept)
     for kwargs, says in (
         (dict(h0=torch.zeros(9, 1)), "h0 must have shape"),
         (dict(h0=torch.zeros(2, rnn.state_size, dtype=torch.int64)), "h0 must have x's dtype"),
@@ -268,6 +274,33 @@ def test_an_empty_sequence_is_checked_as_a_longer_one(name):
     ):
         with pytest.raises(ValueError, match=says):
             rnn(x, **kwargs)
+
+
+def test_a_batch_first_dt_of_another_shape_is_refused_naming_every_accepted_form():
+    """The message named a float, (B,) and (B, T) but not (B, T, 1), which is accepted."""
+    rnn, x = CfC(3, 4), torch.randn(2, 5, 3)
+    assert torch.equal(rnn(x, torch.full((2, 5, 1), 0.1))[0], rnn(x, 0.1)[0])
+    for dt in (torch.ones(2, 3), torch.ones(2, 5, 2), torch.ones(3)):
+        with pytest.raises(ValueError, match=r"dt must be a float, \(2,\), \(2, 5\) or \(2, 5, 1\) for input of"):
+            rnn(x, dt)
+
+
+@pytest.mark.parametrize(
+    "units, options",
+    [(AutoNCP(8, 2, seed=1), {}), (8, {"backbone_layers": 0}), (8, {"backbone_layers": 0, "mode": "pure"})],
+    ids=["wired", "no_backbone", "pure_no_backbone"],
+)
+def test_an_activation_on_a_cfc_without_a_backbone_is_refused_naming_it(units, options):
+    """Only the backbone's layers have the activation: a wired CfC or one of backbone_layers=0 ignored it silently
+    (activation="relu" gave the default's outputs; "gelu" ran the slower stepwise path for the same numbers)."""
+    for name in ("relu", "gelu", "tanh"):
+        with pytest.raises(ValueError, match=f"activation='{name}' has no effect on a CfC without a backbone"):
+            CfC(3, units, activation=name, **options)
+    with pytest.raises(ValueError, match="unknown activation 'nope'"):
+        CfC(3, units, activation="nope", **options)
+    model = CfC(3, units, activation="lecun_tanh", **options)  # the default, as every saved config() names it
+    assert build_core(model.config()).cell.config() == model.cell.config()
+    assert CfC(3, 8, activation="relu", backbone_units=4).cell.activation == "relu"  # with a backbone it acts
 
 
 @pytest.mark.parametrize("name", ["ltc", "ltc_ncp_rk4", "ltc_exponential", "ltc_dopri5"])

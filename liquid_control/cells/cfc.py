@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import activations
 from .activations import activation
 from .cfc_kernels import CompiledCfC, NumpyCfC, TorchCfC
 from .core import RecurrentCore, register_core, size_arg, xavier_uniform_
@@ -173,6 +174,16 @@ class CfCCell(RecurrentCore):
         self.input_size = size_arg("input_size", input_size)
         self.mode = mode
         self.wiring = as_wiring(units, self.input_size)
+        activations.activation(activation)  # an unknown name: ValueError naming the choices
+        if activation != "lecun_tanh" and (self.wiring is not None or backbone_layers == 0):
+            # only the backbone's layers have this activation (the heads' are tanh and sigmoid): without one it was
+            # ignored silently (outputs the default's), "gelu" forcing the slower stepwise path for nothing
+            raise ValueError(
+                f"activation={activation!r} has no effect on a CfC without a backbone "
+                f"({'a wired CfC' if self.wiring is not None else 'backbone_layers=0'}): the activation is the "
+                "backbone layers' only; leave activation unset or give the CfC a backbone (backbone_layers >= 1, "
+                "no wiring)"
+            )
         if self.wiring is None:
             units = size_arg("units", units)
             self.backbone_units = 128 if backbone_units is None else size_arg("backbone_units", backbone_units, 0)

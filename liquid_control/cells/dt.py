@@ -96,8 +96,8 @@ def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None
         dt = dt[:, None].expand(batch, steps)
     if dt.shape != (batch, steps):
         raise ValueError(
-            f"dt must be a float, ({batch},) or ({batch}, {steps}) for input of batch {batch} and {steps} steps; "
-            f"got {tuple(dt.shape)}"
+            f"dt must be a float, ({batch},), ({batch}, {steps}) or ({batch}, {steps}, 1) for input of batch {batch} "
+            f"and {steps} steps; got {tuple(dt.shape)}"
         )
     return dt
 

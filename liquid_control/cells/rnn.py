@@ -141,7 +141,8 @@ class LiquidRNN(nn.Module):
         if x.shape[1] == 0:  # nothing to run, everything checked as for a longer sequence
             cell.check_input(x)
             sequence_dt(dt, x.shape[0], 0, x.dtype, x.device)
-            return x.new_zeros(x.shape[0], 0, cell.output_size), cell.start_state(h0, x)
+            # a copy, as for a longer sequence: h0 itself returned let an in-place change of h_n change the caller's h0
+            return x.new_zeros(x.shape[0], 0, cell.output_size), cell.start_state(h0, x).clone()
         states, state = cell.forward_sequence(x, dt, h0, mask)
         return cell.output(states), state
 
