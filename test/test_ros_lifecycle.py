@@ -1384,3 +1384,50 @@ def test_diagnostics_are_published_at_their_period_while_inactive_and_before_the
     rig.spin(1.5, until=lambda: len(rig.diagnostics) >= 3)
     assert len(rig.diagnostics) >= 3 and rig.diagnostics[-1].message == "waiting for sensor data"
     assert rig.diagnostics[-1].level == DiagnosticStatus.WARN
+
+
+def test_a_policy_step_is_single_threaded_on_an_executor_thread_that_ran_torch_before(policy_file, ros):
+    """The node set torch.set_num_threads(1) once at configure: in this OpenMP build that reaches only the calling
+    thread and threads that have not run a parallel torch op yet, so an update on an executor thread that had run
+    one (another node's work in a composed process) ran with that thread's intra-op threads. The step now sets its own
+    thread's count when it differs (TorchBackend.threads)."""
+    import threading
+
+    make, spin = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file))
+    ran_torch, configured, seen = threading.Event(), threading.Event(), {}
+    default = torch.get_num_threads()
+
+    def executor_thread():
+        torch.set_num_threads(2)  # another node's work on this thread, with its own setting
+        (torch.ones(1 << 16) + 1).sum()  # a parallel op: torch takes this thread's count for good at its first
+        ran_torch.set()
+        configured.wait(30.0)
+        seen["before"] = torch.get_num_threads()
+        now = node._now()
+        node.runner.submit("wheels", now - 0.5, np.zeros(2))
+        node.runner.submit("command", now - 0.5, np.array([0.2, 0.0]))
+        node._on_reading("imu", None, np.array([0, 0, 0, 0, 0, 9.8]))
+
+    thread = threading.Thread(target=executor_thread)
+    try:
+        thread.start()
+        assert ran_torch.wait(30.0)
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        policy = node.runner.backend.policy
+        node_step = policy.step
+
+        def step(*args, **kwargs):  # the count each policy step runs with, on the thread that runs it
+            seen.setdefault("steps", []).append(torch.get_num_threads())
+            return node_step(*args, **kwargs)
+
+        policy.step = step
+        configured.set()
+        thread.join(30.0)
+    finally:
+        configured.set()
+        thread.join(30.0)
+        torch.set_num_threads(default)  # a thread's setting is also the default of threads that start later
+    assert node.runner.counters["updates"] == 1
+    assert seen == {"before": 2, "steps": [1]}

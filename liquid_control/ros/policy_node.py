@@ -233,8 +233,11 @@ class PolicyNode(LifecycleNode):
             raise
         except Exception as exc:  # anything else a hostile or broken file raises: name the file
             raise BackendError(f"{policy_path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
-        if backend.name == "torch":
-            _single_threaded_torch()  # not imported at all when the ONNX export runs
+        if backend.name == "torch":  # the ONNX backend is single-threaded already
+            # one sample per step: intra-op threads only add latency (and steal cores from the sim); set on the thread
+            # of each step, the only one torch's setting surely reaches (an executor thread that ran torch before,
+            # other nodes' work in a composed process, kept its count when it was set once here)
+            backend.threads = 1
         spec = backend.spec
         try:
             self.settings = validate_policy_node_parameters(values, spec.action_size, spec.action_kind)
@@ -1387,16 +1390,6 @@ def main(args=None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def _single_threaded_torch():
-    """One sample per step: intra-op threads only add latency (and steal cores from the sim)."""
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # deployment without torch: the ONNX backend is single-threaded already
-        pass
 
 
 if __name__ == "__main__":

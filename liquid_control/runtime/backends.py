@@ -117,10 +117,17 @@ class ObservationSpec:
 class TorchBackend:
     """Runs a ``liquid_control.policy.Policy`` (or any module with the same ``step`` contract), on the CPU with
     numpy in and out. It switches ``policy`` (the caller's object, not a copy) to eval mode: a policy still being
-    trained must be put back with ``policy.train()``."""
+    trained must be put back with ``policy.train()``.
+
+    ``threads``: the torch intra-op threads each ``step`` runs with, set on the thread that runs it when that
+    thread's count differs (None: the caller's). ``torch.set_num_threads`` reaches only the calling thread and those
+    that have not run a parallel torch op yet (each takes the count for good at its first), so a count set once at
+    load left a step on an executor thread that had run one (another node's work in a composed process) with that
+    thread's count."""
 
     name = "torch"
     note = None  # why ``backend: auto`` did not take the ONNX export next to the checkpoint (for the log)
+    threads: int | None = None
 
     def __init__(self, policy):
         import torch
@@ -147,6 +154,8 @@ class TorchBackend:
         """One update of one sample; ``encode``: the encoders to run (None: all), the others' features come
         from the state."""
         torch = self._torch
+        if self.threads is not None and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
         with torch.no_grad():
             batch = {key: torch.from_numpy(np.ascontiguousarray(np.asarray(value)[None])) for key, value in obs.items()}
             state = torch.from_numpy(np.asarray(state, dtype=self._state_dtype)[None])
