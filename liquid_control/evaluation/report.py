@@ -652,7 +652,7 @@ def write_saliency(plan: EvaluationPlan, out_dir: str, records: list[dict]) -> l
     if shifted:
         job = next(j for j in jobs if j.policy == spec.name and j.shift == shifted[0] and j.episode_seed == seed)
         with atomic_path(os.path.join(out_dir, "saliency_episode.gif")) as tmp:
-            _, record = saliency.animate_episode(job, tmp)
+            _, record = saliency.animate_episode(job, tmp, action_names(job.world))  # not 'lin', 'ang' of torques
         lines += [
             f"`{spec.name}` (training seed {job.training_seed}) driving episode {seed} under `{job.shift}`, camera, "
             f"saliency and actions frame by frame: {example_outcome(record, records)}",

@@ -154,9 +154,18 @@ def plot_saliency_grid(policies: list[tuple[str, object, dict]], path: str) -> s
     return path
 
 
-def animate_episode(job: EpisodeJob, path: str, max_frames: int = 60, fps: int = 6, scale: int = 2) -> tuple[str, dict]:
-    """GIF of one policy episode: camera frame | its saliency, with bars for the two actions (drawn with PIL:
-    a few milliseconds per frame)."""
+def animate_episode(
+    job: EpisodeJob,
+    path: str,
+    action_labels: tuple[str, ...] = (),
+    max_frames: int = 60,
+    fps: int = 6,
+    scale: int = 2,
+) -> tuple[str, dict]:
+    """GIF of one policy episode: camera frame | its saliency, with a bar for each action (drawn with PIL: a few
+    milliseconds per frame). ``action_labels``: what each action commands (``report.action_names`` of the world;
+    ``action[i]`` for one without). Every text is kept inside the frame: the canvas is widened where a line is
+    wider than the two pictures (a 32-pixel camera, a long policy or shift name)."""
     from PIL import Image, ImageDraw
 
     from liquid_control.evaluation.agents import load_cached_policy
@@ -168,23 +177,38 @@ def animate_episode(job: EpisodeJob, path: str, max_frames: int = 60, fps: int =
     saliency = visual_backprop(policy.camera, np.stack([images[i] for i in picks]))
     actions, times = np.stack(trace["actions"]), np.asarray(trace["times"])
     record = trace["record"]
-    h, w = images[0].shape[:2]
-    header, footer = 14, 26
+    labels = [action_labels[d] if d < len(action_labels) else f"action[{d}]" for d in range(actions.shape[1])]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = lambda text: int(np.ceil(measure.textlength(text)))  # noqa: E731
+    line = 11  # pixels per line of PIL's default font
+    titles = lambda t: [f"{job.policy} | {job.shift}", f"t={t:.1f}s | {record['outcome']} (this replay)"]  # noqa: E731
+    notes = ["left: camera, right: saliency (each frame's own 0-1)", "bars: action, -1 to +1 (the world's limits)"]
+    label_width = max(width(label) for label in labels) + 6
+    scale = max(scale, -(-96 // images[0].shape[1]))  # a 32-pixel camera drawn 96 pixels wide, not 64
+    pair_width = 2 * images[0].shape[1] * scale
+    canvas_width = max(pair_width, label_width + 60, *(width(text) + 4 for text in titles(times.max()) + notes))
+    header, footer = 2 + line * 2, 4 + line * (len(labels) + len(notes))
     frames = []
     for k, i in enumerate(picks):
         pair = np.concatenate([images[i] / 255.0, overlay(images[i], saliency[k])], axis=1)
         pair = np.repeat(np.repeat((pair * 255).astype(np.uint8), scale, axis=0), scale, axis=1)
-        canvas = Image.new("RGB", (pair.shape[1], pair.shape[0] + header + footer), "white")
-        canvas.paste(Image.fromarray(pair), (0, header))
+        canvas = Image.new("RGB", (canvas_width, pair.shape[0] + header + footer), "white")
+        canvas.paste(Image.fromarray(pair), ((canvas_width - pair_width) // 2, header))
         draw = ImageDraw.Draw(canvas)
-        draw.text((2, 1), f"{job.policy} | {job.shift} | t={times[i]:.1f}s | {record['outcome']}", fill="black")
-        mid = pair.shape[1] // 2
-        for d, label in enumerate(("lin", "ang")[: actions.shape[1]]):
-            y = header + pair.shape[0] + 3 + 11 * d
+        for n, title in enumerate(titles(times[i])):
+            draw.text((2, 1 + line * n), title, fill="black")
+        top = header + pair.shape[0] + 3
+        left, right = label_width, canvas_width - 3
+        mid = (left + right) // 2
+        for d, label in enumerate(labels):
+            y = top + line * d
             draw.text((2, y - 2), label, fill="black")
+            draw.rectangle((left, y, right, y + 8), outline=(190, 190, 190))  # its ends: -1 and +1
             draw.line((mid, y, mid, y + 8), fill="grey")
-            end = mid + int(actions[i, d] * (mid - 30))
+            end = mid + int(np.clip(actions[i, d], -1.0, 1.0) * (right - mid))
             draw.rectangle((min(mid, end), y + 1, max(mid, end), y + 7), fill=(200, 80, 20))
+        for n, note in enumerate(notes):
+            draw.text((2, top + line * (len(labels) + n)), note, fill="dimgrey")
         frames.append(canvas)
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
     return path, record
