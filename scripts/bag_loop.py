@@ -20,25 +20,57 @@ import numpy as np
 import yaml
 
 
-def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
+def replay_node_settings(backend, node_params: str | None) -> tuple[tuple[str, ...], dict]:
+    """The parameter files and parameters policy_node replays with: those the offline commands are computed with
+    (``match_replayed``, as ``eval --bag``): ``node_params`` where given; else the world's shipped file (none for a
+    policy this process cannot load: the node says why), over it the data settings a policy trained from bags
+    recorded (its robot's topics, action_scale and limits). Before, the rover's file was always given: a policy of
+    another robot replayed with the rover's topics and limits."""
+    from liquid_control.bags.messages import SENSOR_TYPES
+    from liquid_control.bags.stream import default_node_parameters_file, trained_node_parameters
+    from liquid_control.conventions.training_record import DATA_LIMITS, DATA_SPEC_KEY
+
+    if node_params:
+        return (str(node_params),), {}
+    if backend is None:
+        return (), {}
+    shipped = default_node_parameters_file(backend.config.get("world"))
+    files = (str(shipped),) if shipped else ()
+    record = backend.training_record.get(DATA_SPEC_KEY)
+    if record is None:
+        return files, {}
+    values = trained_node_parameters(record, backend.spec)
+    keys = [SENSOR_TYPES[s][1] for s in backend.spec.sensors if s in SENSOR_TYPES]
+    keys += ["action_scale", *DATA_LIMITS] + (["joint_names"] if "wheels" in backend.spec.sensors else [])
+    return files, {key: values[key] for key in keys}
+
+
+def replay_check(policy: str, bag: str, out: str, rate: float = 2.0, node_params: str | None = None) -> dict:
     """policy_node (own process, isolated ROS domain) + ``liquid-control replay`` of ``bag``; the recorded
-    commands are matched by stamp to the same policy's commands computed offline on the bag. A policy whose
-    commands cannot be matched so (``replay_comparison_problem``) is a ValueError saying why, before anything runs."""
+    commands are matched by stamp to the same policy's commands computed offline on the bag, the node and the offline
+    run given the same settings (``replay_node_settings``). A policy whose commands cannot be matched so
+    (``replay_comparison_problem``) is a ValueError saying why, before anything runs."""
     from liquid_control.evaluation.offline import match_replayed, replay_comparison_problem
-    from liquid_control.paths import config_dir
     from liquid_control.ros.replay import add_arguments, replay
     from liquid_control.ros.testing import isolated_ros_env, start_node_process, stop_process
     from liquid_control.runtime.backends import BackendError, load_backend
 
+    if node_params and not Path(node_params).is_file():  # else the node fails at start-up, after the set-up
+        raise ValueError(f"--node-params {node_params}: no such file")
+    node_params = str(Path(node_params).resolve()) if node_params else None  # the node runs in another folder
     try:
         backend = load_backend(policy, warn=False)
     except BackendError:  # the node says why, in its log, at start-up
         backend = None
-    if backend is not None:
-        problem = replay_comparison_problem(backend, policy)
-        backend.close()
-        if problem:
-            raise ValueError(problem)
+    try:
+        if backend is not None:
+            problem = replay_comparison_problem(backend, policy)
+            if problem:
+                raise ValueError(problem)
+        params_files, settings = replay_node_settings(backend, node_params)
+    finally:
+        if backend is not None:
+            backend.close()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     env = isolated_ros_env()
@@ -55,10 +87,12 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
             max_command=[100.0, 100.0],
             max_command_rate=[1e9, 1e9],
             watchdog_timeout_s=1000.0,  # waiting for the replay must not make the node stale
+            command_topic="/cmd_vel",  # where the replay records and match_replayed reads, whatever the file says
+            **settings,
         ),
         env,
         log_path=out_dir / "policy_node.log",
-        params_files=(str(config_dir() / "rover_policy.yaml"),),  # the package's: from any working directory
+        params_files=params_files,  # the package's (from any working directory), or --node-params resolved
     )
 
     def node_gone() -> str | None:
@@ -86,7 +120,7 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0) -> dict:
         os.environ.clear()
         os.environ.update(saved)
         stop_process(node)
-    result.update(match_replayed(policy, bag, result["output"]), rate=rate)
+    result.update(match_replayed(policy, bag, result["output"], {"node_params": node_params}), rate=rate)
     (out_dir / "replay.json").write_text(json.dumps(result, indent=1))
     return result
 
@@ -380,6 +414,13 @@ def main(argv=None) -> int:
     r.add_argument("--bag", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--rate", type=float, default=2.0)
+    r.add_argument(
+        "--node-params",
+        default=None,
+        metavar="YAML",
+        help="policy_node parameter file of the robot, for the node and the offline commands alike (default, as "
+        "eval --bag: the data settings a policy trained from bags recorded, else the file shipped for its world)",
+    )
     s = sub.add_parser("summary")
     s.add_argument("--out", required=True)
     s.add_argument("--seconds", type=float, default=None)
@@ -405,15 +446,20 @@ def main(argv=None) -> int:
             print(path)
         return 0
     if args.what == "replay":
+        from liquid_control.bags.io import BagError
         from liquid_control.ros.replay import NodeGone
 
         try:
-            result = replay_check(args.policy, args.bag, args.out, args.rate)
+            result = replay_check(args.policy, args.bag, args.out, args.rate, args.node_params)
         except NodeGone as exc:
             print(f"bag_loop.py replay: error: {exc}", file=sys.stderr)
             return 1
         except ValueError as exc:  # a policy whose replayed commands cannot be matched
             print(f"bag_loop.py replay: error: {exc}", file=sys.stderr)
+            return 2
+        except BagError as exc:  # e.g. no commands recorded: "no topic /cmd_vel in the bag; it has ...", a traceback
+            log = Path(args.out) / "policy_node.log"
+            print(f"bag_loop.py replay: error: {exc} (policy_node's log: {log})", file=sys.stderr)
             return 2
         print(json.dumps({k: v for k, v in result.items() if k != "published"}))
         return 0 if result["matched"] else 1

@@ -326,7 +326,6 @@ def test_bag_loop_replay_runs_from_any_folder_and_a_node_failing_at_start_up_end
     replay waits for it ends the replay at once, with the node's log and no bag left."""
     import importlib.util
 
-    from liquid_control.paths import config_dir
     from liquid_control.ros import testing
 
     spec = importlib.util.spec_from_file_location("bag_loop", ROOT / "scripts" / "bag_loop.py")
@@ -346,7 +345,8 @@ def test_bag_loop_replay_runs_from_any_folder_and_a_node_failing_at_start_up_end
     (tmp_path / "broken.pt").write_text("not a checkpoint")  # a policy the node cannot load: it exits at start-up
     argv = ["replay", "--policy", "broken.pt", "--bag", "bag", "--out", "replay"]
     assert bag_loop.main(argv) == 1
-    assert started == [(str(config_dir() / "rover_policy.yaml"),)]
+    # a policy it cannot load has no world to take a file of (the shipped file from any folder: the test below)
+    assert started == [()]
     error = capsys.readouterr().err
     assert "policy_node exited (status 1) before the replay began" in error, error
     assert "broken.pt" in error.split("policy_node.log:", 1)[1], error  # the node's log says why
@@ -406,3 +406,103 @@ def test_the_replay_comparison_refuses_commands_it_cannot_match_by_stamp(tmp_pat
     assert not started
     error = capsys.readouterr().err
     assert error.startswith("bag_loop.py replay: error: ") and "carries no stamp" in error, error
+
+
+def test_bag_loop_replay_gives_the_node_the_settings_of_the_offline_commands_and_names_a_missing_topic(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: `scripts/bag_loop.py replay` always gave policy_node config/rover_policy.yaml, so a twist policy of
+    another robot (trained from its bags: its topics, action_scale and limits, recorded in the policy) was replayed
+    with the rover's topics and limits, while match_replayed computed the offline commands with its own. The node now
+    gets what the offline run uses, as eval --bag: --node-params (new) where given, else the recorded data settings
+    over the world's shipped file, else that file. And a replay that recorded no command ended in a BagError
+    traceback ('no topic /cmd_vel in the bag'): one line, exit 2."""
+    import importlib.util
+
+    import torch
+    import yaml
+
+    from liquid_control.bags.stream import data_spec
+    from liquid_control.paths import config_dir
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.ros import replay as replay_module
+    from liquid_control.ros import testing
+
+    spec = importlib.util.spec_from_file_location("bag_loop", ROOT / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+    config = dict(TINY_BALANCER, action=dict(TINY_BALANCER["action"], kind="twist"))  # LiquidBalance-v0
+    robot2 = tmp_path / "robot2.yaml"
+    robot2.write_text(
+        yaml.safe_dump(
+            {
+                "policy_node": {
+                    "ros__parameters": {
+                        "imu_topic": "/robot2/imu",
+                        "wheels_topic": "/robot2/joint_states",
+                        "target_topic": "/robot2/target",
+                        "action_scale": [1.5, 2.0],
+                        "max_gap_s": 0.3,
+                        "reorder_lag_s": 0.02,
+                    }
+                }
+            }
+        )
+    )
+    torch.manual_seed(0)
+    record = {"data_spec": data_spec(config, robot2).describe()}
+    trained = save_policy(tmp_path / "robot2_policy.pt", Policy.from_config(config), record)
+    plain = save_policy(tmp_path / "plain.pt", Policy.from_config(config))
+
+    class Started(Exception):
+        pass
+
+    started = []
+
+    def start_node_process(module, name, parameters, env, **kwargs):
+        started.append((kwargs["params_files"], parameters))
+        raise Started
+
+    monkeypatch.setattr(testing, "start_node_process", start_node_process)
+    monkeypatch.chdir(tmp_path)  # not the checkout
+    shipped = str(config_dir() / "balance_policy.yaml")
+    for policy in (trained, plain):
+        with pytest.raises(Started):
+            bag_loop.replay_check(str(policy), "bag", "replay")
+    with pytest.raises(Started):
+        bag_loop.main(
+            ["replay", "--policy", str(trained), "--bag", "bag", "--out", "replay", "--node-params", "robot2.yaml"]
+        )
+    (recorded_files, recorded), (plain_files, plain_settings), (given_files, given) = started
+    assert recorded_files == (shipped,) and plain_files == (shipped,) and given_files == (str(robot2),)
+    assert {k: recorded[k] for k in ("imu_topic", "wheels_topic", "target_topic", "action_scale")} == {
+        "imu_topic": "/robot2/imu",
+        "wheels_topic": "/robot2/joint_states",
+        "target_topic": "/robot2/target",
+        "action_scale": [1.5, 2.0],
+    }
+    assert recorded["max_gap_s"] == 0.3 and recorded["reorder_lag_s"] == 0.02 and recorded["joint_names"]
+    for settings in (recorded, plain_settings, given):
+        assert settings["command_topic"] == "/cmd_vel"  # where the replay records, whatever a file says
+    assert "imu_topic" not in plain_settings and "imu_topic" not in given and "max_gap_s" not in given
+    assert (
+        bag_loop.main(["replay", "--policy", str(trained), "--bag", "bag", "--out", "r", "--node-params", "no.yaml"])
+        == 2
+    )
+    assert capsys.readouterr().err.strip() == "bag_loop.py replay: error: --node-params no.yaml: no such file"
+
+    # the node published nothing: the recorded bag lacks /cmd_vel
+    class Exited:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    with BagWriter(tmp_path / "recorded") as writer:
+        writer.write("/other", int(100e9), twist_message(0.0, 0.0))
+    monkeypatch.setattr(testing, "start_node_process", lambda *args, **kwargs: Exited())
+    monkeypatch.setattr(replay_module, "replay", lambda args, gone=None: {"output": str(tmp_path / "recorded")})
+    assert bag_loop.main(["replay", "--policy", str(trained), "--bag", "bag", "--out", "replay"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("bag_loop.py replay: error: ") and "no topic /cmd_vel in the bag" in error, error
+    assert error.strip().endswith(f"(policy_node's log: {Path('replay') / 'policy_node.log'})"), error
