@@ -771,3 +771,50 @@ def test_an_unreadable_data_yaml_of_a_bag_run_is_named_not_a_traceback(tmp_path,
         assert err.startswith(f"liquid-control train: error: {out / 'data.yaml'}: {said}") and "Traceback" not in err
         assert err.rstrip().endswith("restore it, or train into a new folder")
         assert sorted(p.name for p in out.iterdir()) == ["data.yaml"]
+
+
+def test_the_training_curves_legends_cover_no_point_and_the_rates_say_their_episode_count(tmp_path, monkeypatch):
+    """Before: the loss legend sat in the upper right corner and the success legend wherever matplotlib found
+    'best': a run whose collection drivers succeeded in every round-0 episode had its 100% point under the legend
+    (a tiny run's curves.png), and a loss rising again in the last epochs went under the other one. Nor did the
+    success rates say of how many episodes they were. The title said only 'tiny_reach, seed 0'."""
+    import numpy as np
+
+    from liquid_control.figures import pyplot
+    from liquid_control.training.curves import plot_curves
+
+    plt = pyplot()
+    kept = []
+    monkeypatch.setattr(plt, "close", kept.append)
+    rows = [{"kind": "collect", "round": 0, "epoch": 0, "loss": "", "success": 1.0, "episodes": 6}]
+    losses = [0.41, 0.33, 0.31, 0.36, 0.29, 0.40, 0.38]
+    rows += [{"kind": "train", "round": 0, "epoch": e, "loss": v, "success": ""} for e, v in enumerate(losses, 1)]
+    rows += [
+        {"kind": "eval", "round": r, "epoch": 3 + 2 * r, "loss": "", "success": 0.0, "episodes": 2} for r in (0, 1, 2)
+    ]
+    rows += [
+        {"kind": "collect", "round": r, "epoch": 1 + 2 * r, "loss": "", "success": s, "episodes": 3}
+        for r, s in ((1, 0.67), (2, 0.0))
+    ]
+    plot_curves(rows, tmp_path / "curves.png", "tiny_reach, seed 0")
+    monkeypatch.undo()
+    (fig,) = kept
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        assert fig._suptitle.get_text() == "training curves: tiny_reach, seed 0"
+        for ax in fig.axes:
+            legend = ax.get_legend().get_window_extent(renderer)
+            for line in ax.get_lines():
+                if line.get_label().startswith("_"):  # a round's dotted mark, from bottom to top
+                    continue
+                points = ax.transData.transform(np.column_stack(line.get_data()).astype(float))
+                inside = [p for p in points if legend.x0 <= p[0] <= legend.x1 and legend.y0 <= p[1] <= legend.y1]
+                assert not inside, (line.get_label(), inside)
+        labels = [text.get_text() for text in fig.axes[1].get_legend().get_texts()]
+        assert labels == [
+            "collection drivers (expert, then DAgger's mix), 3/6 episodes",
+            "policy alone (selection episodes), 2 episodes",
+        ], labels
+    finally:
+        plt.close(fig)

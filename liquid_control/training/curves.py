@@ -35,13 +35,19 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> Path:
             loss_ax.set_yscale("log")
         loss_ax.set_xlabel("epoch" + (" (dotted: a DAgger round's data added)" if starts else ""))
         loss_ax.set_ylabel("loss (MSE, actions scaled to [-1, 1])")
-        loss_ax.legend(loc="upper right")
+        # above the axes, not in them: inside, "upper right" hid the last epochs' loss and "best" the first
+        # round's 100% success (a curve can pass through every corner)
+        loss_ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8, frameon=False)
         for kind, label, marker in (
             ("collect", "collection drivers (expert, then DAgger's mix)", "o"),
             ("eval", "policy alone (selection episodes)", "s"),
         ):
-            rounds = [int(row["round"]) for row in rows if row["kind"] == kind and row.get("success", "") != ""]
+            picked = [row for row in rows if row["kind"] == kind and row.get("success", "") != ""]
+            rounds = [int(row["round"]) for row in picked]
             _, success = _series(rows, kind, "success")
+            counts = sorted({str(row.get("episodes", "")) for row in picked} - {"", "None"}, key=int)
+            if counts:  # a rate of 2 episodes is not one of 50
+                label += f", {'/'.join(counts)} episode{'s' if counts != ['1'] else ''}"
             if rounds:
                 success_ax.plot(rounds, [100 * value for value in success], marker=marker, label=label)
         success_ax.set_ylim(-5, 105)
@@ -49,10 +55,11 @@ def plot_curves(rows: list[dict], path: str | Path, title: str) -> Path:
         success_ax.set_ylabel("success (%)")
         success_ax.xaxis.get_major_locator().set_params(integer=True)
         if success_ax.lines:
-            success_ax.legend(loc="best")
+            success_ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), fontsize=8, frameon=False)
         else:
             success_ax.text(0.5, 0.5, "no success measured", ha="center", va="center", transform=success_ax.transAxes)
-        fig.suptitle(title, parse_math=False)  # the config's name as written: a $ in it is no formula
+        # the config's name as written: a $ in it is no formula
+        fig.suptitle(f"training curves: {title}", parse_math=False)
         fig.tight_layout()
     except BaseException:  # a figure that failed to draw is closed too
         plt.close(fig)
