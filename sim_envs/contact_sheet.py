@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from liquid_control.atomic_file import atomic_path
 from liquid_control.paths import output_file_problem
 
 from .shifts import LIGHTINGS, SEASONS, Shift
@@ -81,9 +82,9 @@ def main(argv=None):
                 ax.set_ylabel(season, fontsize=8)
     fig.suptitle(f"LiquidRover-v0 camera, seed {args.seed}, {args.size}x{args.size}", fontsize=8)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.95))
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        fig.savefig(args.out)
+    try:  # whole or not at all: savefig straight into --out left half a picture (a full disk, Ctrl-C) over a good one
+        with atomic_path(args.out) as tmp:
+            fig.savefig(tmp, format=Path(args.out).suffix[1:].lower() or "png")
     except OSError as error:  # a folder that refused the file after the checks (a full disk, a read-only mount)
         parser.exit(1, f"{parser.prog}: error: --out {args.out}: cannot write the picture: {error}\n")
     print(f"wrote {args.out}")

@@ -59,3 +59,26 @@ def test_the_saliency_grid_is_closed_and_the_old_one_kept_when_its_writing_fails
         plot_saliency_grid([("p", Policy(), frames)], str(path))
     assert path.read_bytes() == b"the good grid"
     assert set(plt.get_fignums()) == before
+
+
+@pytest.mark.parametrize("name", ["shifts.png", "shifts.pdf"])
+def test_the_contact_sheet_keeps_the_old_picture_when_its_writing_fails(tmp_path, monkeypatch, capsys, name):
+    """Before: sim_envs.contact_sheet saved with savefig straight into --out (docs/shifts.png): a full disk or a
+    Ctrl-C while it wrote left half a picture where the good one was."""
+    from sim_envs import contact_sheet
+
+    plt = pyplot()
+    monkeypatch.setattr(contact_sheet, "rover_view", lambda shift, seed, steps, size: np.zeros((size, size, 3)))
+    out = tmp_path / name
+    out.write_bytes(b"the good sheet")
+    real = plt.Figure.savefig
+    monkeypatch.setattr(plt.Figure, "savefig", _failing_savefig)
+    with pytest.raises(SystemExit) as stop:
+        contact_sheet.main(["--out", str(out), "--size", "8", "--steps", "0"])
+    assert stop.value.code == 1 and "cannot write the picture" in capsys.readouterr().err
+    assert out.read_bytes() == b"the good sheet"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temporary file left
+    monkeypatch.setattr(plt.Figure, "savefig", real)
+    contact_sheet.main(["--out", str(out), "--size", "8", "--steps", "0"])
+    assert out.read_bytes()[:4] == (b"%PDF" if name.endswith(".pdf") else b"\x89PNG")
+    plt.close("all")
