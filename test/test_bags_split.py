@@ -430,15 +430,10 @@ def test_a_latched_message_that_comes_while_the_held_back_messages_fill_their_sp
     ]
 
 
-def test_messages_held_back_that_close_cannot_write_are_counted_and_named_and_the_files_before_finished(
-    tmp_path, monkeypatch, small_files
-):
-    """What the writer held back, behind a slow disk, goes into the next file at close(): where that file cannot
-    be opened (no file descriptor left), the files before are still finished and listed, and close() names the
-    messages not written, counted in ``dropped`` (a recorder's end says them)."""
+def _held_back_with_no_next_file(tmp_path, monkeypatch):
+    """A split writer that holds messages back (the first file still being finished, a slow disk) and cannot open
+    the next file (no file descriptor left), its first file finished: (writer, how many are held back)."""
     import errno
-
-    from mcap.reader import make_reader
 
     from liquid_control.bags import io
 
@@ -463,6 +458,28 @@ def test_messages_held_back_that_close_cannot_write_are_counted_and_named_and_th
 
     monkeypatch.setattr(io._McapFile, "next_file", no_descriptor)
     release.set()
+    return writer, held
+
+
+def test_messages_held_back_that_abort_cannot_write_are_counted(tmp_path, monkeypatch, small_files):
+    """abort() (a recording ended by an error: the writer's with-block) writes what was held back after the files
+    finished before, as close() does; where it could not (the next file not opened), close() counted them in
+    ``dropped`` and ``unwritten`` but abort() counted none: a caller's summary said them recorded."""
+    writer, held = _held_back_with_no_next_file(tmp_path, monkeypatch)
+    writer.abort()
+    assert sum(writer.dropped.values()) == held and writer.unwritten == writer.dropped  # write() had taken them
+    assert not writer._waiting
+
+
+def test_messages_held_back_that_close_cannot_write_are_counted_and_named_and_the_files_before_finished(
+    tmp_path, monkeypatch, small_files
+):
+    """What the writer held back, behind a slow disk, goes into the next file at close(): where that file cannot
+    be opened (no file descriptor left), the files before are still finished and listed, and close() names the
+    messages not written, counted in ``dropped`` (a recorder's end says them)."""
+    from mcap.reader import make_reader
+
+    writer, held = _held_back_with_no_next_file(tmp_path, monkeypatch)
     with pytest.raises(BagError) as refused:
         writer.close()
     assert str(refused.value) == (

@@ -202,7 +202,7 @@ class BagWriter:
     camera_info published once) is held past that limit too, the last one of each publisher (an earlier one held
     past it is replaced, dropped): published once, it would be missing from the whole bag. ``unwritten`` counts by
     topic the messages ``write`` took (True) that did not reach the bag after all (a latched one replaced, those held
-    that ``close()`` could not write); ``dropped`` counts them too.
+    that ``close()`` or ``abort()`` could not write); ``dropped`` counts them too.
     Every file carries every topic's schema and channel (it reads alone), and ``metadata.yaml`` lists them all
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
     whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
@@ -559,6 +559,17 @@ class BagWriter:
             self._wait_finished()
         self._crcs.advance()
 
+    def _give_up_waiting(self) -> int:
+        """Forget the messages held back that could not be written (close, abort), each counted in ``dropped`` and
+        ``unwritten`` (``write`` had taken them); how many."""
+        held = len(self._waiting)
+        for topic, *_ in self._waiting:
+            self._count_lost(topic, self.dropped, self.unwritten)
+        self._waiting.clear()
+        self._held_over.clear()
+        self._waiting_bytes = 0
+        return held
+
     def close(self) -> Path:
         """Finish the bag (MCAP summary and footer, then metadata.yaml); returns its folder."""
         with self._lock, self._held:
@@ -569,13 +580,9 @@ class BagWriter:
                     self._write_all_waiting()
                 except OSError as exc:  # the next file not opened (EMFILE, the folder gone): the open one finished
                     self._wait_finished()
-                    held = len(self._waiting)
+                    held = self._give_up_waiting()
                     unwritten = f"{held} message{'s' * (held != 1)} held back for the next file not written there: "
                     unwritten += str(exc.strerror or exc)
-                    for topic, *_ in self._waiting:
-                        self._count_lost(topic, self.dropped, self.unwritten)
-                    self._waiting.clear()
-                    self._held_over.clear()
                 files = [*self._files, self._file_entry()]
                 metadata = self._writer.metapath
                 if self.split:  # rosbags' metadata.yaml names the last file only: written aside, then listing all
@@ -608,6 +615,7 @@ class BagWriter:
                     self._write_all_waiting()
                 except OSError:  # the disk failing too: the bag is cut there, as a killed recorder's
                     self._wait_finished()
+                    self._give_up_waiting()  # counted as close() counts them (before: not counted at all)
                 try:  # the file is left as it is; what failed (a full disk: its buffered bytes) was said already
                     self._writer.abort()
                 except OSError:
