@@ -334,3 +334,46 @@ def test_the_bag_loop_rounds_figure_draws_its_seeds_in_colours_a_colour_blind_re
     for (a, style_a), (b, style_b) in itertools.combinations(looks, 2):
         if style_a == style_b:
             assert np.linalg.norm(_seen_with(kind, a) - _seen_with(kind, b)) > 12, (a, b)
+
+
+def test_the_bag_loop_figures_have_a_title_whole_intervals_at_100_percent_and_their_legend_beside_the_data(
+    tmp_path, drawn
+):
+    """Before: scripts/bag_loop.py compare put its legend in the upper right corner of the axes, over the last run's
+    bar top and interval when it came near 100%, and rounds put it in the lower right corner, over a seed that fell
+    back in the last rounds; both cut the axes at 1.0, so an interval reaching 100% lost half its cap to the frame,
+    and neither figure had a title."""
+    import importlib.util
+    import json
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("bag_loop", root / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+    summary = json.loads((root / "docs" / "bag_loop" / "summary.json").read_text())
+    runs = []
+    for name, successes, interval in (("loop_a", 25, [0.36, 0.64]), ("loop_b", 50, [0.93, 1.0])):
+        summary["simulated_episodes"]["bags"].update(success=successes, episodes=50, ci95=interval)
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        runs.append(str(tmp_path / name))
+    bag_loop.compare(runs, str(tmp_path / "runs.png"))
+    seeds = []
+    for seed, last in ((0, True), (1, False)):  # seed 1 falls back to 0% in the last round
+        for r, where in enumerate(("sim", "round_1/sim", "round_2/sim")):
+            folder = tmp_path / f"seed{seed}" / where
+            folder.mkdir(parents=True)
+            won = last if r == 2 else r == 1
+            rows = [{"policy": "bags", "shift": "in_distribution", "episode_seed": e, "success": won} for e in range(6)]
+            (folder / "results.json").write_text(json.dumps(rows))
+        seeds.append(str(tmp_path / f"seed{seed}"))
+    bag_loop.rounds(seeds, str(tmp_path / "rounds.png"))
+    assert len(drawn) == 2
+    for fig in drawn:
+        (ax,) = fig.axes
+        assert ax.get_title(), "no title"
+        assert ax.get_ylim()[1] > 1.0  # an interval's cap at 100% drawn whole
+        legend = _extent(fig, ax.get_legend())
+        assert not legend.overlaps(_extent(fig, ax.patch)), ax.get_title()
+        assert legend.x1 <= fig.bbox.width and legend.y0 >= 0
