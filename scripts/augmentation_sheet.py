@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     import gymnasium as gym
 
     import sim_envs  # noqa: F401  (registers the worlds)
-    from liquid_control.figures import pyplot, save_figure
+    from liquid_control.figures import fit_suptitle, pyplot, save_figure
     from liquid_control.training.augment import AUGMENTATION_RANGES, EpisodeAugmentation, YawRecovery, turn_view
 
     env = gym.make("LiquidRover-v0", render_size=64)
@@ -69,6 +69,12 @@ def main(argv=None) -> int:
         ax.set_title(title, fontsize=8)
     for ax in axes.flat:
         ax.axis("off")
+    fit_suptitle(  # the panels alone named a kind each, not what the sheet is or where its ranges are
+        fig,
+        f"training.augmentation: one LiquidRover-v0 camera frame (seed {args.seed}), each kind drawn once as in "
+        "training (ranges: docs/training.md)",
+        9,
+    )
     fig.tight_layout()
     save_figure(fig, args.out, dpi=90)  # the PNG whole or not at all, also on Ctrl-C
     print(f"augmentation sheet -> {args.out}")

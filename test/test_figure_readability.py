@@ -377,3 +377,21 @@ def test_the_bag_loop_figures_have_a_title_whole_intervals_at_100_percent_and_th
         legend = _extent(fig, ax.get_legend())
         assert not legend.overlaps(_extent(fig, ax.patch)), ax.get_title()
         assert legend.x1 <= fig.bbox.width and legend.y0 >= 0
+
+
+def test_the_augmentation_sheet_says_what_it_shows(tmp_path, drawn):
+    """Before: scripts/augmentation_sheet.py (docs/augmentations.png) had panel titles only ('brightness', 'noise'):
+    no title saying that they are one camera frame under each training augmentation, nor where their ranges are."""
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("augmentation_sheet", root / "scripts" / "augmentation_sheet.py")
+    sheet = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sheet)
+    assert sheet.main(["--out", str(tmp_path / "sheet.png")]) == 0
+    (fig,) = drawn
+    title = fig._suptitle.get_text() if fig._suptitle else ""
+    assert "training.augmentation" in title and "seed 3" in title and "docs/training.md" in title, title
+    box = _extent(fig, fig._suptitle)
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width and box.y1 <= fig.bbox.height
