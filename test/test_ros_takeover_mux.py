@@ -416,3 +416,43 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
         launch_stubs(path, seed="x")
     with pytest.raises(ValueError, match="operator_share: must be a number"):
         launch_stubs(path, operator_share="half")
+
+
+def test_another_publisher_on_the_base_topic_is_named_in_a_warning(mux):
+    """Before: the mux looked at the base's topic only for subscribers of another type; a second publisher there (a
+    nav stack's controller, a policy node publishing to the base itself) went unsaid, though the base takes its
+    commands too and neither the deadman's stops nor a takeover hold the base."""
+    m = mux()
+    said = []
+
+    class Logger:
+        def warning(self, text, **_):
+            said.append(("warning", text))
+
+        def info(self, text, **_):
+            said.append(("info", text))
+
+    m.node.get_logger = lambda: Logger()
+    m.node._check_types()
+    assert not [text for level, text in said if "other publishers" in text]  # the mux's own publisher is no other
+    other = rclpy.create_node("nav_controller", context=m.context)
+    try:
+        other.create_publisher(TwistStamped, "base/cmd_vel", 10)  # one participant: one type per topic
+        deadline = time.monotonic() + 10.0
+        while not said and time.monotonic() < deadline:  # until the graph shows it
+            m.node._check_types()
+            time.sleep(0.02)
+        assert said and said[0][0] == "warning", said
+        assert (
+            "/base/cmd_vel (output_topic) has other publishers: /nav_controller (geometry_msgs/msg/TwistStamped)"
+            in said[0][1]
+        )
+        m.node._check_types()
+        assert len(said) == 1  # said when they change, not at every check
+    finally:
+        other.destroy_node()
+    deadline = time.monotonic() + 10.0
+    while len(said) < 2 and time.monotonic() < deadline:
+        m.node._check_types()
+        time.sleep(0.02)
+    assert said[1] == ("info", "/base/cmd_vel (output_topic): no other publisher now")

@@ -24,7 +24,8 @@ from the checked values; a policy command with NaN/inf is replaced by the operat
 Its three topics must be different as the node resolves them (namespace, remappings): a base on the joystick's
 topic would feed the mux its own commands as an operator's, and the policy would drive unsupervised. A publisher
 (inputs) or subscriber (the base) of another message type on them is named in one warning: DDS never connects
-them, so their commands would silently not arrive.
+them, so their commands would silently not arrive. Another publisher on the base's topic is named in a warning too:
+the base takes its commands as well, and the mux's stops do not hold it.
 
 At run time (``ros2 param set``) the rule and the deadman may be tuned: ``takeover_threshold``,
 ``takeover_hold_s``, ``operator_share``, ``operator_timeout_s`` and ``policy_timeout_s`` are checked as at
@@ -180,6 +181,7 @@ class TakeoverMuxNode(Node):
         self.rule, self.scale, self.output_type = s["rule"], s["scale"], s["output_type"]
         self.operator_type = s["operator_type"]
         self.type_checked_at, self.type_warnings = -math.inf, set()
+        self.other_base_publishers: tuple[str, ...] = ()  # other publishers on output_topic (said when they change)
         self.operator_timeout, self.policy_timeout = s["operator_timeout"], s["policy_timeout"]
         self.operator = Operator(self.rule, s["seed"])
         self.operator_command, self.operator_at = None, -math.inf  # latest operator command (action units)
@@ -348,6 +350,7 @@ class TakeoverMuxNode(Node):
             ("policy_topic", "command_type", self.output_type, self.get_publishers_info_by_topic),
             ("output_topic", "command_type", self.output_type, self.get_subscriptions_info_by_topic),
         )
+        self._check_other_base_publishers()
         for topic_parameter, type_parameter, msg_class, endpoints in ends:
             topic, ours = self.resolved[topic_parameter], message_type_name(msg_class)
             for other in sorted({e.topic_type for e in endpoints(topic)} - {ours}):
@@ -360,6 +363,29 @@ class TakeoverMuxNode(Node):
                     f"{self.get_parameter(type_parameter).value}); the two never connect, set {type_parameter} "
                     "to match"
                 )
+
+    def _check_other_base_publishers(self):
+        """Other publishers on the base's topic (a nav stack's controller, a policy node publishing there itself, a
+        second mux): the base takes their commands too, so neither the mux's stops (deadman, silence, shutdown) nor
+        the operator's takeover hold it. Said in a warning naming them when they change (info when none is left)."""
+        topic, me = self.resolved["output_topic"], (self.get_namespace(), self.get_name())
+        ours, others = message_type_name(self.output_type), []
+        for info in self.get_publishers_info_by_topic(topic):
+            if ours and (info.node_namespace, info.node_name) == me and info.topic_type == ours:
+                ours = None  # the mux's own publisher (the first of its name: a second is another process's)
+                continue
+            others.append(f"{info.node_namespace.rstrip('/')}/{info.node_name} ({info.topic_type})")
+        others = tuple(sorted(others))
+        if others == self.other_base_publishers:
+            return
+        self.other_base_publishers = others
+        if others:
+            self.get_logger().warning(
+                f"{topic} (output_topic) has other publishers: {', '.join(others)}: the base takes their commands "
+                "too, and neither the mux's stops nor the operator's takeover hold it"
+            )
+        else:
+            self.get_logger().info(f"{topic} (output_topic): no other publisher now")
 
     def close(self):
         """Stop the base (shutdown) and log the counts."""
