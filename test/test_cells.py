@@ -290,12 +290,15 @@ def test_a_batch_first_dt_of_another_shape_is_refused_naming_every_accepted_form
     [(AutoNCP(8, 2, seed=1), {}), (8, {"backbone_layers": 0}), (8, {"backbone_layers": 0, "mode": "pure"})],
     ids=["wired", "no_backbone", "pure_no_backbone"],
 )
-def test_an_activation_on_a_cfc_without_a_backbone_is_refused_naming_it(units, options):
+def test_an_activation_on_a_cfc_without_a_backbone_is_warned_about_naming_it(units, options):
     """Only the backbone's layers have the activation: a wired CfC or one of backbone_layers=0 ignored it silently
-    (activation="relu" gave the default's outputs; "gelu" ran the slower stepwise path for the same numbers)."""
+    (activation="relu" gave the default's outputs; "gelu" ran the slower stepwise path for the same numbers). A
+    warning, not a refusal: a checkpoint saved with it still loads and acts as it did."""
     for name in ("relu", "gelu", "tanh"):
-        with pytest.raises(ValueError, match=f"activation='{name}' has no effect on a CfC without a backbone"):
-            CfC(3, units, activation=name, **options)
+        with pytest.warns(UserWarning, match=f"activation='{name}' has no effect on a CfC without a backbone"):
+            model = CfC(3, units, activation=name, **options)
+        with pytest.warns(UserWarning, match="has no effect"):
+            assert build_core(model.config()).cell.config() == model.cell.config()
     with pytest.raises(ValueError, match="unknown activation 'nope'"):
         CfC(3, units, activation="nope", **options)
     model = CfC(3, units, activation="lecun_tanh", **options)  # the default, as every saved config() names it

@@ -27,6 +27,7 @@ input part of the first linear map is computed for a whole sequence in one matmu
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -177,12 +178,14 @@ class CfCCell(RecurrentCore):
         activations.activation(activation)  # an unknown name: ValueError naming the choices
         if activation != "lecun_tanh" and (self.wiring is not None or backbone_layers == 0):
             # only the backbone's layers have this activation (the heads' are tanh and sigmoid): without one it was
-            # ignored silently (outputs the default's), "gelu" forcing the slower stepwise path for nothing
-            raise ValueError(
+            # ignored silently (outputs the default's, "gelu" running the slower stepwise path for the same numbers).
+            # A warning, not a refusal: a checkpoint saved with it must still load
+            warnings.warn(
                 f"activation={activation!r} has no effect on a CfC without a backbone "
                 f"({'a wired CfC' if self.wiring is not None else 'backbone_layers=0'}): the activation is the "
                 "backbone layers' only; leave activation unset or give the CfC a backbone (backbone_layers >= 1, "
-                "no wiring)"
+                "no wiring)",
+                stacklevel=2,
             )
         if self.wiring is None:
             units = size_arg("units", units)
