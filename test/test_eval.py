@@ -1004,6 +1004,34 @@ def test_a_part_killed_before_its_report_is_counted_by_the_resume_that_continues
             provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=True)
 
 
+def test_a_wall_clock_step_during_an_experiment_leaves_its_wall_times_true(tmp_path, monkeypatch, tiny_checkpoints):
+    """The report's wall time, training's and the sitting record's were time.time() - start: the wall clock stepped
+    back an hour during training (NTP or chrony at a network's return, a clock set by hand) made them -3600 s, an
+    hour forward made them an hour too long. They are on the monotonic clock now; the start stays the wall time."""
+    import time
+
+    from liquid_control.cli import main
+    from liquid_control.evaluation import experiment, provenance
+
+    out, sittings, heartbeats, wall = tmp_path / "headline", [], [], time.time
+
+    def trained_while_the_clock_stepped_back(*args, on_work=None, **kwargs):
+        on_work()
+        monkeypatch.setattr(time, "time", lambda: wall() - 3600.0)
+        sittings[0]._write()  # a heartbeat after the step
+        heartbeats.append(json.loads((out / provenance.SITTING_NAME).read_text())["current"])
+        return [dict(name="cfc", arch="cfc", seed=0, policy=tiny_checkpoints[0], metadata={}, cpu_s=None)]
+
+    monkeypatch.setattr(experiment, "train_all", trained_while_the_clock_stepped_back)
+    monkeypatch.setattr(evaluate_module, "run_jobs", lambda *a, **k: None)  # the episodes do not matter here
+    monkeypatch.setattr(provenance.Sitting, "working", lambda self: sittings.append(self))  # no heartbeat thread
+    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--episodes", "1", "--recipes"]
+    argv += ["off", "--no-expert", "--shift", "in_distribution", "--out", str(out), "--workers", "1", "--no-progress"]
+    assert main(argv) == 0
+    prov = json.loads((out / "provenance.json").read_text())
+    assert 0.0 <= heartbeats[0]["wall_time_s"] <= prov["training_wall_time_s"] <= prov["wall_time_s"] < 600.0
+
+
 def test_an_experiment_that_fails_once_training_began_keeps_its_part_and_a_refused_one_leaves_none(
     tmp_path, monkeypatch
 ):

@@ -63,7 +63,8 @@ def evaluate(
     ``started``, ``commit``: when the whole run began (time.time()) and its ``provenance.code_commit()`` then
     (an experiment passes its own, so the report's wall time includes training); ``provenance_extra``: more
     lines for the report's provenance; ``sitting``: the caller's ``provenance.Sitting`` (an experiment's
-    begins before its training), else this call keeps its own.
+    begins before its training), else this call keeps its own; the report's wall time is the sitting's
+    ``elapsed()`` (the monotonic clock).
     """
     from liquid_control.evaluation import provenance
 
@@ -127,7 +128,7 @@ def evaluate(
         def finished_provenance() -> dict:
             """Collected once the figures are made (they take minutes): the report's times cover the whole run."""
             prov = prov_now = provenance.collect(
-                command, started, time.time() - started, commit, **(provenance_extra or {})
+                command, started, sitting.elapsed(), commit, **(provenance_extra or {})
             )
             previous = None
             if resume and os.path.isfile(prov_path):

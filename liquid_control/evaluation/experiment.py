@@ -637,7 +637,7 @@ def run_experiment(args, command: str = "") -> dict:
             args.backend,
             on_work=sitting.working,
         )
-        training_wall = time.time() - started
+        training_wall = sitting.elapsed()  # monotonic: a wall clock step during training leaves it true
         policies = [] if args.no_expert else [EXPERT]
         for name in names:
             policies.append(f"{name}=" + ",".join(r["policy"] for r in trained if r["name"] == name))

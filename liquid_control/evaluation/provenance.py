@@ -100,6 +100,10 @@ class Sitting:
             self.cut_short = [part for part in parts if part.pop("worked", True)]
             self.unrecorded_episodes = found.get("unrecorded_episodes")
         self.started = started
+        # durations on the monotonic clock, from ``started`` (a wall time, for the record's label): the wall clock
+        # stepped during a run of hours (NTP or chrony at a network's return, a clock set by hand) made its wall
+        # time negative or an hour too long
+        self._began = time.monotonic() - max(0.0, time.time() - started)
         self.current = {
             "command": command,
             "working_directory": os.getcwd(),
@@ -115,12 +119,16 @@ class Sitting:
         with self._lock:
             if self._stop.is_set():
                 return
-            self.current["wall_time_s"] = round(time.time() - self.started, 1)
+            self.current["wall_time_s"] = round(self.elapsed(), 1)
             with atomic_write(self.path, "w", encoding="utf-8") as fh:
                 record = {"cut_short": self.cut_short, "current": self.current}
                 if self.unrecorded_episodes is not None:
                     record["unrecorded_episodes"] = self.unrecorded_episodes
                 json.dump(record, fh, indent=1)
+
+    def elapsed(self) -> float:
+        """Seconds since the run began (``started``), on the monotonic clock: what a wall clock step leaves alone."""
+        return time.monotonic() - self._began
 
     def _beat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
