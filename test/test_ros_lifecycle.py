@@ -332,6 +332,26 @@ def test_an_activate_failure_is_logged_and_leaves_the_node_inactive(policy_file,
     assert node.failure.startswith("activate failed")
 
 
+@pytest.mark.parametrize("use_sim_time", [False, True])
+def test_the_watchdog_and_control_timers_run_on_the_steady_clock_unless_the_node_uses_sim_time(
+    policy_file, ros, use_sim_time
+):
+    """Without use_sim_time the node clock is the system clock, and an rcl timer on it waits out a step of the
+    system clock back (NTP or chrony at boot or a network's return, ros2/ros2#1080): the watchdog's checks and
+    fixed_rate's commands stopped for as long as the step, an input silent meanwhile stopped nothing. (Stepping the
+    machine's clock needs root; what decides it is the timers' clock.) Under use_sim_time they follow /clock."""
+    from rclpy.clock import ClockType
+
+    make, _ = ros
+    overrides = params(policy_file, publish_mode="fixed_rate", control_rate_hz=50.0, use_sim_time=use_sim_time)
+    node = make(PolicyNode, parameter_overrides=overrides)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    watchdog, control, diagnostics = node._activity_timers
+    expected = ClockType.ROS_TIME if use_sim_time else ClockType.STEADY_TIME
+    assert watchdog.clock.clock_type == expected and control.clock.clock_type == expected
+    assert diagnostics.clock.clock_type == ClockType.STEADY_TIME
+
+
 def test_activate_deactivate_cycles_reuse_the_timers_and_grow_nothing(policy_file, ros):
     """A node paused and resumed by its supervisor for months: each activation created the watchdog, diagnostics
     and control timers and each deactivation destroyed them, and rclpy keeps a weak reference to every timer a

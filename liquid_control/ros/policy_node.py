@@ -381,9 +381,14 @@ class PolicyNode(LifecycleNode):
         ]
         if s.publish_mode == "fixed_rate":
             timers.append(("control_rate_hz", 1.0 / s.control_rate_hz, self._on_control_timer))
+        # without use_sim_time on the steady clock: a timer on the node clock (system time) waits out a step of the
+        # system clock back (NTP or chrony at boot or a network's return), the watchdog's checks and fixed_rate's
+        # commands stopped for as long as the step (ros2/ros2#1080); the checks still measure by the node clock
+        use_sim_time = bool(self.get_parameter("use_sim_time").value)
+        clock = None if use_sim_time else Clock(clock_type=ClockType.STEADY_TIME)
         for parameter, period, callback in timers:
             with _naming(parameter):
-                timer = self.create_timer(period, callback)
+                timer = self.create_timer(period, callback, clock=clock)
             # not autostart=False, which Humble's rclpy lacks; a callback run in between finds the node inactive
             timer.cancel()
             self._activity_timers.append(timer)
