@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         parser.error(str(exc))
     original = copy.deepcopy(rover.LIGHTINGS["dusk"])
     outcomes: dict[str, dict[str, list[bool]]] = {}
-    started = time.time()
+    started = time.monotonic()
     try:
         for label, lighting in variants(rover.LIGHTINGS).items():
             rover.LIGHTINGS["dusk"] = lighting  # the worlds of this process build their MJCF from it
@@ -116,7 +116,7 @@ def main(argv=None) -> int:
         "command": "python scripts/dusk_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "episodes": args.episodes,
         "episode_seeds": [plan.jobs[0].episode_seed, plan.jobs[0].episode_seed + args.episodes - 1],
-        "wall_s": round(time.time() - started, 1),
+        "wall_s": round(time.monotonic() - started, 1),
     }
     with atomic_write(out / "results.json", "w") as handle:  # whole or not at all, also on Ctrl-C
         handle.write(json.dumps({"provenance": provenance, "rows": rows}, indent=1) + "\n")

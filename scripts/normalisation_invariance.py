@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     from liquid_control.policy.encoders import CameraEncoder
     from sim_envs.shifts import parse_shift
 
-    started = time.time()
+    started = time.monotonic()
     seeds = range(FIRST_SEED, FIRST_SEED + args.episodes)
     clean = {seed: expert_frames(None, seed, args.steps) for seed in seeds}
     ratios: dict[str, dict[str, float]] = {}
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         "command": "python scripts/normalisation_invariance.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "expert_episode_seeds": [seeds[0], seeds[-1]],
         "frames_per_shift": int(len(a)),
-        "wall_s": round(time.time() - started, 1),
+        "wall_s": round(time.monotonic() - started, 1),
     }
     with atomic_write(out / "results.json", "w") as handle:  # whole or not at all, also on Ctrl-C
         handle.write(json.dumps({"provenance": provenance, "shift_over_state": ratios}, indent=1))

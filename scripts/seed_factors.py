@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     if not set(split) <= set(seeds):
         parser.error(f"--split-seeds {args.split_seeds} must be among --seeds {args.seeds} (the grid holds I = B)")
     out = Path(args.out)
-    started = time.time()
+    started = time.monotonic()
 
     def run(arch, i, b, d):
         return (arch, i, b, d, str(out / "train" / arch / f"i{i}_b{b}_d{d}"))
@@ -199,7 +199,7 @@ def main(argv=None) -> int:
     results = {
         "provenance": {
             "command": "python scripts/seed_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "wall_s_of_this_call": round(time.time() - started, 1),
+            "wall_s_of_this_call": round(time.monotonic() - started, 1),
             "training_cpu_s": cpu_s,
             "same_weights_as_reference_where_i_b_d_equal": reference,
         },

@@ -91,7 +91,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     results: dict = {}
-    start = time.time()
+    start = time.monotonic()
     total = sum(len(task[2]) for task in tasks)
     with (
         mp.get_context("spawn").Pool(args.workers) as pool,
@@ -101,7 +101,7 @@ def main(argv=None):
             results.setdefault((world, preset), []).extend(episodes)
             bar.update(len(episodes))
             bar.set_postfix_str(f"{world} {preset}", refresh=False)
-    wall = time.time() - start
+    wall = time.monotonic() - start
 
     failure_name = {"rover": "collisions", "balancer": "falls", "balance_nav": "falls"}
     for world in args.worlds:
