@@ -2,7 +2,8 @@
 PR_SET_PDEATHSIG: the workers of training and evaluation, the nodes of ``liquid-control sim``'s graph), and a
 command line that treats SIGTERM (``kill``, a batch system's time limit) as it treats Ctrl-C. Also the allocator
 setting of the processes that train and evaluate (:func:`keep_freed_memory`), and the loop that collects a process
-pool's results and stops it cleanly (:func:`collect_results`)."""
+pool's results and stops it cleanly (:func:`collect_results`), and the warnings of worker processes shown once by
+the process that started them (:func:`run_keeping_warnings`, :class:`WarningsOnce`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -267,3 +269,58 @@ def collect_results(pool: Executor, futures: Iterable[Future], on_done: Callable
         terminate_workers(pool)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
+
+
+WarningItem = tuple[str, str, str, str, int]  # category's module and name, text, file, line
+
+
+def run_keeping_warnings(function: Callable[..., object], *args) -> tuple[object, list[WarningItem]]:
+    """In a worker process: ``function(*args)`` and the warnings it gave, as plain values (the category named, not
+    pickled) for :class:`WarningsOnce` in the parent to show. A worker's own stderr showed each warning once per
+    worker process (the same line N times from N workers) or, from a Ray worker, whose output is not forwarded, not
+    at all. Where ``function`` raises, its warnings are shown here, before its exception goes back."""
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            result = function(*args)
+    except BaseException:
+        for w in caught:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        raise
+    return result, [
+        (w.category.__module__, w.category.__qualname__, str(w.message), w.filename, w.lineno) for w in caught
+    ]
+
+
+def _warning_category(module: str, name: str) -> type[Warning]:
+    found = sys.modules.get(module)
+    for part in name.split("."):
+        found = getattr(found, part, None)
+    return found if isinstance(found, type) and issubclass(found, Warning) else UserWarning
+
+
+def _module_name(filename: str) -> str | None:
+    """The name of the module imported here from ``filename`` (what a ``-W`` filter's module part matches), or None."""
+    for name, module in list(sys.modules.items()):
+        if getattr(module, "__file__", None) == filename:
+            return name
+    return None
+
+
+class WarningsOnce:
+    """In the process that started the workers: shows each warning they sent (:func:`run_keeping_warnings`) once in
+    the whole run, as this process shows its own (its filters, ``-W``). One this process gave itself is not told
+    apart: a world module of one's own that warns when imported is shown twice (here, and once for all workers)."""
+
+    def __init__(self) -> None:
+        self._shown: set[WarningItem] = set()
+
+    def show(self, caught: list[WarningItem]) -> None:
+        """Show those of ``caught`` not shown before in this run."""
+        for item in caught:
+            if item in self._shown:
+                continue
+            self._shown.add(item)
+            category_module, category_name, text, filename, lineno = item
+            category = _warning_category(category_module, category_name)
+            warnings.warn_explicit(text, category, filename, lineno, module=_module_name(filename))

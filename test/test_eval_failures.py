@@ -1,6 +1,7 @@
 """An evaluation whose episodes fail (an exception in a world or policy, a worker process that dies) or that is
 stopped while its workers run: it ends at once, names what failed and keeps every finished episode."""
 
+import dataclasses
 import multiprocessing
 import os
 import time
@@ -254,3 +255,34 @@ def test_backend_ray_without_ray_is_refused_naming_the_extra_before_out_is_made(
         "liquid_control[ray]): pip install 'ray==2.60.0'"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("backend", ["process", "ray"])
+def test_a_workers_warning_reaches_the_user_once_whatever_the_workers(backend, monkeypatch, capfd):
+    """Before: a warning given in the workers (here the compiled kernels' about LIQUID_CONTROL_NATIVE=maybe, which
+    each CfC policy's worker gives) was printed by every worker process that ran a batch (the same lines N times
+    for --workers N), and by none on Ray (a Ray worker's output is not forwarded). It comes back with the batch and
+    the evaluation process shows it once."""
+    import warnings
+    from pathlib import Path
+
+    from liquid_control.evaluation import backends
+    from liquid_control.evaluation.plan import build_plan
+
+    if backend == "ray":
+        ray = pytest.importorskip("ray", reason="ray is an optional extra (pip install ray==2.60.0)")
+        if ray.is_initialized():
+            pytest.skip("needs a Ray instance of its own, started with this environment")
+        monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token file in the user's home
+    monkeypatch.setenv("LIQUID_CONTROL_NATIVE", "maybe")  # the workers' environment (spawned, or Ray's raylet)
+    checkpoint = Path(__file__).resolve().parents[1] / "policies" / "cfc_rover.pt"
+    jobs = build_plan([f"cfc={checkpoint}"], ["in_distribution", "winter"], 2).jobs
+    jobs = [dataclasses.replace(j, env_kwargs={**j.env_kwargs, "time_limit": 1.0}) for j in jobs]
+    records = []
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # this process's filter: every warning it is given is shown
+        backends.run_jobs(jobs, lambda job, r: records.append(r), backend=backend, workers=2, progress=False, lanes=1)
+    assert len(records) == 4
+    said = [str(w.message) for w in shown if "LIQUID_CONTROL_NATIVE='maybe'" in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in shown]
+    assert "LIQUID_CONTROL_NATIVE" not in capfd.readouterr().err  # no worker printed it itself

@@ -3,7 +3,8 @@
 The jobs are cut into batches (`batched.make_batches`: one policy, training seed and shift, up to `lanes`
 episodes stepped in lockstep) and every backend runs the same function (`batched.run_batch`) on the same
 batches, one CPU thread per batch, handing each batch's records to `on_result` in the parent as the batch
-finishes, so the results log has a single writer and an interrupted run keeps what finished.
+finishes, so the results log has a single writer and an interrupted run keeps what finished. The warnings a worker
+gives come back with its batch and are shown once in the run by this process (`processes.WarningsOnce`).
 
 What the records do and do not depend on: every batch is deterministic, so for the same batches the records are
 the same whatever the backend, the number of workers or the order in which the batches run. The batches are not
@@ -28,6 +29,7 @@ from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_b
 from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
 from liquid_control.processes import (  # available_cpus: part of this module's API (experiment)
+    WarningsOnce,
     WorkerPoolError,
     available_cpus,
     collect_results,
@@ -36,6 +38,7 @@ from liquid_control.processes import (  # available_cpus: part of this module's 
     keep_freed_memory,
     more_workers_than_cpus,
     quiet_ctrl_c_in_worker,
+    run_keeping_warnings,
     spawn_pool,
 )
 
@@ -172,12 +175,17 @@ def _run_process_pool(batches, finished, workers: int) -> None:
         pool = spawn_pool(workers, _init_worker)
     except WorkerPoolError as exc:
         raise RunFailedError(f"--backend process: {exc}; or use --backend serial") from None
+    shown = WarningsOnce()  # a worker's warnings: once in the run, not once per worker
+
+    def done(future) -> None:
+        records, caught = _records(batch_of[future], future.result)
+        shown.show(caught)
+        finished(batch_of[future], records)
+
     with pool:
-        batch_of = {pool.submit(run_verified_batch, batch): batch for batch in batches}
+        batch_of = {pool.submit(run_keeping_warnings, run_verified_batch, batch): batch for batch in batches}
         # a failed batch stops the evaluation here, once the batches running beside it are in the log
-        collect_results(
-            pool, batch_of, lambda future: finished(batch_of[future], _records(batch_of[future], future.result))
-        )
+        collect_results(pool, batch_of, done)
 
 
 def import_ray():
@@ -227,18 +235,26 @@ def _run_ray(batches, finished, address: str | None) -> None:
             if job.checkpoint and job.checkpoint_sha not in blobs:
                 with open(job.checkpoint, "rb") as fh:
                     blobs[job.checkpoint_sha] = ray.put(fh.read())
-        remote = ray.remote(num_cpus=1)(_ray_batch)
+        remote = ray.remote(num_cpus=1)(_ray_task)
         pending = {remote.remote(batch, blobs.get(batch[0].checkpoint_sha)): batch for batch in batches}
+        shown = WarningsOnce()  # a Ray worker's output is not forwarded (log_to_driver=False): its warnings come here
         try:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 for ref in done:
                     batch = pending.pop(ref)
-                    finished(batch, _records(batch, ray.get, ref))
+                    records, caught = _records(batch, ray.get, ref)
+                    shown.show(caught)
+                    finished(batch, records)
         except BaseException:
             for ref in pending:
                 ray.cancel(ref)
             raise
+
+
+def _ray_task(batch: list[EpisodeJob], checkpoint_bytes: bytes | None):
+    """A Ray task: `_ray_batch`'s records and the warnings it gave, which the driver shows."""
+    return run_keeping_warnings(_ray_batch, batch, checkpoint_bytes)
 
 
 def _ray_batch(batch: list[EpisodeJob], checkpoint_bytes: bytes | None) -> list[dict]:
