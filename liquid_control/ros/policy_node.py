@@ -67,6 +67,7 @@ from liquid_control.conventions.params import (
     validate_policy_node_parameters,
 )
 from liquid_control.paths import resolve_policy_file
+from liquid_control.ros.delivery import deliver_stop
 from liquid_control.ros.executable import WithMessageInfo
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
@@ -162,6 +163,9 @@ class PolicyNode(LifecycleNode):
         # watchdog, diagnostics[, control]: see _create_activity_timers (not `_timers`: rclpy's Node list of them)
         self._activity_timers = []
         self._active = False
+        # the stop that ended commanding (deactivate, shutdown, error) is not known to have reached the subscribers:
+        # _release waits for its acknowledgement before destroying the publisher (see ros.delivery)
+        self._stop_unconfirmed = False
         self.configuring = False  # inside on_configure (a signal then abandons it, see main)
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received (set by main's handler)
         self.failure: str | None = None  # why the last configure/activate failed
@@ -418,6 +422,7 @@ class PolicyNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         _hold_heap(self, True)
         self._active = True
+        self._stop_unconfirmed = False
         self.get_logger().info("active: commanding")
         return ret
 
@@ -471,6 +476,7 @@ class PolicyNode(LifecycleNode):
         if self._active:
             self._active = False
             self._publish_stop(why)
+            self._stop_unconfirmed = self._command_pub is not None
 
     def _cancel_activity_timers(self):
         for timer in self._activity_timers[:-1]:  # not the diagnostics' (running until cleanup)
@@ -490,7 +496,13 @@ class PolicyNode(LifecycleNode):
         while self._subscriptions_by_sensor:
             self.destroy_subscription(self._subscriptions_by_sensor.popitem()[1])
         if self._command_pub is not None:
+            if self._stop_unconfirmed and self.context.ok():  # a stop lost at the writer's end: the robot moves on
+                try:
+                    deliver_stop(self._command_pub, self.get_logger(), "the stop command")
+                except Exception as exc:  # free the rest anyway
+                    self.get_logger().error(f"the stop command's delivery: {type(exc).__name__}: {exc}")
             self.destroy_lifecycle_publisher(self._command_pub)
+        self._stop_unconfirmed = False
         if self._diag_pub is not None:
             self.destroy_publisher(self._diag_pub)
         if self._reset_srv is not None:

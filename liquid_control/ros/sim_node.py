@@ -41,7 +41,6 @@ from geometry_msgs.msg import TransformStamped, Twist, Vector3
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import SetParametersResult
 from rclpy._rclpy_pybind11 import RCLError
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
@@ -71,6 +70,7 @@ from liquid_control.conventions.params import (
 from liquid_control.conventions.sim_worlds import WORLDS  # each world's sensors, command and IMU noise
 from liquid_control.paths import user_path
 from liquid_control.ros import robot_description
+from liquid_control.ros.delivery import acknowledged
 from liquid_control.ros.graph import taken_episode_bags
 from liquid_control.ros.policy_node import COMMAND_MESSAGES  # the messages policy_node publishes, by command_type
 
@@ -637,14 +637,10 @@ class SimNode(Node):
         self._await_target_ack("the episode's target")
 
     def _acked(self, publisher, limit_s: float) -> bool:
-        """``publisher``'s messages acknowledged by every reliable subscriber within ``limit_s``, waited for in
-        short slices: one long ``wait_for_all_acked`` holds the GIL (the command thread and the signal flag wait
-        with it)."""
-        deadline = time.monotonic() + limit_s
-        while not publisher.wait_for_all_acked(Duration(seconds=0.02)):
-            if time.monotonic() >= deadline or not self.running():
-                return False
-        return True
+        """``publisher``'s messages acknowledged by every reliable subscriber within ``limit_s`` (a signal ends the
+        wait), waited for in short slices: one long ``wait_for_all_acked`` holds the GIL (the command thread and the
+        signal flag wait with it)."""
+        return acknowledged(publisher, limit_s, self.running)
 
     def _await_target_ack(self, what: str) -> None:
         if not self._acked(self.target_pub, _TARGET_ACK_TIMEOUT_S) and self.running():  # (a stop is no failure)

@@ -44,7 +44,6 @@ import numpy as np
 from geometry_msgs.msg import Twist, TwistStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -59,6 +58,7 @@ from liquid_control.conventions.params import (
     same_parameter_value,
     topic_name_problem,
 )
+from liquid_control.ros.delivery import deliver_stop
 from liquid_control.ros.executable import run_until_signal
 
 MUX_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -80,9 +80,6 @@ MUX_PARAMETERS: dict[str, tuple[object, str]] = {
 LIVE_PARAMETERS = ("takeover_threshold", "takeover_hold_s", "operator_share", "operator_timeout_s", "policy_timeout_s")
 MESSAGE_TYPES = {"twist": Twist, "twist_stamped": TwistStamped}
 MAX_TIMEOUT_S = 5.0  # a longer deadman is no deadman
-# Fast DDS (ROS 2's default middleware) acknowledges a reliable message only at its writer's next heartbeat, every
-# 3 s: a shorter wait for the shutdown stop's acknowledgement warned at every shutdown though the stop had arrived
-SHUTDOWN_ACK_S = 4.0
 TYPE_CHECK_PERIOD_S = 1.0  # how often the graph is looked at for publishers/subscribers of another message type
 TOPIC_PARAMETERS = ("policy_topic", "operator_topic", "output_topic")
 # Takeover's errors name the recording's flags; the node's names are its parameters
@@ -390,8 +387,7 @@ class TakeoverMuxNode(Node):
     def close(self):
         """Stop the base (shutdown) and log the counts."""
         self._send(None)
-        if not self.output.wait_for_all_acked(Duration(seconds=SHUTDOWN_ACK_S)):  # before the writer goes away
-            self.get_logger().warning("the stop command at shutdown was not acknowledged by every subscriber")
+        deliver_stop(self.output, self.get_logger(), "the stop command at shutdown")  # before the writer goes away
         c = self.counts
         self.get_logger().info(
             f"{c['updates']} policy updates, operator drove {c['operator_updates']} ({self.operator.takeovers} "
