@@ -115,6 +115,25 @@ def test_the_threshold_is_in_action_units_and_only_the_checked_fields_reach_the_
     assert values(m.sent[-1]) == (0.5, 0.1) and m.sent[-1].twist.linear.y == 0.0 and m.sent[-1].twist.angular.x == 0
 
 
+def test_every_stamped_command_to_the_base_is_in_the_command_frame(mux):
+    """Before: the mux rebuilt each TwistStamped with an empty header.frame_id, so the base got the policy node's
+    commands (frame base_link, its command_frame_id) with no frame through the mux; operator commands and stops too."""
+    m = mux()
+    m.policy(0.4, 0.1)  # no operator: a stop
+    m.operator(1.0, 0.0)
+    m.policy(0.4, 0.1)  # the policy's
+    m.policy(1.0, 0.7)  # taken over: the operator's
+    m.operator(0.8, -0.2)  # the operator's, as it comes
+    assert len(m.sent) == 4 and [msg.header.frame_id for msg in m.sent] == ["base_link"] * 4
+    m = mux(command_frame_id="robot1/base_footprint", operator_command_type="twist")
+    m.operator(1.0, 0.0, stamped=False)
+    out, _ = m.policy(0.4, 0.1)
+    assert out.header.frame_id == "robot1/base_footprint"
+    m = mux(command_type="twist", command_frame_id="")  # no header to carry it: accepted, unused
+    with pytest.raises(ValueError, match="command_frame_id: must be a string"):
+        mux(command_frame_id=3)
+
+
 def test_the_operator_may_publish_another_type_than_the_policy(mux):
     m = mux(command_type="twist", operator_command_type="twist_stamped")
     m.operator(0.5, 0.0)
@@ -393,6 +412,7 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
     assert (
         params["action_scale"] == [1.0, 1.5] and params["command_type"] == "twist" and params["operator_share"] == 0.3
     )
+    assert params["command_frame_id"] == "base_link"  # the file's (config/rover_policy.yaml): the policy node's frame
     mux(**{k: v for k, v in params.items() if k != "use_sim_time"})  # the node takes them
     recorder = nodes[2].kwargs["parameters"][-1]
     assert recorder["output"] == "bags/r1"

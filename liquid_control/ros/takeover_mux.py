@@ -19,7 +19,8 @@ It is a deadman: the base gets a stop command, never the policy's, when no opera
 ``policy_timeout_s`` while the policy drives, no operator command while the operator drives) and at shutdown.
 Times are the machine's monotonic clock, not the ROS clock: a paused or restarted ``/clock`` must not make a
 silent operator look present. Only ``linear.x`` and ``angular.z`` reach the base (the rover's twist), rebuilt
-from the checked values; a policy command with NaN/inf is replaced by the operator's (with a warning).
+from the checked values (a TwistStamped in ``command_frame_id``, the policy node's, whatever frame the joystick
+names); a policy command with NaN/inf is replaced by the operator's (with a warning).
 
 Its three topics must be different as the node resolves them (namespace, remappings): a base on the joystick's
 topic would feed the mux its own commands as an operator's, and the policy would drive unsupervised. A publisher
@@ -67,6 +68,10 @@ MUX_PARAMETERS: dict[str, tuple[object, str]] = {
     "output_topic": ("base/cmd_vel", "what the base executes"),
     "command_type": ("twist", "message type of policy_topic and output_topic: twist | twist_stamped"),
     "operator_command_type": ("twist", "message type of operator_topic: twist | twist_stamped"),
+    "command_frame_id": (
+        "base_link",
+        "header.frame_id of every twist_stamped command to the base (the policy node's command_frame_id)",
+    ),
     "action_scale": ([1.0], "the policy node's action_scale (one value, or linear and angular): commands / scale"),
     "takeover_threshold": (0.5, "take over where the commands differ by more (action units, largest element)"),
     "takeover_hold_s": (1.0, "keep the base at least this long after a takeover"),
@@ -122,6 +127,8 @@ def checked_settings(p: dict) -> dict:
     for name in ("command_type", "operator_command_type"):
         if p[name] not in MESSAGE_TYPES:
             problems.append(f"{name}: must be one of {', '.join(MESSAGE_TYPES)}, got {p[name]!r}")
+    if not isinstance(p["command_frame_id"], str):
+        problems.append(f"command_frame_id: must be a string, got {p['command_frame_id']!r}")
     scale = per_element("action_scale", p["action_scale"], 2, problems, positive=False)
     seconds = {}
     for name in ("operator_timeout_s", "policy_timeout_s", "watch_period_s"):
@@ -154,6 +161,7 @@ def checked_settings(p: dict) -> dict:
         scale=np.asarray(scale, dtype=np.float64),
         output_type=MESSAGE_TYPES[p["command_type"]],
         operator_type=MESSAGE_TYPES[p["operator_command_type"]],
+        frame_id=p["command_frame_id"],
         operator_timeout=float(p["operator_timeout_s"]),
         policy_timeout=float(p["policy_timeout_s"]),
         seed=p["seed"],
@@ -176,7 +184,7 @@ class TakeoverMuxNode(Node):
             self.destroy_node()
             raise ValueError(problem)
         self.rule, self.scale, self.output_type = s["rule"], s["scale"], s["output_type"]
-        self.operator_type = s["operator_type"]
+        self.operator_type, self.frame_id = s["operator_type"], s["frame_id"]
         self.type_checked_at, self.type_warnings = -math.inf, set()
         self.other_base_publishers: tuple[str, ...] = ()  # other publishers on output_topic (said when they change)
         self.operator_timeout, self.policy_timeout = s["operator_timeout"], s["policy_timeout"]
@@ -254,12 +262,14 @@ class TakeoverMuxNode(Node):
 
     def _send(self, action, stamp_msg=None):
         """The base's command: ``action`` (action units; None: stop) in the output type, stamped ``stamp_msg``'s
-        header stamp where it has one, else now."""
+        header stamp where it has one, else now, in ``command_frame_id`` (the twist is rebuilt in the base's frame,
+        whatever frame the operator's joystick names)."""
         msg = self.output_type()
         twist = _twist(msg)
         if action is not None:
             twist.linear.x, twist.angular.z = (float(v) for v in np.asarray(action) * self.scale)
         if isinstance(msg, TwistStamped):
+            msg.header.frame_id = self.frame_id
             if isinstance(stamp_msg, TwistStamped):
                 msg.header.stamp = stamp_msg.header.stamp
             else:
@@ -424,6 +434,7 @@ def round_graph(
         operator_topic=values["command_topic"],
         output_topic=base_topic,
         command_type=values["command_type"],
+        command_frame_id=values["command_frame_id"],
         operator_command_type=operator_command_type,
         action_scale=values["action_scale"],
         operator_share=float(operator_share),
