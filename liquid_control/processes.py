@@ -47,8 +47,13 @@ def _exit_quietly(signum, frame) -> None:
 def quiet_ctrl_c_in_worker() -> None:
     """A pool worker's Ctrl-C: exit at once, without a traceback. Ctrl-C reaches the whole process group; the
     parent (training, evaluation) handles it and says how to resume. Ignoring it made Ctrl-C wait for the
-    episodes running and queued; the default printed a KeyboardInterrupt traceback from every idle worker."""
+    episodes running and queued; the default printed a KeyboardInterrupt traceback from every idle worker.
+    A batch system's early warning (:data:`WARNING_SIGNALS`, sent to every process of the job) is ignored here
+    silently, as the parent ignores it (:func:`sigterm_as_interrupt`), which says so once: by default it ended
+    the worker, and the parent's next batch failed with 'a worker process died'."""
     signal.signal(signal.SIGINT, _exit_quietly)
+    for signum in WARNING_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def available_cpus() -> int:
@@ -132,18 +137,45 @@ def interrupt_in_ctypes(exc: BaseException) -> KeyboardInterrupt | None:
     return Terminated() if name == "Terminated" else KeyboardInterrupt()
 
 
+# A batch system's early warning before it stops a job (SLURM's --signal=USR1@SECONDS, to every process of the job
+# step): by default each ends the process at once, without a word, throwing away the epoch or batch running.
+WARNING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2") if hasattr(signal, name))
+
+
+def _ignored_warning(prog: str):
+    def handler(signum, frame):
+        # os.write: a handler that wrote through sys.stderr while the main thread was writing there raised
+        # 'reentrant call' in the main thread
+        line = (
+            f"{prog}: {signal.Signals(signum).name} ignored (a batch system's warning before its time limit?): it "
+            "goes on; SIGTERM stops it, keeping what finished\n"
+        )
+        try:
+            os.write(2, line.encode("utf-8", "replace"))
+        except OSError:  # no stderr: nothing to say it on
+            pass
+
+    return handler
+
+
 @contextmanager
-def sigterm_as_interrupt():
+def sigterm_as_interrupt(prog: str = "liquid-control"):
     """Within the block SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main thread, so a
-    command's Ctrl-C handling (its message, its exit) also covers ``kill``; elsewhere a no-op."""
+    command's Ctrl-C handling (its message, its exit) also covers ``kill``; and :data:`WARNING_SIGNALS` are ignored,
+    each said in a line on stderr starting with ``prog``, instead of ending the process (the work finished since its
+    last save lost, no word said); the workers of a process pool ignore them too (:func:`quiet_ctrl_c_in_worker`).
+    Elsewhere than the main thread a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _raise_terminated)}
+    for signum in WARNING_SIGNALS:
+        previous[signum] = signal.signal(signum, _ignored_warning(prog))
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
@@ -204,6 +236,27 @@ class WorkerPoolError(RuntimeError):
     """A process pool could not start (its semaphores: a missing, read-only or full /dev/shm)."""
 
 
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (the process a spawned pool's semaphores are registered with)
+    ignoring :data:`WARNING_SIGNALS`, as the pool's workers do (an ignored signal stays ignored across exec; the
+    tracker resets only SIGINT and SIGTERM): a batch system's warning to every process of the job ended it, and
+    the run printed 'resource_tracker: process died unexpectedly, relaunching. Some resources might leak' and a
+    KeyError traceback per semaphore at its end. Where it runs already, or outside the main thread, as it is."""
+    if not WARNING_SIGNALS:  # no such signals (Windows), and no resource tracker process either
+        return
+    from multiprocessing import resource_tracker
+
+    if threading.current_thread() is not threading.main_thread():
+        resource_tracker.ensure_running()
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in WARNING_SIGNALS}
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def spawn_pool(workers: int, initializer: Callable[..., object], initargs: tuple = ()) -> ProcessPoolExecutor:
     """A process pool of ``workers`` spawned interpreters (not forked: a forked MuJoCo/EGL or torch state is not
     safe to reuse in a child). Its queues' locks are POSIX semaphores in /dev/shm: where that is missing, read-only
@@ -211,6 +264,7 @@ def spawn_pool(workers: int, initializer: Callable[..., object], initargs: tuple
     message; it is raised as a :class:`WorkerPoolError` naming /dev/shm."""
     import multiprocessing
 
+    _start_resource_tracker()
     try:
         return ProcessPoolExecutor(
             max_workers=workers,

@@ -277,6 +277,60 @@ def test_sigterm_is_a_message_that_says_how_to_continue_and_exit_143(tmp_path, c
     assert signal.getsignal(signal.SIGTERM) is before  # put back after the run
 
 
+WARNED_RUN = """\
+import os, signal, sys
+sys.path.insert(0, {tests!r})
+import test_training  # its TinyReach world, also in the episode workers (spawned: they import this file)
+from liquid_control import cli
+from liquid_control.training import run
+
+real_epoch = run.TrainingRun.train_epoch
+
+
+def warned_epoch(self, episodes, epoch, round_index):
+    if epoch == 1:  # round 0's episodes came from the workers, which wait for round 1's
+        os.killpg(0, signal.SIGUSR1)  # as SLURM's --signal=USR1@N: every process of the job
+    return real_epoch(self, episodes, epoch, round_index)
+
+
+run.TrainingRun.train_epoch = warned_epoch
+if __name__ == "__main__":
+    sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGUSR1"), reason="POSIX signals")
+def test_a_batch_systems_early_warning_signal_is_said_and_ignored_by_the_run_and_its_workers(tmp_path):
+    """Before: SIGUSR1, which a batch system sends ahead of its time limit (SLURM's --signal=USR1@SECONDS, to every
+    process of the job), ended `liquid-control train` at once without a word (exit status 138), the running epoch
+    lost and the rest of the allocation unused. It is said in one line and ignored, by the episode workers too (one
+    of them ended by it failed the next round with 'a worker process died'; multiprocessing's resource tracker ended
+    by it printed a warning and tracebacks): the run trains the policy it would have."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script, config, out = tmp_path / "warned_run.py", tmp_path / "tiny.yaml", tmp_path / "run"
+    script.write_text(WARNED_RUN.format(tests=str(Path(__file__).parent)))
+    config.write_text(yaml.safe_dump(tiny_config()))
+    argv = ["train", "--config", str(config), "--out", str(out), "--no-progress", "--workers", "2"]
+    done = subprocess.run(  # a session of its own: the signal to its process group reaches none of pytest's
+        [sys.executable, str(script), *argv], capture_output=True, text=True, start_new_session=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    # multiprocessing's resource tracker (a process of the job too) ended by it: a warning and a traceback per semaphore
+    assert "resource_tracker" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    said = [line for line in done.stderr.splitlines() if "SIGUSR1" in line]
+    assert said == [
+        "liquid-control train: SIGUSR1 ignored (a batch system's warning before its time limit?): it goes on; "
+        "SIGTERM stops it, keeping what finished"
+    ]
+    reference = trainer.train(tiny_config(), tmp_path / "reference", progress=False, log=lambda m: None)
+    warned, uninterrupted = (torch.load(p, weights_only=False) for p in (out / "policy.pt", reference.policy_path))
+    for key, value in uninterrupted["state_dict"].items():
+        assert torch.equal(warned["state_dict"][key], value), key
+
+
 @pytest.mark.parametrize("signame, code, stopped", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
 def test_a_signal_inside_a_ctypes_call_of_an_episode_is_the_interrupt(
     tmp_path, capsys, monkeypatch, signame, code, stopped

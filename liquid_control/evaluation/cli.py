@@ -276,7 +276,8 @@ def _run(args: argparse.Namespace) -> int:
         else ""
     )
     try:
-        with sigterm_as_interrupt():  # `kill` stops an evaluation as Ctrl-C does: its line, exit 143
+        # `kill` stops an evaluation as Ctrl-C does: its line, exit 143
+        with sigterm_as_interrupt("liquid-control eval"):
             if args.workers is not None and args.workers < 1:
                 raise EvaluationSetupError(f"--workers must be >= 1, got {args.workers}")
             if args.world is not None and (args.bag or args.experiment):  # it would be ignored

@@ -628,7 +628,8 @@ def run(args) -> int:
     args.output = args.output or default_bag_name()  # named here too: an escaping Ctrl-C is told what is there
     existed = Path(args.output).exists()  # replay refuses it: not its bag
     try:
-        with sigterm_as_interrupt():  # a kill ends the replay as Ctrl-C does: the output bag finished
+        # a kill ends the replay as Ctrl-C does: the output bag finished
+        with sigterm_as_interrupt("liquid-control replay"):
             result = replay(args)
     except (BagError, ValueError) as exc:
         _stderr(f"liquid-control replay: error: {exc}")

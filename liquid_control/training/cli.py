@@ -183,7 +183,7 @@ def run(args) -> int:
             if len(sys.argv) > 2 and sys.argv[1] == "train"
             else None
         )
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt("liquid-control train"):
             result = train(
                 args.config,
                 args.out,

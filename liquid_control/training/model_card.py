@@ -900,7 +900,8 @@ def main(argv=None) -> int:
     ood = (args.ood_results, args.ood_policy or args.name or args.refresh) if args.ood_results else None
     progress = not args.no_progress and stderr_is_terminal()  # bars redrawn in a log (CI: 35 minutes) fill it
     try:
-        with sigterm_as_interrupt():  # `kill` stops it as Ctrl-C does: the measuring processes end, one line
+        # `kill` stops it as Ctrl-C does: the measuring processes end, one line
+        with sigterm_as_interrupt("model_card"):
             if args.refresh:
                 path = refresh_card(
                     args.refresh, args.episodes, args.check_episodes, out, cache=cache, ood=ood, progress=progress
