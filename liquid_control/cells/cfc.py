@@ -183,8 +183,8 @@ class CfCCell(RecurrentCore):
             warnings.warn(
                 f"activation={activation!r} has no effect on a CfC without a backbone "
                 f"({'a wired CfC' if self.wiring is not None else 'backbone_layers=0'}): the activation is the "
-                "backbone layers' only; leave activation unset or give the CfC a backbone (backbone_layers >= 1, "
-                "no wiring)",
+                "backbone layers' only, so outputs are the default's (a checkpoint saved with it acts as it did); "
+                "leave activation unset or give the CfC a backbone (backbone_layers >= 1, no wiring)",
                 stacklevel=2,
             )
         if self.wiring is None:

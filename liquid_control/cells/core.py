@@ -259,7 +259,8 @@ class RecurrentCore(nn.Module):
         sequence kernels reached training, see docs/training.md). Under ``torch.autocast`` it runs with autocast off
         in the weights' dtype (``cast_for_autocast``). ``x`` and ``h0`` may be numpy arrays or lists, as ``dt``.
         """
-        x, h0 = as_tensors(x, h0)
+        if type(x) is not torch.Tensor or (h0 is not None and type(h0) is not torch.Tensor):  # as step's check
+            x, h0 = as_tensors(x, h0)
         if autocast_on(x):
             x, h0 = self.cast_for_autocast(x, h0)
             with torch.autocast(x.device.type, enabled=False):
