@@ -286,3 +286,52 @@ def test_a_workers_warning_reaches_the_user_once_whatever_the_workers(backend, m
     said = [str(w.message) for w in shown if "LIQUID_CONTROL_NATIVE='maybe'" in str(w.message)]
     assert len(said) == 1, [str(w.message) for w in shown]
     assert "LIQUID_CONTROL_NATIVE" not in capfd.readouterr().err  # no worker printed it itself
+
+
+@pytest.mark.parametrize(
+    "flags,environment,message",
+    [
+        (["--backend", "serial", "--workers", "3"], {}, "--workers 3: --backend serial runs every episode in this "),
+        (
+            ["--backend", "ray", "--ray-address", "192.0.2.7:6379", "--workers", "2"],
+            {},
+            "the cluster at 192.0.2.7:6379",
+        ),
+        (["--backend", "ray", "--workers", "2"], {"RAY_ADDRESS": "192.0.2.8:6379"}, "the cluster at 192.0.2.8:6379"),
+    ],
+)
+def test_workers_that_the_backend_would_ignore_are_refused(flags, environment, message, tmp_path, capsys, monkeypatch):
+    """Before: --workers was read by the process pool alone: `--backend serial --workers 3` ran one episode at a
+    time and `--backend ray --workers 2` one task per CPU of the cluster, without a word."""
+    from liquid_control.cli import main
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "r"
+    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "1", "--out", str(out),
+            "--no-progress", *flags]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("liquid-control eval: error: --workers ") and message in err, err
+    assert not out.exists()
+
+
+def test_workers_size_the_local_ray_instance_the_evaluation_starts(monkeypatch):
+    """Before: `--backend ray --workers 1` started a local Ray instance of every CPU of the machine (a shared one
+    included): --workers was read by the process pool alone."""
+    ray = pytest.importorskip("ray", reason="ray is an optional extra (pip install ray==2.60.0)")
+    from liquid_control.evaluation import backends
+    from liquid_control.evaluation.plan import build_plan
+
+    if ray.is_initialized():
+        pytest.skip("needs a Ray instance of its own")
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token file in the user's home
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    jobs = build_plan(["expert"], ["in_distribution"], 2, world="LiquidBalance-v0").jobs
+    jobs = [dataclasses.replace(j, env_kwargs={**j.env_kwargs, "time_limit": 1.0}) for j in jobs]
+    cpus = []
+    backends.run_jobs(
+        jobs, lambda job, r: cpus.append(ray.cluster_resources()["CPU"]), backend="ray", workers=1, progress=False
+    )
+    assert cpus == [1.0, 1.0]
+    assert not ray.is_initialized()  # the instance started here is gone

@@ -85,7 +85,7 @@ def run_jobs(
         elif backend == "process":
             _run_process_pool(batches, finished, workers or available_cpus())
         else:
-            _run_ray(batches, finished, ray_address)
+            _run_ray(batches, finished, ray_address, workers)
     finally:
         bar.close()
 
@@ -200,9 +200,10 @@ def import_ray():
 
 
 @contextmanager
-def ray_connection(address: str | None):
-    """Connect to Ray (`address`, else RAY_ADDRESS, else a local instance) unless this process already is, and
-    disconnect at the end only if connected here: the headline experiment's training and evaluation share one."""
+def ray_connection(address: str | None, workers: int | None = None):
+    """Connect to Ray (`address`, else RAY_ADDRESS, else a local instance of `workers` CPUs, default all) unless this
+    process already is, and disconnect at the end only if connected here: the headline experiment's training and
+    evaluation share one."""
     ray = import_ray()
 
     started_here = not ray.is_initialized()
@@ -211,6 +212,7 @@ def ray_connection(address: str | None):
         try:
             ray.init(
                 address=address,
+                num_cpus=workers,  # a cluster's own: Ray refuses it there (the command refuses it before)
                 runtime_env={"env_vars": env_vars} if env_vars else None,
                 include_dashboard=False,
                 log_to_driver=False,
@@ -225,10 +227,11 @@ def ray_connection(address: str | None):
             ray.shutdown()
 
 
-def _run_ray(batches, finished, address: str | None) -> None:
-    """Same batches as Ray tasks (1 CPU each). Checkpoints travel through the object store, so the cluster's
-    nodes need the package installed but not the checkpoint files."""
-    with ray_connection(address) as ray:
+def _run_ray(batches, finished, address: str | None, workers: int | None = None) -> None:
+    """Same batches as Ray tasks (1 CPU each; a local instance started here has `workers` CPUs). Checkpoints
+    travel through the object store, so the cluster's nodes need the package installed but not the checkpoint
+    files."""
+    with ray_connection(address, workers) as ray:
         blobs = {}
         for batch in batches:
             job = batch[0]

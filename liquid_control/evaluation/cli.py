@@ -125,7 +125,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="process: local process pool (default); serial: this process; ray: a Ray cluster (with --experiment, "
         "the training runs too)",
     )
-    how.add_argument("--workers", type=int, default=None, help="process-pool size (default: CPU cores)")
+    how.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="process-pool size (default: CPU cores); with --backend ray the CPUs of the local Ray instance it "
+        "starts (default: all; refused with a cluster's address)",
+    )
     how.add_argument(
         "--lanes",
         type=int,
@@ -223,6 +229,24 @@ BAG_OPTIONS = (
 )
 
 
+def _workers_problem(args) -> str | None:
+    """Why ``--workers`` cannot be honoured with this ``--backend`` (it was ignored without a word), else None."""
+    if args.workers is None or args.bag:
+        return None
+    if args.backend == "serial" and args.workers > 1 and not args.experiment:  # --experiment: its training pool
+        return (
+            f"--workers {args.workers}: --backend serial runs every episode in this process, one at a time; "
+            "leave --workers out, or use --backend process (the default) for a pool of workers"
+        )
+    cluster = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if args.backend == "ray" and cluster:
+        return (
+            f"--workers {args.workers}: with --backend ray it sizes only a local Ray instance this command starts; "
+            f"the cluster at {cluster} runs one task per CPU it has: leave --workers out"
+        )
+    return None
+
+
 def _given(args, options) -> str:
     """The options among ``options`` set to other than their defaults, as the command line spells them."""
     defaults = getattr(args, "option_defaults", {})
@@ -280,6 +304,9 @@ def _run(args: argparse.Namespace) -> int:
         with sigterm_as_interrupt("liquid-control eval"):
             if args.workers is not None and args.workers < 1:
                 raise EvaluationSetupError(f"--workers must be >= 1, got {args.workers}")
+            workers = _workers_problem(args)
+            if workers:
+                raise EvaluationSetupError(workers)
             if args.world is not None and (args.bag or args.experiment):  # it would be ignored
                 mode = "--bag evaluates recorded bags" if args.bag else "--experiment trains its architectures' world"
                 raise EvaluationSetupError(f"--world {args.world}: {mode}; leave --world out")

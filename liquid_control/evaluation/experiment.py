@@ -621,7 +621,8 @@ def run_experiment(args, command: str = "") -> dict:
         )
     with contextlib.ExitStack() as connection:  # with --backend ray, training and evaluation share one
         if args.backend == "ray":
-            connection.enter_context(ray_connection(args.ray_address))  # before --out is made: a refusal makes none
+            # before --out is made: a refusal makes none
+            connection.enter_context(ray_connection(args.ray_address, args.workers))
         os.makedirs(args.out, exist_ok=True)
         # one experiment at a time in a folder: a second one trained the same runs beside the first (each run
         # refused where the other trained it) and evaluated into the same log; its evaluation holds it too
