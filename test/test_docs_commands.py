@@ -283,12 +283,13 @@ def check_node_command(executable: str, args: list[str], where: str) -> None:
             assert name in parameters, f"{where}: {executable} has no parameter {name!r}"
 
 
-FOREIGN_OPTIONS = {  # other tools' options the pages name alone: pip's, ros2 bag record's, ROS's
+FOREIGN_OPTIONS = {  # other tools' options the pages name alone: pip's, ros2 bag record's, ROS's, SLURM's
     "--user",
     "--prefix",
     "--storage-preset-profile",
     "--compression-mode",
     "--ros-args",
+    "--signal",
 }
 NAMED_SCRIPT = re.compile(r"\b((?:scripts|benchmarks)/\w+\.py)\b|python3? -m ((?:liquid_control|sim_envs)\.[\w.]+)")
 
