@@ -138,8 +138,10 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
-def _records(batch: list[EpisodeJob], get, *args) -> list[dict]:
-    """``get(*args)``: the batch's records; its failure raised as an :class:`RunFailedError` naming the batch."""
+def _records(batch: list[EpisodeJob], get, *args):
+    """``get(*args)``: what running the batch returned (the serial backend's records; the process and Ray backends'
+    ``(records, warnings)`` of :func:`run_keeping_warnings`); its failure raised as an :class:`RunFailedError` naming
+    the batch."""
     try:
         return get(*args)
     except CheckpointChangedError:  # names the checkpoint already
