@@ -887,3 +887,64 @@ def test_sim_node_refuses_run_time_parameter_changes_over_dds(tmp_path):
         probe.close()
         code = stop_process(proc)
     assert code == 0 and "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.mark.parametrize("step_s", [-3600.0, 3600.0])
+def test_sim_node_stamps_follow_a_step_of_the_node_clock_mid_episode(sim_context, step_s):
+    """Without use_sim_time the stamps were the system clock at the episode's start + sim time, while the episode is
+    paced on the monotonic clock: a step of the system clock mid-episode (NTP at boot) left every later stamp an
+    hour off the node clock (a policy node rejects them all as future_stamp after a step back). They follow the
+    node clock's step now, and stay the sim time plus one offset between steps (their differences unchanged)."""
+    from rclpy.parameter import Parameter
+    from rclpy.time import Time
+
+    from liquid_control.ros.sim_node import SimNode
+
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "time_limit": 0.5, "publish_tf": False}
+    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    real_clock = node.get_clock()
+
+    def clock_s() -> float:  # the system clock, stepped by step_s at 0.15 s of sim time
+        return real_clock.now().nanoseconds * 1e-9 + (step_s if node.world.data.time >= 0.15 else 0.0)
+
+    class SteppedClock:
+        def now(self):
+            return Time(nanoseconds=int(round(clock_s() * 1e9)))
+
+    node.get_clock = SteppedClock
+    node.running = lambda: True  # rclpy.ok() asks the default context, not sim_context
+    published, sim_stamps = [], []  # (topic, header stamp, the clock when it went out); the readings' sim stamps
+
+    class Recording:
+        def __init__(self, publisher):
+            self.publisher = publisher
+
+        def publish(self, msg):
+            published.append((self.publisher.topic_name, seconds(msg.header.stamp), clock_s()))
+            self.publisher.publish(msg)
+
+    node.publishers_by_sensor = {s: Recording(p) for s, p in node.publishers_by_sensor.items()}
+    node.odom_pub = Recording(node.odom_pub)
+    publish_reading = node._publish_reading
+
+    def keep_sim_stamp(sensor, stamp, reading):
+        sim_stamps.append(stamp)
+        publish_reading(sensor, stamp, reading)
+
+    node._publish_reading = keep_sim_stamp
+    try:
+        node.run_episode(0, 3)
+    finally:
+        node.world.close()
+        node.destroy_node()
+    ahead = [(topic, stamp - clock) for topic, stamp, clock in published if abs(stamp - clock) > 1.0]
+    assert not ahead, f"{len(ahead)} of {len(published)} stamps off the node clock, e.g. {ahead[:3]}"
+    readings = [stamp for topic, stamp, _ in published if "odom" not in topic]
+    offsets = [stamp - sim for stamp, sim in zip(readings, sim_stamps)]
+    assert len(offsets) == len(sim_stamps) > 100
+    first, last = offsets[0], offsets[-1]
+    assert last - first == pytest.approx(step_s, abs=0.05)
+    after = next(i for i, o in enumerate(offsets) if abs(o - first) > 1.0)
+    assert after > 10 and len(offsets) - after > 10, after  # the step came mid-episode
+    # between the steps every stamp is the sim time plus one offset (to the nanosecond of the stamps' rounding)
+    assert max(offsets[:after]) - min(offsets[:after]) < 2e-6 and max(offsets[after:]) - min(offsets[after:]) < 2e-6

@@ -2,7 +2,9 @@
 
 Every sensor message the world's timing model produces (irregular intervals, dropouts, latency) is published
 when it is delivered, stamped with its measurement time: sim time with ``use_sim_time`` (then /clock is
-published and ``real_time_factor`` may differ from 1), else wall time of the episode start + sim time.
+published and ``real_time_factor`` may differ from 1), else the node clock (the system clock) at the episode's
+start + sim time, moved with that clock where it steps (NTP/chrony at boot, a clock set by hand), as a driver's
+stamps are: the pacing runs on the monotonic clock, which does not step.
 The latest command (Twist in m/s, rad/s for the rover; Float64MultiArray of wheel torques in N m for the
 balancer) drives the world until the next one; no command for ``command_timeout_s`` means zero (as a base
 controller's timeout). Odometry is the true pose; each episode's outcome goes to the status topic
@@ -164,6 +166,9 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
 
 _TARGET_ACK_TIMEOUT_S = 1.0  # wall seconds an episode's target may take to reach every reliable subscriber
 _TICK_TOLERANCE = 1e-6  # physics stops within this of a requested time (world._advance_physics)
+# the node clock (without use_sim_time: the system clock) minus the monotonic one changes only where the system
+# clock steps (NTP slews both alike); a change larger than this moves the stamps with it (read noise: microseconds)
+_CLOCK_STEP_TOLERANCE_S = 0.05
 
 
 def _input_names(text: str) -> tuple[str, ...]:
@@ -441,6 +446,43 @@ class SimNode(Node):
         return command[0]
 
     # ------------------------------------------------------------------------------------------- messages
+    def _node_clock_offset(self) -> float:
+        """The node clock's seconds minus ``time.monotonic()``'s, read between two monotonic readings a moment
+        apart (a thread preempted between the reads would make it off by as long as the pause)."""
+        for _ in range(5):
+            before = time.monotonic()
+            node_s = self.get_clock().now().nanoseconds * 1e-9
+            after = time.monotonic()
+            if after - before < _CLOCK_STEP_TOLERANCE_S / 10:
+                break
+        return node_s - (before + after) / 2
+
+    def _anchor_stamps(self, sim0: float) -> None:
+        """Without use_sim_time, stamps are the node clock now + (sim time - ``sim0``) from here on."""
+        if self.use_sim_time:  # stamps are sim time; the node clock is /clock
+            self._wall_epoch = 0.0
+            return
+        self._clock_offset = self._node_clock_offset()
+        self._wall_epoch = time.monotonic() + self._clock_offset - sim0
+
+    def _follow_clock_steps(self) -> None:
+        """Without use_sim_time: where the node clock stepped against the monotonic one (on which the episode is
+        paced) since the stamps were anchored, the stamps move by the step, as a driver stamping with the node
+        clock does; a policy node comparing them with its clock (the same system clock) would otherwise reject
+        every message as from the future after a step back, or as too old after one forward, until the next
+        episode. Nothing changes while the clock does not step: stamp differences stay sim time differences."""
+        if self.use_sim_time:
+            return
+        offset = self._node_clock_offset()
+        step = offset - self._clock_offset
+        if abs(step) > _CLOCK_STEP_TOLERANCE_S:
+            self._clock_offset = offset
+            self._wall_epoch += step
+            self.get_logger().warning(
+                f"the node clock (system clock) stepped {step:+.3f} s against the monotonic clock: the stamps "
+                "follow it from here on (the episode's pacing does not change)"
+            )
+
     def _stamp(self, sim_t: float):
         seconds = sim_t if self.use_sim_time else self._wall_epoch + sim_t
         sec, nanosec = stamps.sec_nanosec(seconds)
@@ -659,7 +701,7 @@ class SimNode(Node):
             self._command = None
         self._reset_policy()
         sim0 = float(world.data.time)
-        self._wall_epoch = time.time() - sim0  # the target's log time in the bag (set again below)
+        self._anchor_stamps(sim0)  # the target's log time in the bag (set again below)
         if self.recorder is not None:
             self.recorder.start(seed, world=self.p["world"], shift=self.p["shift"])
             self._recording = (index, seed)
@@ -671,7 +713,7 @@ class SimNode(Node):
         if self.target_pub is not None:  # the episode's target before its first messages: the world has it from reset
             self._publish_episode_target()
         wall0 = time.monotonic()  # the episode's wall clock starts once its target is there
-        self._wall_epoch = time.time() - sim0
+        self._anchor_stamps(sim0)
         odom_period, target_period = 1.0 / self.p["odom_rate_hz"], 1.0 / self.p["target_rate_hz"]
         next_odom = next_target = sim0
         counts = {s: 0 for s in self.publishers_by_sensor}
@@ -720,6 +762,7 @@ class SimNode(Node):
                     break
             triggered = world.released_updates > released
             now = float(world.data.time)
+            self._follow_clock_steps()  # before this batch's stamps: they all take one offset
             if self.clock_pub is not None:
                 self.clock_pub.publish(Clock(clock=self._stamp(now)))
             waited_for = self.commands_received
