@@ -115,11 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "no_progress", None) is False and not stderr_is_terminal():
             args.no_progress = True  # a bar redrawn with carriage returns fills a log with its every state
         return int(module.run(args) or 0)
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
         missing = missing_package(exc)
         if missing is None:
             raise
-        # e.g. torch on a robot that only runs exported policies: `export` and `demo` need the training stack
+        # e.g. torch on a robot that only runs exported policies: `export` and `demo` need the training stack; or a
+        # sourced ROS installation's rclpy for another Python, first on PYTHONPATH
         print(needs_package(f"liquid-control {name}", missing), file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before a command's own handler (e.g. while torch imports): no traceback

@@ -8,6 +8,7 @@ requested stop.
 """
 
 import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -51,15 +52,62 @@ def install_hint(module: str) -> str:
     return f"pip: {_DISTRIBUTIONS.get(module, module)}, pinned in requirements.txt"
 
 
-def missing_package(exc: ModuleNotFoundError) -> str | None:
-    """The installable package whose absence ``exc`` reports (``torch`` for ``torch.nn``); None for a module of
-    this package (a bug to show, not a package to install)."""
+def missing_package(exc: ImportError) -> str | None:
+    """The installable package whose absence ``exc`` reports (``torch`` for ``torch.nn``), or, for an ImportError
+    that is not a ModuleNotFoundError, the package whose copy found here fails to import (a C extension for another
+    Python or ROS distribution: :func:`found_elsewhere`); None for a module of this package (a bug to show, not a
+    package to install) or another ImportError."""
     top = (exc.name or "").split(".")[0]
-    return None if not top or top in ("liquid_control", "sim_envs") else top
+    if not isinstance(exc, ModuleNotFoundError) and exc.path:  # a C extension that fails to load names itself alone
+        top = _top_package(exc.path) or top
+    if not top or top in ("liquid_control", "sim_envs"):
+        return None
+    if not isinstance(exc, ModuleNotFoundError) and found_elsewhere(top) is None:
+        return None
+    return top
+
+
+def _top_package(path: str) -> str | None:
+    """The top-level package the file ``path`` belongs to, by the deepest sys.path entry it lies under (the
+    current folder, on sys.path too, may hold the others)."""
+    path = os.path.realpath(path)
+    entries = [os.path.realpath(entry or os.curdir) for entry in sys.path]
+    under = [entry for entry in entries if path.startswith(entry + os.sep)]
+    if not under:
+        return None
+    return os.path.relpath(path, max(under, key=len)).split(os.sep)[0].split(".")[0]
+
+
+def found_elsewhere(module: str, environ=os.environ) -> str | None:
+    """Where Python finds the package ``module`` whose import just failed, with why that copy is not this
+    environment's, or None where it is not found at all (not installed). A shell that sourced a ROS installation
+    (/opt/ros/<distro>/setup.bash) puts its site-packages on PYTHONPATH, ahead of the venv's: its rclpy and message
+    packages, built for that distribution's Python (3.12 for Jazzy), shadow the wheels installed here."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):  # a parent that fails to import, a module set to None
+        return None
+    if spec is None or not (spec.origin or spec.submodule_search_locations):
+        return None
+    location = os.path.dirname(spec.origin) if spec.origin else next(iter(spec.submodule_search_locations))
+    python = f"Python {sys.version_info.major}.{sys.version_info.minor}"
+    on_path = [p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if any(os.path.realpath(location).startswith(os.path.realpath(p) + os.sep) for p in on_path):
+        distro = f" (ROS_DISTRO={environ['ROS_DISTRO']})" if environ.get("ROS_DISTRO") else ""
+        return (
+            f"the one found first, {location}, comes from PYTHONPATH{distro} and is not importable by this "
+            f"{python}: run it from a shell that has not sourced a ROS installation's setup.bash, or with "
+            "PYTHONPATH unset"
+        )
+    return f"the one found, {location}, is not importable by this {python} (a broken or foreign installation)"
 
 
 def needs_package(command: str, module: str) -> str:
-    """The one line saying that ``command`` needs the Python package ``module`` and where it comes from."""
+    """The one line saying that ``command`` needs the Python package ``module`` and where it comes from, or why
+    the copy Python finds cannot be used."""
+    elsewhere = found_elsewhere(module)
+    if elsewhere:
+        return f"{command}: error: needs the Python package {module!r}: {elsewhere}"
     return (
         f"{command}: error: needs the Python package {module!r}, which is not installed here ({install_hint(module)})"
     )
@@ -69,13 +117,14 @@ def run(executable: str) -> int:
     """Import the node ``executable`` names and run its ``main`` (which replaces the early signal handlers).
 
     A node whose imports need a package not installed here (sim_node on a robot installed without the simulator:
-    gymnasium, MuJoCo) says which, in one line, and ends with status 1, as ``liquid-control`` does."""
+    gymnasium, MuJoCo), or find one that cannot be imported (a sourced ROS installation's rclpy for another Python),
+    says which, in one line, and ends with status 1, as ``liquid-control`` does."""
     honour_no_color()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_before_start)
     try:
         module = importlib.import_module(NODE_MODULES[executable])
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
         missing = missing_package(exc)
         if missing is None:
             raise

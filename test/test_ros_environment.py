@@ -1,0 +1,51 @@
+"""The ROS settings a user's shell already carries (a sourced ROS installation, discovery settings from .bashrc):
+each command either runs or stops at once with one line naming the setting and what to do."""
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from liquid_control.ros.testing import isolated_ros_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sourced_foreign_ros(tmp_path: Path, extension: str) -> dict:
+    """The environment of a shell that sourced /opt/ros/jazzy/setup.bash: its site-packages first on PYTHONPATH,
+    with an rclpy that loads its C extension as rclpy's rpyutils does; ``extension``: the file name of that
+    extension there (built for Python 3.12, so none for this one; or one for this Python that fails to load)."""
+    site = tmp_path / "opt" / "ros" / "jazzy" / "lib" / "python3.12" / "site-packages"
+    (site / "rclpy").mkdir(parents=True)
+    (site / "rclpy" / "__init__.py").write_text(
+        "import importlib\nimportlib.import_module('._rclpy_pybind11', 'rclpy')\n"
+    )
+    (site / "rclpy" / extension).write_bytes(b"not a shared object")
+    env = isolated_ros_env()
+    env.update(PYTHONPATH=str(site), ROS_DISTRO="jazzy", AMENT_PREFIX_PATH=str(tmp_path / "opt" / "ros" / "jazzy"))
+    return env
+
+
+@pytest.mark.parametrize(
+    "extension",
+    ["_rclpy_pybind11.cpython-312-x86_64-linux-gnu.so", "_rclpy_pybind11" + sysconfig.get_config_var("EXT_SUFFIX")],
+)
+def test_a_sourced_ros_installation_for_another_python_is_named_not_called_missing(tmp_path, extension):
+    """Before: with /opt/ros/jazzy/setup.bash sourced (its rclpy for Python 3.12 first on PYTHONPATH), every ROS
+    command said "needs the Python package 'rclpy', which is not installed here (pip: ros-rclpy ...)": rclpy is
+    installed, and installing it again changes nothing. Now the line names the copy found, PYTHONPATH and what to
+    do. One whose C extension is there but fails to load ended in an ImportError traceback."""
+    env = sourced_foreign_ros(tmp_path, extension)
+    found = tmp_path / "opt" / "ros" / "jazzy" / "lib" / "python3.12" / "site-packages" / "rclpy"
+    for argv, prog in (
+        ([sys.executable, "-m", "liquid_control.cli", "record", "-o", str(tmp_path / "bag")], "liquid-control record"),
+        ([sys.executable, "-m", "liquid_control.ros.entry", "policy_node"], "policy_node"),
+    ):
+        proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        line = proc.stderr.strip()
+        assert "\n" not in line and "Traceback" not in line, line
+        assert line.startswith(f"{prog}: error: needs the Python package 'rclpy': the one found first, {found},"), line
+        assert "PYTHONPATH (ROS_DISTRO=jazzy)" in line and "not installed" not in line, line
