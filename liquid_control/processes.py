@@ -114,6 +114,12 @@ class Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum, frame):
+    # The stop is under way: further SIGTERMs (scancel's, then srun's forwarded one, a few ms apart) are ignored
+    # until the process ends. Raising again broke off the cleanup ('leaked semaphore'), and the default handler,
+    # once put back, ended the process at -15 before or after its message. SIG_IGN, not a Python function: the
+    # interpreter puts the default back for those as it exits. A process started from here on would inherit it:
+    # none is started once a command is stopping.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
 
@@ -164,7 +170,9 @@ def sigterm_as_interrupt(prog: str = "liquid-control"):
     command's Ctrl-C handling (its message, its exit) also covers ``kill``; and :data:`WARNING_SIGNALS` are ignored,
     each said in a line on stderr starting with ``prog``, instead of ending the process (the work finished since its
     last save lost, no word said); the workers of a process pool ignore them too (:func:`quiet_ctrl_c_in_worker`).
-    Elsewhere than the main thread a no-op."""
+    After the first SIGTERM, further ones are ignored, also after the block where the handler it found was the
+    default (a command's process): the command ends as a SIGTERM ends it, with its message and exit status 143; a
+    handler of the caller's own is put back. Elsewhere than the main thread a no-op."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -174,7 +182,10 @@ def sigterm_as_interrupt(prog: str = "liquid-control"):
     try:
         yield
     finally:
+        stopping = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # set by _raise_terminated
         for signum, handler in previous.items():
+            if signum == signal.SIGTERM and stopping and handler == signal.SIG_DFL:
+                continue  # the default would end the stopping process (-15) before its message or exit status
             signal.signal(signum, handler)
 
 
