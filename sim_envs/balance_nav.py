@@ -34,7 +34,7 @@ from .balancer import (
 from .rover import LIGHTINGS, SEASONS, TARGET_RGB, _rgb
 from .shifts import parse_shift
 from .timing import NAV_CAMERA, NAV_ENCODERS, NAV_IMU
-from .world import FrontCamera, TimedMujocoWorld, camera_image_shape, imu_space, saturate_imu
+from .world import FrontCamera, TimedMujocoWorld, camera_image_shape, imu_space, jointvel_qpos, saturate_imu
 
 TIME_LIMIT = 10.0
 SUCCESS_RADIUS = 0.4  # m, body centre to the marker's axis
@@ -189,6 +189,7 @@ class LiquidBalanceNavEnv(FrontCamera, TimedMujocoWorld):
         self._tree_mocap = [m.body_mocapid[body(f"tree{i}")] for i in range(N_TREES)]
         self._imu_adr = (sensor("gyro"), sensor("accel"))
         self._encoder_adr = [sensor("encoder_left"), sensor("encoder_right")]
+        self._joint_qpos = {"encoders": jointvel_qpos(m, ("encoder_left", "encoder_right"))}  # the wheels' angles
         self._expert = experts.BalancerExpert(nominal_plant(), control_period=1.0 / NAV_IMU.rate_hz)
         self._init_camera()
         self.target = np.zeros(2)

@@ -16,7 +16,7 @@ import numpy as np
 from . import experts
 from .shifts import parse_shift
 from .timing import BALANCER_ENCODERS, BALANCER_IMU
-from .world import TimedMujocoWorld, imu_space, make_renderer, saturate_imu
+from .world import TimedMujocoWorld, imu_space, jointvel_qpos, make_renderer, saturate_imu
 
 WHEEL_RADIUS = 0.05
 WHEEL_TRACK = 0.24  # distance between the wheels
@@ -161,6 +161,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         adr = lambda name: m.sensor_adr[mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_SENSOR, name)]  # noqa: E731
         self._imu_slices = (slice(adr("gyro"), adr("gyro") + 3), slice(adr("accel"), adr("accel") + 3))
         self._encoder_adr = (adr("encoder_left"), adr("encoder_right"))
+        self._joint_qpos = {"encoders": jointvel_qpos(m, ("encoder_left", "encoder_right"))}  # the wheels' angles
         self._expert = experts.BalancerExpert(nominal_plant(), control_period=1.0 / BALANCER_IMU.rate_hz)
         self._renderer = None
 

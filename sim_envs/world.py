@@ -87,6 +87,12 @@ def update_rate_hz(timings: dict, update_on) -> float | int:
     return int(rate) if float(rate).is_integer() else rate
 
 
+def jointvel_qpos(model, sensor_names) -> list[int]:
+    """The qpos addresses of the joints that MuJoCo ``jointvel`` sensors ``sensor_names`` measure, in that order."""
+    ids = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SENSOR, name) for name in sensor_names]
+    return [int(model.jnt_qposadr[model.sensor_objid[i]]) for i in ids]
+
+
 def _world_id(cls) -> str:
     """The gymnasium id a world class is registered under (its class name if none), for error messages."""
     from . import WORLDS  # the package registry; imported here because the package imports this module
@@ -128,6 +134,10 @@ class TimedMujocoWorld(gym.Env):
     input_sensors: dict = {}
     wait_for_all_sensors: bool = False
     action_kind: str = ""
+    # sensor -> qpos addresses of the joints whose velocities it measures (jointvel_qpos): their true positions at
+    # each measurement go with its messages to the drivers of next_delivery (sim_node's JointState), not into the
+    # reading, the observation or the noise
+    _joint_qpos: dict = {}
     default_time_limit: float = 10.0
 
     def __init__(
@@ -207,6 +217,11 @@ class TimedMujocoWorld(gym.Env):
     def _measure(self, sensor: str) -> np.ndarray:
         """The reading of `sensor` now (noise included)."""
         raise NotImplementedError
+
+    def _joint_positions(self, sensor: str) -> np.ndarray | None:
+        """The true positions now (qpos) of the joints whose velocities ``sensor`` measures (``_joint_qpos``)."""
+        addresses = self._joint_qpos.get(sensor)
+        return None if addresses is None else self.data.qpos[addresses].copy()
 
     def _after_physics_step(self) -> None:
         """Per physics step bookkeeping (contacts, references)."""
@@ -300,6 +315,7 @@ class TimedMujocoWorld(gym.Env):
             (n, self._streams[n], self._pending[n], self.timings[n].latency) for n in sorted(self.sensor_names)
         ]
         self._latest = {n: None for n in self.sensor_names}  # (stamp, reading) last released by the buffer
+        self.delivered_positions = None  # the joint positions measured with the message next_delivery returned
         self._reorder = ReorderBuffer(self.reorder_lag_s)
         self._held_update_messages = 0  # messages of update sensors the reorder buffer holds
         self._clock = UpdateClock(self.update_on, required=self.first_update_sensors)
@@ -313,7 +329,8 @@ class TimedMujocoWorld(gym.Env):
         self._apply_action(np.zeros(self.action_space.shape, dtype=np.float64))
         # what reset delivered, up to and including the message of the first update: a driver of
         # next_delivery (sim_node, the expert recorder) publishes these first, so no message is lost
-        self.reset_deliveries = self._run_until_update()
+        self.reset_delivery_positions = []  # each one's joint positions (delivered_positions), in the same order
+        self.reset_deliveries = self._run_until_update(positions=self.reset_delivery_positions)
         _, _, info = self._outcome()
         return self._observation(), self._info(info)
 
@@ -392,8 +409,10 @@ class TimedMujocoWorld(gym.Env):
         """Advance physics to the next sensor delivery and return ``(sensor, stamp, reading)``.
 
         Measurements on the way are taken at their stamps. With ``until``, stop at that time instead when
-        nothing is delivered before it, and return None. The env's step is this loop up to the next update
-        the delivery releases; the ROS sim node calls it directly to publish every message in real time.
+        nothing is delivered before it, and return None. ``delivered_positions``: the true positions of the joints
+        whose velocities the returned reading measures, at its stamp (None for other sensors). The env's step is
+        this loop up to the next update the delivery releases; the ROS sim node calls it directly to publish every
+        message in real time.
         """
         self._require_reset("next_delivery()")
         while True:
@@ -414,9 +433,9 @@ class TimedMujocoWorld(gym.Env):
             self._advance_physics(t)
             if measurement:
                 stamp = stream.pop()
-                pending.append((stamp, self._measure(name)))
+                pending.append((stamp, self._measure(name), self._joint_positions(name)))
                 continue
-            delivered = pending.popleft()
+            *delivered, self.delivered_positions = pending.popleft()
             if name in self.update_on:
                 self._held_update_messages += 1
             for sensor, stamp, reading in self._reorder.push(name, *delivered):
@@ -430,15 +449,17 @@ class TimedMujocoWorld(gym.Env):
                     self.released_updates += 1
             return (name, *delivered)
 
-    def _run_until_update(self, within: float | None = None) -> list[tuple] | None:
+    def _run_until_update(self, within: float | None = None, positions: list | None = None) -> list[tuple] | None:
         """Process sensor measurements and deliveries in time order up to the next update; the deliveries
-        ``(sensor, stamp, reading)`` on the way, in order. With ``within``: None, and no update taken, when the
-        next update is stamped after it."""
+        ``(sensor, stamp, reading)`` on the way, in order (and their ``delivered_positions`` appended to
+        ``positions``). With ``within``: None, and no update taken, when the next update is stamped after it."""
         if within is not None and self._no_update_by(within):
             return None
         deliveries = []
         while not self._updates:
             deliveries.append(self.next_delivery())
+            if positions is not None:
+                positions.append(self.delivered_positions)
         if within is not None and self._updates[0][0].stamp > within:
             return None
         self._update, self._observed = self._updates.popleft()

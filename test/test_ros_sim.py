@@ -927,9 +927,9 @@ def test_sim_node_stamps_follow_a_step_of_the_node_clock_mid_episode(sim_context
     node.odom_pub = Recording(node.odom_pub)
     publish_reading = node._publish_reading
 
-    def keep_sim_stamp(sensor, stamp, reading):
+    def keep_sim_stamp(sensor, stamp, *rest):
         sim_stamps.append(stamp)
-        publish_reading(sensor, stamp, reading)
+        publish_reading(sensor, stamp, *rest)
 
     node._publish_reading = keep_sim_stamp
     try:
@@ -948,3 +948,58 @@ def test_sim_node_stamps_follow_a_step_of_the_node_clock_mid_episode(sim_context
     assert after > 10 and len(offsets) - after > 10, after  # the step came mid-episode
     # between the steps every stamp is the sim time plus one offset (to the nanosecond of the stamps' rounding)
     assert max(offsets[:after]) - min(offsets[:after]) < 2e-6 and max(offsets[after:]) - min(offsets[after:]) < 2e-6
+
+
+def test_sim_node_joint_states_carry_the_wheel_angles_measured_with_the_velocities(sim_context):
+    """joint_states carried the encoders' velocities only: robot_state_publisher warned at every message (200 Hz)
+    and could not place the wheels. Each message now has the wheel joints' angles (MuJoCo qpos, rad) at its stamp,
+    the measurement time, also where the message is delivered later (here 50 ms, latency_50ms) and for the
+    messages reset delivered; the velocities are the readings as before."""
+    from rclpy.parameter import Parameter
+
+    from liquid_control.conventions.params import WHEEL_JOINT_NAMES
+    from liquid_control.ros.sim_node import SimNode
+
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "time_limit": 0.3, "publish_tf": False,
+              "shift": "latency_50ms"}  # fmt: skip
+    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    node.running = lambda: True  # rclpy.ok() asks the default context, not sim_context
+    world, measured, readings, published = node.world, {}, {}, []
+    measure = world._measure
+
+    def measure_keeping_angles(sensor):  # the wheel angles and the reading at each measurement, by stamp
+        reading = measure(sensor)
+        if sensor == "encoders":
+            measured[world.data.time] = world.data.qpos[world._joint_qpos["encoders"]].copy()
+            readings[world.data.time] = reading
+        return reading
+
+    world._measure = measure_keeping_angles
+
+    class Recording:
+        def __init__(self, publisher):
+            self.publisher = publisher
+
+        def publish(self, msg):
+            published.append((msg, world.data.time, world.data.qpos[world._joint_qpos["encoders"]].copy()))
+            self.publisher.publish(msg)
+
+    node.publishers_by_sensor["encoders"] = Recording(node.publishers_by_sensor["encoders"])
+    try:
+        node.run_episode(0, 2)
+    finally:
+        world.close()
+        node.destroy_node()
+    assert len(published) > 20
+    late = 0
+    for msg, delivered, _ in published:
+        stamp = seconds(msg.header.stamp) - node._wall_epoch
+        at = min(measured, key=lambda t: abs(t - stamp))
+        assert abs(at - stamp) < 1e-6
+        assert list(msg.name) == list(WHEEL_JOINT_NAMES) and len(msg.position) == 2 and not msg.effort
+        assert list(msg.position) == pytest.approx(measured[at].tolist(), abs=1e-12), (stamp, delivered)
+        assert list(msg.velocity) == readings[at].tolist()
+        late += delivered - at >= 0.049
+    assert late == len(published)  # every one delivered 50 ms after its measurement, the wheels turning meanwhile
+    # the angles at the delivery are not those: the wheels turned in the 50 ms
+    assert max(abs(msg.position[0] - now[0]) for msg, _, now in published) > 1e-3

@@ -124,7 +124,7 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "time_limit": (0.0, "episode time limit in sim seconds (0: the world's)"),
     "camera_topic": ("camera/image_raw", "sensor_msgs/Image (rgb8)"),
     "imu_topic": ("imu/data", "sensor_msgs/Imu"),
-    "wheels_topic": ("joint_states", "sensor_msgs/JointState wheel velocities (balancer)"),
+    "wheels_topic": ("joint_states", "sensor_msgs/JointState wheel velocities and angles (balancer)"),
     "target_topic": (
         "target_velocity",
         "geometry_msgs/Twist commanded velocity (balancer; reliable, transient local: the latest one); each "
@@ -488,7 +488,9 @@ class SimNode(Node):
         sec, nanosec = stamps.sec_nanosec(seconds)
         return Time(sec=sec, nanosec=nanosec)
 
-    def _publish_reading(self, sensor: str, stamp: float, reading: np.ndarray):
+    def _publish_reading(self, sensor: str, stamp: float, reading: np.ndarray, positions=None):
+        """A sensor message of ``reading`` measured at sim time ``stamp``; ``positions``: the wheel joints' angles
+        then (the world's ``delivered_positions``), beside the encoders' velocities."""
         header_stamp = self._stamp(stamp)
         if sensor == "camera":
             msg = numpy_to_image(np.asarray(reading, dtype=np.uint8), "rgb8")
@@ -507,8 +509,10 @@ class SimNode(Node):
                 for i in (0, 4, 8):  # independent axes: the nominal white-noise variances on the diagonal
                     msg.angular_velocity_covariance[i] = gyro_std**2
                     msg.linear_acceleration_covariance[i] = accel_std**2
-        else:  # wheel encoders
+        else:  # wheel encoders: the velocities measured (noisy) and the joints' true angles (rad) at the stamp
             msg = JointState(name=list(WHEEL_JOINT_NAMES), velocity=[float(v) for v in reading])
+            if positions is not None:
+                msg.position = [float(q) for q in positions]
         msg.header.stamp = header_stamp
         self.publishers_by_sensor[sensor].publish(msg)
 
@@ -725,8 +729,8 @@ class SimNode(Node):
         waited_for = self.commands_received
         if self.target_pub is not None:  # published above
             next_target = _next_tick(next_target, target_period, sim0)
-        for sensor, stamp, reading in world.reset_deliveries:
-            self._publish_reading(sensor, stamp, reading)
+        for (sensor, stamp, reading), positions in zip(world.reset_deliveries, world.reset_delivery_positions):
+            self._publish_reading(sensor, stamp, reading, positions)
             counts[sensor] += 1
         if lockstep:
             self._wait_for_command(waited_for)
@@ -752,7 +756,8 @@ class SimNode(Node):
                 if delivery is None:
                     at_end = end is not None and until == end
                     break
-                deliveries.append((*delivery, world.command.copy() if self.target_pub is not None else None))
+                command = world.command.copy() if self.target_pub is not None else None
+                deliveries.append((*delivery, world.delivered_positions, command))
                 if delivery[0] in world.update_on:
                     update_stamp = delivery[1]
                     terminated, info = world.outcome()
@@ -766,10 +771,10 @@ class SimNode(Node):
             if self.clock_pub is not None:
                 self.clock_pub.publish(Clock(clock=self._stamp(now)))
             waited_for = self.commands_received
-            for sensor, stamp, reading, command in deliveries:
+            for sensor, stamp, reading, positions, command in deliveries:
                 if command is not None and tuple(float(c) for c in command) != self._published_target:
                     self._publish_changed_target(command)
-                self._publish_reading(sensor, stamp, reading)
+                self._publish_reading(sensor, stamp, reading, positions)
                 counts[sensor] += 1
             if now >= next_odom - _TICK_TOLERANCE:
                 self._publish_odometry(now)
