@@ -49,3 +49,19 @@ def test_a_sourced_ros_installation_for_another_python_is_named_not_called_missi
         assert "\n" not in line and "Traceback" not in line, line
         assert line.startswith(f"{prog}: error: needs the Python package 'rclpy': the one found first, {found},"), line
         assert "PYTHONPATH (ROS_DISTRO=jazzy)" in line and "not installed" not in line, line
+
+
+def test_discovery_turned_off_in_the_environment_stops_sim_at_once_naming_it(tmp_path):
+    """Before: with ROS_AUTOMATIC_DISCOVERY_RANGE=OFF in the shell, `liquid-control sim` started its nodes, which
+    never found each other: the sim waited its 30 s for a policy node, then the run's timeout (exit 3: "--timeout:
+    ... passed before every episode ended"), with nothing naming the setting. Now a usage error before any node
+    starts."""
+    env = isolated_ros_env()
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "OFF"
+    argv = [sys.executable, "-m", "liquid_control.cli", "sim", "--episodes", "1", "--timeout", "5"]
+    proc = subprocess.run(
+        [*argv, "--log-dir", str(tmp_path / "logs")], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("liquid-control sim: error: ROS_AUTOMATIC_DISCOVERY_RANGE=OFF"), proc.stderr
+    assert "set it to LOCALHOST" in proc.stderr and not (tmp_path / "logs").exists(), proc.stderr

@@ -174,6 +174,20 @@ def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
     return None
 
 
+def discovery_problem(environ=None) -> str | None:
+    """What stops the nodes of one graph, each its own process, from finding each other in the discovery settings
+    a shell carries (ROS 2's ``ROS_AUTOMATIC_DISCOVERY_RANGE``), or None. With ``OFF`` no node discovers another,
+    even on this machine (ROS_STATIC_PEERS=127.0.0.1 beside it did not help, measured): `liquid-control sim` waited
+    out the sim's 30 s for a policy node and its timeout, and said only that the time ran out."""
+    value = (os.environ if environ is None else environ).get("ROS_AUTOMATIC_DISCOVERY_RANGE", "")
+    if value == "OFF":
+        return (
+            "ROS_AUTOMATIC_DISCOVERY_RANGE=OFF (from the environment): the graph's nodes, each its own process, "
+            "cannot discover each other; unset it or set it to LOCALHOST for this command"
+        )
+    return None
+
+
 def parameter_value(value):
     """A parameter value as plain Python: a list for every array. rclpy gives the arrays of a set_parameters
     call (``ros2 param set``, the parameter service) as ``array.array`` (``array('d', [0.5])``), those of a

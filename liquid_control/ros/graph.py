@@ -27,6 +27,7 @@ from liquid_control.conventions.params import (
     EPISODE_SEED_LIMIT,
     POLICY_NODE_PARAMETERS,
     WORLD_POLICIES,
+    discovery_problem,
     domain_id_problem,
 )
 from liquid_control.paths import config_dir, output_folder_problem, resolve_policy_file, user_path
@@ -614,7 +615,7 @@ def check_arguments(args) -> None:
         raise ValueError(
             f"--control-rate must be a positive number of Hz (0: the parameter file's), got {args.control_rate}"
         )
-    problem = domain_id_problem(args.domain_id)
+    problem = domain_id_problem(args.domain_id) or discovery_problem()
     if problem:
         raise ValueError(problem)
     for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):
