@@ -157,11 +157,17 @@ def main(argv=None) -> int:
         parser.error(f"--cores must be >= 1, got {min(args.cores)}")
     if not args.slice and (args.cores or args.train_share is not None):
         parser.error("--cores and --train-share are for the projection: give --slice DIR too")
-    if args.slice and not os.path.isfile(os.path.join(args.slice, "provenance.json")):
-        parser.error(
-            f"--slice {args.slice}: no provenance.json there; make the slice first: liquid-control eval "
-            f"--experiment headline --archs cfc_ncp --seeds 1 --episodes 30 --out {args.slice}"
-        )
+    if args.slice:  # every file the projection reads, before the architectures are measured
+        needed = ["provenance.json", "report.md", "results.csv"]
+        if args.train_share is None:  # the epoch share comes from the training runs' metrics
+            needed += [os.path.join("train", name, "seed_0", "metrics.csv") for name in ("cfc_ncp", "cfc_ncp_robust")]
+        missing = [name for name in needed if not os.path.isfile(os.path.join(args.slice, name))]
+        if missing:
+            parser.error(
+                f"--slice {args.slice}: no {', '.join(missing)} there; make the slice first: liquid-control eval "
+                f"--experiment headline --archs cfc_ncp --seeds 1 --episodes 30 --out {args.slice}"
+                + (" (a slice without its train/ folder: give --train-share)" if missing[0].startswith("train") else "")
+            )
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     archs = [a for a in args.archs.split(",") if a]

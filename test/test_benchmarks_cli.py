@@ -154,3 +154,31 @@ def test_help_names_the_default_of_every_option(script, monkeypatch):
         and "default" not in formatter._get_help_string(action)
     ]
     assert not silent, f"{script} --help gives no default for {silent}"
+
+
+@pytest.mark.parametrize(
+    "args, missing",
+    [
+        (
+            ["--slice", "docs/ood_report/slice"],
+            "--slice docs/ood_report/slice: no train/cfc_ncp/seed_0/metrics.csv, "
+            "train/cfc_ncp_robust/seed_0/metrics.csv there",
+        ),
+        (
+            ["--slice", "docs/ood_report/headline_run", "--train-share", "0.5"],
+            "--slice docs/ood_report/headline_run: no report.md, results.csv there",
+        ),
+    ],
+)
+def test_headline_budget_names_what_a_slice_lacks_before_measuring(args, missing, monkeypatch, capsys):
+    """Before: only provenance.json was checked, so the committed slice (docs/ood_report/slice, whose train/ folder
+    is not committed) or a folder without report.md / results.csv was measured first (~30 CPU-s), then ended in a
+    FileNotFoundError traceback."""
+    monkeypatch.chdir(ROOT)
+    module = runpy.run_path(str(ROOT / "benchmarks" / "bench_headline_budget.py"))
+    module["main"].__globals__["measure"] = lambda *a: pytest.fail("measured before the slice was checked")
+    with pytest.raises(SystemExit) as stop:
+        module["main"](args)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert missing in err and "Traceback" not in err
