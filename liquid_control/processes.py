@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from multiprocessing.context import SpawnContext, SpawnProcess
 
 
 def parent_death_signal() -> Callable[[], object] | None:
@@ -247,25 +248,49 @@ class WorkerPoolError(RuntimeError):
     """A process pool could not start (its semaphores: a missing, read-only or full /dev/shm)."""
 
 
+@contextmanager
+def _warning_signals_ignored():
+    """Within the block :data:`WARNING_SIGNALS` are ignored (SIG_IGN, this process's handling put back after it), so
+    a process started in it starts ignoring them: an ignored signal stays ignored across exec, while a handler is
+    reset to the default, which ends the process. Outside the main thread, where handlers cannot be set, nothing."""
+    if not WARNING_SIGNALS or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in WARNING_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def _start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker (the process a spawned pool's semaphores are registered with)
-    ignoring :data:`WARNING_SIGNALS`, as the pool's workers do (an ignored signal stays ignored across exec; the
-    tracker resets only SIGINT and SIGTERM): a batch system's warning to every process of the job ended it, and
-    the run printed 'resource_tracker: process died unexpectedly, relaunching. Some resources might leak' and a
-    KeyError traceback per semaphore at its end. Where it runs already, or outside the main thread, as it is."""
+    ignoring :data:`WARNING_SIGNALS`, as the pool's workers do (the tracker resets only SIGINT and SIGTERM): a batch
+    system's warning to every process of the job ended it, and the run printed 'resource_tracker: process died
+    unexpectedly, relaunching. Some resources might leak' and a KeyError traceback per semaphore at its end. Where it
+    runs already as it is."""
     if not WARNING_SIGNALS:  # no such signals (Windows), and no resource tracker process either
         return
     from multiprocessing import resource_tracker
 
-    if threading.current_thread() is not threading.main_thread():
+    with _warning_signals_ignored():
         resource_tracker.ensure_running()
-        return
-    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in WARNING_SIGNALS}
-    try:
-        resource_tracker.ensure_running()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+
+
+class _SpawnProcess(SpawnProcess):
+    """A pool worker started ignoring :data:`WARNING_SIGNALS` (:func:`_warning_signals_ignored`): spawned with their
+    default handling, a worker ignored them only once its initializer ran (:func:`quiet_ctrl_c_in_worker`, after the
+    interpreter started and imported torch), and a batch system's warning to the job in that time ended it (the next
+    batch failed: 'a worker process died'). A signal to this process while one starts is ignored without a word."""
+
+    def start(self) -> None:
+        with _warning_signals_ignored():
+            super().start()
+
+
+class _SpawnContext(SpawnContext):
+    Process = _SpawnProcess
 
 
 def spawn_pool(workers: int, initializer: Callable[..., object], initargs: tuple = ()) -> ProcessPoolExecutor:
@@ -273,13 +298,11 @@ def spawn_pool(workers: int, initializer: Callable[..., object], initargs: tuple
     safe to reuse in a child). Its queues' locks are POSIX semaphores in /dev/shm: where that is missing, read-only
     or full the OSError (say 'Read-only file system', no file named) read as the output folder's in every command's
     message; it is raised as a :class:`WorkerPoolError` naming /dev/shm."""
-    import multiprocessing
-
     _start_resource_tracker()
     try:
         return ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=_SpawnContext(),  # the pool starts its workers as it needs them (at a submit)
             initializer=initializer,
             initargs=initargs,
         )

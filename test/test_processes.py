@@ -1,8 +1,11 @@
 """The process pools of training and evaluation stop cleanly (liquid_control.processes)."""
 
 import os
+import signal
 import subprocess
 import sys
+
+import pytest
 
 DYING_TASK = """
 import os, time
@@ -47,3 +50,20 @@ def test_interrupted_pool_whose_worker_then_dies_prints_no_thread_traceback(tmp_
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines() == ["interrupted", "queued cancelled: True"], done.stdout + done.stderr
     assert "InvalidStateError" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="POSIX signals")
+@pytest.mark.parametrize("signum", ["SIGUSR1", "SIGUSR2"])
+def test_a_batch_systems_early_warning_during_a_workers_start_up_does_not_end_it(signum):
+    """Before: a pool worker was spawned with the default handling of SIGUSR1/SIGUSR2 and ignored them only once its
+    initializer ran (after the interpreter started and imported torch: seconds), so a batch system's early warning
+    to every process of the job in that time ended it, and the run failed with 'a worker process died'. Here the
+    signal reaches the worker before any initializer of ours; the parent's handling is put back after the spawn."""
+    from liquid_control.processes import spawn_pool
+
+    signum = getattr(signal, signum)
+    before = signal.getsignal(signum)
+    with spawn_pool(1, signal.raise_signal, (signum,)) as pool:  # the worker's start-up: nothing ignores it yet
+        worker = pool.submit(os.getpid).result(timeout=120)
+    assert worker != os.getpid()
+    assert signal.getsignal(signum) is before
