@@ -160,8 +160,8 @@ def speed(args) -> int:
     return 0
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawTextHelpFormatter)
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("stage", choices=["train", "table", "sweep", "copycat", "speed"])
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per variant (default 3)")
     parser.add_argument("--out", default="runs/fusion", help="training runs (default runs/fusion)")
@@ -173,13 +173,19 @@ def main() -> int:
     parser.add_argument("--copycat", default="", help="copycat: subset of " + ", ".join(COPYCAT) + " (default all)")
     parser.add_argument("--no-eval", action="store_true", help="copycat: train only")
     parser.add_argument("--speed-episodes", type=int, default=20, help="speed: episodes of the epoch (default 20)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = [n for n in args.variants.split(",") if n]
     unknown = [n for n in names if n not in VARIANTS and (args.stage != "table" or n not in COPYCAT)]
     if unknown:
         parser.error(
             f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)} (table: also {', '.join(COPYCAT)})"
         )
+    for option in ("seeds", "episodes", "sweep_episodes", "workers", "speed_episodes"):  # a stage of no runs
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} must be >= 1, got {getattr(args, option)}")
+    copycat_names = [n for n in args.copycat.split(",") if n] or list(COPYCAT)
+    if set(copycat_names) - set(COPYCAT):
+        parser.error(f"--copycat {args.copycat}: choose from {', '.join(COPYCAT)}")
     if args.stage == "speed":
         return speed(args)
     if args.stage == "train":
@@ -190,7 +196,7 @@ def main() -> int:
     if args.stage == "sweep":
         shifts = ["in_distribution"] + [f"{key}={r:g}" for key in ("camera_rate", "imu_rate") for r in RATES]
         return evaluate(args, [n for n in names if n in SWEPT], shifts, args.sweep_episodes, "sweep")
-    copycat = {n: COPYCAT[n] for n in (args.copycat or ",".join(COPYCAT)).split(",")}
+    copycat = {n: COPYCAT[n] for n in copycat_names}
     train_all(args, copycat)
     if args.no_eval:
         return 0
@@ -198,4 +204,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("fusion_experiment.py", main))

@@ -168,3 +168,44 @@ def test_headline_state_help_is_an_answer_not_a_mistake(args, status):
     assert usage in (run.stdout if status == 0 else run.stderr)
     if status == 0:
         assert "Kept: each finished training run's config.yaml" in run.stdout and not run.stderr
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["copycat", "--copycat", "bogus"], "--copycat bogus: choose from liquid_bc, liquid_no_dart"),
+        (["train", "--seeds", "0"], "--seeds must be >= 1, got 0"),
+        (["table", "--episodes", "0"], "--episodes must be >= 1, got 0"),
+        (["speed", "--speed-episodes", "0"], "--speed-episodes must be >= 1, got 0"),
+    ],
+)
+def test_fusion_experiment_refuses_bad_options_in_one_line(args, message, tmp_path):
+    """Before: --copycat bogus was a KeyError traceback, and --seeds 0 trained nothing and said nothing (exit 0)."""
+    run = run_script("fusion_experiment.py", args, tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_fusion_experiment_help_says_what_each_stage_does():
+    """Before: --help gave the first line of the module doc only: the five stages' names and nothing of what they
+    run (train every variant and seed, the table, the rate sweep, the copycat remedy, the speed check)."""
+    run = run_script("fusion_experiment.py", ["--help"], ROOT)
+    assert run.returncode == 0
+    assert (
+        "python scripts/fusion_experiment.py sweep              # success vs camera rate and vs IMU rate" in run.stdout
+    )
+
+
+def test_ctrl_c_ends_the_fusion_experiment_in_one_line(monkeypatch, capsys):
+    """Before: a KeyboardInterrupt traceback (training runs for hours)."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    monkeypatch.setattr(sys, "argv", ["fusion_experiment.py"])
+    with pytest.raises(SystemExit) as stop:
+        runpy.run_path(str(ROOT / "scripts" / "fusion_experiment.py"), run_name="__main__")
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == "fusion_experiment.py: interrupted\n"
