@@ -14,7 +14,7 @@ import textwrap
 
 from liquid_control import __version__
 from liquid_control.processes import EXIT_BROKEN_PIPE, stderr_is_terminal, stdout_reader_gone
-from liquid_control.ros.entry import honour_no_color, missing_package, needs_package
+from liquid_control.ros.entry import foreign_ros_libraries, honour_no_color, missing_package, needs_package
 
 # name -> (module, one-line help)
 EXIT_STATUS_HELP = textwrap.fill(
@@ -36,6 +36,8 @@ COMMANDS = {
     "record": ("liquid_control.ros.recorder_node", "record topics into a rosbag2 (MCAP) bag, or expert episodes"),
     "replay": ("liquid_control.ros.replay", "play bags into a running policy_node and record its commands"),
 }
+# the commands that load rclpy (the ROS 2 wheels' libraries)
+ROS_COMMANDS = ("main", "sim", "view", "record", "replay")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
+    problem = foreign_ros_libraries() if name in ROS_COMMANDS else None
+    if problem:  # before the command's module loads rclpy
+        print(f"liquid-control {name}: error: {problem}", file=sys.stderr)
+        return 1
     try:
         module, sub = command_parser(name)
         args = sub.parse_args(argv[1:])

@@ -1,6 +1,7 @@
 """The ROS settings a user's shell already carries (a sourced ROS installation, discovery settings from .bashrc):
 each command either runs or stops at once with one line naming the setting and what to do."""
 
+import os
 import subprocess
 import sys
 import sysconfig
@@ -65,3 +66,27 @@ def test_discovery_turned_off_in_the_environment_stops_sim_at_once_naming_it(tmp
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("liquid-control sim: error: ROS_AUTOMATIC_DISCOVERY_RANGE=OFF"), proc.stderr
     assert "set it to LOCALHOST" in proc.stderr and not (tmp_path / "logs").exists(), proc.stderr
+
+
+def test_another_ros_installations_libraries_on_ld_library_path_are_named(tmp_path):
+    """Before: with a ROS installation's lib on LD_LIBRARY_PATH (a sourced /opt/ros/jazzy/setup.bash), the ROS 2
+    wheels' bootstrapper put it before or after the venv's lib at random (it rebuilds the path from a set), and
+    in the processes where it came first rclpy failed to import (or ran on that distribution's librcl). Now every
+    ROS command and node executable says so at once, whatever the order."""
+    lib = tmp_path / "opt" / "ros" / "jazzy" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "librcl.so").write_bytes(b"")  # another installation's librcl
+    env = isolated_ros_env()
+    env.update(ROS_DISTRO="jazzy", LD_LIBRARY_PATH=os.pathsep.join([str(lib), env.get("LD_LIBRARY_PATH", "")]))
+    for argv, prog in (
+        ([sys.executable, "-m", "liquid_control.cli", "replay"], "liquid-control replay"),
+        ([sys.executable, "-m", "liquid_control.ros.entry", "takeover_mux"], "takeover_mux"),
+    ):
+        proc = subprocess.run(argv, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        line = proc.stderr.strip()
+        assert "\n" not in line, line
+        expected = (
+            f"{prog}: error: LD_LIBRARY_PATH holds another ROS installation's libraries, {lib} (ROS_DISTRO=jazzy)"
+        )
+        assert line.startswith(expected) and "has not sourced that installation's setup.bash" in line, line

@@ -113,13 +113,42 @@ def needs_package(command: str, module: str) -> str:
     )
 
 
+def foreign_ros_libraries(environ=os.environ) -> str | None:
+    """Why the ROS libraries this environment's ROS 2 wheels load may not be theirs, or None. The wheels load
+    librcl and the RMW from ``<venv>/lib`` through LD_LIBRARY_PATH, which the wheels' bootstrapper (a .pth file)
+    rebuilds at each start from a set, in an order that changes from one process to the next: a directory of another
+    ROS installation on it (a sourced /opt/ros/<distro>/setup.bash puts its lib there) came first in some processes,
+    and rclpy then failed to import or ran on that distribution's libraries. Said whatever the order."""
+    ours = os.path.realpath(os.path.join(sys.prefix, "lib"))
+    if not os.path.isfile(os.path.join(ours, "librcl.so")):  # not the wheels' environment (a ROS installation's)
+        return None
+    foreign = [
+        part
+        for part in dict.fromkeys(environ.get("LD_LIBRARY_PATH", "").split(os.pathsep))
+        if part and os.path.realpath(part) != ours and os.path.isfile(os.path.join(part, "librcl.so"))
+    ]
+    if not foreign:
+        return None
+    distro = f" (ROS_DISTRO={environ['ROS_DISTRO']})" if environ.get("ROS_DISTRO") else ""
+    return (
+        f"LD_LIBRARY_PATH holds another ROS installation's libraries, {', '.join(foreign)}{distro}, which the ROS 2 "
+        f"wheels of {sys.prefix} may load in place of their own: run it from a shell that has not sourced that "
+        "installation's setup.bash, or with those directories left out of LD_LIBRARY_PATH"
+    )
+
+
 def run(executable: str) -> int:
     """Import the node ``executable`` names and run its ``main`` (which replaces the early signal handlers).
 
     A node whose imports need a package not installed here (sim_node on a robot installed without the simulator:
     gymnasium, MuJoCo), or find one that cannot be imported (a sourced ROS installation's rclpy for another Python),
-    says which, in one line, and ends with status 1, as ``liquid-control`` does."""
+    says which, in one line, and ends with status 1, as ``liquid-control`` does; so does one whose LD_LIBRARY_PATH
+    holds another ROS installation's libraries (:func:`foreign_ros_libraries`)."""
     honour_no_color()
+    problem = foreign_ros_libraries()
+    if problem:
+        print(f"{executable}: error: {problem}", file=sys.stderr)
+        return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _stop_before_start)
     try:
