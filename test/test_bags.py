@@ -1541,10 +1541,12 @@ def test_a_bag_conversion_on_a_full_disk_names_its_cache_and_leaves_no_partial_f
 def test_record_expert_of_a_balancer_writes_what_sim_node_publishes_and_trains_the_balancer(tmp_path, capsys):
     """Before: `record --expert` drove only the rover (make_world refused any other world), so a balancer user had no
     simulated teleoperation for the robot loop. `--world LiquidBalance-v0`: the world's deliveries message by message
-    (IMU and wheel encoders, as sim_node builds them), its velocity target before the first message, and at each
-    update the expert's wheel torques on the balancer policy's command topic, which sim_node executes as the expert's
-    action; the shipped balancer config reads the bag with its own parameter file, every update but the last labelled
-    by the expert. Options of the rover's expert are refused for it, and a world sim_node does not run is named."""
+    (IMU and wheel encoders, as sim_node builds them: the encoders' with the wheel angles measured with their
+    velocities, which the bags lacked after sim_node's had them, 59ba423e), its velocity target before the first
+    message, and at each update the expert's wheel torques on the balancer policy's command topic, which sim_node
+    executes as the expert's action; the shipped balancer config reads the bag with its own parameter file, every
+    update but the last labelled by the expert. Options of the rover's expert are refused for it, and a world
+    sim_node does not run is named."""
     import threading
 
     from rclpy.serialization import deserialize_message
@@ -1568,12 +1570,15 @@ def test_record_expert_of_a_balancer_writes_what_sim_node_publishes_and_trains_t
     try:
         world.reset(seed=seed)
         target = world.command.copy()
-        delivered = [(s, st, st + world.timings[s].latency, np.array(r)) for s, st, r in world.reset_deliveries]
+        delivered = [  # (sensor, stamp, log time, reading, the wheel angles measured with it)
+            (s, st, st + world.timings[s].latency, np.array(r), q)
+            for (s, st, r), q in zip(world.reset_deliveries, world.reset_delivery_positions, strict=True)
+        ]
         actions = {delivered[-1][1]: world.expert_action()}  # update stamp -> the operator's command
         while len(delivered) < 40:
             world.apply_action(list(actions.values())[-1])
             sensor, stamp, reading = world.next_delivery()
-            delivered.append((sensor, stamp, float(world.data.time), np.array(reading)))
+            delivered.append((sensor, stamp, float(world.data.time), np.array(reading), world.delivered_positions))
             if sensor in world.update_on:
                 actions[stamp] = world.expert_action()
     finally:
@@ -1592,7 +1597,7 @@ def test_record_expert_of_a_balancer_writes_what_sim_node_publishes_and_trains_t
     assert messages[0].topic == "/target_velocity"  # the episode's target before its first message
     np.testing.assert_array_equal(M.sensor_reading("command", messages[0].decode()), target)
     sensors = [m for m in messages if m.topic in ("/imu/data", "/joint_states")][: len(delivered)]
-    for (name, stamp, log_time, reading), msg in zip(delivered, sensors, strict=True):
+    for (name, stamp, log_time, reading, positions), msg in zip(delivered, sensors, strict=True):
         decoded = msg.decode()
         assert msg.topic == {"imu": "/imu/data", "encoders": "/joint_states"}[name]
         assert abs(M.stamp_seconds(decoded) - stamp) < 1e-9 and abs(msg.log_time_ns * 1e-9 - log_time) < 1e-9
@@ -1605,7 +1610,8 @@ def test_record_expert_of_a_balancer_writes_what_sim_node_publishes_and_trains_t
             _stamp=lambda t: sim_node.SimNode._stamp(SimpleNamespace(use_sim_time=True), t),
             publishers_by_sensor={"encoders": SimpleNamespace(publish=published.append)},
         )
-        sim_node.SimNode._publish_reading(stub, "encoders", stamp, reading)
+        sim_node.SimNode._publish_reading(stub, "encoders", stamp, reading, positions)
+        assert len(published[0].position) == 2  # the wheel angles, as sim_node's (the bag's had none)
         assert [deserialize_message(msg.data, JointState)] == published
     torques = [m for m in messages if m.topic == "/wheel_torques"][: len(actions)]
     for action, msg in zip(actions.values(), torques, strict=True):  # what sim_node executes: the expert's action

@@ -8,10 +8,11 @@ delivery), and at each update (a message of the world's update sensors: the rove
 IMU messages) the expert (the "operator") commands on the topic the world's policy node commands on (its shipped
 parameter file's ``command_topic``: the rover a Twist on ``/cmd_vel``, the balancers their wheel torques in N m on
 ``/wheel_torques``; log time = the message's delivery: no reaction time). The wheel encoders go on
-``/joint_states``, ``LiquidBalance-v0``'s velocity target (a Twist) on ``/target_velocity`` before the episode's
-first message and before the message it changes at. The rover only: with ``noise_std > 0`` the base executes the
-operator's command plus noise (DART-style noise injection, recorded on ``/base/cmd_vel``) while ``/cmd_vel`` keeps
-the operator's clean command, so the recording holds recovery situations labelled by the expert, without DAgger.
+``/joint_states`` (their velocities and the wheels' true angles at the stamp, as sim_node's), ``LiquidBalance-v0``'s
+velocity target (a Twist) on ``/target_velocity`` before the episode's first message and before the message it
+changes at. The rover only: with ``noise_std > 0`` the base executes the operator's command plus noise (DART-style
+noise injection, recorded on ``/base/cmd_vel``) while ``/cmd_vel`` keeps the operator's clean command, so the
+recording holds recovery situations labelled by the expert, without DAgger.
 
 With a ``driver`` (a trained policy) the roles turn: the policy drives, fed every delivered message through
 the runtime's ``PolicyRunner`` as ``policy_node`` would be, and the expert supervises it as a safety operator
@@ -346,12 +347,16 @@ def record_expert_episode(
         previous_stamp, burst_until, burst_angular = 0.0, -np.inf, 0.0
         target = None  # the velocity target last written (LiquidBalance-v0)
         # reset delivered the messages up to the first update (each at its stamp + latency); then the live loop
-        pending = [(*delivery, world.command.copy() if io["target"] else None) for delivery in world.reset_deliveries]
+        # (sensor, stamp, reading, the wheel angles measured with it, the target then)
+        pending = [
+            (*delivery, positions, world.command.copy() if io["target"] else None)
+            for delivery, positions in zip(world.reset_deliveries, world.reset_delivery_positions, strict=True)
+        ]
         while True:
             if stop is not None and stop.is_set():  # here, not from a signal handler inside MuJoCo's ctypes calls
                 raise KeyboardInterrupt
             if pending:
-                sensor, stamp, reading, command = pending.pop(0)
+                sensor, stamp, reading, positions, command = pending.pop(0)
                 delivered = stamp + world.timings[sensor].latency
             else:
                 world.apply_action(executed)
@@ -360,6 +365,7 @@ def record_expert_episode(
                     terminated, info = world.outcome()
                     break
                 sensor, stamp, reading = delivery
+                positions = world.delivered_positions
                 delivered = float(world.data.time)
                 command = world.command.copy() if io["target"] else None
             now_ns = int(round(delivered * 1e9))  # delivered (and logged) then
@@ -374,7 +380,7 @@ def record_expert_episode(
             elif sensor == "imu":
                 bag.write(TOPICS["imu"], now_ns, imu_message(reading, stamp, noise=imu_noise))
             else:
-                bag.write(TOPICS["encoders"], now_ns, joint_state_message(reading, stamp))
+                bag.write(TOPICS["encoders"], now_ns, joint_state_message(reading, stamp, positions))
             counts[sensor] += 1
             if runner is not None:  # the policy node receives every message, as delivered
                 result = runner.submit(sensor, stamp, reading, now=delivered)

@@ -138,13 +138,13 @@ def imu_message(reading, stamp: float, frame_id: str = "imu", noise: tuple[float
     )
 
 
-def joint_state_message(velocity, stamp: float, names=WHEEL_JOINT_NAMES):
-    """A JointState of the wheels' ``velocity`` (rad/s) by ``names``, as sim_node publishes its encoders: no
-    positions or efforts, no frame."""
+def joint_state_message(velocity, stamp: float, position=None, names=WHEEL_JOINT_NAMES):
+    """A JointState of the wheels' ``velocity`` (rad/s) by ``names``, as sim_node publishes its encoders: with the
+    joints' angles ``position`` (rad; the world's ``delivered_positions``; None: none), no efforts, no frame."""
     return _types()[JOINT_STATE](
         header=header(stamp),
         name=list(names),
-        position=np.zeros(0),
+        position=np.zeros(0) if position is None else np.asarray(position, dtype=np.float64).reshape(-1),
         velocity=np.asarray(velocity, dtype=np.float64).reshape(-1),
         effort=np.zeros(0),
     )
