@@ -439,6 +439,17 @@ def main(argv=None) -> int:
     o.add_argument("outs", nargs="+")
     o.add_argument("--figure", default=None)
     args = parser.parse_args(argv)
+    needs = {  # what each step reads of a loop's folder: a wrong folder is said here, not in a traceback
+        "summary": "run/policy.pt",
+        "publish": "summary.json",
+        "compare": "summary.json",
+        "rounds": "sim/results.json",
+    }
+    if args.what in needs:
+        for out in args.outs if args.what in ("compare", "rounds") else [args.out]:
+            if not (Path(out) / needs[args.what]).is_file():
+                what = f"no {needs[args.what]} there" if Path(out).is_dir() else "no such folder"
+                parser.error(f"{args.what} {out}: {what}; give the OUT folder of a finished scripts/bag_loop.sh")
     if args.what == "rounds":
         print(rounds(args.outs, args.figure))
         return 0
@@ -472,4 +483,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("bag_loop.py", main))

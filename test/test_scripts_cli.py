@@ -209,3 +209,22 @@ def test_ctrl_c_ends_the_fusion_experiment_in_one_line(monkeypatch, capsys):
         runpy.run_path(str(ROOT / "scripts" / "fusion_experiment.py"), run_name="__main__")
     assert stop.value.code == 130
     assert capsys.readouterr().err == "fusion_experiment.py: interrupted\n"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["summary", "--out", "loop"], "summary loop: no such folder; give the OUT folder of a finished"),
+        (["publish", "--out", "empty", "--to", "docs"], "publish empty: no summary.json there"),
+        (["compare", "empty"], "compare empty: no summary.json there"),
+        (["rounds", "empty"], "rounds empty: no sim/results.json there"),
+    ],
+)
+def test_bag_loop_helpers_refuse_a_folder_that_is_no_loop(args, message, tmp_path):
+    """Before: summary, compare and rounds ended in PolicyLoadError / FileNotFoundError tracebacks, and publish of
+    a wrong folder copied nothing, said nothing and exited 0."""
+    (tmp_path / "empty").mkdir()
+    run = run_script("bag_loop.py", args, tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
