@@ -14,7 +14,7 @@ import textwrap
 
 from liquid_control import __version__
 from liquid_control.processes import EXIT_BROKEN_PIPE, stderr_is_terminal, stdout_reader_gone
-from liquid_control.ros.entry import foreign_ros_libraries, honour_no_color, missing_package, needs_package
+from liquid_control.ros.entry import honour_no_color, missing_package, needs_package, ros_environment_problem
 
 # name -> (module, one-line help)
 EXIT_STATUS_HELP = textwrap.fill(
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     if name not in COMMANDS:
         parser.error(f"unknown command {name!r}; choose from {', '.join(COMMANDS)}")
-    problem = foreign_ros_libraries() if name in ROS_COMMANDS else None
+    problem = ros_environment_problem() if name in ROS_COMMANDS else None
     if problem:  # before the command's module loads rclpy
         print(f"liquid-control {name}: error: {problem}", file=sys.stderr)
         return 1

@@ -90,3 +90,26 @@ def test_another_ros_installations_libraries_on_ld_library_path_are_named(tmp_pa
             f"{prog}: error: LD_LIBRARY_PATH holds another ROS installation's libraries, {lib} (ROS_DISTRO=jazzy)"
         )
         assert line.startswith(expected) and "has not sourced that installation's setup.bash" in line, line
+
+
+def test_an_rmw_implementation_not_installed_here_is_named():
+    """Before: RMW_IMPLEMENTATION=rmw_cyclonedds_cpp (a .bashrc's) ended every ROS command at `import rclpy` with
+    rcl's "Expected RMW implementation identifier of 'rmw_cyclonedds_cpp' but instead found 'rmw_fastrtps_cpp',
+    exiting with 102", exit 102, nothing naming the variable. Now one line naming it and what to do, exit 1; the
+    wheels' own RMW named is fine."""
+    env = isolated_ros_env()
+    env["RMW_IMPLEMENTATION"] = "rmw_cyclonedds_cpp"
+    for argv, prog in (
+        ([sys.executable, "-m", "liquid_control.cli", "replay"], "liquid-control replay"),
+        ([sys.executable, "-m", "liquid_control.ros.entry", "takeover_mux"], "takeover_mux"),
+    ):
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr
+        line = proc.stderr.strip()
+        assert line.startswith(f"{prog}: error: RMW_IMPLEMENTATION=rmw_cyclonedds_cpp (from the environment)"), line
+        assert line.endswith("(they have rmw_fastrtps_cpp): unset RMW_IMPLEMENTATION for this command"), line
+    env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.cli", "replay"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "required: BAG" in proc.stderr, proc.stderr  # on to replay's own usage error

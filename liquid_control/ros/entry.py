@@ -137,15 +137,46 @@ def foreign_ros_libraries(environ=os.environ) -> str | None:
     )
 
 
+def unavailable_rmw(environ=os.environ) -> str | None:
+    """Why the RMW that RMW_IMPLEMENTATION names (a .bashrc's rmw_cyclonedds_cpp) cannot be used here, or None. The
+    ROS 2 wheels' librcl is built on one RMW and checks the variable as it loads: another name ended the process at
+    `import rclpy` with rcl's own line ('Expected RMW implementation identifier of ... exiting with 102'), which
+    does not name the variable."""
+    name = environ.get("RMW_IMPLEMENTATION", "")
+    lib = os.path.join(sys.prefix, "lib")
+    if not name or not os.path.isfile(os.path.join(lib, "librcl.so")):  # unset, or not the wheels' environment
+        return None
+    if os.path.isfile(os.path.join(lib, "librmw_implementation.so")) or os.path.isfile(
+        os.path.join(lib, f"lib{name}.so")
+    ):
+        return None
+    here = sorted(
+        f[3:-3]
+        for f in os.listdir(lib)
+        if f.startswith("librmw_") and f.endswith("_cpp.so") and "__" not in f and not f.endswith("_shared_cpp.so")
+    )
+    return (
+        f"RMW_IMPLEMENTATION={name} (from the environment) is not an RMW of the ROS 2 wheels of {sys.prefix} "
+        f"(they have {', '.join(here) or 'another'}): unset RMW_IMPLEMENTATION for this command"
+    )
+
+
+def ros_environment_problem(environ=os.environ) -> str | None:
+    """What in the ROS settings a user's shell carries stops this environment's ROS 2 wheels from loading: another
+    installation's libraries, an RMW they do not have; None when nothing does."""
+    return foreign_ros_libraries(environ) or unavailable_rmw(environ)
+
+
 def run(executable: str) -> int:
     """Import the node ``executable`` names and run its ``main`` (which replaces the early signal handlers).
 
     A node whose imports need a package not installed here (sim_node on a robot installed without the simulator:
     gymnasium, MuJoCo), or find one that cannot be imported (a sourced ROS installation's rclpy for another Python),
     says which, in one line, and ends with status 1, as ``liquid-control`` does; so does one whose LD_LIBRARY_PATH
-    holds another ROS installation's libraries (:func:`foreign_ros_libraries`)."""
+    holds another ROS installation's libraries or RMW_IMPLEMENTATION names an RMW not here
+    (:func:`ros_environment_problem`)."""
     honour_no_color()
-    problem = foreign_ros_libraries()
+    problem = ros_environment_problem()
     if problem:
         print(f"{executable}: error: {problem}", file=sys.stderr)
         return 1
