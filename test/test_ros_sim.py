@@ -912,7 +912,6 @@ def test_sim_node_stamps_follow_a_step_of_the_node_clock_mid_episode(sim_context
             return Time(nanoseconds=int(round(clock_s() * 1e9)))
 
     node.get_clock = SteppedClock
-    node.running = lambda: True  # rclpy.ok() asks the default context, not sim_context
     published, sim_stamps = [], []  # (topic, header stamp, the clock when it went out); the readings' sim stamps
 
     class Recording:
@@ -963,7 +962,6 @@ def test_sim_node_joint_states_carry_the_wheel_angles_measured_with_the_velociti
     params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "time_limit": 0.3, "publish_tf": False,
               "shift": "latency_50ms"}  # fmt: skip
     node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    node.running = lambda: True  # rclpy.ok() asks the default context, not sim_context
     world, measured, readings, published = node.world, {}, {}, []
     measure = world._measure
 
@@ -1003,3 +1001,33 @@ def test_sim_node_joint_states_carry_the_wheel_angles_measured_with_the_velociti
     assert late == len(published)  # every one delivered 50 ms after its measurement, the wheels turning meanwhile
     # the angles at the delivery are not those: the wheels turned in the 50 ms
     assert max(abs(msg.position[0] - now[0]) for msg, _, now in published) > 1e-3
+
+
+def test_sim_node_on_its_own_context_runs_while_that_context_is_up_and_stops_with_it(monkeypatch):
+    """SimNode.running() asked rclpy.ok(), the default context: a SimNode made on a context of its own (a process
+    embedding it beside other nodes, a test) stopped before its first message while the default context was down
+    (StopRequested at once; run() ran no episode), and kept running after its own context was shut down. It asks its
+    own context now."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from liquid_control.ros.sim_node import SimNode
+    from liquid_control.ros.testing import free_domain_id
+
+    default_ok = rclpy.ok
+    monkeypatch.setattr(rclpy, "ok", lambda context=None: False if context is None else default_ok(context=context))
+    context = rclpy.Context()  # this test's own: shut down below
+    rclpy.init(context=context, domain_id=free_domain_id())
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "time_limit": 0.1, "publish_tf": False,
+              "episodes": 1}  # fmt: skip
+    node = SimNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    try:
+        (status,) = node.run()  # the default context being down does not stop it
+        assert status["sim_time"] >= 0.1 - 1e-3 and status["messages"]["encoders"] > 10, status  # to its end
+        assert node.running()
+        context.shutdown()
+        assert not node.running()  # its own context down: it stops
+    finally:
+        node.world.close()
+        node.destroy_node()
+        context.try_shutdown()

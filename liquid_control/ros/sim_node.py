@@ -636,8 +636,9 @@ class SimNode(Node):
         return self._acked(self.status_pub, remaining)
 
     def running(self) -> bool:
-        """Neither a signal nor a shutdown of the context has asked this node to stop."""
-        return rclpy.ok() and not self.stop.is_set()
+        """Neither a signal nor a shutdown of the node's context (the default one, or that it was made on) has asked
+        this node to stop."""
+        return self.context.ok() and not self.stop.is_set()
 
     def check_stop(self) -> None:
         """Raise :class:`StopRequested` where a loop waits or steps, so that a signal ends it at once."""
