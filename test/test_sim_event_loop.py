@@ -210,3 +210,43 @@ def test_simultaneous_events_measurements_first_then_sensors_by_name():
     assert (first[0], first[1], second[0], second[1]) == ("encoders", t, "imu", t)
     assert env.data.time == pytest.approx(t, abs=1e-7)
     env.close()
+
+
+@pytest.mark.parametrize("world", [LiquidBalanceEnv, LiquidBalanceNavEnv])
+def test_delivered_positions_are_the_wheel_angles_measured_with_the_reading_returned_under_a_reorder_lag(world):
+    """With ``reorder_lag_s`` > 0 a delivery releases held messages (in stamp order) other than the one it pops, for
+    the observations; ``next_delivery`` returns the popped one (what sim_node and the expert publish), and
+    ``delivered_positions`` (``reset_delivery_positions`` for reset's) are the wheel angles measured with that
+    reading, not with a message the buffer released."""
+    env = world(shift="jitter_x2", reorder_lag_s=0.03)
+    measured, measure = {}, env._measure  # measurement time -> (reading, wheel angles then)
+
+    def keep(sensor):
+        reading = measure(sensor)
+        if sensor == "encoders":
+            measured[env.data.time] = (reading.copy(), env.data.qpos[env._joint_qpos["encoders"]].copy())
+        return reading
+
+    env._measure = keep
+    try:
+        env.reset(seed=1)
+        deliveries = list(zip(env.reset_deliveries, env.reset_delivery_positions, strict=True))
+        held = 0
+        env.apply_action(np.full(env.action_space.shape, 0.3))  # the wheels turn: each message's angles differ
+        for _ in range(300):
+            deliveries.append((env.next_delivery(), env.delivered_positions))
+            held = max(held, len(env._reorder))
+    finally:
+        env.close()
+    assert held > 2  # the buffer held messages: those it released were not the one popped
+    encoders = 0
+    for (sensor, stamp, reading), positions in deliveries:
+        if sensor != "encoders":
+            assert positions is None
+            continue
+        at = min(measured, key=lambda t: abs(t - stamp))
+        assert abs(at - stamp) < 1e-6
+        np.testing.assert_array_equal(reading, measured[at][0])
+        np.testing.assert_array_equal(positions, measured[at][1])
+        encoders += 1
+    assert encoders > 100
