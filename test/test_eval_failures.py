@@ -335,3 +335,25 @@ def test_workers_size_the_local_ray_instance_the_evaluation_starts(monkeypatch):
     )
     assert cpus == [1.0, 1.0]
     assert not ray.is_initialized()  # the instance started here is gone
+
+
+def test_a_warning_of_the_experiments_training_runs_is_shown_once(tmp_path, monkeypatch):
+    """Before: a warning given in the headline experiment's training workers (the compiled kernels' about
+    LIQUID_CONTROL_NATIVE, a world's) was printed by every worker process that trained a run. It comes back with the
+    run and the experiment shows it once (here the pool is one thread of this process, the runs one after the other)."""
+    import warnings
+    from concurrent.futures import ThreadPoolExecutor
+
+    from liquid_control.evaluation import experiment
+
+    def train_one(name, arch, seed, out_dir, overrides, resume):
+        warnings.warn("a world's warning", UserWarning, stacklevel=1)
+        return {"name": name, "seed": seed, "cpu_s": 1.0, "metadata": {}}
+
+    monkeypatch.setattr(experiment, "spawn_pool", lambda workers, initializer: ThreadPoolExecutor(1))
+    monkeypatch.setattr(experiment, "_train_one", train_one)
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")  # this process's filter: every warning it is given is shown
+        results = experiment.train_all([("cfc", "cfc")], [0, 1, 2], str(tmp_path / "train"), {"cfc": {}}, False, 1)
+    assert [r["seed"] for r in results] == [0, 1, 2]
+    assert [str(w.message) for w in shown] == ["a world's warning"]

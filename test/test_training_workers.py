@@ -374,3 +374,27 @@ def test_an_interrupt_while_episodes_are_queued_prints_no_thread_traceback(monke
     finally:
         own.close(abort=True)
     assert raised == []
+
+
+def test_a_workers_warning_reaches_the_user_once_whatever_the_workers(monkeypatch, capfd):
+    """Before: a warning given in the episode workers (here the compiled kernels' about LIQUID_CONTROL_NATIVE=maybe,
+    which each worker gives when it first runs the policy) was printed by every worker process (the same lines N
+    times for --workers N), as evaluation's were before 1b78d8b5. It comes back with the episode and the training
+    process shows it once."""
+    import warnings
+
+    monkeypatch.setenv("LIQUID_CONTROL_NATIVE", "maybe")  # the workers' environment (spawned)
+    config = validate_config(camera_imu_config())
+    policy = Policy(config)
+    pool = EpisodeWorkers(config, 2)
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")  # this process's filter: every warning it is given is shown
+            outcomes = pool.outcomes(policy, [11, 12, 13, 14], max_steps=3)
+            episodes = list(pool.collect(policy, 0, 1, range(2)))  # round 1: the policy drives with the expert
+    finally:
+        pool.close()
+    assert len(outcomes) == 4 and len(episodes) == 2
+    said = [str(w.message) for w in shown if "LIQUID_CONTROL_NATIVE='maybe'" in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in shown]
+    assert "LIQUID_CONTROL_NATIVE" not in capfd.readouterr().err  # no worker printed it itself

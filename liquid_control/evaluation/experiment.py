@@ -41,7 +41,14 @@ from liquid_control import folder_lock
 from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import EXPERT, EvaluationSetupError, parse_pairs, unique_pairs
 from liquid_control.evaluation.shifts import SHIFT_SETS
-from liquid_control.processes import available_cpus, collect_results, more_workers_than_cpus, spawn_pool
+from liquid_control.processes import (
+    WarningsOnce,
+    available_cpus,
+    collect_results,
+    more_workers_than_cpus,
+    run_keeping_warnings,
+    spawn_pool,
+)
 
 # architecture name in the report -> shipped config (policies/configs/)
 ARCHITECTURES = {
@@ -280,12 +287,15 @@ def train_all(
     too_many = more_workers_than_cpus(workers, available_cpus(), "a training run's world and torch (~300 MB or more)")
     if too_many:  # allowed (the same runs), as eval's and train's pools say it
         print(f"liquid-control eval: {too_many}", file=sys.stderr, flush=True)
+    shown = WarningsOnce()  # a worker's warnings: once in the experiment (at the end of its run), not once per worker
     with spawn_pool(workers, _init_training_worker) as pool:
-        job_of = {pool.submit(_train_one, *job): job for job in jobs}
+        job_of = {pool.submit(run_keeping_warnings, _train_one, *job): job for job in jobs}
 
         def done(future):
             try:
-                results.append(future.result())
+                result, caught = future.result()
+                shown.show(caught)
+                results.append(result)
             except BrokenProcessPool as exc:  # killed, or by the kernel's OOM killer: a traceback before
                 raise RunFailedError(
                     "a training worker process died (killed by a signal, or by the kernel when memory ran out; its "

@@ -20,10 +20,12 @@ import torch
 
 from liquid_control.policy import Policy, PolicyAgent, PolicyConfigError, check_world, env_kwargs, observation_keys
 from liquid_control.processes import (
+    WarningsOnce,
     WorkerPoolError,
     die_with_parent,
     keep_freed_memory,
     quiet_ctrl_c_in_worker,
+    run_keeping_warnings,
     spawn_pool,
     terminate_workers,
 )
@@ -257,7 +259,8 @@ class EpisodeWorkers:
     :meth:`close`. Results come back as each episode finishes, so the caller saves finished episodes even when
     a later one fails; after a failure the episodes not yet started are cancelled, those already running are
     waited for and returned, then :class:`EpisodeWorkerError` names the failed episode (or, when a worker process
-    died or could not start, the batch: which of its episodes was running there is not known).
+    died or could not start, the batch: which of its episodes was running there is not known). A warning the
+    workers give comes back with the episode and is shown once by this process (not once per worker process).
     """
 
     def __init__(self, config: dict, count: int):
@@ -265,6 +268,7 @@ class EpisodeWorkers:
             raise ValueError(f"episode workers: count must be >= 1, got {count!r}")
         self.config, self.count = config, int(count)
         self._pool: ProcessPoolExecutor | None = None
+        self._warnings = WarningsOnce()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -277,7 +281,7 @@ class EpisodeWorkers:
         died = f"{batch}: a worker process died or could not start (its error, if it printed one, is above)"
         try:
             pool = self._executor()
-            futures = {pool.submit(fn, *args): key for key, args in tasks.items()}
+            futures = {pool.submit(run_keeping_warnings, fn, *args): key for key, args in tasks.items()}
         except BrokenProcessPool as exc:
             self.close()  # a broken pool serves nothing: the next call starts a new one
             raise EpisodeWorkerError(died) from exc
@@ -288,7 +292,7 @@ class EpisodeWorkers:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in sorted(done, key=futures.get):
                 if future.exception() is None:
-                    yield futures[future], future.result()
+                    yield futures[future], self._result(future)
                 elif failed is None:
                     failed = future
         if failed is None:
@@ -304,8 +308,14 @@ class EpisodeWorkers:
         self._pool = None
         for future in sorted(pending, key=futures.get):
             if not future.cancelled() and future.exception() is None:
-                yield futures[future], future.result()
+                yield futures[future], self._result(future)
         raise EpisodeWorkerError(f"{name(futures[failed])} failed in a worker: {type(exc).__name__}: {exc}") from exc
+
+    def _result(self, future):
+        """A task's result, its warnings (:func:`run_keeping_warnings`) shown if not shown before."""
+        result, caught = future.result()
+        self._warnings.show(caught)
+        return result
 
     def collect(self, policy: Policy | None, seed: int, round_index: int, indices):
         """Yield ``(index, Episode)`` of round ``round_index``'s episodes ``indices`` as they finish."""
