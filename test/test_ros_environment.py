@@ -113,3 +113,35 @@ def test_an_rmw_implementation_not_installed_here_is_named():
         [sys.executable, "-m", "liquid_control.cli", "replay"], env=env, capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and "required: BAG" in proc.stderr, proc.stderr  # on to replay's own usage error
+
+
+def test_a_ros_log_folder_that_cannot_be_made_is_named(tmp_path):
+    """Before: ROS_LOG_DIR (or HOME, for ~/.ros/log) where rcl cannot make its log folder ended `liquid-control
+    sim` in an RCLError traceback from its status listener after the nodes had started, and `liquid-control
+    record` in one too. Now sim refuses before any node starts and record says it in one line; `record --expert`,
+    which needs no rcl, still runs."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    env = isolated_ros_env()
+    env["ROS_LOG_DIR"] = str(blocker / "log")
+    sim = [sys.executable, "-m", "liquid_control.cli", "sim", "--episodes", "1", "--timeout", "5"]
+    proc = subprocess.run(
+        [*sim, "--log-dir", str(tmp_path / "logs")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 2 and not (tmp_path / "logs").exists(), proc.stderr
+    assert proc.stderr.strip() == (
+        f"liquid-control sim: error: the ROS log folder {blocker / 'log'} (from ROS_LOG_DIR) cannot be created: "
+        f"{blocker} is not a folder; set ROS_LOG_DIR to a writable folder"
+    ), proc.stderr
+    record = [sys.executable, "-m", "liquid_control.cli", "record", "--duration", "1", "-o", str(tmp_path / "bag")]
+    proc = subprocess.run(record, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and not (tmp_path / "bag").exists(), proc.stderr
+    assert proc.stderr.strip().startswith("liquid-control record: cannot start: failed to initialize logging"), (
+        proc.stderr
+    )
+    assert proc.stderr.strip().endswith("set ROS_LOG_DIR to a writable folder"), proc.stderr
+    expert = [*record[:4], "--expert", "--episodes", "1", "--time-limit", "0.3", "--render-size", "32"]
+    proc = subprocess.run(
+        [*expert, "-o", str(tmp_path / "expert")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and (tmp_path / "expert").is_dir(), proc.stderr

@@ -161,6 +161,28 @@ def unavailable_rmw(environ=os.environ) -> str | None:
     )
 
 
+def unwritable_log_dir(environ=os.environ) -> str | None:
+    """Why rcl cannot make its log folder (ROS_LOG_DIR, else $ROS_HOME/log, else ~/.ros/log), or None. rclpy.init
+    fails then ('failed to initialize logging: Failed to create log directory'): a traceback from `liquid-control
+    sim`'s status listener after its nodes had started (checked before they start, without creating anything;
+    `record --expert` needs no rcl and is not refused)."""
+    if environ.get("ROS_LOG_DIR"):
+        variable, folder = "ROS_LOG_DIR", environ["ROS_LOG_DIR"]
+    elif environ.get("ROS_HOME"):
+        variable, folder = "ROS_HOME", os.path.join(environ["ROS_HOME"], "log")
+    else:
+        variable, folder = "HOME", os.path.join("~", ".ros", "log")
+    path = os.path.abspath(os.path.expanduser(folder))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
+        return None
+    why = "is not writable" if os.path.isdir(existing) else "is not a folder"
+    what = why if existing == path else f"cannot be created: {existing} {why}"
+    return f"the ROS log folder {path} (from {variable}) {what}; set ROS_LOG_DIR to a writable folder"
+
+
 def ros_environment_problem(environ=os.environ) -> str | None:
     """What in the ROS settings a user's shell carries stops this environment's ROS 2 wheels from loading: another
     installation's libraries, an RMW they do not have; None when nothing does."""

@@ -61,7 +61,8 @@ def run_until_signal(
 
 def init_ros(name: str, **kwargs) -> bool:
     """``rclpy.init(**kwargs)``, or one line on stderr saying why not and False: a --params-file that is missing or
-    not ROS parameter YAML makes rcl raise an RCLError whose traceback hides the reason in its last line."""
+    not ROS parameter YAML, or a log folder rcl cannot make, makes rcl raise an RCLError whose traceback hides the
+    reason in its last line."""
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
 
@@ -69,7 +70,10 @@ def init_ros(name: str, **kwargs) -> bool:
         rclpy.init(**kwargs)
     except RCLError as exc:
         reason = re.sub(r"(, at \S+:\d+)+$", "", " ".join(str(exc).split())).strip()  # rcl's source locations
-        print(f"{name}: cannot start: {reason.removeprefix('failed to initialize rcl: ')}", file=sys.stderr)
+        reason = reason.removeprefix("failed to initialize rcl: ")
+        if "log directory" in reason:  # ROS_LOG_DIR, $ROS_HOME/log or ~/.ros/log (entry.unwritable_log_dir)
+            reason += "; set ROS_LOG_DIR to a writable folder"
+        print(f"{name}: cannot start: {reason}", file=sys.stderr)
         return False
     return True
 

@@ -32,7 +32,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.paths import config_dir, output_folder_problem, resolve_policy_file, user_path
 from liquid_control.processes import parent_death_signal
-from liquid_control.ros.entry import NODE_MODULES
+from liquid_control.ros.entry import NODE_MODULES, unwritable_log_dir
 
 PACKAGE = "liquid_control"
 # world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
@@ -615,7 +615,7 @@ def check_arguments(args) -> None:
         raise ValueError(
             f"--control-rate must be a positive number of Hz (0: the parameter file's), got {args.control_rate}"
         )
-    problem = domain_id_problem(args.domain_id) or discovery_problem()
+    problem = domain_id_problem(args.domain_id) or discovery_problem() or unwritable_log_dir()
     if problem:
         raise ValueError(problem)
     for option, folder in (("--log-dir", args.log_dir), ("--record-bag", args.record_bag)):

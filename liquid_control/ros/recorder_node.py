@@ -46,7 +46,7 @@ from liquid_control.conventions.params import (
     refuse_startup_parameter_changes,
 )
 from liquid_control.paths import user_path
-from liquid_control.ros.executable import WithMessageInfo, run_until_signal
+from liquid_control.ros.executable import WithMessageInfo, init_ros, run_until_signal
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -689,7 +689,10 @@ def _record_graph(args, topics: list[str]) -> int:
 
     context = rclpy.Context()
     cli_args = ["--ros-args", "-p", f"use_sim_time:={'true' if args.use_sim_time else 'false'}"]
-    rclpy.init(context=context, args=cli_args, signal_handler_options=SignalHandlerOptions.NO)
+    if not init_ros(
+        "liquid-control record", context=context, args=cli_args, signal_handler_options=SignalHandlerOptions.NO
+    ):
+        return 1
     # Our own handlers: SIGINT and SIGTERM finish the bag, also where the shell started us with SIGINT ignored
     # (`liquid-control record ... &` in a script) or a supervisor stops us with SIGTERM.
     stop = threading.Event()
