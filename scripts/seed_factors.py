@@ -158,9 +158,22 @@ def main(argv=None) -> int:
         help="the headline run's train/ folder: its policies must equal the I = B = D runs (skipped if absent)",
     )
     args = parser.parse_args(argv)
+    from liquid_control.evaluation.experiment import ARCHITECTURES
+
     archs = [a for a in args.archs.split(",") if a]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    split = [int(s) for s in args.split_seeds.split(",") if s]
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown or not archs:  # before: a KeyError traceback from a training worker
+        parser.error(f"--archs {args.archs}: choose from {', '.join(ARCHITECTURES)}")
+    for option in ("episodes", "workers"):  # before: an EvaluationSetupError / ValueError traceback
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be >= 1, got {getattr(args, option)}")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        split = [int(s) for s in args.split_seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds} / --split-seeds {args.split_seeds}: comma-separated whole numbers")
+    if not seeds or min(seeds + split) < 0:
+        parser.error(f"--seeds {args.seeds}: one or more seeds >= 0")
     if not set(split) <= set(seeds):
         parser.error(f"--split-seeds {args.split_seeds} must be among --seeds {args.seeds} (the grid holds I = B)")
     out = Path(args.out)
@@ -215,4 +228,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of("seed_factors.py", main))

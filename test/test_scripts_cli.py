@@ -228,3 +228,21 @@ def test_bag_loop_helpers_refuse_a_folder_that_is_no_loop(args, message, tmp_pat
     assert run.returncode == 2, run.stderr[-2000:]
     assert message in run.stderr and "Traceback" not in run.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--archs", "cfc,bogus"], "--archs cfc,bogus: choose from cfc, cfc_ncp"),
+        (["--seeds", "0,x"], "--seeds 0,x / --split-seeds 0,1: comma-separated whole numbers"),
+        (["--episodes", "0"], "--episodes must be >= 1, got 0"),
+    ],
+)
+def test_seed_factors_refuses_bad_options_before_training(args, message, tmp_path):
+    """Before: ValueError tracebacks (--workers 0, --seeds 0,x) and a KeyError traceback from a training worker
+    (--archs bogus); --episodes 0 went on to train every run and failed in the evaluation after them."""
+    run = run_script("seed_factors.py", [*args, "--out", "sf"], tmp_path)
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert message in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.iterdir())
