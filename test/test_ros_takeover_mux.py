@@ -371,12 +371,18 @@ def test_parameters_set_over_dds_are_applied_or_refused_with_the_reason(tmp_path
         assert held == dict(operator_timeout_s=0.5, takeover_threshold=0.5, output_topic="base/cmd_vel")
         results, held = _remote_parameters(probe, "takeover_mux", takeover_threshold=0.8, operator_timeout_s=1.0)
         assert results == [(True, ""), (True, "")] and held == dict(takeover_threshold=0.8, operator_timeout_s=1.0)
-        assert probe.wait_for(lambda: "operator timeout 1 s" in log.read_text(), 10.0), log.read_text()
+        assert probe.wait_for(lambda: "operator_timeout_s 1 s" in log.read_text(), 10.0), log.read_text()
     finally:
         probe.close()
         stop_process(proc)
     text = log.read_text()
-    assert "parameters changed: takeover {'threshold': 0.8" in text and "Traceback" not in text, text
+    # by the parameters' names, not the rule as a Python dict ({'threshold': 0.8, ..., 'shadow': False}: before)
+    assert (
+        "/policy/cmd_vel (policy) or /cmd_vel (operator) -> /base/cmd_vel; takeover_threshold 0.5, "
+        "takeover_hold_s 1 s, operator_share 0, operator_timeout_s 0.5 s, policy_timeout_s 0.5 s" in text
+    ), text
+    assert "parameters changed: takeover_threshold 0.8, takeover_hold_s 1 s, operator_share 0, " in text, text
+    assert "{'" not in text and "Traceback" not in text, text
 
 
 def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, mux):  # noqa: F811
@@ -436,6 +442,23 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
         launch_stubs(path, seed="x")
     with pytest.raises(ValueError, match="operator_share: must be a number"):
         launch_stubs(path, operator_share="half")
+
+
+def test_an_operator_command_with_nan_names_its_topic(mux):
+    """Before: 'operator command with NaN/inf ignored', naming no topic (the policy's said its own)."""
+    m = mux(operator_topic="joy/cmd_vel")
+    said = []
+
+    class Logger:
+        def warning(self, text, **_):
+            said.append(text)
+
+    m.node.get_logger = lambda: Logger()
+    m.operator(math.nan, 0.0)
+    assert said == [
+        "operator command with NaN/inf on /joy/cmd_vel ignored: the last finite one holds until operator_timeout_s "
+        "runs out"
+    ]
 
 
 def test_another_publisher_on_the_base_topic_is_named_in_a_warning(mux):

@@ -204,9 +204,10 @@ class TakeoverMuxNode(Node):
         self.watch_timer = self.create_timer(
             float(p["watch_period_s"]), self._watch, clock=Clock(clock_type=ClockType.STEADY_TIME)
         )
+        r = self.resolved  # as subscribed (namespace and remappings applied), as the warnings name them
         self.get_logger().info(
-            f"{p['policy_topic']} (policy) or {p['operator_topic']} (operator) -> {p['output_topic']}; "
-            f"takeover {self.rule.describe()}, operator timeout {self.operator_timeout:g} s"
+            f"{r['policy_topic']} (policy) or {r['operator_topic']} (operator) -> {r['output_topic']}; "
+            f"{self._live_settings()}"
         )
         # after the declarations (they call it too); applied once set (rclpy without post-set callbacks: at once)
         self.add_on_set_parameters_callback(self._check_parameters)
@@ -249,10 +250,17 @@ class TakeoverMuxNode(Node):
         self.rule = self.operator.rule = s["rule"]
         self.operator_timeout, self.policy_timeout = s["operator_timeout"], s["policy_timeout"]
         if old != (self.rule, self.operator_timeout, self.policy_timeout):
-            self.get_logger().info(
-                f"parameters changed: takeover {self.rule.describe()}, operator timeout {self.operator_timeout:g} s, "
-                f"policy timeout {self.policy_timeout:g} s"
-            )
+            self.get_logger().info(f"parameters changed: {self._live_settings()}")
+
+    def _live_settings(self) -> str:
+        """The settings a run-time change may tune, by their parameters' names (``LIVE_PARAMETERS``); before, the
+        rule was printed as a Python dict of other names, with a ``shadow`` the mux has no parameter for."""
+        rule = self.rule
+        return (
+            f"takeover_threshold {rule.threshold:g}, takeover_hold_s {rule.hold_s:g} s, operator_share "
+            f"{rule.operator_share:g}, operator_timeout_s {self.operator_timeout:g} s, policy_timeout_s "
+            f"{self.policy_timeout:g} s"
+        )
 
     def _now(self) -> float:
         return time.monotonic()
@@ -285,7 +293,11 @@ class TakeoverMuxNode(Node):
     def _on_operator(self, msg):
         action = self._action(msg)
         if not np.all(np.isfinite(action)):
-            self.get_logger().warning("operator command with NaN/inf ignored", throttle_duration_sec=2.0)
+            self.get_logger().warning(
+                f"operator command with NaN/inf on {self.resolved['operator_topic']} ignored: the last finite one "
+                "holds until operator_timeout_s runs out",
+                throttle_duration_sec=2.0,
+            )
             return
         self.operator_command, self.operator_at, self.operator_message = action, self._now(), msg
         self.operator_forwarded = False
