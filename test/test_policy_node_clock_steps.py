@@ -369,3 +369,19 @@ def test_publishers_taking_turns_are_told_by_stamps_that_go_back_and_their_lost_
     values = {kv.key: kv.value for kv in node.diagnostic_status().values}
     assert values["missed.imu"] == "18" and values["publishers_interleaved.imu"] == "6"
     assert counters["missed.wheels"] == counters["missed.command"] == 0
+
+
+def test_the_summary_names_each_counter_as_the_diagnostics_do(node, wall):
+    """Before: the summary at cleanup ended in a Python dict ({'received.imu': 1, 'reorder.forced': 0, ...})."""
+    at, published, imu, wheels = _activated(node)
+    imu.header.stamp = wheels.header.stamp = at(START + 5_000_000)
+    node._on_vector("wheels", wheels)
+    node._on_vector("imu", imu)
+    log = _Lines()
+    node.get_logger = lambda: log
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+    (summary,) = log.said("info", "summary: ")
+    counters = dict(part.rsplit(" ", 1) for part in summary.split("; ", 1)[1].split(", "))
+    assert counters["received.imu"] == "1" and counters["received.wheels"] == "1", summary
+    assert "{" not in summary and "'" not in summary, summary

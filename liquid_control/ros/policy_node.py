@@ -486,9 +486,12 @@ class PolicyNode(LifecycleNode):
         """Free the model and every entity created at configure (logging a summary of the run)."""
         _hold_heap(self, False)  # shutdown and error come here from active without a deactivate
         if self.runner is not None and summary:
-            counters = {k: v for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")}
+            # by the diagnostics' names and values ("received.imu 61"), not a Python dict ({'received.imu': 61})
+            counters = ", ".join(
+                f"{k} {v}" for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")
+            )
             self.get_logger().info(
-                f"summary: {self._commands_published} commands ({self._stops_published} stops), {counters}"
+                f"summary: {self._commands_published} commands ({self._stops_published} stops); {counters}"
             )
         # no loop variable keeps the last one alive past _forget_destroyed_entities
         while self._activity_timers:
