@@ -385,3 +385,23 @@ def test_the_summary_names_each_counter_as_the_diagnostics_do(node, wall):
     counters = dict(part.rsplit(" ", 1) for part in summary.split("; ", 1)[1].split(", "))
     assert counters["received.imu"] == "1" and counters["received.wheels"] == "1", summary
     assert "{" not in summary and "'" not in summary, summary
+
+
+def test_every_diagnostics_value_is_named_in_docs_ros_md(node, wall):
+    """docs/ros.md lists the diagnostics' values: before, reorder.forced, waiting_for_inputs and rejected_total were
+    published (and in the summary line) but not listed."""
+    from pathlib import Path
+
+    at, _, imu, wheels = _activated(node)
+    for i in range(1, 4):
+        imu.header.stamp = wheels.header.stamp = at(START + i * 5_000_000)
+        node._on_vector("wheels", wheels)
+        node._on_vector("imu", imu)
+    keys = [value.key for value in node.diagnostic_status().values]
+    assert "reorder.forced" in keys and "received.imu" in keys, keys
+    text = (Path(__file__).resolve().parents[1] / "docs" / "ros.md").read_text()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)  # code blocks: their fences would pair other backticks
+    names = {name.strip() for span in re.findall(r"`([^`]+)`", text) for name in span.split(" / ")}
+    # by its name, or its family's (`received.*`, `rate_hz.<sensor>`, `dt_s.{mean,std,min,max}`)
+    missing = [k for k in keys if k not in names and not any(n.startswith(k.split(".")[0] + ".") for n in names)]
+    assert not missing, missing
