@@ -1031,3 +1031,39 @@ def test_sim_node_on_its_own_context_runs_while_that_context_is_up_and_stops_wit
         node.world.close()
         node.destroy_node()
         context.try_shutdown()
+
+
+def test_sim_node_warnings_name_the_command_topic_and_the_reset_service(sim_context, monkeypatch):
+    """Before: 'ignoring command [0.1, 0.2, 0.3]: needs 2 finite values' named no topic (a long array printed whole),
+    and '/policy_node/reset not available' said neither the parameter nor what it meant for the episode."""
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros.sim_node import SimNode
+
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "command_type": "float64_multi_array",
+              "command_topic": "wheels_cmd", "policy_reset_service": "/nobody/reset"}  # fmt: skip
+    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    said = []
+
+    class Log:
+        def warning(self, message, **kwargs):
+            said.append(message)
+
+    node.get_logger = Log
+    try:
+        node._on_command(Float64MultiArray(data=[0.5] * 10))
+        import types
+
+        from liquid_control.ros import sim_node
+
+        clock = iter(range(100))  # a second of the monotonic clock per look: past the 5 s wait at once
+        monkeypatch.setattr(sim_node, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+        node.reset_client.wait_for_service = lambda timeout_sec: False
+        node._reset_policy()
+    finally:
+        node.destroy_node()
+    assert said[0] == (
+        "ignoring a command on /wheels_cmd (10 values: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5] ...): needs 2 finite values"
+    ), said
+    assert said[1].startswith("/nobody/reset (policy_reset_service) not available after 5 s: this episode starts"), said

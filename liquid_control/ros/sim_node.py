@@ -428,7 +428,8 @@ class SimNode(Node):
         value = command_vector(msg, message_type_name(msg))
         if value.shape != self.command_scale.shape or not np.all(np.isfinite(value)):
             self.get_logger().warning(
-                f"ignoring command {value.tolist()}: needs {self.command_scale.size} finite values",
+                f"ignoring a command on {self.command_topic_name} ({value.size} values: {value.tolist()[:6]}"
+                f"{' ...' if value.size > 6 else ''}): needs {self.command_scale.size} finite values",
                 throttle_duration_sec=2.0,
             )
             return
@@ -652,7 +653,10 @@ class SimNode(Node):
         while not self.reset_client.wait_for_service(timeout_sec=0.1):
             self.check_stop()
             if time.monotonic() > deadline:
-                self.get_logger().warning(f"{self.p['policy_reset_service']} not available")
+                self.get_logger().warning(
+                    f"{self.p['policy_reset_service']} (policy_reset_service) not available after 5 s: this episode "
+                    "starts with the policy's liquid state of the last one (is a policy node running and configured?)"
+                )
                 return
         future = self.reset_client.call_async(Trigger.Request())
         deadline = time.monotonic() + 5.0
