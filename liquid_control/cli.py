@@ -13,7 +13,12 @@ import sys
 import textwrap
 
 from liquid_control import __version__
-from liquid_control.processes import EXIT_BROKEN_PIPE, stderr_is_terminal, stdout_reader_gone
+from liquid_control.processes import (
+    EXIT_BROKEN_PIPE,
+    ignore_stop_signals_once_done,
+    stderr_is_terminal,
+    stdout_reader_gone,
+)
 from liquid_control.ros.entry import honour_no_color, missing_package, needs_package, ros_environment_problem
 
 # name -> (module, one-line help)
@@ -98,8 +103,20 @@ def command_parser(name: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`liquid-control COMMAND [options]`: parse the command's options and run it; returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """`liquid-control COMMAND [options]`: parse the command's options and run it; returns the exit status.
+
+    Without ``argv`` (the process's own command: the console script, ``python -m liquid_control.cli``) SIGINT and
+    SIGTERM are ignored once the command has returned (:func:`~liquid_control.processes.ignore_stop_signals_once_done`):
+    a Ctrl-C during the interpreter's exit no longer turns a finished command's status into 130."""
+    if argv is not None:
+        return _main(list(argv))
+    try:
+        return _main(sys.argv[1:])
+    finally:
+        ignore_stop_signals_once_done()
+
+
+def _main(argv: list[str]) -> int:
     honour_no_color()  # before any command loads rclpy
     parser = build_parser()
     if not argv or argv[0] in ("-h", "--help"):

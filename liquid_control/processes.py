@@ -224,6 +224,18 @@ def stdout_reader_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
+def ignore_stop_signals_once_done() -> None:
+    """SIGINT (Ctrl-C) and SIGTERM ignored from now on, for a command-line process whose command has returned its
+    exit status: the interpreter's exit that follows (collecting torch's, MuJoCo's, rclpy's objects: a second or
+    more after the last line) runs with SIGINT at its default, so a Ctrl-C in it ended a finished command by the
+    signal (status 130 in the shell, after its result line, with every file written). Ignored signals stay so
+    through that exit. Main thread only (elsewhere nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
     """``main()``'s exit status, or 130 after one line ``PROG: interrupted`` on stderr when Ctrl-C stops it, or
     :data:`EXIT_BROKEN_PIPE` when the reader of its output went away (``| head``), as ``liquid-control`` ends.
