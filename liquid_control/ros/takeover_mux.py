@@ -356,8 +356,12 @@ class TakeoverMuxNode(Node):
             try:
                 self._check_types()
             except Exception as exc:  # a failing graph query must not end this timer: it is the deadman
-                self.get_logger().warning(
-                    f"could not look up the message types on the mux's topics: {exc!r}", throttle_duration_sec=10.0
+                topics = ", ".join(self.resolved[t] for t in TOPIC_PARAMETERS)
+                self.get_logger().warning(  # what failed in words, not a repr (RuntimeError('...'))
+                    f"could not look up the message types on {topics} (the ROS graph query failed: "
+                    f"{str(exc) or type(exc).__name__}); the type check is retried every "
+                    f"{TYPE_CHECK_PERIOD_S:g} s; the deadman still stops a silent driver",
+                    throttle_duration_sec=10.0,
                 )
 
     def _check_types(self):
