@@ -652,7 +652,7 @@ def test_the_recorders_last_summary_does_not_count_held_back_messages_its_close_
         release.set()
         with pytest.raises(BagError, match=f"{held} messages held back for the next file not written"):
             recorder.close()
-        assert f"recorded into {tmp_path / 'bag'}: {{'/chatter': {60 - held}}}" in lines, lines
+        assert f"recorded into {tmp_path / 'bag'}: /chatter {60 - held}" in lines, lines
         assert [line for line in lines if line.startswith(f"/chatter: {held} messages dropped by the recorder, ")]
     with BagReader(tmp_path / "bag") as reader:
         assert reader.topics["/chatter"].count == 60 - held

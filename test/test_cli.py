@@ -179,7 +179,7 @@ def test_record_says_only_its_result_on_stdout(tmp_path):
         env=isolated_ros_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"wrote {out}: {{'/nothing': 0}}"], proc.stdout
+    assert proc.stdout.splitlines() == [f"wrote {out}: /nothing 0"], proc.stdout
     assert "Ctrl-C to stop" in proc.stderr
     assert "liquid-control record: warning: nothing received on /nothing" in proc.stderr  # named, as every command's
 

@@ -60,7 +60,7 @@ def test_recorded_velocity_commands_are_not_replayed_unless_named(tmp_path, caps
     argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0.1", "--rate", "10", *domain]
     assert cli.main([*argv, "--topics", "/camera/image_raw", "/base/cmd_vel"]) == 1  # no node: nothing recorded
     captured = capsys.readouterr()
-    assert "published {'/camera/image_raw': 8, '/base/cmd_vel': 8}" in captured.out, captured.out
+    assert "recorded /cmd_vel 0; published /camera/image_raw 8, /base/cmd_vel 8" in captured.out, captured.out
     assert "warning: replaying the recorded velocity commands /base/cmd_vel (--topics)" in captured.err
 
     # a bag of commands only: nothing to replay, and the refusal says why and how
@@ -83,3 +83,24 @@ def test_nothing_recorded_while_velocity_commands_were_held_back_says_a_policy_m
     assert "replay: not replaying /base/cmd_vel, /cmd_vel: recorded velocity commands" in err and hint in err, err
     nothing = "warning: nothing was recorded (is the policy node running and active?)"
     assert f"{nothing}; not replayed: /base/cmd_vel, /cmd_vel ({hint})" in err
+
+
+def test_every_replay_line_names_the_command_and_a_missed_reset_says_the_state_was_not_reset(tmp_path, capsys):
+    """Before: replay's lines began 'replay: warning:', 'replay:', 'liquid-control replay: error:' or a bare
+    'warning:', and '<service> did not answer' did not say that the policy's liquid state was therefore not reset
+    before that bag; the result line was 'wrote <bag>: recorded {...}, published {...}' (Python dicts)."""
+    bag = _round_bag(tmp_path / "round")
+    out = tmp_path / "replayed"
+    argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0.1", "--rate", "10"]
+    argv += ["--reset-service", "/nobody/reset", "--domain-id", str(free_domain_id())]
+    assert cli.main(argv) == 1  # no node here: no reset service, nothing recorded
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert lines and all(line.startswith("liquid-control replay: ") for line in lines), captured.err
+    said = (
+        "liquid-control replay: warning: --reset-service /nobody/reset did not answer: no such service after 5 s: "
+        f"the policy's liquid state was not reset before {bag}"
+    )
+    assert any(line.startswith(said) for line in lines), captured.err
+    assert "liquid-control replay: warning: nothing was recorded" in captured.err
+    assert f"wrote {out}: recorded /cmd_vel 0; published /camera/image_raw 8\n" in captured.out, captured.out

@@ -114,7 +114,7 @@ def test_a_refused_replay_leaves_no_output_bag_and_the_corrected_command_can_use
     argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0.2", "--rate", "10", *domain]
     assert cli.main(argv) == 1
     captured = capsys.readouterr()
-    assert "already exists" not in captured.err and "published {'/camera/image_raw': 10}" in captured.out
+    assert "already exists" not in captured.err and "published /camera/image_raw 10" in captured.out
     assert out.is_dir()
     assert cli.main(argv) == 2  # an existing bag is still never overwritten
     assert f"{out}: already exists" in capsys.readouterr().err
@@ -306,7 +306,7 @@ def test_replay_shows_control_characters_of_a_bags_names_escaped(tmp_path, capsy
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert len(lines) == 2 and all(line.isprintable() for line in lines), err
-    assert lines[0].startswith(f"replay: not replaying {escaped}: recorded velocity commands"), err
+    assert lines[0].startswith(f"liquid-control replay: not replaying {escaped}: recorded velocity commands"), err
     assert lines[1].startswith(f"liquid-control replay: error: nothing to replay: the bags hold {escaped};"), err
     assert not out.exists()
     # a --topics the bag lacks: the error lists what the bag holds

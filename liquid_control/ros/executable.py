@@ -3,6 +3,8 @@
 rclpy's own signal handling is off (``SignalHandlerOptions.NO``): a signal only sets an event, so the loop ends
 between callbacks and ``finish`` (closing a bag, logging counts) always runs. A setting the node refuses at
 construction is printed on stderr and the process exits with status 2, as a command-line usage error.
+``named_counts`` writes the counters a node or command reports when it ends (a bag's messages per topic, the policy
+node's summary) as every such line says them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,12 @@ def run_until_signal(
         print(f"{name}: {failed(node)}", file=sys.stderr)
         status = 1
     return status
+
+
+def named_counts(counts) -> str:
+    """``/chatter 60, /imu 200``: each name of ``counts`` (a mapping, in its order) with its count, as the lines
+    that report counters say them (a Python dict, ``{'/chatter': 60}``, is no sentence); ``none`` when empty."""
+    return ", ".join(f"{name} {count}" for name, count in counts.items()) or "none"
 
 
 def init_ros(name: str, **kwargs) -> bool:

@@ -68,7 +68,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.paths import resolve_policy_file
 from liquid_control.ros.delivery import deliver_stop
-from liquid_control.ros.executable import WithMessageInfo
+from liquid_control.ros.executable import WithMessageInfo, named_counts
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
@@ -487,8 +487,8 @@ class PolicyNode(LifecycleNode):
         _hold_heap(self, False)  # shutdown and error come here from active without a deactivate
         if self.runner is not None and summary:
             # by the diagnostics' names and values ("received.imu 61"), not a Python dict ({'received.imu': 61})
-            counters = ", ".join(
-                f"{k} {v}" for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")
+            counters = named_counts(
+                {k: v for k, v in sorted(self.runner.counters.items()) if not k.startswith("accepted.")}
             )
             self.get_logger().info(
                 f"summary: {self._commands_published} commands ({self._stops_published} stops); {counters}"

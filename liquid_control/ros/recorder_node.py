@@ -46,7 +46,7 @@ from liquid_control.conventions.params import (
     refuse_startup_parameter_changes,
 )
 from liquid_control.paths import user_path
-from liquid_control.ros.executable import WithMessageInfo, init_ros, run_until_signal
+from liquid_control.ros.executable import WithMessageInfo, init_ros, named_counts, run_until_signal
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -330,7 +330,7 @@ class BagRecorderNode(Node):
             path, failure = self.output, exc
         for topic, n in self.writer.unwritten.items():
             self.counts[topic] -= n
-        self.get_logger().info(f"recorded into {self.output}: {self.counts}")
+        self.get_logger().info(f"recorded into {self.output}: {named_counts(self.counts)}")
         for topic in (t for t, n in self.lost.items() if n):
             self.get_logger().warning(
                 f"{self.lost_summary(topic)}: the bag misses them (best-effort publisher over a lossy or saturated "
@@ -730,7 +730,7 @@ def _record_graph(args, topics: list[str]) -> int:
             signal.signal(sig, handler)
     if node.failed:
         raise BagError(f"{node.failed}; the bag {path} holds what came before")
-    print(f"wrote {path}: {node.counts}")
+    print(f"wrote {path}: {named_counts(node.counts)}")
     missing = [t for t, n in node.counts.items() if n == 0]
     if missing:
         print(f"liquid-control record: warning: nothing received on {', '.join(missing)}", file=sys.stderr)

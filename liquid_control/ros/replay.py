@@ -63,6 +63,7 @@ from liquid_control.conventions import stamps
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 
+from .executable import named_counts
 from .recorder_node import BagRecorderNode, default_bag_name, printable
 
 
@@ -87,11 +88,15 @@ def publisher_qos(profiles) -> QoSProfile:
 HELD_BACK_INPUT_HINT = "if the policy takes one of them as an input, e.g. a target velocity, name it in --topics"
 
 
+PROG = "liquid-control replay"  # the start of each line it prints on stderr, as the other commands name themselves
+
+
 def _stderr(line: str) -> None:
-    """One line on stderr, its non-printable characters escaped (``recorder_node.printable``): the topic and type
-    names in it come from whoever wrote the bag, and an escape sequence or a line break in one would act on the
-    terminal or forge a line."""
-    print(printable(line), file=sys.stderr)
+    """``liquid-control replay: <line>`` on stderr (a warning's ``line`` starts with ``warning:``, an error's with
+    ``error:``, as the other commands say theirs), its non-printable characters escaped
+    (``recorder_node.printable``): the topic and type names in it come from whoever wrote the bag, and an escape
+    sequence or a line break in one would act on the terminal or forge a line."""
+    print(printable(f"{PROG}: {line}"), file=sys.stderr)
 
 
 class RecordingFailed(BagError):
@@ -241,7 +246,7 @@ class Replay:
                 if (msg.topic, msg.msgtype) not in other_types:
                     other_types.add((msg.topic, msg.msgtype))
                     _stderr(
-                        f"replay: {reader.path}: {msg.topic} also holds {msg.msgtype} messages, not replayed (its "
+                        f"warning: {reader.path}: {msg.topic} also holds {msg.msgtype} messages, not replayed (its "
                         f"publisher has one type, {self.msgtypes[msg.topic]})",
                     )
                 continue
@@ -252,7 +257,7 @@ class Replay:
             if len(pacing.cuts) > cuts:
                 at, gap = pacing.cuts[-1]
                 _stderr(
-                    f"replay: {reader.path}: no message for {gap:.1f} s of log time after {at:.3f} s of the bag "
+                    f"warning: {reader.path}: no message for {gap:.1f} s of log time after {at:.3f} s of the bag "
                     "(a paused recording, or the recording machine's clock stepped forward); playing on after "
                     f"{max_gap_s:g} s of it (--max-gap)",
                 )
@@ -327,18 +332,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-truncated", action="store_true", help="replay what a killed recorder left")
 
 
-def _call_reset(node, service: str) -> bool:
+def _call_reset(node, service: str) -> str:
+    """Call the Trigger ``service``: why it did not reset (no such service, no answer, a refusal), or ''."""
     from std_srvs.srv import Trigger
 
     client = node.create_client(Trigger, service)
     try:
         if not client.wait_for_service(timeout_sec=5.0):
-            return False
+            return "did not answer: no such service after 5 s"
         future = client.call_async(Trigger.Request())
         deadline = time.monotonic() + 5.0
         while not future.done() and time.monotonic() < deadline:
             time.sleep(0.01)
-        return future.done() and future.result().success
+        if not future.done():
+            return "did not answer within 5 s"
+        answer = future.result()
+        return "" if answer.success else f"refused the reset ({answer.message or 'no reason given'})"
     finally:
         node.destroy_client(client)
 
@@ -373,19 +382,19 @@ def replay(args, gone=None) -> dict:
         if args.topics is None and commands:  # `ros2 bag play` would replay them: here they are held back
             topics = [t for t in topics if t not in commands]
             _stderr(
-                f"replay: not replaying {', '.join(commands)}: recorded velocity commands, which a robot's base (or "
+                f"not replaying {', '.join(commands)}: recorded velocity commands, which a robot's base (or "
                 "a takeover_mux, as an operator's) would execute while the policy's commands are recorded; name "
                 f"them in --topics to replay them ({HELD_BACK_INPUT_HINT})",
             )
         elif commands:
             _stderr(
-                f"replay: warning: replaying the recorded velocity commands {', '.join(commands)} (--topics): a base "
+                f"warning: replaying the recorded velocity commands {', '.join(commands)} (--topics): a base "
                 "listening there moves",
             )
         classes, skipped = replayable_classes(readers, topics, requested=args.topics is not None)
         for topic, msgtype in skipped.items():
             _stderr(
-                f"replay: warning: not replaying {topic}: its type {msgtype} is not importable here (no policy "
+                f"warning: not replaying {topic}: its type {msgtype} is not importable here (no policy "
                 f"input has it); source the workspace that builds {msgtype.split('/')[0]} to replay it, or choose "
                 "the replayed topics with --topics",
             )
@@ -449,7 +458,7 @@ def replay(args, gone=None) -> dict:
     try:
         if not player.wait_for_subscribers(args.wait, check_gone):
             _stderr(
-                f"replay: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
+                f"warning: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
                 "playing anyway",
             )
         deadline = time.monotonic() + args.wait  # and the recorded topics' publishers (the policy node)
@@ -460,12 +469,16 @@ def replay(args, gone=None) -> dict:
         check_gone()
         unused = [t for t, p in player.publishers.items() if not p.get_subscription_count()]
         if unused:
-            _stderr(f"replay: nobody subscribes to {', '.join(unused)} (replayed anyway)")
+            _stderr(f"warning: nobody subscribes to {', '.join(unused)} (replayed anyway)")
         for reader in readers:
             if stop.is_set():  # the recording failed (while waiting, or during the previous bag)
                 break
-            if args.reset_service and not _call_reset(node, args.reset_service):
-                _stderr(f"replay: {args.reset_service} did not answer")
+            why = _call_reset(node, args.reset_service) if args.reset_service else ""
+            if why:
+                _stderr(
+                    f"warning: --reset-service {args.reset_service} {why}: the policy's liquid state was not reset "
+                    f"before {reader.path}, which plays from the state the node was left in"
+                )
             t0, playing, before = time.monotonic(), reader.path, sum(player.published.values())
             try:
                 sent = player.play(reader, args.rate, stop, args.max_gap)
@@ -565,7 +578,7 @@ def _signals_deferred(output):
         return
 
     def finishing_first(signum, _frame):  # os.write: a print here could re-enter one in progress on stderr
-        os.write(2, f"replay: finishing {output} first (kill -9 would leave it unfinished)\n".encode())
+        os.write(2, f"{PROG}: finishing {output} first (kill -9 would leave it unfinished)\n".encode())
 
     previous = {sig: signal.signal(sig, finishing_first) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -632,18 +645,19 @@ def run(args) -> int:
         with sigterm_as_interrupt("liquid-control replay"):
             result = replay(args)
     except (BagError, ValueError) as exc:
-        _stderr(f"liquid-control replay: error: {exc}")
+        _stderr(f"error: {exc}")
         return 2
     except KeyboardInterrupt as exc:  # outside the playback: opening the bags, starting DDS, or a late second one
-        _stderr(f"liquid-control replay: {_interrupted_outside_playback(Path(args.output), existed)}")
+        _stderr(f"{_interrupted_outside_playback(Path(args.output), existed)}")
         return 143 if isinstance(exc, Terminated) else 130
     if result["interrupted"]:
         _stderr(
-            f"liquid-control replay: interrupted {result['interrupted']}; {result['output']} is a complete bag "
-            f"holding what was recorded until then: {result['recorded']}",
+            f"interrupted {result['interrupted']}; {result['output']} is a complete bag holding what was recorded "
+            f"until then: {named_counts(result['recorded'])}",
         )
         return 143 if result["terminated"] else 130  # as liquid-control record
-    print(f"wrote {result['output']}: recorded {result['recorded']}, published {result['published']}")
+    recorded, published = named_counts(result["recorded"]), named_counts(result["published"])
+    print(printable(f"wrote {result['output']}: recorded {recorded}; published {published}"))  # the bags' names
     if not any(result["recorded"].values()):
         held_back = result["held_back"]
         hint = f"; not replayed: {', '.join(held_back)} ({HELD_BACK_INPUT_HINT})" if held_back else ""
