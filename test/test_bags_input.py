@@ -483,6 +483,11 @@ def test_record_expert_stopped_by_sigterm_leaves_only_complete_bags(tmp_path):
             proc.kill()
     bags = sorted(out.iterdir())
     assert bags
+    # before: it said what was kept, not which --seed continues (a rerun as it was refuses the recorded seeds)
+    following = 100 + len(bags)
+    assert [bag.name for bag in bags] == [f"episode_{seed}" for seed in range(100, following)]
+    rest = f"record the rest with --seed {following} --episodes {150 - following} -o {out} and the other options"
+    assert f"{out} holds {len(bags)} complete bag(s); {rest}" in err, err
     for bag in bags:
         with BagReader(bag) as reader:  # refuses a truncated or empty one
             assert not reader.salvaged and reader.message_count > 0

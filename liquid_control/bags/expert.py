@@ -434,6 +434,12 @@ def record_expert_episode(
     return status
 
 
+def the_rest(out, seed: int, episodes: int) -> str:
+    """How to record the ``episodes`` from ``seed`` on that a stopped ``record --expert`` into ``out`` left: a rerun
+    as it was refuses the seeds whose bags it recorded."""
+    return f"record the rest with --seed {seed} --episodes {episodes} -o {out} and the other options as before"
+
+
 def record_expert_episodes(
     out_dir: str | Path,
     seeds,
@@ -512,8 +518,7 @@ def record_expert_episodes(
                 if isinstance(exc, (BagError, OSError)):  # a full disk: what is kept, and how to record the rest
                     kept = f"{out} keeps the {done} recorded before it" if done else "none was recorded before it"
                     raise BagError(
-                        f"{exc}; {path.name} was discarded and {kept}; record the rest with "
-                        f"--seed {seed} --episodes {len(seeds) - done} -o {out} and the other options as before"
+                        f"{exc}; {path.name} was discarded and {kept}; {the_rest(out, seed, len(seeds) - done)}"
                     ) from None
                 raise
             status["bag"] = str(path)

@@ -811,10 +811,18 @@ def run(args) -> int:
                     log=(lambda line: print(line, file=sys.stderr, flush=True)) if args.no_progress else None,
                 )
             except KeyboardInterrupt:
+                from liquid_control.bags.expert import the_rest
+                from liquid_control.bags.recording import existing_episode_seeds
+
                 done = sorted(Path(out).glob("episode_*")) if Path(out).is_dir() else []
+                # the episodes are recorded in seed order: the next free seed continues (a rerun as it was refuses
+                # the seeds already recorded)
+                recorded, end = existing_episode_seeds(out), args.seed + args.episodes
+                following = next((s for s in range(args.seed, end) if s not in recorded), end)
+                rest = f"; {the_rest(out, following, end - following)}" if following < end else ""
                 print(
                     f"liquid-control record: interrupted; the episode being recorded was discarded, {out} holds "
-                    f"{len(done)} complete bag(s)",
+                    f"{len(done)} complete bag(s){rest}",
                     file=sys.stderr,
                 )
                 return 128 + (received[0] if received else signal.SIGINT)  # 130 / 143, as liquid-control sim
