@@ -127,6 +127,14 @@ def test_signals_and_a_killed_policy_node_end_the_whole_graph_and_still_report(t
             sig = getattr(signal, case)
             assert code == graph.EXIT_SIGNAL_BASE + sig, out + err
             assert f"interrupted by {case}" in err and "summary: 0 of 0 episode(s) succeeded (2 requested)" in out
+            # before: 'error: interrupted by ...' and 'error: 0 of 2 episode(s) finished ...', no way to go on
+            stopped = [line for line in err.splitlines() if "interrupted by" in line]
+            assert stopped == [
+                f"liquid-control sim: interrupted by {case} after {stopped[0].split(' after ')[1].split(' s;')[0]} s; "
+                "every node stopped; 0 of 2 episode(s) finished: run the rest with --seed 0 --episodes 2 and the "
+                "other options as before"
+            ], err
+            assert "episode(s) finished after" not in err and "\nerror: " not in err, err
 
 
 def test_a_policy_node_that_fails_to_configure_shows_why_and_the_real_time_even_quiet(tmp_path):

@@ -571,6 +571,7 @@ class SimRun:
     code: int
     elapsed_s: float
     errors: list[str] = field(default_factory=list)
+    interrupted: str = ""  # where SIGINT/SIGTERM stopped it, what finished and how to run the rest; not an error
 
 
 class _Signals:
@@ -860,7 +861,15 @@ def run_sim(args, announce=None) -> SimRun:
     elif signals.received is not None:
         run.code = EXIT_SIGNAL_BASE + signals.received
         name = signal.Signals(signals.received).name
-        run.errors.append(f"interrupted by {name} after {elapsed:.1f} s; every node stopped")
+        run.interrupted = f"interrupted by {name} after {elapsed:.1f} s; every node stopped"
+        if args.episodes and len(statuses) < args.episodes:  # not --episodes 0: a signal is how that one ends
+            finished = sum(1 for s in run.statuses if s.get("outcome") != "failed")
+            # a bag is never overwritten, so the cut-short episode's is in the way of its rerun
+            remove = f" once {cut_bag} (the cut-short episode's bag) is removed" if cut_bag and cut_bag.exists() else ""
+            run.interrupted += (
+                f"; {finished} of {args.episodes} episode(s) finished: run the rest with --seed {cut_seed} "
+                f"--episodes {args.episodes - len(statuses)} and the other options as before{remove}"
+            )
     elif len(statuses) < episodes or (args.episodes == 0 and ended is None):  # until stopped: --timeout stopped it
         run.code = EXIT_TIMEOUT
         cut = "" if args.episodes else f" (--episodes 0: episode {len(statuses)} was cut short)"
@@ -871,7 +880,7 @@ def run_sim(args, announce=None) -> SimRun:
             "node(s) did not stop cleanly: " + ", ".join(f"{n} {describe_exit(c)}" for n, c in crashed_on_stop.items())
         )
     finished = sum(1 for s in run.statuses if s.get("outcome") != "failed")
-    if finished < episodes:
+    if finished < episodes and not run.interrupted:
         run.errors.append(f"{finished} of {episodes} episode(s) finished after {elapsed:.1f} s")
     return run
 
@@ -899,8 +908,10 @@ def run(args, prog: str = "liquid-control sim", announce=None) -> int:
     except (ValueError, FileNotFoundError, IsADirectoryError) as exc:  # unknown world, missing file, a folder
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    if result.interrupted:  # named as every command names its lines (liquid-control eval: interrupted: ...)
+        print(f"{prog}: {result.interrupted}", file=sys.stderr, flush=True)
     for error in result.errors:
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {error}", file=sys.stderr, flush=True)
     for status in result.statuses:
         print(describe(status))
     wins, ran = sum(s["success"] for s in result.statuses), len(result.statuses)
