@@ -566,14 +566,15 @@ def test_messages_dds_reports_lost_are_counted_and_said_naming_the_topic(tmp_pat
         assert "/chatter: 9 messages lost in transport, 0 received" in lines[-1], lines
 
 
-def test_messages_the_recorder_drops_behind_a_slow_disk_are_counted_and_said_naming_the_topic(tmp_path, monkeypatch):
+def test_messages_the_recorder_drops_behind_a_slow_disk_are_counted_and_said_naming_the_topic(
+    tmp_path, monkeypatch, first_fsync_held
+):
     """Before: with split files on a disk slower than the recording, the subscription callback waited at a split
     for the file before to be finished (its fsync), and DDS dropped what came meanwhile past qos_depth without a
     word (fsyncs of 0.5 s, 200 kB files, 1 kB messages at 500 Hz: 1,555 of 3,000 lost; the end said only what was
     recorded). The writer holds back what comes meanwhile (BEHIND_CACHE_BYTES) and drops past that; the recorder
     counts those and warns, at most every LOST_WARNING_PERIOD_S per topic, and again when it finishes. The disk
     is made slow by an fsync that waits for the test."""
-    import threading
 
     from rclpy.serialization import serialize_message
     from std_msgs.msg import String
@@ -584,15 +585,7 @@ def test_messages_the_recorder_drops_behind_a_slow_disk_are_counted_and_said_nam
     monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)  # files of 2 kB
     monkeypatch.setattr(io, "BEHIND_CACHE_BYTES", 2000, raising=False)
     monkeypatch.setattr(recorder_node, "LOST_WARNING_PERIOD_S", 3600.0)  # one warning while recording, at any pace
-    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
-
-    def slow(fd):  # the first finished file's fsync lasts until the test ends it
-        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
-            blocked.set()
-            release.wait(timeout=60)
-        return fsync(fd)
-
-    monkeypatch.setattr(io.os, "fsync", slow)
+    blocked, release = first_fsync_held  # a disk slower than the recording
     with recorder_beside_a_talker(tmp_path, max_bag_size=2000) as (recorder, lines, _talker, _context):
         data = serialize_message(String(data="x" * 100))
         for _ in range(200):  # as the subscription hands each message to the recorder
@@ -614,13 +607,14 @@ def test_messages_the_recorder_drops_behind_a_slow_disk_are_counted_and_said_nam
         assert reader.topics["/chatter"].count == 200 - dropped
 
 
-def test_the_recorders_last_summary_does_not_count_held_back_messages_its_close_could_not_write(tmp_path, monkeypatch):
+def test_the_recorders_last_summary_does_not_count_held_back_messages_its_close_could_not_write(
+    tmp_path, monkeypatch, first_fsync_held
+):
     """Before: messages held back behind a slow disk (write() took them) that close() could not write (the next
     file not opened: no file descriptor left) stayed in the summary logged before close(), 'recorded', while only
     the BagError said how many were not. The summary is logged after close() tried, with them taken off the count
     and said dropped; the count is what the bag holds."""
     import errno
-    import threading
 
     from rclpy.serialization import serialize_message
     from std_msgs.msg import String
@@ -628,15 +622,7 @@ def test_the_recorders_last_summary_does_not_count_held_back_messages_its_close_
     from liquid_control.bags import BagError, io
 
     monkeypatch.setattr(io, "MIN_BAG_SIZE", 1000)
-    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
-
-    def slow(fd):
-        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
-            blocked.set()
-            release.wait(timeout=60)
-        return fsync(fd)
-
-    monkeypatch.setattr(io.os, "fsync", slow)
+    blocked, release = first_fsync_held  # a disk slower than the recording
     with recorder_beside_a_talker(tmp_path, max_bag_size=2000) as (recorder, lines, _talker, _context):
         data = serialize_message(String(data="x" * 100))
         for _ in range(60):

@@ -352,7 +352,7 @@ def test_a_split_fsyncs_the_finished_file_off_the_writing_thread_and_close_waits
 
 
 def test_a_writer_behind_a_slow_disk_holds_messages_for_the_next_file_then_drops_them_counted_never_waiting(
-    tmp_path, monkeypatch, small_files
+    tmp_path, monkeypatch, small_files, first_fsync_held
 ):
     """Before: a split waited in write() for the file before it to be finished (its fsync, one file at a time), so
     on a disk slower than the recording the recorder's subscription callback was blocked there in the end and DDS
@@ -364,15 +364,7 @@ def test_a_writer_behind_a_slow_disk_holds_messages_for_the_next_file_then_drops
 
     from liquid_control.bags import io
 
-    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
-
-    def slow(fd):  # a disk slower than the recording: the first finished file's fsync lasts until the test ends it
-        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
-            blocked.set()
-            release.wait(timeout=60)
-        return fsync(fd)
-
-    monkeypatch.setattr(io.os, "fsync", slow)
+    blocked, release = first_fsync_held  # a disk slower than the recording
     monkeypatch.setattr(io, "BEHIND_CACHE_BYTES", 2500, raising=False)
     stream = list(_timed(_messages()))
     writer = _write(tmp_path / "bag", [], max_bag_size=4000)
@@ -392,7 +384,7 @@ def test_a_writer_behind_a_slow_disk_holds_messages_for_the_next_file_then_drops
 
 
 def test_a_latched_message_that_comes_while_the_held_back_messages_fill_their_space_still_reaches_the_bag(
-    tmp_path, monkeypatch, small_files
+    tmp_path, monkeypatch, small_files, first_fsync_held
 ):
     """Before: behind a slow disk, past BEHIND_CACHE_BYTES held back, a latched (transient local) topic's message was
     dropped like any other: robot_description or a camera_info published once was missing from the whole bag. The
@@ -400,15 +392,7 @@ def test_a_latched_message_that_comes_while_the_held_back_messages_fill_their_sp
     and ``unwritten``) and written in its place once the file before is finished."""
     from liquid_control.bags import io
 
-    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
-
-    def slow(fd):
-        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
-            blocked.set()
-            release.wait(timeout=60)
-        return fsync(fd)
-
-    monkeypatch.setattr(io.os, "fsync", slow)
+    blocked, release = first_fsync_held  # a disk slower than the recording
     monkeypatch.setattr(io, "BEHIND_CACHE_BYTES", 2500, raising=False)
     String = typestore().types["std_msgs/msg/String"]
     stream = list(_timed(_messages()))
@@ -430,22 +414,14 @@ def test_a_latched_message_that_comes_while_the_held_back_messages_fill_their_sp
     ]
 
 
-def _held_back_with_no_next_file(tmp_path, monkeypatch):
+def _held_back_with_no_next_file(tmp_path, monkeypatch, first_fsync_held):
     """A split writer that holds messages back (the first file still being finished, a slow disk) and cannot open
     the next file (no file descriptor left), its first file finished: (writer, how many are held back)."""
     import errno
 
     from liquid_control.bags import io
 
-    fsync, blocked, release = io.os.fsync, threading.Event(), threading.Event()
-
-    def slow(fd):
-        if threading.current_thread() is not threading.main_thread() and not blocked.is_set():
-            blocked.set()
-            release.wait(timeout=60)
-        return fsync(fd)
-
-    monkeypatch.setattr(io.os, "fsync", slow)
+    blocked, release = first_fsync_held  # a disk slower than the recording
     stream = list(_timed(_messages()))
     writer = _write(tmp_path / "bag", [], max_bag_size=4000)
     kept = [writer.write(*item) for item in stream[:40]]
@@ -461,25 +437,25 @@ def _held_back_with_no_next_file(tmp_path, monkeypatch):
     return writer, held
 
 
-def test_messages_held_back_that_abort_cannot_write_are_counted(tmp_path, monkeypatch, small_files):
+def test_messages_held_back_that_abort_cannot_write_are_counted(tmp_path, monkeypatch, small_files, first_fsync_held):
     """abort() (a recording ended by an error: the writer's with-block) writes what was held back after the files
     finished before, as close() does; where it could not (the next file not opened), close() counted them in
     ``dropped`` and ``unwritten`` but abort() counted none: a caller's summary said them recorded."""
-    writer, held = _held_back_with_no_next_file(tmp_path, monkeypatch)
+    writer, held = _held_back_with_no_next_file(tmp_path, monkeypatch, first_fsync_held)
     writer.abort()
     assert sum(writer.dropped.values()) == held and writer.unwritten == writer.dropped  # write() had taken them
     assert not writer._waiting
 
 
 def test_messages_held_back_that_close_cannot_write_are_counted_and_named_and_the_files_before_finished(
-    tmp_path, monkeypatch, small_files
+    tmp_path, monkeypatch, small_files, first_fsync_held
 ):
     """What the writer held back, behind a slow disk, goes into the next file at close(): where that file cannot
     be opened (no file descriptor left), the files before are still finished and listed, and close() names the
     messages not written, counted in ``dropped`` (a recorder's end says them)."""
     from mcap.reader import make_reader
 
-    writer, held = _held_back_with_no_next_file(tmp_path, monkeypatch)
+    writer, held = _held_back_with_no_next_file(tmp_path, monkeypatch, first_fsync_held)
     with pytest.raises(BagError) as refused:
         writer.close()
     assert str(refused.value) == (
