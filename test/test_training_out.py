@@ -281,6 +281,23 @@ def test_sigterm_is_a_message_that_says_how_to_continue_and_exit_143(tmp_path, c
     assert after == (signal.SIG_IGN if before == signal.SIG_DFL else before)
 
 
+def _tiny_train_in_own_session(tmp_path, script_template: str):
+    """``train --workers 2`` of the tiny config run by ``script_template`` (which signals its own process group) in a
+    session of its own, so the signals to its process group reach none of pytest's; (the finished process, --out)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script, config, out = tmp_path / "signalled_run.py", tmp_path / "tiny.yaml", tmp_path / "run"
+    script.write_text(script_template.format(tests=str(Path(__file__).parent)))
+    config.write_text(yaml.safe_dump(tiny_config()))
+    argv = ["train", "--config", str(config), "--out", str(out), "--no-progress", "--workers", "2"]
+    done = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, start_new_session=True, timeout=600
+    )
+    return done, out
+
+
 WARNED_RUN = """\
 import os, signal, sys
 sys.path.insert(0, {tests!r})
@@ -310,17 +327,7 @@ def test_a_batch_systems_early_warning_signal_is_said_and_ignored_by_the_run_and
     lost and the rest of the allocation unused. It is said in one line and ignored, by the episode workers too (one
     of them ended by it failed the next round with 'a worker process died'; multiprocessing's resource tracker ended
     by it printed a warning and tracebacks): the run trains the policy it would have."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script, config, out = tmp_path / "warned_run.py", tmp_path / "tiny.yaml", tmp_path / "run"
-    script.write_text(WARNED_RUN.format(tests=str(Path(__file__).parent)))
-    config.write_text(yaml.safe_dump(tiny_config()))
-    argv = ["train", "--config", str(config), "--out", str(out), "--no-progress", "--workers", "2"]
-    done = subprocess.run(  # a session of its own: the signal to its process group reaches none of pytest's
-        [sys.executable, str(script), *argv], capture_output=True, text=True, start_new_session=True, timeout=600
-    )
+    done, out = _tiny_train_in_own_session(tmp_path, WARNED_RUN)
     assert done.returncode == 0, done.stderr
     # multiprocessing's resource tracker (a process of the job too) ended by it: a warning and a traceback per semaphore
     assert "resource_tracker" not in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -369,17 +376,7 @@ def test_sigterms_after_the_first_leave_the_run_ending_as_a_sigterm_does(tmp_pat
     train` by the default handler (exit -15), before or after its message, once the first had restored it; one that
     landed during the cleanup broke it off (a 'leaked semaphore' warning). Further SIGTERMs are ignored: the run
     ends with its message and 143."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    script, config, out = tmp_path / "terminated_run.py", tmp_path / "tiny.yaml", tmp_path / "run"
-    script.write_text(TERMINATED_RUN.format(tests=str(Path(__file__).parent)))
-    config.write_text(yaml.safe_dump(tiny_config()))
-    argv = ["train", "--config", str(config), "--out", str(out), "--no-progress", "--workers", "2"]
-    done = subprocess.run(  # a session of its own: the signals to its process group reach none of pytest's
-        [sys.executable, str(script), *argv], capture_output=True, text=True, start_new_session=True, timeout=600
-    )
+    done, out = _tiny_train_in_own_session(tmp_path, TERMINATED_RUN)
     assert (done.returncode, done.stderr.strip().splitlines()[-1]) == (
         143,
         f"liquid-control train: terminated: {out} keeps the finished epochs and episodes; add --resume to continue",
