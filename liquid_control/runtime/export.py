@@ -91,8 +91,32 @@ def example_inputs(
     return out
 
 
+def _expm1_symbolic(g, x):
+    """ONNX has no expm1 (the GRU-ODE core, the LTC ``exponential`` solver): ``Exp(x) - 1``. Its error is absolute,
+    ~1e-7 around x = 0 (relative precision is lost for tiny x): the cores scale it by a state difference and add
+    it to the state, so the step stays within the parity tolerance; x = 0 (dt = 0) still gives exactly 0."""
+    import torch
+
+    return g.op("Sub", g.op("Exp", x), g.op("Constant", value_t=torch.tensor(1.0, dtype=torch.float32)))
+
+
+def _drop_empty_symbolic_group(name: str) -> None:
+    """Remove the empty entry for ``name`` that torch's ``unregister_custom_op_symbolic`` leaves behind: with it, a
+    later export of that operator in the process (a user's own ``torch.onnx.export``) failed with 'ValueError: min()
+    arg is an empty sequence' instead of torch's UnsupportedOperatorError (torch's private registry; a torch that
+    moved it keeps the entry)."""
+    try:
+        from torch.onnx._internal.torchscript_exporter.registration import registry
+
+        group = registry._registry.get(name)
+        if group is not None and not group._functions:
+            del registry._registry[name]
+    except (ImportError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
-def _traceable():
+def _traceable(opset: int):
     """Patch two eager idioms that the tracer turns into wrong graphs, for the duration of an export.
 
     - ``torch.as_tensor(tensor, ...)`` is recorded as a constant (freezing e.g. ``dt`` into the graph):
@@ -101,7 +125,8 @@ def _traceable():
       sizes) is recorded as an ONNX Split of size ``n`` that fails at run time: it returns ``(tensor,)``.
 
     It also silences the exporter's log (its ``verbose`` switch turns it on for good): an operator it cannot
-    export dumped the whole traced graph to stderr before the error that ``export_checked`` reports in a line.
+    export dumped the whole traced graph to stderr before the error that ``export_checked`` reports in a line,
+    and gives ``aten::expm1``, which the exporter lacks, an ONNX form at ``opset`` (``_expm1_symbolic``).
     """
     import torch
 
@@ -121,9 +146,12 @@ def _traceable():
     torch.as_tensor, torch.Tensor.split = traceable_as_tensor, traceable_split
     if log is not None:
         torch._C._jit_onnx_log = lambda *args: None
+    torch.onnx.register_custom_op_symbolic("aten::expm1", _expm1_symbolic, opset)
     try:
         yield
     finally:
+        torch.onnx.unregister_custom_op_symbolic("aten::expm1", opset)
+        _drop_empty_symbolic_group("aten::expm1")
         torch.as_tensor, torch.Tensor.split = as_tensor, split
         if log is not None:
             torch._C._jit_onnx_log = log
@@ -255,7 +283,7 @@ def _trace(module, names: list[str], outputs: list[str], inputs: dict, opset: in
 
     args = tuple(torch.from_numpy(inputs[n]) for n in names)
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), _traceable():
+    with warnings.catch_warnings(), _traceable(opset):
         # The TorchScript exporter (onnxscript, needed by the dynamo one, is not a dependency); tracing warns
         # about the shape and dt validity checks, which are constant for valid inputs. (Not under no_grad:
         # the exporter then drops the graph inputs.)
