@@ -127,7 +127,7 @@ def test_takeover_mux_starts_without_the_simulator(tmp_path):
             time.sleep(0.1)
     finally:
         code = stop_process(mux)
-    assert code == 0 and "-> base/cmd_vel" in log.read_text(), log.read_text()
+    assert code == 0 and "-> /base/cmd_vel" in log.read_text(), log.read_text()
 
 
 def _run(argv: list[str], env: dict, timeout: float = 180) -> subprocess.CompletedProcess:
