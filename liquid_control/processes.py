@@ -224,16 +224,26 @@ def stdout_reader_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
-def ignore_stop_signals_once_done() -> None:
-    """SIGINT (Ctrl-C) and SIGTERM ignored from now on, for a command-line process whose command has returned its
-    exit status: the interpreter's exit that follows (collecting torch's, MuJoCo's, rclpy's objects: a second or
-    more after the last line) runs with SIGINT at its default, so a Ctrl-C in it ended a finished command by the
-    signal (status 130 in the shell, after its result line, with every file written). Ignored signals stay so
-    through that exit. Main thread only (elsewhere nothing)."""
+def end_on_stop_signals_once_done(status: int) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM end the process at once with ``status`` from now on, for a command-line process
+    whose command has returned that exit status: the interpreter's exit that follows (collecting torch's, MuJoCo's,
+    rclpy's objects: a second or more after the last line) ran with SIGINT at its default, so a Ctrl-C in it ended a
+    finished command by the signal (status 130 in the shell, after its result line, with every file written).
+    Ignoring them instead would leave an exit that hangs (a thread that never ends, a worker that is not joined) to
+    SIGKILL alone. stdout and stderr are flushed first. Main thread only (elsewhere nothing)."""
     if threading.current_thread() is not threading.main_thread():
         return
+
+    def end(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError, AttributeError):  # a reader gone, a closed or replaced stream
+                pass
+        os._exit(status)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+        signal.signal(signum, end)
 
 
 def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:

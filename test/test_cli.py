@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -335,5 +336,35 @@ def test_ctrl_c_once_a_command_has_returned_leaves_its_exit_status(tmp_path):
         [sys.executable, "-c", CTRL_C_AFTER_THE_COMMAND, *argv], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr
-    assert "returned 0" in proc.stdout and "after the signal" in proc.stdout and "Traceback" not in proc.stderr
+    assert "returned 0" in proc.stdout and "Traceback" not in proc.stderr
     assert (tmp_path / "p.onnx").is_file()
+
+
+EXIT_HELD_BY_A_THREAD = """
+import sys, threading
+sys.argv = ["liquid-control", "--version"]
+from liquid_control import cli
+status = cli.main()  # the console script's call: the process's own command
+threading.Thread(target=threading.Event().wait).start()  # a thread that never ends: the exit waits for it
+print("returned", status, flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_a_finished_command_whose_exit_hangs_with_its_status(signum):
+    """Before (422e0a4d): once a command had returned, SIGINT and SIGTERM were ignored, so an interpreter exit that
+    hangs (here a thread that never ends; a worker not joined) could be ended by SIGKILL alone. Now either ends the
+    process at once with the command's status."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", EXIT_HELD_BY_A_THREAD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        line = proc.stdout.readline()  # after the version's line
+        while line and not line.startswith("returned"):
+            line = proc.stdout.readline()
+        assert line == "returned 0\n", proc.stderr.read()
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.communicate()
