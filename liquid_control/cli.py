@@ -150,7 +150,7 @@ def _main(argv: list[str]) -> int:
             raise
         # e.g. torch on a robot that only runs exported policies: `export` and `demo` need the training stack; or a
         # sourced ROS installation's rclpy for another Python, first on PYTHONPATH
-        print(needs_package(f"liquid-control {name}", missing), file=sys.stderr)
+        print(needs_package(f"liquid-control {name}", missing, exc), file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before a command's own handler (e.g. while torch imports): no traceback
         print(f"liquid-control {name}: interrupted", file=sys.stderr)

@@ -145,3 +145,24 @@ def test_a_ros_log_folder_that_cannot_be_made_is_named(tmp_path):
         [*expert, "-o", str(tmp_path / "expert")], env=env, capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and (tmp_path / "expert").is_dir(), proc.stderr
+
+
+def test_an_import_error_inside_a_package_found_here_keeps_pythons_own_words(monkeypatch, capsys):
+    """Before: since the command's run was wrapped for ImportError (70dd0355), an ImportError raised inside a
+    package installed here (a torch of another version: "cannot import name ... from 'torch'") was said as "needs
+    the Python package 'torch': the one found ... is not importable", Python's own words lost. They are kept."""
+    import argparse
+    import types
+
+    import torch
+
+    from liquid_control import cli
+
+    def run(args):
+        raise ImportError("cannot import name 'frobnicate' from 'torch'", name="torch", path=torch.__file__)
+
+    monkeypatch.setattr(cli, "command_parser", lambda name: (types.SimpleNamespace(run=run), argparse.ArgumentParser()))
+    assert cli._main(["export"]) == 1
+    line = capsys.readouterr().err.strip()
+    assert "\n" not in line and line.startswith("liquid-control export: error: needs the Python package 'torch'"), line
+    assert line.endswith("(Python: cannot import name 'frobnicate' from 'torch')"), line

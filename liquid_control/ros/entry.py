@@ -102,12 +102,16 @@ def found_elsewhere(module: str, environ=os.environ) -> str | None:
     return f"the one found, {location}, is not importable by this {python} (a broken or foreign installation)"
 
 
-def needs_package(command: str, module: str) -> str:
+def needs_package(command: str, module: str, cause: ImportError | None = None) -> str:
     """The one line saying that ``command`` needs the Python package ``module`` and where it comes from, or why
-    the copy Python finds cannot be used."""
+    the copy Python finds cannot be used; with the ImportError that ``cause`` raised where the package was found
+    (its first line: 'cannot import name ...' of a torch of another version was lost)."""
     elsewhere = found_elsewhere(module)
     if elsewhere:
-        return f"{command}: error: needs the Python package {module!r}: {elsewhere}"
+        said = ""
+        if cause is not None and not isinstance(cause, ModuleNotFoundError) and str(cause).strip():
+            said = f" (Python: {str(cause).strip().splitlines()[0]})"
+        return f"{command}: error: needs the Python package {module!r}: {elsewhere}{said}"
     return (
         f"{command}: error: needs the Python package {module!r}, which is not installed here ({install_hint(module)})"
     )
@@ -210,7 +214,7 @@ def run(executable: str) -> int:
         missing = missing_package(exc)
         if missing is None:
             raise
-        print(needs_package(executable, missing), file=sys.stderr)
+        print(needs_package(executable, missing, exc), file=sys.stderr)
         return 1
     return module.main()
 
