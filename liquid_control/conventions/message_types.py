@@ -12,3 +12,16 @@ def message_type_name(message) -> str:
     cls = message if isinstance(message, type) else type(message)
     package = cls.__module__.split(".")[0]
     return f"{package}/msg/{cls.__name__}"
+
+
+def other_publishers(infos, node: tuple[str, str], own_type: str | None) -> tuple[str, ...]:
+    """The publishers of a topic (``infos``: rclpy's endpoint infos) other than the node ``(namespace, name)``'s own
+    of type ``own_type`` (the first of that name and type: a second is another process's), as sorted
+    ``namespace/name (type)`` for a warning that names them."""
+    others = []
+    for info in infos:
+        if own_type and (info.node_namespace, info.node_name) == node and info.topic_type == own_type:
+            own_type = None
+            continue
+        others.append(f"{info.node_namespace.rstrip('/')}/{info.node_name} ({info.topic_type})")
+    return tuple(sorted(others))

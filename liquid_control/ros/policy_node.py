@@ -52,7 +52,7 @@ from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.image_conversion import GREY_ENCODINGS, ImageConversionError, image_to_numpy
 from liquid_control.conventions.imu import NOT_PROVIDED, GravityCheck, ImuFieldNotProvided, imu_reading
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
-from liquid_control.conventions.message_types import message_type_name
+from liquid_control.conventions.message_types import message_type_name, other_publishers
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
@@ -1284,13 +1284,7 @@ class PolicyNode(LifecycleNode):
             publishers = self.get_publishers_info_by_topic(topic)
         except Exception:  # words for a warning only: a failing graph query must not end the diagnostics
             return
-        others, mine = [], message_type_name(COMMAND_MESSAGES[self.settings.command_type])
-        for info in publishers:
-            if mine and (info.node_namespace, info.node_name) == me and info.topic_type == mine:
-                mine = None  # this node's own publisher (the first of its name: a second is another process's)
-                continue
-            others.append(f"{info.node_namespace.rstrip('/')}/{info.node_name} ({info.topic_type})")
-        others = tuple(sorted(others))
+        others = other_publishers(publishers, me, message_type_name(COMMAND_MESSAGES[self.settings.command_type]))
         if others == self._other_commanders:
             return
         self._other_commanders = others

@@ -51,7 +51,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from liquid_control.bags.expert import Operator, Takeover
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions.commands import twist_vector
-from liquid_control.conventions.message_types import message_type_name
+from liquid_control.conventions.message_types import message_type_name, other_publishers
 from liquid_control.conventions.params import (
     camera_info_topic,
     declare_node_parameters,
@@ -392,13 +392,7 @@ class TakeoverMuxNode(Node):
         second mux): the base takes their commands too, so neither the mux's stops (deadman, silence, shutdown) nor
         the operator's takeover hold it. Said in a warning naming them when they change (info when none is left)."""
         topic, me = self.resolved["output_topic"], (self.get_namespace(), self.get_name())
-        ours, others = message_type_name(self.output_type), []
-        for info in self.get_publishers_info_by_topic(topic):
-            if ours and (info.node_namespace, info.node_name) == me and info.topic_type == ours:
-                ours = None  # the mux's own publisher (the first of its name: a second is another process's)
-                continue
-            others.append(f"{info.node_namespace.rstrip('/')}/{info.node_name} ({info.topic_type})")
-        others = tuple(sorted(others))
+        others = other_publishers(self.get_publishers_info_by_topic(topic), me, message_type_name(self.output_type))
         if others == self.other_base_publishers:
             return
         self.other_base_publishers = others
