@@ -68,6 +68,38 @@ def test_discovery_turned_off_in_the_environment_stops_sim_at_once_naming_it(tmp
     assert "set it to LOCALHOST" in proc.stderr and not (tmp_path / "logs").exists(), proc.stderr
 
 
+def test_discovery_turned_off_stops_record_view_and_replay_at_once_naming_it(tmp_path):
+    """Before: with ROS_AUTOMATIC_DISCOVERY_RANGE=OFF, `record` of topics ran its --duration and wrote an empty bag
+    (exit 0, "nothing received"), `view` watched nothing and `replay` played to no node (exit 1, "nothing was
+    recorded"), none naming the setting (sim refused it, cb6b5e7a). Now each refuses at once as sim does, leaving
+    no bag or picture; `record --expert`, which needs no DDS, still runs."""
+    from sensor_msgs.msg import Imu
+
+    from liquid_control.bags import BagWriter
+
+    bag = tmp_path / "bag"
+    with BagWriter(bag) as writer:
+        writer.write("/imu/data", 10**12, Imu())
+    env = isolated_ros_env()
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "OFF"
+    cli = [sys.executable, "-m", "liquid_control.cli"]
+    for command, out, options in (
+        ("record", tmp_path / "recorded", ["--duration", "2", "-o"]),
+        ("view", tmp_path / "topics.png", ["--duration", "2", "--snapshot"]),
+        ("replay", tmp_path / "replayed", [str(bag), "--wait", "2", "--linger", "0", "-o"]),
+    ):
+        proc = subprocess.run([*cli, command, *options, str(out)], env=env, capture_output=True, text=True, timeout=120)
+        line = proc.stderr.strip()
+        assert proc.returncode == 2 and "\n" not in line and not out.exists(), (command, proc.stderr)
+        assert line.startswith(f"liquid-control {command}: error: ROS_AUTOMATIC_DISCOVERY_RANGE=OFF"), line
+        assert line.endswith("unset it or set it to LOCALHOST for this command"), line
+    expert = [*cli, "record", "--expert", "--episodes", "1", "--time-limit", "0.3", "--render-size", "32"]
+    proc = subprocess.run(
+        [*expert, "-o", str(tmp_path / "expert")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and (tmp_path / "expert").is_dir(), proc.stderr
+
+
 def test_another_ros_installations_libraries_on_ld_library_path_are_named(tmp_path):
     """Before: with a ROS installation's lib on LD_LIBRARY_PATH (a sourced /opt/ros/jazzy/setup.bash), the ROS 2
     wheels' bootstrapper put it before or after the venv's lib at random (it rebuilds the path from a set), and

@@ -175,15 +175,17 @@ def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
 
 
 def discovery_problem(environ=None) -> str | None:
-    """What stops the nodes of one graph, each its own process, from finding each other in the discovery settings
-    a shell carries (ROS 2's ``ROS_AUTOMATIC_DISCOVERY_RANGE``), or None. With ``OFF`` no node discovers another,
-    even on this machine (ROS_STATIC_PEERS=127.0.0.1 beside it did not help, measured): `liquid-control sim` waited
-    out the sim's 30 s for a policy node and its timeout, and said only that the time ran out."""
+    """What stops nodes of different processes from finding each other in the discovery settings a shell carries
+    (ROS 2's ``ROS_AUTOMATIC_DISCOVERY_RANGE``), or None. With ``OFF`` no node discovers another, even on this
+    machine (rcl ignores ROS_STATIC_PEERS then): `liquid-control sim` waited out the sim's 30 s for a policy node
+    and its timeout, and said only that the time ran out; `record` of topics, `view` and `replay` saw none of the
+    graph's nodes and said nothing of why. rcl reads the value as written: ``off`` is not OFF (it means
+    LOCALHOST)."""
     value = (os.environ if environ is None else environ).get("ROS_AUTOMATIC_DISCOVERY_RANGE", "")
     if value == "OFF":
         return (
-            "ROS_AUTOMATIC_DISCOVERY_RANGE=OFF (from the environment): the graph's nodes, each its own process, "
-            "cannot discover each other; unset it or set it to LOCALHOST for this command"
+            "ROS_AUTOMATIC_DISCOVERY_RANGE=OFF (from the environment): nodes of different processes cannot discover "
+            "each other, even on this machine; unset it or set it to LOCALHOST for this command"
         )
     return None
 

@@ -42,6 +42,7 @@ from liquid_control.conventions.params import (
     MAX_SECONDS,
     camera_info_topic,
     declare_node_parameters,
+    discovery_problem,
     parameter_value,
     refuse_startup_parameter_changes,
 )
@@ -846,6 +847,9 @@ def run(args) -> int:
                 f"{wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
             )
             return 0
+        problem = discovery_problem()  # the recorder would find no publisher and record nothing
+        if problem:
+            raise ValueError(problem)
         return _record_graph(args, list(args.topics) or default_topics(args.node_params))
     except (BagError, ValueError) as exc:
         print(f"liquid-control record: error: {exc}", file=sys.stderr)

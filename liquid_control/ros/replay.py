@@ -60,6 +60,7 @@ from liquid_control.bags.io import TopicInfo, message_class
 from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
+from liquid_control.conventions.params import discovery_problem
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 
@@ -365,6 +366,9 @@ def replay(args, gone=None) -> dict:
             raise ValueError(f"{option} must be a finite number of seconds >= 0, got {value}")
     if not args.max_gap > 0:  # NaN or <= 0: every message would count as after a silence
         raise ValueError(f"--max-gap must be a number of seconds > 0 (inf: no limit), got {args.max_gap}")
+    problem = discovery_problem()  # the policy node would never see the replayed topics
+    if problem:
+        raise ValueError(problem)
     # Bag topics are absolute: `--record cmd_vel` (the node's command_topic as its parameter file spells it)
     # must not leave the bag's own /cmd_vel among the replayed topics, where the recorder would record it.
     record = [absolute_topic(t) for t in args.record] or ["/cmd_vel"]
