@@ -13,7 +13,8 @@ shift of the report, none of which the choice saw) against the mean of the seeds
 the best seed on the test episodes themselves (an oracle, for scale). The same choice without one seed
 (`--check-without-seed`, default 0: the seed every architecture shares a lead with) shows how much of the gain
 is that seed's. Writes validation/ (the `liquid-control eval` report of the validation episodes), results.json
-and results.md under --out; a validation/ already there is reused if it holds exactly these episodes.
+and results.md under --out; a validation/ already there is reused if it holds exactly these episodes. Ctrl-C (or
+SIGTERM) keeps the validation episodes finished so far: the same command again continues them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import argparse
 import csv
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -32,8 +32,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+PROG = "seed_selection.py"
+
+
 def _fail(message: str) -> None:
-    sys.exit(f"seed_selection.py: {message}")
+    sys.exit(f"{PROG}: {message}")
+
+
+def _interrupted(exc: KeyboardInterrupt, validation_dir: Path) -> int:
+    """Ctrl-C's or SIGTERM's one line: what is kept and how to go on; 130, or 143 for SIGTERM."""
+    from liquid_control.processes import Terminated
+
+    if (validation_dir / "results.csv").is_file():
+        kept = f"the validation episodes are complete in {validation_dir}; the same command again writes the tables"
+    else:
+        kept = f"the finished validation episodes are kept in {validation_dir}; the same command again continues them"
+    print(f"{PROG}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}: {kept}", file=sys.stderr)
+    return 143 if isinstance(exc, Terminated) else 130
 
 
 def _success(path: Path) -> tuple[dict, set]:
@@ -161,19 +176,46 @@ def main(argv=None) -> int:
             f"--episode-seed-base {args.episode_seed_base} with --episodes {args.episodes}: the validation episodes "
             f"must avoid the report's episode seeds ({min(test_seeds):,}-{max(test_seeds):,})"
         )
-    started = time.monotonic()
+    from liquid_control.paths import output_file_problem
+    from liquid_control.processes import sigterm_as_interrupt
+
+    problem = output_file_problem(args.out / "results.json", "results.json")  # before the episodes
+    if problem:
+        _fail(f"--out {args.out}: {problem}")
     validation_dir = args.out / "validation"
+    try:
+        with sigterm_as_interrupt(PROG):  # `kill` stops it as Ctrl-C does
+            return _select(args, argv, wins, wanted, validation_dir)
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc, validation_dir)
+
+
+def _select(args, argv, wins: dict, wanted: set, validation_dir: Path) -> int:
+    """The validation episodes (run where validation_dir lacks them), the choice, and the tables written."""
+    from liquid_control.atomic_file import atomic_write
+    from liquid_control.processes import EXIT_BROKEN_PIPE, Terminated
+
+    started = time.monotonic()
     if not (validation_dir / "results.csv").is_file():
         policies = sorted(p.name for p in args.train.iterdir() if p.is_dir()) if args.train.is_dir() else []
         if not policies:
             _fail(f"no trained policies under {args.train} (<policy>/seed_<k>/policy.pt)")
-        command = [sys.executable, "-m", "liquid_control.cli", "eval", "--shift", "in_distribution"]
+        from liquid_control import cli
+
+        command = ["eval", "--shift", "in_distribution"]
         command += ["--episodes", str(args.episodes), "--episode-seed-base", str(args.episode_seed_base)]
         command += ["--workers", str(args.workers), "--no-saliency", "--no-example", "--no-progress", "--resume"]
         command += ["--out", str(validation_dir)]
         for name in policies:
             command += ["--policy", f"{name}={args.train / name}/seed_*/policy.pt"]
-        if subprocess.run(command).returncode != 0:
+        # in this process, so a Ctrl-C or SIGTERM stops the evaluation once, which keeps what finished and says so
+        # (a child process was killed 0.25 s after a Ctrl-C by subprocess.run, and went on alone after a SIGTERM)
+        status = cli.main(command)
+        if status == EXIT_BROKEN_PIPE:  # the reader of stdout went away (`| head`): so does this script, quietly
+            return status
+        if status in (130, 143):
+            raise Terminated if status == 143 else KeyboardInterrupt
+        if status != 0:
             _fail(f"the validation episodes did not finish (rerun to continue them in {validation_dir})")
     val_wins, val_seeds = _success(validation_dir / "results.csv")
     if val_seeds != wanted or {shift for _, _, shift in val_wins} != {"in_distribution"}:
@@ -200,8 +242,6 @@ def main(argv=None) -> int:
         f"summary_without_seed_{args.check_without_seed}": _summary(check, groups),
         "validation_against_shifted_success": _correlation(validation, wins, policies),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     lines = [
         "| policy | validation success per seed | kept | "
         + " | ".join(f"{g}: kept / mean / best" for g in groups)
@@ -241,10 +281,17 @@ def main(argv=None) -> int:
             f"{corr['median_within_policies']:.2f} (median over policies; "
             f"{corr['range'][0]:.2f} to {corr['range'][1]:.2f}).",
         ]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    for name, text in (("results.json", json.dumps(results, indent=1)), ("results.md", "\n".join(lines))):
+        try:
+            with atomic_write(args.out / name, "w") as handle:  # whole or not at all, also on Ctrl-C or a full disk
+                handle.write(text + "\n")
+        except OSError as exc:
+            _fail(f"cannot write {exc.filename or args.out / name}: {exc.strerror or exc}")
     print("\n".join(lines))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of(PROG, main))

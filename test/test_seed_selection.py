@@ -112,3 +112,91 @@ def test_validation_episodes_that_could_be_test_or_training_episodes_are_refused
     _write(out / "validation" / "results.csv", [("p", 0, "in_distribution", 30_000_000 + i, True) for i in range(4)])
     with pytest.raises(SystemExit, match=message):
         selection.main(["--report", str(report), "--episodes", "4", "--out", str(out), *args])
+
+
+def _recorded(tmp_path: Path) -> tuple[Path, Path]:
+    """A report and a complete validation folder (no episode runs): (report, out)."""
+    report, out = tmp_path / "results.csv", tmp_path / "out"
+    _write(report, [("p", s, "dusk", 20_000_000 + i, i < 2) for s in (0, 1) for i in range(4)])
+    _write(
+        out / "validation" / "results.csv",
+        [("p", s, "in_distribution", 30_000_000 + i, s) for s in (0, 1) for i in range(4)],
+    )
+    (out / "validation" / "provenance.json").write_text("{}")
+    return report, out
+
+
+def test_a_failed_write_leaves_the_last_results_whole(tmp_path):
+    """Before: results.json was written in place (Path.write_text), so a write that failed half-way (here the
+    process's file size limit: a full disk or a kill mid-write leave the same) left half a JSON file in place of the
+    last run's, and a traceback. Now it is written whole or not at all, and the failure is one line naming it."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    report, out = _recorded(tmp_path)
+    previous = json.dumps({"an earlier run": "x" * 4000})  # larger than the limit: a file that could be written before
+    (out / "results.json").write_text(previous)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "seed_selection.py"), "--report", str(report), "--episodes", "4"]
+        + ["--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit_file_size,
+    )
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert f"seed_selection.py: cannot write {out / 'results.json'}: File too large" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert (out / "results.json").read_text() == previous
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "validation"]  # no temporary file left
+
+
+@pytest.mark.parametrize("status, word", [(130, "interrupted"), (143, "terminated")])
+def test_a_stopped_validation_says_what_is_kept_and_how_to_go_on(
+    selection, tmp_path, monkeypatch, capsys, status, word
+):
+    """Before: a Ctrl-C (or SIGTERM) of the validation episodes ended in a KeyboardInterrupt traceback after the
+    evaluation's own line (its child process killed 0.25 s after the Ctrl-C). The evaluation stops as it does in
+    `liquid-control eval` (130 / 143) and the script ends with one line of its own and the same status."""
+    from liquid_control import cli
+
+    report, out = tmp_path / "results.csv", tmp_path / "out"
+    _write(report, [("p", 0, "dusk", 20_000_000 + i, True) for i in range(4)])
+    (tmp_path / "train" / "p" / "seed_0").mkdir(parents=True)
+    asked = []
+
+    def evaluation_stopped(argv):
+        asked.append(argv)
+        return status
+
+    monkeypatch.setattr(cli, "main", evaluation_stopped)
+    args = ["--report", str(report), "--episodes", "4", "--out", str(out), "--train", str(tmp_path / "train")]
+    assert selection.main(args) == status
+    assert asked and asked[0][0] == "eval" and "--resume" in asked[0]
+    assert capsys.readouterr().err == (
+        f"seed_selection.py: {word}: the finished validation episodes are kept in {out / 'validation'}; "
+        "the same command again continues them\n"
+    )
+    assert not (out / "results.json").exists()
+
+
+def test_ctrl_c_after_the_validation_says_the_tables_are_still_to_write(selection, tmp_path, monkeypatch, capsys):
+    """Before: a KeyboardInterrupt traceback, and no word that the finished validation is reused."""
+    report, out = _recorded(tmp_path)
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(selection, "_rates_by_group", interrupted)
+    assert selection.main(["--report", str(report), "--episodes", "4", "--out", str(out)]) == 130
+    assert capsys.readouterr().err == (
+        f"seed_selection.py: interrupted: the validation episodes are complete in {out / 'validation'}; "
+        "the same command again writes the tables\n"
+    )
