@@ -101,10 +101,14 @@ def _train(arch: str, init: int, order: int, data: int, out_dir: str) -> tuple[s
 
 
 def _same_weights(a: Path, b: Path) -> bool:
-    """Whether two policy files hold the same weights bit for bit (their metadata, e.g. the command, differ)."""
+    """Whether two policy files hold the same weights bit for bit (their metadata, e.g. the command, differ). Read
+    as every policy file is (``load_policy``: tensors and plain values only), so a tampered ``--reference`` runs no
+    code: a PolicyLoadError names it."""
     import torch
 
-    wa, wb = (torch.load(p, map_location="cpu", weights_only=False)["state_dict"] for p in (a, b))
+    from liquid_control.policy.checkpoint import load_policy
+
+    wa, wb = (load_policy(p).state_dict() for p in (a, b))
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 

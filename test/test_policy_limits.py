@@ -2,6 +2,9 @@
 would need pickled code is refused with our message, not torch's advice to load it with weights_only=False."""
 
 import fractions
+import os
+import runpy
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +13,7 @@ from liquid_control.cells import CheckpointError, load_model
 from liquid_control.policy import Policy, PolicyConfigError, PolicyLoadError, load_policy, save_policy, validate_config
 from liquid_control.policy.config import ALLOW_LARGE_ENV, SIZE_BOUNDS, estimated_parameters
 
+ROOT = Path(__file__).resolve().parents[1]
 ROVER = {
     "name": "tiny_rover",
     "world": "LiquidRover-v0",
@@ -88,3 +92,29 @@ def test_a_file_that_is_no_torch_file_is_named_as_such(tmp_path, name, content):
             load(tmp_path / name)
         text = str(err.value)
         assert name in text and "it is not a torch file" in text and "pickled" not in text
+
+
+class _MakesAFolder:
+    """A pickled object whose unpickling runs os.mkdir (a tampered policy file's payload)."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+
+    def __reduce__(self):
+        return os.mkdir, (self.folder,)
+
+
+def test_seed_factors_reads_a_tampered_reference_policy_without_running_its_code(tmp_path):
+    """Before: _same_weights read --reference's policy.pt files with torch.load(weights_only=False), so a pickled
+    payload in one (a downloaded reference run) ran: here it made a folder."""
+    from liquid_control.cells.checkpoint import read_plain_torch_file
+
+    shipped = ROOT / "policies" / "cfc_rover.pt"
+    payload = read_plain_torch_file(shipped)
+    ran = tmp_path / "payload_ran"
+    torch.save({**payload, "metadata": {"note": _MakesAFolder(ran)}}, tmp_path / "policy.pt")
+    same_weights = runpy.run_path(str(ROOT / "scripts" / "seed_factors.py"))["_same_weights"]
+    assert same_weights(shipped, shipped)
+    with pytest.raises(PolicyLoadError, match=r"policy.pt: not a readable policy file: it holds a pickled"):
+        same_weights(shipped, tmp_path / "policy.pt")
+    assert not ran.exists()
