@@ -10,7 +10,8 @@ them for noon's, everything else of the world unchanged, and the same episodes (
 20,000,000 on, as in the model cards' paired checks) are driven by each policy in the batched evaluation.
 Nothing is trained here and no variant reaches training: it says which part of dusk a policy trips on, and
 so what a robustness recipe would have to cover. Paired McNemar p-values are against `dusk` itself.
-Writes results.json and results.md under --out.
+Writes results.json and results.md under --out (by default the repository's docs/dusk_factors, whatever the
+current folder).
 """
 
 from __future__ import annotations
@@ -60,7 +61,11 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--policy", action="append", help="shipped rover policy name (default: cfc_ncp_rover_robust, cfc_ncp_rover)"
     )
-    parser.add_argument("--out", default="docs/dusk_factors", help="folder for results.json and results.md")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "docs" / "dusk_factors"),  # the repository's, from any folder
+        help="folder for results.json and results.md (default: docs/dusk_factors of the repository)",
+    )
     args = parser.parse_args(argv)
     import torch
 

@@ -13,7 +13,8 @@ each ``encoder.camera.normalize`` mode (the model's own ``CameraEncoder.scale``)
 different places in the world. A ratio says nothing about what a network learns, only how far apart the CNN's
 inputs are, and a mode that makes a shift vanish may also remove what the task needs (``chromaticity`` makes
 night and noon alike and dark tree trunks invisible; docs/training.md has the trained policies). Nothing here
-is trained: the shifts are rendered only to measure. Writes results.json and results.md under --out.
+is trained: the shifts are rendered only to measure. Writes results.json and results.md under --out (by default
+the repository's docs/normalisation_invariance, whatever the current folder).
 """
 
 from __future__ import annotations
@@ -56,7 +57,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--episodes", type=int, default=3, help="expert episodes per shift (default 3)")
     parser.add_argument("--steps", type=int, default=150, help="updates per episode at most (default 150)")
-    parser.add_argument("--out", default="docs/normalisation_invariance", help="folder for results.json/.md")
+    parser.add_argument(
+        "--out",
+        default=str(ROOT / "docs" / "normalisation_invariance"),  # the repository's, from any folder
+        help="folder for results.json and results.md (default: docs/normalisation_invariance of the repository)",
+    )
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.steps < 1:
         parser.error("--episodes and --steps must be at least 1")

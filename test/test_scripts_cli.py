@@ -246,3 +246,25 @@ def test_seed_factors_refuses_bad_options_before_training(args, message, tmp_pat
     assert run.returncode == 2, run.stderr[-2000:]
     assert message in run.stderr and "Traceback" not in run.stderr
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("script", ["dusk_factors.py", "normalisation_invariance.py"])
+def test_the_default_out_is_the_repositorys_docs_folder_from_any_folder(script, tmp_path, monkeypatch, capsys):
+    """Before: the default --out was docs/<name> of the current folder, so a run from anywhere but the repository's
+    root wrote a docs/ folder there, while the docs that cite the command say it writes its results beside them."""
+    import liquid_control.paths as paths
+
+    asked = []
+
+    def where(path, example):  # asked before the episodes, with the file the results go to
+        asked.append(Path(path))
+        return "recorded here"
+
+    monkeypatch.setattr(paths, "output_file_problem", where)
+    monkeypatch.chdir(tmp_path)
+    module = runpy.run_path(str(ROOT / "scripts" / script))
+    with pytest.raises(SystemExit) as stop:
+        module["main"]([])
+    assert stop.value.code == 2
+    assert asked == [ROOT / "docs" / script.removesuffix(".py") / "results.json"]
+    assert not list(tmp_path.iterdir())
