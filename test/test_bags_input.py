@@ -305,7 +305,7 @@ def test_replay_stops_at_the_first_failed_write_naming_the_bag_topic_and_count(t
     assert cli.main([*argv, "--wait", "10", "--linger", "0.5", "--domain-id", str(free_domain_id())]) == 2
     took = time.monotonic() - t0
     captured = capsys.readouterr()
-    assert "replayed " not in captured.out and "Traceback" not in captured.err, captured
+    assert f"replay: replayed {bag}" not in captured.err and "Traceback" not in captured.err, captured
     err = captured.err
     assert f"{out}: recording stopped, writing a /imu/data message failed after 20 (" in err, err
     assert "No space left on device" in err and f"{out} was finished with the 20 message(s)" in err, err

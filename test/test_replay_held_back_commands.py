@@ -88,7 +88,8 @@ def test_nothing_recorded_while_velocity_commands_were_held_back_says_a_policy_m
 def test_every_replay_line_names_the_command_and_a_missed_reset_says_the_state_was_not_reset(tmp_path, capsys):
     """Before: replay's lines began 'replay: warning:', 'replay:', 'liquid-control replay: error:' or a bare
     'warning:', and '<service> did not answer' did not say that the policy's liquid state was therefore not reset
-    before that bag; the result line was 'wrote <bag>: recorded {...}, published {...}' (Python dicts)."""
+    before that bag; the result line was 'wrote <bag>: recorded {...}, published {...}' (Python dicts). Each bag's
+    'replayed <bag>: N messages in T s', progress, was on stdout (beside the result) without the command's name."""
     bag = _round_bag(tmp_path / "round")
     out = tmp_path / "replayed"
     argv = ["replay", str(bag), "-o", str(out), "--wait", "0", "--linger", "0.1", "--rate", "10"]
@@ -103,4 +104,5 @@ def test_every_replay_line_names_the_command_and_a_missed_reset_says_the_state_w
     )
     assert any(line.startswith(said) for line in lines), captured.err
     assert "liquid-control replay: warning: nothing was recorded" in captured.err
-    assert f"wrote {out}: recorded /cmd_vel 0; published /camera/image_raw 8\n" in captured.out, captured.out
+    assert captured.out == f"wrote {out}: recorded /cmd_vel 0; published /camera/image_raw 8\n", captured.out
+    assert any(line.startswith(f"liquid-control replay: replayed {bag}: 8 messages in ") for line in lines), lines

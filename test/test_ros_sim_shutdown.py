@@ -266,6 +266,42 @@ def test_a_timeout_that_ends_an_until_stopped_run_is_exit_3_naming_the_episode_i
     assert "--timeout" not in err and "summary: 1 of 1 episode(s) succeeded (1 requested)" in out
 
 
+def test_every_sim_stderr_line_names_the_command_and_the_episode_line_names_its_counts(
+    stand_in_graph, tmp_path, capsys, monkeypatch
+):
+    """Before: the run's warnings (a bag cut short, statuses of another graph ignored, a policy node that did not
+    keep up) were bare 'warning: ...' lines, where every other line of the command begins 'liquid-control sim:'
+    (its errors, its interrupted line), and the episode line ended in a Python dict, 'messages {'imu': 2000}'. Each
+    warning now names the command (main's 'liquid-control main'), the counts are named as every such line says
+    them ('messages imu 2000')."""
+    from liquid_control import cli
+
+    statuses, on_start, _ = stand_in_graph
+    listener = graph._status_listener
+    monkeypatch.setattr(graph, "_status_listener", lambda *a: (*listener(*a)[:4], [2]))  # 2 statuses not ours
+    # a policy node that answered 1 of the episode's 2000 IMU updates: it did not keep up
+    statuses.append(
+        {"episode": 0, "seed": 5, "world": "LiquidBalance-v0", "outcome": "success", "success": True,
+         "sim_time": 10.0, "wall_time": 4.0, "messages": {"imu": 2000}, "commands_received": 1}
+    )  # fmt: skip
+    bags = tmp_path / "bags"
+    on_start.append(lambda: (bags / "episode_6").mkdir(parents=True))  # episode 1's bag, cut short
+    assert cli.main([*SIM, "--episodes", "2", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
+    out, err = capsys.readouterr()
+    assert "episode 0 (seed 5): SUCCESS after 10.00 s sim time (4.0 s wall); 1 commands, messages imu 2000\n" in out
+    lines = err.splitlines()
+    warnings = [line for line in lines if "warning:" in line]
+    assert len(warnings) == 3 and all(line.startswith("liquid-control sim: warning: ") for line in warnings), err
+    assert all(line.startswith("liquid-control sim: ") for line in lines), err
+    assert any("ignored 2 message(s)" in w for w in warnings) and any("answered 1 of 2000" in w for w in warnings)
+    assert any(w.startswith(f"liquid-control sim: warning: --record-bag: {bags / 'episode_6'}") for w in warnings)
+    statuses.clear()  # main's run (graph.run as main_job calls it): its lines name main
+    on_start.clear()
+    assert graph.run(cli.command_parser("sim")[1].parse_args(SIM[1:]), prog="liquid-control main") == graph.EXIT_OK
+    err = capsys.readouterr().err
+    assert err.startswith("liquid-control main: warning: ignored 2 message(s)") and err.count("\n") == 1, err
+
+
 def test_the_bag_of_an_episode_cut_short_is_named(stand_in_graph, tmp_path, capsys):
     """Before: a run with --record-bag stopped mid-episode (Ctrl-C, SIGTERM, --timeout, a node that died) left
     DIR/episode_<seed> of the episode it cut short, a bag like the others but without its episode_status, and

@@ -645,7 +645,8 @@ def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot
     try:
         lines = [output.next_line(timeout=60) for _ in range(2)]
         assert lines[0].startswith("Foxglove: open a connection"), lines
-        assert lines[1].startswith("ignoring the status of an episode that ended before the viewer started"), lines
+        ignoring = "liquid-control view: ignoring the status of an episode that ended before the viewer started"
+        assert lines[1].startswith(ignoring), lines
         assert '"episode": 0' in lines[1] and viewer.poll() is None  # still watching
         status.publish(String(data=json.dumps({"episode": 1, "outcome": "success"})))
         assert viewer.wait(timeout=30) == 0, output.text()
@@ -951,10 +952,40 @@ def test_view_ignores_an_episode_status_that_is_not_one(capsys):
     viewer = view.Viewer(Node(), record=True, frame_prefix="")
     for text in ("done", "[1, 2]", '{"episode": 0}'):
         viewer._on_message("episode_status", serialize_message(String(data=text)), {"source_timestamp": 0})
-        assert "not an episode's status" in capsys.readouterr().out
+        err = capsys.readouterr().err
+        assert err.startswith("liquid-control view: warning: ignoring a message on episode_status that is not"), err
     status = {"episode": 0, "outcome": "success"}
     viewer._on_message("episode_status", serialize_message(String(data=json.dumps(status))), {"source_timestamp": 0})
     assert viewer.episode_ends == [status] and viewer.recording.counts == {"episode_status": 4}
+
+
+def test_view_names_its_counts_and_says_its_notes_on_stderr(tmp_path, capsys, monkeypatch):
+    """Before: `view --snapshot` ended in 'wrote P from 2 messages: {"cmd_vel": 1, "episode_status": 1}' (a JSON
+    dict), and its lines on ignored episode statuses went to stdout, where the result goes, without the command's
+    name. The counts are named as every such line says them (executable.named_counts), the notes are stderr lines
+    that begin 'liquid-control view:'."""
+    from geometry_msgs.msg import Twist
+    from rclpy.serialization import serialize_message
+
+    from liquid_control import cli
+    from liquid_control.ros import view
+    from liquid_control.ros.testing import free_domain_id
+
+    class Fed(view.Viewer):  # a viewer that has received a command and a String on episode_status
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._on_message("cmd_vel", serialize_message(Twist()), {"source_timestamp": 0})
+            self._on_message("episode_status", serialize_message(String(data="done")), {"source_timestamp": 0})
+
+    monkeypatch.setattr(view, "Viewer", Fed)
+    picture = tmp_path / "topics.png"
+    argv = ["view", "--snapshot", str(picture), "--duration", "0.3", "--domain-id", str(free_domain_id())]
+    assert cli.main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out == f"wrote {picture} from 2 messages: cmd_vel 1, episode_status 1\n", out
+    assert err == (
+        "liquid-control view: warning: ignoring a message on episode_status that is not an episode's status: 'done'\n"
+    ), err
 
 
 @pytest.mark.parametrize("command_type", ["twist", "twist_stamped"])

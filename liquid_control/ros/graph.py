@@ -33,6 +33,7 @@ from liquid_control.conventions.params import (
 from liquid_control.paths import config_dir, output_folder_problem, resolve_policy_file, user_path
 from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES, unwritable_log_dir
+from liquid_control.ros.executable import named_counts
 
 PACKAGE = "liquid_control"
 # world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
@@ -705,9 +706,10 @@ def default_timeout(episodes: int, episode_limit: float, real_time_factor: float
     return graph_wait + episodes * (episode_limit / real_time_factor + 30.0)
 
 
-def run_sim(args, announce=None) -> SimRun:
+def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
     """Start the graph's nodes, print each episode's status as it arrives, stop every node; what happened.
-    ``announce``: called once the arguments are checked, before any node starts."""
+    ``announce``: called once the arguments are checked, before any node starts; ``prog`` begins each warning line
+    (``liquid-control sim: warning: ...``), as every command names its lines."""
     check_arguments(args)
     nodes = sim_graph(
         world=args.world,
@@ -774,11 +776,11 @@ def run_sim(args, announce=None) -> SimRun:
                         break
                     if found and found != joined:  # the newcomer stops itself; its messages may reach this episode
                         print(
-                            f"warning: another graph joined ROS_DOMAIN_ID {domain if domain is not None else 0} "
-                            f"{time.monotonic() - start:.1f} s into this run ({found}): while both run, their sims "
-                            f"and policies exchange messages, so episode {len(statuses)} may not measure the policy "
-                            "alone (a liquid-control sim started there stops itself; give each graph its own "
-                            "--domain-id)",
+                            f"{prog}: warning: another graph joined ROS_DOMAIN_ID "
+                            f"{domain if domain is not None else 0} {time.monotonic() - start:.1f} s into this run "
+                            f"({found}): while both run, their sims and policies exchange messages, so episode "
+                            f"{len(statuses)} may not measure the policy alone (a liquid-control sim started there "
+                            "stops itself; give each graph its own --domain-id)",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -799,7 +801,7 @@ def run_sim(args, announce=None) -> SimRun:
     elapsed = time.monotonic() - start
     if ignored[0]:
         print(
-            f"warning: ignored {ignored[0]} message(s) on {STATUS_TOPIC} that are not this graph's episodes "
+            f"{prog}: warning: ignored {ignored[0]} message(s) on {STATUS_TOPIC} that are not this graph's episodes "
             f"(another graph or a bag replay on ROS_DOMAIN_ID {domain if domain is not None else 0}?)",
             file=sys.stderr,
             flush=True,
@@ -809,7 +811,7 @@ def run_sim(args, announce=None) -> SimRun:
         statuses, sim.parameters.get("policy_update_on", ""), args.real_time_factor
     )
     if lagging:
-        print(lagging, file=sys.stderr, flush=True)
+        print(f"{prog}: {lagging}", file=sys.stderr, flush=True)
     from liquid_control.bags.recording import cut_short_message, episode_bag_name
 
     cut_seed = int(args.seed) + len(statuses)
@@ -820,7 +822,7 @@ def run_sim(args, announce=None) -> SimRun:
         # (SimNode.finish_recording): said here only where that line was not shown (--quiet, --log-dir, a node
         # that died)
         if not outputs["sim_node"].showed(cut):
-            print(f"warning: --record-bag: {cut}", file=sys.stderr, flush=True)
+            print(f"{prog}: warning: --record-bag: {cut}", file=sys.stderr, flush=True)
     run = SimRun(statuses=list(statuses), code=EXIT_OK, elapsed_s=elapsed)
     # A node that ended on its own before the run was over failed (the sim ends itself after the last episode).
     failed = {
@@ -896,15 +898,16 @@ def describe(status: dict) -> str:
     return (
         f"episode {status['episode']} (seed {status['seed']}): {status['outcome'].upper()} after "
         f"{status['sim_time']:.2f} s sim time ({status['wall_time']:.1f} s wall){extra}; "
-        f"{status['commands_received']} commands, messages {status['messages']}"
+        f"{status['commands_received']} commands, messages {named_counts(status['messages'])}"
     )
 
 
 def run(args, prog: str = "liquid-control sim", announce=None) -> int:
     """`liquid-control sim`: run the graph, print each episode and a summary; the exit status is documented in
-    :data:`EXIT_STATUS_HELP`. ``prog`` names the command in error lines, ``announce`` (see ``run_sim``)."""
+    :data:`EXIT_STATUS_HELP`. ``prog`` names the command in error and warning lines, ``announce`` (see
+    ``run_sim``)."""
     try:
-        result = run_sim(args, announce)
+        result = run_sim(args, announce, prog)
     except (ValueError, FileNotFoundError, IsADirectoryError) as exc:  # unknown world, missing file, a folder
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -494,7 +494,7 @@ def replay(args, gone=None) -> dict:
             if stop.is_set():
                 where = f"the playback of {reader.path} stopped after {sent} of its messages"
                 break
-            print(f"replayed {reader.path}: {sent} messages in {time.monotonic() - t0:.1f} s", flush=True)
+            _stderr(f"replayed {reader.path}: {sent} messages in {time.monotonic() - t0:.1f} s")  # progress
             where, whole = f"the playback stopped after {reader.path}, played whole", whole + 1
         else:
             stop.wait(args.linger)

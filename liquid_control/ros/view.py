@@ -37,6 +37,7 @@ from liquid_control.conventions import stamps
 from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
 from liquid_control.conventions.params import discovery_problem, domain_id_problem, frame_prefix_problem
 from liquid_control.paths import output_file_problem, user_path
+from liquid_control.ros.executable import named_counts
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
 
 # topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
@@ -496,13 +497,18 @@ class Viewer:
                 status = None
             if not (isinstance(status, dict) and "outcome" in status):  # another node's, `ros2 topic pub`'s
                 print(
-                    f"ignoring a message on episode_status that is not an episode's status: {text[:200]!r}", flush=True
+                    "liquid-control view: warning: ignoring a message on episode_status that is not an episode's "
+                    f"status: {text[:200]!r}",
+                    file=sys.stderr,
+                    flush=True,
                 )
             elif info["source_timestamp"] >= self.started_ns or not info["source_timestamp"]:  # 0: not known
                 self.episode_ends.append(status)
             else:
                 print(
-                    f"ignoring the status of an episode that ended before the viewer started: {json.dumps(status)}",
+                    f"liquid-control view: ignoring the status of an episode that ended before the viewer started: "
+                    f"{json.dumps(status)}",
+                    file=sys.stderr,
                     flush=True,
                 )
         if self.recording is not None:
@@ -677,7 +683,7 @@ def run(args) -> int:
         path = render_snapshot(
             rec, args.snapshot, title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
         )
-        print(f"wrote {path} from {sum(rec.counts.values())} messages: {json.dumps(rec.counts)}")
+        print(f"wrote {path} from {sum(rec.counts.values())} messages: {named_counts(rec.counts)}")
         if not rec.counts:
             print(
                 f"liquid-control view: warning: no message received on ROS_DOMAIN_ID {domain}"
