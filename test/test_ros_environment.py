@@ -198,3 +198,29 @@ def test_an_import_error_inside_a_package_found_here_keeps_pythons_own_words(mon
     line = capsys.readouterr().err.strip()
     assert "\n" not in line and line.startswith("liquid-control export: error: needs the Python package 'torch'"), line
     assert line.endswith("(Python: cannot import name 'frobnicate' from 'torch')"), line
+
+
+@pytest.mark.skipif(not os.path.ismount("/sys"), reason="needs sysfs at /sys, where no folder or file can be made")
+def test_a_ros_log_folder_refused_also_to_root_is_named(tmp_path):
+    """Before: the log-folder check asked os.access, which says writable to root also where the folder refuses (a
+    read-only mount, /sys): as root `liquid-control sim` passed the check and failed later. And a log folder that
+    exists but takes no log file ended `liquid-control record` (rclpy's RuntimeError from spdlog, not the RCLError
+    init_ros caught) in a traceback, as root or not. Both now name the folder and say to set ROS_LOG_DIR."""
+    from liquid_control.ros.entry import unwritable_log_dir
+
+    problem = unwritable_log_dir({"ROS_LOG_DIR": "/sys/liquid_control_test/log"})
+    assert problem is not None and problem.startswith(
+        "the ROS log folder /sys/liquid_control_test/log (from ROS_LOG_DIR) cannot be created: /sys is not writable ("
+    ), problem
+    assert problem.endswith("); set ROS_LOG_DIR to a writable folder"), problem
+    assert unwritable_log_dir({"ROS_LOG_DIR": str(tmp_path / "logs" / "ros")}) is None
+    assert list(tmp_path.iterdir()) == []  # the check left nothing behind
+    env = isolated_ros_env()
+    env["ROS_LOG_DIR"] = "/sys"  # a folder that exists: rcl makes nothing, its log file cannot be opened there
+    record = [sys.executable, "-m", "liquid_control.cli", "record", "--duration", "1", "-o", str(tmp_path / "bag")]
+    proc = subprocess.run(record, env=env, capture_output=True, text=True, timeout=120)
+    line = proc.stderr.strip()
+    assert proc.returncode == 1 and "\n" not in line and not (tmp_path / "bag").exists(), proc.stderr
+    expected = "liquid-control record: cannot start: the ROS log folder /sys (from ROS_LOG_DIR) is not writable ("
+    assert line.startswith(expected), line
+    assert line.endswith("set ROS_LOG_DIR to a writable folder"), line

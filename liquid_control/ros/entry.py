@@ -12,6 +12,7 @@ import importlib.util
 import os
 import signal
 import sys
+import tempfile
 
 NODE_MODULES = {
     "policy_node": "liquid_control.ros.policy_node",
@@ -168,8 +169,11 @@ def unavailable_rmw(environ=os.environ) -> str | None:
 def unwritable_log_dir(environ=os.environ) -> str | None:
     """Why rcl cannot make its log folder (ROS_LOG_DIR, else $ROS_HOME/log, else ~/.ros/log), or None. rclpy.init
     fails then ('failed to initialize logging: Failed to create log directory'): a traceback from `liquid-control
-    sim`'s status listener after its nodes had started (checked before they start, without creating anything;
-    `record --expert` needs no rcl and is not refused)."""
+    sim`'s status listener after its nodes had started (checked before they start; `record --expert` needs no rcl
+    and is not refused), and a folder there that rcl cannot write its log file into, a RuntimeError traceback
+    (:func:`~liquid_control.ros.executable.init_ros`). Tried, as rcl would: a folder made where rcl makes its
+    own (or its log file) and removed at once; os.access says writable to root also where a read-only mount or
+    /sys refuses (EROFS, EPERM)."""
     if environ.get("ROS_LOG_DIR"):
         variable, folder = "ROS_LOG_DIR", environ["ROS_LOG_DIR"]
     elif environ.get("ROS_HOME"):
@@ -180,9 +184,13 @@ def unwritable_log_dir(environ=os.environ) -> str | None:
     existing = path
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if os.path.isdir(existing) and os.access(existing, os.W_OK | os.X_OK):
-        return None
-    why = "is not writable" if os.path.isdir(existing) else "is not a folder"
+    why = "is not a folder"
+    if os.path.isdir(existing):
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".liquid_control_log_check_", dir=existing))
+            return None
+        except OSError as exc:
+            why = f"is not writable ({exc.strerror or exc})"
     what = why if existing == path else f"cannot be created: {existing} {why}"
     return f"the ROS log folder {path} (from {variable}) {what}; set ROS_LOG_DIR to a writable folder"
 

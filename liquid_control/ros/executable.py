@@ -70,7 +70,7 @@ def named_counts(counts) -> str:
 def init_ros(name: str, **kwargs) -> bool:
     """``rclpy.init(**kwargs)``, or one line on stderr saying why not and False: a --params-file that is missing or
     not ROS parameter YAML, or a log folder rcl cannot make, makes rcl raise an RCLError whose traceback hides the
-    reason in its last line."""
+    reason in its last line; a log folder rcl cannot write its log file into, a RuntimeError."""
     import rclpy
     from rclpy._rclpy_pybind11 import RCLError
 
@@ -82,6 +82,14 @@ def init_ros(name: str, **kwargs) -> bool:
         if "log directory" in reason:  # ROS_LOG_DIR, $ROS_HOME/log or ~/.ros/log (entry.unwritable_log_dir)
             reason += "; set ROS_LOG_DIR to a writable folder"
         print(f"{name}: cannot start: {reason}", file=sys.stderr)
+        return False
+    except RuntimeError:  # not an RCLError: a log folder that exists but takes no log file (spdlog's error)
+        from liquid_control.ros.entry import unwritable_log_dir
+
+        problem = unwritable_log_dir()
+        if problem is None:
+            raise
+        print(f"{name}: cannot start: {problem}", file=sys.stderr)
         return False
     return True
 
