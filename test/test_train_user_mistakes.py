@@ -231,3 +231,19 @@ def test_a_typo_of_the_data_section_stays_the_files_beside_a_data_option(tmp_pat
     err = capsys.readouterr().err
     assert err.startswith(f"liquid-control train: error: {path}: {message}"), err
     assert not out.exists()
+
+
+def test_a_runs_config_yaml_of_aliases_of_aliases_is_refused_naming_it(tmp_path, capsys):
+    """A run folder's config.yaml (a downloaded or edited run) of aliases of aliases (a "billion laughs") is refused
+    naming it, as a policy config is. Before: train --resume read it with yaml.safe_load and expanded it in the
+    comparison with --config (a million names here; one more level of the same few lines never ended)."""
+    levels = ["description:", "  l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 6)]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("\n".join(levels) + "\nname: *l5\n")
+    config = "policies/configs/cfc_ncp_rover.yaml"
+    assert cli.main(["train", "--config", config, "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.yaml'}: not a readable config (aliases expand" in err, err[-2000:]
+    assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]

@@ -32,6 +32,7 @@ from liquid_control.policy import (
 )
 from liquid_control.policy.config import refusal_source, validate_recorded_config, without_simulated_settings
 from liquid_control.processes import available_cpus, interrupt_in_ctypes, more_workers_than_cpus
+from liquid_control.yaml_numbers import load_yaml
 
 from . import bag_data
 from .augment import EpisodeSun
@@ -196,7 +197,7 @@ def check_out_dir(out: Path, resume: bool, cfg: dict, as_run=None) -> bool:
     saved, other = out / "config.yaml", ""
     if leftovers and saved.is_file():  # not resume: a start that trained nothing, of this config or another?
         try:
-            previous = validate_config(yaml.safe_load(saved.read_text()))
+            previous = validate_config(load_yaml(saved.read_text()))
             leftovers = (previous if as_run is None else as_run(previous)) == cfg
         except Exception:
             leftovers = False
@@ -219,7 +220,7 @@ def check_saved_config(saved: Path, cfg: dict, as_run=None) -> None:
     it recorded (a run from bags: ``bag_data.bag_run_config``, which also reads an older version's config.yaml, with
     the settings of simulated episodes it recorded, as the run's)."""
     try:
-        previous = validate_recorded_config(yaml.safe_load(saved.read_text()))
+        previous = validate_recorded_config(load_yaml(saved.read_text()))  # load_yaml: a YAML bomb refused
         previous = previous if as_run is None else as_run(previous)
     except Exception as exc:
         raise TrainingError(f"{saved}: not a readable config ({exc}); restore it or delete it") from None
