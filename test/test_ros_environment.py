@@ -52,6 +52,22 @@ def test_a_sourced_ros_installation_for_another_python_is_named_not_called_missi
         assert "PYTHONPATH (ROS_DISTRO=jazzy)" in line and "not installed" not in line, line
 
 
+def test_a_node_module_run_with_python_m_says_a_foreign_rclpy_in_one_line(tmp_path):
+    """Before: `python -m liquid_control.ros.policy_node` (any node module) with a sourced ROS installation's rclpy
+    first on PYTHONPATH ended in an ImportError traceback from the module's own imports; the console scripts and
+    `python -m liquid_control.ros.entry` said it in one line (entry.run). The modules now go through entry.run."""
+    from liquid_control.ros.entry import NODE_MODULES
+
+    env = sourced_foreign_ros(tmp_path, "_rclpy_pybind11.cpython-312-x86_64-linux-gnu.so")
+    for executable, module in NODE_MODULES.items():
+        proc = subprocess.run(
+            [sys.executable, "-m", module], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
+        line = proc.stderr.strip()
+        assert proc.returncode == 1 and "\n" not in line, (module, proc.stderr)
+        assert line.startswith(f"{executable}: error: needs the Python package 'rclpy': the one found first,"), line
+
+
 def test_discovery_turned_off_in_the_environment_stops_sim_at_once_naming_it(tmp_path):
     """Before: with ROS_AUTOMATIC_DISCOVERY_RANGE=OFF in the shell, `liquid-control sim` started its nodes, which
     never found each other: the sim waited its 30 s for a policy node, then the run's timeout (exit 3: "--timeout:

@@ -1,5 +1,6 @@
 """The node executables: ``policy_node``, ``sim_node``, ``bag_recorder`` and ``takeover_mux`` (setup.py's console
-scripts, and ``python -m liquid_control.ros.entry NAME --ros-args ...`` as ``liquid-control sim`` starts them).
+scripts, and ``python -m liquid_control.ros.entry NAME --ros-args ...`` as ``liquid-control sim`` starts them;
+``python -m liquid_control.ros.policy_node`` and the other node modules come here before their imports run).
 
 A node's imports (rclpy, MuJoCo, torch) take a second or more. A SIGINT/SIGTERM in that time, before the node's
 ``main`` has installed its own handlers, would print a KeyboardInterrupt traceback from deep inside an import.

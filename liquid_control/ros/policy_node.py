@@ -22,6 +22,11 @@ Run: ``ros2 run liquid_control policy_node --ros-args --params-file config/rover
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the policy_node executable, whose checks run before rclpy loads
+    from liquid_control.ros.entry import run
+
+    raise SystemExit(run("policy_node"))
+
 import contextlib
 import functools
 import gc
@@ -1404,7 +1409,3 @@ def main(args=None) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,6 +16,11 @@ is), receives the serialized messages (no deserialization) and writes them with 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the bag_recorder executable, whose checks run before rclpy loads
+    from liquid_control.ros.entry import run
+
+    raise SystemExit(run("bag_recorder"))
+
 import argparse
 import functools
 import math
@@ -855,6 +860,3 @@ def run(args) -> int:
         print(f"liquid-control record: error: {exc}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

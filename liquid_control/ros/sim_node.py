@@ -22,6 +22,11 @@ Run: ``ros2 run liquid_control sim_node --ros-args --params-file config/sim.yaml
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the sim_node executable, whose checks run before rclpy loads
+    from liquid_control.ros.entry import run
+
+    raise SystemExit(run("sim_node"))
+
 import json
 import math
 import os
@@ -915,6 +920,3 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

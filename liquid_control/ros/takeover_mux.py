@@ -38,6 +38,11 @@ startup and applied from the next message; any other change (topics, types, ``ac
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: as the takeover_mux executable, whose checks run before rclpy loads
+    from liquid_control.ros.entry import run
+
+    raise SystemExit(run("takeover_mux"))
+
 import math
 import time
 
@@ -472,8 +477,3 @@ def main(args=None) -> int:
     """Entry point of the ``takeover_mux`` executable (launch files)."""
     return run_until_signal("takeover_mux", TakeoverMuxNode, finish=lambda node: node.close(), args=args)
 
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
