@@ -15,7 +15,7 @@ import textwrap
 from liquid_control import __version__
 from liquid_control.processes import (
     EXIT_BROKEN_PIPE,
-    end_on_stop_signals_once_done,
+    status_of_process_command,
     stderr_is_terminal,
     stdout_reader_gone,
 )
@@ -107,19 +107,11 @@ def main(argv: list[str] | None = None) -> int:
 
     Without ``argv`` (the process's own command: the console script, ``python -m liquid_control.cli``) SIGINT and
     SIGTERM end the process at once with the command's status once it has returned
-    (:func:`~liquid_control.processes.end_on_stop_signals_once_done`): a Ctrl-C during the interpreter's exit no
+    (:func:`~liquid_control.processes.status_of_process_command`): a Ctrl-C during the interpreter's exit no
     longer turns a finished command's status into 130, and an exit that hangs still ends on them."""
     if argv is not None:
         return _main(list(argv))
-    status = 1  # an exception's traceback ends the process with 1
-    try:
-        status = _main(sys.argv[1:])
-        return status
-    except SystemExit as exc:  # argparse's usage errors (2)
-        status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        raise
-    finally:
-        end_on_stop_signals_once_done(status)
+    return status_of_process_command(lambda: _main(sys.argv[1:]))
 
 
 def _main(argv: list[str]) -> int:

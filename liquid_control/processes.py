@@ -246,13 +246,36 @@ def end_on_stop_signals_once_done(status: int) -> None:
         signal.signal(signum, end)
 
 
+def status_of_process_command(command: Callable[[], int | None]) -> int | None:
+    """``command()``'s result, for the command a process runs and then exits with: from its return on (or its
+    SystemExit, or an exception, whose traceback ends the process with 1) a stop signal ends the process at once
+    with that status (:func:`end_on_stop_signals_once_done`). ``liquid-control`` (``cli.main``) and the scripts
+    (:func:`exit_status_of`) run their command through it."""
+    status = 1
+    try:
+        status = command()
+        return status
+    except SystemExit as exc:  # argparse's usage errors (2), sys.exit("message") (1)
+        status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        raise
+    finally:
+        end_on_stop_signals_once_done(0 if status is None else status)
+
+
 def exit_status_of(prog: str, main: Callable[[], int | None]) -> int | None:
     """``main()``'s exit status, or 130 after one line ``PROG: interrupted`` on stderr when Ctrl-C stops it, or
-    :data:`EXIT_BROKEN_PIPE` when the reader of its output went away (``| head``), as ``liquid-control`` ends.
+    :data:`EXIT_BROKEN_PIPE` when the reader of its output went away (``| head``), as ``liquid-control`` ends; and,
+    as there, a Ctrl-C or SIGTERM once it has returned ends the process with that status
+    (:func:`status_of_process_command`): in the exit that follows, a SIGTERM ended a finished script by the signal
+    (-15) and a Ctrl-C printed a KeyboardInterrupt traceback. For a script's own process (its ``__main__``).
 
-    For the command-line scripts (``benchmarks/``) that have no Ctrl-C handling of their own: before, Ctrl-C
-    printed a KeyboardInterrupt traceback (or, inside MuJoCo's render, a ctypes.ArgumentError one:
+    For the command-line scripts (``scripts/``, ``benchmarks/``) that have no Ctrl-C handling of their own: before,
+    Ctrl-C printed a KeyboardInterrupt traceback (or, inside MuJoCo's render, a ctypes.ArgumentError one:
     :func:`interrupt_in_ctypes`)."""
+    return status_of_process_command(lambda: _status_or_interrupted(prog, main))
+
+
+def _status_or_interrupted(prog: str, main: Callable[[], int | None]) -> int | None:
     try:
         return main()
     except KeyboardInterrupt:

@@ -28,3 +28,16 @@ def first_fsync_held(monkeypatch):
     monkeypatch.setattr(io.os, "fsync", slow)
     yield blocked, release
     release.set()
+
+
+@pytest.fixture(autouse=True)
+def stop_signal_handlers_put_back():
+    """SIGINT's and SIGTERM's handling as it was before the test: a script run in this process (runpy, ``__main__``)
+    ends through ``processes.exit_status_of``, which sets both to end the process once the script has returned."""
+    import signal
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in before.items():
+        if handler is not None:  # None: set from outside Python, which cannot be put back from here
+            signal.signal(signum, handler)

@@ -67,3 +67,37 @@ def test_a_batch_systems_early_warning_during_a_workers_start_up_does_not_end_it
         worker = pool.submit(os.getpid).result(timeout=120)
     assert worker != os.getpid()
     assert signal.getsignal(signum) is before
+
+
+SCRIPT_WHOSE_EXIT_HANGS = """
+import sys, threading
+from liquid_control.processes import exit_status_of
+
+status = exit_status_of("script.py", lambda: 3)  # as every script in scripts/ and benchmarks/ ends
+threading.Thread(target=threading.Event().wait).start()  # a thread that never ends: the exit waits for it
+print("returned", status, flush=True)
+sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_once_a_script_has_returned_ends_it_with_its_status(signum):
+    """Before: the scripts' exit_status_of left the interpreter's exit after a finished script to the default
+    handling (005e3753 covered `liquid-control` only): a SIGTERM then ended it by the signal (-15, every file
+    written), a Ctrl-C printed a KeyboardInterrupt traceback ('Exception ignored in: <module 'threading'>') and a
+    hung exit went on. Now either ends the process at once with the script's status, as liquid-control's."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT_WHOSE_EXIT_HANGS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's SIGINT is ignored
+    )
+    try:
+        assert proc.stdout.readline() == "returned 3\n", proc.stderr.read()
+        proc.send_signal(signum)
+        assert proc.wait(timeout=60) == 3
+        assert "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.communicate()
