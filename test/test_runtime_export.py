@@ -1,6 +1,7 @@
 """`liquid-control export`: the single-step ONNX model matches torch to 1e-5; the runtime runs it without torch."""
 
 import copy
+import re
 import warnings
 
 import numpy as np
@@ -694,3 +695,31 @@ def test_an_export_records_its_format_and_one_newer_than_the_code_is_refused_nam
     _with_export_format(onnx_path, onnx_path, "1.5")
     with pytest.raises(BackendError, match=r"bal\.onnx: metadata 'liquid_control\.export_format' is '1\.5', not an"):
         OnnxBackend(onnx_path)
+
+
+@pytest.mark.parametrize("key", [backends.ONNX_CONFIG_KEY, "liquid_control.training_sensor_rates"])
+def test_metadata_nested_too_deeply_for_json_is_refused_naming_the_file_and_entry(tmp_path, capsys, key):
+    """A damaged or hostile export whose metadata entry is ``[[[[...]]]]`` past Python's recursion limit. Before: a
+    RecursionError (no ValueError) escaped the checks: a traceback from `eval --bag` (exit 1), from the launch
+    files' reading of the policy's inputs and from load_backend."""
+    import onnx
+
+    from liquid_control.ros.graph import policy_world_parameters
+
+    torch.manual_seed(0)
+    path = export_onnx(load_policy_with(tmp_path, TRAINING_RECORD), tmp_path / "p.onnx")
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == key:
+            prop.value = "[" * 100_000 + "]" * 100_000
+    onnx.save(model, str(path))
+    refusal = f"p.onnx: metadata '{key}' is not valid JSON (nested too deeply to read)"
+    with pytest.raises(BackendError, match=re.escape(refusal)):
+        load_backend(path)
+    if key == backends.ONNX_CONFIG_KEY:
+        with pytest.raises(ValueError, match=re.escape(refusal)):
+            policy_world_parameters(path, refuse=True)
+    evaluation = ["eval", "--bag", str(tmp_path / "bags"), "--policy", str(path), "--out", str(tmp_path / "ev")]
+    assert cli.main(evaluation) == 2
+    err = capsys.readouterr().err
+    assert refusal in err and "Traceback" not in err and len(err.splitlines()) == 1

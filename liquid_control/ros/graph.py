@@ -256,7 +256,13 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
     ``render_size`` (its image size; a (height, width) pair when not square, which sim_node cannot render). Read
     from the policy file's config (an .onnx's metadata, without torch); {} when the file cannot be read (the
     policy node then says why), or with ``refuse`` a ValueError naming the file and why (not a policy file)."""
-    from liquid_control.runtime.backends import CAMERA, ONNX_CONFIG_KEY, ObservationSpec, read_onnx_metadata
+    from liquid_control.runtime.backends import (
+        CAMERA,
+        ONNX_CONFIG_KEY,
+        ObservationSpec,
+        metadata_json,
+        read_onnx_metadata,
+    )
 
     try:
         if policy_file.suffix != ".onnx":
@@ -268,7 +274,7 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
                 if not policy_file.is_file() and policy_file.with_suffix(".onnx").is_file():
                     policy_file = policy_file.with_suffix(".onnx")
         if policy_file.suffix == ".onnx":
-            config = json.loads(read_onnx_metadata(policy_file)[ONNX_CONFIG_KEY])
+            config = metadata_json(policy_file, read_onnx_metadata(policy_file), ONNX_CONFIG_KEY)
         else:
             config = read_config(policy_file)
         spec = ObservationSpec.from_config(config)
@@ -642,6 +648,7 @@ def policy_world(path: Path) -> str | None:
             ONNX_CONFIG_KEY,
             ONNX_SOURCE_KEY,
             checkpoint_sha256,
+            metadata_json,
             read_onnx_metadata,
         )
 
@@ -654,7 +661,7 @@ def policy_world(path: Path) -> str | None:
                 if onnx_path == path:
                     return None
         if onnx_path == path or not path.is_file() or meta.get(ONNX_SOURCE_KEY) == checkpoint_sha256(path):
-            config = json.loads(meta[ONNX_CONFIG_KEY])
+            config = metadata_json(onnx_path, meta, ONNX_CONFIG_KEY)
         else:  # no export, or a stale one from another checkpoint
             from liquid_control.cells.checkpoint import read_plain_torch_file
 

@@ -191,10 +191,7 @@ class OnnxBackend:
             raise BackendError(
                 f"{path}: ONNX model has no {ONNX_CONFIG_KEY!r} metadata; write it with `liquid-control export`"
             )
-        try:
-            config = json.loads(meta[ONNX_CONFIG_KEY])
-        except ValueError as exc:
-            raise BackendError(f"{path}: metadata {ONNX_CONFIG_KEY!r} is not valid JSON ({exc})") from None
+        config = metadata_json(path, meta, ONNX_CONFIG_KEY)
         check_policy_config(config, f"{path}: metadata {ONNX_CONFIG_KEY!r}")
         self.path = Path(path)
         self.config = config
@@ -297,14 +294,20 @@ def _onnx_training_record(path, meta: dict) -> dict:
     record = {}
     for key in TRAINING_RECORD_KEYS:
         if ONNX_TRAINING_PREFIX + key in meta:
-            try:
-                record[key] = json.loads(meta[ONNX_TRAINING_PREFIX + key])
-            except ValueError as exc:
-                raise BackendError(
-                    f"{path}: metadata {ONNX_TRAINING_PREFIX + key!r} is not valid JSON ({exc}); re-export it "
-                    "(`liquid-control export`)"
-                ) from None
+            advice = "; re-export it (`liquid-control export`)"
+            record[key] = metadata_json(path, meta, ONNX_TRAINING_PREFIX + key, advice)
     return record
+
+
+def metadata_json(path, meta: dict, key: str, advice: str = ""):
+    """The JSON value of the ``metadata_props`` entry ``key`` of the ONNX file ``path`` (``meta``: its entries); a
+    BackendError naming both where it is not JSON, also where it nests deeper than Python's JSON parser recurses
+    (a RecursionError, no ValueError: a damaged or hostile file's ``[[[[...`` was a traceback)."""
+    try:
+        return json.loads(meta[key])
+    except (ValueError, RecursionError) as exc:
+        why = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)
+        raise BackendError(f"{path}: metadata {key!r} is not valid JSON ({why}){advice}") from None
 
 
 def encode_input(encoder: str) -> str:
