@@ -135,3 +135,50 @@ def test_the_report_says_what_its_success_interval_includes_for_the_seeds_it_has
     assert "With one training seed per policy the interval is over its episodes alone: it does not include" in one
     two = text([f"A={paths[0]},{paths[1]}"])
     assert "It includes the seed-to-seed spread of training" in two and "does not include" not in two
+
+
+@pytest.mark.parametrize("only_a,only_b", [(30000, 30600), (30600, 30000), (499000, 501000), (10, 3000), (3000, 10)])
+def test_mcnemar_is_scipys_binomial_test_at_large_n_in_either_direction(only_a, only_b):
+    """Before: an exact integer binomial coefficient per term, cubic in n (6,500 pairs: 64 s; these: hours)."""
+    want = scipy_stats.binomtest(only_a, only_a + only_b, 0.5).pvalue
+    assert stats.mcnemar_exact_p(only_a, only_b) == pytest.approx(want, rel=1e-9)
+
+
+@pytest.mark.parametrize("p", [1e-6, 0.01, 0.3, 0.5, 0.7, 0.999])
+def test_the_binomial_tail_is_scipys_below_and_above_the_mode(p):
+    for n in (1, 7, 40, 2000, 100000):
+        for k in sorted({-1, 0, 1, int(n * p) - 50, int(n * p) - 1, int(n * p), int(n * p) + 50, n - 1, n, n + 1}):
+            want = scipy_stats.binom.cdf(k, n, p)
+            assert stats.binomial_cdf(k, n, p) == pytest.approx(want, rel=1e-11, abs=1e-290), (k, n, p)
+
+
+def test_mcnemar_is_the_exact_binomial_sum_and_rounds_only_below_the_smallest_float():
+    """Against the exact rational sum of binomial coefficients; at 1,075 discordant pairs all one way p is
+    2^-1074, the smallest float (before: 0.0, since 2 * P(X <= 0) rounded P = 2^-1075 to 0 first); from 1,076 it
+    is below every float: 0.0 as scipy's, and the report prints it as below 1e-300, not as 0."""
+    from fractions import Fraction
+    from math import comb
+
+    for n in [*range(1, 60), 200, 1000, 1074]:
+        for k in range(0, n // 2 + 1) if n < 60 else (0, 1, 2, n // 3, n // 2 - 1, n // 2):
+            want = float(min(1, Fraction(2 * sum(comb(n, i) for i in range(k + 1)), 2**n)))
+            assert stats.mcnemar_exact_p(k, n - k) == pytest.approx(want, rel=1e-11, abs=1e-300), (k, n)
+    assert stats.mcnemar_exact_p(0, 1075) == stats.mcnemar_exact_p(1075, 0) == 2.0**-1074
+    assert stats.mcnemar_exact_p(0, 1076) == scipy_stats.binomtest(0, 1076).pvalue == 0.0
+    assert [stats.format_p(p) for p in (0.0, 2.0**-1074, 0.0123456)] == ["< 1e-300", "< 1e-300", "0.0123"]
+
+
+def test_counts_of_discordant_pairs_are_whole_numbers():
+    """Before: 1.5 pairs raised a TypeError from range(), True counted as 1."""
+    for bad, name in ((1.5, "only_a"), (True, "only_a"), (-1, "only_a"), (3.0, "only_a")):
+        with pytest.raises(ValueError, match=f"mcnemar_exact_p: {name} must be"):
+            stats.mcnemar_exact_p(bad, 4)
+    with pytest.raises(ValueError, match="mcnemar_exact_p: only_b must be"):
+        stats.mcnemar_exact_p(4, np.float64(2))
+    assert stats.mcnemar_exact_p(np.int64(1), np.int32(12)) == stats.mcnemar_exact_p(1, 12)
+
+
+def test_the_sign_flip_p_value_of_many_tied_seeds_is_a_number():
+    """Before: 2.0 / 2.0**n raised OverflowError from 1,024 seeds whose differences all tie."""
+    assert stats.paired_seed_test([0.1] * 1024)[3] == 2.0**-1023
+    assert stats.paired_seed_test([0.1] * 1100)[3] == 0.0 and stats.paired_seed_test([0.1] * 5)[3] == 0.0625

@@ -24,6 +24,7 @@ from liquid_control.evaluation.summary import (
     summarize_groups,
 )
 from liquid_control.figures import fit_suptitle, pyplot, save_figure
+from liquid_control.stats import format_p
 
 # ----------------------------------------------------------------------------------------------- plots
 
@@ -353,7 +354,7 @@ def _comparison_table(rows) -> list[str]:
             diff = f"**{diff}**"
         lines.append(
             f"| {r.a} | {r.b} | {r.group} | {seeds} | {_pct(r.mean_a)} | {_pct(r.mean_b)} | {diff} | "
-            f"{r.p_value:.3g} | {r.p_holm:.3g} |"
+            f"{format_p(r.p_value)} | {format_p(r.p_holm)} |"
         )
     return lines
 
@@ -517,7 +518,7 @@ def write_report(
         for r in rows:
             lines.append(
                 f"| {r.shift} | {r.pairs} | {_pct(r.success_a)} | {_pct(r.success_b)} | {r.only_a} | "
-                f"{r.only_b} | {r.p_value:.3g} |"
+                f"{r.only_b} | {format_p(r.p_value)} |"
             )
         lines.append("")
     if "sweep" in figures:
