@@ -17,11 +17,15 @@ BOOTSTRAP_BLOCK_ELEMENTS = 1 << 18  # episode draws held at once by the two-stag
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion `successes / n`."""
-    if n <= 0:
+    """Wilson score interval for a binomial proportion `successes / n` (integer counts: 1.5 successes or True is
+    a caller's mistake, refused; numpy integers are counts)."""
+    successes, n = _count("wilson_interval", "successes", successes), _count("wilson_interval", "n", n)
+    if n == 0:
         raise ValueError(f"wilson_interval needs n >= 1 trials, got n={n}")
-    if not 0 <= successes <= n:
+    if successes > n:
         raise ValueError(f"wilson_interval: successes={successes} is outside [0, n={n}]")
+    if not (z > 0 and math.isfinite(z)):  # z <= 0 turned the interval inside out, NaN made it NaN
+        raise ValueError(f"wilson_interval: z must be a positive normal quantile, got {z}")
     p = successes / n
     z2 = z * z
     denom = 1.0 + z2 / n

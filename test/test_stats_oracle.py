@@ -182,3 +182,26 @@ def test_the_sign_flip_p_value_of_many_tied_seeds_is_a_number():
     """Before: 2.0 / 2.0**n raised OverflowError from 1,024 seeds whose differences all tie."""
     assert stats.paired_seed_test([0.1] * 1024)[3] == 2.0**-1023
     assert stats.paired_seed_test([0.1] * 1100)[3] == 0.0 and stats.paired_seed_test([0.1] * 5)[3] == 0.0625
+
+
+def test_wilson_interval_takes_whole_counts_and_names_the_one_that_is_not():
+    """Before: 1.5 successes gave an interval, True counted as 1 success, z = -1.96 an interval inside out."""
+    for successes, n, message in [
+        (1.5, 3, r"successes must be an integer count, got 1\.5 \(float\)"),
+        (3.0, 3, r"successes must be an integer count, got 3\.0"),
+        (True, 3, r"successes must be an integer count, got True \(bool\)"),
+        (np.bool_(True), 3, "successes must be an integer count"),
+        (1, 2.0, r"n must be an integer count, got 2\.0"),
+        (-1, 3, "successes must be >= 0, got -1"),
+        (1, -3, "n must be >= 0, got -3"),
+        (4, 3, r"successes=4 is outside \[0, n=3\]"),
+        (0, 0, "needs n >= 1 trials"),
+    ]:
+        with pytest.raises(ValueError, match="wilson_interval.*" + message):
+            stats.wilson_interval(successes, n)
+    for z in (-1.96, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="wilson_interval: z must be a positive normal quantile"):
+            stats.wilson_interval(1, 3, z=z)
+    want = scipy_stats.binomtest(7, 30).proportion_ci(0.95, method="wilson")
+    for successes, n in ((7, 30), (np.int64(7), np.int32(30)), (np.uint8(7), 30)):
+        assert stats.wilson_interval(successes, n) == pytest.approx((want.low, want.high), abs=1e-12)
