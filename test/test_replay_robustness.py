@@ -151,6 +151,10 @@ def test_bench_bags_measures_a_bag_of_your_own_with_the_training_topic_options(t
     assert int(line.group(3)) > 0, out
     for figure in ("read", "decode", "training_data"):
         assert float(re.search(rf"^bags_{figure}_x_realtime: (\S+)$", out, re.M).group(1)) > 0, out
+    target = re.search(
+        r"^target >= 10x the recorded duration, .* training data: bags (\S+)x (?:met|NOT met)$", out, re.M
+    )
+    assert target and f"bags_training_data_x_realtime: {target.group(1)}\n" in out, out  # beside the measured figure
     assert "camera=/front/image_raw" in out
     # the topic not mapped: one line naming the missing input and the option that maps it, exit 2
     with pytest.raises(SystemExit) as exited:
