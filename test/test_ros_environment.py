@@ -221,7 +221,11 @@ def test_a_ros_log_folder_refused_also_to_root_is_named(tmp_path):
     """Before: the log-folder check asked os.access, which says writable to root also where the folder refuses (a
     read-only mount, /sys): as root `liquid-control sim` passed the check and failed later. And a log folder that
     exists but takes no log file ended `liquid-control record` (rclpy's RuntimeError from spdlog, not the RCLError
-    init_ros caught) in a traceback, as root or not. Both now name the folder and say to set ROS_LOG_DIR."""
+    init_ros caught) in a traceback, as root or not, and view and replay (rclpy.init itself) too. Each now names
+    the folder and says to set ROS_LOG_DIR; view and replay before they start, as sim."""
+    from sensor_msgs.msg import Imu
+
+    from liquid_control.bags import BagWriter
     from liquid_control.ros.entry import unwritable_log_dir
 
     problem = unwritable_log_dir({"ROS_LOG_DIR": "/sys/liquid_control_test/log"})
@@ -240,3 +244,15 @@ def test_a_ros_log_folder_refused_also_to_root_is_named(tmp_path):
     expected = "liquid-control record: cannot start: the ROS log folder /sys (from ROS_LOG_DIR) is not writable ("
     assert line.startswith(expected), line
     assert line.endswith("set ROS_LOG_DIR to a writable folder"), line
+    with BagWriter(tmp_path / "played") as writer:
+        writer.write("/imu/data", 10**12, Imu())
+    cli = [sys.executable, "-m", "liquid_control.cli"]
+    for command, out, options in (  # before: a traceback from rclpy.init, once the bags were open or the view set up
+        ("view", tmp_path / "topics.png", ["--duration", "2", "--snapshot"]),
+        ("replay", tmp_path / "replayed", [str(tmp_path / "played"), "--wait", "2", "--linger", "0", "-o"]),
+    ):
+        proc = subprocess.run([*cli, command, *options, str(out)], env=env, capture_output=True, text=True, timeout=120)
+        line = proc.stderr.strip()
+        assert proc.returncode == 2 and "\n" not in line and not out.exists(), (command, proc.stderr)
+        said = f"liquid-control {command}: error: the ROS log folder /sys (from ROS_LOG_DIR) is not writable ("
+        assert line.startswith(said), line

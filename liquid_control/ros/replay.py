@@ -63,6 +63,7 @@ from liquid_control.conventions import stamps
 from liquid_control.conventions.params import discovery_problem
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
+from liquid_control.ros.entry import unwritable_log_dir
 
 from .executable import named_counts
 from .recorder_node import BagRecorderNode, default_bag_name, printable
@@ -366,7 +367,8 @@ def replay(args, gone=None) -> dict:
             raise ValueError(f"{option} must be a finite number of seconds >= 0, got {value}")
     if not args.max_gap > 0:  # NaN or <= 0: every message would count as after a silence
         raise ValueError(f"--max-gap must be a number of seconds > 0 (inf: no limit), got {args.max_gap}")
-    problem = discovery_problem()  # the policy node would never see the replayed topics
+    # the policy node would never see the replayed topics; rclpy.init would fail on the log folder (a traceback)
+    problem = discovery_problem() or unwritable_log_dir()
     if problem:
         raise ValueError(problem)
     # Bag topics are absolute: `--record cmd_vel` (the node's command_topic as its parameter file spells it)

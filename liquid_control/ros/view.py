@@ -37,6 +37,7 @@ from liquid_control.conventions import stamps
 from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
 from liquid_control.conventions.params import discovery_problem, domain_id_problem, frame_prefix_problem
 from liquid_control.paths import output_file_problem, user_path
+from liquid_control.ros.entry import unwritable_log_dir
 from liquid_control.ros.executable import named_counts
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
 
@@ -577,7 +578,7 @@ def argument_problem(args) -> str | None:
         return "nothing to do; give --foxglove and/or --snapshot PATH"
     if not (math.isfinite(args.duration) and args.duration >= 0):
         return f"--duration must be >= 0 seconds (0: no limit), got {args.duration}"
-    problem = domain_id_problem(args.domain_id) or discovery_problem()
+    problem = domain_id_problem(args.domain_id) or discovery_problem() or unwritable_log_dir()
     if problem:
         return problem
     if args.foxglove and not 0 <= args.port <= 65535:
