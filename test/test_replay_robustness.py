@@ -120,6 +120,23 @@ def test_a_refused_replay_leaves_no_output_bag_and_the_corrected_command_can_use
     assert f"{out}: already exists" in capsys.readouterr().err
 
 
+def test_a_domain_id_outside_what_dds_takes_is_refused_before_anything_starts(tmp_path, capsys):
+    """Before: `replay --domain-id -1` ended in rclpy's RuntimeError traceback ("Domain id (-1) should not be lower
+    than zero") and `--domain-id 500` in Fast-DDS's "Calculated port number is too high" lines after the bags were
+    opened (exit 1); sim and view refused both with one line. Replay now does too (conventions.params'
+    domain_id_problem), exit 2, nothing written."""
+    bag = _vendor_bag(tmp_path / "robot")
+    out = tmp_path / "replayed"
+    for domain in ("-1", "500"):
+        assert cli.main(["replay", str(bag), "-o", str(out), "--wait", "0", "--domain-id", domain]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"liquid-control replay: error: --domain-id must be between 0 and 232 (0-101 on Linux by default), got "
+            f"{domain}\n"
+        ), err
+        assert not out.exists()
+
+
 def _robot_bag(path: Path) -> Path:
     """1 s of a robot: 64x64 camera at 15 Hz on /front/image_raw, IMU at 100 Hz, /cmd_vel after each frame."""
     with BagWriter(path) as bag:

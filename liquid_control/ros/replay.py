@@ -60,7 +60,7 @@ from liquid_control.bags.io import TopicInfo, message_class
 from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
-from liquid_control.conventions.params import discovery_problem
+from liquid_control.conventions.params import discovery_problem, domain_id_problem
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 from liquid_control.ros.entry import unwritable_log_dir
@@ -367,8 +367,9 @@ def replay(args, gone=None) -> dict:
             raise ValueError(f"{option} must be a finite number of seconds >= 0, got {value}")
     if not args.max_gap > 0:  # NaN or <= 0: every message would count as after a silence
         raise ValueError(f"--max-gap must be a number of seconds > 0 (inf: no limit), got {args.max_gap}")
-    # the policy node would never see the replayed topics; rclpy.init would fail on the log folder (a traceback)
-    problem = discovery_problem() or unwritable_log_dir()
+    # a domain outside 0..232 (rclpy's RuntimeError, Fast-DDS's port error), discovery off (the policy node would never
+    # see the replayed topics), a log folder rclpy.init cannot use (a traceback): refused as sim and view refuse them
+    problem = domain_id_problem(args.domain_id) or discovery_problem() or unwritable_log_dir()
     if problem:
         raise ValueError(problem)
     # Bag topics are absolute: `--record cmd_vel` (the node's command_topic as its parameter file spells it)
