@@ -18,9 +18,9 @@ from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
 from liquid_control.evaluation.results import LOG_NAME, read_log
 from liquid_control.evaluation.summary import paired_comparison
 from liquid_control.stats import (
+    bonferroni_adjust,
     bootstrap_mean_interval,
     hierarchical_bootstrap_interval,
-    holm_adjust,
     mcnemar_exact_p,
     paired_seed_test,
     student_t_quantile,
@@ -116,7 +116,7 @@ def test_student_t_matches_scipy(t, df):
     assert student_t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), rel=1e-7)
 
 
-def test_paired_seed_test_is_a_paired_t_test_and_holm_controls_the_family():
+def test_paired_seed_test_is_a_paired_t_test_and_bonferroni_controls_the_family():
     from scipy import stats
 
     d = [0.1, 0.2, -0.05, 0.15, 0.3]
@@ -131,9 +131,9 @@ def test_paired_seed_test_is_a_paired_t_test_and_holm_controls_the_family():
     assert paired_seed_test([0.0] * 4)[3] == 1.0
     with pytest.raises(ValueError, match=">= 2 training seeds"):
         paired_seed_test([0.3])
-    # Holm (1979): sorted p_(i) * (m - i + 1), made monotone; input order kept
-    assert holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    # Bonferroni: m p, at most 1; input order kept
+    assert bonferroni_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    assert bonferroni_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
 
 
 def test_seed_level_interval_covers_the_architecture_mean_where_pooled_episodes_do_not():

@@ -7,7 +7,7 @@ from test_eval import TINY_CONFIG  # the evaluation tests' tiny camera policy
 
 from liquid_control.evaluation.report import _comparison_table
 from liquid_control.evaluation.summary import compare_over_seeds
-from liquid_control.stats import binomial_cdf, mcnemar_exact_p
+from liquid_control.stats import binomial_cdf, mcnemar_exact_p, paired_seed_test
 
 
 def episodes(policy, successes_by_seed, shift="in_distribution", n=30):
@@ -41,7 +41,7 @@ def test_seeds_are_paired_by_number_on_the_seeds_both_policies_ran():
     records = episodes("A", K) + episodes("B", {s: k for s, k in K.items() if s != 0})
     (row,) = compare_over_seeds(records, [("A", "B")], ["in_distribution"])
     assert (row.seeds, row.seeds_a, row.seeds_b) == (5, 6, 5)
-    assert row.difference == 0.0 and row.p_value == 1.0 and row.p_holm == 1.0
+    assert row.difference == 0.0 and row.p_value == 1.0 and row.p_bonferroni == 1.0
     assert row.mean_a == row.mean_b == pytest.approx(np.mean([K[s] / 30 for s in range(1, 6)]))
     table = _comparison_table([row])
     assert "| A | B | in-distribution | 5 (of A: 6, B: 5) | 66% | 66% | +0 pts" in table[2]
@@ -57,16 +57,17 @@ def test_a_seed_dropped_for_one_group_is_left_out_of_that_group_only():
     assert rows["visual"].difference == 0.0 and rows["visual"].p_value == 1.0
 
 
-def test_fewer_than_two_shared_seeds_is_a_row_without_a_test_outside_the_holm_family():
+def test_fewer_than_two_shared_seeds_is_a_row_without_a_test_outside_the_family():
     records = episodes("A", {0: 20, 1: 25, 2: 22}) + episodes("B", {2: 10, 3: 12, 4: 11})  # share seed 2 only
     records += episodes("C", {0: 20, 1: 25, 2: 22}) + episodes("D", {0: 10, 1: 12, 2: 11})
     records += episodes("E", {5: 20, 6: 25}) + episodes("F", {7: 10, 8: 12})  # share none
     rows = compare_over_seeds(records, [("A", "B"), ("C", "D"), ("E", "F")], ["in_distribution"])
     ab, cd, ef = rows
-    assert (ab.seeds, ab.p_value, ab.p_holm, ab.ci) == (1, None, None, None)
+    assert (ab.seeds, ab.p_value, ab.p_bonferroni, ab.ci) == (1, None, None, None)
     assert ab.difference == pytest.approx((22 - 10) / 30) and ab.mean_a == pytest.approx(22 / 30)
     assert (ef.seeds, ef.difference, ef.mean_a, ef.p_value) == (0, None, None, None)
-    assert cd.p_holm == cd.p_value  # a family of one test: the untested rows are not counted
+    assert cd.p_bonferroni == cd.p_value  # a family of one test: the untested rows are not counted
+    assert cd.ci == pytest.approx(paired_seed_test([10 / 30, 13 / 30, 11 / 30])[1:3])  # so at 95%
     table = _comparison_table(rows)
     assert (
         "| A | B | in-distribution | 1 (of A: 3, B: 3) | 73% | 33% | +40 pts, n/a: fewer than 2 shared seeds | — | — |"
@@ -148,18 +149,20 @@ def test_report_pairs_the_seeds_of_a_plan_by_number(seed_checkpoints, tmp_path):
     assert (
         "| A | C | in-distribution | 1 (of A: 3, C: 2) | 50% | 50% | +0 pts, n/a: fewer than 2 shared seeds |" in text
     )
-    assert "1 comparisons (pairs x kinds of shift), Holm-corrected together. 1 without a test" in text
+    assert (
+        "1 comparisons (pairs x kinds of shift), Bonferroni-corrected together: each interval at 95%, all 1 "
+        "together at 95%; bold: p (Bonferroni) < 0.05, where the interval excludes 0. 1 without a test"
+    ) in " ".join(text.split())
     assert "| C | 0 (not recorded), 1 |" in text
 
 
 # ----------------------------------------------------------------------- a comparison given more than once
 
 
-def test_a_pair_given_twice_or_reversed_is_one_comparison_of_the_holm_family():
+def test_a_pair_given_twice_or_reversed_is_one_comparison_of_the_family():
     """Before: comparison_pairs + --paired cfc,lstm (or --paired a,b --paired b,a) tested the pair twice, and
-    Holm counted both: every adjusted p-value of the report was computed with a larger family."""
+    the correction counted both: every adjusted p-value of the report was computed with a larger family."""
     from liquid_control.evaluation import plan
-    from liquid_control.stats import holm_adjust
 
     assert plan.parse_pairs(["cfc,lstm", "lstm,cfc", " cfc , lstm", "gru,cfc"], ["cfc", "lstm", "gru"]) == [
         ("cfc", "lstm"),
@@ -171,7 +174,7 @@ def test_a_pair_given_twice_or_reversed_is_one_comparison_of_the_holm_family():
     family = [("cfc", "lstm"), ("cfc", "gru"), ("lstm", "gru"), ("cfc", "lstm"), ("gru", "cfc")]
     rows = compare_over_seeds(records, family, ["in_distribution"])
     assert [(r.a, r.b) for r in rows] == [("cfc", "lstm"), ("cfc", "gru"), ("lstm", "gru")]
-    assert [r.p_holm for r in rows] == pytest.approx(holm_adjust([r.p_value for r in rows]))
+    assert [r.p_bonferroni for r in rows] == pytest.approx([min(1, 3 * r.p_value) for r in rows])
 
 
 def test_the_experiment_compares_a_pair_it_already_makes_once(seed_checkpoints, tmp_path, monkeypatch):
@@ -286,11 +289,48 @@ def test_the_expert_has_no_comparison_over_training_seeds():
 # ------------------------------------------------------------------------------- intervals of a difference
 
 
+def test_an_interval_excludes_zero_exactly_where_the_row_is_bold():
+    """Before: per-comparison 95% t intervals beside Holm-adjusted bold marks: of 8 comparisons, +15 pts
+    [+6, +24] (p 0.0077) printed without bold (Holm p 0.062), an interval excluding 0 for a difference the
+    correction does not find. Now every interval is at 1 - 0.05/m (all m together at 95%) and the p-values are
+    Bonferroni's: an interval excludes 0 exactly where p (Bonferroni) < 0.05, the row's bold."""
+    rng = np.random.default_rng(3)
+    records = episodes("A", {s: 15 + d for s, d in enumerate([5, 2, 7, 3, 6])}) + episodes(
+        "B", dict.fromkeys(range(5), 15)
+    )
+    records += episodes("S", {s: 15 + d for s, d in enumerate([5, 4, 7, 5, 4])}) + episodes(
+        "T", dict.fromkeys(range(5), 15)
+    )
+    pairs = [("A", "B"), ("S", "T")]
+    for i in range(6):  # no difference: each seed's rate drawn alike
+        records += episodes(f"C{i}", dict(enumerate(rng.integers(10, 20, 5)))) + episodes(
+            f"D{i}", dict(enumerate(rng.integers(10, 20, 5)))
+        )
+        pairs.append((f"C{i}", f"D{i}"))
+    rows = compare_over_seeds(records, pairs, ["in_distribution"])
+    moderate, strong = rows[:2]
+    assert moderate.p_value == pytest.approx(0.0077, abs=5e-5) and moderate.p_bonferroni == pytest.approx(
+        8 * moderate.p_value
+    )
+    assert moderate.ci[0] < 0 < moderate.ci[1]  # simultaneous: the 8 intervals together at 95%
+    assert paired_seed_test(np.array([5, 2, 7, 3, 6]) / 30)[1] > 0  # its 95% interval alone excludes 0
+    assert strong.p_bonferroni < 0.05 and strong.ci[0] > 0
+    table = _comparison_table(rows)[2:]
+    for row, line in zip(rows, table):
+        assert (row.ci[0] > 0 or row.ci[1] < 0) == (row.p_bonferroni < 0.05) == ("**" in line), line
+    # at random: differences from nothing to large, families of 1 to 40 tests
+    for trial in range(40):
+        m = int(rng.integers(1, 41))
+        family = [rng.normal(rng.uniform(0, 0.3), rng.uniform(0.02, 0.2), int(rng.integers(2, 8))) for _ in range(m)]
+        p = [paired_seed_test(d)[3] for d in family]
+        for d, p_one in zip(family, p):
+            _, lo, hi, _ = paired_seed_test(d, confidence=1 - 0.05 / m)
+            assert (lo > 0 or hi < 0) == (min(1, m * p_one) < 0.05), (trial, d, m * p_one)
+
+
 def test_a_tie_has_no_interval_and_a_difference_interval_stays_within_100_points():
     """Before: a tie printed the zero-width '[+33, +33]' (the report says such a row has no interval), and two
     seeds' t interval ran to [-543, +643] points."""
-    from liquid_control.stats import paired_seed_test
-
     assert paired_seed_test([10 / 30] * 5) == (pytest.approx(1 / 3), None, None, 0.0625)
     records = episodes("A", {0: 20, 1: 25, 2: 12, 3: 18, 4: 22}) + episodes("B", {0: 10, 1: 15, 2: 2, 3: 8, 4: 12})
     records += episodes("E", {0: 29, 1: 1}) + episodes("F", {0: 0, 1: 0})
@@ -298,7 +338,7 @@ def test_a_tie_has_no_interval_and_a_difference_interval_stays_within_100_points
     tie, wide, narrow = compare_over_seeds(records, [("A", "B"), ("E", "F"), ("G", "H")], ["in_distribution"])
     assert tie.ci is None and tie.p_value == 0.0625 and tie.difference == pytest.approx(1 / 3)
     assert wide.ci == (-1.0, 1.0) and wide.difference == pytest.approx(0.5)
-    lo, hi = paired_seed_test([10 / 30, 11 / 30, 9 / 30])[1:3]
+    lo, hi = paired_seed_test([10 / 30, 11 / 30, 9 / 30], confidence=1 - 0.05 / 3)[1:3]  # one of 3 tests
     assert narrow.ci == pytest.approx((lo, hi)) and -1 < lo < hi < 1  # inside the bounds: as computed
     table = _comparison_table([tie, wide])
     assert "| +33 pts [n/a] | 0.0625 |" in table[2] and "| +50 pts [-100, +100] | 0.478 |" in table[3]
@@ -309,8 +349,6 @@ def test_the_near_tie_example_of_the_docs_is_possible_and_its_p_value_is_the_tes
     episodes, and the test gives 0.0108 for them."""
     import pathlib
     import re
-
-    from liquid_control.stats import paired_seed_test
 
     text = " ".join((pathlib.Path(__file__).parents[1] / "docs" / "ood.md").read_text().split())
     found = re.search(r"two seeds at (-\d+) and (-\d+) points[^:]*: t-test p ([\d.]+)", text)

@@ -1,4 +1,4 @@
-"""The statistics a report cites, against independent oracles (scipy.stats, Holm by hand) and at their edges:
+"""The statistics a report cites, against independent oracles (scipy.stats, Bonferroni by hand) and at their edges:
 one training seed, NaN input, extreme confidence, 100% success, float-noise ties (fast: no world runs)."""
 
 import importlib.util
@@ -38,11 +38,14 @@ def test_the_paired_seed_test_is_scipys_paired_t_test():
         assert (mean, lo, hi, p) == pytest.approx((np.mean(a - b), ci.low, ci.high, want.pvalue), rel=1e-9)
 
 
-def test_holm_by_hand():
-    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04, then the running maximum
-    assert stats.holm_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
-    assert stats.holm_adjust([0.02, 0.02]) == pytest.approx([0.04, 0.04])  # ties
-    assert stats.holm_adjust([0.3, 0.6, 0.9]) == pytest.approx([0.9, 1.0, 1.0])  # capped at 1
+def test_bonferroni_by_hand():
+    assert stats.bonferroni_adjust([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    assert stats.bonferroni_adjust([0.02, 0.02]) == pytest.approx([0.04, 0.04])  # ties
+    assert stats.bonferroni_adjust([0.3, 0.6, 0.9]) == pytest.approx([0.9, 1.0, 1.0])  # capped at 1
+    assert stats.bonferroni_adjust([]) == []
+    for bad in ([0.1, float("nan")], [1.5], [-0.1]):
+        with pytest.raises(ValueError, match="bonferroni_adjust: p-values must be in"):
+            stats.bonferroni_adjust(bad)
 
 
 @pytest.mark.parametrize("df", [1, 2, 4])

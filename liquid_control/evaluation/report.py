@@ -17,6 +17,7 @@ from liquid_control.evaluation.plan import EvaluationPlan, unique_pairs
 from liquid_control.evaluation.results import atomic_path, naming, record_key
 from liquid_control.evaluation.shifts import SWEEP_KEYS, shift_kinds, sweep_factor
 from liquid_control.evaluation.summary import (
+    FAMILY_ALPHA,
     CellSummary,
     compare_over_seeds,
     paired_comparison,
@@ -334,7 +335,7 @@ def seed_spread_note(seed_counts: list[int]) -> str:
 
 def _comparison_table(rows) -> list[str]:
     lines = [
-        "| A | B | shifts | seeds paired | success A | success B | A - B [95% CI] | p | p (Holm) |",
+        "| A | B | shifts | seeds paired | success A | success B | A - B [simultaneous 95% CI] | p | p (Bonferroni) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -350,11 +351,11 @@ def _comparison_table(rows) -> list[str]:
             continue
         ci = "n/a" if r.ci is None else f"{_points(r.ci[0])}, {_points(r.ci[1])}"  # None: a tie
         diff = f"{_points(r.difference)} pts [{ci}]"
-        if r.p_holm < 0.05:
+        if r.p_bonferroni < FAMILY_ALPHA:  # where the interval excludes 0 (a tie has none)
             diff = f"**{diff}**"
         lines.append(
             f"| {r.a} | {r.b} | {r.group} | {seeds} | {_pct(r.mean_a)} | {_pct(r.mean_b)} | {diff} | "
-            f"{format_p(r.p_value)} | {format_p(r.p_holm)} |"
+            f"{format_p(r.p_value)} | {format_p(r.p_bonferroni)} |"
         )
     return lines
 
@@ -377,7 +378,7 @@ def write_report(
     """report.md and its figures.
 
     `notes`: lines under the title; `sections`: markdown after the policy table; `paired`: episode-level
-    McNemar tables; `comparisons`: pairs compared over training seeds (default: `paired`), Holm-corrected
+    McNemar tables; `comparisons`: pairs compared over training seeds (default: `paired`), Bonferroni-corrected
     together; `panels`: title -> policies, one panel each in the figures (default: all in one);
     `saliency`: the attention figures; `provenance`: `provenance.collect(...)` (or a callable returning it, called
     after the figures), printed at the top.
@@ -427,8 +428,9 @@ def write_report(
         "seed number, same evaluation episodes; only the seeds both policies ran are paired, their number in "
         "the table, and with fewer than 2 there is no test), a paired t-test over seeds and a t interval (where "
         "every seed's difference is the same, the exact sign-flip p-value 2/2^n and no interval: n/a), clipped to "
-        "[-100, +100] pts; "
-        "p-values of all comparisons of this report Holm-corrected together (bold: adjusted p < 0.05).",
+        "[-100, +100] pts. All comparisons of this report are Bonferroni-corrected together: with m of them, "
+        "p (Bonferroni) = min(1, m p) and each interval is at 1 - 0.05/m, so that all m intervals hold together "
+        "with 95% confidence and an interval excludes 0 exactly where p (Bonferroni) < 0.05 (bold).",
         "- Return and smoothness: mean over episodes with a 95% percentile bootstrap interval. Smoothness = mean "
         "|Δaction| per second of measured time (lower is smoother).",
         "",
@@ -474,7 +476,9 @@ def write_report(
         lines += [
             "## Comparisons over training seeds",
             "",
-            f"{tested} comparisons (pairs x kinds of shift), Holm-corrected together."
+            f"{tested} comparisons (pairs x kinds of shift), Bonferroni-corrected together: each interval at "
+            f"{100 * (1 - FAMILY_ALPHA / tested):.4g}%, all {tested} together at {100 * (1 - FAMILY_ALPHA):.0f}%; "
+            f"bold: p (Bonferroni) < {FAMILY_ALPHA:g}, where the interval excludes 0."
             + (
                 f" {untested} without a test ({NO_SHARED_SEEDS}: the training seed numbers both policies ran "
                 "every shift of the kind with; seeds a checkpoint did not record are not paired)."

@@ -3,8 +3,8 @@
 The unit of the statistics is the training seed (`stats`, "training seeds"): a policy's success under a
 shift is the mean of its seeds' success rates, with a 95% interval from resampling seeds, then episodes
 within each seed (widened to the pooled episodes' Wilson interval where that is wider, as at 0% or 100%);
-architectures are compared by the per-seed differences (a paired t-test over seeds), the p-values of all
-comparisons of a report Holm-corrected together. Episode-level McNemar tests remain for `--paired`.
+architectures are compared by the per-seed differences (a paired t-test over seeds), all comparisons of a report
+Bonferroni-corrected together, p-values and intervals alike. Episode-level McNemar tests remain for `--paired`.
 """
 
 from __future__ import annotations
@@ -18,14 +18,15 @@ from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.plan import EXPERT, unique_pairs
 from liquid_control.evaluation.shifts import shift_group
 from liquid_control.stats import (
+    bonferroni_adjust,
     bootstrap_mean_interval,
-    holm_adjust,
     mcnemar_exact_p,
     paired_seed_test,
     success_interval,
 )
 
 GROUP_ORDER = ["in-distribution", "visual", "sensor", "dynamics"]
+FAMILY_ALPHA = 0.05  # the family-wise error rate of a report's comparisons over training seeds
 
 
 @dataclass
@@ -157,9 +158,12 @@ class SeedComparison:
     mean_a: float | None  # over the paired seeds (None: none shared)
     mean_b: float | None
     difference: float | None
-    ci: tuple[float, float] | None  # within [-1, 1]; None: no test, or every seed's difference the same (a tie)
+    # simultaneous with the report's other intervals: each at 1 - FAMILY_ALPHA / (tests in the report), so it
+    # excludes 0 exactly when p_bonferroni < FAMILY_ALPHA; within [-1, 1]; None: no test, or a tie (every seed's
+    # difference the same)
+    ci: tuple[float, float] | None
     p_value: float | None  # None: fewer than 2 paired seeds, no test
-    p_holm: float | None = None  # set by `compare_over_seeds` over the whole family of tests
+    p_bonferroni: float | None = None  # set by `compare_over_seeds` over the whole family of tests
     seeds_a: int = 0  # A's training seeds with every shift of the group (paired or not)
     seeds_b: int = 0
 
@@ -176,18 +180,18 @@ def compare_over_seeds(
     unrecorded: dict | None = None,
     seedless: frozenset | set | tuple = (EXPERT,),
 ) -> list[SeedComparison]:
-    """Paired t-tests over training seeds for every pair and shift group; Holm-corrected over all of them.
+    """Paired t-tests over training seeds for every pair and shift group, Bonferroni-corrected over all of them.
 
     Seed s of A is paired with seed s of B (the same demonstrations and evaluation episodes), only on the seed
     numbers both policies ran every shift of the group with; the others are left out (pairing them in order
     compared different seeds: identical policies with one seed missing came out -17 points, "significant").
     ``unrecorded``: policy -> seed numbers that stand in for a seed the checkpoint did not record
     (`plan.PolicySpec.unrecorded_seeds`): never paired. With fewer than two paired seeds a row has no test
-    (``p_value`` None) and is not in the Holm family. A pair with a ``seedless`` policy (the expert: its records'
+    (``p_value`` None) and is not in the family. A pair with a ``seedless`` policy (the expert: its records'
     training seed 0 is a placeholder, see `paired_comparison`) has no row: its comparison is episode by episode.
     """
     unrecorded = unrecorded or {}
-    rows = []
+    rows, differences = [], []
     for group, members in shift_groups(shifts).items():
         for a, b in unique_pairs(pairs):  # a pair given twice (or as B, A) is one test of the family
             if a in seedless or b in seedless:
@@ -204,16 +208,21 @@ def compare_over_seeds(
             if shared:
                 row.mean_a, row.mean_b = float(ra.mean()), float(rb.mean())
                 row.difference = row.mean_a - row.mean_b
-            if len(shared) >= 2:
-                diff, lo, hi, p = paired_seed_test(ra - rb)
-                # a tie has no interval; a t interval of 2 or 3 seeds can run past what a difference of two
-                # success rates can be (+50 pts [-543, +643] with two seeds): clipped to [-100, +100] pts
-                ci = None if lo is None else (max(-1.0, lo), min(1.0, hi))
-                row.difference, row.ci, row.p_value = diff, ci, p
             rows.append(row)
+            differences.append(ra - rb)
+    # Bonferroni, not Holm: its intervals are simultaneous and agree with its decisions (an interval excludes 0
+    # exactly when the adjusted p is below FAMILY_ALPHA); Holm's step-down decisions have no such intervals.
+    tests = sum(d.size >= 2 for d in differences)
+    for row, d in zip(rows, differences):
+        if d.size >= 2:
+            diff, lo, hi, p = paired_seed_test(d, confidence=1.0 - FAMILY_ALPHA / tests)
+            # a tie has no interval; a t interval of 2 or 3 seeds can run past what a difference of two
+            # success rates can be (+50 pts [-543, +643] with two seeds): clipped to [-100, +100] pts
+            ci = None if lo is None else (max(-1.0, lo), min(1.0, hi))
+            row.difference, row.ci, row.p_value = diff, ci, p
     tested = [r for r in rows if r.tested]
-    for row, adjusted in zip(tested, holm_adjust([r.p_value for r in tested]) if tested else []):
-        row.p_holm = adjusted
+    for row, adjusted in zip(tested, bonferroni_adjust([r.p_value for r in tested])):
+        row.p_bonferroni = adjusted
     return rows
 
 
