@@ -291,7 +291,7 @@ def test_the_expert_has_no_comparison_over_training_seeds():
 
 def test_an_interval_excludes_zero_exactly_where_the_row_is_bold():
     """Before: per-comparison 95% t intervals beside Holm-adjusted bold marks: of 8 comparisons, +15 pts
-    [+6, +24] (p 0.0077) printed without bold (Holm p 0.062), an interval excluding 0 for a difference the
+    [+7, +24] (p 0.0077) printed without bold (Holm p 0.054), an interval excluding 0 for a difference the
     correction does not find. Now every interval is at 1 - 0.05/m (all m together at 95%) and the p-values are
     Bonferroni's: an interval excludes 0 exactly where p (Bonferroni) < 0.05, the row's bold."""
     rng = np.random.default_rng(3)
