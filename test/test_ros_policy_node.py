@@ -397,6 +397,75 @@ def test_a_signal_just_before_configure_starts_abandons_it(policy_file):
         rclpy.try_shutdown(context=context)
 
 
+LISTENER = """
+import rclpy
+from geometry_msgs.msg import TwistStamped
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+rclpy.init()
+node = rclpy.create_node("stop_listener")
+heard = []
+node.create_subscription(
+    TwistStamped, "cmd_vel", heard.append, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+)
+while rclpy.ok():
+    rclpy.spin_once(node, timeout_sec=0.05)
+    if heard:
+        print("heard", flush=True)
+        heard.clear()
+"""
+
+
+def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file, tmp_path):
+    """At SIGINT/SIGTERM the node publishes a stop and waits up to 4 s for every subscriber to acknowledge it; a
+    second Ctrl-C did not cut that wait: whoever presses it twice wants the process to end at once. A subscriber that
+    never acknowledges (a process stopped with SIGSTOP, still matched) holds the wait; the second SIGINT ends it,
+    said in one line, and the stop was published all the same."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = isolated_ros_env()
+    node_log = tmp_path / "policy_node.log"
+    proc = start_policy_node(policy_file, env, tmp_path)
+    listener_out = tmp_path / "listener.out"
+    with open(listener_out, "w") as out:
+        listener = subprocess.Popen([sys.executable, "-c", LISTENER], env=env, stdout=out, stderr=subprocess.STDOUT)
+    probe = Probe(env)
+    try:
+        cam, imu = connect(probe, node_log)
+        deadline = time.monotonic() + 30.0
+        stamp = time.time()
+        while "heard" not in listener_out.read_text() and time.monotonic() < deadline:  # a command reached it
+            stamp += 0.05
+            imu.publish(imu_msg(stamp - 0.01, [0, 0, 0.1, 0, 0, 9.8]))
+            cam.publish(image_msg(stamp, 1)[0])
+            time.sleep(0.05)
+        assert "heard" in listener_out.read_text(), node_log.read_text()
+        listener.send_signal(signal.SIGSTOP)  # matched, acknowledging nothing from here on
+        proc.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + 30.0
+        while "summary:" not in node_log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "summary:" in node_log.read_text(), node_log.read_text()  # the stop is out, its wait begins
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30.0)
+    finally:
+        probe.close()
+        stop_process(proc)
+        os.kill(listener.pid, signal.SIGCONT)
+        stop_process(listener)
+    text = node_log.read_text()
+    assert code == 0, text
+    assert (
+        "/cmd_vel: the stop command was published but not acknowledged by every subscriber: a second stop signal "
+        "(SIGINT) ended the wait (the robot may keep its last command)" in text
+    ), text
+    assert "within 4 s" not in text, text
+    assert "(1 stops)" in text, text
+
+
 def test_a_string_autostart_is_refused_and_starts_nothing(policy_file, tmp_path):
     """``-p "autostart:='false'"`` gives the string 'false', which is true to Python: the node configured,
     activated and commanded the robot."""

@@ -4,7 +4,8 @@ A node that publishes a stop command and then destroys its publisher at once (pr
 stop: a subscriber drops what arrives from a writer it has already seen go, however many copies were sent, and a
 lost packet is resent only while the writer lives. Waiting for the subscribers' acknowledgement before the writer
 goes away delivers it (docs/ros.md, Stopping, has the measured figures). Fast DDS acknowledges at its writer's
-heartbeat, every 3 s: the wait lasts up to ~3 s where a subscriber is matched, none where there is none.
+heartbeat, every 3 s: the wait lasts up to ~3 s where a subscriber is matched, none where there is none. A
+second SIGINT/SIGTERM to a node executable ends every such wait of its process at once (:func:`stop_waiting`).
 """
 
 from __future__ import annotations
@@ -17,14 +18,25 @@ from rclpy.duration import Duration
 # 3 s: a shorter wait for a stop's acknowledgement gave up (and warned) though the stop had arrived
 STOP_ACK_TIMEOUT_S = 4.0
 _SLICE = Duration(seconds=0.02)  # one long wait_for_all_acked holds the GIL: other threads and signals wait with it
+_waits_ended_by: str | None = None  # why this process no longer waits for acknowledgements (stop_waiting)
+
+
+def stop_waiting(why: str) -> None:
+    """End every wait of this process for an acknowledgement now, and skip those to come; ``why`` is said in the
+    warning of a stop left unacknowledged. The node executables call it at a second SIGINT/SIGTERM: whoever presses
+    Ctrl-C twice wants the process to end at once, once the stop is published (safe in a signal handler)."""
+    global _waits_ended_by
+    if _waits_ended_by is None:
+        _waits_ended_by = why
 
 
 def acknowledged(publisher, limit_s: float, keep_waiting=lambda: True) -> bool:
     """Whether every reliable subscriber matched to ``publisher`` acknowledged all it published, waiting up to
-    ``limit_s`` seconds (in short slices) while ``keep_waiting()``; True at once where none is matched."""
+    ``limit_s`` seconds (in short slices) while ``keep_waiting()`` and no :func:`stop_waiting`; True at once where
+    none is matched."""
     deadline = time.monotonic() + limit_s
     while not publisher.wait_for_all_acked(_SLICE):
-        if time.monotonic() >= deadline or not keep_waiting():
+        if time.monotonic() >= deadline or not keep_waiting() or _waits_ended_by is not None:
             return False
     return True
 
@@ -37,6 +49,12 @@ def deliver_stop(publisher, logger, what: str) -> bool:
         return True
     if acknowledged(publisher, STOP_ACK_TIMEOUT_S):
         return True
+    if _waits_ended_by is not None:
+        logger.warning(
+            f"{publisher.topic_name}: {what} was published but not acknowledged by every subscriber: {_waits_ended_by} "
+            "ended the wait (the robot may keep its last command)"
+        )
+        return False
     logger.warning(
         f"{publisher.topic_name}: {what} was not acknowledged by every subscriber within {STOP_ACK_TIMEOUT_S:g} s "
         "(the robot may keep its last command)"

@@ -72,7 +72,7 @@ from liquid_control.conventions.params import (
     validate_policy_node_parameters,
 )
 from liquid_control.paths import resolve_policy_file
-from liquid_control.ros.delivery import deliver_stop
+from liquid_control.ros.delivery import deliver_stop, stop_waiting
 from liquid_control.ros.executable import WithMessageInfo, named_counts
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
@@ -1353,8 +1353,9 @@ def main(args=None) -> int:
     """Entry point of the ``policy_node`` executable.
 
     SIGINT/SIGTERM end the loop between callbacks, then the node shuts down through its lifecycle (publishing
-    a stop command) before the context goes away. During a configure (which may build the compiled kernels or
-    load a large file) they abandon it at once: the node stays stoppable whatever it is waiting for.
+    a stop command) before the context goes away; a second one ends the wait for the stop's acknowledgement.
+    During a configure (which may build the compiled kernels or load a large file) they abandon it at once: the
+    node stays stoppable whatever it is waiting for.
     Exit status: 0 after a requested stop, 1 when autostart is not a boolean or autostart's configure or activate
     failed (cause logged), 2 when rcl cannot read a --params-file.
     Ends the process (``os._exit``) once the node is shut down.
@@ -1367,6 +1368,8 @@ def main(args=None) -> int:
     node = None
 
     def on_signal(signum, _frame):
+        if stop.is_set():  # pressed twice: end now, also the wait for the stop's acknowledgement (published once)
+            stop_waiting(f"a second stop signal ({signal.Signals(signum).name})")
         stop.set()
         if node is not None:
             node.stop_signal = signum
