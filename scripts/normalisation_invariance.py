@@ -97,8 +97,13 @@ def main(argv=None) -> int:
             height, width = a.shape[1:3]
             scale = CameraEncoder(height, width, [4], [3], [1], 4, normalize=mode).double().scale
             fa, fb = scale(a), scale(b)
-            ratio = ((fa - fb) ** 2).mean() / ((fa - fa[other]) ** 2).mean()
-            ratios[name][mode] = round(float(ratio), 4)
+            spread = ((fa - fa[other]) ** 2).mean()
+            if not spread > 0:  # before: the ratio infinite (or NaN), written into results.json as Infinity
+                parser.error(
+                    f"--episodes {args.episodes} --steps {args.steps}: {len(a)} frames of the training world, whose "
+                    f"random pairs do not differ under `{mode}`: nothing to measure a shift against; give more"
+                )
+            ratios[name][mode] = round(float(((fa - fb) ** 2).mean() / spread), 4)
         print(name, ratios[name], flush=True)
     out = Path(args.out)
     provenance = {

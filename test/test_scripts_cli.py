@@ -268,3 +268,19 @@ def test_the_default_out_is_the_repositorys_docs_folder_from_any_folder(script, 
     assert stop.value.code == 2
     assert asked == [ROOT / "docs" / script.removesuffix(".py") / "results.json"]
     assert not list(tmp_path.iterdir())
+
+
+def test_normalisation_invariance_refuses_too_few_frames_to_measure_against(tmp_path, monkeypatch, capsys):
+    """Before: at --episodes 1 --steps 1 (two frames: the random pairing took each frame to itself) every ratio was a
+    division by zero, and results.json held Infinity for every shift and mode, exit 0."""
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    module = runpy.run_path(str(ROOT / "scripts" / "normalisation_invariance.py"))
+    module["main"].__globals__["expert_frames"] = lambda shift, seed, steps: np.full((steps + 1, 8, 8, 3), 9, np.uint8)
+    with pytest.raises(SystemExit) as stop:
+        module["main"](["--episodes", "1", "--steps", "1", "--out", "invariance"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--episodes 1 --steps 1: 2 frames of the training world, whose random pairs do not differ" in err, err
+    assert not list(tmp_path.iterdir())
