@@ -208,3 +208,22 @@ def test_wilson_interval_takes_whole_counts_and_names_the_one_that_is_not():
     want = scipy_stats.binomtest(7, 30).proportion_ci(0.95, method="wilson")
     for successes, n in ((7, 30), (np.int64(7), np.int32(30)), (np.uint8(7), 30)):
         assert stats.wilson_interval(successes, n) == pytest.approx((want.low, want.high), abs=1e-12)
+
+
+@pytest.mark.parametrize("df", [1, 2, 4, 9, 50])
+def test_t_quantiles_far_in_either_tail_are_scipys(df):
+    """Before: the bisection compared 1 - sf with p, which near p = 1 (or 1 - p near 0 for p below 1/2) keeps only
+    the last bits of the tail: 5% off scipy at a tail of 1e-15, 2e-6 at 2.5e-11 (a Bonferroni level of 1e9 tests)."""
+    for tail in (0.4, 1e-3, 2.5e-8, 2.5e-11, 1e-15):
+        for p in (tail, 1 - tail):
+            assert stats.student_t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-12), p
+
+
+@pytest.mark.parametrize("confidence", [0.5, 0.95, 1 - 1e-6, 1 - 1e-10, 1 - 1e-14])
+def test_the_success_intervals_normal_quantile_is_scipys_at_any_level(confidence):
+    """Before: Newton's method on erf(z / sqrt 2) = confidence, where erf near 1 keeps only the last bits of
+    1 - confidence: z 1e-8 off at 1 - 1e-10, 4e-7 at 1 - 1e-14 (the Wilson side of `success_interval`)."""
+    z = -scipy_stats.norm.ppf((1 - confidence) / 2)
+    every_episode = [[np.ones(30)], [np.ones(30)]]  # the bootstrap is a point at 100%: the Wilson bound shows
+    low = stats.success_interval(every_episode, confidence=confidence)[1]
+    assert low == pytest.approx(stats.wilson_interval(60, 60, z=z)[0], rel=1e-13)
