@@ -44,6 +44,8 @@ def bootstrap_mean_interval(
         raise ValueError("bootstrap_mean_interval: values contain NaN or Inf")
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"bootstrap_mean_interval: confidence must be in (0, 1), got {confidence}")
+    if _count("bootstrap_mean_interval", "resamples", resamples) == 0:  # before: IndexError from an empty quantile
+        raise ValueError("bootstrap_mean_interval: resamples must be >= 1, got 0")
     if x.size < 2:
         return None
     rng = np.random.default_rng(seed)
@@ -194,6 +196,8 @@ def hierarchical_bootstrap_interval(
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"hierarchical_bootstrap_interval: confidence must be in (0, 1), got {confidence}")
+    if _count("hierarchical_bootstrap_interval", "resamples", resamples) == 0:  # before: IndexError
+        raise ValueError("hierarchical_bootstrap_interval: resamples must be >= 1, got 0")
     seeds = [[np.asarray(stratum, dtype=np.float64).ravel() for stratum in strata] for strata in outcomes]
     if not seeds or any(not strata for strata in seeds) or len({len(s) for s in seeds}) != 1:
         raise ValueError("hierarchical_bootstrap_interval: every training seed needs the same, non-empty strata")

@@ -227,3 +227,19 @@ def test_the_success_intervals_normal_quantile_is_scipys_at_any_level(confidence
     every_episode = [[np.ones(30)], [np.ones(30)]]  # the bootstrap is a point at 100%: the Wilson bound shows
     low = stats.success_interval(every_episode, confidence=confidence)[1]
     assert low == pytest.approx(stats.wilson_interval(60, 60, z=z)[0], rel=1e-13)
+
+
+def test_a_bootstrap_of_no_resamples_is_refused_naming_the_argument():
+    """Before: resamples=0 raised 'IndexError: index -1 is out of bounds', -5 numpy's 'negative dimensions'."""
+    for function, values in (
+        (stats.bootstrap_mean_interval, [1.0, 2.0, 3.0]),
+        (stats.hierarchical_bootstrap_interval, [[[1, 0, 1]], [[0, 0, 1]]]),
+    ):
+        for bad, message in (
+            (0, "resamples must be >= 1, got 0"),
+            (-5, "resamples must be >= 0"),
+            (1.5, "resamples must be an integer"),
+        ):
+            with pytest.raises(ValueError, match=f"{function.__name__}: {message}"):
+                function(values, resamples=bad)
+        assert function(values, resamples=np.int64(1)) is not None
