@@ -138,6 +138,9 @@ class TimedMujocoWorld(gym.Env):
     # each measurement go with its messages to the drivers of next_delivery (sim_node's JointState), not into the
     # reading, the observation or the noise
     _joint_qpos: dict = {}
+    # True: next_delivery keeps those positions (delivered_positions), set before reset by a driver that publishes
+    # them (sim_node, record --expert); False (training, evaluation): no copy of them per measurement, None given
+    deliver_joint_positions: bool = False
     default_time_limit: float = 10.0
 
     def __init__(
@@ -221,7 +224,7 @@ class TimedMujocoWorld(gym.Env):
     def _joint_positions(self, sensor: str) -> np.ndarray | None:
         """The true positions now (qpos) of the joints whose velocities ``sensor`` measures (``_joint_qpos``)."""
         addresses = self._joint_qpos.get(sensor)
-        return None if addresses is None else self.data.qpos[addresses].copy()
+        return None if addresses is None else self.data.qpos[addresses]  # a copy (indexed by a list)
 
     def _after_physics_step(self) -> None:
         """Per physics step bookkeeping (contacts, references)."""
@@ -410,11 +413,13 @@ class TimedMujocoWorld(gym.Env):
 
         Measurements on the way are taken at their stamps. With ``until``, stop at that time instead when
         nothing is delivered before it, and return None. ``delivered_positions``: the true positions of the joints
-        whose velocities the returned reading measures, at its stamp (None for other sensors). The env's step is
+        whose velocities the returned reading measures, at its stamp (None for other sensors, and for all unless
+        ``deliver_joint_positions``). The env's step is
         this loop up to the next update the delivery releases; the ROS sim node calls it directly to publish every
         message in real time.
         """
         self._require_reset("next_delivery()")
+        with_positions = self.deliver_joint_positions
         while True:
             # Next event: a measurement or a delivery, the earliest (t, kind, name) with kind 0 for a
             # measurement and 1 for a delivery: measurements first on ties, then sensors by name.
@@ -433,7 +438,7 @@ class TimedMujocoWorld(gym.Env):
             self._advance_physics(t)
             if measurement:
                 stamp = stream.pop()
-                pending.append((stamp, self._measure(name), self._joint_positions(name)))
+                pending.append((stamp, self._measure(name), self._joint_positions(name) if with_positions else None))
                 continue
             *delivered, self.delivered_positions = pending.popleft()
             if name in self.update_on:

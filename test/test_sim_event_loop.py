@@ -219,6 +219,7 @@ def test_delivered_positions_are_the_wheel_angles_measured_with_the_reading_retu
     ``delivered_positions`` (``reset_delivery_positions`` for reset's) are the wheel angles measured with that
     reading, not with a message the buffer released."""
     env = world(shift="jitter_x2", reorder_lag_s=0.03)
+    env.deliver_joint_positions = True  # as sim_node and record --expert ask for them
     measured, measure = {}, env._measure  # measurement time -> (reading, wheel angles then)
 
     def keep(sensor):
@@ -250,3 +251,41 @@ def test_delivered_positions_are_the_wheel_angles_measured_with_the_reading_retu
         np.testing.assert_array_equal(positions, measured[at][1])
         encoders += 1
     assert encoders > 100
+
+
+@pytest.mark.parametrize("world", [LiquidBalanceEnv, LiquidBalanceNavEnv])
+def test_a_world_not_asked_for_the_wheel_angles_takes_none_and_delivers_the_same_readings(world):
+    """Before: every world copied the wheel joints' angles at each encoder measurement (a dict lookup at every
+    measurement), for the JointState of sim_node and record --expert alone; training and evaluation paid it at every
+    message. Only a world with ``deliver_joint_positions`` takes them now, and its deliveries, observations and
+    rewards are the same, bit for bit, as those of a world that does not."""
+    runs = []
+    for asked in (True, False):
+        env = world(shift="jitter_x2", reorder_lag_s=0.03)
+        env.deliver_joint_positions = asked
+        taken, joint_positions = [], env._joint_positions
+        env._joint_positions = lambda sensor, taken=taken, real=joint_positions: taken.append(sensor) or real(sensor)
+        try:
+            env.reset(seed=3)
+            out = [(*d, q) for d, q in zip(env.reset_deliveries, env.reset_delivery_positions, strict=True)]
+            env.apply_action(np.full(env.action_space.shape, 0.3))
+            for _ in range(200):
+                out.append((*env.next_delivery(), env.delivered_positions))
+            for _ in range(20):
+                observation, reward, *_ = env.step(np.full(env.action_space.shape, -0.2))
+                out.append((observation, reward))
+        finally:
+            env.close()
+        runs.append((out, taken))
+    (with_angles, taken), (without, not_taken) = runs
+    assert "encoders" in taken and not_taken == []
+    assert sum(item[-1] is not None for item in with_angles[:-20]) > 50
+    assert len(with_angles) == len(without)
+    for asked, plain in zip(with_angles, without, strict=True):
+        if len(plain) == 4:  # a delivery: (sensor, stamp, reading, wheel angles)
+            assert asked[:2] == plain[:2] and plain[3] is None
+            np.testing.assert_array_equal(asked[2], plain[2])
+        else:  # a step: (observation, reward)
+            assert asked[1] == plain[1]
+            for key in plain[0]:
+                np.testing.assert_array_equal(asked[0][key], plain[0][key])

@@ -266,7 +266,9 @@ def make_world(world: str = ROVER, render_size: int | None = None, shift: str = 
         kwargs["render_size"] = int(render_size)
     if time_limit > 0:
         kwargs["time_limit"] = float(time_limit)
-    return gymnasium.make(world, **kwargs).unwrapped
+    env = gymnasium.make(world, **kwargs).unwrapped
+    env.deliver_joint_positions = True  # the wheel angles of the JointState messages, as sim_node publishes them
+    return env
 
 
 def record_expert_episode(

@@ -219,6 +219,7 @@ class SimNode(Node):
             kwargs["update_on"] = _input_names(p["policy_update_on"])
         kwargs["reorder_lag_s"] = float(p["policy_reorder_lag_s"])
         self.world = gymnasium.make(p["world"], **kwargs).unwrapped
+        self.world.deliver_joint_positions = True  # the wheel angles of its JointState messages
         self.frame = lambda name: f"{p['frame_prefix']}{name}"
         spec = robot_description.robot_spec(p["world"], self.world.model)
         self.robot = robot_description.describe(self.world.model, spec)
@@ -919,4 +920,3 @@ def main(args=None) -> int:
         executor.shutdown()
         rclpy.try_shutdown()
     return 0
-
