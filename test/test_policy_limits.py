@@ -118,3 +118,26 @@ def test_seed_factors_reads_a_tampered_reference_policy_without_running_its_code
     with pytest.raises(PolicyLoadError, match=r"policy.pt: not a readable policy file: it holds a pickled"):
         same_weights(shipped, tmp_path / "policy.pt")
     assert not ran.exists()
+
+
+def test_a_policy_file_of_compressed_zip_entries_is_refused_before_torch_unpacks_them(tmp_path):
+    """torch.save writes its zip archive uncompressed, but torch.load unpacks deflated entries too, each whole into
+    memory: a downloaded policy of 1 MB took 1 GiB (1,000 times its size) before it was refused. Before: the weights
+    were unpacked and the file refused only for its extra weight ('unexpected weights extra')."""
+    import zipfile
+
+    from liquid_control.cells.checkpoint import read_plain_torch_file
+
+    payload = read_plain_torch_file(ROOT / "policies" / "cfc_rover.pt")
+    payload["state_dict"]["extra"] = torch.zeros(16 << 20)  # 64 MiB of float32 zeros
+    torch.save(payload, tmp_path / "stored.pt")
+    with zipfile.ZipFile(tmp_path / "stored.pt") as stored:
+        with zipfile.ZipFile(tmp_path / "bomb.pt", "w", zipfile.ZIP_DEFLATED, compresslevel=9) as bomb:
+            for entry in stored.infolist():
+                bomb.writestr(entry.filename, stored.read(entry.filename))
+    assert (tmp_path / "bomb.pt").stat().st_size < (64 << 20) // 100
+    for load, error in ((load_policy, PolicyLoadError), (load_model, CheckpointError)):
+        with pytest.raises(error) as refused:
+            load(tmp_path / "bomb.pt")
+        text = str(refused.value)
+        assert "bomb.pt: not a readable" in text and "compressed entries" in text and "unpacking to 67" in text, text

@@ -37,7 +37,11 @@ def read_plain_torch_file(path: str | os.PathLike, map_location="cpu"):
     ``pickle.UnpicklingError`` with our own message naming the file and the object, instead of torch's advice
     to re-run with ``weights_only=False`` (which would run that code); the caller prefixes the file name.
     An empty, truncated or non-torch file raises ``pickle.UnpicklingError`` saying which (torch's own error for
-    these is e.g. ``OSError: [Errno 22] Invalid argument`` or ``KeyError: 101``); other errors propagate."""
+    these is e.g. ``OSError: [Errno 22] Invalid argument`` or ``KeyError: 101``); other errors propagate. A zip
+    archive with compressed entries, which torch.save never writes, is refused before torch unpacks them."""
+    packed = _compressed_entries(path)
+    if packed:
+        raise pickle.UnpicklingError(packed)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -61,6 +65,27 @@ NOT_A_TORCH_FILE = (
     "it is not a torch file (a text, YAML, Markdown or ONNX file?): give the .pt file liquid_control wrote "
     "(save_model, save_policy, `liquid-control train`)"
 )
+
+
+def _compressed_entries(path) -> str | None:
+    """Why a zip archive (torch.save's format) is refused before torch reads it: entries stored compressed. torch.save
+    writes every entry uncompressed, and torch.load unpacks a deflated one whole into memory: a downloaded file of
+    1 MB of deflated zeros took 1 GiB before it was refused. None for any other file (torch reads it)."""
+    if not isinstance(path, (str, os.PathLike)):  # a buffer: its position is torch's
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            packed = [entry for entry in archive.infolist() if entry.compress_type != zipfile.ZIP_STORED]
+    except (OSError, zipfile.BadZipFile, ValueError):  # not a zip (the legacy format, a text): torch's error says
+        return None
+    if not packed:
+        return None
+    return (
+        f"its zip archive holds {len(packed)} compressed entries ({packed[0].filename}"
+        f"{', ...' if len(packed) > 1 else ''}) unpacking to {sum(e.file_size for e in packed)} bytes, which "
+        "torch.save never writes (torch would unpack them whole into memory: a decompression bomb?); it was not "
+        "loaded. Save it again with torch.save, or use a file written by liquid_control"
+    )
 
 
 def _damage(path) -> str | None:
