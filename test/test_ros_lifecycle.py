@@ -1499,3 +1499,162 @@ def test_a_policy_step_is_single_threaded_on_an_executor_thread_that_ran_torch_b
         torch.set_num_threads(default)  # a thread's setting is also the default of threads that start later
     assert node.runner.counters["updates"] == 1
     assert seen == {"before": 2, "steps": [1]}
+
+
+@pytest.fixture
+def threaded_balancer(policy_file):
+    """The tiny balancer node composed as in a user's process: spun by rclpy's MultiThreadedExecutor in a thread of
+    its own, its transitions called from others; fed and heard over DDS by a probe in another context. Yields
+    ``(node, probe, feed)``: ``feed(until)`` publishes IMU, wheels and target every 10 ms until ``until()`` (30 s
+    at most)."""
+    import threading
+
+    from builtin_interfaces.msg import Time
+    from geometry_msgs.msg import Twist
+    from sensor_msgs.msg import Imu, JointState
+    from std_msgs.msg import Float64MultiArray
+
+    from liquid_control.ros.testing import Probe
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    probe = Probe(env)
+    node = PolicyNode(context=context, parameter_overrides=params(policy_file, sensor_qos_reliability="reliable"))
+    executor = rclpy.executors.MultiThreadedExecutor(num_threads=2, context=context)
+    executor.add_node(node)
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            executor.spin_once(timeout_sec=0.02)
+
+    spinner = threading.Thread(target=spin)
+    heard = probe.record("torques", Float64MultiArray)
+    imu, wheels = probe.publisher(Imu, "imu/data"), probe.publisher(JointState, "joint_states")
+    target = probe.publisher(Twist, "target_velocity")
+
+    def feed(until):
+        end = time.monotonic() + 30.0
+        while time.monotonic() < end and not until():
+            ns = node.get_clock().now().nanoseconds
+            stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
+            reading = Imu()
+            reading.header.stamp, reading.linear_acceleration.z, reading.angular_velocity.x = stamp, 9.8, 0.3
+            joints = JointState(velocity=[1.0, 1.0])
+            joints.header.stamp = stamp
+            target.publish(Twist())
+            wheels.publish(joints)
+            imu.publish(reading)
+            time.sleep(0.01)
+        assert until()
+
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        matched = [*node._subscriptions_by_sensor.values(), heard]
+        end = time.monotonic() + 30.0
+        while time.monotonic() < end and not (
+            all(s.get_publisher_count() for s in matched) and node._command_pub.get_subscription_count()
+        ):
+            time.sleep(0.02)
+        spinner.start()
+        yield node, probe, feed
+    finally:
+        done.set()
+        if spinner.is_alive():
+            spinner.join()
+        if node.runner is not None:  # not destroyed by the test
+            node.destroy_node()
+        executor.shutdown()
+        context.try_shutdown()
+        probe.close()
+        if gc.get_freeze_count():  # a node left active by a failed test: the tests after it collect as before
+            gc.unfreeze()
+
+
+def _moving(probe) -> bool:
+    return any(any(m.data) for _, m in probe.messages("torques"))
+
+
+def test_a_deactivate_called_from_another_thread_publishes_no_command_after_its_stop(threaded_balancer):
+    """A transition called straight from another thread (not through the lifecycle services, which the executor
+    runs one at a time with the callbacks) raced the update in flight: a deactivate between an update's check that
+    the node is active and its publish let that command out after the deactivate's stop, and the robot moved on
+    (measured without any hook: 2 and 9 of 200 activate/deactivate cycles with a 10 us thread switch interval, and a
+    callback raised a TypeError reading what an activate was resetting). Here an update is held at that point (its
+    command computed, not yet published) until the deactivate's stop is out, or 2 s: the stop must come last, the
+    deactivate waiting for the update in flight to end."""
+    import threading
+
+    node, probe, feed = threaded_balancer
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    feed(lambda: _moving(probe))
+    held, stopped, published, order = threading.Event(), threading.Event(), threading.Event(), []
+    limiter, publish_stop, publish_command = node.limiter, node._publish_stop, node._publish_command
+
+    class HeldLimiter:
+        """The node's limiter, whose first command, once limited, waits for the deactivate's stop (2 s at most)."""
+
+        def __getattr__(self, name):
+            return getattr(limiter, name)
+
+        def __call__(self, action, now):
+            command = limiter(action, now)
+            if not held.is_set():
+                held.set()
+                stopped.wait(2.0)
+            return command
+
+    def stop_then_wait(why):
+        publish_stop(why)
+        if why == "deactivated":
+            stopped.set()
+            published.wait(2.0)  # for the held update's command, where it can go out now
+
+    def command(values, stamp):  # per-update commands carry their update's stamp, stops none
+        publish_command(values, stamp)
+        order.append(("update" if stamp is not None else "stop", [float(v) for v in values]))
+        if stamp is not None and held.is_set():
+            published.set()
+
+    node._publish_stop, node._publish_command, node.limiter = stop_then_wait, command, HeldLimiter()
+    feed(held.is_set)
+    deactivating = threading.Thread(target=node.trigger_deactivate)
+    deactivating.start()
+    deactivating.join(30.0)
+    assert node._state_machine.current_state[1] == "inactive"
+    assert order[-1] == ("stop", [0.0, 0.0]), order  # was: the held update's command after the stop
+    assert probe.wait_for(lambda: len(probe.messages("torques")) >= node._commands_published, 10.0)
+    assert list(probe.messages("torques")[-1][1].data) == [0.0, 0.0], "the robot moves on after the deactivate"
+
+
+def test_destroy_node_during_a_transition_of_another_thread_still_stops_the_robot(threaded_balancer):
+    """destroy_node() while another thread ran a transition (a deactivate called from it) found the state machine
+    mid-transition, could not shut down (logged) and freed the node under the transition: neither published a stop,
+    and the robot kept its last command. The transition now ends first (it holds the node's lock), publishing its
+    stop, then destroy_node shuts the node down. The deactivate is held before its stop until destroy_node returned,
+    or 2 s."""
+    import threading
+
+    node, probe, feed = threaded_balancer
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    feed(lambda: _moving(probe))
+    destroyed, stop_if_active = threading.Event(), node._stop_if_active
+
+    def held_stop(why):
+        if why == "deactivated":
+            destroyed.wait(2.0)
+        stop_if_active(why)
+
+    node._stop_if_active = held_stop
+    deactivating = threading.Thread(target=node.trigger_deactivate)
+    deactivating.start()
+    end = time.monotonic() + 30.0
+    while node._state_machine.current_state[1] != "deactivating" and time.monotonic() < end:
+        time.sleep(0.001)
+    node.destroy_node()
+    destroyed.set()
+    deactivating.join(30.0)
+    assert node.runner is None and gc.get_freeze_count() == 0
+    assert node._stops_published == 1  # the deactivate's; was 0
+    assert probe.wait_for(lambda: list(probe.messages("torques")[-1][1].data) == [0.0, 0.0], 10.0)

@@ -150,10 +150,32 @@ def _naming(what: str):
         raise ParameterError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
+def _one_at_a_time(callback):
+    """A callback rclpy runs (message, timer, service, parameter change), run under the node's lock
+    (``PolicyNode._lock``): never beside a transition or another of its callbacks in another thread."""
+
+    @functools.wraps(callback)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return callback(self, *args, **kwargs)
+
+    return locked
+
+
 class PolicyNode(LifecycleNode):
     """The liquid policy as a managed node (see the module docstring)."""
 
+    # how long destroy_node waits for a transition running in another thread (a configure that builds the kernels
+    # takes ~1 s, a shutdown up to its stop's acknowledgement wait) before it frees the node all the same
+    TRANSITION_WAIT_S = 10.0
+
     def __init__(self, name: str = "policy_node", **kwargs):
+        # Every transition (through the lifecycle services or a trigger_* call from any thread), every callback and
+        # destroy_node hold it: a deactivate called from another thread than the executor's (a MultiThreadedExecutor
+        # beside it) let an update in flight publish its command after the deactivate's stop (the robot moved on,
+        # measured 2-9 in 200 cycles), or read the model and settings a cleanup was freeing. Reentrant: destroy_node
+        # shuts down through a transition. Per callback one uncontended acquire (~1 us on a loaded 2-core VM).
+        self._lock = threading.RLock()
         super().__init__(name, **kwargs)
         declare_node_parameters(self, POLICY_NODE_PARAMETERS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -213,6 +235,12 @@ class PolicyNode(LifecycleNode):
         self._other_commanders: tuple[str, ...] = ()  # other publishers on the command topic (_check_other_commanders)
 
     # ------------------------------------------------------------------------------------------- lifecycle
+    def _LifecycleNodeMixin__change_state(self, transition_id: int) -> TransitionCallbackReturn:
+        """Every transition, whole (the state machine's change, the callback, the resulting state), under the node's
+        lock (see ``_lock`` in ``__init__``): rclpy's one way into them, from its services and each ``trigger_*``."""
+        with self._lock:
+            return super()._LifecycleNodeMixin__change_state(transition_id)
+
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Validate, load, create the entities; any failure is logged with its cause and leaves nothing behind."""
         self.failure = None
@@ -528,25 +556,63 @@ class PolicyNode(LifecycleNode):
         spin, rclpy's usual ending) published no stop command: the robot kept its last one. It also kept the heap
         frozen for the rest of the process (``_hold_heap``) and its model loaded. With the context shut down
         already (``rclpy.shutdown()``, rclpy's own SIGINT handler) nothing can be published any more: that is
-        logged as an error, and the node is freed all the same."""
-        if self.runner is not None:
-            if self.context.ok():
-                try:
-                    self.trigger_shutdown()  # a stop command if active, then frees everything (finalized)
-                except Exception as exc:  # a transition in progress or refused: freed below
-                    self._fail("shutdown at destroy_node", f"{type(exc).__name__}: {exc}")
-            elif self._active:
+        logged as an error, and the node is freed all the same.
+
+        A transition running in another thread (a deactivate called from it) ends first, up to ``TRANSITION_WAIT_S``:
+        the node was freed under it, and neither that transition nor the shutdown published a stop. Where the
+        shutdown transition cannot run (destroy_node called inside a transition of this thread, a configure a signal
+        abandoned, one of another thread still running), the node publishes its stop if it was commanding and is
+        freed without it, logged."""
+        waited = self._lock.acquire(timeout=self.TRANSITION_WAIT_S)
+        try:
+            if self.runner is not None:
+                self._shut_down_at_destroy(waited)
+        finally:
+            if waited:
+                self._lock.release()
+        super().destroy_node()
+
+    def _shut_down_at_destroy(self, waited: bool):
+        """destroy_node's shutdown of a configured node (``waited``: it holds the node's lock)."""
+        state = self._state_machine.current_state[1]
+        if not self.context.ok():
+            if self._active:
                 self._fail(
                     "shutdown at destroy_node",
                     "the ROS context was shut down while the node was commanding: no stop command could be "
                     "published, the robot keeps its last command (shut the node down before rclpy.shutdown())",
                 )
-            if self.runner is not None:
-                self._active = False
-                self._release()
-        super().destroy_node()
+        elif waited and state in ("unconfigured", "inactive", "active"):
+            try:
+                self.trigger_shutdown()  # a stop command if active, then frees everything (finalized)
+            except Exception as exc:  # refused: stopped and freed below
+                self._fail("shutdown at destroy_node", f"{type(exc).__name__}: {exc}")
+        else:
+            commanding = self._active
+            try:
+                self._stop_if_active("destroy_node")
+            except Exception as exc:  # the publisher may be what failed: free the rest anyway
+                self.get_logger().error(
+                    f"destroy_node: no stop command could be published: {type(exc).__name__}: {exc}"
+                )
+                commanding = False
+            where = (
+                "of this thread, or one left unfinished"
+                if waited
+                else f"of another thread, still running after {self.TRANSITION_WAIT_S:g} s"
+            )
+            self._fail(
+                "shutdown at destroy_node",
+                f"called during the {state!r} transition ({where}): "
+                + ("stop command published, " if commanding else "")
+                + "model and entities freed without the shutdown transition",
+            )
+        if self.runner is not None:
+            self._active = False
+            self._release()
 
     # ------------------------------------------------------------------------------------------- parameters
+    @_one_at_a_time
     def _on_set_parameters(self, parameters) -> SetParametersResult:
         """A change at run time (``ros2 param set``): a value that configure would refuse is refused with the
         same reason; while configured (inactive or active) only max_command and max_command_rate apply, at the
@@ -664,6 +730,7 @@ class PolicyNode(LifecycleNode):
             self.runner.counters[f"missed.{sensor}"] += number - previous - 1
         return turn
 
+    @_one_at_a_time
     def _on_image(self, msg: Image, info=None):
         turn = info is not None and self._note_publication(CAMERA, info)  # (a test feeding messages has no info)
         if not self._active:
@@ -695,6 +762,7 @@ class PolicyNode(LifecycleNode):
             )
         self._on_reading(CAMERA, msg.header.stamp, value, turn)
 
+    @_one_at_a_time
     def _on_camera_info(
         self,
         msg: CameraInfo,
@@ -722,6 +790,7 @@ class PolicyNode(LifecycleNode):
             else:
                 self.get_logger().warning(line)
 
+    @_one_at_a_time
     def _on_vector(self, sensor: str, msg, info=None):
         turn = info is not None and self._note_publication(sensor, info)
         if not self._active and not (sensor in SETPOINTS and self.runner is not None):
@@ -871,6 +940,7 @@ class PolicyNode(LifecycleNode):
             f"publishers_interleaved.{sensor}): check for a second driver, or a bag playing, on {topic}"
         )
 
+    @_one_at_a_time
     def _on_control_timer(self):
         if self._active and not self._stale and self._pending_action is not None:
             self._publish_command(self.limiter(self._pending_action, self._now()), None)
@@ -896,6 +966,7 @@ class PolicyNode(LifecycleNode):
         self._stops_published += 1
         self._pending_action = None
 
+    @_one_at_a_time
     def _on_watchdog(self):
         if not self._active:
             return
@@ -1122,6 +1193,7 @@ class PolicyNode(LifecycleNode):
         self.limiter.stop(now)
         return now
 
+    @_one_at_a_time
     def _on_reset(self, request, response):
         if self.runner is None:
             response.success, response.message = False, "not configured"
@@ -1226,6 +1298,7 @@ class PolicyNode(LifecycleNode):
         hold = training_record.RATE_WINDOW_S + 2.0 * self.settings.diagnostics_period_s
         return sorted(key for key, grown_at in self._fault_grown_at.items() if now - grown_at < hold)
 
+    @_one_at_a_time
     def _on_diagnostics_timer(self):
         if self._active:
             self._check_other_commanders()
