@@ -797,6 +797,61 @@ def test_two_publishers_taking_turns_on_a_sensor_topic_are_named_where_their_sta
     assert values["publishers_interleaved.camera"] == "10"
 
 
+@pytest.mark.parametrize("policy_node", [CAMERA_IMU_TARGET], indirect=True)
+def test_two_publishers_taking_turns_on_the_target_topic_are_named_where_the_target_flips(policy_node):
+    """Over DDS, two nodes publishing the setpoint (target_velocity: a teleop beside a planner, a bag replaying
+    targets beside the operator) take turns: the target in force flipped between theirs at every message and nothing
+    said so (a Twist has no stamp to go back, the sensors' sign). The node counts publishers_interleaved.command at a
+    turn that changes the target in force and names both publishers. Equal targets from both, and a publisher
+    replaced by another (a teleop restarted), are no such case."""
+    import rclpy
+    from geometry_msgs.msg import Twist, Vector3
+
+    node, probe, spin, warnings = policy_node
+    first = probe.publisher(Twist, "target_velocity")
+    second_node = rclpy.create_node("planner", context=probe.context)
+    second = second_node.create_publisher(Twist, "target_velocity", 10)
+    both = (first, second)
+    assert spin(
+        30.0,
+        until=lambda: (
+            len(node.get_publishers_info_by_topic("/target_velocity")) == 2
+            and all(p.get_subscription_count() >= 1 for p in both)
+        ),
+    )
+    counters = node.runner.counters  # a setpoint is taken in every configured state: no activation needed
+
+    def send(publisher, linear):
+        received = counters["received.command"]
+        publisher.publish(Twist(linear=Vector3(x=linear)))
+        assert spin(10.0, until=lambda: counters["received.command"] > received), f"target {linear} never arrived"
+
+    try:
+        for publisher in (first, first, second, second):  # the first replaced by the second: no turn
+            send(publisher, 0.5)
+        for _ in range(3):  # both publish, the same target: turns, the target in force unchanged
+            send(first, 0.5)
+            send(second, 0.5)
+        assert counters["publishers_interleaved.command"] == 0, warnings
+        assert not [w for w in warnings if "interleave" in w]
+        for _ in range(5):  # a planner's 0.5 m/s and a teleop's stop, in turns: the target flips at each but the first
+            send(first, 0.5)
+            send(second, 0.0)
+    finally:
+        second_node.destroy_node()
+    assert counters["publishers_interleaved.command"] == 9 and counters["accepted.command"] == 20
+    said = [w for w in warnings if w.startswith("/target_velocity: messages from 2 publishers interleave (gids ")]
+    assert said, warnings
+    assert "(/planner)" in said[-1] and "(/probe)" in said[-1], said[-1]
+    assert "the command setpoint in force changes where one follows another: to [0, 0] from [0.5, 0]" in said[-1]
+    assert said[-1].endswith(
+        "check for a second node publishing it (a teleop beside a planner, a bag playing) on /target_velocity"
+    ), said[-1]
+    assert np.array_equal(node.runner.setpoint("command"), [0.0, 0.0])  # the last one in force: every one is taken
+    values = {kv.key: kv.value for kv in node.diagnostic_status().values}
+    assert values["publishers_interleaved.command"] == "9"
+
+
 def test_a_camera_info_of_another_size_and_field_of_view_does_not_end_the_node(policy_node):
     """A camera announcing another resolution and another field of view (a 32x32 camera_info, any lens): the size's
     error and the field of view's warning were logged from one line of code, and rclpy's logger refuses a second

@@ -855,11 +855,30 @@ class PolicyNode(LifecycleNode):
             self._warn_rejected(sensor, R.BAD_STAMP, f": {invalid}", stamp)
             return
         # a stamp on arrival (a Twist) says nothing of its publisher's clock: two publishers' targets at one /clock
-        # reading are equal; an equal header stamp is a duplicate_stamp, counted as such, not a stamp that went back
-        previous = self.runner.latest_stamps().get(sensor) if turn and stamp_msg is not None else None
+        # reading are equal; an equal header stamp is a duplicate_stamp, counted as such, not a stamp that went back.
+        # Publishers taking turns on a setpoint's topic show as its value in force changing at a turn instead
+        setpoint = sensor in SETPOINTS
+        previous = self.runner.latest_stamps().get(sensor) if turn and stamp_msg is not None and not setpoint else None
+        in_force = self.runner.setpoint(sensor) if turn and setpoint else None
         result = self.runner.submit(sensor, stamp, value, now=now, tag=stamp_msg)
         if previous is not None and stamp < previous:  # publishers take turns, and the stamps went back
-            self._say_interleaved(sensor, stamp, previous, result)
+            if result.reset == R.CLOCK_BACKWARDS:
+                what = "the liquid state is reset (clock_backwards)"
+            else:
+                what = f"rejected ({result.reason})" if not result.accepted else "taken"
+            self._say_interleaved(
+                sensor,
+                f"their stamps go back where one follows another: {sensor} stamp {stamp:.3f}, "
+                f"{previous - stamp:.3f} s before the last one taken, {what}",
+                "a second driver, or a bag playing,",
+            )
+        elif in_force is not None and result.accepted and not np.array_equal(in_force, value):
+            self._say_interleaved(
+                sensor,
+                f"the {sensor} setpoint in force changes where one follows another: to {_vector(value)} from "
+                f"{_vector(in_force)}",
+                "a second node publishing it (a teleop beside a planner, a bag playing)",
+            )
         if result.reason == R.INFERENCE_ERROR:  # the reading was taken, the update it released failed: the
             self._last_arrival[sensor] = now  # input is not silent (the waiting stop names the failing inference)
         if not result.accepted:
@@ -907,12 +926,15 @@ class PolicyNode(LifecycleNode):
         else:
             self._pending_action = result.action
 
-    def _say_interleaved(self, sensor: str, stamp: float, previous: float, result):
-        """Messages of several publishers take turns on ``sensor``'s topic and this one's stamp went back from the
-        last one taken (a second driver started by mistake, two launch files both bringing it up, a bag played beside
-        the live sensor): the rejections (out_of_order) or resets (clock_backwards) it causes at almost every
-        message said nothing of the cause. Counted as ``publishers_interleaved.<sensor>``, said at most once per
-        ``log_throttle_s`` naming the publishers (their gids, as ``ros2 topic info -v`` shows them, and nodes)."""
+    def _say_interleaved(self, sensor: str, symptom: str, check: str):
+        """Messages of several publishers take turns on ``sensor``'s topic, and this one's shows it (``symptom``): its
+        stamp went back from the last one taken (a second driver started by mistake, two launch files both bringing
+        it up, a bag played beside the live sensor), or, for a setpoint, whose stamp is its arrival, it changed the
+        value in force (a teleop beside a planner: the target flips between theirs). The rejections
+        (out_of_order) or resets (clock_backwards) a sensor's causes at almost every message said nothing of the
+        cause, nor did anything the flipping target. Counted as ``publishers_interleaved.<sensor>``, said at most once
+        per ``log_throttle_s`` naming the publishers (their gids, as ``ros2 topic info -v`` shows them, and nodes) and
+        what to ``check`` for."""
         self.runner.counters[f"publishers_interleaved.{sensor}"] += 1
         if not self._may_log(f"publishers_interleaved.{sensor}"):
             return
@@ -928,16 +950,11 @@ class PolicyNode(LifecycleNode):
             ".".join(f"{b:02x}" for b in gid) + (f" ({nodes[gid]})" if gid in nodes else "")
             for gid in sorted(publishers, key=lambda g: (nodes.get(g, ""), g))
         ]
-        if result.reset == R.CLOCK_BACKWARDS:
-            what = "the liquid state is reset (clock_backwards)"
-        else:
-            what = f"rejected ({result.reason})" if not result.accepted else "taken"
         self.get_logger().warning(
             f"{topic}: messages from {len(publishers)} publishers interleave (gids {', '.join(named[:4])}"
-            f"{', ...' if len(named) > 4 else ''}); their stamps go back where one follows another: {sensor} stamp "
-            f"{stamp:.3f}, {previous - stamp:.3f} s before the last one taken, {what} "
+            f"{', ...' if len(named) > 4 else ''}); {symptom} "
             f"({self.runner.counters[f'publishers_interleaved.{sensor}']} such messages, "
-            f"publishers_interleaved.{sensor}): check for a second driver, or a bag playing, on {topic}"
+            f"publishers_interleaved.{sensor}): check for {check} on {topic}"
         )
 
     @_one_at_a_time
@@ -1399,6 +1416,11 @@ def _some(names, shown: int = 8, chars: int = 64) -> str:
     if len(names) <= shown:
         return f"[{', '.join(some)}]"
     return f"{len(names)} joints [{', '.join(some)}, ...]"
+
+
+def _vector(value) -> str:
+    """A setpoint's value for a log line: ``[0.5, 0]``."""
+    return "[" + ", ".join(f"{float(v):g}" for v in np.ravel(value)) + "]"
 
 
 def make_executor():

@@ -238,6 +238,11 @@ class PolicyRunner:
         """The inputs that updates wait for: not received since the runner started or inputs were cleared."""
         return self._clock.missing
 
+    def setpoint(self, sensor: str) -> np.ndarray | None:
+        """The value of the setpoint ``sensor`` in force (its latest accepted reading), or None before one."""
+        held = self._setpoint_values.get(sensor)
+        return None if held is None else held[1]
+
     def latest_stamps(self) -> dict[str, float]:
         """Per input, the stamp of its last accepted reading (seconds; since the runner started or inputs were
         cleared)."""
