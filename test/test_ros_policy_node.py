@@ -12,7 +12,13 @@ from sensor_msgs.msg import Image, Imu
 
 from liquid_control.conventions.image_conversion import numpy_to_image
 from liquid_control.policy import Policy, save_policy
-from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
+from liquid_control.ros.testing import (
+    Probe,
+    isolated_ros_env,
+    start_listener_process,
+    start_node_process,
+    stop_process,
+)
 
 H = W = 16
 CONFIG = {
@@ -397,25 +403,6 @@ def test_a_signal_just_before_configure_starts_abandons_it(policy_file):
         rclpy.try_shutdown(context=context)
 
 
-LISTENER = """
-import rclpy
-from geometry_msgs.msg import TwistStamped
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-
-rclpy.init()
-node = rclpy.create_node("stop_listener")
-heard = []
-node.create_subscription(
-    TwistStamped, "cmd_vel", heard.append, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-)
-while rclpy.ok():
-    rclpy.spin_once(node, timeout_sec=0.05)
-    if heard:
-        print("heard", flush=True)
-        heard.clear()
-"""
-
-
 def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file, tmp_path):
     """At SIGINT/SIGTERM the node publishes a stop and waits up to 4 s for every subscriber to acknowledge it; a
     second Ctrl-C did not cut that wait: whoever presses it twice wants the process to end at once. A subscriber that
@@ -423,15 +410,12 @@ def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file
     said in one line, and the stop was published all the same."""
     import os
     import signal
-    import subprocess
-    import sys
 
     env = isolated_ros_env()
     node_log = tmp_path / "policy_node.log"
     proc = start_policy_node(policy_file, env, tmp_path)
     listener_out = tmp_path / "listener.out"
-    with open(listener_out, "w") as out:
-        listener = subprocess.Popen([sys.executable, "-c", LISTENER], env=env, stdout=out, stderr=subprocess.STDOUT)
+    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, listener_out)
     probe = Probe(env)
     try:
         cam, imu = connect(probe, node_log)

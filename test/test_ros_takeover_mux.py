@@ -13,7 +13,7 @@ from test_ros_launch import console_scripts, launch_stubs  # noqa: F401 (a fixtu
 
 from liquid_control.ros import entry
 from liquid_control.ros.takeover_mux import TakeoverMuxNode
-from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
+from liquid_control.ros.testing import Probe, isolated_ros_env, start_listener_process, start_node_process, stop_process
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -290,6 +290,58 @@ def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
     assert entry.NODE_MODULES["takeover_mux"] == "liquid_control.ros.takeover_mux"
     refused = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", dict(action_scale=[1.0, 0.0]), env)
     assert refused.wait(timeout=60) == 2
+
+
+def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement_at_shutdown(tmp_path):
+    """At SIGINT/SIGTERM the mux stops the base and waits up to 4 s for every subscriber to acknowledge it
+    (ros.delivery); a second Ctrl-C did not cut that wait. A base that never acknowledges (a subscriber process
+    stopped with SIGSTOP, still matched) holds it; the second SIGINT ends it, said in one line."""
+    import os
+    import signal
+
+    env = isolated_ros_env()
+    log = tmp_path / "takeover_mux.log"
+    params = dict(command_type="twist_stamped", operator_timeout_s=5.0, policy_timeout_s=5.0)
+    proc = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", params, env, log)
+    listener_out = tmp_path / "listener.out"
+    listener = start_listener_process("base/cmd_vel", "geometry_msgs.msg.TwistStamped", env, listener_out)
+    probe = Probe(env)
+    try:
+        operator = probe.publisher(Twist, "cmd_vel", RELIABLE)
+        policy = probe.publisher(TwistStamped, "policy/cmd_vel", RELIABLE)
+        base = probe.record("base/cmd_vel", TwistStamped, RELIABLE)
+        assert probe.wait_for(
+            lambda: (
+                operator.get_subscription_count() and policy.get_subscription_count() and base.get_publisher_count()
+            ),
+            60.0,
+        ), log.read_text()
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and "heard" not in listener_out.read_text():  # the base hears the mux
+            operator.publish(twist(0.3, 0.0, stamped=False))
+            policy.publish(twist(0.3, 0.05, time.time()))
+            time.sleep(0.1)
+        assert "heard" in listener_out.read_text(), log.read_text()
+        assert probe.wait_for(lambda: probe.messages("base/cmd_vel"), 10.0)
+        listener.send_signal(signal.SIGSTOP)  # matched, acknowledging nothing from here on
+        moving = len(probe.messages("base/cmd_vel"))
+        proc.send_signal(signal.SIGINT)
+        stopped = lambda: any(values(m) == (0.0, 0.0) for _, m in probe.messages("base/cmd_vel")[moving:])  # noqa: E731
+        assert probe.wait_for(stopped, 30.0), log.read_text()  # the stop is out: its wait begins
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30.0)
+    finally:
+        probe.close()
+        stop_process(proc)
+        os.kill(listener.pid, signal.SIGCONT)
+        stop_process(listener)
+    text = log.read_text()
+    assert code == 0, text
+    assert (
+        "/base/cmd_vel: the stop command at shutdown was published but not acknowledged by every subscriber: a second "
+        "stop signal (SIGINT) ended the wait (the robot may keep its last command)" in text
+    ), text
+    assert "within 4 s" not in text, text
 
 
 def test_run_time_changes_apply_the_checked_rule_and_deadman_and_refuse_the_rest(mux):

@@ -1,8 +1,9 @@
 """The main loop of a simple node executable: the node runs until SIGINT/SIGTERM, then cleans up and exits 0.
 
 rclpy's own signal handling is off (``SignalHandlerOptions.NO``): a signal only sets an event, so the loop ends
-between callbacks and ``finish`` (closing a bag, logging counts) always runs. A setting the node refuses at
-construction is printed on stderr and the process exits with status 2, as a command-line usage error.
+between callbacks and ``finish`` (closing a bag, logging counts) always runs; a second one ends a wait in it for a
+stop's acknowledgement (``ros.delivery``). A setting the node refuses at construction is printed on stderr and the
+process exits with status 2, as a command-line usage error.
 ``named_counts`` writes the counters a node or command reports when it ends (a bag's messages per topic, the policy
 node's summary) as every such line says them.
 """
@@ -26,10 +27,18 @@ def run_until_signal(
     import rclpy.executors
     from rclpy.signals import SignalHandlerOptions
 
+    from liquid_control.ros.delivery import stop_waiting
+
     stop = threading.Event()
     if not init_ros(name, args=args, signal_handler_options=SignalHandlerOptions.NO):
         return 2
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_signal(signum, _frame):
+        if stop.is_set():  # pressed twice: end now, also the wait for a stop's acknowledgement (ros.delivery)
+            stop_waiting(f"a second stop signal ({signal.Signals(signum).name})")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         node = make_node()
     except refused as exc:

@@ -117,6 +117,35 @@ def start_node_process(
     return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
+_LISTENER = """
+import importlib, sys
+import rclpy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+package, _, name = sys.argv[2].rpartition(".")
+rclpy.init()
+node = rclpy.create_node("listener")
+heard = []
+qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+node.create_subscription(getattr(importlib.import_module(package), name), sys.argv[1], heard.append, qos)
+while rclpy.ok():
+    rclpy.spin_once(node, timeout_sec=0.05)
+    if heard:
+        print("heard", flush=True)
+        heard.clear()
+"""
+
+
+def start_listener_process(topic: str, msg_type: str, env: dict, out_path: str | Path) -> subprocess.Popen:
+    """A reliable subscriber to ``topic`` (``msg_type`` as ``geometry_msgs.msg.TwistStamped``) in a process of its
+    own, which writes a line ``heard`` to ``out_path`` after it received messages: a subscriber a test can stop
+    (SIGSTOP: still matched, acknowledging nothing)."""
+    with open(out_path, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", _LISTENER, topic, msg_type], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 def stop_process(proc: subprocess.Popen, grace: float = 5.0) -> int:
     """SIGINT ``proc`` (a clean ROS shutdown), SIGKILL after ``grace`` seconds; its exit code."""
     import signal
