@@ -357,3 +357,46 @@ def test_a_warning_of_the_experiments_training_runs_is_shown_once(tmp_path, monk
         results = experiment.train_all([("cfc", "cfc")], [0, 1, 2], str(tmp_path / "train"), {"cfc": {}}, False, 1)
     assert [r["seed"] for r in results] == [0, 1, 2]
     assert [str(w.message) for w in shown] == ["a world's warning"]
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        ("{not json", "Expecting property name"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply to read"),
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"command": "x"}', "'commit' is not a string"),
+        (
+            '{"command": "x", "commit": "c", "machine": "m", "software": "s", "started_utc": "t", "wall_time_s": "1"}',
+            "'wall_time_s' is not a number",
+        ),  # fmt: skip
+    ],
+)
+def test_a_resume_refuses_a_damaged_provenance_record_before_running_an_episode(
+    tmp_path, capsys, monkeypatch, content, problem
+):
+    """A folder's provenance.json that is damaged or not ours (a downloaded evaluation). Before: it was read only
+    after the resumed episodes had run, when the report was written: a JSONDecodeError, RecursionError or
+    AttributeError traceback, no report, the episodes' time lost."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation import backends
+
+    out = tmp_path / "r"
+    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "1", "--lanes", "1",
+            "--out", str(out), "--no-progress", "--no-example", "--backend", "serial"]  # fmt: skip
+    assert main(argv) == 0
+    (out / "provenance.json").write_text(content)
+    ran = []
+    original = backends.run_batch
+
+    def counted(batch):
+        ran.append(batch)
+        return original(batch)
+
+    monkeypatch.setattr(backends, "run_batch", counted)
+    argv[argv.index("--episodes") + 1] = "2"
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'provenance.json'}: not a provenance record (" in err and problem in err, err[-2000:]
+    assert "Traceback" not in err and not ran
+    assert (out / "provenance.json").read_text() == content

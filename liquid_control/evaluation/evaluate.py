@@ -90,6 +90,7 @@ def evaluate(
                 flush=True,
             )
         prov_path = os.path.join(out_dir, "provenance.json")
+        previous = provenance.read_record(prov_path) if resume else None  # before the episodes: a damaged one named
         if resume and len(jobs) > len(todo) and not os.path.isfile(prov_path) and not sitting.cut_short:
             # episodes in the log, no record of the part that ran them: an older version's (provenance.json since
             # 2026-11-30); the sitting record keeps the count for a part that continues this one if it is cut short
@@ -130,10 +131,6 @@ def evaluate(
             prov = prov_now = provenance.collect(
                 command, started, sitting.elapsed(), commit, **(provenance_extra or {})
             )
-            previous = None
-            if resume and os.path.isfile(prov_path):
-                with open(prov_path, encoding="utf-8") as fh:
-                    previous = json.load(fh)
             if len(todo) or sitting.cut_short or previous is None:  # this part, or one cut short, ran something
                 prov = provenance.accumulate(previous, prov, sitting.cut_short)
                 if previous is None and sitting.unrecorded_episodes:  # this part's commit and times are not theirs

@@ -175,6 +175,49 @@ def _part_id(part: dict) -> tuple:
     return part.get("command"), part.get("started_utc")
 
 
+def read_record(path: str) -> dict | None:
+    """A folder's provenance.json (the record of the parts before a ``--resume``), None without one; an
+    EvaluationSetupError naming the file where it is not such a record (damaged, or another tool's), raised when
+    the resume starts: read only once its episodes had run, it ended the evaluation in a traceback, no report."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        problem = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)
+    else:
+        problem = _record_problem(record)
+    if problem:
+        raise EvaluationSetupError(f"{path}: not a provenance record ({problem}); move it away")
+    return record
+
+
+def _record_problem(record) -> str | None:
+    """What keeps ``record`` from being a provenance.json as ``collect`` and ``accumulate`` write it (the entries
+    every version wrote, those ``markdown`` reads of the others where they are given), or None."""
+    if not isinstance(record, dict):
+        return f"a JSON {type(record).__name__}, not an object"
+
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if not (record.get("command") is None or isinstance(record["command"], str)):
+        return "'command' is not a string"
+    for key in ("commit", "machine", "software", "started_utc"):
+        if not isinstance(record.get(key), str):
+            return f"{key!r} is not a string"
+    parts = record.get("earlier_parts", [])
+    if not (isinstance(parts, list) and all(isinstance(part, dict) for part in parts)):
+        return "'earlier_parts' is not a list of objects"
+    for where, entry in [("", record), *((f"earlier_parts[{n}].", part) for n, part in enumerate(parts))]:
+        for key in ("wall_time_s", "cpu_time_s", "total_wall_time_s"):
+            value = entry.get(key)
+            if (value is not None or (key == "wall_time_s" and not where)) and not number(value):
+                return f"'{where}{key}' is not a number of seconds"
+    return None
+
+
 def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
     """``current`` with the earlier parts of a resumed run (``previous``: its provenance.json, then the parts
     cut short since, see ``Sitting``) listed and their wall times added: a report finished by ``--resume``
