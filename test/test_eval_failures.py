@@ -400,3 +400,13 @@ def test_a_resume_refuses_a_damaged_provenance_record_before_running_an_episode(
     assert f"{out / 'provenance.json'}: not a provenance record (" in err and problem in err, err[-2000:]
     assert "Traceback" not in err and not ran
     assert (out / "provenance.json").read_text() == content
+
+
+def test_a_sitting_record_nested_past_the_recursion_limit_is_refused_naming_it(tmp_path):
+    """Before: a RecursionError traceback (no ValueError), where a damaged sitting record is refused by name."""
+    from liquid_control.evaluation import provenance
+    from liquid_control.evaluation.errors import EvaluationSetupError
+
+    (tmp_path / provenance.SITTING_NAME).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(EvaluationSetupError, match=r"provenance.sitting.json: not a sitting record"):
+        provenance.Sitting(str(tmp_path), "eval", time.time(), "def", resume=True)

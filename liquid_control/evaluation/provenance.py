@@ -94,7 +94,7 @@ class Sitting:
                 with open(self.path, encoding="utf-8") as fh:
                     found = json.load(fh)
                 parts = [dict(part) for part in found.get("cut_short", [])] + [dict(found["current"])]
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                 raise EvaluationSetupError(f"{self.path}: not a sitting record ({exc}); move it away") from None
             # records written before 2026-12-03 were written from a part's start, and marked the parts that worked
             self.cut_short = [part for part in parts if part.pop("worked", True)]
