@@ -247,3 +247,14 @@ def test_a_runs_config_yaml_of_aliases_of_aliases_is_refused_naming_it(tmp_path,
     err = capsys.readouterr().err
     assert f"{run / 'config.yaml'}: not a readable config (aliases expand" in err, err[-2000:]
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
+
+
+def test_a_start_record_nested_past_the_recursion_limit_is_refused_naming_it(tmp_path):
+    """A run folder's started_from.json of ``[[[[...`` (damaged, or not ours). Before: a RecursionError traceback
+    (json's error for it is no ValueError), where a damaged record is refused naming it."""
+    from liquid_control.training.run import TrainingError
+    from liquid_control.training.trainer import START_FILE, recorded_start
+
+    (tmp_path / START_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(TrainingError, match=rf"{START_FILE}: not a readable record of the run's start \(nested too"):
+        recorded_start(tmp_path, None)

@@ -120,8 +120,9 @@ def recorded_start(out: Path, checkpoint: dict | None) -> dict | None:
         record = json.loads(path.read_text())
         if not (isinstance(record, dict) and isinstance(record.get("path"), str) and "sha256" in record):
             raise ValueError("not a {path, sha256} object")
-    except ValueError as exc:
-        raise TrainingError(f"{path}: not a readable record of the run's start ({exc}); restore it") from None
+    except (ValueError, RecursionError) as exc:  # nested past the recursion limit: no ValueError
+        why = "nested too deeply to read" if isinstance(exc, RecursionError) else exc
+        raise TrainingError(f"{path}: not a readable record of the run's start ({why}); restore it") from None
     return record
 
 
