@@ -15,16 +15,17 @@ architecture at the headline schedule with the three taken from seeds (I, B, D):
 - the grid: every model seed M = I = B against every data seed D of `--seeds`;
 - the split: every (I, B, D) of `--split-seeds` (a subset of `--seeds`) with I != B (the grid holds the others).
 
-A run with I = B = D is the headline's own run: its weights are checked to be those of `--reference` (when that
-folder exists and this machine computes as the one that trained it did), which shows the seeds reach training
-the way they are meant to. Every policy then drives the headline's 8 shifts x `--episodes` paired episodes (the
-report's evaluation seeds, 20,000,000 on), and success over all 8 shifts is tabled by seed. A diagnostic: it
-changes nothing in training.
+A run with I = B = D is the headline's own run: its weights are compared with those of `--reference` (when that
+folder exists), which shows the seeds reach training the way they are meant to where this machine computes as the
+one that trained it did: measured so on some machines, not on every one, and not with LIQUID_CONTROL_NATIVE=0
+(docs/seed_factors/README.md); a run whose weights differ is another draw, not an error. Every policy then drives
+the headline's 8 shifts x `--episodes` paired episodes (the report's evaluation seeds, 20,000,000 on), and success
+over all 8 shifts is tabled by seed. A diagnostic: it changes nothing in training.
 
 Writes train/, the `liquid-control eval` reports eval_grid/ and eval_split/, results.json and results.md under
 --out (docs/seed_factors/ holds the results and reports of the committed run). Rerunning keeps the finished
 runs, continues interrupted ones and keeps an evaluation folder that has its results.csv (remove it after
-changing --archs, --seeds or --episodes).
+changing --archs, --seeds or --episodes). Ctrl-C keeps what finished: the same command again continues.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -42,6 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+PROG = "seed_factors.py"
 
 
 def _name(arch: str, init: int, order: int, data: int) -> str:
@@ -115,20 +118,20 @@ def _same_weights(a: Path, b: Path) -> bool:
 def _evaluate(runs: list[tuple], out: Path, episodes: int, workers: int) -> dict[str, list[bool]]:
     """Success per episode of each run's policy on the headline shifts (evaluated once; kept on a rerun)."""
     if not (out / "results.csv").is_file():
-        command = [
-            sys.executable,
-            "-m",
-            "liquid_control.cli",
-            "eval",
-            "--shift-set",
-            "headline",
-            "--episodes",
-            str(episodes),
-        ]
+        from liquid_control import cli
+        from liquid_control.processes import Terminated
+
+        command = ["eval", "--shift-set", "headline", "--episodes", str(episodes), "--resume"]
         command += ["--workers", str(workers), "--no-saliency", "--no-example", "--no-progress", "--out", str(out)]
         for arch, i, b, d, path in runs:
             command += ["--policy", f"{_name(arch, i, b, d)}={path}/policy.pt"]
-        subprocess.run(command, check=True)
+        # in this process, so a Ctrl-C stops the evaluation once, which keeps what finished and says so (a child
+        # process was killed 0.25 s after a Ctrl-C by subprocess.run; a failed one was a CalledProcessError traceback)
+        status = cli.main(command)
+        if status in (130, 143):
+            raise Terminated if status == 143 else KeyboardInterrupt
+        if status != 0:
+            sys.exit(f"{PROG}: the evaluation in {out} did not finish (exit {status}; its lines above say why)")
     wins: dict[str, list[bool]] = {}
     with open(out / "results.csv", newline="") as f:
         for row in csv.DictReader(f):
@@ -181,6 +184,24 @@ def main(argv=None) -> int:
     if not set(split) <= set(seeds):
         parser.error(f"--split-seeds {args.split_seeds} must be among --seeds {args.seeds} (the grid holds I = B)")
     out = Path(args.out)
+    try:
+        return _run(args, argv, archs, seeds, split, out)
+    except KeyboardInterrupt as exc:
+        from liquid_control.processes import Terminated
+
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(
+            f"{PROG}: {stopped}: the finished training runs and evaluation episodes are kept in {out}; the same "
+            "command again continues them",
+            file=sys.stderr,
+        )
+        return 143 if isinstance(exc, Terminated) else 130
+
+
+def _run(args, argv, archs: list[str], seeds: list[int], split: list[int], out: Path) -> int:
+    """Train the grid and split runs (those not finished), evaluate them, write the tables."""
+    from liquid_control.atomic_file import atomic_write
+
     started = time.monotonic()
 
     def run(arch, i, b, d):
@@ -223,15 +244,27 @@ def main(argv=None) -> int:
         "success": success,
         "episodes": {name: len(v) for name, v in wins.items()},
     }
-    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (out / "results.md").write_text("\n".join(lines))
+    for name, text in (("results.json", json.dumps(results, indent=1) + "\n"), ("results.md", "\n".join(lines))):
+        try:
+            with atomic_write(out / name, "w") as handle:  # whole or not at all, also on Ctrl-C or a full disk
+                handle.write(text)
+        except OSError as exc:
+            sys.exit(f"{PROG}: cannot write {exc.filename or out / name}: {exc.strerror or exc}")
     print("\n".join(lines))
     if reference:
-        print(f"I = B = D runs with the reference's weights: {sum(reference.values())} of {len(reference)}")
+        same = sum(reference.values())
+        print(
+            f"I = B = D runs with the reference's weights: {same} of {len(reference)}"
+            + (
+                ""
+                if same == len(reference)
+                else " (where a machine computes otherwise, another draw: docs/seed_factors/)"
+            )
+        )
     return 0
 
 
 if __name__ == "__main__":
     from liquid_control.processes import exit_status_of
 
-    sys.exit(exit_status_of("seed_factors.py", main))
+    sys.exit(exit_status_of(PROG, main))

@@ -284,3 +284,20 @@ def test_normalisation_invariance_refuses_too_few_frames_to_measure_against(tmp_
     err = capsys.readouterr().err
     assert "--episodes 1 --steps 1: 2 frames of the training world, whose random pairs do not differ" in err, err
     assert not list(tmp_path.iterdir())
+
+
+def test_seed_factors_says_in_one_line_that_its_evaluation_did_not_finish(tmp_path):
+    """Before: the evaluation ran as a child process with check=True, so one that failed (here a run's policy.pt
+    that is no policy) ended the script in a CalledProcessError traceback; a Ctrl-C killed that child 0.25 s later.
+    It runs in the script's process now, and its failure is one line after the evaluation's own (exit 1)."""
+    run_dir = tmp_path / "sf" / "train" / "cfc" / "i0_b0_d0"
+    run_dir.mkdir(parents=True)
+    (run_dir / "policy.pt").write_text("not a policy\n")  # a finished run: not trained again
+    args = ["--archs", "cfc", "--seeds", "0", "--split-seeds", "", "--episodes", "1", "--workers", "1"]
+    run = run_script("seed_factors.py", [*args, "--reference", str(tmp_path / "none"), "--out", "sf"], tmp_path)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert run.stderr.rstrip().endswith(
+        "seed_factors.py: the evaluation in sf/eval_grid did not finish (exit 2; its lines above say why)"
+    ), run.stderr[-2000:]
+    assert not (tmp_path / "sf" / "results.json").exists()
