@@ -3,7 +3,8 @@ PR_SET_PDEATHSIG: the workers of training and evaluation, the nodes of ``liquid-
 command line that treats SIGTERM (``kill``, a batch system's time limit) as it treats Ctrl-C. Also the allocator
 setting of the processes that train and evaluate (:func:`keep_freed_memory`), and the loop that collects a process
 pool's results and stops it cleanly (:func:`collect_results`), and the warnings of worker processes shown once by
-the process that started them (:func:`run_keeping_warnings`, :class:`WarningsOnce`)."""
+the process that started them (:func:`run_keeping_warnings`, :class:`WarningsOnce`), and the end of a process
+whose work is saved without the interpreter's exit (:func:`end_process_now`: policy_node, sim_node)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from multiprocessing.context import SpawnContext, SpawnProcess
+from typing import NoReturn
 
 
 def parent_death_signal() -> Callable[[], object] | None:
@@ -225,6 +227,19 @@ def stdout_reader_gone() -> int:
     return EXIT_BROKEN_PIPE
 
 
+def end_process_now(status: int) -> NoReturn:
+    """End the process at once with ``status``, stdout and stderr flushed first, skipping the interpreter's exit (exit
+    functions, non-daemon threads, collecting torch's, MuJoCo's, rclpy's objects: a second or more on a loaded CPU).
+    For a process whose work is done and saved (files closed, ROS context shut down) and which something may be
+    waiting on with a deadline: a node of `liquid-control sim` or of a launch file, SIGKILLed after its grace."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # a reader gone, a closed or replaced stream
+            pass
+    os._exit(status)
+
+
 _ended_once_done: list[Callable] = []  # the handler end_on_stop_signals_once_done set, while it is set
 
 
@@ -240,12 +255,7 @@ def end_on_stop_signals_once_done(status: int) -> None:
         return
 
     def end(signum, frame):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError, AttributeError):  # a reader gone, a closed or replaced stream
-                pass
-        os._exit(status)
+        end_process_now(status)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, end)

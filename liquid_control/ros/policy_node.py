@@ -30,9 +30,7 @@ if __name__ == "__main__":  # python -m: as the policy_node executable, whose ch
 import contextlib
 import functools
 import gc
-import os
 import signal
-import sys
 import threading
 import time
 from collections import Counter, deque
@@ -72,6 +70,7 @@ from liquid_control.conventions.params import (
     validate_policy_node_parameters,
 )
 from liquid_control.paths import resolve_policy_file
+from liquid_control.processes import end_process_now
 from liquid_control.ros.delivery import deliver_stop, stop_waiting
 from liquid_control.ros.executable import WithMessageInfo, named_counts
 from liquid_control.runtime import runner as R
@@ -1453,7 +1452,7 @@ def main(args=None) -> int:
     node stays stoppable whatever it is waiting for.
     Exit status: 0 after a requested stop, 1 when autostart is not a boolean or autostart's configure or activate
     failed (cause logged), 2 when rcl cannot read a --params-file.
-    Ends the process (``os._exit``) once the node is shut down.
+    Ends the process (``processes.end_process_now``) once the node is shut down.
     """
     from liquid_control.ros.executable import init_ros
 
@@ -1504,6 +1503,4 @@ def main(args=None) -> int:
     # Everything that matters is done (stop command published, every ROS entity destroyed). Skip the interpreter
     # teardown: garbage-collecting torch's modules takes seconds on a loaded CPU, long enough for a launch system
     # (or `liquid-control sim`) to give up and SIGKILL the node.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    end_process_now(code)

@@ -76,6 +76,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.conventions.sim_worlds import WORLDS  # each world's sensors, command and IMU noise
 from liquid_control.paths import user_path
+from liquid_control.processes import end_process_now
 from liquid_control.ros import robot_description
 from liquid_control.ros.delivery import acknowledged
 from liquid_control.ros.graph import taken_episode_bags
@@ -882,6 +883,7 @@ def main(args=None) -> int:
     loops check it, leave the episode unreported, and the node closes its bag, its world and its context here.
     rclpy's own handler would raise KeyboardInterrupt wherever the main thread is, e.g. inside ctypes' argument
     conversion of MuJoCo's EGL render, which turns it into a ``ctypes.ArgumentError`` traceback.
+    Ends the process (``processes.end_process_now``) once the node is shut down, as policy_node does.
     """
     from liquid_control.ros.executable import init_ros
 
@@ -919,4 +921,7 @@ def main(args=None) -> int:
         node.destroy_node()
         executor.shutdown()
         rclpy.try_shutdown()
-    return 0
+    # The bag is closed, the world and every ROS entity gone: skip the interpreter's exit (collecting MuJoCo's,
+    # torch's, rclpy's modules: ~0.5 s, more on a loaded CPU), which ran into `liquid-control sim`'s 3 s grace after
+    # its SIGINT and got the node SIGKILLed.
+    end_process_now(0)
