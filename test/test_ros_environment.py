@@ -68,6 +68,36 @@ def test_a_node_module_run_with_python_m_says_a_foreign_rclpy_in_one_line(tmp_pa
         assert line.startswith(f"{executable}: error: needs the Python package 'rclpy': the one found first,"), line
 
 
+def test_replay_run_with_python_m_is_refused_in_one_line_naming_the_command_that_checks(tmp_path):
+    """Before: `python -m liquid_control.ros.replay` ran replay through a __main__ of its own, past the checks
+    `liquid-control replay` runs first: with a sourced ROS installation's rclpy first on PYTHONPATH it ended in an
+    ImportError traceback from the module's imports. The checks live in liquid_control.cli, above the ros layer, so
+    the module refuses a -m run before its imports, naming the command, which says what is wrong."""
+    env = sourced_foreign_ros(tmp_path, "_rclpy_pybind11.cpython-312-x86_64-linux-gnu.so")
+    replay = ["replay", str(tmp_path / "played"), "-o", str(tmp_path / "replayed")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.ros.replay", *replay[1:]],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    line = proc.stderr.strip()
+    assert proc.returncode == 2 and "\n" not in line and not (tmp_path / "replayed").exists(), proc.stderr
+    assert line == (
+        "python -m liquid_control.ros.replay: error: run it as liquid-control replay (or python -m liquid_control.cli "
+        "replay), which checks the shell's ROS settings first"
+    ), line
+    proc = subprocess.run(  # the command it names says what is wrong, in one line
+        [sys.executable, "-m", "liquid_control.cli", *replay], env=env, cwd=tmp_path, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    line = proc.stderr.strip()
+    assert proc.returncode == 1 and "\n" not in line, proc.stderr
+    assert line.startswith("liquid-control replay: error: needs the Python package 'rclpy': the one found first,"), line
+
+
 def test_discovery_turned_off_in_the_environment_stops_sim_at_once_naming_it(tmp_path):
     """Before: with ROS_AUTOMATIC_DISCOVERY_RANGE=OFF in the shell, `liquid-control sim` started its nodes, which
     never found each other: the sim waited its 30 s for a policy node, then the run's timeout (exit 3: "--timeout:

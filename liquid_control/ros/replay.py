@@ -39,6 +39,16 @@ passed: a refused replay leaves no (empty) output bag behind, and the corrected 
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # python -m: refused before rclpy loads (a foreign one was a traceback); the command checks
+    import sys  # the shell's ROS settings first, which this module cannot reach (liquid_control.cli is above it)
+
+    print(
+        "python -m liquid_control.ros.replay: error: run it as liquid-control replay (or python -m "
+        "liquid_control.cli replay), which checks the shell's ROS settings first",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
 import argparse
 import copy
 import math
@@ -671,9 +681,3 @@ def run(args) -> int:
         _stderr(f"warning: nothing was recorded (is the policy node running and active?){hint}")
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    args = argparse.ArgumentParser(prog="liquid-control replay")
-    add_arguments(args)
-    sys.exit(run(args.parse_args()))
