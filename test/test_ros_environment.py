@@ -196,8 +196,9 @@ def test_an_rmw_implementation_not_installed_here_is_named():
 def test_a_ros_log_folder_that_cannot_be_made_is_named(tmp_path):
     """Before: ROS_LOG_DIR (or HOME, for ~/.ros/log) where rcl cannot make its log folder ended `liquid-control
     sim` in an RCLError traceback from its status listener after the nodes had started, and `liquid-control
-    record` in one too. Now sim refuses before any node starts and record says it in one line; `record --expert`,
-    which needs no rcl, still runs."""
+    record` in one too. Now sim and record refuse before anything starts, in one line, exit 2 (record said it with
+    exit 1 after starting rcl, where sim, view and replay refuse with 2); `record --expert`, which needs no rcl, still
+    runs."""
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     env = isolated_ros_env()
@@ -213,11 +214,11 @@ def test_a_ros_log_folder_that_cannot_be_made_is_named(tmp_path):
     ), proc.stderr
     record = [sys.executable, "-m", "liquid_control.cli", "record", "--duration", "1", "-o", str(tmp_path / "bag")]
     proc = subprocess.run(record, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and not (tmp_path / "bag").exists(), proc.stderr
-    assert proc.stderr.strip().startswith("liquid-control record: cannot start: failed to initialize logging"), (
-        proc.stderr
-    )
-    assert proc.stderr.strip().endswith("set ROS_LOG_DIR to a writable folder"), proc.stderr
+    assert proc.returncode == 2 and not (tmp_path / "bag").exists(), proc.stderr  # refused as sim: before, exit 1
+    assert proc.stderr.strip() == (
+        f"liquid-control record: error: the ROS log folder {blocker / 'log'} (from ROS_LOG_DIR) cannot be created: "
+        f"{blocker} is not a folder; set ROS_LOG_DIR to a writable folder"
+    ), proc.stderr
     expert = [*record[:4], "--expert", "--episodes", "1", "--time-limit", "0.3", "--render-size", "32"]
     proc = subprocess.run(
         [*expert, "-o", str(tmp_path / "expert")], env=env, capture_output=True, text=True, timeout=300
@@ -252,7 +253,8 @@ def test_a_ros_log_folder_refused_also_to_root_is_named(tmp_path):
     read-only mount, /sys): as root `liquid-control sim` passed the check and failed later. And a log folder that
     exists but takes no log file ended `liquid-control record` (rclpy's RuntimeError from spdlog, not the RCLError
     init_ros caught) in a traceback, as root or not, and view and replay (rclpy.init itself) too. Each now names
-    the folder and says to set ROS_LOG_DIR; view and replay before they start, as sim."""
+    the folder and says to set ROS_LOG_DIR; record, view and replay before they start, as sim, with exit 2 (record's
+    line was 'cannot start: ...' with exit 1)."""
     from sensor_msgs.msg import Imu
 
     from liquid_control.bags import BagWriter
@@ -267,17 +269,11 @@ def test_a_ros_log_folder_refused_also_to_root_is_named(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the check left nothing behind
     env = isolated_ros_env()
     env["ROS_LOG_DIR"] = "/sys"  # a folder that exists: rcl makes nothing, its log file cannot be opened there
-    record = [sys.executable, "-m", "liquid_control.cli", "record", "--duration", "1", "-o", str(tmp_path / "bag")]
-    proc = subprocess.run(record, env=env, capture_output=True, text=True, timeout=120)
-    line = proc.stderr.strip()
-    assert proc.returncode == 1 and "\n" not in line and not (tmp_path / "bag").exists(), proc.stderr
-    expected = "liquid-control record: cannot start: the ROS log folder /sys (from ROS_LOG_DIR) is not writable ("
-    assert line.startswith(expected), line
-    assert line.endswith("set ROS_LOG_DIR to a writable folder"), line
     with BagWriter(tmp_path / "played") as writer:
         writer.write("/imu/data", 10**12, Imu())
     cli = [sys.executable, "-m", "liquid_control.cli"]
     for command, out, options in (  # before: a traceback from rclpy.init, once the bags were open or the view set up
+        ("record", tmp_path / "bag", ["--duration", "1", "-o"]),  # before: exit 1, 'record: cannot start: ...'
         ("view", tmp_path / "topics.png", ["--duration", "2", "--snapshot"]),
         ("replay", tmp_path / "replayed", [str(tmp_path / "played"), "--wait", "2", "--linger", "0", "-o"]),
     ):

@@ -170,8 +170,8 @@ def unavailable_rmw(environ=os.environ) -> str | None:
 def unwritable_log_dir(environ=os.environ) -> str | None:
     """Why rcl cannot make its log folder (ROS_LOG_DIR, else $ROS_HOME/log, else ~/.ros/log), or None. rclpy.init
     fails then ('failed to initialize logging: Failed to create log directory'): a traceback from `liquid-control
-    sim`'s status listener after its nodes had started (sim, view and replay check it before they start; `record
-    --expert` needs no rcl and is not refused), and a folder there that rcl cannot write its log file into, a
+    sim`'s status listener after its nodes had started (sim, view, replay and record check it before they start;
+    `record --expert` needs no rcl and is not refused), and a folder there that rcl cannot write its log file into, a
     RuntimeError traceback (:func:`~liquid_control.ros.executable.init_ros`). Tried, as rcl would: a folder made
     where rcl makes its own (or its log file) and removed at once; os.access says writable to root also where a
     read-only mount or /sys refuses (EROFS, EPERM)."""

@@ -52,6 +52,7 @@ from liquid_control.conventions.params import (
     refuse_startup_parameter_changes,
 )
 from liquid_control.paths import user_path
+from liquid_control.ros.entry import unwritable_log_dir
 from liquid_control.ros.executable import WithMessageInfo, init_ros, named_counts, run_until_signal
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
@@ -698,7 +699,7 @@ def _record_graph(args, topics: list[str]) -> int:
     if not init_ros(
         "liquid-control record", context=context, args=cli_args, signal_handler_options=SignalHandlerOptions.NO
     ):
-        return 1
+        return 2  # refused before anything was recorded, as the log-folder check before it
     # Our own handlers: SIGINT and SIGTERM finish the bag, also where the shell started us with SIGINT ignored
     # (`liquid-control record ... &` in a script) or a supervisor stops us with SIGTERM.
     stop = threading.Event()
@@ -852,11 +853,11 @@ def run(args) -> int:
                 f"{wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
             )
             return 0
-        problem = discovery_problem()  # the recorder would find no publisher and record nothing
+        # discovery off: the recorder would find no publisher and record nothing; a log folder rcl cannot make
+        problem = discovery_problem() or unwritable_log_dir()
         if problem:
             raise ValueError(problem)
         return _record_graph(args, list(args.topics) or default_topics(args.node_params))
     except (BagError, ValueError) as exc:
         print(f"liquid-control record: error: {exc}", file=sys.stderr)
         return 2
-
