@@ -282,3 +282,30 @@ def test_a_ros_log_folder_refused_also_to_root_is_named(tmp_path):
         assert proc.returncode == 2 and "\n" not in line and not out.exists(), (command, proc.stderr)
         said = f"liquid-control {command}: error: the ROS log folder /sys (from ROS_LOG_DIR) is not writable ("
         assert line.startswith(said), line
+
+
+@pytest.mark.skipif(not os.path.ismount("/sys"), reason="needs sysfs at /sys, where no folder or file can be made")
+def test_a_node_executable_names_a_ros_log_folder_it_cannot_use(tmp_path):
+    """The node executables (a launch file's policy_node, takeover_mux) run no command's check before rclpy.init:
+    init_ros says why rcl could not start in one line, exit 2. A log folder rcl cannot make is an RCLError ('Failed
+    to create log directory'), one that exists but takes no log file (/sys) spdlog's RuntimeError, a traceback before
+    init_ros named it (9fa2437). `liquid-control record` covered both until it refused them before rclpy.init
+    (844b072): nothing else ran them since."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    unmade = f"cannot start: failed to initialize logging: Failed to create log directory '{blocker / 'log'}'"
+    for executable in ("takeover_mux", "policy_node"):
+        for log_dir, said in (
+            ("/sys", "cannot start: the ROS log folder /sys (from ROS_LOG_DIR) is not writable ("),
+            (str(blocker / "log"), unmade),
+        ):
+            env = isolated_ros_env()
+            env["ROS_LOG_DIR"] = log_dir
+            proc = subprocess.run(
+                [sys.executable, "-m", "liquid_control.ros.entry", executable],
+                env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            line = proc.stderr.strip()
+            assert proc.returncode == 2 and "\n" not in line, (executable, log_dir, proc.stderr)
+            assert line.startswith(f"{executable}: {said}"), line
+            assert line.endswith("; set ROS_LOG_DIR to a writable folder"), line
