@@ -8,7 +8,6 @@ whose work is saved without the interpreter's exit (:func:`end_process_now`: pol
 
 from __future__ import annotations
 
-import atexit
 import os
 import signal
 import sys
@@ -240,17 +239,13 @@ def end_process_now(status: int) -> NoReturn:
     os._exit(status)
 
 
-_ended_once_done: list[Callable] = []  # the handler end_on_stop_signals_once_done set, while it is set
-
-
 def end_on_stop_signals_once_done(status: int) -> None:
     """SIGINT (Ctrl-C) and SIGTERM end the process at once with ``status`` from now on, for a command-line process
     whose command has returned that exit status: the interpreter's exit that follows (collecting torch's, MuJoCo's,
     rclpy's objects: a second or more after the last line) ran with SIGINT at its default, so a Ctrl-C in it ended a
     finished command by the signal (status 130 in the shell, after its result line, with every file written).
     Ignoring them instead would leave an exit that hangs (a thread that never ends, a worker that is not joined) to
-    SIGKILL alone. stdout and stderr are flushed first. Main thread only (elsewhere nothing). Once the exit
-    functions have run, Python takes its handlers back (:func:`_ignore_stop_signals_in_the_teardown`)."""
+    SIGKILL alone. stdout and stderr are flushed first. Main thread only (elsewhere nothing)."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -259,25 +254,6 @@ def end_on_stop_signals_once_done(status: int) -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, end)
-    _ended_once_done[:] = [end]
-
-
-def _ignore_stop_signals_in_the_teardown() -> None:
-    """An exit function: where :func:`end_on_stop_signals_once_done`'s handler is still set, SIGINT and SIGTERM are
-    ignored for the rest of the exit. After the exit functions Python puts the default back for every handler of
-    its own (``_PySignal_Fini``), then collects the modules' objects (torch's, MuJoCo's: most of the second an exit
-    takes), and a stop signal there ended a finished command by the signal (-15 / -2: measured after `export`'s
-    line and a benchmark's last line); an ignored signal stays ignored. No Python code is stopped by it from here on:
-    threads were joined and the exit functions ran (registered at this module's import, this runs after those
-    registered later: torch's, Ray's, weakref finalizers), with the handler that ends the process."""
-    if not _ended_once_done or threading.current_thread() is not threading.main_thread():
-        return
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(signum) is _ended_once_done[0]:  # not a handler set since (a test's)
-            signal.signal(signum, signal.SIG_IGN)
-
-
-atexit.register(_ignore_stop_signals_in_the_teardown)
 
 
 def status_of_process_command(command: Callable[[], int | None]) -> int | None:

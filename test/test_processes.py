@@ -80,14 +80,40 @@ sys.exit(status)
 """
 
 
+SCRIPT_WHOSE_EXIT_WAITS_ON_A_CHILD = """
+import multiprocessing, os, sys, time
+
+def child(parent):
+    while os.getppid() == parent:  # until the script has ended
+        time.sleep(0.1)
+
+if __name__ == "__main__":
+    # multiprocessing's exit function joins this unjoined non-daemon child; it was registered before processes'
+    # import, so an exit function of processes' runs before it (ec30e40 ignored the signals there: SIGKILL only)
+    multiprocessing.get_context("spawn").Process(target=child, args=(os.getpid(),)).start()
+    from liquid_control.processes import exit_status_of
+
+    status = exit_status_of("script.py", lambda: 3)
+    print("returned", status, flush=True)
+    sys.exit(status)
+"""
+
+
+@pytest.mark.parametrize(
+    "script", [SCRIPT_WHOSE_EXIT_HANGS, SCRIPT_WHOSE_EXIT_WAITS_ON_A_CHILD], ids=["thread", "child"]
+)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_once_a_script_has_returned_ends_it_with_its_status(signum):
+def test_a_stop_signal_once_a_script_has_returned_ends_it_with_its_status(signum, script, tmp_path):
     """Before: the scripts' exit_status_of left the interpreter's exit after a finished script to the default
     handling (005e3753 covered `liquid-control` only): a SIGTERM then ended it by the signal (-15, every file
     written), a Ctrl-C printed a KeyboardInterrupt traceback ('Exception ignored in: <module 'threading'>') and a
-    hung exit went on. Now either ends the process at once with the script's status, as liquid-control's."""
+    hung exit went on. Now either ends the process at once with the script's status, as liquid-control's, also
+    while an exit function registered before liquid_control's import waits (multiprocessing's join of a child).
+    """
+    script_file = tmp_path / "script.py"  # a file: a spawned child imports the script's functions from it
+    script_file.write_text(script)
     proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT_WHOSE_EXIT_HANGS],
+        [sys.executable, str(script_file)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -98,42 +124,6 @@ def test_a_stop_signal_once_a_script_has_returned_ends_it_with_its_status(signum
         proc.send_signal(signum)
         assert proc.wait(timeout=60) == 3
         assert "Traceback" not in proc.stderr.read()
-    finally:
-        proc.kill()
-        proc.communicate()
-
-
-SCRIPT_WHOSE_TEARDOWN_TAKES_TIME = """
-import os, sys, time
-from liquid_control.processes import exit_status_of
-
-class Teardown:  # collected with the module's objects, after the exit functions, as torch's and MuJoCo's are
-    def __del__(self):
-        os.write(1, b"collecting\\n")
-        time.sleep(2)
-
-kept = Teardown()
-sys.exit(exit_status_of("script.py", lambda: 3))
-"""
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_a_stop_signal_while_python_collects_the_modules_keeps_the_status(signum):
-    """Before: Python puts the default handling back for its own handlers once the exit functions have run
-    (_PySignal_Fini), before it collects the modules' objects (most of the second an exit takes after torch and
-    MuJoCo), so a SIGTERM or Ctrl-C there ended a finished command or script by the signal (-15 / -2; measured after
-    `liquid-control export`'s line too). They are ignored there now: the status stays."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT_WHOSE_TEARDOWN_TAKES_TIME],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's SIGINT is ignored
-    )
-    try:
-        assert proc.stdout.readline() == "collecting\n", proc.stderr.read()
-        proc.send_signal(signum)
-        assert proc.wait(timeout=60) == 3
     finally:
         proc.kill()
         proc.communicate()
