@@ -2,13 +2,15 @@
 
 Each sub-command lives with the code it drives and is imported only when used, so `liquid-control --help`
 is fast and a deployment without the training stack still has `sim`/`export`.
-A sub-command module provides ``add_arguments(parser)`` and ``run(args) -> int``.
+A sub-command module provides ``add_arguments(parser)`` and ``run(args) -> int``; ``args.command_line`` is the command
+as a shell spells it (``liquid-control eval ...``, also for ``main([...])`` from a script), for a run's provenance.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 import textwrap
 
@@ -133,6 +135,9 @@ def _main(argv: list[str]) -> int:
     try:
         module, sub = command_parser(name)
         args = sub.parse_args(argv[1:])
+        # what ran, as a shell would spell it, for a run's provenance: the argv given, also from Python (a script's
+        # cli.main([...]); sys.argv is then the script's own)
+        args.command_line = shlex.join(["liquid-control", *argv])
         if getattr(args, "no_progress", None) is False and not stderr_is_terminal():
             args.no_progress = True  # a bar redrawn with carriage returns fills a log with its every state
         return int(module.run(args) or 0)

@@ -85,6 +85,25 @@ def test_an_evaluations_provenance_records_the_folder_its_command_ran_in(work, m
     )
 
 
+def test_a_command_a_script_runs_through_cli_main_records_that_command(work, monkeypatch, capsys):
+    """Before: scripts/seed_selection.py and seed_factors.py run their evaluation as cli.main([...]) in their own
+    process, where sys.argv is the script's: the report said 'Command: `(from Python)`' and the run's command.txt
+    and policy held none. The command recorded is the argv cli.main ran, as a shell spells it."""
+    from liquid_control.policy import load_policy
+
+    monkeypatch.setattr(sys, "argv", ["scripts/seed_selection.py", "--out", "elsewhere"])
+    train = ["train", "--config", "tiny.yaml", "--out", "run", "--bag", "bags/drive", "--no-progress"]
+    assert cli.main(train) == 0
+    assert (work / "run" / "command.txt").read_text().startswith(f"liquid-control {' '.join(train)}\n")
+    assert load_policy(work / "run" / "policy.pt").metadata["command"] == f"liquid-control {' '.join(train)}"
+    evaluate = ["eval", "--policy", "robot=run/policy.pt", "--episodes", "1", "--out", "my report", "--workers", "1"]
+    assert cli.main([*evaluate, "--no-progress", "--no-example", "--no-saliency"]) == 0
+    command = "liquid-control eval --policy robot=run/policy.pt --episodes 1 --out 'my report' --workers 1"
+    command += " --no-progress --no-example --no-saliency"
+    assert json.loads((work / "my report" / "provenance.json").read_text())["command"] == command
+    assert f"- Command: `{command}` in `{work}`\n" in (work / "my report" / "report.md").read_text()
+
+
 def test_an_offline_evaluation_records_its_folder_and_marks_the_bags_the_policy_learned_from(work, monkeypatch, capsys):
     """Before: eval --bag's offline.json and report gave 'liquid-control eval --bag bags/drive ...' and no folder, and a
     bag the policy had trained on (or whose loss selected its epoch) was reported as any other: its small error read

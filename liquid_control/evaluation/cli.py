@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 
 from liquid_control.evaluation.backends import BACKENDS, import_ray
@@ -294,11 +293,7 @@ def _run(args: argparse.Namespace) -> int:
     from liquid_control.evaluation.evaluate import evaluate, option_arguments
     from liquid_control.evaluation.plan import build_plan
 
-    command = (
-        "liquid-control eval " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-        if len(sys.argv) > 1 and sys.argv[1] == "eval"
-        else ""
-    )
+    command = getattr(args, "command_line", "")  # set by liquid_control.cli; "" for run(args) from Python
     try:
         # `kill` stops an evaluation as Ctrl-C does: its line, exit 143
         with sigterm_as_interrupt("liquid-control eval"):

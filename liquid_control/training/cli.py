@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -178,11 +177,7 @@ def run(args) -> int:
         problem = output_folder_problem(args.out)
         if problem:
             raise ValueError(f"--out {args.out}: {problem}")
-        command = (
-            "liquid-control train " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-            if len(sys.argv) > 2 and sys.argv[1] == "train"
-            else None
-        )
+        command = getattr(args, "command_line", None)  # set by liquid_control.cli; None for run(args) from Python
         with sigterm_as_interrupt("liquid-control train"):
             result = train(
                 args.config,
