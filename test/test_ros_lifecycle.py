@@ -17,6 +17,7 @@ from lifecycle_msgs.msg import State
 from rclpy.lifecycle import TransitionCallbackReturn
 from std_srvs.srv import Trigger
 
+from liquid_control.conventions.imu import GRAVITY_WINDOW
 from liquid_control.conventions.params import POLICY_NODE_PARAMETERS, ParameterError, validate_policy_node_parameters
 from liquid_control.policy import Policy, save_policy
 from liquid_control.ros.policy_node import PolicyNode
@@ -604,26 +605,50 @@ class BalancerRig:
     def publish_target(self, linear, angular=0.0):
         msg = self._types[2]()
         msg.linear.x, msg.angular.z = float(linear), float(angular)
+        counters = self.node.runner.counters
+        before = counters["received.command"]
         self.target.publish(msg)
-        self.spin(0.2)
+        self.spin(30.0, until=lambda: counters["received.command"] > before)
+        assert counters["received.command"] > before, "the node never received the target"
 
-    def stream(self, seconds, wheels=(1.0, 1.0)):
-        """IMU + wheel messages (none with ``wheels=None``) every ~10 ms for ``seconds``, stamped now + offset."""
+    def stream(self, messages, wheels=(1.0, 1.0)):
+        """``messages`` IMU messages, each after a wheel message (none with ``wheels=None``), one every 10 ms of the
+        steady clock or later, stamped by the node clock (+ ``offset``) when sent; the (active) node takes each
+        before the next is sent, and every command it published is heard at the end. A number of messages, not of
+        seconds: a stream of wall seconds sent far fewer than 100 a second on a loaded machine (38), too few for a
+        check that counts readings (the IMU's gravity window)."""
         from builtin_interfaces.msg import Time
 
         imu_type, joint_type, _ = self._types
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            ns = self.node.get_clock().now().nanoseconds + int(self.offset * 1e9)
+        counters = self.node.runner.counters
+        sensors = ("imu",) if wheels is None else ("imu", "wheels")
+        node_ns = lambda: self.node.get_clock().now().nanoseconds  # noqa: E731
+        received = lambda: [counters[f"received.{s}"] for s in sensors]  # noqa: E731
+        start, sent = time.monotonic(), None
+        for k in range(messages):
+            # due, and the node clock moved on since the last one (under use_sim_time: a new /clock came)
+            self.spin(30.0, until=lambda due=start + k * 0.01, sent=sent: time.monotonic() >= due and node_ns() != sent)
+            sent = node_ns()
+            ns = sent + int(self.offset * 1e9)
             stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
             imu = imu_type()
             imu.header.stamp, imu.linear_acceleration.z, imu.angular_velocity.x = stamp, self.gravity_z, 0.3
             joints = joint_type(name=list(self.wheel_names), velocity=[float(v) for v in wheels or ()])
             joints.header.stamp = stamp
+            expected = [n + 1 for n in received()]
+            taken = lambda expected=expected: all(n >= e for n, e in zip(received(), expected))  # noqa: E731
             if wheels is not None:
                 self.wheels.publish(joints)
             self.imu.publish(imu)
-            self.spin(0.01)
+            self.spin(30.0, until=taken)
+            assert taken(), f"message {k + 1} of {messages} never reached the node (is it active?): {dict(counters)}"
+        self.hear_every_command()
+
+    def hear_every_command(self):
+        """Spin until the probe heard every command the node published since its configure (a stop is one)."""
+        published = lambda: self.node._commands_published  # noqa: E731
+        self.spin(30.0, until=lambda: len(self.commands) >= published())
+        assert len(self.commands) >= published(), (len(self.commands), published())
 
     def commands_since(self, t):
         return [c for at, c in self.commands if at >= t]
@@ -636,12 +661,11 @@ def test_a_clock_jump_keeps_the_setpoint_and_the_balancer_keeps_commanding(polic
     rig.configure()
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.5)
+    rig.stream(50)
     assert rig.commands and any(c != [0.0, 0.0] for _, c in rig.commands)
     jump = time.monotonic()
     rig.offset = -5.0  # the sensors' clock jumps back 5 s (a simulation reset)
-    rig.stream(1.0)
-    rig.spin(0.3)
+    rig.stream(100)
     assert rig.node.runner.counters["resets.clock_backwards"] == 1
     after = rig.commands_since(jump)
     assert len(after) > 20, after  # was 0: no command at all until the operator published a new target
@@ -659,21 +683,23 @@ def test_an_input_fault_that_leaves_the_node_commanding_raises_the_diagnostic_le
     rig.configure()
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.5)
+    rig.stream(50)
     assert rig.node.diagnostic_status().message == "commanding"
     rig.gravity_z = -9.8
-    rig.stream(2.0)  # two gravity windows of 100 readings at ~100 Hz
+    rig.stream(2 * GRAVITY_WINDOW)  # one whole gravity window of these readings at least, wherever windows start
     assert rig.node.runner.counters["imu.gravity_mismatch"] >= 1
     status = rig.node.diagnostic_status()
     assert status.level == DiagnosticStatus.WARN, status
     assert status.message == "commanding, with input faults: imu.gravity_mismatch"
     rig.gravity_z = 9.8
-    rig.stream(1.2)  # a clean window: the counter no longer grows
+    rig.stream(GRAVITY_WINDOW)  # ends the window the fault's readings began
     grown = rig.node.runner.counters["imu.gravity_mismatch"]
+    rig.stream(GRAVITY_WINDOW)  # a whole clean window: the counter no longer grows
+    assert rig.node.runner.counters["imu.gravity_mismatch"] == grown
+    rig.node.diagnostic_status()  # the count where it stopped, seen as the diagnostics timer sees it every period
     hold = 5.0 + 2 * 1.0  # training_record.RATE_WINDOW_S + two diagnostics periods
     rig.node._fault_grown_at = {k: t - hold for k, t in rig.node._fault_grown_at.items()}  # that long ago
     status = rig.node.diagnostic_status()
-    assert rig.node.runner.counters["imu.gravity_mismatch"] == grown
     assert (status.level, status.message) == (DiagnosticStatus.OK, "commanding"), status
 
 
@@ -688,12 +714,11 @@ def test_a_node_waiting_for_an_input_after_a_reset_stops_the_robot(policy_file, 
     rig.node.runner.setpoints = frozenset()  # the target is a time series to this runner: a clock jump drops it
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.5)
+    rig.stream(50)
     assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
     jump = time.monotonic()
     rig.offset = -5.0
-    rig.stream(1.5)  # fresh IMU and wheels, no target
-    rig.spin(0.2)
+    rig.stream(150)  # fresh IMU and wheels, no target; the last /diagnostics heard is from while they were fresh
     after = rig.commands_since(jump)
     assert [0.0, 0.0] in after, after  # the stop
     stop = after.index([0.0, 0.0])
@@ -706,7 +731,7 @@ def test_a_node_waiting_for_an_input_after_a_reset_stops_the_robot(policy_file, 
     # a new target: commanding again
     rig.publish_target(0.2)
     resumed = time.monotonic()
-    rig.stream(0.5)
+    rig.stream(50)
     assert any(c != [0.0, 0.0] for c in rig.commands_since(resumed))
     assert rig.node.diagnostic_status().message == "commanding"
 
@@ -718,20 +743,20 @@ def test_the_latest_setpoint_in_any_state_is_the_current_one_and_activate_forget
     rig.configure()
     rig.publish_target(0.5)  # configured, not yet active: kept too
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    rig.stream(0.3)
+    rig.stream(30)
     assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
     np.testing.assert_array_equal(rig.node.runner._held["command"], [0.5, 0.0])
     assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    rig.spin(1.0, until=lambda: rig.commands[-1][1] == [0.0, 0.0])  # the deactivate's stop, arrived
+    rig.hear_every_command()
+    assert rig.commands[-1][1] == [0.0, 0.0]  # the deactivate's stop
     rig.publish_target(0.0)  # the operator sets the target to 0 while the node is inactive
-    rig.spin(0.3, until=lambda: rig.node.runner.counters["received.command"] >= 2)
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     active = time.monotonic()
-    rig.stream(0.3, wheels=None)  # IMU only: the wheel readings held from before the deactivate are stale
+    rig.stream(30, wheels=None)  # IMU only: the wheel readings held from before the deactivate are stale
     rig.spin(0.1)
     assert rig.commands_since(active) == []  # waits for the wheels (was: commanded with the old readings)
     assert rig.node.runner.missing_inputs() == ("wheels",)  # not the target: it is the one received inactive
-    rig.stream(0.3)
+    rig.stream(30)
     rig.spin(0.1)
     assert len(rig.commands_since(active)) > 5
     np.testing.assert_array_equal(rig.node.runner._held["command"], [0.0, 0.0])  # was [0.5, 0]
@@ -803,12 +828,9 @@ def test_run_time_parameter_changes_are_checked_and_refused_while_configured(pol
 
 def _assert_commands_within(rig, limit: float) -> None:
     """Every command streamed from now on is within +-limit (a new max_command holds at once), the setting too."""
-    # commands published before the change, still on their way, are not the new limit's: every one received first
-    published = lambda: rig.node._commands_published + rig.node._stops_published  # noqa: E731
-    rig.spin(30.0, until=lambda: len(rig.commands) >= published())
-    assert len(rig.commands) >= published(), (len(rig.commands), published())
+    rig.hear_every_command()  # those published before the change, still on their way, are not the new limit's
     changed = time.monotonic()
-    rig.stream(0.3)
+    rig.stream(30)
     rig.spin(0.1)
     after = rig.commands_since(changed)
     assert len(after) > 5 and max(abs(x) for c in after for x in c) <= limit + 1e-12, after
@@ -822,7 +844,7 @@ def test_max_command_and_its_rate_apply_at_once_on_an_active_node(policy_file, r
     rig.configure()
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.3)
+    rig.stream(30)
     assert max(abs(x) for _, c in rig.commands for x in c) > 0.1
     (result,) = rig.node.set_parameters([Parameter("max_command", value=[0.02])])
     assert result.successful
@@ -835,7 +857,7 @@ def test_max_command_and_its_rate_apply_at_once_on_an_active_node(policy_file, r
     assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     activated = time.monotonic()
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    rig.stream(0.3)
+    rig.stream(30)
     rig.spin(0.1)
     after = rig.commands_since(activated)
     largest = max(abs(x) for c in after for x in c)
@@ -850,26 +872,27 @@ def test_joint_states_are_read_by_name_in_the_order_of_joint_names(policy_file, 
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
     rig.wheel_names = ["wheel_right", "wheel_left"]  # the driver's order
-    rig.stream(0.2, wheels=(3.0, -3.0))
+    rig.stream(20, wheels=(3.0, -3.0))
     rig.spin(0.1)
     np.testing.assert_array_equal(rig.node.runner._held["wheels"], [-3.0, 3.0])  # [left, right]; was swapped
     rig.wheel_names = ["caster", "wheel_right", "wheel_left"]  # and a joint the policy ignores
-    rig.stream(0.3, wheels=(7.0, 3.0, -3.0))
+    rig.stream(30, wheels=(7.0, 3.0, -3.0))
     rig.spin(0.1)
     np.testing.assert_array_equal(rig.node.runner._held["wheels"], [-3.0, 3.0])  # [left, right]
     assert rig.commands
     rig.wheel_names = []  # no names: by position
-    rig.stream(0.1, wheels=(1.0, 2.0))
+    rig.stream(10, wheels=(1.0, 2.0))
     rig.spin(0.1)
     np.testing.assert_array_equal(rig.node.runner._held["wheels"], [1.0, 2.0])
     # a message without one of the joints is rejected: counted, logged, not used (after a deactivate the node
     # forgets the held readings and waits for usable wheel velocities)
     assert rig.node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
-    rig.spin(1.0, until=lambda: rig.commands[-1][1] == [0.0, 0.0])  # the deactivate's stop
+    rig.hear_every_command()
+    assert rig.commands[-1][1] == [0.0, 0.0]  # the deactivate's stop
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.wheel_names = ["wheel_left", "caster"]
     active = time.monotonic()
-    rig.stream(0.3, wheels=(1.0, 2.0))
+    rig.stream(30, wheels=(1.0, 2.0))
     rig.spin(0.1)
     assert rig.commands_since(active) == []  # was: commanded with [left, caster]
     counters = rig.node.runner.counters
@@ -928,7 +951,7 @@ def test_command_limits_set_over_dds_apply_at_once_also_a_lowered_maximum_under_
     rig.configure()
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.6)
+    rig.stream(60)
     assert max(abs(x) for x in rig.commands[-1][1]) > 0.1, rig.commands[-1]
     assert set_over_dds(rig, max_command=[0.02, 0.02]) == [(True, "")]
     _assert_commands_within(rig, 0.02)  # with the ramp: (0.1 - 0.02) / 0.5 = 0.16 s or more above it
@@ -1110,15 +1133,15 @@ def test_the_watchdog_and_the_waiting_stop_work_after_the_node_clock_jumps_back(
     rig.configure()
     if fault == "target_forgotten":
         rig.node.runner.setpoints = frozenset()  # a clock jump drops the target: updates wait for a new one
-    rig.spin(1.0, until=lambda: rig.node._now() > 60.0)
+    rig.spin(30.0, until=lambda: rig.node._now() > 60.0)
+    assert rig.node._now() > 60.0, "no /clock reached the node"
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.5)
+    rig.stream(50)
     assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
     jump = time.monotonic()
     clock.offset -= 55.0  # the node clock (and the stamps the rig sends, taken from it) goes back 55 s
-    rig.stream(1.5, wheels=None if fault == "wheels_silent" else (1.0, 1.0))
-    rig.spin(0.2)
+    rig.stream(150, wheels=None if fault == "wheels_silent" else (1.0, 1.0))  # then at once: the IMU still fresh
     assert rig.node._now() < 10.0 and rig.node.runner.counters["resets.clock_backwards"] == 1
     after = rig.commands_since(jump)
     assert [0.0, 0.0] in after, after  # the stop (was: none, the last torque stayed on the motors)
@@ -1139,18 +1162,19 @@ def test_an_input_silent_before_the_node_clock_jumps_back_stays_silent_after_it(
     rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.3, use_sim_time=True)
     clock = SimClock(rig, offset=60.0)
     rig.configure()
-    rig.spin(1.0, until=lambda: rig.node._now() > 60.0)
+    rig.spin(30.0, until=lambda: rig.node._now() > 60.0)
+    assert rig.node._now() > 60.0, "no /clock reached the node"
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.5)
-    rig.stream(0.6, wheels=None)  # the wheels fall silent: stale before the jump
+    rig.stream(50)
+    rig.stream(60, wheels=None)  # the wheels fall silent: stale before the jump
     assert rig.node._stale == ["wheels"]
     infos = []
     info = rig.node.get_logger().info
     rig.node.get_logger().info = lambda msg, **kw: (infos.append(msg), info(msg))
     jump = time.monotonic()
     clock.offset -= 55.0
-    rig.stream(0.8, wheels=None)
+    rig.stream(80, wheels=None)
     assert rig.node._now() < 10.0 and any(m.startswith("node clock jumped back") for m in infos), infos
     assert not any("all inputs fresh again" in m for m in infos), infos
     after = rig.commands_since(jump)
@@ -1168,13 +1192,15 @@ def test_a_node_activated_before_the_first_clock_message_watches_from_it(policy_
     assert rig.node._now() == 0.0  # no /clock yet
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     SimClock(rig, offset=1000.0)
+    rig.spin(30.0, until=lambda: rig.node._now() > 1000.0)
+    assert rig.node._now() > 1000.0, "no /clock reached the node"
     rig.publish_target(0.5)
-    rig.stream(1.0)
+    rig.stream(100)
     assert rig.node._now() > 1000.0
     assert not [w for w in rig.warnings if w.startswith("watchdog")], rig.warnings
     assert rig.node._stops_published == 0 and rig.commands and rig.commands[-1][1] != [0.0, 0.0]
     silent = time.monotonic()
-    rig.stream(1.0, wheels=None)
+    rig.stream(100, wheels=None)
     assert rig.commands_since(silent)[-1] == [0.0, 0.0]
     (warning,) = [w for w in rig.warnings if w.startswith("watchdog")]
     silent_for = float(re.match(r"watchdog: wheels silent ([0-9.]+) s", warning).group(1))
@@ -1220,7 +1246,7 @@ def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros
     rig.configure()
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
-    rig.stream(0.4)
+    rig.stream(40)
     assert rig.commands and rig.commands[-1][1] != [0.0, 0.0]
 
     def broken(*args, **kwargs):
@@ -1228,8 +1254,7 @@ def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros
 
     rig.node.runner.backend.step = broken
     failing = time.monotonic()
-    rig.stream(1.0)
-    rig.spin(0.2)
+    rig.stream(150)  # the stop (~0.4 s) and then a diagnostics period (1 s), all heard with the IMU still fresh
     after = rig.commands_since(failing)  # (commands published just before the breakage may arrive after it)
     assert [0.0, 0.0] in after, after
     stop = after.index([0.0, 0.0])
@@ -1300,7 +1325,7 @@ def test_a_sensor_stamping_ahead_of_the_node_clock_is_logged_with_by_how_much(po
     rig.configure()
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.offset = 5.0
-    rig.stream(0.3)
+    rig.stream(30)
     rig.spin(0.2)
     rejected = [w for w in rig.warnings if w.startswith("imu message on /imu/data rejected (future_stamp")]
     assert rejected, rig.warnings
@@ -1443,13 +1468,13 @@ def test_diagnostics_are_published_at_their_period_while_inactive_and_before_the
     rig = BalancerRig(ros, policy_file, use_sim_time=True, diagnostics_period_s=0.2)
     rig.configure()
     rig.diagnostics.clear()
-    rig.spin(1.5, until=lambda: len(rig.diagnostics) >= 3)
+    rig.spin(30.0, until=lambda: len(rig.diagnostics) >= 3)
     assert len(rig.diagnostics) >= 3 and rig.diagnostics[-1].message == "inactive"
     assert rig.diagnostics[-1].level == DiagnosticStatus.OK
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert rig.node._now() == 0.0  # no /clock
     rig.diagnostics.clear()
-    rig.spin(1.5, until=lambda: len(rig.diagnostics) >= 3)
+    rig.spin(30.0, until=lambda: len(rig.diagnostics) >= 3)
     assert len(rig.diagnostics) >= 3 and rig.diagnostics[-1].message == "waiting for sensor data"
     assert rig.diagnostics[-1].level == DiagnosticStatus.WARN
 
