@@ -27,18 +27,10 @@ def run_until_signal(
     import rclpy.executors
     from rclpy.signals import SignalHandlerOptions
 
-    from liquid_control.ros.delivery import stop_waiting
-
     stop = threading.Event()
     if not init_ros(name, args=args, signal_handler_options=SignalHandlerOptions.NO):
         return 2
-
-    def on_signal(signum, _frame):
-        if stop.is_set():  # pressed twice: end now, also the wait for a stop's acknowledgement (ros.delivery)
-            stop_waiting(f"a second stop signal ({signal.Signals(signum).name})")
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = stop_on_signals(stop)
     try:
         node = make_node()
     except refused as exc:
@@ -68,6 +60,23 @@ def run_until_signal(
         print(f"{name}: {failed(node)}", file=sys.stderr)
         status = 1
     return status
+
+
+def stop_on_signals(stop: threading.Event, then=None) -> dict:
+    """SIGINT/SIGTERM set ``stop``, so a node executable's loop ends between callbacks; a second one also ends the
+    process's waits for a stop's acknowledgement (``ros.delivery.stop_waiting``, the stop published all the same):
+    whoever presses Ctrl-C twice wants it to end now. ``then(signum)`` runs after, in the handler. Returns the
+    handlers replaced (``_restore``)."""
+    from liquid_control.ros.delivery import stop_waiting
+
+    def on_signal(signum, _frame):
+        if stop.is_set():  # pressed twice
+            stop_waiting(f"a second stop signal ({signal.Signals(signum).name})")
+        stop.set()
+        if then is not None:
+            then(signum)
+
+    return {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 def named_counts(counts) -> str:

@@ -71,7 +71,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.paths import resolve_policy_file
 from liquid_control.processes import end_process_now
-from liquid_control.ros.delivery import deliver_stop, stop_waiting
+from liquid_control.ros.delivery import deliver_stop
 from liquid_control.ros.executable import WithMessageInfo, named_counts
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
@@ -1454,24 +1454,20 @@ def main(args=None) -> int:
     failed (cause logged), 2 when rcl cannot read a --params-file.
     Ends the process (``processes.end_process_now``) once the node is shut down.
     """
-    from liquid_control.ros.executable import init_ros
+    from liquid_control.ros.executable import init_ros, stop_on_signals
 
     stop = threading.Event()
     if not init_ros("policy_node", args=args, signal_handler_options=SignalHandlerOptions.NO):
         return 2  # a --params-file rcl cannot read: said on one line
     node = None
 
-    def on_signal(signum, _frame):
-        if stop.is_set():  # pressed twice: end now, also the wait for the stop's acknowledgement (published once)
-            stop_waiting(f"a second stop signal ({signal.Signals(signum).name})")
-        stop.set()
+    def tell_node(signum):
         if node is not None:
             node.stop_signal = signum
             if node.configuring:
                 raise StopRequested(signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
+    stop_on_signals(stop, tell_node)
     node = PolicyNode()
     executor = make_executor()
     executor.add_node(node)
