@@ -3,6 +3,8 @@ of the recording machine's clock, a truncated MCAP file without chunks, split ba
 metadata.yaml, cut in their last file), a sqlite3 folder without metadata.yaml, and a metadata.yaml whose QoS or
 type hash disagrees with the MCAP channels. Every bag here is a few kB."""
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -406,7 +408,7 @@ def test_a_rosbags_whose_storage_readers_changed_is_named_not_called_a_corrupt_b
     bag, the version installed and the one to install, not in 'corrupt bag'."""
     bag = _write(tmp_path / "drive", _drive(n=4))
 
-    def changed(storage, wanted):
+    def changed(storage, wanted, digest=None):
         raise AttributeError("'McapReader' object has no attribute 'chunks'")
         yield
 
@@ -495,7 +497,7 @@ def test_an_attribute_error_with_the_tested_rosbags_is_not_blamed_on_the_version
     not reported as a rosbags version to install."""
     bag = _write(tmp_path / "drive", _drive(n=4))
 
-    def broken(storage, wanted):
+    def broken(storage, wanted, digest=None):
         raise AttributeError("a bug")
         yield
 
@@ -783,3 +785,168 @@ def test_a_message_of_per_message_compression_past_its_bound_is_refused_without_
     finally:
         tracemalloc.stop()
     assert peak < extra // 4
+
+
+def _edit_metadata(bag, edit):
+    """metadata.yaml of ``bag`` rewritten by ``edit`` (its text -> the new text)."""
+    meta = bag / "metadata.yaml"
+    text = meta.read_text()
+    assert edit(text) != text
+    meta.write_text(edit(text))
+
+
+def test_a_metadata_yaml_of_aliases_of_aliases_is_refused_naming_it(tmp_path, capsys):
+    """A downloaded bag's metadata.yaml whose file list holds aliases of aliases (a "billion laughs"). Before: read
+    with yaml.safe_load, each entry was expanded into a file name (str() of a million names here; with two more
+    levels of the same few lines `record --info`, eval and training never ended)."""
+    from liquid_control import cli
+
+    bag = _write(tmp_path / "bag", _drive(n=2))
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 6)]
+    _edit_metadata(bag, lambda text: "\n".join(levels) + "\n" + text.replace("- bag.mcap", "- *l5"))
+    refusal = f"{bag / 'metadata.yaml'}: not readable: aliases expand"
+    with pytest.raises(BagError, match=re.escape(refusal)):
+        BagReader(bag)
+    assert cli.main(["record", "--info", str(bag)]) == 2
+    assert refusal in capsys.readouterr().err
+
+
+TOPIC_1 = "topics_with_message_count[1].topic_metadata"  # /cmd_vel's entry in the metadata.yaml of _write
+
+
+@pytest.mark.parametrize(
+    "old, new, key, got",
+    [
+        ("name: /cmd_vel", "name: [a]", f"{TOPIC_1}.name", "['a']"),
+        ("name: /cmd_vel", "name: 5", f"{TOPIC_1}.name", "5"),
+        ("name: /cmd_vel", "name: null", f"{TOPIC_1}.name", "None"),
+        ("type: geometry_msgs/msg/Twist", "type: {a: 1}", f"{TOPIC_1}.type", "{'a': 1}"),
+        ("- message_count: 2", "- message_count: two", "topics_with_message_count[0].message_count", "'two'"),
+        ("\n  message_count: 4", "\n  message_count: abc", "message_count", "'abc'"),
+        ("\n  message_count: 4", "\n  message_count: -4", "message_count", "-4"),
+    ],
+)
+def test_a_metadata_yaml_value_of_another_type_is_refused_naming_the_file_and_key(tmp_path, old, new, key, got):
+    """A hand-edited or hostile metadata.yaml: rosbags takes its topic names, types and counts as they are. Before:
+    TypeError / ValueError tracebacks ('unhashable type: list', "'<' not supported between ... 'str' and 'int'",
+    'invalid literal for int()') naming neither the file nor the key."""
+    bag = _write(tmp_path / "bag", _drive(n=2))
+    _edit_metadata(bag, lambda text: text.replace(old, new, 1))
+    with pytest.raises(BagError) as refused:
+        BagReader(bag)
+    assert str(refused.value).startswith(f"{bag / 'metadata.yaml'}: {key} must be ")
+    assert str(refused.value).endswith(f", got {got}")
+
+
+def test_a_file_compressed_bag_unpacking_to_more_than_the_temp_folder_holds_is_refused_before_unpacking(
+    tmp_path, monkeypatch
+):
+    """rosbags reads a file-compressed bag (``--compression-mode file``) by unpacking each file whole into the temp
+    folder. Before: a 64 kB download of zstd zeros wrote 2 GB there before it was refused ('Unexpected record'),
+    and a larger one filled the disk (or, with /tmp in memory, the memory). Now a bag whose files unpack to more
+    than the temp folder has free is refused before anything is written there, naming the file and the folder."""
+    import tempfile
+
+    import zstandard
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    bag, store = tmp_path / "packed", bag_io.typestore()
+    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
+    with writer:
+        topic, msgtype, ns, message = next(iter(_drive(n=1)))
+        writer.write(writer.add_connection(topic, msgtype, typestore=store), ns, store.serialize_cdr(message, msgtype))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    assert len(_read(bag)) == 1  # a bag that fits reads as before
+    packed = next(bag.glob("*.mcap.zstd"))
+    compressor = zstandard.ZstdCompressor(level=19).compressobj()
+    bomb = compressor.compress(b"\x89MCAP0\r\n") + compressor.compress(bytes(64 << 20)) + compressor.flush()
+    packed.write_bytes(bomb)
+    assert len(bomb) < (64 << 20) // 100
+    monkeypatch.setattr(bag_io, "_free_temp_bytes", lambda: 16 << 20, raising=False)
+    unpacking, open_reader = [], bag_io.Reader.open
+
+    def opens(reader):  # rosbags' reader: where it unpacks the files
+        unpacking.append(reader)
+        return open_reader(reader)
+
+    monkeypatch.setattr(bag_io.Reader, "open", opens)
+    with pytest.raises(BagError) as refused:
+        BagReader(bag)
+    assert str(refused.value).startswith(f"{packed}: a file-compressed bag is unpacked whole into {temp} to be read")
+    assert "16777216 bytes free" in str(refused.value)
+    assert not unpacking and not list(temp.iterdir())
+
+
+def _footerless_mcap_of_one_chunk(path, records: bytes, claimed: int | None = None):
+    """An MCAP file cut before its footer (a recorder killed) holding one zstd chunk of ``records``, claiming
+    ``claimed`` bytes uncompressed (None: their size)."""
+    import struct
+
+    import zstandard
+
+    def record(opcode, body):
+        return bytes([opcode]) + struct.pack("<Q", len(body)) + body
+
+    def string(text):
+        return struct.pack("<I", len(text)) + text.encode()
+
+    packed = zstandard.ZstdCompressor(level=19).compress(records)
+    size = len(records) if claimed is None else claimed
+    chunk = struct.pack("<QQQI", 0, 1, size, 0) + string("zstd") + struct.pack("<Q", len(packed)) + packed
+    path.write_bytes(b"\x89MCAP0\r\n" + record(0x01, string("ros2") + string("test")) + record(0x06, chunk))
+    return path
+
+
+@pytest.mark.parametrize("claimed, why", [(None, "a record of opcode 0x00"), (2 << 20, "gives 2097152 bytes")])
+def test_a_truncated_bag_whose_chunk_is_a_decompression_bomb_is_salvaged_up_to_it_at_once(
+    tmp_path, monkeypatch, claimed, why
+):
+    """The salvage of a truncated MCAP (record --info, --allow-truncated, record --recover) unpacked each chunk as
+    the mcap library does: to whatever size the chunk claims, then record by record. Before: a 2 kB chunk of zstd
+    zeros claiming 64 MiB took 37 s and 142 MB (2 GiB: over 5 minutes, 2 GB), a claim past MAX_CHUNK_BYTES was
+    unpacked too. Now the salvage stops at such a chunk, as at any damage, naming why, before reading its
+    records."""
+    zeros = 1 << 20
+    monkeypatch.setattr(bag_io, "MAX_CHUNK_BYTES", 1 << 20)  # the bound (1 GiB) lowered: a claim past it
+    mcap = _footerless_mcap_of_one_chunk(tmp_path / "cut.mcap", bytes(zeros), claimed)
+    with BagReader(mcap, allow_truncated=True) as reader:
+        assert reader.salvaged and reader.message_count == 0
+        assert "at byte 33 of" in reader.salvage_note and why in reader.salvage_note, reader.salvage_note
+        assert list(reader.messages()) == []
+
+
+def test_a_chunk_whose_records_are_zeros_is_refused_as_damage_not_read_as_no_messages(tmp_path):
+    """A complete MCAP whose chunk holds zeros (a power cut's unwritten tail, a decompression bomb) and no CRC (other
+    writers leave it 0). Before: the zeros were read as 9-byte records of opcode 0 (2 GiB of them for minutes), and
+    the bag as one without those messages, without a word."""
+    import struct
+
+    mcap = tmp_path / "zeroed.mcap"
+    from mcap.writer import CompressionType, Writer
+
+    store = bag_io.typestore()
+    with open(mcap, "wb") as handle:
+        writer = Writer(handle, use_chunking=True, enable_crcs=False, compression=CompressionType.NONE)
+        writer.start(profile="ros2", library="test")
+        text, _ = store.generate_msgdef(M.TWIST, ros_version=2)
+        schema = writer.register_schema(name=M.TWIST, encoding="ros2msg", data=text.encode())
+        channel = writer.register_channel("/cmd_vel", "cdr", schema, {})
+        for i in range(5):
+            data = bytes(bag_io._serialize(M.twist_message(i / 10, 0.0), M.TWIST))
+            writer.add_message(channel, log_time=int(T0 * 1e9) + i, data=data, publish_time=0)
+        writer.finish()
+    assert len(_read(mcap)) == 5
+    data = bytearray(mcap.read_bytes())
+    pos = 8
+    while data[pos] != 0x06:  # the first chunk: its records (uncompressed) follow its 49-byte head
+        pos += 9 + struct.unpack_from("<Q", data, pos + 1)[0]
+    (size,) = struct.unpack_from("<Q", data, pos + 41)
+    data[pos + 49 : pos + 49 + size] = bytes(size)
+    mcap.write_bytes(data)
+    refusal = rf"zeroed.mcap: corrupt bag: ValueError: the chunk at byte {pos} holds a record of opcode 0x00 at byte 0"
+    with pytest.raises(BagError, match=refusal):
+        _read(mcap)

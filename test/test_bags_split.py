@@ -705,3 +705,29 @@ def test_compressed_repeated_latched_messages_are_left_out_of_the_size_as_they_a
     assert len(small) >= 3 and len(large) >= 3, (small, large)
     # the files between the first (the map itself) and the last (the rest): as full as those of a small latched one
     assert max(large[1:-1]) <= max(small) + 16_384, (large, small)
+
+
+def test_a_readers_sha256_is_that_of_the_files_by_name_whatever_it_read(tmp_path, small_files):
+    """``BagReader(bag, sha256=True).recorded_sha256()`` (the SHA-256 a bag converted for training keeps, taken from
+    the chunks its reader reads) is ``bag_sha256``: hashlib over the storage files by name, one after another. Here a
+    split bag of more than ten files, whose names (``_10`` before ``_2``) are not the order it reads them in, after
+    reading every message, one topic's (the files that hold none of it read for the hash alone), a few, or nothing."""
+    import hashlib
+
+    from liquid_control.bags.io import bag_sha256
+
+    bag = _write(tmp_path / "split", _messages(), max_bag_size=4000).close()
+    files = sorted(bag.glob("*.mcap"), key=lambda f: f.name)
+    assert len(files) > 10 and files[2].name == "split_10.mcap"
+    expected = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    assert bag_sha256(bag) == expected
+    for reading in ("every message", "one topic", "a few messages", "nothing"):
+        with BagReader(bag, sha256=True) as reader:
+            if reading == "every message":
+                assert len(list(reader.messages())) == 120 * 2 + 60 + 1
+            elif reading == "one topic":
+                assert len(list(reader.messages(["/late"]))) == 60
+            elif reading == "a few messages":
+                messages = reader.messages(["/imu/data"])
+                assert [next(messages).topic for _ in range(3)] == ["/imu/data"] * 3
+            assert reader.recorded_sha256() == expected, reading

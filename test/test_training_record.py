@@ -531,6 +531,57 @@ def test_a_bags_hash_and_copy_check_read_its_storage_files_alone_not_what_a_copy
     assert bag_sha256(str(copy)) != recorded and _validation_copies([str(bag)], [str(copy)]) == []
 
 
+def test_converting_a_bag_reads_it_twice_and_its_hash_is_of_its_file(tmp_path, monkeypatch):
+    """Before: converting a bag for training read its file three times: the reader's order scan and its messages read
+    every chunk, then the SHA-256 the cache keeps (the training record's name of the bag) read all of it again. The
+    hash is now taken from the chunks the reader reads (what lies between them read for it alone): at most the
+    bytes that opening the bag reads and two passes over the file, and the hash of the file all the same."""
+    import builtins
+    import hashlib
+    import io
+    import os
+
+    from liquid_control.bags import BagReader
+    from liquid_control.bags.stream import data_spec
+    from liquid_control.policy import validate_config
+    from liquid_control.training.bag_data import convert_bag
+
+    bag, _ = _camera_bag(tmp_path / "run1", frames=300)
+    mcap = bag / "run1.mcap"
+    read = []
+
+    class Counted(io.BufferedReader):
+        def read(self, size=-1):
+            data = super().read(size)
+            read.append(len(data))
+            return data
+
+        def readinto(self, buffer):
+            n = super().readinto(buffer)
+            read.append(n or 0)
+            return n
+
+    real_open = io.open
+
+    def counting_open(file, mode="r", *args, **kwargs):
+        if mode == "rb" and isinstance(file, (str, os.PathLike)) and os.path.realpath(file) == str(mcap.resolve()):
+            return Counted(io.FileIO(file, "rb"))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", counting_open)
+    monkeypatch.setattr(builtins, "open", counting_open)
+    BagReader(bag).close()
+    opening = sum(read)
+    assert 0 < opening < mcap.stat().st_size / 4  # the summary, not the chunks
+    read.clear()
+    cfg = validate_config(BAG_CONFIG)
+    index = convert_bag(str(bag), cfg, data_spec(cfg), tmp_path / "cache", 64, False, lambda m: None)
+    monkeypatch.undo()
+    assert index["sha256"] == hashlib.sha256(mcap.read_bytes()).hexdigest()
+    assert index["stats"]["labelled"] > 0
+    assert opening + mcap.stat().st_size < sum(read) <= opening + 2 * mcap.stat().st_size  # before: 3 times
+
+
 def test_a_bag_cache_converted_before_it_kept_the_hash_reads_the_bag_for_it_once(tmp_path, monkeypatch):
     """Before: a bag's cache converted before its index kept the SHA-256 (988faa0f) made every later start of the run
     (each --resume) read all of the bag again for it, gigabytes each time, and keep it nowhere. It is read once and

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import hashlib
 import heapq
 import importlib
 import itertools
@@ -1029,6 +1031,83 @@ def folder_storage_files(folder: Path) -> list[Path]:
     return sorted(stored, key=lambda f: f.name)
 
 
+def recorded_files(bag: str | Path) -> list[Path]:
+    """The files of a bag that hold its messages, by name: a bag given as a file, that file; a folder's storage files
+    (``folder_storage_files``). Not metadata.yaml, which names the folder, nor what a copy adds or leaves out beside
+    them (which made the same recording two bags to ``bag_sha256`` and training's check for copied bags)."""
+    path = Path(bag)
+    return [path] if path.is_file() else folder_storage_files(path)
+
+
+class RecordedDigest:
+    """The SHA-256 of the bytes of ``files``, one after another, taken from bytes a reader reads anyway.
+
+    ``feed(path, offset, data)``: ``data`` was read at ``offset`` of ``path`` (a :class:`BagReader` feeds each MCAP
+    chunk it reads). What the digest was not fed before it gets there (what lies between the chunks, chunks of
+    topics not read, files read through sqlite or salvaged) it reads from the file itself, and bytes behind it are
+    passed over, so whatever the reader reads, in whatever order, the digest is that of the files and reads no
+    byte the reader fed it."""
+
+    def __init__(self, files: Iterable[str | Path]):
+        self._files = [Path(f) for f in files]
+        self._numbers = {f.resolve(): n for n, f in enumerate(self._files)}
+        self._known: dict = {}  # a path as fed -> its file's number (None: not one of the files)
+        self._hash = hashlib.sha256()
+        self._file, self._at = 0, 0  # hashed so far: the files before self._file and its bytes before self._at
+        self._handle = None  # of self._file, for the bytes not fed
+
+    def feed(self, path: str | Path, offset: int, data) -> None:
+        """``data`` read at ``offset`` of ``path``: hashed where it continues what is hashed (after reading the
+        bytes before it that were not fed)."""
+        n = self._known.get(path, -1)
+        if n == -1:
+            n = self._known[path] = self._numbers.get(Path(path).resolve())
+        if n is None or (n, offset + len(data)) <= (self._file, self._at):
+            return
+        self._read_up_to(n, offset)
+        if n == self._file and offset <= self._at < offset + len(data):
+            self._hash.update(memoryview(data)[self._at - offset :])
+            self._at = offset + len(data)
+
+    def _read_up_to(self, n: int, offset: int) -> None:
+        """Hash the files' bytes from where the digest is up to ``offset`` of file ``n`` (or its end)."""
+        while self._file < len(self._files) and (self._file, self._at) < (n, offset):
+            if self._handle is None:
+                self._handle = open(self._files[self._file], "rb")
+            self._handle.seek(self._at)
+            left = offset - self._at if self._file == n else None
+            while left is None or left > 0:
+                chunk = self._handle.read(1 << 20 if left is None else min(left, 1 << 20))
+                if not chunk:
+                    break
+                self._hash.update(chunk)
+                self._at += len(chunk)
+                left = None if left is None else left - len(chunk)
+            else:
+                return  # at ``offset``
+            self.close()  # at the end of the file: the next one
+            self._file, self._at = self._file + 1, 0
+
+    def hexdigest(self) -> str:
+        """The SHA-256 (hex) of all of the files: what is left of them is read now."""
+        self._read_up_to(len(self._files), 0)
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        """Close the file it reads (read again from where it was if it goes on)."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def bag_sha256(bag: str | Path) -> str:
+    """The SHA-256 of a bag's recorded bytes: its storage files (``recorded_files``), by name, one after another
+    (what ``cat`` of them piped into ``sha256sum`` gives; one file: ``sha256sum`` of it). It names a recording
+    wherever it is copied or moved, and two robots' folders of the same name apart (the training record,
+    policy_node's words). A bag being read anyway: ``BagReader(bag, sha256=True).recorded_sha256()``."""
+    return RecordedDigest(recorded_files(bag)).hexdigest()
+
+
 def _storage_files(folder: Path) -> list[Path]:
     """The storage files (.mcap, .db3) of a bag folder without metadata.yaml, in split order: one recording's
     ``<bag>_0``, ``<bag>_1`` ... (files of several recordings, or a split file missing, are refused: read as one
@@ -1130,16 +1209,53 @@ def _looks_truncated(path: Path) -> bool:
 
 def _bagfile_information(folder: Path) -> dict | None:
     """metadata.yaml's ``rosbag2_bagfile_information`` of a bag folder; None where it is missing or unreadable
-    (rosbags' reader, where it is needed, says what is wrong with it)."""
-    import yaml
+    (rosbags' reader, where it is needed, says what is wrong with it). A BagError naming it for aliases that expand
+    it past ``load_yaml``'s bound (a "billion laughs" in a downloaded bag: its file names were expanded, never
+    ending) or nesting too deep to read; rosbag2 writes no aliases."""
+    from liquid_control.yaml_numbers import AliasBombError, TooDeepError, load_yaml
 
+    path = Path(folder) / "metadata.yaml"
     try:
-        info = yaml.safe_load((Path(folder) / "metadata.yaml").read_text(encoding="utf-8"))[
-            "rosbag2_bagfile_information"
-        ]
+        info = load_yaml(path.read_text(encoding="utf-8"))["rosbag2_bagfile_information"]
+    except (AliasBombError, TooDeepError) as exc:
+        raise BagError(f"{path}: not readable: {exc}") from None
     except Exception:
         return None
     return info if isinstance(info, dict) else None
+
+
+def _free_temp_bytes() -> int:
+    """Bytes free in the temp folder (``tempfile.gettempdir()``: ``$TMPDIR``, else /tmp)."""
+    import shutil
+    import tempfile
+
+    return shutil.disk_usage(tempfile.gettempdir()).free
+
+
+def _check_unpacked_size(files: list[Path]) -> None:
+    """A BagError before rosbags' reader unpacks a file-compressed bag whole into the temp folder, where its files
+    would need more than is free there: a few kB of zstd zeros (a decompression bomb) unpack to gigabytes, which
+    filled the disk (or, with /tmp in memory, the memory) before the bag was refused. Counted as rosbags unpacks
+    them (``zstd.open``), without keeping the bytes; a damaged file is counted up to its damage (rosbags names it)."""
+    import tempfile
+
+    free, total = _free_temp_bytes(), 0
+    for file in files:
+        try:
+            with _zstd().open(file, "rb") as unpacked:
+                while total <= free:
+                    piece = unpacked.read(1 << 20)
+                    if not piece:
+                        break
+                    total += len(piece)
+        except Exception:  # missing, not zstd, cut short: rosbags' reader says what is wrong with it
+            pass
+        if total > free:
+            raise BagError(
+                f"{file}: a file-compressed bag is unpacked whole into {tempfile.gettempdir()} to be read, and its "
+                f"files unpack to more than the {free} bytes free there (a decompression bomb, or too little space: "
+                "set TMPDIR to a folder with room)"
+            )
 
 
 def _metadata_files(folder: Path) -> tuple[list[Path], str | None]:
@@ -1376,9 +1492,10 @@ class BagReader:
     why); otherwise it is refused with a :class:`BagError`. ``clock_steps`` lists, once read, where the recorder's
     clock stepped back (:data:`LOG_TIME_WINDOW_NS`), one entry per step: ``(file, index among those read from that
     file of the first message logged after the step once sorted, newest log time before it and its own in s)``.
+    With ``sha256``, ``recorded_sha256()`` is the bag's ``bag_sha256`` taken from the chunks the reader reads anyway.
     """
 
-    def __init__(self, path: str | Path, *, allow_truncated: bool = False):
+    def __init__(self, path: str | Path, *, allow_truncated: bool = False, sha256: bool = False):
         self.path = Path(path)
         self.salvaged = False
         self.salvage_note = ""
@@ -1392,6 +1509,7 @@ class BagReader:
         self._step_plans: dict = {}  # frozenset of topics -> _StepPlan, for those with a clock step
         if not self.path.exists():
             raise BagError(f"{self.path}: {NO_SUCH_BAG}")
+        self._digest = RecordedDigest(recorded_files(self.path)) if sha256 else None  # fed by _chunk_messages
         try:
             self._open(allow_truncated)
         except BaseException:
@@ -1425,6 +1543,8 @@ class BagReader:
                     f"{self.path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it"
                     + _bags_inside(self.path)
                 )
+        if mode == "file":  # rosbags unpacks the files whole into the temp folder to read them
+            _check_unpacked_size(files)
         truncated = [f for f in files if f.suffix == ".mcap" and _looks_truncated(f)]
         if truncated:
             self._open_parts(files, truncated[0], allow_truncated, mode)
@@ -1449,6 +1569,8 @@ class BagReader:
                     where = file
                     break
             raise BagError(f"{where}: cannot open the bag: {type(exc).__name__}: {exc}") from None
+        if self.path.is_dir():
+            self._check_metadata_values()
         storage = self._reader.storage
         storages = getattr(storage, "storages", [storage])  # a folder: one per file, in metadata's order
         paths = files if len(files) == len(storages) else [Path(s.path) for s in storages]
@@ -1467,6 +1589,28 @@ class BagReader:
         self.start_ns = int(self._reader.start_time) if self._reader.message_count else 0
         self.end_ns = int(self._reader.end_time) if self._reader.message_count else 0
         self.message_count = int(self._reader.message_count)
+
+    def _check_metadata_values(self) -> None:
+        """The topic names, types and counts rosbags' reader took from metadata.yaml as they are written: a BagError
+        naming the file and the key where one is of another type (a hand edit, a hostile file), which failed later
+        as a TypeError or ValueError naming neither."""
+        where = self.path / "metadata.yaml"
+
+        def refuse(key: str, what: str, value):
+            raise BagError(f"{where}: {key} must be {what}, got {repr(value)[:60]}")
+
+        def count(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        for n, conn in enumerate(self._reader.connections):
+            entry = f"topics_with_message_count[{n}]"
+            for key, value in (("name", conn.topic), ("type", conn.msgtype)):
+                if not isinstance(value, str) or not value:
+                    refuse(f"{entry}.topic_metadata.{key}", "a string", value)
+            if not count(conn.msgcount):
+                refuse(f"{entry}.message_count", "a whole number >= 0", conn.msgcount)
+        if not count(self._reader.message_count):
+            refuse("message_count", "a whole number >= 0", self._reader.message_count)
 
     def _add_topic(self, topic: str, msgtype: str, count: int, qos: tuple) -> None:
         info = self.topics.get(topic)
@@ -1579,6 +1723,13 @@ class BagReader:
                 f"{self.path}: topic {topic} is {' and '.join(info.msgtypes)}; expected {' or '.join(msgtypes)}"
             )
         return info
+
+    def recorded_sha256(self) -> str:
+        """The bag's ``bag_sha256``: with ``sha256=True``, from the chunks read so far and the rest of its files read
+        now (a bag converted for training is read twice, by the order scan and the messages, not a third time)."""
+        if self._digest is None:
+            return bag_sha256(self.path)
+        return self._digest.hexdigest()
 
     # -------------------------------------------------------------------------------------------- messages
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
@@ -1725,7 +1876,7 @@ class BagReader:
                 continue
             index, last = -1, None
             try:
-                for conn, timestamp, data, position in _storage_messages(part.storage, wanted):
+                for conn, timestamp, data, position in _storage_messages(part.storage, wanted, self._digest):
                     if self._closed:
                         raise BagError(f"{self.path}: bag is closed")
                     if skip.get(conn.topic):
@@ -1753,6 +1904,8 @@ class BagReader:
     def close(self) -> None:
         """Close the underlying reader; closing twice is harmless."""
         self._closed, self._parts = True, []
+        if self._digest is not None:
+            self._digest.close()
         for reader in [self._reader, *self._readers]:
             if reader is not None and reader.is_open:
                 reader.close()
@@ -1774,12 +1927,12 @@ def _zstd():
     return zstd
 
 
-def _storage_messages(storage, wanted: set) -> Iterator[tuple]:
+def _storage_messages(storage, wanted: set, digest: RecordedDigest | None = None) -> Iterator[tuple]:
     """(connection, log time, data, position in the file) of one rosbags storage file's messages on ``wanted``
     topics, in the order they were written: an MCAP file chunk after chunk (file order), each chunk's records in
     order; sqlite3 by the messages table's id. Channels are taken from the file by topic name, whatever
     metadata.yaml says of their QoS or type hash (rosbags' own reader matches those, and yields nothing from a bag
-    whose metadata.yaml was written by another tool or edited)."""
+    whose metadata.yaml was written by another tool or edited). ``digest`` is fed each MCAP chunk read."""
     from rosbags.rosbag2.storage_mcap import McapReader
     from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
@@ -1807,11 +1960,12 @@ def _storage_messages(storage, wanted: set) -> Iterator[tuple]:
         # which channels a chunk holds is known only from its message indexes, which MCAP makes optional (rosbag2's
         # storage option noMessageIndex, the mcap library's index_types): a chunk without them is read whole
         if not chunk.message_index_offsets or any(chunk.channel_count.get(cid, 0) for cid in conns):
-            yield from _chunk_messages(storage, chunk, conns)
+            yield from _chunk_messages(storage, chunk, conns, digest)
 
 
-def _chunk_messages(storage, chunk, conns: dict) -> Iterator[tuple]:
-    """The messages of one MCAP chunk on the channels ``conns``, in record order (CRC checked when it is set)."""
+def _chunk_messages(storage, chunk, conns: dict, digest: RecordedDigest | None = None) -> Iterator[tuple]:
+    """The messages of one MCAP chunk on the channels ``conns``, in record order (CRC checked when it is set);
+    ``digest`` is fed the chunk's bytes as read."""
     from rosbags.rosbag2.storage_mcap import decompress
 
     bio = storage.bio
@@ -1822,6 +1976,8 @@ def _chunk_messages(storage, chunk, conns: dict) -> Iterator[tuple]:
         raise BagError(f"{storage.path}: the chunk at byte {chunk.chunk_start_offset} is cut short")
     bio.seek(start)
     compressed = bio.read(chunk.compressed_size)
+    if digest is not None:
+        digest.feed(storage.path, start, compressed)
     where = f"the chunk at byte {chunk.chunk_start_offset}"
     # rosbags' checks of the size and CRC, on bytes decompressed no further than the size the chunk gives
     raw = decompress(
@@ -1837,6 +1993,8 @@ def _chunk_messages(storage, chunk, conns: dict) -> Iterator[tuple]:
             conn = conns.get(channel)
             if conn is not None:
                 yield conn, log_time, raw[body + 22 : body + length], (chunk.chunk_start_offset, pos)
+        elif opcode not in _CHUNK_OPCODES:  # zeros (damage, a decompression bomb) were read as empty records
+            raise ValueError(f"{where} {_not_chunk_record(opcode, pos)}")
         pos = body + length
 
 
@@ -1911,6 +2069,39 @@ _U64 = struct.Struct("<Q")
 
 
 # ------------------------------------------------------------------------------------------------ salvage
+def _chunk_records(chunk, breakup_chunk) -> list:
+    """The records of one MCAP chunk of a salvage (``mcap``'s ``breakup_chunk``, its CRC checked), unpacked as a
+    complete bag's are (``_decompressed``: no further than MAX_CHUNK_BYTES, nor than the size it gives) and checked to
+    hold only what a chunk holds before its records are read: ``breakup_chunk`` alone unpacked any size a chunk
+    claims and read 2 GiB of zstd zeros (a 64 kB file) as 9-byte records of opcode 0 for minutes."""
+    where = "the chunk there"
+    raw = _decompressed(chunk.data, chunk.compression, chunk.uncompressed_size, where)
+    problem = _chunk_record_problem(raw)
+    if problem:
+        raise ValueError(f"{where} {problem}")
+    return breakup_chunk(dataclasses.replace(chunk, compression="", data=raw), validate_crc=True)
+
+
+def _chunk_record_problem(raw) -> str | None:
+    """Why the records of a decompressed MCAP chunk are not a chunk's (schemas, channels and messages), or None."""
+    pos, end = 0, len(raw)
+    while pos + 9 <= end:
+        if raw[pos] not in _CHUNK_OPCODES:
+            return _not_chunk_record(raw[pos], pos)
+        pos += 9 + _U64.unpack_from(raw, pos + 1)[0]
+    return None
+
+
+_CHUNK_OPCODES = (0x03, 0x04, 0x05)  # schema, channel, message: what an MCAP chunk holds
+
+
+def _not_chunk_record(opcode: int, pos: int) -> str:
+    return (
+        f"holds a record of opcode 0x{opcode:02x} at byte {pos} of its records, where a chunk holds schemas, channels "
+        "and messages only (zeros of a decompression bomb, or damage)"
+    )
+
+
 def _iter_truncated_records(path: Path):
     """(record, None) pairs of an MCAP file read front to back with the ``mcap`` library, then (None, where and
     why it stopped) at the break; stops there.
@@ -1930,7 +2121,7 @@ def _iter_truncated_records(path: Path):
             offset = handle.tell()  # where the next top-level record starts
             try:
                 record = next(records)
-                inner = breakup_chunk(record, validate_crc=True) if isinstance(record, Chunk) else None
+                inner = _chunk_records(record, breakup_chunk) if isinstance(record, Chunk) else None
             except StopIteration:
                 return
             except CRCValidationError as exc:

@@ -60,7 +60,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import expand_bags, folder_storage_files
+from liquid_control.bags.io import bag_sha256, expand_bags, recorded_files
 from liquid_control.bags.stream import (
     RECORD_INFO,
     LabelRule,
@@ -117,34 +117,13 @@ GRAVITY_KEY = "imu_gravity"
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def _recorded_files(bag: str) -> list[Path]:
-    """The files of a bag that hold its messages, by name: a bag given as a file, that file; a folder's storage files
-    (``bags.io.folder_storage_files``). Not metadata.yaml, which names the folder, nor what a copy adds or leaves out
-    beside them (which made the same recording two bags to ``bag_sha256`` and ``_validation_copies``)."""
-    path = Path(bag)
-    return [path] if path.is_file() else folder_storage_files(path)
-
-
-def bag_sha256(bag: str) -> str:
-    """The SHA-256 of a bag's recorded bytes: its storage files (``_recorded_files``), by name, one after another
-    (what ``cat`` of them piped into ``sha256sum`` gives; one file: ``sha256sum`` of it). It names a recording
-    wherever it is copied or moved, and two robots' folders of the same name apart (the training record,
-    policy_node's words)."""
-    digest = hashlib.sha256()
-    for path in _recorded_files(bag):
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str, str]]:
     """(validation bag, training bag) pairs holding the same recorded bytes: a copy of a training bag put among
     the held-out ones (or a link to it). Only files of equal sizes are read, and only up to a first difference."""
     import filecmp
 
     def sizes(bag):
-        return [f.stat().st_size for f in _recorded_files(bag)]
+        return [f.stat().st_size for f in recorded_files(bag)]
 
     by_sizes: dict = {}
     for bag in bags:
@@ -153,7 +132,7 @@ def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str
     for held_out in validation:
         key = tuple(sizes(held_out))
         for bag in by_sizes.get(key, []) if key else ():  # a folder without files is refused by its reader
-            pairs = zip(_recorded_files(held_out), _recorded_files(bag))
+            pairs = zip(recorded_files(held_out), recorded_files(bag))
             if all(filecmp.cmp(a, b, shallow=False) for a, b in pairs):
                 copies.append((held_out, bag))
     return copies
@@ -455,7 +434,7 @@ def convert_bag(
     segments, current = [], None
     gravity, gravity_problem = GravityCheck(), None  # the IMU's axes and units, as policy_node checks them
     try:
-        with BagReader(bag, allow_truncated=allow_truncated) as reader:
+        with BagReader(bag, allow_truncated=allow_truncated, sha256=True) as reader:
             if reader.salvaged:
                 log(f"warning: {reader.salvage_note}")
             for update in stream_updates(reader, runner, spec, stats):
@@ -481,10 +460,10 @@ def convert_bag(
                     labelled=np.bool_(update.label is not None),
                 )
                 current.append(arrays)
+            sha256 = reader.recorded_sha256()  # from the chunks read above (what they left out read now)
         if current is not None:
             segments.append(current.close())
             current = None
-        sha256 = bag_sha256(bag)  # read now, while its files are in the page cache
     except BaseException as exc:
         if current is not None:
             current.close(sync=False)
