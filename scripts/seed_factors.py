@@ -25,7 +25,7 @@ over all 8 shifts is tabled by seed. A diagnostic: it changes nothing in trainin
 Writes train/, the `liquid-control eval` reports eval_grid/ and eval_split/, results.json and results.md under
 --out (docs/seed_factors/ holds the results and reports of the committed run). Rerunning keeps the finished
 runs, continues interrupted ones and keeps an evaluation folder that has its results.csv (remove it after
-changing --archs, --seeds or --episodes). Ctrl-C keeps what finished: the same command again continues.
+changing --archs, --seeds or --episodes). Ctrl-C (or SIGTERM) keeps what finished: the same command again continues.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,11 +183,12 @@ def main(argv=None) -> int:
     if not set(split) <= set(seeds):
         parser.error(f"--split-seeds {args.split_seeds} must be among --seeds {args.seeds} (the grid holds I = B)")
     out = Path(args.out)
-    try:
-        return _run(args, argv, archs, seeds, split, out)
-    except KeyboardInterrupt as exc:
-        from liquid_control.processes import Terminated
+    from liquid_control.processes import Terminated, sigterm_as_interrupt
 
+    try:
+        with sigterm_as_interrupt(PROG):  # `kill` stops it as Ctrl-C does (before: -15, its workers training on)
+            return _run(args, argv, archs, seeds, split, out)
+    except KeyboardInterrupt as exc:
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
         print(
             f"{PROG}: {stopped}: the finished training runs and evaluation episodes are kept in {out}; the same "
@@ -210,11 +210,20 @@ def _run(args, argv, archs: list[str], seeds: list[int], split: list[int], out: 
     grid = [run(a, m, m, d) for a in archs for m in seeds for d in seeds]
     cube = [run(a, i, b, d) for a in archs for i in split for b in split for d in split if i != b]
     cpu_s = {}
-    with ProcessPoolExecutor(args.workers) as pool:
-        jobs = grid + cube
-        for n, (path, cpu) in enumerate(pool.map(_train, *zip(*jobs)), 1):
-            cpu_s[path] = None if cpu is None else round(cpu, 1)
-            print(f"{path}: {'kept' if cpu is None else f'trained, {cpu:.0f} CPU-s'} ({n}/{len(jobs)})", flush=True)
+    jobs = grid + cube
+    from liquid_control.evaluation.experiment import init_training_worker
+    from liquid_control.processes import collect_results, spawn_pool
+
+    def done(future):
+        path, cpu = future.result()
+        cpu_s[path] = None if cpu is None else round(cpu, 1)
+        print(
+            f"{path}: {'kept' if cpu is None else f'trained, {cpu:.0f} CPU-s'} ({len(cpu_s)}/{len(jobs)})", flush=True
+        )
+
+    # the experiment's training pool: its workers end at Ctrl-C, at a SIGTERM to this process alone and with it
+    with spawn_pool(args.workers, init_training_worker) as pool:
+        collect_results(pool, [pool.submit(_train, *job) for job in jobs], done)
     reference = {}
     for a, i, b, d, path in grid:
         ref = Path(args.reference) / a / f"seed_{i}" / "policy.pt"

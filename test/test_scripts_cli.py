@@ -301,3 +301,48 @@ def test_seed_factors_says_in_one_line_that_its_evaluation_did_not_finish(tmp_pa
         "seed_factors.py: the evaluation in sf/eval_grid did not finish (exit 2; its lines above say why)"
     ), run.stderr[-2000:]
     assert not (tmp_path / "sf" / "results.json").exists()
+
+
+def test_seed_factors_stopped_by_sigterm_while_training_says_so_and_leaves_no_worker(tmp_path):
+    """Before: a SIGTERM to the script (``kill``, a batch system's time limit) while its pool trained ended it by the
+    signal (-15) without a word, and the pool's worker went on training alone, holding the run folder. Now it stops
+    as Ctrl-C does: the workers end, one line says what is kept, exit 143."""
+    import signal
+    import time
+
+    args = ["--archs", "cfc", "--seeds", "0", "--split-seeds", "", "--episodes", "1", "--workers", "1"]
+    command = [sys.executable, str(ROOT / "scripts" / "seed_factors.py"), *args]
+    command += ["--reference", str(tmp_path / "none"), "--out", "sf"]
+    env = {**os.environ, "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
+    # files, not pipes: a worker left running would hold a pipe open, and reading it would wait for that worker
+    with open(tmp_path / "err.txt", "w") as err:
+        script = subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True
+        )
+    try:
+        run = tmp_path / "sf" / "train" / "cfc" / "i0_b0_d0"
+        deadline = time.monotonic() + 120
+        while not (run / "config.yaml").is_file() and script.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # until the worker has begun the training run
+        assert script.poll() is None and (run / "config.yaml").is_file(), (tmp_path / "err.txt").read_text()[-2000:]
+        script.send_signal(signal.SIGTERM)  # to the script alone, as `kill PID`
+        script.wait(timeout=120)
+        said = (tmp_path / "err.txt").read_text()
+        assert script.returncode == 143, said[-2000:]
+        assert said.rstrip().endswith(
+            "seed_factors.py: terminated: the finished training runs and evaluation episodes are kept in sf; the same "
+            "command again continues them"
+        ), said[-2000:]
+        left = ""
+        for _ in range(50):  # a worker ends with its parent (at its death at the latest): wait for it to go
+            left = subprocess.run(["ps", "-g", str(script.pid), "-o", "pid=,args="], capture_output=True, text=True)
+            left = left.stdout.strip()
+            if not left:
+                break
+            time.sleep(0.2)
+        assert not left, f"processes of the script left running: {left}"
+    finally:
+        try:
+            os.killpg(script.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

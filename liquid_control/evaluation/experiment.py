@@ -194,15 +194,25 @@ def _run_training(name: str, arch: str, seed: int, out_dir: str, overrides: dict
     )
 
 
-def _init_training_worker() -> None:
-    """A training worker stops at Ctrl-C and with its parent, as an evaluation worker does. Before, Ctrl-C only
-    interrupted the runs in progress: the pool then trained the runs already queued to it (one per worker and
-    one more), whole, before the experiment could say what it keeps; checkpoints are written whole, so --resume
-    continues a run stopped mid-epoch from its last one."""
+def init_training_worker() -> None:
+    """A training worker (the experiment's, scripts/seed_factors.py's) stops at Ctrl-C and with its parent, as an
+    evaluation worker does. Before, Ctrl-C only interrupted the runs in progress: the pool then trained the runs
+    already queued to it (one per worker and one more), whole, before the experiment could say what it keeps;
+    checkpoints are written whole, so --resume continues a run stopped mid-epoch from its last one.
+
+    tqdm's lock is a thread lock here: its default, made by the run's first (hidden) bar, is a multiprocessing lock,
+    a semaphore registered with the pool's resource tracker, which a worker ended at Ctrl-C or SIGTERM never
+    unregisters ('resource_tracker: There appear to be 1 leaked semaphore objects' after the stop's line); a spawned
+    worker shares it with no other process anyway."""
+    import threading
+
+    from tqdm import tqdm
+
     from liquid_control.processes import die_with_parent, quiet_ctrl_c_in_worker
 
     quiet_ctrl_c_in_worker()
     die_with_parent()
+    tqdm.set_lock(threading.RLock())
 
 
 def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
@@ -288,7 +298,7 @@ def train_all(
     if too_many:  # allowed (the same runs), as eval's and train's pools say it
         print(f"liquid-control eval: {too_many}", file=sys.stderr, flush=True)
     shown = WarningsOnce()  # a worker's warnings: once in the experiment (at the end of its run), not once per worker
-    with spawn_pool(workers, _init_training_worker) as pool:
+    with spawn_pool(workers, init_training_worker) as pool:
         job_of = {pool.submit(run_keeping_warnings, _train_one, *job): job for job in jobs}
 
         def done(future):
