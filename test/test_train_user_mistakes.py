@@ -249,6 +249,21 @@ def test_a_runs_config_yaml_of_aliases_of_aliases_is_refused_naming_it(tmp_path,
     assert sorted(p.name for p in run.iterdir()) == ["config.yaml"]
 
 
+def test_a_bag_runs_data_yaml_of_aliases_of_aliases_is_refused_naming_it(tmp_path):
+    """A bag run's data.yaml (a downloaded or edited run) of aliases of aliases, as its config.yaml above. Before:
+    read with yaml.safe_load, expanded into a million names (train --resume --set data.window=... printed them; one
+    more level never ended)."""
+    from liquid_control.training.bag_data import read_data_file
+    from liquid_control.training.run import TrainingError
+
+    levels = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, 6)]
+    path = tmp_path / "data.yaml"
+    path.write_text("\n".join(levels) + "\ndata: {bags: [a], validation: *l5}\n")
+    with pytest.raises(TrainingError, match=r"data\.yaml: not a readable data\.yaml \(AliasBombError: aliases expand"):
+        read_data_file(path)
+
+
 def test_a_start_record_nested_past_the_recursion_limit_is_refused_naming_it(tmp_path):
     """A run folder's started_from.json of ``[[[[...`` (damaged, or not ours). Before: a RecursionError traceback
     (json's error for it is no ValueError), where a damaged record is refused naming it."""

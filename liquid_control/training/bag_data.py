@@ -78,6 +78,7 @@ from liquid_control.conventions.training_record import bag_label
 from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError, validate_config
 from liquid_control.policy.config import BAG_RUN_METADATA, SIMULATED_TRAINING_KEYS, without_simulated_settings
+from liquid_control.yaml_numbers import load_yaml
 
 from .bc import bc_loss
 from .data import Episode
@@ -205,7 +206,7 @@ def read_data_file(path: Path) -> dict:
     """A bag run's ``data.yaml`` (``{"data": its data settings, "spec": ...}``); TrainingError naming the file where
     it cannot be read (a hand edit, a disk that filled up before atomic writes)."""
     try:
-        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        content = load_yaml(path.read_text(encoding="utf-8"))  # safe, and refuses aliases of aliases
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         why = str(exc).replace("\n", " ")
         raise TrainingError(
