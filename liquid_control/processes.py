@@ -13,11 +13,16 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from multiprocessing.context import SpawnContext, SpawnProcess
-from typing import NoReturn
+
+# Annotations' names only; multiprocessing (concurrent.futures.process) is imported where a pool starts, typing not
+# at all: ros.entry installs a node executable's early stop handling once this module is imported, and these imports
+# took ~50 ms of that window at a load of 6 on 2 cores (test_importing_processes_loads_no_multiprocessing).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from concurrent.futures import Executor, Future, ProcessPoolExecutor
+    from typing import NoReturn
 
 
 def parent_death_signal() -> Callable[[], object] | None:
@@ -230,12 +235,13 @@ def end_process_now(status: int) -> NoReturn:
     """End the process at once with ``status``, stdout and stderr flushed first, skipping the interpreter's exit (exit
     functions, non-daemon threads, collecting torch's, MuJoCo's, rclpy's objects: a second or more on a loaded CPU).
     For a process whose work is done and saved (files closed, ROS context shut down) and which something may be
-    waiting on with a deadline: a node of `liquid-control sim` or of a launch file, SIGKILLed after its grace."""
+    waiting on with a deadline: a node of `liquid-control sim` or of a launch file, SIGKILLed after its grace. Also
+    from a signal handler that interrupted a write to the same stream (its flush is then a 'reentrant call')."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError, AttributeError):  # a reader gone, a closed or replaced stream
-            pass
+        except (OSError, ValueError, AttributeError, RuntimeError):  # a reader gone, a closed or replaced stream, a
+            pass  # write this signal handler interrupted (BufferedWriter's 'reentrant call')
     os._exit(status)
 
 
@@ -304,7 +310,7 @@ class WorkerPoolError(RuntimeError):
 
 
 @contextmanager
-def _warning_signals_ignored():
+def warning_signals_ignored():
     """Within the block :data:`WARNING_SIGNALS` are ignored (SIG_IGN, this process's handling put back after it), so
     a process started in it starts ignoring them: an ignored signal stays ignored across exec, while a handler is
     reset to the default, which ends the process. Outside the main thread, where handlers cannot be set, nothing."""
@@ -329,35 +335,25 @@ def _start_resource_tracker() -> None:
         return
     from multiprocessing import resource_tracker
 
-    with _warning_signals_ignored():
+    with warning_signals_ignored():
         resource_tracker.ensure_running()
-
-
-class _SpawnProcess(SpawnProcess):
-    """A pool worker started ignoring :data:`WARNING_SIGNALS` (:func:`_warning_signals_ignored`): spawned with their
-    default handling, a worker ignored them only once its initializer ran (:func:`quiet_ctrl_c_in_worker`, after the
-    interpreter started and imported torch), and a batch system's warning to the job in that time ended it (the next
-    batch failed: 'a worker process died'). A signal to this process while one starts is ignored without a word."""
-
-    def start(self) -> None:
-        with _warning_signals_ignored():
-            super().start()
-
-
-class _SpawnContext(SpawnContext):
-    Process = _SpawnProcess
 
 
 def spawn_pool(workers: int, initializer: Callable[..., object], initargs: tuple = ()) -> ProcessPoolExecutor:
     """A process pool of ``workers`` spawned interpreters (not forked: a forked MuJoCo/EGL or torch state is not
     safe to reuse in a child). Its queues' locks are POSIX semaphores in /dev/shm: where that is missing, read-only
     or full the OSError (say 'Read-only file system', no file named) read as the output folder's in every command's
-    message; it is raised as a :class:`WorkerPoolError` naming /dev/shm."""
+    message; it is raised as a :class:`WorkerPoolError` naming /dev/shm. Its workers start ignoring
+    :data:`WARNING_SIGNALS` (``spawn_context.WorkerProcess``)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from liquid_control.spawn_context import WorkerContext
+
     _start_resource_tracker()
     try:
         return ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=_SpawnContext(),  # the pool starts its workers as it needs them (at a submit)
+            mp_context=WorkerContext(),  # the pool starts its workers as it needs them (at a submit)
             initializer=initializer,
             initargs=initargs,
         )
@@ -393,6 +389,8 @@ def collect_results(pool: Executor, futures: Iterable[Future], on_done: Callable
     here raced with that thread marking them failed when Ctrl-C had also ended the workers (Python 3.11 printed an
     InvalidStateError traceback from it). The shutdown waits here: a ``with`` block's own shutdown would otherwise
     take back ``cancel_futures`` before the pool's thread acted on it, and the queued tasks ran."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
     pending = set(futures)
     try:
         while pending:

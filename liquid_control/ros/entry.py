@@ -15,6 +15,8 @@ import signal
 import sys
 import tempfile
 
+from liquid_control.processes import end_process_now
+
 NODE_MODULES = {
     "policy_node": "liquid_control.ros.policy_node",
     "sim_node": "liquid_control.ros.sim_node",
@@ -24,12 +26,7 @@ NODE_MODULES = {
 
 
 def _stop_before_start(_signum, _frame) -> None:
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except Exception:  # e.g. the signal interrupted a write to the same stream: exit anyway
-        pass
-    os._exit(0)
+    end_process_now(0)
 
 
 def honour_no_color(environ=os.environ) -> None:
