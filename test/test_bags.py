@@ -1403,6 +1403,17 @@ def test_a_damaged_bag_cache_is_rebuilt_from_the_bag_and_named(expert_bags, tmp_
     assert not [m for m in logs if m.startswith(("warning:", "train bag"))]  # a sound cache is reused as is
 
 
+def test_a_bag_cache_index_nested_too_deeply_is_damage_naming_it(tmp_path):
+    """An index.json nested past the recursion limit raised RecursionError out of read_cache: a traceback ended
+    the run instead of the CacheError its caller turns into 'damaged cache, converting the bag again'."""
+    from liquid_control.training.bag_data import CacheError, read_cache
+
+    index = tmp_path / "index.json"
+    index.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(CacheError, match=rf"^{index}: unreadable cache index \(.*nested too deeply to read\)$"):
+        read_cache(tmp_path, "fingerprint", 10)
+
+
 BALANCE = {
     "name": "balance",
     "world": "LiquidBalance-v0",

@@ -225,3 +225,26 @@ def test_the_measuring_processes_without_bars_write_a_line_at_each_tenth(capfd):
         successes = sum(measured[path]["outcomes"])
         assert [line.split(": ", 2)[2] for line in lines][-1] == f"2/2 episodes done ({successes} successes)", err
         assert len(lines) == 2, err
+
+
+DEEP_JSON = "[" * 100_000 + "]" * 100_000  # nested past Python's recursion limit: json.loads raises RecursionError
+
+
+def test_ood_section_refuses_results_nested_too_deeply_naming_the_file(tmp_path):
+    """A results.json nested past the recursion limit (damaged or hostile) ended `model_card --ood` in a
+    RecursionError traceback; it is refused as any other damaged results file, naming it."""
+    path = tmp_path / "results.json"
+    path.write_text(DEEP_JSON)
+    with pytest.raises(ValueError, match=rf"^{path}: not the results.json .*: nested too deeply to read$"):
+        ood_section(path, "robust")
+
+
+def test_a_cached_measurement_nested_too_deeply_is_refused_naming_the_file(tmp_path):
+    """A --cache entry nested past the recursion limit was a RecursionError traceback, not the CardError that
+    says which file to remove."""
+    from liquid_control.training.model_card import CardError, cache_file, read_cached
+
+    stored = cache_file(tmp_path, "cfc_ncp_rover.pt", "torch", 5)
+    stored.write_text(DEEP_JSON)
+    with pytest.raises(CardError, match=rf"^{stored}: not a cached measurement \(nested too deeply to read\)"):
+        read_cached(stored, 5)

@@ -559,6 +559,27 @@ def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
         probe.close()
 
 
+def test_sim_monitor_ignores_an_episode_status_nested_too_deeply():
+    """Any publisher on the domain can send a String nested past Python's recursion limit: json.loads raised
+    RecursionError (no ValueError) out of the monitor's callback, out of the executor's spin, and ended
+    `liquid-control sim` in a traceback. It is counted as ignored, as any message that is not our status.
+    The callback is called directly with the message: no DDS traffic needed."""
+    from liquid_control.ros.graph import STATUS_TOPIC, _status_listener
+    from liquid_control.ros.testing import free_domain_id
+
+    context, executor, node, received, ignored = _status_listener(free_domain_id(), "LiquidBalance-v0")
+    try:
+        (subscription,) = [sub for sub in node.subscriptions if sub.topic_name.lstrip("/") == STATUS_TOPIC]
+        subscription.callback(String(data="[" * 100_000 + "]" * 100_000))
+        ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success"}
+        subscription.callback(String(data=json.dumps(ours)))
+        assert received == [ours] and ignored[0] == 1
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        context.try_shutdown()
+
+
 def test_concurrent_processes_never_share_a_test_ros_domain():
     """Each process holds the ids it took (a lock file per id): a second process picks another even when both
     would try the same id first (shuffle disabled in both)."""

@@ -959,6 +959,30 @@ def test_view_ignores_an_episode_status_that_is_not_one(capsys):
     assert viewer.episode_ends == [status] and viewer.recording.counts == {"episode_status": 4}
 
 
+def test_view_ignores_an_episode_status_nested_too_deeply(capsys):
+    """Any publisher on the domain can send a String nested past Python's recursion limit: json.loads raised
+    RecursionError (no ValueError) out of the subscription's callback, which ended the viewer in a traceback.
+    It is ignored with the line of any other message that is not a status, and the viewer goes on."""
+    import types
+
+    from rclpy.serialization import serialize_message
+
+    from liquid_control.ros import view
+
+    class Node:
+        def create_subscription(self, cls, topic, callback, qos, raw):
+            return types.SimpleNamespace(topic_name=topic)
+
+    viewer = view.Viewer(Node(), record=True, frame_prefix="")
+    hostile = "[" * 100_000 + "]" * 100_000
+    viewer._on_message("episode_status", serialize_message(String(data=hostile)), {"source_timestamp": 0})
+    err = capsys.readouterr().err
+    assert err.startswith("liquid-control view: warning: ignoring a message on episode_status that is not"), err
+    status = {"episode": 0, "outcome": "success"}
+    viewer._on_message("episode_status", serialize_message(String(data=json.dumps(status))), {"source_timestamp": 0})
+    assert viewer.episode_ends == [status] and viewer.recording.counts == {"episode_status": 2}
+
+
 def test_view_names_its_counts_and_says_its_notes_on_stderr(tmp_path, capsys, monkeypatch):
     """Before: `view --snapshot` ended in 'wrote P from 2 messages: {"cmd_vel": 1, "episode_status": 1}' (a JSON
     dict), and its lines on ignored episode statuses went to stdout, where the result goes, without the command's

@@ -12,6 +12,7 @@ import time
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.errors import EvaluationSetupError
+from liquid_control.json_text import load_json
 from liquid_control.paths import code_commit
 
 SITTING_NAME = "provenance.sitting.json"
@@ -92,9 +93,9 @@ class Sitting:
         if resume and os.path.isfile(self.path):
             try:
                 with open(self.path, encoding="utf-8") as fh:
-                    found = json.load(fh)
+                    found = load_json(fh.read())
                 parts = [dict(part) for part in found.get("cut_short", [])] + [dict(found["current"])]
-            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise EvaluationSetupError(f"{self.path}: not a sitting record ({exc}); move it away") from None
             # records written before 2026-12-03 were written from a part's start, and marked the parts that worked
             self.cut_short = [part for part in parts if part.pop("worked", True)]
@@ -183,9 +184,9 @@ def read_record(path: str) -> dict | None:
         return None
     try:
         with open(path, encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        problem = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)
+            record = load_json(fh.read())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError and JsonTooDeepError are ValueErrors
+        problem = str(exc)
     else:
         problem = _record_problem(record)
     if problem:

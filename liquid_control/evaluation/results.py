@@ -17,6 +17,7 @@ from liquid_control import atomic_file
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import RECORD_FIELDS
 from liquid_control.evaluation.plan import EpisodeJob, EvaluationSetupError, episode_key
+from liquid_control.json_text import load_json
 
 LOG_NAME = "episodes.jsonl"
 OFFLINE_NAME = "offline.json"  # what an offline evaluation (--bag) writes beside its report.md instead
@@ -156,8 +157,8 @@ def _scan_log(path: str) -> tuple[list[dict], tuple[str, int] | None]:
                 return records, ("cut", start)
             continue
         try:
-            record = json.loads(raw.decode("utf-8"))
-        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            record = load_json(raw.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError, JSONDecodeError and JsonTooDeepError are ValueErrors
             if unterminated:  # the last line, cut by a kill mid-write: that episode reruns
                 print(f"liquid-control eval: dropping a half-written last line of {path}", file=sys.stderr)
                 return records, ("cut", start)

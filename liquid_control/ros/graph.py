@@ -30,6 +30,7 @@ from liquid_control.conventions.params import (
     discovery_problem,
     domain_id_problem,
 )
+from liquid_control.json_text import load_json
 from liquid_control.paths import config_dir, output_folder_problem, resolve_policy_file, user_path
 from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES, unwritable_log_dir
@@ -449,8 +450,8 @@ def _status_listener(domain_id: int | None, world: str):
 
     def on_status(msg):
         try:
-            status = json.loads(msg.data)
-        except ValueError:
+            status = load_json(msg.data)
+        except ValueError:  # JsonTooDeepError too: any publisher on the domain can send a hostile string
             status = None
         if isinstance(status, dict) and status.get("world") == world and {"episode", "seed", "outcome"} <= set(status):
             received.append(status)

@@ -36,6 +36,7 @@ import numpy as np
 from liquid_control.conventions import stamps
 from liquid_control.conventions.params import COMMAND_TYPES as NODE_COMMAND_TYPES
 from liquid_control.conventions.params import discovery_problem, domain_id_problem, frame_prefix_problem
+from liquid_control.json_text import load_json
 from liquid_control.paths import output_file_problem, user_path
 from liquid_control.ros.entry import unwritable_log_dir
 from liquid_control.ros.executable import named_counts
@@ -493,8 +494,8 @@ class Viewer:
         if topic == "episode_status":
             text = self._deserialize(data, message_class(self.topics[topic][0])).data
             try:
-                status = json.loads(text)
-            except ValueError:
+                status = load_json(text)
+            except ValueError:  # JsonTooDeepError too: any publisher on the domain can send a hostile string
                 status = None
             if not (isinstance(status, dict) and "outcome" in status):  # another node's, `ros2 topic pub`'s
                 print(

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from liquid_control.json_text import load_json
 
 CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
 VECTORS = "vectors"  # name of the encoder of every vector input
@@ -301,13 +302,11 @@ def _onnx_training_record(path, meta: dict) -> dict:
 
 def metadata_json(path, meta: dict, key: str, advice: str = ""):
     """The JSON value of the ``metadata_props`` entry ``key`` of the ONNX file ``path`` (``meta``: its entries); a
-    BackendError naming both where it is not JSON, also where it nests deeper than Python's JSON parser recurses
-    (a RecursionError, no ValueError: a damaged or hostile file's ``[[[[...`` was a traceback)."""
+    BackendError naming both where it is not JSON, also where it nests too deeply (see json_text)."""
     try:
-        return json.loads(meta[key])
-    except (ValueError, RecursionError) as exc:
-        why = "nested too deeply to read" if isinstance(exc, RecursionError) else str(exc)
-        raise BackendError(f"{path}: metadata {key!r} is not valid JSON ({why}){advice}") from None
+        return load_json(meta[key])
+    except ValueError as exc:
+        raise BackendError(f"{path}: metadata {key!r} is not valid JSON ({exc}){advice}") from None
 
 
 def encode_input(encoder: str) -> str:

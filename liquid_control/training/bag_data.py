@@ -75,6 +75,7 @@ from liquid_control.cells import SolverDivergedError
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
 from liquid_control.conventions.imu import GravityCheck
 from liquid_control.conventions.training_record import bag_label
+from liquid_control.json_text import load_json
 from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError, validate_config
 from liquid_control.policy.config import BAG_RUN_METADATA, SIMULATED_TRAINING_KEYS, without_simulated_settings
@@ -539,8 +540,8 @@ def read_cache(folder: Path, fingerprint: str, window: int) -> dict | None:
     if not path.is_file():
         return None
     try:
-        index = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        index = load_json(path.read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError, JSONDecodeError and JsonTooDeepError
         raise CacheError(f"{path}: unreadable cache index ({type(exc).__name__}: {exc})") from None
     if not isinstance(index, dict):
         raise CacheError(f"{path}: not a cache index (a JSON {type(index).__name__}, not an object)")

@@ -34,6 +34,7 @@ import yaml
 
 from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
+from liquid_control.json_text import load_json
 from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
 from liquid_control.policy.config import CONTINUOUS_CORES
@@ -129,8 +130,8 @@ def read_cached(stored: Path, episodes: int) -> dict | None:
     if not stored.is_file():
         return None
     try:
-        data = json.loads(stored.read_text())
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        data = load_json(stored.read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, JsonTooDeepError
         raise CardError(f"{stored}: not a cached measurement ({exc}); remove it to measure again") from None
     outcomes = data.get("outcomes") if isinstance(data, dict) else None
     if not (isinstance(outcomes, list) and len(outcomes) == episodes and isinstance(data.get("kernel_path"), str)):
@@ -683,8 +684,8 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
     ``CardError`` (a ``ValueError``) naming the file when it is not such results or has none of ``policy``."""
     what = "not the results.json of `liquid-control eval` (a list of episodes with " + ", ".join(RESULT_KEYS) + ")"
     try:
-        data = json.loads(Path(results_path).read_text())
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        data = load_json(Path(results_path).read_text())
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, JsonTooDeepError
         raise CardError(f"{results_path}: {what}: {exc}") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) and set(RESULT_KEYS) <= r.keys() for r in data):
         raise CardError(f"{results_path}: {what}")

@@ -22,6 +22,7 @@ import yaml
 from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.conventions import training_record
+from liquid_control.json_text import load_json
 from liquid_control.paths import first_missing_folder, output_folder_problem, remove_made_folder
 from liquid_control.policy import (
     Policy,
@@ -117,12 +118,11 @@ def recorded_start(out: Path, checkpoint: dict | None) -> dict | None:
     if not path.is_file():
         return None
     try:
-        record = json.loads(path.read_text())
+        record = load_json(path.read_text())
         if not (isinstance(record, dict) and isinstance(record.get("path"), str) and "sha256" in record):
             raise ValueError("not a {path, sha256} object")
-    except (ValueError, RecursionError) as exc:  # nested past the recursion limit: no ValueError
-        why = "nested too deeply to read" if isinstance(exc, RecursionError) else exc
-        raise TrainingError(f"{path}: not a readable record of the run's start ({why}); restore it") from None
+    except ValueError as exc:
+        raise TrainingError(f"{path}: not a readable record of the run's start ({exc}); restore it") from None
     return record
 
 
