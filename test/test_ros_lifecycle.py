@@ -588,6 +588,7 @@ class BalancerRig:
         self.offset = 0.0  # added to the sensors' stamps (a clock jump)
         self.gravity_z = 9.8  # the IMU's z acceleration at rest (-9.8: an IMU publishing north-east-down)
         self.wheel_names = []
+        self.sim_clock = None  # a SimClock: the stream steps it
         self._types = Imu, JointState, Twist
 
     def configure(self):
@@ -613,10 +614,10 @@ class BalancerRig:
 
     def stream(self, messages, wheels=(1.0, 1.0)):
         """``messages`` IMU messages, each after a wheel message (none with ``wheels=None``), one every 10 ms of the
-        steady clock or later, stamped by the node clock (+ ``offset``) when sent; the (active) node takes each
-        before the next is sent, and every command it published is heard at the end. A number of messages, not of
-        seconds: a stream of wall seconds sent far fewer than 100 a second on a loaded machine (38), too few for a
-        check that counts readings (the IMU's gravity window)."""
+        steady clock or later, stamped by the node clock (+ ``offset``) when sent, which a ``SimClock`` moves 10 ms
+        on for each; the (active) node takes each before the next is sent, and every command it published is heard
+        at the end. A number of messages, not of seconds: a stream of wall seconds sent far fewer than 100 a second
+        on a loaded machine (38), too few for a check that counts readings (the IMU's gravity window)."""
         from builtin_interfaces.msg import Time
 
         imu_type, joint_type, _ = self._types
@@ -626,8 +627,11 @@ class BalancerRig:
         received = lambda: [counters[f"received.{s}"] for s in sensors]  # noqa: E731
         start, sent = time.monotonic(), None
         for k in range(messages):
-            # due, and the node clock moved on since the last one (under use_sim_time: a new /clock came)
-            self.spin(30.0, until=lambda due=start + k * 0.01, sent=sent: time.monotonic() >= due and node_ns() != sent)
+            clock = self.sim_clock and self.sim_clock.step()  # the /clock this message is sent at
+            # due, and the node clock at that /clock, or (no SimClock) moved on since the last message
+            moved = lambda clock=clock, sent=sent: node_ns() == clock if clock else node_ns() != sent  # noqa: E731
+            self.spin(30.0, until=lambda due=start + k * 0.01, moved=moved: time.monotonic() >= due and moved())
+            assert moved(), f"the node clock never reached the /clock of message {k + 1}"
             sent = node_ns()
             ns = sent + int(self.offset * 1e9)
             stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
@@ -1096,14 +1100,16 @@ def test_use_sim_time_is_refused_while_configured_and_switches_the_clock_only_wh
 
 
 class SimClock:
-    """/clock published by the test before every spin of ``rig`` (the node runs with use_sim_time): the wall
-    time since the start plus ``offset`` s; lowering ``offset`` makes the clock jump back, as sim_node's /clock
-    does at each episode."""
+    """/clock for a ``rig`` whose node runs with use_sim_time, published before each of its spins: ``offset`` plus
+    10 ms for every message the rig streamed since, standing still in between. A clock of the messages, not of the
+    wall: on a loaded machine a stall of the test longer than the watchdog timeout was every input's silence to the
+    node (a stop whose throttled warning hid the one a test looked for). Lowering ``offset`` makes the clock jump
+    back, as sim_node's /clock does at each episode."""
 
     def __init__(self, rig, offset):
         from rosgraph_msgs.msg import Clock
 
-        self.offset, self.start, self._msg = offset, time.monotonic(), Clock()
+        self.offset, self._streamed_ns, self._msg = offset, 0, Clock()
         self._pub = rig.probe.create_publisher(Clock, "/clock", 10)
         spin = rig.spin
 
@@ -1115,10 +1121,24 @@ class SimClock:
                 if time.monotonic() >= end or until():
                     return
 
-        rig.spin = spin_with_clock
+        self._spin = rig.spin = spin_with_clock
+        rig.sim_clock = self
+
+    def now_ns(self) -> int:
+        return round(self.offset * 1e9) + self._streamed_ns
+
+    def step(self) -> int:
+        """The clock 10 ms on (one streamed message), in ns."""
+        self._streamed_ns += 10**7
+        return self.now_ns()
+
+    def reach(self, node):
+        """Spin until ``node``'s clock reads this clock."""
+        self._spin(30.0, until=lambda: node.get_clock().now().nanoseconds == self.now_ns())
+        assert node.get_clock().now().nanoseconds == self.now_ns(), "the /clock never reached the node"
 
     def publish(self):
-        ns = int((self.offset + time.monotonic() - self.start) * 1e9)
+        ns = self.now_ns()
         self._msg.clock.sec, self._msg.clock.nanosec = ns // 10**9, ns % 10**9
         self._pub.publish(self._msg)
 
@@ -1133,8 +1153,7 @@ def test_the_watchdog_and_the_waiting_stop_work_after_the_node_clock_jumps_back(
     rig.configure()
     if fault == "target_forgotten":
         rig.node.runner.setpoints = frozenset()  # a clock jump drops the target: updates wait for a new one
-    rig.spin(30.0, until=lambda: rig.node._now() > 60.0)
-    assert rig.node._now() > 60.0, "no /clock reached the node"
+    clock.reach(rig.node)
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
     rig.stream(50)
@@ -1162,8 +1181,7 @@ def test_an_input_silent_before_the_node_clock_jumps_back_stays_silent_after_it(
     rig = BalancerRig(ros, policy_file, watchdog_timeout_s=0.3, use_sim_time=True)
     clock = SimClock(rig, offset=60.0)
     rig.configure()
-    rig.spin(30.0, until=lambda: rig.node._now() > 60.0)
-    assert rig.node._now() > 60.0, "no /clock reached the node"
+    clock.reach(rig.node)
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     rig.publish_target(0.5)
     rig.stream(50)
@@ -1191,9 +1209,7 @@ def test_a_node_activated_before_the_first_clock_message_watches_from_it(policy_
     rig.configure()
     assert rig.node._now() == 0.0  # no /clock yet
     assert rig.node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    SimClock(rig, offset=1000.0)
-    rig.spin(30.0, until=lambda: rig.node._now() > 1000.0)
-    assert rig.node._now() > 1000.0, "no /clock reached the node"
+    SimClock(rig, offset=1000.0).reach(rig.node)
     rig.publish_target(0.5)
     rig.stream(100)
     assert rig.node._now() > 1000.0
