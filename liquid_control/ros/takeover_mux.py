@@ -476,4 +476,3 @@ def round_graph(
 def main(args=None) -> int:
     """Entry point of the ``takeover_mux`` executable (launch files)."""
     return run_until_signal("takeover_mux", TakeoverMuxNode, finish=lambda node: node.close(), args=args)
-
