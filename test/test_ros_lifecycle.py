@@ -830,6 +830,20 @@ def test_run_time_parameter_changes_are_checked_and_refused_while_configured(pol
     assert node.settings.publish_mode == "fixed_rate"
 
 
+def _balancer_readings_now(node):
+    """An IMU reading (upright, turning) and wheel velocities stamped with the node's clock now."""
+    from builtin_interfaces.msg import Time
+    from sensor_msgs.msg import Imu, JointState
+
+    ns = node.get_clock().now().nanoseconds
+    stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
+    reading = Imu()
+    reading.header.stamp, reading.linear_acceleration.z, reading.angular_velocity.x = stamp, 9.8, 0.3
+    joints = JointState(velocity=[1.0, 1.0])
+    joints.header.stamp = stamp
+    return reading, joints
+
+
 def _assert_commands_within(rig, limit: float) -> None:
     """Every command streamed from now on is within +-limit (a new max_command holds at once), the setting too."""
     rig.hear_every_command()  # those published before the change, still on their way, are not the new limit's
@@ -1392,7 +1406,6 @@ def test_a_node_destroyed_while_active_stops_the_robot_and_frees_everything(poli
     the heap frozen (``gc.freeze``) for the rest of the process and its model loaded. Now it is shut down first,
     as rclcpp's lifecycle nodes are. ``context_gone``: the context was shut down under it (rclpy's own signal
     handling): nothing can be published, which is logged, and the node is freed all the same."""
-    from builtin_interfaces.msg import Time
     from geometry_msgs.msg import Twist
     from sensor_msgs.msg import Imu, JointState
     from std_msgs.msg import Float64MultiArray
@@ -1423,12 +1436,7 @@ def test_a_node_destroyed_while_active_stops_the_robot_and_frees_everything(poli
         end = time.monotonic() + 30.0
         while time.monotonic() < end and not moving():
             target.publish(Twist())  # the balancer's setpoint: standing
-            ns = node.get_clock().now().nanoseconds
-            stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
-            reading = Imu()
-            reading.header.stamp, reading.linear_acceleration.z, reading.angular_velocity.x = stamp, 9.8, 0.3
-            joints = JointState(velocity=[1.0, 1.0])
-            joints.header.stamp = stamp
+            reading, joints = _balancer_readings_now(node)
             wheels.publish(joints)
             imu.publish(reading)
             for _ in range(3):
@@ -1550,7 +1558,6 @@ def threaded_balancer(policy_file):
     at most)."""
     import threading
 
-    from builtin_interfaces.msg import Time
     from geometry_msgs.msg import Twist
     from sensor_msgs.msg import Imu, JointState
     from std_msgs.msg import Float64MultiArray
@@ -1578,12 +1585,7 @@ def threaded_balancer(policy_file):
     def feed(until):
         end = time.monotonic() + 30.0
         while time.monotonic() < end and not until():
-            ns = node.get_clock().now().nanoseconds
-            stamp = Time(sec=ns // 10**9, nanosec=ns % 10**9)
-            reading = Imu()
-            reading.header.stamp, reading.linear_acceleration.z, reading.angular_velocity.x = stamp, 9.8, 0.3
-            joints = JointState(velocity=[1.0, 1.0])
-            joints.header.stamp = stamp
+            reading, joints = _balancer_readings_now(node)
             target.publish(Twist())
             wheels.publish(joints)
             imu.publish(reading)
