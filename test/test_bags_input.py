@@ -212,6 +212,95 @@ def test_resume_without_a_config_changes_a_bag_runs_data_settings_over_its_data_
     assert cli.main(resume) == 0  # the run's own settings: nothing to do, policy.pt kept
 
 
+@pytest.fixture(scope="module")
+def killed_bag_run(tmp_path_factory):
+    """A bag run stopped after converting its bag, before its first epoch ended: its folder (data.yaml written)."""
+    import yaml
+
+    from liquid_control.training import bag_data
+
+    tmp = tmp_path_factory.mktemp("killed_bag_run")
+    bag = _small_bag(tmp / "bags" / "a", size=64)
+    config = yaml.safe_load(open(ROVER).read())
+    config["training"]["epochs_first"] = 1
+    (tmp / "one_epoch.yaml").write_text(yaml.safe_dump(config))
+    out = tmp / "run"
+
+    def killed(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bag_data.BagRun, "train_epoch", killed)
+        start = ["train", "--config", str(tmp / "one_epoch.yaml"), "--bag", str(bag), "--out", str(out)]
+        assert cli.main([*start, "--no-progress"]) == 130
+    return out
+
+
+NESTED = "[" * 300 + "]" * 300  # deep, yet read by the YAML reader (which refuses nesting near the recursion limit)
+
+
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        *[
+            (f"del data['data'][{key!r}]", f"data.{key}: missing")
+            for key in ("bags", "validation", "node_params", "topics", "command_topic", "label", "allow_truncated")
+        ],
+        ("del data['data']['window']", "data.window: missing"),
+        ("del data['spec']", "spec: missing"),
+        ("data['data']['window'] = 'x'", "data.window: expected an integer, got str 'x'"),
+        ("data['data']['label'] = [1]", "data.label: expected a mapping, got list [1]"),
+        ("data['data']['bags'] = [5]", "data.bags: expected a list of bag folders, got [5]"),
+        ("data['data']['label'] = {'mode': 'x'}", "data.label: label mode 'x' is not one of next, held"),
+        ("data['spec'] = 5", "spec: expected a mapping, got int 5"),
+        ("data['data']['topics'] = {'camera': 'NESTED'}", "data.topics.camera: expected a single value, got list [[["),
+        ("data['data']['label'] = {'mode': 'NESTED'}", "data.label.mode: expected a single value, got list [[["),
+    ],
+)
+@pytest.mark.parametrize("sets", [[], ["--set", "data.label.max_wait_s=0.4"]], ids=["as_recorded", "with_set"])
+def test_a_damaged_data_yaml_is_refused_by_a_resume_naming_the_file_and_key(
+    killed_bag_run, tmp_path, capsys, edit, said, sets
+):
+    """Before: `train --out RUN --resume` of a bag run whose data.yaml lacked a key or held one of another type (a
+    hand edit, a damaged or foreign file) took the section unchecked: a KeyError ('node_params', 'window'...) or
+    TypeError traceback, or with --set a RecursionError copying a value nested hundreds deep. Every version of the
+    project wrote all of the data keys and spec, so each is required; the resume is refused in one line naming the
+    file and the key, exit 2, the folder unchanged. The run's own data.yaml resumes (last)."""
+    import shutil
+
+    import yaml
+
+    out = tmp_path / "run"
+    shutil.copytree(killed_bag_run, out)
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    exec(edit, {"data": data})
+    (out / "data.yaml").write_text(yaml.safe_dump(data).replace("NESTED", NESTED))
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert cli.main(["train", "--out", str(out), "--resume", "--no-progress", *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control train: error: {out / 'data.yaml'}: {said}"), err[:2000]
+    assert err.rstrip().endswith("restore it, or train into a new folder") and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_a_bag_runs_own_data_yaml_resumes(killed_bag_run, tmp_path, capsys):
+    """The run's data.yaml as written, and as an older version wrote it (no spec.limits.reorder_lag_s, 1b658c52),
+    passes the checks of a damaged one above: the resume trains."""
+    import shutil
+
+    import yaml
+
+    for older in (False, True):
+        out = tmp_path / f"run_{older}"
+        shutil.copytree(killed_bag_run, out)
+        if older:
+            data = yaml.safe_load((out / "data.yaml").read_text())
+            del data["spec"]["limits"]["reorder_lag_s"]
+            (out / "data.yaml").write_text(yaml.safe_dump(data))
+        assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0, capsys.readouterr().err
+        assert (out / "policy.pt").is_file()
+
+
 def test_a_window_changed_before_the_first_epoch_cuts_the_cached_bag_again(tmp_path, monkeypatch):
     """Before: a run stopped after converting its bags (Ctrl-C once the log said "(2 windows of at most 16
     updates)") and resumed with `--set data.window=8` (docs/training.md: raise the window for a fusion policy)

@@ -140,31 +140,38 @@ def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str
     return copies
 
 
-def validate_data(section: dict, options=()) -> dict:
-    """Check a ``data:`` section (unknown keys and wrong types name the key: ValueError) and expand the bag globs
-    (a bag not there or named twice: BagError); ``options``: the keys the command line set (``bags``: --bag,
-    ``validation``: --val-bag), named so in a bag's error."""
+def check_data_values(section) -> dict:
+    """A ``data:`` section's keys and their types (ValueError naming the key), the defaults filled in: the checks of
+    :func:`validate_data` that read no bag, also those of a run's ``data.yaml`` (:func:`read_data_file`)."""
     if not isinstance(section, dict):
         raise ValueError(f"data: expected a mapping, got {type(section).__name__}")
-    unknown = sorted(set(section) - set(DATA_KEYS))
+    unknown = sorted(set(section) - set(DATA_KEYS), key=str)
     if unknown:
         raise ValueError(f"data: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(DATA_KEYS)}")
     out = copy.deepcopy(DATA_DEFAULTS)
     for key, value in section.items():
         kind, words = DATA_KEYS[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"data.{key}: expected {words}, got {type(value).__name__} {value!r}")
+            raise ValueError(f"data.{key}: expected {words}, got {type(value).__name__} {repr(value)[:60]}")
         out[key] = copy.deepcopy(value)
     if not out["bags"]:
         raise ValueError("data.bags: no training bags given (--bag DIR, or data: bags: [...])")
     label_keys = [f.name for f in dataclasses.fields(LabelRule)]
-    unknown = sorted(set(out["label"]) - set(label_keys))
+    unknown = sorted(set(out["label"]) - set(label_keys), key=str)
     if unknown:  # else a TypeError traceback from LabelRule
         raise ValueError(
             f"data.label: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(label_keys)}"
         )
     if out["window"] < 2:
         raise ValueError(f"data.window: must be >= 2 updates, got {out['window']}")
+    return out
+
+
+def validate_data(section: dict, options=()) -> dict:
+    """Check a ``data:`` section (unknown keys and wrong types name the key: ValueError) and expand the bag globs
+    (a bag not there or named twice: BagError); ``options``: the keys the command line set (``bags``: --bag,
+    ``validation``: --val-bag), named so in a bag's error."""
+    out = check_data_values(section)
     given = {  # how the user named each list: the option, or the config key
         key: option if key in (options or ()) else f"data.{key}"
         for key, option in (("bags", "--bag"), ("validation", "--val-bag"))
@@ -218,7 +225,35 @@ def read_data_file(path: Path) -> dict:
             f"{path}: not a run's data.yaml (no 'data:' mapping of the bags and data settings); restore it, or train "
             "into a new folder"
         )
+    problem = _recorded_data_problem(content)
+    if problem:
+        raise TrainingError(f"{path}: {problem} (not as a run writes it); restore it, or train into a new folder")
     return content
+
+
+def _recorded_data_problem(content: dict) -> str | None:
+    """What is wrong in a bag run's ``data.yaml`` as a run writes it (a hand edit, a damaged or foreign file), naming
+    the key; None where nothing is. Every version wrote all of ``DATA_KEYS`` (validated, the defaults filled in) and
+    ``spec``; keys added to ``spec`` since are ``DATA_KEYS_ADDED``, compared by :meth:`BagRun._check_data_file`.
+    The values are checked before they are copied or compared (a value nested hundreds deep would not be)."""
+    data = content["data"]
+    for key in [*DATA_KEYS, "spec"]:
+        if key not in (content if key == "spec" else data):
+            return f"{'' if key == 'spec' else 'data.'}{key}: missing"
+    if not isinstance(content["spec"], dict):
+        return f"spec: expected a mapping, got {type(content['spec']).__name__} {repr(content['spec'])[:60]}"
+    for key in ("bags", "validation"):  # the resolved paths a run writes, each a string
+        if isinstance(data[key], list) and not all(isinstance(bag, str) for bag in data[key]):
+            return f"data.{key}: expected a list of bag folders, got {repr(data[key])[:60]}"
+    for key in ("topics", "label"):  # names to single values: a topic, the label's mode and times
+        for name, value in data[key].items() if isinstance(data[key], dict) else ():
+            if isinstance(value, (dict, list)):
+                return f"data.{key}.{name}: expected a single value, got {type(value).__name__} {repr(value)[:60]}"
+    try:
+        LabelRule(**check_data_values(data)["label"])  # the rule's own check of the values (its mode, its times)
+    except ValueError as exc:
+        return f"data.label: {exc}" if str(exc).startswith("label") else str(exc)
+    return None
 
 
 def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
