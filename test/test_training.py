@@ -486,6 +486,89 @@ def test_episode_file_errors_name_the_file(tmp_path):
         load_episode(save_episode(tmp_path / "bad_index.npz", held))
 
 
+def _npz_of(path, name: str, header: dict, chunks, zip_size: int | None = None):
+    """An .npz (a deflated zip, as np.savez_compressed writes) of one member ``name``: an npy header of ``header``
+    and the data ``chunks``, written as given (a crafted file); ``zip_size``: the member's size as the zip's
+    directory gives it instead of the true one."""
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open(name, "w") as member:
+            npy.write_array_header_1_0(member, header)
+            for chunk in chunks:
+                member.write(chunk)
+    if zip_size is not None:  # the central directory entry's uncompressed size, 24 bytes after its signature
+        data = bytearray(path.read_bytes())
+        at = data.rindex(b"PK\x01\x02") + 24
+        data[at : at + 4] = zip_size.to_bytes(4, "little")
+        path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refused_from_its_headers(
+    tmp_path, monkeypatch
+):
+    """A downloaded run's data/*.npz is a deflated zip whose npy headers declare the arrays numpy allocates and
+    fills: deflate packs zeros ~1000:1, so a file of a few MB unpacks to GBs. Before: load_episode (every resume) let
+    np.load allocate and unpack whatever a file declared (the 64 MiB member below; 40 GiB where the memory allows)
+    and failed only afterwards, if at all. Now each member's header is read first: a file past
+    MAX_EPISODE_FILE_BYTES, or a member whose size in the zip's directory disagrees with its header, is refused
+    naming the file and the member, before numpy allocates anything. Real episodes load bit for bit as saved."""
+    import tracemalloc
+    import zipfile
+
+    from liquid_control.training import data as episode_data
+    from liquid_control.training.data import EpisodeFileError
+
+    zeros = np.zeros(1 << 20, np.uint8)
+    u1 = {"descr": "|u1", "fortran_order": False}
+    huge = _npz_of(tmp_path / "huge.npz", "image.npy", {**u1, "shape": (40 << 30,)}, [zeros[:1000]])
+    bomb = _npz_of(tmp_path / "bomb.npz", "dt.npy", {**u1, "shape": (64 << 20,)}, [zeros] * 64)
+    assert huge.stat().st_size < 2000 and bomb.stat().st_size < 200_000  # 64 MiB of zeros, deflated
+    for path, member, declared, cap in ((huge, "image.npy", 40 << 30, 2 << 30), (bomb, "dt.npy", 64 << 20, 32 << 20)):
+        monkeypatch.setattr(episode_data, "MAX_EPISODE_FILE_BYTES", cap, raising=False)  # scaled down for the bomb
+        tracemalloc.start()
+        try:
+            with pytest.raises(EpisodeFileError) as refused:
+                load_episode(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        said = str(refused.value)
+        assert said.startswith(f"{path}: member {member} declares uint8 ({declared},) ({declared} bytes)"), said
+        assert f"past the {cap} bytes an episode file may unpack to" in said
+        assert peak < 4 << 20  # nothing of the array was allocated (each header read is a few hundred bytes)
+    monkeypatch.undo()
+    lying = _npz_of(tmp_path / "lying.npz", "dt.npy", {**u1, "shape": (10,)}, [zeros[:10]], zip_size=64 << 20)
+    with pytest.raises(EpisodeFileError, match=r"lying\.npz: member dt\.npy: its npy header declares uint8 \(10,\) "):
+        load_episode(lying)
+    not_npy = tmp_path / "not_npy.npz"
+    with zipfile.ZipFile(not_npy, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("dt.npy", bytes(1 << 20))
+    with pytest.raises(EpisodeFileError, match=r"not_npy\.npz: member dt\.npy: not a numpy array"):
+        load_episode(not_npy)
+    rng = np.random.default_rng(0)
+    episode = Episode(
+        {"image": rng.integers(0, 255, (3, 8, 8, 3), dtype=np.uint8), "imu": rng.normal(size=(5, 6)).astype("f4")},
+        dt=rng.random(5).astype(np.float32),
+        stamp=rng.random(5),
+        expert_action=rng.normal(size=(5, 2)).astype(np.float32),
+        action=rng.normal(size=(5, 2)).astype(np.float32),
+        success=True,
+        seed=7,
+        beta=0.25,
+        image_index=np.array([0, 0, 1, 2, 2]),
+    )
+    back = load_episode(save_episode(tmp_path / "real.npz", episode))
+    for name in ("dt", "stamp", "expert_action", "action", "image_index"):
+        assert np.array_equal(getattr(back, name), getattr(episode, name)), name
+    for key, value in episode.observations.items():
+        assert back.observations[key].dtype == value.dtype and np.array_equal(back.observations[key], value), key
+    assert (back.success, back.seed, back.beta) == (True, 7, 0.25)
+
+
 def test_model_card_refresh_states_both_kernel_paths_and_keeps_the_rest(tmp_path, monkeypatch):
     """--refresh rewrites the in-distribution and check sections from both paths' outcomes, nothing else."""
     import shutil

@@ -13,6 +13,8 @@ leaves a truncated episode that a resumed run would trust.
 
 from __future__ import annotations
 
+import math
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,10 +72,55 @@ class EpisodeFileError(ValueError):
     """An episode file that cannot be read (truncated, corrupt, empty, inconsistent); the message names it."""
 
 
+# What an episode file may unpack to, all its arrays together: a fixed cap, as the file is read without the run's
+# config. The episodes of the shipped worlds and configs are ~10 MB at most (LiquidBalanceNav-v0: 10 s, 2300 updates,
+# 300 frames of 64x64x3); even frames of the config's largest camera (1024x1024x3) at the worlds' own rates hold
+# ~1.1 GiB (the rover: 25 s at 15 Hz). A deflated .npz can claim any size (deflate packs zeros ~1000:1, and a file's
+# npy header declares the array numpy allocates before reading it): a downloaded run's few-kB file declaring 40 GB
+# got the resumed run killed for memory.
+MAX_EPISODE_FILE_BYTES = 2 << 30
+_READ_NPY_HEADER = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def _check_unpacked_sizes(path: Path) -> None:
+    """Refuse (EpisodeFileError naming the file and the member) an episode file whose arrays would unpack to more
+    than MAX_EPISODE_FILE_BYTES, or whose member's size in the zip's directory disagrees with what its npy header
+    declares, before numpy allocates or unpacks anything: only each member's header is read (a few hundred bytes)."""
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.infolist():
+            with archive.open(entry) as member:
+                try:
+                    version = np.lib.format.read_magic(member)
+                    if version not in _READ_NPY_HEADER:
+                        raise ValueError(f"npy format version {version}, which numpy's savez does not write here")
+                    shape, _, dtype = _READ_NPY_HEADER[version](member)
+                except ValueError as exc:
+                    raise EpisodeFileError(f"{path}: member {entry.filename}: not a numpy array ({exc})") from None
+                header = member.tell()
+            declared = math.prod(shape) * dtype.itemsize
+            total += declared
+            where = f"{path}: member {entry.filename}"
+            if total > MAX_EPISODE_FILE_BYTES:
+                raise EpisodeFileError(
+                    f"{where} declares {dtype} {shape} ({declared} bytes), which takes the file past the "
+                    f"{MAX_EPISODE_FILE_BYTES} bytes an episode file may unpack to (a decompression bomb?); not read"
+                )
+            if dtype.hasobject:
+                raise EpisodeFileError(f"{where}: an array of Python objects, which no episode holds; not read")
+            if entry.file_size != header + declared:
+                raise EpisodeFileError(
+                    f"{where}: its npy header declares {dtype} {shape} ({declared} bytes), the zip's directory "
+                    f"{entry.file_size - header} bytes: damaged, or not an episode file; not read"
+                )
+
+
 def load_episode(path: str | Path) -> Episode:
-    """Read one episode file; any problem is an :class:`EpisodeFileError` naming the file."""
+    """Read one episode file; any problem is an :class:`EpisodeFileError` naming the file. Its arrays' sizes are
+    checked from their headers before any is read (:func:`_check_unpacked_sizes`)."""
     path = Path(path)
     try:
+        _check_unpacked_sizes(path)
         with np.load(path, allow_pickle=False) as data:
             obs = {}
             for key in data.files:
@@ -92,6 +139,8 @@ def load_episode(path: str | Path) -> Episode:
                 beta=float(data["beta"]),
                 image_index=data["image_index"].astype(np.int64) if "image_index" in data.files else None,
             )
+    except EpisodeFileError:
+        raise
     except Exception as exc:  # truncated (BadZipFile), flipped bytes (CRC, zlib), empty (EOFError), missing keys
         raise EpisodeFileError(f"{path}: not a readable demonstration episode ({type(exc).__name__}: {exc})") from None
     # per update: every array but the camera frames, which are stored once each and indexed by image_index
