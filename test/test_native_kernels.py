@@ -408,6 +408,34 @@ def test_library_swapped_after_our_build_is_refused(suite_build, private_cache, 
 
 
 @needs_compiler
+@pytest.mark.parametrize("text", ["{not json", "[" * 100_000 + "]" * 100_000], ids=["damaged", "nested_too_deeply"])
+def test_a_kernel_record_nested_too_deeply_is_refused_as_a_damaged_one(suite_build, private_cache, text):
+    """Before: the kernel library's record read with json.loads, which raises RecursionError (no ValueError) for
+    JSON nested past the recursion limit: kernel loading ended in a RecursionError traceback, where a damaged record
+    is refused with a warning and the cells run on torch. Read with json_text.load_json: the same refusal."""
+    path, _ = _seed_cache(private_cache, suite_build)
+    record, _ = _expected_names(private_cache)
+    record.write_text(text)
+    with pytest.warns(UserWarning, match=r"REFUSED.*not a record of a kernel build"):
+        assert native.load() is None
+    with kernels.recording() as ran, torch.no_grad():
+        LTC(3, 4).cell.eval().step(torch.randn(1, 3), None, 0.1)
+    assert ran == [("ltc", "step", "numpy")]
+
+
+@pytest.mark.parametrize("text", ["{not json", "[" * 100_000 + "]" * 100_000], ids=["damaged", "nested_too_deeply"])
+def test_a_record_of_an_unanswered_compiler_nested_too_deeply_is_asked_again_as_a_damaged_one(tmp_path, text):
+    """The record of a compiler that did not answer, damaged or nested past the recursion limit: not ours in a
+    readable form, so the compiler is asked again (before: RecursionError out of the kernel loading)."""
+    record = tmp_path / "cc-unanswered-0123456789abcdef.json"
+    record.write_text(text)
+    record.chmod(0o600)
+    assert native_cache._earlier_failure(record, 1.0) is None
+    record.write_text(json.dumps({"compiler": "cc", "timeout": 1.0, "error": "did not finish within 1 s"}))
+    assert native_cache._earlier_failure(record, 1.0) == "did not finish within 1 s"  # a readable one is kept
+
+
+@needs_compiler
 def test_what_is_loaded_is_the_verified_bytes_not_the_file_swapped_after_the_check(
     suite_build, private_cache, tmp_path
 ):

@@ -58,6 +58,8 @@ from pathlib import Path
 
 import torch
 
+from liquid_control.json_text import load_json
+
 SOURCE_DIR = Path(__file__).resolve().parent
 SOURCES = ("kernels.c", "common.h", "vec.h", "gemm.h", "synapses.h", "ltc.inc", "cfc.inc", "checks.inc")
 OPT_FLAGS = [
@@ -208,7 +210,7 @@ def verified_library(directory: Path, base: str) -> tuple[Path, bytes, str] | No
     if not os.path.lexists(record):
         return None
     try:
-        entry = json.loads(_read_private_file(record, "the kernel library's record"))
+        entry = load_json(_read_private_file(record, "the kernel library's record"))
         digest, built_by = entry["sha256"], entry["compiler"]
     except (ValueError, KeyError, TypeError):
         digest = built_by = None
@@ -363,7 +365,7 @@ def _earlier_failure(record: Path, timeout: float) -> str | None:
     if not os.path.lexists(record):
         return None
     try:
-        entry = json.loads(_read_private_file(record, "the record of a compiler that did not answer"))
+        entry = load_json(_read_private_file(record, "the record of a compiler that did not answer"))
         error, asked_with = entry["error"], float(entry["timeout"])
     except (ValueError, KeyError, TypeError):
         return None  # not one of ours in a readable form: ask again (and write it anew)
