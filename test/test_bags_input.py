@@ -263,9 +263,10 @@ def test_a_damaged_data_yaml_is_refused_by_a_resume_naming_the_file_and_key(
 ):
     """Before: `train --out RUN --resume` of a bag run whose data.yaml lacked a key or held one of another type (a
     hand edit, a damaged or foreign file) took the section unchecked: a KeyError ('node_params', 'window'...) or
-    TypeError traceback, or with --set a RecursionError copying a value nested hundreds deep. Every version of the
-    project wrote all of the data keys and spec, so each is required; the resume is refused in one line naming the
-    file and the key, exit 2, the folder unchanged. The run's own data.yaml resumes (last)."""
+    TypeError traceback; with --set the missing keys filled with defaults (exit 0, a window of 512 for the run's);
+    a value nested hundreds deep printed whole in a refusal naming no file (a topic '/[[[[...' looked for in the
+    bag). Every version of the project wrote all of the data keys and spec, so each is required; the resume is
+    refused in one line naming the file and the key, exit 2, the folder unchanged."""
     import shutil
 
     import yaml
