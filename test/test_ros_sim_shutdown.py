@@ -55,7 +55,12 @@ class SimProcess:
         deadline = time.monotonic() + timeout
         while text not in self.log(node) and self.proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert text in self.log(node), f"{node} never logged {text!r}:\n{self.log(node)}\n{self.log('sim_node')}"
+        if text not in self.log(node):
+            ended = ""
+            if self.proc.poll() is not None:  # the run ended first: what it said
+                out, err = self.proc.communicate()
+                ended = f"liquid-control sim ended with {self.proc.returncode}:\n{out}\n{err}"
+            raise AssertionError(f"{node} never logged {text!r}:\n{self.log(node)}\n{self.log('sim_node')}\n{ended}")
 
     def node_pid(self, node: str) -> int:
         (pid,) = [p for p, argv in _graph_processes(self.marker).items() if f"__node:={node}" in argv]
