@@ -1,7 +1,16 @@
 #!/usr/bin/env bash
 # Set everything up and run the whole test suite (test/). Extra arguments go to pytest:
 # ./test.sh -k cells, ./test.sh test/test_eval.py
+# The tests run in parallel, one pytest-xdist worker per core (at most 8); LIQUID_CONTROL_TEST_WORKERS=N sets
+# the number, and 0 runs them in this process, in file order (./test.sh -n 0 ... as well).
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh test
-exec "$LC_PYTHON" -m pytest -q "$@"
+workers="${LIQUID_CONTROL_TEST_WORKERS:-$(nproc 2>/dev/null || echo 1)}"
+case "$workers" in
+  '' | *[!0-9]*) echo "liquid_control: LIQUID_CONTROL_TEST_WORKERS must be a whole number (0: no workers), got '$workers'" >&2; exit 2 ;;
+esac
+if [ -z "${LIQUID_CONTROL_TEST_WORKERS:-}" ]; then  # one core: no worker processes; many: at most 8
+  if [ "$workers" -le 1 ]; then workers=0; elif [ "$workers" -gt 8 ]; then workers=8; fi
+fi
+exec "$LC_PYTHON" -m pytest -q -n "$workers" "$@"

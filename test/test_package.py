@@ -166,3 +166,32 @@ def test_bootstrap_without_install_refuses_to_create_a_venv(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert f"LIQUID_CONTROL_NO_INSTALL is set but {venv} is not a virtual environment" in proc.stderr
     assert not venv.exists()
+
+
+def test_test_sh_runs_the_tests_in_parallel_and_its_worker_count_is_checked(tmp_path):
+    """./test.sh runs the suite on pytest-xdist workers, one per core (CI's wall time); LIQUID_CONTROL_TEST_WORKERS
+    sets their number (0: in one process), and a value that is no whole number is refused before pytest starts."""
+    import os
+    import sys
+
+    env = dict(os.environ, LIQUID_CONTROL_VENV=sys.prefix, LIQUID_CONTROL_NO_INSTALL="1")
+    # -vv over test.sh's -q: pytest-xdist names the workers it started and the one that ran the test
+    one_test = ["test/test_stats_oracle.py", "-k", "a_bootstrap_of_no_resamples", "-p", "no:cacheprovider", "-vv"]
+
+    def test_sh(workers: str) -> subprocess.CompletedProcess:
+        run_env = dict(env, LIQUID_CONTROL_TEST_WORKERS=workers)
+        return subprocess.run(
+            ["./test.sh", *one_test], cwd=paths.share_dir(), env=run_env, capture_output=True, text=True, timeout=300
+        )
+
+    for workers, started in (("2", "created: 2/2 workers"), ("0", None)):
+        proc = test_sh(workers)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "1 passed" in proc.stdout, proc.stdout
+        if started:
+            assert started in proc.stdout, proc.stdout
+        else:
+            assert "workers" not in proc.stdout and "[gw" not in proc.stdout, proc.stdout
+    refused = test_sh("two")
+    assert refused.returncode == 2 and "passed" not in refused.stdout, refused.stdout + refused.stderr
+    assert "LIQUID_CONTROL_TEST_WORKERS must be a whole number (0: no workers), got 'two'" in refused.stderr
