@@ -337,25 +337,27 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
 def test_a_key_one_side_lacks_differs_from_null_on_the_other(tmp_path):
     """differing_keys read a key one side lacks as None: two configs that differed only there (a data.yaml without a
-    key the run now has as null) were refused as 'keys that differ: )', naming nothing, and a real difference hid."""
+    key the run now has as null) were refused as 'keys that differ: )', naming nothing, and a real difference hid.
+    A run's data.yaml without one of its keys is refused naming that key (342ee85), before any comparison."""
     from types import SimpleNamespace
 
     import yaml
 
-    from liquid_control.training.bag_data import BagRun
+    from liquid_control.training.bag_data import DATA_DEFAULTS, BagRun
 
     assert training_run.differing_keys({"a": {"b": None}}, {"a": {}}) == ["a.b"]
     assert training_run.differing_keys({}, {"c": None, "d": 1}) == ["c", "d"]
     assert training_run.differing_keys({"a": {"b": None}, "c": [None]}, {"a": {"b": None}, "c": [None]}) == []
-    data = {"bags": ["drive"], "node_params": None, "window": 512}
+    data = {**DATA_DEFAULTS, "bags": ["drive"]}
     spec = {"limits": {"max_gap_s": 0.5, "reorder_lag_s": None}}
-    recorded = {"data": {"bags": ["drive"], "window": 512}, "spec": spec}  # written without node_params
-    (tmp_path / "data.yaml").write_text(yaml.safe_dump(recorded))
     run = SimpleNamespace(out=tmp_path, data=data, spec=SimpleNamespace(describe=lambda: spec), epoch_done=1)
-    with pytest.raises(
-        trainer.TrainingError, match=r"other bags or data settings \(keys that differ: data\.node_params\)"
+    for recorded, refused in (
+        ({**data, "window": 16}, r"other bags or data settings \(keys that differ: data\.window\)"),
+        ({k: v for k, v in data.items() if k != "node_params"}, r"data\.yaml: data\.node_params: missing"),
     ):
-        BagRun._check_data_file(run)
+        (tmp_path / "data.yaml").write_text(yaml.safe_dump({"data": recorded, "spec": spec}))
+        with pytest.raises(trainer.TrainingError, match=refused):
+            BagRun._check_data_file(run)
 
 
 @pytest.fixture(scope="module")
