@@ -123,7 +123,7 @@ def test_takeover_mux_starts_without_the_simulator(tmp_path):
     mux = start_node_process("liquid_control.ros.takeover_mux", "takeover_mux", {}, env, log_path=log)
     try:
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and mux.poll() is None and "-> base/cmd_vel" not in log.read_text():
+        while time.monotonic() < deadline and mux.poll() is None and "-> /base/cmd_vel" not in log.read_text():
             time.sleep(0.1)
     finally:
         code = stop_process(mux)
