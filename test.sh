@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/bootstrap.sh test
-workers="${LIQUID_CONTROL_TEST_WORKERS:-$(nproc 2>/dev/null || echo 1)}"
+# the cores this process may run on (GNU nproc would also follow OMP_NUM_THREADS, a setting for the tests' threads)
+workers="${LIQUID_CONTROL_TEST_WORKERS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1)}"
 case "$workers" in
   '' | *[!0-9]*) echo "liquid_control: LIQUID_CONTROL_TEST_WORKERS must be a whole number (0: no workers), got '$workers'" >&2; exit 2 ;;
 esac

@@ -178,13 +178,17 @@ def test_test_sh_runs_the_tests_in_parallel_and_its_worker_count_is_checked(tmp_
     # -vv over test.sh's -q: pytest-xdist names the workers it started and the one that ran the test
     one_test = ["test/test_stats_oracle.py", "-k", "a_bootstrap_of_no_resamples", "-p", "no:cacheprovider", "-vv"]
 
-    def test_sh(workers: str) -> subprocess.CompletedProcess:
-        run_env = dict(env, LIQUID_CONTROL_TEST_WORKERS=workers)
+    def test_sh(workers: str | None) -> subprocess.CompletedProcess:
+        run_env = {k: v for k, v in env.items() if k != "LIQUID_CONTROL_TEST_WORKERS"}
+        # None: the automatic count, the cores whatever OMP_NUM_THREADS says (GNU nproc follows it)
+        run_env |= {"OMP_NUM_THREADS": "1"} if workers is None else {"LIQUID_CONTROL_TEST_WORKERS": workers}
         return subprocess.run(
             ["./test.sh", *one_test], cwd=paths.share_dir(), env=run_env, capture_output=True, text=True, timeout=300
         )
 
-    for workers, started in (("2", "created: 2/2 workers"), ("0", None)):
+    cores = min(len(os.sched_getaffinity(0)), 8)
+    automatic = f"created: {cores}/{cores} workers" if cores > 1 else None
+    for workers, started in (("2", "created: 2/2 workers"), ("0", None), (None, automatic)):
         proc = test_sh(workers)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "1 passed" in proc.stdout, proc.stdout
