@@ -516,8 +516,9 @@ def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refus
     fills: deflate packs zeros ~1000:1, so a file of a few MB unpacks to GBs. Before: load_episode (every resume) let
     np.load allocate and unpack whatever a file declared (the 64 MiB member below; 40 GiB where the memory allows)
     and failed only afterwards, if at all. Now each member's header is read first: a file past
-    MAX_EPISODE_FILE_BYTES, or a member whose size in the zip's directory disagrees with its header, is refused
-    naming the file and the member, before numpy allocates anything. Real episodes load bit for bit as saved."""
+    max_episode_file_bytes() (half the machine's memory), or a member whose size in the zip's directory disagrees
+    with its header, is refused naming the file and the member, before numpy allocates anything. Real episodes load
+    bit for bit as saved."""
     import tracemalloc
     import zipfile
 
@@ -529,8 +530,11 @@ def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refus
     huge = _npz_of(tmp_path / "huge.npz", "image.npy", {**u1, "shape": (40 << 30,)}, [zeros[:1000]])
     bomb = _npz_of(tmp_path / "bomb.npz", "dt.npy", {**u1, "shape": (64 << 20,)}, [zeros] * 64)
     assert huge.stat().st_size < 2000 and bomb.stat().st_size < 200_000  # 64 MiB of zeros, deflated
+    pages_of_4_gib = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1 << 20}
+    monkeypatch.setattr(episode_data.os, "sysconf", pages_of_4_gib.__getitem__)  # a 4 GiB machine: 2 GiB
     for path, member, declared, cap in ((huge, "image.npy", 40 << 30, 2 << 30), (bomb, "dt.npy", 64 << 20, 32 << 20)):
-        monkeypatch.setattr(episode_data, "MAX_EPISODE_FILE_BYTES", cap, raising=False)  # scaled down for the bomb
+        if path is bomb:  # scaled down for the bomb
+            monkeypatch.setattr(episode_data, "max_episode_file_bytes", lambda cap=cap: cap)
         tracemalloc.start()
         try:
             with pytest.raises(EpisodeFileError) as refused:
@@ -540,7 +544,7 @@ def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refus
             tracemalloc.stop()
         said = str(refused.value)
         assert said.startswith(f"{path}: member {member} declares uint8 ({declared},) ({declared} bytes)"), said
-        assert f"past the {cap} bytes an episode file may unpack to" in said
+        assert f"past the {cap} bytes an episode file may unpack to on this machine (half its physical memory" in said
         assert peak < 4 << 20  # nothing of the array was allocated (each header read is a few hundred bytes)
     monkeypatch.undo()
     lying = _npz_of(tmp_path / "lying.npz", "dt.npy", {**u1, "shape": (10,)}, [zeros[:10]], zip_size=64 << 20)
@@ -569,6 +573,52 @@ def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refus
     for key, value in episode.observations.items():
         assert back.observations[key].dtype == value.dtype and np.array_equal(back.observations[key], value), key
     assert (back.success, back.seed, back.beta) == (True, 7, 0.25)
+
+
+def test_the_episode_size_bound_is_half_this_machines_memory_so_what_save_episode_wrote_is_not_refused(
+    tmp_path, monkeypatch
+):
+    """The bound was a fixed 2 GiB, below what save_episode legitimately writes for configs the checks allow (the
+    rover at training.sensor_rate_range [1, 2] with a 1024x1024 camera: 750 frames, 2.36 GB): such an episode was set
+    aside on every --resume and collected again forever. Now the bound is half the machine's physical memory (at
+    least 2 GiB; 2 GiB where sysconf cannot tell): on a 64 GiB machine that episode's headers pass the size check
+    (declared in headers only: nothing is allocated), on a 4 GiB one they are refused."""
+    import io
+    import math
+
+    from numpy.lib import format as npy
+
+    from liquid_control.training import data as episode_data
+    from liquid_control.training.data import EpisodeFileError
+
+    def machine_of(gib: int):
+        pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": gib << 18}
+        monkeypatch.setattr(episode_data.os, "sysconf", pages.__getitem__)
+
+    shape = (750, 1024, 1024, 3)
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    header_bytes = io.BytesIO()
+    npy.write_array_header_1_0(header_bytes, header)
+    declared = math.prod(shape)
+    rover = _npz_of(tmp_path / "rover.npz", "image.npy", header, [b""], zip_size=header_bytes.tell() + declared)
+    assert declared > 2 << 30 and rover.stat().st_size < 1000
+    machine_of(64)
+    assert episode_data.max_episode_file_bytes() == 32 << 30
+    episode_data._check_unpacked_sizes(rover)  # not refused: the size check passes
+    machine_of(4)
+    assert episode_data.max_episode_file_bytes() == 2 << 30
+    with pytest.raises(EpisodeFileError, match=rf"past the {2 << 30} bytes an episode file may unpack to on this"):
+        episode_data._check_unpacked_sizes(rover)
+    machine_of(1)
+    assert episode_data.max_episode_file_bytes() == 2 << 30  # at least 2 GiB
+
+    def no_such_name(name):
+        raise ValueError(f"unrecognized configuration name {name}")
+
+    monkeypatch.setattr(episode_data.os, "sysconf", no_such_name)
+    assert episode_data.max_episode_file_bytes() == 2 << 30
+    monkeypatch.delattr(episode_data.os, "sysconf")  # Windows
+    assert episode_data.max_episode_file_bytes() == 2 << 30
 
 
 def test_model_card_refresh_states_both_kernel_paths_and_keeps_the_rest(tmp_path, monkeypatch):

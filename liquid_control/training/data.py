@@ -14,6 +14,7 @@ leaves a truncated episode that a resumed run would trust.
 from __future__ import annotations
 
 import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,21 +73,32 @@ class EpisodeFileError(ValueError):
     """An episode file that cannot be read (truncated, corrupt, empty, inconsistent); the message names it."""
 
 
-# What an episode file may unpack to, all its arrays together: a fixed cap, as the file is read without the run's
-# config. The episodes of the shipped worlds and configs are ~10 MB at most (LiquidBalanceNav-v0: 10 s, 2300 updates,
-# 300 frames of 64x64x3); even frames of the config's largest camera (1024x1024x3) at the worlds' own rates hold
-# ~1.1 GiB (the rover: 25 s at 15 Hz). A deflated .npz can claim any size (deflate packs zeros ~1000:1, and a file's
-# npy header declares the array numpy allocates before reading it): a 14 MB file of 3 GiB of zeros took 3.3 GB of
-# memory before the missing keys were found.
-MAX_EPISODE_FILE_BYTES = 2 << 30
+_MIN_EPISODE_FILE_BYTES = 2 << 30
+
+
+def max_episode_file_bytes() -> int:
+    """What an episode file's arrays may unpack to, all together: half this machine's physical memory (at least
+    2 GiB; 2 GiB where ``os.sysconf`` cannot tell). A fixed cap refused episodes save_episode legitimately wrote (the
+    config allows sensor rates up to 10x and a 1024x1024x3 camera: the rover at sensor_rate 2 holds 750 frames,
+    2.36 GB), and a file past the memory could not be loaded and trained on here anyway. What the bound prevents is a
+    decompression bomb's harm: a deflated .npz can claim any size (zeros pack ~1000:1, and a member's npy header
+    declares the array numpy allocates before reading it: a 14 MB file of 3 GiB of zeros took 3.3 GB), an OOM kill."""
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name here
+        return _MIN_EPISODE_FILE_BYTES
+    return max(_MIN_EPISODE_FILE_BYTES, physical // 2)
+
+
 _READ_NPY_HEADER = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _check_unpacked_sizes(path: Path) -> None:
     """Refuse (EpisodeFileError naming the file and the member) an episode file whose arrays would unpack to more
-    than MAX_EPISODE_FILE_BYTES, or whose member's size in the zip's directory disagrees with what its npy header
-    declares, before numpy allocates or unpacks anything: only each member's header is read (a few hundred bytes)."""
-    total = 0
+    than :func:`max_episode_file_bytes`, or whose member's size in the zip's directory disagrees with what its npy
+    header declares, before numpy allocates or unpacks anything: only each member's header is read (a few hundred
+    bytes)."""
+    total, bound = 0, max_episode_file_bytes()
     with zipfile.ZipFile(path) as archive:
         for entry in archive.infolist():
             with archive.open(entry) as member:
@@ -101,10 +113,11 @@ def _check_unpacked_sizes(path: Path) -> None:
             declared = math.prod(shape) * dtype.itemsize
             total += declared
             where = f"{path}: member {entry.filename}"
-            if total > MAX_EPISODE_FILE_BYTES:
+            if total > bound:
                 raise EpisodeFileError(
-                    f"{where} declares {dtype} {shape} ({declared} bytes), which takes the file past the "
-                    f"{MAX_EPISODE_FILE_BYTES} bytes an episode file may unpack to (a decompression bomb?); not read"
+                    f"{where} declares {dtype} {shape} ({declared} bytes), which takes the file past the {bound} "
+                    f"bytes an episode file may unpack to on this machine (half its physical memory, at least 2 GiB: "
+                    f"it could not be trained on here; a decompression bomb?); not read"
                 )
             if dtype.hasobject:
                 raise EpisodeFileError(f"{where}: an array of Python objects, which no episode holds; not read")
