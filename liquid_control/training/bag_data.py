@@ -148,12 +148,22 @@ def check_data_values(section) -> dict:
     unknown = sorted(set(section) - set(DATA_KEYS), key=str)
     if unknown:
         raise ValueError(f"data: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(DATA_KEYS)}")
-    out = copy.deepcopy(DATA_DEFAULTS)
+    out = {**DATA_DEFAULTS}
     for key, value in section.items():
         kind, words = DATA_KEYS[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"data.{key}: expected {words}, got {type(value).__name__} {repr(value)[:60]}")
-        out[key] = copy.deepcopy(value)
+        out[key] = value
+    for key in ("bags", "validation"):  # paths and globs, each a string
+        if not all(isinstance(bag, str) for bag in out[key]):
+            raise ValueError(f"data.{key}: expected a list of bag folders, got {repr(out[key])[:60]}")
+    for key in ("topics", "label"):  # names to single values: a topic, the label's mode and times
+        for name, value in out[key].items():
+            if isinstance(value, (dict, list)):
+                raise ValueError(
+                    f"data.{key}.{name}: expected a single value, got {type(value).__name__} {repr(value)[:60]}"
+                )
+    out = copy.deepcopy(out)  # checked first: a value nested hundreds deep is refused, not copied
     if not out["bags"]:
         raise ValueError("data.bags: no training bags given (--bag DIR, or data: bags: [...])")
     label_keys = [f.name for f in dataclasses.fields(LabelRule)]
@@ -235,20 +245,14 @@ def _recorded_data_problem(content: dict) -> str | None:
     """What is wrong in a bag run's ``data.yaml`` as a run writes it (a hand edit, a damaged or foreign file), naming
     the key; None where nothing is. Every version wrote all of ``DATA_KEYS`` (validated, the defaults filled in) and
     ``spec``; keys added to ``spec`` since are ``DATA_KEYS_ADDED``, compared by :meth:`BagRun._check_data_file`.
-    The values are checked before they are copied or compared (a value nested hundreds deep would not be)."""
+    The values are checked (:func:`check_data_values`, the label rule's) before they are copied or compared (a value
+    nested hundreds deep would not be)."""
     data = content["data"]
     for key in [*DATA_KEYS, "spec"]:
         if key not in (content if key == "spec" else data):
             return f"{'' if key == 'spec' else 'data.'}{key}: missing"
     if not isinstance(content["spec"], dict):
         return f"spec: expected a mapping, got {type(content['spec']).__name__} {repr(content['spec'])[:60]}"
-    for key in ("bags", "validation"):  # the resolved paths a run writes, each a string
-        if isinstance(data[key], list) and not all(isinstance(bag, str) for bag in data[key]):
-            return f"data.{key}: expected a list of bag folders, got {repr(data[key])[:60]}"
-    for key in ("topics", "label"):  # names to single values: a topic, the label's mode and times
-        for name, value in data[key].items() if isinstance(data[key], dict) else ():
-            if isinstance(value, (dict, list)):
-                return f"data.{key}.{name}: expected a single value, got {type(value).__name__} {repr(value)[:60]}"
     try:
         LabelRule(**check_data_values(data)["label"])  # the rule's own check of the values (its mode, its times)
     except ValueError as exc:
