@@ -162,11 +162,15 @@ def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, cap
         (["--set", "data.label.mod=next"], "data.label: unknown key(s) 'mod'; valid keys: mode, offset_s, max_wait_s"),
         (["--set", "data.label.offset_s=-1"], "label offset_s must be a finite number >= 0, got -1"),
         (["--set", "data.label.mode=next", "--label", "held"], "--set data.label.mode and the option setting"),
+        # an integer past a float's range: an OverflowError traceback out of cli.main before; values cut
+        (["--set", "data.label.offset_s=1" + "0" * 400], "label offset_s must be a finite number >= 0, got 1000"),
+        (["--set", "data.label.mode=" + "x" * 300], "label mode 'xxxxxxxx"),
     ]
     for argv, message in refused:
         assert cli.main([*train, *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and "not a section" not in err and "Traceback" not in err, err
+        assert "0" * 100 not in err and "x" * 100 not in err, err
         assert not out.exists()
     argv = ["--set", "data.window=4", "--set", "data.label.max_wait_s=0.2", "--label-offset-s", "0.1"]
     assert cli.main([*train, *argv, "--set", f"data.validation=[{tmp_path / 'bags' / 'b'}]"]) == 0
@@ -252,6 +256,7 @@ NESTED = "[" * 300 + "]" * 300  # deep, yet read by the YAML reader (which refus
         ("data['data']['label'] = [1]", "data.label: expected a mapping, got list [1]"),
         ("data['data']['bags'] = [5]", "data.bags: expected a list of bag folders, got [5]"),
         ("data['data']['label'] = {'mode': 'x'}", "data.label: label mode 'x' is not one of next, held"),
+        ("data['data']['label'] = {'offset_s': 10**400}", "data.label: label offset_s must be a finite number >= 0"),
         ("data['spec'] = 5", "spec: expected a mapping, got int 5"),
         ("data['data']['topics'] = {'camera': 'NESTED'}", "data.topics.camera: expected a single value, got list [[["),
         ("data['data']['label'] = {'mode': 'NESTED'}", "data.label.mode: expected a single value, got list [[["),

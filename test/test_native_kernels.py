@@ -425,12 +425,15 @@ def test_a_kernel_record_nested_too_deeply_is_refused_as_a_damaged_one(suite_bui
 
 @pytest.mark.parametrize("text", ["{not json", "[" * 100_000 + "]" * 100_000], ids=["damaged", "nested_too_deeply"])
 def test_a_record_of_an_unanswered_compiler_nested_too_deeply_is_asked_again_as_a_damaged_one(tmp_path, text):
-    """The record of a compiler that did not answer, damaged or nested past the recursion limit: not ours in a
-    readable form, so the compiler is asked again (before: RecursionError out of the kernel loading)."""
+    """The record of a compiler that did not answer, damaged or nested past the recursion limit, or with a timeout
+    of 400 digits: not ours in a readable form, so the compiler is asked again (before: RecursionError, and
+    OverflowError from float(), out of the kernel loading)."""
     record = tmp_path / "cc-unanswered-0123456789abcdef.json"
     record.write_text(text)
     record.chmod(0o600)
     assert native_cache._earlier_failure(record, 1.0) is None
+    record.write_text(json.dumps({"compiler": "cc", "timeout": 10**400, "error": "did not finish within 1 s"}))
+    assert native_cache._earlier_failure(record, 1.0) is None  # a timeout past a float's range (OverflowError before)
     record.write_text(json.dumps({"compiler": "cc", "timeout": 1.0, "error": "did not finish within 1 s"}))
     assert native_cache._earlier_failure(record, 1.0) == "did not finish within 1 s"  # a readable one is kept
 

@@ -78,11 +78,15 @@ class LabelRule:
 
     def __post_init__(self):
         if self.mode not in LABEL_MODES:
-            raise ValueError(f"label mode {self.mode!r} is not one of {', '.join(LABEL_MODES)}")
+            raise ValueError(f"label mode {repr(self.mode)[:60]} is not one of {', '.join(LABEL_MODES)}")
         for name in ("offset_s", "max_wait_s"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"label {name} must be a finite number >= 0, got {value!r}")
+            try:  # math.isfinite of an integer past a float's range: OverflowError
+                finite = isinstance(value, (int, float)) and math.isfinite(value)
+            except OverflowError:
+                finite = False
+            if not (finite and value >= 0):
+                raise ValueError(f"label {name} must be a finite number >= 0, got {repr(value)[:60]}")
 
 
 @dataclass(frozen=True)

@@ -367,7 +367,7 @@ def _earlier_failure(record: Path, timeout: float) -> str | None:
     try:
         entry = load_json(_read_private_file(record, "the record of a compiler that did not answer"))
         error, asked_with = entry["error"], float(entry["timeout"])
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, OverflowError):  # OverflowError: a timeout past a float's range
         return None  # not one of ours in a readable form: ask again (and write it anew)
     return error if isinstance(error, str) and asked_with >= timeout else None
 
