@@ -240,6 +240,78 @@ def killed_bag_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def trained_bag_run(tmp_path_factory):
+    """A bag run that finished its one epoch: its folder (policy.pt, checkpoint.pt, data.yaml) and its bag."""
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("trained_bag_run")
+    bag = _small_bag(tmp / "bags" / "a", size=64)
+    config = yaml.safe_load(open(ROVER).read())
+    config["training"]["epochs_first"] = 1
+    (tmp / "one_epoch.yaml").write_text(yaml.safe_dump(config))
+    out = tmp / "run"
+    start = ["train", "--config", str(tmp / "one_epoch.yaml"), "--bag", str(bag), "--out", str(out), "--no-progress"]
+    assert cli.main(start) == 0
+    return out, start
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_bag_run_without_its_data_yaml_is_refused_not_trained_as_a_simulated_run(
+    killed_bag_run, trained_bag_run, tmp_path, capsys, monkeypatch
+):
+    """Before: `rm RUN/data.yaml; train --out RUN --resume` of a bag run found no data section and trained a whole
+    simulated DAgger run in the bag run's folder (386 s for the rover), overwriting its policy.pt, exit 0; with
+    --config and --bag again, one that had trained an epoch wrote a new data.yaml of whatever bags were given. The
+    folder shows a bag run (data/bags/, which every version wrote; config.yaml's first line, since 2026-12-05): the
+    resume is refused in one line naming the missing file, before any training starts, the folder unchanged."""
+    import shutil
+
+    from liquid_control.policy.config import BAG_RUN_CONFIG_NOTE
+    from liquid_control.training import trainer
+
+    def simulated(*args, **kwargs):
+        raise AssertionError("a simulated run started in a bag run's folder")
+
+    monkeypatch.setattr(trainer, "TrainingRun", simulated)  # before the fix: fails here, not after 386 s
+    trained, start = trained_bag_run
+    for name, source, edit in [
+        ("killed", killed_bag_run, None),
+        ("trained", trained, None),
+        ("older", killed_bag_run, "no config note"),  # data/bags/ alone shows it
+        ("converted_nothing", killed_bag_run, "no data/bags"),  # config.yaml's first line alone
+    ]:
+        out = tmp_path / name
+        shutil.copytree(source, out)
+        (out / "data.yaml").unlink()
+        if edit == "no config note":
+            text = (out / "config.yaml").read_text()
+            assert text.startswith(BAG_RUN_CONFIG_NOTE)
+            (out / "config.yaml").write_text(text.removeprefix(BAG_RUN_CONFIG_NOTE))
+        elif edit == "no data/bags":
+            shutil.rmtree(out / "data" / "bags")
+        before = _files(out)
+        assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"liquid-control train: error: {out / 'data.yaml'}: missing, and {out} is a run from recorded bags ("
+        ), err
+        assert err.rstrip().endswith("restore it, or train into a new folder") and len(err.splitlines()) == 1, err
+        assert _files(out) == before, name
+    out = tmp_path / "given_again"  # a run that trained an epoch, resumed with its config and bag: what it trained
+    shutil.copytree(trained, out)  # on cannot be compared
+    (out / "data.yaml").unlink()
+    before = _files(out)
+    argv = [*start[:-2], str(out), "--no-progress", "--resume"]  # its --config and --bag, this --out
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{out / 'data.yaml'}: missing (the run has trained on its bags); restore it" in err, err
+    assert _files(out) == before
+
+
 NESTED = "[" * 300 + "]" * 300  # deep, yet read by the YAML reader (which refuses nesting near the recursion limit)
 
 

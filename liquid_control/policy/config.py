@@ -244,6 +244,10 @@ SIMULATED_TRAINING_KEYS = (
     "action_noise_tau",
 )
 BAG_RUN_METADATA = ("training_data", "bags")  # the metadata entry of a policy file trained from recorded bags
+BAG_RUN_CONFIG_NOTE = (  # the first lines of a bag run's config.yaml (since 2026-12-05)
+    "# a run from recorded bags: the training settings of simulated episodes (demonstrations, the DAgger schedule,\n"
+    "# the selection episodes, what the episodes vary) did not apply and are left out (docs/training.md)\n"
+)
 _YAW_RECOVERY = {
     "gain": _field("float", REQUIRED, above=0.0),  # turn command (action units) per radian of heading error
     "hfov_deg": _field("float", REQUIRED, above=0.0, max_value=170.0),  # the camera's horizontal field of view

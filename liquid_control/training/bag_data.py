@@ -78,7 +78,12 @@ from liquid_control.conventions.training_record import bag_label
 from liquid_control.json_text import load_json
 from liquid_control.paths import user_path
 from liquid_control.policy import PolicyConfigError, validate_config
-from liquid_control.policy.config import BAG_RUN_METADATA, SIMULATED_TRAINING_KEYS, without_simulated_settings
+from liquid_control.policy.config import (
+    BAG_RUN_CONFIG_NOTE,
+    BAG_RUN_METADATA,
+    SIMULATED_TRAINING_KEYS,
+    without_simulated_settings,
+)
 from liquid_control.yaml_numbers import load_yaml
 
 from .bc import bc_loss
@@ -260,6 +265,19 @@ def _recorded_data_problem(content: dict) -> str | None:
     return None
 
 
+def bag_run_sign(out_dir: Path) -> str | None:
+    """What shows that ``out_dir`` holds a run from recorded bags, in words (its converted bags, ``data/bags/``,
+    which every version wrote; its ``config.yaml``'s first line, since 2026-12-05); None where nothing does."""
+    if (out_dir / "data" / "bags").is_dir():
+        return f"it holds {out_dir / 'data' / 'bags'}"
+    try:
+        with open(out_dir / "config.yaml", encoding="utf-8", errors="replace") as handle:
+            first = handle.readline()
+    except OSError:
+        return None
+    return f"{out_dir / 'config.yaml'} says so" if first == BAG_RUN_CONFIG_NOTE.splitlines(keepends=True)[0] else None
+
+
 def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
     """Split a ``data:`` section off a policy config (path or dict), apply the ``--set data.KEY=VALUE`` overrides
     ``sets`` to it and merge ``data`` (the command line's own options) over it, key by key into ``label`` and
@@ -289,6 +307,13 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
         section = read_data_file(saved)["data"]
         if not data and not sets:
             return None, section
+    elif section is None and config is None and not data:  # else a simulated run would train in a bag run's folder
+        sign = bag_run_sign(out_dir)
+        if sign is not None:
+            raise TrainingError(
+                f"{saved}: missing, and {out_dir} is a run from recorded bags ({sign}): that file holds its bags and "
+                "data settings; restore it, or train into a new folder"
+            )
     if section is None and not data and not sets:
         return config, None
     from liquid_control.policy.config import refusal_source, set_dotted
@@ -696,6 +721,10 @@ class BagRun(TrainingRun):
         """data.yaml holds the run's data settings; they may change only before the first epoch."""
         path = self.out / "data.yaml"
         content = {"data": self.data, "spec": self.spec.describe()}
+        if self.epoch_done > 0 and not path.is_file():  # the settings it trained on cannot be compared
+            raise TrainingError(
+                f"{path}: missing (the run has trained on its bags); restore it, or train into a new folder"
+            )
         if path.is_file() and self.epoch_done > 0:  # before the first epoch: rewritten, whatever it held
             recorded = read_data_file(path)
             for keys, value in DATA_KEYS_ADDED.items():  # a data.yaml of an older version: what it did then

@@ -31,7 +31,12 @@ from liquid_control.policy import (
     load_config,
     validate_config,
 )
-from liquid_control.policy.config import refusal_source, validate_recorded_config, without_simulated_settings
+from liquid_control.policy.config import (
+    BAG_RUN_CONFIG_NOTE,
+    refusal_source,
+    validate_recorded_config,
+    without_simulated_settings,
+)
 from liquid_control.processes import available_cpus, interrupt_in_ctypes, more_workers_than_cpus
 from liquid_control.yaml_numbers import load_yaml
 
@@ -332,12 +337,6 @@ def _run_config(
     if overrides:
         cfg = apply_overrides(cfg, overrides, strict)
     return cfg if data is None else bag_data.bag_run_config(cfg, explicit=overrides or {})
-
-
-BAG_RUN_CONFIG_NOTE = (
-    "# a run from recorded bags: the training settings of simulated episodes (demonstrations, the DAgger schedule,\n"
-    "# the selection episodes, what the episodes vary) did not apply and are left out (docs/training.md)\n"
-)
 
 
 def config_text(cfg: dict, from_bags: bool) -> str:
