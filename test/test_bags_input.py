@@ -361,22 +361,38 @@ def test_a_damaged_data_yaml_is_refused_by_a_resume_naming_the_file_and_key(
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
-def test_a_bag_runs_own_data_yaml_resumes(killed_bag_run, tmp_path, capsys):
-    """The run's data.yaml as written, and as an older version wrote it (no spec.limits.reorder_lag_s, 1b658c52),
-    passes the checks of a damaged one above: the resume trains."""
+def test_a_bag_runs_own_data_yaml_resumes(killed_bag_run, trained_bag_run, tmp_path, capsys):
+    """The run's data.yaml as written passes the checks of a damaged one above: the resume trains. One as an older
+    version wrote it (no spec.limits.reorder_lag_s, 1b658c52) in a run that finished an epoch, where the data.yaml
+    is compared with the run's settings (DATA_KEYS_ADDED: what the older version did), resumes too (nothing left
+    to train, policy.pt kept), while another spec there is refused: the comparison ran."""
     import shutil
 
     import yaml
 
-    for older in (False, True):
-        out = tmp_path / f"run_{older}"
-        shutil.copytree(killed_bag_run, out)
-        if older:
-            data = yaml.safe_load((out / "data.yaml").read_text())
+    out = tmp_path / "as_written"
+    shutil.copytree(killed_bag_run, out)
+    assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0, capsys.readouterr().err
+    assert (out / "policy.pt").is_file()
+    trained, _ = trained_bag_run
+    for name, value in (("older", None), ("other", 0.05)):
+        out = tmp_path / name
+        shutil.copytree(trained, out)
+        data = yaml.safe_load((out / "data.yaml").read_text())
+        assert "reorder_lag_s" in data["spec"]["limits"]  # written by today's version
+        if value is None:
             del data["spec"]["limits"]["reorder_lag_s"]
-            (out / "data.yaml").write_text(yaml.safe_dump(data))
-        assert cli.main(["train", "--out", str(out), "--resume", "--no-progress"]) == 0, capsys.readouterr().err
-        assert (out / "policy.pt").is_file()
+        else:
+            data["spec"]["limits"]["reorder_lag_s"] = value
+        (out / "data.yaml").write_text(yaml.safe_dump(data))
+        policy = (out / "policy.pt").read_bytes()
+        code = cli.main(["train", "--out", str(out), "--resume", "--no-progress"])
+        err = capsys.readouterr().err
+        if value is None:
+            assert code == 0, err
+        else:
+            assert code == 2 and "keys that differ: spec.limits.reorder_lag_s" in err, err
+        assert (out / "policy.pt").read_bytes() == policy
 
 
 def test_a_window_changed_before_the_first_epoch_cuts_the_cached_bag_again(tmp_path, monkeypatch):

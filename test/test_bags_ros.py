@@ -4,7 +4,6 @@ the same graph, and ``liquid-control replay`` feeds the recording back into the 
 import argparse
 import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -45,7 +44,7 @@ def policy_file(tmp_path_factory):
     return save_policy(tmp_path_factory.mktemp("policy") / "tiny.pt", policy)
 
 
-def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(policy_file, tmp_path):
+def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(policy_file, tmp_path, monkeypatch):
     env = isolated_ros_env()
     rover_params = str(config_dir() / "rover_policy.yaml")
     recorder = subprocess.Popen(
@@ -177,7 +176,8 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
                 env["ROS_DOMAIN_ID"],
             ]
         )
-        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+        # undone after the test: set for good, it leaked into the next tests of the same xdist worker
+        monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", env["ROS_AUTOMATIC_DISCOVERY_RANGE"])
         result = replay(args)
         assert result["published"]["/camera/image_raw"] == frames and "/cmd_vel" not in result["published"]
         check = match_replayed(str(policy_file), str(sim_bag), result["output"])

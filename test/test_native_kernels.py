@@ -411,13 +411,17 @@ def test_library_swapped_after_our_build_is_refused(suite_build, private_cache, 
 @pytest.mark.parametrize("text", ["{not json", "[" * 100_000 + "]" * 100_000], ids=["damaged", "nested_too_deeply"])
 def test_a_kernel_record_nested_too_deeply_is_refused_as_a_damaged_one(suite_build, private_cache, text):
     """Before: the kernel library's record read with json.loads, which raises RecursionError (no ValueError) for
-    JSON nested past the recursion limit: kernel loading ended in a RecursionError traceback, where a damaged record
-    is refused with a warning and the cells run on torch. Read with json_text.load_json: the same refusal."""
+    JSON nested past the recursion limit: native.load() caught it as any failure to build and warned "compiled
+    kernels unavailable (maximum recursion depth exceeded ...)", the cells ran on torch, and the warning did not say
+    the record was damaged. Read with json_text.load_json: refused as a damaged record, as one of bad JSON is, and
+    the warning says so."""
     path, _ = _seed_cache(private_cache, suite_build)
     record, _ = _expected_names(private_cache)
     record.write_text(text)
-    with pytest.warns(UserWarning, match=r"REFUSED.*not a record of a kernel build"):
+    with pytest.warns(UserWarning, match=r"REFUSED.*not a record of a kernel build") as warned:
         assert native.load() is None
+    said = [str(w.message) for w in warned]
+    assert not any("recursion" in m or "compiled kernels unavailable" in m for m in said), said
     with kernels.recording() as ran, torch.no_grad():
         LTC(3, 4).cell.eval().step(torch.randn(1, 3), None, 0.1)
     assert ran == [("ltc", "step", "numpy")]
