@@ -125,6 +125,14 @@ class BagDataSpec:
         )
 
 
+def _float_or_inf(value) -> float:
+    """``float(value)``, an integer past a float's range as an infinity of its sign (float() raises OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def absolute_topic(name: str) -> str:
     """Topic names in a bag are absolute; the node's parameters are relative to its (root) namespace."""
     return name if name.startswith("/") else "/" + name
@@ -349,13 +357,13 @@ def data_spec(
                 f"topic given for {sensor!r}, which the policy does not read (it reads {list(spec.sensors)})"
             )
         mapping[sensor] = absolute_topic(str(topic))
-    scale = values["action_scale"]
-    scale = [float(s) for s in (scale if isinstance(scale, (list, tuple)) else [scale])]
+    given = values["action_scale"]  # numbers (load_node_parameters); an integer past a float's range: inf
+    scale = [_float_or_inf(s) for s in (given if isinstance(given, (list, tuple)) else [given])]
     if len(scale) == 1:
         scale = scale * spec.action_size
     if len(scale) != spec.action_size or any(not math.isfinite(s) or s == 0 for s in scale):
         raise ValueError(
-            f"{node_params}: action_scale {scale}: needs 1 or {spec.action_size} finite non-zero values "
+            f"{node_params}: action_scale {repr(given)[:60]}: needs 1 or {spec.action_size} finite non-zero values "
             f"(the policy's action size)"
         )
     if "wheels" in spec.sensors:  # as the node checks them at configure
