@@ -220,42 +220,39 @@ def test_resume_without_a_config_changes_a_bag_runs_data_settings_over_its_data_
     assert cli.main(resume) == 0  # the run's own settings: nothing to do, policy.pt kept
 
 
-@pytest.fixture(scope="module")
-def killed_bag_run(tmp_path_factory):
-    """A bag run stopped after converting its bag, before its first epoch ended: its folder (data.yaml written)."""
+def _one_epoch_bag_run(tmp_path_factory, name: str):
+    """A one-epoch bag run on a small bag, both in a fresh folder ``name``: its command line and its folder."""
     import yaml
 
-    from liquid_control.training import bag_data
-
-    tmp = tmp_path_factory.mktemp("killed_bag_run")
-    bag = _small_bag(tmp / "bags" / "a", size=64)
+    tmp = tmp_path_factory.mktemp(name)
+    bag, out = _small_bag(tmp / "bags" / "a", size=64), tmp / "run"
     config = yaml.safe_load(open(ROVER).read())
     config["training"]["epochs_first"] = 1
     (tmp / "one_epoch.yaml").write_text(yaml.safe_dump(config))
-    out = tmp / "run"
+    start = ["train", "--config", str(tmp / "one_epoch.yaml"), "--bag", str(bag), "--out", str(out), "--no-progress"]
+    return start, out
+
+
+@pytest.fixture(scope="module")
+def killed_bag_run(tmp_path_factory):
+    """A bag run stopped after converting its bag, before its first epoch ended: its folder (data.yaml written)."""
+    from liquid_control.training import bag_data
+
+    start, out = _one_epoch_bag_run(tmp_path_factory, "killed_bag_run")
 
     def killed(self, *args, **kwargs):
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(bag_data.BagRun, "train_epoch", killed)
-        start = ["train", "--config", str(tmp / "one_epoch.yaml"), "--bag", str(bag), "--out", str(out)]
-        assert cli.main([*start, "--no-progress"]) == 130
+        assert cli.main(start) == 130
     return out
 
 
 @pytest.fixture(scope="module")
 def trained_bag_run(tmp_path_factory):
-    """A bag run that finished its one epoch: its folder (policy.pt, checkpoint.pt, data.yaml) and its bag."""
-    import yaml
-
-    tmp = tmp_path_factory.mktemp("trained_bag_run")
-    bag = _small_bag(tmp / "bags" / "a", size=64)
-    config = yaml.safe_load(open(ROVER).read())
-    config["training"]["epochs_first"] = 1
-    (tmp / "one_epoch.yaml").write_text(yaml.safe_dump(config))
-    out = tmp / "run"
-    start = ["train", "--config", str(tmp / "one_epoch.yaml"), "--bag", str(bag), "--out", str(out), "--no-progress"]
+    """A bag run that finished its one epoch: its folder (policy.pt, checkpoint.pt, data.yaml) and its command."""
+    start, out = _one_epoch_bag_run(tmp_path_factory, "trained_bag_run")
     assert cli.main(start) == 0
     return out, start
 
