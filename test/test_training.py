@@ -516,14 +516,14 @@ def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refus
     fills: deflate packs zeros ~1000:1, so a file of a few MB unpacks to GBs. Before: load_episode (every resume) let
     np.load allocate and unpack whatever a file declared (the 64 MiB member below; 40 GiB where the memory allows)
     and failed only afterwards, if at all. Now each member's header is read first: a file past
-    max_episode_file_bytes() (half the machine's memory), or a member whose size in the zip's directory disagrees
+    max_episode_file_bytes() (the machine's memory), or a member whose size in the zip's directory disagrees
     with its header, is refused naming the file and the member, before numpy allocates anything. Real episodes load
     bit for bit as saved."""
     import tracemalloc
     import zipfile
 
     from liquid_control.training import data as episode_data
-    from liquid_control.training.data import EpisodeFileError
+    from liquid_control.training.data import EpisodeFileError, EpisodeTooLargeError
 
     zeros = np.zeros(1 << 20, np.uint8)
     u1 = {"descr": "|u1", "fortran_order": False}
@@ -531,20 +531,21 @@ def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refus
     bomb = _npz_of(tmp_path / "bomb.npz", "dt.npy", {**u1, "shape": (64 << 20,)}, [zeros] * 64)
     assert huge.stat().st_size < 2000 and bomb.stat().st_size < 200_000  # 64 MiB of zeros, deflated
     pages_of_4_gib = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 1 << 20}
-    monkeypatch.setattr(episode_data.os, "sysconf", pages_of_4_gib.__getitem__)  # a 4 GiB machine: 2 GiB
-    for path, member, declared, cap in ((huge, "image.npy", 40 << 30, 2 << 30), (bomb, "dt.npy", 64 << 20, 32 << 20)):
+    monkeypatch.setattr(episode_data.os, "sysconf", pages_of_4_gib.__getitem__)  # a 4 GiB machine
+    monkeypatch.setattr(episode_data, "_CGROUP_MEMORY_LIMITS", ())  # outside any container
+    for path, member, declared, cap in ((huge, "image.npy", 40 << 30, 4 << 30), (bomb, "dt.npy", 64 << 20, 32 << 20)):
         if path is bomb:  # scaled down for the bomb
             monkeypatch.setattr(episode_data, "max_episode_file_bytes", lambda cap=cap: cap)
         tracemalloc.start()
         try:
-            with pytest.raises(EpisodeFileError) as refused:
+            with pytest.raises(EpisodeTooLargeError) as refused:
                 load_episode(path)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
         said = str(refused.value)
         assert said.startswith(f"{path}: member {member} declares uint8 ({declared},) ({declared} bytes)"), said
-        assert f"past the {cap} bytes an episode file may unpack to on this machine (half its physical memory" in said
+        assert f"past the {cap} bytes of memory this machine gives the process: it cannot be loaded here" in said
         assert peak < 4 << 20  # nothing of the array was allocated (each header read is a few hundred bytes)
     monkeypatch.undo()
     lying = _npz_of(tmp_path / "lying.npz", "dt.npy", {**u1, "shape": (10,)}, [zeros[:10]], zip_size=64 << 20)
@@ -575,25 +576,33 @@ def test_an_episode_file_that_would_unpack_beyond_what_an_episode_holds_is_refus
     assert (back.success, back.seed, back.beta) == (True, 7, 0.25)
 
 
-def test_the_episode_size_bound_is_half_this_machines_memory_so_what_save_episode_wrote_is_not_refused(
+def test_the_episode_size_bound_is_this_machines_memory_and_a_larger_episode_is_kept_not_collected_again(
     tmp_path, monkeypatch
 ):
     """The bound was a fixed 2 GiB, below what save_episode legitimately writes for configs the checks allow (the
     rover at training.sensor_rate_range [1, 2] with a 1024x1024 camera: 750 frames, 2.36 GB): such an episode was set
-    aside on every --resume and collected again forever. Now the bound is half the machine's physical memory (at
-    least 2 GiB; 2 GiB where sysconf cannot tell): on a 64 GiB machine that episode's headers pass the size check
-    (declared in headers only: nothing is allocated), on a 4 GiB one they are refused."""
+    aside as corrupt on every --resume and collected again forever. The bound is the memory the process may use (the
+    physical memory, or the container's limit where lower; 2 GiB where neither can be read): on a 64 GiB machine that
+    episode's headers pass (declared in headers only: nothing is allocated); in a 2 GiB container they are refused as
+    too large for this machine, and a resume is refused naming the file, which is kept, not set aside."""
     import io
     import math
+    from types import SimpleNamespace
 
     from numpy.lib import format as npy
 
     from liquid_control.training import data as episode_data
-    from liquid_control.training.data import EpisodeFileError
+    from liquid_control.training.data import EpisodeTooLargeError
+    from liquid_control.training.run import TrainingRun
 
-    def machine_of(gib: int):
+    def machine_of(gib: int, container: str | None = None):
         pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": gib << 18}
         monkeypatch.setattr(episode_data.os, "sysconf", pages.__getitem__)
+        limits = []
+        if container is not None:
+            (tmp_path / "memory.max").write_text(container + "\n")
+            limits.append(str(tmp_path / "memory.max"))
+        monkeypatch.setattr(episode_data, "_CGROUP_MEMORY_LIMITS", (str(tmp_path / "no_such_file"), *limits))
 
     shape = (750, 1024, 1024, 3)
     header = {"descr": "|u1", "fortran_order": False, "shape": shape}
@@ -603,19 +612,26 @@ def test_the_episode_size_bound_is_half_this_machines_memory_so_what_save_episod
     rover = _npz_of(tmp_path / "rover.npz", "image.npy", header, [b""], zip_size=header_bytes.tell() + declared)
     assert declared > 2 << 30 and rover.stat().st_size < 1000
     machine_of(64)
-    assert episode_data.max_episode_file_bytes() == 32 << 30
+    assert episode_data.max_episode_file_bytes() == 64 << 30
     episode_data._check_unpacked_sizes(rover)  # not refused: the size check passes
-    machine_of(4)
+    machine_of(64, container="max")  # a container without a memory limit
+    assert episode_data.max_episode_file_bytes() == 64 << 30
+    machine_of(64, container=str(2 << 30))
     assert episode_data.max_episode_file_bytes() == 2 << 30
-    with pytest.raises(EpisodeFileError, match=rf"past the {2 << 30} bytes an episode file may unpack to on this"):
+    with pytest.raises(EpisodeTooLargeError, match=rf"past the {2 << 30} bytes of memory this machine gives"):
         episode_data._check_unpacked_sizes(rover)
-    machine_of(1)
-    assert episode_data.max_episode_file_bytes() == 2 << 30  # at least 2 GiB
+    said = []
+    run = SimpleNamespace(log=said.append)
+    for trained_on in (False, True):  # not set aside and collected again: the same file would come back
+        with pytest.raises(trainer.TrainingError, match=r"rover\.npz: .*resume the run on a machine with more memory"):
+            TrainingRun._stored_episode(run, rover, seed=0, trained_on=trained_on)
+    assert rover.is_file() and not list(tmp_path.glob("*.corrupt")) and said == []
 
     def no_such_name(name):
         raise ValueError(f"unrecognized configuration name {name}")
 
     monkeypatch.setattr(episode_data.os, "sysconf", no_such_name)
+    monkeypatch.setattr(episode_data, "_CGROUP_MEMORY_LIMITS", ())
     assert episode_data.max_episode_file_bytes() == 2 << 30
     monkeypatch.delattr(episode_data.os, "sysconf")  # Windows
     assert episode_data.max_episode_file_bytes() == 2 << 30

@@ -73,21 +73,34 @@ class EpisodeFileError(ValueError):
     """An episode file that cannot be read (truncated, corrupt, empty, inconsistent); the message names it."""
 
 
-_MIN_EPISODE_FILE_BYTES = 2 << 30
+class EpisodeTooLargeError(EpisodeFileError):
+    """An episode file whose arrays declare more than this machine's memory (:func:`max_episode_file_bytes`): it may
+    be intact (collected on a bigger machine), so it is not set aside as corrupt and collected again."""
+
+
+_UNKNOWN_MEMORY_BOUND = 2 << 30  # where the memory cannot be read
+_CGROUP_MEMORY_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
 
 
 def max_episode_file_bytes() -> int:
-    """What an episode file's arrays may unpack to, all together: half this machine's physical memory (at least
-    2 GiB; 2 GiB where ``os.sysconf`` cannot tell). A fixed cap refused episodes save_episode legitimately wrote (the
-    config allows sensor rates up to 10x and a 1024x1024x3 camera: the rover at sensor_rate 2 holds 750 frames,
-    2.36 GB), and a file past the memory could not be loaded and trained on here anyway. What the bound prevents is a
-    decompression bomb's harm: a deflated .npz can claim any size (zeros pack ~1000:1, and a member's npy header
-    declares the array numpy allocates before reading it: a 14 MB file of 3 GiB of zeros took 3.3 GB), an OOM kill."""
+    """What an episode file's arrays may unpack to, all together: the memory this process may use (the machine's
+    physical memory, or its container's limit where lower; 2 GiB where neither can be read). A larger file could not
+    be loaded here, whatever it holds; a smaller one loads, as save_episode (which held it in memory) wrote it: a fixed
+    2 GiB cap refused what configs the checks allow write (the rover at training.sensor_rate_range [1, 2] with a
+    1024x1024 camera: 750 frames, 2.36 GB). The harm prevented is a decompression bomb's: a deflated .npz can claim
+    any size (zeros pack ~1000:1, and a member's npy header declares the array numpy allocates before reading it:
+    a 14 MB file of 3 GiB of zeros took 3.3 GB), and one claiming more than the memory got the run OOM-killed."""
+    limits = []
     try:
-        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or no such name here
-        return _MIN_EPISODE_FILE_BYTES
-    return max(_MIN_EPISODE_FILE_BYTES, physical // 2)
+        pass
+    for path in _CGROUP_MEMORY_LIMITS:
+        try:
+            limits.append(int(Path(path).read_text().strip()))
+        except (OSError, ValueError):  # no such cgroup file, or "max" (no limit)
+            continue
+    return min(limits) if limits else _UNKNOWN_MEMORY_BOUND
 
 
 _READ_NPY_HEADER = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
@@ -114,10 +127,10 @@ def _check_unpacked_sizes(path: Path) -> None:
             total += declared
             where = f"{path}: member {entry.filename}"
             if total > bound:
-                raise EpisodeFileError(
+                raise EpisodeTooLargeError(
                     f"{where} declares {dtype} {shape} ({declared} bytes), which takes the file past the {bound} "
-                    f"bytes an episode file may unpack to on this machine (half its physical memory, at least 2 GiB: "
-                    f"it could not be trained on here; a decompression bomb?); not read"
+                    f"bytes of memory this machine gives the process: it cannot be loaded here (collected on a "
+                    f"bigger machine, or a decompression bomb); not read"
                 )
             if dtype.hasobject:
                 raise EpisodeFileError(f"{where}: an array of Python objects, which no episode holds; not read")

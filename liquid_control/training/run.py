@@ -48,7 +48,15 @@ from liquid_control.policy.encoders import MIN_INPUT_STD
 
 from .bc import DataParallel, bc_epoch, count_chunks
 from .curves import plot_curves
-from .data import Episode, EpisodeFileError, load_episode, resample_episode, save_episode, split_at_gaps
+from .data import (
+    Episode,
+    EpisodeFileError,
+    EpisodeTooLargeError,
+    load_episode,
+    resample_episode,
+    save_episode,
+    split_at_gaps,
+)
 from .episodes import (
     EpisodeWorkerError,
     EpisodeWorkers,
@@ -309,12 +317,15 @@ class TrainingRun:
     def _stored_episode(self, path: Path, seed: int, trained_on: bool) -> Episode | None:
         """The finished episode in ``path`` (None: to collect). A corrupt file is set aside and collected again
         when that gives the same episode (the round was not trained on yet: same seed, same policy); otherwise
-        the run cannot continue identically and the error says what to do. An episode of another seed means
+        the run cannot continue identically and the error says what to do. A file larger than this machine's
+        memory (EpisodeTooLargeError) may be intact: refused, kept. An episode of another seed means
         the run was resumed with another ``seed`` before its first checkpoint: refused, nothing is mixed."""
         if not path.is_file():
             return None
         try:
             episode = load_episode(path)
+        except EpisodeTooLargeError as exc:  # maybe intact: collecting it again would make the same file
+            raise TrainingError(f"{exc}; resume the run on a machine with more memory") from None
         except EpisodeFileError as exc:
             if trained_on:
                 raise TrainingError(
