@@ -200,14 +200,14 @@ def test_augment_on_a_policy_without_a_camera_is_refused_naming_the_option(tmp_p
         ("data: {bags: [x]}\n", ["data.window=1e3"], "data.window: expected an integer, got float 1000.0"),
         ("data: {bags: [x]}\n", ["data.topics.camera=[a,b]"], "data.topics.camera: expected a single value, got list"),
         ("data: {bags: [x]}\n", ["data.label.mode=" + "[" * 200 + "]" * 200], "data.label.mode: expected a single"),
-        ("data: {bags: [x]}\n", ["data.bags=[5]"], "data.bags: expected a list of bag folders, got [5]"),
+        ("data: {bags: [x]}\n", ["data.bags=[[a]]"], "data.bags: expected a list of bag folders, got an entry list"),
     ],
 )
 def test_a_mistake_made_by_set_is_not_blamed_on_the_config_file(tmp_path, capsys, data, sets, message):
     """Before: a shift, a schedule or a data key given with --set was refused as the config file's own mistake
     ('mine.yaml: training.shift: unknown ... shift 'wintr''), sending the user to a file that does not say it; a bad
     value given with --set names no file (apply_overrides), nor do these now. A list or mapping set as a topic or a
-    label value, or a bag that is not a string, was checked only in a run's data.yaml: --set
+    label value, or a bag entry that is a list, was checked only in a run's data.yaml: --set
     data.topics.camera=[a,b] was refused later as "no topic /['a', 'b'] in the bag", a value nested 200 deep printed
     whole; the data section's one check refuses them, the value cut."""
     path = tmp_path / "mine.yaml"
@@ -218,6 +218,33 @@ def test_a_mistake_made_by_set_is_not_blamed_on_the_config_file(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith(f"liquid-control train: error: {message}"), err[:2000]
     assert "[" * 61 not in err and not out.exists()  # a value cut, not printed whole
+
+
+def test_a_number_a_date_or_a_path_given_as_a_bag_names_the_folder_so(tmp_path, monkeypatch, capsys):
+    """Before: 9d3dae9 refused every bag entry that was not a str ('data.bags: expected a list of bag folders, got
+    [1]'): a recording folder named by a date (YAML reads `bags: [2024-01-05]` as a date) or a number, and a Path
+    given to the Python API, as expand_bags had taken them on purpose (str()). They name the folder str() gives; a
+    nested entry is still refused naming the key (test_a_mistake_made_by_set_is_not_blamed_on_the_config_file)."""
+    from liquid_control.training import bag_data
+    from liquid_control.yaml_numbers import load_yaml
+
+    config = open("policies/configs/cfc_ncp_rover.yaml").read()
+    monkeypatch.chdir(tmp_path)
+    for name in ("1", "2024-01-05"):
+        (tmp_path / name).mkdir()
+    section = load_yaml("{bags: [1], validation: [2024-01-05]}")
+    assert section["bags"] == [1] and not isinstance(section["validation"][0], str)  # what the user's YAML gives
+    checked = bag_data.validate_data(section)
+    assert checked["bags"] == [str(tmp_path / "1")] and checked["validation"] == [str(tmp_path / "2024-01-05")]
+    assert bag_data.validate_data({"bags": [tmp_path / "1"]})["bags"] == [str(tmp_path / "1")]
+    path = tmp_path / "mine.yaml"  # --set: the run looks for the folder named so (here none: nothing trains)
+    path.write_text(config + "data: {bags: [x]}\n")
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(path), "--out", str(out), "--no-progress", "--set", "data.bags=[7]"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("liquid-control train: error: data.bags: 7: no such bag"), err
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -159,9 +159,13 @@ def check_data_values(section) -> dict:
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise ValueError(f"data.{key}: expected {words}, got {type(value).__name__} {repr(value)[:60]}")
         out[key] = value
-    for key in ("bags", "validation"):  # paths and globs, each a string
-        if not all(isinstance(bag, str) for bag in out[key]):
-            raise ValueError(f"data.{key}: expected a list of bag folders, got {repr(out[key])[:60]}")
+    for key in ("bags", "validation"):  # paths and globs: any other single value names the folder str() gives
+        nested = [bag for bag in out[key] if isinstance(bag, (dict, list))]  # (a date-named folder: YAML's date)
+        if nested:
+            raise ValueError(
+                f"data.{key}: expected a list of bag folders, got an entry {type(nested[0]).__name__} "
+                f"{repr(nested[0])[:60]}"
+            )
     for key in ("topics", "label"):  # names to single values: a topic, the label's mode and times
         for name, value in out[key].items():
             if isinstance(value, (dict, list)):
@@ -258,6 +262,9 @@ def _recorded_data_problem(content: dict) -> str | None:
             return f"{'' if key == 'spec' else 'data.'}{key}: missing"
     if not isinstance(content["spec"], dict):
         return f"spec: expected a mapping, got {type(content['spec']).__name__} {repr(content['spec'])[:60]}"
+    for key in ("bags", "validation"):  # the resolved paths a run writes, each a string
+        if isinstance(data[key], list) and not all(isinstance(bag, str) for bag in data[key]):
+            return f"data.{key}: expected a list of bag folders, got {repr(data[key])[:60]}"
     try:
         LabelRule(**check_data_values(data)["label"])  # the rule's own check of the values (its mode, its times)
     except ValueError as exc:
