@@ -313,6 +313,71 @@ def test_a_bag_run_without_its_data_yaml_is_refused_not_trained_as_a_simulated_r
     assert _files(out) == before
 
 
+def test_a_bag_run_resumed_with_a_config_but_no_bag_resumes_from_its_data_yaml(
+    killed_bag_run, trained_bag_run, tmp_path, capsys, monkeypatch
+):
+    """Before: `train --config RUN/config.yaml --out RUN --resume` of a bag run (no --bag: its config.yaml has no
+    data section) started a simulated run in its folder, data.yaml there or not (after a trained epoch it failed
+    later as 'data/round_00/ep_0000.npz: missing'); only a resume without --config was caught (932786d). It
+    resumes the bag run from its data.yaml as a resume without --config does, the config checked against the
+    run's; without data.yaml it is refused as that resume is. train(None, RUN) without resume there says a config
+    is optional only with resume, as before 932786d (not that data.yaml is missing). Nothing trains here: a
+    simulated run raises, a bag run's epoch is interrupted."""
+    import shutil
+
+    import yaml
+
+    from liquid_control.training import bag_data, trainer
+
+    def simulated(*args, **kwargs):
+        raise AssertionError("a simulated run started in a bag run's folder")
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "TrainingRun", simulated)
+    monkeypatch.setattr(bag_data.BagRun, "train_epoch", interrupted)
+    trained, start = trained_bag_run
+    other = tmp_path / "other.yaml"  # the run's config with another learning rate
+    config = yaml.safe_load((trained / "config.yaml").read_text())
+    config["training"]["lr"] *= 2
+    other.write_text(yaml.safe_dump(config))
+    for name, source, given, code in [
+        ("killed", killed_bag_run, "own", 130),  # its bag run's epoch started (and was interrupted)
+        ("trained", trained, "own", 0),  # nothing left to train
+        ("trained_first_config", trained, start[2], 0),  # the config it was started with (one_epoch.yaml)
+        ("other_config", trained, str(other), 2),
+    ]:
+        out = tmp_path / name
+        shutil.copytree(source, out)
+        policy = (out / "policy.pt").read_bytes() if (out / "policy.pt").is_file() else None
+        config_path = str(out / "config.yaml") if given == "own" else given
+        argv = ["train", "--config", config_path, "--out", str(out), "--resume", "--no-progress"]
+        assert cli.main(argv) == code, name
+        err = capsys.readouterr().err
+        if code == 130:
+            assert "interrupted" in err, err
+        if code == 2:
+            assert f"{out / 'config.yaml'}: the run was started with another config (keys that differ: " in err, err
+            assert "training.lr" in err, err
+        assert policy is None or (out / "policy.pt").read_bytes() == policy, name
+    for name, source in (("killed_no_data_yaml", killed_bag_run), ("trained_no_data_yaml", trained)):
+        out = tmp_path / name
+        shutil.copytree(source, out)
+        (out / "data.yaml").unlink()
+        before = _files(out)
+        argv = ["train", "--config", str(out / "config.yaml"), "--out", str(out), "--resume", "--no-progress"]
+        assert cli.main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(
+            f"liquid-control train: error: {out / 'data.yaml'}: missing, and {out} is a run from recorded bags ("
+        ), err
+        assert _files(out) == before, name
+    with pytest.raises(trainer.TrainingError, match=r"^no config given \(a config is optional only with resume\)$"):
+        trainer.train(None, out, progress=False)  # the Python API (the command line requires --config first)
+    assert _files(out) == before
+
+
 NESTED = "[" * 300 + "]" * 300  # deep, yet read by the YAML reader (which refuses nesting near the recursion limit)
 
 

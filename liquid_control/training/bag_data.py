@@ -285,14 +285,16 @@ def bag_run_sign(out_dir: Path) -> str | None:
     return f"{out_dir / 'config.yaml'} says so" if first == BAG_RUN_CONFIG_NOTE.splitlines(keepends=True)[0] else None
 
 
-def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
+def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None, resume: bool = False):
     """Split a ``data:`` section off a policy config (path or dict), apply the ``--set data.KEY=VALUE`` overrides
     ``sets`` to it and merge ``data`` (the command line's own options) over it, key by key into ``label`` and
     ``topics`` (``--label-offset-s`` keeps the file's label mode).
 
     Returns ``(config, data)``: the policy config alone (a dict when it had a data section), and the validated
     data settings, or None for a simulated run. Without a config, a resumed bag run's ``data.yaml`` is the section
-    (``--resume --set data.window=...`` changes it; the run refuses a change once it has trained an epoch).
+    (``--resume --set data.window=...`` changes it; the run refuses a change once it has trained an epoch); so it is
+    where a ``resume`` gives a config without a data section and no data options (its config.yaml, say). A bag run
+    whose data.yaml is missing is refused there, not trained as a simulated run (:func:`bag_run_sign`).
     """
     section = source = None  # source: the config file the data: section comes from, named in its refusals
     if isinstance(config, (str, Path)):
@@ -314,8 +316,10 @@ def resolve(config, data: dict | None, out_dir: Path, sets: dict | None = None):
         section = read_data_file(saved)["data"]
         if not data and not sets:
             return None, section
-    elif section is None and config is None and not data:  # else a simulated run would train in a bag run's folder
-        sign = bag_run_sign(out_dir)
+    elif section is None and not data and (config is None or (resume and not sets)):
+        if saved.is_file():  # resumed with a config of no data section: the run's own settings, as without one
+            return config, read_data_file(saved)["data"]
+        sign = bag_run_sign(out_dir)  # else a simulated run would train in a bag run's folder
         if sign is not None:
             raise TrainingError(
                 f"{saved}: missing, and {out_dir} is a run from recorded bags ({sign}): that file holds its bags and "

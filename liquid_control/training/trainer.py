@@ -391,14 +391,14 @@ def train(
     # a folder another train (or eval) is writing in: refused naming that process, before its files (config.yaml,
     # data.yaml, checkpoint.pt, maybe half written) are read, and not by what it wrote so far
     folder_lock.check_free(out, "train into another --out", TrainingError)
+    if config is None and not resume:  # first: a bag run's folder without its data.yaml is refused for this too
+        raise TrainingError("no config given (a config is optional only with resume)")
     overrides, data_sets = bag_data.split_overrides(overrides)  # --set data.window=...: the data section's
-    config, data = bag_data.resolve(config, data, out, data_sets)
+    config, data = bag_data.resolve(config, data, out, data_sets, resume)
     saved = out / "config.yaml"
     checkpoint = out / "checkpoint.pt"
     own_config = config is None  # the run's own config (config.yaml, else its checkpoint's)
     if config is None:
-        if not resume:
-            raise TrainingError("no config given (a config is optional only with resume)")
         if saved.is_file():
             config = saved
         elif checkpoint.is_file():  # config.yaml lost: the checkpoint holds the run's config
