@@ -32,10 +32,21 @@ ROVER = "policies/configs/cfc_rover.yaml"
             "policy_node:\n  ros__parameters:\n    action_scale: [1.0, 2.0, 3.0]\n",
             "np.yaml: action_scale [1.0, 2.0, 3.0]: needs 1 or 2 finite non-zero values",
         ),
-        (  # before: an OverflowError traceback (float() of an integer past a float's range)
-            f"policy_node:\n  ros__parameters:\n    action_scale: [1{'0' * 400}, 1]\n",
-            f"np.yaml: action_scale [1{'0' * 58}: needs 1 or 2 finite non-zero values",
-        ),
+        *[  # before: an OverflowError traceback (float() of an integer past a float's range)
+            (
+                f"policy_node:\n  ros__parameters:\n    {key}: {value}\n",
+                f"np.yaml: policy_node.ros__parameters.{key}: expected {want}, got {value[:60]} (an integer past a "
+                "float's range)",
+            )
+            for key, value, want in [
+                ("action_scale", f"[1{'0' * 400}, 1]", "a number or a list of numbers"),
+                *[
+                    (key, f"-1{'0' * 400}", "a number")
+                    for key in ("max_gap_s", "max_backward_jump_s", "max_future_stamp_s", "first_update_dt")
+                ],
+                ("reorder_lag_s", f"1{'0' * 400}", "a number"),
+            ]
+        ],
         (  # before: trained on the default max_gap_s without a word (the node warns and runs on the default)
             "policy_node:\n  ros__parameters:\n    use_sim_time: true\n    max_gapp_s: 1.0\n",
             "np.yaml: policy_node.ros__parameters: not a policy_node parameter: max_gapp_s (did you mean max_gap_s?)",

@@ -125,14 +125,6 @@ class BagDataSpec:
         )
 
 
-def _float_or_inf(value) -> float:
-    """``float(value)``, an integer past a float's range as an infinity of its sign (float() raises OverflowError)."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf if value > 0 else -math.inf
-
-
 def absolute_topic(name: str) -> str:
     """Topic names in a bag are absolute; the node's parameters are relative to its (root) namespace."""
     return name if name.startswith("/") else "/" + name
@@ -253,8 +245,8 @@ def _parameter_type_problem(name, value) -> str | None:
         return None  # another node's parameter, or one this version does not read
     default = POLICY_NODE_PARAMETERS[name][0]
 
-    def number(v):
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    def number(v):  # an integer past a float's range is none: float() of it raises OverflowError
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and not _past_float_range(v)
 
     if isinstance(default, bool):
         ok, want = isinstance(value, bool), "true or false"
@@ -267,7 +259,22 @@ def _parameter_type_problem(name, value) -> str | None:
         want = "a number or a list of numbers"
     else:
         ok, want = number(value), "a number"
-    return None if ok else f"expected {want}, got {value!r}"
+    if ok:
+        return None
+    past = any(_past_float_range(v) for v in (value if isinstance(value, list) else [value]))
+    return f"expected {want}, got {repr(value)[:60]}" + (" (an integer past a float's range)" if past else "")
+
+
+def _past_float_range(value) -> bool:
+    """Whether ``value`` is an integer no float can hold (a YAML integer of 400 digits: float() raises
+    OverflowError)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
 
 
 def default_node_parameters_file(world: str) -> Path | None:
@@ -357,8 +364,8 @@ def data_spec(
                 f"topic given for {sensor!r}, which the policy does not read (it reads {list(spec.sensors)})"
             )
         mapping[sensor] = absolute_topic(str(topic))
-    given = values["action_scale"]  # numbers (load_node_parameters); an integer past a float's range: inf
-    scale = [_float_or_inf(s) for s in (given if isinstance(given, (list, tuple)) else [given])]
+    given = values["action_scale"]  # numbers a float holds (load_node_parameters)
+    scale = [float(s) for s in (given if isinstance(given, (list, tuple)) else [given])]
     if len(scale) == 1:
         scale = scale * spec.action_size
     if len(scale) != spec.action_size or any(not math.isfinite(s) or s == 0 for s in scale):
