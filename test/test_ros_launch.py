@@ -159,6 +159,9 @@ def test_policy_launch_runs_the_node_alone_from_a_parameter_file(launch_stubs, t
     [
         ("sim", "seed", "abc", "must be an integer"),
         ("sim", "episodes", "1.5", "must be an integer"),
+        ("sim", "seed", "9" * 400, "must be an integer in a ROS parameter's 64-bit range"),  # was an OverflowError
+        ("sim", "seed", str(2**63), "must be an integer in a ROS parameter's 64-bit range"),
+        ("sim", "real_time_factor", "1" * 400, "must be a finite number"),
         ("sim", "real_time_factor", "fast", "must be a number"),
         ("sim", "control_rate_hz", "nan", "must be a finite number"),
         ("sim", "use_sim_time", "yes", "must be true or false"),

@@ -326,7 +326,9 @@ def launch_argument(arg: dict, name: str, kind):
         value = kind(text)
     except ValueError:
         raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if not math.isfinite(value):
+    if kind is int and not -(2**63) <= value < 2**63:  # else an OverflowError, or rcl's own refusal at the node
+        raise ValueError(f"{name}: must be an integer in a ROS parameter's 64-bit range, got {text!r}")
+    if kind is float and not math.isfinite(value):
         raise ValueError(f"{name}: must be a finite number, got {text!r}")
     return value
 
