@@ -81,10 +81,7 @@ class LabelRule:
             raise ValueError(f"label mode {repr(self.mode)[:60]} is not one of {', '.join(LABEL_MODES)}")
         for name in ("offset_s", "max_wait_s"):
             value = getattr(self, name)
-            try:  # math.isfinite of an integer past a float's range: OverflowError
-                finite = isinstance(value, (int, float)) and math.isfinite(value)
-            except OverflowError:
-                finite = False
+            finite = isinstance(value, (int, float)) and not _past_float_range(value) and math.isfinite(value)
             if not (finite and value >= 0):
                 raise ValueError(f"label {name} must be a finite number >= 0, got {repr(value)[:60]}")
 
