@@ -6,6 +6,7 @@ import gc
 import json
 import re
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -1297,6 +1298,45 @@ def test_an_inference_that_keeps_failing_is_what_the_stop_names(policy_file, ros
     assert "failed since the last update, the last with RuntimeError: weights corrupted): stop command" in waiting[0]
     message = rig.diagnostics[-1].message
     assert message.startswith("no command: waiting for a successful inference (") and "weights corrupted" in message
+
+
+def test_what_updates_wait_for_is_logged_as_it_changes_even_within_the_log_throttle(policy_file, ros):
+    """Every input delivered after the last IMU message (which waited for the wheels): the node waits for the next
+    IMU message, and said "messages in the reordering buffer (reorder lag 0 s)", the buffer empty. The next IMU
+    message finds the wheel encoders stamping by a clock 1000 s behind: that reason, new within log_throttle_s of
+    the first line, was never logged while it lasted (a CI run's log named only the passing one)."""
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file, watchdog_timeout_s=0.3, log_throttle_s=0.2))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    clock = [1000.0]
+    node._now = lambda: clock[0]
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    warnings = []
+    node.get_logger = lambda: SimpleNamespace(warning=warnings.append, info=lambda msg: None)
+    imu, wheels = np.array([0, 0, 0, 0, 0, 9.8]), np.zeros(2)
+
+    def at(t, *readings):
+        clock[0] = 1000.0 + t
+        for sensor, behind in readings:
+            node._on_reading(sensor, stamp_of(clock[0] - behind), imu if sensor == "imu" else wheels)
+
+    at(0.35, ("command", 0.0), ("imu", 0.0), ("wheels", 1000.0))  # the IMU message finds no wheels yet
+    node._on_watchdog()
+    assert node.runner.counters["updates"] == 0 and not node.runner.buffered
+    assert len(warnings) == 1 and "waiting for the next message of an update sensor (imu)" in warnings[0], warnings
+    at(0.45, ("imu", 0.0), ("wheels", 1000.0))  # an update message: the wheels' stamps are 1000 s behind
+    node._on_watchdog()  # a new reason within the throttle: not said yet
+    assert len(warnings) == 1, warnings
+    time.sleep(0.25)
+    at(0.55, ("imu", 0.0), ("wheels", 1000.0))
+    node._on_watchdog()
+    assert node.runner.counters["updates"] == 0
+    assert len(warnings) == 2, warnings
+    assert re.search(r"waiting for inputs stamped more than .* wheels -1000\.\d{3} s", warnings[1]), warnings[1]
+    at(0.65, ("imu", 0.0), ("wheels", 1000.0))
+    time.sleep(0.25)
+    node._on_watchdog()  # the same reason: said once
+    assert len(warnings) == 2, warnings
 
 
 def test_repeated_rejections_do_not_call_the_logger_and_publish_counts_survive_an_activation(policy_file, ros):

@@ -221,6 +221,7 @@ class PolicyNode(LifecycleNode):
         self._starved = ""  # what the node waits for, when no update came for longer than watchdog_timeout_s
         self._starved_stop = False  # and it published a stop for it (repeated while it lasts)
         self._starved_reason = None  # what it waits for, without the numbers (see _waiting_for)
+        self._starved_unsaid = False  # a reason not logged yet (throttled; said once the throttle allows)
         self._moving = False  # the last command published is not all zeros
         self._pending_action = None
         self._command_ages = deque(maxlen=500)  # node clock at publish - stamp of the triggering message
@@ -912,7 +913,7 @@ class PolicyNode(LifecycleNode):
         self._inference_errors_at_update = self.runner.counters[f"rejected.{R.INFERENCE_ERROR}"]
         if self._starved:
             self.get_logger().info(f"updating again after waiting for {self._starved}")
-            self._starved, self._starved_stop, self._starved_reason = "", False, None
+            self._starved, self._starved_stop, self._starved_reason, self._starved_unsaid = "", False, None, False
             self._publish_diagnostics()
         if self._stale and self._stale_inputs(now):  # this message may have been the last stale input's
             return
@@ -1149,11 +1150,15 @@ class PolicyNode(LifecycleNode):
             self._starved_reason = reason
             self._publish_diagnostics()
             # said below when it starts with a stop; else here (nothing to stop, or a new reason), throttled
-            if not (first and (self._moving or self._starved_stop)) and self._may_log("starved"):
-                self.get_logger().warning(
-                    f"no state update for {now - since:.2f} s (> watchdog_timeout_s {timeout} s) with fresh "
-                    f"inputs: waiting for {why}"
-                )
+            self._starved_unsaid = not (first and (self._moving or self._starved_stop))
+        # a new reason within log_throttle_s of the last is said once the throttle allows while it lasts: the log
+        # named only a passing first reason (the next update message's, as messages began) for as long as it lasted
+        if self._starved_unsaid and self._may_log("starved"):
+            self._starved_unsaid = False
+            self.get_logger().warning(
+                f"no state update for {now - since:.2f} s (> watchdog_timeout_s {timeout} s) with fresh "
+                f"inputs: waiting for {why}"
+            )
         if self._moving or self._starved_stop:
             if not self._starved_stop:
                 self.get_logger().warning(
@@ -1169,7 +1174,8 @@ class PolicyNode(LifecycleNode):
         subscription: a setpoint is never stale for the watchdog, which names them for sensors); inputs stamped
         more than max_gap_s apart (the runner's stale inputs), with each input's latest stamp against the node
         clock, which tells a silent sensor from one stamping by another clock; an inference that succeeds, when
-        updates failed since the last one (naming the last error); else the messages in the reordering buffer."""
+        updates failed since the last one (naming the last error); else the messages in the reordering buffer, or
+        with none there the next message of an update sensor (every input arrived after the last one's message)."""
         runner = self.runner
         failed = runner.counters[f"rejected.{R.INFERENCE_ERROR}"] - self._inference_errors_at_update
         failing = (
@@ -1190,10 +1196,18 @@ class PolicyNode(LifecycleNode):
                 f"inputs stamped more than max_gap_s ({runner.limits.max_gap_s:g} s) apart (a sensor that went "
                 f"silent, or sensors stamping by different clocks); latest stamps minus the node clock: {clocks}"
             )
-        reason = (runner.missing_inputs(), tuple(sorted(runner.stale_inputs())), bool(failing), unmatched)
+        held = runner.buffered
+        reason = (runner.missing_inputs(), tuple(sorted(runner.stale_inputs())), bool(failing), unmatched, held > 0)
         if missing:
             return ", ".join(missing + ([failing] if failing else [])) + unmatched, reason
-        return failing or f"messages in the reordering buffer (reorder lag {runner.reorder_lag_s:g} s)", reason
+        if failing:
+            return failing, reason
+        if held:
+            return f"messages in the reordering buffer ({held} held, reorder lag {runner.reorder_lag_s:g} s)", reason
+        # every input delivered since the last one an update message waited for: the next one updates (or finds
+        # its inputs stale); said "the reordering buffer" with none in it, reorder lag 0
+        sensors = ", ".join(runner.spec.update_on)
+        return f"the next message of an update sensor ({sensors}): every input delivered since the last", reason
 
     def _start_from_rest(self, why: str) -> float:
         """A fresh start of the liquid state and of the command, at an activation and at ``~/reset`` alike: the

@@ -215,6 +215,11 @@ class PolicyRunner:
         """Lag of the reordering buffer in use (seconds)."""
         return self._buffer.lag_s
 
+    @property
+    def buffered(self) -> int:
+        """Messages held in the reordering buffer, not yet released."""
+        return len(self._buffer)
+
     def reset(self, reason: str = "request", clear_inputs: bool = False) -> None:
         """Back to the initial state; the next update integrates ``first_update_dt``.
 
