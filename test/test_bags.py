@@ -2025,6 +2025,10 @@ def test_a_data_spec_recorded_before_the_nodes_reorder_lag_was_read_still_reads_
     assert spec.limits.reorder_lag_s is None and spec.action_scale == (1.5, 2.0)
     with pytest.raises(ValueError, match=r"data spec the policy recorded .* is malformed .*give --node-params"):
         data_spec(cfg, trained={**recorded, "limits": "?"})
+    # an integer no float holds (a tampered policy file): an OverflowError traceback before
+    for key, value in [("action_scale", [10**400, 1.0]), ("limits", {**recorded["limits"], "max_gap_s": 10**400})]:
+        with pytest.raises(ValueError, match=r"is malformed \(OverflowError: .*give --node-params"):
+            data_spec(cfg, trained={**recorded, key: value})
 
 
 def test_a_node_params_file_given_to_eval_keeps_the_label_rule_the_policy_trained_with():

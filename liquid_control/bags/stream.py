@@ -301,7 +301,7 @@ def trained_node_parameters(record, spec: ObservationSpec) -> dict:
         values["reorder_lag_s"] = -1.0 if lag is None else float(lag)  # None: the policy's, as the node's -1
         if "joint_names" in record:
             values["joint_names"] = [str(name) for name in record["joint_names"]]
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # Overflow: an int past floats
         raise ValueError(f"{TRAINED_SPEC} is malformed ({type(exc).__name__}: {exc}); give --node-params") from None
     return values
 
