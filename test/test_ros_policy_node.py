@@ -161,7 +161,7 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
                 dt = 0.0 if last_update is None else stamp - last_update
                 expected_updates.append((stamp, rgb, held_imu.copy(), dt))
                 last_update = stamp
-                assert probe.wait_for(lambda n=n_before: len(probe.messages("cmd_vel")) > n, 5.0), (
+                assert probe.wait_for(lambda n=n_before: len(probe.messages("cmd_vel")) > n, 30.0), (
                     f"no command for {kind}"
                 )
             else:
@@ -200,7 +200,7 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
             return {k.split(".", 1)[1]: int(v) for k, v in values.items() if k.startswith("rejected.")}
 
         want_rejected = {"duplicate_stamp": 1, "out_of_order": 1, "non_finite": 1, "bad_encoding": 1, "bad_shape": 1}
-        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("updates") == "5", 5.0)
+        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("updates") == "5", 30.0)
         assert rejected_counts() == want_rejected
         status, values = last_diagnostics(probe)
         assert values["rejected_total"] == "5"
@@ -216,10 +216,10 @@ def test_irregular_stamps_drive_the_state_and_bad_messages_are_rejected(policy_f
         time.sleep(0.05)
         msg, rgb = image_msg(back + 0.01, 1)
         cam.publish(msg)
-        assert probe.wait_for(lambda: len(probe.messages("cmd_vel")) > n_before, 5.0)
+        assert probe.wait_for(lambda: len(probe.messages("cmd_vel")) > n_before, 30.0)
         cmd = probe.messages("cmd_vel")[-1][1]
         np.testing.assert_allclose([cmd.twist.linear.x, cmd.twist.angular.z], want[0], atol=1e-5)
-        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("resets.clock_backwards") == "1", 3.0)
+        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("resets.clock_backwards") == "1", 30.0)
     finally:
         probe.close()
         code = stop_process(proc)
@@ -234,8 +234,24 @@ def test_camera_silence_triggers_the_watchdog_stop(policy_file, tmp_path):
     try:
         cam, imu = connect(probe, tmp_path / "policy_node.log")
         t_imu = t_cam = 0.0
+
+        def moving():
+            commands = [m for _, m in probe.messages("cmd_vel")]
+            return len(commands) >= 10 and any(abs(m.twist.linear.x) > 1e-3 for m in commands)
+
+        def stopped_and_named(seconds):
+            """A stop heard ``seconds`` ago or more (the IMU went on since), and a WARN diagnostic naming the camera."""
+            heard = [(t, m.twist) for t, m in probe.messages("cmd_vel") if t > last_camera]
+            stops = [t for t, twist in heard if twist.linear.x == 0.0 and twist.angular.z == 0.0]
+            warn = [m.status[0] for t, m in probe.messages("/diagnostics") if t > last_camera]
+            named = any(w.level == DiagnosticStatus.WARN and "camera" in w.message for w in warn)
+            return named and bool(stops) and time.monotonic() - stops[0] >= seconds
+
+        # camera 15 Hz + IMU 100 Hz with wall-clock stamps: 1 s, and on until 10 commands were heard (a loaded
+        # machine's node took 8 in that second), 30 s at most; then the camera is silent, the IMU goes on: 1.5 s,
+        # and on until the stop was heard 0.5 s before and a WARN names the camera
         start = time.monotonic()
-        while time.monotonic() - start < 1.0:  # camera 15 Hz + IMU 100 Hz with wall-clock stamps
+        while time.monotonic() - start < 1.0 or (not moving() and time.monotonic() - start < 30.0):
             now = time.monotonic()
             if now >= t_imu:
                 imu.publish(imu_msg(time.time(), [0, 0, 0.1, 0, 0, 9.8]))
@@ -246,9 +262,10 @@ def test_camera_silence_triggers_the_watchdog_stop(policy_file, tmp_path):
                 last_camera = time.monotonic()
                 t_cam = now + 1 / 15
             time.sleep(0.002)
-        moving = [m for _, m in probe.messages("cmd_vel")]
-        assert len(moving) >= 10 and any(abs(m.twist.linear.x) > 1e-3 for m in moving)
-        while time.monotonic() - last_camera < 1.5:  # the camera is silent, the IMU goes on
+        assert moving(), [m.twist for _, m in probe.messages("cmd_vel")]
+        while time.monotonic() - last_camera < 1.5 or (
+            not stopped_and_named(0.5) and time.monotonic() - last_camera < 30.0
+        ):
             imu.publish(imu_msg(time.time(), [0, 0, 0.1, 0, 0, 9.8]))
             time.sleep(0.01)
         after = [(t, m) for t, m in probe.messages("cmd_vel") if t > last_camera]
@@ -296,8 +313,8 @@ def test_after_a_watchdog_stop_the_first_update_with_every_input_fresh_is_comman
                 if m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 == pytest.approx(stamp, abs=1e-6)
             ]
 
-        assert probe.wait_for(lambda: commanded(), 5.0), (tmp_path / "policy_node.log").read_text()
-        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("stale_inputs") == "", 3.0)
+        assert probe.wait_for(lambda: commanded(), 30.0), (tmp_path / "policy_node.log").read_text()
+        assert probe.wait_for(lambda: last_diagnostics(probe)[1].get("stale_inputs") == "", 30.0)
     finally:
         probe.close()
         code = stop_process(proc)
