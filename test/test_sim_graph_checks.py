@@ -96,6 +96,8 @@ def test_a_graph_that_was_there_first_warns_and_goes_on_when_another_joins():
     """Review finding: the check was symmetric, so a second `liquid-control sim` (or a stray node of the same name)
     started on the domain stopped the run that was already going as well. The run that was there first warns,
     naming the other graph and the episode that may have mixed messages, and finishes its episodes (exit 0)."""
+    import threading
+
     import rclpy
 
     env = isolated_ros_env()
@@ -107,18 +109,35 @@ def test_a_graph_that_was_there_first_warns_and_goes_on_when_another_joins():
         stderr=subprocess.PIPE,
         text=True,
     )
+    said = []  # the run's stderr, read as it comes
+
+    def read_stderr():
+        for line in proc.stderr:
+            said.append(line)
+
+    reader = threading.Thread(target=read_stderr, daemon=True)
+    reader.start()
     try:
         first = proc.stdout.readline()  # the first episode has ended: the run is well past its start
         assert first.startswith("episode: "), first
         context = rclpy.Context()
         rclpy.init(context=context, domain_id=domain)
         other = rclpy.create_node("policy_node", context=context)
-        try:
-            time.sleep(3.0)  # several of the run's graph checks see it
+        joined = time.monotonic()
+        warned = lambda: any("another graph joined" in line for line in said)  # noqa: E731
+        try:  # several of the run's graph checks see it: 3 s, and on until the run warned (a loaded machine's
+            # discovery can take longer than 3 s), while the run lasts, 60 s at most
+            while time.monotonic() - joined < 3.0 or (
+                not warned() and proc.poll() is None and time.monotonic() - joined < 60.0
+            ):
+                time.sleep(0.1)
         finally:
             other.destroy_node()
             context.try_shutdown()
-        out, err = proc.communicate(timeout=150)
+        proc.wait(timeout=150)
+        out = proc.stdout.read()
+        reader.join(timeout=10.0)
+        err = "".join(said)
     finally:
         if proc.poll() is None:
             proc.kill()
