@@ -863,17 +863,20 @@ def test_sim_node_stopped_by_a_signal_ends_without_the_interpreters_exit(tmp_pat
     argv = [sys.executable, "-c", f"{exit_function}\n{node}", "--ros-args", "-r", "__node:=sim_node"]
     argv += [arg for key, value in params.items() for arg in ("-p", parameter_argument(key, value))]
     log = tmp_path / "sim.log"
+    env = isolated_ros_env()
+    probe = Probe(env)
+    probe.record("imu/data", Imu, QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
     with open(log, "w") as out:
-        proc = subprocess.Popen(argv, env=isolated_ros_env(), stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while proc.poll() is None and time.monotonic() < deadline and not (bags / "episode_7").is_dir():
-            time.sleep(0.05)  # the first episode's bag is open: the node is recording
-        time.sleep(0.5)
-        assert proc.poll() is None and (bags / "episode_7").is_dir(), log.read_text()
+        # the first episode's bag holds an IMU message (written before it is published): the node is recording; a
+        # fixed 0.5 s after the bag's folder appeared can pass before its first message on a loaded machine
+        recording = probe.wait_for(lambda: proc.poll() is not None or bool(probe.messages("imu/data")), 120.0)
+        assert recording and proc.poll() is None and (bags / "episode_7").is_dir(), log.read_text()
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=120) == 0, log.read_text()
     finally:
+        probe.close()
         stop_process(proc)
     said = log.read_text()
     assert "the interpreter exit ran" not in said, said
