@@ -277,7 +277,7 @@ def test_the_node_forwards_over_dds_and_stops_the_base_at_shutdown(tmp_path):
         assert heard(0.05), log.read_text()
         received = len(probe.messages("base/cmd_vel"))
         code = stop_process(proc)
-        probe.wait_for(lambda: any(values(m) == (0.0, 0.0) for _, m in probe.messages("base/cmd_vel")[received:]), 5.0)
+        probe.wait_for(lambda: any(values(m) == (0.0, 0.0) for _, m in probe.messages("base/cmd_vel")[received:]), 30.0)
         last = probe.messages("base/cmd_vel")[-1][1]
     finally:
         probe.close()
