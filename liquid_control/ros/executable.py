@@ -18,11 +18,12 @@ import threading
 
 
 def run_until_signal(
-    name: str, make_node, refused=(ValueError,), finish=None, done=None, failed=None, args=None
+    name: str, make_node, refused=(ValueError,), finish=None, done=None, failed=None, args=None, at_signal=None
 ) -> int:
     """Make the node with ``make_node()`` and spin it until a signal or ``done(node)``; ``finish(node)`` then.
     ``failed(node)``: why the node stopped on an error it logged (exit status 1), or empty. A ``refused`` error
-    from ``finish`` is printed (exit status 1), not a traceback."""
+    from ``finish`` is printed (exit status 1), not a traceback. ``at_signal(node, executor)``: run when a signal
+    ended the spinning, before ``finish`` (the recorder takes what was delivered before it)."""
     import rclpy
     import rclpy.executors
     from rclpy.signals import SignalHandlerOptions
@@ -44,6 +45,8 @@ def run_until_signal(
     try:
         while rclpy.ok() and not stop.is_set() and not (done is not None and done(node)):
             executor.spin_once(timeout_sec=0.05)
+        if stop.is_set() and at_signal is not None:
+            at_signal(node, executor)
     finally:
         executor.remove_node(node)
         try:

@@ -78,6 +78,7 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
 
 
 LOST_WARNING_PERIOD_S = 5.0
+TAKE_DELIVERED_LIMIT_S = 2.0  # at a stop signal, the longest the recorder goes on taking what DDS delivered
 
 
 def recorder_parameter_problems(p: dict) -> list[str]:
@@ -364,7 +365,20 @@ def main(args=None) -> int:
         done=lambda node: node.done.is_set(),
         failed=lambda node: node.failed,
         args=args,
+        at_signal=take_delivered,
     )
+
+
+def take_delivered(node: BagRecorderNode, executor, limit_s: float = TAKE_DELIVERED_LIMIT_S) -> None:
+    """Record the messages DDS had delivered when the stop signal came and the recorder had not taken yet: they
+    were sent before it (a recorder behind on a loaded machine, the end of a run it was asked to record left out).
+    Spins without waiting until nothing is left (a few empty turns: a turn may run a timer instead), at most
+    ``limit_s``: topics still publishing after the signal end the taking there."""
+    end, idle = time.monotonic() + limit_s, 0
+    while idle < 3 and time.monotonic() < end and not (node.done.is_set() or node.failed):
+        before = sum(node.counts.values()) + sum(node.writer.dropped.values())
+        executor.spin_once(timeout_sec=0.0)
+        idle = idle + 1 if sum(node.counts.values()) + sum(node.writer.dropped.values()) == before else 0
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -727,6 +741,8 @@ def _record_graph(args, topics: list[str]) -> int:
     try:
         while context.ok() and not stop.is_set() and not node.done.is_set():
             executor.spin_once(timeout_sec=0.05)
+        if stop.is_set():
+            take_delivered(node, executor)
     finally:
         executor.remove_node(node)
         path = node.close()
