@@ -423,79 +423,91 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
 
 
-def test_messages_delivered_before_the_stop_signal_are_recorded(tmp_path):
+def test_messages_received_before_the_stop_signal_are_recorded_and_none_after(tmp_path):
     """A recorder behind its topics (a loaded machine) when Ctrl-C or SIGTERM came closed the bag at once: the
-    messages DDS had already delivered to it, sent before the signal, were left out of the bag (the end of the run
-    it was asked to record). At a signal it takes them first, in ``liquid-control record`` and in the launch
-    executable (``run_until_signal``'s ``at_signal``); not when its duration ended it."""
-    import os
-    import signal
-
+    messages DDS had already received for it, sent before the signal, were left out of the bag (the end of the run
+    it was asked to record). At the signal it takes them first (take_delivered), and leaves out those received
+    after it (a recorder behind and still receiving took up to 2 s of them)."""
     import rclpy
     import rclpy.executors
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
 
-    from liquid_control.ros.executable import run_until_signal
     from liquid_control.ros.recorder_node import BagRecorderNode, take_delivered
 
     env = isolated_ros_env()
-    context, witness_context = rclpy.Context(), rclpy.Context()
-    for c in (context, witness_context):
-        rclpy.init(context=c, domain_id=int(env["ROS_DOMAIN_ID"]))
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     try:
         recorder = BagRecorderNode(
             context=context, parameter_overrides={"output": str(tmp_path / "bag"), "topics": ["/chatter"]}
         )
         talker = rclpy.create_node("talker", context=context)
-        publisher = talker.create_publisher(
-            String, "/chatter", QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        )
-        witness = rclpy.create_node("witness", context=witness_context)  # spun apart: tells when DDS delivered
-        heard = []
-        witness.create_subscription(
-            String, "/chatter", heard.append, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-        )
+        publisher = talker.create_publisher(String, "/chatter", reliable)
+        # the recorder's participant (its context), spun apart: what it heard, the recorder's reader received
+        witness, heard = rclpy.create_node("witness", context=context), []
+        witness.create_subscription(String, "/chatter", heard.append, reliable)
         executor = rclpy.executors.SingleThreadedExecutor(context=context)
         executor.add_node(recorder)
-        witness_executor = rclpy.executors.SingleThreadedExecutor(context=witness_context)
+        witness_executor = rclpy.executors.SingleThreadedExecutor(context=context)
         witness_executor.add_node(witness)
         deadline = time.monotonic() + 30.0
         while (recorder.pending or publisher.get_subscription_count() < 2) and time.monotonic() < deadline:
             recorder._discover()
             executor.spin_once(timeout_sec=0.05)
-            witness_executor.spin_once(timeout_sec=0.0)
         assert not recorder.pending and publisher.get_subscription_count() == 2
-        time.sleep(0.3)  # both sides of the matches
-        for k in range(40):
-            publisher.publish(String(data=f"{k:02d}"))
-        while len(heard) < 40 and time.monotonic() < deadline:
-            witness_executor.spin_once(timeout_sec=0.05)
-        assert len(heard) == 40
-        time.sleep(0.2)  # the recorder's reader, on the same machine, as the witness's
-        assert recorder.counts["/chatter"] == 0  # delivered, not taken: what a stop at once left out
-        take_delivered(recorder, executor)
+
+        def publish(first, until_heard):
+            for k in range(first, first + 40):
+                publisher.publish(String(data=f"{k:02d}"))
+            while len(heard) < until_heard and time.monotonic() < deadline:
+                witness_executor.spin_once(timeout_sec=0.05)
+            assert len(heard) == until_heard
+
+        publish(0, 40)
+        signalled = time.time_ns()
+        publish(40, 80)  # sent after the signal
+        assert recorder.counts["/chatter"] == 0  # received, not taken: what a stop at once left out
+        take_delivered(recorder, executor, signalled_ns=signalled)
         assert recorder.counts["/chatter"] == 40, dict(recorder.counts)
         executor.remove_node(recorder)
         with BagReader(recorder.close()) as reader:
             assert [m.decode().data for m in reader.messages(["/chatter"])] == [f"{k:02d}" for k in range(40)]
     finally:
         context.try_shutdown()
-        witness_context.try_shutdown()
 
+
+def test_the_recorder_takes_what_was_received_at_a_signal_not_at_the_end_of_its_duration(tmp_path, monkeypatch):
+    """``liquid-control record`` and the bag_recorder executable of launch files call take_delivered at SIGINT (the
+    wiring the test above does not see), not when ``duration_s`` ended the recording."""
+    import os
+    import signal
+    import threading
+
+    from liquid_control.cli import main as cli_main
+    from liquid_control.ros import recorder_node
+
+    env = isolated_ros_env()
+    for key in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE"):
+        monkeypatch.setenv(key, env[key])
     calls = []
-    for stopped_by, done in (("signal", lambda node: False), ("done", lambda node: True)):
+    monkeypatch.setattr(recorder_node, "take_delivered", lambda node, executor: calls.append(type(node).__name__))
 
-        def make_node():
-            node = rclpy.create_node("signalled")
-            node.create_timer(0.05, lambda: os.kill(os.getpid(), signal.SIGINT))
-            return node
+    def interrupted(run):
+        timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+        timer.start()
+        try:
+            return run()
+        finally:
+            timer.cancel()
 
-        status = run_until_signal(
-            "bag_recorder", make_node, done=done, at_signal=lambda node, executor, by=stopped_by: calls.append(by)
-        )
-        assert status == 0
-    assert calls == ["signal"]  # at a signal only
+    ros_args = ["--ros-args", "-p", "topics:=['/chatter']"]
+    assert interrupted(lambda: recorder_node.main([*ros_args, "-p", f"output:={tmp_path / 'launch'}"])) == 0
+    assert interrupted(lambda: cli_main(["record", "-o", str(tmp_path / "cli"), "/chatter"])) == 0
+    assert recorder_node.main([*ros_args, "-p", f"output:={tmp_path / 'timed'}", "-p", "duration_s:=0.5"]) == 0
+    assert calls == ["BagRecorderNode", "BagRecorderNode"]
+    assert all((tmp_path / name / "metadata.yaml").exists() for name in ("launch", "cli", "timed"))
 
 
 def _record_chatter(context, recorder, talker, chatter, ready=lambda: True):

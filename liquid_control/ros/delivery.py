@@ -30,6 +30,11 @@ def stop_waiting(why: str) -> None:
         _waits_ended_by = why
 
 
+def waits_ended() -> bool:
+    """Whether :func:`stop_waiting` ended this process's waits (a second SIGINT/SIGTERM: end at once)."""
+    return _waits_ended_by is not None
+
+
 def acknowledged(publisher, limit_s: float, keep_waiting=lambda: True) -> bool:
     """Whether every reliable subscriber matched to ``publisher`` acknowledged all it published, waiting up to
     ``limit_s`` seconds (in short slices) while ``keep_waiting()`` and no :func:`stop_waiting`; True at once where

@@ -1197,17 +1197,19 @@ class PolicyNode(LifecycleNode):
                 f"silent, or sensors stamping by different clocks); latest stamps minus the node clock: {clocks}"
             )
         held = runner.buffered
-        reason = (runner.missing_inputs(), tuple(sorted(runner.stale_inputs())), bool(failing), unmatched, held > 0)
+        # stale: whether, not which (the last update message's: two update sensors on two clocks flipped it at each
+        # message, a line each log_throttle_s saying the same); the words name every input's clock either way
+        reason = (runner.missing_inputs(), bool(runner.stale_inputs()), bool(failing), unmatched, held > 0)
         if missing:
             return ", ".join(missing + ([failing] if failing else [])) + unmatched, reason
         if failing:
             return failing, reason
         if held:
             return f"messages in the reordering buffer ({held} held, reorder lag {runner.reorder_lag_s:g} s)", reason
-        # every input delivered since the last one an update message waited for: the next one updates (or finds
+        # every input arrived after the last update message, which waited for them: the next one updates (or finds
         # its inputs stale); said "the reordering buffer" with none in it, reorder lag 0
-        sensors = ", ".join(runner.spec.update_on)
-        return f"the next message of an update sensor ({sensors}): every input delivered since the last", reason
+        sensors = " or ".join(runner.spec.update_on)
+        return f"the next {sensors} message (every input has arrived since the last one, which waited for them)", reason
 
     def _start_from_rest(self, why: str) -> float:
         """A fresh start of the liquid state and of the command, at an activation and at ``~/reset`` alike: the

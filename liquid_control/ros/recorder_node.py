@@ -53,7 +53,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.paths import user_path
 from liquid_control.ros.entry import unwritable_log_dir
-from liquid_control.ros.executable import WithMessageInfo, init_ros, named_counts, run_until_signal
+from liquid_control.ros.executable import WithMessageInfo, init_ros, named_counts, run_until_signal, stop_on_signals
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -186,6 +186,7 @@ class BagRecorderNode(Node):
         self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
         self.done = threading.Event()
         self.failed = ""  # why recording stopped early (a write failed), else empty
+        self.received_until_ns = None  # at a stop signal: messages DDS received after it are not recorded
         self._discover()
         # on the steady clock: a timer on the node clock under use_sim_time waits for /clock, and until a /clock
         # publisher came the recorder subscribed to nothing, saying nothing (before: --use-sim-time on a robot)
@@ -245,6 +246,8 @@ class BagRecorderNode(Node):
     def _on_message(self, topic: str, data: bytes, info: dict | None = None):
         if self.writer.closed or self.failed:
             return
+        if self.received_until_ns is not None and (info or {}).get("received_timestamp", 0) > self.received_until_ns:
+            return  # received after the stop signal (take_delivered): not the recording's
         gid = (info or {}).get("publisher_gid") or {}
         try:  # the publisher: repeat_latched repeats each one's last message of a latched topic (as DDS delivers)
             kept = self.writer.write(topic, self.get_clock().now().nanoseconds, data, publisher=gid.get("data"))
@@ -369,13 +372,21 @@ def main(args=None) -> int:
     )
 
 
-def take_delivered(node: BagRecorderNode, executor, limit_s: float = TAKE_DELIVERED_LIMIT_S) -> None:
-    """Record the messages DDS had delivered when the stop signal came and the recorder had not taken yet: they
-    were sent before it (a recorder behind on a loaded machine, the end of a run it was asked to record left out).
-    Spins without waiting until nothing is left (a few empty turns: a turn may run a timer instead), at most
-    ``limit_s``: topics still publishing after the signal end the taking there."""
+def take_delivered(
+    node: BagRecorderNode, executor, signalled_ns: int | None = None, limit_s: float = TAKE_DELIVERED_LIMIT_S
+) -> None:
+    """Record the messages DDS had received when the stop signal came (``signalled_ns``, system clock; default now)
+    and the recorder had not taken yet (a recorder behind on a loaded machine left the end of the run it was asked
+    to record out of the bag); those received after it are not the recording's and are left out. Spins without
+    waiting until a few turns take none (a turn may run a timer or take a later message), at most ``limit_s``; a
+    second signal (:func:`delivery.stop_waiting`) ends it at once."""
+    from liquid_control.ros.delivery import waits_ended
+
+    node.received_until_ns = time.time_ns() if signalled_ns is None else signalled_ns
     end, idle = time.monotonic() + limit_s, 0
     while idle < 3 and time.monotonic() < end and not (node.done.is_set() or node.failed):
+        if waits_ended() or not executor.context.ok():
+            return
         before = sum(node.counts.values()) + sum(node.writer.dropped.values())
         executor.spin_once(timeout_sec=0.0)
         idle = idle + 1 if sum(node.counts.values()) + sum(node.writer.dropped.values()) == before else 0
@@ -717,7 +728,7 @@ def _record_graph(args, topics: list[str]) -> int:
     # Our own handlers: SIGINT and SIGTERM finish the bag, also where the shell started us with SIGINT ignored
     # (`liquid-control record ... &` in a script) or a supervisor stops us with SIGTERM.
     stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = stop_on_signals(stop)  # a second signal also ends take_delivered
     overrides = {
         "output": args.output,
         "topics": topics,
