@@ -382,14 +382,17 @@ def take_delivered(
     second signal (:func:`delivery.stop_waiting`) ends it at once."""
     from liquid_control.ros.delivery import waits_ended
 
+    def taken() -> int:  # recorded, or dropped by a writer behind its disk
+        return sum(node.counts.values()) + sum(node.writer.dropped.values())
+
     node.received_until_ns = time.time_ns() if signalled_ns is None else signalled_ns
     end, idle = time.monotonic() + limit_s, 0
     while idle < 3 and time.monotonic() < end and not (node.done.is_set() or node.failed):
         if waits_ended() or not executor.context.ok():
             return
-        before = sum(node.counts.values()) + sum(node.writer.dropped.values())
+        before = taken()
         executor.spin_once(timeout_sec=0.0)
-        idle = idle + 1 if sum(node.counts.values()) + sum(node.writer.dropped.values()) == before else 0
+        idle = idle + 1 if taken() == before else 0
 
 
 # ------------------------------------------------------------------------------------------------ CLI
