@@ -8,6 +8,7 @@ whose work is saved without the interpreter's exit (:func:`end_process_now`: pol
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -65,11 +66,74 @@ def quiet_ctrl_c_in_worker() -> None:
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    """CPUs this process may use: its affinity mask where the OS has one, lowered to a container's CPU quota
+    (:func:`cgroup_cpu_quota`, rounded up), which the mask does not show: a container allowed 2 CPUs on a 64-core
+    host counted 64 and started 64 workers (and ``./test.sh`` 8), each throttled to a fraction of a CPU."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return cpus if quota is None else max(1, min(cpus, math.ceil(quota)))
+
+
+def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> float | None:
+    """The CPUs' worth of time this process's control groups allow (Linux cgroup v2 ``cpu.max``, v1
+    ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``; the lowest of its group and the groups above it), or None
+    where none sets a quota or nothing can be read: the quota only lowers a count, so what cannot be read is no
+    limit, never an error."""
+    try:
+        with open(membership, encoding="ascii") as lines:
+            groups = [line.rstrip("\n").split(":", 2) for line in lines]
+    except (OSError, UnicodeDecodeError):
+        return None
+    quotas = []
+    for fields in groups:
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
+        if controllers == "":  # v2's one hierarchy
+            quotas += (_cpu_max(d) for d in _group_and_above(root, path))
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy, mounted under its names
+            for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+                quotas += (_cfs_quota(d) for d in _group_and_above(os.path.join(root, mount), path))
+    quotas = [q for q in quotas if q is not None]
+    return min(quotas) if quotas else None
+
+
+def _group_and_above(mount: str, path: str) -> list[str]:
+    """``path``'s folder under ``mount`` and each above it up to ``mount`` (inside a container the group's path
+    can name the host's hierarchy while ``mount`` shows the container's own group: then only ``mount`` exists)."""
+    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    return [os.path.join(mount, *parts[:n]) for n in range(len(parts), -1, -1)]
+
+
+def _read_numbers(path: str, count: int) -> list[str] | None:
+    try:
+        with open(path, encoding="ascii") as file:
+            words = file.read(256).split()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return words if len(words) == count else None
+
+
+def _cpu_max(group: str) -> float | None:
+    """The quota in cgroup v2's ``cpu.max``: "QUOTA PERIOD" in microseconds, QUOTA "max" for none."""
+    words = _read_numbers(os.path.join(group, "cpu.max"), 2)
+    return None if words is None else _quota(*words)
+
+
+def _cfs_quota(group: str) -> float | None:
+    """The quota in cgroup v1: ``cpu.cfs_quota_us`` (-1 for none) over ``cpu.cfs_period_us``."""
+    quota = _read_numbers(os.path.join(group, "cpu.cfs_quota_us"), 1)
+    period = _read_numbers(os.path.join(group, "cpu.cfs_period_us"), 1)
+    return None if quota is None or period is None else _quota(quota[0], period[0])
+
+
+def _quota(quota: str, period: str) -> float | None:
+    if not (quota.isdigit() and period.isdigit()) or int(quota) == 0 or int(period) == 0:
+        return None  # "max", v1's -1, or something unreadable: no quota
+    return int(quota) / int(period)
 
 
 def more_workers_than_cpus(workers: int, cpus: int, holds: str) -> str | None:

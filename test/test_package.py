@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from liquid_control import cli, paths
+from liquid_control.processes import available_cpus
 
 
 def test_cli_help_lists_every_command(capsys):
@@ -178,18 +179,36 @@ def test_test_sh_runs_the_tests_in_parallel_and_its_worker_count_is_checked(tmp_
     # -vv over test.sh's -q: pytest-xdist names the workers it started and the one that ran the test
     one_test = ["test/test_stats_oracle.py", "-k", "a_bootstrap_of_no_resamples", "-p", "no:cacheprovider", "-vv"]
 
-    def test_sh(workers: str | None) -> subprocess.CompletedProcess:
-        run_env = {k: v for k, v in env.items() if k != "LIQUID_CONTROL_TEST_WORKERS"}
+    def test_sh(workers: str | None, *more: str, **extra: str) -> subprocess.CompletedProcess:
+        run_env = {k: v for k, v in env.items() if k != "LIQUID_CONTROL_TEST_WORKERS"} | extra
         # None: the automatic count, the cores whatever OMP_NUM_THREADS says (GNU nproc follows it)
         run_env |= {"OMP_NUM_THREADS": "1"} if workers is None else {"LIQUID_CONTROL_TEST_WORKERS": workers}
         return subprocess.run(
-            ["./test.sh", *one_test], cwd=paths.share_dir(), env=run_env, capture_output=True, text=True, timeout=300
+            ["./test.sh", *one_test, *more],
+            cwd=paths.share_dir(),
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
-    cores = min(len(os.sched_getaffinity(0)), 8)
+    cores = min(available_cpus(), 8)
     automatic = f"created: {cores}/{cores} workers" if cores > 1 else None
-    for workers, started in (("2", "created: 2/2 workers"), ("0", None), (None, automatic)):
-        proc = test_sh(workers)
+    # a container's CPU quota of one CPU (cgroup_cpu_quota made to say so in every Python process test.sh starts):
+    # no workers, however many cores the affinity mask shows
+    (tmp_path / "sitecustomize.py").write_text(  # site runs it before the editable install's import hook
+        f"import sys\nsys.path.insert(0, {str(paths.share_dir())!r})\nimport liquid_control.processes as p\n"
+        "p.cgroup_cpu_quota = lambda *args, **kwargs: 1.0\n"
+    )
+    one_cpu = {"PYTHONPATH": str(tmp_path)}
+    for workers, started, more, extra in (
+        ("2", "created: 2/2 workers", (), {}),
+        ("0", None, (), {}),
+        (None, automatic, (), {}),
+        (None, None, (), one_cpu),
+        (None, None, ("--pdb",), {}),  # a debugger runs the tests in test.sh's process (xdist refuses --pdb)
+    ):
+        proc = test_sh(workers, *more, **extra)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "1 passed" in proc.stdout, proc.stdout
         if started:

@@ -187,3 +187,68 @@ def test_importing_processes_loads_no_multiprocessing():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_a_cgroup_cpu_quota_is_the_lowest_of_the_process_group_and_those_above_it(tmp_path):
+    """The affinity mask does not show a container's CPU quota (a container allowed 2 CPUs on a 64-core host counted
+    64): cgroup v2's cpu.max and v1's cfs quota are read, the lowest of the group and its ancestors wins."""
+    from liquid_control.processes import cgroup_cpu_quota
+
+    membership = tmp_path / "cgroup"
+    root = tmp_path / "fs"
+    _write(membership, "0::/a/b\n")
+    _write(root / "a" / "b" / "cpu.max", "max 100000\n")
+    _write(root / "a" / "cpu.max", "150000 100000\n")
+    _write(root / "cpu.max", "400000 100000\n")
+    assert cgroup_cpu_quota(str(root), str(membership)) == 1.5
+    # inside a container the group's path can name the host's hierarchy; the mount shows the container's own group
+    _write(membership, "0::/docker/0123abc\n")
+    assert cgroup_cpu_quota(str(root), str(membership)) == 4.0
+    # v1: the cpu controller's hierarchy, mounted under its controllers' names; -1 is no quota
+    _write(membership, "9:name=systemd:/\n4:cpu,cpuacct:/k\n2:memory:/k\n")
+    _write(root / "cpu,cpuacct" / "k" / "cpu.cfs_quota_us", "-1\n")
+    _write(root / "cpu,cpuacct" / "k" / "cpu.cfs_period_us", "100000\n")
+    _write(root / "cpu,cpuacct" / "cpu.cfs_quota_us", "50000\n")
+    _write(root / "cpu,cpuacct" / "cpu.cfs_period_us", "100000\n")
+    assert cgroup_cpu_quota(str(root), str(membership)) == 0.5
+
+
+@pytest.mark.parametrize(
+    "membership, cpu_max",
+    [
+        ("0::/\n", "max 100000\n"),  # no quota
+        ("0::/\n", "0 100000\n"),
+        ("0::/\n", "lots 100000\n"),
+        ("0::/\n", "150000\n"),
+        ("0::/\n", "\u00b2 100000\n"),  # not ASCII
+        ("0::/\n", None),  # no controller file
+        (None, "150000 100000\n"),  # no membership file (not Linux, no /proc)
+        ("garbage\n", "150000 100000\n"),
+        ("0::/../../..\n", None),  # a path leaving the mount is not followed
+    ],
+)
+def test_no_readable_cgroup_quota_is_no_limit_never_an_error(tmp_path, membership, cpu_max):
+    from liquid_control.processes import cgroup_cpu_quota
+
+    root = tmp_path / "fs" / "inner"
+    root.mkdir(parents=True)
+    if membership is not None:
+        _write(tmp_path / "cgroup", membership)
+    if cpu_max is not None:
+        _write(root / "cpu.max", cpu_max)
+    _write(tmp_path / "cpu.max", "100000 100000\n")  # outside the mount: never read
+    assert cgroup_cpu_quota(str(root), str(tmp_path / "cgroup")) is None
+
+
+@pytest.mark.parametrize("quota, expected", [(None, None), (0.5, 1), (1.5, 2), (1.0, 1), (1000.0, None)])
+def test_available_cpus_follow_the_affinity_mask_lowered_to_the_quota(monkeypatch, quota, expected):
+    from liquid_control import processes
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(processes, "cgroup_cpu_quota", lambda: quota)
+    assert processes.available_cpus() == (cores if expected is None else min(cores, expected))

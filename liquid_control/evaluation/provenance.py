@@ -14,6 +14,7 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.json_text import load_json
 from liquid_control.paths import code_commit
+from liquid_control.processes import available_cpus
 
 SITTING_NAME = "provenance.sitting.json"
 HEARTBEAT_S = 60.0
@@ -56,7 +57,7 @@ def collect(command: str, started: float, wall_s: float, commit_at_start: str | 
     commit = code_commit()
     if commit_at_start is not None and commit_at_start != commit:
         commit = f"{commit_at_start} at the start, {commit} at the end (the checkout changed during the run)"
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = available_cpus()  # its cores, lowered to a container's CPU quota
     return {
         "command": command,
         "working_directory": os.getcwd(),  # what the command's relative paths (--policy, --out) are relative to
