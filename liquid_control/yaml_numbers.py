@@ -9,6 +9,7 @@ them as numbers. Every file a user writes (policy configs, ``--set`` values, nod
 from __future__ import annotations
 
 import re
+import sys
 
 import yaml
 
@@ -22,6 +23,24 @@ NumberLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
     list("-+.0123456789"),
 )
+
+
+def _construct_int(loader: NumberLoader, node: yaml.ScalarNode) -> int:
+    """PyYAML's integers, and a clear error where Python refuses to convert one of more digits than its limit
+    (``sys.get_int_max_str_digits()``, 4300 by default): a ValueError that named neither file nor key."""
+    try:
+        return yaml.SafeLoader.construct_yaml_int(loader, node)
+    except ValueError:
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"an integer of {len(node.value)} characters: more digits than Python converts "
+            f"({sys.get_int_max_str_digits()})",
+            node.start_mark,
+        ) from None
+
+
+NumberLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
 
 
 class TooDeepError(yaml.YAMLError):

@@ -11,6 +11,8 @@ from liquid_control import cli, paths
 from liquid_control.bags import BagError, BagReader
 from liquid_control.bags.stream import load_node_parameters
 from liquid_control.paths import policies_dir
+from liquid_control.shown import shown
+from liquid_control.yaml_numbers import load_yaml
 
 ROVER = "policies/configs/cfc_rover.yaml"
 
@@ -35,8 +37,8 @@ ROVER = "policies/configs/cfc_rover.yaml"
         *[  # before: an OverflowError traceback (float() of an integer past a float's range)
             (
                 f"policy_node:\n  ros__parameters:\n    {key}: {value}\n",
-                f"np.yaml: policy_node.ros__parameters.{key}: expected {want}, got {value[:60]} (an integer past a "
-                "float's range)",
+                f"np.yaml: policy_node.ros__parameters.{key}: expected {want}, got {shown(load_yaml(value))} (an "
+                "integer past a float's range)",  # cut short, not 400 digits
             )
             for key, value, want in [
                 ("action_scale", f"[1{'0' * 400}, 1]", "a number or a list of numbers"),

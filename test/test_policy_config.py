@@ -386,3 +386,35 @@ def test_a_set_into_a_section_left_null_sets_that_key():
     assert (yaw["gain"], yaw["hfov_deg"], yaw["max_deg"]) == (1.667, 100.0, 15.0)  # the rest: the defaults
     with pytest.raises(PolicyConfigError, match=r"^training.yaw_recovery.hfov_deg: missing \(required\)$"):
         apply_overrides(cfg, {"training.augmentation": ["yaw"], "training.yaw_recovery.gain": 1.667})
+
+
+def test_an_integer_of_more_digits_than_python_converts_is_refused_naming_the_file_line_and_set_item(tmp_path):
+    """Before: a config value of 5000 digits (past sys.get_int_max_str_digits) ended `train` with Python's own
+    'Exceeds the limit (4300 digits) for integer string conversion', naming neither the file nor the line; a
+    --set item of the same was printed whole in its refusal."""
+    from liquid_control.training.cli import parse_overrides
+
+    digits = "9" * 5000
+    config = tmp_path / "huge.yaml"
+    config.write_text(ROVER.read_text().replace("units: 32", f"units: {digits}", 1))
+    assert digits in config.read_text()
+    with pytest.raises(PolicyConfigError) as refused:
+        load_config(config)
+    message = str(refused.value)
+    assert message.startswith(f"{config}: not valid YAML: an integer of 5000 characters: more digits than Python")
+    assert "at line " in message and len(message) < 300
+    with pytest.raises(
+        ValueError, match=r"^--set 'core\.units=9{188}\.\.\. \(5013 characters\): the value is not"
+    ) as s:
+        parse_overrides([f"core.units={digits}"])
+    assert len(str(s.value)) < 500
+
+
+def test_a_value_shown_in_an_error_is_cut_to_a_readable_length():
+    from liquid_control.shown import shown
+
+    assert shown("short") == "'short'" and shown([1, 2]) == "[1, 2]"
+    assert shown("x" * 100) == "'" + "x" * 59 + "... (102 characters)"
+    assert shown("x" * 100, 200) == repr("x" * 100)
+    assert shown(10**5000) == "an integer of about 5001 digits"  # its repr raises past 4300 digits
+    assert shown(-(10**4999)) == "an integer of about 5000 digits"

@@ -59,6 +59,7 @@ from liquid_control import folder_lock
 from liquid_control.conventions import stamps
 from liquid_control.conventions.message_types import message_type_name
 from liquid_control.paths import expand_pattern
+from liquid_control.shown import shown
 
 BAG_VERSION = 9  # metadata.yaml version written (rosbag2 of Jazzy and later)
 MCAP_MAGIC = b"\x89MCAP0\r\n"
@@ -1597,7 +1598,7 @@ class BagReader:
         where = self.path / "metadata.yaml"
 
         def refuse(key: str, what: str, value):
-            raise BagError(f"{where}: {key} must be {what}, got {repr(value)[:60]}")
+            raise BagError(f"{where}: {key} must be {what}, got {shown(value)}")
 
         def count(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool) and value >= 0

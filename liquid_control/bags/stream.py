@@ -50,6 +50,7 @@ from liquid_control.conventions.params import (
 from liquid_control.paths import config_dir, user_path
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
+from liquid_control.shown import shown
 from liquid_control.yaml_numbers import load_yaml
 
 from .io import BagError, BagReader
@@ -78,12 +79,12 @@ class LabelRule:
 
     def __post_init__(self):
         if self.mode not in LABEL_MODES:
-            raise ValueError(f"label mode {repr(self.mode)[:60]} is not one of {', '.join(LABEL_MODES)}")
+            raise ValueError(f"label mode {shown(self.mode)} is not one of {', '.join(LABEL_MODES)}")
         for name in ("offset_s", "max_wait_s"):
             value = getattr(self, name)
             finite = isinstance(value, (int, float)) and not _past_float_range(value) and math.isfinite(value)
             if not (finite and value >= 0):
-                raise ValueError(f"label {name} must be a finite number >= 0, got {repr(value)[:60]}")
+                raise ValueError(f"label {name} must be a finite number >= 0, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -259,7 +260,7 @@ def _parameter_type_problem(name, value) -> str | None:
     if ok:
         return None
     past = any(_past_float_range(v) for v in (value if isinstance(value, list) else [value]))
-    return f"expected {want}, got {repr(value)[:60]}" + (" (an integer past a float's range)" if past else "")
+    return f"expected {want}, got {shown(value)}" + (" (an integer past a float's range)" if past else "")
 
 
 def _past_float_range(value) -> bool:
@@ -367,7 +368,7 @@ def data_spec(
         scale = scale * spec.action_size
     if len(scale) != spec.action_size or any(not math.isfinite(s) or s == 0 for s in scale):
         raise ValueError(
-            f"{node_params}: action_scale {repr(given)[:60]}: needs 1 or {spec.action_size} finite non-zero values "
+            f"{node_params}: action_scale {shown(given)}: needs 1 or {spec.action_size} finite non-zero values "
             f"(the policy's action size)"
         )
     if "wheels" in spec.sensors:  # as the node checks them at configure

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from liquid_control.atomic_file import atomic_write
+from liquid_control.shown import shown
 
 from .core import build_core
 
@@ -135,7 +136,7 @@ def unreadable_entry(value, where: str) -> str | None:
         buffer.seek(0)
         torch.load(buffer, weights_only=True)  # what else torch's reader allows (torch.Size, a dtype...)
     except Exception:  # pickle.UnpicklingError at load; PicklingError, TypeError, AttributeError at save
-        return f"{where} is {type(value).__name__} {str(value)[:40]!r}"
+        return f"{where} is {type(value).__name__} {shown(value, 40)}"
     return None
 
 

@@ -15,6 +15,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from liquid_control.shown import shown
+
 # world id -> the policy node's parameter file (config/) and the shipped policy (policies/) it runs by default
 WORLD_POLICIES = {
     "LiquidRover-v0": ("rover_policy.yaml", "cfc_ncp_rover.pt"),
@@ -122,7 +124,7 @@ def declare_node_parameters(node, table: dict, dynamic_typing: bool = True) -> N
 def topic_name_problem(name) -> str | None:
     """Why ``name`` is not a valid ROS 2 topic name (None when it is)."""
     if not isinstance(name, str) or not name:
-        return f"must be a non-empty topic name, got {name!r}"
+        return f"must be a non-empty topic name, got {shown(name)}"
     if _TOPIC.fullmatch(name) is None:
         return (
             f"{name!r} is not a valid ROS topic name (letters, digits, underscores and single '/' between "
@@ -170,7 +172,7 @@ def domain_id_problem(domain_id: int | None, environ=None) -> str | None:
         return None
     inherited = (os.environ if environ is None else environ).get("ROS_DOMAIN_ID") or "0"
     if not (inherited.isdigit() and int(inherited) <= 232):
-        return f"ROS_DOMAIN_ID must be a number between 0 and 232, got {inherited!r} (or give --domain-id)"
+        return f"ROS_DOMAIN_ID must be a number between 0 and 232, got {shown(inherited)} (or give --domain-id)"
     return None
 
 
@@ -235,7 +237,7 @@ def autostart_problem(value) -> str | None:
     ``-p "autostart:='false'"``) is true to Python and started the robot."""
     if isinstance(value, bool):
         return None
-    return f"autostart: must be true or false (a boolean), got {value!r}"
+    return f"autostart: must be true or false (a boolean), got {shown(value)}"
 
 
 def per_element(name, value, size, problems, positive: bool, unlimited: bool = False):
@@ -247,7 +249,7 @@ def per_element(name, value, size, problems, positive: bool, unlimited: bool = F
     if (size is None and not items) or any(
         isinstance(v, (bool, str)) or not isinstance(v, (int, float)) for v in items
     ):
-        problems.append(f"{name}: must be a number or a list of numbers, got {value!r}")
+        problems.append(f"{name}: must be a number or a list of numbers, got {shown(value)}")
         return None
     values = [float(v) for v in items]
     if size is None:
@@ -274,7 +276,7 @@ def joint_names_problem(names, wheels: int | None = None) -> str | None:
         or not all(isinstance(n, str) and n for n in names)
         or len(set(names)) != len(names)
     ):
-        return f"joint_names: must be a list of distinct, non-empty joint names, got {names!r}"
+        return f"joint_names: must be a list of distinct, non-empty joint names, got {shown(names)}"
     if wheels is not None and len(names) != wheels:
         return f"joint_names: the policy reads {wheels} wheel velocities, {list(names)} names {len(names)} joints"
     return None
@@ -305,20 +307,20 @@ def policy_node_parameter_problems(
 
     def choice(name, choices):
         if values[name] not in choices:
-            problems.append(f"{name}: {values[name]!r} is not one of {', '.join(choices)}")
+            problems.append(f"{name}: {shown(values[name])} is not one of {', '.join(choices)}")
 
     def positive(name, allow_zero=False, upper=None):
         v = values[name]
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
         if not ok or v < 0 or (v == 0 and not allow_zero):
             problems.append(
-                f"{name}: must be a {'non-negative' if allow_zero else 'positive'} finite number, got {v!r}"
+                f"{name}: must be a {'non-negative' if allow_zero else 'positive'} finite number, got {shown(v)}"
             )
         elif upper is not None and v > upper:
-            problems.append(f"{name}: must be at most {upper:g}, got {v!r}")
+            problems.append(f"{name}: must be at most {upper:g}, got {shown(v)}")
 
     if not isinstance(values["policy"], str):
-        problems.append(f"policy: must be a file path (a string), got {values['policy']!r}")
+        problems.append(f"policy: must be a file path (a string), got {shown(values['policy'])}")
     elif not values["policy"]:
         problems.append("policy: no policy file given (set the 'policy' parameter)")
     if autostart_problem(values["autostart"]):
@@ -338,12 +340,12 @@ def policy_node_parameter_problems(
     if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not math.isfinite(lag) or lag > MAX_SECONDS:
         problems.append(
             f"reorder_lag_s: must be a finite number of seconds up to {MAX_SECONDS:g} (negative: the policy's), "
-            f"got {lag!r}"
+            f"got {shown(lag)}"
         )
     for name in ("camera_qos_depth", "imu_qos_depth", "command_qos_depth"):
         v = values[name]
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_QOS_DEPTH:
-            problems.append(f"{name}: must be an integer in [1, {MAX_QOS_DEPTH}], got {v!r}")
+            problems.append(f"{name}: must be an integer in [1, {MAX_QOS_DEPTH}], got {shown(v)}")
     for name in TOPIC_PARAMETERS:
         problem = topic_name_problem(values[name])
         if problem:
@@ -352,7 +354,7 @@ def policy_node_parameter_problems(
     if problem:
         problems.append(problem)
     if not isinstance(values["command_frame_id"], str):
-        problems.append(f"command_frame_id: must be a string, got {values['command_frame_id']!r}")
+        problems.append(f"command_frame_id: must be a string, got {shown(values['command_frame_id'])}")
     for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads
         # a rate limit may be off (inf): any finite rate, 1e9 too, holds a command whose node-clock time is the one
         # before's (use_sim_time: two updates handled between two /clock messages), so none is "off"

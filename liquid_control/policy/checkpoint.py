@@ -14,6 +14,7 @@ import torch
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells.checkpoint import POLICY_FORMAT, read_plain_torch_file, refuse_unreadable
+from liquid_control.shown import shown
 
 from .config import PolicyConfigError, recorded_config, validate_config
 from .encoders import VectorEncoder
@@ -88,7 +89,7 @@ def _read_payload(path: Path) -> dict:
     metadata = payload.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise PolicyLoadError(
-            f"{path}: the policy file's metadata must be a dict, not {type(metadata).__name__} {str(metadata)[:60]!r}"
+            f"{path}: the policy file's metadata must be a dict, not {type(metadata).__name__} {shown(metadata)}"
         )
     return payload
 

@@ -35,6 +35,7 @@ from liquid_control.paths import config_dir, output_folder_problem, resolve_poli
 from liquid_control.processes import parent_death_signal
 from liquid_control.ros.entry import NODE_MODULES, unwritable_log_dir
 from liquid_control.ros.executable import named_counts
+from liquid_control.shown import shown
 
 PACKAGE = "liquid_control"
 # world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
@@ -321,15 +322,15 @@ def launch_argument(arg: dict, name: str, kind):
     if kind is bool:
         if text.lower() in ("true", "1", "false", "0"):
             return text.lower() in ("true", "1")
-        raise ValueError(f"{name}: must be true or false, got {text!r}")
+        raise ValueError(f"{name}: must be true or false, got {shown(text)}")
     try:
         value = kind(text)
     except ValueError:
-        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        raise ValueError(f"{name}: must be {'an integer' if kind is int else 'a number'}, got {shown(text)}") from None
     if kind is int and not -(2**63) <= value < 2**63:  # else an OverflowError, or rcl's own refusal at the node
-        raise ValueError(f"{name}: must be an integer in a ROS parameter's 64-bit range, got {text!r}")
+        raise ValueError(f"{name}: must be an integer in a ROS parameter's 64-bit range, got {shown(text)}")
     if kind is float and not math.isfinite(value):
-        raise ValueError(f"{name}: must be a finite number, got {text!r}")
+        raise ValueError(f"{name}: must be a finite number, got {shown(text)}")
     return value
 
 

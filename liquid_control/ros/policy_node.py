@@ -76,6 +76,7 @@ from liquid_control.ros.executable import WithMessageInfo, named_counts
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
 from liquid_control.runtime.command import CommandLimiter
+from liquid_control.shown import shown
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
@@ -1424,11 +1425,11 @@ def _forget_destroyed_entities(node) -> None:
         entities.discard(ref)
 
 
-def _some(names, shown: int = 8, chars: int = 64) -> str:
-    """A message's ``names`` for a log line: at most ``shown`` of them, each cut to ``chars`` characters (a
+def _some(names, count: int = 8, chars: int = 64) -> str:
+    """A message's ``names`` for a log line: at most ``count`` of them, each cut to ``chars`` characters (a
     JointState naming 10^6 joints made an 11 MB line, once per log_throttle_s)."""
-    some = [repr(n) if len(n) <= chars else f"{n[:chars]!r}... ({len(n)} characters)" for n in names[:shown]]
-    if len(names) <= shown:
+    some = [shown(n, chars) for n in names[:count]]
+    if len(names) <= count:
         return f"[{', '.join(some)}]"
     return f"{len(names)} joints [{', '.join(some)}, ...]"
 

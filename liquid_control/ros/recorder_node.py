@@ -54,6 +54,7 @@ from liquid_control.conventions.params import (
 from liquid_control.paths import user_path
 from liquid_control.ros.entry import unwritable_log_dir
 from liquid_control.ros.executable import WithMessageInfo, init_ros, named_counts, run_until_signal, stop_on_signals
+from liquid_control.shown import shown
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -93,40 +94,42 @@ def recorder_parameter_problems(p: dict) -> list[str]:
 
     problems = []
     if not isinstance(p["output"], str):
-        problems.append(f"output: must be a folder name (a string), got {p['output']!r}")
+        problems.append(f"output: must be a folder name (a string), got {shown(p['output'])}")
     topics = p["topics"]
     if not topics:
         problems.append("topics: nothing to record")
     elif not isinstance(topics, (list, tuple)) or not all(isinstance(t, str) for t in topics):
-        problems.append(f"topics: must be a list of topic names, got {topics!r}")
+        problems.append(f"topics: must be a list of topic names, got {shown(topics)}")
     duration = p["duration_s"]
     if not (number(duration) and 0 <= duration <= MAX_SECONDS):  # a negative or NaN one recorded until Ctrl-C
         problems.append(
             f"duration_s: must be a finite number of seconds in [0, {MAX_SECONDS:g}] (0: until stopped), "
-            f"got {duration!r}"
+            f"got {shown(duration)}"
         )
     period = p["discovery_period_s"]
     if not (number(period) and 1e-3 <= period <= MAX_SECONDS):
-        problems.append(f"discovery_period_s: must be a number of seconds in [0.001, {MAX_SECONDS:g}], got {period!r}")
+        problems.append(
+            f"discovery_period_s: must be a number of seconds in [0.001, {MAX_SECONDS:g}], got {shown(period)}"
+        )
     depth = p["qos_depth"]
     if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_QOS_DEPTH:
-        problems.append(f"qos_depth: must be an integer in [1, {MAX_QOS_DEPTH}], got {depth!r}")
+        problems.append(f"qos_depth: must be an integer in [1, {MAX_QOS_DEPTH}], got {shown(depth)}")
     if not isinstance(p["compression"], bool):
-        problems.append(f"compression: must be true or false (a boolean), got {p['compression']!r}")
+        problems.append(f"compression: must be true or false (a boolean), got {shown(p['compression'])}")
     size = p["max_bag_size"]
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        problems.append(f"max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got {size!r}")
+        problems.append(f"max_bag_size: must be a whole number of bytes, 0 or more (0: no split), got {shown(size)}")
     elif refusal := split_limit_refusal("max_bag_size", size):  # -p max_bag_size:=4: a file per message
         problems.append(f"max_bag_size: {refusal}")
     split_s = p["max_bag_duration"]
     if not (number(split_s) and 0 <= split_s <= MAX_SECONDS):
         problems.append(
-            f"max_bag_duration: must be a number of seconds in [0, {MAX_SECONDS:g}] (0: no split), got {split_s!r}"
+            f"max_bag_duration: must be a number of seconds in [0, {MAX_SECONDS:g}] (0: no split), got {shown(split_s)}"
         )
     elif refusal := split_limit_refusal("max_bag_duration", split_s):
         problems.append(f"max_bag_duration: {refusal}")
     if not isinstance(p["repeat_latched"], bool):
-        problems.append(f"repeat_latched: must be true or false (a boolean), got {p['repeat_latched']!r}")
+        problems.append(f"repeat_latched: must be true or false (a boolean), got {shown(p['repeat_latched'])}")
     elif p["repeat_latched"] and not (p["max_bag_size"] or p["max_bag_duration"]):
         problems.append("repeat_latched: only for a split bag (max_bag_size or max_bag_duration)")
     return problems

@@ -81,6 +81,7 @@ from liquid_control.ros import robot_description
 from liquid_control.ros.delivery import acknowledged
 from liquid_control.ros.graph import taken_episode_bags
 from liquid_control.ros.policy_node import COMMAND_MESSAGES  # the messages policy_node publishes, by command_type
+from liquid_control.shown import shown
 
 try:  # a ROS installation's tf2_msgs, or the one scripts/build_interfaces.sh builds into the venv
     from tf2_msgs.msg import TFMessage
@@ -324,23 +325,23 @@ class SimNode(Node):
             limits = f">= {low:g}" if allow_low else f"> {low:g}"
             if high < math.inf:
                 limits += f" and <= {high:g}"
-            problems.append(f"{name}: must be a finite {what} {note or limits}, got {v!r}")
+            problems.append(f"{name}: must be a finite {what} {note or limits}, got {shown(v)}")
             return None
 
         def integer(name, low, high=None):
             v = p[name]
             if isinstance(v, bool) or not isinstance(v, int) or v < low or (high is not None and v > high):
                 limits = f">= {low}" if high is None else f"in [{low}, {high}]"
-                problems.append(f"{name}: must be an integer {limits}, got {v!r}")
+                problems.append(f"{name}: must be an integer {limits}, got {shown(v)}")
                 return False
             return True
 
         if p["world"] not in WORLDS:
-            problems.append(f"world: {p['world']!r} is not one of {', '.join(WORLDS)}")
+            problems.append(f"world: {shown(p['world'])} is not one of {', '.join(WORLDS)}")
         if p["command_type"] not in ("", *COMMAND_TYPES):
-            problems.append(f"command_type: {p['command_type']!r} is not {', '.join(COMMAND_TYPES)} (or empty)")
+            problems.append(f"command_type: {shown(p['command_type'])} is not {', '.join(COMMAND_TYPES)} (or empty)")
         if not isinstance(p["shift"], str):
-            problems.append(f"shift: must be a shift preset or spec (a string), got {p['shift']!r}")
+            problems.append(f"shift: must be a shift preset or spec (a string), got {shown(p['shift'])}")
         elif p["shift"]:
             try:
                 sim_envs.parse_shift(p["shift"])
@@ -348,7 +349,7 @@ class SimNode(Node):
                 problems.append(f"shift: {exc}")
         for name in ("exit_when_done", "lockstep", "publish_tf"):
             if not isinstance(p[name], bool):
-                problems.append(f"{name}: must be true or false, got {p[name]!r}")
+                problems.append(f"{name}: must be true or false, got {shown(p[name])}")
         rtf = number("real_time_factor")
         if rtf is not None and rtf != 1.0 and not self.use_sim_time:
             problems.append(f"real_time_factor: {rtf} != 1 needs use_sim_time:=true (stamps would not be wall time)")
@@ -365,7 +366,7 @@ class SimNode(Node):
         for name in ("odom_rate_hz", "target_rate_hz"):  # a period of 0 (inf Hz) or inf never reaches the next tick
             number(name, 1 / MAX_SECONDS, MAX_RATE_HZ, allow_low=True, what="rate", note=rates)
         if not isinstance(p["policy_inputs"], str):
-            problems.append(f"policy_inputs: must be comma-separated input names, got {p['policy_inputs']!r}")
+            problems.append(f"policy_inputs: must be comma-separated input names, got {shown(p['policy_inputs'])}")
         elif p["policy_inputs"] and p["world"] in WORLDS:
             known = sim_envs.world_class(p["world"]).input_sensors
             unknown = [n for n in _input_names(p["policy_inputs"]) if n not in known]
@@ -374,7 +375,9 @@ class SimNode(Node):
                     f"policy_inputs: {', '.join(unknown)} not an input of {p['world']} (inputs: {', '.join(known)})"
                 )
         if not isinstance(p["policy_update_on"], str):
-            problems.append(f"policy_update_on: must be comma-separated sensor names, got {p['policy_update_on']!r}")
+            problems.append(
+                f"policy_update_on: must be comma-separated sensor names, got {shown(p['policy_update_on'])}"
+            )
         elif p["policy_update_on"] and p["world"] in WORLDS:
             sensors = sim_envs.world_class(p["world"]).sensor_names
             names = _input_names(p["policy_update_on"])
@@ -385,7 +388,7 @@ class SimNode(Node):
                     f"policy_update_on: {', '.join(unknown)} not a sensor of {p['world']} (sensors: {listed})"
                 )
             elif len(set(names)) != len(names):
-                problems.append(f"policy_update_on: names a sensor twice, got {p['policy_update_on']!r}")
+                problems.append(f"policy_update_on: names a sensor twice, got {shown(p['policy_update_on'])}")
         number("policy_reorder_lag_s", high=MAX_SECONDS, allow_low=True, what="number of seconds")
         # the world's reset refuses a negative seed, mid-run; episode seeds (seed + k) stay below 2**32, as eval's
         episodes_ok = integer("episodes", 0)
@@ -407,14 +410,14 @@ class SimNode(Node):
                         service = name == "policy_reset_service"
                         (self.resolve_service_name if service else self.resolve_topic_name)(p[name])
                     except Exception as exc:
-                        problem = f"{p[name]!r} is not a valid name ({str(exc).splitlines()[0]})"
+                        problem = f"{shown(p[name])} is not a valid name ({str(exc).splitlines()[0]})"
                 if problem:
                     problems.append(f"{name}: {problem}")
         problem = frame_prefix_problem(p["frame_prefix"])
         if problem:
             problems.append(f"frame_prefix: {problem}")
         if not isinstance(p["record_bag"], str):
-            problems.append(f"record_bag: must be a folder (a string), got {p['record_bag']!r}")
+            problems.append(f"record_bag: must be a folder (a string), got {shown(p['record_bag'])}")
         if episodes_ok and seed_ok and p["record_bag"] and isinstance(p["record_bag"], str):
             taken = taken_episode_bags(p["record_bag"], p["seed"], p["episodes"])
             if taken:  # refused now, not when the robot reaches that episode

@@ -66,6 +66,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.ros.delivery import deliver_stop
 from liquid_control.ros.executable import run_until_signal
+from liquid_control.shown import shown
 
 MUX_PARAMETERS: dict[str, tuple[object, str]] = {
     "policy_topic": ("policy/cmd_vel", "the policy node's commands (its command_topic remapped here)"),
@@ -125,21 +126,23 @@ def checked_settings(p: dict) -> dict:
         if problem:
             problems.append(f"{name}: {problem}")
         elif p[name].startswith("~"):
-            problems.append(f"{name}: a private name ({p[name]!r}) is no robot topic; give a plain or absolute name")
+            problems.append(
+                f"{name}: a private name ({shown(p[name])}) is no robot topic; give a plain or absolute name"
+            )
     # as resolved in the root namespace: cmd_vel and /cmd_vel are one topic (the mux would read its own output)
     if len({absolute_topic(str(p[n])) for n in names}) < 3:
         problems.append("policy_topic, operator_topic and output_topic: must be three different topics")
     for name in ("command_type", "operator_command_type"):
         if p[name] not in MESSAGE_TYPES:
-            problems.append(f"{name}: must be one of {', '.join(MESSAGE_TYPES)}, got {p[name]!r}")
+            problems.append(f"{name}: must be one of {', '.join(MESSAGE_TYPES)}, got {shown(p[name])}")
     if not isinstance(p["command_frame_id"], str):
-        problems.append(f"command_frame_id: must be a string, got {p['command_frame_id']!r}")
+        problems.append(f"command_frame_id: must be a string, got {shown(p['command_frame_id'])}")
     scale = per_element("action_scale", p["action_scale"], 2, problems, positive=False)
     seconds = {}
     for name in ("operator_timeout_s", "policy_timeout_s", "watch_period_s"):
         value = p[name]
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TIMEOUT_S:
-            problems.append(f"{name}: must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {value!r}")
+            problems.append(f"{name}: must be a number of seconds in (0, {MAX_TIMEOUT_S:g}], got {shown(value)}")
         else:
             seconds[name] = float(value)
     if len(seconds) == 3 and seconds["watch_period_s"] > min(
@@ -148,7 +151,7 @@ def checked_settings(p: dict) -> dict:
         # a longer period notices a silence only that much later
         problems.append(f"watch_period_s: must be at most the two timeouts, got {seconds['watch_period_s']:g}")
     if isinstance(p["seed"], bool) or not isinstance(p["seed"], int) or p["seed"] < 0:
-        problems.append(f"seed: must be an integer >= 0, got {p['seed']!r}")
+        problems.append(f"seed: must be an integer >= 0, got {shown(p['seed'])}")
     rule = None
     try:
         rule = Takeover(

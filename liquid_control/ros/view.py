@@ -41,6 +41,7 @@ from liquid_control.paths import output_file_problem, user_path
 from liquid_control.ros.entry import unwritable_log_dir
 from liquid_control.ros.executable import named_counts
 from liquid_control.ros.robot_description import quat_to_matrix, rpy_to_matrix
+from liquid_control.shown import shown
 
 # topic -> (ROS type, QoS kind): what sim_node and policy_node publish (both worlds), by their default names;
 # relative names resolve in the viewer's namespace (--namespace)
@@ -500,7 +501,7 @@ class Viewer:
             if not (isinstance(status, dict) and "outcome" in status):  # another node's, `ros2 topic pub`'s
                 print(
                     "liquid-control view: warning: ignoring a message on episode_status that is not an episode's "
-                    f"status: {text[:200]!r}",
+                    f"status: {shown(text, 200)}",
                     file=sys.stderr,
                     flush=True,
                 )

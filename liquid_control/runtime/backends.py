@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from liquid_control.json_text import load_json
+from liquid_control.shown import shown
 
 CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
 VECTORS = "vectors"  # name of the encoder of every vector input
@@ -270,7 +271,7 @@ def export_format(path, meta: dict) -> int:
         return 0
     if not (text.isascii() and text.isdigit()):
         raise BackendError(
-            f"{path}: metadata {ONNX_FORMAT_KEY!r} is {text[:40]!r}, not an export format number; re-export it "
+            f"{path}: metadata {ONNX_FORMAT_KEY!r} is {shown(text, 40)}, not an export format number; re-export it "
             "(`liquid-control export`)"
         )
     version = int(text)
@@ -333,19 +334,19 @@ def check_policy_config(config, source: str) -> None:
         return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
     if not isinstance(config, dict):
-        fail(f"must be a mapping, got {type(config).__name__} {str(config)[:60]}")
+        fail(f"must be a mapping, got {type(config).__name__} {shown(config)}")
     for key in ("observation", "action"):
         if not isinstance(config.get(key), dict):
-            fail(f"lacks its {key!r} section (got {str(config.get(key))[:60]})")
+            fail(f"lacks its {key!r} section (got {shown(config.get(key))})")
     obs, act = config["observation"], config["action"]
     image = obs.get("image")
     if image is not None and not (
         isinstance(image, dict) and positive_int(image.get("height")) and positive_int(image.get("width"))
     ):
-        fail(f"observation.image must be {{height: int, width: int}}, got {str(image)[:60]}")
+        fail(f"observation.image must be {{height: int, width: int}}, got {shown(image)}")
     vectors = obs.get("vectors", {})
     if not isinstance(vectors, dict) or not all(positive_int(v) for v in vectors.values()):
-        fail(f"observation.vectors must map input names to positive sizes, got {str(vectors)[:60]}")
+        fail(f"observation.vectors must map input names to positive sizes, got {shown(vectors)}")
     if not image and not vectors:
         fail("observation has no inputs (no image, no vectors)")
     update_on = obs.get("update_on")
@@ -353,13 +354,13 @@ def check_policy_config(config, source: str) -> None:
         isinstance(update_on, str)
         or (isinstance(update_on, list) and update_on and all(isinstance(u, str) for u in update_on))
     ):
-        fail(f"observation.update_on must name an input or a list of inputs, got {str(update_on)[:60]}")
+        fail(f"observation.update_on must name an input or a list of inputs, got {shown(update_on)}")
     timing = obs.get("timing", [])
     if not (isinstance(timing, list) and all(t in TIMING_INPUTS for t in timing) and len(set(timing)) == len(timing)):
-        fail(f"observation.timing must list distinct time inputs of {list(TIMING_INPUTS)}, got {str(timing)[:60]}")
+        fail(f"observation.timing must list distinct time inputs of {list(TIMING_INPUTS)}, got {shown(timing)}")
     lag = obs.get("reorder_lag_s", 0.0)
     if isinstance(lag, bool) or not isinstance(lag, (int, float)) or not 0.0 <= lag <= 1.0:
-        fail(f"observation.reorder_lag_s must be seconds in [0, 1], got {str(lag)[:60]}")
+        fail(f"observation.reorder_lag_s must be seconds in [0, 1], got {shown(lag)}")
     if obs.get("resample_hz") is not None:
         fail(
             f"observation.resample_hz is {str(obs['resample_hz'])[:20]}: a resampling baseline steps on a fixed-rate "
@@ -368,7 +369,7 @@ def check_policy_config(config, source: str) -> None:
         )
     bounds = [act.get("low"), act.get("high")]
     if not all(isinstance(b, list) and b and all(isinstance(v, (int, float)) for v in b) for b in bounds):
-        fail(f"action.low and action.high must be lists of numbers, got {str(bounds)[:60]}")
+        fail(f"action.low and action.high must be lists of numbers, got {shown(bounds)}")
     if len(bounds[0]) != len(bounds[1]):
         fail(f"action.low and action.high differ in length ({len(bounds[0])} vs {len(bounds[1])})")
     if not isinstance(act.get("kind", "twist"), str):

@@ -84,6 +84,7 @@ from liquid_control.policy.config import (
     SIMULATED_TRAINING_KEYS,
     without_simulated_settings,
 )
+from liquid_control.shown import shown
 from liquid_control.yaml_numbers import load_yaml
 
 from .bc import bc_loss
@@ -157,20 +158,20 @@ def check_data_values(section) -> dict:
     for key, value in section.items():
         kind, words = DATA_KEYS[key]
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise ValueError(f"data.{key}: expected {words}, got {type(value).__name__} {repr(value)[:60]}")
+            raise ValueError(f"data.{key}: expected {words}, got {type(value).__name__} {shown(value)}")
         out[key] = value
     for key in ("bags", "validation"):  # paths and globs: any other single value names the folder str() gives
         nested = [bag for bag in out[key] if isinstance(bag, (dict, list))]  # (a date-named folder: YAML's date)
         if nested:
             raise ValueError(
                 f"data.{key}: expected a list of bag folders, got an entry {type(nested[0]).__name__} "
-                f"{repr(nested[0])[:60]}"
+                f"{shown(nested[0])}"
             )
     for key in ("topics", "label"):  # names to single values: a topic, the label's mode and times
         for name, value in out[key].items():
             if isinstance(value, (dict, list)):
                 raise ValueError(
-                    f"data.{key}.{name}: expected a single value, got {type(value).__name__} {repr(value)[:60]}"
+                    f"data.{key}.{name}: expected a single value, got {type(value).__name__} {shown(value)}"
                 )
     out = copy.deepcopy(out)  # checked first: a value nested hundreds deep is refused, not copied
     if not out["bags"]:
@@ -261,10 +262,10 @@ def _recorded_data_problem(content: dict) -> str | None:
         if key not in (content if key == "spec" else data):
             return f"{'' if key == 'spec' else 'data.'}{key}: missing"
     if not isinstance(content["spec"], dict):
-        return f"spec: expected a mapping, got {type(content['spec']).__name__} {repr(content['spec'])[:60]}"
+        return f"spec: expected a mapping, got {type(content['spec']).__name__} {shown(content['spec'])}"
     for key in ("bags", "validation"):  # the resolved paths a run writes, each a string
         if isinstance(data[key], list) and not all(isinstance(bag, str) for bag in data[key]):
-            return f"data.{key}: expected a list of bag folders, got {repr(data[key])[:60]}"
+            return f"data.{key}: expected a list of bag folders, got {shown(data[key])}"
     try:
         LabelRule(**check_data_values(data)["label"])  # the rule's own check of the values (its mode, its times)
     except ValueError as exc:
@@ -640,7 +641,7 @@ def read_cache(folder: Path, fingerprint: str, window: int) -> dict | None:
 def _segment_arrays(folder: Path, seg) -> dict:
     """The memory-mapped arrays of one cached segment, each file checked against its size in the index first."""
     if not isinstance(seg, dict) or not isinstance(seg.get("name"), str) or not isinstance(seg.get("layout"), dict):
-        raise CacheError(f"{folder / 'index.json'}: a segment entry without name or layout ({str(seg)[:80]})")
+        raise CacheError(f"{folder / 'index.json'}: a segment entry without name or layout ({shown(seg, 80)})")
     arrays = {}
     for key in [*seg["layout"], *(k for k in ("dt", "stamp", "label", "labelled") if k not in seg["layout"])]:
         path = folder / f"{seg['name']}.{key}.bin"

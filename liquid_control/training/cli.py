@@ -112,20 +112,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_overrides(items) -> dict:
     """``--set KEY=VALUE`` items as {dotted key: YAML-parsed value}; ValueError for a malformed item."""
     from liquid_control.policy.config import repeated_key, yaml_problem
+    from liquid_control.shown import shown
     from liquid_control.yaml_numbers import load_yaml
 
     overrides = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ValueError(f"--set expects KEY=VALUE, got {shown(item, 200)}")
         try:
             overrides[key.strip()] = load_yaml(value)
             repeated = repeated_key(value)
         except yaml.YAMLError as exc:
-            raise ValueError(f"--set {item!r}: the value is not valid YAML: {yaml_problem(exc)}") from None
+            raise ValueError(f"--set {shown(item, 200)}: the value is not valid YAML: {yaml_problem(exc)}") from None
         if repeated:
-            raise ValueError(f"--set {item!r}: {repeated.split(' (')[0]}: key given twice; keep one")
+            raise ValueError(f"--set {shown(item, 200)}: {repeated.split(' (')[0]}: key given twice; keep one")
     return overrides
 
 
