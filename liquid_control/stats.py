@@ -254,7 +254,13 @@ def student_t_sf(t: float, df: float) -> float:
         raise ValueError("student_t_sf: t is NaN")
     if not math.isfinite(t):
         return 0.0 if t > 0 else 1.0
-    tail = 0.5 * _regularized_beta(df / (df + t * t), df / 2.0, 0.5)
+    square = t * t
+    if math.isinf(square):
+        return 0.0 if t > 0 else 1.0
+    # x and 1 - x both computed as quotients: near the centre (and for large df) 1.0 - x kept only the last bits
+    # of a small t's part (before: 8.6e-6 relative error at df = 1e8, t = 2e-4; 9.5e-9 at df = 1, t = 1e-8)
+    x, complement = df / (df + square), square / (df + square)
+    tail = 0.5 * _regularized_beta(x, df / 2.0, 0.5, complement)
     return tail if t >= 0 else 1.0 - tail
 
 
@@ -283,15 +289,17 @@ def student_t_quantile(p: float, df: float) -> float:
     return t if p > 0.5 else -t
 
 
-def _regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) by Lentz's continued fraction (Numerical Recipes 6.4)."""
+def _regularized_beta(x: float, a: float, b: float, complement: float | None = None) -> float:
+    """I_x(a, b) by Lentz's continued fraction (Numerical Recipes 6.4); ``complement``: 1 - x where the caller has
+    it more exactly than the subtraction gives it."""
+    one_minus_x = 1.0 - x if complement is None else complement
     if x <= 0.0:
         return 0.0
-    if x >= 1.0:
+    if one_minus_x <= 0.0:  # not x >= 1.0: x rounds to 1 where its complement is still > 0
         return 1.0
     if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast on this side only
-        return 1.0 - _regularized_beta(1.0 - x, b, a)
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+        return 1.0 - _regularized_beta(one_minus_x, b, a, x)
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(one_minus_x)
     tiny = 1e-300
     c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
     d = 1.0 / (d if abs(d) > tiny else tiny)

@@ -1770,3 +1770,16 @@ def test_the_sensor_timing_section_claims_how_policies_were_trained_only_when_th
     sections = ["## Training", "", "Every policy trained on the training distribution.", ""]  # the experiment's
     evaluate(plan, out, backend="serial", resume=True, progress=False, example=False, saliency=False, sections=sections)
     assert claim in pathlib.Path(out, "report.md").read_text()
+
+
+@pytest.mark.parametrize("t", [1e-12, 1e-8, -1e-6, 1e-4, 0.3, -2.5, 40.0])
+def test_student_t_near_the_centre_matches_the_closed_forms_of_one_and_two_degrees_of_freedom(t):
+    """Before: the tail came from I_x(df/2, 1/2) with x = df / (df + t^2), whose 1 - x (the part a small t adds)
+    was a subtraction that kept only its last bits: sf(1e-8, 1) was 0.5 exactly (6e-9 off), 1.6e-7 off at df = 1e6,
+    and the quantile at p = 0.5 + 1e-9 three times too large. df = 1 (Cauchy) and df = 2 have closed forms."""
+    import math
+
+    assert student_t_sf(t, 1) == pytest.approx(0.5 - math.atan(t) / math.pi, rel=1e-13)
+    assert student_t_sf(t, 2) == pytest.approx(0.5 - t / (2.0 * math.sqrt(2.0 + t * t)), rel=1e-13)
+    p = 0.5 + 1e-9
+    assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-6)
