@@ -9,13 +9,13 @@ cd "$(dirname "$0")"
 source scripts/bootstrap.sh test
 # the CPUs this process may use: its cores, lowered to a container's CPU quota (GNU nproc sees no quota and follows
 # OMP_NUM_THREADS, a setting for the tests' threads)
-workers="${LIQUID_CONTROL_TEST_WORKERS:-$("$LC_PYTHON" -c 'from liquid_control.processes import available_cpus; print(available_cpus())' 2>/dev/null || echo 1)}"
+workers="${LIQUID_CONTROL_TEST_WORKERS:-$("$LC_PYTHON" -c 'from liquid_control.processes import available_cpus; print(available_cpus())' 2>/dev/null || nproc 2>/dev/null || echo 1)}"
 case "$workers" in
   '' | *[!0-9]*) echo "liquid_control: LIQUID_CONTROL_TEST_WORKERS must be a whole number (0: no workers), got '$workers'" >&2; exit 2 ;;
 esac
 if [ -z "${LIQUID_CONTROL_TEST_WORKERS:-}" ]; then  # one core: no worker processes; many: at most 8
   if [ "$workers" -le 1 ]; then workers=0; elif [ "$workers" -gt 8 ]; then workers=8; fi
-  for arg in "$@"; do  # a debugger needs the test in this process (pytest-xdist refuses --pdb and --trace)
+  for arg in "$@"; do  # a debugger needs the test in this process (xdist refuses --pdb; a worker has no terminal)
     case "$arg" in --pdb | --trace) workers=0 ;; esac
   done
 fi

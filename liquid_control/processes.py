@@ -92,6 +92,8 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self
         if len(fields) != 3:
             continue
         _, controllers, path = fields
+        if ".." in path.split("/"):  # a group outside this cgroup namespace's root: not one under the mount
+            continue
         if controllers == "":  # v2's one hierarchy
             quotas += (_cpu_max(d) for d in _group_and_above(root, path))
         elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy, mounted under its names
@@ -104,7 +106,7 @@ def cgroup_cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self
 def _group_and_above(mount: str, path: str) -> list[str]:
     """``path``'s folder under ``mount`` and each above it up to ``mount`` (inside a container the group's path
     can name the host's hierarchy while ``mount`` shows the container's own group: then only ``mount`` exists)."""
-    parts = [p for p in path.split("/") if p and p not in (".", "..")]
+    parts = [p for p in path.split("/") if p and p != "."]
     return [os.path.join(mount, *parts[:n]) for n in range(len(parts), -1, -1)]
 
 

@@ -7,14 +7,15 @@ LIMIT = 60  # characters of a value's repr kept in a message
 
 
 def shown(value: object, limit: int = LIMIT) -> str:
-    """``repr(value)``, cut to ``limit`` characters where longer, with "..." and the whole repr's length."""
+    """``repr(value)``, cut to ``limit`` characters where longer, with "..." and the value's length (a string's
+    characters, else its repr's)."""
     try:
         text = repr(value)
-    except ValueError:
-        if not isinstance(value, int):
-            raise
-        # an int past sys.get_int_max_str_digits(), whose repr raises: its digits counted from its bits
-        return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+    except ValueError:  # an int past sys.get_int_max_str_digits() (or a container holding one): its repr raises
+        if isinstance(value, int):
+            return f"an integer of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
+        return f"a {type(value).__name__} holding an integer too long to print"
     if len(text) <= limit:
         return text
-    return f"{text[:limit]}... ({len(text)} characters)"
+    length = len(value) if isinstance(value, str) else len(text)
+    return f"{text[:limit]}... ({length} characters)"

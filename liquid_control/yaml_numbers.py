@@ -13,6 +13,8 @@ import sys
 
 import yaml
 
+from liquid_control.shown import shown
+
 
 class NumberLoader(yaml.SafeLoader):
     """PyYAML's safe loader, with YAML 1.2's floats without a dot (``1e-3``, ``-2E+5``)."""
@@ -26,18 +28,19 @@ NumberLoader.add_implicit_resolver(
 
 
 def _construct_int(loader: NumberLoader, node: yaml.ScalarNode) -> int:
-    """PyYAML's integers, and a clear error where Python refuses to convert one of more digits than its limit
-    (``sys.get_int_max_str_digits()``, 4300 by default): a ValueError that named neither file nor key."""
+    """PyYAML's integers, and a clear error naming the line where one cannot be made: more digits than Python
+    converts (``sys.get_int_max_str_digits()``, 4300 by default: a ValueError that named neither file nor key), or
+    a ``!!int`` tag on no integer (``!!int abc``; ``!!int ''`` was an IndexError)."""
     try:
         return yaml.SafeLoader.construct_yaml_int(loader, node)
-    except ValueError:
-        raise yaml.constructor.ConstructorError(
-            None,
-            None,
-            f"an integer of {len(node.value)} characters: more digits than Python converts "
-            f"({sys.get_int_max_str_digits()})",
-            node.start_mark,
-        ) from None
+    except (ValueError, IndexError):
+        digits = sum(c.isdigit() for c in str(node.value))
+        limit = sys.get_int_max_str_digits()
+        if limit and digits > limit:
+            problem = f"an integer of {digits} digits: more than Python converts ({limit})"
+        else:
+            problem = f"not an integer: {shown(node.value)}"
+        raise yaml.constructor.ConstructorError(None, None, problem, node.start_mark) from None
 
 
 NumberLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)

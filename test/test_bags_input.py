@@ -38,7 +38,7 @@ ROVER = "policies/configs/cfc_rover.yaml"
             (
                 f"policy_node:\n  ros__parameters:\n    {key}: {value}\n",
                 f"np.yaml: policy_node.ros__parameters.{key}: expected {want}, got {shown(load_yaml(value))} (an "
-                "integer past a float's range)",  # cut short, not 400 digits
+                "integer past a float's range)",
             )
             for key, value, want in [
                 ("action_scale", f"[1{'0' * 400}, 1]", "a number or a list of numbers"),
@@ -66,6 +66,7 @@ def test_a_bad_node_parameter_file_is_named_and_nothing_is_written(tmp_path, cap
     assert cli.main([*train, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert len(err) < 400 + len(str(params))  # a value of 400 digits cut short, not printed whole
     assert not (tmp_path / "run").exists()
     shipped = str(policies_dir() / "cfc_rover.pt")
     evaluate = ["eval", "--bag", str(bag), "--policy", shipped, "--node-params", str(params), "--no-progress"]

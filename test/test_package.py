@@ -196,11 +196,11 @@ def test_test_sh_runs_the_tests_in_parallel_and_its_worker_count_is_checked(tmp_
     automatic = f"created: {cores}/{cores} workers" if cores > 1 else None
     # a container's CPU quota of one CPU (cgroup_cpu_quota made to say so in every Python process test.sh starts):
     # no workers, however many cores the affinity mask shows
-    (tmp_path / "sitecustomize.py").write_text(  # site runs it before the editable install's import hook
+    (tmp_path / "sitecustomize.py").write_text(  # the package's folder first: its own code, whatever is installed
         f"import sys\nsys.path.insert(0, {str(paths.share_dir())!r})\nimport liquid_control.processes as p\n"
         "p.cgroup_cpu_quota = lambda *args, **kwargs: 1.0\n"
     )
-    one_cpu = {"PYTHONPATH": str(tmp_path)}
+    one_cpu = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
     for workers, started, more, extra in (
         ("2", "created: 2/2 workers", (), {}),
         ("0", None, (), {}),

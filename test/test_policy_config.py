@@ -401,20 +401,52 @@ def test_an_integer_of_more_digits_than_python_converts_is_refused_naming_the_fi
     with pytest.raises(PolicyConfigError) as refused:
         load_config(config)
     message = str(refused.value)
-    assert message.startswith(f"{config}: not valid YAML: an integer of 5000 characters: more digits than Python")
+    assert message.startswith(f"{config}: not valid YAML: an integer of 5000 digits: more than Python converts")
     assert "at line " in message and len(message) < 300
     with pytest.raises(
-        ValueError, match=r"^--set 'core\.units=9{188}\.\.\. \(5013 characters\): the value is not"
+        ValueError, match=r"^--set 'core\.units=9{988}\.\.\. \(5011 characters\): the value is not"
     ) as s:
         parse_overrides([f"core.units={digits}"])
-    assert len(str(s.value)) < 500
+    assert len(str(s.value)) < 1500
+    with pytest.raises(ValueError, match=r"the value is not valid YAML: not an integer: 'abc' at line 1"):
+        parse_overrides(["core.units=!!int abc"])  # not the digit limit, which nothing here reaches
+    with pytest.raises(ValueError, match=r"the value is not valid YAML: not an integer: '' at line 1"):
+        parse_overrides(["core.units=!!int ''"])  # was an IndexError from PyYAML
+
+
+@pytest.mark.parametrize(
+    "setting, says",
+    [
+        ("core.units=" + "9" * 4000, "core.units: 999"),  # within Python's digit limit: above the size bound
+        ("training.lr=1" + "0" * 400, "training.lr: expected a number, got 1000"),  # was an OverflowError traceback
+        ("name=" + "x" * 3000, None),  # a string where a name goes: fine, however long
+        ("core.type=" + "x" * 3000, "core.type: unknown value 'xxx"),
+    ],
+)
+def test_a_refused_config_value_is_shown_cut_short(setting, says):
+    """Before: the refusal printed the value whole (a 4254-character message for 4000 digits), and a learning
+    rate of 400 digits ended in an OverflowError traceback (float() past a float's range)."""
+    from liquid_control.training.cli import parse_overrides
+
+    def load():
+        return validate_config(apply_overrides(yaml.safe_load(ROVER.read_text()), parse_overrides([setting])))
+
+    if says is None:
+        load()
+        return
+    with pytest.raises(PolicyConfigError) as refused:
+        load()
+    assert str(refused.value).startswith(says) and "characters)" in str(refused.value)
+    assert len(str(refused.value)) < 400
 
 
 def test_a_value_shown_in_an_error_is_cut_to_a_readable_length():
     from liquid_control.shown import shown
 
     assert shown("short") == "'short'" and shown([1, 2]) == "[1, 2]"
-    assert shown("x" * 100) == "'" + "x" * 59 + "... (102 characters)"
+    assert shown("x" * 100) == "'" + "x" * 59 + "... (100 characters)"  # the string's length
+    assert shown(list(range(100))).endswith("... (390 characters)")  # the repr's length
+    assert shown([10**5000]) == "a list holding an integer too long to print"
     assert shown("x" * 100, 200) == repr("x" * 100)
     assert shown(10**5000) == "an integer of about 5001 digits"  # its repr raises past 4300 digits
     assert shown(-(10**4999)) == "an integer of about 5000 digits"

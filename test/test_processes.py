@@ -216,6 +216,10 @@ def test_a_cgroup_cpu_quota_is_the_lowest_of_the_process_group_and_those_above_i
     _write(root / "cpu,cpuacct" / "cpu.cfs_quota_us", "50000\n")
     _write(root / "cpu,cpuacct" / "cpu.cfs_period_us", "100000\n")
     assert cgroup_cpu_quota(str(root), str(membership)) == 0.5
+    # a group outside this cgroup namespace's root (nsenter): no folder under the mount is its own
+    _write(membership, "0::/../sibling\n")
+    _write(root / "sibling" / "cpu.max", "50000 100000\n")
+    assert cgroup_cpu_quota(str(root), str(membership)) is None
 
 
 @pytest.mark.parametrize(

@@ -437,7 +437,7 @@ def data_overrides(args) -> dict:
     for item in getattr(args, "topics", []) or []:
         sensor, sep, topic = item.partition("=")
         if not sep or not sensor or not topic:
-            raise ValueError(f"--topic expects SENSOR=TOPIC, got {item!r}")
+            raise ValueError(f"--topic expects SENSOR=TOPIC, got {shown(item, 1000)}")
         topics[sensor.strip()] = topic.strip()
     if topics:
         out["topics"] = topics

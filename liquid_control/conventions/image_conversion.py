@@ -13,6 +13,8 @@ import sys
 
 import numpy as np
 
+from liquid_control.shown import shown
+
 # encoding -> (channel order, numpy dtype)
 ENCODINGS = {
     "rgb8": ("RGB", np.uint8),
@@ -35,8 +37,9 @@ def _layout(encoding: str):
     try:
         return ENCODINGS[encoding]
     except KeyError:
-        shown = repr(encoding) if len(encoding) <= 32 else f"{encoding[:32]!r}... ({len(encoding)} characters)"
-        raise ImageConversionError(f"unsupported image encoding {shown}; supported: {', '.join(ENCODINGS)}") from None
+        raise ImageConversionError(
+            f"unsupported image encoding {shown(encoding, 40)}; supported: {', '.join(ENCODINGS)}"
+        ) from None
 
 
 def image_to_numpy(msg, desired_encoding: str = "passthrough") -> np.ndarray:

@@ -127,7 +127,7 @@ def topic_name_problem(name) -> str | None:
         return f"must be a non-empty topic name, got {shown(name)}"
     if _TOPIC.fullmatch(name) is None:
         return (
-            f"{name!r} is not a valid ROS topic name (letters, digits, underscores and single '/' between "
+            f"{shown(name, 200)} is not a valid ROS topic name (letters, digits, underscores and single '/' between "
             f"tokens; no spaces, no token starting with a digit, no trailing '/')"
         )
     return None

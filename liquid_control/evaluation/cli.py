@@ -128,8 +128,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         default=None,
-        help="process-pool size (default: CPU cores); with --backend ray the CPUs of the local Ray instance it "
-        "starts (default: all; refused with a cluster's address)",
+        help="process-pool size (default: the CPUs it may use, a container's CPU quota counted); with --backend ray "
+        "the CPUs of the local Ray instance it starts (default: all; refused with a cluster's address)",
     )
     how.add_argument(
         "--lanes",

@@ -14,7 +14,7 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.json_text import load_json
 from liquid_control.paths import code_commit
-from liquid_control.processes import available_cpus
+from liquid_control.processes import available_cpus, cgroup_cpu_quota
 
 SITTING_NAME = "provenance.sitting.json"
 HEARTBEAT_S = 60.0
@@ -57,12 +57,15 @@ def collect(command: str, started: float, wall_s: float, commit_at_start: str | 
     commit = code_commit()
     if commit_at_start is not None and commit_at_start != commit:
         commit = f"{commit_at_start} at the start, {commit} at the end (the checkout changed during the run)"
-    cpus = available_cpus()  # its cores, lowered to a container's CPU quota
+    cpus = f"{available_cpus()} CPU cores available"  # its cores, lowered to a container's CPU quota
+    quota = cgroup_cpu_quota()
+    if quota is not None:
+        cpus += f" (a CPU quota of {quota:g})"
     return {
         "command": command,
         "working_directory": os.getcwd(),  # what the command's relative paths (--policy, --out) are relative to
         "commit": commit,
-        "machine": f"{_cpu_model()}, {cpus} CPU cores available, {platform.system()} {platform.release()}",
+        "machine": f"{_cpu_model()}, {cpus}, {platform.system()} {platform.release()}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, mujoco {mujoco.__version__}",
         "started_utc": _utc(started),
         "wall_time_s": round(float(wall_s), 1),

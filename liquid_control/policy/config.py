@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from liquid_control.shown import shown
 from liquid_control.yaml_numbers import TooDeepError, load_yaml
 
 CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
@@ -68,8 +69,8 @@ def large_policies_allowed() -> bool:
 
 def _size_error(key: str, value, bound) -> PolicyConfigError:
     return PolicyConfigError(
-        f"{key}: {value} is above the size bound {bound} for policy configs (a config can come from an untrusted "
-        f"file, and one this large takes minutes and gigabytes to build); if this size is intended, set "
+        f"{key}: {shown(value)} is above the size bound {bound} for policy configs (a config can come from an "
+        f"untrusted file, and one this large takes minutes and gigabytes to build); if this size is intended, set "
         f"{ALLOW_LARGE_ENV}=1"
     )
 
@@ -289,37 +290,44 @@ def _check_value(path: str, value: Any, spec: dict) -> Any:
         value = [value]  # one name stands for a list of one
     if kind in ("int_list", "float_list", "str_list"):
         if not isinstance(value, (list, tuple)):
-            raise PolicyConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+            raise PolicyConfigError(f"{path}: expected a list, got {type(value).__name__} {shown(value)}")
         item = {"int_list": "int", "float_list": "float", "str_list": "str"}[kind]
         return [_check_value(f"{path}[{i}]", v, dict(spec, kind=item, nullable=False)) for i, v in enumerate(value)]
     if kind == "bool":
         if not isinstance(value, bool):
-            raise PolicyConfigError(f"{path}: expected true or false, got {value!r}")
+            raise PolicyConfigError(f"{path}: expected true or false, got {shown(value)}")
         return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise PolicyConfigError(f"{path}: expected an integer, got {value!r}")
+            raise PolicyConfigError(f"{path}: expected an integer, got {shown(value)}")
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise PolicyConfigError(f"{path}: expected a number, got {value!r}")
-        value = float(value)
+            raise PolicyConfigError(f"{path}: expected a number, got {shown(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # before: a traceback
+            raise PolicyConfigError(
+                f"{path}: expected a number, got {shown(value)} (an integer past a float's range)"
+            ) from None
         if value != value or value in (float("inf"), float("-inf")):
-            raise PolicyConfigError(f"{path}: must be finite, got {value!r}")
+            raise PolicyConfigError(f"{path}: must be finite, got {shown(value)}")
     elif kind == "str":
         if not isinstance(value, str):
-            raise PolicyConfigError(f"{path}: expected a string, got {value!r}")
+            raise PolicyConfigError(f"{path}: expected a string, got {shown(value)}")
     elif kind == "dict":
         if not isinstance(value, dict):
-            raise PolicyConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise PolicyConfigError(f"{path}: expected a mapping, got {type(value).__name__} {shown(value)}")
         return value
     if spec["choices"] is not None and value not in spec["choices"]:
-        raise PolicyConfigError(f"{path}: unknown value {value!r}; choose from {', '.join(map(str, spec['choices']))}")
+        raise PolicyConfigError(
+            f"{path}: unknown value {shown(value)}; choose from {', '.join(map(str, spec['choices']))}"
+        )
     if spec["above"] is not None and not value > spec["above"]:
-        raise PolicyConfigError(f"{path}: must be > {spec['above']}, got {value!r}")
+        raise PolicyConfigError(f"{path}: must be > {spec['above']}, got {shown(value)}")
     if spec["min"] is not None and value < spec["min"]:
-        raise PolicyConfigError(f"{path}: must be >= {spec['min']}, got {value!r}")
+        raise PolicyConfigError(f"{path}: must be >= {spec['min']}, got {shown(value)}")
     if spec["max"] is not None and value > spec["max"]:
-        raise PolicyConfigError(f"{path}: must be <= {spec['max']}, got {value!r}")
+        raise PolicyConfigError(f"{path}: must be <= {spec['max']}, got {shown(value)}")
     return value
 
 

@@ -363,7 +363,7 @@ def check_policy_config(config, source: str) -> None:
         fail(f"observation.reorder_lag_s must be seconds in [0, 1], got {shown(lag)}")
     if obs.get("resample_hz") is not None:
         fail(
-            f"observation.resample_hz is {str(obs['resample_hz'])[:20]}: a resampling baseline steps on a fixed-rate "
+            f"observation.resample_hz is {shown(obs['resample_hz'], 20)}: a resampling baseline steps on a fixed-rate "
             "clock, which only the simulated evaluation (PolicyAgent) implements; policy_node, ONNX and training "
             "from bags step on sensor messages"
         )

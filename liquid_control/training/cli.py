@@ -119,14 +119,14 @@ def parse_overrides(items) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {shown(item, 200)}")
+            raise ValueError(f"--set expects KEY=VALUE, got {shown(item, 1000)}")
         try:
             overrides[key.strip()] = load_yaml(value)
             repeated = repeated_key(value)
         except yaml.YAMLError as exc:
-            raise ValueError(f"--set {shown(item, 200)}: the value is not valid YAML: {yaml_problem(exc)}") from None
+            raise ValueError(f"--set {shown(item, 1000)}: the value is not valid YAML: {yaml_problem(exc)}") from None
         if repeated:
-            raise ValueError(f"--set {shown(item, 200)}: {repeated.split(' (')[0]}: key given twice; keep one")
+            raise ValueError(f"--set {shown(item, 1000)}: {repeated.split(' (')[0]}: key given twice; keep one")
     return overrides
 
 
