@@ -812,13 +812,15 @@ def test_two_publishers_taking_turns_on_the_target_topic_are_named_where_the_tar
     second_node = rclpy.create_node("planner", context=probe.context)
     second = second_node.create_publisher(Twist, "target_velocity", 10)
     both = (first, second)
-    assert spin(
-        30.0,
-        until=lambda: (
-            len(node.get_publishers_info_by_topic("/target_velocity")) == 2
-            and all(p.get_subscription_count() >= 1 for p in both)
-        ),
-    )
+
+    def discovered():
+        """Both publishers matched, and their nodes known: DDS can match an endpoint before the graph has its node's
+        name (_NODE_NAME_UNKNOWN_ on a loaded machine), which the warning would name instead."""
+        infos = node.get_publishers_info_by_topic("/target_velocity")
+        named = {info.node_name for info in infos} == {"probe", "planner"}
+        return len(infos) == 2 and named and all(p.get_subscription_count() >= 1 for p in both)
+
+    assert spin(30.0, until=discovered)
     counters = node.runner.counters  # a setpoint is taken in every configured state: no activation needed
 
     def send(publisher, linear):

@@ -80,6 +80,7 @@ from liquid_control.shown import shown
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
+UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"  # rmw's node name of an endpoint whose node the graph does not know yet
 PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process starts, never again
 # rclpy's parameters that the node's clock follows: changed while configured, they move the watchdog, the timers
 # and the stamp checks to another clock mid-run (to sim time without a /clock: no watchdog stop ever again)
@@ -944,6 +945,7 @@ class PolicyNode(LifecycleNode):
             nodes = {
                 bytes(info.endpoint_gid): f"{info.node_namespace.rstrip('/')}/{info.node_name}"
                 for info in self.get_publishers_info_by_topic(topic)
+                if info.node_name != UNKNOWN_NODE  # matched before its node's name was discovered
             }
         except Exception:  # the gids alone say it
             nodes = {}
