@@ -55,7 +55,7 @@ from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.image_conversion import GREY_ENCODINGS, ImageConversionError, image_to_numpy
 from liquid_control.conventions.imu import NOT_PROVIDED, GravityCheck, ImuFieldNotProvided, imu_reading
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
-from liquid_control.conventions.message_types import message_type_name, other_publishers
+from liquid_control.conventions.message_types import message_type_name, node_path, other_publishers
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
@@ -80,7 +80,6 @@ from liquid_control.shown import shown
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
 LIVE_PARAMETERS = ("max_command", "max_command_rate")  # applied at once when set on a configured node
-UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"  # rmw's node name of an endpoint whose node the graph does not know yet
 PROCESS_START_PARAMETERS = ("autostart",)  # read by main() when the process starts, never again
 # rclpy's parameters that the node's clock follows: changed while configured, they move the watchdog, the timers
 # and the stamp checks to another clock mid-run (to sim time without a /clock: no watchdog stop ever again)
@@ -942,11 +941,8 @@ class PolicyNode(LifecycleNode):
             return
         topic, publishers = self._input_topics[sensor], self._interleaving.pop(sensor, set()) - {None}
         try:  # the nodes behind the gids (a graph query, at most once per log_throttle_s)
-            nodes = {
-                bytes(info.endpoint_gid): f"{info.node_namespace.rstrip('/')}/{info.node_name}"
-                for info in self.get_publishers_info_by_topic(topic)
-                if info.node_name != UNKNOWN_NODE  # matched before its node's name was discovered
-            }
+            infos = self.get_publishers_info_by_topic(topic)
+            nodes = {bytes(info.endpoint_gid): node_path(info) for info in infos if node_path(info)}
         except Exception:  # the gids alone say it
             nodes = {}
         named = [
