@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-# rmw's name of the node behind an endpoint that DDS matched before the graph learnt its node (a loaded machine)
-UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"
-
 
 def message_type_name(message) -> str:
     """``pkg/msg/Type`` of an rclpy or rosbags message or message class, as bags and the ROS graph name types (the
@@ -18,10 +15,21 @@ def message_type_name(message) -> str:
 
 
 def node_path(info) -> str | None:
-    """``namespace/name`` of the node behind an rclpy endpoint info, None while the graph does not know it."""
-    if info.node_name == UNKNOWN_NODE:
+    """``namespace/name`` of the node behind an rclpy endpoint info; None where the graph does not know it (rmw's
+    placeholder namespace, never absolute: matched before its node was discovered, or a DDS program with no node)."""
+    if not info.node_namespace.startswith("/"):
         return None
     return f"{info.node_namespace.rstrip('/')}/{info.node_name}"
+
+
+def gid_text(gid) -> str:
+    """An endpoint's gid as ``ros2 topic info -v`` writes it (dotted hex bytes)."""
+    return ".".join(f"{b:02x}" for b in bytes(gid))
+
+
+def endpoint_name(info) -> str:
+    """The node behind an endpoint for a warning: its path, or its gid where the graph does not know the node."""
+    return node_path(info) or f"a publisher of an unknown node (gid {gid_text(info.endpoint_gid)})"
 
 
 def other_publishers(infos, node: tuple[str, str], own_type: str | None) -> tuple[str, ...]:
@@ -34,6 +42,5 @@ def other_publishers(infos, node: tuple[str, str], own_type: str | None) -> tupl
         if own_type and (info.node_namespace, info.node_name) == node and info.topic_type == own_type:
             own_type = None
             continue
-        name = node_path(info) or "a node not yet discovered"
-        others.append(f"{name} ({info.topic_type})")
+        others.append(f"{endpoint_name(info)} ({info.topic_type})")
     return tuple(sorted(others))

@@ -55,7 +55,13 @@ from liquid_control.conventions.commands import twist_vector
 from liquid_control.conventions.image_conversion import GREY_ENCODINGS, ImageConversionError, image_to_numpy
 from liquid_control.conventions.imu import NOT_PROVIDED, GravityCheck, ImuFieldNotProvided, imu_reading
 from liquid_control.conventions.joints import MISSING_JOINT, velocities_by_name
-from liquid_control.conventions.message_types import message_type_name, node_path, other_publishers
+from liquid_control.conventions.message_types import (
+    endpoint_name,
+    gid_text,
+    message_type_name,
+    node_path,
+    other_publishers,
+)
 from liquid_control.conventions.params import (
     POLICY_NODE_PARAMETERS,
     ParameterError,
@@ -942,11 +948,11 @@ class PolicyNode(LifecycleNode):
         topic, publishers = self._input_topics[sensor], self._interleaving.pop(sensor, set()) - {None}
         try:  # the nodes behind the gids (a graph query, at most once per log_throttle_s)
             infos = self.get_publishers_info_by_topic(topic)
-            nodes = {bytes(info.endpoint_gid): node_path(info) for info in infos if node_path(info)}
+            nodes = {bytes(info.endpoint_gid): node_path(info) for info in infos}
         except Exception:  # the gids alone say it
             nodes = {}
         named = [
-            ".".join(f"{b:02x}" for b in gid) + (f" ({nodes[gid]})" if gid in nodes else "")
+            gid_text(gid) + (f" ({nodes[gid]})" if nodes.get(gid) else "")
             for gid in sorted(publishers, key=lambda g: (nodes.get(g, ""), g))
         ]
         self.get_logger().warning(
@@ -1055,7 +1061,7 @@ class PolicyNode(LifecycleNode):
             if other:
                 found.append(f"{topic} has publishers of type {', '.join(other)}, the {sensor} input takes {wanted}")
             best_effort = [
-                i.node_name
+                endpoint_name(i)
                 for i in publishers
                 if i.topic_type == wanted and i.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT
             ]

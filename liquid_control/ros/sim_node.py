@@ -61,7 +61,7 @@ from liquid_control.conventions import stamps
 from liquid_control.conventions.camera_info import pinhole_intrinsics
 from liquid_control.conventions.commands import command_vector
 from liquid_control.conventions.image_conversion import numpy_to_image
-from liquid_control.conventions.message_types import message_type_name
+from liquid_control.conventions.message_types import message_type_name, node_path
 from liquid_control.conventions.params import (
     COMMAND_TYPES,
     EPISODE_SEED_LIMIT,
@@ -595,6 +595,8 @@ class SimNode(Node):
         ours = self._published()
         wanted = set()
         for info in commanders:
+            if node_path(info) is None:  # matched before the graph knew its node: the next poll asks again
+                continue
             try:
                 topics = self.get_subscriber_names_and_types_by_node(info.node_name, info.node_namespace)
             except Exception:  # the node left the graph between the two calls
