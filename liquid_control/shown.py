@@ -18,4 +18,21 @@ def shown(value: object, limit: int = LIMIT) -> str:
     if len(text) <= limit:
         return text
     length = len(value) if isinstance(value, str) else len(text)
-    return f"{text[:limit]}... ({length} characters)"
+    return f"{text[: _whole_escapes(text, limit)]}... ({length} characters)"
+
+
+_ESCAPE_LENGTHS = {"x": 4, "u": 6, "U": 10}  # repr's \xNN, \uNNNN, \UNNNNNNNN; every other escape: two characters
+
+
+def _whole_escapes(text: str, limit: int) -> int:
+    """Where to cut ``text`` (a repr) at ``limit`` characters or fewer without splitting a backslash escape."""
+    i = 0
+    while i < limit:
+        if text[i] != "\\" or i + 1 >= len(text):
+            i += 1
+            continue
+        step = _ESCAPE_LENGTHS.get(text[i + 1], 2)
+        if i + step > limit:
+            return i
+        i += step
+    return limit

@@ -447,6 +447,9 @@ def test_a_value_shown_in_an_error_is_cut_to_a_readable_length():
     assert shown("x" * 100) == "'" + "x" * 59 + "... (100 characters)"  # the string's length
     assert shown(list(range(100))).endswith("... (390 characters)")  # the repr's length
     assert shown([10**5000]) == "a list holding an integer too long to print"
+    # a cut never splits an escape: 14 whole \x00 after the quote (57 characters), not a 15th cut to '\x0'
+    assert shown("\x00" * 100) == "'" + "\\x00" * 14 + "... (100 characters)"
+    assert shown("a\\" * 50) == "'" + "a\\\\" * 19 + "a... (100 characters)"
     assert shown("x" * 100, 200) == repr("x" * 100)
     assert shown(10**5000) == "an integer of about 5001 digits"  # its repr raises past 4300 digits
     assert shown(-(10**4999)) == "an integer of about 5000 digits"
