@@ -35,8 +35,8 @@ def endpoint_name(info) -> str:
 def other_publishers(infos, node: tuple[str, str], own_type: str | None) -> tuple[str, ...]:
     """The publishers of a topic (``infos``: rclpy's endpoint infos) other than the node ``(namespace, name)``'s own
     of type ``own_type`` (the first of that name and type: a second is another process's), as sorted
-    ``namespace/name (type)`` for a warning that names them (a node not yet known to the graph as such, not by
-    rmw's placeholder name)."""
+    ``namespace/name (type)`` for a warning that names them (:func:`endpoint_name`: by its gid where the graph does
+    not know the node)."""
     others = []
     for info in infos:
         if own_type and (info.node_namespace, info.node_name) == node and info.topic_type == own_type:
