@@ -63,8 +63,17 @@ class SimProcess:
             raise AssertionError(f"{node} never logged {text!r}:\n{self.log(node)}\n{self.log('sim_node')}\n{ended}")
 
     def node_pid(self, node: str) -> int:
-        (pid,) = [p for p, argv in _graph_processes(self.marker).items() if f"__node:={node}" in argv]
-        return pid
+        found = [p for p, argv in _graph_processes(self.marker).items() if f"__node:={node}" in argv]
+        if len(found) != 1:  # what the graph did instead, not an unpacking error
+            ended = ""
+            if self.proc.poll() is not None:
+                out, err = self.proc.communicate()
+                ended = f"liquid-control sim ended with {self.proc.returncode}:\n{out}\n{err}"
+            raise AssertionError(
+                f"{len(found)} processes of {node} in this graph {time.monotonic() - self.started:.1f} s after its "
+                f"start (its processes: {_graph_processes(self.marker)}):\n{self.log('sim_node')[-3000:]}\n{ended}"
+            )
+        return found[0]
 
     def finish(self, timeout: float) -> tuple[int, str, str]:
         try:
@@ -93,9 +102,10 @@ def test_signals_and_a_killed_policy_node_end_the_whole_graph_and_still_report(t
     KeyboardInterrupt traceback, and a killed policy lost the episode report ("0 of 2 episodes finished", a
     traceback from sim_node, exit 1)."""
     cases = ("SIGTERM", "SIGINT", "kill policy_node")
-    # at a fifth of real time episode 0 lasts ~35 s of wall time: the first graph up is still in it when the
-    # last one is (on a loaded machine they come up seconds apart)
-    slow = ("--episodes", "2", "--quiet", "--real-time-factor", "0.2")
+    # at a twentieth of real time episode 0 lasts minutes of wall time (a collision 3 s in: a minute): the first
+    # graph up is still in it when the last one is (on a loaded machine they come up tens of seconds apart; at a
+    # fifth, a graph's episodes could both end before the last one was up: its sim_node was gone when looked for)
+    slow = ("--episodes", "2", "--quiet", "--real-time-factor", "0.05")
     sims = {case: SimProcess(tmp_path / case.replace(" ", "_"), *slow) for case in cases}
     results, left = {}, {}
     try:
