@@ -1,5 +1,6 @@
 """The `liquid-control` front end itself: what every command shares."""
 
+import json
 import os
 import re
 import signal
@@ -368,3 +369,33 @@ def test_a_stop_signal_ends_a_finished_command_whose_exit_hangs_with_its_status(
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_help_and_argument_mistakes_are_answered_without_loading_torch():
+    """Before: `liquid-control train --help` and `eval --help`, or a mistyped option of either, took 3 s here: the
+    parsers' modules imported the trainer and the batched evaluator, so torch and the worlds loaded before argparse
+    said a word. Every command but `demo` (the cells' torch demo) now answers both without torch or MuJoCo."""
+    code = """
+import contextlib, io, json, sys
+from liquid_control import cli
+said = {}
+for name in sorted(cli.COMMANDS):
+    if name == "demo":
+        continue
+    codes = []
+    for argv in ([name, "--help"], [name, "--no-such-option"]):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                codes.append(cli.main(argv))
+            except SystemExit as exc:
+                codes.append(exc.code)
+    said[name] = [codes, "torch" in sys.modules, "mujoco" in sys.modules]
+print(json.dumps(said))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    said = json.loads(out.stdout)
+    assert {"train", "eval", "sim", "export"} <= set(said), said
+    for name, (codes, torch_loaded, mujoco_loaded) in said.items():
+        assert codes == [0, 2], (name, codes)
+        assert not torch_loaded and not mujoco_loaded, (name, "loaded torch or mujoco to parse its arguments")

@@ -25,9 +25,16 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.evaluation.batched import DEFAULT_LANES, make_batches, run_batch
+from liquid_control.evaluation.batched import make_batches, run_batch
 from liquid_control.evaluation.errors import RunFailedError
-from liquid_control.evaluation.plan import CheckpointChangedError, EpisodeJob, EvaluationSetupError, verify_checkpoint
+from liquid_control.evaluation.plan import (
+    BACKENDS,
+    DEFAULT_LANES,
+    CheckpointChangedError,
+    EpisodeJob,
+    EvaluationSetupError,
+    verify_checkpoint,
+)
 from liquid_control.processes import (  # available_cpus: part of this module's API (experiment)
     WarningsOnce,
     WorkerPoolError,
@@ -41,8 +48,6 @@ from liquid_control.processes import (  # available_cpus: part of this module's 
     run_keeping_warnings,
     spawn_pool,
 )
-
-BACKENDS = ("process", "serial", "ray")
 
 
 def _init_worker() -> None:

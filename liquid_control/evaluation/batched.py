@@ -25,11 +25,10 @@ import torch
 
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.episode import EpisodeTally
-from liquid_control.evaluation.plan import EpisodeJob
+from liquid_control.evaluation.plan import DEFAULT_LANES, EpisodeJob
 from liquid_control.policy import PolicyAgent, observation_keys
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
 
-DEFAULT_LANES = 32  # episodes stepped together per batch (a headline cell is 30 episodes)
 MAX_POOLED_WORLDS = 96  # worlds a process keeps for later batches (a few shifts' worth)
 
 

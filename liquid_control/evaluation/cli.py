@@ -11,11 +11,11 @@ import argparse
 import os
 import sys
 
-from liquid_control.evaluation.backends import BACKENDS, import_ray
-from liquid_control.evaluation.batched import DEFAULT_LANES
 from liquid_control.evaluation.errors import RunFailedError
 from liquid_control.evaluation.plan import (
+    BACKENDS,
     DEFAULT_EPISODE_SEED_BASE,
+    DEFAULT_LANES,
     DEFAULT_SHIFT,
     CheckpointChangedError,
     EvaluationSetupError,
@@ -335,6 +335,8 @@ def _run(args: argparse.Namespace) -> int:
                 )
                 paired = parse_pairs(args.paired, [p.name for p in plan.policies])
                 if args.backend == "ray":  # before --out: plan.json was written, then Ray found missing
+                    from liquid_control.evaluation.backends import import_ray
+
                     import_ray()
                 validate_output_folder(args.out)  # after every other check: a refused request creates nothing
                 result = evaluate(plan, args.out, paired=paired, **option_arguments(args, command))

@@ -26,6 +26,8 @@ from liquid_control.runtime.backends import checkpoint_sha256
 EXPERT = "expert"
 DEFAULT_WORLD = "LiquidRover-v0"  # the expert's world when neither --world nor a policy names one
 DEFAULT_EPISODE_SEED_BASE = 20_000_000  # outside the seed ranges training uses (1e6 + 1e5*seed..., 9e6...)
+BACKENDS = ("process", "serial", "ray")  # where the episodes run (evaluation.backends runs them)
+DEFAULT_LANES = 32  # episodes stepped together per batch (a headline cell is 30 episodes)
 # A policy name names report files (neuron_traces_<name>.png), report table cells and --paired A,B items.
 POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
