@@ -118,15 +118,17 @@ def test_signals_and_a_killed_policy_node_end_the_whole_graph_and_still_report(t
             else:
                 sim.proc.send_signal(getattr(signal, case))
         signalled = time.monotonic()
+        # three graphs' nodes get graph.STOP_GRACE_S (3 s) each after SIGINT, then SIGKILL: all gone within 10 s
+        # on a loaded machine (before the fix: 40 s and more)
         for case, sim in sims.items():
-            results[case] = sim.finish(timeout=max(1.0, signalled + 5.0 - time.monotonic()))
-        while any(_graph_processes(s.marker) for s in sims.values()) and time.monotonic() - signalled < 5.0:
+            results[case] = sim.finish(timeout=max(1.0, signalled + 10.0 - time.monotonic()))
+        while any(_graph_processes(s.marker) for s in sims.values()) and time.monotonic() - signalled < 10.0:
             time.sleep(0.1)
         left = {case: _graph_processes(sim.marker) for case, sim in sims.items()}
     finally:
         for sim in sims.values():
             sim.kill_all()
-    assert all(not pids for pids in left.values()), f"still running 5 s after the signal: {left}"
+    assert all(not pids for pids in left.values()), f"still running 10 s after the signal: {left}"
     for case, sim in sims.items():
         code, out, err = results[case]
         everything = out + err + sim.log("sim_node") + sim.log("policy_node")
