@@ -36,8 +36,6 @@ from liquid_control.bags.expert import record_expert_episodes
 from liquid_control.bags.messages import sensor_reading
 from liquid_control.bags.stream import add_data_arguments, data_overrides
 from liquid_control.paths import output_file_problem
-from liquid_control.policy import PolicyConfigError, apply_overrides, load_config
-from liquid_control.training.bag_data import convert_bag
 
 TOPICS = {"/camera/image_raw": "camera", "/imu/data": "imu"}
 CONFIG = Path(__file__).resolve().parent.parent / "policies/configs/cfc_ncp_rover.yaml"
@@ -83,6 +81,8 @@ def time_read(
 def time_training_data(
     bags, config, cache: Path, spec=None, window: int = 512, allow_truncated: bool = False
 ) -> tuple[float, int]:
+    from liquid_control.training.bag_data import convert_bag
+
     spec = spec if spec is not None else data_spec(config)
     start, updates = time.perf_counter(), 0
     for i, bag in enumerate(bags):
@@ -99,6 +99,7 @@ def bag_size_mb(bag) -> float:
 
 def own_bags(args):
     """``--bag``: (bags, policy config, data spec, data settings) as ``liquid-control train --bag`` takes them."""
+    from liquid_control.policy import apply_overrides, load_config
     from liquid_control.training.bag_data import bag_data_spec, resolve
     from liquid_control.training.cli import parse_overrides
 
@@ -192,6 +193,8 @@ def main():
     if args.bag:
         if args.episodes is not None or args.out:
             parser.error("--episodes and --out are for the recorded expert episodes; --bag records nothing")
+        from liquid_control.policy import PolicyConfigError
+
         try:
             results = measure_own_bags(args)
         except (BagError, ValueError, RuntimeError, PolicyConfigError) as exc:  # RuntimeError: TrainingError
@@ -225,6 +228,8 @@ def main():
         problem = output_file_problem(out / "15hz_camera_100hz_imu", "")
         if problem:
             parser.error(f"--out {out}: {problem}")
+    from liquid_control.policy import apply_overrides, load_config  # torch: after the options are checked
+
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_bags_"))
     config = apply_overrides(load_config(CONFIG), CAMERA_IMU)  # a camera+IMU policy: both topics go through the runner
     results = {}

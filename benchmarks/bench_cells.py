@@ -24,17 +24,15 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from liquid_control.cells import LTC, AutoNCP, CfC, kernels, native
 
 BATCH, STEPS, FEATURES, UNITS = 32, 64, 16, 64
 
 
 def path_of(fn) -> str:
     """Which kernel backends one call of ``fn`` ran (the dispatcher's record), e.g. "compiled"."""
+    from liquid_control.cells import kernels
+
     with kernels.recording() as ran:
         fn()
     return "+".join(sorted({backend for _, _, backend in ran})) or "?"
@@ -69,6 +67,9 @@ def train_step(model, x, dt, ours: bool):
 
 def bench_training(kind: str, repeats: int):
     import ncps.torch as nt
+    import torch
+
+    from liquid_control.cells import LTC, AutoNCP, CfC
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(BATCH, STEPS, FEATURES, generator=g)
@@ -89,6 +90,9 @@ def bench_training(kind: str, repeats: int):
 
 def bench_step(kind: str, repeats: int):
     import ncps.torch as nt
+    import torch
+
+    from liquid_control.cells import LTC, CfC
 
     torch.manual_seed(0)
     if kind == "cfc":
@@ -122,6 +126,10 @@ def main(argv=None) -> int:
             f"{parser.prog}: error: needs ncps, the reference library (a test-only dependency): ./test.sh installs "
             "it, or .venv/bin/python -m pip install ncps==1.0.1\n",
         )
+    import torch  # after the options are checked: a wrong one is refused at once, not after torch's import
+
+    from liquid_control.cells import native
+
     torch.set_num_threads(1)
     lib = native.load()
     compiled = (

@@ -25,12 +25,8 @@ import time
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
-import torch
-
-from liquid_control.evaluation.batched import DEFAULT_LANES, WorldPool, make_batches, run_batch
-from liquid_control.evaluation.episode import run_episode
 from liquid_control.evaluation.errors import EvaluationSetupError
-from liquid_control.evaluation.plan import build_plan
+from liquid_control.evaluation.plan import DEFAULT_LANES, build_plan
 from liquid_control.paths import policies_dir
 
 POLICIES = ("cfc_ncp_rover", "lstm_rover", "ltc_ncp_rover")
@@ -49,6 +45,11 @@ def main(argv=None) -> int:
     for name in ("episodes", "lanes"):  # the rates divide by the episodes run; a batch needs a lane
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1, got {getattr(args, name)}")
+    import torch  # after the options are checked: a wrong one is refused at once, not after torch's import
+
+    from liquid_control.evaluation.batched import WorldPool, make_batches, run_batch
+    from liquid_control.evaluation.episode import run_episode
+
     torch.set_num_threads(1)
     policies = [f"{name}={policies_dir() / (name + '.pt')}" for name in POLICIES]
     try:

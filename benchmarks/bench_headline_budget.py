@@ -36,7 +36,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import numpy as np
-import torch
 
 from liquid_control.evaluation.experiment import (
     ARCHITECTURES,
@@ -45,10 +44,6 @@ from liquid_control.evaluation.experiment import (
     RECIPES,
     config_path,
 )
-from liquid_control.policy import apply_overrides, load_config
-from liquid_control.policy.model import Policy
-from liquid_control.training.augment import EpisodeAugmentation
-from liquid_control.training.bc import action_loss
 
 LANES = 32
 TARGET_SEEDS = 5
@@ -65,6 +60,13 @@ def _cpu(fn, repeats: int) -> float:
 
 def measure(arch: str, robust: bool, repeats: int, rng: np.random.Generator) -> dict:
     """CPU seconds of one BC chunk and of one batched evaluation step (LANES lanes) of one architecture."""
+    import torch
+
+    from liquid_control.policy import apply_overrides, load_config
+    from liquid_control.policy.model import Policy
+    from liquid_control.training.augment import EpisodeAugmentation
+    from liquid_control.training.bc import action_loss
+
     cfg = apply_overrides(load_config(config_path(arch)), {**HEADLINE_SCHEDULE, **(RECIPES if robust else {})})
     torch.manual_seed(0)
     policy = Policy(cfg)
@@ -168,6 +170,8 @@ def main(argv=None) -> int:
                 f"--experiment headline --archs cfc_ncp --seeds 1 --episodes 30 --out {args.slice}"
                 + (" (a slice without its train/ folder: give --train-share)" if missing[0].startswith("train") else "")
             )
+    import torch  # after the checks: a wrong option or slice is refused at once, not after torch's import
+
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     archs = [a for a in args.archs.split(",") if a]

@@ -26,13 +26,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import numpy as np
-import torch
-
-from liquid_control.cells import kernels
-from liquid_control.policy import Policy, PolicyConfigError, load_config, observation_keys
-from liquid_control.training.bc import DataParallel, bc_epoch
-from liquid_control.training.data import load_episode, rollout
-from liquid_control.training.episodes import make_env
 
 PATHS = ("fused", "stepwise")
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def episodes_of(args, config) -> list:
     """The saved episodes of ``--data``, or ``--episodes`` fresh expert episodes (env seeds 5,000,000 up)."""
+    from liquid_control.policy import observation_keys
+    from liquid_control.training.data import load_episode, rollout
+    from liquid_control.training.episodes import make_env
+
     if args.data:
         files = sorted(Path(args.data).glob("ep_*.npz"))
         if not files:
@@ -53,6 +50,11 @@ def episodes_of(args, config) -> list:
 def compare_cores(config, episodes, fit, cores: int, rounds: int) -> None:
     """Wall-clock seconds of a fused-path epoch: one thread, ``cores`` intra-op threads, ``cores`` data-parallel
     copies (alternating, so all see the same machine); prints the medians and the per-round speed-ups."""
+    import torch
+
+    from liquid_control.policy import Policy
+    from liquid_control.training.bc import DataParallel, bc_epoch
+
     t = config["training"]
     intra, copies_name = f"{cores} intra-op threads", f"{cores} data-parallel copies"
     ways = {"1 thread": (1, 1), intra: (cores, 1), copies_name: (1, cores)}
@@ -125,6 +127,12 @@ def main(argv=None) -> int:
     for name, least in minimum.items():  # the medians need a round, an epoch needs an episode
         if getattr(args, name) < least:
             parser.error(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(args, name)}")
+    import torch  # after the options are checked: a wrong one is refused at once, not after torch's import
+
+    from liquid_control.cells import kernels
+    from liquid_control.policy import Policy, PolicyConfigError, load_config
+    from liquid_control.training.bc import bc_epoch
+
     torch.set_num_threads(1)
     try:
         config = load_config(args.config)
