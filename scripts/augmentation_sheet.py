@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 YAW_EXAMPLE = {"gain": 1.667, "hfov_deg": 100.0, "pitch_deg": 11.3, "max_deg": 15.0, "rate_hz": 1.0, "decay_s": 0.4}
@@ -36,6 +35,7 @@ def main(argv=None) -> int:
         parser.error(f"--seed must be >= 0, got {args.seed}")
     os.environ.setdefault("MUJOCO_GL", "egl")
     import gymnasium as gym
+    import torch  # after the options are checked: a wrong one is refused at once, not after torch's import
 
     import sim_envs  # noqa: F401  (registers the worlds)
     from liquid_control.figures import fit_suptitle, pyplot, save_figure
