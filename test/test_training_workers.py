@@ -43,7 +43,9 @@ def camera_imu_config(**training):
 
 @pytest.fixture(scope="module")
 def workers():
-    """Two episode workers for the tests of this module (spawning them costs seconds)."""
+    """Two episode workers for the tests of this module (spawning them costs seconds). A failed episode ends them
+    and the next use spawns new ones: the test that fails one and then uses them again comes before the one that
+    fails one last, so the two spawn once between them, not twice."""
     pool = EpisodeWorkers(validate_config(camera_imu_config()), 2)
     yield pool
     pool.close()
@@ -176,28 +178,6 @@ def test_each_episode_comes_back_as_soon_as_it_is_done(tmp_path, workers):
     assert next(results) == (0, 0)
 
 
-def _waits_or_fails(path, index):
-    if index == 1:
-        raise RuntimeError("the world exploded")
-    return _waits_for(path, index)
-
-
-def test_after_a_failure_the_episodes_already_running_still_come_back(tmp_path, workers):
-    gate = tmp_path / "gate"
-    opener = threading.Timer(0.5, gate.touch)  # episode 0 finishes only after episode 1 has failed
-    opener.start()
-    finished = []
-    try:
-        with pytest.raises(EpisodeWorkerError, match="episode 1 failed in a worker: RuntimeError: the world"):
-            for key, value in workers._run(
-                _waits_or_fails, {i: (str(gate), i) for i in range(2)}, lambda i: f"episode {i}", "batch"
-            ):
-                finished.append((key, value))
-    finally:
-        opener.cancel()
-    assert finished == [(0, 0)]
-
-
 def _fails_on_two(index):
     if index == 2:
         raise RuntimeError("the world exploded")
@@ -215,6 +195,35 @@ def test_a_failing_episode_is_named_and_the_finished_ones_come_back_first(worker
     assert dict(workers._run(_fails_on_two, {0: (0,), 1: (1,)}, str, "again")) == {0: 0, 1: 10}  # still serving
     with pytest.raises(ValueError, match="count must be >= 1"):
         EpisodeWorkers(camera_imu_config(), 0)
+
+
+def _waits_or_fails(path, index):
+    if index == 1:
+        raise RuntimeError("the world exploded")
+    return _waits_for(path, index)
+
+
+def test_after_a_failure_the_episodes_already_running_still_come_back(tmp_path, workers):
+    # both workers serve before the clock below starts: a worker still starting (the pool may be new, spawned after
+    # a failure) would take episode 1 after the gate opened, and episode 0 would not be running while it failed
+    ready = tmp_path / "ready"
+    serving = workers._run(_waits_for, {i: (str(ready), i) for i in range(2)}, str, "both workers")
+    assert next(serving) == (1, 1)
+    ready.touch()
+    assert next(serving) == (0, 0)
+    gate = tmp_path / "gate"
+    opener = threading.Timer(0.5, gate.touch)  # episode 0 finishes only after episode 1 has failed
+    opener.start()
+    finished = []
+    try:
+        with pytest.raises(EpisodeWorkerError, match="episode 1 failed in a worker: RuntimeError: the world"):
+            for key, value in workers._run(
+                _waits_or_fails, {i: (str(gate), i) for i in range(2)}, lambda i: f"episode {i}", "batch"
+            ):
+                finished.append((key, value))
+    finally:
+        opener.cancel()
+    assert finished == [(0, 0)]
 
 
 def test_ctrl_c_stops_a_worker_at_once_and_quietly(capfd):
