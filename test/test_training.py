@@ -218,12 +218,20 @@ def die_in_epoch(monkeypatch, epoch: int) -> None:
     monkeypatch.setattr(training_run.TrainingRun, "train_epoch", dying_epoch)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+    """tiny_config()'s run, never killed: what each killed and resumed run must reproduce (read, never changed)."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    return trainer.train(tiny_config(), out, progress=False, log=lambda m: None)
+
+
 # 2: in the last epoch of round 0; 3: in the first epoch of round 1, before that round's "collect" row reached a
 # checkpoint (issue 9 item 7)
 @pytest.mark.parametrize("kill_after_epochs", [2, 3])
-def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypatch, kill_after_epochs):
-    reference = trainer.train(tiny_config(), tmp_path / "ref", progress=False, log=lambda m: None)
-
+def test_resume_continues_a_killed_run_without_losing_epochs(
+    tmp_path, monkeypatch, kill_after_epochs, uninterrupted_run
+):
+    reference = uninterrupted_run
     original = training_run.TrainingRun.train_epoch
     calls = []
 
@@ -255,11 +263,11 @@ def test_resume_continues_a_killed_run_without_losing_epochs(tmp_path, monkeypat
     for k, v in ref.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[k], v, rtol=0, atol=0)  # as if never killed
 
-    def rows(d):
-        with open(tmp_path / d / "metrics.csv") as f:
+    def rows(run):
+        with open(run / "metrics.csv") as f:
             return [(r["epoch"], r["kind"], r["loss"], r["success"]) for r in csv.DictReader(f)]
 
-    assert rows("run") == rows("ref")
+    assert rows(tmp_path / "run") == rows(reference.policy_path.parent)
 
 
 # 0: while collecting the demonstrations, before the first checkpoint; 2: in the second epoch, after it
