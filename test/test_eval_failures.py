@@ -22,7 +22,8 @@ def test_an_episode_that_raises_is_named_and_the_finished_ones_are_kept_for_resu
 
     out = tmp_path / "r"
     log = out / LOG_NAME
-    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "3", "--lanes", "1",
+    # the rover's expert (the default world): its episodes end at the target, a balancer's run 10 s (2000 steps)
+    argv = ["eval", "--policy", "expert", "--episodes", "3", "--lanes", "1",
             "--out", str(out), "--no-progress", "--no-example", "--backend", "serial"]  # fmt: skip
     original = backends.run_batch
 
@@ -359,6 +360,20 @@ def test_a_warning_of_the_experiments_training_runs_is_shown_once(tmp_path, monk
     assert [str(w.message) for w in shown] == ["a world's warning"]
 
 
+RESUMED_ARGV = ["eval", "--policy", "expert", "--episodes", "1", "--lanes", "1", "--no-progress", "--no-example",
+                "--backend", "serial"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_evaluation(tmp_path_factory):
+    """A finished one-episode evaluation (the rover's expert), run once for the module: each test resumes a copy."""
+    from liquid_control.cli import main
+
+    out = tmp_path_factory.mktemp("finished") / "r"
+    assert main([*RESUMED_ARGV, "--out", str(out)]) == 0
+    return out
+
+
 @pytest.mark.parametrize(
     "content, problem",
     [
@@ -373,18 +388,19 @@ def test_a_warning_of_the_experiments_training_runs_is_shown_once(tmp_path, monk
     ],
 )
 def test_a_resume_refuses_a_damaged_provenance_record_before_running_an_episode(
-    tmp_path, capsys, monkeypatch, content, problem
+    tmp_path, capsys, monkeypatch, content, problem, finished_evaluation
 ):
     """A folder's provenance.json that is damaged or not ours (a downloaded evaluation). Before: it was read only
     after the resumed episodes had run, when the report was written: a JSONDecodeError, RecursionError or
     AttributeError traceback, no report, the episodes' time lost."""
+    import shutil
+
     from liquid_control.cli import main
     from liquid_control.evaluation import backends
 
     out = tmp_path / "r"
-    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "1", "--lanes", "1",
-            "--out", str(out), "--no-progress", "--no-example", "--backend", "serial"]  # fmt: skip
-    assert main(argv) == 0
+    shutil.copytree(finished_evaluation, out)
+    argv = [*RESUMED_ARGV, "--out", str(out)]
     (out / "provenance.json").write_text(content)
     ran = []
     original = backends.run_batch
