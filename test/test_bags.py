@@ -1786,7 +1786,7 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     torch.manual_seed(0)
     path = tmp_path / "driver.pt"
     save_policy(path, Policy.from_config(CAMERA_ONLY))
-    expert_run = record_expert_episodes(tmp_path / "expert", [100], render_size=W, time_limit=2.0)[0]
+    expert_bag = expert_bags[1][0]  # the expert's episode_100, recorded as the takeovers' below (W, 2 s)
     common = dict(render_size=W, time_limit=2.0, policy=path)
     lines = []  # where no bar shows progress: a line per episode
     always = record_expert_episodes(
@@ -1809,7 +1809,7 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
     # the operator drove every update: the expert's episode again, its commands on /cmd_vel and on the base
     assert always["operator_updates"] == always["updates"] > 10 and always["takeovers"] == 1
     labels, executed = topic(always["bag"], "/cmd_vel"), topic(always["bag"], "/base/cmd_vel")
-    expert = topic(expert_run["bag"], "/cmd_vel")
+    expert = topic(expert_bag, "/cmd_vel")
     assert [t for t, _ in labels] == [t for t, _ in executed] == [t for t, _ in expert]
     assert all(m.angular.z == e.angular.z and m.linear.x == e.linear.x for (_, m), (_, e) in zip(labels, expert))
     # it never took over: no label, and the base ran the policy's commands, those the node computes offline
