@@ -425,7 +425,9 @@ def test_ctrl_c_during_the_experiments_training_stops_it_without_training_the_qu
 
     out = tmp_path / "headline"
     args = ["eval", "--experiment", "headline", "--out", str(out), "--workers", "1", "--archs", "cfc,lstm"]
-    args += ["--seeds", "1", "--recipes", "off", "--no-progress"]
+    # 4 demonstrations, not 40: the first line comes after them, and the run still has its 8 epochs, 20 DAgger
+    # episodes and 4 epochs to go when the Ctrl-C comes (~15 s; the Ctrl-C follows the line at once)
+    args += ["--seeds", "1", "--recipes", "off", "--no-progress", "--train-set", "training.demonstrations=4"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "liquid_control.cli", *args],
         stdout=subprocess.PIPE,
@@ -1458,8 +1460,10 @@ def test_a_failed_report_write_keeps_the_previous_file_and_names_it(tmp_path, ca
     from liquid_control.evaluation import report
 
     out = tmp_path / "r"
-    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "1", "--out", str(out),
-            "--no-progress", "--no-example"]  # fmt: skip
+    # one episode in this process (a pool's start is most of the time; the report is written here either way), the
+    # rover's expert: a balancer's episode runs 10 s of simulation, the rover's ends at the target
+    argv = ["eval", "--policy", "expert", "--episodes", "1", "--out", str(out), "--no-progress", "--no-example",
+            "--backend", "serial"]  # fmt: skip
     assert main(argv) == 0
     capsys.readouterr()
     before = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -1492,7 +1496,8 @@ def test_a_full_disk_while_logging_an_episode_names_the_log_and_the_resume_drops
 
     out = tmp_path / "r"
     log = out / LOG_NAME
-    argv = ["eval", "--policy", "expert", "--world", "LiquidBalance-v0", "--episodes", "3", "--lanes", "1",
+    # the rover's expert (the default world): its episodes end at the target, a balancer's run 10 s (2000 steps)
+    argv = ["eval", "--policy", "expert", "--episodes", "3", "--lanes", "1",
             "--out", str(out), "--no-progress", "--no-example", "--backend", "serial"]  # fmt: skip
     original, soft, hard = results.ResultLog.append, *resource.getrlimit(resource.RLIMIT_FSIZE)
 
