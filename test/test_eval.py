@@ -1031,6 +1031,7 @@ def test_a_wall_clock_step_during_an_experiment_leaves_its_wall_times_true(tmp_p
     monkeypatch.setattr(provenance.Sitting, "working", lambda self: sittings.append(self))  # no heartbeat thread
     argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--episodes", "1", "--recipes"]
     argv += ["off", "--no-expert", "--shift", "in_distribution", "--out", str(out), "--workers", "1", "--no-progress"]
+    argv += ["--no-example", "--no-saliency"]  # the report's figures (an example episode) do not matter either
     assert main(argv) == 0
     prov = json.loads((out / "provenance.json").read_text())
     assert 0.0 <= heartbeats[0]["wall_time_s"] <= prov["training_wall_time_s"] <= prov["wall_time_s"] < 600.0
