@@ -11,8 +11,7 @@ import time
 from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.backends import run_jobs
-from liquid_control.evaluation.batched import DEFAULT_LANES
-from liquid_control.evaluation.plan import EvaluationPlan, EvaluationSetupError
+from liquid_control.evaluation.plan import DEFAULT_LANES, EvaluationPlan, EvaluationSetupError
 from liquid_control.evaluation.report import write_report
 from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
 
