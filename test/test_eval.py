@@ -1791,3 +1791,32 @@ def test_student_t_near_the_centre_matches_the_closed_forms_of_one_and_two_degre
     assert student_t_sf(t, 2) == pytest.approx(0.5 - t / (2.0 * math.sqrt(2.0 + t * t)), rel=1e-13)
     p = 0.5 + 1e-9
     assert student_t_quantile(p, 1) == pytest.approx(math.tan(math.pi * (p - 0.5)), rel=1e-6)
+
+
+def test_a_resume_with_other_training_options_is_refused_before_any_run_starts(tmp_path, monkeypatch, capsys):
+    """Before: a finished run of the experiment trained with other options (--train-minutes, --schedule,
+    --train-set) was refused by the worker that came to keep it, after the pool had started, while the runs not
+    begun before (seed 1 here) were already training with the new options in the other workers."""
+    import yaml
+
+    from liquid_control.cli import main
+    from liquid_control.evaluation import experiment
+
+    out = tmp_path / "headline"
+    finished = out / "train" / "cfc" / "seed_0"
+    finished.mkdir(parents=True)
+    trained_with = experiment._wanted_config("cfc", experiment.training_overrides("cfc", 20.0, schedule="headline"))
+    (finished / "config.yaml").write_text(yaml.safe_dump(trained_with))
+    (finished / "policy.pt").write_bytes(b"a finished run")
+    started = []
+    monkeypatch.setattr(experiment, "spawn_pool", lambda *args, **kwargs: started.append(args) or 1 / 0)
+    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--recipes", "off", "--seeds", "2", "--resume",
+            "--train-minutes", "0.1", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{finished} was trained with another config or schedule (--schedule, --train-minutes" in err, err
+    assert started == [] and not (finished.parent / "seed_1").exists()
+    # the same options as the run's: kept, and the run not begun before goes to the pool
+    with pytest.raises(ZeroDivisionError):
+        main([*argv[:-5], "--train-minutes", "20", "--out", str(out), "--no-progress"])
+    assert len(started) == 1

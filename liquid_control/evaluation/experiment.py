@@ -287,6 +287,10 @@ def train_all(
                     f"{out_dir} already holds a training run: pass --resume to continue "
                     "the experiment, or choose another --out"
                 )
+            if _is_finished(out_dir, resume):  # here, before any run starts (a worker checks again where it keeps
+                # the run: a Ray node's folder). Found in a worker, a pool had started and runs not begun before
+                # were training with the other options when the refusal came
+                _check_run_config(out_dir, arch, overrides[name])
             jobs.append((name, arch, seed, out_dir, overrides[name], resume))
     if backend == "ray":
         return _train_on_ray(jobs, on_work)
