@@ -890,3 +890,32 @@ def test_a_publisher_whose_node_the_graph_does_not_know_yet_is_not_named_by_rmws
         "/teleop (geometry_msgs/msg/Twist)",
         "a publisher of an unknown node (gid 01.0f.fe) (geometry_msgs/msg/Twist)",
     )
+
+
+def test_the_interleaving_warning_names_known_nodes_beside_a_publisher_whose_node_is_unknown():
+    """Two publishers taking turns, one of a node the graph knows and one it does not know yet: the warning names
+    the known node and gives the other by its gid. Before: the unknown node's entry was None, and sorting the
+    publishers by node compared None with a name (TypeError in the message callback, no warning)."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from liquid_control.ros.policy_node import PolicyNode
+
+    known, unknown = bytes([1, 2]), bytes([3, 4])
+    infos = [
+        SimpleNamespace(node_namespace="/", node_name="teleop", endpoint_gid=list(known)),
+        SimpleNamespace(node_namespace="_NODE_NAMESPACE_UNKNOWN_", node_name="_NODE_NAME_UNKNOWN_",
+                        endpoint_gid=list(unknown)),
+    ]  # fmt: skip
+    said = []
+    node = SimpleNamespace(
+        runner=SimpleNamespace(counters=Counter()),
+        _may_log=lambda key: True,
+        _input_topics={"target": "/target_velocity"},
+        _interleaving={"target": {known, unknown}},
+        get_publishers_info_by_topic=lambda topic: infos,
+        get_logger=lambda: SimpleNamespace(warning=said.append),
+    )
+    PolicyNode._say_interleaved(node, "target", "the target flipped", "a second commander")
+    (line,) = said
+    assert "messages from 2 publishers interleave (gids 03.04, 01.02 (/teleop));" in line, line

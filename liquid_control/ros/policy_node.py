@@ -948,11 +948,11 @@ class PolicyNode(LifecycleNode):
         topic, publishers = self._input_topics[sensor], self._interleaving.pop(sensor, set()) - {None}
         try:  # the nodes behind the gids (a graph query, at most once per log_throttle_s)
             infos = self.get_publishers_info_by_topic(topic)
-            nodes = {bytes(info.endpoint_gid): node_path(info) for info in infos}
+            nodes = {bytes(info.endpoint_gid): path for info in infos if (path := node_path(info))}  # known nodes
         except Exception:  # the gids alone say it
             nodes = {}
         named = [
-            gid_text(gid) + (f" ({nodes[gid]})" if nodes.get(gid) else "")
+            gid_text(gid) + (f" ({nodes[gid]})" if gid in nodes else "")
             for gid in sorted(publishers, key=lambda g: (nodes.get(g, ""), g))
         ]
         self.get_logger().warning(
