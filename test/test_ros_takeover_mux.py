@@ -12,6 +12,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from test_ros_launch import console_scripts, launch_stubs  # noqa: F401 (a fixture)
 
 from liquid_control.ros import entry
+from liquid_control.ros.executable import REPEATED_SIGNAL_S
 from liquid_control.ros.takeover_mux import TakeoverMuxNode
 from liquid_control.ros.testing import Probe, isolated_ros_env, start_listener_process, start_node_process, stop_process
 
@@ -326,8 +327,10 @@ def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement_at_shutdown
         listener.send_signal(signal.SIGSTOP)  # matched, acknowledging nothing from here on
         moving = len(probe.messages("base/cmd_vel"))
         proc.send_signal(signal.SIGINT)
+        first = time.monotonic()
         stopped = lambda: any(values(m) == (0.0, 0.0) for _, m in probe.messages("base/cmd_vel")[moving:])  # noqa: E731
         assert probe.wait_for(stopped, 30.0), log.read_text()  # the stop is out: its wait begins
+        time.sleep(max(0.0, first + REPEATED_SIGNAL_S + 0.1 - time.monotonic()))  # a press, not the same stop twice
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30.0)
     finally:

@@ -5,7 +5,8 @@ stop: a subscriber drops what arrives from a writer it has already seen go, howe
 lost packet is resent only while the writer lives. Waiting for the subscribers' acknowledgement before the writer
 goes away delivers it (docs/ros.md, Stopping, has the measured figures). Fast DDS acknowledges at its writer's
 heartbeat, every 3 s: the wait lasts up to ~3 s where a subscriber is matched, none where there is none. A
-second SIGINT/SIGTERM to a node executable ends every such wait of its process at once (:func:`stop_waiting`).
+second SIGINT/SIGTERM to a node executable (0.5 s or more after the first: ``executable.REPEATED_SIGNAL_S``) ends
+every such wait of its process at once (:func:`stop_waiting`).
 """
 
 from __future__ import annotations

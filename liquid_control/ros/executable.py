@@ -15,6 +15,13 @@ import re
 import signal
 import sys
 import threading
+import time
+
+# A second SIGINT/SIGTERM sooner than this after the first is the same stop sent twice, not a person pressing Ctrl-C
+# again: `ros2 launch --noninteractive` forwards its own signal to a node the terminal's already reached, and a
+# supervisor may signal the process and its group; ending the stop's acknowledgement wait on it lost the stop
+# (docs/ros.md, Stopping). A person's second press comes later (a third one ends the wait where two came fast).
+REPEATED_SIGNAL_S = 0.5
 
 
 def run_until_signal(
@@ -66,15 +73,20 @@ def run_until_signal(
 
 
 def stop_on_signals(stop: threading.Event, then=None) -> dict:
-    """SIGINT/SIGTERM set ``stop``, so a node executable's loop ends between callbacks; a second one also ends the
-    process's waits for a stop's acknowledgement (``ros.delivery.stop_waiting``, the stop published all the same):
-    whoever presses Ctrl-C twice wants it to end now. ``then(signum)`` runs after, in the handler. Returns the
-    handlers replaced (``_restore``)."""
+    """SIGINT/SIGTERM set ``stop``, so a node executable's loop ends between callbacks; a second one, at least
+    ``REPEATED_SIGNAL_S`` after the first, also ends the process's waits for a stop's acknowledgement
+    (``ros.delivery.stop_waiting``, the stop published all the same): whoever presses Ctrl-C twice wants it to end
+    now. ``then(signum)`` runs after, in the handler. Returns the handlers replaced (``_restore``)."""
     from liquid_control.ros.delivery import stop_waiting
 
+    first = []  # monotonic time of the first signal
+
     def on_signal(signum, _frame):
-        if stop.is_set():  # pressed twice
+        now = time.monotonic()
+        if first and now - first[0] >= REPEATED_SIGNAL_S:  # pressed twice, not one stop sent twice
             stop_waiting(f"a second stop signal ({signal.Signals(signum).name})")
+        elif not first:
+            first.append(now)
         stop.set()
         if then is not None:
             then(signum)
