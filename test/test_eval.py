@@ -1820,3 +1820,53 @@ def test_a_resume_with_other_training_options_is_refused_before_any_run_starts(t
     with pytest.raises(ZeroDivisionError):
         main([*argv[:-5], "--train-minutes", "20", "--out", str(out), "--no-progress"])
     assert len(started) == 1
+
+
+def test_a_resume_of_an_interrupted_run_with_other_training_options_is_refused_before_any_run_starts(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: an interrupted run (checkpoint.pt, data/, no policy.pt) resumed with other options (--train-minutes
+    here) was refused only by its own train in a worker, after the pool had started, while the run not begun before
+    (seed 1) trained with the new options. train_all refuses it first, with train's message (its comparison): with
+    its config.yaml, and with its checkpoint's config where config.yaml was lost; what train resumes is still
+    resumed (an older version's config.yaml, without a key added since)."""
+    import yaml
+
+    from liquid_control.cli import main
+    from liquid_control.evaluation import experiment
+    from liquid_control.training import TrainingError
+    from liquid_control.training import run as training_run
+
+    tiny = [f"training.{t}" for t in TINY_TRAINING]
+    extra = {k: int(v) for k, v in (t.split("=") for t in tiny)}
+    out = tmp_path / "headline"
+    started = out / "train" / "cfc" / "seed_0"
+    killed = lambda *args: (_ for _ in ()).throw(KeyboardInterrupt("killed"))  # noqa: E731
+    monkeypatch.setattr(training_run.TrainingRun, "evaluate", killed)  # after the first epoch's checkpoint
+    trained_with = experiment.training_overrides("cfc", 20.0, extra, schedule="headline")
+    with pytest.raises(KeyboardInterrupt):
+        experiment._run_training("cfc", "cfc", 0, str(started), trained_with, False, lambda m: None, "")
+    monkeypatch.undo()
+    assert (started / "checkpoint.pt").is_file() and not (started / "policy.pt").exists()
+    other = experiment.training_overrides("cfc", 0.1, extra, schedule="headline")
+    pools = []
+    monkeypatch.setattr(experiment, "spawn_pool", lambda *args, **kwargs: pools.append(args) or 1 / 0)
+    argv = ["eval", "--experiment", "headline", "--archs", "cfc", "--recipes", "off", "--seeds", "2", "--resume",
+            "--out", str(out), "--no-progress", *(a for t in tiny for a in ("--train-set", t))]  # fmt: skip
+    saved = (started / "config.yaml").read_text()
+    for refused_by in ("config.yaml", "checkpoint.pt"):  # checkpoint.pt: config.yaml lost
+        with pytest.raises(TrainingError) as in_worker:  # what the run's own train says, in a worker before
+            experiment._run_training("cfc", "cfc", 0, str(started), other, True, lambda m: None, "")
+        assert f"{started / refused_by}: the run was started with another config" in str(in_worker.value)
+        assert main([*argv, "--train-minutes", "0.1"]) == 2
+        err = capsys.readouterr().err
+        assert f"training cfc (seed 0) in {started}: {in_worker.value}" in err, err
+        assert pools == [] and not (started.parent / "seed_1").exists()
+        (started / "config.yaml").unlink(missing_ok=True)
+    # the run's own options, its config.yaml an older version's (no training.action_noise_tau): resumed in the pool
+    older = yaml.safe_load(saved)
+    del older["training"]["action_noise_tau"]
+    (started / "config.yaml").write_text(yaml.safe_dump(older))
+    with pytest.raises(ZeroDivisionError):
+        main([*argv, "--train-minutes", "20"])
+    assert len(pools) == 1

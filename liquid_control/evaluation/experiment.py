@@ -215,6 +215,24 @@ def init_training_worker() -> None:
     tqdm.set_lock(threading.RLock())
 
 
+def _refused(name: str, seed: int, out_dir: str, exc: Exception) -> EvaluationSetupError:
+    """A training run's refusal (``train``'s TrainingError), naming the run."""
+    return EvaluationSetupError(f"training {name} (seed {seed}) in {out_dir}: {exc}")
+
+
+def _check_started_run(name: str, arch: str, seed: int, out_dir: str, overrides: dict) -> None:
+    """Refuse to continue the interrupted run in ``out_dir`` with other options than its own, as its ``train``
+    (``check_resume``: the trainer's own comparison) would refuse it in the pool."""
+    from liquid_control.policy import PolicyConfigError
+    from liquid_control.training import TrainingError
+    from liquid_control.training.trainer import check_resume
+
+    try:
+        check_resume(config_path(arch), out_dir, overrides or None, seed)
+    except (TrainingError, PolicyConfigError) as exc:
+        raise _refused(name, seed, out_dir, exc) from None
+
+
 def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:
     """One training run in a worker process: returns where the policy is and what training measured."""
     from liquid_control.policy import read_metadata
@@ -233,7 +251,7 @@ def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, r
         try:
             _run_training(name, arch, seed, out_dir, overrides, resume and _is_started(out_dir), log, "")
         except TrainingError as exc:  # e.g. --resume with another schedule: a clear error, not a trace
-            raise EvaluationSetupError(f"training {name} (seed {seed}) in {out_dir}: {exc}") from None
+            raise _refused(name, seed, out_dir, exc) from None
         trained_here = True
     metadata = read_metadata(policy_path)
     cpu_s = round(time.process_time() - cpu_started, 1) if trained_here else None
@@ -287,10 +305,13 @@ def train_all(
                     f"{out_dir} already holds a training run: pass --resume to continue "
                     "the experiment, or choose another --out"
                 )
-            if _is_finished(out_dir, resume):  # here, before any run starts (a worker checks again where it keeps
-                # the run: a Ray node's folder). Found in a worker, a pool had started and runs not begun before
-                # were training with the other options when the refusal came
+            # here, before any run starts (a worker checks again where it keeps the run: a Ray node's folder).
+            # Found in a worker, a pool had started and runs not begun before were training with the other
+            # options when the refusal came
+            if _is_finished(out_dir, resume):
                 _check_run_config(out_dir, arch, overrides[name])
+            elif resume and _is_started(out_dir) and backend != "ray":  # on Ray: _check_ray_start (trained afresh)
+                _check_started_run(name, arch, seed, out_dir, overrides[name])
             jobs.append((name, arch, seed, out_dir, overrides[name], resume))
     if backend == "ray":
         return _train_on_ray(jobs, on_work)

@@ -339,6 +339,51 @@ def _run_config(
     return cfg if data is None else bag_data.bag_run_config(cfg, explicit=overrides or {})
 
 
+def _settings(config, overrides: dict | None, data: dict | None, out: Path, resume: bool):
+    """The run's settings as ``train`` reads them: ``(config, overrides, data, cfg, own_config)``: the config given
+    (None with ``resume``: the run's own, its config.yaml, else its checkpoint's), the overrides without the data
+    section's, the bag data settings (None: a simulated run) and the validated config of the run."""
+    overrides, data_sets = bag_data.split_overrides(overrides)  # --set data.window=...: the data section's
+    config, data = bag_data.resolve(config, data, out, data_sets, resume)
+    saved, checkpoint = out / "config.yaml", out / "checkpoint.pt"
+    own_config = config is None  # the run's own config (config.yaml, else its checkpoint's)
+    if config is None:
+        if saved.is_file():
+            config = saved
+        elif checkpoint.is_file():  # config.yaml lost: the checkpoint holds the run's config
+            config = read_training_checkpoint(checkpoint)["config"]
+        else:
+            raise TrainingError(f"no config given and no {saved} to resume from")
+    # A run being resumed may have started before a check of settings without effect existed (load_policy's
+    # reason for strict=False): it continues as it began; the comparison with its own (_check_same_run) still holds.
+    return config, overrides, data, _run_config(config, overrides, data, not resume, own_config), own_config
+
+
+def _check_same_run(out: Path, cfg: dict, seed: int, as_run) -> tuple[dict | None, str | None, str | None]:
+    """Refuse to continue the run in ``out`` with another config or seed than its own (its config.yaml, its
+    checkpoint's, else its command.txt's seed); returns its checkpoint (None: none yet) and, without one, its first
+    command and that command's working directory (``recorded_command``)."""
+    saved, checkpoint = out / "config.yaml", out / "checkpoint.pt"
+    if saved.is_file():
+        check_saved_config(saved, cfg, as_run)
+    ck = read_training_checkpoint(checkpoint, cfg, seed, as_run) if checkpoint.exists() else None
+    return (ck, None, None) if ck is not None else (None, *recorded_command(out, seed))
+
+
+def check_resume(config: str | Path | dict, out_dir: str | Path, overrides: dict | None = None, seed: int = 0) -> None:
+    """Refuse (TrainingError, PolicyConfigError) a resume of the run in ``out_dir`` with another config, overrides or
+    seed than its own, as ``train(config, out_dir, resume=True, overrides=..., seed=...)`` refuses it (the same
+    comparison), without training: reads, writes nothing, sets no torch threads. For a caller that starts many
+    runs at once (the experiment's ``train_all``): a refusal found by one run's ``train`` came after the others had
+    started with the other options."""
+    out = Path(out_dir)
+    folder_lock.check_free(out, "train into another --out", TrainingError)
+    _, _, data, cfg, _ = _settings(config, overrides, None, out, resume=True)
+    as_run = None if data is None else bag_data.bag_run_config
+    if check_out_dir(out, True, cfg, as_run):
+        _check_same_run(out, cfg, seed, as_run)
+
+
 def config_text(cfg: dict, from_bags: bool) -> str:
     """A run's config.yaml: the complete config; a run from bags' without the settings that did not apply to it,
     under a line that says so."""
@@ -393,22 +438,9 @@ def train(
     folder_lock.check_free(out, "train into another --out", TrainingError)
     if config is None and not resume:  # first: a bag run's folder without its data.yaml is refused for this too
         raise TrainingError("no config given (a config is optional only with resume)")
-    overrides, data_sets = bag_data.split_overrides(overrides)  # --set data.window=...: the data section's
-    config, data = bag_data.resolve(config, data, out, data_sets, resume)
-    saved = out / "config.yaml"
-    checkpoint = out / "checkpoint.pt"
-    own_config = config is None  # the run's own config (config.yaml, else its checkpoint's)
-    if config is None:
-        if saved.is_file():
-            config = saved
-        elif checkpoint.is_file():  # config.yaml lost: the checkpoint holds the run's config
-            config = read_training_checkpoint(checkpoint)["config"]
-        else:
-            raise TrainingError(f"no config given and no {saved} to resume from")
-    # A run being resumed may have started before a check of settings without effect existed (load_policy's
-    # reason for strict=False): it continues as it began; the comparison with its config.yaml below still holds.
+    config, overrides, data, cfg, own_config = _settings(config, overrides, data, out, resume)
+    saved, checkpoint = out / "config.yaml", out / "checkpoint.pt"
     strict = not resume
-    cfg = _run_config(config, overrides, data, strict, own_config)
     try:  # what the config asks of its world (and the episode seeds of its schedule), before anything is written
         check_world_settings(cfg, data)
         check_episode_seeds(cfg, 0, simulated=data is None)  # the schedule's bounds alone: the file's to answer for
@@ -421,10 +453,7 @@ def train(
     if not resume and not strict:  # resume of a new or empty folder starts a run: it gets a new run's checks
         cfg = _run_config(config, overrides, data, strict=True, recorded=own_config)
     # Every check of a resume comes before anything is written, so a refused resume changes nothing.
-    if resume and saved.is_file():
-        check_saved_config(saved, cfg, as_run)
-    ck = read_training_checkpoint(checkpoint, cfg, seed, as_run) if resume and checkpoint.exists() else None
-    first_command, first_folder = recorded_command(out, seed) if resume and ck is None else (None, None)
+    ck, first_command, first_folder = _check_same_run(out, cfg, seed, as_run) if resume else (None, None, None)
     # where the command ran: its relative paths (--config, --bag, --out) mean nothing without it
     working_directory = os.getcwd() if command else None
     start = None  # (weights, record) of a warm start, checked before anything is written
