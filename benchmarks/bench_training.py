@@ -127,17 +127,19 @@ def main(argv=None) -> int:
     for name, least in minimum.items():  # the medians need a round, an epoch needs an episode
         if getattr(args, name) < least:
             parser.error(f"--{name.replace('_', '-')} must be >= {least}, got {getattr(args, name)}")
-    import torch  # after the options are checked: a wrong one is refused at once, not after torch's import
+    from liquid_control.policy import PolicyConfigError, load_config
 
-    from liquid_control.cells import kernels
-    from liquid_control.policy import Policy, PolicyConfigError, load_config
-    from liquid_control.training.bc import bc_epoch
-
-    torch.set_num_threads(1)
     try:
         config = load_config(args.config)
     except PolicyConfigError as exc:  # not found, or not a valid recipe
         parser.error(str(exc))
+    import torch  # after the options and the config are checked: a wrong one is refused at once, not after torch's
+
+    from liquid_control.cells import kernels
+    from liquid_control.policy import Policy
+    from liquid_control.training.bc import bc_epoch
+
+    torch.set_num_threads(1)
     episodes = episodes_of(args, config)
     t = config["training"]
     fit = dict(batch_size=t["batch_size"], sequence_length=t["sequence_length"], grad_clip=t["grad_clip"])

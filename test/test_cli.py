@@ -399,3 +399,73 @@ print(json.dumps(said))
     for name, (codes, torch_loaded, mujoco_loaded) in said.items():
         assert codes == [0, 2], (name, codes)
         assert not torch_loaded and not mujoco_loaded, (name, "loaded torch or mujoco to parse its arguments")
+
+
+CONFIG_REFUSALS = """
+import contextlib, io, json, runpy, sys
+from liquid_control import cli
+cases = json.loads(sys.argv[1])
+bench = runpy.run_path(sys.argv[2], run_name="bench_training")
+said = []
+for argv in cases:
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            code = bench["main"](argv[1:]) if argv[0] == "bench" else cli.main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    said.append([code, err.getvalue().splitlines()[-1:], "torch" in sys.modules, "mujoco" in sys.modules])
+print(json.dumps(said))
+"""
+
+
+def test_a_config_refusal_of_train_and_its_benchmark_is_answered_without_loading_torch(tmp_path):
+    """Before: `liquid-control train --config nope.yaml` (or `--set training.nope=1`) and `bench_training.py --config
+    nope.yaml` took 3 s to print their one-line refusal: `liquid_control.policy` imported its model (torch) with
+    the package, and train imported its trainer (torch and the worlds) before it read the config. They now refuse a
+    missing or unreadable config, an unknown key and a bad --set value without torch or MuJoCo."""
+    rover = str(REPO / "policies" / "configs" / "cfc_ncp_rover.yaml")
+    binary = tmp_path / "policy.yaml"
+    binary.write_bytes(b"\x80\x02\xff not a config")
+    wrong_key = tmp_path / "wrong_key.yaml"
+    wrong_key.write_text((REPO / "policies" / "configs" / "cfc_ncp_rover.yaml").read_text() + "\nnope: 1\n")
+    out = str(tmp_path / "run")
+    refusals = {  # argv -> what the refusal says
+        ("train", "--config", "nope.yaml"): "--config: policy config 'nope.yaml': no such file",
+        ("train", "--config", str(binary)): f"{binary}: not a YAML text file",
+        ("train", "--config", str(wrong_key)): f"{wrong_key}: config: unknown key(s) 'nope'",
+        ("train", "--config", rover, "--set", "training.nope=1"): "training: unknown key(s) 'nope'",
+        ("train", "--config", rover, "--set", "training.epochs_first=abc"): "training.epochs_first: expected an int",
+        ("train", "--config", rover, "--set", "training.epochs_first=[1"): "the value is not valid YAML",
+        ("bench", "--config", "nope.yaml"): "error: nope.yaml: policy config not found",
+    }
+    cases = [[*argv, "--out", out] if argv[0] == "train" else list(argv) for argv in refusals]
+    bench = str(REPO / "benchmarks" / "bench_training.py")
+    result = subprocess.run(
+        [sys.executable, "-c", CONFIG_REFUSALS, json.dumps(cases), bench], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    for (argv, expected), (code, said, torch_loaded, mujoco_loaded) in zip(refusals.items(), json.loads(result.stdout)):
+        assert code == 2 and len(said) == 1 and expected in said[0], (argv, code, said)
+        assert not torch_loaded and not mujoco_loaded, (argv, "loaded torch or mujoco to refuse its config")
+    assert not Path(out).exists()
+
+
+def test_a_config_refusal_into_a_folder_in_use_still_names_the_lock_first(tmp_path, capsys):
+    """train checks the folder's lock before the config; the config check made before the trainer's import (see
+    the test above) leaves a folder another process holds to it, so the refusal still names that process."""
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = os.open(out, os.O_RDONLY | os.O_DIRECTORY)  # what a running `liquid-control train` holds
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        argv = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(out), "--set", "nope=1"]
+        assert cli.main(argv) == 2
+        assert capsys.readouterr().err == (
+            f"liquid-control train: error: {out}: another process is writing in this folder and holds its lock; wait "
+            "for it to end, or train into another --out\n"
+        )
+    finally:
+        os.close(holder)

@@ -141,43 +141,103 @@ def _kept(out: Path) -> str | None:
     return f"{out} keeps the finished epochs and {data}"
 
 
+def _check_new_run_config(config: str, out: str, overrides: dict) -> None:
+    """A new simulated run's config file and ``--set`` values, checked as ``train`` checks them first (the same calls,
+    the same order), before the trainer's import loads torch and the worlds (3 s): a mistyped key is refused at once.
+    Where ``train`` says something else first (a folder another process holds, a config's ``data:`` section), it is
+    left to ``train``, which checks them all again."""
+    from liquid_control import folder_lock
+    from liquid_control.policy.config import apply_overrides, load_config, read_config_yaml
+
+    if folder_lock.in_use_elsewhere(out):  # train refuses naming the process that holds it
+        return
+    raw = read_config_yaml(config)
+    if isinstance(raw, dict) and "data" in raw:  # a run on bags: train checks its data section first
+        return
+    cfg = load_config(config)
+    if overrides:
+        apply_overrides(cfg, overrides)
+
+
+def _checked_request(args) -> tuple[dict, dict]:
+    """The command line's ``--set`` overrides and data options, checked (ValueError, PolicyConfigError, BagError)
+    without torch; ``args.config`` becomes the config file it names."""
+    from liquid_control.bags.stream import data_overrides
+
+    data = data_overrides(args)
+    if args.bag:
+        data["bags"] = list(args.bag)
+    if args.val_bag:
+        data["validation"] = list(args.val_bag)
+    overrides = parse_overrides(args.overrides)
+    if args.augment:
+        from .augment import PHOTOMETRIC
+
+        section = overrides.get("training")
+        given = "training.augmentation" in overrides or (isinstance(section, dict) and "augmentation" in section)
+        if given:  # --augment replaced the list without a word
+            raise ValueError(
+                f"--augment and --set training.augmentation=...: give one (--augment is "
+                f"training.augmentation=[{', '.join(PHOTOMETRIC)}]; list those with yours in --set)"
+            )
+        overrides["training.augmentation"] = list(PHOTOMETRIC)
+    if args.config is None and not args.resume:
+        raise ValueError("--config is required (except with --resume)")
+    if args.config is not None:  # a shipped config by the docs' name (policies/configs/...), also when installed
+        try:
+            args.config = str(resolve_config_file(args.config))
+        except FileNotFoundError as exc:
+            raise ValueError(f"--config: {exc}") from None
+    problem = output_folder_problem(args.out)
+    if problem:
+        raise ValueError(f"--out {args.out}: {problem}")
+    on_bags = data or any(key == "data" or key.startswith("data.") for key in overrides)  # as bag_data splits them
+    if args.config is not None and not args.resume and not on_bags:
+        _check_new_run_config(args.config, args.out, overrides)
+    return overrides, data
+
+
+def _answer(args, exc: BaseException, refused: tuple) -> int:
+    """The exit code of a run that ``exc`` ended, and its line on stderr: a request refused (an exception of
+    ``refused``: 2), Ctrl-C or SIGTERM (130, 143), a failed write (an OSError: 1)."""
+    if isinstance(exc, refused):
+        said = str(exc)
+        if args.augment and said.startswith("training.augmentation: "):  # the list --augment set, not the file's
+            said = f"--augment (training.augmentation): {said.removeprefix('training.augmentation: ')}"
+            said = said.replace("; leave it []", "; leave --augment out")
+        print(f"liquid-control train: error: {said}", file=sys.stderr)
+        return 2
+    if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: finished epochs and episodes are on disk; no traceback
+        kept = _kept(Path(args.out))
+        kept = (
+            f"{kept}; add --resume to continue" if kept else "nothing was collected or trained yet, and nothing is kept"
+        )
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"liquid-control train: {stopped}: {kept}", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
+    # an OSError: the disk filled up, or the folder is read-only: every write is atomic, nothing is torn
+    where = exc.filename or args.out
+    kept = _kept(Path(args.out))
+    kept = f"{kept}; make room and add --resume to continue" if kept else "nothing was collected or trained yet"
+    print(f"liquid-control train: error: cannot write {where}: {exc.strerror or exc}; {kept}", file=sys.stderr)
+    return 1
+
+
 def run(args) -> int:
     """Train one policy from the parsed options; exit code 2 with the reason for a refused request."""
     from liquid_control.bags import BagError
-    from liquid_control.bags.stream import data_overrides
     from liquid_control.policy import PolicyConfigError
 
-    from .trainer import TrainingError, train
-
     keep_freed_memory()
-    try:
-        data = data_overrides(args)
-        if args.bag:
-            data["bags"] = list(args.bag)
-        if args.val_bag:
-            data["validation"] = list(args.val_bag)
-        overrides = parse_overrides(args.overrides)
-        if args.augment:
-            from .augment import PHOTOMETRIC
+    refused = (PolicyConfigError, BagError, ValueError)
+    try:  # the checks that need neither torch nor the worlds
+        overrides, data = _checked_request(args)
+    except (*refused, KeyboardInterrupt, OSError) as exc:
+        return _answer(args, exc, refused)
+    from .trainer import TrainingError, train  # torch and the worlds (3 s): after the checks above
 
-            section = overrides.get("training")
-            given = "training.augmentation" in overrides or (isinstance(section, dict) and "augmentation" in section)
-            if given:  # --augment replaced the list without a word
-                raise ValueError(
-                    f"--augment and --set training.augmentation=...: give one (--augment is "
-                    f"training.augmentation=[{', '.join(PHOTOMETRIC)}]; list those with yours in --set)"
-                )
-            overrides["training.augmentation"] = list(PHOTOMETRIC)
-        if args.config is None and not args.resume:
-            raise ValueError("--config is required (except with --resume)")
-        if args.config is not None:  # a shipped config by the docs' name (policies/configs/...), also when installed
-            try:
-                args.config = str(resolve_config_file(args.config))
-            except FileNotFoundError as exc:
-                raise ValueError(f"--config: {exc}") from None
-        problem = output_folder_problem(args.out)
-        if problem:
-            raise ValueError(f"--out {args.out}: {problem}")
+    refused += (TrainingError,)
+    try:
         command = getattr(args, "command_line", None)  # set by liquid_control.cli; None for run(args) from Python
         with sigterm_as_interrupt("liquid-control train"):
             result = train(
@@ -193,27 +253,8 @@ def run(args) -> int:
                 data=data or None,
                 init_from=args.init_from,
             )
-    except (PolicyConfigError, TrainingError, BagError, ValueError) as exc:
-        said = str(exc)
-        if args.augment and said.startswith("training.augmentation: "):  # the list --augment set, not the file's
-            said = f"--augment (training.augmentation): {said.removeprefix('training.augmentation: ')}"
-            said = said.replace("; leave it []", "; leave --augment out")
-        print(f"liquid-control train: error: {said}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: finished epochs and episodes are on disk; no traceback
-        kept = _kept(Path(args.out))
-        kept = (
-            f"{kept}; add --resume to continue" if kept else "nothing was collected or trained yet, and nothing is kept"
-        )
-        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"liquid-control train: {stopped}: {kept}", file=sys.stderr)
-        return 143 if isinstance(exc, Terminated) else 130
-    except OSError as exc:  # the disk filled up, or the folder is read-only: every write is atomic, nothing is torn
-        where = exc.filename or args.out
-        kept = _kept(Path(args.out))
-        kept = f"{kept}; make room and add --resume to continue" if kept else "nothing was collected or trained yet"
-        print(f"liquid-control train: error: cannot write {where}: {exc.strerror or exc}; {kept}", file=sys.stderr)
-        return 1
+    except (*refused, KeyboardInterrupt, OSError) as exc:
+        return _answer(args, exc, refused)
     success = "not measured" if result.success is None else f"{result.success:.0%}"
     if result.success is None and data:
         success = "not measured: trained from bags"
