@@ -151,21 +151,6 @@ def _wanted_config(arch: str, overrides: dict) -> dict:
     return apply_overrides(wanted, overrides) if overrides else wanted
 
 
-def _check_run_config(out_dir: str, arch: str, overrides: dict) -> None:
-    """Refuse to keep or continue a run in ``out_dir`` that was trained with other options."""
-    from liquid_control.policy import PolicyConfigError, load_config
-
-    try:
-        same = load_config(os.path.join(out_dir, "config.yaml")) == _wanted_config(arch, overrides)
-    except PolicyConfigError as exc:
-        raise EvaluationSetupError(f"{out_dir}: {exc}") from None
-    if not same:
-        raise EvaluationSetupError(
-            f"{out_dir} was trained with another config or schedule (--schedule, --train-minutes, "
-            "--train-set); resume with the same options, or choose another --out"
-        )
-
-
 def _is_started(out_dir: str) -> bool:
     """Whether ``out_dir`` holds an interrupted training run (what `train --resume` continues)."""
     return os.path.exists(os.path.join(out_dir, "checkpoint.pt")) or os.path.isdir(os.path.join(out_dir, "data"))
@@ -220,9 +205,10 @@ def _refused(name: str, seed: int, out_dir: str, exc: Exception) -> EvaluationSe
     return EvaluationSetupError(f"training {name} (seed {seed}) in {out_dir}: {exc}")
 
 
-def _check_started_run(name: str, arch: str, seed: int, out_dir: str, overrides: dict) -> None:
-    """Refuse to continue the interrupted run in ``out_dir`` with other options than its own, as its ``train``
-    (``check_resume``: the trainer's own comparison) would refuse it in the pool."""
+def _check_kept_run(name: str, arch: str, seed: int, out_dir: str, overrides: dict) -> None:
+    """Refuse to keep the finished run in ``out_dir``, or continue the interrupted one, with other options than its
+    own, as its ``train --resume`` would refuse it (``check_resume``: the trainer's own comparison; an older
+    version's config.yaml read as the run reads it)."""
     from liquid_control.policy import PolicyConfigError
     from liquid_control.training import TrainingError
     from liquid_control.training.trainer import check_resume
@@ -244,7 +230,7 @@ def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, r
     cpu_started = time.process_time()  # this worker runs one training at a time: its CPU time is this run's
     trained_here = False
     if _is_finished(out_dir, resume):
-        _check_run_config(out_dir, arch, overrides)
+        _check_kept_run(name, arch, seed, out_dir, overrides)
         _log_with_prefix(f"{name} seed {seed}", f"already trained: {policy_path}")
     else:
         log = functools.partial(_log_with_prefix, f"{name} seed {seed}")
@@ -307,11 +293,9 @@ def train_all(
                 )
             # here, before any run starts (a worker checks again where it keeps the run: a Ray node's folder).
             # Found in a worker, a pool had started and runs not begun before were training with the other
-            # options when the refusal came
-            if _is_finished(out_dir, resume):
-                _check_run_config(out_dir, arch, overrides[name])
-            elif resume and _is_started(out_dir) and backend != "ray":  # on Ray: _check_ray_start (trained afresh)
-                _check_started_run(name, arch, seed, out_dir, overrides[name])
+            # options when the refusal came. On Ray an interrupted run trains afresh (_check_ray_start)
+            if _is_finished(out_dir, resume) or (resume and _is_started(out_dir) and backend != "ray"):
+                _check_kept_run(name, arch, seed, out_dir, overrides[name])
             jobs.append((name, arch, seed, out_dir, overrides[name], resume))
     if backend == "ray":
         return _train_on_ray(jobs, on_work)
