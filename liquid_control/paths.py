@@ -85,6 +85,17 @@ def _shipped_candidates(path: Path, folder: Path) -> list[Path]:
     return [folder / path] + ([in_share] if in_share.is_relative_to(folder) else [])
 
 
+def shipped_name_hint(value: str, folder: Path, suffix: str) -> str:
+    """``; did you mean NAME.pt?`` where ``value``, a name without a suffix that names no file, is a shipped file's
+    name without its ``suffix`` (``cfc_ncp_rover`` for policies/cfc_ncp_rover.pt): the names the docs list are the
+    files'. Empty otherwise."""
+    path = Path(value).expanduser()
+    if path.suffix or path.is_absolute() or not path.name:
+        return ""
+    named = path.with_name(path.name + suffix)
+    return f"; did you mean {named}?" if any(p.is_file() for p in _shipped_candidates(named, folder)) else ""
+
+
 def resolve_policy_file(value: str) -> Path:
     """A policy file named as a user would: an absolute path or one relative to the working directory, else
     a shipped policy (share/liquid_control/policies, by name or as the docs' ``policies/cfc_ncp_rover.pt``). A
@@ -102,7 +113,7 @@ def resolve_policy_file(value: str) -> Path:
         if path is None:
             raise FileNotFoundError(
                 f"policy {value!r}: no such policy file ({Path(value).expanduser().resolve()}, nor a shipped policy "
-                f"{' or '.join(map(str, shipped))})"
+                f"{' or '.join(map(str, shipped))}){shipped_name_hint(value, policies_dir(), '.pt')}"
             )
     if not present(path):
         raise FileNotFoundError(f"policy {value!r}: no such policy file ({path})")
@@ -127,7 +138,7 @@ def resolve_config_file(value: str) -> Path:
     if found is None:
         raise FileNotFoundError(
             f"policy config {value!r}: no such file ({path.resolve()}, nor a shipped config "
-            f"{' or '.join(map(str, shipped))})"
+            f"{' or '.join(map(str, shipped))}){shipped_name_hint(value, policies_dir() / 'configs', '.yaml')}"
         )
     return found
 

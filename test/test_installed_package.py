@@ -347,3 +347,23 @@ def test_eval_says_when_it_takes_the_shipped_file_for_a_name_not_in_the_working_
     assert (
         f"policies/cfc_ncp_rover.pt is not in {tmp_path}: the shipped {paths.policies_dir()}" in capsys.readouterr().err
     )
+
+
+def test_a_shipped_file_named_without_its_suffix_is_refused_with_its_name(tmp_path, monkeypatch):
+    """Before: `eval --policy cfc_ncp_rover`, `sim --policy cfc_ncp_rover` and `train --config cfc_ncp_rover` (the
+    names the docs list, without .pt / .yaml) said only that no such file exists; the refusal now names the file."""
+    from liquid_control.evaluation.plan import EvaluationSetupError, build_plan
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        EvaluationSetupError, match=r"'cfc_ncp_rover' does not exist .*; did you mean cfc_ncp_rover\.pt\?$"
+    ):
+        build_plan(["cfc_ncp_rover"], ["in_distribution"], 1)
+    with pytest.raises(FileNotFoundError, match=r"; did you mean policies/ltc_ncp_rover\.pt\?$"):
+        paths.resolve_policy_file("policies/ltc_ncp_rover")
+    with pytest.raises(FileNotFoundError, match=r"; did you mean cfc_ncp_rover\.yaml\?$"):
+        paths.resolve_config_file("cfc_ncp_rover")
+    for name in ("nope", "cfc_ncp_rover.yaml", str(tmp_path / "cfc_ncp_rover")):  # no shipped file by that name
+        with pytest.raises(FileNotFoundError) as refused:
+            paths.resolve_policy_file(name)
+        assert "did you mean" not in str(refused.value)

@@ -20,7 +20,13 @@ from liquid_control.conventions.params import EPISODE_SEED_LIMIT
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies
-from liquid_control.paths import expand_pattern, output_folder_problem, resolve_policy_file
+from liquid_control.paths import (
+    expand_pattern,
+    output_folder_problem,
+    policies_dir,
+    resolve_policy_file,
+    shipped_name_hint,
+)
 from liquid_control.runtime.backends import checkpoint_sha256
 
 EXPERT = "expert"
@@ -176,7 +182,8 @@ def checkpoint_file(path: str, name: str | None) -> str:
     except OSError:
         shipped = None
     if shipped is None or not os.path.isfile(shipped):  # (only a .pt's .onnx export: evaluation runs checkpoints)
-        raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r})")
+        hint = shipped_name_hint(path, policies_dir(), ".pt")
+        raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r}){hint}")
     print(f"liquid-control eval: {path} is not in {os.getcwd()}: the shipped {shipped}", file=sys.stderr, flush=True)
     return shipped
 
