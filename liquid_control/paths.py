@@ -96,6 +96,16 @@ def shipped_name_hint(value: str, folder: Path, suffix: str) -> str:
     return f"; did you mean {named}?" if any(p.is_file() for p in _shipped_candidates(named, folder)) else ""
 
 
+def shipped_policy_for(value: str) -> Path | None:
+    """The shipped policy file that ``value``, a relative name with no such file in the working directory, names as
+    the docs do (``policies/cfc_ncp_rover.pt``, or ``cfc_ncp_rover.pt``); None otherwise. The commands that read a
+    checkpoint take the docs' names from any folder, as a user of the installed package runs them."""
+    path = Path(value).expanduser()
+    if path.is_absolute() or path.exists():
+        return None
+    return next((p for p in _shipped_candidates(path, policies_dir()) if p.is_file()), None)
+
+
 def resolve_policy_file(value: str) -> Path:
     """A policy file named as a user would: an absolute path or one relative to the working directory, else
     a shipped policy (share/liquid_control/policies, by name or as the docs' ``policies/cfc_ncp_rover.pt``). A

@@ -367,3 +367,19 @@ def test_a_shipped_file_named_without_its_suffix_is_refused_with_its_name(tmp_pa
         with pytest.raises(FileNotFoundError) as refused:
             paths.resolve_policy_file(name)
         assert "did you mean" not in str(refused.value)
+
+
+def test_export_takes_a_shipped_policy_by_the_docs_name_from_any_folder_and_writes_here(tmp_path, monkeypatch, capsys):
+    """Before: `liquid-control export policies/cfc_ncp_rover.pt -o deploy/rover.onnx` (its own --help example) said
+    "policy file not found" outside the checkout, which eval, sim and policy_node take from any folder; the export
+    lands in the working directory, never beside the shipped file."""
+    from liquid_control import cli
+
+    monkeypatch.chdir(tmp_path)
+    shipped = sorted(paths.policies_dir().iterdir())
+    assert cli.main(["export", "policies/cfc_rover.pt"]) == 0
+    assert (tmp_path / "policies" / "cfc_rover.onnx").is_file() and sorted(paths.policies_dir().iterdir()) == shipped
+    err = capsys.readouterr().err
+    assert f"policies/cfc_rover.pt is not in {tmp_path}: the shipped {paths.policies_dir() / 'cfc_rover.pt'}" in err
+    assert cli.main(["export", "cfc_rover"]) == 2
+    assert capsys.readouterr().err.endswith("cfc_rover: policy file not found; did you mean cfc_rover.pt?\n")

@@ -26,6 +26,7 @@ from liquid_control.paths import (
     policies_dir,
     resolve_policy_file,
     shipped_name_hint,
+    shipped_policy_for,
 )
 from liquid_control.runtime.backends import checkpoint_sha256
 
@@ -177,15 +178,12 @@ def checkpoint_file(path: str, name: str | None) -> str:
         )
     if os.path.isfile(path):
         return path
-    try:
-        shipped = str(resolve_policy_file(path))
-    except OSError:
-        shipped = None
-    if shipped is None or not os.path.isfile(shipped):  # (only a .pt's .onnx export: evaluation runs checkpoints)
+    shipped = shipped_policy_for(path)
+    if shipped is None:
         hint = shipped_name_hint(path, policies_dir(), ".pt")
         raise EvaluationSetupError(f"checkpoint {path!r} does not exist (policy {name or path!r}){hint}")
     print(f"liquid-control eval: {path} is not in {os.getcwd()}: the shipped {shipped}", file=sys.stderr, flush=True)
-    return shipped
+    return str(shipped)
 
 
 def resolve_policy(name: str | None, paths: list[str], default_world: str) -> PolicySpec:

@@ -24,13 +24,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from liquid_control.paths import user_path
+from liquid_control.paths import policies_dir, shipped_name_hint, shipped_policy_for, user_path
 
 from .backends import (
     CAMERA,
@@ -566,11 +567,17 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 2
-    out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")
+    out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")  # a shipped one's: here
+    source = shipped_policy_for(args.policy) or Path(args.policy)
+    if source != Path(args.policy):
+        print(f"liquid-control export: {args.policy} is not in {os.getcwd()}: the shipped {source}", file=sys.stderr)
     try:
-        policy, source_sha256 = load_hashed_policy(args.policy)
+        policy, source_sha256 = load_hashed_policy(source)
     except PolicyLoadError as exc:
-        print(f"liquid-control export: error: {exc}", file=sys.stderr)
+        print(
+            f"liquid-control export: error: {exc}{shipped_name_hint(args.policy, policies_dir(), '.pt')}",
+            file=sys.stderr,
+        )
         return 2
     except CheckpointReplacedError as exc:
         print(
@@ -580,7 +587,7 @@ def run(args) -> int:
     except (ExportError, OSError) as exc:
         print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)
         return 2
-    if out.resolve() == Path(args.policy).resolve():
+    if out.resolve() == source.resolve():
         print(
             f"liquid-control export: error: {out} is the checkpoint itself: give another output file (-o)",
             file=sys.stderr,
