@@ -1816,6 +1816,7 @@ def test_a_resume_with_other_training_options_is_refused_before_any_run_starts(t
     err = capsys.readouterr().err
     said = f"training cfc (seed 0) in {finished}: {finished / 'config.yaml'}: the run was started with another config"
     assert said in err, err  # what `train --resume` says of it: the trainer's comparison
+    assert "of its --schedule, --train-minutes and --train-set: resume with those the run was trained with" in err
     assert started == [] and not (finished.parent / "seed_1").exists()
     # the same options as the run's: kept, and the run not begun before goes to the pool
     same = [*argv[:-5], "--train-minutes", "20", "--out", str(out), "--no-progress"]

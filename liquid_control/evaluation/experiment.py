@@ -215,8 +215,11 @@ def _check_kept_run(name: str, arch: str, seed: int, out_dir: str, overrides: di
 
     try:
         check_resume(config_path(arch), out_dir, overrides or None, seed)
-    except (TrainingError, PolicyConfigError) as exc:
-        raise _refused(name, seed, out_dir, exc) from None
+    except (TrainingError, PolicyConfigError) as exc:  # train's words; what the experiment's user can change:
+        raise EvaluationSetupError(
+            f"{_refused(name, seed, out_dir, exc)}. The experiment's runs train with the config of its --schedule, "
+            "--train-minutes and --train-set: resume with those the run was trained with, or choose another --out"
+        ) from None
 
 
 def _train_one(name: str, arch: str, seed: int, out_dir: str, overrides: dict, resume: bool) -> dict:

@@ -1,9 +1,9 @@
 """The main loop of a simple node executable: the node runs until SIGINT/SIGTERM, then cleans up and exits 0.
 
 rclpy's own signal handling is off (``SignalHandlerOptions.NO``): a signal only sets an event, so the loop ends
-between callbacks and ``finish`` (closing a bag, logging counts) always runs; a second one ends a wait in it for a
-stop's acknowledgement (``ros.delivery``). A setting the node refuses at construction is printed on stderr and the
-process exits with status 2, as a command-line usage error.
+between callbacks and ``finish`` (closing a bag, logging counts) always runs; a second one (0.5 s or more after the
+first: ``REPEATED_SIGNAL_S``) ends a wait in it for a stop's acknowledgement (``ros.delivery``). A setting the node
+refuses at construction is printed on stderr and the process exits with status 2, as a command-line usage error.
 ``named_counts`` writes the counters a node or command reports when it ends (a bag's messages per topic, the policy
 node's summary) as every such line says them.
 """

@@ -1468,7 +1468,8 @@ def main(args=None) -> int:
     """Entry point of the ``policy_node`` executable.
 
     SIGINT/SIGTERM end the loop between callbacks, then the node shuts down through its lifecycle (publishing
-    a stop command) before the context goes away; a second one ends the wait for the stop's acknowledgement.
+    a stop command) before the context goes away; a second one (0.5 s or more after the first) ends the wait for
+    the stop's acknowledgement.
     During a configure (which may build the compiled kernels or load a large file) they abandon it at once: the
     node stays stoppable whatever it is waiting for.
     Exit status: 0 after a requested stop, 1 when autostart is not a boolean or autostart's configure or activate

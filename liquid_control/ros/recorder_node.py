@@ -382,7 +382,7 @@ def take_delivered(
     and the recorder had not taken yet (a recorder behind on a loaded machine left the end of the run it was asked
     to record out of the bag); those received after it are not the recording's and are left out. Spins without
     waiting until a few turns take none (a turn may run a timer or take a later message), at most ``limit_s``; a
-    second signal (:func:`delivery.stop_waiting`) ends it at once."""
+    second signal 0.5 s or more after the first (:func:`delivery.stop_waiting`) ends it at once."""
     from liquid_control.ros.delivery import waits_ended
 
     def taken() -> int:  # recorded, or dropped by a writer behind its disk
