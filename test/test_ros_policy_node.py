@@ -423,6 +423,20 @@ def test_a_signal_just_before_configure_starts_abandons_it(policy_file):
         rclpy.try_shutdown(context=context)
 
 
+def command_until_heard(probe, node_log, listener_out):
+    """Feed the node camera and IMU messages until a command of it reached the listener process (``listener_out``
+    says ``heard``): the node commands, and its command publisher is matched to that subscriber."""
+    cam, imu = connect(probe, node_log)
+    deadline = time.monotonic() + 30.0
+    stamp = time.time()
+    while "heard" not in listener_out.read_text() and time.monotonic() < deadline:
+        stamp += 0.05
+        imu.publish(imu_msg(stamp - 0.01, [0, 0, 0.1, 0, 0, 9.8]))
+        cam.publish(image_msg(stamp, 1)[0])
+        time.sleep(0.05)
+    assert "heard" in listener_out.read_text(), node_log.read_text()
+
+
 def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file, tmp_path):
     """At SIGINT/SIGTERM the node publishes a stop and waits up to 4 s for every subscriber to acknowledge it; a
     second Ctrl-C did not cut that wait: whoever presses it twice wants the process to end at once. A subscriber that
@@ -434,19 +448,10 @@ def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file
     env = isolated_ros_env()
     node_log = tmp_path / "policy_node.log"
     proc = start_policy_node(policy_file, env, tmp_path)
-    listener_out = tmp_path / "listener.out"
-    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, listener_out)
+    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, tmp_path / "listener.out")
     probe = Probe(env)
     try:
-        cam, imu = connect(probe, node_log)
-        deadline = time.monotonic() + 30.0
-        stamp = time.time()
-        while "heard" not in listener_out.read_text() and time.monotonic() < deadline:  # a command reached it
-            stamp += 0.05
-            imu.publish(imu_msg(stamp - 0.01, [0, 0, 0.1, 0, 0, 9.8]))
-            cam.publish(image_msg(stamp, 1)[0])
-            time.sleep(0.05)
-        assert "heard" in listener_out.read_text(), node_log.read_text()
+        command_until_heard(probe, node_log, tmp_path / "listener.out")
         listener.send_signal(signal.SIGSTOP)  # matched, acknowledging nothing from here on
         proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 30.0
@@ -482,19 +487,10 @@ def test_the_same_stop_signal_sent_twice_at_once_still_waits_for_the_acknowledge
     env = isolated_ros_env()
     node_log = tmp_path / "policy_node.log"
     proc = start_policy_node(policy_file, env, tmp_path)
-    listener_out = tmp_path / "listener.out"
-    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, listener_out)
+    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, tmp_path / "listener.out")
     probe = Probe(env)
     try:
-        cam, imu = connect(probe, node_log)
-        deadline = time.monotonic() + 30.0
-        stamp = time.time()
-        while "heard" not in listener_out.read_text() and time.monotonic() < deadline:  # a command reached it
-            stamp += 0.05
-            imu.publish(imu_msg(stamp - 0.01, [0, 0, 0.1, 0, 0, 9.8]))
-            cam.publish(image_msg(stamp, 1)[0])
-            time.sleep(0.05)
-        assert "heard" in listener_out.read_text(), node_log.read_text()
+        command_until_heard(probe, node_log, tmp_path / "listener.out")
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)  # after the first one's handler ran (the node spins in 0.05 s turns): two signals, not one
         proc.send_signal(signal.SIGINT)

@@ -7,7 +7,7 @@ The names below are imported when first used (PEP 562), not with the package: ``
 load_config`` reads and checks a config without loading torch (3 s), so a command refuses a mistyped config at once.
 """
 
-import importlib
+from liquid_control.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "Policy": ".model",
@@ -26,13 +26,4 @@ _EXPORTS = {
     "validate_config": ".config",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -7,7 +7,7 @@ The names below are imported when first used (PEP 562), not with the package: ``
 and an argument mistake are answered without loading torch and the worlds (3 s).
 """
 
-import importlib
+from liquid_control.lazy_exports import lazy_exports
 
 _EXPORTS = {
     "measure_success": ".episodes",
@@ -16,13 +16,4 @@ _EXPORTS = {
     "train": ".trainer",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-
-
-def __dir__():
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
