@@ -1,5 +1,8 @@
 """policy_node over real DDS, in its own process: stamp-difference updates, rejected messages, watchdog."""
 
+import contextlib
+import os
+import signal
 import time
 
 import numpy as np
@@ -423,18 +426,32 @@ def test_a_signal_just_before_configure_starts_abandons_it(policy_file):
         rclpy.try_shutdown(context=context)
 
 
-def command_until_heard(probe, node_log, listener_out):
-    """Feed the node camera and IMU messages until a command of it reached the listener process (``listener_out``
-    says ``heard``): the node commands, and its command publisher is matched to that subscriber."""
-    cam, imu = connect(probe, node_log)
-    deadline = time.monotonic() + 30.0
-    stamp = time.time()
-    while "heard" not in listener_out.read_text() and time.monotonic() < deadline:
-        stamp += 0.05
-        imu.publish(imu_msg(stamp - 0.01, [0, 0, 0.1, 0, 0, 9.8]))
-        cam.publish(image_msg(stamp, 1)[0])
-        time.sleep(0.05)
-    assert "heard" in listener_out.read_text(), node_log.read_text()
+@contextlib.contextmanager
+def node_commanding_a_listener(policy_file, tmp_path):
+    """A policy_node process whose commands reached a listener process (matched to its command publisher: its stop
+    at shutdown is waited for); ``(node process, listener process, node log)``; both stopped after."""
+    env = isolated_ros_env()
+    node_log, listener_out = tmp_path / "policy_node.log", tmp_path / "listener.out"
+    proc = start_policy_node(policy_file, env, tmp_path)
+    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, listener_out)
+    probe = Probe(env)
+    try:
+        cam, imu = connect(probe, node_log)
+        deadline = time.monotonic() + 30.0
+        stamp = time.time()
+        while "heard" not in listener_out.read_text() and time.monotonic() < deadline:
+            stamp += 0.05
+            imu.publish(imu_msg(stamp - 0.01, [0, 0, 0.1, 0, 0, 9.8]))
+            cam.publish(image_msg(stamp, 1)[0])
+            time.sleep(0.05)
+        assert "heard" in listener_out.read_text(), node_log.read_text()
+        yield proc, listener, node_log
+    finally:
+        probe.close()
+        stop_process(proc)
+        if listener.poll() is None:
+            os.kill(listener.pid, signal.SIGCONT)  # stopped by a test
+        stop_process(listener)
 
 
 def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file, tmp_path):
@@ -442,16 +459,7 @@ def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file
     second Ctrl-C did not cut that wait: whoever presses it twice wants the process to end at once. A subscriber that
     never acknowledges (a process stopped with SIGSTOP, still matched) holds the wait; the second SIGINT ends it,
     said in one line, and the stop was published all the same."""
-    import os
-    import signal
-
-    env = isolated_ros_env()
-    node_log = tmp_path / "policy_node.log"
-    proc = start_policy_node(policy_file, env, tmp_path)
-    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, tmp_path / "listener.out")
-    probe = Probe(env)
-    try:
-        command_until_heard(probe, node_log, tmp_path / "listener.out")
+    with node_commanding_a_listener(policy_file, tmp_path) as (proc, listener, node_log):
         listener.send_signal(signal.SIGSTOP)  # matched, acknowledging nothing from here on
         proc.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 30.0
@@ -462,11 +470,6 @@ def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement(policy_file
         time.sleep(REPEATED_SIGNAL_S + 0.1)
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30.0)
-    finally:
-        probe.close()
-        stop_process(proc)
-        os.kill(listener.pid, signal.SIGCONT)
-        stop_process(listener)
     text = node_log.read_text()
     assert code == 0, text
     assert (
@@ -482,23 +485,11 @@ def test_the_same_stop_signal_sent_twice_at_once_still_waits_for_the_acknowledge
     forwarding its own to a node the terminal's reached, a supervisor signalling the process and its group), not a
     person pressing Ctrl-C again: it ended the wait for the stop's acknowledgement, which can lose the stop
     (docs/ros.md, Stopping). Here the subscriber acknowledges: the node waits for it and says nothing was lost."""
-    import signal
-
-    env = isolated_ros_env()
-    node_log = tmp_path / "policy_node.log"
-    proc = start_policy_node(policy_file, env, tmp_path)
-    listener = start_listener_process("cmd_vel", "geometry_msgs.msg.TwistStamped", env, tmp_path / "listener.out")
-    probe = Probe(env)
-    try:
-        command_until_heard(probe, node_log, tmp_path / "listener.out")
+    with node_commanding_a_listener(policy_file, tmp_path) as (proc, _, node_log):
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)  # after the first one's handler ran (the node spins in 0.05 s turns): two signals, not one
         proc.send_signal(signal.SIGINT)
         code = proc.wait(timeout=30.0)
-    finally:
-        probe.close()
-        stop_process(proc)
-        stop_process(listener)
     text = node_log.read_text()
     assert code == 0, text
     assert "summary:" in text and "(1 stops)" in text, text
