@@ -600,6 +600,35 @@ def test_concurrent_processes_never_share_a_test_ros_domain():
     assert 1 <= ours <= 100 and 1 <= theirs <= 100 and theirs != ours
 
 
+def test_an_id_a_running_process_was_started_with_is_not_given_out(tmp_path, monkeypatch):
+    """Before: the id least recently taken was given out whatever ran on it; a node that outlived its test's lock
+    (still stopping, or left running) met the next graph given its id, which stopped itself (exit 4, "another graph
+    runs on ROS_DOMAIN_ID 47"). A process started with the id in its environment holds it as long as it runs."""
+    import os
+    import random
+    import tempfile
+
+    from liquid_control.ros import testing
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # lock files of this test: id 1 the least recently taken
+    for i in range(1, 101):
+        path = tmp_path / f"liquid_control_ros_domain_{i}.lock"
+        path.touch()
+        os.utime(path, (1e9 + i, 1e9 + i))
+    monkeypatch.setattr(random, "shuffle", lambda ids: None)
+    monkeypatch.setattr(testing, "_DOMAIN_LOCKS", [])
+    node = subprocess.Popen(["sleep", "60"], env={**os.environ, "ROS_DOMAIN_ID": "1"})
+    try:
+        assert 1 in testing._domains_of_running_processes()
+        assert testing.free_domain_id() != 1
+    finally:
+        node.kill()
+        node.wait()
+    assert testing.free_domain_id() == 1 or 1 in testing._domains_of_running_processes()  # given out once it ended
+    for handle in testing._DOMAIN_LOCKS:  # (the list of this test, put back after it)
+        handle.close()
+
+
 def test_lock_files_another_user_left_in_tmp_are_read_or_passed_over(tmp_path, monkeypatch):
     """Before: free_domain_id opened each lock file for appending, so a run as another user than the one whose
     run left them in /tmp (root's files, mode 644) got PermissionError from every ROS test. A lock needs only
@@ -634,6 +663,7 @@ def test_lock_files_another_user_left_in_tmp_are_read_or_passed_over(tmp_path, m
     monkeypatch.setattr(os, "open", os_open_as_another_user)
     monkeypatch.setattr(random, "shuffle", lambda ids: None)  # ids tried in order: 1 first
     monkeypatch.setattr(testing, "_DOMAIN_LOCKS", [])
+    monkeypatch.setattr(testing, "_domains_of_running_processes", set)  # not the other tests' graphs running now
     assert testing.free_domain_id() == 2  # 1 passed over, 2 locked through a read-only handle
     assert testing.free_domain_id() == 3  # 2 is held now
     for handle in testing._DOMAIN_LOCKS:  # (the list of this test, put back after it)
