@@ -496,6 +496,28 @@ def test_the_same_stop_signal_sent_twice_at_once_still_waits_for_the_acknowledge
     assert "acknowledged" not in text, text  # neither "a second stop signal ... ended the wait" nor "within 4 s"
 
 
+def test_a_node_without_autostart_says_it_waits_for_its_lifecycle_transitions(policy_file, tmp_path):
+    """Before: `policy_node --ros-args -p policy:=...` (autostart false, the lifecycle default) printed nothing at all
+    while it waited for a configure, whatever its policy: a user could not tell it from a hung node."""
+    env = isolated_ros_env()
+    proc = start_policy_node(policy_file, env, tmp_path, autostart=False)
+    log = tmp_path / "policy_node.log"
+    try:
+        deadline = time.monotonic() + 60.0
+        while "unconfigured:" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, log.read_text()
+    finally:
+        code = stop_process(proc)
+    text = log.read_text()
+    assert code == 0, text
+    assert (
+        "unconfigured: waiting for its lifecycle transitions (ros2 lifecycle set /policy_node configure, then activate"
+        in text
+    ), text
+    assert "]: configured:" not in text and "active: commanding" not in text, text
+
+
 def test_a_string_autostart_is_refused_and_starts_nothing(policy_file, tmp_path):
     """``-p "autostart:='false'"`` gives the string 'false', which is true to Python: the node configured,
     activated and commanded the robot."""

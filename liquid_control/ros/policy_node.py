@@ -1506,6 +1506,12 @@ def main(args=None) -> int:
             elif not stop.is_set() and node.trigger_activate() != TransitionCallbackReturn.SUCCESS:
                 node.get_logger().fatal(f"autostart: {node.failure or 'activate failed'}")
                 code = 1
+        elif not autostart:  # a lifecycle node waits for its manager: said once, so a silent node is not taken for hung
+            name = node.get_fully_qualified_name()
+            node.get_logger().info(
+                f"unconfigured: waiting for its lifecycle transitions (ros2 lifecycle set {name} configure, then "
+                "activate, or a launch file's lifecycle events); -p autostart:=true configures and activates at start"
+            )
         if code == 0:
             spin(executor, stop.is_set)
     except StopRequested as interrupt:
