@@ -535,6 +535,35 @@ def test_replay_with_a_relative_record_topic_does_not_record_the_bags_own_comman
         assert reader.message_count == 0
 
 
+def test_replay_waits_once_for_a_policy_node_that_never_comes(tmp_path, capsys, monkeypatch):
+    """Before: with no policy node, replay waited --wait s for subscribers, said "playing anyway", then waited --wait
+    s more for the node's command publisher before playing anything: twice the wait, the second unsaid. On a
+    simulated clock (replay's sleeps advance it; no real wait): the bag starts playing --wait s after the start."""
+    from types import SimpleNamespace
+
+    from liquid_control.ros import replay
+    from liquid_control.ros.testing import free_domain_id
+
+    clock = SimpleNamespace(now=1000.0, played_at=[])
+    monkeypatch.setattr(
+        replay,
+        "time",
+        SimpleNamespace(monotonic=lambda: clock.now, sleep=lambda s: setattr(clock, "now", clock.now + s)),
+    )
+    real_play = replay.Replay.play
+
+    def play(self, *args, **kwargs):
+        clock.played_at.append(clock.now - 1000.0)
+        return real_play(self, *args, **kwargs)
+
+    monkeypatch.setattr(replay.Replay, "play", play)
+    bag = _small_bag(tmp_path / "bag")
+    argv = ["replay", str(bag), "-o", str(tmp_path / "replayed"), "--wait", "60", "--linger", "0"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 1  # nothing recorded: no node runs
+    assert "no subscriber on any of" in capsys.readouterr().err
+    assert len(clock.played_at) == 1 and 60 <= clock.played_at[0] < 61, clock.played_at  # 60 s, then 0.5 s of discovery
+
+
 def test_replay_stops_at_the_first_failed_write_naming_the_bag_topic_and_count(tmp_path, capsys, monkeypatch):
     """Before: a write into the output bag that failed (its disk full: OSError ENOSPC) killed the executor's
     thread ("Exception in thread"), the playback went on to the end of the bag (hours on a long one) and the

@@ -325,7 +325,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's log times")
     parser.add_argument(
-        "--wait", type=float, default=30.0, help="seconds to wait for subscribers of the replayed topics"
+        "--wait",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the policy node (subscribers of the replayed topics, publishers of the recorded)",
     )
     parser.add_argument("--linger", type=float, default=1.0, help="seconds to keep recording after the last message")
     parser.add_argument(
@@ -473,12 +476,14 @@ def replay(args, gone=None) -> dict:
     unreadable = ""  # a bag that broke off while played (a chunk failing its CRC): the output bag is named with it
     playing, whole = None, 0  # the bag being played and how many were played whole: where a Ctrl-C stopped it
     try:
+        # one --wait for the policy node: its subscriptions to the replayed topics, then its publishers of the
+        # recorded ones (a wait of its own after "playing anyway" doubled it, the messages held back without a word)
+        deadline = time.monotonic() + args.wait
         if not player.wait_for_subscribers(args.wait, check_gone):
             _stderr(
                 f"warning: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
                 "playing anyway",
             )
-        deadline = time.monotonic() + args.wait  # and the recorded topics' publishers (the policy node)
         while recorder.pending and time.monotonic() < deadline and not stop.is_set():
             check_gone()
             time.sleep(0.05)
