@@ -76,6 +76,19 @@ def test_a_setting_given_twice_or_an_empty_item_is_refused(spec, mentions):
     assert mentions in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "spec, hint",
+    [("dsk", "'dsk' (did you mean 'dusk'?)"), ("in_distrbution", "(did you mean 'in_distribution'?)"),
+     ("fgo=0.5", "setting 'fgo' (did you mean 'fog'?)"), ("winter,lightning=dusk", "(did you mean 'lighting'?)"),
+     ("xyz", "'xyz'; valid settings")],
+)  # fmt: skip
+def test_a_mistyped_shift_name_is_refused_with_the_name_it_is_close_to(spec, hint):
+    """Before: only the whole list of settings and presets, for a shift mistyped by a letter."""
+    with pytest.raises(ValueError) as err:
+        parse_shift(spec)
+    assert hint in str(err.value)
+
+
 def test_presets_that_agree_still_combine():
     assert parse_shift("winter_dusk,winter") == parse_shift("winter,season=winter,dusk") == SHIFT_PRESETS["winter_dusk"]
     assert parse_shift("in_distribution,fog") == Shift(fog=0.5)
