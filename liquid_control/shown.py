@@ -1,5 +1,6 @@
 """Values quoted in error messages, cut to a readable length: a refusal names what it refused without printing a
-megabyte string or a 400-digit number whole, and without failing on an integer Python will not print."""
+megabyte string or a 400-digit number whole, and without failing on an integer Python will not print; and the valid
+name a mistyped one is close to (``did_you_mean``)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,19 @@ def _whole_escapes(text: str, limit: int) -> int:
             return i
         i += step
     return limit
+
+
+def did_you_mean(given: list[str], valid) -> str:
+    """`` (did you mean 'window'?)`` for the names of ``given`` close to one of ``valid`` (difflib; several:
+    ``'window' for 'windw', 'mode' for 'mod'``); empty where none is: a name mistyped by a letter is answered with
+    the name, not only with the list of every valid one."""
+    import difflib
+
+    valid = [str(name) for name in valid]
+    pairs = [(name, difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)) for name in given]
+    found = [(name, match[0]) for name, match in pairs if match]
+    if not found:
+        return ""
+    if len(given) == 1:
+        return f" (did you mean {found[0][1]!r}?)"
+    return " (did you mean " + ", ".join(f"{match!r} for {name!r}" for name, match in found) + "?)"

@@ -16,6 +16,8 @@ from typing import Mapping
 
 import numpy as np
 
+from liquid_control.shown import did_you_mean
+
 SEASONS = ("summer", "autumn", "winter")
 LIGHTINGS = ("noon", "overcast", "dusk", "night")
 
@@ -173,14 +175,6 @@ def _number(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
-def _closest(name: str, names) -> str:
-    """`` (did you mean 'dusk'?)`` for a mistyped preset or setting name close to one of ``names``; empty otherwise."""
-    import difflib
-
-    match = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
-
-
 def _valid_keys_message() -> str:
     parts = [f"{k}={'|'.join(v)}" for k, v in CHOICES.items()]
     parts += [f"{k}=<{lo}..{hi}>" for k, (lo, hi) in NUMERIC_RANGES.items()]
@@ -206,7 +200,7 @@ def _item(key: str, value) -> dict:
         except (TypeError, ValueError):
             raise ValueError(f"{key}={value!r} is not a number; valid: {lo} <= {key} <= {hi}") from None
     known = ["dynamics", "season", "lighting", *NUMERIC_RANGES]
-    raise ValueError(f"unknown shift setting {key!r}{_closest(key, known)}; {_valid_keys_message()}")
+    raise ValueError(f"unknown shift setting {key!r}{did_you_mean([key], known)}; {_valid_keys_message()}")
 
 
 def _merge(settings: dict, origins: dict, item: dict, origin: str, typed: bool, spec) -> None:
@@ -249,7 +243,7 @@ def parse_shift(spec: "str | Mapping | Shift | None") -> Shift:
         elif token in SHIFT_PRESETS:
             _merge(settings, origins, SHIFT_PRESETS[token].changed(), token, False, spec)
         else:
-            hint = _closest(token, SHIFT_PRESETS)
+            hint = did_you_mean([token], SHIFT_PRESETS)
             raise ValueError(f"unknown shift preset or setting {token!r}{hint}; {_valid_keys_message()}")
     return Shift(**settings)
 

@@ -176,8 +176,8 @@ def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, cap
     train = ["train", "--config", str(path), "--out", str(out), "--no-progress"]
     refused = [
         (["--set", "data.window=0"], "data.window: must be >= 2 updates, got 0"),
-        (["--set", "data.windw=3"], "data: unknown key(s) 'windw'; valid keys: bags,"),
-        (["--set", "data.label.mod=next"], "data.label: unknown key(s) 'mod'; valid keys: mode, offset_s, max_wait_s"),
+        (["--set", "data.windw=3"], "data: unknown key(s) 'windw' (did you mean 'window'?); valid keys: bags,"),
+        (["--set", "data.label.mod=next"], "data.label: unknown key(s) 'mod' (did you mean 'mode'?); valid keys: mode"),
         (["--set", "data.label.offset_s=-1"], "label offset_s must be a finite number >= 0, got -1"),
         (["--set", "data.label.mode=next", "--label", "held"], "--set data.label.mode and the option setting"),
         # an integer past a float's range: an OverflowError traceback out of cli.main before; values cut

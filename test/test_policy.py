@@ -80,7 +80,9 @@ def test_example_configs_are_valid_and_cover_every_core():
     [
         (lambda c: c.update(colour="red"), "unknown key(s) 'colour'"),
         (lambda c: c["core"].update(type="transformer"), "core.type: unknown value 'transformer'; choose from cfc"),
-        (lambda c: c["core"].update(unit=8), "core: unknown key(s) 'unit'"),
+        (lambda c: c["core"].update(unit=8), "core: unknown key(s) 'unit' (did you mean 'units'?); valid keys: type,"),
+        (lambda c: c["encoder"].update(camra={}), "encoder: unknown key(s) 'camra' (did you mean 'camera'?)"),
+        (lambda c: c["core"].update(unit=8, mod="x"), "'mod', 'unit' (did you mean 'mode' for 'mod', 'units' for"),
         (lambda c: c["core"].update(units=0), "core.units: must be >= 1"),
         (lambda c: c["core"].update(type="lstm", wiring="ncp"), "core.wiring: 'ncp' needs core.type cfc or ltc"),
         (lambda c: c["action"].update(low=[-1]), "action.low: needs 2 values"),

@@ -166,7 +166,7 @@ def test_a_setting_its_world_cannot_give_is_refused_naming_the_file(tmp_path, ca
     [
         ("{bags: recordings/day1}", "data.bags: expected a list of bag folders, got str 'recordings/day1'"),
         ("{bags: [x], window: 1e3}", "data.window: expected an integer, got float 1000.0"),
-        ("{bags: [x], windw: 64}", "data: unknown key(s) 'windw'; valid keys: bags,"),
+        ("{bags: [x], windw: 64}", "data: unknown key(s) 'windw' (did you mean 'window'?); valid keys: bags,"),
     ],
 )
 def test_a_bad_data_section_is_refused_naming_the_file_and_what_the_key_takes(tmp_path, capsys, section, message):
@@ -250,8 +250,8 @@ def test_a_number_a_date_or_a_path_given_as_a_bag_names_the_folder_so(tmp_path, 
 @pytest.mark.parametrize(
     "section,options,message",
     [
-        ("{bags: [x], windw: 64}", ["--bag", "y"], "data: unknown key(s) 'windw'; valid keys: bags,"),
-        ("{bags: [x], label: {mod: 3}}", ["--label-offset-s", "0.1"], "data.label: unknown key(s) 'mod'; valid"),
+        ("{bags: [x], windw: 64}", ["--bag", "y"], "data: unknown key(s) 'windw' (did you mean 'window'?); valid"),
+        ("{bags: [x], label: {mod: 3}}", ["--label-offset-s", "0.1"], "data.label: unknown key(s) 'mod' (did you mean"),
     ],
 )
 def test_a_typo_of_the_data_section_stays_the_files_beside_a_data_option(tmp_path, capsys, section, options, message):

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from liquid_control.shown import shown
+from liquid_control.shown import did_you_mean, shown
 from liquid_control.yaml_numbers import TooDeepError, load_yaml
 
 CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
@@ -338,7 +338,8 @@ def _check_section(path: str, section: Any, schema: dict) -> dict:
     if unknown:
         where = path or "config"
         raise PolicyConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(schema)}"
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}{did_you_mean(unknown, schema)}; valid keys: "
+            f"{', '.join(schema)}"
         )
     out = {}
     for key, spec in schema.items():
@@ -403,7 +404,10 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
     enc = cfg["encoder"]
     unknown = sorted(set(enc) - {"camera", "vectors"})
     if unknown:
-        raise PolicyConfigError(f"encoder: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: camera, vectors")
+        raise PolicyConfigError(
+            f"encoder: unknown key(s) {', '.join(map(repr, unknown))}{did_you_mean(unknown, ('camera', 'vectors'))}; "
+            "valid keys: camera, vectors"
+        )
 
     def subsection(key):  # absent or empty (``camera:``) means the defaults; anything but a mapping is refused
         value = enc.get(key)

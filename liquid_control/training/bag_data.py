@@ -84,7 +84,7 @@ from liquid_control.policy.config import (
     SIMULATED_TRAINING_KEYS,
     without_simulated_settings,
 )
-from liquid_control.shown import shown
+from liquid_control.shown import did_you_mean, shown
 from liquid_control.yaml_numbers import load_yaml
 
 from .bc import bc_loss
@@ -153,7 +153,10 @@ def check_data_values(section) -> dict:
         raise ValueError(f"data: expected a mapping, got {type(section).__name__}")
     unknown = sorted(set(section) - set(DATA_KEYS), key=str)
     if unknown:
-        raise ValueError(f"data: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(DATA_KEYS)}")
+        raise ValueError(
+            f"data: unknown key(s) {', '.join(map(repr, unknown))}{did_you_mean(unknown, DATA_KEYS)}; valid keys: "
+            f"{', '.join(DATA_KEYS)}"
+        )
     out = {**DATA_DEFAULTS}
     for key, value in section.items():
         kind, words = DATA_KEYS[key]
@@ -180,7 +183,8 @@ def check_data_values(section) -> dict:
     unknown = sorted(set(out["label"]) - set(label_keys), key=str)
     if unknown:  # else a TypeError traceback from LabelRule
         raise ValueError(
-            f"data.label: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(label_keys)}"
+            f"data.label: unknown key(s) {', '.join(map(repr, unknown))}{did_you_mean(unknown, label_keys)}; valid "
+            f"keys: {', '.join(label_keys)}"
         )
     if out["window"] < 2:
         raise ValueError(f"data.window: must be >= 2 updates, got {out['window']}")
