@@ -80,7 +80,10 @@ def config_dir() -> Path:
 def _shipped_candidates(path: Path, folder: Path) -> list[Path]:
     """Where a relative name that is not in the working directory may be shipped: in ``folder`` by name, or, named
     as the docs name it (``policies/...``), at that path under share/liquid_control, whose layout is the
-    checkout's. Other relative paths (``runs/...``) stay the working directory's."""
+    checkout's. Other relative paths (``runs/...``) stay the working directory's, and so does a name that leaves
+    ``folder`` (``../policies/x.pt`` is not a shipped file)."""
+    if ".." in path.parts:
+        return []
     in_share = Path(os.path.normpath(share_dir() / path))
     return [folder / path] + ([in_share] if in_share.is_relative_to(folder) else [])
 
@@ -90,7 +93,7 @@ def shipped_name_hint(value: str, folder: Path, suffix: str) -> str:
     name without its ``suffix`` (``cfc_ncp_rover`` for policies/cfc_ncp_rover.pt): the names the docs list are the
     files'. Empty otherwise."""
     path = Path(value).expanduser()
-    if path.suffix or path.is_absolute() or not path.name:
+    if path.suffix or path.is_absolute() or not path.name or path.exists():
         return ""
     named = path.with_name(path.name + suffix)
     return f"; did you mean {named}?" if any(p.is_file() for p in _shipped_candidates(named, folder)) else ""

@@ -175,10 +175,13 @@ def _number(value: float) -> str:
     return short if float(short) == value else repr(value)
 
 
-def _valid_keys_message() -> str:
-    parts = [f"{k}={'|'.join(v)}" for k, v in CHOICES.items()]
-    parts += [f"{k}=<{lo}..{hi}>" for k, (lo, hi) in NUMERIC_RANGES.items()]
-    return "valid settings: " + ", ".join(parts) + "; presets: " + ", ".join(SHIFT_PRESETS)
+def _valid_keys_message(key: str | None = None) -> str:
+    """Every valid setting and preset; with ``key``, that setting's form alone (``camera_rate=<0.1..10.0>``)."""
+    parts = {k: f"{k}={'|'.join(v)}" for k, v in CHOICES.items()}
+    parts |= {k: f"{k}=<{lo}..{hi}>" for k, (lo, hi) in NUMERIC_RANGES.items()}
+    if key is not None:
+        return parts[key]
+    return "valid settings: " + ", ".join(parts.values()) + "; presets: " + ", ".join(SHIFT_PRESETS)
 
 
 def _item(key: str, value) -> dict:
@@ -199,8 +202,8 @@ def _item(key: str, value) -> dict:
             return {key: float(value)}
         except (TypeError, ValueError):
             raise ValueError(f"{key}={value!r} is not a number; valid: {lo} <= {key} <= {hi}") from None
-    known = ["dynamics", "season", "lighting", *NUMERIC_RANGES]
-    raise ValueError(f"unknown shift setting {key!r}{did_you_mean([key], known)}; {_valid_keys_message()}")
+    hint = did_you_mean([key], [*CHOICES, *NUMERIC_RANGES])
+    raise ValueError(f"unknown shift setting {key!r}{hint}; {_valid_keys_message()}")
 
 
 def _merge(settings: dict, origins: dict, item: dict, origin: str, typed: bool, spec) -> None:
@@ -244,6 +247,8 @@ def parse_shift(spec: "str | Mapping | Shift | None") -> Shift:
             _merge(settings, origins, SHIFT_PRESETS[token].changed(), token, False, spec)
         else:
             hint = did_you_mean([token], SHIFT_PRESETS)
+            if token in CHOICES or token in NUMERIC_RANGES:  # a setting's name alone: it takes a value
+                hint = f" (a setting: give {_valid_keys_message(token)})"
             raise ValueError(f"unknown shift preset or setting {token!r}{hint}; {_valid_keys_message()}")
     return Shift(**settings)
 

@@ -381,5 +381,14 @@ def test_export_takes_a_shipped_policy_by_the_docs_name_from_any_folder_and_writ
     assert (tmp_path / "policies" / "cfc_rover.onnx").is_file() and sorted(paths.policies_dir().iterdir()) == shipped
     err = capsys.readouterr().err
     assert f"policies/cfc_rover.pt is not in {tmp_path}: the shipped {paths.policies_dir() / 'cfc_rover.pt'}" in err
+    # the docs' name there now finds that export: run as the policy (with torch too: no checkpoint beside it)
+    from liquid_control.runtime.backends import OnnxBackend, load_backend
+
+    assert isinstance(load_backend(paths.resolve_policy_file("policies/cfc_rover.pt")), OnnxBackend)
     assert cli.main(["export", "cfc_rover"]) == 2
     assert capsys.readouterr().err.endswith("cfc_rover: policy file not found; did you mean cfc_rover.pt?\n")
+    (tmp_path / "cfc_rover").mkdir()  # a folder of that name: no hint for a name that is there
+    assert cli.main(["export", "cfc_rover"]) == 2
+    assert "did you mean cfc_rover.pt" not in capsys.readouterr().err
+    # a path out of the working directory is never taken for a shipped file (was: policies/../policies/x.pt)
+    assert paths.shipped_policy_for("../policies/cfc_rover.pt") is None

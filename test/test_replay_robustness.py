@@ -92,6 +92,30 @@ def test_a_topic_of_a_type_not_importable_here_is_skipped_with_one_warning_and_t
     assert Path(result["output"]).is_dir()
 
 
+def test_a_node_that_listens_but_commands_on_another_topic_is_named_before_the_playback(tmp_path, capsys):
+    """Before: a policy node subscribed to the camera but commanding on another topic than the recorded one (its
+    command_topic) got the playback and an empty output bag with nothing said until the end. The wait for its
+    publisher ends in a warning naming the topic."""
+    from sensor_msgs.msg import Image
+
+    from liquid_control.ros.replay import add_arguments, replay
+
+    bag = _vendor_bag(tmp_path / "robot")
+    env = isolated_ros_env()
+    probe = Probe(env)  # reads the camera, publishes nothing on /cmd_vel
+    try:
+        probe.record("/camera/image_raw", Image, 100)
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        argv = [str(bag), "-o", str(tmp_path / "replayed"), "--rate", "10", "--wait", "3", "--linger", "0"]
+        replay(parser.parse_args([*argv, "--domain-id", env["ROS_DOMAIN_ID"]]))
+    finally:
+        probe.close()
+    err = capsys.readouterr().err
+    assert "warning: nothing publishes /cmd_vel after 3 s (the node's commands on another topic?" in err, err
+    assert "no subscriber on any of" not in err, err
+
+
 def test_a_refused_replay_leaves_no_output_bag_and_the_corrected_command_can_use_the_name(tmp_path, capsys):
     """Before: the output bag was created before the publishers; a refusal left an empty bag at -o, and the
     corrected command was refused ("already exists")."""

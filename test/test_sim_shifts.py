@@ -80,7 +80,8 @@ def test_a_setting_given_twice_or_an_empty_item_is_refused(spec, mentions):
     "spec, hint",
     [("dsk", "'dsk' (did you mean 'dusk'?)"), ("in_distrbution", "(did you mean 'in_distribution'?)"),
      ("fgo=0.5", "setting 'fgo' (did you mean 'fog'?)"), ("winter,lightning=dusk", "(did you mean 'lighting'?)"),
-     ("xyz", "'xyz'; valid settings")],
+     ("xyz", "'xyz'; valid settings"), ("camera_rate", "'camera_rate' (a setting: give camera_rate=<0.1..10.0>)"),
+     ("lighting", "(a setting: give lighting=noon|overcast|dusk|night)")],
 )  # fmt: skip
 def test_a_mistyped_shift_name_is_refused_with_the_name_it_is_close_to(spec, hint):
     """Before: only the whole list of settings and presets, for a shift mistyped by a letter."""

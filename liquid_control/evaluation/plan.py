@@ -24,7 +24,6 @@ from liquid_control.paths import (
     expand_pattern,
     output_folder_problem,
     policies_dir,
-    resolve_policy_file,
     shipped_name_hint,
     shipped_policy_for,
 )
@@ -110,12 +109,7 @@ def _names_files(value: str) -> bool:
     parts = [part.strip() for part in value.split(",") if part.strip()]
 
     def exists(path: str) -> bool:
-        if os.path.lexists(path):
-            return True
-        try:
-            return resolve_policy_file(path).is_file()
-        except OSError:
-            return False
+        return os.path.lexists(path) or shipped_policy_for(path) is not None
 
     return bool(parts) and all((found := expand_pattern(part)) and all(map(exists, found)) for part in parts)
 

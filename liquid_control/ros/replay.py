@@ -479,7 +479,8 @@ def replay(args, gone=None) -> dict:
         # one --wait for the policy node: its subscriptions to the replayed topics, then its publishers of the
         # recorded ones (a wait of its own after "playing anyway" doubled it, the messages held back without a word)
         deadline = time.monotonic() + args.wait
-        if not player.wait_for_subscribers(args.wait, check_gone):
+        subscribed = player.wait_for_subscribers(args.wait, check_gone)
+        if not subscribed:
             _stderr(
                 f"warning: no subscriber on any of {', '.join(player.publishers)} after {args.wait:.0f} s; "
                 "playing anyway",
@@ -487,6 +488,11 @@ def replay(args, gone=None) -> dict:
         while recorder.pending and time.monotonic() < deadline and not stop.is_set():
             check_gone()
             time.sleep(0.05)
+        if subscribed and recorder.pending:  # a node that listens but commands elsewhere (its command_topic?)
+            _stderr(
+                f"warning: nothing publishes {', '.join(recorder.pending)} after {args.wait:.0f} s (the node's "
+                "commands on another topic? see its command_topic); playing anyway, recording them if they come"
+            )
         time.sleep(0.5)  # let discovery settle both ways (the node's other subscriptions, our subscription)
         check_gone()
         unused = [t for t, p in player.publishers.items() if not p.get_subscription_count()]

@@ -628,7 +628,11 @@ def _choose_backend(path: Path, backend: str):
     if path.suffix != ".pt":
         raise BackendError(f"{path}: unknown policy file type; expected a .pt checkpoint or an .onnx model")
     onnx_path = path.with_suffix(".onnx")
-    if backend == "onnx" or (backend == "auto" and not torch_available()):
+    # auto: the checkpoint with torch; its export without torch, or where only the export is there (the .pt not
+    # copied to the robot, or an export of a shipped policy written in the working directory)
+    if backend == "onnx" or (
+        backend == "auto" and (not torch_available() or (onnx_path.is_file() and not path.exists()))
+    ):
         if not onnx_path.is_file():
             why = "torch is not installed" if backend == "auto" else "backend 'onnx' was requested"
             raise BackendError(

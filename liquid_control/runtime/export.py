@@ -550,7 +550,8 @@ def add_arguments(parser):
         "-o",
         "--output",
         type=user_path,
-        help="ONNX file to write, ending in .onnx (default: the checkpoint's name with .onnx)",
+        help="ONNX file to write, ending in .onnx (default: the checkpoint's name as given with .onnx; a shipped "
+        "policy's, policies/NAME.pt, in the working directory)",
     )
     parser.add_argument("--opset", type=int, default=OPSET, help=f"ONNX opset, {MIN_OPSET} or newer (default {OPSET})")
 
