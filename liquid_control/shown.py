@@ -39,16 +39,19 @@ def _whole_escapes(text: str, limit: int) -> int:
     return limit
 
 
-def did_you_mean(given: list[str], valid) -> str:
-    """`` (did you mean 'window'?)`` for the names of ``given`` close to one of ``valid`` (difflib, a ratio of 0.65 or
-    more: 0.6 took 'colour' for 'core'; several:
-    ``'window' for 'windw', 'mode' for 'mod'``); empty where none is: a name mistyped by a letter is answered with
-    the name, not only with the list of every valid one."""
+def closest(name: str, valid, cutoff: float = 0.65) -> str | None:
+    """The name of ``valid`` closest to ``name`` (difflib's ratio ``cutoff`` or more; 0.6 took 'colour' for 'core'),
+    or None: a name mistyped by a letter is answered with the name, not only with the list of every valid one."""
     import difflib
 
-    valid = [str(name) for name in valid]
-    pairs = [(name, difflib.get_close_matches(str(name), valid, n=1, cutoff=0.65)) for name in given]
-    found = [(name, match[0]) for name, match in pairs if match]
+    match = difflib.get_close_matches(str(name), [str(v) for v in valid], n=1, cutoff=cutoff)
+    return match[0] if match else None
+
+
+def did_you_mean(given: list[str], valid) -> str:
+    """`` (did you mean 'window'?)`` for the names of ``given`` close to one of ``valid`` (:func:`closest`; several:
+    ``'window' for 'windw', 'mode' for 'mod'``); empty where none is."""
+    found = [(name, match) for name in given if (match := closest(name, valid)) is not None]
     if not found:
         return ""
     if len(given) == 1:

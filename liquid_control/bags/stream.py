@@ -50,7 +50,7 @@ from liquid_control.conventions.params import (
 from liquid_control.paths import config_dir, user_path
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import ObservationSpec
-from liquid_control.shown import shown
+from liquid_control.shown import closest, shown
 from liquid_control.yaml_numbers import load_yaml
 
 from .io import BagError, BagReader
@@ -221,10 +221,8 @@ def load_node_parameters(path: str | Path | None) -> dict:
         if name.strip("/").rsplit("/", 1)[-1] == POLICY_NODE:  # a wildcard section (/**) holds others' too
             unknown = [k for k in given if k not in POLICY_NODE_PARAMETERS and not _ros_own_parameter(k)]
             if unknown:  # the node warns and runs on the default; training would label with it unseen
-                import difflib
-
-                close = {k: difflib.get_close_matches(k, POLICY_NODE_PARAMETERS, n=1) for k in unknown}
-                named = ", ".join(k + (f" (did you mean {close[k][0]}?)" if close[k] else "") for k in unknown)
+                close = {k: closest(k, POLICY_NODE_PARAMETERS, cutoff=0.6) for k in unknown}
+                named = ", ".join(k + (f" (did you mean {close[k]}?)" if close[k] else "") for k in unknown)
                 raise ValueError(f"{path}: {name}.ros__parameters: not a policy_node parameter: {named}")
         values.update(given)
     return values
