@@ -638,11 +638,14 @@ def test_the_ids_running_processes_were_started_with_are_read_from_proc():
 
     node = subprocess.Popen(["sleep", "60"], env={**os.environ, "ROS_DOMAIN_ID": "97"})
     try:
-        try:
-            with open(f"/proc/{node.pid}/environ", "rb") as handle:
-                seen = handle.read()
-        except OSError as error:
-            pytest.skip(f"/proc/{node.pid}/environ of a child process cannot be read here: {error}")
+        deadline, seen = time.monotonic() + 10, b""
+        while not seen and time.monotonic() < deadline:  # Popen returns at the exec's close-on-exec, before the new
+            try:  # program's environment is in place: 0 bytes until then (this test's CI failure, a race)
+                with open(f"/proc/{node.pid}/environ", "rb") as handle:
+                    seen = handle.read()
+            except OSError as error:
+                pytest.skip(f"/proc/{node.pid}/environ of a child process cannot be read here: {error}")
+            time.sleep(0.01)
         if b"ROS_DOMAIN_ID=97" not in seen.split(b"\0"):
             pytest.skip(
                 f"/proc/{node.pid}/environ of a child process does not show its environment here ({len(seen)} bytes)"
@@ -704,6 +707,7 @@ def test_an_id_is_taken_again_only_after_every_other_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(testing, "_DOMAIN_LOCKS", [])
+    monkeypatch.setattr(testing, "_domains_of_running_processes", set)  # not the other tests' graphs running now
     taken = [testing.free_domain_id() for _ in range(100)]
     assert sorted(taken) == list(range(1, 101))  # each id once before any comes back
     for handle in testing._DOMAIN_LOCKS:  # (the list of this test, put back after it)
