@@ -629,16 +629,17 @@ def test_an_id_a_running_process_was_started_with_is_not_given_out(tmp_path, mon
 
 
 def test_the_ids_running_processes_were_started_with_are_read_from_proc():
-    """The ids free_domain_id passes over: a process started with ROS_DOMAIN_ID=97 in its environment is found
-    while it runs. Skipped where this machine's /proc does not show a child's environment (CI's sandbox once showed
-    none: the id is then given out least recently taken first, as before)."""
+    """The ids free_domain_id passes over: a process started with ROS_DOMAIN_ID in its environment is found while it
+    runs (4242, outside the 1-100 the tests give out, so that no other test's graph holds it). Skipped where a
+    child's /proc/PID/environ cannot be read or stays empty (no /proc, hidepid): the ids are then given out least
+    recently taken first, as before."""
     import os
 
     from liquid_control.ros import testing
 
-    node = subprocess.Popen(["sleep", "60"], env={**os.environ, "ROS_DOMAIN_ID": "97"})
+    node = subprocess.Popen(["sleep", "60"], env={**os.environ, "ROS_DOMAIN_ID": "4242"})
     try:
-        deadline, seen = time.monotonic() + 10, b""
+        deadline, seen = time.monotonic() + 5, b""
         while not seen and time.monotonic() < deadline:  # Popen returns at the exec's close-on-exec, before the new
             try:  # program's environment is in place: 0 bytes until then (this test's CI failure, a race)
                 with open(f"/proc/{node.pid}/environ", "rb") as handle:
@@ -646,11 +647,11 @@ def test_the_ids_running_processes_were_started_with_are_read_from_proc():
             except OSError as error:
                 pytest.skip(f"/proc/{node.pid}/environ of a child process cannot be read here: {error}")
             time.sleep(0.01)
-        if b"ROS_DOMAIN_ID=97" not in seen.split(b"\0"):
+        if b"ROS_DOMAIN_ID=4242" not in seen.split(b"\0"):
             pytest.skip(
                 f"/proc/{node.pid}/environ of a child process does not show its environment here ({len(seen)} bytes)"
             )
-        assert 97 in testing._domains_of_running_processes()
+        assert 4242 in testing._domains_of_running_processes()
     finally:
         node.kill()
         node.wait()

@@ -15,7 +15,7 @@ import torch
 
 from liquid_control.paths import policies_dir
 from liquid_control.ros import graph
-from liquid_control.ros.testing import isolated_ros_env
+from liquid_control.ros.testing import free_domain_id, isolated_ros_env
 
 
 def _graph_processes(marker: str) -> dict[int, str]:
@@ -303,7 +303,8 @@ def test_every_sim_stderr_line_names_the_command_and_the_episode_line_names_its_
     )  # fmt: skip
     bags = tmp_path / "bags"
     on_start.append(lambda: (bags / "episode_6").mkdir(parents=True))  # episode 1's bag, cut short
-    assert cli.main([*SIM, "--episodes", "2", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
+    sim = [*SIM[:-1], str(free_domain_id())]  # the real status listener: a domain no other test's graph has
+    assert cli.main([*sim, "--episodes", "2", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
     out, err = capsys.readouterr()
     assert "episode 0 (seed 5): SUCCESS after 10.00 s sim time (4.0 s wall); 1 commands, messages imu 2000\n" in out
     lines = err.splitlines()
@@ -314,7 +315,7 @@ def test_every_sim_stderr_line_names_the_command_and_the_episode_line_names_its_
     assert any(w.startswith(f"liquid-control sim: warning: --record-bag: {bags / 'episode_6'}") for w in warnings)
     statuses.clear()  # main's run (graph.run as main_job calls it): its lines name main
     on_start.clear()
-    assert graph.run(cli.command_parser("sim")[1].parse_args(SIM[1:]), prog="liquid-control main") == graph.EXIT_OK
+    assert graph.run(cli.command_parser("sim")[1].parse_args(sim[1:]), prog="liquid-control main") == graph.EXIT_OK
     err = capsys.readouterr().err
     assert err.startswith("liquid-control main: warning: ignored 2 message(s)") and err.count("\n") == 1, err
 
@@ -335,7 +336,8 @@ def test_the_bag_of_an_episode_cut_short_is_named(stand_in_graph, tmp_path, caps
     statuses.clear()
     shutil.rmtree(bags)
     on_start[:] = [lambda: (bags / "episode_5").mkdir(parents=True)]  # episode 1 cut short before its bag
-    assert cli.main([*SIM, "--episodes", "2", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
+    sim = [*SIM[:-1], str(free_domain_id())]  # the real status listener: a domain no other test's graph has
+    assert cli.main([*sim, "--episodes", "2", "--record-bag", str(bags)]) == graph.EXIT_TIMEOUT
     assert "--record-bag" not in capsys.readouterr().err  # no bag of the episode cut short: nothing to say
 
 
