@@ -312,6 +312,33 @@ def test_train_and_eval_take_shipped_files_by_the_docs_names_from_any_folder(tmp
     assert plan.policies[0].checkpoints == (str(tmp_path / "policies" / "cfc_ncp_rover.pt"),)
 
 
+def test_train_init_from_takes_a_shipped_policy_by_the_docs_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    """Before: `train --config policies/configs/cfc_ncp_rover.yaml --init-from policies/cfc_ncp_rover.pt` (fine-tune
+    the shipped policy on your bags) found the config but said "--init-from ...: policy file not found" outside the
+    checkout, where eval, export and sim take that name; it now starts from the shipped file and says so."""
+    from types import SimpleNamespace
+
+    from liquid_control import cli
+    from liquid_control.training import trainer
+
+    monkeypatch.chdir(tmp_path)
+    asked = {}
+
+    def fake_train(config, out, **kwargs):
+        asked.update(kwargs)
+        return SimpleNamespace(success=None, policy_path=out, epochs=0, wall_s=0.0)
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    command = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "run")]
+    assert cli.main([*command, "--init-from", "policies/cfc_ncp_rover.pt"]) == 0
+    assert Path(asked["init_from"]) == paths.policies_dir() / "cfc_ncp_rover.pt"
+    assert f"policies/cfc_ncp_rover.pt is not in {tmp_path}: the shipped " in capsys.readouterr().err
+    (tmp_path / "mine.pt").write_bytes(b"")  # a file of the working directory is taken as it is, and so is a miss
+    for given in ("mine.pt", "policies/nope.pt"):
+        assert cli.main([*command, "--init-from", given]) == 0
+        assert asked["init_from"] == given
+
+
 def test_an_installed_package_records_its_version_not_the_git_commit_of_a_repository_around_it(monkeypatch):
     """Before: provenance ran git three folders above the package, so a venv inside a user's repository recorded
     that repository's commit as the code's."""
