@@ -5,6 +5,7 @@ carry what the code opens (share files, the compiled kernels' sources) and nothi
 import ast
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -312,31 +313,30 @@ def test_train_and_eval_take_shipped_files_by_the_docs_names_from_any_folder(tmp
     assert plan.policies[0].checkpoints == (str(tmp_path / "policies" / "cfc_ncp_rover.pt"),)
 
 
-def test_train_init_from_takes_a_shipped_policy_by_the_docs_name_from_any_folder(tmp_path, monkeypatch, capsys):
-    """Before: `train --config policies/configs/cfc_ncp_rover.yaml --init-from policies/cfc_ncp_rover.pt` (fine-tune
-    the shipped policy on your bags) found the config but said "--init-from ...: policy file not found" outside the
-    checkout, where eval, export and sim take that name; it now starts from the shipped file and says so."""
-    from types import SimpleNamespace
-
+def test_train_takes_shipped_files_by_the_docs_names_from_python_and_init_from(tmp_path, monkeypatch, capsys):
+    """Before: training.md's `train("policies/configs/cfc_ncp_rover.yaml", ...)` from Python said "policy config not
+    found" outside the checkout, and `train --init-from policies/cfc_ncp_rover.pt` (fine-tune the shipped policy on
+    your bags) "policy file not found", where eval, export and sim take those names from any folder."""
     from liquid_control import cli
-    from liquid_control.training import trainer
+    from liquid_control.policy import PolicyConfigError
+    from liquid_control.training import TrainingError, train
 
     monkeypatch.chdir(tmp_path)
-    asked = {}
-
-    def fake_train(config, out, **kwargs):
-        asked.update(kwargs)
-        return SimpleNamespace(success=None, policy_path=out, epochs=0, wall_s=0.0)
-
-    monkeypatch.setattr(trainer, "train", fake_train)
-    command = ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--out", str(tmp_path / "run")]
-    assert cli.main([*command, "--init-from", "policies/cfc_ncp_rover.pt"]) == 0
-    assert Path(asked["init_from"]) == paths.policies_dir() / "cfc_ncp_rover.pt"
-    assert f"policies/cfc_ncp_rover.pt is not in {tmp_path}: the shipped " in capsys.readouterr().err
-    (tmp_path / "mine.pt").write_bytes(b"")  # a file of the working directory is taken as it is, and so is a miss
-    for given in ("mine.pt", "policies/nope.pt"):
-        assert cli.main([*command, "--init-from", given]) == 0
-        assert asked["init_from"] == given
+    shipped = paths.policies_dir() / "cfc_ncp_rover.pt"
+    # both files found: the warm start's check of the network is what refuses (a CfC config, a CfC-NCP policy)
+    with pytest.raises(TrainingError, match=f"--init-from {re.escape(str(shipped))}: a policy of another network"):
+        train("policies/configs/cfc_rover.yaml", tmp_path / "run", init_from="policies/cfc_ncp_rover.pt")
+    assert f"policies/cfc_ncp_rover.pt is not in {tmp_path}: the shipped {shipped}" in capsys.readouterr().err
+    command = ["train", "--config", "policies/configs/cfc_rover.yaml", "--out", str(tmp_path / "run")]
+    assert cli.main([*command, "--init-from", "policies/cfc_ncp_rover.pt"]) == 2
+    assert f"error: --init-from {shipped}: a policy of another network" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(PolicyConfigError, match=r"'policies/configs/nope\.yaml': no such file .*nor a shipped config"):
+        train("policies/configs/nope.yaml", tmp_path / "run")
+    (tmp_path / "policies").mkdir()  # a file of the working directory wins over the shipped one of that name
+    (tmp_path / "policies" / "cfc_ncp_rover.pt").write_bytes(b"")
+    with pytest.raises(TrainingError, match="--init-from policies/cfc_ncp_rover.pt: .*empty"):
+        train("policies/configs/cfc_rover.yaml", tmp_path / "run", init_from="policies/cfc_ncp_rover.pt")
 
 
 def test_an_installed_package_records_its_version_not_the_git_commit_of_a_repository_around_it(monkeypatch):

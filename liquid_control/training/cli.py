@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import yaml
 
-from liquid_control.paths import output_folder_problem, resolve_config_file, shipped_policy_for, user_path
+from liquid_control.paths import output_folder_problem, resolve_config_file, user_path
 from liquid_control.processes import Terminated, keep_freed_memory, sigterm_as_interrupt
 
 EPILOG = """\
@@ -189,12 +188,6 @@ def _checked_request(args) -> tuple[dict, dict]:
             args.config = str(resolve_config_file(args.config))
         except FileNotFoundError as exc:
             raise ValueError(f"--config: {exc}") from None
-    if args.init_from is not None:  # a shipped policy by the docs' name (policies/cfc_ncp_rover.pt), as eval takes it
-        shipped = shipped_policy_for(args.init_from)
-        if shipped is not None:
-            said = f"liquid-control train: {args.init_from} is not in {os.getcwd()}: the shipped {shipped}"
-            print(said, file=sys.stderr)
-            args.init_from = str(shipped)
     problem = output_folder_problem(args.out)
     if problem:
         raise ValueError(f"--out {args.out}: {problem}")

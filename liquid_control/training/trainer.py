@@ -23,7 +23,13 @@ from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
 from liquid_control.conventions import training_record
 from liquid_control.json_text import load_json
-from liquid_control.paths import first_missing_folder, output_folder_problem, remove_made_folder
+from liquid_control.paths import (
+    first_missing_folder,
+    output_folder_problem,
+    remove_made_folder,
+    resolve_config_file,
+    shipped_policy_for,
+)
 from liquid_control.policy import (
     Policy,
     PolicyConfigError,
@@ -112,6 +118,23 @@ def _at(config: dict, key: str) -> str:
             return "absent"
         value = value[part]
     return json.dumps(value)
+
+
+def shipped_by_docs_name(config, init_from, log) -> tuple:
+    """``config`` and ``init_from`` as given, or, where the working directory has no such file, the shipped files
+    the docs' names give (``policies/configs/cfc_ncp_rover.yaml``, ``policies/cfc_ncp_rover.pt``), as eval and
+    export take them from any folder (and an installed package); a policy taken so is logged, a file of the
+    working directory wins. PolicyConfigError naming where it looked for a config that is nowhere."""
+    if isinstance(config, (str, Path)):
+        try:
+            config = resolve_config_file(str(config))
+        except FileNotFoundError as exc:
+            raise PolicyConfigError(str(exc)) from None
+    shipped = None if init_from is None else shipped_policy_for(str(init_from))
+    if shipped is not None:
+        log(f"--init-from {init_from} is not in {os.getcwd()}: the shipped {shipped}")
+        init_from = shipped
+    return config, init_from
 
 
 def recorded_start(out: Path, checkpoint: dict | None) -> dict | None:
@@ -433,6 +456,7 @@ def train(
     None: where ``progress`` is off, so a log of a long run says how far it is; metrics.csv holds every epoch).
     """
     out = Path(out_dir)
+    config, init_from = shipped_by_docs_name(config, init_from, log)
     # a folder another train (or eval) is writing in: refused naming that process, before its files (config.yaml,
     # data.yaml, checkpoint.pt, maybe half written) are read, and not by what it wrote so far
     folder_lock.check_free(out, "train into another --out", TrainingError)
