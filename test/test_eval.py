@@ -1109,6 +1109,26 @@ def test_a_policy_name_that_cannot_name_a_file_or_a_pair_is_refused_before_any_w
     assert build_plan([f"ok_name-2.b+c={named}"], ["in_distribution"], 1).policies[0].name == "ok_name-2.b+c"
 
 
+def test_a_policy_trained_under_a_shift_is_told_in_distribution_is_not_its_training_world(
+    tiny_checkpoints, tmp_path, capsys
+):
+    """Before: a policy trained with training.shift (e.g. winter) was evaluated under `in_distribution`, which the
+    help and the report call the training distribution, without a word: for it summer is the shift."""
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    build_plan([tiny_checkpoints[0]], ["in_distribution"], 1)
+    assert "training.shift" not in capsys.readouterr().err  # trained in the nominal world: nothing to say
+    torch.manual_seed(0)
+    config = {**TINY_CONFIG, "training": {"shift": "winter"}}
+    winter = save_policy(tmp_path / "winter.pt", Policy.from_config(config), {"seed": 0})
+    build_plan([f"w={winter}"], ["in_distribution"], 1)
+    err = capsys.readouterr().err
+    assert f"warning: policy 'w' was trained with training.shift set ({winter} under 'winter')" in err
+    assert "--shift winter evaluates it in the world it trained in" in err
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [

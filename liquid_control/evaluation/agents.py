@@ -47,6 +47,7 @@ def inspect_checkpoint(path: str) -> dict:
         "parameter_count": count_parameters(policy),
         "core_parameter_count": count_parameters(core) if core is not None else None,
         "env_kwargs": default_env_kwargs(config),
+        "training_shift": str((config.get("training") or {}).get("shift") or ""),  # "": the worlds' own setting
     }
 
 

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from liquid_control.conventions.params import EPISODE_SEED_LIMIT
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
-from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies
+from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies, shift_changes
 from liquid_control.paths import (
     expand_pattern,
     output_folder_problem,
@@ -195,6 +195,7 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
             )
         seen[key] = as_given
     infos = [agents.inspect_checkpoint(path) for path in paths]  # raises EvaluationSetupError naming the file
+    _say_trained_under_a_shift(name or infos[0]["name"], paths, infos)
     worlds = {info["world"] for info in infos}
     if len(worlds) != 1:
         raise EvaluationSetupError(f"policy {name!r}: checkpoints are for different worlds {sorted(worlds)}")
@@ -233,6 +234,29 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
         checkpoint_sha=tuple(checkpoint_sha256(p) for p in paths),
         unrecorded_seeds=tuple(int(s) for s, r in zip(seeds, recorded) if r is None),
     )
+
+
+def _say_trained_under_a_shift(name: str, paths: list[str], infos: list[dict]) -> None:
+    """A warning for checkpoints trained with ``training.shift`` set: the report's ``in_distribution`` is the worlds'
+    nominal setting, which for them is a shift, and their own training world is another row (``--shift``)."""
+    shifted = [(path, info["training_shift"]) for path, info in zip(paths, infos) if _changes(info["training_shift"])]
+    if shifted:
+        trained = ", ".join(f"{path} under {shift!r}" for path, shift in shifted)
+        print(
+            f"liquid-control eval: warning: policy {name!r} was trained with training.shift set ({trained}): "
+            f"{DEFAULT_SHIFT} is the worlds' nominal setting (summer, noon, nominal sensors), a shift for it; "
+            f"--shift {shifted[0][1]} evaluates it in the world it trained in",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _changes(shift: str) -> bool:
+    """Whether ``shift`` changes anything from the worlds' nominal setting (one a module adds counts as a change)."""
+    try:
+        return bool(shift_changes(shift))
+    except EvaluationSetupError:  # a preset of a world of one's own that is not imported here
+        return True
 
 
 # env_kwargs key -> the policy config setting it comes from (liquid_control.policy.config.env_kwargs)
