@@ -2010,6 +2010,32 @@ def test_a_bag_named_twice_is_found_through_globs_relative_paths_and_links(tmp_p
     assert bag_given_twice([]) is None
 
 
+def test_a_bag_named_as_its_folder_and_as_one_of_its_files_is_named_twice(tmp_path, monkeypatch):
+    """Before: `--bag day1/run_001 --bag day1/run_001/run_001.mcap` trained on that recording twice and eval pooled
+    it twice (2 bags in the summary), as the two paths differ; a split file given beside its folder too."""
+    from liquid_control.bags.io import bag_given_twice
+
+    one, split = tmp_path / "day1" / "run_001", tmp_path / "day1" / "run_002"
+    one.mkdir(parents=True)
+    split.mkdir()
+    (one / "run_001.mcap").write_bytes(b"")
+    for k in range(2):
+        (split / f"run_002_{k}.mcap").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert bag_given_twice([("day1/run_001", "day1/*"), ("day1/run_001/run_001.mcap", "x.mcap")]) == (
+        one,
+        "day1/*",
+        "x.mcap",
+    )
+    assert bag_given_twice([("day1/run_002/run_002_1.mcap", "f"), ("day1/run_002", "d")]) == (
+        split / "run_002_1.mcap",
+        "f",
+        "d",
+    )
+    # a split recording's files given one by one, each once (around a damaged one), are separate bags
+    assert bag_given_twice([("day1/run_002/run_002_0.mcap", "a"), ("day1/run_002/run_002_1.mcap", "b")]) is None
+
+
 def test_a_data_spec_recorded_before_the_nodes_reorder_lag_was_read_still_reads_the_bags():
     """A policy trained from bags on 2026-11-30 before 1b658c52 recorded its data spec without limits.reorder_lag_s
     (the runner took the policy's own lag then). Since eval --bag reads that record where no --node-params is given

@@ -1137,13 +1137,21 @@ def _storage_files(folder: Path) -> list[Path]:
 def bag_given_twice(named) -> tuple[Path, str, str] | None:
     """The first bag that two of ``named`` ((bag path, how it was given: the path or the glob that matched it)
     pairs) name, resolved (a glob and a path, ./x and x, a link), with both namings; None if each is named once.
-    Training and evaluation refuse it: its updates would count twice (weighted double, pooled twice)."""
-    first_named: dict[Path, str] = {}
+    A bag folder and one of its storage files (``run_001`` and ``run_001/run_001.mcap``) name it too, as the first
+    of the two paths. Training and evaluation refuse it: its updates would count twice (weighted double, pooled
+    twice)."""
+    first_named: dict[Path, tuple[Path, str]] = {}  # the path and each storage file -> (the bag's path, given as)
     for bag, given_as in named:
         path = Path(bag).resolve()
-        if path in first_named:
-            return path, first_named[path], given_as
-        first_named[path] = given_as
+        keys = [path]
+        if path.is_dir():
+            with contextlib.suppress(OSError):  # a folder it cannot list: its reader names that
+                keys += [f.resolve() for f in recorded_files(path)]
+        for key in keys:
+            if key in first_named:
+                first_path, first_given = first_named[key]
+                return first_path, first_given, given_as
+        first_named.update((key, (path, given_as)) for key in keys)
     return None
 
 
