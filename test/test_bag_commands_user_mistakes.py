@@ -238,3 +238,20 @@ def test_a_bag_whose_camera_is_under_another_name_says_which_option_reads_it(tmp
         f"{tmp_path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it; it is a folder of 1 " in err
     )
     assert f"bag(s) (robot): give them as '{tmp_path / '*'}'" in err
+
+
+def test_a_bag_given_as_its_metadata_yaml_or_another_file_is_refused_naming_the_folder(tmp_path, capsys):
+    """Before: `record --info run_017/metadata.yaml` (a shell's completion) and eval --bag, replay and train of it
+    said "cannot open the bag: ReaderError: Unrecognized storage format '.yaml'", rosbags' words, without the
+    folder that is the bag."""
+    bag = _small_bag(tmp_path / "run_017")
+    assert cli.main(["record", "--info", str(bag / "metadata.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{bag / 'metadata.yaml'}: the bag's metadata, not the bag: give its folder, {bag}" in err, err
+    assert "ReaderError" not in err
+    notes = tmp_path / "notes.txt"
+    notes.write_text("run 17: gravel\n")
+    assert cli.main(["record", "--info", str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert f"{notes}: not a bag's storage file (.mcap, .db3): give the bag's folder, or its .mcap or .db3 file" in err
+    assert cli.main(["record", "--info", str(bag)]) == 0  # the folder, as before

@@ -1527,6 +1527,12 @@ class BagReader:
 
     def _open(self, allow_truncated: bool) -> None:
         _check_rosbags_version()
+        if self.path.is_file() and self.path.suffix not in STORAGE_SUFFIXES:  # else rosbags' "Unrecognized storage"
+            if self.path.name == "metadata.yaml":  # a shell's completion went one step too far
+                raise BagError(f"{self.path}: the bag's metadata, not the bag: give its folder, {self.path.parent}")
+            raise BagError(
+                f"{self.path}: not a bag's storage file (.mcap, .db3): give the bag's folder, or its .mcap or .db3 file"
+            )
         has_metadata = self.path.is_dir() and (self.path / "metadata.yaml").is_file()
         if not has_metadata and recording_elsewhere(self.path):  # not truncated: its recorder has not finished it
             raise BagError(
