@@ -255,3 +255,27 @@ def test_a_bag_given_as_its_metadata_yaml_or_another_file_is_refused_naming_the_
     err = capsys.readouterr().err
     assert f"{notes}: not a bag's storage file (.mcap, .db3): give the bag's folder, or its .mcap or .db3 file" in err
     assert cli.main(["record", "--info", str(bag)]) == 0  # the folder, as before
+
+
+def test_a_data_section_run_from_another_folder_says_its_bags_are_relative_to_the_working_directory(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: a project's my_robot.yaml with `data: bags: [bags/run_*]`, trained from its subfolder
+    (`train --config ../my_robot.yaml`), said only "data.bags: 'bags/run_*' matches no bag": where it looked was
+    left unsaid, and the bags are there, beside the config."""
+    from liquid_control.paths import policies_dir
+
+    project = tmp_path / "project"
+    _small_bag(project / "bags" / "run_001")
+    config = project / "my_robot.yaml"
+    config.write_text((policies_dir() / "configs" / "cfc_ncp_rover.yaml").read_text() + "data:\n  bags: [bags/run_*]\n")
+    (project / "scripts").mkdir()
+    monkeypatch.chdir(project / "scripts")
+    assert cli.main(["train", "--config", "../my_robot.yaml", "--out", "run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "data.bags: 'bags/run_*' matches no bag" in err, err
+    assert f"(a data: path is relative to the working directory, {project / 'scripts'})" in err, err
+    assert not (project / "scripts" / "run").exists()
+    capsys.readouterr()
+    assert cli.main(["train", "--config", str(config), "--bag", "bags/nothere", "--out", "run"]) == 2
+    assert "working directory" not in capsys.readouterr().err  # typed on the command line, where the user is

@@ -58,7 +58,7 @@ from rosbags.typesys import Stores, get_types_from_idl, get_types_from_msg, get_
 from liquid_control import folder_lock
 from liquid_control.conventions import stamps
 from liquid_control.conventions.message_types import message_type_name
-from liquid_control.paths import expand_pattern
+from liquid_control.paths import expand_pattern, user_path
 from liquid_control.shown import shown
 
 BAG_VERSION = 9  # metadata.yaml version written (rosbag2 of Jazzy and later)
@@ -1162,16 +1162,23 @@ def expand_bags(patterns, option: str) -> list[str]:
     would count twice) raise :class:`BagError` naming ``option``, where the user gave them (``--bag``,
     ``--val-bag``, ``data.bags``), and the path. The one check of ``train --bag/--val-bag`` and ``eval --bag``."""
     label = option if option.startswith("-") else f"{option}:"
+
+    def where(pattern: str) -> str:
+        """A config's relative path, from a config used in another folder: where it was looked for."""
+        if option.startswith("-") or Path(user_path(pattern)).is_absolute():
+            return ""
+        return f" (a data: path is relative to the working directory, {Path.cwd()})"
+
     named = []  # (bag, the pattern that gave it)
     for pattern in map(str, patterns):
         # a path that exists is that bag, also where its name holds a glob character (`run [1]`, `take*2`); ~ expanded
         matches = expand_pattern(pattern)
         if not matches:
-            raise BagError(f"{label} {pattern!r} matches no bag")
+            raise BagError(f"{label} {pattern!r} matches no bag{where(pattern)}")
         named += [(match, pattern) for match in matches]
-    missing = [bag for bag, _ in named if not Path(bag).exists()]
+    missing = [(bag, pattern) for bag, pattern in named if not Path(bag).exists()]
     if missing:  # BagReader's words
-        raise BagError(f"{label} {', '.join(missing)}: {NO_SUCH_BAG}")
+        raise BagError(f"{label} {', '.join(bag for bag, _ in missing)}: {NO_SUCH_BAG}{where(missing[0][1])}")
     twice = bag_given_twice(named)
     if twice:
         path, first, second = twice
