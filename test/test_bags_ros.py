@@ -564,10 +564,10 @@ def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path
 
 
 @contextlib.contextmanager
-def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), **parameters):
-    """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered; its other ``parameters``) in a context
-    where a talker node already publishes std_msgs/String on each of ``topics``: (recorder, lines, talker, context);
-    the context is shut down after."""
+def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), cli_args=None, **parameters):
+    """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered; its other ``parameters``; rclpy's
+    ``cli_args``) in a context where a talker node already publishes std_msgs/String on each of ``topics``:
+    (recorder, lines, talker, context); the context is shut down after."""
     from types import SimpleNamespace
 
     import rclpy
@@ -594,6 +594,7 @@ def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), **paramete
         recorder = Logged(
             context=context,
             parameter_overrides={"output": str(tmp_path / "bag"), "topics": [*topics, *also], **parameters},
+            cli_args=cli_args,
         )
         yield recorder, lines, talker, context
     finally:
@@ -813,6 +814,27 @@ def test_with_sim_time_the_recorder_subscribes_before_any_clock_arrives(tmp_path
         recorder.close()
     finally:
         context.try_shutdown()
+
+
+def test_with_sim_time_and_no_clock_the_recorder_says_what_it_waits_for(tmp_path, monkeypatch):
+    """Before: `liquid-control record --use-sim-time --duration 10` where nothing published /clock ran on without
+    a word, never ending (its duration counts node-clock time, 0 until /clock comes). It says so, once; with the
+    wall clock (no use_sim_time) it says nothing."""
+    from liquid_control.ros import recorder_node
+
+    monkeypatch.setattr(recorder_node, "CLOCK_WAIT_WARNING_S", 0.2)
+    for sim_time in (True, False):
+        folder = tmp_path / str(sim_time)
+        cli_args = ["--ros-args", "-p", f"use_sim_time:={str(sim_time).lower()}"]
+        with recorder_beside_a_talker(folder, cli_args=cli_args, duration_s=1.0) as (recorder, lines, _, _):
+            time.sleep(0.3)
+            recorder._discover()
+            recorder._discover()
+            said = [line for line in lines if "no /clock" in line]
+            assert len(said) == (1 if sim_time else 0), lines
+            assert all("duration_s does not start counting until one comes" in line for line in said)
+            assert not recorder.done.is_set()
+            recorder.close()
 
 
 def test_the_recorder_repeats_each_latched_publishers_last_message_in_every_file_with_repeat_latched(

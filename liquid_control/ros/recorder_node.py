@@ -79,6 +79,7 @@ RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
 
 
 LOST_WARNING_PERIOD_S = 5.0
+CLOCK_WAIT_WARNING_S = 5.0  # use_sim_time and no /clock for this long (steady time): said, once
 TAKE_DELIVERED_LIMIT_S = 2.0  # at a stop signal, the longest the recorder goes on taking what DDS delivered
 
 
@@ -187,6 +188,8 @@ class BagRecorderNode(Node):
         self._other_types_said: dict[str, set] = {}  # topic -> other types a warning named
         self._recorded_subscriptions = {}
         self._started = None  # first reading of the node clock (with sim time: once /clock has arrived)
+        self._created_at = time.monotonic()
+        self._clock_wait_said = False
         self.done = threading.Event()
         self.failed = ""  # why recording stopped early (a write failed), else empty
         self.received_until_ns = None  # at a stop signal: messages DDS received after it are not recorded
@@ -242,9 +245,23 @@ class BagRecorderNode(Node):
         now = self.get_clock().now().nanoseconds
         if self._started is None and now > 0:
             self._started = now
+        if now == 0:  # use_sim_time before any /clock (the wall clock is never 0)
+            self._say_no_clock()
         duration = float(self.p["duration_s"])
         if duration > 0 and self._started is not None and now - self._started >= duration * 1e9:
             self.done.set()
+
+    def _say_no_clock(self):
+        """Before: `liquid-control record --use-sim-time --duration 10` where nothing published /clock ran on
+        without a word, never ending: its duration counts node-clock time, which stays 0 until /clock comes."""
+        if self._clock_wait_said or time.monotonic() - self._created_at < CLOCK_WAIT_WARNING_S:
+            return
+        self._clock_wait_said = True
+        self.get_logger().warning(
+            f"use_sim_time is set, but no /clock message has come in {CLOCK_WAIT_WARNING_S:g} s: messages are logged "
+            "at time 0 and duration_s does not start counting until one comes (is the simulator publishing /clock? "
+            "without use_sim_time, the wall clock)"
+        )
 
     def _on_message(self, topic: str, data: bytes, info: dict | None = None):
         if self.writer.closed or self.failed:
