@@ -254,6 +254,13 @@ def test_a_bag_given_as_its_metadata_yaml_or_another_file_is_refused_naming_the_
     assert cli.main(["record", "--info", str(notes)]) == 2
     err = capsys.readouterr().err
     assert f"{notes}: not a bag's storage file (.mcap, .db3): give the bag's folder, or its .mcap or .db3 file" in err
+    compressed = tmp_path / "run_018" / "run_018_0.mcap.zstd"  # ros2 bag record --compression-mode file
+    compressed.parent.mkdir()
+    compressed.write_bytes(b"(\xb5/\xfd")
+    assert cli.main(["record", "--info", str(compressed)]) == 2
+    err = capsys.readouterr().err
+    assert f"{compressed}: a file-compressed storage file, read only through its bag's folder" in err, err
+    assert f"give {compressed.parent}" in err
     assert cli.main(["record", "--info", str(bag)]) == 0  # the folder, as before
 
 

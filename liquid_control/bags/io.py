@@ -1537,6 +1537,11 @@ class BagReader:
         if self.path.is_file() and self.path.suffix not in STORAGE_SUFFIXES:  # else rosbags' "Unrecognized storage"
             if self.path.name == "metadata.yaml":  # a shell's completion went one step too far
                 raise BagError(f"{self.path}: the bag's metadata, not the bag: give its folder, {self.path.parent}")
+            if self.path.suffix == ".zstd" and Path(self.path.stem).suffix in STORAGE_SUFFIXES:
+                raise BagError(
+                    f"{self.path}: a file-compressed storage file, read only through its bag's folder (its "
+                    f"metadata.yaml says how it is compressed): give {self.path.parent}"
+                )
             raise BagError(
                 f"{self.path}: not a bag's storage file (.mcap, .db3): give the bag's folder, or its .mcap or .db3 file"
             )
