@@ -2034,6 +2034,13 @@ def test_a_bag_named_as_its_folder_and_as_one_of_its_files_is_named_twice(tmp_pa
     )
     # a split recording's files given one by one, each once (around a damaged one), are separate bags
     assert bag_given_twice([("day1/run_002/run_002_0.mcap", "a"), ("day1/run_002/run_002_1.mcap", "b")]) is None
+    # a split file held out of its own folder (train --bag day1/run_002 --val-bag day1/run_002/run_002_1.mcap):
+    # before, validated on its own training data (the copy check compares whole recordings)
+    from liquid_control.training.bag_data import validate_data
+
+    held_out = r"bag\(s\) \['.*run_002 \(as its folder and as one of its files\)'\] are both training and validation"
+    with pytest.raises(ValueError, match=held_out):
+        validate_data({"bags": ["day1/run_002"], "validation": ["day1/run_002/run_002_1.mcap"]}, ("bags", "validation"))
 
 
 def test_a_data_spec_recorded_before_the_nodes_reorder_lag_was_read_still_reads_the_bags():

@@ -832,7 +832,7 @@ def test_with_sim_time_and_no_clock_the_recorder_says_what_it_waits_for(tmp_path
             recorder._discover()
             said = [line for line in lines if "no /clock" in line]
             assert len(said) == (1 if sim_time else 0), lines
-            assert all("duration_s does not start counting until one comes" in line for line in said)
+            assert all("duration_s does not start counting until it moves" in line for line in said)
             assert not recorder.done.is_set()
             recorder.close()
 

@@ -1126,7 +1126,11 @@ def test_a_policy_trained_under_a_shift_is_told_in_distribution_is_not_its_train
     build_plan([f"w={winter}"], ["in_distribution"], 1)
     err = capsys.readouterr().err
     assert f"warning: policy 'w' was trained with training.shift set ({winter} under 'winter')" in err
-    assert "--shift winter evaluates it in the world it trained in" in err
+    assert "--shift winter evaluates it in its own world" in err
+    build_plan([f"w={winter}"], ["in_distribution", "winter"], 1)
+    assert "; its own world is the 'winter' row" in capsys.readouterr().err
+    build_plan([f"w={winter}"], ["winter", "dusk"], 1)  # what the warning advises: no in_distribution row to misread
+    assert "training.shift" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -333,6 +333,9 @@ def test_train_takes_shipped_files_by_the_docs_names_from_python_and_init_from(t
     assert not (tmp_path / "run").exists()
     with pytest.raises(PolicyConfigError, match=r"'policies/configs/nope\.yaml': no such file .*nor a shipped config"):
         train("policies/configs/nope.yaml", tmp_path / "run")
+    from liquid_control.training.trainer import check_resume
+
+    check_resume("policies/configs/cfc_rover.yaml", tmp_path / "run")  # the same names as train(): nothing to refuse
     (tmp_path / "policies").mkdir()  # a file of the working directory wins over the shipped one of that name
     (tmp_path / "policies" / "cfc_ncp_rover.pt").write_bytes(b"")
     with pytest.raises(TrainingError, match="--init-from policies/cfc_ncp_rover.pt: .*empty"):

@@ -180,8 +180,12 @@ def checkpoint_file(path: str, name: str | None) -> str:
     return str(shipped)
 
 
-def resolve_policy(name: str | None, paths: list[str], default_world: str) -> PolicySpec:
-    """Load every checkpoint once (errors name the file), read world/seed/size; the expert needs no file."""
+def resolve_policy(
+    name: str | None, paths: list[str], default_world: str, trained_shifts: dict | None = None
+) -> PolicySpec:
+    """Load every checkpoint once (errors name the file), read world/seed/size; the expert needs no file.
+    ``trained_shifts``: filled with the policy's name -> [(checkpoint, its training.shift)], for the plan's word on
+    policies trained under a shift (:func:`_say_trained_under_a_shift`)."""
     if name == EXPERT and not paths:
         return PolicySpec(name=EXPERT, world=default_world, env_kwargs=agents.default_env_kwargs(None))
     given, paths = paths, [checkpoint_file(path, name) for path in paths]
@@ -195,7 +199,8 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
             )
         seen[key] = as_given
     infos = [agents.inspect_checkpoint(path) for path in paths]  # raises EvaluationSetupError naming the file
-    _say_trained_under_a_shift(name or infos[0]["name"], paths, infos)
+    if trained_shifts is not None:
+        trained_shifts[name or infos[0]["name"]] = [(p, info["training_shift"]) for p, info in zip(paths, infos)]
     worlds = {info["world"] for info in infos}
     if len(worlds) != 1:
         raise EvaluationSetupError(f"policy {name!r}: checkpoints are for different worlds {sorted(worlds)}")
@@ -236,16 +241,21 @@ def resolve_policy(name: str | None, paths: list[str], default_world: str) -> Po
     )
 
 
-def _say_trained_under_a_shift(name: str, paths: list[str], infos: list[dict]) -> None:
-    """A warning for checkpoints trained with ``training.shift`` set: the report's ``in_distribution`` is the worlds'
-    nominal setting, which for them is a shift, and their own training world is another row (``--shift``)."""
-    shifted = [(path, info["training_shift"]) for path, info in zip(paths, infos) if _changes(info["training_shift"])]
-    if shifted:
-        trained = ", ".join(f"{path} under {shift!r}" for path, shift in shifted)
+def _say_trained_under_a_shift(trained_shifts: dict, shifts: list[str]) -> None:
+    """A warning for checkpoints trained with ``training.shift`` set, where ``in_distribution`` is evaluated: that
+    row is the worlds' nominal setting, which for them is a shift, and their own training world is another row."""
+    if DEFAULT_SHIFT not in shifts:
+        return
+    for name, trained in trained_shifts.items():
+        shifted = [(path, shift) for path, shift in trained if _changes(shift)]
+        if not shifted:
+            continue
+        own = shifted[0][1]
+        where = f"its own world is the {own!r} row" if own in shifts else f"--shift {own} evaluates it in its own world"
         print(
-            f"liquid-control eval: warning: policy {name!r} was trained with training.shift set ({trained}): "
-            f"{DEFAULT_SHIFT} is the worlds' nominal setting (summer, noon, nominal sensors), a shift for it; "
-            f"--shift {shifted[0][1]} evaluates it in the world it trained in",
+            f"liquid-control eval: warning: policy {name!r} was trained with training.shift set "
+            f"({', '.join(f'{path} under {shift!r}' for path, shift in shifted)}): {DEFAULT_SHIFT} is the worlds' "
+            f"nominal setting (summer, noon, nominal sensors), a shift for it; {where}",
             file=sys.stderr,
             flush=True,
         )
@@ -378,9 +388,10 @@ def build_plan(
         raise EvaluationSetupError("no policy given (use --policy expert or --policy NAME=CHECKPOINT)")
     validate_world(world or DEFAULT_WORLD)
     specs: list[PolicySpec] = []
+    trained_shifts: dict = {}
     for text in policy_args:
         name, paths = parse_policy_argument(text)
-        specs.append(resolve_policy(name, paths, world or DEFAULT_WORLD))
+        specs.append(resolve_policy(name, paths, world or DEFAULT_WORLD, trained_shifts))
         check_policy_name(specs[-1].name, () if name else paths)
     check_distinct_checkpoints(specs)
     policy_worlds = {s.world for s in specs if not s.is_expert}
@@ -398,6 +409,7 @@ def build_plan(
     shifts = validate_shifts(shifts)
     for shift in shifts:  # a shift on a sensor the world lacks would be an in-distribution row, mislabelled
         check_shift_applies(shift, evaluated)
+    _say_trained_under_a_shift(trained_shifts, shifts)
     if policy_worlds:  # the expert drives the same world, rendered the same way, as the trained policies
         trained = next(s for s in specs if not s.is_expert)
         specs = [

@@ -258,9 +258,10 @@ class BagRecorderNode(Node):
             return
         self._clock_wait_said = True
         self.get_logger().warning(
-            f"use_sim_time is set, but no /clock message has come in {CLOCK_WAIT_WARNING_S:g} s: messages are logged "
-            "at time 0 and duration_s does not start counting until one comes (is the simulator publishing /clock? "
-            "without use_sim_time, the wall clock)"
+            f"use_sim_time is set, but the node clock still reads 0 after {CLOCK_WAIT_WARNING_S:g} s (no /clock "
+            "message has come, or a paused simulator publishes 0): messages are logged at time 0 and duration_s does "
+            "not start counting until it moves (is the simulator publishing /clock? without use_sim_time, the wall "
+            "clock)"
         )
 
     def _on_message(self, topic: str, data: bytes, info: dict | None = None):

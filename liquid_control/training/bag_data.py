@@ -60,7 +60,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import bag_sha256, expand_bags, recorded_files
+from liquid_control.bags.io import bag_given_twice, bag_sha256, expand_bags, recorded_files
 from liquid_control.bags.stream import (
     RECORD_INFO,
     LabelRule,
@@ -203,6 +203,9 @@ def validate_data(section: dict, options=()) -> dict:
     for key in given:  # each checked before any is converted
         out[key] = [str(Path(bag).resolve()) for bag in expand_bags(out[key], given[key])]
     overlap = sorted(set(out["bags"]) & set(out["validation"]))
+    if not overlap:  # a folder on one side and one of its files on the other (a split recording's file held out)
+        shared = bag_given_twice([(bag, "") for bag in out["bags"]] + [(bag, "") for bag in out["validation"]])
+        overlap = [f"{shared[0]} (as its folder and as one of its files)"] if shared else []
     if overlap:
         raise ValueError(
             f"{given['bags']}, {given['validation']}: bag(s) {overlap} are both training and validation bags"

@@ -132,7 +132,7 @@ def shipped_by_docs_name(config, init_from, log) -> tuple:
             raise PolicyConfigError(str(exc)) from None
     shipped = None if init_from is None else shipped_policy_for(str(init_from))
     if shipped is not None:
-        log(f"--init-from {init_from} is not in {os.getcwd()}: the shipped {shipped}")
+        log(f"init_from {init_from} is not in {os.getcwd()}: the shipped {shipped}")
         init_from = shipped
     return config, init_from
 
@@ -401,6 +401,7 @@ def check_resume(config: str | Path | dict, out_dir: str | Path, overrides: dict
     started with the other options."""
     out = Path(out_dir)
     folder_lock.check_free(out, "train into another --out", TrainingError)
+    config, _ = shipped_by_docs_name(config, None, _log)  # as train() takes it
     _, _, data, cfg, _ = _settings(config, overrides, None, out, resume=True)
     as_run = None if data is None else bag_data.bag_run_config
     if check_out_dir(out, True, cfg, as_run):
@@ -456,10 +457,10 @@ def train(
     None: where ``progress`` is off, so a log of a long run says how far it is; metrics.csv holds every epoch).
     """
     out = Path(out_dir)
-    config, init_from = shipped_by_docs_name(config, init_from, log)
     # a folder another train (or eval) is writing in: refused naming that process, before its files (config.yaml,
     # data.yaml, checkpoint.pt, maybe half written) are read, and not by what it wrote so far
     folder_lock.check_free(out, "train into another --out", TrainingError)
+    config, init_from = shipped_by_docs_name(config, init_from, log)
     if config is None and not resume:  # first: a bag run's folder without its data.yaml is refused for this too
         raise TrainingError("no config given (a config is optional only with resume)")
     config, overrides, data, cfg, own_config = _settings(config, overrides, data, out, resume)
