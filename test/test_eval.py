@@ -1334,6 +1334,41 @@ def test_options_of_another_mode_and_a_folder_of_another_report_are_refused(tmp_
     assert (out / "report.md").read_text() == "a simulated evaluation's\n" and not (out / LOG_NAME).exists()
 
 
+def test_a_training_run_folder_as_out_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
+    """Before: `eval --out runs/x`, runs/x a `train --out` folder, wrote report.md, results.*, plan.json and the
+    episodes log among the run's policy.pt, config.yaml and checkpoint.pt (rc 0). Every mode is refused, naming the
+    folder and a folder of its own; an earlier evaluation's folder still resumes."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation import experiment
+    from liquid_control.paths import policies_dir
+
+    shipped = policies_dir() / "cfc_balancer.pt"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "policy.pt").write_bytes(shipped.read_bytes())
+    (run / "config.yaml").write_text("name: mine\n")
+    monkeypatch.setattr(experiment, "train_all", lambda *a, **k: pytest.fail("trained"))
+    simulated = ["eval", "--policy", "expert", "--episodes", "1", "--backend", "serial", "--no-progress"]
+    offline = ["eval", "--bag", str(tmp_path / "no_bag"), "--policy", str(shipped), "--no-progress"]
+    headline = ["eval", "--experiment", "headline", "--archs", "cfc", "--seeds", "1", "--no-progress"]
+    for argv in (simulated, offline, headline):
+        assert main([*argv, "--out", str(run)]) == 2, argv
+        err = capsys.readouterr().err
+        assert f"--out {run}: is a training run's folder (it holds policy.pt, config.yaml)" in err, (argv, err)
+        assert f"--out {run / 'eval'}" in err and "Traceback" not in err, err
+        assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "policy.pt"], argv
+    (run / "policy.pt").unlink()
+    (run / "config.yaml").unlink()
+    (run / "data").mkdir()
+    (run / "data" / "round_0.npz").write_bytes(b"collected")  # a run stopped while collecting: no policy yet
+    assert main([*simulated, "--out", str(run)]) == 2
+    assert f"--out {run}: is a training run's folder (it holds data/)" in capsys.readouterr().err
+    report = tmp_path / "report"  # an evaluation's own folder: --resume continues it as before
+    assert main([*simulated, "--no-example", "--no-saliency", "--out", str(report)]) == 0
+    assert main([*simulated, "--no-example", "--no-saliency", "--out", str(report), "--resume"]) == 0
+    assert "1 already in" in capsys.readouterr().err
+
+
 def test_two_checkpoints_of_one_training_seed_are_refused_naming_both(tmp_path):
     """Before: `--policy a=X,Y` with X and Y both trained with seed 0 numbered them 0 and 1 silently, so the
     comparisons paired Y with other policies' seed 1 (trained on other demonstrations)."""

@@ -592,7 +592,7 @@ def run_experiment(args, command: str = "") -> dict:
     """`liquid-control eval --experiment headline`: train, then evaluate, into args.out."""
     from liquid_control.evaluation.backends import ray_connection
     from liquid_control.evaluation.evaluate import evaluate, option_arguments
-    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.plan import build_plan, refuse_training_run_folder
     from liquid_control.evaluation.provenance import Sitting, code_commit
     from liquid_control.training.episodes import MAX_TRAIN_SEED
 
@@ -647,6 +647,7 @@ def run_experiment(args, command: str = "") -> dict:
     from liquid_control.evaluation.results import LOG_NAME
 
     folder_lock.check_free(args.out, "evaluate into another --out", EvaluationSetupError)  # who, not what it wrote
+    refuse_training_run_folder(args.out)  # before hours of training
     if not args.resume and os.path.exists(os.path.join(args.out, LOG_NAME)):
         raise EvaluationSetupError(
             f"{args.out} already holds an evaluation: pass --resume to continue it, or choose another --out"

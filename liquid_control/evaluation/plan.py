@@ -328,10 +328,26 @@ def validate_output_folder(out_dir: str) -> None:
     problem = output_folder_problem(out_dir)
     if problem:
         raise EvaluationSetupError(f"--out {out_dir}: {problem}")
+    refuse_training_run_folder(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:  # it changed since the check
         raise EvaluationSetupError(f"--out {out_dir}: cannot create it ({exc.strerror or exc})") from None
+
+
+def refuse_training_run_folder(out_dir: str) -> None:
+    """``out_dir`` must not be a training run's folder (``train --out``): the report's files would lie among the
+    run's (policy.pt, config.yaml, checkpoint.pt), with names a run or a tool may read."""
+    from pathlib import Path
+
+    from liquid_control.training.run import training_run_entries
+
+    entries = training_run_entries(Path(out_dir))
+    if entries:
+        raise EvaluationSetupError(
+            f"--out {out_dir}: is a training run's folder (it holds {', '.join(entries)}); the report would be "
+            f"written among the run's files: give a folder of its own, e.g. --out {os.path.join(out_dir, 'eval')}"
+        )
 
 
 @dataclass

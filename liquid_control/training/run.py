@@ -85,6 +85,14 @@ def holds_run(out: Path) -> bool:
     )
 
 
+def training_run_entries(out: Path) -> list[str]:
+    """What in ``out`` makes it a training run's folder (``train --out``): its policy, checkpoint or config, else
+    collected data (:func:`holds_run`); empty for any other folder. Other commands refuse to write their outputs
+    there (an evaluation's report would mix with the run's files)."""
+    found = [name for name in ("policy.pt", "checkpoint.pt", "config.yaml") if (out / name).is_file()]
+    return found or (["data/"] if holds_run(out) else [])
+
+
 class TrainingError(RuntimeError):
     """A run that cannot start or continue (existing output folder, changed config, lost data)."""
 
