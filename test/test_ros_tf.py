@@ -625,6 +625,22 @@ def test_each_world_gets_its_robot_read_off_the_model():
         rd.robot_spec("Empty-v0", mujoco.MjModel.from_xml_string("<mujoco><worldbody/></mujoco>"))
 
 
+def test_view_refuses_an_existing_snapshot_file_before_it_starts(tmp_path, capsys):
+    """Before: `view --snapshot topics.png` replaced an existing topics.png (an earlier run's picture) without a
+    word, exit 0. Now refused at once, as record -o and replay -o refuse an existing bag, the file untouched."""
+    from liquid_control import cli
+    from liquid_control.ros.testing import free_domain_id
+
+    picture = tmp_path / "topics.png"
+    picture.write_bytes(b"an earlier run's picture")
+    argv = ["view", "--snapshot", str(picture), "--duration", "0.3", "--domain-id", str(free_domain_id())]
+    assert cli.main(argv) == 2
+    out, err = capsys.readouterr()
+    said = f"liquid-control view: error: --snapshot {picture}: already exists; a picture is never overwritten"
+    assert err.startswith(said) and out == "", err
+    assert picture.read_bytes() == b"an earlier run's picture"
+
+
 def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot():
     """`view --foxglove --until-episode-end` (no picture) in a namespace: the latched status of an episode that
     ended before it started is replayed at connect and ignored; the next episode's status stops it."""

@@ -11,7 +11,7 @@ read off the root link of ``robot_description`` unless ``--frame-prefix`` is giv
   the camera, the Plot panel the commands. With a ROS installation, ``foxglove_bridge`` or RViz do the same.
 - ``--snapshot PATH``: renders a picture of the same topics with matplotlib (no viewer needed): the robot's URDF
   shapes placed by TF on its path in ``odom``, the sensor frames, the camera's field of view from camera_info,
-  the latest image and the commands over time.
+  the latest image and the commands over time. An existing file is refused at the start, never overwritten.
 
 It stops after ``--duration`` seconds, with ``--until-episode-end`` at the first episode that ends after it started
 (a latched status of an earlier episode, replayed at connect, does not count), or on Ctrl-C.
@@ -550,7 +550,9 @@ def add_arguments(parser):
     parser.add_argument("--foxglove", action="store_true", help="serve the topics live to Foxglove (foxglove-sdk)")
     parser.add_argument("--host", default="127.0.0.1", help="Foxglove server address (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8765, help="Foxglove server port (0: any free port)")
-    parser.add_argument("--snapshot", default="", type=user_path, help="write a PNG picture of the topics when done")
+    parser.add_argument(
+        "--snapshot", default="", type=user_path, help="write a PNG picture of the topics when done (a new file)"
+    )
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: no limit)")
     parser.add_argument(
         "--until-episode-end",
@@ -603,6 +605,8 @@ def argument_problem(args) -> str | None:
         problem = output_file_problem(path, "run.png")
         if problem:
             return f"--snapshot {args.snapshot}: {problem}"
+        if path.exists():  # as a bag (record -o, replay -o): an earlier run's picture is not lost to this one
+            return f"--snapshot {args.snapshot}: already exists; a picture is never overwritten, choose a new name"
     return None
 
 
