@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from liquid_control import cli
-from liquid_control.bags import BagReader, BagWriter
+from liquid_control.bags import BagError, BagReader, BagWriter
 from liquid_control.bags.messages import image_message, twist_message
 from liquid_control.ros.testing import free_domain_id
 from liquid_control.training.bag_data import validate_data
@@ -286,3 +286,55 @@ def test_a_data_section_run_from_another_folder_says_its_bags_are_relative_to_th
     capsys.readouterr()
     assert cli.main(["train", "--config", str(config), "--bag", "bags/nothere", "--out", "run"]) == 2
     assert "working directory" not in capsys.readouterr().err  # typed on the command line, where the user is
+
+
+def test_a_bag_whose_storage_file_was_renamed_is_refused_naming_the_folder_and_both_files(tmp_path, capsys):
+    """Before: run_001/run_001.mcap renamed to run_001/x.mcap (metadata.yaml naming the old file) was refused by
+    record --info, eval --bag and train --bag in rosbags' words, "cannot open the bag: ReaderError: Some database
+    files are missing", naming neither the file that is there nor what to do."""
+    from liquid_control.paths import policies_dir
+
+    bag = _small_bag(tmp_path / "run_001")
+    (bag / "run_001.mcap").rename(bag / "x.mcap")
+    words = (
+        f"{bag}: its metadata.yaml lists run_001.mcap, missing from the folder (storage files there: x.mcap): a "
+        "storage file renamed or not copied; give it back the name metadata.yaml lists, or copy it in"
+    )
+    shipped = str(policies_dir() / "cfc_ncp_rover.pt")
+    config = str(policies_dir() / "configs" / "cfc_ncp_rover.yaml")
+    for argv in (
+        ["record", "--info", str(bag)],
+        ["eval", "--policy", shipped, "--no-progress", "--out", str(tmp_path / "offline"), "--bag", str(bag)],
+        ["train", "--config", config, "--no-progress", "--out", str(tmp_path / "run"), "--bag", str(bag)],
+    ):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert words in err and "ReaderError" not in err, (argv, err)
+    (bag / "x.mcap").unlink()
+    with pytest.raises(BagError, match=r"run_001.mcap, missing from the folder \(no storage file there\)"):
+        BagReader(bag)
+
+
+def test_a_storage_file_metadata_yaml_does_not_list_is_named_and_left_out_of_the_bags_sha256(tmp_path):
+    """Before: a second recording's .mcap copied into run_001 (its metadata.yaml listing run_001.mcap alone) was
+    not read, without a word, yet counted in the bag's SHA-256 (the training record's name of the recording):
+    the same recording was two bags there, and a file the user meant to train on was left out unsaid."""
+    import hashlib
+
+    from liquid_control.bags.io import bag_given_twice, bag_sha256
+
+    bag = _small_bag(tmp_path / "run_001")
+    recorded = hashlib.sha256((bag / "run_001.mcap").read_bytes()).hexdigest()  # `sha256sum run_001/*.mcap`
+    assert bag_sha256(bag) == recorded  # a bag without a stray file: as it always was
+    other = _small_bag(tmp_path / "run_002", frames=FRAMES + 3)
+    (other / "run_002.mcap").rename(bag / "extra.mcap")
+    assert bag_sha256(bag) == recorded
+    with pytest.warns(UserWarning) as warned, BagReader(bag, sha256=True) as reader:
+        assert reader.message_count == 2 * FRAMES  # what metadata.yaml lists, not the extra file's
+        assert sum(1 for _ in reader.messages()) == 2 * FRAMES
+        assert reader.recorded_sha256() == recorded
+    (said,) = [str(w.message) for w in warned]
+    assert said.startswith(f"{bag}: extra.mcap not listed in its metadata.yaml, so not read (the bag is run_001.mcap)")
+    assert "give it as a bag of its own" in said and "move metadata.yaml out" in said
+    # the folder does not read it: the folder and the file are two bags, not one given twice
+    assert bag_given_twice([(bag, str(bag)), (bag / "extra.mcap", str(bag / "extra.mcap"))]) is None

@@ -1034,10 +1034,16 @@ def folder_storage_files(folder: Path) -> list[Path]:
 
 def recorded_files(bag: str | Path) -> list[Path]:
     """The files of a bag that hold its messages, by name: a bag given as a file, that file; a folder's storage files
-    (``folder_storage_files``). Not metadata.yaml, which names the folder, nor what a copy adds or leaves out beside
-    them (which made the same recording two bags to ``bag_sha256`` and training's check for copied bags)."""
+    (``folder_storage_files``), with a metadata.yaml those it lists (the files read: a file copied in beside them
+    that it does not list is not the recording, :meth:`BagReader._check_listed_files`). Not metadata.yaml, which
+    names the folder, nor what a copy adds or leaves out beside them (which made the same recording two bags to
+    ``bag_sha256`` and training's check for copied bags)."""
     path = Path(bag)
-    return [path] if path.is_file() else folder_storage_files(path)
+    if path.is_file():
+        return [path]
+    stored = folder_storage_files(path)
+    listed = {f.name for f in _metadata_files(path)[0]}  # none without a readable metadata.yaml
+    return [f for f in stored if f.name in listed] if listed else stored
 
 
 class RecordedDigest:
@@ -1563,6 +1569,7 @@ class BagReader:
             files = [self.path]
         elif has_metadata:
             files, mode = _metadata_files(self.path)
+            self._check_listed_files(files)
         else:
             files = _storage_files(self.path)
             if not files:
@@ -1579,6 +1586,31 @@ class BagReader:
             self._open_whole(files)
         else:  # no metadata.yaml (a recorder killed before writing it): the storage files themselves
             self._open_parts(files, None, False, None)
+
+    def _check_listed_files(self, listed: list[Path]) -> None:
+        """The storage files metadata.yaml lists against those in the folder: a BagError naming the folder, the listed
+        files missing and the storage files there (a file renamed, or not copied: rosbags' words named neither the
+        folder nor what was there); a warning naming a storage file it does not list, which is not read."""
+        if not listed:  # no list to read: rosbags' reader says what is wrong with metadata.yaml
+            return
+        stored = folder_storage_files(self.path)
+        missing = [f.name for f in listed if not f.is_file()]
+        if missing:
+            there = f"storage files there: {', '.join(f.name for f in stored)}" if stored else "no storage file there"
+            raise BagError(
+                f"{self.path}: its metadata.yaml lists {', '.join(missing)}, missing from the folder ({there}): "
+                "a storage file renamed or not copied; give it back the name metadata.yaml lists, or copy it in"
+            )
+        names = {f.name for f in listed}
+        unlisted = [f.name for f in stored if f.name not in names]
+        if unlisted:
+            warnings.warn(
+                f"{self.path}: {', '.join(unlisted)} not listed in its metadata.yaml, so not read (the bag is "
+                f"{', '.join(f.name for f in listed)}); move it out of the folder (to read it, give it as a bag of its "
+                "own), or, if it belongs to this recording, move metadata.yaml out (the folder is then read from its "
+                "storage files)",
+                stacklevel=4,
+            )
 
     def _open_whole(self, files: list[Path]) -> None:
         """A complete bag through rosbags' reader (metadata.yaml: topics, counts, QoS; compression)."""
