@@ -1,6 +1,6 @@
 """Values quoted in error messages, cut to a readable length: a refusal names what it refused without printing a
-megabyte string or a 400-digit number whole, and without failing on an integer Python will not print; and the valid
-name a mistyped one is close to (``did_you_mean``)."""
+megabyte string or a 400-digit number whole, and without failing on an integer Python will not print; the valid
+name a mistyped one is close to (``did_you_mean``); and a count with its noun (``counted``: 1 episode, 2 episodes)."""
 
 from __future__ import annotations
 
@@ -57,3 +57,9 @@ def did_you_mean(given: list[str], valid) -> str:
     if len(given) == 1:
         return f" (did you mean {found[0][1]!r}?)"
     return " (did you mean " + ", ".join(f"{match!r} for {name!r}" for name, match in found) + "?)"
+
+
+def counted(count: int, noun: str) -> str:
+    """``1 episode``, ``20 episodes``: ``count`` and ``noun``, plural (an added s) for any count but 1, for the
+    messages whose count may be 1 (``eval --episodes 1``)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

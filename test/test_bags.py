@@ -1575,7 +1575,7 @@ def test_record_expert_of_a_balancer_writes_what_sim_node_publishes_and_trains_t
     out = tmp_path / "bal"
     argv = ["record", "--expert", "--world", world_id, "--episodes", "1", "--seed", str(seed), "--no-progress"]
     assert cli.main([*argv, "--time-limit", "0.3", "-o", str(out)]) == 0
-    assert f"1 expert episodes of {world_id}" in capsys.readouterr().out
+    assert f"recorded 1 expert episode of {world_id}" in capsys.readouterr().out  # not 1 expert episodes
     bag = out / f"episode_{seed}"
     world = make_world(world_id, time_limit=0.3)  # the oracle: the same world and seed, driven as the bag's operator
     try:

@@ -280,8 +280,8 @@ def test_eval_on_a_terminal_keeps_its_progress_off_stdout(tmp_path):
     assert proc.wait(timeout=300) == 0
     reader.join(timeout=60)
     err = b"".join(chunks)
-    assert b"episodes planned" in err  # the status line, on stderr
-    assert out.splitlines() == [f"liquid-control eval: 1 episodes -> {tmp_path / 'r é' / 'report.md'}"], out
+    assert b"1 episode planned" in err  # the status line, on stderr; 1 episode, not 1 episodes
+    assert out.splitlines() == [f"liquid-control eval: 1 episode -> {tmp_path / 'r é' / 'report.md'}"], out
 
 
 def help_examples(name: str) -> list[list[str]]:

@@ -25,6 +25,7 @@ from liquid_control.evaluation.plan import (
 from liquid_control.evaluation.shifts import SHIFT_SETS
 from liquid_control.paths import first_missing_folder, remove_made_folder, user_path
 from liquid_control.processes import Terminated, WorkerPoolError, interrupt_in_ctypes, sigterm_as_interrupt
+from liquid_control.shown import counted
 
 DEFAULT_EPISODES = 20
 
@@ -360,5 +361,5 @@ def _run(args: argparse.Namespace) -> int:
         if interrupt is None:
             raise
         return _interrupted(args, interrupt)
-    print(f"liquid-control eval: {len(result['records'])} episodes -> {result['report']}")
+    print(f"liquid-control eval: {counted(len(result['records']), 'episode')} -> {result['report']}")
     return 0

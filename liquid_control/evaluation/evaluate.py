@@ -14,6 +14,7 @@ from liquid_control.evaluation.backends import run_jobs
 from liquid_control.evaluation.plan import DEFAULT_LANES, EvaluationPlan, EvaluationSetupError
 from liquid_control.evaluation.report import write_report
 from liquid_control.evaluation.results import ResultLog, finish_record, write_tables
+from liquid_control.shown import counted
 
 
 def option_arguments(args, command: str) -> dict:
@@ -96,7 +97,7 @@ def evaluate(
             sitting.unrecorded_episodes = sitting.unrecorded_episodes or len(jobs) - len(todo)
         _write_plan(plan, out_dir, command)
         print(  # also without the bar (a CI log): what this run will do, and on resume what it already has
-            f"liquid-control eval: {len(jobs)} episodes planned, {len(jobs) - len(todo)} already in "
+            f"liquid-control eval: {counted(len(jobs), 'episode')} planned, {len(jobs) - len(todo)} already in "
             f"{log.path}, running {len(todo)} on the {backend} backend",
             file=sys.stderr,  # beside the bar: stdout holds only the result (`report=$(liquid-control eval ...)`)
             flush=True,

@@ -25,6 +25,7 @@ from liquid_control.evaluation.summary import (
     summarize_groups,
 )
 from liquid_control.figures import fit_suptitle, pyplot, save_figure
+from liquid_control.shown import counted
 from liquid_control.stats import format_p
 
 # ----------------------------------------------------------------------------------------------- plots
@@ -414,12 +415,12 @@ def write_report(
     if notes:
         lines.append("")
     lines += [
-        f"- World: `{world}`; {len(plan.episode_seeds)} episodes per policy, shift and training seed; "
+        f"- World: `{world}`; {counted(len(plan.episode_seeds), 'episode')} per policy, shift and training seed; "
         f"training seeds per policy: {', '.join(map(str, n_seeds))}.",
         f"- Episode seeds {plan.episode_seeds[0]}..{plan.episode_seeds[-1]}, the same for every policy, training "
         "seed and shift (paired comparison).",
-        f"- {len(records)} episodes in this report (`results.csv`, `results.json`); the checkpoint files with their "
-        "SHA-256, the shifts and the episode seeds: `plan.json`.",
+        f"- {counted(len(records), 'episode')} in this report (`results.csv`, `results.json`); the checkpoint files "
+        "with their SHA-256, the shifts and the episode seeds: `plan.json`.",
         "- **Success** of a policy: the mean over its training seeds of each seed's success rate, with a 95% "
         "interval from a bootstrap over training seeds, then over episodes within each seed (2000 resamples, "
         "fixed seed), widened to the Wilson interval of all episodes pooled where that is wider (the bootstrap "

@@ -54,7 +54,7 @@ from liquid_control.conventions.params import (
 from liquid_control.paths import user_path
 from liquid_control.ros.entry import unwritable_log_dir
 from liquid_control.ros.executable import WithMessageInfo, init_ros, named_counts, run_until_signal, stop_on_signals
-from liquid_control.shown import shown
+from liquid_control.shown import counted, shown
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
     "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
@@ -292,7 +292,7 @@ class BagRecorderNode(Node):
     def dropped_summary(self, topic: str) -> str:
         """``/camera/image_raw: 523 messages dropped by the recorder, 1200 recorded: the disk is slower ...``."""
         return (
-            f"{topic}: {count_of_messages(self.writer.dropped.get(topic, 0))} dropped by the recorder, "
+            f"{topic}: {counted(self.writer.dropped.get(topic, 0), 'message')} dropped by the recorder, "
             f"{self.counts[topic]} recorded: the disk is slower than the recording (a finished file was still being "
             f"written to it when the next one was full, and the {BEHIND_CACHE_BYTES >> 20} MiB the recorder keeps "
             "meanwhile were full)"
@@ -346,7 +346,7 @@ class BagRecorderNode(Node):
         """``/camera/image_raw: 268 messages lost in transport, 30 received (3.0 Hz)``."""
         elapsed = time.monotonic() - self._subscribed_at.get(topic, time.monotonic())
         rate = f" ({self.counts[topic] / elapsed:.1f} Hz)" if elapsed > 0 else ""
-        return f"{topic}: {count_of_messages(self.lost[topic])} lost in transport, {self.counts[topic]} received{rate}"
+        return f"{topic}: {counted(self.lost[topic], 'message')} lost in transport, {self.counts[topic]} received{rate}"
 
     def close(self) -> Path:
         """Finish the bag (call once the executor no longer runs this node's callbacks); the counts are logged
@@ -702,11 +702,6 @@ def record_graph(
     return [NodeDescription("bag_recorder", "bag_recorder", (), parameters)]
 
 
-def count_of_messages(count: int) -> str:
-    """``1 message``, ``3 messages``."""
-    return f"{count} message{'' if count == 1 else 's'}"
-
-
 def bag_info(path: str) -> str:
     """A human summary of a bag, like ``ros2 bag info``: its counts; for a truncated bag with a metadata.yaml
     (``ros2 bag info`` shows only that file's) both what that file says was recorded and what is readable up to
@@ -714,21 +709,21 @@ def bag_info(path: str) -> str:
     with BagReader(path, allow_truncated=True) as reader:
         recorded = metadata_counts(reader.path) if reader.salvaged else None
 
-        def counted(readable: int, in_metadata: int | None) -> str:
+        def readable_of(readable: int, in_metadata: int | None) -> str:
             if in_metadata is None:
-                return count_of_messages(readable)
-            return f"{count_of_messages(in_metadata)} recorded (metadata.yaml), {readable} readable up to the break"
+                return counted(readable, "message")
+            return f"{counted(in_metadata, 'message')} recorded (metadata.yaml), {readable} readable up to the break"
 
         total, by_topic = recorded or (None, {})
-        count = str(reader.message_count) if total is None else counted(reader.message_count, total)
+        count = str(reader.message_count) if total is None else readable_of(reader.message_count, total)
         lines = [f"bag: {reader.path}", f"duration: {reader.duration_s:.3f} s, messages: {count}"]
         if reader.salvaged:
             lines.append(f"TRUNCATED: {reader.salvage_note}")
         for topic, info in sorted(reader.topics.items()):
             qos = ", ".join(f"{q['reliability']}/{q['durability']}/depth {q['depth']}" for q in map(qos_dict, info.qos))
-            kinds = " and ".join(f"{t} ({count_of_messages(n)})" for t, n in info.msgtypes.items())
+            kinds = " and ".join(f"{t} ({counted(n, 'message')})" for t, n in info.msgtypes.items())
             kinds = info.msgtype if len(info.msgtypes) == 1 else f"{kinds}: one topic, two or more types"
-            lines.append(f"  {topic}: {kinds}, {counted(info.count, by_topic.get(topic))}, offered QoS [{qos}]")
+            lines.append(f"  {topic}: {kinds}, {readable_of(info.count, by_topic.get(topic))}, offered QoS [{qos}]")
     return "\n".join(map(printable, lines))
 
 
@@ -814,7 +809,7 @@ def run(args) -> int:
             from liquid_control.bags import recover
 
             path, kept, note = recover(args.recover, args.output)
-            print(f"recovered {count_of_messages(kept)} of {args.recover} into {path}")
+            print(f"recovered {counted(kept, 'message')} of {args.recover} into {path}")
             # where the source broke off (a cut record or a chunk failing its CRC check) and what was not read
             print(f"  {note}" if note else "  the source was complete: nothing was left out")
             return 0
@@ -892,7 +887,7 @@ def run(args) -> int:
             if args.policy:
                 took = sum(r["operator_updates"] for r in results) / max(1, sum(r["updates"] for r in results))
                 print(
-                    f"recorded {len(results)} episodes of {args.policy} driving with expert takeover"
+                    f"recorded {counted(len(results), 'episode')} of {args.policy} driving with expert takeover"
                     f"{' and shadow labels' if args.shadow else ''}"
                     f"{f', operator share {args.operator_share:g}' if args.operator_share else ''} ({seconds:.1f} s "
                     f"of driving, {sum(r['takeovers'] for r in results)} takeovers, the operator drove {took:.0%} of "
@@ -900,8 +895,8 @@ def run(args) -> int:
                 )
                 return 0
             print(
-                f"recorded {len(results)} expert episodes of {args.world} ({seconds:.1f} s of driving, expert success "
-                f"{wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
+                f"recorded {counted(len(results), 'expert episode')} of {args.world} ({seconds:.1f} s of driving, "
+                f"expert success {wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
             )
             return 0
         # discovery off: the recorder would find no publisher and record nothing; a log folder rcl cannot make
