@@ -245,3 +245,26 @@ def test_an_export_run_directly_beside_an_unreadable_checkpoint_runs_and_says_so
     assert chosen.name == "onnx" and "Permission denied" in chosen.note and "unchecked" in chosen.note
     action, _ = chosen.step(BALANCER_OBS, chosen.initial_state(), 0.01)
     assert np.isfinite(action).all()
+
+
+def test_export_to_a_folder_is_refused_before_the_export_naming_a_file_in_it(tmp_path, capsys):
+    """Before: `export P.pt -o deploy` (an existing folder) said 'give a .onnx file (... deploy would not run, and the
+    file there would be replaced)', as if deploy were a file, and `-o deploy.onnx` (a folder) exported and checked the
+    model, then 'cannot write deploy.onnx: Is a directory'. Now both say it is a folder and name a file in it, as
+    view --snapshot does, before any work, and leave the folders empty; a new name without .onnx is not called a
+    file that would be replaced."""
+    pt = tmp_path / "rover.pt"
+    pt.write_bytes((POLICIES / "cfc_balancer.pt").read_bytes())
+    for name in ("deploy", "deploy.onnx"):
+        folder = tmp_path / name
+        folder.mkdir()
+        for given in (str(folder), str(folder) + "/"):
+            assert cli.main(["export", str(pt), "-o", given]) == 2
+            out, err = capsys.readouterr()
+            said = f"liquid-control export: error: --output {folder}: is a folder; give a file name such as "
+            assert err == f"{said}{folder / 'rover.onnx'}\n" and out == "", err
+        assert list(folder.iterdir()) == []
+    assert cli.main(["export", str(pt), "-o", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "--output" in err and "give a .onnx file" in err and "would be replaced" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy", "deploy.onnx", "rover.pt"]

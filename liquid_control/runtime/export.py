@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liquid_control.paths import policies_dir, shipped_name_hint, shipped_policy_for, user_path
+from liquid_control.paths import output_file_problem, policies_dir, shipped_name_hint, shipped_policy_for, user_path
 
 from .backends import (
     CAMERA,
@@ -569,6 +569,11 @@ def run(args) -> int:
         )
         return 2
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")  # a shipped one's: here
+    if out.is_dir():  # -o FOLDER: refused before the work as view --snapshot refuses one, in the same words
+        named = f"--output {out}" if args.output else str(out)
+        problem = output_file_problem(out, Path(args.policy).with_suffix(".onnx").name)
+        print(f"liquid-control export: error: {named}: {problem}", file=sys.stderr)
+        return 2
     source = shipped_policy_for(args.policy) or Path(args.policy)
     if source != Path(args.policy):
         print(f"liquid-control export: {args.policy} is not in {os.getcwd()}: the shipped {source}", file=sys.stderr)
@@ -597,8 +602,8 @@ def run(args) -> int:
     if out.suffix != ".onnx":  # e.g. -o the model card or another run's policy.pt: replaced by an ONNX model
         print(
             f"liquid-control export: error: --output {out}: give a .onnx file (load_backend and policy_node tell "
-            f"an export from a checkpoint by that suffix; {out.name} would not run, and the file there would be "
-            "replaced)",
+            f"an export from a checkpoint by that suffix; {out.name} would not run"
+            f"{', and the file there would be replaced' if out.exists() else ''})",
             file=sys.stderr,
         )
         return 2
@@ -611,7 +616,7 @@ def run(args) -> int:
             return 1
         print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)
         return 2
-    except OSError as exc:  # an output folder that cannot be made or written, -o naming a folder
+    except OSError as exc:  # an output folder that cannot be made or written, -o under a file
         check = unchecked_path(out)
         where = f" ({exc.filename})" if exc.filename and Path(exc.filename) not in (check, out) else ""
         print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}{where}", file=sys.stderr)
