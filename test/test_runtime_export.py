@@ -233,8 +233,85 @@ def test_both_backends_take_the_same_observations(tmp_path):
         with pytest.raises(ValueError, match=r"observation lacks 'wheels' \(has ages, event, image, imu\)"):
             backend.step({k: v for k, v in exact.items() if k != "wheels"}, state, 0.02)
     assert isinstance(backend, OnnxBackend)
-    with pytest.raises(ValueError, match=r"fusion.onnx: 'image' must be uint8 \(H, W, 3\) .*got float32"):
+    with pytest.raises(ValueError, match=r"policy 'tiny_fusion': observation 'image' must be uint8 .*got float32"):
         backend.step(dict(exact, image=exact["image"].astype(np.float32)), state, 0.02)
+
+
+@pytest.fixture(scope="module")
+def shipped_fusion(tmp_path_factory):
+    """The shipped camera + IMU policy and its export written here with the package's export function."""
+    from liquid_control.paths import policies_dir
+    from liquid_control.policy import load_policy
+
+    policy = load_policy(policies_dir() / "cfc_balance_nav.pt")
+    return policy, export_onnx(policy, tmp_path_factory.mktemp("export") / "cfc_balance_nav.onnx")
+
+
+_WRONG_INPUTS = {  # what step() is given instead of a right input -> the one message both backends give
+    "frame_of_another_size": (
+        {"image": np.zeros((64, 32, 3), np.uint8)},
+        "observation 'image' has shape (64, 32, 3), expected (32, 32, 3) (observation.image: height, width, 3 RGB "
+        "channels)",
+    ),
+    "grey_frame": (
+        {"image": np.zeros((32, 32, 1), np.uint8)},
+        "observation 'image' has shape (32, 32, 1), expected (32, 32, 3) (observation.image: height, width, 3 RGB "
+        "channels)",
+    ),
+    "float_frame": (
+        {"image": np.zeros((32, 32, 3), np.float32)},
+        "observation 'image' must be uint8 as a camera gives it, got float32",
+    ),
+    "imu_of_another_length": (
+        {"imu": np.zeros(7, np.float32)},
+        "observation 'imu' has shape (7,), expected (6,) (observation.vectors.imu)",
+    ),
+    "batched_imu": (
+        {"imu": np.zeros((1, 6))},
+        "observation 'imu' has shape (1, 6), expected (6,) (observation.vectors.imu)",
+    ),
+    "ages_of_another_length": (
+        {"ages": [0.0, 0.0, 0.0]},
+        "observation 'ages' has shape (3,), expected (2,) (observation.timing: one age per update sensor, camera, imu)",
+    ),
+    "missing_wheels": ({"wheels": None}, "observation lacks 'wheels' (has ages, event, image, imu)"),
+    "state_of_another_policy": (
+        {"state": np.zeros(51, np.float32)},
+        "state has shape (51,), expected (64,) (as initial_state() gives)",
+    ),
+    "encoder_misnamed": ({"encode": ("cam",)}, "encode names ['cam'], not encoders of this policy (camera, vectors)"),
+}
+
+
+@pytest.mark.parametrize("wrong", _WRONG_INPUTS, ids=list(_WRONG_INPUTS))
+@pytest.mark.parametrize("backend_name", ["torch", "onnx"])
+def test_both_backends_refuse_a_wrong_input_in_the_same_words(shipped_fusion, backend_name, wrong):
+    """Before: the ONNX backend raised onnxruntime's InvalidArgument ('Got invalid dimensions for input: image for
+    the following indices index: 3 Got: 1 Expected: 3') where torch raised a ValueError of the policy's batch
+    shapes ('camera encoder: expected images (N, 32, 32, 3), got (1, 32, 32, 1)'): a user who switched backend got
+    another error for the same input (and ran a misnamed encoder, silently, as none). Both now check in one place
+    (StepInputs) and say the same."""
+    policy, onnx_path = shipped_fusion
+    backend = TorchBackend(policy) if backend_name == "torch" else OnnxBackend(onnx_path)
+    change, words = _WRONG_INPUTS[wrong]
+    obs = {
+        "image": np.zeros((32, 32, 3), np.uint8),
+        "imu": np.zeros(6, np.float32),
+        "wheels": np.zeros(2, np.float32),
+        "event": np.int64(0),
+        "ages": np.zeros(2, np.float32),
+    }
+    state = backend.initial_state()
+    assert np.isfinite(backend.step(obs, state, 0.01)[0]).all()  # the right inputs run
+    obs.update((key, value) for key, value in change.items() if key in obs)
+    obs = {key: value for key, value in obs.items() if value is not None}
+    with pytest.raises(ValueError) as raised:
+        backend.step(obs, change.get("state", state), 0.01, encode=change.get("encode"))
+    assert type(raised.value) is ValueError and str(raised.value) == f"policy 'cfc_balance_nav': {words}"
+    if "image" in change:  # an input the step does not read (its encoder does not run)
+        assert np.isfinite(backend.step(obs, state, 0.01, encode=("vectors",))[0]).all()
+        del obs["image"]
+        assert np.isfinite(backend.step(obs, state, 0.01, encode=("vectors",))[0]).all()
 
 
 def test_an_unreadable_checkpoint_next_to_its_export_is_named(tmp_path, monkeypatch):

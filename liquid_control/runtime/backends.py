@@ -116,6 +116,90 @@ class ObservationSpec:
         return CAMERA if sensor == CAMERA else VECTORS
 
 
+class StepInputs:
+    """What a backend's ``step`` reads, checked here before either backend runs, so that a wrong input (a frame of
+    another size or channel count, an IMU vector of another length, another policy's state) is the same ValueError
+    in the same words with torch and with onnxruntime (which said only 'INVALID_ARGUMENT : Got invalid dimensions
+    for input: image ... index: 3 Got: 4 Expected: 3'). Only what the step reads is checked: the inputs of the
+    encoders that run (``encode``), the time inputs and the state. Arrays of the right shapes pass with a shape
+    comparison each (a microsecond or two, no copies: the node's path); anything else is looked at input by input."""
+
+    def __init__(self, spec: ObservationSpec, state_size: int, policy: str):
+        self.policy = policy  # e.g. "policy 'cfc_ncp_rover'": how every message starts
+        self.state_shape = (int(state_size),)
+        self.encoders = tuple(spec.encoders)
+        # per observation key: its encoder (None: a time input), its shape and where the policy config sets it
+        self.inputs: dict[str, tuple[str | None, tuple[int, ...], str]] = {}
+        for sensor, shape in spec.sensors.items():
+            where = f"observation.vectors.{sensor}"
+            if sensor == CAMERA:
+                where = "observation.image: height, width, 3 RGB channels"
+            self.inputs[ObservationSpec.obs_key(sensor)] = (spec.encoder_of(sensor), shape, where)
+        n = len(spec.update_on)
+        times = {"event": ((), "observation.timing: the index of the update sensor")}
+        times["ages"] = ((n,), f"observation.timing: one age per update sensor, {', '.join(spec.update_on)}")
+        self.inputs.update((name, (None, *times[name])) for name in spec.timing)
+        self._reads: dict = {}  # encode -> ((key, shape) of each input the step reads then), its names checked
+
+    def check(self, obs: dict, state, encode=None) -> None:
+        """ValueError naming the input, its expected and its given shape, for the first input ``step`` cannot take."""
+        try:
+            reads = self._reads[encode]
+        except (KeyError, TypeError):  # a first encode, or one that cannot be a key (a list)
+            reads = self._reads_of(encode)
+        try:  # the usual case: arrays of the right shapes, a uint8 frame
+            for key, shape in reads:
+                if obs[key].shape != shape:
+                    break
+            else:
+                if state.shape == self.state_shape and ("image" not in obs or obs["image"].dtype == np.uint8):
+                    return
+        except (KeyError, AttributeError):  # an input missing, or given as a list or a number
+            pass
+        self._check_each(obs, state, [key for key, _ in reads])
+
+    def _reads_of(self, encode) -> tuple[tuple[str, tuple[int, ...]], ...]:
+        """The keys ``step`` reads with ``encode`` and their shapes; a ValueError naming an ``encode`` name that is not
+        an encoder of the policy (it would leave that encoder's cached features, zeros at first, in place)."""
+        names = (encode,) if isinstance(encode, str) else encode
+        if names is not None:
+            unknown = [name for name in names if name not in self.encoders]
+            if unknown:
+                raise ValueError(
+                    f"{self.policy}: encode names {unknown}, not encoders of this policy ({', '.join(self.encoders)})"
+                )
+        reads = tuple(
+            (key, shape)
+            for key, (encoder, shape, _) in self.inputs.items()
+            if encoder is None or names is None or encoder in names
+        )
+        if isinstance(encode, (tuple, str, type(None))):
+            self._reads[encode] = reads
+        return reads
+
+    def _check_each(self, obs: dict, state, keys: tuple) -> None:
+        for key in keys:
+            if key not in obs:
+                raise ValueError(
+                    f"{self.policy}: observation lacks {key!r} (has {', '.join(sorted(obs)) or 'nothing'})"
+                )
+            _, shape, where = self.inputs[key]
+            value = obs[key]
+            given = np.shape(value)
+            if given != shape:
+                raise ValueError(
+                    f"{self.policy}: observation {key!r} has shape {tuple(given)}, expected {shape} ({where})"
+                )
+            if key == "image" and np.asarray(value).dtype != np.uint8:  # a float frame: 0-1 or 0-255? not guessed
+                dtype = np.asarray(value).dtype
+                raise ValueError(f"{self.policy}: observation 'image' must be uint8 as a camera gives it, got {dtype}")
+        given = np.shape(state)
+        if given != self.state_shape:
+            raise ValueError(
+                f"{self.policy}: state has shape {tuple(given)}, expected {self.state_shape} (as initial_state() gives)"
+            )
+
+
 class TorchBackend:
     """Runs a ``liquid_control.policy.Policy`` (or any module with the same ``step`` contract), on the CPU with
     numpy in and out. It switches ``policy`` (the caller's object, not a copy) to eval mode: a policy still being
@@ -142,7 +226,9 @@ class TorchBackend:
         self.config = policy.config
         self.training_record = training_record_of(getattr(policy, "metadata", None) or {})
         self.spec = ObservationSpec.from_config(self.config)
-        self._state_dtype = self.initial_state().dtype
+        initial = self.initial_state()
+        self._state_dtype = initial.dtype
+        self._inputs = StepInputs(self.spec, initial.shape[0], _policy_name(self.config))
 
     def initial_state(self) -> np.ndarray:
         """The policy's initial state for one sample, in the policy's precision (float32; float64 for a policy
@@ -155,6 +241,7 @@ class TorchBackend:
     ) -> tuple[np.ndarray, np.ndarray]:
         """One update of one sample; ``encode``: the encoders to run (None: all), the others' features come
         from the state."""
+        self._inputs.check(obs, state, encode)
         torch = self._torch
         if self.threads is not None and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
@@ -203,7 +290,17 @@ class OnnxBackend:
         # the float inputs step() checks, per encoder (the camera's uint8 frame cannot be NaN), then the time inputs
         self._finite_inputs = tuple((e, sensors) for e, sensors in self.spec.encoders.items() if e != CAMERA)
         self.state_size = check_onnx_signature(path, self.session, self.spec)
-        self._observation_inputs = [ObservationSpec.obs_key(s) for s in self.spec.sensors] + list(self.spec.timing)
+        self._inputs = StepInputs(self.spec, self.state_size, _policy_name(config))
+        # the graph's observation inputs: (name, encoder reading it or None for a time input, the zeros fed while
+        # that encoder does not run: its If branch does not read them, and the step may lack them, as with torch)
+        self._feed_inputs = [
+            (
+                ObservationSpec.obs_key(s),
+                self.spec.encoder_of(s),
+                np.zeros((1, *shape), np.uint8 if s == CAMERA else np.float32),
+            )
+            for s, shape in self.spec.sensors.items()
+        ] + [(name, None, None) for name in self.spec.timing]
 
     def initial_state(self) -> np.ndarray:
         """The policy's initial state: zeros of the graph's state size (as ``Policy.initial_state``)."""
@@ -213,7 +310,8 @@ class OnnxBackend:
         self, obs: dict[str, np.ndarray], state: np.ndarray, dt: float, encode=None
     ) -> tuple[np.ndarray, np.ndarray]:
         """One update of one sample through the ONNX graph; ``encode``: the encoders to run (None: all)."""
-        if "event" in self.spec.timing and "event" in obs:
+        self._inputs.check(obs, state, encode)
+        if "event" in self.spec.timing:
             event, n = np.asarray(obs["event"]), len(self.spec.update_on)
             if event.size and not (0 <= event.min() and event.max() < n):
                 # the graph's one-hot of an index outside [0, n) is all zeros: the core would see no event, silently
@@ -224,16 +322,19 @@ class OnnxBackend:
         for encoder, sensors in self._finite_inputs:  # as Policy.step: the inputs of the encoders that run now
             if encode is None or encoder in encode:
                 for sensor in sensors:
-                    if sensor in obs and not np.isfinite(obs[sensor]).all():
+                    if not np.isfinite(obs[sensor]).all():
                         raise ValueError(f"{self.path}: {encoder!r} input is not finite (NaN or inf)")
         for name in self.spec.timing:
-            if name in obs and not np.isfinite(obs[name]).all():
+            if not np.isfinite(obs[name]).all():
                 raise ValueError(f"{self.path}: time inputs ({', '.join(self.spec.timing)}) are not finite")
         with np.errstate(over="ignore"):  # checked as the graph takes it: 1e39 is inf in float32
             dt32 = np.float32(dt)
         if not 0.0 <= dt32 < np.inf:  # as the torch policy: the graph's sub-step count would take any dt
             raise ValueError(f"{self.path}: dt must be finite and >= 0, got {dt}")
-        feed = {key: np.ascontiguousarray(self._input(key, obs)[None]) for key in self._observation_inputs}
+        feed = {
+            key: idle if encoder is not None and encode is not None and encoder not in encode else self._input(key, obs)
+            for key, encoder, idle in self._feed_inputs
+        }
         feed["state"] = np.asarray(state, dtype=np.float32)[None]
         feed["dt"] = dt32.reshape(1)
         for encoder in self.spec.encoders:
@@ -242,19 +343,14 @@ class OnnxBackend:
         return action[0].astype(np.float64), new_state[0].astype(np.float32)
 
     def _input(self, key: str, obs: dict) -> np.ndarray:
-        """``obs[key]`` in the graph's dtype, as the torch policy takes it: vectors and ``ages`` of any real dtype (a
-        list, numpy's float64) as float32, ``event`` as int64; onnxruntime refused anything but its exact dtype
-        ("Unexpected input data type"), so code that ran with torch failed once an export lay beside the .pt."""
-        if key not in obs:
-            raise ValueError(f"{self.path}: observation lacks {key!r} (has {', '.join(sorted(obs))})")
+        """``obs[key]`` (checked: ``StepInputs``) as the graph's batch of one in its dtype, as the torch policy takes
+        it: vectors and ``ages`` of any real dtype (a list, numpy's float64) as float32, ``event`` as int64;
+        onnxruntime refused anything but its exact dtype ("Unexpected input data type"), so code that ran with torch
+        failed once an export lay beside the .pt."""
         value = np.asarray(obs[key])
-        if key == "image":
-            if value.dtype != np.uint8:  # a float frame has no one meaning (0-1 or 0-255): not converted
-                raise ValueError(
-                    f"{self.path}: 'image' must be uint8 (H, W, 3) as a camera gives it, got {value.dtype}"
-                )
-            return value
-        return value.astype(np.int64 if key == "event" else np.float32)
+        if key != "image":  # the image is uint8 (checked)
+            value = value.astype(np.int64 if key == "event" else np.float32, copy=False)
+        return np.ascontiguousarray(value[None])
 
     def close(self):
         """Drop the onnxruntime session."""
