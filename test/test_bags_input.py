@@ -636,17 +636,19 @@ def test_replay_refuses_bad_options_before_playing(tmp_path, capsys, option, mes
         (["bad//topic"], "topics: 'bad//topic' is not a valid topic name (topic name must not contain repeated '/')"),
         (
             ["/x", "--duration", "-1"],
-            "duration_s: must be a finite number of seconds in [0, 86400] (0: until stopped), got -1.0",
+            "--duration: must be a finite number of seconds in [0, 86400] (0: until Ctrl-C), got -1.0",
         ),
         (
             ["/x", "--duration", "nan"],
-            "duration_s: must be a finite number of seconds in [0, 86400] (0: until stopped), got nan",
+            "--duration: must be a finite number of seconds in [0, 86400] (0: until Ctrl-C), got nan",
         ),
+        (["/x", "--repeat-latched"], "--repeat-latched: only for a split bag (--max-bag-size or --max-bag-duration)"),
     ],
 )
 def test_record_refuses_a_bad_topic_name_or_duration_in_one_line(tmp_path, capsys, monkeypatch, argv, message):
     """Before: an invalid topic name was an RCLError traceback from rclpy's resolve_topic_name; a negative or
-    NaN --duration recorded until Ctrl-C without a word."""
+    NaN --duration recorded until Ctrl-C without a word. Then the duration and --repeat-latched without a split were
+    refused in the node parameters' words (duration_s, repeat_latched, max_bag_size), not the options the user gave."""
     from liquid_control.ros.testing import free_domain_id
 
     monkeypatch.setenv("ROS_DOMAIN_ID", str(free_domain_id()))

@@ -899,6 +899,14 @@ def run(args) -> int:
                 f"expert success {wins}/{len(results)}) into {out} in {time.monotonic() - t0:.1f} s"
             )
             return 0
+        # the options the node's parameters come from, refused as the user gave them (the node names its parameters)
+        if not 0 <= args.duration <= MAX_SECONDS:  # a negative or NaN one recorded until Ctrl-C
+            raise ValueError(
+                f"--duration: must be a finite number of seconds in [0, {MAX_SECONDS:g}] (0: until Ctrl-C), got "
+                f"{shown(args.duration)}"
+            )
+        if args.repeat_latched and not (args.max_bag_size or args.max_bag_duration):
+            raise ValueError("--repeat-latched: only for a split bag (--max-bag-size or --max-bag-duration)")
         # discovery off: the recorder would find no publisher and record nothing; a log folder rcl cannot make
         problem = discovery_problem() or unwritable_log_dir()
         if problem:
