@@ -162,7 +162,9 @@ def test_a_missing_bag_is_refused_before_any_bag_is_converted(tmp_path, capsys, 
 def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, capsys):
     """Before: with a config holding a data: section, `--set data.window=0` failed with "override
     'data.window': 'data' is not a section", and no data setting could be changed by --set. Also: an option
-    such as --label-offset-s replaced the file's whole label (its mode went back to the default)."""
+    such as --label-offset-s replaced the file's whole label (its mode went back to the default). A bad label time
+    was refused in the rule's words ('data: label offset_s must be ...') whether the file, --set or the option
+    --label-offset-s (of train or eval) gave it: each is now named as given."""
     import yaml
 
     for name in ("a", "b"):
@@ -178,11 +180,17 @@ def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, cap
         (["--set", "data.window=0"], "data.window: must be >= 2 updates, got 0"),
         (["--set", "data.windw=3"], "data: unknown key(s) 'windw' (did you mean 'window'?); valid keys: bags,"),
         (["--set", "data.label.mod=next"], "data.label: unknown key(s) 'mod' (did you mean 'mode'?); valid keys: mode"),
-        (["--set", "data.label.offset_s=-1"], "label offset_s must be a finite number >= 0, got -1"),
+        (
+            ["--set", "data.label.offset_s=-1"],
+            "error: data.label.offset_s: must be a finite number of seconds >= 0, got -1",
+        ),
         (["--set", "data.label.mode=next", "--label", "held"], "--set data.label.mode and the option setting"),
         # an integer past a float's range: an OverflowError traceback out of cli.main before; values cut
-        (["--set", "data.label.offset_s=1" + "0" * 400], "label offset_s must be a finite number >= 0, got 1000"),
-        (["--set", "data.label.mode=" + "x" * 300], "label mode 'xxxxxxxx"),
+        (
+            ["--set", "data.label.offset_s=1" + "0" * 400],
+            "data.label.offset_s: must be a finite number of seconds >= 0, got 1000",
+        ),
+        (["--set", "data.label.mode=" + "x" * 300], "data.label.mode: must be one of next, held, got 'xxxxxxxx"),
     ]
     for argv, message in refused:
         assert cli.main([*train, *argv]) == 2
@@ -190,6 +198,24 @@ def test_set_data_overrides_the_data_section_validated_as_the_file(tmp_path, cap
         assert message in err and "not a section" not in err and "Traceback" not in err, err
         assert "0" * 100 not in err and "x" * 100 not in err, err
         assert not out.exists()
+    for option, value in (("--label-offset-s", "-1"), ("--label-max-wait-s", "nan")):  # the options, as given
+        with pytest.raises(SystemExit) as refused_by_argparse:
+            cli.main([*train, option, value])
+        said = f"error: argument {option}: must be a finite number of seconds >= 0, got '{value}'"
+        assert refused_by_argparse.value.code == 2 and said in capsys.readouterr().err and not out.exists()
+    config["data"]["label"] = {"mode": "held", "offset_s": -1}  # in the file: the file and its key
+    path.write_text(yaml.safe_dump(config))
+    assert cli.main(train) == 2
+    said = f"error: {path}: data.label.offset_s: must be a finite number of seconds >= 0, got -1"
+    assert said in capsys.readouterr().err and not out.exists()
+    config["data"]["label"] = {"mode": "held"}
+    path.write_text(yaml.safe_dump(config))
+    report = tmp_path / "report"
+    evaluate = ["eval", "--policy", str(policies_dir() / "cfc_ncp_rover.pt"), "--bag", str(tmp_path / "bags" / "a")]
+    with pytest.raises(SystemExit) as refused_by_argparse:
+        cli.main([*evaluate, "--out", str(report), "--label-max-wait-s", "-2"])
+    said = "error: argument --label-max-wait-s: must be a finite number of seconds >= 0, got '-2'"
+    assert refused_by_argparse.value.code == 2 and said in capsys.readouterr().err and not report.exists()
     argv = ["--set", "data.window=4", "--set", "data.label.max_wait_s=0.2", "--label-offset-s", "0.1"]
     assert cli.main([*train, *argv, "--set", f"data.validation=[{tmp_path / 'bags' / 'b'}]"]) == 0
     data = yaml.safe_load((out / "data.yaml").read_text())["data"]
@@ -407,8 +433,11 @@ NESTED = "[" * 300 + "]" * 300  # deep, yet read by the YAML reader (which refus
         ("data['data']['window'] = 'x'", "data.window: expected an integer, got str 'x'"),
         ("data['data']['label'] = [1]", "data.label: expected a mapping, got list [1]"),
         ("data['data']['bags'] = [5]", "data.bags: expected a list of bag folders, got [5]"),
-        ("data['data']['label'] = {'mode': 'x'}", "data.label: label mode 'x' is not one of next, held"),
-        ("data['data']['label'] = {'offset_s': 10**400}", "data.label: label offset_s must be a finite number >= 0"),
+        ("data['data']['label'] = {'mode': 'x'}", "data.label.mode: must be one of next, held, got 'x'"),
+        (
+            "data['data']['label'] = {'offset_s': 10**400}",
+            "data.label.offset_s: must be a finite number of seconds >= 0",
+        ),
         ("data['spec'] = 5", "spec: expected a mapping, got int 5"),
         ("data['data']['topics'] = {'camera': 'NESTED'}", "data.topics.camera: expected a single value, got list [[["),
         ("data['data']['label'] = {'mode': 'NESTED'}", "data.label.mode: expected a single value, got list [[["),

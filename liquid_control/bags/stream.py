@@ -78,13 +78,33 @@ class LabelRule:
     max_wait_s: float = 0.5
 
     def __post_init__(self):
-        if self.mode not in LABEL_MODES:
-            raise ValueError(f"label mode {shown(self.mode)} is not one of {', '.join(LABEL_MODES)}")
-        for name in ("offset_s", "max_wait_s"):
-            value = getattr(self, name)
-            finite = isinstance(value, (int, float)) and not _past_float_range(value) and math.isfinite(value)
-            if not (finite and value >= 0):
-                raise ValueError(f"label {name} must be a finite number >= 0, got {shown(value)}")
+        for name in ("mode", "offset_s", "max_wait_s"):
+            refusal = label_refusal(name, getattr(self, name))
+            if refusal:
+                raise ValueError(f"label {name} {refusal}, got {shown(getattr(self, name))}")
+
+
+def label_refusal(name: str, value) -> str:
+    """What the label rule's ``name`` (mode, offset_s, max_wait_s) must be, where ``value`` is not that ('' where it
+    is): the one check of LabelRule, of a data: section's label (``data.label.offset_s``) and of the --label-*
+    options, each naming its own."""
+    if name == "mode":
+        return "" if value in LABEL_MODES else f"must be one of {', '.join(LABEL_MODES)}"
+    finite = isinstance(value, (int, float)) and not _past_float_range(value) and math.isfinite(value)
+    return "" if finite and value >= 0 else "must be a finite number of seconds >= 0"
+
+
+def label_seconds(text: str) -> float:
+    """``--label-offset-s``, ``--label-max-wait-s``: seconds, checked as the rule checks them (``label_refusal``), so
+    that a bad one is refused as the option (it was 'label offset_s must be ...', the rule's words)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    refusal = label_refusal("offset_s", value)
+    if refusal:
+        raise argparse.ArgumentTypeError(f"{refusal}, got {shown(text)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -415,9 +435,14 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--label", default=None, choices=LABEL_MODES, help="label rule (default next; docs/real_robot.md)"
     )
-    group.add_argument("--label-offset-s", type=float, default=None, help="shift labels later by this (s; default 0)")
     group.add_argument(
-        "--label-max-wait-s", type=float, default=None, help="no command within this => unlabelled (s; default 0.5)"
+        "--label-offset-s", type=label_seconds, default=None, help="shift labels later by this (s; default 0)"
+    )
+    group.add_argument(
+        "--label-max-wait-s",
+        type=label_seconds,
+        default=None,
+        help="no command within this => unlabelled (s; default 0.5)",
     )
     group.add_argument(
         "--allow-truncated",

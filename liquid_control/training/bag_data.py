@@ -70,6 +70,7 @@ from liquid_control.bags.stream import (
     default_node_parameters_file,
     input_hints,
     label_hints,
+    label_refusal,
 )
 from liquid_control.cells import SolverDivergedError
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
@@ -147,7 +148,8 @@ def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str
 
 
 def check_data_values(section) -> dict:
-    """A ``data:`` section's keys and their types (ValueError naming the key), the defaults filled in: the checks of
+    """A ``data:`` section's keys and their types, and the label rule's values (ValueError naming the key, e.g.
+    ``data.label.offset_s``), the defaults filled in: the checks of
     :func:`validate_data` that read no bag, also those of a run's ``data.yaml`` (:func:`read_data_file`)."""
     if not isinstance(section, dict):
         raise ValueError(f"data: expected a mapping, got {type(section).__name__}")
@@ -186,6 +188,10 @@ def check_data_values(section) -> dict:
             f"data.label: unknown key(s) {', '.join(map(repr, unknown))}{did_you_mean(unknown, label_keys)}; valid "
             f"keys: {', '.join(label_keys)}"
         )
+    for name, value in out["label"].items():  # the rule's check, named as the key (it said 'data: label offset_s')
+        refusal = label_refusal(name, value)
+        if refusal:
+            raise ValueError(f"data.label.{name}: {refusal}, got {shown(value)}")
     if out["window"] < 2:
         raise ValueError(f"data.window: must be >= 2 updates, got {out['window']}")
     return out
@@ -274,9 +280,9 @@ def _recorded_data_problem(content: dict) -> str | None:
         if isinstance(data[key], list) and not all(isinstance(bag, str) for bag in data[key]):
             return f"data.{key}: expected a list of bag folders, got {shown(data[key])}"
     try:
-        LabelRule(**check_data_values(data)["label"])  # the rule's own check of the values (its mode, its times)
+        check_data_values(data)  # the keys and their values, the label rule's among them
     except ValueError as exc:
-        return f"data.label: {exc}" if str(exc).startswith("label") else str(exc)
+        return str(exc)
     return None
 
 
