@@ -59,7 +59,7 @@ def did_you_mean(given: list[str], valid) -> str:
     return " (did you mean " + ", ".join(f"{match!r} for {name!r}" for name, match in found) + "?)"
 
 
-def counted(count: int, noun: str) -> str:
-    """``1 episode``, ``20 episodes``: ``count`` and ``noun``, plural (an added s) for any count but 1, for the
-    messages whose count may be 1 (``eval --episodes 1``)."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """``1 episode``, ``20 episodes``: ``count`` and ``noun``, plural (``plural``, else an added s) for any count but 1,
+    for the messages whose count may be 1 (``eval --episodes 1``)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"

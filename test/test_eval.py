@@ -690,10 +690,13 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path, capfd):
     assert load_policy(policy).config["training"]["augmentation"] == []  # the plain arm: no recipe
     report = (out / "report.md").read_text()
     assert "**Reduced budget**" in report and "| cfc | `policies/configs/cfc_rover.yaml` | 0 |" in report
+    assert "1 training seed per architecture" in report and "1 episode per shift and seed" in report  # not "1 seeds"
     row = next(line for line in report.splitlines() if line.startswith("| cfc_robust | `policies/"))
     assert float(row.split("|")[5]) > 0  # the run's own CPU seconds, beside its wall time
     with open(out / "provenance.json") as fh:
-        assert json.load(fh)["cpu_time_s"] >= float(row.split("|")[5])  # the training workers are counted
+        provenance = json.load(fh)
+    assert provenance["cpu_time_s"] >= float(row.split("|")[5])  # the training workers are counted
+    assert provenance["budget"].startswith("1 training seed x 2 policies, 1 episode x 1 shift per")
     assert "augmentation `gamma`" in report and "rendered worlds: the training distribution" in report
     assert "## Provenance" in report and "- Commit: `" in report
     assert main(argv) == 2  # the folder holds an experiment: needs --resume
@@ -1341,12 +1344,14 @@ def test_a_training_run_folder_as_out_is_refused_before_anything_runs(tmp_path, 
     from liquid_control.cli import main
     from liquid_control.evaluation import experiment
     from liquid_control.paths import policies_dir
+    from liquid_control.training.run_folder import training_run_entries
 
     shipped = policies_dir() / "cfc_balancer.pt"
     run = tmp_path / "run"
     run.mkdir()
     (run / "policy.pt").write_bytes(shipped.read_bytes())
     (run / "config.yaml").write_text("name: mine\n")
+    (run / "command.txt").write_text("liquid-control train --config mine.yaml --out run\n")
     monkeypatch.setattr(experiment, "train_all", lambda *a, **k: pytest.fail("trained"))
     simulated = ["eval", "--policy", "expert", "--episodes", "1", "--backend", "serial", "--no-progress"]
     offline = ["eval", "--bag", str(tmp_path / "no_bag"), "--policy", str(shipped), "--no-progress"]
@@ -1354,10 +1359,14 @@ def test_a_training_run_folder_as_out_is_refused_before_anything_runs(tmp_path, 
     for argv in (simulated, offline, headline):
         assert main([*argv, "--out", str(run)]) == 2, argv
         err = capsys.readouterr().err
-        assert f"--out {run}: is a training run's folder (it holds policy.pt, config.yaml)" in err, (argv, err)
+        assert f"--out {run}: is a training run's folder (it holds policy.pt, config.yaml, command.txt)" in err, err
         assert f"--out {run / 'eval'}" in err and "Traceback" not in err, err
-        assert sorted(p.name for p in run.iterdir()) == ["config.yaml", "policy.pt"], argv
-    (run / "policy.pt").unlink()
+        assert sorted(p.name for p in run.iterdir()) == ["command.txt", "config.yaml", "policy.pt"], argv
+    (run / "policy.pt").unlink()  # a run stopped before its first checkpoint: what train wrote at its start
+    assert main([*simulated, "--out", str(run)]) == 2
+    assert f"--out {run}: is a training run's folder (it holds config.yaml, command.txt)" in capsys.readouterr().err
+    (run / "command.txt").unlink()  # a project's own config.yaml is no run
+    assert training_run_entries(run) == []
     (run / "config.yaml").unlink()
     (run / "data").mkdir()
     (run / "data" / "round_0.npz").write_bytes(b"collected")  # a run stopped while collecting: no policy yet

@@ -49,6 +49,7 @@ from liquid_control.processes import (
     run_keeping_warnings,
     spawn_pool,
 )
+from liquid_control.shown import counted
 
 # architecture name in the report -> shipped config (policies/configs/)
 ARCHITECTURES = {
@@ -680,8 +681,9 @@ def run_experiment(args, command: str = "") -> dict:
         notes = []
         if not target:
             notes += [
-                f"**Reduced budget**: {args.seeds} training seed(s) per architecture, "
-                f"{describe_schedule(args.schedule, args.train_minutes)}, {episodes} episodes per shift and seed. The "
+                f"**Reduced budget**: {counted(args.seeds, 'training seed')} per architecture, "
+                f"{describe_schedule(args.schedule, args.train_minutes)}, {counted(episodes, 'episode')} per shift and "
+                "seed. The "
                 "target budget is `liquid-control eval --experiment headline --out reports/headline` (5 seeds, "
                 "30 episodes). Small samples: read the intervals.",
                 "",
@@ -720,8 +722,8 @@ def run_experiment(args, command: str = "") -> dict:
             sitting=sitting,
             provenance_extra={
                 "training_wall_time_s": round(training_wall, 1),
-                "budget": f"{args.seeds} training seeds x {len(names)} policies, {episodes} episodes x {len(shifts)} "
-                f"shifts per policy and seed",
+                "budget": f"{counted(args.seeds, 'training seed')} x {counted(len(names), 'policy', 'policies')}, "
+                f"{counted(episodes, 'episode')} x {counted(len(shifts), 'shift')} per policy and seed",
             },
             **option_arguments(args, command),
         )
