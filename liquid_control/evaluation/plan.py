@@ -340,7 +340,7 @@ def refuse_training_run_folder(out_dir: str) -> None:
     run's (policy.pt, config.yaml, checkpoint.pt), with names a run or a tool may read."""
     from pathlib import Path
 
-    from liquid_control.training.run import training_run_entries
+    from liquid_control.training.run_folder import training_run_entries
 
     entries = training_run_entries(Path(out_dir))
     if entries:

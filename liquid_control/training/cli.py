@@ -133,7 +133,7 @@ def parse_overrides(items) -> dict:
 def _kept(out: Path) -> str | None:
     """What a stopped or failed run keeps in ``out`` for --resume (None: nothing): its finished epochs and the
     episodes it collected, or for a run on bags (its data.yaml) the bags it converted."""
-    from .trainer import holds_run
+    from .run_folder import holds_run
 
     if not holds_run(out):
         return None

@@ -67,30 +67,11 @@ from .episodes import (
     round_beta,
     selection_seeds,
 )
+from .run_folder import holds_run
 from .sensor_record import camera_entry, interval_histograms, rates_entry
 
 CHECKPOINT_FORMAT = "liquid_control.training/1"
 METRIC_COLUMNS = ["epoch", "round", "kind", "loss", "success", "episodes", "updates", "lr", "wall_s"]
-
-
-def holds_run(out: Path) -> bool:
-    """Whether ``out`` holds something of a training run that a fresh start would lose: a checkpoint, or a
-    collected episode or converted bag under ``data/`` (a ``.*.tmp`` folder is a conversion that never finished)."""
-    if (out / "checkpoint.pt").exists():
-        return True
-    data = out / "data"
-    return data.is_dir() and any(
-        f.is_file() and not any(part.startswith(".") and part.endswith(".tmp") for part in f.relative_to(data).parts)
-        for f in data.rglob("*")
-    )
-
-
-def training_run_entries(out: Path) -> list[str]:
-    """What in ``out`` makes it a training run's folder (``train --out``): its policy, checkpoint or config, else
-    collected data (:func:`holds_run`); empty for any other folder. Other commands refuse to write their outputs
-    there (an evaluation's report would mix with the run's files)."""
-    found = [name for name in ("policy.pt", "checkpoint.pt", "config.yaml") if (out / name).is_file()]
-    return found or (["data/"] if holds_run(out) else [])
 
 
 class TrainingError(RuntimeError):

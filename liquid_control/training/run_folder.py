@@ -1,0 +1,32 @@
+"""What marks a folder as a training run's (``train --out``), read without torch: training decides from it whether
+a folder holds a run to keep or resume, and other commands (``eval --out``) refuse to write among a run's files
+before they load anything heavy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COMMAND_FILE = "command.txt"  # the run's first command, for a resume before its first checkpoint holds it
+
+
+def holds_run(out: Path) -> bool:
+    """Whether ``out`` holds something of a training run that a fresh start would lose: a checkpoint, or a
+    collected episode or converted bag under ``data/`` (a ``.*.tmp`` folder is a conversion that never finished)."""
+    if (out / "checkpoint.pt").exists():
+        return True
+    data = out / "data"
+    return data.is_dir() and any(
+        f.is_file() and not any(part.startswith(".") and part.endswith(".tmp") for part in f.relative_to(data).parts)
+        for f in data.rglob("*")
+    )
+
+
+def training_run_entries(out: Path) -> list[str]:
+    """What in ``out`` makes it a training run's folder: its policy or checkpoint, its config.yaml with the
+    command.txt that ``train`` writes beside it at its start, else collected data (:func:`holds_run`); empty for any
+    other folder (a project folder holding a config.yaml of its own is none). Other commands refuse to write their
+    outputs there (an evaluation's report would mix with the run's files)."""
+    found = [name for name in ("policy.pt", "checkpoint.pt") if (out / name).is_file()]
+    if (out / "config.yaml").is_file() and (out / COMMAND_FILE).is_file():
+        found += ["config.yaml", COMMAND_FILE]
+    return found or (["data/"] if holds_run(out) else [])
