@@ -29,9 +29,11 @@ def default_file_mode() -> int:
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs):
+def atomic_write(path: str | Path, mode: str = "wb", replace: bool = True, **open_kwargs):
     """Open a temporary file beside ``path``; on success flush, fsync and rename it over ``path``, on any
-    error remove it and leave ``path`` as it was (an OSError of the writing, e.g. a full disk, names ``path``)."""
+    error remove it and leave ``path`` as it was (an OSError of the writing, e.g. a full disk, names ``path``).
+    ``replace=False``: a new file only, FileExistsError where ``path`` is there by then (made by another process
+    meanwhile), the temporary file removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -43,7 +45,7 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs):
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        _publish(tmp, path)
+        _publish(tmp, path, replace)
     except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -81,6 +83,10 @@ def atomic_path(path: str | Path):
             os.unlink(tmp)
 
 
-def _publish(tmp: str, path: Path) -> None:
+def _publish(tmp: str, path: Path, replace: bool = True) -> None:
     os.chmod(tmp, default_file_mode())
-    os.replace(tmp, path)
+    if replace:
+        os.replace(tmp, path)
+    else:  # a hard link is made only where no file has the name (a rename would replace one): then the name moves
+        os.link(tmp, path)
+        os.unlink(tmp)

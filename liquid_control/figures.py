@@ -31,12 +31,13 @@ def fit_suptitle(fig, text: str, fontsize: float, **kwargs):
     return title
 
 
-def save_figure(fig, path: str | Path, dpi: int) -> Path:
+def save_figure(fig, path: str | Path, dpi: int, replace: bool = True) -> Path:
     """Write ``fig`` as a PNG at exactly ``path`` and close it, also when the writing fails: never a truncated
     picture where a good one was (a full disk's error names ``path``), never a figure left open in a long run.
-    PNG whatever the suffix: matplotlib would choose the format by a suffix and add ".png" to a name without one."""
+    PNG whatever the suffix: matplotlib would choose the format by a suffix and add ".png" to a name without one.
+    ``replace=False``: FileExistsError where a file has the name by then (``atomic_write``)."""
     try:
-        with atomic_write(path) as handle:
+        with atomic_write(path, replace=replace) as handle:
             fig.savefig(handle, dpi=dpi, format="png")
     finally:
         pyplot().close(fig)

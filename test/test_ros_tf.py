@@ -641,6 +641,25 @@ def test_view_refuses_an_existing_snapshot_file_before_it_starts(tmp_path, capsy
     assert picture.read_bytes() == b"an earlier run's picture"
 
 
+def test_a_snapshot_name_taken_during_the_watch_is_not_overwritten(tmp_path, capsys):
+    """The existing file is refused when view starts; one made under the name during the watch (another view,
+    another program) was replaced by the picture (an os.replace): the picture goes to the first free NAME-N.png,
+    said on stderr, that file untouched."""
+    from liquid_control.ros import view
+
+    rec = view.Recording(frame_prefix=None)
+    picture = tmp_path / "topics.png"
+    picture.write_bytes(b"made during the watch")
+    (tmp_path / "topics-2.png").write_bytes(b"another")
+    written = view._snapshot_as_a_new_file(rec, picture, title="t")
+    assert written == tmp_path / "topics-3.png" and written.read_bytes().startswith(b"\x89PNG")
+    assert picture.read_bytes() == b"made during the watch" and (tmp_path / "topics-2.png").read_bytes() == b"another"
+    assert f"{picture} appeared while watching (not overwritten): the picture is {written}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["topics-2.png", "topics-3.png", "topics.png"]  # no temp
+    assert view._snapshot_as_a_new_file(rec, tmp_path / "new.png", title="t") == tmp_path / "new.png"
+    assert capsys.readouterr().err == ""
+
+
 def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot():
     """`view --foxglove --until-episode-end` (no picture) in a namespace: the latched status of an episode that
     ended before it started is replayed at connect and ignored; the next episode's status stops it."""

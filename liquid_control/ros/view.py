@@ -20,6 +20,7 @@ It stops after ``--duration`` seconds, with ``--until-episode-end`` at the first
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import math
 import os
@@ -296,8 +297,9 @@ def _hull(points: np.ndarray) -> np.ndarray:
     return np.array(half(pts) + half(pts[::-1]))
 
 
-def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
-    """A picture of the recorded topics: path + robot in odom, robot close-up with frames, camera, commands."""
+def render_snapshot(rec: Recording, path: str | Path, title: str = "", replace: bool = True) -> Path:
+    """A picture of the recorded topics: path + robot in odom, robot close-up with frames, camera, commands;
+    ``replace=False``: FileExistsError where a file has the name by then."""
     from matplotlib.patches import Polygon
 
     from liquid_control.conventions.image_conversion import ImageConversionError, image_to_numpy
@@ -433,7 +435,26 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+    return save_figure(fig, path, dpi=110, replace=replace)
+
+
+def _snapshot_as_a_new_file(rec: Recording, path: Path, title: str) -> Path:
+    """``render_snapshot`` to ``path`` as a new file, checked when view started: where a file took the name during the
+    watch (another view, another program), the picture goes to the first free NAME-2.png, NAME-3.png ..., said on
+    stderr, so neither that file nor this watch's picture is lost."""
+    candidate = path
+    for number in itertools.count(2):
+        try:
+            written = render_snapshot(rec, candidate, title=title, replace=False)
+        except FileExistsError:
+            candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+            continue
+        if written != path:
+            print(
+                f"liquid-control view: {path} appeared while watching (not overwritten): the picture is {written}",
+                file=sys.stderr,
+            )
+        return written
 
 
 # ------------------------------------------------------------------------------------------ the relay
@@ -687,8 +708,8 @@ def run(args) -> int:
     if args.snapshot:
         rec = viewer.recording
         outcome = f", episode {viewer.episode_ends[0]['outcome']}" if viewer.episode_ends else ""
-        path = render_snapshot(
-            rec, args.snapshot, title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
+        path = _snapshot_as_a_new_file(
+            rec, Path(args.snapshot), title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
         )
         print(f"wrote {path} from {sum(rec.counts.values())} messages: {named_counts(rec.counts)}")
         if not rec.counts:
