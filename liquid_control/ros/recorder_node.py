@@ -83,6 +83,15 @@ CLOCK_WAIT_WARNING_S = 5.0  # use_sim_time and no /clock for this long (steady t
 TAKE_DELIVERED_LIMIT_S = 2.0  # at a stop signal, the longest the recorder goes on taking what DDS delivered
 
 
+def duration_refusal(value, until: str) -> str | None:
+    """Why ``value`` is no recording duration (None: it is one), as the node's ``duration_s`` and the command's
+    ``--duration`` say it; ``until``: what ends a recording of duration 0. A negative or NaN one recorded until
+    stopped."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_SECONDS:
+        return None
+    return f"must be a finite number of seconds in [0, {MAX_SECONDS:g}] (0: until {until}), got {shown(value)}"
+
+
 def recorder_parameter_problems(p: dict) -> list[str]:
     """What is wrong with the recorder's parameters, each naming the parameter and its value (empty: nothing).
 
@@ -101,12 +110,8 @@ def recorder_parameter_problems(p: dict) -> list[str]:
         problems.append("topics: nothing to record")
     elif not isinstance(topics, (list, tuple)) or not all(isinstance(t, str) for t in topics):
         problems.append(f"topics: must be a list of topic names, got {shown(topics)}")
-    duration = p["duration_s"]
-    if not (number(duration) and 0 <= duration <= MAX_SECONDS):  # a negative or NaN one recorded until Ctrl-C
-        problems.append(
-            f"duration_s: must be a finite number of seconds in [0, {MAX_SECONDS:g}] (0: until stopped), "
-            f"got {shown(duration)}"
-        )
+    if refusal := duration_refusal(p["duration_s"], "stopped"):
+        problems.append(f"duration_s: {refusal}")
     period = p["discovery_period_s"]
     if not (number(period) and 1e-3 <= period <= MAX_SECONDS):
         problems.append(
@@ -900,11 +905,8 @@ def run(args) -> int:
             )
             return 0
         # the options the node's parameters come from, refused as the user gave them (the node names its parameters)
-        if not 0 <= args.duration <= MAX_SECONDS:  # a negative or NaN one recorded until Ctrl-C
-            raise ValueError(
-                f"--duration: must be a finite number of seconds in [0, {MAX_SECONDS:g}] (0: until Ctrl-C), got "
-                f"{shown(args.duration)}"
-            )
+        if refusal := duration_refusal(args.duration, "Ctrl-C"):
+            raise ValueError(f"--duration: {refusal}")
         if args.repeat_latched and not (args.max_bag_size or args.max_bag_duration):
             raise ValueError("--repeat-latched: only for a split bag (--max-bag-size or --max-bag-duration)")
         # discovery off: the recorder would find no publisher and record nothing; a log folder rcl cannot make
