@@ -791,7 +791,7 @@ def test_train_from_bags_resumes_exactly_and_offline_eval_agrees(expert_bags, tm
     assert results["policies"]["bc"]["bags"][held]["counters"]["updates"] == overall["labelled"] + 1
 
 
-def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_also_exported(tmp_path):
+def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_also_exported(tmp_path, capsys):
     """Before: `eval --bag` of a policy trained with the robot's --node-params (action_scale 1.5 m/s, 2 rad/s), given
     as docs/real_robot.md section 4 gives it (no --node-params), read the bags with the parameter file shipped for the
     config's world (the rover's 1 m/s, 1.5 rad/s): its labels divided by the rover's scale, its loss not the run's
@@ -823,12 +823,16 @@ def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_
         # the .pt, run through its export by backend auto, still marks the bag whose loss selected its epoch (before:
         # the export carries no bags, and the mark was gone once the policy was exported); the .onnx alone cannot
         assert ("| robot | held (validation) |" in report) == (policy.suffix == ".pt"), report
+    assert "warning" not in capsys.readouterr().err  # its own scale: nothing to say
     rover = str(config_dir() / "rover_policy.yaml")
     argv = ["eval", "--bag", held, "--policy", f"robot={run.policy_path}", "--out", str(tmp_path / "rover")]
     assert cli.main([*argv, "--node-params", rover, "--no-progress", "--no-example"]) == 0
     results = json.loads((tmp_path / "rover" / "offline.json").read_text())["policies"]["robot"]
     assert results["spec"]["action_scale"] == [1.0, 1.5]  # given: used
     assert results["spec_source"] == f"--node-params {rover}"
+    # ... and said, as policy_node says it at configure (before: eval --bag said nothing)
+    said = f"liquid-control eval: warning: policy 'robot': --node-params {rover}: action_scale [1.0, 1.5] is not the"
+    assert said in capsys.readouterr().err
 
 
 def test_a_robot_without_a_simulator_trains_evaluates_and_exports_with_world_null(tmp_path, capsys):

@@ -39,6 +39,7 @@ from liquid_control.bags.stream import (
     label_hints,
     policy_runner,
 )
+from liquid_control.conventions import training_record
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
 from liquid_control.conventions.training_record import DATA_SPEC_KEY
 from liquid_control.evaluation.plan import (
@@ -199,6 +200,7 @@ def evaluate_offline(
             policy_backend = load_backend(path, backend)
             loaded.append((name, path, policy_backend))
             specs[name] = _data_spec(policy_backend, data)
+            _say_other_action_scale(name, policy_backend, specs[name], data)
         validate_output_folder(str(out))
         # one evaluation at a time in a folder: two `eval --bag --out` at once each found no report, and each wrote
         # its plots, offline.json and report.md over the other's (a report of one beside the results of the other)
@@ -260,6 +262,24 @@ def _data_spec(policy_backend, data: dict):
     ONNX export), else the world's shipped file; ``--topic``, ``--command-topic`` and the label options override."""
     settings = [data.get(k) for k in ("node_params", "topics", "command_topic", "label")]
     return data_spec(policy_backend.config, *settings, trained=policy_backend.training_record.get(DATA_SPEC_KEY))
+
+
+def _say_other_action_scale(name: str, policy_backend, spec, data: dict) -> None:
+    """A warning where ``--node-params`` gives another ``action_scale`` than a policy trained from bags divided its
+    labels by, as policy_node says it at configure: the errors are then of commands scaled by the other robot's file
+    (e.g. a balancer's file given for a rover policy), which eval --bag reported without a word."""
+    import sys
+
+    if not data.get("node_params"):  # the policy's own recorded spec, or the world's file: nothing to compare
+        return
+    record = policy_backend.training_record
+    problem = training_record.action_scale_problem(record, spec.action_scale)
+    if problem:
+        source = training_record.describe_source(record, policy_backend.config.get("world"))
+        print(
+            f"liquid-control eval: warning: policy {name!r}: --node-params {data['node_params']}: {problem} ({source})",
+            file=sys.stderr,
+        )
 
 
 def _data_spec_source(policy_backend, data: dict) -> str:
