@@ -265,6 +265,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         """A 320x240 RGB frame from the side camera in ``rgb_array`` mode, else None."""
         if self._without_render_mode():
             return None
+        self._require_reset("render()")  # before it, no episode: a frame of the never-computed state (all black)
         if self._renderer is None:
             self._renderer = make_renderer(self.model, 240, 320)
         self._renderer.update_scene(self.data, camera="side")

@@ -761,6 +761,7 @@ class FrontCamera:
         """A 320x240 RGB frame from behind the robot (``chase_view``) in ``rgb_array`` mode, else None."""
         if self._without_render_mode():
             return None
+        self._require_reset("render()")  # before it, no episode: a frame of the never-computed state (sky alone)
         if self._chase_renderer is None:
             self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)
         body, camera = self._chase_body, self._chase_camera

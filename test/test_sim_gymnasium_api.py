@@ -56,6 +56,19 @@ def test_render_looks_from_behind_the_robot_towards_its_target(world):
     env.close()
 
 
+@pytest.mark.parametrize("world", list(sim_envs.WORLDS))
+def test_render_before_reset_says_to_reset(world):
+    """``render()`` of an unwrapped world before its first ``reset()`` raises, as its other episode methods do
+    (gymnasium.make's OrderEnforcing raises ResetNeeded there). Before: a frame of no episode, the physics state
+    never computed (the balancer's all black, the rover's and balance-nav's sky alone, the robot nowhere)."""
+    env = sim_envs.world_class(world)(render_mode="rgb_array")
+    with pytest.raises(RuntimeError, match=rf"^{world}: call reset\(\) before render\(\)$"):
+        env.render()
+    env.reset(seed=0)
+    assert env.render().shape == (240, 320, 3)
+    env.close()
+
+
 @pytest.mark.parametrize("other", ["fog=0.5", {"fog": 0.5}, None])
 def test_a_shift_adds_only_a_shift(other):
     """``a + b`` composes two Shifts; anything else is Python's TypeError naming both types (before: an
