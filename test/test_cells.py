@@ -683,6 +683,28 @@ def test_a_model_comes_back_in_the_dtype_it_was_saved_in(dtype, tmp_path):
         torch.testing.assert_close(loaded(x, dt)[0], rnn(x, dt)[0], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("name", [*CORES, "ctrnn", "gru_ode", "tcn"])
+def test_a_core_built_under_a_float64_default_dtype_is_float64_throughout(name):
+    """Under torch.set_default_dtype(torch.float64) an LTC held its reversal potentials (erev, sensory_erev) and
+    synapse masks in float32 beside float64 weights, as no torch module does: the learned potentials were stored
+    rounded to float32, and with weights of two dtypes no kernel took the LTC (its training ran the stepwise graph,
+    several times slower)."""
+    extra = {"ctrnn": lambda: CTRNNCore(3, 5), "gru_ode": lambda: GRUODECore(3, 5), "tcn": lambda: TemporalConvCore(3)}
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        cell = extra[name]() if name in extra else CORES[name]()
+    finally:
+        torch.set_default_dtype(previous)
+    assert {t.dtype for t in [*cell.parameters(), *cell.buffers()]} == {torch.float64}
+    if isinstance(cell, LTCCell) and cell.solver.name == "semi_implicit":  # its kernels run it, as .double()'s
+        x, dt = _data(dtype=torch.float64)
+        with kernels.recording() as ran:
+            LiquidRNN(cell)(x, dt)
+        assert {b for _, p, b in ran if p == "sequence"} == {"compiled" if native.load() else "torch"}
+
+
 def test_wired_model_reloads_with_identical_wiring(tmp_path):
     rnn = LTC(4, AutoNCP(12, 3, seed=5), solver="rk4", substeps=3)
     loaded = load_model(save_model(tmp_path / "m.pt", rnn))

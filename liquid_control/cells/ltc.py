@@ -147,14 +147,14 @@ class LTCCell(RecurrentCore):
 
         self.gleak, self.vleak, self.cm = init("gleak", (n,)), init("vleak", (n,)), init("cm", (n,))
         self.sigma, self.mu, self.w = init("sigma", (n, n)), init("mu", (n, n)), init("w", (n, n))
-        self.erev = nn.Parameter(torch.tensor(wiring.adjacency, dtype=torch.float32))
+        # in the default dtype, as the weights drawn above (float32 here beside float64 weights kept the kernels off)
+        real = torch.get_default_dtype()
+        self.erev = nn.Parameter(torch.tensor(wiring.adjacency, dtype=real))
         self.sensory_sigma, self.sensory_mu = init("sensory_sigma", (i, n)), init("sensory_mu", (i, n))
         self.sensory_w = init("sensory_w", (i, n))
-        self.sensory_erev = nn.Parameter(torch.tensor(wiring.sensory_adjacency, dtype=torch.float32))
-        self.register_buffer("sparsity_mask", torch.tensor(np.abs(wiring.adjacency), dtype=torch.float32))
-        self.register_buffer(
-            "sensory_sparsity_mask", torch.tensor(np.abs(wiring.sensory_adjacency), dtype=torch.float32)
-        )
+        self.sensory_erev = nn.Parameter(torch.tensor(wiring.sensory_adjacency, dtype=real))
+        self.register_buffer("sparsity_mask", torch.tensor(np.abs(wiring.adjacency), dtype=real))
+        self.register_buffer("sensory_sparsity_mask", torch.tensor(np.abs(wiring.sensory_adjacency), dtype=real))
         self.input_w = nn.Parameter(torch.ones(i)) if input_mapping != "none" else None
         self.input_b = nn.Parameter(torch.zeros(i)) if input_mapping == "affine" else None
         self.output_w = nn.Parameter(torch.ones(self.output_size)) if output_mapping != "none" else None
