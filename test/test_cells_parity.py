@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from liquid_control.cells import AutoNCP, CfCCell, FullyConnected, LiquidRNN, LTCCell, Wiring, kernels
+from liquid_control.cells import LTC, AutoNCP, CfC, CfCCell, FullyConnected, LiquidRNN, LTCCell, Wiring, kernels
 
 torch.set_num_threads(1)
 
@@ -180,6 +180,19 @@ def test_wiring_construction_matches_ncps_for_the_same_seed(ours, theirs):
     b.build(6)
     assert np.array_equal(a.adjacency, b.adjacency_matrix)
     assert np.array_equal(a.sensory_adjacency, b.sensory_adjacency_matrix)
+
+
+@pytest.mark.parametrize("model", ["CfC", "LTC"])
+def test_an_ncps_wiring_is_refused_naming_the_wiring_of_the_same_synapses(model):
+    """CfC(5, ncps.wirings.AutoNCP(12, 3)), the line an ncps user brings, said "units must be an integer, got
+    AutoNCP <ncps.wirings...>", where a wiring is taken: ours, which draws ncps's synapses for the same seed."""
+    build = {"CfC": CfC, "LTC": LTC}[model]
+    with pytest.raises(TypeError, match=r"for ncps's AutoNCP: give liquid_control.cells.AutoNCP\(\.\.\.\)"):
+        build(5, nw.AutoNCP(12, 3))
+    with pytest.raises(TypeError, match="units must be an integer, a Wiring"):
+        build(5, nw.FullyConnected(8))
+    with pytest.raises(TypeError, match="units must be an integer, got float 8.0"):
+        build(5, 8.0)
 
 
 # ---- where ncps breaks: per-sample time steps and dt = 0 -----------------------------------------------

@@ -317,9 +317,26 @@ class AutoNCP(NCP):
 
 
 def as_wiring(units_or_wiring, input_size: int) -> Wiring | None:
-    """A built wiring from a Wiring or a wiring dict; None for a plain unit count."""
+    """A built wiring from a Wiring or a wiring dict; None for a plain unit count (a number: ``int_arg`` checks it).
+
+    TypeError for anything else, naming this package's wiring for one of ncps's (an ncps user's first line,
+    ``CfC(5, ncps.wirings.AutoNCP(12, 3))``, was told that units must be an integer)."""
     if isinstance(units_or_wiring, dict):
         units_or_wiring = Wiring.from_dict(units_or_wiring)
     if isinstance(units_or_wiring, Wiring):
         return units_or_wiring.build(input_size)
-    return None
+    if isinstance(units_or_wiring, numbers.Number):
+        return None
+    kind = type(units_or_wiring)
+    hint = ""
+    if kind.__module__.split(".")[0] == "ncps":
+        ours = kind.__name__ if kind.__name__ in ("AutoNCP", "NCP", "FullyConnected") else None
+        hint = (
+            f"; for ncps's {kind.__name__}: give liquid_control.cells.{ours}(...) (the same synapses for the same seed)"
+            if ours
+            else f"; for ncps's {kind.__name__}: Wiring.from_dict with its adjacency matrices"
+        )
+    raise TypeError(
+        "units must be an integer, a Wiring (AutoNCP, NCP, FullyConnected) or a wiring's dict, got "
+        f"{kind.__name__} {units_or_wiring!r}{hint}"
+    )
