@@ -783,8 +783,11 @@ def test_lockstep_with_fixed_rate_commands_is_refused_before_the_run(tmp_path, c
     assert nodes[1].parameters["publish_mode"] == "per_update"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sim_context():
+    """A private context on a domain this test holds: a module's context kept its first id while the worker took
+    others, and the id's lock went back after four (free_domain_id), so another worker's graph given it later met
+    this test's in-process sim_node (its environment shows no ROS_DOMAIN_ID to pass over)."""
     import rclpy
 
     from liquid_control.ros.testing import free_domain_id
