@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from contextlib import contextmanager
@@ -88,5 +89,13 @@ def _publish(tmp: str, path: Path, replace: bool = True) -> None:
     if replace:
         os.replace(tmp, path)
     else:  # a hard link is made only where no file has the name (a rename would replace one): then the name moves
-        os.link(tmp, path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # a file system without hard links (FAT, some network ones): checked, then renamed
+            if os.path.lexists(path):
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+            os.replace(tmp, path)
+            return
         os.unlink(tmp)

@@ -732,6 +732,26 @@ def test_atomic_writes_take_the_umask_without_changing_it(tmp_path):
     assert stat.S_IMODE((tmp_path / "report.md").stat().st_mode) == 0o640
 
 
+def test_a_new_file_only_write_never_replaces_one_made_meanwhile_with_or_without_hard_links(tmp_path, monkeypatch):
+    """atomic_write(replace=False) (view --snapshot's picture): a file that took the name while the content was being
+    written stays, FileExistsError naming it, no temporary file left; also where the file system has no hard links
+    (FAT, some network ones), which the exclusive publish uses."""
+    import os
+
+    from liquid_control import atomic_file
+
+    for links in (True, False):
+        folder = tmp_path / f"links_{links}"
+        if not links:
+            monkeypatch.setattr(os, "link", lambda *a: (_ for _ in ()).throw(PermissionError(1, "not permitted")))
+        with atomic_file.atomic_write(folder / "p.png", replace=False) as fh:
+            fh.write(b"first")
+        with pytest.raises(FileExistsError, match=str(folder / "p.png")):
+            with atomic_file.atomic_write(folder / "p.png", replace=False) as fh:
+                fh.write(b"second")
+        assert (folder / "p.png").read_bytes() == b"first" and [p.name for p in folder.iterdir()] == ["p.png"]
+
+
 def test_a_diverged_epoch_is_refused_before_it_is_saved(tmp_path, monkeypatch):
     """Before: a learning rate far too high (training.lr 1e30: the schema asks only > 0) trained to NaN weights,
     wrote them as policy.pt and reported success; the policy loader refused the file only later."""
