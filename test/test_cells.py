@@ -415,6 +415,28 @@ def test_fused_cfc_sequence_equals_the_step_by_step_graph(options, monkeypatch, 
     _assert_fused_equals_generic(cell, x, dt, h0, mask, monkeypatch, fused_backend["sequence"])
 
 
+@pytest.mark.parametrize("name", ["cfc", "cfc_no_gate_2layers", "cfc_pure", "cfc_ncp", "ltc", "ltc_ncp_rk4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_streaming_step_with_saturated_sigmoids_is_silent_on_every_kernel(name, dtype, fused_backend):
+    """Without the compiled kernels, an LTC's step with an input of -20 (a sensor's raw reading) or a CfC's with a
+    gap of 1000 s warned "RuntimeWarning: overflow encountered in exp" from numpy (an error under -W error or
+    np.seterr(over="raise")), where the compiled kernels and torch return the same saturated states silently."""
+    cell = _core(name, dtype).eval()
+    x = torch.tensor([[-20.0, 0.5, 3.0], [-1e3, 1e3, -1e3], [1e3, -1e3, 1e3]], dtype=dtype)
+    gap = 0.05 if name == "ltc_ncp_rk4" else 1e3  # past rk4's stability limit, SolverDivergedError
+    state, dt = torch.zeros(3, cell.state_size, dtype=dtype), torch.tensor([0.05, gap, 0.05], dtype=dtype)
+    with warnings.catch_warnings(), np.errstate(over="raise", invalid="raise", divide="raise"):
+        warnings.simplefilter("error")
+        with torch.no_grad(), kernels.recording() as ran:
+            fast = cell.step(x, state, dt)
+        # the compiled LTC step is the semi-implicit solver's: rk4 steps in numpy
+        assert _backends(ran, "step") == {"numpy" if name == "ltc_ncp_rk4" else fused_backend["step"]}
+        with kernels.recording() as ran:
+            reference = cell.step(x, state, dt)
+        assert _backends(ran, "step") == {"stepwise"}
+    torch.testing.assert_close(fast, reference.detach(), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("variant", ["native", "no_avx512", "portable"])
 @pytest.mark.parametrize("kind", ["cfc_default", "cfc_no_gate_relu_2layers", "cfc_pure_no_backbone", "ltc"])
 def test_compiled_float32_sequences_match_the_torch_path(kind, variant, monkeypatch):

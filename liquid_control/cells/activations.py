@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +46,22 @@ ACTIVATIONS: dict[str, Activation] = {
 
 # how the compiled kernels (native/cfc.inc) number the families
 FAMILY_CODES = {"sigmoid": 0, "relu": 1, "silu": 2}
+
+# The largest exponent the compiled kernels' exp takes (native/common.h clamps its input there): numpy's exp past it
+# overflows to inf with "RuntimeWarning: overflow encountered in exp", for a sigmoid that only saturates. 0-d
+# arrays of the dtype: a Python float costs the ufunc a conversion per call (~1 us more on a streaming step's arrays).
+_EXP_MAX = {np.dtype(t): np.array(m, dtype=t) for t, m in ((np.float32, 88.0), (np.float64, 708.0))}
+
+
+def np_sigmoid(z: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The numpy kernels' sigmoid ``1 / (1 + exp(-z))`` into ``out`` (a new array, or ``z`` itself for in place), as
+    ``sigmoid_f32`` / ``sigmoid_f64`` in native/common.h: ``-z`` clamped where their exp clamps it, so a saturated
+    sigmoid (an LTC's input of -20, a CfC's gap of 1000 s) gives their value without numpy's overflow warning."""
+    out = np.negative(z, out=out)
+    np.minimum(out, _EXP_MAX[out.dtype], out=out)
+    np.exp(out, out=out)
+    out += 1.0
+    return np.reciprocal(out, out=out)
 
 
 def activation(name: str) -> Activation:

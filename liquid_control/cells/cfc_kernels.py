@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from . import native
-from .activations import FAMILY_CODES, activation
+from .activations import FAMILY_CODES, activation, np_sigmoid
 from .kernels import FusedSequence, Kernel, native_kernels, needs_grad
 
 # how the compiled kernel (native/cfc.inc) numbers the modes
@@ -590,18 +590,10 @@ def _layer_and_head_grads(layers, alpha, d_u, d_z, g_out):
 
 
 # ---- numpy ---------------------------------------------------------------------------------------------
-def _np_sigmoid(u: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-u)) into a new array (as ``SIGMOID`` in native/common.h)."""
-    out = np.negative(u)
-    np.exp(out, out=out)
-    out += 1.0
-    return np.reciprocal(out, out=out)
-
-
 _NUMPY_FAMILIES = {
-    "sigmoid": _np_sigmoid,
+    "sigmoid": np_sigmoid,
     "relu": lambda u: np.maximum(u, 0.0),
-    "silu": lambda u: u * _np_sigmoid(u),
+    "silu": lambda u: u * np_sigmoid(u),
 }
 
 
@@ -660,7 +652,7 @@ class NumpyCfC(Kernel):
             np.multiply(z[:, : 2 * H], 2.0, out=pre[:, : 2 * H])
             np.multiply(z[:, 2 * H : 3 * H], ts, out=pre[:, 2 * H :])
             pre[:, 2 * H :] += z[:, 3 * H :]
-            s = _np_sigmoid(pre)
+            s = np_sigmoid(pre)
             ff1, ff2, gate = 2.0 * s[:, :H] - 1.0, 2.0 * s[:, H : 2 * H] - 1.0, s[:, 2 * H :]
             return ff1 + gate * ff2 if mode == "no_gate" else ff1 + gate * (ff2 - ff1)
 

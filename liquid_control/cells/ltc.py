@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from .activations import np_sigmoid
 from .core import RecurrentCore, register_core, size_arg
 from .kernels import unwrapped
 from .ltc_kernels import CompiledLTC, NumpyLTC, TorchLTC
@@ -78,10 +79,7 @@ class LTCDynamics:
         if self.numpy:
             z = np.multiply(v[:, None, :], p["sigma"])  # (B, post, pre)
             z += p["neg_sigma_mu"]
-            np.negative(z, out=z)
-            np.exp(z, out=z)
-            z += 1.0
-            return np.vecdot(np.reciprocal(z, out=z), p["w_stack"])  # sigmoid, then [sum g, sum g E]
+            return np.vecdot(np_sigmoid(z, out=z), p["w_stack"])  # sigmoid, then [sum g, sum g E]
         act = torch.sigmoid(torch.addcmul(p["neg_sigma_mu"], v.unsqueeze(2), p["sigma"]))  # (B, pre, post)
         return (act.unsqueeze(0) * p["w_stack"]).sum(2)  # (2, B, post)
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from . import native
+from .activations import np_sigmoid
 from .kernels import FusedSequence, Kernel, native_kernels, needs_grad
 from .solvers import SemiImplicit
 
@@ -372,15 +373,7 @@ class NumpyLTC(Kernel):
         mapped = x.detach().numpy() * self.in_w + self.in_b
         act = np.multiply(mapped[:, None, :], self.s_sigma)  # (B, post, inputs)
         act += self.s_neg_shift
-        sensory = np.vecdot(_np_sigmoid_(act), self.s_stack)  # (2, B, N): [sum g, sum g E]
+        sensory = np.vecdot(np_sigmoid(act, out=act), self.s_stack)  # (2, B, N): [sum g, sum g E]
         ode = self.dynamics(self.recurrent, self.leak + sensory, self.recurrent["cm"])
         v = self.solver.solve(ode, state.detach().numpy(), dt.detach().numpy().reshape(-1, 1))
         return torch.from_numpy(np.ascontiguousarray(v))
-
-
-def _np_sigmoid_(z: np.ndarray) -> np.ndarray:
-    """sigmoid(z) in place (1 / (1 + exp(-z)), as ``SIGMOID`` in native/common.h)."""
-    np.negative(z, out=z)
-    np.exp(z, out=z)
-    z += 1.0
-    return np.reciprocal(z, out=z)
