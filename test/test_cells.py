@@ -285,6 +285,16 @@ def test_a_batch_first_dt_of_another_shape_is_refused_naming_every_accepted_form
             rnn(x, dt)
 
 
+def test_a_refused_dt_is_named_in_the_shape_it_was_given():
+    """A time-major (T, B, 1) dt given to a batch-first model was named "got (5, 2)", and a step's (3, 1) dt for a
+    batch of 2 "got (3,)": shapes the caller never passed, the trailing 1 dropped before the message."""
+    rnn, x = CfC(3, 4), torch.randn(2, 5, 3)
+    with pytest.raises(ValueError, match=r"for input of batch 2 and 5 steps; got \(5, 2, 1\)$"):
+        rnn(x, torch.ones(5, 2, 1))
+    with pytest.raises(ValueError, match=r"for a batch of 2; got \(3, 1\)$"):
+        rnn.cell.step(x[:, 0], None, torch.ones(3, 1))
+
+
 @pytest.mark.parametrize(
     "units, options",
     [(AutoNCP(8, 2, seed=1), {}), (8, {"backbone_layers": 0}), (8, {"backbone_layers": 0, "mode": "pure"})],

@@ -73,7 +73,7 @@ def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torc
         and dt.is_cpu
     ):
         return check_dt(dt)
-    dt = _as_seconds(dt, dtype, device)
+    dt = given = _as_seconds(dt, dtype, device)  # given: named as the caller gave it, (B, 1) too
     if dt.dim() == 2 and dt.shape[1] == 1:
         dt = dt[:, 0]
     if batch is None:
@@ -81,13 +81,16 @@ def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torc
     elif dt.dim() == 0:
         dt = dt.expand(batch)
     if batch is not None and dt.shape != (batch,):
-        raise ValueError(f"dt must be a float or have shape ({batch},) for a batch of {batch}; got {tuple(dt.shape)}")
+        raise ValueError(
+            f"dt must be a float or have shape ({batch},) for a batch of {batch}; got {tuple(given.shape)}"
+        )
     return check_dt(dt)
 
 
 def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None) -> torch.Tensor:
     """Validated ``dt`` of shape (B, T) from a float, (B,) (same dt every step), (B, T) or (B, T, 1)."""
-    dt = check_dt(_as_seconds(dt, dtype, device))  # before expanding: also for 0 steps
+    # checked before expanding: also for 0 steps; given: named as the caller gave it, (B, T, 1) too
+    dt = given = check_dt(_as_seconds(dt, dtype, device))
     if dt.dim() == 3 and dt.shape[2] == 1:
         dt = dt[..., 0]
     if dt.dim() == 0:
@@ -97,7 +100,7 @@ def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None
     if dt.shape != (batch, steps):
         raise ValueError(
             f"dt must be a float, ({batch},), ({batch}, {steps}) or ({batch}, {steps}, 1) for input of batch {batch} "
-            f"and {steps} steps; got {tuple(dt.shape)}"
+            f"and {steps} steps; got {tuple(given.shape)}"
         )
     return dt
 
