@@ -639,6 +639,14 @@ def test_view_refuses_an_existing_snapshot_file_before_it_starts(tmp_path, capsy
     said = f"liquid-control view: error: --snapshot {picture}: already exists; a picture is never overwritten"
     assert err.startswith(said) and out == "", err
     assert picture.read_bytes() == b"an earlier run's picture"
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")  # a link to nothing is a name taken too
+    argv = ["view", "--snapshot", str(tmp_path / "dangling.png"), "--duration", "0.3", "--domain-id", "7"]
+    assert cli.main(argv) == 2 and "already exists" in capsys.readouterr().err
+    (tmp_path / "pics").symlink_to(tmp_path / "unmounted")  # its folder a dangling link by the end: said, exit 1
+    argv = ["view", "--snapshot", str(tmp_path / "pics" / "t.png"), "--duration", "0.3"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 1
+    err = capsys.readouterr().err
+    assert f"--snapshot {tmp_path / 'pics' / 't.png'}: cannot write the picture" in err and "Traceback" not in err, err
 
 
 def test_a_snapshot_name_taken_during_the_watch_is_not_overwritten(tmp_path, capsys):
@@ -658,6 +666,16 @@ def test_a_snapshot_name_taken_during_the_watch_is_not_overwritten(tmp_path, cap
     assert sorted(p.name for p in tmp_path.iterdir()) == ["topics-2.png", "topics-3.png", "topics.png"]  # no temp
     assert view._snapshot_as_a_new_file(rec, tmp_path / "new.png", title="t") == tmp_path / "new.png"
     assert capsys.readouterr().err == ""
+    (tmp_path / "pics").symlink_to(tmp_path / "unmounted")  # not the name taken: no other name tried (it looped)
+    with pytest.raises(FileExistsError):
+        view._snapshot_as_a_new_file(rec, tmp_path / "pics" / "t.png", title="t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "new.png",
+        "pics",
+        "topics-2.png",
+        "topics-3.png",
+        "topics.png",
+    ]
 
 
 def test_view_until_episode_end_ignores_an_earlier_episode_and_needs_no_snapshot():

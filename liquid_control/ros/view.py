@@ -11,7 +11,8 @@ read off the root link of ``robot_description`` unless ``--frame-prefix`` is giv
   the camera, the Plot panel the commands. With a ROS installation, ``foxglove_bridge`` or RViz do the same.
 - ``--snapshot PATH``: renders a picture of the same topics with matplotlib (no viewer needed): the robot's URDF
   shapes placed by TF on its path in ``odom``, the sensor frames, the camera's field of view from camera_info,
-  the latest image and the commands over time. An existing file is refused at the start, never overwritten.
+  the latest image and the commands over time. An existing file is refused at the start, never overwritten (one
+  made under the name during the watch neither: the picture then goes to NAME-2.png, said on stderr).
 
 It stops after ``--duration`` seconds, with ``--until-episode-end`` at the first episode that ends after it started
 (a latched status of an earlier episode, replayed at connect, does not count), or on Ctrl-C.
@@ -20,7 +21,6 @@ It stops after ``--duration`` seconds, with ``--until-episode-end`` at the first
 from __future__ import annotations
 
 import importlib
-import itertools
 import json
 import math
 import os
@@ -438,15 +438,21 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "", replace: 
     return save_figure(fig, path, dpi=110, replace=replace)
 
 
+SNAPSHOT_OTHER_NAMES = 100  # NAME-2.png ... NAME-101.png: then the name's folder is not what it was at the start
+
+
 def _snapshot_as_a_new_file(rec: Recording, path: Path, title: str) -> Path:
     """``render_snapshot`` to ``path`` as a new file, checked when view started: where a file took the name during the
     watch (another view, another program), the picture goes to the first free NAME-2.png, NAME-3.png ..., said on
-    stderr, so neither that file nor this watch's picture is lost."""
+    stderr, so neither that file nor this watch's picture is lost. Only the name being taken moves it on (a folder
+    that became a file, or a dangling link, is its own error)."""
     candidate = path
-    for number in itertools.count(2):
+    for number in range(2, SNAPSHOT_OTHER_NAMES + 3):
         try:
             written = render_snapshot(rec, candidate, title=title, replace=False)
-        except FileExistsError:
+        except FileExistsError as exc:
+            if exc.filename != str(candidate) or number == SNAPSHOT_OTHER_NAMES + 2:
+                raise
             candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
             continue
         if written != path:
@@ -626,7 +632,7 @@ def argument_problem(args) -> str | None:
         problem = output_file_problem(path, "run.png")
         if problem:
             return f"--snapshot {args.snapshot}: {problem}"
-        if path.exists():  # as a bag (record -o, replay -o): an earlier run's picture is not lost to this one
+        if os.path.lexists(path):  # as a bag (record -o, replay -o): an earlier run's picture is not lost to this one
             return f"--snapshot {args.snapshot}: already exists; a picture is never overwritten, choose a new name"
     return None
 
@@ -708,9 +714,16 @@ def run(args) -> int:
     if args.snapshot:
         rec = viewer.recording
         outcome = f", episode {viewer.episode_ends[0]['outcome']}" if viewer.episode_ends else ""
-        path = _snapshot_as_a_new_file(
-            rec, Path(args.snapshot), title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
-        )
+        try:
+            path = _snapshot_as_a_new_file(
+                rec, Path(args.snapshot), title=f"liquid-control view (matplotlib rendering of the topics){outcome}"
+            )
+        except OSError as exc:  # its folder gone or a dangling link by now, a full disk: said, not a traceback
+            print(
+                f"liquid-control view: error: --snapshot {args.snapshot}: cannot write the picture: {exc}",
+                file=sys.stderr,
+            )
+            return 1
         print(f"wrote {path} from {sum(rec.counts.values())} messages: {named_counts(rec.counts)}")
         if not rec.counts:
             print(
