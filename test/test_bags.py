@@ -811,6 +811,7 @@ def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_
     run = trainer.train(CAMERA_ONLY, tmp_path / "run", data=data, progress=False, log=lambda m: None)
     validation_loss = torch.load(run.policy_path, weights_only=False)["metadata"]["validation_loss"]
     assert cli.main(["export", str(run.policy_path)]) == 0
+    capsys.readouterr()  # what training and export said: the evaluations' words are read below
     for policy in (run.policy_path, run.policy_path.with_suffix(".onnx")):
         out = tmp_path / f"offline_{policy.suffix[1:]}"
         argv = ["eval", "--bag", held, "--policy", f"robot={policy}", "--out", str(out), "--no-progress"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 COMMAND_FILE = "command.txt"  # the run's first command, for a resume before its first checkpoint holds it
+START_FILE = "started_from.json"  # a warm start's record until the run's first checkpoint holds it
 
 
 def holds_run(out: Path) -> bool:
@@ -22,11 +23,13 @@ def holds_run(out: Path) -> bool:
 
 
 def training_run_entries(out: Path) -> list[str]:
-    """What in ``out`` makes it a training run's folder: its policy or checkpoint, its config.yaml with the
-    command.txt that ``train`` writes beside it at its start, else collected data (:func:`holds_run`); empty for any
-    other folder (a project folder holding a config.yaml of its own is none). Other commands refuse to write their
-    outputs there (an evaluation's report would mix with the run's files)."""
+    """What in ``out`` makes it a training run's folder: its policy or checkpoint, its config.yaml with what ``train``
+    writes beside it at its start (command.txt; data.yaml of a run from bags; started_from.json of a warm start),
+    else collected data (:func:`holds_run`); empty for any other folder (a project folder holding a config.yaml of its
+    own is none, nor a run from Python without a command, killed before it wrote more). Other commands refuse to
+    write their outputs there (an evaluation's report would mix with the run's files)."""
     found = [name for name in ("policy.pt", "checkpoint.pt") if (out / name).is_file()]
-    if (out / "config.yaml").is_file() and (out / COMMAND_FILE).is_file():
-        found += ["config.yaml", COMMAND_FILE]
+    if (out / "config.yaml").is_file():
+        beside = [name for name in (COMMAND_FILE, "data.yaml", START_FILE) if (out / name).is_file()]
+        found += ["config.yaml", *beside] if beside else []
     return found or (["data/"] if holds_run(out) else [])

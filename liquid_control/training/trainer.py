@@ -59,10 +59,9 @@ from .episodes import (
     world_class,
 )
 from .run import TrainingError, TrainingRun, TrainResult, differing_keys, read_training_checkpoint
-from .run_folder import COMMAND_FILE, holds_run
+from .run_folder import COMMAND_FILE, START_FILE, holds_run
 
 NETWORK_SECTIONS = ("world", "observation", "encoder", "core", "action")  # what a warm start shares (init_from)
-START_FILE = "started_from.json"  # a warm start's record until the run's first checkpoint holds it
 
 
 def warm_start(path: Path, cfg: dict) -> tuple[dict, dict, dict]:
