@@ -2,8 +2,8 @@
 
     ros2 launch liquid_control sim.launch.py [world:=LiquidRover-v0] [policy:=cfc_ncp_rover.pt]
         [shift:=season=winter,lighting=dusk] [use_sim_time:=false] [real_time_factor:=1.0] [lockstep:=false]
-        [publish_mode:=per_update|fixed_rate] [control_rate_hz:=30.0] [backend:=auto|torch|onnx] [seed:=0]
-        [episodes:=1] [record_bag:=<folder>]
+        [publish_mode:=per_update|fixed_rate] [control_rate_hz:=0.0 (the parameter file's)] [backend:=auto|torch|onnx]
+        [seed:=0] [episodes:=1] [record_bag:=<folder>]
 
 The node list comes from liquid_control.ros.graph.sim_graph, the same description `liquid-control sim`
 starts as processes where ros2 launch is not available; it refuses, naming the argument, a policy of another
