@@ -41,3 +41,14 @@ def stop_signal_handlers_put_back():
     for signum, handler in before.items():
         if handler is not None:  # None: set from outside Python, which cannot be put back from here
             signal.signal(signum, handler)
+
+
+@pytest.fixture(autouse=True)
+def domain_ids_held_while_the_test_runs():
+    """Every ROS domain id the test takes stays locked until it ends (its in-process nodes, torn down by its own
+    fixtures before this one, show their ids in no process environment); then all but the last few go back."""
+    from liquid_control.ros import testing
+
+    testing.hold_domain_ids(True)
+    yield
+    testing.hold_domain_ids(False)

@@ -715,6 +715,38 @@ def test_an_id_is_taken_again_only_after_every_other_one(tmp_path, monkeypatch):
         handle.close()
 
 
+def test_the_ids_a_test_takes_stay_locked_until_it_ends(tmp_path, monkeypatch):
+    """Before: a process kept only its last 4 ids locked, also within one test, so the first id of a test that took
+    more was given back while the test's in-process nodes (no process environment shows them) could still run on it.
+    The suite holds every id during each test (conftest), then gives back all but the last 4."""
+    import fcntl
+    import tempfile
+
+    from liquid_control.ros import testing
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(testing, "_DOMAIN_LOCKS", [])
+    monkeypatch.setattr(testing, "_domains_of_running_processes", set)
+
+    def locked(i: int) -> bool:  # another open file's flock conflicts, in this process too
+        with open(tmp_path / f"liquid_control_ros_domain_{i}.lock", "rb") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            return False
+
+    taken = [testing.free_domain_id() for _ in range(6)]
+    try:
+        assert [locked(i) for i in taken] == [True] * 6
+        testing.hold_domain_ids(False)  # the test's end
+        assert [locked(i) for i in taken] == [False, False, True, True, True, True]
+    finally:
+        testing.hold_domain_ids(True)
+        for handle in testing._DOMAIN_LOCKS:  # (the list of this test, put back after it)
+            handle.close()
+
+
 def test_a_record_bag_folder_already_holding_an_episodes_bag_is_refused_before_the_run(tmp_path, capsys):
     """Before: `liquid-control sim --record-bag DIR` with DIR/episode_<seed+1> present ran episode 0, then
     sim_node died at episode 1 with a BagError traceback (the run reported a failed episode, exit 1)."""

@@ -16,6 +16,20 @@ from liquid_control.ros.graph import parameter_argument
 
 _DOMAIN_LOCKS: list = []  # lock files of the domain ids this process took, the newest last
 _DOMAIN_LOCKS_KEPT = 4  # graphs of one process run one after the other: older ids are given back
+_HOLDING = [False]  # while set (:func:`hold_domain_ids`), no id is given back
+
+
+def hold_domain_ids(hold: bool) -> None:
+    """While ``hold`` (the tests set it around each test), every id this process takes stays locked; unset, all but
+    the last ``_DOMAIN_LOCKS_KEPT`` are given back. A node made in this process (``rclpy.init(domain_id=...)``, a
+    Probe) shows its id in no process environment, so only the lock keeps another process off it: given back after
+    four newer ids while that node lived, the id could go to another test's graph (one way, not found for certain,
+    to a `liquid-control sim` of the tests stopping itself, exit 4: "another graph runs on ROS_DOMAIN_ID 1 (2 nodes
+    named /policy_node ...)")."""
+    _HOLDING[0] = hold
+    if not hold:
+        while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT:
+            _DOMAIN_LOCKS.pop(0).close()
 
 
 def isolated_ros_env(domain_id: int | None = None) -> dict:
@@ -58,7 +72,7 @@ def free_domain_id() -> int:
         except OSError:  # another user's file: its time stays
             pass
         _DOMAIN_LOCKS.append(handle)
-        while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT:
+        while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT and not _HOLDING[0]:
             _DOMAIN_LOCKS.pop(0).close()
         return candidate
     return random.randint(1, 100)  # every id held elsewhere: share one, as before
