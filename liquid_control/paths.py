@@ -184,11 +184,13 @@ def code_commit() -> str:
 
 def _writable_folder_problem(candidates: list[Path]) -> str | None:
     """Why nothing can be written under the first of ``candidates`` (a path, then its parents) that exists: it
-    is a file, or this process may not write in it. The write is tried (a temporary file, removed at once): a
-    folder the permission bits allow can still refuse (root in /sys, a read-only mount)."""
-    folder = next((p for p in candidates if p.exists()), None)
+    is a file or a dangling link, or this process may not write in it. The write is tried (a temporary file, removed
+    at once): a folder the permission bits allow can still refuse (root in /sys, a read-only mount)."""
+    folder = next((p for p in candidates if os.path.lexists(p)), None)  # a dangling link too: mkdir would fail on it
     if folder is None:
         return None
+    if folder.is_symlink() and not folder.exists():  # a link to an unmounted drive or a moved folder
+        return f"{folder} is a link to {os.readlink(folder)}, which does not exist"
     if not folder.is_dir():
         return f"{folder} exists and is not a folder"
     try:

@@ -1367,9 +1367,12 @@ def test_a_training_run_folder_as_out_is_refused_before_anything_runs(tmp_path, 
     assert f"--out {run}: is a training run's folder (it holds config.yaml, command.txt)" in capsys.readouterr().err
     (run / "command.txt").unlink()  # a project's own config.yaml is no run
     assert training_run_entries(run) == []
+    (run / "data.yaml").write_text("train: images/\n")  # another tool's dataset file beside it: no run either
+    assert training_run_entries(run) == []
     (run / "started_from.json").write_text("{}")  # a warm start from Python (no command.txt), stopped at once
     assert training_run_entries(run) == ["config.yaml", "started_from.json"]
     (run / "started_from.json").unlink()
+    (run / "data.yaml").unlink()
     (run / "config.yaml").unlink()
     (run / "data").mkdir()
     (run / "data" / "round_0.npz").write_bytes(b"collected")  # a run stopped while collecting: no policy yet

@@ -708,6 +708,7 @@ def test_an_id_is_taken_again_only_after_every_other_one(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(testing, "_DOMAIN_LOCKS", [])
+    monkeypatch.setattr(testing, "_HOLDING", [False])  # as outside a test: only the last 4 kept, the rest given back
     monkeypatch.setattr(testing, "_domains_of_running_processes", set)  # not the other tests' graphs running now
     taken = [testing.free_domain_id() for _ in range(100)]
     assert sorted(taken) == list(range(1, 101))  # each id once before any comes back

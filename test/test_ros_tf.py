@@ -642,11 +642,29 @@ def test_view_refuses_an_existing_snapshot_file_before_it_starts(tmp_path, capsy
     (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")  # a link to nothing is a name taken too
     argv = ["view", "--snapshot", str(tmp_path / "dangling.png"), "--duration", "0.3", "--domain-id", "7"]
     assert cli.main(argv) == 2 and "already exists" in capsys.readouterr().err
-    (tmp_path / "pics").symlink_to(tmp_path / "unmounted")  # its folder a dangling link by the end: said, exit 1
-    argv = ["view", "--snapshot", str(tmp_path / "pics" / "t.png"), "--duration", "0.3"]
-    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 1
+    (tmp_path / "pics").symlink_to(tmp_path / "unmounted")  # its folder a dangling link: refused at the start
+    argv = ["view", "--snapshot", str(tmp_path / "pics" / "t.png"), "--duration", "0.3", "--domain-id", "7"]
+    assert cli.main(argv) == 2
+    assert f"{tmp_path / 'pics'} is a link to {tmp_path / 'unmounted'}, which does not exist" in capsys.readouterr().err
+
+
+def test_a_snapshot_that_cannot_be_written_at_the_end_is_one_line_and_exit_1(tmp_path, capsys, monkeypatch):
+    """A picture that cannot be written when the watch ends (a full disk, its folder gone meanwhile) was a
+    traceback: one line naming --snapshot, exit 1."""
+    from liquid_control import cli
+    from liquid_control.ros import view
+    from liquid_control.ros.testing import free_domain_id
+
+    def full_disk(rec, path, title="", replace=True):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(view, "render_snapshot", full_disk)
+    picture = tmp_path / "t.png"
+    argv = ["view", "--snapshot", str(picture), "--duration", "0.3", "--domain-id", str(free_domain_id())]
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err
-    assert f"--snapshot {tmp_path / 'pics' / 't.png'}: cannot write the picture" in err and "Traceback" not in err, err
+    assert f"--snapshot {picture}: cannot write the picture: [Errno 28] No space left on device" in err, err
+    assert "Traceback" not in err and not picture.exists()
 
 
 def test_a_snapshot_name_taken_during_the_watch_is_not_overwritten(tmp_path, capsys):

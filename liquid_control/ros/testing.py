@@ -25,7 +25,8 @@ def hold_domain_ids(hold: bool) -> None:
     Probe) shows its id in no process environment, so only the lock keeps another process off it: given back after
     four newer ids while that node lived, the id could go to another test's graph (one way, not found for certain,
     to a `liquid-control sim` of the tests stopping itself, exit 4: "another graph runs on ROS_DOMAIN_ID 1 (2 nodes
-    named /policy_node ...)")."""
+    named /policy_node ...)"). Only ids taken while holding are kept so: one a module's fixture takes outside a test
+    goes back as before (take ids in function-scoped fixtures)."""
     _HOLDING[0] = hold
     if not hold:
         while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT:

@@ -24,12 +24,13 @@ def holds_run(out: Path) -> bool:
 
 def training_run_entries(out: Path) -> list[str]:
     """What in ``out`` makes it a training run's folder: its policy or checkpoint, its config.yaml with what ``train``
-    writes beside it at its start (command.txt; data.yaml of a run from bags; started_from.json of a warm start),
-    else collected data (:func:`holds_run`); empty for any other folder (a project folder holding a config.yaml of its
-    own is none, nor a run from Python without a command, killed before it wrote more). Other commands refuse to
-    write their outputs there (an evaluation's report would mix with the run's files)."""
+    writes beside it at its start (command.txt; started_from.json of a warm start), else collected data
+    (:func:`holds_run`); empty for any other folder (a project folder holding a config.yaml of its own is none, with a
+    data.yaml, a common name of other tools' files, too; nor a run from Python without a command, killed before it
+    wrote more). Other commands refuse to write their outputs there (an evaluation's report would mix with the run's
+    files)."""
     found = [name for name in ("policy.pt", "checkpoint.pt") if (out / name).is_file()]
     if (out / "config.yaml").is_file():
-        beside = [name for name in (COMMAND_FILE, "data.yaml", START_FILE) if (out / name).is_file()]
+        beside = [name for name in (COMMAND_FILE, START_FILE) if (out / name).is_file()]
         found += ["config.yaml", *beside] if beside else []
     return found or (["data/"] if holds_run(out) else [])
