@@ -306,25 +306,19 @@ SHIPPED_BALANCER_POLICY = policies_dir() / "cfc_balancer.pt"
 def run_sim_cli(tmp_path, *args):
     """`liquid-control sim ARGS` on a private ROS domain, nodes' logs in tmp_path: its one episode's
     status (a failed run shows the nodes' logs). --timeout 150: lockstep runs at the machine's pace, and a busy
-    machine needs longer than the default."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "liquid_control.cli",
-            "sim",
-            *args,
-            "--timeout",
-            "150",
-            "--log-dir",
-            str(tmp_path),
-            "--quiet",
-        ],
-        env=isolated_ros_env(),
-        capture_output=True,
-        text=True,
-        timeout=200,
-    )
+    machine needs longer than the default. A run that met another graph on its private domain as it started (exit
+    4, "another graph runs on ROS_DOMAIN_ID"; now and then in a full suite, its source not found: the tests' ids are
+    locked and passed over while a process holds them) runs once more on another id, saying so; the graph check
+    itself is tested in test_sim_graph_checks.py."""
+    from liquid_control.ros.graph import EXIT_DOMAIN_SHARED
+
+    argv = [sys.executable, "-m", "liquid_control.cli", "sim", *args, "--timeout", "150", "--log-dir", str(tmp_path)]
+    for attempt in (1, 2):
+        proc = subprocess.run([*argv, "--quiet"], env=isolated_ros_env(), capture_output=True, text=True, timeout=200)
+        met = proc.returncode == EXIT_DOMAIN_SHARED and "another graph runs on ROS_DOMAIN_ID" in proc.stderr
+        if not met or attempt == 2 or "--record-bag" in args:
+            break
+        print(f"run_sim_cli: run again on another ROS domain after: {proc.stderr.strip()}")
     logs = "\n".join(p.read_text()[-3000:] for p in tmp_path.glob("*.log"))
     assert proc.returncode == 0, proc.stdout + proc.stderr + logs
     (line,) = [l for l in proc.stdout.splitlines() if l.startswith("episode: ")]
