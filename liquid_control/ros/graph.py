@@ -690,6 +690,18 @@ def shared_domain(node_names: list[tuple[str, str]], ours: list[str]) -> str:
     return ", ".join(f"{k} nodes named /{name}" for name, k in counts.items() if k > 1)
 
 
+def shared_domain_origins(monitor, node_names: list[tuple[str, str]], ours: list[str], own_pids: list[int]) -> str:
+    """Where the other graph's nodes that :func:`shared_domain` found run ("the other /policy_node: process 1234
+    (...)"), so the user can tell which process to stop; empty where the DDS does not say."""
+    from liquid_control.ros.participants import other_node_processes
+
+    twice = [name for name in [*ours, MONITOR_NODE] if sum(1 for n, ns in node_names if n == name and ns == "/") > 1]
+    try:
+        return other_node_processes(monitor, twice, own_pids)
+    except (RuntimeError, OSError, ValueError):  # rclpy's RCLError too: a diagnostic only, the verdict stands
+        return ""
+
+
 def unanswered_updates(statuses: list[dict], update_on: str, real_time_factor: float) -> str:
     """A warning when the policy node answered fewer than 9 in 10 of an episode's updates (one command per update,
     ``publish_mode`` per_update): it could not keep up with the sim (a --real-time-factor beyond the machine), so
@@ -769,6 +781,7 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
         context, executor, monitor, statuses, ignored = _status_listener(domain, args.world)  # transient local
         ended = None  # name of the first node that exited on its own
         shared = ""  # another graph of the same nodes on the domain, found while this run was starting: it stops
+        origins = ""  # where that graph's nodes run (shared_domain_origins)
         joined = ""  # another graph that appeared later: this run was there first, it warns and goes on
         newcomer_until = time.monotonic() + NEWCOMER_WINDOW_S
         next_graph_check = start
@@ -781,7 +794,12 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
                     break
                 if time.monotonic() >= next_graph_check:
                     next_graph_check = time.monotonic() + GRAPH_CHECK_PERIOD_S
-                    found = shared_domain(monitor.get_node_names_and_namespaces(), [n.name for n in nodes])
+                    names = monitor.get_node_names_and_namespaces()
+                    found = shared_domain(names, [n.name for n in nodes])
+                    if found and found != joined:
+                        origins = shared_domain_origins(
+                            monitor, names, [n.name for n in nodes], [os.getpid(), *(p.pid for p in procs.values())]
+                        )
                     if found and time.monotonic() <= newcomer_until:
                         shared = found
                         break
@@ -789,7 +807,8 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
                         print(
                             f"{prog}: warning: another graph joined ROS_DOMAIN_ID "
                             f"{domain if domain is not None else 0} {time.monotonic() - start:.1f} s into this run "
-                            f"({found}): while both run, their sims and policies exchange messages, so episode "
+                            f"({found}{'; ' + origins if origins else ''}): while both run, their sims and "
+                            "policies exchange messages, so episode "
                             f"{len(statuses)} may not measure the policy alone (a liquid-control sim started there "
                             "stops itself; give each graph its own --domain-id)",
                             file=sys.stderr,
@@ -845,7 +864,8 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
         run.code = EXIT_DOMAIN_SHARED
         run.errors.append(
             f"another graph runs on ROS_DOMAIN_ID {domain if domain is not None else 0} ({shared}: another "
-            "liquid-control sim, a launch or a robot): its sim and policy would exchange camera frames, commands and "
+            f"liquid-control sim, a launch or a robot{'; ' + origins if origins else ''}): its sim and policy would "
+            "exchange camera frames, commands and "
             f"episode statuses with this run's, so every node was stopped after {elapsed:.1f} s (the graph that was "
             "there first goes on); give each graph its own --domain-id"
         )
