@@ -63,6 +63,35 @@ def test_a_nodes_process_is_read_off_its_fast_dds_guid(tmp_path):
     gone = participants.describe_origin((bytes.fromhex("78fd"), 8), bytes.fromhex("78fd"), str(fake))
     assert gone.startswith("no running process (DDS still lists a participant of process id 8"), gone
 
+    # the graph's own nodes (this process's monitor, a child's policy_node) are left out; a node listed without a
+    # /rosout publisher is counted
+    def gid_of(pid, host="78fd"):
+        return bytes.fromhex("010f" + host) + (pid & 0xFFFF).to_bytes(2, "little") + bytes(10)
+
+    class Info:
+        def __init__(self, name, pid, host="78fd"):
+            self.node_name, self.node_namespace, self.endpoint_gid = name, "/", list(gid_of(pid, host))
+
+    class Monitor:
+        def get_name(self):
+            return "monitor"
+
+        def get_publishers_info_by_topic(self, topic):
+            assert topic == "/rosout"
+            return [
+                Info("monitor", 1),
+                Info("policy_node", 4242),
+                Info("policy_node", 9),
+                Info("policy_node", 9, "abcd"),
+            ]
+
+    said = participants.other_node_processes(Monitor(), {"policy_node": 4}, [1, 4242], str(fake))
+    assert said == (
+        "the other /policy_node: process 9 (other); "
+        "the other /policy_node: a process on another machine (DDS host id abcd); "
+        "1 of the 4 /policy_node without a /rosout publisher DDS knows of"
+    ), said
+
 
 def test_a_second_graph_on_the_domain_stops_the_run_naming_it():
     """Before: two `liquid-control sim` on one ROS_DOMAIN_ID ran to the end with exit 0, each policy driving

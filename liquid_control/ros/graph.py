@@ -686,8 +686,13 @@ def shared_domain(node_names: list[tuple[str, str]], ours: list[str]) -> str:
     ``node_names`` (the domain's graph, ``get_node_names_and_namespaces()``), as "2 nodes named /sim_node"; empty
     when none does. Another graph of the same nodes (a second `liquid-control sim`, a launch, a robot) publishes on
     the same topics: each policy would get both sims' frames and each sim both policies' commands."""
-    counts = {name: sum(1 for n, ns in node_names if n == name and ns == "/") for name in [*ours, MONITOR_NODE]}
+    counts = _root_counts(node_names, ours)
     return ", ".join(f"{k} nodes named /{name}" for name, k in counts.items() if k > 1)
+
+
+def _root_counts(node_names: list[tuple[str, str]], ours: list[str]) -> dict[str, int]:
+    """How many nodes of each of ``ours`` (and the status listener's name) the graph lists in the root namespace."""
+    return {name: sum(1 for n, ns in node_names if n == name and ns == "/") for name in [*ours, MONITOR_NODE]}
 
 
 def shared_domain_origins(monitor, node_names: list[tuple[str, str]], ours: list[str], own_pids: list[int]) -> str:
@@ -695,9 +700,9 @@ def shared_domain_origins(monitor, node_names: list[tuple[str, str]], ours: list
     (...)"), so the user can tell which process to stop; empty where the DDS does not say."""
     from liquid_control.ros.participants import other_node_processes
 
-    twice = [name for name in [*ours, MONITOR_NODE] if sum(1 for n, ns in node_names if n == name and ns == "/") > 1]
+    counts = _root_counts(node_names, ours)
     try:
-        return other_node_processes(monitor, twice, own_pids)
+        return other_node_processes(monitor, {name: k for name, k in counts.items() if k > 1}, own_pids)
     except (RuntimeError, OSError, ValueError):  # rclpy's RCLError too: a diagnostic only, the verdict stands
         return ""
 

@@ -56,11 +56,12 @@ def describe_origin(origin: tuple[bytes, int] | None, own_host: bytes | None, pr
     return " or ".join(f"process {pid} ({_shortened(command)})" for pid, command in running)
 
 
-def other_node_processes(node, names: list[str], own_pids: list[int], proc: str = "/proc") -> str:
-    """Where the nodes named /NAME (``names``, root namespace) that are not this graph's run, from the GUIDs of
-    their /rosout publishers, as "the other /policy_node: process 1234 (python3 -m ...)"; ``own_pids``: this
-    graph's processes (this one's first: its own node ``node`` gives this machine's host id). Empty where nothing
-    is known (a node without /rosout, another RMW)."""
+def other_node_processes(node, counts: dict[str, int], own_pids: list[int], proc: str = "/proc") -> str:
+    """Where the nodes named /NAME (``counts``: name -> how many the graph lists in the root namespace) that are not
+    this graph's run, from the GUIDs of their /rosout publishers, as "the other /policy_node: process 1234 (python3
+    -m ...)"; ``own_pids``: this graph's processes (this one's first: its own node ``node`` gives this machine's host
+    id). Nodes listed without a /rosout publisher (made without their log topic, or a participant DDS lists without
+    its endpoints) are counted as such; empty where the RMW says nothing."""
     own_low = {pid & 0xFFFF for pid in own_pids}
     infos = node.get_publishers_info_by_topic(ROSOUT)
     own_host = None
@@ -70,13 +71,15 @@ def other_node_processes(node, names: list[str], own_pids: list[int], proc: str 
         if info.node_name == node.get_name() and origin is not None and origin[1] == me:
             own_host = origin[0]
     said = []
-    for info in infos:
-        if info.node_name not in names or info.node_namespace != "/":
-            continue
-        origin = guid_origin(info.endpoint_gid)
-        if origin is not None and origin[1] in own_low and (own_host is None or origin[0] == own_host):
-            continue  # one of this graph's own nodes
-        said.append(f"the other /{info.node_name}: {describe_origin(origin, own_host, proc)}")
+    for name, listed in counts.items():
+        publishers = [info for info in infos if info.node_name == name and info.node_namespace == "/"]
+        for info in publishers:
+            origin = guid_origin(info.endpoint_gid)
+            if origin is not None and origin[1] in own_low and (own_host is None or origin[0] == own_host):
+                continue  # one of this graph's own nodes
+            said.append(f"the other /{name}: {describe_origin(origin, own_host, proc)}")
+        if len(publishers) < listed:
+            said.append(f"{listed - len(publishers)} of the {listed} /{name} without a /rosout publisher DDS knows of")
     return "; ".join(dict.fromkeys(said))
 
 
