@@ -496,6 +496,41 @@ def test_the_same_stop_signal_sent_twice_at_once_still_waits_for_the_acknowledge
     assert "acknowledged" not in text, text  # neither "a second stop signal ... ended the wait" nor "within 4 s"
 
 
+def shared_memory_files_of(pid: int) -> list[str]:
+    """The files in /dev/shm that process ``pid`` holds a lock on: Fast DDS's segment and port lock files (their
+    names are random, and other tests' processes make their own meanwhile)."""
+    inodes = set()
+    with open("/proc/locks") as locks:
+        for line in locks:
+            fields = line.split()
+            if len(fields) > 5 and fields[4] == str(pid):
+                inodes.add(int(fields[5].rsplit(":", 1)[1]))
+    return sorted(entry.name for entry in os.scandir("/dev/shm") if entry.inode() in inodes)
+
+
+@pytest.mark.skipif(not os.path.isdir("/dev/shm") or not os.path.exists("/proc/locks"), reason="Linux shared memory")
+def test_a_stopped_policy_node_leaves_the_graph_at_once_and_no_shared_memory_behind(policy_file, tmp_path):
+    """Before: rclpy's LifecycleNode keeps its state machine, which holds the node, after destroy_node, so the node's
+    context and DDS participant lived until garbage collection, which the executable's quick exit skips. After a
+    clean SIGINT stop the other nodes listed /policy_node for another 19.9 s (Fast DDS's lease: `ros2 node list`, a
+    relaunch meeting "2 nodes named /policy_node"), and its files stayed in /dev/shm (each `liquid-control sim` run
+    left a 0.5 MB segment)."""
+    env = isolated_ros_env()
+    proc = start_policy_node(policy_file, env, tmp_path)
+    probe = Probe(env)
+    try:
+        connect(probe, tmp_path / "policy_node.log")  # its diagnostics reach this process: through shared memory
+        held = shared_memory_files_of(proc.pid)
+        assert held, "the node holds no shared-memory file: the check below would prove nothing"
+        assert stop_process(proc) == 0, (tmp_path / "policy_node.log").read_text()
+        listed = lambda: ("policy_node", "/") in probe.node.get_node_names_and_namespaces()  # noqa: E731
+        assert probe.wait_for(lambda: not listed(), 10.0), "the stopped node is still in the graph after 10 s"
+        assert [name for name in held if os.path.exists(f"/dev/shm/{name}")] == []
+    finally:
+        probe.close()
+        stop_process(proc)
+
+
 def test_a_node_without_autostart_says_it_waits_for_its_lifecycle_transitions(policy_file, tmp_path):
     """Before: `policy_node --ros-args -p policy:=...` (autostart false, the lifecycle default) printed nothing at all
     while it waited for a configure, whatever its policy: a user could not tell it from a hung node."""

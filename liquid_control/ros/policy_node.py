@@ -168,6 +168,16 @@ def _one_at_a_time(callback):
     return locked
 
 
+class _DestroyedStateMachine:
+    """Stands for a destroyed node's lifecycle state machine: any use is a clear error, not a read of freed memory."""
+
+    def __init__(self, node_name: str):
+        self._node_name = node_name
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"{self._node_name} was destroyed (destroy_node): its lifecycle is gone ({name})")
+
+
 class PolicyNode(LifecycleNode):
     """The liquid policy as a managed node (see the module docstring)."""
 
@@ -570,6 +580,9 @@ class PolicyNode(LifecycleNode):
         shutdown transition cannot run (destroy_node called inside a transition of this thread, a configure a signal
         abandoned, one of another thread still running), the node publishes its stop if it was commanding and is
         freed without it, logged."""
+        if isinstance(self._state_machine, _DestroyedStateMachine):
+            return  # destroyed before
+        name = self.get_fully_qualified_name()
         waited = self._lock.acquire(timeout=self.TRANSITION_WAIT_S)
         try:
             if self.runner is not None:
@@ -578,6 +591,13 @@ class PolicyNode(LifecycleNode):
             if waited:
                 self._lock.release()
         super().destroy_node()
+        # rclpy's LifecycleNode leaves its state machine, which holds the node: the node, its context and its DDS
+        # participant outlived destroy_node until garbage collection, which the executable's quick exit skips, so
+        # every stopped policy_node stayed in the other nodes' graph for Fast DDS's 20 s lease (`ros2 node list`,
+        # a relaunch meeting "2 nodes named /policy_node") and left its files in /dev/shm. Freed here; a lifecycle
+        # call on the destroyed node (which would read the freed state machine: a segfault) is refused instead.
+        self._state_machine.destroy_when_not_in_use()
+        self._state_machine = _DestroyedStateMachine(name)
 
     def _shut_down_at_destroy(self, waited: bool):
         """destroy_node's shutdown of a configured node (``waited``: it holds the node's lock)."""
