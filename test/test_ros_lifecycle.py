@@ -70,6 +70,43 @@ def ros():
     context.try_shutdown()
 
 
+def test_a_destroyed_node_leaves_the_domain_once_its_context_shuts_down_though_still_referenced():
+    """Before: rclpy's LifecycleNode keeps its state machine, which holds the node, past destroy_node, so the DDS
+    participant of a node destroyed and its context shut down lived on until garbage collection (here, while the
+    variable holds it: for good), and a participant that joined the domain afterwards still found a /policy_node
+    there. In the suite, a later test given the same ROS_DOMAIN_ID (no process environment shows an in-process
+    node) then met it: its `liquid-control sim` stopped, exit 4, "another graph runs on ROS_DOMAIN_ID N (2 nodes
+    named /policy_node)", now and then over sessions 41-45. A live node beside it shows the newcomer's discovery
+    worked."""
+    domain = int(isolated_ros_env()["ROS_DOMAIN_ID"])
+    contexts = []
+
+    def node_on_the_domain(make):
+        context = rclpy.Context()
+        rclpy.init(context=context, domain_id=domain)
+        contexts.append(context)
+        return make(context)
+
+    try:
+        node = node_on_the_domain(lambda context: PolicyNode(context=context))
+        witness = node_on_the_domain(lambda context: rclpy.create_node("witness", context=context))  # noqa: F841
+        node.destroy_node()
+        contexts[0].try_shutdown()
+        newcomer = node_on_the_domain(lambda context: rclpy.create_node("newcomer", context=context))
+        names = lambda: {name for name, _ in newcomer.get_node_names_and_namespaces()}  # noqa: E731
+        deadline = time.monotonic() + 30.0
+        while "witness" not in names() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "witness" in names(), "the newcomer discovered nothing on the domain: the check below proves nothing"
+        time.sleep(1.0)  # participants found together: the destroyed node's would have come with the witness's
+        assert "policy_node" not in names(), names()
+        with pytest.raises(RuntimeError, match="/policy_node was destroyed"):
+            node.trigger_configure()  # not a read of the freed state machine (a segfault)
+    finally:
+        for context in contexts:
+            context.try_shutdown()
+
+
 def wait_until_heard(node, subscription, spin, timeout=30.0):
     """Spin until DDS has matched the node's command publisher and the probe's ``subscription``, both ways.
 
