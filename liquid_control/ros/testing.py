@@ -26,8 +26,8 @@ def hold_domain_ids(hold: bool) -> None:
     four newer ids while that node lived, the id could go to another test's graph (a `liquid-control sim` of the
     tests then stopped itself, exit 4: "another graph runs on ROS_DOMAIN_ID 1 (2 nodes named /policy_node ...)"; the
     cause found on 2026-12-06 outlived even a held id: an in-process PolicyNode's DDS participant lived on after its
-    test until garbage collection, fixed in PolicyNode.destroy_node). Only ids taken while holding are kept so: one a module's fixture takes outside a test
-    goes back as before (take ids in function-scoped fixtures)."""
+    test until garbage collection, fixed in PolicyNode.destroy_node). Only ids taken while holding are kept so:
+    one a module's fixture takes outside a test goes back as before (take ids in function-scoped fixtures)."""
     _HOLDING[0] = hold
     if not hold:
         while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT:
