@@ -564,10 +564,10 @@ def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path
 
 
 @contextlib.contextmanager
-def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), cli_args=None, **parameters):
+def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), cli_args=None, duration_name=None, **parameters):
     """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered; its other ``parameters``; rclpy's
-    ``cli_args``) in a context where a talker node already publishes std_msgs/String on each of ``topics``:
-    (recorder, lines, talker, context); the context is shut down after."""
+    ``cli_args``; the node's ``duration_name``) in a context where a talker node already publishes std_msgs/String
+    on each of ``topics``: (recorder, lines, talker, context); the context is shut down after."""
     from types import SimpleNamespace
 
     import rclpy
@@ -595,6 +595,7 @@ def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), cli_args=N
             context=context,
             parameter_overrides={"output": str(tmp_path / "bag"), "topics": [*topics, *also], **parameters},
             cli_args=cli_args,
+            **({"duration_name": duration_name} if duration_name else {}),
         )
         yield recorder, lines, talker, context
     finally:
@@ -823,16 +824,22 @@ def test_with_sim_time_and_no_clock_the_recorder_says_what_it_waits_for(tmp_path
     from liquid_control.ros import recorder_node
 
     monkeypatch.setattr(recorder_node, "CLOCK_WAIT_WARNING_S", 0.2)
-    for sim_time in (True, False):
-        folder = tmp_path / str(sim_time)
+    # the node names its parameter; `liquid-control record` its option (before: duration_s there too)
+    for sim_time, named in ((True, "duration_s"), (True, "--duration"), (False, "duration_s")):
+        folder = tmp_path / f"{sim_time}{named}"
         cli_args = ["--ros-args", "-p", f"use_sim_time:={str(sim_time).lower()}"]
-        with recorder_beside_a_talker(folder, cli_args=cli_args, duration_s=1.0) as (recorder, lines, _, _):
+        with recorder_beside_a_talker(folder, cli_args=cli_args, duration_name=named, duration_s=1.0) as (
+            recorder,
+            lines,
+            _,
+            _,
+        ):
             time.sleep(0.3)
             recorder._discover()
             recorder._discover()
             said = [line for line in lines if "no /clock" in line]
             assert len(said) == (1 if sim_time else 0), lines
-            assert all("duration_s does not start counting until it moves" in line for line in said)
+            assert all(f"and {named} does not start counting until it moves" in line for line in said)
             assert not recorder.done.is_set()
             recorder.close()
 

@@ -161,8 +161,17 @@ def subscription_qos(profiles, depth: int):
 class BagRecorderNode(Node):
     """Records ``topics`` into the bag ``output`` (see the module docstring)."""
 
-    def __init__(self, name: str = "bag_recorder", parameter_overrides: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        name: str = "bag_recorder",
+        parameter_overrides: dict | None = None,
+        duration_name: str = "duration_s",
+        **kwargs,
+    ):
+        """``duration_name``: what the user set the duration with, named in what the node says about it (the
+        parameter; `liquid-control record` passes its option, --duration)."""
         super().__init__(name, **kwargs)
+        self.duration_name = duration_name
         declare_node_parameters(self, RECORDER_PARAMETERS)
         p = {n: parameter_value(self.get_parameter(n).value) for n in RECORDER_PARAMETERS}
         p.update(parameter_overrides or {})
@@ -264,9 +273,9 @@ class BagRecorderNode(Node):
         self._clock_wait_said = True
         self.get_logger().warning(
             f"use_sim_time is set, but the node clock still reads 0 after {CLOCK_WAIT_WARNING_S:g} s (no /clock "
-            "message has come, or a paused simulator publishes 0): messages are logged at time 0 and duration_s does "
-            "not start counting until it moves (is the simulator publishing /clock? without use_sim_time, the wall "
-            "clock)"
+            "message has come, or a paused simulator publishes 0): messages are logged at time 0 and "
+            f"{self.duration_name} does not start counting until it moves (is the simulator publishing /clock? "
+            "without use_sim_time, the wall clock)"
         )
 
     def _on_message(self, topic: str, data: bytes, info: dict | None = None):
@@ -763,7 +772,9 @@ def _record_graph(args, topics: list[str]) -> int:
         "repeat_latched": args.repeat_latched,
     }
     try:
-        node = BagRecorderNode(context=context, parameter_overrides=overrides, cli_args=cli_args)
+        node = BagRecorderNode(
+            context=context, parameter_overrides=overrides, duration_name="--duration", cli_args=cli_args
+        )
     except BaseException:
         context.try_shutdown()
         for sig, handler in previous.items():
