@@ -358,6 +358,29 @@ def test_action_bounds_in_the_weights_must_match_the_config(tmp_path):
     assert loaded.action_low.tolist() == [-1.0, -0.5] and loaded.action_high.tolist() == [1.0, 0.5]
 
 
+def test_a_policy_under_a_float64_default_dtype_steps_from_its_own_initial_state_and_loads_float32_files(tmp_path):
+    """Before: under torch.set_default_dtype(torch.float64) a policy's action bounds stayed float32 beside float64
+    weights, and step(obs, None, dt) started from a float32 state: "CfCCell's weights are torch.float64, x is
+    torch.float32". A policy saved in float32 with bounds float32 rounds (0.6) also loads there, and back."""
+    config = small_config(vectors={"imu": 6})
+    config["action"]["low"], config["action"]["high"] = [-0.6, -0.3], [0.6, 0.3]
+    torch.manual_seed(0)
+    saved32 = save_policy(tmp_path / "f32.pt", Policy.from_config(config))
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        policy = Policy.from_config(config)
+        assert {t.dtype for t in [*policy.parameters(), *policy.buffers()]} == {torch.float64}
+        action, state = policy.step(random_obs(2, None), None, torch.full((2,), 0.05))
+        assert action.dtype == state.dtype == torch.float64
+        loaded = load_policy(saved32)
+        saved64 = save_policy(tmp_path / "f64.pt", policy)
+    finally:
+        torch.set_default_dtype(previous)
+    assert loaded.action_low.dtype == torch.float64
+    assert load_policy(saved64).action_high.tolist() == pytest.approx([0.6, 0.3])  # float64 weights, float32 default
+
+
 @pytest.mark.parametrize("core", ["cfc", "ltc"])
 def test_an_ncp_seed_edited_in_the_config_is_refused_at_load_not_run_with_the_files_synapses(tmp_path, core):
     """The weights' synapse masks came from the file while the config (and ``policy.core.wiring``, the export's

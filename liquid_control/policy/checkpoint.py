@@ -107,7 +107,9 @@ def _buffer_problem(policy: Policy, config: dict, state: dict) -> str | None:
     negative or non-finite one would make every later update fail as a bad sensor reading."""
     expected = policy.state_dict()
     for key, side in (("action_low", "low"), ("action_high", "high")):
-        if not torch.equal(state[key].to(expected[key].dtype), expected[key]):
+        # compared in float32: a policy saved in either precision loads in the other (float64 under
+        # torch.set_default_dtype(torch.float64)), where 0.6 rounds differently
+        if not torch.equal(state[key].to(torch.float32), expected[key].to(torch.float32)):
             return (
                 f"the weights' {key} {_values(state[key])} disagree with the config's action.{side} "
                 f"{list(config['action'][side])}"

@@ -129,8 +129,9 @@ class Policy(nn.Module):
         self.time_size = len(self.timing) * len(self.update_on)
         self.core = _build_core(config["core"], self.feature_size + self.time_size, act["size"])
         self.head = nn.Linear(self.core.output_size, act["size"])
-        self.register_buffer("action_low", torch.tensor(act["low"], dtype=torch.float32))
-        self.register_buffer("action_high", torch.tensor(act["high"], dtype=torch.float32))
+        # in the weights' precision: float32 as a rule, float64 under torch.set_default_dtype(torch.float64)
+        self.register_buffer("action_low", torch.tensor(act["low"], dtype=torch.get_default_dtype()))
+        self.register_buffer("action_high", torch.tensor(act["high"], dtype=torch.get_default_dtype()))
         self.ignore_dt = bool(config["core"]["ignore_dt"])
         self.max_step = config["core"].get("max_step")
         self.fused_sequence = config["training"]["sequence_kernel"] == "fused"
@@ -309,7 +310,7 @@ class Policy(nn.Module):
         dt = step_dt(dt, None, torch.float32)
         lead = (dt.shape[0],)
         if state is None:  # in the policy's precision (float64 policies exist for the kernels' tests)
-            state = self.initial_state(dt.shape[0], dtype=self.action_low.dtype)
+            state = self.initial_state(dt.shape[0], dtype=self.head.weight.dtype)
         elif tuple(state.shape) != (lead[0], self.state_size):
             raise ValueError(
                 f"policy {self.config['name']!r}: state must have shape ({lead[0]}, {self.state_size}) (the core's "
