@@ -62,7 +62,7 @@ def ros():
 
     yield make, spin
     for node in nodes:
-        if isinstance(node, PolicyNode) and node._state_machine.current_state[1] != "finalized":
+        if isinstance(node, PolicyNode) and not node.destroyed and node._state_machine.current_state[1] != "finalized":
             node.trigger_shutdown()  # an active node's shutdown lifts its heap freeze (policy_node._hold_heap)
         node.destroy_node()
     assert gc.get_freeze_count() == 0
@@ -105,6 +105,25 @@ def test_a_destroyed_node_leaves_the_domain_once_its_context_shuts_down_though_s
     finally:
         for context in contexts:
             context.try_shutdown()
+
+
+def test_destroy_node_inside_a_transition_lets_it_end_and_frees_the_lifecycle_after(policy_file, ros):
+    """destroy_node called from a transition's own callback (the case its docstring names): the transition still
+    ends through the state machine (rclpy reads it after the callback), so freeing it at once made trigger_configure
+    raise "was destroyed" instead of returning the callback's FAILURE (a review's finding); it is freed when the
+    transition has ended, and the node is destroyed all the same."""
+    make, _ = ros
+
+    class DestroyedWhileConfiguring(PolicyNode):
+        def on_configure(self, state):
+            self.destroy_node()
+            return TransitionCallbackReturn.FAILURE
+
+    node = make(DestroyedWhileConfiguring, parameter_overrides=params(policy_file))
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert node.destroyed
+    with pytest.raises(RuntimeError, match="/policy_node was destroyed"):
+        node.trigger_configure()
 
 
 def wait_until_heard(node, subscription, spin, timeout=30.0):

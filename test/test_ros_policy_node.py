@@ -496,16 +496,24 @@ def test_the_same_stop_signal_sent_twice_at_once_still_waits_for_the_acknowledge
     assert "acknowledged" not in text, text  # neither "a second stop signal ... ended the wait" nor "within 4 s"
 
 
-def shared_memory_files_of(pid: int) -> list[str]:
-    """The files in /dev/shm that process ``pid`` holds a lock on: Fast DDS's segment and port lock files (their
-    names are random, and other tests' processes make their own meanwhile)."""
+def shared_memory_files_of(pid: int) -> list[tuple[str, int]]:
+    """The files in /dev/shm that process ``pid`` holds a lock on, (name, inode): Fast DDS's segment and port lock
+    files. Segment names are random, but a port's (fastdds_port7001_el) goes to the next participant on the machine
+    at once: another test's process may make a file of the same name as soon as this one's is gone."""
     inodes = set()
     with open("/proc/locks") as locks:
         for line in locks:
             fields = line.split()
             if len(fields) > 5 and fields[4] == str(pid):
                 inodes.add(int(fields[5].rsplit(":", 1)[1]))
-    return sorted(entry.name for entry in os.scandir("/dev/shm") if entry.inode() in inodes)
+    return sorted((entry.name, entry.inode()) for entry in os.scandir("/dev/shm") if entry.inode() in inodes)
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
 
 
 @pytest.mark.skipif(not os.path.isdir("/dev/shm") or not os.path.exists("/proc/locks"), reason="Linux shared memory")
@@ -525,7 +533,8 @@ def test_a_stopped_policy_node_leaves_the_graph_at_once_and_no_shared_memory_beh
         assert stop_process(proc) == 0, (tmp_path / "policy_node.log").read_text()
         listed = lambda: ("policy_node", "/") in probe.node.get_node_names_and_namespaces()  # noqa: E731
         assert probe.wait_for(lambda: not listed(), 10.0), "the stopped node is still in the graph after 10 s"
-        assert [name for name in held if os.path.exists(f"/dev/shm/{name}")] == []
+        left = [(name, inode) for name, inode in held if _inode(f"/dev/shm/{name}") == inode]
+        assert left == [], "files of the stopped node still in /dev/shm"
     finally:
         probe.close()
         stop_process(proc)

@@ -51,7 +51,7 @@ def test_a_nodes_process_is_read_off_its_fast_dds_guid(tmp_path):
     assert participants.guid_origin(gid) == (bytes.fromhex("78fd"), os.getpid() & 0xFFFF)
     assert participants.guid_origin(bytes.fromhex("0110") + gid[2:]) is None  # another vendor's: nothing read
     said = participants.describe_origin(participants.guid_origin(gid), bytes.fromhex("78fd"))
-    assert said.startswith(f"process {os.getpid()} (") and "python" in said, said
+    assert f"process {os.getpid()} (" in said and "python" in said, said  # another pid may share the 16 bits
     elsewhere = participants.describe_origin(participants.guid_origin(gid), bytes.fromhex("1234"))
     assert elsewhere == "a process on another machine (DDS host id 78fd)", elsewhere
     # a pid_max above 65,536: every process whose id ends in those 16 bits; one that has ended: none
@@ -61,7 +61,7 @@ def test_a_nodes_process_is_read_off_its_fast_dds_guid(tmp_path):
         (fake / str(pid) / "cmdline").write_bytes(command)
     assert participants.processes_with_low_pid(7, str(fake)) == [(7, "sleep 10"), (65543, "python3 -m x")]
     gone = participants.describe_origin((bytes.fromhex("78fd"), 8), bytes.fromhex("78fd"), str(fake))
-    assert gone.startswith("no running process (DDS still lists a participant of process id 8"), gone
+    assert gone.startswith("no process here has an id ending in 8 (16 bits): ended, with DDS still listing"), gone
 
     # the graph's own nodes (this process's monitor, a child's policy_node) are left out; a node listed without a
     # /rosout publisher is counted
@@ -73,24 +73,33 @@ def test_a_nodes_process_is_read_off_its_fast_dds_guid(tmp_path):
             self.node_name, self.node_namespace, self.endpoint_gid = name, "/", list(gid_of(pid, host))
 
     class Monitor:
+        def __init__(self, infos):
+            self.infos = infos
+
         def get_name(self):
             return "monitor"
 
         def get_publishers_info_by_topic(self, topic):
             assert topic == "/rosout"
-            return [
-                Info("monitor", 1),
-                Info("policy_node", 4242),
-                Info("policy_node", 9),
-                Info("policy_node", 9, "abcd"),
-            ]
+            return self.infos
 
-    said = participants.other_node_processes(Monitor(), {"policy_node": 4}, [1, 4242], str(fake))
+    on_the_domain = [
+        Info("monitor", 1),
+        Info("policy_node", 4242),
+        Info("policy_node", 9),
+        Info("policy_node", 9, "abcd"),
+    ]
+    said = participants.other_node_processes(Monitor(on_the_domain), {"policy_node": 4}, [1, 4242], str(fake))
     assert said == (
         "the other /policy_node: process 9 (other); "
         "the other /policy_node: a process on another machine (DDS host id abcd); "
         "1 of the 4 /policy_node without a /rosout publisher DDS knows of"
     ), said
+    # another RMW's GUIDs say nothing of the process (before: every node, this graph's own too, "of another vendor")
+    other_vendor = [Info("monitor", 1), Info("policy_node", 9)]
+    for info in other_vendor:
+        info.endpoint_gid[:2] = [1, 16]
+    assert participants.other_node_processes(Monitor(other_vendor), {"policy_node": 2}, [1], str(fake)) == ""
 
 
 def test_a_second_graph_on_the_domain_stops_the_run_naming_it():

@@ -703,7 +703,7 @@ def shared_domain_origins(monitor, node_names: list[tuple[str, str]], ours: list
     counts = _root_counts(node_names, ours)
     try:
         return other_node_processes(monitor, {name: k for name, k in counts.items() if k > 1}, own_pids)
-    except (RuntimeError, OSError, ValueError):  # rclpy's RCLError too: a diagnostic only, the verdict stands
+    except Exception:  # a diagnostic only (rclpy's RCLError, odd GUID data): the verdict stands without it
         return ""
 
 
@@ -799,16 +799,16 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
                     break
                 if time.monotonic() >= next_graph_check:
                     next_graph_check = time.monotonic() + GRAPH_CHECK_PERIOD_S
-                    names = monitor.get_node_names_and_namespaces()
-                    found = shared_domain(names, [n.name for n in nodes])
+                    names, ours = monitor.get_node_names_and_namespaces(), [n.name for n in nodes]
+                    found = shared_domain(names, ours)
                     if found and found != joined:
                         origins = shared_domain_origins(
-                            monitor, names, [n.name for n in nodes], [os.getpid(), *(p.pid for p in procs.values())]
+                            monitor, names, ours, [os.getpid(), *(p.pid for p in procs.values())]
                         )
-                    if found and time.monotonic() <= newcomer_until:
-                        shared = found
-                        break
-                    if found and found != joined:  # the newcomer stops itself; its messages may reach this episode
+                        if time.monotonic() <= newcomer_until:
+                            shared = found
+                            break
+                        # the newcomer stops itself; its messages may reach this episode
                         print(
                             f"{prog}: warning: another graph joined ROS_DOMAIN_ID "
                             f"{domain if domain is not None else 0} {time.monotonic() - start:.1f} s into this run "

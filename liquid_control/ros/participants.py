@@ -52,7 +52,10 @@ def describe_origin(origin: tuple[bytes, int] | None, own_host: bytes | None, pr
         return f"a process on another machine (DDS host id {host.hex()})"
     running = processes_with_low_pid(low, proc)
     if not running:
-        return f"no running process (DDS still lists a participant of process id {low} (low 16 bits), gone since)"
+        return (
+            f"no process here has an id ending in {low} (16 bits): ended, with DDS still listing its participant, "
+            "or in another container"
+        )
     return " or ".join(f"process {pid} ({_shortened(command)})" for pid, command in running)
 
 
@@ -66,9 +69,11 @@ def other_node_processes(node, counts: dict[str, int], own_pids: list[int], proc
     infos = node.get_publishers_info_by_topic(ROSOUT)
     own_host = None
     me = own_pids[0] & 0xFFFF if own_pids else None
-    for info in infos:
-        origin = guid_origin(info.endpoint_gid)
-        if info.node_name == node.get_name() and origin is not None and origin[1] == me:
+    mine = [guid_origin(info.endpoint_gid) for info in infos if info.node_name == node.get_name()]
+    if mine and all(origin is None for origin in mine):
+        return ""  # another RMW than Fast DDS: its GUIDs say nothing of the process
+    for origin in mine:
+        if origin is not None and origin[1] == me:
             own_host = origin[0]
     said = []
     for name, listed in counts.items():

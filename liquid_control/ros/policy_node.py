@@ -175,7 +175,9 @@ class _DestroyedStateMachine:
         self._node_name = node_name
 
     def __getattr__(self, name):
-        raise RuntimeError(f"{self._node_name} was destroyed (destroy_node): its lifecycle is gone ({name})")
+        if name.startswith("__"):  # copy, pickle and hasattr probes: no such attribute, as on any object
+            raise AttributeError(name)
+        raise RuntimeError(f"{self._node_name} was destroyed (destroy_node): it has no lifecycle state left ({name})")
 
 
 class PolicyNode(LifecycleNode):
@@ -192,6 +194,9 @@ class PolicyNode(LifecycleNode):
         # measured 2-9 in 200 cycles), or read the model and settings a cleanup was freeing. Reentrant: destroy_node
         # shuts down through a transition. Per callback one uncontended acquire (~1 us on a loaded 2-core VM).
         self._lock = threading.RLock()
+        self._transitions_running = 0  # transitions under way (_LifecycleNodeMixin__change_state), any thread
+        self._free_after_transition: str | None = None  # destroy_node came during one: the node's name, freed after
+        self._free_lock = threading.Lock()  # the two above, read and set together by a transition and destroy_node
         super().__init__(name, **kwargs)
         declare_node_parameters(self, POLICY_NODE_PARAMETERS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -256,7 +261,28 @@ class PolicyNode(LifecycleNode):
         """Every transition, whole (the state machine's change, the callback, the resulting state), under the node's
         lock (see ``_lock`` in ``__init__``): rclpy's one way into them, from its services and each ``trigger_*``."""
         with self._lock:
-            return super()._LifecycleNodeMixin__change_state(transition_id)
+            with self._free_lock:
+                self._transitions_running += 1
+            try:
+                return super()._LifecycleNodeMixin__change_state(transition_id)
+            finally:
+                with self._free_lock:
+                    self._transitions_running -= 1
+                    if not self._transitions_running and self._free_after_transition is not None:
+                        self._free_state_machine(self._free_after_transition)
+
+    @property
+    def destroyed(self) -> bool:
+        """Whether destroy_node has run (its lifecycle state machine freed, or to be once a transition ends)."""
+        return isinstance(self._state_machine, _DestroyedStateMachine) or self._free_after_transition is not None
+
+    def _free_state_machine(self, name: str):
+        """Free rclpy's lifecycle state machine, which holds the node (see destroy_node): the guard goes in first,
+        so a thread reading it meanwhile (a lifecycle service on a MultiThreadedExecutor) meets the guard's error,
+        not freed memory (a segfault)."""
+        machine, self._state_machine = self._state_machine, _DestroyedStateMachine(name)
+        self._free_after_transition = None
+        machine.destroy_when_not_in_use()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Validate, load, create the entities; any failure is logged with its cause and leaves nothing behind."""
@@ -580,7 +606,7 @@ class PolicyNode(LifecycleNode):
         shutdown transition cannot run (destroy_node called inside a transition of this thread, a configure a signal
         abandoned, one of another thread still running), the node publishes its stop if it was commanding and is
         freed without it, logged."""
-        if isinstance(self._state_machine, _DestroyedStateMachine):
+        if self.destroyed:
             return  # destroyed before
         name = self.get_fully_qualified_name()
         waited = self._lock.acquire(timeout=self.TRANSITION_WAIT_S)
@@ -590,14 +616,18 @@ class PolicyNode(LifecycleNode):
         finally:
             if waited:
                 self._lock.release()
-        super().destroy_node()
-        # rclpy's LifecycleNode leaves its state machine, which holds the node: the node, its context and its DDS
-        # participant outlived destroy_node until garbage collection, which the executable's quick exit skips, so
-        # every stopped policy_node stayed in the other nodes' graph for Fast DDS's 20 s lease (`ros2 node list`,
-        # a relaunch meeting "2 nodes named /policy_node") and left its files in /dev/shm. Freed here; a lifecycle
-        # call on the destroyed node (which would read the freed state machine: a segfault) is refused instead.
-        self._state_machine.destroy_when_not_in_use()
-        self._state_machine = _DestroyedStateMachine(name)
+        try:
+            super().destroy_node()
+        finally:
+            # rclpy's LifecycleNode leaves its state machine, which holds the node: the node, its context and its
+            # DDS participant outlived destroy_node until garbage collection, which the executable's quick exit
+            # skips (docs/ros.md, Stopping). A transition under way (this one's caller, or another thread's past
+            # TRANSITION_WAIT_S) still ends through it: freed when it has.
+            with self._free_lock:
+                if self._transitions_running:
+                    self._free_after_transition = name
+                else:
+                    self._free_state_machine(name)
 
     def _shut_down_at_destroy(self, waited: bool):
         """destroy_node's shutdown of a configured node (``waited``: it holds the node's lock)."""
