@@ -566,9 +566,9 @@ def test_sim_monitor_ignores_an_episode_status_nested_too_deeply():
     context, executor, node, received, ignored = _status_listener(free_domain_id(), "LiquidBalance-v0")
     try:
         (subscription,) = [sub for sub in node.subscriptions if sub.topic_name.lstrip("/") == STATUS_TOPIC]
-        subscription.callback(String(data="[" * 100_000 + "]" * 100_000))
+        subscription.callback(String(data="[" * 100_000 + "]" * 100_000), {})  # (msg, its MessageInfo)
         ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success"}
-        subscription.callback(String(data=json.dumps(ours)))
+        subscription.callback(String(data=json.dumps(ours)), {})
         assert received == [ours] and ignored[0] == 1
     finally:
         executor.shutdown()

@@ -222,6 +222,7 @@ def stand_in_graph(monkeypatch):
 
     class Running:
         returncode = None
+        pid = 0
 
         def poll(self):
             return None

@@ -1,6 +1,7 @@
 """The simulation graph as a user meets it: the launch file refuses what `liquid-control sim` refuses, and
 `liquid-control sim` stops when another graph of the same nodes shares its ROS domain."""
 
+import json
 import os
 import subprocess
 import sys
@@ -114,6 +115,14 @@ def test_a_second_graph_on_the_domain_stops_the_run_naming_it():
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     other = rclpy.create_node("policy_node", context=context)
+    # the other graph's sim has finished an episode: its status (transient local) reaches the newcomer's listener,
+    # which counted it as its own ("1 of 1 episode(s) succeeded (2 requested) ... exit status 4", a review's finding)
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    latched = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    finished = {"episode": 0, "seed": 0, "world": "LiquidRover-v0", "shift": "", "outcome": "success", "success": True}
+    other.create_publisher(String, graph.STATUS_TOPIC, latched).publish(String(data=json.dumps(finished)))
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "liquid_control.cli", "sim", "--quiet", "--episodes", "2", "--timeout", "120"],
@@ -130,6 +139,8 @@ def test_a_second_graph_on_the_domain_stops_the_run_naming_it():
     # which process the other one is: this test's (before: only the names, the flaky runs' source unknown)
     assert f"/policy_node: process {os.getpid()} (" in proc.stderr, proc.stderr
     assert "give each graph its own --domain-id" in proc.stderr
+    assert "episode: " not in proc.stdout and "summary: 0 of 0 episode(s)" in proc.stdout, proc.stdout
+    assert "ignored 1 message(s) on episode_status" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert f"exit status {graph.EXIT_DOMAIN_SHARED}" in proc.stdout
 

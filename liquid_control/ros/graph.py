@@ -436,14 +436,18 @@ def add_arguments(parser):
     )
 
 
-def _status_listener(domain_id: int | None, world: str):
+def _status_listener(domain_id: int | None, world: str, sim_pid: int | None = None):
     """A tiny node of this process that collects the JSON episode statuses (transient local) of a sim_node of
-    ``world``; anything else on the topic (another graph sharing the domain, a replayed bag) is counted in
-    ``ignored`` and otherwise left alone."""
+    ``world``, the one of process ``sim_pid`` where the publisher's Fast DDS GUID says which (another graph's sim
+    sharing the domain published its episodes to this run's listener too: a run stopped by the graph check counted
+    the other's finished episode as its own, "1 of 1 episode(s) succeeded ... exit status 4"); anything else on the
+    topic (another graph, a replayed bag) is counted in ``ignored`` and otherwise left alone."""
     import rclpy
     import rclpy.executors
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
+
+    from liquid_control.ros.participants import guid_origin
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
@@ -451,7 +455,12 @@ def _status_listener(domain_id: int | None, world: str):
     received: list[dict] = []
     ignored = [0]
 
-    def on_status(msg):
+    def on_status(msg, info):
+        gid = (info or {}).get("publisher_gid")
+        origin = guid_origin(gid["data"]) if gid else None
+        if sim_pid is not None and origin is not None and origin[1] != sim_pid & 0xFFFF:
+            ignored[0] += 1  # another process's sim_node
+            return
         try:
             status = load_json(msg.data)
         except ValueError:  # JsonTooDeepError too: any publisher on the domain can send a hostile string
@@ -783,7 +792,7 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
 
     with _Signals() as signals:
         procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)  # before rclpy starts its threads
-        context, executor, monitor, statuses, ignored = _status_listener(domain, args.world)  # transient local
+        context, executor, monitor, statuses, ignored = _status_listener(domain, args.world, procs["sim_node"].pid)
         ended = None  # name of the first node that exited on its own
         shared = ""  # another graph of the same nodes on the domain, found while this run was starting: it stops
         origins = ""  # where that graph's nodes run (shared_domain_origins)
