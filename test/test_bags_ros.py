@@ -564,10 +564,11 @@ def test_the_recorder_splits_its_bag_at_max_bag_size_as_ros2_bag_record(tmp_path
 
 
 @contextlib.contextmanager
-def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), cli_args=None, duration_name=None, **parameters):
+def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), cli_args=None, command=False, **parameters):
     """A bag_recorder node of ``topics`` and ``also`` (its log lines gathered; its other ``parameters``; rclpy's
-    ``cli_args``; the node's ``duration_name``) in a context where a talker node already publishes std_msgs/String
-    on each of ``topics``: (recorder, lines, talker, context); the context is shut down after."""
+    ``cli_args``; ``command``: made as `liquid-control record` makes it) in a context where a talker node already
+    publishes std_msgs/String on each of ``topics``: (recorder, lines, talker, context); the context is shut down
+    after."""
     from types import SimpleNamespace
 
     import rclpy
@@ -591,12 +592,13 @@ def recorder_beside_a_talker(tmp_path, topics=("/chatter",), also=(), cli_args=N
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline and not all(talker.get_publishers_info_by_topic(t) for t in topics):
             time.sleep(0.05)
-        recorder = Logged(
-            context=context,
-            parameter_overrides={"output": str(tmp_path / "bag"), "topics": [*topics, *also], **parameters},
-            cli_args=cli_args,
-            **({"duration_name": duration_name} if duration_name else {}),
-        )
+        overrides = {"output": str(tmp_path / "bag"), "topics": [*topics, *also], **parameters}
+        if command:
+            from liquid_control.ros.recorder_node import command_recorder_node
+
+            recorder = command_recorder_node(context, overrides, cli_args, cls=Logged)
+        else:
+            recorder = Logged(context=context, parameter_overrides=overrides, cli_args=cli_args)
         yield recorder, lines, talker, context
     finally:
         context.try_shutdown()
@@ -828,7 +830,8 @@ def test_with_sim_time_and_no_clock_the_recorder_says_what_it_waits_for(tmp_path
     for sim_time, named in ((True, "duration_s"), (True, "--duration"), (False, "duration_s")):
         folder = tmp_path / f"{sim_time}{named}"
         cli_args = ["--ros-args", "-p", f"use_sim_time:={str(sim_time).lower()}"]
-        with recorder_beside_a_talker(folder, cli_args=cli_args, duration_name=named, duration_s=1.0) as (
+        command = named == "--duration"
+        with recorder_beside_a_talker(folder, cli_args=cli_args, command=command, duration_s=1.0) as (
             recorder,
             lines,
             _,

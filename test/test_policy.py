@@ -378,6 +378,7 @@ def test_a_policy_under_a_float64_default_dtype_steps_from_its_own_initial_state
     finally:
         torch.set_default_dtype(previous)
     assert loaded.action_low.dtype == torch.float64
+    assert loaded.action_high.tolist() == [0.6, 0.3]  # the config's, not the float32 file's 0.6000000238
     assert load_policy(saved64).action_high.tolist() == pytest.approx([0.6, 0.3])  # float64 weights, float32 default
 
 

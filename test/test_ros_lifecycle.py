@@ -126,6 +126,37 @@ def test_destroy_node_inside_a_transition_lets_it_end_and_frees_the_lifecycle_af
         node.trigger_configure()
 
 
+def test_destroy_node_frees_the_lifecycle_once_with_its_guard_in_first(policy_file, ros):
+    """A review's findings: the guard must be in place before the state machine is freed (a thread reading it in
+    between read freed memory: a segfault), and destroy_node called again from inside its own shutdown (an
+    on_shutdown that destroys the node) ran rclpy's destroy_node twice and freed the guard: "was destroyed
+    (destroy_when_not_in_use)"."""
+    from liquid_control.ros import policy_node as pn
+
+    make, _ = ros
+
+    class DestroyedFromItsShutdown(PolicyNode):
+        def on_shutdown(self, state):
+            self.destroy_node()
+            return super().on_shutdown(state)
+
+    node = make(DestroyedFromItsShutdown, parameter_overrides=params(policy_file))
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    real, seen = node._state_machine, []
+
+    class Watched:  # the state machine, noting what the node holds when it is freed
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def destroy_when_not_in_use(self):
+            seen.append(type(node._state_machine).__name__)
+            real.destroy_when_not_in_use()
+
+    node._state_machine = Watched()
+    node.destroy_node()  # shuts the configured node down: on_shutdown destroys it again
+    assert seen == [pn._DestroyedStateMachine.__name__] and node.destroyed
+
+
 def wait_until_heard(node, subscription, spin, timeout=30.0):
     """Spin until DDS has matched the node's command publisher and the probe's ``subscription``, both ways.
 

@@ -426,6 +426,42 @@ def test_a_signal_just_before_configure_starts_abandons_it(policy_file):
         rclpy.try_shutdown(context=context)
 
 
+def test_a_stop_signal_during_the_backend_import_waits_for_it_then_abandons_the_configure(policy_file, monkeypatch):
+    """A soak run's finding: the handler raised StopRequested wherever the main thread was, and a SIGINT landing in
+    torch's C++ import code (torch._C._c10d_init, reached from configure's first import of torch) could not cross it:
+    "terminate called after throwing an instance of 'pybind11::error_already_set' ... StopRequested", SIGABRT, ~1 in
+    15 stops during configure, the node's participant left to its peers for 20 s. The signal is remembered there, the
+    import finishes, and the configure is abandoned right after."""
+    import importlib
+
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from liquid_control.ros import policy_node as pn
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
+    try:
+        node = pn.PolicyNode(context=context, parameter_overrides=[Parameter("policy", value=str(policy_file))])
+        finished, real_import = [], importlib.import_module
+
+        def import_hit_by_a_signal(name, *args, **kwargs):
+            pn.stop_on_signal(node, signal.SIGINT)  # main()'s handler, run inside the import
+            finished.append(name)
+            return real_import(name, *args, **kwargs)
+
+        monkeypatch.setattr(importlib, "import_module", import_hit_by_a_signal)
+        with pytest.raises(pn.StopRequested):
+            node.trigger_configure()
+        monkeypatch.undo()
+        assert finished == ["torch"]  # the import ran to its end (before: the handler raised inside it)
+        assert node.stop_signal == signal.SIGINT and not node.configuring and not node.importing
+        assert node.runner is None  # abandoned before the backend loaded
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
 @contextlib.contextmanager
 def node_commanding_a_listener(policy_file, tmp_path):
     """A policy_node process whose commands reached a listener process (matched to its command publisher: its stop

@@ -535,9 +535,12 @@ def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     pub = probe.publisher(String, STATUS_TOPIC, qos)
     ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success", "success": True}
+    ours.update(sim_time=10.0, wall_time=10.2, commands_received=2000, messages={"imu": 2000})
+    shown_without = {key: value for key, value in ours.items() if key != "sim_time"}
     for data in (
         json.dumps({"seed": 600, "outcome": "timeout", "noise": {"std": 0.0}}),  # an expert recording's status
         json.dumps(dict(ours, world="LiquidRover-v0")),  # another world's sim_node
+        json.dumps(shown_without),  # lacks what the episode line shows (before: KeyError 'sim_time' at the print)
         "not json",
         json.dumps(ours),
     ):
@@ -545,9 +548,9 @@ def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
     context, executor, node, received, ignored = _status_listener(int(env["ROS_DOMAIN_ID"]), "LiquidBalance-v0")
     try:
         deadline = time.monotonic() + 20.0
-        while (len(received) + ignored[0] < 4) and time.monotonic() < deadline:
+        while (len(received) + ignored[0] < 5) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-        assert received == [ours] and ignored[0] == 3
+        assert received == [ours] and ignored[0] == 4
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -567,7 +570,8 @@ def test_sim_monitor_ignores_an_episode_status_nested_too_deeply():
     try:
         (subscription,) = [sub for sub in node.subscriptions if sub.topic_name.lstrip("/") == STATUS_TOPIC]
         subscription.callback(String(data="[" * 100_000 + "]" * 100_000), {})  # (msg, its MessageInfo)
-        ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success"}
+        ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success", "sim_time": 10.0}
+        ours.update(wall_time=10.2, commands_received=2000, messages={"imu": 2000})
         subscription.callback(String(data=json.dumps(ours)), {})
         assert received == [ours] and ignored[0] == 1
     finally:

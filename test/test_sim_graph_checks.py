@@ -62,7 +62,7 @@ def test_a_nodes_process_is_read_off_its_fast_dds_guid(tmp_path):
         (fake / str(pid) / "cmdline").write_bytes(command)
     assert participants.processes_with_low_pid(7, str(fake)) == [(7, "sleep 10"), (65543, "python3 -m x")]
     gone = participants.describe_origin((bytes.fromhex("78fd"), 8), bytes.fromhex("78fd"), str(fake))
-    assert gone.startswith("no process here has an id ending in 8 (16 bits): ended, with DDS still listing"), gone
+    assert gone.startswith("no process here has an id whose low 16 bits are 8 (8, 65544, ...): ended, with DDS"), gone
 
     # the graph's own nodes (this process's monitor, a child's policy_node) are left out; a node listed without a
     # /rosout publisher is counted

@@ -95,7 +95,7 @@ def _read_payload(path: Path) -> dict:
 
 
 def _values(tensor: torch.Tensor) -> str:
-    return "[" + ", ".join(f"{v:.6g}" for v in tensor.reshape(-1).tolist()) + "]"
+    return "[" + ", ".join(f"{v:.9g}" for v in tensor.reshape(-1).tolist()) + "]"
 
 
 def _buffer_problem(policy: Policy, config: dict, state: dict) -> str | None:
@@ -107,13 +107,15 @@ def _buffer_problem(policy: Policy, config: dict, state: dict) -> str | None:
     negative or non-finite one would make every later update fail as a bad sensor reading."""
     expected = policy.state_dict()
     for key, side in (("action_low", "low"), ("action_high", "high")):
-        # compared in float32: a policy saved in either precision loads in the other (float64 under
-        # torch.set_default_dtype(torch.float64)), where 0.6 rounds differently
-        if not torch.equal(state[key].to(torch.float32), expected[key].to(torch.float32)):
+        # the config's bounds in the file's own precision (a policy saved under either default dtype loads under
+        # the other, where 0.6 rounds differently); then loaded as the config's, in the policy's precision
+        saved = torch.tensor(config["action"][side], dtype=state[key].dtype) if state[key].is_floating_point() else None
+        if saved is None or saved.shape != state[key].shape or not torch.equal(state[key], saved):
             return (
                 f"the weights' {key} {_values(state[key])} disagree with the config's action.{side} "
                 f"{list(config['action'][side])}"
             )
+        state[key] = expected[key]
     for name, module in policy.named_modules():
         if isinstance(module, VectorEncoder):
             key = f"{name}.std"

@@ -436,6 +436,10 @@ def add_arguments(parser):
     )
 
 
+# what an episode status must hold to be shown (describe): another publisher's dict without them raised KeyError
+STATUS_KEYS = frozenset({"episode", "seed", "outcome", "sim_time", "wall_time", "commands_received", "messages"})
+
+
 def _status_listener(domain_id: int | None, world: str, sim_pid: int | None = None):
     """A tiny node of this process that collects the JSON episode statuses (transient local) of a sim_node of
     ``world``, the one of process ``sim_pid`` where the publisher's Fast DDS GUID says which (another graph's sim
@@ -465,7 +469,7 @@ def _status_listener(domain_id: int | None, world: str, sim_pid: int | None = No
             status = load_json(msg.data)
         except ValueError:  # JsonTooDeepError too: any publisher on the domain can send a hostile string
             status = None
-        if isinstance(status, dict) and status.get("world") == world and {"episode", "seed", "outcome"} <= set(status):
+        if isinstance(status, dict) and status.get("world") == world and STATUS_KEYS <= set(status):
             received.append(status)
         else:
             ignored[0] += 1

@@ -53,8 +53,8 @@ def describe_origin(origin: tuple[bytes, int] | None, own_host: bytes | None, pr
     running = processes_with_low_pid(low, proc)
     if not running:
         return (
-            f"no process here has an id ending in {low} (16 bits): ended, with DDS still listing its participant, "
-            "or in another container"
+            f"no process here has an id whose low 16 bits are {low} ({low}, {low + 0x10000}, ...): ended, with DDS "
+            "still listing its participant, or in another container (PID namespace)"
         )
     return " or ".join(f"process {pid} ({_shortened(command)})" for pid, command in running)
 

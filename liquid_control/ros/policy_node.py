@@ -30,6 +30,7 @@ if __name__ == "__main__":  # python -m: as the policy_node executable, whose ch
 import contextlib
 import functools
 import gc
+import importlib
 import signal
 import threading
 import time
@@ -80,7 +81,7 @@ from liquid_control.processes import end_process_now
 from liquid_control.ros.delivery import deliver_stop
 from liquid_control.ros.executable import WithMessageInfo, named_counts
 from liquid_control.runtime import runner as R
-from liquid_control.runtime.backends import CAMERA, BackendError, load_backend
+from liquid_control.runtime.backends import CAMERA, BackendError, backend_modules, load_backend
 from liquid_control.runtime.command import CommandLimiter
 from liquid_control.shown import shown
 
@@ -121,6 +122,17 @@ class StopRequested(BaseException):
 
     A BaseException, so that no ``except Exception`` on the way (rclpy's lifecycle swallows those) keeps the
     node from stopping."""
+
+
+def stop_on_signal(node, signum: int) -> None:
+    """What a SIGINT/SIGTERM does to ``node`` (the executable's handler): remember it, and abandon a configure in
+    progress at once (StopRequested), except while the configure imports its backend's modules: raised inside torch's
+    or onnxruntime's C++ import code, the exception cannot cross it and the process ended in SIGABRT ("terminate
+    called after throwing ... StopRequested", ~1 in 15 stops during configure in a soak run), its DDS participant left
+    to its peers for 20 s. The configure acts on it once the import is done."""
+    node.stop_signal = signum
+    if node.configuring and not node.importing:
+        raise StopRequested(signum)
 
 
 _ACTIVE_NODES: set[int] = set()  # ids of the active PolicyNodes of this process (see _hold_heap)
@@ -197,6 +209,7 @@ class PolicyNode(LifecycleNode):
         self._transitions_running = 0  # transitions under way (_LifecycleNodeMixin__change_state), any thread
         self._free_after_transition: str | None = None  # destroy_node came during one: the node's name, freed after
         self._free_lock = threading.Lock()  # the two above, read and set together by a transition and destroy_node
+        self._destroy_called = False
         super().__init__(name, **kwargs)
         declare_node_parameters(self, POLICY_NODE_PARAMETERS)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -215,6 +228,7 @@ class PolicyNode(LifecycleNode):
         # _release waits for its acknowledgement before destroying the publisher (see ros.delivery)
         self._stop_unconfirmed = False
         self.configuring = False  # inside on_configure (a signal then abandons it, see main)
+        self.importing = False  # configure imports its backend's modules: a signal waits (stop_on_signal)
         self.stop_signal: int | None = None  # SIGINT/SIGTERM received (set by main's handler)
         self.failure: str | None = None  # why the last configure/activate failed
         self._commands_published = self._stops_published = 0
@@ -261,27 +275,33 @@ class PolicyNode(LifecycleNode):
         """Every transition, whole (the state machine's change, the callback, the resulting state), under the node's
         lock (see ``_lock`` in ``__init__``): rclpy's one way into them, from its services and each ``trigger_*``."""
         with self._lock:
-            with self._free_lock:
-                self._transitions_running += 1
+            counted = False
             try:
+                with self._free_lock:
+                    self._transitions_running += 1
+                    counted = True
                 return super()._LifecycleNodeMixin__change_state(transition_id)
             finally:
-                with self._free_lock:
-                    self._transitions_running -= 1
-                    if not self._transitions_running and self._free_after_transition is not None:
-                        self._free_state_machine(self._free_after_transition)
+                if counted:
+                    with self._free_lock:
+                        self._transitions_running -= 1
+                        if not self._transitions_running and self._free_after_transition is not None:
+                            self._free_state_machine(self._free_after_transition)
 
     @property
     def destroyed(self) -> bool:
-        """Whether destroy_node has run (its lifecycle state machine freed, or to be once a transition ends)."""
-        return isinstance(self._state_machine, _DestroyedStateMachine) or self._free_after_transition is not None
+        """Whether destroy_node has been called (its lifecycle state machine freed, or to be once a transition
+        ends)."""
+        return self._destroy_called
 
     def _free_state_machine(self, name: str):
         """Free rclpy's lifecycle state machine, which holds the node (see destroy_node): the guard goes in first,
         so a thread reading it meanwhile (a lifecycle service on a MultiThreadedExecutor) meets the guard's error,
         not freed memory (a segfault)."""
-        machine, self._state_machine = self._state_machine, _DestroyedStateMachine(name)
         self._free_after_transition = None
+        if isinstance(self._state_machine, _DestroyedStateMachine):
+            return
+        machine, self._state_machine = self._state_machine, _DestroyedStateMachine(name)
         machine.destroy_when_not_in_use()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -302,11 +322,24 @@ class PolicyNode(LifecycleNode):
             self.configuring = False
         return super().on_configure(state)
 
+    def _import_backend_modules(self, names: list[str]):
+        """Import what the backend will load (torch, onnxruntime) where a stop signal cannot interrupt it (see
+        :func:`stop_on_signal`); one that came meanwhile abandons the configure right after."""
+        self.importing = True
+        try:
+            for name in names:
+                importlib.import_module(name)
+        finally:
+            self.importing = False
+        if self.stop_signal is not None:
+            raise StopRequested(self.stop_signal)
+
     def _configure(self):
         # a list parameter set over the parameter service is an array.array: one form, a list
         values = {n: parameter_value(self.get_parameter(n).value) for n in POLICY_NODE_PARAMETERS}
         validate_policy_node_parameters(values)  # before loading anything: a missing policy name etc.
         policy_path = resolve_policy_file(values["policy"])
+        self._import_backend_modules(backend_modules(policy_path, values["backend"]))
         try:
             backend = load_backend(policy_path, values["backend"], warn=False)  # its note: logged below
         except (BackendError, OSError):
@@ -606,8 +639,10 @@ class PolicyNode(LifecycleNode):
         shutdown transition cannot run (destroy_node called inside a transition of this thread, a configure a signal
         abandoned, one of another thread still running), the node publishes its stop if it was commanding and is
         freed without it, logged."""
-        if self.destroyed:
-            return  # destroyed before
+        with self._free_lock:  # once, also when called again from inside its own shutdown or from two threads
+            if self._destroy_called:
+                return
+            self._destroy_called = True
         name = self.get_fully_qualified_name()
         waited = self._lock.acquire(timeout=self.TRANSITION_WAIT_S)
         try:
@@ -1535,9 +1570,7 @@ def main(args=None) -> int:
 
     def tell_node(signum):
         if node is not None:
-            node.stop_signal = signum
-            if node.configuring:
-                raise StopRequested(signum)
+            stop_on_signal(node, signum)
 
     stop_on_signals(stop, tell_node)
     node = PolicyNode()

@@ -273,9 +273,9 @@ class BagRecorderNode(Node):
         self._clock_wait_said = True
         self.get_logger().warning(
             f"use_sim_time is set, but the node clock still reads 0 after {CLOCK_WAIT_WARNING_S:g} s (no /clock "
-            "message has come, or a paused simulator publishes 0): messages are logged at time 0 and "
-            f"{self.duration_name} does not start counting until it moves (is the simulator publishing /clock? "
-            "without use_sim_time, the wall clock)"
+            "message has come, or a paused simulator publishes 0): messages are logged at time 0"
+            + (f" and {self.duration_name} does not start counting" if float(self.p["duration_s"]) > 0 else "")
+            + " until it moves (is the simulator publishing /clock? without use_sim_time, the wall clock)"
         )
 
     def _on_message(self, topic: str, data: bytes, info: dict | None = None):
@@ -749,6 +749,14 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
+def command_recorder_node(context, overrides: dict, cli_args: list[str], cls=None) -> "BagRecorderNode":
+    """The recorder node of `liquid-control record` (``cls``: a subclass, for tests), which names the options the
+    user typed (--duration), not the node's parameters."""
+    return (cls or BagRecorderNode)(
+        context=context, parameter_overrides=overrides, duration_name="--duration", cli_args=cli_args
+    )
+
+
 def _record_graph(args, topics: list[str]) -> int:
     from rclpy.signals import SignalHandlerOptions
 
@@ -772,9 +780,7 @@ def _record_graph(args, topics: list[str]) -> int:
         "repeat_latched": args.repeat_latched,
     }
     try:
-        node = BagRecorderNode(
-            context=context, parameter_overrides=overrides, duration_name="--duration", cli_args=cli_args
-        )
+        node = command_recorder_node(context, overrides, cli_args)
     except BaseException:
         context.try_shutdown()
         for sig, handler in previous.items():

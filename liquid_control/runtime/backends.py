@@ -689,6 +689,18 @@ def load_backend(path: str | Path, backend: str = "auto", warn: bool = True):
     return chosen
 
 
+def backend_modules(path: str | Path, backend: str = "auto") -> list[str]:
+    """The installed modules :func:`load_backend` will import for ``path`` with ``backend``: onnxruntime for an
+    export (auto's too, where one is next to the checkpoint: torch is then imported only if it is stale), else torch,
+    for a caller that must import them first (the ROS node, where a stop signal must not land inside their C++
+    import code)."""
+    path = Path(path)
+    installed = [name for name in ("onnxruntime", "torch") if importlib.util.find_spec(name) is not None]
+    export = path.suffix == ".onnx" or backend == "onnx" or (backend == "auto" and path.with_suffix(".onnx").is_file())
+    wanted = "onnxruntime" if export and "onnxruntime" in installed else "torch"
+    return [wanted] if wanted in installed else []
+
+
 def _choose_backend(path: Path, backend: str):
     if backend not in ("auto", "torch", "onnx"):
         raise BackendError(f"unknown backend {backend!r}; choose from auto, torch, onnx")
