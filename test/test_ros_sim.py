@@ -307,11 +307,10 @@ def run_sim_cli(tmp_path, *args):
     """`liquid-control sim ARGS` on a private ROS domain, nodes' logs in tmp_path: its one episode's
     status (a failed run shows the nodes' logs). --timeout 150: lockstep runs at the machine's pace, and a busy
     machine needs longer than the default. A run that met another graph on its private domain as it started (exit
-    4, "another graph runs on ROS_DOMAIN_ID"; now and then in a full suite until 2026-12-06, when its likely source
-    was found and fixed: an in-process PolicyNode's DDS participant outlived its context, see
-    test_ros_lifecycle's test_a_destroyed_node_leaves_the_domain_once_its_context_shuts_down_though_still_referenced)
-    runs once more on another id, saying so with the process the other node runs in; the graph check itself is
-    tested in test_sim_graph_checks.py."""
+    4, "another graph runs on ROS_DOMAIN_ID"; its likely source fixed on 2026-12-06, see test_ros_lifecycle's
+    test_a_destroyed_node_leaves_the_domain_once_its_context_shuts_down_though_still_referenced) runs once more on
+    another id, saying so with the process the other node runs in; the graph check itself is tested in
+    test_sim_graph_checks.py."""
     from liquid_control.ros.graph import EXIT_DOMAIN_SHARED
 
     argv = [sys.executable, "-m", "liquid_control.cli", "sim", *args, "--timeout", "150", "--log-dir", str(tmp_path)]

@@ -23,11 +23,10 @@ def hold_domain_ids(hold: bool) -> None:
     """While ``hold`` (the tests set it around each test), every id this process takes stays locked; unset, all but
     the last ``_DOMAIN_LOCKS_KEPT`` are given back. A node made in this process (``rclpy.init(domain_id=...)``, a
     Probe) shows its id in no process environment, so only the lock keeps another process off it: given back after
-    four newer ids while that node lived, the id could go to another test's graph (a `liquid-control sim` of the
-    tests then stopped itself, exit 4: "another graph runs on ROS_DOMAIN_ID 1 (2 nodes named /policy_node ...)"; the
-    cause found on 2026-12-06 outlived even a held id: an in-process PolicyNode's DDS participant lived on after its
-    test until garbage collection, fixed in PolicyNode.destroy_node). Only ids taken while holding are kept so:
-    one a module's fixture takes outside a test goes back as before (take ids in function-scoped fixtures)."""
+    four newer ids while that node lived, the id could go to another test's graph (whose `liquid-control sim` then
+    stops itself, exit 4; see PolicyNode.destroy_node for the node that outlived even a held id). Only ids taken
+    while holding are kept so: one a module's fixture takes outside a test goes back as before (take ids in
+    function-scoped fixtures)."""
     _HOLDING[0] = hold
     if not hold:
         while len(_DOMAIN_LOCKS) > _DOMAIN_LOCKS_KEPT:
