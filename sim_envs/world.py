@@ -119,10 +119,10 @@ class TimedMujocoWorld(gym.Env):
     node makes from the same messages (``first_update_sensors``: those sensors, in the world's order).
 
     ``horizon`` (``2 * time_limit + 10`` s) bounds the stamps of the updates ``step`` returns, hence the
-    observation's ``dt`` and ``ages``: when no update can come by then (rare sensors, heavy dropout), ``step``
-    ends the episode at the time limit instead (see ``step``). Reset's first update is not cut (there is no
-    episode yet to end): its ``dt`` is 0, but with several update sensors and a first update past the horizon
-    its ``ages`` can exceed it, as before.
+    observation's ``dt``: when no update can come by then (rare sensors, heavy dropout), ``step`` ends the
+    episode at the time limit instead (see ``step``). Reset's first update is not cut (there is no episode yet
+    to end; its ``dt`` is 0): it waits for every update sensor's first message, however late, so with several
+    update sensors the ``ages`` space has no bound but float32's (``_time_spaces``).
     """
 
     # render_fps: each world's steps per simulated second, set per instance from its sensor timings (update_rate_hz);
@@ -532,12 +532,17 @@ class TimedMujocoWorld(gym.Env):
         }
 
     def _time_spaces(self) -> dict:
-        """Dt and ages never exceed the stamp of the update, which ``step`` keeps within ``horizon``."""
+        """Dt and ages never exceed the stamp of the update, which ``step`` keeps within ``horizon``, and reset's
+        dt is 0. Reset's ages are 0 with one update sensor, but with several the first one's age is however long
+        the last one's first message takes (unbounded: heavy dropout), so their space is every finite float32
+        (as CartPole bounds its velocities; np.inf would make gymnasium's check_env warn). Nothing reads the
+        bound: the policy scales ages by fixed constants."""
         horizon = self.horizon
+        ages_high = horizon if len(self.update_on) == 1 else float(np.finfo(np.float32).max)
         return {
             "dt": gym.spaces.Box(0.0, horizon, shape=(1,), dtype=np.float32),
             "event": gym.spaces.Discrete(len(self.update_on)),
-            "ages": gym.spaces.Box(0.0, horizon, shape=(len(self.update_on),), dtype=np.float32),
+            "ages": gym.spaces.Box(0.0, ages_high, shape=(len(self.update_on),), dtype=np.float32),
         }
 
 

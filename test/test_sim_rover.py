@@ -256,6 +256,31 @@ def test_only_updates_stamped_past_the_horizon_are_replaced():
 
 
 @pytest.mark.parametrize(
+    "world, update_on, seed, ages",
+    [
+        ("LiquidRover-v0", ("camera", "imu"), 8, [14.07 - 2.23, 0.0]),  # camera at 2.23 s, then the IMU at 14.07 s
+        ("LiquidBalanceNav-v0", None, 27, [21.71 - 0.06, 0.0]),  # its default update sensors: camera and IMU
+    ],
+)
+def test_reset_ages_past_the_horizon_lie_in_the_space(world, update_on, seed, ages):
+    """With several update sensors reset's first update waits for each one's first message, however late, and
+    is not cut at the horizon: the one that came first has aged past it (11.8 s, 21.7 s against 11 s), outside
+    the former space Box(0, horizon). The ages' space is now every finite float32, the observation unchanged
+    (check_env on worlds with several update sensors: test_worlds_gym_usage.py)."""
+    shift = RARE_CAMERA + ",imu_rate=0.1"  # and an IMU message every ~10 s (rover) or ~5 s (balance-nav)
+    env = gym.make(world, shift=shift, render_size=8, time_limit=0.5, update_on=update_on)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # gymnasium's passive checker warns when an observation is outside the space
+        obs, info = env.reset(seed=seed)
+        assert env.observation_space.contains(obs) and obs["dt"][0] == 0.0
+        np.testing.assert_allclose(obs["ages"], ages, atol=0.01)
+        assert obs["ages"].max() > env.unwrapped.horizon == 11.0
+        obs, _, terminated, truncated, info = env.step(np.zeros(env.action_space.shape, np.float32))
+        assert env.observation_space.contains(obs) and (truncated or terminated)  # the first update was past the limit
+    env.close()
+
+
+@pytest.mark.parametrize(
     "world, shift, size",
     [
         ("LiquidRover-v0", "", 64),
