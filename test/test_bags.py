@@ -174,6 +174,30 @@ def test_expert_bag_has_the_cameras_camera_info_beside_each_image_as_sim_node(ex
         assert M.stamp_seconds(info) == M.stamp_seconds(image)
 
 
+def test_record_cli_expert_renders_a_camera_that_is_not_square(tmp_path):
+    """`record --expert --render-size 16 --render-width 24`: frames 16 high and 24 wide with their camera_info (the
+    vertical field of view the world's, the horizontal one wider), as sim_node publishes them for such a policy;
+    before 2026-12-06 record --expert rendered square frames only."""
+    from liquid_control import cli
+    from liquid_control.conventions.camera_info import world_camera_fovy_deg
+    from liquid_control.training.sensor_record import bag_camera_fovy_deg
+
+    out = tmp_path / "wide"
+    argv = ["record", "--expert", "--episodes", "1", "--time-limit", "0.5", "--no-progress", "-o", str(out)]
+    assert cli.main([*argv, "--render-size", "16", "--render-width", "24"]) == 0
+    with BagReader(out / "episode_100") as reader:
+        assert bag_camera_fovy_deg(reader, "/camera/image_raw") == pytest.approx(
+            world_camera_fovy_deg("LiquidRover-v0")
+        )
+        images = [m.decode() for m in reader.messages(["/camera/image_raw"])]
+        infos = [m.decode() for m in reader.messages(["/camera/camera_info"])]
+    assert len(images) == len(infos) > 1
+    assert {(i.height, i.width, i.step, len(i.data)) for i in images} == {(16, 24, 72, 16 * 24 * 3)}
+    assert {(i.height, i.width) for i in infos} == {(16, 24)}
+    fx, fy = infos[0].k[0], infos[0].k[4]
+    assert fx == pytest.approx(fy) and (infos[0].k[2], infos[0].k[5]) == pytest.approx((12.0, 8.0), abs=0.5)
+
+
 def test_expert_recording_ends_at_the_time_limit_when_no_frame_comes_within_the_horizon(tmp_path):
     """With rare camera frames (a surviving frame every ~67 s) seed 0's episode, 25 s long, has its first frame at
     15.3 s and the next at 79.4 s: the recorder ran and recorded to 79.4 s. It ends at the limit now, as the
@@ -1718,6 +1742,8 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     [
         (["--shift", "fogg"], "unknown shift preset or setting 'fogg'"),
         (["--render-size", "0"], "render_size must be between 8 and 1024"),
+        (["--render-size", "16", "--render-width", "4"], "render_size must be between 8 and 1024"),
+        (["--render-width", "24"], "--render-width needs --render-size, the camera's height"),
         (["--episodes", "0"], "--episodes must be >= 1"),
         (["--episodes", "-3"], "--episodes must be >= 1"),
         (["--time-limit", "-1"], "--time-limit must be a finite number >= 0"),

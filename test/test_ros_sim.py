@@ -399,6 +399,12 @@ TINY_ROVER_32 = {
 }
 
 
+# the same policy with a camera 48 wide and 32 high: a robot's 3:2 camera (sim_node renders it, render_width)
+TINY_ROVER_32x48 = dict(
+    TINY_ROVER_32, observation=dict(TINY_ROVER_32["observation"], image={"height": 32, "width": 48})
+)
+
+
 def random_policy(path, config):
     """A policy file of ``config`` with random weights (what the world makes of it, not how it drives, is tested)."""
     import torch
@@ -409,17 +415,19 @@ def random_policy(path, config):
     return save_policy(path, Policy.from_config(config))
 
 
-def test_a_rover_policy_with_a_32_pixel_camera_gets_its_frames_in_sim(tmp_path):
+def test_a_rover_policy_with_a_small_camera_that_is_not_square_gets_its_frames_in_sim(tmp_path):
     """sim_node rendered the world's 64x64 camera whatever the policy's size: `liquid-control sim --policy` with a
     32x32 rover policy had every frame rejected (bad_shape, 378 of 378), and the policy node sent watchdog stops
     only (197 commands at --real-time-factor 5; in lockstep, a 2 s wait after every frame). The graph now gives
-    sim_node the policy's camera size, as evaluation makes the world."""
-    policy = random_policy(tmp_path / "rover32.pt", TINY_ROVER_32)
+    sim_node the policy's camera size, as evaluation makes the world, a camera that is not square too: 48 wide
+    and 32 high (refused before 2026-12-06), its camera_info what policy_node expects of that camera."""
+    policy = random_policy(tmp_path / "rover32x48.pt", TINY_ROVER_32x48)
     status = run_sim_cli(tmp_path, "--policy", str(policy), "--lockstep")
     policy_log = (tmp_path / "policy_node.log").read_text()
     assert "bad_shape" not in policy_log and "rejected" not in policy_log, policy_log[-3000:]
+    assert "camera_info" not in policy_log, policy_log[-3000:]  # no size, pixel or field-of-view problem said
     # one command per frame (the last frame ends the episode: no command needed)
-    assert status["commands_received"] >= status["messages"]["camera"] - 1 > 300, status
+    assert status["commands_received"] >= status["messages"]["camera"] - 1 > 100, status
     assert "lockstep: no command" not in (tmp_path / "sim_node.log").read_text()
 
 
@@ -472,16 +480,18 @@ def test_policy_world_parameters_are_the_worlds_evaluation_makes(tmp_path):
         }
         if "render_size" in kwargs:
             height, width = kwargs["render_size"]
-            params["render_size"] = height if height == width else (height, width)
+            params.update(render_size=height, render_width=0 if width == height else width)
         return params
 
     lagged = random_policy(tmp_path / "lagged.pt", _lagged_balancer())
     rover = random_policy(tmp_path / "rover32.pt", TINY_ROVER_32)
-    for path in (lagged, rover, *sorted(policies_dir().glob("*.pt"))):
+    wide = random_policy(tmp_path / "wide.pt", TINY_ROVER_32x48)
+    for path in (lagged, rover, wide, *sorted(policies_dir().glob("*.pt"))):
         assert policy_world_parameters(path) == expected(read_config(path)), path.name
         assert policy_inputs(path) == expected(read_config(path))["policy_inputs"]
     assert policy_world_parameters(lagged)["policy_reorder_lag_s"] == 0.03
-    assert policy_world_parameters(rover)["render_size"] == 32
+    assert (policy_world_parameters(rover)["render_size"], policy_world_parameters(rover)["render_width"]) == (32, 0)
+    assert (policy_world_parameters(wide)["render_size"], policy_world_parameters(wide)["render_width"]) == (32, 48)
     for onnx in sorted(policies_dir().glob("*.onnx")):
         assert policy_world_parameters(onnx) == policy_world_parameters(onnx.with_suffix(".pt")), onnx.name
     code = (
@@ -503,9 +513,10 @@ def test_policy_world_parameters_are_the_worlds_evaluation_makes(tmp_path):
     assert policy_world_parameters(tmp_path / "missing.pt") == {} and policy_inputs(tmp_path / "missing.pt") == ""
 
 
-def test_sim_graph_gives_sim_node_the_policys_world_and_refuses_a_non_square_camera(tmp_path):
-    """The graph's sim_node parameters come from the policy file; a file that cannot be read as a policy, or a
-    camera sim_node cannot render (not square), is a usage error naming it."""
+def test_sim_graph_gives_sim_node_the_policys_world_and_refuses_a_file_that_is_no_policy(tmp_path):
+    """The graph's sim_node parameters come from the policy file, a camera that is not square included (refused
+    before 2026-12-06: sim_node rendered square images only); a file that cannot be read as a policy is a usage
+    error naming it."""
     from liquid_control.ros.graph import sim_graph
 
     rover = random_policy(tmp_path / "rover32.pt", TINY_ROVER_32)
@@ -518,10 +529,9 @@ def test_sim_graph_gives_sim_node_the_policys_world_and_refuses_a_non_square_cam
     unreadable.write_bytes(b"not a policy")
     with pytest.raises(ValueError, match=r"broken\.pt: not a readable policy file"):  # the node would fail on it
         sim_graph(world="LiquidBalanceNav-v0", policy=str(unreadable))
-    wide = dict(TINY_ROVER_32, observation=dict(TINY_ROVER_32["observation"], image={"height": 32, "width": 48}))
-    path = random_policy(tmp_path / "wide.pt", wide)
-    with pytest.raises(ValueError, match=r"wide\.pt: its camera is 48x32 \(width x height\), and sim_node renders"):
-        sim_graph(policy=str(path))
+    wide = random_policy(tmp_path / "wide.pt", TINY_ROVER_32x48)
+    sim = sim_graph(policy=str(wide))[0].parameters
+    assert (sim["render_size"], sim["render_width"]) == (32, 48)
 
 
 def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
@@ -858,6 +868,8 @@ def sim_context():
         ("odom_rate_hz", float("inf"), "odom_rate_hz: must be a finite rate in Hz from 1/86400 (one a day) to 10000"),
         ("target_rate_hz", float("inf"), "target_rate_hz: must be a finite rate in Hz"),
         ("render_size", 0, "render_size: must be an integer in [8, 1024], got 0"),
+        ("render_width", 4, "render_width: must be 0 (square: render_size) or an integer in [8, 1024], got 4"),
+        ("render_width", 2000, "render_width: must be 0 (square: render_size) or an integer in [8, 1024], got 2000"),
         ("frame_prefix", "bad prefix/", "frame_prefix: 'bad prefix/' does not make valid TF frame ids"),
         ("frame_prefix", "/robot1/", "frame_prefix: '/robot1/' does not make valid TF frame ids"),
         ("odom_topic", "bad topic", "odom_topic: 'bad topic' is not a valid ROS topic name"),

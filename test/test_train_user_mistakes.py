@@ -306,35 +306,3 @@ def test_a_start_record_nested_past_the_recursion_limit_is_refused_naming_it(tmp
     (tmp_path / START_FILE).write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(TrainingError, match=rf"{START_FILE}: not a readable record of the run's start \(nested too"):
         recorded_start(tmp_path, None)
-
-
-def test_a_camera_that_is_not_square_is_told_at_the_start_that_sim_will_refuse_the_policy(tmp_path, monkeypatch):
-    """Before: a rover policy with observation.image 48 wide and 64 high trained (and evaluated) without a word, and
-    only `liquid-control sim` afterwards refused it (sim_node renders square images). Now train says so when it
-    starts, naming the setting; a square camera gets no such line."""
-    from liquid_control.training import trainer
-
-    class Started(Exception):
-        pass
-
-    def started(run):
-        raise Started
-
-    monkeypatch.setattr(trainer.TrainingRun, "run", started)
-    for width, said in ((48, True), (64, False)):
-        logged = []
-        with pytest.raises(Started):
-            trainer.train(
-                "policies/configs/cfc_ncp_rover.yaml",
-                tmp_path / f"w{width}",
-                overrides={"observation.image.width": width},
-                progress=False,
-                log=logged.append,
-            )
-        lines = [line for line in logged if "not square" in line]
-        expected = [
-            "warning: observation.image is 48x64 (width x height), not square: liquid-control sim (sim_node) renders "
-            "square camera images only (render_size) and will refuse this policy; eval and policy_node with a camera "
-            "of that size run it"
-        ]
-        assert lines == (expected if said else []), logged

@@ -202,8 +202,8 @@ class Operator:
         return self.until is not None or drawn
 
 
-def load_driver(path: str | Path, render_size: int):
-    """The backend of a policy that is to drive the rover from its camera at the recorded size; ValueError
+def load_driver(path: str | Path, image_size: tuple[int, int]):
+    """The backend of a policy that is to drive the rover from its camera at the recorded (height, width); ValueError
     naming the file otherwise (a policy of another world, or of another image size: the node would refuse it)."""
     from liquid_control.runtime.backends import BackendError, load_backend
 
@@ -216,10 +216,10 @@ def load_driver(path: str | Path, render_size: int):
     problem = None
     if config.get("world") != "LiquidRover-v0" or config["action"].get("kind") != "twist":
         problem = f"it is a policy for {config.get('world')!r} with {config['action'].get('kind')!r} actions"
-    elif (image.get("height"), image.get("width")) != (render_size, render_size):
+    elif (image.get("height"), image.get("width")) != tuple(image_size):
         problem = (
-            f"it reads {image.get('height')}x{image.get('width')} images, the recording renders "
-            f"{render_size}x{render_size} (--render-size)"
+            f"it reads {image.get('height')}x{image.get('width')} images (height x width), the recording renders "
+            f"{image_size[0]}x{image_size[1]} (--render-size, --render-width)"
         )
     if problem:
         backend.close()
@@ -243,8 +243,11 @@ def checked_options(
     return margin
 
 
-def make_world(world: str = ROVER, render_size: int | None = None, shift: str = "", time_limit: float = 0.0):
-    """The unwrapped world as sim_node builds it (``render_size`` None: the world's own camera size); ValueError
+def make_world(
+    world: str = ROVER, render_size: int | tuple[int, int] | None = None, shift: str = "", time_limit: float = 0.0
+):
+    """The unwrapped world as sim_node builds it (``render_size``: pixels, or (height, width) where not square; None:
+    the world's own camera size); ValueError
     for a world sim_node does not run, one without a privileged expert, or a ``render_size`` for a world without
     a camera."""
     if world not in WORLDS:
@@ -263,7 +266,7 @@ def make_world(world: str = ROVER, render_size: int | None = None, shift: str = 
         raise ValueError(f"--world {world}: the world has no privileged expert to drive it")
     kwargs = {"shift": shift or None}
     if render_size is not None:
-        kwargs["render_size"] = int(render_size)
+        kwargs["render_size"] = render_size  # the world checks it (sim_envs.world.camera_image_shape)
     if time_limit > 0:
         kwargs["time_limit"] = float(time_limit)
     env = gymnasium.make(world, **kwargs).unwrapped
@@ -447,7 +450,7 @@ def record_expert_episodes(
     seeds,
     *,
     world: str = ROVER,
-    render_size: int | None = None,
+    render_size: int | tuple[int, int] | None = None,
     shift: str = "",
     time_limit: float = 0.0,
     noise: ExpertNoise = ExpertNoise(),
@@ -490,7 +493,7 @@ def record_expert_episodes(
     refuse_taken()
     env = make_world(world, render_size, shift, time_limit)  # a bad world, shift or size refused before the folder
     try:
-        driver = None if policy is None else load_driver(policy, env.image_shape[0])  # refused before the folder too
+        driver = None if policy is None else load_driver(policy, env.image_shape[:2])  # refused before the folder too
     except BaseException:
         env.close()
         raise

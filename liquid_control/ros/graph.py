@@ -39,7 +39,7 @@ from liquid_control.shown import shown
 
 PACKAGE = "liquid_control"
 # world id -> sim_node parameters its shipped policy needs (the camera at the policy's image size)
-WORLD_SIM_PARAMETERS = {"LiquidBalanceNav-v0": {"render_size": 32}}
+WORLD_SIM_PARAMETERS = {"LiquidBalanceNav-v0": {"render_size": 32, "render_width": 0}}
 STATUS_TOPIC = "episode_status"
 
 # Exit status of `liquid-control sim` (and `./run.sh`); also in docs/ros.md and `liquid-control sim --help`.
@@ -161,12 +161,6 @@ def sim_graph(
     policy_path = resolve_policy_file(policy)
     # a file that is no policy (README.md, a parameter file) is refused here, naming why, as the node would fail
     policy_world_settings = policy_world_parameters(policy_path, refuse=True)
-    camera = policy_world_settings.get("render_size")
-    if isinstance(camera, tuple):
-        raise ValueError(
-            f"policy {policy_path}: its camera is {camera[1]}x{camera[0]} (width x height), and sim_node renders "
-            "square images (render_size): the policy would reject every frame"
-        )
     if shift:
         from sim_envs import world_class
         from sim_envs.shifts import shift_for_world
@@ -255,7 +249,7 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
     liquid_control.policy.config): ``policy_inputs`` (``camera,imu``: the world's first update waits for a message
     of each, as the policy node does), ``policy_update_on`` (the sensors whose messages update the policy: in
     lockstep the world waits for a command after those only), ``policy_reorder_lag_s`` and, for a camera policy,
-    ``render_size`` (its image size; a (height, width) pair when not square, which sim_node cannot render). Read
+    ``render_size`` and ``render_width`` (its image height, and its width where not square, else 0). Read
     from the policy file's config (an .onnx's metadata, without torch); {} when the file cannot be read (the
     policy node then says why), or with ``refuse`` a ValueError naming the file and why (not a policy file)."""
     from liquid_control.runtime.backends import (
@@ -292,7 +286,8 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
     }
     if CAMERA in spec.sensors:
         height, width, _ = spec.sensors[CAMERA]
-        parameters["render_size"] = int(height) if height == width else (int(height), int(width))
+        parameters["render_size"] = int(height)
+        parameters["render_width"] = 0 if width == height else int(width)  # 0: square (a parameter file's width unset)
     return parameters
 
 

@@ -557,7 +557,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sim.add_argument("--seed", type=int, default=100, help="episode k uses seed SEED + k")
     sim.add_argument("--shift", default="", help="world shift (default: the training distribution)")
     sim.add_argument(
-        "--render-size", type=int, default=None, help="camera image size (pixels; default: the world's, rover 64)"
+        "--render-size",
+        type=int,
+        default=None,
+        help="camera image height, and its width unless --render-width (pixels; default: the world's, rover 64)",
+    )
+    sim.add_argument(
+        "--render-width",
+        type=int,
+        default=None,
+        help="camera image width where not square (pixels; needs --render-size)",
     )
     sim.add_argument("--time-limit", type=float, default=0.0, help="episode time limit (s; 0: the world's)")
     sim.add_argument(
@@ -636,6 +645,7 @@ EXPERT_OPTIONS = (
     "seed",
     "shift",
     "render_size",
+    "render_width",
     "time_limit",
     "noise_std",
     "noise_correlation",
@@ -858,6 +868,9 @@ def run(args) -> int:
         if args.expert:
             from liquid_control.bags.expert import ExpertNoise, Takeover, record_expert_episodes
 
+            if args.render_width is not None and args.render_size is None:
+                raise ValueError("--render-width needs --render-size, the camera's height")
+
             out = args.output or default_bag_name()
             t0 = time.monotonic()
             # SIGINT/SIGTERM: the episode being recorded is removed, the finished bags stay complete. A flag, not
@@ -874,7 +887,9 @@ def run(args) -> int:
                     out,
                     range(args.seed, args.seed + args.episodes),
                     world=args.world,
-                    render_size=args.render_size,
+                    render_size=args.render_size
+                    if args.render_width is None
+                    else (args.render_size, args.render_width),
                     shift=args.shift,
                     time_limit=args.time_limit,
                     noise=ExpertNoise(args.noise_std, args.noise_correlation, args.burst_rate, args.burst_s),

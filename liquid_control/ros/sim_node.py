@@ -109,8 +109,10 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "lockstep_timeout_s": (2.0, "lockstep: wall seconds to wait for a command before going on"),
     "render_size": (
         64,
-        "camera image size (pixels, square): the driving policy's (liquid-control sim fills it from the policy file)",
+        "camera image height (pixels), and its width unless render_width: the driving policy's (liquid-control sim "
+        "fills both from the policy file)",
     ),
+    "render_width": (0, "camera image width (pixels) of a camera that is not square; 0: render_size (square)"),
     "policy_inputs": (
         "",
         "the driving policy's inputs, comma-separated (camera, imu, wheels, command; liquid-control sim fills it "
@@ -212,7 +214,8 @@ class SimNode(Node):
         self.command_scale = io["command_scale"]()
         kwargs = dict(shift=p["shift"] or None)
         if "camera" in io["sensors"]:
-            kwargs["render_size"] = int(p["render_size"])
+            height, width = int(p["render_size"]), int(p["render_width"])
+            kwargs["render_size"] = (height, width) if width else height
         if p["time_limit"] > 0:
             kwargs["time_limit"] = float(p["time_limit"])
         if p["policy_inputs"]:
@@ -400,6 +403,11 @@ class SimNode(Node):
             )
             seed_ok = False
         integer("render_size", 8, 1024)  # the camera's range (sim_envs.world.camera_image_shape)
+        width = p["render_width"]
+        if isinstance(width, bool) or not isinstance(width, int) or not (width == 0 or 8 <= width <= 1024):
+            problems.append(
+                f"render_width: must be 0 (square: render_size) or an integer in [8, 1024], got {shown(width)}"
+            )
         for name in SIM_NODE_PARAMETERS:
             if name.endswith("_topic") or name == "policy_reset_service":
                 if name in ("camera_info_topic", "policy_reset_service") and p[name] == "":

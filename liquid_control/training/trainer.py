@@ -109,20 +109,6 @@ def start_scale_note(start: tuple, spec, cfg: dict, data: dict) -> str | None:
     )
 
 
-def square_camera_note(cfg: dict) -> str | None:
-    """A warning for a policy of a simulated world whose camera frames are not square: sim_node renders square images
-    (its render_size is one integer), so `liquid-control sim` refuses the trained policy (ros.graph says why); eval
-    and a robot's camera of that size run it. Said when training starts, not learnt after it; else None."""
-    image = cfg["observation"].get("image")
-    if cfg["world"] is None or not image or image["height"] == image["width"]:
-        return None
-    return (
-        f"warning: observation.image is {image['width']}x{image['height']} (width x height), not square: "
-        "liquid-control sim (sim_node) renders square camera images only (render_size) and will refuse this policy; "
-        "eval and policy_node with a camera of that size run it"
-    )
-
-
 def _at(config: dict, key: str) -> str:
     """The value of the dotted ``key`` in ``config`` as --set takes it (JSON is YAML), or 'absent'."""
     value = config
@@ -543,9 +529,8 @@ def train(
     torch.set_num_threads(1 if bc_copies > 1 else threads)
     spec = None if data is None else bag_data.bag_data_spec(cfg, data)  # a bad --node-params: before any write
     note = None if start is None or spec is None else start_scale_note(start, spec, cfg, data)
-    for line in (note, square_camera_note(cfg)):
-        if line:
-            log(line)
+    if note:
+        log(note)
     torch.use_deterministic_algorithms(True)
     created = first_missing_folder(out)
     before = set(os.listdir(out)) if created is None else set()
