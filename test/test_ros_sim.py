@@ -534,9 +534,10 @@ def test_sim_graph_gives_sim_node_the_policys_world_and_refuses_a_file_that_is_n
     assert (sim["render_size"], sim["render_width"]) == (32, 48)
 
 
-def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
+def test_sim_monitor_keeps_only_its_own_runs_episode_statuses():
     """Another graph on the same ROS domain (or a replayed bag holding /episode_status) must not be read as this
-    run's episode: `liquid-control sim` once crashed on such a message (KeyError 'episode')."""
+    run's episode: `liquid-control sim` once crashed on such a message (KeyError 'episode'), and counted another
+    sim's episode of the same world as its own; the run's own sim_node echoes the run's id (run_id)."""
     from liquid_control.ros.graph import STATUS_TOPIC, _status_listener
 
     env = isolated_ros_env()
@@ -544,22 +545,25 @@ def test_sim_monitor_keeps_only_its_own_worlds_episode_statuses():
     qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
     pub = probe.publisher(String, STATUS_TOPIC, qos)
     ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success", "success": True}
-    ours.update(sim_time=10.0, wall_time=10.2, commands_received=2000, messages={"imu": 2000})
+    ours.update(sim_time=10.0, wall_time=10.2, commands_received=2000, messages={"imu": 2000}, run_id="ours")
     shown_without = {key: value for key, value in ours.items() if key != "sim_time"}
+    no_id = {key: value for key, value in ours.items() if key != "run_id"}
     for data in (
         json.dumps({"seed": 600, "outcome": "timeout", "noise": {"std": 0.0}}),  # an expert recording's status
         json.dumps(dict(ours, world="LiquidRover-v0")),  # another world's sim_node
         json.dumps(shown_without),  # lacks what the episode line shows (before: KeyError 'sim_time' at the print)
+        json.dumps(dict(ours, run_id="theirs")),  # another run's sim of the same world on the domain
+        json.dumps(no_id),  # a sim_node started by hand or a launch file (no run id)
         "not json",
         json.dumps(ours),
     ):
         pub.publish(String(data=data))
-    context, executor, node, received, ignored = _status_listener(int(env["ROS_DOMAIN_ID"]), "LiquidBalance-v0")
+    context, executor, node, received, ignored = _status_listener(int(env["ROS_DOMAIN_ID"]), "LiquidBalance-v0", "ours")
     try:
         deadline = time.monotonic() + 20.0
-        while (len(received) + ignored[0] < 5) and time.monotonic() < deadline:
+        while (len(received) + ignored[0] < 7) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-        assert received == [ours] and ignored[0] == 4
+        assert received == [no_id] and ignored[0] == 6  # shown without the id
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -578,10 +582,10 @@ def test_sim_monitor_ignores_an_episode_status_nested_too_deeply():
     context, executor, node, received, ignored = _status_listener(free_domain_id(), "LiquidBalance-v0")
     try:
         (subscription,) = [sub for sub in node.subscriptions if sub.topic_name.lstrip("/") == STATUS_TOPIC]
-        subscription.callback(String(data="[" * 100_000 + "]" * 100_000), {})  # (msg, its MessageInfo)
+        subscription.callback(String(data="[" * 100_000 + "]" * 100_000))
         ours = {"episode": 0, "seed": 1, "world": "LiquidBalance-v0", "outcome": "success", "sim_time": 10.0}
         ours.update(wall_time=10.2, commands_received=2000, messages={"imu": 2000})
-        subscription.callback(String(data=json.dumps(ours)), {})
+        subscription.callback(String(data=json.dumps(ours)))
         assert received == [ours] and ignored[0] == 1
     finally:
         executor.shutdown()
@@ -876,6 +880,7 @@ def sim_context():
         ("camera_info_topic", "a//b", "camera_info_topic: 'a//b' is not a valid ROS topic name"),
         ("policy_reset_service", "/policy node/reset", "policy_reset_service: '/policy node/reset' is not a valid"),
         ("lockstep", "yes", "lockstep: must be true or false, got 'yes'"),
+        ("run_id", 5, "run_id: must be a string, got 5"),
         ("shift", "fog=7", "shift: "),
         ("policy_inputs", "imu, camera", "policy_inputs: camera not an input of LiquidBalance-v0 (inputs: imu, wh"),
         (

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -435,18 +436,16 @@ def add_arguments(parser):
 STATUS_KEYS = frozenset({"episode", "seed", "outcome", "sim_time", "wall_time", "commands_received", "messages"})
 
 
-def _status_listener(domain_id: int | None, world: str, sim_pid: int | None = None):
+def _status_listener(domain_id: int | None, world: str, run_id: str | None = None):
     """A tiny node of this process that collects the JSON episode statuses (transient local) of a sim_node of
-    ``world``, the one of process ``sim_pid`` where the publisher's Fast DDS GUID says which (another graph's sim
-    sharing the domain published its episodes to this run's listener too: a run stopped by the graph check counted
-    the other's finished episode as its own, "1 of 1 episode(s) succeeded ... exit status 4"); anything else on the
+    ``world``, with ``run_id`` the one whose statuses carry it (sim_node's ``run_id``: another graph's sim sharing
+    the domain published its episodes to this run's listener too, and a run stopped by the graph check counted the
+    other's finished episode as its own, "1 of 1 episode(s) succeeded ... exit status 4"); anything else on the
     topic (another graph, a replayed bag) is counted in ``ignored`` and otherwise left alone."""
     import rclpy
     import rclpy.executors
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from std_msgs.msg import String
-
-    from liquid_control.ros.participants import guid_origin
 
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain_id)
@@ -454,18 +453,14 @@ def _status_listener(domain_id: int | None, world: str, sim_pid: int | None = No
     received: list[dict] = []
     ignored = [0]
 
-    def on_status(msg, info):
-        gid = (info or {}).get("publisher_gid")
-        origin = guid_origin(gid["data"]) if gid else None
-        if sim_pid is not None and origin is not None and origin[1] != sim_pid & 0xFFFF:
-            ignored[0] += 1  # another process's sim_node
-            return
+    def on_status(msg):
         try:
             status = load_json(msg.data)
         except ValueError:  # JsonTooDeepError too: any publisher on the domain can send a hostile string
             status = None
-        if isinstance(status, dict) and status.get("world") == world and STATUS_KEYS <= set(status):
-            received.append(status)
+        ours = isinstance(status, dict) and (run_id is None or status.get("run_id") == run_id)
+        if ours and status.get("world") == world and STATUS_KEYS <= set(status):
+            received.append({key: value for key, value in status.items() if key != "run_id"})  # as the line shows it
         else:
             ignored[0] += 1
 
@@ -764,6 +759,8 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
     # the statuses reach this process's listener before sim_node exits, however late discovery matched it (a
     # launch file has no listener: sim_node's default half second there)
     nodes[0].parameters["status_wait_s"] = 10.0
+    run_id = uuid.uuid4().hex  # this run's episode statuses carry it: another graph's on the domain are told apart
+    nodes[0].parameters["run_id"] = run_id
     if announce is not None:
         announce()
     env = dict(os.environ)
@@ -791,7 +788,7 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
 
     with _Signals() as signals:
         procs, outputs = start_graph(nodes, env, args.log_dir, args.quiet)  # before rclpy starts its threads
-        context, executor, monitor, statuses, ignored = _status_listener(domain, args.world, procs["sim_node"].pid)
+        context, executor, monitor, statuses, ignored = _status_listener(domain, args.world, run_id)
         ended = None  # name of the first node that exited on its own
         shared = ""  # another graph of the same nodes on the domain, found while this run was starting: it stops
         origins = ""  # where that graph's nodes run (shared_domain_origins)

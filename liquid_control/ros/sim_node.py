@@ -146,6 +146,11 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "odom_topic": ("odom", "nav_msgs/Odometry (true pose)"),
     "odom_rate_hz": (50.0, "odometry rate (sim time)"),
     "status_topic": ("episode_status", "std_msgs/String JSON outcome of each episode"),
+    "run_id": (
+        "",
+        "echoed as run_id in every episode status (liquid-control sim keeps its own run's statuses by it, another "
+        "graph's sharing the domain ignored); empty: not sent",
+    ),
     "wait_for_subscribers_s": (
         30.0,
         "before the first episode, wait up to this long for the sensor subscribers and the command publisher"
@@ -343,6 +348,8 @@ class SimNode(Node):
             problems.append(f"world: {shown(p['world'])} is not one of {', '.join(WORLDS)}")
         if p["command_type"] not in ("", *COMMAND_TYPES):
             problems.append(f"command_type: {shown(p['command_type'])} is not {', '.join(COMMAND_TYPES)} (or empty)")
+        if not isinstance(p["run_id"], str):
+            problems.append(f"run_id: must be a string, got {shown(p['run_id'])}")
         if not isinstance(p["shift"], str):
             problems.append(f"shift: must be a shift preset or spec (a string), got {shown(p['shift'])}")
         elif p["shift"]:
@@ -836,6 +843,8 @@ class SimNode(Node):
         for key in ("distance", "tracking_error"):
             if key in info:
                 status[key] = round(float(info[key]), 4)
+        if self.p["run_id"]:
+            status["run_id"] = self.p["run_id"]
         self.status_pub.publish(String(data=json.dumps(status)))
         if self.recorder is not None:
             status["bag"] = str(self.recorder.stop())
