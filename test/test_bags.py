@@ -1383,6 +1383,92 @@ def test_a_bags_imu_whose_gravity_is_not_on_plus_z_is_named_before_training_on_i
         assert not [line for line in again if "converting" in line or " updates (" in line], again
 
 
+def _bag_with_a_stray_file(path, stray_from):
+    """A bag folder holding, beside its recording, the storage file of another one (``stray_from``), renamed
+    extra.mcap: metadata.yaml does not list it."""
+    from pathlib import Path
+
+    bag = _steady_bag(path, 0.07, 30)
+    (stray,) = Path(_steady_bag(stray_from, 0.07, 20)).glob("*.mcap")
+    stray.rename(Path(bag) / "extra.mcap")
+    return bag
+
+
+def _unlisted_warnings(run) -> list[str]:
+    """The warnings of a storage file metadata.yaml does not list that ``run()`` gives, each one as said."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run()
+    return [str(w.message) for w in caught if "not listed in its metadata.yaml" in str(w.message)]
+
+
+def test_a_storage_file_metadata_yaml_does_not_list_is_named_again_by_a_run_reusing_its_cache(tmp_path):
+    """Before: the first run's bag reader warned, as it converted each bag, that extra.mcap is not read; a resumed run
+    reuses the converted caches without opening the bags and said nothing of it then (of a training bag only at its
+    end, when policy.pt's camera record opens it again; of a validation bag never), though the file was still there.
+    The reuse says it again through the same warnings channel: the resumed run says what the first said."""
+    from liquid_control.training import trainer
+
+    bag = _bag_with_a_stray_file(tmp_path / "run_001", tmp_path / "run_002")
+    held = _bag_with_a_stray_file(tmp_path / "val_001", tmp_path / "val_002")
+    out, lines = tmp_path / "run", []
+    data = {"bags": [bag], "validation": [held]}
+    first = _unlisted_warnings(lambda: trainer.train(CAMERA_ONLY, out, data=data, progress=False, log=lines.append))
+    assert {said.split(": extra.mcap not listed in its metadata.yaml, so not read")[0] for said in first} == {
+        bag,
+        held,
+    }, first
+    (out / "policy.pt").unlink()  # killed before its policy was written: a resume reads the bags again
+    again = []
+    resumed = _unlisted_warnings(lambda: trainer.train(None, out, resume=True, progress=False, log=again.append))
+    assert not [line for line in again if "converting" in line or " updates (" in line], again  # the caches reused
+    assert resumed == first, resumed
+
+
+def test_a_bag_hash_cached_before_it_left_out_unlisted_files_is_taken_again(tmp_path, monkeypatch):
+    """Before: a cache converted when bag_sha256 still counted a storage file metadata.yaml does not list (up to
+    961d716) kept that hash in its index.json, so a resumed run recorded another SHA-256 of the bag in policy.pt
+    than a fresh conversion's. An index without the hash scheme is hashed again where its folder holds a file the
+    older hashes counted; one of a folder without such a file keeps its hash (the same bytes), the bag not read."""
+    import hashlib
+    from pathlib import Path
+
+    from liquid_control.bags.io import bag_sha256
+    from liquid_control.conventions import training_record
+    from liquid_control.policy import load_policy
+    from liquid_control.training import bag_data, trainer
+
+    stray = _bag_with_a_stray_file(tmp_path / "run_001", tmp_path / "run_002")
+    clean = _steady_bag(tmp_path / "run_003", 0.07, 25)
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="extra.mcap not listed"):
+        first = trainer.train(CAMERA_ONLY, out, data={"bags": [stray, clean]}, progress=False)
+    source = load_policy(first.policy_path).metadata[training_record.SOURCE_KEY]
+    hashes = {"run_001": bag_sha256(stray), "run_003": bag_sha256(clean)}
+    assert source == {"bags": [{"name": name, "sha256": h} for name, h in hashes.items()]}
+    # both indexes as converted before the fix: the stray one's hash counting extra.mcap, as bag_sha256 did then
+    files = sorted(Path(stray).glob("*.mcap"), key=lambda f: f.name)
+    old = hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+    assert len(files) == 2 and old != hashes["run_001"]
+    indexes = sorted((out / "data" / "bags" / "train").glob("*/index.json"))
+    for path, sha256 in zip(indexes, (old, hashes["run_003"]), strict=True):
+        index = json.loads(path.read_text())
+        index.pop("sha256_scheme", None)
+        path.write_text(json.dumps({**index, "sha256": sha256}))
+    hashed = []
+    monkeypatch.setattr(bag_data, "bag_sha256", lambda bag: hashed.append(bag) or bag_sha256(bag))
+    (out / "policy.pt").unlink()
+    with pytest.warns(UserWarning, match="extra.mcap not listed"):
+        again = trainer.train(None, out, resume=True, progress=False)
+    assert load_policy(again.policy_path).metadata[training_record.SOURCE_KEY] == source
+    assert hashed == [stray]  # the clean bag's old hash is today's: not read again
+    for path, sha256 in zip(indexes, hashes.values(), strict=True):
+        index = json.loads(path.read_text())
+        assert (index["sha256"], index["sha256_scheme"]) == (sha256, 2)  # kept: a later resume reads nothing
+
+
 def test_a_run_on_single_update_bags_says_the_core_never_integrated_time(tmp_path):
     """Before: bags of one frame each (every update at dt 0) trained with the advice 'set core.max_step a little
     above the longest, e.g. 0.0001': sub-steps of 0.1 ms, a thousand a step at run time."""

@@ -1046,6 +1046,27 @@ def recorded_files(bag: str | Path) -> list[Path]:
     return [f for f in stored if f.name in listed] if listed else stored
 
 
+def warn_unlisted_files(bag: str | Path, listed: list[Path] | None = None, stacklevel: int = 1) -> None:
+    """Warn of the storage files of bag folder ``bag`` that its metadata.yaml does not list (``listed``: those it
+    lists, read from it when not given), which are not read nor in ``bag_sha256``. Said where the bag is
+    opened (:meth:`BagReader._check_listed_files`) and where training reuses the bag's converted cache without
+    opening it (training.bag_data): a user who missed it once hears it again. ``stacklevel``: as the caller's own
+    ``warnings.warn`` would take it."""
+    path = Path(bag)
+    if listed is None:
+        listed = _metadata_files(path)[0] if path.is_dir() else []
+    names = {f.name for f in listed}
+    unlisted = [f.name for f in folder_storage_files(path) if f.name not in names] if names else []
+    if unlisted:
+        warnings.warn(
+            f"{path}: {', '.join(unlisted)} not listed in its metadata.yaml, so not read (the bag is "
+            f"{', '.join(f.name for f in listed)}); move it out of the folder (to read it, give it as a bag of its "
+            "own), or, if it belongs to this recording, move metadata.yaml out (the folder is then read from its "
+            "storage files)",
+            stacklevel=stacklevel + 1,
+        )
+
+
 class RecordedDigest:
     """The SHA-256 of the bytes of ``files``, one after another, taken from bytes a reader reads anyway.
 
@@ -1601,16 +1622,7 @@ class BagReader:
                 f"{self.path}: its metadata.yaml lists {', '.join(missing)}, missing from the folder ({there}): "
                 "a storage file renamed or not copied; give it back the name metadata.yaml lists, or copy it in"
             )
-        names = {f.name for f in listed}
-        unlisted = [f.name for f in stored if f.name not in names]
-        if unlisted:
-            warnings.warn(
-                f"{self.path}: {', '.join(unlisted)} not listed in its metadata.yaml, so not read (the bag is "
-                f"{', '.join(f.name for f in listed)}); move it out of the folder (to read it, give it as a bag of its "
-                "own), or, if it belongs to this recording, move metadata.yaml out (the folder is then read from its "
-                "storage files)",
-                stacklevel=4,
-            )
+        warn_unlisted_files(self.path, listed, stacklevel=4)
 
     def _open_whole(self, files: list[Path]) -> None:
         """A complete bag through rosbags' reader (metadata.yaml: topics, counts, QoS; compression)."""

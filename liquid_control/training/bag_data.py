@@ -60,7 +60,7 @@ import yaml
 
 from liquid_control.atomic_file import atomic_write
 from liquid_control.bags import BagError, BagReader, data_spec, stream_updates
-from liquid_control.bags.io import bag_given_twice, bag_sha256, expand_bags, recorded_files
+from liquid_control.bags.io import bag_given_twice, bag_sha256, expand_bags, recorded_files, warn_unlisted_files
 from liquid_control.bags.stream import (
     RECORD_INFO,
     LabelRule,
@@ -123,6 +123,10 @@ CACHE_FORMAT = "liquid_control.bag_cache/5"
 LAGGED_LABELS = "labels of lagged updates from their own messages"
 # The cache index's finding of the IMU gravity check (a sentence, or None): said at each run that reads the cache
 GRAVITY_KEY = "imu_gravity"
+# How the index's "sha256" was taken: 2, bag_sha256 of the storage files metadata.yaml lists (since 961d716). An index
+# without it holds one of every storage file (961d716 left out a stray one, another recording copied in) or, before
+# 98519fd, of every file but metadata.yaml: taken again where the folder holds such a file (_older_hash_differs)
+SHA256_SCHEME_KEY, SHA256_SCHEME = "sha256_scheme", 2
 
 
 # ------------------------------------------------------------------------------------------------ settings
@@ -579,6 +583,7 @@ def convert_bag(
         "bag": bag,
         "fingerprint": fingerprint,
         "sha256": sha256,
+        SHA256_SCHEME_KEY: SHA256_SCHEME,
         "segments": segments,
         "stats": summary,
         "note": stats.salvage_note,
@@ -606,6 +611,18 @@ def cached_gravity_problem(folder: Path, index: dict) -> str | None:
             if problem is not None:
                 return problem
     return None
+
+
+def _older_hash_differs(bag: str) -> bool:
+    """Whether an index's SHA-256 taken before SHA256_SCHEME may differ from ``bag_sha256``: the older ones hashed,
+    by name, files of the folder beside those it hashes now (``recorded_files``), so they agree where it holds no
+    other file but metadata.yaml (the fingerprint says the folder is as it was converted), and the bag, possibly
+    gigabytes, is not read again for nothing."""
+    path = Path(bag)
+    if not path.is_dir():  # a storage file given alone: that file, then as now
+        return False
+    others = {f.name for f in path.iterdir() if f.is_file() and f.name != "metadata.yaml"}
+    return others != {f.name for f in recorded_files(path)}
 
 
 def _diagnose(stats: StreamStats, spec, policy_config: dict, expected=None) -> str:
@@ -781,6 +798,8 @@ class BagRun(TrainingRun):
             except CacheError as exc:  # a cache: rebuilt from the bag (which the fingerprint says is unchanged)
                 self.log(f"warning: {kind} bag {Path(bag).name}: damaged cache, converting the bag again: {exc}")
                 index = None
+            if index is not None:  # the bag is not opened: what its reader said of a file it does not read, again
+                warn_unlisted_files(bag)
             if index is None:
                 try:
                     index = convert_bag(
@@ -811,9 +830,12 @@ class BagRun(TrainingRun):
                 )
                 segments = load_segments(folder, index)
             self.bag_stats[bag] = index["stats"]
-            older = not index.get("sha256") or GRAVITY_KEY not in index  # converted before indexes kept them
-            if not index.get("sha256"):  # read once, kept there (the fingerprint says the bag is the same)
+            # an index converted before it kept these: each read once, kept there (the fingerprint: the same bag)
+            older_hash = index.get(SHA256_SCHEME_KEY) != SHA256_SCHEME
+            older = not index.get("sha256") or older_hash or GRAVITY_KEY not in index
+            if not index.get("sha256") or (older_hash and _older_hash_differs(bag)):
                 index["sha256"] = bag_sha256(bag)
+            index[SHA256_SCHEME_KEY] = SHA256_SCHEME
             if GRAVITY_KEY not in index:  # from the cached IMU readings, the ones the conversion checked
                 index[GRAVITY_KEY] = cached_gravity_problem(folder, index)
             if older:
