@@ -1828,7 +1828,7 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     [
         (["--shift", "fogg"], "unknown shift preset or setting 'fogg'"),
         (["--render-size", "0"], "render_size must be between 8 and 1024"),
-        (["--render-size", "16", "--render-width", "4"], "render_size must be between 8 and 1024"),
+        (["--render-size", "16", "--render-width", "4"], "--render-width must be 0 (square) or between 8 and 1024"),
         (["--render-width", "24"], "--render-width needs --render-size, the camera's height"),
         (["--episodes", "0"], "--episodes must be >= 1"),
         (["--episodes", "-3"], "--episodes must be >= 1"),

@@ -844,6 +844,17 @@ def sim_context():
     context.try_shutdown()
 
 
+def test_the_shipped_sim_parameter_file_lists_every_sim_node_parameter():
+    """docs/ros.md sends users to config/sim.yaml for sim_node's parameters: it named every one but run_id (added
+    2026-12-06 without it)."""
+    from liquid_control.paths import config_dir
+    from liquid_control.ros.graph import _file_parameters
+    from liquid_control.ros.sim_node import SIM_NODE_PARAMETERS
+
+    listed = _file_parameters(config_dir() / "sim.yaml", "sim_node")
+    assert set(listed) == set(SIM_NODE_PARAMETERS), set(listed) ^ set(SIM_NODE_PARAMETERS)
+
+
 @pytest.mark.parametrize(
     "name, value, message",
     [

@@ -870,6 +870,10 @@ def run(args) -> int:
 
             if args.render_width is not None and args.render_size is None:
                 raise ValueError("--render-width needs --render-size, the camera's height")
+            if args.render_width is not None and not (args.render_width == 0 or 8 <= args.render_width <= 1024):
+                raise ValueError(
+                    f"--render-width must be 0 (square) or between 8 and 1024 pixels, got {args.render_width}"
+                )
 
             out = args.output or default_bag_name()
             t0 = time.monotonic()
@@ -888,7 +892,7 @@ def run(args) -> int:
                     range(args.seed, args.seed + args.episodes),
                     world=args.world,
                     render_size=args.render_size
-                    if args.render_width is None
+                    if not args.render_width  # None or 0: square
                     else (args.render_size, args.render_width),
                     shift=args.shift,
                     time_limit=args.time_limit,

@@ -125,7 +125,7 @@ LAGGED_LABELS = "labels of lagged updates from their own messages"
 GRAVITY_KEY = "imu_gravity"
 # How the index's "sha256" was taken: 2, bag_sha256 of the storage files metadata.yaml lists (since 961d716). An index
 # without it holds one of every storage file (961d716 left out a stray one, another recording copied in) or, before
-# 98519fd, of every file but metadata.yaml: taken again where the folder holds such a file (_older_hash_differs)
+# 8f0c3a0, of every file but metadata.yaml: taken again where the folder holds such a file (_older_hash_differs)
 SHA256_SCHEME_KEY, SHA256_SCHEME = "sha256_scheme", 2
 
 
