@@ -77,6 +77,53 @@ def tiny_config(**training):
     }
 
 
+class TinyCamera(gymnasium.Env):
+    """A gymnasium world with a camera that is no TimedMujocoWorld: it takes ``shift`` and ``render_size`` (pixels,
+    or a (height, width) pair) and nothing else, as a world of the user's own may."""
+
+    def __init__(self, shift="", render_size=16):
+        height, width = (render_size, render_size) if isinstance(render_size, int) else render_size
+        self.shape = (int(height), int(width), 3)
+        self.observation_space = gymnasium.spaces.Dict(
+            {"image": gymnasium.spaces.Box(0, 255, self.shape, np.uint8), "dt": gymnasium.spaces.Box(0, 1, (1,))}
+        )
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+
+if "TinyCamera-v0" not in gymnasium.registry:
+    gymnasium.register(id="TinyCamera-v0", entry_point=TinyCamera)
+
+
+@pytest.mark.parametrize("height, width", [(24, 32), (24, 24)])
+def test_a_camera_world_that_is_no_timed_world_gets_the_policys_camera_size_in_training_and_evaluation(height, width):
+    """Before: training gave such a world render_size=height, so a 24x32 (height x width) policy got 24x24 frames
+    ('camera encoder: expected images (N, 24, 32, 3), got (32, 24, 24, 3)' after the demonstrations), and
+    evaluation gave it the TimedMujocoWorld's keywords (update_on, policy_inputs, reorder_lag_s): a TypeError for
+    any camera size. Both give it the camera size alone now, an int where square (what such a world takes)."""
+    from liquid_control.evaluation.agents import default_env_kwargs
+    from liquid_control.policy.config import validate_config
+    from liquid_control.training.episodes import make_env
+
+    config = validate_config(
+        {
+            "name": "tiny_camera",
+            "world": "TinyCamera-v0",
+            "observation": {"image": {"height": height, "width": width}, "vectors": {}, "update_on": "camera"},
+            "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 4}},
+            "core": {"type": "cfc", "units": 8, "backbone_units": 8},
+            "action": {"size": 2, "low": [-1, -1], "high": [1, 1]},
+        }
+    )
+    env = make_env(config)
+    assert env.unwrapped.shape == (height, width, 3)
+    env.close()
+    kwargs = default_env_kwargs(config)
+    assert kwargs == {"render_size": height if height == width else [height, width]}
+    env = gymnasium.make("TinyCamera-v0", **kwargs)
+    assert env.unwrapped.shape == (height, width, 3)
+    env.close()
+
+
 def test_rover_demonstrations_keep_real_irregular_dt(tmp_path):
     import sim_envs  # noqa: F401
 

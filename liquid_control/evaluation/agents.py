@@ -14,12 +14,19 @@ _POLICY_CACHE: dict[tuple[str, str | None], object] = {}  # per process: (path, 
 
 def default_env_kwargs(policy_config: dict | None) -> dict:
     """Keyword arguments for gymnasium.make: the world as the policy was trained on it (camera size, update
-    sensors, reordering lag: ``liquid_control.policy.env_kwargs``)."""
+    sensors, reordering lag: ``liquid_control.policy.env_kwargs``; the camera size alone for a gymnasium world
+    that is no TimedMujocoWorld, as training made it)."""
     if not policy_config:
         return {}
+    import sim_envs
     from liquid_control.policy import env_kwargs
 
-    kwargs = env_kwargs(policy_config)
+    world = policy_config.get("world") or "LiquidRover-v0"
+    try:
+        timed = bool(getattr(sim_envs.world_class(world), "sensor_names", ()))
+    except KeyError as exc:  # an unregistered world: refused naming it, as the plan does for --world
+        raise EvaluationSetupError(f"world: {exc.args[0]}") from None
+    kwargs = env_kwargs(policy_config, timed=timed)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items()}
 
 

@@ -618,20 +618,28 @@ def check_world(cfg: dict, sensors, observations) -> None:
             )
 
 
-def env_kwargs(cfg: dict) -> dict:
+def env_kwargs(cfg: dict, timed: bool = True) -> dict:
     """Keyword arguments of the policy's world (``gymnasium.make``): the camera at the policy's image size,
     updates on the policy's update sensors, the policy's reordering lag, and the policy's inputs
     (``policy_inputs``: ``camera`` for the image, then the vector keys, as the policy node subscribes to them),
-    so that the world's first update waits for a message of each, as the node's ``PolicyRunner`` does."""
+    so that the world's first update waits for a message of each, as the node's ``PolicyRunner`` does.
+    ``timed`` False: a gymnasium world that is no ``TimedMujocoWorld`` (no ``sensor_names``), which takes none of
+    those but the camera size: pixels where square (an int, as such worlds take it), else (height, width)."""
     obs = cfg["observation"]
-    inputs = ([CAMERA] if obs["image"] is not None else []) + list(obs["vectors"])
+    image = obs["image"]
+    if not timed:
+        if image is None:
+            return {}
+        height, width = image["height"], image["width"]
+        return {"render_size": height if height == width else (height, width)}
+    inputs = ([CAMERA] if image is not None else []) + list(obs["vectors"])
     kwargs = {
         "update_on": tuple(obs["update_on"]),
         "reorder_lag_s": obs["reorder_lag_s"],
         "policy_inputs": tuple(inputs),
     }
-    if obs["image"] is not None:
-        kwargs["render_size"] = (obs["image"]["height"], obs["image"]["width"])
+    if image is not None:
+        kwargs["render_size"] = (image["height"], image["width"])
     return kwargs
 
 

@@ -82,10 +82,7 @@ def make_env(config: dict, shift: str | None = None):
 
     world = world_class(config)
     kwargs = {"shift": shift if shift is not None else (config["training"]["shift"] or "")}
-    if getattr(world, "sensor_names", ()):
-        kwargs.update(env_kwargs(config))
-    elif config["observation"]["image"] is not None:
-        kwargs["render_size"] = config["observation"]["image"]["height"]
+    kwargs.update(env_kwargs(config, timed=bool(getattr(world, "sensor_names", ()))))
     env = gymnasium.make(config["world"], **kwargs)
     try:
         check_sizes(config, env)
