@@ -196,6 +196,15 @@ def test_record_cli_expert_renders_a_camera_that_is_not_square(tmp_path):
     assert {(i.height, i.width) for i in infos} == {(16, 24)}
     fx, fy = infos[0].k[0], infos[0].k[4]
     assert fx == pytest.approx(fy) and (infos[0].k[2], infos[0].k[5]) == pytest.approx((12.0, 8.0), abs=0.5)
+    # a driving policy of that camera, no size given: its own is rendered (a 64x64 render was refused before)
+    from liquid_control.policy import Policy, save_policy
+
+    torch.manual_seed(0)
+    wide = dict(CAMERA_ONLY, observation=dict(CAMERA_ONLY["observation"], image={"height": 16, "width": 24}))
+    driver = save_policy(tmp_path / "wide.pt", Policy.from_config(wide))
+    assert cli.main([*argv[:-1], str(tmp_path / "driven"), "--policy", str(driver)]) == 0
+    with BagReader(tmp_path / "driven" / "episode_100") as reader:
+        assert {(m.decode().height, m.decode().width) for m in reader.messages(["/camera/image_raw"])} == {(16, 24)}
 
 
 def test_expert_recording_ends_at_the_time_limit_when_no_frame_comes_within_the_horizon(tmp_path):
@@ -1194,9 +1203,24 @@ def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bag
     with pytest.raises(trainer.TrainingError, match="other bags"):
         trainer.train(CAMERA_ONLY, tmp_path / "run", **{**run, "data": {**data, "bags": [bags[0]]}})
     big = {**CAMERA_ONLY, "observation": {**CAMERA_ONLY["observation"], "image": {"height": 32, "width": 32}}}
-    camera = r"/camera/image_raw \(camera: the rgb8 image of sensor_msgs/msg/Image\) has 16x16 images, the policy"
-    with pytest.raises(trainer.TrainingError, match=rf"episode_100: no labelled update .*{camera} reads 32x32 images"):
+    camera = (
+        r"/camera/image_raw \(camera: the rgb8 image of sensor_msgs/msg/Image\) has 16x16 images \(width x height\), "
+        r"the policy"
+    )
+    with pytest.raises(trainer.TrainingError, match=rf"episode_100: no labelled update .*{camera} reads 32x32 images "):
         trainer.train(big, tmp_path / "big", data={"bags": [bags[0]]}, progress=False)
+
+
+def test_a_bag_camera_of_another_aspect_is_named_width_x_height_and_labelled():
+    """A bag of 24 wide x 32 high frames for a policy 24 high x 32 wide read 'has 24x32 images, the policy reads
+    32x24', unlabelled beside messages in height x width; now it says width x height, once."""
+    from liquid_control.bags.stream import wrong_size_hint
+
+    spec = SimpleNamespace(topics={"camera": "/camera/image_raw"})
+    hint = wrong_size_hint("camera", (32, 24, 3), (24, 32, 3), spec)
+    assert "has 24x32 images (width x height), the policy reads 32x24 images (observation.image)" in hint, hint
+    unknown = wrong_size_hint("camera", None, (24, 32, 3), spec)
+    assert "has of another size, the policy reads 32x24 images (width x height) (observation.image)" in unknown
 
 
 def _steady_bag(path, period: float, frames: int, command=lambda i: (0.5, 0.3 * np.sin(i / 5))):

@@ -82,7 +82,24 @@ def test_an_uncalibrated_camera_is_checked_for_its_size_only():
     assert camera_info_problems(msg, (64, 64, 3), "LiquidRover-v0", 100.0) == {}
     problems = camera_info_problems(info(640, 480, 0.0), (64, 64, 3), "LiquidRover-v0", 100.0)
     assert list(problems) == ["size_mismatch"]
-    assert problems["size_mismatch"].startswith("camera_info says 640x480 images but the policy takes 64x64")
+    assert problems["size_mismatch"].startswith(
+        "camera_info says 640x480 images (width x height) but the policy takes 64x64"
+    )
+
+
+def test_a_camera_that_is_not_square_is_named_width_x_height_and_labelled():
+    """A policy 24 high x 32 wide against a camera_info of 24 wide x 32 high: the message read 'says 24x32 images
+    but the policy takes 32x24' unlabelled, beside a bad_shape line of numpy shapes, (32, 24, 3) against (24, 32, 3),
+    so either could be read either way. Both are now width x height, said so; and a 4:3 policy is not told a 640x480
+    frame resized to its size is squeezed (its pixels stay square)."""
+    problems = camera_info_problems(info(24, 32, 0.0), (24, 32, 3))
+    assert problems == {
+        "size_mismatch": "camera_info says 24x32 images (width x height) but the policy takes 32x24: its images "
+        "will be rejected (bad_shape); set the camera's resolution to the policy's"
+    }
+    squeezed = camera_info_problems(info(32, 24, 20.0, 20.0 / 0.75), (24, 32, 3))["non_square_pixels"]
+    assert "(a frame of another aspect ratio resized to 32x24 (width x height))" in squeezed, squeezed
+    assert "aspect ratio (32:24)" in squeezed and "640x480" not in squeezed, squeezed
 
 
 def test_binning_and_roi_give_the_published_images_size_and_focal_lengths():

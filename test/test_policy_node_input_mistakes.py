@@ -229,8 +229,8 @@ def test_a_rejected_message_is_logged_with_its_topic_and_a_wrong_size_with_both_
     assert node.runner.counters["rejected.bad_shape"] == 1 and node.runner.counters["rejected.bad_encoding"] == 1
     assert any(
         w.startswith(
-            "camera message on /camera/image_raw rejected (bad_shape: shape (16, 16, 3), the policy takes "
-            "(8, 8, 3), stamp "
+            "camera message on /camera/image_raw rejected (bad_shape: a 16x16 image (width x height), the policy "
+            "takes 8x8, stamp "
         )
         for w in warnings
     ), warnings
@@ -567,8 +567,8 @@ def test_an_image_of_another_size_is_refused_before_it_is_converted(policy_node)
     assert node.runner.counters["rejected.bad_shape"] == 1 and node.runner.counters["received.camera"] == 1
     assert any(
         w.startswith(
-            "camera message on /camera/image_raw rejected (bad_shape: shape (2000, 2000, 3), the policy takes "
-            "(8, 8, 3), stamp "
+            "camera message on /camera/image_raw rejected (bad_shape: a 2000x2000 image (width x height), the "
+            "policy takes 8x8, stamp "
         )
         for w in warnings
     ), warnings
@@ -639,6 +639,45 @@ def test_a_stretched_camera_or_one_of_another_field_of_view_is_named_from_camera
     assert node.runner.counters["camera_info.non_square_pixels"] == 1
     assert node.runner.counters["camera_info.fov_mismatch"] == 2
     assert any("a field of view of 120x120 degrees" in w and "LiquidBalanceNav-v0 renders 90x90" in w for w in warnings)
+
+
+CAMERA_4_3_IMU = {**CAMERA_IMU, "observation": {**CAMERA_IMU["observation"], "image": {"height": 24, "width": 32}}}
+
+
+@pytest.mark.parametrize("policy_node", [CAMERA_4_3_IMU], indirect=True)
+def test_a_camera_turned_on_its_side_is_named_alike_by_its_rejections_and_its_camera_info(policy_node):
+    """A policy 24 high x 32 wide fed a camera 24 wide x 32 high: the log said, one line after the other,
+    'rejected (bad_shape: shape (32, 24, 3), the policy takes (24, 32, 3)' (height, width) and 'camera_info says
+    24x32 images but the policy takes 32x24' (width x height), unlabelled: the same mismatch read both ways. Each
+    line now gives width x height and says so."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from sensor_msgs.msg import CameraInfo
+
+    from liquid_control.conventions.image_conversion import numpy_to_image
+
+    node, _probe, _spin, warnings = policy_node
+    errors = []
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    node._subscriptions_by_sensor["camera_info"].callback(CameraInfo(width=24, height=32))
+    image = numpy_to_image(np.zeros((32, 24, 3), np.uint8), "rgb8")
+    image.header.stamp = node.get_clock().now().to_msg()
+    node._on_image(image)
+    node._on_reading("camera", None, np.zeros((32, 24, 3), np.uint8))  # the runner's own refusal, said alike
+    node._on_reading("camera", None, np.zeros((24, 32, 4), np.uint8))  # not an RGB image: its shape, labelled
+    assert node.runner.counters["rejected.bad_shape"] == 3 and node.runner.counters["camera_info.size_mismatch"] == 1
+    assert errors == [
+        "/camera/camera_info: camera_info says 24x32 images (width x height) but the policy takes 32x24: its images "
+        "will be rejected (bad_shape); set the camera's resolution to the policy's"
+    ]
+    rejected = [w for w in warnings if w.startswith("camera message on /camera/image_raw rejected (bad_shape")]
+    assert len(rejected) == 3, warnings
+    for line in rejected[:2]:
+        assert line.startswith(
+            "camera message on /camera/image_raw rejected (bad_shape: a 24x32 image (width x height), the policy "
+            "takes 32x24, stamp "
+        ), line
+    assert "bad_shape: shape (24, 32, 4) (height, width, channels), the policy takes (24, 32, 3), " in rejected[2]
 
 
 @pytest.mark.parametrize("policy_node", [CAMERA_IMU_WHEELS], indirect=True)

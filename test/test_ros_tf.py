@@ -505,7 +505,7 @@ def test_policy_node_checks_the_image_size_against_camera_info(tmp_path):
     finally:
         probe.close()
         stop_process(proc)
-    assert "camera_info says 32x24 images but the policy takes 64x64" in log.read_text()
+    assert "camera_info says 32x24 images (width x height) but the policy takes 64x64" in log.read_text()
 
 
 def test_camera_info_follows_a_remapped_image_topic(tmp_path):
@@ -565,7 +565,7 @@ def test_camera_info_follows_a_remapped_image_topic(tmp_path):
         probe.close()
         stop_process(policy)
         stop_process(sim)
-    assert "camera_info says 32x24 images but the policy takes 64x64" in policy_log.read_text()
+    assert "camera_info says 32x24 images (width x height) but the policy takes 64x64" in policy_log.read_text()
 
 
 def test_view_without_an_output_says_what_it_needs():

@@ -52,7 +52,7 @@ def test_ncp_neuron_groups_follow_the_state_layout():
 
 def test_visual_backprop_refuses_images_of_another_size_than_the_encoder_takes():
     encoder = CameraEncoder(32, 32, [4, 4], [5, 3], [2, 2], 4)
-    with pytest.raises(ValueError, match=r"takes images \(32, 32, 3\), got \(64, 64, 3\)"):
+    with pytest.raises(ValueError, match=r"takes images \(32, 32, 3\) \(height, width, channels\), got \(64, 64, 3\)"):
         visual_backprop(encoder, np.zeros((64, 64, 3), np.uint8))  # the convolutions alone would take it
 
 

@@ -637,6 +637,15 @@ def test_a_bag_trained_twist_policy_sent_as_a_plain_array_is_said_to_come_from_i
         assert len(plain) == 1 and expected in plain[0], configuring
 
 
+def test_the_cards_camera_of_another_aspect_is_width_x_height_and_says_so():
+    """The card's sensor line said 'camera 32x24' (width x height) beside the encoder's 'features on 24x32 RGB'
+    (height x width), neither labelled; both are width x height now, said so (the sensor line checked here)."""
+    record = {"width": 32, "height": 24, "fovy_deg": 100.0, "source": "LiquidRover-v0"}
+    assert sensor_record.describe({training_record.CAMERA_KEY: record}) == (
+        "camera 32x24 (width x height), vertical field of view 100 degrees (LiquidRover-v0)"
+    )
+
+
 def test_a_model_card_says_the_sensors_its_policy_trained_at(tmp_path, monkeypatch):
     """The card named no rate nor camera: a user could not tell what the robot's sensors should run at."""
     from liquid_control.policy import Policy, save_policy
@@ -649,8 +658,8 @@ def test_a_model_card_says_the_sensors_its_policy_trained_at(tmp_path, monkeypat
     monkeypatch.setattr(model_card, "measure_both_paths", lambda *a, **k: measured)
     card = model_card.write_card("shipped", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine").read_text()
     assert (
-        "Sensors it trained at: imu 100.0 Hz (middle 90% 90.9-111.1 Hz); camera 8x8, vertical field of view 120 "
-        "degrees (test)." in card
+        "Sensors it trained at: imu 100.0 Hz (middle 90% 90.9-111.1 Hz); camera 8x8 (width x height), vertical "
+        "field of view 120 degrees (test)." in card
     ), card
     assert (
         load_policy(tmp_path / "out" / "shipped.pt").metadata[training_record.RATES_KEY]

@@ -885,11 +885,12 @@ READING_FIELDS = {  # what policy_node reads of each sensor's message (liquid_co
 }
 
 
-def _size_text(sensor: str, shape: tuple | None) -> str:
+def _size_text(sensor: str, shape: tuple | None, order: bool = False) -> str:
+    """``order``: say the order of an image's size, once per message (width x height, as CameraInfo gives it)."""
     if shape is None:
         return "of another size"
     if sensor == "camera" and len(shape) >= 2:
-        return f"{shape[1]}x{shape[0]} images"
+        return f"{shape[1]}x{shape[0]} images" + (" (width x height)" if order else "")
     return f"{shape[0]} values" if len(shape) == 1 else f"values of shape {list(shape)}"
 
 
@@ -900,7 +901,8 @@ def wrong_size_hint(sensor: str, found: tuple | None, expected: tuple, spec: Bag
     where = f"{topic} ({sensor}: {READING_FIELDS.get(sensor, 'its reading')} of {msgtype})"
     if sensor == "camera":
         return (
-            f"{where} has {_size_text(sensor, found)}, the policy reads {_size_text(sensor, expected)} "
+            f"{where} has {_size_text(sensor, found, order=True)}, the policy reads "
+            f"{_size_text(sensor, expected, order=found is None)} "
             f"(observation.image): record the topic policy_node will subscribe to, resized"
         )
     declared = expected[0] if len(expected) == 1 else list(expected)

@@ -107,18 +107,23 @@ def camera_info_problems(
     problems = {}
     if (h, w) != (height, width):
         problems["size_mismatch"] = (
-            f"camera_info says {w}x{h} images but the policy takes {width}x{height}: its images will be rejected "
-            "(bad_shape); set the camera's resolution to the policy's"
+            f"camera_info says {w}x{h} images (width x height) but the policy takes {width}x{height}: its images "
+            "will be rejected (bad_shape); set the camera's resolution to the policy's"
         )
     fov = field_of_view_deg(w, h, fx, fy)
     if fov is None:
         return problems
     if abs(fx / fy / trained_aspect - 1.0) > PIXEL_ASPECT_TOLERANCE:
+        squeezed = (  # the 640x480 example holds for a square policy (resized to a 4:3 one, its pixels stay square)
+            f"a 640x480 frame (width x height) resized to {width}x{height} is squeezed 4:3"
+            if width == height
+            else f"a frame of another aspect ratio resized to {width}x{height} (width x height)"
+        )
         problems["non_square_pixels"] = (
             (
                 f"camera_info's K has pixels {fx / fy:.2f} times as wide as tall (fx {fx:.1f}, fy {fy:.1f}): the "
-                f"images were resized by another factor across than down (a 640x480 frame resized to {width}x{height} "
-                "is squeezed 4:3), while the policy's training frames have square pixels; crop the camera's frames to "
+                f"images were resized by another factor across than down ({squeezed}), while the policy's training "
+                "frames have square pixels; crop the camera's frames to "
                 f"the policy's aspect ratio ({width}:{height}) before resizing them (docs/real_robot.md)"
             )
             if trained_aspect == 1.0
@@ -137,9 +142,9 @@ def camera_info_problems(
         ratios = [math.tan(math.radians(a) / 2) / math.tan(math.radians(b) / 2) for a, b in zip(fov, trained)]
         if any(abs(r - 1.0) > FIELD_OF_VIEW_TOLERANCE for r in ratios):
             trainer = (
-                f"the policy was trained (its file records) on a camera of {trained[0]:.0f}x{trained[1]:.0f}"
+                f"the policy was trained (its file records) on a camera of {trained[0]:.0f}x{trained[1]:.0f} degrees"
                 if recorded
-                else f"the policy's world {world} renders {trained[0]:.0f}x{trained[1]:.0f}"
+                else f"the policy's world {world} renders {trained[0]:.0f}x{trained[1]:.0f} degrees"
             )
             problems["fov_mismatch"] = (
                 f"camera_info's K gives a field of view of {fov[0]:.0f}x{fov[1]:.0f} degrees (across x down), "

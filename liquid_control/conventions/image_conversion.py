@@ -49,7 +49,7 @@ def image_to_numpy(msg, desired_encoding: str = "passthrough") -> np.ndarray:
     itemsize = np.dtype(dtype).itemsize
     row_bytes = width * len(channels) * itemsize
     if height <= 0 or width <= 0:
-        raise ImageConversionError(f"image has an empty size {width}x{height}")
+        raise ImageConversionError(f"image has an empty size {width}x{height} (width x height)")
     if step < row_bytes:
         raise ImageConversionError(
             f"image step {step} is smaller than a {msg.encoding} row of {width} pixels ({row_bytes} bytes)"

@@ -35,8 +35,8 @@ def visual_backprop(encoder, images) -> np.ndarray:
     if images.dim() != 4 or tuple(images.shape[1:]) != (encoder.height, encoder.width, 3):
         # the convolutions alone would take any size: a map of an image the network never sees
         raise ValueError(
-            f"visual_backprop: the encoder takes images ({encoder.height}, {encoder.width}, 3), "
-            f"got {tuple(images.shape[1:])}"
+            f"visual_backprop: the encoder takes images ({encoder.height}, {encoder.width}, 3) (height, width, "
+            f"channels), got {tuple(images.shape[1:])}"
         )
     convs = [m for m in encoder.conv if isinstance(m, torch.nn.Conv2d)]
     maps = []

@@ -95,7 +95,9 @@ class CameraEncoder(nn.Module):
         self.normalize = normalize
         h, w = conv_sizes(height, width, kernel_sizes, strides)[-1]
         if min(h, w) < 1:  # configs are checked at load (validate_config); this is for direct use
-            raise ValueError(f"camera encoder: a {height}x{width} image is too small for these convolutions")
+            raise ValueError(
+                f"camera encoder: a {width}x{height} image (width x height) is too small for these convolutions"
+            )
         layers, c_in = [], 3
         for c_out, k, s in zip(channels, kernel_sizes, strides):
             layers += [nn.Conv2d(c_in, c_out, k, stride=s), nn.ReLU()]
@@ -117,7 +119,8 @@ class CameraEncoder(nn.Module):
         """Features (N, F) of uint8 images (N, H, W, 3); ValueError for any other shape."""
         if image.dim() != 4 or tuple(image.shape[1:]) != (self.height, self.width, 3):
             raise ValueError(
-                f"camera encoder: expected images (N, {self.height}, {self.width}, 3), got {tuple(image.shape)}"
+                f"camera encoder: expected images (N, {self.height}, {self.width}, 3) (batch, height, width, "
+                f"channels), got {tuple(image.shape)}"
             )
         return torch.tanh(self.norm(self.project(self.conv(self.scale(image)).flatten(1))))
 

@@ -833,7 +833,7 @@ class PolicyNode(LifecycleNode):
             self._warn_rejected(
                 CAMERA,
                 R.BAD_SHAPE,
-                f": shape {(msg.height, msg.width, *expected[2:])}, the policy takes {expected}",
+                _camera_size_detail((msg.height, msg.width, *expected[2:]), expected),
                 stamps.seconds(msg.header.stamp),
             )
             return
@@ -977,7 +977,12 @@ class PolicyNode(LifecycleNode):
             self._rejected_since_accepted.setdefault(sensor, Counter())[result.reason] += 1
             detail = f": {result.detail}" if result.detail else ""
             if result.reason == R.BAD_SHAPE:  # which size it was, and which the policy takes
-                detail = f": shape {np.shape(value)}, the policy takes {self.runner.spec.sensors[sensor]}"
+                expected = self.runner.spec.sensors[sensor]
+                detail = (
+                    _camera_size_detail(np.shape(value), expected)
+                    if sensor == CAMERA
+                    else f": shape {np.shape(value)}, the policy takes {expected}"
+                )
             elif result.reason == R.FUTURE_STAMP:  # by how much: a driver stamping by another clock
                 detail = (
                     f": {stamp - now:.3f} s ahead of the node clock, more than max_future_stamp_s "
@@ -1526,6 +1531,15 @@ def _some(names, count: int = 8, chars: int = 64) -> str:
 def _vector(value) -> str:
     """A setpoint's value for a log line: ``[0.5, 0]``."""
     return "[" + ", ".join(f"{float(v):g}" for v in np.ravel(value)) + "]"
+
+
+def _camera_size_detail(shape, expected) -> str:
+    """A bad_shape rejection's sizes of an image of numpy ``shape`` (height, width, channels) as width x height,
+    camera_info's order: its line beside this one named a camera that is not square the other way round."""
+    shape, expected = tuple(int(n) for n in shape), tuple(int(n) for n in expected)
+    if len(shape) == 3 and shape[2:] == expected[2:]:
+        return f": a {shape[1]}x{shape[0]} image (width x height), the policy takes {expected[1]}x{expected[0]}"
+    return f": shape {shape} (height, width, channels), the policy takes {expected}"
 
 
 def make_executor():

@@ -411,7 +411,8 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "", replace: 
     if rec.image is not None:
         stamp = stamps.seconds(rec.image.header.stamp)
         image_title = (
-            f"camera/image_raw {rec.image.width}x{rec.image.height}, frame {rec.image.header.frame_id}, t={stamp:.2f} s"
+            f"camera/image_raw {rec.image.width}x{rec.image.height} (width x height), "
+            f"frame {rec.image.header.frame_id}, t={stamp:.2f} s"
         )
         try:
             ax_image.imshow(image_to_numpy(rec.image, "rgb8"), interpolation="nearest")

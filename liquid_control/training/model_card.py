@@ -503,7 +503,7 @@ def _write_card(
                 else f"CNN {cfg['encoder']['camera']['channels']} channels, kernels "
                 f"{cfg['encoder']['camera']['kernel_sizes']}, strides {cfg['encoder']['camera']['strides']}"
                 f" -> {cfg['encoder']['camera']['features']} features on "
-                f"{cfg['observation']['image']['height']}x{cfg['observation']['image']['width']} RGB"
+                f"{cfg['observation']['image']['width']}x{cfg['observation']['image']['height']} RGB (width x height)"
             ),
             "vector_inputs": dict(cfg["observation"]["vectors"]),
             "parameters": policy.num_parameters(),

@@ -143,7 +143,9 @@ def describe(metadata: dict) -> str:
     if isinstance(camera, dict):
         fovy = camera.get("fovy_deg")
         seen = "field of view unknown" if fovy is None else f"vertical field of view {fovy:g} degrees"
-        parts.append(f"camera {camera.get('width')}x{camera.get('height')}, {seen} ({camera.get('source')})")
+        parts.append(
+            f"camera {camera.get('width')}x{camera.get('height')} (width x height), {seen} ({camera.get('source')})"
+        )
     # a record without a sensor's rate: a run resumed from a checkpoint of before it that read no round's data again
     return "; ".join(parts) or "no sensor rate recorded (policy_node checks no rate)"
 
