@@ -202,9 +202,10 @@ class Operator:
         return self.until is not None or drawn
 
 
-def load_driver(path: str | Path, image_size: tuple[int, int]):
-    """The backend of a policy that is to drive the rover from its camera at the recorded (height, width); ValueError
-    naming the file otherwise (a policy of another world, or of another image size: the node would refuse it)."""
+def load_driver(path: str | Path, image_size: tuple[int, int] | None):
+    """The backend of a policy that is to drive the rover from its camera at the recorded (height, width) (None: the
+    policy's own); ValueError naming the file otherwise (a policy of another world, or of another image size: the
+    node would refuse it)."""
     from liquid_control.runtime.backends import BackendError, load_backend
 
     try:
@@ -216,7 +217,7 @@ def load_driver(path: str | Path, image_size: tuple[int, int]):
     problem = None
     if config.get("world") != "LiquidRover-v0" or config["action"].get("kind") != "twist":
         problem = f"it is a policy for {config.get('world')!r} with {config['action'].get('kind')!r} actions"
-    elif (image.get("height"), image.get("width")) != tuple(image_size):
+    elif image_size is not None and (image.get("height"), image.get("width")) != tuple(image_size):
         problem = (
             f"it reads {image.get('height')}x{image.get('width')} images (height x width), the recording renders "
             f"{image_size[0]}x{image_size[1]} (--render-size, --render-width)"
@@ -491,11 +492,19 @@ def record_expert_episodes(
             )
 
     refuse_taken()
-    env = make_world(world, render_size, shift, time_limit)  # a bad world, shift or size refused before the folder
+    driver = None
+    if policy is not None:  # refused before the folder too; without render_size, its own camera size is rendered
+        from sim_envs.world import camera_image_shape
+
+        driver = load_driver(policy, None if render_size is None else camera_image_shape(render_size)[:2])
     try:
-        driver = None if policy is None else load_driver(policy, env.image_shape[:2])  # refused before the folder too
+        if driver is not None and render_size is None:  # as liquid-control sim renders a policy's camera
+            image = driver.config["observation"]["image"]
+            render_size = (image["height"], image["width"])
+        env = make_world(world, render_size, shift, time_limit)  # a bad world, shift or size refused before the folder
     except BaseException:
-        env.close()
+        if driver is not None:
+            driver.close()
         raise
     results = []
     made = first_missing_folder(out)  # a failure before the first bag leaves no empty -o folder of ours
