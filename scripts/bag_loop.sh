@@ -39,7 +39,8 @@ AUGMENT=${AUGMENT---augment}      # image augmentation of BC (AUGMENT="" switche
 EXTRA_SET=${EXTRA_SET:-}          # further --set KEY=VALUE for training
 EVAL_ARGS=${EVAL_ARGS:-}          # further options of the simulated evaluation (e.g. --no-saliency --backend serial)
 REPLAY=${REPLAY:-1}               # replay a test bag through policy_node over DDS (0: skip)
-RENDER_SIZE=${RENDER_SIZE:-64}    # camera pixels: the policy's image size (the node does not resize)
+RENDER_SIZE=${RENDER_SIZE:-}      # camera height in pixels ("": CONFIG's observation.image; the node does not resize)
+RENDER_WIDTH=${RENDER_WIDTH:-}    # camera width in pixels ("": CONFIG's, or square with RENDER_SIZE; 0: square)
 TIME_LIMIT=${TIME_LIMIT:-0}       # episode time limit of the recordings (s; 0: the world's)
 DAGGER_ROUNDS=${DAGGER_ROUNDS:-0} # then this many deploy-record-retrain rounds (DAgger: the policy drives, the expert
                                   # labels every update and drives a decaying random share; scripts/takeover_rounds.sh)
@@ -63,7 +64,15 @@ mkdir -p "$OUT"
 settings="OUT=$OUT CONFIG=$CONFIG EPISODES=$EPISODES VAL_EPISODES=$VAL_EPISODES TEST_EPISODES=$TEST_EPISODES EVAL_EPISODES=$EVAL_EPISODES \
 EPOCHS=$EPOCHS SEED=$SEED NOISE_STD=$NOISE_STD NOISE_CORR=$NOISE_CORR BURST_RATE=$BURST_RATE EXPERT_MARGIN=$EXPERT_MARGIN AUGMENT=$AUGMENT \
 EXTRA_SET=\"$EXTRA_SET\""
-record=($LC record --expert --render-size "$RENDER_SIZE" --time-limit "$TIME_LIMIT" --no-progress)
+if [ -z "$RENDER_SIZE" ]; then  # the policy's camera: recorded at its size, height and width
+  camera=$($PYTHON -c 'import sys; from liquid_control.policy import load_config
+image = load_config(sys.argv[1])["observation"]["image"] or {}
+print(image.get("height", 64), image.get("width", 64))' "$CONFIG")
+  RENDER_SIZE=${camera% *}
+  RENDER_WIDTH=${RENDER_WIDTH:-${camera#* }}
+fi
+RENDER_WIDTH=${RENDER_WIDTH:-0}  # RENDER_SIZE given alone: square, as before
+record=($LC record --expert --render-size "$RENDER_SIZE" --render-width "$RENDER_WIDTH" --time-limit "$TIME_LIMIT" --no-progress)
 [ -z "$EXPERT_MARGIN" ] || record+=(--expert-margin "$EXPERT_MARGIN")
 start=$(date +%s)
 stage() { echo "[bag_loop $(($(date +%s) - start)) s] $*" >&2; }
@@ -111,7 +120,7 @@ if [ "$DAGGER_ROUNDS" -gt 0 ]; then
   # so takeover_rounds.sh's own default (the photometric augmentation) does not apply
   OUT=$OUT CONFIG=$CONFIG SEED=$SEED EVAL_EPISODES=$EVAL_EPISODES EVAL_ARGS="$EVAL_ARGS" ROUNDS=$DAGGER_ROUNDS \
     EPISODES=$ROUND_EPISODES SHADOW=1 THRESHOLD=10 HOLD_S=1.0 TIME_LIMIT=$ROUND_TIME_LIMIT SHARES="0.5 0.3 0.2 0.1" \
-    CONTINUE=1 EPOCHS=$ROUND_EPOCHS SELECT=last RENDER_SIZE=$RENDER_SIZE EXPERT_MARGIN="$EXPERT_MARGIN" LC=$LC \
+    CONTINUE=1 EPOCHS=$ROUND_EPOCHS SELECT=last RENDER_SIZE=$RENDER_SIZE RENDER_WIDTH=$RENDER_WIDTH EXPERT_MARGIN="$EXPERT_MARGIN" LC=$LC \
     EXTRA_SET="${AUGMENT:+--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]} $EXTRA_SET" \
     scripts/takeover_rounds.sh
   $PYTHON scripts/bag_loop.py rounds "$OUT" --figure "$OUT/rounds.png" | tee "$OUT/rounds.md"

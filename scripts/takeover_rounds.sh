@@ -12,7 +12,7 @@
 #
 # Seeds: round k records episodes 200 + EPISODES (k - 1) ..; training, validation and test bags are bag_loop's
 # (100.., 500.., 600..), the evaluation episodes the same 20,000,000.. as bag_loop's: disjoint while
-# ROUNDS x EPISODES <= 300 (checked). The bags are recorded by the training expert at RENDER_SIZE (bag_loop's).
+# ROUNDS x EPISODES <= 300 (checked). The bags are recorded by the training expert at the policy's camera size.
 set -euo pipefail
 if [ $# -gt 0 ]; then  # its settings are environment variables: an argument (--help) used to start the whole loop
   case "$1" in -h | --help)
@@ -41,7 +41,8 @@ SHARES=${SHARES:-}                # operator share per round, e.g. "0.5 0.3 0.2 
 CONTINUE=${CONTINUE:-0}           # 1: each round fine-tunes the previous round's policy (train --init-from) for
                                   # EPOCHS epochs, as DAgger continues training, instead of training from scratch
 EXTRA_SET=${EXTRA_SET:-"--set training.augmentation=[brightness,contrast,gamma,colour,noise,blur]"}
-RENDER_SIZE=${RENDER_SIZE:-64}    # camera pixels of the recordings: the policy's image size, as in bag_loop.sh
+RENDER_SIZE=${RENDER_SIZE:-}      # camera height of the recordings in pixels ("": the driving policy's own)
+RENDER_WIDTH=${RENDER_WIDTH:-}    # camera width ("": the driving policy's own, or RENDER_SIZE's square; 0: square)
 EXPERT_MARGIN=${EXPERT_MARGIN:-}  # the supervising expert's clearance from trees (m; "": the training expert's)
 EVAL_ARGS=${EVAL_ARGS:-}          # further options of each round's simulated evaluation (e.g. --backend serial)
 LC=${LC:-liquid-control}
@@ -72,6 +73,9 @@ for round in $(seq 1 "$ROUNDS"); do
   [ -f "$dir.record.txt" ] || rm -rf "$dir/takeover"  # an interrupted recording: record the round again
   if [ ! -d "$dir/takeover" ]; then
     record_opts=()
+    size_opts=()  # none: record --expert renders the driving policy's own camera size
+    [ -z "$RENDER_SIZE" ] || size_opts=(--render-size "$RENDER_SIZE")
+    [ -z "$RENDER_WIDTH" ] || size_opts+=(--render-width "$RENDER_WIDTH")
     [ "$SHADOW" = 1 ] && record_opts=(--shadow)
     [ -z "$EXPERT_MARGIN" ] || record_opts+=(--expert-margin "$EXPERT_MARGIN")
     if [ "${#shares[@]}" -gt 0 ]; then  # this round's share: the schedule's, its last value repeating
@@ -80,7 +84,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     $LC record --expert --policy "$policy" -o "$dir/takeover" --episodes "$EPISODES" --seed "$first" \
       --takeover-threshold "$THRESHOLD" --takeover-hold-s "$HOLD_S" "${record_opts[@]}" --time-limit "$TIME_LIMIT" \
-      --render-size "$RENDER_SIZE" --no-progress > "$dir.record.tmp"
+      "${size_opts[@]}" --no-progress > "$dir.record.tmp"
     mv "$dir.record.tmp" "$dir.record.txt"
   fi
   cat "$dir.record.txt"

@@ -248,7 +248,8 @@ def test_a_namespaced_recorder_records_the_topics_its_namespaced_policy_reads(tm
 
 
 def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
-    """scripts/bag_loop.sh, shrunk (16x16 camera, 2 s recordings, one epoch, 2 simulated episodes): records
+    """scripts/bag_loop.sh, shrunk (a camera 16 high and 24 wide, recorded at the config's size without RENDER_SIZE,
+    2 s recordings, one epoch, 2 simulated episodes): records
     noisy expert bags, trains from them, evaluates offline and in simulation, replays a test bag over DDS, then
     runs one DAgger round (scripts/takeover_rounds.sh: the policy drives 3 episodes of at most 3 s, the expert
     labels every update and drives half of them at random, the policy is fine-tuned on every bag so far for 2
@@ -259,13 +260,12 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
 
     root = Path(__file__).resolve().parent.parent
     config = tmp_path / "tiny.yaml"
-    config.write_text(
-        yaml.safe_dump({**CONFIG, "training": {"epochs_first": 1, "batch_size": 2, "sequence_length": 8}})
-    )
+    wide = dict(CONFIG, observation=dict(CONFIG["observation"], image={"height": H, "width": 24}))
+    config.write_text(yaml.safe_dump({**wide, "training": {"epochs_first": 1, "batch_size": 2, "sequence_length": 8}}))
     out = tmp_path / "loop"
     settings = dict(
         OUT=str(out), CONFIG=str(config), EPISODES="2", VAL_EPISODES="1", TEST_EPISODES="1", EVAL_EPISODES="2",
-        EPOCHS="1", RENDER_SIZE=str(W), TIME_LIMIT="2", NOISE_STD="0.3", NOISE_CORR="0.9", BURST_RATE="1",
+        EPOCHS="1", TIME_LIMIT="2", NOISE_STD="0.3", NOISE_CORR="0.9", BURST_RATE="1",
         EVAL_ARGS="--backend serial --no-saliency", DAGGER_ROUNDS="1", ROUND_EPISODES="3", ROUND_EPOCHS="2",
         ROUND_TIME_LIMIT="3",
     )  # fmt: skip
@@ -285,6 +285,8 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     assert bags["train"]["noise"]["std"] == 0.3 and bags["validation"]["noise"]["std"] == 0.0
     with BagReader(out / "bags" / "train" / "episode_100") as reader:  # DART: the base's command is recorded too
         assert reader.topics["/base/cmd_vel"].count == reader.topics["/cmd_vel"].count > 10
+        first = next(reader.messages(["/camera/image_raw"])).decode()
+        assert (first.height, first.width) == (H, 24)  # the config's camera (before: RENDER_SIZE's square, 64)
     assert figures["training"]["training_updates"] > 20
     offline = figures["offline_test_bags"]
     assert offline["labelled"] > 20 and all(np.isfinite(offline["mae"])) and all(np.isfinite(offline["rmse"]))
@@ -302,6 +304,8 @@ def test_bag_loop_script_runs_the_whole_loop_shrunk(tmp_path):
     assert rule["operator_share"] == 0.5 and rule["shadow"] is True and rule["threshold"] == 10
     with BagReader(supervised[0]) as reader:
         assert reader.topics["/cmd_vel"].count == reader.topics["/base/cmd_vel"].count > 10
+        first = next(reader.messages(["/camera/image_raw"])).decode()
+        assert (first.height, first.width) == (H, 24)  # the driving policy's camera
     for bag in supervised:  # ROUND_TIME_LIMIT (3 s) ends them
         with BagReader(bag) as reader:
             (status,) = [json.loads(m.decode().data) for m in reader.messages(["/episode_status"])]
