@@ -306,3 +306,41 @@ def test_a_start_record_nested_past_the_recursion_limit_is_refused_naming_it(tmp
     (tmp_path / START_FILE).write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(TrainingError, match=rf"{START_FILE}: not a readable record of the run's start \(nested too"):
         recorded_start(tmp_path, None)
+
+
+def test_a_yaw_lens_other_than_the_worlds_camera_at_its_aspect_is_told_at_the_start(tmp_path, monkeypatch):
+    """docs/training.md gave the rover's 'yaw' field of view as 100 degrees, true of a square image only: a rover
+    policy 48 high and 64 wide sees 115.6 degrees wide, and 'yaw' with hfov_deg 100 turned its frames as through
+    another lens without a word. Now train says so when it starts, naming the value to set; the matching lens, or a
+    square image with 100, gets no such line."""
+    from liquid_control.training import trainer
+
+    class Started(Exception):
+        pass
+
+    def started(run):
+        raise Started
+
+    monkeypatch.setattr(trainer.TrainingRun, "run", started)
+    for width, hfov, said in ((64, 100.0, True), (64, 115.6, False), (48, 100.0, False)):
+        logged = []
+        with pytest.raises(Started):
+            trainer.train(
+                "policies/configs/cfc_ncp_rover.yaml",
+                tmp_path / f"w{width}_{hfov:g}",
+                overrides={
+                    "observation.image.height": 48,
+                    "observation.image.width": width,
+                    "training.augmentation": ["yaw"],
+                    "training.yaw_recovery": {"gain": 1.667, "hfov_deg": hfov},
+                },
+                progress=False,
+                log=logged.append,
+            )
+        lines = [line for line in logged if "hfov_deg" in line]
+        expected = [
+            "warning: training.yaw_recovery.hfov_deg is 100, but LiquidRover-v0's camera at 64x48 (width x height) "
+            "sees 115.6 degrees wide (100 vertically): 'yaw' would turn the frames as through another lens; set "
+            "hfov_deg: 115.6 (the recorded bags' own camera where they come from a robot)"
+        ]
+        assert lines == (expected if said else []), logged

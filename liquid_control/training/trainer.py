@@ -109,6 +109,30 @@ def start_scale_note(start: tuple, spec, cfg: dict, data: dict) -> str | None:
     )
 
 
+def yaw_field_of_view_note(cfg: dict) -> str | None:
+    """A warning where ``training.yaw_recovery.hfov_deg`` is not the horizontal field of view of the config's
+    simulated camera at its image's aspect (the rover's 100 degrees holds for a square image only): 'yaw' would turn
+    the frames as seen through another lens. None where it is, or where that camera is unknown (no world)."""
+    from liquid_control.conventions.camera_info import trained_field_of_view_deg, world_camera_fovy_deg
+
+    t, image = cfg["training"], cfg["observation"].get("image")
+    if "yaw" not in t["augmentation"] or not image or not t["yaw_recovery"] or cfg["world"] is None:
+        return None
+    fovy = world_camera_fovy_deg(cfg["world"])
+    if fovy is None:
+        return None
+    wide, _ = trained_field_of_view_deg(image["height"], image["width"], fovy)
+    given = float(t["yaw_recovery"]["hfov_deg"])
+    if abs(given - wide) <= 0.5:
+        return None
+    return (
+        f"warning: training.yaw_recovery.hfov_deg is {given:g}, but {cfg['world']}'s camera at "
+        f"{image['width']}x{image['height']} (width x height) sees {wide:.1f} degrees wide ({fovy:g} vertically): "
+        f"'yaw' would turn the frames as through another lens; set hfov_deg: {wide:.1f} (the recorded bags' own "
+        "camera where they come from a robot)"
+    )
+
+
 def _at(config: dict, key: str) -> str:
     """The value of the dotted ``key`` in ``config`` as --set takes it (JSON is YAML), or 'absent'."""
     value = config
@@ -529,8 +553,9 @@ def train(
     torch.set_num_threads(1 if bc_copies > 1 else threads)
     spec = None if data is None else bag_data.bag_data_spec(cfg, data)  # a bad --node-params: before any write
     note = None if start is None or spec is None else start_scale_note(start, spec, cfg, data)
-    if note:
-        log(note)
+    for line in (note, yaw_field_of_view_note(cfg)):
+        if line:
+            log(line)
     torch.use_deterministic_algorithms(True)
     created = first_missing_folder(out)
     before = set(os.listdir(out)) if created is None else set()
