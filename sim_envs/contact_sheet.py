@@ -18,8 +18,9 @@ from liquid_control.paths import output_file_problem
 from .shifts import LIGHTINGS, SEASONS, Shift
 
 
-def rover_view(shift: Shift, seed: int, steps: int, size: int) -> np.ndarray:
-    """The camera image after `steps` expert updates from the episode of `seed`."""
+def rover_view(shift: Shift, seed: int, steps: int, size) -> np.ndarray:
+    """The camera image after `steps` expert updates from the episode of `seed` (``size``: pixels, or (height,
+    width))."""
     import gymnasium as gym
 
     env = gym.make("LiquidRover-v0", shift=shift, render_size=size)
@@ -47,10 +48,17 @@ def main(argv=None):
     parser.add_argument("--out", default="docs/shifts.png")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--steps", type=int, default=8, help="expert updates before the snapshot")
-    parser.add_argument("--size", type=int, default=96, help="rendered pixels (the env default is 64)")
+    parser.add_argument("--size", type=int, default=96, help="rendered pixels, the height if --width (env default 64)")
+    parser.add_argument(
+        "--width", type=int, default=0, help="rendered width of a camera that is not square (0: --size)"
+    )
     args = parser.parse_args(argv)
     if not 8 <= args.size <= 1024:  # the camera's own limits (sim_envs.world.camera_image_shape)
         parser.error(f"--size must be between 8 and 1024 pixels, got {args.size}")
+    if not (args.width == 0 or 8 <= args.width <= 1024):
+        parser.error(f"--width must be 0 (square) or between 8 and 1024 pixels, got {args.width}")
+    width = args.width or args.size
+    size = args.size if width == args.size else (args.size, width)
     if args.steps < 0:
         parser.error(f"--steps must be >= 0, got {args.steps}")
     problem = out_problem(args.out)
@@ -73,14 +81,14 @@ def main(argv=None):
         for col, (label, column_shift) in enumerate(columns):
             shift = Shift(season=season) + column_shift
             ax = axes[row][col]
-            ax.imshow(rover_view(shift, args.seed, args.steps, args.size), interpolation="nearest")
+            ax.imshow(rover_view(shift, args.seed, args.steps, size), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
                 ax.set_title(label, fontsize=8)
             if col == 0:
                 ax.set_ylabel(season, fontsize=8)
-    fig.suptitle(f"LiquidRover-v0 camera, seed {args.seed}, {args.size}x{args.size}", fontsize=8)
+    fig.suptitle(f"LiquidRover-v0 camera, seed {args.seed}, {width}x{args.size} (width x height)", fontsize=8)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.95))
     try:  # whole or not at all: savefig straight into --out left half a picture (a full disk, Ctrl-C) over a good one
         with atomic_path(args.out) as tmp:

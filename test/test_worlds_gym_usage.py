@@ -135,6 +135,7 @@ def test_worlds_forked_after_a_frame_render():
     [
         (["--size", "0"], "--size must be between 8 and 1024 pixels, got 0"),
         (["--steps", "-1"], "--steps must be >= 0, got -1"),
+        (["--width", "4"], "--width must be 0 (square) or between 8 and 1024 pixels, got 4"),
     ],
 )
 def test_contact_sheet_refuses_bad_sizes_before_rendering(args, message, tmp_path, capsys):
@@ -194,3 +195,19 @@ def test_repository_inputs_are_found_from_any_folder(script, option, monkeypatch
     seed_factors skipped its check against the headline run's policies without a word ('skipped if absent')."""
     monkeypatch.chdir(tmp_path)
     assert Path(getattr(_defaults(script, monkeypatch), option)).exists()
+
+
+def test_contact_sheet_renders_a_camera_that_is_not_square(tmp_path, monkeypatch):
+    """--size H --width W shows the shifts at a robot camera's aspect (before: --size only, square)."""
+    seen = []
+
+    def view(shift, seed, steps, size):
+        seen.append(size)
+        return np.zeros((8, 12, 3), np.uint8)
+
+    monkeypatch.setattr(contact_sheet, "rover_view", view)
+    contact_sheet.main(["--out", str(tmp_path / "sheet.png"), "--size", "8", "--width", "12", "--steps", "0"])
+    assert set(seen) == {(8, 12)} and (tmp_path / "sheet.png").stat().st_size > 0
+    seen.clear()
+    contact_sheet.main(["--out", str(tmp_path / "square.png"), "--size", "8", "--steps", "0"])
+    assert set(seen) == {8}
