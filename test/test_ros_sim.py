@@ -563,7 +563,7 @@ def test_sim_monitor_keeps_only_its_own_runs_episode_statuses():
         deadline = time.monotonic() + 20.0
         while (len(received) + ignored[0] < 7) and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.1)
-        assert received == [no_id] and ignored[0] == 6  # shown without the id
+        assert received == [ours] and ignored[0] == 6
     finally:
         executor.shutdown()
         node.destroy_node()

@@ -460,7 +460,7 @@ def _status_listener(domain_id: int | None, world: str, run_id: str | None = Non
             status = None
         ours = isinstance(status, dict) and (run_id is None or status.get("run_id") == run_id)
         if ours and status.get("world") == world and STATUS_KEYS <= set(status):
-            received.append({key: value for key, value in status.items() if key != "run_id"})  # as the line shows it
+            received.append(status)  # the line shows it as sim_node published it, run_id included
         else:
             ignored[0] += 1
 
