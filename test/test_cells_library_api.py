@@ -129,6 +129,34 @@ def test_torch_jit_script_is_refused_naming_what_works_and_a_trace_runs(name):
     torch.testing.assert_close(traced(other_x, other_dt)[0], model(other_x, other_dt)[0])
 
 
+@pytest.mark.parametrize("name", ["cfc", "ltc"])
+def test_torch_compile_traces_a_model_whole_warning_nothing_and_still_refuses_a_bad_dt(name):
+    """docs/ARCHITECTURE.md names torch.compile as what works. Before: it ran with graph breaks and a UserWarning per
+    process ('Dynamo does not know how to trace the builtin ... is_functorch_wrapped_tensor', and for the LTC
+    'Tensor.new_empty', its compiled kernel), and fullgraph=True failed ('Attempted to call function marked as
+    skipped'). Under dynamo the cells run their torch graph (dynamo sees through it) and check dt inside it."""
+    import warnings
+
+    model = _model(name)
+    x, dt = _data()
+    mask = torch.ones(dt.shape, dtype=torch.bool)
+    mask[0, 2] = False
+    expected, state = model(x, dt, mask=mask)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager", fullgraph=True)  # dynamo's capture without a C++ build
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        outputs, compiled_state = compiled(x, dt, mask=mask)
+    torch.testing.assert_close(outputs, expected)
+    torch.testing.assert_close(compiled_state, state)
+    outputs.pow(2).sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    bad = dt.clone()
+    bad[1, 3] = float("nan")
+    with pytest.raises(RuntimeError, match=r"dt must be finite and >= 0"):
+        compiled(x, bad, mask=mask)
+
+
 @pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD])
 @pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc"])
 def test_step_kernels_see_the_weights_a_fused_optimizer_wrote(name, optimizer, backend):

@@ -31,6 +31,9 @@ def check_dt(dt: torch.Tensor) -> torch.Tensor:
     """Raise ValueError unless every entry of ``dt`` is finite and non-negative; returns ``dt`` (the values a
     ``torch.func`` transform's wrapper holds are checked: ``kernels.unwrapped``). A dt on the meta device has no
     values: it passes, so a model on meta gives its outputs' shapes, as torch's modules do."""
+    if torch.compiler.is_compiling():  # values unread while dynamo traces: checked in the graph, at run time
+        torch._assert_async(((dt >= 0) & torch.isfinite(dt)).all(), "dt must be finite and >= 0 (elapsed seconds)")
+        return dt
     dt, given = unwrapped(dt), dt
     n = dt.numel()
     if n == 0 or dt.is_meta:

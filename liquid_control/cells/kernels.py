@@ -81,6 +81,8 @@ def unwrapped(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` itself, or under ``torch.func`` transforms the plain tensor that holds its values (a ``vmap``'s
     batched tensor: every sample's), for the checks that read values (``dt >= 0``, an LTC solver's divergence):
     a transform's own wrapper has no storage and refuses ``.item()`` / ``.tolist()``."""
+    if torch.compiler.is_compiling():  # dynamo cannot trace the functorch query (a warning, a graph break)
+        return tensor
     while torch._C._functorch.is_functorch_wrapped_tensor(tensor):
         tensor = torch._C._functorch.get_unwrapped(tensor)
     return tensor
@@ -88,7 +90,8 @@ def unwrapped(tensor: torch.Tensor) -> torch.Tensor:
 
 def select(core, dtype: torch.dtype, purpose: str) -> type[Kernel] | None:
     """The kernel class that runs ``core`` for ``purpose`` in ``dtype``, or None (``stepwise``)."""
-    if dtype not in KERNEL_DTYPES or torch.jit.is_tracing() or transformed():  # ONNX export must record torch ops
+    # ONNX export must record torch ops, and torch.compile trace them (the compiled library is opaque to dynamo)
+    if dtype not in KERNEL_DTYPES or torch.jit.is_tracing() or torch.compiler.is_compiling() or transformed():
         return None
     for backend in KERNEL_ORDER[purpose]:
         cls = core.kernels.get(backend)
