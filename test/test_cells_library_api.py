@@ -33,6 +33,29 @@ def backend(request, monkeypatch):
     return "compiled" if kernel_variants.use(request.param, monkeypatch) is not None else "torch"
 
 
+@pytest.mark.parametrize("core", ["lstm", "gru"])
+def test_the_discrete_baselines_vmap_and_take_gradients_per_sample(core):
+    """Before: vmap over an LSTM core failed ("Batching rule not implemented for aten::lstm_cell. We could not
+    generate a fallback"), and over a GRU core it looped over the batch with torch's performance warning. Under
+    torch.func transforms their cells run in plain ops, the numbers of the batched call."""
+    import warnings
+
+    from liquid_control.cells import build_core
+
+    torch.manual_seed(0)
+    model = LiquidRNN(build_core({"type": core, "input_size": 3, "hidden_size": 5}))
+    x, dt = _data()
+    expected = model(x, dt)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        per_sample = torch.func.vmap(lambda xi, di: model(xi, di)[0])(x, dt)
+        grad = torch.func.grad(lambda xs: model(xs, dt)[0].sin().sum())(x)
+    torch.testing.assert_close(per_sample, expected)
+    x.requires_grad_()
+    (expected_grad,) = torch.autograd.grad(model(x, dt)[0].sin().sum(), x)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_under_autocast_a_model_runs_in_its_weights_dtype_and_gives_its_own_numbers(name, backend):
     """Before: under torch.autocast("cpu", bfloat16) the stepwise graph failed inside torch ("expected dtype

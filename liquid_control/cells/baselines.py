@@ -8,10 +8,12 @@ continuous time otherwise. ``FrameStackMLP`` is a feed-forward network over the 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .activations import activation
 from .core import RecurrentCore, register_core, size_arg
+from .kernels import transformed
 
 
 @register_core("lstm")
@@ -30,9 +32,8 @@ class LSTMCore(RecurrentCore):
 
     def step_prepared(self, p, state, dt, ctx):
         """One LSTM step on ``[p, dt]`` from the packed ``[h, c]``; returns the packed new state."""
-        h, c = self.lstm(
-            torch.cat([p, dt[:, None]], dim=1), (state[:, : self.hidden_size], state[:, self.hidden_size :])
-        )
+        x, h, c = torch.cat([p, dt[:, None]], dim=1), state[:, : self.hidden_size], state[:, self.hidden_size :]
+        h, c = _lstm_cell(self.lstm, x, h, c) if transformed() else self.lstm(x, (h, c))
         return torch.cat([h, c], dim=1)
 
     def output(self, state):
@@ -56,7 +57,26 @@ class GRUCore(RecurrentCore):
 
     def step_prepared(self, p, state, dt, ctx):
         """One GRU step on ``[p, dt]``."""
-        return self.gru(torch.cat([p, dt[:, None]], dim=1), state)
+        x = torch.cat([p, dt[:, None]], dim=1)
+        return _gru_cell(self.gru, x, state) if transformed() else self.gru(x, state)
+
+
+def _lstm_cell(cell: nn.LSTMCell, x, h, c):
+    """``nn.LSTMCell``'s step in plain ops, for ``torch.func`` transforms: ``aten::lstm_cell`` has no vmap batching
+    rule (vmap failed: "Batching rule not implemented for aten::lstm_cell")."""
+    i, f, g, o = (F.linear(x, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)).chunk(4, 1)
+    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c), c
+
+
+def _gru_cell(cell: nn.GRUCell, x, h):
+    """``nn.GRUCell``'s step in plain ops, for ``torch.func`` transforms: vmap of ``aten::gru_cell`` fell back to a
+    loop over the batch, with torch's performance warning."""
+    x_r, x_z, x_n = F.linear(x, cell.weight_ih, cell.bias_ih).chunk(3, 1)
+    h_r, h_z, h_n = F.linear(h, cell.weight_hh, cell.bias_hh).chunk(3, 1)
+    r, z = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+    n = torch.tanh(x_n + r * h_n)
+    return (1 - z) * n + z * h
 
 
 @register_core("frame_stack_mlp")
