@@ -258,7 +258,19 @@ def test_sim_arguments_are_checked_before_any_node_starts(argv, option, tmp_path
     assert capsys.readouterr().err.startswith(f"liquid-control sim: error: {option}")
 
 
-def test_main_refuses_a_policy_of_another_world_and_a_bad_inherited_domain_as_main(monkeypatch, capsys):
+def _policy_of_world(tmp_path, world):
+    """A random balancer policy whose config names ``world`` (a world of one's own: module:Id)."""
+    import torch
+
+    from liquid_control.policy import Policy, load_config, save_policy
+
+    config = load_config(paths.policies_dir() / "configs" / "cfc_balancer.yaml")
+    config["world"] = world
+    torch.manual_seed(0)
+    return save_policy(tmp_path / "own.pt", Policy.from_config(config))
+
+
+def test_main_refuses_a_policy_of_another_world_and_a_bad_inherited_domain_as_main(tmp_path, monkeypatch, capsys):
     """`liquid-control main --policy policies/cfc_balancer.pt` (the rover world) once started both nodes and failed
     the episode with policy_node's "command_type: 'twist' ... use float64_multi_array" (exit 1), ROS_DOMAIN_ID=abc
     was "invalid literal for int()", and main's usage errors came after its "closed loop over ROS 2" line under
@@ -273,6 +285,9 @@ def test_main_refuses_a_policy_of_another_world_and_a_bad_inherited_domain_as_ma
     assert "trained for LiquidBalance-v0, but --world is LiquidRover-v0 (add --world LiquidBalance-v0" in err
     assert cli.main(["sim", "--world", "LiquidBalance-v0", "--policy", "cfc_ncp_rover.pt"]) == graph.EXIT_USAGE
     assert "trained for LiquidRover-v0, but --world is LiquidBalance-v0" in capsys.readouterr().err
+    assert cli.main(["sim", "--policy", str(_policy_of_world(tmp_path, "puck_world:PuckWorld-v0"))]) == 2
+    err = capsys.readouterr().err  # before: "add --world puck_world:PuckWorld-v0", which --world then refused
+    assert "trained for puck_world:PuckWorld-v0, and sim_node runs the package's worlds only" in err, err
     monkeypatch.setenv("ROS_DOMAIN_ID", "abc")
     assert cli.main(["main"]) == graph.EXIT_USAGE
     out, err = capsys.readouterr()

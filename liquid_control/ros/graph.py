@@ -238,6 +238,12 @@ def check_policy_options(
             f"(write one with `liquid-control export {policy}`; sim.launch.py: backend:=, policy:=)"
         )
     trained_for = policy_world(policy)
+    if trained_for is not None and trained_for not in WORLD_POLICIES:  # a world of the user's own (module:Id)
+        raise ValueError(
+            f"--policy {policy}: trained for {trained_for}, and sim_node runs the package's worlds only "
+            f"({', '.join(WORLD_POLICIES)}); evaluate it in its world with liquid-control eval (docs/worlds.md, "
+            "'A world of your own')"
+        )
     if trained_for is not None and trained_for != world:
         raise ValueError(
             f"--policy {policy}: trained for {trained_for}, but --world is {world} "
