@@ -40,3 +40,26 @@ def test_the_documented_core_of_ones_own_runs_saves_and_loads(example, tmp_path)
 def test_an_unregistered_core_type_says_how_to_register_one(tmp_path):
     with pytest.raises(ValueError, match=r"unknown core type 'leaky'; known: cfc, .*register_core\(name\)"):
         cells_core.build_core({"type": "leaky", "input_size": 3, "hidden_size": 8})
+
+
+def test_a_core_type_name_another_class_holds_is_refused(example):
+    """Before: @register_core("cfc") on a class of one's own replaced the package's CfC for every policy loaded
+    after it (policies/cfc_rover.pt built its core as the user's class), and a second "leaky" class replaced the
+    first without a word. The same class defined again (a reloaded module, a notebook cell run twice) is taken."""
+    from liquid_control.cells import CfCCell, RecurrentCore, register_core
+
+    with pytest.raises(ValueError, match=r"register_core\('cfc'\): the core type 'cfc' is liquid_control\.cells\."):
+
+        @register_core("cfc")
+        class MyCfC(RecurrentCore):
+            pass
+
+    assert cells_core.CORE_TYPES["cfc"] is CfCCell
+    code, namespace = example
+    exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)
+    exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)  # run twice: the same class again
+    with pytest.raises(ValueError, match=r"the core type 'leaky' is own_core_example\.LeakyCore's; register Other"):
+
+        @register_core("leaky")
+        class Other(RecurrentCore):
+            pass

@@ -34,9 +34,17 @@ CORE_TYPES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_core(name: str):
-    """Class decorator: make a core rebuildable from ``config()`` by ``build_core``."""
+    """Class decorator: make a core rebuildable from ``config()`` by ``build_core``. A name another class holds is
+    refused: a user's ``@register_core("cfc")`` replaced the package's CfC for every policy file loaded after it,
+    without a word. The same class defined again (a module reloaded, a notebook cell run twice) takes its place."""
 
     def wrap(cls):
+        taken = CORE_TYPES.get(name)
+        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(
+                f"register_core({name!r}): the core type {name!r} is {taken.__module__}.{taken.__qualname__}'s; "
+                f"register {cls.__name__} under another name (taken: {', '.join(sorted(CORE_TYPES))})"
+            )
         cls.core_type = name
         CORE_TYPES[name] = cls
         return cls
