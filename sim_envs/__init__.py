@@ -49,7 +49,9 @@ def world_spec(world: str):
         try:
             importlib.import_module(module)
         except ImportError as exc:  # the module, or something it imports, is not on the path
-            raise ValueError(f"world {world!r}: cannot import module {module!r} ({exc})") from None
+            raise ValueError(  # its callers put the setting's name first ("world: ", "--world: ")
+                f"cannot import module {module!r} of {world!r} ({exc}): is its folder on PYTHONPATH?"
+            ) from None
     if world_id not in gymnasium.registry:
         where = f"module {module!r} registers no {world_id!r}" if module else f"unknown world {world_id!r}"
         raise ValueError(

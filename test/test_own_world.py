@@ -87,6 +87,9 @@ def test_an_unknown_world_names_the_known_ones_and_how_to_register_one(tmp_path,
         world_class({**base, "world": "empty_world_module:PuckWorld-v0"})
     with pytest.raises(EvaluationSetupError, match="cannot import module 'no_such_module_here'"):
         build_plan(["expert"], ["in_distribution"], 1, world="no_such_module_here:PuckWorld-v0")
+    with pytest.raises(PolicyConfigError) as caught:  # before: "world: world 'no_such...': cannot import module"
+        world_class({**base, "world": "no_such_module_here:PuckWorld-v0"})
+    assert str(caught.value).startswith("world: cannot import module 'no_such_module_here' of 'no_such_module_here:")
 
 
 def test_eval_refuses_a_shift_on_a_sensor_the_world_of_ones_own_lacks_before_any_episode(puck_world):
