@@ -319,8 +319,11 @@ def _check_value(path: str, value: Any, spec: dict) -> Any:
             raise PolicyConfigError(f"{path}: expected a mapping, got {type(value).__name__} {shown(value)}")
         return value
     if spec["choices"] is not None and value not in spec["choices"]:
+        own = ""
+        if path == "core.type":  # a core registered with register_core is not one of a policy's (ARCHITECTURE.md)
+            own = "; a core of your own (register_core) runs in your own training loop, not in a policy config"
         raise PolicyConfigError(
-            f"{path}: unknown value {shown(value)}; choose from {', '.join(map(str, spec['choices']))}"
+            f"{path}: unknown value {shown(value)}; choose from {', '.join(map(str, spec['choices']))}{own}"
         )
     if spec["above"] is not None and not value > spec["above"]:
         raise PolicyConfigError(f"{path}: must be > {spec['above']}, got {shown(value)}")
