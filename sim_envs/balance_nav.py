@@ -32,7 +32,7 @@ from .balancer import (
     nominal_plant,
 )
 from .rover import LIGHTINGS, SEASONS, TARGET_RGB, _rgb
-from .shifts import parse_shift
+from .shifts import fog_end_m, parse_shift
 from .timing import NAV_CAMERA, NAV_ENCODERS, NAV_IMU
 from .world import FrontCamera, TimedMujocoWorld, camera_image_shape, imu_space, jointvel_qpos, saturate_imu
 
@@ -55,7 +55,7 @@ def balance_nav_xml(shift, width: int, height: int) -> str:
     if shift.fog > 0:
         sky_top = (1 - shift.fog) * sky_top + shift.fog * fog_rgb
         sky_low = (1 - shift.fog) * sky_low + shift.fog * fog_rgb
-    fog_end = 3.0 + 37.0 * (1.0 - shift.fog) ** 1.5
+    fog_end = fog_end_m(shift.fog)
     m, fr, head = shift.mass, shift.friction, light["headlight"]
     trees = "\n".join(
         f'''<body name="tree{i}" mocap="true" pos="0 0 -20">

@@ -16,7 +16,7 @@ import mujoco
 import numpy as np
 
 from . import cameras, experts
-from .shifts import parse_shift
+from .shifts import fog_end_m, parse_shift
 from .timing import ROVER_CAMERA, ROVER_IMU
 from .world import FrontCamera, TimedMujocoWorld, camera_image_shape, imu_space, saturate_imu
 
@@ -106,7 +106,7 @@ def rover_xml(shift, width: int = 64, height: int = 64) -> str:
     if shift.fog > 0:  # the sky fades into the fog too
         sky_top = (1 - shift.fog) * sky_top + shift.fog * fog_rgb
         sky_low = (1 - shift.fog) * sky_low + shift.fog * fog_rgb
-    fog_end = 3.0 + 37.0 * (1.0 - shift.fog) ** 1.5
+    fog_end = fog_end_m(shift.fog)
     m = shift.mass
     fr = shift.friction
     foliage_materials = "\n".join(

@@ -25,7 +25,7 @@ import numpy as np
 
 from liquid_control.runtime.timeline import ReorderBuffer, Update, UpdateClock
 
-from .shifts import Shift
+from .shifts import Shift, fog_end_m
 from .timing import SensorStream
 
 _MIN_STEP = 1e-7  # physics steps shorter than this are skipped (stamps are not quantized to physics steps)
@@ -600,19 +600,21 @@ _SHARED_RENDERERS: dict[tuple, list] = {}
 
 
 def shared_renderer(
-    world: TimedMujocoWorld, height: int, width: int, fog: bool = False
+    world: TimedMujocoWorld, height: int, width: int, fog: float = 0.0
 ) -> tuple[tuple, mujoco.Renderer]:
-    """(key, renderer) for ``world``'s camera, shared by every world of this process built from the same MJCF.
+    """(key, renderer) for ``world``'s camera, shared by every world of this process built from the same MJCF and
+    the same ``fog`` (the shift's setting, 0: off; the GL context keeps the model's fog distance from its making, and
+    a world of one's own has one MJCF for every fog).
 
     Creating a GL context costs ~0.5 s of CPU on a software renderer, rendering a 64x64 frame ~1.5 ms: the
     worlds of a vectorised evaluation (one shift, many episodes in one process) share one context instead of
     holding one each. Each render draws the calling world's own state; ``render()`` returns a new array.
     Give the key back with ``release_renderer`` (the last world to do so closes the context).
     """
-    key = (world.model_digest, int(height), int(width), bool(fog))
+    key = (world.model_digest, int(height), int(width), float(fog))
     entry = _SHARED_RENDERERS.get(key)
     if entry is None:
-        entry = _SHARED_RENDERERS[key] = [make_renderer(world.model, height, width, fog=fog), 0]
+        entry = _SHARED_RENDERERS[key] = [make_renderer(world.model, height, width, fog=fog > 0), 0]
     entry[1] += 1
     return key, entry[0]
 
@@ -709,6 +711,8 @@ class FrontCamera:
     )
 
     def _init_camera(self) -> None:
+        if self.shift.fog > 0:  # the fog shift's distance in every world (a world of one's own kept its MJCF's)
+            self.model.vis.map.fogstart, self.model.vis.map.fogend = 0.0, fog_end_m(self.shift.fog)
         self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
         self._renderer_key = None
         self._chase_renderer = None
@@ -734,7 +738,7 @@ class FrontCamera:
     def _render_camera(self) -> np.ndarray:
         if self._renderer is None:
             h, w, _ = self.image_shape
-            self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog > 0)
+            self._renderer_key, self._renderer = shared_renderer(self, h, w, fog=self.shift.fog)
         alpha = self.model.geom_rgba[:, 3]
         hidden = self._front_view.outside(self.data)
         held = alpha[hidden]

@@ -110,3 +110,87 @@ def test_sim_envs_world_class_takes_a_world_of_ones_own(puck_world):
     assert sim_envs.world_class("LiquidRover-v0").__name__ == "LiquidRoverEnv"
     with pytest.raises(KeyError, match="unknown world 'NoSuchWorld-v0'; known: LiquidRover-v0"):
         sim_envs.world_class("NoSuchWorld-v0")
+
+
+CAMERA_WORLD = '''
+import gymnasium
+import numpy as np
+
+from sim_envs.shifts import parse_shift
+from sim_envs.timing import SensorTiming
+from sim_envs.world import FrontCamera, TimedMujocoWorld, camera_image_shape
+
+CAMERA_FOVY_DEG = 60
+XML = """<mujoco><visual><rgba fog="0.8 0.8 0.8 1"/></visual><worldbody><light pos="0 0 3" dir="0 0 -1"/>
+<geom type="plane" size="20 20 0.1" rgba="0.3 0.6 0.3 1" contype="0" conaffinity="0"/>
+<geom type="box" pos="6 0 0.5" size="0.3 3 0.5" rgba="1 0 0 1" contype="0" conaffinity="0"/>
+<body name="puck" pos="0 0 0.05"><joint name="x" type="slide" axis="1 0 0"/><joint name="y" type="slide" axis="0 1 0"/>
+<geom type="sphere" size="0.08" mass="1"/><camera name="front" pos="0 0 0.3" xyaxes="0 -1 0 0 0 1" fovy="60"/>
+</body></worldbody><actuator><motor joint="x"/><motor joint="y"/></actuator></mujoco>"""
+
+
+class PuckCam(FrontCamera, TimedMujocoWorld):
+    sensor_names = ("camera",)
+    observation_keys = ("image",)
+    default_update_on = ("camera",)
+    input_sensors = {"camera": "camera"}
+    action_kind = "twist"
+    default_time_limit = 2.0
+    chase_view = ("puck", 2.0, -30.0)
+
+    def __init__(self, shift=None, time_limit=None, render_mode=None, update_on=None, reorder_lag_s=0.0,
+                 policy_inputs=None, render_size=16):
+        self.image_shape = camera_image_shape(render_size)
+        timing = {"camera": SensorTiming(rate_hz=10.0, jitter=0.2)}
+        super().__init__(XML, timing, parse_shift(shift), time_limit, render_mode, update_on, reorder_lag_s,
+                         policy_inputs)
+        self.observation_space = gymnasium.spaces.Dict(
+            {"image": gymnasium.spaces.Box(0, 255, self.image_shape, np.uint8), **self._time_spaces()})
+        self.action_space = gymnasium.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        self.frames_rendered = 0
+        self._init_camera()
+
+    def _reset_world(self, rng):
+        self.frames_rendered = 0
+
+    def _apply_action(self, action):
+        self.data.ctrl[:] = action
+
+    def _measure(self, sensor):
+        return self._camera_measurement(self._noise_rng)
+
+    def _outcome(self):
+        return 0.0, False, {"success": False, "collision": False}
+
+    def _observation(self):
+        return {"image": self._reading("camera", self.image_shape).astype(np.uint8, copy=False),
+                **self._time_observation()}
+
+
+gymnasium.register(id="PuckCam-v0", entry_point="puck_cam_world:PuckCam")
+'''
+
+
+def test_a_camera_world_of_ones_own_gets_the_fog_shift_and_records_its_field_of_view(tmp_path, monkeypatch):
+    """docs/worlds.md, 'A camera'. Before: fog=0.05, 0.5 and 1 rendered the same frame in such a world (the fog's
+    distance came from the package worlds' own MJCF, and worlds of one MJCF shared one GL context whatever their
+    fog), and its camera's field of view was not known to training (None in the policy's record)."""
+    import numpy as np
+
+    from liquid_control.conventions.camera_info import world_camera_fovy_deg
+
+    (tmp_path / "puck_cam_world.py").write_text(CAMERA_WORLD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        frames = {}
+        for fog in (0.0, 0.3, 0.9):  # one process: the worlds of one MJCF share GL contexts only at one fog
+            env = gymnasium.make("puck_cam_world:PuckCam-v0", shift=f"fog={fog}" if fog else None)
+            frames[fog] = env.reset(seed=0)[0]["image"].astype(float)
+            env.close()
+        red = {fog: frame[..., 0].mean() - frame[..., 1].mean() for fog, frame in frames.items()}
+        assert red[0.0] > red[0.3] > red[0.9] + 1.0, red  # the red wall 6 m ahead fades into grey fog
+        assert world_camera_fovy_deg("puck_cam_world:PuckCam-v0") == 60.0
+        assert np.isfinite(list(red.values())).all()
+    finally:
+        gymnasium.registry.pop("PuckCam-v0", None)
+        sys.modules.pop("puck_cam_world", None)
