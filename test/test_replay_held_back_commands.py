@@ -9,7 +9,7 @@ from sensor_msgs.msg import Image
 
 from liquid_control import cli
 from liquid_control.bags import BagWriter
-from liquid_control.bags.messages import image_message, twist_message
+from liquid_control.bags.messages import float64_array_message, image_message, imu_message, twist_message
 from liquid_control.ros.replay import add_arguments, replay
 from liquid_control.ros.testing import Probe, free_domain_id, isolated_ros_env
 
@@ -51,7 +51,7 @@ def test_recorded_velocity_commands_are_not_replayed_unless_named(tmp_path, caps
         probe.close()
     assert result["published"] == {"/camera/image_raw": FRAMES}
     err = capsys.readouterr().err
-    assert "replay: not replaying /base/cmd_vel, /cmd_vel: recorded velocity commands" in err, err
+    assert "replay: not replaying /base/cmd_vel, /cmd_vel: recorded commands" in err, err
     assert "name them in --topics to replay them" in err
 
     # named in --topics: replayed (the user asked, as `ros2 bag play --topics`), with a warning
@@ -61,13 +61,13 @@ def test_recorded_velocity_commands_are_not_replayed_unless_named(tmp_path, caps
     assert cli.main([*argv, "--topics", "/camera/image_raw", "/base/cmd_vel"]) == 1  # no node: nothing recorded
     captured = capsys.readouterr()
     assert "recorded /cmd_vel 0; published /camera/image_raw 8, /base/cmd_vel 8" in captured.out, captured.out
-    assert "warning: replaying the recorded velocity commands /base/cmd_vel (--topics)" in captured.err
+    assert "warning: replaying the recorded commands /base/cmd_vel (--topics)" in captured.err
 
     # a bag of commands only: nothing to replay, and the refusal says why and how
     commands_only = _round_bag(tmp_path / "commands_only", camera=False)
     assert cli.main(["replay", str(commands_only), "-o", str(tmp_path / "none"), *domain]) == 2
     err = capsys.readouterr().err
-    assert "nothing to replay" in err and "/base/cmd_vel, /policy/cmd_vel (velocity commands: name them in" in err
+    assert "nothing to replay" in err and "/base/cmd_vel, /policy/cmd_vel (commands: name them in" in err
     assert not (tmp_path / "none").exists()
 
 
@@ -80,7 +80,7 @@ def test_nothing_recorded_while_velocity_commands_were_held_back_says_a_policy_m
     assert cli.main([*argv, "--rate", "10", "--domain-id", str(free_domain_id())]) == 1  # no node here
     err = capsys.readouterr().err
     hint = "if the policy takes one of them as an input, e.g. a target velocity, name it in --topics"
-    assert "replay: not replaying /base/cmd_vel, /cmd_vel: recorded velocity commands" in err and hint in err, err
+    assert "replay: not replaying /base/cmd_vel, /cmd_vel: recorded commands" in err and hint in err, err
     nothing = "warning: nothing was recorded (is the policy node running and active?)"
     assert f"{nothing}; not replayed: /base/cmd_vel, /cmd_vel ({hint})" in err
 
@@ -106,3 +106,23 @@ def test_every_replay_line_names_the_command_and_a_missed_reset_says_the_state_w
     assert "liquid-control replay: warning: nothing was recorded" in captured.err
     assert captured.out == f"wrote {out}: recorded /cmd_vel 0; published /camera/image_raw 8\n", captured.out
     assert any(line.startswith(f"liquid-control replay: replayed {bag}: 8 messages in ") for line in lines), lines
+
+
+def test_a_balancer_bags_recorded_torques_are_held_back_and_the_nodes_are_recorded(tmp_path, capsys):
+    """Before: `replay` of a balancer's bag (IMU, /wheel_torques) republished the recorded torques on the node's own
+    command topic (on a robot: the motors) and recorded /cmd_vel, which a balancer's node never publishes
+    ('nothing was recorded'). The bag's /wheel_torques is recorded by default, not replayed; a namespaced copy
+    (/base/wheel_torques) is held back as /base/cmd_vel is."""
+    path = tmp_path / "balancer"
+    with BagWriter(path) as bag:
+        for k in range(FRAMES):
+            ns = int((100.0 + 0.005 * k) * 1e9)
+            bag.write("/imu/data", ns, imu_message(np.zeros(6), ns * 1e-9))
+            bag.write("/wheel_torques", ns + 1_000_000, float64_array_message([0.1, -0.1]))
+            bag.write("/base/wheel_torques", ns + 2_000_000, float64_array_message([0.1, -0.1]))
+    out = tmp_path / "replayed"
+    argv = ["replay", str(path), "-o", str(out), "--wait", "0", "--linger", "0.1", "--rate", "10"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 1  # no node here: nothing recorded
+    captured = capsys.readouterr()
+    assert f"recorded /wheel_torques 0; published /imu/data {FRAMES}" in captured.out, captured.out
+    assert "not replaying /base/wheel_torques: recorded commands" in captured.err, captured.err

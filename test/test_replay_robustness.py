@@ -351,7 +351,7 @@ def test_replay_shows_control_characters_of_a_bags_names_escaped(tmp_path, capsy
     err = capsys.readouterr().err
     lines = err.splitlines()
     assert len(lines) == 2 and all(line.isprintable() for line in lines), err
-    assert lines[0].startswith(f"liquid-control replay: not replaying {escaped}: recorded velocity commands"), err
+    assert lines[0].startswith(f"liquid-control replay: not replaying {escaped}: recorded commands"), err
     assert lines[1].startswith(f"liquid-control replay: error: nothing to replay: the bags hold {escaped};"), err
     assert not out.exists()
     # a --topics the bag lacks: the error lists what the bag holds

@@ -9,10 +9,10 @@ order it was written, :class:`~liquid_control.bags.BagReader`), the timing resta
 replayed topic longer than ``--max-gap`` (5 s of the recording: a paused recorder, a step forward of the recording
 machine's clock) is cut to it with a notice, instead of the playback sitting idle for the whole jump; the stamps are
 unchanged, so the node sees the gap and resets as it would on the robot. The node's commands
-(``--record``, default ``/cmd_vel``) are recorded into a new bag by a
-:class:`~liquid_control.ros.recorder_node.BagRecorderNode` in this process. Topics that are recorded are not
-replayed (the recorded commands of the bag would otherwise collide with the node's), and neither are the bag's
-other velocity commands (every topic named ``cmd_vel``, e.g. ``/base/cmd_vel`` beside ``--record
+(``--record``, default ``/wheel_torques`` for a bag holding it, a balancer's, else ``/cmd_vel``) are recorded into a
+new bag by a :class:`~liquid_control.ros.recorder_node.BagRecorderNode` in this process. Topics that are recorded
+are not replayed (the recorded commands of the bag would otherwise collide with the node's), and neither are the
+bag's other commands (every topic named ``cmd_vel`` or ``wheel_torques``, e.g. ``/base/cmd_vel`` beside ``--record
 /policy/cmd_vel``) unless named in ``--topics``, with one notice naming them: unlike ``ros2 bag play``, this tool
 replays a policy's inputs, and on a robot a replayed ``/cmd_vel`` drives the base (and a ``takeover_mux`` takes
 it for an operator) while the policy's commands are being recorded. A policy that takes one of them as its input
@@ -313,15 +313,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="TOPIC",
-        help="a topic to record (default /cmd_vel); repeat the option for several",
+        help="a topic to record (default: /wheel_torques where the bag holds it, a balancer's, else /cmd_vel); repeat "
+        "the option for several",
     )
     parser.add_argument(
         "--topics",
         nargs="*",
         default=None,
-        help="topics to replay (default: every topic of the bag not recorded, except velocity commands: topics named "
-        "cmd_vel); it takes every name after it, so "
-        "give the bags before it",
+        help="topics to replay (default: every topic of the bag not recorded, except commands: topics named cmd_vel "
+        "or wheel_torques); it takes every name after it, so give the bags before it",
     )
     parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's log times")
     parser.add_argument(
@@ -387,7 +387,7 @@ def replay(args, gone=None) -> dict:
         raise ValueError(problem)
     # Bag topics are absolute: `--record cmd_vel` (the node's command_topic as its parameter file spells it)
     # must not leave the bag's own /cmd_vel among the replayed topics, where the recorder would record it.
-    record = [absolute_topic(t) for t in args.record] or ["/cmd_vel"]
+    record = [absolute_topic(t) for t in args.record]
     output = args.output or default_bag_name()
     if Path(output).exists():  # refused now, not after the bags were opened and DDS was set up
         raise BagError(f"{output}: already exists; a bag is never overwritten, choose a new name")
@@ -397,18 +397,19 @@ def replay(args, gone=None) -> dict:
     try:
         for bag in args.bags:
             readers.append(BagReader(bag, allow_truncated=args.allow_truncated))
+        record = record or default_recorded(readers)
         topics = _replayed_topics(readers, args.topics, record)
-        commands = velocity_command_topics(topics)
+        commands = base_command_topics(topics)
         if args.topics is None and commands:  # `ros2 bag play` would replay them: here they are held back
             topics = [t for t in topics if t not in commands]
             _stderr(
-                f"not replaying {', '.join(commands)}: recorded velocity commands, which a robot's base (or "
+                f"not replaying {', '.join(commands)}: recorded commands, which a robot's base (or "
                 "a takeover_mux, as an operator's) would execute while the policy's commands are recorded; name "
                 f"them in --topics to replay them ({HELD_BACK_INPUT_HINT})",
             )
         elif commands:
             _stderr(
-                f"warning: replaying the recorded velocity commands {', '.join(commands)} (--topics): a base "
+                f"warning: replaying the recorded commands {', '.join(commands)} (--topics): a base "
                 "listening there moves",
             )
         classes, skipped = replayable_classes(readers, topics, requested=args.topics is not None)
@@ -422,7 +423,7 @@ def replay(args, gone=None) -> dict:
             held = ", ".join(sorted({t for r in readers for t in r.topics})) or "nothing"
             left_out = [f"{', '.join(record)} (recorded, --record)"]
             if args.topics is None and commands:
-                left_out.append(f"{', '.join(commands)} (velocity commands: name them in --topics)")
+                left_out.append(f"{', '.join(commands)} (commands: name them in --topics)")
             if skipped:
                 left_out.append(f"{', '.join(skipped)} (not importable here)")
             raise ValueError(f"nothing to replay: the bags hold {held}; not replayed: {'; '.join(left_out)}")
@@ -616,10 +617,23 @@ def _signals_deferred(output):
             signal.signal(sig, handler)
 
 
-def velocity_command_topics(topics: list[str]) -> list[str]:
-    """The topics of ``topics`` named ``cmd_vel`` (in any namespace: /cmd_vel, /base/cmd_vel, /policy/cmd_vel),
-    by ROS convention the velocity commands a base executes: a policy's outputs, never its inputs."""
-    return [t for t in topics if t.rsplit("/", 1)[-1] == "cmd_vel"]
+# the last name of the topics a robot's base executes: by ROS convention velocity commands, and the balancers' motor
+# torques (their policy parameter files' command_topic); a policy's outputs, held back from a replay
+COMMAND_TOPIC_NAMES = ("cmd_vel", "wheel_torques")
+
+
+def base_command_topics(topics: list[str]) -> list[str]:
+    """The topics of ``topics`` a base executes (``COMMAND_TOPIC_NAMES`` in any namespace: /cmd_vel, /base/cmd_vel,
+    /policy/cmd_vel, /wheel_torques): a policy's outputs, never its inputs."""
+    return [t for t in topics if t.rsplit("/", 1)[-1] in COMMAND_TOPIC_NAMES]
+
+
+def default_recorded(readers: list[BagReader]) -> list[str]:
+    """What ``--record`` records when not given: the node's command topic, /wheel_torques for a bag of a balancer
+    (which holds it), else /cmd_vel. Before, /cmd_vel always: a balancer bag's replay republished the recorded
+    torques on the node's own command topic and recorded nothing."""
+    in_bags = {t for r in readers for t in r.topics}
+    return ["/wheel_torques"] if "/wheel_torques" in in_bags else ["/cmd_vel"]
 
 
 def _replayed_topics(readers: list[BagReader], requested: list[str] | None, record: list[str]) -> list[str]:
