@@ -3,6 +3,7 @@ with the bag commands, each answered by a clear message and nothing done lost.""
 
 import math
 import os
+import shutil
 import signal
 
 import numpy as np
@@ -234,10 +235,20 @@ def test_a_bag_whose_camera_is_under_another_name_says_which_option_reads_it(tmp
     capsys.readouterr()
     assert cli.main(["record", "--info", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert (
-        f"{tmp_path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it; it is a folder of 1 " in err
-    )
-    assert f"bag(s) (robot): give them as '{tmp_path / '*'}'" in err
+    assert f"{tmp_path}: not a rosbag2 bag: no metadata.yaml and no .mcap or .db3 file in it; it holds 1 " in err
+    # the folder holds eval's report (offline/) beside the bag: a glob would name it too, so the hint names the bag
+    assert f"bag(s) beside other files: give {bag}" in err, err
+    # as the hint says (before: `record --info 'DIR/*'` and `replay 'DIR/*'` were 'no such bag')
+    day = tmp_path / "day"
+    shutil.copytree(bag, day / "robot")
+    assert cli.main(["record", "--info", str(day)]) == 2  # a folder of bags alone: the glob
+    assert f"it is a folder of 1 bag(s) (robot): give them as '{day / '*'}'" in capsys.readouterr().err
+    assert cli.main(["record", "--info", str(day / "*")]) == 0
+    assert "/front/image_raw" in capsys.readouterr().out
+    replay = ["replay", str(day / "*"), "-o", str(tmp_path / "replayed"), "--record", "/policy/cmd_vel"]
+    replay += ["--wait", "0", "--linger", "0.1", "--rate", "100", "--domain-id", str(free_domain_id())]
+    assert cli.main(replay) == 1  # no node here: nothing recorded, but the bag was played
+    assert "recorded /policy/cmd_vel 0; published /front/image_raw " in capsys.readouterr().out
 
 
 def test_a_bag_given_as_its_metadata_yaml_or_another_file_is_refused_naming_the_folder(tmp_path, capsys):

@@ -1224,7 +1224,15 @@ def _bags_inside(folder: Path) -> str:
     if not inside:
         return ""
     names = ", ".join(inside[:3]) + (f" and {len(inside) - 3} more" if len(inside) > 3 else "")
-    return f"; it is a folder of {len(inside)} bag(s) ({names}): give them as '{folder / '*'}'"
+    others = len([entry for entry in folder.iterdir() if entry.name not in inside and not entry.name.startswith(".")])
+    if not others:  # the glob names the bags and nothing else
+        return f"; it is a folder of {len(inside)} bag(s) ({names}): give them as '{folder / '*'}'"
+    if len(inside) <= 3:  # a glob would name the other files too, which are no bags
+        return f"; it holds {len(inside)} bag(s) beside other files: give {' '.join(str(folder / n) for n in inside)}"
+    return (
+        f"; it holds {len(inside)} bag(s) ({names}) beside {others} other file(s): move those out, then give "
+        f"'{folder / '*'}'"
+    )
 
 
 def recording_elsewhere(path: Path) -> bool:

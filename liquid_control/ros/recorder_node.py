@@ -536,7 +536,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     mode = parser.add_argument_group("other modes")
     mode.add_argument(
-        "--info", metavar="BAG", type=user_path, help="print what a bag holds (topics, types, counts, QoS) and exit"
+        "--info",
+        metavar="BAG",
+        nargs="+",
+        type=user_path,
+        help="print what bags hold (topics, types, counts, QoS) and exit; paths or quoted globs ('bags/day1/*')",
     )
     mode.add_argument(
         "--recover", metavar="BAG", type=user_path, help="rewrite what a killed recorder left into --output"
@@ -833,7 +837,9 @@ def run(args) -> int:
             mode = "--expert episodes" if args.expert else "--recover" if args.recover else "--info"
             raise ValueError(f"{', '.join(ignored)}: only for recording topics over DDS ({mode} would ignore them)")
         if args.info:
-            print(bag_info(args.info))
+            from liquid_control.bags.io import expand_bags
+
+            print("\n\n".join(bag_info(bag) for bag in expand_bags(args.info, "--info")))
             return 0
         if args.recover:
             if not args.output:

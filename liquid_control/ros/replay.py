@@ -66,7 +66,7 @@ import rclpy.executors
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from liquid_control.bags import BagError, BagReader
-from liquid_control.bags.io import TopicInfo, message_class
+from liquid_control.bags.io import TopicInfo, expand_bags, message_class
 from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
@@ -302,7 +302,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument(
-        "bags", nargs="+", metavar="BAG", type=user_path, help="recorded bag(s), played one after another"
+        "bags",
+        nargs="+",
+        metavar="BAG",
+        type=user_path,
+        help="recorded bag(s), played one after another; paths or quoted globs ('bags/day1/*', in sorted order)",
     )
     parser.add_argument(
         "-o", "--output", default="", type=user_path, help="bag of the recorded commands (default rosbag2_<date>)"
@@ -395,7 +399,7 @@ def replay(args, gone=None) -> dict:
     # a refusal leaves nothing at -o, so the corrected command can use the same name.
     readers = []
     try:
-        for bag in args.bags:
+        for bag in expand_bags(args.bags, "BAG"):  # quoted globs too ('bags/day1/*'), each checked before any plays
             readers.append(BagReader(bag, allow_truncated=args.allow_truncated))
         record = record or default_recorded(readers)
         topics = _replayed_topics(readers, args.topics, record)
