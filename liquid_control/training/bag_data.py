@@ -966,8 +966,8 @@ class BagRun(TrainingRun):
             self.log(
                 f"warning: {int(beyond[:, i].sum())} of {len(labels)} labelled updates command {name} beyond "
                 f"action.low..high x action_scale {scale[i]:g} = {bounds} (recorded {recorded}): the loss clips them, "
-                f"so the policy never commands more; for a robot that drives faster, set action_scale (and "
-                f"max_command) to its limits in the node's parameter file ({source}; --node-params)"
+                f"so the policy never commands more; for a robot whose limits are wider, set action_scale (and "
+                f"max_command) to them in the node's parameter file ({source}; --node-params)"
             )
 
     def _note_constant_labels(self, episodes: list[Episode]) -> None:
