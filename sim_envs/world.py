@@ -712,7 +712,9 @@ class FrontCamera:
 
     def _init_camera(self) -> None:
         if self.shift.fog > 0:  # the fog shift's distance in every world (a world of one's own kept its MJCF's)
-            self.model.vis.map.fogstart, self.model.vis.map.fogend = 0.0, fog_end_m(self.shift.fog)
+            # MuJoCo scales vis.map's fog by the model's extent (1 in the package's worlds, set in their MJCF)
+            end = fog_end_m(self.shift.fog) / self.model.stat.extent
+            self.model.vis.map.fogstart, self.model.vis.map.fogend = 0.0, end
         self._renderer = None  # the camera's, shared with same-looking worlds of this process (shared_renderer)
         self._renderer_key = None
         self._chase_renderer = None

@@ -33,6 +33,27 @@ def backend(request, monkeypatch):
     return "compiled" if kernel_variants.use(request.param, monkeypatch) is not None else "torch"
 
 
+def test_a_compiled_streaming_step_leaves_the_eager_steps_their_kernel():
+    """A review found: the kernel chosen while dynamo traced core.step (none: the stepwise graph) was cached, so
+    every eager step after one compiled step ran the stepwise graph instead of the compiled or numpy kernel."""
+    x, dt = _data()
+
+    def eager_paths(model):
+        with torch.no_grad(), kernels.recording() as ran:
+            state = model.cell.step(x[:, 0], None, dt[:, 0])
+        return {path for _, _, path in ran}, state
+
+    expected_paths, expected = eager_paths(_model("cfc"))  # a fresh model's first eager step
+    model = _model("cfc")
+    torch._dynamo.reset()
+    with torch.no_grad():  # compiled first, before any eager step filled the kernel cache
+        compiled = torch.compile(model.cell.step, backend="eager")(x[:, 0], None, dt[:, 0])
+    torch.testing.assert_close(compiled, expected)
+    paths, state = eager_paths(model)
+    assert paths == expected_paths != {"stepwise"}, paths
+    torch.testing.assert_close(state, expected)
+
+
 @pytest.mark.parametrize("core", ["lstm", "gru"])
 def test_the_discrete_baselines_vmap_and_take_gradients_per_sample(core):
     """Before: vmap over an LSTM core failed ("Batching rule not implemented for aten::lstm_cell. We could not

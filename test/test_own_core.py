@@ -58,8 +58,25 @@ def test_a_core_type_name_another_class_holds_is_refused(example):
     code, namespace = example
     exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)
     exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)  # run twice: the same class again
-    with pytest.raises(ValueError, match=r"the core type 'leaky' is own_core_example\.LeakyCore's; register Other"):
+    exec(compile(code, "ARCHITECTURE.md", "exec"), {"__name__": "__main__"})  # the script, beside its module
+    with pytest.raises(ValueError, match=r"the core type 'leaky' is __main__\.LeakyCore's; register Other"):
 
         @register_core("leaky")
         class Other(RecurrentCore):
             pass
+
+
+def test_a_policy_config_naming_a_core_of_ones_own_says_where_it_runs(example):
+    """A registered core named in a policy config met only 'unknown value'; a plain typo gets no such hint."""
+    from liquid_control.paths import policies_dir
+    from liquid_control.policy import PolicyConfigError, load_config, validate_config
+
+    code, namespace = example
+    exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)
+    config = load_config(policies_dir() / "configs" / "cfc_rover.yaml")
+    hint = "a core of your own (register_core) runs in your own training loop, not in a policy config"
+    for kind, said in (("leaky", True), ("transformer", False)):
+        config["core"] = {"type": kind, "units": 8}
+        with pytest.raises(PolicyConfigError, match=rf"core\.type: unknown value '{kind}'") as caught:
+            validate_config(config)
+        assert (hint in str(caught.value)) == said, caught.value

@@ -182,10 +182,14 @@ def test_a_camera_world_of_ones_own_gets_the_fog_shift_and_records_its_field_of_
     (tmp_path / "puck_cam_world.py").write_text(CAMERA_WORLD)
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
+        from sim_envs.shifts import fog_end_m
+
         frames = {}
         for fog in (0.0, 0.3, 0.9):  # one process: the worlds of one MJCF share GL contexts only at one fog
             env = gymnasium.make("puck_cam_world:PuckCam-v0", shift=f"fog={fog}" if fog else None)
             frames[fog] = env.reset(seed=0)[0]["image"].astype(float)
+            if fog:  # in metres, whatever the model's extent (MuJoCo scales vis.map's fog by it: 11 m here)
+                assert env.unwrapped._renderer._mjr_context.fogEnd == pytest.approx(fog_end_m(fog), rel=1e-6)
             env.close()
         red = {fog: frame[..., 0].mean() - frame[..., 1].mean() for fog, frame in frames.items()}
         assert red[0.0] > red[0.3] > red[0.9] + 1.0, red  # the red wall 6 m ahead fades into grey fog

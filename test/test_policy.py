@@ -80,7 +80,6 @@ def test_example_configs_are_valid_and_cover_every_core():
     [
         (lambda c: c.update(colour="red"), "unknown key(s) 'colour'; valid keys"),  # no 'core' (difflib's 0.6)
         (lambda c: c["core"].update(type="transformer"), "core.type: unknown value 'transformer'; choose from cfc"),
-        (lambda c: c["core"].update(type="leaky"), "mlp; a core of your own (register_core) runs in your own training"),
         (lambda c: c["core"].update(unit=8), "core: unknown key(s) 'unit' (did you mean 'units'?); valid keys: type,"),
         (lambda c: c["encoder"].update(camra={}), "encoder: unknown key(s) 'camra' (did you mean 'camera'?)"),
         (lambda c: c["core"].update(unit=8, mod="x"), "'mod', 'unit' (did you mean 'mode' for 'mod', 'units' for"),

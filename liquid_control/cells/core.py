@@ -34,13 +34,18 @@ CORE_TYPES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_core(name: str):
-    """Class decorator: make a core rebuildable from ``config()`` by ``build_core``. A name another class holds is
-    refused: a user's ``@register_core("cfc")`` replaced the package's CfC for every policy file loaded after it,
-    without a word. The same class defined again (a module reloaded, a notebook cell run twice) takes its place."""
+    """Class decorator: make a core rebuildable from ``config()`` by ``build_core``. A name the package's cores or a
+    class of another name hold is refused: a user's ``@register_core("cfc")`` replaced the package's CfC for every
+    policy file loaded after it, without a word. The same class defined again (a module reloaded, a notebook cell
+    run twice, a script imported under its own name beside ``__main__``) takes its place."""
 
     def wrap(cls):
         taken = CORE_TYPES.get(name)
-        if taken is not None and (taken.__module__, taken.__qualname__) != (cls.__module__, cls.__qualname__):
+        # another class: one of the package's cores, or a class of another name; the same class reached again (a
+        # reload, a notebook cell, a script's module imported under its own name beside __main__, a spawned worker)
+        # keeps its qualified name and takes the place
+        package = taken is not None and taken.__module__.startswith("liquid_control.")
+        if taken is not None and (package or taken.__qualname__ != cls.__qualname__) and taken is not cls:
             raise ValueError(
                 f"register_core({name!r}): the core type {name!r} is {taken.__module__}.{taken.__qualname__}'s; "
                 f"register {cls.__name__} under another name (taken: {', '.join(sorted(CORE_TYPES))})"

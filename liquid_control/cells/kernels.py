@@ -175,7 +175,9 @@ class StepKernels:
 
     def get(self, core, dtype: torch.dtype) -> Kernel | None:
         """The step kernel of ``core`` in ``dtype`` for its current weights (None: the stepwise graph)."""
-        if transformed():  # a cached kernel too: it would be handed tensors without storage
+        # a cached kernel too: a transform would hand it tensors without storage, dynamo cannot trace it; and what
+        # ``select`` answers while dynamo traces (None) must not be cached for the eager steps after it
+        if transformed() or torch.compiler.is_compiling():
             return None
         cached = self._cache.get(dtype)
         if cached is not None and cached[0] == (core.training, fused_optimizer_steps):

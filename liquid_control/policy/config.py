@@ -320,7 +320,7 @@ def _check_value(path: str, value: Any, spec: dict) -> Any:
         return value
     if spec["choices"] is not None and value not in spec["choices"]:
         own = ""
-        if path == "core.type":  # a core registered with register_core is not one of a policy's (ARCHITECTURE.md)
+        if path == "core.type" and value in registered_core_types():  # register_core's: not a policy's core
             own = "; a core of your own (register_core) runs in your own training loop, not in a policy config"
         raise PolicyConfigError(
             f"{path}: unknown value {shown(value)}; choose from {', '.join(map(str, spec['choices']))}{own}"
@@ -644,6 +644,13 @@ def env_kwargs(cfg: dict, timed: bool = True) -> dict:
     if image is not None:
         kwargs["render_size"] = (image["height"], image["width"])
     return kwargs
+
+
+def registered_core_types() -> frozenset:
+    """The core type names ``cells.register_core`` holds (the package's and a user's own)."""
+    from liquid_control.cells.core import CORE_TYPES as REGISTERED
+
+    return frozenset(REGISTERED)
 
 
 def repeated_key(text: str) -> str | None:
