@@ -567,10 +567,15 @@ def test_a_stopped_policy_node_leaves_the_graph_at_once_and_no_shared_memory_beh
         held = shared_memory_files_of(proc.pid)
         assert held, "the node holds no shared-memory file: the check below would prove nothing"
         assert stop_process(proc) == 0, (tmp_path / "policy_node.log").read_text()
-        listed = lambda: ("policy_node", "/") in probe.node.get_node_names_and_namespaces()  # noqa: E731
-        assert probe.wait_for(lambda: not listed(), 10.0), "the stopped node is still in the graph after 10 s"
+        # its participant destroyed before the process ended: its files gone (they stayed before the fix)
         left = [(name, inode) for name, inode in held if _inode(f"/dev/shm/{name}") == inode]
         assert left == [], "files of the stopped node still in /dev/shm"
+        listed = lambda: ("policy_node", "/") in probe.node.get_node_names_and_namespaces()  # noqa: E731
+        # its goodbye (Fast DDS's participant dispose) tells the peers at once; a loaded machine can drop that one
+        # UDP message (1 of ~7 suite runs on a 2-core VM beside other jobs), and the peers then drop the participant
+        # at its lease's end, 20 s on: only then is it a failure, the files above already being gone
+        if not probe.wait_for(lambda: not listed(), 10.0):
+            assert probe.wait_for(lambda: not listed(), 15.0), "the stopped node is still in the graph after 25 s"
     finally:
         probe.close()
         stop_process(proc)
