@@ -91,7 +91,7 @@ def test_example_configs_are_valid_and_cover_every_core():
         (lambda c: c["encoder"]["camera"].update(strides=[2]), "need the same length"),
         (  # was "camera encoder: ... too small" from deep inside the model, naming no key
             lambda c: c["encoder"]["camera"].update(kernel_sizes=[9, 9]),
-            "observation.image: a 16x16 (height x width) image is too small for encoder.camera's convolutions "
+            "observation.image: a 16x16 (width x height) image is too small for encoder.camera's convolutions "
             "(layer 1: kernel 9",
         ),
         (lambda c: c["observation"]["vectors"].update(imu="six"), "observation.vectors.imu: expected an integer"),

@@ -219,8 +219,8 @@ def load_driver(path: str | Path, image_size: tuple[int, int] | None):
         problem = f"it is a policy for {config.get('world')!r} with {config['action'].get('kind')!r} actions"
     elif image_size is not None and (image.get("height"), image.get("width")) != tuple(image_size):
         problem = (
-            f"it reads {image.get('height')}x{image.get('width')} images (height x width), the recording renders "
-            f"{image_size[0]}x{image_size[1]} (--render-size, --render-width)"
+            f"it reads {image.get('width')}x{image.get('height')} images (width x height), the recording renders "
+            f"{image_size[1]}x{image_size[0]} (--render-width, --render-size)"
         )
     if problem:
         backend.close()

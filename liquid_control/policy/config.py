@@ -431,9 +431,9 @@ def validate_config(raw: dict, strict: bool = True) -> dict:
         for layer, (h, w) in enumerate(conv_sizes(*size, camera["kernel_sizes"], camera["strides"])):
             if h < 1 or w < 1:
                 raise PolicyConfigError(
-                    f"observation.image: a {size[0]}x{size[1]} (height x width) image is too small for "
+                    f"observation.image: a {size[1]}x{size[0]} (width x height) image is too small for "
                     f"encoder.camera's convolutions (layer {layer}: kernel {camera['kernel_sizes'][layer]}, stride "
-                    f"{camera['strides'][layer]} leaves {h}x{w})"
+                    f"{camera['strides'][layer]} leaves {w}x{h})"
                 )
     cfg["encoder"] = {
         "camera": camera,
