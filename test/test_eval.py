@@ -810,6 +810,11 @@ def test_a_policy_is_evaluated_in_its_own_world_under_shifts_that_act_there(tmp_
     assert main([*argv, "--policy", balancer, "--world", "LiquidRover-v0"]) == 2
     err = capsys.readouterr().err
     assert "--world LiquidRover-v0: the policies are for LiquidBalance-v0" in err and len(err.splitlines()) == 1
+    from liquid_control.evaluation.plan import build_plan
+
+    # gymnasium's module:Id form of the policy's own world is that world (before: "the policies are for ...")
+    plan = build_plan([balancer], ["in_distribution"], 1, world="sim_envs:LiquidBalance-v0")
+    assert [spec.world for spec in plan.policies] == ["LiquidBalance-v0"]
     for shift in ("camera_noise=0.3", "winter", "imu_noise=0.1,fog=0.2"):
         assert main([*argv, "--policy", balancer, "--shift", shift]) == 2
         assert "changes nothing in LiquidBalance-v0, which has no camera" in capsys.readouterr().err

@@ -288,6 +288,25 @@ def test_main_refuses_a_policy_of_another_world_and_a_bad_inherited_domain_as_ma
     assert cli.main(["sim", "--policy", str(_policy_of_world(tmp_path, "puck_world:PuckWorld-v0"))]) == 2
     err = capsys.readouterr().err  # before: "add --world puck_world:PuckWorld-v0", which --world then refused
     assert "trained for puck_world:PuckWorld-v0, and sim_node runs the package's worlds only" in err, err
+
+    class Started(Exception):
+        pass
+
+    def started(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(graph, "start_graph", started)
+    # the package's world in gymnasium's module:Id form is that world (before: refused as a world of one's own)
+    with pytest.raises(Started):
+        cli.main(
+            [
+                "sim",
+                "--world",
+                "LiquidBalance-v0",
+                "--policy",
+                str(_policy_of_world(tmp_path, "sim_envs:LiquidBalance-v0")),
+            ]
+        )
     monkeypatch.setenv("ROS_DOMAIN_ID", "abc")
     assert cli.main(["main"]) == graph.EXIT_USAGE
     out, err = capsys.readouterr()

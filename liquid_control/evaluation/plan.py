@@ -27,6 +27,7 @@ from liquid_control.paths import (
     shipped_name_hint,
     shipped_policy_for,
 )
+from liquid_control.policy.config import package_world_id
 from liquid_control.runtime.backends import checkpoint_sha256
 
 EXPERT = "expert"
@@ -402,6 +403,7 @@ def build_plan(
         )
     if not policy_args:
         raise EvaluationSetupError("no policy given (use --policy expert or --policy NAME=CHECKPOINT)")
+    world = package_world_id(world) if world else world  # compared with the policies' worlds below
     validate_world(world or DEFAULT_WORLD)
     specs: list[PolicySpec] = []
     trained_shifts: dict = {}

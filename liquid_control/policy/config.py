@@ -365,12 +365,21 @@ def conv_sizes(height: int, width: int, kernel_sizes, strides) -> list[tuple[int
     return sizes
 
 
+def package_world_id(world: str) -> str:
+    """``sim_envs:LiquidRover-v0`` (gymnasium's ``module:Id`` form of a package world) as ``LiquidRover-v0``: one
+    spelling of each package world, which sim, ``record --expert`` and the node parameter files know by id."""
+    module, sep, world_id = world.rpartition(":")
+    return world_id if sep and (module == "sim_envs" or module.startswith("sim_envs.")) else world
+
+
 def validate_config(raw: dict, strict: bool = True) -> dict:
     """Check a config dict and return a complete copy with every default filled in.
 
     ``strict=False`` (a policy file being loaded) skips the checks for settings that would have no effect (a key
     of another core type, camera recipes without a camera): a policy trained before they existed still loads."""
     cfg = _check_section("", raw, _TOP)
+    if cfg["world"] is not None:
+        cfg["world"] = package_world_id(cfg["world"])
     obs = _check_section("observation", cfg["observation"], _OBSERVATION)
     if obs["image"] is not None:
         obs["image"] = _check_section("observation.image", obs["image"], _IMAGE)
