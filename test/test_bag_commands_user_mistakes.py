@@ -248,7 +248,13 @@ def test_a_bag_whose_camera_is_under_another_name_says_which_option_reads_it(tmp
     replay = ["replay", str(day / "*"), "-o", str(tmp_path / "replayed"), "--record", "/policy/cmd_vel"]
     replay += ["--wait", "0", "--linger", "0.1", "--rate", "100", "--domain-id", str(free_domain_id())]
     assert cli.main(replay) == 1  # no node here: nothing recorded, but the bag was played
-    assert "recorded /policy/cmd_vel 0; published /front/image_raw " in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "recorded /policy/cmd_vel 0; published /front/image_raw " in out
+    once = int(out.split("published /front/image_raw ")[1].split()[0].strip(",;"))
+    # a bag named twice plays twice (before: refused, 'its updates would count twice', training's reason)
+    replay[2:4] = [str(day / "robot"), "-o", str(tmp_path / "replayed_twice")]
+    assert cli.main(replay) == 1
+    assert f"published /front/image_raw {2 * once}" in capsys.readouterr().out
 
 
 def test_a_bag_given_as_its_metadata_yaml_or_another_file_is_refused_naming_the_folder(tmp_path, capsys):

@@ -1182,12 +1182,13 @@ def bag_given_twice(named) -> tuple[Path, str, str] | None:
     return None
 
 
-def expand_bags(patterns, option: str) -> list[str]:
+def expand_bags(patterns, option: str, repeats: bool = False) -> list[str]:
     """The bags that ``patterns`` (paths and globs, a glob's matches sorted) name, as given, each checked before any
     bag is read (a typo in the last one was found only after every bag before it was converted or played): a glob
     that matches nothing, a path that is not there, a bag two of them name (:func:`bag_given_twice`: its updates
-    would count twice) raise :class:`BagError` naming ``option``, where the user gave them (``--bag``,
-    ``--val-bag``, ``data.bags``), and the path. The one check of ``train --bag/--val-bag`` and ``eval --bag``."""
+    would count twice; unless ``repeats``, a replay's, which plays it again) raise :class:`BagError` naming
+    ``option``, where the user gave them (``--bag``, ``--val-bag``, ``data.bags``), and the path. The one check of
+    ``train --bag/--val-bag``, ``eval --bag``, ``replay`` and ``record --info``."""
     label = option if option.startswith("-") else f"{option}:"
 
     def where(pattern: str) -> str:
@@ -1206,7 +1207,7 @@ def expand_bags(patterns, option: str) -> list[str]:
     missing = [(bag, pattern) for bag, pattern in named if not Path(bag).exists()]
     if missing:  # BagReader's words
         raise BagError(f"{label} {', '.join(bag for bag, _ in missing)}: {NO_SUCH_BAG}{where(missing[0][1])}")
-    twice = bag_given_twice(named)
+    twice = None if repeats else bag_given_twice(named)
     if twice:
         path, first, second = twice
         how = f"named {first!r} both times" if first == second else f"by {first!r} and {second!r}"

@@ -839,7 +839,7 @@ def run(args) -> int:
         if args.info:
             from liquid_control.bags.io import expand_bags
 
-            print("\n\n".join(bag_info(bag) for bag in expand_bags(args.info, "--info")))
+            print("\n\n".join(bag_info(bag) for bag in expand_bags(args.info, "--info", repeats=True)))
             return 0
         if args.recover:
             if not args.output:

@@ -306,7 +306,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="BAG",
         type=user_path,
-        help="recorded bag(s), played one after another; paths or quoted globs ('bags/day1/*', in sorted order)",
+        help="recorded bag(s), played one after another (one named twice plays twice); paths or quoted globs "
+        "('bags/day1/*', in sorted order)",
     )
     parser.add_argument(
         "-o", "--output", default="", type=user_path, help="bag of the recorded commands (default rosbag2_<date>)"
@@ -399,7 +400,8 @@ def replay(args, gone=None) -> dict:
     # a refusal leaves nothing at -o, so the corrected command can use the same name.
     readers = []
     try:
-        for bag in expand_bags(args.bags, "BAG"):  # quoted globs too ('bags/day1/*'), each checked before any plays
+        # quoted globs too ('bags/day1/*'), each checked before any plays; a bag named twice plays twice
+        for bag in expand_bags(args.bags, "BAG", repeats=True):
             readers.append(BagReader(bag, allow_truncated=args.allow_truncated))
         record = record or default_recorded(readers)
         topics = _replayed_topics(readers, args.topics, record)
