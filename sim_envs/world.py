@@ -110,8 +110,9 @@ class TimedMujocoWorld(gym.Env):
     as the balancer's ``command``, there from the start), ``wait_for_all_sensors`` (what the first update waits
     for in a world made without ``policy_inputs``, e.g. the expert's alone: True, every sensor's first message; False,
     the first update message), ``action_kind`` (what its action commands, as a policy config's ``action.kind``
-    names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right]) and ``default_time_limit``
-    (seconds, what ``time_limit=None`` means).
+    names it: ``twist`` = [linear, angular], ``wheel_torques`` = [left, right]), ``action_names`` (what plots and
+    reports call each action element; empty: the ``action_kind``'s names) and ``default_time_limit`` (seconds,
+    what ``time_limit=None`` means).
 
     ``policy_inputs`` (``liquid_control.policy.env_kwargs`` passes the policy's): the first update waits until
     every sensor delivering one of them (and every update sensor) has delivered once, as the policy node's
@@ -134,6 +135,7 @@ class TimedMujocoWorld(gym.Env):
     input_sensors: dict = {}
     wait_for_all_sensors: bool = False
     action_kind: str = ""
+    action_names: tuple = ()
     # sensor -> qpos addresses of the joints whose velocities it measures (jointvel_qpos): their true positions at
     # each measurement go with its messages to the drivers of next_delivery (sim_node's JointState), not into the
     # reading, the observation or the noise

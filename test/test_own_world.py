@@ -72,6 +72,11 @@ def test_the_documented_world_of_ones_own_trains_and_evaluates_with_its_preset_a
 def test_eval_with_world_module_id_reads_the_modules_shift_presets(puck_world):
     plan = build_plan(["expert"], ["rain"], 1, world="puck_world:PuckWorld-v0")
     assert plan.shifts == ["rain"] and plan.policies[0].world == "puck_world:PuckWorld-v0"
+    from liquid_control.evaluation.report import action_names
+
+    # the plots call the puck's actions by its own names (before: the twist kind's "linear", "angular")
+    assert action_names("puck_world:PuckWorld-v0") == ("force x", "force y")
+    assert action_names("LiquidRover-v0") == ("linear", "angular")
 
 
 def test_an_unknown_world_names_the_known_ones_and_how_to_register_one(tmp_path, monkeypatch):

@@ -176,11 +176,14 @@ def pick_example(plan: EvaluationPlan):
 
 
 def action_names(world: str) -> tuple[str, ...]:
-    """What each action element of ``world`` commands, by the ``action_kind`` its env class declares (() if none)."""
+    """What each action element of ``world`` commands: the ``action_names`` its env class declares, else those of
+    its ``action_kind`` (() if neither)."""
     import sim_envs
 
-    kind = getattr(sim_envs.world_class(world), "action_kind", "")
-    return tuple(name for name, _unit in COMMAND_ELEMENTS.get(kind, ()))
+    world_class = sim_envs.world_class(world)
+    named = tuple(map(str, getattr(world_class, "action_names", ()) or ()))
+    kind = getattr(world_class, "action_kind", "")
+    return named or tuple(name for name, _unit in COMMAND_ELEMENTS.get(kind, ()))
 
 
 def plot_example_episode(job, path: str, frames: int = 8) -> tuple[str, dict]:
