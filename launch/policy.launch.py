@@ -1,9 +1,10 @@
 """The liquid policy node alone, for a real robot: a managed node configured from a parameter file.
 
     ros2 launch liquid_control policy.launch.py [params_file:=/path/to/robot_policy.yaml]
-        [policy:=/path/to/policy.pt|.onnx] [use_sim_time:=false] [autostart:=false]
+        [policy:=/path/to/policy.pt|.onnx] [use_sim_time:=true|false] [autostart:=true|false]
 
-With autostart:=false the node waits for a lifecycle manager (configure, activate); remap its topics in the
+use_sim_time and autostart, where given, override the parameter file's; else the file's hold (false where it sets
+none). Without autostart the node waits for a lifecycle manager (configure, activate); remap its topics in the
 parameter file (camera_topic, imu_topic, command_topic). The node list comes from
 liquid_control.ros.graph.policy_graph.
 """
@@ -15,8 +16,8 @@ from liquid_control.ros.graph import launch_actions, launch_argument, launch_des
 ARGUMENTS = {
     "params_file": ("", "policy_node parameter file; empty: share/liquid_control/config/rover_policy.yaml"),
     "policy": ("", "policy file overriding the parameter file's"),
-    "use_sim_time": ("false", "use /clock"),
-    "autostart": ("false", "configure and activate without a lifecycle manager"),
+    "use_sim_time": ("", "use /clock (empty: the parameter file's, else false)"),
+    "autostart": ("", "configure and activate without a lifecycle manager (empty: the parameter file's, else false)"),
 }
 
 
@@ -25,8 +26,8 @@ def _nodes(context):
     graph = policy_graph(
         params_file=arg["params_file"],
         policy=arg["policy"],
-        use_sim_time=launch_argument(arg, "use_sim_time", bool),
-        autostart=launch_argument(arg, "autostart", bool),
+        use_sim_time=launch_argument(arg, "use_sim_time", bool, optional=True),
+        autostart=launch_argument(arg, "autostart", bool, optional=True),
     )
     return launch_actions(graph)
 

@@ -142,15 +142,17 @@ def test_policy_launch_runs_the_node_alone_from_a_parameter_file(launch_stubs, t
     (node,) = nodes
     assert type(node).__name__ == "LifecycleNode"
     overrides = check_node(node)
-    assert overrides == {"use_sim_time": False, "autostart": False}
+    assert overrides == {}  # the file's use_sim_time and autostart hold (the node's default where it sets none)
     robot = tmp_path / "config" / "robot.yaml"
     robot.parent.mkdir()
-    robot.write_text((ROOT / "config" / "balance_policy.yaml").read_text())
+    robot.write_text((ROOT / "config" / "balance_policy.yaml").read_text() + "    autostart: true\n")
+    assert graph._file_parameters(robot, "policy_node")["autostart"] is True
     (node,) = launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(robot), policy="/opt/p.onnx")[1]
-    assert node.kwargs["parameters"] == [
-        str(robot),
-        {"use_sim_time": False, "autostart": False, "policy": "/opt/p.onnx"},
-    ]
+    # a robot file's autostart: true starts the node (before: autostart:=false came after the file and won)
+    assert node.kwargs["parameters"] == [str(robot), {"policy": "/opt/p.onnx"}]
+    assert "autostart:=false" not in " ".join(graph.policy_graph(params_file=str(robot))[0].command())
+    (node,) = launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(robot), autostart="false")[1]
+    assert node.kwargs["parameters"] == [str(robot), {"autostart": False}]  # given: it overrides the file
     with pytest.raises(FileNotFoundError, match="missing.yaml"):
         launch_stubs(ROOT / "launch" / "policy.launch.py", params_file=str(tmp_path / "missing.yaml"))
 

@@ -305,22 +305,28 @@ def policy_inputs(policy_file: Path) -> str:
 
 
 def policy_graph(
-    params_file: str = "", policy: str = "", use_sim_time: bool = False, autostart: bool = False
+    params_file: str = "", policy: str = "", use_sim_time: bool | None = None, autostart: bool | None = None
 ) -> list[NodeDescription]:
-    """The policy node alone (a robot): its parameter file (default config/rover_policy.yaml) and overrides."""
+    """The policy node alone (a robot): its parameter file (default config/rover_policy.yaml) and overrides.
+    ``use_sim_time``, ``autostart`` None: the file's (the node's default, false, where it sets none); an override
+    always won, so a robot file's ``autostart: true`` left the deployed node waiting for a lifecycle manager."""
     path = Path(user_path(params_file)) if params_file else config_dir() / WORLD_POLICIES["LiquidRover-v0"][0]
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {path} not found")
-    overrides = {"use_sim_time": bool(use_sim_time), "autostart": bool(autostart)}
+    given = {"use_sim_time": use_sim_time, "autostart": autostart}
+    overrides = {key: bool(value) for key, value in given.items() if value is not None}
     if policy:
         overrides["policy"] = policy
     return [NodeDescription("policy_node", "policy_node", (str(path),), overrides, lifecycle=True)]
 
 
-def launch_argument(arg: dict, name: str, kind):
+def launch_argument(arg: dict, name: str, kind, optional: bool = False):
     """Launch argument ``name`` (its text in ``arg``) as an int, a finite float or a bool (true/false in any case,
-    or 1/0, as ROS launch conditions read them), or a ValueError naming it: every launch file's arguments."""
+    or 1/0, as ROS launch conditions read them), or a ValueError naming it: every launch file's arguments.
+    ``optional``: an empty text is None (not given: the parameter file's value holds)."""
     text = arg[name]
+    if optional and text == "":
+        return None
     if kind is bool:
         if text.lower() in ("true", "1", "false", "0"):
             return text.lower() in ("true", "1")
