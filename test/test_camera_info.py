@@ -87,6 +87,20 @@ def test_an_uncalibrated_camera_is_checked_for_its_size_only():
     )
 
 
+def test_a_camera_info_before_calibration_claims_no_size_and_a_k_of_no_pinhole_is_said():
+    """camera_info_manager's message without a calibration is 0x0 with K all zeros: it was 'camera_info says 0x0
+    images ... its images will be rejected', an error every period while every image was taken (found by a probe
+    of a robot's bring-up). A K of NaN or a negative focal length was taken silently as uncalibrated."""
+    assert camera_info_problems(info(0, 0, 0.0), (64, 64, 3), "LiquidRover-v0", 100.0) == {}
+    for fx, fy in ((float("nan"), float("nan")), (-40.0, -40.0), (40.0, float("inf"))):
+        problems = camera_info_problems(info(64, 64, fx, fy), (64, 64, 3), "LiquidRover-v0", 100.0)
+        assert list(problems) == ["bad_intrinsics"], (fx, fy)
+        assert (
+            f"camera_info's K has focal lengths fx {fx:g}, fy {fy:g}: not a pinhole camera's"
+            in (problems["bad_intrinsics"])
+        )
+
+
 def test_a_camera_that_is_not_square_is_named_width_x_height_and_labelled():
     """A policy 24 high x 32 wide against a camera_info of 24 wide x 32 high: the message read 'says 24x32 images
     but the policy takes 32x24' unlabelled, beside a bad_shape line of numpy shapes, (32, 24, 3) against (24, 32, 3),
@@ -94,8 +108,9 @@ def test_a_camera_that_is_not_square_is_named_width_x_height_and_labelled():
     frame resized to its size is squeezed (its pixels stay square)."""
     problems = camera_info_problems(info(24, 32, 0.0), (24, 32, 3))
     assert problems == {
-        "size_mismatch": "camera_info says 24x32 images (width x height) but the policy takes 32x24: its images "
-        "will be rejected (bad_shape); set the camera's resolution to the policy's"
+        "size_mismatch": "camera_info says 24x32 images (width x height) but the policy takes 32x24: images of that "
+        "size are rejected (bad_shape); set the camera's resolution to the policy's, or, where its images are "
+        "resized on the way, resize its camera_info with them (image_proc's resize node does)"
     }
     squeezed = camera_info_problems(info(32, 24, 20.0, 20.0 / 0.75), (24, 32, 3))["non_square_pixels"]
     assert "(a frame of another aspect ratio resized to 32x24 (width x height))" in squeezed, squeezed

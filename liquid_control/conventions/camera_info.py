@@ -89,8 +89,9 @@ def camera_info_problems(
     fovx_deg: float | None = None,
 ) -> dict:
     """What in the camera_info ``msg`` differs from the policy's camera: ``{counter key: sentence}`` for
-    ``size_mismatch`` (the images will be rejected), ``non_square_pixels`` (the images were stretched to another
-    aspect ratio than the training camera's) and ``fov_mismatch`` (against a camera of vertical field of view
+    ``size_mismatch`` (images of that size are rejected; a 0x0 message claims no size), ``bad_intrinsics`` (a K
+    of NaN or negative focal lengths: no field of view to check), ``non_square_pixels`` (the images were stretched
+    to another aspect ratio than the training camera's) and ``fov_mismatch`` (against a camera of vertical field of view
     ``fovy_deg``, when given: the one the policy file records it was trained with when ``recorded``, else ``world``'s
     camera of today). ``fovx_deg``: the training camera's horizontal field of view where the file records it (a run
     on bags: the CameraInfo's, whose pixels need not be square, e.g. a 640x480 camera resized to 128x128); else
@@ -105,13 +106,21 @@ def camera_info_problems(
         if abs(trained_aspect - 1.0) <= PIXEL_ASPECT_TOLERANCE:  # square, as far as the check tells
             trained_aspect = 1.0
     problems = {}
-    if (h, w) != (height, width):
+    if not (w > 0 and h > 0):  # 0x0: camera_info_manager's message before a calibration, no size claimed
+        return problems
+    if (h, w) != (height, width):  # the images themselves are checked as they come (bad_shape)
         problems["size_mismatch"] = (
-            f"camera_info says {w}x{h} images (width x height) but the policy takes {width}x{height}: its images "
-            "will be rejected (bad_shape); set the camera's resolution to the policy's"
+            f"camera_info says {w}x{h} images (width x height) but the policy takes {width}x{height}: images of "
+            "that size are rejected (bad_shape); set the camera's resolution to the policy's, or, where its images "
+            "are resized on the way, resize its camera_info with them (image_proc's resize node does)"
         )
     fov = field_of_view_deg(w, h, fx, fy)
     if fov is None:
+        if fx or fy:  # all zeros is an uncalibrated driver's K; NaN or a negative focal length is no pinhole's
+            problems["bad_intrinsics"] = (
+                f"camera_info's K has focal lengths fx {fx:g}, fy {fy:g}: not a pinhole camera's (positive finite; "
+                "all zeros: uncalibrated), so its field of view is not checked; fix the camera's calibration file"
+            )
         return problems
     if abs(fx / fy / trained_aspect - 1.0) > PIXEL_ASPECT_TOLERANCE:
         squeezed = (  # the 640x480 example holds for a square policy (resized to a 4:3 one, its pixels stay square)

@@ -866,21 +866,16 @@ class PolicyNode(LifecycleNode):
     ):
         """The camera's resolution must be the policy's input size, its pixels square and its field of view the
         training camera's (the policy file's record; an older file: the world's of today; conventions.camera_info):
-        each problem counted (``camera_info.<problem>``) and said once per throttle period; a wrong size is an error
-        (every image is rejected), the others warnings (the images are taken, but show another picture than training
-        did)."""
+        each problem counted (``camera_info.<problem>``) and said once per throttle period, as a warning: images of
+        a wrong size are rejected, and said so, as they come (bad_shape); a camera_info of another size beside
+        images of the right one (resized on the way, camera_info not) rejects nothing; the others are taken but
+        show another picture than training did."""
         if self.runner is None:
             return
         for problem, text in camera_info_problems(msg, expected_shape, world, fovy_deg, recorded, fovx_deg).items():
             self.runner.counters[f"camera_info.{problem}"] += 1
-            if not self._may_log(f"camera_info.{problem}"):
-                continue
-            line = f"{self._subscriptions_by_sensor['camera_info'].topic_name}: {text}"
-            # one call per severity: rclpy's logger refuses another severity from a line it logged at before
-            if problem == "size_mismatch":
-                self.get_logger().error(line)
-            else:
-                self.get_logger().warning(line)
+            if self._may_log(f"camera_info.{problem}"):
+                self.get_logger().warning(f"{self._subscriptions_by_sensor['camera_info'].topic_name}: {text}")
 
     @_one_at_a_time
     def _on_vector(self, sensor: str, msg, info=None):
