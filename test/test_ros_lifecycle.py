@@ -353,6 +353,14 @@ def test_configure_logs_why_a_policy_file_is_refused(hostile_files, ros, case):
         ({"imu_qos_depth": 1e11}, "imu_qos_depth: must be an integer in [1, 100000]"),
         ({"watchdog_timeout_s": 1e300}, "watchdog_timeout_s: must be at most 86400"),
         ({"diagnostics_period_s": 1e300}, "diagnostics_period_s: must be at most 86400"),
+        # a microsecond's watchdog spun the node at full CPU and sent ~2,700 stops a second (found by a probe)
+        ({"watchdog_timeout_s": 1e-9}, "watchdog_timeout_s: must be at least 0.01 s"),
+        ({"watchdog_timeout_s": 0.001}, "watchdog_timeout_s: must be at least 0.01 s"),
+        ({"diagnostics_period_s": 0.001}, "diagnostics_period_s: must be at least 0.01 s"),
+        ({"command_frame_id": "/base_link"}, "command_frame_id: '/base_link' is not a valid TF frame id"),  # tf2's
+        ({"command_frame_id": "base link"}, "command_frame_id: 'base link' is not a valid TF frame id"),
+        ({"command_frame_id": "base_link\n"}, "command_frame_id: 'base_link\\n' is not a valid TF frame id"),
+        ({"command_frame_id": "", "command_type": "twist_stamped"}, "command_frame_id: must be a non-empty TF frame"),
         ({"control_rate_hz": 1e-300}, "control_rate_hz: must be at least"),
         ({"action_scale": "abc"}, "action_scale: must be a number or a list of numbers, got 'abc'"),  # was float()'s
         ({"policy": 42}, "policy: must be a file path (a string), got 42"),  # was a TypeError from pathlib

@@ -131,8 +131,10 @@ def test_every_stamped_command_to_the_base_is_in_the_command_frame(mux):
     out, _ = m.policy(0.4, 0.1)
     assert out.header.frame_id == "robot1/base_footprint"
     m = mux(command_type="twist", command_frame_id="")  # no header to carry it: accepted, unused
-    with pytest.raises(ValueError, match="command_frame_id: must be a string"):
+    with pytest.raises(ValueError, match="command_frame_id: must be a non-empty TF frame id"):
         mux(command_frame_id=3)
+    with pytest.raises(ValueError, match="command_frame_id: '/base_link' is not a valid TF frame id"):
+        mux(command_frame_id="/base_link")  # tf2 refuses a leading '/' (was accepted)
 
 
 def test_the_operator_may_publish_another_type_than_the_policy(mux):

@@ -96,6 +96,9 @@ SECONDS_PARAMETERS = (
     "max_future_stamp_s",
     "diagnostics_period_s",
 )
+# Lower bounds of the periods the node runs timers at (the watchdog checks every quarter of its timeout)
+MIN_TIMER_S = 0.01
+TIMER_PARAMETERS = ("watchdog_timeout_s", "diagnostics_period_s")
 TOPIC_PARAMETERS = ("camera_topic", "imu_topic", "wheels_topic", "target_topic", "command_topic")
 # A ROS 2 topic name (before expansion): tokens of letters, digits and underscores (not starting with a digit)
 # or {substitutions}, separated by single slashes; optionally absolute ('/') or private ('~' or '~/').
@@ -143,6 +146,17 @@ def frame_prefix_problem(prefix) -> str | None:
             f"{prefix!r} does not make valid TF frame ids (letters, digits and underscores, single '/' between "
             f"them, e.g. 'robot1/' or 'robot1_'; no spaces, no leading '/')"
         )
+    return None
+
+
+def frame_id_problem(frame_id, used: bool = True) -> str | None:
+    """Why ``frame_id`` is no TF frame id a message may carry (None when it is): tf2 refuses a leading '/', and a
+    space or control character is a typo (a trailing newline from a file). ``used`` False (commands without a
+    header): an empty one is no problem."""
+    if not isinstance(frame_id, str) or (not frame_id and used):
+        return f"must be a non-empty TF frame id (e.g. 'base_link'), got {shown(frame_id)}"
+    if frame_id.startswith("/") or any(c.isspace() or not c.isprintable() for c in frame_id):
+        return f"{shown(frame_id, 200)} is not a valid TF frame id (no leading '/', no spaces or control characters)"
     return None
 
 
@@ -334,6 +348,13 @@ def policy_node_parameter_problems(
         problems.append(f"control_rate_hz: must be at least {1 / MAX_SECONDS:.3g} (one per day)")
     for name in SECONDS_PARAMETERS:
         positive(name, upper=MAX_SECONDS)
+    for name in TIMER_PARAMETERS:  # a timer of a microsecond spun the node at full CPU, stops flooding the base
+        v = values[name]
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < MIN_TIMER_S:
+            problems.append(
+                f"{name}: must be at least {MIN_TIMER_S:g} s (a timer that short busies the node; a watchdog that "
+                f"short stops the robot between any sensor's messages), got {shown(v)}"
+            )
     positive("first_update_dt", allow_zero=True, upper=MAX_SECONDS)
     positive("log_throttle_s", allow_zero=True, upper=MAX_THROTTLE_S)
     lag = values["reorder_lag_s"]
@@ -353,8 +374,9 @@ def policy_node_parameter_problems(
     problem = joint_names_problem(values["joint_names"])
     if problem:
         problems.append(problem)
-    if not isinstance(values["command_frame_id"], str):
-        problems.append(f"command_frame_id: must be a string, got {shown(values['command_frame_id'])}")
+    problem = frame_id_problem(values["command_frame_id"], used=values["command_type"] == "twist_stamped")
+    if problem:
+        problems.append(f"command_frame_id: {problem}")
     for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads
         # a rate limit may be off (inf): any finite rate, 1e9 too, holds a command whose node-clock time is the one
         # before's (use_sim_time: two updates handled between two /clock messages), so none is "off"

@@ -60,6 +60,7 @@ from liquid_control.conventions.message_types import message_type_name, other_pu
 from liquid_control.conventions.params import (
     camera_info_topic,
     declare_node_parameters,
+    frame_id_problem,
     per_element,
     same_parameter_value,
     topic_name_problem,
@@ -135,8 +136,9 @@ def checked_settings(p: dict) -> dict:
     for name in ("command_type", "operator_command_type"):
         if p[name] not in MESSAGE_TYPES:
             problems.append(f"{name}: must be one of {', '.join(MESSAGE_TYPES)}, got {shown(p[name])}")
-    if not isinstance(p["command_frame_id"], str):
-        problems.append(f"command_frame_id: must be a string, got {shown(p['command_frame_id'])}")
+    problem = frame_id_problem(p["command_frame_id"], used=p["command_type"] == "twist_stamped")
+    if problem:
+        problems.append(f"command_frame_id: {problem}")
     scale = per_element("action_scale", p["action_scale"], 2, problems, positive=False)
     seconds = {}
     for name in ("operator_timeout_s", "policy_timeout_s", "watch_period_s"):
