@@ -896,7 +896,7 @@ def test_recovering_a_bag_with_no_complete_message_writes_nothing(tmp_path, caps
 def test_sections_match_the_policy_node_by_ros_2s_rules(tmp_path):
     """A review: namespaced sections were taken with topics resolved from /, and several namespaces fell back
     silently to the defaults; ROS's /* is exactly one token."""
-    from liquid_control.bags.stream import section_applies
+    from liquid_control.conventions.params import section_applies
 
     assert section_applies("/**", "/policy_node") and section_applies("policy_node", "/policy_node")
     assert section_applies("/*", "/policy_node") and not section_applies("/*/policy_node", "/policy_node")

@@ -1838,3 +1838,28 @@ def test_destroy_node_during_a_transition_of_another_thread_still_stops_the_robo
     assert node.runner is None and gc.get_freeze_count() == 0
     assert node._stops_published == 1  # the deactivate's; was 0
     assert probe.wait_for(lambda: list(probe.messages("torques")[-1][1].data) == [0.0, 0.0], 10.0)
+
+
+def test_a_parameter_file_section_for_the_node_in_another_namespace_is_named_at_start(policy_file, tmp_path):
+    """docs/real_robot.md's robot file has a `policy_node:` section; the node started under /robot1 (`-r
+    __ns:=/robot1`) got none of its parameters without a word and refused to configure, 'no policy file given',
+    though the file gave one (found by a probe of a robot's bring-up). The node now names the section, the
+    namespace, and the section names it would get."""
+    import subprocess
+    import sys
+
+    robot = tmp_path / "robot.yaml"
+    robot.write_text(f"policy_node:\n  ros__parameters:\n    policy: {policy_file}\n    autostart: true\n")
+    argv = [sys.executable, "-m", "liquid_control.ros.entry", "policy_node", "--ros-args", "-r", "__ns:=/robot1"]
+    argv += ["--params-file", str(robot), "-p", "autostart:=true"]
+    proc = subprocess.run(argv, env=isolated_ros_env(), capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and "no policy file given" in out, out  # what it did before, still
+    assert (
+        f"{robot}: its section 'policy_node' is for /policy_node, and this node is /robot1/policy_node, which gets "
+        "none of its parameters: name the section /robot1/policy_node: or /**/policy_node:" in out
+    ), out
+    robot.write_text(robot.read_text().replace("policy_node:", "/**/policy_node:", 1))
+    proc = subprocess.run(argv, env=isolated_ros_env(), capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr  # the node gets the file's policy (a balancer's, refused with twist commands)
+    assert "no policy file given" not in out and "its section" not in out and "float64_multi_array" in out, out

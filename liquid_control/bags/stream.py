@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -46,6 +45,7 @@ from liquid_control.conventions.params import (
     WHEEL_JOINT_NAMES,
     WORLD_POLICIES,
     joint_names_problem,
+    section_applies,
 )
 from liquid_control.paths import config_dir, user_path
 from liquid_control.runtime import runner as R
@@ -151,16 +151,6 @@ def absolute_topic(name: str) -> str:
 POLICY_NODE = "policy_node"
 
 
-def section_applies(section: str, node: str) -> bool:
-    """Whether ROS 2 gives a parameter file's section ``section`` to the node ``node`` (fully qualified, e.g.
-    ``/policy_node``): ``/**`` stands for any number of namespace tokens, ``/*`` for exactly one, a name without a
-    leading slash is absolute."""
-    pattern = ""
-    for token in section.strip("/").split("/"):
-        pattern += {"**": r"(?:/[^/]+)*", "*": r"/[^/]+"}.get(token, "/" + re.escape(token))
-    return re.fullmatch(pattern, node) is not None
-
-
 def node_sections(path: str | Path, node: str, reader: str, namespaced_advice: str = "") -> list[tuple[str, dict]]:
     """The sections of the parameter file ``path`` that ROS 2 gives the node ``/<node>`` (root namespace), as
     (section name, its ``ros__parameters``) in file order: ``<node>:``, ``/**:``, ``/**/<node>:`` ...
@@ -231,7 +221,8 @@ def load_node_parameters(path: str | Path | None) -> dict:
         POLICY_NODE,
         "training",
         f"reads them as the node /{POLICY_NODE} gets them (relative topics resolved from /): give a file with a "
-        "policy_node: section and the topics as that robot's node subscribes to them (e.g. /robot1/camera/image_raw)",
+        "/**/policy_node: section (the node gets it in any namespace) and the topics as that robot's node "
+        "subscribes to them (e.g. /robot1/camera/image_raw)",
     )
     for name, given in sections:
         for key, value in given.items():

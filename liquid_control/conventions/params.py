@@ -149,6 +149,16 @@ def frame_prefix_problem(prefix) -> str | None:
     return None
 
 
+def section_applies(section: str, node: str) -> bool:
+    """Whether ROS 2 gives a parameter file's section ``section`` to the node ``node`` (fully qualified, e.g.
+    ``/policy_node``): ``/**`` stands for any number of namespace tokens, ``/*`` for exactly one, a name without a
+    leading slash is absolute."""
+    pattern = ""
+    for token in section.strip("/").split("/"):
+        pattern += {"**": r"(?:/[^/]+)*", "*": r"/[^/]+"}.get(token, "/" + re.escape(token))
+    return re.fullmatch(pattern, node) is not None
+
+
 def frame_id_problem(frame_id, used: bool = True) -> str | None:
     """Why ``frame_id`` is no TF frame id a message may carry (None when it is): tf2 refuses a leading '/', and a
     space or control character is a typo (a trailing newline from a file). ``used`` False (commands without a

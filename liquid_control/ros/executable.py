@@ -46,6 +46,7 @@ def run_until_signal(
         rclpy.try_shutdown()
         _restore(previous)
         return 2
+    warn_sections_for_another_namespace(node, sys.argv if args is None else args)
     executor = rclpy.executors.SingleThreadedExecutor()
     executor.add_node(node)
     status = 0
@@ -125,6 +126,47 @@ def init_ros(name: str, **kwargs) -> bool:
         print(f"{name}: cannot start: {problem}", file=sys.stderr)
         return False
     return True
+
+
+def params_files(argv) -> list[str]:
+    """The ``--params-file`` paths of the ROS arguments in ``argv`` (those after ``--ros-args``, up to ``--``)."""
+    files, in_ros, argv = [], False, list(argv or ())
+    for i, arg in enumerate(argv):
+        if arg == "--ros-args":
+            in_ros = True
+        elif arg == "--":
+            in_ros = False
+        elif in_ros and arg == "--params-file" and i + 1 < len(argv):
+            files.append(argv[i + 1])
+    return files
+
+
+def warn_sections_for_another_namespace(node, argv) -> list[str]:
+    """Warn (and return the lines) where a ``--params-file`` of ``argv`` has a section named for this node's name in
+    another namespace: ROS gives the node none of its parameters without a word (a ``policy_node:`` section for
+    the node started under ``/robot1``, which then refused to configure, 'no policy file given')."""
+    from liquid_control.conventions.params import section_applies
+    from liquid_control.yaml_numbers import load_yaml
+
+    qualified, lines = node.get_fully_qualified_name(), []
+    for path in params_files(argv):
+        try:
+            raw = load_yaml(open(path, encoding="utf-8").read())
+        except Exception:  # rcl read it already, or refused it with its own message
+            continue
+        sections = [str(k) for k, v in (raw if isinstance(raw, dict) else {}).items() if isinstance(v, dict)]
+        if any(section_applies(name, qualified) for name in sections):
+            continue  # the node gets a section of this file
+        for name in sections:
+            if name.strip("/").rsplit("/", 1)[-1] == node.get_name():
+                lines.append(
+                    f"{path}: its section {name!r} is for /{name.strip('/')}, and this node is {qualified}, which "
+                    f"gets none of its parameters: name the section {qualified}: or /**/{node.get_name()}: (any "
+                    "namespace; training from bags reads that one too)"
+                )
+    for line in lines:
+        node.get_logger().warning(line)
+    return lines
 
 
 def _restore(handlers: dict) -> None:

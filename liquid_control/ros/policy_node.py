@@ -32,6 +32,7 @@ import functools
 import gc
 import importlib
 import signal
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -1570,7 +1571,7 @@ def main(args=None) -> int:
     failed (cause logged), 2 when rcl cannot read a --params-file.
     Ends the process (``processes.end_process_now``) once the node is shut down.
     """
-    from liquid_control.ros.executable import init_ros, stop_on_signals
+    from liquid_control.ros.executable import init_ros, stop_on_signals, warn_sections_for_another_namespace
 
     stop = threading.Event()
     if not init_ros("policy_node", args=args, signal_handler_options=SignalHandlerOptions.NO):
@@ -1583,6 +1584,7 @@ def main(args=None) -> int:
 
     stop_on_signals(stop, tell_node)
     node = PolicyNode()
+    warn_sections_for_another_namespace(node, sys.argv if args is None else args)
     executor = make_executor()
     executor.add_node(node)
     code, abandoned = 0, False
