@@ -59,8 +59,11 @@ def quiet_ctrl_c_in_worker() -> None:
     episodes running and queued; the default printed a KeyboardInterrupt traceback from every idle worker.
     A batch system's early warning (:data:`WARNING_SIGNALS`, sent to every process of the job) is ignored here
     silently, as the parent ignores it (:func:`sigterm_as_interrupt`), which says so once: by default it ended
-    the worker, and the parent's next batch failed with 'a worker process died'."""
-    signal.signal(signal.SIGINT, _exit_quietly)
+    the worker, and the parent's next batch failed with 'a worker process died'. A Ctrl-C the worker inherited
+    ignored (a parent started with ``&`` from a script, which ignores it too) stays ignored: the group's Ctrl-C
+    ended the workers of a run that went on, which then failed with 'a worker process died'."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _exit_quietly)
     for signum in WARNING_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
 

@@ -256,3 +256,20 @@ def test_available_cpus_follow_the_affinity_mask_lowered_to_the_quota(monkeypatc
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setattr(processes, "cgroup_cpu_quota", lambda: quota)
     assert processes.available_cpus() == (cores if expected is None else min(cores, expected))
+
+
+def test_a_pool_worker_keeps_a_ctrl_c_its_parent_ignores():
+    """A run started with `&` from a script ignores Ctrl-C, and so do the workers it spawns (the disposition
+    survives their exec); quiet_ctrl_c_in_worker replaced it with its quiet exit, so a Ctrl-C reaching the whole
+    process group ended the workers of a run that went on, which then failed with 'a worker process died' (found by
+    a probe of the evaluation). A worker whose parent takes Ctrl-C still exits quietly on it."""
+    from liquid_control.processes import _exit_quietly, quiet_ctrl_c_in_worker, spawn_pool
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with spawn_pool(1, quiet_ctrl_c_in_worker, ()) as pool:
+            assert pool.submit(signal.getsignal, signal.SIGINT).result(timeout=120) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+    with spawn_pool(1, quiet_ctrl_c_in_worker, ()) as pool:
+        assert pool.submit(signal.getsignal, signal.SIGINT).result(timeout=120) == _exit_quietly
