@@ -2052,6 +2052,43 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
         record_expert_episodes(tmp_path / "b", [1], render_size=W, policy=balancer)
 
 
+def test_a_camera_and_imu_policy_drives_and_is_labelled_at_every_one_of_its_updates(tmp_path):
+    """Before: `record --expert --policy` stepped the world at the camera frames only, so a policy updating on its
+    camera and IMU had each IMU update's command overwritten before the base ran it, and the operator labelled and
+    was counted at the frames alone (~57 commands for ~445 updates). Now every update of the policy (camera or IMU,
+    from its first) runs its command until the next, the operator deciding and labelling at each, as `sim` does."""
+    from liquid_control.bags.expert import Takeover
+    from liquid_control.evaluation.offline import evaluate_bag
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.runtime.backends import load_backend
+
+    fused = copy.deepcopy(CAMERA_IMU)
+    fused["observation"]["update_on"] = ["camera", "imu"]
+    torch.manual_seed(0)
+    path = save_policy(tmp_path / "fused.pt", Policy.from_config(fused))
+    lines = []
+    status = record_expert_episodes(
+        tmp_path / "r", [100], render_size=W, time_limit=1.0, policy=path, log=lines.append,
+        takeover=Takeover(threshold=10.0, shadow=True),  # the policy drives every update, every update labelled
+    )[0]  # fmt: skip
+    spec = with_label(data_spec(fused, command_topic="/base/cmd_vel"), max_wait_s=0.0)
+    offline = evaluate_bag(load_backend(path, "torch"), status["bag"], spec)
+    with BagReader(status["bag"]) as reader:
+        base = np.array([[c.linear.x, c.angular.z] for c in (m.decode() for m in reader.messages(["/base/cmd_vel"]))])
+        labels = sum(1 for _ in reader.messages(["/cmd_vel"]))
+    # the policy's updates, camera and IMU alike: each one's command is what the base ran (the last update ends
+    # the episode: no command), the operator labelled each, and the log counts them
+    updates = len(offline["action"]) - 1
+    assert updates > 2 * status["messages"]["camera"] and status["operator_updates"] == 0
+    assert status["updates"] == len(base) == labels == updates
+    assert np.allclose(base, np.clip(offline["action"][:-1], -1, 1) * SCALE, atol=1e-6)
+    assert f"the operator drove 0 of {updates} updates" in lines[0]
+    spec = with_label(data_spec(fused), max_wait_s=0.0)  # as scripts/takeover_rounds.sh trains: a label per update
+    with BagReader(status["bag"]) as reader:
+        streamed = list(stream_updates(reader, capture_runner(fused, spec), spec, StreamStats()))
+    assert len(streamed) == updates + 1 and all(u.label is not None for u in streamed[:-1])
+
+
 def test_a_bag_whose_data_cannot_be_synced_is_an_error_naming_it_not_a_warning(tmp_path, monkeypatch):
     """Before: an fsync failing while the CRCs were written at close (EIO, ENOSPC) became a warning that the bag
     "is complete" but unchecked, although it may not be on the disk at all. Then its error held the raw

@@ -16,7 +16,10 @@ recording holds recovery situations labelled by the expert, without DAgger.
 
 With a ``driver`` (a trained policy) the roles turn: the policy drives, fed every delivered message through
 the runtime's ``PolicyRunner`` as ``policy_node`` would be, and the expert supervises it as a safety operator
-(HG-DAgger, Kelly et al. 2019): it takes over where the policy's command departs from its own (``Takeover``),
+(HG-DAgger, Kelly et al. 2019). The updates are then the policy's, as ``liquid-control sim`` makes the world for
+it: every message of its ``observation.update_on`` sensors (a camera+IMU policy's frames and IMU messages) from
+its first update on, each update's command executed until the next. At each, the operator takes over where the
+policy's command departs from its own (``Takeover``),
 and only its commands while it holds control are recorded on ``/cmd_vel``, the labels; the base's command
 (policy or operator) goes to ``/base/cmd_vel``. The deploy-record-retrain round of docs/real_robot.md.
 In shadow mode (``Takeover.shadow``) the operator commands along at every update, driving or not, and every
@@ -245,12 +248,18 @@ def checked_options(
 
 
 def make_world(
-    world: str = ROVER, render_size: int | tuple[int, int] | None = None, shift: str = "", time_limit: float = 0.0
+    world: str = ROVER,
+    render_size: int | tuple[int, int] | None = None,
+    shift: str = "",
+    time_limit: float = 0.0,
+    driver=None,
 ):
     """The unwrapped world as sim_node builds it (``render_size``: pixels, or (height, width) where not square; None:
-    the world's own camera size); ValueError
-    for a world sim_node does not run, one without a privileged expert, or a ``render_size`` for a world without
-    a camera."""
+    the world's own camera size); with a ``driver`` (a policy backend) updating on the policy's update sensors and
+    waiting for its inputs before the first update, as ``liquid-control sim`` has sim_node build it for the policy
+    (a camera+IMU policy's updates are its camera frames and IMU messages, not the world's default frames alone);
+    ValueError for a world sim_node does not run, one without a privileged expert, or a ``render_size`` for a world
+    without a camera."""
     if world not in WORLDS:
         raise ValueError(
             f"--world {world}: record --expert writes the messages sim_node publishes, which runs {', '.join(WORLDS)}"
@@ -270,6 +279,8 @@ def make_world(
         kwargs["render_size"] = render_size  # the world checks it (sim_envs.world.camera_image_shape)
     if time_limit > 0:
         kwargs["time_limit"] = float(time_limit)
+    if driver is not None:  # sim_node's policy_update_on and policy_inputs (ros.graph.policy_world_parameters)
+        kwargs["update_on"], kwargs["policy_inputs"] = tuple(driver.spec.update_on), tuple(driver.spec.sensors)
     env = gymnasium.make(world, **kwargs).unwrapped
     env.deliver_joint_positions = True  # the wheel angles of the JointState messages, as sim_node publishes them
     return env
@@ -364,6 +375,9 @@ def record_expert_episode(
             if pending:
                 sensor, stamp, reading, positions, command = pending.pop(0)
                 delivered = stamp + world.timings[sensor].latency
+                # reset ran to the world's first update, which its last message released: a driving policy's
+                # earlier messages (of its update sensors too, before every input has delivered) make no update
+                before_first_update = driver is not None and bool(pending)
             else:
                 world.apply_action(executed)
                 delivery = world.next_delivery(until=world.end_without_update())
@@ -374,6 +388,7 @@ def record_expert_episode(
                 positions = world.delivered_positions
                 delivered = float(world.data.time)
                 command = world.command.copy() if io["target"] else None
+                before_first_update = False
             now_ns = int(round(delivered * 1e9))  # delivered (and logged) then
             if command is not None and (target is None or not np.array_equal(command, target)):
                 # the episode's target before its first message, a changed one before the message it changed at
@@ -392,7 +407,7 @@ def record_expert_episode(
                 result = runner.submit(sensor, stamp, reading, now=delivered)
                 if result.status == UPDATED:
                     policy_command = np.asarray(result.action, dtype=np.float64)
-            if sensor not in world.update_on:  # an update: a message of an update sensor
+            if sensor not in world.update_on or before_first_update:  # an update: a message of an update sensor
                 continue
             update_stamp = stamp
             terminated, info = world.outcome()
@@ -501,7 +516,7 @@ def record_expert_episodes(
         if driver is not None and render_size is None:  # as liquid-control sim renders a policy's camera
             image = driver.config["observation"]["image"]
             render_size = (image["height"], image["width"])
-        env = make_world(world, render_size, shift, time_limit)  # a bad world, shift or size refused before the folder
+        env = make_world(world, render_size, shift, time_limit, driver)  # a bad world, shift or size: before the folder
     except BaseException:
         if driver is not None:
             driver.close()

@@ -592,9 +592,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy",
         default=None,
         type=user_path,
-        help="a trained rover policy (.pt/.onnx) drives instead, the expert supervising it: it takes over where "
-        "the policy's command departs from its own and only its commands are recorded as labels (/cmd_vel; the "
-        "base's command on /base/cmd_vel). The deploy-record-retrain round, docs/real_robot.md",
+        help="a trained rover policy (.pt/.onnx) drives instead, the expert supervising it at each of the policy's "
+        "updates (every message of its update sensors, observation.update_on, as liquid-control sim): it takes "
+        "over where the policy's command departs from its own and only its commands are recorded as labels "
+        "(/cmd_vel; the base's command on /base/cmd_vel). The deploy-record-retrain round, docs/real_robot.md",
     )
     sim.add_argument(
         "--takeover-threshold",
