@@ -472,6 +472,35 @@ def test_an_input_whose_every_message_is_rejected_for_a_setting_is_an_error_in_t
     assert node.diagnostic_status().message == "stale input(s): camera: stopped"
 
 
+def test_sensors_stamping_by_another_clock_are_said_and_the_diagnostics_warn(policy_node):
+    """A camera and IMU stamping by the time since boot (~12,345 s where the node clock reads the epoch): every
+    message was taken, the diagnostics said OK 'commanding' with command_age_ms.p50 of 57 years, and each
+    TwistStamped carried the old stamp, which a base checking command age drops (found by a probe of a robot's
+    bring-up). The state still advances by the stamps' dt; the node now says so and the diagnostics warn."""
+    from builtin_interfaces.msg import Time
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    node, _probe, _spin, warnings = policy_node
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    frame, imu = np.zeros((8, 8, 3), np.uint8), np.zeros(6)
+    for k in range(20):
+        boot = Time(sec=12345 + k // 10, nanosec=(k % 10) * 100_000_000)
+        node._on_reading("imu", boot, imu)
+        node._on_reading("camera", boot, frame)
+    assert node._commands_published > 0  # taken and commanding, as before
+    behind = [w for w in warnings if w.startswith("camera stamps are ")]
+    assert behind and "s behind the node clock (more than 1 s): its driver stamps by another clock" in behind[0]
+    assert node.runner.counters["stamps_behind.camera"] == 20 and node.runner.counters["stamps_behind.imu"] == 20
+    status = node.diagnostic_status()
+    assert status.level == DiagnosticStatus.WARN and "stamps_behind.camera" in status.message, status.message
+    warnings.clear()
+    now = node.get_clock().now().to_msg()  # stamped by the ROS clock: nothing said
+    node._on_reading("imu", now, imu)
+    node._on_reading("camera", now, frame)
+    assert not [w for w in warnings if "stamps are" in w], warnings
+
+
 def test_the_diagnostics_update_dt_statistics_name_their_unit(policy_node):
     """/diagnostics gave the recent updates' dt statistics as `dt.mean`, `dt.max` ... with no unit, beside
     `rate_hz.*`, `inference_ms.*`, `age_ms.*`: an operator in rqt_robot_monitor could not tell seconds from

@@ -111,7 +111,15 @@ SENSORS = {
 
 
 # counters of input faults that leave the node commanding: /diagnostics is WARN while one of them grows
-INPUT_FAULT_COUNTERS = ("publishers_interleaved.", "rate_mismatch.", "camera_info.", "imu.gravity_mismatch")
+INPUT_FAULT_COUNTERS = (
+    "publishers_interleaved.",
+    "rate_mismatch.",
+    "camera_info.",
+    "imu.gravity_mismatch",
+    "stamps_behind.",
+)
+# a message taken with a stamp this much older than the node clock (seconds): stamped by another clock, or late
+STAMPS_BEHIND_S = 1.0
 # rejections of a message for a setting of the sensor or the node that does not match the policy (another image size
 # or encoding, an IMU without a gyro, other joint names): every message of it is rejected until a person acts, so a
 # stale input rejected for one is ERROR in /diagnostics, not WARN
@@ -997,6 +1005,8 @@ class PolicyNode(LifecycleNode):
             return
         self._last_arrival[sensor] = now
         self._rejected_since_accepted.pop(sensor, None)
+        if stamp_msg is not None and now - stamp > STAMPS_BEHIND_S:
+            self._say_stamps_behind(sensor, now - stamp)
         # throttled per kind: a gap reset's line hid the clock_backwards one of a bag's loop just after it
         if result.reset is not None and self._may_log(f"reset.{result.reset}"):
             self.get_logger().info(f"liquid state reset ({result.reset}) at {sensor} stamp {stamp:.3f}")
@@ -1018,6 +1028,20 @@ class PolicyNode(LifecycleNode):
             self._command_ages.append(self._now() - result.stamp)
         else:
             self._pending_action = result.action
+
+    def _say_stamps_behind(self, sensor: str, behind: float):
+        """A message taken whose stamp is ``behind`` seconds older than the node clock: counted
+        (``stamps_behind.<sensor>``) and said once per throttle period. The state advances by the stamps' dt all
+        the same, but the commands carry those stamps: a base that drops commands older than its timeout
+        (diff_drive_controller's cmd_vel_timeout) stands still while the node says it is commanding."""
+        self.runner.counters[f"stamps_behind.{sensor}"] += 1
+        if self._may_log(f"stamps_behind.{sensor}"):
+            self.get_logger().warning(
+                f"{sensor} stamps are {behind:.3f} s behind the node clock (more than {STAMPS_BEHIND_S:g} s): its "
+                "driver stamps by another clock (time since boot, the device's own counter) or the messages arrive "
+                "late (a bag played without --clock and use_sim_time); the commands carry these stamps, which a "
+                "base checking their age drops; stamp with the ROS clock (the driver's time-source setting)"
+            )
 
     def _say_interleaved(self, sensor: str, symptom: str, check: str):
         """Messages of several publishers take turns on ``sensor``'s topic, and this one's shows it (``symptom``): its
