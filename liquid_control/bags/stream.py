@@ -532,7 +532,8 @@ class Update:
     """One state update of the runner over the bag, with its label."""
 
     time: float  # log time of the message that caused it (s): when the node computed it
-    stamp: float  # header stamp of that message (s)
+    stamp: float  # the update's stamp (s): the latest update-sensor stamp taken (a late message's keeps it, dt 0)
+    message_stamp: float  # header stamp of that message (s): what policy_node stamps this update's command with
     dt: float  # what the cell integrated
     reset: str | None  # a reset since the previous update ("gap", "clock_backwards", "stale_input"), or None
     obs: dict  # the inputs given to the backend (held readings)
@@ -632,7 +633,7 @@ class _Arrival:
 
 class _Labeller:
     """Pairs updates with recorded commands by the :class:`LabelRule`, each from the log time of its own message
-    (:class:`_Arrival`, the tag it went through the runner with): with a reordering lag the node computes an update
+    (:class:`_Arrival`, in the tag it went through the runner with): with a reordering lag the node computes an update
     when a later message lets it go, one message letting several go at once, and each is still labelled by the
     commands around the reception of the message it updates with. Hands out updates in order."""
 
@@ -819,7 +820,8 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             stats.held(sensor, driven, t, max_gap_s)
             continue
         backend.steps.clear()
-        result = runner.submit(sensor, t if stamp is None else stamp, value, now=t, tag=labeller.arrival(t))
+        stamp = t if stamp is None else stamp
+        result = runner.submit(sensor, stamp, value, now=t, tag=(labeller.arrival(t), stamp))
         if result.status == R.REJECTED and result.reason != R.INFERENCE_ERROR:  # the reading's fault, not the model's
             stats.reject(sensor, result.reason, value)
             stats.held(sensor, driven, t, max_gap_s)
@@ -829,10 +831,19 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             reset = result.reset or reset  # the next update's
             continue
         # the updates this message released (several when the reordering buffer lets older messages go), each
-        # with its own stamp, the reset just before it and the arrival of its own message (its label's time)
+        # with its own stamp, the reset just before it and the arrival and stamp of its own message (its label's
+        # time; its command's stamp in the node)
         released = zip(backend.steps, result.update_stamps, result.update_resets, result.update_tags, strict=True)
-        for (obs, dt, action), update_stamp, update_reset, arrival in released:
-            update = Update(time=t, stamp=update_stamp, dt=dt, reset=update_reset or reset, obs=obs, action=action)
+        for (obs, dt, action), update_stamp, update_reset, (arrival, message_stamp) in released:
+            update = Update(
+                time=t,
+                stamp=update_stamp,
+                message_stamp=message_stamp,
+                dt=dt,
+                reset=update_reset or reset,
+                obs=obs,
+                action=action,
+            )
             reset = None
             yield from emit(labeller.on_update(update, arrival))
     yield from emit(labeller.flush())

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shlex
+from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
 
@@ -113,7 +114,8 @@ def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict
     with BagReader(bag, allow_truncated=allow_truncated) as reader:
         for update in stream_updates(reader, runner, spec, stats):
             label = np.full(len(spec.action_scale), np.nan) if update.label is None else update.label
-            rows.append((update.time, update.stamp, update.dt, update.reset is not None, update.action, label))
+            reset = update.reset is not None
+            rows.append((update.time, update.stamp, update.message_stamp, update.dt, reset, update.action, label))
     if not rows:
         hints = input_hints(stats, spec, runner.spec.sensors) or [f"no state update from {spec.topics}"]
         raise BagError(
@@ -126,10 +128,11 @@ def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict
             f"{bag}: no labelled update to compare the policy's commands with ({stats.summary()}): "
             f"{'; '.join(unlabelled)} {RECORD_INFO}"
         )
-    time, stamp, dt, reset, action, label = (np.asarray(x) for x in zip(*rows))
+    time, stamp, message_stamp, dt, reset, action, label = (np.asarray(x) for x in zip(*rows))
     return {
         "time": time,
         "stamp": stamp,
+        "message_stamp": message_stamp,
         "dt": dt,
         "reset": reset,
         "action": np.stack(action),
@@ -373,12 +376,22 @@ def replay_comparison_problem(backend, policy) -> str | None:
     )
 
 
+def _in_order(stamps, commands) -> dict:
+    """``commands`` by (stamp in ns, how many commands of that stamp came before it)."""
+    keyed, seen = {}, Counter()
+    for stamp, command in zip(stamps, commands, strict=True):
+        ns = int(round(float(stamp) * 1e9))
+        keyed[(ns, seen[ns])] = np.asarray(command)
+        seen[ns] += 1
+    return keyed
+
+
 def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = None, topic: str = "/cmd_vel") -> dict:
     """Compare the commands a policy_node published while ``bag`` was replayed into it (recorded in the bag
-    ``replayed``, TwistStamped: each stamped with the frame it answers) with the same policy's commands
-    computed offline on ``bag``: how many updates found their command, and the largest difference. A policy whose
-    commands the node cannot publish stamped (:func:`replay_comparison_problem`), or commands recorded in another
-    type, are a ValueError saying so, before the offline run."""
+    ``replayed``, TwistStamped: each stamped with the message it answers) with the same policy's commands
+    computed offline on ``bag``: how many updates found their command (commands of one stamp in order), and the
+    largest difference. A policy whose commands the node cannot publish stamped (:func:`replay_comparison_problem`),
+    or commands recorded in another type, are a ValueError saying so, before the offline run."""
     from liquid_control.bags.messages import TWIST_STAMPED, command_vector, stamp_seconds
 
     data = data or {}
@@ -398,14 +411,17 @@ def match_replayed(policy: str, bag: str, replayed: str, data: dict | None = Non
     spec = _data_spec(backend, data)
     offline = evaluate_bag(backend, bag, spec)
     backend.close()
-    expected = {
-        int(round(s * 1e9)): a * np.asarray(spec.action_scale) for s, a in zip(offline["stamp"], offline["action"])
-    }
-    got = {}
+    # keyed as the node stamps its commands, by the stamp of the message each update answers, and the k-th of
+    # that stamp in order: a frame and an IMU reading may share a stamp, and keyed by the update's stamp a late
+    # frame's update (dt 0, the IMU update's stamp before it) overwrote that update's command and failed the check
+    expected = _in_order(offline["message_stamp"], offline["action"] * np.asarray(spec.action_scale))
+    stamps, commands = [], []
     with BagReader(replayed) as reader:
         for msg in reader.messages([topic]):
             decoded = msg.decode()
-            got[int(round(stamp_seconds(decoded) * 1e9))] = command_vector(decoded, TWIST_STAMPED)
+            stamps.append(stamp_seconds(decoded))
+            commands.append(command_vector(decoded, TWIST_STAMPED))
+    got = _in_order(stamps, commands)
     matched = sorted(set(expected) & set(got))
     diffs = [float(np.max(np.abs(got[k] - expected[k]))) for k in matched]
     return {
