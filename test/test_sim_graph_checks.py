@@ -164,6 +164,14 @@ def test_a_policy_that_does_not_keep_up_with_the_real_time_factor_is_warned_abou
     assert graph.unanswered_updates([balancer], "imu", 1.0) == ""
     assert graph.unanswered_updates([dict(fast, outcome="failed")], "camera", 1e6) == ""
     assert graph.unanswered_updates([fast], "", 1e6) == ""  # the policy's inputs unknown: nothing to compare
+    # sim_node's count of updates, not the update sensors' messages: a camera+IMU episode of 0.3 s whose first 7 IMU
+    # messages came before the first frame (the policy's first update waits for both) answered 52 of 53 updates,
+    # and was warned of as 52 of 60 (found by a probe, in lockstep, which now never warns: it waits for each answer)
+    short = dict(fast, sim_time=0.3, wall_time=0.3, messages={"camera": 8, "imu": 52}, commands_received=52)
+    assert graph.unanswered_updates([dict(short, updates=53)], "camera,imu", 1.0) == ""
+    assert "answered 52 of 60 camera/imu updates" in graph.unanswered_updates([short], "camera,imu", 1.0)
+    warning = graph.unanswered_updates([fast, dict(fast, episode=1), dict(short, updates=53)], "camera", 1e6)
+    assert "in episode 0 (and in 1 more of the 3 episodes) the policy node answered 44 of 378" in warning, warning
 
 
 def test_a_graph_that_was_there_first_warns_and_goes_on_when_another_joins():

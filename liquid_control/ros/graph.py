@@ -724,21 +724,28 @@ def shared_domain_origins(monitor, node_names: list[tuple[str, str]], ours: list
 
 def unanswered_updates(statuses: list[dict], update_on: str, real_time_factor: float) -> str:
     """A warning when the policy node answered fewer than 9 in 10 of an episode's updates (one command per update,
-    ``publish_mode`` per_update): it could not keep up with the sim (a --real-time-factor beyond the machine), so
-    the episode's outcome does not measure the policy; empty otherwise."""
+    ``publish_mode`` per_update, in real time: lockstep waits for every command): it could not keep up with the
+    sim (a --real-time-factor beyond the machine), so the episode's outcome does not measure the policy; empty
+    otherwise. The updates are sim_node's count (``updates``); a status without it, the update sensors' messages,
+    which also counts those before the first update (waiting for every input)."""
     sensors = [s for s in update_on.split(",") if s]
+    lagging = []
     for status in statuses:
-        updates = sum(status.get("messages", {}).get(s, 0) for s in sensors)
+        updates = status.get("updates", sum(status.get("messages", {}).get(s, 0) for s in sensors))
         answered = status.get("commands_received", 0)
         if status.get("outcome") != "failed" and sensors and answered < 0.9 * updates:
-            achieved = status["sim_time"] / status["wall_time"] if status.get("wall_time") else math.inf
-            return (
-                f"warning: in episode {status['episode']} the policy node answered {answered} of {updates} "
-                f"{'/'.join(sensors)} updates: it did not keep up with the sim (--real-time-factor "
-                f"{real_time_factor:g}, {achieved:.1f}x real time reached), so the outcome does not measure the "
-                "policy; lower --real-time-factor, or use --lockstep (as fast as the policy answers)"
-            )
-    return ""
+            lagging.append((status, answered, updates))
+    if not lagging:
+        return ""
+    status, answered, updates = lagging[0]
+    achieved = status["sim_time"] / status["wall_time"] if status.get("wall_time") else math.inf
+    others = f" (and in {len(lagging) - 1} more of the {len(statuses)} episodes)" if len(lagging) > 1 else ""
+    return (
+        f"warning: in episode {status['episode']}{others} the policy node answered {answered} of {updates} "
+        f"{'/'.join(sensors)} updates: it did not keep up with the sim (--real-time-factor "
+        f"{real_time_factor:g}, {achieved:.1f}x real time reached), so the outcome does not measure the "
+        "policy; lower --real-time-factor, or use --lockstep (as fast as the policy answers)"
+    )
 
 
 def default_timeout(episodes: int, episode_limit: float, real_time_factor: float, graph_wait: float) -> float:
@@ -859,8 +866,10 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
             flush=True,
         )
     per_update = (nodes[1].parameters.get("publish_mode") or policy_file_parameters.get("publish_mode")) != "fixed_rate"
-    lagging = per_update and unanswered_updates(
-        statuses, sim.parameters.get("policy_update_on", ""), args.real_time_factor
+    lagging = (
+        per_update
+        and not args.lockstep
+        and unanswered_updates(statuses, sim.parameters.get("policy_update_on", ""), args.real_time_factor)
     )
     if lagging:
         print(f"{prog}: {lagging}", file=sys.stderr, flush=True)

@@ -838,6 +838,7 @@ class SimNode(Node):
             "sim_time": round(float(world.data.time), 4),
             "wall_time": round(time.monotonic() - wall0, 3),
             "messages": counts,
+            "updates": int(world.released_updates),  # the policy's updates (its first waits for every input)
             "commands_received": self.commands_received - commands_before,
         }
         for key in ("distance", "tracking_error"):
