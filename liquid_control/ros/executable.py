@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 # A second SIGINT/SIGTERM sooner than this after the first is the same stop sent twice, not a person pressing Ctrl-C
 # again: `ros2 launch --noninteractive` forwards its own signal to a node the terminal's already reached, and a
@@ -151,7 +152,7 @@ def warn_sections_for_another_namespace(node, argv) -> list[str]:
     qualified, lines = node.get_fully_qualified_name(), []
     for path in params_files(argv):
         try:
-            raw = load_yaml(open(path, encoding="utf-8").read())
+            raw = load_yaml(Path(path).read_text(encoding="utf-8"))
         except Exception:  # rcl read it already, or refused it with its own message
             continue
         sections = [str(k) for k, v in (raw if isinstance(raw, dict) else {}).items() if isinstance(v, dict)]
