@@ -1045,6 +1045,100 @@ def test_a_wall_clock_step_during_an_experiment_leaves_its_wall_times_true(tmp_p
     assert 0.0 <= heartbeats[0]["wall_time_s"] <= prov["training_wall_time_s"] <= prov["wall_time_s"] < 600.0
 
 
+@pytest.fixture(scope="module")
+def ten_tiny_checkpoints(tmp_path_factory):
+    """Ten untrained tiny CfC policies: two policies' training seeds of the target budget."""
+    import torch
+
+    from liquid_control.policy import Policy, save_policy
+
+    folder = tmp_path_factory.mktemp("ckpt10")
+    paths = []
+    for seed in range(10):
+        torch.manual_seed(seed)
+        paths.append(str(save_policy(folder / f"tiny_s{seed}.pt", Policy.from_config(TINY_CONFIG), {"seed": seed})))
+    return paths
+
+
+@pytest.mark.parametrize(
+    "flags,said,unsaid",
+    [
+        (  # the probe's: --train-minutes 2 trained on 4 demonstrations, the report said 40
+            "--archs cfc,gru --recipes off --seeds 2 --episodes 4 --train-minutes 2 --shift in_distribution "
+            "--shift winter --shift sensor_rate=0.5",
+            [
+                "scaled to 10% (--train-minutes 2) (as each run's config.yaml says): `training.demonstrations=4`",
+                "**Reduced budget**: 2 training seeds per architecture (target 5); training below the headline "
+                "schedule: `training.demonstrations=4` (target 40), `training.dagger_episodes=2` (target 20), "
+                "`training.epochs_first=1` (target 8), `training.epochs_per_round=1` (target 4); 4 episodes per "
+                "shift and seed (target 30); 3 of the 8 headline shifts (without `dusk`, `fog`, `sensor_rate=0.25`, "
+                "`sensor_rate=2`, `sensor_rate=4`)",
+            ],
+            ["`training.demonstrations=40`", "Further training overrides"],
+        ),
+        (  # the target's seeds and episodes, trained on 4 demonstrations by --train-set: reduced, and said where
+            "--archs cfc --recipes on --seeds 5 --episodes 30 --train-set training.demonstrations=4 "
+            "--train-set training.augmentation=[brightness]",
+            [
+                "the reduced headline schedule, then `--train-set` (as each run's config.yaml says): "
+                "`training.demonstrations=4`, `training.dagger_rounds=1`, `training.dagger_episodes=20`",
+                "**Reduced budget**: training below the headline schedule: `training.demonstrations=4` (target 40). "
+                "Training: the reduced headline schedule and `--train-set` (see Training).",
+                "robustness recipes, as `--train-set` changed them.",
+                "- augmentation `brightness`",
+                "Further training overrides (`--train-set`, every policy): `training.demonstrations=4`, "
+                "`training.augmentation=['brightness']`",
+            ],
+            ["augmentation `gamma`", "`training.demonstrations=40`"],
+        ),
+        (  # the target budget, a recipe given to every policy by --train-set: the plain ones saw it too
+            "--archs cfc --recipes both --seeds 5 --episodes 30 --train-set training.sensor_rate_range=[0.8,1.25]",
+            [
+                "the reduced headline schedule (as each run's config.yaml says): `training.demonstrations=40`",
+                "policies without the suffix saw the rendered frames with what `--train-set` gave every policy: "
+                "timing: sensor rate x [0.8, 1.25]",
+                "- timing: sensor rate x [0.8, 1.25]",
+            ],
+            ["Reduced budget", "then `--train-set`", "at nominal timing", "sensor rate x [0.5, 2]"],
+        ),
+    ],
+)
+def test_the_headline_reports_training_schedule_and_reduced_budget_are_what_the_runs_trained(
+    flags, said, unsaid, tmp_path, monkeypatch, ten_tiny_checkpoints
+):
+    """Found by a probe: the Training section printed the unscaled headline schedule (`training.demonstrations=40`)
+    beside runs of 4, left --train-set's schedule keys out of its overrides line and described the recipes as if
+    --train-set changed none; the Reduced budget note looked only at --seeds, --episodes and --train-minutes, so a
+    run of one shift trained on 4 demonstrations by --train-set read as the target budget."""
+    from liquid_control.cli import main
+    from liquid_control.evaluation import experiment
+
+    out, trained_with = tmp_path / "headline", {}
+
+    def trained(variants, seeds, train_dir, overrides, *args, on_work=None, **kwargs):
+        runs = []
+        for n, (name, arch) in enumerate(variants):
+            trained_with[name] = experiment._wanted_config(arch, overrides[name])  # what its config.yaml holds
+            for seed in seeds:
+                policy = ten_tiny_checkpoints[5 * n + seed]
+                runs.append(dict(name=name, arch=arch, seed=seed, policy=policy, metadata={}))
+        return runs
+
+    monkeypatch.setattr(experiment, "train_all", trained)
+    monkeypatch.setattr(evaluate_module, "run_jobs", lambda *a, **k: None)  # the episodes do not matter here
+    argv = ["eval", "--experiment", "headline", *flags.split(), "--no-expert", "--out", str(out), "--workers", "1"]
+    assert main(argv + ["--no-progress", "--no-example", "--no-saliency"]) == 0
+    report = " ".join((out / "report.md").read_text().split("\n"))
+    training = report[report.index("## Training") :]
+    for config in trained_with.values():  # every run's schedule, as it trained
+        for key in experiment.HEADLINE_SCHEDULE:  # the keys --schedule and --train-minutes set
+            assert f"`{key}={config['training'][key.split('.')[1]]}`" in training.split("Training wall time")[0]
+    for text in said:
+        assert text in report
+    for text in unsaid:
+        assert text not in report
+
+
 def test_an_experiment_that_fails_once_training_began_keeps_its_part_and_a_refused_one_leaves_none(
     tmp_path, monkeypatch
 ):

@@ -90,8 +90,11 @@ HEADLINE_SCHEDULE = {
     "training.eval_episodes": 0,
 }
 SCHEDULES = {"headline": HEADLINE_SCHEDULE, "shipped": {}}
+SCHEDULE_KEYS = tuple(HEADLINE_SCHEDULE)  # what a schedule and its --train-minutes scaling set
 FULL_SCHEDULE_MINUTES = 20.0  # --train-minutes at which a schedule runs unscaled
 DEFAULT_EPISODES = 30
+TARGET_SEEDS = 5  # training seeds per architecture of the target budget (with DEFAULT_EPISODES, the headline
+# schedule unscaled and the headline shifts); a report short of any says so
 EXPERIMENTS = {
     "headline": "train CfC, CfC-NCP, LTC, LTC-NCP, CT-RNN, GRU-ODE, LSTM, GRU, TCN and CfC-without-dt, with and "
     "without the robustness recipes; evaluate on the headline shifts"
@@ -515,41 +518,92 @@ def _keep_ray_run(job: tuple, sent: dict) -> dict:
     }
 
 
-def _training_notes(
-    trained: list[dict], schedule: str, minutes: float, overrides: dict, arms, backend: str = "process"
-) -> list[str]:
-    from liquid_control.policy import load_config
+def _schedule_values(config: dict) -> dict:
+    """The schedule keys (``SCHEDULE_KEYS``) of a complete config: what a run's config.yaml says it trained with."""
+    return {key: config["training"][key.split(".", 1)[1]] for key in SCHEDULE_KEYS}
+
+
+def _shown_values(values: dict) -> str:
+    return ", ".join(f"`{k}={v}`" for k, v in values.items())
+
+
+def _recipes_of(config: dict) -> list[str]:
+    """The robustness recipes a complete config trains with, one line each, without the rendered worlds' line."""
     from liquid_control.training.augment import describe_recipes
 
+    return describe_recipes(config["training"], config["encoder"]["camera"]["normalize"])[:-1]
+
+
+def _trained_configs(trained: list[dict], overrides: dict) -> dict:
+    """Each variant trained: its name -> (arch, the complete config its runs trained, what their config.yaml
+    holds), in ``overrides``' order."""
+    arch = {r["name"]: r["arch"] for r in trained}
+    return {name: (arch[name], _wanted_config(arch[name], overrides[name])) for name in overrides if name in arch}
+
+
+def _training_notes(
+    trained: list[dict],
+    schedule: str,
+    minutes: float,
+    overrides: dict,
+    arms,
+    backend: str = "process",
+    extra: dict | None = None,
+) -> list[str]:
+    """The report's Training section, its schedule and recipes read from the configs the runs trained
+    (``overrides``: name -> its overrides, ``extra``: the --train-set among them). Before, it printed the unscaled
+    schedule (``training.demonstrations=40`` beside runs of 4) and the recipes as if --train-set changed none."""
+    from liquid_control.training.augment import describe_recipes
+
+    extra = extra or {}
+    configs = _trained_configs(trained, overrides)
+    # as --schedule and --train-minutes alone set them: what --train-set changed is said
+    unset = {
+        name: _wanted_config(arch, training_overrides(arch, minutes, None, name.endswith(ROBUST_SUFFIX), schedule))
+        for name, (arch, _) in configs.items()
+    }
+    by_values: dict[str, list[str]] = {}  # the schedule as trained -> the policies trained with it
+    for name, (_, config) in configs.items():
+        by_values.setdefault(_shown_values(_schedule_values(config)), []).append(name)
+    if len(by_values) == 1:
+        scheduled = next(iter(by_values))
+    else:  # each config's own schedule (--schedule shipped), where they differ
+        scheduled = "; ".join(f"{', '.join(f'`{n}`' for n in names)}: {v}" for v, names in by_values.items())
+    by_extra = any(_schedule_values(config) != _schedule_values(unset[name]) for name, (_, config) in configs.items())
     walls = [float(r["metadata"]["training_wall_s"]) for r in trained if r["metadata"].get("training_wall_s")]
     cpus = [r["cpu_s"] for r in trained if r.get("cpu_s") is not None]
     lines = [
         "## Training",
         "",
         f"Every policy trained on the training distribution (`in_distribution`: summer, noon, clear air, nominal "
-        f"sensors) with {describe_schedule(schedule, minutes)}: "
-        + ", ".join(f"`{k}={v}`" for k, v in SCHEDULES[schedule].items())
-        + ("" if SCHEDULES[schedule] else "as configured")
-        + ". Training wall time: wall-clock seconds of one run on one CPU thread, as many runs side by side as "
+        f"sensors) with {describe_schedule(schedule, minutes)}"
+        + (", then `--train-set`" if by_extra else "")
+        + f" (as each run's config.yaml says): {scheduled}. Training wall time: wall-clock seconds of one run on one "
+        "CPU thread, as many runs side by side as "
         + ("the Ray cluster's CPUs" if backend == "ray" else "workers")
         + " (on a shared machine it includes the other jobs' share); training CPU: the run's own CPU "
         "seconds (n/a: trained by an earlier part of a resumed run)"
-        + (f"; total {sum(walls):.0f} s wall over {len(walls)} runs" if walls else "")
-        + (f", {sum(cpus):.0f} CPU s over {len(cpus)} runs" if cpus else "")
+        + (f"; total {sum(walls):.0f} s wall over {counted(len(walls), 'run')}" if walls else "")
+        + (f", {sum(cpus):.0f} CPU s over {counted(len(cpus), 'run')}" if cpus else "")
         + ".",
         "",
     ]
-    if True in arms:
-        cfg = load_config(config_path(trained[0]["arch"]))
-        from liquid_control.policy import apply_overrides
-
-        recipe_cfg = apply_overrides(cfg, RECIPES)
+    robust = [name for name in configs if name.endswith(ROBUST_SUFFIX)]
+    if True in arms and robust:
+        recipe_cfg = configs[robust[0]][1]  # the recipes as trained: --train-set may have changed one
+        plain = [config for name, (_, config) in configs.items() if not name.endswith(ROBUST_SUFFIX)]
+        archs = "`, `".join(a for a in ARCHITECTURES if a in {arch for arch, _ in configs.values()})
+        if plain:  # in this report (--recipes both): what they saw, --train-set's recipes included
+            plain_saw = _recipes_of(plain[0])
+            plain_said = f"; the `{archs}` policies without the suffix saw " + (
+                "the rendered frames with what `--train-set` gave every policy: " + "; ".join(plain_saw)
+                if plain_saw
+                else "only the rendered frames at nominal timing"
+            )
         lines += [
-            f"`*{ROBUST_SUFFIX}` policies: the same configs trained with the robustness recipes. What they saw "
-            "(and nothing else; the `"
-            + "`, `".join(a for a in ARCHITECTURES if a in {r["arch"] for r in trained})
-            + "` "
-            "policies without the suffix saw only the rendered frames at nominal timing):",
+            f"`*{ROBUST_SUFFIX}` policies: the same configs trained with the robustness recipes"
+            + (", as `--train-set` changed them" if _recipes_of(recipe_cfg) != _recipes_of(unset[robust[0]]) else "")
+            + f". What they saw (and nothing else{plain_said if plain else ''}):",
             "",
         ]
         lines += [
@@ -570,13 +624,44 @@ def _training_notes(
             f"{m.get('training_episodes', 'n/a')} | "
             f"{m.get('selected_round', 'n/a')} |"
         )
-    extra = {
-        k: v for k, v in next(iter(overrides.values())).items() if k not in SCHEDULES[schedule] and k not in RECIPES
-    }
-    if extra:
-        lines += ["", "Further training overrides: " + ", ".join(f"`{k}={v}`" for k, v in extra.items())]
+    if extra:  # every --train-set, the schedule's keys and the recipes' too (before: only the others)
+        lines += ["", "Further training overrides (`--train-set`, every policy): " + _shown_values(extra)]
     lines.append("")
     return lines
+
+
+def reduced_budget(seeds: int, episodes: int, shifts: list[str], configs: dict) -> list[str]:
+    """What falls short of the target budget (``liquid-control eval --experiment headline``), one phrase each (none:
+    the target). ``configs``: name -> (arch, the complete config its runs trained). Before, only --seeds,
+    --episodes and --train-minutes were looked at: a run of one shift trained on 4 demonstrations by --train-set
+    read as the target."""
+    from liquid_control.evaluation.shifts import shift_changes
+    from liquid_control.policy import apply_overrides, load_config
+
+    short = []
+    if seeds < TARGET_SEEDS:
+        short.append(f"{counted(seeds, 'training seed')} per architecture (target {TARGET_SEEDS})")
+    below = {}  # key -> (trained value, the headline schedule's), the fewest trained where policies differ
+    for arch, config in configs.values():
+        target = _schedule_values(apply_overrides(load_config(config_path(arch)), HEADLINE_SCHEDULE))
+        for key, value in _schedule_values(config).items():
+            if isinstance(value, (int, float)) and value < target[key] and value < below.get(key, (math.inf,))[0]:
+                below[key] = (value, target[key])
+    if below:
+        short.append(
+            "training below the headline schedule: "
+            + ", ".join(f"`{k}={v}` (target {t})" for k, (v, t) in below.items())
+        )
+    if episodes < DEFAULT_EPISODES:
+        short.append(f"{counted(episodes, 'episode')} per shift and seed (target {DEFAULT_EPISODES})")
+    asked = [shift_changes(s) for s in shifts]
+    missing = [s for s in SHIFT_SETS["headline"] if shift_changes(s) not in asked]
+    if missing:
+        headline = len(SHIFT_SETS["headline"])
+        short.append(
+            f"{headline - len(missing)} of the {headline} headline shifts (without `" + "`, `".join(missing) + "`)"
+        )
+    return short
 
 
 def comparison_pairs(archs: list[str], arms) -> list[tuple[str, str]]:
@@ -677,15 +762,17 @@ def run_experiment(args, command: str = "") -> dict:
         for name in names:
             policies.append(f"{name}=" + ",".join(r["policy"] for r in trained if r["name"] == name))
         plan = build_plan(policies, shifts, episodes, episode_seed_base=args.episode_seed_base)
-        target = args.seeds >= 5 and episodes >= DEFAULT_EPISODES and args.train_minutes >= FULL_SCHEDULE_MINUTES
+        short = reduced_budget(args.seeds, episodes, shifts, _trained_configs(trained, overrides))
         notes = []
-        if not target:
+        if short:
             notes += [
-                f"**Reduced budget**: {counted(args.seeds, 'training seed')} per architecture, "
-                f"{describe_schedule(args.schedule, args.train_minutes)}, {counted(episodes, 'episode')} per shift and "
-                "seed. The "
-                "target budget is `liquid-control eval --experiment headline --out reports/headline` (5 seeds, "
-                "30 episodes). Small samples: read the intervals.",
+                "**Reduced budget**: "
+                + "; ".join(short)
+                + f". Training: {describe_schedule(args.schedule, args.train_minutes)}"
+                + (" and `--train-set` (see Training)" if extra else "")
+                + ". The target budget is `liquid-control eval --experiment headline --out reports/headline` "
+                f"({TARGET_SEEDS} seeds, {DEFAULT_EPISODES} episodes, the headline schedule and shifts). Small "
+                "samples: read the intervals.",
                 "",
             ]
         notes += [
@@ -703,7 +790,7 @@ def run_experiment(args, command: str = "") -> dict:
             ),
             "",
         ]
-        sections = _training_notes(trained, args.schedule, args.train_minutes, overrides, arms, args.backend)
+        sections = _training_notes(trained, args.schedule, args.train_minutes, overrides, arms, args.backend, extra)
         panels = {}
         for robust in arms:
             title = "with the robustness recipes" if robust else "as configured (no recipes)"
