@@ -342,3 +342,50 @@ def test_stamps_standing_still_for_longer_than_max_gap_s_after_a_silence_are_ref
         held = f"kept publishing for {36 / 30:.3f} s from log time {start:.3f} s, none accepted (max_gap_s 1 s)"
         assert f"/imu/data (imu): {held}; 37 of 90 messages rejected, duplicate_stamp 37: {STAMPED_ALIKE}" in message
         assert "/camera/image_raw" not in message
+
+
+def _two_clocks_bag(path, imu_stamp):
+    """40 frames (30 Hz, stamped 20 ms before their log time, 1000 s on) each with an IMU reading just before (stamped
+    ``imu_stamp(i, log time)``) and a command just after."""
+    times = [1000.0 + i / 30 for i in range(N)]
+    imus = [(imu_stamp(i, t), t - 0.009, np.full(6, 0.1 * i)) for i, t in enumerate(times)]
+    commands = [(t + 0.003, (0.3, 0.1 * i)) for i, t in enumerate(times)]
+    return str(_synthetic_bag(path, [(t - 0.02, t) for t in times], imus, commands))
+
+
+def test_updates_waiting_for_inputs_stamped_by_two_clocks_are_said_by_training_and_eval(tmp_path, capsys):
+    """Before: with the IMU stamps 2 s back from halfway on (its clock stepped), training's line for the bag said
+    only 'rejected..., resets.clock_backwards 1' and eval --bag's report nothing, although no update came from there
+    on (the counters waiting_for_stale.* in offline.json alone); with the IMU on a clock since boot for the whole bag,
+    both refused with 'no state update from {...}'. Now they say it in policy_node's words (one wording:
+    runner.stale_inputs_text), with how many update messages waited for each input."""
+    from liquid_control.policy import Policy, save_policy
+    from liquid_control.runtime.runner import stale_inputs_text
+
+    waiting = (
+        "update messages that made no update, waiting for inputs stamped more than max_gap_s (1 s) apart "
+        "(a sensor that went silent, or sensors stamping by different clocks): "
+    )
+    assert waiting.endswith(f"waiting for {stale_inputs_text(1.0)}: ")  # the node's words
+    boot = _two_clocks_bag(tmp_path / "imu_boot_clock", lambda i, t: t - 995.0)
+    for message in _refusal(boot, CAMERA_IMU, tmp_path):
+        assert f"{waiting}{N} for /imu/data (imu) (see" in message, message
+        assert "no state update from" not in message
+
+    stepped = _two_clocks_bag(tmp_path / "imu_stepped", lambda i, t: t - 0.005 - 2.0 * (i >= N // 2))
+    logged, one = [], {"training.epochs_first": 1}
+    trainer.train(
+        CAMERA_IMU, tmp_path / "run", data={"bags": [stepped]}, overrides=one, progress=False, log=logged.append
+    )
+    line = next(x for x in logged if x.startswith("train bag imu_stepped:"))
+    # every frame after the step waits for the IMU (the frames update the policy: 20 updates, of the first half)
+    assert line.endswith(f"resets.clock_backwards 1; {waiting}{N // 2} for /imu/data (imu)"), line
+
+    policy = save_policy(tmp_path / "policy.pt", Policy.from_config(CAMERA_IMU))
+    out = tmp_path / "eval"
+    argv = ["eval", "--bag", stepped, "--policy", f"fused={policy}", "--out", str(out), "--no-progress", "--no-example"]
+    capsys.readouterr()
+    assert cli.main(argv) == 0
+    said = f"fused on imu_stepped: {waiting}{N // 2} for /imu/data (imu)"
+    assert f"liquid-control eval: warning: {said}" in capsys.readouterr().err
+    assert f"\n- {said}\n" in (out / "report.md").read_text()

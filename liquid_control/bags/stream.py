@@ -1033,9 +1033,21 @@ def label_hints(stats: StreamStats, spec: BagDataSpec, action_size: int) -> list
     return []
 
 
+def stale_wait_hint(counters: dict, spec: BagDataSpec) -> str:
+    """Where update messages of a bag made no update, waiting for inputs stamped too far apart (the runner's
+    ``waiting_for_stale.<input>``: per such message, each input it waited for), in policy_node's words for it, with
+    how many waited for each input; "" where none did. From the counters alone: a cached conversion's too."""
+    waits = {k.split(".", 1)[1]: n for k, n in sorted(counters.items()) if k.startswith("waiting_for_stale.") and n}
+    if not waits:
+        return ""
+    each = ", ".join(f"{n} for {spec.topics.get(sensor, '?')} ({sensor})" for sensor, n in waits.items())
+    return f"update messages that made no update, waiting for {R.stale_inputs_text(spec.limits.max_gap_s)}: {each}"
+
+
 def input_hints(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:
     """Why a bag gave no update, from its inputs: no message at all, rejected readings (by topic, with their
-    causes), an input with no message (updates wait for every input); empty when the inputs look fine."""
+    causes), an input with no message (updates wait for every input), inputs stamped too far apart
+    (:func:`stale_wait_hint`); empty when the inputs look fine."""
     if stats.messages == 0:
         return ["the bag holds no messages (its topics are there, without a message)"]
     counters = stats.counters
@@ -1045,4 +1057,7 @@ def input_hints(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[st
         hints.append(f"no message on {', '.join(silent)} (an update waits for every input of the policy)")
     if counters.get(f"rejected.{R.INFERENCE_ERROR}"):
         hints.append(f"{counters[f'rejected.{R.INFERENCE_ERROR}']} updates failed in the policy's backend")
+    stale = stale_wait_hint(counters, spec)
+    if stale:
+        hints.append(stale)
     return hints

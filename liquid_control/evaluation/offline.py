@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shlex
+import sys
 from collections import Counter
 from pathlib import Path
 from urllib.parse import quote
@@ -39,6 +40,7 @@ from liquid_control.bags.stream import (
     input_hints,
     label_hints,
     policy_runner,
+    stale_wait_hint,
 )
 from liquid_control.conventions import training_record
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
@@ -271,8 +273,6 @@ def _say_other_action_scale(name: str, policy_backend, spec, data: dict) -> None
     """A warning where ``--node-params`` gives another ``action_scale`` than a policy trained from bags divided its
     labels by, as policy_node says it at configure: the errors are then of commands scaled by the other robot's file
     (e.g. a balancer's file given for a rover policy), which eval --bag reported without a word."""
-    import sys
-
     if not data.get("node_params"):  # the policy's own recorded spec, or the world's file: nothing to compare
         return
     record = policy_backend.training_record
@@ -336,6 +336,9 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
             **errors,
             "counters": result["stats"],
         }
+        waited = stale_wait_hint(result["stats"], spec)  # a stretch with no update, as the node says it
+        if waited:
+            per_bag[bag]["waited"] = waited
         if str(Path(bag).resolve()) in trained_on:  # its error is not a held-out one
             per_bag[bag]["trained_on"] = trained_on[str(Path(bag).resolve())]
         actions.append(result["action"])
@@ -445,6 +448,17 @@ def _fmt(values, elements=None) -> str:
 TRAINED_ON = {"training": " (trained on)", "validation": " (validation)"}  # a bag's mark in the report's table
 
 
+def _waited(results: dict) -> list[str]:
+    """``POLICY on BAG: ...`` for each bag on which update messages made no update, waiting for inputs stamped too
+    far apart (:func:`stale_wait_hint`): the report and the console say it, not only the counters."""
+    return [
+        f"{name} on {row.get('name', Path(bag).name)}: {row['waited']}"
+        for name, res in results["policies"].items()
+        for bag, row in res["bags"].items()
+        if row.get("waited")
+    ]
+
+
 def report_markdown(results: dict) -> str:
     """The report: one row per policy and bag, then the pooled figures."""
     lines = ["# Offline evaluation on recorded bags", ""]
@@ -474,6 +488,9 @@ def report_markdown(results: dict) -> str:
                 f"| {cell[name]} | {shown} | {row['updates']} | {row.get('labelled', 0)} | "
                 f"{_fmt(row.get('mae'))} | {_fmt(row.get('rmse'))} | {row.get('loss', math.nan):.5f} | {plot} |"
             )
+    waited = _waited(results)
+    if waited:
+        lines += ["", "Where updates did not happen:", ""] + [f"- {line}" for line in waited]
     if any(row.get("trained_on") for res in results["policies"].values() for row in res["bags"].values()):
         lines += [
             "",
@@ -513,5 +530,7 @@ def run_offline(args, command: str = "") -> int:
             f"{_fmt(o.get('mae'), elements)}; RMSE {_fmt(o.get('rmse'), elements)}; loss {o.get('loss', math.nan):.5f}"
             + (f" ({len(seen)} of the bags it trained or selected its epoch on: {', '.join(seen)})" if seen else "")
         )
+    for line in _waited(results):
+        print(f"liquid-control eval: warning: {line}", file=sys.stderr)
     print(f"liquid-control eval: offline report -> {Path(args.out) / 'report.md'}")
     return 0

@@ -1307,10 +1307,8 @@ class PolicyNode(LifecycleNode):
             clocks = ", ".join(
                 f"{k} {t - now:+.3f} s" for k, t in sorted(runner.latest_stamps().items()) if k not in SETPOINTS
             )
-            missing.append(
-                f"inputs stamped more than max_gap_s ({runner.limits.max_gap_s:g} s) apart (a sensor that went "
-                f"silent, or sensors stamping by different clocks); latest stamps minus the node clock: {clocks}"
-            )
+            stale = R.stale_inputs_text(runner.limits.max_gap_s)
+            missing.append(f"{stale}; latest stamps minus the node clock: {clocks}")
         held = runner.buffered
         # stale: whether, not which (the last update message's: two update sensors on two clocks flipped it at each
         # message, a line each log_throttle_s saying the same); the words name every input's clock either way

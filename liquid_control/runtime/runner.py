@@ -148,6 +148,15 @@ class Result:
         return self.status != REJECTED
 
 
+def stale_inputs_text(max_gap_s: float) -> str:
+    """What updates wait for while inputs are stale (:meth:`PolicyRunner.stale_inputs`), in words: policy_node
+    says it live, training and ``eval --bag`` of a bag (``bags.stream.stale_wait_hint``), one wording for both."""
+    return (
+        f"inputs stamped more than max_gap_s ({max_gap_s:g} s) apart (a sensor that went silent, or sensors stamping "
+        "by different clocks)"
+    )
+
+
 def output_problem(action, new_state, action_size: int) -> str:
     """Why a model's output cannot be used (empty if it can): the wrong number of actions, or a non-finite
     action or state. The runner drops such an update and keeps its state."""
