@@ -704,8 +704,10 @@ def test_headline_experiment_trains_then_evaluates_and_resumes(tmp_path, capfd):
     assert main(argv + ["--resume"]) == 0
     assert policy.stat().st_mtime_ns == stamp  # trained policies are kept, not retrained
     with open(out / "provenance.json") as fh:  # nothing ran: the report was rewritten, and provenance says by what
-        assert json.load(fh)["report_rewritten"].startswith("by ")
-    assert "- Report rewritten: by " in (out / "report.md").read_text()
+        rewritten = json.load(fh)
+    assert rewritten["ran_no_episodes"] and rewritten["command"] == provenance["command"] + " --resume"
+    assert rewritten["earlier_parts"][-1]["training_wall_time_s"] == provenance["training_wall_time_s"]
+    assert "- This part ran no episodes: it wrote the report for its command" in (out / "report.md").read_text()
     changed = [a if a != "0.1" else "10" for a in argv]  # another training schedule: refused, not mixed in
     assert main(changed + ["--resume"]) == 2
     import subprocess
@@ -1826,6 +1828,43 @@ def test_a_resume_with_a_smaller_request_says_which_logged_episodes_the_report_l
     assert len(read_log(os.path.join(out, LOG_NAME))) == 4  # the log keeps every episode
     evaluate(both, out, backend="serial", resume=True, progress=False, example=False, saliency=False)
     assert "not part of this request" not in capsys.readouterr().err  # the whole request again: nothing to say
+
+
+def test_a_report_rewritten_for_another_request_gives_the_command_that_wrote_it(tmp_path):
+    """Found by a probe: `eval --resume` with fewer policies and pairs over a finished folder rewrote report.md for the
+    new request (2 policies, 1 pair) while report.md and provenance.json gave the old command (4 policies, 3 pairs)
+    and only added "Report rewritten: by <commit> at <time>". The rewrite is this part of the record now: its command,
+    commit and times, marked as having run no episodes, the parts that ran them listed below it as earlier parts.
+    And the experiment's training time read "Training wall time s: 26.3"."""
+    from liquid_control.evaluation import provenance
+    from liquid_control.evaluation.results import ResultLog
+
+    out = str(tmp_path / "run")
+    both = build_plan(["expert"], ["in_distribution", "winter"], 2)
+    log = ResultLog(out, resume=False)
+    for job in both.jobs:
+        log.append(finished_record(job))
+    old, new = "liquid-control eval --shift in_distribution --shift winter", "liquid-control eval --shift winter"
+    options = dict(backend="serial", resume=True, progress=False, example=False, saliency=False)
+    evaluate(both, out, command=old, provenance_extra={"training_wall_time_s": 26.3}, **options)
+    first = provenance.read_record(os.path.join(out, "provenance.json"))
+    assert first["command"] == old and "ran_no_episodes" not in first  # the part that (here: says it) ran them
+    assert "- Training wall time: 26.3 s\n" in pathlib.Path(out, "report.md").read_text()
+    result = evaluate(build_plan(["expert"], ["winter"], 2), out, command=new, **options)
+    assert result["ran"] == 0
+    prov = provenance.read_record(os.path.join(out, "provenance.json"))
+    assert prov["command"] == new and prov["ran_no_episodes"] is True
+    assert [part["command"] for part in prov["earlier_parts"]] == [old]
+    assert prov["earlier_parts"][0]["training_wall_time_s"] == 26.3 and prov["earlier_parts"][0]["machine"]
+    report = pathlib.Path(out, "report.md").read_text()
+    assert f"- Command: `{new}`" in report and f"- Command: `{old}`" not in report
+    assert f"- Earlier part (continued by `--resume`): `{old}`" in report and "training wall time 26 s" in report
+    assert "- This part ran no episodes: it wrote the report for its command from the episodes already in" in report
+    evaluate(both, out, command=old + " --resume", **options)  # rewritten again: each rewrite is a part of its own
+    prov = provenance.read_record(os.path.join(out, "provenance.json"))
+    assert [part["command"] for part in prov["earlier_parts"]] == [old, new]
+    report = pathlib.Path(out, "report.md").read_text()
+    assert f"- Earlier part (ran no episodes, rewrote the report) (continued by `--resume`): `{new}`" in report
 
 
 def test_a_report_removes_the_figures_of_an_earlier_report_it_does_not_show(tmp_path):

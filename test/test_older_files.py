@@ -187,6 +187,8 @@ def test_an_evaluation_of_older_code_resumed_does_not_claim_its_episodes_for_thi
     said = "1 of the 2 episodes were run by an earlier part that left no provenance.json (liquid_control before "
     assert json.loads((tmp_path / "provenance.json").read_text())["earlier_part_unrecorded"].startswith(said)
     assert f"- Earlier part unrecorded: {said}" in (tmp_path / "report.md").read_text()
+    evaluate(build_plan(["expert"], ["in_distribution"], 2), str(tmp_path), resume=True, **quiet)  # rewritten only
+    assert f"- Earlier part unrecorded: {said}" in (tmp_path / "report.md").read_text()  # still said
     evaluate(build_plan(["expert"], ["in_distribution"], 2), str(tmp_path / "new"), **quiet)  # a run of this code
     evaluate(build_plan(["expert"], ["in_distribution"], 3), str(tmp_path / "new"), resume=True, **quiet)
     assert "earlier_part_unrecorded" not in json.loads((tmp_path / "new" / "provenance.json").read_text())

@@ -128,21 +128,22 @@ def evaluate(
 
         def finished_provenance() -> dict:
             """Collected once the figures are made (they take minutes): the report's times cover the whole run."""
-            prov = prov_now = provenance.collect(
-                command, started, sitting.elapsed(), commit, **(provenance_extra or {})
-            )
-            if len(todo) or sitting.cut_short or previous is None:  # this part, or one cut short, ran something
-                prov = provenance.accumulate(previous, prov, sitting.cut_short)
-                if previous is None and sitting.unrecorded_episodes:  # this part's commit and times are not theirs
-                    prov["earlier_part_unrecorded"] = (
-                        f"{min(sitting.unrecorded_episodes, len(jobs))} of the {len(jobs)} episodes were run by an "
-                        "earlier part that left no provenance.json (liquid_control before 2026-11-30): its code, "
-                        "command and times are unknown"
-                    )
-            else:  # nothing ran: the report is only rewritten, by this code
-                prov = previous
-                now = f"by {provenance.code_commit()} at {prov_now['started_utc']}"
-                prov["report_rewritten"] = "; ".join(filter(None, [prov.get("report_rewritten"), now]))
+            prov_now = provenance.collect(command, started, sitting.elapsed(), commit, **(provenance_extra or {}))
+            # this part on top (its command made this report), the earlier parts below it: who ran the episodes
+            prov = provenance.accumulate(previous, prov_now, sitting.cut_short)
+            if previous is None and sitting.unrecorded_episodes:  # this part's commit and times are not theirs
+                prov["earlier_part_unrecorded"] = (
+                    f"{min(sitting.unrecorded_episodes, len(jobs))} of the {len(jobs)} episodes were run by an "
+                    "earlier part that left no provenance.json (liquid_control before 2026-11-30): its code, "
+                    "command and times are unknown"
+                )
+            elif previous and previous.get("earlier_part_unrecorded"):  # still true of the folder's episodes
+                prov["earlier_part_unrecorded"] = previous["earlier_part_unrecorded"]
+            if not todo and "earlier_parts" in prov:
+                # nothing ran: the report is only rewritten, for this command (perhaps another request: fewer
+                # policies or pairs). Before, the earlier part's record was kept whole, its command stating another
+                # request than the report showed, with only "Report rewritten: by <commit> at <time>" added
+                prov["ran_no_episodes"] = True
             with atomic_write(prov_path, "w", encoding="utf-8") as fh:
                 json.dump(prov, fh, indent=1)
             sitting.finished()  # counted in provenance.json now

@@ -223,14 +223,30 @@ def _record_problem(record) -> str | None:
     return None
 
 
+# what an earlier part keeps of its record: who ran its episodes (and training), where, when, for how long; whether it
+# only rewrote the report (``ran_no_episodes``; ``report_rewritten``: an older version's note of the rewrites since)
+_PART_KEYS = (
+    "command",
+    "working_directory",
+    "commit",
+    "machine",
+    "software",
+    "started_utc",
+    "wall_time_s",
+    "cpu_time_s",
+    "training_wall_time_s",
+    "ran_no_episodes",
+    "report_rewritten",
+)
+
+
 def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
     """``current`` with the earlier parts of a resumed run (``previous``: its provenance.json, then the parts
     cut short since, see ``Sitting``) listed and their wall times added: a report finished by ``--resume``
     states what every part took."""
     parts = list((previous or {}).get("earlier_parts", []))
     if previous:
-        keys = ("command", "working_directory", "commit", "started_utc", "wall_time_s", "cpu_time_s")
-        parts.append({k: previous[k] for k in keys if k in previous})
+        parts.append({k: previous[k] for k in _PART_KEYS if k in previous})
     listed = {_part_id(part) for part in parts}  # a part killed after its report was written is listed once
     parts += [dict(part) for part in cut_short if _part_id(part) not in listed]
     if not parts:
@@ -275,13 +291,25 @@ def markdown(prov: dict) -> list[str]:
             f"- CPU time{' of this part' if earlier else ''} {prov['cpu_time_s']:.0f} s: this process and its finished "
             "worker processes (training runs, process-pool evaluation, figures; not Ray workers), user + system"
         )
+    if prov.get("ran_no_episodes"):
+        lines.append(
+            "- This part ran no episodes: it wrote the report for its command from the episodes already in the "
+            "folder, run by the earlier parts"
+        )
     for part in earlier:
         cut = f" (cut short {part['cut_short']})" if part.get("cut_short") else ""
+        cut += " (ran no episodes, rewrote the report)" if part.get("ran_no_episodes") is True else ""
         cpu = f", CPU time {float(part['cpu_time_s']):.0f} s" if part.get("cpu_time_s") is not None else ""
+        if part.get("training_wall_time_s") is not None:
+            cpu += f", training wall time {float(part['training_wall_time_s']):.0f} s"
+        where = "; ".join(part[k] for k in ("machine", "software") if part.get(k) and part[k] != prov.get(k))
+        rewritten = (
+            f"; report rewritten {part['report_rewritten']}" if isinstance(part.get("report_rewritten"), str) else ""
+        )
         lines.append(
             f"- Earlier part{cut} (continued by `--resume`): `{part.get('command', '')}`{_in_folder(part)}, "
-            f"commit `{part.get('commit', '')}`, started {part.get('started_utc', '?')}, "
-            f"wall time {float(part.get('wall_time_s', 0)):.0f} s{cpu}"
+            f"commit `{part.get('commit', '')}`{f', on {where}' if where else ''}, started "
+            f"{part.get('started_utc', '?')}, wall time {float(part.get('wall_time_s', 0)):.0f} s{cpu}{rewritten}"
         )
     if "total_wall_time_s" in prov:
         total = prov["total_wall_time_s"]
@@ -294,6 +322,12 @@ def markdown(prov: dict) -> list[str]:
             )
         lines.append(line)
     for key, value in prov.items():
-        if key not in _LISTED + ("earlier_parts", "total_wall_time_s"):
+        if key in _LISTED + ("earlier_parts", "total_wall_time_s", "ran_no_episodes"):
+            continue
+        if key.endswith("_s") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            # seconds: "Training wall time: 26.3 s", not "Training wall time s: 26.3"
+            label = key[: -len("_s")].replace("_", " ").capitalize() + (" of this part" if earlier else "")
+            lines.append(f"- {label}: {value} s")
+        else:
             lines.append(f"- {key.replace('_', ' ').capitalize()}: {value}")
     return lines
