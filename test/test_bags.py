@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -1894,6 +1895,23 @@ def test_record_refuses_options_of_recording_topics_in_a_mode_that_would_ignore_
     assert not out.exists()
 
 
+def test_record_refuses_named_topics_beside_node_params_naming_its_defaults(tmp_path, capsys):
+    """`record --node-params robot.yaml /imu/data` recorded /imu/data alone (the named topics replace the defaults)
+    and read --node-params for nothing, without a word: a robot session recorded without its camera and labels
+    (found by a probe of a robot install; docs/real_robot.md said to name topics 'to record others too'). Refused
+    before anything starts, listing the file's defaults to name."""
+    from liquid_control import cli
+    from liquid_control.paths import config_dir
+
+    out = tmp_path / "live"
+    params = str(config_dir() / "rover_policy.yaml")
+    assert cli.main(["record", "-o", str(out), "--node-params", params, "/imu/data"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"liquid-control record: error: --node-params {params} chooses the topics recorded"), err
+    assert "(its defaults: camera/image_raw camera/camera_info cmd_vel), or leave the topics out" in err, err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
 def test_offline_eval_refuses_a_bad_request_before_writing(tmp_path, capsys):
     """`eval --bag` checks the policy files and the output folder first: a refused request creates nothing and
     prints one line naming what is wrong (no traceback)."""
@@ -2108,7 +2126,7 @@ def test_a_bag_whose_data_cannot_be_synced_is_an_error_naming_it_not_a_warning(t
     assert str(err.value) == f"{tmp_path / 'bag'}: cannot finish the bag: Input/output error"  # no '[Errno 5]'
 
 
-def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_path, capsys):
+def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_path, capsys, monkeypatch):
     """Before: `record --node-params config/balance_nav_policy.yaml` recorded camera, IMU and command only: not
     the wheel encoders (/joint_states) both balancing policies read, nor the balancer's target, so a session
     recorded with the defaults could not train them. Nor the camera's camera_info, from which `train --bag`
@@ -2140,6 +2158,17 @@ def test_record_defaults_to_every_input_of_the_node_policy_and_its_command(tmp_p
     err = capsys.readouterr().err
     assert f"note: {params}: policy '{tmp_path / 'later.pt'}': no such policy file" in err, err
     assert "recording every input topic parameter (camera_topic, imu_topic, wheels_topic, target_topic)" in err
+    # why a file cannot be read, as the node would say it (before: only "its policy '...' cannot be read")
+    (tmp_path / "broken.pt").write_bytes(b"not a checkpoint")
+    params.write_text(node.format(tmp_path / "broken.pt"))
+    assert default_topics(str(params)) == [*inputs, "cmd_vel"]
+    err = capsys.readouterr().err
+    assert f"note: {params}: its policy cannot be read: {tmp_path / 'broken.pt'}: " in err and len(err) > 150, err
+    params.write_text(node.format(tmp_path / "mine.pt"))  # a robot without torch, no export beside the .pt
+    monkeypatch.setitem(sys.modules, "liquid_control.policy.checkpoint", None)  # its import fails: no torch
+    assert default_topics(str(params)) == [*inputs, "cmd_vel"]
+    err = capsys.readouterr().err
+    assert "torch is not installed and there is no exported mine.onnx next to it (write one with" in err, err
 
 
 def test_record_info_counts_one_message_as_one(tmp_path, capsys):

@@ -496,7 +496,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "topics",
         nargs="*",
-        help="topics to record (default: every input topic of --node-params's policy and its command topic)",
+        help="topics to record, replacing the defaults (every input topic of --node-params's policy and its command "
+        "topic)",
     )
     parser.add_argument(
         "-o", "--output", default="", type=user_path, help="bag folder to create (default rosbag2_<date>_<time>)"
@@ -673,7 +674,7 @@ def default_topics(params_file: str | None = None) -> list[str]:
     from liquid_control.bags.messages import SENSOR_TYPES
     from liquid_control.bags.stream import default_node_parameters_file, load_node_parameters
     from liquid_control.paths import resolve_policy_file
-    from liquid_control.ros.graph import policy_inputs
+    from liquid_control.ros.graph import policy_world_parameters
 
     params_file = params_file or default_node_parameters_file("LiquidRover-v0")
     values = load_node_parameters(params_file)
@@ -683,9 +684,12 @@ def default_topics(params_file: str | None = None) -> list[str]:
         try:
             path = resolve_policy_file(policy)
             # a .pt present only as its .onnx export (a robot without torch) runs that export, as the node does
-            inputs = policy_inputs(path if path.exists() else path.with_suffix(".onnx"))
+            path = path if path.exists() else path.with_suffix(".onnx")
+            inputs = policy_world_parameters(path, refuse=True).get("policy_inputs", "")
         except (OSError, ImportError) as exc:  # no such file, a folder; a .pt without torch installed
             why = str(exc)
+        except ValueError as exc:  # why the policy node would not load it either (was only 'cannot be read')
+            why = f"its policy cannot be read: {exc}"
     sensors = inputs.split(",") if inputs else list(SENSOR_TYPES)
     if not inputs:
         topic_parameters = ", ".join(SENSOR_TYPES[s][1] for s in sensors)
@@ -956,6 +960,13 @@ def run(args) -> int:
         problem = discovery_problem() or unwritable_log_dir()
         if problem:
             raise ValueError(problem)
+        if args.topics and args.node_params is not None:  # it was read for nothing: a session without its inputs
+            defaults = " ".join(default_topics(args.node_params))
+            raise ValueError(
+                f"--node-params {args.node_params} chooses the topics recorded by default, and the topics named "
+                f"({' '.join(args.topics)}) replace them: name every topic to record (its defaults: {defaults}), or "
+                "leave the topics out"
+            )
         return _record_graph(args, list(args.topics) or default_topics(args.node_params))
     except (BagError, ValueError) as exc:
         print(f"liquid-control record: error: {exc}", file=sys.stderr)
