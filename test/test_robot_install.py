@@ -35,13 +35,13 @@ SIMULATION_AND_TRAINING = {
 }
 
 
-def without_the_stack(tmp_path: Path, env: dict) -> dict:
-    """``env`` for a process in which importing any of SIMULATION_AND_TRAINING fails (ModuleNotFoundError, as for a
-    package not installed): a sitecustomize first on its path."""
+def without_the_stack(tmp_path: Path, env: dict, also: tuple = ()) -> dict:
+    """``env`` for a process in which importing any of SIMULATION_AND_TRAINING (and ``also``) fails
+    (ModuleNotFoundError, as for a package not installed): a sitecustomize first on its path."""
     site = tmp_path / "robot_site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(
-        f"import sys\nsys.modules.update(dict.fromkeys({sorted(SIMULATION_AND_TRAINING)!r}))\n"
+        f"import sys\nsys.modules.update(dict.fromkeys({sorted({*SIMULATION_AND_TRAINING, *also})!r}))\n"
     )
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
     return env
@@ -166,6 +166,51 @@ def test_view_serves_foxglove_without_the_simulator_and_refuses_a_snapshot_befor
     snapshot = _run(["-m", "liquid_control.cli", "view", "--snapshot", str(picture), "--until-episode-end"], env)
     assert snapshot.returncode == 1 and not picture.exists(), snapshot.stderr
     assert "liquid-control view --snapshot: error: needs the Python package 'matplotlib'" in snapshot.stderr
+
+
+def test_view_on_a_robot_without_tf2_msgs_or_foxglove_says_how_to_add_them_before_it_serves(tmp_path):
+    """Before: on a robot installed by docs/real_robot.md's pip recipe (no foxglove-sdk, no tf2_msgs: the recipe
+    built no interfaces), `view --foxglove` ended with status 2 (README: a missing package is 1), then, foxglove-sdk
+    installed, printed 'Foxglove: open a connection' and ended with status 1 because /tf needs tf2_msgs, whose hint
+    sent the robot to ./run.sh (the whole stack, torch included). Now foxglove-sdk missing is status 1 with its pip
+    line; without tf2_msgs every other topic is served, with one line naming the build_interfaces.sh command for
+    this venv; a message package missing is said before the server starts, and the connection line comes last."""
+    argv = ["-m", "liquid_control.cli", "view", "--foxglove", "--port", "0", "--duration", "1"]
+    no_fox = _run(argv, without_the_stack(tmp_path, isolated_ros_env(), also=("foxglove",)))
+    assert no_fox.returncode == 1 and "Traceback" not in no_fox.stderr and not no_fox.stdout, no_fox.stderr
+    assert no_fox.stderr.strip() == (
+        "liquid-control view --foxglove: error: needs the Python package 'foxglove', which is not installed here "
+        "(pip install foxglove-sdk==0.30.3; optional, for liquid-control view --foxglove)"
+    )
+    pytest.importorskip("foxglove")
+    served = _run(argv, without_the_stack(tmp_path, isolated_ros_env(), also=("tf2_msgs",)))
+    assert served.returncode == 0 and "Traceback" not in served.stderr, served.stderr
+    assert "Foxglove: open a connection to ws://127.0.0.1:" in served.stdout
+    (warning,) = [line for line in served.stderr.splitlines() if "tf2_msgs" in line]
+    assert warning.startswith("liquid-control view: warning: /tf and /tf_static are not relayed"), warning
+    script = REPO / "scripts" / "build_interfaces.sh"
+    assert f"bash {script} {sys.prefix} runtime" in warning and "./run.sh" not in warning, warning
+    no_msgs = _run(argv, without_the_stack(tmp_path, isolated_ros_env(), also=("nav_msgs",)))
+    assert no_msgs.returncode == 1 and "Traceback" not in no_msgs.stderr, no_msgs.stderr
+    assert "liquid-control view: error: needs the Python package 'nav_msgs'" in no_msgs.stderr
+    assert "open a connection" not in no_msgs.stdout, no_msgs.stdout  # said only once every check passed
+
+
+def test_the_robot_recipe_installs_what_view_foxglove_needs():
+    """Before: docs/real_robot.md said `liquid-control view --foxglove` runs on a robot installed by its pip recipe,
+    which installed neither foxglove-sdk nor tf2_msgs (built by scripts/build_interfaces.sh, which the recipe never
+    ran). The recipe installs foxglove-sdk at requirements-test.txt's pin and builds the interfaces into the venv."""
+    page = " ".join((REPO / "docs" / "real_robot.md").read_text().split())
+    (pin,) = [
+        line.split("#")[0].strip()
+        for line in (REPO / "requirements-test.txt").read_text().splitlines()
+        if line.startswith("foxglove-sdk==")
+    ]
+    assert f"pip install {pin}" in page
+    assert 'bash scripts/build_interfaces.sh "$VIRTUAL_ENV" runtime' in page
+    from liquid_control.ros import entry
+
+    assert f"pip install {pin};" in entry.install_hint("foxglove")
 
 
 def test_sim_node_without_the_simulator_says_what_to_install(tmp_path):

@@ -827,10 +827,11 @@ def test_view_says_when_its_foxglove_port_is_taken_or_the_inherited_domain_is_ba
         assert cli.main(["view", "--foxglove", "--port", "0", "--duration", "1"]) == 2
         assert f"ROS_DOMAIN_ID must be a number between 0 and 232, got '{value}'" in capsys.readouterr().err
     monkeypatch.delenv("ROS_DOMAIN_ID")
-    monkeypatch.setitem(sys.modules, "foxglove", None)  # not installed: a usage error on stderr (was stdout)
-    assert cli.main(["view", "--foxglove", "--port", "0", "--duration", "1"]) == 2
+    monkeypatch.setitem(sys.modules, "foxglove", None)  # not installed: a package it needs, 1 (was 2), on stderr
+    assert cli.main(["view", "--foxglove", "--port", "0", "--duration", "1"]) == 1
     out = capsys.readouterr()
-    assert "error: --foxglove needs foxglove-sdk" in out.err and out.out == ""
+    assert "view --foxglove: error: needs the Python package 'foxglove'" in out.err and out.out == ""
+    assert "pip install foxglove-sdk==0.30.3" in out.err
 
 
 def test_view_picture_draws_the_balancers_wheel_torques(tmp_path, monkeypatch):

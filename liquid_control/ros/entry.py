@@ -11,6 +11,7 @@ requested stop.
 import importlib
 import importlib.util
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -41,11 +42,45 @@ def honour_no_color(environ=os.environ) -> None:
 _DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML"}
 
 
+# optional packages requirements.txt leaves out: how to install them (the pin is requirements-test.txt's)
+OPTIONAL = {"foxglove": "pip install foxglove-sdk==0.30.3; optional, for liquid-control view --foxglove"}
+
+
+def simulation_stack_installed() -> bool:
+    """Whether the simulator (MuJoCo) is installed here, as ./run.sh installs it; a robot installed by
+    docs/real_robot.md's recipe leaves it out."""
+    try:
+        return importlib.util.find_spec("mujoco") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def tf2_msgs_hint(environ=os.environ) -> str:
+    """How this environment gets tf2_msgs: from a ROS installation, its apt package; in the ROS 2 wheels' venv, built
+    by scripts/build_interfaces.sh, which ./run.sh runs but a robot's pip recipe does not (./run.sh would install
+    the whole stack, torch included): the command itself, for this venv."""
+    wheels = os.path.isfile(os.path.join(sys.prefix, "lib", "librcl.so"))
+    if not wheels and environ.get("ROS_DISTRO"):
+        distro = environ["ROS_DISTRO"]
+        return f"a ROS installation's package: sudo apt install ros-{distro}-tf2-msgs, as rosdep install does"
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "scripts")
+    script = os.path.join(script, "build_interfaces.sh")
+    if os.path.isfile(script):  # run from the source checkout: the script's own path works from any folder
+        command = f"bash {shlex.quote(script)} {shlex.quote(sys.prefix)} runtime"
+    else:  # an installed copy: the script is in the source it was installed from
+        command = f"bash scripts/build_interfaces.sh {shlex.quote(sys.prefix)} runtime, in the liquid_control source"
+    if simulation_stack_installed():
+        return f"built into the environment by scripts/build_interfaces.sh, which ./run.sh and ./test.sh run: {command}"
+    return f"build it into this environment with {command} (cmake and a C++ compiler, ~30 s)"
+
+
 def install_hint(module: str) -> str:
     """Where a missing module comes from: its pip name in requirements.txt (ROS 2 packages from PyPI are named
-    ros-<package>; tf2_msgs is built by the scripts, not a wheel)."""
+    ros-<package>; tf2_msgs is built by the scripts, not a wheel: :func:`tf2_msgs_hint`)."""
     if module == "tf2_msgs":
-        return "built into the environment by scripts/build_interfaces.sh, which ./run.sh and ./test.sh run"
+        return tf2_msgs_hint()
+    if module in OPTIONAL:
+        return OPTIONAL[module]
     if module == "rclpy" or module.endswith(("_msgs", "_srvs")) or module.startswith(("rmw", "ament", "rosidl")):
         return f"pip: ros-{module.replace('_', '-')}, pinned in requirements.txt"
     return f"pip: {_DISTRIBUTIONS.get(module, module)}, pinned in requirements.txt"

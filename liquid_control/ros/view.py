@@ -61,14 +61,34 @@ TOPICS = {
     "episode_status": ("std_msgs/msg/String", "latched"),
 }
 COMMAND_TYPES = tuple(t for t in NODE_COMMAND_TYPES if t.startswith("twist"))  # policy_node's types of cmd_vel
+TF_TOPICS = ("/tf", "/tf_static")
 
 
-def topics_for(command_type: str = "twist") -> dict:
+def topics_for(command_type: str = "twist", with_tf: bool = True) -> dict:
     """TOPICS with cmd_vel of the type policy_node publishes (its ``command_type``): a subscription of another
-    type never connects, and the command panel stays empty."""
+    type never connects, and the command panel stays empty. ``with_tf`` False: without TF_TOPICS (no tf2_msgs)."""
+    topics = {topic: kind for topic, kind in TOPICS.items() if with_tf or topic not in TF_TOPICS}
     if command_type == "twist_stamped":
-        return {**TOPICS, "cmd_vel": ("geometry_msgs/msg/TwistStamped", "reliable")}
-    return dict(TOPICS)
+        topics["cmd_vel"] = ("geometry_msgs/msg/TwistStamped", "reliable")
+    return topics
+
+
+def tf_missing() -> str | None:
+    """Why /tf and /tf_static cannot be relayed here (tf2_msgs not installed: a robot's pip install has no build of
+    it), with how to add them; None when tf2_msgs imports. A copy that is found but fails to import raises, to be
+    said as any package the command needs."""
+    from liquid_control.ros.entry import install_hint
+
+    try:
+        importlib.import_module("tf2_msgs.msg")
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] != "tf2_msgs":
+            raise
+        return (
+            "/tf and /tf_static are not relayed (the robot is not placed): the Python package 'tf2_msgs' is not "
+            f"installed here; {install_hint('tf2_msgs')}"
+        )
+    return None
 
 
 def message_class(type_name: str):
@@ -478,10 +498,11 @@ class Viewer:
         record: bool = True,
         frame_prefix: str | None = None,
         command_type: str = "twist",
+        with_tf: bool = True,
     ):
         from rclpy.serialization import deserialize_message
 
-        self.topics = topics_for(command_type)
+        self.topics = topics_for(command_type, with_tf)
         self._deserialize = deserialize_message
         self.server = foxglove_server
         self.recording = Recording(frame_prefix=frame_prefix) if record else None
@@ -662,16 +683,23 @@ def run(args) -> int:
                 file=sys.stderr,
             )
             return 1
-    server = None
     if args.foxglove:
+        from liquid_control.ros.entry import missing_package, needs_package
+
         try:
             import foxglove
-        except ImportError:
-            print(
-                "liquid-control view: error: --foxglove needs foxglove-sdk (pip install foxglove-sdk==0.30.3)",
-                file=sys.stderr,
-            )
-            return 2
+        except ImportError as exc:  # not installed: a package the command needs (status 1), as for --snapshot
+            if missing_package(exc) not in ("foxglove", None):  # a package foxglove-sdk itself imports
+                raise
+            print(needs_package("liquid-control view --foxglove", "foxglove", exc), file=sys.stderr)
+            return 1
+    no_tf = tf_missing()
+    for type_name, _ in topics_for(args.command_type, with_tf=not no_tf).values():
+        message_class(type_name)  # a message package missing: said (status 1) before the server starts
+    if no_tf:
+        print(f"liquid-control view: warning: {no_tf}", file=sys.stderr, flush=True)
+    server = None
+    if args.foxglove:
         viewer_ref = []
         try:
             server = foxglove.start_server(
@@ -683,16 +711,21 @@ def run(args) -> int:
                 file=sys.stderr,
             )
             return 1
-        print(f"Foxglove: open a connection to ws://{args.host}:{server.port}", flush=True)
     domain = args.domain_id if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID") or 0)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     node = rclpy.create_node("liquid_control_view", namespace=args.namespace, context=context)
     viewer = Viewer(
-        node, server, record=bool(args.snapshot), frame_prefix=args.frame_prefix, command_type=args.command_type
+        node,
+        server,
+        record=bool(args.snapshot),
+        frame_prefix=args.frame_prefix,
+        command_type=args.command_type,
+        with_tf=not no_tf,
     )
     if server is not None:
         viewer_ref.append(viewer)
+        print(f"Foxglove: open a connection to ws://{args.host}:{server.port}", flush=True)
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     stop = threading.Event()
