@@ -276,6 +276,29 @@ def test_an_empty_sequence_is_checked_as_a_longer_one(name):
             rnn(x, **kwargs)
 
 
+@pytest.mark.parametrize("name", CORES)
+def test_h_n_is_a_tensor_of_its_own_not_a_view_of_the_outputs(name):
+    """The sequence kernels (CfC, LTC semi_implicit) returned h_n as states[:, -1], a view of the states: the RL reset
+    ``y, h = rnn(obs, dt, h); h[done] = 0`` changed y[:, -1] (a CfC's outputs are the states' storage) and
+    ``h.detach_()`` (truncated BPTT) raised "Can't detach views in-place", where torch.nn.GRU's h_n is its own."""
+    rnn = LiquidRNN(_core(name))
+    x, dt = _data()
+    with torch.no_grad():
+        y, h_n = rnn(x, dt)
+        states, h_seq = rnn.cell.forward_sequence(x, dt)
+    kept, kept_states = y.clone(), states.clone()
+    h_n[1] = 0.0
+    h_seq[1] = 0.0
+    assert torch.equal(y, kept) and torch.equal(states, kept_states)
+    x.requires_grad_()
+    y, h_n = rnn(x, dt)
+    h_n.detach_()  # a view raised here
+    assert not h_n.requires_grad and y.requires_grad
+    (grad,) = torch.autograd.grad(rnn.cell.forward_sequence(x, dt)[1].sum(), x)  # h_n's gradient still flows
+    (expected,) = torch.autograd.grad(rnn.cell.forward_sequence(x, dt, fused=False)[1].sum(), x)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_a_batch_first_dt_of_another_shape_is_refused_naming_every_accepted_form():
     """The message named a float, (B,) and (B, T) but not (B, T, 1), which is accepted."""
     rnn, x = CfC(3, 4), torch.randn(2, 5, 3)

@@ -319,7 +319,9 @@ class RecurrentCore(nn.Module):
         if kernel is not None:
             dispatch.note(self, "sequence", kernel.backend)
             states = kernel(self, x.dtype, "sequence").sequence(x, state, dt, keep)
-            return (self.output(states) if readout else states), states[:, -1]
+            # h_n a tensor of its own, as the stepwise graph's and torch.nn.GRU's: states[:, -1] was a view of the
+            # outputs' storage, so an RL reset `h[done] = 0` changed y[:, -1] and h.detach_() (truncated BPTT) raised
+            return (self.output(states) if readout else states), states[:, -1].clone()
         dispatch.note(self, "sequence", dispatch.STEPWISE)
         ctx = self.step_context()
         # unbind once: indexing [:, t] in the loop would make autograd zero-fill a full-size gradient per step
