@@ -159,6 +159,39 @@ def test_a_model_on_the_meta_device_gives_the_shapes_of_its_outputs(name, backen
     assert step.shape == expected_h.shape
 
 
+WIRED = {
+    "ltc_fully_connected": lambda seed=1: LTC(3, 5),
+    "ltc_ncp": lambda seed=1: LTC(3, AutoNCP(8, 2, seed=seed)),
+    "cfc_ncp": lambda seed=1: CfC(3, AutoNCP(8, 2, seed=seed)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WIRED))
+def test_a_model_built_on_the_meta_device_loads_its_weights_and_still_refuses_another_wiring(name, backend):
+    """Before: the synapse masks in a state dict were compared with the core's mask buffers, so torch's deferred
+    initialisation failed for every LTC and wired CfC: on the meta device load_state_dict(assign=True) raised
+    "aten::equal ... Meta tensors", and after to_empty() load_state_dict refused the file as "synapse masks of
+    another wiring" (compared with uninitialised memory). Now they are compared with the masks the wiring defines."""
+    torch.manual_seed(0)
+    trained = WIRED[name]()
+    x, dt = _data()
+    expected, expected_h = trained(x, dt)
+    for assign in (True, False):
+        with torch.device("meta"):
+            model = WIRED[name]()
+        if not assign:
+            model.to_empty(device="cpu")
+        model.load_state_dict(trained.state_dict(), assign=assign)
+        out, h_n = model(x, dt)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+        torch.testing.assert_close(h_n, expected_h, rtol=0, atol=0)
+    if name.endswith("_ncp"):
+        with torch.device("meta"):
+            other = WIRED[name](seed=2)
+        with pytest.raises(RuntimeError, match="synapse masks of another wiring .*auto_ncp seed 2"):
+            other.load_state_dict(trained.state_dict(), assign=True)
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_torch_jit_script_is_refused_naming_what_works_and_a_trace_runs(name):

@@ -51,6 +51,17 @@ def dropout_arg(value) -> float:
     return float(value)
 
 
+def head_mask(input_mask: np.ndarray, hidden: int, n_heads: int, device=None) -> torch.Tensor:
+    """(n_heads * hidden, inputs + hidden) mask of a wired block's fused heads: the (inputs, hidden) synapse mask
+    plus dense recurrence inside the layer on ff1/ff2, the time heads dense."""
+    block = torch.cat(
+        [torch.as_tensor(input_mask, dtype=torch.float32, device=device), torch.ones(hidden, hidden, device=device)], 0
+    ).t()
+    mask = torch.ones(n_heads * hidden, block.shape[1], device=device)
+    mask[: min(2, n_heads) * hidden] = block.repeat(min(2, n_heads), 1)
+    return mask
+
+
 class CfCBlock(nn.Module):
     """One CfC layer: ``[input, h] -> backbone -> fused heads -> closed-form update``."""
 
@@ -88,11 +99,7 @@ class CfCBlock(nn.Module):
             self.w_tau = nn.Parameter(torch.zeros(hidden))
             self.A = nn.Parameter(torch.ones(hidden))
         if input_mask is not None:
-            # (in_features, hidden) synapse mask, plus dense recurrence inside the layer; applied to ff1/ff2 only
-            block = torch.cat([torch.as_tensor(input_mask, dtype=torch.float32), torch.ones(hidden, hidden)], 0).t()
-            mask = torch.ones(self.n_heads * hidden, cat)
-            mask[: min(2, self.n_heads) * hidden] = block.repeat(min(2, self.n_heads), 1)
-            self.register_buffer("head_mask", mask)
+            self.register_buffer("head_mask", head_mask(input_mask, hidden, self.n_heads))
         else:
             self.head_mask = None
         self.reset_parameters()
@@ -251,8 +258,13 @@ class CfCCell(RecurrentCore):
         }
 
     def wiring_masks(self) -> dict:
-        """Each wired block's head mask (the wiring's synapses into its layer); none without a wiring."""
-        return {f"blocks.{l}.head_mask": b.head_mask for l, b in enumerate(self.blocks) if b.head_mask is not None}
+        """Each wired block's head mask (the wiring's synapses into its layer), on the CPU; none without a wiring."""
+        if self.wiring is None:
+            return {}
+        return {
+            f"blocks.{l}.head_mask": head_mask(self.wiring.layer_input_mask(l), b.hidden, b.n_heads, device="cpu")
+            for l, b in enumerate(self.blocks)
+        }
 
     def step_context(self):
         """Each block's ``context()`` (masked weights and first-map parts), formed once per sequence."""

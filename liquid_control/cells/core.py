@@ -378,20 +378,24 @@ class RecurrentCore(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
     def wiring_masks(self) -> dict[str, torch.Tensor]:
-        """The buffers that hold this core's synapses (state_dict name -> mask), drawn from its ``wiring``."""
+        """The masks this core's ``wiring`` defines for the buffers that hold its synapses (state_dict name -> CPU
+        0/1 float tensor), drawn from the wiring, not read from the buffers."""
         return {}
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, error_msgs):
         """As torch's, but refuses synapse masks of another wiring: loaded, they replaced this core's masks while its
         ``wiring`` (and ``config()``, a saved checkpoint's config, an export's metadata) still described the old
-        synapses, e.g. weights of ``AutoNCP(19, 2, seed=22222)`` in a core built with ``seed=7``."""
+        synapses, e.g. weights of ``AutoNCP(19, 2, seed=22222)`` in a core built with ``seed=7``. The masks are
+        compared with the wiring's, not with the buffers: a core built on the meta device (or ``to_empty()``) has
+        none to compare with, and loads as torch's modules do."""
         self.invalidate_fast_path()
         other = [
             prefix + name
             for name, mask in self.wiring_masks().items()
             if torch.is_tensor(given := state_dict.get(prefix + name))
+            and not given.is_meta  # a meta state dict (assign=True) holds shapes only
             and given.shape == mask.shape
-            and not torch.equal(given.to(mask), mask)
+            and not torch.equal(given.detach().to("cpu", mask.dtype), mask)
         ]
         if other:
             seed = self.wiring.params.get("seed")

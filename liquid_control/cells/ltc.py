@@ -151,8 +151,8 @@ class LTCCell(RecurrentCore):
         self.sensory_sigma, self.sensory_mu = init("sensory_sigma", (i, n)), init("sensory_mu", (i, n))
         self.sensory_w = init("sensory_w", (i, n))
         self.sensory_erev = nn.Parameter(torch.tensor(wiring.sensory_adjacency, dtype=real))
-        self.register_buffer("sparsity_mask", torch.tensor(np.abs(wiring.adjacency), dtype=real))
-        self.register_buffer("sensory_sparsity_mask", torch.tensor(np.abs(wiring.sensory_adjacency), dtype=real))
+        for name, mask in self.wiring_masks().items():
+            self.register_buffer(name, mask.to(torch.get_default_device(), real))
         self.input_w = nn.Parameter(torch.ones(i)) if input_mapping != "none" else None
         self.input_b = nn.Parameter(torch.zeros(i)) if input_mapping == "affine" else None
         self.output_w = nn.Parameter(torch.ones(self.output_size)) if output_mapping != "none" else None
@@ -171,8 +171,13 @@ class LTCCell(RecurrentCore):
         }
 
     def wiring_masks(self) -> dict:
-        """The synapse masks of the wiring (between neurons, from the inputs)."""
-        return {"sparsity_mask": self.sparsity_mask, "sensory_sparsity_mask": self.sensory_sparsity_mask}
+        """The synapse masks of the wiring (between neurons, from the inputs), on the CPU."""
+        return {
+            "sparsity_mask": torch.tensor(np.abs(self.wiring.adjacency), dtype=torch.float32, device="cpu"),
+            "sensory_sparsity_mask": torch.tensor(
+                np.abs(self.wiring.sensory_adjacency), dtype=torch.float32, device="cpu"
+            ),
+        }
 
     # ---- hooks ---------------------------------------------------------------------------------------
     def step_context(self) -> dict:
