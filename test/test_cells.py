@@ -250,6 +250,26 @@ def test_inputs_of_another_dtype_than_the_weights_are_refused_naming_both(name, 
                 cell.step(x[:, 0], None, dt[:, 0])
 
 
+@pytest.mark.parametrize("name", ["cfc", "ltc", "gru"])
+def test_x_that_is_not_floating_point_is_refused_as_such_complex_too(name):
+    """An int or bool x was refused as "x must be floating point", a complex x with "'<=' not supported between
+    instances of 'float' and 'complex'": dt, converted to x's dtype, failed its check before x's was looked at."""
+    cell = _core(name)
+    x, dt = _data(batch=2, steps=3)
+    for dtype in (torch.complex64, torch.int64, torch.bool):
+        bad = x.to(dtype)
+        for run, args in (
+            (cell.step, (bad[:, 0], None, 0.1)),
+            (cell.forward_sequence, (bad, dt)),
+            (LiquidRNN(cell), (bad, dt)),
+            (LiquidRNN(cell), (bad[0], 0.1)),
+            (LiquidRNN(cell, batch_first=False), (bad, 0.1)),
+            (LiquidRNN(cell), (bad[:, :0], 0.1)),
+        ):
+            with pytest.raises(ValueError, match=f"x is {dtype}: x must be floating point"):
+                run(*args)
+
+
 @pytest.mark.parametrize("name", ["cfc", "ltc"])
 def test_an_empty_sequence_is_checked_as_a_longer_one(name):
     """With T = 0, LiquidRNN returned any h0 as h_n (shape (9, 1), int64) and accepted dt -1 or nan."""

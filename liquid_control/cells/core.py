@@ -216,6 +216,8 @@ class RecurrentCore(nn.Module):
                 return self.step(x, state, dt)
         if x.dim() != 2:
             raise ValueError(f"step expects x of shape (B, {self.input_size}), got {tuple(x.shape)}")
+        if not x.is_floating_point():  # before dt takes x's dtype: a complex one failed dt's check ("'<='")
+            self.check_dtype(x)
         return self.advance(x, state, step_dt(dt, x.shape[0], x.dtype, None if x.is_cpu else x.device))
 
     def advance(self, x: torch.Tensor, state: torch.Tensor | None, dt: torch.Tensor) -> torch.Tensor:
@@ -282,6 +284,8 @@ class RecurrentCore(nn.Module):
             raise ValueError(f"expected x of shape (B, T, {self.input_size}), got {tuple(x.shape)}")
         if x.shape[1] == 0:
             raise ValueError("forward_sequence needs at least one step")
+        if not x.is_floating_point():  # before dt takes x's dtype: a complex one failed dt's check ("'<='")
+            self.check_dtype(x)
         dt = sequence_dt(dt, x.shape[0], x.shape[1], x.dtype, x.device)
         return self.advance_sequence(x, dt, h0, mask, fused=fused)
 
