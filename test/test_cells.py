@@ -160,6 +160,19 @@ def test_a_bool_or_complex_dt_is_a_type_error(bad):
         LiquidRNN(cell)(x, bad)
 
 
+@pytest.mark.parametrize("bad", ["0.1", b"0.1", ["0.1", "0.2"], np.array(["0.1", "0.2"]), {"dt": 0.1}])
+def test_a_dt_given_as_text_or_another_object_is_a_type_error_naming_dt(bad):
+    """Before: '0.1' failed in torch as "new(): invalid data type 'str'", ['0.1', '0.2'] as "too many dimensions
+    'str'", a dict as "must be real number, not dict": none said it was dt."""
+    cell = _core("cfc")
+    x, _ = _data(batch=2, steps=3)
+    says = rf"dt must be real seconds \(a float or a float tensor\), got {type(bad).__name__} "
+    with pytest.raises(TypeError, match=says):
+        cell.step(x[:, 0], None, bad)
+    with pytest.raises(TypeError, match=says):
+        LiquidRNN(cell)(x, bad)
+
+
 @pytest.mark.parametrize("name", ["cfc", "cfc_ncp", "ltc", "lstm", "mlp"])
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_unbatched_input_is_a_batch_of_one_with_its_shapes_named(name, batch_first):

@@ -48,19 +48,32 @@ def check_dt(dt: torch.Tensor) -> torch.Tensor:
     return given
 
 
+def _not_seconds(dt: Any, reason: str = "") -> TypeError:
+    shown = repr(dt) if len(repr(dt)) <= 60 else repr(dt)[:57] + "..."
+    return TypeError(f"dt must be real seconds (a float or a float tensor), got {type(dt).__name__} {shown}{reason}")
+
+
 def _as_seconds(dt: Any, dtype: torch.dtype, device) -> torch.Tensor:
-    """``dt`` as a tensor of ``dtype``; TypeError for a bool or complex dt (True read as 1 s; the imaginary part
-    dropped with only torch's warning)."""
-    probe = torch.as_tensor(dt) if isinstance(dt, (list, tuple)) else dt  # [True] was 1 s
+    """``dt`` as a tensor of ``dtype``; TypeError naming dt for a bool, complex or text dt (True read as 1 s; the
+    imaginary part dropped with only torch's warning; '0.1' failed in torch as "new(): invalid data type 'str'")."""
+    if isinstance(dt, (str, bytes)):
+        raise _not_seconds(dt, ": a number, not text (float(dt))")
+    try:
+        probe = torch.as_tensor(dt) if isinstance(dt, (list, tuple)) else dt  # [True] was 1 s
+    except (TypeError, ValueError) as exc:  # ['0.1']: "too many dimensions 'str'"
+        raise _not_seconds(dt, f": {exc}") from exc
     kind = getattr(probe, "dtype", None)  # a torch or numpy dtype
     if (
         isinstance(dt, (bool, complex))
         or kind == torch.bool
         or (isinstance(kind, torch.dtype) and kind.is_complex)
-        or getattr(kind, "kind", "") in ("b", "c")  # numpy bool or complex
+        or getattr(kind, "kind", "") in ("b", "c", "U", "S", "O")  # numpy bool, complex, text or objects
     ):
-        raise TypeError(f"dt must be real seconds (a float or a float tensor), got {dt!r}")
-    return torch.as_tensor(dt, dtype=dtype, device=device)
+        raise _not_seconds(dt)
+    try:
+        return torch.as_tensor(dt, dtype=dtype, device=device)
+    except TypeError as exc:  # None, a dict: "must be real number, not NoneType"
+        raise _not_seconds(dt, f": {exc}") from exc
 
 
 def step_dt(dt: Any, batch: int | None, dtype: torch.dtype, device=None) -> torch.Tensor:
