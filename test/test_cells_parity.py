@@ -136,6 +136,25 @@ def test_ltc_semi_implicit_matches_ncps(units, unfolds):
     torch.testing.assert_close(h, expected_h, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("units", [12, "ncp"])
+def test_an_ltc_loads_ncps_weights_unchanged_a_cfc_takes_them_copied_into_its_fused_heads(units):
+    """What cfc.py and benchmarks/README.md say: an LTC of the same wiring loads ncps's ``rnn_cell.state_dict()`` as
+    it is (same names; model-level keys are ``rnn_cell.`` there, ``cell.`` here) and gives ncps's outputs; a CfC's
+    four heads are one fused matrix, so ncps's ``ff1``/``ff2``/``time_a``/``time_b`` are copied
+    (``_copy_cfc_block``)."""
+    torch.manual_seed(0)
+    theirs = nt.LTC(5, nw.AutoNCP(16, 3, seed=5) if units == "ncp" else units)
+    ours = LTC(5, AutoNCP(16, 3, seed=5) if units == "ncp" else units)
+    ours.cell.load_state_dict(theirs.rnn_cell.state_dict())
+    x = _inputs()
+    expected, expected_h = run_ncps(theirs, x, 0.6)
+    out, h = ours(x, 0.6)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(h, expected_h, atol=1e-5, rtol=0)
+    with pytest.raises(RuntimeError, match="Missing key.*head_weight"):
+        CfC(5, 16).cell.load_state_dict(nt.CfC(5, 16).rnn_cell.state_dict())
+
+
 def test_streaming_step_matches_ncps_for_cfc_and_ltc():
     """The no-grad streaming path (the step kernels) gives the same numbers as ncps too."""
     x = _inputs(batch=1, steps=6)

@@ -8,8 +8,11 @@ One CfC block maps ``[x, h]`` through an optional backbone MLP to heads ``ff1, f
 
 **Sign of the time term.** ncps's PyTorch code (and this module) uses ``+ t_a * t``; the CfC paper and
 ncps's Keras code write ``- t_a * t``. The two are the same family (``t_a`` is a free linear head, so a
-trained model just learns the opposite sign); we follow ncps/PyTorch so its weights load unchanged and the
-parity tests can compare outputs.
+trained model just learns the opposite sign); we follow ncps/PyTorch, so ncps's CfC weights give ncps's outputs
+here. They do not load with ``load_state_dict``: a block's four heads are one fused ``head_weight``/``head_bias``
+(rows ff1, ff2, time_a, time_b; ``pure``: ff1 alone) where ncps has four ``Linear`` layers, so they are copied by
+hand (``_copy_cfc_block`` in ``test/test_cells_parity.py``, which compares the outputs). ncps's LTC weights do load
+unchanged: ``LTCCell.load_state_dict(ncps_model.rnn_cell.state_dict())`` for a core of the same wiring.
 
 With a wiring (e.g. ``AutoNCP``) the cell is ncps's ``WiredCfCCell``: one backbone-free CfC block per wiring
 layer (inter -> command -> motor), layer ``l`` fed by layer ``l-1``'s new state, ``ff1``/``ff2`` weights
