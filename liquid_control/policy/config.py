@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -365,11 +366,14 @@ def conv_sizes(height: int, width: int, kernel_sizes, strides) -> list[tuple[int
     return sizes
 
 
+_PACKAGE_WORLD = re.compile(r"sim_envs(?:\.\w+)*:(?P<id>[^:]+)")
+
+
 def package_world_id(world: str) -> str:
     """``sim_envs:LiquidRover-v0`` (gymnasium's ``module:Id`` form of a package world) as ``LiquidRover-v0``: one
     spelling of each package world, which sim, ``record --expert`` and the node parameter files know by id."""
-    module, sep, world_id = world.rpartition(":")
-    return world_id if sep and (module == "sim_envs" or module.startswith("sim_envs.")) else world
+    match = _PACKAGE_WORLD.fullmatch(world)  # the module named as data: the policy layer imports no world
+    return match["id"] if match else world
 
 
 def validate_config(raw: dict, strict: bool = True) -> dict:
