@@ -223,9 +223,8 @@ def _record_problem(record) -> str | None:
     return None
 
 
-# what an earlier part keeps of its record: who ran its episodes (and training), where, when, for how long; whether it
-# only rewrote the report (``ran_no_episodes``; ``report_rewritten``: an older version's note of the rewrites since)
-_PART_KEYS = (
+# what every part's record says of the run: who ran it, where, when, for how long
+_RUN_KEYS = (
     "command",
     "working_directory",
     "commit",
@@ -234,10 +233,10 @@ _PART_KEYS = (
     "started_utc",
     "wall_time_s",
     "cpu_time_s",
-    "training_wall_time_s",
-    "ran_no_episodes",
-    "report_rewritten",
 )
+# what an earlier part keeps of its record: who ran its episodes (and training), where, when, for how long; whether it
+# only rewrote the report (``ran_no_episodes``; ``report_rewritten``: an older version's note of the rewrites since)
+_PART_KEYS = (*_RUN_KEYS, "training_wall_time_s", "ran_no_episodes", "report_rewritten")
 
 
 def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
@@ -255,17 +254,7 @@ def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ())
     return {**current, "earlier_parts": parts, "total_wall_time_s": round(total, 1)}
 
 
-_LISTED = (
-    "command",
-    "working_directory",
-    "commit",
-    "machine",
-    "software",
-    "started_utc",
-    "wall_time_s",
-    "cpu_time_s",
-    "load_average_at_end",
-)
+_LISTED = (*_RUN_KEYS, "load_average_at_end")
 
 
 def _in_folder(part: dict) -> str:
