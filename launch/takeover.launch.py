@@ -2,7 +2,7 @@
 
     ros2 launch liquid_control takeover.launch.py policy:=runs/round0/policy.pt output:=bags/round1_001
         [params_file:=/path/to/robot_policy.yaml] [base_topic:=base/cmd_vel]
-        [operator_command_type:=twist] [operator_share:=0.3] [seed:=0] [use_sim_time:=false]
+        [operator_command_type:=twist] [operator_share:=0.3] [seed:=0] [use_sim_time:=true|false]
 
 The simulated rounds' layout: the joystick publishes on the parameter file's command_topic (cmd_vel: the labels,
 where the demonstrations have them, so every bag trains with the same config), the policy node (configured and
@@ -24,7 +24,7 @@ ARGUMENTS = {
     "operator_share": ("0.0", "the operator also drives each update with this probability (DAgger's beta)"),
     "seed": ("0", "seed of the operator-share draws"),
     "output": ("", "bag folder to create; empty: rosbag2_<date>_<time> in the working directory"),
-    "use_sim_time": ("false", "use /clock"),
+    "use_sim_time": ("", "use /clock, every node of the round (empty: the parameter file's, else false)"),
 }
 
 
@@ -38,7 +38,7 @@ def _nodes(context):
         operator_share=launch_argument(arg, "operator_share", float),
         seed=launch_argument(arg, "seed", int),
         output=arg["output"],
-        use_sim_time=launch_argument(arg, "use_sim_time", bool),
+        use_sim_time=launch_argument(arg, "use_sim_time", bool, optional=True),
     )
     return launch_actions(graph)
 

@@ -491,6 +491,7 @@ def test_sensors_stamping_by_another_clock_are_said_and_the_diagnostics_warn(pol
     assert node._commands_published > 0  # taken and commanding, as before
     behind = [w for w in warnings if w.startswith("camera stamps are ")]
     assert behind and "s behind the node clock (more than 1 s): its driver stamps by another clock" in behind[0]
+    assert "the commands carry no stamp, but sensors stamping by different clocks" in behind[0]  # float64 commands
     assert node.runner.counters["stamps_behind.camera"] == 20 and node.runner.counters["stamps_behind.imu"] == 20
     status = node.diagnostic_status()
     assert status.level == DiagnosticStatus.WARN and "stamps_behind.camera" in status.message, status.message

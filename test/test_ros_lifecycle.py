@@ -360,7 +360,7 @@ def test_configure_logs_why_a_policy_file_is_refused(hostile_files, ros, case):
         ({"command_frame_id": "/base_link"}, "command_frame_id: '/base_link' is not a valid TF frame id"),  # tf2's
         ({"command_frame_id": "base link"}, "command_frame_id: 'base link' is not a valid TF frame id"),
         ({"command_frame_id": "base_link\n"}, "command_frame_id: 'base_link\\n' is not a valid TF frame id"),
-        ({"command_frame_id": "", "command_type": "twist_stamped"}, "command_frame_id: must be a non-empty TF frame"),
+        ({"command_frame_id": 3}, "command_frame_id: must be a TF frame id (a string"),
         ({"control_rate_hz": 1e-300}, "control_rate_hz: must be at least"),
         ({"action_scale": "abc"}, "action_scale: must be a number or a list of numbers, got 'abc'"),  # was float()'s
         ({"policy": 42}, "policy: must be a file path (a string), got 42"),  # was a TypeError from pathlib

@@ -131,7 +131,8 @@ def test_every_stamped_command_to_the_base_is_in_the_command_frame(mux):
     out, _ = m.policy(0.4, 0.1)
     assert out.header.frame_id == "robot1/base_footprint"
     m = mux(command_type="twist", command_frame_id="")  # no header to carry it: accepted, unused
-    with pytest.raises(ValueError, match="command_frame_id: must be a non-empty TF frame id"):
+    m = mux(command_type="twist_stamped", command_frame_id="")  # empty: no base reads a frame from its commands
+    with pytest.raises(ValueError, match="command_frame_id: must be a TF frame id"):
         mux(command_frame_id=3)
     with pytest.raises(ValueError, match="command_frame_id: '/base_link' is not a valid TF frame id"):
         mux(command_frame_id="/base_link")  # tf2 refuses a leading '/' (was accepted)
@@ -442,7 +443,7 @@ def test_parameters_set_over_dds_are_applied_or_refused_with_the_reason(tmp_path
     assert "{'" not in text and "Traceback" not in text, text
 
 
-def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, mux):  # noqa: F811
+def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, mux, tmp_path):  # noqa: F811
     """launch/takeover.launch.py, the simulated rounds' layout: the joystick on the parameter file's command_topic
     (the labels), the policy node to the mux, the mux to base_topic (with the file's command type and
     action_scale), the recorder on the sensors, the labels and both commands."""
@@ -459,8 +460,7 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
         ("Node", "bag_recorder"),
     ]
     policy = check_node(nodes[0])  # the rover's parameter file, overrides the node declares
-    assert policy == {
-        "use_sim_time": False,
+    assert policy == {  # use_sim_time: the file's (before: false, over a robot file's true)
         "autostart": True,
         "policy": "runs/r0/policy.pt",
         "command_topic": "policy/cmd_vel",
@@ -485,6 +485,13 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
     assert recorder["topics"] == [*sensors, "cmd_vel", "base/cmd_vel", "policy/cmd_vel"]
     _, nodes = launch_stubs(path, use_sim_time="true", seed="7", base_topic="/wheels/cmd")
     assert [n.kwargs["parameters"][-1]["use_sim_time"] for n in nodes] == [True, True, True]
+    # a robot file's use_sim_time: true holds for the policy node (the file) and the mux and recorder (given it)
+    robot = tmp_path / "config" / "robot.yaml"
+    robot.parent.mkdir()
+    robot.write_text((ROOT / "config" / "rover_policy.yaml").read_text() + "    use_sim_time: true\n")
+    _, on_sim_time = launch_stubs(path, params_file=str(robot))
+    assert "use_sim_time" not in on_sim_time[0].kwargs["parameters"][-1]
+    assert [n.kwargs["parameters"][-1]["use_sim_time"] for n in on_sim_time[1:]] == [True, True]
     assert nodes[1].kwargs["parameters"][-1]["seed"] == 7
     assert nodes[2].kwargs["parameters"][-1]["topics"][4] == "/wheels/cmd"
     # a setting the mux would refuse is refused before any node starts, by name

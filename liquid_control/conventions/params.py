@@ -159,12 +159,12 @@ def section_applies(section: str, node: str) -> bool:
     return re.fullmatch(pattern, node) is not None
 
 
-def frame_id_problem(frame_id, used: bool = True) -> str | None:
-    """Why ``frame_id`` is no TF frame id a message may carry (None when it is): tf2 refuses a leading '/', and a
-    space or control character is a typo (a trailing newline from a file). ``used`` False (commands without a
-    header): an empty one is no problem."""
-    if not isinstance(frame_id, str) or (not frame_id and used):
-        return f"must be a non-empty TF frame id (e.g. 'base_link'), got {shown(frame_id)}"
+def frame_id_problem(frame_id) -> str | None:
+    """Why ``frame_id`` is no frame id a message may carry (None when it is): tf2 refuses a leading '/', and a
+    space or control character is a typo (a trailing newline from a file). Empty is one: the bases that take
+    stamped commands read no frame from them (diff_drive_controller, twist_mux; teleop's stamped default)."""
+    if not isinstance(frame_id, str):
+        return f"must be a TF frame id (a string, e.g. 'base_link'), got {shown(frame_id)}"
     if frame_id.startswith("/") or any(c.isspace() or not c.isprintable() for c in frame_id):
         return f"{shown(frame_id, 200)} is not a valid TF frame id (no leading '/', no spaces or control characters)"
     return None
@@ -384,7 +384,7 @@ def policy_node_parameter_problems(
     problem = joint_names_problem(values["joint_names"])
     if problem:
         problems.append(problem)
-    problem = frame_id_problem(values["command_frame_id"], used=values["command_type"] == "twist_stamped")
+    problem = frame_id_problem(values["command_frame_id"])
     if problem:
         problems.append(f"command_frame_id: {problem}")
     for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads

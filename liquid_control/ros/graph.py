@@ -264,6 +264,7 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
         ONNX_CONFIG_KEY,
         ObservationSpec,
         metadata_json,
+        missing_export_text,
         read_onnx_metadata,
     )
 
@@ -272,12 +273,8 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
             try:
                 from liquid_control.policy.checkpoint import read_config
             except ImportError:  # a robot without torch runs the .onnx export beside the .pt, as the node does
-                if refuse and not policy_file.with_suffix(".onnx").is_file():  # the node's words (runtime.backends)
-                    raise ValueError(
-                        f"{policy_file}: torch is not installed and there is no exported "
-                        f"{policy_file.with_suffix('.onnx').name} next to it (write one with `liquid-control export "
-                        f"{policy_file}` where torch is)"
-                    ) from None
+                if refuse and not policy_file.with_suffix(".onnx").is_file():  # the node's words
+                    raise ValueError(missing_export_text(policy_file, "torch is not installed")) from None
                 policy_file = policy_file.with_suffix(".onnx")
             else:  # only the export copied to the robot: the node runs it (backend auto or onnx)
                 if not policy_file.is_file() and policy_file.with_suffix(".onnx").is_file():

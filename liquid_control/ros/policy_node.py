@@ -1032,15 +1032,20 @@ class PolicyNode(LifecycleNode):
     def _say_stamps_behind(self, sensor: str, behind: float):
         """A message taken whose stamp is ``behind`` seconds older than the node clock: counted
         (``stamps_behind.<sensor>``) and said once per throttle period. The state advances by the stamps' dt all
-        the same, but the commands carry those stamps: a base that drops commands older than its timeout
-        (diff_drive_controller's cmd_vel_timeout) stands still while the node says it is commanding."""
+        the same, but stamped commands (twist_stamped) carry those stamps: a base that drops commands older than its
+        timeout (diff_drive_controller's cmd_vel_timeout) stands still while the node says it is commanding."""
         self.runner.counters[f"stamps_behind.{sensor}"] += 1
         if self._may_log(f"stamps_behind.{sensor}"):
+            harm = (
+                "the commands carry these stamps, which a base checking their age drops"
+                if self.settings.command_type == "twist_stamped"
+                else "the commands carry no stamp, but sensors stamping by different clocks make updates wait"
+            )
             self.get_logger().warning(
                 f"{sensor} stamps are {behind:.3f} s behind the node clock (more than {STAMPS_BEHIND_S:g} s): its "
-                "driver stamps by another clock (time since boot, the device's own counter) or the messages arrive "
-                "late (a bag played without --clock and use_sim_time); the commands carry these stamps, which a "
-                "base checking their age drops; stamp with the ROS clock (the driver's time-source setting)"
+                "driver stamps by another clock (time since boot, the device's own counter), or its messages arrive "
+                f"late (a publisher behind real time, a bag played without --clock and use_sim_time); {harm}; stamp "
+                "with the ROS clock (the driver's time-source setting)"
             )
 
     def _say_interleaved(self, sensor: str, symptom: str, check: str):

@@ -136,7 +136,7 @@ def checked_settings(p: dict) -> dict:
     for name in ("command_type", "operator_command_type"):
         if p[name] not in MESSAGE_TYPES:
             problems.append(f"{name}: must be one of {', '.join(MESSAGE_TYPES)}, got {shown(p[name])}")
-    problem = frame_id_problem(p["command_frame_id"], used=p["command_type"] == "twist_stamped")
+    problem = frame_id_problem(p["command_frame_id"])
     if problem:
         problems.append(f"command_frame_id: {problem}")
     scale = per_element("action_scale", p["action_scale"], 2, problems, positive=False)
@@ -436,7 +436,7 @@ def round_graph(
     operator_share: float = 0.0,
     seed: int = 0,
     output: str = "",
-    use_sim_time: bool = False,
+    use_sim_time: bool | None = None,
 ):
     """A robot's round for launch/takeover.launch.py, in the simulated rounds' layout: the policy node (from its
     parameter file, publishing to ``policy/cmd_vel``), the mux (the operator's joystick on the file's
@@ -449,6 +449,8 @@ def round_graph(
 
     (policy_node,) = policy_graph(params_file, policy, use_sim_time, autostart=True)
     values = load_node_parameters(policy_node.parameter_files[0])
+    if use_sim_time is None:  # the file's, for every node of the round (the policy node's clock is the recorder's)
+        use_sim_time = values.get("use_sim_time", False)
     mux = dict(
         policy_topic=POLICY_TOPIC,
         operator_topic=values["command_topic"],

@@ -701,6 +701,15 @@ def backend_modules(path: str | Path, backend: str = "auto") -> list[str]:
     return [wanted] if wanted in installed else []
 
 
+def missing_export_text(path: Path, why: str) -> str:
+    """A .pt that must run as its export (``why``: torch is not installed, or the onnx backend was asked for) and
+    has none beside it: what to do."""
+    return (
+        f"{path}: {why} and there is no exported {path.with_suffix('.onnx').name} next to it "
+        f"(write one with `liquid-control export {path}` where torch is)"
+    )
+
+
 def _choose_backend(path: Path, backend: str):
     if backend not in ("auto", "torch", "onnx"):
         raise BackendError(f"unknown backend {backend!r}; choose from auto, torch, onnx")
@@ -743,10 +752,7 @@ def _choose_backend(path: Path, backend: str):
     ):
         if not onnx_path.is_file():
             why = "torch is not installed" if backend == "auto" else "backend 'onnx' was requested"
-            raise BackendError(
-                f"{path}: {why} and there is no exported {onnx_path.name} next to it "
-                f"(write one with `liquid-control export {path}`)"
-            )
+            raise BackendError(missing_export_text(path, why))
         return _export_of(path, onnx_path)
     if not path.is_file():
         raise BackendError(f"{path}: no such policy file")
