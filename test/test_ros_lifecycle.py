@@ -1871,3 +1871,29 @@ def test_a_parameter_file_section_for_the_node_in_another_namespace_is_named_at_
     proc = subprocess.run(argv, env=isolated_ros_env(), capture_output=True, text=True, timeout=120)
     out = proc.stdout + proc.stderr  # the node gets the file's policy (a balancer's, refused with twist commands)
     assert "no policy file given" not in out and "its section" not in out and "float64_multi_array" in out, out
+
+
+def test_the_namespace_warning_reads_the_nested_form_and_wildcards(tmp_path):
+    """The warning of a section for another namespace (above) knows ROS's other ways to reach the node: a nested
+    namespace (`robot1: policy_node: ros__parameters`, found by a review: it warned beside a root section) and
+    wildcards give no warning; a root section alone does."""
+    from liquid_control.ros.executable import warn_sections_for_another_namespace
+
+    said = []
+    node = SimpleNamespace(
+        get_fully_qualified_name=lambda: "/robot1/policy_node",
+        get_name=lambda: "policy_node",
+        get_logger=lambda: SimpleNamespace(warning=said.append),
+    )
+    root = "policy_node:\n  ros__parameters:\n    autostart: true\n"
+    for text, warned in (
+        (root, True),
+        (root + "robot1:\n  policy_node:\n    ros__parameters:\n      autostart: true\n", False),
+        (root + "/**/policy_node:\n  ros__parameters:\n    autostart: true\n", False),
+        (root.replace("policy_node:", "/*/policy_node:", 1), False),
+        ("sim_node:\n  ros__parameters:\n    seed: 1\n", False),  # another node's file: nothing to say
+    ):
+        path = tmp_path / "params.yaml"
+        path.write_text(text)
+        lines = warn_sections_for_another_namespace(node, ["policy_node", "--ros-args", "--params-file", str(path)])
+        assert bool(lines) is warned, (text, lines)

@@ -142,6 +142,17 @@ def params_files(argv) -> list[str]:
     return files
 
 
+def _node_sections(raw, prefix: str = "") -> list[str]:
+    """The node names a parameter file's sections are for: top-level keys, and ROS's nested namespace form
+    (``robot1: policy_node: ros__parameters:`` is ``robot1/policy_node``)."""
+    names = []
+    for key, value in (raw if isinstance(raw, dict) else {}).items():
+        if isinstance(value, dict):
+            name = f"{prefix}/{key}" if prefix else str(key)
+            names += [name] if "ros__parameters" in value else _node_sections(value, name)
+    return names
+
+
 def warn_sections_for_another_namespace(node, argv) -> list[str]:
     """Warn (and return the lines) where a ``--params-file`` of ``argv`` has a section named for this node's name in
     another namespace: ROS gives the node none of its parameters without a word (a ``policy_node:`` section for
@@ -155,7 +166,7 @@ def warn_sections_for_another_namespace(node, argv) -> list[str]:
             raw = load_yaml(Path(path).read_text(encoding="utf-8"))
         except Exception:  # rcl read it already, or refused it with its own message
             continue
-        sections = [str(k) for k, v in (raw if isinstance(raw, dict) else {}).items() if isinstance(v, dict)]
+        sections = _node_sections(raw)
         if any(section_applies(name, qualified) for name in sections):
             continue  # the node gets a section of this file
         for name in sections:
