@@ -356,6 +356,12 @@ def test_balancer_stays_up_with_the_shipped_policy_exported_to_onnx_at_200_hz_in
     world.close()
     target, checked = None, 0
     with BagReader(bags / "episode_1") as reader:  # in the order sim_node published (log time = sim time)
+        # every topic carries its publishers' QoS, the command topic too, which policy_node publishes (before:
+        # stored with none, where ros2 bag record stores the offered profiles)
+        assert all(info.qos for info in reader.topics.values()), {t: i.qos for t, i in reader.topics.items()}
+        (command_qos,) = reader.topics["/wheel_torques"].qos
+        # as discovery reports it (and ros2 bag record stores it): reliability and durability, no history depth
+        assert command_qos.reliability.name == "RELIABLE" and command_qos.durability.name == "VOLATILE", command_qos
         for msg in reader.messages(["/target_velocity", "/imu/data"]):
             decoded = msg.decode()
             if msg.topic == "/target_velocity":

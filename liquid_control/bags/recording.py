@@ -74,9 +74,11 @@ class EpisodeRecorder:
         self._lock = threading.Lock()
 
     def add_topic(self, topic: str, msg_type, qos=None) -> None:
-        """Record ``topic`` (its message class or ``pkg/msg/Type``, and the QoS its publisher offers)."""
+        """Record ``topic`` (its message class or ``pkg/msg/Type``, and the QoS its publisher offers: one profile,
+        or a list, one per publisher, as ``ros2 bag record`` stores them). Bags opened from then on carry it."""
         name = msg_type if isinstance(msg_type, str) else message_type_name(msg_type)
-        self.topics[topic] = (name, [qos] if qos is not None else [])
+        profiles = list(qos) if isinstance(qos, (list, tuple)) else [qos] if qos is not None else []
+        self.topics[topic] = (name, profiles)
 
     def wrap(self, publisher):
         """``publisher`` recording what it publishes (its topic, type and QoS are taken from it)."""

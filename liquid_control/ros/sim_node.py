@@ -739,6 +739,12 @@ class SimNode(Node):
         sim0 = float(world.data.time)
         self._anchor_stamps(sim0)  # the target's log time in the bag (set again below)
         if self.recorder is not None:
+            # the command topic is published by the policy, not by us: its bag entry carries the QoS its
+            # publishers offer now (ros2 bag record's metadata), not none
+            commanders = self.get_publishers_info_by_topic(self.command_topic_name)
+            self.recorder.add_topic(
+                self.command_topic_name, COMMAND_MESSAGES[self.command_type], [i.qos_profile for i in commanders]
+            )
             self.recorder.start(seed, world=self.p["world"], shift=self.p["shift"])
             self._recording = (index, seed)
         if self.clock_pub is not None:
