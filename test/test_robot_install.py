@@ -223,6 +223,19 @@ def test_sim_node_without_the_simulator_says_what_to_install(tmp_path):
     assert "sim_node: error: needs the Python package 'gymnasium', which is not installed here (pip: gymnasium" in (
         proc.stderr
     )
+    # the rest of the stack missing here is named too (before: one package per try, tqdm, then gymnasium, ...)
+    assert "torch, mujoco, matplotlib, tqdm, onnx are not installed here either" in proc.stderr, proc.stderr
+
+
+def test_main_without_the_simulator_names_what_is_missing_and_announces_no_run(tmp_path):
+    """Before: `liquid-control main` on a robot install printed "closed loop over ROS 2: ..." as if starting, then
+    the missing simulator; the line comes only once everything it needs imports."""
+    proc = _run(
+        ["-m", "liquid_control.cli", "main", "--episodes", "1"], without_the_stack(tmp_path, isolated_ros_env())
+    )
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "closed loop over ROS 2" not in proc.stdout, proc.stdout
+    assert "liquid-control main: error: needs the Python package" in proc.stderr, proc.stderr
 
 
 def _exec_depends(variables: dict) -> set[str]:

@@ -42,6 +42,18 @@ def honour_no_color(environ=os.environ) -> None:
 _DISTRIBUTIONS = {"cv2": "opencv-python-headless", "yaml": "PyYAML"}
 
 
+# the simulation and training stack, which ./run.sh installs and docs/real_robot.md's robot recipe leaves out: a
+# command missing one of them is told of the others missing too, not one at a time over several tries
+SIMULATION_AND_TRAINING = ("torch", "mujoco", "gymnasium", "matplotlib", "tqdm", "onnx")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 # optional packages requirements.txt leaves out: how to install them (the pin is requirements-test.txt's)
 OPTIONAL = {"foxglove": "pip install foxglove-sdk==0.30.3; optional, for liquid-control view --foxglove"}
 
@@ -49,10 +61,7 @@ OPTIONAL = {"foxglove": "pip install foxglove-sdk==0.30.3; optional, for liquid-
 def simulation_stack_installed() -> bool:
     """Whether the simulator (MuJoCo) is installed here, as ./run.sh installs it; a robot installed by
     docs/real_robot.md's recipe leaves it out."""
-    try:
-        return importlib.util.find_spec("mujoco") is not None
-    except (ImportError, ValueError):
-        return False
+    return _installed("mujoco")
 
 
 def tf2_msgs_hint(environ=os.environ) -> str:
@@ -146,9 +155,20 @@ def needs_package(command: str, module: str, cause: ImportError | None = None) -
         if cause is not None and not isinstance(cause, ModuleNotFoundError) and str(cause).strip():
             said = f" (Python: {str(cause).strip().splitlines()[0]})"
         return f"{command}: error: needs the Python package {module!r}: {elsewhere}{said}"
-    return (
+    line = (
         f"{command}: error: needs the Python package {module!r}, which is not installed here ({install_hint(module)})"
     )
+    others = (
+        [m for m in SIMULATION_AND_TRAINING if m != module and not _installed(m)]
+        if module in SIMULATION_AND_TRAINING
+        else []
+    )
+    if others:
+        line += (
+            f"; of the simulation and training stack, {', '.join(others)} {'is' if len(others) == 1 else 'are'} not "
+            "installed here either (pip install -r requirements.txt, as ./run.sh does, installs them all)"
+        )
+    return line
 
 
 def foreign_ros_libraries(environ=os.environ) -> str | None:

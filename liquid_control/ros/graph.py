@@ -783,13 +783,14 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
     nodes[0].parameters["status_wait_s"] = 10.0
     run_id = uuid.uuid4().hex  # this run's episode statuses carry it: another graph's on the domain are told apart
     nodes[0].parameters["run_id"] = run_id
+    from sim_envs import balance_nav, balancer, rover  # before the announcement: a missing simulator is said alone
+
     if announce is not None:
         announce()
     env = dict(os.environ)
     if args.domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(args.domain_id)
     domain = int(env["ROS_DOMAIN_ID"]) if env.get("ROS_DOMAIN_ID") else None
-    from sim_envs import balance_nav, balancer, rover
 
     episodes = max(1, args.episodes)
     episode_limit = {"LiquidRover-v0": rover, "LiquidBalanceNav-v0": balance_nav}.get(args.world, balancer).TIME_LIMIT
