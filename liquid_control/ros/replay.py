@@ -23,6 +23,13 @@ another one while it is being finished is told to wait.
     ros2 launch liquid_control policy.launch.py policy:=runs/from_bags/policy.pt autostart:=true
     liquid-control replay bags/heldout/episode_200 -o bags/replayed --rate 2
 
+The recorder keeps up to ``--qos-depth`` (10000) messages a topic that it has not taken yet: its executor shares
+the CPU with the playback and the node, and behind a 1 kHz IMU's commands by 0.7 s it lost 398 of 3415 past the
+100 a ``liquid-control record`` keeps, without a word (Fast DDS reports no overrun of a keep-last history). Where
+messages are lost anyway (gaps in the publisher's sequence numbers, or DDS's lost count: the recorder's ``lost``),
+the end says how many of how many, and what to change. What DDS had delivered when the playback ended is recorded
+before the bag is finished (``take_delivered``).
+
 With ``command_type: twist_stamped`` every command carries the stamp of the frame it answers, so the recorded
 commands can be matched to the bag's frames (``liquid-control eval --bag`` computes the same commands offline).
 
@@ -70,13 +77,13 @@ from liquid_control.bags.io import TopicInfo, expand_bags, message_class
 from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
-from liquid_control.conventions.params import discovery_problem, domain_id_problem
+from liquid_control.conventions.params import MAX_QOS_DEPTH, discovery_problem, domain_id_problem
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 from liquid_control.ros.entry import unwritable_log_dir
 
 from .executable import named_counts
-from .recorder_node import BagRecorderNode, default_bag_name, printable
+from .recorder_node import BagRecorderNode, default_bag_name, printable, take_delivered
 
 
 def publisher_qos(profiles) -> QoSProfile:
@@ -95,6 +102,10 @@ def publisher_qos(profiles) -> QoSProfile:
         else DurabilityPolicy.VOLATILE,
     )
 
+
+# the recorder's history depth (keep last) per topic: deep, a command of every update of a 1 kHz IMU must wait while
+# the recorder is behind (0.7 s seen on 2 cores); a history holds only what was not taken yet (no preallocation)
+REPLAY_QOS_DEPTH = 10000
 
 # the bag's velocity commands are held back from a replay unless named: a policy that reads one gets no input
 HELD_BACK_INPUT_HINT = "if the policy takes one of them as an input, e.g. a target velocity, name it in --topics"
@@ -348,6 +359,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--reset-service", default="", help="std_srvs/Trigger called before each bag (e.g. /policy_node/reset)"
     )
+    parser.add_argument(
+        "--qos-depth",
+        type=int,
+        default=REPLAY_QOS_DEPTH,
+        metavar="N",
+        help=f"messages of each recorded topic kept while the recorder is behind (keep last; default "
+        f"{REPLAY_QOS_DEPTH}); a loss past it is counted and said at the end",
+    )
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)")
     parser.add_argument("--allow-truncated", action="store_true", help="replay what a killed recorder left")
 
@@ -385,6 +404,9 @@ def replay(args, gone=None) -> dict:
             raise ValueError(f"{option} must be a finite number of seconds >= 0, got {value}")
     if not args.max_gap > 0:  # NaN or <= 0: every message would count as after a silence
         raise ValueError(f"--max-gap must be a number of seconds > 0 (inf: no limit), got {args.max_gap}")
+    depth = getattr(args, "qos_depth", REPLAY_QOS_DEPTH)
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_QOS_DEPTH:
+        raise ValueError(f"--qos-depth must be an integer in [1, {MAX_QOS_DEPTH}], got {depth}")
     # a domain outside 0..232 (rclpy's RuntimeError, Fast-DDS's port error), discovery off (the policy node would never
     # see the replayed topics), a log folder rclpy.init cannot use (a traceback): refused as sim and view refuse them
     problem = domain_id_problem(args.domain_id) or discovery_problem() or unwritable_log_dir()
@@ -449,7 +471,9 @@ def replay(args, gone=None) -> dict:
 
             player.clock_pub = node.create_publisher(Clock, "/clock", 10)
         recorder = _PlaybackRecorder(  # creates the output bag
-            stop, context=context, parameter_overrides={"output": output, "topics": record, "duration_s": 0.0}
+            stop,
+            context=context,
+            parameter_overrides={"output": output, "topics": record, "duration_s": 0.0, "qos_depth": depth},
         )
     except BaseException:
         if node is not None:
@@ -468,6 +492,8 @@ def replay(args, gone=None) -> dict:
         "output": str(recorder.output),
         "published": {},
         "recorded": {},
+        "lost": {},  # per recorded topic: messages published while recorded that are not in the bag (see run)
+        "qos_depth": depth,
         "interrupted": "",  # where Ctrl-C (SIGTERM: "terminated") stopped the playback
         "terminated": False,
         "held_back": held_back,  # the velocity commands not replayed (none named in --topics)
@@ -552,12 +578,19 @@ def replay(args, gone=None) -> dict:
             with _signals_deferred(recorder.output):
                 stop.set()
                 spinner.join(timeout=2.0)
+                if not spinner.is_alive() and not (recorder.failed or failures):
+                    take_delivered(recorder, executor)  # a recorder behind: what DDS had delivered goes in the bag
                 executor.remove_node(recorder)
                 try:
                     path = recorder.close()
                 except BagError as exc:  # e.g. the disk is still full: the MCAP file stays, truncated
                     path, unfinished = recorder.output, exc
-            result.update(output=str(path), published=dict(player.published), recorded=dict(recorder.counts))
+            result.update(
+                output=str(path),
+                published=dict(player.published),
+                recorded=dict(recorder.counts),
+                lost={t: n for t, n in recorder.lost.items() if n},
+            )
         finally:  # whatever the close raised: the nodes, the context (replay() in-process) and the bags released
             _release(
                 recorder.destroy_node,
@@ -682,6 +715,18 @@ def _interrupted_outside_playback(output: Path, existed: bool) -> str:
     )
 
 
+def lost_text(topic: str, lost: int, recorded: int, depth: int) -> str:
+    """What the end of a replay says of ``lost`` messages of ``topic`` (the recorder's ``lost``): how many of how
+    many the node published while recorded, the likely cause and what to change."""
+    bigger = f"a larger --qos-depth (it was {depth}), " if depth < MAX_QOS_DEPTH else ""
+    return (
+        f"{topic}: {lost} of the {recorded + lost} messages published on it while recording are not in the bag "
+        f"(gaps in the publisher's sequence numbers, or lost as DDS reported): the recorder fell behind by more than "
+        f"{depth} messages, or a best-effort publisher or the node's command_qos_depth lost them; rerun with "
+        f"{bigger}a lower --rate or fewer other jobs on the machine"
+    )
+
+
 def run(args) -> int:
     """Replay the bags and report; exit code 2 for a bad bag or argument, 1 when nothing was recorded, 130 (143)
     when stopped by Ctrl-C (SIGTERM), with the output bag finished holding what was recorded until then."""
@@ -698,14 +743,19 @@ def run(args) -> int:
     except KeyboardInterrupt as exc:  # outside the playback: opening the bags, starting DDS, or a late second one
         _stderr(f"{_interrupted_outside_playback(Path(args.output), existed)}")
         return 143 if isinstance(exc, Terminated) else 130
+    losses = [lost_text(t, n, result["recorded"].get(t, 0), result["qos_depth"]) for t, n in result["lost"].items()]
     if result["interrupted"]:
         _stderr(
             f"interrupted {result['interrupted']}; {result['output']} is a complete bag holding what was recorded "
             f"until then: {named_counts(result['recorded'])}",
         )
+        for text in losses:
+            _stderr(f"warning: {text}")
         return 143 if result["terminated"] else 130  # as liquid-control record
     recorded, published = named_counts(result["recorded"]), named_counts(result["published"])
-    print(printable(f"wrote {result['output']}: recorded {recorded}; published {published}"))  # the bags' names
+    print(printable(f"wrote {result['output']}: recorded {recorded}; published {published}"), flush=True)
+    for text in losses:  # after the counts they qualify
+        _stderr(f"warning: {text}")
     if not any(result["recorded"].values()):
         held_back = result["held_back"]
         hint = f"; not replayed: {', '.join(held_back)} ({HELD_BACK_INPUT_HINT})" if held_back else ""
