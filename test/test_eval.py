@@ -365,6 +365,67 @@ def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, 
     assert ran == []  # everything done: nothing reruns
 
 
+def test_the_report_says_which_kernels_ran_its_episodes_and_a_resume_on_other_kernels_warns(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: nothing in an evaluation's record said whether the cells ran the compiled or the torch kernels (or
+    AVX-512 or AVX2), which change the last bits and so some outcomes (a balancer's 6/8 against 7/8 on one
+    machine), and a run resumed on the other path mixed both in one report without a sign of it."""
+    from liquid_control.cells import native
+    from liquid_control.training.model_card import ood_section
+
+    plan = build_plan(["expert"], ["in_distribution"], 4)
+    out = str(tmp_path / "run")
+    real_run_jobs = evaluate_module.run_jobs
+
+    def interrupted_after_two(jobs, on_result, **kwargs):
+        finished = []
+
+        def stop_after_two(job, record):
+            on_result(job, record)
+            finished.append(job)
+            if len(finished) == 2:
+                raise KeyboardInterrupt
+
+        real_run_jobs(jobs, stop_after_two, **kwargs)
+
+    monkeypatch.setattr(native, "describe", lambda: "compiled kernels (x86_64, AVX-512)")
+    monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(plan, out, backend="serial", progress=False, example=False)
+    monkeypatch.setattr(evaluate_module, "run_jobs", real_run_jobs)
+    monkeypatch.setattr(native, "describe", lambda: "torch (LIQUID_CONTROL_NATIVE=0)")
+    capsys.readouterr()
+    evaluate(plan, out, backend="serial", resume=True, progress=False, example=False)
+    said = capsys.readouterr().err
+    assert (
+        "warning: the episodes already in" in said
+        and "ran with the cells on compiled kernels (x86_64, AVX-512), this part runs them on torch "
+        "(LIQUID_CONTROL_NATIVE=0): the report mixes the two"
+        in said
+    ), said
+    with open(os.path.join(out, "provenance.json")) as fh:
+        prov = json.load(fh)
+    assert prov["kernels"] == "torch (LIQUID_CONTROL_NATIVE=0)"
+    assert prov["earlier_parts"][0]["kernels"] == "compiled kernels (x86_64, AVX-512)"
+    report = pathlib.Path(out, "report.md").read_text()
+    assert "; cells on torch (LIQUID_CONTROL_NATIVE=0)" in report
+    assert "on cells on compiled kernels (x86_64, AVX-512)" in report  # the earlier part's line
+    # a model card's OOD entry filled from these results names both
+    entry = ood_section(os.path.join(out, "results.json"), "expert")
+    assert entry["kernel_path"] == "torch (LIQUID_CONTROL_NATIVE=0) and compiled kernels (x86_64, AVX-512)"
+    # a run cut short and resumed on one path says nothing of kernels
+    other = str(tmp_path / "one_path")
+    monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(plan, other, backend="serial", progress=False, example=False)
+    monkeypatch.setattr(evaluate_module, "run_jobs", real_run_jobs)
+    capsys.readouterr()
+    evaluate(plan, other, backend="serial", resume=True, progress=False, example=False)
+    assert "ran with the cells on" not in capsys.readouterr().err
+    assert "on cells on" not in pathlib.Path(other, "report.md").read_text()
+
+
 def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path):
     """A real SIGKILL of `liquid-control eval` (process pool) mid-run, then `--resume`."""
     import signal

@@ -233,6 +233,10 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
     assert [int(r["epoch"]) for r in train_rows] == list(range(1, 8))
     assert len([r for r in rows if r["kind"] == "eval"]) == 3
     assert pa.metadata["seed"] == 0 and pa.metadata["selection_episodes"] == 2
+    # the cells' kernel path it trained on: the compiled and torch paths give other weights in the last bits
+    from liquid_control.cells import native
+
+    assert pa.metadata["kernels"] == native.describe() and pa.metadata["kernels"].startswith(("compiled", "torch"))
     assert len(list((tmp_path / "a" / "data").glob("round_*/ep_*.npz"))) == 6 + 2 * 3
     demo_lengths = [len(load_episode(p)) for p in (tmp_path / "a" / "data").glob("round_00/ep_*.npz")]
     dagger_lengths = [len(load_episode(p)) for p in (tmp_path / "a" / "data").glob("round_0[12]/ep_*.npz")]

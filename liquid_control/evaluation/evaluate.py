@@ -95,6 +95,16 @@ def evaluate(
             # episodes in the log, no record of the part that ran them: an older version's (provenance.json since
             # 2026-11-30); the sitting record keeps the count for a part that continues this one if it is cut short
             sitting.unrecorded_episodes = sitting.unrecorded_episodes or len(jobs) - len(todo)
+        others = provenance.other_kernels(previous, sitting.cut_short) if todo and len(jobs) > len(todo) else []
+        if others:  # the report will say it per part too; said now, before hours of episodes
+            print(
+                f"liquid-control eval: warning: the episodes already in {log.path} ran with the cells on "
+                f"{' and '.join(others)}, this part runs them on {provenance.kernels()}: the report mixes the two, "
+                "whose last bits differ (a closed loop can end otherwise, docs/ood.md); rerun without --resume into "
+                "a new --out for one path",
+                file=sys.stderr,
+                flush=True,
+            )
         _write_plan(plan, out_dir, command)
         print(  # also without the bar (a CI log): what this run will do, and on resume what it already has
             f"liquid-control eval: {counted(len(jobs), 'episode')} planned, {len(jobs) - len(todo)} already in "

@@ -86,14 +86,10 @@ def kernel_path(ran: list | None = None) -> str:
     ``cells.kernels.recording()`` saw while the policy drove (a core without compiled kernels runs torch)."""
     from liquid_control.cells import native
 
-    kernels = native.load()
-    if kernels is None:
-        error = native.load_error()
-        return f"torch (compiled kernels failed to load: {error[:200]})" if error else f"torch ({NATIVE_ENV}=0)"
-    if ran is not None and not any(backend == "compiled" for _, _, backend in ran):
+    described = native.describe()
+    if described.startswith("compiled") and ran is not None and not any(b == "compiled" for _, _, b in ran):
         return f"torch (this core has no compiled kernel; {NATIVE_ENV} changes nothing)"
-    simd = {"avx512": "AVX-512", "avx2": "AVX2/FMA, no AVX-512"}.get(kernels.isa, "no AVX2")  # what the library runs
-    return f"compiled kernels ({platform.machine()}, {simd})"
+    return described
 
 
 def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = False, log=None) -> list[bool]:
@@ -552,6 +548,8 @@ def _write_card(
             ),
             "wall_clock_s": meta.get("training_wall_s"),
             "machine": machine_note,
+            # the cells' path in training (policy files since 2026-12-06): its last bits, so its weights, follow it
+            **({"kernels": meta["kernels"]} if isinstance(meta.get("kernels"), str) else {}),
         },
         "in_distribution": in_distribution,
         "check": check_section(measured, check_episodes, in_distribution),
@@ -575,6 +573,7 @@ def _write_card(
             card["onnx"] = {"file": f"{name}.onnx", "max_abs_diff_vs_torch": float(f"{diff:.3g}")}
         code = card["training"]["code"]
         code = code if isinstance(code, str) else ", then ".join(map(str, code))  # a resumed run's parts
+        trained_on = f", cells on {card['training']['kernels']}" if card["training"].get("kernels") else ""
         body = f"""
 # {name}
 
@@ -583,7 +582,7 @@ def _write_card(
 - **Architecture**: {card["architecture"]["core"]}; {card["architecture"]["parameters"]} parameters
   ({card["architecture"]["core_parameters"]} in the recurrent core).
 - **Training**: `{card["training"]["command"]}`{ran_in(card)} — {card["training"]["data"]}.{training_notes(card)}
-  Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}; code: {code}.
+  Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}{trained_on}; code: {code}.
   What it saw: {"; ".join(card["training"]["recipes"])}.
   Sensors it trained at: {card["training"]["sensors"]}.
 {in_distribution_text(card)}
@@ -724,7 +723,22 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
         seeds = sorted(outcomes)
         entry["episode_seeds"] = f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else seeds
         out[shift] = entry
-    return {"source": str(results_path), "policy": policy, "shifts": out}
+    section = {"source": str(results_path), "policy": policy, "shifts": out}
+    kernels = evaluation_kernels(Path(results_path).with_name("provenance.json"))
+    return {**section, "kernel_path": kernels} if kernels else section
+
+
+def evaluation_kernels(provenance_path: Path) -> str | None:
+    """The cells' kernel path(s) an evaluation ran its episodes on, from the provenance.json beside its results
+    (every part of a resumed run; evaluations since 2026-12-06 record it), or None where it is not recorded."""
+    try:
+        record = load_json(provenance_path.read_text())
+    except (OSError, ValueError):
+        return None
+    earlier = record.get("earlier_parts", []) if isinstance(record, dict) else []
+    parts = [record, *earlier] if isinstance(earlier, list) else [record]
+    found = [p["kernels"] for p in parts if isinstance(p, dict) and isinstance(p.get("kernels"), str)]
+    return " and ".join(dict.fromkeys(found)) or None
 
 
 def card_with_ood(

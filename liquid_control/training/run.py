@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.cells import SolverDivergedError
+from liquid_control.cells import SolverDivergedError, native
 from liquid_control.cells.checkpoint import read_plain_torch_file
 from liquid_control.conventions import training_record
 from liquid_control.paths import code_commit
@@ -602,6 +602,7 @@ class TrainingRun:
             "command": self.command or "",
             **({"working_directory": self.working_directory} if self.working_directory else {}),
             "torch": str(torch.__version__),
+            "kernels": native.describe(),  # the cells' path: compiled or torch round otherwise in the last bits
             "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
             "training_dt_max_s": round(self.longest_dt, 6),
         }

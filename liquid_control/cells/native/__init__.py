@@ -42,6 +42,7 @@ __all__ = [
     "build",
     "cache_dir",
     "compile_timeout",
+    "describe",
     "load",
     "load_error",
     "open_library",
@@ -137,6 +138,20 @@ def load() -> NativeKernels | None:
 def load_error() -> str | None:
     """Why ``load()`` found no compiled kernels (its warning's reason); None when they loaded or are turned off."""
     return _state.get("error")
+
+
+def describe() -> str:
+    """Which kernels this process's cells run, as reports, policy files and cards record it: the compiled and the
+    torch paths, and the compiled ones on CPUs with and without AVX-512, round differently in the last bits, which
+    a chaotic closed loop can turn into another outcome (docs/ood.md), so a figure says which it came from."""
+    import platform
+
+    kernels = load()
+    if kernels is None:
+        error = load_error()
+        return f"torch (compiled kernels failed to load: {error[:200]})" if error else "torch (LIQUID_CONTROL_NATIVE=0)"
+    simd = {"avx512": "AVX-512", "avx2": "AVX2/FMA, no AVX-512"}.get(kernels.isa, "no AVX2")  # what the library runs
+    return f"compiled kernels ({platform.machine()}, {simd})"
 
 
 def open_library(extra_flags: tuple[str, ...] = ()) -> NativeKernels:
