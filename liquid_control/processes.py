@@ -519,8 +519,9 @@ def _module_name(filename: str) -> str | None:
 
 class WarningsOnce:
     """In the process that started the workers: shows each warning they sent (:func:`run_keeping_warnings`) once in
-    the whole run, as this process shows its own (its filters, ``-W``). One this process gave itself is not told
-    apart: a world module of one's own that warns when imported is shown twice (here, and once for all workers)."""
+    the whole run, as this process shows its own (its filters, ``-W``), in the registry of the module it names: one
+    this process gave itself at the same place is shown once with the default filter (a world module of one's own
+    that warns when imported, the compiled kernels' warning)."""
 
     def __init__(self) -> None:
         self._shown: set[WarningItem] = set()
@@ -533,4 +534,8 @@ class WarningsOnce:
             self._shown.add(item)
             category_module, category_name, text, filename, lineno = item
             category = _warning_category(category_module, category_name)
-            warnings.warn_explicit(text, category, filename, lineno, module=_module_name(filename))
+            module = _module_name(filename)
+            # the module's own registry, as warnings.warn uses: one this process gave itself at the same place is
+            # not shown again by the default filter (a worker's copy of the compiled kernels' warning)
+            registry = vars(sys.modules[module]).setdefault("__warningregistry__", {}) if module else None
+            warnings.warn_explicit(text, category, filename, lineno, module=module, registry=registry)

@@ -407,3 +407,37 @@ def test_a_workers_warning_reaches_the_user_once_whatever_the_workers(monkeypatc
     said = [str(w.message) for w in shown if "LIQUID_CONTROL_NATIVE='maybe'" in str(w.message)]
     assert len(said) == 1, [str(w.message) for w in shown]
     assert "LIQUID_CONTROL_NATIVE" not in capfd.readouterr().err  # no worker printed it itself
+
+
+def test_the_compiled_kernels_warning_of_the_training_process_and_its_workers_is_shown_once(tmp_path):
+    """Before: with no C compiler, `liquid-control train --workers 2` said "compiled kernels unavailable" twice: the
+    training process's own warning (attributed to whichever caller loaded the kernels first) and its workers' copy
+    (attributed elsewhere), which WarningsOnce could not tell apart. Both now come from one place, shown once."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "two_workers.py"
+    script.write_text(
+        "from test_training_workers import camera_imu_config\n"
+        "from liquid_control.cells import native\n"
+        "from liquid_control.policy import Policy, validate_config\n"
+        "from liquid_control.training.episodes import EpisodeWorkers\n\n"
+        "def main():\n"
+        "    native.load()  # the training process's own warning, as train's policy gives it\n"
+        "    config = validate_config(camera_imu_config())\n"
+        "    pool = EpisodeWorkers(config, 2)\n"
+        "    try:\n"
+        "        print(len(pool.outcomes(Policy(config), [11, 12, 13, 14], max_steps=3)))\n"
+        "    finally:\n"
+        "        pool.close()\n\n"
+        "if __name__ == '__main__':\n"
+        "    main()\n"
+    )
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, CC="/nonexistent/cc", LIQUID_CONTROL_CACHE=str(tmp_path / "cache"))
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parent), str(here), env.get("PYTHONPATH", "")])
+    env.pop("LIQUID_CONTROL_NATIVE", None)
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "4", proc.stderr[-3000:]
+    assert proc.stderr.count("UserWarning: liquid_control: compiled kernels unavailable") == 1, proc.stderr

@@ -161,13 +161,15 @@ def open_library(extra_flags: tuple[str, ...] = ()) -> NativeKernels:
 
 
 def _load() -> tuple[NativeKernels | None, str | None]:
+    # warned from here (stacklevel 1), not from whichever caller loaded first: the same place in every process, so
+    # the training process shows its workers' copy of its own warning once (processes.WarningsOnce)
     if turned_off():
         return None, None
     try:
         return open_library(), None
     except UnsafeCacheError as exc:
-        warnings.warn(f"liquid_control: REFUSED to load compiled kernels, using the torch paths: {exc}", stacklevel=3)
+        warnings.warn(f"liquid_control: REFUSED to load compiled kernels, using the torch paths: {exc}", stacklevel=1)
         return None, f"refused: {exc}"
     except Exception as exc:
-        warnings.warn(f"liquid_control: compiled kernels unavailable, using the torch paths ({exc})", stacklevel=3)
+        warnings.warn(f"liquid_control: compiled kernels unavailable, using the torch paths ({exc})", stacklevel=1)
         return None, str(exc)
