@@ -143,3 +143,157 @@ def test_report_writes_the_saliency_grid_animation_and_neuron_traces(tmp_path):
     with Image.open(tmp_path / "saliency_episode.gif") as gif:
         assert gif.n_frames > 5
     assert (tmp_path / "neuron_traces_tiny.png").stat().st_size > 10_000
+
+
+def tiny_imu_policy(path):
+    """An NCP policy without a camera (IMU alone): neuron traces, no saliency."""
+    from liquid_control.policy import Policy, save_policy
+
+    config = {
+        "name": "tiny_imu_ncp",
+        "world": "LiquidRover-v0",
+        "observation": {"vectors": {"imu": 6}, "update_on": "imu"},
+        "core": {"type": "cfc", "units": 8, "wiring": "ncp", "mode": "pure"},
+        "action": {"size": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]},
+    }
+    torch.manual_seed(2)
+    return save_policy(path, Policy.from_config(config), {"seed": 0})
+
+
+@pytest.fixture
+def attention(monkeypatch):
+    """write_saliency without simulating: each replay (the expert's frames, the animated episode, the traces) is 12
+    steps of random frames of the job's camera size ending in `replayed_outcome`; returns what the figures were given
+    (the grid's columns and rows, each trace figure's column titles, the animated episode's shift)."""
+    from liquid_control.evaluation import saliency
+
+    seen = {"grid": [], "traces": {}, "gif": [], "replayed_outcome": "timeout"}
+    rng = np.random.default_rng(0)
+
+    def replay(job):
+        height, width = job.env_kwargs.get("render_size", (32, 32))
+        keys = ("policy", "training_seed", "shift", "episode_seed")
+        return {
+            "images": [rng.integers(0, 255, (height, width, 3), dtype=np.uint8) for _ in range(12)],
+            "actions": [np.zeros(2) for _ in range(12)],
+            "times": list(0.1 * np.arange(12)),
+            "states": [rng.normal(size=16) for _ in range(12)],
+            "record": {**{k: getattr(job, k) for k in keys}, "outcome": seen["replayed_outcome"]},
+        }
+
+    real_grid, real_gif, real_save = saliency.plot_saliency_grid, saliency.animate_episode, saliency.save_figure
+
+    def grid(rows, path):
+        seen["grid"].append(([name for name, _, _ in rows], list(rows[0][2])))
+        return real_grid(rows, path)
+
+    def gif(job, path, *args, **kwargs):
+        seen["gif"].append(job.shift)
+        return real_gif(job, path, *args, **kwargs)
+
+    def save(fig, path, **kwargs):
+        name = path.rsplit("/", 1)[-1]
+        if name.startswith("neuron_traces_"):
+            seen["traces"][name] = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        return real_save(fig, path, **kwargs)
+
+    monkeypatch.setattr(saliency, "replay", replay)
+    monkeypatch.setattr(saliency, "plot_saliency_grid", grid)
+    monkeypatch.setattr(saliency, "animate_episode", gif)
+    monkeypatch.setattr(saliency, "save_figure", save)
+    return seen
+
+
+def test_a_policy_without_a_camera_is_named_and_left_out_of_the_saliency_alone(tmp_path, attention):
+    """Before: one policy without a camera (an IMU-only NCP evaluated beside a camera policy) removed the whole
+    section: no grid, no animated episode, no neuron traces for either, and nothing said why; an eval of sensor
+    shifts alone (no visual shift, no in_distribution) got no neuron traces either."""
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_saliency
+
+    cam, imu = tiny_camera_policy(tmp_path / "cam.pt"), tiny_imu_policy(tmp_path / "imu.pt")
+    plan = build_plan(["expert", f"cam={cam}", f"imu={imu}"], ["in_distribution", "dusk"], 1)
+    text = "\n".join(write_saliency(plan, str(tmp_path), []))
+    assert "## What the networks look at" in text
+    assert "No saliency for `imu`: no camera" in text, text
+    assert attention["grid"] == [(["cam"], ["in_distribution", "dusk"])]  # the camera policy's row alone
+    assert attention["gif"] == ["dusk"] and "![saliency over an episode](saliency_episode.gif)" in text
+    assert "![neurons](neuron_traces_cam.png)" in text and "![neurons](neuron_traces_imu.png)" in text
+    assert (tmp_path / "neuron_traces_imu.png").stat().st_size > 10_000
+    # dusk changes nothing an IMU reads: its traces in the training distribution alone, not a copy beside it
+    assert attention["traces"]["neuron_traces_imu.png"] == ["'in_distribution': timeout"]
+    assert attention["traces"]["neuron_traces_cam.png"] == ["'in_distribution': timeout", "'dusk': timeout"]
+
+    sensor = tmp_path / "sensor"  # sensor shifts alone: the traces under them, the camera's saliency on their frames
+    sensor.mkdir()
+    plan = build_plan([f"cam={cam}", f"imu={imu}"], ["sensor_rate=0.5", "sensor_rate=2"], 1)
+    text = "\n".join(write_saliency(plan, str(sensor), []))
+    assert "No saliency for `imu`: no camera" in text, text
+    assert attention["traces"]["neuron_traces_imu.png"] == ["'sensor_rate=0.5': timeout"]
+    assert attention["traces"]["neuron_traces_cam.png"] == ["'sensor_rate=0.5': timeout"]
+    assert (sensor / "neuron_traces_imu.png").exists() and (sensor / "neuron_traces_cam.png").exists()
+
+    alone = tmp_path / "alone"  # no camera anywhere (the probe's NCP balancer): the traces, and why no saliency
+    alone.mkdir()
+    plan = build_plan([f"imu={imu}"], ["in_distribution", "sensor_rate=0.5"], 1)
+    text = "\n".join(write_saliency(plan, str(alone), []))
+    assert "No saliency for `imu`: no camera" in text and "saliency_grid.png" not in text, text
+    assert attention["traces"]["neuron_traces_imu.png"] == ["'in_distribution': timeout", "'sensor_rate=0.5': timeout"]
+
+
+def test_the_attention_figures_put_the_training_distribution_first_and_never_twice(tmp_path, attention):
+    """Before: the neuron traces' 'in-distribution' column was the first visual shift listed: `--shift dusk --shift
+    in_distribution` drew two identical dusk columns, and the grid's first column was dusk; `--shift dusk` alone
+    drew dusk twice."""
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_saliency
+
+    cam = tiny_camera_policy(tmp_path / "cam.pt")
+    plan = build_plan([f"cam={cam}"], ["dusk", "in_distribution", "winter"], 1)
+    write_saliency(plan, str(tmp_path), [])
+    assert attention["grid"] == [(["cam"], ["in_distribution", "dusk", "winter"])]
+    assert attention["traces"]["neuron_traces_cam.png"] == ["'in_distribution': timeout", "'dusk': timeout"]
+    plan = build_plan([f"cam={cam}"], ["dusk"], 1)
+    write_saliency(plan, str(tmp_path), [])
+    assert attention["traces"]["neuron_traces_cam.png"] == ["'dusk': timeout"]
+
+
+def test_the_neuron_traces_give_the_tables_outcome_and_the_replays_where_they_differ(tmp_path, attention):
+    """Before: each trace column's title gave the outcome of its lone replay alone ('dusk': collision) where the
+    tables counted the episode a success (the probe's robust NCP, episode 20000001), contradicting them unsaid."""
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_saliency
+
+    cam = tiny_camera_policy(tmp_path / "cam.pt")
+    plan = build_plan([f"cam={cam}"], ["in_distribution", "dusk"], 1)
+    keys = ("policy", "training_seed", "shift", "episode_seed")
+    records = [
+        {**{k: getattr(job, k) for k in keys}, "outcome": "success" if job.shift == "dusk" else "collision"}
+        for job in plan.jobs
+    ]
+    attention["replayed_outcome"] = "collision"
+    text = "\n".join(write_saliency(plan, str(tmp_path), records))
+    assert attention["traces"]["neuron_traces_cam.png"] == [
+        "'in_distribution': collision",
+        "'dusk': success in the tables;\nreplayed alone for the figure, collision",
+    ]
+    seed = plan.episode_seeds[0]
+    assert (
+        f"Neuron states of `cam` (NCP: inter, command, motor neurons), episode {seed}: `in_distribution`: collision; "
+        "`dusk`: success in the tables; replayed alone for the figure, collision (the tables' episode ran in a batch"
+    ) in text, text
+
+
+def test_a_shift_both_visual_and_of_the_sensors_is_in_every_attention_figure(tmp_path, attention):
+    """Before: `lighting=dusk,sensor_rate=0.5` was the example episode's shift (pick_example: 'visual' among its
+    kinds) but left out of the grid, the animated episode and the traces (write_saliency: kinds exactly visual)."""
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import pick_example, write_saliency
+
+    cam = tiny_camera_policy(tmp_path / "cam.pt")
+    mixed = "lighting=dusk,sensor_rate=0.5"
+    plan = build_plan([f"cam={cam}"], ["in_distribution", mixed], 1)
+    write_saliency(plan, str(tmp_path), [])
+    assert attention["grid"] == [(["cam"], ["in_distribution", mixed])]
+    assert attention["gif"] == [mixed] and pick_example(plan).shift == mixed
+    assert attention["traces"]["neuron_traces_cam.png"] == ["'in_distribution': timeout", f"'{mixed}': timeout"]

@@ -164,12 +164,17 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
     return path
 
 
+def visual_shifts(shifts: list[str]) -> list[str]:
+    """The shifts that change what a camera sees, alone or with others (``lighting=dusk,sensor_rate=0.5``): the
+    example episode's and the attention figures' one rule (before, the figures left a mixed shift out)."""
+    return [s for s in shifts if "visual" in shift_kinds(s)]
+
+
 def pick_example(plan: EvaluationPlan):
     """The example episode: the first trained policy (else the expert) under the first visual shift."""
     jobs = plan.jobs
     shifted = [s for s in plan.shifts if shift_kinds(s)]
-    visual = [s for s in shifted if "visual" in shift_kinds(s)]
-    shift = (visual or shifted or plan.shifts)[0]
+    shift = (visual_shifts(plan.shifts) or shifted or plan.shifts)[0]
     trained = [j for j in jobs if j.checkpoint is not None and j.shift == shift]
     candidates = trained or [j for j in jobs if j.shift == shift]
     return candidates[0]
@@ -579,17 +584,25 @@ def write_report(
     return path
 
 
-def example_outcome(replayed: dict, records: list[dict]) -> str:
-    """The example episode's outcome as the report states it: the table's record of that episode, and the replay's
-    where it differs (the replay runs the episode alone, the table's record ran in a batch of lanes: a trained
-    policy's last bits differ, and a chaotic closed loop can end otherwise; see `plot_example_episode`)."""
+REPLAY_DIFFERS = (
+    "the tables' episode ran in a batch of episodes, whose float32 sums differ from a lone episode's in the last "
+    "bits, and a closed loop can amplify that into another outcome: the same world and seed"
+)
+
+
+def example_outcome(replayed: dict, records: list[dict], brief: bool = False) -> str:
+    """The outcome of an episode replayed for a figure as the report states it: the table's record of that episode,
+    and the replay's where it differs (the replay runs the episode alone, the table's record ran in a batch of lanes:
+    a trained policy's last bits differ, and a chaotic closed loop can end otherwise; see `plot_example_episode`).
+    ``brief``: for a figure's title, without the explanation (`REPLAY_DIFFERS`) and the full stop."""
     logged = next((r for r in records if record_key(r) == record_key(replayed)), None)
     if logged is None or logged["outcome"] == replayed["outcome"]:
-        return f"{replayed['outcome']}."
+        return replayed["outcome"] + ("" if brief else ".")
+    if brief:
+        return f"{logged['outcome']} in the tables; replayed alone for the figure, {replayed['outcome']}"
     return (
         f"{logged['outcome']} in the tables (`results.csv`); replayed alone for the figure, {replayed['outcome']} "
-        "(the tables' episode ran in a batch of episodes, whose float32 sums differ from a lone episode's in the last "
-        "bits, and a closed loop can amplify that into another outcome: the same world and seed)."
+        f"({REPLAY_DIFFERS})."
     )
 
 
@@ -615,51 +628,71 @@ def remove_stale_figures(out_dir: str, report: str) -> None:
                 pass
 
 
+def trace_shifts(shifts: list[str], camera: bool) -> list[str]:
+    """The neuron traces' columns: the training distribution where evaluated, then the first shift that changes what
+    the policy senses (with a camera the first visual shift first; without one, a visual-only shift changes nothing
+    it reads); one column where there is only one of the two, the first shift evaluated where there is neither."""
+    home = [s for s in shifts if not shift_kinds(s)][:1]
+    visual = visual_shifts(shifts) if camera else []
+    sensed = visual + [s for s in shifts if shift_kinds(s) - {"visual"} and s not in visual]
+    return (home + sensed[:1]) or shifts[:1]
+
+
 def write_saliency(plan: EvaluationPlan, out_dir: str, records: list[dict]) -> list[str]:
-    """The attention figures (saliency grid, one animated episode, NCP neuron traces) and their section; ``records``:
-    the tables' episodes, whose outcome the animated episode's caption states (``example_outcome``)."""
+    """The attention figures (saliency grid and one animated episode of the policies with a camera, neuron traces of
+    every NCP policy) and their section, which names the policies left out of the saliency; ``records``: the tables'
+    episodes, whose outcome the replayed episodes' captions and titles state (``example_outcome``)."""
     from liquid_control.evaluation import saliency
     from liquid_control.evaluation.agents import load_cached_policy
 
     trained = [p for p in plan.policies if not p.is_expert]
-    visual = [s for s in plan.shifts if not shift_kinds(s) or shift_kinds(s) == {"visual"}]
-    if not trained or not visual:
-        return []
-    first = [(p.name, load_cached_policy(p.checkpoints[0], p.checkpoint_sha[0])) for p in trained]
-    if any(policy.camera is None for _, policy in first):
+    first = [(p, load_cached_policy(p.checkpoints[0], p.checkpoint_sha[0])) for p in trained]
+    seeing = [(p, policy) for p, policy in first if policy.camera is not None]
+    blind = [p.name for p, policy in first if policy.camera is None]
+    ncp = [(p, policy) for p, policy in first if saliency.neuron_groups(policy.core)]
+    if not seeing and not ncp:
         return []
     seed = plan.episode_seeds[0]
-    spec = trained[0]
-    rendered = {}  # camera size -> the expert's frames: the first policy's world, at each policy's camera size
+    lines = ["## What the networks look at", ""]
+    if blind:  # before, one policy without a camera removed the whole section, also the others' figures
+        lines += [
+            f"No saliency for {', '.join(f'`{name}`' for name in blind)}: no camera (VisualBackProp maps what a "
+            "camera encoder passes on).",
+            "",
+        ]
+    visual = visual_shifts(plan.shifts)
+    # the training distribution first; a report of sensor shifts alone: the camera under the first of them
+    columns = ([s for s in plan.shifts if not shift_kinds(s)][:1] + visual) or plan.shifts[:1]
+    if seeing:
+        spec = seeing[0][0]
+        rendered = {}  # camera size -> the expert's frames: the first policy's world, at each policy's camera size
 
-    def frames_for(p) -> dict:
-        size = p.env_kwargs.get("render_size")
-        if repr(size) not in rendered:  # the same episode for every row (other settings change its timeline)
-            kwargs = dict(spec.env_kwargs, render_size=size) if size is not None else spec.env_kwargs
-            picked = {s: saliency.expert_frames(spec.world, s, seed, kwargs, count=1) for s in visual}
-            rendered[repr(size)] = {s: frames[0] for s, frames in picked.items() if frames}
-        return rendered[repr(size)]
+        def frames_for(p) -> dict:
+            size = p.env_kwargs.get("render_size")
+            if repr(size) not in rendered:  # the same episode for every row (other settings change its timeline)
+                kwargs = dict(spec.env_kwargs, render_size=size) if size is not None else spec.env_kwargs
+                picked = {s: saliency.expert_frames(spec.world, s, seed, kwargs, count=1) for s in columns}
+                rendered[repr(size)] = {s: frames[0] for s, frames in picked.items() if frames}
+            return rendered[repr(size)]
 
-    rows = [(name, policy, frames_for(p)) for p, (name, policy) in zip(trained, first)]
-    shown = [s for s in rows[0][2] if all(s in own for _, _, own in rows)]
-    rows = [(name, policy, {s: own[s] for s in shown}) for name, policy, own in rows]
-    saliency.plot_saliency_grid(rows, os.path.join(out_dir, "saliency_grid.png"))  # each figure whole or not at all
-    lines = [
-        "## What the networks look at",
-        "",
-        "VisualBackProp saliency of each policy's camera encoder (first training seed), on the same frames: "
-        f"the privileged expert's episode {seed} in each visual shift, at the middle of the episode (rendered at "
-        "each policy's own camera size). Bright: the pixels whose activation survives every convolution, i.e. what "
-        "reaches the recurrent core; each map is scaled to its own range (the colour bar), so brightness compares "
-        "pixels within a map, not maps.",
-        "",
-        "![saliency grid](saliency_grid.png)",
-        "",
-    ]
-    shifted = [s for s in visual if shift_kinds(s)]
+        rows = [(p.name, policy, frames_for(p)) for p, policy in seeing]
+        shown = [s for s in rows[0][2] if all(s in own for _, _, own in rows)]
+        rows = [(name, policy, {s: own[s] for s in shown}) for name, policy, own in rows]
+        saliency.plot_saliency_grid(rows, os.path.join(out_dir, "saliency_grid.png"))  # each figure whole or none
+        lines += [
+            "VisualBackProp saliency of each policy's camera encoder (first training seed), on the same frames: "
+            f"the privileged expert's episode {seed} in each shift shown, at the middle of the episode (rendered at "
+            "each policy's own camera size). Bright: the pixels whose activation survives every convolution, i.e. "
+            "what reaches the recurrent core; each map is scaled to its own range (the colour bar), so brightness "
+            "compares pixels within a map, not maps.",
+            "",
+            "![saliency grid](saliency_grid.png)",
+            "",
+        ]
     jobs = plan.jobs
-    if shifted:
-        job = next(j for j in jobs if j.policy == spec.name and j.shift == shifted[0] and j.episode_seed == seed)
+    if seeing and visual:
+        spec = seeing[0][0]
+        job = next(j for j in jobs if j.policy == spec.name and j.shift == visual[0] and j.episode_seed == seed)
         with atomic_path(os.path.join(out_dir, "saliency_episode.gif")) as tmp:
             _, record = saliency.animate_episode(job, tmp, action_names(job.world))  # not 'lin', 'ang' of torques
         lines += [
@@ -669,14 +702,25 @@ def write_saliency(plan: EvaluationPlan, out_dir: str, records: list[dict]) -> l
             "![saliency over an episode](saliency_episode.gif)",
             "",
         ]
-    for p, (_, policy) in zip(trained, first):
-        if not saliency.neuron_groups(policy.core):
-            continue
-        pair = [
+    for p, policy in ncp:
+        own = [
             j for j in jobs if j.policy == p.name and j.episode_seed == seed and j.training_seed == p.training_seeds[0]
         ]
-        pair = [next(j for j in pair if j.shift == s) for s in [visual[0]] + shifted[:1]]
+        shifts = trace_shifts(plan.shifts, policy.camera is not None)
         name = f"neuron_traces_{p.name}.png"
-        saliency.plot_neuron_traces(pair, os.path.join(out_dir, name))
-        lines += [f"Neuron states of `{p.name}` (NCP: inter, command, motor neurons):", "", f"![neurons]({name})", ""]
+        _, replayed = saliency.plot_neuron_traces(
+            [next(j for j in own if j.shift == s) for s in shifts],
+            os.path.join(out_dir, name),
+            outcome=lambda record: example_outcome(record, records, brief=True),
+        )
+        outcomes = [f"`{r['shift']}`: {example_outcome(r, records, brief=True)}" for r in replayed]
+        differs = any(example_outcome(r, records, brief=True) != r["outcome"] for r in replayed)
+        lines += [
+            f"Neuron states of `{p.name}` (NCP: inter, command, motor neurons), episode {seed}: "
+            + "; ".join(outcomes)
+            + (f" ({REPLAY_DIFFERS})." if differs else "."),
+            "",
+            f"![neurons]({name})",
+            "",
+        ]
     return lines

@@ -10,12 +10,13 @@ recurrent state, and it costs one forward pass.
 Figures written by the evaluation report (`liquid-control eval`, `report.write_saliency`):
 
 - ``saliency_grid.png``: one column per visual shift (the training distribution first), a top row with the
-  camera frames and one row per policy; every policy sees the *same* frames (from the privileged expert's
-  episode with the same episode seed, rendered at its own camera size), so the rows differ only by what each
-  network attends to;
-- ``saliency_episode.gif``: one policy's own episode under a shift, frame by frame with its saliency and actions;
-- ``neuron_traces.png``: the recurrent state of an NCP policy (inter, command, motor neurons) over one
-  episode in the training distribution and under a shift.
+  camera frames and one row per policy with a camera; every policy sees the *same* frames (from the privileged
+  expert's episode with the same episode seed, rendered at its own camera size), so the rows differ only by what
+  each network attends to;
+- ``saliency_episode.gif``: one policy's own episode under a visual shift, frame by frame with its saliency and
+  actions;
+- ``neuron_traces_<policy>.png``: the recurrent state of each NCP policy, with a camera or without (inter, command,
+  motor neurons) over one episode in the training distribution and under a shift (``report.trace_shifts``).
 """
 
 from __future__ import annotations
@@ -232,8 +233,10 @@ def neuron_groups(core) -> list[tuple[str, list[int]]]:
     return [(label, list(layer)) for label, layer in zip(labels, layers)]  # LTC: the state is indexed by neuron id
 
 
-def plot_neuron_traces(jobs: list[EpisodeJob], path: str) -> tuple[str, list[dict]] | None:
-    """Neuron activity of one NCP policy over the episodes ``jobs`` (e.g. in-distribution and dusk), one column each."""
+def plot_neuron_traces(jobs: list[EpisodeJob], path: str, outcome=None) -> tuple[str, list[dict]] | None:
+    """Neuron activity of one NCP policy over the episodes ``jobs`` (e.g. in-distribution and dusk), one column each.
+    ``outcome(record) -> str``: a column's outcome as its title states it (default: the replay's; the report gives
+    the tables' too where the replay, run alone, ended otherwise: ``report.example_outcome``)."""
     from liquid_control.evaluation.agents import load_cached_policy
 
     policy = load_cached_policy(jobs[0].checkpoint, jobs[0].checkpoint_sha)
@@ -254,7 +257,8 @@ def plot_neuron_traces(jobs: list[EpisodeJob], path: str) -> tuple[str, list[dic
             ax.set_ylabel(f"{label} state\n({len(index)} neurons)", fontsize=7)
             ax.tick_params(labelsize=6)
             ax.grid(alpha=0.3)
-        axes[0, c].set_title(f"'{job.shift}': {trace['record']['outcome']}", fontsize=8)
+        said = outcome(trace["record"]) if outcome else trace["record"]["outcome"]
+        axes[0, c].set_title(f"'{job.shift}': " + said.replace("; ", ";\n"), fontsize=8)
         axes[-1, c].set_xlabel("sim time (s)", fontsize=7)
     fit_suptitle(  # one column (one visual shift) is narrower than the title
         fig,
