@@ -17,6 +17,7 @@ import textwrap
 from liquid_control import __version__
 from liquid_control.processes import (
     EXIT_BROKEN_PIPE,
+    Terminated,
     status_of_process_command,
     stderr_is_terminal,
     stdout_reader_gone,
@@ -142,6 +143,11 @@ def _main(argv: list[str]) -> int:
             args.no_progress = True  # a bar redrawn with carriage returns fills a log with its every state
         return int(module.run(args) or 0)
     except ImportError as exc:
+        stop = exc.__cause__ or exc.__context__
+        if isinstance(stop, KeyboardInterrupt):  # Ctrl-C during an extension's import (onnxruntime wraps it)
+            print(f"liquid-control {name}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}",
+                  file=sys.stderr)  # fmt: skip
+            return 143 if isinstance(stop, Terminated) else 130
         missing = missing_package(exc)
         if missing is None:
             raise

@@ -539,6 +539,47 @@ def test_cli_export_that_fails_parity_writes_nothing_auto_would_run(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.onnx", "bal.pt"]
 
 
+def test_cli_export_killed_during_its_check_stops_with_a_line_and_leaves_no_file(tmp_path, monkeypatch, capsys):
+    """Before (the interruption probe): SIGTERM while the export was checked killed the process by the signal, no
+    word said and its hidden .NAME.onnx.unchecked left beside the checkpoint; Ctrl-C inside onnxruntime's first
+    import (which wraps the KeyboardInterrupt in an ImportError) ended in a traceback, exit 1. Both stop as Ctrl-C
+    does elsewhere: one line, 143 / 130, nothing left."""
+    import os
+    import signal
+    import time
+
+    from liquid_control.runtime import export
+
+    torch.manual_seed(5)
+    pt = save_policy(tmp_path / "bal.pt", Policy.from_config(BALANCER))
+
+    def killed(policy, path):
+        assert path.is_file()  # the model under check is written
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)  # the signal lands in here
+
+    monkeypatch.setattr(export, "parity", killed)
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["export", str(pt)]) == 143
+    finally:
+        signal.signal(signal.SIGTERM, handler)  # a stopping command ignores further SIGTERMs
+    assert f"liquid-control export: terminated; {tmp_path / 'bal.onnx'} not written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.pt"]
+
+    def interrupted_import(policy, path):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise ImportError("initialization failed") from exc
+
+    monkeypatch.setattr(export, "parity", interrupted_import)
+    assert cli.main(["export", str(pt)]) == 130
+    said = capsys.readouterr().err
+    assert said.strip() == "liquid-control export: interrupted" and "Traceback" not in said, said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.pt"]
+
+
 @pytest.mark.parametrize(
     "config,reason",
     [

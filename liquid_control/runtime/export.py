@@ -607,8 +607,17 @@ def run(args) -> int:
             file=sys.stderr,
         )
         return 2
+    from liquid_control.processes import Terminated, sigterm_as_interrupt
+
     try:
-        err = export_checked(policy, out, opset=args.opset, source_sha256=source_sha256)
+        # a kill (SIGTERM) stops as Ctrl-C does: the file under check removed, a line said (before: the process
+        # died by the signal without a word, its .NAME.onnx.unchecked left beside the checkpoint)
+        with sigterm_as_interrupt("liquid-control export"):
+            err = export_checked(policy, out, opset=args.opset, source_sha256=source_sha256)
+    except KeyboardInterrupt as exc:
+        stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        print(f"liquid-control export: {stopped}; {out} not written", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except ExportError as exc:
         if exc.parity is not None:
             print(f"max_abs_diff_vs_torch: {exc.parity:.3g}")
