@@ -266,6 +266,27 @@ def sigterm_as_interrupt(prog: str = "liquid-control"):
             signal.signal(signum, handler)
 
 
+@contextmanager
+def stop_signals_held():
+    """Within the block SIGINT (Ctrl-C) and SIGTERM wait: each that arrives is raised again, to the handler the block
+    found, once the block ends, so a write made in it is finished whole (an evaluation's batch of records: a Ctrl-C
+    between them left part of a batch, which a resume ran as a smaller batch with other results). Main thread only;
+    elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {signum: signal.signal(signum, lambda s, _frame: arrived.append(s)) for signum in stops}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(arrived):
+            signal.raise_signal(signum)
+
+
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # what a shell reports for a command killed by SIGPIPE
 
 

@@ -290,6 +290,11 @@ def test_paired_episode_seeds_identical_across_policies_and_training_seeds(tiny_
 # ------------------------------------------------------------------------------------------ running
 
 
+def keyed(store: dict):
+    """A ``run_jobs`` ``on_batch`` that keeps each record in ``store`` by its episode's key."""
+    return lambda batch, records: store.update((job.key, record) for job, record in zip(batch, records))
+
+
 def shortened(jobs, time_limit=12.0):
     """The jobs with a shorter episode time limit: an untrained policy drives until it, the expert arrives first."""
     return [dataclasses.replace(j, env_kwargs={**j.env_kwargs, "time_limit": time_limit}) for j in jobs]
@@ -298,8 +303,8 @@ def shortened(jobs, time_limit=12.0):
 def test_process_pool_gives_the_same_records_as_serial(tmp_path, tiny_checkpoints):
     plan = build_plan(["expert", f"tiny={tiny_checkpoints[0]}"], ["in_distribution", "sensor_rate=2"], 1)
     jobs, serial, pooled = shortened(plan.jobs), {}, {}
-    run_jobs(jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
-    run_jobs(jobs, lambda job, r: pooled.__setitem__(job.key, r), backend="process", workers=2, progress=False)
+    run_jobs(jobs, keyed(serial), backend="serial", progress=False)
+    run_jobs(jobs, keyed(pooled), backend="process", workers=2, progress=False)
     assert set(serial) == set(pooled) == {j.key for j in plan.jobs}
     keys = sorted(serial)
     assert without_wall_time([serial[k] for k in keys]) == without_wall_time([pooled[k] for k in keys])
@@ -319,18 +324,14 @@ def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, 
     out = str(tmp_path / "run")
     real_run_jobs = evaluate_module.run_jobs
 
-    def interrupted_after_three(jobs, on_result, **kwargs):
-        finished = []
+    def interrupted_after_a_batch(jobs, on_batch, **kwargs):  # the first shift's 3 episodes
+        def stop(batch, records):
+            on_batch(batch, records)
+            raise KeyboardInterrupt
 
-        def stop_after_three(job, record):
-            on_result(job, record)
-            finished.append(job)
-            if len(finished) == 3:
-                raise KeyboardInterrupt
+        real_run_jobs(jobs, stop, **kwargs)
 
-        real_run_jobs(jobs, stop_after_three, **kwargs)
-
-    monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_three)
+    monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_a_batch)
     with pytest.raises(KeyboardInterrupt):
         evaluate(plan, out, backend="serial", progress=False, example=False)
     log = os.path.join(out, LOG_NAME)
@@ -344,9 +345,9 @@ def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, 
 
     ran = []
 
-    def counting(jobs, on_result, **kwargs):
+    def counting(jobs, on_batch, **kwargs):
         ran.extend(jobs)
-        real_run_jobs(jobs, on_result, **kwargs)
+        real_run_jobs(jobs, on_batch, **kwargs)
 
     monkeypatch.setattr(evaluate_module, "run_jobs", counting)
     result = evaluate(plan, out, backend="serial", resume=True, progress=False, example=False)
@@ -378,16 +379,12 @@ def test_the_report_says_which_kernels_ran_its_episodes_and_a_resume_on_other_ke
     out = str(tmp_path / "run")
     real_run_jobs = evaluate_module.run_jobs
 
-    def interrupted_after_two(jobs, on_result, **kwargs):
-        finished = []
+    def interrupted_after_two(jobs, on_batch, **kwargs):
+        def stop(batch, records):  # after the first batch of two
+            on_batch(batch, records)
+            raise KeyboardInterrupt
 
-        def stop_after_two(job, record):
-            on_result(job, record)
-            finished.append(job)
-            if len(finished) == 2:
-                raise KeyboardInterrupt
-
-        real_run_jobs(jobs, stop_after_two, **kwargs)
+        real_run_jobs(jobs, stop, **{**kwargs, "lanes": 2})
 
     monkeypatch.setattr(native, "describe", lambda: "compiled kernels (x86_64, AVX-512)")
     monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_two)
@@ -571,8 +568,8 @@ def test_ray_backend_on_a_local_instance_matches_serial(tiny_checkpoints, local_
     """`--backend ray` (optional extra): same records as serial; checkpoints travel through the object store."""
     plan = build_plan(["expert", f"tiny={tiny_checkpoints[1]}"], ["lighting=dusk"], 1)
     jobs, serial, on_ray = shortened(plan.jobs), {}, {}
-    run_jobs(jobs, lambda job, r: serial.__setitem__(job.key, r), backend="serial", progress=False)
-    run_jobs(jobs, lambda job, r: on_ray.__setitem__(job.key, r), backend="ray", progress=False)
+    run_jobs(jobs, keyed(serial), backend="serial", progress=False)
+    run_jobs(jobs, keyed(on_ray), backend="ray", progress=False)
     assert local_ray.is_initialized()  # an instance the backend did not start is left running
     assert set(on_ray) == set(serial) == {j.key for j in plan.jobs}
     assert all(without_wall_time([on_ray[k]]) == without_wall_time([serial[k]]) for k in serial)
@@ -1644,6 +1641,7 @@ def test_resume_keeps_a_complete_last_record_without_its_newline_and_drops_only_
         ("success", "not an episode record: no 'success'"),
         ("return", "'return' is NaN (a number), not a finite number"),
         ("outcome", """'outcome' is "won", not one of success, collision, timeout"""),
+        ("batch", "'batch' is [1], not a list of episode seeds with the record's own"),
     ],
 )
 def test_resume_refuses_a_foreign_or_corrupt_log_line_naming_the_file_and_line(tmp_path, capsys, line, problem):
@@ -1655,7 +1653,9 @@ def test_resume_refuses_a_foreign_or_corrupt_log_line_naming_the_file_and_line(t
     out = tmp_path / "report"
     jobs = build_plan(["expert"], ["in_distribution"], 2).jobs
     if isinstance(line, str):  # a record of this evaluation with one field changed or removed
-        bad = finished_record(jobs[1], training_seed="x", success=None, outcome="won", **{"return": math.nan})
+        bad = finished_record(
+            jobs[1], training_seed="x", success=None, outcome="won", batch=[1], **{"return": math.nan}
+        )
         bad = {**finished_record(jobs[1]), line: bad[line]}
         if line == "success":
             del bad["success"]
@@ -1740,10 +1740,10 @@ def test_a_full_disk_while_logging_an_episode_names_the_log_and_the_resume_drops
             "--out", str(out), "--no-progress", "--no-example", "--backend", "serial"]  # fmt: skip
     original, soft, hard = results.ResultLog.append, *resource.getrlimit(resource.RLIMIT_FSIZE)
 
-    def fill_the_disk_at_the_second(self, record):
+    def fill_the_disk_at_the_second(self, *records):  # --lanes 1: a batch is one record
         if self.records:  # the second episode's line is cut 50 bytes in
             resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(self.path) + 50, hard))
-        original(self, record)
+        original(self, *records)
 
     monkeypatch.setattr(results.ResultLog, "append", fill_the_disk_at_the_second)
     try:
@@ -1761,6 +1761,86 @@ def test_a_full_disk_while_logging_an_episode_names_the_log_and_the_resume_drops
     assert f"dropping a half-written last line of {log}" in capsys.readouterr().err
     seeds = [r["episode_seed"] for r in read_log(str(log))]
     assert len(seeds) == 3 and len(set(seeds)) == 3  # the first kept, the cut one run again, once
+
+
+def batches_run(monkeypatch) -> list[list[int]]:
+    """The episode seeds of each batch the serial backend runs from now on, in the order they run."""
+    from liquid_control.evaluation import backends
+
+    ran, real = [], backends.run_verified_batch
+    monkeypatch.setattr(
+        backends, "run_verified_batch", lambda batch: ran.append([j.episode_seed for j in batch]) or real(batch)
+    )
+    return ran
+
+
+def test_a_batch_whose_log_write_was_cut_short_runs_again_whole_on_resume(tmp_path, monkeypatch):
+    """Before: a write cut in the middle of a batch's records (full disk, `ulimit -f`, kill -9) kept the first ones,
+    and --resume ran the rest of that batch with the next one (--lanes 3: seeds 1-3, then 4, where one run has 0-2 and
+    3-4): a trained policy's episode depends on its batch (float32 sums), so records differed from the uninterrupted
+    run's (the probe: steps 265 against 281). Now a batch only partly in the log runs again whole, its new records
+    counting (the log is append-only: an episode's latest record is the one that counts)."""
+    import resource
+
+    from liquid_control.evaluation import results
+
+    plan = build_plan(["expert"], ["in_distribution"], 5)
+    out, seeds = str(tmp_path / "run"), [j.episode_seed for j in plan.jobs]
+    quiet = {"backend": "serial", "progress": False, "example": False, "saliency": False, "lanes": 3}
+    original, (soft, hard) = results.ResultLog.append, resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    def cut_in_the_second_record(self, *records):
+        if not self.records:  # the first batch's write stops 50 bytes into its second record
+            first = len(json.dumps(records[0], sort_keys=True)) + 1  # the log is not there yet
+            resource.setrlimit(resource.RLIMIT_FSIZE, (first + 50, hard))
+        original(self, *records)
+
+    monkeypatch.setattr(results.ResultLog, "append", cut_in_the_second_record)
+    try:
+        with pytest.raises(OSError, match="File too large") as cut:
+            evaluate(plan, out, **quiet)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert cut.value.filename == os.path.join(out, LOG_NAME)
+    monkeypatch.setattr(results.ResultLog, "append", original)
+    assert [r["episode_seed"] for r in read_log(os.path.join(out, LOG_NAME))] == seeds[:1]  # and a cut line
+    ran = batches_run(monkeypatch)
+    result = evaluate(plan, out, resume=True, **quiet)
+    assert ran == [seeds[:3], seeds[3:]]  # the batches of one run
+    logged = read_log(os.path.join(out, LOG_NAME))
+    assert [r["episode_seed"] for r in logged] == seeds[:1] + seeds  # appended: the first seed's rerun counts
+    assert (
+        result["records"] == logged[1:] and [r["batch"] for r in result["records"]] == [seeds[:3]] * 3 + [seeds[3:]] * 2
+    )
+    ran.clear()
+    evaluate(plan, out, resume=True, **quiet)
+    assert ran == []  # every batch whole now
+
+
+def test_a_ctrl_c_while_a_batch_is_logged_comes_once_the_whole_batch_is_written(tmp_path, monkeypatch):
+    """Before: each record of a batch was its own write, and a Ctrl-C between them kept part of the batch (the probe:
+    4 lines with --lanes 3), which --resume ran with other episodes in another batch. Now the batch is one write and
+    the interrupt comes after it."""
+    import signal
+
+    plan = build_plan(["expert"], ["in_distribution"], 5)
+    out, seeds = str(tmp_path / "run"), [j.episode_seed for j in plan.jobs]
+    log, real_fsync = os.path.join(out, LOG_NAME), os.fsync
+
+    def ctrl_c_at_the_log(fd):
+        if os.path.exists(log) and os.path.samestat(os.fstat(fd), os.stat(log)):
+            os.kill(os.getpid(), signal.SIGINT)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", ctrl_c_at_the_log)
+    quiet = {"backend": "serial", "progress": False, "example": False, "saliency": False, "lanes": 3}
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(plan, out, **quiet)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert [r["episode_seed"] for r in read_log(log)] == seeds[:3]
+    ran = batches_run(monkeypatch)
+    evaluate(plan, out, resume=True, **quiet)
+    assert ran == [seeds[3:]]
 
 
 @pytest.mark.parametrize("mode", ["plan", "experiment"])

@@ -282,7 +282,7 @@ def test_a_workers_warning_reaches_the_user_once_whatever_the_workers(backend, m
     records = []
     with warnings.catch_warnings(record=True) as shown:
         warnings.simplefilter("always")  # this process's filter: every warning it is given is shown
-        backends.run_jobs(jobs, lambda job, r: records.append(r), backend=backend, workers=2, progress=False, lanes=1)
+        backends.run_jobs(jobs, lambda _, rs: records.extend(rs), backend=backend, workers=2, progress=False, lanes=1)
     assert len(records) == 4
     said = [str(w.message) for w in shown if "LIQUID_CONTROL_NATIVE='maybe'" in str(w.message)]
     assert len(said) == 1, [str(w.message) for w in shown]
@@ -332,9 +332,9 @@ def test_workers_size_the_local_ray_instance_the_evaluation_starts(monkeypatch):
     jobs = [dataclasses.replace(j, env_kwargs={**j.env_kwargs, "time_limit": 1.0}) for j in jobs]
     cpus = []
     backends.run_jobs(
-        jobs, lambda job, r: cpus.append(ray.cluster_resources()["CPU"]), backend="ray", workers=1, progress=False
+        jobs, lambda _, rs: cpus.append(ray.cluster_resources()["CPU"]), backend="ray", workers=1, progress=False
     )
-    assert cpus == [1.0, 1.0]
+    assert cpus == [1.0]  # one batch of the two episodes
     assert not ray.is_initialized()  # the instance started here is gone
 
 

@@ -2,13 +2,15 @@
 
 The jobs are cut into batches (`batched.make_batches`: one policy, training seed and shift, up to `lanes`
 episodes stepped in lockstep) and every backend runs the same function (`batched.run_batch`) on the same
-batches, one CPU thread per batch, handing each batch's records to `on_result` in the parent as the batch
-finishes, so the results log has a single writer and an interrupted run keeps what finished. The warnings a worker
-gives come back with its batch and are shown once in the run by this process (`processes.WarningsOnce`).
+batches, one CPU thread per batch, handing each batch's records to `on_batch` in the parent as the batch
+finishes, so the results log has a single writer and an interrupted run keeps the batches that finished (whole:
+`results.ResultLog.append`). The warnings a worker gives come back with its batch and are shown once in the run by
+this process (`processes.WarningsOnce`).
 
 What the records do and do not depend on: every batch is deterministic, so for the same batches the records are
 the same whatever the backend, the number of workers or the order in which the batches run. The batches are not
-always the same: `--lanes` sets their size, and a `--resume` cuts only the pending episodes into batches. A
+always the same: `--lanes` sets their size, and a `--resume` cuts only the pending episodes into batches (the
+same batches as one run for the same request: a batch only partly in the log is pending whole). A
 trained policy's episode depends on the batch it ran in (its lanes share one batched policy call per update,
 whose float32 sums round differently with another set of live lanes), and a closed loop is chaotic: return,
 steps and smoothness can differ, and an outcome can flip, between `--lanes` values, between a resumed and an
@@ -64,14 +66,15 @@ def _init_worker() -> None:
 
 def run_jobs(
     jobs: list[EpisodeJob],
-    on_result,
+    on_batch,
     backend: str = "process",
     workers: int | None = None,
     ray_address: str | None = None,
     progress: bool = True,
     lanes: int = DEFAULT_LANES,
 ) -> None:
-    """Run every job; `on_result(job, record)` is called in this process for each episode of a finished batch."""
+    """Run every job; `on_batch(batch, records)` is called in this process once for each finished batch, its jobs
+    and their records in the same order (the results log keeps a batch whole: an episode's record depends on it)."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if not jobs:
@@ -80,8 +83,7 @@ def run_jobs(
     bar = _progress(len(jobs), progress)
 
     def finished(batch, records) -> None:
-        for job, record in zip(batch, records):
-            on_result(job, record)
+        on_batch(batch, records)
         bar.update(len(batch))
 
     try:

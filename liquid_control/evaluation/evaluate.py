@@ -116,10 +116,10 @@ def evaluate(
             sitting.working()
         done = [0]
 
-        def keep(job, record) -> None:
-            log.append(finish_record(record, job))
-            done[0] += 1
-            if not progress and done[0] * 10 // len(todo) > (done[0] - 1) * 10 // len(todo):
+        def keep(batch, records) -> None:
+            log.append(*(finish_record(record, job, batch) for job, record in zip(batch, records)))
+            before, done[0] = done[0], done[0] + len(batch)
+            if not progress and done[0] * 10 // len(todo) > before * 10 // len(todo):
                 # without the bar (stderr no terminal, --no-progress), a line at each tenth: a run of hours
                 # in a log is not silent until its end
                 print(f"liquid-control eval: {done[0]}/{len(todo)} episodes done", file=sys.stderr, flush=True)

@@ -1,7 +1,11 @@
-"""The results log: one JSON line per finished episode, appended and flushed as each batch of episodes ends.
+"""The results log: one JSON line per finished episode, a batch's lines appended as one write as the batch ends.
 
 An evaluation killed at any moment keeps every episode of the batches that finished (a half-written last line
-from the kill is dropped on reading); `--resume` reads the log and runs only the episodes it lacks.
+from the kill is dropped on reading); `--resume` reads the log and runs only the episodes it lacks. Each record
+names its batch (``batch``: the episode seeds run in lockstep with it), because a trained policy's episode depends
+on the batch it ran in: a batch only partly in the log (a kill -9 or a full disk cut its write) counts as not run,
+and the resume runs it whole again, so that it runs the batches one uninterrupted run would. The log is append-only:
+the latest record of an episode is the one that counts.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from liquid_control.atomic_file import atomic_write
 from liquid_control.evaluation.episode import RECORD_FIELDS
 from liquid_control.evaluation.plan import EpisodeJob, EvaluationSetupError, episode_key
 from liquid_control.json_text import load_json
+from liquid_control.processes import stop_signals_held
+from liquid_control.shown import counted
 
 LOG_NAME = "episodes.jsonl"
 OFFLINE_NAME = "offline.json"  # what an offline evaluation (--bag) writes beside its report.md instead
@@ -45,20 +51,37 @@ class ResultLog:
             self.records, tail = _scan_log(self.path)
             _repair_tail(self.path, tail)  # so the next append starts on a line of its own
         self._done = {record_key(r): r for r in self.records}
+        cut = _of_cut_batches(self._done)
+        if cut:
+            print(
+                f"liquid-control eval: {counted(len(cut), 'episode')} in {self.path} of a batch only partly there (its "
+                "write was cut short) run again, with the whole batch",
+                file=sys.stderr,
+            )
+            for key in cut:
+                del self._done[key]
 
     def pending(self, jobs: list[EpisodeJob]) -> list[EpisodeJob]:
         """Jobs with no finished record for the same episode, world and checkpoint file contents."""
         return [job for job in jobs if not _same_episode(self._done.get(job.key), job)]
 
-    def append(self, record: dict) -> None:
-        """Write ``record`` as one line and fsync it before counting the episode as done."""
-        line = json.dumps(record, sort_keys=True)
-        with naming(self.path), open(self.path, "a", encoding="utf-8") as fh:  # a full disk names the log
-            fh.write(line + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        self.records.append(record)
-        self._done[record_key(record)] = record
+    def append(self, *records: dict) -> None:
+        """Write the records of one batch as one unit, a line each in one write, fsynced before counting them as
+        done, Ctrl-C and SIGTERM held off until then: one stopped between them left part of a batch."""
+        data = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode("utf-8")
+        with stop_signals_held():
+            with naming(self.path):  # a full disk names the log
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+                try:
+                    rest = memoryview(data)
+                    while rest:  # a write cut short (disk full) returns less; the next one raises
+                        rest = rest[os.write(fd, rest) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            for record in records:
+                self.records.append(record)
+                self._done[record_key(record)] = record
 
     def records_for(self, jobs: list[EpisodeJob]) -> list[dict]:
         """The latest record of each planned episode, in plan order (stale or foreign records left out)."""
@@ -67,6 +90,22 @@ class ResultLog:
     def count_outside(self, jobs: list[EpisodeJob]) -> int:
         """Logged episodes (latest record of each) that are none of ``jobs``' episodes: another request's."""
         return len(self._done) - len(self.records_for(jobs))
+
+
+def _of_cut_batches(done: dict) -> list[tuple]:
+    """The keys of ``done`` (latest record of each episode) whose record's batch is not wholly there: some episode of
+    its ``batch`` lacks a latest record of the same batch, world and checkpoint. A record without ``batch``
+    (liquid_control before 2026-12-06) counts as whole."""
+
+    def batch_of(record: dict | None) -> tuple | None:
+        return None if record is None else (record.get("batch"), record.get("world"), record.get("checkpoint_sha"))
+
+    return [
+        key
+        for key, record in done.items()
+        if record.get("batch") is not None
+        and any(batch_of(done.get((*key[:3], seed))) != batch_of(record) for seed in record["batch"])
+    ]
 
 
 def _same_episode(record: dict | None, job: EpisodeJob) -> bool:
@@ -83,10 +122,13 @@ def _short_sha(sha: str | None) -> str:
     return (sha or "")[:12]
 
 
-def finish_record(record: dict, job: EpisodeJob) -> dict:
-    """Stamp a worker's record with the checkpoint identity the log matches on when resuming."""
+def finish_record(record: dict, job: EpisodeJob, batch: list[EpisodeJob] | None = None) -> dict:
+    """Stamp a worker's record with the checkpoint identity the log matches on when resuming, and the episode seeds
+    of the ``batch`` it ran in (what makes a batch whole in the log)."""
     record = dict(record)
     record["checkpoint_sha"] = _short_sha(job.checkpoint_sha)
+    if batch is not None:
+        record["batch"] = [j.episode_seed for j in batch]
     return record
 
 
@@ -128,6 +170,9 @@ def record_problem(record) -> str | None:
             return f"{name!r} is {json.dumps(value)} ({_json_type(value)}), not {wanted}"
     if record["outcome"] not in _OUTCOMES:
         return f"'outcome' is {json.dumps(record['outcome'])}, not one of {', '.join(_OUTCOMES)}"
+    batch = record.get("batch", [record["episode_seed"]])  # none in a log of liquid_control before 2026-12-06
+    if not (isinstance(batch, list) and record["episode_seed"] in batch and all(type(s) is int for s in batch)):
+        return f"'batch' is {json.dumps(batch)}, not a list of episode seeds with the record's own"
     return None
 
 
