@@ -1,5 +1,6 @@
 """Helpers of scripts/bag_loop.sh: the DDS replay check and the summary of the loop's figures.
 
+python scripts/bag_loop.py missing BAGS --seed S --episodes N   # the episodes a (re)run still records there
 python scripts/bag_loop.py replay --policy RUN/policy.pt --bag BAG --out DIR
 python scripts/bag_loop.py summary --out OUT [--seconds S] [--settings "KEY=VALUE ..."]
 python scripts/bag_loop.py publish --out OUT --to docs/bag_loop
@@ -45,11 +46,61 @@ def replay_node_settings(backend, node_params: str | None) -> tuple[tuple[str, .
     return files, {key: values[key] for key in keys}
 
 
+def episodes_to_record(folder: str | Path, seed: int, episodes: int) -> list[tuple[int, int]]:
+    """The runs (first seed, count) of the episodes ``seed`` .. ``seed + episodes - 1`` that ``folder`` has no bag
+    of: what bag_loop.sh records there, so a rerun completes an interrupted recording (before, a folder that
+    existed was kept as it was: a loop stopped after 2 of 6 training episodes trained on those 2 without a word).
+    A bag a killed recording left unfinished (no metadata.yaml, e.g. a 0-byte episode_103 after SIGKILL) is a
+    ValueError naming it as the one to delete: training would refuse it later."""
+    from liquid_control.bags.recording import episode_bag_name, existing_episode_seeds, unfinished_bag
+
+    folder = Path(folder)
+    existing = existing_episode_seeds(folder)
+    cut = [folder / episode_bag_name(s) for s in sorted(existing) if unfinished_bag(folder / episode_bag_name(s))]
+    if cut:
+        which = ("it", "that episode") if len(cut) == 1 else ("them", "those episodes")
+        raise ValueError(
+            f"{', '.join(map(str, cut))}: unfinished (no metadata.yaml: the recording was killed); delete "
+            f"{which[0]} and rerun to record {which[1]} again"
+        )
+    runs: list[tuple[int, int]] = []
+    for s in range(seed, seed + episodes):
+        if s in existing:
+            continue
+        if runs and runs[-1][0] + runs[-1][1] == s:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((s, 1))
+    return runs
+
+
+class ReplayInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGTERM: ``terminated``) stopped the replay: its commands, cut short, were not compared."""
+
+    def __init__(self, message: str, terminated: bool = False):
+        super().__init__(message)
+        self.terminated = terminated
+
+
+def _set_aside(bag: Path, why: str) -> Path:
+    """``bag`` renamed to ``<name>.<why>_<n>`` beside it (the first n free): kept, and out of the way of a rerun."""
+    n = 1
+    while bag.with_name(f"{bag.name}.{why}_{n}").exists():
+        n += 1
+    return bag.rename(bag.with_name(f"{bag.name}.{why}_{n}"))
+
+
 def replay_check(policy: str, bag: str, out: str, rate: float = 2.0, node_params: str | None = None) -> dict:
     """policy_node (own process, isolated ROS domain) + ``liquid-control replay`` of ``bag``; the recorded
     commands are matched by stamp to the same policy's commands computed offline on the bag, the node and the offline
     run given the same settings (``replay_node_settings``). A policy whose commands cannot be matched so
-    (``replay_comparison_problem``) is a ValueError saying why, before anything runs."""
+    (``replay_comparison_problem``) is a ValueError saying why, before anything runs.
+
+    The commands are recorded into ``out/commands``. A replay that Ctrl-C (SIGTERM) stopped raises ReplayInterrupted,
+    its commands moved to ``commands.interrupted_<n>`` (none recorded: removed) and no replay.json written; a
+    ``commands`` left without replay.json (a killed or failed replay) is moved to ``commands.unfinished_<n>``. Before,
+    the partial replay was compared and written as the result ('50/114 commands matched', exit 0), or its bag made
+    every rerun fail ('commands: already exists')."""
     from liquid_control.evaluation.offline import match_replayed, replay_comparison_problem
     from liquid_control.ros.replay import add_arguments, replay
     from liquid_control.ros.testing import isolated_ros_env, start_node_process, stop_process
@@ -72,6 +123,15 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0, node_params
         if backend is not None:
             backend.close()
     out_dir = Path(out)
+    commands = out_dir / "commands"
+    if commands.exists():
+        if (out_dir / "replay.json").is_file():  # a finished replay: its figures are not replaced
+            raise ValueError(f"{out_dir} holds a finished replay (replay.json, commands): give another --out")
+        earlier = _set_aside(commands, "unfinished")
+        print(
+            f"bag_loop.py replay: {commands} (no replay.json: that replay did not finish) moved to {earlier}",
+            file=sys.stderr,
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     env = isolated_ros_env()
     node = start_node_process(
@@ -110,9 +170,7 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0, node_params
     try:
         parser = argparse.ArgumentParser()
         add_arguments(parser)
-        args = parser.parse_args(
-            [bag, "-o", str(out_dir / "commands"), "--rate", str(rate), "--domain-id", env["ROS_DOMAIN_ID"]]
-        )
+        args = parser.parse_args([bag, "-o", str(commands), "--rate", str(rate), "--domain-id", env["ROS_DOMAIN_ID"]])
         t0 = time.monotonic()
         result = replay(args, gone=node_gone)
         result["wall_s"] = round(time.monotonic() - t0, 2)
@@ -120,6 +178,20 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0, node_params
         os.environ.clear()
         os.environ.update(saved)
         stop_process(node)
+    if result.get("interrupted"):  # replay() caught the Ctrl-C and finished the bag: what it holds is cut short
+        recorded, output = sum(result["recorded"].values()), Path(result["output"])
+        if recorded:
+            kept = f"the {recorded} command(s) recorded until then are in {_set_aside(output, 'interrupted')}"
+        else:
+            import shutil
+
+            shutil.rmtree(output, ignore_errors=True)
+            kept = "no command was recorded"
+        raise ReplayInterrupted(
+            f"interrupted {result['interrupted']}; {kept}, not compared, no replay.json written: a rerun replays "
+            "the bag again",
+            terminated=bool(result.get("terminated")),
+        )
     result.update(match_replayed(policy, bag, result["output"], {"node_params": node_params}), rate=rate)
     (out_dir / "replay.json").write_text(json.dumps(result, indent=1))
     return result
@@ -425,6 +497,10 @@ def main(argv=None) -> int:
         help="policy_node parameter file of the robot, for the node and the offline commands alike (default, as "
         "eval --bag: the data settings a policy trained from bags recorded, else the file shipped for its world)",
     )
+    b = sub.add_parser("missing", help="the episodes a folder of bags lacks: a line 'SEED COUNT' per run to record")
+    b.add_argument("folder")
+    b.add_argument("--seed", type=int, required=True)
+    b.add_argument("--episodes", type=int, required=True)
     s = sub.add_parser("summary")
     s.add_argument("--out", required=True)
     s.add_argument("--seconds", type=float, default=None)
@@ -460,12 +536,50 @@ def main(argv=None) -> int:
         for path in publish(args.out, args.to):
             print(path)
         return 0
+    if args.what == "missing":
+        if args.episodes < 1:  # as record --expert refuses it
+            parser.error(f"missing: --episodes must be >= 1, got {args.episodes}")
+        try:
+            runs = episodes_to_record(args.folder, args.seed, args.episodes)
+        except ValueError as exc:
+            print(f"bag_loop.py missing: error: {exc}", file=sys.stderr)
+            return 2
+        lacking = sum(count for _, count in runs)
+        if 0 < lacking < args.episodes:  # a rerun after an interruption: said, as what it records
+            print(
+                f"bag_loop.py missing: {args.folder} holds {args.episodes - lacking} of the {args.episodes} episodes "
+                f"(seeds {args.seed}..{args.seed + args.episodes - 1}): recording the other {lacking}",
+                file=sys.stderr,
+            )
+        from liquid_control.bags.recording import existing_episode_seeds
+
+        others = sorted(set(existing_episode_seeds(args.folder)) - set(range(args.seed, args.seed + args.episodes)))
+        if others:  # used all the same (bag_loop.sh reads every bag of the folder)
+            print(
+                f"bag_loop.py missing: warning: {args.folder} also holds episode_{others[0]}"
+                f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}, outside seeds {args.seed}.."
+                f"{args.seed + args.episodes - 1} (recorded with other settings?): used too",
+                file=sys.stderr,
+            )
+        for seed, count in runs:
+            print(seed, count)
+        return 0
     if args.what == "replay":
         from liquid_control.bags.io import BagError
+        from liquid_control.processes import Terminated, sigterm_as_interrupt
         from liquid_control.ros.replay import NodeGone
 
         try:
-            result = replay_check(args.policy, args.bag, args.out, args.rate, args.node_params)
+            with sigterm_as_interrupt("bag_loop.py replay"):  # a kill stops the replay as Ctrl-C does: the bag finished
+                result = replay_check(args.policy, args.bag, args.out, args.rate, args.node_params)
+        except KeyboardInterrupt as exc:  # no replay.json: a rerun of bag_loop.sh replays again
+            said = (
+                str(exc)
+                if isinstance(exc, ReplayInterrupted)
+                else "interrupted; no replay.json written: a rerun replays the bag again"
+            )
+            print(f"bag_loop.py replay: {said}", file=sys.stderr)
+            return 143 if getattr(exc, "terminated", isinstance(exc, Terminated)) else 130
         except NodeGone as exc:
             print(f"bag_loop.py replay: error: {exc}", file=sys.stderr)
             return 1

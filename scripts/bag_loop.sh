@@ -3,7 +3,7 @@
 # those bags alone, check it offline on held-out bags, then drive 50 held-out simulated episodes with it and
 # replay a held-out bag through policy_node over DDS. Figures: $OUT/summary.md (and summary.json); with
 # DAGGER_ROUNDS, then deploy-record-retrain rounds from the bags: $OUT/rounds.md and rounds.png. A rerun with the
-# same settings continues an interrupted loop (finished stages are kept).
+# same settings continues an interrupted loop (finished stages kept, missing bags recorded, a cut-short replay redone).
 #
 #   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
 #   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/bag_loop/README.md's run
@@ -77,11 +77,24 @@ record=($LC record --expert --render-size "$RENDER_SIZE" --render-width "$RENDER
 start=$(date +%s)
 stage() { echo "[bag_loop $(($(date +%s) - start)) s] $*" >&2; }
 
+# record_missing FOLDER SEED EPISODES [OPTIONS]: the episodes of FOLDER not recorded yet (every one of a new folder).
+# A rerun completes an interrupted recording (before: a folder that existed was kept, a loop stopped after 2 of 6
+# episodes trained on 2); a bag a killed recording left unfinished stops the loop, named as the one to delete.
+record_missing() {
+  local folder=$1 first=$2 count=$3 runs i
+  shift 3
+  runs=$($PYTHON scripts/bag_loop.py missing "$folder" --seed "$first" --episodes "$count") || exit $?
+  # shellcheck disable=SC2206
+  local pairs=($runs)  # "SEED COUNT" for each run of seeds without a bag
+  for ((i = 0; i < ${#pairs[@]}; i += 2)); do
+    "${record[@]}" -o "$folder" --seed "${pairs[i]}" --episodes "${pairs[i + 1]}" "$@"
+  done
+}
 stage "1/5 record $EPISODES expert episodes (+ $VAL_EPISODES validation, $TEST_EPISODES test) to MCAP"
-[ -d "$OUT/bags/train" ] || "${record[@]}" -o "$OUT/bags/train" --episodes "$EPISODES" --seed 100 \
+record_missing "$OUT/bags/train" 100 "$EPISODES" \
   --noise-std "$NOISE_STD" --noise-correlation "$NOISE_CORR" --burst-rate "$BURST_RATE"
-[ -d "$OUT/bags/validation" ] || "${record[@]}" -o "$OUT/bags/validation" --episodes "$VAL_EPISODES" --seed 500
-[ -d "$OUT/bags/test" ] || "${record[@]}" -o "$OUT/bags/test" --episodes "$TEST_EPISODES" --seed 600
+record_missing "$OUT/bags/validation" 500 "$VAL_EPISODES"
+record_missing "$OUT/bags/test" 600 "$TEST_EPISODES"
 
 stage "2/5 train $CONFIG from the training bags ($EPOCHS epochs)"
 resume=()

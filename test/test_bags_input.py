@@ -779,6 +779,26 @@ def test_record_expert_on_a_completely_full_disk_leaves_no_empty_folder_it_made(
     assert list((tmp_path / "there").iterdir()) == []  # there before: kept
 
 
+def test_record_expert_names_an_unfinished_bag_among_the_taken_and_says_how_to_record_the_rest(tmp_path, capsys):
+    """Before: after a SIGKILL (a 0-byte episode_102, no metadata.yaml) a rerun was refused 'already holds
+    episode_100, episode_101, episode_102; a bag is never overwritten', not saying that episode_102 is the
+    killed recording's, to delete, nor how to go on."""
+    out = tmp_path / "expert"
+    for seed in (100, 101, 102):
+        (out / f"episode_{seed}").mkdir(parents=True)
+        (out / f"episode_{seed}" / f"episode_{seed}.mcap").write_bytes(b"")
+        if seed != 102:
+            (out / f"episode_{seed}" / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+    argv = ["record", "--expert", "-o", str(out), "--seed", "100", "--episodes", "5", "--no-progress"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"liquid-control record: error: {out}: already holds episode_100, episode_101, episode_102; a bag is never "
+        "overwritten, choose other seeds or -o; episode_102 is unfinished (no metadata.yaml: the recording was "
+        f"killed): delete it to record it again; record the rest with --seed 102 --episodes 3 -o {out} and the other "
+        "options as before"
+    )
+
+
 def test_record_expert_stopped_by_sigterm_leaves_only_complete_bags(tmp_path):
     """Before: SIGTERM killed the process mid-episode (an empty .mcap file left); SIGINT, raised inside MuJoCo's
     ctypes render call, became a ctypes.ArgumentError traceback with a truncated bag left."""

@@ -553,6 +553,83 @@ def test_bag_loop_replay_gives_the_node_the_settings_of_the_offline_commands_and
     assert error.strip().endswith(f"(policy_node's log: {Path('replay') / 'policy_node.log'})"), error
 
 
+@pytest.mark.parametrize("terminated, recorded", [(False, 3), (True, 3), (False, 0)])
+def test_an_interrupted_bag_loop_replay_is_no_result_and_its_commands_are_never_reused(
+    tmp_path, monkeypatch, capsys, terminated, recorded
+):
+    """Before: Ctrl-C during `scripts/bag_loop.py replay` (liquid-control replay catches it, finishes the bag and
+    returns) compared the cut-short commands as the result ('50/114 commands matched', exit 0, replay.json, kept by
+    every rerun of bag_loop.sh), or with none recorded failed 'no topic /cmd_vel' and left replay/commands, which
+    every rerun refused ('already exists; a bag is never overwritten'). Now: exit 130 (SIGTERM 143) with an
+    'interrupted' line, no replay.json, the commands moved aside (none: removed), and a rerun replays again, a
+    commands bag left without replay.json (a killed replay) moved aside too."""
+    import importlib.util
+
+    from liquid_control.bags import BagError
+    from liquid_control.ros import replay as replay_module
+    from liquid_control.ros import testing
+
+    spec = importlib.util.spec_from_file_location("bag_loop", ROOT / "scripts" / "bag_loop.py")
+    bag_loop = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bag_loop)
+
+    class Exited:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    replayed = []
+
+    def interrupted_replay(args, gone=None):  # as replay() returns after a Ctrl-C: the output bag finished
+        if Path(args.output).exists():
+            raise BagError(f"{args.output}: already exists; a bag is never overwritten, choose a new name")
+        with BagWriter(args.output) as writer:
+            for k in range(recorded):
+                writer.write("/cmd_vel", int((100.0 + 0.05 * k) * 1e9), twist_message(0.5, 0.1))
+        replayed.append(args.output)
+        return {
+            "output": args.output,
+            "published": {"/camera/image_raw": 7},
+            "recorded": {"/cmd_vel": recorded},
+            "lost": {},
+            "interrupted": "while playing bag (7 message(s) published)",
+            "terminated": terminated,
+        }
+
+    monkeypatch.setattr(testing, "start_node_process", lambda *args, **kwargs: Exited())
+    monkeypatch.setattr(replay_module, "replay", interrupted_replay)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.pt").write_text("not a checkpoint")  # no backend: nothing computed offline before
+    argv = ["replay", "--policy", "broken.pt", "--bag", "bag", "--out", "replay"]
+    status = 143 if terminated else 130
+    assert bag_loop.main(argv) == status
+    error = capsys.readouterr().err
+    kept = (
+        f"the {recorded} command(s) recorded until then are in {Path('replay') / 'commands.interrupted_1'}"
+        if recorded
+        else "no command was recorded"
+    )
+    assert error == (
+        f"bag_loop.py replay: interrupted while playing bag (7 message(s) published); {kept}, not compared, no "
+        "replay.json written: a rerun replays the bag again\n"
+    ), error
+    left = sorted(p.name for p in (tmp_path / "replay").iterdir())
+    assert left == (["commands.interrupted_1"] if recorded else []), left  # no replay.json, no commands
+    # a rerun replays again; a commands bag a killed replay left (no replay.json) is moved aside, not refused
+    with BagWriter(tmp_path / "replay" / "commands") as writer:
+        writer.write("/cmd_vel", int(100e9), twist_message(0.5, 0.1))
+    assert bag_loop.main(argv) == status
+    error = capsys.readouterr().err.splitlines()
+    assert error[0] == (
+        f"bag_loop.py replay: {Path('replay') / 'commands'} (no replay.json: that replay did not finish) moved to "
+        f"{Path('replay') / 'commands.unfinished_1'}"
+    ), error
+    assert len(replayed) == 2 and not (tmp_path / "replay" / "replay.json").exists()
+    expected = ["commands.unfinished_1"] + (["commands.interrupted_1", "commands.interrupted_2"] if recorded else [])
+    assert sorted(p.name for p in (tmp_path / "replay").glob("commands*")) == sorted(expected)
+
+
 def _node_commands(policy: Path, bag: Path, out: Path, change=None) -> int:
     """The commands policy_node publishes (twist_stamped, per update, no limiting) for ``bag``'s readings
     delivered in its order: its PolicyRunner fed each message with its header stamp, the command of each update

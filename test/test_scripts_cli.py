@@ -144,6 +144,71 @@ def test_loop_scripts_take_no_arguments(script, word, status, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+STUB_LC = """#!/usr/bin/env bash
+echo "$*" >> "$STUB_LOG"
+[ "$1" = record ] || exit 7  # training: the loop ends there
+while [ $# -gt 0 ]; do case $1 in -o) out=$2 ;; --seed) seed=$2 ;; --episodes) n=$2 ;; esac; shift; done
+for ((s = seed; s < seed + n; s++)); do mkdir -p "$out/episode_$s" && touch "$out/episode_$s/metadata.yaml"; done
+"""
+
+
+def _episode_bags(folder: Path, seeds, finished: bool = True) -> None:
+    for seed in seeds:
+        (folder / f"episode_{seed}").mkdir(parents=True)
+        (folder / f"episode_{seed}" / f"episode_{seed}.mcap").write_bytes(b"")
+        if finished:  # written last as a bag is finished
+            (folder / f"episode_{seed}" / "metadata.yaml").write_text("rosbag2_bagfile_information: {}\n")
+
+
+@pytest.mark.parametrize("unfinished", [False, True])
+def test_bag_loop_completes_an_interrupted_recording_and_names_an_unfinished_bag(unfinished, tmp_path):
+    """Before: stage 1 of bag_loop.sh recorded a bag folder only where none existed, so a rerun after an interruption
+    trained on the bags recorded so far without a word (EPISODES=6: 'train 2'), and a bag a SIGKILL left unfinished
+    was found only by training. Now the rerun records the missing episodes (their seeds) and stops at an
+    unfinished bag, naming it as the one to delete. The stages' commands are a stub (LC) here; training ends it."""
+    out = tmp_path / "loop"
+    _episode_bags(out / "bags" / "train", [100, 101])
+    _episode_bags(out / "bags" / "validation", [500])
+    if unfinished:
+        _episode_bags(out / "bags" / "train", [102], finished=False)  # a 0-byte episode_102, no metadata.yaml
+    (tmp_path / "lc").write_text(STUB_LC)
+    (tmp_path / "lc").chmod(0o755)
+    settings = dict(OUT=str(out), EPISODES="5", VAL_EPISODES="1", TEST_EPISODES="2", RENDER_SIZE="16")
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bag_loop.sh")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            **settings,
+            "LC": str(tmp_path / "lc"),
+            "PYTHON": sys.executable,
+            "STUB_LOG": str(tmp_path / "calls"),
+        },
+    )
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    record = "record --expert --render-size 16 --render-width 0 --time-limit 0 --no-progress -o"
+    if unfinished:
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert (
+            f"bag_loop.py missing: error: {out / 'bags' / 'train' / 'episode_102'}: unfinished (no metadata.yaml: "
+            "the recording was killed); delete it and rerun to record that episode again"
+        ) in run.stderr, run.stderr[-2000:]
+        assert calls == []  # nothing recorded, nothing trained
+        return
+    assert run.returncode == 7, run.stderr[-2000:]  # the stub's training
+    assert f"{out / 'bags' / 'train'} holds 2 of the 5 episodes (seeds 100..104): recording the other 3" in run.stderr
+    assert calls[:2] == [
+        f"{record} {out / 'bags' / 'train'} --seed 102 --episodes 3 --noise-std 0.0 --noise-correlation 0.0 "
+        "--burst-rate 0.0",
+        f"{record} {out / 'bags' / 'test'} --seed 600 --episodes 2",
+    ], calls
+    assert calls[2].startswith("train ") and len(calls) == 3, calls
+    assert sorted(p.name for p in (out / "bags" / "train").iterdir()) == [f"episode_{s}" for s in range(100, 105)]
+
+
 def test_bc_ensemble_refuses_an_unusable_out_before_the_episodes(tmp_path, monkeypatch, capsys):
     """Before: a NotADirectoryError traceback from write_text after every member's episodes had run."""
     monkeypatch.chdir(tmp_path)

@@ -69,7 +69,7 @@ from .messages import (
     string_message,
     twist_message,
 )
-from .recording import episode_bag_name, existing_episode_seeds
+from .recording import episode_bag_name, existing_episode_seeds, unfinished_bag
 
 SENSOR_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "volatile"}
 STATUS_QOS = {"history": "keep_last", "depth": 10, "reliability": "reliable", "durability": "transient_local"}
@@ -498,13 +498,28 @@ def record_expert_episodes(
     folder_lock.check_free(out, instead, BagError)  # another record --expert there: named, before anything loads
 
     def refuse_taken() -> None:
-        """Refused before the first episode (it used to record the bags before the first taken one)."""
+        """Refused before the first episode (it used to record the bags before the first taken one). A bag a killed
+        recording left unfinished is named as such (before, 'already holds episode_103' of a 0-byte bag), and
+        where the taken ones are the first seeds, how to record the rest."""
         existing = existing_episode_seeds(out)
-        taken = [episode_bag_name(seed) for seed in seeds if int(seed) in existing]
-        if taken:
-            raise BagError(
-                f"{out}: already holds {', '.join(taken)}; a bag is never overwritten, choose other seeds or -o"
+        taken = [int(seed) for seed in seeds if int(seed) in existing]
+        if not taken:
+            return
+        names = [episode_bag_name(seed) for seed in taken]
+        message = f"{out}: already holds {', '.join(names)}; a bag is never overwritten, choose other seeds or -o"
+        cut = [name for name in names if unfinished_bag(out / name)]
+        if cut:
+            is_it = ("is", "it") if len(cut) == 1 else ("are", "them")
+            message += (
+                f"; {', '.join(cut)} {is_it[0]} unfinished (no metadata.yaml: the recording was killed): delete "
+                f"{is_it[1]} to record {is_it[1]} again"
             )
+        finished = [seed for seed, name in zip(taken, names) if name not in cut]
+        rest = [int(seed) for seed in seeds[len(finished) :]]
+        prefix = finished and finished == [int(seed) for seed in seeds[: len(finished)]]
+        if prefix and rest and rest == list(range(rest[0], rest[0] + len(rest))):  # as --seed/--episodes give them
+            message += f"; {the_rest(out, rest[0], len(rest))}"
+        raise BagError(message)
 
     refuse_taken()
     driver = None

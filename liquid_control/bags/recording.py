@@ -42,6 +42,16 @@ def existing_episode_seeds(folder) -> set[int]:
     return {int(n) for n in numbers if n.isascii() and n.isdecimal() and episode_bag_name(int(n)) in names}
 
 
+def unfinished_bag(path) -> bool:
+    """Whether the bag folder ``path`` was left unfinished: no metadata.yaml, which is written last as a bag is
+    finished (its recorder was killed: SIGKILL, a crash, the machine going down), and no recorder writing it now.
+    Such a bag is taken all the same (never overwritten): the refusal names it as the one to delete."""
+    from .io import recording_elsewhere
+
+    path = Path(path)
+    return path.is_dir() and not (path / "metadata.yaml").is_file() and not recording_elsewhere(path)
+
+
 class _RecordedPublisher:
     """A publisher whose messages are also written to the recorder's current bag."""
 
