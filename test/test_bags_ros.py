@@ -739,6 +739,66 @@ def test_the_recorders_last_summary_does_not_count_held_back_messages_its_close_
         assert reader.topics["/chatter"].count == 60 - held
 
 
+@pytest.mark.parametrize("file_limit, in_bag", [(3 << 19, {"/chatter": 11, "/other": 10}), (100, {})])
+def test_a_full_disk_cutting_the_chunk_being_written_counts_only_what_the_bag_holds(
+    tmp_path, capsys, monkeypatch, file_limit, in_bag
+):
+    """Before: `record` onto a disk that filled up said 'recorded into ...: /camera/image_raw 71, /cmd_vel 71,
+    /imu/data 464' of a bag holding none (the chunk being written, kept in memory until it is 1 MiB, was lost with
+    the write that failed, yet counted), and `--recover` of it said 'the recording stopped before its first'. Now the
+    summary counts what the bag holds (what --recover gets back), says the rest lost with the write and why, and
+    --recover names a failed write as a cause. The full disk here: `ulimit -f` (EFBIG), the file cut at
+    ``file_limit`` bytes: in the second chunk (the first whole), or in the first."""
+    import os
+    import resource
+
+    from rclpy.serialization import serialize_message
+    from std_msgs.msg import String
+
+    from liquid_control import cli
+    from liquid_control.bags import BagError, io
+
+    big, small = (serialize_message(String(data=text)) for text in ("x" * 100_000, "y"))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    with recorder_beside_a_talker(tmp_path, ("/chatter", "/other")) as (recorder, lines, _talker, _context):
+        assert not recorder.pending, lines
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit, hard))
+        try:
+            for _ in range(100):  # as the subscriptions hand them over: 100 kB, then a few bytes
+                recorder._on_message("/chatter", big)
+                recorder._on_message("/other", small)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        received = dict(recorder.counts)
+        assert received == {"/chatter": 21, "/other": 21} if in_bag else {"/chatter": 10, "/other": 10}, received
+        held, taken = sum(in_bag.values()), sum(received.values())
+        assert f"failed after {taken}, {taken - held} of them lost with it (the bag holds {held}) (" in recorder.failed
+        with pytest.raises(BagError) as failed:
+            recorder.close()
+    expected = {topic: in_bag.get(topic, 0) for topic in received}
+    assert recorder.counts == expected
+    assert f"recorded into {tmp_path / 'bag'}: /chatter {expected['/chatter']}, /other {expected['/other']}" in lines
+    for topic, n in received.items():
+        said = [line for line in lines if line.startswith(f"{topic}: {n - expected[topic]} messages received not in")]
+        assert len(said) == 1 and "lost with the write that failed (File too large)" in said[0], lines
+    hint = f"--recover {tmp_path / 'bag'} -o <new bag> keeps the {held} messages written" if held else "nothing to"
+    assert hint in str(failed.value), failed.value
+    with BagReader(tmp_path / "bag", allow_truncated=True) as reader:  # the bag holds what the summary says
+        assert {t: i.count for t, i in reader.topics.items()} == in_bag
+
+    fixed = tmp_path / "fixed"
+    full = os.statvfs_result((4096, 4096, 1000, 0, 0, 1000, 0, 0, 0, 255))  # a disk with no room left
+    monkeypatch.setattr(io.os, "statvfs", lambda path: full)
+    code = cli.main(["record", "--recover", str(tmp_path / "bag"), "-o", str(fixed)])
+    out, err = capsys.readouterr()
+    if held:
+        assert code == 0 and f"recovered {held} messages of {tmp_path / 'bag'}" in out, (out, err)
+    else:  # no longer "the recording stopped before its first"
+        assert code == 2 and not fixed.exists(), err
+        assert "stopped before its first" not in err and "the recording ended, or a write to it failed" in err, err
+        assert "its disk has 0 bytes free now: a write failing there for want of room" in err, err
+
+
 def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, monkeypatch):
     """Where the rmw does not report lost messages, rclpy raises UnsupportedEventTypeError for a subscription
     asking for them (rclpy does not pass over this event as it does others): the recorder then records without the

@@ -252,6 +252,51 @@ def _write_until_split(writer: BagWriter, stream, files: int):
     raise AssertionError(f"no split into {files} files")
 
 
+def test_a_full_disk_cutting_a_split_bags_file_counts_what_it_lost_and_writes_nothing_past_the_cut(
+    tmp_path, small_files
+):
+    """A file of a split bag that cannot be finished (its chunk, held in memory until the split, written at a full
+    disk: `ulimit -f` here, EFBIG) is cut there: the messages write() took into it are counted lost with the write
+    (``cut``, ``unwritten``), and the writer writes nothing more past the cut (before: they were counted nowhere,
+    and later writes were taken into the file past the cut, where no reader of it gets)."""
+    import resource
+
+    writer, stream = _write(tmp_path / "bag", [], max_bag_size=4000), _timed(_messages())
+    taken: dict = {}
+    for topic, t, message in stream:  # into the second file, its chunk still in memory
+        assert writer.write(topic, t, message)
+        taken[topic] = taken.get(topic, 0) + 1
+        if len(writer.files) == 2:
+            break
+    writer._wait_finished()  # the first file's CRCs and fsync done, under no limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        for topic, t, message in stream:
+            try:
+                assert writer.write(topic, t, message)
+            except BagError as exc:
+                failed = exc
+                break
+            taken[topic] = taken.get(topic, 0) + 1
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(failed) == f"{tmp_path / 'bag'}: cannot write to the bag: File too large"
+    with pytest.raises(BagError, match="a write before failed \\(File too large\\)"):
+        writer.write(topic, t, message)
+    with pytest.raises(BagError) as refused:
+        writer.close()
+    assert str(refused.value) == (
+        f"{tmp_path / 'bag'}: cannot finish the bag: a write to it failed (File too large), cutting bag_1.mcap there; "
+        "the files before it are finished"
+    )
+    with BagReader(tmp_path / "bag", allow_truncated=True) as reader:  # the first file, whole
+        kept = {topic: info.count for topic, info in reader.topics.items()}
+    assert 0 < sum(kept.values()) < sum(taken.values())
+    lost = {topic: n - kept.get(topic, 0) for topic, n in taken.items() if n > kept.get(topic, 0)}
+    assert writer.unwritten == writer.cut == lost and not writer.dropped and writer.write_failure == "File too large"
+
+
 def test_a_split_that_fails_leaves_a_bag_that_close_finishes_or_refuses_naming_it(tmp_path, monkeypatch, small_files):
     """Before: a split whose next file could not be opened (the bag folder removed, as the recorder's write
     failure names) or whose finished file could not be fsynced (a USB stick pulled) left the writer on the closed

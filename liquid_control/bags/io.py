@@ -205,7 +205,13 @@ class BagWriter:
     camera_info published once) is held past that limit too, the last one of each publisher (an earlier one held
     past it is replaced, dropped): published once, it would be missing from the whole bag. ``unwritten`` counts by
     topic the messages ``write`` took (True) that did not reach the bag after all (a latched one replaced, those held
-    that ``close()`` or ``abort()`` could not write); ``dropped`` counts them too.
+    that ``close()`` or ``abort()`` could not write, those a failed write lost); ``dropped`` counts the first two.
+    A write that fails (a full disk: ``write`` or ``close()`` raises BagError) cuts the file being written there,
+    as a killed recorder's: what ``write`` had taken that is not in a chunk whole in the file (the chunk being
+    written, kept in memory until it is full) is lost with it, counted by topic in ``cut`` (and ``unwritten``), the
+    reason in ``write_failure``; later writes are refused and ``close()`` leaves the file as it is for
+    ``recover`` (before, the chunk's messages stayed counted as recorded: a recorder said 606 recorded of a bag
+    holding none).
     Every file carries every topic's schema and channel (it reads alone), and ``metadata.yaml`` lists them all
     (``relative_file_paths`` and ``files``), as rosbag2 writes it. A recorder killed leaves its finished files
     whole; only the last one is cut. None or 0: one file, ``<bag>.mcap``. With ``repeat_latched`` each file after
@@ -281,6 +287,14 @@ class BagWriter:
         self._held_over: dict = {}  # (topic, publisher) -> its latched message held past BEHIND_CACHE_BYTES
         self.unwritten: dict[str, int] = {}  # topic -> messages write() took that did not reach the bag after all
         self.dropped: dict[str, int] = {}  # topic -> messages dropped as the writer was behind (BEHIND_CACHE_BYTES)
+        self.cut: dict[str, int] = {}  # topic -> messages write() took that a failed write lost (_cut_open_file)
+        self.write_failure = ""  # why a write into the open file failed, cutting it (a full disk), else empty
+        # the messages of the open file not yet known to be whole in it: those of the chunk being built (in memory),
+        # and of chunks handed to the file whose bytes may not all be there yet, as (chunk end offset, counts)
+        self._chunk = getattr(self._writer.storage, "chunk", None)
+        self._in_chunk: dict[str, int] = {}
+        self._unsure: deque = deque()
+        self._cut_at: tuple[Path, int] | None = None  # the file a failed write cut, and its bytes then
         self._finish_failed = ""  # why they failed (named by the next write or close), else empty
         self.closed = False
         # the bag's folder held while it is written: a reader of a bag still being recorded (train --bag, eval --bag,
@@ -359,10 +373,12 @@ class BagWriter:
             if self._finish_failed:  # the finished file's fsync failed (a stick pulled): said once, here
                 failed, self._finish_failed = self._finish_failed, ""
                 raise BagError(f"{self.path}: {failed}")
+            if self.write_failure:  # the file is cut where that write failed: nothing after it would be read
+                raise BagError(f"{self.path}: cannot write to the bag: a write before failed ({self.write_failure})")
             kept = True
             try:
                 if not self._split:  # the recorder's hot path: nothing per message for splitting
-                    self._writer.write(self._connections[topic], log_time_ns, data)
+                    self._store(topic, log_time_ns, data)
                 else:
                     kept = self._write_split(topic, log_time_ns, data, publisher)
                 self._crcs.advance()  # a chunk rosbags just finished gets its CRC (one fstat when there is none)
@@ -383,9 +399,62 @@ class BagWriter:
         self._append(topic, log_time_ns, data, publisher)
         return True
 
+    def _store(self, topic: str, log_time_ns: int, data) -> None:
+        """Write one message into the open file, counted by topic until the chunk holding it is whole in the file
+        (:meth:`_cut_open_file` counts those that are not when a write fails)."""
+        try:
+            self._writer.write(self._connections[topic], log_time_ns, data)
+        except OSError as exc:  # the chunk's write into the file failed: this message, in it, was not taken
+            self._cut_open_file(exc)
+            raise
+        self._in_chunk[topic] = self._in_chunk.get(topic, 0) + 1
+        if getattr(self._writer.storage, "chunk", None) is not self._chunk:  # it closed the chunk: into the file
+            self._chunk_written()
+
+    def _chunk_written(self) -> None:
+        """The chunk being built was written into the file (rosbags started a new one): its counts wait for its
+        bytes to be in the file; those of the chunks before that are there are let go."""
+        storage = self._writer.storage
+        self._chunk = storage.chunk
+        if not self._in_chunk:
+            return
+        try:  # rosbags' ChunkIndex of it: start and end log times, then the chunk's offset and length in the file
+            start, length = struct.unpack_from("<QQ", storage.chunks[-1].getvalue(), 16)
+            end = start + length
+        except (AttributeError, IndexError, struct.error):  # another rosbags: all it wrote so far (its indexes too)
+            end = storage.bio.tell()
+        self._unsure.append((end, self._in_chunk))
+        self._in_chunk = {}
+        size = self._file_size()
+        while self._unsure and self._unsure[0][0] <= size:
+            self._unsure.popleft()
+
+    def _file_size(self) -> int:
+        """The bytes of the open file on the disk (0: it is gone, its folder removed)."""
+        try:
+            return os.stat(self.mcap_path).st_size
+        except OSError:
+            return 0
+
+    def _cut_open_file(self, exc: OSError) -> None:
+        """A write into the open file failed (a full disk, a file size limit): the file is cut there, as a
+        killed recorder's. The messages ``write`` took that are not in a chunk whole in it (the chunk being
+        written; one written before whose bytes did not all reach it) are lost: counted in ``cut`` and
+        ``unwritten``; ``write_failure`` says why, and nothing more is written into the file."""
+        storage = self._writer.storage
+        if storage is not None and getattr(storage, "chunk", None) is not self._chunk:  # written, the summary not
+            self._chunk_written()
+        size = self._file_size()
+        for counts in [self._in_chunk, *(counts for end, counts in self._unsure if end > size)]:
+            for topic, n in counts.items():
+                self._count_lost(topic, self.cut, self.unwritten, n=n)
+        self._in_chunk, self._unsure = {}, deque()
+        self.write_failure = self.write_failure or str(exc.strerror or exc)
+        self._cut_at = (self.mcap_path, size)
+
     def _append(self, topic: str, log_time_ns: int, data, publisher) -> None:
         """Write one message into the open file of a split bag, counted in its statistics."""
-        self._writer.write(self._connections[topic], log_time_ns, data)
+        self._store(topic, log_time_ns, data)
         stats = self._file_stats
         stats[0], stats[1], stats[2] = stats[0] + 1, min(stats[1], log_time_ns), max(stats[2], log_time_ns)
         stats[3] += 1
@@ -421,9 +490,9 @@ class BagWriter:
         return True
 
     @staticmethod
-    def _count_lost(topic: str, *counters: dict) -> None:
+    def _count_lost(topic: str, *counters: dict, n: int = 1) -> None:
         for counter in counters:
-            counter[topic] = counter.get(topic, 0) + 1
+            counter[topic] = counter.get(topic, 0) + n
 
     def _write_waiting(self) -> None:
         """Write the messages held back, in order, from the next file on: up to one that needs a split while the
@@ -434,11 +503,11 @@ class BagWriter:
                 if self._behind():
                     return
                 self._next_file(log_time_ns)
+            self._append(topic, log_time_ns, data, publisher)  # failing, it stays held: _give_up_waiting counts it
             entry = self._waiting.popleft()
             self._waiting_bytes -= len(data)
             if self._held_over.get((topic, publisher)) is entry:
                 del self._held_over[(topic, publisher)]
-            self._append(topic, log_time_ns, data, publisher)
 
     def _file_full(self, log_time_ns: int) -> bool:
         """Whether the open file has reached max_bag_size or max_bag_duration (then ``log_time_ns`` opens the next)."""
@@ -495,7 +564,11 @@ class BagWriter:
                 files = [*self._files, self._file_entry()]
                 names = [entry["path"] for entry in files]
                 about = {"version": BAG_VERSION, "storage_identifier": "mcap", "relative_file_paths": names}
-                storage.close(BAG_VERSION, yaml.safe_dump({**about, "files": files}, sort_keys=False).strip())
+                try:
+                    storage.close(BAG_VERSION, yaml.safe_dump({**about, "files": files}, sort_keys=False).strip())
+                except OSError as exc:  # its last chunk or summary not written: the file is cut there
+                    self._cut_open_file(exc)
+                    raise
             except BaseException:
                 new_crcs.close()
                 raise
@@ -505,6 +578,7 @@ class BagWriter:
             raise
         self._files = files
         self._writer.storage, self._crcs = new, new_crcs
+        self._chunk, self._in_chunk, self._unsure = new.chunk, {}, deque()  # the file before is whole
         self._file_stats = [repeated, log_time_ns if repeated else 2**63 - 1, log_time_ns if repeated else 0, 0]
         self._file_seconds = [0, None]
         self._repeated_bytes = repeated_bytes  # a latched state above the limit must not make a file of each message
@@ -580,12 +654,20 @@ class BagWriter:
                 self.closed = True
                 unwritten = ""
                 try:
-                    self._write_all_waiting()
+                    if not self.write_failure:
+                        self._write_all_waiting()
                 except OSError as exc:  # the next file not opened (EMFILE, the folder gone): the open one finished
                     self._wait_finished()
                     held = self._give_up_waiting()
                     unwritten = f"{held} message{'s' * (held != 1)} held back for the next file not written there: "
                     unwritten += str(exc.strerror or exc)
+                if self.write_failure:  # the open file is cut: finishing it would write past the cut, unread
+                    self._leave_cut()
+                    before = "; the files before it are finished" if self._files else ""
+                    raise BagError(
+                        f"{self.path}: cannot finish the bag: a write to it failed ({self.write_failure}), cutting "
+                        f"{self.mcap_path.name} there{before}" + (f"; {unwritten}" if unwritten else "")
+                    )
                 files = [*self._files, self._file_entry()]
                 metadata = self._writer.metapath
                 if self.split:  # rosbags' metadata.yaml names the last file only: written aside, then listing all
@@ -595,6 +677,9 @@ class BagWriter:
                     if self.split:
                         _list_files(self._writer.metapath, metadata, files)
                 except (WriterError, OSError) as exc:  # a full disk: the bag and the reason, not a bare errno
+                    if isinstance(exc, OSError) and self._writer.storage is not None:  # the MCAP file not finished
+                        self._cut_open_file(exc)
+                        self._leave_cut()
                     self._crcs.close()
                     raise BagError(
                         f"{self.path}: cannot finish the bag: {getattr(exc, 'strerror', None) or exc}"
@@ -615,16 +700,26 @@ class BagWriter:
             if not self.closed:
                 self.closed = True
                 try:  # the files finished before stay whole, and what write() held back is written after them
-                    self._write_all_waiting()
+                    if not self.write_failure:  # (not after a cut: nothing past it is read)
+                        self._write_all_waiting()
                 except OSError:  # the disk failing too: the bag is cut there, as a killed recorder's
-                    self._wait_finished()
-                    self._give_up_waiting()  # counted as close() counts them (before: not counted at all)
-                try:  # the file is left as it is; what failed (a full disk: its buffered bytes) was said already
-                    self._writer.abort()
-                except OSError:
                     pass
-                self._crcs.advance()  # the chunks already whole keep their CRCs for a salvage
-                self._crcs.close()
+                self._leave_cut()
+
+    def _leave_cut(self) -> None:
+        """Leave the open file as it is (cut, or as a killed recorder's): the messages still held back are given
+        up (counted as :meth:`_give_up_waiting` counts them), the chunks already whole keep their CRCs."""
+        self._wait_finished()
+        self._give_up_waiting()  # counted as close() counts them (before: not counted at all)
+        try:  # what failed (a full disk: its buffered bytes) was said already
+            self._writer.abort()
+        except OSError:
+            pass
+        if self._cut_at is not None:  # as the failed write left it: bytes still buffered then (written now, had the
+            with contextlib.suppress(OSError):  # disk room again) would make a chunk counted lost whole after all
+                os.truncate(*self._cut_at)
+        self._crcs.advance()  # the chunks already whole keep their CRCs for a salvage
+        self._crcs.close()
 
     def __enter__(self):
         return self
@@ -2345,8 +2440,12 @@ def recover(src: str | Path, dst: str | Path) -> Recovered:
         messages = reader.messages()
         first = next(messages, None)
         if first is None:  # an empty "recovered" bag would look like a recording of nothing
+            # not "the recording stopped before its first": a write failing (a full disk) as the first chunk of
+            # messages was written leaves the same file, after hundreds of messages received
             raise BagError(
-                f"{src}: no complete message to recover (the recording stopped before its first); nothing written"
+                f"{src}: no complete message to recover (it breaks off before its first: the recording ended, or a "
+                f"write to it failed, before a chunk of messages was whole on the disk{_full_disk_note(src)}); "
+                "nothing written"
             )
         mixed = [f"{t} ({' and '.join(i.msgtypes)})" for t, i in sorted(reader.topics.items()) if i.types]
         if mixed:  # a bag we write holds one type per topic; the second type's bytes would be filed as the first's
@@ -2365,6 +2464,19 @@ def recover(src: str | Path, dst: str | Path) -> Recovered:
     finally:
         reader.close()
     return Recovered(Path(dst), kept, reader.salvage_note)
+
+
+def _full_disk_note(path: str | Path) -> str:
+    """``'; its disk has 0 bytes free now: ...'`` where the disk holding ``path`` has less room than a chunk of
+    messages (1 MiB), the likely cut of a recording that left no whole message; else ''."""
+    try:
+        stat = os.statvfs(path)
+    except (OSError, AttributeError):  # gone meanwhile; no statvfs (Windows)
+        return ""
+    free = stat.f_bavail * stat.f_frsize
+    if free >= MIN_BAG_SIZE:
+        return ""
+    return f"; its disk has {free} bytes free now: a write failing there for want of room cuts a recording so"
 
 
 def message_class(msgtype: str):

@@ -295,7 +295,13 @@ class BagRecorderNode(Node):
             kept = self.writer.write(topic, self.get_clock().now().nanoseconds, data, publisher=gid.get("data"))
         except (OSError, BagError) as exc:  # a full disk, a removed folder: stop, say what and where
             written = sum(self.counts.values())
-            self.failed = f"{self.output}: recording stopped, writing a {topic} message failed after {written} ({exc})"
+            # the messages a failed write cut off with it (the chunk being written, kept in memory until it was
+            # full: seconds of recording) are not in the bag: before, they were said written
+            cut, unwritten = sum(self.writer.cut.values()), sum(self.writer.unwritten.values())
+            lost = f", {cut} of them lost with it (the bag holds {written - unwritten})" if cut else ""
+            self.failed = (
+                f"{self.output}: recording stopped, writing a {topic} message failed after {written}{lost} ({exc})"
+            )
             self.get_logger().error(self.failed)
             self.done.set()
             return
@@ -388,7 +394,8 @@ class BagRecorderNode(Node):
         """Finish the bag (call once the executor no longer runs this node's callbacks); the counts are logged
         after, also when the bag cannot be finished, so the last summary says what it holds and how to get it back:
         the messages the writer took but did not write (those held back that ``close`` could not write, a latched
-        one replaced by its publisher's next: ``BagWriter.unwritten``) are taken off ``counts`` and said dropped."""
+        one replaced by its publisher's next, those a failed write cut off: ``BagWriter.unwritten``) are taken off
+        ``counts`` and said dropped, or lost with that write (a full disk: ``BagWriter.cut``), naming its reason."""
         for sub in self._recorded_subscriptions.values():
             self.destroy_subscription(sub)
         self._recorded_subscriptions = {}
@@ -409,8 +416,16 @@ class BagRecorderNode(Node):
                 f"{self.dropped_summary(topic)}: the bag has gaps there (a faster disk, or less to write: fewer or "
                 "smaller messages, --compress)"
             )
+        for topic in (t for t in self.counts if self.writer.cut.get(t)):
+            self.get_logger().warning(
+                f"{topic}: {counted(self.writer.cut[topic], 'message')} received not in the bag, {self.counts[topic]} "
+                f"recorded: lost with the write that failed ({self.writer.write_failure}), in the part of the bag "
+                "being written (the chunk the recorder keeps in memory until it is about 1 MiB)"
+            )
         if failure is not None:
-            hint = f"liquid-control record --recover {self.output} -o <new bag> keeps what was written"
+            kept = sum(self.counts.values())  # what the bag holds
+            hint = f"liquid-control record --recover {self.output} -o <new bag> keeps the {counted(kept, 'message')}"
+            hint = f"{hint} written" if kept else "the bag holds no message: nothing to recover"
             raise BagError(f"{failure}; {hint}" + (f" (first: {self.failed})" if self.failed else "")) from None
         return path
 
