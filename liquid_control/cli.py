@@ -153,7 +153,8 @@ def _main(argv: list[str]) -> int:
             raise
         # e.g. torch on a robot that only runs exported policies: `export` and `demo` need the training stack; or a
         # sourced ROS installation's rclpy for another Python, first on PYTHONPATH
-        print(needs_package(f"liquid-control {name}", missing, exc), file=sys.stderr)
+        whole_stack = name in ("main", "sim", "train", "eval")  # the simulator, training, evaluation
+        print(needs_package(f"liquid-control {name}", missing, exc, whole_stack), file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # Ctrl-C before a command's own handler (e.g. while torch imports): no traceback
         print(f"liquid-control {name}: interrupted", file=sys.stderr)

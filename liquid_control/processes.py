@@ -558,5 +558,6 @@ class WarningsOnce:
             module = _module_name(filename)
             # the module's own registry, as warnings.warn uses: one this process gave itself at the same place is
             # not shown again by the default filter (a worker's copy of the compiled kernels' warning)
-            registry = vars(sys.modules[module]).setdefault("__warningregistry__", {}) if module else None
+            namespace = getattr(sys.modules.get(module), "__dict__", None) if module else None
+            registry = namespace.setdefault("__warningregistry__", {}) if namespace is not None else None
             warnings.warn_explicit(text, category, filename, lineno, module=module, registry=registry)

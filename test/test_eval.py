@@ -366,61 +366,59 @@ def test_interrupted_evaluation_resumes_without_losing_or_duplicating(tmp_path, 
     assert ran == []  # everything done: nothing reruns
 
 
-def test_the_report_says_which_kernels_ran_its_episodes_and_a_resume_on_other_kernels_warns(
-    tmp_path, monkeypatch, capsys
+def test_each_episode_says_which_kernels_ran_it_and_a_report_mixing_two_paths_warns(
+    tmp_path, monkeypatch, capsys, tiny_checkpoints
 ):
     """Before: nothing in an evaluation's record said whether the cells ran the compiled or the torch kernels (or
     AVX-512 or AVX2), which change the last bits and so some outcomes (a balancer's 6/8 against 7/8 on one
-    machine), and a run resumed on the other path mixed both in one report without a sign of it."""
+    machine), and a run resumed on the other path mixed both in one report without a sign of it. Each episode's
+    record now says what its cells ran (where it ran: a worker's own), the report and a card's OOD entry say it, and
+    a report over two paths warns; the expert, which runs no cell, records none."""
     from liquid_control.cells import native
     from liquid_control.training.model_card import ood_section
 
-    plan = build_plan(["expert"], ["in_distribution"], 4)
+    plan = build_plan([f"tiny={tiny_checkpoints[0]}", "expert"], ["in_distribution"], 4)
     out = str(tmp_path / "run")
     real_run_jobs = evaluate_module.run_jobs
 
-    def interrupted_after_two(jobs, on_batch, **kwargs):
-        def stop(batch, records):  # after the first batch of two
+    def stopped_after_the_first_batch(jobs, on_batch, **kwargs):
+        def stop(batch, records):
             on_batch(batch, records)
             raise KeyboardInterrupt
 
-        real_run_jobs(jobs, stop, **{**kwargs, "lanes": 2})
+        real_run_jobs(jobs, stop, **kwargs)
 
-    monkeypatch.setattr(native, "describe", lambda: "compiled kernels (x86_64, AVX-512)")
-    monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_two)
+    monkeypatch.setattr(native, "describe", lambda compiled_ran=None: "compiled kernels (x86_64, AVX-512)")
+    monkeypatch.setattr(evaluate_module, "run_jobs", stopped_after_the_first_batch)
     with pytest.raises(KeyboardInterrupt):
-        evaluate(plan, out, backend="serial", progress=False, example=False)
+        evaluate(plan, out, backend="serial", progress=False, example=False, lanes=2)
     monkeypatch.setattr(evaluate_module, "run_jobs", real_run_jobs)
-    monkeypatch.setattr(native, "describe", lambda: "torch (LIQUID_CONTROL_NATIVE=0)")
+    monkeypatch.setattr(native, "describe", lambda compiled_ran=None: "torch (LIQUID_CONTROL_NATIVE=0)")
     capsys.readouterr()
-    evaluate(plan, out, backend="serial", resume=True, progress=False, example=False)
+    evaluate(plan, out, backend="serial", resume=True, progress=False, example=False, lanes=2)
     said = capsys.readouterr().err
+    mixed = "compiled kernels (x86_64, AVX-512) (2 episodes) and torch (LIQUID_CONTROL_NATIVE=0) (2 episodes)"
+    assert f"warning: the report's episodes ran on {mixed}" in said, said
+    with open(os.path.join(out, "results.json")) as fh:
+        records = json.load(fh)
     assert (
-        "warning: the episodes already in" in said
-        and "ran with the cells on compiled kernels (x86_64, AVX-512), this part runs them on torch "
-        "(LIQUID_CONTROL_NATIVE=0): the report mixes the two"
-        in said
-    ), said
+        sorted(str(r.get("kernels")) for r in records if r["policy"] == "tiny")
+        == ["compiled kernels (x86_64, AVX-512)"] * 2 + ["torch (LIQUID_CONTROL_NATIVE=0)"] * 2
+    )
+    assert all("kernels" not in r for r in records if r["policy"] == "expert")
     with open(os.path.join(out, "provenance.json")) as fh:
-        prov = json.load(fh)
-    assert prov["kernels"] == "torch (LIQUID_CONTROL_NATIVE=0)"
-    assert prov["earlier_parts"][0]["kernels"] == "compiled kernels (x86_64, AVX-512)"
-    report = pathlib.Path(out, "report.md").read_text()
-    assert "; cells on torch (LIQUID_CONTROL_NATIVE=0)" in report
-    assert "on cells on compiled kernels (x86_64, AVX-512)" in report  # the earlier part's line
+        assert json.load(fh)["kernels"] == mixed
+    assert f"- The cells' kernels in its episodes: {mixed}" in pathlib.Path(out, "report.md").read_text()
     # a model card's OOD entry filled from these results names both
-    entry = ood_section(os.path.join(out, "results.json"), "expert")
-    assert entry["kernel_path"] == "torch (LIQUID_CONTROL_NATIVE=0) and compiled kernels (x86_64, AVX-512)"
-    # a run cut short and resumed on one path says nothing of kernels
+    assert ood_section(os.path.join(out, "results.json"), "tiny")["kernel_path"] == (
+        "compiled kernels (x86_64, AVX-512) and torch (LIQUID_CONTROL_NATIVE=0)"
+    )
+    # one path: no warning, the path alone
     other = str(tmp_path / "one_path")
-    monkeypatch.setattr(evaluate_module, "run_jobs", interrupted_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        evaluate(plan, other, backend="serial", progress=False, example=False)
-    monkeypatch.setattr(evaluate_module, "run_jobs", real_run_jobs)
-    capsys.readouterr()
-    evaluate(plan, other, backend="serial", resume=True, progress=False, example=False)
-    assert "ran with the cells on" not in capsys.readouterr().err
-    assert "on cells on" not in pathlib.Path(other, "report.md").read_text()
+    evaluate(plan, other, backend="serial", progress=False, example=False, lanes=2)
+    assert "ran on" not in capsys.readouterr().err
+    text = pathlib.Path(other, "report.md").read_text()
+    assert "- The cells' kernels in its episodes: torch (LIQUID_CONTROL_NATIVE=0)\n" in text
 
 
 def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path):

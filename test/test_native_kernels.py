@@ -893,11 +893,9 @@ def test_a_failed_build_names_the_first_error_and_the_last_lines(private_cache, 
 )
 def test_the_model_card_names_the_vector_code_of_the_loaded_library(variant, simd, monkeypatch):
     """Before: the card read /proc/cpuinfo, so a portable library on an AVX-512 CPU was reported as AVX-512."""
-    from liquid_control.training.model_card import kernel_path
-
     kernels = kernel_variants.use(variant, monkeypatch)
     simd = simd or {"avx512": "AVX-512", "avx2": "AVX2/FMA, no AVX-512", "portable": "no AVX2"}[kernels.isa]
-    assert kernel_path() == f"compiled kernels ({platform.machine()}, {simd})"
+    assert native.describe() == f"compiled kernels ({platform.machine()}, {simd})"
 
 
 # ---- without the library -----------------------------------------------------------------------------
@@ -920,17 +918,15 @@ def test_without_a_compiler_the_cells_warn_once_and_use_the_torch_paths(private_
 
 def test_the_model_card_tells_turned_off_from_failed_to_load(private_cache, tmp_path, monkeypatch):
     """Before: the card said 'torch (LIQUID_CONTROL_NATIVE=0)' for every load failure (here: no compiler)."""
-    from liquid_control.training.model_card import kernel_path
-
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     with pytest.warns(UserWarning, match="no C compiler found"):
-        path = kernel_path()
+        path = native.describe()
     missing = f"CC='{tmp_path}/no-such-compiler' names no program on PATH"
     assert path == f"torch (compiled kernels failed to load: no C compiler found: {missing})"
     assert native.load_error().startswith("no C compiler found")
     monkeypatch.setenv("LIQUID_CONTROL_NATIVE", "0")
     native._state.clear()
-    assert kernel_path() == "torch (LIQUID_CONTROL_NATIVE=0)" and native.load_error() is None
+    assert native.describe() == "torch (LIQUID_CONTROL_NATIVE=0)" and native.load_error() is None
 
 
 def test_turned_off_by_environment(monkeypatch):

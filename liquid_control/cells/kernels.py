@@ -125,6 +125,14 @@ def recording():
             recorders = tuple(pair for pair in recorders if pair[1] is not ran)
 
 
+def path_of(ran: list) -> str | None:
+    """The kernel path of what ``recording()`` saw run (``native.describe``), None where no cell ran (the expert,
+    an ONNX model)."""
+    if not ran:
+        return None
+    return native.describe(compiled_ran=any(backend == "compiled" for _, _, backend in ran))
+
+
 def _weight_tables(core) -> tuple[tuple, tuple]:
     """``(dicts, names)`` of every parameter and buffer of ``core`` and its submodules: reading the tensors through
     them each step is ~10x cheaper than ``core.parameters()``, and sees tensors swapped in by name

@@ -95,16 +95,6 @@ def evaluate(
             # episodes in the log, no record of the part that ran them: an older version's (provenance.json since
             # 2026-11-30); the sitting record keeps the count for a part that continues this one if it is cut short
             sitting.unrecorded_episodes = sitting.unrecorded_episodes or len(jobs) - len(todo)
-        others = provenance.other_kernels(previous, sitting.cut_short) if todo and len(jobs) > len(todo) else []
-        if others:  # the report will say it per part too; said now, before hours of episodes
-            print(
-                f"liquid-control eval: warning: the episodes already in {log.path} ran with the cells on "
-                f"{' and '.join(others)}, this part runs them on {provenance.kernels()}: the report mixes the two, "
-                "whose last bits differ (a closed loop can end otherwise, docs/ood.md); rerun without --resume into "
-                "a new --out for one path",
-                file=sys.stderr,
-                flush=True,
-            )
         _write_plan(plan, out_dir, command)
         print(  # also without the bar (a CI log): what this run will do, and on resume what it already has
             f"liquid-control eval: {counted(len(jobs), 'episode')} planned, {len(jobs) - len(todo)} already in "
@@ -135,12 +125,23 @@ def evaluate(
         )
         records = log.records_for(jobs)
         csv_path, json_path = write_tables(records, out_dir)
+        kernels = provenance.episode_kernels(records)
+        if kernels and " episodes) and " in kernels:  # e.g. a --resume on the other path, a Ray node of another CPU
+            print(
+                f"liquid-control eval: warning: the report's episodes ran on {kernels}: their last bits differ, so "
+                "some closed loops may end otherwise than on one path (docs/ood.md); rerun into a new --out on one "
+                "path to compare policies on it",
+                file=sys.stderr,
+                flush=True,
+            )
 
         def finished_provenance() -> dict:
             """Collected once the figures are made (they take minutes): the report's times cover the whole run."""
             prov_now = provenance.collect(command, started, sitting.elapsed(), commit, **(provenance_extra or {}))
             # this part on top (its command made this report), the earlier parts below it: who ran the episodes
             prov = provenance.accumulate(previous, prov_now, sitting.cut_short)
+            if kernels:
+                prov["kernels"] = kernels
             if previous is None and sitting.unrecorded_episodes:  # this part's commit and times are not theirs
                 prov["earlier_part_unrecorded"] = (
                     f"{min(sitting.unrecorded_episodes, len(jobs))} of the {len(jobs)} episodes were run by an "

@@ -46,14 +46,6 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def kernels() -> str:
-    """The cells' kernel path in this process (and its process-pool workers, which inherit its environment): the
-    compiled and torch paths, and AVX-512 against AVX2, change the last bits and so some closed-loop outcomes."""
-    from liquid_control.cells import native
-
-    return native.describe()
-
-
 def collect(command: str, started: float, wall_s: float, commit_at_start: str | None = None, **extra) -> dict:
     """Provenance of a run that began at ``started`` (time.time()) and took ``wall_s`` seconds.
 
@@ -75,7 +67,6 @@ def collect(command: str, started: float, wall_s: float, commit_at_start: str | 
         "commit": commit,
         "machine": f"{_cpu_model()}, {cpus}, {platform.system()} {platform.release()}",
         "software": f"Python {platform.python_version()}, torch {torch.__version__}, mujoco {mujoco.__version__}",
-        "kernels": kernels(),
         "started_utc": _utc(started),
         "wall_time_s": round(float(wall_s), 1),
         "cpu_time_s": round(cpu_seconds(), 1),
@@ -122,7 +113,6 @@ class Sitting:
             "command": command,
             "working_directory": os.getcwd(),
             "commit": commit,
-            "kernels": kernels(),
             "started_utc": _utc(started),
             "cut_short": "before its report; wall time up to its last heartbeat",
         }
@@ -240,7 +230,6 @@ _RUN_KEYS = (
     "commit",
     "machine",
     "software",
-    "kernels",
     "started_utc",
     "wall_time_s",
     "cpu_time_s",
@@ -250,12 +239,24 @@ _RUN_KEYS = (
 _PART_KEYS = (*_RUN_KEYS, "training_wall_time_s", "ran_no_episodes", "report_rewritten")
 
 
-def other_kernels(previous: dict | None, cut_short: list[dict] = ()) -> list[str]:
-    """The kernel paths of a resumed run's earlier parts (``previous``'s record and parts, the parts cut short
-    since) that are not this process's: a report over their episodes and this part's mixes the two."""
-    parts = [*(previous or {}).get("earlier_parts", []), *([previous] if previous else []), *cut_short]
-    here = kernels()
-    return sorted({p["kernels"] for p in parts if isinstance(p.get("kernels"), str) and p["kernels"] != here})
+def episode_kernels(records: list[dict]) -> str | None:
+    """The cells' kernel paths the episodes of ``records`` ran on (each record's ``kernels``, written where it ran:
+    a pool or Ray worker's own), with their counts where more than one: compiled and torch, AVX-512 and AVX2 round
+    differently in the last bits, and so end some closed loops otherwise. None where no episode ran a cell (the
+    expert) or none recorded it (before 2026-12-06)."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if not record.get("checkpoint_sha"):  # the expert's: no cell
+            continue
+        path = record.get("kernels")
+        path = path if isinstance(path, str) else "not recorded"
+        counts[path] = counts.get(path, 0) + 1
+    recorded = [path for path in counts if path != "not recorded"]
+    if not recorded:
+        return None
+    if len(counts) == 1:
+        return recorded[0]
+    return " and ".join(f"{path} ({counts[path]} episodes)" for path in counts)
 
 
 def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
@@ -273,7 +274,7 @@ def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ())
     return {**current, "earlier_parts": parts, "total_wall_time_s": round(total, 1)}
 
 
-_LISTED = (*_RUN_KEYS, "load_average_at_end")
+_LISTED = (*_RUN_KEYS, "load_average_at_end", "kernels")
 
 
 def _in_folder(part: dict) -> str:
@@ -289,8 +290,8 @@ def markdown(prov: dict) -> list[str]:
         "",
         f"- Command: `{prov['command'] or '(from Python)'}`{_in_folder(prov)}",
         f"- Commit: `{prov['commit']}`",
-        f"- Machine: {prov['machine']}; {prov['software']}"
-        + (f"; cells on {prov['kernels']}" if prov.get("kernels") else ""),
+        f"- Machine: {prov['machine']}; {prov['software']}",
+        *([f"- The cells' kernels in its episodes: {prov['kernels']}"] if prov.get("kernels") else []),
         f"- Started {prov['started_utc']}; wall time **{prov['wall_time_s']:.0f} s ({hours:.2f} h)**"
         + (f"; load average at the end {prov['load_average_at_end']}" if prov.get("load_average_at_end") else ""),
     ]
@@ -311,11 +312,7 @@ def markdown(prov: dict) -> list[str]:
         cpu = f", CPU time {float(part['cpu_time_s']):.0f} s" if part.get("cpu_time_s") is not None else ""
         if part.get("training_wall_time_s") is not None:
             cpu += f", training wall time {float(part['training_wall_time_s']):.0f} s"
-        where = "; ".join(
-            part[k] if k != "kernels" else f"cells on {part[k]}"
-            for k in ("machine", "software", "kernels")
-            if part.get(k) and part[k] != prov.get(k)
-        )
+        where = "; ".join(part[k] for k in ("machine", "software") if part.get(k) and part[k] != prov.get(k))
         rewritten = (
             f"; report rewritten {part['report_rewritten']}" if isinstance(part.get("report_rewritten"), str) else ""
         )

@@ -145,10 +145,12 @@ def found_elsewhere(module: str, environ=os.environ) -> str | None:
     return f"the one found, {location}, is not importable by this {python} (a broken or foreign installation)"
 
 
-def needs_package(command: str, module: str, cause: ImportError | None = None) -> str:
+def needs_package(command: str, module: str, cause: ImportError | None = None, whole_stack: bool = False) -> str:
     """The one line saying that ``command`` needs the Python package ``module`` and where it comes from, or why
     the copy Python finds cannot be used; with the ImportError that ``cause`` raised where the package was found
-    (its first line: 'cannot import name ...' of a torch of another version was lost)."""
+    (its first line: 'cannot import name ...' of a torch of another version was lost). ``whole_stack``: the
+    command needs all of SIMULATION_AND_TRAINING (the simulator, training, evaluation): the others missing are named
+    too."""
     elsewhere = found_elsewhere(module)
     if elsewhere:
         said = ""
@@ -158,15 +160,13 @@ def needs_package(command: str, module: str, cause: ImportError | None = None) -
     line = (
         f"{command}: error: needs the Python package {module!r}, which is not installed here ({install_hint(module)})"
     )
-    others = (
-        [m for m in SIMULATION_AND_TRAINING if m != module and not _installed(m)]
-        if module in SIMULATION_AND_TRAINING
-        else []
-    )
+    stack = whole_stack and module in SIMULATION_AND_TRAINING
+    others = [m for m in SIMULATION_AND_TRAINING if m != module and not _installed(m)] if stack else []
     if others:
         line += (
-            f"; of the simulation and training stack, {', '.join(others)} {'is' if len(others) == 1 else 'are'} not "
-            "installed here either (pip install -r requirements.txt, as ./run.sh does, installs them all)"
+            f"; of the simulation and training stack it needs, {', '.join(others)} "
+            f"{'is' if len(others) == 1 else 'are'} not installed here either (./run.sh installs them all; by hand, "
+            "their pinned lines of requirements.txt)"
         )
     return line
 
@@ -275,7 +275,7 @@ def run(executable: str) -> int:
         missing = missing_package(exc)
         if missing is None:
             raise
-        print(needs_package(executable, missing, exc), file=sys.stderr)
+        print(needs_package(executable, missing, exc, whole_stack=executable == "sim_node"), file=sys.stderr)
         return 1
     return module.main()
 

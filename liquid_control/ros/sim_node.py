@@ -316,8 +316,7 @@ class SimNode(Node):
         recorder.add_latched(self.description_pub, self._description)  # published once: in every episode's bag
         if self.tf_static_pub is not None:
             recorder.add_latched(self.tf_static_pub, self._static_transforms)
-        recorder.add_topic(self.resolve_topic_name(self.p["command_topic"]), COMMAND_MESSAGES[self.command_type])
-        return recorder
+        return recorder  # the command topic, published by the policy, is added at each episode with its QoS
 
     def _validate(self):
         """Every parameter checked before anything runs: a ValueError listing each bad one with its value (main:

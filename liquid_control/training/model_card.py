@@ -81,17 +81,6 @@ def min_check_successes(n: int, reference: float, false_alarm: float = CHECK_FAL
     return k
 
 
-def kernel_path(ran: list | None = None) -> str:
-    """The kernel path of this process, as the card names it; ``ran``: the ``(core, purpose, backend)`` that
-    ``cells.kernels.recording()`` saw while the policy drove (a core without compiled kernels runs torch)."""
-    from liquid_control.cells import native
-
-    described = native.describe()
-    if described.startswith("compiled") and ran is not None and not any(b == "compiled" for _, _, b in ran):
-        return f"torch (this core has no compiled kernel; {NATIVE_ENV} changes nothing)"
-    return described
-
-
 def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = False, log=None) -> list[bool]:
     """Success of each in-distribution episode (env seeds 0..episodes-1) of the policy alone, in this process.
     ``log``: called with a line at each tenth of the episodes (where no bar shows progress: a CI log)."""
@@ -724,21 +713,11 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
         entry["episode_seeds"] = f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else seeds
         out[shift] = entry
     section = {"source": str(results_path), "policy": policy, "shifts": out}
-    kernels = evaluation_kernels(Path(results_path).with_name("provenance.json"))
-    return {**section, "kernel_path": kernels} if kernels else section
-
-
-def evaluation_kernels(provenance_path: Path) -> str | None:
-    """The cells' kernel path(s) an evaluation ran its episodes on, from the provenance.json beside its results
-    (every part of a resumed run; evaluations since 2026-12-06 record it), or None where it is not recorded."""
-    try:
-        record = load_json(provenance_path.read_text())
-    except (OSError, ValueError):
-        return None
-    earlier = record.get("earlier_parts", []) if isinstance(record, dict) else []
-    parts = [record, *earlier] if isinstance(earlier, list) else [record]
-    found = [p["kernels"] for p in parts if isinstance(p, dict) and isinstance(p.get("kernels"), str)]
-    return " and ".join(dict.fromkeys(found)) or None
+    # the cells' kernel path each episode ran on (evaluations since 2026-12-06 record it per episode)
+    paths = list(dict.fromkeys(r["kernels"] for r in records if isinstance(r.get("kernels"), str)))
+    if paths and any(not isinstance(r.get("kernels"), str) for r in records):
+        paths.append("not recorded for some episodes")
+    return {**section, "kernel_path": " and ".join(paths)} if paths else section
 
 
 def card_with_ood(
@@ -908,7 +887,7 @@ def main(argv=None) -> int:
                 if args.no_progress
                 else None,
             )
-        print(json.dumps({"kernel_path": kernel_path(ran), "outcomes": outcomes}))
+        print(json.dumps({"kernel_path": kernels.path_of(ran) or kernels.native.describe(), "outcomes": outcomes}))
         return 0
     out = Path(args.out) if args.out else policies_dir()
     cache = Path(args.cache) if args.cache else None

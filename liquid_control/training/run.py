@@ -602,7 +602,8 @@ class TrainingRun:
             "command": self.command or "",
             **({"working_directory": self.working_directory} if self.working_directory else {}),
             "torch": str(torch.__version__),
-            "kernels": native.describe(),  # the cells' path: compiled or torch round otherwise in the last bits
+            # the cells' path (compiled or torch round otherwise in the last bits): torch for a core without one
+            "kernels": native.describe(compiled_ran="compiled" in getattr(selected.core, "kernels", {})),
             "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
             "training_dt_max_s": round(self.longest_dt, 6),
         }

@@ -122,7 +122,7 @@ def turned_off() -> bool:
         warnings.warn(
             f"liquid_control: LIQUID_CONTROL_NATIVE={value!r} is none of 0/false/no/off (compiled kernels off) or "
             "1/true/yes/on: the compiled kernels stay on",
-            stacklevel=4,
+            stacklevel=1,  # from here in every process, as _load's: a worker's copy is shown once (WarningsOnce)
         )
     return False
 
@@ -140,16 +140,20 @@ def load_error() -> str | None:
     return _state.get("error")
 
 
-def describe() -> str:
-    """Which kernels this process's cells run, as reports, policy files and cards record it: the compiled and the
-    torch paths, and the compiled ones on CPUs with and without AVX-512, round differently in the last bits, which
-    a chaotic closed loop can turn into another outcome (docs/ood.md), so a figure says which it came from."""
+def describe(compiled_ran: bool | None = None) -> str:
+    """Which kernels the cells run, as reports, policy files and cards record it: the compiled and the torch paths,
+    and the compiled ones on CPUs with and without AVX-512, round differently in the last bits, which a chaotic
+    closed loop can turn into another outcome (docs/ood.md), so a figure says which it came from.
+    ``compiled_ran``: False where the cells that ran have no compiled kernel (an LSTM): torch whatever loads here;
+    None: this process's path for the cells that have one. ``kernels.path_of`` says it of what a block ran."""
     import platform
 
     kernels = load()
     if kernels is None:
         error = load_error()
         return f"torch (compiled kernels failed to load: {error[:200]})" if error else "torch (LIQUID_CONTROL_NATIVE=0)"
+    if compiled_ran is False:
+        return "torch (this core has no compiled kernel; LIQUID_CONTROL_NATIVE changes nothing)"
     simd = {"avx512": "AVX-512", "avx2": "AVX2/FMA, no AVX-512"}.get(kernels.isa, "no AVX2")  # what the library runs
     return f"compiled kernels ({platform.machine()}, {simd})"
 
