@@ -4,6 +4,7 @@ stopped while its workers run: it ends at once, names what failed and keeps ever
 import dataclasses
 import multiprocessing
 import os
+import pathlib
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -328,13 +329,24 @@ def test_workers_size_the_local_ray_instance_the_evaluation_starts(monkeypatch):
         pytest.skip("needs a Ray instance of its own")
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # no token file in the user's home
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    jobs = build_plan(["expert"], ["in_distribution"], 2, world="LiquidBalance-v0").jobs
+    # the kernels' setting goes to the Ray workers (before: only the renderer's, so a cluster's nodes ran the
+    # compiled kernels whatever LIQUID_CONTROL_NATIVE the command was given), and each record says what ran there
+    monkeypatch.setenv("LIQUID_CONTROL_NATIVE", "0")
+    real_init, given = ray.init, []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: given.append(kwargs) or real_init(**kwargs))
+    balancer = f"bal={pathlib.Path(__file__).resolve().parent.parent / 'policies' / 'cfc_balancer.pt'}"
+    jobs = build_plan([balancer], ["in_distribution"], 2, world="LiquidBalance-v0").jobs
     jobs = [dataclasses.replace(j, env_kwargs={**j.env_kwargs, "time_limit": 1.0}) for j in jobs]
-    cpus = []
-    backends.run_jobs(
-        jobs, lambda _, rs: cpus.append(ray.cluster_resources()["CPU"]), backend="ray", workers=1, progress=False
-    )
+    cpus, records = [], []
+
+    def keep(_, batch_records):
+        cpus.append(ray.cluster_resources()["CPU"])
+        records.extend(batch_records)
+
+    backends.run_jobs(jobs, keep, backend="ray", workers=1, progress=False)
     assert cpus == [1.0]  # one batch of the two episodes
+    assert [r.get("kernels") for r in records] == ["torch (LIQUID_CONTROL_NATIVE=0)"] * 2, records
+    assert given[0]["runtime_env"]["env_vars"]["LIQUID_CONTROL_NATIVE"] == "0", given
     assert not ray.is_initialized()  # the instance started here is gone
 
 

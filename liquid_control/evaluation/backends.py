@@ -217,7 +217,10 @@ def ray_connection(address: str | None, workers: int | None = None):
 
     started_here = not ray.is_initialized()
     if started_here:
-        env_vars = {k: os.environ[k] for k in ("MUJOCO_GL", "PYOPENGL_PLATFORM") if k in os.environ}
+        # the renderer's and the kernels' settings (LIQUID_CONTROL_NATIVE=0 reaches every node's workers; each
+        # episode's record says what its cells ran there)
+        forwarded = ("MUJOCO_GL", "PYOPENGL_PLATFORM", "LIQUID_CONTROL_NATIVE")
+        env_vars = {k: os.environ[k] for k in forwarded if k in os.environ}
         try:
             ray.init(
                 address=address,
