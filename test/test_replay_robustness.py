@@ -776,7 +776,7 @@ def test_a_replay_records_every_command_of_a_1khz_imu_policy_while_behind_and_sa
     """Before: the replay's recorder kept the last 100 commands it had not taken yet (its qos_depth), and a camera+
     IMU policy with a 1 kHz IMU commanded ~800 times a second: behind by more than 0.125 s (0.7 s seen on 2 cores),
     DDS replaced the oldest without a word (Fast DDS reports no keep-last overrun): policy_node published 4021,
-    the bag held 3990; in a rerun 3415 and 3017, nothing said. The recorder now keeps --qos-depth (10000), counts
+    the bag held 3990; in a rerun 3415 and 3017, nothing said. The recorder now keeps --qos-depth (5000), counts
     the gaps in the publisher's sequence numbers as lost, and the end says how many of how many and the option."""
     code, out, err, published = _replay_to_a_node_the_recorder_falls_behind(tmp_path, monkeypatch, capsys, "all")
     assert published == 300 and code == 0, err
@@ -795,6 +795,11 @@ def test_a_replay_records_every_command_of_a_1khz_imu_policy_while_behind_and_sa
     assert said, err
     lost = int(said.group(1))
     assert lost >= 200 and f"recorded /wheel_torques {300 - lost};" in out, out
-    assert "behind by more than 50 messages" in err and "a larger --qos-depth (it was 50)" in err, err
+    assert "behind by more than 50 messages," in err and "a larger --qos-depth (it was 50)" in err, err
+    # a depth past what Fast DDS keeps a reader is said as what it keeps, with no advice to raise it further
+    from liquid_control.ros.replay import lost_text
+
+    text = lost_text("/wheel_torques", 1000, 5020, 10000)
+    assert "behind by more than 5000 messages (Fast DDS keeps no more a reader)" in text and "--qos-depth" not in text
     with BagReader(tmp_path / "short") as reader:
         assert reader.topics["/wheel_torques"].count == 300 - lost

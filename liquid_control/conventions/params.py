@@ -88,6 +88,16 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
 MAX_SECONDS = 86400.0  # durations and periods: one day
 MAX_RATE_HZ = 10000.0
 MAX_QOS_DEPTH = 100000
+# Fast DDS keeps at most this many samples a reader whatever depth it is asked for (its default resource limits,
+# max_samples): a subscription of depth 10000 took 5000 of 6000 published before it took any
+DDS_READER_SAMPLES = 5000
+
+
+def kept_by_dds(depth: int) -> int:
+    """What a keep-last subscription of ``depth`` keeps with Fast DDS's default resource limits."""
+    return min(int(depth), DDS_READER_SAMPLES)
+
+
 MAX_THROTTLE_S = 3600.0
 SECONDS_PARAMETERS = (
     "watchdog_timeout_s",

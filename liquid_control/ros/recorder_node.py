@@ -48,6 +48,7 @@ from liquid_control.conventions.params import (
     camera_info_topic,
     declare_node_parameters,
     discovery_problem,
+    kept_by_dds,
     parameter_value,
     refuse_startup_parameter_changes,
 )
@@ -369,7 +370,7 @@ class BagRecorderNode(Node):
             return
         key = (topic, publisher)
         last = self._last_numbers.get(key)
-        self._last_numbers[key] = number
+        self._last_numbers[key] = number if last is None else max(last, number)  # one taken late is no gap
         if last is not None and number > last + 1:
             self._gaps[topic] += number - last - 1
             self.lost[topic] = max(self._reported_lost[topic], self._gaps[topic])
@@ -409,7 +410,8 @@ class BagRecorderNode(Node):
         for topic in (t for t, n in self.lost.items() if n):
             self.get_logger().warning(
                 f"{self.lost_summary(topic)}: the bag misses them (best-effort publisher over a lossy or saturated "
-                f"link, or the recorder behind by more than its qos_depth, {self.p['qos_depth']} messages)"
+                f"link, or the recorder behind by more than the {kept_by_dds(self.p['qos_depth'])} messages its "
+                "qos_depth keeps)"
             )
         for topic in (t for t in self.counts if self.writer.dropped.get(t)):
             self.get_logger().warning(

@@ -23,12 +23,12 @@ another one while it is being finished is told to wait.
     ros2 launch liquid_control policy.launch.py policy:=runs/from_bags/policy.pt autostart:=true
     liquid-control replay bags/heldout/episode_200 -o bags/replayed --rate 2
 
-The recorder keeps up to ``--qos-depth`` (10000) messages a topic that it has not taken yet: its executor shares
-the CPU with the playback and the node, and behind a 1 kHz IMU's commands by 0.7 s it lost 398 of 3415 past the
-100 a ``liquid-control record`` keeps, without a word (Fast DDS reports no overrun of a keep-last history). Where
-messages are lost anyway (gaps in the publisher's sequence numbers, or DDS's lost count: the recorder's ``lost``),
-the end says how many of how many, and what to change. What DDS had delivered when the playback ended is recorded
-before the bag is finished (``take_delivered``).
+The recorder keeps up to ``--qos-depth`` (5000, the most Fast DDS keeps a reader) messages a topic it has not taken
+yet: its executor shares the CPU with the playback and the node, and behind a 1 kHz IMU's commands by 0.7 s it lost
+398 of 3415 past the 100 a ``liquid-control record`` keeps, without a word (Fast DDS reports no overrun of a
+keep-last history). Where messages are lost anyway (gaps in the publisher's sequence numbers, or DDS's lost count: the
+recorder's ``lost``), the end says how many of how many, and what to change. What DDS had delivered when the
+playback ended is recorded before the bag is finished (``take_delivered``).
 
 With ``command_type: twist_stamped`` every command carries the stamp of the frame it answers, so the recorded
 commands can be matched to the bag's frames (``liquid-control eval --bag`` computes the same commands offline).
@@ -77,7 +77,13 @@ from liquid_control.bags.io import TopicInfo, expand_bags, message_class
 from liquid_control.bags.messages import SENSOR_TYPES
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
-from liquid_control.conventions.params import MAX_QOS_DEPTH, discovery_problem, domain_id_problem
+from liquid_control.conventions.params import (
+    DDS_READER_SAMPLES,
+    MAX_QOS_DEPTH,
+    discovery_problem,
+    domain_id_problem,
+    kept_by_dds,
+)
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
 from liquid_control.ros.entry import unwritable_log_dir
@@ -105,7 +111,7 @@ def publisher_qos(profiles) -> QoSProfile:
 
 # the recorder's history depth (keep last) per topic: deep, a command of every update of a 1 kHz IMU must wait while
 # the recorder is behind (0.7 s seen on 2 cores); a history holds only what was not taken yet (no preallocation)
-REPLAY_QOS_DEPTH = 10000
+REPLAY_QOS_DEPTH = DDS_READER_SAMPLES  # what Fast DDS keeps at most
 
 # the bag's velocity commands are held back from a replay unless named: a policy that reads one gets no input
 HELD_BACK_INPUT_HINT = "if the policy takes one of them as an input, e.g. a target velocity, name it in --topics"
@@ -365,7 +371,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=REPLAY_QOS_DEPTH,
         metavar="N",
         help=f"messages of each recorded topic kept while the recorder is behind (keep last; default "
-        f"{REPLAY_QOS_DEPTH}); a loss past it is counted and said at the end",
+        f"{REPLAY_QOS_DEPTH}, the most Fast DDS keeps a reader by default); a loss past it is counted and said at "
+        "the end",
     )
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: the environment's)")
     parser.add_argument("--allow-truncated", action="store_true", help="replay what a killed recorder left")
@@ -718,12 +725,14 @@ def _interrupted_outside_playback(output: Path, existed: bool) -> str:
 def lost_text(topic: str, lost: int, recorded: int, depth: int) -> str:
     """What the end of a replay says of ``lost`` messages of ``topic`` (the recorder's ``lost``): how many of how
     many the node published while recorded, the likely cause and what to change."""
-    bigger = f"a larger --qos-depth (it was {depth}), " if depth < MAX_QOS_DEPTH else ""
+    kept = kept_by_dds(depth)
+    bigger = f"a larger --qos-depth (it was {depth}), " if kept < DDS_READER_SAMPLES else ""
     return (
         f"{topic}: {lost} of the {recorded + lost} messages published on it while recording are not in the bag "
         f"(gaps in the publisher's sequence numbers, or lost as DDS reported): the recorder fell behind by more than "
-        f"{depth} messages, or a best-effort publisher or the node's command_qos_depth lost them; rerun with "
-        f"{bigger}a lower --rate or fewer other jobs on the machine"
+        f"{kept} messages{' (Fast DDS keeps no more a reader)' if kept < depth else ''}, or a best-effort publisher "
+        f"or the node's command_qos_depth lost them; rerun with {bigger}a lower --rate or fewer other jobs on the "
+        "machine"
     )
 
 
