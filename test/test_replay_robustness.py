@@ -799,7 +799,12 @@ def test_a_replay_records_every_command_of_a_1khz_imu_policy_while_behind_and_sa
     # a depth past what Fast DDS keeps a reader is said as what it keeps, with no advice to raise it further
     from liquid_control.ros.replay import lost_text
 
-    text = lost_text("/wheel_torques", 1000, 5020, 10000)
-    assert "behind by more than 5000 messages (Fast DDS keeps no more a reader)" in text and "--qos-depth" not in text
+    monkeypatch.delenv("RMW_IMPLEMENTATION", raising=False)
+    for depth in (5000, 10000):
+        text = lost_text("/wheel_torques", 1000, 5020, depth)
+        assert "behind by more than 5000 messages" in text and "--qos-depth" not in text, text
+    assert "(Fast DDS keeps no more a reader)" in text
+    monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_cyclonedds_cpp")  # no such cap there
+    assert "behind by more than 10000 messages, " in lost_text("/wheel_torques", 1000, 5020, 10000)
     with BagReader(tmp_path / "short") as reader:
         assert reader.topics["/wheel_torques"].count == 300 - lost

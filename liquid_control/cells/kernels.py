@@ -133,6 +133,14 @@ def path_of(ran: list) -> str | None:
     return native.describe(compiled_ran=any(backend == "compiled" for _, _, backend in ran))
 
 
+def path_for(core, purpose: str, dtype: torch.dtype = torch.float32) -> str:
+    """The kernel path ``core`` takes here for ``purpose`` (``native.describe``): the compiled kernels where they
+    load and take this core (the step kernels only up to STEP_KERNEL_MAX_BATCH lanes: a larger batch's steps run the
+    torch graph), else torch. What a record of its results says: the arithmetic's last bits follow it."""
+    cls = core.kernels.get("compiled") if hasattr(core, "kernels") else None
+    return native.describe(compiled_ran=cls is not None and cls.supports(core, dtype, purpose))
+
+
 def _weight_tables(core) -> tuple[tuple, tuple]:
     """``(dicts, names)`` of every parameter and buffer of ``core`` and its submodules: reading the tensors through
     them each step is ~10x cheaper than ``core.parameters()``, and sees tensors swapped in by name

@@ -93,9 +93,14 @@ MAX_QOS_DEPTH = 100000
 DDS_READER_SAMPLES = 5000
 
 
-def kept_by_dds(depth: int) -> int:
-    """What a keep-last subscription of ``depth`` keeps with Fast DDS's default resource limits."""
-    return min(int(depth), DDS_READER_SAMPLES)
+def kept_by_dds(depth: int, environ=None) -> int:
+    """What a keep-last subscription of ``depth`` keeps: with Fast DDS (ROS's default middleware) and its default
+    resource limits at most DDS_READER_SAMPLES; another middleware's (``RMW_IMPLEMENTATION``) all of it."""
+    import os
+
+    rmw = (os.environ if environ is None else environ).get("RMW_IMPLEMENTATION", "")
+    fast_dds = rmw in ("", "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
+    return min(int(depth), DDS_READER_SAMPLES) if fast_dds else int(depth)
 
 
 MAX_THROTTLE_S = 3600.0

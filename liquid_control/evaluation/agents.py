@@ -104,6 +104,14 @@ def load_cached_policy(path: str, sha: str | None):
     return _POLICY_CACHE[key]
 
 
+def kernel_path(policy) -> str:
+    """What an episode's record says of the kernels the policy's cells take in this process (``kernels``: its
+    CPU's and settings'; the last bits, and so some closed-loop outcomes, follow them)."""
+    from liquid_control.cells import kernels
+
+    return kernels.path_for(policy.core, "step")
+
+
 def make_agent(checkpoint: str | None, checkpoint_sha: str | None, env):
     """The expert when ``checkpoint`` is None, else a PolicyAgent for the (cached) checkpoint."""
     if checkpoint is None:

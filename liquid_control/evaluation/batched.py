@@ -23,7 +23,6 @@ from collections import OrderedDict, deque
 import numpy as np
 import torch
 
-from liquid_control.cells import kernels
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.episode import EpisodeTally
 from liquid_control.evaluation.plan import DEFAULT_LANES, EpisodeJob
@@ -190,25 +189,24 @@ def run_batch(jobs: list[EpisodeJob], lanes: int | None = None, pool: WorldPool 
         driver.reset_lane(lane)
         running[lane] = [index, EpisodeTally(job, info), obs]
 
-    with kernels.recording() as ran:  # which kernels the cells ran here (this worker's: its CPU, its settings)
-        for lane in range(lanes):
-            start(lane)
-        while running:
-            active = sorted(running)
-            actions = driver.act(active, [running[lane][2] for lane in active])
-            for lane, action in zip(active, actions):
-                index, tally, obs = running[lane]
-                action = tally.before_step(action, obs)
-                obs, reward, terminated, truncated, info = envs[lane].step(action.astype(np.float32))
-                tally.after_step(obs, reward, info)
-                running[lane][2] = obs
-                if terminated or truncated:
-                    records[index] = tally.record(info)
-                    del running[lane]
-                    if queue:
-                        start(lane)
-    path = kernels.path_of(ran)
-    if path is not None:
+    for lane in range(lanes):
+        start(lane)
+    while running:
+        active = sorted(running)
+        actions = driver.act(active, [running[lane][2] for lane in active])
+        for lane, action in zip(active, actions):
+            index, tally, obs = running[lane]
+            action = tally.before_step(action, obs)
+            obs, reward, terminated, truncated, info = envs[lane].step(action.astype(np.float32))
+            tally.after_step(obs, reward, info)
+            running[lane][2] = obs
+            if terminated or truncated:
+                records[index] = tally.record(info)
+                del running[lane]
+                if queue:
+                    start(lane)
+    if first.checkpoint is not None:  # the kernels its cells take here (this worker's: its CPU, its settings)
+        path = agents.kernel_path(policy)
         for record in records:
             record["kernels"] = path
     return records

@@ -117,7 +117,10 @@ def run_episode(job: EpisodeJob, recorder=None) -> dict:
                 break
         if recorder is not None:
             recorder(obs, None, info, getattr(agent, "state", None))
-        return tally.record(info)
+        record = tally.record(info)
+        if job.checkpoint is not None:  # as run_batch's records say it
+            record["kernels"] = agents.kernel_path(agent.policy)
+        return record
     finally:
         env.close()
 

@@ -125,8 +125,10 @@ def evaluate(
         )
         records = log.records_for(jobs)
         csv_path, json_path = write_tables(records, out_dir)
-        kernels = provenance.episode_kernels(records)
-        if kernels and " episodes) and " in kernels:  # e.g. a --resume on the other path, a Ray node of another CPU
+        paths = provenance.episode_kernels(records)
+        kernels = provenance.kernels_text(paths)
+        if len([path for path in paths if path != provenance.NOT_RECORDED]) > 1:  # a --resume on the other path, a
+            # Ray node of another CPU: the warning, where a report of hours would otherwise just show the numbers
             print(
                 f"liquid-control eval: warning: the report's episodes ran on {kernels}: their last bits differ, so "
                 "some closed loops may end otherwise than on one path (docs/ood.md); rerun into a new --out on one "

@@ -15,6 +15,7 @@ from liquid_control.evaluation.errors import EvaluationSetupError
 from liquid_control.json_text import load_json
 from liquid_control.paths import code_commit
 from liquid_control.processes import available_cpus, cgroup_cpu_quota
+from liquid_control.shown import counted
 
 SITTING_NAME = "provenance.sitting.json"
 HEARTBEAT_S = 60.0
@@ -239,24 +240,33 @@ _RUN_KEYS = (
 _PART_KEYS = (*_RUN_KEYS, "training_wall_time_s", "ran_no_episodes", "report_rewritten")
 
 
-def episode_kernels(records: list[dict]) -> str | None:
-    """The cells' kernel paths the episodes of ``records`` ran on (each record's ``kernels``, written where it ran:
-    a pool or Ray worker's own), with their counts where more than one: compiled and torch, AVX-512 and AVX2 round
-    differently in the last bits, and so end some closed loops otherwise. None where no episode ran a cell (the
-    expert) or none recorded it (before 2026-12-06)."""
+NOT_RECORDED = "not recorded"
+_STEP_NOTE = " (the compiled step kernels take up to 16 lanes at once: the steps of a larger batch run the torch graph)"
+
+
+def episode_kernels(records: list[dict]) -> dict[str, int]:
+    """How many episodes of ``records`` ran on each kernel path of the cells (each record's ``kernels``, written where
+    it ran: a pool or Ray worker's own CPU and settings; NOT_RECORDED for records from before 2026-12-06); the
+    expert's, which run no cell, are left out. Compiled and torch, AVX-512 and AVX2 round differently in the last
+    bits, and so end some closed loops otherwise."""
     counts: dict[str, int] = {}
     for record in records:
         if not record.get("checkpoint_sha"):  # the expert's: no cell
             continue
         path = record.get("kernels")
-        path = path if isinstance(path, str) else "not recorded"
+        path = path if isinstance(path, str) else NOT_RECORDED
         counts[path] = counts.get(path, 0) + 1
-    recorded = [path for path in counts if path != "not recorded"]
-    if not recorded:
+    return counts
+
+
+def kernels_text(counts: dict[str, int]) -> str | None:
+    """``episode_kernels``' counts as the report says them: the one path alone, or each with its count; None where
+    none was recorded."""
+    if not [path for path in counts if path != NOT_RECORDED]:
         return None
     if len(counts) == 1:
-        return recorded[0]
-    return " and ".join(f"{path} ({counts[path]} episodes)" for path in counts)
+        return next(iter(counts))
+    return " and ".join(f"{path} ({counted(n, 'episode')})" for path, n in counts.items())
 
 
 def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
@@ -291,7 +301,11 @@ def markdown(prov: dict) -> list[str]:
         f"- Command: `{prov['command'] or '(from Python)'}`{_in_folder(prov)}",
         f"- Commit: `{prov['commit']}`",
         f"- Machine: {prov['machine']}; {prov['software']}",
-        *([f"- The cells' kernels in its episodes: {prov['kernels']}"] if prov.get("kernels") else []),
+        *(
+            [f"- The cells' kernels in its episodes: {prov['kernels']}" + _STEP_NOTE * ("compiled" in prov["kernels"])]
+            if prov.get("kernels")
+            else []
+        ),  # fmt: skip
         f"- Started {prov['started_utc']}; wall time **{prov['wall_time_s']:.0f} s ({hours:.2f} h)**"
         + (f"; load average at the end {prov['load_average_at_end']}" if prov.get("load_average_at_end") else ""),
     ]

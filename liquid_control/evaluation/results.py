@@ -274,5 +274,6 @@ def write_tables(records: list[dict], out_dir: str) -> tuple[str, str]:
         for record in records:
             writer.writerow(record)
     with naming(json_path), atomic_write(json_path, "w", encoding="utf-8") as fh:
-        json.dump(records, fh, indent=1, sort_keys=True)
+        # without each record's batch (its seeds, for the log's resume): it would double a headline run's file
+        json.dump([{k: v for k, v in r.items() if k != "batch"} for r in records], fh, indent=1, sort_keys=True)
     return csv_path, json_path

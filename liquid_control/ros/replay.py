@@ -726,7 +726,7 @@ def lost_text(topic: str, lost: int, recorded: int, depth: int) -> str:
     """What the end of a replay says of ``lost`` messages of ``topic`` (the recorder's ``lost``): how many of how
     many the node published while recorded, the likely cause and what to change."""
     kept = kept_by_dds(depth)
-    bigger = f"a larger --qos-depth (it was {depth}), " if kept < DDS_READER_SAMPLES else ""
+    bigger = f"a larger --qos-depth (it was {depth}), " if kept_by_dds(depth + 1) > kept else ""
     return (
         f"{topic}: {lost} of the {recorded + lost} messages published on it while recording are not in the bag "
         f"(gaps in the publisher's sequence numbers, or lost as DDS reported): the recorder fell behind by more than "

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from liquid_control.atomic_file import atomic_write
-from liquid_control.cells import SolverDivergedError, native
+from liquid_control.cells import SolverDivergedError, kernels
 from liquid_control.cells.checkpoint import read_plain_torch_file
 from liquid_control.conventions import training_record
 from liquid_control.paths import code_commit
@@ -603,7 +603,11 @@ class TrainingRun:
             **({"working_directory": self.working_directory} if self.working_directory else {}),
             "torch": str(torch.__version__),
             # the cells' path (compiled or torch round otherwise in the last bits): torch for a core without one
-            "kernels": native.describe(compiled_ran="compiled" in getattr(selected.core, "kernels", {})),
+            "kernels": (
+                kernels.path_for(selected.core, "sequence")
+                if self.config["training"].get("sequence_kernel") != "stepwise"
+                else "torch (training.sequence_kernel: stepwise)"
+            ),
             "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
             "training_dt_max_s": round(self.longest_dt, 6),
         }
