@@ -1818,23 +1818,28 @@ def test_a_batch_whose_log_write_was_cut_short_runs_again_whole_on_resume(tmp_pa
 def test_a_ctrl_c_while_a_batch_is_logged_comes_once_the_whole_batch_is_written(tmp_path, monkeypatch):
     """Before: each record of a batch was its own write, and a Ctrl-C between them kept part of the batch (the probe:
     4 lines with --lanes 3), which --resume ran with other episodes in another batch. Now the batch is one write and
-    the interrupt comes after it."""
+    an interrupt during it comes after it (held off: without the hold this test keeps one line)."""
     import signal
 
     plan = build_plan(["expert"], ["in_distribution"], 5)
     out, seeds = str(tmp_path / "run"), [j.episode_seed for j in plan.jobs]
-    log, real_fsync = os.path.join(out, LOG_NAME), os.fsync
+    log, real_write = os.path.join(out, LOG_NAME), os.write
 
-    def ctrl_c_at_the_log(fd):
-        if os.path.exists(log) and os.path.samestat(os.fstat(fd), os.stat(log)):
+    def ctrl_c_in_the_middle_of_the_write(fd, data):
+        # the first write to the log takes its first line only (a write cut short, as on a busy disk) and a Ctrl-C
+        # comes then: held off, the rest of the batch is still written before it is raised
+        if os.path.exists(log) and os.path.samestat(os.fstat(fd), os.stat(log)) and not os.path.getsize(log):
+            first = bytes(data).index(b"\n") + 1
+            written = real_write(fd, bytes(data)[:first])
             os.kill(os.getpid(), signal.SIGINT)
-        real_fsync(fd)
+            return written
+        return real_write(fd, data)
 
-    monkeypatch.setattr(os, "fsync", ctrl_c_at_the_log)
+    monkeypatch.setattr(os, "write", ctrl_c_in_the_middle_of_the_write)
     quiet = {"backend": "serial", "progress": False, "example": False, "saliency": False, "lanes": 3}
     with pytest.raises(KeyboardInterrupt):
         evaluate(plan, out, **quiet)
-    monkeypatch.setattr(os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "write", real_write)
     assert [r["episode_seed"] for r in read_log(log)] == seeds[:3]
     ran = batches_run(monkeypatch)
     evaluate(plan, out, resume=True, **quiet)
