@@ -93,11 +93,17 @@ MAX_QOS_DEPTH = 100000
 DDS_READER_SAMPLES = 5000
 
 
+def qos_depth_problem(depth) -> str | None:
+    """Why ``depth`` is no queue depth a subscription or publisher can take (the nodes' ``*_qos_depth``, the
+    recorder's ``qos_depth``, replay's ``--qos-depth``), or None."""
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_QOS_DEPTH:
+        return f"must be an integer in [1, {MAX_QOS_DEPTH}], got {shown(depth)}"
+    return None
+
+
 def kept_by_dds(depth: int, environ=None) -> int:
     """What a keep-last subscription of ``depth`` keeps: with Fast DDS (ROS's default middleware) and its default
     resource limits at most DDS_READER_SAMPLES; another middleware's (``RMW_IMPLEMENTATION``) all of it."""
-    import os
-
     rmw = (os.environ if environ is None else environ).get("RMW_IMPLEMENTATION", "")
     fast_dds = rmw in ("", "rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp")
     return min(int(depth), DDS_READER_SAMPLES) if fast_dds else int(depth)
@@ -389,9 +395,8 @@ def policy_node_parameter_problems(
             f"got {shown(lag)}"
         )
     for name in ("camera_qos_depth", "imu_qos_depth", "command_qos_depth"):
-        v = values[name]
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_QOS_DEPTH:
-            problems.append(f"{name}: must be an integer in [1, {MAX_QOS_DEPTH}], got {shown(v)}")
+        if problem := qos_depth_problem(values[name]):
+            problems.append(f"{name}: {problem}")
     for name in TOPIC_PARAMETERS:
         problem = topic_name_problem(values[name])
         if problem:

@@ -241,7 +241,6 @@ _PART_KEYS = (*_RUN_KEYS, "training_wall_time_s", "ran_no_episodes", "report_rew
 
 
 NOT_RECORDED = "not recorded"
-_STEP_NOTE = " (the compiled step kernels take up to 16 lanes at once: the steps of a larger batch run the torch graph)"
 
 
 def episode_kernels(records: list[dict]) -> dict[str, int]:
@@ -292,6 +291,18 @@ def _in_folder(part: dict) -> str:
     return f" in `{part['working_directory']}`" if part.get("working_directory") else ""
 
 
+def _step_note(kernels: str) -> str:
+    """Where compiled kernels ran: that their step kernels take a batch of at most so many lanes."""
+    if "compiled" not in kernels:
+        return ""
+    from liquid_control.cells.kernels import STEP_KERNEL_MAX_BATCH
+
+    return (
+        f" (the compiled step kernels take up to {STEP_KERNEL_MAX_BATCH} lanes at once: the steps of a larger batch "
+        "run the torch graph)"
+    )
+
+
 def markdown(prov: dict) -> list[str]:
     """The provenance as the lines of a report's header."""
     hours = prov["wall_time_s"] / 3600.0
@@ -302,7 +313,7 @@ def markdown(prov: dict) -> list[str]:
         f"- Commit: `{prov['commit']}`",
         f"- Machine: {prov['machine']}; {prov['software']}",
         *(
-            [f"- The cells' kernels in its episodes: {prov['kernels']}" + _STEP_NOTE * ("compiled" in prov["kernels"])]
+            [f"- The cells' kernels in its episodes: {prov['kernels']}{_step_note(prov['kernels'])}"]
             if prov.get("kernels")
             else []
         ),  # fmt: skip

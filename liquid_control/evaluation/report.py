@@ -628,11 +628,16 @@ def remove_stale_figures(out_dir: str, report: str) -> None:
                 pass
 
 
+def unshifted(shifts: list[str]) -> list[str]:
+    """The training distribution's run among ``shifts`` (a list of it, or empty): the figures' first column."""
+    return [s for s in shifts if not shift_kinds(s)][:1]
+
+
 def trace_shifts(shifts: list[str], camera: bool) -> list[str]:
     """The neuron traces' columns: the training distribution where evaluated, then the first shift that changes what
     the policy senses (with a camera the first visual shift first; without one, a visual-only shift changes nothing
     it reads); one column where there is only one of the two, the first shift evaluated where there is neither."""
-    home = [s for s in shifts if not shift_kinds(s)][:1]
+    home = unshifted(shifts)
     visual = visual_shifts(shifts) if camera else []
     sensed = visual + [s for s in shifts if shift_kinds(s) - {"visual"} and s not in visual]
     return (home + sensed[:1]) or shifts[:1]
@@ -662,7 +667,7 @@ def write_saliency(plan: EvaluationPlan, out_dir: str, records: list[dict]) -> l
         ]
     visual = visual_shifts(plan.shifts)
     # the training distribution first; a report of sensor shifts alone: the camera under the first of them
-    columns = ([s for s in plan.shifts if not shift_kinds(s)][:1] + visual) or plan.shifts[:1]
+    columns = (unshifted(plan.shifts) + visual) or plan.shifts[:1]
     if seeing:
         spec = seeing[0][0]
         rendered = {}  # camera size -> the expert's frames: the first policy's world, at each policy's camera size

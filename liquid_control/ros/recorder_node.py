@@ -43,13 +43,13 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from liquid_control.bags import BagError, BagReader, BagWriter
 from liquid_control.bags.io import BEHIND_CACHE_BYTES, message_class, metadata_counts, qos_dict, split_limit_refusal
 from liquid_control.conventions.params import (
-    MAX_QOS_DEPTH,
     MAX_SECONDS,
     camera_info_topic,
     declare_node_parameters,
     discovery_problem,
     kept_by_dds,
     parameter_value,
+    qos_depth_problem,
     refuse_startup_parameter_changes,
 )
 from liquid_control.paths import user_path
@@ -118,9 +118,8 @@ def recorder_parameter_problems(p: dict) -> list[str]:
         problems.append(
             f"discovery_period_s: must be a number of seconds in [0.001, {MAX_SECONDS:g}], got {shown(period)}"
         )
-    depth = p["qos_depth"]
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_QOS_DEPTH:
-        problems.append(f"qos_depth: must be an integer in [1, {MAX_QOS_DEPTH}], got {shown(depth)}")
+    if problem := qos_depth_problem(p["qos_depth"]):
+        problems.append(f"qos_depth: {problem}")
     if not isinstance(p["compression"], bool):
         problems.append(f"compression: must be true or false (a boolean), got {shown(p['compression'])}")
     size = p["max_bag_size"]

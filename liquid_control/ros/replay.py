@@ -79,10 +79,10 @@ from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
 from liquid_control.conventions.params import (
     DDS_READER_SAMPLES,
-    MAX_QOS_DEPTH,
     discovery_problem,
     domain_id_problem,
     kept_by_dds,
+    qos_depth_problem,
 )
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
@@ -412,8 +412,8 @@ def replay(args, gone=None) -> dict:
     if not args.max_gap > 0:  # NaN or <= 0: every message would count as after a silence
         raise ValueError(f"--max-gap must be a number of seconds > 0 (inf: no limit), got {args.max_gap}")
     depth = getattr(args, "qos_depth", REPLAY_QOS_DEPTH)
-    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_QOS_DEPTH:
-        raise ValueError(f"--qos-depth must be an integer in [1, {MAX_QOS_DEPTH}], got {depth}")
+    if problem := qos_depth_problem(depth):
+        raise ValueError(f"--qos-depth {problem}")
     # a domain outside 0..232 (rclpy's RuntimeError, Fast-DDS's port error), discovery off (the policy node would never
     # see the replayed topics), a log folder rclpy.init cannot use (a traceback): refused as sim and view refuse them
     problem = domain_id_problem(args.domain_id) or discovery_problem() or unwritable_log_dir()
