@@ -415,6 +415,27 @@ def warning_signals_ignored():
             signal.signal(signum, handler)
 
 
+@contextmanager
+def ctrl_c_blocked():
+    """Within the block SIGINT is blocked in the calling thread (not ignored: one that arrives waits, and comes after
+    the block), so a process it starts begins with SIGINT blocked: the signal mask survives fork and exec, and
+    Python's start-up leaves it as it is. Where signal masks do not exist (Windows), nothing."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ctrl_c_unblocked() -> None:
+    """SIGINT unblocked in the calling thread (started from :func:`ctrl_c_blocked`)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def _start_resource_tracker() -> None:
     """Start multiprocessing's resource tracker (the process a spawned pool's semaphores are registered with)
     ignoring :data:`WARNING_SIGNALS`, as the pool's workers do (the tracker resets only SIGINT and SIGTERM): a batch

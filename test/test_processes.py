@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -67,6 +68,29 @@ def test_a_batch_systems_early_warning_during_a_workers_start_up_does_not_end_it
         worker = pool.submit(os.getpid).result(timeout=120)
     assert worker != os.getpid()
     assert signal.getsignal(signum) is before
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_ctrl_c_while_a_pool_worker_starts_up_ends_it_quietly(capfd):
+    """Before: a pool worker started with Python's default Ctrl-C, so a Ctrl-C to the process group while it started
+    (an eval interrupted as its pool came up) ended it in its start-up with 'Fatal Python error: init_import_site
+    ... KeyboardInterrupt' or a traceback, under the parent's own 'interrupted' line. Here Ctrl-C reaches the worker
+    every millisecond from its start: it ends with the workers' quiet exit, nothing printed."""
+    from liquid_control.spawn_context import WorkerContext
+
+    worker = WorkerContext().Process(target=time.sleep, args=(120,))
+    worker.start()
+    deadline = time.monotonic() + 120
+    while worker.exitcode is None and time.monotonic() < deadline:
+        try:
+            os.kill(worker.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.001)
+    worker.join(timeout=10)
+    err = capfd.readouterr().err
+    assert worker.exitcode == 128 + signal.SIGINT, (worker.exitcode, err)
+    assert "Traceback" not in err and "Fatal Python error" not in err, err
 
 
 SCRIPT_WHOSE_EXIT_HANGS = """

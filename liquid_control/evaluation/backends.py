@@ -46,7 +46,6 @@ from liquid_control.processes import (  # available_cpus: part of this module's 
     interrupt_in_ctypes,
     keep_freed_memory,
     more_workers_than_cpus,
-    quiet_ctrl_c_in_worker,
     run_keeping_warnings,
     spawn_pool,
 )
@@ -54,7 +53,6 @@ from liquid_control.processes import (  # available_cpus: part of this module's 
 
 def _init_worker() -> None:
     """One thread per worker: the parallelism is across batches, and results match the serial backend."""
-    quiet_ctrl_c_in_worker()  # the evaluation process says what is kept; before: a traceback per idle worker
     die_with_parent()
     keep_freed_memory()
     os.environ.setdefault("MUJOCO_GL", "egl")

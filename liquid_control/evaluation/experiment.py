@@ -197,9 +197,8 @@ def init_training_worker() -> None:
 
     from tqdm import tqdm
 
-    from liquid_control.processes import die_with_parent, quiet_ctrl_c_in_worker
+    from liquid_control.processes import die_with_parent
 
-    quiet_ctrl_c_in_worker()
     die_with_parent()
     tqdm.set_lock(threading.RLock())
 

@@ -24,7 +24,6 @@ from liquid_control.processes import (
     WorkerPoolError,
     die_with_parent,
     keep_freed_memory,
-    quiet_ctrl_c_in_worker,
     run_keeping_warnings,
     spawn_pool,
     terminate_workers,
@@ -214,7 +213,6 @@ _WORKER: dict = {}  # in a worker process: its config, world and policy
 
 
 def _init_worker(config: dict) -> None:
-    quiet_ctrl_c_in_worker()
     die_with_parent()  # a training process killed with SIGTERM or SIGKILL left its workers running, for good
     keep_freed_memory()
     torch.set_num_threads(1)  # one sample per step; as the training process runs its episodes
