@@ -1053,6 +1053,12 @@ def test_a_card_names_the_code_that_trained_its_policy(tmp_path, monkeypatch):
     path = model_card.write_card("x", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine")
     assert model_card.read_card(path)["training"]["code"] == commit
     assert f"code: {commit}." in model_card.split_card(path)[1]
+    # a run resumed on the other kernel path records both parts' paths (a list, as its code); the card kept neither
+    parts = ["compiled kernels (x86_64)", "torch (LIQUID_CONTROL_NATIVE=0)"]
+    save_policy(tmp_path / "run" / "policy.pt", shipped, dict(shipped.metadata, code=commit, kernels=parts))
+    path = model_card.write_card("y", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine")
+    assert model_card.read_card(path)["training"]["kernels"] == parts
+    assert "cells on compiled kernels (x86_64), then torch (LIQUID_CONTROL_NATIVE=0)" in model_card.split_card(path)[1]
 
 
 def _running(pid: int) -> bool:

@@ -511,9 +511,11 @@ def test_a_full_disk_is_a_message_naming_the_file_and_resume_continues(tmp_path)
     assert (out / "policy.pt").is_file()
 
 
-def test_a_policy_records_the_code_that_trained_it_also_across_a_resume(tmp_path, monkeypatch):
+def test_a_policy_records_the_code_and_kernels_that_trained_it_also_across_a_resume(tmp_path, monkeypatch):
     """Before: a run folder recorded the torch version but not the code's commit (or installed version), so a
-    policy in a paper could not be traced to the code that trained it."""
+    policy in a paper could not be traced to the code that trained it; and a run resumed on the other kernel path
+    (``LIQUID_CONTROL_NATIVE=0``, another CPU) recorded the last part's path alone, though the first part's weights
+    came from the other's last bits."""
     from liquid_control import paths
     from liquid_control.policy import load_policy
 
@@ -528,13 +530,18 @@ def test_a_policy_records_the_code_that_trained_it_also_across_a_resume(tmp_path
         raise KeyboardInterrupt
 
     monkeypatch.setattr(training_run, "code_commit", lambda: "aaaa")
+    monkeypatch.setattr(training_run.TrainingRun, "kernel_path", lambda self: "compiled kernels (here)")
     monkeypatch.setattr(training_run.TrainingRun, "evaluate", killed_after_round_0)
     with pytest.raises(KeyboardInterrupt):
         trainer.train(config, tmp_path / "r", progress=False, log=lambda message: None)
     monkeypatch.setattr(training_run.TrainingRun, "evaluate", real_evaluate)
     monkeypatch.setattr(training_run, "code_commit", lambda: "bbbb")  # the checkout moved on before the resume
+    monkeypatch.setattr(training_run.TrainingRun, "kernel_path", lambda self: "torch (LIQUID_CONTROL_NATIVE=0)")
     resumed = trainer.train(config, tmp_path / "r", resume=True, progress=False, log=lambda message: None)
     assert load_policy(resumed.policy_path).metadata["code"] == ["aaaa", "bbbb"]
+    assert load_policy(resumed.policy_path).metadata["kernels"] == [
+        "compiled kernels (here)", "torch (LIQUID_CONTROL_NATIVE=0)"
+    ]  # fmt: skip
 
 
 def test_more_workers_or_threads_than_cpus_are_said(tmp_path, monkeypatch):

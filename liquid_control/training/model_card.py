@@ -538,7 +538,8 @@ def _write_card(
             "wall_clock_s": meta.get("training_wall_s"),
             "machine": machine_note,
             # the cells' path in training (policy files since 2026-12-06): its last bits, so its weights, follow it
-            **({"kernels": meta["kernels"]} if isinstance(meta.get("kernels"), str) else {}),
+            # (a list: a resumed run's parts ran on different paths)
+            **({"kernels": meta["kernels"]} if isinstance(meta.get("kernels"), (str, list)) else {}),
         },
         "in_distribution": in_distribution,
         "check": check_section(measured, check_episodes, in_distribution),
@@ -562,7 +563,9 @@ def _write_card(
             card["onnx"] = {"file": f"{name}.onnx", "max_abs_diff_vs_torch": float(f"{diff:.3g}")}
         code = card["training"]["code"]
         code = code if isinstance(code, str) else ", then ".join(map(str, code))  # a resumed run's parts
-        trained_on = f", cells on {card['training']['kernels']}" if card["training"].get("kernels") else ""
+        trained_on = card["training"].get("kernels") or ""
+        trained_on = trained_on if isinstance(trained_on, str) else ", then ".join(map(str, trained_on))
+        trained_on = f", cells on {trained_on}" if trained_on else ""
         body = f"""
 # {name}
 

@@ -137,6 +137,7 @@ class TrainingRun:
         self.started_from = None  # {"path", "sha256"} of the policy whose weights the run started from (init_from)
         self.resumed_finished = False  # resumed after it wrote policy.pt: nothing to do, the file kept
         self.code = [code_commit()]  # the code of each part of the run that differed from the one before
+        self.kernels = [self.kernel_path()]  # the cells' path of each part that differed from the one before
         self.threads = 1  # --threads of the run (train sets it; None: not known): recorded, so a resume keeps it
         self.working_directory = None  # where the run's first command ran (train sets it; None: not recorded)
         self.epoch_lines = not progress  # a line per epoch through log where no bar shows it (train may set it)
@@ -177,6 +178,7 @@ class TrainingRun:
                 "command": self.command,  # the run's first command: the one that reproduces it
                 "working_directory": self.working_directory,  # and where it ran: its relative paths'
                 "code": self.code,
+                "kernels": self.kernels,
                 "threads": self.threads,  # a resume with another count would train another policy: refused
             },
             self.checkpoint_path,
@@ -197,7 +199,15 @@ class TrainingRun:
             self.command, self.working_directory = ck["command"], ck.get("working_directory")
         code = list(ck.get("code") or ["not recorded (checkpoint of an older version)"])
         self.code = code if code[-1] == self.code[0] else code + self.code
+        paths = list(ck.get("kernels") or ["not recorded (checkpoint of an older version)"])
+        self.kernels = paths if paths[-1] == self.kernels[0] else paths + self.kernels
         self.resumed_finished = self.finished() and (self.out / "policy.pt").is_file()
+
+    def kernel_path(self) -> str:
+        """The path the cells take in this process's training (torch for a core without compiled kernels)."""
+        if self.config["training"].get("sequence_kernel") == "stepwise":
+            return "torch (training.sequence_kernel: stepwise)"
+        return kernels.path_for(self.policy.core, "sequence")
 
     def start_from(self, state_dict: dict, record: dict) -> None:
         """A warm start (fine-tuning, e.g. the deployed policy on the next round's bags): the weights and input
@@ -602,12 +612,8 @@ class TrainingRun:
             "command": self.command or "",
             **({"working_directory": self.working_directory} if self.working_directory else {}),
             "torch": str(torch.__version__),
-            # the cells' path (compiled or torch round otherwise in the last bits): torch for a core without one
-            "kernels": (
-                kernels.path_for(selected.core, "sequence")
-                if self.config["training"].get("sequence_kernel") != "stepwise"
-                else "torch (training.sequence_kernel: stepwise)"
-            ),
+            # the cells' path (compiled or torch round otherwise in the last bits; a list: a resumed run's parts)
+            "kernels": self.kernels[0] if len(self.kernels) == 1 else list(self.kernels),
             "code": self.code[0] if len(self.code) == 1 else list(self.code),  # commit (or version) that trained it
             "training_dt_max_s": round(self.longest_dt, 6),
         }
