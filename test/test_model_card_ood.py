@@ -229,6 +229,23 @@ def test_the_measuring_processes_without_bars_write_a_line_at_each_tenth(capfd):
         assert len(lines) == 3, err
 
 
+def test_the_measuring_processes_of_a_run_are_labelled_by_its_shipped_name(tmp_path, capfd):
+    """Before: shipping a run (``--run RUN --name NAME``) measured RUN/policy.pt, and both processes' lines and bars
+    were labelled 'policy', the file's name."""
+    import shutil
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.training import model_card
+
+    (tmp_path / "run").mkdir()
+    shutil.copyfile(policies_dir() / "cfc_rover.pt", tmp_path / "run" / "policy.pt")
+    model_card.measure_both_paths(tmp_path / "run" / "policy.pt", 1, progress=False, name="my_rover")
+    err = capfd.readouterr().err
+    for path in ("compiled", "torch"):
+        assert f"model_card: my_rover, {path} path: 1/1 episodes done" in err, err
+    assert "model_card: policy," not in err, err
+
+
 def test_a_measuring_line_counts_the_successes_not_the_episodes(monkeypatch):
     """The line of each tenth says the successes so far, whatever the episodes' outcomes (the subprocess test above
     sees a failure only where a closed-loop episode happens to fail on this machine's kernels)."""

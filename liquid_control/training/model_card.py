@@ -81,9 +81,12 @@ def min_check_successes(n: int, reference: float, false_alarm: float = CHECK_FAL
     return k
 
 
-def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = False, log=None) -> list[bool]:
+def measure_outcomes(
+    policy_path: str | Path, episodes: int, progress: bool = False, log=None, label: str | None = None
+) -> list[bool]:
     """Success of each in-distribution episode (env seeds 0..episodes-1) of the policy alone, in this process.
-    ``log``: called with a line at each tenth of the episodes (where no bar shows progress: a CI log)."""
+    ``log``: called with a line at each tenth of the episodes (where no bar shows progress: a CI log). ``label``:
+    the bar's (the policy file's name by default)."""
     from tqdm import tqdm
 
     from liquid_control.policy import PolicyAgent
@@ -95,7 +98,7 @@ def measure_outcomes(policy_path: str | Path, episodes: int, progress: bool = Fa
     agent = PolicyAgent(policy)
     try:
         outcomes = []
-        for seed in tqdm(range(episodes), desc=Path(policy_path).stem, disable=not progress, file=sys.stderr):
+        for seed in tqdm(range(episodes), desc=label or Path(policy_path).stem, disable=not progress, file=sys.stderr):
             outcomes.append(bool(rollout(env, agent, beta=0.0, seed=seed, record=False).success))
             done = len(outcomes)
             if log is not None and done * 10 // episodes > (done - 1) * 10 // episodes:
@@ -141,12 +144,18 @@ PARENT_ENV = "LIQUID_CONTROL_CARD_PARENT"  # the card's process, for its measuri
 
 
 def measure_both_paths(
-    policy_path: str | Path, episodes: int, threads: int = 1, cache: Path | None = None, progress: bool = True
+    policy_path: str | Path,
+    episodes: int,
+    threads: int = 1,
+    cache: Path | None = None,
+    progress: bool = True,
+    name: str | None = None,
 ) -> dict[str, dict]:
     """Outcomes on the compiled and on the torch kernel path, two processes side by side:
     ``{"compiled"|"torch": {"kernel_path": str, "outcomes": [bool]}}``. With ``cache`` (a folder) each
     path's outcomes are kept in ``<policy>.<path>.<episodes>.json`` and reused (the same file, bit for bit).
     ``progress``: each process draws a bar on stderr; else it writes a line there at each tenth of its episodes.
+    ``name`` labels both (the shipped name; by default the file's, ``policy`` for a run's ``policy.pt``).
 
     The two processes end with this one, however it ends (before, they measured on for up to hours): an
     interrupt (Ctrl-C, SIGTERM) or a failure here terminates them, and they get SIGTERM when it is killed
@@ -172,6 +181,7 @@ def measure_both_paths(
                 str(episodes),
             ]
             argv += ["--threads", str(threads)] + ([] if progress else ["--no-progress"])
+            argv += ["--name", name] if name else []
             procs[path] = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
         for path, proc in procs.items():  # stdout is one line of JSON at the end: read one after the other
             out, _ = proc.communicate()
@@ -471,7 +481,7 @@ def _write_card(
         except ExportError as exc:
             not_exported = str(exc)
             print(f"{source}: {not_exported}: {name}.pt ships without an ONNX export", file=sys.stderr)
-    measured = measure_both_paths(source, episodes, cache=cache, progress=progress)
+    measured = measure_both_paths(source, episodes, cache=cache, progress=progress, name=name)
     in_distribution = in_distribution_section(measured, "compiled", episodes)
     wins = round(in_distribution["success"] * episodes)
     t = cfg["training"]
@@ -640,7 +650,7 @@ def refresh_card(
     check_cache(cache, source_dir / f"{name}.pt", episodes)
     ood_entry = ood_section(*ood) if ood is not None else None
     _check_out(out_dir)
-    measured = measure_both_paths(source_dir / f"{name}.pt", episodes, cache=cache, progress=progress)
+    measured = measure_both_paths(source_dir / f"{name}.pt", episodes, cache=cache, progress=progress, name=name)
     card["in_distribution"] = in_distribution_section(measured, "compiled", episodes)
     card["check"] = check_section(measured, check_episodes, card["in_distribution"])
     lines, kept, skipping = body.splitlines(), [], False
@@ -880,12 +890,14 @@ def main(argv=None) -> int:
         quiet_ctrl_c_in_worker()
         from liquid_control.cells import kernels
 
-        label = f"{Path(args.outcomes).stem}, {'torch' if os.environ.get(NATIVE_ENV) == '0' else 'compiled'} path"
+        path = "torch" if os.environ.get(NATIVE_ENV) == "0" else "compiled"
+        label = f"{args.name or Path(args.outcomes).stem}, {path} path"  # --run's file is policy.pt: --name
         with kernels.recording() as ran:
             outcomes = measure_outcomes(
                 args.outcomes,
                 args.episodes,
                 progress=not args.no_progress,
+                label=label,
                 log=(lambda line: print(f"model_card: {label}: {line}", file=sys.stderr, flush=True))
                 if args.no_progress
                 else None,
