@@ -398,7 +398,12 @@ def test_each_episode_says_which_kernels_ran_it_and_a_report_mixing_two_paths_wa
     evaluate(plan, out, backend="serial", resume=True, progress=False, example=False, lanes=2)
     said = capsys.readouterr().err
     mixed = "compiled kernels (x86_64, AVX-512) (2 episodes) and torch (LIQUID_CONTROL_NATIVE=0) (2 episodes)"
-    assert f"warning: the report's episodes ran on {mixed}" in said, said
+    assert f"warning: tiny's episodes in the report ran on {mixed}" in said, said
+    # said as the resumed part's first batch comes in too, not only at the end of a run of hours
+    assert (
+        "warning: this part runs tiny's episodes on torch (LIQUID_CONTROL_NATIVE=0), the 2 episodes of it in the log "
+        "ran on compiled kernels (x86_64, AVX-512)"
+    ) in said, said
     with open(os.path.join(out, "results.json")) as fh:
         records = json.load(fh)
     assert (
@@ -419,6 +424,45 @@ def test_each_episode_says_which_kernels_ran_it_and_a_report_mixing_two_paths_wa
     assert "ran on" not in capsys.readouterr().err
     text = pathlib.Path(other, "report.md").read_text()
     assert "- The cells' kernels in its episodes: torch (LIQUID_CONTROL_NATIVE=0)\n" in text
+
+
+def test_two_policies_on_two_kernel_paths_by_design_are_no_mix(tmp_path, monkeypatch, capsys, tiny_checkpoints):
+    """Before: an LSTM (no compiled kernel: torch) beside a CfC (compiled) in one report, the headline experiment's
+    usual mix, drew the warning meant for one policy's episodes run on two paths ('rerun into a new --out on one
+    path'), which no rerun can satisfy. The report names each policy's path instead, and warns of none."""
+    from liquid_control.evaluation import provenance
+
+    records = [
+        {"policy": "cfc", "checkpoint_sha": "a", "kernels": "compiled kernels (x86_64, AVX2/FMA, no AVX-512)"},
+        {"policy": "lstm", "checkpoint_sha": "b", "kernels": "torch (this core has no compiled kernel)"},
+        {"policy": "expert"},
+    ] * 2
+    by_policy = provenance.policy_kernels(records)
+    assert provenance.mixed_paths(by_policy) == {}
+    assert provenance.policy_kernels_text(by_policy) == (
+        "cfc: compiled kernels (x86_64, AVX2/FMA, no AVX-512); lstm: torch (this core has no compiled kernel)"
+    )
+    records.append({"policy": "cfc", "checkpoint_sha": "a", "kernels": "torch (LIQUID_CONTROL_NATIVE=0)"})
+    assert provenance.mixed_paths(provenance.policy_kernels(records)) == {
+        "cfc": "compiled kernels (x86_64, AVX2/FMA, no AVX-512) (2 episodes) and torch (LIQUID_CONTROL_NATIVE=0) "
+        "(1 episode)"
+    }
+    # through evaluate: the shipped LSTM (no compiled kernel) beside the shipped CfC
+    from liquid_control.cells import native
+    from liquid_control.paths import policies_dir
+
+    plan = build_plan(
+        [f"lstm={policies_dir() / 'lstm_rover.pt'}", f"cfc={policies_dir() / 'cfc_rover.pt'}"], ["in_distribution"], 1
+    )
+    out = tmp_path / "two"
+    capsys.readouterr()
+    evaluate(plan, str(out), backend="serial", progress=False, example=False)
+    assert "warning" not in capsys.readouterr().err
+    line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- The cells' kernels"))
+    if native.load() is not None:  # the CfC compiled, the LSTM torch: each named
+        assert f"lstm: {native.describe(compiled_ran=False)}; cfc: {native.describe()}" in line, line
+    else:  # both on torch, turned off or not built: one path
+        assert line.startswith(f"- The cells' kernels in its episodes: {native.describe()}"), line
 
 
 def test_killed_evaluation_process_keeps_finished_episodes_and_resumes(tmp_path):

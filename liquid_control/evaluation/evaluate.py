@@ -105,9 +105,27 @@ def evaluate(
         if todo:
             sitting.working()
         done = [0]
+        # each policy's kernel paths in the log already: a resume on another path is said at its first batch, not
+        # only at the end of a run of hours
+        earlier = provenance.policy_kernels(log.records_for(jobs)) if len(jobs) > len(todo) else {}
+        warned: set[str] = set()
 
         def keep(batch, records) -> None:
-            log.append(*(finish_record(record, job, batch) for job, record in zip(batch, records)))
+            finished = [finish_record(record, job, batch) for job, record in zip(batch, records)]
+            log.append(*finished)
+            for name, counts in provenance.policy_kernels(finished).items():
+                before = [path for path in earlier.get(name, {}) if path != provenance.NOT_RECORDED]
+                new = [path for path in counts if path not in before and path != provenance.NOT_RECORDED]
+                if before and new and name not in warned:
+                    warned.add(name)
+                    print(
+                        f"liquid-control eval: warning: this part runs {name}'s episodes on {new[0]}, the "
+                        f"{counted(sum(earlier[name].values()), 'episode')} of it in the log ran on "
+                        f"{' and '.join(before)}: the report will mix both (their last bits differ); stop and "
+                        "rerun into a new --out to compare on one path",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             before, done[0] = done[0], done[0] + len(batch)
             if not progress and done[0] * 10 // len(todo) > before * 10 // len(todo):
                 # without the bar (stderr no terminal, --no-progress), a line at each tenth: a run of hours
@@ -125,14 +143,14 @@ def evaluate(
         )
         records = log.records_for(jobs)
         csv_path, json_path = write_tables(records, out_dir)
-        paths = provenance.episode_kernels(records)
-        kernels = provenance.kernels_text(paths)
-        if len([path for path in paths if path != provenance.NOT_RECORDED]) > 1:  # a --resume on the other path, a
-            # Ray node of another CPU: the warning, where a report of hours would otherwise just show the numbers
+        by_policy = provenance.policy_kernels(records)
+        kernels = provenance.policy_kernels_text(by_policy)
+        for name, text in provenance.mixed_paths(by_policy).items():  # a --resume on the other path, a Ray node of
+            # another CPU: the warning, where a report of hours would otherwise just show the numbers
             print(
-                f"liquid-control eval: warning: the report's episodes ran on {kernels}: their last bits differ, so "
-                "some closed loops may end otherwise than on one path (docs/ood.md); rerun into a new --out on one "
-                "path to compare policies on it",
+                f"liquid-control eval: warning: {name}'s episodes in the report ran on {text}: their last bits "
+                "differ, so some closed loops may end otherwise than on one path (docs/ood.md); rerun into a new "
+                "--out on one path to compare policies on it",
                 file=sys.stderr,
                 flush=True,
             )

@@ -268,6 +268,37 @@ def kernels_text(counts: dict[str, int]) -> str | None:
     return " and ".join(f"{path} ({counted(n, 'episode')})" for path, n in counts.items())
 
 
+def policy_kernels(records: list[dict]) -> dict[str, dict[str, int]]:
+    """:func:`episode_kernels` of each policy's records (by name; the expert left out): two policies may run on two
+    paths by design (an LSTM has no compiled kernel), which changes no comparison; one policy on two does."""
+    by_policy: dict[str, list[dict]] = {}
+    for record in records:
+        by_policy.setdefault(str(record.get("policy")), []).append(record)
+    return {name: counts for name, group in by_policy.items() if (counts := episode_kernels(group))}
+
+
+def policy_kernels_text(by_policy: dict[str, dict[str, int]]) -> str | None:
+    """The report's line: where every policy ran on the same (``kernels_text``), that alone; else each policy's,
+    ``name: ...`` joined by '; '. None where nothing was recorded."""
+    texts = {name: kernels_text(counts) for name, counts in by_policy.items()}
+    if not any(texts.values()):
+        return None
+    texts = {name: text or NOT_RECORDED for name, text in texts.items()}
+    if len(set(texts.values())) == 1:
+        return next(iter(texts.values()))
+    return "; ".join(f"{name}: {text}" for name, text in texts.items())
+
+
+def mixed_paths(by_policy: dict[str, dict[str, int]]) -> dict[str, str]:
+    """``{policy: its kernels_text}`` of the policies whose recorded episodes ran on more than one path (a
+    ``--resume`` with ``LIQUID_CONTROL_NATIVE`` changed, Ray nodes of two CPUs): their outcomes mix two roundings."""
+    return {
+        name: kernels_text(counts) or ""
+        for name, counts in by_policy.items()
+        if len([path for path in counts if path != NOT_RECORDED]) > 1
+    }
+
+
 def accumulate(previous: dict | None, current: dict, cut_short: list[dict] = ()) -> dict:
     """``current`` with the earlier parts of a resumed run (``previous``: its provenance.json, then the parts
     cut short since, see ``Sitting``) listed and their wall times added: a report finished by ``--resume``
