@@ -1236,8 +1236,10 @@ def test_sim_node_warnings_name_the_command_topic_and_the_reset_service(sim_cont
     from liquid_control.ros.sim_node import SimNode
 
     params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "command_type": "float64_multi_array",
-              "command_topic": "wheels_cmd", "policy_reset_service": "/nobody/reset"}  # fmt: skip
-    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+              "command_topic": "wheels_cmd", "policy_reset_service": "nobody/reset"}  # fmt: skip
+    node = SimNode(
+        context=sim_context, namespace="robot1", parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
+    )
     said = []
 
     class Log:
@@ -1258,6 +1260,9 @@ def test_sim_node_warnings_name_the_command_topic_and_the_reset_service(sim_cont
     finally:
         node.destroy_node()
     assert said[0] == (
-        "ignoring a command on /wheels_cmd (10 values: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5] ...): needs 2 finite values"
+        "ignoring a command on /robot1/wheels_cmd (10 values: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5] ...): needs 2 finite values"
     ), said
-    assert said[1].startswith("/nobody/reset (policy_reset_service) not available after 5 s: this episode starts"), said
+    # the service's resolved name (before: the parameter's relative one, under a namespace the user had to resolve)
+    assert said[1].startswith(
+        "/robot1/nobody/reset (policy_reset_service) not available after 5 s: this episode starts"
+    ), said

@@ -679,8 +679,9 @@ class SimNode(Node):
         while not self.reset_client.wait_for_service(timeout_sec=0.1):
             self.check_stop()
             if time.monotonic() > deadline:
+                service = self.resolve_service_name(self.p["policy_reset_service"])  # under a namespace: its full name
                 self.get_logger().warning(
-                    f"{self.p['policy_reset_service']} (policy_reset_service) not available after 5 s: this episode "
+                    f"{service} (policy_reset_service) not available after 5 s: this episode "
                     "starts with the policy's liquid state of the last one (is a policy node running and configured?)"
                 )
                 return
