@@ -1260,7 +1260,8 @@ def test_sim_node_warnings_name_the_command_topic_and_the_reset_service(sim_cont
     finally:
         node.destroy_node()
     assert said[0] == (
-        "ignoring a command on /robot1/wheels_cmd (10 values: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5] ...): needs 2 finite values"
+        "ignoring a command on /robot1/wheels_cmd (10 values: [0.5, 0.5, 0.5, 0.5, 0.5, 0.5] ...): needs 2 "
+        "finite values"
     ), said
     # the service's resolved name (before: the parameter's relative one, under a namespace the user had to resolve)
     assert said[1].startswith(
