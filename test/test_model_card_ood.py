@@ -27,6 +27,49 @@ def test_ood_section_counts_successes_and_discordant_pairs(tmp_path):
         ood_section(path, "missing")
 
 
+def test_a_card_refuses_the_ood_results_of_another_checkpoint(tmp_path, capsys):
+    """Before: ``--ood-results`` took the named policy's episodes whatever checkpoint they ran (each record names its
+    file's SHA-256), so a CfC run's card was shipped with an LSTM's OOD figures (83% in-distribution on a card
+    whose own measurement was 0/5; found by a probe of the report statistics). Refused before any measurement, the
+    error naming both files; the same results for the checkpoint they ran are taken."""
+    import shutil
+
+    from liquid_control.paths import policies_dir
+    from liquid_control.runtime.backends import checkpoint_sha256
+    from liquid_control.training import model_card
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(policies_dir() / "cfc_rover.pt", run / "policy.pt")
+    other = policies_dir() / "lstm_rover.pt"
+    results = tmp_path / "results.json"
+
+    def write(checkpoint):
+        records = [
+            {"policy": "p", "shift": "in_distribution", "episode_seed": i, "success": True, "training_seed": 0,
+             "checkpoint": str(checkpoint), "checkpoint_sha": checkpoint_sha256(checkpoint)[:12]}
+            for i in range(3)
+        ]  # fmt: skip
+        results.write_text(json.dumps(records))
+
+    write(other)
+    argv = ["--run", str(run), "--name", "p", "--episodes", "2", "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as stop:
+        model_card.main([*argv, "--ood-results", str(results), "--ood-policy", "p"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err, err
+    assert f"policy 'p' is checkpoint {checkpoint_sha256(other)[:12]} ({other}), not {run / 'policy.pt'}" in err, err
+    assert not (tmp_path / "out").exists()  # nothing measured, nothing written
+    card = tmp_path / "lstm" / "lstm_rover.md"  # add_ood: the policy beside the card
+    card.parent.mkdir()
+    shutil.copyfile(other.with_suffix(".md"), card)
+    shutil.copyfile(policies_dir() / "cfc_rover.pt", card.with_suffix(".pt"))
+    with pytest.raises(ValueError, match="which this card describes"):
+        model_card.add_ood(card, results, "p")
+    write(run / "policy.pt")  # the run's own episodes: taken
+    assert ood_section(results, "p", carded=run / "policy.pt")["shifts"]["in_distribution"]["success"] == 1.0
+
+
 def test_add_ood_fills_the_card_and_keeps_the_rest(tmp_path):
     import yaml
 

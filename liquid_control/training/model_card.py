@@ -472,7 +472,7 @@ def _write_card(
     meta = dict(policy.metadata)
     cfg = policy.config
     check_cache(cache, source, episodes)
-    ood_entry = ood_section(*ood) if ood is not None else None
+    ood_entry = ood_section(*ood, carded=source) if ood is not None else None
     _check_out(out_dir)
     with tempfile.TemporaryDirectory(prefix="model_card.") as probe:  # can it ship an export? (seconds, not minutes)
         try:
@@ -648,7 +648,7 @@ def refresh_card(
         raise CardError(f"{card_path}: no '{missing[0]}' bullet to rewrite (a card written by this module has one)")
     _load(source_dir / f"{name}.pt")
     check_cache(cache, source_dir / f"{name}.pt", episodes)
-    ood_entry = ood_section(*ood) if ood is not None else None
+    ood_entry = ood_section(*ood, carded=source_dir / f"{name}.pt") if ood is not None else None
     _check_out(out_dir)
     measured = measure_both_paths(source_dir / f"{name}.pt", episodes, cache=cache, progress=progress, name=name)
     card["in_distribution"] = in_distribution_section(measured, "compiled", episodes)
@@ -679,10 +679,13 @@ def refresh_card(
 RESULT_KEYS = ("policy", "shift", "episode_seed", "success")
 
 
-def ood_section(results_path: str | Path, policy: str, reference: str = "in_distribution") -> dict:
+def ood_section(
+    results_path: str | Path, policy: str, reference: str = "in_distribution", carded: Path | None = None
+) -> dict:
     """The card's ``ood`` entry from an evaluation's ``results.json`` (``liquid-control eval``): success per
     shift with a 95% Wilson interval, and the change from ``reference`` on the same episode seeds (paired).
-    ``CardError`` (a ``ValueError``) naming the file when it is not such results or has none of ``policy``."""
+    ``CardError`` (a ``ValueError``) naming the file when it is not such results, has none of ``policy``, or (with
+    ``carded``, the checkpoint the card describes) ran another checkpoint: each record names its file's SHA-256."""
     what = "not the results.json of `liquid-control eval` (a list of episodes with " + ", ".join(RESULT_KEYS) + ")"
     try:
         data = load_json(Path(results_path).read_text())
@@ -703,6 +706,15 @@ def ood_section(results_path: str | Path, policy: str, reference: str = "in_dist
             "card describes one: evaluate this checkpoint as a policy of its own (NAME=CHECKPOINT) and pass that "
             "name as --ood-policy"
         )
+    recorded = records[0].get("checkpoint_sha")
+    if carded is not None and isinstance(recorded, str) and recorded:
+        own = checkpoint_sha256(carded)
+        if not own.startswith(recorded):  # before: another policy's figures went onto the card without a word
+            raise CardError(
+                f"{results_path}: policy {policy!r} is checkpoint {recorded} ({records[0].get('checkpoint')}), not "
+                f"{carded} (SHA-256 {own[:12]}) which this card describes: evaluate that file (liquid-control eval "
+                f"--policy {policy}={carded} ...) and pass its results"
+            )
     by_shift: dict[str, dict[int, bool]] = {}
     try:
         for r in records:
@@ -777,7 +789,9 @@ def card_with_ood(
 def add_ood(card_path: str | Path, results_path: str | Path, policy: str) -> Path:
     """Fill a card's ``ood`` entry and its **OOD** line from an evaluation (``card_with_ood``), keeping the rest."""
     card_path = Path(card_path)
-    card, body = card_with_ood(*split_card(card_path), results_path, policy, card_path.parent)
+    carded = card_path.with_suffix(".pt")  # the policy beside its card, where there is one
+    entry = ood_section(results_path, policy, carded=carded if carded.is_file() else None)
+    card, body = card_with_ood(*split_card(card_path), results_path, policy, card_path.parent, entry)
     _write_text(card_path, card_text(card, body))
     return card_path
 
@@ -820,7 +834,8 @@ def _check_arguments(parser: argparse.ArgumentParser, args) -> None:
                 parser.error(str(exc))
     if args.ood_results is not None:
         try:
-            ood_section(args.ood_results, args.ood_policy or args.name or args.refresh)
+            carded = Path(args.run) / "policy.pt" if args.run else policies_dir() / f"{args.refresh}.pt"
+            ood_section(args.ood_results, args.ood_policy or args.name or args.refresh, carded=carded)
         except CardError as exc:
             parser.error(f"--ood-results {exc}")
 
