@@ -10,10 +10,11 @@ A progress bar (episodes done, on stderr) runs meanwhile; ``--no-progress`` turn
 from __future__ import annotations
 
 import argparse
-import math
 import multiprocessing as mp
 import os
 import time
+
+from liquid_control.stats import wilson_interval  # clamped: no '-0%' lower end for 0 successes
 
 WORLDS = {"rover": "LiquidRover-v0", "balancer": "LiquidBalance-v0", "balance_nav": "LiquidBalanceNav-v0"}
 FIRST_SEED = 1000
@@ -40,16 +41,6 @@ def run_episodes(task):
         results.append((bool(info["success"]), bool(info["collision"]), info["stamp"], steps))
     env.close()
     return world, preset, results
-
-
-def wilson_lower(successes: int, n: int, z: float = 1.96) -> float:
-    """Lower end of the 95% Wilson interval of a success rate."""
-    if n == 0:
-        return 0.0
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    margin = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (centre - margin) / (1 + z * z / n)
 
 
 def settings_for(world: str) -> list:
@@ -117,7 +108,7 @@ def main(argv=None):
             kind = "/".join(sorted(SHIFT_PRESETS[preset].kinds())) or "-"
             mean_t = sum(e[2] for e in episodes) / n
             print(
-                f"| {preset} | {kind} | {100 * wins / n:.0f}% | {100 * wilson_lower(wins, n):.0f}% | "
+                f"| {preset} | {kind} | {100 * wins / n:.0f}% | {100 * wilson_interval(wins, n)[0]:.0f}% | "
                 f"{failures} | {other} | {mean_t:.1f} |"
             )
     print(f"\nwall time {wall:.0f} s with {args.workers} workers")

@@ -158,12 +158,11 @@ def test_latency_shift_delays_delivery_not_stamps():
 
 
 def test_expert_eval_worker_counts_outcomes():
-    from sim_envs.expert_eval import run_episodes, wilson_lower
+    from sim_envs.expert_eval import run_episodes
 
     world, preset, results = run_episodes(("rover", "winter", [10, 11]))
     assert (world, preset) == ("rover", "winter") and len(results) == 2
     assert all(success and not collision for success, collision, _, _ in results)
-    assert wilson_lower(50, 50) == pytest.approx(0.9287, abs=1e-3)
 
 
 def test_next_delivery_gives_every_message_in_order():

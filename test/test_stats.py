@@ -151,7 +151,7 @@ def test_report_pairs_the_seeds_of_a_plan_by_number(seed_checkpoints, tmp_path):
     )
     assert (
         "1 comparisons (pairs x kinds of shift), Bonferroni-corrected together: each interval at 95%, all 1 "
-        "together at 95%; bold: p (Bonferroni) < 0.05, where the interval excludes 0. 1 without a test"
+        "together at 95%; bold: p (Bonferroni) < 0.05, where the interval excludes 0 (a tie has none). 1 without a test"
     ) in " ".join(text.split())
     assert "| C | 0 (not recorded), 1 |" in text
 

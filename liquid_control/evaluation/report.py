@@ -439,7 +439,8 @@ def write_report(
         "every seed's difference is the same, the exact sign-flip p-value 2/2^n and no interval: n/a), clipped to "
         "[-100, +100] pts. All comparisons of this report are Bonferroni-corrected together: with m of them, "
         "p (Bonferroni) = min(1, m p) and each interval is at 1 - 0.05/m, so that all m intervals hold together "
-        "with 95% confidence and an interval excludes 0 exactly where p (Bonferroni) < 0.05 (bold).",
+        "with 95% confidence and an interval excludes 0 exactly where p (Bonferroni) < 0.05 (bold; a tie, "
+        "without an interval, is bold by its p alone, which 6 or more seeds can bring below 0.05).",
         "- Return and smoothness: mean over episodes with a 95% percentile bootstrap interval. Smoothness = mean "
         "|Δaction| per second of measured time (lower is smoother).",
         "",
@@ -487,7 +488,7 @@ def write_report(
             "",
             f"{tested} comparisons (pairs x kinds of shift), Bonferroni-corrected together: each interval at "
             f"{100 * (1 - FAMILY_ALPHA / tested):.4g}%, all {tested} together at {100 * (1 - FAMILY_ALPHA):.0f}%; "
-            f"bold: p (Bonferroni) < {FAMILY_ALPHA:g}, where the interval excludes 0."
+            f"bold: p (Bonferroni) < {FAMILY_ALPHA:g}, where the interval excludes 0 (a tie has none)."
             + (
                 f" {untested} without a test ({NO_SHARED_SEEDS}: the training seed numbers both policies ran "
                 "every shift of the kind with; seeds a checkpoint did not record are not paired)."
