@@ -466,6 +466,23 @@ def test_mcnemar_exact_p_of_over_a_thousand_discordant_pairs(only_a, only_b):
     assert mcnemar_exact_p(only_a, only_b) == pytest.approx(want, rel=1e-9, abs=1e-300)
 
 
+def test_mcnemar_exact_p_is_the_exact_dyadic_value_as_the_seed_comparisons_sign_flip_p():
+    """Before: summed in log space, 6 discordant pairs all one way gave 0.031250000000000014, printed 0.0313 in the
+    same report where the seed comparisons' exact sign-flip p of 6 seeds, 2/2^6, printed 0.0312 (found by a probe
+    of the report statistics). Every p of up to 60 pairs is now the exact binomial tail, correctly rounded."""
+    from fractions import Fraction
+    from math import comb
+
+    from liquid_control.stats import format_p, paired_seed_test
+
+    assert mcnemar_exact_p(6, 0) == 0.03125 == paired_seed_test([0.5] * 6)[3]
+    assert format_p(mcnemar_exact_p(0, 6)) == "0.0312"
+    for n in range(1, 61):
+        for a in range(n + 1):
+            exact = min(Fraction(1), Fraction(2 * sum(comb(n, i) for i in range(min(a, n - a) + 1)), 2**n))
+            assert mcnemar_exact_p(a, n - a) == float(exact), (a, n - a)
+
+
 @pytest.mark.parametrize("k,n,p", [(5, 12, 0.636), (500, 1200, 0.3), (380, 1200, 0.3), (0, 2000, 0.001), (3, 8, 0.0)])
 def test_binomial_cdf_is_the_one_in_stats_and_holds_for_thousands_of_trials(k, n, p):
     # the model card's check threshold and McNemar's test sum the same binomial tail: one implementation
