@@ -94,7 +94,12 @@ def plot_success_by_shift(
         ax.grid(axis="y", alpha=0.3)
         if row is chunks[0]:
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fit_suptitle(fig, "Success per shift (mean over training seeds, 95% CI: bootstrap over seeds, then episodes)", 9)
+    fit_suptitle(
+        fig,
+        "Success per shift (mean over training seeds, 95% CI: bootstrap over seeds, then episodes, or Wilson "
+        "where wider)",
+        9,
+    )
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     return path
@@ -154,7 +159,7 @@ def plot_sweeps(cells: list[CellSummary], panels: dict[str, list[str]], shifts: 
             ax.set_ylim(0, 1.05)
             # not "trained at 1x": a policy with the timing recipe was trained on drawn rates and jitters
             ax.set_xlabel(f"{key} factor (1x: the world's default timing)", fontsize=8)
-            ax.set_ylabel("success (95% CI over seeds)", fontsize=8)
+            ax.set_ylabel("success (95% CI: seeds, episodes; Wilson)", fontsize=8)
             ax.set_title(title, fontsize=8, loc="left")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
