@@ -145,7 +145,7 @@ def replay_check(policy: str, bag: str, out: str, rate: float = 2.0, node_params
             camera_qos_depth=100,
             imu_qos_depth=1000,
             max_command=[100.0, 100.0],
-            max_command_rate=[1e9, 1e9],
+            max_command_rate=[float("inf")] * 2,  # no rate limit (a finite one holds a command at one clock reading)
             watchdog_timeout_s=1000.0,  # waiting for the replay must not make the node stale
             command_topic="/cmd_vel",  # where the replay records and match_replayed reads, whatever the file says
             **settings,

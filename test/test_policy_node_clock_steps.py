@@ -325,6 +325,27 @@ def test_a_reset_starts_the_command_from_rest_as_an_activation_does(node, clock)
     assert np.abs(published[-1]).max() <= 1.0 * 0.005 + 1e-6, (published[-1], last)  # was within 0.005 of last
 
 
+@pytest.mark.parametrize("name", ["balance_policy.yaml", "balance_nav_policy.yaml"])
+def test_the_shipped_balancer_files_let_each_episodes_first_torque_through_under_sim_time(name):
+    """Before: the balancers' parameter files set max_command_rate 1000 N m/s ('torques may change at every update'),
+    but any finite rate allows no change at one reading of the node clock, and under sim time (`sim --lockstep`,
+    `--use-sim-time`) the first update after ~/reset comes at the reset's /clock reading: every episode's first
+    torque was 0 (the policy's was -0.52 N m of 0.6 on balance-nav), in the closed loop and as the label of every
+    bag `sim --record-bag` wrote (found by a probe of the balancer worlds). The files now say .inf; the node's
+    default is no limit too."""
+    import yaml
+
+    from liquid_control.conventions.params import POLICY_NODE_PARAMETERS
+    from liquid_control.paths import config_dir
+    from liquid_control.runtime.command import CommandLimiter
+
+    values = yaml.safe_load((config_dir() / name).read_text())["/**/policy_node"]["ros__parameters"]
+    for rate in (values["max_command_rate"], POLICY_NODE_PARAMETERS["max_command_rate"][0] * 2):
+        limiter = CommandLimiter(values["action_scale"], values["max_command"], rate)
+        limiter.stop(12.5)  # ~/reset at the episode's start, the /clock at that reading until the first command
+        np.testing.assert_allclose(limiter(np.array([-0.87, 0.4]), 12.5), [-0.522, 0.24])
+
+
 def test_publishers_taking_turns_are_told_by_stamps_that_go_back_and_their_lost_messages_counted(node):
     """The two-publisher check (publishers_interleaved.<sensor>) took an equal stamp for one that went back: two
     targets at one /clock reading (a Twist is stamped on arrival) from two publishers, or a second IMU driver

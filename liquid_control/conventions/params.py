@@ -61,8 +61,8 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "action_scale": ([1.0], "command = action * action_scale (one value per action element, or one for all)"),
     "max_command": ([1.0], "|command| limit per element (or one for all), robot units"),
     "max_command_rate": (
-        [1.0e9],
-        "limit on the change of each command element per second (or one for all; .inf: no limit)",
+        [math.inf],  # no limit unless asked: a finite one, 1e9 too, holds the command at one clock reading
+        "limit on the change of each command element per second (or one for all; .inf, the default: no limit)",
     ),
     "watchdog_timeout_s": (0.5, "a sensor silent for longer than this (node clock) => stop command + warning"),
     "max_gap_s": (1.0, "update gap beyond which the liquid state is reset"),
@@ -408,8 +408,8 @@ def policy_node_parameter_problems(
     if problem:
         problems.append(f"command_frame_id: {problem}")
     for name in ("action_scale", "max_command", "max_command_rate"):  # their values, also before the policy loads
-        # a rate limit may be off (inf): any finite rate, 1e9 too, holds a command whose node-clock time is the one
-        # before's (use_sim_time: two updates handled between two /clock messages), so none is "off"
+        # a rate limit may be off (inf, the default): any finite rate, 1e9 too, holds a command whose node-clock time
+        # is the one before's (use_sim_time: two updates handled between two /clock messages), so none is "off"
         unlimited = name == "max_command_rate"
         expanded = per_element(name, values[name], action_size, problems, name != "action_scale", unlimited)
         if action_size is not None:
