@@ -1227,6 +1227,38 @@ def test_sim_node_on_its_own_context_runs_while_that_context_is_up_and_stops_wit
         context.try_shutdown()
 
 
+def test_sim_node_waits_for_the_named_status_listener_not_any_subscriber(sim_context):
+    """Before: sim_node's wait for its statuses' acknowledgement ended at the first subscriber of the status topic,
+    so with `liquid-control view` on the domain it exited before `liquid-control sim`'s own listener was matched,
+    and sim said 'FAILED ... sim_node exited with code 0' of a normal episode (found by a probe of the balancer
+    worlds). With ``status_listener`` (sim sets its listener's name) the wait is for that node's subscription."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
+
+    from liquid_control.ros.sim_node import SimNode
+
+    params = {"world": "LiquidBalance-v0", "wait_for_subscribers_s": 0.0, "status_listener": "the_listener"}
+    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    others = []
+    try:
+        node.status_pub.publish(String(data="{}"))
+        viewer = rclpy.create_node("viewer", context=sim_context)
+        others.append(viewer)
+        viewer.create_subscription(String, "episode_status", lambda msg: None, qos)
+        assert not node.wait_for_status_delivery(1.0)  # was True: the viewer's acknowledgement ended the wait
+        listener = rclpy.create_node("the_listener", context=sim_context)
+        others.append(listener)
+        listener.create_subscription(String, "episode_status", lambda msg: None, qos)
+        assert node.wait_for_status_delivery(10.0)
+    finally:
+        for other in others:
+            other.destroy_node()
+        node.destroy_node()
+
+
 def test_sim_node_warnings_name_the_command_topic_and_the_reset_service(sim_context, monkeypatch):
     """Before: 'ignoring command [0.1, 0.2, 0.3]: needs 2 finite values' named no topic (a long array printed whole),
     and '/policy_node/reset not available' said neither the parameter nor what it meant for the episode."""

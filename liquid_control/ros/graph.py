@@ -781,6 +781,7 @@ def run_sim(args, announce=None, prog: str = "liquid-control sim") -> SimRun:
     # the statuses reach this process's listener before sim_node exits, however late discovery matched it (a
     # launch file has no listener: sim_node's default half second there)
     nodes[0].parameters["status_wait_s"] = 10.0
+    nodes[0].parameters["status_listener"] = MONITOR_NODE  # its subscription, not another's (a viewer's) on the domain
     run_id = uuid.uuid4().hex  # this run's episode statuses carry it: another graph's on the domain are told apart
     nodes[0].parameters["run_id"] = run_id
     from sim_envs import balance_nav, balancer, rover  # before the announcement: a missing simulator is said alone

@@ -100,6 +100,11 @@ SIM_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
         "after the last episode (exit_when_done), wait up to this long (wall seconds) for a subscriber of "
         "status_topic to acknowledge every status (liquid-control sim's listener may be discovered late)",
     ),
+    "status_listener": (
+        "",
+        "the node whose subscription to status_topic the status_wait_s wait is for (its name; liquid-control sim "
+        "sets its listener's); empty: any subscriber's",
+    ),
     "real_time_factor": (1.0, "sim seconds per wall second (!= 1 needs use_sim_time)"),
     "lockstep": (
         False,
@@ -347,8 +352,9 @@ class SimNode(Node):
             problems.append(f"world: {shown(p['world'])} is not one of {', '.join(WORLDS)}")
         if p["command_type"] not in ("", *COMMAND_TYPES):
             problems.append(f"command_type: {shown(p['command_type'])} is not {', '.join(COMMAND_TYPES)} (or empty)")
-        if not isinstance(p["run_id"], str):
-            problems.append(f"run_id: must be a string, got {shown(p['run_id'])}")
+        for name in ("run_id", "status_listener"):
+            if not isinstance(p[name], str):
+                problems.append(f"{name}: must be a string, got {shown(p[name])}")
         if not isinstance(p["shift"], str):
             problems.append(f"shift: must be a shift preset or spec (a string), got {shown(p['shift'])}")
         elif p["shift"]:
@@ -651,16 +657,29 @@ class SimNode(Node):
         return False
 
     def wait_for_status_delivery(self, limit_s: float) -> bool:
-        """Before exiting: wait (up to ``limit_s``) until a subscriber of the status topic has acknowledged every
-        status (transient local: one discovered only now still gets them), so that a listener that was discovered
-        late, as ``liquid-control sim``'s can be when episodes are short, is not left without the outcome."""
+        """Before exiting: wait (up to ``limit_s``) until a subscriber of the status topic (``status_listener``'s,
+        where named) has acknowledged every status (transient local: one discovered only now still gets them), so
+        that a listener that was discovered late, as ``liquid-control sim``'s can be when episodes are short, is
+        not left without the outcome. Any subscriber would do before: another one on the domain (``liquid-control
+        view``) ended the wait, and `sim` said 'sim_node exited with code 0' as a failure, its listener not yet
+        matched."""
         deadline = time.monotonic() + limit_s
-        while self.status_pub.get_subscription_count() == 0 and time.monotonic() < deadline and self.running():
+        while not self._status_listener_matched() and time.monotonic() < deadline and self.running():
             time.sleep(0.02)
         remaining = deadline - time.monotonic()
-        if self.status_pub.get_subscription_count() == 0 or remaining <= 0:
+        if not self._status_listener_matched() or remaining <= 0:
             return False
         return self._acked(self.status_pub, remaining)
+
+    def _status_listener_matched(self) -> bool:
+        """A subscriber of the status topic is matched (``status_listener``'s, where named: in the graph, and every
+        subscription the graph shows matched, so the acknowledgement waited for includes its)."""
+        matched = self.status_pub.get_subscription_count()
+        listener = self.p["status_listener"]
+        if not listener:
+            return matched > 0
+        subscriptions = self.get_subscriptions_info_by_topic(self.status_pub.topic_name)
+        return any(info.node_name == listener for info in subscriptions) and matched >= len(subscriptions)
 
     def running(self) -> bool:
         """Neither a signal nor a shutdown of the node's context (the default one, or that it was made on) has asked
