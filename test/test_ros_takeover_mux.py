@@ -99,7 +99,28 @@ def test_policy_drives_while_the_operator_agrees_and_the_operator_takes_over_whe
     m.operator(0.8, -0.2)
     out, msg = m.policy(0.8, -0.1)  # after the hold, agreeing within half the threshold: the policy again
     assert values(out) == (0.8, -0.1) and m.node.driver == "policy"
-    assert m.node.counts == {"updates": 6, "operator_updates": 3, "unsupervised_updates": 1, "silence_stops": 0}
+    assert m.node.counts == {
+        "updates": 6, "operator_updates": 3, "unsupervised_updates": 1, "silence_stops": 0, "policy_stops": 0
+    }  # fmt: skip
+
+
+def test_the_policy_nodes_stops_are_no_updates_and_start_no_takeover(mux):
+    """Before: policy_node's stop commands (zeros: its watchdog between episodes, a deactivation) counted as policy
+    updates ('625 policy updates' of 378 updates and 268 stops) and went through the takeover rule, which fired on
+    them (a takeover logged after the episode had ended) and drew the operator share on them (found by a probe of
+    the robot's DAgger rounds). A stop goes to the base where the policy drives, and counts as a stop."""
+    m = mux()
+    m.operator(1.0, 0.0)
+    out, _ = m.policy(1.0, 0.1)
+    assert values(out) == (1.0, 0.1) and m.node.driver == "policy"
+    out, _ = m.policy(0.0, 0.0)  # 0.5 from the operator's in action units: was a takeover
+    assert values(out) == (0.0, 0.0) and m.node.operator.takeovers == 0 and m.node.driver == "policy"
+    out, _ = m.policy(1.0, 0.7)  # the operator takes over
+    assert values(out) == (1.0, 0.0) and m.node.operator.takeovers == 1
+    sent = len(m.sent)
+    m.policy(0.0, 0.0)  # the policy node stops while the operator drives: the operator's command holds
+    assert len(m.sent) == sent and m.node.driver == "operator"
+    assert m.node.counts["updates"] == 2 and m.node.counts["policy_stops"] == 2
 
 
 def test_the_threshold_is_in_action_units_and_only_the_checked_fields_reach_the_base(mux):
@@ -179,7 +200,7 @@ def test_a_silent_operator_or_a_silent_driver_stops_the_base_once(mux):
     assert m.node.counts["silence_stops"] == 1
 
     m.operator(1.6, 0.0)
-    m.policy(0.0, 0.0)  # 0.8 action units apart: the operator takes over ...
+    m.policy(0.0, 0.01)  # 0.8 action units apart: the operator takes over ...
     assert m.node.driver == "operator"
     m.now += 0.6
     m.node._watch()  # ... and falls silent: a stop
@@ -359,7 +380,7 @@ def test_run_time_changes_apply_the_checked_rule_and_deadman_and_refuse_the_rest
     assert m.node.driver == "operator" and m.node.operator.takeovers == 1
     m.now += 1.5  # past the hold; they agree: back to the policy
     m.operator(0.0, 0.0)
-    m.policy(0.0, 0.0)
+    m.policy(0.0, 0.01)
     assert m.node.driver == "policy"
 
     def set_(**values):
@@ -372,7 +393,7 @@ def test_run_time_changes_apply_the_checked_rule_and_deadman_and_refuse_the_rest
     (r,) = set_(operator_timeout_s=0.2)
     assert r.successful
     m.now += 0.3  # past the new timeout (not the old 0.5 s): the base is stopped
-    m.policy(0.0, 0.0)
+    m.policy(0.0, 0.01)
     assert m.node.driver is None and values(m.sent[-1]) == (0.0, 0.0)
 
     # use_sim_time was accepted: the stops' stamps moved to a sim clock that reads 0 without /clock

@@ -204,7 +204,13 @@ class TakeoverMuxNode(Node):
         self.policy_at = -math.inf
         self.driver = None  # "policy", "operator" or None (the base stopped)
         self.operator_forwarded = True  # the base has the operator's latest command
-        self.counts = {"updates": 0, "operator_updates": 0, "unsupervised_updates": 0, "silence_stops": 0}
+        self.counts = {
+            "updates": 0,
+            "operator_updates": 0,
+            "unsupervised_updates": 0,
+            "silence_stops": 0,
+            "policy_stops": 0,
+        }
         # best effort, latest only: matches reliable and best-effort publishers (joystick drivers use both)
         listen = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         self.output = self.create_publisher(self.output_type, p["output_topic"], QoSProfile(depth=10))
@@ -318,6 +324,15 @@ class TakeoverMuxNode(Node):
     def _on_policy(self, msg):
         now = self._now()
         self.policy_at = now
+        policy = self._action(msg)
+        if not np.any(policy):  # all zero (NaN is nonzero): the policy node's stop (its watchdog, a deactivation)
+            # or a command held at rest, no decision of the policy's: not an update, no takeover rule or share drawn
+            # on it (both did: takeovers logged between episodes); the base stops too unless the operator drives
+            self.counts["policy_stops"] += 1
+            if self.driver != "operator":
+                self._send(policy, msg)
+                self.driver = "policy"
+            return
         self.counts["updates"] += 1
         if now - self.operator_at > self.operator_timeout:
             self.counts["unsupervised_updates"] += 1
@@ -328,7 +343,6 @@ class TakeoverMuxNode(Node):
             )
             self._stop(f"no operator command on {self.resolved['operator_topic']}")
             return
-        policy = self._action(msg)
         finite = bool(np.all(np.isfinite(policy)))
         if not finite:
             self.get_logger().warning(
@@ -421,7 +435,8 @@ class TakeoverMuxNode(Node):
         c = self.counts
         self.get_logger().info(
             f"{c['updates']} policy updates, operator drove {c['operator_updates']} ({self.operator.takeovers} "
-            f"takeovers), {c['unsupervised_updates']} without an operator, {c['silence_stops']} silence stops"
+            f"takeovers), {c['unsupervised_updates']} without an operator, {c['silence_stops']} silence stops, "
+            f"{c['policy_stops']} stop commands of the policy node"
         )
 
 
