@@ -2070,6 +2070,27 @@ def test_expert_takeover_recording_labels_only_what_the_operator_drove(expert_ba
         record_expert_episodes(tmp_path / "b", [1], render_size=W, policy=balancer)
 
 
+def test_a_driving_policy_trained_at_another_action_scale_is_warned_of(tmp_path, capsys):
+    """Before: `record --expert --policy` ran a policy trained from a robot's bags at another action_scale (its
+    labels divided by [0.5, 1.0]) at the world's [1.0, 1.5] without a word: each command 2x / 1.5x what it learnt,
+    where policy_node with the world's parameter file warns of it (found by a probe of the robot's DAgger rounds)."""
+    from liquid_control.policy import Policy, save_policy
+
+    torch.manual_seed(0)
+    policy = Policy.from_config(copy.deepcopy(CAMERA_ONLY))
+    path = save_policy(tmp_path / "robot.pt", policy, {"data_spec": {"action_scale": [0.5, 1.0]}})
+    record_expert_episodes(tmp_path / "r", [100], render_size=W, time_limit=0.3, policy=path)
+    err = capsys.readouterr().err
+    assert (
+        f"liquid-control record: warning: {path}: LiquidRover-v0's command scale [1.0, 1.5] is not the [0.5, 1.0] the "
+        "policy was trained with (its labels: the recorded commands divided by it), so each command is 2x, 1.5x what "
+        "it learnt to command (record --expert runs the world's scale"
+    ) in err, err
+    plain = save_policy(tmp_path / "world.pt", policy)  # trained in the world (no record): nothing said
+    record_expert_episodes(tmp_path / "w", [100], render_size=W, time_limit=0.3, policy=plain)
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_a_camera_and_imu_policy_drives_and_is_labelled_at_every_one_of_its_updates(tmp_path):
     """Before: `record --expert --policy` stepped the world at the camera frames only, so a policy updating on its
     camera and IMU had each IMU update's command overwritten before the base ran it, and the operator labelled and

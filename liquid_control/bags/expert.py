@@ -39,6 +39,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -229,6 +230,22 @@ def load_driver(path: str | Path, image_size: tuple[int, int] | None):
         backend.close()
         raise ValueError(f"{path}: cannot drive the recorded rover (LiquidRover-v0, twist, camera): {problem}")
     return backend
+
+
+def driving_scale_problem(driver, world: str) -> str | None:
+    """Where a driving policy learnt its commands at another ``action_scale`` than ``world`` executes them with (a
+    policy trained from a robot's bags, its labels divided by that robot file's scale): what each command then is,
+    as policy_node warns of it with the world's parameter file; else None."""
+    from liquid_control.conventions.training_record import action_scale_problem
+
+    if world not in WORLDS:
+        return None
+    problem = action_scale_problem(driver.training_record, WORLDS[world]["command_scale"]())
+    if problem is None:
+        return None
+    return problem.split("; give the node")[0].replace("action_scale", f"{world}'s command scale", 1) + (
+        " (record --expert runs the world's scale, as policy_node with the world's parameter file does)"
+    )
 
 
 def checked_options(
@@ -527,6 +544,9 @@ def record_expert_episodes(
         from sim_envs.world import camera_image_shape
 
         driver = load_driver(policy, None if render_size is None else camera_image_shape(render_size)[:2])
+        scale_problem = driving_scale_problem(driver, world)
+        if scale_problem:  # as policy_node says it at configure with the world's parameter file
+            print(f"liquid-control record: warning: {policy}: {scale_problem}", file=sys.stderr, flush=True)
     try:
         if driver is not None and render_size is None:  # as liquid-control sim renders a policy's camera
             image = driver.config["observation"]["image"]
