@@ -366,8 +366,10 @@ def test_a_second_signal_ends_the_wait_for_the_stops_acknowledgement_at_shutdown
     assert code == 0, text
     assert (
         "/base/cmd_vel: the stop command at shutdown was published but not acknowledged by every subscriber: a second "
-        "stop signal (SIGINT) ended the wait (the robot may keep its last command)" in text
+        "stop signal (SIGINT) ended the wait (the robot may keep its last command); its subscribers: " in text
     ), text
+    # the subscribers named (before: none, and a killed recorder's unacknowledged stop read as the robot's)
+    assert "/listener" in text.split("its subscribers: ")[1].split(" (any of them")[0], text
     assert "within 4 s" not in text, text
 
 

@@ -47,10 +47,12 @@ def acknowledged(publisher, limit_s: float, keep_waiting=lambda: True) -> bool:
     return True
 
 
-def deliver_stop(publisher, logger, what: str) -> bool:
+def deliver_stop(publisher, logger, what: str, node=None) -> bool:
     """After publishing a stop command on ``publisher`` and before destroying it: wait up to
     ``STOP_ACK_TIMEOUT_S`` for its acknowledgement where a subscriber is matched (no wait where none is); a
-    warning naming ``what`` and the topic when it did not come (the robot may keep its last command)."""
+    warning naming ``what`` and the topic when it did not come (the robot may keep its last command), and with
+    ``node`` (the publisher's) the subscribing nodes: the base driver is not the only one that can leave it
+    unacknowledged (a recorder killed with -9 stays matched until DDS finds it gone)."""
     if publisher.get_subscription_count() == 0:
         return True
     if acknowledged(publisher, STOP_ACK_TIMEOUT_S):
@@ -58,11 +60,28 @@ def deliver_stop(publisher, logger, what: str) -> bool:
     if _waits_ended_by is not None:
         logger.warning(
             f"{publisher.topic_name}: {what} was published but not acknowledged by every subscriber: {_waits_ended_by} "
-            "ended the wait (the robot may keep its last command)"
+            f"ended the wait (the robot may keep its last command){_subscribers(node, publisher)}"
         )
         return False
     logger.warning(
         f"{publisher.topic_name}: {what} was not acknowledged by every subscriber within {STOP_ACK_TIMEOUT_S:g} s "
-        "(the robot may keep its last command)"
+        f"(the robot may keep its last command){_subscribers(node, publisher)}"
     )
     return False
+
+
+def _subscribers(node, publisher) -> str:
+    """'; its subscribers: /a, /b (...)': the nodes subscribed to ``publisher``'s topic as the graph shows them."""
+    if node is None:
+        return ""
+    try:
+        infos = node.get_subscriptions_info_by_topic(publisher.topic_name)
+    except Exception:  # a failing graph query must not hide the warning itself
+        return ""
+    names = sorted({f"{info.node_namespace.rstrip('/')}/{info.node_name}" for info in infos})
+    if not names:
+        return ""
+    return (
+        f"; its subscribers: {', '.join(names)} (any of them may be the one: a process killed with -9 stays a "
+        "subscriber until DDS finds it gone)"
+    )

@@ -619,7 +619,7 @@ class PolicyNode(LifecycleNode):
         if self._command_pub is not None:
             if self._stop_unconfirmed and self.context.ok():  # a stop lost at the writer's end: the robot moves on
                 try:
-                    deliver_stop(self._command_pub, self.get_logger(), "the stop command")
+                    deliver_stop(self._command_pub, self.get_logger(), "the stop command", self)
                 except Exception as exc:  # free the rest anyway
                     self.get_logger().error(f"the stop command's delivery: {type(exc).__name__}: {exc}")
             self.destroy_lifecycle_publisher(self._command_pub)
