@@ -1227,6 +1227,39 @@ def test_sim_node_on_its_own_context_runs_while_that_context_is_up_and_stops_wit
         context.try_shutdown()
 
 
+def test_sim_node_sees_the_policy_node_behind_a_takeover_mux(sim_context):
+    """Before: with a takeover_mux commanding the base (a DAgger round), sim_node looked for the sensor
+    subscriptions of the mux, which has none, waited out wait_for_subscribers_s (30 s) and warned 'no policy node
+    seen ... none of its subscriptions to our topics is known' (found by a probe of the robot's DAgger rounds).
+    One step upstream of a commander that reads none of its topics, it finds the policy node's."""
+    import rclpy
+    from geometry_msgs.msg import Twist
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import Image
+
+    from liquid_control.ros.sim_node import SimNode
+
+    params = {"world": "LiquidRover-v0", "command_topic": "base/cmd_vel", "wait_for_subscribers_s": 0.0}
+    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    mux = rclpy.create_node("takeover_mux", context=sim_context)
+    policy = rclpy.create_node("policy_node", context=sim_context)
+    try:
+        mux.create_publisher(Twist, "base/cmd_vel", 10)
+        mux.create_subscription(Twist, "policy/cmd_vel", lambda msg: None, 10)
+        mux.create_subscription(Twist, "cmd_vel", lambda msg: None, 10)  # the operator's joystick
+        policy.create_publisher(Twist, "policy/cmd_vel", 10)
+        policy.create_subscription(Image, "camera/image_raw", lambda msg: None, 10)
+        deadline, wanted = time.monotonic() + 20.0, None
+        while time.monotonic() < deadline and not wanted:
+            wanted = node.commander_topics()
+            time.sleep(0.05)
+        assert wanted == {"/camera/image_raw"}, wanted  # was set(): the mux reads none of sim_node's topics
+    finally:
+        for other in (mux, policy):
+            other.destroy_node()
+        node.destroy_node()
+
+
 def test_sim_node_waits_for_the_named_status_listener_not_any_subscriber(sim_context):
     """Before: sim_node's wait for its statuses' acknowledgement ended at the first subscriber of the status topic,
     so with `liquid-control view` on the domain it exited before `liquid-control sim`'s own listener was matched,

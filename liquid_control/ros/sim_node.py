@@ -608,21 +608,36 @@ class SimNode(Node):
         return {pub.topic_name: pub for pub in pubs if pub is not None}
 
     def commander_topics(self) -> set[str] | None:
-        """Our topics that the node(s) publishing our command topic subscribe to (None: no commander seen)."""
+        """Our topics that the node(s) publishing our command topic subscribe to (None: no commander seen), or
+        where a commander reads none of them, those of the nodes publishing what it reads (one step upstream: a
+        takeover_mux between the policy node and the base, which read our sensors only through the policy node;
+        sim_node waited out wait_for_subscribers_s behind it, warning that no policy node was seen)."""
         commanders = self.get_publishers_info_by_topic(self.command_topic_name)
         if not commanders:
             return None
         ours = self._published()
-        wanted = set()
+        wanted, upstream = set(), set()
         for info in commanders:
-            if node_path(info) is None:  # matched before the graph knew its node: the next poll asks again
-                continue
-            try:
-                topics = self.get_subscriber_names_and_types_by_node(info.node_name, info.node_namespace)
-            except Exception:  # the node left the graph between the two calls
-                continue
-            wanted |= {name for name, _ in topics if name in ours}
+            for name in self._subscribed_by(info):
+                (wanted if name in ours else upstream).add(name)
+        if wanted:
+            return wanted
+        for topic in upstream - {self.command_topic_name}:
+            for info in self.get_publishers_info_by_topic(topic):
+                wanted |= {name for name in self._subscribed_by(info) if name in ours}
         return wanted
+
+    def _subscribed_by(self, info) -> list[str]:
+        """The topics the node of ``info`` (a publisher's graph entry) subscribes to; none where the graph does not
+        know its node yet (matched before the graph knew its node: the next poll asks again) or it left."""
+        if node_path(info) is None:
+            return []
+        try:
+            return [
+                name for name, _ in self.get_subscriber_names_and_types_by_node(info.node_name, info.node_namespace)
+            ]
+        except Exception:  # the node left the graph between the two calls
+            return []
 
     def wait_for_graph(self):
         """Wait (bounded) until a policy commands us and every topic of ours it subscribes to (its sensors, and
