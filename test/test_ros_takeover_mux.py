@@ -523,8 +523,16 @@ def test_takeover_launch_runs_a_round_the_policy_through_the_mux(launch_stubs, m
     for same in ("cmd_vel", "/cmd_vel", "/policy/cmd_vel"):  # the base on the labels' or the policy's topic
         with pytest.raises(ValueError, match="three different topics"):
             launch_stubs(path, base_topic=same)
-    with pytest.raises(ValueError, match="private name"):
+    with pytest.raises(ValueError, match="private name") as refused:
         launch_stubs(path, base_topic="~/cmd")
+    # named as the launch's user gave it (before: the mux's output_topic alone, no launch argument of that name)
+    assert str(refused.value).startswith("base_topic (the mux's output_topic): a private name"), refused.value
+    with pytest.raises(ValueError) as refused:
+        launch_stubs(path, base_topic="cmd_vel")
+    assert (
+        "policy/cmd_vel (the mux's policy_topic), the parameter file's command_topic (the mux's operator_topic) and "
+        "base_topic (the mux's output_topic): must be three different topics"
+    ) in str(refused.value), refused.value
     with pytest.raises(ValueError, match="seed: must be an integer, got 'x'"):
         launch_stubs(path, seed="x")
     with pytest.raises(ValueError, match="operator_share: must be a number"):

@@ -44,6 +44,7 @@ if __name__ == "__main__":  # python -m: as the takeover_mux executable, whose c
     raise SystemExit(run("takeover_mux"))
 
 import math
+import re
 import time
 
 import numpy as np
@@ -445,6 +446,17 @@ class TakeoverMuxNode(Node):
 POLICY_TOPIC = "policy/cmd_vel"  # where the policy node publishes in a round (the mux reads it)
 
 
+# what the round's launch user gives for each mux setting round_graph makes: its errors name both
+ROUND_SETTINGS = {
+    "output_topic": "base_topic",
+    "operator_topic": "the parameter file's command_topic",
+    "policy_topic": POLICY_TOPIC,
+    "command_type": "the parameter file's command_type",
+    "command_frame_id": "the parameter file's command_frame_id",
+    "action_scale": "the parameter file's action_scale",
+}
+
+
 def round_graph(
     params_file: str = "",
     policy: str = "",
@@ -480,7 +492,13 @@ def round_graph(
         seed=int(seed),
     )
     defaults = {n: d for n, (d, _) in MUX_PARAMETERS.items()}
-    checked_settings({**defaults, **mux})  # the mux would refuse it: say so now, naming the setting
+    try:
+        checked_settings({**defaults, **mux})  # the mux would refuse it: say so now, naming the setting
+    except ValueError as exc:  # as the launch's user wrote it: base_topic:=..., the file's command_topic
+        said = str(exc)
+        for name, given in ROUND_SETTINGS.items():
+            said = re.sub(rf"\b{name}\b", f"{given} (the mux's {name})", said)
+        raise ValueError(said) from None
     camera = values["camera_topic"]  # and its camera_info: train --bag records the camera's field of view from it
     topics = [camera, camera_info_topic(camera), values["imu_topic"], values["command_topic"], base_topic, POLICY_TOPIC]
     return [
