@@ -440,8 +440,13 @@ def test_two_policies_on_two_kernel_paths_by_design_are_no_mix(tmp_path, monkeyp
     by_policy = provenance.policy_kernels(records)
     assert provenance.mixed_paths(by_policy) == {}
     assert provenance.policy_kernels_text(by_policy) == (
-        "cfc: compiled kernels (x86_64, AVX2/FMA, no AVX-512); lstm: torch (this core has no compiled kernel)"
+        "compiled kernels (x86_64, AVX2/FMA, no AVX-512) for cfc; torch (this core has no compiled kernel) for lstm"
     )
+    records.append({"policy": "ltc", "checkpoint_sha": "c", "kernels": records[0]["kernels"]})
+    assert provenance.policy_kernels_text(provenance.policy_kernels(records)).startswith(
+        "compiled kernels (x86_64, AVX2/FMA, no AVX-512) for cfc, ltc; torch"
+    )
+    records.pop()
     records.append({"policy": "cfc", "checkpoint_sha": "a", "kernels": "torch (LIQUID_CONTROL_NATIVE=0)"})
     assert provenance.mixed_paths(provenance.policy_kernels(records)) == {
         "cfc": "compiled kernels (x86_64, AVX2/FMA, no AVX-512) (2 episodes) and torch (LIQUID_CONTROL_NATIVE=0) "
@@ -460,7 +465,7 @@ def test_two_policies_on_two_kernel_paths_by_design_are_no_mix(tmp_path, monkeyp
     assert "warning" not in capsys.readouterr().err
     line = next(x for x in (out / "report.md").read_text().splitlines() if x.startswith("- The cells' kernels"))
     if native.load() is not None:  # the CfC compiled, the LSTM torch: each named
-        assert f"lstm: {native.describe(compiled_ran=False)}; cfc: {native.describe()}" in line, line
+        assert f"{native.describe(compiled_ran=False)} for lstm; {native.describe()} for cfc" in line, line
     else:  # both on torch, turned off or not built: one path
         assert line.startswith(f"- The cells' kernels in its episodes: {native.describe()}"), line
 

@@ -278,15 +278,18 @@ def policy_kernels(records: list[dict]) -> dict[str, dict[str, int]]:
 
 
 def policy_kernels_text(by_policy: dict[str, dict[str, int]]) -> str | None:
-    """The report's line: where every policy ran on the same (``kernels_text``), that alone; else each policy's,
-    ``name: ...`` joined by '; '. None where nothing was recorded."""
+    """The report's line: where every policy ran on the same (``kernels_text``), that alone; else each path with the
+    policies that ran on it, ``... for cfc, ltc`` joined by '; ' (a headline's ten cores on two paths: two groups).
+    None where nothing was recorded."""
     texts = {name: kernels_text(counts) for name, counts in by_policy.items()}
     if not any(texts.values()):
         return None
-    texts = {name: text or NOT_RECORDED for name, text in texts.items()}
-    if len(set(texts.values())) == 1:
-        return next(iter(texts.values()))
-    return "; ".join(f"{name}: {text}" for name, text in texts.items())
+    groups: dict[str, list[str]] = {}
+    for name, text in texts.items():
+        groups.setdefault(text or NOT_RECORDED, []).append(name)
+    if len(groups) == 1:
+        return next(iter(groups))
+    return "; ".join(f"{text} for {', '.join(names)}" for text, names in groups.items())
 
 
 def mixed_paths(by_policy: dict[str, dict[str, int]]) -> dict[str, str]:
