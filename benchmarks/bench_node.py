@@ -332,7 +332,7 @@ def main() -> int:
         f"node inference p50/p99 (ms): {values.get('inference_ms.p50', '?')} / {values.get('inference_ms.p99', '?')}"
         f"; stamp->publish inside the node p50/p99 (ms): {values.get('command_age_ms.p50', '?')} / "
         f"{values.get('command_age_ms.p99', '?')} (last 500 updates); late camera frames "
-        f"{values.get('late.camera', '0')}"
+        f"{values.get('late.camera', '0')} (since the node's configure, the 2 s warm-up included)"
     )
     print(f"load average during the run: {os.getloadavg()[0]:.1f}")
     if reference is not None and not len(reference["imu_ms"]):

@@ -56,7 +56,11 @@ POLICY_NODE_PARAMETERS: dict[str, tuple[object, str]] = {
     "command_topic": ("cmd_vel", "output topic"),
     "command_type": ("twist", "twist | twist_stamped | float64_multi_array (e.g. wheel torques)"),
     "command_frame_id": ("base_link", "frame_id of twist_stamped commands"),
-    "publish_mode": ("per_update", "per_update: one command per state update; fixed_rate: at control_rate_hz"),
+    "publish_mode": (
+        "per_update",
+        "per_update: one command per message that updates the state (where one releases several updates from the "
+        "reordering buffer, reorder_lag_s > 0, the latest's); fixed_rate: at control_rate_hz",
+    ),
     "control_rate_hz": (30.0, "command rate in fixed_rate mode"),
     "action_scale": ([1.0], "command = action * action_scale (one value per action element, or one for all)"),
     "max_command": ([1.0], "|command| limit per element (or one for all), robot units"),
