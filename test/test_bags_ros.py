@@ -138,6 +138,14 @@ def test_closed_loop_recorded_by_sim_node_and_the_recorder_replays_exactly(polic
             assert qos_dict(reader.topics["/camera/image_raw"].qos[0])["reliability"] == "reliable"
             (status,) = [json.loads(m.decode().data) for m in reader.messages(["/episode_status"])]
             frames = reader.topics["/camera/image_raw"].count
+            # each message logged when the world delivered it (the rover's sensors: no latency, so at its stamp);
+            # before, in lockstep every IMU message between two frames was logged at the next frame's time
+            late = [
+                m.log_time_ns - (stamp.sec * 10**9 + stamp.nanosec)
+                for m in reader.messages(["/imu/data", "/camera/image_raw"])
+                for stamp in [m.decode().header.stamp]
+            ]
+        assert len(late) > 100 and max(abs(ns) for ns in late) < 1000, sorted(late)[-5:]
         assert status["seed"] == 3 and status["messages"]["camera"] == frames > 20
 
         # 2. the recorded commands are the policy's: offline, the same policy on the bag gives them back (labels:

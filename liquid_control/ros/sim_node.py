@@ -300,16 +300,24 @@ class SimNode(Node):
         self._lock = threading.Lock()
         self._command = None  # (action in world units, arrival sim time)
         self._sim_now = 0.0
+        self._delivered_at = None  # sim time a message being published was delivered at (its bag log time)
         self.commands_received = 0
         m = self.world.model
         root = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_JOINT, "root")
         self._qpos_adr, self._qvel_adr = int(m.jnt_qposadr[root]), int(m.jnt_dofadr[root])
 
+    def _log_stamp(self):
+        """A recorded message's log time: when the world delivered the one being published, else the sim time now.
+        In lockstep the world runs on to the next update before a batch goes out, and every IMU message between two
+        camera frames was logged at the next frame's time (up to a period late), not when it was delivered."""
+        delivered = self._delivered_at
+        return self._stamp(float(self.world.data.time) if delivered is None else delivered)
+
     def _make_recorder(self, folder: str):
         """Wrap the publishers so what they publish also goes into the episode's bag (liquid_control.bags)."""
         from liquid_control.bags.recording import EpisodeRecorder
 
-        recorder = EpisodeRecorder(folder, lambda: self._stamp(float(self.world.data.time)), {"source": "sim_node"})
+        recorder = EpisodeRecorder(folder, self._log_stamp, {"source": "sim_node"})
         self.publishers_by_sensor = {s: recorder.wrap(pub) for s, pub in self.publishers_by_sensor.items()}
         self.odom_pub, self.status_pub = recorder.wrap(self.odom_pub), recorder.wrap(self.status_pub)
         if self.target_pub is not None:
@@ -801,9 +809,13 @@ class SimNode(Node):
         waited_for = self.commands_received
         if self.target_pub is not None:  # published above
             next_target = _next_tick(next_target, target_period, sim0)
-        for (sensor, stamp, reading), positions in zip(world.reset_deliveries, world.reset_delivery_positions):
-            self._publish_reading(sensor, stamp, reading, positions)
-            counts[sensor] += 1
+        try:
+            for (sensor, stamp, reading), positions in zip(world.reset_deliveries, world.reset_delivery_positions):
+                self._delivered_at = stamp + world.timings[sensor].latency  # delivered inside reset: when
+                self._publish_reading(sensor, stamp, reading, positions)
+                counts[sensor] += 1
+        finally:
+            self._delivered_at = None
         if lockstep:
             self._wait_for_command(waited_for)
         while True:
@@ -829,7 +841,7 @@ class SimNode(Node):
                     at_end = end is not None and until == end
                     break
                 command = world.command.copy() if self.target_pub is not None else None
-                deliveries.append((*delivery, world.delivered_positions, command))
+                deliveries.append((*delivery, world.delivered_positions, command, float(world.data.time)))
                 if delivery[0] in world.update_on:
                     update_stamp = delivery[1]
                     terminated, info = world.outcome()
@@ -843,11 +855,14 @@ class SimNode(Node):
             if self.clock_pub is not None:
                 self.clock_pub.publish(Clock(clock=self._stamp(now)))
             waited_for = self.commands_received
-            for sensor, stamp, reading, positions, command in deliveries:
-                if command is not None and tuple(float(c) for c in command) != self._published_target:
-                    self._publish_changed_target(command)
-                self._publish_reading(sensor, stamp, reading, positions)
-                counts[sensor] += 1
+            try:
+                for sensor, stamp, reading, positions, command, self._delivered_at in deliveries:
+                    if command is not None and tuple(float(c) for c in command) != self._published_target:
+                        self._publish_changed_target(command)
+                    self._publish_reading(sensor, stamp, reading, positions)
+                    counts[sensor] += 1
+            finally:
+                self._delivered_at = None
             if now >= next_odom - _TICK_TOLERANCE:
                 self._publish_odometry(now)
                 next_odom = _next_tick(next_odom, odom_period, now + _TICK_TOLERANCE)
