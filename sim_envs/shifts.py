@@ -255,6 +255,9 @@ def parse_shift(spec: "str | Mapping | Shift | None") -> Shift:
             hint = did_you_mean([token], SHIFT_PRESETS)
             if token in CHOICES or token in NUMERIC_RANGES:  # a setting's name alone: it takes a value
                 hint = f" (a setting: give {_valid_keys_message(token)})"
+            for key, values in CHOICES.items():  # a setting's value alone ('light': dynamics=light, not 'night')
+                if token in values:
+                    hint = f" (a value of {key}: give {key}={token})"
             raise ValueError(f"unknown shift preset or setting {token!r}{hint}; {_valid_keys_message()}")
     return Shift(**settings)
 

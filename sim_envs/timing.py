@@ -27,6 +27,10 @@ class SensorTiming:
     latency: float = 0.0
 
     def __post_init__(self):
+        for name in ("rate_hz", "jitter", "dropout", "latency"):  # True was a 1 Hz sensor, "10" a numpy TypeError
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise ValueError(f"SensorTiming {name} must be a number, got {value!r} ({type(value).__name__})")
         if not (np.isfinite(self.rate_hz) and self.rate_hz > 0):
             raise ValueError(f"rate_hz must be a positive finite number, got {self.rate_hz!r}")
         if not (0.0 <= self.jitter < 1.0):

@@ -84,7 +84,8 @@ def update_rate_hz(timings: dict, update_on) -> float | int:
     about the nominal period, so a sensor's mean rate is its nominal rate times (1 - dropout). An int when whole
     (``gymnasium.utils.play`` takes no float)."""
     rate = sum(timings[sensor].rate_hz * (1.0 - timings[sensor].dropout) for sensor in update_on)
-    return int(rate) if float(rate).is_integer() else rate
+    whole = round(rate)  # 200 * (1 - 0.9) is 19.999999999999996: whole up to float error
+    return int(whole) if abs(rate - whole) <= 1e-9 * max(1.0, abs(rate)) else rate
 
 
 def jointvel_qpos(model, sensor_names) -> list[int]:

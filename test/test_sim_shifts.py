@@ -81,10 +81,13 @@ def test_a_setting_given_twice_or_an_empty_item_is_refused(spec, mentions):
     [("dsk", "'dsk' (did you mean 'dusk'?)"), ("in_distrbution", "(did you mean 'in_distribution'?)"),
      ("fgo=0.5", "setting 'fgo' (did you mean 'fog'?)"), ("winter,lightning=dusk", "(did you mean 'lighting'?)"),
      ("xyz", "'xyz'; valid settings"), ("camera_rate", "'camera_rate' (a setting: give camera_rate=<0.1..10.0>)"),
-     ("lighting", "(a setting: give lighting=noon|overcast|dusk|night)")],
+     ("lighting", "(a setting: give lighting=noon|overcast|dusk|night)"),
+     ("light", "'light' (a value of dynamics: give dynamics=light)"),
+     ("noon", "(a value of lighting: give lighting=noon)")],
 )  # fmt: skip
 def test_a_mistyped_shift_name_is_refused_with_the_name_it_is_close_to(spec, hint):
-    """Before: only the whole list of settings and presets, for a shift mistyped by a letter."""
+    """Before: only the whole list of settings and presets, for a shift mistyped by a letter; and a setting's value
+    alone ('light', listed beside heavy and slippery, which are presets) was hinted as 'night'."""
     with pytest.raises(ValueError) as err:
         parse_shift(spec)
     assert hint in str(err.value)

@@ -42,8 +42,11 @@ def test_dropout_fraction_and_latency():
         dict(rate_hz=10, dropout=-0.1),
         dict(rate_hz=10, latency=float("nan")),
         dict(rate_hz=float("inf")),
+        dict(rate_hz=True),  # was a 1 Hz sensor
+        dict(rate_hz="10"),  # was numpy's TypeError naming no field
+        dict(rate_hz=10, latency=None),
     ],
 )
 def test_invalid_timing_rejected(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="rate_hz|jitter|dropout|latency"):
         SensorTiming(**kwargs)

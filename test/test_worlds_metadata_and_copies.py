@@ -51,6 +51,13 @@ def test_render_fps_is_an_int_when_whole():
     """gymnasium.utils.play takes an int only; a rate like 1.5 Hz (camera_rate=0.1) stays exact, not 2 or 0."""
     assert type(gym.make("LiquidBalance-v0").metadata["render_fps"]) is int
     assert gym.make("LiquidRover-v0", shift="camera_rate=0.1").metadata["render_fps"] == pytest.approx(1.5)
+    # whole up to float error (200 Hz x (1 - 0.9) is 19.999999999999996): was a float, which play refuses
+    for world, shift, fps in (
+        ("LiquidBalance-v0", "dropout=0.9", 20),
+        ("LiquidRover-v0", "dropout=0.9,sensor_rate=2", 3),
+    ):
+        rate = gym.make(world, shift=shift).metadata["render_fps"]
+        assert type(rate) is int and rate == fps, rate
 
 
 EPISODE_METHODS = {
