@@ -169,6 +169,20 @@ class Shift:
         sensors = ", ".join(sensor_names)
         return f"{', '.join(idle)} {verb} nothing in {world}, which has no {missing} (its sensors: {sensors})"
 
+    def unread_problem(self, policy: str, inputs) -> str | None:
+        """Why part of this shift reaches nothing ``policy`` reads (``inputs``: its sensors and vectors, as
+        ``policy_inputs`` names them): an IMU shift for a camera-only policy runs the in-distribution episodes
+        under another name, bit for bit. None when every changed setting acts on one of its inputs (or on all)."""
+        idle = self.idle_settings(inputs)
+        if not idle:
+            return None
+        verb = "changes" if len(idle) == 1 else "change"
+        missing = " or ".join(dict.fromkeys(idle.values()))
+        return (
+            f"{', '.join(idle)} {verb} nothing policy {policy!r} reads, which has no {missing} input (its inputs: "
+            f"{', '.join(inputs) or 'none'})"
+        )
+
     def __str__(self) -> str:
         return self.to_string() or "in_distribution"
 

@@ -875,6 +875,21 @@ def test_a_planted_or_swapped_checkpoint_is_refused_by_the_workers(tiny_checkpoi
         backends._ray_batch([job], open(tiny_checkpoints[1], "rb").read())
 
 
+def test_a_shift_of_a_sensor_a_policy_does_not_read_is_warned_of(capsys):
+    """Before: `--shift imu_noise=5` for the camera-only rover policies ran the in-distribution episodes under its
+    name, bit for bit, and the report showed the row as if it had been tested (found by a probe of the worlds). A
+    warning names the policy and its inputs; a camera shift for it, or a shift of every sensor, draws none."""
+    from liquid_control.paths import policies_dir
+
+    build_plan([f"cfc={policies_dir() / 'cfc_rover.pt'}", "expert"], ["imu_noise=5", "fog", "sensor_rate=2"], 1)
+    err = capsys.readouterr().err
+    assert (
+        "warning: --shift imu_noise=5: imu_noise changes nothing policy 'cfc' reads, which has no imu input (its "
+        "inputs: camera): its row for 'cfc' measures no change there"
+    ) in err, err
+    assert err.count("warning") == 1, err
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [

@@ -215,6 +215,9 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     with pytest.raises(ValueError, match="fog changes nothing in LiquidBalance-v0, which has no camera"):
         graph.sim_graph(world="LiquidBalance-v0", shift="fog=0.5")
     graph.sim_graph(world="LiquidBalance-v0", shift="imu_noise=0.5")
+    # an IMU shift for the camera-only rover policy: before, a run in distribution under the shift's name
+    with pytest.raises(ValueError, match="imu_noise changes nothing policy 'cfc_ncp_rover.pt' reads, which has no imu"):
+        graph.sim_graph(shift="imu_noise=0.5")
     with pytest.raises(FileNotFoundError, match=r"policy '/nonexistent/run/policy.pt': no such policy file"):
         graph.sim_graph(policy="/nonexistent/run/policy.pt")
     (tmp_path / "run").mkdir()

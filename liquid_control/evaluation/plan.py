@@ -19,7 +19,13 @@ from dataclasses import asdict, dataclass, field
 from liquid_control.conventions.params import EPISODE_SEED_LIMIT
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.errors import EvaluationSetupError
-from liquid_control.evaluation.shifts import DEFAULT_SHIFT, check_shift, check_shift_applies, shift_changes
+from liquid_control.evaluation.shifts import (
+    DEFAULT_SHIFT,
+    check_shift,
+    check_shift_applies,
+    shift_changes,
+    shift_for_env,
+)
 from liquid_control.paths import (
     expand_pattern,
     output_folder_problem,
@@ -262,6 +268,29 @@ def _say_trained_under_a_shift(trained_shifts: dict, shifts: list[str]) -> None:
         )
 
 
+def _say_shifts_a_policy_does_not_read(specs: list[PolicySpec], shifts: list[str]) -> None:
+    """A warning for each shift that changes a sensor a policy does not read (an IMU shift for a camera-only policy:
+    its row is the in-distribution one under another name, bit for bit; said nowhere before). Not refused, as a
+    shift a world cannot act on is: it may act on another policy of the request (a camera + IMU one)."""
+    from sim_envs.shifts import parse_shift
+
+    for shift in shifts:
+        try:
+            parsed = parse_shift(shift_for_env(shift))
+        except ValueError:  # a preset of a world of one's own: checked by check_shift_applies
+            continue
+        for spec in specs:
+            inputs = spec.env_kwargs.get("policy_inputs")
+            problem = None if spec.is_expert or inputs is None else parsed.unread_problem(spec.name, inputs)
+            if problem:
+                print(
+                    f"liquid-control eval: warning: --shift {shift}: {problem}: its row for {spec.name!r} measures "
+                    "no change there",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
 def _changes(shift: str) -> bool:
     """Whether ``shift`` changes anything from the worlds' nominal setting (one a module adds counts as a change)."""
     try:
@@ -428,6 +457,7 @@ def build_plan(
     for shift in shifts:  # a shift on a sensor the world lacks would be an in-distribution row, mislabelled
         check_shift_applies(shift, evaluated)
     _say_trained_under_a_shift(trained_shifts, shifts)
+    _say_shifts_a_policy_does_not_read(specs, shifts)
     if policy_worlds:  # the expert drives the same world, rendered the same way, as the trained policies
         trained = next(s for s in specs if not s.is_expert)
         specs = [
