@@ -17,9 +17,18 @@ from liquid_control.shown import shown
 
 
 class NumberLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with YAML 1.2's floats without a dot (``1e-3``, ``-2E+5``)."""
+    """PyYAML's safe loader, with YAML 1.2's floats without a dot (``1e-3``, ``-2E+5``) and YAML 1.2's integers:
+    ``010`` is ten and ``1:30`` a string (YAML 1.1's octal and base 60 read them as 8 and 90: ``--set
+    training.epochs_first=010`` trained 8 epochs), ``0o10`` and ``0x1f`` octal and hexadecimal."""
 
 
+INT_12 = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")  # YAML 1.2's core schema
+# PyYAML's resolvers without YAML 1.1's int (its octal 010, base-60 1:30, 0b and 1_000 forms), then 1.2's
+NumberLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+NumberLoader.add_implicit_resolver("tag:yaml.org,2002:int", INT_12, list("-+0123456789"))
 NumberLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
@@ -27,11 +36,24 @@ NumberLoader.add_implicit_resolver(
 )
 
 
+def _yaml_12_int(text: str) -> int | None:
+    """``text`` as YAML 1.2 reads an integer (decimal with any leading zeros, 0o octal, 0x hexadecimal), else None."""
+    if INT_12.match(text) is None:
+        return None
+    if text.startswith(("0o", "0x")):
+        return int(text[2:], 8 if text[1] == "o" else 16)
+    return int(text, 10)
+
+
 def _construct_int(loader: NumberLoader, node: yaml.ScalarNode) -> int:
-    """PyYAML's integers, and a clear error naming the line where one cannot be made: more digits than Python
-    converts (``sys.get_int_max_str_digits()``, 4300 by default: a ValueError that named neither file nor key), or
-    a ``!!int`` tag on no integer (``!!int abc``; ``!!int ''`` was an IndexError)."""
+    """YAML 1.2's integers (an explicit ``!!int`` of another form: PyYAML's), and a clear error naming the line where
+    one cannot be made: more digits than Python converts (``sys.get_int_max_str_digits()``, 4300 by default: a
+    ValueError that named neither file nor key), or a ``!!int`` tag on no integer (``!!int abc``; ``!!int ''`` was an
+    IndexError)."""
     try:
+        value = _yaml_12_int(str(loader.construct_scalar(node)))
+        if value is not None:
+            return value
         return yaml.SafeLoader.construct_yaml_int(loader, node)
     except (ValueError, IndexError):
         digits = sum(c.isdigit() for c in str(node.value))

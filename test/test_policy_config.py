@@ -172,6 +172,26 @@ def test_a_section_given_whole_in_set_is_merged_key_by_key():
     # a review: below the top level a mapping can be data (sensor names), which the value replaces
     assert apply_overrides(nav, {"observation.vectors": {"imu": 6}})["observation"]["vectors"] == {"imu": 6}
     assert apply_overrides(nav, {"observation": {"vectors": {"imu": 6}}})["observation"]["vectors"] == {"imu": 6}
+    # a section below the top merged too (a probe of the config surface: encoder.camera={normalize: instance} reset
+    # the camera network to the schema's [8, 16, 16] channels and 32 features; observation.image={height: 32} set
+    # the width to 64), given dotted or inside its section
+    for overrides in (
+        {"encoder.camera": {"normalize": "instance"}},
+        {"encoder": {"camera": {"normalize": "instance"}}},
+    ):
+        camera = apply_overrides(nav, overrides)["encoder"]["camera"]
+        assert camera == dict(nav["encoder"]["camera"], normalize="instance"), camera
+    assert apply_overrides(nav, {"observation.image": {"height": 24}})["observation"]["image"]["width"] == 32
+
+
+def test_set_applies_its_items_in_the_order_given():
+    """Before: a key given again kept the place it was first given, so `--set training.lr=0.001 --set
+    "training={lr: 0.003}" --set training.lr=0.0005` trained at 0.003, the section applied last."""
+    from liquid_control.training.cli import parse_overrides
+
+    cfg = validate_config(yaml.safe_load(ROVER.read_text()))
+    overrides = parse_overrides(["training.lr=0.001", "training={lr: 0.003}", "training.lr=0.0005"])
+    assert apply_overrides(cfg, overrides)["training"]["lr"] == 0.0005
 
 
 @pytest.mark.parametrize(
@@ -258,6 +278,14 @@ def test_a_number_in_scientific_notation_is_a_number_in_a_config_file_and_in_set
     }
     with pytest.raises(PolicyConfigError, match=r"core.units: expected an integer, got 100.0"):
         validate_config(dict(yaml.safe_load(ROVER.read_text()), core={"type": "cfc", "units": 1e2}))
+    # YAML 1.2's integers too (a probe of the config surface: YAML 1.1 read 010 as 8 and 1:30 as 90, so
+    # `--set training.epochs_first=010` trained 8 epochs); 0o and 0x are 1.2's octal and hexadecimal
+    assert parse_overrides(["training.epochs_first=010", "core.units=024", "a=0o10", "b=0x1f", "c=1:30"]) == {
+        "training.epochs_first": 10, "core.units": 24, "a": 8, "b": 31, "c": "1:30"
+    }  # fmt: skip
+    from liquid_control.yaml_numbers import load_yaml
+
+    assert load_yaml("epochs_first: 010\n") == {"epochs_first": 10}
 
 
 @pytest.mark.parametrize(

@@ -115,13 +115,13 @@ def test_ctrl_c_ends_an_evaluation_worker_without_a_traceback():
 
     # The exit code is read once the executor has reaped the worker: a join of our own raced the executor's
     # manager thread, which reaps a dead worker too (waitpid's loser reads exitcode None; it happened in CI).
+    # the evaluation's own pool (spawn_pool: its workers make Ctrl-C a quiet exit as they start, not the initializer)
     script = """
-import multiprocessing, os, signal
-from concurrent.futures import ProcessPoolExecutor
+import os, signal
 from concurrent.futures.process import BrokenProcessPool
 from liquid_control.evaluation.backends import _init_worker
-context = multiprocessing.get_context("spawn")
-with ProcessPoolExecutor(1, mp_context=context, initializer=_init_worker) as pool:
+from liquid_control.processes import spawn_pool
+with spawn_pool(1, _init_worker) as pool:
     pid = pool.submit(os.getpid).result()  # the worker, idle from here on
     worker = pool._processes[pid]
     os.kill(pid, signal.SIGINT)

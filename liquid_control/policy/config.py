@@ -770,9 +770,25 @@ def load_config(path: str | Path, strict: bool = True, recorded: bool = False) -
         raise PolicyConfigError(f"{path}: {exc}") from None
 
 
+# mappings whose keys are data, not settings (a policy's vector inputs, a bag run's topics): a --set replaces them
+DATA_MAPPINGS = ("observation.vectors", "data.topics")
+
+
+def _merge_section(node: dict, value: dict, path: str) -> None:
+    """``value``'s keys set in section ``node`` (at dotted ``path``), a section in it merged the same way, key by key
+    (a data mapping replaced)."""
+    for key, item in value.items():
+        where = f"{path}.{key}"
+        if isinstance(item, dict) and isinstance(node.get(key), dict) and where not in DATA_MAPPINGS:
+            _merge_section(node[key], item, where)
+        else:
+            node[key] = copy.deepcopy(item)
+
+
 def set_dotted(raw: dict, dotted: str, value) -> None:
     """Set one ``--set`` override in ``raw`` in place: ``a.b.c`` names key ``c`` of section ``a.b``; a section given
-    whole at the top (``--set "training={demonstrations: 2}"``) sets the keys it names."""
+    as a mapping (``--set "training={demonstrations: 2}"``, ``--set "encoder.camera={normalize: instance}"``) sets
+    the keys it names, the others kept; a data mapping (``DATA_MAPPINGS``) is replaced whole."""
     node = raw
     parts = dotted.split(".")
     for depth, part in enumerate(parts[:-1]):
@@ -786,10 +802,10 @@ def set_dotted(raw: dict, dotted: str, value) -> None:
             have = f"its sections: {sections}" if sections else "it holds values only"
             raise PolicyConfigError(f"override {dotted!r}: {where} has no section {part!r} ({have})")
         node = node[part]
-    if len(parts) == 1 and isinstance(node.get(dotted), dict) and isinstance(value, dict):
-        # the section given whole replaced the file's values and every earlier --set with the defaults. Only a
-        # top-level section: deeper mappings can be data (observation.vectors' sensor names), which a value replaces.
-        node[dotted].update(copy.deepcopy(value))
+    if isinstance(node.get(parts[-1]), dict) and isinstance(value, dict) and dotted not in DATA_MAPPINGS:
+        # the section given whole replaced the file's values and every earlier --set with the defaults (at the top;
+        # below it, encoder.camera={normalize: instance} reset the camera's channels and sizes to the schema's)
+        _merge_section(node[parts[-1]], value, dotted)
     else:
         node[parts[-1]] = value
 

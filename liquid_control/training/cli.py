@@ -121,6 +121,7 @@ def parse_overrides(items) -> dict:
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE, got {shown(item, 1000)}")
         try:
+            overrides.pop(key.strip(), None)  # a key given again goes where it was given last: applied in that order
             overrides[key.strip()] = load_yaml(value)
             repeated = repeated_key(value)
         except yaml.YAMLError as exc:
