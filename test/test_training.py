@@ -256,6 +256,24 @@ def test_training_run_writes_policy_metrics_and_is_deterministic(tmp_path):
         trainer.train(tiny_config(dagger_max_steps=5), tmp_path / "a", progress=False, log=lambda m: None)
 
 
+def test_the_max_step_line_says_where_the_sixteen_sub_step_cap_binds(tmp_path):
+    """Before: core.max_step below the longest dt / 16 (the most sub-steps a dt is split into) logged 'a longer dt is
+    integrated in sub-steps of at most that (in training too)', though every such dt took 16 longer sub-steps: runs at
+    0.001, 0.002 and 0.0001 s trained bit-identical policies (found by a probe of the config surface)."""
+    said = {}
+    for step in (0.0001, 0.01):
+        config = tiny_config(dagger_rounds=0, epochs_first=1, eval_episodes=0)
+        config["core"]["max_step"] = step
+        lines = []
+        trainer.train(config, tmp_path / str(step), progress=False, log=lines.append)
+        said[step] = next(line for line in lines if line.startswith("longest dt trained on"))
+    longest = float(said[0.01].split(": ")[1].split(" s")[0])
+    assert longest > 16 * 0.0001, said
+    assert "core.max_step 0.0001 s: below the longest dt / 16" in said[0.0001], said
+    assert f"in 16 sub-steps of {longest / 16:.2g} s, longer than it" in said[0.0001], said
+    assert "core.max_step 0.01 s: a longer dt is integrated in sub-steps of at most that" in said[0.01], said
+
+
 def die_in_epoch(monkeypatch, epoch: int) -> None:
     """Training dies as a killed process does (KeyboardInterrupt) when epoch ``epoch`` begins: the run's
     checkpoint.pt holds the epochs before it."""

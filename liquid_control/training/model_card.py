@@ -34,6 +34,7 @@ import yaml
 
 from liquid_control import folder_lock
 from liquid_control.atomic_file import atomic_write
+from liquid_control.cells.dt import MAX_SUBSTEPS
 from liquid_control.json_text import load_json
 from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
@@ -314,7 +315,10 @@ def _describe_core(core: dict) -> str:
     dt = "constant dt = 1 (dt ignored)" if core["ignore_dt"] else "the measured dt of each update"
     use = "integrates" if core["type"] in CONTINUOUS_CORES else "takes as an input feature"
     if core.get("max_step") is not None:
-        dt += f" (a longer one than {core['max_step']:g} s in sub-steps of at most that, the input held)"
+        dt += (
+            f" (a longer one than {core['max_step']:g} s in sub-steps of at most that, up to {MAX_SUBSTEPS} of them, "
+            "the input held)"
+        )
     return f"{kind}{wiring}, {core['units']} units{extra}; {use} {dt}"
 
 

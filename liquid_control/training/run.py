@@ -33,6 +33,7 @@ import torch
 from liquid_control.atomic_file import atomic_write
 from liquid_control.cells import SolverDivergedError, kernels
 from liquid_control.cells.checkpoint import read_plain_torch_file
+from liquid_control.cells.dt import MAX_SUBSTEPS
 from liquid_control.conventions import training_record
 from liquid_control.paths import code_commit
 from liquid_control.policy import Policy, save_policy
@@ -629,10 +630,16 @@ class TrainingRun:
                 "core never integrated a time step in training, so every dt at run time is one it never saw"
             )
         elif continuous:
+            cap = max_step is not None and self.longest_dt > MAX_SUBSTEPS * max_step  # the sub-steps it took are longer
             self.log(
                 f"longest dt trained on: {self.longest_dt:.4f} s; core.max_step "
                 + (
-                    f"{max_step:g} s: a longer dt is integrated in sub-steps of at most that"
+                    f"{max_step:g} s: below the longest dt / {MAX_SUBSTEPS} (the most sub-steps a dt is split into), "
+                    f"so a dt of {self.longest_dt:.4f} s was integrated in {MAX_SUBSTEPS} sub-steps of "
+                    f"{self.longest_dt / MAX_SUBSTEPS:.2g} s, longer than it; set it at least "
+                    f"{self.longest_dt / MAX_SUBSTEPS:.2g} s for the bound to hold"
+                    if cap
+                    else f"{max_step:g} s: a longer dt is integrated in sub-steps of at most that"
                     + (" (in training too)" if self.longest_dt > max_step else " at run time")
                     if max_step is not None
                     else "not set: a longer dt at run time is one step, which the cell never saw in training "
