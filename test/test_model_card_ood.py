@@ -199,7 +199,7 @@ def test_ctrl_c_while_measuring_is_one_line_and_the_children_exit_quietly(tmp_pa
     )
     try:
         seen = ""
-        while "cfc_ncp_rover:" not in seen:  # its progress bar: the episodes are running
+        while "cfc_ncp_rover, " not in seen or " path:" not in seen:  # its bar ("NAME, compiled path:"): running
             char = child.stderr.read(1)
             assert char, seen
             seen += char
