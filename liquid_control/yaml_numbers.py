@@ -1,4 +1,4 @@
-"""YAML as ROS 2 and YAML 1.2 read it: ``1e-3`` is a number.
+"""YAML numbers as ROS 2 reads them: ``1e-3`` is a number, ``1:30`` a string.
 
 PyYAML follows YAML 1.1, whose floats need a dot (``1.0e-3``), so ``lr: 3e-4`` in a policy config or
 ``max_gap_s: 2e0`` in a ROS parameter file were strings here while ROS (yaml-cpp / libyaml with strtod) reads
@@ -17,41 +17,44 @@ from liquid_control.shown import shown
 
 
 class NumberLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with YAML 1.2's floats without a dot (``1e-3``, ``-2E+5``) and YAML 1.2's integers:
-    ``010`` is ten and ``1:30`` a string (YAML 1.1's octal and base 60 read them as 8 and 90: ``--set
-    training.epochs_first=010`` trained 8 epochs), ``0o10`` and ``0x1f`` octal and hexadecimal."""
+    """PyYAML's safe loader reading numbers as ROS 2 reads a parameter file (rcl: C's ``strtol`` with base 0, then
+    ``strtod``, each taking the whole text): ``1e-3`` is a float (YAML 1.1 needs a dot), ``010`` octal 8, ``0x1f``
+    31, ``09`` the float 9.0, and ``0o10``, ``1:30`` and ``1_000`` strings (YAML 1.1 read the last two as 90 and 1000,
+    which a node given the file would not)."""
 
 
-INT_12 = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")  # YAML 1.2's core schema
-# PyYAML's resolvers without YAML 1.1's int (its octal 010, base-60 1:30, 0b and 1_000 forms), then 1.2's
+INT_ROS = re.compile(r"^[-+]?(?:0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)$")  # strtol, base 0
+FLOAT_ROS = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")  # strtod's decimal forms
+FLOAT_SPECIAL = re.compile(r"^(?:[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")  # YAML's, as rcl reads them
+# PyYAML's resolvers without YAML 1.1's int and float (octal 0o, base 60, underscores), then the ones above
 NumberLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+    first: [
+        (tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-NumberLoader.add_implicit_resolver("tag:yaml.org,2002:int", INT_12, list("-+0123456789"))
-NumberLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+.0123456789"),
-)
+NumberLoader.add_implicit_resolver("tag:yaml.org,2002:int", INT_ROS, list("-+0123456789"))
+NumberLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_ROS, list("-+.0123456789"))
+NumberLoader.add_implicit_resolver("tag:yaml.org,2002:float", FLOAT_SPECIAL, list("-+."))
 
 
-def _yaml_12_int(text: str) -> int | None:
-    """``text`` as YAML 1.2 reads an integer (decimal with any leading zeros, 0o octal, 0x hexadecimal), else None."""
-    if INT_12.match(text) is None:
+def _ros_int(text: str) -> int | None:
+    """``text`` as ``strtol`` with base 0 reads a whole integer (0x hexadecimal, a leading 0 octal), else None."""
+    if INT_ROS.match(text) is None:
         return None
-    if text.startswith(("0o", "0x")):
-        return int(text[2:], 8 if text[1] == "o" else 16)
-    return int(text, 10)
+    sign, body = (-1 if text[0] == "-" else 1), text.lstrip("+-")
+    if body[:2].lower() == "0x":
+        return sign * int(body[2:], 16)
+    return sign * int(body, 8 if len(body) > 1 and body[0] == "0" else 10)
 
 
 def _construct_int(loader: NumberLoader, node: yaml.ScalarNode) -> int:
-    """YAML 1.2's integers (an explicit ``!!int`` of another form: PyYAML's), and a clear error naming the line where
-    one cannot be made: more digits than Python converts (``sys.get_int_max_str_digits()``, 4300 by default: a
+    """Integers as ROS reads them (an explicit ``!!int`` of another form: PyYAML's), and a clear error naming the line
+    where one cannot be made: more digits than Python converts (``sys.get_int_max_str_digits()``, 4300 by default: a
     ValueError that named neither file nor key), or a ``!!int`` tag on no integer (``!!int abc``; ``!!int ''`` was an
     IndexError)."""
     try:
-        value = _yaml_12_int(str(loader.construct_scalar(node)))
+        value = _ros_int(str(loader.construct_scalar(node)))
         if value is not None:
             return value
         return yaml.SafeLoader.construct_yaml_int(loader, node)

@@ -278,14 +278,44 @@ def test_a_number_in_scientific_notation_is_a_number_in_a_config_file_and_in_set
     }
     with pytest.raises(PolicyConfigError, match=r"core.units: expected an integer, got 100.0"):
         validate_config(dict(yaml.safe_load(ROVER.read_text()), core={"type": "cfc", "units": 1e2}))
-    # YAML 1.2's integers too (a probe of the config surface: YAML 1.1 read 010 as 8 and 1:30 as 90, so
-    # `--set training.epochs_first=010` trained 8 epochs); 0o and 0x are 1.2's octal and hexadecimal
-    assert parse_overrides(["training.epochs_first=010", "core.units=024", "a=0o10", "b=0x1f", "c=1:30"]) == {
-        "training.epochs_first": 10, "core.units": 24, "a": 8, "b": 31, "c": "1:30"
+    # integers as ROS reads them (a probe of the config surface: YAML 1.1 read 1:30 as 90 and 1_000 as 1000, which
+    # a node given the file reads as strings; 010 is octal 8 for both, as C's strtol has it)
+    assert parse_overrides(["training.epochs_first=010", "a=0o10", "b=0x1f", "c=1:30", "d=1_000"]) == {
+        "training.epochs_first": 8, "a": "0o10", "b": 31, "c": "1:30", "d": "1_000"
     }  # fmt: skip
+
+
+ROS_NUMBERS = {  # what rclpy's --params-file (rcl's YAML parser) gives for each text, measured 2026-12-07 (Kilted)
+    "010": 8, "0o10": "0o10", "0x1f": 31, "0X1F": 31, "1:30": "1:30", "1_000": "1_000", "09": 9.0, "-010": -8,
+    "1_000.5": "1_000.5", "1:30.5": "1:30.5", "1e3": 1000.0, "1.": 1.0, ".5": 0.5, "+7": 7, "0": 0, "00": 0,
+    "1e-3": 0.001, ".inf": float("inf"),
+}  # fmt: skip
+
+
+def test_numbers_read_as_ros_reads_a_parameter_file(tmp_path):
+    """Every config and parameter file is read with load_yaml, whose numbers must be what a node given the same file
+    gets (its checks of a robot's parameter file, the bag runs' data settings): the node itself is the oracle here."""
     from liquid_control.yaml_numbers import load_yaml
 
-    assert load_yaml("epochs_first: 010\n") == {"epochs_first": 10}
+    assert load_yaml("\n".join(f"k{i}: {text}" for i, text in enumerate(ROS_NUMBERS))) == {
+        f"k{i}": value for i, value in enumerate(ROS_NUMBERS.values())
+    }
+    rclpy = pytest.importorskip("rclpy")
+    from rclpy.context import Context
+
+    from liquid_control.ros.testing import free_domain_id
+
+    path = tmp_path / "numbers.yaml"
+    path.write_text("/**:\n  ros__parameters:\n" + "".join(f"    k{i}: {t}\n" for i, t in enumerate(ROS_NUMBERS)))
+    context = Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(path)], context=context, domain_id=free_domain_id())
+    try:
+        node = rclpy.create_node("numbers", context=context, automatically_declare_parameters_from_overrides=True)
+        read = {text: node.get_parameter(f"k{i}").value for i, text in enumerate(ROS_NUMBERS)}
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
+    assert read == ROS_NUMBERS
 
 
 @pytest.mark.parametrize(

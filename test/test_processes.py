@@ -93,6 +93,26 @@ def test_a_ctrl_c_while_a_pool_worker_starts_up_ends_it_quietly(capfd):
     assert "Traceback" not in err and "Fatal Python error" not in err, err
 
 
+def test_a_ray_tasks_setup_ignores_the_warning_signals_and_makes_ctrl_c_quiet():
+    """A Ray task's process is no WorkerProcess: the evaluation's and the headline training's worker setup is all it
+    gets. When the pools' workers began doing it as they start (87ab304), the setup stopped doing it, and a Ray worker
+    running a batch died of a batch system's SIGUSR1 (found by a review)."""
+    script = (
+        "import signal\n"
+        "from liquid_control.processes import _exit_quietly\n"
+        "from liquid_control.evaluation import backends, experiment\n"
+        "backends.die_with_parent = lambda: None\n"
+        "for setup in (backends._init_worker, experiment.init_training_worker):\n"
+        "    signal.signal(signal.SIGUSR1, signal.SIG_DFL)\n"
+        "    signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "    setup()\n"
+        "    print(signal.getsignal(signal.SIGUSR1) == signal.SIG_IGN,\n"
+        "          signal.getsignal(signal.SIGINT) is _exit_quietly)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["True", "True", "True", "True"], done.stdout + done.stderr
+
+
 SCRIPT_WHOSE_EXIT_HANGS = """
 import sys, threading
 from liquid_control.processes import exit_status_of

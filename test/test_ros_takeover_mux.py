@@ -121,6 +121,16 @@ def test_the_policy_nodes_stops_are_no_updates_and_start_no_takeover(mux):
     m.policy(0.0, 0.0)  # the policy node stops while the operator drives: the operator's command holds
     assert len(m.sent) == sent and m.node.driver == "operator"
     assert m.node.counts["updates"] == 2 and m.node.counts["policy_stops"] == 2
+    # the operator silent past its timeout: the deadman stops the base once; the policy node's stops repeated while
+    # it waits for its inputs (its watchdog) leave it stopped (a review: each restarted the 'policy' driver, and the
+    # deadman stopped it again, a warning and a silence stop each)
+    m.now += 1.0
+    m.node._watch()
+    stops, sent = m.node.counts["silence_stops"], len(m.sent)
+    for _ in range(5):
+        m.policy(0.0, 0.0)
+        m.node._watch()
+    assert m.node.driver is None and m.node.counts["silence_stops"] == stops and len(m.sent) == sent
 
 
 def test_the_threshold_is_in_action_units_and_only_the_checked_fields_reach_the_base(mux):

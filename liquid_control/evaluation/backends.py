@@ -46,13 +46,16 @@ from liquid_control.processes import (  # available_cpus: part of this module's 
     interrupt_in_ctypes,
     keep_freed_memory,
     more_workers_than_cpus,
+    quiet_ctrl_c_in_worker,
     run_keeping_warnings,
     spawn_pool,
 )
 
 
 def _init_worker() -> None:
-    """One thread per worker: the parallelism is across batches, and results match the serial backend."""
+    """One thread per worker: the parallelism is across batches, and results match the serial backend. Also a Ray
+    task's setup, whose process is no WorkerProcess: Ctrl-C a quiet exit, the batch system's warnings ignored."""
+    quiet_ctrl_c_in_worker()
     die_with_parent()
     keep_freed_memory()
     os.environ.setdefault("MUJOCO_GL", "egl")

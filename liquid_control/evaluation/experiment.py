@@ -197,8 +197,9 @@ def init_training_worker() -> None:
 
     from tqdm import tqdm
 
-    from liquid_control.processes import die_with_parent
+    from liquid_control.processes import die_with_parent, quiet_ctrl_c_in_worker
 
+    quiet_ctrl_c_in_worker()  # a Ray task's process is no WorkerProcess (a pool's does it as it starts)
     die_with_parent()
     tqdm.set_lock(threading.RLock())
 

@@ -330,9 +330,8 @@ class TakeoverMuxNode(Node):
             # or a command held at rest, no decision of the policy's: not an update, no takeover rule or share drawn
             # on it (both did: takeovers logged between episodes); the base stops too unless the operator drives
             self.counts["policy_stops"] += 1
-            if self.driver != "operator":
+            if self.driver == "policy":  # the base stops; stopped already (None: the deadman's), or the operator drives
                 self._send(policy, msg)
-                self.driver = "policy"
             return
         self.counts["updates"] += 1
         if now - self.operator_at > self.operator_timeout:

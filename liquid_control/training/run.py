@@ -637,7 +637,7 @@ class TrainingRun:
                     f"{max_step:g} s: below the longest dt / {MAX_SUBSTEPS} (the most sub-steps a dt is split into), "
                     f"so a dt of {self.longest_dt:.4f} s was integrated in {MAX_SUBSTEPS} sub-steps of "
                     f"{self.longest_dt / MAX_SUBSTEPS:.2g} s, longer than it; set it at least "
-                    f"{self.longest_dt / MAX_SUBSTEPS:.2g} s for the bound to hold"
+                    f"{math.ceil(self.longest_dt / MAX_SUBSTEPS * 1e4) / 1e4:g} s for the bound to hold"
                     if cap
                     else f"{max_step:g} s: a longer dt is integrated in sub-steps of at most that"
                     + (" (in training too)" if self.longest_dt > max_step else " at run time")
