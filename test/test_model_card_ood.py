@@ -68,6 +68,20 @@ def test_a_card_refuses_the_ood_results_of_another_checkpoint(tmp_path, capsys):
         model_card.add_ood(card, results, "p")
     write(run / "policy.pt")  # the run's own episodes: taken
     assert ood_section(results, "p", carded=run / "policy.pt")["shifts"]["in_distribution"]["success"] == 1.0
+    # and for the policy shipped from that run (saved again with the card's metadata: another SHA-256), which records
+    # the run's file it came from (a review: `--refresh NAME --ood-results` of the run's evaluation was refused)
+    from liquid_control.policy import load_policy, save_policy
+
+    loaded = load_policy(run / "policy.pt")
+    shipped = save_policy(
+        tmp_path / "p.pt",
+        loaded,
+        dict(loaded.metadata, name="p", **{model_card.SHIPPED_FROM: checkpoint_sha256(run / "policy.pt")}),
+    )
+    assert checkpoint_sha256(shipped) != checkpoint_sha256(run / "policy.pt")
+    assert ood_section(results, "p", carded=shipped)["shifts"]["in_distribution"]["success"] == 1.0
+    with pytest.raises(ValueError, match="which this card describes"):  # shipped from another run: refused
+        ood_section(results, "p", carded=save_policy(tmp_path / "q.pt", loaded, dict(loaded.metadata, name="q")))
 
 
 def test_add_ood_fills_the_card_and_keeps_the_rest(tmp_path):

@@ -1071,6 +1071,11 @@ def test_a_card_names_the_code_that_trained_its_policy(tmp_path, monkeypatch):
     path = model_card.write_card("x", tmp_path / "run", 10, 4, tmp_path / "out", "a test machine")
     assert model_card.read_card(path)["training"]["code"] == commit
     assert f"code: {commit}." in model_card.split_card(path)[1]
+    # the shipped file records the run's file it was saved from (an evaluation of that file fills its OOD entry)
+    from liquid_control.runtime.backends import checkpoint_sha256
+
+    shipped = load_policy(tmp_path / "out" / "x.pt").metadata[model_card.SHIPPED_FROM]
+    assert shipped == checkpoint_sha256(tmp_path / "run" / "policy.pt")
     # a run resumed on the other kernel path records both parts' paths (a list, as its code); the card kept neither
     parts = ["compiled kernels (x86_64)", "torch (LIQUID_CONTROL_NATIVE=0)"]
     save_policy(tmp_path / "run" / "policy.pt", shipped, dict(shipped.metadata, code=commit, kernels=parts))

@@ -567,7 +567,10 @@ def _write_card(
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{name}.") as staging, _naming_shipped(out_dir, name):
         staging = Path(staging)
         shipped = save_policy(
-            staging / f"{name}.pt", policy, {**meta, "name": name, "in_distribution_success": wins / episodes}
+            staging / f"{name}.pt",
+            policy,
+            # the run's file it was saved from: an evaluation of that file is this policy's too (ood_section)
+            {**meta, "name": name, "in_distribution_success": wins / episodes, SHIPPED_FROM: checkpoint_sha256(source)},
         )
         if not_exported is None:  # what the ROS node runs (backend: auto): the export of this very file
             try:
@@ -683,6 +686,19 @@ def refresh_card(
 RESULT_KEYS = ("policy", "shift", "episode_seed", "success")
 
 
+SHIPPED_FROM = "shipped_from_sha256"  # a shipped policy's metadata: the SHA-256 of the run's file it was saved from
+
+
+def _shipped_from(path: Path) -> str:
+    """The SHA-256 of the run's policy.pt that ``path`` was shipped from (metadata ``SHIPPED_FROM``); '' where it
+    records none (shipped before 2026-12-07, or not shipped) or cannot be read."""
+    try:
+        value = load_policy(path).metadata.get(SHIPPED_FROM)
+    except (PolicyLoadError, OSError):
+        return ""
+    return value if isinstance(value, str) and value else ""
+
+
 def ood_section(
     results_path: str | Path, policy: str, reference: str = "in_distribution", carded: Path | None = None
 ) -> dict:
@@ -713,7 +729,8 @@ def ood_section(
     recorded = records[0].get("checkpoint_sha")
     if carded is not None and isinstance(recorded, str) and recorded:
         own = checkpoint_sha256(carded)
-        if not own.startswith(recorded):  # before: another policy's figures went onto the card without a word
+        source = _shipped_from(carded)  # shipping saves the run's policy again, with the card's metadata added
+        if not (own.startswith(recorded) or source.startswith(recorded)):  # before: any policy's figures went on
             raise CardError(
                 f"{results_path}: policy {policy!r} is checkpoint {recorded} ({records[0].get('checkpoint')}), not "
                 f"{carded} (SHA-256 {own[:12]}) which this card describes: evaluate that file (liquid-control eval "
