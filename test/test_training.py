@@ -1074,8 +1074,8 @@ def test_a_card_names_the_code_that_trained_its_policy(tmp_path, monkeypatch):
     # the shipped file records the run's file it was saved from (an evaluation of that file fills its OOD entry)
     from liquid_control.runtime.backends import checkpoint_sha256
 
-    shipped = load_policy(tmp_path / "out" / "x.pt").metadata[model_card.SHIPPED_FROM]
-    assert shipped == checkpoint_sha256(tmp_path / "run" / "policy.pt")
+    source_sha = load_policy(tmp_path / "out" / "x.pt").metadata[model_card.SHIPPED_FROM]
+    assert source_sha == checkpoint_sha256(tmp_path / "run" / "policy.pt")
     # a run resumed on the other kernel path records both parts' paths (a list, as its code); the card kept neither
     parts = ["compiled kernels (x86_64)", "torch (LIQUID_CONTROL_NATIVE=0)"]
     save_policy(tmp_path / "run" / "policy.pt", shipped, dict(shipped.metadata, code=commit, kernels=parts))
