@@ -202,7 +202,7 @@ def test_unknown_world_is_a_clear_error():
         graph.sim_graph(world="Mars-v0")
 
 
-def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_path, monkeypatch):
+def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_path, monkeypatch, capsys):
     """`liquid-control sim` once started both nodes, then failed with exit 1 and named only the shipped-policy
     fallback of a mistyped path; now it is a usage error (exit 2) naming the path as given."""
     monkeypatch.chdir(tmp_path)
@@ -218,6 +218,8 @@ def test_a_missing_policy_or_a_bad_shift_is_refused_before_any_node_starts(tmp_p
     # an IMU shift for the camera-only rover policy: before, a run in distribution under the shift's name
     with pytest.raises(ValueError, match="imu_noise changes nothing policy 'cfc_ncp_rover.pt' reads, which has no imu"):
         graph.sim_graph(shift="imu_noise=0.5")
+    graph.sim_graph(shift="imu_noise=0.5", record_bag=str(tmp_path / "bags"))  # recorded: the bags hold the IMU
+    assert "imu_noise changes nothing policy 'cfc_ncp_rover.pt' reads" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match=r"policy '/nonexistent/run/policy.pt': no such policy file"):
         graph.sim_graph(policy="/nonexistent/run/policy.pt")
     (tmp_path / "run").mkdir()

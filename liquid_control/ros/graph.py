@@ -169,8 +169,10 @@ def sim_graph(
         parsed = shift_for_world(shift, world, world_class(world).sensor_names)  # or a ValueError naming it
         inputs = policy_world_settings.get("policy_inputs")
         unread = parsed.unread_problem(Path(policy_path).name, inputs.split(",")) if inputs else None
-        if unread:  # the run would be an in-distribution one under the shift's name
+        if unread and not record_bag:  # the run would be an in-distribution one under the shift's name
             raise ValueError(f"--shift {shift}: {unread}")
+        if unread:  # recording it still records the shifted sensor (data for a policy that reads it)
+            print(f"warning: --shift {shift}: {unread}; the bags record it", file=sys.stderr, flush=True)
     policy_publish_mode = publish_mode or policy_params.get("publish_mode", "per_update")
     mode_source = "--publish-mode" if publish_mode else f"publish_mode in {policy_yaml}"
     check_policy_options(policy_path, world, backend, control_rate_hz, policy_publish_mode, lockstep, mode_source)
