@@ -118,11 +118,12 @@ class EpisodeRecorder:
             self.writer = writer
         return path
 
-    def record(self, topic: str, msg) -> None:
-        """Write ``msg`` (published or received on ``topic``) into the current bag, if one is open."""
+    def record(self, topic: str, msg, at=None) -> None:
+        """Write ``msg`` (published or received on ``topic``) into the current bag, if one is open, logged at ``at``
+        (a stamp; None: the recorder's clock now)."""
         with self._lock:
             if self.writer is not None:
-                self.writer.write(topic, stamps.nanoseconds(self.clock()), msg)
+                self.writer.write(topic, stamps.nanoseconds(self.clock() if at is None else at), msg)
 
     def stop(self) -> Path | None:
         """Finish the current bag; returns its path."""

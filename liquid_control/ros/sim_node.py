@@ -472,7 +472,10 @@ class SimNode(Node):
             )
             return
         if self.recorder is not None:  # before it counts: lockstep resumes the world on the count
-            self.recorder.record(self.resolve_topic_name(self.p["command_topic"]), msg)
+            # at sim time now, not a message's delivery time (the sim thread may be publishing a batch meanwhile)
+            self.recorder.record(
+                self.resolve_topic_name(self.p["command_topic"]), msg, self._stamp(float(self.world.data.time))
+            )
         with self._lock:
             self._command = (value / self.command_scale, self._sim_now)
             self.commands_received += 1
