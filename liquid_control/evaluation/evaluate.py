@@ -120,7 +120,7 @@ def evaluate(
                     warned.add(name)
                     print(
                         f"liquid-control eval: warning: this part runs {name}'s episodes on {new[0]}, the "
-                        f"{counted(sum(earlier[name].values()), 'episode')} of it in the log ran on "
+                        f"{counted(sum(earlier[name][path] for path in before), 'episode')} of it in the log ran on "
                         f"{' and '.join(before)}: the report will mix both (their last bits differ); stop and "
                         "rerun into a new --out to compare on one path",
                         file=sys.stderr,

@@ -78,7 +78,9 @@ def _subscribers(node, publisher) -> str:
         infos = node.get_subscriptions_info_by_topic(publisher.topic_name)
     except Exception:  # a failing graph query must not hide the warning itself
         return ""
-    names = sorted({f"{info.node_namespace.rstrip('/')}/{info.node_name}" for info in infos})
+    names = sorted(  # a subscription whose node the graph does not know yet is named so by rmw: left out
+        {f"{info.node_namespace.rstrip('/')}/{info.node_name}" for info in infos if "_UNKNOWN_" not in info.node_name}
+    )
     if not names:
         return ""
     return (
