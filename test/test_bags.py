@@ -1836,6 +1836,13 @@ def test_record_cli_expert_info_and_recover(tmp_path, capsys):
     assert saved["spec"]["label"]["mode"] == "held" and saved["data"]["window"] == 16
     assert saved["data"]["bags"] == [str((tmp_path / "exp" / "episode_3").resolve())]
     assert "selection success not measured: trained from bags" in capsys.readouterr().out
+    # the bags in the config's data section, none on the command line: said alike (was "not measured")
+    bagged = tmp_path / "bagged.yaml"
+    bags = {"bags": [str(tmp_path / "exp" / "*")], "command_topic": "/cmd_vel", "window": 16}
+    bagged.write_text(yaml.safe_dump({**CAMERA_ONLY, "data": bags}))
+    argv3 = ["train", "--config", str(bagged), "--out", str(tmp_path / "run3")]  # no data option given
+    assert cli.main([*argv3, "--set", "training.epochs_first=1", "--no-progress"]) == 0
+    assert "selection success not measured: trained from bags" in capsys.readouterr().out
     argv[4] = str(tmp_path / "run2")
     assert cli.main([*argv, "--topic", "lidar=/scan"]) == 2
     assert "the policy does not read" in capsys.readouterr().err

@@ -431,9 +431,8 @@ class TakeoverMuxNode(Node):
     def close(self):
         """Stop the base (shutdown) and log the counts."""
         self._send(None)
-        deliver_stop(
-            self.output, self.get_logger(), "the stop command at shutdown", self
-        )  # before the writer goes away
+        # before the writer goes away
+        deliver_stop(self.output, self.get_logger(), "the stop command at shutdown", self)
         c = self.counts
         self.get_logger().info(
             f"{c['updates']} policy updates, operator drove {c['operator_updates']} ({self.operator.takeovers} "
