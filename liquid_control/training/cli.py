@@ -257,7 +257,7 @@ def run(args) -> int:
     except (*refused, KeyboardInterrupt, OSError) as exc:
         return _answer(args, exc, refused)
     success = "not measured" if result.success is None else f"{result.success:.0%}"
-    if result.success is None and (data or (Path(result.out_dir) / "data.yaml").is_file()):  # --bag or a data: section
+    if result.success is None and (data or (Path(args.out) / "data.yaml").is_file()):  # --bag or a data: section
         success = "not measured: trained from bags"
     print(f"{result.policy_path}  (selection success {success}, {result.epochs} epochs, {result.wall_s:.0f} s)")
     return 0
