@@ -161,25 +161,29 @@ class Shift:
     def idle_problem(self, world: str, sensor_names) -> str | None:
         """Why this shift measures nothing in ``world`` with ``sensor_names`` (settings acting on sensors it
         lacks), for a refusal that names them; None when every changed setting acts there."""
+        idle = self._idle_words(sensor_names)
+        if idle is None:
+            return None
+        return f"{idle[0]} nothing in {world}, which has no {idle[1]} (its sensors: {', '.join(sensor_names)})"
+
+    def _idle_words(self, sensor_names) -> tuple[str, str] | None:
+        """(``'imu_noise changes'``, ``'imu'``): the settings ``idle_settings`` finds with their verb, and the
+        sensors they lack; None where there are none."""
         idle = self.idle_settings(sensor_names)
         if not idle:
             return None
         verb = "changes" if len(idle) == 1 else "change"
-        missing = " or ".join(dict.fromkeys(idle.values()))
-        sensors = ", ".join(sensor_names)
-        return f"{', '.join(idle)} {verb} nothing in {world}, which has no {missing} (its sensors: {sensors})"
+        return f"{', '.join(idle)} {verb}", " or ".join(dict.fromkeys(idle.values()))
 
     def unread_problem(self, policy: str, inputs) -> str | None:
         """Why part of this shift reaches nothing ``policy`` reads (``inputs``: its sensors and vectors, as
         ``policy_inputs`` names them): an IMU shift for a camera-only policy runs the in-distribution episodes
         under another name, bit for bit. None when every changed setting acts on one of its inputs (or on all)."""
-        idle = self.idle_settings(inputs)
-        if not idle:
+        idle = self._idle_words(inputs)
+        if idle is None:
             return None
-        verb = "changes" if len(idle) == 1 else "change"
-        missing = " or ".join(dict.fromkeys(idle.values()))
         return (
-            f"{', '.join(idle)} {verb} nothing policy {policy!r} reads, which has no {missing} input (its inputs: "
+            f"{idle[0]} nothing policy {policy!r} reads, which has no {idle[1]} input (its inputs: "
             f"{', '.join(inputs) or 'none'})"
         )
 

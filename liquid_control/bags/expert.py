@@ -240,11 +240,11 @@ def driving_scale_problem(driver, world: str) -> str | None:
 
     if world not in WORLDS:
         return None
-    problem = action_scale_problem(driver.training_record, WORLDS[world]["command_scale"]())
-    if problem is None:
-        return None
-    return problem.split("; give the node")[0].replace("action_scale", f"{world}'s command scale", 1) + (
-        " (record --expert runs the world's scale, as policy_node with the world's parameter file does)"
+    return action_scale_problem(
+        driver.training_record,
+        WORLDS[world]["command_scale"](),
+        f"{world}'s command scale",
+        " (record --expert runs the world's scale, as policy_node with the world's parameter file does)",
     )
 
 

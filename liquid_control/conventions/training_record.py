@@ -180,19 +180,24 @@ def trained_scale_ratios(metadata: dict, action_scale) -> tuple[list[float], lis
     return [float(v) for v in trained], ratios
 
 
-def action_scale_problem(metadata: dict, action_scale) -> str | None:
-    """Where the node's ``action_scale`` is not the one ``metadata`` records (``trained_scale_ratios``): what the
-    node's commands then are, in words (e.g. the rover's shipped parameter file for a policy of a faster robot: each
-    command scaled down); else None."""
+def action_scale_problem(
+    metadata: dict,
+    action_scale,
+    scale_name: str = "action_scale",
+    remedy: str = "; give the node the parameter file it trained with (its action_scale, and max_command to match)",
+) -> str | None:
+    """Where the node's ``action_scale`` (``scale_name``: what the message calls it, a world's command scale for
+    ``record --expert``) is not the one ``metadata`` records (``trained_scale_ratios``): what the commands then are,
+    in words (e.g. the rover's shipped parameter file for a policy of a faster robot: each command scaled down),
+    ``remedy`` after it; else None."""
     found = trained_scale_ratios(metadata, action_scale)
     if found is None:
         return None
     trained, ratios = found
     return (
-        f"action_scale {[round(float(v), 6) for v in action_scale]} is not the {[round(v, 6) for v in trained]} the "
+        f"{scale_name} {[round(float(v), 6) for v in action_scale]} is not the {[round(v, 6) for v in trained]} the "
         f"policy was trained with (its labels: the recorded commands divided by it), so each command is "
-        f"{', '.join(f'{r:.3g}x' for r in ratios)} what it learnt to command; give the node the parameter file it "
-        "trained with (its action_scale, and max_command to match)"
+        f"{', '.join(f'{r:.3g}x' for r in ratios)} what it learnt to command{remedy}"
     )
 
 
