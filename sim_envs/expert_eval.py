@@ -4,20 +4,22 @@
 
 Episode seeds are the same in every setting (same arenas and command sequences), so settings differ
 only by the shift. Prints a markdown table. The balancer has no camera: visual and camera presets are skipped there.
-A progress bar (episodes done, on stderr) runs meanwhile; ``--no-progress`` turns it off.
+A progress bar (episodes done, on stderr) runs meanwhile; ``--no-progress`` turns it off. Ctrl-C prints the
+settings finished so far (each row with its episode count) and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import os
+import sys
 import time
 
 from liquid_control.stats import wilson_interval  # clamped: no '-0%' lower end for 0 successes
 
 WORLDS = {"rover": "LiquidRover-v0", "balancer": "LiquidBalance-v0", "balance_nav": "LiquidBalanceNav-v0"}
 FIRST_SEED = 1000
+PROG = "python -m sim_envs.expert_eval"
 
 
 def run_episodes(task):
@@ -56,7 +58,7 @@ def settings_for(world: str) -> list:
 def main(argv=None):
     """Command line: run the experts on every setting in worker processes and print one table per world."""
     parser = argparse.ArgumentParser(
-        prog="python -m sim_envs.expert_eval",
+        prog=PROG,
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -70,8 +72,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.workers < 1 or args.chunk < 1:
         parser.error("--episodes, --workers and --chunk must be positive")
-    from sim_envs.shifts import SHIFT_PRESETS
-
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.episodes))
     tasks = [
         (world, preset, seeds[i : i + args.chunk])
@@ -81,25 +81,63 @@ def main(argv=None):
     ]
     from tqdm import tqdm
 
+    from liquid_control.processes import collect_results, spawn_pool
+
     results: dict = {}
     start = time.monotonic()
     total = sum(len(task[2]) for task in tasks)
-    with (
-        mp.get_context("spawn").Pool(args.workers) as pool,
-        tqdm(total=total, unit="episode", desc="expert episodes", disable=args.no_progress) as bar,
-    ):
-        for world, preset, episodes in pool.imap_unordered(run_episodes, tasks):
+    interrupted = False
+    with tqdm(total=total, unit="episode", desc="expert episodes", disable=args.no_progress) as bar:
+
+        def keep(future) -> None:
+            world, preset, episodes = future.result()
             results.setdefault((world, preset), []).extend(episodes)
             bar.update(len(episodes))
             bar.set_postfix_str(f"{world} {preset}", refresh=False)
+
+        try:
+            with spawn_pool(args.workers, _init_worker) as pool:
+                collect_results(pool, [pool.submit(run_episodes, task) for task in tasks], keep)
+        except KeyboardInterrupt:  # the settings done so far are still printed: an hour's run is not lost
+            interrupted = True
     wall = time.monotonic() - start
+    print_tables(args.worlds, results, seeds, interrupted)
+    print(f"\nwall time {wall:.0f} s with {args.workers} workers")
+    if interrupted:
+        print(
+            "python -m sim_envs.expert_eval: interrupted; the tables hold the episodes that finished", file=sys.stderr
+        )
+        return 130
+    return 0
+
+
+def _init_worker() -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def print_tables(worlds: list, results: dict, seeds: list, interrupted: bool) -> None:
+    """One markdown table per world; after an interruption only the settings with finished episodes, each row
+    with its own episode count."""
+    from sim_envs.shifts import SHIFT_PRESETS
 
     failure_name = {"rover": "collisions", "balancer": "falls", "balance_nav": "falls"}
-    for world in args.worlds:
-        print(f"\n### {WORLDS[world]} expert, {args.episodes} episodes per setting (seeds {seeds[0]}..{seeds[-1]})\n")
-        print(f"| setting | kind | success | 95% lower | {failure_name[world]} | timeouts/untracked | mean episode s |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-        for preset in settings_for(world):
+    for world in worlds:
+        rows = [preset for preset in settings_for(world) if results.get((world, preset))]
+        if interrupted:
+            if not rows:
+                continue
+            heading = (
+                f"interrupted: {len(rows)} of {len(settings_for(world))} settings, up to {len(seeds)} episodes each"
+            )
+        else:
+            heading = f"{len(seeds)} episodes per setting"
+        print(f"\n### {WORLDS[world]} expert, {heading} (seeds from {seeds[0]})\n")
+        print(
+            f"| setting | kind | episodes | success | 95% lower | {failure_name[world]} | timeouts/untracked "
+            "| mean episode s |"
+        )
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for preset in rows:
             episodes = results[(world, preset)]
             n = len(episodes)
             wins = sum(e[0] for e in episodes)
@@ -108,11 +146,12 @@ def main(argv=None):
             kind = "/".join(sorted(SHIFT_PRESETS[preset].kinds())) or "-"
             mean_t = sum(e[2] for e in episodes) / n
             print(
-                f"| {preset} | {kind} | {100 * wins / n:.0f}% | {100 * wilson_interval(wins, n)[0]:.0f}% | "
+                f"| {preset} | {kind} | {n} | {100 * wins / n:.0f}% | {100 * wilson_interval(wins, n)[0]:.0f}% | "
                 f"{failures} | {other} | {mean_t:.1f} |"
             )
-    print(f"\nwall time {wall:.0f} s with {args.workers} workers")
 
 
 if __name__ == "__main__":
-    main()
+    from liquid_control.processes import exit_status_of
+
+    sys.exit(exit_status_of(PROG, main))

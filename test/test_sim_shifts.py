@@ -366,3 +366,42 @@ def test_every_preset_is_one_episode_per_seed(world):
     finally:
         for env in envs:
             env.close()
+
+
+def test_expert_eval_prints_the_finished_settings_when_interrupted(tmp_path):
+    """Ctrl-C an hour into ``python -m sim_envs.expert_eval``: before, nothing was printed (the tables came only at
+    the end) and the pool's workers printed KeyboardInterrupt tracebacks; now the finished settings' rows, exit 130."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from sim_envs.expert_eval import settings_for
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim_envs.expert_eval", "--worlds", "balancer", "--episodes", "2", "--chunk", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background job's SIGINT is ignored
+    )
+    watchdog = threading.Timer(300, os.killpg, (proc.pid, signal.SIGKILL))  # a hang fails instead of waiting
+    watchdog.start()
+    progress = b""
+    try:  # tqdm's "4/28" or later (it skips counts within 0.1 s): the first two settings have finished
+        while not any(int(done) >= 4 for done in re.findall(rb"(\d+)/28", progress)):
+            chunk = os.read(proc.stderr.fileno(), 256)
+            assert chunk, progress.decode(errors="replace")
+            progress += chunk
+    finally:
+        watchdog.cancel()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = (text.decode() for text in proc.communicate(timeout=120))
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted; the tables hold the episodes that finished" in err
+    assert "### LiquidBalance-v0 expert, interrupted:" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith(("| setting", "| ---"))]
+    assert 2 <= len(rows) < len(settings_for("balancer")), out
+    assert rows[0].startswith("| in_distribution | - | 2 | 100% |"), out
