@@ -126,3 +126,32 @@ def test_a_balancer_bags_recorded_torques_are_held_back_and_the_nodes_are_record
     captured = capsys.readouterr()
     assert f"recorded /wheel_torques 0; published /imu/data {FRAMES}" in captured.out, captured.out
     assert "not replaying /base/wheel_torques: recorded commands" in captured.err, captured.err
+
+
+def test_commands_on_other_names_are_held_back_by_their_type(tmp_path, capsys):
+    """A robot's own bag: twist_mux's joystick input /joy_vel, ros2_control's /diff_drive_controller/cmd_vel_unstamped,
+    a forward controller's Float64MultiArray and the joystick's /joy. Before, only topics named cmd_vel or
+    wheel_torques were held back: all four were replayed, and on the robot the base drove the recorded commands. A
+    Twist on /target_velocity (the balancers' input, by the node's default name) is still replayed."""
+    from liquid_control.bags.messages import header, typestore
+
+    types = typestore().types
+    bag_path = tmp_path / "robot"
+    with BagWriter(bag_path) as bag:
+        for k in range(FRAMES):
+            ns = int((100.0 + 0.05 * k) * 1e9)
+            bag.write("/camera/image_raw", ns, image_message(np.full((8, 8, 3), k, np.uint8), ns * 1e-9))
+            for topic in ("/joy_vel", "/diff_drive_controller/cmd_vel_unstamped", "/target_velocity"):
+                bag.write(topic, ns + 1_000_000, twist_message(0.5, 0.1))
+            bag.write("/forward_controller/commands", ns + 2_000_000, float64_array_message([0.1, 0.2]))
+            joy = types["sensor_msgs/msg/Joy"](
+                header=header(ns * 1e-9), axes=np.array([0.5, 0.1], np.float32), buttons=np.array([1], np.int32)
+            )
+            bag.write("/joy", ns + 3_000_000, joy)
+    out = tmp_path / "replayed"
+    argv = ["replay", str(bag_path), "-o", str(out), "--wait", "0", "--linger", "0.1", "--rate", "10"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 1  # no node here: nothing recorded
+    captured = capsys.readouterr()
+    assert "published /camera/image_raw 8, /target_velocity 8\n" in captured.out, captured.out
+    held = "/diff_drive_controller/cmd_vel_unstamped, /forward_controller/commands, /joy, /joy_vel"
+    assert f"replay: not replaying {held}: recorded commands" in captured.err, captured.err

@@ -79,6 +79,7 @@ from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
 from liquid_control.conventions.params import (
     DDS_READER_SAMPLES,
+    POLICY_NODE_PARAMETERS,
     discovery_problem,
     domain_id_problem,
     kept_by_dds,
@@ -343,7 +344,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="*",
         default=None,
         help="topics to replay (default: every topic of the bag not recorded, except commands: topics named cmd_vel "
-        "or wheel_torques); it takes every name after it, so give the bags before it",
+        "or wheel_torques, and Twist, TwistStamped, Float64MultiArray, Joy, Ackermann and JointTrajectory topics other "
+        "than /target_velocity); it takes every name after it, so give the bags before it",
     )
     parser.add_argument("--clock", action="store_true", help="publish /clock from the bag's log times")
     parser.add_argument(
@@ -434,7 +436,7 @@ def replay(args, gone=None) -> dict:
             readers.append(BagReader(bag, allow_truncated=args.allow_truncated))
         record = record or default_recorded(readers)
         topics = _replayed_topics(readers, args.topics, record)
-        commands = base_command_topics(topics)
+        commands = base_command_topics(topic_types(readers, topics))
         if args.topics is None and commands:  # `ros2 bag play` would replay them: here they are held back
             topics = [t for t in topics if t not in commands]
             _stderr(
@@ -666,12 +668,35 @@ def _signals_deferred(output):
 # the last name of the topics a robot's base executes: by ROS convention velocity commands, and the balancers' motor
 # torques (their policy parameter files' command_topic); a policy's outputs, held back from a replay
 COMMAND_TOPIC_NAMES = ("cmd_vel", "wheel_torques")
+# and the types a base, a controller or a teleop node acts on, whatever the topic's name: twist_mux's /joy_vel and
+# /nav_vel, ros2_control's /diff_drive_controller/cmd_vel_unstamped and forward controllers' /<controller>/commands,
+# a joystick's /joy (teleop_twist_joy drives while its recorded enable button is held), Ackermann and trajectory
+# commands
+COMMAND_MESSAGE_TYPES = (
+    "geometry_msgs/msg/Twist",
+    "geometry_msgs/msg/TwistStamped",
+    "std_msgs/msg/Float64MultiArray",
+    "sensor_msgs/msg/Joy",
+    "ackermann_msgs/msg/AckermannDrive",
+    "ackermann_msgs/msg/AckermannDriveStamped",
+    "trajectory_msgs/msg/JointTrajectory",
+)
+# a policy input of a command type by the node's default name (the balancers' target velocity, a Twist): replayed
+TARGET_TOPIC_NAME = POLICY_NODE_PARAMETERS["target_topic"][0]
 
 
-def base_command_topics(topics: list[str]) -> list[str]:
-    """The topics of ``topics`` a base executes (``COMMAND_TOPIC_NAMES`` in any namespace: /cmd_vel, /base/cmd_vel,
-    /policy/cmd_vel, /wheel_torques): a policy's outputs, never its inputs."""
-    return [t for t in topics if t.rsplit("/", 1)[-1] in COMMAND_TOPIC_NAMES]
+def base_command_topics(topic_types: dict[str, str]) -> list[str]:
+    """The topics of ``topic_types`` ({topic: message type}) a base, a controller or a teleop node would execute:
+    named ``COMMAND_TOPIC_NAMES`` in any namespace (/cmd_vel, /base/cmd_vel, /policy/cmd_vel, /wheel_torques), or of
+    a ``COMMAND_MESSAGE_TYPES`` type unless named as the node's default target topic (/target_velocity). Before, the
+    name alone: a robot's bag with the joystick on /joy_vel and the base's /diff_drive_controller/cmd_vel_unstamped
+    replayed both, and on the robot the base drove the recorded commands."""
+    return [
+        topic
+        for topic, msgtype in topic_types.items()
+        if topic.rsplit("/", 1)[-1] in COMMAND_TOPIC_NAMES
+        or (msgtype in COMMAND_MESSAGE_TYPES and topic.rsplit("/", 1)[-1] != TARGET_TOPIC_NAME)
+    ]
 
 
 def default_recorded(readers: list[BagReader]) -> list[str]:
