@@ -881,6 +881,82 @@ def test_a_file_compressed_bag_unpacking_to_more_than_the_temp_folder_holds_is_r
     assert not unpacking and not list(temp.iterdir())
 
 
+def _file_compressed_bag(path, storage="mcap"):
+    """A bag of one /cmd_vel written by rosbags with ``--compression-mode file`` (zstd); its one ``.zstd`` file."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    store = bag_io.typestore()
+    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    writer = Writer(path, version=9, storage_plugin=plugin)
+    writer.set_compression(CompressionMode.FILE, CompressionFormat.ZSTD)
+    with writer:
+        topic, msgtype, ns, message = next(iter(_drive(n=1)))
+        writer.write(writer.add_connection(topic, msgtype, typestore=store), ns, store.serialize_cdr(message, msgtype))
+    return next(path.glob("*.zstd"))
+
+
+@pytest.mark.parametrize("storage, kind", [("mcap", "an MCAP"), ("sqlite3", "an SQLite")])
+def test_a_file_compressed_bag_not_unpacking_to_its_storages_magic_is_refused_before_unpacking(
+    tmp_path, monkeypatch, storage, kind
+):
+    """Before: a 109 kB `head -c 3G /dev/zero | zstd` as a bag's .mcap.zstd unpacked to 3 GB in the temp folder
+    (room enough there) before rosbags refused it ('File magic is invalid'). Now the first bytes are unpacked as a
+    stream and the file refused, naming it, where they are not the magic of its storage."""
+    import tempfile
+
+    import zstandard
+
+    packed = _file_compressed_bag(tmp_path / "packed", storage)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    assert len(_read(tmp_path / "packed")) == 1  # the bag as written reads
+    compressor = zstandard.ZstdCompressor(level=19).compressobj()
+    packed.write_bytes(compressor.compress(bytes(32 << 20)) + compressor.flush())
+    monkeypatch.setattr(bag_io, "_free_temp_bytes", lambda: 1 << 40)  # all the room it could take
+    unpacking, open_reader = [], bag_io.Reader.open
+    monkeypatch.setattr(bag_io.Reader, "open", lambda reader: unpacking.append(reader) or open_reader(reader))
+    with pytest.raises(BagError) as refused:
+        BagReader(tmp_path / "packed")
+    assert str(refused.value) == (
+        f"{packed}: does not unpack to {kind} file (its first bytes are not the magic of the storage_identifier "
+        f"{storage} of metadata.yaml): a damaged or foreign file, or a decompression bomb; refused before unpacking "
+        f"it into {temp}"
+    )
+    assert not unpacking and not list(temp.iterdir())
+
+
+def test_a_file_compressed_bag_is_unpacked_only_leaving_a_tenth_of_the_temp_folder_spare(tmp_path, monkeypatch):
+    """Before: only files unpacking to more than all the free space were refused: a 1.4 MB bomb unpacking to 40 GB
+    was unpacked where 41 GB were free (or, with /tmp a tmpfs larger than the memory left, into the memory). Now
+    the unpacked files must leave a tenth of the free space (at least 256 MiB) spare, and a temp folder in memory
+    counts no more than the memory available."""
+    import tempfile
+
+    packed = _file_compressed_bag(tmp_path / "packed")
+    unpacked = len(bag_io._zstd().decompress(packed.read_bytes()))
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setattr(bag_io, "UNPACK_SPARE_MIN_BYTES", 0, raising=False)  # the bag is a few kB: the tenth alone
+    monkeypatch.setattr(bag_io, "_free_temp_bytes", lambda: unpacked * 10 // 9 + 10)
+    assert len(_read(tmp_path / "packed")) == 1  # fits, a tenth spare
+    free = unpacked + unpacked // 20  # room for it, but not with a tenth spare
+    monkeypatch.setattr(bag_io, "_free_temp_bytes", lambda: free)
+    with pytest.raises(BagError) as refused:
+        BagReader(tmp_path / "packed")
+    assert str(refused.value) == (
+        f"{packed}: a file-compressed bag is unpacked whole into {temp} to be read, and its files unpack to at "
+        f"least {unpacked} bytes, more than the {free} bytes free there can take with a tenth (at least 0 MiB) kept "
+        "spare: a decompression bomb, or too little space: set TMPDIR to a folder with room"
+    )
+    assert not list(temp.iterdir())
+    monkeypatch.undo()
+    monkeypatch.setattr(bag_io, "_in_memory", lambda folder: True)
+    monkeypatch.setattr(bag_io, "_memory_available_bytes", lambda: 12345)
+    assert bag_io._free_temp_bytes() == 12345  # a tmpfs's size counts no more than the memory left
+
+
 def _footerless_mcap_of_one_chunk(path, records: bytes, claimed: int | None = None):
     """An MCAP file cut before its footer (a recorder killed) holding one zstd chunk of ``records``, claiming
     ``claimed`` bytes uncompressed (None: their size)."""

@@ -1372,36 +1372,97 @@ def _bagfile_information(folder: Path) -> dict | None:
 
 
 def _free_temp_bytes() -> int:
-    """Bytes free in the temp folder (``tempfile.gettempdir()``: ``$TMPDIR``, else /tmp)."""
+    """Bytes free in the temp folder (``tempfile.gettempdir()``: ``$TMPDIR``, else /tmp); where it is in memory
+    (tmpfs, ramfs), no more than the memory available (a tmpfs's size may be larger)."""
     import shutil
     import tempfile
 
-    return shutil.disk_usage(tempfile.gettempdir()).free
+    folder = tempfile.gettempdir()
+    free = shutil.disk_usage(folder).free
+    available = _memory_available_bytes() if _in_memory(folder) else None
+    return free if available is None else min(free, available)
 
 
-def _check_unpacked_size(files: list[Path]) -> None:
-    """A BagError before rosbags' reader unpacks a file-compressed bag whole into the temp folder, where its files
-    would need more than is free there: a few kB of zstd zeros (a decompression bomb) unpack to gigabytes, which
-    filled the disk (or, with /tmp in memory, the memory) before the bag was refused. Counted as rosbags unpacks
-    them (``zstd.open``), without keeping the bytes; a damaged file is counted up to its damage (rosbags names it)."""
+def _in_memory(folder: str) -> bool:
+    """Whether ``folder`` is on a tmpfs or ramfs (the mount holding it, from /proc/self/mountinfo)."""
+    import os
+
+    where, fstype, best = os.path.realpath(folder), None, -1
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        mount = fields[4].replace("\\040", " ")
+        inside = where == mount or where.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) > best:
+            best, fstype = len(mount), line.split(" - ", 1)[1].split()[0]
+    return fstype in ("tmpfs", "ramfs")
+
+
+def _memory_available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where it is not readable."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+# What a storage file of each storage_identifier is called and starts with, checked in a file-compressed bag before
+# unpacking it.
+STORAGE_MAGIC = {"mcap": ("an MCAP", MCAP_MAGIC), "sqlite3": ("an SQLite", b"SQLite format 3\x00")}
+# Room kept free in the temp folder when a file-compressed bag is unpacked there: a tenth of it, at least this.
+UNPACK_SPARE_MIN_BYTES = 256 << 20
+
+
+def _check_unpacked_size(files: list[Path], storage: str) -> None:
+    """A BagError before rosbags' reader unpacks a file-compressed bag whole into the temp folder, where a file does
+    not unpack to its storage's magic (``storage``: metadata.yaml's storage_identifier), or its files would take
+    more than the free space there less a tenth kept spare: a 109 kB stream of zstd zeros (a decompression bomb)
+    unpacked to 3 GB before it was refused, a 1.4 MB one to 40 GB. The first bytes are unpacked as a stream, then
+    the files counted as rosbags unpacks them (``zstd.open``), without keeping the bytes; a damaged file is counted
+    up to its damage (rosbags names it)."""
     import tempfile
 
+    folder = tempfile.gettempdir()
+    kind, magic = STORAGE_MAGIC.get(storage, (None, b""))
+    for file in files if magic else ():
+        try:
+            with _zstd().open(file, "rb") as unpacked:
+                head = unpacked.read(len(magic))
+        except Exception:  # missing, not zstd: rosbags' reader says what is wrong with it
+            continue
+        if head != magic:
+            raise BagError(
+                f"{file}: does not unpack to {kind} file (its first bytes are not the magic of the storage_identifier "
+                f"{storage} of metadata.yaml): a damaged or foreign file, or a decompression bomb; refused before "
+                f"unpacking it into {folder}"
+            )
     free, total = _free_temp_bytes(), 0
+    limit = max(0, free - max(free // 10, UNPACK_SPARE_MIN_BYTES))
     for file in files:
         try:
             with _zstd().open(file, "rb") as unpacked:
-                while total <= free:
+                while total <= limit:
                     piece = unpacked.read(1 << 20)
                     if not piece:
                         break
                     total += len(piece)
         except Exception:  # missing, not zstd, cut short: rosbags' reader says what is wrong with it
             pass
-        if total > free:
+        if total > limit:
+            memory = " (in memory)" if _in_memory(folder) else ""
             raise BagError(
-                f"{file}: a file-compressed bag is unpacked whole into {tempfile.gettempdir()} to be read, and its "
-                f"files unpack to more than the {free} bytes free there (a decompression bomb, or too little space: "
-                "set TMPDIR to a folder with room)"
+                f"{file}: a file-compressed bag is unpacked whole into {folder} to be read, and its files unpack "
+                f"to at least {total} bytes, more than the {free} bytes free there{memory} can take with a tenth "
+                f"(at least {UNPACK_SPARE_MIN_BYTES >> 20} MiB) kept spare: a decompression bomb, or too little "
+                "space: set TMPDIR to a folder with room"
             )
 
 
@@ -1703,7 +1764,7 @@ class BagReader:
                     + _bags_inside(self.path)
                 )
         if mode == "file":  # rosbags unpacks the files whole into the temp folder to read them
-            _check_unpacked_size(files)
+            _check_unpacked_size(files, str((_bagfile_information(self.path) or {}).get("storage_identifier")))
         truncated = [f for f in files if f.suffix == ".mcap" and _looks_truncated(f)]
         if truncated:
             self._open_parts(files, truncated[0], allow_truncated, mode)
