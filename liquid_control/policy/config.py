@@ -281,6 +281,21 @@ _TOP = {
 }
 
 
+# bidirectional overrides and isolates: they reorder what a terminal or a rendered card shows ("Trojan Source")
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def control_character_at(text: str, allowed: str = "") -> int | None:
+    """The index of the first control character of ``text`` (C0, DEL, C1, bidirectional controls) not in
+    ``allowed``, or None. A policy file's name and description came into the node's log and ``export``'s output as
+    they were: a downloaded checkpoint whose name held an escape sequence (ESC [2J) cleared the terminal and forged
+    a log line."""
+    for i, ch in enumerate(text):
+        if (ch < " " or "\x7f" <= ch <= "\x9f" or ch in _BIDI_CONTROLS) and ch not in allowed:
+            return i
+    return None
+
+
 def _check_value(path: str, value: Any, spec: dict) -> Any:
     kind = spec["kind"]
     if value is None:
@@ -315,6 +330,11 @@ def _check_value(path: str, value: Any, spec: dict) -> Any:
     elif kind == "str":
         if not isinstance(value, str):
             raise PolicyConfigError(f"{path}: expected a string, got {shown(value)}")
+        if (at := control_character_at(value, allowed="\n\t" if path == "description" else "")) is not None:
+            raise PolicyConfigError(
+                f"{path}: control character {value[at]!r} at position {at} of {shown(value)}: the config's strings "
+                "are printed in logs, terminals and model cards (an escape sequence there rewrites the screen)"
+            )
     elif kind == "dict":
         if not isinstance(value, dict):
             raise PolicyConfigError(f"{path}: expected a mapping, got {type(value).__name__} {shown(value)}")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from liquid_control.json_text import load_json
+from liquid_control.policy.config import control_character_at
 from liquid_control.shown import shown
 
 CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
@@ -434,6 +435,10 @@ def check_policy_config(config, source: str) -> None:
     for key in ("observation", "action"):
         if not isinstance(config.get(key), dict):
             fail(f"lacks its {key!r} section (got {shown(config.get(key))})")
+    for key, allowed in (("name", ""), ("description", "\n\t")):  # printed in the node's log (as validate_config)
+        text = config.get(key)
+        if isinstance(text, str) and (at := control_character_at(text, allowed)) is not None:
+            fail(f"{key}: control character {text[at]!r} at position {at} of {shown(text)}")
     obs, act = config["observation"], config["action"]
     image = obs.get("image")
     if image is not None and not (

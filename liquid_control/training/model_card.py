@@ -38,7 +38,7 @@ from liquid_control.cells.dt import MAX_SUBSTEPS
 from liquid_control.json_text import load_json
 from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
-from liquid_control.policy.config import CONTINUOUS_CORES
+from liquid_control.policy.config import CONTINUOUS_CORES, control_character_at
 from liquid_control.processes import (
     Terminated,
     die_with_parent,
@@ -411,10 +411,21 @@ def bags_entry(meta: dict, run_dir: Path, card_dir: Path) -> dict:
     return entry
 
 
+def code_span(text: object) -> str:
+    """``text`` as one Markdown code span, whatever it holds: fenced by one backtick more than its longest run of
+    them, control characters (a newline too) written as escapes. A training command or folder recorded in a policy
+    file comes from whoever made the file: one holding a backtick and newlines closed the span and went on as the
+    card's own headings and HTML."""
+    text = "".join(repr(ch)[1:-1] if control_character_at(ch) is not None else ch for ch in str(text))
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def ran_in(card: dict) -> str:
     """' in `FOLDER`': the working directory of the card's training command, where the run recorded it."""
     folder = card["training"].get("working_directory")
-    return f" in `{folder}`" if folder else ""
+    return f" in {code_span(folder)}" if folder else ""
 
 
 def training_notes(card: dict) -> str:
@@ -424,7 +435,7 @@ def training_notes(card: dict) -> str:
     start = card["training"].get("started_from")
     if start:
         notes += (
-            f"\n  Started from the weights of `{start.get('path')}` (SHA-256 {str(start.get('sha256'))[:12]}, "
+            f"\n  Started from the weights of {code_span(start.get('path'))} (SHA-256 {str(start.get('sha256'))[:12]}, "
             "`--init-from`): the data above are this run's, not that policy's."
         )
     if "bags" in card["training"]:
@@ -583,6 +594,7 @@ def _write_card(
         trained_on = card["training"].get("kernels") or ""
         trained_on = trained_on if isinstance(trained_on, str) else ", then ".join(map(str, trained_on))
         trained_on = f", cells on {trained_on}" if trained_on else ""
+        command = code_span(card["training"]["command"])
         body = f"""
 # {name}
 
@@ -590,7 +602,7 @@ def _write_card(
 
 - **Architecture**: {card["architecture"]["core"]}; {card["architecture"]["parameters"]} parameters
   ({card["architecture"]["core_parameters"]} in the recurrent core).
-- **Training**: `{card["training"]["command"]}`{ran_in(card)} — {card["training"]["data"]}.{training_notes(card)}
+- **Training**: {command}{ran_in(card)} — {card["training"]["data"]}.{training_notes(card)}
   Wall clock {card["training"]["wall_clock_s"]} s on {machine_note}{trained_on}; code: {code}.
   What it saw: {"; ".join(card["training"]["recipes"])}.
   Sensors it trained at: {card["training"]["sensors"]}.
