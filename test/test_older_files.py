@@ -257,3 +257,38 @@ def test_a_bag_run_of_older_code_resumes_and_a_changed_data_setting_is_named(tmp
         r"spec.label.max_wait_s\)",
     ):
         trainer.train(CAMERA_ONLY, tmp_path / "changed", data=data, resume=True, **QUIET)
+
+
+@pytest.mark.parametrize(
+    "command, threads",
+    [
+        ("liquid-control train --config c.yaml --out run", 1),  # the option's default since training began
+        ("liquid-control train --config c.yaml --out run --threads 2", 2),
+        ("/venv/bin/liquid-control train --out run --thr=3", 3),  # argparse takes a prefix
+        ("liquid-control eval --experiment headline (training cfc, seed 0)", None),
+        (None, None),  # a run through the Python API
+    ],
+)
+def test_the_threads_of_a_recorded_train_command(command, threads):
+    assert trainer.threads_of_command(command) == threads
+
+
+def test_a_run_of_before_the_thread_count_was_recorded_resumes_on_its_commands_count(tmp_path, monkeypatch):
+    """Before: its checkpoint holds no thread count, so `--resume --threads 2` of a run started on one thread (its
+    command had no --threads) went on on two without a word and recorded 2 for the whole run: the resume on its true
+    count was then refused. Now the count comes from the run's recorded command line."""
+    config = tiny_config()
+    _killed_run(tmp_path / "run", monkeypatch, config)
+    path = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint.pop("threads") == 1
+    checkpoint["command"] = "liquid-control train --config c.yaml --out run"  # as the CLI recorded it: no --threads
+    torch.save(checkpoint, path)
+    before = path.read_bytes()
+    refusal = r"trained with threads \(--threads\) 1; resume it with --threads 1"
+    with pytest.raises(trainer.TrainingError, match=refusal):
+        trainer.train(None, tmp_path / "run", resume=True, threads=2, **QUIET)
+    assert path.read_bytes() == before  # refused before anything was written
+    said = []
+    trainer.train(None, tmp_path / "run", resume=True, progress=False, log=said.append)
+    assert not any("does not say how many threads" in line for line in said), said

@@ -445,6 +445,25 @@ def _log(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
+def threads_of_command(command) -> int | None:
+    """The ``--threads`` of a recorded ``liquid-control train`` command line: its value, or 1 without it (the
+    option's default since training began); None for no command (a run through the Python API) or another one.
+    A checkpoint of before the count was recorded, resumed with ``--threads 2``, mixed the counts without a word
+    (its first epochs ran on one) and then recorded 2 for the whole run, refusing the true count."""
+    try:
+        words = shlex.split(command) if isinstance(command, str) else []
+    except ValueError:
+        return None
+    if len(words) < 2 or words[1] != "train" or not words[0].endswith("liquid-control"):
+        return None
+    for i, word in enumerate(words[2:], 2):
+        name, equals, value = word.partition("=")
+        if len(name) >= 4 and "--threads".startswith(name):  # argparse takes --th, --thr, ... too
+            value = value if equals else (words[i + 1] if i + 1 < len(words) else "")
+            return int(value) if value.isdigit() and int(value) >= 1 else None
+    return 1
+
+
 def train(
     config: str | Path | dict | None,
     out_dir: str | Path,
@@ -523,6 +542,8 @@ def train(
     if threads is not None and (isinstance(threads, bool) or not (isinstance(threads, int) and threads >= 1)):
         raise ValueError(f"threads (--threads) must be an integer >= 1, got {threads!r}")
     trained_with = None if ck is None else ck.get("threads")  # None: a checkpoint of before it was recorded
+    if ck is not None and trained_with is None:  # such a run's command line says it (a Python API run's: none)
+        trained_with = threads_of_command(ck.get("command"))
     recorded_threads = threads  # what the run's checkpoints record (None: not known)
     if threads is None:
         threads = recorded_threads = 1 if trained_with is None else int(trained_with)
