@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_bags import BALANCE, CAMERA_IMU, CAMERA_ONLY, _synthetic_bag
+from test_bags import BALANCE, CAMERA_IMU, CAMERA_ONLY, H, W, _synthetic_bag
 
 from liquid_control import cli
 from liquid_control.bags import BagError, BagWriter, data_spec
@@ -158,6 +158,40 @@ def test_an_imu_without_a_gyro_is_named_as_not_provided(tmp_path, monkeypatch):
     bag = _bag(tmp_path / "no_gyro")
     for message in _refusal(bag, CAMERA_IMU, tmp_path):
         assert f"/imu/data (imu): {N} of {N} messages rejected, not_provided {N}: the driver marks" in message
+
+
+@pytest.mark.parametrize("claimed", [100_000, 2**32 - 1, 24])
+def test_an_image_of_another_size_is_rejected_unread_as_bad_shape_in_train_and_eval_as_the_node_does(
+    tmp_path, monkeypatch, claimed
+):
+    """policy_node checks an Image's (height, width) before converting it: bad_shape, the sizes said. Before: the
+    bag path converted it first: a header claiming 100000x100000 (or 2**32-1) over the policy's pixels was
+    bad_encoding in train and eval, eval saying nothing of it, and a valid frame of another size (24x24 here, a
+    100-megapixel one on a robot) was converted in full."""
+    from liquid_control.bags import stream
+
+    bag = tmp_path / f"claims_{claimed}"
+    with BagWriter(bag) as writer:
+        for i in range(N):
+            t = 1.0 + i / 30
+            size = 24 if i == 5 and claimed == 24 else H
+            frame = M.image_message(np.full((size, size, 3), i, np.uint8), t - 0.02)
+            if i == 5:
+                frame.height = frame.width = claimed
+            writer.write("/camera/image_raw", int(t * 1e9), frame)
+            writer.write("/cmd_vel", int((t + 0.003) * 1e9), M.twist_message(0.3, 0.1))
+    converted, reading = [], stream.sensor_reading
+    monkeypatch.setattr(stream, "sensor_reading", lambda s, m: converted.append((m.height, m.width)) or reading(s, m))
+    stats = _convert(str(bag), CAMERA_ONLY, tmp_path)["stats"]
+    assert stats["rejected.bad_shape"] == 1 and "rejected.bad_encoding" not in stats
+    assert stats["labelled"] == N - 1 and set(converted) == {(H, W)}  # the wrong size never converted
+    result = evaluate_bag(CaptureBackend(CAMERA_ONLY), str(bag), data_spec(CAMERA_ONLY))
+    assert len(result["time"]) == N - 1 and result["stats"]["rejected.bad_shape"] == 1
+    assert result["rejected"] == [
+        f"/camera/image_raw (camera): 1 of {N} messages rejected, bad_shape 1: /camera/image_raw (camera: the rgb8 "
+        f"image of sensor_msgs/msg/Image) has {claimed}x{claimed} images (width x height), the policy reads {W}x{H} "
+        "images (observation.image): record the topic policy_node will subscribe to, resized"
+    ]
 
 
 def test_an_empty_bag_says_it_holds_no_messages(tmp_path):

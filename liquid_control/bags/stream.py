@@ -49,7 +49,7 @@ from liquid_control.conventions.params import (
 )
 from liquid_control.paths import config_dir, user_path
 from liquid_control.runtime import runner as R
-from liquid_control.runtime.backends import ObservationSpec
+from liquid_control.runtime.backends import CAMERA, ObservationSpec
 from liquid_control.shown import closest, shown
 from liquid_control.yaml_numbers import load_yaml
 
@@ -588,11 +588,12 @@ class StreamStats:
         if sensor not in self.holds or driven - since > self.holds[sensor][0]:
             self.holds[sensor] = (driven - since, start)
 
-    def reject(self, sensor: str, reason: str, value=None) -> None:
-        """Note one reading of ``sensor`` rejected for ``reason`` (its shape when it is of the wrong size)."""
+    def reject(self, sensor: str, reason: str, value=None, shape: tuple | None = None) -> None:
+        """Note one reading of ``sensor`` rejected for ``reason`` (its shape, from ``value`` or ``shape`` for an
+        image refused unread, when it is of the wrong size)."""
         self.rejections.setdefault(sensor, Counter())[reason] += 1
         if reason == R.BAD_SHAPE and sensor not in self.wrong_shapes:
-            self.wrong_shapes[sensor] = tuple(np.shape(value))
+            self.wrong_shapes[sensor] = tuple(np.shape(value)) if shape is None else tuple(shape)
 
     def summary(self) -> dict:
         """The duration and the counters, sorted by name, as a plain dict (for reports)."""
@@ -789,6 +790,9 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
             continue
         sensor = by_topic[msg.topic]
         stamp = stamp_seconds(decoded)
+        if sensor == CAMERA and _wrong_image_size(decoded, runner, stats):  # as the node, before its pixels
+            stats.held(sensor, driven, t, max_gap_s)
+            continue
         try:
             if sensor == "wheels":  # by name in joint_names' order, as the node takes them
                 value, _ = velocities_by_name(decoded.name, decoded.velocity, spec.joint_names)
@@ -850,6 +854,19 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
     stats.duration_s = 0.0 if first is None else span + last - first
     stats.salvage_note = reader.salvage_note
+
+
+def _wrong_image_size(image, runner: R.PolicyRunner, stats: StreamStats) -> bool:
+    """Whether an Image's (height, width) is not the policy's: then rejected as bad_shape, as policy_node's
+    _on_image rejects it unread (a header claiming 100000x100000 over 12 kB of pixels was bad_encoding here, and a
+    valid 100-megapixel frame was converted in full before the runner refused it)."""
+    expected = tuple(runner.spec.sensors[CAMERA])
+    size = (image.height, image.width)
+    if size == expected[:2]:
+        return False
+    runner.reject(CAMERA, R.BAD_SHAPE)
+    stats.reject(CAMERA, R.BAD_SHAPE, shape=(*size, *expected[2:]))
+    return True
 
 
 def capture_runner(policy_config: dict, spec: BagDataSpec) -> R.PolicyRunner:

@@ -41,6 +41,7 @@ from liquid_control.bags.stream import (
     label_hints,
     policy_runner,
     stale_wait_hint,
+    topic_rejections,
 )
 from liquid_control.conventions import training_record
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
@@ -140,6 +141,10 @@ def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict
         "action": np.stack(action),
         "label": np.stack(label),
         "stats": stats.summary(),
+        # readings rejected as the node rejects them (by topic, with their causes), said as training logs them
+        "rejected": [
+            topic_rejections(s, stats, spec, runner.spec.sensors) for s in spec.topics if stats.rejections.get(s)
+        ],
     }
 
 
@@ -339,6 +344,8 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
         waited = stale_wait_hint(result["stats"], spec)  # a stretch with no update, as the node says it
         if waited:
             per_bag[bag]["waited"] = waited
+        if result.get("rejected"):
+            per_bag[bag]["rejected"] = "; ".join(result["rejected"])
         if str(Path(bag).resolve()) in trained_on:  # its error is not a held-out one
             per_bag[bag]["trained_on"] = trained_on[str(Path(bag).resolve())]
         actions.append(result["action"])
@@ -459,6 +466,17 @@ def _waited(results: dict) -> list[str]:
     ]
 
 
+def _rejected(results: dict) -> list[str]:
+    """``POLICY on BAG: TOPIC (SENSOR): R of N messages rejected, ...`` for each bag with readings rejected as
+    policy_node rejects them: eval said nothing of them where train's log names them (``rejected.<reason>``)."""
+    return [
+        f"{name} on {row.get('name', Path(bag).name)}: {row['rejected']}"
+        for name, res in results["policies"].items()
+        for bag, row in res["bags"].items()
+        if row.get("rejected")
+    ]
+
+
 def report_markdown(results: dict) -> str:
     """The report: one row per policy and bag, then the pooled figures."""
     lines = ["# Offline evaluation on recorded bags", ""]
@@ -491,6 +509,9 @@ def report_markdown(results: dict) -> str:
     waited = _waited(results)
     if waited:
         lines += ["", "Where updates did not happen:", ""] + [f"- {line}" for line in waited]
+    rejected = _rejected(results)
+    if rejected:
+        lines += ["", "Messages rejected (as policy_node rejects them):", ""] + [f"- {line}" for line in rejected]
     if any(row.get("trained_on") for res in results["policies"].values() for row in res["bags"].values()):
         lines += [
             "",
@@ -532,5 +553,7 @@ def run_offline(args, command: str = "") -> int:
         )
     for line in _waited(results):
         print(f"liquid-control eval: warning: {line}", file=sys.stderr)
+    for line in _rejected(results):
+        print(f"liquid-control eval: {line}")
     print(f"liquid-control eval: offline report -> {Path(args.out) / 'report.md'}")
     return 0
