@@ -5,6 +5,7 @@ import math
 import os
 import shutil
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -330,6 +331,46 @@ def test_a_bag_whose_storage_file_was_renamed_is_refused_naming_the_folder_and_b
     (bag / "x.mcap").unlink()
     with pytest.raises(BagError, match=r"run_001.mcap, missing from the folder \(no storage file there\)"):
         BagReader(bag)
+
+
+@pytest.mark.parametrize("kind", ["link to /dev/zero", "fifo"])
+def test_a_listed_storage_file_that_is_no_regular_file_is_refused_as_such_not_as_missing(tmp_path, capsys, kind):
+    """Before: a bag whose .mcap was a link to /dev/zero, or a FIFO, was refused as "missing from the folder", the
+    file being there."""
+    bag = _small_bag(tmp_path / "run_001")
+    (bag / "run_001.mcap").unlink()
+    if kind == "fifo":
+        os.mkfifo(bag / "run_001.mcap")
+        what = "a FIFO"
+    else:
+        (bag / "run_001.mcap").symlink_to("/dev/zero")
+        what = f"a link to {Path('/dev/zero').resolve()}, a character device"
+    words = (
+        f"{bag}: its metadata.yaml lists run_001.mcap, which is not a regular file but {what}: a storage file must be "
+        "a file (or a link to one)"
+    )
+    with pytest.raises(BagError) as refused:
+        BagReader(bag)
+    assert str(refused.value) == words
+    assert cli.main(["record", "--info", str(bag)]) == 2
+    assert words in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("written", ["../outside/run_001.mcap", "/etc/passwd"])
+def test_a_listed_storage_file_elsewhere_is_named_as_metadata_yaml_writes_it(tmp_path, written):
+    """A metadata.yaml listing a path out of the folder is read by its name in the folder (rosbags' rule); where
+    that is missing, the refusal named the basename alone ('lists passwd'), not what metadata.yaml says."""
+    bag = _small_bag(tmp_path / "run_001")
+    (bag / "run_001.mcap").rename(bag / "x.mcap")
+    metadata = bag / "metadata.yaml"
+    metadata.write_text(metadata.read_text().replace("- run_001.mcap", f"- {written}"))
+    name = Path(written).name
+    with pytest.raises(BagError) as refused:
+        BagReader(bag)
+    assert str(refused.value).startswith(
+        f"{bag}: its metadata.yaml lists {written} (read as {name} in the bag's folder), missing from the folder "
+        "(storage files there: x.mcap)"
+    )
 
 
 def test_a_storage_file_metadata_yaml_does_not_list_is_named_and_left_out_of_the_bags_sha256(tmp_path):

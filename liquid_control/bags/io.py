@@ -1466,6 +1466,24 @@ def _check_unpacked_size(files: list[Path], storage: str) -> None:
             )
 
 
+def _as_written(name: str, file: Path) -> str:
+    """A storage file's path as metadata.yaml writes it (quoted where unprintable or long), and, where it is not a
+    plain name (../outside/ep.mcap, /etc/passwd), the file in the bag's folder it is read as."""
+    text = name if name.isprintable() and len(name) <= 200 else shown(name)
+    return text if name == file.name else f"{text} (read as {file.name} in the bag's folder)"
+
+
+def _file_kind(path: Path) -> str:
+    """What a path that exists but is no regular file is: a FIFO, a device, a folder, ...; a link's target named."""
+    import stat
+
+    mode = path.stat().st_mode
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"))
+    kinds += ((stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    kind = next((text for test, text in kinds if test(mode)), "not a regular file")
+    return f"a link to {path.resolve()}, {kind}" if path.is_symlink() else kind
+
+
 def _metadata_files(folder: Path) -> tuple[list[Path], str | None]:
     """The storage files metadata.yaml names (in its order) and its compression mode; ([], None) if unreadable."""
     info = _bagfile_information(folder)
@@ -1775,12 +1793,22 @@ class BagReader:
 
     def _check_listed_files(self, listed: list[Path]) -> None:
         """The storage files metadata.yaml lists against those in the folder: a BagError naming the folder, the listed
-        files missing and the storage files there (a file renamed, or not copied: rosbags' words named neither the
-        folder nor what was there); a warning naming a storage file it does not list, which is not read."""
+        files missing (as metadata.yaml writes them: a path elsewhere is read by its name in the folder) and the
+        storage files there (a file renamed, or not copied: rosbags' words named neither the folder nor what was
+        there), or one that is there but no regular file (a FIFO, a link to /dev/zero: not "missing"); a warning
+        naming a storage file it does not list, which is not read."""
         if not listed:  # no list to read: rosbags' reader says what is wrong with metadata.yaml
             return
+        written = [str(name) for name in _bagfile_information(self.path)["relative_file_paths"]]
+        odd = [(name, f) for name, f in zip(written, listed, strict=True) if f.exists() and not f.is_file()]
+        if odd:
+            name, file = odd[0]
+            raise BagError(
+                f"{self.path}: its metadata.yaml lists {_as_written(name, file)}, which is not a regular file but "
+                f"{_file_kind(file)}: a storage file must be a file (or a link to one)"
+            )
         stored = folder_storage_files(self.path)
-        missing = [f.name for f in listed if not f.is_file()]
+        missing = [_as_written(name, f) for name, f in zip(written, listed, strict=True) if not f.is_file()]
         if missing:
             there = f"storage files there: {', '.join(f.name for f in stored)}" if stored else "no storage file there"
             raise BagError(
