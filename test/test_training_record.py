@@ -384,9 +384,10 @@ def test_the_node_counts_the_messages_dds_dropped_before_it_took_them(node_of, e
         driver.destroy_node()
 
 
-def _camera_bag(path, fovy_deg=None, frames=200, pixel_aspect=1.0):
+def _camera_bag(path, fovy_deg=None, frames=200, pixel_aspect=1.0, uncalibrated=False):
     """A camera-only bag (16x16 noise frames at ~15 Hz, a Twist after each) with, when ``fovy_deg``, a CameraInfo
-    of that vertical field of view beside the image topic, its pixels ``pixel_aspect`` times as wide as tall."""
+    of that vertical field of view beside the image topic, its pixels ``pixel_aspect`` times as wide as tall; with
+    ``uncalibrated``, one whose K and P are all zero (usb_cam without a calibration file)."""
     from liquid_control.bags import BagWriter
     from liquid_control.bags import messages as M
     from liquid_control.bags.io import typestore
@@ -396,18 +397,18 @@ def _camera_bag(path, fovy_deg=None, frames=200, pixel_aspect=1.0):
     with BagWriter(path) as bag:
         bag.add_topic("/camera/image_raw", M.IMAGE)
         bag.add_topic("/cmd_vel", M.TWIST)
-        if fovy_deg is not None:
+        if fovy_deg is not None or uncalibrated:
             types = typestore().types
-            f = 8.0 / math.tan(math.radians(fovy_deg) / 2)
+            f = 0.0 if uncalibrated else 8.0 / math.tan(math.radians(fovy_deg) / 2)
             info = types["sensor_msgs/msg/CameraInfo"](
                 header=M.header(1.0, "camera_optical"),
                 height=16,
                 width=16,
                 distortion_model="plumb_bob",
                 d=np.zeros(5),
-                k=np.array([f * pixel_aspect, 0, 7.5, 0, f, 7.5, 0, 0, 1.0]),
+                k=np.array([f * pixel_aspect, 0, 7.5, 0, f, 7.5, 0, 0, 1.0]) * (not uncalibrated),
                 r=np.eye(3).reshape(-1),
-                p=np.array([f * pixel_aspect, 0, 7.5, 0, 0, f, 7.5, 0, 0, 0, 1.0, 0]),
+                p=np.array([f * pixel_aspect, 0, 7.5, 0, 0, f, 7.5, 0, 0, 0, 1.0, 0]) * (not uncalibrated),
                 binning_x=0,
                 binning_y=0,
                 roi=types["sensor_msgs/msg/RegionOfInterest"](
@@ -452,6 +453,24 @@ def test_a_run_on_bags_records_their_rates_and_their_camera_infos_field_of_view(
     camera = load_policy(run.policy_path).metadata[training_record.CAMERA_KEY]
     assert camera["fovy_deg"] is None and "not known" in camera["source"]
     assert training_record.trained_fovy_deg({training_record.CAMERA_KEY: camera}) == (True, None)
+
+
+def test_a_run_on_an_uncalibrated_cameras_bag_records_it_as_uncalibrated_not_as_without_a_camera_info(tmp_path):
+    """Before: a bag whose CameraInfo has K and P all zero (usb_cam without a calibration file) was recorded in
+    policy.pt as 'bags without a CameraInfo (not known)', the bag holding one. Now it says the camera is
+    uncalibrated; beside a calibrated bag, that one's field of view is taken and named alone."""
+    uncalibrated, _ = _camera_bag(tmp_path / "usb_cam", frames=40, uncalibrated=True)
+    log = lambda m: None  # noqa: E731
+    run = trainer.train(BAG_CONFIG, tmp_path / "run", data={"bags": [str(uncalibrated)]}, progress=False, log=log)
+    camera = load_policy(run.policy_path).metadata[training_record.CAMERA_KEY]
+    assert (
+        camera["fovy_deg"] is None
+        and camera["source"] == "bags whose CameraInfo is uncalibrated, K all zero (not known)"
+    )
+    config = {"observation": {"image": {"height": 16, "width": 16}}}
+    recorded = {"a": sensor_record.UNCALIBRATED, "b": (70.0, 70.0)}
+    both = sensor_record.camera_entry(config, from_bags=True, recorded=recorded)
+    assert both["fovy_deg"] == 70.0 and both["source"] == "the CameraInfo of bags b"
 
 
 def test_a_policy_trained_on_a_squeezed_camera_is_not_told_its_own_camera_is_squeezed_or_of_another_view(tmp_path):

@@ -92,7 +92,7 @@ from liquid_control.yaml_numbers import load_yaml
 from .bc import bc_loss
 from .data import Episode
 from .run import TrainingError, TrainingRun, differing_keys, progress_bar
-from .sensor_record import bag_camera_fov_deg, interval_histograms
+from .sensor_record import bag_camera_calibration, interval_histograms
 
 DATA_KEYS = {  # key -> (the types it takes, the same in a refusal's words)
     "bags": (list, "a list of bag folders"),
@@ -729,13 +729,14 @@ class BagRun(TrainingRun):
     def camera_fovs(self) -> dict:
         """``{bag label: (horizontal, vertical) field of view}`` of the training bags that recorded a CameraInfo beside
         the image topic (policy.pt records it, ``sensor_record.camera_entry``; the label: the bag's name and hash,
-        ``training_record.bag_label``); a bag that cannot be read again is left out."""
+        ``training_record.bag_label``), or why it gives none (uncalibrated); a bag that cannot be read again is left
+        out."""
         topic = self.spec.topics.get("camera")
         found = {}
         for bag in self.used_bags() if topic else ():
             try:
                 with BagReader(bag, allow_truncated=self.data["allow_truncated"]) as reader:
-                    fov = bag_camera_fov_deg(reader, topic)
+                    fov = bag_camera_calibration(reader, topic)
             except (BagError, OSError):
                 continue
             if fov is not None:  # by name and hash: two robots' 'run1' are two bags

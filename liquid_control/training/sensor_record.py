@@ -93,16 +93,19 @@ def rates_entry(histograms: list[dict[str, list[int]]], training: dict) -> dict:
 def camera_entry(config: dict, from_bags: bool, recorded: dict | None = None) -> dict | None:
     """The ``training_camera`` entry of a run of ``config`` (None: a policy without a camera): the frames' size and
     the vertical field of view of the camera: the world's in the simulator; on bags the one their CameraInfo gives
-    (``recorded``: ``{bag label: fovy degrees}`` of the bags that have one, ``training_record.bag_label``), unknown
-    (None) where none has or where they disagree by more than 1%."""
+    (``recorded``: ``{bag label: fovy degrees}`` of the bags that have one, ``training_record.bag_label``; a text
+    for a bag whose CameraInfo gives none, :func:`bag_camera_calibration`), unknown (None) where none has or where
+    they disagree by more than 1%."""
     image = config["observation"].get("image")
     if image is None:
         return None
     fovx = None
     if not from_bags:
         fovy, source = world_camera_fovy_deg(config.get("world")), f"world {config.get('world')}"
-    else:  # (horizontal or None, vertical) by bag; a bare number: the vertical one alone
-        fovs = {k: tuple(v) if isinstance(v, (tuple, list)) else (None, v) for k, v in (recorded or {}).items()}
+    else:  # (horizontal or None, vertical) by bag; a bare number: the vertical one alone; a text: why none
+        unknown = sorted({v for v in (recorded or {}).values() if isinstance(v, str)})
+        recorded = {k: v for k, v in (recorded or {}).items() if not isinstance(v, str)}
+        fovs = {k: tuple(v) if isinstance(v, (tuple, list)) else (None, v) for k, v in recorded.items()}
         values = sorted(fovs.values(), key=lambda v: v[1])
         across = [v[0] for v in values]
         known_across = bool(values) and None not in across
@@ -118,6 +121,8 @@ def camera_entry(config: dict, from_bags: bool, recorded: dict | None = None) ->
         source = (
             f"the CameraInfo of bags {', '.join(sorted(recorded))}"
             if fovy is not None
+            else f"bags whose CameraInfo is {' or '.join(unknown)} (not known)"
+            if not values and unknown
             else "bags without a CameraInfo (not known)"
             if not values
             else f"bags whose CameraInfo disagree ({each()})"
@@ -150,18 +155,34 @@ def describe(metadata: dict) -> str:
     return "; ".join(parts) or "no sensor rate recorded (policy_node checks no rate)"
 
 
-def bag_camera_fov_deg(reader, camera_topic: str) -> tuple[float, float] | None:
+# Why a bag's CameraInfo gives no field of view (bag_camera_calibration), as training_camera's source says it.
+UNCALIBRATED = "uncalibrated, K all zero"
+NOT_A_PINHOLE = "not a pinhole camera's, K's focal lengths not positive"
+
+
+def bag_camera_calibration(reader, camera_topic: str) -> tuple[float, float] | str | None:
     """The (horizontal, vertical) field of view (degrees) that the first CameraInfo beside ``camera_topic`` in the open
-    bag ``reader`` gives (conventions.camera_info reads it as policy_node does), or None: none recorded, or K unset."""
+    bag ``reader`` gives (conventions.camera_info reads it as policy_node does); where it gives none, why:
+    :data:`UNCALIBRATED` (as usb_cam publishes without a calibration file) or :data:`NOT_A_PINHOLE`; None: no
+    CameraInfo recorded (the record said so of an uncalibrated camera's bag)."""
     topic = camera_info_topic(camera_topic)
     if topic not in reader.topics or CAMERA_INFO_TYPE not in reader.topics[topic].msgtypes:
         return None
     for message in reader.messages([topic]):
         if message.msgtype != CAMERA_INFO_TYPE:
             continue
-        fov = field_of_view_deg(*image_geometry(message.decode()))
-        return None if fov is None else (round(fov[0], 3), round(fov[1], 3))
+        info = message.decode()
+        fov = field_of_view_deg(*image_geometry(info))
+        if fov is None:
+            return UNCALIBRATED if not np.any(np.asarray(info.k, dtype=np.float64)) else NOT_A_PINHOLE
+        return round(fov[0], 3), round(fov[1], 3)
     return None
+
+
+def bag_camera_fov_deg(reader, camera_topic: str) -> tuple[float, float] | None:
+    """The field of view of :func:`bag_camera_calibration`, or None: none recorded, or K unset."""
+    fov = bag_camera_calibration(reader, camera_topic)
+    return None if isinstance(fov, str) else fov
 
 
 def bag_camera_fovy_deg(reader, camera_topic: str) -> float | None:
