@@ -194,6 +194,28 @@ def test_an_image_of_another_size_is_rejected_unread_as_bad_shape_in_train_and_e
     ]
 
 
+def test_a_bag_logged_at_0_throughout_names_sim_time_without_a_clock_not_stamps_without_sim_time(tmp_path):
+    """`ros2 bag record --use-sim-time` with nothing publishing /clock logs every message at 0 while the sensors
+    stamp wall time. Before: refused as future_stamp '(unsynchronised clocks, or sim-time stamps recorded without
+    --use-sim-time)', the opposite of what happened; a bag whose clock did run still gets that hint."""
+    bag = tmp_path / "no_clock"
+    with BagWriter(bag) as writer:
+        for i in range(N):
+            writer.write("/camera/image_raw", 0, M.image_message(np.full((H, W, 3), i, np.uint8), 1.75e9 + i / 30))
+            writer.write("/cmd_vel", 0, M.twist_message(0.3, 0.1))
+    for message in _refusal(str(bag), CAMERA_ONLY, tmp_path):
+        assert f"/camera/image_raw (camera): {N} of {N} messages rejected, future_stamp {N}: " in message
+        assert (
+            "stamps ahead of the recorder's clock, whose log times are all 0: recorded with --use-sim-time (ros2 bag "
+            "record --use-sim-time) while nothing published /clock; record without it, or with the simulator "
+            "publishing /clock"
+        ) in message
+        assert "recorded without --use-sim-time" not in message
+    ahead = _bag(tmp_path / "ahead", frame_stamp=lambda i, t: t + 5.0)  # a camera's clock 5 s ahead
+    for message in _refusal(ahead, CAMERA_ONLY, tmp_path):
+        assert "(unsynchronised clocks, or sim-time stamps recorded without --use-sim-time)" in message
+
+
 def test_an_empty_bag_says_it_holds_no_messages(tmp_path):
     """Before: "no command on /cmd_vel (set --command-topic)" though /cmd_vel is in the bag (without a message)."""
     bag = tmp_path / "empty"

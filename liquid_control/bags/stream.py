@@ -550,6 +550,7 @@ class StreamStats:
     ``rejections`` sensor -> Counter of the reasons its readings were rejected, ``bad_images`` Counter of
     ``(encoding, why)`` of the images that could not be converted, ``wrong_shapes`` sensor -> the shape of its
     first reading rejected for its size, ``messages`` the number of messages in the whole bag (every topic),
+    ``log_times_zero`` whether every message read was logged at 0 (its recorder's clock never started),
     ``holds`` sensor -> ``(seconds, log time it starts)`` of its longest hold: the longest stretch during which
     its messages kept arriving and none was accepted, from the last accepted reading (or the topic's first
     message if none was) to a later rejected message, in seconds driven (:meth:`accepted`, :meth:`held`); a
@@ -566,6 +567,7 @@ class StreamStats:
     wrong_shapes: dict = field(default_factory=dict)
     messages: int | None = None
     holds: dict = field(default_factory=dict)
+    log_times_zero: bool = False  # every message read logged at 0: recorded on sim time with no /clock
     _held_from: dict = field(default_factory=dict, repr=False)  # sensor -> (driven s, log time) of the hold's start
     _last_seen: dict = field(default_factory=dict, repr=False)  # sensor -> driven s of its last message
 
@@ -853,6 +855,7 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     yield from emit(labeller.flush())
     counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
     stats.duration_s = 0.0 if first is None else span + last - first
+    stats.log_times_zero = first == last == 0.0 and not counters["log_time_steps_back"]
     stats.salvage_note = reader.salvage_note
 
 
@@ -972,6 +975,12 @@ def rejection_hint(sensor: str, reason: str, stats: StreamStats, spec: BagDataSp
             "nanosec 10^9 or more (no builtin_interfaces/Time)"
         )
     if reason == R.FUTURE_STAMP:
+        if stats.log_times_zero:  # the recorder's clock read 0 throughout: sim time that never started
+            return (
+                "stamps ahead of the recorder's clock, whose log times are all 0: recorded with --use-sim-time "
+                "(ros2 bag record --use-sim-time) while nothing published /clock; record without it, or with the "
+                "simulator publishing /clock"
+            )
         return (
             "stamps ahead of the recorder's clock (unsynchronised clocks, or sim-time stamps recorded "
             "without --use-sim-time)"
