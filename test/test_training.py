@@ -12,7 +12,7 @@ from liquid_control.training import cli as train_cli
 from liquid_control.training import run as training_run
 from liquid_control.training import trainer
 from liquid_control.training.bc import bc_epoch
-from liquid_control.training.data import Episode, load_episode, rollout, save_episode
+from liquid_control.training.data import Episode, EpisodeFileError, load_episode, rollout, save_episode
 
 
 class TinyReach(gymnasium.Env):
@@ -698,7 +698,7 @@ def test_the_episode_size_bound_is_this_machines_memory_and_a_larger_episode_is_
     with pytest.raises(EpisodeTooLargeError, match=rf"past the {2 << 30} bytes of memory this machine gives"):
         episode_data._check_unpacked_sizes(rover)
     said = []
-    run = SimpleNamespace(log=said.append)
+    run = SimpleNamespace(log=said.append, config=None)
     for trained_on in (False, True):  # not set aside and collected again: the same file would come back
         with pytest.raises(trainer.TrainingError, match=r"rover\.npz: .*resume the run on a machine with more memory"):
             TrainingRun._stored_episode(run, rover, seed=0, trained_on=trained_on)
@@ -712,6 +712,150 @@ def test_the_episode_size_bound_is_this_machines_memory_and_a_larger_episode_is_
     assert episode_data.max_episode_file_bytes() == 2 << 30
     monkeypatch.delattr(episode_data.os, "sysconf")  # Windows
     assert episode_data.max_episode_file_bytes() == 2 << 30
+
+
+@pytest.fixture(scope="module")
+def killed_run(tmp_path_factory):
+    """tiny_config(dagger_rounds=0) killed as its third (last) epoch begins: checkpoint.pt holds two (read, never
+    changed: each test damages a copy)."""
+    out = tmp_path_factory.mktemp("killed") / "run"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        die_in_epoch(monkeypatch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(tiny_config(dagger_rounds=0), out, progress=False, log=lambda m: None)
+    return out
+
+
+def _set_nan(tensor):
+    tensor.view(-1)[0] = float("nan")
+
+
+@pytest.mark.parametrize(
+    "damage, refused",
+    [
+        (
+            lambda c: c["policy"].__setitem__("head.weight", torch.zeros(3, 2)),
+            r"shape mismatch .*head\.weight \(3, 2\) vs",
+        ),
+        (lambda c: _set_nan(c["policy"]["head.bias"]), r"its policy weights: non-finite weights in head\.bias"),
+        (
+            lambda c: _set_nan(c["optimizer"]["state"][0]["exp_avg_sq"]),
+            r"optimizer state's exp_avg_sq of \S+ is not finite",
+        ),
+        (lambda c: c.__setitem__("epoch_done", 10**18), r"epoch_done 1000000000000000000 is not .* plan \(0\.\.3\)"),
+        (lambda c: c.__setitem__("epoch_done", -5), r"epoch_done -5 is not a number of epochs"),
+        (lambda c: c.__setitem__("epoch_done", 1), r"epoch_done 1 disagrees with its rows, .* \[1, 2\]"),
+    ],
+)
+def test_a_damaged_or_edited_checkpoint_is_refused_naming_it_and_what_is_wrong(tmp_path, killed_run, damage, refused):
+    """Before: a wrong-shaped tensor ended --resume in load_state_dict's traceback; NaN weights or optimizer moments
+    resumed and stopped as 'training diverged ... lower training.lr', the wrong advice; epoch_done 10**18 wrote
+    policy.pt untrained, -5 trained the whole plan again. Now one line names checkpoint.pt and what is wrong, and
+    nothing is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_run, run)
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    damage(checkpoint)
+    torch.save(checkpoint, run / "checkpoint.pt")
+    before = (run / "checkpoint.pt").read_bytes()
+    with pytest.raises(trainer.TrainingError, match=r"checkpoint\.pt: .*" + refused + r".*damaged or changed"):
+        trainer.train(None, run, resume=True, progress=False, log=lambda m: None)
+    assert (run / "checkpoint.pt").read_bytes() == before and not (run / "policy.pt").exists()
+
+
+def test_a_killed_runs_checkpoint_still_resumes(tmp_path, killed_run):
+    """The checks above refuse nothing a run writes: its killed checkpoint resumes to the last epoch."""
+    import shutil
+
+    shutil.copytree(killed_run, tmp_path / "run")
+    assert trainer.train(None, tmp_path / "run", resume=True, progress=False, log=lambda m: None).epochs == 3
+
+
+def _episode_file(path, **changes):
+    """An episode file as save_episode writes one for _camera_config (uint8 8x8 frames, 2 actions), with ``changes``."""
+    arrays = dict(
+        image=np.zeros((2, 8, 8, 3), np.uint8),
+        image_index=np.array([0, 0, 1, 1], np.int32),
+        dt=np.array([0.0, 0.1, 0.1, 0.1], np.float32),
+        stamp=np.arange(4, dtype=np.float64),
+        expert_action=np.zeros((4, 2), np.float32),
+        action=np.zeros((4, 2), np.float32),
+        success=np.array(True),
+        seed=np.array(0, np.int64),
+        beta=np.array(1.0),
+    )
+    arrays.update(changes)
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+def _camera_config():
+    from liquid_control.policy.config import validate_config
+
+    return validate_config(
+        {
+            "name": "tiny_camera",
+            "world": "TinyCamera-v0",
+            "observation": {"image": {"height": 8, "width": 8}, "vectors": {}, "update_on": "camera"},
+            "encoder": {"camera": {"channels": [4], "kernel_sizes": [3], "strides": [2], "features": 4}},
+            "core": {"type": "cfc", "units": 8, "backbone_units": 8},
+            "action": {"size": 2, "low": [-1, -1], "high": [1, 1]},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "changes, refused",
+    [
+        (
+            dict(expert_action=np.array([[0, 0], [np.nan, 0], [0, 0], [0, 0]], np.float32)),
+            r"expert_action holds 1 non-finite value\(s\), e\.g\. nan at update 1",
+        ),
+        (dict(action=np.full((4, 2), np.inf, np.float32)), r"action holds 8 non-finite"),
+        (dict(image=np.full((2, 8, 8, 3), np.inf)), r"image must be uint8 frames .* got float64"),
+        (
+            dict(image=np.zeros((2, 4, 4, 3), np.uint8)),
+            r"image has frames of height, width, channels \(4, 4, 3\), the policy's config \(8, 8, 3\)",
+        ),
+        (
+            dict(expert_action=np.zeros((4, 5), np.float32)),
+            r"expert_action has shape \(4, 5\), the policy's config \(4, 2\)",
+        ),
+        (
+            dict(dt=np.array([0, np.nan, 0.1, 0.1], np.float32)),
+            r"dt holds 1 non-finite value\(s\), e\.g\. nan at update 1",
+        ),
+        (dict(dt=np.array([0, 0.1, -0.1, 0.1], np.float32)), r"dt must be >= 0 .* got -0\.1 at update 2"),
+        (dict(image_index=np.array([0, 0, 1, 1], np.float32)), r"image_index must be integer frame numbers"),
+    ],
+)
+def test_an_episode_file_of_other_dtypes_shapes_or_non_finite_values_is_refused_naming_it(tmp_path, changes, refused):
+    """Before: load_episode checked sizes and lengths only: a NaN label trained as an epoch that 'diverged' (advising
+    a lower lr), frames or labels of another shape failed in a batch as 'could not broadcast ...', a NaN or negative
+    dt as 'dt must be finite' without the file, float frames holding inf trained silently. Now each is an
+    EpisodeFileError naming the file when it is loaded (the shapes: against the run's config)."""
+    config = _camera_config()
+    assert len(load_episode(_episode_file(tmp_path / "ok.npz"), config)) == 4
+    path = _episode_file(tmp_path / "bad.npz", **changes)
+    with pytest.raises(EpisodeFileError, match=r"bad\.npz: " + refused):
+        load_episode(path, config)
+
+
+def test_a_damaged_episode_the_run_trained_on_is_refused_naming_it_not_as_a_divergence(tmp_path, killed_run):
+    """The probe's case: a NaN label in a round the run had trained on stopped the resumed run as 'training diverged
+    ... lower training.lr'; now the resume names the file before any epoch."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(killed_run, run)
+    path = run / "data" / "round_00" / "ep_0001.npz"
+    arrays = dict(np.load(path))
+    arrays["expert_action"][3, 1] = np.nan
+    np.savez_compressed(path, **arrays)
+    with pytest.raises(trainer.TrainingError, match=r"ep_0001\.npz: expert_action holds 1 non-finite .*trained on it"):
+        trainer.train(None, run, resume=True, progress=False, log=lambda m: None)
 
 
 def test_model_card_refresh_states_both_kernel_paths_and_keeps_the_rest(tmp_path, monkeypatch):

@@ -130,19 +130,13 @@ def _buffer_problem(policy: Policy, config: dict, state: dict) -> str | None:
     return None
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Rebuild the policy stored in ``path`` (in eval mode); its metadata is ``policy.metadata``."""
-    path = Path(path)
-    payload = _read_payload(path)
-    try:
-        config = validate_config(payload["config"], strict=False)  # settings that had no effect still load
-    except PolicyConfigError as exc:
-        raise PolicyLoadError(f"{path}: the embedded config is not valid: {exc}") from None
-    try:
-        policy = Policy(config)
-    except Exception as exc:
-        raise PolicyLoadError(f"{path}: cannot build the policy of its config: {exc}") from None
-    state = payload["state_dict"]
+def weights_problem(policy: Policy, config: dict, state: dict) -> str | None:
+    """Why the weights ``state`` cannot be loaded into ``policy`` (built from ``config``), or None; the action bounds
+    in ``state`` become the policy's own (``_buffer_problem``). One check for policy files and a training run's
+    checkpoint.pt: a damaged one is named, not a torch traceback or an epoch that 'diverged' on its NaN weights."""
+    not_tensors = [f"{k!r} ({type(v).__name__})" for k, v in state.items() if not torch.is_tensor(v)]
+    if not_tensors:
+        return f"state_dict entries that are not tensors: {', '.join(not_tensors[:5])}"
     expected = policy.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -159,18 +153,37 @@ def load_policy(path: str | Path) -> Policy:
             problems.append(f"unexpected weights {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
         if shapes:
             problems.append(f"shape mismatch (file vs config) {'; '.join(shapes[:5])}")
-        raise PolicyLoadError(f"{path}: config does not match the weights: {'; '.join(problems)}")
+        return f"config does not match the weights: {'; '.join(problems)}"
     dtypes = [
         f"{k} ({v.dtype})" for k, v in state.items() if expected[k].is_floating_point() and not v.is_floating_point()
     ]
     if dtypes:
-        raise PolicyLoadError(f"{path}: weights that are not floating-point tensors: {', '.join(dtypes[:5])}")
+        return f"weights that are not floating-point tensors: {', '.join(dtypes[:5])}"
     problem = _buffer_problem(policy, config, state)
     if problem:
-        raise PolicyLoadError(f"{path}: {problem}")
+        return problem
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
-        raise PolicyLoadError(f"{path}: non-finite weights in {', '.join(bad[:5])}")
+        return f"non-finite weights in {', '.join(bad[:5])}"
+    return None
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Rebuild the policy stored in ``path`` (in eval mode); its metadata is ``policy.metadata``."""
+    path = Path(path)
+    payload = _read_payload(path)
+    try:
+        config = validate_config(payload["config"], strict=False)  # settings that had no effect still load
+    except PolicyConfigError as exc:
+        raise PolicyLoadError(f"{path}: the embedded config is not valid: {exc}") from None
+    try:
+        policy = Policy(config)
+    except Exception as exc:
+        raise PolicyLoadError(f"{path}: cannot build the policy of its config: {exc}") from None
+    state = payload["state_dict"]
+    problem = weights_problem(policy, config, state)
+    if problem:
+        raise PolicyLoadError(f"{path}: {problem}")
     try:
         policy.load_state_dict(state)
     except RuntimeError as exc:  # e.g. the synapse masks of another NCP wiring than the config's (core.seed edited)

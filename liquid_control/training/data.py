@@ -141,9 +141,11 @@ def _check_unpacked_sizes(path: Path) -> None:
                 )
 
 
-def load_episode(path: str | Path) -> Episode:
+def load_episode(path: str | Path, config: dict | None = None) -> Episode:
     """Read one episode file; any problem is an :class:`EpisodeFileError` naming the file. Its arrays' sizes are
-    checked from their headers before any is read (:func:`_check_unpacked_sizes`)."""
+    checked from their headers before any is read (:func:`_check_unpacked_sizes`), their dtypes and values once read
+    (:func:`_array_problem`); with a policy ``config``, their shapes against its inputs and actions
+    (:func:`_config_problem`)."""
     path = Path(path)
     try:
         _check_unpacked_sizes(path)
@@ -163,12 +165,16 @@ def load_episode(path: str | Path) -> Episode:
                 success=bool(data["success"]),
                 seed=int(data["seed"]),
                 beta=float(data["beta"]),
-                image_index=data["image_index"].astype(np.int64) if "image_index" in data.files else None,
+                image_index=data["image_index"] if "image_index" in data.files else None,
             )
     except EpisodeFileError:
         raise
     except Exception as exc:  # truncated (BadZipFile), flipped bytes (CRC, zlib), empty (EOFError), missing keys
         raise EpisodeFileError(f"{path}: not a readable demonstration episode ({type(exc).__name__}: {exc})") from None
+    problem = _array_problem(episode)
+    if problem:
+        raise EpisodeFileError(f"{path}: {problem}")
+    episode.image_index = None if episode.image_index is None else episode.image_index.astype(np.int64)
     # per update: every array but the camera frames, which are stored once each and indexed by image_index
     lengths = {k: len(v) for k, v in obs.items() if k != "image"} | {
         "stamp": len(episode.stamp),
@@ -179,6 +185,9 @@ def load_episode(path: str | Path) -> Episode:
         lengths["image_index"] = len(episode.image_index)
     if any(n != len(episode) for n in lengths.values()):
         raise EpisodeFileError(f"{path}: arrays of different lengths {lengths} (dt: {len(episode)})")
+    problem = None if config is None else _config_problem(episode, config)
+    if problem:
+        raise EpisodeFileError(f"{path}: {problem}")
     if episode.image_index is not None and len(episode.image_index):
         frames, index = len(obs["image"]), episode.image_index
         if index.min() < 0 or index.max() >= frames or np.any(np.diff(index) < 0):
@@ -187,6 +196,71 @@ def load_episode(path: str | Path) -> Episode:
                 f"got {index.min()}..{index.max()}"
             )
     return episode
+
+
+def _array_problem(episode: Episode) -> str | None:
+    """Why an episode's arrays are not what :func:`rollout` and :func:`save_episode` write, or None: uint8 camera
+    frames (F, H, W, 3), integer frame indices and ``event``, finite floating-point vectors, labels and actions, dt
+    >= 0. A NaN label trained as an epoch that 'diverged', a NaN dt failed in the cells without the file's name."""
+    image = episode.observations.get("image")
+    if image is not None and (image.dtype != np.uint8 or image.ndim != 4 or image.shape[-1] != 3):
+        return f"image must be uint8 frames (frames, height, width, 3), got {image.dtype} {image.shape}"
+    index = episode.image_index
+    if index is not None and image is None:
+        return "image_index without image (frame numbers of no frames)"
+    if index is not None and (index.dtype.kind not in "iu" or index.ndim != 1):
+        return f"image_index must be integer frame numbers (updates,), got {index.dtype} {index.shape}"
+    arrays = {k: v for k, v in episode.observations.items() if k != "image"}
+    arrays.update(dt=episode.dt, expert_action=episode.expert_action, action=episode.action)
+    for key, array in arrays.items():
+        ndim = 1 if key in ("dt", "event") else 2
+        if key == "event" and (array.dtype.kind not in "iu" or array.ndim != 1):
+            return f"event must be integer sensor numbers (updates,), got {array.dtype} {array.shape}"
+        if key == "event":
+            continue
+        if array.dtype.kind != "f" or array.ndim != ndim:
+            what = "(updates,)" if ndim == 1 else "(updates, values)"
+            return f"{key} must be floating-point {what} (the package writes float32), got {array.dtype} {array.shape}"
+        bad = ~np.isfinite(array)
+        if bad.any():
+            first = int(np.argwhere(bad)[0][0])
+            return f"{key} holds {int(bad.sum())} non-finite value(s), e.g. {array[bad][0]} at update {first}"
+    if (episode.dt < 0).any():
+        first = int(np.flatnonzero(episode.dt < 0)[0])
+        return f"dt must be >= 0 (seconds since the previous update), got {episode.dt[first]:g} at update {first}"
+    if episode.stamp.dtype.kind != "f" or episode.stamp.ndim != 1:  # NaN where a world gives no stamps (rollout)
+        return f"stamp must be floating-point seconds (updates,), got {episode.stamp.dtype} {episode.stamp.shape}"
+    return None
+
+
+def _config_problem(episode: Episode, config: dict) -> str | None:
+    """Why an episode's inputs and labels do not fit the policy ``config``, or None: a 32x32 camera under a 64x64
+    config failed in the first batch as 'could not broadcast input array from shape (16,64,64,3) ...'."""
+    obs, steps = config["observation"], len(episode)
+    expected = {}
+    if obs["image"] is not None:
+        expected["image"] = (obs["image"]["height"], obs["image"]["width"], 3)
+    expected.update({k: (steps, n) for k, n in obs["vectors"].items()})
+    sensors = len(obs["update_on"])
+    expected.update({k: (steps,) if k == "event" else (steps, sensors) for k in obs["timing"]})
+    for key, shape in expected.items():
+        if key not in episode.observations:
+            return f"lacks the policy's input {key!r}"
+        found = episode.observations[key].shape
+        if (found[1:] if key == "image" else found) != shape:
+            what = "frames of height, width, channels" if key == "image" else "shape"
+            return f"{key} has {what} {found[1:] if key == 'image' else found}, the policy's config {shape}"
+    if (
+        "event" in expected
+        and len(episode)
+        and not 0 <= episode.observations["event"].min() <= episode.observations["event"].max() < sensors
+    ):
+        return f"event must number an update sensor in [0, {sensors}) (observation.update_on)"
+    for key in ("expert_action", "action"):
+        found = getattr(episode, key).shape
+        if found != (steps, config["action"]["size"]):
+            return f"{key} has shape {found}, the policy's config ({steps}, {config['action']['size']}) (action.size)"
+    return None
 
 
 class ActionNoise:

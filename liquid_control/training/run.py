@@ -38,7 +38,7 @@ from liquid_control.conventions import training_record
 from liquid_control.paths import code_commit
 from liquid_control.policy import Policy, save_policy
 from liquid_control.policy.agent import DEFAULT_MAX_GAP_S
-from liquid_control.policy.checkpoint import atomic_torch_save
+from liquid_control.policy.checkpoint import atomic_torch_save, weights_problem
 from liquid_control.policy.config import (
     CONTINUOUS_CORES,
     PolicyConfigError,
@@ -46,6 +46,7 @@ from liquid_control.policy.config import (
     without_simulated_settings,
 )
 from liquid_control.policy.encoders import MIN_INPUT_STD
+from liquid_control.shown import shown
 
 from .bc import DataParallel, bc_epoch, count_chunks
 from .curves import plot_curves
@@ -189,9 +190,21 @@ class TrainingRun:
     def load_checkpoint(self) -> None:
         """Continue from checkpoint.pt (refused if written by another config or seed)."""
         ck = read_training_checkpoint(self.checkpoint_path, self.config, self.seed, self.as_run)
-        self.policy.load_state_dict(ck["policy"])
+        best = ck.get("best")
+        weights = [("policy", ck.get("policy"))]
+        if best is not None:  # first: the policy's own weights are the ones left loaded
+            weights.insert(0, ("best round's", best.get("state_dict") if isinstance(best, dict) else best))
+        problem = self._progress_problem(ck) or self._optimizer_problem(ck.get("optimizer"))
+        for what, state in weights:
+            problem = problem or self._load_weights(what, state)
+        if problem:
+            raise TrainingError(
+                f"{self.checkpoint_path}: {problem}; the checkpoint was damaged or changed, the run cannot continue "
+                f"from it. Restore the file, or train again into a new folder (same config and seed: the same run, bit "
+                f"for bit)"
+            )
         self.optimizer.load_state_dict(ck["optimizer"])
-        self.epoch_done, self.rounds_evaluated = int(ck["epoch_done"]), int(ck["rounds_evaluated"])
+        self.epoch_done, self.rounds_evaluated = ck["epoch_done"], ck["rounds_evaluated"]
         self.best, self.rows, self.wall_s = ck["best"], list(ck["rows"]), float(ck["wall_s"])
         self.longest_dt = max(self.longest_dt, float(ck.get("longest_dt", 0.0)))
         self.interval_counts = {**dict(ck.get("interval_counts") or {}), **self.interval_counts}
@@ -203,6 +216,75 @@ class TrainingRun:
         paths = list(ck.get("kernels") or ["not recorded (checkpoint of an older version)"])
         self.kernels = paths if paths[-1] == self.kernels[0] else paths + self.kernels
         self.resumed_finished = self.finished() and (self.out / "policy.pt").is_file()
+
+    def _progress_problem(self, ck: dict) -> str | None:
+        """Why the checkpoint's ``epoch_done`` / ``rounds_evaluated`` cannot be this run's, or None: numbers within
+        the plan, and as many epochs as its own rows record trained (an edited 10**18 wrote policy.pt untrained,
+        a -5 trained the whole plan again)."""
+        epoch, evaluated, rows = ck.get("epoch_done"), ck.get("rounds_evaluated"), ck.get("rows")
+        if type(epoch) is not int or not 0 <= epoch <= self.total_epochs:
+            return f"epoch_done {shown(epoch)} is not a number of epochs of the run's plan (0..{self.total_epochs})"
+        if type(evaluated) is not int or not -1 <= evaluated < self.rounds:
+            return f"rounds_evaluated {shown(evaluated)} is not a round of the run's plan (-1..{self.rounds - 1})"
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            return f"its rows (the metrics) are not a list of records: {shown(rows)}"
+        trained = [row.get("epoch") for row in rows if row.get("kind") == "train"]
+        if trained != list(range(1, epoch + 1)):
+            return (
+                f"epoch_done {epoch} disagrees with its rows, which record trained epochs {shown(trained)}"
+                f" (expected 1..{epoch})"
+            )
+        return None
+
+    def _optimizer_problem(self, saved) -> str | None:
+        """Why the checkpoint's optimizer state cannot continue this run's Adam, or None: one state per parameter, of
+        its shape, finite (a NaN in exp_avg_sq made the next epoch 'diverge', advising a lower learning rate)."""
+        current = self.optimizer.state_dict()["param_groups"]
+        if (
+            not isinstance(saved, dict)
+            or not isinstance(saved.get("state"), dict)
+            or not isinstance(saved.get("param_groups"), list)
+            or len(saved["param_groups"]) != len(current)
+            or any(not isinstance(g, dict) or not isinstance(g.get("params"), list) for g in saved["param_groups"])
+            or [len(g["params"]) for g in saved["param_groups"]] != [len(g["params"]) for g in current]
+        ):
+            return "the optimizer state is not one of this policy's parameters (another structure or count)"
+        named = list(self.policy.named_parameters())
+        ids = {s: c for sg, cg in zip(saved["param_groups"], current) for s, c in zip(sg["params"], cg["params"])}
+        for group in saved["param_groups"]:
+            for key, value in group.items():
+                numbers = value if isinstance(value, (tuple, list)) and key != "params" else [value]
+                if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                    return f"the optimizer setting {key} is {shown(value)}, not finite"
+        for key, entry in saved["state"].items():
+            if key not in ids or not isinstance(entry, dict):
+                return f"the optimizer state holds an entry {shown(key)} of no parameter"
+            name, param = named[ids[key]]
+            for part, value in entry.items():
+                where = f"the optimizer state's {part} of {name}"
+                if not torch.is_tensor(value):
+                    continue  # a float 'step' of an older torch
+                if value.dim() > 0 and value.shape != param.shape:
+                    return f"{where} has shape {tuple(value.shape)}, the parameter {tuple(param.shape)}"
+                if value.is_floating_point() and not torch.isfinite(value).all():
+                    return f"{where} is not finite (NaN or inf)"
+                if part == "exp_avg_sq" and (value < 0).any():
+                    return f"{where} is negative (a mean of squares)"
+        return None
+
+    def _load_weights(self, what: str, state) -> str | None:
+        """Load the checkpoint's weights ``state`` (its ``policy``, or its ``best`` round's) into the policy, or why
+        not: the checks of load_policy, so a damaged file is named, not a torch traceback."""
+        if not isinstance(state, dict):
+            return f"its {what} weights are not a state_dict: {shown(state)}"
+        state = dict(state)  # weights_problem sets the action bounds in it
+        problem = weights_problem(self.policy, self.config, state)
+        if problem is None:
+            try:
+                self.policy.load_state_dict(state)
+            except RuntimeError as exc:  # e.g. another NCP wiring's synapse masks
+                problem = str(exc).split(":", 1)[-1].strip().replace("\n\t", " ")
+        return None if problem is None else f"its {what} weights: {problem}"
 
     def kernel_path(self) -> str:
         """The path the cells take in this process's training (torch for a core without compiled kernels)."""
@@ -323,7 +405,7 @@ class TrainingRun:
         if not path.is_file():
             return None
         try:
-            episode = load_episode(path)
+            episode = load_episode(path, self.config)
         except EpisodeTooLargeError as exc:  # maybe intact: collecting it again would make the same file
             raise TrainingError(f"{exc}; resume the run on a machine with more memory") from None
         except EpisodeFileError as exc:
