@@ -128,6 +128,12 @@ def test_an_onnx_export_of_older_code_is_refused_saying_so_and_what_to_do(tmp_pa
         load_backend(checkpoint, "onnx")
     with pytest.warns(UserWarning, match=r"runs with torch: p.onnx next to it is not a usable ONNX policy .*" + said):
         assert isinstance(load_backend(checkpoint, "auto"), TorchBackend)
+    # `liquid-control sim --policy p.onnx` and the recorder's policy inputs: refused before any node starts (before,
+    # the graph started and the node's refusal came three times, exit 1)
+    from liquid_control.ros.graph import policy_world_parameters
+
+    with pytest.raises(ValueError, match=said):
+        policy_world_parameters(tmp_path / "p.onnx", refuse=True)
 
 
 def test_a_policy_of_before_a_config_key_is_refused_for_init_from_with_the_values_and_the_way_on(tmp_path):

@@ -269,6 +269,7 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
         CAMERA,
         ONNX_CONFIG_KEY,
         ObservationSpec,
+        OnnxBackend,
         metadata_json,
         missing_export_text,
         read_onnx_metadata,
@@ -287,6 +288,8 @@ def policy_world_parameters(policy_file: Path, refuse: bool = False) -> dict:
                     policy_file = policy_file.with_suffix(".onnx")
         if policy_file.suffix == ".onnx":
             config = metadata_json(policy_file, read_onnx_metadata(policy_file), ONNX_CONFIG_KEY)
+            if refuse:  # the node's own checks (an export of older code, another format): before, the graph started
+                OnnxBackend(policy_file).close()  # and the node's refusal came three times, exit 1
         else:
             config = read_config(policy_file)
         spec = ObservationSpec.from_config(config)
