@@ -439,7 +439,8 @@ def add_arguments(parser):
         "--timeout",
         type=float,
         default=0.0,
-        help="wall-clock limit in seconds (0: the sim's wait for the policy node + episodes x (time limit + 30 s); "
+        help="wall-clock limit in seconds (0: the sim's wait for the policy node + episodes x (time limit / "
+        "--real-time-factor + 30 s); "
         "none with --episodes 0)",
     )
     parser.add_argument("--log-dir", default="", type=user_path, help="write each node's output to <dir>/<node>.log")

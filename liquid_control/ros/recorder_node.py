@@ -58,7 +58,7 @@ from liquid_control.ros.executable import WithMessageInfo, init_ros, named_count
 from liquid_control.shown import counted, shown
 
 RECORDER_PARAMETERS: dict[str, tuple[object, str]] = {
-    "output": ("", "bag folder to create (empty: rosbag2_<date>_<time> in the working directory)"),
+    "output": ("", "bag folder to create (empty: rosbag2_<date>-<time> in the working directory)"),
     "topics": (["/camera/image_raw", "/imu/data", "/cmd_vel"], "topics to record (absolute or node-relative)"),
     "duration_s": (0.0, "stop after this many seconds of the node clock (0: until shutdown)"),
     "discovery_period_s": (0.2, "how often to look for publishers of topics not yet subscribed"),
@@ -538,7 +538,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "topic)",
     )
     parser.add_argument(
-        "-o", "--output", default="", type=user_path, help="bag folder to create (default rosbag2_<date>_<time>)"
+        "-o", "--output", default="", type=user_path, help="bag folder to create (default rosbag2_<date>-<time>)"
     )
     parser.add_argument(
         "--node-params",

@@ -328,7 +328,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "('bags/day1/*', in sorted order)",
     )
     parser.add_argument(
-        "-o", "--output", default="", type=user_path, help="bag of the recorded commands (default rosbag2_<date>)"
+        "-o",
+        "--output",
+        default="",
+        type=user_path,
+        help="bag of the recorded commands (default rosbag2_<date>-<time>)",
     )
     parser.add_argument("--rate", type=float, default=1.0, help="playback speed (2: twice as fast)")
     parser.add_argument(
