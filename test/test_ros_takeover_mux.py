@@ -2,6 +2,7 @@
 
 import math
 import time
+from array import array
 
 import pytest
 import rclpy
@@ -420,6 +421,17 @@ def test_run_time_changes_apply_the_checked_rule_and_deadman_and_refuse_the_rest
     assert m.node.rule.threshold == 1.0 and m.node.get_parameter("output_topic").value == "base/cmd_vel"
     (r,) = set_(output_topic="base/cmd_vel")  # the value in use: nothing changes, accepted
     assert r.successful
+    # a startup parameter set to its value as another type (`ros2 param set /takeover_mux seed 0.0`): before,
+    # accepted, rclpy stored the double, and the re-check of every parameter after the set raised (over DDS the mux
+    # ended with a traceback, the base left without commands)
+    seed = m.node.get_parameter("seed").value
+    (r,) = set_(seed=float(seed))
+    assert not r.successful and f"seed: must be an integer >= 0, got {float(seed)!r}" in r.reason, r.reason
+    assert m.node.get_parameter("seed").value == seed
+    (r,) = set_(action_scale=array("d", [9.0, 9.0]))  # as a list arrives over DDS: named as a list, not array('d', ..)
+    assert "action_scale=[9.0, 9.0]: read at startup" in r.reason, r.reason
+    (r,) = set_(policy_timeout_s=0.01)  # the reason names the two timeouts the watch period is held to
+    assert "watch_period_s 0.05: must be at most operator_timeout_s 0.2 and policy_timeout_s 0.01" in r.reason, r.reason
 
 
 def _remote_parameters(probe, node: str, **values):

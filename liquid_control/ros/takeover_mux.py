@@ -62,6 +62,7 @@ from liquid_control.conventions.params import (
     camera_info_topic,
     declare_node_parameters,
     frame_id_problem,
+    parameter_value,
     per_element,
     same_parameter_value,
     topic_name_problem,
@@ -152,7 +153,10 @@ def checked_settings(p: dict) -> dict:
         seconds["operator_timeout_s"], seconds["policy_timeout_s"]
     ):
         # a longer period notices a silence only that much later
-        problems.append(f"watch_period_s: must be at most the two timeouts, got {seconds['watch_period_s']:g}")
+        problems.append(
+            f"watch_period_s {seconds['watch_period_s']:g}: must be at most operator_timeout_s "
+            f"{seconds['operator_timeout_s']:g} and policy_timeout_s {seconds['policy_timeout_s']:g}"
+        )
     if isinstance(p["seed"], bool) or not isinstance(p["seed"], int) or p["seed"] < 0:
         problems.append(f"seed: must be an integer >= 0, got {shown(p['seed'])}")
     rule = None
@@ -243,21 +247,22 @@ class TakeoverMuxNode(Node):
         changed = {
             q.name: q.value for q in parameters if q.name in held and not same_parameter_value(q.value, held[q.name])
         }
-        fixed = [f"{name}={value!r}" for name, value in changed.items() if name not in LIVE_PARAMETERS]
+        fixed = [f"{name}={parameter_value(value)!r}" for name, value in changed.items() if name not in LIVE_PARAMETERS]
         if fixed:
             return SetParametersResult(
                 successful=False,
                 reason=f"{', '.join(fixed)}: read at startup; restart the node with the new value (at run time "
                 f"only {', '.join(LIVE_PARAMETERS)} change)",
             )
-        if not changed:
-            return SetParametersResult(successful=True)
+        # every value set passes the startup checks, the same ones too: rclpy stores what was set, so `seed 3.0` for
+        # 3 (no change by value) left a double, and the re-check after the set raised (the mux ended, traceback)
+        stored = {**values, **{q.name: q.value for q in parameters if q.name in values}}
         try:
-            checked_settings({**values, **changed})
+            checked_settings(stored)
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        if not hasattr(self, "add_post_set_parameters_callback"):
-            self._apply_parameters({**values, **changed})
+        if changed and not hasattr(self, "add_post_set_parameters_callback"):
+            self._apply_parameters(stored)
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, values: dict | None = None):
