@@ -1139,6 +1139,11 @@ def test_every_transition_order_ends_in_its_state_and_a_shutdown_stops_and_frees
     configured = state in ("inactive", "active")
     assert (node.runner is not None) == configured and (node._command_pub is not None) == configured
     assert node._active == (state == "active")
+    if state == "finalized":  # before: a value set was accepted (as while unconfigured) and never used
+        from rclpy.parameter import Parameter
+
+        (result,) = node.set_parameters([Parameter("watchdog_timeout_s", value=3.0)])
+        assert not result.successful and "the node is shut down (finalized)" in result.reason, result.reason
 
 
 @pytest.mark.parametrize("ending", [("shutdown",), ("deactivate", "cleanup")])

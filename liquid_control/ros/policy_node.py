@@ -233,6 +233,7 @@ class PolicyNode(LifecycleNode):
         # watchdog, diagnostics[, control]: see _create_activity_timers (not `_timers`: rclpy's Node list of them)
         self._activity_timers = []
         self._active = False
+        self._finalized = False  # shut down: no transition leaves it, no parameter is used again
         # the stop that ended commanding (deactivate, shutdown, error) is not known to have reached the subscribers:
         # _release waits for its acknowledgement before destroying the publisher (see ros.delivery)
         self._stop_unconfirmed = False
@@ -560,10 +561,18 @@ class PolicyNode(LifecycleNode):
             return super().on_cleanup(state)
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Publish a stop command if active, then free everything."""
+        """Publish a stop command if active, then free everything; said in the log (it said nothing, or only the
+        summary, of a node that no transition can start again)."""
         with self._logging_failure("shutdown"):
+            stopped = self._active
             self._stop_if_active("shutdown")
             self._release()
+            self._finalized = True
+            self.get_logger().info(
+                "finalized (shut down)"
+                + (": stop command published" if stopped else "")
+                + "; restart the node to command again"
+            )
             return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -738,6 +747,12 @@ class PolicyNode(LifecycleNode):
         changes = {p.name: parameter_value(p.value) for p in parameters if p.name in POLICY_NODE_PARAMETERS}
         if not changes:  # rclpy's other parameters
             return SetParametersResult(successful=True)
+        if self._finalized:  # settings None as unconfigured, but no configure can follow: a value set was ignored
+            return SetParametersResult(
+                successful=False,
+                reason=f"{', '.join(sorted(changes))}: the node is shut down (finalized) and uses no parameter any "
+                "more; restart it with the new value",
+            )
         values = {n: parameter_value(self.get_parameter(n).value) for n in POLICY_NODE_PARAMETERS}
         changed = sorted(n for n, v in changes.items() if not same_parameter_value(v, values[n]))
         values.update(changes)
