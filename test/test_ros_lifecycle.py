@@ -1902,3 +1902,19 @@ def test_the_namespace_warning_reads_the_nested_form_and_wildcards(tmp_path):
         path.write_text(text)
         lines = warn_sections_for_another_namespace(node, ["policy_node", "--ros-args", "--params-file", str(path)])
         assert bool(lines) is warned, (text, lines)
+
+
+def test_configure_names_the_export_that_runs_for_a_checkpoint_that_is_not_there(policy_file, ros, tmp_path):
+    """Before: with only p.onnx beside the configured p.pt (a robot, or the .pt deleted since the last configure)
+    the log said 'configured: policy .../p.pt (onnx, ...)', naming a file that is not there as the one running."""
+    from liquid_control.policy import load_policy
+    from liquid_control.runtime.export import export_onnx
+
+    make, _ = ros
+    export_onnx(load_policy(policy_file), tmp_path / "p.onnx")
+    node = make(PolicyNode, parameter_overrides=params(tmp_path / "p.pt"))
+    said = []
+    node.get_logger().info = lambda msg, **kw: said.append(msg)
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    line = next(m for m in said if m.startswith("configured: policy "))
+    assert line.startswith(f"configured: policy {tmp_path / 'p.onnx'} (the export of p.pt, which is not here) (onnx, ")

@@ -403,8 +403,12 @@ class PolicyNode(LifecycleNode):
         self._create_entities(spec)
         self._input_topics = {k: self.resolve_topic_name(self.get_parameter(SENSORS[k][1]).value) for k in spec.sensors}
         inputs = ", ".join(f"{k}<-{topic}" for k, topic in self._input_topics.items())
+        running = policy_path
+        if backend.name == "onnx" and policy_path.suffix == ".pt":  # the export beside it runs: named
+            gone = "" if policy_path.exists() else ", which is not here"
+            running = f"{policy_path.with_suffix('.onnx')} (the export of {policy_path.name}{gone})"
         self.get_logger().info(
-            f"configured: policy {policy_path} ({backend.name}, {backend.config['name']}), inputs {inputs}"
+            f"configured: policy {running} ({backend.name}, {backend.config['name']}), inputs {inputs}"
             f", updates on {', '.join(spec.update_on)} (reordering lag {self.runner.reorder_lag_s * 1e3:g} ms)"
             f", {s.command_type} -> {self.resolve_topic_name(s.command_topic)} "
             f"({s.publish_mode})"
