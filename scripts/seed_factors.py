@@ -24,8 +24,9 @@ over all 8 shifts is tabled by seed. A diagnostic: it changes nothing in trainin
 
 Writes train/, the `liquid-control eval` reports eval_grid/ and eval_split/, results.json and results.md under
 --out (docs/seed_factors/ holds the results and reports of the committed run). Rerunning keeps the finished
-runs, continues interrupted ones and keeps an evaluation folder that has its results.csv (remove it after
-changing --archs, --seeds or --episodes). Ctrl-C (or SIGTERM) keeps what finished: the same command again continues.
+runs, continues interrupted ones and keeps an evaluation folder whose results.csv is this request's; after
+changing --archs, --seeds or --episodes it trains and evaluates only what is missing. Ctrl-C (or SIGTERM) keeps
+what finished: the same command again continues.
 """
 
 from __future__ import annotations
@@ -114,9 +115,31 @@ def _same_weights(a: Path, b: Path) -> bool:
     return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def _read_wins(results: Path) -> tuple[dict[str, list[bool]], dict[str, set]]:
+    """Success per episode of each policy in an evaluation's results.csv, and the checkpoints (sha) it ran."""
+    wins: dict[str, list[bool]] = {}
+    shas: dict[str, set] = {}
+    if results.is_file():
+        with open(results, newline="") as f:
+            for row in csv.DictReader(f):
+                wins.setdefault(row["policy"], []).append(row["success"] == "True")
+                shas.setdefault(row["policy"], set()).add(row.get("checkpoint_sha"))
+    return wins, shas
+
+
 def _evaluate(runs: list[tuple], out: Path, episodes: int, workers: int) -> dict[str, list[bool]]:
-    """Success per episode of each run's policy on the headline shifts (evaluated once; kept on a rerun)."""
-    if not (out / "results.csv").is_file():
+    """Success per episode of each run's policy on the headline shifts. A folder whose results.csv is this request
+    (these policies, 8 x ``episodes`` each) is kept; otherwise ``eval --resume`` runs only the episodes its log
+    lacks (a rerun with other --archs, --seeds or --episodes reused the old report before, or died in a KeyError)."""
+    import hashlib
+
+    names = {_name(arch, i, b, d): Path(path) / "policy.pt" for arch, i, b, d, path in runs}
+    wins, shas = _read_wins(out / "results.csv")
+    if set(wins) != set(names) or any(
+        len(wins[name]) != 8 * episodes or shas[name] != {hashlib.sha256(policy.read_bytes()).hexdigest()[:12]}
+        for name, policy in names.items()
+        if name in wins and policy.is_file()
+    ):
         from liquid_control import cli
         from liquid_control.processes import Terminated
 
@@ -131,10 +154,10 @@ def _evaluate(runs: list[tuple], out: Path, episodes: int, workers: int) -> dict
             raise Terminated if status == 143 else KeyboardInterrupt
         if status != 0:
             sys.exit(f"{PROG}: the evaluation in {out} did not finish (exit {status}; its lines above say why)")
-    wins: dict[str, list[bool]] = {}
-    with open(out / "results.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            wins.setdefault(row["policy"], []).append(row["success"] == "True")
+        wins, _ = _read_wins(out / "results.csv")
+    odd = sorted(name for name in names if len(wins.get(name, ())) != 8 * episodes)
+    if odd or set(wins) != set(names):
+        sys.exit(f"{PROG}: {out / 'results.csv'} does not hold 8 x {episodes} episodes of {', '.join(odd or names)}")
     return wins
 
 

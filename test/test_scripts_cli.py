@@ -2,6 +2,8 @@
 --seed is refused in one usage line before any world is built, and Ctrl-C ends in one line."""
 
 import argparse
+import importlib
+import json
 import os
 import runpy
 import subprocess
@@ -366,6 +368,27 @@ def test_seed_factors_says_in_one_line_that_its_evaluation_did_not_finish(tmp_pa
         "seed_factors.py: the evaluation in sf/eval_grid did not finish (exit 2; its lines above say why)"
     ), run.stderr[-2000:]
     assert not (tmp_path / "sf" / "results.json").exists()
+
+
+def test_seed_factors_rerun_with_other_episodes_evaluates_what_is_missing(tmp_path, monkeypatch, capsys):
+    """Before: a rerun into the same --out kept eval_grid/ whenever its results.csv existed, so --episodes 2 after
+    --episodes 1 printed '16 paired episodes' over the old 8 (and a new --archs ended in KeyError 'lstm_i0_b0_d0').
+    Now the evaluation adds the episodes its log lacks and the tables count what they hold."""
+    import shutil
+
+    run_dir = tmp_path / "sf" / "train" / "cfc" / "i0_b0_d0"
+    run_dir.mkdir(parents=True)
+    shutil.copy(ROOT / "policies" / "cfc_rover.pt", run_dir / "policy.pt")  # a finished run: not trained again
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # imported, so its pool's workers can import _train too
+    main = importlib.import_module("seed_factors").main
+    args = ["--archs", "cfc", "--seeds", "0", "--split-seeds", "", "--workers", "1", "--out", "sf"]
+    args += ["--reference", str(tmp_path / "none")]
+    assert main([*args, "--episodes", "1"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--episodes", "2"]) == 0
+    assert "Success over the 8 headline shifts, 16 paired episodes per policy." in capsys.readouterr().out
+    assert json.loads((tmp_path / "sf" / "results.json").read_text())["episodes"] == {"cfc_i0_b0_d0": 16}
 
 
 def test_seed_factors_stopped_by_sigterm_while_training_says_so_and_leaves_no_worker(tmp_path):
