@@ -3,7 +3,7 @@
 # those bags alone, check it offline on held-out bags, then drive 50 held-out simulated episodes with it and
 # replay a held-out bag through policy_node over DDS. Figures: $OUT/summary.md (and summary.json); with
 # DAGGER_ROUNDS, then deploy-record-retrain rounds from the bags: $OUT/rounds.md and rounds.png. A rerun with the
-# same settings continues an interrupted loop (finished stages kept, missing bags recorded, a cut-short replay redone).
+# same settings (kept in $OUT/loop_settings.txt; others are refused) continues an interrupted loop (finished stages kept, missing bags recorded, a cut-short replay redone).
 #
 #   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
 #   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/bag_loop/README.md's run
@@ -60,7 +60,24 @@ if [ "$DAGGER_ROUNDS" -gt 0 ]; then
   [ $((DAGGER_ROUNDS * ROUND_EPISODES)) -le 300 ] ||
     { echo "bag_loop: DAGGER_ROUNDS x ROUND_EPISODES > 300 would reach the validation seeds 500.." >&2; exit 2; }
 fi
+# the settings that make the loop's results: a rerun into an OUT made with others would keep its bags and run and
+# only claim the new settings in the summary (before: EPOCHS=5 NOISE_STD=0.3 after EPOCHS=1 trained nothing, exit 0)
+made_with=""
+for name in CONFIG EPISODES VAL_EPISODES TEST_EPISODES EVAL_EPISODES EPOCHS SEED NOISE_STD NOISE_CORR BURST_RATE \
+  EXPERT_MARGIN AUGMENT EXTRA_SET RENDER_SIZE RENDER_WIDTH TIME_LIMIT; do
+  made_with+="$name=${!name}"$'\n'
+done
+if [ -f "$OUT/loop_settings.txt" ]; then
+  differ=$(diff <(cat "$OUT/loop_settings.txt") <(printf '%s' "$made_with")) || true
+  [ -z "$differ" ] || {
+    was=$(sed -n 's/^< //p' <<<"$differ" | paste -sd ' ')
+    now=$(sed -n 's/^> //p' <<<"$differ" | paste -sd ' ')
+    echo "bag_loop: $OUT holds a loop made with $was, not $now ($OUT/loop_settings.txt); give another OUT or remove it first" >&2
+    exit 2
+  }
+fi
 mkdir -p "$OUT"
+[ -f "$OUT/loop_settings.txt" ] || printf '%s' "$made_with" > "$OUT/loop_settings.txt"
 settings="OUT=$OUT CONFIG=$CONFIG EPISODES=$EPISODES VAL_EPISODES=$VAL_EPISODES TEST_EPISODES=$TEST_EPISODES EVAL_EPISODES=$EVAL_EPISODES \
 EPOCHS=$EPOCHS SEED=$SEED NOISE_STD=$NOISE_STD NOISE_CORR=$NOISE_CORR BURST_RATE=$BURST_RATE EXPERT_MARGIN=$EXPERT_MARGIN AUGMENT=$AUGMENT \
 EXTRA_SET=\"$EXTRA_SET\""

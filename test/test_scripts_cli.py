@@ -211,6 +211,50 @@ def test_bag_loop_completes_an_interrupted_recording_and_names_an_unfinished_bag
     assert sorted(p.name for p in (out / "bags" / "train").iterdir()) == [f"episode_{s}" for s in range(100, 105)]
 
 
+def test_bag_loop_refuses_an_out_made_with_other_settings(tmp_path):
+    """Before: a rerun into an existing OUT with EPOCHS=5 NOISE_STD=0.3 after EPOCHS=1 kept the old bags and run,
+    exit 0, and its summary claimed the new settings over a body saying 'noise: none'. The first run records its
+    settings in OUT; a rerun with others is refused in one line before any stage (the stages are a stub here)."""
+    out = tmp_path / "loop"
+    (tmp_path / "lc").write_text(STUB_LC)
+    (tmp_path / "lc").chmod(0o755)
+
+    def loop(**settings):
+        env = {**os.environ, "OUT": str(out), "EPISODES": "1", "VAL_EPISODES": "1", "TEST_EPISODES": "1"}
+        env.update(RENDER_SIZE="16", LC=str(tmp_path / "lc"), PYTHON=sys.executable, STUB_LOG=str(tmp_path / "calls"))
+        run = ["bash", str(ROOT / "scripts" / "bag_loop.sh")]
+        return subprocess.run(run, cwd=ROOT, capture_output=True, text=True, timeout=120, env={**env, **settings})
+
+    assert loop(EPOCHS="1").returncode == 7  # the stub's training ends the first loop
+    calls = (tmp_path / "calls").read_text()
+    again = loop(EPOCHS="5", NOISE_STD="0.3")
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert again.stderr == (
+        f"bag_loop: {out} holds a loop made with EPOCHS=1 NOISE_STD=0.0, not EPOCHS=5 NOISE_STD=0.3 "
+        f"({out / 'loop_settings.txt'}); give another OUT or remove it first\n"
+    )
+    assert (tmp_path / "calls").read_text() == calls  # nothing recorded or trained
+    assert loop(EPOCHS="1").returncode == 7  # the same settings continue it
+
+
+def test_bag_loop_summary_of_a_finished_loop_keeps_its_wall_time(tmp_path, monkeypatch):
+    """Before: a rerun of a finished loop (every stage kept) wrote the rerun's own seconds as 'loop wall time'."""
+    import liquid_control.policy
+
+    out = tmp_path / "loop"
+    (out / "offline").mkdir(parents=True)
+    (out / "sim").mkdir()
+    overall = {"labelled": 1, "mae": [0.1, 0.2], "rmse": [0.1, 0.2], "loss": 0.01}
+    (out / "offline" / "offline.json").write_text(json.dumps({"policies": {"bags": {"overall": overall}}}))
+    (out / "sim" / "results.json").write_text("[]")
+    metadata = {"training_updates": 1, "training_wall_s": 2.0, "selected_epoch": 1, "validation_loss": 0.5}
+    monkeypatch.setattr(liquid_control.policy, "load_policy", lambda path: argparse.Namespace(metadata=metadata))
+    summary = runpy.run_path(str(ROOT / "scripts" / "bag_loop.py"))["summary"]
+    assert summary(str(out), seconds=900.0)["loop_wall_s"] == 900.0
+    assert summary(str(out), seconds=62.0)["loop_wall_s"] == 900.0
+    assert "- loop wall time: 900 s" in (out / "summary.md").read_text()
+
+
 def test_bc_ensemble_refuses_an_unusable_out_before_the_episodes(tmp_path, monkeypatch, capsys):
     """Before: a NotADirectoryError traceback from write_text after every member's episodes had run."""
     monkeypatch.chdir(tmp_path)
