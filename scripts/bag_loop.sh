@@ -3,7 +3,8 @@
 # those bags alone, check it offline on held-out bags, then drive 50 held-out simulated episodes with it and
 # replay a held-out bag through policy_node over DDS. Figures: $OUT/summary.md (and summary.json); with
 # DAGGER_ROUNDS, then deploy-record-retrain rounds from the bags: $OUT/rounds.md and rounds.png. A rerun with the
-# same settings (kept in $OUT/loop_settings.txt; others are refused) continues an interrupted loop (finished stages kept, missing bags recorded, a cut-short replay redone).
+# same settings (kept in $OUT/loop_settings.txt; others are refused) continues an interrupted loop (finished stages
+# kept, missing bags recorded, a cut-short replay redone).
 #
 #   scripts/bag_loop.sh                    # defaults below (~10-25 min on 2 cores)
 #   OUT=runs/loop_dart NOISE_STD=0.3 NOISE_CORR=0.9 BURST_RATE=0.3 scripts/bag_loop.sh    # docs/bag_loop/README.md's run
@@ -15,7 +16,7 @@
 set -euo pipefail
 if [ $# -gt 0 ]; then  # its settings are environment variables: an argument (--help) used to start the whole loop
   case "$1" in -h | --help)
-    sed -n '2,14p' "$0" | cut -c3-
+    sed -n '2,15p' "$0" | cut -c3-
     echo; echo "Settings (environment variables) and their defaults:"; grep -E '^[A-Z_]+=\$\{' "$0"
     exit 0 ;;
   esac
