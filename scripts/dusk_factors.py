@@ -10,8 +10,10 @@ them for noon's, everything else of the world unchanged, and the same episodes (
 20,000,000 on, as in the model cards' paired checks) are driven by each policy in the batched evaluation.
 Nothing is trained here and no variant reaches training: it says which part of dusk a policy trips on, and
 so what a robustness recipe would have to cover. Paired McNemar p-values are against `dusk` itself.
-Writes results.json and results.md under --out (by default the repository's docs/dusk_factors, whatever the
-current folder).
+Writes results.json (its provenance: command, commit, machine, start, wall and CPU time, all the script's own)
+and results.md under --out (by default the repository's docs/dusk_factors, whatever the current folder). Each
+variant's outcomes are kept in --out/variants.partial.json as it finishes: after a Ctrl-C the same command
+continues from them (the file goes once results.json is written).
 """
 
 from __future__ import annotations
@@ -85,11 +87,37 @@ def main(argv=None) -> int:
         plan = build_plan([f"{n}={policies_dir() / (n + '.pt')}" for n in names], ["dusk"], args.episodes)
     except EvaluationSetupError as exc:  # --episodes 0, a policy not shipped
         parser.error(str(exc))
+    from liquid_control.evaluation import provenance as provenance_record
+    from liquid_control.paths import code_commit
+
+    out = Path(args.out)
+    partial = out / "variants.partial.json"  # the finished variants (before: a Ctrl-C after 6 of 7 kept none)
+    request = {"episodes": args.episodes, "policies": names, "episode_seed": plan.jobs[0].episode_seed}
+    kept = {"request": request, "outcomes": {}, "wall_s": 0.0, "cpu_s": 0.0, "started": time.time()}
+    kept["commit"] = code_commit()
+    if partial.is_file():
+        try:
+            kept = json.loads(partial.read_text())
+            same = kept["request"] == request
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--out {args.out}: {partial} is unreadable ({exc}); remove it to start again")
+        if not same:
+            parser.error(
+                f"--out {args.out}: {partial} holds the variants of another request ({kept['request']}); give its "
+                "--episodes and --policy to continue it, or remove it to start again"
+            )
+    outcomes: dict[str, dict[str, list[bool]]] = kept["outcomes"]
+    started, cpu_started = time.monotonic(), time.process_time()
+
+    def sitting() -> tuple[float, float]:
+        return kept["wall_s"] + time.monotonic() - started, kept["cpu_s"] + time.process_time() - cpu_started
+
     original = copy.deepcopy(rover.LIGHTINGS["dusk"])
-    outcomes: dict[str, dict[str, list[bool]]] = {}
-    started = time.monotonic()
     try:
         for label, lighting in variants(rover.LIGHTINGS).items():
+            if label in outcomes:
+                print(f"{label}: kept from {partial}", flush=True)
+                continue
             rover.LIGHTINGS["dusk"] = lighting  # the worlds of this process build their MJCF from it
             cpu = time.process_time()
             records = [r for b in make_batches(plan.jobs, 50) for r in run_batch(b, pool=WorldPool())]
@@ -99,9 +127,16 @@ def main(argv=None) -> int:
             }
             rates = ", ".join(f"{n} {sum(v) / len(v):.0%}" for n, v in outcomes[label].items())
             print(f"{label}: {rates} ({time.process_time() - cpu:.0f} CPU-s)", flush=True)
+            wall_s, cpu_s = sitting()
+            with atomic_write(partial, "w") as handle:  # whole or not at all, also on Ctrl-C
+                handle.write(json.dumps({**kept, "outcomes": outcomes, "wall_s": wall_s, "cpu_s": cpu_s}) + "\n")
+    except KeyboardInterrupt:
+        total = len(variants(rover.LIGHTINGS))
+        kept_text = f"{len(outcomes)} of {total} variants kept in {partial}" if outcomes else "no variant finished"
+        print(f"dusk_factors.py: interrupted: {kept_text}; the same command continues", file=sys.stderr)
+        return 130
     finally:
         rover.LIGHTINGS["dusk"] = original
-    out = Path(args.out)
     rows = []
     for label, by_policy in outcomes.items():
         row = {"variant": label, "lighting": variants(rover.LIGHTINGS)[label]}
@@ -117,12 +152,16 @@ def main(argv=None) -> int:
                 "mcnemar_p_vs_dusk": mcnemar_exact_p(only_here, only_dusk),
             }
         rows.append(row)
-    provenance = {
-        "command": "python scripts/dusk_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "episodes": args.episodes,
-        "episode_seeds": [plan.jobs[0].episode_seed, plan.jobs[0].episode_seed + args.episodes - 1],
-        "wall_s": round(time.monotonic() - started, 1),
-    }
+    wall_s, cpu_s = sitting()
+    provenance = provenance_record.collect(  # written by the script (before: commit, machine and date by hand)
+        "python scripts/dusk_factors.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        kept["started"],
+        wall_s,
+        kept["commit"],
+        cpu_time_s=round(cpu_s, 1),
+        episodes=args.episodes,
+        episode_seeds=[plan.jobs[0].episode_seed, plan.jobs[0].episode_seed + args.episodes - 1],
+    )
     with atomic_write(out / "results.json", "w") as handle:  # whole or not at all, also on Ctrl-C
         handle.write(json.dumps({"provenance": provenance, "rows": rows}, indent=1) + "\n")
     lines = [
@@ -141,6 +180,7 @@ def main(argv=None) -> int:
         lines.append(f"| {row['variant']} | " + " | ".join(cells) + " |")
     with atomic_write(out / "results.md", "w") as handle:
         handle.write("\n".join(lines) + "\n")
+    partial.unlink(missing_ok=True)  # the results hold it all now
     print("\n".join(lines))
     return 0
 

@@ -91,6 +91,38 @@ def test_dusk_factors_refuses_bad_options_before_the_episodes(args, message, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
 
 
+def test_dusk_factors_keeps_finished_variants_at_ctrl_c_and_writes_its_own_provenance(tmp_path, monkeypatch, capsys):
+    """Before: a Ctrl-C after 6 of 7 variants wrote nothing (the outcomes only in memory), and results.json's
+    commit, machine and date were added by hand. Now each variant is kept as it finishes, the same command
+    continues from them, and the provenance is the script's. The episodes are a stub here (success: even seeds)."""
+    import liquid_control.evaluation.batched as batched
+    import sim_envs.rover as rover
+
+    ran = []  # the variants driven, in order
+
+    def episodes(batch, pool=None):
+        if not ran or ran[-1] is not rover.LIGHTINGS["dusk"]:
+            ran.append(rover.LIGHTINGS["dusk"])
+        if len(ran) == 3:
+            raise KeyboardInterrupt
+        return [{"policy": j.policy, "episode_seed": j.episode_seed, "success": j.episode_seed % 2 == 0} for j in batch]
+
+    monkeypatch.setattr(batched, "run_batch", episodes)
+    monkeypatch.chdir(tmp_path)
+    main = runpy.run_path(str(ROOT / "scripts" / "dusk_factors.py"))["main"]
+    assert main(["--episodes", "2", "--out", "dusk"]) == 130
+    assert capsys.readouterr().err == (
+        "dusk_factors.py: interrupted: 2 of 7 variants kept in dusk/variants.partial.json; the same command continues\n"
+    )
+    assert main(["--episodes", "2", "--out", "dusk"]) == 0
+    assert len(ran) == 3 + 5  # the two finished variants not driven again
+    assert "dusk, noon sky: kept from dusk/variants.partial.json" in capsys.readouterr().out
+    results = json.loads((tmp_path / "dusk" / "results.json").read_text())
+    assert [row["variant"] for row in results["rows"]][:3] == ["dusk", "dusk, noon sky", "dusk, noon sun direction"]
+    assert {"commit", "machine", "started_utc", "wall_time_s", "cpu_time_s"} <= set(results["provenance"])
+    assert sorted(p.name for p in (tmp_path / "dusk").iterdir()) == ["results.json", "results.md"]
+
+
 def test_normalisation_invariance_refuses_an_unusable_out_before_the_episodes(tmp_path, monkeypatch, capsys):
     """Before: a NotADirectoryError traceback after every shift's expert episodes had been rendered."""
     monkeypatch.chdir(tmp_path)
