@@ -61,6 +61,23 @@ def make_policy(path: Path, source: str | None) -> tuple[Path, str]:
     return save_policy(path, relabelled), origin
 
 
+def policy_problem(path: str) -> str | None:
+    """Why ``path`` cannot drive this bench's streams, or None: a policy that does not subscribe to the IMU and the
+    camera and update on both made the bench wait 60 s for its subscriptions and end in exit 1."""
+    from liquid_control.policy import PolicyLoadError, load_policy
+
+    try:
+        observation = load_policy(path).config["observation"]
+    except PolicyLoadError as exc:
+        return str(exc).removeprefix(f"{path}: ")
+    lacks = [] if observation.get("image") else ["no camera input"]
+    lacks += [] if "imu" in (observation.get("vectors") or {}) else ["no IMU input"]
+    update_on = observation.get("update_on") or []
+    if not {"camera", "imu"} <= set(update_on):
+        lacks.append(f"updates on {', '.join(update_on) or 'nothing'}, not on both")
+    return f"the bench needs a camera + IMU policy; this one has {' and '.join(lacks)}" if lacks else None
+
+
 def echo_node() -> int:
     """The reference: subscribes like policy_node, publishes each IMU/camera stamp back at once (no policy)."""
     import signal
@@ -140,9 +157,28 @@ def main() -> int:
         parser.error(f"--camera-latency-ms must be >= 0, got {args.camera_latency_ms}")
     if args.policy and not Path(args.policy).is_file():
         parser.error(f"--policy {args.policy}: no such policy file (train one first, e.g. docs/fusion.md)")
+    problem = policy_problem(args.policy) if args.policy and not args.echo_node else None
+    if problem:  # before: a PolicyLoadError traceback, or a 60 s wait for subscriptions a policy never makes
+        parser.error(f"--policy {args.policy}: {problem}")
     if args.echo_node:
         return echo_node()
 
+    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
+    try:
+        status = _bench(args, tmp)
+    except BaseException:  # Ctrl-C, a failure: the processes are stopped (measure's finally); nothing names it
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if status != KEEP:  # before: a failed run (exit 1) left its folder in /tmp
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0 if status == KEEP else status
+
+
+KEEP = -1  # _bench's status where a line it printed names a log in its folder (exit 0, folder kept)
+
+
+def _bench(args, tmp: Path) -> int:
+    """The measurement in ``tmp``: its status, or KEEP."""
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import TwistStamped
@@ -153,7 +189,6 @@ def main() -> int:
     from liquid_control.policy import load_policy
     from liquid_control.ros.testing import Probe, isolated_ros_env, start_node_process, stop_process
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_node_"))
     policy_path, origin = make_policy(tmp / "bench_policy.pt", args.policy)
     config = load_policy(policy_path).config
     height, width = config["observation"]["image"]["height"], config["observation"]["image"]["width"]
@@ -251,7 +286,7 @@ def main() -> int:
             lambda: (
                 imu_pub.get_subscription_count()
                 and cam_pub.get_subscription_count()
-                and wheels_pub.get_subscription_count()
+                and (wheels_pub.get_subscription_count() or "wheels" not in config["observation"]["vectors"])
                 and probe.node.count_publishers("cmd_vel")
             ),
             60.0,
@@ -305,12 +340,13 @@ def main() -> int:
             "liquid_control.ros.policy_node", "policy_node", params, env, tmp / "node.log", prefix=prefix
         )
         result = measure(node, tmp / "node.log")
-    except KeyboardInterrupt:  # Ctrl-C: the processes are stopped (measure's finally); nothing names the folder
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     finally:
         probe.close()
     if result is None:
+        print(
+            "bench_node.py: the node's subscriptions and command publisher did not appear in 60 s (its log above)",
+            file=sys.stderr,
+        )
         return 1
     imu_ms, frame_ms, values = result["imu_ms"], result["frame_ms"], result["values"]
     imu_dropped = result["imu_sent"] - len(imu_ms)
@@ -357,9 +393,7 @@ def main() -> int:
     print(f"node_cpu_percent_of_one_core: {result['cpu_percent']:.1f}")
     print(f"bench_process_cpu_percent_of_one_core: {result['bench_cpu_percent']:.1f} (its publishers and probe)")
     print(f"rejected_total: {values.get('rejected_total', '?')}")
-    if reference is None or len(reference["imu_ms"]):  # before: every run left its folder in /tmp
-        shutil.rmtree(tmp, ignore_errors=True)  # (kept when a line above names its echo.log)
-    return 0
+    return KEEP if reference is not None and not len(reference["imu_ms"]) else 0  # a line above names echo.log
 
 
 if __name__ == "__main__":

@@ -38,6 +38,12 @@ SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
         ("bench_headline_budget.py", ["--cores", "0"], "--cores must be >= 1, got 0"),
         ("bench_node.py", ["--seconds", "0"], "--seconds must be > 0, got 0.0"),
         ("bench_node.py", ["--imu-hz", "-1"], "--imu-hz must be > 0, got -1.0"),
+        ("bench_node.py", ["--policy", str(ROOT / "README.md")], "README.md: not a readable policy file"),
+        (
+            "bench_node.py",
+            ["--policy", str(ROOT / "policies" / "cfc_ncp_rover.pt")],
+            "cfc_ncp_rover.pt: the bench needs a camera + IMU policy; this one has no IMU input and updates on camera",
+        ),
     ],
 )
 def test_wrong_options_end_in_one_usage_line(script, args, message, tmp_path):
@@ -55,6 +61,22 @@ def test_wrong_options_end_in_one_usage_line(script, args, message, tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     assert message in run.stderr and "Traceback" not in run.stderr
     assert not list(tmp_path.iterdir())  # nothing written where it ran
+
+
+def test_bench_node_removes_its_folder_after_a_failed_run(monkeypatch):
+    """Before: a run that ended in exit 1 (the node never came up) left its /tmp/bench_node_* folder behind."""
+    folders = []
+
+    def failed(args, tmp):
+        folders.append(tmp)
+        (tmp / "node.log").write_text("the node's log\n")
+        return 1
+
+    monkeypatch.setattr(sys, "argv", ["bench_node.py", "--no-reference"])
+    main = runpy.run_path(str(ROOT / "benchmarks" / "bench_node.py"))["main"]
+    main.__globals__["_bench"] = failed
+    assert main() == 1
+    assert len(folders) == 1 and not folders[0].exists()
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
