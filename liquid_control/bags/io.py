@@ -1417,8 +1417,9 @@ def _memory_available_bytes() -> int | None:
 # What a storage file of each storage_identifier is called and starts with, checked in a file-compressed bag before
 # unpacking it.
 STORAGE_MAGIC = {"mcap": ("an MCAP", MCAP_MAGIC), "sqlite3": ("an SQLite", b"SQLite format 3\x00")}
-# Room kept free in the temp folder when a file-compressed bag is unpacked there: a tenth of it, at least this.
-UNPACK_SPARE_MIN_BYTES = 256 << 20
+# A file-compressed bag is unpacked into the temp folder only leaving a tenth of its free space; one refused so is
+# said to be maybe a decompression bomb where it unpacks to more than this many times its packed size.
+BOMB_RATIO = 100  # ROS bags' image and IMU data pack ~2-10x
 
 
 def _check_unpacked_size(files: list[Path], storage: str) -> None:
@@ -1445,7 +1446,7 @@ def _check_unpacked_size(files: list[Path], storage: str) -> None:
                 f"unpacking it into {folder}"
             )
     free, total = _free_temp_bytes(), 0
-    limit = max(0, free - max(free // 10, UNPACK_SPARE_MIN_BYTES))
+    limit = free - free // 10
     for file in files:
         try:
             with _zstd().open(file, "rb") as unpacked:
@@ -1458,11 +1459,16 @@ def _check_unpacked_size(files: list[Path], storage: str) -> None:
             pass
         if total > limit:
             memory = " (in memory)" if _in_memory(folder) else ""
+            packed = sum(f.stat().st_size for f in files if f.is_file())
+            bomb = (
+                f" (or a decompression bomb: {total // max(packed, 1)} times its packed size)"
+                if (total > BOMB_RATIO * packed)
+                else ""
+            )
             raise BagError(
                 f"{file}: a file-compressed bag is unpacked whole into {folder} to be read, and its files unpack "
                 f"to at least {total} bytes, more than the {free} bytes free there{memory} can take with a tenth "
-                f"(at least {UNPACK_SPARE_MIN_BYTES >> 20} MiB) kept spare: a decompression bomb, or too little "
-                "space: set TMPDIR to a folder with room"
+                f"kept spare: set TMPDIR to a folder with room{bomb}"
             )
 
 
