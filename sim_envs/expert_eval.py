@@ -116,8 +116,8 @@ def _init_worker() -> None:
 
 
 def print_tables(worlds: list, results: dict, seeds: list, interrupted: bool) -> None:
-    """One markdown table per world; after an interruption only the settings with finished episodes, each row
-    with its own episode count."""
+    """One markdown table per world (the form docs/worlds.md shows); after an interruption only the settings with
+    finished episodes, each row with its own episode count."""
     from sim_envs.shifts import SHIFT_PRESETS
 
     failure_name = {"rover": "collisions", "balancer": "falls", "balance_nav": "falls"}
@@ -129,14 +129,14 @@ def print_tables(worlds: list, results: dict, seeds: list, interrupted: bool) ->
             heading = (
                 f"interrupted: {len(rows)} of {len(settings_for(world))} settings, up to {len(seeds)} episodes each"
             )
+            seeds_text = f"seeds from {seeds[0]}"
         else:
-            heading = f"{len(seeds)} episodes per setting"
-        print(f"\n### {WORLDS[world]} expert, {heading} (seeds from {seeds[0]})\n")
-        print(
-            f"| setting | kind | episodes | success | 95% lower | {failure_name[world]} | timeouts/untracked "
-            "| mean episode s |"
-        )
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+            heading, seeds_text = f"{len(seeds)} episodes per setting", f"seeds {seeds[0]}..{seeds[-1]}"
+        count = " episodes |" if interrupted else ""
+        print(f"\n### {WORLDS[world]} expert, {heading} ({seeds_text})\n")
+        failures_name = failure_name[world]
+        print(f"| setting | kind |{count} success | 95% lower | {failures_name} | timeouts/untracked | mean episode s |")
+        print("| --- | --- |" + (" ---: |" if interrupted else "") + " ---: | ---: | ---: | ---: | ---: |")
         for preset in rows:
             episodes = results[(world, preset)]
             n = len(episodes)
@@ -145,9 +145,10 @@ def print_tables(worlds: list, results: dict, seeds: list, interrupted: bool) ->
             other = n - wins - failures
             kind = "/".join(sorted(SHIFT_PRESETS[preset].kinds())) or "-"
             mean_t = sum(e[2] for e in episodes) / n
+            episodes_cell = f" {n} |" if interrupted else ""
             print(
-                f"| {preset} | {kind} | {n} | {100 * wins / n:.0f}% | {100 * wilson_interval(wins, n)[0]:.0f}% | "
-                f"{failures} | {other} | {mean_t:.1f} |"
+                f"| {preset} | {kind} |{episodes_cell} {100 * wins / n:.0f}% | "
+                f"{100 * wilson_interval(wins, n)[0]:.0f}% | {failures} | {other} | {mean_t:.1f} |"
             )
 
 
