@@ -134,8 +134,8 @@ def print_tables(worlds: list, results: dict, seeds: list, interrupted: bool) ->
             heading, seeds_text = f"{len(seeds)} episodes per setting", f"seeds {seeds[0]}..{seeds[-1]}"
         count = " episodes |" if interrupted else ""
         print(f"\n### {WORLDS[world]} expert, {heading} ({seeds_text})\n")
-        failures_name = failure_name[world]
-        print(f"| setting | kind |{count} success | 95% lower | {failures_name} | timeouts/untracked | mean episode s |")
+        fails = failure_name[world]
+        print(f"| setting | kind |{count} success | 95% lower | {fails} | timeouts/untracked | mean episode s |")
         print("| --- | --- |" + (" ---: |" if interrupted else "") + " ---: | ---: | ---: | ---: | ---: |")
         for preset in rows:
             episodes = results[(world, preset)]
