@@ -51,8 +51,9 @@ def _interrupted(exc: KeyboardInterrupt, validation_dir: Path) -> int:
     return 143 if isinstance(exc, Terminated) else 130
 
 
-def _success(path: Path) -> tuple[dict, set]:
-    """{(policy, training seed, shift): [success per episode]} and the episode seeds, of a report's results.csv."""
+def _success(path: Path, fail=_fail) -> tuple[dict, set]:
+    """{(policy, training seed, shift): [success per episode]} and the episode seeds, of a report's results.csv;
+    ``fail``: how an unreadable one ends (a --report given: a usage error, exit 2)."""
     wins: dict = defaultdict(list)
     episode_seeds = set()
     try:
@@ -62,7 +63,7 @@ def _success(path: Path) -> tuple[dict, set]:
                     wins[row["policy"], int(row["training_seed"]), row["shift"]].append(row["success"] == "True")
                     episode_seeds.add(int(row["episode_seed"]))
     except (OSError, KeyError, ValueError) as exc:
-        _fail(f"{path}: not a liquid-control eval results.csv ({exc})")
+        fail(f"{path}: not a liquid-control eval results.csv ({exc})")
     return wins, episode_seeds
 
 
@@ -162,27 +163,38 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from liquid_control.training.episodes import SELECTION_SEED_BASE
 
-    wins, test_seeds = _success(args.report)
+    # usage errors, all before the episodes: exit 2 as argparse's own (before: exit 1; --workers 0 failed in the
+    # evaluation, and a --check-without-seed no policy has printed the full table again as the check)
+    wins, test_seeds = _success(args.report, parser.error)
     wanted = set(range(args.episode_seed_base, args.episode_seed_base + args.episodes))
-    if args.episodes < 1:
-        _fail(f"--episodes must be >= 1, got {args.episodes}")
+    for option in ("episodes", "workers"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be >= 1, got {getattr(args, option)}")
     if args.episode_seed_base < SELECTION_SEED_BASE:
-        _fail(
+        parser.error(
             f"--episode-seed-base {args.episode_seed_base}: the validation episodes must start at "
             f"{SELECTION_SEED_BASE:,} or above (training episodes lie below)"
         )
     if wanted & test_seeds:
-        _fail(
+        parser.error(
             f"--episode-seed-base {args.episode_seed_base} with --episodes {args.episodes}: the validation episodes "
             f"must avoid the report's episode seeds ({min(test_seeds):,}-{max(test_seeds):,})"
+        )
+    seeds = sorted({seed for _, seed, _ in wins})
+    if args.check_without_seed not in seeds:
+        parser.error(
+            f"--check-without-seed {args.check_without_seed}: no policy of {args.report} has that training seed "
+            f"(its seeds: {', '.join(map(str, seeds)) or 'none'})"
         )
     from liquid_control.paths import output_file_problem
     from liquid_control.processes import sigterm_as_interrupt
 
     problem = output_file_problem(args.out / "results.json", "results.json")  # before the episodes
     if problem:
-        _fail(f"--out {args.out}: {problem}")
+        parser.error(f"--out {args.out}: {problem}")
     validation_dir = args.out / "validation"
+    if not (validation_dir / "results.csv").is_file() and not any(args.train.glob("*/seed_*")):
+        parser.error(f"--train {args.train}: no trained policies there (<policy>/seed_<k>/policy.pt)")
     try:
         with sigterm_as_interrupt(PROG):  # `kill` stops it as Ctrl-C does
             return _select(args, argv, wins, wanted, validation_dir)
@@ -197,9 +209,7 @@ def _select(args, argv, wins: dict, wanted: set, validation_dir: Path) -> int:
 
     started = time.monotonic()
     if not (validation_dir / "results.csv").is_file():
-        policies = sorted(p.name for p in args.train.iterdir() if p.is_dir()) if args.train.is_dir() else []
-        if not policies:
-            _fail(f"no trained policies under {args.train} (<policy>/seed_<k>/policy.pt)")
+        policies = sorted(p.name for p in args.train.iterdir() if p.is_dir())  # some there: main checked
         from liquid_control import cli
 
         command = ["eval", "--shift", "in_distribution"]

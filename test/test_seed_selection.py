@@ -99,19 +99,49 @@ def test_validation_of_another_shift_or_policy_is_refused(selection, tmp_path, v
 
 
 @pytest.mark.parametrize(
-    "args, message",
+    "args, message, status",
     [
-        (["--episode-seed-base", "20000000"], "must avoid the report's episode seeds"),
-        (["--episode-seed-base", "1000000"], "training episodes lie below"),
-        (["--episodes", "9"], "holds other episodes"),
+        (["--episode-seed-base", "20000000"], "must avoid the report's episode seeds", 2),
+        (["--episode-seed-base", "1000000"], "training episodes lie below", 2),
+        (["--episodes", "9"], "holds other episodes", 1),
     ],
 )
-def test_validation_episodes_that_could_be_test_or_training_episodes_are_refused(selection, tmp_path, args, message):
+def test_validation_episodes_that_could_be_test_or_training_episodes_are_refused(
+    selection, tmp_path, args, message, status, capsys
+):
     report, out = tmp_path / "results.csv", tmp_path / "out"
     _write(report, [("p", 0, "dusk", 20_000_000 + i, True) for i in range(4)])
     _write(out / "validation" / "results.csv", [("p", 0, "in_distribution", 30_000_000 + i, True) for i in range(4)])
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(SystemExit) as stop:
         selection.main(["--report", str(report), "--episodes", "4", "--out", str(out), *args])
+    said = capsys.readouterr().err if status == 2 else str(stop.value.code)
+    assert (stop.value.code if status == 2 else 1) == status and message in said, said
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--workers", "0"], "--workers must be >= 1, got 0"),
+        (["--check-without-seed", "9"], "--check-without-seed 9: no policy of {report} has that training seed "),
+        (["--report", "{tmp}/none.csv"], "{tmp}/none.csv: not a liquid-control eval results.csv"),
+        (["--train", "{tmp}"], "--train {tmp}: no trained policies there (<policy>/seed_<k>/policy.pt)"),
+    ],
+)
+def test_bad_options_are_usage_errors_before_the_episodes(selection, tmp_path, args, message, capsys):
+    """Before: --workers 0 failed in the evaluation ('the validation episodes did not finish (rerun to continue
+    ...)'), a --check-without-seed no policy has printed the full table again as the check, and a bad --report or
+    --train ended in exit 1; now each is one usage line, exit 2, and nothing runs."""
+    report = tmp_path / "results.csv"
+    _write(report, [("p", s, "dusk", 20_000_000 + i, True) for s in (0, 1) for i in range(4)])
+    args = [a.format(tmp=tmp_path) for a in args]
+    with pytest.raises(SystemExit) as stop:
+        selection.main(["--report", str(report), "--episodes", "4", "--out", str(tmp_path / "out"), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message.format(tmp=tmp_path, report=report) in err, err
+    if "check-without-seed" in message:
+        assert "(its seeds: 0, 1)" in err
+    assert not (tmp_path / "out").exists()
 
 
 def _recorded(tmp_path: Path) -> tuple[Path, Path]:
