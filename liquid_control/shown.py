@@ -1,6 +1,7 @@
 """Values quoted in error messages, cut to a readable length: a refusal names what it refused without printing a
 megabyte string or a 400-digit number whole, and without failing on an integer Python will not print; the valid
-name a mistyped one is close to (``did_you_mean``); and a count with its noun (``counted``: 1 episode, 2 episodes)."""
+name a mistyped one is close to (``did_you_mean``); a count with its noun (``counted``: 1 episode, 2 episodes); and
+where a text holds a control character (``control_character_at``)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,18 @@ def counted(count: int, noun: str, plural: str = "") -> str:
     """``1 episode``, ``20 episodes``: ``count`` and ``noun``, plural (``plural``, else an added s) for any count but 1,
     for the messages whose count may be 1 (``eval --episodes 1``)."""
     return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
+# bidirectional overrides and isolates: they reorder what a terminal or a rendered card shows ("Trojan Source")
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def control_character_at(text: str, allowed: str = "") -> int | None:
+    """The index of the first control character of ``text`` (C0, DEL, C1, the line and paragraph separators,
+    bidirectional controls) not in ``allowed``, or None. A policy file's name and description came into the node's
+    log and ``export``'s output as they were: a downloaded checkpoint whose name held an escape sequence (ESC [2J)
+    cleared the terminal and forged a log line. Not ``str.isprintable``, which refuses a no-break space too."""
+    for i, ch in enumerate(text):
+        if (ch < " " or "\x7f" <= ch <= "\x9f" or ch in "\u2028\u2029" or ch in _BIDI_CONTROLS) and ch not in allowed:
+            return i
+    return None

@@ -26,6 +26,7 @@ ESCAPE = "evil\x1b[2J\x1b[31mRED"
         ("description", "clears\x1b[2J", r"'\x1b' at position 6"),
         ("description", "reversed \u202eexe.txt", r"'\u202e' at position 9"),
         ("name", "c1\x9bcontrol", r"'\x9b' at position 2"),
+        ("description", "line\u2028separator", r"'\u2028' at position 4"),
     ],
 )
 def test_control_characters_in_a_config_string_are_refused_naming_the_key(key, text, character):

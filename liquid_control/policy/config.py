@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from liquid_control.shown import did_you_mean, shown
+from liquid_control.shown import control_character_at, did_you_mean, shown
 from liquid_control.yaml_numbers import TooDeepError, load_yaml
 
 CORE_TYPES = ("cfc", "ltc", "ctrnn", "gru_ode", "lstm", "gru", "tcn", "mlp")
@@ -279,21 +279,6 @@ _TOP = {
     "training": _field("dict", {}),
     "description": _field("str", "", nullable=True),
 }
-
-
-# bidirectional overrides and isolates: they reorder what a terminal or a rendered card shows ("Trojan Source")
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def control_character_at(text: str, allowed: str = "") -> int | None:
-    """The index of the first control character of ``text`` (C0, DEL, C1, bidirectional controls) not in
-    ``allowed``, or None. A policy file's name and description came into the node's log and ``export``'s output as
-    they were: a downloaded checkpoint whose name held an escape sequence (ESC [2J) cleared the terminal and forged
-    a log line."""
-    for i, ch in enumerate(text):
-        if (ch < " " or "\x7f" <= ch <= "\x9f" or ch in _BIDI_CONTROLS) and ch not in allowed:
-            return i
-    return None
 
 
 def _check_value(path: str, value: Any, spec: dict) -> Any:

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from liquid_control.json_text import load_json
-from liquid_control.policy.config import control_character_at
-from liquid_control.shown import shown
+from liquid_control.shown import control_character_at, shown
 
 CAMERA = "camera"  # sensor name of the image input (observation key "image"), and name of its encoder
 VECTORS = "vectors"  # name of the encoder of every vector input

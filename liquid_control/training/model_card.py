@@ -38,7 +38,7 @@ from liquid_control.cells.dt import MAX_SUBSTEPS
 from liquid_control.json_text import load_json
 from liquid_control.paths import checkout_dir, output_folder_problem, policies_dir, user_path
 from liquid_control.policy import PolicyLoadError, load_policy, save_policy
-from liquid_control.policy.config import CONTINUOUS_CORES, control_character_at
+from liquid_control.policy.config import CONTINUOUS_CORES
 from liquid_control.processes import (
     Terminated,
     die_with_parent,
@@ -48,6 +48,7 @@ from liquid_control.processes import (
 )
 from liquid_control.runtime.backends import checkpoint_sha256
 from liquid_control.runtime.export import ExportError, export_checked
+from liquid_control.shown import control_character_at
 from liquid_control.stats import binomial_cdf, wilson_interval
 
 from .augment import describe_recipes
