@@ -74,7 +74,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from liquid_control.bags import BagError, BagReader
 from liquid_control.bags.io import TopicInfo, expand_bags, message_class
-from liquid_control.bags.messages import SENSOR_TYPES
+from liquid_control.bags.messages import COMMAND_TYPES, SENSOR_TYPES, TWIST
 from liquid_control.bags.stream import absolute_topic
 from liquid_control.conventions import stamps
 from liquid_control.conventions.params import (
@@ -677,30 +677,29 @@ COMMAND_TOPIC_NAMES = ("cmd_vel", "wheel_torques")
 # a joystick's /joy (teleop_twist_joy drives while its recorded enable button is held), Ackermann and trajectory
 # commands
 COMMAND_MESSAGE_TYPES = (
-    "geometry_msgs/msg/Twist",
-    "geometry_msgs/msg/TwistStamped",
-    "std_msgs/msg/Float64MultiArray",
+    *COMMAND_TYPES,  # what policy_node publishes: Twist, TwistStamped, Float64MultiArray
     "sensor_msgs/msg/Joy",
     "ackermann_msgs/msg/AckermannDrive",
     "ackermann_msgs/msg/AckermannDriveStamped",
     "trajectory_msgs/msg/JointTrajectory",
 )
-# a policy input of a command type by the node's default name (the balancers' target velocity, a Twist): replayed
+# a Twist named as the node's default target topic (the balancers' target velocity, a policy input): replayed
 TARGET_TOPIC_NAME = POLICY_NODE_PARAMETERS["target_topic"][0]
 
 
 def base_command_topics(topic_types: dict[str, str]) -> list[str]:
     """The topics of ``topic_types`` ({topic: message type}) a base, a controller or a teleop node would execute:
     named ``COMMAND_TOPIC_NAMES`` in any namespace (/cmd_vel, /base/cmd_vel, /policy/cmd_vel, /wheel_torques), or of
-    a ``COMMAND_MESSAGE_TYPES`` type unless named as the node's default target topic (/target_velocity). Before, the
-    name alone: a robot's bag with the joystick on /joy_vel and the base's /diff_drive_controller/cmd_vel_unstamped
-    replayed both, and on the robot the base drove the recorded commands."""
-    return [
-        topic
-        for topic, msgtype in topic_types.items()
-        if topic.rsplit("/", 1)[-1] in COMMAND_TOPIC_NAMES
-        or (msgtype in COMMAND_MESSAGE_TYPES and topic.rsplit("/", 1)[-1] != TARGET_TOPIC_NAME)
-    ]
+    a ``COMMAND_MESSAGE_TYPES`` type, but a Twist named as the node's default target topic (/target_velocity).
+    Before, the name alone: a robot's bag with the joystick on /joy_vel and the base's
+    /diff_drive_controller/cmd_vel_unstamped replayed both, and on the robot the base drove the recorded commands."""
+
+    def held_back(topic: str, msgtype: str) -> bool:
+        name = topic.rsplit("/", 1)[-1]
+        target = msgtype == TWIST and name == TARGET_TOPIC_NAME
+        return name in COMMAND_TOPIC_NAMES or (msgtype in COMMAND_MESSAGE_TYPES and not target)
+
+    return [topic for topic, msgtype in topic_types.items() if held_back(topic, msgtype)]
 
 
 def default_recorded(readers: list[BagReader]) -> list[str]:
