@@ -406,7 +406,7 @@ class PolicyNode(LifecycleNode):
         running = policy_path
         if backend.name == "onnx" and policy_path.suffix == ".pt":  # the export beside it runs: named
             gone = "" if policy_path.exists() else ", which is not here"
-            running = f"{policy_path.with_suffix('.onnx')} (the export of {policy_path.name}{gone})"
+            running = f"{backend.path} (the export of {policy_path.name}{gone})"
         self.get_logger().info(
             f"configured: policy {running} ({backend.name}, {backend.config['name']}), inputs {inputs}"
             f", updates on {', '.join(spec.update_on)} (reordering lag {self.runner.reorder_lag_s * 1e3:g} ms)"
