@@ -31,17 +31,23 @@ PATHS = ("fused", "stepwise")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def episodes_of(args, config) -> list:
-    """The saved episodes of ``--data``, or ``--episodes`` fresh expert episodes (env seeds 5,000,000 up)."""
+def episodes_of(args, config, fail) -> list:
+    """The saved episodes of ``--data``, or ``--episodes`` fresh expert episodes (env seeds 5,000,000 up).
+    ``fail``: the parser's usage error (a bad --data: exit 2; before, an EpisodeFileError traceback or exit 1)."""
     from liquid_control.policy import observation_keys
-    from liquid_control.training.data import load_episode, rollout
+    from liquid_control.training.data import EpisodeFileError, load_episode, rollout
     from liquid_control.training.episodes import make_env
 
     if args.data:
+        if not Path(args.data).is_dir():
+            fail(f"--data {args.data}: no such folder")
         files = sorted(Path(args.data).glob("ep_*.npz"))
         if not files:
-            raise SystemExit(f"--data {args.data}: no ep_*.npz episode files")
-        return [load_episode(f) for f in files]
+            fail(f"--data {args.data}: no ep_*.npz episode files")
+        try:
+            return [load_episode(f) for f in files]
+        except EpisodeFileError as exc:
+            fail(f"--data {args.data}: {exc}")
     env = make_env(config)
     keys = observation_keys(config)
     return [rollout(env, seed=5_000_000 + i, observation_keys=keys) for i in range(args.episodes)]
@@ -140,7 +146,7 @@ def main(argv=None) -> int:
     from liquid_control.training.bc import bc_epoch
 
     torch.set_num_threads(1)
-    episodes = episodes_of(args, config)
+    episodes = episodes_of(args, config, parser.error)
     t = config["training"]
     fit = dict(batch_size=t["batch_size"], sequence_length=t["sequence_length"], grad_clip=t["grad_clip"])
     updates = sum(len(e) for e in episodes)

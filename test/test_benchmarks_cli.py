@@ -26,6 +26,7 @@ SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
         ("bench_training.py", ["--rounds", "0"], "--rounds must be >= 1, got 0"),
         ("bench_training.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
         ("bench_training.py", ["--config", "nope.yaml"], "nope.yaml: policy config not found"),
+        ("bench_training.py", ["--data", "nope"], "--data nope: no such folder"),
         ("bench_bags.py", ["--episodes", "0"], "--episodes must be >= 1, got 0"),
         ("bench_headline_budget.py", ["--cores", "2"], "--cores and --train-share are for the projection"),
         ("bench_headline_budget.py", ["--train-share", "2"], "--train-share is a fraction of a training run"),
@@ -61,6 +62,17 @@ def test_wrong_options_end_in_one_usage_line(script, args, message, tmp_path):
     assert run.returncode == 2, run.stderr[-2000:]
     assert message in run.stderr and "Traceback" not in run.stderr
     assert not list(tmp_path.iterdir())  # nothing written where it ran
+
+
+def test_bench_training_names_a_corrupt_episode_file_in_one_usage_line(tmp_path, capsys):
+    """Before: an EpisodeFileError traceback (exit 1)."""
+    (tmp_path / "ep_0000.npz").write_text("not an episode\n")
+    main = runpy.run_path(str(ROOT / "benchmarks" / "bench_training.py"))["main"]
+    with pytest.raises(SystemExit) as stop:
+        main(["--data", str(tmp_path)])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--data {tmp_path}: {tmp_path / 'ep_0000.npz'}: not a readable demonstration episode" in err, err
 
 
 def test_bench_node_removes_its_folder_after_a_failed_run(monkeypatch):
