@@ -72,6 +72,17 @@ def main(argv=None) -> int:
     if len(set(paths)) < 2 or len(set(paths)) < len(paths):
         parser.error("give two or more different policy files")
     try:  # the evaluation's own checks: one world and architecture, its settings, distinct training seeds
+        from liquid_control.evaluation.agents import inspect_checkpoint
+
+        first_of_seed: dict = {}
+        for path in paths:  # said here for this script: build_plan's advice (NAME=CHECKPOINT) is for `eval`
+            seed = inspect_checkpoint(str(path))["training_seed"]
+            if seed is not None and seed in first_of_seed:
+                parser.error(
+                    f"{first_of_seed[seed]} and {path} both record training seed {seed}: the members are one "
+                    "config's runs of different training seeds (liquid-control train --seed K); give one of them"
+                )
+            first_of_seed.setdefault(seed, path)
         plan = build_plan(
             ["members=" + ",".join(map(str, paths))],
             args.shift or ["in_distribution"],

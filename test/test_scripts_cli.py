@@ -299,6 +299,19 @@ def test_bc_ensemble_refuses_an_unusable_out_before_the_episodes(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]
 
 
+def test_bc_ensemble_says_what_to_do_with_members_of_one_training_seed(tmp_path, capsys):
+    """Before: build_plan's advice for `liquid-control eval` ('give runs of the same seed as policies of their own
+    (NAME=CHECKPOINT)'), which this script cannot take."""
+    main = runpy.run_path(str(ROOT / "scripts" / "bc_ensemble.py"))["main"]
+    members = [ROOT / "policies" / "cfc_ncp_rover.pt", ROOT / "policies" / "cfc_ncp_rover_robust.pt"]  # both seed 0
+    with pytest.raises(SystemExit) as stop:
+        main([*map(str, members), "--episodes", "1"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{members[0]} and {members[1]} both record training seed 0: the members are one config's runs of " in err
+    assert "(liquid-control train --seed K)" in err and "NAME=CHECKPOINT" not in err, err
+
+
 @pytest.mark.parametrize("args, status", [(["--help"], 0), (["-h"], 0), (["save"], 2)])
 def test_headline_state_help_is_an_answer_not_a_mistake(args, status):
     """Before: `scripts/headline_state.sh --help` printed its usage on stderr with status 2, as for a mistake, so
