@@ -20,8 +20,8 @@ Projection: a training run of architecture A costs the slice's CfC-NCP run of th
 share scaled by A's chunk cost relative to CfC-NCP's (simulation and rendering do not depend on the core);
 an evaluated episode costs the slice's CPU per update, plus A's batched policy step relative to CfC-NCP's,
 times the slice's updates per episode of each shift. Wall time on N cores = CPU / N (training runs and
-evaluation batches are independent one-thread jobs: the process pool or Ray schedules them). The last lines
-are `name: value`.
+evaluation batches are independent one-thread jobs: the process pool or Ray schedules them). With --slice the
+last lines are `name: value` (without it, only the table of the measured costs).
 """
 
 import argparse

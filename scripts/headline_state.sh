@@ -34,6 +34,11 @@ save)
         echo "headline_state.sh: $from holds no headline experiment (no episodes.jsonl, no train/)" >&2
         exit 2
     }
+    finished=$(find "$from/train" -mindepth 3 -maxdepth 3 -path '*/seed_*/policy.pt' 2>/dev/null | sort)
+    [ -n "$finished" ] || { # before: an eval report's folder (episodes.jsonl, no train/) gave an empty state, exit 0
+        echo "headline_state.sh: $from holds no finished training runs (no train/<arch>/seed_<k>/policy.pt): nothing to save" >&2
+        exit 2
+    }
     mkdir -p "$to"
     runs=0
     while IFS= read -r policy; do
@@ -45,7 +50,7 @@ save)
             mv "$to/$rel/.$f.tmp" "$to/$rel/$f"
         done
         runs=$((runs + 1))
-    done < <(find "$from/train" -mindepth 3 -maxdepth 3 -path '*/seed_*/policy.pt' 2>/dev/null | sort)
+    done <<< "$finished"
     episodes=0
     if [ -f "$from/episodes.jsonl" ]; then
         gzip -c "$from/episodes.jsonl" > "$to/episodes.jsonl.gz.tmp"

@@ -312,6 +312,25 @@ def test_bc_ensemble_says_what_to_do_with_members_of_one_training_seed(tmp_path,
     assert "(liquid-control train --seed K)" in err and "NAME=CHECKPOINT" not in err, err
 
 
+def test_headline_state_refuses_to_save_a_folder_without_finished_training_runs(tmp_path):
+    """Before: an eval report's folder (episodes.jsonl, no train/) saved an empty state, exit 0."""
+    report = tmp_path / "report"
+    (report / "train" / "cfc" / "seed_0").mkdir(parents=True)  # an unfinished run: no policy.pt
+    (report / "episodes.jsonl").write_text("{}\n")
+    run = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "headline_state.sh"), "save", str(report), str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2, run.stderr
+    assert run.stderr == (
+        f"headline_state.sh: {report} holds no finished training runs (no train/<arch>/seed_<k>/policy.pt): "
+        "nothing to save\n"
+    )
+    assert not (tmp_path / "state").exists()
+
+
 @pytest.mark.parametrize("args, status", [(["--help"], 0), (["-h"], 0), (["save"], 2)])
 def test_headline_state_help_is_an_answer_not_a_mistake(args, status):
     """Before: `scripts/headline_state.sh --help` printed its usage on stderr with status 2, as for a mistake, so
