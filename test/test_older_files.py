@@ -134,6 +134,10 @@ def test_an_onnx_export_of_older_code_is_refused_saying_so_and_what_to_do(tmp_pa
 
     with pytest.raises(ValueError, match=said):
         policy_world_parameters(tmp_path / "p.onnx", refuse=True)
+    from liquid_control.ros.graph import check_policy_options
+
+    with pytest.raises(ValueError, match="--backend onnx: .*" + said):  # `sim --backend onnx --policy p.pt`
+        check_policy_options(checkpoint, "LiquidBalance-v0", "onnx", 0.0, "per_update")
 
 
 def test_a_policy_of_before_a_config_key_is_refused_for_init_from_with_the_values_and_the_way_on(tmp_path):

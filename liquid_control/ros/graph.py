@@ -243,6 +243,13 @@ def check_policy_options(
             f"--backend onnx: there is no exported {policy.with_suffix('.onnx').name} next to --policy {policy} "
             f"(write one with `liquid-control export {policy}`; sim.launch.py: backend:=, policy:=)"
         )
+    if backend == "onnx" and policy.suffix != ".onnx":  # the export the node runs, checked as it will be (an export
+        from liquid_control.runtime.backends import BackendError, load_backend  # of older code or of another .pt)
+
+        try:
+            load_backend(policy, "onnx", warn=False).close()
+        except BackendError as exc:
+            raise ValueError(f"--backend onnx: {exc}") from None
     trained_for = policy_world(policy)
     if trained_for is not None and trained_for not in WORLD_POLICIES:  # a world of the user's own (module:Id)
         raise ValueError(
