@@ -1070,6 +1070,12 @@ def stale_wait_hint(counters: dict, spec: BagDataSpec) -> str:
     return f"update messages that made no update, waiting for {R.stale_inputs_text(spec.limits.max_gap_s)}: {each}"
 
 
+def rejection_lines(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:
+    """The readings rejected as the node rejects them, a line per topic with their causes (``topic_rejections``):
+    what training's log and ``eval --bag`` say of a bag."""
+    return [topic_rejections(s, stats, spec, expected) for s in spec.topics if stats.rejections.get(s)]
+
+
 def input_hints(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:
     """Why a bag gave no update, from its inputs: no message at all, rejected readings (by topic, with their
     causes), an input with no message (updates wait for every input), inputs stamped too far apart
@@ -1077,7 +1083,7 @@ def input_hints(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[st
     if stats.messages == 0:
         return ["the bag holds no messages (its topics are there, without a message)"]
     counters = stats.counters
-    hints = [topic_rejections(s, stats, spec, expected) for s in spec.topics if stats.rejections.get(s)]
+    hints = rejection_lines(stats, spec, expected)
     silent = [f"{topic} ({sensor})" for sensor, topic in spec.topics.items() if not counters.get(f"received.{sensor}")]
     if silent:
         hints.append(f"no message on {', '.join(silent)} (an update waits for every input of the policy)")

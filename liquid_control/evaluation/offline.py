@@ -40,8 +40,8 @@ from liquid_control.bags.stream import (
     input_hints,
     label_hints,
     policy_runner,
+    rejection_lines,
     stale_wait_hint,
-    topic_rejections,
 )
 from liquid_control.conventions import training_record
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
@@ -142,9 +142,7 @@ def evaluate_bag(backend, bag: str, spec, allow_truncated: bool = False) -> dict
         "label": np.stack(label),
         "stats": stats.summary(),
         # readings rejected as the node rejects them (by topic, with their causes), said as training logs them
-        "rejected": [
-            topic_rejections(s, stats, spec, runner.spec.sensors) for s in spec.topics if stats.rejections.get(s)
-        ],
+        "rejected": rejection_lines(stats, spec, runner.spec.sensors),
     }
 
 
