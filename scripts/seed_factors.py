@@ -131,12 +131,12 @@ def _evaluate(runs: list[tuple], out: Path, episodes: int, workers: int) -> dict
     """Success per episode of each run's policy on the headline shifts. A folder whose results.csv is this request
     (these policies, 8 x ``episodes`` each) is kept; otherwise ``eval --resume`` runs only the episodes its log
     lacks (a rerun with other --archs, --seeds or --episodes reused the old report before, or died in a KeyError)."""
-    import hashlib
+    from liquid_control.runtime.backends import checkpoint_sha256
 
     names = {_name(arch, i, b, d): Path(path) / "policy.pt" for arch, i, b, d, path in runs}
     wins, shas = _read_wins(out / "results.csv")
     if set(wins) != set(names) or any(
-        len(wins[name]) != 8 * episodes or shas[name] != {hashlib.sha256(policy.read_bytes()).hexdigest()[:12]}
+        len(wins[name]) != 8 * episodes or shas[name] != {checkpoint_sha256(policy)[:12]}
         for name, policy in names.items()
         if name in wins and policy.is_file()
     ):
