@@ -841,3 +841,36 @@ def test_metadata_nested_too_deeply_for_json_is_refused_naming_the_file_and_entr
     assert cli.main(evaluation) == 2
     err = capsys.readouterr().err
     assert refusal in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_an_exported_explicit_solver_ltc_refuses_a_diverged_step_as_torch_does(tmp_path):
+    """Before: the export traced no divergence check, so where torch raised SolverDivergedError (an IMU gap of 0.5-0.9
+    s, below max_gap_s) the node on the .onnx (backend auto picks it) drove on states of |state| 2e3. Now the export
+    holds the same bound, a diverged step comes out NaN, and the runner refuses it as it refuses torch's."""
+    from liquid_control.cells.solvers import SolverDivergedError
+
+    config = {
+        "name": "explicit",
+        "world": None,
+        "observation": {"vectors": {"imu": 6}, "update_on": "imu"},
+        "core": {"type": "ltc", "units": 32, "solver": "rk4", "unfolds": 1},
+        "action": {"size": 2, "low": [-1, -1], "high": [1, 1]},
+    }
+    torch.manual_seed(0)
+    policy = Policy.from_config(config).eval()
+    export_checked(policy, tmp_path / "p.onnx")
+    torch_backend, onnx_backend = TorchBackend(policy), OnnxBackend(tmp_path / "p.onnx")
+    imu = {"imu": np.random.default_rng(0).normal(size=6).astype(np.float32)}
+    state = torch_backend.initial_state()
+    action, _ = onnx_backend.step(imu, state, 0.02)  # a stable step: the same action as torch
+    np.testing.assert_allclose(action, torch_backend.step(imu, state, 0.02)[0], atol=1e-5)
+    with pytest.raises(SolverDivergedError):
+        torch_backend.step(imu, state, 0.9)
+    action, new_state = onnx_backend.step(imu, state, 0.9)
+    assert np.isnan(new_state).any() and np.isnan(action).all()  # the core's part of the state
+    for backend in (torch_backend, onnx_backend):  # through the runner: the update after a 0.9 s gap is refused
+        runner = PolicyRunner(backend)
+        assert runner.submit("imu", 10.0, imu["imu"]).status == "updated"
+        kept = runner.state.copy()
+        assert runner.submit("imu", 10.9, imu["imu"]).reason == "inference_error"
+        np.testing.assert_array_equal(runner.state, kept)

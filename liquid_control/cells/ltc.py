@@ -243,11 +243,29 @@ class LTCCell(RecurrentCore):
 
     # ---- explicit solvers past their stability limit --------------------------------------------------
     def advance(self, x, state, dt):
-        """``RecurrentCore.advance``, then the divergence check of an explicit solver (``_check_bounded``)."""
+        """``RecurrentCore.advance``, then the divergence check of an explicit solver (``_check_bounded``); traced
+        for an export, the same bound as graph operations (``_diverged_as_nan``)."""
         new = super().advance(x, state, dt)
-        if not self.solver.stable_for_any_dt and not torch.jit.is_tracing():  # an export traces no check
+        if not self.solver.stable_for_any_dt:
+            if torch.jit.is_tracing():
+                return self._diverged_as_nan(new, state)
             self._check_bounded(new, state, x, dt)
         return new
+
+    def _reach(self) -> torch.Tensor:
+        """The largest of the leak and reversal potentials (``R`` of ``_check_bounded``'s bound)."""
+        reach = [unwrapped(self.vleak).abs().max(), unwrapped(self.erev).abs().max()]
+        if self.sensory_erev.numel():
+            reach.append(unwrapped(self.sensory_erev).abs().max())
+        return torch.stack(reach).max()
+
+    def _diverged_as_nan(self, new, start):
+        """``new`` with each sample past ``_check_bounded``'s bound made NaN, as operations an ONNX export holds: the
+        export traced no check, so the node on an exported euler/rk4 LTC drove on diverged states (|state| 2e3 after a
+        0.9 s gap) where torch refused the step; a NaN state is refused by the runner as the step torch refused."""
+        begun = start.abs().amax(dim=-1, keepdim=True) if start is not None else torch.zeros_like(new[..., :1])
+        bounded = new.abs().amax(dim=-1, keepdim=True) <= begun + 10.0 * self._reach() + 1.0  # False for NaN too
+        return torch.where(bounded, new, torch.full_like(new, float("nan")))
 
     def advance_sequence(self, x, dt, h0=None, mask=None, fused=True, readout=False):
         """``RecurrentCore.advance_sequence``, then the divergence check of an explicit solver."""
@@ -276,10 +294,7 @@ class LTCCell(RecurrentCore):
             largest = float(state.detach().abs().max()) if state.numel() else 0.0
             if largest <= begun + 1.0:  # within the bound whatever the potentials (the usual step: no more work)
                 return
-            reach = [unwrapped(self.vleak).abs().max(), unwrapped(self.erev).abs().max()]
-            if self.sensory_erev.numel():
-                reach.append(unwrapped(self.sensory_erev).abs().max())
-            if largest <= begun + 10.0 * float(torch.stack(reach).max()) + 1.0:  # False for NaN too
+            if largest <= begun + 10.0 * float(self._reach()) + 1.0:  # False for NaN too
                 return
             given = [x, dt, *map(unwrapped, self.parameters())] + ([start] if start is not None else [])
             if not all(bool(torch.isfinite(t).all()) for t in given):
