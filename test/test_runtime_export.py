@@ -874,3 +874,13 @@ def test_an_exported_explicit_solver_ltc_refuses_a_diverged_step_as_torch_does(t
         kept = runner.state.copy()
         assert runner.submit("imu", 10.9, imu["imu"]).reason == "inference_error"
         np.testing.assert_array_equal(runner.state, kept)
+
+
+def test_a_dopri5_ltc_refused_by_the_export_says_why(tmp_path):
+    """Before: 'the ONNX model differs from torch by 0.0662 (more than 1e-5)', nothing saying that dopri5's adaptive
+    steps are what the traced graph cannot follow."""
+    config = copy.deepcopy(BALANCER) | {"core": {"type": "ltc", "units": 8, "solver": "dopri5"}}
+    torch.manual_seed(0)
+    with pytest.raises(ExportError, match=r"differs from torch by .*: dopri5 chooses its steps by the values it meets"):
+        export_checked(Policy.from_config(config).eval(), tmp_path / "p.onnx")
+    assert not (tmp_path / "p.onnx").exists()
