@@ -358,7 +358,8 @@ def test_closed_loop_reaches_the_target_and_sim_node_is_a_ros_robot(tmp_path):
     assert status["commands_received"] > 10 and "success_rate: 1/1" in out
     policy = policies_dir() / "cfc_ncp_rover.pt"
     # backend auto: the shipped export of this checkpoint
-    assert f"policy {policy} (onnx, cfc_ncp_rover)" in (tmp_path / "policy_node.log").read_text()
+    said = f"policy {policy.with_suffix('.onnx')} (the export of {policy.name}) (onnx, cfc_ncp_rover)"
+    assert said in (tmp_path / "policy_node.log").read_text()
     assert json.loads(probe.messages("episode_status")[0][1].data) == status
 
     # the TF message is ROS's type: same name and type hash as in a ROS installation
