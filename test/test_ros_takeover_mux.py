@@ -430,6 +430,8 @@ def test_run_time_changes_apply_the_checked_rule_and_deadman_and_refuse_the_rest
     assert m.node.get_parameter("seed").value == seed
     (r,) = set_(action_scale=array("d", [9.0, 9.0]))  # as a list arrives over DDS: named as a list, not array('d', ..)
     assert "action_scale=[9.0, 9.0]: read at startup" in r.reason, r.reason
+    (r,) = set_(action_scale=array("d", m.node.get_parameter("action_scale").value))  # the value in use, over DDS
+    assert r.successful, r.reason
     (r,) = set_(policy_timeout_s=0.01)  # the reason names the two timeouts the watch period is held to
     assert "watch_period_s 0.05: must be at most operator_timeout_s 0.2 and policy_timeout_s 0.01" in r.reason, r.reason
 
