@@ -1996,7 +1996,7 @@ class BagReader:
 
     def recorded_sha256(self) -> str:
         """The bag's ``bag_sha256``: with ``sha256=True``, from the chunks read so far and the rest of its files read
-        now (a bag converted for training is read twice, by the order scan and the messages, not a third time)."""
+        now (a bag converted for training is read once for its messages, not again for its digest)."""
         if self._digest is None:
             return bag_sha256(self.path)
         return self._digest.hexdigest()
@@ -2146,7 +2146,7 @@ class BagReader:
                 continue
             index, last = -1, None
             try:
-                for conn, timestamp, data, position in _storage_messages(part.storage, wanted, self._digest):
+                for conn, timestamp, data, position in _storage_messages(part.storage, wanted, self._digest, payloads):
                     if self._closed:
                         raise BagError(f"{self.path}: bag is closed")
                     if skip.get(conn.topic):
@@ -2197,12 +2197,17 @@ def _zstd():
     return zstd
 
 
-def _storage_messages(storage, wanted: set, digest: RecordedDigest | None = None) -> Iterator[tuple]:
+def _storage_messages(
+    storage, wanted: set, digest: RecordedDigest | None = None, payloads: bool = True
+) -> Iterator[tuple]:
     """(connection, log time, data, position in the file) of one rosbags storage file's messages on ``wanted``
     topics, in the order they were written: an MCAP file chunk after chunk (file order), each chunk's records in
     order; sqlite3 by the messages table's id. Channels are taken from the file by topic name, whatever
     metadata.yaml says of their QoS or type hash (rosbags' own reader matches those, and yields nothing from a bag
-    whose metadata.yaml was written by another tool or edited). ``digest`` is fed each MCAP chunk read."""
+    whose metadata.yaml was written by another tool or edited). ``digest`` is fed each MCAP chunk read.
+    ``payloads=False`` (log times only, the order scans of :meth:`BagReader.messages`): data is empty, and an MCAP
+    chunk with message indexes is not decompressed, its log times read from its indexes (checked against its
+    records when they are read)."""
     from rosbags.rosbag2.storage_mcap import McapReader
     from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 
@@ -2211,7 +2216,8 @@ def _storage_messages(storage, wanted: set, digest: RecordedDigest | None = None
         return
     if isinstance(storage, Sqlite3Reader):
         marks = ",".join("?" for _ in conns)
-        query = f"SELECT topic_id, timestamp, data, id FROM messages WHERE topic_id IN ({marks}) ORDER BY id"
+        data = "data" if payloads else "x''"
+        query = f"SELECT topic_id, timestamp, {data}, id FROM messages WHERE topic_id IN ({marks}) ORDER BY id"
         for cid, timestamp, data, row in storage.dbconn.execute(query, tuple(conns)):
             yield conns[cid], timestamp, data, (row,)
         return
@@ -2229,13 +2235,51 @@ def _storage_messages(storage, wanted: set, digest: RecordedDigest | None = None
     for chunk in sorted(storage.chunks, key=lambda c: c.chunk_start_offset):
         # which channels a chunk holds is known only from its message indexes, which MCAP makes optional (rosbag2's
         # storage option noMessageIndex, the mcap library's index_types): a chunk without them is read whole
-        if not chunk.message_index_offsets or any(chunk.channel_count.get(cid, 0) for cid in conns):
+        if not chunk.message_index_offsets:
             yield from _chunk_messages(storage, chunk, conns, digest)
+        elif any(chunk.channel_count.get(cid, 0) for cid in conns):
+            index = _chunk_index(storage, chunk, conns)
+            if payloads:
+                yield from _chunk_messages(storage, chunk, conns, digest, index)
+            else:
+                for at, cid, log_time in index:
+                    yield conns[cid], log_time, b"", (chunk.chunk_start_offset, at)
 
 
-def _chunk_messages(storage, chunk, conns: dict, digest: RecordedDigest | None = None) -> Iterator[tuple]:
+_INDEX_HEAD = struct.Struct("<BQHI")  # opcode, record length, channel id, byte length of its (log time, offset)s
+
+
+def _chunk_index(storage, chunk, conns: dict) -> list[tuple[int, int, int]]:
+    """(offset among the chunk's records, channel id, log time) of one MCAP chunk's messages on the channels
+    ``conns``, in record order, from the chunk's message indexes: no byte of the chunk read or decompressed."""
+    bio, entries = storage.bio, []
+    size = os.fstat(bio.fileno()).st_size
+    for cid in conns:
+        offset = chunk.message_index_offsets.get(cid)
+        if offset is None:  # no message of the channel in the chunk
+            continue
+        bio.seek(offset)
+        head = bio.read(_INDEX_HEAD.size)
+        opcode, length, channel, nbytes = _INDEX_HEAD.unpack(head) if len(head) == _INDEX_HEAD.size else (0,) * 4
+        if opcode != 0x07 or channel != cid or length != 6 + nbytes or nbytes % 16 or offset + 15 + nbytes > size:
+            raise ValueError(
+                f"the message index of channel {cid} of the chunk at byte {chunk.chunk_start_offset} (at byte "
+                f"{offset}) is not one"
+            )
+        entries.extend((at, cid, log_time) for log_time, at in _LOG_TIME_OFFSET.iter_unpack(bio.read(nbytes)))
+    entries.sort()
+    return entries
+
+
+_LOG_TIME_OFFSET = struct.Struct("<QQ")
+
+
+def _chunk_messages(
+    storage, chunk, conns: dict, digest: RecordedDigest | None = None, index: list | None = None
+) -> Iterator[tuple]:
     """The messages of one MCAP chunk on the channels ``conns``, in record order (CRC checked when it is set);
-    ``digest`` is fed the chunk's bytes as read."""
+    ``digest`` is fed the chunk's bytes as read. ``index`` (:func:`_chunk_index`): what the order scans took from
+    the chunk's message indexes, which must list these very messages (ValueError otherwise)."""
     from rosbags.rosbag2.storage_mcap import decompress
 
     bio = storage.bio
@@ -2254,6 +2298,7 @@ def _chunk_messages(storage, chunk, conns: dict, digest: RecordedDigest | None =
         _decompressed(compressed, chunk.compression, chunk.uncompressed_size, where), "", chunk.uncompressed_size, crc
     )
     pos, end, unpack = 0, len(raw), _MESSAGE_HEAD.unpack_from
+    listed = None if index is None else iter(index)
     while pos + 9 <= end:
         opcode = raw[pos]
         (length,) = _U64.unpack_from(raw, pos + 1)
@@ -2262,10 +2307,14 @@ def _chunk_messages(storage, chunk, conns: dict, digest: RecordedDigest | None =
             channel, _, log_time, _ = unpack(raw, body)
             conn = conns.get(channel)
             if conn is not None:
+                if listed is not None and next(listed, None) != (pos, channel, log_time):
+                    raise ValueError(f"{where}: its message indexes do not list its message at {pos} as it is")
                 yield conn, log_time, raw[body + 22 : body + length], (chunk.chunk_start_offset, pos)
         elif opcode not in _CHUNK_OPCODES:  # zeros (damage, a decompression bomb) were read as empty records
             raise ValueError(f"{where} {_not_chunk_record(opcode, pos)}")
         pos = body + length
+    if listed is not None and next(listed, None) is not None:
+        raise ValueError(f"{where}: its message indexes list messages it does not hold")
 
 
 # The most bytes one MCAP chunk may decompress to: a chunk holds whole messages (rosbag2 closes one at ~768 kB, or
