@@ -322,7 +322,7 @@ class TimedMujocoWorld(gym.Env):
         ]
         self._latest = {n: None for n in self.sensor_names}  # (stamp, reading) last released by the buffer
         self.delivered_positions = None  # the joint positions measured with the message next_delivery returned
-        self._reorder = ReorderBuffer(self.reorder_lag_s)
+        self._reorder = ReorderBuffer(self.reorder_lag_s, held_first=set(self.sensor_names).difference(self.update_on))
         self._held_update_messages = 0  # messages of update sensors the reorder buffer holds
         self._clock = UpdateClock(self.update_on, required=self.first_update_sensors)
         self._updates = deque(maxlen=_MAX_QUEUED_UPDATES)  # (Update, readings then) released, not yet returned

@@ -244,6 +244,57 @@ def test_a_setpoint_with_the_stamp_of_the_one_before_is_the_new_target_not_a_dup
     assert runner.submit("imu", 10.11, imu()).reason == R.DUPLICATE
 
 
+@pytest.mark.parametrize("step_back_s", [0.2, 0.6])  # within, then past max_backward_jump_s (0.3)
+def test_a_target_after_the_node_clock_stepped_back_is_in_force_at_once_and_resets_nothing(step_back_s):
+    """policy_node stamps a target (a Twist) on arrival with its clock, which an NTP step sets back while the IMU
+    and wheels stamp by their own: an operator's stop sent then was rejected as out_of_order for up to
+    max_backward_jump_s, the old target driving on; past it, the stop reset the state and cleared every reading
+    (clock_backwards) though no sensor's stamps went back. Arrival is a target's order."""
+    runner = R.PolicyRunner(EchoBackend(), R.RunnerLimits(max_backward_jump_s=0.3))
+    node_clock = 1_700_000_000.0
+    runner.submit("command", node_clock, np.array([0.5, 0.0]))
+    for k in range(5):
+        runner.submit("wheels", 500.0 + 0.01 * k, np.zeros(2))
+        assert runner.submit("imu", 500.0 + 0.01 * k, imu()).status == R.UPDATED
+    stop = runner.submit("command", node_clock - step_back_s, np.zeros(2))
+    assert stop.accepted and stop.reset is None
+    runner.submit("wheels", 500.05, np.zeros(2))
+    after = runner.submit("imu", 500.05, imu())
+    assert after.status == R.UPDATED and np.allclose(after.action, [0.0, 0.0])  # the stop, at the next update
+    assert after.dt == pytest.approx(0.01) and runner.counters["resets.clock_backwards"] == 0
+    assert runner.counters[f"rejected.{R.OUT_OF_ORDER}"] == 0
+
+
+def test_equal_stamps_of_an_update_and_a_held_sensor_update_with_that_instants_reading_whatever_arrived_first():
+    """An IMU (updates) and wheel encoders (held) stamped at one instant by one microcontroller, within the
+    reordering lag: the update held the previous wheel reading when the IMU arrived first and the same instant's
+    when the wheels did, so a recorder and the node (two subscribers, either order) disagreed. At an equal stamp
+    the held sensor's message is released first."""
+
+    class Seen(EchoBackend):
+        def __init__(self):
+            super().__init__()
+            self.seen = []  # per update: (imu reading, wheels reading) it integrated
+
+        def step(self, obs, state, dt, encode=None):
+            self.seen.append((float(obs["imu"][0]), float(obs["wheels"][0])))
+            return super().step(obs, state, dt, encode)
+
+    def run(wheels_first: bool):
+        backend = Seen()
+        runner = R.PolicyRunner(backend, R.RunnerLimits(reorder_lag_s=0.03))
+        runner.submit("command", 0.0, np.zeros(2))
+        for k in range(1, 30):
+            pair = [("imu", imu(k)), ("wheels", np.full(2, float(k)))]
+            for sensor, value in reversed(pair) if wheels_first else pair:
+                runner.submit(sensor, 10.0 + 0.005 * k, value)
+        return backend.seen
+
+    imu_first, wheels_first = run(False), run(True)
+    assert len(imu_first) > 20 and imu_first == wheels_first
+    assert all(i == w for i, w in imu_first)  # each update with its own instant's wheels (was k - 1: IMU first)
+
+
 def test_a_reading_its_receiver_rejects_is_counted_as_the_runner_counts_its_own(runner):
     """The node and the bag reader counted the readings they reject themselves by hand, differently: a bad image
     encoding was not counted for the camera (rejected_by_sensor), a JointState without a joint was."""

@@ -26,8 +26,10 @@ seconds, and this class decides what each reading does to the liquid state.
   is held on arrival, never buffered by the reordering lag: its stamp is its arrival time on the receiver's clock,
   not a measurement time on the sensors' (the updates computed from then on use it, as a world reads its own
   command when it computes an update). A
-  setpoint with the stamp of the one before is no duplicate: the newer value is in force (a Twist is stamped
-  on arrival with the node clock, which under ``use_sim_time`` can read the same for two arrivals).
+  setpoint is never a duplicate, out of order or a clock jump: arrival is its order, the newer value in force (a
+  Twist is stamped on arrival with the node clock, which under ``use_sim_time`` can read the same for two
+  arrivals, and which an NTP step or a simulation's reset sets back: an operator's stop then was refused as out of
+  order for up to ``max_backward_jump_s``, or reset the state though no sensor's stamps went back).
 - Large gap policy: RESET. When the update dt exceeds ``max_gap_s`` (a sensor was stale, or the clock
   jumped forward) the old memory describes a world that has moved on, and integrating one huge step is
   outside what the cell was trained on; the state is reset and the update integrates ``first_update_dt``
@@ -196,7 +198,7 @@ class PolicyRunner:
         self._ages: deque = deque(maxlen=window)  # per update: each update sensor's age (Update.ages)
         # the policy's setpoint inputs, and the latest accepted value of each (perhaps still in the buffer)
         self.setpoints = frozenset(setpoints).intersection(self.spec.sensors).difference(self.spec.update_on)
-        self._buffer = ReorderBuffer(lag)
+        self._buffer = ReorderBuffer(lag, held_first=set(self.spec.sensors).difference(self.spec.update_on))
         self._clock = UpdateClock(
             self.spec.update_on,
             required=self.spec.sensors,
@@ -330,9 +332,9 @@ class PolicyRunner:
             return self._reject(sensor, reason)
 
         reset = None
-        last = self._last_stamp.get(sensor)
+        last = None if sensor in self.setpoints else self._last_stamp.get(sensor)
         if last is not None:
-            if stamp == last and sensor not in self.setpoints:
+            if stamp == last:
                 return self._reject(sensor, DUPLICATE)
             if stamp < last - self.limits.max_backward_jump_s:
                 self.reset(CLOCK_BACKWARDS, clear_inputs=True)

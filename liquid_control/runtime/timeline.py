@@ -10,7 +10,10 @@ exposure and delivered tens of milliseconds later, after IMU messages stamped af
 
 - :class:`ReorderBuffer` holds messages and releases them in stamp order once a message stamped ``lag_s``
   later has arrived (the cache approach of ROS ``message_filters``); ``lag_s = 0`` releases every message on
-  arrival. It holds at most ``capacity`` messages: beyond that the oldest is released early (counted).
+  arrival. It holds at most ``capacity`` messages: beyond that the oldest is released early (counted). At an
+  equal stamp the ``held_first`` sensors' messages go first (an IMU and the wheel encoders stamped at one instant
+  by one microcontroller: the update holds the wheels of that instant whichever arrived first, so a recorder and
+  the node, two subscribers seeing the two topics in either order, agree), then arrival order.
   The lag is paid in command latency: an IMU message waits ``lag_s`` (plus up to one IMU period) before its
   update.
 - :class:`UpdateClock` turns released messages into updates. Every message of an *update sensor* is one
@@ -43,12 +46,13 @@ INTERVALS = 9
 class ReorderBuffer:
     """Releases messages in stamp order once the newest stamp seen is ``lag_s`` past them (see module doc)."""
 
-    def __init__(self, lag_s: float = 0.0, capacity: int = 256):
+    def __init__(self, lag_s: float = 0.0, capacity: int = 256, held_first=()):
         if not (lag_s >= 0.0 and lag_s < float("inf")):
             raise ValueError(f"reorder lag must be a finite number of seconds >= 0, got {lag_s!r}")
         if capacity < 1:
             raise ValueError(f"reorder buffer capacity must be >= 1, got {capacity!r}")
         self.lag_s, self.capacity = float(lag_s), int(capacity)
+        self.held_first = frozenset(held_first)  # released before the other sensors' messages of an equal stamp
         self.forced = 0  # messages released before their lag because the buffer was full
         self.clear()
 
@@ -63,14 +67,14 @@ class ReorderBuffer:
 
     def push(self, sensor: str, stamp: float, payload=None) -> list[tuple[str, float, object]]:
         """Add one message; returns the messages released by it, ``(sensor, stamp, payload)`` in stamp order."""
-        heapq.heappush(self._heap, (stamp, self._arrivals, sensor, payload))
+        heapq.heappush(self._heap, (stamp, sensor not in self.held_first, self._arrivals, sensor, payload))
         self._arrivals += 1
         self._newest = max(self._newest, stamp)
         released = []
         while self._heap and (self._heap[0][0] <= self._newest - self.lag_s or len(self._heap) > self.capacity):
             if self._heap[0][0] > self._newest - self.lag_s:
                 self.forced += 1
-            stamp_, _, sensor_, payload_ = heapq.heappop(self._heap)
+            stamp_, _, _, sensor_, payload_ = heapq.heappop(self._heap)
             released.append((sensor_, stamp_, payload_))
         return released
 
