@@ -1881,7 +1881,8 @@ def test_a_parameter_file_section_for_the_node_in_another_namespace_is_named_at_
 def test_the_namespace_warning_reads_the_nested_form_and_wildcards(tmp_path):
     """The warning of a section for another namespace (above) knows ROS's other ways to reach the node: a nested
     namespace (`robot1: policy_node: ros__parameters`, found by a review: it warned beside a root section) and
-    wildcards give no warning; a root section alone does."""
+    wildcards give no warning; a root section alone does, and so do a section for the node in another namespace
+    beside a `/**:` one and a section one typo from the node's name."""
     from liquid_control.ros.executable import warn_sections_for_another_namespace
 
     said = []
@@ -1897,6 +1898,24 @@ def test_the_namespace_warning_reads_the_nested_form_and_wildcards(tmp_path):
         (root + "/**/policy_node:\n  ros__parameters:\n    autostart: true\n", False),
         (root.replace("policy_node:", "/*/policy_node:", 1), False),
         ("sim_node:\n  ros__parameters:\n    seed: 1\n", False),  # another node's file: nothing to say
+        # a fleet's file (a probe of a fleet): the /** section reached the node, so robot2's own section for
+        # robot1 and a typo in the node's name went without a word
+        (
+            "/**:\n  ros__parameters:\n    use_sim_time: false\n"
+            + root.replace("policy_node:", "/robot2/policy_node:"),
+            True,
+        ),
+        (root.replace("policy_node:", "/robot1/polcy_node:"), True),
+        (root.replace("policy_node:", "/**/plicy_node:"), True),
+        (root.replace("policy_node:", "/robot2/polcy_node:"), False),  # another robot's typo
+        (
+            root.replace("policy_node:", "/robot1/policy_node:") + root.replace("policy_node:", "/robot2/policy_node:"),
+            False,
+        ),
+        (
+            "/**:\n  ros__parameters:\n    use_sim_time: false\n/robot1/sim_node:\n  ros__parameters:\n    seed: 1\n",
+            False,
+        ),
     ):
         path = tmp_path / "params.yaml"
         path.write_text(text)

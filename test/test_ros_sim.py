@@ -1030,6 +1030,24 @@ def test_sim_node_refuses_bad_parameters_with_exit_2_and_no_traceback():
         assert f"\n  - {name}: " in proc.stderr, proc.stderr
 
 
+def test_sim_node_names_a_parameter_file_section_for_another_namespace(tmp_path):
+    """A probe of a fleet: robot1's sim_node given a `sim_node:` section (for /sim_node) ran the default world
+    with unprefixed TF frames without a word, where policy_node and the recorder name such a section."""
+    section = tmp_path / "sim.yaml"
+    section.write_text("sim_node:\n  ros__parameters:\n    frame_prefix: robot1/\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "liquid_control.ros.entry", "sim_node", "--ros-args", "-r", "__ns:=/robot1",
+         "--params-file", str(section), "-p", "episodes:=1", "-p", "time_limit:=0.3",
+         "-p", "wait_for_subscribers_s:=0.0"],
+        env=isolated_ros_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"{section}: its section 'sim_node' is for /sim_node, and this node is /robot1/sim_node, which gets none of "
+        "its parameters" in proc.stdout + proc.stderr
+    ), proc.stderr
+
+
 @pytest.mark.parametrize("lockstep", [False, True])
 def test_sim_node_ends_at_the_time_limit_when_no_frame_comes_within_the_horizon(tmp_path, lockstep):
     """With rare camera frames seed 0's 25 s episode has its first frame at 15.3 s and the next at 79.4 s: sim_node

@@ -154,31 +154,63 @@ def _node_sections(raw, prefix: str = "") -> list[str]:
 
 
 def warn_sections_for_another_namespace(node, argv) -> list[str]:
-    """Warn (and return the lines) where a ``--params-file`` of ``argv`` has a section named for this node's name in
-    another namespace: ROS gives the node none of its parameters without a word (a ``policy_node:`` section for
-    the node started under ``/robot1``, which then refused to configure, 'no policy file given')."""
+    """Warn (and return the lines) where a ``--params-file`` of ``argv`` has no section naming this node but one
+    naming its name in another namespace, or a name one typo from it: ROS gives the node none of its parameters
+    without a word (a ``policy_node:`` section for the node started under ``/robot1``, which then refused to
+    configure, 'no policy file given'; a fleet's file with ``/**:`` and ``/robot1/sim_node:`` given to robot2's
+    sim_node, or ``/robot1/sim_nde:``, which ran with another robot's TF frames). A ``/**:`` section applies to
+    every node, so it does not count as naming this one."""
     from liquid_control.conventions.params import section_applies
     from liquid_control.yaml_numbers import load_yaml
 
-    qualified, lines = node.get_fully_qualified_name(), []
+    qualified, own, lines = node.get_fully_qualified_name(), node.get_name(), []
     for path in params_files(argv):
         try:
             raw = load_yaml(Path(path).read_text(encoding="utf-8"))
         except Exception:  # rcl read it already, or refused it with its own message
             continue
         sections = _node_sections(raw)
-        if any(section_applies(name, qualified) for name in sections):
-            continue  # the node gets a section of this file
+        if any(section_applies(name, qualified) and "*" not in _last_name(name) for name in sections):
+            continue  # a section of this file names this node
         for name in sections:
-            if name.strip("/").rsplit("/", 1)[-1] == node.get_name():
+            last = _last_name(name)
+            if last == own and not section_applies(name, qualified):
                 lines.append(
                     f"{path}: its section {name!r} is for /{name.strip('/')}, and this node is {qualified}, which "
-                    f"gets none of its parameters: name the section {qualified}: or /**/{node.get_name()}: (any "
+                    f"gets none of its parameters: name the section {qualified}: or /**/{own}: (any "
                     "namespace; training from bags reads that one too)"
                 )
+            elif "*" not in last and last != own and _one_typo_from(last, own):
+                meant = name.strip("/")[: -len(last)] + own
+                if section_applies(meant, qualified):
+                    lines.append(
+                        f"{path}: its section {name!r} names no node {qualified} is; if it is meant for this node, "
+                        f"name it {'/' + meant if name.startswith('/') else meant}: (ROS gives its parameters to a "
+                        f"node named {last} only)"
+                    )
     for line in lines:
         node.get_logger().warning(line)
     return lines
+
+
+def _last_name(section: str) -> str:
+    return section.strip("/").rsplit("/", 1)[-1]
+
+
+def _one_typo_from(name: str, other: str) -> bool:
+    """Whether ``name`` is ``other`` with one letter left out, added, changed or two neighbours swapped."""
+    if abs(len(name) - len(other)) > 1:
+        return False
+    if len(name) == len(other):
+        diffs = [k for k, (a, b) in enumerate(zip(name, other, strict=True)) if a != b]
+        return len(diffs) == 1 or (
+            len(diffs) == 2
+            and diffs[1] == diffs[0] + 1
+            and name[diffs[0]] == other[diffs[1]]
+            and name[diffs[1]] == other[diffs[0]]
+        )
+    short, long_ = sorted((name, other), key=len)
+    return any(long_[:k] + long_[k + 1 :] == short for k in range(len(long_)))
 
 
 def _restore(handlers: dict) -> None:

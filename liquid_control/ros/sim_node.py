@@ -966,7 +966,7 @@ def main(args=None) -> int:
     conversion of MuJoCo's EGL render, which turns it into a ``ctypes.ArgumentError`` traceback.
     Ends the process (``processes.end_process_now``) once the node is shut down, as policy_node does.
     """
-    from liquid_control.ros.executable import init_ros
+    from liquid_control.ros.executable import init_ros, warn_sections_for_another_namespace
 
     stop = threading.Event()
     if not init_ros("sim_node", args=args, signal_handler_options=SignalHandlerOptions.NO):
@@ -979,6 +979,7 @@ def main(args=None) -> int:
         print(f"sim_node: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 2
+    warn_sections_for_another_namespace(node, sys.argv if args is None else args)
     executor = rclpy.executors.SingleThreadedExecutor()  # command callbacks; the world runs in this thread
     executor.add_node(node)
     done = threading.Event()
