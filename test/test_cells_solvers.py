@@ -191,3 +191,30 @@ def test_non_finite_weights_or_inputs_are_not_called_an_explicit_solver_divergen
     with torch.no_grad():
         rnn.cell.vleak[0] = float("nan")
     assert torch.isnan(rnn(x, 0.005)[0]).any()
+
+
+def test_a_solver_of_ones_own_saves_and_loads_once_registered_and_is_refused_at_save_before(tmp_path, monkeypatch):
+    """A probe extending the package: an LTC with a solver instance of one's own class (a Heun step) saved, then
+    load_model refused the file ('unknown ODE solver'). save_model refuses it, nothing written, naming the registry;
+    registered in SOLVERS (the module's recipe) it saves and loads back, the same outputs."""
+    from liquid_control.cells import LTC, load_model, save_model, solvers
+
+    class Heun(solvers.Solver):
+        name = "heun"
+
+        def advance(self, ode, v, h):
+            k1 = ode.derivative(v)
+            return v + 0.5 * h * (k1 + ode.derivative(v + h * k1))
+
+    torch.manual_seed(0)
+    model = LTC(3, 6, solver=Heun(substeps=2))
+    x, path = torch.randn(2, 5, 3), tmp_path / "heun.pt"
+    with pytest.raises(
+        ValueError, match=r"heun.pt: its config would not load back .*unknown ODE solver 'heun'.*SOLVERS"
+    ):
+        save_model(path, model)
+    assert not path.exists()
+    monkeypatch.setitem(solvers.SOLVERS, "heun", Heun)
+    save_model(path, model)
+    with torch.no_grad():
+        assert torch.equal(load_model(path)(x, 0.05)[0], model(x, 0.05)[0])

@@ -20,6 +20,11 @@ Each solver advances by ``dt`` (shape (B, 1), per sample) in ``substeps`` equal 
   ``v' = v_inf + (v - v_inf) exp(-a h / cm)``; unconditionally stable for any dt.
 - ``dopri5``: adaptive Dormand-Prince 4(5) with per-sample step sizes, ``rtol``/``atol``, a cap on the
   number of attempted steps (``max_steps``, RuntimeError beyond it); ``substeps`` sets the first step guess.
+
+A solver of your own: subclass :class:`Solver` (a ``name``, ``advance(dyn, v, h)``) and add the class to
+:data:`SOLVERS` under its name (``SOLVERS[Heun.name] = Heun``), as torchdiffeq's registry: ``LTC(...,
+solver="heun")`` then builds it, and a saved model loads back where the class is registered (the compiled
+kernels cover the solvers above; the LTC runs yours on its torch path).
 """
 
 from __future__ import annotations
@@ -212,7 +217,10 @@ def make_solver(spec: "str | dict | Solver", **options) -> Solver:
         options = {**{k: v for k, v in spec.items() if k != "name"}, **options}
         spec = spec.get("name")
     if spec not in SOLVERS:
-        raise ValueError(f"unknown ODE solver {spec!r}; choose from {', '.join(SOLVERS)}")
+        raise ValueError(
+            f"unknown ODE solver {spec!r}; choose from {', '.join(SOLVERS)} (a solver of your own: add its class to "
+            "liquid_control.cells.solvers.SOLVERS under its name)"
+        )
     try:
         return SOLVERS[spec](**options)
     except TypeError as exc:
