@@ -246,7 +246,7 @@ class TimedMujocoWorld(gym.Env):
     # Attributes a copy (pickle, copy.deepcopy) leaves out and __setstate__ rebuilds: this process's MuJoCo views
     # and GL contexts. MjOption cannot be pickled, and a deep copy's was detached from the copy's model, so the copy
     # wrote the shortened last step's timestep nowhere and ran past every event time (another episode, silently).
-    _process_local: tuple = ("_physics_options",)
+    _process_local: tuple = ("_physics_options", "_scene_renderer")
 
     def __getstate__(self) -> dict:
         """The world's whole state but ``_process_local``: model, data, generators, sensor streams and the messages
@@ -265,6 +265,28 @@ class TimedMujocoWorld(gym.Env):
 
     def _rebuild_process_local(self) -> None:
         self._physics_options = self.model.opt
+
+    def render(self):
+        """A 320x240 RGB frame in ``rgb_array`` mode, else None: for a world of one's own without a camera, MuJoCo's
+        default free camera looking at the centre of mass of what moves (:class:`FrontCamera`'s ``render`` is a
+        chase view; the balancer's a side view). Before, such a world took ``render_mode="rgb_array"`` and its
+        render() raised gymnasium's bare NotImplementedError."""
+        if self._without_render_mode():
+            return None
+        self._require_reset("render()")
+        if getattr(self, "_scene_renderer", None) is None:
+            self._scene_renderer = make_renderer(self.model, 240, 320)
+        camera = mujoco.MjvCamera()
+        mujoco.mjv_defaultFreeCamera(self.model, camera)
+        camera.lookat[:] = self.data.subtree_com[0]  # (its default: the centre as built, which a moving robot leaves)
+        self._scene_renderer.update_scene(self.data, camera=camera)
+        return self._scene_renderer.render()
+
+    def close(self):
+        """Close the renderer of ``render()``, if one was made."""
+        if getattr(self, "_scene_renderer", None) is not None:
+            self._scene_renderer.close()
+        self._scene_renderer = None
 
     def _without_render_mode(self) -> bool:
         """True, with gymnasium's warning, when the world was made without ``render_mode="rgb_array"``: its

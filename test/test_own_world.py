@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import gymnasium
+import numpy as np
 import pytest
 import yaml
 
@@ -102,6 +103,31 @@ def test_eval_refuses_a_shift_on_a_sensor_the_world_of_ones_own_lacks_before_any
         EvaluationSetupError, match="fog changes nothing in puck_world:PuckWorld-v0, which has no camera"
     ):
         build_plan(["expert"], ["in_distribution", "fog"], 1, world="puck_world:PuckWorld-v0")
+
+
+def test_the_documented_world_of_ones_own_renders_the_scene_in_rgb_array_mode(puck_world):
+    """A probe extending the package: PuckWorld (no camera) took render_mode="rgb_array" and its render() raised
+    gymnasium's NotImplementedError with no message. It renders the whole scene from MuJoCo's free camera; a copy
+    (pickle) renders the same frame, and close() twice is harmless."""
+    import pickle
+
+    import sim_envs
+
+    env = gymnasium.make("puck_world:PuckWorld-v0", render_mode="rgb_array")
+    try:
+        env.reset(seed=1)
+        env.step(env.action_space.sample())
+        frame = env.render()
+        assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8 and frame.std() > 0  # the puck on a floor
+        copy = pickle.loads(pickle.dumps(env.unwrapped))
+        np.testing.assert_array_equal(copy.render(), frame)
+        copy.close()
+    finally:
+        env.close()
+        env.close()
+    world = sim_envs.world_class("puck_world:PuckWorld-v0")()
+    with pytest.warns(UserWarning, match="render\\(\\) returns None without a render mode"):
+        assert world.render() is None
 
 
 def test_sim_envs_world_class_takes_a_world_of_ones_own(puck_world):

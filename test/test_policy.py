@@ -246,6 +246,19 @@ def test_bad_inputs_are_clear_errors():
         policy.step(dict(obs, image=torch.zeros(1, 32, 32, 3, dtype=torch.uint8)), None, torch.tensor([0.1]))
     with pytest.raises(ValueError, match="lacks 'imu'"):
         policy.step({"image": obs["image"]}, None, torch.tensor([0.1]))
+    # a float frame (torchvision's 0-1) was scaled by 1/255 again without a word: the network saw a black frame,
+    # where the ROS/ONNX backends refuse it; the sequence path alike, and a sequence of no step (torch's reshape error)
+    floats = dict(obs, image=obs["image"].float() / 255.0)
+    with pytest.raises(ValueError, match=r"policy 'tiny': observation 'image' must be uint8 .*got float32"):
+        policy.step(floats, None, torch.tensor([0.1]))
+    seq = random_obs(2, 3)
+    with pytest.raises(ValueError, match=r"observation 'image' must be uint8 .*got float64"):
+        policy.forward_sequence(dict(seq, image=seq["image"].double()), torch.full((2, 3), 0.1))
+    empty = {k: v[:, :0] for k, v in seq.items()}
+    with pytest.raises(
+        ValueError, match=r"policy 'tiny': a sequence needs at least one step, got dt of shape \(2, 0\)"
+    ):
+        policy.forward_sequence(empty, torch.zeros(2, 0))
 
 
 def test_parameter_count_matches_the_modules():

@@ -186,6 +186,11 @@ class Policy(nn.Module):
         if "image" not in obs:
             raise ValueError(f"policy {self.config['name']!r}: observation lacks 'image'")
         image = torch.as_tensor(obs["image"])
+        if image.dtype != torch.uint8:  # a float frame: 0-1 or 0-255? not guessed (0-1 was scaled to a black frame)
+            raise ValueError(
+                f"policy {self.config['name']!r}: observation 'image' must be uint8 as a camera gives it (0-255; the "
+                f"policy scales it), got {str(image.dtype).removeprefix('torch.')}"
+            )
         if tuple(image.shape[: len(lead)]) != lead:
             raise ValueError(
                 f"policy {self.config['name']!r}: image has shape {tuple(image.shape)}, expected leading dims {lead}"
@@ -368,6 +373,10 @@ class Policy(nn.Module):
         if dt.dim() != 2:
             raise ValueError(f"policy {self.config['name']!r}: sequence dt must be (B, T), got {tuple(dt.shape)}")
         batch, steps = dt.shape
+        if steps == 0:  # the encoders' reshapes of nothing ended in torch's own error
+            raise ValueError(
+                f"policy {self.config['name']!r}: a sequence needs at least one step, got dt of shape {tuple(dt.shape)}"
+            )
         dt = sequence_dt(dt, batch, steps, torch.float32)
         features = self.encode(obs, (batch, steps))
         x = self.core_input(features, self.time_inputs(obs, (batch, steps)))
