@@ -532,6 +532,30 @@ def test_compiled_float32_sequences_match_the_torch_path(kind, variant, monkeypa
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("variant", ["native", "no_avx512", "portable"])
+@pytest.mark.parametrize("activation", ["lecun_tanh", "relu", "silu"])
+def test_a_nan_in_a_cfc_backbone_stays_nan_on_the_compiled_kernels_as_on_torch(activation, variant, monkeypatch):
+    """A probe of the kernels on ARM and x86: the compiled relu (`u > 0 ? u : 0`) made a NaN 0, so a NaN input (or a
+    diverged weight) gave finite outputs and states on the compiled path only, and the runner's finite-output check
+    never fired; the torch and numpy paths, and the compiled tanh and silu, keep it NaN."""
+    torch.manual_seed(0)
+    cell = CfCCell(3, 4, backbone_units=8, activation=activation).eval()
+    x, dt = torch.randn(1, 5, 3), torch.full((1, 5), 0.1)
+    x[0, 2, 1] = float("nan")
+    finite = {}
+    for path in (variant, "without"):
+        kernel_variants.use(path, monkeypatch)
+        with torch.no_grad(), kernels.recording() as ran:
+            out, _ = LiquidRNN(cell)(x, dt)
+            state, steps = None, []
+            for t in range(5):
+                state = cell.step(x[:, t], state, dt[:, t])
+                steps.append(bool(torch.isfinite(state).all()))
+        assert _backends(ran, "sequence") == {"compiled" if path == variant else "torch"}
+        finite[path] = (torch.isfinite(out).all(-1)[0].tolist(), steps)
+    assert finite[variant] == finite["without"] == ([True, True, False, False, False],) * 2
+
+
 @pytest.mark.parametrize("units", [5, "ncp"])
 def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fused_backend):
     """The hand-written backwards (CompiledLTC, TorchLTC: semi_implicit) give autograd's gradients, masks and dt = 0
