@@ -660,6 +660,30 @@ def test_a_cached_library_is_used_without_a_compiler_and_with_a_bad_timeout_sett
         native.build()
 
 
+def test_a_library_built_in_the_fallback_is_built_into_the_cache_once_the_cache_can_be_used(
+    suite_build, private_cache, tmp_path, monkeypatch
+):
+    """A probe of the kernel cache: once /tmp's fallback held a library (the cache read-only then), every later
+    process loaded it from there, without a word, though the cache was fixed or a fresh LIQUID_CONTROL_CACHE set as
+    the warning said: nothing ever went into the cache, and the system may empty /tmp. Now it is built into the
+    cache; without a compiler the fallback's is loaded with the warning saying why."""
+    monkeypatch.setattr(native_cache.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp").chmod(0o1777)
+    monkeypatch.setattr(native_cache, "_warned", set())
+    kept, _ = _seed_cache(native_cache.fallback_dir(), suite_build)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.warns(UserWarning, match=rf"kept in {kept.parent}, which the system may empty .*because none is in "):
+        assert native.build()[0] == kept
+    cc, log = _copying_compiler(tmp_path, suite_build)
+    monkeypatch.setenv("CC", str(cc))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        path, data = native.build()
+    assert path.parent == private_cache and data == suite_build[1] and _builds(log) == 1
+    assert native.build()[0] == path and _builds(log) == 1  # from the cache now
+
+
 def test_one_compiler_reached_under_two_names_is_one_compiler_and_does_not_rebuild(
     suite_build, private_cache, tmp_path, monkeypatch
 ):

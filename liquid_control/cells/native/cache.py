@@ -492,10 +492,19 @@ def build(extra_flags: tuple[str, ...] = ()) -> tuple[Path, bytes]:
             f"{no_compiler or 'no C compiler found'}, and no /proc/cpuinfo to match a cached library to this CPU"
         )
     base = _library_base(extra_flags, cpu)
+    primary = cache_dir()
     for directory in dirs:
         found = verified_library(directory, base)  # raises for a tampered library: never rebuilt over silently
         if found is not None and built_by in (None, found[2]):
-            return _kept_in(directory, problems, found[:2])
+            if directory == primary or problems:
+                return _kept_in(directory, problems, found[:2])
+            # built in the fallback when the cache could not be used, which it can now: built there (before, the
+            # fallback's was loaded from then on, without a word, until the system emptied it)
+            writable = os.access(primary, os.W_OK)
+            if not writable or no_compiler is not None or bad_timeout is not None:
+                why = f"{primary}: not writable" if not writable else f"{no_compiler or bad_timeout}"
+                return _kept_in(directory, [f"none is in {primary} ({why})"], found[:2])
+            break
     if no_compiler is not None or bad_timeout is not None:
         raise no_compiler or bad_timeout
     for directory in dirs:
