@@ -128,6 +128,23 @@ def test_a_balancer_bags_recorded_torques_are_held_back_and_the_nodes_are_record
     assert "not replaying /base/wheel_torques: recorded commands" in captured.err, captured.err
 
 
+def test_a_bag_recorded_in_a_namespace_records_that_namespaces_command_topic_by_default(tmp_path, capsys):
+    """A probe of a fleet: robot1's recorder (under /robot1) wrote /robot1/camera/image_raw and /robot1/cmd_vel;
+    its replay held /robot1/cmd_vel back but recorded /cmd_vel, where robot1's node does not publish, and ended in
+    'nothing was recorded (is the policy node running and active?)' with the node running."""
+    path = tmp_path / "robot1"
+    with BagWriter(path) as bag:
+        for k in range(FRAMES):
+            ns = int((100.0 + 0.05 * k) * 1e9)
+            bag.write("/robot1/camera/image_raw", ns, image_message(np.full((8, 8, 3), k, np.uint8), ns * 1e-9))
+            bag.write("/robot1/cmd_vel", ns + 1_000_000, twist_message(0.5, 0.1))
+    out = tmp_path / "replayed"
+    argv = ["replay", str(path), "-o", str(out), "--wait", "0", "--linger", "0.1", "--rate", "10"]
+    assert cli.main([*argv, "--domain-id", str(free_domain_id())]) == 1  # no node here: nothing recorded
+    captured = capsys.readouterr()
+    assert f"recorded /robot1/cmd_vel 0; published /robot1/camera/image_raw {FRAMES}" in captured.out, captured.out
+
+
 def test_commands_on_other_names_are_held_back_by_their_type(tmp_path, capsys):
     """A robot's own bag: twist_mux's joystick input /joy_vel, ros2_control's /diff_drive_controller/cmd_vel_unstamped,
     a forward controller's Float64MultiArray and the joystick's /joy. Before, only topics named cmd_vel or

@@ -340,8 +340,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="TOPIC",
-        help="a topic to record (default: /wheel_torques where the bag holds it, a balancer's, else /cmd_vel); repeat "
-        "the option for several",
+        help="a topic to record (default: /wheel_torques where the bag holds it, a balancer's, else /cmd_vel; the "
+        "bag's own in a namespace, e.g. /robot1/cmd_vel); repeat the option for several",
     )
     parser.add_argument(
         "--topics",
@@ -704,10 +704,18 @@ def base_command_topics(topic_types: dict[str, str]) -> list[str]:
 
 def default_recorded(readers: list[BagReader]) -> list[str]:
     """What ``--record`` records when not given: the node's command topic, /wheel_torques for a bag of a balancer
-    (which holds it), else /cmd_vel. Before, /cmd_vel always: a balancer bag's replay republished the recorded
-    torques on the node's own command topic and recorded nothing."""
+    (which holds it), else /cmd_vel; a bag recorded in a namespace holding one of them there (/robot1/cmd_vel), that
+    one. Before, /cmd_vel always: a balancer bag's replay republished the recorded torques on the node's own
+    command topic and recorded nothing, and a robot1 bag's replay recorded /cmd_vel, where robot1's node does not
+    publish ('nothing was recorded (is the policy node running and active?)')."""
     in_bags = {t for r in readers for t in r.topics}
-    return ["/wheel_torques"] if "/wheel_torques" in in_bags else ["/cmd_vel"]
+    for name in ("wheel_torques", "cmd_vel"):
+        namespaced = sorted(t for t in in_bags if t.rsplit("/", 1)[-1] == name)
+        if f"/{name}" in in_bags or len(namespaced) > 1:
+            return [f"/{name}"]
+        if namespaced:
+            return namespaced
+    return ["/cmd_vel"]
 
 
 def _replayed_topics(readers: list[BagReader], requested: list[str] | None, record: list[str]) -> list[str]:
