@@ -865,6 +865,15 @@ def test_offline_eval_without_node_params_uses_the_ones_the_policy_trained_with_
     results = json.loads((tmp_path / "rover" / "offline.json").read_text())["policies"]["robot"]
     assert results["spec"]["action_scale"] == [1.0, 1.5]  # given: used
     assert results["spec_source"] == f"--node-params {rover}"
+    # topics given on the command line are said with the source they override (a probe of a fleet: before, the
+    # report said 'the ones it was trained with' of robot2's topics given by --topic)
+    argv = ["eval", "--bag", held, "--policy", f"robot={run.policy_path}", "--out", str(tmp_path / "given")]
+    given = ["--topic", "camera=/camera/image_raw", "--command-topic", "/cmd_vel", "--label-max-wait-s", "0.2"]
+    assert cli.main([*argv, *given, "--no-progress", "--no-example"]) == 0
+    assert json.loads((tmp_path / "given" / "offline.json").read_text())["policies"]["robot"]["spec_source"] == (
+        "the ones it was trained with (recorded in the policy file), with --topic camera=/camera/image_raw "
+        "--command-topic /cmd_vel --label-max-wait-s 0.2"
+    )
     # ... and said, as policy_node says it at configure (before: eval --bag said nothing)
     said = f"liquid-control eval: warning: policy 'robot': --node-params {rover}: action_scale [1.0, 1.5] is not the"
     assert said in capsys.readouterr().err

@@ -289,14 +289,22 @@ def _say_other_action_scale(name: str, policy_backend, spec, data: dict) -> None
 
 
 def _data_spec_source(policy_backend, data: dict) -> str:
-    """Where :func:`_data_spec` took the node's parameters from, in words (the report says it)."""
+    """Where :func:`_data_spec` took the node's parameters from, in words (the report says it), with the options
+    that overrode them (before, a report said 'the ones it was trained with' of topics given by --topic)."""
     if data.get("node_params"):
-        return f"--node-params {data['node_params']}"
-    if policy_backend.training_record.get(DATA_SPEC_KEY) is not None:
-        return "the ones it was trained with (recorded in the policy file)"
-    world = policy_backend.config.get("world")
-    shipped = default_node_parameters_file(world)
-    return f"{shipped}, the file shipped for world {world}" if shipped else "the node's defaults"
+        source = f"--node-params {data['node_params']}"
+    elif policy_backend.training_record.get(DATA_SPEC_KEY) is not None:
+        source = "the ones it was trained with (recorded in the policy file)"
+    else:
+        world = policy_backend.config.get("world")
+        shipped = default_node_parameters_file(world)
+        source = f"{shipped}, the file shipped for world {world}" if shipped else "the node's defaults"
+    given = [f"--topic {sensor}={topic}" for sensor, topic in (data.get("topics") or {}).items()]
+    if data.get("command_topic"):
+        given.append(f"--command-topic {data['command_topic']}")
+    options = {"mode": "--label", "offset_s": "--label-offset-s", "max_wait_s": "--label-max-wait-s"}
+    given += [f"{options[key]} {value}" for key, value in (data.get("label") or {}).items() if key in options]
+    return f"{source}, with {' '.join(given)}" if given else source
 
 
 def _trained_on(policy_backend, path: str | Path) -> dict[str, str]:
