@@ -225,6 +225,8 @@ def test_a_bag_whose_camera_is_under_another_name_says_which_option_reads_it(tmp
     err = capsys.readouterr().err
     assert "no topic /camera/image_raw in the bag" in err
     assert "to read the camera from /front/image_raw, give --topic camera=/front/image_raw" in err, err
+    # ... and the command topic in the same error (a probe of a fleet: before, one run per missing topic)
+    assert "; and " in err and "give --command-topic /teleop/cmd_vel" in err, err
     assert cli.main([*evaluate, "--bag", str(bag), "--topic", "camera=/front/image_raw"]) == 2
     err = capsys.readouterr().err
     assert "no topic /cmd_vel in the bag" in err

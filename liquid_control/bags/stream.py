@@ -734,10 +734,19 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     if not hasattr(backend, "steps"):
         raise TypeError("stream_updates needs a CaptureBackend or a TapBackend around the policy backend")
     by_topic = {topic: sensor for sensor, topic in spec.topics.items()}
+    problems, commands = [], {}  # every topic the bag lacks said at once (before: one run per missing topic)
     for topic, sensor in by_topic.items():
-        _require(reader, topic, (SENSOR_TYPES[sensor][0],), f"the {sensor}", f"--topic {sensor}=")
+        try:
+            _require(reader, topic, (SENSOR_TYPES[sensor][0],), f"the {sensor}", f"--topic {sensor}=")
+        except BagError as exc:
+            problems.append(str(exc))
     labels = "the labels (the operator's commands)"
-    commands = _require(reader, spec.command_topic, COMMAND_TYPES, labels, "--command-topic ").msgtypes
+    try:
+        commands = _require(reader, spec.command_topic, COMMAND_TYPES, labels, "--command-topic ").msgtypes
+    except BagError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise BagError("; and ".join(problems))
     command_types = [t for t in commands if t in COMMAND_TYPES]
     if len(command_types) > 1:  # the base subscribes with one of them: which commands drove the robot is unknown
         held = ", ".join(f"{t} ({n})" for t, n in commands.items())
