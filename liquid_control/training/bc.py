@@ -244,11 +244,12 @@ def bc_epoch(
             if not math.isfinite(loss):
                 policy.eval()
                 return {"loss": loss, "chunks": chunks, "updates": updates, "diverged_at": chunks + 1}
-            if grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
-            optimizer.step()
-            if parallel is not None:
-                parallel.sync()
+            if n:  # a step over no label leaves the weights: Adam's momentum moved them along the last gradient
+                if grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+                optimizer.step()
+                if parallel is not None:
+                    parallel.sync()
             weighted += loss * n
             updates += n
             chunks += 1

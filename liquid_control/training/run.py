@@ -462,8 +462,10 @@ class TrainingRun:
             group["lr"] = lr
         rng = np.random.default_rng([self.seed, 7, epoch])
         torch.manual_seed(epoch_torch_seed(self.seed, epoch))
-        order_preview = count_chunks(episodes, t["batch_size"], t["sequence_length"])
-        bar = progress_bar(order_preview, f"epoch {epoch + 1}/{self.total_epochs}", self.progress)
+        # the epoch's steps in bc_epoch's order (its rng's first draw): batches of other episodes than in file order
+        order = np.random.default_rng([self.seed, 7, epoch]).permutation(len(episodes))
+        steps = count_chunks(episodes, t["batch_size"], t["sequence_length"], order)
+        bar = progress_bar(steps, f"epoch {epoch + 1}/{self.total_epochs}", self.progress)
 
         def tick(loss):
             bar.update(1)
