@@ -449,6 +449,24 @@ def test_label_rules(tmp_path):
     assert labels(mode="next", max_wait_s=0.1) == [0.1, None, 0.2, None, 0.3, None, 0.4, None]
 
 
+def test_a_command_exactly_at_an_updates_due_time_labels_it_whatever_the_float_rounding(tmp_path):
+    """An audit of the label rules: frames every 50 ms on the nanosecond grid, each answered by a command logged
+    exactly 0.1 s later. With offset_s 0.1 the due time was computed in float seconds (2.0 + 0.05 is not
+    2050000000 * 1e-9), so 13 of 100 updates (next) and 17 (held) lost their label at max_wait_s 0.02, or took the
+    neighbouring command at 0.06. Times are whole nanoseconds now: every update, its own command."""
+    frames = [(1.0 + 0.05 * i - 0.01, 1.0 + 0.05 * i) for i in range(100)]
+    commands = [(1.1 + 0.05 * i, (0.001 * i, 0.0)) for i in range(100)]
+    bag = _synthetic_bag(tmp_path / "grid", frames, [], commands)
+    base = data_spec(CAMERA_ONLY)
+    for mode in ("next", "held"):
+        for wait in (0.02, 0.06):
+            spec = with_label(base, mode=mode, offset_s=0.1, max_wait_s=wait)
+            with BagReader(bag) as reader:
+                ups = list(stream_updates(reader, capture_runner(CAMERA_ONLY, spec), spec))
+            got = [None if u.label is None else round(float(u.label[0]), 6) for u in ups]
+            assert got == [round(0.001 * i, 6) for i in range(100)], (mode, wait, got)
+
+
 def test_updates_a_reordering_lag_lets_go_together_are_each_labelled_from_their_own_message(tmp_path):
     """A fused camera + IMU policy with a reordering lag (0.015 s, the node's reorder_lag_s): an IMU message that
     arrives late (stamped 1.06, received after 1.08: rejected out of order, as the node does) leaves the buffer with
