@@ -31,8 +31,10 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
     denom = 1.0 + z2 / n
     center = (p + z2 / (2 * n)) / denom
     half = z / denom * math.sqrt(p * (1.0 - p) / n + z2 / (4 * n * n))
-    # clamp only the rounding error at the ends (the exact interval is inside [0, 1])
-    return max(0.0, center - half), min(1.0, center + half)
+    # clamp only the rounding error at the ends (the exact interval is inside [0, 1]); at 0/n and n/n its end is the
+    # point itself, exactly (in floats 30/30's upper end was 0.9999999999999999: the interval left its own estimate)
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    return low, 1.0 if successes == n else min(1.0, center + half)
 
 
 def bootstrap_mean_interval(

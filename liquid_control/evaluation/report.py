@@ -284,7 +284,14 @@ def _position(info: dict):
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.0f}%"
+    """A rate in whole percent, with decimals where rounding would print a rate that is neither 0 nor 1 as 0% or
+    100% (149 of 150 printed as 100% beside its own interval [99%, 100%])."""
+    for digits in range(4):
+        text = f"{100 * x:.{digits}f}"
+        if 0 < x < 1 and float(text) in (0.0, 100.0):
+            continue
+        return f"{text}%"
+    return ">99.999%" if x > 0.5 else "<0.001%"
 
 
 def _ci(ci, fmt="{:.2f}") -> str:
@@ -520,16 +527,17 @@ def write_report(
             other = b if single[0] == a else a
             how = (
                 f"Same episode seed in each pair: `{single[0]}` has no training seeds, so each of its episodes is "
-                f"paired with that episode of every training seed of `{other}` (it counts once per seed)."
+                f"paired with that episode of every training seed of `{other}`."
             )
         else:
             how = "Same training seed and episode seed in each pair."
         lines += [
             f"### Paired episodes: `{a}` versus `{b}`",
             "",
-            f"{how} `only {a}`/`only {b}`: pairs where only that "
-            "policy succeeded; p: exact two-sided McNemar test on those discordant pairs (episodes treated as "
-            "independent, no correction for the number of shifts).",
+            f"{how} `only {a}`/`only {b}`: episode seeds where that policy succeeded in more of their pairs (one "
+            "training seed: where only it succeeded); p: exact two-sided sign test on those (McNemar's with one "
+            "training seed; the pairs of one episode seed share its layout and are counted once; episode seeds "
+            "treated as independent, no correction for the number of shifts).",
             "",
             f"| shift | pairs | success {a} | success {b} | only {a} | only {b} | p |",
             "| --- | --- | --- | --- | --- | --- | --- |",
