@@ -527,3 +527,22 @@ def test_binomial_cdf_is_the_one_in_stats_and_holds_for_thousands_of_trials(k, n
 def test_binomial_cdf_refuses_a_probability_outside_0_1():
     with pytest.raises(ValueError, match="binomial_cdf: p must be in"):
         binomial_cdf(1, 4, 1.5)
+
+
+def test_an_interval_holds_its_own_estimate_at_0_and_n_and_rates_print_as_neither_unless_they_are():
+    """An audit: Wilson's upper end at 30/30 was 0.9999999999999999 (the interval left its own estimate, as scipy's
+    does not), and a report printed 449 of 450 as 100% (beside 99% [96%, 100%] for one of its cells) and 1/450 as 0%."""
+    from liquid_control.evaluation.report import _pct
+    from liquid_control.stats import wilson_interval
+
+    for n in range(1, 400):
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0
+    assert [_pct(x) for x in (0.0, 1.0, 0.5, 149 / 150, 0.995, 449 / 450, 1 / 450)] == [
+        "0%",
+        "100%",
+        "50%",
+        "99%",
+        "99.5%",
+        "99.8%",
+        "0.2%",
+    ]
