@@ -93,10 +93,10 @@ def shipped_name_hint(value: str, folder: Path, suffix: str) -> str:
     name without its ``suffix`` (``cfc_ncp_rover`` for policies/cfc_ncp_rover.pt): the names the docs list are the
     files'. Empty otherwise."""
     path = Path(value).expanduser()
-    if path.suffix or path.is_absolute() or not path.name or path.exists():
+    if path.suffix or path.is_absolute() or not path.name or os.path.exists(path):
         return ""
     named = path.with_name(path.name + suffix)
-    return f"; did you mean {named}?" if any(p.is_file() for p in _shipped_candidates(named, folder)) else ""
+    return f"; did you mean {named}?" if any(map(os.path.isfile, _shipped_candidates(named, folder))) else ""
 
 
 def shipped_policy_for(value: str) -> Path | None:
@@ -104,9 +104,9 @@ def shipped_policy_for(value: str) -> Path | None:
     the docs do (``policies/cfc_ncp_rover.pt``, or ``cfc_ncp_rover.pt``); None otherwise. The commands that read a
     checkpoint take the docs' names from any folder, as a user of the installed package runs them."""
     path = Path(value).expanduser()
-    if path.is_absolute() or path.exists():
+    if path.is_absolute() or os.path.exists(path):
         return None
-    return next((p for p in _shipped_candidates(path, policies_dir()) if p.is_file()), None)
+    return next((p for p in _shipped_candidates(path, policies_dir()) if os.path.isfile(p)), None)
 
 
 def resolve_policy_file(value: str) -> Path:
@@ -117,7 +117,7 @@ def resolve_policy_file(value: str) -> Path:
     run's policy.pt as a hint) for a folder."""
 
     def present(path: Path) -> bool:
-        return path.exists() or (path.suffix == ".pt" and path.with_suffix(".onnx").is_file())
+        return os.path.exists(path) or (path.suffix == ".pt" and os.path.isfile(path.with_suffix(".onnx")))
 
     path = Path(value).expanduser()
     if not path.is_absolute() and not present(path):
@@ -142,12 +142,12 @@ def resolve_config_file(value: str) -> Path:
     ``policies/configs/cfc_ncp_rover.yaml``, which is how the installed package finds it outside the checkout).
     FileNotFoundError naming where it looked."""
     path = Path(value).expanduser()
-    if path.exists():
+    if os.path.exists(path):
         return path
     if path.is_absolute():
         raise FileNotFoundError(f"policy config {value!r}: no such file")
     shipped = _shipped_candidates(path, policies_dir() / "configs")
-    found = next((p for p in shipped if p.is_file()), None)
+    found = next((p for p in shipped if os.path.isfile(p)), None)
     if found is None:
         raise FileNotFoundError(
             f"policy config {value!r}: no such file ({path.resolve()}, nor a shipped config "
@@ -203,12 +203,34 @@ def _writable_folder_problem(candidates: list[Path]) -> str | None:
     return None
 
 
+def name_length_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot name a file on this system for its length (None: it can): a name between two slashes
+    longer than its file system takes (255 bytes on ext4: 86 CJK characters), or the whole path longer than the
+    system's limit. pathlib's exists() and is_dir() raise for such a path (Python 3.11), which ended commands in a
+    traceback, or in 'cannot write' for a file to be read."""
+    absolute = Path(path).absolute()
+    known = next((p for p in absolute.parents if os.path.isdir(p)), Path("/"))
+    try:
+        name_max, path_max = os.pathconf(known, "PC_NAME_MAX"), os.pathconf(known, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for part in absolute.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            return f"the name {part[:24]!r}... is {size} bytes, longer than the {name_max} a file name may have here"
+    size = len(os.fsencode(str(absolute)))
+    return f"is {size} bytes long, longer than the {path_max} a path may have here" if size >= path_max else None
+
+
 def output_file_problem(path: str | Path, example_name: str) -> str | None:
     """Why a file cannot be written to ``path`` (None: it can, as far as can be told before writing): a folder, a
     parent that is a file, or a folder this process may not write in. Checked before the work whose result it is
     (rendering, a run), so a typo in an option costs nothing."""
     path = Path(path)
-    if path.is_dir():
+    problem = name_length_problem(path)
+    if problem:
+        return problem
+    if os.path.isdir(path):
         return f"is a folder; give a file name such as {path / example_name}"
     return _writable_folder_problem(list(path.absolute().parents))
 
@@ -219,7 +241,10 @@ def output_folder_problem(path: str | Path) -> str | None:
     Nothing is created. Callers name the option or path (``--out runs/x: exists and is not a folder``) and add
     their own rules (what the folder may already hold); checked before the work, so a typo costs nothing."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
+    problem = name_length_problem(path)
+    if problem:
+        return problem
+    if os.path.exists(path) and not os.path.isdir(path):
         return "exists and is not a folder"
     return _writable_folder_problem([path.absolute(), *path.absolute().parents])
 
@@ -271,5 +296,5 @@ def remove_made_folder(path: str | Path, made: Path | None) -> None:
         try:
             folder.rmdir()
         except OSError:  # not empty (what failed kept something), or gone already
-            if folder.exists():
+            if os.path.exists(folder):
                 break

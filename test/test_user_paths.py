@@ -265,3 +265,32 @@ def test_a_dollar_in_a_bag_or_config_name_is_drawn_as_written(tmp_path, capsys):
     assert (tmp_path / "o" / "plots" / "r__Fahrt $\\x$.png").is_file()
     rows = [{"kind": "train", "epoch": "1", "loss": "0.5"}]
     assert plot_curves(rows, tmp_path / "curves.png", "tiny $\\x$, seed 0").is_file()
+
+
+@pytest.mark.parametrize(
+    "command, said",
+    [
+        (["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--out", "{long}"], "--out {long}: the name "),
+        (["eval", "--policy", str(SHIPPED), "--episodes", "1", "--out", "{long}"], "--out {long}: the name "),
+        (["export", str(SHIPPED), "-o", "{long}.onnx"], "--output {long}.onnx: the name "),
+        (["record", "--expert", "-o", "{long}", "--episodes", "1"], "-o {long}: "),
+        (
+            ["train", "--config", "policies/configs/cfc_ncp_rover.yaml", "--bag", "{long}", "--out", "x"],
+            ": no such bag",
+        ),
+        (["eval", "--policy", "x={long}.pt", "--episodes", "1"], "does not exist"),
+        (["record", "--info", "{long}"], "--info {long}"),
+    ],
+)
+def test_a_name_longer_than_the_file_system_takes_is_refused_in_one_line(tmp_path, monkeypatch, capsys, command, said):
+    """A probe of a hostile environment: 90 CJK characters make a name of 270 bytes, past ext4's 255; pathlib's
+    exists() raises for it (Python 3.11), so train, eval, export and record ended in an OSError traceback, or an
+    input was refused as 'cannot write'. An output is refused saying why, an input is one that does not exist."""
+    monkeypatch.chdir(tmp_path)  # the shipped config by the docs' name, from any folder
+    long = str(tmp_path / ("日本語" * 30))
+    argv = [part.replace("{long}", long) for part in command]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and said.replace("{long}", long) in err, err
+    if "the name " in err:
+        assert "is 270 bytes, longer than the 255 a file name may have here" in err or "is 275 bytes" in err, err

@@ -1299,7 +1299,7 @@ def expand_bags(patterns, option: str, repeats: bool = False) -> list[str]:
         if not matches:
             raise BagError(f"{label} {pattern!r} matches no bag{where(pattern)}")
         named += [(match, pattern) for match in matches]
-    missing = [(bag, pattern) for bag, pattern in named if not Path(bag).exists()]
+    missing = [(bag, pattern) for bag, pattern in named if not os.path.exists(bag)]  # (a name too long: missing)
     if missing:  # BagReader's words
         raise BagError(f"{label} {', '.join(bag for bag, _ in missing)}: {NO_SUCH_BAG}{where(missing[0][1])}")
     twice = None if repeats else bag_given_twice(named)

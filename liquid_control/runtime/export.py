@@ -31,7 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from liquid_control.paths import output_file_problem, policies_dir, shipped_name_hint, shipped_policy_for, user_path
+from liquid_control.paths import (
+    name_length_problem,
+    output_file_problem,
+    policies_dir,
+    shipped_name_hint,
+    shipped_policy_for,
+    user_path,
+)
 
 from .backends import (
     CAMERA,
@@ -576,9 +583,9 @@ def run(args) -> int:
         )
         return 2
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")  # a shipped one's: here
-    if out.is_dir():  # -o FOLDER: refused before the work as view --snapshot refuses one, in the same words
+    problem = output_file_problem(out, Path(args.policy).with_suffix(".onnx").name)
+    if problem and (os.path.isdir(out) or name_length_problem(out)):  # -o FOLDER: refused before the work
         named = f"--output {out}" if args.output else str(out)
-        problem = output_file_problem(out, Path(args.policy).with_suffix(".onnx").name)
         print(f"liquid-control export: error: {named}: {problem}", file=sys.stderr)
         return 2
     source = shipped_policy_for(args.policy) or Path(args.policy)

@@ -4,6 +4,7 @@ before they load anything heavy."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 COMMAND_FILE = "command.txt"  # the run's first command, for a resume before its first checkpoint holds it
@@ -13,10 +14,10 @@ START_FILE = "started_from.json"  # a warm start's record until the run's first 
 def holds_run(out: Path) -> bool:
     """Whether ``out`` holds something of a training run that a fresh start would lose: a checkpoint, or a
     collected episode or converted bag under ``data/`` (a ``.*.tmp`` folder is a conversion that never finished)."""
-    if (out / "checkpoint.pt").exists():
+    if os.path.exists(out / "checkpoint.pt"):  # (pathlib's exists() raises for a name too long)
         return True
     data = out / "data"
-    return data.is_dir() and any(
+    return os.path.isdir(data) and any(
         f.is_file() and not any(part.startswith(".") and part.endswith(".tmp") for part in f.relative_to(data).parts)
         for f in data.rglob("*")
     )
