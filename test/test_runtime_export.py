@@ -129,6 +129,25 @@ def test_onnx_encoder_runs_only_when_flagged(tmp_path):
     np.testing.assert_allclose(held[1][-16:-8], state[-16:-8])  # camera features kept in the state
 
 
+def test_an_export_at_a_path_onnxruntime_would_encode_otherwise_loads_and_exports(tmp_path):
+    """A probe of a hostile environment: under a Latin-1 locale, `export "Fahrt ü/policy.pt"` failed in
+    onnxruntime's check ("Load model from Fahrt ü/.policy.onnx.unchecked failed"), and the node's backend said an
+    existing export was 'not a loadable ONNX model (File doesn't exist)': onnxruntime encodes a str path as UTF-8
+    whatever Python decoded it from. A name that is no UTF-8 (the bytes of a Latin-1 'ü', as such a locale writes
+    it) shows the same here; the model is loaded from its bytes."""
+    import os
+
+    torch.manual_seed(0)
+    policy = Policy.from_config(FUSION).eval()
+    folder = tmp_path / os.fsdecode(b"Fahrt \xfc")  # not UTF-8: a surrogate in the str Python gives
+    folder.mkdir()
+    save_policy(folder / "policy.pt", policy)
+    assert cli.main(["export", str(folder / "policy.pt")]) == 0  # its own check loads the export
+    backend = OnnxBackend(folder / "policy.onnx")
+    action, _ = backend.step(fusion_obs(), backend.initial_state(), 0.01)
+    assert np.all(np.isfinite(action))
+
+
 def test_cli_export_and_fallback_without_torch(tmp_path, monkeypatch, capsys):
     torch.manual_seed(1)
     pt = save_policy(tmp_path / "rover.pt", Policy.from_config(ROVER))

@@ -271,7 +271,7 @@ class OnnxBackend:
         options.intra_op_num_threads = 1  # one sample per step: threads only add latency
         options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model_bytes(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:
             raise BackendError(f"{path}: not a loadable ONNX model ({_not_onnx(path, exc)})") from exc
         meta = self.session.get_modelmeta().custom_metadata_map
@@ -558,6 +558,13 @@ def torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def model_bytes(path) -> bytes:
+    """An ONNX file's bytes, for onnxruntime to load from memory: given the path, onnxruntime encodes it as UTF-8
+    whatever the locale, so under a Latin-1 locale (or with a name that is not UTF-8) a file at a non-ASCII path
+    was "File doesn't exist" (the robot's node then fell back to torch, or failed without it)."""
+    return Path(path).read_bytes()
+
+
 def import_onnxruntime(path: str | Path):
     """The onnxruntime module, or a ``ValueError`` naming ``path`` and why it cannot run it: not installed, or an
     install whose import fails (a missing shared library raises OSError, a numpy it was not built for others).
@@ -594,7 +601,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     export of a newer format than this version reads (``export_format``)."""
     ort = import_onnxruntime(path)
     try:
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(model_bytes(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ValueError(f"{path}: not a loadable ONNX model ({_not_onnx(path, exc)})") from None
     meta = dict(session.get_modelmeta().custom_metadata_map)

@@ -53,6 +53,7 @@ from .backends import (
     checkpoint_sha256,
     encode_input,
     load_hashed_policy,
+    model_bytes,
     onnx_input_names,
     training_record_of,
 )
@@ -468,7 +469,7 @@ def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> floa
     import onnxruntime as ort
     import torch
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model_bytes(onnx_path), providers=["CPUExecutionProvider"])
     spec = ObservationSpec.from_config(policy.config)
     worst = 0.0
     for encode, low_contrast in ((True, False), (True, True), (False, False)):
