@@ -435,6 +435,39 @@ def test_a_failed_write_stops_the_recorder_naming_it_and_the_bag_keeps_what_came
     assert status == 1 and "bag_recorder: recording stopped, writing failed" in capsys.readouterr().err
 
 
+def test_a_bag_a_full_disk_left_without_a_message_is_removed_so_the_rerun_can_write_it(tmp_path):
+    """A probe of a hostile environment: a replay on a full disk ended 'cannot finish the bag: No space left on
+    device; the bag holds no message: nothing to recover' and left the bag's folder (a 0-byte .mcap), which the
+    same command, rerun once there was room, refused: 'already exists; a bag is never overwritten'."""
+    import errno
+    import os
+
+    import rclpy
+
+    from liquid_control.bags.io import BagError
+    from liquid_control.ros.recorder_node import BagRecorderNode
+
+    env = isolated_ros_env()
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=int(env["ROS_DOMAIN_ID"]))
+    try:
+        out = tmp_path / "bag"
+        recorder = BagRecorderNode(context=context, parameter_overrides={"output": str(out), "topics": ["/chatter"]})
+        assert out.is_dir()  # made at the start, with the writer's file in it
+
+        def full(*args, **kwargs):
+            raise BagError(f"{out}: cannot finish the bag: {os.strerror(errno.ENOSPC)}")
+
+        recorder.writer.close = full
+        with pytest.raises(
+            BagError, match=rf"the bag holds no message: nothing to recover; {re.escape(str(out))} removed"
+        ):
+            recorder.close()
+        assert not out.exists()
+    finally:
+        context.try_shutdown()
+
+
 def test_messages_received_before_the_stop_signal_are_recorded_and_none_after(tmp_path):
     """A recorder behind its topics (a loaded machine) when Ctrl-C or SIGTERM came closed the bag at once: the
     messages DDS had already received for it, sent before the signal, were left out of the bag (the end of the run

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import sys
 import threading
@@ -475,7 +476,8 @@ def record_expert_episode(
 def the_rest(out, seed: int, episodes: int) -> str:
     """How to record the ``episodes`` from ``seed`` on that a stopped ``record --expert`` into ``out`` left: a rerun
     as it was refuses the seeds whose bags it recorded."""
-    return f"record the rest with --seed {seed} --episodes {episodes} -o {out} and the other options as before"
+    folder = shlex.quote(str(out))  # pasted into a shell: a folder with a space is one word
+    return f"record the rest with --seed {seed} --episodes {episodes} -o {folder} and the other options as before"
 
 
 def record_expert_episodes(

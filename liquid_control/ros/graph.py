@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -241,7 +242,7 @@ def check_policy_options(
     if backend == "onnx" and policy.suffix != ".onnx" and not policy.with_suffix(".onnx").is_file():
         raise ValueError(
             f"--backend onnx: there is no exported {policy.with_suffix('.onnx').name} next to --policy {policy} "
-            f"(write one with `liquid-control export {policy}`; sim.launch.py: backend:=, policy:=)"
+            f"(write one with `liquid-control export {shlex.quote(str(policy))}`; sim.launch.py: backend:=, policy:=)"
         )
     if backend == "onnx" and policy.suffix != ".onnx":  # the export the node runs, checked as it will be (an export
         from liquid_control.runtime.backends import BackendError, load_backend  # of older code or of another .pt)

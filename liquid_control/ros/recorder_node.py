@@ -24,6 +24,7 @@ if __name__ == "__main__":  # python -m: as the bag_recorder executable, whose c
 import argparse
 import functools
 import math
+import shlex
 import signal
 import sys
 import threading
@@ -156,6 +157,21 @@ def subscription_qos(profiles, depth: int):
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
     )
+
+
+def _remove_empty_bag(folder: Path) -> bool:
+    """Remove the folder of a bag that holds no message (its writer's files alone: .mcap, metadata.yaml); whether
+    it did. Anything else in it (or a folder that is not one) is left as it is."""
+    try:
+        entries = list(Path(folder).iterdir())
+        if not all(e.is_file() and not e.is_symlink() and e.suffix in (".mcap", ".yaml") for e in entries):
+            return False
+        for entry in entries:
+            entry.unlink()
+        Path(folder).rmdir()
+    except OSError:
+        return False
+    return True
 
 
 class BagRecorderNode(Node):
@@ -425,8 +441,12 @@ class BagRecorderNode(Node):
             )
         if failure is not None:
             kept = sum(self.counts.values())  # what the bag holds
-            hint = f"liquid-control record --recover {self.output} -o <new bag> keeps the {counted(kept, 'message')}"
-            hint = f"{hint} written" if kept else "the bag holds no message: nothing to recover"
+            recover = f"liquid-control record --recover {shlex.quote(str(self.output))} -o <new bag>"
+            if kept:
+                hint = f"{recover} keeps the {counted(kept, 'message')} written"
+            else:  # a bag of nothing blocked the rerun ('already exists; a bag is never overwritten')
+                removed = _remove_empty_bag(self.output)
+                hint = "the bag holds no message: nothing to recover" + (f"; {self.output} removed" if removed else "")
             raise BagError(f"{failure}; {hint}" + (f" (first: {self.failed})" if self.failed else "")) from None
         return path
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import shlex
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -375,7 +376,7 @@ def export_format(path, meta: dict) -> int:
         raise BackendError(
             f"{path}: an ONNX export of format {version}, written by a newer liquid_control; this version reads export "
             f"formats up to {ONNX_FORMAT}: update liquid_control here, or export the .pt with this version "
-            f"(`liquid-control export {Path(path).with_suffix('.pt')}`)"
+            f"(`liquid-control export {shlex.quote(str(Path(path).with_suffix('.pt')))}`)"
         )
     return version
 
@@ -495,7 +496,8 @@ def check_onnx_signature(path, session, spec: ObservationSpec) -> int:
         raise BackendError(
             f"{path}: an ONNX export written by liquid_control before 2026-11-30 (no {' / '.join(flags)} input; "
             f"its state holds the core alone), which this version does not run; export the .pt again "
-            f"(`liquid-control export {Path(path).with_suffix('.pt')}`, where torch is installed) and use the new .onnx"
+            f"(`liquid-control export {shlex.quote(str(Path(path).with_suffix('.pt')))}`, where torch is installed) "
+            "and use the new .onnx"
         )
     if sorted(inputs) != sorted(expected):
         raise BackendError(f"{path}: ONNX inputs {sorted(inputs)} do not match the policy config {expected}")
@@ -670,7 +672,8 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
     if candidate.source_sha256 is None and path.is_file():  # an export older than the record: runs, with a warning
         candidate.note = (
             f"{onnx_path}: runs in place of {path.name} unchecked: the export does not record which checkpoint it "
-            f"was exported from, so it may be another policy's (re-export it: `liquid-control export {path}`, "
+            "was exported from, so it may be another policy's (re-export it: "
+            f"`liquid-control export {shlex.quote(str(path))}`, "
             "where torch is installed)"
         )
     return candidate
@@ -717,7 +720,7 @@ def missing_export_text(path: Path, why: str) -> str:
     has none beside it: what to do."""
     return (
         f"{path}: {why} and there is no exported {path.with_suffix('.onnx').name} next to it "
-        f"(write one with `liquid-control export {path}` where torch is)"
+        f"(write one with `liquid-control export {shlex.quote(str(path))}` where torch is)"
     )
 
 
@@ -750,7 +753,8 @@ def _choose_backend(path: Path, backend: str):
             # runs as asked, but not silently: the usual slip is a retrained .pt and a node still pointed at the .onnx
             chosen.note = (
                 f"{path}: runs as asked, but {checkpoint.name} beside it is not the checkpoint it was exported from "
-                f"(retrained since?): re-export it (`liquid-control export {checkpoint}`) to run that one"
+                "(retrained since?): re-export it "
+                f"(`liquid-control export {shlex.quote(str(checkpoint))}`) to run that one"
             )
         return chosen
     if path.suffix != ".pt":
@@ -771,7 +775,8 @@ def _choose_backend(path: Path, backend: str):
         instead = (
             f"backend 'auto' or 'onnx' runs its export {onnx_path.name} next to it"
             if onnx_path.is_file()
-            else f"export it where torch is (`liquid-control export {path}`) and run that with backend 'auto' or 'onnx'"
+            else f"export it where torch is (`liquid-control export {shlex.quote(str(path))}`) "
+            "and run that with backend 'auto' or 'onnx'"
         )
         raise BackendError(f"{path}: backend 'torch' was requested but torch is not installed here; {instead}")
     skipped = None
