@@ -945,3 +945,14 @@ def test_a_bag_whose_name_holds_a_glob_character_is_that_bag(tmp_path):
         bag.mkdir()
         assert expand_bags([str(bag)], "--bag") == [str(bag)]
     assert expand_bags([str(tmp_path / "take*")], "--bag") == [str(tmp_path / "take*2")]  # still a glob
+
+
+def test_the_commands_suggested_quote_a_path_with_a_space():
+    """A probe of a hostile environment: `record the rest with ... -o b x` pasted into a shell names two paths; the
+    suggested `liquid-control export` commands alike. Paths are shell-quoted where a command is suggested."""
+    from pathlib import Path
+
+    from liquid_control.bags.expert import the_rest
+
+    assert "-o 'b x' and the other options" in the_rest(Path("b x"), 101, 2)
+    assert "-o runs/b and the other options" in the_rest(Path("runs/b"), 101, 2)  # nothing to quote: as it was
