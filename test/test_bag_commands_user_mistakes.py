@@ -184,6 +184,10 @@ def test_train_refuses_a_validation_bag_that_copies_a_training_bag_and_a_bag_giv
     err = capsys.readouterr().err
     assert f"--val-bag: {heldout} holds the same recording as the training bag {day1} (a copy)" in err, err
     assert "Traceback" not in err and not out.exists()
+    # the copy among the training bags: trained twice before (an audit of bag conversion)
+    assert cli.main([*train, "--bag", str(day1), "--bag", str(heldout), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"--bag: {heldout} holds the same recording as {day1} (a copy): its updates would count twice" in err, err
     assert cli.main([*train, "--bag", str(day1), "--val-bag", str(day1), "--out", str(out)]) == 2
     assert f"--bag, --val-bag: bag(s) ['{day1}'] are both training and validation bags" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"^data\.validation: .* holds the same recording"):  # a config's data:

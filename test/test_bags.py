@@ -1230,6 +1230,21 @@ def test_a_bad_bag_stops_training_before_it_starts_and_names_the_file(expert_bag
     assert trainer.train(CAMERA_ONLY, tmp_path / "run", **run).epochs == 1
     with pytest.raises(trainer.TrainingError, match="other bags"):
         trainer.train(CAMERA_ONLY, tmp_path / "run", **{**run, "data": {**data, "bags": [bags[0]]}})
+    # salvaged with allow_truncated, stopped before its first epoch, resumed without it: the cache was taken, no
+    # word of the truncation (an audit); refused now as a fresh run refuses it
+
+    def stopped(line):
+        if line.startswith("no validation bags"):  # converted, not trained yet
+            raise KeyboardInterrupt
+
+    salvaged = dict(data={"bags": [str(bad)], "allow_truncated": True}, overrides=one, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(CAMERA_ONLY, tmp_path / "salvaged", log=stopped, **salvaged)
+    with pytest.raises(trainer.TrainingError, match=r"train bag 1/1: .*cut.*truncated"):
+        trainer.train(CAMERA_ONLY, tmp_path / "salvaged", **{**salvaged, "data": {"bags": [str(bad)]}, "resume": True})
+    said = []
+    trainer.train(CAMERA_ONLY, tmp_path / "salvaged", log=said.append, **{**salvaged, "resume": True})
+    assert any(line.startswith("warning: ") and "truncated" in line for line in said), said
     big = {**CAMERA_ONLY, "observation": {**CAMERA_ONLY["observation"], "image": {"height": 32, "width": 32}}}
     camera = (
         r"/camera/image_raw \(camera: the rgb8 image of sensor_msgs/msg/Image\) has 16x16 images \(width x height\), "
@@ -2343,3 +2358,33 @@ def test_a_node_params_file_given_to_eval_keeps_the_label_rule_the_policy_traine
     assert data_spec(cfg, trained=recorded).label == LabelRule(**rule)
     assert data_spec(cfg, robot, label={"mode": "next"}, trained=recorded).label == LabelRule("next", 0.05, 0.3)
     assert data_spec(cfg, robot).label == LabelRule()  # a policy without the record (trained in a world)
+
+
+def test_a_resume_refuses_another_recording_at_a_bag_path_it_trained_on(tmp_path):
+    """An audit of bag conversion: a run stopped after its first epoch, another recording put at the bag's path
+    (its cache missed), and the resume converted and trained on it, its policy recording only the new one; the
+    run trained on two recordings while naming one. It is refused, naming the bag; the same recording again (a
+    touched file, converted again) resumes."""
+    from liquid_control.training import TrainingError, trainer
+
+    bag = _steady_bag(tmp_path / "drive", 0.07, 20)
+    keep = tmp_path / "kept"
+    shutil.copytree(bag, keep)
+
+    def killed(line):
+        if line.startswith("epoch 1/2: loss"):
+            raise KeyboardInterrupt
+
+    run, data = tmp_path / "run", {"bags": [bag]}
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(CAMERA_ONLY, run, data=data, progress=False, log=killed, overrides={"training.epochs_first": 2})
+    shutil.rmtree(bag)
+    shutil.copytree(_steady_bag(tmp_path / "other", 0.05, 30), bag)
+    with pytest.raises(TrainingError, match=rf"train bag {re.escape(bag)}: not the recording the run trained on"):
+        trainer.train(None, run, resume=True, progress=False, log=lambda m: None)
+    shutil.rmtree(bag)
+    shutil.copytree(keep, bag)  # the recording it trained on, files of other times: converted again, resumed
+    for f in os.listdir(bag):
+        os.utime(os.path.join(bag, f), (1e9, 1e9))
+    result = trainer.train(None, run, resume=True, progress=False, log=lambda m: None)
+    assert result.epochs == 2

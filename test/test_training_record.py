@@ -536,7 +536,7 @@ def test_a_bags_hash_and_copy_check_read_its_storage_files_alone_not_what_a_copy
     import hashlib
     import shutil
 
-    from liquid_control.training.bag_data import _validation_copies, bag_sha256
+    from liquid_control.training.bag_data import _recording_copies, bag_sha256
 
     bag, _ = _camera_bag(tmp_path / "a" / "run1", frames=20)
     copy = shutil.copytree(bag, tmp_path / "b" / "run1")
@@ -545,9 +545,9 @@ def test_a_bags_hash_and_copy_check_read_its_storage_files_alone_not_what_a_copy
     (copy / "notes.txt").write_text("robot b, first drive\n")
     recorded = hashlib.sha256((bag / "run1.mcap").read_bytes()).hexdigest()
     assert bag_sha256(str(bag)) == bag_sha256(str(copy)) == recorded
-    assert _validation_copies([str(bag)], [str(copy)]) == [(str(copy), str(bag))]
+    assert _recording_copies([str(bag)], [str(copy)]) == [(str(copy), str(bag))]
     (copy / "run1.mcap").write_bytes((bag / "run1.mcap").read_bytes()[:-1] + b"!")  # another recording's bytes
-    assert bag_sha256(str(copy)) != recorded and _validation_copies([str(bag)], [str(copy)]) == []
+    assert bag_sha256(str(copy)) != recorded and _recording_copies([str(bag)], [str(copy)]) == []
 
 
 def test_converting_a_bag_reads_it_twice_and_its_hash_is_of_its_file(tmp_path, monkeypatch):

@@ -133,9 +133,10 @@ SHA256_SCHEME_KEY, SHA256_SCHEME = "sha256_scheme", 2
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str, str]]:
-    """(validation bag, training bag) pairs holding the same recorded bytes: a copy of a training bag put among
-    the held-out ones (or a link to it). Only files of equal sizes are read, and only up to a first difference."""
+def _recording_copies(bags: list[str], others: list[str]) -> list[tuple[str, str]]:
+    """(bag of ``others``, training bag) pairs holding the same recorded bytes: a copy of a training bag put among
+    the held-out ones (or a link to it); with ``others`` the training bags themselves, the pairs of copies among
+    them (the later one first). Only files of equal sizes are read, and only up to a first difference."""
     import filecmp
 
     def sizes(bag):
@@ -145,9 +146,12 @@ def _validation_copies(bags: list[str], validation: list[str]) -> list[tuple[str
     for bag in bags:
         by_sizes.setdefault(tuple(sizes(bag)), []).append(bag)
     copies = []
-    for held_out in validation:
+    for held_out in others:
         key = tuple(sizes(held_out))
-        for bag in by_sizes.get(key, []) if key else ():  # a folder without files is refused by its reader
+        if not key:  # a folder without (the listed) files: refused by its reader
+            continue
+        same = by_sizes[key] if others is bags else by_sizes.get(key, [])
+        for bag in same[: same.index(held_out)] if others is bags else same:
             pairs = zip(recorded_files(held_out), recorded_files(bag))
             if all(filecmp.cmp(a, b, shallow=False) for a, b in pairs):
                 copies.append((held_out, bag))
@@ -223,7 +227,14 @@ def validate_data(section: dict, options=()) -> dict:
         raise ValueError(
             f"{given['bags']}, {given['validation']}: bag(s) {overlap} are both training and validation bags"
         )
-    copies = _validation_copies(out["bags"], out["validation"])
+    copies = _recording_copies(out["bags"], out["bags"])
+    if copies:  # byte for byte the same recording twice (a copy made to keep it): its updates would count twice
+        again, bag = copies[0]
+        raise ValueError(
+            f"{given['bags']}: {again} holds the same recording as {bag} (a copy): its updates would count twice; "
+            "give each recording once"
+        )
+    copies = _recording_copies(out["bags"], out["validation"])
     if copies:  # its loss would select the epoch that best fits training data
         held_out, bag = copies[0]
         raise ValueError(
@@ -445,8 +456,9 @@ def bag_run_config(cfg: dict, explicit=()) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ the cache
-def _fingerprint(bag: str, spec_description: dict, observation: dict) -> str:
-    """Changes when the bag's files or what is extracted from it change."""
+def _fingerprint(bag: str, spec_description: dict, observation: dict, allow_truncated: bool = False) -> str:
+    """Changes when the bag's files or what is extracted from it change (and when ``allow_truncated`` is given: a
+    truncated bag salvaged with it was taken from the cache by a run without it, where a fresh run refuses it)."""
     path = Path(bag)
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
     h = hashlib.sha256()
@@ -458,6 +470,8 @@ def _fingerprint(bag: str, spec_description: dict, observation: dict) -> str:
     lag = spec_description["limits"]["reorder_lag_s"]
     if (observation.get("reorder_lag_s", 0.0) if lag is None else lag) > 0:  # labelled otherwise before (LAGGED_LABELS)
         extracted.append(LAGGED_LABELS)
+    if allow_truncated:  # only then: the caches of every other run keep their fingerprints
+        extracted.append("allow_truncated")
     h.update(json.dumps(extracted, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -795,7 +809,9 @@ class BagRun(TrainingRun):
         bar = progress_bar(len(bags), f"{kind} bags", self.progress)
         for i, bag in enumerate(bags):
             folder = root / f"{i:04d}_{Path(bag).name}"
-            fingerprint = _fingerprint(bag, self.spec.describe(), self.config["observation"])
+            fingerprint = _fingerprint(
+                bag, self.spec.describe(), self.config["observation"], self.data["allow_truncated"]
+            )
             try:
                 index = read_cache(folder, fingerprint, self.data["window"])
                 segments = None if index is None else load_segments(folder, index)
@@ -804,7 +820,10 @@ class BagRun(TrainingRun):
                 index = None
             if index is not None:  # the bag is not opened: what its reader said of a file it does not read, again
                 warn_unlisted_files(bag)
+                if index.get("note"):  # the salvage of a truncated bag, said again as at its conversion
+                    self.log(f"warning: {index['note']}")
             if index is None:
+                self._refuse_changed_recording(bag, folder, kind)
                 try:
                     index = convert_bag(
                         bag,
@@ -864,6 +883,26 @@ class BagRun(TrainingRun):
                 "set --command-topic if the commands are on another topic)"
             )
         return episodes
+
+    def _refuse_changed_recording(self, bag: str, folder: Path, kind: str) -> None:
+        """A run that has trained refuses a bag whose recording is not the one it trained on (another recording put
+        at the same path: its cache missed, and the run went on on it, its record naming only the new one). Its
+        cache's SHA-256 against the bag's, read only where the cache missed after training began (a bag touched,
+        or a cache of an older format, is converted again, the same recording)."""
+        if self.epoch_done == 0:
+            return
+        try:
+            previous = json.loads((folder / "index.json").read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(previous, dict) or previous.get(SHA256_SCHEME_KEY) != SHA256_SCHEME:
+            return
+        trained, now = previous.get("sha256"), bag_sha256(bag)
+        if trained and trained != now:
+            raise TrainingError(
+                f"{kind} bag {bag}: not the recording the run trained on (SHA-256 {now[:12]}..., trained on "
+                f"{trained[:12]}...); resume with the bags it trained on, or train into a new folder"
+            )
 
     def _say_gravity(self, bag: str, problem: str | None) -> None:
         """Warn of the IMU gravity check's finding on ``bag`` (``convert_bag``), at every run that reads it: a resumed
