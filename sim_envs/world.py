@@ -336,6 +336,7 @@ class TimedMujocoWorld(gym.Env):
         mujoco.mj_resetData(self.model, self.data)
         self._reset_world(layout_rng)
         mujoco.mj_forward(self.model, self.data)
+        self._forward_time = self.data.time  # sensors and poses computed for this time (next_delivery)
         self._streams = {n: SensorStream(self.timings[n], timing_rngs[n]) for n in self.sensor_names}
         self._pending = {n: deque() for n in self.sensor_names}  # measured, not yet delivered
         # what next_delivery looks at per event, in name order (its tie-break), looked up once per episode
@@ -463,6 +464,12 @@ class TimedMujocoWorld(gym.Env):
             self._advance_physics(t)
             if measurement:
                 stamp = stream.pop()
+                if self.data.time != self._forward_time:
+                    # mj_step computes sensors and poses before it integrates: after it, sensordata, geom_xpos and
+                    # the cameras are still those of the step's start (up to one physics step before the stamp:
+                    # the rover's gyro off by 0.034 rad/s rms). Recomputed at the stamp; the trajectory is the same.
+                    mujoco.mj_forward(self.model, self.data)
+                    self._forward_time = self.data.time
                 pending.append((stamp, self._measure(name), self._joint_positions(name) if with_positions else None))
                 continue
             *delivered, self.delivered_positions = pending.popleft()
