@@ -900,7 +900,7 @@ def test_a_bag_whose_every_command_is_rejected_says_so(tmp_path, capsys):
     assert "all 5 commands on /cmd_vel were rejected" in err and "set --command-topic" not in err
 
 
-def test_recovering_a_bag_with_no_complete_message_writes_nothing(tmp_path, capsys):
+def test_recovering_a_bag_with_no_complete_message_writes_nothing(tmp_path, capsys, monkeypatch):
     """Before: `record --recover` of a recording cut before its first message wrote an empty bag, exit 0."""
     bag = _small_bag(tmp_path / "bag")
     mcap = next(bag.glob("*.mcap"))
@@ -911,6 +911,15 @@ def test_recovering_a_bag_with_no_complete_message_writes_nothing(tmp_path, caps
     err = capsys.readouterr().err
     assert "no complete message to recover" in err and str(bag) in err and "Traceback" not in err
     assert not out.exists()
+    # on a full disk, the cause named (the recorder removes a bag of nothing it cut itself; another's stays)
+    from liquid_control.bags import io
+
+    full = io.os.statvfs_result((4096, 4096, 1000, 0, 0, 1000, 0, 0, 0, 255))
+    monkeypatch.setattr(io.os, "statvfs", lambda path: full)
+    assert cli.main(["record", "--recover", str(bag), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "the recording ended, or a write to it failed" in err and "stopped before its first" not in err, err
+    assert "its disk has 0 bytes free now: a write failing there for want of room" in err, err
 
 
 def test_sections_match_the_policy_node_by_ros_2s_rules(tmp_path):

@@ -824,6 +824,11 @@ def test_a_full_disk_cutting_the_chunk_being_written_counts_only_what_the_bag_ho
         assert len(said) == 1 and "lost with the write that failed (File too large)" in said[0], lines
     hint = f"--recover {tmp_path / 'bag'} -o <new bag> keeps the {held} messages written" if held else "nothing to"
     assert hint in str(failed.value), failed.value
+    if not held:  # a bag of nothing is removed, so the same command can write it once there is room (it blocked it)
+        assert (
+            f"nothing to recover; {tmp_path / 'bag'} removed" in str(failed.value) and not (tmp_path / "bag").exists()
+        )
+        return
     with BagReader(tmp_path / "bag", allow_truncated=True) as reader:  # the bag holds what the summary says
         assert {t: i.count for t, i in reader.topics.items()} == in_bag
 
@@ -832,12 +837,7 @@ def test_a_full_disk_cutting_the_chunk_being_written_counts_only_what_the_bag_ho
     monkeypatch.setattr(io.os, "statvfs", lambda path: full)
     code = cli.main(["record", "--recover", str(tmp_path / "bag"), "-o", str(fixed)])
     out, err = capsys.readouterr()
-    if held:
-        assert code == 0 and f"recovered {held} messages of {tmp_path / 'bag'}" in out, (out, err)
-    else:  # no longer "the recording stopped before its first"
-        assert code == 2 and not fixed.exists(), err
-        assert "stopped before its first" not in err and "the recording ended, or a write to it failed" in err, err
-        assert "its disk has 0 bytes free now: a write failing there for want of room" in err, err
+    assert code == 0 and f"recovered {held} messages of {tmp_path / 'bag'}" in out, (out, err)
 
 
 def test_a_middleware_without_the_message_lost_event_still_records(tmp_path, monkeypatch):

@@ -312,7 +312,7 @@ def test_bad_inputs_are_still_rejected():
             policy.step(obs, torch.zeros(2, policy.state_size + 1), dt)
         image = dict(obs, image=obs["image"].to(torch.float32))
         image["image"][0, 3, 3, 1] = math.nan
-        with pytest.raises(ValueError, match="'camera' input is not finite"):
+        with pytest.raises(ValueError, match="observation 'image' must be uint8"):  # a float frame: no NaN to reach
             policy.step(image, None, dt)
 
 

@@ -216,8 +216,9 @@ def test_ctrl_c_is_a_message_that_says_how_to_continue(tmp_path, capsys, monkeyp
     monkeypatch.setattr(trainer, "train", interrupted)
     code, err = _train(["--out", str(tmp_path / "r")], capsys)
     assert code == 130
-    assert err.strip() == f"liquid-control train: interrupted: {tmp_path / 'r'} keeps the finished epochs and " + (
-        "episodes; add --resume to continue"
+    # no checkpoint yet: no finished epoch to keep (an audit: it said 'the finished epochs' then too)
+    assert err.strip() == f"liquid-control train: interrupted: {tmp_path / 'r'} keeps the episodes; add --resume " + (
+        "to continue"
     )
 
 
@@ -243,14 +244,13 @@ def test_a_stopped_run_on_bags_says_it_keeps_its_converted_bags_not_episodes(tmp
     if stop == "ctrl-c":
         assert (code, err.strip()) == (
             130,
-            f"liquid-control train: interrupted: {out} keeps the finished epochs and converted bags; add --resume "
-            "to continue",
+            f"liquid-control train: interrupted: {out} keeps the converted bags; add --resume to continue",
         )
     else:
         assert (code, err.strip()) == (
             1,
             f"liquid-control train: error: cannot write {out / 'checkpoint.pt'}: No space left on device; {out} "
-            "keeps the finished epochs and converted bags; make room and add --resume to continue",
+            "keeps the converted bags; make room and add --resume to continue",
         )
 
 
@@ -274,8 +274,8 @@ def test_sigterm_is_a_message_that_says_how_to_continue_and_exit_143(tmp_path, c
     finally:
         after = signal.signal(signal.SIGTERM, before)
     assert code == 143
-    assert err.strip() == f"liquid-control train: terminated: {tmp_path / 'r'} keeps the finished epochs and " + (
-        "episodes; add --resume to continue"
+    assert err.strip() == f"liquid-control train: terminated: {tmp_path / 'r'} keeps the episodes; add --resume " + (
+        "to continue"
     )
     # put back after the run; the default, which would end the stopping process at a second SIGTERM, stays ignored
     assert after == (signal.SIG_IGN if before == signal.SIG_DFL else before)
@@ -500,7 +500,7 @@ def test_a_full_disk_is_a_message_naming_the_file_and_resume_continues(tmp_path)
     assert full.returncode == 1
     assert full.stderr.strip().splitlines()[-1] == (
         f"liquid-control train: error: cannot write {out / 'checkpoint.pt'}: File too large; {out} keeps the "
-        "finished epochs and episodes; make room and add --resume to continue"
+        "episodes; make room and add --resume to continue"  # its first checkpoint failed: no epoch kept
     )
     assert sorted(p.name for p in out.rglob("*")) == [
         "command.txt", "config.yaml", "data", "ep_0000.npz", "ep_0001.npz", "metrics.csv", "round_00"

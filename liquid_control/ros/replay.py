@@ -84,6 +84,7 @@ from liquid_control.conventions.params import (
     domain_id_problem,
     kept_by_dds,
     qos_depth_problem,
+    topic_name_problem,
 )
 from liquid_control.paths import user_path
 from liquid_control.processes import Terminated, sigterm_as_interrupt
@@ -709,8 +710,8 @@ def default_recorded(readers: list[BagReader]) -> list[str]:
     command topic and recorded nothing, and a robot1 bag's replay recorded /cmd_vel, where robot1's node does not
     publish ('nothing was recorded (is the policy node running and active?)')."""
     in_bags = {t for r in readers for t in r.topics}
-    for name in ("wheel_torques", "cmd_vel"):
-        namespaced = sorted(t for t in in_bags if t.rsplit("/", 1)[-1] == name)
+    for name in ("wheel_torques", "cmd_vel"):  # (a name no ROS node could have is none of them)
+        namespaced = sorted(t for t in in_bags if t.rsplit("/", 1)[-1] == name and topic_name_problem(t) is None)
         if f"/{name}" in in_bags or len(namespaced) > 1:
             return [f"/{name}"]
         if namespaced:

@@ -139,6 +139,8 @@ def _kept(out: Path) -> str | None:
     if not holds_run(out):
         return None
     data = "converted bags" if (out / "data.yaml").is_file() else "episodes"
+    if not (out / "checkpoint.pt").is_file():  # stopped before its first epoch was saved
+        return f"{out} keeps the {data}"
     return f"{out} keeps the finished epochs and {data}"
 
 
