@@ -58,6 +58,30 @@ def bootstrap_mean_interval(
     return float(lo), float(hi)
 
 
+def stratified_exact_p(strata) -> float:
+    """Two-sided p of an exact conditional test that A and B succeed alike, stratified in matched sets (the pairs of
+    one episode seed share its layout; the expert's one outcome is in each of them). ``strata``: per set,
+    ``(A's successes, A's trials, B's successes, B's trials)``. Given a set's margins, A's successes there are
+    hypergeometric under no difference; the exact distribution of their sum is the sets' convolution (the
+    Mantel-Haenszel test, exact), and p sums the outcomes no likelier than the one observed. With one trial of each
+    per set it is McNemar's exact test (:func:`mcnemar_exact_p`, equal to it)."""
+    dist, observed = np.ones(1), 0
+    for a, n_a, b, n_b in strata:
+        a, n_a, b, n_b = (
+            _count("stratified_exact_p", name, v) for name, v in zip("a n_a b n_b".split(), (a, n_a, b, n_b))
+        )
+        if a > n_a or b > n_b:
+            raise ValueError(f"stratified_exact_p: successes outside their trials in {(a, n_a, b, n_b)}")
+        total = a + b
+        low, high = max(0, total - n_b), min(n_a, total)
+        if low == high:  # no other outcome with these margins (all succeeded, or none): no information
+            continue
+        pmf = np.array([math.comb(n_a, k) * math.comb(n_b, total - k) for k in range(low, high + 1)], np.float64)
+        dist = np.convolve(dist, pmf / pmf.sum())
+        observed += a - low
+    return float(min(1.0, dist[dist <= dist[observed] * (1 + 1e-7)].sum()))
+
+
 def mcnemar_exact_p(only_a: int, only_b: int) -> float:
     """Two-sided exact McNemar test on paired successes: p-value from the discordant pairs alone.
 

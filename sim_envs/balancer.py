@@ -268,6 +268,7 @@ class LiquidBalanceEnv(TimedMujocoWorld):
         self._require_reset("render()")  # before it, no episode: a frame of the never-computed state (all black)
         if self._renderer is None:
             self._renderer = make_renderer(self.model, 240, 320)
+        self._forward_now()
         self._renderer.update_scene(self.data, camera="side")
         return self._renderer.render()
 

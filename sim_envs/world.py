@@ -276,9 +276,12 @@ class TimedMujocoWorld(gym.Env):
         self._require_reset("render()")
         if getattr(self, "_scene_renderer", None) is None:
             self._scene_renderer = make_renderer(self.model, 240, 320)
+        self._forward_now()
         camera = mujoco.MjvCamera()
         mujoco.mjv_defaultFreeCamera(self.model, camera)
-        camera.lookat[:] = self.data.subtree_com[0]  # (its default: the centre as built, which a moving robot leaves)
+        mass = self.model.body_mass * (self.model.body_weldid != 0)  # the bodies that move (a wall weighs nothing here)
+        if mass.sum() > 0:  # (its default: the centre as built, which a moving robot leaves)
+            camera.lookat[:] = mass @ self.data.xipos / mass.sum()
         self._scene_renderer.update_scene(self.data, camera=camera)
         return self._scene_renderer.render()
 
@@ -287,6 +290,15 @@ class TimedMujocoWorld(gym.Env):
         if getattr(self, "_scene_renderer", None) is not None:
             self._scene_renderer.close()
         self._scene_renderer = None
+
+    def _forward_now(self) -> None:
+        """Sensors and poses of the state now, once per time. mj_step computes them before it integrates: after it,
+        sensordata, geom_xpos and the cameras are still those of the step's start (a reading up to one physics step
+        before its stamp: the rover's gyro 0.034 rad/s rms off). mj_forward changes no state: the trajectory is the
+        same."""
+        if self.data.time != self._forward_time:
+            mujoco.mj_forward(self.model, self.data)
+            self._forward_time = self.data.time
 
     def _without_render_mode(self) -> bool:
         """True, with gymnasium's warning, when the world was made without ``render_mode="rgb_array"``: its
@@ -464,12 +476,7 @@ class TimedMujocoWorld(gym.Env):
             self._advance_physics(t)
             if measurement:
                 stamp = stream.pop()
-                if self.data.time != self._forward_time:
-                    # mj_step computes sensors and poses before it integrates: after it, sensordata, geom_xpos and
-                    # the cameras are still those of the step's start (up to one physics step before the stamp:
-                    # the rover's gyro off by 0.034 rad/s rms). Recomputed at the stamp; the trajectory is the same.
-                    mujoco.mj_forward(self.model, self.data)
-                    self._forward_time = self.data.time
+                self._forward_now()
                 pending.append((stamp, self._measure(name), self._joint_positions(name) if with_positions else None))
                 continue
             *delivered, self.delivered_positions = pending.popleft()
@@ -807,6 +814,7 @@ class FrontCamera:
         self._require_reset("render()")  # before it, no episode: a frame of the never-computed state (sky alone)
         if self._chase_renderer is None:
             self._chase_renderer = make_renderer(self.model, 240, 320, fog=self.shift.fog > 0)
+        self._forward_now()
         body, camera = self._chase_body, self._chase_camera
         rotation = self.data.xmat[body]  # row-major: the body's x axis is (rotation[0], rotation[3], rotation[6])
         camera.lookat[:] = self.data.subtree_com[body]

@@ -214,6 +214,10 @@ def test_a_solver_of_ones_own_saves_and_loads_once_registered_and_is_refused_at_
     ):
         save_model(path, model)
     assert not path.exists()
+    plain = LTC(3, 6)
+    state = torch.random.get_rng_state()  # the check builds a core: not from the caller's generator (a review)
+    save_model(tmp_path / "plain.pt", plain)
+    assert torch.equal(state, torch.random.get_rng_state())
     monkeypatch.setitem(solvers.SOLVERS, "heun", Heun)
     save_model(path, model)
     with torch.no_grad():

@@ -317,3 +317,22 @@ def test_a_reading_is_of_the_state_at_its_stamp(world, monkeypatch):
     for _ in range(60):
         env.step(env.expert_action())
     assert len(set(checked)) == len(env.sensor_names) and len(checked) > 60
+
+
+@pytest.mark.parametrize("world", [LiquidRoverEnv, LiquidBalanceEnv], ids=lambda w: w.__name__)
+def test_rendering_between_steps_changes_nothing_of_the_episode(world):
+    """render() computes the poses of the state now (mj_forward, as the measurements do): an episode rendered at
+    every step is the same, bit for bit, as one not rendered."""
+    runs = []
+    for render in (False, True):
+        env = world(render_mode="rgb_array")
+        env.reset(seed=2)
+        run = []
+        for _ in range(40):
+            obs, *_ = env.step(env.expert_action())
+            if render:
+                assert env.render().shape == (240, 320, 3)
+            run.append((obs, env.data.qpos.copy()))
+        env.close()
+        runs.append(run)
+    assert same(runs[0], runs[1])

@@ -1996,7 +1996,8 @@ class BagReader:
 
     def recorded_sha256(self) -> str:
         """The bag's ``bag_sha256``: with ``sha256=True``, from the chunks read so far and the rest of its files read
-        now (a bag converted for training is read once for its messages, not again for its digest)."""
+        now (a bag converted for training is read once for its messages, and its digest from those bytes where they
+        come in file order; read topic by topic, across a clock step, the digest reads earlier bytes again)."""
         if self._digest is None:
             return bag_sha256(self.path)
         return self._digest.hexdigest()
@@ -2261,7 +2262,7 @@ def _chunk_index(storage, chunk, conns: dict) -> list[tuple[int, int, int]]:
         bio.seek(offset)
         head = bio.read(_INDEX_HEAD.size)
         opcode, length, channel, nbytes = _INDEX_HEAD.unpack(head) if len(head) == _INDEX_HEAD.size else (0,) * 4
-        if opcode != 0x07 or channel != cid or length != 6 + nbytes or nbytes % 16 or offset + 15 + nbytes > size:
+        if opcode != 0x07 or channel != cid or length < 6 + nbytes or nbytes % 16 or offset + 15 + nbytes > size:
             raise ValueError(
                 f"the message index of channel {cid} of the chunk at byte {chunk.chunk_start_offset} (at byte "
                 f"{offset}) is not one"
@@ -2308,7 +2309,10 @@ def _chunk_messages(
             conn = conns.get(channel)
             if conn is not None:
                 if listed is not None and next(listed, None) != (pos, channel, log_time):
-                    raise ValueError(f"{where}: its message indexes do not list its message at {pos} as it is")
+                    raise ValueError(
+                        f"{where}: its message indexes do not list its message at {pos} as it is (an index damaged, "
+                        "or missing for a channel: `mcap recover` writes the file again with whole indexes)"
+                    )
                 yield conn, log_time, raw[body + 22 : body + length], (chunk.chunk_start_offset, pos)
         elif opcode not in _CHUNK_OPCODES:  # zeros (damage, a decompression bomb) were read as empty records
             raise ValueError(f"{where} {_not_chunk_record(opcode, pos)}")

@@ -159,7 +159,8 @@ def save_model(path: str | os.PathLike, module: nn.Module) -> Path:
     refuse_unreadable("save_model", config, "config")  # e.g. AutoNCP(..., sparsity_level=np.float64(0.5))
     path = Path(path)
     try:  # a core load_model could not build again (a solver instance of a class not in SOLVERS)
-        build_core(config)
+        with torch.random.fork_rng(devices=[]):  # its fresh weights draw from torch's generator: not the caller's
+            build_core(config)
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"save_model: {path}: its config would not load back ({exc}); nothing written") from None
     path.parent.mkdir(parents=True, exist_ok=True)

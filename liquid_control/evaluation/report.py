@@ -534,10 +534,11 @@ def write_report(
         lines += [
             f"### Paired episodes: `{a}` versus `{b}`",
             "",
-            f"{how} `only {a}`/`only {b}`: episode seeds where that policy succeeded in more of their pairs (one "
-            "training seed: where only it succeeded); p: exact two-sided sign test on those (McNemar's with one "
-            "training seed; the pairs of one episode seed share its layout and are counted once; episode seeds "
-            "treated as independent, no correction for the number of shifts).",
+            f"{how} `only {a}`/`only {b}`: episode seeds where that policy's success rate over their pairs is the "
+            "higher (one pair each: where only it succeeded); p: exact two-sided conditional test stratified by "
+            "episode seed (the pairs of one episode seed share its layout: Mantel-Haenszel's test, exact; McNemar's "
+            "with one pair per episode seed; episode seeds treated as independent, no correction for the number of "
+            "shifts).",
             "",
             f"| shift | pairs | success {a} | success {b} | only {a} | only {b} | p |",
             "| --- | --- | --- | --- | --- | --- | --- |",

@@ -584,8 +584,9 @@ def run(args) -> int:
         )
         return 2
     out = Path(args.output) if args.output else Path(args.policy).with_suffix(".onnx")  # a shipped one's: here
-    problem = output_file_problem(out, Path(args.policy).with_suffix(".onnx").name)
-    if problem and (os.path.isdir(out) or name_length_problem(out)):  # -o FOLDER: refused before the work
+    example = Path(args.policy).with_suffix(".onnx").name  # -o FOLDER, or a name too long: refused before the work
+    problem = name_length_problem(out) or (output_file_problem(out, example) if os.path.isdir(out) else None)
+    if problem:
         named = f"--output {out}" if args.output else str(out)
         print(f"liquid-control export: error: {named}: {problem}", file=sys.stderr)
         return 2

@@ -12,8 +12,9 @@ exposure and delivered tens of milliseconds later, after IMU messages stamped af
   later has arrived (the cache approach of ROS ``message_filters``); ``lag_s = 0`` releases every message on
   arrival. It holds at most ``capacity`` messages: beyond that the oldest is released early (counted). At an
   equal stamp the ``held_first`` sensors' messages go first (an IMU and the wheel encoders stamped at one instant
-  by one microcontroller: the update holds the wheels of that instant whichever arrived first, so a recorder and
-  the node, two subscribers seeing the two topics in either order, agree), then arrival order.
+  by one microcontroller: with a lag, the update holds the wheels of that instant whichever arrived first, so a
+  recorder and the node, two subscribers seeing the two topics in either order, agree; with ``lag_s = 0`` every
+  message goes out on arrival), then arrival order.
   The lag is paid in command latency: an IMU message waits ``lag_s`` (plus up to one IMU period) before its
   update.
 - :class:`UpdateClock` turns released messages into updates. Every message of an *update sensor* is one

@@ -456,9 +456,8 @@ def bag_run_config(cfg: dict, explicit=()) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ the cache
-def _fingerprint(bag: str, spec_description: dict, observation: dict, allow_truncated: bool = False) -> str:
-    """Changes when the bag's files or what is extracted from it change (and when ``allow_truncated`` is given: a
-    truncated bag salvaged with it was taken from the cache by a run without it, where a fresh run refuses it)."""
+def _fingerprint(bag: str, spec_description: dict, observation: dict) -> str:
+    """Changes when the bag's files or what is extracted from it change."""
     path = Path(bag)
     files = sorted(path.rglob("*")) if path.is_dir() else [path]
     h = hashlib.sha256()
@@ -470,8 +469,6 @@ def _fingerprint(bag: str, spec_description: dict, observation: dict, allow_trun
     lag = spec_description["limits"]["reorder_lag_s"]
     if (observation.get("reorder_lag_s", 0.0) if lag is None else lag) > 0:  # labelled otherwise before (LAGGED_LABELS)
         extracted.append(LAGGED_LABELS)
-    if allow_truncated:  # only then: the caches of every other run keep their fingerprints
-        extracted.append("allow_truncated")
     h.update(json.dumps(extracted, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -809,15 +806,15 @@ class BagRun(TrainingRun):
         bar = progress_bar(len(bags), f"{kind} bags", self.progress)
         for i, bag in enumerate(bags):
             folder = root / f"{i:04d}_{Path(bag).name}"
-            fingerprint = _fingerprint(
-                bag, self.spec.describe(), self.config["observation"], self.data["allow_truncated"]
-            )
+            fingerprint = _fingerprint(bag, self.spec.describe(), self.config["observation"])
             try:
                 index = read_cache(folder, fingerprint, self.data["window"])
                 segments = None if index is None else load_segments(folder, index)
             except CacheError as exc:  # a cache: rebuilt from the bag (which the fingerprint says is unchanged)
                 self.log(f"warning: {kind} bag {Path(bag).name}: damaged cache, converting the bag again: {exc}")
                 index = None
+            if index is not None and index.get("note") and not self.data["allow_truncated"]:
+                index = None  # salvaged with --allow-truncated, now read without it: converted again, so refused
             if index is not None:  # the bag is not opened: what its reader said of a file it does not read, again
                 warn_unlisted_files(bag)
                 if index.get("note"):  # the salvage of a truncated bag, said again as at its conversion
