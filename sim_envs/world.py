@@ -279,7 +279,7 @@ class TimedMujocoWorld(gym.Env):
         self._forward_now()
         camera = mujoco.MjvCamera()
         mujoco.mjv_defaultFreeCamera(self.model, camera)
-        mass = self.model.body_mass * (self.model.body_weldid != 0)  # the bodies that move (a wall weighs nothing here)
+        mass = self.model.body_mass * (self.model.body_weldid != 0)  # the bodies that move: a heavy wall is left out
         if mass.sum() > 0:  # (its default: the centre as built, which a moving robot leaves)
             camera.lookat[:] = mass @ self.data.xipos / mass.sum()
         self._scene_renderer.update_scene(self.data, camera=camera)
@@ -296,7 +296,7 @@ class TimedMujocoWorld(gym.Env):
         sensordata, geom_xpos and the cameras are still those of the step's start (a reading up to one physics step
         before its stamp: the rover's gyro 0.034 rad/s rms off). mj_forward changes no state: the trajectory is the
         same."""
-        if self.data.time != self._forward_time:
+        if self.data.time != getattr(self, "_forward_time", None):  # (a copy pickled by an older version has none)
             mujoco.mj_forward(self.model, self.data)
             self._forward_time = self.data.time
 
