@@ -558,6 +558,41 @@ def test_cli_export_that_fails_parity_writes_nothing_auto_would_run(tmp_path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.onnx", "bal.pt"]
 
 
+def test_cli_export_that_fails_removes_the_output_folders_it_made_and_says_so(tmp_path, monkeypatch, capsys):
+    """Before (the misc probe): an export to -o deploy/sub/NAME.onnx that failed its check, or the disk full,
+    left the empty deploy/sub it had made; now removed (only what it made: a folder there before stays) and said."""
+    import os
+
+    from liquid_control.runtime import export
+
+    torch.manual_seed(5)
+    pt = save_policy(tmp_path / "bal.pt", Policy.from_config(BALANCER))
+    (tmp_path / "kept").mkdir()
+    monkeypatch.setattr(export, "parity", lambda policy, path: 0.5)
+    out = tmp_path / "deploy" / "sub" / "bal.onnx"
+    assert cli.main(["export", str(pt), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.rstrip().endswith(f"{out} not written; removed the folder {tmp_path / 'deploy'} it had made"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.pt", "kept"]
+
+    monkeypatch.undo()
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    out = tmp_path / "kept" / "new" / "bal.onnx"
+    assert cli.main(["export", str(pt), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        f"liquid-control export: error: cannot write {out}: No space left on device; "
+        f"removed the folder {tmp_path / 'kept' / 'new'} it had made"
+    ), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bal.pt", "kept"] and not any((tmp_path / "kept").iterdir())
+    monkeypatch.undo()
+    assert cli.main(["export", str(pt), "-o", str(out)]) == 0 and out.is_file()
+
+
 def test_cli_export_killed_during_its_check_stops_with_a_line_and_leaves_no_file(tmp_path, monkeypatch, capsys):
     """Before (the interruption probe): SIGTERM while the export was checked killed the process by the signal, no
     word said and its hidden .NAME.onnx.unchecked left beside the checkpoint; Ctrl-C inside onnxruntime's first

@@ -32,9 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from liquid_control.paths import (
+    first_missing_folder,
     name_length_problem,
     output_file_problem,
     policies_dir,
+    remove_made_folder,
     shipped_name_hint,
     shipped_policy_for,
     user_path,
@@ -625,6 +627,7 @@ def run(args) -> int:
         return 2
     from liquid_control.processes import Terminated, sigterm_as_interrupt
 
+    made = first_missing_folder(out.parent)  # the folders of -o the export makes: removed again when it fails
     try:
         # a kill (SIGTERM) stops as Ctrl-C does: the file under check removed, a line said (before: the process
         # died by the signal without a word, its .NAME.onnx.unchecked left beside the checkpoint)
@@ -632,23 +635,41 @@ def run(args) -> int:
             err = export_checked(policy, out, opset=args.opset, source_sha256=source_sha256)
     except KeyboardInterrupt as exc:
         stopped = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        print(f"liquid-control export: {stopped}; {out} not written", file=sys.stderr)
+        print(f"liquid-control export: {stopped}; {out} not written{_unmade(out, made)}", file=sys.stderr)
         return 143 if isinstance(exc, Terminated) else 130
     except ExportError as exc:
+        said = f"liquid-control export: error: {args.policy}: {exc}; {out} not written{_unmade(out, made)}"
         if exc.parity is not None:
             print(f"max_abs_diff_vs_torch: {exc.parity:.3g}")
-            print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)
-            return 1
-        print(f"liquid-control export: error: {args.policy}: {exc}; {out} not written", file=sys.stderr)
-        return 2
-    except OSError as exc:  # an output folder that cannot be made or written, -o under a file
+        print(said, file=sys.stderr)
+        return 2 if exc.parity is None else 1
+    except OSError as exc:  # an output folder that cannot be made or written, -o under a file, a full disk
         check = unchecked_path(out)
         where = f" ({exc.filename})" if exc.filename and Path(exc.filename) not in (check, out) else ""
-        print(f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(
+            f"liquid-control export: error: cannot write {out}: {exc.strerror or exc}{where}{_unmade(out, made)}",
+            file=sys.stderr,
+        )
         return 2
+    except BaseException:
+        _unmade(out, made)
+        raise
     print(
         f"wrote {out} ({policy.config['name']}: inputs {', '.join(ObservationSpec.from_config(policy.config).sensors)}"
         f", state {policy.state_size})"
     )
     print(f"max_abs_diff_vs_torch: {err:.3g}")
     return 0
+
+
+def _unmade(out: Path, made: Path | None) -> str:
+    """Remove the folders of ``out`` that a failed export made (``made``: ``first_missing_folder`` taken before it)
+    while empty, so a rerun or an ``ls`` meets no empty folder of an export that never was; the words that say
+    so for its error line ("" when it made none, or one cannot be removed: something was written there meanwhile)."""
+    if made is None:
+        return ""
+    remove_made_folder(out.parent, made)
+    if os.path.lexists(made):
+        return ""
+    given = next((p for p in (out.parent, *out.parent.parents) if p.absolute() == made), made)  # as the user wrote it
+    return f"; removed the folder {given} it had made"
