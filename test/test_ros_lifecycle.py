@@ -599,6 +599,34 @@ def test_parameter_validation_reports_every_problem():
     assert settings.max_command == [1.0, 1.5] and settings.action_scale == [1.0, 1.0]
 
 
+def test_limits_that_must_agree_with_max_gap_s_are_refused_at_validation_naming_both(policy_file, ros):
+    """reorder_lag_s 1.0 with max_gap_s 1 (or first_update_dt beyond it) passed the validation and `ros2 param
+    set`; configure then loaded the policy and RunnerLimits refused it in other words. One check, at validation,
+    naming both parameters and their values, whichever of the two a run-time change sets."""
+    from rclpy.parameter import Parameter
+
+    values = {k: v for k, (v, _) in POLICY_NODE_PARAMETERS.items()} | {"policy": "p.pt"}
+    lag = "reorder_lag_s, max_gap_s: reorder_lag_s (1 s) must be below max_gap_s (1 s)"
+    first = "first_update_dt, max_gap_s: first_update_dt (1.5 s) must be at most max_gap_s (1 s)"
+    for bad, line in [({"reorder_lag_s": 1.0}, lag), ({"reorder_lag_s": 0.5, "first_update_dt": 1.5}, first)]:
+        with pytest.raises(ParameterError) as err:
+            validate_policy_node_parameters(values | bad)
+        assert line in str(err.value), err.value
+    for fine in ({"reorder_lag_s": 0.99}, {"reorder_lag_s": -1.0}, {"first_update_dt": 1.0}):
+        validate_policy_node_parameters(values | fine)
+    make, _ = ros
+    node = make(PolicyNode, parameter_overrides=params(policy_file, reorder_lag_s=0.6))
+    for name, value in [("reorder_lag_s", 1.0), ("max_gap_s", 0.5)]:  # unconfigured: refused now, not at configure
+        (result,) = node.set_parameters([Parameter(name, value=value)])
+        assert not result.successful and "must be below max_gap_s" in result.reason, (name, result.reason)
+        assert "reorder_lag_s (" in result.reason and "max_gap_s (" in result.reason
+    errors = []
+    node = make(PolicyNode, parameter_overrides=params(policy_file, reorder_lag_s=1.0))
+    node.get_logger().error = lambda msg, **kw: errors.append(msg)
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert any(lag in e for e in errors), errors
+
+
 def test_one_rule_says_whether_a_parameter_value_changes():
     """policy_node counted 5 for 5.0 as a change (refused while configured) and checked a list set over the
     parameter service as the array.array it arrives as (refused); sim_node and takeover_mux had their own copy."""

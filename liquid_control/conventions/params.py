@@ -348,8 +348,8 @@ def policy_node_parameter_problems(
     values: dict, action_size: int | None = None, action_kind: str | None = None, out: dict | None = None
 ) -> list[str]:
     """Every problem of the parameter values, one line each starting with the parameter's name and a colon
-    (see :func:`validate_policy_node_parameters`); ``out`` receives the per-element values expanded to
-    ``action_size``."""
+    (the names, comma-separated, for values that must agree; see :func:`validate_policy_node_parameters`);
+    ``out`` receives the per-element values expanded to ``action_size``."""
     problems = []
     out = {} if out is None else out
     values = {k: parameter_value(v) for k, v in values.items()}  # array('d', ...) from ros2 param set: a list
@@ -398,6 +398,7 @@ def policy_node_parameter_problems(
             f"reorder_lag_s: must be a finite number of seconds up to {MAX_SECONDS:g} (negative: the policy's), "
             f"got {shown(lag)}"
         )
+    problems += _related_seconds_problems(values)
     for name in ("camera_qos_depth", "imu_qos_depth", "command_qos_depth"):
         if problem := qos_depth_problem(values[name]):
             problems.append(f"{name}: {problem}")
@@ -422,6 +423,31 @@ def policy_node_parameter_problems(
         problem = command_type_problem(values["command_type"], action_size, action_kind)
         if problem:
             problems.append(problem)
+    return problems
+
+
+def _related_seconds_problems(values: dict) -> list[str]:
+    """The limits that must agree with ``max_gap_s`` (each valid alone): a problem line starts with both names.
+    RunnerLimits refused them only at configure, after the policy had loaded, and ``ros2 param set`` took them."""
+
+    def seconds(name):
+        v = values[name]
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    gap, lag, first = seconds("max_gap_s"), seconds("reorder_lag_s"), seconds("first_update_dt")
+    if gap is None or gap <= 0:
+        return []
+    problems = []
+    if lag is not None and lag >= gap:  # a negative lag is the policy's: checked when it loads (PolicyRunner)
+        problems.append(
+            f"reorder_lag_s, max_gap_s: reorder_lag_s ({lag:g} s) must be below max_gap_s ({gap:g} s): every "
+            "update would wait out a gap that resets the state"
+        )
+    if first is not None and first > gap:
+        problems.append(
+            f"first_update_dt, max_gap_s: first_update_dt ({first:g} s) must be at most max_gap_s ({gap:g} s), "
+            "the longest dt an update integrates"
+        )
     return problems
 
 

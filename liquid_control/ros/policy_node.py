@@ -767,7 +767,7 @@ class PolicyNode(LifecycleNode):
             for p in policy_node_parameter_problems(
                 values, spec and spec.action_size, spec and spec.action_kind, expanded
             )
-            if p.split(":", 1)[0] in changes
+            if changes.keys() & set(p.split(":", 1)[0].split(", "))  # the problems of what this call sets
         ]
         if problems:
             return SetParametersResult(successful=False, reason="; ".join(problems))
