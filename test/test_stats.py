@@ -156,6 +156,41 @@ def test_report_pairs_the_seeds_of_a_plan_by_number(seed_checkpoints, tmp_path):
     assert "| C | 0 (not recorded), 1 |" in text
 
 
+def test_the_pooled_table_names_a_seed_it_leaves_out_for_a_missing_shift(seed_checkpoints, tmp_path):
+    """Before (the misc probe): results without seed 2's winter episodes (an interrupted run reported, results
+    combined by hand) pooled 'visual' over seeds 0 and 1 alone (35%) under a table that said nothing of it; now the
+    cell says 2 of 3 seeds and the note under the table names the seed and the shift it lacks."""
+    from liquid_control.evaluation.plan import build_plan
+    from liquid_control.evaluation.report import write_report
+
+    p = seed_checkpoints
+    plan = build_plan([f"A={p[0]},{p[1]},{p[2]}", f"B={p[0, 'B']}"], ["in_distribution", "fog", "winter"], 10)
+    k = {0: 2, 1: 5, 2: 9}
+    records = [
+        r
+        for j in plan.jobs
+        for r in episodes(j.policy, {j.training_seed: k[j.training_seed]}, j.shift, n=10)
+        if r["episode_seed"] == j.episode_seed - plan.episode_seeds[0]
+    ]
+
+    def pooled(records, out):
+        text = open(write_report(plan, records, str(out), "", example=False, saliency=False)).read()
+        return text[text.index("### Pooled by kind of shift") : text.index("## Return")]
+
+    whole = pooled(records, tmp_path / "whole")
+    assert "| A | 53% [20%, 90%] | 53% [" in whole and "seeds)" not in whole and "Left out" not in whole
+    cut = [r for r in records if not (r["policy"] == "A" and r["training_seed"] == 2 and r["shift"] == "winter")]
+    lines = pooled(cut, tmp_path / "cut").splitlines()
+    assert "| A | 53% [20%, 90%] | 35% [12%, 60%] (2 of 3 seeds) |" in lines, lines
+    (b_row,) = [line for line in lines if line.startswith("| B |")]
+    assert b_row.count("20% [") == 2 and "seeds)" not in b_row  # B: nothing left out
+    text = " ".join(lines)
+    assert (
+        "Left out of the pooled rates, with no episodes of a shift of the kind in these results (an interrupted "
+        "run, or results combined or edited): `A` in visual: training seed 2 has no winter."
+    ) in text, text
+
+
 # ----------------------------------------------------------------------- a comparison given more than once
 
 

@@ -21,6 +21,7 @@ from liquid_control.evaluation.summary import (
     CellSummary,
     compare_over_seeds,
     paired_comparison,
+    shift_groups,
     summarize,
     summarize_groups,
 )
@@ -309,21 +310,65 @@ def _pivot(cells, policies, shifts, cell_text) -> list[str]:
     return lines + [f"| {s} | " + " | ".join(text(p, s) for p in policies) + " |" for s in shifts]
 
 
-def _group_table(groups, policies) -> list[str]:
-    names = list(dict.fromkeys(g.group for g in groups))
+def _group_table(groups, policies, shifts: list[str], gaps: dict | None = None) -> list[str]:
+    """The pooled-by-kind table; a cell that leaves out seeds of ``gaps`` (``_pooling_gaps``) says over how many
+    of the policy's seeds it is."""
+    gaps = gaps or {}
     by_key = {(g.policy, g.group): g for g in groups}
-    counts = {g.group: len(g.shifts) for g in groups}
+    shown = {g.group for g in groups} | {group for _policy, group in gaps}  # gaps only: no seed ran all of it
+    counts = {group: len(members) for group, members in shift_groups(shifts).items() if group in shown}
     lines = [
-        "| policy | " + " | ".join(f"{n} ({counts[n]} shift{'s' if counts[n] > 1 else ''})" for n in names) + " |",
-        "| --- |" + " --- |" * len(names),
+        "| policy | " + " | ".join(f"{n} ({c} shift{'s' if c > 1 else ''})" for n, c in counts.items()) + " |",
+        "| --- |" + " --- |" * len(counts),
     ]
     for policy in policies:
         row = []
-        for name in names:
+        for name in counts:
             g = by_key.get((policy, name))
-            row.append("—" if g is None else f"{_pct(g.mean)} [{_pct(g.ci[0])}, {_pct(g.ci[1])}]")
+            cell = "—" if g is None else f"{_pct(g.mean)} [{_pct(g.ci[0])}, {_pct(g.ci[1])}]"
+            left_out = len(gaps.get((policy, name), {}))
+            if g is not None and left_out:
+                cell += f" ({g.seeds} of {g.seeds + left_out} seeds)"
+            row.append(cell)
         lines.append(f"| {policy} | " + " | ".join(row) + " |")
     return lines
+
+
+def _pooling_gaps(records: list[dict], policies: list[str], shifts: list[str]) -> dict:
+    """(policy, group) -> {training seed: the shifts of the group it has no episodes of}, for the seeds of the
+    policy that have episodes elsewhere in ``records``: the pooled rate of a kind is over the seeds that ran every
+    shift of it, so results combined or edited by hand, or an interrupted run reported, would leave a seed out of
+    it without a word (``eval`` itself writes complete plans)."""
+    ran: dict[str, dict[int, set]] = {}
+    for r in records:
+        ran.setdefault(r["policy"], {}).setdefault(int(r["training_seed"]), set()).add(r["shift"])
+    gaps: dict = {}
+    for group, members in shift_groups(shifts).items():
+        for policy in policies:
+            for seed, done in sorted(ran.get(policy, {}).items()):
+                missing = [s for s in members if s not in done]
+                if missing:
+                    gaps.setdefault((policy, group), {})[seed] = missing
+    return gaps
+
+
+def _pooling_gaps_note(gaps: dict, seedless: set) -> list[str]:
+    """The line under the pooled table naming each seed it leaves out and the shifts that seed lacks."""
+    if not gaps:
+        return []
+    said = []
+    for (policy, group), seeds in gaps.items():
+        lacks = [
+            ("" if policy in seedless else f"training seed {seed} ") + f"has no {', '.join(missing)}"
+            for seed, missing in seeds.items()
+        ]
+        said.append(f"`{policy}` in {group}: {'; '.join(lacks)}")
+    return [
+        "",
+        "Left out of the pooled rates, with no episodes of a shift of the kind in these results (an interrupted run, "
+        "or results combined or edited): " + "; ".join(said) + ". Each such cell is over the seeds that ran every "
+        "shift of the kind.",
+    ]
 
 
 NO_SHARED_SEEDS = "n/a: fewer than 2 shared seeds"
@@ -485,10 +530,12 @@ def write_report(
         "Each shift of a kind weighted equally, per training seed; 95% CI over seeds then episodes.",
         "",
     ]
-    lines += _group_table(summarize_groups(records, policies, plan.shifts), policies)
-    lines.append("")
     unrecorded = {p.name: p.unrecorded_seeds for p in plan.policies}
     seedless = {p.name for p in plan.policies if p.is_expert}
+    gaps = _pooling_gaps(records, policies, plan.shifts)
+    lines += _group_table(summarize_groups(records, policies, plan.shifts), policies, plan.shifts, gaps)
+    lines += _pooling_gaps_note(gaps, seedless)
+    lines.append("")
     compared = compare_over_seeds(
         records, comparisons if comparisons is not None else list(paired or []), plan.shifts, unrecorded, seedless
     )
