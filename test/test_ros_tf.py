@@ -1113,3 +1113,45 @@ def test_view_subscribes_to_cmd_vel_as_the_policy_node_publishes_it(command_type
     parser = argparse.ArgumentParser()
     view.add_arguments(parser)
     assert parser.parse_args(["--command-type", command_type]).command_type == command_type
+
+
+def test_view_names_the_command_type_option_where_cmd_vel_is_of_another_type(tmp_path, capsys, monkeypatch):
+    """A robot whose commands are TwistStamped, watched with the default --command-type twist: the subscription
+    never connects, and the picture said "cmd_vel (0 commands)" with nothing pointing at --command-type. The
+    viewer looks at the graph and says (stderr, and in the picture's command panel) which option reads it."""
+    from geometry_msgs.msg import TwistStamped
+
+    from liquid_control import cli
+    from liquid_control.ros import view
+
+    viewers = []
+
+    class Kept(view.Viewer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            viewers.append(self)
+
+    monkeypatch.setattr(view, "Viewer", Kept)
+    env = isolated_ros_env()
+    probe = Probe(env)
+    try:
+        probe.publisher(TwistStamped, "/robot1/cmd_vel")  # the robot's, in its namespace: no message needed
+        picture = tmp_path / "robot1.png"
+        argv = ["view", "--snapshot", str(picture), "--duration", "3", "--namespace", "robot1"]
+        assert cli.main([*argv, "--domain-id", env["ROS_DOMAIN_ID"]]) == 0
+    finally:
+        probe.close()
+    err = capsys.readouterr().err
+    assert (
+        "liquid-control view: warning: /robot1/cmd_vel is geometry_msgs/msg/TwistStamped in the graph, and "
+        "--command-type twist subscribes to geometry_msgs/msg/Twist: no command of it arrives; give --command-type "
+        "twist_stamped\n"
+    ) in err, err
+    assert err.count("--command-type") == 2  # said once, not every second of the watch
+    assert viewers[0].recording.command_type_note == "TwistStamped in the graph: --command-type twist_stamped"
+    assert picture.read_bytes().startswith(b"\x89PNG")
+    # the other way round, and a type view does not draw
+    note = view.command_type_note("/cmd_vel", ["geometry_msgs/msg/Twist"], "twist_stamped")
+    assert note.endswith("no command of it arrives; give --command-type twist"), note
+    note = view.command_type_note("/cmd_vel", ["std_msgs/msg/Float64MultiArray"], "twist")
+    assert note.endswith("view draws cmd_vel as --command-type twist or twist_stamped only"), note

@@ -14,6 +14,9 @@ read off the root link of ``robot_description`` unless ``--frame-prefix`` is giv
   the latest image and the commands over time. An existing file is refused at the start, never overwritten (one
   made under the name during the watch neither: the picture then goes to NAME-2.png, said on stderr).
 
+``cmd_vel`` is subscribed as ``--command-type`` says (Twist by default); one of another type in the graph is said,
+naming the option, as no message of it can arrive.
+
 It stops after ``--duration`` seconds, with ``--until-episode-end`` at the first episode that ends after it started
 (a latched status of an earlier episode, replayed at connect, does not count), or on Ctrl-C.
 """
@@ -62,6 +65,7 @@ TOPICS = {
 }
 COMMAND_TYPES = tuple(t for t in NODE_COMMAND_TYPES if t.startswith("twist"))  # policy_node's types of cmd_vel
 TF_TOPICS = ("/tf", "/tf_static")
+COMMAND_TYPE_CHECK_S = 1.0  # how often the graph is looked at for cmd_vel of another type, until one is said
 
 
 def topics_for(command_type: str = "twist", with_tf: bool = True) -> dict:
@@ -71,6 +75,26 @@ def topics_for(command_type: str = "twist", with_tf: bool = True) -> dict:
     if command_type == "twist_stamped":
         topics["cmd_vel"] = ("geometry_msgs/msg/TwistStamped", "reliable")
     return topics
+
+
+def command_type_fix(others) -> str:
+    """The option that subscribes to one of the ROS types ``others`` of cmd_vel (``--command-type twist_stamped``),
+    or "" where none of them is one view draws."""
+    options = {topics_for(t, with_tf=False)["cmd_vel"][0]: t for t in COMMAND_TYPES}
+    fits = [options[t] for t in others if t in options]
+    return f"--command-type {fits[0]}" if fits else ""
+
+
+def command_type_note(topic: str, others, command_type: str) -> str:
+    """What to say where ``topic`` (cmd_vel as resolved) carries the ROS types ``others`` in the graph, none of them
+    the one ``--command-type command_type`` subscribes to: DDS never connects the two, so no command arrives."""
+    wanted = topics_for(command_type, with_tf=False)["cmd_vel"][0]
+    fix = command_type_fix(others)
+    return (
+        f"{topic} is {', '.join(others)} in the graph, and --command-type {command_type} subscribes to {wanted}: "
+        f"no command of it arrives; "
+        + (f"give {fix}" if fix else f"view draws cmd_vel as --command-type {' or '.join(COMMAND_TYPES)} only")
+    )
 
 
 def tf_missing() -> str | None:
@@ -151,6 +175,7 @@ class Recording:
     counts: dict = field(default_factory=dict)
     non_finite: int = 0  # transforms left out: a nan or inf in their translation or rotation
     first_non_finite: str = ""  # "<topic> <parent> -> <child>" of the first of them (for the one warning)
+    command_type_note: str = ""  # cmd_vel of another type than subscribed: "<Type> in the graph: --command-type X"
 
     def frame(self, name: str) -> str:
         """The frame id of one of sim_node's frames (``odom``, ``base_link``, ``camera_optical``, ...)."""
@@ -450,7 +475,8 @@ def render_snapshot(rec: Recording, path: str | Path, title: str = "", replace: 
         ax_cmd.plot(c[:, 0] - c[0, 0], c[:, 2], label=labels[1], lw=1)
         # beside the axes: in the lower right corner it hid the commands (docs/viewing.png)
         ax_cmd.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax_cmd.set_title(f"{topic} ({len(commands)} commands)", fontsize=8)
+    note = f"\n{rec.command_type_note}" if topic == "cmd_vel" and rec.command_type_note else ""
+    ax_cmd.set_title(f"{topic} ({len(commands)} commands){note}", fontsize=8)
     ax_cmd.set_xlabel("wall time since the first command (s)", fontsize=8)
     ax_cmd.grid(alpha=0.3)
     if title:
@@ -503,6 +529,8 @@ class Viewer:
         from rclpy.serialization import deserialize_message
 
         self.topics = topics_for(command_type, with_tf)
+        self.command_type = command_type
+        self.command_type_said = False
         self._deserialize = deserialize_message
         self.server = foxglove_server
         self.recording = Recording(frame_prefix=frame_prefix) if record else None
@@ -567,6 +595,27 @@ class Viewer:
             msg = self._deserialize(data, message_class(self.topics[topic][0]))
             with self._lock:
                 self.recording.add(topic, msg, time.monotonic() - self.started)
+
+    def check_command_type(self, node) -> str | None:
+        """Say once (stderr, and in the picture's command panel) where cmd_vel is in the graph as another type than
+        ``--command-type``'s (a publisher, or a base subscribing, of TwistStamped): the panel stayed at "0
+        commands" without a word. The warning, or None."""
+        if self.command_type_said:
+            return None
+        topic, wanted = self.channel_names["cmd_vel"], self.topics["cmd_vel"][0]
+        others = sorted(
+            {t for name, types in node.get_topic_names_and_types() if name == topic for t in types} - {wanted}
+        )
+        if not others:
+            return None
+        self.command_type_said = True
+        note = command_type_note(topic, others, self.command_type)
+        print(f"liquid-control view: warning: {note}", file=sys.stderr, flush=True)
+        if self.recording is not None:
+            with self._lock:
+                types = ", ".join(t.rsplit("/", 1)[-1] for t in others)
+                self.recording.command_type_note = f"{types} in the graph: {command_type_fix(others) or 'not drawn'}"
+        return note
 
     def replay_latched(self):
         """A client that subscribes late still gets the latched messages (as a transient-local subscriber would)."""
@@ -732,13 +781,18 @@ def run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     deadline = time.monotonic() + args.duration if args.duration > 0 else math.inf
+    type_check = time.monotonic() + COMMAND_TYPE_CHECK_S  # discovery first
     try:
         while not stop.is_set() and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
             viewer.replay_latched()
+            if time.monotonic() >= type_check:
+                viewer.check_command_type(node)
+                type_check = time.monotonic() + COMMAND_TYPE_CHECK_S
             if args.until_episode_end and viewer.episode_ends:
                 print(f"episode ended: {json.dumps(viewer.episode_ends[0])}", flush=True)
                 break
+        viewer.check_command_type(node)  # a watch shorter than the period, or a publisher found late
     finally:
         executor.shutdown()
         node.destroy_node()
