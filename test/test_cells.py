@@ -556,6 +556,32 @@ def test_a_nan_in_a_cfc_backbone_stays_nan_on_the_compiled_kernels_as_on_torch(a
     assert finite[variant] == finite["without"] == ([True, True, False, False, False],) * 2
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul")  # numpy, the inf state
+@pytest.mark.parametrize("mode", ["default", "no_gate", "pure"])
+def test_a_held_cfc_step_keeps_the_state_whatever_its_padding_or_state_holds(mode, fused_backend):
+    """A kernel audit: the compiled CfC held a masked step as ``keep * new + (1 - keep) * h``, so NaN padding under
+    ``mask=False`` (0 * NaN) made the held sample's state NaN, and an inf in the state ((1 - 1) * inf) a NaN on an
+    ordinary step, on the compiled path only; torch and numpy select, as ``ltc.inc`` skips held steps."""
+    torch.manual_seed(0)
+    cell = CfCCell(3, 4, backbone_units=8, mode=mode).eval()
+    x, dt = torch.randn(2, 5, 3), torch.full((2, 5), 0.1)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    x[1, :2], mask[1, :2] = float("nan"), False  # sample 1 left-padded with NaN
+    with torch.no_grad(), kernels.recording() as ran:
+        out, h_n = LiquidRNN(cell)(x, dt, mask=mask)
+        state = torch.tensor([[float("inf"), 0.1, 0.2, 0.3]])
+        stepped = cell.step(x[:1, 0], state, dt[:1, 0])
+    assert _backends(ran, "sequence") == {fused_backend["sequence"]}
+    assert _backends(ran, "step") == {fused_backend["step"]}
+    with torch.no_grad():
+        _, unpadded = LiquidRNN(cell)(x[1:, 2:], dt[1:, 2:])
+    torch.testing.assert_close(h_n[1], unpadded[0])
+    with kernels.recording() as ran:
+        reference = cell.step(x[:1, 0], state, dt[:1, 0]).detach()
+    assert _backends(ran, "step") == {"stepwise"} and torch.isfinite(reference).all()
+    torch.testing.assert_close(stepped, reference)
+
+
 @pytest.mark.parametrize("units", [5, "ncp"])
 def test_fused_ltc_sequence_equals_the_step_by_step_graph(units, monkeypatch, fused_backend):
     """The hand-written backwards (CompiledLTC, TorchLTC: semi_implicit) give autograd's gradients, masks and dt = 0
