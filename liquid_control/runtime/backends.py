@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import shlex
 import warnings
 from dataclasses import dataclass
@@ -567,13 +568,25 @@ def model_bytes(path) -> bytes:
     return Path(path).read_bytes()
 
 
+def onnxruntime_module():
+    """``import onnxruntime``, the package's one import of it, with its telemetry off unless the environment
+    already sets ``ORT_DISABLE_TELEMETRY`` (``0``: on): onnxruntime 1.32 starts telemetry in its import, which
+    keeps a device ID under ~/.cache/Microsoft and, where HOME is read-only or not a folder (a robot's service
+    user), printed a coloured warning line "Failed to persist telemetry device ID" before any setting could
+    silence it. Its own errors and warnings (a model it cannot load) are still printed and raised."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 def import_onnxruntime(path: str | Path):
     """The onnxruntime module, or a ``ValueError`` naming ``path`` and why it cannot run it: not installed, or an
     install whose import fails (a missing shared library raises OSError, a numpy it was not built for others).
     Only ImportError was caught: any other failure escaped ``load_backend``, so ``backend: auto`` failed instead
     of running the checkpoint with torch."""
     try:
-        import onnxruntime
+        onnxruntime = onnxruntime_module()
     except ImportError as exc:
         raise ValueError(f"{path}: onnxruntime is not installed, cannot run an ONNX policy") from exc
     except Exception as exc:  # a broken install: not a crash of whoever asked for the model

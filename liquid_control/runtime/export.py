@@ -57,6 +57,7 @@ from .backends import (
     load_hashed_policy,
     model_bytes,
     onnx_input_names,
+    onnxruntime_module,
     training_record_of,
 )
 
@@ -468,9 +469,9 @@ def parity(policy, onnx_path: str | Path, batch: int = 4, seed: int = 1) -> floa
     """Max abs difference between torch and onnxruntime (action and state) on random inputs, with every
     encoder running (on random and on low-contrast images) and with every encoder's features taken from the
     state."""
-    import onnxruntime as ort
     import torch
 
+    ort = onnxruntime_module()  # an ImportError as it was: the command says which package to install
     session = ort.InferenceSession(model_bytes(onnx_path), providers=["CPUExecutionProvider"])
     spec = ObservationSpec.from_config(policy.config)
     worst = 0.0
