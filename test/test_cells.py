@@ -31,6 +31,7 @@ from liquid_control.cells import (
     native,
     save_model,
 )
+from liquid_control.cells.solvers import make_solver
 
 torch.set_num_threads(1)
 
@@ -580,6 +581,31 @@ def test_a_held_cfc_step_keeps_the_state_whatever_its_padding_or_state_holds(mod
         reference = cell.step(x[:1, 0], state, dt[:1, 0]).detach()
     assert _backends(ran, "step") == {"stepwise"} and torch.isfinite(reference).all()
     torch.testing.assert_close(stepped, reference)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda core: setattr(core.solver, "substeps", 1),
+        lambda core: setattr(core, "solver", make_solver("euler", substeps=2)),
+        lambda core: setattr(core, "epsilon", 0.5),
+    ],
+    ids=["substeps", "solver", "epsilon"],
+)
+def test_a_streaming_ltc_step_follows_a_solver_or_epsilon_changed_after_it_was_prepared(change, fused_backend):
+    """A kernel audit: the prepared step kernel fixed the solver's sub-steps and epsilon when it was built and was
+    kept while only the weights were compared, so no-grad steps (the node's) went on with the old solver after
+    ``core.solver = ...`` (ncps's ``ode_unfolds`` changed), where sequences and grad steps took the new one."""
+    torch.manual_seed(0)
+    core = LTCCell(3, 6)
+    x, h, dt = torch.randn(2, 3), torch.rand(2, 6), torch.tensor([0.5, 0.2])
+    with torch.no_grad():
+        core.step(x, h, dt)  # prepares the step kernel
+    change(core)
+    with torch.no_grad(), kernels.recording() as ran:
+        fast = core.step(x, h, dt)
+    assert _backends(ran, "step") <= {fused_backend["step"], "numpy"}  # euler: the numpy step
+    torch.testing.assert_close(fast, core.step(x, h, dt).detach(), atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("units", [5, "ncp"])

@@ -131,6 +131,11 @@ class RecurrentCore(nn.Module):
         """Parameter transforms computed once per sequence (or step)."""
         return None
 
+    def step_kernel_settings(self) -> tuple:
+        """What a prepared step kernel bakes in besides the weights (an LTC's solver, its sub-steps, epsilon): a
+        change of any of them prepares the kernel again. Called at every no-grad step, so kept cheap."""
+        return ()
+
     def prepare_inputs(self, x: torch.Tensor, ctx: Any) -> torch.Tensor:
         """The input-only part of a step, for any leading dims (all steps of a sequence at once)."""
         return x

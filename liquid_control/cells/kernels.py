@@ -184,7 +184,8 @@ def _weights_state(tensors) -> tuple:
 class StepKernels:
     """The step kernel of a core per dtype, rebuilt when its parameters or buffers changed: other tensors
     (``torch.func.functional_call``), other storage or an in-place update (``_weights_state``), a step of a fused
-    optimizer (``fused_optimizer_steps``); ``load_state_dict``, ``to()`` and friends call ``clear``."""
+    optimizer (``fused_optimizer_steps``), or a setting it baked in (``core.step_kernel_settings()``: an LTC's solver
+    swapped or its sub-steps or epsilon changed); ``load_state_dict``, ``to()`` and friends call ``clear``."""
 
     def __init__(self):
         self._cache: dict[Any, tuple] = {}
@@ -196,7 +197,8 @@ class StepKernels:
         if transformed() or torch.compiler.is_compiling():
             return None
         cached = self._cache.get(dtype)
-        if cached is not None and cached[0] == (core.training, fused_optimizer_steps):
+        prepared_for = (core.training, fused_optimizer_steps, core.step_kernel_settings())
+        if cached is not None and cached[0] == prepared_for:
             _, tables, names, tensors, state, kernel, _ = cached
             current = tuple(map(dict.get, tables, names))
             if all(map(is_, current, tensors)) and _weights_state(current) == state:
@@ -211,7 +213,6 @@ class StepKernels:
         tensors = tuple(map(dict.get, tables, names))
         # the storages are held, so that no other tensor's can be allocated at a compared address meanwhile
         storages = tuple(t.untyped_storage() for t in tensors)
-        prepared_for = (core.training, fused_optimizer_steps)
         self._cache[dtype] = (prepared_for, tables, names, tensors, _weights_state(tensors), kernel, storages)
         return kernel
 

@@ -180,6 +180,10 @@ class LTCCell(RecurrentCore):
         }
 
     # ---- hooks ---------------------------------------------------------------------------------------
+    def step_kernel_settings(self) -> tuple:
+        """The solver object, its sub-steps and epsilon, which the step kernels fix when they are prepared."""
+        return (self.solver, self.solver.substeps, self.epsilon)
+
     def step_context(self) -> dict:
         """Positive (softplus) weights, capacitances and leaks, masked by the wiring, formed once per sequence."""
         w = softplus(self.w) * self.sparsity_mask
