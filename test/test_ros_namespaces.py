@@ -25,7 +25,8 @@ def file_parameters(path) -> dict:
 @pytest.fixture
 def node_in(request):
     """A factory: ``make(cls_or_name, namespace, params_file)`` -> a node on a private context whose rcl arguments
-    are ``--ros-args -r __ns:=<namespace> --params-file <file>``, as ``ros2 run ... --ros-args`` gives them."""
+    are ``--ros-args -r __ns:=<namespace> --params-file <file>``, as ``ros2 run ... --ros-args`` gives them (and
+    the process's arguments the nodes read the file's sections from)."""
     made = []
 
     def make(kind, namespace, params_file):
@@ -35,10 +36,10 @@ def node_in(request):
             args += ["-r", f"__ns:={namespace}"]
         rclpy.init(args=args, context=context, domain_id=int(isolated_ros_env()["ROS_DOMAIN_ID"]))
         if kind is PolicyNode:
-            node = PolicyNode(context=context)
+            node = PolicyNode(context=context, argv=args)
         else:  # sim_node's parameter table on a plain node (a SimNode builds its world in __init__)
             node = Node(kind, context=context)
-            declare_node_parameters(node, SIM_NODE_PARAMETERS)
+            declare_node_parameters(node, SIM_NODE_PARAMETERS, argv=args)
         made.append((node, context))
         return node
 
@@ -75,3 +76,59 @@ def test_the_sim_resets_the_policy_node_of_its_own_namespace(node_in, namespace)
     policy = node_in(PolicyNode, namespace, paths.config_dir() / "rover_policy.yaml")
     called = sim.resolve_service_name(sim.get_parameter("policy_reset_service").value)
     assert called == policy.resolve_service_name("~/reset") == f"{namespace}/policy_node/reset"
+
+
+def test_a_shared_section_may_hold_other_nodes_parameters_but_not_typos(node_in, tmp_path, monkeypatch):
+    """A fleet's file with a `/**:` section (every node's) holding sim_node's frame_prefix made policy_node warn
+    'ignoring unknown parameter(s) frame_prefix'. Another node's parameter of this package there is that node's;
+    a name no node knows there, or another node's in the node's own section, is still warned of (naming whose)."""
+    from rclpy.impl.rcutils_logger import RcutilsLogger
+
+    warnings = []
+    monkeypatch.setattr(RcutilsLogger, "warning", lambda self, msg, **kw: warnings.append(msg))
+    fleet = tmp_path / "fleet.yaml"
+    shared = {"frame_prefix": "robot1/", "watchdog_timeout_s": 0.4, "qos_depth": 50}
+    fleet.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {"ros__parameters": shared},
+                "/**/policy_node": {"ros__parameters": {"command_topic": "cmd_vel"}},
+                "/**/sim_node": {"ros__parameters": {"world": "LiquidRover-v0"}},
+            }
+        )
+    )
+    policy = node_in(PolicyNode, "/robot1", fleet)
+    sim = node_in(SimNodeName, "/robot1", fleet)
+    assert warnings == [] and policy.get_parameter("watchdog_timeout_s").value == 0.4
+    assert sim.get_parameter("frame_prefix").value == "robot1/"
+    shared.update(watchdog_timout_s=1.0)  # a typo: no node's
+    fleet.write_text(
+        yaml.safe_dump(
+            {
+                "/**": {"ros__parameters": shared},
+                "/**/policy_node": {"ros__parameters": {"command_topic": "cmd_vel", "topics": ["/imu/data"]}},
+            }
+        )
+    )
+    node_in(PolicyNode, "/robot1", fleet)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("ignoring unknown parameter(s) topics (bag_recorder's), watchdog_timout_s: "), (
+        warnings
+    )
+
+
+def test_the_package_parameter_names_are_each_nodes_table():
+    """PACKAGE_PARAMETER_NAMES (what a shared section may hold without a warning) keeps each node's table's names."""
+    from liquid_control.conventions.params import PACKAGE_PARAMETER_NAMES
+    from liquid_control.ros.recorder_node import RECORDER_PARAMETERS
+    from liquid_control.ros.takeover_mux import MUX_PARAMETERS
+
+    tables = {
+        "policy_node": POLICY_NODE_PARAMETERS,
+        "sim_node": SIM_NODE_PARAMETERS,
+        "bag_recorder": RECORDER_PARAMETERS,
+        "takeover_mux": MUX_PARAMETERS,
+    }
+    assert {node: set(names) for node, names in PACKAGE_PARAMETER_NAMES.items()} == {
+        node: set(table) for node, table in tables.items()
+    }

@@ -13,7 +13,9 @@ import math
 import numbers
 import os
 import re
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from liquid_control.shown import shown
 
@@ -131,10 +133,37 @@ _TOKEN = r"(?:[A-Za-z_][A-Za-z0-9_]*|\{[A-Za-z_][A-Za-z0-9_]*\})+"
 _TOPIC = re.compile(rf"(?:~|~/{_TOKEN}(?:/{_TOKEN})*|/?{_TOKEN}(?:/{_TOKEN})*)")
 
 
-def declare_node_parameters(node, table: dict, dynamic_typing: bool = True) -> None:
+# The parameter names of every node of this package, by executable. Each table lives with its node (policy_node's
+# above, SIM_NODE_PARAMETERS, RECORDER_PARAMETERS, MUX_PARAMETERS in liquid_control/ros; a test keeps these in step):
+# a parameter file's section shared by every node (``/**:``) may hold any of them, which no node warns of.
+PACKAGE_PARAMETER_NAMES: dict[str, tuple[str, ...]] = {
+    "policy_node": tuple(POLICY_NODE_PARAMETERS),
+    "sim_node": (
+        *("world", "shift", "seed", "episodes", "exit_when_done", "status_wait_s", "status_listener"),
+        *("real_time_factor", "lockstep", "lockstep_timeout_s", "render_size", "render_width", "policy_inputs"),
+        *("policy_update_on", "policy_reorder_lag_s", "time_limit", "camera_topic", "imu_topic", "wheels_topic"),
+        *("target_topic", "target_rate_hz", "command_topic", "command_type", "command_timeout_s", "odom_topic"),
+        *("odom_rate_hz", "status_topic", "run_id", "wait_for_subscribers_s", "policy_reset_service"),
+        *("frame_prefix", "camera_info_topic", "robot_description_topic", "publish_tf", "record_bag"),
+    ),
+    "bag_recorder": (
+        *("output", "topics", "duration_s", "discovery_period_s", "qos_depth", "compression", "max_bag_size"),
+        *("max_bag_duration", "repeat_latched"),
+    ),
+    "takeover_mux": (
+        *("policy_topic", "operator_topic", "output_topic", "command_type", "operator_command_type"),
+        *("command_frame_id", "action_scale", "takeover_threshold", "takeover_hold_s", "operator_share", "seed"),
+        *("operator_timeout_s", "policy_timeout_s", "watch_period_s"),
+    ),
+}
+
+
+def declare_node_parameters(node, table: dict, dynamic_typing: bool = True, argv=None) -> None:
     """Declare ``table``'s parameters (name -> (default, description)) on ``node`` and warn about overrides (a
     ``-p`` on the command line, a parameter file) that name none of them: ROS ignores those silently, so a
-    typo would leave the default in force without a word."""
+    typo would leave the default in force without a word. Not warned: another node's parameter of this package
+    that only a section shared by every node (``/**:``) of a ``--params-file`` of ``argv`` (the process's
+    arguments, rclpy's default) gives it: such a section is for all of them by design."""
     from rcl_interfaces.msg import ParameterDescriptor
 
     for name, (default, description) in table.items():
@@ -143,10 +172,60 @@ def declare_node_parameters(node, table: dict, dynamic_typing: bool = True) -> N
         )
     overrides = getattr(node, "_parameter_overrides", {})  # rclpy keeps them there; no public accessor
     unknown = sorted(n for n in overrides if not node.has_parameter(n) and not n.startswith("qos_overrides."))
+    if not unknown:
+        return
+    owners = {n: [node_name for node_name, names in PACKAGE_PARAMETER_NAMES.items() if n in names] for n in unknown}
+    shared = shared_section_parameters(node.get_fully_qualified_name(), sys.argv if argv is None else argv)
+    unknown = [n for n in unknown if not (owners[n] and n in shared)]
     if unknown:
+        named = [f"{n} ({' and '.join(owners[n])}'s)" if owners[n] else n for n in unknown]
         node.get_logger().warning(
-            f"ignoring unknown parameter(s) {', '.join(unknown)}: {node.get_name()}'s are {', '.join(table)}"
+            f"ignoring unknown parameter(s) {', '.join(named)}: {node.get_name()}'s are {', '.join(table)}"
         )
+
+
+def shared_section_parameters(node: str, argv) -> set[str]:
+    """The parameter names the ``--params-file`` files of ``argv`` give ``node`` (fully qualified) only in sections
+    shared by every node (a wildcard last name: ``/**``, ``/*``), neither in one naming the node nor by ``-p``."""
+    from liquid_control.ros.executable import params_files
+    from liquid_control.yaml_numbers import load_yaml
+
+    shared, own, argv = set(), set(), list(argv or ())
+    for path in params_files(argv):
+        try:
+            raw = load_yaml(Path(path).read_text(encoding="utf-8"))
+        except Exception:  # rcl read it already, or refused it with its own message
+            continue
+        for section, parameters in _parameter_sections(raw):
+            if section_applies(section, node):
+                last = section.strip("/").rsplit("/", 1)[-1]
+                (shared if "*" in last else own).update(_flat_names(parameters))
+    given = {a.split(":=", 1)[0] for a, before in zip(argv[1:], argv) if before in ("-p", "--param") and ":=" in a}
+    return shared - own - given
+
+
+def _parameter_sections(raw, prefix: str = "") -> list[tuple[str, dict]]:
+    """(node name, ros__parameters) of each section of a parameter file: top-level keys, and ROS's nested
+    namespace form (``robot1: policy_node: ros__parameters:`` is ``robot1/policy_node``)."""
+    sections = []
+    for key, value in (raw if isinstance(raw, dict) else {}).items():
+        if isinstance(value, dict):
+            name = f"{prefix}/{key}" if prefix else str(key)
+            parameters = value.get("ros__parameters")
+            if isinstance(parameters, dict):
+                sections.append((name, parameters))
+            elif "ros__parameters" not in value:
+                sections += _parameter_sections(value, name)
+    return sections
+
+
+def _flat_names(parameters: dict, prefix: str = "") -> list[str]:
+    """The parameter names of a ``ros__parameters`` mapping, nested ones joined by '.' (as ROS names them)."""
+    names = []
+    for key, value in parameters.items():
+        name = f"{prefix}{key}"
+        names += _flat_names(value, f"{name}.") if isinstance(value, dict) else [name]
+    return names
 
 
 def topic_name_problem(name) -> str | None:

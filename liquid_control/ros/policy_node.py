@@ -208,7 +208,9 @@ class PolicyNode(LifecycleNode):
     # takes ~1 s, a shutdown up to its stop's acknowledgement wait) before it frees the node all the same
     TRANSITION_WAIT_S = 10.0
 
-    def __init__(self, name: str = "policy_node", **kwargs):
+    def __init__(self, name: str = "policy_node", *, argv=None, **kwargs):
+        """``argv``: the arguments rclpy was initialised with (default: the process's), whose parameter files' shared
+        sections may hold other nodes' parameters (:func:`declare_node_parameters`)."""
         # Every transition (through the lifecycle services or a trigger_* call from any thread), every callback and
         # destroy_node hold it: a deactivate called from another thread than the executor's (a MultiThreadedExecutor
         # beside it) let an update in flight publish its command after the deactivate's stop (the robot moved on,
@@ -220,7 +222,7 @@ class PolicyNode(LifecycleNode):
         self._free_lock = threading.Lock()  # the two above, read and set together by a transition and destroy_node
         self._destroy_called = False
         super().__init__(name, **kwargs)
-        declare_node_parameters(self, POLICY_NODE_PARAMETERS)
+        declare_node_parameters(self, POLICY_NODE_PARAMETERS, argv=argv)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.settings = None
         self.runner: R.PolicyRunner | None = None
@@ -1629,7 +1631,7 @@ def main(args=None) -> int:
             stop_on_signal(node, signum)
 
     stop_on_signals(stop, tell_node)
-    node = PolicyNode()
+    node = PolicyNode(argv=sys.argv if args is None else args)
     warn_sections_for_another_namespace(node, sys.argv if args is None else args)
     executor = make_executor()
     executor.add_node(node)
