@@ -618,3 +618,14 @@ def test_another_publisher_on_the_base_topic_is_named_in_a_warning(mux):
         m.node._check_types()
         time.sleep(0.02)
     assert said[1] == ("info", "/base/cmd_vel (output_topic): no other publisher now")
+
+
+def test_the_operators_command_reaches_the_base_unclipped(mux):
+    """By design (docs/real_robot.md section 6): the mux has no command limits; the operator, correcting the policy,
+    may need more than the policy node's max_command, and what the base executes is the label recorded."""
+    m = mux()
+    m.operator(5.0, -9.0)
+    out, _ = m.policy(0.5, 0.0)  # far apart: the operator takes over
+    assert values(out) == (5.0, -9.0) and m.node.driver == "operator"
+    m.operator(-7.5, 12.0)  # while it drives, as sent
+    assert values(m.sent[-1]) == (-7.5, 12.0)
