@@ -84,6 +84,8 @@ def test_a_shared_section_may_hold_other_nodes_parameters_but_not_typos(node_in,
     a name no node knows there, or another node's in the node's own section, is still warned of (naming whose)."""
     from rclpy.impl.rcutils_logger import RcutilsLogger
 
+    from liquid_control.conventions.params import shared_section_parameters
+
     warnings = []
     monkeypatch.setattr(RcutilsLogger, "warning", lambda self, msg, **kw: warnings.append(msg))
     fleet = tmp_path / "fleet.yaml"
@@ -115,6 +117,10 @@ def test_a_shared_section_may_hold_other_nodes_parameters_but_not_typos(node_in,
     assert warnings[0].startswith("ignoring unknown parameter(s) topics (bag_recorder's), watchdog_timout_s: "), (
         warnings
     )
+    # a -p on the command line is this node's, whatever a shared section holds
+    argv = ["policy_node", "--ros-args", "--params-file", str(fleet), "-p", "frame_prefix:=r2/"]
+    expected = {"watchdog_timeout_s", "qos_depth", "watchdog_timout_s"}
+    assert shared_section_parameters("/robot1/policy_node", argv) == expected
 
 
 def test_the_package_parameter_names_are_each_nodes_table():

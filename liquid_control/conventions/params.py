@@ -187,11 +187,11 @@ def declare_node_parameters(node, table: dict, dynamic_typing: bool = True, argv
 def shared_section_parameters(node: str, argv) -> set[str]:
     """The parameter names the ``--params-file`` files of ``argv`` give ``node`` (fully qualified) only in sections
     shared by every node (a wildcard last name: ``/**``, ``/*``), neither in one naming the node nor by ``-p``."""
-    from liquid_control.ros.executable import params_files
     from liquid_control.yaml_numbers import load_yaml
 
-    shared, own, argv = set(), set(), list(argv or ())
-    for path in params_files(argv):
+    files, given = _ros_parameter_arguments(argv)
+    shared, own = set(), set()
+    for path in files:
         try:
             raw = load_yaml(Path(path).read_text(encoding="utf-8"))
         except Exception:  # rcl read it already, or refused it with its own message
@@ -200,8 +200,21 @@ def shared_section_parameters(node: str, argv) -> set[str]:
             if section_applies(section, node):
                 last = section.strip("/").rsplit("/", 1)[-1]
                 (shared if "*" in last else own).update(_flat_names(parameters))
-    given = {a.split(":=", 1)[0] for a, before in zip(argv[1:], argv) if before in ("-p", "--param") and ":=" in a}
     return shared - own - given
+
+
+def _ros_parameter_arguments(argv) -> tuple[list[str], set[str]]:
+    """The ``--params-file`` paths and the names set by ``-p``/``--param`` among the ROS arguments of ``argv``
+    (those after ``--ros-args``, up to ``--``)."""
+    files, names, in_ros, argv = [], set(), False, list(argv or ())
+    for arg, value in zip(argv, [*argv[1:], ""]):
+        if arg in ("--ros-args", "--"):
+            in_ros = arg == "--ros-args"
+        elif in_ros and arg == "--params-file":
+            files.append(value)
+        elif in_ros and arg in ("-p", "--param") and ":=" in value:
+            names.add(value.split(":=", 1)[0])
+    return files, names
 
 
 def _parameter_sections(raw, prefix: str = "") -> list[tuple[str, dict]]:
