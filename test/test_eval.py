@@ -1317,6 +1317,32 @@ def test_a_resume_in_another_world_does_not_report_the_other_worlds_episodes(tmp
     assert log.pending([balance]) == [balance] and log.records_for([balance]) == []
 
 
+def test_a_resume_runs_the_experts_episodes_again_under_other_world_settings(tmp_path):
+    """An audit of the evaluation: the plan gives the expert the trained policy's world settings (its update sensors
+    and inputs), but a resume matched expert records on name, seeds and world only, so `--policy expert` then
+    `--resume` with a policy updating on the IMU kept the expert's episodes of the default settings (1110 against
+    965 steps on LiquidBalanceNav-v0), where plan.json said they ran on the IMU. A record of before the settings
+    were stamped is matched by its checkpoint; the expert's, which has none, runs again."""
+    from liquid_control.evaluation.results import ResultLog
+
+    alone = build_plan(["expert"], ["in_distribution"], 1, world="LiquidBalanceNav-v0").jobs[0]
+    on_imu = dataclasses.replace(alone, env_kwargs={"update_on": ["imu"]})
+    log = ResultLog(str(tmp_path), resume=False)
+    log.append(finished_record(alone))
+    log = ResultLog(str(tmp_path), resume=True)
+    assert log.pending([alone]) == [] and log.pending([on_imu]) == [on_imu] and log.records_for([on_imu]) == []
+
+    older = tmp_path / "older"
+    trained = dataclasses.replace(on_imu, policy="p", checkpoint="p.pt", checkpoint_sha="ab" * 32)
+    log = ResultLog(str(older), resume=False)
+    unstamped = [finished_record(job) for job in (alone, trained)]
+    for record in unstamped:
+        del record["world_settings"]
+    log.append(*unstamped)
+    log = ResultLog(str(older), resume=True)
+    assert log.pending([alone, trained]) == [alone]
+
+
 @pytest.mark.parametrize("name", ["a/b", "a,b", "a b", "a|b", "-a", ".hidden"])
 def test_a_policy_name_that_cannot_name_a_file_or_a_pair_is_refused_before_any_work(name, tiny_checkpoints, tmp_path):
     """Before: `--policy a/b=CKPT` ran every episode, then stopped at `neuron_traces_a/b.png` with no report.md;

@@ -11,6 +11,7 @@ the latest record of an episode is the one that counts.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -98,7 +99,9 @@ def _of_cut_batches(done: dict) -> list[tuple]:
     (liquid_control before 2026-12-06) counts as whole."""
 
     def batch_of(record: dict | None) -> tuple | None:
-        return None if record is None else (record.get("batch"), record.get("world"), record.get("checkpoint_sha"))
+        if record is None:
+            return None
+        return (record.get("batch"), record.get("world"), record.get("checkpoint_sha"), record.get("world_settings"))
 
     return [
         key
@@ -109,13 +112,23 @@ def _of_cut_batches(done: dict) -> list[tuple]:
 
 
 def _same_episode(record: dict | None, job: EpisodeJob) -> bool:
-    """Whether a logged record is ``job``'s episode: the same key, checkpoint contents and world (the expert has no
-    checkpoint: an expert episode of another world, from a resume with another --world, is not this one)."""
-    return (
-        record is not None
-        and record.get("checkpoint_sha") == _short_sha(job.checkpoint_sha)
-        and record.get("world") == job.world
-    )
+    """Whether a logged record is ``job``'s episode: the same key, checkpoint contents, world and world settings (the
+    expert has no checkpoint: an expert episode of another world, from a resume with another --world, is not this
+    one, nor one run under another policy's update sensors and inputs, which the plan gives the expert). A record
+    without settings (liquid_control before 2026-12-07) is matched by its checkpoint; an expert's is run again."""
+    if record is None or record.get("world") != job.world:
+        return False
+    if record.get("checkpoint_sha") != _short_sha(job.checkpoint_sha):
+        return False
+    settings = record.get("world_settings")
+    return settings == world_settings_stamp(job) if settings is not None else bool(job.checkpoint_sha)
+
+
+def world_settings_stamp(job: EpisodeJob) -> str:
+    """A short hash of the world's settings an episode ran under (``env_kwargs``: update sensors, inputs, reordering
+    lag, render size), which change the episode as much as the checkpoint does."""
+    text = json.dumps(job.env_kwargs, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 def _short_sha(sha: str | None) -> str:
@@ -123,10 +136,11 @@ def _short_sha(sha: str | None) -> str:
 
 
 def finish_record(record: dict, job: EpisodeJob, batch: list[EpisodeJob] | None = None) -> dict:
-    """Stamp a worker's record with the checkpoint identity the log matches on when resuming, and the episode seeds
-    of the ``batch`` it ran in (what makes a batch whole in the log)."""
+    """Stamp a worker's record with the checkpoint and world settings the log matches on when resuming, and the
+    episode seeds of the ``batch`` it ran in (what makes a batch whole in the log)."""
     record = dict(record)
     record["checkpoint_sha"] = _short_sha(job.checkpoint_sha)
+    record["world_settings"] = world_settings_stamp(job)
     if batch is not None:
         record["batch"] = [j.episode_seed for j in batch]
     return record
