@@ -1494,6 +1494,60 @@ def test_a_storage_file_metadata_yaml_does_not_list_is_named_again_by_a_run_reus
     assert resumed == first, resumed
 
 
+def test_the_conversion_bar_moves_through_a_bag_in_bytes_and_a_resume_names_the_bags_it_takes_cached(
+    tmp_path, monkeypatch
+):
+    """Before (the misc probe): the bar counted bags, so a run on one bag of hours showed 0/1 for the minutes its
+    conversion took, and a resumed run said nothing of the bags it took from their caches. Now the bar is in bytes of
+    the bags' files, advanced as each bag's messages are read (a thousand steps at most), and a resume says one line
+    per bag taken from its cache."""
+    from pathlib import Path
+
+    from liquid_control.bags.io import recorded_files
+    from liquid_control.training import bag_data, trainer
+
+    bars = []
+
+    class Bar:  # what the run's bar was told
+        def __init__(self, total, desc, enabled, **options):
+            self.total, self.desc, self.options, self.steps = total, desc, options, [0]
+            bars.append(self)
+
+        def update(self, n=1):
+            self.steps.append(self.steps[-1] + n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(bag_data, "progress_bar", Bar)
+    data = {
+        "bags": [_steady_bag(tmp_path / "drive", 0.07, 40)],
+        "validation": [_steady_bag(tmp_path / "held", 0.07, 20)],
+    }
+    out, lines = tmp_path / "run", []
+    trainer.train(CAMERA_ONLY, out, data=data, progress=False, log=lines.append)
+    for kind, bar in zip(("train", "validation"), bars):
+        (bag,) = data["bags" if kind == "train" else "validation"]
+        assert bar.desc == f"{kind} bags" and bar.options["unit"] == "B"
+        assert bar.total == sum(f.stat().st_size for f in recorded_files(bag))
+        # one step per message of the read topics (a frame and a command each): through the bag, not once at its end
+        assert len(bar.steps) - 1 == (80 if kind == "train" else 40), bar.steps
+        assert bar.steps == sorted(bar.steps) and bar.steps[-1] == bar.total and bar.steps[-2] < bar.total
+
+    (out / "policy.pt").unlink()  # killed before its policy was written: a resume reads the bags again
+    bars.clear()
+    again = []
+    trainer.train(None, out, resume=True, progress=False, log=again.append)
+    cached = [line for line in again if "taken from its cache" in line]
+    assert cached == [
+        f"train bag drive: taken from its cache, {Path('data/bags/train/0000_drive')} (converted by an earlier "
+        "start: 40 updates, 40 labelled)",
+        f"validation bag held: taken from its cache, {Path('data/bags/validation/0000_held')} (converted by an "
+        "earlier start: 20 updates, 20 labelled)",
+    ], again
+    assert [bar.steps for bar in bars] == [[0, bar.total] for bar in bars]  # cached: the whole bag at once
+
+
 def test_a_bag_hash_cached_before_it_left_out_unlisted_files_is_taken_again(tmp_path, monkeypatch):
     """Before: a cache converted when bag_sha256 still counted a storage file metadata.yaml does not list (up to
     961d716) kept that hash in its index.json, so a resumed run recorded another SHA-256 of the bag in policy.pt
@@ -1582,7 +1636,12 @@ def test_a_damaged_bag_cache_is_rebuilt_from_the_bag_and_named(expert_bags, tmp_
     logs = []
     (out / "policy.pt").unlink()
     trainer.train(None, out, resume=True, progress=False, log=logs.append)
-    assert not [m for m in logs if m.startswith(("warning:", "train bag"))]  # a sound cache is reused as is
+    said = [m for m in logs if m.startswith(("warning:", "train bag"))]  # a sound cache is reused as is, and said
+    counts = json.loads(index.read_text())["stats"]
+    assert said == [
+        f"train bag {os.path.basename(bags[0])}: taken from its cache, {cache.relative_to(out)} (converted by an "
+        f"earlier start: {counts['updates']} updates, {counts['labelled']} labelled)"
+    ], said
 
 
 def test_a_bag_cache_index_nested_too_deeply_is_damage_naming_it(tmp_path):

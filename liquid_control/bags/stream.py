@@ -730,9 +730,16 @@ def _require(reader: BagReader, topic: str, msgtypes: tuple, what: str, option: 
         raise BagError(f"{exc}; to read {what} from {others[0]}, give {option}{others[0]}") from None
 
 
-def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec, stats: StreamStats | None = None):
+def stream_updates(
+    reader: BagReader,
+    runner: R.PolicyRunner,
+    spec: BagDataSpec,
+    stats: StreamStats | None = None,
+    on_message=None,
+):
     """Feed the bag through ``runner`` (whose backend must be a Capture/TapBackend) and yield each labelled
-    :class:`Update` in order. ``stats`` collects the runner's counters and the label counts."""
+    :class:`Update` in order. ``stats`` collects the runner's counters and the label counts; ``on_message()`` is
+    called at each message read of ``spec``'s topics (a conversion's progress: updates come at one sensor's rate)."""
     stats = stats if stats is not None else StreamStats()
     backend = runner.backend
     if not hasattr(backend, "steps"):
@@ -780,6 +787,8 @@ def stream_updates(reader: BagReader, runner: R.PolicyRunner, spec: BagDataSpec,
     wanted_joints = set(spec.joint_names)
     max_gap_s = spec.limits.max_gap_s  # a silence of a sensor longer than this ends its hold (StreamStats.held)
     for msg in reader.messages(list(by_topic) + [spec.command_topic]):
+        if on_message is not None:
+            on_message()
         if msg.msgtype != wanted_types[msg.topic]:
             counters[f"other_type.{by_topic.get(msg.topic, 'command')}"] += 1
             continue

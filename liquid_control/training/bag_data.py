@@ -532,9 +532,18 @@ class NoCommandBag(BagError):
 
 
 def convert_bag(
-    bag: str, policy_config: dict, spec, folder: Path, window: int, allow_truncated: bool, log, fingerprint: str = ""
+    bag: str,
+    policy_config: dict,
+    spec,
+    folder: Path,
+    window: int,
+    allow_truncated: bool,
+    log,
+    fingerprint: str = "",
+    progress=None,
 ) -> dict:
-    """Play ``bag`` through a capture runner and write its segments under ``folder`` (atomically)."""
+    """Play ``bag`` through a capture runner and write its segments under ``folder`` (atomically). ``progress``:
+    called with the share (0 to 1) of the bag's messages of the read topics done so far, a thousand times at most."""
     runner = capture_runner(policy_config, spec)
     tmp = folder.parent / f".{folder.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -546,7 +555,18 @@ def convert_bag(
         with BagReader(bag, allow_truncated=allow_truncated, sha256=True) as reader:
             if reader.salvaged:
                 log(f"warning: {reader.salvage_note}")
-            for update in stream_updates(reader, runner, spec, stats):
+            on_message = None
+            if progress is not None:
+                read_topics = {*spec.topics.values(), spec.command_topic}
+                total = sum(info.count for topic, info in reader.topics.items() if topic in read_topics)
+                every, done = max(1, -(-total // 1000)), [0]  # rounded up: a thousand calls at most
+
+                def on_message():
+                    done[0] += 1
+                    if done[0] % every == 0:
+                        progress(min(1.0, done[0] / total))
+
+            for update in stream_updates(reader, runner, spec, stats, on_message):
                 if "imu" in update.obs and gravity_problem is None:
                     gravity_problem = gravity.add(update.obs["imu"])
                 dt, continues = update.dt, False
@@ -611,6 +631,15 @@ def convert_bag(
     os.replace(tmp, folder)
     _fsync_dir(folder.parent)
     return index
+
+
+def _recorded_bytes(bag: str) -> int:
+    """The bytes of ``bag``'s recorded files, what converting it reads (its share of the progress bar); 1 where
+    they cannot be listed: the conversion says why."""
+    try:
+        return max(1, sum(f.stat().st_size for f in recorded_files(bag)))
+    except (OSError, BagError):
+        return 1
 
 
 def cached_gravity_problem(folder: Path, index: dict) -> str | None:
@@ -803,8 +832,18 @@ class BagRun(TrainingRun):
         """Segments of ``bags`` (converted once, cached in data/bags/<kind>/), cut into training windows."""
         episodes = []
         root = self.out / "data" / "bags" / kind
-        bar = progress_bar(len(bags), f"{kind} bags", self.progress)
+        # in bytes of the bags' files, advanced as each bag's messages are read: one bag of hours read for minutes
+        # showed 0/1 bags until it was done
+        sizes = [_recorded_bytes(bag) for bag in bags]
+        bar = progress_bar(sum(sizes), f"{kind} bags", self.progress, unit="B", unit_scale=True, unit_divisor=1024)
         for i, bag in enumerate(bags):
+            shown, size = [0], sizes[i]
+
+            def advance(share: float, shown=shown, size=size) -> None:  # to ``share`` of this bag's bytes
+                if int(size * share) > shown[0]:
+                    bar.update(int(size * share) - shown[0])
+                    shown[0] = int(size * share)
+
             folder = root / f"{i:04d}_{Path(bag).name}"
             fingerprint = _fingerprint(bag, self.spec.describe(), self.config["observation"])
             try:
@@ -819,6 +858,11 @@ class BagRun(TrainingRun):
                 warn_unlisted_files(bag)
                 if index.get("note"):  # the salvage of a truncated bag, said again as at its conversion
                     self.log(f"warning: {index['note']}")
+                s, cache = index.get("stats", {}), folder.relative_to(self.out)
+                self.log(  # a resumed run: which bags it did not convert again
+                    f"{kind} bag {Path(bag).name}: taken from its cache, {cache} (converted by an earlier start: "
+                    f"{s.get('updates', 0)} updates, {s.get('labelled', 0)} labelled)"
+                )
             if index is None:
                 self._refuse_changed_recording(bag, folder, kind)
                 try:
@@ -831,11 +875,12 @@ class BagRun(TrainingRun):
                         self.data["allow_truncated"],
                         self.log,
                         fingerprint,
+                        advance,
                     )
                 except NoCommandBag as exc:  # skipped, said; a run with no labelled bag at all is refused below
                     self.log(f"{kind} bag {Path(bag).name}: skipped, nothing to learn ({exc})")
                     self.bag_stats[bag] = {"skipped": str(exc)}
-                    bar.update(1)
+                    advance(1.0)
                     continue
                 except BagError as exc:
                     raise TrainingError(f"{kind} bag {i + 1}/{len(bags)}: {exc}") from None
@@ -866,7 +911,7 @@ class BagRun(TrainingRun):
             self.bag_hashes[bag] = index["sha256"]
             self._say_gravity(bag, index[GRAVITY_KEY])
             episodes += segments
-            bar.update(1)
+            advance(1.0)
         bar.close()
         skipped = [Path(b).name for b in bags if "skipped" in self.bag_stats.get(b, {})]
         if skipped and episodes:

@@ -791,11 +791,13 @@ def differing_keys(old, new, most: int = 6) -> list[str]:
     return keys if len(keys) <= most else keys[:most] + ["..."]
 
 
-def progress_bar(total: int, desc: str, enabled: bool):
-    """A tqdm bar on stderr (off with ``enabled=False``)."""
+def progress_bar(total: int, desc: str, enabled: bool, **options):
+    """A tqdm bar on stderr (off with ``enabled=False``); ``options``: tqdm's (``unit="B"``: a bar in bytes)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, file=sys.stderr)
+    return tqdm(
+        total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True, file=sys.stderr, **options
+    )
 
 
 def _tensorboard(folder: Path):
