@@ -168,3 +168,41 @@ def test_the_shipped_cfc_ncp_rover_still_drives_at_a_quarter_of_its_camera_rate(
     assert {r["mean_dt_s"] > 0.2 for r in records} == {True}  # the camera did run at a quarter of its rate
     wins, needed = sum(r["success"] for r in records), min_check_successes(len(seeds), 0.81, 1e-3)
     assert wins >= needed, f"{wins}/{len(seeds)} at 0.25x the camera rate (at least {needed})"
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_a_sensor_stamped_exactly_max_step_apart_drives_the_same_at_system_time_stamps(backend):
+    """A soak of the node: stamps of system time (~1.7e9 s) read as float seconds are 238 ns apart, so a camera
+    stamped exactly 100 ms apart measured dts of 0.1 +- 1.4e-7 s, and ``ceil(dt / max_step)`` took two sub-steps
+    for those just past 0.1: the shipped rover's commands differed by up to 0.57 from those of the same stamps near
+    0 (sim time, where it trained). Counts now allow ``SUBSTEP_TOLERANCE_S`` past a multiple, ONNX graph included."""
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from liquid_control.conventions import stamps
+    from liquid_control.paths import policies_dir
+    from liquid_control.runtime.backends import load_backend
+    from liquid_control.runtime.runner import PolicyRunner, RunnerLimits
+
+    path = policies_dir() / "cfc_ncp_rover.pt"
+    frames = np.random.default_rng(0).integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+
+    def commands(base_ns):
+        runner = PolicyRunner(load_backend(path, backend, warn=False), RunnerLimits(max_gap_s=1.0))
+        actions, dts = [], []
+        for k in range(40):
+            ns = base_ns + k * 100_000_000
+            result = runner.submit(
+                "camera", stamps.seconds(SimpleNamespace(sec=ns // 10**9, nanosec=ns % 10**9)), frames[k % 8]
+            )
+            actions.append(result.action)
+            dts.append(result.dt)
+        return np.array(actions), np.array(dts)
+
+    near_zero, near_zero_dts = commands(5 * 10**9)
+    system_time, system_time_dts = commands(1_700_000_000 * 10**9)
+    assert np.abs(system_time_dts - near_zero_dts).max() > 1e-8  # the stamps' float rounding is there
+    np.testing.assert_allclose(system_time, near_zero, atol=1e-4)

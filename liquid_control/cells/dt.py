@@ -125,13 +125,20 @@ def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None
 # integrated in this many longer steps, so a stalled sensor cannot make one update arbitrarily expensive.
 MAX_SUBSTEPS = 16
 
+# A dt this far past a multiple of ``max_step`` takes the smaller count (``substep_counts``). Stamps of system time
+# (~1.7e9 s) are float64 seconds 238 ns apart, so a sensor stamped exactly ``max_step`` apart (a triggered camera at
+# 10 Hz, max_step 0.1) measures dts up to 1.4e-7 s either side of it: without the tolerance half its updates took
+# two sub-steps and half one, and the rover's commands differed by up to 0.57 from those of the same stamps near 0.
+SUBSTEP_TOLERANCE_S = 1e-6
+
 
 def substep_counts(dt: torch.Tensor, max_step: float) -> torch.Tensor:
     """How many equal sub-steps each sample's ``dt`` is integrated in so that none is longer than ``max_step``
-    seconds: ``ceil(dt / max_step)`` clamped to [1, MAX_SUBSTEPS], in ``dt``'s dtype (a dt of 0 is one step).
+    seconds (give or take ``SUBSTEP_TOLERANCE_S``): ``ceil((dt - SUBSTEP_TOLERANCE_S) / max_step)`` clamped to
+    [1, MAX_SUBSTEPS], in ``dt``'s dtype (a dt of 0 is one step).
 
     A cell integrates only the step lengths it was trained on with some accuracy: a CfC's closed form, for
     one, jumps to its fixed point over a gap several times its training steps, and the policy stalls. Split
     into sub-steps with the input held (zero-order hold), the gap is integrated as the cell was trained to.
     The ONNX export computes the same counts with the same float32 ops (``runtime.export``)."""
-    return torch.ceil(dt / max_step).clamp_(1.0, float(MAX_SUBSTEPS))
+    return torch.ceil((dt - SUBSTEP_TOLERANCE_S) / max_step).clamp_(1.0, float(MAX_SUBSTEPS))

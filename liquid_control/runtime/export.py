@@ -237,13 +237,17 @@ def _substep_loop(policy, pieces, inputs: dict, opset: int):
     the iteration is below its count and then holds its state, then the action head."""
     from onnx import TensorProto, helper
 
-    from liquid_control.cells.dt import MAX_SUBSTEPS
+    from liquid_control.cells.dt import MAX_SUBSTEPS, SUBSTEP_TOLERANCE_S
 
     nodes = [
         helper.make_node(
             "Constant", [], ["max_step"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [policy.max_step])
         ),
-        helper.make_node("Div", ["dt", "max_step"], ["steps_needed"]),
+        helper.make_node(
+            "Constant", [], ["tolerance"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [SUBSTEP_TOLERANCE_S])
+        ),
+        helper.make_node("Sub", ["dt", "tolerance"], ["dt_less_tolerance"]),
+        helper.make_node("Div", ["dt_less_tolerance", "max_step"], ["steps_needed"]),
         helper.make_node("Ceil", ["steps_needed"], ["steps_ceil"]),
         helper.make_node("Constant", [], ["one"], value=helper.make_tensor("v", TensorProto.FLOAT, [], [1.0])),
         helper.make_node(
