@@ -514,6 +514,31 @@ def test_updates_a_reordering_lag_lets_go_together_are_each_labelled_from_their_
     np.testing.assert_array_equal(trained, np.float32([u.label for u in lagged]))
 
 
+def test_the_messages_a_bags_end_leaves_in_the_reordering_buffer_are_counted_and_said(tmp_path):
+    """A probe of eval --bag: with a reordering lag, the update messages within the lag of a bag's last message are
+    released by no later one; they were neither updates nor waits nor rejections, counted and said nowhere (11 of a
+    camera + IMU bag's 691). Now ``unreleased_at_end``, said in eval's report and training's log line."""
+    from liquid_control.bags.stream import unreleased_hint
+
+    cfg = copy.deepcopy(CAMERA_IMU)
+    cfg["observation"]["update_on"] = ["camera", "imu"]
+    imus = [(1.0 + 0.01 * i, 1.001 + 0.01 * i, np.full(6, i, float)) for i in range(12)]
+    commands = [(1.003 + 0.01 * i, (0.01 * i, 0.0)) for i in range(12)]
+    bag = str(_synthetic_bag(tmp_path / "tail", [(0.995, 0.9995)], imus, commands))
+    for lag, unreleased in ((0.015, 2), (0.0, 0)):
+        spec = data_spec(cfg)
+        spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, reorder_lag_s=lag))
+        stats = StreamStats()
+        with BagReader(bag) as reader:
+            updates = list(stream_updates(reader, capture_runner(cfg, spec), spec, stats))
+        counters = stats.counters
+        sent = counters["received.camera"] + counters["received.imu"]
+        rejected = sum(n for k, n in counters.items() if k.startswith("rejected."))
+        assert counters.get("unreleased_at_end", 0) == unreleased
+        assert sent == len(updates) + counters.get("waiting_for_inputs", 0) + rejected + unreleased
+        assert ("2 messages still held by the reordering lag" in unreleased_hint(counters)) == bool(unreleased)
+
+
 def test_a_bag_cache_of_a_lagged_policy_is_converted_again_one_without_a_lag_kept(tmp_path):
     """Caches converted before lagged updates were labelled from their own messages hold the old labels: their
     fingerprint changes; a run without a lag labels as before, and its caches stay valid."""

@@ -876,6 +876,8 @@ def stream_updates(
             yield from emit(labeller.on_update(update, arrival))
     yield from emit(labeller.flush())
     counters.update({k: v for k, v in runner.counters.items() if not k.startswith("accepted.")})
+    if runner.buffered:  # within the reordering lag of the last message: no later one released them
+        counters["unreleased_at_end"] = runner.buffered
     stats.duration_s = 0.0 if first is None else span + last - first
     stats.log_times_zero = first == last == 0.0 and not counters["log_time_steps_back"]
     stats.salvage_note = reader.salvage_note
@@ -1090,6 +1092,16 @@ def stale_wait_hint(counters: dict, spec: BagDataSpec) -> str:
         return ""
     each = ", ".join(f"{n} for {spec.topics.get(sensor, '?')} ({sensor})" for sensor, n in waits.items())
     return f"update messages that made no update, waiting for {R.stale_inputs_text(spec.limits.max_gap_s)}: {each}"
+
+
+def unreleased_hint(counters: dict) -> str:
+    """The messages a bag's end left in the reordering buffer (``unreleased_at_end``: within ``reorder_lag_s`` of the
+    last message, so no later one released them; the node would, with the messages after), which are neither
+    updates nor waits nor rejections; "" where none were."""
+    count = counters.get("unreleased_at_end", 0)
+    if not count:
+        return ""
+    return f"{count} messages still held by the reordering lag (reorder_lag_s) at the bag's end, never released"
 
 
 def rejection_lines(stats: StreamStats, spec: BagDataSpec, expected=None) -> list[str]:

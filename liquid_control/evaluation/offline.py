@@ -42,6 +42,7 @@ from liquid_control.bags.stream import (
     policy_runner,
     rejection_lines,
     stale_wait_hint,
+    unreleased_hint,
 )
 from liquid_control.conventions import training_record
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
@@ -350,6 +351,9 @@ def _evaluate_policy(name, path, policy_backend, spec, bags, out: Path, data: di
         waited = stale_wait_hint(result["stats"], spec)  # a stretch with no update, as the node says it
         if waited:
             per_bag[bag]["waited"] = waited
+        unreleased = unreleased_hint(result["stats"])  # the bag's last reorder_lag_s: said in the report only
+        if unreleased:
+            per_bag[bag]["unreleased"] = unreleased
         if result.get("rejected"):
             per_bag[bag]["rejected"] = "; ".join(result["rejected"])
         if str(Path(bag).resolve()) in trained_on:  # its error is not a held-out one
@@ -512,7 +516,12 @@ def report_markdown(results: dict) -> str:
                 f"| {cell[name]} | {shown} | {row['updates']} | {row.get('labelled', 0)} | "
                 f"{_fmt(row.get('mae'))} | {_fmt(row.get('rmse'))} | {row.get('loss', math.nan):.5f} | {plot} |"
             )
-    waited = _waited(results)
+    waited = _waited(results) + [
+        f"{name} on {row.get('name', Path(bag).name)}: {row['unreleased']}"
+        for name, res in results["policies"].items()
+        for bag, row in res["bags"].items()
+        if row.get("unreleased")
+    ]
     if waited:
         lines += ["", "Where updates did not happen:", ""] + [f"- {line}" for line in waited]
     rejected = _rejected(results)

@@ -72,6 +72,7 @@ from liquid_control.bags.stream import (
     label_hints,
     label_refusal,
     stale_wait_hint,
+    unreleased_hint,
 )
 from liquid_control.cells import SolverDivergedError
 from liquid_control.conventions.commands import COMMAND_ELEMENTS
@@ -887,7 +888,7 @@ class BagRun(TrainingRun):
                 s = index["stats"]
                 events = ", ".join(f"{k} {v}" for k, v in s.items() if k.startswith(("rejected.", "resets.")))
                 # a stretch with no update (a sensor silent, or stamping by another clock) said as the node says it
-                events = "; ".join(filter(None, (events, stale_wait_hint(s, self.spec))))
+                events = "; ".join(filter(None, (events, stale_wait_hint(s, self.spec), unreleased_hint(s))))
                 windows = len(index["segments"])  # the cached pieces: segments (reset to reset) cut at ``window``
                 runs = sum(not piece.get("continues") for piece in index["segments"])
                 cut = f" ({windows} windows of at most {self.data['window']} updates)" if windows != runs else ""
