@@ -825,7 +825,12 @@ def test_an_export_of_a_file_without_the_record_or_from_before_it_gives_none(tmp
     assert cli.main(["export", str(pt)]) == 0
     assert load_backend(pt).training_record == load_backend(pt, "torch").training_record == {}
     keys = {p.key for p in onnx.load(str(tmp_path / "bal.onnx")).metadata_props}
-    assert keys == {backends.ONNX_FORMAT_KEY, backends.ONNX_CONFIG_KEY, backends.ONNX_SOURCE_KEY}
+    assert keys == {
+        backends.ONNX_FORMAT_KEY,
+        backends.ONNX_GRAPH_KEY,
+        backends.ONNX_CONFIG_KEY,
+        backends.ONNX_SOURCE_KEY,
+    }
 
 
 def test_a_training_record_entry_that_is_not_json_is_refused_naming_it(tmp_path):
@@ -857,19 +862,52 @@ def load_policy_with(tmp_path, metadata):
     return load_policy(save_policy(tmp_path / "with.pt", Policy.from_config(BALANCER), metadata))
 
 
-def _with_export_format(source, target, value):
-    """A copy of the export ``source`` whose format entry is ``value`` (None: without one, as exports before it)."""
+def _with_export_format(source, target, value, key=backends.ONNX_FORMAT_KEY):
+    """A copy of the export ``source`` whose format entry (or ``key``'s) is ``value`` (None: without one, as exports
+    before it)."""
     import onnx
 
     model = onnx.load(str(source))
-    kept = [p for p in model.metadata_props if p.key != backends.ONNX_FORMAT_KEY]
+    kept = [p for p in model.metadata_props if p.key != key]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     if value is not None:
         entry = model.metadata_props.add()
-        entry.key, entry.value = backends.ONNX_FORMAT_KEY, value
+        entry.key, entry.value = key, value
     onnx.save(model, str(target))
     return target
+
+
+def test_an_export_whose_graph_computes_as_an_older_liquid_control_is_not_taken_by_auto(tmp_path):
+    """A probe of the caches: the sub-step rule changed (a dt up to 1 us past a multiple of max_step takes the smaller
+    count), and an export made before it, next to its unchanged checkpoint, was still taken by ``auto`` (actions 0.91
+    off torch's at dt 0.1 + 1.4e-7). An export records its graph revision; an older one whose config holds a change
+    runs the checkpoint with torch, saying why, and runs with a note where asked for by name or without torch; a
+    policy without max_step is untouched by that change, so its older export is still taken."""
+    torch.manual_seed(0)
+    config = copy.deepcopy(ROVER)
+    config["core"] = {**config["core"], "max_step": 0.1}
+    pt = save_policy(tmp_path / "rover.pt", Policy.from_config(config))
+    assert cli.main(["export", str(pt)]) == 0
+    onnx_path = pt.with_suffix(".onnx")
+    assert isinstance(load_backend(pt), OnnxBackend) and load_backend(pt).note is None
+    _with_export_format(onnx_path, onnx_path, None, key=backends.ONNX_GRAPH_KEY)  # as exported before 2026-12-07
+    fallback = load_backend(pt, warn=False)
+    assert (
+        isinstance(fallback, TorchBackend) and "exported by an older liquid_control (sub-step counts" in fallback.note
+    )
+    for asked in (load_backend(pt, "onnx", warn=False), load_backend(onnx_path, warn=False)):
+        assert isinstance(asked, OnnxBackend) and "exported by an older liquid_control" in asked.note
+        assert "re-export it" in asked.note
+    _with_export_format(onnx_path, onnx_path, "two", key=backends.ONNX_GRAPH_KEY)
+    with pytest.raises(BackendError, match="not a graph revision number"):
+        OnnxBackend(onnx_path)
+
+    plain = save_policy(tmp_path / "plain.pt", Policy.from_config(ROVER))
+    assert cli.main(["export", str(plain)]) == 0
+    _with_export_format(plain.with_suffix(".onnx"), plain.with_suffix(".onnx"), None, key=backends.ONNX_GRAPH_KEY)
+    taken = load_backend(plain, warn=False)
+    assert isinstance(taken, OnnxBackend) and taken.note is None
 
 
 def test_an_export_records_its_format_and_one_newer_than_the_code_is_refused_naming_it(tmp_path):

@@ -38,6 +38,20 @@ ONNX_TRAINING_PREFIX = "liquid_control."
 # newer format than ONNX_FORMAT is refused naming it, rather than read by guessing from the keys it lacks or holds.
 ONNX_FORMAT_KEY = "liquid_control.export_format"
 ONNX_FORMAT = 1  # the format `liquid-control export` writes, and the newest this version reads
+# metadata_props entry: the revision of what the graph computes (a decimal integer; an export without it: 1). Raised
+# with any change of the arithmetic an export holds, each listed in GRAPH_CHANGES with the configs it touches: an
+# export of an older revision next to its unchanged checkpoint would compute the old way, so ``auto`` runs the
+# checkpoint with torch instead, and an export run by name (or without torch) runs with a note to re-export it.
+ONNX_GRAPH_KEY = "liquid_control.graph_revision"
+ONNX_GRAPH_REVISION = 2
+GRAPH_CHANGES = (  # (revision, what changed, whether a policy config's graph holds it)
+    (
+        2,
+        "sub-step counts allow 1 us past a multiple of core.max_step (2026-12-07: a sensor stamped exactly max_step "
+        "apart at system-time stamps took one or two sub-steps by rounding)",
+        lambda config: bool((config.get("core") or {}).get("max_step")),
+    ),
+)
 # observation.timing's choices, as liquid_control.policy.config names them (not imported: the runtime runs ONNX
 # policies without torch, which that package needs)
 TIMING_INPUTS = ("event", "ages")
@@ -287,6 +301,7 @@ class OnnxBackend:
         self.path = Path(path)
         self.config = config
         self.source_sha256 = meta.get(ONNX_SOURCE_KEY)  # None: exported before exports recorded their source
+        self.outdated = outdated_graph(path, meta, config)  # "" unless it computes as an older liquid_control did
         self.training_record = _onnx_training_record(path, meta)
         self.spec = ObservationSpec.from_config(self.config)
         # the float inputs step() checks, per encoder (the camera's uint8 frame cannot be NaN), then the time inputs
@@ -380,6 +395,21 @@ def export_format(path, meta: dict) -> int:
             f"(`liquid-control export {shlex.quote(str(Path(path).with_suffix('.pt')))}`)"
         )
     return version
+
+
+def outdated_graph(path, meta: dict, config: dict) -> str:
+    """What an export computes differently from a fresh one of its checkpoint (its ``ONNX_GRAPH_KEY`` revision older
+    than a change in ``GRAPH_CHANGES`` that its config's graph holds), "" when nothing. A value that is no revision
+    number is a BackendError naming ``path``."""
+    text = meta.get(ONNX_GRAPH_KEY, "1")
+    if not (text.isascii() and text.isdigit()):
+        raise BackendError(
+            f"{path}: metadata {ONNX_GRAPH_KEY!r} is {shown(text, 40)}, not a graph revision number; re-export it "
+            "(`liquid-control export`)"
+        )
+    revision = int(text)
+    changes = [what for since, what, holds in GRAPH_CHANGES if revision < since and holds(config)]
+    return "; ".join(changes)
 
 
 def training_record_of(metadata: dict) -> dict:
@@ -682,7 +712,13 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
             f"{_policy_name(candidate.config)}; checkpoint SHA-256 differs); re-export it (`liquid-control export "
             f"{path}`, where torch is installed) and copy both files"
         )
-    if candidate.source_sha256 is None and path.is_file():  # an export older than the record: runs, with a warning
+    if candidate.outdated:  # runs (no torch here, or onnx asked for), but not silently
+        candidate.note = (
+            f"{onnx_path}: runs in place of {path.name}, but was exported by an older liquid_control ("
+            f"{candidate.outdated}); re-export it (`liquid-control export {shlex.quote(str(path))}`, where torch is "
+            "installed)"
+        )
+    elif candidate.source_sha256 is None and path.is_file():  # an export older than the record: runs, warned
         candidate.note = (
             f"{onnx_path}: runs in place of {path.name} unchecked: the export does not record which checkpoint it "
             "was exported from, so it may be another policy's (re-export it: "
@@ -751,6 +787,12 @@ def _choose_backend(path: Path, backend: str):
         if not path.is_file():
             raise BackendError(f"{path}: no such policy file")
         chosen, checkpoint = OnnxBackend(path), path.with_suffix(".pt")
+        if chosen.outdated:
+            chosen.note = (
+                f"{path}: runs as asked, but was exported by an older liquid_control ({chosen.outdated}); re-export "
+                f"it from its checkpoint (`liquid-control export {shlex.quote(str(checkpoint))}`)"
+            )
+            return chosen
         recorded = chosen.source_sha256
         if recorded is None or not checkpoint.is_file():
             return chosen
@@ -803,7 +845,7 @@ def _choose_backend(path: Path, backend: str):
             except BackendError as exc:  # not a usable export: torch runs the checkpoint
                 skipped = f"{onnx_path.name} next to it is not a usable ONNX policy ({exc})"
             else:
-                if candidate.source_sha256 == checkpoint_sha:
+                if candidate.source_sha256 == checkpoint_sha and not candidate.outdated:
                     return candidate
                 candidate.close()
                 skipped = f"{onnx_path.name} next to it " + (
@@ -811,6 +853,9 @@ def _choose_backend(path: Path, backend: str):
                     if candidate.source_sha256 is None
                     else "was exported from another version of it or from another policy (it holds "
                     f"{_policy_name(candidate.config)}; re-export it: liquid-control export)"
+                    if candidate.source_sha256 != checkpoint_sha
+                    else f"was exported by an older liquid_control ({candidate.outdated}; re-export it: "
+                    "liquid-control export)"
                 )
     from liquid_control.policy import PolicyLoadError, load_policy
 

@@ -16,7 +16,9 @@ the encoders can sit inside ``If`` branches; with ``core.max_step`` the core's u
 core step (the same sub-steps as ``Policy.advance``), then the action head. The model also records the SHA-256 of
 the checkpoint it was exported from (``backend: auto`` runs only a matching export), and the format of this layout
 (``liquid_control.export_format``, ``backends.ONNX_FORMAT``: raise it with any change of the inputs, outputs or
-metadata entries, so that an older liquid_control refuses the new exports naming them).
+metadata entries, so that an older liquid_control refuses the new exports naming them), and the revision of what
+the graph computes (``liquid_control.graph_revision``, ``backends.ONNX_GRAPH_REVISION``: raise it, with an entry in
+``backends.GRAPH_CHANGES``, with any change of the arithmetic, so that ``auto`` no longer takes an older export).
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ from .backends import (
     ONNX_CONFIG_KEY,
     ONNX_FORMAT,
     ONNX_FORMAT_KEY,
+    ONNX_GRAPH_KEY,
+    ONNX_GRAPH_REVISION,
     ONNX_SOURCE_KEY,
     ONNX_TRAINING_PREFIX,
     VECTORS,
@@ -437,6 +441,8 @@ def build_onnx(policy, opset: int = OPSET, source: str | Path | None = None, sou
     recorded = recorded_config(policy.config, getattr(policy, "metadata", None))
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_FORMAT_KEY, str(ONNX_FORMAT)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = ONNX_GRAPH_KEY, str(ONNX_GRAPH_REVISION)
     entry = model.metadata_props.add()
     entry.key, entry.value = ONNX_CONFIG_KEY, json.dumps(recorded)
     if source_sha256 is None and source is not None:
