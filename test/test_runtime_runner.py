@@ -717,3 +717,40 @@ def test_a_held_sensor_slower_than_max_gap_is_not_stale_between_its_messages():
         result = runner.submit("imu", t, imu())
         assert result.status == (R.UPDATED if t - 2.3299 <= 0.665 + 0.5 else R.WAITING), t
     assert set(runner.stale_inputs()) >= {"wheels"}
+
+
+def _grid_seconds(ns: int) -> float:
+    """A stamp of ``ns`` nanoseconds as policy_node reads a header.stamp (``stamps.seconds``)."""
+    from types import SimpleNamespace
+
+    from liquid_control.conventions import stamps
+
+    return stamps.seconds(SimpleNamespace(sec=ns // 10**9, nanosec=ns % 10**9))
+
+
+@pytest.mark.parametrize("base_s", [5, 1_700_000_000])
+def test_thresholds_met_exactly_by_a_grid_of_stamps_decide_the_same_at_system_time(base_s):
+    """A probe of the stamp rules: float stamps of system time are 238 ns apart, so a difference meant to equal a
+    threshold came out up to 2.4e-7 s either side. An IMU stamped on a 5 ms grid with a 5 ms reordering lag was held
+    one period more on 383 of 400 messages; a camera stamped exactly max_gap_s apart reset the state at 40% of its
+    frames (at base 5 s too); a stamp exactly max_backward_jump_s back reset it as a clock jump on some. Each rule
+    now allows ``STAMP_TOLERANCE_S``: exactly at the threshold is within it, at every base."""
+    base = base_s * 10**9 + 123_456_000
+    buffer = ReorderBuffer(lag_s=0.005)
+    released = [buffer.push("imu", _grid_seconds(base + k * 5_000_000), k) for k in range(400)]
+    assert [[payload for _, _, payload in r] for r in released] == [[]] + [[k - 1] for k in range(1, 400)]
+
+    gap = R.PolicyRunner(LeakyBackend(), R.RunnerLimits(max_gap_s=0.1, max_backward_jump_s=0.05))
+    for k in range(200):
+        gap.submit("imu", _grid_seconds(base + k * 100_000_000), imu())
+        gap.submit("camera", _grid_seconds(base + k * 100_000_000), image())
+    assert gap.counters["resets.gap"] == 0 and gap.counters["updates"] == 200
+
+    jumps = R.PolicyRunner(LeakyBackend(), R.RunnerLimits(max_gap_s=1.0, max_backward_jump_s=0.05))
+    for k in range(100):  # each camera frame followed by one stamped exactly max_backward_jump_s before it
+        stamp = base + 10**9 + k * 200_000_000
+        jumps.submit("imu", _grid_seconds(stamp), imu())
+        jumps.submit("camera", _grid_seconds(stamp), image())
+        back = jumps.submit("camera", _grid_seconds(stamp - 50_000_000), image())
+        assert back.reason == R.OUT_OF_ORDER
+    assert jumps.counters["resets.clock_backwards"] == 0

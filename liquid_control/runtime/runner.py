@@ -57,7 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backends import CAMERA, ObservationSpec
-from .timeline import ReorderBuffer, Update, UpdateClock
+from .timeline import STAMP_TOLERANCE_S, ReorderBuffer, Update, UpdateClock
 
 # Why a reading was rejected (diagnostics keys: ``rejected.<reason>``).
 UNKNOWN_SENSOR = "unknown_sensor"
@@ -336,7 +336,7 @@ class PolicyRunner:
         if last is not None:
             if stamp == last:
                 return self._reject(sensor, DUPLICATE)
-            if stamp < last - self.limits.max_backward_jump_s:
+            if stamp < last - self.limits.max_backward_jump_s - STAMP_TOLERANCE_S:
                 self.reset(CLOCK_BACKWARDS, clear_inputs=True)
                 reset = CLOCK_BACKWARDS
             elif stamp < last:
@@ -408,8 +408,9 @@ class PolicyRunner:
 
     def _update(self, update: Update):
         dt, reset = update.dt + self._carried_dt, None
-        if dt > self.limits.max_gap_s or self._waited_on_stale:
-            reset = "gap" if dt > self.limits.max_gap_s else STALE_INPUT
+        gap = dt > self.limits.max_gap_s + STAMP_TOLERANCE_S  # a dt of exactly max_gap_s integrates
+        if gap or self._waited_on_stale:
+            reset = "gap" if gap else STALE_INPUT
             self._reset_state(reset)
             dt = self.limits.first_update_dt
         obs = {ObservationSpec.obs_key(s): self._held[s] for s in self.spec.sensors}

@@ -43,6 +43,12 @@ from dataclasses import dataclass
 # Stamp differences per input whose median is its typical message interval (UpdateClock's stale rule).
 INTERVALS = 9
 
+# How far past a threshold a stamp difference must be to count as past it (the reordering lag, the stale rule here;
+# the runner's gap and clock-jump rules). Stamps of system time (~1.7e9 s) are float seconds 238 ns apart, so a
+# difference meant to equal a threshold exactly (an IMU stamped on a 5 ms grid, a lag of one period) came out up
+# to 2.4e-7 s either side, and half such messages waited one period more, or reset the state, by rounding.
+STAMP_TOLERANCE_S = 1e-6
+
 
 class ReorderBuffer:
     """Releases messages in stamp order once the newest stamp seen is ``lag_s`` past them (see module doc)."""
@@ -72,8 +78,9 @@ class ReorderBuffer:
         self._arrivals += 1
         self._newest = max(self._newest, stamp)
         released = []
-        while self._heap and (self._heap[0][0] <= self._newest - self.lag_s or len(self._heap) > self.capacity):
-            if self._heap[0][0] > self._newest - self.lag_s:
+        due = self._newest - self.lag_s + STAMP_TOLERANCE_S  # released: stamped up to here
+        while self._heap and (self._heap[0][0] <= due or len(self._heap) > self.capacity):
+            if self._heap[0][0] > due:
                 self.forced += 1
             stamp_, _, _, sensor_, payload_ = heapq.heappop(self._heap)
             released.append((sensor_, stamp_, payload_))
@@ -142,7 +149,7 @@ class UpdateClock:
                 if s in self.required
                 and s not in self.ageless
                 and abs(u - t) > self.max_age_s  # (the median only for an input that old)
-                and abs(u - t) > self.max_age_s + self.interval(s)
+                and abs(u - t) > self.max_age_s + self.interval(s) + STAMP_TOLERANCE_S
             }
             if self.stale:
                 return None
