@@ -400,6 +400,35 @@ def test_padding_mask_holds_the_state_and_repeats_its_output():
     torch.testing.assert_close(h_first[0], h0[0])
 
 
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("name", CORES)
+def test_what_a_padded_step_holds_changes_no_output_and_no_gradient(name, fused):
+    """A training audit: a masked step's state is held, but its update was still formed from its inputs, and backward
+    multiplied a zero gradient by their local derivative: NaN padding (0 x NaN) made every weight's gradient NaN with
+    a finite loss, on every path (the compiled CfC's forward too, before 5f1104f). Padding holds anything now."""
+    cell = _core(name)
+    x, dt = _data(batch=2, steps=6)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    results = []
+    for fill_x, fill_dt in ((0.0, 0.0), (float("nan"), 0.0), (1e30, 1e3)):
+        padded_x, padded_dt = x.clone(), dt.clone()
+        padded_x[1, 4:], padded_dt[1, 4:] = fill_x, fill_dt
+        padded_x.requires_grad_()
+        cell.zero_grad()
+        out, h_n = cell.advance_sequence(padded_x, padded_dt, None, mask, fused=fused)
+        loss = out[0].pow(2).sum() + out[1, :4].pow(2).sum() + h_n.pow(2).sum()
+        loss.backward()
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in cell.parameters()]
+        grads.append(padded_x.grad[:, :4].clone())
+        assert all(torch.isfinite(g).all() for g in grads) and torch.isfinite(loss)
+        results.append((out.detach(), h_n.detach(), grads))
+    for out, h_n, grads in results[1:]:
+        torch.testing.assert_close(out, results[0][0])
+        torch.testing.assert_close(h_n, results[0][1])
+        for got, want in zip(grads, results[0][2], strict=True):
+            torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("name", CORES)
 def test_gradcheck_float64_through_inputs_dt_state_and_parameters(name):
     cell = _core(name, torch.float64)
