@@ -352,6 +352,20 @@ def test_chromaticity_removes_shading_pixel_by_pixel():
     assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
 
 
+def test_a_retinex_encoder_built_under_a_float64_default_runs_in_it():
+    """A padding audit, in passing: the surround matrices were built float32 whatever the default dtype, so a retinex
+    encoder built under ``torch.set_default_dtype(torch.float64)`` (float64 weights) refused its first frame with
+    "expected m1 and m2 to have the same dtype"."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        encoder = CameraEncoder(16, 16, [4], [3], [2], 4, normalize="retinex")
+        features = encoder(frames(batch=2, steps=1)[:, 0, :16, :16])
+    finally:
+        torch.set_default_dtype(previous)
+    assert encoder.surround_rows.dtype == features.dtype == torch.float64 and torch.isfinite(features).all()
+
+
 def test_retinex_is_log_colour_minus_its_gaussian_surround():
     """``retinex`` against scipy: log(x + eps) minus its Gaussian blur (sigma 4 px, edges replicated), then per
     channel standardised; slowly varying light mostly falls out, a dark trunk on dark ground stays visible."""

@@ -112,8 +112,9 @@ class CameraEncoder(nn.Module):
         self.norm = nn.LayerNorm(features)
         self.output_size = features
         if normalize == "retinex":  # buffers, so they follow .double()/.to() and are constants of the exported graph
-            self.register_buffer("surround_rows", _blur_matrix(height, _RETINEX_SIGMA).float(), persistent=False)
-            self.register_buffer("surround_cols", _blur_matrix(width, _RETINEX_SIGMA).T.float(), persistent=False)
+            dtype = torch.get_default_dtype()  # the weights': built under float64 they met float32 matrices
+            self.register_buffer("surround_rows", _blur_matrix(height, _RETINEX_SIGMA).to(dtype), persistent=False)
+            self.register_buffer("surround_cols", _blur_matrix(width, _RETINEX_SIGMA).T.to(dtype), persistent=False)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Features (N, F) of uint8 images (N, H, W, 3); ValueError for any other shape."""
