@@ -13,7 +13,8 @@ shift of the report, none of which the choice saw) against the mean of the seeds
 the best seed on the test episodes themselves (an oracle, for scale). The same choice without one seed
 (`--check-without-seed`, default 0: the seed every architecture shares a lead with) shows how much of the gain
 is that seed's. Writes validation/ (the `liquid-control eval` report of the validation episodes), results.json
-and results.md under --out; a validation/ already there is reused if it holds exactly these episodes. Ctrl-C (or
+and results.md under --out; a validation/ already there is reused if it holds exactly these episodes, of the
+checkpoints under --train (else continued by `eval --resume`, which keeps those checkpoints' episodes). Ctrl-C (or
 SIGTERM) keeps the validation episodes finished so far: the same command again continues them.
 """
 
@@ -65,6 +66,25 @@ def _success(path: Path, fail=_fail) -> tuple[dict, set]:
     except (OSError, KeyError, ValueError) as exc:
         fail(f"{path}: not a liquid-control eval results.csv ({exc})")
     return wins, episode_seeds
+
+
+def _made_by_other_checkpoints(validation_dir: Path, train: Path) -> bool:
+    """Whether a kept validation results.csv holds episodes of another checkpoint than the one now under ``train``
+    at ``<policy>/seed_<k>/policy.pt`` (its ``checkpoint_sha``): a --train of other policies under the same names
+    chose and scored seeds on the old ones' validation. A row without the column, or a policy not there, is not
+    checked."""
+    from liquid_control.runtime.backends import checkpoint_sha256
+
+    current: dict = {}
+    with open(validation_dir / "results.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            policy = train / row.get("policy", "") / f"seed_{row.get('training_seed')}" / "policy.pt"
+            if row.get("checkpoint_sha") and row.get("policy") != "expert" and policy.is_file():
+                if policy not in current:
+                    current[policy] = checkpoint_sha256(policy)[:12]
+                if row["checkpoint_sha"] != current[policy]:
+                    return True
+    return False
 
 
 def _rates_by_group(wins: dict) -> tuple[dict, list]:
@@ -203,12 +223,14 @@ def main(argv=None) -> int:
 
 
 def _select(args, argv, wins: dict, wanted: set, validation_dir: Path) -> int:
-    """The validation episodes (run where validation_dir lacks them), the choice, and the tables written."""
+    """The validation episodes (run where validation_dir lacks them, or where its episodes were run by other
+    checkpoints than those under --train: ``eval --resume`` keeps the logged episodes of these very checkpoints, by
+    SHA-256, and runs the rest), the choice, and the tables written."""
     from liquid_control.atomic_file import atomic_write
     from liquid_control.processes import EXIT_BROKEN_PIPE, Terminated
 
     started = time.monotonic()
-    if not (validation_dir / "results.csv").is_file():
+    if not (validation_dir / "results.csv").is_file() or _made_by_other_checkpoints(validation_dir, args.train):
         policies = sorted(p.name for p in args.train.iterdir() if p.is_dir())  # some there: main checked
         from liquid_control import cli
 

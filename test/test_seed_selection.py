@@ -144,6 +144,38 @@ def test_bad_options_are_usage_errors_before_the_episodes(selection, tmp_path, a
     assert not (tmp_path / "out").exists()
 
 
+def test_validation_kept_in_out_is_continued_by_eval_resume_for_the_policies_under_train(
+    selection, tmp_path, monkeypatch
+):
+    """A probe of the caches: with a validation/results.csv in --out the script took it whatever checkpoints had made
+    it, so a --train of other policies under the same names chose and scored seeds on the old ones' validation.
+    Now ``eval --resume`` runs where a row's checkpoint_sha is not the policy's under --train."""
+    from liquid_control import cli
+    from liquid_control.runtime.backends import checkpoint_sha256
+
+    report, out = tmp_path / "results.csv", tmp_path / "out"
+    _write(report, [("p", s, "dusk", 20_000_000 + i, i < 2) for s in (0, 1) for i in range(4)])
+    train = tmp_path / "train"
+    for seed in (0, 1):
+        (train / "p" / f"seed_{seed}").mkdir(parents=True)
+        (train / "p" / f"seed_{seed}" / "policy.pt").write_bytes(b"policy %d" % seed)
+    shas = {s: checkpoint_sha256(train / "p" / f"seed_{s}" / "policy.pt")[:12] for s in (0, 1)}
+    rows = [("p", s, "in_distribution", 30_000_000 + i, s) for s in (0, 1) for i in range(4)]
+    (out / "validation").mkdir(parents=True)
+    with open(out / "validation" / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["policy", "training_seed", "shift", "episode_seed", "success", "checkpoint_sha"])
+        writer.writerows([(*row[:4], str(bool(row[4])), shas[row[1]]) for row in rows])
+    (out / "validation" / "provenance.json").write_text("{}")
+    commands = []
+    monkeypatch.setattr(cli, "main", lambda command: commands.append(command) or 0)
+    args = ["--report", str(report), "--train", str(train), "--episodes", "4", "--out", str(out)]
+    assert selection.main(args) == 0 and commands == []  # the same checkpoints: reused
+    (train / "p" / "seed_1" / "policy.pt").write_bytes(b"another policy now")
+    assert selection.main(args) == 0
+    assert len(commands) == 1 and "--resume" in commands[0] and f"p={train / 'p'}/seed_*/policy.pt" in commands[0]
+
+
 def _recorded(tmp_path: Path) -> tuple[Path, Path]:
     """A report and a complete validation folder (no episode runs): (report, out)."""
     report, out = tmp_path / "results.csv", tmp_path / "out"
