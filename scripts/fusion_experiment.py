@@ -58,12 +58,23 @@ def run_dir(out: Path, name: str, seed: int) -> Path:
 def train_all(args, variants: dict) -> None:
     import fcntl
 
-    from liquid_control.training.trainer import train
+    from liquid_control.policy import PolicyConfigError
+    from liquid_control.training import TrainingError
+    from liquid_control.training.trainer import check_resume, train
 
     for name, (config, overrides) in variants.items():
         for seed in range(args.seeds):
             folder = run_dir(Path(args.out), name, seed)
             if (folder / "policy.pt").is_file():
+                # a run finished with another config or overrides than its variant's now (a config edited since)
+                # was kept as the variant and reported in the fusion tables: refused as train --resume refuses it
+                try:
+                    check_resume(ROOT / "policies" / "configs" / f"{config}.yaml", folder, overrides, seed)
+                except (TrainingError, PolicyConfigError) as exc:
+                    raise SystemExit(
+                        f"fusion_experiment.py: error: {folder} is not a run of variant {name} as it is now ({exc}); "
+                        "remove it or give another --out"
+                    ) from None
                 print(f"{folder}: done", flush=True)
                 continue
             folder.parent.mkdir(parents=True, exist_ok=True)

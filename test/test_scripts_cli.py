@@ -542,3 +542,25 @@ def test_seed_factors_stopped_by_sigterm_while_training_says_so_and_leaves_no_wo
             os.killpg(script.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_fusion_experiment_refuses_a_finished_run_of_another_config_than_its_variants(tmp_path):
+    """A probe of the caches: `train` kept any finished run in --out as its variant ("done"), though trained with
+    another config (one edited since), and `table`/`sweep` then reported it; it is checked as `train --resume` checks
+    a run (``check_resume``) and refused naming the keys that differ."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "runs" / "liquid_s0"
+    run.mkdir(parents=True)
+    shutil.copy(ROOT / "policies" / "cfc_balance_nav.pt", run / "policy.pt")
+    config = yaml.safe_load((ROOT / "policies" / "configs" / "cfc_balance_nav.yaml").read_text())
+    config["training"]["dagger_rounds"] = 0
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_script(
+        "fusion_experiment.py", ["train", "--variants", "liquid", "--seeds", "1", "--out", "runs"], tmp_path
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{Path('runs') / 'liquid_s0'} is not a run of variant liquid as it is now" in result.stderr
+    assert "training.dagger_rounds" in result.stderr and "done" not in result.stdout
