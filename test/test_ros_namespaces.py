@@ -121,6 +121,15 @@ def test_a_shared_section_may_hold_other_nodes_parameters_but_not_typos(node_in,
     argv = ["policy_node", "--ros-args", "--params-file", str(fleet), "-p", "frame_prefix:=r2/"]
     expected = {"watchdog_timeout_s", "qos_depth", "watchdog_timout_s"}
     assert shared_section_parameters("/robot1/policy_node", argv) == expected
+    # a file of one `/**:` section is the node's own: what launch_ros writes for Node(parameters=[{...}]), where
+    # sim_node's `episodes` is a slip (the review: it went unwarned)
+    launch = tmp_path / "launch_params.yaml"
+    launch.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"episodes": 3, "watchdog_timeout_s": 0.4}}}))
+    argv = ["policy_node", "--ros-args", "--params-file", str(launch)]
+    assert shared_section_parameters("/robot1/policy_node", argv) == set()
+    warnings.clear()
+    node_in(PolicyNode, "/robot1", launch)
+    assert len(warnings) == 1 and warnings[0].startswith("ignoring unknown parameter(s) episodes (sim_node's): ")
 
 
 def test_the_package_parameter_names_are_each_nodes_table():

@@ -186,7 +186,9 @@ def declare_node_parameters(node, table: dict, dynamic_typing: bool = True, argv
 
 def shared_section_parameters(node: str, argv) -> set[str]:
     """The parameter names the ``--params-file`` files of ``argv`` give ``node`` (fully qualified) only in sections
-    shared by every node (a wildcard last name: ``/**``, ``/*``), neither in one naming the node nor by ``-p``."""
+    shared by every node (a wildcard last name: ``/**``, ``/*``) of a file that also names a node (a fleet's file),
+    neither in one naming the node nor by ``-p``. A file of wildcard sections only is the node's own: launch_ros
+    writes a ``Node(parameters=[{...}])`` dict as one ``/**:`` section, where another node's name is a slip."""
     from liquid_control.yaml_numbers import load_yaml
 
     files, given = _ros_parameter_arguments(argv)
@@ -196,10 +198,11 @@ def shared_section_parameters(node: str, argv) -> set[str]:
             raw = load_yaml(Path(path).read_text(encoding="utf-8"))
         except Exception:  # rcl read it already, or refused it with its own message
             continue
-        for section, parameters in _parameter_sections(raw):
+        sections = [(s, p, "*" in s.strip("/").rsplit("/", 1)[-1]) for s, p in _parameter_sections(raw)]
+        fleet = not all(wildcard for _, _, wildcard in sections)
+        for section, parameters, wildcard in sections:
             if section_applies(section, node):
-                last = section.strip("/").rsplit("/", 1)[-1]
-                (shared if "*" in last else own).update(_flat_names(parameters))
+                (shared if wildcard and fleet else own).update(_flat_names(parameters))
     return shared - own - given
 
 
