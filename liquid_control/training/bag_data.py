@@ -117,7 +117,9 @@ DATA_DEFAULTS = {
 }
 # 6: labels in integer nanoseconds (a command exactly at an update's due time), and held inputs released before an
 # update of an equal stamp (the runner's reorder buffer): caches of before would hold what conversion no longer gives
-CACHE_FORMAT = "liquid_control.bag_cache/6"
+# 7: stamp differences past the reordering lag, max_gap_s, the stale rule or max_backward_jump_s only 1 us beyond them
+# (timeline.STAMP_TOLERANCE_S): a bag of grid stamps at system time converts to other releases, resets and waits
+CACHE_FORMAT = "liquid_control.bag_cache/7"
 # 3: continuation windows start at first_update_dt; 4: a step back of the recorder's clock kept where it happened,
 # and a bag whose input is held at one reading while its sensor publishes is refused before it is cached; 5: a
 # clock step in a bag with a topic logged behind the others is one step, each side sorted (was one per lagged message)
