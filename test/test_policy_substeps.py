@@ -175,7 +175,7 @@ def test_a_sensor_stamped_exactly_max_step_apart_drives_the_same_at_system_time_
     """A soak of the node: stamps of system time (~1.7e9 s) read as float seconds are 238 ns apart, so a camera
     stamped exactly 100 ms apart measured dts of 0.1 +- 1.4e-7 s, and ``ceil(dt / max_step)`` took two sub-steps
     for those just past 0.1: the shipped rover's commands differed by up to 0.57 from those of the same stamps near
-    0 (sim time, where it trained). Counts now allow ``SUBSTEP_TOLERANCE_S`` past a multiple, ONNX graph included."""
+    0 (sim time, where it trained). Counts now allow ``DT_TOLERANCE_S`` past a multiple, ONNX graph included."""
     if backend == "onnx":
         pytest.importorskip("onnxruntime")
     from types import SimpleNamespace
@@ -206,3 +206,22 @@ def test_a_sensor_stamped_exactly_max_step_apart_drives_the_same_at_system_time_
     system_time, system_time_dts = commands(1_700_000_000 * 10**9)
     assert np.abs(system_time_dts - near_zero_dts).max() > 1e-8  # the stamps' float rounding is there
     np.testing.assert_allclose(system_time, near_zero, atol=1e-4)
+
+
+def test_the_simulated_gap_rules_count_a_gap_as_the_runner_does():
+    """The review: the runner counted a dt past ``max_gap_s`` only 1 us beyond it, while PolicyAgent (evaluation),
+    the batched lanes and training's split_at_gaps, which the docs say follow it, reset at any dt past it. One value
+    for both layers (the runtime's timeline is torch-free, so it keeps its own constant)."""
+    import numpy as np
+
+    from liquid_control.cells.dt import DT_TOLERANCE_S
+    from liquid_control.policy import PolicyAgent
+    from liquid_control.runtime.timeline import STAMP_TOLERANCE_S
+
+    assert DT_TOLERANCE_S == STAMP_TOLERANCE_S
+    torch.manual_seed(0)
+    agent = PolicyAgent(Policy.from_config(small_config()).eval(), max_gap_s=1.0)
+    obs = {k: v[0].numpy() for k, v in random_obs(1, None).items()}
+    for dt, resets in ((0.1, 0), (1.0 + 0.5e-6, 0), (1.0 + 3e-6, 1)):
+        agent.act({**obs, "dt": np.float32(dt)})
+        assert agent.gap_resets == resets, dt

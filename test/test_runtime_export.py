@@ -899,6 +899,9 @@ def test_an_export_whose_graph_computes_as_an_older_liquid_control_is_not_taken_
     for asked in (load_backend(pt, "onnx", warn=False), load_backend(onnx_path, warn=False)):
         assert isinstance(asked, OnnxBackend) and "exported by an older liquid_control" in asked.note
         assert "re-export it" in asked.note
+    save_policy(pt, Policy.from_config(config))  # retrained too: the note by name says both
+    both = load_backend(onnx_path, warn=False).note
+    assert "exported by an older liquid_control" in both and "rover.pt beside it is not the checkpoint" in both
     _with_export_format(onnx_path, onnx_path, "two", key=backends.ONNX_GRAPH_KEY)
     with pytest.raises(BackendError, match="not a graph revision number"):
         OnnxBackend(onnx_path)
@@ -1014,3 +1017,20 @@ def test_a_dopri5_ltc_refused_by_the_export_says_why(tmp_path):
     with pytest.raises(ExportError, match=r"differs from torch by .*: dopri5 chooses its steps by the values it meets"):
         export_checked(Policy.from_config(config).eval(), tmp_path / "p.onnx")
     assert not (tmp_path / "p.onnx").exists()
+
+
+def test_the_parity_check_steps_where_the_sub_step_counts_turn(tmp_path, monkeypatch):
+    """The review: a graph counting sub-steps without the tolerance (``cells.dt.DT_TOLERANCE_S``) passed the parity
+    check on its random dts and was 0.32 off torch at dts near multiples of max_step; the check steps there too."""
+    from liquid_control.cells import dt as dt_module
+    from liquid_control.runtime.export import PARITY_TOLERANCE
+
+    torch.manual_seed(0)
+    config = copy.deepcopy(ROVER)
+    config["core"] = {**config["core"], "max_step": 0.1}
+    policy = Policy.from_config(config).eval()
+    with monkeypatch.context() as m:
+        m.setattr(dt_module, "DT_TOLERANCE_S", 0.0)  # read when the graph is built: the counts of before
+        export_onnx(policy, tmp_path / "no_tolerance.onnx")
+    assert parity(policy, export_onnx(policy, tmp_path / "p.onnx")) < PARITY_TOLERANCE
+    assert parity(policy, tmp_path / "no_tolerance.onnx") > PARITY_TOLERANCE

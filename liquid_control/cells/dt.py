@@ -125,20 +125,23 @@ def sequence_dt(dt: Any, batch: int, steps: int, dtype: torch.dtype, device=None
 # integrated in this many longer steps, so a stalled sensor cannot make one update arbitrarily expensive.
 MAX_SUBSTEPS = 16
 
-# A dt this far past a multiple of ``max_step`` takes the smaller count (``substep_counts``). Stamps of system time
-# (~1.7e9 s) are float64 seconds 238 ns apart, so a sensor stamped exactly ``max_step`` apart (a triggered camera at
-# 10 Hz, max_step 0.1) measures dts up to 1.4e-7 s either side of it: without the tolerance half its updates took
-# two sub-steps and half one, and the rover's commands differed by up to 0.57 from those of the same stamps near 0.
-SUBSTEP_TOLERANCE_S = 1e-6
+# A dt this far past a threshold does not count as past it: a multiple of ``max_step`` (``substep_counts`` takes the
+# smaller count), and ``max_gap_s`` in the gap rules of the simulated paths (PolicyAgent, the batched evaluation,
+# training's split_at_gaps), as the runtime's torch-free timeline counts its own (``STAMP_TOLERANCE_S``, equal: a
+# test keeps them so). Stamps of system time (~1.7e9 s) are float64 seconds 238 ns apart, so a sensor stamped exactly
+# ``max_step`` apart (a triggered camera at 10 Hz, max_step 0.1) measures dts up to 1.4e-7 s either side of it:
+# without the tolerance half its updates took two sub-steps and half one, and the rover's commands differed by up to
+# 0.57 from those of the same stamps near 0.
+DT_TOLERANCE_S = 1e-6
 
 
 def substep_counts(dt: torch.Tensor, max_step: float) -> torch.Tensor:
     """How many equal sub-steps each sample's ``dt`` is integrated in so that none is longer than ``max_step``
-    seconds (give or take ``SUBSTEP_TOLERANCE_S``): ``ceil((dt - SUBSTEP_TOLERANCE_S) / max_step)`` clamped to
+    seconds (give or take ``DT_TOLERANCE_S``): ``ceil((dt - DT_TOLERANCE_S) / max_step)`` clamped to
     [1, MAX_SUBSTEPS], in ``dt``'s dtype (a dt of 0 is one step).
 
     A cell integrates only the step lengths it was trained on with some accuracy: a CfC's closed form, for
     one, jumps to its fixed point over a gap several times its training steps, and the policy stalls. Split
     into sub-steps with the input held (zero-order hold), the gap is integrated as the cell was trained to.
     The ONNX export computes the same counts with the same float32 ops (``runtime.export``)."""
-    return torch.ceil((dt - SUBSTEP_TOLERANCE_S) / max_step).clamp_(1.0, float(MAX_SUBSTEPS))
+    return torch.ceil((dt - DT_TOLERANCE_S) / max_step).clamp_(1.0, float(MAX_SUBSTEPS))

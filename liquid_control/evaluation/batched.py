@@ -23,6 +23,7 @@ from collections import OrderedDict, deque
 import numpy as np
 import torch
 
+from liquid_control.cells.dt import DT_TOLERANCE_S
 from liquid_control.evaluation import agents
 from liquid_control.evaluation.episode import EpisodeTally
 from liquid_control.evaluation.plan import DEFAULT_LANES, EpisodeJob
@@ -112,7 +113,7 @@ class BatchedPolicy:
         gaps = [  # the float32 dts compared in float64, as PolicyAgent compares
             i
             for i, (lane, lane_dt) in enumerate(zip(lanes, dt.tolist()))
-            if self._started[lane] and lane_dt > self.max_gap_s
+            if self._started[lane] and lane_dt > self.max_gap_s + DT_TOLERANCE_S
         ]
         for i in gaps:
             self.state[lanes[i]] = self._initial

@@ -10,6 +10,8 @@ import math
 import numpy as np
 import torch
 
+from liquid_control.cells.dt import DT_TOLERANCE_S
+
 from .model import Policy
 
 # The update gap beyond which the state is reset: the node's default (policy_node's max_gap_s, RunnerLimits), kept
@@ -101,7 +103,7 @@ class PolicyAgent:
         if not 0.0 <= dt < math.inf:  # a resampled policy's clock would be NaN forever (frozen) or tick forever (inf)
             raise ValueError(f"PolicyAgent: dt must be finite and >= 0 (seconds since the previous update), got {dt}")
         first = self._previous is None
-        if not first and dt > self.max_gap_s:  # reset: the first update of a new episode (see the class doc)
+        if not first and dt > self.max_gap_s + DT_TOLERANCE_S:  # reset: a new episode's first update (class doc)
             self.reset()
             self.gap_resets += 1
             first, dt = True, 0.0

@@ -728,6 +728,30 @@ def _export_of(path: Path, onnx_path: Path) -> "OnnxBackend":
     return candidate
 
 
+def _onnx_by_name_note(path: Path, chosen: "OnnxBackend", checkpoint: Path) -> str | None:
+    """The caution for an ``.onnx`` asked for by name, which runs as asked: exported by an older liquid_control (its
+    graph computes as then), and/or not exported from the ``.pt`` beside it (retrained since?); None if neither."""
+    export = f"`liquid-control export {shlex.quote(str(checkpoint))}`"
+    older = f"was exported by an older liquid_control ({chosen.outdated})" if chosen.outdated else ""
+    recorded = chosen.source_sha256
+    if recorded is None or not checkpoint.is_file():
+        return f"{path}: runs as asked, but {older}; re-export it from its checkpoint ({export})" if older else None
+    try:
+        beside = checkpoint_sha256(checkpoint)
+    except OSError as exc:  # the .pt only adds a caution: one that cannot be read does not stop the .onnx asked for
+        return (
+            f"{path}: runs as asked{', but ' + older if older else ''}; {checkpoint.name} beside it could not be "
+            f"read ({exc.strerror or exc}), so whether it is the checkpoint this was exported from is unchecked"
+        )
+    if recorded != beside:
+        # runs as asked, but not silently: the usual slip is a retrained .pt and a node still pointed at the .onnx
+        return (
+            f"{path}: runs as asked, but {older + ', and ' if older else ''}{checkpoint.name} beside it is not the "
+            f"checkpoint it was exported from (retrained since?): re-export it ({export}) to run that one"
+        )
+    return f"{path}: runs as asked, but {older}; re-export it ({export})" if older else None
+
+
 def _policy_name(config: dict) -> str:
     """The policy an export holds, for a message about an export that is not of the checkpoint beside it."""
     return f"policy {config.get('name')!r}" if isinstance(config.get("name"), str) else "an unnamed policy"
@@ -787,30 +811,7 @@ def _choose_backend(path: Path, backend: str):
         if not path.is_file():
             raise BackendError(f"{path}: no such policy file")
         chosen, checkpoint = OnnxBackend(path), path.with_suffix(".pt")
-        if chosen.outdated:
-            chosen.note = (
-                f"{path}: runs as asked, but was exported by an older liquid_control ({chosen.outdated}); re-export "
-                f"it from its checkpoint (`liquid-control export {shlex.quote(str(checkpoint))}`)"
-            )
-            return chosen
-        recorded = chosen.source_sha256
-        if recorded is None or not checkpoint.is_file():
-            return chosen
-        try:
-            beside = checkpoint_sha256(checkpoint)
-        except OSError as exc:  # the .pt only adds a caution: one that cannot be read does not stop the .onnx asked for
-            chosen.note = (
-                f"{path}: runs as asked; {checkpoint.name} beside it could not be read ({exc.strerror or exc}), so "
-                "whether it is the checkpoint this was exported from is unchecked"
-            )
-            return chosen
-        if recorded != beside:
-            # runs as asked, but not silently: the usual slip is a retrained .pt and a node still pointed at the .onnx
-            chosen.note = (
-                f"{path}: runs as asked, but {checkpoint.name} beside it is not the checkpoint it was exported from "
-                "(retrained since?): re-export it "
-                f"(`liquid-control export {shlex.quote(str(checkpoint))}`) to run that one"
-            )
+        chosen.note = _onnx_by_name_note(path, chosen, checkpoint)
         return chosen
     if path.suffix != ".pt":
         raise BackendError(f"{path}: unknown policy file type; expected a .pt checkpoint or an .onnx model")

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from liquid_control.atomic_file import atomic_write
+from liquid_control.cells.dt import DT_TOLERANCE_S
 
 
 @dataclass
@@ -371,7 +372,7 @@ def split_at_gaps(episode: Episode, max_gap_s: float) -> list[Episode]:
     """The episode cut before every update whose dt exceeds ``max_gap_s``, each piece starting at dt 0: where
     PolicyAgent, PolicyRunner and policy_node reset the state and integrate nothing, training starts a new
     sequence from a zero state too (it used to integrate the whole gap). Frames are shared, not copied."""
-    cuts = [int(i) for i in np.flatnonzero(episode.dt.astype(np.float64) > max_gap_s) if i > 0]  # as the agent
+    cuts = [int(i) for i in np.flatnonzero(episode.dt.astype(np.float64) > max_gap_s + DT_TOLERANCE_S) if i > 0]
     if not cuts:
         return [episode]
     pieces = []
