@@ -747,3 +747,24 @@ def test_the_shipped_node_parameter_files_reset_on_the_gap_training_and_evaluati
     for path in files:
         params = yaml.safe_load(path.read_text())["/**/policy_node"]["ros__parameters"]
         assert params.get("max_gap_s", DEFAULT_MAX_GAP_S) == DEFAULT_MAX_GAP_S, path.name
+
+
+def test_what_a_padded_step_of_a_policy_sequence_holds_reaches_no_gradient():
+    """The review of the cells' fix: Policy.forward_sequence (what training calls) ran padded observations through
+    the encoders before the core held its state, so NaN padding still made the encoders' gradients NaN behind a
+    finite loss. Padded observations are zeros before the encoders now: NaN padding trains as zero padding."""
+    torch.manual_seed(0)
+    policy = Policy(validate_config(small_config()))
+    obs, dt = random_obs(2, 6), torch.full((2, 6), 0.066)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    grads = []
+    for fill in (0.0, float("nan")):
+        padded = {k: v.clone() for k, v in obs.items()}
+        padded["imu"][1, 4:] = fill
+        policy.zero_grad()
+        actions, _ = policy.forward_sequence(padded, dt, mask=mask)
+        (actions[mask] ** 2).sum().backward()
+        grads.append([p.grad.clone() for p in policy.parameters() if p.grad is not None])
+    assert all(torch.isfinite(g).all() for g in grads[1])
+    for nan_padded, zero_padded in zip(*grads, strict=True):
+        torch.testing.assert_close(nan_padded, zero_padded)

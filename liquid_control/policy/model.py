@@ -65,6 +65,25 @@ AGE_UNIT_S = 1e-3
 AGE_FULL_SCALE_S = 1.0
 
 
+def _padding_zeroed(obs: dict, mask, lead: tuple) -> dict:
+    """``obs`` with every (B, T, ...) input zero on the steps ``mask`` marks as padding: the core holds its state
+    there, but the encoders still saw those inputs and backward multiplied a zero gradient by their local
+    derivative, so NaN padding made the encoders' gradients NaN behind a finite loss (training pads with zeros)."""
+    if mask is None:
+        return obs
+    keep = torch.as_tensor(mask).to(torch.bool)
+    if tuple(keep.shape) != lead or bool(keep.all()):
+        return obs  # a mask of another shape is refused by the core, with its own message
+    zeroed = {}
+    for key, value in obs.items():
+        if hasattr(value, "shape") and tuple(value.shape[:2]) == lead:  # a tensor or numpy array
+            value = torch.as_tensor(value)
+            where = keep.to(value.device).reshape(lead + (1,) * (value.dim() - 2))
+            value = torch.where(where, value, torch.zeros((), dtype=value.dtype, device=value.device))
+        zeroed[key] = value
+    return zeroed
+
+
 def _substep_sequence(x: torch.Tensor, dt: torch.Tensor, mask: torch.Tensor | None, counts: torch.Tensor):
     """A sequence (B, T) with step t repeated as often as its most sub-stepped sample needs (K_t): sample b
     advances ``counts[b, t]`` sub-steps of ``dt[b, t] / counts[b, t]`` on the held input and holds its state
@@ -378,6 +397,7 @@ class Policy(nn.Module):
                 f"policy {self.config['name']!r}: a sequence needs at least one step, got dt of shape {tuple(dt.shape)}"
             )
         dt = sequence_dt(dt, batch, steps, torch.float32)
+        obs = _padding_zeroed(obs, mask, (batch, steps))
         features = self.encode(obs, (batch, steps))
         x = self.core_input(features, self.time_inputs(obs, (batch, steps)))
         core_h0 = None if h0 is None else self.split_state(h0)[0].contiguous()
