@@ -754,3 +754,18 @@ def test_thresholds_met_exactly_by_a_grid_of_stamps_decide_the_same_at_system_ti
         back = jumps.submit("camera", _grid_seconds(stamp - 50_000_000), image())
         assert back.reason == R.OUT_OF_ORDER
     assert jumps.counters["resets.clock_backwards"] == 0
+
+
+@pytest.mark.parametrize("base_s", [5, 1_700_000_000])
+def test_an_input_exactly_its_allowance_old_is_not_stale_at_any_stamp_base(base_s):
+    """The review: the stale rule's threshold (max_gap_s plus the input's typical interval) had no test of its
+    tolerance. An IMU on a 5 ms grid stops; a camera frame exactly max_gap_s + 5 ms after its last reading is within
+    the allowance and updates (at base 5 s it waited, by the rounding of the median interval), the next one waits."""
+    base = base_s * 10**9 + 123_456_000
+    runner = R.PolicyRunner(LeakyBackend(), R.RunnerLimits(max_gap_s=0.2))
+    for k in range(41):  # IMU readings 0..200 ms
+        runner.submit("imu", _grid_seconds(base + k * 5_000_000), imu())
+    for ms in (50, 100, 150, 200, 250, 300, 350, 400):
+        assert runner.submit("camera", _grid_seconds(base + ms * 1_000_000), image()).status == R.UPDATED, ms
+    assert runner.submit("camera", _grid_seconds(base + 405_000_000), image()).status == R.UPDATED
+    assert runner.submit("camera", _grid_seconds(base + 410_000_000), image()).status == R.WAITING
