@@ -1350,3 +1350,36 @@ def test_sim_node_warnings_name_the_command_topic_and_the_reset_service(sim_cont
     assert said[1].startswith(
         "/robot1/nobody/reset (policy_reset_service) not available after 5 s: this episode starts"
     ), said
+
+
+@pytest.mark.parametrize("world", ["LiquidRover-v0", "LiquidBalanceNav-v0"])
+def test_every_message_of_an_episode_lies_within_its_odometry_transforms(sim_context, world):
+    """A probe of the conventions: the messages the world delivered inside reset (the first camera frame among them)
+    were stamped before the first odom -> base_link (the first odometry tick, at the first update), and the last
+    frames after the last tick, so a tf2 filter (RViz, image_geometry) dropped them. The pose is published from the
+    episode's first message's stamp and at its last update."""
+    from rclpy.parameter import Parameter
+
+    from liquid_control.ros.sim_node import SimNode
+
+    params = {"world": world, "wait_for_subscribers_s": 0.0, "time_limit": 0.5}
+    node = SimNode(context=sim_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    stamps = {"odom": [], "readings": []}
+
+    class Recording:
+        def __init__(self, publisher, kind):
+            self.publisher, self.kind = publisher, kind
+
+        def publish(self, msg):
+            stamps[self.kind].append(seconds(msg.header.stamp))
+            self.publisher.publish(msg)
+
+    node.publishers_by_sensor = {s: Recording(p, "readings") for s, p in node.publishers_by_sensor.items()}
+    node.odom_pub = Recording(node.odom_pub, "odom")
+    try:
+        node.run_episode(0, 3)
+    finally:
+        node.world.close()
+        node.destroy_node()
+    assert len(stamps["readings"]) > 20 and len(stamps["odom"]) > 10
+    assert min(stamps["odom"]) <= min(stamps["readings"]) and max(stamps["readings"]) <= max(stamps["odom"])

@@ -803,6 +803,7 @@ class SimNode(Node):
         self._anchor_stamps(sim0)
         odom_period, target_period = 1.0 / self.p["odom_rate_hz"], 1.0 / self.p["target_rate_hz"]
         next_odom = next_target = sim0
+        last_odom = -math.inf
         counts = {s: 0 for s in self.publishers_by_sensor}
         commands_before = self.commands_received
         lockstep = bool(self.p["lockstep"])
@@ -812,6 +813,12 @@ class SimNode(Node):
         waited_for = self.commands_received
         if self.target_pub is not None:  # published above
             next_target = _next_tick(next_target, target_period, sim0)
+        stamps = [stamp for _, stamp, _ in world.reset_deliveries]
+        if stamps and min(stamps) < sim0 - _TICK_TOLERANCE:
+            # the pose from the episode's first message on, so every message stamped inside reset has a transform
+            # (a tf2 filter dropped the first camera frame, stamped before the first tick): the pose reset left,
+            # which the robot holds until its first command
+            self._publish_odometry(min(stamps))
         try:
             for (sensor, stamp, reading), positions in zip(world.reset_deliveries, world.reset_delivery_positions):
                 self._delivered_at = stamp + world.timings[sensor].latency  # delivered inside reset: when
@@ -868,11 +875,14 @@ class SimNode(Node):
                 self._delivered_at = None
             if now >= next_odom - _TICK_TOLERANCE:
                 self._publish_odometry(now)
+                last_odom = now
                 next_odom = _next_tick(next_odom, odom_period, now + _TICK_TOLERANCE)
             if self.target_pub is not None and now >= next_target:
                 self._publish_target()
                 next_target = _next_tick(next_target, target_period, now)
             if terminated or update_stamp >= world.time_limit or at_end:  # truncated as the env: first update
+                if last_odom < now - _TICK_TOLERANCE:  # the pose at the episode's last messages, between two ticks
+                    self._publish_odometry(now)
                 break  # past the limit, or the limit when none comes within the horizon
             if lockstep and triggered:
                 self._wait_for_command(waited_for)
