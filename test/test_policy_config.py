@@ -511,3 +511,38 @@ def test_a_value_shown_in_an_error_is_cut_to_a_readable_length():
     assert shown("x" * 100, 200) == repr("x" * 100)
     assert shown(10**5000) == "an integer of about 5001 digits"  # its repr raises past 4300 digits
     assert shown(-(10**4999)) == "an integer of about 5000 digits"
+
+
+@pytest.mark.parametrize(
+    "size, kernels, strides",
+    [((64, 64), [5, 3, 3], [2, 2, 2]), ((32, 32), [5, 3], [2, 2]), ((48, 64), [5, 3, 3], [2, 2, 2]),
+     ((64, 64), [6, 4, 4], [2, 2, 2]), ((50, 37), [4, 3], [3, 2])],
+)  # fmt: skip
+def test_the_pixels_the_camera_convolutions_never_see_are_counted_as_autograd_finds_them(size, kernels, strides):
+    """A saliency audit: the shipped CNN (kernels 5/3/3, stride 2) never sees the bottom 7 rows and right 7 columns
+    of a 64x64 frame (21% of it: painting them white changed no action), which training now warns of. Counted
+    against the gradient of the convolutions' output w.r.t. each input pixel."""
+    import torch
+
+    from liquid_control.policy.config import unseen_margins
+    from liquid_control.policy.encoders import CameraEncoder
+
+    torch.manual_seed(0)
+    encoder = CameraEncoder(*size, [4] * len(kernels), kernels, strides, 8)
+    x = torch.rand(1, 3, *size, requires_grad=True)
+    encoder.conv(x).abs().sum().backward()
+    reached = x.grad.abs().sum(dim=(0, 1)) > 0
+    rows = int((~reached.any(dim=1)).flip(0).cumprod(0).sum())  # trailing rows no output depends on
+    cols = int((~reached.any(dim=0)).flip(0).cumprod(0).sum())
+    assert unseen_margins(*size, kernels, strides) == (rows, cols)
+
+
+def test_training_warns_of_a_camera_encoder_blind_at_the_frames_edges():
+    from liquid_control.training.trainer import camera_blind_strip_note
+
+    config = validate_config(load_config(policies_dir() / "configs" / "cfc_ncp_rover.yaml"))
+    note = camera_blind_strip_note(config)
+    assert note.startswith("warning: encoder.camera: its convolutions (kernel_sizes [5, 3, 3], strides [2, 2, 2])")
+    assert "never see the last 7 rows and 7 columns of the 64x64 frame (21% of its pixels" in note
+    config["encoder"]["camera"]["kernel_sizes"] = [6, 4, 4]
+    assert camera_blind_strip_note(config) is None

@@ -69,7 +69,9 @@ class CameraEncoder(nn.Module):
     """uint8 images (N, H, W, 3) -> features (N, F): strided ReLU convolutions, flatten, linear, LayerNorm, tanh.
 
     Flattening (instead of global pooling) keeps *where* things are in the image, which a visual
-    navigation policy needs (target left or right of the heading). The convolutions get He initialisation
+    navigation policy needs (target left or right of the heading); the unpadded convolutions leave the last rows
+    and columns unseen where a stride does not fit (``config.unseen_margins``: 7 of 64 with kernels 5/3/3 at stride
+    2; training warns of it). The convolutions get He initialisation
     and the projection a LayerNorm: with PyTorch's default initialisation three layers shrink the image
     signal so much that the recurrent core sees near-constant features and behaviour cloning stalls at the
     mean action (measured: loss stuck at the constant predictor's for 30 epochs).

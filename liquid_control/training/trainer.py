@@ -133,6 +133,28 @@ def yaw_field_of_view_note(cfg: dict) -> str | None:
     )
 
 
+def camera_blind_strip_note(cfg: dict) -> str | None:
+    """A warning where the camera encoder's unpadded convolutions never see the last rows or columns of the frame
+    (``policy.config.unseen_margins``): the policy is blind there, and lopsided (a target at the right edge is
+    invisible, one at the left is not). None where every pixel reaches the features."""
+    from liquid_control.policy.config import unseen_margins
+
+    image, camera = cfg["observation"].get("image"), (cfg.get("encoder") or {}).get("camera")
+    if not image or not camera:
+        return None
+    height, width = image["height"], image["width"]
+    rows, cols = unseen_margins(height, width, camera["kernel_sizes"], camera["strides"])
+    if not rows and not cols:
+        return None
+    share = 1 - (height - rows) * (width - cols) / (height * width)
+    return (
+        f"warning: encoder.camera: its convolutions (kernel_sizes {list(camera['kernel_sizes'])}, strides "
+        f"{list(camera['strides'])}) never see the last {rows} rows and {cols} columns of the {width}x{height} frame "
+        f"({share:.0%} of its pixels, at its bottom and right edges): choose sizes where (input - kernel) is a "
+        "multiple of the stride at every layer (docs/training.md, the camera encoder)"
+    )
+
+
 def _at(config: dict, key: str) -> str:
     """The value of the dotted ``key`` in ``config`` as --set takes it (JSON is YAML), or 'absent'."""
     value = config
@@ -574,7 +596,7 @@ def train(
     torch.set_num_threads(1 if bc_copies > 1 else threads)
     spec = None if data is None else bag_data.bag_data_spec(cfg, data)  # a bad --node-params: before any write
     note = None if start is None or spec is None else start_scale_note(start, spec, cfg, data)
-    for line in (note, yaw_field_of_view_note(cfg)):
+    for line in (note, yaw_field_of_view_note(cfg), camera_blind_strip_note(cfg)):
         if line:
             log(line)
     torch.use_deterministic_algorithms(True)
