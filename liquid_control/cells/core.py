@@ -323,7 +323,7 @@ class RecurrentCore(nn.Module):
             # a float mask of weights (0.3) read as True
             raise ValueError(f"mask must be bool (False = padding, the state held) or 0/1, got {mask.dtype} values")
         keep = mask.to(torch.bool) if mask is not None else None
-        if keep is not None and not bool(keep.all()):
+        if keep is not None:  # (no test of keep.all(): a data-dependent branch that torch.compile cannot trace)
             # a padded step's inputs reach no result: its state is held, but its update was still formed from them
             # and backward multiplied a zero gradient by their local derivative, so NaN padding (0 x NaN) made every
             # weight's gradient NaN with a finite loss; the values of a padded step are zeros on every path now

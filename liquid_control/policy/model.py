@@ -72,7 +72,7 @@ def _padding_zeroed(obs: dict, mask, lead: tuple) -> dict:
     if mask is None:
         return obs
     keep = torch.as_tensor(mask).to(torch.bool)
-    if tuple(keep.shape) != lead or bool(keep.all()):
+    if tuple(keep.shape) != lead:
         return obs  # a mask of another shape is refused by the core, with its own message
     zeroed = {}
     for key, value in obs.items():
