@@ -768,3 +768,19 @@ def test_what_a_padded_step_of_a_policy_sequence_holds_reaches_no_gradient():
     assert all(torch.isfinite(g).all() for g in grads[1])
     for nan_padded, zero_padded in zip(*grads, strict=True):
         torch.testing.assert_close(nan_padded, zero_padded)
+
+
+def test_padding_leaves_frames_shared_by_index_to_the_steps_that_hold_them():
+    """The review: zeroing padded observations took the shared frames (B, F, ...) of ``image_index`` for steps where
+    F == T, so a valid step holding frame f saw it black where step f was padding. Frames are uint8 (no NaN): only
+    float inputs are zeroed. One unused frame more (F != T) gives the same actions."""
+    torch.manual_seed(0)
+    policy = Policy(validate_config(small_config())).eval()
+    obs = random_obs(1, 4)
+    frames, index = obs["image"], torch.tensor([[0, 1, 3, 3]])
+    mask, dt = torch.tensor([[True, True, True, False]]), torch.full((1, 4), 0.066)
+    spare = torch.cat([frames, frames[:, :1]], dim=1)  # F = 5
+    with torch.no_grad():
+        same = policy.forward_sequence({**obs, "image": frames, "image_index": index}, dt, mask=mask)[0]
+        more = policy.forward_sequence({**obs, "image": spare, "image_index": index}, dt, mask=mask)[0]
+    torch.testing.assert_close(same[:, :3], more[:, :3])

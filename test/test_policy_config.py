@@ -544,5 +544,10 @@ def test_training_warns_of_a_camera_encoder_blind_at_the_frames_edges():
     note = camera_blind_strip_note(config)
     assert note.startswith("warning: encoder.camera: its convolutions (kernel_sizes [5, 3, 3], strides [2, 2, 2])")
     assert "never see the last 7 rows and 7 columns of the 64x64 frame (21% of its pixels" in note
+    config["encoder"]["camera"]["normalize"] = "instance"  # the strip then counts in the frame's statistics
+    assert "(with encoder.camera.normalize, only through the frame's statistics)" in camera_blind_strip_note(config)
     config["encoder"]["camera"]["kernel_sizes"] = [6, 4, 4]
     assert camera_blind_strip_note(config) is None
+    config["encoder"]["camera"].update(channels=[8], kernel_sizes=[2], strides=[3])  # 65 -> 22, every 3rd row unseen
+    config["observation"]["image"] = {"height": 65, "width": 65}
+    assert "skip pixels between their windows (a kernel below its stride)" in camera_blind_strip_note(config)

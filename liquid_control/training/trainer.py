@@ -143,15 +143,23 @@ def camera_blind_strip_note(cfg: dict) -> str | None:
     if not image or not camera:
         return None
     height, width = image["height"], image["width"]
-    rows, cols = unseen_margins(height, width, camera["kernel_sizes"], camera["strides"])
-    if not rows and not cols:
+    kernels, strides = list(camera["kernel_sizes"]), list(camera["strides"])
+    rows, cols = unseen_margins(height, width, kernels, strides)
+    gaps = any(k < s for k, s in zip(kernels, strides))  # windows that skip pixels between them
+    if not rows and not cols and not gaps:
         return None
+    rule = (
+        "choose sizes where each kernel is at least its stride and (input - kernel) is a multiple of the stride at "
+        "every layer (docs/training.md, the camera encoder)"
+    )
+    where = f"its convolutions (kernel_sizes {kernels}, strides {strides})"
+    through = " (with encoder.camera.normalize, only through the frame's statistics)" if camera.get("normalize") else ""
+    if not rows and not cols:
+        return f"warning: encoder.camera: {where} skip pixels between their windows (a kernel below its stride): {rule}"
     share = 1 - (height - rows) * (width - cols) / (height * width)
     return (
-        f"warning: encoder.camera: its convolutions (kernel_sizes {list(camera['kernel_sizes'])}, strides "
-        f"{list(camera['strides'])}) never see the last {rows} rows and {cols} columns of the {width}x{height} frame "
-        f"({share:.0%} of its pixels, at its bottom and right edges): choose sizes where (input - kernel) is a "
-        "multiple of the stride at every layer (docs/training.md, the camera encoder)"
+        f"warning: encoder.camera: {where} never see the last {rows} rows and {cols} columns of the {width}x{height} "
+        f"frame ({share:.0%} of its pixels, at its bottom and right edges){through}: {rule}"
     )
 
 
