@@ -124,7 +124,7 @@ def test_a_camera_driver_that_does_not_stamp_is_refused_for_training_validation_
     argv = ["train", "--config", str(config), "--bag", bag, "--out", str(tmp_path / "cli"), "--no-progress"]
     capsys.readouterr()
     assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "warning: encoder.camera:" not in line]
     assert len(err) == 1 and "train bag 1/1" in err[0] and NOT_STAMPED in err[0] and "Traceback" not in err[0]
 
 

@@ -153,7 +153,8 @@ def camera_blind_strip_note(cfg: dict) -> str | None:
         "every layer (docs/training.md, the camera encoder)"
     )
     where = f"its convolutions (kernel_sizes {kernels}, strides {strides})"
-    through = " (with encoder.camera.normalize, only through the frame's statistics)" if camera.get("normalize") else ""
+    normalized = camera.get("normalize", "none") != "none"
+    through = " (with encoder.camera.normalize, only through the frame's statistics)" if normalized else ""
     if not rows and not cols:
         return f"warning: encoder.camera: {where} skip pixels between their windows (a kernel below its stride): {rule}"
     share = 1 - (height - rows) * (width - cols) / (height * width)
