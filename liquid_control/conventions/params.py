@@ -191,14 +191,14 @@ def shared_section_parameters(node: str, argv) -> set[str]:
     writes a ``Node(parameters=[{...}])`` dict as one ``/**:`` section, where another node's name is a slip."""
     from liquid_control.yaml_numbers import load_yaml
 
-    files, given = _ros_parameter_arguments(argv)
+    files, given = ros_parameter_arguments(argv)
     shared, own = set(), set()
     for path in files:
         try:
             raw = load_yaml(Path(path).read_text(encoding="utf-8"))
         except Exception:  # rcl read it already, or refused it with its own message
             continue
-        sections = [(s, p, "*" in s.strip("/").rsplit("/", 1)[-1]) for s, p in _parameter_sections(raw)]
+        sections = [(s, p, "*" in last_name(s)) for s, p in parameter_sections(raw)]
         fleet = not all(wildcard for _, _, wildcard in sections)
         for section, parameters, wildcard in sections:
             if section_applies(section, node):
@@ -206,37 +206,44 @@ def shared_section_parameters(node: str, argv) -> set[str]:
     return shared - own - given
 
 
-def _ros_parameter_arguments(argv) -> tuple[list[str], set[str]]:
+def ros_parameter_arguments(argv) -> tuple[list[str], set[str]]:
     """The ``--params-file`` paths and the names set by ``-p``/``--param`` among the ROS arguments of ``argv``
     (those after ``--ros-args``, up to ``--``)."""
     files, names, in_ros, argv = [], set(), False, list(argv or ())
-    for arg, value in zip(argv, [*argv[1:], ""]):
+    for arg, value in zip(argv, [*argv[1:], None]):
         if arg in ("--ros-args", "--"):
             in_ros = arg == "--ros-args"
-        elif in_ros and arg == "--params-file":
+        elif in_ros and arg == "--params-file" and value is not None:
             files.append(value)
-        elif in_ros and arg in ("-p", "--param") and ":=" in value:
+        elif in_ros and arg in ("-p", "--param") and value and ":=" in value:
             names.add(value.split(":=", 1)[0])
     return files, names
 
 
-def _parameter_sections(raw, prefix: str = "") -> list[tuple[str, dict]]:
-    """(node name, ros__parameters) of each section of a parameter file: top-level keys, and ROS's nested
+def parameter_sections(raw, prefix: str = "") -> list[tuple[str, object]]:
+    """(node name, its ``ros__parameters``) of each section of a parameter file: top-level keys, and ROS's nested
     namespace form (``robot1: policy_node: ros__parameters:`` is ``robot1/policy_node``)."""
     sections = []
     for key, value in (raw if isinstance(raw, dict) else {}).items():
         if isinstance(value, dict):
             name = f"{prefix}/{key}" if prefix else str(key)
-            parameters = value.get("ros__parameters")
-            if isinstance(parameters, dict):
-                sections.append((name, parameters))
-            elif "ros__parameters" not in value:
-                sections += _parameter_sections(value, name)
+            if "ros__parameters" in value:
+                sections.append((name, value["ros__parameters"]))
+            else:
+                sections += parameter_sections(value, name)
     return sections
 
 
-def _flat_names(parameters: dict, prefix: str = "") -> list[str]:
-    """The parameter names of a ``ros__parameters`` mapping, nested ones joined by '.' (as ROS names them)."""
+def last_name(section: str) -> str:
+    """The node name a parameter file's section ends in (``/**/policy_node`` -> ``policy_node``, ``/**`` -> ``**``)."""
+    return section.strip("/").rsplit("/", 1)[-1]
+
+
+def _flat_names(parameters, prefix: str = "") -> list[str]:
+    """The parameter names of a ``ros__parameters`` mapping, nested ones joined by '.' (as ROS names them; none of
+    a section whose parameters are no mapping, which rcl refuses)."""
+    if not isinstance(parameters, dict):
+        return []
     names = []
     for key, value in parameters.items():
         name = f"{prefix}{key}"

@@ -129,30 +129,6 @@ def init_ros(name: str, **kwargs) -> bool:
     return True
 
 
-def params_files(argv) -> list[str]:
-    """The ``--params-file`` paths of the ROS arguments in ``argv`` (those after ``--ros-args``, up to ``--``)."""
-    files, in_ros, argv = [], False, list(argv or ())
-    for i, arg in enumerate(argv):
-        if arg == "--ros-args":
-            in_ros = True
-        elif arg == "--":
-            in_ros = False
-        elif in_ros and arg == "--params-file" and i + 1 < len(argv):
-            files.append(argv[i + 1])
-    return files
-
-
-def _node_sections(raw, prefix: str = "") -> list[str]:
-    """The node names a parameter file's sections are for: top-level keys, and ROS's nested namespace form
-    (``robot1: policy_node: ros__parameters:`` is ``robot1/policy_node``)."""
-    names = []
-    for key, value in (raw if isinstance(raw, dict) else {}).items():
-        if isinstance(value, dict):
-            name = f"{prefix}/{key}" if prefix else str(key)
-            names += [name] if "ros__parameters" in value else _node_sections(value, name)
-    return names
-
-
 def warn_sections_for_another_namespace(node, argv) -> list[str]:
     """Warn (and return the lines) where a ``--params-file`` of ``argv`` has no section naming this node but one
     naming its name in another namespace, or a name one typo from it: ROS gives the node none of its parameters
@@ -160,20 +136,25 @@ def warn_sections_for_another_namespace(node, argv) -> list[str]:
     configure, 'no policy file given'; a fleet's file with ``/**:`` and ``/robot1/sim_node:`` given to robot2's
     sim_node, or ``/robot1/sim_nde:``, which ran with another robot's TF frames). A ``/**:`` section applies to
     every node, so it does not count as naming this one."""
-    from liquid_control.conventions.params import section_applies
+    from liquid_control.conventions.params import (
+        last_name,
+        parameter_sections,
+        ros_parameter_arguments,
+        section_applies,
+    )
     from liquid_control.yaml_numbers import load_yaml
 
     qualified, own, lines = node.get_fully_qualified_name(), node.get_name(), []
-    for path in params_files(argv):
+    for path in ros_parameter_arguments(argv)[0]:
         try:
             raw = load_yaml(Path(path).read_text(encoding="utf-8"))
         except Exception:  # rcl read it already, or refused it with its own message
             continue
-        sections = _node_sections(raw)
-        if any(section_applies(name, qualified) and "*" not in _last_name(name) for name in sections):
+        sections = [name for name, _ in parameter_sections(raw)]
+        if any(section_applies(name, qualified) and "*" not in last_name(name) for name in sections):
             continue  # a section of this file names this node
         for name in sections:
-            last = _last_name(name)
+            last = last_name(name)
             if last == own and not section_applies(name, qualified):
                 lines.append(
                     f"{path}: its section {name!r} is for /{name.strip('/')}, and this node is {qualified}, which "
@@ -191,10 +172,6 @@ def warn_sections_for_another_namespace(node, argv) -> list[str]:
     for line in lines:
         node.get_logger().warning(line)
     return lines
-
-
-def _last_name(section: str) -> str:
-    return section.strip("/").rsplit("/", 1)[-1]
 
 
 def _one_typo_from(name: str, other: str) -> bool:
