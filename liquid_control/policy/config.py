@@ -375,16 +375,14 @@ def unseen_margins(height: int, width: int, kernel_sizes, strides) -> tuple[int,
     """(rows, columns) at the bottom and right of a frame that no output of the unpadded convolutions depends on:
     each layer's windows stop where a whole stride no longer fits, so e.g. kernels 5/3/3 at stride 2 see rows 0-56 of
     a 64-pixel frame, never 57-63 (0: every pixel reaches the features)."""
-    seen = []
-    for size in (height, width):
-        outs = [size]
-        for k, s in zip(kernel_sizes, strides):
-            outs.append((outs[-1] - k) // s + 1)
-        needed = outs[-1]  # every output of the last layer feeds the projection
+
+    def reached(outputs: int) -> int:  # the input pixels the last layer's outputs (all: the projection) depend on
         for k, s in zip(reversed(list(kernel_sizes)), reversed(list(strides))):
-            needed = (needed - 1) * s + k
-        seen.append(size - needed)
-    return seen[0], seen[1]
+            outputs = (outputs - 1) * s + k
+        return outputs
+
+    last_height, last_width = conv_sizes(height, width, kernel_sizes, strides)[-1]
+    return height - reached(last_height), width - reached(last_width)
 
 
 _PACKAGE_WORLD = re.compile(r"sim_envs(?:\.\w+)*:(?P<id>[^:]+)")

@@ -78,8 +78,9 @@ def _padding_zeroed(obs: dict, mask, lead: tuple) -> dict:
     for key, value in obs.items():
         # float inputs only: a uint8 frame holds no NaN, and frames shared by ``image_index`` are (B, F, ...), which
         # F == T made look like steps (a valid step's frame zeroed where another step was padding)
-        if hasattr(value, "shape") and tuple(value.shape[:2]) == lead and torch.as_tensor(value).is_floating_point():
-            value = torch.as_tensor(value)
+        tensor = torch.as_tensor(value) if hasattr(value, "shape") else None  # a tensor or numpy array
+        if tensor is not None and tuple(tensor.shape[:2]) == lead and tensor.is_floating_point():
+            value = tensor
             where = keep.to(value.device).reshape(lead + (1,) * (value.dim() - 2))
             value = torch.where(where, value, torch.zeros((), dtype=value.dtype, device=value.device))
         zeroed[key] = value
