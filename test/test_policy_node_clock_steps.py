@@ -426,3 +426,24 @@ def test_every_diagnostics_value_is_named_in_docs_ros_md(node, wall):
     # by its name, or its family's (`received.*`, `rate_hz.<sensor>`, `dt_s.{mean,std,min,max}`)
     missing = [k for k in keys if k not in names and not any(n.startswith(k.split(".")[0] + ".") for n in names)]
     assert not missing, missing
+
+
+def test_an_input_silent_for_exactly_the_watchdog_timeout_is_not_stale_at_any_clock_base(node):
+    """The watchdog compares node-clock seconds (floats, 238 ns apart at ~1.7e9 s) with watchdog_timeout_s: an input
+    silent exactly the timeout on a grid clock (sim time ticking in whole milliseconds) was stale or fresh by the
+    rounding of the two readings, so the same silence stopped the robot at some instants and not at others (the
+    runtime's stamp rules count a difference as past its threshold only STAMP_TOLERANCE_S beyond it; the
+    watchdog now too). 2 us past the timeout is a stop at every instant."""
+    at, published, imu, wheels = _activated(node)
+    stale_at_timeout, stale_past = [], []
+    for k in range(40):
+        last = START + 10**9 + k * 37_000_000  # whole milliseconds, as a grid /clock gives
+        imu.header.stamp = wheels.header.stamp = at(last)
+        node._on_vector("wheels", wheels)
+        node._on_vector("imu", imu)
+        at(last + 500_000_000)  # watchdog_timeout_s 0.5 after both
+        stale_at_timeout.append(bool(node._stale_inputs(node._now())))
+        at(last + 500_002_000)
+        stale_past.append(node._stale_inputs(node._now()) == ["imu", "wheels"])
+    assert not any(stale_at_timeout), stale_at_timeout
+    assert all(stale_past)

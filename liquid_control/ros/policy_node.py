@@ -84,6 +84,7 @@ from liquid_control.ros.executable import WithMessageInfo, named_counts
 from liquid_control.runtime import runner as R
 from liquid_control.runtime.backends import CAMERA, BackendError, backend_modules, load_backend
 from liquid_control.runtime.command import CommandLimiter
+from liquid_control.runtime.timeline import STAMP_TOLERANCE_S
 from liquid_control.shown import shown
 
 BAD_ENCODING = "bad_encoding"  # rejection reason of images that cannot be converted (beside the runner's)
@@ -1210,8 +1211,10 @@ class PolicyNode(LifecycleNode):
 
     def _stale_inputs(self, now: float) -> list[str]:
         """The inputs (setpoints aside) silent for longer than ``watchdog_timeout_s`` at ``now`` (node clock), since
-        their last accepted message or since activation."""
-        timeout = self.settings.watchdog_timeout_s
+        their last accepted message or since activation: by more than ``STAMP_TOLERANCE_S``, as the runtime's stamp
+        rules count (clock readings are float seconds, 238 ns apart at system time: a silence of exactly the timeout
+        on a grid clock was stale or not by their rounding)."""
+        timeout = self.settings.watchdog_timeout_s + STAMP_TOLERANCE_S
         return [
             sensor
             for sensor in self.runner.spec.sensors
