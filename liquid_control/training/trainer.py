@@ -150,8 +150,8 @@ def camera_blind_strip_note(cfg: dict) -> str | None:
         return None
     rule = (
         "choose sizes where each kernel is at least its stride and (input - kernel) is a multiple of the stride at "
-        "every layer (docs/training.md, the camera encoder; seeing every pixel changed the rover's robustness to "
-        "shifts: docs/full_view/)"
+        "every layer (docs/training.md, the camera encoder; on the rover, seeing every pixel lowered success under "
+        "winter, dusk, night and autumn: docs/full_view/)"
     )
     where = f"its convolutions (kernel_sizes {kernels}, strides {strides})"
     normalized = camera.get("normalize", "none") != "none"
