@@ -447,3 +447,24 @@ def test_an_input_silent_for_exactly_the_watchdog_timeout_is_not_stale_at_any_cl
         stale_past.append(node._stale_inputs(node._now()) == ["imu", "wheels"])
     assert not any(stale_at_timeout), stale_at_timeout
     assert all(stale_past)
+
+
+def test_no_update_for_exactly_the_watchdog_timeout_is_not_starved_at_any_clock_base(node):
+    """The starved check (every input fresh, no state update for longer than watchdog_timeout_s) counts as the
+    watchdog does: exactly the timeout on a grid clock is not starved at any instant, 2 us past it is."""
+    at, published, imu, wheels = _activated(node)
+    starved_at_timeout, starved_past = [], []
+    for k in range(40):
+        last = START + 10**9 + k * 37_000_000
+        at(last)
+        node._last_update_at = node._now()  # the last state update then
+        node._starved = ""
+        at(last + 500_000_000)
+        node._check_starved(node._now(), node.settings.watchdog_timeout_s)
+        starved_at_timeout.append(bool(node._starved))
+        node._starved = ""
+        at(last + 500_002_000)
+        node._check_starved(node._now(), node.settings.watchdog_timeout_s)
+        starved_past.append(bool(node._starved))
+    assert not any(starved_at_timeout), starved_at_timeout
+    assert all(starved_past)

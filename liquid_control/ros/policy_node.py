@@ -1285,7 +1285,7 @@ class PolicyNode(LifecycleNode):
         input after a reset, or for messages in its reordering buffer): the last command must not stay on the
         robot. Stop (repeated while it lasts, like the watchdog's) once a command that moves was published."""
         since = self._activated_at if self._last_update_at is None else self._last_update_at
-        if now - since <= timeout:
+        if now - since <= timeout + STAMP_TOLERANCE_S:  # as _stale_inputs counts
             return
         # again at each check: what updates wait for changes as messages come (said when it changes, not its numbers)
         first, (why, reason) = not self._starved, self._waiting_for()
